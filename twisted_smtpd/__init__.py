@@ -1,0 +1,3 @@
+"""
+twisted-smtpd: an embeddable SMTP and LMTP server for Twisted.
+"""

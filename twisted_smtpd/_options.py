@@ -1,0 +1,241 @@
+# -*- test-case-name: tests.test_options -*-
+"""
+L{ServerOptions}: every server setting, validated when it is built.
+
+Names follow nodemailer's C{smtp-server} in Twisted's camelCase.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from attrs import field, frozen
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+AUTH_METHODS = frozenset({"PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2"})
+BARE_NEWLINE_POLICIES = frozenset({"reject", "normalize", "legacy"})
+HIDEABLE = frozenset(
+    {
+        "STARTTLS",
+        "SIZE",
+        "PIPELINING",
+        "8BITMIME",
+        "SMTPUTF8",
+        "ENHANCEDSTATUSCODES",
+        "DSN",
+        "REQUIRETLS",
+        "CHUNKING",
+    }
+)
+KNOWN_COMMANDS = frozenset(
+    {
+        "EHLO",
+        "HELO",
+        "LHLO",
+        "MAIL",
+        "RCPT",
+        "DATA",
+        "BDAT",
+        "RSET",
+        "NOOP",
+        "QUIT",
+        "VRFY",
+        "HELP",
+        "STARTTLS",
+        "AUTH",
+        "XCLIENT",
+        "XFORWARD",
+    }
+)
+
+
+def _noLineBreak(instance: object, attribute: Any, value: str | None) -> None:
+    if value is not None and any(c in value for c in "\r\n\x00"):
+        raise ValueError(f"{attribute.name} must not contain CR, LF or NUL")
+
+
+def _nonNegative(instance: object, attribute: Any, value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must not be negative")
+
+
+def _positive(instance: object, attribute: Any, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be positive")
+
+
+def _upperTuple(value: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    return tuple(v.strip().upper() for v in value if v.strip())
+
+
+def _networks(value: bool | Iterable[str | IPNetwork] | None) -> tuple[IPNetwork, ...]:
+    """
+    Normalise a trusted-network setting: C{True} trusts every address, C{False}
+    or C{None} none, otherwise a list of CIDR strings or networks.
+    """
+    if value is None or value is False:
+        return ()
+    if value is True:
+        return (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+    if isinstance(value, str):
+        value = [value]
+    return tuple(ipaddress.ip_network(v, strict=False) for v in value)
+
+
+def _defaultName() -> str:
+    return socket.getfqdn()
+
+
+def _checkAuthMethods(instance: object, attribute: Any, value: tuple[str, ...]) -> None:
+    unknown = set(value) - AUTH_METHODS
+    if unknown:
+        raise ValueError(f"unknown AUTH methods: {', '.join(sorted(unknown))}")
+
+
+def _checkCommands(instance: object, attribute: Any, value: tuple[str, ...]) -> None:
+    unknown = set(value) - KNOWN_COMMANDS
+    if unknown:
+        raise ValueError(f"unknown commands: {', '.join(sorted(unknown))}")
+
+
+def _checkBareNewline(instance: object, attribute: Any, value: str) -> None:
+    if value not in BARE_NEWLINE_POLICIES:
+        raise ValueError(f"bareNewline must be one of {', '.join(sorted(BARE_NEWLINE_POLICIES))}")
+
+
+def _checkHelo(instance: object, attribute: Any, value: str) -> None:
+    _noLineBreak(instance, attribute, value)
+    try:
+        value % ("a", "b")
+    except (TypeError, ValueError) as e:
+        raise ValueError("heloResponse must hold two %s placeholders") from e
+
+
+@frozen(kw_only=True)
+class ServerOptions:
+    """
+    Every setting of an SMTP/LMTP server.  Invalid values raise C{ValueError}
+    at construction, so a server never starts half-configured.
+
+    @ivar name: The server's host name in the greeting and replies.
+    @ivar banner: Extra text for the 220 greeting.
+    @ivar heloResponse: The 250 text for HELO/EHLO, with two C{%s}: the
+        server's name and the client's.
+    @ivar size: The largest message accepted in bytes; 0 for no limit.
+    @ivar hideSize: Do not advertise SIZE (the limit still applies).
+    @ivar lmtp: Speak LMTP (RFC 2033) instead of SMTP.
+    @ivar certificate: Path of the PEM certificate chain for TLS.
+    @ivar privateKey: Path of the PEM private key (default: in C{certificate}).
+    @ivar caCertificates: Path of a PEM bundle of CAs for client certificates.
+    @ivar sniOptions: Host name to C{(certificate, key)} paths for SNI.
+    @ivar requestCert: Ask TLS clients for a certificate.
+    @ivar rejectUnauthorized: Refuse the handshake when a requested client
+        certificate does not verify against C{caCertificates}.
+    @ivar hideSTARTTLS: Do not advertise STARTTLS (it is still accepted).
+    @ivar allowInsecureAuth: Allow AUTH before TLS.
+    @ivar authMethods: AUTH mechanisms offered.
+    @ivar authOptional: Allow MAIL without AUTH.
+    @ivar authRequiredMessage: The 530 text for MAIL before AUTH.
+    @ivar maxAllowedUnauthenticatedCommands: Commands allowed before AUTH when
+        AUTH is required; 0 for no limit.
+    @ivar maxAuthFailures: Failed AUTH attempts before 421 and close.
+    @ivar disabledCommands: Commands answered with 502.
+    @ivar hidePIPELINING: Do not advertise PIPELINING.
+    @ivar hide8BITMIME: Do not advertise 8BITMIME.
+    @ivar hideSMTPUTF8: Do not advertise SMTPUTF8.
+    @ivar hideENHANCEDSTATUSCODES: Do not advertise nor send enhanced status
+        codes (never hidden in LMTP mode).
+    @ivar hideDSN: Do not advertise DSN.
+    @ivar hideREQUIRETLS: Do not advertise REQUIRETLS.
+    @ivar hideCHUNKING: Do not advertise CHUNKING and BINARYMIME.
+    @ivar socketTimeout: Seconds of client silence before 421 and close.
+    @ivar closeTimeout: Seconds L{SMTPServer.close} waits for transactions.
+    @ivar maxClients: Concurrent connections; 0 for no limit.
+    @ivar maxRecipients: Recipients per transaction.
+    @ivar maxErrors: Error replies per connection before 421 and close.
+    @ivar maxLineLength: Longest command line in bytes, CRLF excluded
+        (RFC 5321 section 4.5.3.1.4); AUTH lines may be up to 12288 bytes
+        (RFC 4954 section 4).
+    @ivar bareNewline: What a bare CR or LF in message text does: C{"reject"}
+        the message (550), C{"normalize"} it to CRLF, or keep it as it is
+        (C{"legacy"}).  None of them ever ends a message.
+    @ivar lenientAddresses: Accept common broken path syntax (a space after
+        the colon, a missing pair of angle brackets).
+    @ivar disableReverseLookup: Do not look up the client's name.
+    @ivar useProxy: Networks whose PROXY headers are trusted.
+    @ivar ignoredHosts: Client addresses whose sessions are not logged.
+    @ivar useXClient: Networks whose XCLIENT commands are trusted.
+    @ivar useXForward: Networks whose XFORWARD commands are trusted.
+    """
+
+    name: str = field(factory=_defaultName, validator=_noLineBreak)
+    banner: str | None = field(default=None, validator=_noLineBreak)
+    heloResponse: str = field(default="%s Nice to meet you, %s", validator=_checkHelo)
+    size: int = field(default=0, validator=_nonNegative)
+    hideSize: bool = False
+    lmtp: bool = False
+    certificate: str | None = None
+    privateKey: str | None = None
+    caCertificates: str | None = None
+    sniOptions: Mapping[str, tuple[str, str | None]] = field(factory=dict)
+    requestCert: bool = False
+    rejectUnauthorized: bool = True
+    hideSTARTTLS: bool = False
+    allowInsecureAuth: bool = False
+    authMethods: tuple[str, ...] = field(
+        default=("PLAIN", "LOGIN"), converter=_upperTuple, validator=_checkAuthMethods
+    )
+    authOptional: bool = False
+    authRequiredMessage: str = field(
+        default="Error: authentication required", validator=_noLineBreak
+    )
+    maxAllowedUnauthenticatedCommands: int = field(default=10, validator=_nonNegative)
+    maxAuthFailures: int = field(default=3, validator=_positive)
+    disabledCommands: tuple[str, ...] = field(
+        default=(), converter=_upperTuple, validator=_checkCommands
+    )
+    hidePIPELINING: bool = False
+    hide8BITMIME: bool = False
+    hideSMTPUTF8: bool = False
+    hideENHANCEDSTATUSCODES: bool = False
+    hideDSN: bool = False
+    hideREQUIRETLS: bool = False
+    hideCHUNKING: bool = False
+    socketTimeout: float = field(default=60.0, validator=_positive)
+    closeTimeout: float = field(default=30.0, validator=_nonNegative)
+    maxClients: int = field(default=0, validator=_nonNegative)
+    maxRecipients: int = field(default=1000, validator=_positive)
+    maxErrors: int = field(default=20, validator=_positive)
+    maxLineLength: int = field(default=512, validator=_positive)
+    bareNewline: str = field(default="reject", validator=_checkBareNewline)
+    lenientAddresses: bool = False
+    disableReverseLookup: bool = False
+    useProxy: tuple[IPNetwork, ...] = field(default=(), converter=_networks)
+    ignoredHosts: tuple[str, ...] = ()
+    useXClient: tuple[IPNetwork, ...] = field(default=(), converter=_networks)
+    useXForward: tuple[IPNetwork, ...] = field(default=(), converter=_networks)
+
+    @property
+    def enhancedStatusCodes(self) -> bool:
+        """
+        Whether replies carry enhanced status codes: always in LMTP
+        (RFC 2033 section 4.3 requires them), else unless hidden.
+        """
+        return self.lmtp or not self.hideENHANCEDSTATUSCODES
+
+
+def trusted(networks: tuple[IPNetwork, ...], host: str) -> bool:
+    """
+    Whether C{host} (an IP address string) lies in one of C{networks}.
+    """
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(addr.version == n.version and addr in n for n in networks)

@@ -1,0 +1,162 @@
+# -*- test-case-name: tests.test_replies -*-
+"""
+SMTP replies: the value class, their serialisation and the catalogue of every
+reply text the server sends by itself.
+
+Pure: bytes and values only.  Reply codes follow RFC 5321 section 4.2 and the
+enhanced status codes RFC 3463; RFC 2034 section 3 exempts the greeting and the
+replies to HELO/EHLO/LHLO from carrying one, so those replies have
+C{enhanced=None}.
+"""
+
+from __future__ import annotations
+
+import re
+
+from attrs import frozen
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@frozen
+class Reply:
+    """
+    One SMTP reply.
+
+    @ivar code: The three-digit reply code.
+    @ivar enhanced: The RFC 3463 enhanced status code (C{"2.1.0"}) or C{None}
+        for replies that never carry one.
+    @ivar lines: The text lines, at least one.
+    """
+
+    code: int
+    enhanced: str | None
+    lines: tuple[str, ...]
+
+
+class CommandError(Exception):
+    """
+    A command could not be accepted; C{reply} says why.
+    """
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+
+def reply(code: int, enhanced: str | None, *lines: str) -> Reply:
+    """
+    Build a L{Reply} from positional text lines.
+    """
+    return Reply(code, enhanced, lines)
+
+
+def sanitiseText(text: str) -> tuple[str, ...]:
+    """
+    Make untrusted text (from a handler or an option) safe to send: split it on
+    line breaks and replace every other control character with a space, so that
+    it can never inject a line into the dialogue.
+
+    @return: One or more lines, none containing CR, LF or another control
+        character.
+    """
+    parts = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines = tuple(_UNSAFE.sub(" ", part) for part in parts)
+    return lines or ("",)
+
+
+def defaultEnhanced(code: int) -> str:
+    """
+    The generic enhanced status code for a reply code (RFC 3463 section 3.1).
+    """
+    return f"{code // 100}.0.0"
+
+
+def formatReply(r: Reply, enhancedCodes: bool) -> bytes:
+    """
+    Serialise C{r}, multi-line as in RFC 5321 section 4.2.1.
+
+    @param enhancedCodes: Whether to prefix every line's text with the
+        enhanced status code (ENHANCEDSTATUSCODES is on).
+    """
+    code = str(r.code)
+    prefix = f"{r.enhanced} " if enhancedCodes and r.enhanced else ""
+    lines = r.lines or ("",)
+    last = len(lines) - 1
+    out = []
+    for index, line in enumerate(lines):
+        sep = " " if index == last else "-"
+        out.append(f"{code}{sep}{prefix}{line}\r\n")
+    return "".join(out).encode("utf-8")
+
+
+# The catalogue.  Texts are plain and standard.
+
+
+def greeting(name: str, banner: str | None, lmtp: bool) -> Reply:
+    """
+    The 220 greeting (RFC 5321 section 4.3.1).
+    """
+    kind = "LMTP" if lmtp else "ESMTP"
+    text = f"{name} {kind}" + (f" {banner}" if banner else "")
+    return Reply(220, None, (text,))
+
+
+def closing(name: str) -> Reply:
+    """
+    The 221 reply to QUIT.
+    """
+    return Reply(221, "2.0.0", (f"{name} Closing connection",))
+
+
+def ehlo(name: str, greetingText: str, extensions: tuple[str, ...]) -> Reply:
+    """
+    The 250 reply to EHLO or LHLO, listing the extensions.
+    """
+    del name
+    return Reply(250, None, (greetingText, *extensions))
+
+
+def helo(greetingText: str) -> Reply:
+    """
+    The 250 reply to HELO.
+    """
+    return Reply(250, None, (greetingText,))
+
+
+OK = reply(250, "2.0.0", "OK")
+RESET = reply(250, "2.0.0", "Flushed")
+MAIL_OK = reply(250, "2.1.0", "Accepted")
+RCPT_OK = reply(250, "2.1.5", "Accepted")
+DATA_OK = reply(250, "2.0.0", "OK: message queued")
+START_DATA = reply(354, None, "End data with <CR><LF>.<CR><LF>")
+VRFY = reply(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery")
+HELP = reply(214, "2.0.0", "See https://www.rfc-editor.org/rfc/rfc5321")
+
+TIMEOUT = reply(421, "4.4.2", "Error: timeout exceeded")
+SHUTDOWN = reply(421, "4.3.2", "Service shutting down, closing connection")
+TOO_MANY_CLIENTS = reply(421, "4.7.0", "Too many connections, try again later")
+TOO_MANY_ERRORS = reply(421, "4.7.0", "Too many errors, closing connection")
+HTTP_REFUSED = reply(421, "4.7.0", "This is an SMTP server, not an HTTP server")
+LOCAL_ERROR = reply(451, "4.3.0", "Error: internal error, try again later")
+TOO_MANY_RECIPIENTS = reply(452, "4.5.3", "Error: too many recipients")
+
+UNKNOWN_COMMAND = reply(500, "5.5.2", "Error: command not recognized")
+LINE_TOO_LONG = reply(500, "5.5.6", "Error: line too long")
+SYNTAX_ERROR = reply(501, "5.5.4", "Error: syntax error in parameters or arguments")
+NOT_IMPLEMENTED = reply(502, "5.5.1", "Error: command not implemented")
+BAD_SEQUENCE = reply(503, "5.5.1", "Error: bad sequence of commands")
+NEED_HELO = reply(503, "5.5.1", "Error: send HELO/EHLO first")
+NEED_LHLO = reply(503, "5.5.1", "Error: send LHLO first")
+NEED_MAIL = reply(503, "5.5.1", "Error: need MAIL command")
+NEED_RCPT = reply(503, "5.5.1", "Error: need RCPT command")
+NESTED_MAIL = reply(503, "5.5.1", "Error: nested MAIL command")
+NO_VALID_RECIPIENTS = reply(554, "5.5.1", "Error: no valid recipients")
+SIZE_EXCEEDED_MAIL = reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size")
+SIZE_EXCEEDED = reply(552, "5.3.4", "Error: message exceeds fixed maximum message size")
+BARE_NEWLINE = reply(550, "5.5.2", "Error: bare <CR> or <LF> received in message")
+UNKNOWN_PARAMETER = reply(555, "5.5.4", "Error: unsupported MAIL FROM/RCPT TO parameter")
+UTF8_NOT_ALLOWED = reply(553, "5.6.7", "Error: non-ASCII address requires SMTPUTF8")
+BAD_MAILBOX = reply(553, "5.1.3", "Error: bad address syntax")
+ENCRYPTION_REQUIRED = reply(530, "5.7.0", "Must issue a STARTTLS command first")
+REQUIRETLS_NEEDS_TLS = reply(530, "5.7.10", "REQUIRETLS needs a TLS session")

@@ -1,0 +1,203 @@
+# -*- test-case-name: tests.test_session -*-
+"""
+The values a handler sees: L{Session}, L{Envelope}, L{Address} and the AUTH
+request and result.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from hashlib import md5
+from typing import Any
+
+from attrs import define, field, frozen
+
+
+@frozen
+class AddressDSN:
+    """
+    RFC 3461 data given with one recipient.
+
+    @ivar notify: C{NOTIFY} values, upper case (C{("SUCCESS", "FAILURE")} or
+        C{("NEVER",)}); empty when not given.
+    @ivar orcpt: The C{ORCPT} value, xtext-decoded (C{"rfc822;a@example.com"}),
+        or C{None}.
+    """
+
+    notify: tuple[str, ...] = ()
+    orcpt: str | None = None
+
+
+@frozen
+class EnvelopeDSN:
+    """
+    RFC 3461 data given with the reverse-path.
+
+    @ivar ret: C{"FULL"}, C{"HDRS"} or C{None}.
+    @ivar envid: The C{ENVID}, xtext-decoded, or C{None}.
+    """
+
+    ret: str | None = None
+    envid: str | None = None
+
+
+@frozen
+class Address:
+    """
+    A reverse-path or forward-path with its ESMTP parameters.
+
+    @ivar address: The mailbox (C{"user@example.com"}), or C{""} for the null
+        reverse-path C{<>}.
+    @ivar args: ESMTP parameters, keys upper case; a parameter given without a
+        value maps to C{True}.
+    @ivar dsn: The RFC 3461 recipient data (on forward-paths), else C{None}.
+    """
+
+    address: str
+    args: Mapping[str, str | bool] = field(factory=dict)
+    dsn: AddressDSN | None = None
+
+
+@define
+class Envelope:
+    """
+    One mail transaction, reset by RSET, HELO/EHLO and the end of DATA.
+
+    @ivar mailFrom: The reverse-path, once MAIL was accepted.
+    @ivar rcptTo: The accepted forward-paths, in order (duplicates kept).
+    @ivar dsn: RFC 3461 C{RET} and C{ENVID}.
+    @ivar bodyType: C{"7bit"}, C{"8bitmime"} or C{"binarymime"}.
+    @ivar smtpUtf8: Whether MAIL carried C{SMTPUTF8} (RFC 6531).
+    @ivar requireTls: Whether MAIL carried C{REQUIRETLS} (RFC 8689).
+    @ivar size: The C{SIZE} the client declared, or C{None}.
+    """
+
+    mailFrom: Address | None = None
+    rcptTo: list[Address] = field(factory=list)
+    dsn: EnvelopeDSN = field(factory=EnvelopeDSN)
+    bodyType: str = "7bit"
+    smtpUtf8: bool = False
+    requireTls: bool = False
+    size: int | None = None
+
+
+@frozen
+class TLSInfo:
+    """
+    What the TLS handshake settled.
+
+    @ivar servername: The SNI name the client asked for, or C{None}.
+    @ivar protocol: The protocol version (C{"TLSv1.3"}).
+    @ivar cipher: The cipher suite name.
+    @ivar peerCertificate: The client's certificate
+        (C{OpenSSL.crypto.X509}), or C{None}.
+    """
+
+    servername: str | None = None
+    protocol: str | None = None
+    cipher: str | None = None
+    peerCertificate: Any = None
+
+
+@frozen
+class ProxyInfo:
+    """
+    What a trusted PROXY header, XCLIENT or XFORWARD said about the client.
+
+    @ivar attributes: The attributes received, names upper case.
+    """
+
+    attributes: Mapping[str, str] = field(factory=dict)
+
+
+@define
+class Session:
+    """
+    One client connection, as handlers see it.
+
+    @ivar id: A short unique id, used in logs and queue ids.
+    @ivar localAddress: C{(host, port)} the client connected to.
+    @ivar remoteAddress: C{(host, port)} of the client: the real client when a
+        trusted PROXY header or XCLIENT says so.
+    @ivar clientHostname: The client's name by reverse DNS, or the address in
+        brackets (C{"[192.0.2.1]"}) when unknown or disabled.
+    @ivar openingCommand: C{"HELO"}, C{"EHLO"} or C{"LHLO"} once greeted.
+    @ivar hostNameAppearsAs: The name the client gave in its greeting.
+    @ivar envelope: The current transaction.
+    @ivar user: What C{onAuth} returned for the authenticated user, or C{None}.
+    @ivar transaction: The number of the current transaction, from 1.
+    @ivar transmissionType: C{"SMTP"}, C{"ESMTP"}, C{"ESMTPS"}, C{"ESMTPA"},
+        C{"ESMTPSA"}, C{"LMTP"}, ... for C{Received:} headers (RFC 3848).
+    @ivar secure: Whether the connection is encrypted.
+    @ivar tls: Details of the TLS session, or C{None}.
+    @ivar xClient: Attributes a trusted XCLIENT command set.
+    @ivar xForward: Attributes a trusted XFORWARD command set.
+    @ivar proxy: What a trusted PROXY header said, or C{None}.
+    """
+
+    id: str
+    localAddress: tuple[str, int] = ("", 0)
+    remoteAddress: tuple[str, int] = ("", 0)
+    clientHostname: str = ""
+    openingCommand: str | None = None
+    hostNameAppearsAs: str | None = None
+    envelope: Envelope = field(factory=Envelope)
+    user: object = None
+    transaction: int = 1
+    transmissionType: str = "SMTP"
+    secure: bool = False
+    tls: TLSInfo | None = None
+    xClient: dict[str, str] = field(factory=dict)
+    xForward: dict[str, str] = field(factory=dict)
+    proxy: ProxyInfo | None = None
+
+
+@frozen
+class AuthRequest:
+    """
+    One AUTH attempt, handed to C{onAuth}.
+
+    @ivar method: C{"PLAIN"}, C{"LOGIN"}, C{"CRAM-MD5"} or C{"XOAUTH2"}.
+    @ivar username: The authentication identity.
+    @ivar password: The password (PLAIN, LOGIN), else C{None}.
+    @ivar authorizationIdentity: The identity to act as (PLAIN), or C{None}.
+    @ivar accessToken: The OAuth 2.0 bearer token (XOAUTH2), else C{None}.
+    @ivar challenge: The CRAM-MD5 challenge sent, else C{None}.
+    @ivar response: The CRAM-MD5 digest received (hex), else C{None}.
+    """
+
+    method: str
+    username: str
+    password: str | None = None
+    authorizationIdentity: str | None = None
+    accessToken: str | None = None
+    challenge: bytes | None = None
+    response: str | None = None
+
+    def validatePassword(self, password: str) -> bool:
+        """
+        Check C{password} against a CRAM-MD5 response (RFC 2195), in constant
+        time.  For PLAIN and LOGIN, compare with the password given, also in
+        constant time.
+        """
+        secret = password.encode("utf-8")
+        if self.method == "CRAM-MD5":
+            if self.challenge is None or self.response is None:
+                return False
+            expected = hmac.new(secret, self.challenge, md5).hexdigest()
+            return hmac.compare_digest(expected.encode(), self.response.lower().encode())
+        if self.password is None:
+            return False
+        return hmac.compare_digest(secret, self.password.encode("utf-8"))
+
+
+@frozen
+class AuthResult:
+    """
+    What C{onAuth} returns when it accepts: the user object to keep in
+    C{session.user}, and an optional text for the 235 reply.
+    """
+
+    user: object
+    message: str | None = None

@@ -1,0 +1,137 @@
+# -*- test-case-name: tests.test_interfaces -*-
+"""
+The handler contract: L{ISMTPHandler}, and the message stream it is given.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+from twisted_smtpd._session import Address, AuthRequest, Session
+
+
+class ISMTPHandler(Interface):
+    """
+    What a server asks at each step of a session.
+
+    Every hook may return a plain value, a L{twisted.internet.defer.Deferred}
+    or be an C{async def} coroutine.  Raising (or failing with)
+    L{twisted_smtpd.SMTPError} answers the client with that reply; any other
+    exception answers 451, is logged with its traceback, and the session goes
+    on.  L{twisted_smtpd.handlers.BaseHandler} implements every hook with the
+    permissive default.
+    """
+
+    def onConnect(session: Session) -> object:
+        """
+        A client connected; called before the greeting.
+
+        @param session: The new L{twisted_smtpd.Session}.
+        @return: Anything to accept; an L{SMTPError} refuses the connection
+            with its reply (which should be 421 or 554), then closes it.
+        """
+
+    def onHelo(hostname: str, session: Session) -> object:
+        """
+        The client sent HELO, EHLO or LHLO.
+
+        @param hostname: The name the client gave.
+        @param session: The session.
+        """
+
+    def onSecure(session: Session) -> object:
+        """
+        A TLS handshake finished (STARTTLS or implicit TLS); C{session.tls}
+        says what was agreed.  Raising closes the connection after the reply.
+        """
+
+    def onAuth(auth: AuthRequest, session: Session) -> object:
+        """
+        The client authenticates.
+
+        @param auth: The L{twisted_smtpd.AuthRequest}.
+        @param session: The session.
+        @return: An L{twisted_smtpd.AuthResult} to accept; raise
+            L{SMTPError} (535) to refuse.
+        """
+
+    def onMailFrom(address: Address, session: Session) -> object:
+        """
+        Accept or refuse the reverse-path.
+
+        @param address: The L{twisted_smtpd.Address} (C{""} for C{<>}).
+        @param session: The session.
+        """
+
+    def onRcptTo(address: Address, session: Session) -> object:
+        """
+        Accept or refuse one recipient.
+
+        @param address: The forward-path with its ESMTP parameters.
+        @param session: The connection it arrived on.
+        @return: Anything, a L{Deferred} or a coroutine to accept; raise or
+            fail with L{SMTPError} to refuse with that reply.
+        """
+
+    def onData(stream: IMessageStream, session: Session) -> object:
+        """
+        The message body is arriving; called as soon as the client may send
+        it, with the body streaming through C{stream}
+        (L{IMessageStream}).  The reply is sent once the body has ended and
+        the result is known.
+
+        @return: A text for the 250 reply (a queue id) or C{None}; in LMTP
+            mode, optionally a list with one entry per accepted recipient,
+            each a text or an L{SMTPError}.
+        """
+
+    def onClose(session: Session) -> object:
+        """
+        The connection is gone.  Informational; the result is ignored.
+        """
+
+
+class IMessageStream(Interface):
+    """
+    A message body, streamed as it arrives (after dot-unstuffing).
+
+    It is an L{twisted.internet.interfaces.IPushProducer}: a consumer that
+    pauses it pauses reading from the client.
+    """
+
+    byteLength = Attribute("Bytes of body received so far.")
+    sizeExceeded = Attribute(
+        "Whether the body passed the size limit; if so the rest is discarded "
+        "and the message is refused with 552."
+    )
+    ended = Attribute("Whether the whole body has arrived.")
+
+    def pipe(consumer: object) -> object:
+        """
+        Write the body into an L{twisted.internet.interfaces.IConsumer},
+        registering the stream as its streaming producer.
+
+        @return: A L{Deferred} that fires with the byte count when the body
+            ended, or fails if it did not arrive whole.
+        """
+
+    def pipeToFile(fileObject: object) -> object:
+        """
+        Write the body into a binary file object.
+
+        @return: A L{Deferred} as for L{pipe}.
+        """
+
+    def collect() -> object:
+        """
+        Gather the whole body in memory: for small messages only.
+
+        @return: A L{Deferred} that fires with the body as C{bytes}.
+        """
+
+    def drain() -> object:
+        """
+        Discard the body.
+
+        @return: A L{Deferred} that fires with the byte count at the end.
+        """
