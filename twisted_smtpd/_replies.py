@@ -18,7 +18,7 @@ from attrs import frozen
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
 
-@frozen
+@frozen(cache_hash=True)
 class Reply:
     """
     One SMTP reply.
@@ -87,7 +87,7 @@ def formatReply(r: Reply, enhancedCodes: bool) -> bytes:
     for index, line in enumerate(lines):
         sep = " " if index == last else "-"
         out.append(f"{code}{sep}{prefix}{line}\r\n")
-    return "".join(out).encode("utf-8")
+    return "".join(out).encode("utf-8", "replace")
 
 
 # The catalogue.  Texts are plain and standard.
@@ -160,3 +160,36 @@ UTF8_NOT_ALLOWED = reply(553, "5.6.7", "Error: non-ASCII address requires SMTPUT
 BAD_MAILBOX = reply(553, "5.1.3", "Error: bad address syntax")
 ENCRYPTION_REQUIRED = reply(530, "5.7.0", "Must issue a STARTTLS command first")
 REQUIRETLS_NEEDS_TLS = reply(530, "5.7.10", "REQUIRETLS needs a TLS session")
+
+# Command argument syntax (RFC 5321 sections 4.1.1 and 4.1.2, RFC 3461, RFC
+# 6531).  Replies to HELO/EHLO/LHLO carry no enhanced code (RFC 2034 section 3).
+HELO_REQUIRES_DOMAIN = reply(501, None, "Syntax: EHLO hostname")
+BAD_HELO_HOSTNAME = reply(501, None, "Error: invalid characters in hostname")
+MAIL_SYNTAX = reply(501, "5.5.4", "Syntax: MAIL FROM:<address>")
+RCPT_SYNTAX = reply(501, "5.5.4", "Syntax: RCPT TO:<address>")
+BAD_SENDER_SYNTAX = reply(501, "5.1.7", "Error: bad sender address syntax")
+BAD_RECIPIENT_SYNTAX = reply(501, "5.1.3", "Error: bad recipient address syntax")
+PATH_TOO_LONG = reply(501, "5.5.4", "Error: path too long")
+BAD_PARAMETER_SYNTAX = reply(501, "5.5.4", "Error: bad parameter syntax")
+DUPLICATE_PARAMETER = reply(501, "5.5.4", "Error: duplicate parameter")
+NON_ASCII_PARAMETER = reply(501, "5.5.4", "Error: non-ASCII parameter value requires SMTPUTF8")
+BAD_SIZE = reply(501, "5.5.4", "Error: bad SIZE syntax")
+BAD_BODY = reply(501, "5.5.4", "Error: bad BODY keyword syntax")
+BAD_SMTPUTF8 = reply(501, "5.5.4", "Error: SMTPUTF8 takes no value")
+BAD_REQUIRETLS = reply(501, "5.5.4", "Error: REQUIRETLS takes no value")
+BAD_RET = reply(501, "5.5.4", "Error: bad RET syntax")
+BAD_ENVID = reply(501, "5.5.4", "Error: bad ENVID syntax")
+BAD_AUTH_PARAMETER = reply(501, "5.5.4", "Error: bad AUTH parameter syntax")
+BAD_NOTIFY = reply(501, "5.5.4", "Error: bad NOTIFY syntax")
+BAD_ORCPT = reply(501, "5.5.4", "Error: bad ORCPT syntax")
+
+# Protocol
+BINARYMIME_NEEDS_BDAT = reply(503, "5.5.1", "Error: BODY=BINARYMIME requires BDAT")
+
+# AUTH and TLS (RFC 4954 sections 4 and 6)
+AUTH_UNRECOGNIZED = reply(504, "5.5.4", "Unrecognized authentication type")
+AUTH_ABORTED = reply(501, "5.0.0", "Authentication aborted")
+AUTH_BAD_BASE64 = reply(501, "5.5.2", "Error: invalid base64")
+AUTH_MALFORMED = reply(501, "5.5.2", "Error: malformed authentication data")
+AUTH_INITIAL_RESPONSE_NOT_ALLOWED = reply(501, "5.5.4", "Error: initial response not allowed")
+XOAUTH2_FAILURE_DONE = reply(535, "5.7.8", "Error: authentication credentials invalid")

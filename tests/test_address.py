@@ -1,0 +1,745 @@
+"""
+Tests for L{twisted_smtpd._address}: MAIL and RCPT arguments, paths, ESMTP
+parameters and xtext.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_smtpd import _replies as replies
+from twisted_smtpd._address import (
+    MailRequest,
+    decodeXtext,
+    encodeXtext,
+    parseMail,
+    parseRcpt,
+)
+from twisted_smtpd._replies import CommandError, Reply
+from twisted_smtpd._session import Address, AddressDSN, EnvelopeDSN
+
+PROPERTY = settings(max_examples=200, deadline=None)
+
+
+class MailTestCase(SynchronousTestCase):
+    """
+    Assertions shared by the MAIL and RCPT tests.
+    """
+
+    def assertMailRefused(self, argument: bytes, reply: Reply, lenient: bool = False) -> None:
+        with self.assertRaises(CommandError) as e:
+            parseMail(argument, lenient)
+        self.assertEqual(e.exception.reply, reply)
+
+    def assertRcptRefused(
+        self, argument: bytes, reply: Reply, smtpUtf8: bool = False, lenient: bool = False
+    ) -> None:
+        with self.assertRaises(CommandError) as e:
+            parseRcpt(argument, smtpUtf8, lenient)
+        self.assertEqual(e.exception.reply, reply)
+
+    def mailbox(self, argument: bytes, lenient: bool = False) -> str:
+        return parseMail(argument, lenient).address.address
+
+
+class MailPathTests(MailTestCase):
+    """
+    Tests for the reverse-path of L{parseMail}.
+    """
+
+    def test_simple(self) -> None:
+        """
+        A plain path gives its mailbox, no parameters and the defaults.
+        """
+        self.assertEqual(
+            parseMail(b"FROM:<alice@example.com>"),
+            MailRequest(
+                address=Address("alice@example.com", {}),
+                size=None,
+                bodyType="7bit",
+                smtpUtf8=False,
+                requireTls=False,
+                dsn=EnvelopeDSN(),
+                auth=None,
+            ),
+        )
+
+    def test_keywordCase(self) -> None:
+        """
+        C{FROM:} is case-insensitive.
+        """
+        self.assertEqual(self.mailbox(b"from:<a@example.com>"), "a@example.com")
+        self.assertEqual(self.mailbox(b"FrOm:<a@example.com>"), "a@example.com")
+
+    def test_spacesAfterColon(self) -> None:
+        """
+        Spaces after the colon are accepted in strict mode.
+        """
+        self.assertEqual(self.mailbox(b"FROM: <a@example.com>"), "a@example.com")
+        self.assertEqual(self.mailbox(b"FROM:   <a@example.com>  SIZE=1"), "a@example.com")
+
+    def test_missingKeyword(self) -> None:
+        """
+        A missing C{FROM:} gets 501 MAIL_SYNTAX.
+        """
+        for argument in [
+            b"",
+            b"<a@example.com>",
+            b"FROM <a@example.com>",
+            b"FROM :<a@example.com>",
+            b"TO:<a@example.com>",
+        ]:
+            self.assertMailRefused(argument, replies.MAIL_SYNTAX)
+
+    def test_nullPath(self) -> None:
+        """
+        C{<>} is the null reverse-path, given as C{""}; parameters may follow.
+        """
+        self.assertEqual(self.mailbox(b"FROM:<>"), "")
+        request = parseMail(b"FROM:<> BODY=8BITMIME")
+        self.assertEqual(request.address.address, "")
+        self.assertEqual(request.bodyType, "8bitmime")
+
+    def test_postmasterRefused(self) -> None:
+        """
+        C{<Postmaster>} without a domain is for RCPT only.
+        """
+        self.assertMailRefused(b"FROM:<Postmaster>", replies.BAD_SENDER_SYNTAX)
+
+    def test_sourceRoute(self) -> None:
+        """
+        A source route is accepted and dropped (RFC 5321 section 4.1.1.3 and
+        appendix C).
+        """
+        self.assertEqual(
+            self.mailbox(b"FROM:<@a.example,@b.example:user@c.example>"), "user@c.example"
+        )
+        self.assertEqual(self.mailbox(b"FROM:<@a.example:user@c.example>"), "user@c.example")
+
+    def test_quotedLocalPart(self) -> None:
+        """
+        A quoted local part is kept as written, escapes included.
+        """
+        self.assertEqual(self.mailbox(b'FROM:<"john doe"@example.com>'), '"john doe"@example.com')
+        self.assertEqual(
+            self.mailbox(b'FROM:<"a\\"b\\\\c>"@example.com>'), '"a\\"b\\\\c>"@example.com'
+        )
+        self.assertEqual(self.mailbox(b'FROM:<""@example.com>'), '""@example.com')
+
+    def test_dotAtom(self) -> None:
+        """
+        Dot-atom local parts with every atext character are accepted.
+        """
+        local = "a!#$%&'*+/=?^_`{|}~-.b"
+        self.assertEqual(
+            self.mailbox(f"FROM:<{local}@example.com>".encode()), local + "@example.com"
+        )
+
+    def test_domainCasePreserved(self) -> None:
+        """
+        The mailbox is returned as the client wrote it.
+        """
+        self.assertEqual(self.mailbox(b"FROM:<Bob@Example.COM>"), "Bob@Example.COM")
+
+    def test_domains(self) -> None:
+        """
+        Domains of letters, digits, inner hyphens and underscores are accepted.
+        """
+        for domain in [
+            "x",
+            "a-b.example",
+            "my_host.example",
+            "123.example",
+            "xn--bcher-kva.example",
+        ]:
+            self.assertEqual(self.mailbox(f"FROM:<u@{domain}>".encode()), "u@" + domain)
+
+    def test_addressLiterals(self) -> None:
+        """
+        IPv4 and IPv6 address literals are accepted.
+        """
+        for literal in [
+            "[192.0.2.1]",
+            "[IPv6:2001:db8::1]",
+            "[ipv6:::1]",
+            "[IPv6:::ffff:192.0.2.1]",
+        ]:
+            self.assertEqual(self.mailbox(f"FROM:<u@{literal}>".encode()), "u@" + literal)
+
+    def test_badAddressLiterals(self) -> None:
+        """
+        Literals that are not IP addresses get 501 BAD_SENDER_SYNTAX.
+        """
+        for literal in [
+            "[192.0.2]",
+            "[192.0.2.256]",
+            "[192.0.2.01]",
+            "[2001:db8::1]",
+            "[IPv6:2001:db8::g]",
+            "[IPv6:192.0.2.1]",
+            "[IPv6:fe80::1%eth0]",
+            "[]",
+            "[x]",
+        ]:
+            self.assertMailRefused(f"FROM:<u@{literal}>".encode(), replies.BAD_SENDER_SYNTAX)
+
+    def test_badSyntax(self) -> None:
+        """
+        Malformed paths get 501 5.1.7 BAD_SENDER_SYNTAX.
+        """
+        for argument in [
+            b"FROM:",
+            b"FROM:a@example.com",
+            b"FROM:<a@example.com",
+            b"FROM:<a@example.com>>",
+            b"FROM:<a@example.com>SIZE=1",
+            b"FROM:<a>",
+            b"FROM:<@example.com>",
+            b"FROM:<a@>",
+            b"FROM:<a..b@example.com>",
+            b"FROM:<.a@example.com>",
+            b"FROM:<a.@example.com>",
+            b"FROM:<a b@example.com>",
+            b"FROM:<a@b@example.com>",
+            b"FROM:<a@-example.com>",
+            b"FROM:<a@example-.com>",
+            b"FROM:<a@example..com>",
+            b"FROM:<a@example.com.>",
+            b'FROM:<"a@example.com>',
+            b"FROM:<@a.example:>",
+            b"FROM:<@a.example,b.example:u@c.example>",
+            b"FROM: < a@example.com>",
+        ]:
+            self.assertMailRefused(argument, replies.BAD_SENDER_SYNTAX)
+        self.assertEqual(replies.BAD_SENDER_SYNTAX.code, 501)
+        self.assertEqual(replies.BAD_SENDER_SYNTAX.enhanced, "5.1.7")
+
+    def test_controlCharacters(self) -> None:
+        """
+        Control characters anywhere in the argument get 501 BAD_SENDER_SYNTAX.
+        """
+        for argument in [
+            b"FROM:<a\x00@example.com>",
+            b"FROM:<a@example.com>\x00",
+            b"FROM:<a@example.com> SIZE=1\x1b",
+            b"FROM:<a@example.com>\tSIZE=1",
+            b'FROM:<"a\x7f"@example.com>',
+            "FROM:<a\u0085@example.com> SMTPUTF8".encode(),
+        ]:
+            self.assertMailRefused(argument, replies.BAD_SENDER_SYNTAX)
+
+    def test_lengthLimits(self) -> None:
+        """
+        A local part over 64 octets, a domain over 255 or a path over 256 get
+        501 PATH_TOO_LONG (RFC 5321 section 4.5.3.1).
+        """
+        label = "a" * 63
+        longDomain = ".".join([label] * 4)  # 255 octets
+        self.assertEqual(len(longDomain), 255)
+        self.assertEqual(
+            self.mailbox(b"FROM:<" + b"l" * 64 + b"@example.com>"), "l" * 64 + "@example.com"
+        )
+        self.assertMailRefused(b"FROM:<" + b"l" * 65 + b"@example.com>", replies.PATH_TOO_LONG)
+        self.assertMailRefused(f"FROM:<u@{longDomain}x>".encode(), replies.PATH_TOO_LONG)
+        domain = "a" * 63 + "." + "b" * 63 + "." + "c" * 63
+        path = "<" + "l" * 64 + "@" + domain + ">"
+        self.assertEqual(len(path), 258)
+        self.assertMailRefused(f"FROM:{path}".encode(), replies.PATH_TOO_LONG)
+        exact = path[:-3] + ">"
+        self.assertEqual(len(exact), 256)
+        self.assertEqual(self.mailbox(f"FROM:{exact}".encode()), exact[1:-1])
+
+    def test_lengthCountsOctets(self) -> None:
+        """
+        The local-part limit counts UTF-8 octets, not characters.
+        """
+        local = "é" * 33  # 66 octets
+        self.assertMailRefused(
+            f"FROM:<{local}@example.com> SMTPUTF8".encode(), replies.PATH_TOO_LONG
+        )
+
+    def test_utf8NeedsSmtpUtf8(self) -> None:
+        """
+        A non-ASCII path needs SMTPUTF8 in the same command; without it, 553
+        5.6.7 UTF8_NOT_ALLOWED.
+        """
+        self.assertMailRefused("FROM:<jörg@example.com>".encode(), replies.UTF8_NOT_ALLOWED)
+        self.assertMailRefused("FROM:<a@bücher.example>".encode(), replies.UTF8_NOT_ALLOWED)
+        request = parseMail("FROM:<jörg@bücher.example> SMTPUTF8".encode())
+        self.assertEqual(request.address.address, "jörg@bücher.example")
+        self.assertTrue(request.smtpUtf8)
+        self.assertEqual(
+            self.mailbox('FROM:<"jö rg"@example.com> smtputf8'.encode()), '"jö rg"@example.com'
+        )
+
+    def test_invalidUtf8(self) -> None:
+        """
+        Bytes that are not UTF-8 get 501 even with SMTPUTF8.
+        """
+        self.assertMailRefused(b"FROM:<j\xf6rg@example.com> SMTPUTF8", replies.BAD_SENDER_SYNTAX)
+        self.assertMailRefused(b"FROM:<j\xf6rg@example.com>", replies.BAD_SENDER_SYNTAX)
+
+
+class LenientMailTests(MailTestCase):
+    """
+    Tests for L{parseMail} and L{parseRcpt} in lenient mode.
+    """
+
+    def test_missingBrackets(self) -> None:
+        """
+        A path without angle brackets is accepted, with its parameters.
+        """
+        request = parseMail(b"FROM:a@example.com SIZE=5", lenient=True)
+        self.assertEqual(request.address.address, "a@example.com")
+        self.assertEqual(request.size, 5)
+        self.assertEqual(
+            parseRcpt(b"TO:b@example.com", False, lenient=True).address, "b@example.com"
+        )
+        self.assertEqual(parseRcpt(b"TO: postmaster", False, lenient=True).address, "postmaster")
+
+    def test_spacesBeforeColon(self) -> None:
+        """
+        Spaces before the colon are accepted.
+        """
+        self.assertEqual(self.mailbox(b"FROM : <a@example.com>", lenient=True), "a@example.com")
+        self.assertEqual(
+            parseRcpt(b"to :<b@example.com>", False, lenient=True).address, "b@example.com"
+        )
+
+    def test_missingClosingBracket(self) -> None:
+        """
+        A path missing only its closing bracket is accepted when nothing
+        follows it.
+        """
+        self.assertEqual(self.mailbox(b"FROM:<a@example.com", lenient=True), "a@example.com")
+        self.assertMailRefused(b"FROM:<a@example.com SIZE=1", replies.BAD_SENDER_SYNTAX, True)
+
+    def test_stillRefused(self) -> None:
+        """
+        Lenient mode still refuses bad mailboxes, a missing keyword and an
+        empty path.
+        """
+        self.assertMailRefused(b"FROM:a", replies.BAD_SENDER_SYNTAX, True)
+        self.assertMailRefused(b"FROM:", replies.BAD_SENDER_SYNTAX, True)
+        self.assertMailRefused(b"FROM:a@example.com>", replies.BAD_SENDER_SYNTAX, True)
+        self.assertMailRefused(b"<a@example.com>", replies.MAIL_SYNTAX, True)
+        self.assertRcptRefused(b"TO:", replies.BAD_RECIPIENT_SYNTAX, lenient=True)
+        self.assertRcptRefused(b"TO:<>", replies.BAD_RECIPIENT_SYNTAX, lenient=True)
+
+
+class MailParameterTests(MailTestCase):
+    """
+    Tests for the ESMTP parameters of L{parseMail}.
+    """
+
+    def test_all(self) -> None:
+        """
+        Every MAIL parameter is parsed into its field and kept raw in C{args}.
+        """
+        request = parseMail(
+            b"FROM:<a@example.com> size=1000 Body=BinaryMIME SMTPUTF8 RET=hdrs"
+            b" ENVID=QQ+2B1 REQUIRETLS AUTH=e+3Dmc2@example.com"
+        )
+        self.assertEqual(
+            request,
+            MailRequest(
+                address=Address(
+                    "a@example.com",
+                    {
+                        "SIZE": "1000",
+                        "BODY": "BinaryMIME",
+                        "SMTPUTF8": True,
+                        "RET": "hdrs",
+                        "ENVID": "QQ+2B1",
+                        "REQUIRETLS": True,
+                        "AUTH": "e+3Dmc2@example.com",
+                    },
+                ),
+                size=1000,
+                bodyType="binarymime",
+                smtpUtf8=True,
+                requireTls=True,
+                dsn=EnvelopeDSN("HDRS", "QQ+1"),
+                auth="e=mc2@example.com",
+            ),
+        )
+        self.assertIsNone(request.address.dsn)
+
+    def test_multipleSpaces(self) -> None:
+        """
+        Parameters may be separated by several spaces.
+        """
+        request = parseMail(b"FROM:<a@example.com>  SIZE=1   BODY=7BIT")
+        self.assertEqual(request.address.args, {"SIZE": "1", "BODY": "7BIT"})
+
+    def test_size(self) -> None:
+        """
+        SIZE takes up to twenty digits; anything else gets 501 BAD_SIZE.
+        """
+        self.assertEqual(parseMail(b"FROM:<> SIZE=0").size, 0)
+        self.assertEqual(parseMail(b"FROM:<> SIZE=" + b"9" * 20).size, 10**20 - 1)
+        for value in [b"SIZE", b"SIZE=" + b"1" * 21, b"SIZE=-1", b"SIZE=1k", b"SIZE=\xd9\xa1"]:
+            self.assertMailRefused(b"FROM:<> SMTPUTF8 " + value, replies.BAD_SIZE)
+
+    def test_body(self) -> None:
+        """
+        BODY takes 7BIT, 8BITMIME or BINARYMIME in any case.
+        """
+        self.assertEqual(parseMail(b"FROM:<> BODY=7bit").bodyType, "7bit")
+        self.assertEqual(parseMail(b"FROM:<> BODY=8bitMIME").bodyType, "8bitmime")
+        self.assertEqual(parseMail(b"FROM:<> BODY=BINARYMIME").bodyType, "binarymime")
+        self.assertMailRefused(b"FROM:<> BODY", replies.BAD_BODY)
+        self.assertMailRefused(b"FROM:<> BODY=8BIT", replies.BAD_BODY)
+
+    def test_valuelessFlags(self) -> None:
+        """
+        SMTPUTF8 and REQUIRETLS take no value.
+        """
+        self.assertMailRefused(b"FROM:<> SMTPUTF8=yes", replies.BAD_SMTPUTF8)
+        self.assertMailRefused(b"FROM:<> REQUIRETLS=1", replies.BAD_REQUIRETLS)
+        self.assertFalse(parseMail(b"FROM:<>").requireTls)
+
+    def test_ret(self) -> None:
+        """
+        RET takes FULL or HDRS, returned upper case.
+        """
+        self.assertEqual(parseMail(b"FROM:<> RET=full").dsn, EnvelopeDSN("FULL", None))
+        self.assertMailRefused(b"FROM:<> RET", replies.BAD_RET)
+        self.assertMailRefused(b"FROM:<> RET=NONE", replies.BAD_RET)
+
+    def test_envid(self) -> None:
+        """
+        ENVID is xtext of at most 100 characters, returned decoded.
+        """
+        self.assertEqual(parseMail(b"FROM:<> ENVID=abc+20d").dsn.envid, "abc d")
+        self.assertEqual(parseMail(b"FROM:<> ENVID=" + b"x" * 100).dsn.envid, "x" * 100)
+        self.assertMailRefused(b"FROM:<> ENVID=" + b"x" * 101, replies.BAD_ENVID)
+        self.assertMailRefused(b"FROM:<> ENVID", replies.BAD_ENVID)
+        for bad in [b"a+", b"a+2", b"a+2b", b"a+GG", b"+FF"]:
+            self.assertMailRefused(b"FROM:<> ENVID=" + bad, replies.BAD_ENVID)
+
+    def test_auth(self) -> None:
+        """
+        AUTH takes C{<>} or an xtext mailbox, returned decoded (RFC 4954
+        section 5).
+        """
+        self.assertEqual(parseMail(b"FROM:<> AUTH=<>").auth, "<>")
+        self.assertEqual(parseMail(b"FROM:<> AUTH=a+2Bb@example.com").auth, "a+b@example.com")
+        self.assertMailRefused(b"FROM:<> AUTH", replies.BAD_AUTH_PARAMETER)
+        self.assertMailRefused(b"FROM:<> AUTH=a+2", replies.BAD_AUTH_PARAMETER)
+
+    def test_duplicate(self) -> None:
+        """
+        A parameter given twice, in any case, gets 501 DUPLICATE_PARAMETER.
+        """
+        self.assertMailRefused(b"FROM:<> SIZE=1 size=2", replies.DUPLICATE_PARAMETER)
+        self.assertMailRefused(b"FROM:<> X-A X-A", replies.DUPLICATE_PARAMETER)
+
+    def test_malformed(self) -> None:
+        """
+        A parameter that is not C{keyword[=value]} gets 501
+        BAD_PARAMETER_SYNTAX.
+        """
+        for param in [b"=1", b"-X", b"SIZE=", b"SIZE==1", b"SIZE=1=2", b"A_B", b"K\xc3\xa9=1"]:
+            self.assertMailRefused(b"FROM:<> SMTPUTF8 " + param, replies.BAD_PARAMETER_SYNTAX)
+
+    def test_unknown(self) -> None:
+        """
+        Unknown parameters, and RCPT parameters on MAIL, get 555 5.5.4.
+        """
+        for param in [b"X-FOO", b"X-FOO=bar", b"NOTIFY=NEVER", b"ORCPT=rfc822;a@example.com"]:
+            self.assertMailRefused(b"FROM:<a@example.com> " + param, replies.UNKNOWN_PARAMETER)
+        self.assertEqual(replies.UNKNOWN_PARAMETER.code, 555)
+
+    def test_nonAsciiValue(self) -> None:
+        """
+        A non-ASCII parameter value needs SMTPUTF8 (RFC 6531 section 3.3).
+        """
+        self.assertMailRefused(
+            "FROM:<> AUTH=jörg@example.com".encode(), replies.NON_ASCII_PARAMETER
+        )
+        request = parseMail("FROM:<> SMTPUTF8 AUTH=jörg@example.com".encode())
+        self.assertEqual(request.auth, "jörg@example.com")
+
+
+class RcptTests(MailTestCase):
+    """
+    Tests for L{parseRcpt}.
+    """
+
+    def test_simple(self) -> None:
+        """
+        A plain path gives its mailbox with an empty DSN.
+        """
+        self.assertEqual(
+            parseRcpt(b"TO:<bob@example.com>", False),
+            Address("bob@example.com", {}, AddressDSN()),
+        )
+        self.assertEqual(parseRcpt(b"to: <bob@example.com>", False).address, "bob@example.com")
+
+    def test_missingKeyword(self) -> None:
+        """
+        A missing C{TO:} gets 501 RCPT_SYNTAX.
+        """
+        for argument in [b"", b"<a@example.com>", b"FROM:<a@example.com>", b"TO <a@example.com>"]:
+            self.assertRcptRefused(argument, replies.RCPT_SYNTAX)
+
+    def test_postmaster(self) -> None:
+        """
+        C{<Postmaster>} in any case is accepted without a domain and returned
+        as written.
+        """
+        self.assertEqual(parseRcpt(b"TO:<Postmaster>", False).address, "Postmaster")
+        self.assertEqual(parseRcpt(b"TO:<POSTMASTER> NOTIFY=NEVER", False).address, "POSTMASTER")
+        self.assertEqual(
+            parseRcpt(b"TO:<postmaster@example.com>", False).address, "postmaster@example.com"
+        )
+        self.assertRcptRefused(b"TO:<postmasters>", replies.BAD_RECIPIENT_SYNTAX)
+        self.assertRcptRefused(b"TO:<Postmaster>x", replies.BAD_RECIPIENT_SYNTAX)
+
+    def test_nullPathRefused(self) -> None:
+        """
+        C{<>} is not a forward-path: 501 5.1.3 BAD_RECIPIENT_SYNTAX.
+        """
+        self.assertRcptRefused(b"TO:<>", replies.BAD_RECIPIENT_SYNTAX)
+        self.assertEqual(replies.BAD_RECIPIENT_SYNTAX.enhanced, "5.1.3")
+
+    def test_badSyntax(self) -> None:
+        """
+        Malformed forward-paths and control characters get 501 5.1.3.
+        """
+        for argument in [
+            b"TO:<a>",
+            b"TO:a@example.com",
+            b"TO:<a@example.com>x",
+            b"TO:<a\x00@b.example>",
+        ]:
+            self.assertRcptRefused(argument, replies.BAD_RECIPIENT_SYNTAX)
+        self.assertRcptRefused(b"TO:<" + b"l" * 65 + b"@example.com>", replies.PATH_TOO_LONG)
+
+    def test_utf8(self) -> None:
+        """
+        A non-ASCII forward-path or parameter value is allowed only when the
+        transaction has SMTPUTF8.
+        """
+        argument = "TO:<jörg@bücher.example>".encode()
+        self.assertRcptRefused(argument, replies.UTF8_NOT_ALLOWED)
+        self.assertEqual(parseRcpt(argument, True).address, "jörg@bücher.example")
+        orcpt = "TO:<a@example.com> ORCPT=utf-8;jörg@example.com".encode()
+        self.assertRcptRefused(orcpt, replies.NON_ASCII_PARAMETER)
+        self.assertEqual(parseRcpt(orcpt, True).dsn, AddressDSN((), "utf-8;jörg@example.com"))
+        self.assertRcptRefused(b"TO:<j\xf6rg@example.com>", replies.BAD_RECIPIENT_SYNTAX, True)
+
+    def test_notify(self) -> None:
+        """
+        NOTIFY takes NEVER alone or a list of SUCCESS, FAILURE and DELAY, in
+        any case; repeats are merged.
+        """
+        cases = {
+            b"NEVER": ("NEVER",),
+            b"never": ("NEVER",),
+            b"SUCCESS": ("SUCCESS",),
+            b"failure,Delay,SUCCESS": ("FAILURE", "DELAY", "SUCCESS"),
+            b"DELAY,DELAY": ("DELAY",),
+        }
+        for value, notify in cases.items():
+            address = parseRcpt(b"TO:<a@example.com> NOTIFY=" + value, False)
+            self.assertEqual(address.dsn, AddressDSN(notify, None))
+            self.assertEqual(address.args, {"NOTIFY": value.decode()})
+        for bad in [b"NOTIFY", b"NOTIFY=NEVER,SUCCESS", b"NOTIFY=SUCCESS,", b"NOTIFY=ALWAYS"]:
+            self.assertRcptRefused(b"TO:<a@example.com> " + bad, replies.BAD_NOTIFY)
+
+    def test_orcpt(self) -> None:
+        """
+        ORCPT is C{addr-type;xtext}, returned with the address decoded, at most
+        500 characters.
+        """
+        address = parseRcpt(b"TO:<a@example.com> ORCPT=rfc822;b+2Bc@example.com", False)
+        self.assertEqual(address.dsn, AddressDSN((), "rfc822;b+c@example.com"))
+        self.assertEqual(address.args, {"ORCPT": "rfc822;b+2Bc@example.com"})
+        value = b"rfc822;" + b"x" * 493
+        self.assertEqual(len(value), 500)
+        parseRcpt(b"TO:<a@example.com> ORCPT=" + value, False)
+        for bad in [
+            b"ORCPT",
+            b"ORCPT=rfc822",
+            b"ORCPT=rfc822;",
+            b"ORCPT=;a@example.com",
+            b"ORCPT=rfc(822);a@example.com",
+            b"ORCPT=rfc822;a+4",
+            b"ORCPT=" + value + b"x",
+        ]:
+            self.assertRcptRefused(b"TO:<a@example.com> " + bad, replies.BAD_ORCPT)
+
+    def test_unknown(self) -> None:
+        """
+        Unknown parameters, and MAIL parameters on RCPT, get 555.
+        """
+        for param in [b"X-FOO", b"SIZE=1", b"BODY=8BITMIME", b"SMTPUTF8", b"RET=FULL"]:
+            self.assertRcptRefused(b"TO:<a@example.com> " + param, replies.UNKNOWN_PARAMETER)
+
+    def test_duplicate(self) -> None:
+        """
+        A parameter given twice gets 501 DUPLICATE_PARAMETER.
+        """
+        self.assertRcptRefused(
+            b"TO:<a@example.com> NOTIFY=NEVER notify=NEVER", replies.DUPLICATE_PARAMETER
+        )
+
+
+class XtextTests(SynchronousTestCase):
+    """
+    Tests for L{decodeXtext} and L{encodeXtext}.
+    """
+
+    def test_encode(self) -> None:
+        """
+        C{+}, C{=}, spaces, controls and non-ASCII octets are hex-encoded.
+        """
+        self.assertEqual(encodeXtext("plain@example.com"), "plain@example.com")
+        self.assertEqual(encodeXtext("a+b=c d\r"), "a+2Bb+3Dc+20d+0D")
+        self.assertEqual(encodeXtext("é"), "+C3+A9")
+
+    def test_decode(self) -> None:
+        """
+        C{+XX} decodes to octets read as UTF-8; other characters pass through.
+        """
+        self.assertEqual(decodeXtext("a+2Bb+3Dc"), "a+b=c")
+        self.assertEqual(decodeXtext("+C3+A9t+C3+A9"), "été")
+        self.assertEqual(decodeXtext("jörg"), "jörg")
+        self.assertEqual(decodeXtext(""), "")
+
+    def test_decodeMalformed(self) -> None:
+        """
+        A C{+} without two upper-case hex digits, or octets that are not UTF-8,
+        raise L{ValueError}.
+        """
+        for bad in ["+", "a+2", "+2b", "+ZZ", "+E9", "a+C3"]:
+            self.assertRaises(ValueError, decodeXtext, bad)
+
+    @PROPERTY
+    @given(st.text())
+    def test_roundTrip(self, text: str) -> None:
+        """
+        Decoding the encoding of any text gives it back, and the encoding is
+        printable ASCII without C{=} or spaces.
+        """
+        encoded = encodeXtext(text)
+        self.assertEqual(decodeXtext(encoded), text)
+        self.assertTrue(encoded.isascii())
+        self.assertTrue(all("!" <= c <= "~" and c != "=" for c in encoded))
+
+
+_ATEXT = "abcxyzABCXYZ0129!#$%&'*+/=?^_`{|}~-"
+_atoms = st.text(alphabet=_ATEXT, min_size=1, max_size=10)
+_dotAtoms = st.lists(_atoms, min_size=1, max_size=4).map(".".join)
+_quoted = st.lists(
+    st.one_of(
+        st.sampled_from([chr(c) for c in range(32, 127) if chr(c) not in '"\\']),
+        st.sampled_from([chr(c) for c in range(32, 127)]).map(lambda c: "\\" + c),
+    ),
+    max_size=20,
+).map(lambda parts: '"' + "".join(parts) + '"')
+_labels = st.from_regex(r"\A[A-Za-z0-9_]([A-Za-z0-9_-]{0,10}[A-Za-z0-9_])?\Z")
+_domains = st.lists(_labels, min_size=1, max_size=5).map(".".join)
+_literals = st.one_of(
+    st.ip_addresses(v=4).map(lambda a: f"[{a}]"),
+    st.ip_addresses(v=6).map(lambda a: f"[IPv6:{a}]"),
+)
+_mailboxes = st.tuples(st.one_of(_dotAtoms, _quoted), st.one_of(_domains, _literals)).map("@".join)
+
+
+def _case(keyword: str, flips: int) -> str:
+    return "".join(c.lower() if flips >> i & 1 else c for i, c in enumerate(keyword))
+
+
+_mailParameters: dict[str, st.SearchStrategy[str | None]] = {
+    "SIZE": st.integers(0, 10**20 - 1).map(str),
+    "BODY": st.sampled_from(["7BIT", "8BITMIME", "BINARYMIME", "8bitmime"]),
+    "SMTPUTF8": st.none(),
+    "REQUIRETLS": st.none(),
+    "RET": st.sampled_from(["FULL", "HDRS", "hdrs"]),
+    "ENVID": st.text(min_size=1, max_size=15).map(encodeXtext),
+    "AUTH": st.one_of(st.just("<>"), st.text(min_size=1, max_size=15).map(encodeXtext)),
+}
+
+
+@st.composite
+def _parameterSets(draw: st.DrawFn) -> list[tuple[str, str | None]]:
+    keys = draw(st.lists(st.sampled_from(sorted(_mailParameters)), unique=True))
+    return [(_case(k, draw(st.integers(0, 255))), draw(_mailParameters[k])) for k in keys]
+
+
+class RoundTripTests(SynchronousTestCase):
+    """
+    Property tests: formatted MAIL and RCPT commands parse back to what was
+    formatted, and no input raises anything but L{CommandError}.
+    """
+
+    @PROPERTY
+    @given(_mailboxes, _parameterSets())
+    def test_mail(self, mailbox: str, params: list[tuple[str, str | None]]) -> None:
+        """
+        C{FROM:<mailbox> K=V ...} parses to the same mailbox and parameters.
+        """
+        words = [k if v is None else f"{k}={v}" for k, v in params]
+        argument = " ".join([f"FROM:<{mailbox}>", *words])
+        request = parseMail(argument.encode())
+        self.assertEqual(request.address.address, mailbox)
+        expected = {k.upper(): True if v is None else v for k, v in params}
+        self.assertEqual(request.address.args, expected)
+        if "ENVID" in expected:
+            self.assertEqual(encodeXtext(request.dsn.envid or ""), expected["ENVID"])
+        if "SIZE" in expected:
+            self.assertEqual(str(request.size), expected["SIZE"])
+
+    @PROPERTY
+    @given(_mailboxes, st.text(min_size=1, max_size=30))
+    def test_rcpt(self, mailbox: str, original: str) -> None:
+        """
+        C{TO:<mailbox> ORCPT=rfc822;xtext} parses to the same mailbox and the
+        decoded original recipient.
+        """
+        argument = f"TO:<{mailbox}> ORCPT=rfc822;{encodeXtext(original)}"
+        address = parseRcpt(argument.encode(), False)
+        self.assertEqual(address.address, mailbox)
+        self.assertEqual(address.dsn, AddressDSN((), "rfc822;" + original))
+
+    @PROPERTY
+    @given(st.binary(max_size=300))
+    def test_arbitraryBytes(self, data: bytes) -> None:
+        """
+        parseMail and parseRcpt raise nothing but L{CommandError} on any
+        bytes, bare or after their keyword.
+        """
+        for argument in (data, b"FROM:" + data, b"TO:" + data, b"FROM:<" + data, b"TO:<" + data):
+            self.assertOnlyCommandErrors(argument)
+
+    @PROPERTY
+    @given(st.text(alphabet=st.characters(codec="utf-8"), max_size=200))
+    def test_arbitraryText(self, text: str) -> None:
+        """
+        parseMail and parseRcpt raise nothing but L{CommandError} on any UTF-8
+        text shaped like a path.
+        """
+        for argument in ("FROM:<" + text, "TO:<" + text, "FROM:<a@b> " + text, "TO:" + text):
+            self.assertOnlyCommandErrors(argument.encode())
+
+    def assertOnlyCommandErrors(self, argument: bytes) -> None:
+        """
+        Call every MAIL and RCPT parser variant on C{argument}; only a 501,
+        553 or 555 L{CommandError} may come out.
+        """
+        for lenient in (False, True):
+            for call in (
+                partial(parseMail, argument, lenient),
+                partial(parseRcpt, argument, lenient, lenient),
+            ):
+                try:
+                    call()
+                except CommandError as e:
+                    self.assertIn(e.reply.code, (501, 553, 555))
