@@ -1,0 +1,769 @@
+# -*- test-case-name: tests.test_handlers -*-
+"""
+Tests for the ready-made handlers in L{twisted_smtpd.handlers}.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import re
+import stat
+import sys
+import time
+from collections.abc import Callable
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
+from twisted.internet.error import ConnectionLost
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
+
+from twisted_smtpd._errors import SMTPError
+from twisted_smtpd._session import Address, Envelope, Session
+from twisted_smtpd._stream import MessageStream
+from twisted_smtpd.handlers import (
+    BaseHandler,
+    DebuggingHandler,
+    MaildirHandler,
+    SinkHandler,
+    maildir,
+)
+from twisted_smtpd.interfaces import ISMTPHandler
+
+MiB = 1 << 20
+NAME = re.compile(r"^(\d+)\.M(\d+)P(\d+)Q(\d+)\.(.+)$")
+Job = tuple[Callable[[bool, object], None], Callable[..., object], tuple[Any, ...]]
+
+
+def makeSession(**kwargs: Any) -> Session:
+    """
+    A session with a complete envelope, as the protocol hands it to onData.
+    """
+    values: dict[str, Any] = {
+        "id": "s1d",
+        "remoteAddress": ("192.0.2.1", 40123),
+        "clientHostname": "client.example",
+        "hostNameAppearsAs": "helo.example",
+        "transmissionType": "ESMTP",
+        "envelope": Envelope(
+            mailFrom=Address("alice@example.com"),
+            rcptTo=[Address("bob@example.org"), Address("carol@example.net")],
+        ),
+    }
+    values.update(kwargs)
+    return Session(**values)
+
+
+def feed(stream: MessageStream, body: bytes, chunkSize: int = 65536) -> None:
+    """
+    Write C{body} into C{stream} in chunks and end it.
+    """
+    for start in range(0, len(body), chunkSize):
+        stream._write(body[start : start + chunkSize])
+    stream._finish()
+
+
+class Upstream:
+    """
+    The producer behind a L{MessageStream}: records flow control.
+    """
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.pauses = 0
+        self.onResume: Callable[[], object] | None = None
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        self.pauses += 1
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        if self.onResume is not None:
+            self.onResume()
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class ManualThreadPool:
+    """
+    A thread pool that runs its jobs only when told, in the calling thread.
+    """
+
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []
+
+    def callInThreadWithCallback(
+        self, onResult: Callable[[bool, object], None], func: Callable[..., object], *args: Any
+    ) -> None:
+        self.jobs.append((onResult, func, args))
+
+    def runOne(self) -> None:
+        onResult, func, args = self.jobs.pop(0)
+        try:
+            result = func(*args)
+        except BaseException:
+            onResult(False, Failure())
+        else:
+            onResult(True, result)
+
+    def runAll(self) -> None:
+        while self.jobs:
+            self.runOne()
+
+
+class ImmediateReactor:
+    """
+    Just enough reactor for L{deferToThreadPool} with L{ManualThreadPool}.
+    """
+
+    def callFromThread(self, f: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+        f(*args, **kwargs)
+
+
+def listDir(path: str) -> list[str]:
+    return sorted(os.listdir(path))
+
+
+def readFile(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+class MaildirLayoutTests(SynchronousTestCase):
+    """
+    Creating the Maildir and naming its files.
+    """
+
+    def test_createsDirectories(self) -> None:
+        """
+        C{tmp}, C{new} and C{cur} are created with mode 0700, parents too.
+        """
+        path = os.path.join(self.mktemp(), "deep", "Maildir")
+        handler = MaildirHandler(path, reactor=ImmediateReactor(), threadpool=ManualThreadPool())  # type: ignore[arg-type]
+        self.assertEqual(handler.path, os.path.abspath(path))
+        for sub in ("tmp", "new", "cur"):
+            mode = os.stat(os.path.join(path, sub)).st_mode
+            self.assertTrue(stat.S_ISDIR(mode))
+            self.assertEqual(stat.S_IMODE(mode) & 0o077, 0)
+
+    def test_existingMaildirKept(self) -> None:
+        """
+        An existing Maildir is used as it is; its messages stay.
+        """
+        path = self.mktemp()
+        for sub in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(path, sub))
+        with open(os.path.join(path, "cur", "old:2,S"), "wb") as f:
+            f.write(b"old")
+        MaildirHandler(path, reactor=ImmediateReactor(), threadpool=ManualThreadPool())  # type: ignore[arg-type]
+        self.assertEqual(readFile(os.path.join(path, "cur", "old:2,S")), b"old")
+
+    def test_pathIsAFile(self) -> None:
+        """
+        A path that cannot become a Maildir raises an L{OSError} naming it.
+        """
+        path = self.mktemp()
+        with open(path, "wb"):
+            pass
+        e = self.assertRaises(OSError, MaildirHandler, path, reactor=ImmediateReactor())
+        self.assertIn(path, str(e))
+
+    def test_emptyPath(self) -> None:
+        """
+        An empty path is refused.
+        """
+        self.assertRaises(ValueError, MaildirHandler, "", reactor=ImmediateReactor())
+
+    def test_uniqueNameFormat(self) -> None:
+        """
+        Names follow C{<seconds>.M<usec>P<pid>Q<counter>.<host>}, with C{/} and
+        C{:} of the host name escaped.
+        """
+        name = maildir._uniqueName("mx:1/a.example")
+        match = NAME.match(name)
+        assert match is not None
+        seconds, usec, pid, counter, host = match.groups()
+        self.assertLess(abs(int(seconds) - time.time()), 60)
+        self.assertGreater(int(counter), 0)
+        self.assertEqual(int(pid), os.getpid())
+        self.assertLess(int(usec), 1_000_000)
+        self.assertEqual(host, "mx\\0721\\057a.example")
+        self.assertNotIn("/", name)
+        self.assertNotIn(":", name)
+
+    def test_uniqueNamesDistinct(self) -> None:
+        """
+        Names made in the same microsecond still differ, by their counter.
+        """
+        names = {maildir._uniqueName("h") for _ in range(2000)}
+        self.assertEqual(len(names), 2000)
+
+
+class MaildirFlowTests(SynchronousTestCase):
+    """
+    Buffering, spilling and committing, step by step with a manual thread
+    pool.
+    """
+
+    def setUp(self) -> None:
+        self.path = self.mktemp()
+        self.pool = ManualThreadPool()
+        self.handler = MaildirHandler(self.path, reactor=ImmediateReactor(), threadpool=self.pool)  # type: ignore[arg-type]
+        self.upstream = Upstream()
+        self.stream = MessageStream(self.upstream)
+
+    def dirs(self) -> tuple[list[str], list[str]]:
+        return (
+            listDir(os.path.join(self.path, "tmp")),
+            listDir(os.path.join(self.path, "new")),
+        )
+
+    def test_smallMessageTouchesDiskOnlyAtCommit(self) -> None:
+        """
+        A small message stays in memory: one commit job writes it, and the
+        reply comes only once that job is done.
+        """
+        d = self.handler.onData(self.stream, makeSession())
+        feed(self.stream, b"Subject: hi\r\n\r\nbody\r\n")
+        self.assertEqual(len(self.pool.jobs), 1)
+        self.assertEqual(self.dirs(), ([], []))
+        self.assertNoResult(d)
+        self.pool.runAll()
+        reply = self.successResultOf(d)
+        tmp, new = self.dirs()
+        self.assertEqual(tmp, [])
+        self.assertEqual(reply, f"OK: queued as {new[0]}")
+        self.assertEqual(
+            readFile(os.path.join(self.path, "new", new[0])), b"Subject: hi\r\n\r\nbody\r\n"
+        )
+
+    def test_spillPausesAndResumes(self) -> None:
+        """
+        Past the threshold the body is written to C{tmp/} while it arrives;
+        the client is paused while a write is in flight and the buffer is
+        full again, and resumed when the write is done.
+        """
+        d = self.handler.onData(self.stream, makeSession())
+        chunk = b"x" * 65536
+        for _ in range(16):
+            self.stream._write(chunk)
+        self.assertEqual(len(self.pool.jobs), 1)
+        self.assertFalse(self.upstream.paused)
+        for _ in range(16):
+            self.stream._write(chunk)
+        # The handler has paused the stream, which pauses the client once
+        # more than its own buffer (256 KiB) is waiting.
+        self.assertFalse(self.upstream.paused)
+        for _ in range(5):
+            self.stream._write(chunk)
+        self.assertTrue(self.upstream.paused)
+        self.pool.runOne()
+        self.assertFalse(self.upstream.paused)
+        tmp, new = self.dirs()
+        self.assertEqual(len(tmp), 1)
+        self.assertEqual(new, [])
+        self.assertEqual(len(self.pool.jobs), 1)
+        self.stream._write(b"end\r\n")
+        self.stream._finish()
+        self.assertNoResult(d)
+        self.pool.runAll()
+        self.successResultOf(d)
+        tmp, new = self.dirs()
+        self.assertEqual(tmp, [])
+        self.assertEqual(readFile(os.path.join(self.path, "new", new[0])), chunk * 37 + b"end\r\n")
+
+    def test_failureAfterSpillRemovesTmp(self) -> None:
+        """
+        A body that fails after part of it was spilled leaves nothing in
+        C{tmp/} or C{new/}, and the stream's failure is passed on once the
+        tmp file is gone.
+        """
+        d = self.handler.onData(self.stream, makeSession())
+        for _ in range(20):
+            self.stream._write(b"y" * 65536)
+        self.pool.runAll()
+        self.assertEqual(len(self.dirs()[0]), 1)
+        self.stream._fail(Failure(SMTPError(552, "Error: too big", "5.3.4")))
+        self.assertNoResult(d)
+        self.pool.runAll()
+        error = self.failureResultOf(d, SMTPError).value
+        self.assertEqual(error.code, 552)
+        self.assertEqual(self.dirs(), ([], []))
+
+    def test_failureDuringSpillWrite(self) -> None:
+        """
+        A body failing while a spill write is in flight is reported only
+        after that write finished and the tmp file was removed.
+        """
+        d = self.handler.onData(self.stream, makeSession())
+        for _ in range(20):
+            self.stream._write(b"y" * 65536)
+        self.stream._fail(Failure(ConnectionLost()))
+        self.assertNoResult(d)
+        self.pool.runAll()
+        self.failureResultOf(d, ConnectionLost)
+        self.assertEqual(self.dirs(), ([], []))
+
+    def test_spillWriteFailure(self) -> None:
+        """
+        A disk error while spilling keeps reading the body (discarding it)
+        and answers 452 for a full disk; the tmp file is removed.
+        """
+
+        def full(path: str) -> Any:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(maildir, "_createTmp", full)
+        d = self.handler.onData(self.stream, makeSession())
+        for _ in range(40):
+            self.stream._write(b"z" * 65536)
+        self.assertTrue(self.upstream.paused)
+        self.pool.runAll()
+        self.assertFalse(self.upstream.paused)
+        for _ in range(40):
+            self.stream._write(b"z" * 65536)
+        self.assertEqual(self.pool.jobs, [])
+        self.stream._finish()
+        self.pool.runAll()
+        error = self.failureResultOf(d, SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (452, "4.3.1"))
+        self.assertEqual(self.dirs(), ([], []))
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+    def test_batchesWaitForRunningCommit(self) -> None:
+        """
+        Messages ending while a commit batch runs form the next batch,
+        committed together with one fsync of C{new/}.
+        """
+        streams = [MessageStream() for _ in range(4)]
+        results = [self.handler.onData(s, makeSession()) for s in streams]
+        feed(streams[0], b"first\r\n")
+        self.assertEqual(self.handler.commitBatches, 1)
+        for s in streams[1:]:
+            feed(s, b"later\r\n")
+        self.assertEqual(self.handler.commitBatches, 1)
+        self.pool.runOne()
+        self.successResultOf(results[0])
+        self.assertEqual(self.handler.commitBatches, 2)
+        for d in results[1:]:
+            self.assertNoResult(d)
+        self.pool.runOne()
+        for d in results[1:]:
+            self.successResultOf(d)
+        self.assertEqual(self.handler.commitBatches, 2)
+        self.assertEqual(len(self.dirs()[1]), 4)
+
+
+class MaildirDeliveryTests(TestCase):
+    """
+    End-to-end delivery through the reactor's thread pool.
+    """
+
+    def setUp(self) -> None:
+        self.path = self.mktemp()
+        self.handler = MaildirHandler(self.path)
+        self.fsyncs: list[tuple[str, bool]] = []
+        realFsync = maildir._fsync
+
+        def recordingFsync(fd: int) -> None:
+            mode = os.fstat(fd).st_mode
+            kind = "dir" if stat.S_ISDIR(mode) else "file"
+            inNew = any(
+                os.stat(os.path.join(self.path, "new", n)).st_ino == os.fstat(fd).st_ino
+                for n in os.listdir(os.path.join(self.path, "new"))
+            )
+            self.fsyncs.append((kind, inNew))
+            realFsync(fd)
+
+        self.patch(maildir, "_fsync", recordingFsync)
+
+    def newDir(self) -> str:
+        return os.path.join(self.path, "new")
+
+    def tmpDir(self) -> str:
+        return os.path.join(self.path, "tmp")
+
+    def test_verifyObject(self) -> None:
+        """
+        L{MaildirHandler} provides L{ISMTPHandler}.
+        """
+        self.assertTrue(verifyObject(ISMTPHandler, self.handler))
+
+    def test_byteExactAndRenamedBeforeReply(self) -> None:
+        """
+        The file in C{new/} holds exactly the body bytes, and is there, with
+        C{tmp/} empty, when the reply fires.
+        """
+        body = b"Subject: t\r\n\r\n\x00\xff bare\n cr\r\r\n.\r\n..x\r\n" * 100
+        stream = MessageStream()
+        d = self.handler.onData(stream, makeSession())
+        feed(stream, body, 333)
+        self.assertNoResult(d)
+
+        def check(reply: str) -> None:
+            names = listDir(self.newDir())
+            self.assertEqual(len(names), 1)
+            self.assertEqual(reply, f"OK: queued as {names[0]}")
+            self.assertIsNotNone(NAME.match(names[0]))
+            self.assertEqual(readFile(os.path.join(self.newDir(), names[0])), body)
+            self.assertEqual(listDir(self.tmpDir()), [])
+
+        return d.addCallback(check)
+
+    def test_fsyncFileThenDirectory(self) -> None:
+        """
+        The message file is fsynced while still in C{tmp/}, then C{new/} is
+        fsynced after the rename.
+        """
+        stream = MessageStream()
+        d = self.handler.onData(stream, makeSession())
+        feed(stream, b"hello\r\n")
+
+        def check(reply: str) -> None:
+            self.assertEqual(self.fsyncs, [("file", False), ("dir", False)])
+
+        return d.addCallback(check)
+
+    def test_emptyBody(self) -> None:
+        """
+        An empty body makes an empty file.
+        """
+        stream = MessageStream()
+        d = self.handler.onData(stream, makeSession())
+        stream._finish()
+
+        def check(reply: str) -> None:
+            (name,) = listDir(self.newDir())
+            self.assertEqual(readFile(os.path.join(self.newDir(), name)), b"")
+
+        return d.addCallback(check)
+
+    def test_smallFailureLeavesNothing(self) -> None:
+        """
+        A body refused by the size limit fails with the stream's 552 and
+        leaves C{tmp/} and C{new/} empty.
+        """
+        stream = MessageStream()
+        d = self.handler.onData(stream, makeSession())
+        stream._write(b"part of it\r\n")
+        stream._fail(Failure(SMTPError(552, "Error: too big", "5.3.4")))
+
+        def check(failure: Failure) -> None:
+            failure.trap(SMTPError)
+            self.assertEqual(failure.value.code, 552)
+            self.assertEqual(listDir(self.newDir()), [])
+            self.assertEqual(listDir(self.tmpDir()), [])
+            self.assertEqual(self.fsyncs, [])
+
+        return d.addCallbacks(self.fail, check)
+
+    def test_largeMessageWithFlowControl(self) -> None:
+        """
+        A 5 MiB body fed as fast as the handler lets it is spilled while it
+        arrives (the client is paused at least once) and lands byte-exact.
+        """
+        body = bytes(range(256)) * (5 * MiB // 256) + b"tail\r\n"
+        upstream = Upstream()
+        stream = MessageStream(upstream)
+        d = self.handler.onData(stream, makeSession())
+        position = 0
+
+        def pump() -> None:
+            nonlocal position
+            while not upstream.paused and position < len(body):
+                stream._write(body[position : position + 65536])
+                position += 65536
+            if position >= len(body) and not stream.ended:
+                stream._finish()
+
+        def resumed() -> None:
+            reactor.callLater(0, pump)  # type: ignore[attr-defined]
+
+        upstream.onResume = resumed
+        pump()
+        self.assertTrue(upstream.paused)
+        self.assertLess(position, len(body))
+
+        def check(reply: str) -> None:
+            (name,) = listDir(self.newDir())
+            self.assertEqual(readFile(os.path.join(self.newDir(), name)), body)
+            self.assertEqual(listDir(self.tmpDir()), [])
+            self.assertGreater(upstream.pauses, 0)
+
+        return d.addCallback(check)
+
+    def test_concurrentMessagesBatched(self) -> None:
+        """
+        50 messages ending in the same reactor turn all land, under distinct
+        names, in fewer than 50 commit batches and directory fsyncs.
+        """
+        streams = [MessageStream() for _ in range(50)]
+        results = [self.handler.onData(s, makeSession(id=f"s{i}")) for i, s in enumerate(streams)]
+        for i, s in enumerate(streams):
+            feed(s, b"message %d\r\n" % (i,))
+
+        def check(replies: list[str]) -> None:
+            names = [r.removeprefix("OK: queued as ") for r in replies]
+            self.assertEqual(len(set(names)), 50)
+            self.assertEqual(sorted(names), listDir(self.newDir()))
+            for i, name in enumerate(names):
+                self.assertEqual(
+                    readFile(os.path.join(self.newDir(), name)), b"message %d\r\n" % (i,)
+                )
+            self.assertLess(self.handler.commitBatches, 50)
+            dirSyncs = [f for f in self.fsyncs if f[0] == "dir"]
+            self.assertEqual(len(dirSyncs), self.handler.commitBatches)
+            self.assertEqual(len(self.fsyncs) - len(dirSyncs), 50)
+
+        return gatherResults(results).addCallback(check)
+
+    def test_oneJobFailsAlone(self) -> None:
+        """
+        A commit failure fails only its own message (451, tmp file removed);
+        the rest of the batch is delivered.
+        """
+        realRename = maildir._rename
+
+        def rename(src: str, dst: str) -> None:
+            if readFile(src).startswith(b"FAIL"):
+                raise OSError(errno.EIO, "I/O error")
+            realRename(src, dst)
+
+        self.patch(maildir, "_rename", rename)
+        streams = [MessageStream() for _ in range(3)]
+        results = [self.handler.onData(s, makeSession()) for s in streams]
+        for body, s in zip([b"ok 1\r\n", b"FAIL\r\n", b"ok 2\r\n"], streams, strict=True):
+            feed(s, body)
+
+        def failed(failure: Failure) -> str:
+            failure.trap(SMTPError)
+            self.assertEqual((failure.value.code, failure.value.enhanced), (451, "4.3.0"))
+            return "failed"
+
+        def check(outcomes: list[str]) -> None:
+            self.assertEqual(outcomes[1], "failed")
+            self.assertEqual(
+                sorted(o.removeprefix("OK: queued as ") for o in (outcomes[0], outcomes[2])),
+                listDir(self.newDir()),
+            )
+            self.assertEqual(listDir(self.tmpDir()), [])
+            self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+        results[1].addErrback(failed)
+        return gatherResults(results).addCallback(check)
+
+    def test_directoryFsyncFailureFailsBatch(self) -> None:
+        """
+        When C{new/} cannot be fsynced, every message of the batch fails with
+        451 4.3.0 and none is left in C{new/} to be delivered twice.
+        """
+
+        def fsync(fd: int) -> None:
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                raise OSError(errno.EIO, "I/O error")
+            os.fsync(fd)
+
+        self.patch(maildir, "_fsync", fsync)
+        streams = [MessageStream() for _ in range(3)]
+        results = [self.handler.onData(s, makeSession()) for s in streams]
+        for s in streams:
+            feed(s, b"body\r\n")
+
+        def failed(failure: Failure) -> int:
+            failure.trap(SMTPError)
+            self.assertEqual((failure.value.code, failure.value.enhanced), (451, "4.3.0"))
+            return 1
+
+        def check(outcomes: list[int]) -> None:
+            self.assertEqual(outcomes, [1, 1, 1])
+            self.assertEqual(listDir(self.newDir()), [])
+            self.assertEqual(listDir(self.tmpDir()), [])
+            self.assertEqual(len(self.flushLoggedErrors(OSError)), 3)
+
+        return gatherResults([d.addCallbacks(self.fail, failed) for d in results]).addCallback(
+            check
+        )
+
+    def test_traceHeaders(self) -> None:
+        """
+        With C{traceHeaders}, C{Return-Path:} and C{Received:} are prepended
+        to the body.
+        """
+        handler = MaildirHandler(self.path, traceHeaders=True, hostname="mx.example")
+        stream = MessageStream()
+        d = handler.onData(stream, makeSession())
+        feed(stream, b"Subject: x\r\n\r\nbody\r\n")
+
+        def check(reply: str) -> None:
+            (name,) = listDir(self.newDir())
+            data = readFile(os.path.join(self.newDir(), name))
+            returnPath, received, rest = data.split(b"\r\n", 2)
+            self.assertEqual(returnPath, b"Return-Path: <alice@example.com>")
+            prefix = (
+                b"Received: from helo.example (client.example [192.0.2.1])"
+                b" by mx.example with ESMTP id s1d; "
+            )
+            self.assertTrue(received.startswith(prefix), received)
+            parsedate_to_datetime(received[len(prefix) :].decode())
+            self.assertEqual(rest, b"Subject: x\r\n\r\nbody\r\n")
+
+        return d.addCallback(check)
+
+    def test_traceHeadersNullSenderAndUnsafeText(self) -> None:
+        """
+        The null reverse-path gives C{Return-Path: <>}; an unresolved client
+        is C{unknown}; control characters never reach the headers.
+        """
+        handler = MaildirHandler(self.path, traceHeaders=True, hostname="mx.example")
+        session = makeSession(
+            envelope=Envelope(mailFrom=Address(""), rcptTo=[Address("b@example.org")]),
+            hostNameAppearsAs="evil\r\nX-Injected: 1",
+            clientHostname="[192.0.2.1]",
+        )
+        stream = MessageStream()
+        d = handler.onData(stream, session)
+        feed(stream, b"\r\n")
+
+        def check(reply: str) -> None:
+            (name,) = listDir(self.newDir())
+            lines = readFile(os.path.join(self.newDir(), name)).split(b"\r\n")
+            self.assertEqual(lines[0], b"Return-Path: <>")
+            self.assertTrue(
+                lines[1].startswith(b"Received: from evilX-Injected: 1 (unknown [192.0.2.1]) by")
+            )
+            self.assertEqual(lines[2:], [b"", b""])
+
+        return d.addCallback(check)
+
+    def test_lmtpOneFile(self) -> None:
+        """
+        An LMTP message with several recipients is stored once, with one
+        reply text.
+        """
+        stream = MessageStream()
+        d = self.handler.onData(stream, makeSession(transmissionType="LMTP"))
+        feed(stream, b"lmtp\r\n")
+
+        def check(reply: str) -> None:
+            (name,) = listDir(self.newDir())
+            self.assertEqual(reply, f"OK: queued as {name}")
+
+        return d.addCallback(check)
+
+
+class SinkHandlerTests(SynchronousTestCase):
+    """
+    L{SinkHandler} accepts and discards.
+    """
+
+    def test_verifyObject(self) -> None:
+        """
+        L{SinkHandler} provides L{ISMTPHandler} and is a L{BaseHandler}.
+        """
+        self.assertTrue(verifyObject(ISMTPHandler, SinkHandler()))
+        self.assertIsInstance(SinkHandler(), BaseHandler)
+
+    def test_accepts(self) -> None:
+        """
+        The reply comes when the body has ended, with no text of its own.
+        """
+        stream = MessageStream()
+        d = SinkHandler().onData(stream, makeSession())
+        stream._write(b"x" * 100000)
+        self.assertNoResult(d)
+        stream._finish()
+        self.assertIsNone(self.successResultOf(d))
+
+    def test_failurePassedOn(self) -> None:
+        """
+        An oversized body fails with the stream's 552.
+        """
+        stream = MessageStream()
+        d = SinkHandler().onData(stream, makeSession())
+        stream._fail(Failure(SMTPError(552, "Error: too big", "5.3.4")))
+        self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 552)
+
+
+class DebuggingHandlerTests(SynchronousTestCase):
+    """
+    L{DebuggingHandler} prints each message.
+    """
+
+    def test_verifyObject(self) -> None:
+        """
+        L{DebuggingHandler} provides L{ISMTPHandler}.
+        """
+        self.assertTrue(verifyObject(ISMTPHandler, DebuggingHandler(io.StringIO())))
+
+    def test_output(self) -> None:
+        """
+        The block holds the markers, the envelope, the peer and the message
+        decoded as UTF-8 with undecodable bytes replaced.
+        """
+        out = io.StringIO()
+        stream = MessageStream()
+        d = DebuggingHandler(out).onData(stream, makeSession())
+        stream._write(b"Subject: caf\xc3\xa9\r\n\r\nbad \xff byte\r\n")
+        stream._finish()
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(
+            out.getvalue(),
+            "---------- MESSAGE FOLLOWS ----------\n"
+            "mail from: alice@example.com\n"
+            "rcpt to: bob@example.org\n"
+            "rcpt to: carol@example.net\n"
+            "peer: 192.0.2.1:40123\n"
+            "\n"
+            "Subject: caf\u00e9\n"
+            "\n"
+            "bad \ufffd byte\n"
+            "------------ END MESSAGE ------------\n",
+        )
+
+    def test_envelopeTakenAtStart(self) -> None:
+        """
+        The envelope printed is the one of the transaction the body belongs
+        to, even if the session moves on before the body ends.
+        """
+        out = io.StringIO()
+        session = makeSession(remoteAddress=("2001:db8::1", 25))
+        stream = MessageStream()
+        d = DebuggingHandler(out).onData(stream, session)
+        session.envelope = Envelope()
+        stream._finish()
+        self.successResultOf(d)
+        self.assertIn("rcpt to: bob@example.org\n", out.getvalue())
+        self.assertIn("peer: [2001:db8::1]:25\n", out.getvalue())
+
+    def test_defaultFollowsStdout(self) -> None:
+        """
+        Without C{out}, the block goes to C{sys.stdout} as it is when the
+        message arrives.
+        """
+        handler = DebuggingHandler()
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        stream = MessageStream()
+        d = handler.onData(stream, makeSession())
+        feed(stream, b"hello\r\n")
+        self.successResultOf(d)
+        self.assertIn("\nhello\n", out.getvalue())
+
+    def test_failurePassedOn(self) -> None:
+        """
+        A body that does not arrive whole prints nothing and fails.
+        """
+        out = io.StringIO()
+        stream = MessageStream()
+        d = DebuggingHandler(out).onData(stream, makeSession())
+        stream._write(b"partial")
+        stream._fail(Failure(ConnectionLost()))
+        self.failureResultOf(d, ConnectionLost)
+        self.assertEqual(out.getvalue(), "")

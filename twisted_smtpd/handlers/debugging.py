@@ -1,0 +1,74 @@
+# -*- test-case-name: tests.test_handlers -*-
+"""
+L{DebuggingHandler}: print each message with its envelope, like aiosmtpd's
+C{Debugging} handler.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from twisted.internet.defer import Deferred
+
+from twisted_smtpd._session import Session
+from twisted_smtpd.handlers._base import BaseHandler
+from twisted_smtpd.interfaces import IMessageStream
+
+BEGIN = "---------- MESSAGE FOLLOWS ----------"
+END = "------------ END MESSAGE ------------"
+
+
+def _formatPeer(address: tuple[str, int]) -> str:
+    host, port = address
+    if ":" in host:
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
+def _envelopeText(session: Session) -> str:
+    envelope = session.envelope
+    mailFrom = envelope.mailFrom
+    lines = [BEGIN, f"mail from: {'' if mailFrom is None else mailFrom.address}"]
+    lines.extend(f"rcpt to: {rcpt.address}" for rcpt in envelope.rcptTo)
+    lines.append(f"peer: {_formatPeer(session.remoteAddress)}")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _messageText(envelopeText: str, body: bytes) -> str:
+    lines = [envelopeText, *body.decode("utf-8", "replace").splitlines(), END, ""]
+    return "\n".join(lines)
+
+
+class DebuggingHandler(BaseHandler):
+    """
+    Accept every message and print it to a text stream: a begin marker, the
+    envelope (C{mail from:}, one C{rcpt to:} per recipient, C{peer:}), an
+    empty line, the message decoded as UTF-8 (undecodable bytes replaced,
+    line endings as C{\\n}), and an end marker.
+    """
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        """
+        @param out: Where to print; C{None} means whatever C{sys.stdout} is
+            when a message arrives (so that C{twistd}'s redirection of
+            standard output is followed).
+        """
+        self._out = out
+
+    def onData(self, stream: IMessageStream, session: Session) -> Deferred[None]:
+        """
+        Gather the body and print it.
+
+        @return: A L{Deferred} firing with C{None} once printed, or failing as
+            the stream does.
+        """
+        envelopeText = _envelopeText(session)
+        d: Deferred[bytes] = stream.collect()  # type: ignore[assignment]
+        return d.addCallback(self._print, envelopeText)
+
+    def _print(self, body: bytes, envelopeText: str) -> None:
+        out = sys.stdout if self._out is None else self._out
+        out.write(_messageText(envelopeText, body))
+        out.flush()
