@@ -1,0 +1,516 @@
+# -*- test-case-name: tests.test_stream -*-
+"""
+Tests for L{twisted_smtpd._stream.MessageStream}.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IConsumer, IProducer, IPushProducer
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from twisted_smtpd._errors import SMTPError
+from twisted_smtpd._stream import MessageStream
+from twisted_smtpd.interfaces import IMessageStream
+
+
+@implementer(IPushProducer)
+class FakeUpstream:
+    """
+    An upstream producer recording what it is asked.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def pauseProducing(self) -> None:
+        self.events.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.events.append("resume")
+
+    def stopProducing(self) -> None:
+        self.events.append("stop")
+
+
+@implementer(IConsumer)
+class RecordingConsumer:
+    """
+    A consumer keeping the very chunk objects it is given; it can pause its
+    producer after each write, stop it when registered, or fail.
+    """
+
+    def __init__(self, pauseEachWrite: bool = False, stopOnRegister: bool = False) -> None:
+        self.chunks: list[bytes] = []
+        self.producer: IProducer | None = None
+        self.pauseEachWrite = pauseEachWrite
+        self.stopOnRegister = stopOnRegister
+        self.error: Exception | None = None
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        self.producer = producer
+        if self.stopOnRegister:
+            producer.stopProducing()
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def write(self, data: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        self.chunks.append(data)
+        if self.pauseEachWrite:
+            assert isinstance(self.producer, MessageStream)
+            self.producer.pauseProducing()
+
+
+def sizeError() -> SMTPError:
+    """
+    The error the protocol fails a stream with when the size limit is passed.
+    """
+    return SMTPError(552, "Message size exceeds fixed maximum message size", "5.3.4")
+
+
+class InterfaceTests(SynchronousTestCase):
+    """
+    L{MessageStream} provides what it claims.
+    """
+
+    def test_interfaces(self) -> None:
+        """
+        It provides L{IMessageStream} and L{IPushProducer}.
+        """
+        stream = MessageStream()
+        self.assertTrue(verifyObject(IMessageStream, stream))
+        self.assertTrue(verifyObject(IPushProducer, stream))
+
+    def test_initialState(self) -> None:
+        """
+        A new stream is empty, not ended, not attached, within the size.
+        """
+        stream = MessageStream()
+        self.assertEqual(stream.byteLength, 0)
+        self.assertFalse(stream.ended)
+        self.assertFalse(stream.attached)
+        self.assertFalse(stream.sizeExceeded)
+
+    def test_secondAttachRaises(self) -> None:
+        """
+        Only one consumer method may be called, once.
+        """
+        for first in ("collect", "drain", "pipeToFile", "pipe"):
+            for second in ("collect", "drain", "pipeToFile", "pipe"):
+                stream = MessageStream()
+                self._attach(stream, first)
+                self.assertTrue(stream.attached)
+                self.assertRaises(RuntimeError, self._attach, stream, second)
+
+    def _attach(self, stream: MessageStream, how: str) -> object:
+        if how == "pipe":
+            return stream.pipe(StringTransport())
+        if how == "pipeToFile":
+            return stream.pipeToFile(io.BytesIO())
+        if how == "collect":
+            return stream.collect()
+        return stream.drain()
+
+
+class PipeTests(SynchronousTestCase):
+    """
+    L{MessageStream.pipe} streams into an L{IConsumer} with flow control.
+    """
+
+    def test_pipeWritesAndUnregisters(self) -> None:
+        """
+        The stream registers as a streaming producer, writes every chunk,
+        and at the end unregisters and fires with the byte count.
+        """
+        stream = MessageStream()
+        transport = StringTransport()
+        d = stream.pipe(transport)
+        self.assertIs(transport.producer, stream)
+        self.assertTrue(transport.streaming)
+        stream._write(b"Subject: hi\r\n")
+        stream._write(b"\r\nbody\r\n")
+        self.assertNoResult(d)
+        stream._finish()
+        self.assertEqual(transport.value(), b"Subject: hi\r\n\r\nbody\r\n")
+        self.assertIsNone(transport.producer)
+        self.assertEqual(self.successResultOf(d), 21)
+        self.assertTrue(stream.ended)
+        self.assertEqual(stream.byteLength, 21)
+
+    def test_passThrough(self) -> None:
+        """
+        While the consumer flows, each chunk object is handed on as it is.
+        """
+        stream = MessageStream()
+        consumer = RecordingConsumer()
+        stream.pipe(consumer)
+        chunk = b"x" * 1000
+        stream._write(chunk)
+        self.assertIs(consumer.chunks[0], chunk)
+
+    def test_pauseBuffersThenResumes(self) -> None:
+        """
+        A paused consumer gets nothing; what arrives is kept and handed on in
+        order when it resumes.
+        """
+        upstream = FakeUpstream()
+        stream = MessageStream(upstream, maxBuffer=100)
+        transport = StringTransport()
+        stream.pipe(transport)
+        stream._write(b"a")
+        stream.pauseProducing()
+        stream._write(b"b")
+        stream._write(b"c")
+        self.assertEqual(transport.value(), b"a")
+        self.assertEqual(upstream.events, [])
+        stream.resumeProducing()
+        self.assertEqual(transport.value(), b"abc")
+        stream._write(b"d")
+        self.assertEqual(transport.value(), b"abcd")
+        self.assertEqual(upstream.events, [])
+
+    def test_pauseReachesUpstream(self) -> None:
+        """
+        Once more than C{maxBuffer} bytes are kept for a paused consumer,
+        upstream is paused, once; it is resumed when all is handed on.
+        """
+        upstream = FakeUpstream()
+        stream = MessageStream(upstream, maxBuffer=10)
+        transport = StringTransport()
+        stream.pipe(transport)
+        stream.pauseProducing()
+        stream._write(b"x" * 10)
+        self.assertEqual(upstream.events, [])
+        stream._write(b"y")
+        stream._write(b"z")
+        self.assertEqual(upstream.events, ["pause"])
+        stream.resumeProducing()
+        self.assertEqual(upstream.events, ["pause", "resume"])
+        self.assertEqual(transport.value(), b"x" * 10 + b"yz")
+
+    def test_consumerPausesDuringFlush(self) -> None:
+        """
+        A consumer that pauses again while being handed kept chunks gets them
+        one resume at a time, in order; upstream resumes only when all is out.
+        """
+        upstream = FakeUpstream()
+        stream = MessageStream(upstream, maxBuffer=1)
+        consumer = RecordingConsumer(pauseEachWrite=True)
+        for chunk in (b"1", b"2", b"3"):
+            stream._write(chunk)
+        self.assertEqual(upstream.events, ["pause"])
+        d = stream.pipe(consumer)
+        stream._finish()
+        self.assertEqual(consumer.chunks, [b"1"])
+        stream.resumeProducing()
+        self.assertEqual(consumer.chunks, [b"1", b"2"])
+        self.assertEqual(upstream.events, ["pause"])
+        self.assertNoResult(d)
+        stream.resumeProducing()
+        self.assertEqual(consumer.chunks, [b"1", b"2", b"3"])
+        self.assertEqual(upstream.events, ["pause", "resume"])
+        self.assertEqual(self.successResultOf(d), 3)
+        self.assertIsNone(consumer.producer)
+
+    def test_finishWhilePaused(self) -> None:
+        """
+        The end waits for kept chunks: the L{Deferred} fires once the
+        consumer resumes and has them all.
+        """
+        stream = MessageStream()
+        transport = StringTransport()
+        d = stream.pipe(transport)
+        stream.pauseProducing()
+        stream._write(b"late")
+        stream._finish()
+        self.assertNoResult(d)
+        self.assertIs(transport.producer, stream)
+        stream.resumeProducing()
+        self.assertEqual(transport.value(), b"late")
+        self.assertEqual(self.successResultOf(d), 4)
+        self.assertIsNone(transport.producer)
+
+    def test_finishWhilePausedWithNothingKept(self) -> None:
+        """
+        Paused with nothing kept, the end completes at once.
+        """
+        stream = MessageStream()
+        transport = StringTransport()
+        d = stream.pipe(transport)
+        stream._write(b"abc")
+        stream.pauseProducing()
+        stream._finish()
+        self.assertEqual(self.successResultOf(d), 3)
+
+    def test_stopProducingDiscards(self) -> None:
+        """
+        After the consumer stops the stream, the rest is discarded, upstream
+        is never paused again, the stream does not unregister itself and the
+        L{Deferred} fires with the whole body's byte count at the end.
+        """
+        upstream = FakeUpstream()
+        stream = MessageStream(upstream, maxBuffer=4)
+        transport = StringTransport()
+        d = stream.pipe(transport)
+        stream._write(b"kept")
+        stream.pauseProducing()
+        stream._write(b"held back")
+        self.assertEqual(upstream.events, ["pause"])
+        stream.stopProducing()
+        self.assertEqual(upstream.events, ["pause", "resume"])
+        stream.pauseProducing()
+        stream._write(b"y" * 100)
+        stream.resumeProducing()
+        self.assertEqual(transport.value(), b"kept")
+        self.assertEqual(upstream.events, ["pause", "resume"])
+        self.assertNoResult(d)
+        stream._finish()
+        self.assertEqual(self.successResultOf(d), 113)
+        self.assertIs(transport.producer, stream)
+
+    def test_stoppedOnRegister(self) -> None:
+        """
+        A consumer that stops the stream as soon as it registers (a lost
+        connection) gets nothing and a byte count at the end.
+        """
+        stream = MessageStream()
+        stream._write(b"early")
+        consumer = RecordingConsumer(stopOnRegister=True)
+        d = stream.pipe(consumer)
+        stream._write(b"late")
+        stream._finish()
+        self.assertEqual(consumer.chunks, [])
+        self.assertEqual(self.successResultOf(d), 9)
+
+    def test_consumerWriteFails(self) -> None:
+        """
+        If the consumer raises while written to, the L{Deferred} fails with
+        that error and the rest is discarded without pausing upstream.
+        """
+        upstream = FakeUpstream()
+        stream = MessageStream(upstream, maxBuffer=1)
+        consumer = RecordingConsumer()
+        d = stream.pipe(consumer)
+        consumer.error = OSError("disk full")
+        stream._write(b"a")
+        self.failureResultOf(d, OSError)
+        stream.pauseProducing()
+        stream._write(b"bbbb")
+        stream._finish()
+        self.assertEqual(consumer.chunks, [])
+        self.assertEqual(upstream.events, [])
+
+    def test_failAfterAttach(self) -> None:
+        """
+        A failed body unregisters the stream from its consumer, then fails
+        the L{Deferred} with the reason.
+        """
+        stream = MessageStream()
+        transport = StringTransport()
+        d = stream.pipe(transport)
+        stream._write(b"part")
+        order: list[str] = []
+
+        def failed(f: Failure) -> Failure:
+            order.append("errback")
+            self.assertIsNone(transport.producer)
+            return f
+
+        d.addErrback(failed)
+        stream.sizeExceeded = True
+        stream._fail(sizeError())
+        self.assertEqual(order, ["errback"])
+        self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 552)
+        self.assertTrue(stream.ended)
+
+    def test_failWhilePausedResumesUpstream(self) -> None:
+        """
+        A failure drops what is kept and resumes a paused upstream.
+        """
+        upstream = FakeUpstream()
+        stream = MessageStream(upstream, maxBuffer=2)
+        d = stream.pipe(StringTransport())
+        stream.pauseProducing()
+        stream._write(b"abc")
+        stream._fail(Failure(ConnectionLost()))
+        self.assertEqual(upstream.events, ["pause", "resume"])
+        self.failureResultOf(d, ConnectionLost)
+        stream.resumeProducing()
+        self.assertEqual(upstream.events, ["pause", "resume"])
+
+
+class BufferBeforeAttachTests(SynchronousTestCase):
+    """
+    Chunks arriving before a consumer attaches are kept, within bounds.
+    """
+
+    def test_pauseAtMaxBuffer(self) -> None:
+        """
+        Upstream is paused once more than C{maxBuffer} bytes wait, and
+        resumed when a consumer takes them.
+        """
+        upstream = FakeUpstream()
+        stream = MessageStream(upstream, maxBuffer=8)
+        stream._write(b"12345678")
+        self.assertEqual(upstream.events, [])
+        stream._write(b"9")
+        stream._write(b"0")
+        self.assertEqual(upstream.events, ["pause"])
+        f = io.BytesIO()
+        d = stream.pipeToFile(f)
+        self.assertEqual(upstream.events, ["pause", "resume"])
+        self.assertEqual(f.getvalue(), b"1234567890")
+        stream._write(b"!")
+        stream._finish()
+        self.assertEqual(self.successResultOf(d), 11)
+        self.assertEqual(f.getvalue(), b"1234567890!")
+
+    def test_noUpstream(self) -> None:
+        """
+        Without an upstream producer, chunks are simply kept.
+        """
+        stream = MessageStream(maxBuffer=1)
+        stream._write(b"abc")
+        stream._write(b"def")
+        stream._finish()
+        self.assertEqual(self.successResultOf(stream.collect()), b"abcdef")
+
+    def test_attachAfterEnd(self) -> None:
+        """
+        A consumer attached after the end gets everything, synchronously.
+        """
+        stream = MessageStream()
+        stream._write(b"a\r\n")
+        stream._finish()
+        transport = StringTransport()
+        d = stream.pipe(transport)
+        self.assertEqual(transport.value(), b"a\r\n")
+        self.assertEqual(self.successResultOf(d), 3)
+        self.assertIsNone(transport.producer)
+
+    def test_failBeforeAttach(self) -> None:
+        """
+        A failure before any consumer is given to the first one to attach,
+        without registering a pipe consumer; upstream is resumed at once.
+        """
+        upstream = FakeUpstream()
+        stream = MessageStream(upstream, maxBuffer=1)
+        stream._write(b"xx")
+        stream._fail(sizeError())
+        self.assertEqual(upstream.events, ["pause", "resume"])
+        transport = StringTransport()
+        d = stream.pipe(transport)
+        self.assertIsNone(transport.producer)
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 552)
+
+    def test_unconsumedFailureNotLogged(self) -> None:
+        """
+        A failure no consumer ever asks for is not logged as an unhandled
+        error in a L{Deferred}.
+        """
+        stream = MessageStream()
+        stream._fail(Failure(ConnectionLost()))
+        del stream
+        gc.collect()
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class ConsumerMethodTests(SynchronousTestCase):
+    """
+    C{collect}, C{drain} and C{pipeToFile}.
+    """
+
+    def test_collect(self) -> None:
+        """
+        C{collect} fires with the whole body, joined.
+        """
+        stream = MessageStream()
+        d = stream.collect()
+        stream._write(b"Subject: x\r\n")
+        stream._write(b"\r\n")
+        self.assertNoResult(d)
+        stream._finish()
+        self.assertEqual(self.successResultOf(d), b"Subject: x\r\n\r\n")
+
+    def test_collectEmpty(self) -> None:
+        """
+        An empty body collects to C{b""}.
+        """
+        stream = MessageStream()
+        stream._finish()
+        self.assertEqual(self.successResultOf(stream.collect()), b"")
+
+    def test_drain(self) -> None:
+        """
+        C{drain} discards the body and fires with the byte count, resuming an
+        upstream paused for the kept chunks.
+        """
+        upstream = FakeUpstream()
+        stream = MessageStream(upstream, maxBuffer=2)
+        stream._write(b"abc")
+        d = stream.drain()
+        stream._write(b"de")
+        stream._finish()
+        self.assertEqual(self.successResultOf(d), 5)
+        self.assertEqual(upstream.events, ["pause", "resume"])
+
+    def test_pipeToFile(self) -> None:
+        """
+        C{pipeToFile} writes each chunk to the file and fires with the count.
+        """
+        stream = MessageStream()
+        f = io.BytesIO()
+        d = stream.pipeToFile(f)
+        stream._write(b"one\r\n")
+        self.assertEqual(f.getvalue(), b"one\r\n")
+        stream._write(b"two\r\n")
+        stream._finish()
+        self.assertEqual(f.getvalue(), b"one\r\ntwo\r\n")
+        self.assertEqual(self.successResultOf(d), 10)
+
+    def test_fileWriteFails(self) -> None:
+        """
+        A file whose C{write} raises fails the L{Deferred} with that error.
+        """
+        stream = MessageStream()
+        f = io.BytesIO()
+        f.close()
+        d = stream.pipeToFile(f)
+        stream._write(b"x")
+        self.failureResultOf(d, ValueError)
+        stream._finish()
+
+    def test_failAfterCollect(self) -> None:
+        """
+        A lost connection fails a pending C{collect} with that reason.
+        """
+        stream = MessageStream()
+        d = stream.collect()
+        stream._write(b"part")
+        stream._fail(ConnectionLost())
+        self.failureResultOf(d, ConnectionLost)
+
+    def test_afterEndIgnored(self) -> None:
+        """
+        Writes, ends and failures after the end change nothing.
+        """
+        stream = MessageStream()
+        d = stream.collect()
+        stream._write(b"a")
+        stream._finish()
+        stream._write(b"b")
+        stream._fail(ConnectionLost())
+        stream._finish()
+        self.assertEqual(self.successResultOf(d), b"a")
+        self.assertEqual(stream.byteLength, 1)

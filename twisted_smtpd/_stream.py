@@ -1,0 +1,391 @@
+# -*- test-case-name: tests.test_stream -*-
+"""
+L{MessageStream}: the message body handed to L{ISMTPHandler.onData}, streamed
+as it arrives, with flow control reaching back to the client's connection.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twisted_smtpd.interfaces import IMessageStream
+
+_T = TypeVar("_T")
+
+
+class _Writable(Protocol):
+    """
+    Anything with a binary C{write} method: a file, C{io.BytesIO}, a socket
+    file.
+    """
+
+    def write(self, data: bytes, /) -> object: ...
+
+
+def _discard(chunk: bytes) -> None:
+    """
+    Throw a chunk away.
+    """
+
+
+@implementer(IMessageStream, IPushProducer)
+class MessageStream:
+    """
+    A message body, streamed to exactly one consumer.
+
+    The protocol writes the decoded body in with L{_write} and ends it with
+    L{_finish} or L{_fail}; the handler takes it out with exactly one of
+    L{pipe}, L{pipeToFile}, L{collect} or L{drain}, called once (a second call
+    raises L{RuntimeError}).  Each returns a L{Deferred} that fires once the
+    body has been handed on in full, or fails if it will not arrive whole.
+
+    Nothing is lost while no consumer is attached yet: chunks are kept, and
+    once more than C{maxBuffer} bytes are kept the upstream producer (the
+    connection) is paused until a consumer takes them.  A consumer given to
+    L{pipe} pauses and resumes the stream as an L{IPushProducer}, which pauses
+    the connection the same way.  The stream calls
+    C{upstream.resumeProducing()} once for each C{upstream.pauseProducing()}
+    it made, and never calls C{upstream.stopProducing()}.
+
+    Deferreds fire synchronously whenever the body allows it: a consumer
+    attached after the end gets its result at once.
+
+    @ivar byteLength: Body bytes written in so far.
+    @ivar sizeExceeded: Set by the protocol when the body passed the size
+        limit (the stream then fails with a 552 L{SMTPError}).
+    @ivar ended: Whether the body has ended, whole (L{_finish}) or not
+        (L{_fail}).
+    @ivar attached: Whether a consumer method was called.
+    """
+
+    def __init__(self, upstream: IPushProducer | None = None, maxBuffer: int = 262144) -> None:
+        """
+        @param upstream: What to pause while the body cannot be handed on:
+            the protocol reading the body from the client.
+        @param maxBuffer: How many bytes may wait for a slow or missing
+            consumer before C{upstream} is paused.
+        """
+        self.byteLength = 0
+        self.sizeExceeded = False
+        self.ended = False
+        self.attached = False
+        self._upstream = upstream
+        self._maxBuffer = maxBuffer
+        self._upstreamPaused = False
+        self._buffer: deque[bytes] = deque()
+        self._buffered = 0
+        # Where _write sends a chunk right now: the consumer while it flows,
+        # _discard once the rest is not wanted, None to keep it in _buffer.
+        self._sink: Callable[[bytes], object] | None = None
+        self._target: Callable[[bytes], object] | None = None
+        self._onDone: Callable[[], None] | None = None
+        self._onError: Callable[[Failure], None] | None = None
+        self._paused = False
+        self._stopped = False
+        self._done = False
+        self._failure: Failure | None = None
+
+    # The consumer side: IMessageStream.
+
+    # IMessageStream declares its parameters as plain objects; these are the
+    # real types.
+    def pipe(self, consumer: IConsumer) -> Deferred[int]:  # type: ignore[override]
+        """
+        Write the body into C{consumer}, registered with this stream as its
+        streaming producer, so that pausing the consumer pauses the client.
+
+        At the end the stream unregisters itself and the L{Deferred} fires
+        with the byte count.  If the consumer calls L{stopProducing}, the
+        rest of the body is discarded, the stream does not unregister itself
+        (the consumer is done with it) and the L{Deferred} still fires with
+        the byte count of the whole body once it has ended.  If
+        C{consumer.write} raises, the rest is discarded, the stream stays
+        registered (the consumer is broken) and the L{Deferred} fails with
+        that error.
+
+        @return: A L{Deferred} firing with the body's byte count, or failing
+            if the body does not arrive whole (L{_fail}).
+        @raise RuntimeError: If a consumer was already attached.
+        """
+        self._checkNotAttached()
+        d: Deferred[int] = Deferred()
+
+        def done() -> None:
+            if not self._stopped:
+                consumer.unregisterProducer()
+            d.callback(self.byteLength)
+
+        def failed(reason: Failure) -> None:
+            if not self._stopped:
+                consumer.unregisterProducer()
+            d.errback(reason)
+
+        if self._attach(consumer.write, done, failed, d):
+            consumer.registerProducer(self, True)
+            self._flush()
+        return d
+
+    def pipeToFile(self, fileObject: _Writable) -> Deferred[int]:  # type: ignore[override]
+        """
+        Write the body into a binary file object, synchronously, chunk by
+        chunk.  If C{write} raises, the rest is discarded and the L{Deferred}
+        fails with that error.
+
+        @param fileObject: Anything with a C{write(bytes)} method.
+        @return: A L{Deferred} firing with the byte count, or failing if the
+            body does not arrive whole.
+        @raise RuntimeError: If a consumer was already attached.
+        """
+        self._checkNotAttached()
+        d: Deferred[int] = Deferred()
+
+        def done() -> None:
+            d.callback(self.byteLength)
+
+        if self._attach(fileObject.write, done, d.errback, d):
+            self._flush()
+        return d
+
+    def collect(self) -> Deferred[bytes]:
+        """
+        Gather the whole body in memory.  For small messages only: the
+        server's size limit (L{ServerOptions.size}) is the only bound.
+
+        @return: A L{Deferred} firing with the body, or failing if it does
+            not arrive whole.
+        @raise RuntimeError: If a consumer was already attached.
+        """
+        self._checkNotAttached()
+        d: Deferred[bytes] = Deferred()
+        parts: list[bytes] = []
+
+        def done() -> None:
+            d.callback(b"".join(parts))
+
+        if self._attach(parts.append, done, d.errback, d):
+            self._flush()
+        return d
+
+    def drain(self) -> Deferred[int]:
+        """
+        Discard the body.
+
+        @return: A L{Deferred} firing with the byte count at the end, or
+            failing if the body does not arrive whole.
+        @raise RuntimeError: If a consumer was already attached.
+        """
+        self._checkNotAttached()
+        d: Deferred[int] = Deferred()
+
+        def done() -> None:
+            d.callback(self.byteLength)
+
+        if self._attach(_discard, done, d.errback, d):
+            self._flush()
+        return d
+
+    # IPushProducer, called by the consumer given to pipe().
+
+    def pauseProducing(self) -> None:
+        """
+        Stop handing chunks on; keep them, and pause the upstream producer
+        once more than C{maxBuffer} bytes are kept.
+        """
+        if self._stopped or self._done:
+            return
+        self._paused = True
+        self._sink = None
+
+    def resumeProducing(self) -> None:
+        """
+        Hand on what was kept, then resume the upstream producer if it was
+        paused, and pass chunks straight through again.
+        """
+        if not self._paused:
+            return
+        self._paused = False
+        self._flush()
+
+    def stopProducing(self) -> None:
+        """
+        Discard the rest of the body: what is kept and what is still to come.
+        The upstream producer is resumed and never paused again, so the body
+        is still read to its end; the consumer's L{Deferred} then fires with
+        the byte count.
+        """
+        if self._stopped or self._done:
+            return
+        self._stopped = True
+        self._paused = False
+        self._sink = _discard
+        self._dropBuffer()
+        self._maybeComplete()
+
+    # The producer side, called by the protocol.
+
+    def _write(self, chunk: bytes) -> None:
+        """
+        Add the next decoded body chunk.  Ignored once the body has ended.
+        """
+        if self.ended:
+            return
+        self.byteLength += len(chunk)
+        sink = self._sink
+        if sink is None:
+            self._hold(chunk)
+            return
+        try:
+            sink(chunk)
+        except Exception:
+            self._consumerFailed(Failure())
+
+    def _finish(self) -> None:
+        """
+        The body is complete: once everything kept is handed on, the
+        consumer's L{Deferred} fires (with the byte count, or the bytes for
+        L{collect}).  Ignored if the body has already ended.
+        """
+        if self.ended:
+            return
+        self.ended = True
+        self._maybeComplete()
+
+    def _fail(self, reason: Failure | BaseException) -> None:
+        """
+        The body will not arrive whole: it passed the size limit (C{reason}
+        is a 552 L{SMTPError}) or the connection was lost.  What is kept is
+        dropped, the upstream producer resumed, and the consumer's
+        L{Deferred} fails with C{reason} (a L{pipe} consumer is unregistered
+        first).  If no consumer is attached yet the failure waits for the
+        first one; no L{Deferred} exists until then, so a failure nobody asks
+        for is never logged as unhandled.  Ignored if the body has already
+        ended.
+        """
+        if self.ended:
+            return
+        failure = reason if isinstance(reason, Failure) else Failure(reason)
+        self.ended = True
+        self._sink = _discard
+        self._dropBuffer()
+        if not self.attached:
+            self._failure = failure
+        elif not self._done and self._onError is not None:
+            self._done = True
+            self._onError(failure)
+
+    # Internals.
+
+    def _checkNotAttached(self) -> None:
+        if self.attached:
+            raise RuntimeError("this message stream already has a consumer")
+
+    def _attach(
+        self,
+        target: Callable[[bytes], object],
+        onDone: Callable[[], None],
+        onError: Callable[[Failure], None],
+        d: Deferred[_T],
+    ) -> bool:
+        """
+        Record the consumer.
+
+        @return: C{True} to go on and hand the body on; C{False} if the body
+            had already failed, in which case C{d} has failed with it.
+        """
+        self.attached = True
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            self._done = True
+            d.errback(failure)
+            return False
+        self._target = target
+        self._onDone = onDone
+        self._onError = onError
+        return True
+
+    def _hold(self, chunk: bytes) -> None:
+        """
+        Keep a chunk the consumer cannot take yet; pause upstream if too much
+        is kept.
+        """
+        self._buffer.append(chunk)
+        self._buffered += len(chunk)
+        if (
+            self._buffered > self._maxBuffer
+            and not self._upstreamPaused
+            and self._upstream is not None
+        ):
+            self._upstreamPaused = True
+            self._upstream.pauseProducing()
+
+    def _flush(self) -> None:
+        """
+        Hand what is kept to the consumer while it is not paused; once none is
+        kept, resume upstream, complete if the body has ended, and (if the
+        consumer still flows) pass chunks straight through.
+        """
+        target = self._target
+        if target is None or self._done:
+            return
+        if not self._stopped:
+            buffer = self._buffer
+            while buffer and not self._paused:
+                chunk = buffer.popleft()
+                self._buffered -= len(chunk)
+                try:
+                    target(chunk)
+                except Exception:
+                    self._consumerFailed(Failure())
+                    return
+                if self._stopped or self._done:
+                    return
+            if buffer:
+                return
+            if not self._paused:
+                self._sink = target
+        self._resumeUpstream()
+        self._maybeComplete()
+
+    def _dropBuffer(self) -> None:
+        """
+        Forget what is kept and let upstream go on.
+        """
+        self._buffer.clear()
+        self._buffered = 0
+        self._resumeUpstream()
+
+    def _resumeUpstream(self) -> None:
+        if self._upstreamPaused:
+            self._upstreamPaused = False
+            assert self._upstream is not None
+            self._upstream.resumeProducing()
+
+    def _maybeComplete(self) -> None:
+        """
+        Fire the consumer's L{Deferred} if the body has ended whole and all
+        of it has been handed on.
+        """
+        if self.ended and not self._buffer and not self._done and self._onDone is not None:
+            self._done = True
+            self._sink = _discard
+            self._onDone()
+
+    def _consumerFailed(self, failure: Failure) -> None:
+        """
+        The consumer raised while given a chunk: fail its L{Deferred} with
+        that error and discard the rest of the body.
+        """
+        self._stopped = True
+        self._paused = False
+        self._sink = _discard
+        self._dropBuffer()
+        if not self._done and self._onError is not None:
+            self._done = True
+            self._onError(failure)
