@@ -1,3 +1,37 @@
 """
 twisted-smtpd: an embeddable SMTP and LMTP server for Twisted.
+
+    from twisted_smtpd import SMTPServer
+    from twisted_smtpd.handlers import MaildirHandler
+
+    SMTPServer(MaildirHandler("Maildir")).listen("tcp:2525:interface=127.0.0.1")
 """
+
+from twisted_smtpd._errors import SMTPError
+from twisted_smtpd._options import ServerOptions
+from twisted_smtpd._server import SMTPServer, SMTPServerFactory
+from twisted_smtpd._session import (
+    Address,
+    AddressDSN,
+    AuthRequest,
+    AuthResult,
+    Envelope,
+    EnvelopeDSN,
+    Session,
+    TLSInfo,
+)
+
+__all__ = [
+    "Address",
+    "AddressDSN",
+    "AuthRequest",
+    "AuthResult",
+    "Envelope",
+    "EnvelopeDSN",
+    "SMTPError",
+    "SMTPServer",
+    "SMTPServerFactory",
+    "ServerOptions",
+    "Session",
+    "TLSInfo",
+]

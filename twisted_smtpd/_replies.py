@@ -193,3 +193,27 @@ AUTH_BAD_BASE64 = reply(501, "5.5.2", "Error: invalid base64")
 AUTH_MALFORMED = reply(501, "5.5.2", "Error: malformed authentication data")
 AUTH_INITIAL_RESPONSE_NOT_ALLOWED = reply(501, "5.5.4", "Error: initial response not allowed")
 XOAUTH2_FAILURE_DONE = reply(535, "5.7.8", "Error: authentication credentials invalid")
+READY_FOR_TLS = reply(220, "2.0.0", "Ready to start TLS")
+ALREADY_SECURE = reply(503, "5.5.1", "Error: TLS already active")
+TOO_MANY_UNAUTHENTICATED = reply(421, "4.7.0", "Error: too many unauthenticated commands")
+AUTH_OK = reply(235, "2.7.0", "Authentication successful")
+AUTH_FAILED = reply(535, "5.7.8", "Error: authentication credentials invalid")
+AUTH_NOT_ENABLED = reply(503, "5.5.1", "Error: authentication not enabled")
+ALREADY_AUTHENTICATED = reply(503, "5.5.1", "Error: already authenticated")
+AUTH_IN_TRANSACTION = reply(503, "5.5.1", "Error: MAIL transaction in progress")
+AUTH_NEEDS_TLS = reply(538, "5.7.11", "Error: must issue a STARTTLS command first")
+TOO_MANY_AUTH_FAILURES = reply(421, "4.7.0", "Error: too many failed authentication attempts")
+
+
+def authRequired(text: str) -> Reply:
+    """
+    The 530 reply to MAIL before AUTH, with the configured text.
+    """
+    return Reply(530, "5.7.0", sanitiseText(text))
+
+
+def challenge(text: str) -> Reply:
+    """
+    A 334 SASL challenge (RFC 4954 section 4); C{text} is already base64.
+    """
+    return Reply(334, None, (text,))

@@ -1,0 +1,41 @@
+"""
+The public names are the objects of the private modules.
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+import twisted_smtpd
+from twisted_smtpd import _errors, _options, _server, _session, handlers, interfaces
+from twisted_smtpd.handlers import _base
+
+
+class ExportTests(SynchronousTestCase):
+    def test_publicNames(self) -> None:
+        """
+        Each public name is the object defined in its private module.
+        """
+        expected = {
+            "SMTPError": _errors.SMTPError,
+            "ServerOptions": _options.ServerOptions,
+            "SMTPServer": _server.SMTPServer,
+            "SMTPServerFactory": _server.SMTPServerFactory,
+            "Session": _session.Session,
+            "Envelope": _session.Envelope,
+            "Address": _session.Address,
+            "AddressDSN": _session.AddressDSN,
+            "EnvelopeDSN": _session.EnvelopeDSN,
+            "AuthRequest": _session.AuthRequest,
+            "AuthResult": _session.AuthResult,
+            "TLSInfo": _session.TLSInfo,
+        }
+        for name, obj in expected.items():
+            self.assertIs(getattr(twisted_smtpd, name), obj, name)
+        self.assertEqual(sorted(twisted_smtpd.__all__), sorted(expected))
+
+    def test_baseHandler(self) -> None:
+        """
+        BaseHandler is exported and provides ISMTPHandler.
+        """
+        self.assertIs(handlers.BaseHandler, _base.BaseHandler)
+        self.assertTrue(verifyObject(interfaces.ISMTPHandler, handlers.BaseHandler()))

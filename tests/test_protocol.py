@@ -1,0 +1,1001 @@
+"""
+Tests for L{twisted_smtpd._protocol}: the whole command set over a
+L{StringTransport} with a L{task.Clock}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionLost
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests import replies
+from twisted_smtpd._errors import SMTPError
+from twisted_smtpd._options import ServerOptions
+from twisted_smtpd._protocol import SMTPProtocol
+from twisted_smtpd._server import SMTPServerFactory
+from twisted_smtpd._session import Address, Session
+from twisted_smtpd.handlers import BaseHandler
+from twisted_smtpd.interfaces import IMessageStream
+
+PEER = ("192.0.2.7", 40000)
+
+
+class RecordingHandler(BaseHandler):
+    """
+    Collects every message and remembers the calls it saw.
+    """
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str | None, list[str], bytes]] = []
+        self.calls: list[str] = []
+        self.closed: list[Session] = []
+        self.sessions: list[Session] = []
+
+    def onHelo(self, hostname: str, session: Session) -> object:
+        self.calls.append(f"helo {hostname}")
+        return None
+
+    def onMailFrom(self, address: Address, session: Session) -> object:
+        self.calls.append(f"mail {address.address}")
+        return None
+
+    def onRcptTo(self, address: Address, session: Session) -> object:
+        self.calls.append(f"rcpt {address.address}")
+        return None
+
+    def onData(self, stream: IMessageStream, session: Session) -> object:
+        env = session.envelope
+        sender = env.mailFrom.address if env.mailFrom is not None else None
+        rcpts = [a.address for a in env.rcptTo]
+        self.sessions.append(session)
+
+        def got(body: bytes) -> str:
+            self.messages.append((sender, rcpts, body))
+            return "OK: queued as X1"
+
+        d: Deferred[bytes] = stream.collect()  # type: ignore[assignment]
+        return d.addCallback(got)
+
+    def onClose(self, session: Session) -> object:
+        self.closed.append(session)
+        return None
+
+
+def connect(
+    handler: Any = None, clock: Clock | None = None, **options: Any
+) -> tuple[SMTPProtocol, StringTransport, Clock, SMTPServerFactory]:
+    """
+    A session over a L{StringTransport}, greeting already read.
+    """
+    clock = clock if clock is not None else Clock()
+    options.setdefault("name", "mx.example.com")
+    options.setdefault("disableReverseLookup", True)
+    factory = SMTPServerFactory(
+        handler if handler is not None else RecordingHandler(),
+        ServerOptions(**options),
+        reactor=clock,
+    )
+    proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+    transport = StringTransport(peerAddress=_ipv4(*PEER), hostAddress=_ipv4("192.0.2.1", 25))
+    proto.makeConnection(transport)
+    return proto, transport, clock, factory
+
+
+def _ipv4(host: str, port: int) -> Any:
+    from twisted.internet.address import IPv4Address
+
+    return IPv4Address("TCP", host, port)
+
+
+def take(transport: StringTransport) -> bytes:
+    """
+    Read and clear what the server wrote.
+    """
+    value = transport.value()
+    transport.clear()
+    return value
+
+
+SESSION = (
+    b"EHLO client.example.com\r\n"
+    b"MAIL FROM:<sender@example.com>\r\n"
+    b"RCPT TO:<a@example.com>\r\n"
+    b"RCPT TO:<b@example.com>\r\n"
+    b"DATA\r\n"
+    b"Subject: hi\r\n"
+    b"\r\n"
+    b"..leading dot\r\n"
+    b"body\r\n"
+    b".\r\n"
+    b"QUIT\r\n"
+)
+SESSION_REPLIES = (
+    replies.GREETING
+    + replies.EHLO_DEFAULT
+    + replies.MAIL_OK
+    + replies.RCPT_OK
+    + replies.RCPT_OK
+    + replies.START_DATA
+    + b"250 2.0.0 OK: queued as X1\r\n"
+    + replies.CLOSING
+)
+SESSION_BODY = b"Subject: hi\r\n\r\n.leading dot\r\nbody\r\n"
+
+
+class GreetingTests(SynchronousTestCase):
+    def test_greeting(self) -> None:
+        """
+        The server greets with 220, its name and ESMTP.
+        """
+        proto, transport, clock, _ = connect()
+        self.assertEqual(transport.value(), replies.GREETING)
+
+    def test_banner(self) -> None:
+        """
+        A banner is appended to the greeting.
+        """
+        proto, transport, clock, _ = connect(banner="hello there")
+        self.assertEqual(transport.value(), b"220 mx.example.com ESMTP hello there\r\n")
+
+    def test_sessionAddresses(self) -> None:
+        """
+        The session knows both ends of the connection.
+        """
+        proto, transport, clock, _ = connect()
+        self.assertEqual(proto.session.remoteAddress, PEER)
+        self.assertEqual(proto.session.localAddress, ("192.0.2.1", 25))
+        self.assertEqual(proto.session.clientHostname, "[192.0.2.7]")
+
+    def test_onConnectRefuses(self) -> None:
+        """
+        An L{SMTPError} from onConnect is sent instead of the greeting and the
+        connection is closed.
+        """
+
+        class Refuse(BaseHandler):
+            def onConnect(self, session: Session) -> object:
+                raise SMTPError(554, "go away", "5.7.1")
+
+        proto, transport, clock, _ = connect(Refuse())
+        self.assertEqual(transport.value(), b"554 5.7.1 go away\r\n")
+        self.assertTrue(transport.disconnecting)
+
+    def test_lateOnConnect(self) -> None:
+        """
+        A client that speaks before a slow onConnect answers is read only after
+        the greeting.
+        """
+        pending: Deferred[None] = Deferred()
+
+        class Slow(BaseHandler):
+            def onConnect(self, session: Session) -> object:
+                return pending
+
+        proto, transport, clock, _ = connect(Slow())
+        proto.dataReceived(b"NOOP\r\n")
+        self.assertEqual(transport.value(), b"")
+        pending.callback(None)
+        self.assertEqual(transport.value(), replies.GREETING + replies.OK)
+
+    def test_maxClients(self) -> None:
+        """
+        A client past maxClients gets 421 and is disconnected.
+        """
+        proto, transport, clock, factory = connect(maxClients=1)
+        extra = factory.buildProtocol(None)  # type: ignore[arg-type]
+        t2 = StringTransport(peerAddress=_ipv4(*PEER))
+        extra.makeConnection(t2)
+        self.assertEqual(t2.value(), replies.TOO_MANY_CLIENTS)
+        self.assertTrue(t2.disconnecting)
+        self.assertEqual(transport.value(), replies.GREETING)
+
+    def test_reverseLookup(self) -> None:
+        """
+        The client's name from the reverse lookup is in the session before
+        onConnect runs, and in the EHLO reply.
+        """
+        seen: list[str] = []
+
+        class Handler(BaseHandler):
+            def onConnect(self, session: Session) -> object:
+                seen.append(session.clientHostname)
+                return None
+
+        clock = Clock()
+        factory = SMTPServerFactory(Handler(), ServerOptions(name="mx.example.com"), reactor=clock)
+        lookups: list[str] = []
+        answer: Deferred[str | None] = Deferred()
+
+        def reverseLookup(ip: str) -> Deferred[str | None]:
+            lookups.append(ip)
+            return answer
+
+        factory.reverseLookup = reverseLookup  # type: ignore[method-assign]
+        proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+        transport = StringTransport(peerAddress=_ipv4(*PEER))
+        proto.makeConnection(transport)
+        self.assertEqual((lookups, transport.value()), (["192.0.2.7"], b""))
+        answer.callback("client.example.net")
+        self.assertEqual(seen, ["client.example.net"])
+        self.assertEqual(transport.value(), replies.GREETING)
+
+
+class CommandTests(SynchronousTestCase):
+    def send(self, line: bytes, **options: Any) -> bytes:
+        proto, transport, clock, _ = connect(**options)
+        take(transport)
+        proto.dataReceived(line)
+        return take(transport)
+
+    def test_ehlo(self) -> None:
+        """
+        EHLO lists the extensions, Postfix order.
+        """
+        self.assertEqual(self.send(b"EHLO c.example.com\r\n"), replies.EHLO_DEFAULT)
+
+    def test_ehloWithSize(self) -> None:
+        """
+        A size limit is advertised with SIZE.
+        """
+        self.assertIn(b"250-SIZE 1000\r\n", self.send(b"EHLO c\r\n", size=1000))
+
+    def test_hideExtensions(self) -> None:
+        """
+        Every hide option removes its keyword.
+        """
+        out = self.send(
+            b"EHLO c\r\n",
+            hidePIPELINING=True,
+            hideSize=True,
+            hideSTARTTLS=True,
+            hide8BITMIME=True,
+            hideSMTPUTF8=True,
+            hideDSN=True,
+            hideENHANCEDSTATUSCODES=True,
+        )
+        self.assertEqual(out, b"250 mx.example.com Nice to meet you, [192.0.2.7]\r\n")
+
+    def test_noEnhancedCodes(self) -> None:
+        """
+        With ENHANCEDSTATUSCODES hidden, replies carry none.
+        """
+        self.assertEqual(self.send(b"NOOP\r\n", hideENHANCEDSTATUSCODES=True), b"250 OK\r\n")
+
+    def test_helo(self) -> None:
+        """
+        HELO gets a single-line 250.
+        """
+        self.assertEqual(self.send(b"HELO c.example.com\r\n"), replies.HELO_OK)
+
+    def test_heloNeedsArgument(self) -> None:
+        """
+        EHLO without a name is a syntax error.
+        """
+        self.assertTrue(self.send(b"EHLO\r\n").startswith(b"501 "))
+
+    def test_mailBeforeHelo(self) -> None:
+        """
+        MAIL before HELO/EHLO gets 503, as smtp-server and aiosmtpd do.
+        """
+        self.assertEqual(self.send(b"MAIL FROM:<a@b.c>\r\n"), replies.NEED_HELO)
+
+    def test_unknown(self) -> None:
+        """
+        An unknown command gets 500.
+        """
+        self.assertEqual(self.send(b"FROB\r\n"), replies.UNKNOWN_COMMAND)
+
+    def test_disabled(self) -> None:
+        """
+        A disabled command gets 502.
+        """
+        self.assertEqual(
+            self.send(b"VRFY x\r\n", disabledCommands=["VRFY"]), replies.NOT_IMPLEMENTED
+        )
+
+    def test_simpleCommands(self) -> None:
+        """
+        NOOP, RSET, VRFY and HELP answer at any time.
+        """
+        out = self.send(b"NOOP\r\nRSET\r\nVRFY postmaster\r\nHELP\r\n")
+        self.assertEqual(out, replies.OK + replies.RESET + replies.VRFY + replies.HELP)
+
+    def test_rsetArgument(self) -> None:
+        """
+        RSET takes no argument.
+        """
+        self.assertEqual(self.send(b"RSET now\r\n"), replies.SYNTAX_ERROR)
+
+    def test_vrfyNeedsArgument(self) -> None:
+        """
+        VRFY without an argument is a syntax error.
+        """
+        self.assertEqual(self.send(b"VRFY\r\n"), replies.SYNTAX_ERROR)
+
+    def test_quit(self) -> None:
+        """
+        QUIT gets 221 and closes; nothing after it is read.
+        """
+        proto, transport, clock, _ = connect()
+        take(transport)
+        proto.dataReceived(b"QUIT\r\nNOOP\r\n")
+        self.assertEqual(take(transport), replies.CLOSING)
+        self.assertTrue(transport.disconnecting)
+
+    def test_lineTooLong(self) -> None:
+        """
+        An over-long command line gets 500 and the session goes on.
+        """
+        out = self.send(b"NOOP " + b"x" * 600 + b"\r\nNOOP\r\n")
+        self.assertEqual(out, replies.LINE_TOO_LONG + replies.OK)
+
+    def test_lineTooLongWithoutEnd(self) -> None:
+        """
+        A line that never ends is refused once, discarded up to its end, and
+        not buffered.
+        """
+        proto, transport, clock, _ = connect()
+        take(transport)
+        for _ in range(10):
+            proto.dataReceived(b"x" * 4096)
+        self.assertEqual(take(transport), replies.LINE_TOO_LONG)
+        self.assertLess(len(proto._buffer), 16384)
+        proto.dataReceived(b"yyy\r\nNOOP\r\n")
+        self.assertEqual(take(transport), replies.OK)
+
+    def test_authLineLimit(self) -> None:
+        """
+        AUTH lines may be longer than the command limit (RFC 4954).
+        """
+        out = self.send(b"AUTH XOAUTH2 " + b"A" * 2000 + b"\r\n")
+        self.assertNotEqual(out, replies.LINE_TOO_LONG)
+
+    def test_http(self) -> None:
+        """
+        An HTTP request gets 421 and the connection is closed.
+        """
+        proto, transport, clock, _ = connect()
+        take(transport)
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(take(transport), replies.HTTP_REFUSED)
+        self.assertTrue(transport.disconnecting)
+
+    def test_tooManyErrors(self) -> None:
+        """
+        The maxErrors-th error is followed by 421 and a close.
+        """
+        proto, transport, clock, _ = connect(maxErrors=3)
+        take(transport)
+        proto.dataReceived(b"FROB\r\nFROB\r\nFROB\r\nNOOP\r\n")
+        self.assertEqual(take(transport), replies.UNKNOWN_COMMAND * 3 + replies.TOO_MANY_ERRORS)
+        self.assertTrue(transport.disconnecting)
+
+
+def transaction(proto: SMTPProtocol, transport: StringTransport, *rcpts: bytes) -> None:
+    take(transport)
+    proto.dataReceived(b"EHLO c\r\nMAIL FROM:<s@example.com>\r\n")
+    for rcpt in rcpts or (b"r@example.com",):
+        proto.dataReceived(b"RCPT TO:<" + rcpt + b">\r\n")
+    take(transport)
+
+
+class TransactionTests(SynchronousTestCase):
+    def test_wholeSession(self) -> None:
+        """
+        A whole session in one write gets every reply, in order, and the
+        message text arrives dot-unstuffed.
+        """
+        handler = RecordingHandler()
+        proto, transport, clock, _ = connect(handler)
+        proto.dataReceived(SESSION)
+        self.assertEqual(transport.value(), SESSION_REPLIES)
+        self.assertEqual(
+            handler.messages,
+            [("sender@example.com", ["a@example.com", "b@example.com"], SESSION_BODY)],
+        )
+
+    def test_everySplit(self) -> None:
+        """
+        The same session split at every byte boundary gives the same replies
+        and message.
+        """
+        for cut in range(1, len(SESSION)):
+            handler = RecordingHandler()
+            proto, transport, clock, _ = connect(handler)
+            proto.dataReceived(SESSION[:cut])
+            proto.dataReceived(SESSION[cut:])
+            self.assertEqual(transport.value(), SESSION_REPLIES, cut)
+            self.assertEqual(handler.messages[0][2], SESSION_BODY, cut)
+
+    def test_byteByByte(self) -> None:
+        """
+        The session fed one byte at a time works too.
+        """
+        handler = RecordingHandler()
+        proto, transport, clock, _ = connect(handler)
+        for byte in SESSION:
+            proto.dataReceived(bytes([byte]))
+        self.assertEqual(transport.value(), SESSION_REPLIES)
+        self.assertEqual(handler.messages[0][2], SESSION_BODY)
+
+    def test_sequence(self) -> None:
+        """
+        RCPT needs MAIL, DATA needs RCPT, MAIL cannot nest.
+        """
+        proto, transport, clock, _ = connect()
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\nRCPT TO:<a@b.c>\r\nDATA\r\n")
+        proto.dataReceived(b"MAIL FROM:<a@b.c>\r\nMAIL FROM:<a@b.c>\r\nDATA\r\n")
+        self.assertEqual(
+            take(transport),
+            replies.EHLO_DEFAULT
+            + replies.NEED_MAIL
+            + replies.NEED_MAIL
+            + replies.MAIL_OK
+            + replies.NESTED_MAIL
+            + replies.NEED_RCPT,
+        )
+
+    def test_rsetClearsEnvelope(self) -> None:
+        """
+        RSET drops the transaction; the transaction number moves on.
+        """
+        proto, transport, clock, _ = connect()
+        transaction(proto, transport)
+        proto.dataReceived(b"RSET\r\nDATA\r\n")
+        self.assertEqual(take(transport), replies.RESET + replies.NEED_MAIL)
+        self.assertEqual(proto.session.envelope.rcptTo, [])
+        self.assertEqual(proto.session.transaction, 2)
+
+    def test_manyMessages(self) -> None:
+        """
+        Several messages on one connection each arrive whole.
+        """
+        handler = RecordingHandler()
+        proto, transport, clock, _ = connect(handler)
+        proto.dataReceived(b"EHLO c\r\n")
+        for i in range(5):
+            proto.dataReceived(
+                b"MAIL FROM:<s@example.com>\r\nRCPT TO:<r@example.com>\r\nDATA\r\n"
+                + b"msg %d\r\n.\r\n" % i
+            )
+        self.assertEqual([m[2] for m in handler.messages], [b"msg %d\r\n" % i for i in range(5)])
+        self.assertEqual(proto.session.transaction, 6)
+
+    def test_tooManyRecipients(self) -> None:
+        """
+        Past maxRecipients, RCPT gets 452.
+        """
+        proto, transport, clock, _ = connect(maxRecipients=2)
+        transaction(proto, transport, b"a@example.com", b"b@example.com")
+        proto.dataReceived(b"RCPT TO:<c@example.com>\r\n")
+        self.assertEqual(take(transport), replies.TOO_MANY_RECIPIENTS)
+        self.assertEqual(len(proto.session.envelope.rcptTo), 2)
+
+    def test_utf8NeedsSmtputf8(self) -> None:
+        """
+        A UTF-8 address without SMTPUTF8 gets 553 5.6.7; with it, it works.
+        """
+        proto, transport, clock, _ = connect()
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\n")
+        take(transport)
+        proto.dataReceived("MAIL FROM:<j\u00f6rg@example.com>\r\n".encode())
+        self.assertEqual(take(transport), replies.UTF8_NOT_ALLOWED)
+        proto.dataReceived("MAIL FROM:<j\u00f6rg@example.com> SMTPUTF8\r\n".encode())
+        proto.dataReceived("RCPT TO:<m\u00fcller@example.com>\r\n".encode())
+        self.assertEqual(take(transport), replies.MAIL_OK + replies.RCPT_OK)
+        self.assertTrue(proto.session.envelope.smtpUtf8)
+
+    def test_dsnExposed(self) -> None:
+        """
+        DSN parameters land in envelope.dsn and address.dsn.
+        """
+        proto, transport, clock, _ = connect()
+        take(transport)
+        proto.dataReceived(
+            b"EHLO c\r\nMAIL FROM:<s@example.com> RET=HDRS ENVID=QQ+2B1\r\n"
+            b"RCPT TO:<r@example.com> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;r@example.com\r\n"
+        )
+        env = proto.session.envelope
+        self.assertEqual((env.dsn.ret, env.dsn.envid), ("HDRS", "QQ+1"))
+        dsn = env.rcptTo[0].dsn
+        assert dsn is not None
+        self.assertEqual(dsn.notify, ("SUCCESS", "FAILURE"))
+        self.assertEqual(dsn.orcpt, "rfc822;r@example.com")
+
+    def test_unknownParameter(self) -> None:
+        """
+        An unknown MAIL parameter gets 555.
+        """
+        proto, transport, clock, _ = connect()
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\n")
+        take(transport)
+        proto.dataReceived(b"MAIL FROM:<s@example.com> FOO=BAR\r\n")
+        self.assertEqual(take(transport), replies.UNKNOWN_PARAMETER)
+
+    def test_requireTlsNeedsTls(self) -> None:
+        """
+        REQUIRETLS on a session without TLS gets 530 5.7.10.
+        """
+        proto, transport, clock, _ = connect()
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\n")
+        take(transport)
+        proto.dataReceived(b"MAIL FROM:<s@example.com> REQUIRETLS\r\n")
+        self.assertEqual(take(transport), replies.REQUIRETLS_NEEDS_TLS)
+
+    def test_binarymimeNeedsBdat(self) -> None:
+        """
+        BODY=BINARYMIME cannot be sent with DATA (RFC 3030 section 3).
+        """
+        proto, transport, clock, _ = connect()
+        take(transport)
+        proto.dataReceived(
+            b"EHLO c\r\nMAIL FROM:<s@example.com> BODY=BINARYMIME\r\nRCPT TO:<r@e.com>\r\n"
+        )
+        take(transport)
+        proto.dataReceived(b"DATA\r\n")
+        self.assertEqual(take(transport), replies.BINARYMIME_NEEDS_BDAT)
+
+    def test_dataArgument(self) -> None:
+        """
+        DATA takes no argument.
+        """
+        proto, transport, clock, _ = connect()
+        transaction(proto, transport)
+        proto.dataReceived(b"DATA now\r\n")
+        self.assertEqual(take(transport), replies.SYNTAX_ERROR)
+
+    def test_transmissionType(self) -> None:
+        """
+        EHLO makes the session ESMTP, HELO SMTP.
+        """
+        proto, transport, clock, _ = connect()
+        proto.dataReceived(b"EHLO c\r\n")
+        self.assertEqual(proto.session.transmissionType, "ESMTP")
+        self.assertEqual(proto.session.hostNameAppearsAs, "c")
+        proto.dataReceived(b"HELO d\r\n")
+        self.assertEqual(proto.session.transmissionType, "SMTP")
+        self.assertEqual(proto.session.openingCommand, "HELO")
+
+
+class DataTests(SynchronousTestCase):
+    def test_sizeAtMail(self) -> None:
+        """
+        A declared SIZE over the limit gets 552 at MAIL.
+        """
+        proto, transport, clock, _ = connect(size=100)
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\n")
+        take(transport)
+        proto.dataReceived(b"MAIL FROM:<s@example.com> SIZE=101\r\n")
+        self.assertEqual(take(transport), replies.SIZE_EXCEEDED_MAIL)
+
+    def test_sizeDuringData(self) -> None:
+        """
+        A body over the limit is drained to the final dot, refused with 552,
+        not delivered, and the connection stays usable.
+        """
+        handler = RecordingHandler()
+        proto, transport, clock, _ = connect(handler, size=100)
+        transaction(proto, transport)
+        proto.dataReceived(b"DATA\r\n")
+        proto.dataReceived(b"x" * 80 + b"\r\n")
+        proto.dataReceived(b"y" * 80 + b"\r\n" + b"z" * 100000 + b"\r\n")
+        self.assertEqual(take(transport), replies.START_DATA)
+        proto.dataReceived(b".\r\nNOOP\r\n")
+        self.assertEqual(take(transport), replies.SIZE_EXCEEDED + replies.OK)
+        self.assertEqual(handler.messages, [])
+        self.assertIsNone(proto.session.envelope.mailFrom)
+
+    def test_bareLineFeedRejected(self) -> None:
+        """
+        With the default policy a bare LF in the body refuses the message
+        with 550; the bare LF never ends it.
+        """
+        handler = RecordingHandler()
+        proto, transport, clock, _ = connect(handler)
+        transaction(proto, transport)
+        proto.dataReceived(b"DATA\r\nline\n.\nMAIL FROM:<evil@example.com>\r\n.\r\n")
+        self.assertEqual(take(transport), replies.START_DATA + replies.BARE_NEWLINE)
+        self.assertEqual(handler.messages, [])
+
+    def test_smugglingNormalize(self) -> None:
+        """
+        With C{normalize}, bare LFs become CRLF inside the message and the
+        smuggled commands stay message text.
+        """
+        handler = RecordingHandler()
+        proto, transport, clock, _ = connect(handler, bareNewline="normalize")
+        transaction(proto, transport)
+        proto.dataReceived(b"DATA\r\nline\n.\nMAIL FROM:<evil@example.com>\r\n.\r\n")
+        self.assertEqual(take(transport), replies.START_DATA + b"250 2.0.0 OK: queued as X1\r\n")
+        self.assertEqual(handler.messages[0][2], b"line\r\n.\r\nMAIL FROM:<evil@example.com>\r\n")
+
+    def test_legacyKeepsBytes(self) -> None:
+        """
+        With C{legacy}, bare CR and LF are kept as they came.
+        """
+        handler = RecordingHandler()
+        proto, transport, clock, _ = connect(handler, bareNewline="legacy")
+        transaction(proto, transport)
+        proto.dataReceived(b"DATA\r\na\rb\nc\r\n.\r\n")
+        self.assertEqual(handler.messages[0][2], b"a\rb\nc\r\n")
+
+    def test_hookTextSanitised(self) -> None:
+        """
+        A handler's reply text cannot inject a reply line.
+        """
+
+        class Inject(BaseHandler):
+            def onData(self, stream: IMessageStream, session: Session) -> object:
+                stream.drain()
+                return "queued\r\n250 2.0.0 fake"
+
+        proto, transport, clock, _ = connect(Inject())
+        transaction(proto, transport)
+        proto.dataReceived(b"DATA\r\nx\r\n.\r\n")
+        self.assertEqual(
+            take(transport),
+            replies.START_DATA + b"250-2.0.0 queued\r\n250 2.0.0 250 2.0.0 fake\r\n",
+        )
+
+    def test_earlyRejection(self) -> None:
+        """
+        onData may refuse before the body ended; the body is drained and the
+        refusal sent after the final dot.
+        """
+
+        class Refuse(BaseHandler):
+            def onData(self, stream: IMessageStream, session: Session) -> object:
+                raise SMTPError(554, "no thanks", "5.7.1")
+
+        proto, transport, clock, _ = connect(Refuse())
+        transaction(proto, transport)
+        proto.dataReceived(b"DATA\r\n" + b"x" * 1000000 + b"\r\n")
+        self.assertEqual(take(transport), replies.START_DATA)
+        proto.dataReceived(b".\r\nNOOP\r\n")
+        self.assertEqual(take(transport), b"554 5.7.1 no thanks\r\n" + replies.OK)
+
+    def test_slowConsumerPausesSocket(self) -> None:
+        """
+        A consumer that pauses the stream pauses reading from the client.
+        """
+        from twisted.internet.testing import StringTransport as Consumer
+
+        sink = Consumer()
+
+        class Piping(BaseHandler):
+            def onData(self, stream: IMessageStream, session: Session) -> object:
+                return stream.pipe(sink)
+
+        proto, transport, clock, _ = connect(Piping())
+        transaction(proto, transport)
+        proto.dataReceived(b"DATA\r\n")
+        sink.producer.pauseProducing()
+        proto.dataReceived(b"x" * 300000 + b"\r\n")
+        self.assertEqual(transport.producerState, "paused")
+        sink.producer.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+        proto.dataReceived(b".\r\n")
+        self.assertEqual(len(sink.value()), 300002)
+
+    def test_connectionLostDuringData(self) -> None:
+        """
+        A connection lost in the body fails the stream; onClose runs.
+        """
+        failures: list[Failure] = []
+
+        class Handler(RecordingHandler):
+            def onData(self, stream: IMessageStream, session: Session) -> object:
+                d = stream.collect()
+                d.addErrback(failures.append)  # type: ignore[attr-defined]
+                return d
+
+        handler = Handler()
+        proto, transport, clock, _ = connect(handler)
+        transaction(proto, transport)
+        proto.dataReceived(b"DATA\r\npartial")
+        proto.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(len(failures), 1)
+        self.assertTrue(failures[0].check(ConnectionLost))
+        self.assertEqual(len(handler.closed), 1)
+
+
+class HookTests(SynchronousTestCase):
+    def test_lateHookKeepsOrder(self) -> None:
+        """
+        A reply held back by a slow hook is still written before the replies
+        to commands pipelined behind it, and reading stops meanwhile.
+        """
+        pending: Deferred[None] = Deferred()
+
+        class Slow(BaseHandler):
+            def onMailFrom(self, address: Address, session: Session) -> object:
+                return pending
+
+        proto, transport, clock, _ = connect(Slow())
+        proto.dataReceived(b"EHLO c\r\n")
+        take(transport)
+        for byte in b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nNOOP\r\n":
+            proto.dataReceived(bytes([byte]))
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(transport.producerState, "paused")
+        pending.callback(None)
+        self.assertEqual(transport.value(), replies.MAIL_OK + replies.RCPT_OK + replies.OK)
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_lateRejectionKeepsOrder(self) -> None:
+        """
+        A slow hook's refusal comes first; the pipelined RCPT then gets 503.
+        """
+        pending: Deferred[None] = Deferred()
+
+        class Slow(BaseHandler):
+            def onMailFrom(self, address: Address, session: Session) -> object:
+                return pending
+
+        proto, transport, clock, _ = connect(Slow())
+        proto.dataReceived(b"EHLO c\r\n")
+        take(transport)
+        proto.dataReceived(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n")
+        pending.errback(SMTPError(550, "sender refused", "5.7.1"))
+        self.assertEqual(transport.value(), b"550 5.7.1 sender refused\r\n" + replies.NEED_MAIL)
+
+    def test_coroutineHooks(self) -> None:
+        """
+        async def hooks work: values, and SMTPError raised inside.
+        """
+        gate: Deferred[None] = Deferred()
+
+        class Async(BaseHandler):
+            async def onMailFrom(self, address: Address, session: Session) -> object:
+                await gate
+                return None
+
+            async def onRcptTo(self, address: Address, session: Session) -> object:
+                if address.address.startswith("bad"):
+                    raise SMTPError(550, "no such user", "5.1.1")
+                return None
+
+        proto, transport, clock, _ = connect(Async())
+        proto.dataReceived(b"EHLO c\r\n")
+        take(transport)
+        proto.dataReceived(b"MAIL FROM:<a@e.com>\r\nRCPT TO:<bad@e.com>\r\nRCPT TO:<ok@e.com>\r\n")
+        self.assertEqual(transport.value(), b"")
+        gate.callback(None)
+        self.assertEqual(
+            transport.value(),
+            replies.MAIL_OK + b"550 5.1.1 no such user\r\n" + replies.RCPT_OK,
+        )
+        self.assertEqual([a.address for a in proto.session.envelope.rcptTo], ["ok@e.com"])
+
+    def test_unexpectedException(self) -> None:
+        """
+        An unexpected exception in a hook becomes 451, is logged with its
+        traceback, and the session goes on.
+        """
+
+        class Broken(BaseHandler):
+            def onRcptTo(self, address: Address, session: Session) -> object:
+                raise ZeroDivisionError("boom")
+
+        proto, transport, clock, _ = connect(Broken())
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<a@e.com>\r\n")
+        take(transport)
+        proto.dataReceived(b"RCPT TO:<b@e.com>\r\nNOOP\r\n")
+        self.assertEqual(take(transport), replies.LOCAL_ERROR + replies.OK)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_asyncFailure(self) -> None:
+        """
+        A Deferred failing with an unexpected error also becomes 451.
+        """
+
+        class Broken(BaseHandler):
+            def onHelo(self, hostname: str, session: Session) -> object:
+                d: Deferred[None] = Deferred()
+                d.errback(KeyError("x"))
+                return d
+
+        proto, transport, clock, _ = connect(Broken())
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\n")
+        self.assertEqual(take(transport), replies.LOCAL_ERROR)
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
+    def test_alreadyFiredDeferred(self) -> None:
+        """
+        A hook returning an already-fired Deferred behaves like a plain value.
+        """
+
+        class Fired(BaseHandler):
+            def onMailFrom(self, address: Address, session: Session) -> object:
+                return succeed(None)
+
+        proto, transport, clock, _ = connect(Fired())
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<a@e.com>\r\nNOOP\r\n")
+        self.assertEqual(take(transport), replies.EHLO_DEFAULT + replies.MAIL_OK + replies.OK)
+
+    def test_slowOnData(self) -> None:
+        """
+        The reply after the final dot waits for onData; pipelined commands wait
+        behind it.
+        """
+        pending: Deferred[str] = Deferred()
+
+        class Slow(BaseHandler):
+            def onData(self, stream: IMessageStream, session: Session) -> object:
+                stream.drain()
+                return pending
+
+        proto, transport, clock, _ = connect(Slow())
+        transaction(proto, transport)
+        proto.dataReceived(b"DATA\r\nhi\r\n.\r\nNOOP\r\n")
+        self.assertEqual(take(transport), replies.START_DATA)
+        pending.callback("OK: id 7")
+        self.assertEqual(take(transport), b"250 2.0.0 OK: id 7\r\n" + replies.OK)
+
+    def test_observers(self) -> None:
+        """
+        Observers see the session events in order.
+        """
+        proto, transport, clock, factory = connect()
+        seen: list[str] = []
+        factory.addObserver(lambda event, session, data: seen.append(event))
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<a@e.com>\r\nRCPT TO:<b@e.com>\r\n")
+        proto.dataReceived(b"DATA\r\nx\r\n.\r\nFROB\r\n")
+        proto.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(seen, ["helo", "mail", "rcpt", "message", "reject", "close"])
+
+
+class LMTPTests(SynchronousTestCase):
+    def test_lhlo(self) -> None:
+        """
+        LMTP greets as LMTP, takes LHLO and refuses HELO and EHLO.
+        """
+        proto, transport, clock, _ = connect(lmtp=True)
+        self.assertEqual(take(transport), replies.LMTP_GREETING)
+        proto.dataReceived(b"HELO c\r\nEHLO c\r\nLHLO c\r\n")
+        out = take(transport)
+        self.assertTrue(out.startswith(replies.UNKNOWN_COMMAND * 2 + b"250-mx.example.com"), out)
+        self.assertEqual(proto.session.transmissionType, "LMTP")
+
+    def test_replyPerRecipient(self) -> None:
+        """
+        After the body, one reply per accepted recipient, in order, duplicates
+        included (RFC 2033 section 4.2).
+        """
+        handler = RecordingHandler()
+        proto, transport, clock, _ = connect(handler, lmtp=True)
+        proto.dataReceived(b"LHLO c\r\nMAIL FROM:<s@e.com>\r\n")
+        proto.dataReceived(b"RCPT TO:<a@e.com>\r\nRCPT TO:<b@e.com>\r\nRCPT TO:<a@e.com>\r\n")
+        take(transport)
+        proto.dataReceived(b"DATA\r\nhi\r\n.\r\n")
+        self.assertEqual(
+            take(transport), replies.START_DATA + b"250 2.0.0 OK: queued as X1\r\n" * 3
+        )
+
+    def test_perRecipientResults(self) -> None:
+        """
+        A list from onData gives each recipient its own reply.
+        """
+
+        class Mixed(BaseHandler):
+            def onData(self, stream: IMessageStream, session: Session) -> object:
+                stream.drain()
+                return ["delivered", SMTPError(552, "mailbox full", "5.2.2")]
+
+        proto, transport, clock, _ = connect(Mixed(), lmtp=True)
+        proto.dataReceived(b"LHLO c\r\nMAIL FROM:<s@e.com>\r\nRCPT TO:<a@e.com>\r\n")
+        proto.dataReceived(b"RCPT TO:<b@e.com>\r\n")
+        take(transport)
+        proto.dataReceived(b"DATA\r\nhi\r\n.\r\n")
+        self.assertEqual(
+            take(transport),
+            replies.START_DATA + b"250 2.0.0 delivered\r\n552 5.2.2 mailbox full\r\n",
+        )
+
+    def test_enhancedAlwaysOn(self) -> None:
+        """
+        LMTP sends enhanced status codes even when they are hidden.
+        """
+        proto, transport, clock, _ = connect(lmtp=True, hideENHANCEDSTATUSCODES=True)
+        take(transport)
+        proto.dataReceived(b"NOOP\r\n")
+        self.assertEqual(take(transport), replies.OK)
+
+
+class TimeoutTests(SynchronousTestCase):
+    def test_idleTimeout(self) -> None:
+        """
+        An idle client gets 421 and is disconnected after socketTimeout.
+        """
+        proto, transport, clock, _ = connect(socketTimeout=60)
+        clock.advance(59)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(1)
+        self.assertTrue(transport.value().endswith(replies.TIMEOUT))
+        self.assertTrue(transport.disconnecting)
+
+    def test_activityPostpones(self) -> None:
+        """
+        Each command starts the idle time again.
+        """
+        proto, transport, clock, _ = connect(socketTimeout=60)
+        clock.advance(50)
+        proto.dataReceived(b"NOOP\r\n")
+        clock.advance(50)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(10)
+        self.assertTrue(transport.disconnecting)
+
+    def test_slowHookIsNotIdle(self) -> None:
+        """
+        Waiting for a hook is not the client's silence.
+        """
+        pending: Deferred[None] = Deferred()
+
+        class Slow(BaseHandler):
+            def onHelo(self, hostname: str, session: Session) -> object:
+                return pending
+
+        proto, transport, clock, _ = connect(Slow(), socketTimeout=60)
+        proto.dataReceived(b"EHLO c\r\n")
+        clock.advance(200)
+        self.assertFalse(transport.disconnecting)
+        pending.callback(None)
+        clock.advance(60)
+        self.assertTrue(transport.disconnecting)
+
+
+class CloseTests(SynchronousTestCase):
+    def test_idleSessionClosed(self) -> None:
+        """
+        close() sends 421 to an idle session at once and fires when it is gone.
+        """
+        proto, transport, clock, factory = connect()
+        take(transport)
+        d = factory.close()
+        self.assertEqual(take(transport), replies.SHUTDOWN)
+        self.assertNoResult(d)
+        proto.connectionLost(Failure(ConnectionLost()))
+        self.successResultOf(d)
+
+    def test_transactionFinishes(self) -> None:
+        """
+        A session inside a transaction may finish it; then it gets 421.
+        """
+        handler = RecordingHandler()
+        proto, transport, clock, factory = connect(handler)
+        transaction(proto, transport)
+        d = factory.close()
+        self.assertEqual(take(transport), b"")
+        proto.dataReceived(b"DATA\r\nx\r\n.\r\n")
+        self.assertEqual(
+            take(transport),
+            replies.START_DATA + b"250 2.0.0 OK: queued as X1\r\n" + replies.SHUTDOWN,
+        )
+        self.assertEqual(len(handler.messages), 1)
+        proto.connectionLost(Failure(ConnectionLost()))
+        self.successResultOf(d)
+
+    def test_closeTimeout(self) -> None:
+        """
+        After closeTimeout the sessions still open get 421 and are closed.
+        """
+        proto, transport, clock, factory = connect(closeTimeout=30)
+        transaction(proto, transport)
+        factory.close()
+        clock.advance(30)
+        self.assertEqual(take(transport), replies.SHUTDOWN)
+        self.assertTrue(transport.disconnecting)

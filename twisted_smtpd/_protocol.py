@@ -1,0 +1,784 @@
+# -*- test-case-name: tests.test_protocol -*-
+"""
+The SMTP/LMTP protocol: the glue between a connection, the pure grammar
+(L{twisted_smtpd._grammar}), the DATA decoder and the user's handler.
+
+Input is scanned in chunks: command lines are split with C{bytes.find}, and a
+message body goes straight from the socket into the decoder, never line by
+line.  Replies always leave in command order: while a hook has not answered,
+nothing more is read from the buffer nor from the socket (RFC 2920 section
+3.1), so a slow hook never reorders replies and the server never buffers
+without bound.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from base64 import b32encode
+from collections.abc import Callable
+from inspect import iscoroutine
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHandshakeListener,
+    IPushProducer,
+    IReactorTime,
+    ISSLTransport,
+)
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twisted_smtpd import _replies as catalogue
+from twisted_smtpd._authcommand import AuthCommand
+from twisted_smtpd._data import DataDecoder
+from twisted_smtpd._errors import SMTPError
+from twisted_smtpd._features import extensions, transmissionType
+from twisted_smtpd._grammar import (
+    Phase,
+    Verb,
+    checkPhase,
+    looksLikeHTTP,
+    parseCommand,
+    parseHelo,
+    parseMail,
+    parseRcpt,
+)
+from twisted_smtpd._options import ServerOptions
+from twisted_smtpd._receiving import MessageReceiver, errorFromReply, failureReply
+from twisted_smtpd._replies import CommandError, Reply, formatReply
+from twisted_smtpd._session import Envelope, Session
+from twisted_smtpd._stream import MessageStream
+from twisted_smtpd._tls import tlsInfo
+from twisted_smtpd.interfaces import ISMTPHandler
+
+if TYPE_CHECKING:
+    from twisted_smtpd._server import SMTPServerFactory
+
+# RFC 4954 section 4: an AUTH command line may be up to 12288 octets.
+AUTH_LINE_LIMIT = 12288
+
+
+class _Mode(enum.Enum):
+    COMMAND = "command"
+    DATA = "data"
+
+
+def newSessionId() -> str:
+    """
+    A short random session id (40 bits, base32, lower case).
+    """
+    return b32encode(os.urandom(5)).decode("ascii").lower()
+
+
+@implementer(IPushProducer)
+class _StreamUpstream:
+    """
+    What a L{MessageStream} pauses when its consumer cannot keep up: reading
+    from this protocol's connection.
+    """
+
+    def __init__(self, protocol: SMTPProtocol) -> None:
+        self._protocol = protocol
+
+    def pauseProducing(self) -> None:
+        self._protocol._setPause("stream", True)
+
+    def resumeProducing(self) -> None:
+        self._protocol._setPause("stream", False)
+
+    def stopProducing(self) -> None:
+        self._protocol._setPause("stream", False)
+
+
+@implementer(IHandshakeListener)
+class SMTPProtocol(LineReceiver):
+    """
+    One SMTP or LMTP session.
+
+    L{LineReceiver}'s line splitting is replaced by a chunk scanner: a command
+    line is found with one C{find}, the body of a message is handed to the
+    decoder a whole read at a time.
+
+    @ivar session: The L{Session} handlers see.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        handler: ISMTPHandler,
+        options: ServerOptions,
+        clock: IReactorTime,
+        factory: SMTPServerFactory | None = None,
+    ) -> None:
+        self._handler = handler
+        self._options = options
+        self._clock = clock
+        self._serverFactory = factory
+        self._enhanced = options.enhancedStatusCodes
+        self._wire: dict[Reply, bytes] = factory.wireCache if factory is not None else {}
+        self._buffer = b""
+        self._processing = False
+        self._waiting = False
+        self._pauses: set[str] = set()
+        self._transportPaused = False
+        self._closing = False
+        self._connected = False
+        self._refused = False
+        self._discardingLine = False
+        self._draining = False
+        self._implicitTLS = False
+        self._startingTLS = False
+        self._mode = _Mode.COMMAND
+        self._phase = Phase.CONNECTED
+        self._errors = 0
+        self._hookToken = 0
+        self._unauthenticated = 0
+        self._lastActivity = 0.0
+        self._timer: IDelayedCall | None = None
+        self._receiver: MessageReceiver | None = None
+        self._auth = AuthCommand(self)
+        self.session = Session(id=newSessionId())
+        self._dispatch: dict[Verb, Callable[[bytes], None]] = {
+            Verb.EHLO: self._doEHLO,
+            Verb.LHLO: self._doEHLO,
+            Verb.HELO: self._doHELO,
+            Verb.MAIL: self._doMAIL,
+            Verb.RCPT: self._doRCPT,
+            Verb.DATA: self._doDATA,
+            Verb.RSET: self._doRSET,
+            Verb.NOOP: self._doNOOP,
+            Verb.QUIT: self._doQUIT,
+            Verb.VRFY: self._doVRFY,
+            Verb.HELP: self._doHELP,
+            Verb.STARTTLS: self._doSTARTTLS,
+            Verb.AUTH: self._auth.command,
+        }
+
+    # -- connection life -------------------------------------------------
+
+    def connectionMade(self) -> None:
+        """
+        Fill in the session and apply C{maxClients}; then (after the handshake
+        on an implicit TLS connection) the reverse lookup, C{onConnect},
+        C{onSecure} and the greeting.
+        """
+        transport: Any = self.transport
+        self._connected = True
+        self._lastActivity = self._clock.seconds()
+        session = self.session
+        session.remoteAddress = _hostPort(transport.getPeer())
+        session.localAddress = _hostPort(transport.getHost())
+        session.clientHostname = f"[{session.remoteAddress[0]}]"
+        transport.registerProducer(self, True)
+        factory = self._serverFactory
+        if factory is not None:
+            factory.connections.add(self)
+            limit = self._options.maxClients
+            if limit and len(factory.connections) > limit:
+                self._refused = True
+                self._closeWith(catalogue.TOO_MANY_CLIENTS)
+                return
+            if factory.closing:
+                self._refused = True
+                self._closeWith(catalogue.SHUTDOWN)
+                return
+        self._armTimer()
+        self._waiting = True
+        if ISSLTransport.providedBy(transport):
+            # Implicit TLS (RFC 8314): nothing happens before the handshake,
+            # and reading must go on for the handshake to finish.
+            self._implicitTLS = True
+            session.secure = True
+            return
+        self._beginSession()
+
+    def _beginSession(self) -> None:
+        self._setPause("hook", True)
+        factory = self._serverFactory
+        if factory is not None and not self._options.disableReverseLookup:
+            d = factory.reverseLookup(self.session.remoteAddress[0])
+            d.addCallback(self._lookedUp)
+        else:
+            self._runConnectHooks()
+
+    def _lookedUp(self, name: str | None) -> None:
+        if name:
+            self.session.clientHostname = name
+        if self._connected:
+            self._runConnectHooks()
+
+    def _runConnectHooks(self) -> None:
+        self._emit("connect")
+
+        def refused(reply: Reply) -> None:
+            self._refused = True
+            self._closeWith(reply)
+
+        def greet(result: object) -> None:
+            self._send(
+                catalogue.greeting(self._options.name, self._options.banner, self._options.lmtp)
+            )
+
+        def connected(result: object) -> None:
+            if self._implicitTLS:
+                self._hookThenResume(self._handler.onSecure, greet, self._closeWith)
+            else:
+                greet(result)
+
+        self._hookThenResume(self._handler.onConnect, connected, refused)
+
+    def _hookThenResume(
+        self,
+        fn: Callable[..., object],
+        accepted: Callable[[object], None],
+        refused: Callable[[Reply], None],
+    ) -> None:
+        """
+        Run a hook taking only the session while reading is held, then read
+        again (at once when it answered at once).
+        """
+        self._waiting = False
+        self._hook(fn, (self.session,), accepted, refused)
+        if not self._waiting and not self._closing:
+            self._resume()
+
+    def handshakeCompleted(self) -> None:
+        """
+        A TLS handshake finished: record it, start the session afresh after
+        STARTTLS (RFC 3207 section 4.2), and ask C{onSecure}.
+        """
+        session = self.session
+        session.secure = True
+        session.tls = tlsInfo(self.transport)
+        if self._implicitTLS:
+            self._beginSession()
+            return
+        self._startingTLS = False
+        self._resetTransaction()
+        self._phase = Phase.CONNECTED
+        session.user = None
+        session.openingCommand = None
+        session.hostNameAppearsAs = None
+        session.transmissionType = "SMTP"
+        self._emit("secure")
+        self._setPause("hook", True)
+        self._hookThenResume(self._handler.onSecure, _accept, self._closeWith)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Fail a message in flight, forget the connection, tell C{onClose}.
+        """
+        self._connected = False
+        self._closing = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if self._receiver is not None:
+            self._receiver.abandon(reason)
+            self._receiver = None
+        factory = self._serverFactory
+        if factory is not None:
+            factory.connections.discard(self)
+        if not self._refused:
+            self._emit("close")
+            try:
+                result = self._handler.onClose(self.session)
+            except Exception:
+                self._logFailure(Failure(), "onClose")
+            else:
+                if isinstance(result, Deferred):
+                    result.addErrback(self._logFailure, "onClose")
+        if factory is not None:
+            factory.connectionGone(self)
+
+    # -- flow control ------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        """
+        The transport's write buffer is full: stop reading until the client
+        has read its replies.
+        """
+        self._setPause("write", True)
+
+    def resumeProducing(self) -> None:
+        """
+        The client caught up with its replies: read again.
+        """
+        self._setPause("write", False)
+
+    def stopProducing(self) -> None:
+        """
+        The transport is going away; nothing to do until C{connectionLost}.
+        """
+
+    def _setPause(self, reason: str, paused: bool) -> None:
+        if paused:
+            self._pauses.add(reason)
+        else:
+            self._pauses.discard(reason)
+        want = bool(self._pauses)
+        if want != self._transportPaused and self._connected and not self._closing:
+            transport: Any = self.transport
+            self._transportPaused = want
+            if want:
+                transport.pauseProducing()
+            else:
+                transport.resumeProducing()
+
+    # -- input -------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Take bytes from the connection and handle what can be handled now.
+        """
+        self._lastActivity = self._clock.seconds()
+        if self._closing:
+            return
+        if self._buffer:
+            self._buffer += data
+        else:
+            self._buffer = data
+        if not self._processing:
+            self._processBuffer()
+
+    def _processBuffer(self) -> None:
+        self._processing = True
+        try:
+            while self._buffer and not self._waiting and not self._closing:
+                if self._mode is _Mode.DATA:
+                    data, self._buffer = self._buffer, b""
+                    self._bodyReceived(data)
+                    continue
+                buf = self._buffer
+                end = buf.find(b"\n")
+                if end < 0:
+                    if len(buf) > AUTH_LINE_LIMIT:
+                        self._buffer = b""
+                        if not self._discardingLine:
+                            self._discardingLine = True
+                            self._fail(catalogue.LINE_TOO_LONG)
+                    break
+                self._buffer = buf[end + 1 :]
+                if self._discardingLine:
+                    self._discardingLine = False
+                    continue
+                line = buf[: end - 1] if end and buf[end - 1] == 13 else buf[:end]
+                if self._auth.active:
+                    self._auth.line(line)
+                else:
+                    self._lineReceived(line)
+        finally:
+            self._processing = False
+
+    def _lineReceived(self, line: bytes) -> None:
+        if len(line) > self._options.maxLineLength and not line[:5].upper().startswith(b"AUTH "):
+            self._fail(catalogue.LINE_TOO_LONG)
+            return
+        try:
+            command = parseCommand(line)
+        except CommandError as e:
+            if looksLikeHTTP(line):
+                self._closeWith(catalogue.HTTP_REFUSED)
+            else:
+                self._fail(e.reply)
+            return
+        verb = command.verb
+        factory = self._serverFactory
+        if factory is not None and factory.authRequired and self.session.user is None:
+            self._unauthenticated += 1
+            limit = self._options.maxAllowedUnauthenticatedCommands
+            if limit and self._unauthenticated > limit and verb is not Verb.QUIT:
+                self._closeWith(catalogue.TOO_MANY_UNAUTHENTICATED)
+                return
+        if verb.value in self._options.disabledCommands:
+            self._fail(catalogue.NOT_IMPLEMENTED)
+            return
+        try:
+            checkPhase(verb, self._phase, self._options.lmtp)
+        except CommandError as e:
+            self._fail(e.reply)
+            return
+        action = self._dispatch.get(verb)
+        if action is None:
+            self._fail(catalogue.NOT_IMPLEMENTED)
+            return
+        try:
+            action(command.argument)
+        except CommandError as e:
+            self._fail(e.reply)
+
+    # -- greeting commands -------------------------------------------------------
+
+    def _doEHLO(self, argument: bytes) -> None:
+        hostname = parseHelo(argument, self._options.lenientAddresses)
+        verb = "LHLO" if self._options.lmtp else "EHLO"
+
+        def accepted(result: object) -> None:
+            self._greeted(verb, hostname)
+            factory = self._serverFactory
+            ext = extensions(
+                self._options,
+                secure=self.session.secure,
+                startTLS=factory is not None and factory.startTLSAvailable,
+                authMethods=self._auth.advertised(),
+            )
+            self._send(catalogue.ehlo(self._options.name, self._heloText(), ext))
+
+        self._hook(self._handler.onHelo, (hostname, self.session), accepted, self._fail)
+
+    def _doHELO(self, argument: bytes) -> None:
+        hostname = parseHelo(argument, self._options.lenientAddresses)
+
+        def accepted(result: object) -> None:
+            self._greeted("HELO", hostname)
+            self._send(catalogue.helo(self._heloText()))
+
+        self._hook(self._handler.onHelo, (hostname, self.session), accepted, self._fail)
+
+    def _heloText(self) -> str:
+        return self._options.heloResponse % (self._options.name, self.session.clientHostname)
+
+    def _greeted(self, verb: str, hostname: str) -> None:
+        self._resetTransaction()
+        self._phase = Phase.GREETED
+        self.session.openingCommand = verb
+        self.session.hostNameAppearsAs = hostname
+        self.updateTransmissionType()
+        self._emit("helo", hostname=hostname)
+
+    def updateTransmissionType(self) -> None:
+        """
+        Recompute C{session.transmissionType} after a change of greeting,
+        TLS or authentication.
+        """
+        session = self.session
+        session.transmissionType = transmissionType(
+            session.openingCommand, session.secure, session.user is not None
+        )
+
+    def _doSTARTTLS(self, argument: bytes) -> None:
+        factory = self._serverFactory
+        if argument:
+            self._fail(catalogue.SYNTAX_ERROR)
+            return
+        if self.session.secure:
+            self._fail(catalogue.ALREADY_SECURE)
+            return
+        if factory is None or not factory.startTLSAvailable:
+            self._fail(catalogue.NOT_IMPLEMENTED)
+            return
+        contextFactory = factory.tls.contextFactory()
+        self._send(catalogue.READY_FOR_TLS)
+        # RFC 3207 section 4.2 and CVE-2011-0411: whatever the client
+        # pipelined behind STARTTLS in plaintext is discarded, never run.
+        self._buffer = b""
+        self._waiting = True
+        self._startingTLS = True
+        transport: Any = self.transport
+        transport.startTLS(contextFactory)
+
+    # -- transaction commands ------------------------------------------------------
+
+    def _doMAIL(self, argument: bytes) -> None:
+        if self._draining:
+            self._closeWith(catalogue.SHUTDOWN)
+            return
+        factory = self._serverFactory
+        if factory is not None and factory.authRequired and self.session.user is None:
+            self._fail(catalogue.authRequired(self._options.authRequiredMessage))
+            return
+        request = parseMail(argument, self._options.lenientAddresses)
+        size = self._options.size
+        if size and request.size is not None and request.size > size:
+            self._fail(catalogue.SIZE_EXCEEDED_MAIL)
+            return
+        if request.requireTls and not self.session.secure:
+            self._fail(catalogue.REQUIRETLS_NEEDS_TLS)
+            return
+        envelope = Envelope(
+            mailFrom=request.address,
+            dsn=request.dsn,
+            bodyType=request.bodyType,
+            smtpUtf8=request.smtpUtf8,
+            requireTls=request.requireTls,
+            size=request.size,
+        )
+
+        def accepted(result: object) -> None:
+            self.session.envelope = envelope
+            self._phase = Phase.MAIL
+            self._emit("mail", address=request.address)
+            self._send(catalogue.MAIL_OK)
+
+        self._hook(self._handler.onMailFrom, (request.address, self.session), accepted, self._fail)
+
+    def _doRCPT(self, argument: bytes) -> None:
+        envelope = self.session.envelope
+        address = parseRcpt(argument, envelope.smtpUtf8, self._options.lenientAddresses)
+        if len(envelope.rcptTo) >= self._options.maxRecipients:
+            self._fail(catalogue.TOO_MANY_RECIPIENTS)
+            return
+
+        def accepted(result: object) -> None:
+            if self.session.envelope is envelope:
+                envelope.rcptTo.append(address)
+                self._phase = Phase.RCPT
+            self._emit("rcpt", address=address)
+            self._send(catalogue.RCPT_OK)
+
+        self._hook(self._handler.onRcptTo, (address, self.session), accepted, self._fail)
+
+    def _doRSET(self, argument: bytes) -> None:
+        if argument:
+            self._fail(catalogue.SYNTAX_ERROR)
+            return
+        self._resetTransaction()
+        self._send(catalogue.RESET)
+        if self._draining:
+            self._closeWith(catalogue.SHUTDOWN)
+
+    def _doNOOP(self, argument: bytes) -> None:
+        self._send(catalogue.OK)
+
+    def _doQUIT(self, argument: bytes) -> None:
+        self._closeWith(catalogue.closing(self._options.name))
+
+    def _doVRFY(self, argument: bytes) -> None:
+        if not argument:
+            self._fail(catalogue.SYNTAX_ERROR)
+            return
+        self._send(catalogue.VRFY)
+
+    def _doHELP(self, argument: bytes) -> None:
+        self._send(catalogue.HELP)
+
+    def _doDATA(self, argument: bytes) -> None:
+        if argument:
+            self._fail(catalogue.SYNTAX_ERROR)
+            return
+        if self.session.envelope.bodyType == "binarymime":
+            self._fail(catalogue.BINARYMIME_NEEDS_BDAT)
+            return
+        self._send(catalogue.START_DATA)
+        options = self._options
+        receiver = MessageReceiver(
+            DataDecoder(options.size, options.bareNewline),
+            MessageStream(upstream=_StreamUpstream(self)),
+            replyCount=len(self.session.envelope.rcptTo) if options.lmtp else 1,
+            lmtp=options.lmtp,
+            rejectBareNewline=options.bareNewline == "reject",
+            done=self._messageDone,
+            log=self._logDataFailure,
+        )
+        self._receiver = receiver
+        self._mode = _Mode.DATA
+        receiver.start(self._handler.onData, self.session)
+
+    def _bodyReceived(self, data: bytes) -> None:
+        receiver = self._receiver
+        assert receiver is not None
+        rest = receiver.feed(data)
+        if rest is None:
+            return
+        self._mode = _Mode.COMMAND
+        self._buffer = rest + self._buffer
+        self._setPause("stream", False)
+        if not receiver.finished:
+            # The body is in; the reply waits for onData, and so does
+            # everything the client pipelined behind it.
+            self._waiting = True
+            self._setPause("hook", True)
+
+    def _messageDone(self, replies: list[Reply], size: int) -> None:
+        self._receiver = None
+        self._emit("message", size=size, replies=tuple(replies))
+        for reply in replies:
+            self._send(reply)
+        self._resetTransaction()
+        if self._draining:
+            self._closeWith(catalogue.SHUTDOWN)
+            return
+        self._resume()
+
+    # -- hooks -----------------------------------------------------------------
+
+    def _hook(
+        self,
+        fn: Callable[..., object],
+        args: tuple[object, ...],
+        accepted: Callable[[object], None],
+        refused: Callable[[Reply], None],
+    ) -> None:
+        """
+        Call a handler hook.  A plain value is handled at once; a Deferred or
+        coroutine stops reading until it answers, so replies stay in order.
+        """
+        try:
+            result = fn(*args)
+        except SMTPError as e:
+            refused(e.toReply())
+            return
+        except Exception:
+            refused(self._failureReply(Failure(), fn))
+            return
+        if not (isinstance(result, Deferred) or iscoroutine(result)):
+            accepted(result)
+            return
+        d = result if isinstance(result, Deferred) else Deferred.fromCoroutine(result)
+        self._waiting = True
+        self._setPause("hook", True)
+        self._hookToken += 1
+        token = self._hookToken
+
+        def ok(value: object) -> None:
+            if self._connected and not self._closing:
+                accepted(value)
+                if self._hookToken == token:
+                    # Unless accepting started another slow hook.
+                    self._resume()
+
+        def failed(failure: Failure) -> None:
+            if self._connected and not self._closing:
+                refused(self._failureReply(failure, fn))
+                if self._hookToken == token:
+                    self._resume()
+            elif not failure.check(SMTPError):
+                self._logFailure(failure, getattr(fn, "__name__", "hook"))
+
+        d.addCallbacks(ok, failed)
+
+    def _resume(self) -> None:
+        self._waiting = False
+        self._setPause("hook", False)
+        if not self._processing and not self._closing:
+            self._processBuffer()
+
+    def _failureReply(self, failure: Failure, fn: Callable[..., object]) -> Reply:
+        name = getattr(fn, "__name__", "hook")
+
+        def log(f: Failure) -> None:
+            self._logFailure(f, name)
+
+        return failureReply(failure, log)
+
+    def _logFailure(self, failure: Failure, hookName: str) -> None:
+        self._log.failure(
+            "{session} {hook} failed", failure, session=self.session.id, hook=hookName
+        )
+
+    def _logDataFailure(self, failure: Failure) -> None:
+        self._logFailure(failure, "onData")
+
+    # -- output and state ------------------------------------------------------
+
+    def _send(self, reply: Reply) -> None:
+        data = self._wire.get(reply)
+        if data is None:
+            data = formatReply(reply, self._enhanced)
+            if len(self._wire) < 512:
+                self._wire[reply] = data
+        transport: Any = self.transport
+        transport.write(data)
+
+    def _fail(self, reply: Reply) -> None:
+        """
+        Send an error reply and count it; too many errors end the session
+        (Postfix's C{smtpd_hard_error_limit}).
+        """
+        self._send(reply)
+        self._emit("reject", reply=reply)
+        self._errors += 1
+        if self._errors >= self._options.maxErrors and not self._closing:
+            self._closeWith(catalogue.TOO_MANY_ERRORS)
+
+    def _closeWith(self, reply: Reply) -> None:
+        if self._closing:
+            return
+        self._send(reply)
+        self._closing = True
+        self._buffer = b""
+        transport: Any = self.transport
+        transport.loseConnection()
+
+    def _resetTransaction(self) -> None:
+        session = self.session
+        if session.envelope.mailFrom is not None:
+            session.transaction += 1
+        session.envelope = Envelope()
+        if self._phase in (Phase.MAIL, Phase.RCPT):
+            self._phase = Phase.GREETED
+
+    def _emit(self, event: str, **data: Any) -> None:
+        factory = self._serverFactory
+        if factory is not None and factory.observers:
+            factory.emit(event, self.session, data)
+
+    # -- graceful close and timeouts ---------------------------------------------
+
+    def inTransaction(self) -> bool:
+        """
+        Whether a mail transaction is under way: MAIL accepted, or a message
+        whose reply is still owed.
+        """
+        return self._phase in (Phase.MAIL, Phase.RCPT) or self._receiver is not None
+
+    def shutdown(self, force: bool = False) -> None:
+        """
+        The server is closing: end this session with 421 now when it is idle
+        (or when C{force}), else once its transaction is over.
+        """
+        self._draining = True
+        if self._closing or not (force or not self.inTransaction()):
+            return
+        if self._receiver is not None:
+            self._receiver.abandon(Failure(errorFromReply(catalogue.SHUTDOWN)))
+            self._receiver = None
+        self._closeWith(catalogue.SHUTDOWN)
+
+    def _armTimer(self) -> None:
+        self._timer = self._clock.callLater(self._options.socketTimeout, self._checkTimeout)
+
+    def _checkTimeout(self) -> None:
+        """
+        Fire after C{socketTimeout} of client silence; waiting for our own
+        hooks or for a slow consumer does not count as the client's silence.
+        """
+        self._timer = None
+        if not self._connected or self._closing:
+            return
+        now = self._clock.seconds()
+        timeout = self._options.socketTimeout
+        if (self._waiting and not self._startingTLS) or self._pauses:
+            self._lastActivity = now
+        idle = now - self._lastActivity
+        if idle >= timeout:
+            self._log.info("{session} timeout", session=self.session.id)
+            if self._receiver is not None:
+                self._receiver.abandon(Failure(errorFromReply(catalogue.TIMEOUT)))
+                self._receiver = None
+            self._closeWith(catalogue.TIMEOUT)
+            return
+        self._timer = self._clock.callLater(timeout - idle, self._checkTimeout)
+
+
+def _accept(result: object) -> None:
+    """
+    Nothing to say when a hook accepts.
+    """
+
+
+def _hostPort(address: object) -> tuple[str, int]:
+    host = getattr(address, "host", None)
+    if host is None:
+        name = getattr(address, "name", None)
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "replace")
+        return (str(name) if name else "", 0)
+    return (str(host), int(getattr(address, "port", 0) or 0))

@@ -1,0 +1,113 @@
+# -*- test-case-name: tests.test_resolve -*-
+"""
+Reverse lookups of client addresses, for C{session.clientHostname}.
+
+The hosts file answers first (so loopback and local names never wait on the
+network), then C{twisted.names} with a short bound: a client never waits
+more than C{timeout} seconds for its greeting because of DNS.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+
+def pointerName(ip: str) -> str | None:
+    """
+    The C{in-addr.arpa}/C{ip6.arpa} name of an address, or C{None} when
+    C{ip} is not an IP address.
+    """
+    try:
+        return ipaddress.ip_address(ip).reverse_pointer
+    except ValueError:
+        return None
+
+
+def readHostsFile(path: str) -> dict[str, str]:
+    """
+    Map each address in a hosts file to its first (canonical) name.
+    """
+    names: dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for raw in f:
+                fields = raw.split("#", 1)[0].split()
+                if len(fields) < 2:
+                    continue
+                try:
+                    address = str(ipaddress.ip_address(fields[0]))
+                except ValueError:
+                    continue
+                names.setdefault(address, fields[1])
+    except OSError:
+        return {}
+    return names
+
+
+class ReverseResolver:
+    """
+    Look up the name of a client address.
+
+    @ivar timeout: Seconds to wait for DNS before giving up.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        resolver: Any = None,
+        hostsFile: str = "/etc/hosts",
+        timeout: float = 3.0,
+    ) -> None:
+        self._clock = clock
+        self._resolver = resolver
+        self._hosts = readHostsFile(hostsFile)
+        self.timeout = timeout
+
+    def lookup(self, ip: str) -> Deferred[str | None]:
+        """
+        Find the name for C{ip}.
+
+        @return: A L{Deferred} firing with the name, or C{None} when there is
+            none, the lookup failed or took too long; it never fails.
+        """
+        try:
+            canonical = str(ipaddress.ip_address(ip))
+        except ValueError:
+            return succeed(None)
+        known = self._hosts.get(canonical)
+        if known is not None:
+            return succeed(known)
+        ptr = pointerName(canonical)
+        if ptr is None:
+            return succeed(None)
+        if self._resolver is None:
+            from twisted.names.client import createResolver
+
+            self._resolver = createResolver()
+        d: Deferred[Any] = self._resolver.lookupPointer(ptr, timeout=(self.timeout,))
+        d.addTimeout(self.timeout + 0.5, self._clock)
+
+        def found(result: Any) -> str | None:
+            answers = result[0] if isinstance(result, tuple) else []
+            for record in answers:
+                payload = getattr(record, "payload", None)
+                name = getattr(payload, "name", None)
+                if name is not None:
+                    text = str(name).rstrip(".")
+                    if text:
+                        return text
+            return None
+
+        def failed(failure: Failure) -> None:
+            return None
+
+        d.addCallbacks(found, failed)
+        return d

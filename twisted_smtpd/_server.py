@@ -1,0 +1,365 @@
+# -*- test-case-name: tests.test_server -*-
+"""
+L{SMTPServerFactory}, the protocol factory for any endpoint, and
+L{SMTPServer}, the L{IService} that listens and closes gracefully.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IListeningPort,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
+from twisted.internet.protocol import ServerFactory
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from twisted_smtpd._cred import authenticate, portalFromCheckers
+from twisted_smtpd._options import ServerOptions
+from twisted_smtpd._protocol import SMTPProtocol
+from twisted_smtpd._replies import Reply
+from twisted_smtpd._resolve import ReverseResolver
+from twisted_smtpd._session import AuthRequest, AuthResult, Session
+from twisted_smtpd._tls import ServerTLS
+from twisted_smtpd.handlers._base import BaseHandler
+from twisted_smtpd.interfaces import ISMTPHandler
+
+Observer = Callable[[str, Session, dict[str, Any]], None]
+
+
+def _defaultReactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+class SMTPServerFactory(ServerFactory):
+    """
+    Builds an L{SMTPProtocol} per connection, all sharing one handler and one
+    L{ServerOptions}.
+
+    @ivar handler: The L{ISMTPHandler}.
+    @ivar options: The L{ServerOptions}.
+    @ivar connections: The sessions now open.
+    @ivar observers: Callables told of session events (C{connect}, C{helo},
+        C{mail}, C{rcpt}, C{message}, C{reject}, C{close}) as
+        C{observer(event, session, data)}; they must not block.
+    @ivar closing: Whether L{close} was called.
+    """
+
+    _log = Logger()
+    protocol = SMTPProtocol
+
+    def __init__(
+        self,
+        handler: ISMTPHandler,
+        options: ServerOptions | None = None,
+        *,
+        reactor: Any = None,
+        resolver: Any = None,
+        portal: Portal | None = None,
+        checkers: Sequence[ICredentialsChecker] = (),
+    ) -> None:
+        self.handler = handler
+        self.options = options if options is not None else ServerOptions()
+        self._reactor = reactor
+        self._resolverArg = resolver
+        if portal is None and checkers:
+            portal = portalFromCheckers(checkers)
+        self.portal = portal
+        self._tls: ServerTLS | None = None
+        o = self.options
+        #: Whether AUTH is offered: mechanisms are configured and something
+        #: can decide (a portal, or a handler with its own C{onAuth}).
+        self.authEnabled = (
+            bool(o.authMethods)
+            and "AUTH" not in o.disabledCommands
+            and (portal is not None or _ownsOnAuth(handler))
+        )
+        #: Whether MAIL needs AUTH first.
+        self.authRequired = self.authEnabled and not o.authOptional
+        #: Whether STARTTLS can be offered.
+        self.startTLSAvailable = "STARTTLS" not in o.disabledCommands
+        self._reverse: ReverseResolver | None = None
+        self.connections: set[SMTPProtocol] = set()
+        self.observers: list[Observer] = []
+        self.wireCache: dict[Reply, bytes] = {}
+        self.closing = False
+        self._closed: list[Deferred[None]] = []
+        self._forceCall: IDelayedCall | None = None
+
+    @property
+    def reactor(self) -> Any:
+        """
+        The reactor, the global one unless given.
+        """
+        if self._reactor is None:
+            self._reactor = _defaultReactor()
+        return self._reactor
+
+    def buildProtocol(self, addr: IAddress | None) -> SMTPProtocol:
+        """
+        A new session for a connection from C{addr}.
+        """
+        clock: IReactorTime = self.reactor
+        p = SMTPProtocol(self.handler, self.options, clock, self)
+        p.factory = self
+        return p
+
+    @property
+    def tls(self) -> ServerTLS:
+        """
+        The TLS configuration, built on first use: the configured
+        certificates, or a self-signed one for C{name} (with a warning).
+
+        @raise ValueError: A certificate file cannot be read.
+        """
+        if self._tls is None:
+            o = self.options
+            self._tls = ServerTLS(
+                o.certificate,
+                o.privateKey,
+                o.caCertificates,
+                o.sniOptions,
+                o.requestCert,
+                o.rejectUnauthorized,
+                hostname=o.name,
+            )
+        return self._tls
+
+    def reloadCertificates(self) -> None:
+        """
+        Read every certificate file again; new handshakes use them.
+
+        @raise ValueError: A file cannot be read; the old ones stay in use.
+        """
+        if self._tls is not None:
+            self._tls.reload()
+
+    def authenticator(self, method: str) -> Callable[[AuthRequest, Session], object]:
+        """
+        What decides an AUTH request: the portal for the mechanisms it can
+        check, else the handler's C{onAuth}.
+        """
+        portal = self.portal
+        if portal is None or (method == "XOAUTH2" and _ownsOnAuth(self.handler)):
+            return self.handler.onAuth
+
+        def onAuth(request: AuthRequest, session: Session) -> Deferred[AuthResult]:
+            return authenticate(portal, request)
+
+        return onAuth
+
+    def reverseLookup(self, ip: str) -> Deferred[str | None]:
+        """
+        The client's host name, or C{None}; never fails.
+        """
+        if self._reverse is None:
+            self._reverse = ReverseResolver(self.reactor, self._resolverArg)
+        return self._reverse.lookup(ip)
+
+    def addObserver(self, observer: Observer) -> None:
+        """
+        Have C{observer} told of every session event.
+        """
+        self.observers.append(observer)
+
+    def emit(self, event: str, session: Session, data: dict[str, Any]) -> None:
+        """
+        Tell every observer of C{event}; an observer that raises is logged and
+        does not disturb the session.
+        """
+        for observer in self.observers:
+            try:
+                observer(event, session, data)
+            except Exception:
+                self._log.failure("observer {observer!r} failed", observer=observer)
+
+    def connectionGone(self, protocol: SMTPProtocol) -> None:
+        """
+        A session ended; fire L{close}'s Deferreds when it was the last.
+        """
+        if self.closing and not self.connections:
+            self._allGone()
+
+    def close(self) -> Deferred[None]:
+        """
+        Close every session gracefully: idle ones get 421 now, ones inside a
+        transaction may finish it, and after C{closeTimeout} the rest get 421
+        and are disconnected.
+
+        Listening is not stopped here; L{SMTPServer.close} does both.
+
+        @return: A L{Deferred} that fires when every connection is gone.
+        """
+        self.closing = True
+        d: Deferred[None] = Deferred()
+        if not self.connections:
+            d.callback(None)
+            return d
+        self._closed.append(d)
+        for protocol in list(self.connections):
+            protocol.shutdown()
+        if self.connections and self._forceCall is None:
+            self._forceCall = self.reactor.callLater(self.options.closeTimeout, self._force)
+        elif not self.connections:
+            self._allGone()
+        return d
+
+    def _force(self) -> None:
+        self._forceCall = None
+        for protocol in list(self.connections):
+            protocol.shutdown(force=True)
+
+    def _allGone(self) -> None:
+        if self._forceCall is not None and self._forceCall.active():
+            self._forceCall.cancel()
+        self._forceCall = None
+        waiting, self._closed = self._closed, []
+        for d in waiting:
+            d.callback(None)
+
+
+def _ownsOnAuth(handler: ISMTPHandler) -> bool:
+    """
+    Whether C{handler} decides AUTH itself rather than inheriting the
+    refusing default of L{BaseHandler}.
+    """
+    method = getattr(type(handler), "onAuth", None)
+    return method is not None and method is not BaseHandler.onAuth
+
+
+class SMTPServer(MultiService):
+    """
+    An SMTP/LMTP server as a Twisted service: listens on endpoint strings,
+    closes gracefully.
+
+        server = SMTPServer(MyHandler(), ServerOptions(size=10_000_000))
+        server.listen("tcp:2525:interface=127.0.0.1")
+
+    @ivar factory: The L{SMTPServerFactory} behind every listener.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        handler: ISMTPHandler,
+        options: ServerOptions | None = None,
+        *,
+        reactor: Any = None,
+        resolver: Any = None,
+        portal: Portal | None = None,
+        checkers: Sequence[ICredentialsChecker] = (),
+    ) -> None:
+        super().__init__()
+        self._reactor = reactor
+        self.factory = SMTPServerFactory(
+            handler, options, reactor=reactor, resolver=resolver, portal=portal, checkers=checkers
+        )
+        self._ports: list[IListeningPort] = []
+
+    @property
+    def reactor(self) -> Any:
+        """
+        The reactor, the global one unless given.
+        """
+        return self.factory.reactor
+
+    def addEndpoint(self, description: str) -> None:
+        """
+        Listen on C{description} (a Twisted server endpoint string) while the
+        service runs.  A listener that cannot start fails the start of
+        C{twistd}.
+
+        @raise ValueError: The description is not a valid endpoint string.
+        """
+        endpoint, factory = self._endpoint(description)
+        service = StreamServerEndpointService(endpoint, factory)
+        service._raiseSynchronously = True
+        service.setServiceParent(self)
+
+    def listen(self, description: str) -> Deferred[IListeningPort]:
+        """
+        Start listening on C{description} now.
+
+        @return: A L{Deferred} firing with the L{IListeningPort}.
+        """
+        endpoint, factory = self._endpoint(description)
+        d: Deferred[IListeningPort] = endpoint.listen(factory)
+
+        def listening(port: IListeningPort) -> IListeningPort:
+            self._ports.append(port)
+            return port
+
+        d.addCallback(listening)
+        return d
+
+    def _endpoint(self, description: str) -> tuple[IStreamServerEndpoint, IProtocolFactory]:
+        """
+        Parse an endpoint string.  An C{ssl:} endpoint that names no key of
+        its own serves implicit TLS (RFC 8314) with the server's TLS
+        configuration, SNI and reloading included.
+        """
+        kind, _, rest = description.partition(":")
+        if kind.strip().lower() == "ssl" and not any(
+            part.split("=", 1)[0].strip() in ("privateKey", "certKey") for part in rest.split(":")
+        ):
+            endpoint = serverFromString(self.reactor, "tcp:" + rest)
+            wrapped = TLSMemoryBIOFactory(self.factory.tls.contextFactory(), False, self.factory)
+            return endpoint, wrapped
+        return serverFromString(self.reactor, description), self.factory
+
+    def reloadCertificates(self) -> None:
+        """
+        Read every certificate file again (SIGHUP under C{twistd}); new
+        handshakes, STARTTLS and implicit TLS alike, use the new ones.
+
+        @raise ValueError: A file cannot be read; the old ones stay in use.
+        """
+        self.factory.reloadCertificates()
+
+    def close(self) -> Deferred[None]:
+        """
+        Stop accepting, let transactions in flight finish, send 421 to the
+        rest after C{closeTimeout}.
+
+        @return: A L{Deferred} that fires when every connection is gone.
+        """
+        ports, self._ports = self._ports, []
+        stopping: list[Deferred[Any]] = [maybeDeferred(port.stopListening) for port in ports]
+
+        def stopped(result: object) -> Deferred[None]:
+            return self.factory.close()
+
+        d = DeferredList(stopping, consumeErrors=True)
+        return d.addCallback(stopped)
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop the listeners, then close every session gracefully.
+        """
+        d: Deferred[Any] = Deferred()
+        stopping = super().stopService()
+        if stopping is None:
+            stopping = succeed(None)
+
+        def listenersStopped(result: object) -> Deferred[None]:
+            return self.close()
+
+        stopping.addCallback(listenersStopped)
+        stopping.chainDeferred(d)
+        return d
