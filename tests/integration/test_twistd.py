@@ -1,0 +1,344 @@
+# -*- test-case-name: tests.integration.test_twistd -*-
+"""
+C{twistd smtpd} as a real process on 127.0.0.1, driven by real clients:
+Python's C{smtplib}, C{swaks} and raw sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import smtplib
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from unittest import SkipTest
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.integration.helpers import (
+    CLIENT_TIMEOUT,
+    START_TIMEOUT,
+    TwistdServer,
+    connect,
+    maildirContents,
+    message,
+    readReply,
+    twistdCommand,
+    twistdEnvironment,
+)
+
+SENDER = "sender@example.com"
+RECIPIENT = "rcpt@example.com"
+
+
+class ServerTestCase(SynchronousTestCase):
+    """
+    Base for tests that run one C{twistd smtpd} delivering into
+    C{self.maildir}.
+    """
+
+    def startServer(self, *args: str) -> TwistdServer:
+        """
+        Start C{twistd smtpd --maildir self.maildir} with C{args}, in a
+        directory of its own; it is killed after the test if still running.
+        """
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        self.maildir = os.path.join(self.directory, "Maildir")
+        server = TwistdServer(["--maildir", self.maildir, *args], self.directory)
+        self.addCleanup(server.kill)
+        server.start()
+        self.server = server
+        return server
+
+    def stopServer(self) -> None:
+        """
+        Stop the server with SIGTERM: it exits by that signal or with 0,
+        having logged no traceback.
+        """
+        code = self.server.stop()
+        output = self.server.output
+        self.assertIn(code, (0, -signal.SIGTERM), output)
+        self.assertNotIn("Traceback", output)
+
+    def smtp(self) -> smtplib.SMTP:
+        """
+        An C{smtplib} client connected to the server and closed after the
+        test.
+        """
+        client = smtplib.SMTP("127.0.0.1", self.server.port, timeout=CLIENT_TIMEOUT)
+        self.addCleanup(client.close)
+        return client
+
+    def assertDelivered(self, expected: list[bytes]) -> None:
+        """
+        The Maildir holds exactly the messages C{expected}, byte for byte,
+        one file each, and nothing is left in C{tmp/}.
+        """
+        contents, names, leftovers = maildirContents(self.maildir)
+        self.assertEqual(len(names), len(set(names)))
+        self.assertEqual(sorted(contents), sorted(expected))
+        self.assertEqual(leftovers, [])
+
+
+class SMTPLibTests(ServerTestCase):
+    """
+    Python's C{smtplib} against C{twistd smtpd --maildir}.
+    """
+
+    def test_manyMessagesOneConnection(self) -> None:
+        """
+        Twenty messages sent on one connection are each stored byte for
+        byte, dot-stuffed lines restored, by the time their 250 arrives.
+        """
+        self.startServer()
+        sent = [message(i) for i in range(20)]
+        client = self.smtp()
+        for index, body in enumerate(sent):
+            self.assertEqual(client.sendmail(SENDER, [RECIPIENT], body), {})
+            self.assertDelivered(sent[: index + 1])
+        self.assertEqual(client.quit()[0], 221)
+        self.stopServer()
+
+    def test_concurrentClients(self) -> None:
+        """
+        Fifty clients connected at once, two messages each: every message is
+        stored once, byte for byte, in a file of its own, and nothing is
+        left in C{tmp/}.
+        """
+        self.startServer()
+        clients = 50
+        ready = threading.Barrier(clients)
+
+        def send(index: int) -> list[bytes]:
+            with smtplib.SMTP("127.0.0.1", self.server.port, timeout=CLIENT_TIMEOUT) as client:
+                ready.wait(CLIENT_TIMEOUT)
+                bodies = [message(2 * index), message(2 * index + 1)]
+                for body in bodies:
+                    refused = client.sendmail(SENDER, [RECIPIENT], body)
+                    if refused:
+                        raise AssertionError(f"refused: {refused!r}")
+                return bodies
+
+        with ThreadPoolExecutor(max_workers=clients) as pool:
+            futures = [pool.submit(send, i) for i in range(clients)]
+            sent = [body for f in futures for body in f.result(timeout=4 * CLIENT_TIMEOUT)]
+        self.assertEqual(len(sent), 2 * clients)
+        self.assertDelivered(sent)
+        self.stopServer()
+
+    def test_size(self) -> None:
+        """
+        With C{--size 10000} a bigger message is refused with 552 after its
+        final dot and a C{MAIL FROM} announcing C{SIZE=20000} with 552 at
+        once; neither is stored and the connection still delivers a small
+        message (RFC 1870 section 6).
+        """
+        self.startServer("--size", "10000")
+        client = self.smtp()
+        client.ehlo()
+        self.assertEqual(client.esmtp_features.get("size"), "10000")
+        big = b"Subject: big\r\n\r\n" + (b"z" * 98 + b"\r\n") * 200
+        self.assertEqual(client.mail(SENDER)[0], 250)
+        self.assertEqual(client.rcpt(RECIPIENT)[0], 250)
+        self.assertEqual(client.data(big)[0], 552)
+        self.assertEqual(client.mail(SENDER, ["SIZE=20000"])[0], 552)
+        small = message(1)
+        self.assertEqual(client.sendmail(SENDER, [RECIPIENT], small), {})
+        self.assertDelivered([small])
+        self.assertEqual(client.quit()[0], 221)
+        self.stopServer()
+
+    def test_lmtp(self) -> None:
+        """
+        In LMTP mode a message for three recipients, one of them twice,
+        gets one 250 reply per recipient after the final dot (RFC 2033
+        section 4.2) and is stored.
+        """
+        self.startServer("--lmtp")
+        client = smtplib.LMTP("127.0.0.1", self.server.port, timeout=CLIENT_TIMEOUT)
+        self.addCleanup(client.close)
+        self.assertEqual(client.ehlo()[0], 250)
+        recipients = ["a@example.com", "b@example.com", "a@example.com"]
+        self.assertEqual(client.mail(SENDER)[0], 250)
+        for recipient in recipients:
+            self.assertEqual(client.rcpt(recipient)[0], 250)
+        body = message(1)
+        # smtplib reads the first reply after the dot; the others follow.
+        codes = [client.data(body)[0]]
+        codes += [client.getreply()[0] for _ in recipients[1:]]
+        self.assertEqual(codes, [250, 250, 250])
+        self.assertEqual(client.quit()[0], 221)
+        self.assertDelivered([body])
+        self.stopServer()
+
+    def test_lmtpRawReplies(self) -> None:
+        """
+        Over a raw socket, the replies after an LMTP message's final dot
+        are exactly one 250 per accepted recipient, then the 221 to QUIT.
+        """
+        self.startServer("--lmtp")
+        sock = connect(self.server.port)
+        self.addCleanup(sock.close)
+        replies = sock.makefile("rb")
+        self.addCleanup(replies.close)
+
+        def command(line: bytes) -> int:
+            sock.sendall(line + b"\r\n")
+            return readReply(replies)[0]
+
+        self.assertEqual(readReply(replies)[0], 220)
+        self.assertEqual(command(b"LHLO client.example.com"), 250)
+        self.assertEqual(command(b"MAIL FROM:<sender@example.com>"), 250)
+        for recipient in [b"<a@example.com>", b"<b@example.com>", b"<a@example.com>"]:
+            self.assertEqual(command(b"RCPT TO:" + recipient), 250)
+        self.assertEqual(command(b"DATA"), 354)
+        sock.sendall(b"Subject: lmtp\r\n\r\nHello.\r\n.\r\nQUIT\r\n")
+        codes = []
+        while not codes or codes[-1] != 221:
+            codes.append(readReply(replies)[0])
+        self.assertEqual(codes, [250, 250, 250, 221])
+        self.assertEqual(replies.read(), b"")
+        self.assertDelivered([b"Subject: lmtp\r\n\r\nHello.\r\n"])
+        self.stopServer()
+
+
+class RawSessionTests(ServerTestCase):
+    """
+    A client that writes a whole session at once.
+    """
+
+    def test_wholeSessionInOneWrite(self) -> None:
+        """
+        A session written in one piece, before even the greeting arrives,
+        gets every reply, in order, and the message is stored.
+        """
+        self.startServer()
+        sock = connect(self.server.port)
+        self.addCleanup(sock.close)
+        replies = sock.makefile("rb")
+        self.addCleanup(replies.close)
+        sock.sendall(
+            b"EHLO client.example.com\r\n"
+            b"MAIL FROM:<sender@example.com>\r\n"
+            b"RCPT TO:<rcpt@example.com>\r\n"
+            b"DATA\r\n"
+            b"Subject: raw\r\n\r\n..stuffed\r\nbody\r\n.\r\n"
+            b"QUIT\r\n"
+        )
+        codes = [readReply(replies)[0] for _ in range(7)]
+        self.assertEqual(codes, [220, 250, 250, 250, 354, 250, 221])
+        self.assertEqual(replies.read(), b"")
+        self.assertDelivered([b"Subject: raw\r\n\r\n.stuffed\r\nbody\r\n"])
+        self.stopServer()
+
+
+class SwaksTests(ServerTestCase):
+    """
+    The C{swaks} SMTP test tool (Debian package C{swaks}) against the
+    server.  Required when C{CI} is set.
+    """
+
+    def swaks(self, *args: str) -> None:
+        """
+        Run swaks on the server; it must succeed and its message land.
+        """
+        swaks = shutil.which("swaks")
+        if swaks is None:
+            if os.environ.get("CI"):
+                self.fail("swaks is not installed; CI must install the Debian package swaks")
+            raise SkipTest("swaks is not installed")
+        self.startServer()
+        command = [
+            swaks,
+            "--server",
+            f"127.0.0.1:{self.server.port}",
+            "--to",
+            "a@example.com",
+            "--from",
+            "b@example.com",
+            "--timeout",
+            str(int(CLIENT_TIMEOUT)),
+            *args,
+        ]
+        result = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=2 * CLIENT_TIMEOUT,
+            check=False,
+        )
+        transcript = (result.stdout + result.stderr).decode("utf-8", "replace")
+        self.assertEqual(result.returncode, 0, transcript)
+        contents, _, leftovers = maildirContents(self.maildir)
+        self.assertEqual(len(contents), 1, transcript)
+        self.assertIn(b"This is a test mailing", contents[0])
+        self.assertEqual(leftovers, [])
+        self.stopServer()
+
+    def test_swaks(self) -> None:
+        """
+        C{swaks} delivers a message and exits 0.
+        """
+        self.swaks()
+
+    def test_swaksPipelining(self) -> None:
+        """
+        C{swaks --pipeline}, which needs PIPELINING advertised and sends the
+        envelope in one write, delivers a message and exits 0.
+        """
+        self.swaks("--pipeline")
+
+
+class CommandLineTests(ServerTestCase):
+    """
+    How C{twistd smtpd} fails on bad settings.
+    """
+
+    def runTwistd(self, *args: str) -> tuple[int, str]:
+        """
+        Run C{twistd -n smtpd} with C{args} to its end.
+
+        @return: Its exit status and output.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        result = subprocess.run(
+            twistdCommand("--nodaemon", "--pidfile=", "--logfile=-", "smtpd", *args),
+            cwd=directory,
+            env=twistdEnvironment(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=START_TIMEOUT,
+            check=False,
+        )
+        return result.returncode, result.stdout.decode("utf-8", "replace")
+
+    def test_badEndpoint(self) -> None:
+        """
+        An endpoint string that does not parse stops C{twistd} before it
+        starts, with a non-zero status and one line naming the string as
+        its last word, and no traceback.
+        """
+        code, output = self.runTwistd("--sink", "--listen", "bogus:1")
+        self.assertNotEqual(code, 0, output)
+        self.assertNotIn("Traceback", output)
+        lines = [line for line in output.splitlines() if line.strip()]
+        self.assertEqual([line for line in lines if "bogus" in line], lines[-1:], output)
+        self.assertIn("--listen 'bogus:1'", lines[-1])
+
+    def test_portInUse(self) -> None:
+        """
+        A port already in use makes C{twistd} exit with a non-zero status
+        instead of running without a listener.
+        """
+        self.startServer()
+        code, output = self.runTwistd(
+            "--sink", "--listen", f"tcp:{self.server.port}:interface=127.0.0.1"
+        )
+        self.assertNotEqual(code, 0, output)
+        self.assertIn("Address already in use", output)
+        self.stopServer()
