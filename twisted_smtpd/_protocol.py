@@ -705,6 +705,12 @@ class SMTPProtocol(LineReceiver):
         self._closing = True
         self._buffer = b""
         transport: Any = self.transport
+        # A TLS transport shuts down only once no producer is registered, and
+        # must read to see the peer go.
+        transport.unregisterProducer()
+        if self._transportPaused:
+            self._transportPaused = False
+            transport.resumeProducing()
         transport.loseConnection()
 
     def _resetTransaction(self) -> None:

@@ -1,0 +1,378 @@
+"""
+Tests for AUTH (RFC 4954) in a session: L{twisted_smtpd._authcommand} and
+L{twisted_smtpd._cred}, over a L{StringTransport}.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+from hashlib import md5
+from typing import Any
+
+from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests import replies
+from tests.test_protocol import RecordingHandler, connect, take
+from twisted_smtpd._errors import SMTPError
+from twisted_smtpd._protocol import SMTPProtocol
+from twisted_smtpd._session import AuthRequest, AuthResult, Session
+
+AUTH_OK = b"235 2.7.0 Authentication successful\r\n"
+AUTH_FAILED = b"535 5.7.8 Error: authentication credentials invalid\r\n"
+AUTH_NEEDS_TLS = b"538 5.7.11 Error: must issue a STARTTLS command first\r\n"
+AUTH_NOT_ENABLED = b"503 5.5.1 Error: authentication not enabled\r\n"
+ALREADY_AUTHENTICATED = b"503 5.5.1 Error: already authenticated\r\n"
+AUTH_IN_TRANSACTION = b"503 5.5.1 Error: MAIL transaction in progress\r\n"
+AUTH_REQUIRED = b"530 5.7.0 Error: authentication required\r\n"
+AUTH_ABORTED = b"501 5.0.0 Authentication aborted\r\n"
+AUTH_BAD_BASE64 = b"501 5.5.2 Error: invalid base64\r\n"
+AUTH_UNRECOGNIZED = b"504 5.5.4 Unrecognized authentication type\r\n"
+TOO_MANY_AUTH_FAILURES = b"421 4.7.0 Error: too many failed authentication attempts\r\n"
+TOO_MANY_UNAUTHENTICATED = b"421 4.7.0 Error: too many unauthenticated commands\r\n"
+
+
+def b64(data: bytes) -> bytes:
+    return base64.b64encode(data)
+
+
+class PasswordHandler(RecordingHandler):
+    """
+    Accepts alice/secret by PLAIN, LOGIN, CRAM-MD5 and the token "tok" by
+    XOAUTH2.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[AuthRequest] = []
+
+    def onAuth(self, auth: AuthRequest, session: Session) -> object:
+        self.requests.append(auth)
+        if auth.method == "XOAUTH2":
+            ok = auth.accessToken == "tok"
+        elif auth.method == "CRAM-MD5":
+            ok = auth.username == "alice" and auth.validatePassword("secret")
+        else:
+            ok = auth.username == "alice" and auth.validatePassword("secret")
+        if not ok:
+            raise SMTPError(535, "Error: authentication credentials invalid", "5.7.8")
+        return AuthResult(user={"name": auth.username})
+
+
+def greeted(handler: Any = None, **options: Any) -> tuple[SMTPProtocol, Any, PasswordHandler]:
+    handler = handler if handler is not None else PasswordHandler()
+    options.setdefault("allowInsecureAuth", True)
+    options.setdefault("authMethods", ["PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2"])
+    proto, transport, clock, factory = connect(handler, **options)
+    proto.dataReceived(b"EHLO c\r\n")
+    take(transport)
+    return proto, transport, handler
+
+
+class AdvertiseTests(SynchronousTestCase):
+    def test_advertisedWhenInsecureAllowed(self) -> None:
+        """
+        A handler with its own onAuth gets AUTH advertised with the methods.
+        """
+        proto, transport, clock, _ = connect(
+            PasswordHandler(), allowInsecureAuth=True, authMethods=["PLAIN", "LOGIN"]
+        )
+        proto.dataReceived(b"EHLO c\r\n")
+        self.assertIn(b"250-AUTH PLAIN LOGIN\r\n", transport.value())
+
+    def test_notAdvertisedBeforeTLS(self) -> None:
+        """
+        Without TLS and without allowInsecureAuth, AUTH is not advertised and
+        is refused with 538.
+        """
+        proto, transport, clock, _ = connect(PasswordHandler())
+        proto.dataReceived(b"EHLO c\r\n")
+        self.assertNotIn(b"AUTH", transport.value())
+        take(transport)
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_NEEDS_TLS)
+
+    def test_disabledWithoutBackend(self) -> None:
+        """
+        With BaseHandler and no portal, AUTH is neither offered nor required.
+        """
+        proto, transport, clock, _ = connect(allowInsecureAuth=True)
+        proto.dataReceived(b"EHLO c\r\n")
+        self.assertNotIn(b"AUTH", transport.value())
+        take(transport)
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0secret") + b"\r\nMAIL FROM:<a@b.c>\r\n")
+        self.assertEqual(take(transport), AUTH_NOT_ENABLED + replies.MAIL_OK)
+
+
+class MechanismTests(SynchronousTestCase):
+    def test_plainInitialResponse(self) -> None:
+        """
+        PLAIN with an initial response authenticates; both identities reach
+        onAuth; the session records the user and ESMTPA.
+        """
+        proto, transport, handler = greeted()
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"bob\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_OK)
+        request = handler.requests[0]
+        self.assertEqual(
+            (request.method, request.authorizationIdentity, request.username, request.password),
+            ("PLAIN", "bob", "alice", "secret"),
+        )
+        self.assertEqual(proto.session.user, {"name": "alice"})
+        self.assertEqual(proto.session.transmissionType, "ESMTPA")
+
+    def test_plainContinuation(self) -> None:
+        """
+        PLAIN without an initial response sends an empty challenge.
+        """
+        proto, transport, handler = greeted()
+        proto.dataReceived(b"AUTH PLAIN\r\n")
+        self.assertEqual(take(transport), b"334 \r\n")
+        proto.dataReceived(b64(b"\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_OK)
+
+    def test_login(self) -> None:
+        """
+        LOGIN asks with the standard challenges Outlook, Go and curl expect.
+        """
+        proto, transport, handler = greeted()
+        proto.dataReceived(b"AUTH LOGIN\r\n")
+        self.assertEqual(take(transport), b"334 VXNlcm5hbWU6\r\n")
+        proto.dataReceived(b64(b"alice") + b"\r\n")
+        self.assertEqual(take(transport), b"334 UGFzc3dvcmQ6\r\n")
+        proto.dataReceived(b64(b"secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_OK)
+
+    def test_cramMD5(self) -> None:
+        """
+        CRAM-MD5: the digest of the challenge sent is checked in constant time
+        by validatePassword.
+        """
+        proto, transport, handler = greeted()
+        proto.dataReceived(b"AUTH CRAM-MD5\r\n")
+        line = take(transport)
+        self.assertTrue(line.startswith(b"334 "))
+        challenge = base64.b64decode(line[4:-2])
+        digest = hmac.new(b"secret", challenge, md5).hexdigest().encode()
+        proto.dataReceived(b64(b"alice " + digest) + b"\r\n")
+        self.assertEqual(take(transport), AUTH_OK)
+
+    def test_cramMD5WrongSecret(self) -> None:
+        """
+        A CRAM-MD5 digest made with another secret is refused with 535.
+        """
+        proto, transport, handler = greeted()
+        proto.dataReceived(b"AUTH CRAM-MD5\r\n")
+        challenge = base64.b64decode(take(transport)[4:-2])
+        digest = hmac.new(b"wrong", challenge, md5).hexdigest().encode()
+        proto.dataReceived(b64(b"alice " + digest) + b"\r\n")
+        self.assertEqual(take(transport), AUTH_FAILED)
+        self.assertIsNone(proto.session.user)
+
+    def test_xoauth2(self) -> None:
+        """
+        XOAUTH2 hands the bearer token to onAuth.
+        """
+        proto, transport, handler = greeted()
+        proto.dataReceived(
+            b"AUTH XOAUTH2 " + b64(b"user=alice\x01auth=Bearer tok\x01\x01") + b"\r\n"
+        )
+        self.assertEqual(take(transport), AUTH_OK)
+        self.assertEqual(handler.requests[0].accessToken, "tok")
+
+    def test_xoauth2Failure(self) -> None:
+        """
+        A refused XOAUTH2 token gets the base64 JSON error challenge; the
+        client's empty line then gets 535.
+        """
+        proto, transport, handler = greeted()
+        proto.dataReceived(
+            b"AUTH XOAUTH2 " + b64(b"user=alice\x01auth=Bearer bad\x01\x01") + b"\r\n"
+        )
+        line = take(transport)
+        self.assertTrue(line.startswith(b"334 "), line)
+        document = base64.b64decode(line[4:-2])
+        self.assertIn(b'"status":"400"', document)
+        proto.dataReceived(b"\r\n")
+        self.assertEqual(take(transport), AUTH_FAILED)
+
+    def test_cancel(self) -> None:
+        """
+        C{*} cancels the exchange with 501.
+        """
+        proto, transport, handler = greeted()
+        proto.dataReceived(b"AUTH LOGIN\r\n*\r\nNOOP\r\n")
+        self.assertEqual(take(transport), b"334 VXNlcm5hbWU6\r\n" + AUTH_ABORTED + replies.OK)
+
+    def test_badBase64(self) -> None:
+        """
+        Malformed base64 gets 501.
+        """
+        proto, transport, handler = greeted()
+        proto.dataReceived(b"AUTH PLAIN !!!notbase64\r\n")
+        self.assertEqual(take(transport), AUTH_BAD_BASE64)
+
+    def test_unknownMechanism(self) -> None:
+        """
+        A mechanism not offered gets 504.
+        """
+        proto, transport, handler = greeted(authMethods=["PLAIN"])
+        proto.dataReceived(b"AUTH LOGIN\r\nAUTH FOO\r\n")
+        self.assertEqual(take(transport), AUTH_UNRECOGNIZED * 2)
+
+    def test_asyncOnAuth(self) -> None:
+        """
+        A slow onAuth holds the pipelined commands behind it.
+        """
+        pending: Deferred[AuthResult] = Deferred()
+
+        class Slow(PasswordHandler):
+            def onAuth(self, auth: AuthRequest, session: Session) -> object:
+                return pending
+
+        proto, transport, handler = greeted(Slow())
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0secret") + b"\r\nMAIL FROM:<a@b.c>\r\n")
+        self.assertEqual(take(transport), b"")
+        pending.callback(AuthResult(user="alice"))
+        self.assertEqual(take(transport), AUTH_OK + replies.MAIL_OK)
+
+
+class PolicyTests(SynchronousTestCase):
+    def test_alreadyAuthenticated(self) -> None:
+        """
+        A second AUTH gets 503.
+        """
+        proto, transport, handler = greeted()
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0secret") + b"\r\n")
+        take(transport)
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), ALREADY_AUTHENTICATED)
+
+    def test_inTransaction(self) -> None:
+        """
+        AUTH inside a mail transaction gets 503.
+        """
+        proto, transport, handler = greeted(authOptional=True)
+        proto.dataReceived(b"MAIL FROM:<a@b.c>\r\n")
+        take(transport)
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_IN_TRANSACTION)
+
+    def test_mailNeedsAuth(self) -> None:
+        """
+        MAIL before AUTH gets 530 with authRequiredMessage; after AUTH it is
+        accepted, and the AUTH= parameter is exposed.
+        """
+        proto, transport, handler = greeted(authRequiredMessage="Error: log in first")
+        proto.dataReceived(b"MAIL FROM:<a@b.c>\r\n")
+        self.assertEqual(take(transport), b"530 5.7.0 Error: log in first\r\n")
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0secret") + b"\r\n")
+        proto.dataReceived(b"MAIL FROM:<a@b.c> AUTH=alice+40b.c\r\n")
+        self.assertEqual(take(transport), AUTH_OK + replies.MAIL_OK)
+        mailFrom = proto.session.envelope.mailFrom
+        assert mailFrom is not None
+        self.assertEqual(mailFrom.args["AUTH"], "alice+40b.c")
+
+    def test_authOptional(self) -> None:
+        """
+        With authOptional, MAIL needs no AUTH.
+        """
+        proto, transport, handler = greeted(authOptional=True)
+        proto.dataReceived(b"MAIL FROM:<a@b.c>\r\n")
+        self.assertEqual(take(transport), replies.MAIL_OK)
+
+    def test_failureLimit(self) -> None:
+        """
+        After maxAuthFailures failures the session gets 421 and is closed.
+        """
+        proto, transport, handler = greeted(maxAuthFailures=2)
+        bad = b"AUTH PLAIN " + b64(b"\0alice\0nope") + b"\r\n"
+        proto.dataReceived(bad + bad + bad)
+        self.assertEqual(take(transport), AUTH_FAILED * 2 + TOO_MANY_AUTH_FAILURES)
+        self.assertTrue(transport.disconnecting)
+
+    def test_unauthenticatedCommandLimit(self) -> None:
+        """
+        Past maxAllowedUnauthenticatedCommands commands without AUTH, the
+        session gets 421 and is closed.
+        """
+        proto, transport, clock, _ = connect(
+            PasswordHandler(), allowInsecureAuth=True, maxAllowedUnauthenticatedCommands=3
+        )
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\nNOOP\r\nNOOP\r\nNOOP\r\n")
+        out = take(transport)
+        self.assertTrue(out.endswith(replies.OK * 2 + TOO_MANY_UNAUTHENTICATED), out)
+        self.assertTrue(transport.disconnecting)
+
+
+class PortalTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.checker = InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
+
+    def session(self) -> tuple[SMTPProtocol, Any]:
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import StringTransport
+
+        from tests.test_protocol import PEER, _ipv4
+        from twisted_smtpd._options import ServerOptions
+        from twisted_smtpd._server import SMTPServerFactory
+        from twisted_smtpd.handlers import BaseHandler
+
+        factory = SMTPServerFactory(
+            BaseHandler(),
+            ServerOptions(
+                name="mx.example.com",
+                disableReverseLookup=True,
+                allowInsecureAuth=True,
+                authMethods=["PLAIN", "LOGIN", "CRAM-MD5"],
+            ),
+            reactor=Clock(),
+            checkers=[self.checker],
+        )
+        proto = factory.buildProtocol(None)
+        transport = StringTransport(peerAddress=_ipv4(*PEER))
+        proto.makeConnection(transport)
+        proto.dataReceived(b"EHLO c\r\n")
+        self.assertIn(b"250-AUTH PLAIN LOGIN CRAM-MD5\r\n", take(transport))
+        return proto, transport
+
+    def test_plain(self) -> None:
+        """
+        PLAIN is checked by the credentials checker; the user is the avatar id.
+        """
+        proto, transport = self.session()
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_OK)
+        self.assertEqual(proto.session.user, "alice")
+
+    def test_wrongPassword(self) -> None:
+        """
+        A wrong password through the portal gets 535.
+        """
+        proto, transport = self.session()
+        proto.dataReceived(b"AUTH LOGIN " + b64(b"alice") + b"\r\n" + b64(b"wrong") + b"\r\n")
+        self.assertEqual(take(transport), b"334 UGFzc3dvcmQ6\r\n" + AUTH_FAILED)
+        self.assertIsNone(proto.session.user)
+
+    def test_unknownUser(self) -> None:
+        """
+        An unknown user through the portal gets 535.
+        """
+        proto, transport = self.session()
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"\0mallory\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_FAILED)
+
+    def test_cramMD5(self) -> None:
+        """
+        CRAM-MD5 works through a checker that knows the plain secret.
+        """
+        proto, transport = self.session()
+        proto.dataReceived(b"AUTH CRAM-MD5\r\n")
+        challenge = base64.b64decode(take(transport)[4:-2])
+        digest = hmac.new(b"secret", challenge, md5).hexdigest().encode()
+        proto.dataReceived(b64(b"alice " + digest) + b"\r\n")
+        self.assertEqual(take(transport), AUTH_OK)
+        self.assertEqual(proto.session.user, "alice")

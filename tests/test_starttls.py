@@ -1,0 +1,210 @@
+"""
+Tests for STARTTLS (RFC 3207) and the TLS-dependent behaviour of a session,
+over a L{StringTransport} that records the switch to TLS.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests import replies
+from tests.test_auth import AUTH_OK, PasswordHandler, b64
+from tests.test_protocol import PEER, RecordingHandler, _ipv4, take
+from twisted_smtpd._errors import SMTPError
+from twisted_smtpd._options import ServerOptions
+from twisted_smtpd._protocol import SMTPProtocol
+from twisted_smtpd._server import SMTPServerFactory
+from twisted_smtpd._session import Session
+
+READY = b"220 2.0.0 Ready to start TLS\r\n"
+ALREADY_SECURE = b"503 5.5.1 Error: TLS already active\r\n"
+
+
+class TLSStringTransport(StringTransport):
+    """
+    A L{StringTransport} that records C{startTLS}.
+    """
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.tlsStarted: list[object] = []
+
+    def startTLS(self, contextFactory: object) -> None:
+        self.tlsStarted.append(contextFactory)
+
+
+class FakeTLS:
+    """
+    Stands for L{ServerTLS}: hands out a marker context factory.
+    """
+
+    marker = object()
+
+    def contextFactory(self) -> object:
+        return self.marker
+
+
+def connect(handler: Any = None, **options: Any) -> tuple[SMTPProtocol, TLSStringTransport]:
+    options.setdefault("name", "mx.example.com")
+    options.setdefault("disableReverseLookup", True)
+    factory = SMTPServerFactory(
+        handler if handler is not None else RecordingHandler(),
+        ServerOptions(**options),
+        reactor=Clock(),
+    )
+    factory._tls = FakeTLS()  # type: ignore[assignment]
+    proto = factory.buildProtocol(None)
+    transport = TLSStringTransport(peerAddress=_ipv4(*PEER))
+    proto.makeConnection(transport)
+    take(transport)
+    return proto, transport
+
+
+class StartTLSTests(SynchronousTestCase):
+    def test_advertised(self) -> None:
+        """
+        STARTTLS is advertised before TLS; REQUIRETLS is not.
+        """
+        proto, transport = connect()
+        proto.dataReceived(b"EHLO c\r\n")
+        out = take(transport)
+        self.assertIn(b"250-STARTTLS\r\n", out)
+        self.assertNotIn(b"REQUIRETLS", out)
+
+    def test_pipelinedCommandsDiscarded(self) -> None:
+        """
+        Commands pipelined behind STARTTLS in plaintext are discarded, never
+        run, not even after the handshake (the STARTTLS injection bugs).
+        """
+        proto, transport = connect()
+        proto.dataReceived(b"EHLO c\r\n")
+        take(transport)
+        proto.dataReceived(b"STARTTLS\r\nNOOP\r\nMAIL FROM:<evil@example.com>\r\n")
+        self.assertEqual(take(transport), READY)
+        self.assertEqual(transport.tlsStarted, [FakeTLS.marker])
+        proto.handshakeCompleted()
+        self.assertEqual(take(transport), b"")
+        self.assertIsNone(proto.session.envelope.mailFrom)
+        proto.dataReceived(b"NOOP\r\n")
+        self.assertEqual(take(transport), replies.OK)
+
+    def test_sessionReset(self) -> None:
+        """
+        After the handshake a new EHLO is needed; the envelope and the AUTH
+        state are gone; the session is secure.
+        """
+        proto, transport = connect(PasswordHandler(), allowInsecureAuth=True, authOptional=True)
+        proto.dataReceived(b"EHLO c\r\nAUTH PLAIN " + b64(b"\0alice\0secret") + b"\r\n")
+        take(transport)
+        self.assertIsNotNone(proto.session.user)
+        proto.dataReceived(b"STARTTLS\r\n")
+        proto.handshakeCompleted()
+        take(transport)
+        self.assertTrue(proto.session.secure)
+        self.assertIsNone(proto.session.user)
+        self.assertIsNone(proto.session.openingCommand)
+        proto.dataReceived(b"MAIL FROM:<a@b.c>\r\nEHLO c\r\n")
+        out = take(transport)
+        self.assertTrue(out.startswith(replies.NEED_HELO), out)
+        self.assertTrue(out.endswith(b"250 REQUIRETLS\r\n"), out)
+        self.assertNotIn(b"STARTTLS", out)
+        self.assertEqual(proto.session.transmissionType, "ESMTPS")
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_OK)
+        self.assertEqual(proto.session.transmissionType, "ESMTPSA")
+
+    def test_alreadySecure(self) -> None:
+        """
+        A second STARTTLS gets 503.
+        """
+        proto, transport = connect()
+        proto.dataReceived(b"EHLO c\r\nSTARTTLS\r\n")
+        proto.handshakeCompleted()
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\nSTARTTLS\r\n")
+        self.assertTrue(take(transport).endswith(ALREADY_SECURE))
+
+    def test_parameters(self) -> None:
+        """
+        STARTTLS with a parameter gets 501 and TLS does not start.
+        """
+        proto, transport = connect()
+        proto.dataReceived(b"EHLO c\r\n")
+        take(transport)
+        proto.dataReceived(b"STARTTLS now\r\n")
+        self.assertEqual(take(transport), replies.SYNTAX_ERROR)
+        self.assertEqual(transport.tlsStarted, [])
+
+    def test_hiddenButAccepted(self) -> None:
+        """
+        With hideSTARTTLS it is not advertised but still works.
+        """
+        proto, transport = connect(hideSTARTTLS=True)
+        proto.dataReceived(b"EHLO c\r\n")
+        self.assertNotIn(b"STARTTLS", take(transport))
+        proto.dataReceived(b"STARTTLS\r\n")
+        self.assertEqual(take(transport), READY)
+
+    def test_disabled(self) -> None:
+        """
+        With STARTTLS disabled it is neither advertised nor accepted.
+        """
+        proto, transport = connect(disabledCommands=["STARTTLS"])
+        proto.dataReceived(b"EHLO c\r\n")
+        self.assertNotIn(b"STARTTLS", take(transport))
+        proto.dataReceived(b"STARTTLS\r\n")
+        self.assertEqual(take(transport), replies.NOT_IMPLEMENTED)
+
+    def test_onSecureRefuses(self) -> None:
+        """
+        onSecure may refuse the session: its reply is sent and the connection
+        closed.
+        """
+
+        class Refuse(RecordingHandler):
+            def onSecure(self, session: Session) -> object:
+                raise SMTPError(554, "certificate not welcome", "5.7.1")
+
+        proto, transport = connect(Refuse())
+        proto.dataReceived(b"EHLO c\r\nSTARTTLS\r\n")
+        take(transport)
+        proto.handshakeCompleted()
+        self.assertEqual(take(transport), b"554 5.7.1 certificate not welcome\r\n")
+        self.assertTrue(transport.disconnecting)
+
+    def test_slowOnSecure(self) -> None:
+        """
+        Commands wait for a slow onSecure.
+        """
+        pending: Deferred[None] = Deferred()
+
+        class Slow(RecordingHandler):
+            def onSecure(self, session: Session) -> object:
+                return pending
+
+        proto, transport = connect(Slow())
+        proto.dataReceived(b"EHLO c\r\nSTARTTLS\r\n")
+        proto.handshakeCompleted()
+        take(transport)
+        proto.dataReceived(b"NOOP\r\n")
+        self.assertEqual(take(transport), b"")
+        pending.callback(None)
+        self.assertEqual(take(transport), replies.OK)
+
+    def test_requireTls(self) -> None:
+        """
+        After TLS, MAIL takes REQUIRETLS and the envelope records it.
+        """
+        proto, transport = connect()
+        proto.dataReceived(b"EHLO c\r\nSTARTTLS\r\n")
+        proto.handshakeCompleted()
+        proto.dataReceived(b"EHLO c\r\n")
+        take(transport)
+        proto.dataReceived(b"MAIL FROM:<a@b.c> REQUIRETLS\r\n")
+        self.assertEqual(take(transport), replies.MAIL_OK)
+        self.assertTrue(proto.session.envelope.requireTls)
