@@ -24,6 +24,7 @@ from twisted_smtpd._address import (
     parseRcpt,
 )
 from twisted_smtpd._replies import (
+    BAD_ATTRIBUTE,
     BAD_HELO_HOSTNAME,
     HELO_REQUIRES_DOMAIN,
     NEED_HELO,
@@ -37,6 +38,8 @@ from twisted_smtpd._replies import (
 )
 
 __all__ = [
+    "XCLIENT_ATTRIBUTES",
+    "XFORWARD_ATTRIBUTES",
     "Command",
     "CommandError",
     "MailRequest",
@@ -46,6 +49,7 @@ __all__ = [
     "decodeXtext",
     "encodeXtext",
     "looksLikeHTTP",
+    "parseAttributes",
     "parseCommand",
     "parseHelo",
     "parseMail",
@@ -264,3 +268,38 @@ def parseHelo(argument: bytes, lenient: bool = False) -> str:
         if lenient:
             return name.decode("utf-8", "replace")
         raise CommandError(BAD_HELO_HOSTNAME) from None
+
+
+XCLIENT_ATTRIBUTES = frozenset(
+    {"NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "DESTADDR", "DESTPORT"}
+)
+XFORWARD_ATTRIBUTES = frozenset({"NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE"})
+_ATTRIBUTE = re.compile(rb"([A-Za-z]+)=([\x21-\x7e]*)")
+
+
+def parseAttributes(argument: bytes, names: frozenset[str]) -> dict[str, str]:
+    """
+    Parse the C{NAME=value ...} arguments of Postfix's XCLIENT and XFORWARD
+    commands; values are xtext (RFC 3461 section 4).
+
+    @param names: The attribute names allowed, upper case.
+    @return: The attributes, names upper case, values decoded.
+    @raise CommandError: 501 for an empty argument, an unknown name or a
+        malformed value.
+    """
+    words = argument.split()
+    if not words:
+        raise CommandError(BAD_ATTRIBUTE)
+    attributes: dict[str, str] = {}
+    for word in words:
+        match = _ATTRIBUTE.fullmatch(word)
+        if match is None:
+            raise CommandError(BAD_ATTRIBUTE)
+        name = match.group(1).decode("ascii").upper()
+        if name not in names:
+            raise CommandError(BAD_ATTRIBUTE)
+        try:
+            attributes[name] = decodeXtext(match.group(2).decode("ascii"))
+        except ValueError as e:
+            raise CommandError(BAD_ATTRIBUTE) from e
+    return attributes

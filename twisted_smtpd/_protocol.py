@@ -13,7 +13,6 @@ without bound.
 
 from __future__ import annotations
 
-import enum
 import os
 from base64 import b32encode
 from collections.abc import Callable
@@ -24,7 +23,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IDelayedCall,
     IHandshakeListener,
-    IPushProducer,
     IReactorTime,
     ISSLTransport,
 )
@@ -36,9 +34,9 @@ from zope.interface import implementer
 
 from twisted_smtpd import _replies as catalogue
 from twisted_smtpd._authcommand import AuthCommand
-from twisted_smtpd._data import DataDecoder
 from twisted_smtpd._errors import SMTPError
 from twisted_smtpd._features import extensions, transmissionType
+from twisted_smtpd._forwarding import ForwardingCommands
 from twisted_smtpd._grammar import (
     Phase,
     Verb,
@@ -46,15 +44,13 @@ from twisted_smtpd._grammar import (
     looksLikeHTTP,
     parseCommand,
     parseHelo,
-    parseMail,
-    parseRcpt,
 )
 from twisted_smtpd._options import ServerOptions
 from twisted_smtpd._receiving import MessageReceiver, errorFromReply, failureReply
 from twisted_smtpd._replies import CommandError, Reply, formatReply
 from twisted_smtpd._session import Envelope, Session
-from twisted_smtpd._stream import MessageStream
-from twisted_smtpd._tls import tlsInfo
+from twisted_smtpd._tlscommand import StartTLSCommand
+from twisted_smtpd._transaction import TransactionCommands
 from twisted_smtpd.interfaces import ISMTPHandler
 
 if TYPE_CHECKING:
@@ -64,36 +60,11 @@ if TYPE_CHECKING:
 AUTH_LINE_LIMIT = 12288
 
 
-class _Mode(enum.Enum):
-    COMMAND = "command"
-    DATA = "data"
-
-
 def newSessionId() -> str:
     """
     A short random session id (40 bits, base32, lower case).
     """
     return b32encode(os.urandom(5)).decode("ascii").lower()
-
-
-@implementer(IPushProducer)
-class _StreamUpstream:
-    """
-    What a L{MessageStream} pauses when its consumer cannot keep up: reading
-    from this protocol's connection.
-    """
-
-    def __init__(self, protocol: SMTPProtocol) -> None:
-        self._protocol = protocol
-
-    def pauseProducing(self) -> None:
-        self._protocol._setPause("stream", True)
-
-    def resumeProducing(self) -> None:
-        self._protocol._setPause("stream", False)
-
-    def stopProducing(self) -> None:
-        self._protocol._setPause("stream", False)
 
 
 @implementer(IHandshakeListener)
@@ -134,8 +105,6 @@ class SMTPProtocol(LineReceiver):
         self._discardingLine = False
         self._draining = False
         self._implicitTLS = False
-        self._startingTLS = False
-        self._mode = _Mode.COMMAND
         self._phase = Phase.CONNECTED
         self._errors = 0
         self._hookToken = 0
@@ -144,20 +113,25 @@ class SMTPProtocol(LineReceiver):
         self._timer: IDelayedCall | None = None
         self._receiver: MessageReceiver | None = None
         self._auth = AuthCommand(self)
+        self._transaction = TransactionCommands(self)
+        self._startTLS = StartTLSCommand(self)
+        self._forwarding = ForwardingCommands(self)
         self.session = Session(id=newSessionId())
         self._dispatch: dict[Verb, Callable[[bytes], None]] = {
             Verb.EHLO: self._doEHLO,
             Verb.LHLO: self._doEHLO,
             Verb.HELO: self._doHELO,
-            Verb.MAIL: self._doMAIL,
-            Verb.RCPT: self._doRCPT,
-            Verb.DATA: self._doDATA,
-            Verb.RSET: self._doRSET,
+            Verb.MAIL: self._transaction.mail,
+            Verb.RCPT: self._transaction.rcpt,
+            Verb.DATA: self._transaction.data,
+            Verb.RSET: self._transaction.rset,
             Verb.NOOP: self._doNOOP,
             Verb.QUIT: self._doQUIT,
             Verb.VRFY: self._doVRFY,
             Verb.HELP: self._doHELP,
-            Verb.STARTTLS: self._doSTARTTLS,
+            Verb.STARTTLS: self._startTLS.command,
+            Verb.XCLIENT: self._forwarding.xclient,
+            Verb.XFORWARD: self._forwarding.xforward,
             Verb.AUTH: self._auth.command,
         }
 
@@ -189,6 +163,7 @@ class SMTPProtocol(LineReceiver):
                 self._refused = True
                 self._closeWith(catalogue.SHUTDOWN)
                 return
+        self._forwarding.connected(transport)
         self._armTimer()
         self._waiting = True
         if ISSLTransport.providedBy(transport):
@@ -251,25 +226,9 @@ class SMTPProtocol(LineReceiver):
 
     def handshakeCompleted(self) -> None:
         """
-        A TLS handshake finished: record it, start the session afresh after
-        STARTTLS (RFC 3207 section 4.2), and ask C{onSecure}.
+        A TLS handshake finished (STARTTLS or implicit TLS).
         """
-        session = self.session
-        session.secure = True
-        session.tls = tlsInfo(self.transport)
-        if self._implicitTLS:
-            self._beginSession()
-            return
-        self._startingTLS = False
-        self._resetTransaction()
-        self._phase = Phase.CONNECTED
-        session.user = None
-        session.openingCommand = None
-        session.hostNameAppearsAs = None
-        session.transmissionType = "SMTP"
-        self._emit("secure")
-        self._setPause("hook", True)
-        self._hookThenResume(self._handler.onSecure, _accept, self._closeWith)
+        self._startTLS.handshakeCompleted(self._implicitTLS)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
@@ -352,9 +311,10 @@ class SMTPProtocol(LineReceiver):
         self._processing = True
         try:
             while self._buffer and not self._waiting and not self._closing:
-                if self._mode is _Mode.DATA:
+                receiver = self._receiver
+                if receiver is not None and not receiver.ended:
                     data, self._buffer = self._buffer, b""
-                    self._bodyReceived(data)
+                    self._bodyReceived(receiver, data)
                     continue
                 buf = self._buffer
                 end = buf.find(b"\n")
@@ -429,6 +389,7 @@ class SMTPProtocol(LineReceiver):
                 startTLS=factory is not None and factory.startTLSAvailable,
                 authMethods=self._auth.advertised(),
             )
+            ext += self._forwarding.advertised()
             self._send(catalogue.ehlo(self._options.name, self._heloText(), ext))
 
         self._hook(self._handler.onHelo, (hostname, self.session), accepted, self._fail)
@@ -463,86 +424,7 @@ class SMTPProtocol(LineReceiver):
             session.openingCommand, session.secure, session.user is not None
         )
 
-    def _doSTARTTLS(self, argument: bytes) -> None:
-        factory = self._serverFactory
-        if argument:
-            self._fail(catalogue.SYNTAX_ERROR)
-            return
-        if self.session.secure:
-            self._fail(catalogue.ALREADY_SECURE)
-            return
-        if factory is None or not factory.startTLSAvailable:
-            self._fail(catalogue.NOT_IMPLEMENTED)
-            return
-        contextFactory = factory.tls.contextFactory()
-        self._send(catalogue.READY_FOR_TLS)
-        # RFC 3207 section 4.2 and CVE-2011-0411: whatever the client
-        # pipelined behind STARTTLS in plaintext is discarded, never run.
-        self._buffer = b""
-        self._waiting = True
-        self._startingTLS = True
-        transport: Any = self.transport
-        transport.startTLS(contextFactory)
-
-    # -- transaction commands ------------------------------------------------------
-
-    def _doMAIL(self, argument: bytes) -> None:
-        if self._draining:
-            self._closeWith(catalogue.SHUTDOWN)
-            return
-        factory = self._serverFactory
-        if factory is not None and factory.authRequired and self.session.user is None:
-            self._fail(catalogue.authRequired(self._options.authRequiredMessage))
-            return
-        request = parseMail(argument, self._options.lenientAddresses)
-        size = self._options.size
-        if size and request.size is not None and request.size > size:
-            self._fail(catalogue.SIZE_EXCEEDED_MAIL)
-            return
-        if request.requireTls and not self.session.secure:
-            self._fail(catalogue.REQUIRETLS_NEEDS_TLS)
-            return
-        envelope = Envelope(
-            mailFrom=request.address,
-            dsn=request.dsn,
-            bodyType=request.bodyType,
-            smtpUtf8=request.smtpUtf8,
-            requireTls=request.requireTls,
-            size=request.size,
-        )
-
-        def accepted(result: object) -> None:
-            self.session.envelope = envelope
-            self._phase = Phase.MAIL
-            self._emit("mail", address=request.address)
-            self._send(catalogue.MAIL_OK)
-
-        self._hook(self._handler.onMailFrom, (request.address, self.session), accepted, self._fail)
-
-    def _doRCPT(self, argument: bytes) -> None:
-        envelope = self.session.envelope
-        address = parseRcpt(argument, envelope.smtpUtf8, self._options.lenientAddresses)
-        if len(envelope.rcptTo) >= self._options.maxRecipients:
-            self._fail(catalogue.TOO_MANY_RECIPIENTS)
-            return
-
-        def accepted(result: object) -> None:
-            if self.session.envelope is envelope:
-                envelope.rcptTo.append(address)
-                self._phase = Phase.RCPT
-            self._emit("rcpt", address=address)
-            self._send(catalogue.RCPT_OK)
-
-        self._hook(self._handler.onRcptTo, (address, self.session), accepted, self._fail)
-
-    def _doRSET(self, argument: bytes) -> None:
-        if argument:
-            self._fail(catalogue.SYNTAX_ERROR)
-            return
-        self._resetTransaction()
-        self._send(catalogue.RESET)
-        if self._draining:
-            self._closeWith(catalogue.SHUTDOWN)
+    # -- simple commands -----------------------------------------------------------
 
     def _doNOOP(self, argument: bytes) -> None:
         self._send(catalogue.OK)
@@ -559,35 +441,10 @@ class SMTPProtocol(LineReceiver):
     def _doHELP(self, argument: bytes) -> None:
         self._send(catalogue.HELP)
 
-    def _doDATA(self, argument: bytes) -> None:
-        if argument:
-            self._fail(catalogue.SYNTAX_ERROR)
-            return
-        if self.session.envelope.bodyType == "binarymime":
-            self._fail(catalogue.BINARYMIME_NEEDS_BDAT)
-            return
-        self._send(catalogue.START_DATA)
-        options = self._options
-        receiver = MessageReceiver(
-            DataDecoder(options.size, options.bareNewline),
-            MessageStream(upstream=_StreamUpstream(self)),
-            replyCount=len(self.session.envelope.rcptTo) if options.lmtp else 1,
-            lmtp=options.lmtp,
-            rejectBareNewline=options.bareNewline == "reject",
-            done=self._messageDone,
-            log=self._logDataFailure,
-        )
-        self._receiver = receiver
-        self._mode = _Mode.DATA
-        receiver.start(self._handler.onData, self.session)
-
-    def _bodyReceived(self, data: bytes) -> None:
-        receiver = self._receiver
-        assert receiver is not None
+    def _bodyReceived(self, receiver: MessageReceiver, data: bytes) -> None:
         rest = receiver.feed(data)
         if rest is None:
             return
-        self._mode = _Mode.COMMAND
         self._buffer = rest + self._buffer
         self._setPause("stream", False)
         if not receiver.finished:
@@ -717,6 +574,8 @@ class SMTPProtocol(LineReceiver):
         session = self.session
         if session.envelope.mailFrom is not None:
             session.transaction += 1
+            # XFORWARD attributes apply to one transaction.
+            session.xForward = {}
         session.envelope = Envelope()
         if self._phase in (Phase.MAIL, Phase.RCPT):
             self._phase = Phase.GREETED
@@ -761,7 +620,7 @@ class SMTPProtocol(LineReceiver):
             return
         now = self._clock.seconds()
         timeout = self._options.socketTimeout
-        if (self._waiting and not self._startingTLS) or self._pauses:
+        if (self._waiting and not self._startTLS.starting) or self._pauses:
             self._lastActivity = now
         idle = now - self._lastActivity
         if idle >= timeout:
@@ -772,12 +631,6 @@ class SMTPProtocol(LineReceiver):
             self._closeWith(catalogue.TIMEOUT)
             return
         self._timer = self._clock.callLater(timeout - idle, self._checkTimeout)
-
-
-def _accept(result: object) -> None:
-    """
-    Nothing to say when a hook accepts.
-    """
 
 
 def _hostPort(address: object) -> tuple[str, int]:

@@ -217,3 +217,9 @@ def challenge(text: str) -> Reply:
     A 334 SASL challenge (RFC 4954 section 4); C{text} is already base64.
     """
     return Reply(334, None, (text,))
+
+
+# XCLIENT, XFORWARD and PROXY (Postfix's XCLIENT_README and XFORWARD_README)
+BAD_ATTRIBUTE = reply(501, "5.5.4", "Error: bad attribute syntax")
+NOT_AUTHORIZED = reply(550, "5.7.0", "Error: insufficient authorization")
+UNTRUSTED_PROXY = reply(421, "4.7.0", "Error: PROXY header from an untrusted address")

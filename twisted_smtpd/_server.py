@@ -30,6 +30,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted_smtpd._cred import authenticate, portalFromCheckers
 from twisted_smtpd._options import ServerOptions
 from twisted_smtpd._protocol import SMTPProtocol
+from twisted_smtpd._proxy import ProxyWrappingFactory
 from twisted_smtpd._replies import Reply
 from twisted_smtpd._resolve import ReverseResolver
 from twisted_smtpd._session import AuthRequest, AuthResult, Session
@@ -312,10 +313,18 @@ class SMTPServer(MultiService):
         """
         Parse an endpoint string.  An C{ssl:} endpoint that names no key of
         its own serves implicit TLS (RFC 8314) with the server's TLS
-        configuration, SNI and reloading included.
+        configuration, SNI and reloading included.  C{haproxy:} takes any
+        other description after it and reads a PROXY header (v1 or v2) first,
+        believed only from C{useProxy} networks when they are set.
         """
         kind, _, rest = description.partition(":")
-        if kind.strip().lower() == "ssl" and not any(
+        kind = kind.strip().lower()
+        if kind == "haproxy":
+            # PROXY header first, then whatever the inner endpoint speaks.
+            endpoint, inner = self._endpoint(rest)
+            proxied = ProxyWrappingFactory(inner, self.factory.options.useProxy, self.reactor)
+            return endpoint, proxied
+        if kind == "ssl" and not any(
             part.split("=", 1)[0].strip() in ("privateKey", "certKey") for part in rest.split(":")
         ):
             endpoint = serverFromString(self.reactor, "tcp:" + rest)

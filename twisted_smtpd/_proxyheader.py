@@ -1,0 +1,127 @@
+# -*- test-case-name: tests.test_proxy -*-
+"""
+Pure: HAProxy's PROXY protocol header, versions 1 and 2
+(U{https://www.haproxy.org/download/2.8/doc/proxy-protocol.txt}).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+from attrs import frozen
+
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+V1_MAX = 107
+#: The largest version 2 header accepted (the format allows 65551 bytes;
+#: nothing an SMTP front end sends comes near this).
+V2_MAX = 16 + 1024
+
+
+class ProxyHeaderError(ValueError):
+    """
+    The bytes are not a valid PROXY header.
+    """
+
+
+@frozen
+class ProxyHeader:
+    """
+    What a PROXY header said.
+
+    @ivar version: 1 or 2.
+    @ivar source: The real client C{(host, port)}, or C{None} for a
+        health check (C{UNKNOWN}, C{LOCAL}, or an address family that is not
+        TCP over IPv4/IPv6).
+    @ivar destination: The address the client connected to, or C{None}.
+    """
+
+    version: int
+    source: tuple[str, int] | None
+    destination: tuple[str, int] | None
+
+
+def parseProxyHeader(data: bytes) -> tuple[ProxyHeader | None, int]:
+    """
+    Parse a PROXY header at the start of C{data}.
+
+    @return: C{(header, length)} once the header is complete, where
+        C{length} is how many bytes it took; C{(None, 0)} while more bytes are
+        needed.
+    @raise ProxyHeaderError: The data cannot start a valid header.
+    """
+    if data[:1] == b"P":
+        return _parseV1(data)
+    if data[:1] == b"\r":
+        return _parseV2(data)
+    if data:
+        raise ProxyHeaderError("not a PROXY header")
+    return None, 0
+
+
+def _parseV1(data: bytes) -> tuple[ProxyHeader | None, int]:
+    if not b"PROXY "[: len(data)] == data[:6]:
+        raise ProxyHeaderError("not a PROXY header")
+    end = data.find(b"\r\n", 0, V1_MAX)
+    if end < 0:
+        if len(data) >= V1_MAX:
+            raise ProxyHeaderError("PROXY line too long")
+        return None, 0
+    fields = data[:end].split(b" ")
+    if len(fields) >= 2 and fields[1] == b"UNKNOWN":
+        return ProxyHeader(1, None, None), end + 2
+    if len(fields) != 6 or fields[1] not in (b"TCP4", b"TCP6"):
+        raise ProxyHeaderError("bad PROXY line")
+    version = 4 if fields[1] == b"TCP4" else 6
+    source = (_ip(fields[2], version), _portNumber(fields[4]))
+    destination = (_ip(fields[3], version), _portNumber(fields[5]))
+    return ProxyHeader(1, source, destination), end + 2
+
+
+def _ip(raw: bytes, version: int) -> str:
+    try:
+        address = ipaddress.ip_address(raw.decode("ascii"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ProxyHeaderError("bad address") from e
+    if address.version != version:
+        raise ProxyHeaderError("address family mismatch")
+    return str(address)
+
+
+def _portNumber(raw: bytes) -> int:
+    if not raw.isdigit() or len(raw) > 5 or (len(raw) > 1 and raw[:1] == b"0"):
+        raise ProxyHeaderError("bad port")
+    port = int(raw)
+    if port > 65535:
+        raise ProxyHeaderError("bad port")
+    return port
+
+
+def _parseV2(data: bytes) -> tuple[ProxyHeader | None, int]:
+    if V2_SIGNATURE[: len(data)] != data[:12]:
+        raise ProxyHeaderError("not a PROXY header")
+    if len(data) < 16:
+        return None, 0
+    versionCommand, family = data[12], data[13]
+    (length,) = struct.unpack("!H", data[14:16])
+    if versionCommand >> 4 != 2 or versionCommand & 0x0F not in (0, 1):
+        raise ProxyHeaderError("bad PROXY version or command")
+    total = 16 + length
+    if total > V2_MAX:
+        raise ProxyHeaderError("PROXY header too long")
+    if len(data) < total:
+        return None, 0
+    if versionCommand & 0x0F == 0:
+        return ProxyHeader(2, None, None), total
+    body = data[16:total]
+    if family == 0x11 and length >= 12:
+        src = str(ipaddress.IPv4Address(body[0:4]))
+        dst = str(ipaddress.IPv4Address(body[4:8]))
+        sport, dport = struct.unpack("!HH", body[8:12])
+    elif family == 0x21 and length >= 36:
+        src = str(ipaddress.IPv6Address(body[0:16]))
+        dst = str(ipaddress.IPv6Address(body[16:32]))
+        sport, dport = struct.unpack("!HH", body[32:36])
+    else:
+        return ProxyHeader(2, None, None), total
+    return ProxyHeader(2, (src, sport), (dst, dport)), total
