@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 from base64 import b32encode
 from collections.abc import Callable
-from inspect import iscoroutine
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -45,6 +44,7 @@ from twisted_smtpd._grammar import (
     parseCommand,
     parseHelo,
 )
+from twisted_smtpd._hooks import callHook
 from twisted_smtpd._options import ServerOptions
 from twisted_smtpd._receiving import MessageReceiver, errorFromReply, failureReply
 from twisted_smtpd._replies import CommandError, Reply, formatReply
@@ -478,17 +478,17 @@ class SMTPProtocol(LineReceiver):
         coroutine stops reading until it answers, so replies stay in order.
         """
         try:
-            result = fn(*args)
+            result = callHook(fn, *args)
         except SMTPError as e:
             refused(e.toReply())
             return
         except Exception:
             refused(self._failureReply(Failure(), fn))
             return
-        if not (isinstance(result, Deferred) or iscoroutine(result)):
+        if not isinstance(result, Deferred):
             accepted(result)
             return
-        d = result if isinstance(result, Deferred) else Deferred.fromCoroutine(result)
+        d = result
         self._waiting = True
         self._setPause("hook", True)
         self._hookToken += 1

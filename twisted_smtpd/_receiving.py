@@ -8,7 +8,6 @@ make together once both the body and the answer are in.
 from __future__ import annotations
 
 from collections.abc import Callable
-from inspect import iscoroutine
 from typing import Protocol
 
 from twisted.internet.defer import Deferred
@@ -16,6 +15,7 @@ from twisted.python.failure import Failure
 
 from twisted_smtpd import _replies as catalogue
 from twisted_smtpd._errors import SMTPError
+from twisted_smtpd._hooks import callHook
 from twisted_smtpd._replies import Reply, sanitiseText
 from twisted_smtpd._session import Session
 from twisted_smtpd._stream import MessageStream
@@ -115,13 +115,12 @@ class MessageReceiver:
         Call the handler's C{onData} with the stream.
         """
         try:
-            result = onData(self.stream, session)
+            result = callHook(onData, self.stream, session)
         except Exception:
             self._answered(Failure())
             return
-        if isinstance(result, Deferred) or iscoroutine(result):
-            d = result if isinstance(result, Deferred) else Deferred.fromCoroutine(result)
-            d.addBoth(self._answered)
+        if isinstance(result, Deferred):
+            result.addBoth(self._answered)
         else:
             self._answered(result)
 
