@@ -27,6 +27,20 @@ if TYPE_CHECKING:
     from twisted_smtpd._protocol import SMTPProtocol
 
 
+def advertisedMechanisms(p: SMTPProtocol) -> tuple[str, ...]:
+    """
+    The mechanisms to list in EHLO now: none unless AUTH is enabled and
+    the session is encrypted (or insecure AUTH is allowed).
+    """
+    factory = p._serverFactory
+    options = p._options
+    if factory is None or not factory.authEnabled or "AUTH" in options.disabledCommands:
+        return ()
+    if not (p.session.secure or options.allowInsecureAuth):
+        return ()
+    return options.authMethods
+
+
 class AuthCommand:
     """
     AUTH for one session.
@@ -46,20 +60,6 @@ class AuthCommand:
         Whether the next client line belongs to a SASL exchange.
         """
         return self._mechanism is not None or self._pendingFailure is not None
-
-    def advertised(self) -> tuple[str, ...]:
-        """
-        The mechanisms to list in EHLO now: none unless AUTH is enabled and
-        the session is encrypted (or insecure AUTH is allowed).
-        """
-        p = self._protocol
-        factory = p._serverFactory
-        options = p._options
-        if factory is None or not factory.authEnabled or "AUTH" in options.disabledCommands:
-            return ()
-        if not (p.session.secure or options.allowInsecureAuth):
-            return ()
-        return options.authMethods
 
     def command(self, argument: bytes) -> None:
         """

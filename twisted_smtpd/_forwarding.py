@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted_smtpd import _replies as catalogue
+from twisted_smtpd._flow import PAUSE_HOOK
 from twisted_smtpd._grammar import (
     XCLIENT_ATTRIBUTES,
     XFORWARD_ATTRIBUTES,
@@ -38,106 +39,96 @@ def _port(value: str, default: int) -> int:
     return int(value) if value.isdigit() and int(value) < 65536 else default
 
 
-class ForwardingCommands:
+def connected(p: SMTPProtocol, transport: Any) -> None:
     """
-    PROXY trust, XCLIENT and XFORWARD for one session.
+    Note where the connection came from, and what a PROXY header (already
+    checked against C{useProxy} by L{twisted_smtpd._proxy}) said.
     """
+    session = p.session
+    p._connectedFrom = session.remoteAddress[0]
+    details = proxyDetails(transport)
+    if details is not None:
+        frontEnd, header = details
+        attributes = {
+            "PROXY": str(getattr(frontEnd, "host", "")),
+            "VERSION": str(header.version),
+        }
+        if header.source is not None:
+            attributes["SOURCE"] = header.source[0]
+        if header.destination is not None:
+            attributes["DESTINATION"] = header.destination[0]
+        session.proxy = ProxyInfo(attributes)
 
-    def __init__(self, protocol: SMTPProtocol) -> None:
-        self._protocol = protocol
-        #: The address the connection came from, after a trusted PROXY
-        #: header and before any XCLIENT.
-        self.connectedFrom = ""
 
-    def connected(self, transport: Any) -> None:
-        """
-        Note where the connection came from, and what a PROXY header (already
-        checked against C{useProxy} by L{twisted_smtpd._proxy}) said.
-        """
-        session = self._protocol.session
-        self.connectedFrom = session.remoteAddress[0]
-        details = proxyDetails(transport)
-        if details is not None:
-            frontEnd, header = details
-            attributes = {
-                "PROXY": str(getattr(frontEnd, "host", "")),
-                "VERSION": str(header.version),
-            }
-            if header.source is not None:
-                attributes["SOURCE"] = header.source[0]
-            if header.destination is not None:
-                attributes["DESTINATION"] = header.destination[0]
-            session.proxy = ProxyInfo(attributes)
+def advertised(p: SMTPProtocol) -> tuple[str, ...]:
+    """
+    The XCLIENT and XFORWARD keywords for a trusted client.
+    """
+    options = p._options
+    out = []
+    if options.useXClient and trusted(options.useXClient, p._connectedFrom):
+        out.append("XCLIENT " + " ".join(sorted(XCLIENT_ATTRIBUTES)))
+    if options.useXForward and trusted(options.useXForward, p._connectedFrom):
+        out.append("XFORWARD " + " ".join(sorted(XFORWARD_ATTRIBUTES)))
+    return tuple(out)
 
-    def advertised(self) -> tuple[str, ...]:
-        """
-        The XCLIENT and XFORWARD keywords for a trusted client.
-        """
-        options = self._protocol._options
-        out = []
-        if options.useXClient and trusted(options.useXClient, self.connectedFrom):
-            out.append("XCLIENT " + " ".join(sorted(XCLIENT_ATTRIBUTES)))
-        if options.useXForward and trusted(options.useXForward, self.connectedFrom):
-            out.append("XFORWARD " + " ".join(sorted(XFORWARD_ATTRIBUTES)))
-        return tuple(out)
 
-    def _allowed(self, networks: Any) -> bool:
-        p = self._protocol
-        if not networks or not trusted(networks, self.connectedFrom):
-            p._fail(catalogue.NOT_AUTHORIZED)
-            return False
-        if p._phase in (Phase.MAIL, Phase.RCPT):
-            p._fail(catalogue.AUTH_IN_TRANSACTION)
-            return False
-        return True
+def _allowed(p: SMTPProtocol, networks: Any) -> bool:
+    if not networks or not trusted(networks, p._connectedFrom):
+        p._fail(catalogue.NOT_AUTHORIZED)
+        return False
+    if p._phase in (Phase.MAIL, Phase.RCPT):
+        p._fail(catalogue.AUTH_IN_TRANSACTION)
+        return False
+    return True
 
-    def xclient(self, argument: bytes) -> None:
-        """
-        XCLIENT: take the real client's attributes, then start the session
-        again with a new greeting, as Postfix does.
-        """
-        p = self._protocol
-        if not self._allowed(p._options.useXClient):
-            return
-        attributes = parseAttributes(argument, XCLIENT_ATTRIBUTES)
-        session = p.session
-        session.xClient.update(attributes)
-        host, port = session.remoteAddress
-        address = attributes.get("ADDR")
-        if address is not None and address not in _UNAVAILABLE:
-            host = _address(address)
-            session.clientHostname = f"[{host}]"
-        port = _port(attributes.get("PORT", ""), port)
-        session.remoteAddress = (host, port)
-        name = attributes.get("NAME")
-        if name is not None and name not in _UNAVAILABLE:
-            session.clientHostname = name
-        helo = attributes.get("HELO")
-        if helo is not None:
-            session.hostNameAppearsAs = None if helo in _UNAVAILABLE else helo
-        login = attributes.get("LOGIN")
-        if login is not None:
-            session.user = None if login in _UNAVAILABLE else login
-        local, localPort = session.localAddress
-        destination = attributes.get("DESTADDR")
-        if destination is not None and destination not in _UNAVAILABLE:
-            local = _address(destination)
-        session.localAddress = (local, _port(attributes.get("DESTPORT", ""), localPort))
-        p._resetTransaction()
-        p._phase = Phase.CONNECTED
-        session.openingCommand = None
-        p.updateTransmissionType()
-        p._setPause("hook", True)
-        p._runConnectHooks()
 
-    def xforward(self, argument: bytes) -> None:
-        """
-        XFORWARD: record the original client's attributes for the next
-        transaction (C{session.xForward}).
-        """
-        p = self._protocol
-        if not self._allowed(p._options.useXForward):
-            return
-        attributes = parseAttributes(argument, XFORWARD_ATTRIBUTES)
-        p.session.xForward.update(attributes)
-        p._send(catalogue.OK)
+def xclient(p: SMTPProtocol, argument: bytes) -> None:
+    """
+    XCLIENT: take the real client's attributes, then start the session
+    again with a new greeting, as Postfix does.
+    """
+    if not _allowed(p, p._options.useXClient):
+        return
+    attributes = parseAttributes(argument, XCLIENT_ATTRIBUTES)
+    session = p.session
+    session.xClient.update(attributes)
+    host, port = session.remoteAddress
+    address = attributes.get("ADDR")
+    if address is not None and address not in _UNAVAILABLE:
+        host = _address(address)
+        session.clientHostname = f"[{host}]"
+    port = _port(attributes.get("PORT", ""), port)
+    session.remoteAddress = (host, port)
+    name = attributes.get("NAME")
+    if name is not None and name not in _UNAVAILABLE:
+        session.clientHostname = name
+    helo = attributes.get("HELO")
+    if helo is not None:
+        session.hostNameAppearsAs = None if helo in _UNAVAILABLE else helo
+    login = attributes.get("LOGIN")
+    if login is not None:
+        session.user = None if login in _UNAVAILABLE else login
+    local, localPort = session.localAddress
+    destination = attributes.get("DESTADDR")
+    if destination is not None and destination not in _UNAVAILABLE:
+        local = _address(destination)
+    session.localAddress = (local, _port(attributes.get("DESTPORT", ""), localPort))
+    p._resetTransaction()
+    p._phase = Phase.CONNECTED
+    session.openingCommand = None
+    p.updateTransmissionType()
+    p._setPause(PAUSE_HOOK, True)
+    p._runConnectHooks()
+
+
+def xforward(p: SMTPProtocol, argument: bytes) -> None:
+    """
+    XFORWARD: record the original client's attributes for the next
+    transaction (C{session.xForward}).
+    """
+    if not _allowed(p, p._options.useXForward):
+        return
+    attributes = parseAttributes(argument, XFORWARD_ATTRIBUTES)
+    p.session.xForward.update(attributes)
+    p._send(catalogue.OK)

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
-    IDelayedCall,
     IHandshakeListener,
     IReactorTime,
     ISSLTransport,
@@ -31,11 +30,12 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_smtpd import _forwarding, _tlscommand, _transaction
 from twisted_smtpd import _replies as catalogue
-from twisted_smtpd._authcommand import AuthCommand
+from twisted_smtpd._authcommand import AuthCommand, advertisedMechanisms
 from twisted_smtpd._errors import SMTPError
 from twisted_smtpd._features import extensions, transmissionType
-from twisted_smtpd._forwarding import ForwardingCommands
+from twisted_smtpd._flow import PAUSE_HOOK, PAUSE_STREAM, PAUSE_WRITE
 from twisted_smtpd._grammar import (
     Phase,
     Verb,
@@ -49,8 +49,6 @@ from twisted_smtpd._options import ServerOptions
 from twisted_smtpd._receiving import MessageReceiver, errorFromReply, failureReply
 from twisted_smtpd._replies import CommandError, Reply, formatReply
 from twisted_smtpd._session import Envelope, Session
-from twisted_smtpd._tlscommand import StartTLSCommand
-from twisted_smtpd._transaction import TransactionCommands
 from twisted_smtpd.interfaces import ISMTPHandler
 
 if TYPE_CHECKING:
@@ -81,6 +79,37 @@ class SMTPProtocol(LineReceiver):
 
     _log = Logger()
 
+    # Slots keep an idle connection small (hundreds of bytes, not kilobytes).
+    __slots__ = (
+        "_auth",
+        "_buffer",
+        "_clock",
+        "_closing",
+        "_connected",
+        "_connectedFrom",
+        "_discardingLine",
+        "_draining",
+        "_enhanced",
+        "_errors",
+        "_handler",
+        "_hookToken",
+        "_implicitTLS",
+        "_lastActivity",
+        "_options",
+        "_pauses",
+        "_phase",
+        "_processing",
+        "_receiver",
+        "_refused",
+        "_serverFactory",
+        "_startingTLS",
+        "_transportPaused",
+        "_unauthenticated",
+        "_waiting",
+        "_wire",
+        "session",
+    )
+
     def __init__(
         self,
         handler: ISMTPHandler,
@@ -97,7 +126,7 @@ class SMTPProtocol(LineReceiver):
         self._buffer = b""
         self._processing = False
         self._waiting = False
-        self._pauses: set[str] = set()
+        self._pauses = 0
         self._transportPaused = False
         self._closing = False
         self._connected = False
@@ -110,30 +139,11 @@ class SMTPProtocol(LineReceiver):
         self._hookToken = 0
         self._unauthenticated = 0
         self._lastActivity = 0.0
-        self._timer: IDelayedCall | None = None
         self._receiver: MessageReceiver | None = None
-        self._auth = AuthCommand(self)
-        self._transaction = TransactionCommands(self)
-        self._startTLS = StartTLSCommand(self)
-        self._forwarding = ForwardingCommands(self)
+        self._auth: AuthCommand | None = None
+        self._startingTLS = False
+        self._connectedFrom = ""
         self.session = Session(id=newSessionId())
-        self._dispatch: dict[Verb, Callable[[bytes], None]] = {
-            Verb.EHLO: self._doEHLO,
-            Verb.LHLO: self._doEHLO,
-            Verb.HELO: self._doHELO,
-            Verb.MAIL: self._transaction.mail,
-            Verb.RCPT: self._transaction.rcpt,
-            Verb.DATA: self._transaction.data,
-            Verb.RSET: self._transaction.rset,
-            Verb.NOOP: self._doNOOP,
-            Verb.QUIT: self._doQUIT,
-            Verb.VRFY: self._doVRFY,
-            Verb.HELP: self._doHELP,
-            Verb.STARTTLS: self._startTLS.command,
-            Verb.XCLIENT: self._forwarding.xclient,
-            Verb.XFORWARD: self._forwarding.xforward,
-            Verb.AUTH: self._auth.command,
-        }
 
     # -- connection life -------------------------------------------------
 
@@ -153,7 +163,7 @@ class SMTPProtocol(LineReceiver):
         transport.registerProducer(self, True)
         factory = self._serverFactory
         if factory is not None:
-            factory.connections.add(self)
+            factory.watch(self)
             limit = self._options.maxClients
             if limit and len(factory.connections) > limit:
                 self._refused = True
@@ -163,8 +173,7 @@ class SMTPProtocol(LineReceiver):
                 self._refused = True
                 self._closeWith(catalogue.SHUTDOWN)
                 return
-        self._forwarding.connected(transport)
-        self._armTimer()
+        _forwarding.connected(self, transport)
         self._waiting = True
         if ISSLTransport.providedBy(transport):
             # Implicit TLS (RFC 8314): nothing happens before the handshake,
@@ -175,7 +184,7 @@ class SMTPProtocol(LineReceiver):
         self._beginSession()
 
     def _beginSession(self) -> None:
-        self._setPause("hook", True)
+        self._setPause(PAUSE_HOOK, True)
         factory = self._serverFactory
         if factory is not None and not self._options.disableReverseLookup:
             d = factory.reverseLookup(self.session.remoteAddress[0])
@@ -228,7 +237,7 @@ class SMTPProtocol(LineReceiver):
         """
         A TLS handshake finished (STARTTLS or implicit TLS).
         """
-        self._startTLS.handshakeCompleted(self._implicitTLS)
+        _tlscommand.handshakeCompleted(self, self._implicitTLS)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
@@ -236,9 +245,6 @@ class SMTPProtocol(LineReceiver):
         """
         self._connected = False
         self._closing = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
         if self._receiver is not None:
             self._receiver.abandon(reason)
             self._receiver = None
@@ -264,25 +270,27 @@ class SMTPProtocol(LineReceiver):
         The transport's write buffer is full: stop reading until the client
         has read its replies.
         """
-        self._setPause("write", True)
+        self._setPause(PAUSE_WRITE, True)
 
     def resumeProducing(self) -> None:
         """
         The client caught up with its replies: read again.
         """
-        self._setPause("write", False)
+        self._setPause(PAUSE_WRITE, False)
 
     def stopProducing(self) -> None:
         """
         The transport is going away; nothing to do until C{connectionLost}.
         """
 
-    def _setPause(self, reason: str, paused: bool) -> None:
-        if paused:
-            self._pauses.add(reason)
-        else:
-            self._pauses.discard(reason)
-        want = bool(self._pauses)
+    def _setPause(self, reason: int, paused: bool) -> None:
+        """
+        Record one reason to stop reading (L{PAUSE_HOOK}, L{PAUSE_STREAM},
+        L{PAUSE_WRITE}); the transport reads while there is none.
+        """
+        pauses = self._pauses | reason if paused else self._pauses & ~reason
+        self._pauses = pauses
+        want = pauses != 0
         if want != self._transportPaused and self._connected and not self._closing:
             transport: Any = self.transport
             self._transportPaused = want
@@ -330,8 +338,9 @@ class SMTPProtocol(LineReceiver):
                     self._discardingLine = False
                     continue
                 line = buf[: end - 1] if end and buf[end - 1] == 13 else buf[:end]
-                if self._auth.active:
-                    self._auth.line(line)
+                auth = self._auth
+                if auth is not None and auth.active:
+                    auth.line(line)
                 else:
                     self._lineReceived(line)
         finally:
@@ -365,12 +374,12 @@ class SMTPProtocol(LineReceiver):
         except CommandError as e:
             self._fail(e.reply)
             return
-        action = self._dispatch.get(verb)
+        action = _DISPATCH.get(verb)
         if action is None:
             self._fail(catalogue.NOT_IMPLEMENTED)
             return
         try:
-            action(command.argument)
+            action(self, command.argument)
         except CommandError as e:
             self._fail(e.reply)
 
@@ -387,9 +396,9 @@ class SMTPProtocol(LineReceiver):
                 self._options,
                 secure=self.session.secure,
                 startTLS=factory is not None and factory.startTLSAvailable,
-                authMethods=self._auth.advertised(),
+                authMethods=advertisedMechanisms(self),
             )
-            ext += self._forwarding.advertised()
+            ext += _forwarding.advertised(self)
             self._send(catalogue.ehlo(self._options.name, self._heloText(), ext))
 
         self._hook(self._handler.onHelo, (hostname, self.session), accepted, self._fail)
@@ -402,6 +411,12 @@ class SMTPProtocol(LineReceiver):
             self._send(catalogue.helo(self._heloText()))
 
         self._hook(self._handler.onHelo, (hostname, self.session), accepted, self._fail)
+
+    def _doAUTH(self, argument: bytes) -> None:
+        auth = self._auth
+        if auth is None:
+            auth = self._auth = AuthCommand(self)
+        auth.command(argument)
 
     def _heloText(self) -> str:
         return self._options.heloResponse % (self._options.name, self.session.clientHostname)
@@ -446,12 +461,12 @@ class SMTPProtocol(LineReceiver):
         if rest is None:
             return
         self._buffer = rest + self._buffer
-        self._setPause("stream", False)
+        self._setPause(PAUSE_STREAM, False)
         if not receiver.finished:
             # The body is in; the reply waits for onData, and so does
             # everything the client pipelined behind it.
             self._waiting = True
-            self._setPause("hook", True)
+            self._setPause(PAUSE_HOOK, True)
 
     def _messageDone(self, replies: list[Reply], size: int) -> None:
         self._receiver = None
@@ -490,7 +505,7 @@ class SMTPProtocol(LineReceiver):
             return
         d = result
         self._waiting = True
-        self._setPause("hook", True)
+        self._setPause(PAUSE_HOOK, True)
         self._hookToken += 1
         token = self._hookToken
 
@@ -513,7 +528,7 @@ class SMTPProtocol(LineReceiver):
 
     def _resume(self) -> None:
         self._waiting = False
-        self._setPause("hook", False)
+        self._setPause(PAUSE_HOOK, False)
         if not self._processing and not self._closing:
             self._processBuffer()
 
@@ -607,30 +622,22 @@ class SMTPProtocol(LineReceiver):
             self._receiver = None
         self._closeWith(catalogue.SHUTDOWN)
 
-    def _armTimer(self) -> None:
-        self._timer = self._clock.callLater(self._options.socketTimeout, self._checkTimeout)
-
-    def _checkTimeout(self) -> None:
+    def checkIdle(self, now: float) -> None:
         """
-        Fire after C{socketTimeout} of client silence; waiting for our own
-        hooks or for a slow consumer does not count as the client's silence.
+        Called about once a second by the factory: after C{socketTimeout} of
+        client silence, send 421 and close.  Waiting for our own hooks or for
+        a slow consumer is not the client's silence.
         """
-        self._timer = None
         if not self._connected or self._closing:
             return
-        now = self._clock.seconds()
-        timeout = self._options.socketTimeout
-        if (self._waiting and not self._startTLS.starting) or self._pauses:
+        if (self._waiting and not self._startingTLS) or self._pauses:
             self._lastActivity = now
-        idle = now - self._lastActivity
-        if idle >= timeout:
+        elif now - self._lastActivity >= self._options.socketTimeout:
             self._log.info("{session} timeout", session=self.session.id)
             if self._receiver is not None:
                 self._receiver.abandon(Failure(errorFromReply(catalogue.TIMEOUT)))
                 self._receiver = None
             self._closeWith(catalogue.TIMEOUT)
-            return
-        self._timer = self._clock.callLater(timeout - idle, self._checkTimeout)
 
 
 def _hostPort(address: object) -> tuple[str, int]:
@@ -641,3 +648,22 @@ def _hostPort(address: object) -> tuple[str, int]:
             name = name.decode("utf-8", "replace")
         return (str(name) if name else "", 0)
     return (str(host), int(getattr(address, "port", 0) or 0))
+
+
+_DISPATCH: dict[Verb, Callable[[SMTPProtocol, bytes], None]] = {
+    Verb.EHLO: SMTPProtocol._doEHLO,
+    Verb.LHLO: SMTPProtocol._doEHLO,
+    Verb.HELO: SMTPProtocol._doHELO,
+    Verb.MAIL: _transaction.mail,
+    Verb.RCPT: _transaction.rcpt,
+    Verb.DATA: _transaction.data,
+    Verb.RSET: _transaction.rset,
+    Verb.NOOP: SMTPProtocol._doNOOP,
+    Verb.QUIT: SMTPProtocol._doQUIT,
+    Verb.VRFY: SMTPProtocol._doVRFY,
+    Verb.HELP: SMTPProtocol._doHELP,
+    Verb.STARTTLS: _tlscommand.startTLS,
+    Verb.AUTH: SMTPProtocol._doAUTH,
+    Verb.XCLIENT: _forwarding.xclient,
+    Verb.XFORWARD: _forwarding.xforward,
+}

@@ -24,6 +24,7 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import ServerFactory
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
@@ -101,6 +102,7 @@ class SMTPServerFactory(ServerFactory):
         self.closing = False
         self._closed: list[Deferred[None]] = []
         self._forceCall: IDelayedCall | None = None
+        self._sweeper: LoopingCall | None = None
 
     @property
     def reactor(self) -> Any:
@@ -189,12 +191,33 @@ class SMTPServerFactory(ServerFactory):
             except Exception:
                 self._log.failure("observer {observer!r} failed", observer=observer)
 
+    def watch(self, protocol: SMTPProtocol) -> None:
+        """
+        Count a new session and watch it for idleness: one timer for all
+        sessions, so an idle connection costs no timer of its own.
+        """
+        self.connections.add(protocol)
+        if self._sweeper is None:
+            interval = min(1.0, self.options.socketTimeout / 4)
+            self._sweeper = LoopingCall(self._sweep)
+            self._sweeper.clock = self.reactor
+            self._sweeper.start(interval, now=False)
+
+    def _sweep(self) -> None:
+        now = self.reactor.seconds()
+        for protocol in list(self.connections):
+            protocol.checkIdle(now)
+
     def connectionGone(self, protocol: SMTPProtocol) -> None:
         """
         A session ended; fire L{close}'s Deferreds when it was the last.
         """
-        if self.closing and not self.connections:
-            self._allGone()
+        if not self.connections:
+            if self._sweeper is not None and self._sweeper.running:
+                self._sweeper.stop()
+            self._sweeper = None
+            if self.closing:
+                self._allGone()
 
     def close(self) -> Deferred[None]:
         """

@@ -1,0 +1,55 @@
+# -*- test-case-name: tests.test_protocol -*-
+"""
+Flow control between a session's connection and the handler reading a
+message body: the reasons to stop reading, and the producer a message stream
+pauses.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+#: Reasons to stop reading from the client, as bits.
+PAUSE_HOOK = 1  # a hook has not answered; replies must stay in order
+PAUSE_STREAM = 2  # the handler reads the message body slower than it comes
+PAUSE_WRITE = 4  # the client does not read its replies
+
+
+class Pausable(Protocol):
+    """
+    What L{StreamUpstream} drives: the session's reading switch.
+    """
+
+    def _setPause(self, reason: int, paused: bool) -> None: ...
+
+
+@implementer(IPushProducer)
+class StreamUpstream:
+    """
+    What a L{MessageStream} pauses when its consumer cannot keep up: reading
+    from the session's connection.
+    """
+
+    def __init__(self, protocol: Pausable) -> None:
+        self._protocol = protocol
+
+    def pauseProducing(self) -> None:
+        """
+        Stop reading from the client.
+        """
+        self._protocol._setPause(PAUSE_STREAM, True)
+
+    def resumeProducing(self) -> None:
+        """
+        Read from the client again.
+        """
+        self._protocol._setPause(PAUSE_STREAM, False)
+
+    def stopProducing(self) -> None:
+        """
+        The stream wants no more flow control.
+        """
+        self._protocol._setPause(PAUSE_STREAM, False)
