@@ -663,7 +663,7 @@ _mailParameters: dict[str, st.SearchStrategy[str | None]] = {
     "SMTPUTF8": st.none(),
     "REQUIRETLS": st.none(),
     "RET": st.sampled_from(["FULL", "HDRS", "hdrs"]),
-    "ENVID": st.text(min_size=1, max_size=15).map(encodeXtext),
+    "ENVID": st.text(min_size=1, max_size=15).map(encodeXtext).filter(lambda v: len(v) <= 100),
     "AUTH": st.one_of(st.just("<>"), st.text(min_size=1, max_size=15).map(encodeXtext)),
 }
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.python.failure import Failure
 
 from twisted_smtpd import _replies as catalogue
@@ -161,7 +162,11 @@ class MessageReceiver:
 
     def _answered(self, outcome: object) -> None:
         if self.abandoned or self.finished:
-            if isinstance(outcome, Failure) and not outcome.check(SMTPError):
+            # A handler passing on the stream's own failure (the client went
+            # away, the server timed it out) is not an error worth a traceback.
+            if isinstance(outcome, Failure) and not outcome.check(
+                SMTPError, ConnectionDone, ConnectionLost
+            ):
                 self._log(outcome)
             return None
         self._outcome = outcome
