@@ -1,0 +1,273 @@
+# -*- test-case-name: tests.test_chain -*-
+"""
+Tests for L{ChainHandler}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
+
+from tests.test_client import Recorder, endpointFor, startServer
+from tests.test_handlers import makeSession
+from twisted_smtpd import AuthResult, SMTPError
+from twisted_smtpd._client import deliver
+from twisted_smtpd._session import Address, AuthRequest, Session
+from twisted_smtpd._stream import MessageStream
+from twisted_smtpd.handlers import BaseHandler
+from twisted_smtpd.handlers.chain import ChainHandler
+from twisted_smtpd.interfaces import IMessageStream, ISMTPHandler
+
+HOOKS = ("onConnect", "onSecure", "onClose")
+
+
+class Logging(BaseHandler):
+    """
+    Records every hook call in a shared list as C{(name, hook)}.
+    """
+
+    def __init__(self, name: str, calls: list[tuple[str, str]]) -> None:
+        self.name = name
+        self.calls = calls
+
+    def onConnect(self, session: Session) -> object:
+        self.calls.append((self.name, "onConnect"))
+        return None
+
+    def onHelo(self, hostname: str, session: Session) -> object:
+        self.calls.append((self.name, "onHelo"))
+        return None
+
+    def onSecure(self, session: Session) -> object:
+        self.calls.append((self.name, "onSecure"))
+        return None
+
+    def onMailFrom(self, address: Address, session: Session) -> object:
+        self.calls.append((self.name, "onMailFrom"))
+        return None
+
+    def onRcptTo(self, address: Address, session: Session) -> object:
+        self.calls.append((self.name, "onRcptTo"))
+        return None
+
+    def onData(self, stream: IMessageStream, session: Session) -> object:
+        self.calls.append((self.name, "onData"))
+        return "queued"
+
+    def onClose(self, session: Session) -> object:
+        self.calls.append((self.name, "onClose"))
+        return None
+
+
+class RefuseRecipient(Logging):
+    """
+    Refuses C{nobody@example.org}.
+    """
+
+    def onRcptTo(self, address: Address, session: Session) -> object:
+        super().onRcptTo(address, session)
+        if address.address == "nobody@example.org":
+            raise SMTPError(550, "No such user", "5.1.1")
+        return None
+
+
+class Slow(Logging):
+    """
+    Answers C{onMailFrom} only when C{pending} fires.
+    """
+
+    def onMailFrom(self, address: Address, session: Session) -> object:
+        super().onMailFrom(address, session)
+        self.pending: Deferred[None] = Deferred()
+        return self.pending
+
+
+class AsyncFilter(Logging):
+    """
+    An C{async def} C{onMailFrom} that refuses C{spammer@example.com}.
+    """
+
+    async def onMailFrom(self, address: Address, session: Session) -> object:  # type: ignore[override]
+        super().onMailFrom(address, session)
+        if address.address == "spammer@example.com":
+            raise SMTPError(554, "Go away", "5.7.1")
+        return None
+
+
+class Authenticator(Logging):
+    """
+    Accepts every AUTH, naming itself as the user.
+    """
+
+    def onAuth(self, auth: AuthRequest, session: Session) -> object:
+        return AuthResult(self.name)
+
+
+class ChainTests(SynchronousTestCase):
+    """
+    L{ChainHandler} runs filters, then the delivery handler.
+    """
+
+    def setUp(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.session = makeSession()
+
+    def test_interface(self) -> None:
+        """
+        L{ChainHandler} provides L{ISMTPHandler}.
+        """
+        chain = ChainHandler(delivery=BaseHandler())
+        self.assertTrue(verifyObject(ISMTPHandler, chain))
+
+    def test_order(self) -> None:
+        """
+        Each hook runs on every filter in order, then on the delivery
+        handler.
+        """
+        chain = ChainHandler(
+            Logging("a", self.calls), Logging("b", self.calls), delivery=Logging("d", self.calls)
+        )
+        for hook in HOOKS:
+            self.successResultOf(getattr(chain, hook)(self.session))
+        self.successResultOf(chain.onHelo("client.example", self.session))
+        self.successResultOf(chain.onMailFrom(Address("a@example.com"), self.session))
+        self.successResultOf(chain.onRcptTo(Address("b@example.com"), self.session))
+        expected = [
+            (name, hook)
+            for hook in (*HOOKS, "onHelo", "onMailFrom", "onRcptTo")
+            for name in ("a", "b", "d")
+        ]
+        self.assertEqual(self.calls, expected)
+
+    def test_refusalStops(self) -> None:
+        """
+        A filter's refusal is the reply; the handlers after it are not
+        asked.
+        """
+        chain = ChainHandler(
+            Logging("a", self.calls),
+            RefuseRecipient("r", self.calls),
+            Logging("b", self.calls),
+            delivery=Logging("d", self.calls),
+        )
+        error = self.failureResultOf(
+            chain.onRcptTo(Address("nobody@example.org"), self.session), SMTPError
+        ).value
+        self.assertEqual((error.code, error.enhanced), (550, "5.1.1"))
+        self.assertEqual(self.calls, [("a", "onRcptTo"), ("r", "onRcptTo")])
+        self.successResultOf(chain.onRcptTo(Address("bob@example.org"), self.session))
+
+    def test_asyncInOrder(self) -> None:
+        """
+        A filter answering later holds the next ones back until it has
+        answered; C{async def} filters are awaited too.
+        """
+        slow = Slow("slow", self.calls)
+        chain = ChainHandler(
+            slow, AsyncFilter("async", self.calls), delivery=Logging("d", self.calls)
+        )
+        d = chain.onMailFrom(Address("alice@example.com"), self.session)
+        self.assertNoResult(d)
+        self.assertEqual(self.calls, [("slow", "onMailFrom")])
+        slow.pending.callback(None)
+        self.successResultOf(d)
+        self.assertEqual(
+            self.calls, [("slow", "onMailFrom"), ("async", "onMailFrom"), ("d", "onMailFrom")]
+        )
+
+    def test_asyncRefusal(self) -> None:
+        """
+        An C{async def} filter's refusal stops the chain.
+        """
+        chain = ChainHandler(AsyncFilter("async", self.calls), delivery=Logging("d", self.calls))
+        d = chain.onMailFrom(Address("spammer@example.com"), self.session)
+        self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 554)
+        self.assertEqual(self.calls, [("async", "onMailFrom")])
+
+    def test_dataToDeliveryOnly(self) -> None:
+        """
+        The body goes to the delivery handler alone.
+        """
+        chain = ChainHandler(Logging("a", self.calls), delivery=Logging("d", self.calls))
+        self.assertEqual(chain.onData(MessageStream(), self.session), "queued")
+        self.assertEqual(self.calls, [("d", "onData")])
+
+    def test_auth(self) -> None:
+        """
+        AUTH goes to the first handler implementing it; when none does, to
+        the delivery handler, whose default refuses.
+        """
+        auth = AuthRequest("PLAIN", "alice", "pw")
+        chain = ChainHandler(
+            Logging("a", self.calls),
+            Authenticator("first", self.calls),
+            Authenticator("second", self.calls),
+            delivery=Logging("d", self.calls),
+        )
+        self.assertEqual(chain.onAuth(auth, self.session), AuthResult("first"))
+        plain = ChainHandler(Logging("a", self.calls), delivery=Logging("d", self.calls))
+        self.assertRaises(SMTPError, plain.onAuth, auth, self.session)
+        # The server offers AUTH only for handlers with an onAuth of their own.
+        self.assertIs(type(plain).onAuth, BaseHandler.onAuth)
+        self.assertIsNot(type(chain).onAuth, BaseHandler.onAuth)
+        self.assertIsInstance(chain, ChainHandler)
+
+    def test_nestedAuth(self) -> None:
+        """
+        A chain inside a chain counts as implementing AUTH only if one of its
+        handlers does.
+        """
+        auth = AuthRequest("PLAIN", "alice", "pw")
+        inner = ChainHandler(delivery=Logging("inner", self.calls))
+        outer = ChainHandler(inner, Authenticator("outer", self.calls), delivery=BaseHandler())
+        self.assertEqual(outer.onAuth(auth, self.session), AuthResult("outer"))
+        withAuth = ChainHandler(
+            ChainHandler(delivery=Authenticator("i", self.calls)), delivery=inner
+        )
+        self.assertEqual(withAuth.onAuth(auth, self.session), AuthResult("i"))
+
+    def test_closeReachesEveryone(self) -> None:
+        """
+        A failing C{onClose} is logged and the others are still told.
+        """
+
+        class Broken(Logging):
+            def onClose(self, session: Session) -> object:
+                super().onClose(session)
+                raise RuntimeError("boom")
+
+        chain = ChainHandler(Broken("x", self.calls), delivery=Logging("d", self.calls))
+        self.successResultOf(chain.onClose(self.session))
+        self.assertEqual(self.calls, [("x", "onClose"), ("d", "onClose")])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class ChainServerTests(TestCase):
+    """
+    L{ChainHandler} behind a real server.
+    """
+
+    async def test_filterRefusesRecipient(self) -> None:
+        """
+        A filter refusing a recipient at RCPT keeps the message from that
+        recipient only.
+        """
+        calls: list[tuple[str, str]] = []
+        store = Recorder()
+        chain: Any = ChainHandler(RefuseRecipient("r", calls), delivery=store)
+        server, port = await startServer(self, chain)
+        result = await deliver(
+            endpointFor(port),
+            sender="alice@example.com",
+            recipients=["nobody@example.org", "bob@example.org"],
+            stream=b"Subject: chained\r\n\r\nhello\r\n",
+            heloName="client.example",
+            tls="none",
+            reactor=reactor,
+        )
+        self.assertEqual([r.reply.code for r in result.recipients], [550, 250])
+        self.assertEqual(store.messages[0].recipients, ["bob@example.org"])

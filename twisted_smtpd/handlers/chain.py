@@ -1,0 +1,145 @@
+# -*- test-case-name: tests.test_chain -*-
+"""
+L{ChainHandler}: run filters in front of a delivery handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+
+from twisted_smtpd._session import Address, AuthRequest, Session
+from twisted_smtpd.handlers._base import BaseHandler
+from twisted_smtpd.interfaces import IMessageStream, ISMTPHandler
+
+
+def _overridesAuth(handler: ISMTPHandler) -> bool:
+    """
+    Whether C{handler} answers AUTH itself rather than with
+    L{BaseHandler.onAuth}'s refusal (the test the server makes to decide
+    whether to offer AUTH).
+    """
+    return getattr(type(handler), "onAuth", None) is not BaseHandler.onAuth
+
+
+class ChainHandler(BaseHandler):
+    """
+    Filters, then a delivery handler.
+
+    For C{onConnect}, C{onHelo}, C{onSecure}, C{onMailFrom} and
+    C{onRcptTo}, each filter's hook runs in order, then the delivery's;
+    each hook may return a L{Deferred} or be a coroutine, and the next one
+    only runs once it has finished.  The first refusal (an L{SMTPError},
+    or any other failure) stops the chain and is the reply.  C{onClose}
+    goes to every handler in the same order, even when one fails (the
+    failure is logged).
+
+    C{onData} goes to the delivery handler only.  C{onAuth} goes to the
+    first handler of the chain that implements it (that does not inherit
+    L{BaseHandler.onAuth}).  When none does, the chain has no C{onAuth} of
+    its own either, so that the server does not offer AUTH for it: the
+    object made is then a plain L{ChainHandler}, else an instance of a
+    subclass adding C{onAuth}.
+
+        ChainHandler(SpamFilter(), Greylist(), delivery=MaildirHandler("Maildir"))
+
+    @ivar filters: The filters, in order.
+    @ivar delivery: The delivery handler.
+    """
+
+    _log = Logger()
+
+    def __new__(cls, *filters: ISMTPHandler, delivery: ISMTPHandler) -> ChainHandler:
+        if cls is ChainHandler and any(_overridesAuth(h) for h in (*filters, delivery)):
+            cls = _AuthenticatingChain
+        return super().__new__(cls)
+
+    def __init__(self, *filters: ISMTPHandler, delivery: ISMTPHandler) -> None:
+        self.filters = filters
+        self.delivery = delivery
+        self._handlers = (*filters, delivery)
+        self._authHandler: ISMTPHandler | None = next(
+            (h for h in self._handlers if _overridesAuth(h)), None
+        )
+
+    def _run(self, name: str, *args: object) -> Deferred[object]:
+        """
+        Call hook C{name} of every handler in turn, each after the previous
+        one finished, stopping at the first failure.
+
+        @return: A L{Deferred} firing with the delivery's result.
+        """
+
+        async def chain() -> object:
+            result: object = None
+            for handler in self._handlers:
+                hook: Callable[..., object] = getattr(handler, name)
+                result = await maybeDeferred(hook, *args)
+            return result
+
+        return Deferred.fromCoroutine(chain())
+
+    def onConnect(self, session: Session) -> Deferred[object]:
+        """
+        Every handler's C{onConnect}, in order.
+        """
+        return self._run("onConnect", session)
+
+    def onHelo(self, hostname: str, session: Session) -> Deferred[object]:
+        """
+        Every handler's C{onHelo}, in order.
+        """
+        return self._run("onHelo", hostname, session)
+
+    def onSecure(self, session: Session) -> Deferred[object]:
+        """
+        Every handler's C{onSecure}, in order.
+        """
+        return self._run("onSecure", session)
+
+    def onMailFrom(self, address: Address, session: Session) -> Deferred[object]:
+        """
+        Every handler's C{onMailFrom}, in order.
+        """
+        return self._run("onMailFrom", address, session)
+
+    def onRcptTo(self, address: Address, session: Session) -> Deferred[object]:
+        """
+        Every handler's C{onRcptTo}, in order.
+        """
+        return self._run("onRcptTo", address, session)
+
+    def onData(self, stream: IMessageStream, session: Session) -> object:
+        """
+        The delivery handler's C{onData}.
+        """
+        return self.delivery.onData(stream, session)
+
+    def onClose(self, session: Session) -> Deferred[None]:
+        """
+        Every handler's C{onClose}, in order, whatever each one does.
+        """
+
+        async def closeAll() -> None:
+            for handler in self._handlers:
+                try:
+                    await maybeDeferred(handler.onClose, session)
+                except Exception:
+                    self._log.failure("onClose of {handler!r} failed", handler=handler)
+
+        return Deferred.fromCoroutine(closeAll())
+
+
+class _AuthenticatingChain(ChainHandler):
+    """
+    A L{ChainHandler} one of whose handlers implements C{onAuth}.
+    """
+
+    def onAuth(self, auth: AuthRequest, session: Session) -> object:
+        """
+        The C{onAuth} of the first handler implementing it.
+        """
+        assert self._authHandler is not None
+        return self._authHandler.onAuth(auth, session)

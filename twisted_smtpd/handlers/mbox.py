@@ -1,0 +1,219 @@
+# -*- test-case-name: tests.test_mbox -*-
+"""
+L{MboxHandler}: append every message to an mbox file, in the C{mboxrd}
+format.
+
+Each message is converted as it arrives (line ends to LF, C{From } quoting)
+and kept in memory; once it has ended it is appended under an exclusive
+lock, flushed and fsynced in a thread before the 250 reply: a 250 means the
+message is on disk.  Messages are bounded by the server's size limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import re
+import threading
+import time
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer, IProducer
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from twisted_smtpd._errors import SMTPError
+from twisted_smtpd._session import Session
+from twisted_smtpd.handlers._base import BaseHandler
+from twisted_smtpd.interfaces import IMessageStream
+
+# mboxrd: a line made of any number of ">" then "From " gets one more ">".
+_FROM_LINE = re.compile(rb"^(>*From )", re.MULTILINE)
+_UNSAFE_SENDER = re.compile(r"[\x00-\x20\x7f]")
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+# An indirection so that tests can break the disk.
+_fsync = os.fsync
+
+
+def fromLine(sender: str, when: float | None = None) -> bytes:
+    """
+    The C{From } line starting a message: the sender (C{MAILER-DAEMON} for
+    the null reverse-path) and the date in C{asctime} form, UTC.
+    """
+    name = _UNSAFE_SENDER.sub("_", sender) or "MAILER-DAEMON"
+    stamp = time.asctime(time.gmtime(when))
+    return f"From {name} {stamp}\n".encode()
+
+
+class MboxrdEncoder:
+    """
+    Converts a message to its mboxrd form chunk by chunk: CRLF becomes LF,
+    lines starting with C{>*From } get one more C{>}.  Only complete lines
+    are converted; the last partial line waits for the next chunk.
+    """
+
+    def __init__(self) -> None:
+        self._partial = b""
+
+    def encode(self, chunk: bytes) -> bytes:
+        """
+        Convert the complete lines that C{chunk} completes.
+        """
+        data = self._partial + chunk
+        end = data.rfind(b"\n") + 1
+        self._partial = data[end:]
+        return self._convert(data[:end])
+
+    def end(self) -> bytes:
+        """
+        The rest of the message, ending with a newline, then the blank line
+        separating it from the next.
+        """
+        rest = self._convert(self._partial)
+        self._partial = b""
+        if rest and not rest.endswith(b"\n"):
+            rest += b"\n"
+        return rest + b"\n"
+
+    @staticmethod
+    def _convert(data: bytes) -> bytes:
+        if not data:
+            return data
+        return _FROM_LINE.sub(rb">\1", data.replace(b"\r\n", b"\n"))
+
+
+@implementer(IConsumer)
+class _Collector:
+    """
+    Receives the body from the stream, converting it as it goes.
+    """
+
+    def __init__(self) -> None:
+        self.encoder = MboxrdEncoder()
+        self.chunks: list[bytes] = []
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        """
+        Nothing to do: converted chunks are only kept.
+        """
+
+    def unregisterProducer(self) -> None:
+        """
+        Nothing to do.
+        """
+
+    def write(self, data: bytes) -> None:
+        converted = self.encoder.encode(data)
+        if converted:
+            self.chunks.append(converted)
+
+
+def _diskError(failure: Failure) -> SMTPError:
+    error = failure.value
+    if isinstance(error, OSError) and error.errno in _NO_SPACE:
+        return SMTPError(452, "Error: insufficient system storage", "4.3.1")
+    return SMTPError(451, "Error: local error in processing", "4.3.0")
+
+
+class MboxHandler(BaseHandler):
+    """
+    Append every message to the mbox file at C{path} (created with mode
+    0600 if missing).
+
+    The file is locked with both C{fcntl} (C{lockf}) and C{flock} while a
+    message is appended, so that mail readers using either see whole
+    messages; appends from this process are also serialised among
+    themselves.  A failed append is cut off again, leaving the file as it
+    was, and answered 452 (disk or quota full) or 451.  In LMTP mode the
+    same reply goes to every recipient.
+
+    @ivar path: The mbox file's absolute path.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self, path: str, *, reactor: Any = None, threadpool: ThreadPool | None = None
+    ) -> None:
+        """
+        @param path: The mbox file.
+        @param reactor: The reactor (the global one by default).
+        @param threadpool: Where disk work runs; C{reactor.getThreadPool()}
+            by default.
+        @raise ValueError: C{path} is empty.
+        """
+        if not path:
+            raise ValueError("mbox path must not be empty")
+        self.path = os.path.abspath(path)
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        self._reactor = reactor
+        self._threadpool = threadpool
+        self._lock = threading.Lock()
+
+    def onData(self, stream: IMessageStream, session: Session) -> Deferred[str]:
+        """
+        Convert the body as it arrives, then append it.
+
+        @return: A L{Deferred} firing with C{"OK: delivered to mbox"} once
+            the message is fsynced, failing with L{SMTPError} 451/452 on a
+            disk failure or with the stream's failure if the body did not
+            arrive whole.
+        """
+        mailFrom = session.envelope.mailFrom
+        header = fromLine(mailFrom.address if mailFrom is not None else "")
+        collector = _Collector()
+        piped: Deferred[Any] = stream.pipe(collector)  # type: ignore[assignment]
+
+        def ended(byteCount: int) -> Deferred[None]:
+            chunks = [header, *collector.chunks, collector.encoder.end()]
+            collector.chunks = []
+            pool = self._threadpool or self._reactor.getThreadPool()
+            return deferToThreadPool(self._reactor, pool, self._append, chunks)
+
+        def failed(failure: Failure) -> Failure:
+            if failure.check(OSError):
+                self._log.failure("Appending to {path} failed", failure, path=self.path)
+                raise _diskError(failure)
+            return failure
+
+        def appended(ignored: None) -> str:
+            return "OK: delivered to mbox"
+
+        piped.addCallback(ended)
+        piped.addCallbacks(appended, failed)
+        return piped
+
+    def _append(self, chunks: list[bytes]) -> None:
+        """
+        In a pool thread: append C{chunks} under the locks and fsync; on
+        failure, cut the file back to its former length.
+        """
+        with self._lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                start = os.lseek(fd, 0, os.SEEK_END)
+                try:
+                    for chunk in chunks:
+                        view = memoryview(chunk)
+                        while view:
+                            view = view[os.write(fd, view) :]
+                    _fsync(fd)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, start)
+                    raise
+            finally:
+                # Closing the file releases both locks.
+                os.close(fd)
