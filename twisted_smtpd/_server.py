@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
@@ -257,6 +257,34 @@ class SMTPServerFactory(ServerFactory):
             d.callback(None)
 
 
+def splitDescription(description: str) -> tuple[str, list[str]]:
+    """
+    Take the layers twisted-smtpd adds off an endpoint string.
+
+    C{haproxy:} before any description reads a PROXY header (v1 or v2) first,
+    believed only from C{useProxy} networks when they are set.  An C{ssl:}
+    endpoint that names no key of its own serves implicit TLS (RFC 8314) with
+    the server's TLS configuration, SNI and reloading included.
+
+    @return: The description Twisted listens on, and the layers from the
+        outermost (C{"haproxy"}, C{"tls"}).
+    """
+    layers: list[str] = []
+    while True:
+        kind, _, rest = description.partition(":")
+        kind = kind.strip().lower()
+        if kind == "haproxy":
+            layers.append("haproxy")
+            description = rest
+        elif kind == "ssl" and not any(
+            part.split("=", 1)[0].strip() in ("privateKey", "certKey") for part in rest.split(":")
+        ):
+            layers.append("tls")
+            description = "tcp:" + rest
+        else:
+            return description, layers
+
+
 def _ownsOnAuth(handler: ISMTPHandler) -> bool:
     """
     Whether C{handler} decides AUTH itself rather than inheriting the
@@ -334,26 +362,40 @@ class SMTPServer(MultiService):
 
     def _endpoint(self, description: str) -> tuple[IStreamServerEndpoint, IProtocolFactory]:
         """
-        Parse an endpoint string.  An C{ssl:} endpoint that names no key of
-        its own serves implicit TLS (RFC 8314) with the server's TLS
-        configuration, SNI and reloading included.  C{haproxy:} takes any
-        other description after it and reads a PROXY header (v1 or v2) first,
-        believed only from C{useProxy} networks when they are set.
+        Parse an endpoint string into the endpoint to listen on and the
+        factory, wrapped as L{splitDescription} says.
         """
-        kind, _, rest = description.partition(":")
-        kind = kind.strip().lower()
-        if kind == "haproxy":
-            # PROXY header first, then whatever the inner endpoint speaks.
-            endpoint, inner = self._endpoint(rest)
-            proxied = ProxyWrappingFactory(inner, self.factory.options.useProxy, self.reactor)
-            return endpoint, proxied
-        if kind == "ssl" and not any(
-            part.split("=", 1)[0].strip() in ("privateKey", "certKey") for part in rest.split(":")
-        ):
-            endpoint = serverFromString(self.reactor, "tcp:" + rest)
-            wrapped = TLSMemoryBIOFactory(self.factory.tls.contextFactory(), False, self.factory)
-            return endpoint, wrapped
-        return serverFromString(self.reactor, description), self.factory
+        base, layers = splitDescription(description)
+        return serverFromString(self.reactor, base), self._wrap(layers)
+
+    def _wrap(self, layers: Sequence[str]) -> IProtocolFactory:
+        factory: IProtocolFactory = self.factory
+        for layer in reversed(layers):
+            if layer == "tls":
+                factory = TLSMemoryBIOFactory(self.factory.tls.contextFactory(), False, factory)
+            else:
+                factory = ProxyWrappingFactory(factory, self.factory.options.useProxy, self.reactor)
+        return factory
+
+    def addInherited(self, description: str, fileno: int, family: int) -> None:
+        """
+        Serve an inherited listening socket while the service runs (a
+        C{--workers} process).
+        """
+        _AdoptedListener(self, description, fileno, family).setServiceParent(self)
+
+    def adopt(self, description: str, fileno: int, family: int) -> IListeningPort:
+        """
+        Serve C{description} on a listening socket made elsewhere (by the
+        parent of C{--workers} processes), wrapped as it would be by L{listen}.
+
+        @param fileno: The listening socket's file descriptor.
+        @param family: Its address family (C{socket.AF_INET}, ...).
+        """
+        _, layers = splitDescription(description)
+        port: IListeningPort = self.reactor.adoptStreamPort(fileno, family, self._wrap(layers))
+        self._ports.append(port)
+        return port
 
     def reloadCertificates(self) -> None:
         """
@@ -394,4 +436,29 @@ class SMTPServer(MultiService):
 
         stopping.addCallback(listenersStopped)
         stopping.chainDeferred(d)
+        return d
+
+
+class _AdoptedListener(Service):
+    """
+    Serve a listening socket made by another process while running.
+    """
+
+    def __init__(self, server: SMTPServer, description: str, fileno: int, family: int) -> None:
+        self._server = server
+        self._description = description
+        self._fileno = fileno
+        self._family = family
+        self._port: IListeningPort | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._port = self._server.adopt(self._description, self._fileno, self._family)
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        port, self._port = self._port, None
+        if port is None:
+            return succeed(None)
+        d: Deferred[Any] = maybeDeferred(port.stopListening)
         return d

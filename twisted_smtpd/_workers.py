@@ -1,0 +1,245 @@
+# -*- test-case-name: tests.integration.test_workers -*-
+"""
+C{twistd smtpd --workers N}: serve the same listeners from N processes.
+
+The parent binds every listening socket once, before any worker starts, and
+never accepts on them.  A TCP listener gets one socket per worker, all bound
+to the same address with C{SO_REUSEPORT}, so the kernel spreads connections
+across the workers; other kinds (C{unix:}) share one socket.  Each worker is
+C{twistd smtpd} again, run with the same options, that adopts its sockets
+(C{adoptStreamPort}) instead of binding.  A worker that dies is started again
+(after a pause that grows while it keeps dying); the sockets stay open in the
+parent meanwhile, so connections wait in the backlog rather than being
+refused.  SIGTERM (stopping the service) sends SIGTERM to every worker, which
+closes gracefully, and waits for them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from contextlib import suppress
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_smtpd._server import splitDescription
+
+#: The environment variable that hands a worker its sockets:
+#: C{fd,family,description} entries separated by newlines.
+INHERITED = "TWISTED_SMTPD_INHERITED"
+
+_RUN_TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+
+
+class ListenerSpec:
+    """
+    A listening socket bound by the parent.
+    """
+
+    def __init__(self, description: str, sockets: list[socket.socket]) -> None:
+        self.description = description
+        self.sockets = sockets
+
+    def socketFor(self, index: int) -> socket.socket:
+        """
+        The socket worker C{index} serves.
+        """
+        return self.sockets[index % len(self.sockets)]
+
+
+def bindListener(reactor: Any, description: str, count: int) -> ListenerSpec:
+    """
+    Bind the sockets for one C{--listen} description.
+
+    @raise ValueError: The description cannot be served by workers (only
+        TCP and UNIX listeners, possibly under C{haproxy:} or C{ssl:}, can).
+    @raise OSError: The address cannot be bound.
+    """
+    base, _ = splitDescription(description)
+    endpoint = serverFromString(reactor, base)
+    port = getattr(endpoint, "_port", None)
+    interface = getattr(endpoint, "_interface", None)
+    backlog = int(getattr(endpoint, "_backlog", 50))
+    kind = base.partition(":")[0].strip().lower()
+    if kind in ("tcp", "tcp6") and isinstance(port, int) and isinstance(interface, str):
+        family = socket.AF_INET6 if kind == "tcp6" or ":" in interface else socket.AF_INET
+        sockets = []
+        for _ in range(count):
+            s = socket.socket(family, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind((interface or ("::" if family == socket.AF_INET6 else ""), port))
+            s.listen(backlog)
+            s.setblocking(False)
+            # Port 0: every worker must share the port the first one got.
+            port = s.getsockname()[1]
+            sockets.append(s)
+        return ListenerSpec(description, sockets)
+    address = getattr(endpoint, "_address", None)
+    if kind == "unix" and isinstance(address, str):
+        if os.path.exists(address):
+            os.unlink(address)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(address)
+        s.listen(backlog)
+        s.setblocking(False)
+        return ListenerSpec(description, [s])
+    raise ValueError(f"--workers cannot serve {description!r}: only tcp: and unix: listeners")
+
+
+def inheritedListeners(environ: dict[str, str] | None = None) -> list[tuple[int, int, str]]:
+    """
+    The sockets a worker was handed, as C{(fd, family, description)}.
+    """
+    value = (environ if environ is not None else os.environ).get(INHERITED, "")
+    out = []
+    for line in value.split("\n"):
+        if line:
+            fd, family, description = line.split(",", 2)
+            out.append((int(fd), int(family), description))
+    return out
+
+
+class _Worker(ProcessProtocol):
+    def __init__(self, pool: WorkerPool, index: int) -> None:
+        self.pool = pool
+        self.index = index
+        self.ended: Deferred[None] = Deferred()
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(None)
+        self.pool._workerEnded(self, reason)
+
+
+class WorkerPool(Service):
+    """
+    The parent of N worker processes.
+
+    @ivar workers: The running workers by index.
+    @ivar restarts: How many times a worker was started again.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        listeners: Sequence[ListenerSpec],
+        count: int,
+        workerArguments: Sequence[str],
+        *,
+        reactor: Any = None,
+        stopTimeout: float = 60.0,
+    ) -> None:
+        self._listeners = list(listeners)
+        self._count = count
+        self._arguments = list(workerArguments)
+        self._reactor = reactor
+        self._stopTimeout = stopTimeout
+        self._stopping = False
+        self._failures: dict[int, int] = {}
+        self._pending: dict[int, IDelayedCall] = {}
+        self.workers: dict[int, Any] = {}
+        self.restarts = 0
+
+    @property
+    def reactor(self) -> Any:
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        return self._reactor
+
+    def startService(self) -> None:
+        """
+        Start every worker.
+        """
+        super().startService()
+        for index in range(self._count):
+            self._spawn(index)
+
+    def _spawn(self, index: int) -> None:
+        self._pending.pop(index, None)
+        if self._stopping:
+            return
+        childFDs: dict[int, int | str] = {0: "w", 1: 1, 2: 2}
+        lines = []
+        fd = 3
+        for spec in self._listeners:
+            s = spec.socketFor(index)
+            childFDs[fd] = s.fileno()
+            lines.append(f"{fd},{int(s.family)},{spec.description}")
+            fd += 1
+        env = dict(os.environ)
+        env[INHERITED] = "\n".join(lines)
+        argv = [sys.executable, "-c", _RUN_TWISTD, *self._arguments]
+        protocol = _Worker(self, index)
+        process = self.reactor.spawnProcess(
+            protocol, sys.executable, argv, env=env, childFDs=childFDs
+        )
+        self.workers[index] = (process, protocol)
+        self._log.info("worker {index} started, pid {pid}", index=index, pid=process.pid)
+
+    def _workerEnded(self, worker: _Worker, reason: Failure) -> None:
+        index = worker.index
+        current = self.workers.get(index)
+        if current is not None and current[1] is worker:
+            del self.workers[index]
+        if self._stopping:
+            return
+        failures = self._failures.get(index, 0) + 1
+        self._failures[index] = failures
+        delay = min(30.0, 0.5 * 2 ** min(failures - 1, 6))
+        status = reason.value
+        code = getattr(status, "exitCode", None)
+        signal = getattr(status, "signal", None)
+        self._log.warn(
+            "worker {index} ended (exit {code}, signal {signal}); restarting in {delay}s",
+            index=index,
+            code=code,
+            signal=signal,
+            delay=delay,
+        )
+        self.restarts += 1
+        self._pending[index] = self.reactor.callLater(delay, self._spawn, index)
+
+    def stopService(self) -> Deferred[Any]:
+        """
+        Ask every worker to close gracefully; kill the ones still running
+        after the stop timeout.
+        """
+        super().stopService()
+        self._stopping = True
+        for call in self._pending.values():
+            if call.active():
+                call.cancel()
+        self._pending.clear()
+        ended = []
+        for process, protocol in list(self.workers.values()):
+            ended.append(protocol.ended)
+            with suppress(ProcessExitedAlready):
+                process.signalProcess("TERM")
+        killer = self.reactor.callLater(self._stopTimeout, self._killAll)
+
+        def done(result: object) -> None:
+            if killer.active():
+                killer.cancel()
+            for spec in self._listeners:
+                for s in spec.sockets:
+                    s.close()
+
+        return DeferredList(ended).addCallback(done)
+
+    def _killAll(self) -> None:
+        for process, _ in list(self.workers.values()):
+            with suppress(ProcessExitedAlready):
+                process.signalProcess("KILL")
