@@ -767,3 +767,199 @@ class DebuggingHandlerTests(SynchronousTestCase):
         stream._fail(Failure(ConnectionLost()))
         self.failureResultOf(d, ConnectionLost)
         self.assertEqual(out.getvalue(), "")
+
+
+class MaildirPerRecipientTests(TestCase):
+    """
+    L{MaildirHandler} with C{perRecipient}: one copy per recipient in
+    C{<path>/<domain>/<localpart>/}.
+    """
+
+    def setUp(self) -> None:
+        self.path = os.path.abspath(self.mktemp())
+        self.handler = MaildirHandler(self.path, perRecipient=True, hostname="MX.Example")
+        self.synced: list[str] = []
+        realSync = maildir._syncDirectory
+
+        def recordingSync(path: str) -> None:
+            self.synced.append(path)
+            realSync(path)
+
+        self.patch(maildir, "_syncDirectory", recordingSync)
+
+    def deliver(self, body: bytes, *recipients: str) -> Any:
+        """
+        Hand C{body} for C{recipients} to the handler; return its Deferred.
+        """
+        session = makeSession(
+            envelope=Envelope(
+                mailFrom=Address("alice@example.com"),
+                rcptTo=[Address(r) for r in recipients],
+            )
+        )
+        stream = MessageStream()
+        d = self.handler.onData(stream, session)
+        feed(stream, body)
+        return d
+
+    def newFiles(self, *parts: str) -> list[str]:
+        return listDir(os.path.join(self.path, *parts, "new"))
+
+    def test_copyPerRecipient(self) -> None:
+        """
+        Each distinct recipient, compared case-insensitively, gets one
+        byte-exact copy under the same name in its own lower-cased Maildir
+        (with C{tmp}, C{new} and C{cur}); nothing stays in the staging
+        C{tmp/} nor lands in C{<path>/new/}.
+        """
+        body = b"Subject: copies\r\n\r\n.\r\nbody\r\n"
+        d = self.deliver(body, "Bob@Example.ORG", "carol@example.net", "bob@example.org")
+
+        def check(reply: str) -> None:
+            name = reply.removeprefix("OK: queued as ")
+            for parts in [("example.org", "bob"), ("example.net", "carol")]:
+                self.assertEqual(self.newFiles(*parts), [name])
+                self.assertEqual(readFile(os.path.join(self.path, *parts, "new", name)), body)
+                self.assertEqual(listDir(os.path.join(self.path, *parts)), ["cur", "new", "tmp"])
+            self.assertEqual(
+                listDir(self.path), ["cur", "example.net", "example.org", "new", "tmp"]
+            )
+            self.assertEqual(listDir(os.path.join(self.path, "tmp")), [])
+            self.assertEqual(listDir(os.path.join(self.path, "new")), [])
+
+        return d.addCallback(check)
+
+    def test_everyChangedDirectorySynced(self) -> None:
+        """
+        Before the reply, each recipient's C{new/} and every directory that
+        gained an entry (the parents of each created directory) is fsynced;
+        a second message to existing Maildirs syncs only their C{new/}.
+        """
+        d = self.deliver(b"one\r\n", "bob@example.org")
+        org = os.path.join(self.path, "example.org")
+        bob = os.path.join(org, "bob")
+
+        def first(reply: str) -> Any:
+            self.assertEqual(set(self.synced), {self.path, org, bob, os.path.join(bob, "new")})
+            del self.synced[:]
+            return self.deliver(b"two\r\n", "bob@example.org")
+
+        def second(reply: str) -> None:
+            self.assertEqual(self.synced, [os.path.join(bob, "new")])
+            self.assertEqual(len(self.newFiles("example.org", "bob")), 2)
+
+        return d.addCallback(first).addCallback(second)
+
+    def test_bareLocalPart(self) -> None:
+        """
+        A recipient without a domain (C{<postmaster>}) is delivered under
+        the handler's host name, lower-cased.
+        """
+        d = self.deliver(b"to postmaster\r\n", "Postmaster")
+
+        def check(reply: str) -> None:
+            self.assertEqual(len(self.newFiles("mx.example", "postmaster")), 1)
+
+        return d.addCallback(check)
+
+    def test_unsafeNamesRefused(self) -> None:
+        """
+        At RCPT, a local part or domain that is empty, begins with a dot
+        (C{..} included), holds a C{/} or a control character, or is longer
+        than 255 bytes is refused with 553 5.1.3; ordinary ones, in any case,
+        are accepted.
+        """
+        session = makeSession()
+        for address in [
+            "../etc@example.org",
+            ".hidden@example.org",
+            "a/b@example.org",
+            "bob@..",
+            "bob@.example.org",
+            "bob@exa/mple.org",
+            "@example.org",
+            "bob@",
+            "tab\there@example.org",
+            "x" * 256 + "@example.org",
+            '".."@example.org',
+            '"a/b"@example.org',
+            '".x"@example.org',
+        ]:
+            error = self.assertRaises(SMTPError, self.handler.onRcptTo, Address(address), session)
+            self.assertEqual((error.code, error.enhanced), (553, "5.1.3"), address)
+        for address in ["Bob@Example.org", "o'hara+tag@example.org", "postmaster", '"a b"@x']:
+            self.assertIsNone(self.handler.onRcptTo(Address(address), session))
+
+    def test_quotedLocalPart(self) -> None:
+        """
+        A quoted local part is unquoted (quoted pairs too), so that
+        C{"Bob"@example.org} shares C{bob@example.org}'s Maildir.
+        """
+        d = self.deliver(b"quoted\r\n", '"Bob"@example.org', '"a\\"b"@example.org')
+
+        def check(reply: str) -> None:
+            self.assertEqual(len(self.newFiles("example.org", "bob")), 1)
+            self.assertEqual(len(self.newFiles("example.org", 'a"b')), 1)
+
+        return d.addCallback(check)
+
+    def test_plainMaildirAcceptsAnyRecipient(self) -> None:
+        """
+        Without C{perRecipient}, recipient names are not checked.
+        """
+        handler = MaildirHandler(self.mktemp())
+        self.assertIsNone(handler.onRcptTo(Address("../x@example.org"), makeSession()))
+
+    def test_hostnameMustBeSafe(self) -> None:
+        """
+        A host name that cannot be a directory name is refused at
+        construction when C{perRecipient} is set.
+        """
+        self.assertRaises(
+            ValueError, MaildirHandler, self.mktemp(), perRecipient=True, hostname="a/b"
+        )
+
+    def test_copyWhenLinkRefused(self) -> None:
+        """
+        Where the file system refuses a hard link, each recipient gets a
+        separate byte-exact copy, and no copy is left in its C{tmp/}.
+        """
+
+        def link(source: str, destination: str) -> None:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+        self.patch(os, "link", link)
+        body = b"copied\r\n" * 1000
+        d = self.deliver(body, "bob@example.org", "carol@example.org")
+
+        def check(reply: str) -> None:
+            name = reply.removeprefix("OK: queued as ")
+            inodes = set()
+            for local in ["bob", "carol"]:
+                path = os.path.join(self.path, "example.org", local, "new", name)
+                self.assertEqual(readFile(path), body)
+                inodes.add(os.stat(path).st_ino)
+                self.assertEqual(listDir(os.path.join(self.path, "example.org", local, "tmp")), [])
+            self.assertEqual(len(inodes), 2)
+
+        return d.addCallback(check)
+
+    def test_oneCopyFailsAll(self) -> None:
+        """
+        When one recipient's Maildir cannot be made, the message fails with
+        451 4.3.0 and no copy is kept for the others, so that the client's
+        retry delivers each copy once.
+        """
+        os.makedirs(os.path.join(self.path, "example.org"))
+        with open(os.path.join(self.path, "example.org", "carol"), "wb"):
+            pass
+        d = self.deliver(b"all or nothing\r\n", "bob@example.org", "carol@example.org")
+
+        def failed(failure: Failure) -> None:
+            failure.trap(SMTPError)
+            self.assertEqual((failure.value.code, failure.value.enhanced), (451, "4.3.0"))
+            self.assertEqual(self.newFiles("example.org", "bob"), [])
+            self.assertEqual(listDir(os.path.join(self.path, "tmp")), [])
+            self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+        return d.addCallbacks(self.fail, failed)

@@ -5,18 +5,31 @@ Tests for L{twisted_smtpd._tap} and the C{twistd smtpd} plugin.
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import signal
+from collections.abc import Callable
+from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IServiceMaker
+from twisted.application.service import Application, IServiceCollection, IServiceMaker
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent, globalLogPublisher
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from tests.certs import CertificateAuthority
+from tests.integration import recordinghandler
 from twisted_smtpd import _tap
+from twisted_smtpd._errors import SMTPError
+from twisted_smtpd._logging import NAMESPACE, SessionLogger, jsonLogObserver
 from twisted_smtpd._options import HIDEABLE, ServerOptions
+from twisted_smtpd._replies import Reply
 from twisted_smtpd._server import SMTPServer
+from twisted_smtpd._session import Address, Envelope, Session
 from twisted_smtpd.handlers import DebuggingHandler, MaildirHandler, SinkHandler
 
 
@@ -125,6 +138,36 @@ class OptionsTests(SynchronousTestCase):
             "--hide=",
             "--bare-newline=",
             "[default: reject]",
+            "--tls-cert=",
+            "--tls-key=",
+            "--tls-ca=",
+            "--sni=",
+            "--request-cert",
+            "--allow-insecure-auth",
+            "--auth-methods=",
+            "[default: PLAIN,LOGIN]",
+            "--auth-optional",
+            "--auth=",
+            "--no-reverse-lookup",
+            "--proxy-trusted=",
+            "--xclient=",
+            "--xforward=",
+            "--maildir-per-recipient",
+            "--maildir-trace",
+            "--mbox=",
+            "--relay=",
+            "--relay-ca=",
+            "--relay-insecure",
+            "--relay-user=",
+            "--relay-password=",
+            "--relay-auth=",
+            "--lmtp-to=",
+            "--pipe=",
+            "--handler=",
+            "--handler-option=",
+            "--config=",
+            "--log-format=",
+            "[default: text]",
         ]:
             self.assertIn(expected, text)
 
@@ -236,21 +279,31 @@ class OptionsTests(SynchronousTestCase):
 
     def test_deliveriesExclusive(self) -> None:
         """
-        C{--maildir}, C{--sink} and C{--debug} exclude each other.
+        Any two delivery flags exclude each other, and the error names them.
         """
-        for args in [
-            ("--sink", "--debug"),
-            ("--maildir", self.maildir, "--sink"),
-            ("--debug", "--maildir", self.maildir),
+        for args, named in [
+            (("--sink", "--debug"), "--debug, --sink"),
+            (("--maildir", self.maildir, "--sink"), "--maildir, --sink"),
+            (("--debug", "--maildir", self.maildir), "--maildir, --debug"),
+            (("--mbox", "x.mbox", "--relay", "mx.example"), "--mbox, --relay"),
+            (("--pipe", "cat", "--lmtp-to", "tcp:127.0.0.1:24"), "--lmtp-to, --pipe"),
+            (("--handler", "a:b", "--sink"), "--sink, --handler"),
         ]:
-            self.assertIn("mutually exclusive", self.assertUsageError(*args))
+            message = self.assertUsageError(*args)
+            self.assertIn("mutually exclusive", message)
+            self.assertIn(named, message)
 
     def test_badEndpoint(self) -> None:
         """
         An endpoint string that does not parse is a usage error naming it,
         whatever the parser raised.
         """
-        for description in ["bogus:1", "tcp:notaport", "tcp:25:nosuchargument=1"]:
+        for description in [
+            "bogus:1",
+            "tcp:notaport",
+            "tcp:25:nosuchargument=1",
+            "haproxy:bogus:1",
+        ]:
             message = self.assertUsageError("--sink", "--listen", "tcp:0", "--listen", description)
             self.assertIn(repr(description), message)
 
@@ -320,3 +373,754 @@ class MakeServiceTests(SynchronousTestCase):
         for child in children:
             self.assertIsInstance(child, StreamServerEndpointService)
             self.assertFalse(child.running)
+
+
+class ServerFlagTests(SynchronousTestCase):
+    """
+    The flags that set TLS, AUTH and trust options.
+    """
+
+    def setUp(self) -> None:
+        self.ca = CertificateAuthority(self.mktemp())
+        self.server = self.ca.server("mail.example.com")
+        self.other = self.ca.server("other.example.com")
+
+    def assertUsageError(self, *args: str) -> str:
+        """
+        Parsing C{args} (with C{--sink}) fails with one line, returned.
+        """
+        error = self.assertRaises(usage.UsageError, parse, "--sink", *args)
+        self.assertNotIn("\n", str(error))
+        return str(error)
+
+    def test_tlsAuthAndTrust(self) -> None:
+        """
+        TLS, AUTH, reverse lookup and trusted-network flags set their
+        L{ServerOptions} attributes; networks may be repeated or
+        comma-separated.
+        """
+        options = parse(
+            "--sink",
+            "--hostname",
+            "mx.example.com",
+            "--tls-cert",
+            self.server.certificatePath,
+            "--tls-key",
+            self.server.keyPath,
+            "--tls-ca",
+            self.ca.certificatePath,
+            "--sni",
+            f"Other.Example.com={self.other.certificatePath},{self.other.keyPath}",
+            "--sni",
+            f"combined.example.com={self.other.combinedPath}",
+            "--request-cert",
+            "--allow-insecure-auth",
+            "--auth-methods",
+            "plain,CRAM-MD5",
+            "--auth-optional",
+            "--no-reverse-lookup",
+            "--proxy-trusted",
+            "127.0.0.1",
+            "--proxy-trusted",
+            "10.0.0.0/8,192.168.1.7/16",
+            "--xclient",
+            "::1",
+            "--xforward",
+            "192.0.2.0/24",
+        )["serverOptions"]
+        self.assertEqual(
+            options,
+            ServerOptions(
+                name="mx.example.com",
+                certificate=self.server.certificatePath,
+                privateKey=self.server.keyPath,
+                caCertificates=self.ca.certificatePath,
+                sniOptions={
+                    "other.example.com": (self.other.certificatePath, self.other.keyPath),
+                    "combined.example.com": (self.other.combinedPath, None),
+                },
+                requestCert=True,
+                allowInsecureAuth=True,
+                authMethods=("PLAIN", "CRAM-MD5"),
+                authOptional=True,
+                disableReverseLookup=True,
+                useProxy=["127.0.0.1/32", "10.0.0.0/8", "192.168.0.0/16"],
+                useXClient=["::1/128"],
+                useXForward=["192.0.2.0/24"],
+            ),
+        )
+
+    def test_tlsFilesReadAtParse(self) -> None:
+        """
+        A certificate, key, CA or SNI file that cannot be read or does not
+        fit is a usage error naming it; a key without a certificate too.
+        """
+        missing = os.path.abspath(self.mktemp())
+        cert, key = self.server.certificatePath, self.server.keyPath
+        for args, named in [
+            (("--tls-cert", missing), missing),
+            (("--tls-cert", cert, "--tls-key", missing), missing),
+            (("--tls-cert", cert, "--tls-key", self.other.keyPath), self.other.keyPath),
+            (("--tls-cert", cert, "--tls-key", key, "--tls-ca", missing), missing),
+            (("--tls-cert", cert, "--tls-key", key, "--sni", f"a.example={missing}"), missing),
+            (("--tls-key", key), "--tls-key needs --tls-cert"),
+        ]:
+            self.assertIn(named, self.assertUsageError(*args))
+
+    def test_badValues(self) -> None:
+        """
+        A malformed SNI entry, network, AUTH method or log format is a
+        usage error naming the value.
+        """
+        for args, named in [
+            (("--sni", "nocert.example"), "nocert.example"),
+            (("--sni", "=cert.pem"), "=cert.pem"),
+            (("--proxy-trusted", "not-a-network"), "not-a-network"),
+            (("--xclient", "10.0.0.0/33"), "10.0.0.0/33"),
+            (("--xforward", ""), "--xforward"),
+            (("--auth-methods", "PLAIN,GSSAPI"), "GSSAPI"),
+            (("--log-format", "xml"), "xml"),
+        ]:
+            self.assertIn(named, self.assertUsageError(*args))
+
+    def test_auth(self) -> None:
+        """
+        C{--auth memory:USER:PASSWORD} adds a checker that the server's
+        portal uses: AUTH is offered and required, and the checker knows the
+        user.
+        """
+        from twisted.cred.credentials import UsernamePassword
+
+        config = parse("--sink", "--auth", "memory:alice:secret")
+        (checker,) = config["credCheckers"]
+        self.assertEqual(
+            self.successResultOf(checker.requestAvatarId(UsernamePassword(b"alice", b"secret"))),
+            b"alice",
+        )
+        server = _tap.makeService(config)
+        self.assertIsNotNone(server.factory.portal)
+        self.assertTrue(server.factory.authEnabled)
+        self.assertTrue(server.factory.authRequired)
+
+    def test_authOptional(self) -> None:
+        """
+        With C{--auth-optional}, AUTH is offered but not required.
+        """
+        server = _tap.makeService(
+            parse("--sink", "--auth", "memory:alice:secret", "--auth-optional")
+        )
+        self.assertTrue(server.factory.authEnabled)
+        self.assertFalse(server.factory.authRequired)
+
+    def test_noAuth(self) -> None:
+        """
+        Without C{--auth}, no checker is configured and AUTH is not offered.
+        """
+        server = _tap.makeService(parse("--sink"))
+        self.assertIsNone(server.factory.portal)
+        self.assertFalse(server.factory.authEnabled)
+
+    def test_authUnknownType(self) -> None:
+        """
+        An unknown C{--auth} type is a one-line usage error.
+        """
+        self.assertIn("bogus", self.assertUsageError("--auth", "bogus:x"))
+
+
+class EndpointFlagTests(SynchronousTestCase):
+    """
+    C{--listen} strings are checked as the server will use them.
+    """
+
+    def test_sslWithoutKeyUsesServerTLS(self) -> None:
+        """
+        An C{ssl:} endpoint without a key of its own is accepted (the server
+        serves it with its TLS configuration); one naming a missing key
+        file is refused.
+        """
+        self.assertEqual(parse("--sink", "--listen", "ssl:0")["listen"], ["ssl:0"])
+        description = f"ssl:0:privateKey={os.path.abspath(self.mktemp())}"
+        error = self.assertRaises(usage.UsageError, parse, "--sink", "--listen", description)
+        self.assertIn(repr(description), str(error))
+
+    def test_systemdWithoutSockets(self) -> None:
+        """
+        A C{systemd:} endpoint in a process that inherited no socket is a
+        usage error saying so.
+        """
+        error = self.assertRaises(
+            usage.UsageError, parse, "--sink", "--listen", "systemd:domain=INET:index=0"
+        )
+        self.assertIn("LISTEN_FDS", str(error))
+
+    def test_otherKinds(self) -> None:
+        """
+        C{unix:} and C{haproxy:} endpoint strings are accepted as they are,
+        C{haproxy:} around an C{ssl:} endpoint served with the server's TLS
+        too.
+        """
+        listen = [
+            "unix:/tmp/smtpd.sock:mode=660",
+            "haproxy:tcp:2525:interface=127.0.0.1",
+            "haproxy:ssl:465",
+        ]
+        args = [part for endpoint in listen for part in ("--listen", endpoint)]
+        self.assertEqual(parse("--sink", *args)["listen"], listen)
+
+
+class DeliveryFlagTests(SynchronousTestCase):
+    """
+    The delivery flags build the handler they name, or fail in one line.
+    """
+
+    def assertUsageError(self, *args: str) -> str:
+        error = self.assertRaises(usage.UsageError, parse, *args)
+        self.assertNotIn("\n", str(error))
+        return str(error)
+
+    def test_maildirSettings(self) -> None:
+        """
+        C{--maildir-per-recipient} makes the Maildir refuse unsafe mailbox
+        names at RCPT, and C{--maildir-trace} turns trace headers on; both
+        apply to the default Maildir too.
+        """
+        path = self.mktemp()
+        handler = parse("--maildir", path, "--maildir-per-recipient")["handler"]
+        self.assertRaises(SMTPError, handler.onRcptTo, Address("../x@example.com"), Session("s"))
+        plain = parse("--maildir", path)["handler"]
+        self.assertIsNone(plain.onRcptTo(Address("../x@example.com"), Session("s")))
+        self.addCleanup(os.chdir, os.getcwd())
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        os.chdir(directory)
+        traced = parse("--maildir-trace", "--hostname", "mx.example")["handler"]
+        self.assertTrue(traced._traceHeaders)
+        self.assertEqual(traced.path, os.path.join(directory, "Maildir"))
+
+    def test_modifiersNeedTheirDelivery(self) -> None:
+        """
+        A flag belonging to one delivery is refused with another.
+        """
+        for args, message in [
+            (("--sink", "--maildir-trace"), "--maildir-trace needs --maildir"),
+            (("--debug", "--maildir-per-recipient"), "--maildir-per-recipient needs --maildir"),
+            (("--relay-ca", "ca.pem"), "--relay-ca needs --relay"),
+            (("--sink", "--relay-insecure"), "--relay-insecure needs --relay"),
+            (("--sink", "--relay-auth", "u:p"), "--relay-auth needs --relay"),
+            (("--handler-option", "a=b"), "--handler-option needs --handler"),
+        ]:
+            self.assertEqual(self.assertUsageError(*args), message)
+
+    def test_mbox(self) -> None:
+        """
+        C{--mbox PATH} chooses an L{MboxHandler} on PATH, created (mode
+        0600) at once so that an unwritable path fails the start.
+        """
+        from twisted_smtpd.handlers.mbox import MboxHandler
+
+        path = self.mktemp()
+        handler = parse("--mbox", path)["handler"]
+        self.assertIsInstance(handler, MboxHandler)
+        self.assertEqual(handler.path, os.path.abspath(path))
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        bad = os.path.join(self.mktemp(), "missing", "mbox")
+        self.assertIn(repr(bad), self.assertUsageError("--mbox", bad))
+
+    def test_relay(self) -> None:
+        """
+        C{--relay HOST[:PORT]} chooses a L{RelayHandler} for that smarthost,
+        port 25 by default, IPv6 addresses in brackets.
+        """
+        from twisted_smtpd.handlers.relay import RelayHandler
+
+        for target, expected in [
+            ("mx.example.com", ("mx.example.com", 25)),
+            ("mx.example.com:2525", ("mx.example.com", 2525)),
+            ("[::1]:26", ("::1", 26)),
+            ("[::1]", ("::1", 25)),
+            ("::1", ("::1", 25)),
+        ]:
+            handler = parse("--relay", target, "--relay-insecure")["handler"]
+            self.assertIsInstance(handler, RelayHandler)
+            self.assertEqual((handler.host, handler.port), expected)
+
+    def test_relayCredentials(self) -> None:
+        """
+        C{--relay-auth USER:PASSWORD} and C{--relay-user} with
+        C{--relay-password} give the relay its credentials.
+        """
+        for args in [
+            ("--relay-auth", "user:pass:word"),
+            ("--relay-user", "user", "--relay-password", "pass:word"),
+        ]:
+            handler = parse("--relay", "mx.example.com", *args)["handler"]
+            self.assertEqual((handler._username, handler._password), ("user", "pass:word"))
+
+    def test_relayErrors(self) -> None:
+        """
+        A bad relay port, conflicting or half credentials, an unreadable
+        CA file, or C{--relay-insecure} with C{--relay-ca} are usage errors.
+        """
+        ca = CertificateAuthority(self.mktemp())
+        missing = os.path.abspath(self.mktemp())
+        for args, named in [
+            (("--relay", "mx.example.com:smtp"), "'smtp'"),
+            (("--relay", "mx.example.com:0"), "port"),
+            (("--relay", "mx", "--relay-auth", "nopassword"), "USER:PASSWORD"),
+            (("--relay", "mx", "--relay-auth", "u:p", "--relay-user", "u"), "--relay-auth"),
+            (("--relay", "mx", "--relay-user", "u"), "--relay 'mx'"),
+            (("--relay", "mx", "--relay-ca", missing), missing),
+            (("--relay", "mx", "--relay-insecure", "--relay-ca", ca.certificatePath), "excludes"),
+        ]:
+            self.assertIn(named, self.assertUsageError(*args))
+
+    def test_lmtpTo(self) -> None:
+        """
+        C{--lmtp-to ENDPOINT} chooses an L{LMTPDeliveryHandler}; an endpoint
+        string that does not parse is a usage error.
+        """
+        from twisted_smtpd.handlers.lmtp import LMTPDeliveryHandler
+
+        handler = parse("--lmtp-to", "tcp:127.0.0.1:24")["handler"]
+        self.assertIsInstance(handler, LMTPDeliveryHandler)
+        self.assertEqual(handler.endpoint, "tcp:127.0.0.1:24")
+        self.assertIn("'bogus:1'", self.assertUsageError("--lmtp-to", "bogus:1"))
+
+    def test_pipe(self) -> None:
+        """
+        C{--pipe COMMAND} chooses a L{PipeHandler} running the command split
+        like a shell would; a program not found is a usage error.
+        """
+        from twisted_smtpd.handlers.pipe import PipeHandler
+
+        handler = parse("--pipe", "sh -c 'cat > \"$OUT\"'")["handler"]
+        self.assertIsInstance(handler, PipeHandler)
+        self.assertEqual(handler.argv, ["sh", "-c", 'cat > "$OUT"'])
+        self.assertIn("no-such-program", self.assertUsageError("--pipe", "no-such-program -x"))
+
+    def test_handler(self) -> None:
+        """
+        C{--handler MODULE:CALLABLE} calls the callable with the
+        C{--handler-option}s as keyword arguments and uses what it returns.
+        """
+        directory = self.mktemp()
+        handler = parse(
+            "--handler",
+            "tests.integration.recordinghandler:make",
+            "--handler-option",
+            f"directory={directory}",
+            "--handler-option",
+            "reply=Thanks = received",
+        )["handler"]
+        self.assertIsInstance(handler, recordinghandler.RecordingHandler)
+        self.assertEqual((handler.directory, handler.reply), (directory, "Thanks = received"))
+
+    def test_handlerErrors(self) -> None:
+        """
+        A handler that cannot be imported, found, called with the options,
+        or that is not an L{ISMTPHandler}, is a usage error naming it.
+        """
+        module = "tests.integration.recordinghandler"
+        for args, named in [
+            (("--handler", "no_such_module_x:make"), "no_such_module_x"),
+            (("--handler", f"{module}:missing"), "missing"),
+            (("--handler", f"{module}:notAHandler"), "not an ISMTPHandler"),
+            (("--handler", f"{module}:make"), "directory"),
+            (("--handler", f"{module}:make", "--handler-option", "bogus=1"), "bogus"),
+            (("--handler", module), "MODULE:CALLABLE"),
+            (("--handler", f"{module}:make", "--handler-option", "novalue"), "KEY=VALUE"),
+        ]:
+            self.assertIn(named, self.assertUsageError(*args))
+
+
+class ConfigFileTests(SynchronousTestCase):
+    """
+    C{--config FILE}: the same options from TOML or INI, the command line
+    winning.
+    """
+
+    def write(self, suffix: str, text: str) -> str:
+        path = self.mktemp() + suffix
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+
+    def assertUsageError(self, *args: str) -> str:
+        error = self.assertRaises(usage.UsageError, parse, *args)
+        self.assertNotIn("\n", str(error))
+        return str(error)
+
+    def test_toml(self) -> None:
+        """
+        A TOML file sets options by their long names: lists for repeatable
+        ones, booleans for flags, numbers or strings for values, a table
+        for C{handler-option}; C{_} may stand for C{-}.
+        """
+        directory = self.mktemp()
+        path = self.write(
+            ".toml",
+            f"""
+            listen = ["tcp:0", "unix:/tmp/x.sock"]
+            hostname = "mx.example.com"
+            size = 1000
+            socket_timeout = 2.5
+            lmtp = true
+            no-reverse-lookup = false
+            hide = ["dsn", "size"]
+            handler = "tests.integration.recordinghandler:make"
+            [handler-option]
+            directory = "{directory}"
+            reply = "From TOML"
+            """,
+        )
+        config = parse("--config", path)
+        self.assertEqual(config["listen"], ["tcp:0", "unix:/tmp/x.sock"])
+        self.assertEqual(
+            config["serverOptions"],
+            ServerOptions(
+                name="mx.example.com",
+                size=1000,
+                socketTimeout=2.5,
+                lmtp=True,
+                hideDSN=True,
+                hideSize=True,
+            ),
+        )
+        self.assertEqual(config["handler"].reply, "From TOML")
+
+    def test_tomlSection(self) -> None:
+        """
+        The options may also sit in a C{[smtpd]} table of the TOML file.
+        """
+        path = self.write(".toml", '[smtpd]\nsink = true\nbanner = "Hello"\n')
+        config = parse("--config", path)
+        self.assertIsInstance(config["handler"], SinkHandler)
+        self.assertEqual(config["serverOptions"].banner, "Hello")
+
+    def test_ini(self) -> None:
+        """
+        An INI file's C{[smtpd]} section sets options: one value per line
+        for repeatable ones, yes/no or true/false for flags.
+        """
+        path = self.write(
+            ".conf",
+            "[smtpd]\n"
+            "listen =\n    tcp:0\n    tcp:0:interface=127.0.0.1\n"
+            "hostname = mx.example.com\n"
+            "max-clients = 7\n"
+            "auth-optional = yes\n"
+            "disable = VRFY\n"
+            "debug = true\n",
+        )
+        config = parse("--config", path)
+        self.assertEqual(config["listen"], ["tcp:0", "tcp:0:interface=127.0.0.1"])
+        options = config["serverOptions"]
+        self.assertEqual(
+            (options.name, options.maxClients, options.authOptional, options.disabledCommands),
+            ("mx.example.com", 7, True, ("VRFY",)),
+        )
+        self.assertIsInstance(config["handler"], DebuggingHandler)
+
+    def test_commandLineWins(self) -> None:
+        """
+        An option given on the command line replaces the file's, a
+        repeatable one its whole list; the file's other options stay.
+        """
+        path = self.write(
+            ".toml",
+            'listen = ["tcp:1", "tcp:2"]\nhostname = "file.example"\nsize = 1\nsink = true\n',
+        )
+        config = parse("--listen", "tcp:0", "--config", path, "--size", "2")
+        self.assertEqual(config["listen"], ["tcp:0"])
+        self.assertEqual(config["serverOptions"].size, 2)
+        self.assertEqual(config["serverOptions"].name, "file.example")
+
+    def test_deliveryReplaced(self) -> None:
+        """
+        A delivery on the command line replaces the file's delivery and the
+        settings that belong to it.
+        """
+        maildir = self.mktemp()
+        path = self.write(
+            ".ini", f"[smtpd]\nmaildir = {maildir}\nmaildir-trace = on\nbanner = hi\n"
+        )
+        config = parse("--config", path, "--sink")
+        self.assertIsInstance(config["handler"], SinkHandler)
+        self.assertEqual(config["serverOptions"].banner, "hi")
+        self.assertFalse(os.path.exists(maildir))
+
+    def test_errors(self) -> None:
+        """
+        A missing or malformed file, an unknown or forbidden key, or a
+        value of the wrong kind is a one-line usage error naming the file.
+        """
+        missing = os.path.abspath(self.mktemp())
+        for path, named in [
+            (missing, "No such file"),
+            (self.write(".toml", "listen = [\n"), "not valid TOML"),
+            (self.write(".ini", "listen = tcp:0\n"), "not a valid INI file"),
+            (self.write(".ini", "[other]\nlisten = tcp:0\n"), "no [smtpd] section"),
+            (self.write(".toml", "colour = 1\n"), "unknown option 'colour'"),
+            (self.write(".toml", 'config = "other.toml"\n'), "unknown option 'config'"),
+            (self.write(".toml", 'lmtp = "yes"\n'), "lmtp: expected true or false"),
+            (self.write(".toml", 'hostname = ["a", "b"]\n'), "hostname: expected one value"),
+            (self.write(".toml", "size = {a = 1}\n"), "size: expected a string or a number"),
+            (self.write(".toml", "[smtpd]\nsink = true\n[other]\n"), "unknown option 'other'"),
+            (self.write(".ini", "[smtpd]\nhostname =\n  a\n  b\n"), "expected one value"),
+        ]:
+            message = self.assertUsageError("--config", path)
+            self.assertIn(named, message)
+            self.assertIn(repr(path), message)
+
+    def test_valuesChecked(self) -> None:
+        """
+        Values from the file are checked like the command line's.
+        """
+        path = self.write(".toml", "size = -5\nsink = true\n")
+        self.assertIn("--size", self.assertUsageError("--config", path))
+
+
+def session(**kwargs: Any) -> Session:
+    """
+    A session from 192.0.2.1:4000 to 198.51.100.1:25 with a two-recipient
+    envelope.
+    """
+    values: dict[str, Any] = {
+        "id": "sid1",
+        "remoteAddress": ("192.0.2.1", 4000),
+        "localAddress": ("198.51.100.1", 25),
+        "clientHostname": "client.example",
+        "envelope": Envelope(
+            mailFrom=Address("alice@example.com"),
+            rcptTo=[Address("bob@example.org"), Address("carol@example.org")],
+        ),
+    }
+    values.update(kwargs)
+    return Session(**values)
+
+
+class SessionLoggerTests(SynchronousTestCase):
+    """
+    L{SessionLogger} logs per-session and per-message events only.
+    """
+
+    def setUp(self) -> None:
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.logger = SessionLogger()
+
+    def test_connect(self) -> None:
+        """
+        A connect event is logged at info level with the session id and
+        the client and local addresses.
+        """
+        self.logger("connect", session(), {})
+        (event,) = self.events
+        self.assertEqual(event["log_level"], LogLevel.info)
+        self.assertEqual(event["log_namespace"], NAMESPACE)
+        self.assertEqual(
+            (event["session"], event["client"], event["clientHostname"], event["local"]),
+            ("sid1", "192.0.2.1:4000", "client.example", "198.51.100.1:25"),
+        )
+        self.assertEqual(
+            formatEvent(event),
+            "sid1 connect from 192.0.2.1:4000 (client.example) to 198.51.100.1:25",
+        )
+
+    def test_peers(self) -> None:
+        """
+        IPv6 peers are bracketed, and a peer without an address (a UNIX
+        socket) is C{unix}.
+        """
+        self.logger("connect", session(remoteAddress=("::1", 5), localAddress=("", 0)), {})
+        (event,) = self.events
+        self.assertEqual((event["client"], event["local"]), ("[::1]:5", "unix"))
+
+    def test_message(self) -> None:
+        """
+        A message event carries the size, sender, recipient count, every
+        reply code and the first reply's text.
+        """
+        replies = (Reply(250, "2.0.0", ("OK: queued as X",)), Reply(550, "5.1.1", ("no",)))
+        self.logger("message", session(), {"size": 1234, "replies": replies})
+        (event,) = self.events
+        self.assertEqual(
+            (event["size"], event["sender"], event["recipients"], event["codes"]),
+            (1234, "alice@example.com", 2, [250, 550]),
+        )
+        self.assertEqual(
+            formatEvent(event),
+            "sid1 message 1234 bytes from <alice@example.com> to 2 recipient(s):"
+            " 250,550 OK: queued as X",
+        )
+
+    def test_authAndClose(self) -> None:
+        """
+        Successful AUTH and the end of the session are logged too.
+        """
+        self.logger("auth", session(), {"method": "PLAIN", "username": "alice"})
+        self.logger("close", session(), {})
+        self.assertEqual(
+            [formatEvent(e) for e in self.events],
+            ["sid1 auth PLAIN as 'alice'", "sid1 close"],
+        )
+
+    def test_commandEventsIgnored(self) -> None:
+        """
+        Per-command events (HELO, MAIL, RCPT, rejections, TLS) log nothing.
+        """
+        for event in ["helo", "mail", "rcpt", "reject", "secure"]:
+            self.logger(event, session(), {"address": Address("x@example.com")})
+        self.assertEqual(len(self.events), 0)
+
+    def test_ignoredHosts(self) -> None:
+        """
+        Sessions from ignored hosts are not logged.
+        """
+        logger = SessionLogger(["192.0.2.1"])
+        for event in ["connect", "message", "close"]:
+            logger(event, session(), {"size": 1, "replies": ()})
+        logger("close", session(remoteAddress=("192.0.2.2", 1)), {})
+        self.assertEqual([e["session"] for e in self.events], ["sid1"])
+        self.assertEqual(len(self.events), 1)
+
+
+class JSONLogTests(SynchronousTestCase):
+    """
+    L{jsonLogObserver} writes one JSON object per line.
+    """
+
+    def test_lines(self) -> None:
+        """
+        Each event is one line of JSON, without a record separator, with its
+        fields and the formatted text.
+        """
+        out = io.StringIO()
+        observer = jsonLogObserver(out)
+        self.assertTrue(ILogObserver.providedBy(observer))
+        log = Logger(namespace="test", observer=observer)
+        log.info("{session} close", session="abc")
+        log.warn("second {n}", n=2)
+        lines = out.getvalue().splitlines()
+        self.assertEqual(len(lines), 2)
+        self.assertNotIn("\x1e", out.getvalue())
+        first = json.loads(lines[0])
+        self.assertEqual(
+            (first["session"], first["text"], first["log_namespace"], first["log_level"]["name"]),
+            ("abc", "abc close", "test", "info"),
+        )
+        self.assertEqual(json.loads(lines[1])["text"], "second 2")
+
+
+class FakeReactor:
+    """
+    Records what is scheduled from a signal handler.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[Callable[[], object]] = []
+
+    def callFromThread(self, f: Callable[[], object]) -> None:
+        self.calls.append(f)
+
+
+class DaemonTests(SynchronousTestCase):
+    """
+    The service that C{twistd smtpd} runs.
+    """
+
+    def test_sessionLogger(self) -> None:
+        """
+        The server's factory has a L{SessionLogger} observer.
+        """
+        server = _tap.makeService(parse("--sink"))
+        self.assertEqual([type(o) for o in server.factory.observers].count(SessionLogger), 1)
+
+    def test_jsonObserverGivenToTwistd(self) -> None:
+        """
+        With C{--log-format json}, joining C{twistd}'s application sets a
+        JSON L{ILogObserver} on it, which C{twistd} then logs through; with
+        the default text format nothing is set.
+        """
+        for fmt, expected in [("json", True), ("text", False)]:
+            application = Application("smtpd")
+            server = _tap.makeService(parse("--sink", "--log-format", fmt))
+            server.setServiceParent(application)
+            observer = application.getComponent(ILogObserver, None)
+            self.assertEqual(observer is not None, expected, fmt)
+            self.assertIs(server.parent, IServiceCollection(application))
+
+    def test_jsonToTwistdLogFile(self) -> None:
+        """
+        The JSON observer writes where C{twistd} would: its C{--logfile}.
+        """
+        path = os.path.abspath(self.mktemp())
+        config = parse("--sink", "--log-format", "json")
+        config.parent = {"logfile": path, "nodaemon": False}  # type: ignore[attr-defined]
+        server = _tap.makeService(config)
+        assert server.logObserver is not None
+        Logger(observer=server.logObserver).info("to the file {n}", n=1)
+        with open(path, encoding="utf-8") as f:
+            self.assertEqual(json.loads(f.read())["text"], "to the file 1")
+
+    def test_sighup(self) -> None:
+        """
+        While running, SIGHUP schedules a certificate reload on the reactor;
+        stopping restores the previous handler.
+        """
+        previous = signal.getsignal(signal.SIGHUP)
+        reactor = FakeReactor()
+        server = _tap.SMTPDaemon(SinkHandler(), ServerOptions(), reactor=reactor)
+        reloads: list[None] = []
+        server.reload = lambda: reloads.append(None)  # type: ignore[method-assign]
+        server.startService()
+        self.addCleanup(signal.signal, signal.SIGHUP, previous)
+        handler = signal.getsignal(signal.SIGHUP)
+        assert callable(handler)
+        handler(signal.SIGHUP, None)
+        self.assertEqual(len(reactor.calls), 1)
+        reactor.calls[0]()
+        self.assertEqual(reloads, [None])
+        self.successResultOf(server.stopService())
+        self.assertEqual(signal.getsignal(signal.SIGHUP), previous)
+
+    def test_reloadLogged(self) -> None:
+        """
+        A reload that reads new certificates is logged at info level; one
+        that fails logs an error naming the file, and the old certificates
+        stay.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        ca = CertificateAuthority(self.mktemp())
+        issued = ca.server("mail.example.com")
+        options = ServerOptions(certificate=issued.certificatePath, privateKey=issued.keyPath)
+        server = _tap.SMTPDaemon(SinkHandler(), options, reactor=FakeReactor())
+        self.assertFalse(server.factory.tls.selfSigned)
+        server.reload()
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            ["Reloading TLS certificates", "TLS certificates reloaded"],
+        )
+        with open(issued.certificatePath, "wb") as f:
+            f.write(b"not a certificate")
+        server.reload()
+        failed = events[3]
+        self.assertEqual(failed["log_level"], LogLevel.error)
+        self.assertIn(issued.certificatePath, formatEvent(failed))
+        self.assertTrue(formatEvent(failed).startswith("Reloading TLS certificates failed"))
+        self.assertEqual(len(events), 4)
+
+    def test_reloadBeforeFirstUse(self) -> None:
+        """
+        A reload before any TLS handshake still reads the certificate
+        files, so that a broken file is reported at once.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        ca = CertificateAuthority(self.mktemp())
+        issued = ca.server("mail.example.com")
+        options = ServerOptions(certificate=issued.certificatePath, privateKey=issued.keyPath)
+        server = _tap.SMTPDaemon(SinkHandler(), options, reactor=FakeReactor())
+        with open(issued.keyPath, "wb") as f:
+            f.write(b"not a key")
+        server.reload()
+        self.assertEqual(events[-1]["log_level"], LogLevel.error)
+        self.assertIn(issued.keyPath, formatEvent(events[-1]))

@@ -4,31 +4,48 @@ The C{twistd smtpd} command line: L{Options} and L{makeService}.
 
 Every setting is checked while the options are parsed, so that a mistake
 becomes one L{usage.UsageError} line from C{twistd} rather than a traceback
-from a half-started server.
+from a half-started server: endpoint strings are parsed, certificate files
+read, the delivery handler built and the Maildir created.
+
+C{--config FILE} reads the same options from a TOML (C{*.toml}) or INI
+(section C{[smtpd]}) file; flags on the command line win (L{twisted_smtpd._tapconfig}).
 """
 
 from __future__ import annotations
 
+import getopt
+import ipaddress
 import math
-from collections.abc import Callable
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
-from twisted.application.service import IService
+from twisted.cred.credentials import IUsernameHashedPassword, IUsernamePassword
+from twisted.cred.strcred import AuthOptionMixin
+from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
+from twisted.python.logfile import LogFile
 
-from twisted_smtpd._options import (
-    BARE_NEWLINE_POLICIES,
-    HIDEABLE,
-    KNOWN_COMMANDS,
-    ServerOptions,
-)
+from twisted_smtpd._logging import SessionLogger, jsonLogObserver
+from twisted_smtpd._options import BARE_NEWLINE_POLICIES, HIDEABLE, KNOWN_COMMANDS, ServerOptions
 from twisted_smtpd._server import SMTPServer
-from twisted_smtpd.handlers import DebuggingHandler, MaildirHandler, SinkHandler
+from twisted_smtpd._tapconfig import (
+    HANDLERS,
+    asArguments,
+    bytesUsers,
+    checkEndpoint,
+    readConfig,
+    reason,
+)
+from twisted_smtpd._tls import ServerTLS
 from twisted_smtpd.interfaces import ISMTPHandler
 
 DEFAULT_LISTEN = "tcp:2525:interface=127.0.0.1"
 DEFAULT_MAILDIR = "./Maildir"
+LOG_FORMATS = ("text", "json")
 
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in attrs.fields(ServerOptions)}
 
@@ -44,12 +61,37 @@ _NUMBERS = {
     "max-recipients": "maxRecipients",
 }
 
+# Boolean flags and the ServerOptions attribute each one sets.
+_SWITCHES = {
+    "lmtp": "lmtp",
+    "request-cert": "requestCert",
+    "allow-insecure-auth": "allowInsecureAuth",
+    "auth-optional": "authOptional",
+    "no-reverse-lookup": "disableReverseLookup",
+}
 
-def _oneLine(text: str) -> str:
-    """
-    Collapse C{text} onto a single line.
-    """
-    return " ".join(text.split())
+# Trusted-network flags and the ServerOptions attribute each one sets.
+_NETWORKS = {"proxy-trusted": "useProxy", "xclient": "useXClient", "xforward": "useXForward"}
+
+# The flags choosing where messages go, and the flags that only make sense
+# with one of them.
+DELIVERIES = ("maildir", "mbox", "relay", "lmtp-to", "pipe", "debug", "sink", "handler")
+_PARAMETER_DELIVERIES = ("mbox", "relay", "lmtp-to", "pipe", "handler")
+_MODIFIERS = {
+    "maildir-per-recipient": "maildir",
+    "maildir-trace": "maildir",
+    "relay-ca": "relay",
+    "relay-insecure": "relay",
+    "relay-user": "relay",
+    "relay-password": "relay",
+    "relay-auth": "relay",
+    "handler-option": "handler",
+}
+
+# Options that may be given several times (a list in a configuration file).
+_REPEATABLE = frozenset({"listen", "sni", "disable", "hide", "auth", "handler-option", *_NETWORKS})
+# Options that cannot appear in a configuration file.
+_NOT_IN_FILE = frozenset({"config", "help", "version", "help-auth", "help-auth-type"})
 
 
 def _number(flag: str, kind: Callable[[str], float], *, positive: bool) -> Callable[[str], float]:
@@ -77,113 +119,179 @@ def _number(flag: str, kind: Callable[[str], float], *, positive: bool) -> Calla
     return coerce
 
 
-def _bareNewline(text: str) -> str:
+def _choice(flag: str, choices: Sequence[str]) -> Callable[[str], str]:
     """
-    Check a C{--bare-newline} policy name.
+    A coercer accepting only one of C{choices}.
     """
-    if text not in BARE_NEWLINE_POLICIES:
-        choices = ", ".join(sorted(BARE_NEWLINE_POLICIES))
-        raise usage.UsageError(f"--bare-newline: expected one of {choices}, got {text!r}")
-    return text
+
+    def coerce(text: str) -> str:
+        if text not in choices:
+            allowed = ", ".join(sorted(choices))
+            raise usage.UsageError(f"--{flag}: expected one of {allowed}, got {text!r}")
+        return text
+
+    return coerce
 
 
-class Options(usage.Options):
+def _numeric(flag: str, kind: Callable[[str], float], positive: bool, doc: str) -> list[Any]:
+    attribute = _NUMBERS[flag]
+    return [flag, None, _DEFAULTS[attribute], doc, _number(flag, kind, positive=positive)]
+
+
+class Options(AuthOptionMixin, usage.Options):
     """
     Options of C{twistd smtpd}.
 
-    After L{parseOptions}, C{self["listen"]} holds the endpoint strings,
-    C{self["handler"]} the L{ISMTPHandler} chosen by C{--maildir}, C{--sink}
-    or C{--debug}, and C{self["serverOptions"]} the L{ServerOptions}.
+    After L{parseOptions}: C{self["listen"]} holds the endpoint strings,
+    C{self["handler"]} the L{ISMTPHandler} chosen by the delivery flags,
+    C{self["serverOptions"]} the L{ServerOptions}, and
+    C{self.get("credCheckers", [])} the checkers of C{--auth}.
     """
 
     synopsis = "[options]"
     longdesc = (
         "Run an SMTP (or, with --lmtp, LMTP) server. Without a delivery option "
-        "every accepted message is stored in the Maildir ./Maildir. ENDPOINT is "
-        "any Twisted server endpoint string: tcp:PORT, ssl:PORT:privateKey=..., "
-        "unix:PATH, systemd:domain=INET:index=0, haproxy:tcp:PORT. --hide takes "
-        "STARTTLS, SIZE, PIPELINING, 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES, DSN, "
-        "REQUIRETLS or CHUNKING; a hidden SIZE limit still applies."
+        "every accepted message is stored in the Maildir ./Maildir; --maildir, "
+        "--mbox, --relay, --lmtp-to, --pipe, --debug, --sink and --handler exclude "
+        "each other. ENDPOINT is any Twisted server endpoint string: tcp:PORT, "
+        "ssl:PORT (implicit TLS with --tls-cert), unix:PATH, "
+        "systemd:domain=INET:index=0, haproxy:tcp:PORT. --hide takes STARTTLS, "
+        "SIZE, PIPELINING, 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES, DSN, "
+        "REQUIRETLS or CHUNKING; a hidden SIZE limit still applies. --config FILE "
+        "reads the same options (long names as keys) from a TOML file (*.toml) "
+        "or the [smtpd] section of an INI file; the command line wins. SIGHUP "
+        "reloads the TLS certificates."
     )
+
+    supportedInterfaces = (IUsernamePassword, IUsernameHashedPassword)
 
     optFlags = [
         ["lmtp", None, "Speak LMTP (RFC 2033) instead of SMTP."],
+        ["request-cert", None, "Require a client certificate signed by --tls-ca."],
+        ["allow-insecure-auth", None, "Offer AUTH before TLS."],
+        ["auth-optional", None, "With --auth, accept mail without AUTH too."],
+        ["no-reverse-lookup", None, "Do not look up the client's host name."],
+        ["maildir-per-recipient", None, "Store a copy per recipient in PATH/DOMAIN/LOCALPART/."],
+        ["maildir-trace", None, "Prepend Return-Path: and Received: to stored messages."],
+        ["relay-insecure", None, "Relay without verifying the relay's certificate."],
     ]
 
     optParameters = [
-        [
-            "hostname",
-            None,
-            None,
-            "The server's name in the greeting and replies [default: this host's FQDN].",
-        ],
+        ["hostname", None, None, "The server's name in greetings [default: this host's FQDN]."],
         ["banner", None, None, "Extra text for the 220 greeting."],
-        [
-            "size",
-            None,
-            _DEFAULTS["size"],
-            "Largest message accepted, in bytes; 0 for no limit.",
-            _number("size", int, positive=False),
-        ],
-        [
-            "max-clients",
-            None,
-            _DEFAULTS["maxClients"],
-            "Concurrent connections; 0 for no limit.",
-            _number("max-clients", int, positive=False),
-        ],
-        [
-            "socket-timeout",
-            None,
-            _DEFAULTS["socketTimeout"],
-            "Seconds of client silence before 421 and close.",
-            _number("socket-timeout", float, positive=True),
-        ],
-        [
-            "close-timeout",
-            None,
-            _DEFAULTS["closeTimeout"],
-            "Seconds a stopping server waits for transactions to finish.",
-            _number("close-timeout", float, positive=False),
-        ],
-        [
-            "max-recipients",
-            None,
-            _DEFAULTS["maxRecipients"],
-            "Recipients per transaction.",
-            _number("max-recipients", int, positive=True),
-        ],
+        _numeric("size", int, False, "Largest message accepted, in bytes; 0 for no limit."),
+        _numeric("max-clients", int, False, "Concurrent connections; 0 for no limit."),
+        _numeric("socket-timeout", float, True, "Seconds of client silence before 421."),
+        _numeric("close-timeout", float, False, "Seconds a stopping server waits for mail."),
+        _numeric("max-recipients", int, True, "Recipients per transaction."),
         [
             "bare-newline",
             None,
             _DEFAULTS["bareNewline"],
             "What a bare CR or LF in message text does: reject the message, "
             "normalize it to CRLF, or keep it (legacy). It never ends a message.",
-            _bareNewline,
+            _choice("bare-newline", sorted(BARE_NEWLINE_POLICIES)),
+        ],
+        ["tls-cert", None, None, "PEM certificate chain for STARTTLS and ssl: listeners."],
+        ["tls-key", None, None, "PEM private key [default: in --tls-cert]."],
+        ["tls-ca", None, None, "PEM CA bundle that signs client certificates."],
+        ["auth-methods", None, "PLAIN,LOGIN", "AUTH mechanisms (also CRAM-MD5, XOAUTH2)."],
+        ["mbox", None, None, "Append every message to this mbox file."],
+        ["relay", None, None, "Relay every message to this smarthost, HOST[:PORT]."],
+        ["relay-ca", None, None, "PEM CA bundle to verify the relay [default: system CAs]."],
+        ["relay-user", None, None, "User name for AUTH at the relay."],
+        ["relay-password", None, None, "Password for AUTH at the relay."],
+        ["relay-auth", None, None, "USER:PASSWORD for AUTH at the relay."],
+        ["lmtp-to", None, None, "Deliver every message over LMTP to this client endpoint."],
+        ["pipe", None, None, "Pipe every message into this command (split like a shell)."],
+        ["handler", None, None, "Use the handler made by MODULE:CALLABLE(**handler-options)."],
+        [
+            "log-format",
+            None,
+            "text",
+            "Log as text lines or as JSON lines (text, json).",
+            _choice("log-format", LOG_FORMATS),
         ],
     ]
 
     compData = usage.Completions(
         optActions={
             "maildir": usage.CompleteDirs(descr="Maildir directory"),
+            "mbox": usage.CompleteFiles(descr="mbox file"),
+            "config": usage.CompleteFiles(descr="configuration file"),
+            "tls-cert": usage.CompleteFiles(descr="PEM certificate"),
+            "tls-key": usage.CompleteFiles(descr="PEM private key"),
+            "tls-ca": usage.CompleteFiles(descr="PEM CA bundle"),
             "bare-newline": usage.CompleteList(sorted(BARE_NEWLINE_POLICIES)),
             "hide": usage.CompleteList(sorted(HIDEABLE)),
             "disable": usage.CompleteList(sorted(KNOWN_COMMANDS)),
+            "log-format": usage.CompleteList(LOG_FORMATS),
         },
-        mutuallyExclusive=[("maildir", "sink", "debug")],
+        mutuallyExclusive=[DELIVERIES],
     )
 
     def __init__(self) -> None:
         super().__init__()
-        self["listen"] = []
+        for key in ("listen", "delivery", "disable", "hide", *_NETWORKS):
+            self[key] = []
         self["maildir"] = DEFAULT_MAILDIR
-        self["delivery"] = []
-        self["disable"] = []
-        self["hide"] = []
+        self["sni"] = {}
+        self["handler-option"] = {}
+        self["config"] = None
+
+    # -- repeatable options and deliveries ----------------------------------
 
     def opt_listen(self, description: str) -> None:
         """Listen on this endpoint; repeatable [default: tcp:2525:interface=127.0.0.1]"""
         self["listen"].append(description)
+
+    def opt_config(self, path: str) -> None:
+        """Read options from this TOML (*.toml) or INI ([smtpd] section) file."""
+        self["config"] = path
+
+    def opt_sni(self, value: str) -> None:
+        """Serve HOST with this certificate (and key): HOST=CERT[,KEY]; repeatable."""
+        host, _, files = value.partition("=")
+        certificate, _, key = files.partition(",")
+        if not host.strip() or not certificate.strip():
+            raise usage.UsageError(f"--sni: expected HOST=CERT[,KEY], got {value!r}")
+        self["sni"][host.strip().lower()] = (certificate.strip(), key.strip() or None)
+
+    def opt_disable(self, command: str) -> None:
+        """Answer this command with 502 (repeatable)."""
+        self["disable"].append(self._oneOf("disable", command, KNOWN_COMMANDS))
+
+    def opt_hide(self, extension: str) -> None:
+        """Do not advertise this EHLO extension (repeatable; see below)."""
+        self["hide"].append(self._oneOf("hide", extension, HIDEABLE))
+
+    def _oneOf(self, flag: str, value: str, known: frozenset[str]) -> str:
+        name = value.strip().upper()
+        if name not in known:
+            choices = " ".join(sorted(known))
+            raise usage.UsageError(f"--{flag}: unknown value {value!r}; one of: {choices}")
+        return name
+
+    def _networks(self, flag: str, value: str) -> None:
+        for part in value.split(","):
+            try:
+                self[flag].append(str(ipaddress.ip_network(part.strip(), strict=False)))
+            except ValueError:
+                raise usage.UsageError(
+                    f"--{flag}: expected a CIDR network, got {value!r}"
+                ) from None
+
+    def opt_proxy_trusted(self, network: str) -> None:
+        """Trust PROXY headers (haproxy: listeners) from this CIDR network; repeatable."""
+        self._networks("proxy-trusted", network)
+
+    def opt_xclient(self, network: str) -> None:
+        """Accept XCLIENT from this CIDR network; repeatable."""
+        self._networks("xclient", network)
+
+    def opt_xforward(self, network: str) -> None:
+        """Accept XFORWARD from this CIDR network; repeatable."""
+        self._networks("xforward", network)
 
     def opt_maildir(self, path: str) -> None:
         """Store every message in this Maildir, fsynced before the 250 [default: ./Maildir]"""
@@ -195,51 +303,102 @@ class Options(usage.Options):
         self["delivery"].append("sink")
 
     def opt_debug(self) -> None:
-        """Accept every message and print it to the log."""
+        """Accept every message and print it on standard output."""
         self["delivery"].append("debug")
 
-    def opt_disable(self, command: str) -> None:
-        """Answer this command with 502 (repeatable)."""
-        name = command.strip().upper()
-        if name not in KNOWN_COMMANDS:
-            choices = " ".join(sorted(KNOWN_COMMANDS))
-            raise usage.UsageError(f"--disable: unknown command {command!r}; one of: {choices}")
-        self["disable"].append(name)
+    def opt_handler_option(self, value: str) -> None:
+        """KEY=VALUE keyword argument for the --handler callable; repeatable."""
+        key, equals, setting = value.partition("=")
+        if not equals or not key.strip().isidentifier():
+            raise usage.UsageError(f"--handler-option: expected KEY=VALUE, got {value!r}")
+        self["handler-option"][key.strip()] = setting
 
-    def opt_hide(self, extension: str) -> None:
-        """Do not advertise this EHLO extension (repeatable; see below)."""
-        name = extension.strip().upper()
-        if name not in HIDEABLE:
-            choices = " ".join(sorted(HIDEABLE))
-            raise usage.UsageError(f"--hide: unknown extension {extension!r}; one of: {choices}")
-        self["hide"].append(name)
+    # -- parsing ----------------------------------------------------------------
 
-    def postOptions(self) -> None:
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
-        Check the endpoints, build the handler and the L{ServerOptions}.
+        Parse C{options} (the command line after C{smtpd}), with the options
+        of a C{--config} file placed before them.
 
         @raise usage.UsageError: With one line saying what is wrong.
         """
-        from twisted.internet import reactor
-        from twisted.internet.endpoints import serverFromString
+        arguments = list(sys.argv[1:] if options is None else options)
+        given = self._givenOptions(arguments)
+        path = given.get("config")
+        if path is not None:
+            arguments = self._fileArguments(path, set(given)) + arguments
+        super().parseOptions(arguments)
 
+    def _givenOptions(self, arguments: list[str]) -> dict[str, str]:
+        """
+        The long names of the options in C{arguments}, each with its last
+        value; nothing if they do not parse (the parser will say why).
+        """
+        try:
+            found, _ = getopt.getopt(arguments, self.shortOpt, self.longOpt)
+        except getopt.error:
+            return {}
+        given = {}
+        for option, value in found:
+            name = option.lstrip("-")
+            given[self.synonyms.get(name, name).replace("_", "-")] = value
+        return given
+
+    def _fileArguments(self, path: str, given: set[str]) -> list[str]:
+        """
+        The options of the configuration file at C{path} as command-line
+        arguments, leaving out those C{given} on the command line: a
+        repeatable option given there replaces the file's list, and a
+        delivery given there replaces the file's delivery with its settings.
+
+        @raise usage.UsageError: If the file cannot be read or holds an
+            unknown option or a value of the wrong kind.
+        """
+        try:
+            settings = readConfig(path)
+        except (OSError, ValueError) as e:
+            raise usage.UsageError(f"--config {path!r}: {reason(e)}") from None
+        flags = {name.rstrip("="): name.endswith("=") for name in self.longOpt}
+        replaced = set(given)
+        if replaced & set(DELIVERIES):
+            replaced |= set(DELIVERIES) | set(_MODIFIERS)
+        arguments: list[str] = []
+        for key, value in settings.items():
+            name = key.replace("_", "-")
+            if name not in flags or name in _NOT_IN_FILE:
+                raise usage.UsageError(f"--config {path!r}: unknown option {key!r}")
+            if name in replaced:
+                continue
+            try:
+                arguments += asArguments(name, value, flags[name], name in _REPEATABLE)
+            except ValueError as e:
+                raise usage.UsageError(f"--config {path!r}: {key}: {e}") from None
+        return arguments
+
+    def postOptions(self) -> None:
+        """
+        Check the endpoints and certificates, build the L{ServerOptions}
+        and the handler.
+
+        @raise usage.UsageError: With one line saying what is wrong.
+        """
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
         for description in self["listen"]:
-            try:
-                serverFromString(reactor, description)
-            except Exception as e:
-                reason = _oneLine(str(e)) or type(e).__name__
-                raise usage.UsageError(f"--listen {description!r}: {reason}") from None
-
-        chosen = sorted(set(self["delivery"]))
+            checkEndpoint(description)
+        chosen = set(self["delivery"])
+        chosen.update(d for d in _PARAMETER_DELIVERIES if self[d] is not None)
         if len(chosen) > 1:
-            raise usage.UsageError(
-                "--maildir, --sink and --debug are mutually exclusive; got "
-                + ", ".join("--" + c for c in chosen)
-            )
-        self["serverOptions"] = self._serverOptions()
-        self["handler"] = self._handler(chosen[0] if chosen else "maildir")
+            given = ", ".join("--" + d for d in DELIVERIES if d in chosen)
+            raise usage.UsageError(f"the deliveries are mutually exclusive; got {given}")
+        delivery = chosen.pop() if chosen else "maildir"
+        for modifier, needs in _MODIFIERS.items():
+            if self[modifier] and needs != delivery:
+                raise usage.UsageError(f"--{modifier} needs --{needs}")
+        bytesUsers(self.get("credCheckers", []))
+        self["serverOptions"] = options = self._serverOptions()
+        self._checkTLS(options)
+        self["handler"] = self._handler(delivery, options)
 
     def _serverOptions(self) -> ServerOptions:
         """
@@ -248,47 +407,167 @@ class Options(usage.Options):
         @raise usage.UsageError: If L{ServerOptions} refuses a value.
         """
         settings: dict[str, Any] = {attribute: self[flag] for flag, attribute in _NUMBERS.items()}
-        settings["lmtp"] = bool(self["lmtp"])
+        settings.update({attribute: bool(self[flag]) for flag, attribute in _SWITCHES.items()})
+        settings.update({attribute: self[flag] for flag, attribute in _NETWORKS.items()})
         settings["bareNewline"] = self["bare-newline"]
         settings["disabledCommands"] = tuple(self["disable"])
+        settings["authMethods"] = tuple(self["auth-methods"].split(","))
         for extension in self["hide"]:
             settings[_HIDE_ATTRIBUTES[extension]] = True
-        if self["hostname"] is not None:
-            settings["name"] = self["hostname"]
-        if self["banner"] is not None:
-            settings["banner"] = self["banner"]
+        if self["tls-key"] is not None and self["tls-cert"] is None:
+            raise usage.UsageError("--tls-key needs --tls-cert")
+        for flag, attribute in [
+            ("hostname", "name"),
+            ("banner", "banner"),
+            ("tls-cert", "certificate"),
+            ("tls-key", "privateKey"),
+            ("tls-ca", "caCertificates"),
+        ]:
+            if self[flag] is not None:
+                settings[attribute] = self[flag]
+        settings["sniOptions"] = dict(self["sni"])
         try:
             return ServerOptions(**settings)
         except ValueError as e:
-            raise usage.UsageError(_oneLine(str(e))) from None
+            raise usage.UsageError(reason(e)) from None
 
-    def _handler(self, delivery: str) -> ISMTPHandler:
+    def _checkTLS(self, o: ServerOptions) -> None:
         """
-        The handler for C{delivery}: C{"maildir"}, C{"sink"} or C{"debug"}.
+        Read the certificate files now, as the server will at start.
 
-        @raise usage.UsageError: If the Maildir cannot be created.
+        @raise usage.UsageError: If one cannot be read or used.
         """
-        if delivery == "sink":
-            return SinkHandler()
-        if delivery == "debug":
-            return DebuggingHandler()
-        path = self["maildir"]
+        if o.certificate is None and o.caCertificates is None and not o.sniOptions:
+            return
+        if o.caCertificates is not None:
+            try:
+                with open(o.caCertificates, "rb"):
+                    pass
+            except OSError as e:
+                raise usage.UsageError(f"TLS: cannot read --tls-ca: {reason(e)}") from None
         try:
-            return MaildirHandler(path)
-        except (OSError, ValueError) as e:
-            reason = (e.strerror if isinstance(e, OSError) else None) or str(e)
-            raise usage.UsageError(f"--maildir {path!r}: {_oneLine(reason)}") from None
+            ServerTLS(
+                o.certificate,
+                o.privateKey,
+                o.caCertificates,
+                o.sniOptions,
+                o.requestCert,
+                o.rejectUnauthorized,
+                hostname=o.name,
+            )
+        except ValueError as e:
+            raise usage.UsageError(f"TLS: {reason(e)}") from None
+
+    def _handler(self, delivery: str, options: ServerOptions) -> ISMTPHandler:
+        """
+        The handler for C{delivery}, one of L{DELIVERIES}.
+
+        @raise usage.UsageError: If it cannot be built.
+        """
+        value = self[delivery] if delivery not in ("sink", "debug") else None
+        try:
+            return HANDLERS[delivery](self, value, options)
+        except usage.UsageError:
+            raise
+        except (OSError, ValueError, TypeError, ImportError, AttributeError) as e:
+            raise usage.UsageError(f"--{delivery} {value!r}: {reason(e)}") from None
 
 
-def makeService(config: Options) -> IService:
+# -- the service ---------------------------------------------------------------
+
+
+class SMTPDaemon(SMTPServer):
+    """
+    The L{SMTPServer} that C{twistd smtpd} runs: logs sessions, reloads the
+    certificates on SIGHUP, and gives C{twistd} the JSON log observer when
+    asked for one.
+
+    @ivar logObserver: The observer to log through instead of C{twistd}'s
+        own, or C{None}.
+    """
+
+    _log = Logger()
+
+    def __init__(self, *args: Any, logObserver: ILogObserver | None = None, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.logObserver = logObserver
+        self.factory.addObserver(SessionLogger(self.factory.options.ignoredHosts))
+        self._previousHandler: Any = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        """
+        Join C{parent}; when it is C{twistd}'s application and a log
+        observer was given, C{twistd} logs through it.
+        """
+        super().setServiceParent(parent)
+        setComponent = getattr(parent, "setComponent", None)
+        if self.logObserver is not None and setComponent is not None:
+            setComponent(ILogObserver, self.logObserver)
+
+    def startService(self) -> None:
+        """
+        Start listening and reload the certificates on SIGHUP.
+        """
+        super().startService()
+        self._previousHandler = signal.signal(signal.SIGHUP, self._hangup)
+
+    def stopService(self) -> Any:
+        """
+        Restore the SIGHUP handler, then close gracefully.
+        """
+        if self._previousHandler is not None:
+            signal.signal(signal.SIGHUP, self._previousHandler)
+            self._previousHandler = None
+        return super().stopService()
+
+    def _hangup(self, signum: int, frame: object) -> None:
+        self.reactor.callFromThread(self.reload)
+
+    def reload(self) -> None:
+        """
+        Read the certificate files again; success is logged by the TLS
+        configuration, a failure here.
+        """
+        self._log.info("Reloading TLS certificates")
+        try:
+            if self.factory.options.certificate is not None:
+                self.factory.tls  # noqa: B018 -- read them now if not yet used
+            self.reloadCertificates()
+        except ValueError as e:
+            self._log.error(
+                "Reloading TLS certificates failed, the old ones stay in use: {error}",
+                error=reason(e),
+            )
+
+
+def _logDestination(config: Options) -> Any:
+    """
+    Where C{twistd} would write text logs: standard output, or its log file.
+    """
+    parent: Any = getattr(config, "parent", None) or {}
+    logfile = parent.get("logfile")
+    if logfile == "-" or (parent.get("nodaemon", True) and not logfile):
+        return sys.stdout
+    return LogFile.fromFullPath(os.path.abspath(logfile or "twistd.log"))
+
+
+def makeService(config: Options) -> SMTPDaemon:
     """
     Build the server that C{twistd smtpd} runs.
 
     @param config: Parsed L{Options}.
-    @return: An L{SMTPServer} with one listening child service per
+    @return: An L{SMTPDaemon} with one listening child service per
         C{--listen} endpoint; they start listening when it starts.
     """
-    server = SMTPServer(config["handler"], config["serverOptions"])
+    observer = None
+    if config["log-format"] == "json":
+        observer = jsonLogObserver(_logDestination(config))
+    server = SMTPDaemon(
+        config["handler"],
+        config["serverOptions"],
+        checkers=config.get("credCheckers", []),
+        logObserver=observer,
+    )
     for description in config["listen"]:
         server.addEndpoint(description)
     return server

@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+from unittest import SkipTest
+
+from twisted.trial.unittest import SynchronousTestCase
 
 # The checkout holding tests/, twisted_smtpd/ and twisted/plugins/.
 PROJECT = Path(__file__).resolve().parents[2]
@@ -30,7 +35,8 @@ START_TIMEOUT = 60.0
 STOP_TIMEOUT = 60.0
 CLIENT_TIMEOUT = 60.0
 
-_LISTENING = re.compile(rb"starting on (\d+)")
+_LISTENING = re.compile(rb"starting on (\d+|'[^']*')")
+_TCP = "tcp:0:interface=127.0.0.1"
 
 # Run twistd from this interpreter.  (C{python -m twisted} runs C{twist}, a
 # different command line.)
@@ -72,30 +78,44 @@ class TwistdServer:
     a full pipe.
 
     @ivar port: The port it listens on, once L{start} returned.
+    @ivar ports: What each listener logged it listens on, in order: a port
+        number, or a UNIX socket path.
     @ivar returncode: Its exit status, once L{stop} returned.
     """
 
-    def __init__(self, args: Sequence[str], cwd: str) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        cwd: str,
+        *,
+        listen: Sequence[str] = (_TCP,),
+        command: Sequence[str] | None = None,
+        env: dict[str, str] | None = None,
+        passFds: Sequence[int] = (),
+    ) -> None:
         """
         @param args: Options of C{smtpd} besides C{--listen}.
         @param cwd: The directory the process runs in.
+        @param listen: The endpoints, one C{--listen} each.
+        @param command: What runs C{twistd} (its arguments follow), instead
+            of L{twistdCommand}.
+        @param env: Variables added to L{twistdEnvironment}.
+        @param passFds: File descriptors the process inherits.
         """
-        self._command = twistdCommand(
-            "--nodaemon",
-            "--pidfile=",
-            "--logfile=-",
-            "smtpd",
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-            *args,
-        )
-        self._cwd = cwd
+        listening = [part for endpoint in listen for part in ("--listen", endpoint)]
+        options = ["--nodaemon", "--pidfile=", "--logfile=-", "smtpd", *listening, *args]
+        self._command = [*command, *options] if command is not None else twistdCommand(*options)
+        self._listeners = len(listen)
+        self._env = env or {}
+        self._passFds = tuple(passFds)
+        self._cwd = self.directory = cwd
         self._lines: list[bytes] = []
         self._changed = threading.Condition()
         self._eof = False
         self._process: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
         self.port = 0
+        self.ports: list[int | str] = []
         self.returncode: int | None = None
 
     def start(self) -> int:
@@ -109,27 +129,99 @@ class TwistdServer:
         self._process = subprocess.Popen(
             self._command,
             cwd=self._cwd,
-            env=twistdEnvironment(),
+            env={**twistdEnvironment(), **self._env},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            pass_fds=self._passFds,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        try:
+            self.waitFor(self._isListening, START_TIMEOUT)
+            for port in self.ports:
+                if isinstance(port, str):
+                    self._waitForUnixSocket(port)
+        except ServerFailed:
+            self.kill()
+            raise ServerFailed(f"server did not start listening:\n{self.output}") from None
+        return self.port
+
+    def _waitForUnixSocket(self, path: str) -> None:
+        """
+        Wait until the UNIX socket at C{path} accepts connections: Twisted
+        logs that it listens just before it binds the socket.
+        """
         deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.connect(path)
+                    return
+                except OSError:
+                    if time.monotonic() > deadline or self._eof:
+                        raise ServerFailed(f"{path} does not accept connections") from None
+            time.sleep(0.01)
+
+    def _isListening(self, lines: list[bytes]) -> bool:
+        ports: list[int | str] = []
+        for line in lines:
+            match = _LISTENING.search(line)
+            if match is not None:
+                found = match.group(1).decode("utf-8", "replace")
+                ports.append(found.strip("'") if found.startswith("'") else int(found))
+        if len(ports) < self._listeners:
+            return False
+        self.ports = ports
+        self.port = next((p for p in ports if isinstance(p, int)), 0)
+        return True
+
+    def waitFor(self, condition: Callable[[list[bytes]], bool], timeout: float) -> None:
+        """
+        Wait until C{condition} holds for the lines logged so far.
+
+        @raise ServerFailed: If the log ends or C{timeout} seconds pass
+            first.
+        """
+        deadline = time.monotonic() + timeout
         with self._changed:
-            while True:
-                for line in self._lines:
-                    match = _LISTENING.search(line)
-                    if match is not None:
-                        self.port = int(match.group(1))
-                        return self.port
+            while not condition(self._lines):
                 remaining = deadline - time.monotonic()
                 if self._eof or remaining <= 0:
-                    break
+                    raise ServerFailed(f"not seen in the log:\n{self.output}")
                 self._changed.wait(remaining)
-        self.kill()
-        raise ServerFailed(f"server did not start listening:\n{self.output}")
+
+    def waitForLog(self, text: str, count: int = 1, timeout: float = START_TIMEOUT) -> None:
+        """
+        Wait until C{text} has appeared on C{count} lines of the log.
+
+        @raise ServerFailed: If the log ends or C{timeout} seconds pass
+            first.
+        """
+        needle = text.encode("utf-8")
+
+        def seen(lines: list[bytes]) -> bool:
+            return sum(needle in line for line in lines) >= count
+
+        try:
+            self.waitFor(seen, timeout)
+        except ServerFailed:
+            raise ServerFailed(f"{text!r} not seen {count} time(s):\n{self.output}") from None
+
+    @property
+    def pid(self) -> int:
+        """
+        The process id.
+        """
+        assert self._process is not None
+        return self._process.pid
+
+    def signal(self, number: int) -> None:
+        """
+        Send signal C{number} to the process.
+        """
+        assert self._process is not None
+        self._process.send_signal(number)
 
     def _read(self) -> None:
         """
@@ -257,3 +349,138 @@ def connect(port: int) -> socket.socket:
     A TCP connection to 127.0.0.1 C{port} with L{CLIENT_TIMEOUT}.
     """
     return socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT)
+
+
+SENDER = "sender@example.com"
+RECIPIENT = "rcpt@example.com"
+
+
+def requireProgram(testCase: SynchronousTestCase, program: str, package: str) -> str:
+    """
+    The path of C{program}; when it is missing, fail the test if the
+    environment variable C{CI} is set (CI must install the Debian
+    C{package}), else skip it.
+    """
+    path = shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
+    if path is None:
+        if os.environ.get("CI"):
+            testCase.fail(
+                f"{program} is not installed; CI must install the Debian package {package}"
+            )
+        raise SkipTest(f"{program} is not installed (Debian package {package})")
+    return path
+
+
+def freePort() -> int:
+    """
+    A TCP port of 127.0.0.1 that was free a moment ago.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class UnixSMTP(smtplib.SMTP):
+    """
+    C{smtplib.SMTP} over a UNIX socket: C{connect(path)}.
+    """
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        sock.connect(host)
+        return sock
+
+    def connect(self, host: str = "", port: int = 0, source_address: object = None) -> Any:
+        self._host = "localhost"
+        self.sock = self._get_socket(host, port, self.timeout)
+        self.file = None
+        code, message = self.getreply()
+        return code, message
+
+
+class ImplicitTLSSMTP(smtplib.SMTP_SSL):
+    """
+    C{smtplib.SMTP_SSL} that checks the certificate for C{serverName}
+    rather than for the address it connects to.
+    """
+
+    def __init__(self, serverName: str, *args: Any, **kwargs: Any) -> None:
+        self.serverName = serverName
+        super().__init__(*args, **kwargs)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock = socket.create_connection((host, port), timeout)
+        return self.context.wrap_socket(sock, server_hostname=self.serverName)
+
+
+class ServerTestCase(SynchronousTestCase):
+    """
+    Base for tests that run C{twistd smtpd}, by default delivering into
+    C{self.maildir}.
+    """
+
+    def makeDirectory(self) -> str:
+        """
+        A new empty directory, by absolute path.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        return directory
+
+    def startServer(self, *args: str, maildir: bool = True, **options: Any) -> TwistdServer:
+        """
+        Start C{twistd smtpd} with C{args} (after C{--maildir self.maildir}
+        unless C{maildir} is false), in a directory of its own; it is killed
+        after the test if still running.
+
+        @param options: Keyword arguments of L{TwistdServer}.
+        """
+        server = self.spawn(*args, maildir=maildir, **options)
+        self.directory = server.directory
+        self.maildir = os.path.join(server.directory, "Maildir")
+        self.server = server
+        return server
+
+    def spawn(self, *args: str, maildir: bool = True, **options: Any) -> TwistdServer:
+        """
+        Start one more C{twistd smtpd} as L{startServer} does, in a new
+        directory (C{server.directory}, its Maildir C{Maildir} in it),
+        without making it C{self.server}.
+        """
+        directory = self.makeDirectory()
+        prefix = ["--maildir", os.path.join(directory, "Maildir")] if maildir else []
+        server = TwistdServer([*prefix, *args], directory, **options)
+        self.addCleanup(server.kill)
+        server.start()
+        return server
+
+    def stopServer(self, server: TwistdServer | None = None) -> None:
+        """
+        Stop the server with SIGTERM: it exits by that signal or with 0,
+        having logged no traceback.
+        """
+        server = server or self.server
+        code = server.stop()
+        output = server.output
+        self.assertIn(code, (0, -signal.SIGTERM), output)
+        self.assertNotIn("Traceback", output)
+
+    def smtp(self, port: int | None = None) -> smtplib.SMTP:
+        """
+        An C{smtplib} client connected to the server (or to C{port} of
+        127.0.0.1) and closed after the test.
+        """
+        client = smtplib.SMTP("127.0.0.1", port or self.server.port, timeout=CLIENT_TIMEOUT)
+        self.addCleanup(client.close)
+        return client
+
+    def assertDelivered(self, expected: list[bytes], maildir: str | None = None) -> None:
+        """
+        The Maildir holds exactly the messages C{expected}, byte for byte,
+        one file each, and nothing is left in C{tmp/}.
+        """
+        contents, names, leftovers = maildirContents(maildir or self.maildir)
+        self.assertEqual(len(names), len(set(names)))
+        self.assertEqual(sorted(contents), sorted(expected))
+        self.assertEqual(leftovers, [])

@@ -6,81 +6,27 @@ Python's C{smtplib}, C{swaks} and raw sockets.
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
-import signal
 import smtplib
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from unittest import SkipTest
-
-from twisted.trial.unittest import SynchronousTestCase
 
 from tests.integration.helpers import (
     CLIENT_TIMEOUT,
+    RECIPIENT,
+    SENDER,
     START_TIMEOUT,
-    TwistdServer,
+    ServerTestCase,
     connect,
     maildirContents,
     message,
     readReply,
+    requireProgram,
     twistdCommand,
     twistdEnvironment,
 )
-
-SENDER = "sender@example.com"
-RECIPIENT = "rcpt@example.com"
-
-
-class ServerTestCase(SynchronousTestCase):
-    """
-    Base for tests that run one C{twistd smtpd} delivering into
-    C{self.maildir}.
-    """
-
-    def startServer(self, *args: str) -> TwistdServer:
-        """
-        Start C{twistd smtpd --maildir self.maildir} with C{args}, in a
-        directory of its own; it is killed after the test if still running.
-        """
-        self.directory = os.path.abspath(self.mktemp())
-        os.makedirs(self.directory)
-        self.maildir = os.path.join(self.directory, "Maildir")
-        server = TwistdServer(["--maildir", self.maildir, *args], self.directory)
-        self.addCleanup(server.kill)
-        server.start()
-        self.server = server
-        return server
-
-    def stopServer(self) -> None:
-        """
-        Stop the server with SIGTERM: it exits by that signal or with 0,
-        having logged no traceback.
-        """
-        code = self.server.stop()
-        output = self.server.output
-        self.assertIn(code, (0, -signal.SIGTERM), output)
-        self.assertNotIn("Traceback", output)
-
-    def smtp(self) -> smtplib.SMTP:
-        """
-        An C{smtplib} client connected to the server and closed after the
-        test.
-        """
-        client = smtplib.SMTP("127.0.0.1", self.server.port, timeout=CLIENT_TIMEOUT)
-        self.addCleanup(client.close)
-        return client
-
-    def assertDelivered(self, expected: list[bytes]) -> None:
-        """
-        The Maildir holds exactly the messages C{expected}, byte for byte,
-        one file each, and nothing is left in C{tmp/}.
-        """
-        contents, names, leftovers = maildirContents(self.maildir)
-        self.assertEqual(len(names), len(set(names)))
-        self.assertEqual(sorted(contents), sorted(expected))
-        self.assertEqual(leftovers, [])
 
 
 class SMTPLibTests(ServerTestCase):
@@ -245,11 +191,7 @@ class SwaksTests(ServerTestCase):
         """
         Run swaks on the server; it must succeed and its message land.
         """
-        swaks = shutil.which("swaks")
-        if swaks is None:
-            if os.environ.get("CI"):
-                self.fail("swaks is not installed; CI must install the Debian package swaks")
-            raise SkipTest("swaks is not installed")
+        swaks = requireProgram(self, "swaks", "swaks")
         self.startServer()
         command = [
             swaks,
@@ -342,3 +284,123 @@ class CommandLineTests(ServerTestCase):
         self.assertNotEqual(code, 0, output)
         self.assertIn("Address already in use", output)
         self.stopServer()
+
+    def assertOneLineError(self, args: list[str], named: str) -> None:
+        """
+        C{twistd smtpd} with C{args} exits non-zero before listening, with
+        no traceback and a last line containing C{named}.
+        """
+        code, output = self.runTwistd(*args)
+        self.assertNotEqual(code, 0, output)
+        self.assertNotIn("Traceback", output)
+        self.assertNotIn("starting on", output)
+        lines = [line for line in output.splitlines() if line.strip()]
+        self.assertIn(named, lines[-1], output)
+        self.assertEqual([line for line in lines if named in line], lines[-1:], output)
+
+    def test_configurationErrors(self) -> None:
+        """
+        A missing certificate file, an unknown handler, a Maildir that
+        cannot be created and a malformed configuration file each stop the
+        start with one line and no traceback.
+        """
+        directory = self.makeDirectory()
+        blocker = os.path.join(directory, "file")
+        with open(blocker, "w"):
+            pass
+        config = os.path.join(directory, "smtpd.toml")
+        with open(config, "w") as f:
+            f.write("colour = 1\n")
+        missing = os.path.join(directory, "missing.pem")
+        for args, named in [
+            (["--sink", "--tls-cert", missing], missing),
+            (["--handler", "no_such_module_x:make"], "no_such_module_x"),
+            (["--maildir", os.path.join(blocker, "Maildir")], blocker),
+            (["--config", config], "unknown option 'colour'"),
+        ]:
+            self.assertOneLineError(args, named)
+
+    def test_configFile(self) -> None:
+        """
+        A server started with C{--config} takes its options from the file
+        and those of the command line over them.
+        """
+        directory = self.makeDirectory()
+        config = os.path.join(directory, "smtpd.ini")
+        with open(config, "w") as f:
+            f.write("[smtpd]\nbanner = from the file\nsize = 100\nsink = yes\n")
+        self.startServer("--config", config, "--size", "5000", maildir=False)
+        sock = connect(self.server.port)
+        self.addCleanup(sock.close)
+        with sock.makefile("rb") as replies:
+            code, lines = readReply(replies)
+        self.assertEqual(code, 220)
+        self.assertIn(b"from the file", lines[0])
+        client = self.smtp()
+        client.ehlo()
+        self.assertEqual(client.esmtp_features.get("size"), "5000")
+        self.assertEqual(client.sendmail(SENDER, [RECIPIENT], message(1)), {})
+        self.assertFalse(os.path.exists(os.path.join(self.directory, "Maildir")))
+        self.stopServer()
+
+
+class LoggingTests(ServerTestCase):
+    """
+    What C{twistd smtpd} logs about sessions.
+    """
+
+    def session(self) -> tuple[int, int]:
+        """
+        Send one message on one connection.
+
+        @return: The client's port and the message size.
+        """
+        client = self.smtp()
+        clientPort = client.sock.getsockname()[1]
+        body = message(1)
+        self.assertEqual(client.sendmail(SENDER, [RECIPIENT, "b@example.com"], body), {})
+        client.quit()
+        return clientPort, len(body)
+
+    def test_textLines(self) -> None:
+        """
+        Each session logs one line at connect (with the client address),
+        one per message (size, sender, recipients, reply code) and one at
+        close, all with the session id; no line per command.
+        """
+        self.startServer("--sink", maildir=False)
+        clientPort, size = self.session()
+        self.server.waitForLog(" close")
+        self.stopServer()
+        lines = [
+            line for line in self.server.output.splitlines() if "twisted_smtpd.session" in line
+        ]
+        self.assertEqual(len(lines), 3, self.server.output)
+        connect, sent, close = (line.split("] ", 1)[1] for line in lines)
+        sessionId = connect.split()[0]
+        self.assertTrue(connect.startswith(f"{sessionId} connect from 127.0.0.1:{clientPort} "))
+        self.assertEqual(
+            sent,
+            f"{sessionId} message {size} bytes from <{SENDER}> to 2 recipient(s): 250 "
+            "OK: message queued",
+        )
+        self.assertEqual(close, f"{sessionId} close")
+
+    def test_json(self) -> None:
+        """
+        With C{--log-format json} every log line is a JSON object, and the
+        session events carry their values as fields.
+        """
+        self.startServer("--sink", "--log-format", "json", maildir=False)
+        clientPort, size = self.session()
+        self.server.waitForLog(' close"')
+        self.stopServer()
+        events = [json.loads(line) for line in self.server.output.splitlines() if line.strip()]
+        session = [e for e in events if e.get("log_namespace") == "twisted_smtpd.session"]
+        self.assertEqual(len(session), 3, self.server.output)
+        connect, sent, close = session
+        self.assertEqual(connect["client"], f"127.0.0.1:{clientPort}")
+        self.assertEqual((sent["size"], sent["codes"], sent["recipients"]), (size, [250], 2))
+        self.assertEqual(len({e["session"] for e in session}), 1)
+        self.assertEqual(close["text"], f"{close['session']} close")
+        self.assertTrue(any("Received SIGTERM" in e.get("text", "") for e in events))

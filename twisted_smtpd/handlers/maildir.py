@@ -13,6 +13,12 @@ client while a write is in flight and the buffer is full.  Finished messages
 go to a single committer which takes every message waiting, commits each one
 and then fsyncs C{new/} once for the whole batch; messages finishing while a
 batch runs form the next one.
+
+With C{perRecipient}, each recipient gets its own copy in the Maildir
+C{<path>/<domain>/<localpart>/}: the message is written and fsynced once in
+C{<path>/tmp/}, hard-linked (copied where links are not possible) into every
+recipient's C{new/}, and each of those directories, and every directory
+created on the way, is fsynced before the reply.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import errno
 import itertools
 import os
 import re
+import shutil
 import socket
 import time
 from email.utils import formatdate
@@ -36,7 +43,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from twisted_smtpd._errors import SMTPError
-from twisted_smtpd._session import Session
+from twisted_smtpd._session import Address, Session
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.interfaces import IMessageStream
 
@@ -46,7 +53,11 @@ _rename = os.rename
 
 _counter = itertools.count(1)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_QUOTED_PAIR = re.compile(r"\\(.)")
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+# link() errors meaning "this file system cannot link here": copy instead.
+_NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP})
+_MAX_NAME = 255
 
 
 def _uniqueName(hostname: str | None = None) -> str:
@@ -92,6 +103,48 @@ def _traceHeaderLines(session: Session, name: str) -> bytes:
     return text.encode("utf-8")
 
 
+def _safeName(text: str) -> str | None:
+    """
+    C{text} lower-cased as one directory name, or C{None} when it cannot be
+    one safely: empty, a leading dot (so C{.} and C{..} too), a C{/}, a
+    control character, or longer than 255 bytes.
+    """
+    name = text.lower()
+    if (
+        not name
+        or name.startswith(".")
+        or "/" in name
+        or _CONTROL.search(name) is not None
+        or len(name.encode("utf-8", "surrogatepass")) > _MAX_NAME
+    ):
+        return None
+    return name
+
+
+def recipientDirectory(address: str, localDomain: str) -> tuple[str, str]:
+    """
+    The C{(domain, localpart)} directory names of the per-recipient Maildir
+    for C{address}.
+
+    @param address: The forward-path's mailbox, C{localpart@domain}; a bare
+        local part (RFC 5321 section 4.1.1.3 allows C{<postmaster>}) belongs
+        to C{localDomain}; a quoted local part is unquoted first.
+    @param localDomain: The domain for a bare local part.
+    @raise SMTPError: 553 5.1.3 when either part cannot be a safe directory
+        name.
+    """
+    local, at, domain = address.rpartition("@")
+    if not at:
+        local, domain = address, localDomain
+    if len(local) >= 2 and local.startswith('"') and local.endswith('"'):
+        # A quoted local part names the same mailbox as its content.
+        local = _QUOTED_PAIR.sub(r"\1", local[1:-1])
+    safeLocal, safeDomain = _safeName(local), _safeName(domain)
+    if safeLocal is None or safeDomain is None:
+        raise SMTPError(553, "Error: mailbox name not allowed", "5.1.3")
+    return safeDomain, safeLocal
+
+
 def _diskError(failure: Failure) -> SMTPError:
     """
     The reply for a local disk failure: 452 when the disk or quota is full,
@@ -118,6 +171,10 @@ class _Delivery:
         self.unique = unique
         self.tmpPath = os.path.join(handler.path, "tmp", unique)
         self.newPath = os.path.join(handler.path, "new", unique)
+        #: The per-recipient Maildirs to deliver to; empty for C{path} itself.
+        self.targets: list[str] = []
+        #: The files committed into C{new/} directories so far.
+        self.delivered: list[str] = []
         self.chunks: list[bytes] = []
         self.buffered = 0
         self.file: IO[bytes] | None = None
@@ -240,10 +297,10 @@ def _discard(delivery: _Delivery) -> None:
         os.unlink(delivery.tmpPath)
 
 
-def _commitOne(delivery: _Delivery) -> None:
+def _writeOut(delivery: _Delivery) -> None:
     """
-    In a pool thread: write what is left of the message, fsync, close and
-    rename it into C{new/}.
+    In a pool thread: write what is left of the message to its tmp file,
+    fsync and close it.
     """
     f = delivery.file
     if f is None:
@@ -254,7 +311,99 @@ def _commitOne(delivery: _Delivery) -> None:
     _fsync(f.fileno())
     delivery.file = None
     f.close()
-    _rename(delivery.tmpPath, delivery.newPath)
+
+
+def _commitOne(delivery: _Delivery) -> list[str]:
+    """
+    In a pool thread: write what is left of the message, fsync, close and
+    rename it into C{new/} (or link it into every target's C{new/}).
+
+    @return: The directories to fsync for the message to be safe.
+    """
+    _writeOut(delivery)
+    if not delivery.targets:
+        _rename(delivery.tmpPath, delivery.newPath)
+        delivery.delivered.append(delivery.newPath)
+        return [os.path.dirname(delivery.newPath)]
+    toSync: list[str] = []
+    try:
+        for target in delivery.targets:
+            toSync.extend(_ensureMaildir(target))
+            toSync.append(_place(delivery, target))
+    except BaseException:
+        _unlinkAll(delivery.delivered)
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(delivery.tmpPath)
+    return toSync
+
+
+def _ensureMaildir(root: str) -> list[str]:
+    """
+    In a pool thread: create the Maildir C{root} with its parents as needed
+    (mode 0700).
+
+    @return: The directories whose entries changed, to be fsynced.
+    """
+    if all(os.path.isdir(os.path.join(root, sub)) for sub in ("tmp", "new", "cur")):
+        return []
+    changed: list[str] = []
+    missing: list[str] = []
+    directory = root
+    while not os.path.isdir(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    missing.reverse()
+    missing.extend(os.path.join(root, sub) for sub in ("tmp", "new", "cur"))
+    for directory in missing:
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            continue
+        changed.append(os.path.dirname(directory))
+    return changed
+
+
+def _place(delivery: _Delivery, target: str) -> str:
+    """
+    In a pool thread: put the fsynced tmp file of C{delivery} into
+    C{target/new/}, by a hard link, or where the file system refuses one by
+    a copy fsynced in C{target/tmp/} and renamed.
+
+    @return: The C{new/} directory to fsync.
+    """
+    newDirectory = os.path.join(target, "new")
+    destination = os.path.join(newDirectory, delivery.unique)
+    try:
+        os.link(delivery.tmpPath, destination)
+    except OSError as e:
+        if e.errno not in _NO_LINK:
+            raise
+        copy = os.path.join(target, "tmp", delivery.unique)
+        try:
+            with open(delivery.tmpPath, "rb") as source, _createTmp(copy) as f:
+                shutil.copyfileobj(source, f)
+                f.flush()
+                _fsync(f.fileno())
+            _rename(copy, destination)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(copy)
+            raise
+    delivery.delivered.append(destination)
+    return newDirectory
+
+
+def _unlinkAll(paths: list[str]) -> None:
+    """
+    Remove the files at C{paths}, ignoring those already gone, and forget
+    them.
+    """
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    paths.clear()
 
 
 def _syncDirectory(path: str) -> None:
@@ -265,19 +414,20 @@ def _syncDirectory(path: str) -> None:
         os.close(fd)
 
 
-def _commitBatch(newDirectory: str, batch: list[_Delivery]) -> list[Failure | None]:
+def _commitBatch(batch: list[_Delivery]) -> list[Failure | None]:
     """
-    In a pool thread: commit every message of C{batch}, then fsync
-    C{newDirectory} once.
+    In a pool thread: commit every message of C{batch}, then fsync each
+    directory they changed once.
 
     @return: For each message, C{None} if it is safely in C{new/}, else the
         failure; a failed message's tmp file is removed.
     """
     results: list[Failure | None] = []
     committed: list[int] = []
+    directories: dict[str, None] = {}
     for index, delivery in enumerate(batch):
         try:
-            _commitOne(delivery)
+            directories.update(dict.fromkeys(_commitOne(delivery)))
         except Exception:
             results.append(Failure())
             with contextlib.suppress(OSError):
@@ -287,14 +437,14 @@ def _commitBatch(newDirectory: str, batch: list[_Delivery]) -> list[Failure | No
             committed.append(index)
     if committed:
         try:
-            _syncDirectory(newDirectory)
+            for directory in directories:
+                _syncDirectory(directory)
         except Exception:
             failure = Failure()
             for index in committed:
                 results[index] = failure
                 # The client will retry after 451: do not deliver twice.
-                with contextlib.suppress(OSError):
-                    os.unlink(batch[index].newPath)
+                _unlinkAll(batch[index].delivered)
     return results
 
 
@@ -308,6 +458,15 @@ class MaildirHandler(BaseHandler):
     passed on.  A disk failure answers 452 (disk or quota full) or 451, and
     is logged.  In LMTP mode, one file is written for the message and the
     same reply given for every recipient.
+
+    With C{perRecipient}, every distinct recipient gets a copy in the Maildir
+    C{<path>/<domain>/<localpart>/}, created when first needed; both names
+    are lower-cased, and a recipient whose local part or domain is empty,
+    begins with a dot, holds a C{/} or a control character, or is longer
+    than 255 bytes is refused at RCPT with 553 5.1.3.  A bare local part
+    (C{<postmaster>}) belongs to C{hostname}.  The reply comes once every
+    copy and every directory it touched is fsynced; if any copy fails, none
+    is kept and the message fails as a whole.
 
     @ivar path: The Maildir's absolute path.
     @ivar commitBatches: How many commit batches have run; each ends with one
@@ -327,6 +486,7 @@ class MaildirHandler(BaseHandler):
         threadpool: ThreadPool | None = None,
         traceHeaders: bool = False,
         hostname: str | None = None,
+        perRecipient: bool = False,
     ) -> None:
         """
         Create C{path/tmp}, C{path/new} and C{path/cur} (mode 0700) if
@@ -338,10 +498,15 @@ class MaildirHandler(BaseHandler):
             by default.
         @param traceHeaders: Whether to prepend C{Return-Path:} and
             C{Received:} header lines to each message.
-        @param hostname: The name for the C{by} clause of C{Received:}, the
-            host's fully qualified name by default.
+        @param hostname: The name for the C{by} clause of C{Received:} and
+            the domain of bare local parts, the host's fully qualified name by
+            default.
+        @param perRecipient: Whether to deliver a copy to each recipient's
+            own Maildir under C{path} rather than one to C{path}.
         @raise OSError: If the directories cannot be created or are not
             writable.
+        @raise ValueError: If C{path} is empty, or C{perRecipient} is set and
+            C{hostname} cannot be a directory name.
         """
         if not path:
             raise ValueError("Maildir path must not be empty")
@@ -366,10 +531,17 @@ class MaildirHandler(BaseHandler):
         self._threadpool = threadpool
         self._traceHeaders = traceHeaders
         self._name = hostname
-        if traceHeaders and hostname is None:
+        if (traceHeaders or perRecipient) and hostname is None:
             self._name = socket.getfqdn()
+        self._perRecipient = perRecipient
+        self._localDomain = ""
+        if perRecipient:
+            assert self._name is not None
+            localDomain = _safeName(self._name)
+            if localDomain is None:
+                raise ValueError(f"host name {self._name!r} cannot be a directory name")
+            self._localDomain = localDomain
         self._host = socket.gethostname()
-        self._newDirectory = os.path.join(self.path, "new")
         self._pending: list[_Delivery] = []
         self._committing = False
         self.commitBatches = 0
@@ -383,6 +555,28 @@ class MaildirHandler(BaseHandler):
     def _inThread(self, f: Any, *args: Any) -> Deferred[Any]:
         return deferToThreadPool(self._reactor, self._pool(), f, *args)
 
+    def onRcptTo(self, address: Address, session: Session) -> None:
+        """
+        Accept any recipient; with C{perRecipient}, only those whose Maildir
+        names are safe.
+
+        @raise SMTPError: 553 5.1.3 for a mailbox name that cannot be a
+            directory.
+        """
+        if self._perRecipient:
+            recipientDirectory(address.address, self._localDomain)
+
+    def _targets(self, session: Session) -> list[str]:
+        """
+        The distinct per-recipient Maildirs of C{session}'s envelope, in
+        order.
+        """
+        targets: dict[str, None] = {}
+        for rcpt in session.envelope.rcptTo:
+            domain, local = recipientDirectory(rcpt.address, self._localDomain)
+            targets[os.path.join(self.path, domain, local)] = None
+        return list(targets)
+
     def onData(self, stream: IMessageStream, session: Session) -> Deferred[str]:
         """
         Stream the body into a new file of the Maildir.
@@ -393,6 +587,11 @@ class MaildirHandler(BaseHandler):
             L{SMTPError} 451/452 on a disk failure.
         """
         delivery = _Delivery(self, _uniqueName(self._host))
+        if self._perRecipient:
+            try:
+                delivery.targets = self._targets(session)
+            except SMTPError as e:
+                delivery.failure = Failure(e)
         if self._traceHeaders:
             assert self._name is not None
             header = _traceHeaderLines(session, self._name)
@@ -413,7 +612,7 @@ class MaildirHandler(BaseHandler):
         batch, self._pending = self._pending, []
         self._committing = True
         self.commitBatches += 1
-        d = self._inThread(_commitBatch, self._newDirectory, batch)
+        d = self._inThread(_commitBatch, batch)
         d.addBoth(self._batchDone, batch)
 
     def _batchDone(self, outcome: list[Failure | None] | Failure, batch: list[_Delivery]) -> None:

@@ -1,0 +1,316 @@
+# -*- test-case-name: tests.integration.test_endpoints -*-
+"""
+C{twistd smtpd} listening on each kind of endpoint: C{tcp:}, C{ssl:}
+(implicit TLS), C{unix:}, C{systemd:} (socket activation) and C{haproxy:}
+behind a real HAProxy sending PROXY protocol version 1 and 2.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+
+from cryptography import x509
+
+from tests.certs import CertificateAuthority
+from tests.integration import recordinghandler
+from tests.integration.helpers import (
+    _TWISTD,
+    CLIENT_TIMEOUT,
+    RECIPIENT,
+    SENDER,
+    START_TIMEOUT,
+    STOP_TIMEOUT,
+    ImplicitTLSSMTP,
+    ServerFailed,
+    ServerTestCase,
+    UnixSMTP,
+    freePort,
+    message,
+    requireProgram,
+)
+
+HANDLER = "tests.integration.recordinghandler:make"
+
+# Runs twistd with the socket given in SMTPD_TEST_FD as descriptor 3 and the
+# variables systemd sets for socket activation, LISTEN_PID being the pid of
+# the process that will run twistd: this one, as exec keeps the pid.
+_SYSTEMD = (
+    "import os, sys\n"
+    "fd = int(os.environ.pop('SMTPD_TEST_FD'))\n"
+    "if fd != 3:\n"
+    "    os.dup2(fd, 3)\n"
+    "    os.close(fd)\n"
+    "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1', LISTEN_FDNAMES='smtp')\n"
+    "os.execv(sys.executable, [sys.executable, '-c', sys.argv[1], *sys.argv[2:]])\n"
+)
+
+
+class TCPTests(ServerTestCase):
+    """
+    A plain C{tcp:} listener.
+    """
+
+    def test_tcp(self) -> None:
+        """
+        A message sent to a C{tcp:} listener on 127.0.0.1 is stored.
+        """
+        self.startServer(listen=["tcp:0:interface=127.0.0.1"])
+        body = message(1)
+        self.assertEqual(self.smtp().sendmail(SENDER, [RECIPIENT], body), {})
+        self.assertDelivered([body])
+        self.stopServer()
+
+
+class ImplicitTLSTests(ServerTestCase):
+    """
+    An C{ssl:} listener without a key of its own serves implicit TLS (RFC
+    8314) with the server's certificate.
+    """
+
+    def test_implicitTLS(self) -> None:
+        """
+        A client verifying the server's certificate against the test CA
+        connects to C{ssl:0} and delivers a message; the server presents the
+        certificate of C{--tls-cert}.
+        """
+        ca = CertificateAuthority(os.path.abspath(self.mktemp()))
+        issued = ca.server("mail.example.com")
+        self.startServer(
+            "--tls-cert",
+            issued.certificatePath,
+            "--tls-key",
+            issued.keyPath,
+            listen=["ssl:0:interface=127.0.0.1"],
+        )
+        context = ssl.create_default_context(cafile=ca.certificatePath)
+        client = ImplicitTLSSMTP(
+            "mail.example.com",
+            "127.0.0.1",
+            self.server.port,
+            context=context,
+            timeout=CLIENT_TIMEOUT,
+        )
+        self.addCleanup(client.close)
+        peer = client.sock.getpeercert(binary_form=True)
+        assert peer is not None
+        self.assertEqual(x509.load_der_x509_certificate(peer), issued.certificate)
+        body = message(2)
+        self.assertEqual(client.sendmail(SENDER, [RECIPIENT], body), {})
+        client.quit()
+        self.assertDelivered([body])
+        self.stopServer()
+
+
+class UNIXTests(ServerTestCase):
+    """
+    A C{unix:} listener.
+    """
+
+    def test_unix(self) -> None:
+        """
+        A message sent over a UNIX socket is stored.
+        """
+        # Socket paths are limited to about 100 bytes: keep it short.
+        directory = tempfile.mkdtemp(prefix="smtpd-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "smtp.sock")
+        self.startServer(listen=[f"unix:{path}"])
+        self.assertEqual(self.server.ports, [path])
+        client = UnixSMTP(timeout=CLIENT_TIMEOUT)
+        self.addCleanup(client.close)
+        try:
+            code = client.connect(path)[0]
+        except OSError as e:
+            self.fail(f"cannot connect to {path}: {e}\n{self.server.output}")
+        self.assertEqual(code, 220)
+        body = message(3)
+        self.assertEqual(client.sendmail(SENDER, [RECIPIENT], body), {})
+        client.quit()
+        self.assertDelivered([body])
+        self.stopServer()
+
+
+class SystemdTests(ServerTestCase):
+    """
+    Socket activation as systemd does it: the listening socket is inherited
+    as descriptor 3, with C{LISTEN_PID}, C{LISTEN_FDS} and
+    C{LISTEN_FDNAMES} set.
+    """
+
+    def test_socketActivation(self) -> None:
+        """
+        With C{--listen systemd:domain=INET:index=0} the server accepts
+        connections on the socket it inherited, which the test created.
+        """
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        self.startServer(
+            listen=["systemd:domain=INET:index=0"],
+            command=[sys.executable, "-c", _SYSTEMD, _TWISTD],
+            env={"SMTPD_TEST_FD": str(listener.fileno())},
+            passFds=[listener.fileno()],
+        )
+        self.assertEqual(self.server.ports, [port])
+        # The test's copy is closed: only the server can accept now.
+        listener.close()
+        body = message(4)
+        self.assertEqual(self.smtp(port).sendmail(SENDER, [RECIPIENT], body), {})
+        self.assertDelivered([body])
+        self.stopServer()
+
+
+class HAProxy:
+    """
+    A real HAProxy in the foreground, forwarding two frontends on 127.0.0.1
+    to one backend port, with PROXY protocol version 1 on the first and
+    version 2 on the second.
+    """
+
+    def __init__(self, executable: str, directory: str, backend: int) -> None:
+        self.v1 = freePort()
+        self.v2 = freePort()
+        self.config = os.path.join(directory, "haproxy.cfg")
+        with open(self.config, "w") as f:
+            f.write(
+                "global\n"
+                "    maxconn 64\n"
+                "defaults\n"
+                "    mode tcp\n"
+                "    timeout connect 10s\n"
+                "    timeout client 60s\n"
+                "    timeout server 60s\n"
+                f"frontend v1\n    bind 127.0.0.1:{self.v1}\n    default_backend smtpv1\n"
+                f"frontend v2\n    bind 127.0.0.1:{self.v2}\n    default_backend smtpv2\n"
+                f"backend smtpv1\n    server s1 127.0.0.1:{backend} send-proxy\n"
+                f"backend smtpv2\n    server s2 127.0.0.1:{backend} send-proxy-v2\n"
+            )
+        self.process = subprocess.Popen(
+            [executable, "-db", "-f", self.config],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def waitListening(self) -> None:
+        """
+        Wait until both frontends accept connections.
+
+        @raise ServerFailed: If HAProxy exits or is not listening within
+            L{START_TIMEOUT} seconds.
+        """
+        deadline = time.monotonic() + START_TIMEOUT
+        for port in (self.v1, self.v2):
+            while True:
+                if self.process.poll() is not None:
+                    raise ServerFailed(f"haproxy exited with {self.process.returncode}")
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise ServerFailed("haproxy is not listening") from None
+                    time.sleep(0.05)
+
+    def stop(self) -> None:
+        """
+        Stop HAProxy and wait for it to exit.
+        """
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(STOP_TIMEOUT)
+
+
+class HAProxyTests(ServerTestCase):
+    """
+    C{haproxy:} listeners behind a real HAProxy (Debian package C{haproxy});
+    required when C{CI} is set.
+    """
+
+    def test_haproxyInstalled(self) -> None:
+        """
+        HAProxy is there to test against (in CI it must be).
+        """
+        executable = requireProgram(self, "haproxy", "haproxy")
+        result = subprocess.run(
+            [executable, "-v"], capture_output=True, timeout=START_TIMEOUT, check=False
+        )
+        self.assertIn(b"HAProxy version", result.stdout)
+
+    def test_untrustedProxyRefused(self) -> None:
+        """
+        With C{--proxy-trusted} naming other networks, connections through
+        HAProxy on 127.0.0.1 are refused with 421 and reach no handler.
+        """
+        executable = requireProgram(self, "haproxy", "haproxy")
+        records = os.path.join(self.makeDirectory(), "records")
+        self.startServer(
+            "--handler",
+            HANDLER,
+            "--handler-option",
+            f"directory={records}",
+            "--proxy-trusted",
+            "192.0.2.0/24",
+            maildir=False,
+            listen=["haproxy:tcp:0:interface=127.0.0.1"],
+        )
+        proxy = HAProxy(executable, self.directory, self.server.port)
+        self.addCleanup(proxy.stop)
+        proxy.waitListening()
+        for port in [proxy.v1, proxy.v2]:
+            error = self.assertRaises(
+                smtplib.SMTPConnectError, smtplib.SMTP, "127.0.0.1", port, timeout=CLIENT_TIMEOUT
+            )
+            self.assertEqual(error.smtp_code, 421)
+        self.assertEqual(recordinghandler.readRecords(records), [])
+        proxy.stop()
+        self.stopServer()
+
+    def test_proxyProtocol(self) -> None:
+        """
+        Through HAProxy's C{send-proxy} (version 1) and C{send-proxy-v2}, the
+        handler sees the real client's address and port, not HAProxy's.
+        """
+        executable = requireProgram(self, "haproxy", "haproxy")
+        records = os.path.join(self.makeDirectory(), "records")
+        self.startServer(
+            "--handler",
+            HANDLER,
+            "--handler-option",
+            f"directory={records}",
+            "--proxy-trusted",
+            "127.0.0.1/32",
+            maildir=False,
+            listen=["haproxy:tcp:0:interface=127.0.0.1"],
+        )
+        proxy = HAProxy(executable, self.directory, self.server.port)
+        self.addCleanup(proxy.stop)
+        proxy.waitListening()
+        expected = []
+        for index, port in enumerate([proxy.v1, proxy.v2]):
+            client = self.smtp(port)
+            clientAddress = list(client.sock.getsockname())
+            body = message(index)
+            self.assertEqual(client.sendmail(SENDER, [RECIPIENT], body), {})
+            client.quit()
+            expected.append((clientAddress, body.decode("ascii")))
+        found = sorted(
+            (r["remoteAddress"], r["body"]) for r in recordinghandler.readRecords(records)
+        )
+        self.assertEqual(found, sorted(expected))
+        proxy.stop()
+        self.stopServer()

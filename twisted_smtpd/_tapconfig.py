@@ -1,0 +1,282 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The parts of the C{twistd smtpd} configuration that are not flags of
+L{twisted_smtpd._tap.Options} themselves: configuration files (C{--config
+FILE}, TOML or INI) turned into command-line arguments, the checks of
+endpoint strings and C{--auth} checkers, and the delivery handler each
+delivery flag names.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from importlib import import_module
+from typing import Any
+
+from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+from twisted.python import usage
+
+from twisted_smtpd._options import ServerOptions
+from twisted_smtpd.handlers import DebuggingHandler, MaildirHandler, SinkHandler
+from twisted_smtpd.interfaces import ISMTPHandler
+
+
+def _oneLine(text: str) -> str:
+    """
+    Collapse C{text} onto a single line.
+    """
+    return " ".join(text.split())
+
+
+def reason(error: BaseException) -> str:
+    """
+    One line saying what C{error} is about.
+    """
+    text = str(error)
+    if isinstance(error, OSError) and error.strerror:
+        text = error.strerror
+        if error.filename is not None and str(error.filename) not in text:
+            text += f": {error.filename}"
+    return _oneLine(text) or type(error).__name__
+
+
+def asArguments(name: str, value: object, takesValue: bool, repeatable: bool) -> list[str]:
+    """
+    The command-line arguments for one configuration-file setting.
+
+    @param name: The long option name.
+    @param value: A string, number or boolean, a list of them, or (for
+        C{handler-option}) a table.
+    @raise ValueError: If C{value} does not suit the option.
+    """
+    if not takesValue:
+        if not isinstance(value, bool):
+            raise ValueError("expected true or false")
+        return ["--" + name] if value else []
+    if isinstance(value, dict) and name == "handler-option":
+        value = [f"{k}={v}" for k, v in value.items()]
+    values = value if isinstance(value, list) else [value]
+    if len(values) != 1 and not repeatable:
+        raise ValueError("expected one value")
+    arguments = []
+    for item in values:
+        if isinstance(item, bool) or not isinstance(item, str | int | float):
+            raise ValueError("expected a string or a number")
+        arguments += ["--" + name, str(item)]
+    return arguments
+
+
+def readConfig(path: str) -> dict[str, object]:
+    """
+    Read a C{twistd smtpd} configuration file.
+
+    A file whose name ends in C{.toml} is TOML: keys at the top level or in a
+    C{[smtpd]} table, lists for repeatable options, booleans for flags.  Any
+    other file is INI, section C{[smtpd]}: repeatable options take one value
+    per line, flags C{true}/C{false} (or yes/no, on/off, 1/0).
+
+    @return: Option names (as written) to values; INI values are strings,
+        lists of strings for several lines, or booleans for words like
+        C{true}.
+    @raise OSError: If the file cannot be read.
+    @raise ValueError: If it does not parse.
+    """
+    if path.endswith(".toml"):
+        with open(path, "rb") as f:
+            try:
+                document: dict[str, object] = tomllib.load(f)
+            except tomllib.TOMLDecodeError as e:
+                raise ValueError(f"not valid TOML: {e}") from None
+        section = document.pop("smtpd", None)
+        if isinstance(section, dict):
+            for key in section.keys() & document.keys():
+                raise ValueError(f"{key!r} both in [smtpd] and at the top level")
+            document.update(section)
+        elif section is not None:
+            document["smtpd"] = section
+        return document
+    parser = configparser.ConfigParser(interpolation=None)
+    with open(path, encoding="utf-8") as f:
+        try:
+            parser.read_file(f)
+        except configparser.Error as e:
+            raise ValueError(f"not a valid INI file: {_oneLine(str(e))}") from None
+    if not parser.has_section("smtpd"):
+        raise ValueError("no [smtpd] section")
+    settings: dict[str, object] = {}
+    for key, text in parser.items("smtpd"):
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        lowered = text.strip().lower()
+        if lowered in parser.BOOLEAN_STATES:
+            settings[key] = parser.BOOLEAN_STATES[lowered]
+        else:
+            settings[key] = lines[0] if len(lines) == 1 else lines
+    return settings
+
+
+# -- checks ----------------------------------------------------------------------
+
+
+def bytesUsers(checkers: Sequence[object]) -> None:
+    """
+    Store the users of C{--auth memory:...} checkers as bytes, as the
+    credentials of AUTH carry them.
+    """
+    for checker in checkers:
+        if isinstance(checker, InMemoryUsernamePasswordDatabaseDontUse):
+            checker.users = {
+                (k.encode("utf-8") if isinstance(k, str) else k): (
+                    v.encode("utf-8") if isinstance(v, str) else v
+                )
+                for k, v in checker.users.items()
+            }
+
+
+def checkEndpoint(description: str) -> None:
+    """
+    Parse an endpoint string as L{SMTPServer.addEndpoint} will: C{haproxy:}
+    wraps any other description, and an C{ssl:} endpoint without a key of
+    its own is a TCP one wrapped in the server's TLS.
+
+    @raise usage.UsageError: If it does not parse.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    parsed = description
+    while parsed.partition(":")[0].strip().lower() == "haproxy":
+        parsed = parsed.partition(":")[2]
+    kind, _, rest = parsed.partition(":")
+    kind = kind.strip().lower()
+    if kind == "ssl" and not any(
+        part.split("=", 1)[0].strip() in ("privateKey", "certKey") for part in rest.split(":")
+    ):
+        parsed = "tcp:" + rest
+    parse: Any = serverFromString  # unannotated in Twisted
+    try:
+        parse(reactor, parsed)
+    except (IndexError, KeyError) as e:
+        if kind != "systemd":
+            raise usage.UsageError(f"--listen {description!r}: {reason(e)}") from None
+        why = "no such socket inherited (LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES)"
+        raise usage.UsageError(f"--listen {description!r}: {why}") from None
+    except Exception as e:
+        raise usage.UsageError(f"--listen {description!r}: {reason(e)}") from None
+
+
+# -- deliveries ----------------------------------------------------------------
+
+
+def _maildir(config: Mapping[str, Any], path: str, options: ServerOptions) -> ISMTPHandler:
+    return MaildirHandler(
+        path,
+        traceHeaders=bool(config["maildir-trace"]),
+        perRecipient=bool(config["maildir-per-recipient"]),
+        hostname=options.name,
+    )
+
+
+def _sink(config: Mapping[str, Any], value: None, options: ServerOptions) -> ISMTPHandler:
+    return SinkHandler()
+
+
+def _debug(config: Mapping[str, Any], value: None, options: ServerOptions) -> ISMTPHandler:
+    return DebuggingHandler()
+
+
+def _mbox(config: Mapping[str, Any], path: str, options: ServerOptions) -> ISMTPHandler:
+    from twisted_smtpd.handlers.mbox import MboxHandler
+
+    handler = MboxHandler(path)
+    # Fail now, not at the first message, if the file cannot be written.
+    os.close(os.open(handler.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    return handler
+
+
+def splitHostPort(text: str, defaultPort: int) -> tuple[str, int]:
+    """
+    Split C{HOST[:PORT]}; an IPv6 address with a port is written in
+    brackets (C{[::1]:25}).
+
+    @raise ValueError: If the port is not a number.
+    """
+    host, port = text.strip(), str(defaultPort)
+    if host.startswith("["):
+        host, _, rest = host[1:].partition("]")
+        if rest:
+            port = rest.removeprefix(":")
+    elif host.count(":") == 1:
+        host, _, port = host.partition(":")
+    if not port.isdigit():
+        raise ValueError(f"invalid port {port!r}")
+    return host, int(port)
+
+
+def _relay(config: Mapping[str, Any], target: str, options: ServerOptions) -> ISMTPHandler:
+    from twisted_smtpd.handlers.relay import RelayHandler
+
+    host, port = splitHostPort(target, 25)
+    user, password = config["relay-user"], config["relay-password"]
+    if config["relay-auth"] is not None:
+        if user is not None or password is not None:
+            raise usage.UsageError("--relay-auth excludes --relay-user and --relay-password")
+        user, colon, password = config["relay-auth"].partition(":")
+        if not colon:
+            raise usage.UsageError("--relay-auth: expected USER:PASSWORD")
+    if config["relay-insecure"] and config["relay-ca"] is not None:
+        raise usage.UsageError("--relay-insecure excludes --relay-ca")
+    return RelayHandler(
+        host,
+        port,
+        caCertificates=config["relay-ca"],
+        verify=not config["relay-insecure"],
+        username=user,
+        password=password,
+        heloName=options.name,
+    )
+
+
+def _lmtpTo(config: Mapping[str, Any], endpoint: str, options: ServerOptions) -> ISMTPHandler:
+    from twisted_smtpd.handlers.lmtp import LMTPDeliveryHandler
+
+    return LMTPDeliveryHandler(endpoint, heloName=options.name)
+
+
+def _pipe(config: Mapping[str, Any], command: str, options: ServerOptions) -> ISMTPHandler:
+    from twisted_smtpd.handlers.pipe import PipeHandler
+
+    return PipeHandler(command)
+
+
+def _custom(config: Mapping[str, Any], spec: str, options: ServerOptions) -> ISMTPHandler:
+    """
+    Call C{module:callable} with the C{--handler-option}s as keyword
+    arguments.
+    """
+    module, colon, name = spec.partition(":")
+    if not colon or not module or not name:
+        raise ValueError("expected MODULE:CALLABLE")
+    target: Any = import_module(module)
+    for part in name.split("."):
+        target = getattr(target, part)
+    if not callable(target):
+        raise TypeError(f"{name} is not callable")
+    handler = target(**config["handler-option"])
+    if not ISMTPHandler.providedBy(handler):
+        raise TypeError(f"{name} returned {type(handler).__name__}, not an ISMTPHandler")
+    return handler
+
+
+HANDLERS: dict[str, Callable[[Mapping[str, Any], Any, ServerOptions], ISMTPHandler]] = {
+    "maildir": _maildir,
+    "mbox": _mbox,
+    "relay": _relay,
+    "lmtp-to": _lmtpTo,
+    "pipe": _pipe,
+    "sink": _sink,
+    "debug": _debug,
+    "handler": _custom,
+}
