@@ -41,6 +41,7 @@ from twisted_smtpd._tapconfig import (
     reason,
 )
 from twisted_smtpd._tls import ServerTLS
+from twisted_smtpd._workers import WorkerPool, bindListener, inheritedListeners
 from twisted_smtpd.interfaces import ISMTPHandler
 
 DEFAULT_LISTEN = "tcp:2525:interface=127.0.0.1"
@@ -185,6 +186,13 @@ class Options(AuthOptionMixin, usage.Options):
         _numeric("close-timeout", float, False, "Seconds a stopping server waits for mail."),
         _numeric("max-recipients", int, True, "Recipients per transaction."),
         [
+            "workers",
+            None,
+            1,
+            "Serve the listeners from N processes; the parent binds the sockets.",
+            _number("workers", int, positive=True),
+        ],
+        [
             "bare-newline",
             None,
             _DEFAULTS["bareNewline"],
@@ -323,6 +331,8 @@ class Options(AuthOptionMixin, usage.Options):
         @raise usage.UsageError: With one line saying what is wrong.
         """
         arguments = list(sys.argv[1:] if options is None else options)
+        # A --workers parent starts its workers with the same command line.
+        self["arguments"] = list(arguments)
         given = self._givenOptions(arguments)
         path = given.get("config")
         if path is not None:
@@ -399,6 +409,17 @@ class Options(AuthOptionMixin, usage.Options):
         self["serverOptions"] = options = self._serverOptions()
         self._checkTLS(options)
         self["handler"] = self._handler(delivery, options)
+        self["inherited"] = inheritedListeners()
+        self["workerListeners"] = []
+        if self["workers"] > 1 and not self["inherited"]:
+            from twisted.internet import reactor
+
+            try:
+                self["workerListeners"] = [
+                    bindListener(reactor, d, int(self["workers"])) for d in self["listen"]
+                ]
+            except (OSError, ValueError) as e:
+                raise usage.UsageError(f"--workers: {reason(e)}") from e
 
     def _serverOptions(self) -> ServerOptions:
         """
@@ -551,7 +572,7 @@ def _logDestination(config: Options) -> Any:
     return LogFile.fromFullPath(os.path.abspath(logfile or "twistd.log"))
 
 
-def makeService(config: Options) -> SMTPDaemon:
+def makeService(config: Options) -> SMTPDaemon | WorkerPool:
     """
     Build the server that C{twistd smtpd} runs.
 
@@ -559,6 +580,13 @@ def makeService(config: Options) -> SMTPDaemon:
     @return: An L{SMTPDaemon} with one listening child service per
         C{--listen} endpoint; they start listening when it starts.
     """
+    if config.get("workerListeners"):
+        return WorkerPool(
+            config["workerListeners"],
+            int(config["workers"]),
+            ["--nodaemon", "--pidfile=", "--logfile=-", "smtpd", *config["arguments"]],
+            stopTimeout=config["serverOptions"].closeTimeout + 10,
+        )
     observer = None
     if config["log-format"] == "json":
         observer = jsonLogObserver(_logDestination(config))
@@ -568,6 +596,10 @@ def makeService(config: Options) -> SMTPDaemon:
         checkers=config.get("credCheckers", []),
         logObserver=observer,
     )
-    for description in config["listen"]:
-        server.addEndpoint(description)
+    inherited = config.get("inherited") or []
+    for fileno, family, description in inherited:
+        server.addInherited(description, fileno, family)
+    if not inherited:
+        for description in config["listen"]:
+            server.addEndpoint(description)
     return server

@@ -17,8 +17,10 @@ closes gracefully, and waits for them.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Sequence
 from contextlib import suppress
 from typing import Any
@@ -66,6 +68,8 @@ def bindListener(reactor: Any, description: str, count: int) -> ListenerSpec:
     @raise OSError: The address cannot be bound.
     """
     base, _ = splitDescription(description)
+    if base.partition(":")[0].strip().lower() not in ("tcp", "tcp6", "unix"):
+        raise ValueError(f"--workers cannot serve {description!r}: only tcp: and unix: listeners")
     endpoint = serverFromString(reactor, base)
     port = getattr(endpoint, "_port", None)
     interface = getattr(endpoint, "_interface", None)
@@ -150,6 +154,7 @@ class WorkerPool(Service):
         self._pending: dict[int, IDelayedCall] = {}
         self.workers: dict[int, Any] = {}
         self.restarts = 0
+        self._previousHangup: Any = None
 
     @property
     def reactor(self) -> Any:
@@ -161,11 +166,33 @@ class WorkerPool(Service):
 
     def startService(self) -> None:
         """
-        Start every worker.
+        Start every worker; SIGHUP is passed on to them (certificate reload).
         """
         super().startService()
+        for spec in self._listeners:
+            s = spec.sockets[0]
+            where = s.getsockname()
+            port = where[1] if isinstance(where, tuple) else where
+            self._log.info(
+                "smtpd workers for {description} starting on {port}",
+                description=spec.description,
+                port=port,
+            )
+        if threading.current_thread() is threading.main_thread():
+            self._previousHangup = signal.signal(signal.SIGHUP, self._hangup)
         for index in range(self._count):
             self._spawn(index)
+
+    def _hangup(self, signum: int, frame: object) -> None:
+        self.reactor.callFromThread(self.signalWorkers, "HUP")
+
+    def signalWorkers(self, name: str) -> None:
+        """
+        Send signal C{name} (C{"HUP"}, C{"TERM"}, ...) to every worker.
+        """
+        for process, _ in list(self.workers.values()):
+            with suppress(ProcessExitedAlready):
+                process.signalProcess(name)
 
     def _spawn(self, index: int) -> None:
         self._pending.pop(index, None)
@@ -223,11 +250,11 @@ class WorkerPool(Service):
             if call.active():
                 call.cancel()
         self._pending.clear()
-        ended = []
-        for process, protocol in list(self.workers.values()):
-            ended.append(protocol.ended)
-            with suppress(ProcessExitedAlready):
-                process.signalProcess("TERM")
+        if self._previousHangup is not None:
+            signal.signal(signal.SIGHUP, self._previousHangup)
+            self._previousHangup = None
+        ended = [protocol.ended for _, protocol in self.workers.values()]
+        self.signalWorkers("TERM")
         killer = self.reactor.callLater(self._stopTimeout, self._killAll)
 
         def done(result: object) -> None:
@@ -240,6 +267,4 @@ class WorkerPool(Service):
         return DeferredList(ended).addCallback(done)
 
     def _killAll(self) -> None:
-        for process, _ in list(self.workers.values()):
-            with suppress(ProcessExitedAlready):
-                process.signalProcess("KILL")
+        self.signalWorkers("KILL")

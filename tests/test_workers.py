@@ -1,0 +1,91 @@
+"""
+Tests for the parts of L{twisted_smtpd._workers} that run without
+processes: binding the shared sockets and reading them back in a worker.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from twisted.internet import reactor
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_smtpd._tap import Options
+from twisted_smtpd._workers import INHERITED, bindListener, inheritedListeners
+
+
+class BindTests(SynchronousTestCase):
+    def test_tcpSocketPerWorker(self) -> None:
+        """
+        A TCP listener gets one socket per worker, all on the same port.
+        """
+        spec = bindListener(reactor, "tcp:0:interface=127.0.0.1", 3)
+        self.addCleanup(lambda: [s.close() for s in spec.sockets])
+        ports = {s.getsockname()[1] for s in spec.sockets}
+        self.assertEqual(len(spec.sockets), 3)
+        self.assertEqual(len(ports), 1)
+        self.assertIs(spec.socketFor(4), spec.sockets[1])
+        self.assertTrue(spec.sockets[0].getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT))
+
+    def test_wrappedDescriptions(self) -> None:
+        """
+        C{haproxy:} and key-less C{ssl:} listeners bind their TCP socket.
+        """
+        for description in ("haproxy:tcp:0:interface=127.0.0.1", "ssl:0:interface=127.0.0.1"):
+            spec = bindListener(reactor, description, 2)
+            for s in spec.sockets:
+                s.close()
+            self.assertEqual(len(spec.sockets), 2)
+
+    def test_unixShared(self) -> None:
+        """
+        A UNIX listener is one socket shared by every worker.
+        """
+        path = os.path.abspath(self.mktemp())
+        spec = bindListener(reactor, f"unix:{path}", 2)
+        self.addCleanup(spec.sockets[0].close)
+        self.assertEqual(len(spec.sockets), 1)
+        self.assertEqual(spec.sockets[0].getsockname(), path)
+
+    def test_unsupported(self) -> None:
+        """
+        Other endpoint kinds are refused with a clear error.
+        """
+        self.assertRaises(ValueError, bindListener, reactor, "systemd:domain=INET:index=0", 2)
+
+    def test_inherited(self) -> None:
+        """
+        A worker reads its sockets back from the environment.
+        """
+        environ = {INHERITED: "3,2,tcp:25\n4,1,haproxy:unix:/run/x"}
+        self.assertEqual(
+            inheritedListeners(environ), [(3, 2, "tcp:25"), (4, 1, "haproxy:unix:/run/x")]
+        )
+        self.assertEqual(inheritedListeners({}), [])
+
+
+class OptionTests(SynchronousTestCase):
+    def test_workersBindAtParse(self) -> None:
+        """
+        C{--workers 2} binds the listeners while the options are parsed and
+        keeps the command line for the workers.
+        """
+        config = Options()
+        config.parseOptions(["--workers", "2", "--sink", "--listen", "tcp:0:interface=127.0.0.1"])
+        listeners = config["workerListeners"]
+        self.addCleanup(lambda: [s.close() for spec in listeners for s in spec.sockets])
+        self.assertEqual(len(listeners), 1)
+        self.assertEqual(len(listeners[0].sockets), 2)
+        self.assertEqual(
+            config["arguments"],
+            ["--workers", "2", "--sink", "--listen", "tcp:0:interface=127.0.0.1"],
+        )
+
+    def test_workersMustBePositive(self) -> None:
+        """
+        C{--workers 0} is refused.
+        """
+        from twisted.python.usage import UsageError
+
+        self.assertRaises(UsageError, Options().parseOptions, ["--workers", "0", "--sink"])
