@@ -62,6 +62,9 @@ class Phase(enum.Enum):
     Where a session stands in the command sequence.
     """
 
+    # Members are singletons: hash them by identity, in C, not by name.
+    __hash__ = object.__hash__
+
     CONNECTED = "connected"  # banner sent, no HELO yet
     GREETED = "greeted"  # HELO/EHLO/LHLO accepted, no transaction
     MAIL = "mail"  # reverse-path accepted
@@ -72,6 +75,9 @@ class Verb(enum.Enum):
     """
     The commands the server knows; each value is the upper-case name.
     """
+
+    # Members are singletons: hash them by identity, in C, not by name.
+    __hash__ = object.__hash__
 
     EHLO = "EHLO"
     HELO = "HELO"

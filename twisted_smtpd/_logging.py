@@ -93,19 +93,28 @@ class SessionLogger:
             _log.info("{session} close", session=session.id)
 
     def _message(self, session: Session, data: dict[str, Any]) -> None:
+        # Once per message: the text is built here with one f-string, so
+        # that the logger formats a single field ("{text}").
         replies: tuple[Reply, ...] = tuple(data.get("replies", ()))
         codes = [reply.code for reply in replies]
         mailFrom = session.envelope.mailFrom
+        sender = "" if mailFrom is None else mailFrom.address
+        size = data.get("size", 0)
+        recipients = len(session.envelope.rcptTo)
+        codesText = ",".join(str(code) for code in codes)
+        reply = " ".join(replies[0].lines) if replies else ""
         _log.info(
-            "{session} message {size} bytes from <{sender}> to {recipients} recipient(s):"
-            " {codesText} {reply}",
+            "{text}",
+            text=(
+                f"{session.id} message {size} bytes from <{sender}> to {recipients}"
+                f" recipient(s): {codesText} {reply}"
+            ),
             session=session.id,
-            size=data.get("size", 0),
-            sender="" if mailFrom is None else mailFrom.address,
-            recipients=len(session.envelope.rcptTo),
+            size=size,
+            sender=sender,
+            recipients=recipients,
             codes=codes,
-            codesText=",".join(str(code) for code in codes),
-            reply=" ".join(replies[0].lines) if replies else "",
+            reply=reply,
         )
 
 

@@ -18,6 +18,7 @@ from base64 import b32encode
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IHandshakeListener,
@@ -96,8 +97,10 @@ class SMTPProtocol(LineReceiver):
         "_implicitTLS",
         "_lastActivity",
         "_options",
+        "_out",
         "_pauses",
         "_phase",
+        "_plainTCP",
         "_processing",
         "_receiver",
         "_refused",
@@ -125,6 +128,8 @@ class SMTPProtocol(LineReceiver):
         self._wire: dict[Reply, bytes] = factory.wireCache if factory is not None else {}
         self._buffer = b""
         self._processing = False
+        self._out: list[bytes] = []
+        self._plainTCP = False
         self._waiting = False
         self._pauses = 0
         self._transportPaused = False
@@ -155,6 +160,7 @@ class SMTPProtocol(LineReceiver):
         """
         transport: Any = self.transport
         self._connected = True
+        self._plainTCP = type(transport) is tcp.Server
         self._lastActivity = self._clock.seconds()
         session = self.session
         session.remoteAddress = _hostPort(transport.getPeer())
@@ -345,6 +351,7 @@ class SMTPProtocol(LineReceiver):
                     self._lineReceived(line)
         finally:
             self._processing = False
+            self._flush()
 
     def _lineReceived(self, line: bytes) -> None:
         if len(line) > self._options.maxLineLength and not line[:5].upper().startswith(b"AUTH "):
@@ -556,7 +563,41 @@ class SMTPProtocol(LineReceiver):
             data = formatReply(reply, self._enhanced)
             if len(self._wire) < 512:
                 self._wire[reply] = data
+        if self._processing:
+            # Replies to pipelined commands leave together, in one send.
+            self._out.append(data)
+        else:
+            self._write(data)
+
+    def _flush(self) -> None:
+        out = self._out
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        """
+        Send C{data}: straight to the socket when a plain TCP transport has
+        nothing queued (saving the reactor two epoll updates and a wake-up per
+        reply), else through the transport, which queues what is left.
+        """
         transport: Any = self.transport
+        if (
+            self._plainTCP
+            and not transport.TLS
+            and not transport.dataBuffer
+            and not transport._tempDataBuffer
+            and transport.connected
+            and not transport.disconnecting
+        ):
+            try:
+                sent = transport.socket.send(data)
+            except OSError:
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
         transport.write(data)
 
     def _fail(self, reply: Reply) -> None:
@@ -574,6 +615,7 @@ class SMTPProtocol(LineReceiver):
         if self._closing:
             return
         self._send(reply)
+        self._flush()
         self._closing = True
         self._buffer = b""
         transport: Any = self.transport
@@ -591,8 +633,9 @@ class SMTPProtocol(LineReceiver):
             session.transaction += 1
             # XFORWARD attributes apply to one transaction.
             session.xForward = {}
-        session.envelope = Envelope()
-        if self._phase in (Phase.MAIL, Phase.RCPT):
+            # A new object: handlers may keep the old one.
+            session.envelope = Envelope()
+        if self._phase is Phase.MAIL or self._phase is Phase.RCPT:
             self._phase = Phase.GREETED
 
     def _emit(self, event: str, **data: Any) -> None:
