@@ -33,9 +33,11 @@ class TLSStringTransport(StringTransport):
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self.tlsStarted: list[object] = []
+        self.writtenBeforeTLS = b""
 
     def startTLS(self, contextFactory: object) -> None:
         self.tlsStarted.append(contextFactory)
+        self.writtenBeforeTLS = self.value()
 
 
 class FakeTLS:
@@ -85,6 +87,7 @@ class StartTLSTests(SynchronousTestCase):
         proto.dataReceived(b"EHLO c\r\n")
         take(transport)
         proto.dataReceived(b"STARTTLS\r\nNOOP\r\nMAIL FROM:<evil@example.com>\r\n")
+        self.assertEqual(transport.writtenBeforeTLS, READY)
         self.assertEqual(take(transport), READY)
         self.assertEqual(transport.tlsStarted, [FakeTLS.marker])
         proto.handshakeCompleted()

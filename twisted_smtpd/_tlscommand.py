@@ -32,6 +32,8 @@ def startTLS(p: SMTPProtocol, argument: bytes) -> None:
         return
     contextFactory = factory.tls.contextFactory()
     p._send(catalogue.READY_FOR_TLS)
+    # The 220 must leave in plaintext, before the switch.
+    p._flush()
     # RFC 3207 section 4.2 and CVE-2011-0411: whatever the client
     # pipelined behind STARTTLS in plaintext is discarded, never run.
     p._buffer = b""
