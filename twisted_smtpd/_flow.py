@@ -1,13 +1,13 @@
 # -*- test-case-name: tests.test_protocol -*-
 """
 Flow control between a session's connection and the handler reading a
-message body: the reasons to stop reading, and the producer a message stream
-pauses.
+message body (the reasons to stop reading, and the producer a message stream
+pauses), and the way replies are written.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
@@ -53,3 +53,30 @@ class StreamUpstream:
         The stream wants no more flow control.
         """
         self._protocol._setPause(PAUSE_STREAM, False)
+
+
+def writeThrough(transport: Any, data: bytes, plainTCP: bool) -> None:
+    """
+    Send C{data}: straight to the socket when a plain TCP transport has
+    nothing queued (saving the reactor two epoll updates and a wake-up per
+    reply), else through the transport, which queues what is left.
+
+    @param plainTCP: Whether C{transport} is Twisted's C{tcp.Server}; TLS,
+        PROXY and test transports always go through C{write}.
+    """
+    if (
+        plainTCP
+        and not transport.TLS
+        and not transport.dataBuffer
+        and not transport._tempDataBuffer
+        and transport.connected
+        and not transport.disconnecting
+    ):
+        try:
+            sent = transport.socket.send(data)
+        except OSError:
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)

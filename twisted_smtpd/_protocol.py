@@ -13,8 +13,6 @@ without bound.
 
 from __future__ import annotations
 
-import os
-from base64 import b32encode
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -31,25 +29,24 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_smtpd import _forwarding, _tlscommand, _transaction
+from twisted_smtpd import _commands, _forwarding, _tlscommand, _transaction
 from twisted_smtpd import _replies as catalogue
-from twisted_smtpd._authcommand import AuthCommand, advertisedMechanisms
+from twisted_smtpd._authcommand import AuthCommand
 from twisted_smtpd._errors import SMTPError
-from twisted_smtpd._features import extensions, transmissionType
-from twisted_smtpd._flow import PAUSE_HOOK, PAUSE_STREAM, PAUSE_WRITE
+from twisted_smtpd._features import transmissionType
+from twisted_smtpd._flow import PAUSE_HOOK, PAUSE_STREAM, PAUSE_WRITE, writeThrough
 from twisted_smtpd._grammar import (
     Phase,
     Verb,
     checkPhase,
     looksLikeHTTP,
     parseCommand,
-    parseHelo,
 )
 from twisted_smtpd._hooks import callHook
 from twisted_smtpd._options import ServerOptions
 from twisted_smtpd._receiving import MessageReceiver, errorFromReply, failureReply
 from twisted_smtpd._replies import CommandError, Reply, formatReply
-from twisted_smtpd._session import Envelope, Session
+from twisted_smtpd._session import Envelope, Session, hostPort, newSessionId
 from twisted_smtpd.interfaces import ISMTPHandler
 
 if TYPE_CHECKING:
@@ -57,13 +54,6 @@ if TYPE_CHECKING:
 
 # RFC 4954 section 4: an AUTH command line may be up to 12288 octets.
 AUTH_LINE_LIMIT = 12288
-
-
-def newSessionId() -> str:
-    """
-    A short random session id (40 bits, base32, lower case).
-    """
-    return b32encode(os.urandom(5)).decode("ascii").lower()
 
 
 @implementer(IHandshakeListener)
@@ -163,8 +153,8 @@ class SMTPProtocol(LineReceiver):
         self._plainTCP = type(transport) is tcp.Server
         self._lastActivity = self._clock.seconds()
         session = self.session
-        session.remoteAddress = _hostPort(transport.getPeer())
-        session.localAddress = _hostPort(transport.getHost())
+        session.remoteAddress = hostPort(transport.getPeer())
+        session.localAddress = hostPort(transport.getHost())
         session.clientHostname = f"[{session.remoteAddress[0]}]"
         transport.registerProducer(self, True)
         factory = self._serverFactory
@@ -390,52 +380,6 @@ class SMTPProtocol(LineReceiver):
         except CommandError as e:
             self._fail(e.reply)
 
-    # -- greeting commands -------------------------------------------------------
-
-    def _doEHLO(self, argument: bytes) -> None:
-        hostname = parseHelo(argument, self._options.lenientAddresses)
-        verb = "LHLO" if self._options.lmtp else "EHLO"
-
-        def accepted(result: object) -> None:
-            self._greeted(verb, hostname)
-            factory = self._serverFactory
-            ext = extensions(
-                self._options,
-                secure=self.session.secure,
-                startTLS=factory is not None and factory.startTLSAvailable,
-                authMethods=advertisedMechanisms(self),
-            )
-            ext += _forwarding.advertised(self)
-            self._send(catalogue.ehlo(self._options.name, self._heloText(), ext))
-
-        self._hook(self._handler.onHelo, (hostname, self.session), accepted, self._fail)
-
-    def _doHELO(self, argument: bytes) -> None:
-        hostname = parseHelo(argument, self._options.lenientAddresses)
-
-        def accepted(result: object) -> None:
-            self._greeted("HELO", hostname)
-            self._send(catalogue.helo(self._heloText()))
-
-        self._hook(self._handler.onHelo, (hostname, self.session), accepted, self._fail)
-
-    def _doAUTH(self, argument: bytes) -> None:
-        auth = self._auth
-        if auth is None:
-            auth = self._auth = AuthCommand(self)
-        auth.command(argument)
-
-    def _heloText(self) -> str:
-        return self._options.heloResponse % (self._options.name, self.session.clientHostname)
-
-    def _greeted(self, verb: str, hostname: str) -> None:
-        self._resetTransaction()
-        self._phase = Phase.GREETED
-        self.session.openingCommand = verb
-        self.session.hostNameAppearsAs = hostname
-        self.updateTransmissionType()
-        self._emit("helo", hostname=hostname)
-
     def updateTransmissionType(self) -> None:
         """
         Recompute C{session.transmissionType} after a change of greeting,
@@ -445,23 +389,6 @@ class SMTPProtocol(LineReceiver):
         session.transmissionType = transmissionType(
             session.openingCommand, session.secure, session.user is not None
         )
-
-    # -- simple commands -----------------------------------------------------------
-
-    def _doNOOP(self, argument: bytes) -> None:
-        self._send(catalogue.OK)
-
-    def _doQUIT(self, argument: bytes) -> None:
-        self._closeWith(catalogue.closing(self._options.name))
-
-    def _doVRFY(self, argument: bytes) -> None:
-        if not argument:
-            self._fail(catalogue.SYNTAX_ERROR)
-            return
-        self._send(catalogue.VRFY)
-
-    def _doHELP(self, argument: bytes) -> None:
-        self._send(catalogue.HELP)
 
     def _bodyReceived(self, receiver: MessageReceiver, data: bytes) -> None:
         rest = receiver.feed(data)
@@ -577,28 +504,7 @@ class SMTPProtocol(LineReceiver):
             self._write(data)
 
     def _write(self, data: bytes) -> None:
-        """
-        Send C{data}: straight to the socket when a plain TCP transport has
-        nothing queued (saving the reactor two epoll updates and a wake-up per
-        reply), else through the transport, which queues what is left.
-        """
-        transport: Any = self.transport
-        if (
-            self._plainTCP
-            and not transport.TLS
-            and not transport.dataBuffer
-            and not transport._tempDataBuffer
-            and transport.connected
-            and not transport.disconnecting
-        ):
-            try:
-                sent = transport.socket.send(data)
-            except OSError:
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
-        transport.write(data)
+        writeThrough(self.transport, data, self._plainTCP)
 
     def _fail(self, reply: Reply) -> None:
         """
@@ -683,30 +589,20 @@ class SMTPProtocol(LineReceiver):
             self._closeWith(catalogue.TIMEOUT)
 
 
-def _hostPort(address: object) -> tuple[str, int]:
-    host = getattr(address, "host", None)
-    if host is None:
-        name = getattr(address, "name", None)
-        if isinstance(name, bytes):
-            name = name.decode("utf-8", "replace")
-        return (str(name) if name else "", 0)
-    return (str(host), int(getattr(address, "port", 0) or 0))
-
-
 _DISPATCH: dict[Verb, Callable[[SMTPProtocol, bytes], None]] = {
-    Verb.EHLO: SMTPProtocol._doEHLO,
-    Verb.LHLO: SMTPProtocol._doEHLO,
-    Verb.HELO: SMTPProtocol._doHELO,
+    Verb.EHLO: _commands.ehlo,
+    Verb.LHLO: _commands.ehlo,
+    Verb.HELO: _commands.helo,
     Verb.MAIL: _transaction.mail,
     Verb.RCPT: _transaction.rcpt,
     Verb.DATA: _transaction.data,
     Verb.RSET: _transaction.rset,
-    Verb.NOOP: SMTPProtocol._doNOOP,
-    Verb.QUIT: SMTPProtocol._doQUIT,
-    Verb.VRFY: SMTPProtocol._doVRFY,
-    Verb.HELP: SMTPProtocol._doHELP,
+    Verb.NOOP: _commands.noop,
+    Verb.QUIT: _commands.quit,
+    Verb.VRFY: _commands.vrfy,
+    Verb.HELP: _commands.help,
     Verb.STARTTLS: _tlscommand.startTLS,
-    Verb.AUTH: SMTPProtocol._doAUTH,
+    Verb.AUTH: _commands.auth,
     Verb.XCLIENT: _forwarding.xclient,
     Verb.XFORWARD: _forwarding.xforward,
 }

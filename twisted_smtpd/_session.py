@@ -7,6 +7,8 @@ request and result.
 from __future__ import annotations
 
 import hmac
+import os
+from base64 import b32encode
 from collections.abc import Mapping
 from hashlib import md5
 from typing import Any
@@ -201,3 +203,23 @@ class AuthResult:
 
     user: object
     message: str | None = None
+
+
+def newSessionId() -> str:
+    """
+    A short random session id (40 bits, base32, lower case).
+    """
+    return b32encode(os.urandom(5)).decode("ascii").lower()
+
+
+def hostPort(address: object) -> tuple[str, int]:
+    """
+    C{(host, port)} of a Twisted address; C{(path, 0)} for a UNIX socket.
+    """
+    host = getattr(address, "host", None)
+    if host is None:
+        name = getattr(address, "name", None)
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "replace")
+        return (str(name) if name else "", 0)
+    return (str(host), int(getattr(address, "port", 0) or 0))
