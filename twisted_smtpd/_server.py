@@ -344,12 +344,25 @@ class SMTPServer(MultiService):
         service._raiseSynchronously = True
         service.setServiceParent(self)
 
+    def startService(self) -> None:
+        """
+        Make the TLS configuration (the self-signed fallback, with its
+        warning, when no certificate is configured), then start listening.
+        """
+        self._prepareTLS()
+        super().startService()
+
+    def _prepareTLS(self) -> None:
+        if self.factory.startTLSAvailable:
+            self.factory.tls  # noqa: B018 - built now, not at the first STARTTLS
+
     def listen(self, description: str) -> Deferred[IListeningPort]:
         """
         Start listening on C{description} now.
 
         @return: A L{Deferred} firing with the L{IListeningPort}.
         """
+        self._prepareTLS()
         endpoint, factory = self._endpoint(description)
         d: Deferred[IListeningPort] = endpoint.listen(factory)
 
