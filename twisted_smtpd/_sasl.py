@@ -20,6 +20,7 @@ import json
 import os
 import re
 import socket
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from hashlib import md5
 from typing import Protocol
@@ -225,7 +226,7 @@ def _password(data: bytes) -> str:
     return _text(data)
 
 
-class _Machine:
+class _Machine(ABC):
     """
     The common shape: L{Failed} on C{_Fail}, cancellation by C{*}, and a
     guard against use after the exchange finished.
@@ -261,11 +262,17 @@ class _Machine:
             self._finished = True
         return result
 
+    @abstractmethod
     def _start(self, initialResponse: bytes | None) -> Step:
-        raise NotImplementedError
+        """
+        The mechanism's first step.
+        """
 
+    @abstractmethod
     def _step(self, line: bytes) -> Step:
-        raise NotImplementedError
+        """
+        The mechanism's next step for a continuation line.
+        """
 
 
 class _Plain(_Machine):
