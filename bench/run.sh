@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Benchmarks of twisted-smtpd against aiosmtpd and twisted.mail.
+#
+#   bash bench/run.sh                 # W1-W5 table (bench/peers.py), about 15 minutes
+#   bash bench/run.sh peers --reps 5 --workloads W2,W4
+#   bash bench/run.sh data [--maildir]   # DATA throughput of one connection
+#   bash bench/run.sh pipelining      # PIPELINING, EHLO, STARTTLS and AUTH costs
+#   bash bench/run.sh chart           # docs/perf-concurrency.png
+#   bash bench/run.sh hotpaths [--tool py-spy]   # profiles of twisted-smtpd under W2, W3, W4
+#   bash bench/run.sh all             # all four, one after the other
+#
+# Installs what is missing first: Debian's postfix package for smtp-source
+# (the MTA is neither configured nor started) and a virtualenv outside the
+# repository ($BENCH_VENV, default /tmp/twisted-smtpd-bench-venv) holding
+# aiosmtpd, Twisted (for twisted.mail), matplotlib and twisted-smtpd's own
+# dependencies. twisted-smtpd itself runs from this checkout through
+# PYTHONPATH, or from $TWISTED_SMTPD_SOURCE when set. All traffic goes to
+# 127.0.0.1; every run is bounded in count and time.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(dirname "$here")
+export PATH="$PATH:/usr/sbin:/sbin"
+export BENCH_VENV=${BENCH_VENV:-/tmp/twisted-smtpd-bench-venv}
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v smtp-source >/dev/null; then
+  echo "installing Debian's postfix package (for smtp-source)"
+  as_root apt-get update -qq
+  echo "postfix postfix/main_mailer_type select No configuration" | as_root debconf-set-selections
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null
+fi
+
+py=${PYTHON:-python3}
+if ! "$BENCH_VENV/bin/python" -c 'import aiosmtpd, twisted.mail.smtp, matplotlib, txaio, OpenSSL' 2>/dev/null; then
+  echo "creating $BENCH_VENV"
+  "$py" -m venv "$BENCH_VENV"
+  # twisted-smtpd's run-time requirements, as setup.cfg lists them
+  mapfile -t requires < <("$py" - "$repo/setup.cfg" <<'EOF'
+import configparser, sys
+c = configparser.ConfigParser()
+c.read(sys.argv[1])
+print("\n".join(r.strip() for r in c["options"]["install_requires"].splitlines() if r.strip()))
+EOF
+)
+  "$BENCH_VENV/bin/pip" install -q --disable-pip-version-check aiosmtpd matplotlib "${requires[@]}"
+fi
+
+# W5 holds thousands of connections open.
+hard=$(ulimit -Hn)
+if [ "$hard" = unlimited ] || [ "$hard" -gt 65536 ]; then hard=65536; fi
+ulimit -n "$hard" || true
+
+cd "$repo"
+bpy="$BENCH_VENV/bin/python"
+what=${1:-peers}
+[ $# -gt 0 ] && shift
+case "$what" in
+  peers) exec "$bpy" "$here/peers.py" "$@" ;;
+  data) exec "$bpy" "$here/data_throughput.py" "$@" ;;
+  pipelining) exec "$bpy" "$here/pipelining.py" "$@" ;;
+  chart) exec "$bpy" "$here/chart.py" "$@" ;;
+  hotpaths) exec "$bpy" "$here/hotpaths.py" "$@" ;;
+  all)
+    "$bpy" "$here/peers.py"
+    "$bpy" "$here/data_throughput.py" --maildir
+    "$bpy" "$here/pipelining.py" --servers twisted-smtpd,aiosmtpd,twisted.mail
+    "$bpy" "$here/chart.py"
+    ;;
+  *) echo "usage: bash bench/run.sh [peers|data|pipelining|chart|hotpaths|all] [options]" >&2; exit 2 ;;
+esac
