@@ -1035,6 +1035,14 @@ class DaemonTests(SynchronousTestCase):
         server = _tap.makeService(parse("--sink"))
         self.assertEqual([type(o) for o in server.factory.observers].count(SessionLogger), 1)
 
+    def test_quiet(self) -> None:
+        """
+        With C{--quiet}, sessions are not logged: no observer at all, so the
+        per-message path does no logging work.
+        """
+        server = _tap.makeService(parse("--sink", "--quiet"))
+        self.assertEqual(server.factory.observers, [])
+
     def test_jsonObserverGivenToTwistd(self) -> None:
         """
         With C{--log-format json}, joining C{twistd}'s application sets a

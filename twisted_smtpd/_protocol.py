@@ -47,6 +47,7 @@ from twisted_smtpd._options import ServerOptions
 from twisted_smtpd._receiving import MessageReceiver, errorFromReply, failureReply
 from twisted_smtpd._replies import CommandError, Reply, formatReply
 from twisted_smtpd._session import Envelope, Session, hostPort, newSessionId
+from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.interfaces import ISMTPHandler
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ class SMTPProtocol(LineReceiver):
         "_closing",
         "_connected",
         "_connectedFrom",
+        "_disabled",
         "_discardingLine",
         "_draining",
         "_enhanced",
@@ -115,6 +117,9 @@ class SMTPProtocol(LineReceiver):
         self._clock = clock
         self._serverFactory = factory
         self._enhanced = options.enhancedStatusCodes
+        self._disabled = frozenset(
+            Verb(c) for c in options.disabledCommands if c in Verb.__members__
+        )
         self._wire: dict[Reply, bytes] = factory.wireCache if factory is not None else {}
         self._buffer = b""
         self._processing = False
@@ -157,6 +162,9 @@ class SMTPProtocol(LineReceiver):
         session.localAddress = hostPort(transport.getHost())
         session.clientHostname = f"[{session.remoteAddress[0]}]"
         transport.registerProducer(self, True)
+        if self._plainTCP:
+            # Replies are small and the client waits for each: no Nagle delay.
+            transport.setTcpNoDelay(True)
         factory = self._serverFactory
         if factory is not None:
             factory.watch(self)
@@ -183,7 +191,12 @@ class SMTPProtocol(LineReceiver):
         self._setPause(PAUSE_HOOK, True)
         factory = self._serverFactory
         if factory is not None and not self._options.disableReverseLookup:
-            d = factory.reverseLookup(self.session.remoteAddress[0])
+            ip = self.session.remoteAddress[0]
+            known = factory.knownName(ip)
+            if known is not None:
+                self._lookedUp(known)
+                return
+            d = factory.reverseLookup(ip)
             d.addCallback(self._lookedUp)
         else:
             self._runConnectHooks()
@@ -363,7 +376,7 @@ class SMTPProtocol(LineReceiver):
             if limit and self._unauthenticated > limit and verb is not Verb.QUIT:
                 self._closeWith(catalogue.TOO_MANY_UNAUTHENTICATED)
                 return
-        if verb.value in self._options.disabledCommands:
+        if verb in self._disabled:
             self._fail(catalogue.NOT_IMPLEMENTED)
             return
         try:
@@ -426,6 +439,10 @@ class SMTPProtocol(LineReceiver):
         Call a handler hook.  A plain value is handled at once; a Deferred or
         coroutine stops reading until it answers, so replies stay in order.
         """
+        if getattr(fn, "__func__", None) in _ACCEPTING_DEFAULTS:
+            # BaseHandler's default accepts: nothing to call.
+            accepted(None)
+            return
         try:
             result = callHook(fn, *args)
         except SMTPError as e:
@@ -606,3 +623,16 @@ _DISPATCH: dict[Verb, Callable[[SMTPProtocol, bytes], None]] = {
     Verb.XCLIENT: _forwarding.xclient,
     Verb.XFORWARD: _forwarding.xforward,
 }
+
+
+#: BaseHandler's hooks that only accept: a handler that inherits them is not
+#: called for them at all.
+_ACCEPTING_DEFAULTS = frozenset(
+    {
+        BaseHandler.onConnect,
+        BaseHandler.onHelo,
+        BaseHandler.onSecure,
+        BaseHandler.onMailFrom,
+        BaseHandler.onRcptTo,
+    }
+)

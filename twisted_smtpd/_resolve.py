@@ -71,6 +71,18 @@ class ReverseResolver:
         self._hosts = readHostsFile(hostsFile)
         self.timeout = timeout
 
+    def known(self, ip: str) -> str | None:
+        """
+        The name the hosts file gives C{ip}, or C{None}.
+        """
+        name = self._hosts.get(ip)
+        if name is None and ":" in ip:
+            try:
+                name = self._hosts.get(str(ipaddress.ip_address(ip)))
+            except ValueError:
+                return None
+        return name
+
     def lookup(self, ip: str) -> Deferred[str | None]:
         """
         Find the name for C{ip}.

@@ -166,6 +166,15 @@ class SMTPServerFactory(ServerFactory):
 
         return onAuth
 
+    def knownName(self, ip: str) -> str | None:
+        """
+        The client's host name when the hosts file knows it (no waiting), else
+        C{None}: then L{reverseLookup} asks DNS.
+        """
+        if self._reverse is None:
+            self._reverse = ReverseResolver(self.reactor, self._resolverArg)
+        return self._reverse.known(ip)
+
     def reverseLookup(self, ip: str) -> Deferred[str | None]:
         """
         The client's host name, or C{None}; never fails.

@@ -172,6 +172,7 @@ class Options(AuthOptionMixin, usage.Options):
         ["allow-insecure-auth", None, "Offer AUTH before TLS."],
         ["auth-optional", None, "With --auth, accept mail without AUTH too."],
         ["no-reverse-lookup", None, "Do not look up the client's host name."],
+        ["quiet", None, "No log line per connection and message (errors are still logged)."],
         ["maildir-per-recipient", None, "Store a copy per recipient in PATH/DOMAIN/LOCALPART/."],
         ["maildir-trace", None, "Prepend Return-Path: and Received: to stored messages."],
         ["relay-insecure", None, "Relay without verifying the relay's certificate."],
@@ -509,10 +510,17 @@ class SMTPDaemon(SMTPServer):
 
     _log = Logger()
 
-    def __init__(self, *args: Any, logObserver: ILogObserver | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        logObserver: ILogObserver | None = None,
+        logSessions: bool = True,
+        **kw: Any,
+    ) -> None:
         super().__init__(*args, **kw)
         self.logObserver = logObserver
-        self.factory.addObserver(SessionLogger(self.factory.options.ignoredHosts))
+        if logSessions:
+            self.factory.addObserver(SessionLogger(self.factory.options.ignoredHosts))
         self._previousHandler: Any = None
 
     def setServiceParent(self, parent: Any) -> None:
@@ -595,6 +603,7 @@ def makeService(config: Options) -> SMTPDaemon | WorkerPool:
         config["serverOptions"],
         checkers=config.get("credCheckers", []),
         logObserver=observer,
+        logSessions=not config["quiet"],
     )
     inherited = config.get("inherited") or []
     for fileno, family, description in inherited:
