@@ -89,6 +89,11 @@ def serverCommands() -> dict[str, list[str]]:
         "aiosmtpd": [py, os.path.join(HERE, "peers", "aiosmtpd_sink.py"), "{port}"],
         "twisted.mail": [py, os.path.join(HERE, "peers", "twisted_mail_sink.py"), "{port}"],
         "twisted-smtpd --maildir": oursCommand(("--maildir", MAILDIR)),
+        # Without the log line per connection and message.
+        "twisted-smtpd --quiet": oursCommand(extra=("--quiet",)),
+        "twisted-smtpd --quiet --maildir": oursCommand(("--maildir", MAILDIR), ("--quiet",)),
+        # Two worker processes (measure with --no-pin: pinning puts both on one core).
+        "twisted-smtpd --quiet --workers 2": oursCommand(extra=("--quiet", "--workers", "2")),
     }
 
 
