@@ -21,9 +21,10 @@ from cryptography import x509
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tests.certs import CertificateAuthority, IssuedCertificate
+from tests.integration.helpers import TwistdServer
 from tests.test_auth import PasswordHandler
 from tests.test_protocol import RecordingHandler
 from twisted_smtpd._errors import SMTPError
@@ -390,3 +391,48 @@ class TLSAuthTests(TestCase):
 
         code, text = yield deferToThread(client)
         self.assertEqual(code, 538)
+
+
+class TwistdAuthTests(SynchronousTestCase):
+    """
+    C{twistd -n smtpd --auth ...}: AUTH backed by C{twisted.cred} checkers
+    from the command line, over real sockets with smtplib.
+    """
+
+    def serve(self, *args: str) -> int:
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        server = TwistdServer(["--sink", "--allow-insecure-auth", *args], directory)
+        self.addCleanup(server.kill)
+        port = server.start()
+        self.directory = directory
+        return port
+
+    def check(self, port: int) -> None:
+        with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as s:
+            s.ehlo("c")
+            self.assertIn("PLAIN", s.esmtp_features.get("auth", ""))
+            code, _ = s.docmd("MAIL", "FROM:<a@example.com>")
+            self.assertEqual(code, 530)
+            with self.assertRaises(smtplib.SMTPAuthenticationError) as e:
+                s.login("alice", "wrong")
+            self.assertEqual(e.exception.smtp_code, 535)
+        with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as s:
+            s.login("alice", "secret")
+            self.assertEqual(s.sendmail("a@example.com", ["b@example.com"], MESSAGE), {})
+
+    def test_memoryChecker(self) -> None:
+        """
+        C{--auth memory:alice:secret}: alice logs in with her password, a
+        wrong one gets 535, MAIL before AUTH gets 530.
+        """
+        self.check(self.serve("--auth", "memory:alice:secret"))
+
+    def test_fileChecker(self) -> None:
+        """
+        C{--auth file:PATH} reads C{user:password} lines.
+        """
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write("alice:secret\nbob:other\n")
+        self.check(self.serve("--auth", f"file:{path}"))
