@@ -14,6 +14,8 @@ from typing import Any
 import txaio as _txaio_module
 from twisted.internet.defer import Deferred
 
+from twisted_smtpd.handlers._base import BaseHandler
+
 # txaio selects its framework at run time, so its API is not typed statically.
 txaio: Any = _txaio_module
 txaio.use_twisted()
@@ -47,3 +49,16 @@ def callHook(fn: Callable[..., object], *args: object) -> object:
     if iscoroutine(result):
         return Deferred.fromCoroutine(result)
     return result
+
+
+#: BaseHandler's hooks that only accept: a handler that inherits them is not
+#: called for them at all.
+ACCEPTING_DEFAULTS = frozenset(
+    {
+        BaseHandler.onConnect,
+        BaseHandler.onHelo,
+        BaseHandler.onSecure,
+        BaseHandler.onMailFrom,
+        BaseHandler.onRcptTo,
+    }
+)

@@ -42,12 +42,11 @@ from twisted_smtpd._grammar import (
     looksLikeHTTP,
     parseCommand,
 )
-from twisted_smtpd._hooks import callHook
+from twisted_smtpd._hooks import ACCEPTING_DEFAULTS, callHook
 from twisted_smtpd._options import ServerOptions
 from twisted_smtpd._receiving import MessageReceiver, errorFromReply, failureReply
 from twisted_smtpd._replies import CommandError, Reply, formatReply
 from twisted_smtpd._session import Envelope, Session, hostPort, newSessionId
-from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.interfaces import ISMTPHandler
 
 if TYPE_CHECKING:
@@ -72,38 +71,15 @@ class SMTPProtocol(LineReceiver):
     _log = Logger()
 
     # Slots keep an idle connection small (hundreds of bytes, not kilobytes).
+    # fmt: off
     __slots__ = (
-        "_auth",
-        "_buffer",
-        "_clock",
-        "_closing",
-        "_connected",
-        "_connectedFrom",
-        "_disabled",
-        "_discardingLine",
-        "_draining",
-        "_enhanced",
-        "_errors",
-        "_handler",
-        "_hookToken",
-        "_implicitTLS",
-        "_lastActivity",
-        "_options",
-        "_out",
-        "_pauses",
-        "_phase",
-        "_plainTCP",
-        "_processing",
-        "_receiver",
-        "_refused",
-        "_serverFactory",
-        "_startingTLS",
-        "_transportPaused",
-        "_unauthenticated",
-        "_waiting",
-        "_wire",
-        "session",
+        "_auth", "_buffer", "_clock", "_closing", "_connected", "_connectedFrom", "_disabled",
+        "_discardingLine", "_draining", "_enhanced", "_errors", "_handler", "_hookToken",
+        "_implicitTLS", "_lastActivity", "_options", "_out", "_pauses", "_phase", "_plainTCP",
+        "_processing", "_receiver", "_refused", "_serverFactory", "_startingTLS",
+        "_transportPaused", "_unauthenticated", "_waiting", "_wire", "session",
     )
+    # fmt: on
 
     def __init__(
         self,
@@ -439,7 +415,7 @@ class SMTPProtocol(LineReceiver):
         Call a handler hook.  A plain value is handled at once; a Deferred or
         coroutine stops reading until it answers, so replies stay in order.
         """
-        if getattr(fn, "__func__", None) in _ACCEPTING_DEFAULTS:
+        if getattr(fn, "__func__", None) in ACCEPTING_DEFAULTS:
             # BaseHandler's default accepts: nothing to call.
             accepted(None)
             return
@@ -511,17 +487,14 @@ class SMTPProtocol(LineReceiver):
             # Replies to pipelined commands leave together, in one send.
             self._out.append(data)
         else:
-            self._write(data)
+            writeThrough(self.transport, data, self._plainTCP)
 
     def _flush(self) -> None:
         out = self._out
         if out:
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
-            self._write(data)
-
-    def _write(self, data: bytes) -> None:
-        writeThrough(self.transport, data, self._plainTCP)
+            writeThrough(self.transport, data, self._plainTCP)
 
     def _fail(self, reply: Reply) -> None:
         """
@@ -623,16 +596,3 @@ _DISPATCH: dict[Verb, Callable[[SMTPProtocol, bytes], None]] = {
     Verb.XCLIENT: _forwarding.xclient,
     Verb.XFORWARD: _forwarding.xforward,
 }
-
-
-#: BaseHandler's hooks that only accept: a handler that inherits them is not
-#: called for them at all.
-_ACCEPTING_DEFAULTS = frozenset(
-    {
-        BaseHandler.onConnect,
-        BaseHandler.onHelo,
-        BaseHandler.onSecure,
-        BaseHandler.onMailFrom,
-        BaseHandler.onRcptTo,
-    }
-)

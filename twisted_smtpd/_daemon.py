@@ -1,0 +1,87 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+L{SMTPDaemon}: the L{SMTPServer} that C{twistd smtpd} runs, with session
+logs, certificate reloading on SIGHUP and the JSON log observer.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from twisted.logger import ILogObserver, Logger
+
+from twisted_smtpd._logging import SessionLogger
+from twisted_smtpd._server import SMTPServer
+from twisted_smtpd._tapconfig import reason
+
+
+class SMTPDaemon(SMTPServer):
+    """
+    The L{SMTPServer} that C{twistd smtpd} runs: logs sessions, reloads the
+    certificates on SIGHUP, and gives C{twistd} the JSON log observer when
+    asked for one.
+
+    @ivar logObserver: The observer to log through instead of C{twistd}'s
+        own, or C{None}.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        *args: Any,
+        logObserver: ILogObserver | None = None,
+        logSessions: bool = True,
+        **kw: Any,
+    ) -> None:
+        super().__init__(*args, **kw)
+        self.logObserver = logObserver
+        if logSessions:
+            self.factory.addObserver(SessionLogger(self.factory.options.ignoredHosts))
+        self._previousHandler: Any = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        """
+        Join C{parent}; when it is C{twistd}'s application and a log
+        observer was given, C{twistd} logs through it.
+        """
+        super().setServiceParent(parent)
+        setComponent = getattr(parent, "setComponent", None)
+        if self.logObserver is not None and setComponent is not None:
+            setComponent(ILogObserver, self.logObserver)
+
+    def startService(self) -> None:
+        """
+        Start listening and reload the certificates on SIGHUP.
+        """
+        super().startService()
+        self._previousHandler = signal.signal(signal.SIGHUP, self._hangup)
+
+    def stopService(self) -> Any:
+        """
+        Restore the SIGHUP handler, then close gracefully.
+        """
+        if self._previousHandler is not None:
+            signal.signal(signal.SIGHUP, self._previousHandler)
+            self._previousHandler = None
+        return super().stopService()
+
+    def _hangup(self, signum: int, frame: object) -> None:
+        self.reactor.callFromThread(self.reload)
+
+    def reload(self) -> None:
+        """
+        Read the certificate files again; success is logged by the TLS
+        configuration, a failure here.
+        """
+        self._log.info("Reloading TLS certificates")
+        try:
+            if self.factory.options.certificate is not None:
+                self.factory.tls  # noqa: B018 -- read them now if not yet used
+            self.reloadCertificates()
+        except ValueError as e:
+            self._log.error(
+                "Reloading TLS certificates failed, the old ones stay in use: {error}",
+                error=reason(e),
+            )
