@@ -33,6 +33,28 @@ class ExportTests(SynchronousTestCase):
             self.assertIs(getattr(twisted_smtpd, name), obj, name)
         self.assertEqual(sorted(twisted_smtpd.__all__), sorted(expected))
 
+    def test_testing(self) -> None:
+        """
+        The testing helpers are the objects of their module.
+        """
+        from twisted_smtpd import testing
+
+        self.assertEqual(
+            sorted(testing.__all__),
+            sorted(
+                [
+                    "MemorySession",
+                    "MessageRecorder",
+                    "ReceivedMessage",
+                    "TestServer",
+                    "listenForTests",
+                    "memorySession",
+                ]
+            ),
+        )
+        for name in testing.__all__:
+            self.assertEqual(getattr(testing, name).__module__, "twisted_smtpd.testing")
+
     def test_baseHandler(self) -> None:
         """
         BaseHandler is exported and provides ISMTPHandler.

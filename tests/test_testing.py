@@ -1,0 +1,75 @@
+"""
+Tests for L{twisted_smtpd.testing}: the helpers users' tests catch mail with.
+"""
+
+from __future__ import annotations
+
+import smtplib
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from twisted_smtpd.testing import MessageRecorder, listenForTests, memorySession
+
+
+class MemorySessionTests(SynchronousTestCase):
+    def test_catchesMail(self) -> None:
+        """
+        A whole session fed in memory is recorded, envelope and text.
+        """
+        recorder = MessageRecorder()
+        session = memorySession(recorder)
+        out = session.send(
+            b"EHLO c\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n"
+            b"RCPT TO:<c@example.com>\r\nDATA\r\n..dot\r\nhi\r\n.\r\nQUIT\r\n"
+        )
+        self.assertTrue(out.startswith(b"220 mx.test.invalid ESMTP\r\n"), out)
+        self.assertIn(b"250 2.0.0 OK: recorded as message 1\r\n", out)
+        message = recorder.messages[0]
+        self.assertEqual(message.mailFrom, "a@example.com")
+        self.assertEqual(message.rcptTo, ("b@example.com", "c@example.com"))
+        self.assertEqual(message.data, b".dot\r\nhi\r\n")
+        self.assertTrue(session.transport.disconnecting)
+
+    def test_waitForMessages(self) -> None:
+        """
+        waitForMessages fires once enough messages arrived.
+        """
+        recorder = MessageRecorder()
+        d = recorder.waitForMessages(2)
+        session = memorySession(recorder)
+        transaction = b"MAIL FROM:<a@e.com>\r\nRCPT TO:<b@e.com>\r\nDATA\r\nx\r\n.\r\n"
+        session.send(b"EHLO c\r\n" + transaction)
+        self.assertNoResult(d)
+        session.send(transaction)
+        self.assertEqual(len(self.successResultOf(d)), 2)
+
+    def test_timeoutWithClock(self) -> None:
+        """
+        The session's clock drives its idle timeout.
+        """
+        session = memorySession()
+        session.read()
+        session.clock.advance(60)
+        self.assertTrue(session.read().startswith(b"421 "))
+
+
+class LoopbackTests(TestCase):
+    @inlineCallbacks
+    def test_smtplib(self) -> Any:
+        """
+        A server on 127.0.0.1 records what smtplib sends.
+        """
+        recorder = MessageRecorder()
+        server = yield listenForTests(recorder)
+        self.addCleanup(server.close)
+
+        def send() -> None:
+            with smtplib.SMTP(server.host, server.port, timeout=30) as s:
+                s.sendmail("a@example.com", ["b@example.com"], b"Subject: t\r\n\r\nbody\r\n")
+
+        yield deferToThread(send)
+        messages = yield recorder.waitForMessages(1)
+        self.assertEqual(messages[0].data, b"Subject: t\r\n\r\nbody\r\n")
