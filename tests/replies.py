@@ -12,7 +12,9 @@ EHLO_DEFAULT = (
     b"250-ENHANCEDSTATUSCODES\r\n"
     b"250-8BITMIME\r\n"
     b"250-DSN\r\n"
-    b"250 SMTPUTF8\r\n"
+    b"250-SMTPUTF8\r\n"
+    b"250-CHUNKING\r\n"
+    b"250 BINARYMIME\r\n"
 )
 HELO_OK = b"250 mx.example.com Nice to meet you, [192.0.2.7]\r\n"
 OK = b"250 2.0.0 OK\r\n"

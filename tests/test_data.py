@@ -580,3 +580,37 @@ class ChunkTests(SynchronousTestCase):
             body, _, decoder = decode([b"a\nb\rc\r\n.\r\n"], bareNewline=policy)
             self.assertEqual(body, b"a\nb\rc\r\n")
             self.assertTrue(decoder.bareNewlineSeen)
+
+
+class ChunkDecoderTests(SynchronousTestCase):
+    def test_chunks(self) -> None:
+        """
+        Each chunk takes exactly its announced octets; the bytes after it are
+        handed back; the LAST chunk ends the body.
+        """
+        from twisted_smtpd._data import ChunkDecoder
+
+        decoder = ChunkDecoder()
+        decoder.expect(4, False)
+        self.assertEqual(decoder.feed(b"ab"), ([b"ab"], None))
+        self.assertEqual(decoder.feed(b"cdBDAT"), ([b"cd"], b"BDAT"))
+        self.assertFalse(decoder.ended)
+        decoder.expect(2, True)
+        self.assertEqual(decoder.feed(b"\n.rest"), ([b"\n."], b"rest"))
+        self.assertTrue(decoder.ended)
+        self.assertEqual(decoder.byteLength, 6)
+
+    def test_sizeLimit(self) -> None:
+        """
+        Past the limit nothing more is handed on, but every octet is counted
+        and consumed.
+        """
+        from twisted_smtpd._data import ChunkDecoder
+
+        decoder = ChunkDecoder(maxSize=5)
+        decoder.expect(4, False)
+        self.assertEqual(decoder.feed(b"abcd"), ([b"abcd"], b""))
+        decoder.expect(4, True)
+        self.assertEqual(decoder.feed(b"efghX"), ([], b"X"))
+        self.assertTrue(decoder.sizeExceeded)
+        self.assertEqual(decoder.byteLength, 8)

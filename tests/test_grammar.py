@@ -344,3 +344,26 @@ class ExportTests(SynchronousTestCase):
         for name in ("MailRequest", "parseMail", "parseRcpt", "decodeXtext", "encodeXtext"):
             self.assertIs(getattr(_grammar, name), getattr(_address, name))
         self.assertIs(_grammar.CommandError, replies.CommandError)
+
+
+class BdatArgumentTests(SynchronousTestCase):
+    def test_parse(self) -> None:
+        """
+        C{BDAT size [LAST]}: the size in decimal, LAST in any case.
+        """
+        from twisted_smtpd._grammar import parseBdat
+
+        self.assertEqual(parseBdat(b"0 LAST"), (0, True))
+        self.assertEqual(parseBdat(b"1024"), (1024, False))
+        self.assertEqual(parseBdat(b"7 last"), (7, True))
+
+    def test_refused(self) -> None:
+        """
+        Anything else is a 501.
+        """
+        from twisted_smtpd._grammar import parseBdat
+        from twisted_smtpd._replies import BDAT_SYNTAX
+
+        for bad in (b"", b"x", b"-1", b"1 LASTX", b"1 2", b"9" * 19):
+            e = self.assertRaises(CommandError, parseBdat, bad)
+            self.assertEqual(e.reply, BDAT_SYNTAX)

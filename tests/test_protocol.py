@@ -254,6 +254,7 @@ class CommandTests(SynchronousTestCase):
             hidePIPELINING=True,
             hideSize=True,
             hideSTARTTLS=True,
+            hideCHUNKING=True,
             hide8BITMIME=True,
             hideSMTPUTF8=True,
             hideDSN=True,
@@ -999,3 +1000,119 @@ class CloseTests(SynchronousTestCase):
         clock.advance(30)
         self.assertEqual(take(transport), replies.SHUTDOWN)
         self.assertTrue(transport.disconnecting)
+
+
+CHUNK_OK = b"250 2.0.0 OK: %d octets received\r\n"
+BDAT_IN_PROGRESS = b"503 5.5.1 Error: BDAT transfer in progress\r\n"
+BDAT_SYNTAX = b"501 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n"
+QUEUED = b"250 2.0.0 OK: queued as X1\r\n"
+
+
+class BdatTests(SynchronousTestCase):
+    def test_advertised(self) -> None:
+        """
+        EHLO lists CHUNKING and BINARYMIME unless CHUNKING is hidden.
+        """
+        proto, transport, clock, _ = connect(hideCHUNKING=True)
+        proto.dataReceived(b"EHLO c\r\n")
+        self.assertNotIn(b"CHUNKING", transport.value())
+
+    def test_oneChunk(self) -> None:
+        """
+        A single LAST chunk is the message, taken as it is: no dot-unstuffing,
+        bare LF and binary octets kept.
+        """
+        handler = RecordingHandler()
+        proto, transport, clock, _ = connect(handler)
+        transaction(proto, transport)
+        body = b"..x\nbinary\x00\xff\r\n.\r\n"
+        proto.dataReceived(b"BDAT %d LAST\r\n" % len(body) + body + b"NOOP\r\n")
+        self.assertEqual(take(transport), QUEUED + replies.OK)
+        self.assertEqual(handler.messages[0][2], body)
+
+    def test_chunksPipelinedEverySplit(self) -> None:
+        """
+        Several chunks pipelined with their commands, split at every byte,
+        give one reply per chunk and the message whole.
+        """
+        session = b"BDAT 5\r\nhello" + b"BDAT 7\r\n world\n" + b"BDAT 0 LAST\r\n"
+        expected = CHUNK_OK % 5 + CHUNK_OK % 12 + QUEUED
+        for cut in range(len(session) + 1):
+            handler = RecordingHandler()
+            proto, transport, clock, _ = connect(handler)
+            transaction(proto, transport)
+            proto.dataReceived(session[:cut])
+            proto.dataReceived(session[cut:])
+            self.assertEqual(take(transport), expected, cut)
+            self.assertEqual(handler.messages[0][2], b"hello world\n", cut)
+
+    def test_sequence(self) -> None:
+        """
+        BDAT needs recipients; RCPT and DATA cannot interrupt a BDAT transfer;
+        a bad size is a syntax error.
+        """
+        proto, transport, clock, _ = connect()
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\n")
+        take(transport)
+        proto.dataReceived(b"BDAT 1 LAST\r\n")
+        self.assertEqual(take(transport), replies.NEED_RCPT)
+        proto.dataReceived(b"RCPT TO:<d@e.f>\r\nBDAT x\r\nBDAT 2\r\nab")
+        self.assertEqual(take(transport), replies.RCPT_OK + BDAT_SYNTAX + CHUNK_OK % 2)
+        proto.dataReceived(b"RCPT TO:<g@e.f>\r\nDATA\r\n")
+        self.assertEqual(take(transport), BDAT_IN_PROGRESS * 2)
+
+    def test_sizeLimit(self) -> None:
+        """
+        Chunks past the size limit are read and dropped; the LAST one gets
+        552, nothing is delivered and the session goes on.
+        """
+        handler = RecordingHandler()
+        proto, transport, clock, _ = connect(handler, size=10)
+        transaction(proto, transport)
+        proto.dataReceived(b"BDAT 8\r\n12345678BDAT 8 LAST\r\n12345678NOOP\r\n")
+        self.assertEqual(take(transport), CHUNK_OK % 8 + replies.SIZE_EXCEEDED + replies.OK)
+        self.assertEqual(handler.messages, [])
+
+    def test_rsetDropsTransfer(self) -> None:
+        """
+        RSET in the middle of a BDAT transfer fails the handler's stream and
+        starts afresh.
+        """
+        failures: list[Failure] = []
+
+        class Handler(RecordingHandler):
+            def onData(self, stream: IMessageStream, session: Session) -> object:
+                d = stream.collect()
+                d.addErrback(failures.append)  # type: ignore[attr-defined]
+                return d
+
+        proto, transport, clock, _ = connect(Handler())
+        transaction(proto, transport)
+        proto.dataReceived(b"BDAT 3\r\nabcRSET\r\nDATA\r\n")
+        self.assertEqual(take(transport), CHUNK_OK % 3 + replies.RESET + replies.NEED_MAIL)
+        self.assertEqual(len(failures), 1)
+
+    def test_binarymime(self) -> None:
+        """
+        BODY=BINARYMIME is accepted with BDAT.
+        """
+        handler = RecordingHandler()
+        proto, transport, clock, _ = connect(handler)
+        proto.dataReceived(
+            b"EHLO c\r\nMAIL FROM:<s@example.com> BODY=BINARYMIME\r\nRCPT TO:<r@e.com>\r\n"
+        )
+        take(transport)
+        proto.dataReceived(b"BDAT 3 LAST\r\n\x00\x01\x02")
+        self.assertEqual(take(transport), QUEUED)
+        self.assertEqual(handler.messages[0][2], b"\x00\x01\x02")
+
+    def test_lmtp(self) -> None:
+        """
+        In LMTP, the LAST chunk gets one reply per recipient.
+        """
+        proto, transport, clock, _ = connect(RecordingHandler(), lmtp=True)
+        proto.dataReceived(b"LHLO c\r\nMAIL FROM:<s@e.com>\r\nRCPT TO:<a@e.com>\r\n")
+        proto.dataReceived(b"RCPT TO:<b@e.com>\r\n")
+        take(transport)
+        proto.dataReceived(b"BDAT 2 LAST\r\nhi")
+        self.assertEqual(take(transport), QUEUED * 2)

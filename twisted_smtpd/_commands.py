@@ -35,6 +35,7 @@ def ehlo(p: SMTPProtocol, argument: bytes) -> None:
             secure=p.session.secure,
             startTLS=factory is not None and factory.startTLSAvailable,
             authMethods=advertisedMechanisms(p),
+            chunking=True,
         )
         ext += _forwarding.advertised(p)
         p._send(catalogue.ehlo(options.name, _heloText(p), ext))

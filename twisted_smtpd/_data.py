@@ -130,6 +130,8 @@ class DataDecoder:
         self.bareNewlineSeen = False
         self.ended = False
         self._normalize = bareNewline == "normalize"
+        #: Its end marker always ends the message (unlike a BDAT chunk).
+        self.final = True
         self._state = _LINE_START
 
     def feed(self, data: bytes) -> tuple[list[bytes], bytes | None]:
@@ -315,3 +317,61 @@ class DataDecoder:
         """
         self.ended = True
         return chunks, data[restStart:]
+
+
+class ChunkDecoder:
+    """
+    The body of a message sent with BDAT (RFC 3030): chunks of announced
+    sizes, taken as they are (no dot-stuffing, no end marker; bare CR and LF
+    are content).
+
+    Call L{expect} for each BDAT command, then L{feed} until it returns the
+    bytes that followed the chunk.
+
+    @ivar final: Whether the chunk being read is the C{LAST} one.
+    """
+
+    bareNewlineSeen = False
+
+    def __init__(self, maxSize: int = 0) -> None:
+        if maxSize < 0:
+            raise ValueError(f"maxSize must not be negative: {maxSize!r}")
+        self.maxSize = maxSize
+        self.byteLength = 0
+        self.sizeExceeded = False
+        self.ended = False
+        self.final = False
+        self._remaining = 0
+
+    def expect(self, size: int, last: bool) -> None:
+        """
+        The next chunk is C{size} octets, the last one if C{last}.
+        """
+        if self.ended:
+            raise RuntimeError("the message body has already ended")
+        self._remaining = size
+        self.final = last
+
+    def feed(self, data: bytes) -> tuple[list[bytes], bytes | None]:
+        """
+        Take bytes of the current chunk.
+
+        @return: C{(chunks, rest)}: body bytes to hand on (none past the size
+            limit), and C{None} while the chunk goes on, else the bytes after
+            it.
+        """
+        take = min(self._remaining, len(data))
+        piece = data if take == len(data) else data[:take]
+        self._remaining -= take
+        self.byteLength += take
+        chunks: list[bytes] = []
+        if not self.sizeExceeded:
+            if self.maxSize and self.byteLength > self.maxSize:
+                self.sizeExceeded = True
+            elif piece:
+                chunks.append(piece)
+        if self._remaining:
+            return chunks, None
+        if self.final:
+            self.ended = True
+        return chunks, data[take:]

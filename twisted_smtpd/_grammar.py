@@ -26,6 +26,7 @@ from twisted_smtpd._address import (
 from twisted_smtpd._replies import (
     BAD_ATTRIBUTE,
     BAD_HELO_HOSTNAME,
+    BDAT_SYNTAX,
     HELO_REQUIRES_DOMAIN,
     NEED_HELO,
     NEED_LHLO,
@@ -50,6 +51,7 @@ __all__ = [
     "encodeXtext",
     "looksLikeHTTP",
     "parseAttributes",
+    "parseBdat",
     "parseCommand",
     "parseHelo",
     "parseMail",
@@ -309,3 +311,19 @@ def parseAttributes(argument: bytes, names: frozenset[str]) -> dict[str, str]:
         except ValueError as e:
             raise CommandError(BAD_ATTRIBUTE) from e
     return attributes
+
+
+_BDAT = re.compile(rb"(\d{1,18})(?:[ \t]+(LAST))?", re.IGNORECASE)
+
+
+def parseBdat(argument: bytes) -> tuple[int, bool]:
+    """
+    Parse the arguments of C{BDAT chunk-size [LAST]} (RFC 3030 section 2).
+
+    @return: The chunk size and whether it is the last chunk.
+    @raise CommandError: 501 for anything else.
+    """
+    match = _BDAT.fullmatch(argument)
+    if match is None:
+        raise CommandError(BDAT_SYNTAX)
+    return int(match.group(1)), match.group(2) is not None

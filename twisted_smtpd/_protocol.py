@@ -305,7 +305,7 @@ class SMTPProtocol(LineReceiver):
         try:
             while self._buffer and not self._waiting and not self._closing:
                 receiver = self._receiver
-                if receiver is not None and not receiver.ended:
+                if receiver is not None and receiver.reading:
                     data, self._buffer = self._buffer, b""
                     self._bodyReceived(receiver, data)
                     continue
@@ -384,6 +384,10 @@ class SMTPProtocol(LineReceiver):
         if rest is None:
             return
         self._buffer = rest + self._buffer
+        if not receiver.ended:
+            # A BDAT chunk is in; the message goes on.
+            self._send(catalogue.chunkReceived(receiver.decoder.byteLength))
+            return
         self._setPause(PAUSE_STREAM, False)
         if not receiver.finished:
             # The body is in; the reply waits for onData, and so does
@@ -586,6 +590,7 @@ _DISPATCH: dict[Verb, Callable[[SMTPProtocol, bytes], None]] = {
     Verb.MAIL: _transaction.mail,
     Verb.RCPT: _transaction.rcpt,
     Verb.DATA: _transaction.data,
+    Verb.BDAT: _transaction.bdat,
     Verb.RSET: _transaction.rset,
     Verb.NOOP: _commands.noop,
     Verb.QUIT: _commands.quit,

@@ -32,6 +32,7 @@ class BodyDecoder(Protocol):
     byteLength: int
     sizeExceeded: bool
     bareNewlineSeen: bool
+    final: bool
 
     def feed(self, data: bytes) -> tuple[list[bytes], bytes | None]: ...
 
@@ -100,6 +101,8 @@ class MessageReceiver:
         log: Callable[[Failure], None],
     ) -> None:
         self._decoder = decoder
+        #: The decoder (L{twisted_smtpd._data.ChunkDecoder} for BDAT).
+        self.decoder = decoder
         self.stream = stream
         self._replyCount = replyCount
         self._lmtp = lmtp
@@ -109,6 +112,9 @@ class MessageReceiver:
         self._outcome: object = _PENDING
         self.ended = False
         self.finished = False
+        #: Whether raw bytes belong to the body now (all of DATA; one BDAT
+        #: chunk at a time).
+        self.reading = True
         self.abandoned = False
 
     def start(self, onData: Callable[..., object], session: Session) -> None:
@@ -142,6 +148,10 @@ class MessageReceiver:
             stream._fail(errorFromReply(catalogue.SIZE_EXCEEDED))
         if rest is None:
             return None
+        self.reading = False
+        if not decoder.final:
+            # A BDAT chunk ended; the message goes on.
+            return rest
         self.ended = True
         if not stream.ended:
             if self._rejectBareNewline and decoder.bareNewlineSeen:

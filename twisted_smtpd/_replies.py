@@ -223,3 +223,14 @@ def challenge(text: str) -> Reply:
 BAD_ATTRIBUTE = reply(501, "5.5.4", "Error: bad attribute syntax")
 NOT_AUTHORIZED = reply(550, "5.7.0", "Error: insufficient authorization")
 UNTRUSTED_PROXY = reply(421, "4.7.0", "Error: PROXY header from an untrusted address")
+
+# CHUNKING (RFC 3030)
+BDAT_SYNTAX = reply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]")
+BDAT_IN_PROGRESS = reply(503, "5.5.1", "Error: BDAT transfer in progress")
+
+
+def chunkReceived(octets: int) -> Reply:
+    """
+    The 250 reply to a BDAT chunk that is not the last one.
+    """
+    return Reply(250, "2.0.0", (f"OK: {octets} octets received",))

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from twisted.python.failure import Failure
+
 from twisted_smtpd import _replies as catalogue
-from twisted_smtpd._data import DataDecoder
+from twisted_smtpd._data import ChunkDecoder, DataDecoder
 from twisted_smtpd._flow import StreamUpstream
-from twisted_smtpd._grammar import Phase, parseMail, parseRcpt
-from twisted_smtpd._receiving import MessageReceiver
+from twisted_smtpd._grammar import Phase, parseBdat, parseMail, parseRcpt
+from twisted_smtpd._receiving import MessageReceiver, errorFromReply
 from twisted_smtpd._session import Envelope
 from twisted_smtpd._stream import MessageStream
 
@@ -66,6 +68,9 @@ def rcpt(p: SMTPProtocol, argument: bytes) -> None:
     """
     session = p.session
     envelope = session.envelope
+    if p._receiver is not None:
+        p._fail(catalogue.BDAT_IN_PROGRESS)
+        return
     address = parseRcpt(argument, envelope.smtpUtf8, p._options.lenientAddresses)
     if len(envelope.rcptTo) >= p._options.maxRecipients:
         p._fail(catalogue.TOO_MANY_RECIPIENTS)
@@ -83,11 +88,14 @@ def rcpt(p: SMTPProtocol, argument: bytes) -> None:
 
 def rset(p: SMTPProtocol, argument: bytes) -> None:
     """
-    RSET: drop the transaction.
+    RSET: drop the transaction, and a BDAT message in progress with it.
     """
     if argument:
         p._fail(catalogue.SYNTAX_ERROR)
         return
+    if p._receiver is not None:
+        p._receiver.abandon(Failure(errorFromReply(catalogue.RESET)))
+        p._receiver = None
     p._resetTransaction()
     p._send(catalogue.RESET)
     if p._draining:
@@ -102,6 +110,9 @@ def data(p: SMTPProtocol, argument: bytes) -> None:
     session = p.session
     if argument:
         p._fail(catalogue.SYNTAX_ERROR)
+        return
+    if p._receiver is not None:
+        p._fail(catalogue.BDAT_IN_PROGRESS)
         return
     if session.envelope.bodyType == "binarymime":
         p._fail(catalogue.BINARYMIME_NEEDS_BDAT)
@@ -118,3 +129,33 @@ def data(p: SMTPProtocol, argument: bytes) -> None:
     )
     p._receiver = receiver
     receiver.start(p._handler.onData, session)
+
+
+def bdat(p: SMTPProtocol, argument: bytes) -> None:
+    """
+    BDAT (RFC 3030): read the announced octets as they are.  The first chunk
+    starts C{onData}; every chunk but the last gets 250 at once, the last one
+    the message's reply.
+    """
+    size, last = parseBdat(argument)
+    options = p._options
+    receiver = p._receiver
+    if receiver is None:
+        session = p.session
+        receiver = MessageReceiver(
+            ChunkDecoder(options.size),
+            MessageStream(upstream=StreamUpstream(p)),
+            replyCount=len(session.envelope.rcptTo) if options.lmtp else 1,
+            lmtp=options.lmtp,
+            rejectBareNewline=False,
+            done=p._messageDone,
+            log=p._logDataFailure,
+        )
+        p._receiver = receiver
+        receiver.start(p._handler.onData, session)
+    decoder = receiver.decoder
+    assert isinstance(decoder, ChunkDecoder)
+    decoder.expect(size, last)
+    receiver.reading = True
+    if size == 0:
+        p._bodyReceived(receiver, b"")
