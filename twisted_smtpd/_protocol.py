@@ -476,9 +476,6 @@ class SMTPProtocol(LineReceiver):
             "{session} {hook} failed", failure, session=self.session.id, hook=hookName
         )
 
-    def _logDataFailure(self, failure: Failure) -> None:
-        self._logFailure(failure, "onData")
-
     # -- output and state ------------------------------------------------------
 
     def _send(self, reply: Reply) -> None:
@@ -547,8 +544,7 @@ class SMTPProtocol(LineReceiver):
 
     def inTransaction(self) -> bool:
         """
-        Whether a mail transaction is under way: MAIL accepted, or a message
-        whose reply is still owed.
+        Whether MAIL was accepted or a message's reply is still owed.
         """
         return self._phase in (Phase.MAIL, Phase.RCPT) or self._receiver is not None
 

@@ -7,6 +7,7 @@ a connection carries no per-command objects.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 from twisted.python.failure import Failure
@@ -125,7 +126,7 @@ def data(p: SMTPProtocol, argument: bytes) -> None:
         lmtp=options.lmtp,
         rejectBareNewline=options.bareNewline == "reject",
         done=p._messageDone,
-        log=p._logDataFailure,
+        log=partial(p._logFailure, hookName="onData"),
     )
     p._receiver = receiver
     receiver.start(p._handler.onData, session)
@@ -149,7 +150,7 @@ def bdat(p: SMTPProtocol, argument: bytes) -> None:
             lmtp=options.lmtp,
             rejectBareNewline=False,
             done=p._messageDone,
-            log=p._logDataFailure,
+            log=partial(p._logFailure, hookName="onData"),
         )
         p._receiver = receiver
         receiver.start(p._handler.onData, session)
