@@ -554,12 +554,18 @@ class SMTPProtocol(LineReceiver):
         (or when C{force}), else once its transaction is over.
         """
         self._draining = True
-        if self._closing or not (force or not self.inTransaction()):
+        if self._closing or (self.inTransaction() and not force):
             return
-        if self._receiver is not None:
-            self._receiver.abandon(Failure(errorFromReply(catalogue.SHUTDOWN)))
-            self._receiver = None
+        self.abandonMessage(catalogue.SHUTDOWN)
         self._closeWith(catalogue.SHUTDOWN)
+
+    def abandonMessage(self, reply: Reply) -> None:
+        """
+        Drop a message in progress, failing its stream with C{reply}'s error.
+        """
+        if self._receiver is not None:
+            self._receiver.abandon(Failure(errorFromReply(reply)))
+            self._receiver = None
 
     def checkIdle(self, now: float) -> None:
         """
@@ -573,9 +579,7 @@ class SMTPProtocol(LineReceiver):
             self._lastActivity = now
         elif now - self._lastActivity >= self._options.socketTimeout:
             self._log.info("{session} timeout", session=self.session.id)
-            if self._receiver is not None:
-                self._receiver.abandon(Failure(errorFromReply(catalogue.TIMEOUT)))
-                self._receiver = None
+            self.abandonMessage(catalogue.TIMEOUT)
             self._closeWith(catalogue.TIMEOUT)
 
 

@@ -448,17 +448,14 @@ class SMTPServer(MultiService):
         """
         Stop the listeners, then close every session gracefully.
         """
-        d: Deferred[Any] = Deferred()
-        stopping = super().stopService()
+        stopping: Deferred[Any] | None = super().stopService()
         if stopping is None:
             stopping = succeed(None)
 
         def listenersStopped(result: object) -> Deferred[None]:
             return self.close()
 
-        stopping.addCallback(listenersStopped)
-        stopping.chainDeferred(d)
-        return d
+        return stopping.addCallback(listenersStopped)
 
 
 class _AdoptedListener(Service):

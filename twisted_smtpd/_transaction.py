@@ -10,13 +10,11 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING
 
-from twisted.python.failure import Failure
-
 from twisted_smtpd import _replies as catalogue
 from twisted_smtpd._data import ChunkDecoder, DataDecoder
 from twisted_smtpd._flow import StreamUpstream
 from twisted_smtpd._grammar import Phase, parseBdat, parseMail, parseRcpt
-from twisted_smtpd._receiving import MessageReceiver, errorFromReply
+from twisted_smtpd._receiving import MessageReceiver
 from twisted_smtpd._session import Envelope
 from twisted_smtpd._stream import MessageStream
 
@@ -94,9 +92,7 @@ def rset(p: SMTPProtocol, argument: bytes) -> None:
     if argument:
         p._fail(catalogue.SYNTAX_ERROR)
         return
-    if p._receiver is not None:
-        p._receiver.abandon(Failure(errorFromReply(catalogue.RESET)))
-        p._receiver = None
+    p.abandonMessage(catalogue.RESET)
     p._resetTransaction()
     p._send(catalogue.RESET)
     if p._draining:
