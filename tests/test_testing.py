@@ -73,3 +73,28 @@ class LoopbackTests(TestCase):
         yield deferToThread(send)
         messages = yield recorder.waitForMessages(1)
         self.assertEqual(messages[0].data, b"Subject: t\r\n\r\nbody\r\n")
+
+    @inlineCallbacks
+    def test_noDelay(self) -> Any:
+        """
+        Every TCP connection has Nagle's algorithm off: replies are small and
+        the client waits for each one.
+        """
+        server = yield listenForTests()
+        self.addCleanup(server.close)
+        factory = server.server.factory
+        seen: list[bool] = []
+
+        def observe(event: str, session: Any, data: Any) -> None:
+            if event == "connect":
+                for protocol in factory.connections:
+                    seen.append(bool(protocol.transport.getTcpNoDelay()))
+
+        factory.addObserver(observe)
+
+        def connect() -> None:
+            with smtplib.SMTP(server.host, server.port, timeout=30) as s:
+                s.noop()
+
+        yield deferToThread(connect)
+        self.assertEqual(seen, [True])
