@@ -39,6 +39,7 @@ from twisted_smtpd._grammar import (
     Phase,
     Verb,
     checkPhase,
+    looksLikeBdat,
     looksLikeHTTP,
     parseCommand,
 )
@@ -74,9 +75,9 @@ class SMTPProtocol(LineReceiver):
     # fmt: off
     __slots__ = (
         "_auth", "_buffer", "_clock", "_closing", "_connected", "_connectedFrom", "_disabled",
-        "_discardingLine", "_draining", "_enhanced", "_errors", "_handler", "_hookToken",
-        "_implicitTLS", "_lastActivity", "_options", "_out", "_pauses", "_phase", "_plainTCP",
-        "_processing", "_receiver", "_refused", "_serverFactory", "_startingTLS",
+        "_discard", "_discardingLine", "_draining", "_enhanced", "_errors", "_handler",
+        "_hookToken", "_implicitTLS", "_lastActivity", "_options", "_out", "_pauses", "_phase",
+        "_plainTCP", "_processing", "_receiver", "_refused", "_serverFactory", "_startingTLS",
         "_transportPaused", "_unauthenticated", "_waiting", "_wire", "session",
     )
     # fmt: on
@@ -108,6 +109,7 @@ class SMTPProtocol(LineReceiver):
         self._connected = False
         self._refused = False
         self._discardingLine = False
+        self._discard: _transaction.RefusedChunk | None = None
         self._draining = False
         self._implicitTLS = False
         self._phase = Phase.CONNECTED
@@ -309,6 +311,9 @@ class SMTPProtocol(LineReceiver):
                     data, self._buffer = self._buffer, b""
                     self._bodyReceived(receiver, data)
                     continue
+                if self._discard is not None:
+                    _transaction.discardRefusedChunk(self, self._discard)
+                    continue
                 buf = self._buffer
                 end = buf.find(b"\n")
                 if end < 0:
@@ -316,7 +321,7 @@ class SMTPProtocol(LineReceiver):
                         self._buffer = b""
                         if not self._discardingLine:
                             self._discardingLine = True
-                            self._fail(catalogue.LINE_TOO_LONG)
+                            _commands.lineTooLong(self, buf)
                     break
                 self._buffer = buf[end + 1 :]
                 if self._discardingLine:
@@ -334,13 +339,15 @@ class SMTPProtocol(LineReceiver):
 
     def _lineReceived(self, line: bytes) -> None:
         if len(line) > self._options.maxLineLength and not line[:5].upper().startswith(b"AUTH "):
-            self._fail(catalogue.LINE_TOO_LONG)
+            _commands.lineTooLong(self, line)
             return
         try:
             command = parseCommand(line)
         except CommandError as e:
             if looksLikeHTTP(line):
                 self._closeWith(catalogue.HTTP_REFUSED)
+            elif looksLikeBdat(line):
+                _transaction.malformedBdat(self)
             else:
                 self._fail(e.reply)
             return
@@ -353,12 +360,12 @@ class SMTPProtocol(LineReceiver):
                 self._closeWith(catalogue.TOO_MANY_UNAUTHENTICATED)
                 return
         if verb in self._disabled:
-            self._fail(catalogue.NOT_IMPLEMENTED)
+            _transaction.refuse(self, verb, command.argument, catalogue.NOT_IMPLEMENTED)
             return
         try:
             checkPhase(verb, self._phase, self._options.lmtp)
         except CommandError as e:
-            self._fail(e.reply)
+            _transaction.refuse(self, verb, command.argument, e.reply)
             return
         action = _DISPATCH.get(verb)
         if action is None:

@@ -223,6 +223,9 @@ UNTRUSTED_PROXY = reply(421, "4.7.0", "Error: PROXY header from an untrusted add
 # CHUNKING (RFC 3030)
 BDAT_SYNTAX = reply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]")
 BDAT_IN_PROGRESS = reply(503, "5.5.1", "Error: BDAT transfer in progress")
+# A BDAT line whose size cannot be read: the octets that follow cannot be
+# told from commands, so the session ends (as Postfix does).
+BDAT_SYNTAX_CLOSE = reply(521, "5.5.4", "Syntax: BDAT chunk-size [LAST]")
 
 
 def chunkReceived(octets: int) -> Reply:
