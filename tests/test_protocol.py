@@ -1376,3 +1376,60 @@ class RefusedBdatTests(SynchronousTestCase):
             self.assertIn(b"250-8BITMIME\r\n", reply)
             self.assertNotIn(b"CHUNKING", reply)
             self.assertNotIn(b"BINARYMIME", reply)
+
+
+class FailureRecordingHandler(RecordingHandler):
+    """
+    Records the failures of the streams it is given.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures: list[Failure] = []
+
+    def onData(self, stream: IMessageStream, session: Session) -> object:
+        d = super().onData(stream, session)
+        d.addErrback(self.failures.append)  # type: ignore[attr-defined]
+        return d
+
+
+class GreetingResetsBdatTests(SynchronousTestCase):
+    """
+    RFC 5321 section 4.1.4: HELO, EHLO (and LHLO) reset the transaction
+    completely, a BDAT transfer in progress included.
+    """
+
+    def _check(self, greeting: bytes, lmtp: bool = False) -> None:
+        handler = FailureRecordingHandler()
+        proto, transport, clock, _ = connect(handler, lmtp=lmtp)
+        proto.dataReceived(b"LHLO c\r\n" if lmtp else b"EHLO c\r\n")
+        proto.dataReceived(b"MAIL FROM:<s@example.com>\r\nRCPT TO:<r@example.com>\r\n")
+        take(transport)
+        proto.dataReceived(b"BDAT 3\r\nabc" + greeting)
+        self.assertEqual(len(handler.failures), 1)
+        self.assertFalse(proto.inTransaction())
+        take(transport)
+        proto.dataReceived(
+            b"MAIL FROM:<t@example.com>\r\nRCPT TO:<u@example.com>\r\nBDAT 2 LAST\r\nhi"
+        )
+        self.assertEqual(take(transport), replies.MAIL_OK + replies.RCPT_OK + QUEUED)
+        self.assertEqual(handler.messages, [("t@example.com", ["u@example.com"], b"hi")])
+
+    def test_ehloInBdatTransferResetsIt(self) -> None:
+        """
+        EHLO in the middle of a BDAT transfer drops it (the handler's stream
+        fails): the next transaction's RCPT and BDAT are accepted.
+        """
+        self._check(b"EHLO c\r\n")
+
+    def test_heloInBdatTransferResetsIt(self) -> None:
+        """
+        HELO does the same.
+        """
+        self._check(b"HELO c\r\n")
+
+    def test_lhloInBdatTransferResetsIt(self) -> None:
+        """
+        LHLO does the same in LMTP.
+        """
+        self._check(b"LHLO c\r\n", lmtp=True)

@@ -532,6 +532,9 @@ class SMTPProtocol(LineReceiver):
         transport.loseConnection()
 
     def _resetTransaction(self) -> None:
+        # RSET, HELO/EHLO/LHLO, STARTTLS and XCLIENT end any BDAT transfer
+        # too (RFC 5321 section 4.1.4): its stream fails, its state is gone.
+        self.abandonMessage(catalogue.RESET)
         session = self.session
         if session.envelope.mailFrom is not None:
             session.transaction += 1
