@@ -376,3 +376,101 @@ class PortalTests(SynchronousTestCase):
         proto.dataReceived(b64(b"alice " + digest) + b"\r\n")
         self.assertEqual(take(transport), AUTH_OK)
         self.assertEqual(proto.session.user, "alice")
+
+
+def plainOfLength(length: int) -> bytes:
+    """
+    A base64 PLAIN response for alice with a wrong password, C{length}
+    octets long (a multiple of 4).
+    """
+    raw = b"\0alice\0" + b"x" * (length // 4 * 3 - 7)
+    encoded = b64(raw)
+    assert len(encoded) == length, len(encoded)
+    return encoded
+
+
+class LineLimitTests(SynchronousTestCase):
+    """
+    RFC 4954 section 4: AUTH lines, the command and every continuation, are
+    at most 12288 octets; a longer one is refused with 500, however it
+    arrives, and ends the exchange.
+    """
+
+    def _continuation(
+        self, pieces: list[bytes], proto: SMTPProtocol, transport: Any, limit: int = 12290
+    ) -> None:
+        proto.dataReceived(b"AUTH PLAIN\r\n")
+        self.assertEqual(take(transport), b"334 \r\n")
+        for piece in pieces:
+            proto.dataReceived(piece)
+            # Never buffered past the limit, even while discarding.
+            self.assertLessEqual(len(proto._buffer), limit + len(piece))
+
+    def test_longestContinuationAccepted(self) -> None:
+        """
+        A continuation line of exactly 12288 octets is read and judged (535
+        for its wrong password).
+        """
+        proto, transport, handler = greeted()
+        self._continuation([plainOfLength(12288) + b"\r\n"], proto, transport)
+        self.assertEqual(take(transport), AUTH_FAILED)
+        self.assertEqual(len(handler.requests), 1)
+
+    def test_saslLineOverLimitRefusedEveryArrival(self) -> None:
+        """
+        A continuation line of 12292 octets gets 500 whether it comes whole
+        with its CRLF, split anywhere (in the middle, before the CR, between
+        CR and LF) or byte by byte; the handler never sees it, and the NOOP
+        pipelined behind it is a command again.
+        """
+        line = plainOfLength(12292) + b"\r\n"
+        data = line + b"NOOP\r\n"
+        arrivals = {
+            "whole": [data],
+            "middle": [data[:6000], data[6000:]],
+            "before CR": [data[: len(line) - 2], data[len(line) - 2 :]],
+            "between CR and LF": [data[: len(line) - 1], data[len(line) - 1 :]],
+            "after limit": [data[:12290], data[12290:]],
+            "byte by byte": [data[i : i + 1] for i in range(len(data))],
+        }
+        for name, pieces in arrivals.items():
+            proto, transport, handler = greeted()
+            self._continuation(pieces, proto, transport)
+            self.assertEqual(take(transport), replies.LINE_TOO_LONG + replies.OK, name)
+            self.assertEqual(handler.requests, [], name)
+            self.assertIsNone(proto.session.user, name)
+
+    def test_saslLineOverLimitEndsExchange(self) -> None:
+        """
+        After a too-long continuation line is refused, the exchange is over:
+        the rest of that line is dropped up to its CRLF without being
+        buffered, then NOOP is a command, not SASL data, and AUTH can start
+        again.
+        """
+        proto, transport, handler = greeted()
+        pieces = [b"A" * 1024] * 100 + [b"\r\nNOOP\r\n"]
+        self._continuation(pieces, proto, transport)
+        self.assertEqual(take(transport), replies.LINE_TOO_LONG + replies.OK)
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_OK)
+
+    def test_saslLineOverLimitCountsAsFailure(self) -> None:
+        """
+        A too-long continuation line is a failed attempt: it counts towards
+        maxAuthFailures.
+        """
+        proto, transport, handler = greeted(maxAuthFailures=1)
+        self._continuation([plainOfLength(12292) + b"\r\n"], proto, transport)
+        self.assertEqual(take(transport), replies.LINE_TOO_LONG + TOO_MANY_AUTH_FAILURES)
+        self.assertTrue(transport.disconnecting)
+
+    def test_authCommandOverLimitRefused(self) -> None:
+        """
+        An AUTH command line over 12288 octets gets 500 even when its CRLF
+        comes in the same read; no exchange starts.
+        """
+        proto, transport, handler = greeted()
+        line = b"AUTH PLAIN " + plainOfLength(12288) + b"\r\n"
+        proto.dataReceived(line + b"NOOP\r\n")
+        self.assertEqual(take(transport), replies.LINE_TOO_LONG + replies.OK)
+        self.assertEqual(handler.requests, [])

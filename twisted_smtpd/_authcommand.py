@@ -108,6 +108,15 @@ class AuthCommand:
         assert mechanism is not None
         self._advance(mechanism, mechanism.step(line))
 
+    def abort(self, reply: Reply) -> None:
+        """
+        End the exchange in progress with C{reply}, as a failed attempt: the
+        client's line could not be an answer (it was too long).
+        """
+        self._mechanism = None
+        self._pendingFailure = None
+        self._failed(reply)
+
     def _advance(self, mechanism: Mechanism, step: Step) -> None:
         p = self._protocol
         if isinstance(step, Challenge):

@@ -112,13 +112,17 @@ def help(p: SMTPProtocol, argument: bytes) -> None:
 
 def lineTooLong(p: SMTPProtocol, line: bytes) -> None:
     """
-    Refuse a line too long to be a command; a BDAT line too long to be read
-    ends the session, as its size cannot be trusted.
+    Refuse a line too long to be a command (or an answer inside AUTH, which
+    that ends); a BDAT line too long to be read ends the session, as its size
+    cannot be trusted.
 
     @param line: The line, or as much of it as was read.
     """
     p._log.info("{session} line too long", session=p.session.id)
-    if looksLikeBdat(line):
+    auth = p._auth
+    if auth is not None and auth.active:
+        auth.abort(catalogue.LINE_TOO_LONG)
+    elif looksLikeBdat(line):
         _transaction.malformedBdat(p)
     else:
         p._fail(catalogue.LINE_TOO_LONG)

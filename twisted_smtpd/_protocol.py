@@ -315,19 +315,26 @@ class SMTPProtocol(LineReceiver):
                     _transaction.discardRefusedChunk(self, self._discard)
                     continue
                 buf = self._buffer
-                end = buf.find(b"\n")
-                if end < 0:
-                    if len(buf) > AUTH_LINE_LIMIT:
-                        self._buffer = b""
-                        if not self._discardingLine:
-                            self._discardingLine = True
-                            _commands.lineTooLong(self, buf)
-                    break
-                self._buffer = buf[end + 1 :]
                 if self._discardingLine:
-                    self._discardingLine = False
+                    # The rest of a line refused as too long, up to its end.
+                    end = buf.find(b"\n")
+                    self._buffer = b"" if end < 0 else buf[end + 1 :]
+                    self._discardingLine = end < 0
                     continue
+                # No line is ever longer than AUTH_LINE_LIMIT octets (plus
+                # CRLF), however its bytes arrive.
+                end = buf.find(b"\n", 0, AUTH_LINE_LIMIT + 2)
+                if end < 0:
+                    if len(buf) < AUTH_LINE_LIMIT + 2:
+                        break
+                    self._discardingLine = True
+                    _commands.lineTooLong(self, buf)
+                    continue
+                self._buffer = buf[end + 1 :]
                 line = buf[: end - 1] if end and buf[end - 1] == 13 else buf[:end]
+                if len(line) > AUTH_LINE_LIMIT:
+                    _commands.lineTooLong(self, line)
+                    continue
                 auth = self._auth
                 if auth is not None and auth.active:
                     auth.line(line)
