@@ -22,6 +22,7 @@ from twisted_smtpd._session import AuthRequest, AuthResult, Session
 
 AUTH_OK = b"235 2.7.0 Authentication successful\r\n"
 AUTH_FAILED = b"535 5.7.8 Error: authentication credentials invalid\r\n"
+AUTH_NOT_AUTHORIZED = b"535 5.7.8 Error: authentication failed: authorization failure\r\n"
 AUTH_NEEDS_TLS = b"538 5.7.11 Error: must issue a STARTTLS command first\r\n"
 AUTH_NOT_ENABLED = b"503 5.5.1 Error: authentication not enabled\r\n"
 ALREADY_AUTHENTICATED = b"503 5.5.1 Error: already authenticated\r\n"
@@ -110,15 +111,16 @@ class MechanismTests(SynchronousTestCase):
     def test_plainInitialResponse(self) -> None:
         """
         PLAIN with an initial response authenticates; both identities reach
-        onAuth; the session records the user and ESMTPA.
+        onAuth (an authorization identity equal to the user name is
+        accepted); the session records the user and ESMTPA.
         """
         proto, transport, handler = greeted()
-        proto.dataReceived(b"AUTH PLAIN " + b64(b"bob\0alice\0secret") + b"\r\n")
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"alice\0alice\0secret") + b"\r\n")
         self.assertEqual(take(transport), AUTH_OK)
         request = handler.requests[0]
         self.assertEqual(
             (request.method, request.authorizationIdentity, request.username, request.password),
-            ("PLAIN", "bob", "alice", "secret"),
+            ("PLAIN", "alice", "alice", "secret"),
         )
         self.assertEqual(proto.session.user, {"name": "alice"})
         self.assertEqual(proto.session.transmissionType, "ESMTPA")
@@ -377,6 +379,19 @@ class PortalTests(SynchronousTestCase):
         self.assertEqual(take(transport), AUTH_OK)
         self.assertEqual(proto.session.user, "alice")
 
+    def test_plainAuthzidDifferentRefusedByPortal(self) -> None:
+        """
+        Through twisted.cred, right credentials asking to act as another
+        identity get 535 5.7.8; asking for the user's own identity works.
+        """
+        proto, transport = self.session()
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"bob\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_NOT_AUTHORIZED)
+        self.assertIsNone(proto.session.user)
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"alice\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_OK)
+        self.assertEqual(proto.session.user, "alice")
+
 
 def plainOfLength(length: int) -> bytes:
     """
@@ -474,3 +489,99 @@ class LineLimitTests(SynchronousTestCase):
         proto.dataReceived(line + b"NOOP\r\n")
         self.assertEqual(take(transport), replies.LINE_TOO_LONG + replies.OK)
         self.assertEqual(handler.requests, [])
+
+
+class ProxyHandler(PasswordHandler):
+    """
+    Lets alice act as the identities in C{mayActAs}, by naming the one asked
+    for in its L{AuthResult}.
+    """
+
+    def __init__(self, mayActAs: tuple[str, ...] = ("bob",), echo: str | None = None) -> None:
+        super().__init__()
+        self.mayActAs = mayActAs
+        self.echo = echo
+
+    def onAuth(self, auth: AuthRequest, session: Session) -> object:
+        result = super().onAuth(auth, session)
+        assert isinstance(result, AuthResult)
+        wanted = auth.authorizationIdentity
+        if wanted in self.mayActAs:
+            return AuthResult(
+                user={"name": wanted},
+                authorizationIdentity=self.echo if self.echo is not None else wanted,
+            )
+        return result
+
+
+class AuthorizationIdentityTests(SynchronousTestCase):
+    """
+    RFC 4616 section 2: a PLAIN authorization identity other than the user
+    name is refused unless the handler allows it.
+    """
+
+    def test_plainAuthzidDifferentRefused(self) -> None:
+        """
+        A handler that checks only the credentials does not let alice act as
+        bob: 535 5.7.8, no user, a failed attempt; alice alone still works.
+        """
+        proto, transport, handler = greeted(maxAuthFailures=2)
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"bob\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_NOT_AUTHORIZED)
+        self.assertIsNone(proto.session.user)
+        self.assertEqual(handler.requests[0].authorizationIdentity, "bob")
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_OK)
+        self.assertEqual(proto.session.user, {"name": "alice"})
+
+    def test_plainAuthzidDifferentRefusedCountsAsFailure(self) -> None:
+        """
+        The refusal counts towards maxAuthFailures.
+        """
+        proto, transport, handler = greeted(maxAuthFailures=1)
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"bob\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_NOT_AUTHORIZED + TOO_MANY_AUTH_FAILURES)
+        self.assertTrue(transport.disconnecting)
+
+    def test_plainAuthzidAllowedByHandler(self) -> None:
+        """
+        A handler naming the identity asked for in its AuthResult lets the
+        login act as it; others are still refused.
+        """
+        proto, transport, handler = greeted(ProxyHandler())
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"carol\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_NOT_AUTHORIZED)
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"bob\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_OK)
+        self.assertEqual(proto.session.user, {"name": "bob"})
+
+    def test_plainAuthzidOtherIdentityInResultRefused(self) -> None:
+        """
+        An AuthResult naming another identity than the one asked for does not
+        allow it.
+        """
+        proto, transport, handler = greeted(ProxyHandler(echo="dave"))
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"bob\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_NOT_AUTHORIZED)
+        self.assertIsNone(proto.session.user)
+
+    def test_plainAuthzidContinuation(self) -> None:
+        """
+        The same after an empty challenge.
+        """
+        proto, transport, handler = greeted()
+        proto.dataReceived(b"AUTH PLAIN\r\n")
+        take(transport)
+        proto.dataReceived(b64(b"bob\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_NOT_AUTHORIZED)
+        self.assertIsNone(proto.session.user)
+
+    def test_plainAuthzidEqualOrEmptyAccepted(self) -> None:
+        """
+        An empty authorization identity, or one equal to the user name, is
+        accepted as before.
+        """
+        for response in (b"\0alice\0secret", b"alice\0alice\0secret"):
+            proto, transport, handler = greeted()
+            proto.dataReceived(b"AUTH PLAIN " + b64(response) + b"\r\n")
+            self.assertEqual(take(transport), AUTH_OK, response)

@@ -194,6 +194,9 @@ ALREADY_SECURE = reply(503, "5.5.1", "Error: TLS already active")
 TOO_MANY_UNAUTHENTICATED = reply(421, "4.7.0", "Error: too many unauthenticated commands")
 AUTH_OK = reply(235, "2.7.0", "Authentication successful")
 AUTH_FAILED = reply(535, "5.7.8", "Error: authentication credentials invalid")
+# RFC 4616 section 2: the authentication identity may not act as the
+# authorization identity asked for (Postfix with Cyrus SASL's text).
+AUTH_NOT_AUTHORIZED = reply(535, "5.7.8", "Error: authentication failed: authorization failure")
 AUTH_NOT_ENABLED = reply(503, "5.5.1", "Error: authentication not enabled")
 ALREADY_AUTHENTICATED = reply(503, "5.5.1", "Error: already authenticated")
 AUTH_IN_TRANSACTION = reply(503, "5.5.1", "Error: MAIL transaction in progress")
