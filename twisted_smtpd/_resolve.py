@@ -17,6 +17,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_smtpd._printable import validHostname
+
 
 def pointerName(ip: str) -> str | None:
     """
@@ -104,22 +106,47 @@ class ReverseResolver:
             from twisted.names.client import createResolver
 
             self._resolver = createResolver()
-        d: Deferred[Any] = self._resolver.lookupPointer(ptr, timeout=(self.timeout,))
+        try:
+            d: Deferred[Any] = self._resolver.lookupPointer(ptr, timeout=(self.timeout,))
+        except Exception:
+            self._log.failure("reverse lookup of {ip} failed", ip=canonical)
+            return succeed(None)
         d.addTimeout(self.timeout + 0.5, self._clock)
-
-        def found(result: Any) -> str | None:
-            answers = result[0] if isinstance(result, tuple) else []
-            for record in answers:
-                payload = getattr(record, "payload", None)
-                name = getattr(payload, "name", None)
-                if name is not None:
-                    text = str(name).rstrip(".")
-                    if text:
-                        return text
-            return None
+        d.addCallback(ptrAnswer)
 
         def failed(failure: Failure) -> None:
+            # Every failure, of the lookup or of reading its answer, is
+            # "no name": the session must be greeted whatever DNS said.
             return None
 
-        d.addCallbacks(found, failed)
+        d.addErrback(failed)
         return d
+
+
+def ptrAnswer(result: object) -> str | None:
+    """
+    The host name in the answer to a PTR query, or C{None} when it has no
+    answer record whose name is a valid host name (L{validHostname}: ASCII
+    letters, digits and hyphens, length limits), so that no control
+    character, non-ASCII byte or numeric name posing as an address is ever
+    taken as a client's name.
+
+    @param result: What C{twisted.names} resolvers give:
+        C{(answers, authority, additional)}.
+    """
+    if not isinstance(result, tuple) or not result or not isinstance(result[0], list):
+        return None
+    for record in result[0]:
+        payload = getattr(record, "payload", None)
+        raw = getattr(getattr(payload, "name", None), "name", None)
+        if not isinstance(raw, bytes):
+            continue
+        try:
+            text = raw.decode("ascii")
+        except UnicodeDecodeError:
+            continue
+        if text.endswith("."):
+            text = text[:-1]
+        if validHostname(text):
+            return text
+    return None
