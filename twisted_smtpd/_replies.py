@@ -15,6 +15,8 @@ import re
 
 from attrs import frozen
 
+from twisted_smtpd._printable import printable
+
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -219,6 +221,18 @@ def challenge(text: str) -> Reply:
 BAD_ATTRIBUTE = reply(501, "5.5.4", "Error: bad attribute syntax")
 NOT_AUTHORIZED = reply(550, "5.7.0", "Error: insufficient authorization")
 UNTRUSTED_PROXY = reply(421, "4.7.0", "Error: PROXY header from an untrusted address")
+MALFORMED_PROXY = reply(421, "4.5.0", "Error: malformed PROXY header")
+PROXY_TIMEOUT = reply(421, "4.4.2", "Error: timeout waiting for the PROXY header")
+
+
+def badAttributeValue(name: str, value: str) -> Reply:
+    """
+    The 501 reply to an XCLIENT or XFORWARD attribute whose value is
+    invalid, naming it as Postfix does (C{Bad ADDR syntax: ...}); the value
+    is made L{printable}.
+    """
+    return Reply(501, "5.5.4", (f"Bad {name} syntax: {printable(value)}",))
+
 
 # CHUNKING (RFC 3030)
 BDAT_SYNTAX = reply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]")
