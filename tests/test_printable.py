@@ -5,6 +5,8 @@ host name syntax, address literals.
 
 from __future__ import annotations
 
+import unicodedata
+
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
@@ -17,27 +19,38 @@ class PrintableTests(SynchronousTestCase):
         """
         Printable text, non-ASCII letters included, is returned as it is.
         """
-        for text in ("mail.example.com", "Jörg <j@example.com>", "a\\x0d", ""):
+        for text in (
+            "mail.example.com",
+            "Jörg <j@example.com>",
+            "a\\x0d",
+            "",
+            "\U0001f600\u200d\U0001f600",  # an emoji sequence with its joiner
+            "\U00018d09",  # not yet in Python's Unicode tables
+            "\u00a0\ue000",
+        ):
             self.assertEqual(printable(text), text)
 
     def test_escaped(self) -> None:
         """
-        Control characters, DEL, C1 controls, line separators and lone
-        surrogates become escapes.
+        Control characters, DEL, C1 controls, line and paragraph separators,
+        lone surrogates and bidirectional overrides become escapes.
         """
         self.assertEqual(
-            printable("a\r\n250 b\x00\x7f\x85\u2028\udcff\tc"),
-            "a\\x0d\\x0a250 b\\x00\\x7f\\x85\\u2028\\udcff\\x09c",
+            printable("a\r\n250 b\x00\x7f\x85\u2028\u2029\udcff\tc\u202egnp.exe"),
+            "a\\x0d\\x0a250 b\\x00\\x7f\\x85\\u2028\\u2029\\udcff\\x09c\\u202egnp.exe",
         )
 
     @given(st.text())
     def test_alwaysPrintable(self, text: str) -> None:
         """
-        Whatever goes in, what comes out is printable and encodes as UTF-8.
+        Whatever goes in, what comes out has no control character, line
+        break or surrogate, is one line and encodes as UTF-8.
         """
         out = printable(text)
-        self.assertTrue(out.isprintable())
+        for character in out:
+            self.assertNotIn(unicodedata.category(character), ("Cc", "Cs", "Zl", "Zp"))
         out.encode("utf-8")
+        self.assertEqual(len(out.splitlines()), 1 if text else 0)
 
 
 class HostnameTests(SynchronousTestCase):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 
 __all__ = ["addressLiteral", "printable", "validHostname"]
 
@@ -37,18 +38,28 @@ def _escape(character: str) -> str:
 
 def printable(text: str) -> str:
     """
-    C{text} with every character that is not printable (C0 and C1 controls,
-    DEL, line and paragraph separators, format characters, unassigned code
-    points, lone surrogates) replaced by a Python-style escape (C{\\x0d},
-    C{\\u2028}); printable text, non-ASCII letters included, is returned
-    unchanged.
+    C{text} with every character that could break or disguise a line
+    replaced by a Python-style escape (C{\\x0d}, C{\\u2028}): C0 and C1
+    controls and DEL (Unicode category Cc), line and paragraph separators
+    (Zl, Zp), lone surrogates (Cs, from undecodable bytes) and the
+    bidirectional format controls that can make a line read differently
+    from what it holds.  Everything else (non-ASCII letters, emoji, code
+    points newer than Python's Unicode tables) is returned unchanged.
 
-    @return: Text with no control character, safe inside one reply line,
-        one header line or one log line.
+    @return: Text that is safe inside one reply line, one header line or
+        one log line, and encodes as UTF-8.
     """
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else _escape(c) for c in text)
+    return "".join(_escape(c) if _unsafe(c) else c for c in text)
+
+
+def _unsafe(character: str) -> bool:
+    return character in _BIDI or unicodedata.category(character) in _UNSAFE_CATEGORIES
+
+
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def validHostname(name: str, underscore: bool = False) -> bool:

@@ -76,7 +76,8 @@ def defaultEnhanced(code: int) -> str:
 
 def formatReply(r: Reply, enhancedCodes: bool) -> bytes:
     """
-    Serialise C{r}, multi-line as in RFC 5321 section 4.2.1.
+    Serialise C{r}, multi-line as in RFC 5321 section 4.2.1; a line holding
+    a control character is escaped (L{printable}), so it stays one line.
 
     @param enhancedCodes: Whether to prefix every line's text with the
         enhanced status code (ENHANCEDSTATUSCODES is on).
@@ -88,6 +89,10 @@ def formatReply(r: Reply, enhancedCodes: bool) -> bytes:
     out = []
     for index, line in enumerate(lines):
         sep = " " if index == last else "-"
+        # The last defence: a text from outside that reached a reply
+        # unchecked can never end its line early and forge another reply.
+        if _UNSAFE.search(line) is not None:
+            line = printable(line)
         out.append(f"{code}{sep}{prefix}{line}\r\n")
     return "".join(out).encode("utf-8", "replace")
 
