@@ -10,6 +10,8 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.names import dns
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -149,6 +151,28 @@ class BadAnswerTests(SynchronousTestCase):
             b"spa ce.example.",
         ):
             self.assertIsNone(self.successResultOf(self.lookup(bad)), bad)
+
+    def test_invalidHostnameLogged(self) -> None:
+        """
+        An invalid PTR answer leaves one warning naming it, escaped.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.assertIsNone(self.successResultOf(self.lookup(b"a\r\nforged.example.")))
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            ["reverse lookup of 192.0.2.9: invalid host name a\\x0d\\x0aforged.example. ignored"],
+        )
+
+    def test_unexpectedFailureLogged(self) -> None:
+        """
+        A lookup failing with something else than a DNS error gives no name
+        and is logged with its traceback; DNS errors are not logged.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.assertIsNone(self.successResultOf(self.lookup(fail(ZeroDivisionError()))))
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertIsNone(self.successResultOf(self.lookup(fail(dns.DomainError("x")))))
+        self.assertEqual(len(events), 1)
 
     def test_validHostnameKept(self) -> None:
         """
