@@ -33,10 +33,13 @@ def _port(value: str | None, default: int) -> int:
 def connected(p: SMTPProtocol, transport: Any) -> None:
     """
     Note where the connection came from, and what a PROXY header (already
-    checked against C{useProxy} by L{twisted_smtpd._proxy}) said.
+    checked against C{useProxy} by L{twisted_smtpd._proxy}) said; until a
+    reverse lookup or XCLIENT names it, the client's name is its address
+    literal (C{[192.0.2.1]}, C{[IPv6:2001:db8::1]}).
     """
     session = p.session
     p._connectedFrom = session.remoteAddress[0]
+    session.clientHostname = addressLiteral(session.remoteAddress[0])
     details = proxyDetails(transport)
     if details is not None:
         frontEnd, header = details

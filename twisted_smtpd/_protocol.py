@@ -44,7 +44,6 @@ from twisted_smtpd._grammar import (
 )
 from twisted_smtpd._hooks import ACCEPTING_DEFAULTS, callHook
 from twisted_smtpd._options import ServerOptions
-from twisted_smtpd._printable import addressLiteral
 from twisted_smtpd._receiving import MessageReceiver, errorFromReply, failureReply
 from twisted_smtpd._replies import CommandError, Reply, formatReply
 from twisted_smtpd._session import Envelope, Session, hostPort, newSessionId
@@ -137,7 +136,6 @@ class SMTPProtocol(LineReceiver):
         session = self.session
         session.remoteAddress = hostPort(transport.getPeer())
         session.localAddress = hostPort(transport.getHost())
-        session.clientHostname = addressLiteral(session.remoteAddress[0])
         transport.registerProducer(self, True)
         if self._plainTCP:
             # Replies are small and the client waits for each: no Nagle delay.
