@@ -91,7 +91,7 @@ def formatReply(r: Reply, enhancedCodes: bool) -> bytes:
         sep = " " if index == last else "-"
         # The last defence: a text from outside that reached a reply
         # unchecked can never end its line early and forge another reply.
-        if _UNSAFE.search(line) is not None:
+        if not line.isprintable() and _UNSAFE.search(line) is not None:
             line = printable(line)
         out.append(f"{code}{sep}{prefix}{line}\r\n")
     return "".join(out).encode("utf-8", "replace")
