@@ -138,7 +138,6 @@ class SMTPProtocol(LineReceiver):
         session = self.session
         session.remoteAddress = hostPort(transport.getPeer())
         session.localAddress = hostPort(transport.getHost())
-        session.clientHostname = f"[{session.remoteAddress[0]}]"
         transport.registerProducer(self, True)
         if self._plainTCP:
             # Replies are small and the client waits for each: no Nagle delay.
