@@ -179,7 +179,12 @@ class Options(AuthOptionMixin, usage.Options):
     optParameters = [
         ["hostname", None, None, "The server's name in greetings [default: this host's FQDN]."],
         ["banner", None, None, "Extra text for the 220 greeting."],
-        _numeric("size", int, False, "Largest message accepted, in bytes; 0 for no limit."),
+        _numeric(
+            "size",
+            int,
+            False,
+            "Largest message accepted, in bytes (Postfix's default); 0 for no limit.",
+        ),
         _numeric("max-clients", int, False, "Concurrent connections; 0 for no limit."),
         _numeric("socket-timeout", float, True, "Seconds of client silence before 421."),
         _numeric("close-timeout", float, False, "Seconds a stopping server waits for mail."),
