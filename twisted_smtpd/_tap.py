@@ -171,7 +171,11 @@ class Options(AuthOptionMixin, usage.Options):
         ["auth-optional", None, "With --auth, accept mail without AUTH too."],
         ["no-reverse-lookup", None, "Do not look up the client's host name."],
         ["quiet", None, "No log line per connection and message (errors are still logged)."],
-        ["maildir-per-recipient", None, "Store a copy per recipient in PATH/DOMAIN/LOCALPART/."],
+        [
+            "maildir-per-recipient",
+            None,
+            "Store a copy per recipient in PATH/domains/DOMAIN/LOCALPART/.",
+        ],
         ["maildir-trace", None, "Prepend Return-Path: and Received: to stored messages."],
         ["relay-insecure", None, "Relay without verifying the relay's certificate."],
     ]

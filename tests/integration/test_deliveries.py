@@ -40,17 +40,21 @@ class MaildirTests(ServerTestCase):
     def test_perRecipient(self) -> None:
         """
         With C{--maildir-per-recipient} each recipient gets its copy in
-        C{Maildir/<domain>/<localpart>/}, lower-cased, by the time of the
-        250; a mailbox name that cannot be a directory is refused at RCPT.
+        C{Maildir/domains/<domain>/<localpart>/}, lower-cased, by the time of
+        the 250 (mail for the domain C{tmp} included, which stays out of the
+        Maildir's own C{tmp/}); a mailbox name that cannot be a directory is
+        refused at RCPT.
         """
         self.startServer("--maildir-per-recipient")
         client = self.smtp()
         body = message(2)
         self.assertEqual(
-            client.sendmail(SENDER, ["Bob@Example.ORG", "carol@example.net"], body), {}
+            client.sendmail(SENDER, ["Bob@Example.ORG", "carol@example.net", "victim@TMP"], body),
+            {},
         )
-        for parts in [("example.org", "bob"), ("example.net", "carol")]:
-            self.assertDelivered([body], os.path.join(self.maildir, *parts))
+        for parts in [("example.org", "bob"), ("example.net", "carol"), ("tmp", "victim")]:
+            self.assertDelivered([body], os.path.join(self.maildir, "domains", *parts))
+        self.assertEqual(os.listdir(os.path.join(self.maildir, "tmp")), [])
         self.assertEqual(maildirContents(self.maildir)[0], [])
         client.ehlo()
         self.assertEqual(client.mail(SENDER)[0], 250)
@@ -58,11 +62,12 @@ class MaildirTests(ServerTestCase):
             code, text = client.docmd(f"RCPT TO:<{mailbox}>")
             self.assertEqual(code, 553, text)
         client.quit()
+        self.assertEqual(sorted(os.listdir(self.maildir)), ["cur", "domains", "new", "tmp"])
         self.assertEqual(
-            sorted(os.listdir(self.maildir)),
-            sorted(["cur", "new", "tmp", "example.org", "example.net"]),
+            sorted(os.listdir(os.path.join(self.maildir, "domains"))),
+            ["example.net", "example.org", "tmp"],
         )
-        self.assertEqual(os.listdir(os.path.join(self.maildir, "example.org")), ["bob"])
+        self.assertEqual(os.listdir(os.path.join(self.maildir, "domains", "example.org")), ["bob"])
         self.stopServer()
 
     def test_traceHeaders(self) -> None:
