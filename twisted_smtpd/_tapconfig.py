@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import tempfile
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from importlib import import_module
@@ -191,8 +192,10 @@ def _mbox(config: Mapping[str, Any], path: str, options: ServerOptions) -> ISMTP
     from twisted_smtpd.handlers.mbox import MboxHandler
 
     handler = MboxHandler(path)
-    # Fail now, not at the first message, if the file cannot be written.
+    # Fail now, not at the first message, if the file cannot be written or
+    # its directory cannot hold the spool files.
     os.close(os.open(handler.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    tempfile.TemporaryFile(dir=os.path.dirname(handler.path)).close()
     return handler
 
 
