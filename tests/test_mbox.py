@@ -37,7 +37,6 @@ from twisted_smtpd._client import deliver
 from twisted_smtpd._session import Address, Envelope
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers import _spool, mbox
-from twisted_smtpd.handlers._spool import Spool
 from twisted_smtpd.handlers.mbox import MboxHandler, MboxrdEncoder, fromLine
 from twisted_smtpd.interfaces import ISMTPHandler
 
