@@ -2,29 +2,38 @@
 """
 L{PipeHandler}: deliver every message to a command's standard input, as
 Postfix's C{pipe} and Sendmail's C{prog} mailers do.
+
+The message is spooled to an anonymous temporary file while it arrives
+(bounded memory); the command starts only once the whole message has passed
+every check (size limit, bare line ends), with that file as its standard
+input, so that a command never sees a message the client is then told was
+refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shlex
 import shutil
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import IO, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
-from twisted.internet.interfaces import IConsumer, IDelayedCall, IProducer
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from twisted.python.threadpool import ThreadPool
 
 from twisted_smtpd._errors import SMTPError
-from twisted_smtpd._session import Session
+from twisted_smtpd._session import Address, Session
 from twisted_smtpd.handlers._base import BaseHandler
+from twisted_smtpd.handlers._spool import Spool
 from twisted_smtpd.interfaces import IMessageStream
 
 # sysexits.h: a temporary failure, try again later.
@@ -33,6 +42,21 @@ EX_TEMPFAIL = 75
 _STDERR_KEEP = 4096
 _MAX_REASON = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+#: In the command's arguments: an argument holding it is repeated once per
+#: recipient, with the recipient in its place.
+RECIPIENT_PLACEHOLDER = "${recipient}"
+#: In the command's arguments: replaced by the sender (empty for C{<>}).
+SENDER_PLACEHOLDER = "${sender}"
+
+
+def _startsWithHyphen(address: str) -> bool:
+    """
+    Whether C{address}, or its quoted local part once unquoted, begins with
+    C{-}: given to a command it could be taken for an option.
+    """
+    return address.startswith(("-", '"-'))
 
 
 def firstLine(data: bytes) -> str:
@@ -49,36 +73,6 @@ def firstLine(data: bytes) -> str:
 
 def _envValue(value: str) -> str:
     return value.replace("\x00", "")
-
-
-@implementer(IConsumer)
-class _Stdin:
-    """
-    The L{IConsumer} the message stream is piped into: writes to the
-    process's standard input and registers the stream as its streaming
-    producer, so that a full pipe pauses the client.
-    """
-
-    def __init__(self, run: _Run) -> None:
-        self._run = run
-
-    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
-        transport = self._run.transport
-        if transport is None or self._run.exited is not None:
-            producer.stopProducing()
-            return
-        # Process transports take a producer for standard input.
-        cast(IConsumer, transport).registerProducer(producer, streaming)
-
-    def unregisterProducer(self) -> None:
-        transport = self._run.transport
-        if transport is not None and self._run.exited is None:
-            cast(IConsumer, transport).unregisterProducer()
-
-    def write(self, data: bytes) -> None:
-        transport = self._run.transport
-        if transport is not None and self._run.exited is None:
-            transport.write(data)
 
 
 class _Run(ProcessProtocol):
@@ -117,20 +111,41 @@ class PipeHandler(BaseHandler):
     these environment variables:
 
       - C{SENDER}: the reverse-path (empty for C{<>});
-      - C{RECIPIENT}: the recipients, separated by spaces;
+      - C{RECIPIENT_COUNT}: how many recipients there are, and
+        C{RECIPIENT_0}, C{RECIPIENT_1}, ...: each recipient in its own
+        variable, in envelope order;
+      - C{RECIPIENT}: the recipients, one per line (an address never holds
+        a line break nor any other control character, so the list is
+        unambiguous, unlike a list separated by spaces, which a quoted local
+        part may hold);
       - C{ORIGINAL_RECIPIENT}: the first recipient;
       - C{CLIENT_ADDRESS}, C{CLIENT_HELO}: the client's IP address and the
         name it gave in HELO/EHLO;
       - C{SESSION_ID}: the session's id;
 
-    plus C{PATH} from our own environment and C{env}.  The reply depends on
-    the exit status: 0 is 250, 75 (C{EX_TEMPFAIL}) is 451 4.3.0, anything
-    else, or death by a signal, is 554 5.3.0; a failure's reply carries the
-    first line of the command's standard error.  Standard output is
-    discarded.  The same reply goes to every recipient in LMTP mode.
+    plus C{PATH} from our own environment and C{env}.  In the command's
+    arguments, one holding C{${recipient}} is repeated once per recipient
+    with the recipient in its place, as Postfix's C{pipe} does: a lone
+    C{${recipient}} becomes one argument per recipient, C{--to=${recipient}}
+    becomes C{--to=a@x --to=b@y}.  C{${sender}} is replaced by the sender.
 
-    If the body does not arrive whole, or the command runs longer than
-    C{timeout}, it is killed (C{SIGKILL}); a timeout is answered 451 4.3.0.
+    A sender or recipient beginning with C{-} (C{"-} for a quoted local
+    part) is refused at MAIL or RCPT with 553
+    (5.1.7 and 5.1.3) and one log line, so that no address can pass for an
+    option, as Postfix does by default (C{allow_min_user = no}).
+
+    The body is spooled to an anonymous temporary file (in
+    C{spoolDirectory}) while it arrives, and the command starts only once
+    the whole message has passed every check, with that file as its
+    standard input.  The reply depends on the exit status: 0 is 250, 75
+    (C{EX_TEMPFAIL}) is 451 4.3.0, anything else, or death by a signal, is
+    554 5.3.0; a failure's reply carries the first line of the command's
+    standard error.  Standard output is discarded.  The same reply goes to
+    every recipient in LMTP mode.  A spool that cannot be written is
+    answered 452 (disk full) or 451.
+
+    A command running longer than C{timeout} is killed (C{SIGKILL}) and
+    answered 451 4.3.0.
     """
 
     _log = Logger()
@@ -142,6 +157,8 @@ class PipeHandler(BaseHandler):
         env: Mapping[str, str] | None = None,
         timeout: float = 300.0,
         reactor: Any = None,
+        threadpool: ThreadPool | None = None,
+        spoolDirectory: str | None = None,
     ) -> None:
         """
         @param command: The command line, split like a POSIX shell would
@@ -151,6 +168,10 @@ class PipeHandler(BaseHandler):
             message's variables override them).
         @param timeout: Seconds the command may run.
         @param reactor: The reactor (the global one by default).
+        @param threadpool: Where spool writes run; C{reactor.getThreadPool()}
+            by default.
+        @param spoolDirectory: Where the spool files are made; the system's
+            temporary directory (C{TMPDIR}) by default.
         @raise ValueError: C{command} is empty or its program is not found.
         """
         argv = shlex.split(command) if isinstance(command, str) else list(command)
@@ -170,6 +191,58 @@ class PipeHandler(BaseHandler):
 
             reactor = _reactor
         self._reactor = reactor
+        self._threadpool = threadpool
+        self._spoolDirectory = spoolDirectory
+
+    def _inThread(self, f: Any, *args: Any) -> Deferred[Any]:
+        pool = self._threadpool or self._reactor.getThreadPool()
+        return deferToThreadPool(self._reactor, pool, f, *args)
+
+    def onMailFrom(self, address: Address, session: Session) -> None:
+        """
+        Refuse a sender beginning with C{-}.
+
+        @raise SMTPError: 553 5.1.7.
+        """
+        if _startsWithHyphen(address.address):
+            self._log.info(
+                "{session} sender {address!r} refused: begins with a hyphen",
+                session=session.id,
+                address=address.address,
+            )
+            raise SMTPError(553, "Error: sender address must not begin with '-'", "5.1.7")
+
+    def onRcptTo(self, address: Address, session: Session) -> None:
+        """
+        Refuse a recipient beginning with C{-}.
+
+        @raise SMTPError: 553 5.1.3.
+        """
+        if _startsWithHyphen(address.address):
+            self._log.info(
+                "{session} recipient {address!r} refused: begins with a hyphen",
+                session=session.id,
+                address=address.address,
+            )
+            raise SMTPError(553, "Error: recipient address must not begin with '-'", "5.1.3")
+
+    def arguments(self, session: Session) -> list[str]:
+        """
+        The command's arguments for the message on C{session}: the
+        placeholders replaced, one argument per recipient for each argument
+        holding C{${recipient}}.
+        """
+        envelope = session.envelope
+        sender = envelope.mailFrom.address if envelope.mailFrom is not None else ""
+        recipients = [address.address for address in envelope.rcptTo]
+        argv = [self.argv[0]]
+        for argument in self.argv[1:]:
+            argument = argument.replace(SENDER_PLACEHOLDER, sender)
+            if RECIPIENT_PLACEHOLDER in argument:
+                argv.extend(argument.replace(RECIPIENT_PLACEHOLDER, r) for r in recipients)
+            else:
+                argv.append(argument)
+        return [_envValue(argument) for argument in argv]
 
     def environment(self, session: Session) -> dict[str, str]:
         """
@@ -182,33 +255,54 @@ class PipeHandler(BaseHandler):
         env.update(self._env)
         env.update(
             SENDER=envelope.mailFrom.address if envelope.mailFrom is not None else "",
-            RECIPIENT=" ".join(recipients),
+            RECIPIENT="\n".join(recipients),
+            RECIPIENT_COUNT=str(len(recipients)),
             ORIGINAL_RECIPIENT=recipients[0] if recipients else "",
             CLIENT_ADDRESS=session.remoteAddress[0],
             CLIENT_HELO=session.hostNameAppearsAs or "",
             SESSION_ID=session.id,
         )
+        env.update((f"RECIPIENT_{index}", r) for index, r in enumerate(recipients))
         return {key: _envValue(value) for key, value in env.items()}
 
     def onData(self, stream: IMessageStream, session: Session) -> Deferred[str]:
         """
-        Spawn the command and stream the body to it.
+        Spool the body, then run the command with it as standard input.
 
         @return: A L{Deferred} firing with the 250 text once the command
-            exited 0, or failing with L{SMTPError} (451 or 554), or with the
-            stream's failure if the body did not arrive whole.
+            exited 0, or failing with L{SMTPError} (451, 452 or 554), or
+            with the stream's failure if the body did not arrive whole (the
+            command is then never started).
         """
         return Deferred.fromCoroutine(self._deliver(stream, session))
 
     async def _deliver(self, stream: IMessageStream, session: Session) -> str:
+        spool = Spool(self._spoolDirectory, self._inThread)
+        piped: Deferred[int] = stream.pipe(spool)  # type: ignore[assignment]
+        try:
+            await piped
+        except BaseException:
+            await spool.close()
+            raise
+        try:
+            source: IO[bytes] = await spool.finish()
+        except OSError as e:
+            self._log.failure("{session} spooling the message failed", session=session.id)
+            if e.errno in _NO_SPACE:
+                raise SMTPError(452, "Error: insufficient system storage", "4.3.1") from None
+            raise SMTPError(451, "Error: local error in processing", "4.3.0") from None
         run = _Run()
-        self._reactor.spawnProcess(
-            run,
-            self._executable,
-            self.argv,
-            env=self.environment(session),
-            childFDs={0: "w", 1: "r", 2: "r"},
-        )
+        try:
+            self._reactor.spawnProcess(
+                run,
+                self._executable,
+                self.arguments(session),
+                env=self.environment(session),
+                childFDs={0: source.fileno(), 1: "r", 2: "r"},
+            )
+        finally:
+            # The command has its own copy of the descriptor.
+            source.close()
         timedOut = []
 
         def timeOut() -> None:
@@ -217,15 +311,6 @@ class PipeHandler(BaseHandler):
 
         timer: IDelayedCall = self._reactor.callLater(self._timeout, timeOut)
         try:
-            piped: Deferred[int] = stream.pipe(_Stdin(run))  # type: ignore[assignment]
-            try:
-                await piped
-            except Exception:
-                run.kill()
-                await run.ended
-                raise
-            if run.exited is None and run.transport is not None:
-                run.transport.closeStdin()
             await run.ended
         finally:
             if timer.active():
