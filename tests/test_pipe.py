@@ -63,6 +63,9 @@ class FakeProcess:
     def signalProcess(self, signal: str) -> None:
         self.signals.append(signal)
 
+    def loseConnection(self) -> None:
+        self.stdinClosed = True
+
     def exit(self, code: int | None = 0, signal: int | None = None) -> None:
         """
         End the process with exit status C{code} or by C{signal}.
@@ -452,6 +455,18 @@ class PipeProcessTests(TestCase):
             self.read(),
             b"bob@example.org|carol@example.net|2|bob@example.org|carol@example.net|",
         )
+
+    async def test_backgroundChildDoesNotHoldReply(self) -> None:
+        """
+        A command that exits 0 leaving a background process with its output
+        pipes open is answered 250 at once, not when that process ends nor
+        at the timeout.
+        """
+        handler = PipeHandler(["sh", "-c", "(sleep 25 &); exit 0"], timeout=20, reactor=reactor)
+        stream = MessageStream()
+        d = handler.onData(stream, makeSession())
+        feed(stream, BODY)
+        self.assertEqual(await d, "OK: delivered to sh")
 
     async def test_tempfail(self) -> None:
         """

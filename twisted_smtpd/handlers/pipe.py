@@ -43,6 +43,8 @@ _STDERR_KEEP = 4096
 _MAX_REASON = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+# Seconds an exited command's output pipes may stay open.
+_PIPE_GRACE = 1.0
 
 #: In the command's arguments: an argument holding it is repeated once per
 #: recipient, with the recipient in its place.
@@ -78,12 +80,19 @@ def _envValue(value: str) -> str:
 class _Run(ProcessProtocol):
     """
     One run of the command for one message.
+
+    Once the command has exited, its output pipes are given
+    L{_PIPE_GRACE} seconds to be read to their end, then closed: a process
+    it left running in the background with them open cannot hold the reply
+    back.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Any) -> None:
         self.stderr = b""
         self.exited: Failure | None = None
         self.ended: Deferred[None] = Deferred()
+        self._clock = clock
+        self._closer: IDelayedCall | None = None
 
     def errReceived(self, data: bytes) -> None:
         if len(self.stderr) < _STDERR_KEEP:
@@ -94,7 +103,19 @@ class _Run(ProcessProtocol):
         Standard output is discarded.
         """
 
+    def processExited(self, reason: Failure) -> None:
+        self.exited = reason
+        self._closer = self._clock.callLater(_PIPE_GRACE, self._closePipes)
+
+    def _closePipes(self) -> None:
+        self._closer = None
+        if self.transport is not None:
+            self.transport.loseConnection()
+
     def processEnded(self, reason: Failure) -> None:
+        if self._closer is not None and self._closer.active():
+            self._closer.cancel()
+        self._closer = None
         self.exited = reason
         self.ended.callback(None)
 
@@ -102,6 +123,10 @@ class _Run(ProcessProtocol):
         if self.exited is None and self.transport is not None:
             with contextlib.suppress(ProcessExitedAlready):
                 self.transport.signalProcess("KILL")
+        elif self._closer is not None:
+            # It exited but something holds its pipes: close them now.
+            self._closer.cancel()
+            self._closePipes()
 
 
 class PipeHandler(BaseHandler):
@@ -291,7 +316,7 @@ class PipeHandler(BaseHandler):
             if e.errno in _NO_SPACE:
                 raise SMTPError(452, "Error: insufficient system storage", "4.3.1") from None
             raise SMTPError(451, "Error: local error in processing", "4.3.0") from None
-        run = _Run()
+        run = _Run(self._reactor)
         try:
             self._reactor.spawnProcess(
                 run,
