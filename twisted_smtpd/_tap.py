@@ -39,7 +39,13 @@ from twisted_smtpd._tapconfig import (
     reason,
 )
 from twisted_smtpd._tls import ServerTLS
-from twisted_smtpd._workers import WorkerPool, bindListener, inheritedListeners
+from twisted_smtpd._workers import (
+    ParentWatch,
+    WorkerPool,
+    bindListener,
+    inheritedListeners,
+    parentPipe,
+)
 from twisted_smtpd.interfaces import ISMTPHandler
 
 DEFAULT_LISTEN = "tcp:2525:interface=127.0.0.1"
@@ -544,6 +550,9 @@ def makeService(config: Options) -> SMTPDaemon | WorkerPool:
     inherited = config.get("inherited") or []
     for fileno, family, description in inherited:
         server.addInherited(description, fileno, family)
+    pipe = parentPipe() if inherited else None
+    if pipe is not None:
+        ParentWatch(pipe).setServiceParent(server)
     if not inherited:
         for description in config["listen"]:
             server.addEndpoint(description)
