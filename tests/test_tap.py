@@ -97,6 +97,15 @@ class OptionsTests(SynchronousTestCase):
         options = config["serverOptions"]
         self.assertEqual(options, ServerOptions(name=options.name))
 
+    def test_sizeDefault(self) -> None:
+        """
+        C{--size} defaults to L{ServerOptions}' finite 10,240,000 bytes,
+        shown in C{--help}; C{--size 0} still means no limit.
+        """
+        self.assertEqual(parse("--maildir", self.maildir)["serverOptions"].size, 10_240_000)
+        self.assertEqual(parse("--maildir", self.maildir, "--size", "0")["serverOptions"].size, 0)
+        self.assertIn("[default: 10240000]", " ".join(str(_tap.Options()).split()))
+
     def test_defaultMaildir(self) -> None:
         """
         Without a delivery flag, messages go to C{./Maildir}, which is
