@@ -91,6 +91,7 @@ _MODIFIERS = {
     "relay-password": "relay",
     "relay-auth": "relay",
     "handler-option": "handler",
+    "pipe-spool": "pipe",
 }
 
 # Options that may be given several times (a list in a configuration file).
@@ -226,6 +227,7 @@ class Options(AuthOptionMixin, usage.Options):
         ["relay-auth", None, None, "USER:PASSWORD for AUTH at the relay."],
         ["lmtp-to", None, None, "Deliver every message over LMTP to this client endpoint."],
         ["pipe", None, None, "Pipe every message into this command (split like a shell)."],
+        ["pipe-spool", None, None, "Where --pipe spools messages [default: $TMPDIR]."],
         ["handler", None, None, "Use the handler made by MODULE:CALLABLE(**handler-options)."],
         [
             "log-format",

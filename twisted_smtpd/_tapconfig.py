@@ -251,7 +251,11 @@ def _lmtpTo(config: Mapping[str, Any], endpoint: str, options: ServerOptions) ->
 def _pipe(config: Mapping[str, Any], command: str, options: ServerOptions) -> ISMTPHandler:
     from twisted_smtpd.handlers.pipe import PipeHandler
 
-    return PipeHandler(command)
+    spool = config["pipe-spool"]
+    if spool is not None:
+        # Fail now, not at the first message, if spool files cannot be made.
+        tempfile.TemporaryFile(dir=spool).close()
+    return PipeHandler(command, spoolDirectory=spool)
 
 
 def _custom(config: Mapping[str, Any], spec: str, options: ServerOptions) -> ISMTPHandler:

@@ -171,6 +171,9 @@ class PipeHandler(BaseHandler):
 
     A command running longer than C{timeout} is killed (C{SIGKILL}) and
     answered 451 4.3.0.
+
+    @ivar argv: The command's arguments, placeholders unexpanded.
+    @ivar spoolDirectory: Where spool files are made (C{None}: C{TMPDIR}).
     """
 
     _log = Logger()
@@ -217,7 +220,7 @@ class PipeHandler(BaseHandler):
             reactor = _reactor
         self._reactor = reactor
         self._threadpool = threadpool
-        self._spoolDirectory = spoolDirectory
+        self.spoolDirectory = spoolDirectory
 
     def _inThread(self, f: Any, *args: Any) -> Deferred[Any]:
         pool = self._threadpool or self._reactor.getThreadPool()
@@ -302,7 +305,7 @@ class PipeHandler(BaseHandler):
         return Deferred.fromCoroutine(self._deliver(stream, session))
 
     async def _deliver(self, stream: IMessageStream, session: Session) -> str:
-        spool = Spool(self._spoolDirectory, self._inThread)
+        spool = Spool(self.spoolDirectory, self._inThread)
         piped: Deferred[int] = stream.pipe(spool)  # type: ignore[assignment]
         try:
             await piped
