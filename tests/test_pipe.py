@@ -243,7 +243,7 @@ class PipeUnitTests(SynchronousTestCase):
             rcptTo=[Address(tricky), Address("bob@example.org")],
         )
         d, stream, process = self.start(
-            "cat -f ${sender} --to=${recipient} -- ${recipient}",
+            "cat -f ${sender} -- ${recipient}",
             session=makeSession(envelope=envelope),
         )
         executable, args, env, process = self.reactor.spawned[0]
@@ -253,8 +253,6 @@ class PipeUnitTests(SynchronousTestCase):
                 "cat",
                 "-f",
                 "alice@example.com",
-                "--to=" + tricky,
-                "--to=bob@example.org",
                 "--",
                 tricky,
                 "bob@example.org",
@@ -269,6 +267,19 @@ class PipeUnitTests(SynchronousTestCase):
         self.assertNotIn("RECIPIENT_2", env)
         process.exit(0)
         self.successResultOf(d)
+
+    def test_placeholderMustBeWholeArgument(self) -> None:
+        """
+        A placeholder inside a longer argument (a C{sh -c} script, an
+        C{--option=}) is refused at construction: an address substituted
+        into a script could run as code.
+        """
+        for command in [
+            "sh -c 'deliver ${recipient}'",
+            "cat --to=${recipient}",
+            "cat -f${sender}",
+        ]:
+            self.assertRaises(ValueError, PipeHandler, command)
 
     def test_pipeHyphenRefused(self) -> None:
         """

@@ -46,11 +46,11 @@ _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 # Seconds an exited command's output pipes may stay open.
 _PIPE_GRACE = 1.0
 
-#: In the command's arguments: an argument holding it is repeated once per
-#: recipient, with the recipient in its place.
+#: A whole argument of the command: replaced by one argument per recipient.
 RECIPIENT_PLACEHOLDER = "${recipient}"
-#: In the command's arguments: replaced by the sender (empty for C{<>}).
+#: A whole argument of the command: replaced by the sender (empty for C{<>}).
 SENDER_PLACEHOLDER = "${sender}"
+_PLACEHOLDERS = (RECIPIENT_PLACEHOLDER, SENDER_PLACEHOLDER)
 
 
 def _startsWithHyphen(address: str) -> bool:
@@ -148,11 +148,13 @@ class PipeHandler(BaseHandler):
         name it gave in HELO/EHLO;
       - C{SESSION_ID}: the session's id;
 
-    plus C{PATH} from our own environment and C{env}.  In the command's
-    arguments, one holding C{${recipient}} is repeated once per recipient
-    with the recipient in its place, as Postfix's C{pipe} does: a lone
-    C{${recipient}} becomes one argument per recipient, C{--to=${recipient}}
-    becomes C{--to=a@x --to=b@y}.  C{${sender}} is replaced by the sender.
+    plus C{PATH} from our own environment and C{env}.  An argument of the
+    command that is exactly C{${recipient}} becomes one argument per
+    recipient, as in Postfix's C{pipe}; one that is exactly C{${sender}}
+    becomes the sender.  A placeholder inside a longer argument is refused
+    at construction: substituted into, say, a C{sh -c} script, an address
+    (whose quoted local part may hold C{$}, C{;} or backquotes) could run
+    as shell code.  Each recipient is thus always exactly one argument.
 
     A sender or recipient beginning with C{-} (C{"-} for a quoted local
     part) is refused at MAIL or RCPT with 553
@@ -200,11 +202,16 @@ class PipeHandler(BaseHandler):
             by default.
         @param spoolDirectory: Where the spool files are made; the system's
             temporary directory (C{TMPDIR}) by default.
-        @raise ValueError: C{command} is empty or its program is not found.
+        @raise ValueError: C{command} is empty, its program is not found, or
+            a placeholder is part of a longer argument.
         """
         argv = shlex.split(command) if isinstance(command, str) else list(command)
         if not argv:
             raise ValueError("pipe command must not be empty")
+        for argument in argv:
+            for placeholder in _PLACEHOLDERS:
+                if placeholder in argument and argument != placeholder:
+                    raise ValueError(f"{placeholder} must be a whole argument, not part of one")
         path = (env or {}).get("PATH", os.environ.get("PATH", os.defpath))
         executable = shutil.which(argv[0], path=path)
         if executable is None:
@@ -256,18 +263,19 @@ class PipeHandler(BaseHandler):
 
     def arguments(self, session: Session) -> list[str]:
         """
-        The command's arguments for the message on C{session}: the
-        placeholders replaced, one argument per recipient for each argument
-        holding C{${recipient}}.
+        The command's arguments for the message on C{session}: each
+        C{${recipient}} argument replaced by one argument per recipient, each
+        C{${sender}} argument by the sender.
         """
         envelope = session.envelope
         sender = envelope.mailFrom.address if envelope.mailFrom is not None else ""
         recipients = [address.address for address in envelope.rcptTo]
         argv = [self.argv[0]]
         for argument in self.argv[1:]:
-            argument = argument.replace(SENDER_PLACEHOLDER, sender)
-            if RECIPIENT_PLACEHOLDER in argument:
-                argv.extend(argument.replace(RECIPIENT_PLACEHOLDER, r) for r in recipients)
+            if argument == RECIPIENT_PLACEHOLDER:
+                argv.extend(recipients)
+            elif argument == SENDER_PLACEHOLDER:
+                argv.append(sender)
             else:
                 argv.append(argument)
         return [_envValue(argument) for argument in argv]
