@@ -937,6 +937,7 @@ class MaildirPerRecipientTests(TestCase):
         session = makeSession()
         refused = [
             "\uff0e\uff0e@example.org",
+            "\u2025@example.org",  # two dot leader: ".." once normalised
             "bob@\uff0e\uff0e",
             "a\uff0fb@example.org",
             "bob@exa\u202emple.org",
