@@ -17,7 +17,7 @@ is faster).
 Server and client are pinned to different vCPUs when there are two or more.
 C{--maildir} adds a row for twisted-smtpd's durable Maildir delivery (into a
 folder under /tmp, emptied after every message).  The aiosmtpd row runs without
-aiosmtpd's 32 MiB default size limit.
+aiosmtpd's 32 MiB default size limit, and twisted-smtpd with C{--size 0}.
 """
 
 from __future__ import annotations
@@ -148,6 +148,10 @@ def main(argv: list[str]) -> int:
 
     known = serverCommands()
     known["aiosmtpd"] = [*known["aiosmtpd"], "0"]  # no size limit
+    for name in ("twisted-smtpd", "twisted-smtpd --maildir"):
+        # Its default limit is 10,240,000 bytes; the command ends in options.
+        if known[name][0] != "sh":
+            known[name] = [*known[name], "--size", "0"]
     rows: list[tuple[str, list[str]]] = []
     for name in [n.strip() for n in args.servers.split(",") if n.strip()]:
         if name not in known:

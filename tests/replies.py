@@ -7,7 +7,7 @@ LMTP_GREETING = b"220 mx.example.com LMTP\r\n"
 EHLO_DEFAULT = (
     b"250-mx.example.com Nice to meet you, [192.0.2.7]\r\n"
     b"250-PIPELINING\r\n"
-    b"250-SIZE\r\n"
+    b"250-SIZE 10240000\r\n"
     b"250-STARTTLS\r\n"
     b"250-ENHANCEDSTATUSCODES\r\n"
     b"250-8BITMIME\r\n"

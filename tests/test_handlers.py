@@ -19,6 +19,8 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 from twisted.internet.error import ConnectionLost
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
@@ -776,7 +778,7 @@ class DebuggingHandlerTests(SynchronousTestCase):
 class MaildirPerRecipientTests(TestCase):
     """
     L{MaildirHandler} with C{perRecipient}: one copy per recipient in
-    C{<path>/<domain>/<localpart>/}.
+    C{<path>/domains/<domain>/<localpart>/}.
     """
 
     def setUp(self) -> None:
@@ -807,7 +809,7 @@ class MaildirPerRecipientTests(TestCase):
         return d
 
     def newFiles(self, *parts: str) -> list[str]:
-        return listDir(os.path.join(self.path, *parts, "new"))
+        return listDir(os.path.join(self.path, "domains", *parts, "new"))
 
     def test_copyPerRecipient(self) -> None:
         """
@@ -823,10 +825,12 @@ class MaildirPerRecipientTests(TestCase):
             name = reply.removeprefix("OK: queued as ")
             for parts in [("example.org", "bob"), ("example.net", "carol")]:
                 self.assertEqual(self.newFiles(*parts), [name])
-                self.assertEqual(readFile(os.path.join(self.path, *parts, "new", name)), body)
-                self.assertEqual(listDir(os.path.join(self.path, *parts)), ["cur", "new", "tmp"])
+                mailbox = os.path.join(self.path, "domains", *parts)
+                self.assertEqual(readFile(os.path.join(mailbox, "new", name)), body)
+                self.assertEqual(listDir(mailbox), ["cur", "new", "tmp"])
+            self.assertEqual(listDir(self.path), ["cur", "domains", "new", "tmp"])
             self.assertEqual(
-                listDir(self.path), ["cur", "example.net", "example.org", "new", "tmp"]
+                listDir(os.path.join(self.path, "domains")), ["example.net", "example.org"]
             )
             self.assertEqual(listDir(os.path.join(self.path, "tmp")), [])
             self.assertEqual(listDir(os.path.join(self.path, "new")), [])
@@ -840,11 +844,14 @@ class MaildirPerRecipientTests(TestCase):
         a second message to existing Maildirs syncs only their C{new/}.
         """
         d = self.deliver(b"one\r\n", "bob@example.org")
-        org = os.path.join(self.path, "example.org")
+        domains = os.path.join(self.path, "domains")
+        org = os.path.join(domains, "example.org")
         bob = os.path.join(org, "bob")
 
         def first(reply: str) -> Any:
-            self.assertEqual(set(self.synced), {self.path, org, bob, os.path.join(bob, "new")})
+            self.assertEqual(
+                set(self.synced), {self.path, domains, org, bob, os.path.join(bob, "new")}
+            )
             del self.synced[:]
             return self.deliver(b"two\r\n", "bob@example.org")
 
@@ -894,6 +901,65 @@ class MaildirPerRecipientTests(TestCase):
         for address in ["Bob@Example.org", "o'hara+tag@example.org", "postmaster", '"a b"@x']:
             self.assertIsNone(self.handler.onRcptTo(Address(address), session))
 
+    def test_domainsCannotCollideWithMaildirFolders(self) -> None:
+        """
+        Mail for the domains C{tmp}, C{new} and C{cur}, in any case or
+        Unicode compatibility form, goes to C{<path>/domains/}, never into
+        the root Maildir's own folders, which stay empty.
+        """
+        recipients = [
+            "victim@tmp",
+            "victim@NEW",
+            "victim@cur",
+            "other@\uff54\uff4d\uff50",  # full-width "tmp"
+            "x@Tmp",
+        ]
+        d = self.deliver(b"collide\r\n", *recipients)
+
+        def check(reply: str) -> None:
+            for folder in ("tmp", "new", "cur"):
+                self.assertEqual(listDir(os.path.join(self.path, folder)), [])
+            self.assertEqual(listDir(self.path), ["cur", "domains", "new", "tmp"])
+            self.assertEqual(listDir(os.path.join(self.path, "domains")), ["cur", "new", "tmp"])
+            self.assertEqual(
+                listDir(os.path.join(self.path, "domains", "tmp")), ["other", "victim", "x"]
+            )
+            for parts in [("tmp", "victim"), ("new", "victim"), ("cur", "victim")]:
+                self.assertEqual(len(self.newFiles(*parts)), 1)
+
+        return d.addCallback(check)
+
+    def test_unicodeAndLengthTricksRefused(self) -> None:
+        """
+        Names that become unsafe once normalised (full-width dots making
+        C{..}, a full-width solidus), invisible or bidirectional formatting
+        characters, line separators, NUL, backslashes, and names over 255
+        bytes in UTF-8 (multi-byte characters counted in bytes) are refused
+        with 553 5.1.3, with one log line each.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        session = makeSession()
+        refused = [
+            "\uff0e\uff0e@example.org",
+            "\u2025@example.org",  # two dot leader: ".." once normalised
+            "bob@\uff0e\uff0e",
+            "a\uff0fb@example.org",
+            "bob@exa\u202emple.org",
+            "b\u200bob@example.org",
+            "bob\u2028@example.org",
+            "bob\x00@example.org",
+            "a\\b@example.org",
+            "\u00e9" * 128 + "@example.org",
+            "bob@" + "x" * 256,
+        ]
+        for address in refused:
+            error = self.assertRaises(SMTPError, self.handler.onRcptTo, Address(address), session)
+            self.assertEqual((error.code, error.enhanced), (553, "5.1.3"), address)
+        self.assertEqual(len(events), len(refused))
+        self.assertIn("not a safe Maildir name", formatEvent(events[0]))
+        for address in ["\u00e9" * 127 + "@example.org", "j\u00fcrgen@m\u00fcnchen.example"]:
+            self.assertIsNone(self.handler.onRcptTo(Address(address), session))
+
     def test_quotedLocalPart(self) -> None:
         """
         A quoted local part is unquoted (quoted pairs too), so that
@@ -940,10 +1006,11 @@ class MaildirPerRecipientTests(TestCase):
             name = reply.removeprefix("OK: queued as ")
             inodes = set()
             for local in ["bob", "carol"]:
-                path = os.path.join(self.path, "example.org", local, "new", name)
+                mailbox = os.path.join(self.path, "domains", "example.org", local)
+                path = os.path.join(mailbox, "new", name)
                 self.assertEqual(readFile(path), body)
                 inodes.add(os.stat(path).st_ino)
-                self.assertEqual(listDir(os.path.join(self.path, "example.org", local, "tmp")), [])
+                self.assertEqual(listDir(os.path.join(mailbox, "tmp")), [])
             self.assertEqual(len(inodes), 2)
 
         return d.addCallback(check)
@@ -954,8 +1021,8 @@ class MaildirPerRecipientTests(TestCase):
         451 4.3.0 and no copy is kept for the others, so that the client's
         retry delivers each copy once.
         """
-        os.makedirs(os.path.join(self.path, "example.org"))
-        with open(os.path.join(self.path, "example.org", "carol"), "wb"):
+        os.makedirs(os.path.join(self.path, "domains", "example.org"))
+        with open(os.path.join(self.path, "domains", "example.org", "carol"), "wb"):
             pass
         d = self.deliver(b"all or nothing\r\n", "bob@example.org", "carol@example.org")
 

@@ -7,23 +7,36 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
+import io
 import mailbox
 import os
 import stat
 import threading
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.error import ConnectionLost
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from tests.test_client import endpointFor, startServer
-from tests.test_handlers import ImmediateReactor, ManualThreadPool, feed, makeSession
+from tests.test_handlers import (
+    ImmediateReactor,
+    ManualThreadPool,
+    Upstream,
+    feed,
+    listDir,
+    makeSession,
+)
 from twisted_smtpd import SMTPError
 from twisted_smtpd._client import deliver
 from twisted_smtpd._session import Address, Envelope
 from twisted_smtpd._stream import MessageStream
-from twisted_smtpd.handlers import mbox
+from twisted_smtpd.handlers import _spool, mbox
 from twisted_smtpd.handlers.mbox import MboxHandler, MboxrdEncoder, fromLine
 from twisted_smtpd.interfaces import ISMTPHandler
 
@@ -179,7 +192,9 @@ class MboxHandlerTests(SynchronousTestCase):
         size = os.path.getsize(self.path)
         with open(self.path, "rb") as other:
             fcntl.flock(other, fcntl.LOCK_EX)
-            thread = threading.Thread(target=self.handler._append, args=([b"From x\n\n"],))
+            thread = threading.Thread(
+                target=self.handler._append, args=(b"From x\n", io.BytesIO(b""))
+            )
             thread.start()
             thread.join(0.3)
             self.assertTrue(thread.is_alive())
@@ -188,6 +203,178 @@ class MboxHandlerTests(SynchronousTestCase):
             thread.join(30)
         self.assertFalse(thread.is_alive())
         self.assertEqual(os.path.getsize(self.path), size + 8)
+
+
+class ImmediateThreadPool:
+    """
+    A thread pool running each job at once, in the calling thread.
+    """
+
+    def callInThreadWithCallback(
+        self, onResult: Callable[[bool, object], None], func: Callable[..., object], *args: Any
+    ) -> None:
+        try:
+            result = func(*args)
+        except BaseException:
+            onResult(False, Failure())
+        else:
+            onResult(True, result)
+
+
+class MboxStreamingTests(SynchronousTestCase):
+    """
+    L{MboxHandler} spools the message to disk as it arrives: memory stays
+    bounded whatever the message's size.
+    """
+
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        self.path = os.path.join(self.directory, "mbox")
+
+    def handler(self, pool: object) -> MboxHandler:
+        return MboxHandler(self.path, reactor=ImmediateReactor(), threadpool=pool)  # type: ignore[arg-type]
+
+    def test_mboxBoundedMemory(self) -> None:
+        """
+        A 32 MiB message is appended whole and exact while the memory
+        allocated during its delivery peaks under 2 MiB: the body is not
+        kept in memory (it was, whole, before).
+        """
+        handler = self.handler(ImmediateThreadPool())
+        line = b"From the start, a line to be quoted in the mbox, 64 bytes long\r\n"
+        chunkLines = 1024
+        chunks = 512
+        stream = MessageStream()
+        session = makeSession(envelope=Envelope(mailFrom=Address("alice@example.com")))
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        tracemalloc.reset_peak()
+        d = handler.onData(stream, session)
+        for _ in range(chunks):
+            stream._write(line * chunkLines)
+        stream._finish()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        self.assertEqual(self.successResultOf(d), "OK: delivered to mbox")
+        self.assertLess(peak, 2 << 20)
+        converted = b">" + line.replace(b"\r\n", b"\n")
+        with open(self.path, "rb") as f:
+            first = f.readline()
+            self.assertTrue(first.startswith(b"From alice@example.com "))
+            digest = hashlib.sha256()
+            size = 0
+            while block := f.read(1 << 20):
+                digest.update(block)
+                size += len(block)
+        expected = hashlib.sha256()
+        for _ in range(chunks):
+            expected.update(converted * chunkLines)
+        expected.update(b"\n")
+        self.assertEqual(
+            (size, digest.hexdigest()),
+            (len(converted) * chunkLines * chunks + 1, expected.hexdigest()),
+        )
+        self.assertEqual(listDir(self.directory), ["mbox"])
+
+    def test_quotingAcrossBlocks(self) -> None:
+        """
+        The spool is converted a few bytes at a time: C{From } lines split
+        across blocks are still quoted, and a message without a final line
+        end gets one.
+        """
+        self.patch(mbox, "_BLOCK", 3)
+        self.patch(_spool, "SPOOL_THRESHOLD", 4)
+        handler = self.handler(ImmediateThreadPool())
+        stream = MessageStream()
+        d = handler.onData(stream, makeSession(envelope=Envelope(mailFrom=Address("a@b"))))
+        feed(stream, BODY + b"From end", chunkSize=5)
+        self.successResultOf(d)
+        with open(self.path, "rb") as f:
+            content = f.read()
+        self.assertEqual(content.split(b"\n", 1)[1], CONVERTED + b">From end\n\n")
+
+    def test_spoolFlowControl(self) -> None:
+        """
+        While a spool write is in flight and the threshold is reached again,
+        the client is paused; it is resumed once the write is done.  The
+        spool is an anonymous file in the mbox's directory: nothing is left
+        there.
+        """
+        pool = ManualThreadPool()
+        handler = self.handler(pool)
+        upstream = Upstream()
+        stream = MessageStream(upstream, maxBuffer=1000)
+        d = handler.onData(stream, makeSession())
+        chunk = b"x" * 65536 + b"\r\n"
+        for _ in range(4):
+            stream._write(chunk)
+        self.assertEqual(len(pool.jobs), 1)
+        for _ in range(4):
+            stream._write(chunk)
+        self.assertFalse(upstream.paused)
+        stream._write(chunk)
+        self.assertTrue(upstream.paused)
+        pool.runOne()
+        self.assertFalse(upstream.paused)
+        stream._finish()
+        pool.runAll()
+        self.assertEqual(self.successResultOf(d), "OK: delivered to mbox")
+        with open(self.path, "rb") as f:
+            f.readline()
+            self.assertEqual(f.read(), (b"x" * 65536 + b"\n") * 9 + b"\n")
+        self.assertEqual(listDir(self.directory), ["mbox"])
+
+    def test_spoolWriteFailure(self) -> None:
+        """
+        A spool that cannot be written answers 451 (452 for a full disk),
+        logs the failure and appends nothing.
+        """
+
+        def full(directory: str | None) -> Any:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(_spool, "_createSpool", full)
+        handler = self.handler(ImmediateThreadPool())
+        stream = MessageStream()
+        d = handler.onData(stream, makeSession())
+        feed(stream, b"x" * 300000 + b"\r\n")
+        error = self.failureResultOf(d, SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (452, "4.3.1"))
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.assertFalse(os.path.exists(self.path))
+
+    def test_bodyFailureAfterSpill(self) -> None:
+        """
+        A large body that does not arrive whole (size limit, lost
+        connection) appends nothing and passes its failure on.
+        """
+        handler = self.handler(ImmediateThreadPool())
+        stream = MessageStream()
+        d = handler.onData(stream, makeSession())
+        stream._write(b"x" * 600000)
+        stream._fail(ConnectionLost())
+        self.failureResultOf(d, ConnectionLost)
+        self.assertFalse(os.path.exists(self.path))
+
+    def test_spoolDirectory(self) -> None:
+        """
+        L{Spool} makes its file in the directory it is given.
+        """
+        made: list[str | None] = []
+        real = _spool._createSpool
+
+        def record(directory: str | None) -> Any:
+            made.append(directory)
+            return real(directory)
+
+        self.patch(_spool, "_createSpool", record)
+        handler = self.handler(ImmediateThreadPool())
+        stream = MessageStream()
+        d = handler.onData(stream, makeSession())
+        feed(stream, b"y" * 300000)
+        self.successResultOf(d)
+        self.assertEqual(made, [self.directory])
 
 
 class MboxServerTests(TestCase):

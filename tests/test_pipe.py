@@ -12,15 +12,23 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.error import ConnectionLost, ProcessDone, ProcessTerminated
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
+from tests import replies
 from tests.test_handlers import Upstream, feed, makeSession
+from tests.test_mbox import ImmediateThreadPool
 from twisted_smtpd import SMTPError
+from twisted_smtpd._options import ServerOptions
+from twisted_smtpd._session import Address, Envelope
 from twisted_smtpd._stream import MessageStream
+from twisted_smtpd.handlers import _spool
 from twisted_smtpd.handlers.pipe import PipeHandler, firstLine
 from twisted_smtpd.interfaces import ISMTPHandler
+from twisted_smtpd.testing import memorySession
 
 BODY = b"From: alice@example.com\r\nSubject: pipe\r\n\r\n.dot stays single\r\n"
 
@@ -55,6 +63,9 @@ class FakeProcess:
     def signalProcess(self, signal: str) -> None:
         self.signals.append(signal)
 
+    def loseConnection(self) -> None:
+        self.stdinClosed = True
+
     def exit(self, code: int | None = 0, signal: int | None = None) -> None:
         """
         End the process with exit status C{code} or by C{signal}.
@@ -68,12 +79,23 @@ class FakeProcess:
 
 class ProcessReactor(Clock):
     """
-    A clock that records spawned processes instead of running them.
+    A clock that records spawned processes instead of running them, and
+    runs thread pool jobs at once.
+
+    @ivar stdin: For each process, what its standard input (a file
+        descriptor of ours) held when it was spawned.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.spawned: list[tuple[str, list[str], dict[str, str], FakeProcess]] = []
+        self.stdin: list[bytes] = []
+
+    def getThreadPool(self) -> ImmediateThreadPool:
+        return ImmediateThreadPool()
+
+    def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
+        f(*args, **kwargs)
 
     def spawnProcess(
         self,
@@ -84,8 +106,14 @@ class ProcessReactor(Clock):
         childFDs: Any = None,
     ) -> FakeProcess:
         process = FakeProcess(protocol)
-        protocol.makeConnection(process)
         self.spawned.append((executable, args, env, process))
+        protocol.makeConnection(process)
+        fd = childFDs[0]
+        data = b""
+        if isinstance(fd, int):
+            while block := os.pread(fd, 65536, len(data)):
+                data += block
+        self.stdin.append(data)
         return process
 
 
@@ -94,12 +122,22 @@ class PipeUnitTests(SynchronousTestCase):
     L{PipeHandler} against a fake process.
     """
 
-    def start(self, command: Any = "cat -u", **kwargs: Any) -> tuple[Any, MessageStream, Any]:
+    def handler(self, command: Any = "cat -u", **kwargs: Any) -> PipeHandler:
         self.reactor = ProcessReactor()
-        handler = PipeHandler(command, reactor=self.reactor, **kwargs)
+        return PipeHandler(command, reactor=self.reactor, **kwargs)
+
+    def start(
+        self, command: Any = "cat -u", body: bytes = BODY, session: Any = None, **kwargs: Any
+    ) -> tuple[Any, MessageStream, Any]:
+        """
+        Deliver C{body} whole; return the result, the stream and the
+        process started for it.
+        """
+        handler = self.handler(command, **kwargs)
         self.upstream = Upstream()
         stream = MessageStream(upstream=self.upstream, maxBuffer=10)
-        d = handler.onData(stream, makeSession())
+        d = handler.onData(stream, session or makeSession())
+        feed(stream, body)
         return d, stream, self.reactor.spawned[0][3]
 
     def test_interface(self) -> None:
@@ -131,7 +169,10 @@ class PipeUnitTests(SynchronousTestCase):
             {
                 "OUT": "/tmp/x",
                 "SENDER": "alice@example.com",
-                "RECIPIENT": "bob@example.org carol@example.net",
+                "RECIPIENT": "bob@example.org\ncarol@example.net",
+                "RECIPIENT_COUNT": "2",
+                "RECIPIENT_0": "bob@example.org",
+                "RECIPIENT_1": "carol@example.net",
                 "ORIGINAL_RECIPIENT": "bob@example.org",
                 "CLIENT_ADDRESS": "192.0.2.1",
                 "CLIENT_HELO": "helo.example",
@@ -140,31 +181,148 @@ class PipeUnitTests(SynchronousTestCase):
         )
         self.assertEqual(env["PATH"], os.environ.get("PATH", os.defpath))
 
-    def test_flowControl(self) -> None:
+    def test_startsOnceMessageWhole(self) -> None:
         """
-        The stream is the streaming producer of the process's standard
-        input: while the pipe is full nothing is written, and the client is
-        paused once the stream holds too much.  At the end standard input
-        is closed.
+        The command is not started while the body arrives; once it has ended
+        whole, the command starts with the whole body as its standard input.
         """
-        d, stream, process = self.start()
-        self.assertIs(process.producer, stream)
-        self.assertTrue(process.streaming)
+        handler = self.handler()
+        stream = MessageStream()
+        d = handler.onData(stream, makeSession())
         stream._write(b"first\r\n")
-        stream.pauseProducing()
         stream._write(b"second line\r\n")
-        self.assertEqual(process.stdin, [b"first\r\n"])
-        self.assertTrue(self.upstream.paused)
-        stream.resumeProducing()
-        self.assertFalse(self.upstream.paused)
-        self.assertFalse(process.stdinClosed)
+        self.assertEqual(self.reactor.spawned, [])
         stream._finish()
-        self.assertEqual(b"".join(process.stdin), b"first\r\nsecond line\r\n")
-        self.assertTrue(process.stdinClosed)
-        self.assertIsNone(process.producer)
+        self.assertEqual(self.reactor.stdin, [b"first\r\nsecond line\r\n"])
+        process = self.reactor.spawned[0][3]
         self.assertNoResult(d)
         process.exit(0)
         self.assertEqual(self.successResultOf(d), "OK: delivered to cat")
+
+    def test_largeBodySpooled(self) -> None:
+        """
+        A body larger than the spool threshold is written to the spool file
+        as it arrives and reaches the command whole.
+        """
+        body = b"0123456789abcdef" * 65536
+        d, stream, process = self.start(body=body)
+        self.assertEqual(self.reactor.stdin, [body])
+        process.exit(0)
+        self.successResultOf(d)
+
+    def test_pipeRefusedMessageNeverRuns(self) -> None:
+        """
+        A message the client is told was refused, for a bare LF (550) or
+        for its size (552), never reaches the command: it is not started.
+        """
+        for options, body, reply in [
+            ({}, b"Subject: x\r\n\nbare\r\n.\r\n", replies.BARE_NEWLINE),
+            ({"size": 100}, b"x" * 200 + b"\r\n.\r\n", replies.SIZE_EXCEEDED),
+        ]:
+            handler = self.handler(["cat"])
+            session = memorySession(
+                handler,
+                ServerOptions(name="mx.example.com", disableReverseLookup=True, **options),
+            )
+            session.send(
+                b"EHLO c\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n"
+            )
+            self.assertEqual(session.send(body), reply)
+            self.assertEqual(self.reactor.spawned, [])
+
+    def test_pipeRecipientsUnambiguous(self) -> None:
+        """
+        A quoted local part holding spaces and another address cannot make
+        that address appear as a recipient: each recipient is one argument
+        where the command says C{${recipient}}, one C{RECIPIENT_<n>}
+        variable, and one line of C{RECIPIENT}.
+        """
+        tricky = '"x victim@evil.example y"@example.org'
+        envelope = Envelope(
+            mailFrom=Address("alice@example.com"),
+            rcptTo=[Address(tricky), Address("bob@example.org")],
+        )
+        d, stream, process = self.start(
+            "cat -f ${sender} -- ${recipient}",
+            session=makeSession(envelope=envelope),
+        )
+        executable, args, env, process = self.reactor.spawned[0]
+        self.assertEqual(
+            args,
+            [
+                "cat",
+                "-f",
+                "alice@example.com",
+                "--",
+                tricky,
+                "bob@example.org",
+            ],
+        )
+        self.assertNotIn("victim@evil.example", args)
+        self.assertEqual(
+            (env["RECIPIENT_COUNT"], env["RECIPIENT_0"], env["RECIPIENT_1"]),
+            ("2", tricky, "bob@example.org"),
+        )
+        self.assertEqual(env["RECIPIENT"].split("\n"), [tricky, "bob@example.org"])
+        self.assertNotIn("RECIPIENT_2", env)
+        process.exit(0)
+        self.successResultOf(d)
+
+    def test_placeholderMustBeWholeArgument(self) -> None:
+        """
+        A placeholder inside a longer argument (a C{sh -c} script, an
+        C{--option=}) is refused at construction: an address substituted
+        into a script could run as code.
+        """
+        for command in [
+            "sh -c 'deliver ${recipient}'",
+            "cat --to=${recipient}",
+            "cat -f${sender}",
+        ]:
+            self.assertRaises(ValueError, PipeHandler, command)
+
+    def test_pipeHyphenRefused(self) -> None:
+        """
+        A sender or recipient beginning with C{-}, quoted or not, is refused
+        with 553 (5.1.7, 5.1.3) and one log line each; a hyphen elsewhere and
+        the null sender are accepted.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        handler = self.handler()
+        session = makeSession()
+        for sender in ["-oQ/tmp/x@example.com", '"-f"@example.com']:
+            error = self.assertRaises(SMTPError, handler.onMailFrom, Address(sender), session)
+            self.assertEqual((error.code, error.enhanced), (553, "5.1.7"))
+        for rcpt in ["-bob@example.org", '"-x y"@example.org']:
+            error = self.assertRaises(SMTPError, handler.onRcptTo, Address(rcpt), session)
+            self.assertEqual((error.code, error.enhanced), (553, "5.1.3"))
+        self.assertEqual(len(events), 4)
+        self.assertEqual(
+            formatEvent(events[0]),
+            "s1d sender '-oQ/tmp/x@example.com' refused: begins with a hyphen",
+        )
+        self.assertIsNone(handler.onMailFrom(Address(""), session))
+        self.assertIsNone(handler.onMailFrom(Address("a-b@example.com"), session))
+        self.assertIsNone(handler.onRcptTo(Address("b-@example.org"), session))
+
+    def test_spoolFailure(self) -> None:
+        """
+        A spool that cannot be written answers 452 (disk full), logs it and
+        starts nothing.
+        """
+
+        def full(directory: str | None) -> Any:
+            raise OSError(28, "No space left on device")
+
+        self.patch(_spool, "_createSpool", full)
+        handler = self.handler()
+        stream = MessageStream()
+        d = handler.onData(stream, makeSession())
+        feed(stream, b"x" * 300000)
+        error = self.failureResultOf(d, SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (452, "4.3.1"))
+        self.assertEqual(self.reactor.spawned, [])
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
 
     def test_tempfail(self) -> None:
         """
@@ -172,7 +330,6 @@ class PipeUnitTests(SynchronousTestCase):
         standard error.
         """
         d, stream, process = self.start()
-        feed(stream, BODY)
         process.protocol.errReceived(b"\nmailbox is locked\nmore\n")
         process.exit(75)
         error = self.failureResultOf(d, SMTPError).value
@@ -186,7 +343,6 @@ class PipeUnitTests(SynchronousTestCase):
         standard error is sanitised and cut to 200 characters.
         """
         d, stream, process = self.start()
-        feed(stream, BODY)
         process.protocol.errReceived(b"bad\x1b[31m " + b"x" * 300 + b"\n")
         process.exit(2)
         error = self.failureResultOf(d, SMTPError).value
@@ -201,31 +357,29 @@ class PipeUnitTests(SynchronousTestCase):
         A command killed by a signal is a permanent failure.
         """
         d, stream, process = self.start()
-        feed(stream, BODY)
         process.exit(None, 11)
         error = self.failureResultOf(d, SMTPError).value
         self.assertEqual(error.code, 554)
         self.assertIn("signal 11", error.message)
 
-    def test_streamFailureKills(self) -> None:
+    def test_streamFailureStartsNothing(self) -> None:
         """
-        When the body does not arrive whole the command is killed, and the
-        stream's failure is passed on once it has exited.
+        When the body does not arrive whole no command is started, and the
+        stream's failure is passed on.
         """
-        d, stream, process = self.start()
-        stream._write(b"partial")
+        handler = self.handler()
+        stream = MessageStream()
+        d = handler.onData(stream, makeSession())
+        stream._write(b"partial" * 100000)
         stream._fail(ConnectionLost())
-        self.assertEqual(process.signals, ["KILL"])
-        self.assertNoResult(d)
-        process.exit(None, 9)
         self.failureResultOf(d, ConnectionLost)
+        self.assertEqual(self.reactor.spawned, [])
 
     def test_timeout(self) -> None:
         """
         A command running longer than C{timeout} is killed: 451.
         """
         d, stream, process = self.start(timeout=60)
-        feed(stream, BODY)
         self.reactor.advance(59)
         self.assertEqual(process.signals, [])
         self.reactor.advance(1)
@@ -297,9 +451,33 @@ class PipeProcessTests(TestCase):
         await self.deliver(["sh", "-c", script])
         self.assertEqual(
             self.read(),
-            b"alice@example.com|bob@example.org carol@example.net|bob@example.org"
+            b"alice@example.com|bob@example.org\ncarol@example.net|bob@example.org"
             b"|192.0.2.1|helo.example|s1d",
         )
+
+    async def test_recipientArguments(self) -> None:
+        """
+        A real command gets one argument per recipient for C{${recipient}}
+        and each recipient in its own variable.
+        """
+        script = 'printf "%s|" "$@" "$RECIPIENT_COUNT" "$RECIPIENT_0" "$RECIPIENT_1" > "$OUT"'
+        await self.deliver(["sh", "-c", script, "sh", "${recipient}"])
+        self.assertEqual(
+            self.read(),
+            b"bob@example.org|carol@example.net|2|bob@example.org|carol@example.net|",
+        )
+
+    async def test_backgroundChildDoesNotHoldReply(self) -> None:
+        """
+        A command that exits 0 leaving a background process with its output
+        pipes open is answered 250 at once, not when that process ends nor
+        at the timeout.
+        """
+        handler = PipeHandler(["sh", "-c", "(sleep 25 &); exit 0"], timeout=20, reactor=reactor)
+        stream = MessageStream()
+        d = handler.onData(stream, makeSession())
+        feed(stream, BODY)
+        self.assertEqual(await d, "OK: delivered to sh")
 
     async def test_tempfail(self) -> None:
         """

@@ -10,15 +10,21 @@ import io
 
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IConsumer, IProducer, IPushProducer
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import EventLoggingObserver, StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from tests import replies
 from twisted_smtpd._errors import SMTPError
-from twisted_smtpd._stream import MessageStream
+from twisted_smtpd._options import ServerOptions
+from twisted_smtpd._session import Session
+from twisted_smtpd._stream import COLLECT_LIMIT, MessageStream
+from twisted_smtpd.handlers import BaseHandler
 from twisted_smtpd.interfaces import IMessageStream
+from twisted_smtpd.testing import MessageRecorder, memorySession
 
 
 @implementer(IPushProducer)
@@ -514,3 +520,117 @@ class ConsumerMethodTests(SynchronousTestCase):
         stream._finish()
         self.assertEqual(self.successResultOf(d), b"a")
         self.assertEqual(stream.byteLength, 1)
+
+
+class CollectLimitTests(SynchronousTestCase):
+    """
+    C{collect} keeps at most C{maxBytes} in memory.
+    """
+
+    def test_collectLimitExceeded(self) -> None:
+        """
+        A body passing C{maxBytes} fails C{collect} with a 552 5.3.4
+        L{SMTPError}, drops what was gathered, discards the rest, resumes a
+        paused upstream and logs one line naming the limit.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        upstream = FakeUpstream()
+        stream = MessageStream(upstream, maxBuffer=2)
+        stream._write(b"abc")
+        d = stream.collect(maxBytes=5)
+        stream._write(b"def")
+        failure = self.failureResultOf(d, SMTPError)
+        self.assertEqual((failure.value.code, failure.value.enhanced), (552, "5.3.4"))
+        self.assertEqual(upstream.events, ["pause", "resume"])
+        stream._write(b"more")
+        stream._finish()
+        self.assertEqual(stream.byteLength, 10)
+        self.assertEqual(stream._buffered, 0)
+        lines = [formatEvent(e) for e in events]
+        self.assertEqual(lines, ["Message body refused: more than 5 bytes to collect in memory"])
+
+    def test_collectAtLimit(self) -> None:
+        """
+        A body of exactly C{maxBytes} is collected.
+        """
+        stream = MessageStream()
+        d = stream.collect(maxBytes=6)
+        stream._write(b"abc")
+        stream._write(b"def")
+        stream._finish()
+        self.assertEqual(self.successResultOf(d), b"abcdef")
+
+    def test_collectDefaultLimit(self) -> None:
+        """
+        Without C{maxBytes} the limit is L{COLLECT_LIMIT}, the server's
+        default size limit: one byte more is refused.
+        """
+        self.assertEqual(COLLECT_LIMIT, ServerOptions().size)
+        chunk = b"x" * 65536
+        stream = MessageStream()
+        d = stream.collect()
+        for _ in range(COLLECT_LIMIT // len(chunk)):
+            stream._write(chunk)
+        stream._write(b"x" * (COLLECT_LIMIT % len(chunk)))
+        self.assertNoResult(d)
+        stream._write(b"!")
+        self.failureResultOf(d, SMTPError)
+
+    def test_collectNoLimit(self) -> None:
+        """
+        C{maxBytes=0} lifts the limit; a negative one is refused.
+        """
+        stream = MessageStream()
+        d = stream.collect(maxBytes=0)
+        stream._write(b"x" * (COLLECT_LIMIT + 1))
+        stream._finish()
+        self.assertEqual(len(self.successResultOf(d)), COLLECT_LIMIT + 1)
+        self.assertRaises(ValueError, MessageStream().collect, -1)
+
+    def test_collectLimitReply(self) -> None:
+        """
+        A handler passing on the failure of C{collect} makes the message's
+        reply 552 5.3.4, even with the server's size limit lifted.
+        """
+
+        class Collecting(BaseHandler):
+            def onData(self, stream: IMessageStream, session: Session) -> object:
+                return stream.collect(maxBytes=10)
+
+        session = memorySession(
+            Collecting(), ServerOptions(name="mx.test", size=0, disableReverseLookup=True)
+        )
+        session.send(b"EHLO c\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+        self.assertEqual(
+            session.send(b"0123456789\r\nmore\r\n.\r\n"),
+            b"552 5.3.4 Error: message too big to be held in memory\r\n",
+        )
+        self.flushLoggedErrors()
+
+
+class DefaultSizeTests(SynchronousTestCase):
+    """
+    The server's size limit is finite by default.
+    """
+
+    def test_defaultSize(self) -> None:
+        """
+        L{ServerOptions.size} defaults to Postfix's 10,240,000 bytes; 0 still
+        means no limit.
+        """
+        self.assertEqual(ServerOptions().size, 10_240_000)
+        self.assertEqual(ServerOptions(size=0).size, 0)
+
+    def test_defaultSizeRefuses(self) -> None:
+        """
+        With the default options a message one byte over the default limit
+        is refused with 552 and never reaches the handler's C{collect}.
+        """
+        recorder = MessageRecorder()
+        session = memorySession(recorder, ServerOptions(name="mx.test", disableReverseLookup=True))
+        session.send(b"EHLO c\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+        line = b"x" * 998 + b"\r\n"
+        for _ in range(10_240_000 // len(line) + 1):
+            self.assertEqual(session.send(line), b"")
+        self.assertEqual(session.send(b".\r\n"), replies.SIZE_EXCEEDED)
+        self.assertEqual(recorder.messages, [])

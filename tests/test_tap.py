@@ -97,6 +97,15 @@ class OptionsTests(SynchronousTestCase):
         options = config["serverOptions"]
         self.assertEqual(options, ServerOptions(name=options.name))
 
+    def test_sizeDefault(self) -> None:
+        """
+        C{--size} defaults to L{ServerOptions}' finite 10,240,000 bytes,
+        shown in C{--help}; C{--size 0} still means no limit.
+        """
+        self.assertEqual(parse("--maildir", self.maildir)["serverOptions"].size, 10_240_000)
+        self.assertEqual(parse("--maildir", self.maildir, "--size", "0")["serverOptions"].size, 0)
+        self.assertIn("[default: 10240000]", " ".join(str(_tap.Options()).split()))
+
     def test_defaultMaildir(self) -> None:
         """
         Without a delivery flag, messages go to C{./Maildir}, which is
@@ -163,6 +172,7 @@ class OptionsTests(SynchronousTestCase):
             "--relay-auth=",
             "--lmtp-to=",
             "--pipe=",
+            "--pipe-spool=",
             "--handler=",
             "--handler-option=",
             "--config=",
@@ -697,6 +707,21 @@ class DeliveryFlagTests(SynchronousTestCase):
         self.assertIsInstance(handler, PipeHandler)
         self.assertEqual(handler.argv, ["sh", "-c", 'cat > "$OUT"'])
         self.assertIn("no-such-program", self.assertUsageError("--pipe", "no-such-program -x"))
+
+    def test_pipeSpool(self) -> None:
+        """
+        C{--pipe-spool DIR} is where the pipe delivery spools messages
+        (C{TMPDIR} without it); a directory where no file can be made is a
+        usage error, and the flag needs C{--pipe}.
+        """
+        self.assertIsNone(parse("--pipe", "cat")["handler"].spoolDirectory)
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        handler = parse("--pipe", "cat", "--pipe-spool", directory)["handler"]
+        self.assertEqual(handler.spoolDirectory, directory)
+        missing = os.path.join(directory, "missing")
+        self.assertIn("missing", self.assertUsageError("--pipe", "cat", "--pipe-spool", missing))
+        self.assertIn("--pipe", self.assertUsageError("--sink", "--pipe-spool", directory))
 
     def test_handler(self) -> None:
         """

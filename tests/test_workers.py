@@ -9,10 +9,21 @@ import os
 import socket
 
 from twisted.internet import reactor
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import EventLoggingObserver, MemoryReactor
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_smtpd._tap import Options
-from twisted_smtpd._workers import INHERITED, bindListener, inheritedListeners
+from twisted_smtpd._workers import (
+    INHERITED,
+    PARENT_PIPE,
+    ParentWatch,
+    bindListener,
+    inheritedListeners,
+    parentPipe,
+)
 
 
 class BindTests(SynchronousTestCase):
@@ -89,3 +100,67 @@ class OptionTests(SynchronousTestCase):
         from twisted.python.usage import UsageError
 
         self.assertRaises(UsageError, Options().parseOptions, ["--workers", "0", "--sink"])
+
+
+class ParentWatchTests(SynchronousTestCase):
+    """
+    L{ParentWatch}: a worker stops when the pipe from its parent ends.
+    """
+
+    def watch(self) -> tuple[ParentWatch, MemoryReactor, int]:
+        readEnd, writeEnd = os.pipe()
+        self.addCleanup(os.close, readEnd)
+        memory = MemoryReactor()
+        memory.running = True
+        watch = ParentWatch(readEnd, reactor=memory)
+        watch.startService()
+        return watch, memory, writeEnd
+
+    def test_parentGoneStopsReactor(self) -> None:
+        """
+        The end of the pipe (the parent's end closed, as when it is killed)
+        stops the reactor and logs one line; before that, nothing happens.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        watch, memory, writeEnd = self.watch()
+        (reader,) = memory.getReaders()
+        reader.doRead()  # type: ignore[attr-defined]
+        self.assertFalse(watch.parentGone)
+        self.assertFalse(memory.hasStopped)
+        os.close(writeEnd)
+        reader.doRead()  # type: ignore[attr-defined]
+        self.assertTrue(watch.parentGone)
+        self.assertTrue(memory.hasStopped)
+        self.assertEqual(memory.getReaders(), [])
+        self.assertEqual(len(events), 1)
+        self.assertIn("Parent process gone", formatEvent(events[0]))
+
+    def test_hangUpStopsReactor(self) -> None:
+        """
+        A reactor that reports the hang-up as a lost connection (epoll does,
+        for a pipe whose other end closed) stops the reactor too, once.
+        """
+        watch, memory, writeEnd = self.watch()
+        os.close(writeEnd)
+        (reader,) = memory.getReaders()
+        reader.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
+        reader.doRead()  # type: ignore[attr-defined]
+        self.assertTrue(watch.parentGone)
+        self.assertTrue(memory.hasStopped)
+
+    def test_stopServiceStopsWatching(self) -> None:
+        """
+        Stopping the service removes the reader.
+        """
+        watch, memory, writeEnd = self.watch()
+        self.addCleanup(os.close, writeEnd)
+        watch.stopService()
+        self.assertEqual(memory.getReaders(), [])
+
+    def test_parentPipeVariable(self) -> None:
+        """
+        L{parentPipe} reads the descriptor number a worker was given.
+        """
+        self.assertEqual(parentPipe({PARENT_PIPE: "5"}), 5)
+        self.assertIsNone(parentPipe({}))
+        self.assertIsNone(parentPipe({PARENT_PIPE: "x"}))

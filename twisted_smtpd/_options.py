@@ -117,6 +117,11 @@ def _checkHelo(instance: object, attribute: Any, value: str) -> None:
         raise ValueError("heloResponse must hold two %s placeholders") from e
 
 
+#: The default message size limit in bytes: Postfix's C{message_size_limit}
+#: default, about 10 MB.
+DEFAULT_SIZE = 10_240_000
+
+
 @frozen(kw_only=True)
 class ServerOptions:
     """
@@ -128,6 +133,9 @@ class ServerOptions:
     @ivar heloResponse: The 250 text for HELO/EHLO, with two C{%s}: the
         server's name and the client's.
     @ivar size: The largest message accepted in bytes; 0 for no limit.
+        L{DEFAULT_SIZE} (10,240,000 bytes, Postfix's C{message_size_limit})
+        by default, so that a handler keeping a message in memory is
+        bounded unless the limit is lifted on purpose.
     @ivar hideSize: Do not advertise SIZE (the limit still applies).
     @ivar lmtp: Speak LMTP (RFC 2033) instead of SMTP.
     @ivar certificate: Path of the PEM certificate chain for TLS.
@@ -177,7 +185,7 @@ class ServerOptions:
     name: str = field(factory=_defaultName, validator=_noLineBreak)
     banner: str | None = field(default=None, validator=_noLineBreak)
     heloResponse: str = field(default="%s Nice to meet you, %s", validator=_checkHelo)
-    size: int = field(default=0, validator=_nonNegative)
+    size: int = field(default=DEFAULT_SIZE, validator=_nonNegative)
     hideSize: bool = False
     lmtp: bool = False
     certificate: str | None = None

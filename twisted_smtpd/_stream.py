@@ -12,10 +12,17 @@ from typing import Protocol, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_smtpd._errors import SMTPError
+from twisted_smtpd._options import DEFAULT_SIZE
 from twisted_smtpd.interfaces import IMessageStream
+
+#: How many bytes L{MessageStream.collect} gathers by default: the server's
+#: default size limit.
+COLLECT_LIMIT = DEFAULT_SIZE
 
 _T = TypeVar("_T")
 
@@ -64,6 +71,8 @@ class MessageStream:
         (L{_fail}).
     @ivar attached: Whether a consumer method was called.
     """
+
+    _log = Logger()
 
     def __init__(self, upstream: IPushProducer | None = None, maxBuffer: int = 262144) -> None:
         """
@@ -153,23 +162,45 @@ class MessageStream:
             self._flush()
         return d
 
-    def collect(self) -> Deferred[bytes]:
+    def collect(self, maxBytes: int = COLLECT_LIMIT) -> Deferred[bytes]:
         """
-        Gather the whole body in memory.  For small messages only: the
-        server's size limit (L{ServerOptions.size}) is the only bound.
+        Gather the whole body in memory, at most C{maxBytes} of it.  For
+        small messages only; L{pipe} and L{pipeToFile} stream any size.
 
+        A body growing past C{maxBytes} is refused: what was gathered is
+        dropped, the rest is discarded as it arrives, one line is logged and
+        the L{Deferred} fails with a 552 5.3.4 L{SMTPError}, which becomes
+        the reply when the handler passes it on.
+
+        @param maxBytes: The most bytes kept; L{COLLECT_LIMIT} (the server's
+            default size limit, 10,240,000) by default, 0 for no limit.
         @return: A L{Deferred} firing with the body, or failing if it does
-            not arrive whole.
+            not arrive whole or is too big.
         @raise RuntimeError: If a consumer was already attached.
+        @raise ValueError: If C{maxBytes} is negative.
         """
+        if maxBytes < 0:
+            raise ValueError(f"maxBytes must not be negative: {maxBytes}")
         self._checkNotAttached()
         d: Deferred[bytes] = Deferred()
         parts: list[bytes] = []
+        kept = [0]
+
+        def keep(chunk: bytes) -> None:
+            kept[0] += len(chunk)
+            if maxBytes and kept[0] > maxBytes:
+                parts.clear()
+                self._log.warn(
+                    "Message body refused: more than {limit} bytes to collect in memory",
+                    limit=maxBytes,
+                )
+                raise SMTPError(552, "Error: message too big to be held in memory", "5.3.4")
+            parts.append(chunk)
 
         def done() -> None:
             d.callback(b"".join(parts))
 
-        if self._attach(parts.append, done, d.errback, d):
+        if self._attach(keep, done, d.errback, d):
             self._flush()
         return d
 

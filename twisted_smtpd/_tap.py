@@ -39,7 +39,13 @@ from twisted_smtpd._tapconfig import (
     reason,
 )
 from twisted_smtpd._tls import ServerTLS
-from twisted_smtpd._workers import WorkerPool, bindListener, inheritedListeners
+from twisted_smtpd._workers import (
+    ParentWatch,
+    WorkerPool,
+    bindListener,
+    inheritedListeners,
+    parentPipe,
+)
 from twisted_smtpd.interfaces import ISMTPHandler
 
 DEFAULT_LISTEN = "tcp:2525:interface=127.0.0.1"
@@ -85,6 +91,7 @@ _MODIFIERS = {
     "relay-password": "relay",
     "relay-auth": "relay",
     "handler-option": "handler",
+    "pipe-spool": "pipe",
 }
 
 # Options that may be given several times (a list in a configuration file).
@@ -171,7 +178,11 @@ class Options(AuthOptionMixin, usage.Options):
         ["auth-optional", None, "With --auth, accept mail without AUTH too."],
         ["no-reverse-lookup", None, "Do not look up the client's host name."],
         ["quiet", None, "No log line per connection and message (errors are still logged)."],
-        ["maildir-per-recipient", None, "Store a copy per recipient in PATH/DOMAIN/LOCALPART/."],
+        [
+            "maildir-per-recipient",
+            None,
+            "Store a copy per recipient in PATH/domains/DOMAIN/LOCALPART/.",
+        ],
         ["maildir-trace", None, "Prepend Return-Path: and Received: to stored messages."],
         ["relay-insecure", None, "Relay without verifying the relay's certificate."],
     ]
@@ -179,7 +190,12 @@ class Options(AuthOptionMixin, usage.Options):
     optParameters = [
         ["hostname", None, None, "The server's name in greetings [default: this host's FQDN]."],
         ["banner", None, None, "Extra text for the 220 greeting."],
-        _numeric("size", int, False, "Largest message accepted, in bytes; 0 for no limit."),
+        _numeric(
+            "size",
+            int,
+            False,
+            "Largest message accepted, in bytes (Postfix's default); 0 for no limit.",
+        ),
         _numeric("max-clients", int, False, "Concurrent connections; 0 for no limit."),
         _numeric("socket-timeout", float, True, "Seconds of client silence before 421."),
         _numeric("close-timeout", float, False, "Seconds a stopping server waits for mail."),
@@ -211,6 +227,7 @@ class Options(AuthOptionMixin, usage.Options):
         ["relay-auth", None, None, "USER:PASSWORD for AUTH at the relay."],
         ["lmtp-to", None, None, "Deliver every message over LMTP to this client endpoint."],
         ["pipe", None, None, "Pipe every message into this command (split like a shell)."],
+        ["pipe-spool", None, None, "Where --pipe spools messages [default: $TMPDIR]."],
         ["handler", None, None, "Use the handler made by MODULE:CALLABLE(**handler-options)."],
         [
             "log-format",
@@ -535,6 +552,9 @@ def makeService(config: Options) -> SMTPDaemon | WorkerPool:
     inherited = config.get("inherited") or []
     for fileno, family, description in inherited:
         server.addInherited(description, fileno, family)
+    pipe = parentPipe() if inherited else None
+    if pipe is not None:
+        ParentWatch(pipe).setServiceParent(server)
     if not inherited:
         for description in config["listen"]:
             server.addEndpoint(description)

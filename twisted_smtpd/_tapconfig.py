@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import tempfile
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from importlib import import_module
@@ -191,8 +192,10 @@ def _mbox(config: Mapping[str, Any], path: str, options: ServerOptions) -> ISMTP
     from twisted_smtpd.handlers.mbox import MboxHandler
 
     handler = MboxHandler(path)
-    # Fail now, not at the first message, if the file cannot be written.
+    # Fail now, not at the first message, if the file cannot be written or
+    # its directory cannot hold the spool files.
     os.close(os.open(handler.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    tempfile.TemporaryFile(dir=os.path.dirname(handler.path)).close()
     return handler
 
 
@@ -248,7 +251,11 @@ def _lmtpTo(config: Mapping[str, Any], endpoint: str, options: ServerOptions) ->
 def _pipe(config: Mapping[str, Any], command: str, options: ServerOptions) -> ISMTPHandler:
     from twisted_smtpd.handlers.pipe import PipeHandler
 
-    return PipeHandler(command)
+    spool = config["pipe-spool"]
+    if spool is not None:
+        # Fail now, not at the first message, if spool files cannot be made.
+        tempfile.TemporaryFile(dir=spool).close()
+    return PipeHandler(command, spoolDirectory=spool)
 
 
 def _custom(config: Mapping[str, Any], spec: str, options: ServerOptions) -> ISMTPHandler:

@@ -12,6 +12,14 @@ C{twistd smtpd} again, run with the same options, that adopts its sockets
 parent meanwhile, so connections wait in the backlog rather than being
 refused.  SIGTERM (stopping the service) sends SIGTERM to every worker, which
 closes gracefully, and waits for them.
+
+Workers never outlive their parent: each is handed the reading end of a pipe
+whose writing end only the parent holds (L{PARENT_PIPE} names it).  When the
+parent dies, even by SIGKILL (the OOM killer), the kernel closes that end,
+the worker reads end-of-file (L{ParentWatch}) and stops: it stops accepting
+at once, lets its transactions finish within the close timeout, and exits.
+Unlike Linux's C{PR_SET_PDEATHSIG}, a pipe works on every POSIX system and
+cannot miss a parent that died before the worker started watching.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from contextlib import suppress
 from typing import Any
 
 from twisted.application.service import Service
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import ProcessExitedAlready
@@ -39,6 +48,10 @@ from twisted_smtpd._server import splitDescription
 #: The environment variable that hands a worker its sockets:
 #: C{fd,family,description} entries separated by newlines.
 INHERITED = "TWISTED_SMTPD_INHERITED"
+
+#: The environment variable naming the worker's end of the pipe from its
+#: parent (a file descriptor number).
+PARENT_PIPE = "TWISTED_SMTPD_PARENT_PIPE"
 
 _RUN_TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
 
@@ -206,8 +219,12 @@ class WorkerPool(Service):
             childFDs[fd] = s.fileno()
             lines.append(f"{fd},{int(s.family)},{spec.description}")
             fd += 1
+        # The worker watches this pipe; only this process holds its other
+        # end, so the worker reads end-of-file once this process is gone.
+        childFDs[fd] = "w"
         env = dict(os.environ)
         env[INHERITED] = "\n".join(lines)
+        env[PARENT_PIPE] = str(fd)
         argv = [sys.executable, "-c", _RUN_TWISTD, *self._arguments]
         protocol = _Worker(self, index)
         process = self.reactor.spawnProcess(
@@ -268,3 +285,99 @@ class WorkerPool(Service):
 
     def _killAll(self) -> None:
         self.signalWorkers("KILL")
+
+
+def parentPipe(environ: dict[str, str] | None = None) -> int | None:
+    """
+    The descriptor of the pipe from a worker's parent, or C{None} outside a
+    worker.
+    """
+    value = (environ if environ is not None else os.environ).get(PARENT_PIPE, "")
+    return int(value) if value.isdigit() else None
+
+
+class _PipeReader(FileDescriptor):
+    """
+    Reads the pipe from the parent, which never writes: any end of it means
+    the parent is gone.
+    """
+
+    def __init__(self, fd: int, gone: Any, reactor: Any) -> None:
+        super().__init__(reactor)
+        self._fd = fd
+        self._gone = gone
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def doRead(self) -> Any:
+        try:
+            data = os.read(self._fd, 4096)
+        except BlockingIOError:
+            return None
+        except OSError:
+            data = b""
+        if not data:
+            self.stopReading()
+            self._gone()
+        return None
+
+    def connectionLost(self, reason: Failure) -> None:
+        """
+        The reactor saw the pipe hang up (the parent's end closed) without
+        anything to read: the parent is gone.
+        """
+        self.stopReading()
+        self._gone()
+
+
+class ParentWatch(Service):
+    """
+    In a worker: stop the reactor (a graceful stop: listeners close at once,
+    transactions get the close timeout) when the parent is gone, which the
+    pipe from it says by its end.
+
+    @ivar parentGone: Whether the parent was seen gone.
+    """
+
+    _log = Logger()
+
+    def __init__(self, fd: int, *, reactor: Any = None) -> None:
+        """
+        @param fd: The worker's end of the pipe from its parent.
+        @param reactor: The reactor (the global one by default).
+        """
+        self._fd = fd
+        self._reactor = reactor
+        self._reader: _PipeReader | None = None
+        self.parentGone = False
+
+    def startService(self) -> None:
+        """
+        Watch the pipe.
+        """
+        super().startService()
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        os.set_blocking(self._fd, False)
+        self._reader = _PipeReader(self._fd, self._gone, self._reactor)
+        self._reader.startReading()
+
+    def stopService(self) -> None:
+        """
+        Stop watching.
+        """
+        super().stopService()
+        if self._reader is not None:
+            self._reader.stopReading()
+            self._reader = None
+
+    def _gone(self) -> None:
+        if self.parentGone:
+            return
+        self.parentGone = True
+        self._log.warn("Parent process gone; this worker stops (pid {pid})", pid=os.getpid())
+        if self._reactor.running:
+            self._reactor.stop()

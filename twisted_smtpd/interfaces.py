@@ -125,10 +125,13 @@ class IMessageStream(Interface):
         @return: A L{Deferred} as for L{pipe}.
         """
 
-    def collect() -> object:
+    def collect(maxBytes: int = ...) -> object:
         """
         Gather the whole body in memory: for small messages only.
 
+        @param maxBytes: The most bytes gathered (10,240,000 by default, 0
+            for no limit); a bigger body fails the L{Deferred} with a 552
+            L{twisted_smtpd.SMTPError} and the rest is discarded.
         @return: A L{Deferred} that fires with the body as C{bytes}.
         """
 

@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import smtplib
+import socket
 import threading
 import time
 
@@ -131,3 +132,52 @@ class WorkersTests(SynchronousTestCase):
             self.assertEqual(data, sent[messageId])
             stored[messageId] = data
         self.assertEqual([m for m in acknowledged if m not in stored], [])
+
+
+def running(pid: int) -> bool:
+    """
+    Whether process C{pid} exists and is not a zombie waiting to be reaped.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != b"Z"
+
+
+class ParentDeathTests(SynchronousTestCase):
+    #: How long the workers may outlive their parent, in seconds.
+    exitBound = 15.0
+
+    def test_workersExitWhenParentKilled(self) -> None:
+        """
+        When the parent is killed with SIGKILL (as the OOM killer does), each
+        worker logs that its parent is gone and exits within
+        C{exitBound} seconds, and the port then refuses connections.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        server = TwistdServer(["--workers", "2", "--sink", "--no-reverse-lookup"], directory)
+        self.addCleanup(server.kill)
+        port = server.start()
+        server.waitForLog("Starting factory", count=2)
+        pids = list(WorkersTests.workerPids(WorkersTests(), server).values())
+        self.assertEqual(len(pids), 2)
+
+        def killWorkers() -> None:
+            for pid in pids:
+                if running(pid):
+                    os.kill(pid, signal.SIGKILL)
+
+        self.addCleanup(killWorkers)
+        with smtplib.SMTP("127.0.0.1", port, timeout=CLIENT_TIMEOUT) as smtp:
+            self.assertEqual(smtp.noop()[0], 250)
+        os.kill(server.pid, signal.SIGKILL)
+        server.waitForLog("Parent process gone", count=2, timeout=self.exitBound)
+        deadline = time.monotonic() + self.exitBound
+        while any(running(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual([pid for pid in pids if running(pid)], [], server.output[-3000:])
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT).close()

@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import time
+import unicodedata
 from email.utils import formatdate
 
 from twisted_smtpd._errors import SMTPError
@@ -21,6 +22,16 @@ _counter = itertools.count(1)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _QUOTED_PAIR = re.compile(r"\\(.)")
 _MAX_NAME = 255
+# Unicode categories never allowed in a directory name: controls, format
+# characters (bidirectional overrides, zero-width joiners), surrogates,
+# private use, unassigned code points, line and paragraph separators.
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+#: The directory under a per-recipient Maildir's root that holds one
+#: directory per domain.  Keeping the domains out of the root itself means no
+#: domain (C{tmp}, C{new}, C{cur}, C{.Sent}, ...) can name one of the root
+#: Maildir's own folders.
+DOMAINS = "domains"
 
 
 def _uniqueName(hostname: str | None = None) -> str:
@@ -68,17 +79,29 @@ def _traceHeaderLines(session: Session, name: str) -> bytes:
 
 def _safeName(text: str) -> str | None:
     """
-    C{text} lower-cased as one directory name, or C{None} when it cannot be
-    one safely: empty, a leading dot (so C{.} and C{..} too), a C{/}, a
-    control character, or longer than 255 bytes.
+    C{text} as one directory name, or C{None} when it cannot be one safely.
+
+    The name is normalised first (Unicode NFKC, then lower-cased, then NFKC
+    again), so that names differing only in case or in compatibility forms
+    (full-width letters, ligatures, the Kelvin sign, full-width dots) share
+    one directory.  The result is refused when it is empty, begins with a
+    dot (so C{.} and C{..} too), holds a C{/} or a backslash, holds a
+    control, format, private-use, unassigned or separator character, or is
+    longer than 255 bytes in UTF-8.
     """
-    name = text.lower()
+    try:
+        name = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).lower())
+        encoded = name.encode("utf-8")
+    except UnicodeError:
+        return None
     if (
         not name
         or name.startswith(".")
         or "/" in name
+        or "\\" in name
         or _CONTROL.search(name) is not None
-        or len(name.encode("utf-8", "surrogatepass")) > _MAX_NAME
+        or any(unicodedata.category(c) in _FORBIDDEN_CATEGORIES for c in name)
+        or len(encoded) > _MAX_NAME
     ):
         return None
     return name
@@ -87,7 +110,7 @@ def _safeName(text: str) -> str | None:
 def recipientDirectory(address: str, localDomain: str) -> tuple[str, str]:
     """
     The C{(domain, localpart)} directory names of the per-recipient Maildir
-    for C{address}.
+    for C{address}, which lives in C{<root>/domains/<domain>/<localpart>/}.
 
     @param address: The forward-path's mailbox, C{localpart@domain}; a bare
         local part (RFC 5321 section 4.1.1.3 allows C{<postmaster>}) belongs

@@ -15,7 +15,7 @@ and then fsyncs C{new/} once for the whole batch; messages finishing while a
 batch runs form the next one.
 
 With C{perRecipient}, each recipient gets its own copy in the Maildir
-C{<path>/<domain>/<localpart>/}: the message is written and fsynced once in
+C{<path>/domains/<domain>/<localpart>/}: the message is written and fsynced once in
 C{<path>/tmp/}, hard-linked (copied where links are not possible) into every
 recipient's C{new/}, and each of those directories, and every directory
 created on the way, is fsynced before the reply.
@@ -42,6 +42,7 @@ from twisted_smtpd._errors import SMTPError
 from twisted_smtpd._session import Address, Session
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._maildirnames import (
+    DOMAINS,
     _safeName,
     _traceHeaderLines,
     _uniqueName,
@@ -373,10 +374,13 @@ class MaildirHandler(BaseHandler):
     same reply given for every recipient.
 
     With C{perRecipient}, every distinct recipient gets a copy in the Maildir
-    C{<path>/<domain>/<localpart>/}, created when first needed; both names
-    are lower-cased, and a recipient whose local part or domain is empty,
-    begins with a dot, holds a C{/} or a control character, or is longer
-    than 255 bytes is refused at RCPT with 553 5.1.3.  A bare local part
+    C{<path>/domains/<domain>/<localpart>/}, created when first needed: the
+    domains live in their own directory, so that none of them (C{tmp},
+    C{new}, C{cur}) can land in the folders of the Maildir at C{path}.
+    Both names are normalised (Unicode NFKC and lower case), and a
+    recipient whose local part or domain is empty, begins with a dot, holds
+    a C{/}, a backslash, a control or invisible formatting character, or is
+    longer than 255 bytes is refused at RCPT with 553 5.1.3 and logged.  A bare local part
     (C{<postmaster>}) belongs to C{hostname}.  The reply comes once every
     copy and every directory it touched is fsynced; if any copy fails, none
     is kept and the message fails as a whole.
@@ -477,7 +481,15 @@ class MaildirHandler(BaseHandler):
             directory.
         """
         if self._perRecipient:
-            recipientDirectory(address.address, self._localDomain)
+            try:
+                recipientDirectory(address.address, self._localDomain)
+            except SMTPError:
+                self._log.info(
+                    "{session} recipient {address!r} refused: not a safe Maildir name",
+                    session=session.id,
+                    address=address.address,
+                )
+                raise
 
     def _targets(self, session: Session) -> list[str]:
         """
@@ -487,7 +499,7 @@ class MaildirHandler(BaseHandler):
         targets: dict[str, None] = {}
         for rcpt in session.envelope.rcptTo:
             domain, local = recipientDirectory(rcpt.address, self._localDomain)
-            targets[os.path.join(self.path, domain, local)] = None
+            targets[os.path.join(self.path, DOMAINS, domain, local)] = None
         return list(targets)
 
     def onData(self, stream: IMessageStream, session: Session) -> Deferred[str]:

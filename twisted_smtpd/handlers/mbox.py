@@ -3,10 +3,13 @@
 L{MboxHandler}: append every message to an mbox file, in the C{mboxrd}
 format.
 
-Each message is converted as it arrives (line ends to LF, C{From } quoting)
-and kept in memory; once it has ended it is appended under an exclusive
-lock, flushed and fsynced in a thread before the 250 reply: a 250 means the
-message is on disk.  Messages are bounded by the server's size limit.
+Each message is spooled as it arrives to an anonymous temporary file in the
+mbox's directory (L{twisted_smtpd.handlers._spool.Spool}: bounded memory,
+the client paused while the disk is behind); once it has ended whole, it is
+appended under an exclusive lock, converted on the way (line ends to LF,
+C{From } quoting) a block at a time, and fsynced, in a thread, before the
+250 reply: a 250 means the message is on disk.  Memory stays bounded
+whatever the message's size.
 """
 
 from __future__ import annotations
@@ -18,25 +21,26 @@ import os
 import re
 import threading
 import time
-from typing import Any
+from typing import IO, Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IConsumer, IProducer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
-from zope.interface import implementer
 
 from twisted_smtpd._errors import SMTPError
 from twisted_smtpd._session import Session
 from twisted_smtpd.handlers._base import BaseHandler
+from twisted_smtpd.handlers._spool import Spool
 from twisted_smtpd.interfaces import IMessageStream
 
 # mboxrd: a line made of any number of ">" then "From " gets one more ">".
 _FROM_LINE = re.compile(rb"^(>*From )", re.MULTILINE)
 _UNSAFE_SENDER = re.compile(r"[\x00-\x20\x7f]")
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+# How much of the spool is read, converted and written at a time.
+_BLOCK = 1 << 16
 
 # An indirection so that tests can break the disk.
 _fsync = os.fsync
@@ -89,32 +93,6 @@ class MboxrdEncoder:
         return _FROM_LINE.sub(rb">\1", data.replace(b"\r\n", b"\n"))
 
 
-@implementer(IConsumer)
-class _Collector:
-    """
-    Receives the body from the stream, converting it as it goes.
-    """
-
-    def __init__(self) -> None:
-        self.encoder = MboxrdEncoder()
-        self.chunks: list[bytes] = []
-
-    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
-        """
-        Nothing to do: converted chunks are only kept.
-        """
-
-    def unregisterProducer(self) -> None:
-        """
-        Nothing to do.
-        """
-
-    def write(self, data: bytes) -> None:
-        converted = self.encoder.encode(data)
-        if converted:
-            self.chunks.append(converted)
-
-
 def _diskError(failure: Failure) -> SMTPError:
     error = failure.value
     if isinstance(error, OSError) and error.errno in _NO_SPACE:
@@ -160,60 +138,75 @@ class MboxHandler(BaseHandler):
         self._threadpool = threadpool
         self._lock = threading.Lock()
 
+    def _inThread(self, f: Any, *args: Any) -> Deferred[Any]:
+        pool = self._threadpool or self._reactor.getThreadPool()
+        return deferToThreadPool(self._reactor, pool, f, *args)
+
     def onData(self, stream: IMessageStream, session: Session) -> Deferred[str]:
         """
-        Convert the body as it arrives, then append it.
+        Spool the body as it arrives, then append it.
 
         @return: A L{Deferred} firing with C{"OK: delivered to mbox"} once
             the message is fsynced, failing with L{SMTPError} 451/452 on a
             disk failure or with the stream's failure if the body did not
-            arrive whole.
+            arrive whole (nothing is then appended).
         """
         mailFrom = session.envelope.mailFrom
         header = fromLine(mailFrom.address if mailFrom is not None else "")
-        collector = _Collector()
-        piped: Deferred[Any] = stream.pipe(collector)  # type: ignore[assignment]
+        return Deferred.fromCoroutine(self._deliver(stream, header))
 
-        def ended(byteCount: int) -> Deferred[None]:
-            chunks = [header, *collector.chunks, collector.encoder.end()]
-            collector.chunks = []
-            pool = self._threadpool or self._reactor.getThreadPool()
-            return deferToThreadPool(self._reactor, pool, self._append, chunks)
+    async def _deliver(self, stream: IMessageStream, header: bytes) -> str:
+        spool = Spool(os.path.dirname(self.path), self._inThread)
+        piped: Deferred[int] = stream.pipe(spool)  # type: ignore[assignment]
+        try:
+            await piped
+        except BaseException:
+            await spool.close()
+            raise
+        try:
+            source = await spool.finish()
+            await self._inThread(self._append, header, source)
+        except OSError:
+            failure = Failure()
+            self._log.failure("Appending to {path} failed", failure, path=self.path)
+            raise _diskError(failure) from None
+        return "OK: delivered to mbox"
 
-        def failed(failure: Failure) -> Failure:
-            if failure.check(OSError):
-                self._log.failure("Appending to {path} failed", failure, path=self.path)
-                raise _diskError(failure)
-            return failure
-
-        def appended(ignored: None) -> str:
-            return "OK: delivered to mbox"
-
-        piped.addCallback(ended)
-        piped.addCallbacks(appended, failed)
-        return piped
-
-    def _append(self, chunks: list[bytes]) -> None:
+    def _append(self, header: bytes, source: IO[bytes]) -> None:
         """
-        In a pool thread: append C{chunks} under the locks and fsync; on
-        failure, cut the file back to its former length.
+        In a pool thread: under the locks, append C{header} then the message
+        read from C{source} (which is closed), converted to mboxrd a block at
+        a time, and fsync; on failure, cut the file back to its former
+        length.
         """
-        with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_EX)
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            with self._lock:
+                fd = os.open(
+                    self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+                )
                 try:
-                    for chunk in chunks:
-                        view = memoryview(chunk)
-                        while view:
-                            view = view[os.write(fd, view) :]
-                    _fsync(fd)
-                except BaseException:
-                    with contextlib.suppress(OSError):
-                        os.ftruncate(fd, start)
-                    raise
-            finally:
-                # Closing the file releases both locks.
-                os.close(fd)
+                    fcntl.lockf(fd, fcntl.LOCK_EX)
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    start = os.lseek(fd, 0, os.SEEK_END)
+                    try:
+                        _writeAll(fd, header)
+                        encoder = MboxrdEncoder()
+                        while block := source.read(_BLOCK):
+                            _writeAll(fd, encoder.encode(block))
+                        _writeAll(fd, encoder.end())
+                        _fsync(fd)
+                    except BaseException:
+                        with contextlib.suppress(OSError):
+                            os.ftruncate(fd, start)
+                        raise
+                finally:
+                    # Closing the file releases both locks.
+                    os.close(fd)
+        finally:
+            source.close()
+
+
+def _writeAll(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

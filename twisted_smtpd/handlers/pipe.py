@@ -2,29 +2,38 @@
 """
 L{PipeHandler}: deliver every message to a command's standard input, as
 Postfix's C{pipe} and Sendmail's C{prog} mailers do.
+
+The message is spooled to an anonymous temporary file while it arrives
+(bounded memory); the command starts only once the whole message has passed
+every check (size limit, bare line ends), with that file as its standard
+input, so that a command never sees a message the client is then told was
+refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shlex
 import shutil
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import IO, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
-from twisted.internet.interfaces import IConsumer, IDelayedCall, IProducer
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from twisted.python.threadpool import ThreadPool
 
 from twisted_smtpd._errors import SMTPError
-from twisted_smtpd._session import Session
+from twisted_smtpd._session import Address, Session
 from twisted_smtpd.handlers._base import BaseHandler
+from twisted_smtpd.handlers._spool import Spool
 from twisted_smtpd.interfaces import IMessageStream
 
 # sysexits.h: a temporary failure, try again later.
@@ -33,6 +42,23 @@ EX_TEMPFAIL = 75
 _STDERR_KEEP = 4096
 _MAX_REASON = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+# Seconds an exited command's output pipes may stay open.
+_PIPE_GRACE = 1.0
+
+#: A whole argument of the command: replaced by one argument per recipient.
+RECIPIENT_PLACEHOLDER = "${recipient}"
+#: A whole argument of the command: replaced by the sender (empty for C{<>}).
+SENDER_PLACEHOLDER = "${sender}"
+_PLACEHOLDERS = (RECIPIENT_PLACEHOLDER, SENDER_PLACEHOLDER)
+
+
+def _startsWithHyphen(address: str) -> bool:
+    """
+    Whether C{address}, or its quoted local part once unquoted, begins with
+    C{-}: given to a command it could be taken for an option.
+    """
+    return address.startswith(("-", '"-'))
 
 
 def firstLine(data: bytes) -> str:
@@ -51,45 +77,22 @@ def _envValue(value: str) -> str:
     return value.replace("\x00", "")
 
 
-@implementer(IConsumer)
-class _Stdin:
-    """
-    The L{IConsumer} the message stream is piped into: writes to the
-    process's standard input and registers the stream as its streaming
-    producer, so that a full pipe pauses the client.
-    """
-
-    def __init__(self, run: _Run) -> None:
-        self._run = run
-
-    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
-        transport = self._run.transport
-        if transport is None or self._run.exited is not None:
-            producer.stopProducing()
-            return
-        # Process transports take a producer for standard input.
-        cast(IConsumer, transport).registerProducer(producer, streaming)
-
-    def unregisterProducer(self) -> None:
-        transport = self._run.transport
-        if transport is not None and self._run.exited is None:
-            cast(IConsumer, transport).unregisterProducer()
-
-    def write(self, data: bytes) -> None:
-        transport = self._run.transport
-        if transport is not None and self._run.exited is None:
-            transport.write(data)
-
-
 class _Run(ProcessProtocol):
     """
     One run of the command for one message.
+
+    Once the command has exited, its output pipes are given
+    L{_PIPE_GRACE} seconds to be read to their end, then closed: a process
+    it left running in the background with them open cannot hold the reply
+    back.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Any) -> None:
         self.stderr = b""
         self.exited: Failure | None = None
         self.ended: Deferred[None] = Deferred()
+        self._clock = clock
+        self._closer: IDelayedCall | None = None
 
     def errReceived(self, data: bytes) -> None:
         if len(self.stderr) < _STDERR_KEEP:
@@ -100,7 +103,19 @@ class _Run(ProcessProtocol):
         Standard output is discarded.
         """
 
+    def processExited(self, reason: Failure) -> None:
+        self.exited = reason
+        self._closer = self._clock.callLater(_PIPE_GRACE, self._closePipes)
+
+    def _closePipes(self) -> None:
+        self._closer = None
+        if self.transport is not None:
+            self.transport.loseConnection()
+
     def processEnded(self, reason: Failure) -> None:
+        if self._closer is not None and self._closer.active():
+            self._closer.cancel()
+        self._closer = None
         self.exited = reason
         self.ended.callback(None)
 
@@ -108,6 +123,10 @@ class _Run(ProcessProtocol):
         if self.exited is None and self.transport is not None:
             with contextlib.suppress(ProcessExitedAlready):
                 self.transport.signalProcess("KILL")
+        elif self._closer is not None:
+            # It exited but something holds its pipes: close them now.
+            self._closer.cancel()
+            self._closePipes()
 
 
 class PipeHandler(BaseHandler):
@@ -117,20 +136,46 @@ class PipeHandler(BaseHandler):
     these environment variables:
 
       - C{SENDER}: the reverse-path (empty for C{<>});
-      - C{RECIPIENT}: the recipients, separated by spaces;
+      - C{RECIPIENT_COUNT}: how many recipients there are, and
+        C{RECIPIENT_0}, C{RECIPIENT_1}, ...: each recipient in its own
+        variable, in envelope order;
+      - C{RECIPIENT}: the recipients, one per line (an address never holds
+        a line break nor any other control character, so the list is
+        unambiguous, unlike a list separated by spaces, which a quoted local
+        part may hold);
       - C{ORIGINAL_RECIPIENT}: the first recipient;
       - C{CLIENT_ADDRESS}, C{CLIENT_HELO}: the client's IP address and the
         name it gave in HELO/EHLO;
       - C{SESSION_ID}: the session's id;
 
-    plus C{PATH} from our own environment and C{env}.  The reply depends on
-    the exit status: 0 is 250, 75 (C{EX_TEMPFAIL}) is 451 4.3.0, anything
-    else, or death by a signal, is 554 5.3.0; a failure's reply carries the
-    first line of the command's standard error.  Standard output is
-    discarded.  The same reply goes to every recipient in LMTP mode.
+    plus C{PATH} from our own environment and C{env}.  An argument of the
+    command that is exactly C{${recipient}} becomes one argument per
+    recipient, as in Postfix's C{pipe}; one that is exactly C{${sender}}
+    becomes the sender.  A placeholder inside a longer argument is refused
+    at construction: substituted into, say, a C{sh -c} script, an address
+    (whose quoted local part may hold C{$}, C{;} or backquotes) could run
+    as shell code.  Each recipient is thus always exactly one argument.
 
-    If the body does not arrive whole, or the command runs longer than
-    C{timeout}, it is killed (C{SIGKILL}); a timeout is answered 451 4.3.0.
+    A sender or recipient beginning with C{-} (C{"-} for a quoted local
+    part) is refused at MAIL or RCPT with 553
+    (5.1.7 and 5.1.3) and one log line, so that no address can pass for an
+    option, as Postfix does by default (C{allow_min_user = no}).
+
+    The body is spooled to an anonymous temporary file (in
+    C{spoolDirectory}) while it arrives, and the command starts only once
+    the whole message has passed every check, with that file as its
+    standard input.  The reply depends on the exit status: 0 is 250, 75
+    (C{EX_TEMPFAIL}) is 451 4.3.0, anything else, or death by a signal, is
+    554 5.3.0; a failure's reply carries the first line of the command's
+    standard error.  Standard output is discarded.  The same reply goes to
+    every recipient in LMTP mode.  A spool that cannot be written is
+    answered 452 (disk full) or 451.
+
+    A command running longer than C{timeout} is killed (C{SIGKILL}) and
+    answered 451 4.3.0.
+
+    @ivar argv: The command's arguments, placeholders unexpanded.
+    @ivar spoolDirectory: Where spool files are made (C{None}: C{TMPDIR}).
     """
 
     _log = Logger()
@@ -142,6 +187,8 @@ class PipeHandler(BaseHandler):
         env: Mapping[str, str] | None = None,
         timeout: float = 300.0,
         reactor: Any = None,
+        threadpool: ThreadPool | None = None,
+        spoolDirectory: str | None = None,
     ) -> None:
         """
         @param command: The command line, split like a POSIX shell would
@@ -151,11 +198,20 @@ class PipeHandler(BaseHandler):
             message's variables override them).
         @param timeout: Seconds the command may run.
         @param reactor: The reactor (the global one by default).
-        @raise ValueError: C{command} is empty or its program is not found.
+        @param threadpool: Where spool writes run; C{reactor.getThreadPool()}
+            by default.
+        @param spoolDirectory: Where the spool files are made; the system's
+            temporary directory (C{TMPDIR}) by default.
+        @raise ValueError: C{command} is empty, its program is not found, or
+            a placeholder is part of a longer argument.
         """
         argv = shlex.split(command) if isinstance(command, str) else list(command)
         if not argv:
             raise ValueError("pipe command must not be empty")
+        for argument in argv:
+            for placeholder in _PLACEHOLDERS:
+                if placeholder in argument and argument != placeholder:
+                    raise ValueError(f"{placeholder} must be a whole argument, not part of one")
         path = (env or {}).get("PATH", os.environ.get("PATH", os.defpath))
         executable = shutil.which(argv[0], path=path)
         if executable is None:
@@ -170,6 +226,59 @@ class PipeHandler(BaseHandler):
 
             reactor = _reactor
         self._reactor = reactor
+        self._threadpool = threadpool
+        self.spoolDirectory = spoolDirectory
+
+    def _inThread(self, f: Any, *args: Any) -> Deferred[Any]:
+        pool = self._threadpool or self._reactor.getThreadPool()
+        return deferToThreadPool(self._reactor, pool, f, *args)
+
+    def onMailFrom(self, address: Address, session: Session) -> None:
+        """
+        Refuse a sender beginning with C{-}.
+
+        @raise SMTPError: 553 5.1.7.
+        """
+        if _startsWithHyphen(address.address):
+            self._log.info(
+                "{session} sender {address!r} refused: begins with a hyphen",
+                session=session.id,
+                address=address.address,
+            )
+            raise SMTPError(553, "Error: sender address must not begin with '-'", "5.1.7")
+
+    def onRcptTo(self, address: Address, session: Session) -> None:
+        """
+        Refuse a recipient beginning with C{-}.
+
+        @raise SMTPError: 553 5.1.3.
+        """
+        if _startsWithHyphen(address.address):
+            self._log.info(
+                "{session} recipient {address!r} refused: begins with a hyphen",
+                session=session.id,
+                address=address.address,
+            )
+            raise SMTPError(553, "Error: recipient address must not begin with '-'", "5.1.3")
+
+    def arguments(self, session: Session) -> list[str]:
+        """
+        The command's arguments for the message on C{session}: each
+        C{${recipient}} argument replaced by one argument per recipient, each
+        C{${sender}} argument by the sender.
+        """
+        envelope = session.envelope
+        sender = envelope.mailFrom.address if envelope.mailFrom is not None else ""
+        recipients = [address.address for address in envelope.rcptTo]
+        argv = [self.argv[0]]
+        for argument in self.argv[1:]:
+            if argument == RECIPIENT_PLACEHOLDER:
+                argv.extend(recipients)
+            elif argument == SENDER_PLACEHOLDER:
+                argv.append(sender)
+            else:
+                argv.append(argument)
+        return [_envValue(argument) for argument in argv]
 
     def environment(self, session: Session) -> dict[str, str]:
         """
@@ -182,33 +291,54 @@ class PipeHandler(BaseHandler):
         env.update(self._env)
         env.update(
             SENDER=envelope.mailFrom.address if envelope.mailFrom is not None else "",
-            RECIPIENT=" ".join(recipients),
+            RECIPIENT="\n".join(recipients),
+            RECIPIENT_COUNT=str(len(recipients)),
             ORIGINAL_RECIPIENT=recipients[0] if recipients else "",
             CLIENT_ADDRESS=session.remoteAddress[0],
             CLIENT_HELO=session.hostNameAppearsAs or "",
             SESSION_ID=session.id,
         )
+        env.update((f"RECIPIENT_{index}", r) for index, r in enumerate(recipients))
         return {key: _envValue(value) for key, value in env.items()}
 
     def onData(self, stream: IMessageStream, session: Session) -> Deferred[str]:
         """
-        Spawn the command and stream the body to it.
+        Spool the body, then run the command with it as standard input.
 
         @return: A L{Deferred} firing with the 250 text once the command
-            exited 0, or failing with L{SMTPError} (451 or 554), or with the
-            stream's failure if the body did not arrive whole.
+            exited 0, or failing with L{SMTPError} (451, 452 or 554), or
+            with the stream's failure if the body did not arrive whole (the
+            command is then never started).
         """
         return Deferred.fromCoroutine(self._deliver(stream, session))
 
     async def _deliver(self, stream: IMessageStream, session: Session) -> str:
-        run = _Run()
-        self._reactor.spawnProcess(
-            run,
-            self._executable,
-            self.argv,
-            env=self.environment(session),
-            childFDs={0: "w", 1: "r", 2: "r"},
-        )
+        spool = Spool(self.spoolDirectory, self._inThread)
+        piped: Deferred[int] = stream.pipe(spool)  # type: ignore[assignment]
+        try:
+            await piped
+        except BaseException:
+            await spool.close()
+            raise
+        try:
+            source: IO[bytes] = await spool.finish()
+        except OSError as e:
+            self._log.failure("{session} spooling the message failed", session=session.id)
+            if e.errno in _NO_SPACE:
+                raise SMTPError(452, "Error: insufficient system storage", "4.3.1") from None
+            raise SMTPError(451, "Error: local error in processing", "4.3.0") from None
+        run = _Run(self._reactor)
+        try:
+            self._reactor.spawnProcess(
+                run,
+                self._executable,
+                self.arguments(session),
+                env=self.environment(session),
+                childFDs={0: source.fileno(), 1: "r", 2: "r"},
+            )
+        finally:
+            # The command has its own copy of the descriptor.
+            source.close()
         timedOut = []
 
         def timeOut() -> None:
@@ -217,15 +347,6 @@ class PipeHandler(BaseHandler):
 
         timer: IDelayedCall = self._reactor.callLater(self._timeout, timeOut)
         try:
-            piped: Deferred[int] = stream.pipe(_Stdin(run))  # type: ignore[assignment]
-            try:
-                await piped
-            except Exception:
-                run.kill()
-                await run.ended
-                raise
-            if run.exited is None and run.transport is not None:
-                run.transport.closeStdin()
             await run.ended
         finally:
             if timer.active():
