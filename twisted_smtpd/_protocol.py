@@ -29,7 +29,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_smtpd import _commands, _forwarding, _tlscommand, _transaction
+from twisted_smtpd import _commands, _deadlines, _forwarding, _tlscommand, _transaction
 from twisted_smtpd import _replies as catalogue
 from twisted_smtpd._authcommand import AuthCommand
 from twisted_smtpd._errors import SMTPError
@@ -73,11 +73,12 @@ class SMTPProtocol(LineReceiver):
     # Slots keep an idle connection small (hundreds of bytes, not kilobytes).
     # fmt: off
     __slots__ = (
-        "_auth", "_buffer", "_clock", "_closing", "_connected", "_connectedFrom", "_disabled",
-        "_discardingLine", "_draining", "_enhanced", "_errors", "_handler", "_hookToken",
-        "_implicitTLS", "_lastActivity", "_options", "_out", "_pauses", "_phase", "_plainTCP",
-        "_processing", "_receiver", "_refused", "_serverFactory", "_startingTLS",
-        "_transportPaused", "_unauthenticated", "_waiting", "_wire", "session",
+        "_auth", "_buffer", "_clock", "_closing", "_closingSince", "_connected",
+        "_connectedFrom", "_disabled", "_discardingLine", "_draining", "_enhanced", "_errors",
+        "_handler", "_handshakeSince", "_hookToken", "_implicitTLS", "_lastActivity",
+        "_limitHost", "_options", "_out", "_pauses", "_pendingSeen", "_phase", "_plainTCP",
+        "_processing", "_rateBytes", "_rateSince", "_receiver", "_refused", "_serverFactory",
+        "_startingTLS", "_transportPaused", "_unauthenticated", "_waiting", "_wire", "session",
     )
     # fmt: on
 
@@ -114,7 +115,10 @@ class SMTPProtocol(LineReceiver):
         self._errors = 0
         self._hookToken = 0
         self._unauthenticated = 0
-        self._lastActivity = 0.0
+        self._lastActivity = self._closingSince = self._rateSince = 0.0
+        self._handshakeSince: float | None = None
+        self._pendingSeen = self._rateBytes = 0
+        self._limitHost: str | None = None
         self._receiver: MessageReceiver | None = None
         self._auth: AuthCommand | None = None
         self._startingTLS = False
@@ -141,25 +145,22 @@ class SMTPProtocol(LineReceiver):
         if self._plainTCP:
             # Replies are small and the client waits for each: no Nagle delay.
             transport.setTcpNoDelay(True)
-        factory = self._serverFactory
-        if factory is not None:
-            factory.watch(self)
-            limit = self._options.maxClients
-            if limit and len(factory.connections) > limit:
-                self._refused = True
-                self._closeWith(catalogue.TOO_MANY_CLIENTS)
-                return
-            if factory.closing:
-                self._refused = True
-                self._closeWith(catalogue.SHUTDOWN)
-                return
-        _forwarding.connected(self, transport)
-        self._waiting = True
         if ISSLTransport.providedBy(transport):
             # Implicit TLS (RFC 8314): nothing happens before the handshake,
             # and reading must go on for the handshake to finish.
             self._implicitTLS = True
+            self._handshakeSince = self._lastActivity
             session.secure = True
+        factory = self._serverFactory
+        if factory is not None:
+            refusal = factory.admit(self)
+            if refusal is not None:
+                self._refused = True
+                self._closeWith(refusal)
+                return
+        _forwarding.connected(self, transport)
+        self._waiting = True
+        if self._implicitTLS:
             return
         self._beginSession()
 
@@ -222,6 +223,7 @@ class SMTPProtocol(LineReceiver):
         """
         A TLS handshake finished (STARTTLS or implicit TLS).
         """
+        self._handshakeSince = None
         _tlscommand.handshakeCompleted(self, self._implicitTLS)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -235,7 +237,7 @@ class SMTPProtocol(LineReceiver):
             self._receiver = None
         factory = self._serverFactory
         if factory is not None:
-            factory.connections.discard(self)
+            factory.forget(self)
         if not self._refused:
             self._emit("close")
             try:
@@ -261,6 +263,7 @@ class SMTPProtocol(LineReceiver):
         """
         The client caught up with its replies: read again.
         """
+        self._lastActivity = self._clock.seconds()
         self._setPause(PAUSE_WRITE, False)
 
     def stopProducing(self) -> None:
@@ -380,6 +383,7 @@ class SMTPProtocol(LineReceiver):
         )
 
     def _bodyReceived(self, receiver: MessageReceiver, data: bytes) -> None:
+        self._rateBytes += len(data)
         rest = receiver.feed(data)
         if rest is None:
             return
@@ -514,6 +518,7 @@ class SMTPProtocol(LineReceiver):
         self._send(reply)
         self._flush()
         self._closing = True
+        self._closingSince = self._clock.seconds()
         self._buffer = b""
         transport: Any = self.transport
         # A TLS transport shuts down only once no producer is registered, and
@@ -569,18 +574,10 @@ class SMTPProtocol(LineReceiver):
 
     def checkIdle(self, now: float) -> None:
         """
-        Called about once a second by the factory: after C{socketTimeout} of
-        client silence, send 421 and close.  Waiting for our own hooks or for
-        a slow consumer is not the client's silence.
+        Called about once a second by the factory: enforce the session's
+        deadlines (L{twisted_smtpd._deadlines.check}).
         """
-        if not self._connected or self._closing:
-            return
-        if (self._waiting and not self._startingTLS) or self._pauses:
-            self._lastActivity = now
-        elif now - self._lastActivity >= self._options.socketTimeout:
-            self._log.info("{session} timeout", session=self.session.id)
-            self.abandonMessage(catalogue.TIMEOUT)
-            self._closeWith(catalogue.TIMEOUT)
+        _deadlines.check(self, now)
 
 
 _DISPATCH: dict[Verb, Callable[[SMTPProtocol, bytes], None]] = {
