@@ -232,6 +232,19 @@ class CloseBoundTests(SynchronousTestCase):
         proto.connectionLost()
         self.successResultOf(d)
 
+    def test_closeAbortsHandshakes(self) -> None:
+        """
+        close() aborts at once the sessions in the middle of a TLS handshake:
+        no 421 can reach them, and they must not hold the close up.
+        """
+        clock = Clock()
+        factory = factoryFor(clock)
+        proto, transport = connectFrom(factory, "192.0.2.7", tls=True)
+        d = factory.close()
+        self.assertTrue(transport.disconnected)
+        proto.connectionLost()
+        self.successResultOf(d)
+
 
 class MinDataRateTests(SynchronousTestCase):
     def test_slowTransferCut(self) -> None:

@@ -152,3 +152,24 @@ def abort(p: SMTPProtocol) -> None:
     p._buffer = b""
     transport: Any = p.transport
     transport.abortConnection()
+
+
+def shutdown(p: SMTPProtocol, force: bool) -> None:
+    """
+    The server is closing: end C{p} with 421 now when it is idle (or when
+    C{force}), else once its transaction is over; abort it at once in the
+    middle of a TLS handshake, where no 421 can reach the client.
+    """
+    p._draining = True
+    if p._closing:
+        return
+    if p._handshakeSince is not None:
+        p._log.info(
+            "{session} {client} shutdown during the TLS handshake: connection aborted",
+            session=p.session.id,
+            client=p.session.remoteAddress[0],
+        )
+        abort(p)
+    elif force or not p.inTransaction():
+        p.abandonMessage(catalogue.SHUTDOWN)
+        p._closeWith(catalogue.SHUTDOWN)

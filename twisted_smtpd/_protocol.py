@@ -558,11 +558,7 @@ class SMTPProtocol(LineReceiver):
         The server is closing: end this session with 421 now when it is idle
         (or when C{force}), else once its transaction is over.
         """
-        self._draining = True
-        if self._closing or (self.inTransaction() and not force):
-            return
-        self.abandonMessage(catalogue.SHUTDOWN)
-        self._closeWith(catalogue.SHUTDOWN)
+        _deadlines.shutdown(self, force)
 
     def abandonMessage(self, reply: Reply) -> None:
         """
