@@ -202,6 +202,43 @@ class UnreadRepliesTests(SynchronousTestCase):
         self.assertIsNone(pendingBytes(StringTransport()))
 
 
+class PausingTransport(StringTransport):
+    """
+    A L{StringTransport} whose send buffer is full beyond C{limit} bytes:
+    then it pauses its producer, as a TCP transport does.
+    """
+
+    limit = 2000
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if len(self.value()) > self.limit and self.producer is not None:
+            self.producer.pauseProducing()
+
+
+class PipelinedFloodTests(SynchronousTestCase):
+    def test_unreadRepliesBounded(self) -> None:
+        """
+        A client pipelining many commands without reading its replies gets
+        only a batch of replies beyond a full send buffer: the commands
+        behind wait, unread, until it reads; then they are answered.
+        """
+        clock = Clock()
+        factory = factoryFor(clock)
+        proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+        transport = PausingTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 1))
+        proto.makeConnection(transport)
+        take(transport)
+        proto.dataReceived(b"NOOP\r\n" * 1000)
+        written = transport.value().count(b"\r\n")
+        self.assertLess(written, 300)
+        self.assertEqual(transport.producerState, "paused")
+        transport.clear()
+        transport.limit = 10**9
+        proto.resumeProducing()
+        self.assertEqual(written + transport.value().count(b"\r\n"), 1000)
+
+
 class CloseBoundTests(SynchronousTestCase):
     def test_idleTimeoutAborts(self) -> None:
         """

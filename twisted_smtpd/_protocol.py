@@ -29,7 +29,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_smtpd import _commands, _deadlines, _forwarding, _tlscommand, _transaction
+from twisted_smtpd import _commands, _forwarding, _tlscommand, _transaction
 from twisted_smtpd import _replies as catalogue
 from twisted_smtpd._authcommand import AuthCommand
 from twisted_smtpd._errors import SMTPError
@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 
 # RFC 4954 section 4: an AUTH command line may be up to 12288 octets.
 AUTH_LINE_LIMIT = 12288
+# Replies to pipelined commands written at once, at most.
+REPLY_BATCH = 64
 
 
 @implementer(IHandshakeListener)
@@ -261,10 +263,13 @@ class SMTPProtocol(LineReceiver):
 
     def resumeProducing(self) -> None:
         """
-        The client caught up with its replies: read again.
+        The client caught up with its replies: read again, and handle the
+        commands already read.
         """
         self._lastActivity = self._clock.seconds()
         self._setPause(PAUSE_WRITE, False)
+        if self._buffer and not (self._processing or self._waiting or self._closing):
+            self._processBuffer()
 
     def stopProducing(self) -> None:
         """
@@ -306,7 +311,11 @@ class SMTPProtocol(LineReceiver):
     def _processBuffer(self) -> None:
         self._processing = True
         try:
-            while self._buffer and not self._waiting and not self._closing:
+            # Not while the client leaves its replies unread: their amount
+            # stays bounded by what one batch adds to a full send buffer.
+            while self._buffer and not (
+                self._waiting or self._closing or self._pauses & PAUSE_WRITE
+            ):
                 receiver = self._receiver
                 if receiver is not None and receiver.reading:
                     data, self._buffer = self._buffer, b""
@@ -489,8 +498,11 @@ class SMTPProtocol(LineReceiver):
             if len(self._wire) < 512:
                 self._wire[reply] = data
         if self._processing:
-            # Replies to pipelined commands leave together, in one send.
+            # Replies to pipelined commands leave together, in one send per
+            # batch; a full send buffer then stops the processing.
             self._out.append(data)
+            if len(self._out) >= REPLY_BATCH:
+                self._flush()
         else:
             writeThrough(self.transport, data, self._plainTCP)
 
@@ -553,13 +565,6 @@ class SMTPProtocol(LineReceiver):
         """
         return self._phase in (Phase.MAIL, Phase.RCPT) or self._receiver is not None
 
-    def shutdown(self, force: bool = False) -> None:
-        """
-        The server is closing: end this session with 421 now when it is idle
-        (or when C{force}), else once its transaction is over.
-        """
-        _deadlines.shutdown(self, force)
-
     def abandonMessage(self, reply: Reply) -> None:
         """
         Drop a message in progress, failing its stream with C{reply}'s error.
@@ -567,13 +572,6 @@ class SMTPProtocol(LineReceiver):
         if self._receiver is not None:
             self._receiver.abandon(Failure(errorFromReply(reply)))
             self._receiver = None
-
-    def checkIdle(self, now: float) -> None:
-        """
-        Called about once a second by the factory: enforce the session's
-        deadlines (L{twisted_smtpd._deadlines.check}).
-        """
-        _deadlines.check(self, now)
 
 
 _DISPATCH: dict[Verb, Callable[[SMTPProtocol, bytes], None]] = {

@@ -30,7 +30,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from twisted_smtpd import _replies as catalogue
 from twisted_smtpd._cred import authenticate, portalFromCheckers
-from twisted_smtpd._deadlines import interval
+from twisted_smtpd._deadlines import check, interval, shutdown
 from twisted_smtpd._limits import ClientLimits
 from twisted_smtpd._options import ServerOptions
 from twisted_smtpd._protocol import SMTPProtocol
@@ -263,7 +263,7 @@ class SMTPServerFactory(ServerFactory):
     def _sweep(self) -> None:
         now = self.reactor.seconds()
         for protocol in list(self.connections):
-            protocol.checkIdle(now)
+            check(protocol, now)
         self.limits.expire(now)
 
     def connectionGone(self, protocol: SMTPProtocol) -> None:
@@ -294,7 +294,7 @@ class SMTPServerFactory(ServerFactory):
             return d
         self._closed.append(d)
         for protocol in list(self.connections):
-            protocol.shutdown()
+            shutdown(protocol, False)
         if self.connections and self._forceCall is None:
             self._forceCall = self.reactor.callLater(self.options.closeTimeout, self._force)
         elif not self.connections:
@@ -304,7 +304,7 @@ class SMTPServerFactory(ServerFactory):
     def _force(self) -> None:
         self._forceCall = None
         for protocol in list(self.connections):
-            protocol.shutdown(force=True)
+            shutdown(protocol, True)
 
     def _allGone(self) -> None:
         if self._forceCall is not None and self._forceCall.active():
