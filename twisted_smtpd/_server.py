@@ -261,6 +261,11 @@ class SMTPServerFactory(ServerFactory):
             self.limits.disconnected(host)
 
     def _sweep(self) -> None:
+        # Checked once the reactor has read what arrived meanwhile: when it
+        # was kept busy, its own delay must not count as a client's silence.
+        self.reactor.callLater(0, self._checkDeadlines)
+
+    def _checkDeadlines(self) -> None:
         now = self.reactor.seconds()
         for protocol in list(self.connections):
             check(protocol, now)
