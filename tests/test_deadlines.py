@@ -425,6 +425,18 @@ class ClientLimitsTableTests(SynchronousTestCase):
         self.assertIn("10.0.3.231", limits.windows)
         self.assertEqual(limits.open, {})
 
+    def test_onlyAddressesCounted(self) -> None:
+        """
+        Clients of a UNIX socket (no IP address) are not limited as if they
+        were one client.
+        """
+        limits = ClientLimits(1, (1, 60), ())
+        for _ in range(3):
+            self.assertEqual(limits.connected("/run/smtpd.sock", 0), (False, None))
+            self.assertEqual(limits.connected("", 0), (False, None))
+        self.assertEqual(limits.connected("::1", 0), (True, None))
+        self.assertEqual(limits.open, {"::1": 1})
+
     def test_inactive(self) -> None:
         """
         With no limit configured nothing is counted.

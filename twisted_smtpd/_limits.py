@@ -12,12 +12,22 @@ once it is over and never holds more than L{MAX_TRACKED} addresses.
 
 from __future__ import annotations
 
+import ipaddress
+
 from twisted_smtpd._options import IPNetwork, trusted
 
 #: Most client addresses whose connection rate is remembered at once; when an
 #: address beyond it arrives, the address whose window began first is
 #: forgotten (a flood from many addresses is then limited by C{maxClients}).
 MAX_TRACKED = 65536
+
+
+def _isAddress(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class ClientLimits:
@@ -59,7 +69,8 @@ class ClientLimits:
             once when it ends), and the limit it exceeds, described for a
             log line, or C{None} when it may go on.
         """
-        if not self.active or trusted(self._exempt, host):
+        if not self.active or not _isAddress(host) or trusted(self._exempt, host):
+            # UNIX socket clients have no address of their own to count.
             return False, None
         count = self.open.get(host, 0) + 1
         self.open[host] = count
