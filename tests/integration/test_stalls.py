@@ -297,3 +297,47 @@ class StallTests(ServerTestCase):
         self.assertEqual(closed, len(sockets))
         print(f"\nSIGTERM with {len(sockets)} stalled clients: exited in {elapsed:.1f} s")
         self.stopServer()
+
+
+class ClientLimitTests(ServerTestCase):
+    """
+    The per-address limits of a real C{twistd smtpd}.
+    """
+
+    def greeting(self, port: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            return s.recv(4096)
+
+    def test_perAddressAndRate(self) -> None:
+        """
+        --max-clients-per-ip refuses a third connection from 127.0.0.1 while
+        two are open, --max-connection-rate refuses the connections beyond
+        the rate, each with 421 4.7.0 and one log line.
+        """
+        server = self.startServer(
+            "--sink",
+            "--no-reverse-lookup",
+            "--max-clients-per-ip",
+            "2",
+            "--max-connection-rate",
+            "4/60",
+            maildir=False,
+        )
+        held = [_connect(server.port) for _ in range(2)]
+        for s in held:
+            s.recv(4096)
+        self.assertTrue(
+            self.greeting(server.port).startswith(b"421 4.7.0 Error: too many connections")
+        )
+        server.waitForLog("127.0.0.1 refused: connection limit per client address (2) reached")
+        for s in held:
+            s.close()
+        time.sleep(0.2)
+        self.assertTrue(self.greeting(server.port).startswith(b"220 "))
+        self.assertTrue(
+            self.greeting(server.port).startswith(
+                b"421 4.7.0 Error: too many connections from your address recently"
+            )
+        )
+        server.waitForLog("127.0.0.1 refused: connection rate limit (4 per 60 s) reached")
+        self.stopServer()
