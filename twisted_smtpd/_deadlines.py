@@ -92,6 +92,7 @@ def check(p: SMTPProtocol, now: float) -> None:
         if now - p._lastActivity >= options.socketTimeout:
             timeout(p, "write timeout: replies unread")
         return
+    p._pendingSeen = 0
     if p._waiting or p._pauses:
         # Waiting for our own hook or a slow handler is not the client's
         # silence.
