@@ -199,6 +199,47 @@ class StartTLSTests(SynchronousTestCase):
         pending.callback(None)
         self.assertEqual(take(transport), replies.OK)
 
+    def test_stalledHandshakeAborted(self) -> None:
+        """
+        STARTTLS then silence: the handshake never finishes, and after
+        tlsHandshakeTimeout the connection is aborted (no 421 can reach a
+        client in the middle of a handshake) and its slot given back.
+        """
+        proto, transport = connect(tlsHandshakeTimeout=30, socketTimeout=300)
+        clock: Any = proto._clock
+        proto.dataReceived(b"EHLO c\r\nSTARTTLS\r\n")
+        take(transport)
+        clock.advance(29)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(1)
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(take(transport), b"")
+        proto.connectionLost()
+        self.assertEqual(proto._serverFactory.connections, set())  # type: ignore[union-attr]
+
+    def test_stalledHandshakeDefault(self) -> None:
+        """
+        The handshake deadline applies by default, well before the socket
+        timeout.
+        """
+        proto, transport = connect()
+        clock: Any = proto._clock
+        proto.dataReceived(b"EHLO c\r\nSTARTTLS\r\n")
+        clock.advance(30)
+        self.assertTrue(transport.disconnected)
+
+    def test_handshakeDoneEndsTheDeadline(self) -> None:
+        """
+        After the handshake only the socket timeout applies.
+        """
+        proto, transport = connect(tlsHandshakeTimeout=5, socketTimeout=60)
+        clock: Any = proto._clock
+        proto.dataReceived(b"EHLO c\r\nSTARTTLS\r\n")
+        clock.advance(4)
+        proto.handshakeCompleted()
+        clock.advance(30)
+        self.assertFalse(transport.disconnecting)
+
     def test_requireTls(self) -> None:
         """
         After TLS, MAIL takes REQUIRETLS and the envelope records it.

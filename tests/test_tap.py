@@ -143,6 +143,12 @@ class OptionsTests(SynchronousTestCase):
             "[default: 30.0]",
             "--max-recipients=",
             "[default: 1000]",
+            "--tls-handshake-timeout=",
+            "[default: 30.0]",
+            "--max-clients-per-ip=",
+            "--max-connection-rate=",
+            "--min-data-rate=",
+            "--limit-exempt=",
             "--disable=",
             "--hide=",
             "--bare-newline=",
@@ -233,6 +239,59 @@ class OptionsTests(SynchronousTestCase):
                 bareNewline="normalize",
             ),
         )
+
+    def test_deadlineAndLimitFlags(self) -> None:
+        """
+        The TLS handshake timeout and the per-client limits have flags; the
+        defaults leave them as L{ServerOptions} has them.
+        """
+        config = parse(
+            "--sink",
+            "--tls-handshake-timeout",
+            "7.5",
+            "--max-clients-per-ip",
+            "4",
+            "--max-connection-rate",
+            "30/60",
+            "--min-data-rate",
+            "1000/10",
+            "--limit-exempt",
+            "10.0.0.0/8,192.0.2.1",
+            "--limit-exempt",
+            "::1",
+        )
+        options = config["serverOptions"]
+        self.assertEqual(options.tlsHandshakeTimeout, 7.5)
+        self.assertEqual(options.maxClientsPerIp, 4)
+        self.assertEqual(options.maxConnectionRate, (30, 60.0))
+        self.assertEqual(options.minDataRate, (1000, 10.0))
+        self.assertEqual(
+            [str(n) for n in options.limitExemptions], ["10.0.0.0/8", "192.0.2.1/32", "::1/128"]
+        )
+        defaults = parse("--sink")["serverOptions"]
+        self.assertEqual(
+            (
+                defaults.tlsHandshakeTimeout,
+                defaults.maxClientsPerIp,
+                defaults.maxConnectionRate,
+                defaults.minDataRate,
+                defaults.limitExemptions,
+            ),
+            (30.0, 0, None, None, ()),
+        )
+
+    def test_badRates(self) -> None:
+        """
+        A COUNT/SECONDS flag given anything else is a usage error naming the
+        flag and the value.
+        """
+        for flag in ("max-connection-rate", "min-data-rate"):
+            for value in ("30", "0/60", "30/0", "30/inf", "x/60", "30/-1", "30/nan"):
+                message = self.assertUsageError("--sink", f"--{flag}", value)
+                self.assertIn(f"--{flag}", message)
+                self.assertIn(repr(value), message)
+        message = self.assertUsageError("--sink", "--limit-exempt", "nonsense")
+        self.assertIn("--limit-exempt", message)
 
     def test_listenRepeatable(self) -> None:
         """
@@ -331,6 +390,8 @@ class OptionsTests(SynchronousTestCase):
             ("socket-timeout", "nan"),
             ("socket-timeout", "inf"),
             ("close-timeout", "-1"),
+            ("tls-handshake-timeout", "0"),
+            ("max-clients-per-ip", "-1"),
             ("max-recipients", "0"),
             ("max-recipients", ""),
         ]:

@@ -88,6 +88,32 @@ def _networks(value: bool | Iterable[str | IPNetwork] | None) -> tuple[IPNetwork
     return tuple(ipaddress.ip_network(v, strict=False) for v in value)
 
 
+def _rate(value: str | tuple[int, float] | None) -> tuple[int, float] | None:
+    """
+    Normalise a rate setting: C{None} (no limit), a C{(count, seconds)} pair,
+    or the text C{"COUNT/SECONDS"} (C{"30/60"}).
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        count, slash, seconds = value.partition("/")
+        if not slash:
+            raise ValueError(f"expected COUNT/SECONDS, got {value!r}")
+        try:
+            return int(count), float(seconds)
+        except ValueError:
+            raise ValueError(f"expected COUNT/SECONDS, got {value!r}") from None
+    return int(value[0]), float(value[1])
+
+
+def _checkRate(instance: object, attribute: Any, value: tuple[int, float] | None) -> None:
+    if value is None:
+        return
+    count, seconds = value
+    if count <= 0 or not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"{attribute.name} must be a positive count per positive seconds")
+
+
 def _defaultName() -> str:
     return socket.getfqdn()
 
@@ -162,9 +188,24 @@ class ServerOptions:
     @ivar hideDSN: Do not advertise DSN.
     @ivar hideREQUIRETLS: Do not advertise REQUIRETLS.
     @ivar hideCHUNKING: Do not advertise CHUNKING and BINARYMIME.
-    @ivar socketTimeout: Seconds of client silence before 421 and close.
+    @ivar socketTimeout: Seconds of client silence before 421 and close;
+        also how long a client may leave its replies unread (a write that
+        makes no progress).
+    @ivar tlsHandshakeTimeout: Seconds a whole TLS handshake (STARTTLS or an
+        implicit TLS listener) may take before the connection is dropped.
     @ivar closeTimeout: Seconds L{SMTPServer.close} waits for transactions.
     @ivar maxClients: Concurrent connections; 0 for no limit.
+    @ivar maxClientsPerIp: Concurrent connections from one client address;
+        0 for no limit (Postfix's C{smtpd_client_connection_count_limit}).
+    @ivar maxConnectionRate: C{(count, seconds)}: connections one client
+        address may open per C{seconds}, or C{None} for no limit (Postfix's
+        C{smtpd_client_connection_rate_limit}); C{"30/60"} is accepted too.
+    @ivar limitExemptions: Networks exempt from C{maxClientsPerIp} and
+        C{maxConnectionRate} (Postfix exempts C{mynetworks}); none by default,
+        not even the loopback addresses.
+    @ivar minDataRate: C{(bytes, seconds)}: a DATA or BDAT transfer must
+        bring at least C{bytes} every C{seconds}, or is cut with 421; C{None}
+        (the default) for no minimum.
     @ivar maxRecipients: Recipients per transaction.
     @ivar maxErrors: Error replies per connection before 421 and close.
     @ivar maxLineLength: Longest command line in bytes, CRLF excluded
@@ -216,8 +257,17 @@ class ServerOptions:
     hideREQUIRETLS: bool = False
     hideCHUNKING: bool = False
     socketTimeout: float = field(default=60.0, validator=_positive)
+    tlsHandshakeTimeout: float = field(default=30.0, validator=_positive)
     closeTimeout: float = field(default=30.0, validator=_nonNegative)
     maxClients: int = field(default=0, validator=_nonNegative)
+    maxClientsPerIp: int = field(default=0, validator=_nonNegative)
+    maxConnectionRate: tuple[int, float] | None = field(
+        default=None, converter=_rate, validator=_checkRate
+    )
+    limitExemptions: tuple[IPNetwork, ...] = field(default=(), converter=_networks)
+    minDataRate: tuple[int, float] | None = field(
+        default=None, converter=_rate, validator=_checkRate
+    )
     maxRecipients: int = field(default=1000, validator=_positive)
     maxErrors: int = field(default=20, validator=_positive)
     maxLineLength: int = field(default=512, validator=_positive)

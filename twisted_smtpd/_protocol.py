@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 
 # RFC 4954 section 4: an AUTH command line may be up to 12288 octets.
 AUTH_LINE_LIMIT = 12288
+# Replies to pipelined commands written at once, at most.
+REPLY_BATCH = 64
 
 
 @implementer(IHandshakeListener)
@@ -74,11 +76,12 @@ class SMTPProtocol(LineReceiver):
     # Slots keep an idle connection small (hundreds of bytes, not kilobytes).
     # fmt: off
     __slots__ = (
-        "_auth", "_buffer", "_clock", "_closing", "_connected", "_connectedFrom", "_disabled",
-        "_discard", "_discardingLine", "_draining", "_enhanced", "_errors", "_handler",
-        "_hookToken", "_implicitTLS", "_lastActivity", "_options", "_out", "_pauses", "_phase",
-        "_plainTCP", "_processing", "_receiver", "_refused", "_serverFactory", "_startingTLS",
-        "_transportPaused", "_unauthenticated", "_waiting", "_wire", "session",
+        "_auth", "_buffer", "_clock", "_closing", "_closingSince", "_connected",
+        "_connectedFrom", "_disabled", "_discard", "_discardingLine", "_draining", "_enhanced",
+        "_errors", "_handler", "_handshakeSince", "_hookToken", "_implicitTLS", "_lastActivity",
+        "_limitHost", "_options", "_out", "_pauses", "_pendingSeen", "_phase", "_plainTCP",
+        "_processing", "_rateBytes", "_rateSince", "_receiver", "_refused", "_serverFactory",
+        "_startingTLS", "_transportPaused", "_unauthenticated", "_waiting", "_wire", "session",
     )
     # fmt: on
 
@@ -116,7 +119,10 @@ class SMTPProtocol(LineReceiver):
         self._errors = 0
         self._hookToken = 0
         self._unauthenticated = 0
-        self._lastActivity = 0.0
+        self._lastActivity = self._closingSince = self._rateSince = 0.0
+        self._handshakeSince: float | None = None
+        self._pendingSeen = self._rateBytes = 0
+        self._limitHost: str | None = None
         self._receiver: MessageReceiver | None = None
         self._auth: AuthCommand | None = None
         self._startingTLS = False
@@ -142,25 +148,22 @@ class SMTPProtocol(LineReceiver):
         if self._plainTCP:
             # Replies are small and the client waits for each: no Nagle delay.
             transport.setTcpNoDelay(True)
-        factory = self._serverFactory
-        if factory is not None:
-            factory.watch(self)
-            limit = self._options.maxClients
-            if limit and len(factory.connections) > limit:
-                self._refused = True
-                self._closeWith(catalogue.TOO_MANY_CLIENTS)
-                return
-            if factory.closing:
-                self._refused = True
-                self._closeWith(catalogue.SHUTDOWN)
-                return
-        _forwarding.connected(self, transport)
-        self._waiting = True
         if ISSLTransport.providedBy(transport):
             # Implicit TLS (RFC 8314): nothing happens before the handshake,
             # and reading must go on for the handshake to finish.
             self._implicitTLS = True
+            self._handshakeSince = self._lastActivity
             session.secure = True
+        factory = self._serverFactory
+        if factory is not None:
+            refusal = factory.admit(self)
+            if refusal is not None:
+                self._refused = True
+                self._closeWith(refusal)
+                return
+        _forwarding.connected(self, transport)
+        self._waiting = True
+        if self._implicitTLS:
             return
         self._beginSession()
 
@@ -223,6 +226,7 @@ class SMTPProtocol(LineReceiver):
         """
         A TLS handshake finished (STARTTLS or implicit TLS).
         """
+        self._handshakeSince = None
         _tlscommand.handshakeCompleted(self, self._implicitTLS)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -236,7 +240,7 @@ class SMTPProtocol(LineReceiver):
             self._receiver = None
         factory = self._serverFactory
         if factory is not None:
-            factory.connections.discard(self)
+            factory.forget(self)
         if not self._refused:
             self._emit("close")
             try:
@@ -260,9 +264,13 @@ class SMTPProtocol(LineReceiver):
 
     def resumeProducing(self) -> None:
         """
-        The client caught up with its replies: read again.
+        The client caught up with its replies: read again, and handle the
+        commands already read.
         """
+        self._lastActivity = self._clock.seconds()
         self._setPause(PAUSE_WRITE, False)
+        if self._buffer and not (self._processing or self._waiting or self._closing):
+            self._processBuffer()
 
     def stopProducing(self) -> None:
         """
@@ -304,7 +312,11 @@ class SMTPProtocol(LineReceiver):
     def _processBuffer(self) -> None:
         self._processing = True
         try:
-            while self._buffer and not self._waiting and not self._closing:
+            # Not while the client leaves its replies unread: their amount
+            # stays bounded by what one batch adds to a full send buffer.
+            while self._buffer and not (
+                self._waiting or self._closing or self._pauses & PAUSE_WRITE
+            ):
                 receiver = self._receiver
                 if receiver is not None and receiver.reading:
                     data, self._buffer = self._buffer, b""
@@ -393,6 +405,7 @@ class SMTPProtocol(LineReceiver):
         )
 
     def _bodyReceived(self, receiver: MessageReceiver, data: bytes) -> None:
+        self._rateBytes += len(data)
         rest = receiver.feed(data)
         if rest is None:
             return
@@ -498,8 +511,11 @@ class SMTPProtocol(LineReceiver):
             if len(self._wire) < 512:
                 self._wire[reply] = data
         if self._processing:
-            # Replies to pipelined commands leave together, in one send.
+            # Replies to pipelined commands leave together, in one send per
+            # batch; a full send buffer then stops the processing.
             self._out.append(data)
+            if len(self._out) >= REPLY_BATCH:
+                self._flush()
         else:
             writeThrough(self.transport, data, self._plainTCP)
 
@@ -527,6 +543,7 @@ class SMTPProtocol(LineReceiver):
         self._send(reply)
         self._flush()
         self._closing = True
+        self._closingSince = self._clock.seconds()
         self._buffer = b""
         transport: Any = self.transport
         # A TLS transport shuts down only once no producer is registered, and
@@ -564,17 +581,6 @@ class SMTPProtocol(LineReceiver):
         """
         return self._phase in (Phase.MAIL, Phase.RCPT) or self._receiver is not None
 
-    def shutdown(self, force: bool = False) -> None:
-        """
-        The server is closing: end this session with 421 now when it is idle
-        (or when C{force}), else once its transaction is over.
-        """
-        self._draining = True
-        if self._closing or (self.inTransaction() and not force):
-            return
-        self.abandonMessage(catalogue.SHUTDOWN)
-        self._closeWith(catalogue.SHUTDOWN)
-
     def abandonMessage(self, reply: Reply) -> None:
         """
         Drop a message in progress, failing its stream with C{reply}'s error.
@@ -582,21 +588,6 @@ class SMTPProtocol(LineReceiver):
         if self._receiver is not None:
             self._receiver.abandon(Failure(errorFromReply(reply)))
             self._receiver = None
-
-    def checkIdle(self, now: float) -> None:
-        """
-        Called about once a second by the factory: after C{socketTimeout} of
-        client silence, send 421 and close.  Waiting for our own hooks or for
-        a slow consumer is not the client's silence.
-        """
-        if not self._connected or self._closing:
-            return
-        if (self._waiting and not self._startingTLS) or self._pauses:
-            self._lastActivity = now
-        elif now - self._lastActivity >= self._options.socketTimeout:
-            self._log.info("{session} timeout", session=self.session.id)
-            self.abandonMessage(catalogue.TIMEOUT)
-            self._closeWith(catalogue.TIMEOUT)
 
 
 _DISPATCH: dict[Verb, Callable[[SMTPProtocol, bytes], None]] = {

@@ -143,6 +143,13 @@ HELP = reply(214, "2.0.0", "See https://www.rfc-editor.org/rfc/rfc5321")
 TIMEOUT = reply(421, "4.4.2", "Error: timeout exceeded")
 SHUTDOWN = reply(421, "4.3.2", "Service shutting down, closing connection")
 TOO_MANY_CLIENTS = reply(421, "4.7.0", "Too many connections, try again later")
+TOO_MANY_FROM_ADDRESS = reply(
+    421, "4.7.0", "Error: too many connections from your address, try again later"
+)
+CONNECTION_RATE = reply(
+    421, "4.7.0", "Error: too many connections from your address recently, try again later"
+)
+TOO_SLOW = reply(421, "4.4.2", "Error: data transfer too slow")
 TOO_MANY_ERRORS = reply(421, "4.7.0", "Too many errors, closing connection")
 HTTP_REFUSED = reply(421, "4.7.0", "This is an SMTP server, not an HTTP server")
 LOCAL_ERROR = reply(451, "4.3.0", "Error: internal error, try again later")

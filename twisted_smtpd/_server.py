@@ -28,7 +28,10 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from twisted_smtpd import _replies as catalogue
 from twisted_smtpd._cred import authenticate, portalFromCheckers
+from twisted_smtpd._deadlines import check, interval, shutdown
+from twisted_smtpd._limits import ClientLimits
 from twisted_smtpd._options import ServerOptions
 from twisted_smtpd._protocol import SMTPProtocol
 from twisted_smtpd._proxy import ProxyWrappingFactory
@@ -103,6 +106,8 @@ class SMTPServerFactory(ServerFactory):
         self._closed: list[Deferred[None]] = []
         self._forceCall: IDelayedCall | None = None
         self._sweeper: LoopingCall | None = None
+        #: Connections per client address and connection rates.
+        self.limits = ClientLimits(o.maxClientsPerIp, o.maxConnectionRate, o.limitExemptions)
 
     @property
     def reactor(self) -> Any:
@@ -202,20 +207,69 @@ class SMTPServerFactory(ServerFactory):
 
     def watch(self, protocol: SMTPProtocol) -> None:
         """
-        Count a new session and watch it for idleness: one timer for all
+        Count a new session and watch its deadlines: one timer for all
         sessions, so an idle connection costs no timer of its own.
         """
         self.connections.add(protocol)
         if self._sweeper is None:
-            interval = min(1.0, self.options.socketTimeout / 4)
             self._sweeper = LoopingCall(self._sweep)
             self._sweeper.clock = self.reactor
-            self._sweeper.start(interval, now=False)
+            self._sweeper.start(interval(self.options), now=False)
+
+    def admit(self, protocol: SMTPProtocol) -> Reply | None:
+        """
+        Count and watch a new session (L{watch}) and apply the connection
+        limits: C{maxClients}, C{maxClientsPerIp}, C{maxConnectionRate}, and
+        refusal while closing.
+
+        @return: The 421 reply refusing it, or C{None} to serve it.  Each
+            refusal for a limit is logged.
+        """
+        self.watch(protocol)
+        host = protocol.session.remoteAddress[0]
+        counted, limit = self.limits.connected(host, self.reactor.seconds())
+        if counted:
+            protocol._limitHost = host
+        refusal = None
+        if self.options.maxClients and len(self.connections) > self.options.maxClients:
+            limit = f"connection limit ({self.options.maxClients})"
+            refusal = catalogue.TOO_MANY_CLIENTS
+        elif limit is not None:
+            refusal = (
+                catalogue.CONNECTION_RATE
+                if limit.startswith("connection rate")
+                else catalogue.TOO_MANY_FROM_ADDRESS
+            )
+        elif self.closing:
+            return catalogue.SHUTDOWN
+        if refusal is not None:
+            self._log.info(
+                "{session} {client} refused: {limit} reached",
+                session=protocol.session.id,
+                client=host,
+                limit=limit,
+            )
+        return refusal
+
+    def forget(self, protocol: SMTPProtocol) -> None:
+        """
+        A session's connection is gone: stop counting it.
+        """
+        self.connections.discard(protocol)
+        host, protocol._limitHost = protocol._limitHost, None
+        if host is not None:
+            self.limits.disconnected(host)
 
     def _sweep(self) -> None:
+        # Checked once the reactor has read what arrived meanwhile: when it
+        # was kept busy, its own delay must not count as a client's silence.
+        self.reactor.callLater(0, self._checkDeadlines)
+
+    def _checkDeadlines(self) -> None:
         now = self.reactor.seconds()
         for protocol in list(self.connections):
-            protocol.checkIdle(now)
+            check(protocol, now)
+        self.limits.expire(now)
 
     def connectionGone(self, protocol: SMTPProtocol) -> None:
         """
@@ -245,7 +299,7 @@ class SMTPServerFactory(ServerFactory):
             return d
         self._closed.append(d)
         for protocol in list(self.connections):
-            protocol.shutdown()
+            shutdown(protocol, False)
         if self.connections and self._forceCall is None:
             self._forceCall = self.reactor.callLater(self.options.closeTimeout, self._force)
         elif not self.connections:
@@ -255,7 +309,7 @@ class SMTPServerFactory(ServerFactory):
     def _force(self) -> None:
         self._forceCall = None
         for protocol in list(self.connections):
-            protocol.shutdown(force=True)
+            shutdown(protocol, True)
 
     def _allGone(self) -> None:
         if self._forceCall is not None and self._forceCall.active():

@@ -63,8 +63,13 @@ _NUMBERS = {
     "max-clients": "maxClients",
     "socket-timeout": "socketTimeout",
     "close-timeout": "closeTimeout",
+    "tls-handshake-timeout": "tlsHandshakeTimeout",
+    "max-clients-per-ip": "maxClientsPerIp",
     "max-recipients": "maxRecipients",
 }
+
+# COUNT/SECONDS flags and the ServerOptions attribute each one sets.
+_RATES = {"max-connection-rate": "maxConnectionRate", "min-data-rate": "minDataRate"}
 
 # Boolean flags and the ServerOptions attribute each one sets.
 _SWITCHES = {
@@ -76,7 +81,12 @@ _SWITCHES = {
 }
 
 # Trusted-network flags and the ServerOptions attribute each one sets.
-_NETWORKS = {"proxy-trusted": "useProxy", "xclient": "useXClient", "xforward": "useXForward"}
+_NETWORKS = {
+    "proxy-trusted": "useProxy",
+    "xclient": "useXClient",
+    "xforward": "useXForward",
+    "limit-exempt": "limitExemptions",
+}
 
 # The flags choosing where messages go, and the flags that only make sense
 # with one of them.
@@ -121,6 +131,25 @@ def _number(flag: str, kind: Callable[[str], float], *, positive: bool) -> Calla
         if not math.isfinite(value) or value < 0 or (positive and value == 0):
             raise usage.UsageError(f"--{flag}: must be {bound}, got {text!r}")
         return value
+
+    return coerce
+
+
+def _rate(flag: str, what: str) -> Callable[[str], str]:
+    """
+    A coercer for a C{COUNT/SECONDS} flag: a whole number above 0, a slash,
+    a finite number of seconds above 0.
+    """
+
+    def coerce(text: str) -> str:
+        count, slash, seconds = text.partition("/")
+        try:
+            good = slash and int(count) > 0 and 0 < float(seconds) < math.inf
+        except ValueError:
+            good = False
+        if not good:
+            raise usage.UsageError(f"--{flag}: expected {what}/SECONDS, got {text!r}")
+        return text
 
     return coerce
 
@@ -199,6 +228,27 @@ class Options(AuthOptionMixin, usage.Options):
         _numeric("max-clients", int, False, "Concurrent connections; 0 for no limit."),
         _numeric("socket-timeout", float, True, "Seconds of client silence before 421."),
         _numeric("close-timeout", float, False, "Seconds a stopping server waits for mail."),
+        _numeric("tls-handshake-timeout", float, True, "Seconds a TLS handshake may take in all."),
+        _numeric(
+            "max-clients-per-ip",
+            int,
+            False,
+            "Concurrent connections from one client address; 0 for no limit.",
+        ),
+        [
+            "max-connection-rate",
+            None,
+            None,
+            "Connections one client address may open: COUNT/SECONDS [default: no limit].",
+            _rate("max-connection-rate", "COUNT"),
+        ],
+        [
+            "min-data-rate",
+            None,
+            None,
+            "Cut DATA/BDAT transfers slower than BYTES/SECONDS [default: no minimum].",
+            _rate("min-data-rate", "BYTES"),
+        ],
         _numeric("max-recipients", int, True, "Recipients per transaction."),
         [
             "workers",
@@ -316,6 +366,10 @@ class Options(AuthOptionMixin, usage.Options):
     def opt_xforward(self, network: str) -> None:
         """Accept XFORWARD from this CIDR network; repeatable."""
         self._networks("xforward", network)
+
+    def opt_limit_exempt(self, network: str) -> None:
+        """Exempt this CIDR network from the per-address limits; repeatable."""
+        self._networks("limit-exempt", network)
 
     def opt_maildir(self, path: str) -> None:
         """Store every message in this Maildir, fsynced before the 250 [default: ./Maildir]"""
@@ -446,6 +500,7 @@ class Options(AuthOptionMixin, usage.Options):
         settings: dict[str, Any] = {attribute: self[flag] for flag, attribute in _NUMBERS.items()}
         settings.update({attribute: bool(self[flag]) for flag, attribute in _SWITCHES.items()})
         settings.update({attribute: self[flag] for flag, attribute in _NETWORKS.items()})
+        settings.update({attribute: self[flag] for flag, attribute in _RATES.items()})
         settings["bareNewline"] = self["bare-newline"]
         settings["disabledCommands"] = tuple(self["disable"])
         settings["authMethods"] = tuple(self["auth-methods"].split(","))

@@ -40,6 +40,7 @@ def startTLS(p: SMTPProtocol, argument: bytes) -> None:
     # Hold commands, but keep reading: the handshake needs it.
     p._waiting = True
     p._startingTLS = True
+    p._handshakeSince = p._clock.seconds()
     transport: Any = p.transport
     transport.startTLS(contextFactory)
 

@@ -1,0 +1,446 @@
+"""
+Tests for the deadlines of a session (L{twisted_smtpd._deadlines}): TLS
+handshakes, replies left unread, the bound on a polite close, the minimum
+data rate, and the limits per client address at connection time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import directlyProvides
+
+from tests import replies
+from tests.test_protocol import RecordingHandler, connect, take, transaction
+from twisted_smtpd._deadlines import CLOSE_GRACE, pendingBytes
+from twisted_smtpd._limits import ClientLimits
+from twisted_smtpd._options import ServerOptions
+from twisted_smtpd._protocol import SMTPProtocol
+from twisted_smtpd._server import SMTPServerFactory
+
+TOO_SLOW = b"421 4.4.2 Error: data transfer too slow\r\n"
+TOO_MANY_FROM_ADDRESS = (
+    b"421 4.7.0 Error: too many connections from your address, try again later\r\n"
+)
+CONNECTION_RATE = (
+    b"421 4.7.0 Error: too many connections from your address recently, try again later\r\n"
+)
+
+
+class LogCatcher:
+    """
+    Collect the text of every log event while installed.
+    """
+
+    def __init__(self, case: SynchronousTestCase) -> None:
+        self.lines: list[str] = []
+        globalLogPublisher.addObserver(self)
+        case.addCleanup(globalLogPublisher.removeObserver, self)
+
+    def __call__(self, event: LogEvent) -> None:
+        self.lines.append(formatEvent(event))
+
+    def matching(self, text: str) -> list[str]:
+        return [line for line in self.lines if text in line]
+
+
+class BufferedTransport(StringTransport):
+    """
+    A L{StringTransport} with the send buffer attributes of a TCP transport.
+    """
+
+    dataBuffer = b""
+    offset = 0
+    _tempDataLen = 0
+
+
+def factoryFor(clock: Clock, **options: Any) -> SMTPServerFactory:
+    options.setdefault("name", "mx.example.com")
+    options.setdefault("disableReverseLookup", True)
+    return SMTPServerFactory(RecordingHandler(), ServerOptions(**options), reactor=clock)
+
+
+def connectFrom(
+    factory: SMTPServerFactory, host: str, tls: bool = False
+) -> tuple[SMTPProtocol, StringTransport]:
+    proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+    transport = StringTransport(
+        peerAddress=IPv4Address("TCP", host, 40000),
+        hostAddress=IPv4Address("TCP", "192.0.2.1", 25),
+    )
+    if tls:
+        directlyProvides(transport, ISSLTransport)
+    proto.makeConnection(transport)
+    return proto, transport
+
+
+class TLSHandshakeTimeoutTests(SynchronousTestCase):
+    def test_implicitTLSHandshakeStalls(self) -> None:
+        """
+        A client of an implicit TLS listener that never finishes the
+        handshake is aborted after tlsHandshakeTimeout, and its slot is
+        given back.
+        """
+        clock = Clock()
+        log = LogCatcher(self)
+        factory = factoryFor(clock, maxClients=1)
+        proto, transport = connectFrom(factory, "192.0.2.7", tls=True)
+        clock.advance(29)
+        self.assertFalse(transport.disconnected)
+        clock.advance(1)
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(len(log.matching("192.0.2.7 TLS handshake timeout (30 s)")), 1)
+        proto.connectionLost()
+        self.assertEqual(factory.connections, set())
+
+    def test_handshakeTimeoutOption(self) -> None:
+        """
+        tlsHandshakeTimeout sets the deadline; the socket timeout does not
+        apply while the handshake runs.
+        """
+        clock = Clock()
+        factory = factoryFor(clock, tlsHandshakeTimeout=5, socketTimeout=2)
+        proto, transport = connectFrom(factory, "192.0.2.7", tls=True)
+        clock.advance(4.5)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(0.5)
+        self.assertTrue(transport.disconnected)
+
+    def test_finishedHandshakeEndsTheDeadline(self) -> None:
+        """
+        Once the handshake is done only the socket timeout applies.
+        """
+        clock = Clock()
+        factory = factoryFor(clock, tlsHandshakeTimeout=5, socketTimeout=60)
+        proto, transport = connectFrom(factory, "192.0.2.7", tls=True)
+        clock.advance(1)
+        proto.handshakeCompleted()
+        self.assertTrue(transport.value().startswith(b"220 "))
+        clock.advance(30)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(30)
+        self.assertTrue(transport.value().endswith(replies.TIMEOUT))
+
+
+class UnreadRepliesTests(SynchronousTestCase):
+    def test_writeStallTimesOut(self) -> None:
+        """
+        A client that stops reading its replies (the transport pauses the
+        session) gets 421 after socketTimeout, and is aborted when the 421
+        cannot leave within CLOSE_GRACE either.
+        """
+        log = LogCatcher(self)
+        proto, transport, clock, factory = connect(socketTimeout=60)
+        proto.pauseProducing()
+        clock.advance(59)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(1)
+        self.assertTrue(transport.value().endswith(replies.TIMEOUT))
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.disconnected)
+        self.assertEqual(len(log.matching("192.0.2.7 write timeout: replies unread (60 s)")), 1)
+        clock.advance(CLOSE_GRACE)
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(len(log.matching("192.0.2.7 close not done after 5 s")), 1)
+
+    def test_readingRestartsTheTimeout(self) -> None:
+        """
+        When the client catches up with its replies, the timeout starts again.
+        """
+        proto, transport, clock, factory = connect(socketTimeout=60)
+        proto.pauseProducing()
+        clock.advance(50)
+        proto.resumeProducing()
+        proto.pauseProducing()
+        clock.advance(50)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(10)
+        self.assertTrue(transport.disconnecting)
+
+    def test_progressRestartsTheTimeout(self) -> None:
+        """
+        A client that reads slowly, but reads, makes the send buffer shrink:
+        that is progress, not a stall.
+        """
+        clock = Clock()
+        factory = factoryFor(clock, socketTimeout=10)
+        proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+        transport = BufferedTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 1))
+        proto.makeConnection(transport)
+        transport.dataBuffer = b"x" * 100_000
+        proto.pauseProducing()
+        for _ in range(5):
+            clock.pump([1.0] * 8)
+            transport.offset += 1000
+        self.assertFalse(transport.disconnecting)
+        # The last progress is seen by the sweep at 41 s.
+        clock.pump([1.0] * 9)
+        self.assertFalse(transport.disconnecting)
+        clock.pump([1.0] * 2)
+        self.assertTrue(transport.disconnecting)
+
+    def test_pendingBytes(self) -> None:
+        """
+        pendingBytes reads a TCP transport's buffer through wrappers.
+        """
+
+        class Wrapper:
+            def __init__(self, transport: object) -> None:
+                self.transport = transport
+
+        t = BufferedTransport()
+        t.dataBuffer = b"x" * 10
+        t.offset = 3
+        t._tempDataLen = 5
+        self.assertEqual(pendingBytes(Wrapper(Wrapper(t))), 12)
+        self.assertIsNone(pendingBytes(StringTransport()))
+
+
+class PausingTransport(StringTransport):
+    """
+    A L{StringTransport} whose send buffer is full beyond C{limit} bytes:
+    then it pauses its producer, as a TCP transport does.
+    """
+
+    limit = 2000
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if len(self.value()) > self.limit and self.producer is not None:
+            self.producer.pauseProducing()
+
+
+class PipelinedFloodTests(SynchronousTestCase):
+    def test_unreadRepliesBounded(self) -> None:
+        """
+        A client pipelining many commands without reading its replies gets
+        only a batch of replies beyond a full send buffer: the commands
+        behind wait, unread, until it reads; then they are answered.
+        """
+        clock = Clock()
+        factory = factoryFor(clock)
+        proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+        transport = PausingTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 1))
+        proto.makeConnection(transport)
+        take(transport)
+        proto.dataReceived(b"NOOP\r\n" * 1000)
+        written = transport.value().count(b"\r\n")
+        self.assertLess(written, 300)
+        self.assertEqual(transport.producerState, "paused")
+        transport.clear()
+        transport.limit = 10**9
+        proto.resumeProducing()
+        self.assertEqual(written + transport.value().count(b"\r\n"), 1000)
+
+
+class CloseBoundTests(SynchronousTestCase):
+    def test_idleTimeoutAborts(self) -> None:
+        """
+        A timed-out client whose connection does not close after the 421 is
+        aborted CLOSE_GRACE seconds later.
+        """
+        proto, transport, clock, factory = connect(socketTimeout=60)
+        clock.advance(60)
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.disconnected)
+        clock.advance(CLOSE_GRACE)
+        self.assertTrue(transport.disconnected)
+
+    def test_closeTimeoutAborts(self) -> None:
+        """
+        After closeTimeout, a session that cannot even take its 421 is
+        aborted: close() always ends.
+        """
+        proto, transport, clock, factory = connect(closeTimeout=2)
+        transaction(proto, transport)
+        proto.pauseProducing()
+        d = factory.close()
+        clock.advance(2)
+        self.assertTrue(transport.value().endswith(replies.SHUTDOWN))
+        self.assertFalse(transport.disconnected)
+        clock.advance(CLOSE_GRACE)
+        self.assertTrue(transport.disconnected)
+        proto.connectionLost()
+        self.successResultOf(d)
+
+    def test_closeAbortsHandshakes(self) -> None:
+        """
+        close() aborts at once the sessions in the middle of a TLS handshake:
+        no 421 can reach them, and they must not hold the close up.
+        """
+        clock = Clock()
+        factory = factoryFor(clock)
+        proto, transport = connectFrom(factory, "192.0.2.7", tls=True)
+        d = factory.close()
+        self.assertTrue(transport.disconnected)
+        proto.connectionLost()
+        self.successResultOf(d)
+
+
+class MinDataRateTests(SynchronousTestCase):
+    def test_slowTransferCut(self) -> None:
+        """
+        A DATA transfer bringing less than minDataRate is cut with 421, the
+        message is dropped and the cut is logged.
+        """
+        log = LogCatcher(self)
+        handler = RecordingHandler()
+        proto, transport, clock, factory = connect(
+            handler, socketTimeout=60, minDataRate=(1000, 10)
+        )
+        transaction(proto, transport)
+        proto.dataReceived(b"DATA\r\n")
+        take(transport)
+        for _ in range(20):
+            proto.dataReceived(b"x" * 40)
+            clock.advance(1)
+        self.assertEqual(take(transport), TOO_SLOW)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(handler.messages, [])
+        self.assertEqual(len(log.matching("192.0.2.7 data rate below 1000 bytes per 10 s")), 1)
+
+    def test_fastTransferPasses(self) -> None:
+        """
+        A transfer at the minimum rate goes on.
+        """
+        handler = RecordingHandler()
+        proto, transport, clock, factory = connect(handler, minDataRate=(1000, 10))
+        transaction(proto, transport)
+        proto.dataReceived(b"DATA\r\n")
+        for _ in range(30):
+            proto.dataReceived(b"x" * 100 + b"\r\n")
+            clock.advance(1)
+        proto.dataReceived(b".\r\n")
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(len(handler.messages), 1)
+
+    def test_offByDefault(self) -> None:
+        """
+        Without minDataRate a slow transfer is only subject to socketTimeout.
+        """
+        proto, transport, clock, factory = connect(socketTimeout=60)
+        transaction(proto, transport)
+        proto.dataReceived(b"DATA\r\n")
+        for _ in range(100):
+            proto.dataReceived(b"x")
+            clock.advance(1)
+        self.assertFalse(transport.disconnecting)
+
+
+class ClientLimitTests(SynchronousTestCase):
+    def test_perAddressConcurrency(self) -> None:
+        """
+        maxClientsPerIp refuses one connection too many from an address with
+        421 4.7.0 and a log line; other addresses and later connections are
+        served.
+        """
+        log = LogCatcher(self)
+        clock = Clock()
+        factory = factoryFor(clock, maxClientsPerIp=2)
+        first = [connectFrom(factory, "192.0.2.7") for _ in range(2)]
+        proto, transport = connectFrom(factory, "192.0.2.7")
+        self.assertEqual(transport.value(), TOO_MANY_FROM_ADDRESS)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(
+            len(log.matching("192.0.2.7 refused: connection limit per client address (2)")), 1
+        )
+        other, otherTransport = connectFrom(factory, "192.0.2.8")
+        self.assertTrue(otherTransport.value().startswith(b"220 "))
+        proto.connectionLost()
+        first[0][0].connectionLost()
+        again, againTransport = connectFrom(factory, "192.0.2.7")
+        self.assertTrue(againTransport.value().startswith(b"220 "))
+        self.assertEqual(factory.limits.open, {"192.0.2.7": 2, "192.0.2.8": 1})
+
+    def test_connectionRate(self) -> None:
+        """
+        maxConnectionRate refuses the connections beyond COUNT per SECONDS
+        from one address; the next window admits again.
+        """
+        log = LogCatcher(self)
+        clock = Clock()
+        factory = factoryFor(clock, maxConnectionRate="3/60")
+        for _ in range(3):
+            proto, transport = connectFrom(factory, "192.0.2.7")
+            self.assertTrue(transport.value().startswith(b"220 "))
+            proto.connectionLost()
+        proto, transport = connectFrom(factory, "192.0.2.7")
+        self.assertEqual(transport.value(), CONNECTION_RATE)
+        proto.connectionLost()
+        self.assertEqual(
+            len(log.matching("192.0.2.7 refused: connection rate limit (3 per 60 s)")), 1
+        )
+        clock.advance(60)
+        proto, transport = connectFrom(factory, "192.0.2.7")
+        self.assertTrue(transport.value().startswith(b"220 "))
+
+    def test_exemptNetworks(self) -> None:
+        """
+        limitExemptions networks are not limited; loopback is not exempt by
+        default.
+        """
+        clock = Clock()
+        factory = factoryFor(clock, maxClientsPerIp=1, limitExemptions=["192.0.2.0/24"])
+        for _ in range(3):
+            proto, transport = connectFrom(factory, "192.0.2.7")
+            self.assertTrue(transport.value().startswith(b"220 "))
+        connectFrom(factory, "127.0.0.1")
+        proto, transport = connectFrom(factory, "127.0.0.1")
+        self.assertEqual(transport.value(), TOO_MANY_FROM_ADDRESS)
+
+
+class ClientLimitsTableTests(SynchronousTestCase):
+    def test_windowsExpire(self) -> None:
+        """
+        A rate window is forgotten once it is over, at the factory's sweep.
+        """
+        clock = Clock()
+        factory = factoryFor(clock, maxConnectionRate=(5, 10))
+        for i in range(3):
+            proto, transport = connectFrom(factory, f"192.0.2.{i}")
+            proto.connectionLost()
+        self.assertEqual(len(factory.limits.windows), 3)
+        self.assertEqual(factory.limits.open, {})
+        connectFrom(factory, "192.0.2.99")
+        clock.pump([1.0] * 11)
+        self.assertEqual(factory.limits.windows, {})
+
+    def test_tableBounded(self) -> None:
+        """
+        The rate table never holds more than maxTracked addresses: the
+        oldest window is dropped for a new address.
+        """
+        limits = ClientLimits(0, (1, 60), (), maxTracked=100)
+        for i in range(1000):
+            counted, limit = limits.connected(f"10.0.{i // 256}.{i % 256}", float(i) / 100)
+            self.assertIsNone(limit)
+            limits.disconnected(f"10.0.{i // 256}.{i % 256}")
+        self.assertEqual(len(limits.windows), 100)
+        self.assertIn("10.0.3.231", limits.windows)
+        self.assertEqual(limits.open, {})
+
+    def test_onlyAddressesCounted(self) -> None:
+        """
+        Clients of a UNIX socket (no IP address) are not limited as if they
+        were one client.
+        """
+        limits = ClientLimits(1, (1, 60), ())
+        for _ in range(3):
+            self.assertEqual(limits.connected("/run/smtpd.sock", 0), (False, None))
+            self.assertEqual(limits.connected("", 0), (False, None))
+        self.assertEqual(limits.connected("::1", 0), (True, None))
+        self.assertEqual(limits.open, {"::1": 1})
+
+    def test_inactive(self) -> None:
+        """
+        With no limit configured nothing is counted.
+        """
+        limits = ClientLimits(0, None, ())
+        self.assertEqual(limits.connected("192.0.2.7", 0), (False, None))
+        self.assertEqual(limits.open, {})
