@@ -11,6 +11,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from twisted_smtpd import ServerOptions
 from twisted_smtpd.testing import MessageRecorder, listenForTests, memorySession
 
 
@@ -32,6 +33,26 @@ class MemorySessionTests(SynchronousTestCase):
         self.assertEqual(message.rcptTo, ("b@example.com", "c@example.com"))
         self.assertEqual(message.data, b".dot\r\nhi\r\n")
         self.assertTrue(session.transport.disconnecting)
+
+    def test_largeMessageWithinServerLimit(self) -> None:
+        """
+        The recorder keeps any message the server's own size limit lets
+        through, even one larger than L{IMessageStream.collect}'s default
+        bound.
+        """
+        recorder = MessageRecorder()
+        session = memorySession(
+            recorder, ServerOptions(name="mx.test.invalid", size=0, disableReverseLookup=True)
+        )
+        body = b"x" * 998 + b"\r\n"
+        count = 11_000
+        out = session.send(
+            b"EHLO c\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n"
+            + body * count
+            + b".\r\n"
+        )
+        self.assertIn(b"250 2.0.0 OK: recorded as message 1\r\n", out)
+        self.assertEqual(len(recorder.messages[0].data), len(body) * count)
 
     def test_waitForMessages(self) -> None:
         """

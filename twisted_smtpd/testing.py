@@ -90,7 +90,8 @@ class MessageRecorder(BaseHandler):
         envelope = session.envelope
         mailFrom = envelope.mailFrom.address if envelope.mailFrom is not None else ""
         rcptTo = tuple(a.address for a in envelope.rcptTo)
-        d: Deferred[bytes] = stream.collect()  # type: ignore[assignment]
+        # The server's size limit bounds the message; the recorder keeps all of it.
+        d: Deferred[bytes] = stream.collect(maxBytes=0)  # type: ignore[assignment]
 
         def received(data: bytes) -> str:
             self.messages.append(ReceivedMessage(mailFrom, rcptTo, data, session))
