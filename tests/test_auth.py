@@ -22,6 +22,7 @@ from twisted_smtpd._session import AuthRequest, AuthResult, Session
 
 AUTH_OK = b"235 2.7.0 Authentication successful\r\n"
 AUTH_FAILED = b"535 5.7.8 Error: authentication credentials invalid\r\n"
+AUTH_NOT_AUTHORIZED = b"535 5.7.8 Error: authentication failed: authorization failure\r\n"
 AUTH_NEEDS_TLS = b"538 5.7.11 Error: must issue a STARTTLS command first\r\n"
 AUTH_NOT_ENABLED = b"503 5.5.1 Error: authentication not enabled\r\n"
 ALREADY_AUTHENTICATED = b"503 5.5.1 Error: already authenticated\r\n"
@@ -110,15 +111,16 @@ class MechanismTests(SynchronousTestCase):
     def test_plainInitialResponse(self) -> None:
         """
         PLAIN with an initial response authenticates; both identities reach
-        onAuth; the session records the user and ESMTPA.
+        onAuth (an authorization identity equal to the user name is
+        accepted); the session records the user and ESMTPA.
         """
         proto, transport, handler = greeted()
-        proto.dataReceived(b"AUTH PLAIN " + b64(b"bob\0alice\0secret") + b"\r\n")
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"alice\0alice\0secret") + b"\r\n")
         self.assertEqual(take(transport), AUTH_OK)
         request = handler.requests[0]
         self.assertEqual(
             (request.method, request.authorizationIdentity, request.username, request.password),
-            ("PLAIN", "bob", "alice", "secret"),
+            ("PLAIN", "alice", "alice", "secret"),
         )
         self.assertEqual(proto.session.user, {"name": "alice"})
         self.assertEqual(proto.session.transmissionType, "ESMTPA")
@@ -376,3 +378,210 @@ class PortalTests(SynchronousTestCase):
         proto.dataReceived(b64(b"alice " + digest) + b"\r\n")
         self.assertEqual(take(transport), AUTH_OK)
         self.assertEqual(proto.session.user, "alice")
+
+    def test_plainAuthzidDifferentRefusedByPortal(self) -> None:
+        """
+        Through twisted.cred, right credentials asking to act as another
+        identity get 535 5.7.8; asking for the user's own identity works.
+        """
+        proto, transport = self.session()
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"bob\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_NOT_AUTHORIZED)
+        self.assertIsNone(proto.session.user)
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"alice\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_OK)
+        self.assertEqual(proto.session.user, "alice")
+
+
+def plainOfLength(length: int) -> bytes:
+    """
+    A base64 PLAIN response for alice with a wrong password, C{length}
+    octets long (a multiple of 4).
+    """
+    raw = b"\0alice\0" + b"x" * (length // 4 * 3 - 7)
+    encoded = b64(raw)
+    assert len(encoded) == length, len(encoded)
+    return encoded
+
+
+class LineLimitTests(SynchronousTestCase):
+    """
+    RFC 4954 section 4: AUTH lines, the command and every continuation, are
+    at most 12288 octets; a longer one is refused with 500, however it
+    arrives, and ends the exchange.
+    """
+
+    def _continuation(
+        self, pieces: list[bytes], proto: SMTPProtocol, transport: Any, limit: int = 12290
+    ) -> None:
+        proto.dataReceived(b"AUTH PLAIN\r\n")
+        self.assertEqual(take(transport), b"334 \r\n")
+        for piece in pieces:
+            proto.dataReceived(piece)
+            # Never buffered past the limit, even while discarding.
+            self.assertLessEqual(len(proto._buffer), limit + len(piece))
+
+    def test_longestContinuationAccepted(self) -> None:
+        """
+        A continuation line of exactly 12288 octets is read and judged (535
+        for its wrong password).
+        """
+        proto, transport, handler = greeted()
+        self._continuation([plainOfLength(12288) + b"\r\n"], proto, transport)
+        self.assertEqual(take(transport), AUTH_FAILED)
+        self.assertEqual(len(handler.requests), 1)
+
+    def test_saslLineOverLimitRefusedEveryArrival(self) -> None:
+        """
+        A continuation line of 12292 octets gets 500 whether it comes whole
+        with its CRLF, split anywhere (in the middle, before the CR, between
+        CR and LF) or byte by byte; the handler never sees it, and the NOOP
+        pipelined behind it is a command again.
+        """
+        line = plainOfLength(12292) + b"\r\n"
+        data = line + b"NOOP\r\n"
+        arrivals = {
+            "whole": [data],
+            "middle": [data[:6000], data[6000:]],
+            "before CR": [data[: len(line) - 2], data[len(line) - 2 :]],
+            "between CR and LF": [data[: len(line) - 1], data[len(line) - 1 :]],
+            "after limit": [data[:12290], data[12290:]],
+            "byte by byte": [data[i : i + 1] for i in range(len(data))],
+        }
+        for name, pieces in arrivals.items():
+            proto, transport, handler = greeted()
+            self._continuation(pieces, proto, transport)
+            self.assertEqual(take(transport), replies.LINE_TOO_LONG + replies.OK, name)
+            self.assertEqual(handler.requests, [], name)
+            self.assertIsNone(proto.session.user, name)
+
+    def test_saslLineOverLimitEndsExchange(self) -> None:
+        """
+        After a too-long continuation line is refused, the exchange is over:
+        the rest of that line is dropped up to its CRLF without being
+        buffered, then NOOP is a command, not SASL data, and AUTH can start
+        again.
+        """
+        proto, transport, handler = greeted()
+        pieces = [b"A" * 1024] * 100 + [b"\r\nNOOP\r\n"]
+        self._continuation(pieces, proto, transport)
+        self.assertEqual(take(transport), replies.LINE_TOO_LONG + replies.OK)
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_OK)
+
+    def test_saslLineOverLimitCountsAsFailure(self) -> None:
+        """
+        A too-long continuation line is a failed attempt: it counts towards
+        maxAuthFailures.
+        """
+        proto, transport, handler = greeted(maxAuthFailures=1)
+        self._continuation([plainOfLength(12292) + b"\r\n"], proto, transport)
+        self.assertEqual(take(transport), replies.LINE_TOO_LONG + TOO_MANY_AUTH_FAILURES)
+        self.assertTrue(transport.disconnecting)
+
+    def test_authCommandOverLimitRefused(self) -> None:
+        """
+        An AUTH command line over 12288 octets gets 500 even when its CRLF
+        comes in the same read; no exchange starts.
+        """
+        proto, transport, handler = greeted()
+        line = b"AUTH PLAIN " + plainOfLength(12288) + b"\r\n"
+        proto.dataReceived(line + b"NOOP\r\n")
+        self.assertEqual(take(transport), replies.LINE_TOO_LONG + replies.OK)
+        self.assertEqual(handler.requests, [])
+
+
+class ProxyHandler(PasswordHandler):
+    """
+    Lets alice act as the identities in C{mayActAs}, by naming the one asked
+    for in its L{AuthResult}.
+    """
+
+    def __init__(self, mayActAs: tuple[str, ...] = ("bob",), echo: str | None = None) -> None:
+        super().__init__()
+        self.mayActAs = mayActAs
+        self.echo = echo
+
+    def onAuth(self, auth: AuthRequest, session: Session) -> object:
+        result = super().onAuth(auth, session)
+        assert isinstance(result, AuthResult)
+        wanted = auth.authorizationIdentity
+        if wanted in self.mayActAs:
+            return AuthResult(
+                user={"name": wanted},
+                authorizationIdentity=self.echo if self.echo is not None else wanted,
+            )
+        return result
+
+
+class AuthorizationIdentityTests(SynchronousTestCase):
+    """
+    RFC 4616 section 2: a PLAIN authorization identity other than the user
+    name is refused unless the handler allows it.
+    """
+
+    def test_plainAuthzidDifferentRefused(self) -> None:
+        """
+        A handler that checks only the credentials does not let alice act as
+        bob: 535 5.7.8, no user, a failed attempt; alice alone still works.
+        """
+        proto, transport, handler = greeted(maxAuthFailures=2)
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"bob\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_NOT_AUTHORIZED)
+        self.assertIsNone(proto.session.user)
+        self.assertEqual(handler.requests[0].authorizationIdentity, "bob")
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_OK)
+        self.assertEqual(proto.session.user, {"name": "alice"})
+
+    def test_plainAuthzidDifferentRefusedCountsAsFailure(self) -> None:
+        """
+        The refusal counts towards maxAuthFailures.
+        """
+        proto, transport, handler = greeted(maxAuthFailures=1)
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"bob\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_NOT_AUTHORIZED + TOO_MANY_AUTH_FAILURES)
+        self.assertTrue(transport.disconnecting)
+
+    def test_plainAuthzidAllowedByHandler(self) -> None:
+        """
+        A handler naming the identity asked for in its AuthResult lets the
+        login act as it; others are still refused.
+        """
+        proto, transport, handler = greeted(ProxyHandler())
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"carol\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_NOT_AUTHORIZED)
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"bob\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_OK)
+        self.assertEqual(proto.session.user, {"name": "bob"})
+
+    def test_plainAuthzidOtherIdentityInResultRefused(self) -> None:
+        """
+        An AuthResult naming another identity than the one asked for does not
+        allow it.
+        """
+        proto, transport, handler = greeted(ProxyHandler(echo="dave"))
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"bob\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_NOT_AUTHORIZED)
+        self.assertIsNone(proto.session.user)
+
+    def test_plainAuthzidContinuation(self) -> None:
+        """
+        The same after an empty challenge.
+        """
+        proto, transport, handler = greeted()
+        proto.dataReceived(b"AUTH PLAIN\r\n")
+        take(transport)
+        proto.dataReceived(b64(b"bob\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_NOT_AUTHORIZED)
+        self.assertIsNone(proto.session.user)
+
+    def test_plainAuthzidEqualOrEmptyAccepted(self) -> None:
+        """
+        An empty authorization identity, or one equal to the user name, is
+        accepted as before.
+        """
+        for response in (b"\0alice\0secret", b"alice\0alice\0secret"):
+            proto, transport, handler = greeted()
+            proto.dataReceived(b"AUTH PLAIN " + b64(response) + b"\r\n")
+            self.assertEqual(take(transport), AUTH_OK, response)

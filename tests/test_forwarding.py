@@ -5,12 +5,18 @@ each believed only from its configured networks.
 
 from __future__ import annotations
 
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests import replies
 from tests.test_protocol import RecordingHandler, connect, take
+from twisted_smtpd._address import encodeXtext
 from twisted_smtpd._grammar import XCLIENT_ATTRIBUTES, parseAttributes
 from twisted_smtpd._replies import CommandError
+from twisted_smtpd._xclient import parseXClient, parseXForward
 
 NOT_AUTHORIZED = b"550 5.7.0 Error: insufficient authorization\r\n"
 BAD_ATTRIBUTE = b"501 5.5.4 Error: bad attribute syntax\r\n"
@@ -113,3 +119,189 @@ class XForwardTests(SynchronousTestCase):
         proto.dataReceived(b"XFORWARD NAME=x\r\n")
         self.assertEqual(take(transport), NOT_AUTHORIZED)
         self.assertEqual(proto.session.xForward, {})
+
+
+def badValue(name: str, value: str) -> bytes:
+    return f"501 5.5.4 Bad {name} syntax: {value}\r\n".encode()
+
+
+class XClientValueTests(SynchronousTestCase):
+    def xclient(self, argument: bytes) -> tuple[Any, bytes]:
+        proto, transport, clock, _ = connect(useXClient=True)
+        take(transport)
+        proto.dataReceived(b"XCLIENT " + argument + b"\r\n")
+        return proto, take(transport)
+
+    def test_addrNotAnIP(self) -> None:
+        """
+        C{ADDR} that is no IP address gets 501 5.5.4 and changes nothing.
+        """
+        for bad in (b"not-an-ip", b"192.0.2.300", b"IPV6:192.0.2.1", b"fe80::1+25eth0", b""):
+            proto, written = self.xclient(b"ADDR=" + bad)
+            self.assertTrue(written.startswith(b"501 5.5.4 Bad ADDR syntax"), (bad, written))
+            self.assertEqual(proto.session.remoteAddress, ("192.0.2.7", 40000))
+
+    def test_addrForms(self) -> None:
+        """
+        IPv4, IPv6 with and without Postfix's C{IPV6:} prefix and
+        C{[UNAVAILABLE]} are accepted.
+        """
+        for good, host in (
+            (b"192.0.2.9", "192.0.2.9"),
+            (b"IPV6:2001:db8::9", "2001:db8::9"),
+            (b"ipv6:2001:db8::9", "2001:db8::9"),
+            (b"2001:db8::9", "2001:db8::9"),
+            (b"[UNAVAILABLE]", "192.0.2.7"),
+        ):
+            proto, written = self.xclient(b"ADDR=" + good)
+            self.assertEqual(written, replies.GREETING, good)
+            self.assertEqual(proto.session.remoteAddress[0], host)
+
+    def test_portNonASCIIDigits(self) -> None:
+        """
+        C{PORT} written in digits other than ASCII ones (Arabic-Indic,
+        superscript: C{str.isdigit} accepts both, C{int} fails on the
+        latter) gets 501 and the session goes on.
+        """
+        for bad in (b"+D9+A1+D9+A2", b"+C2+B2+C2+B3", b"+EF+BC+91"):
+            proto, written = self.xclient(b"PORT=" + bad)
+            self.assertTrue(written.startswith(b"501 5.5.4 Bad PORT syntax"), (bad, written))
+            self.assertEqual(proto.session.remoteAddress, ("192.0.2.7", 40000))
+            proto.dataReceived(b"NOOP\r\n")
+            self.assertEqual(take(proto.transport), replies.OK)
+
+    def test_portOutOfRange(self) -> None:
+        """
+        C{PORT=99999} gets 501 instead of being ignored; 0 and 65535 are
+        ports.
+        """
+        for bad in (b"99999", b"65536", b"-1", b"123456", b"+2B1"):
+            proto, written = self.xclient(b"PORT=" + bad)
+            self.assertTrue(written.startswith(b"501 5.5.4 Bad PORT syntax"), (bad, written))
+        for good in (b"0", b"65535"):
+            proto, written = self.xclient(b"PORT=" + good)
+            self.assertEqual(written, replies.GREETING)
+            self.assertEqual(proto.session.remoteAddress[1], int(good))
+
+    def test_nameNotHostname(self) -> None:
+        """
+        C{NAME} that is no host name (a line break forging a reply, spaces,
+        non-ASCII) gets 501 with the value escaped; C{[TEMPUNAVAIL]} and
+        C{[UNAVAILABLE]} are accepted.
+        """
+        proto, written = self.xclient(b"NAME=a+0D+0A250+20forged")
+        self.assertEqual(written, badValue("NAME", "a\\x0d\\x0a250 forged"))
+        self.assertEqual(proto.session.clientHostname, "[192.0.2.7]")
+        for bad in (b"a+20b", b"+C3+A9.example", b"-x.example"):
+            proto, written = self.xclient(b"NAME=" + bad)
+            self.assertTrue(written.startswith(b"501 5.5.4 Bad NAME syntax"), bad)
+        for good in (b"[TEMPUNAVAIL]", b"[UNAVAILABLE]", b"win_host.example"):
+            proto, written = self.xclient(b"NAME=" + good)
+            self.assertEqual(written, replies.GREETING, good)
+
+    def test_otherValues(self) -> None:
+        """
+        C{PROTO} is SMTP or ESMTP; C{HELO} and C{LOGIN} are printable text.
+        """
+        for bad in (b"PROTO=LMTP", b"HELO=a+0Ab", b"LOGIN=+00", b"DESTPORT=70000", b"DESTADDR=x"):
+            proto, written = self.xclient(bad)
+            self.assertTrue(written.startswith(b"501 5.5.4 Bad "), bad)
+        proto, written = self.xclient(b"PROTO=esmtp HELO=[UNAVAILABLE] LOGIN=bob DESTPORT=587")
+        self.assertEqual(written, replies.GREETING)
+        self.assertEqual(proto.session.localAddress, ("192.0.2.1", 587))
+
+    def test_ipv6ClientHostname(self) -> None:
+        """
+        An IPv6 ADDR without NAME makes the client's name the RFC 5321
+        address literal C{[IPv6:...]}.
+        """
+        proto, written = self.xclient(b"ADDR=IPV6:2001:db8::7")
+        self.assertEqual(proto.session.clientHostname, "[IPv6:2001:db8::7]")
+
+
+class XForwardValueTests(SynchronousTestCase):
+    def test_values(self) -> None:
+        """
+        XFORWARD values are checked as XCLIENT's: bad ones get 501 5.5.4
+        and are not kept.
+        """
+        proto, transport, clock, _ = connect(useXForward=True)
+        take(transport)
+        for bad in (
+            b"ADDR=not-an-ip",
+            b"PORT=99999",
+            b"NAME=a+0D+0Ab",
+            b"SOURCE=ELSEWHERE",
+            b"IDENT=+07",
+        ):
+            proto.dataReceived(b"XFORWARD " + bad + b"\r\n")
+            self.assertTrue(take(transport).startswith(b"501 5.5.4 Bad "), bad)
+        self.assertEqual(proto.session.xForward, {})
+        proto.dataReceived(b"XFORWARD SOURCE=remote PROTO=UUCP IDENT=q1 ADDR=[UNAVAILABLE]\r\n")
+        self.assertEqual(take(transport), replies.OK)
+
+
+_HOSTNAME = st.from_regex(r"\A[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?(\.[a-z]{1,10}){1,3}\Z")
+_XCLIENT_VALUES = st.fixed_dictionaries(
+    {},
+    optional={
+        "NAME": st.one_of(_HOSTNAME, st.sampled_from(["[UNAVAILABLE]", "[TEMPUNAVAIL]"])),
+        "ADDR": st.one_of(
+            st.ip_addresses(v=4).map(str),
+            st.ip_addresses(v=6).map(lambda a: f"IPV6:{a}"),
+            st.just("[UNAVAILABLE]"),
+        ),
+        "PORT": st.integers(0, 65535).map(str),
+        "PROTO": st.sampled_from(["SMTP", "ESMTP"]),
+        "HELO": st.text(
+            st.characters(blacklist_categories=("Cc", "Cs", "Cf", "Zl", "Zp", "Zs", "Co", "Cn")),
+            min_size=1,
+            max_size=40,
+        ),
+        "LOGIN": st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1),
+        "DESTADDR": st.ip_addresses().map(str),
+        "DESTPORT": st.integers(0, 65535).map(str),
+    },
+).filter(bool)
+
+
+class XClientParserTests(SynchronousTestCase):
+    @given(st.binary(max_size=300))
+    def test_arbitraryBytes(self, data: bytes) -> None:
+        """
+        Arbitrary bytes give attributes or L{CommandError}; nothing else.
+        """
+        for parse in (parseXClient, parseXForward):
+            try:
+                attributes = parse(data)
+            except CommandError as e:
+                self.assertEqual(e.reply.code, 501)
+            else:
+                self.assertTrue(attributes)
+
+    @given(
+        st.lists(
+            st.sampled_from(sorted(XCLIENT_ATTRIBUTES)).flatmap(
+                lambda name: st.tuples(st.just(name), st.text(max_size=20))
+            ),
+            max_size=5,
+        )
+    )
+    def test_arbitraryValues(self, pairs: list[tuple[str, str]]) -> None:
+        """
+        Known names with arbitrary values (any text, xtext-encoded) give
+        attributes or L{CommandError}; nothing else.
+        """
+        argument = " ".join(f"{n}={encodeXtext(v)}" for n, v in pairs).encode()
+        try:
+            parseXClient(argument)
+        except CommandError as e:
+            self.assertEqual(e.reply.code, 501)
+
+    @given(_XCLIENT_VALUES)
+    def test_roundTrip(self, attributes: dict[str, str]) -> None:
+        """
+        Valid attributes, xtext-encoded, parse back to themselves.
+        """
+        argument = " ".join(f"{n}={encodeXtext(v)}" for n, v in attributes.items())
+        self.assertEqual(parseXClient(argument.encode("ascii")), attributes)

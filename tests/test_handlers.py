@@ -619,7 +619,8 @@ class MaildirDeliveryTests(TestCase):
     def test_traceHeadersNullSenderAndUnsafeText(self) -> None:
         """
         The null reverse-path gives C{Return-Path: <>}; an unresolved client
-        is C{unknown}; control characters never reach the headers.
+        is C{unknown}; control characters never reach the headers: they are
+        escaped.
         """
         handler = MaildirHandler(self.path, traceHeaders=True, hostname="mx.example")
         session = makeSession(
@@ -636,7 +637,10 @@ class MaildirDeliveryTests(TestCase):
             lines = readFile(os.path.join(self.newDir(), name)).split(b"\r\n")
             self.assertEqual(lines[0], b"Return-Path: <>")
             self.assertTrue(
-                lines[1].startswith(b"Received: from evilX-Injected: 1 (unknown [192.0.2.1]) by")
+                lines[1].startswith(
+                    b"Received: from evil\\x0d\\x0aX-Injected: 1 (unknown [192.0.2.1]) by"
+                ),
+                lines[1],
             )
             self.assertEqual(lines[2:], [b"", b""])
 

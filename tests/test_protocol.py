@@ -1005,7 +1005,6 @@ class CloseTests(SynchronousTestCase):
 
 CHUNK_OK = b"250 2.0.0 OK: %d octets received\r\n"
 BDAT_IN_PROGRESS = b"503 5.5.1 Error: BDAT transfer in progress\r\n"
-BDAT_SYNTAX = b"501 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n"
 QUEUED = b"250 2.0.0 OK: queued as X1\r\n"
 
 
@@ -1049,16 +1048,16 @@ class BdatTests(SynchronousTestCase):
 
     def test_sequence(self) -> None:
         """
-        BDAT needs recipients; RCPT and DATA cannot interrupt a BDAT transfer;
-        a bad size is a syntax error.
+        BDAT needs recipients (its chunk is still read); RCPT and DATA cannot
+        interrupt a BDAT transfer.
         """
         proto, transport, clock, _ = connect()
         proto.dataReceived(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\n")
         take(transport)
-        proto.dataReceived(b"BDAT 1 LAST\r\n")
+        proto.dataReceived(b"BDAT 1 LAST\r\nx")
         self.assertEqual(take(transport), replies.NEED_RCPT)
-        proto.dataReceived(b"RCPT TO:<d@e.f>\r\nBDAT x\r\nBDAT 2\r\nab")
-        self.assertEqual(take(transport), replies.RCPT_OK + BDAT_SYNTAX + CHUNK_OK % 2)
+        proto.dataReceived(b"RCPT TO:<d@e.f>\r\nBDAT 2\r\nab")
+        self.assertEqual(take(transport), replies.RCPT_OK + CHUNK_OK % 2)
         proto.dataReceived(b"RCPT TO:<g@e.f>\r\nDATA\r\n")
         self.assertEqual(take(transport), BDAT_IN_PROGRESS * 2)
 
@@ -1160,3 +1159,277 @@ class WriteThroughTests(SynchronousTestCase):
         tls.TLS = True
         writeThrough(tls, b"250 OK\r\n", True)
         self.assertEqual((tls.socket.sent, tls._tempDataBuffer), ([], [b"250 OK\r\n"]))
+
+
+SMUGGLED = (
+    b"MAIL FROM:<evil@example.com>\r\n"
+    b"RCPT TO:<victim@example.com>\r\n"
+    b"DATA\r\n"
+    b"Subject: smuggled\r\n\r\nx\r\n.\r\n"
+)
+BDAT_SYNTAX_CLOSE = b"521 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n"
+
+
+class RcptRefusingHandler(RecordingHandler):
+    """
+    Refuses every recipient.
+    """
+
+    def onRcptTo(self, address: Address, session: Session) -> object:
+        super().onRcptTo(address, session)
+        raise SMTPError(550, "No such user", "5.1.1")
+
+
+def _refusalPaths(lmtp: bool) -> list[tuple[str, bytes, dict[str, Any], Any, bytes]]:
+    """
+    Every way a BDAT command is refused: (name, commands before it, server
+    options, handler class, the refusal).
+    """
+    hello = b"LHLO c\r\n" if lmtp else b"EHLO c\r\n"
+    mail = hello + b"MAIL FROM:<s@example.com>\r\n"
+    rcpt = mail + b"RCPT TO:<r@example.com>\r\n"
+    return [
+        (
+            "no greeting",
+            b"",
+            {},
+            RecordingHandler,
+            replies.NEED_LHLO if lmtp else replies.NEED_HELO,
+        ),
+        ("no MAIL", hello, {}, RecordingHandler, replies.NEED_MAIL),
+        ("no RCPT", mail, {}, RecordingHandler, replies.NEED_RCPT),
+        ("every RCPT refused", rcpt, {}, RcptRefusingHandler, replies.NEED_RCPT),
+        (
+            "SIZE exceeded at MAIL",
+            hello + b"MAIL FROM:<s@example.com> SIZE=1000\r\n",
+            {"size": 100},
+            RecordingHandler,
+            replies.NEED_MAIL,
+        ),
+        ("after LAST", rcpt + b"BDAT 2 LAST\r\nhi", {}, RecordingHandler, replies.NEED_MAIL),
+        (
+            "disabled",
+            rcpt,
+            {"disabledCommands": ["BDAT"]},
+            RecordingHandler,
+            replies.NOT_IMPLEMENTED,
+        ),
+    ]
+
+
+class RefusedBdatTests(SynchronousTestCase):
+    """
+    RFC 3030 section 2: the octets announced by a BDAT command follow it
+    whatever the reply, so a refused BDAT's chunk is read and dropped, never
+    run as commands.
+    """
+
+    def _check(self, lmtp: bool, cuts: Any) -> None:
+        chunk = b"BDAT %d LAST\r\n" % len(SMUGGLED) + SMUGGLED
+        for name, before, options, handlerClass, refusal in _refusalPaths(lmtp):
+            for cut in cuts(len(chunk) + len(b"NOOP\r\n")):
+                handler = handlerClass()
+                proto, transport, clock, _ = connect(handler, lmtp=lmtp, **options)
+                proto.dataReceived(before)
+                take(transport)
+                for piece in cut(chunk + b"NOOP\r\n"):
+                    proto.dataReceived(piece)
+                case = (name, lmtp, cut)
+                self.assertEqual(take(transport), refusal + replies.OK, case)
+                self.assertNotIn("mail evil@example.com", handler.calls, case)
+                self.assertNotIn("rcpt victim@example.com", handler.calls, case)
+                delivered = 1 if name == "after LAST" else 0
+                self.assertEqual(len(handler.messages), delivered, case)
+                self.assertFalse(transport.disconnecting, case)
+
+    def test_refusedBdatChunkIsDiscardedEverySplit(self) -> None:
+        """
+        In SMTP, on every refusal path, a refused BDAT chunk split in two
+        reads at every byte, with a NOOP pipelined behind it, is dropped: the
+        refusal and the NOOP's reply are the only replies, nothing in the
+        chunk reaches a hook.
+        """
+
+        def cuts(length: int) -> Any:
+            for index in range(length + 1):
+
+                def cut(data: bytes, index: int = index) -> list[bytes]:
+                    return [data[:index], data[index:]]
+
+                yield cut
+
+        self._check(False, cuts)
+
+    def test_refusedBdatChunkIsDiscardedLMTPEverySplit(self) -> None:
+        """
+        The same in LMTP.
+        """
+
+        def cuts(length: int) -> Any:
+            for index in range(length + 1):
+
+                def cut(data: bytes, index: int = index) -> list[bytes]:
+                    return [data[:index], data[index:]]
+
+                yield cut
+
+        self._check(True, cuts)
+
+    def test_refusedBdatChunkIsDiscardedByteByByte(self) -> None:
+        """
+        A refused chunk arriving one byte at a time is dropped too, in SMTP
+        and LMTP.
+        """
+
+        def cuts(length: int) -> Any:
+            def cut(data: bytes) -> list[bytes]:
+                return [data[i : i + 1] for i in range(len(data))]
+
+            yield cut
+
+        self._check(False, cuts)
+        self._check(True, cuts)
+
+    def test_refusedBdatReplyAfterChunk(self) -> None:
+        """
+        The refusal is sent once the last octet of the chunk is in, not
+        before; octets are dropped as they come, never buffered.
+        """
+        proto, transport, clock, _ = connect()
+        proto.dataReceived(b"EHLO c\r\n")
+        take(transport)
+        proto.dataReceived(b"BDAT 12\r\nNOOP\r\n")
+        self.assertEqual(take(transport), b"")
+        self.assertEqual(proto._buffer, b"")
+        proto.dataReceived(b"NOOP\r\nNOOP\r\n")
+        self.assertEqual(take(transport), replies.NEED_MAIL + replies.OK)
+
+    def test_refusedBdatZeroSize(self) -> None:
+        """
+        A refused C{BDAT 0} is answered at once: no octet follows it.
+        """
+        proto, transport, clock, _ = connect()
+        proto.dataReceived(b"EHLO c\r\n")
+        take(transport)
+        proto.dataReceived(b"BDAT 0 LAST\r\nNOOP\r\n")
+        self.assertEqual(take(transport), replies.NEED_MAIL + replies.OK)
+
+    def test_malformedBdatSizeCloses(self) -> None:
+        """
+        A BDAT line whose size cannot be read (a word, too many digits, a
+        tab, no size, a line too long) gets 521 and the connection closes:
+        where its octets end is unknown, so none is taken as a command.
+        """
+        lines = [
+            b"BDAT x",
+            b"BDAT 1234567890123456789",
+            b"BDAT\t5",
+            b"BDAT",
+            b"BDAT 5 LAST extra",
+            b"bdat -5",
+            b"BDAT 5" + b" " * 600 + b"LAST",
+            b"BDAT 5" + b" " * 20000 + b"LAST",
+        ]
+        for lmtp in (False, True):
+            for line in lines:
+                for before in (b"", b"MAIL FROM:<s@example.com>\r\nRCPT TO:<r@example.com>\r\n"):
+                    handler = RecordingHandler()
+                    proto, transport, clock, _ = connect(handler, lmtp=lmtp)
+                    proto.dataReceived((b"LHLO c\r\n" if lmtp else b"EHLO c\r\n") + before)
+                    take(transport)
+                    proto.dataReceived(line + b"\r\n" + SMUGGLED)
+                    case = (lmtp, line[:30], before)
+                    self.assertEqual(take(transport), BDAT_SYNTAX_CLOSE, case)
+                    self.assertTrue(transport.disconnecting, case)
+                    self.assertNotIn("mail evil@example.com", handler.calls, case)
+
+    def test_malformedBdatDuringTransferCloses(self) -> None:
+        """
+        A malformed BDAT in the middle of a transfer closes the connection
+        too, and the handler's stream fails.
+        """
+        failures: list[Failure] = []
+
+        class Handler(RecordingHandler):
+            def onData(self, stream: IMessageStream, session: Session) -> object:
+                d = stream.collect()
+                d.addErrback(failures.append)  # type: ignore[attr-defined]
+                return d
+
+        proto, transport, clock, _ = connect(Handler())
+        transaction(proto, transport)
+        proto.dataReceived(b"BDAT 2\r\nabBDAT x\r\n" + SMUGGLED)
+        self.assertEqual(take(transport), CHUNK_OK % 2 + BDAT_SYNTAX_CLOSE)
+        self.assertTrue(transport.disconnecting)
+        proto.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(len(failures), 1)
+
+    def test_disabledBdatNotAdvertised(self) -> None:
+        """
+        With BDAT in disabledCommands, EHLO and LHLO advertise neither
+        CHUNKING nor BINARYMIME.
+        """
+        for lmtp in (False, True):
+            proto, transport, clock, _ = connect(lmtp=lmtp, disabledCommands=["BDAT"])
+            proto.dataReceived(b"LHLO c\r\n" if lmtp else b"EHLO c\r\n")
+            reply = take(transport)
+            self.assertIn(b"250-8BITMIME\r\n", reply)
+            self.assertNotIn(b"CHUNKING", reply)
+            self.assertNotIn(b"BINARYMIME", reply)
+
+
+class FailureRecordingHandler(RecordingHandler):
+    """
+    Records the failures of the streams it is given.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures: list[Failure] = []
+
+    def onData(self, stream: IMessageStream, session: Session) -> object:
+        d = super().onData(stream, session)
+        d.addErrback(self.failures.append)  # type: ignore[attr-defined]
+        return d
+
+
+class GreetingResetsBdatTests(SynchronousTestCase):
+    """
+    RFC 5321 section 4.1.4: HELO, EHLO (and LHLO) reset the transaction
+    completely, a BDAT transfer in progress included.
+    """
+
+    def _check(self, greeting: bytes, lmtp: bool = False) -> None:
+        handler = FailureRecordingHandler()
+        proto, transport, clock, _ = connect(handler, lmtp=lmtp)
+        proto.dataReceived(b"LHLO c\r\n" if lmtp else b"EHLO c\r\n")
+        proto.dataReceived(b"MAIL FROM:<s@example.com>\r\nRCPT TO:<r@example.com>\r\n")
+        take(transport)
+        proto.dataReceived(b"BDAT 3\r\nabc" + greeting)
+        self.assertEqual(len(handler.failures), 1)
+        self.assertFalse(proto.inTransaction())
+        take(transport)
+        proto.dataReceived(
+            b"MAIL FROM:<t@example.com>\r\nRCPT TO:<u@example.com>\r\nBDAT 2 LAST\r\nhi"
+        )
+        self.assertEqual(take(transport), replies.MAIL_OK + replies.RCPT_OK + QUEUED)
+        self.assertEqual(handler.messages, [("t@example.com", ["u@example.com"], b"hi")])
+
+    def test_ehloInBdatTransferResetsIt(self) -> None:
+        """
+        EHLO in the middle of a BDAT transfer drops it (the handler's stream
+        fails): the next transaction's RCPT and BDAT are accepted.
+        """
+        self._check(b"EHLO c\r\n")
+
+    def test_heloInBdatTransferResetsIt(self) -> None:
+        """
+        HELO does the same.
+        """
+        self._check(b"HELO c\r\n")
+
+    def test_lhloInBdatTransferResetsIt(self) -> None:
+        """
+        LHLO does the same in LMTP.
+        """
+        self._check(b"LHLO c\r\n", lmtp=True)

@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import EventLoggingObserver, StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests import replies
@@ -30,6 +31,8 @@ from twisted_smtpd._proxyheader import (
 from twisted_smtpd._server import SMTPServerFactory
 
 UNTRUSTED_PROXY = b"421 4.7.0 Error: PROXY header from an untrusted address\r\n"
+MALFORMED_PROXY = b"421 4.5.0 Error: malformed PROXY header\r\n"
+PROXY_TIMEOUT = b"421 4.4.2 Error: timeout waiting for the PROXY header\r\n"
 V1 = b"PROXY TCP4 203.0.113.5 192.0.2.1 5555 25\r\n"
 
 
@@ -110,6 +113,191 @@ class HeaderTests(SynchronousTestCase):
         self.assertLessEqual(length, len(data))
 
 
+def v2raw(command: int, family: int, body: bytes) -> bytes:
+    return V2_SIGNATURE + bytes([0x20 | command, family]) + struct.pack("!H", len(body)) + body
+
+
+class HeaderValidationTests(SynchronousTestCase):
+    def test_v2UnassignedFamilyRefused(self) -> None:
+        """
+        A version 2 PROXY header whose address family or transport protocol
+        is not one the specification assigns is refused (proxy-protocol.txt
+        section 2.2: "must be rejected as invalid by receivers").
+        """
+        for family in (0x01, 0x02, 0x10, 0x13, 0x23, 0x30, 0x41, 0x51, 0xF1, 0xFF):
+            self.assertRaises(ProxyHeaderError, parseProxyHeader, v2raw(1, family, b"\x00" * 216))
+
+    def test_v2ShortAddressBlockRefused(self) -> None:
+        """
+        A version 2 PROXY header whose address block is shorter than its
+        family needs (12 bytes for IPv4, 36 for IPv6, 216 for UNIX) is
+        refused instead of being taken as naming no client.
+        """
+        for family, needed in ((0x11, 12), (0x12, 12), (0x21, 36), (0x22, 36), (0x31, 216)):
+            for length in (0, 4, needed - 1):
+                self.assertRaises(
+                    ProxyHeaderError, parseProxyHeader, v2raw(1, family, b"\x01" * length)
+                )
+
+    def test_v2OtherFamiliesNameNoClient(self) -> None:
+        """
+        UNSPEC, datagram and UNIX addresses are valid but name no TCP client.
+        """
+        for family, length in ((0x00, 0), (0x00, 7), (0x12, 12), (0x22, 36), (0x31, 216)):
+            header = v2raw(1, family, b"\x01" * length)
+            self.assertEqual(parseProxyHeader(header), (ProxyHeader(2, None, None), len(header)))
+
+    def test_v2LocalIgnoresFamily(self) -> None:
+        """
+        A LOCAL header is accepted whatever its family byte: the
+        specification says the receiver ignores it.
+        """
+        header = v2raw(0, 0x41, b"")
+        self.assertEqual(parseProxyHeader(header), (ProxyHeader(2, None, None), 16))
+
+    def test_v2TLVs(self) -> None:
+        """
+        TLVs after the addresses are skipped; one that runs past the end of
+        the header is refused.
+        """
+        addresses = socket.inet_aton("198.51.100.1") + socket.inet_aton("192.0.2.1")
+        addresses += struct.pack("!HH", 1000, 25)
+        good = v2raw(1, 0x11, addresses + b"\x04\x00\x02ab" + b"\x02\x00\x00")
+        self.assertEqual(
+            parseProxyHeader(good),
+            (ProxyHeader(2, ("198.51.100.1", 1000), ("192.0.2.1", 25)), len(good)),
+        )
+        for tail in (b"\x04", b"\x04\x00", b"\x04\x00\x05ab"):
+            self.assertRaises(ProxyHeaderError, parseProxyHeader, v2raw(1, 0x11, addresses + tail))
+
+    def test_v1Grammar(self) -> None:
+        """
+        A version 1 line must follow the grammar exactly: one space between
+        fields, upper-case keywords, addresses of the family named, no
+        IPv6 zone, ports 0 to 65535 in ASCII digits without leading zeros.
+        """
+        for bad in (
+            b"PROXY TCP4  1.2.3.4 5.6.7.8 1 2\r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n",
+            b"PROXY\tTCP4 1.2.3.4 5.6.7.8 1 2\r\n",
+            b"PROXY tcp4 1.2.3.4 5.6.7.8 1 2\r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 65536\r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 +1 2\r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n",
+            b"PROXY TCP4 01.2.3.4 5.6.7.8 1 2\r\n",
+            b"PROXY TCP6 1.2.3.4 ::1 1 2\r\n",
+            b"PROXY TCP6 fe80::1%eth0 ::1 1 2\r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 \xd9\xa1\r\n",
+            b"PROXY UNKNOWNX\r\n",
+        ):
+            self.assertRaises(ProxyHeaderError, parseProxyHeader, bad)
+        self.assertEqual(
+            parseProxyHeader(b"PROXY TCP4 0.0.0.0 255.255.255.255 0 65535\r\n")[0],
+            ProxyHeader(1, ("0.0.0.0", 0), ("255.255.255.255", 65535)),
+        )
+
+    def test_v1BareLineFeedRefused(self) -> None:
+        """
+        A version 1 line ended by a bare LF is refused at once, not waited
+        on until the length limit or the timeout.
+        """
+        self.assertRaises(ProxyHeaderError, parseProxyHeader, b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n")
+
+    def test_v1Length(self) -> None:
+        """
+        A version 1 line of 107 bytes with its CRLF is accepted; one byte
+        more is refused.
+        """
+        line = b"PROXY UNKNOWN " + b"x" * (107 - 16) + b"\r\n"
+        self.assertEqual(len(line), 107)
+        self.assertEqual(parseProxyHeader(line), (ProxyHeader(1, None, None), 107))
+        longer = b"PROXY UNKNOWN " + b"x" * (108 - 16) + b"\r\n"
+        self.assertRaises(ProxyHeaderError, parseProxyHeader, longer)
+
+
+def v1Line(header: ProxyHeader) -> bytes:
+    if header.source is None or header.destination is None:
+        return b"PROXY UNKNOWN\r\n"
+    kind = "TCP6" if ":" in header.source[0] else "TCP4"
+    (src, sport), (dst, dport) = header.source, header.destination
+    return f"PROXY {kind} {src} {dst} {sport} {dport}\r\n".encode("ascii")
+
+
+def v2Header(header: ProxyHeader, tlvs: bytes) -> bytes:
+    if header.source is None or header.destination is None:
+        return v2raw(0, 0, b"")
+    (src, sport), (dst, dport) = header.source, header.destination
+    ipv6 = ":" in src
+    family = socket.AF_INET6 if ipv6 else socket.AF_INET
+    body = socket.inet_pton(family, src) + socket.inet_pton(family, dst)
+    return v2raw(1, 0x21 if ipv6 else 0x11, body + struct.pack("!HH", sport, dport) + tlvs)
+
+
+_ports = st.integers(0, 65535)
+_headers = st.one_of(
+    st.just(ProxyHeader(2, None, None)),
+    st.builds(
+        lambda version, a, b, p, q: ProxyHeader(version, (str(a), p), (str(b), q)),
+        st.sampled_from([1, 2]),
+        st.ip_addresses(v=4),
+        st.ip_addresses(v=4),
+        _ports,
+        _ports,
+    ),
+    st.builds(
+        lambda version, a, b, p, q: ProxyHeader(version, (str(a), p), (str(b), q)),
+        st.sampled_from([1, 2]),
+        st.ip_addresses(v=6),
+        st.ip_addresses(v=6),
+        _ports,
+        _ports,
+    ),
+)
+_tlvs = st.lists(
+    st.tuples(st.integers(0, 255), st.binary(max_size=20)).map(
+        lambda t: bytes([t[0]]) + struct.pack("!H", len(t[1])) + t[1]
+    ),
+    max_size=4,
+).map(b"".join)
+
+
+class HeaderPropertyTests(SynchronousTestCase):
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.sampled_from([b"", b"PROXY ", b"PROXY TCP4 ", b"PROXY TCP6 ", V2_SIGNATURE]),
+        st.binary(max_size=300),
+    )
+    def test_arbitraryBytes(self, prefix: bytes, data: bytes) -> None:
+        """
+        Arbitrary bytes, after any start a header can have, give a header
+        no longer than the data, a request for more, or
+        L{ProxyHeaderError}; nothing else.
+        """
+        try:
+            header, length = parseProxyHeader(prefix + data)
+        except ProxyHeaderError:
+            return
+        self.assertLessEqual(length, len(prefix + data))
+        if header is None:
+            self.assertEqual(length, 0)
+
+    @settings(max_examples=300, deadline=None)
+    @given(_headers, _tlvs, st.binary(max_size=20))
+    def test_roundTrip(self, header: ProxyHeader, tlvs: bytes, rest: bytes) -> None:
+        """
+        A valid header, in its version's encoding and followed by anything,
+        parses back to itself and its exact length.
+        """
+        if header.source is None or header.version == 2:
+            data = v2Header(ProxyHeader(2, header.source, header.destination), tlvs)
+            expected = ProxyHeader(2, header.source, header.destination)
+        else:
+            data = v1Line(header)
+            expected = header
+        self.assertEqual(parseProxyHeader(data + rest), (expected, len(data)))
+
+
 def proxied(peer: str, **options: Any) -> tuple[Any, StringTransport, Clock]:
     options.setdefault("name", "mx.example.com")
     options.setdefault("disableReverseLookup", True)
@@ -161,18 +349,58 @@ class WrapperTests(SynchronousTestCase):
 
     def test_badHeader(self) -> None:
         """
-        A connection that does not start with a header is closed.
+        A connection from a trusted peer that does not start with a header
+        gets the malformed-header reply (not "untrusted address"), one log
+        line saying so, and is closed.
         """
-        wrapper, transport, clock = proxied("127.0.0.1")
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        wrapper, transport, clock = proxied("127.0.0.1", useProxy=["127.0.0.0/8"])
         wrapper.dataReceived(b"EHLO spoof\r\n")
-        self.assertEqual(transport.value(), UNTRUSTED_PROXY)
+        self.assertEqual(transport.value(), MALFORMED_PROXY)
         self.assertTrue(transport.disconnecting)
+        (event,) = events
+        self.assertTrue(
+            formatEvent(event).startswith("malformed PROXY header from 127.0.0.1:1000: "),
+            formatEvent(event),
+        )
+
+    def test_malformedHeaderFromTrustedPeer(self) -> None:
+        """
+        A trusted peer's header with an unassigned address family gets the
+        malformed-header reply and is closed; the session never starts.
+        """
+        wrapper, transport, clock = proxied("127.0.0.1", useProxy=["127.0.0.0/8"])
+        wrapper.dataReceived(v2raw(1, 0x41, b"\x00" * 12) + b"EHLO x\r\n")
+        self.assertEqual(transport.value(), MALFORMED_PROXY)
+        self.assertTrue(transport.disconnecting)
+        self.assertIsNone(wrapper.proxyHeader)
+        wrapper.dataReceived(b"NOOP\r\n")
+        self.assertEqual(transport.value(), MALFORMED_PROXY)
+
+    def test_untrustedLogged(self) -> None:
+        """
+        A connection from outside useProxy leaves one log line naming it.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        proxied("198.51.100.9", useProxy=["127.0.0.0/8"])
+        self.assertEqual(
+            [formatEvent(e) for e in events], ["PROXY connection from untrusted 198.51.100.9:1000"]
+        )
 
     def test_headerTimeout(self) -> None:
         """
         A front end that never sends its header is dropped after the header
-        timeout.
+        timeout, with a reply and one log line saying so.
         """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         wrapper, transport, clock = proxied("127.0.0.1")
-        clock.advance(10)
+        wrapper.dataReceived(b"PROXY TCP4 ")
+        clock.advance(9.9)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(0.1)
+        self.assertEqual(transport.value(), PROXY_TIMEOUT)
         self.assertTrue(transport.disconnecting)
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            ["no PROXY header from 127.0.0.1:1000 within 10 seconds"],
+        )

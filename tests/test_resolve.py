@@ -8,8 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.names import dns
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_smtpd._resolve import ReverseResolver, pointerName, readHostsFile
@@ -105,3 +109,130 @@ class DNSTests(SynchronousTestCase):
         self.assertNoResult(d)
         clock.advance(resolver.timeout + 0.5)
         self.assertIsNone(self.successResultOf(d))
+
+
+class RaisingResolver:
+    """
+    A resolver whose C{lookupPointer} raises instead of failing its
+    L{Deferred}.
+    """
+
+    def lookupPointer(self, name: str, timeout: Any = None) -> Deferred[Any]:
+        raise RuntimeError("resolver broken")
+
+
+class BadAnswerTests(SynchronousTestCase):
+    def lookup(self, answer: Any) -> Deferred[str | None]:
+        dnsResolver = FakeResolver({"9.2.0.192.in-addr.arpa": answer})
+        return ReverseResolver(Clock(), dnsResolver, hostsFile="/nonexistent").lookup("192.0.2.9")
+
+    def test_nonASCIIAnswerIsNone(self) -> None:
+        """
+        A PTR answer holding non-ASCII bytes gives no name (it used to fail
+        the L{Deferred}, which left the session without a greeting).
+        """
+        self.assertIsNone(self.successResultOf(self.lookup(b"\xc3\xa9t\xc3\xa9.example.")))
+
+    def test_invalidHostnameIsNone(self) -> None:
+        """
+        A PTR answer that is not a syntactically valid host name gives no
+        name: control characters, bad labels, over-long names, a numeric
+        name posing as an address.
+        """
+        for bad in (
+            b"a\r\n250 forged.example.",
+            b"-lead.example.",
+            b"trail-.example.",
+            b"under_score.example.",
+            b"x" * 64 + b".example.",
+            b".".join([b"a" * 60] * 5) + b".",
+            b"192.0.2.1.",
+            b"a..example.",
+            b"spa ce.example.",
+        ):
+            self.assertIsNone(self.successResultOf(self.lookup(bad)), bad)
+
+    def test_invalidHostnameLogged(self) -> None:
+        """
+        An invalid PTR answer leaves one warning naming it, escaped.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.assertIsNone(self.successResultOf(self.lookup(b"a\r\nforged.example.")))
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            ["reverse lookup of 192.0.2.9: invalid host name a\\x0d\\x0aforged.example. ignored"],
+        )
+
+    def test_unexpectedFailureLogged(self) -> None:
+        """
+        A lookup failing with something else than a DNS error gives no name
+        and is logged with its traceback; DNS errors are not logged.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.assertIsNone(self.successResultOf(self.lookup(fail(ZeroDivisionError()))))
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertIsNone(self.successResultOf(self.lookup(fail(dns.DomainError("x")))))
+        self.assertEqual(len(events), 1)
+
+    def test_validHostnameKept(self) -> None:
+        """
+        A valid answer is kept, without its trailing dot.
+        """
+        self.assertEqual(
+            self.successResultOf(self.lookup(b"mail-1.Example.NET.")), "mail-1.Example.NET"
+        )
+
+    def test_raisingResolverIsNone(self) -> None:
+        """
+        A resolver that raises instead of failing gives no name.
+        """
+        resolver = ReverseResolver(Clock(), RaisingResolver(), hostsFile="/nonexistent")
+        self.assertIsNone(self.successResultOf(resolver.lookup("192.0.2.9")))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_oddResultIsNone(self) -> None:
+        """
+        A result of an unexpected shape gives no name.
+        """
+        for odd in (None, ("no list",), ([object()], [], [])):
+            d: Deferred[Any] = Deferred()
+            resolver = ReverseResolver(
+                Clock(), FakeResolver({"9.2.0.192.in-addr.arpa": d}), hostsFile="/nonexistent"
+            )
+            result = resolver.lookup("192.0.2.9")
+            d.callback(odd)
+            self.assertIsNone(self.successResultOf(result))
+
+
+class SessionTests(SynchronousTestCase):
+    def test_nonASCIIAnswerGreets(self) -> None:
+        """
+        A session whose client has a non-ASCII PTR answer is greeted, with
+        the address literal as its name.
+        """
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        from tests import replies
+        from tests.test_protocol import RecordingHandler
+        from twisted_smtpd._options import ServerOptions
+        from twisted_smtpd._server import SMTPServerFactory
+
+        clock = Clock()
+        dnsResolver = FakeResolver({"7.2.0.192.in-addr.arpa": b"\xff\xfe.example."})
+        factory = SMTPServerFactory(
+            RecordingHandler(),
+            ServerOptions(name="mx.example.com"),
+            reactor=clock,
+            resolver=dnsResolver,
+        )
+        proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+        transport = StringTransport(
+            peerAddress=IPv4Address("TCP", "192.0.2.7", 40000),
+            hostAddress=IPv4Address("TCP", "192.0.2.1", 25),
+        )
+        proto.makeConnection(transport)
+        self.assertEqual(transport.value(), replies.GREETING)
+        self.assertEqual(proto.session.clientHostname, "[192.0.2.7]")
+        self.assertEqual(dnsResolver.asked, ["7.2.0.192.in-addr.arpa"])
+        proto.connectionLost(Failure(ConnectionDone()))

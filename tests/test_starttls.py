@@ -211,3 +211,28 @@ class StartTLSTests(SynchronousTestCase):
         proto.dataReceived(b"MAIL FROM:<a@b.c> REQUIRETLS\r\n")
         self.assertEqual(take(transport), replies.MAIL_OK)
         self.assertTrue(proto.session.envelope.requireTls)
+
+
+class StartTLSResetsBdatTests(SynchronousTestCase):
+    def test_startTLSInBdatTransferResetsIt(self) -> None:
+        """
+        STARTTLS in the middle of a BDAT transfer drops it (RFC 3207 section
+        4.2, RFC 5321 section 4.1.4): the handler's stream fails and, after
+        the handshake and a new EHLO, a new transaction is accepted.
+        """
+        from tests.test_protocol import QUEUED, FailureRecordingHandler
+
+        handler = FailureRecordingHandler()
+        proto, transport = connect(handler)
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<s@example.com>\r\nRCPT TO:<r@example.com>\r\n")
+        proto.dataReceived(b"BDAT 3\r\nabcSTARTTLS\r\n")
+        proto.handshakeCompleted()
+        self.assertEqual(len(handler.failures), 1)
+        self.assertFalse(proto.inTransaction())
+        proto.dataReceived(b"EHLO c\r\n")
+        take(transport)
+        proto.dataReceived(
+            b"MAIL FROM:<t@example.com>\r\nRCPT TO:<u@example.com>\r\nBDAT 2 LAST\r\nhi"
+        )
+        self.assertEqual(take(transport), replies.MAIL_OK + replies.RCPT_OK + QUEUED)
+        self.assertEqual(handler.messages, [("t@example.com", ["u@example.com"], b"hi")])

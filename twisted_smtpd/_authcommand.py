@@ -108,6 +108,15 @@ class AuthCommand:
         assert mechanism is not None
         self._advance(mechanism, mechanism.step(line))
 
+    def abort(self, reply: Reply) -> None:
+        """
+        End the exchange in progress with C{reply}, as a failed attempt: the
+        client's line could not be an answer (it was too long).
+        """
+        self._mechanism = None
+        self._pendingFailure = None
+        self._failed(reply)
+
     def _advance(self, mechanism: Mechanism, step: Step) -> None:
         p = self._protocol
         if isinstance(step, Challenge):
@@ -129,6 +138,16 @@ class AuthCommand:
         def accepted(result: object) -> None:
             if result is None:
                 refused(catalogue.AUTH_FAILED)
+                return
+            if not _mayActAs(request, result):
+                p._log.info(
+                    "{session} auth {method}: {username!r} may not act as {authzid!r}",
+                    session=p.session.id,
+                    method=request.method,
+                    username=request.username,
+                    authzid=request.authorizationIdentity,
+                )
+                refused(catalogue.AUTH_NOT_AUTHORIZED)
                 return
             user = result.user if isinstance(result, AuthResult) else result
             message = result.message if isinstance(result, AuthResult) else None
@@ -157,3 +176,16 @@ class AuthCommand:
         p._fail(reply)
         if self.failures >= p._options.maxAuthFailures:
             p._closeWith(catalogue.TOO_MANY_AUTH_FAILURES)
+
+
+def _mayActAs(request: AuthRequest, result: object) -> bool:
+    """
+    Whether an accepted login may act as the authorization identity it asked
+    for (RFC 4616 section 2): always when it asked for none or for its own;
+    otherwise only when the handler's L{AuthResult} names that identity.  A
+    C{twisted.cred} login never does.
+    """
+    wanted = request.authorizationIdentity
+    if wanted is None or wanted == request.username:
+        return True
+    return isinstance(result, AuthResult) and result.authorizationIdentity == wanted

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from twisted_smtpd import _forwarding
+from twisted_smtpd import _forwarding, _transaction
 from twisted_smtpd import _replies as catalogue
 from twisted_smtpd._authcommand import AuthCommand, advertisedMechanisms
 from twisted_smtpd._features import extensions
-from twisted_smtpd._grammar import Phase, parseHelo
+from twisted_smtpd._grammar import Phase, looksLikeBdat, parseHelo
 
 if TYPE_CHECKING:
     from twisted_smtpd._protocol import SMTPProtocol
@@ -108,3 +108,21 @@ def help(p: SMTPProtocol, argument: bytes) -> None:
     HELP: 214 with a pointer to the standard.
     """
     p._send(catalogue.HELP)
+
+
+def lineTooLong(p: SMTPProtocol, line: bytes) -> None:
+    """
+    Refuse a line too long to be a command (or an answer inside AUTH, which
+    that ends); a BDAT line too long to be read ends the session, as its size
+    cannot be trusted.
+
+    @param line: The line, or as much of it as was read.
+    """
+    p._log.info("{session} line too long", session=p.session.id)
+    auth = p._auth
+    if auth is not None and auth.active:
+        auth.abort(catalogue.LINE_TOO_LONG)
+    elif looksLikeBdat(line):
+        _transaction.malformedBdat(p)
+    else:
+        p._fail(catalogue.LINE_TOO_LONG)

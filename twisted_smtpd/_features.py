@@ -24,7 +24,9 @@ def extensions(
     @param secure: Whether the session is encrypted.
     @param startTLS: Whether STARTTLS can be offered (a certificate is there).
     @param authMethods: The SASL mechanisms to advertise now; empty for none.
-    @param chunking: Whether BDAT is implemented.
+    @param chunking: Whether BDAT is implemented.  CHUNKING and BINARYMIME
+        are not advertised when BDAT is in C{disabledCommands}: a client
+        taking them at their word would send a chunk the server refuses.
     """
     o = options
     ext: list[str] = []
@@ -44,7 +46,7 @@ def extensions(
         ext.append("DSN")
     if not o.hideSMTPUTF8:
         ext.append("SMTPUTF8")
-    if chunking and not o.hideCHUNKING:
+    if chunking and not o.hideCHUNKING and "BDAT" not in o.disabledCommands:
         ext.append("CHUNKING")
         ext.append("BINARYMIME")
     if secure and not o.hideREQUIRETLS:

@@ -12,40 +12,34 @@ from typing import TYPE_CHECKING, Any
 
 from twisted_smtpd import _replies as catalogue
 from twisted_smtpd._flow import PAUSE_HOOK
-from twisted_smtpd._grammar import (
-    XCLIENT_ATTRIBUTES,
-    XFORWARD_ATTRIBUTES,
-    Phase,
-    parseAttributes,
-)
+from twisted_smtpd._grammar import XCLIENT_ATTRIBUTES, XFORWARD_ATTRIBUTES, Phase
 from twisted_smtpd._options import trusted
+from twisted_smtpd._printable import addressLiteral
 from twisted_smtpd._proxy import proxyDetails
 from twisted_smtpd._session import ProxyInfo
+from twisted_smtpd._xclient import UNAVAILABLE, parseXClient, parseXForward, stripIPv6Prefix
 
 if TYPE_CHECKING:
     from twisted_smtpd._protocol import SMTPProtocol
 
-_UNAVAILABLE = frozenset({"[UNAVAILABLE]", "[TEMPUNAVAIL]"})
+_UNAVAILABLE = frozenset({UNAVAILABLE, "[TEMPUNAVAIL]"})
 
 
-def _address(value: str) -> str:
-    """
-    An XCLIENT/XFORWARD address without Postfix's C{IPV6:} prefix.
-    """
-    return value[5:] if value[:5].upper() == "IPV6:" else value
-
-
-def _port(value: str, default: int) -> int:
-    return int(value) if value.isdigit() and int(value) < 65536 else default
+def _port(value: str | None, default: int) -> int:
+    # Values are checked by parseXClient: ASCII digits up to 65535.
+    return default if value is None or value in _UNAVAILABLE else int(value)
 
 
 def connected(p: SMTPProtocol, transport: Any) -> None:
     """
     Note where the connection came from, and what a PROXY header (already
-    checked against C{useProxy} by L{twisted_smtpd._proxy}) said.
+    checked against C{useProxy} by L{twisted_smtpd._proxy}) said; until a
+    reverse lookup or XCLIENT names it, the client's name is its address
+    literal (C{[192.0.2.1]}, C{[IPv6:2001:db8::1]}).
     """
     session = p.session
     p._connectedFrom = session.remoteAddress[0]
+    session.clientHostname = addressLiteral(session.remoteAddress[0])
     details = proxyDetails(transport)
     if details is not None:
         frontEnd, header = details
@@ -90,15 +84,15 @@ def xclient(p: SMTPProtocol, argument: bytes) -> None:
     """
     if not _allowed(p, p._options.useXClient):
         return
-    attributes = parseAttributes(argument, XCLIENT_ATTRIBUTES)
+    attributes = parseXClient(argument)
     session = p.session
     session.xClient.update(attributes)
     host, port = session.remoteAddress
     address = attributes.get("ADDR")
     if address is not None and address not in _UNAVAILABLE:
-        host = _address(address)
-        session.clientHostname = f"[{host}]"
-    port = _port(attributes.get("PORT", ""), port)
+        host = stripIPv6Prefix(address)
+        session.clientHostname = addressLiteral(host)
+    port = _port(attributes.get("PORT"), port)
     session.remoteAddress = (host, port)
     name = attributes.get("NAME")
     if name is not None and name not in _UNAVAILABLE:
@@ -112,8 +106,8 @@ def xclient(p: SMTPProtocol, argument: bytes) -> None:
     local, localPort = session.localAddress
     destination = attributes.get("DESTADDR")
     if destination is not None and destination not in _UNAVAILABLE:
-        local = _address(destination)
-    session.localAddress = (local, _port(attributes.get("DESTPORT", ""), localPort))
+        local = stripIPv6Prefix(destination)
+    session.localAddress = (local, _port(attributes.get("DESTPORT"), localPort))
     p._resetTransaction()
     p._phase = Phase.CONNECTED
     session.openingCommand = None
@@ -129,6 +123,6 @@ def xforward(p: SMTPProtocol, argument: bytes) -> None:
     """
     if not _allowed(p, p._options.useXForward):
         return
-    attributes = parseAttributes(argument, XFORWARD_ATTRIBUTES)
+    attributes = parseXForward(argument)
     p.session.xForward.update(attributes)
     p._send(catalogue.OK)

@@ -49,6 +49,7 @@ __all__ = [
     "checkPhase",
     "decodeXtext",
     "encodeXtext",
+    "looksLikeBdat",
     "looksLikeHTTP",
     "parseAttributes",
     "parseBdat",
@@ -199,6 +200,15 @@ def looksLikeHTTP(line: bytes) -> bool:
     return word.lower() in _HTTP_HEADERS
 
 
+def looksLikeBdat(line: bytes) -> bool:
+    """
+    Whether a command line (without its CRLF) starts with the BDAT verb
+    followed by a space, a tab or nothing: a line the client may have meant
+    as BDAT, with octets following it, even if it cannot be parsed.
+    """
+    return line[:4].upper() == b"BDAT" and line[4:5] in (b"", b" ", b"\t")
+
+
 def _phaseTable(lmtp: bool) -> dict[tuple[Verb, Phase], Reply]:
     """
     The commands refused in each phase, with the 503 (or 500) reply.
@@ -319,6 +329,9 @@ _BDAT = re.compile(rb"(\d{1,18})(?:[ \t]+(LAST))?", re.IGNORECASE)
 def parseBdat(argument: bytes) -> tuple[int, bool]:
     """
     Parse the arguments of C{BDAT chunk-size [LAST]} (RFC 3030 section 2).
+
+    A size that parses means that many octets follow the line, whether the
+    command is then accepted or refused.
 
     @return: The chunk size and whether it is the last chunk.
     @raise CommandError: 501 for anything else.

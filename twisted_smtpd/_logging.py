@@ -24,6 +24,7 @@ from typing import IO, Any, cast
 from twisted.logger import ILogObserver, LogEvent, Logger, formatEvent, jsonFileLogObserver
 from zope.interface import provider
 
+from twisted_smtpd._printable import printable
 from twisted_smtpd._replies import Reply
 from twisted_smtpd._session import Session
 
@@ -40,6 +41,7 @@ def formatPeer(address: tuple[str, int]) -> str:
     host, port = address
     if not host and not port:
         return "unix"
+    host = printable(host)
     if ":" in host:
         return f"[{host}]:{port}"
     return f"{host}:{port}"
@@ -54,7 +56,9 @@ class SessionLogger:
     peer as text), C{clientHostname} and C{local} for connect; C{method} and
     C{username} for auth; C{size} (bytes), C{sender}, C{recipients} (count),
     C{codes} (every reply code; one per recipient in LMTP) and C{reply} (the
-    first reply's text) for message.
+    first reply's text) for message.  Every text from outside (names,
+    addresses, user names, reply texts) is made L{printable} first, in the
+    fields as in the formatted line.
     """
 
     def __init__(self, ignoredHosts: Iterable[str] = ()) -> None:
@@ -77,17 +81,17 @@ class SessionLogger:
                 "{session} connect from {client} ({clientHostname}) to {local}",
                 session=session.id,
                 client=formatPeer(session.remoteAddress),
-                clientHostname=session.clientHostname,
+                clientHostname=printable(session.clientHostname),
                 local=formatPeer(session.localAddress),
             )
         elif event == "message":
             self._message(session, data)
         elif event == "auth":
             _log.info(
-                "{session} auth {method} as {username!r}",
+                "{session} auth {method} as '{username}'",
                 session=session.id,
                 method=data.get("method"),
-                username=data.get("username"),
+                username=printable(str(data.get("username", ""))),
             )
         else:
             _log.info("{session} close", session=session.id)
@@ -98,11 +102,11 @@ class SessionLogger:
         replies: tuple[Reply, ...] = tuple(data.get("replies", ()))
         codes = [reply.code for reply in replies]
         mailFrom = session.envelope.mailFrom
-        sender = "" if mailFrom is None else mailFrom.address
+        sender = "" if mailFrom is None else printable(mailFrom.address)
         size = data.get("size", 0)
         recipients = len(session.envelope.rcptTo)
         codesText = ",".join(str(code) for code in codes)
-        reply = " ".join(replies[0].lines) if replies else ""
+        reply = printable(" ".join(replies[0].lines)) if replies else ""
         _log.info(
             "{text}",
             text=(

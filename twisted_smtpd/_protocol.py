@@ -39,6 +39,7 @@ from twisted_smtpd._grammar import (
     Phase,
     Verb,
     checkPhase,
+    looksLikeBdat,
     looksLikeHTTP,
     parseCommand,
 )
@@ -74,9 +75,9 @@ class SMTPProtocol(LineReceiver):
     # fmt: off
     __slots__ = (
         "_auth", "_buffer", "_clock", "_closing", "_connected", "_connectedFrom", "_disabled",
-        "_discardingLine", "_draining", "_enhanced", "_errors", "_handler", "_hookToken",
-        "_implicitTLS", "_lastActivity", "_options", "_out", "_pauses", "_phase", "_plainTCP",
-        "_processing", "_receiver", "_refused", "_serverFactory", "_startingTLS",
+        "_discard", "_discardingLine", "_draining", "_enhanced", "_errors", "_handler",
+        "_hookToken", "_implicitTLS", "_lastActivity", "_options", "_out", "_pauses", "_phase",
+        "_plainTCP", "_processing", "_receiver", "_refused", "_serverFactory", "_startingTLS",
         "_transportPaused", "_unauthenticated", "_waiting", "_wire", "session",
     )
     # fmt: on
@@ -108,6 +109,7 @@ class SMTPProtocol(LineReceiver):
         self._connected = False
         self._refused = False
         self._discardingLine = False
+        self._discard: _transaction.RefusedChunk | None = None
         self._draining = False
         self._implicitTLS = False
         self._phase = Phase.CONNECTED
@@ -136,7 +138,6 @@ class SMTPProtocol(LineReceiver):
         session = self.session
         session.remoteAddress = hostPort(transport.getPeer())
         session.localAddress = hostPort(transport.getHost())
-        session.clientHostname = f"[{session.remoteAddress[0]}]"
         transport.registerProducer(self, True)
         if self._plainTCP:
             # Replies are small and the client waits for each: no Nagle delay.
@@ -309,20 +310,30 @@ class SMTPProtocol(LineReceiver):
                     data, self._buffer = self._buffer, b""
                     self._bodyReceived(receiver, data)
                     continue
-                buf = self._buffer
-                end = buf.find(b"\n")
-                if end < 0:
-                    if len(buf) > AUTH_LINE_LIMIT:
-                        self._buffer = b""
-                        if not self._discardingLine:
-                            self._discardingLine = True
-                            self._fail(catalogue.LINE_TOO_LONG)
-                    break
-                self._buffer = buf[end + 1 :]
-                if self._discardingLine:
-                    self._discardingLine = False
+                if self._discard is not None:
+                    _transaction.discardRefusedChunk(self, self._discard)
                     continue
+                buf = self._buffer
+                if self._discardingLine:
+                    # The rest of a line refused as too long, up to its end.
+                    end = buf.find(b"\n")
+                    self._buffer = b"" if end < 0 else buf[end + 1 :]
+                    self._discardingLine = end < 0
+                    continue
+                # No line is ever longer than AUTH_LINE_LIMIT octets (plus
+                # CRLF), however its bytes arrive.
+                end = buf.find(b"\n", 0, AUTH_LINE_LIMIT + 2)
+                if end < 0:
+                    if len(buf) < AUTH_LINE_LIMIT + 2:
+                        break
+                    self._discardingLine = True
+                    _commands.lineTooLong(self, buf)
+                    continue
+                self._buffer = buf[end + 1 :]
                 line = buf[: end - 1] if end and buf[end - 1] == 13 else buf[:end]
+                if len(line) > AUTH_LINE_LIMIT:
+                    _commands.lineTooLong(self, line)
+                    continue
                 auth = self._auth
                 if auth is not None and auth.active:
                     auth.line(line)
@@ -334,13 +345,15 @@ class SMTPProtocol(LineReceiver):
 
     def _lineReceived(self, line: bytes) -> None:
         if len(line) > self._options.maxLineLength and not line[:5].upper().startswith(b"AUTH "):
-            self._fail(catalogue.LINE_TOO_LONG)
+            _commands.lineTooLong(self, line)
             return
         try:
             command = parseCommand(line)
         except CommandError as e:
             if looksLikeHTTP(line):
                 self._closeWith(catalogue.HTTP_REFUSED)
+            elif looksLikeBdat(line):
+                _transaction.malformedBdat(self)
             else:
                 self._fail(e.reply)
             return
@@ -353,12 +366,12 @@ class SMTPProtocol(LineReceiver):
                 self._closeWith(catalogue.TOO_MANY_UNAUTHENTICATED)
                 return
         if verb in self._disabled:
-            self._fail(catalogue.NOT_IMPLEMENTED)
+            _transaction.refuse(self, verb, command.argument, catalogue.NOT_IMPLEMENTED)
             return
         try:
             checkPhase(verb, self._phase, self._options.lmtp)
         except CommandError as e:
-            self._fail(e.reply)
+            _transaction.refuse(self, verb, command.argument, e.reply)
             return
         action = _DISPATCH.get(verb)
         if action is None:
@@ -525,6 +538,9 @@ class SMTPProtocol(LineReceiver):
         transport.loseConnection()
 
     def _resetTransaction(self) -> None:
+        # RSET, HELO/EHLO/LHLO, STARTTLS and XCLIENT end any BDAT transfer
+        # too (RFC 5321 section 4.1.4): its stream fails, its state is gone.
+        self.abandonMessage(catalogue.RESET)
         session = self.session
         if session.envelope.mailFrom is not None:
             session.transaction += 1

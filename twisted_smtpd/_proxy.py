@@ -18,9 +18,11 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 
 from twisted_smtpd import _replies as catalogue
+from twisted_smtpd._logging import formatPeer
 from twisted_smtpd._options import IPNetwork, trusted
 from twisted_smtpd._proxyheader import ProxyHeader, ProxyHeaderError, parseProxyHeader
-from twisted_smtpd._replies import formatReply
+from twisted_smtpd._replies import Reply, formatReply
+from twisted_smtpd._session import hostPort
 
 #: Seconds a front end has to send its header.
 HEADER_TIMEOUT = 10.0
@@ -51,6 +53,7 @@ class ProxyProtocolWrapper(ProtocolWrapper):
         self.proxyPeer: IAddress | None = None
         self._buffer = b""
         self._timer: IDelayedCall | None = None
+        self._refused = False
 
     def makeConnection(self, transport: Any) -> None:
         """
@@ -63,15 +66,31 @@ class ProxyProtocolWrapper(ProtocolWrapper):
         host = getattr(self.proxyPeer, "host", "")
         networks = self.factory.trustedNetworks
         if networks and not trusted(networks, host):
-            self._log.warn("PROXY connection from untrusted {peer}", peer=self.proxyPeer)
-            self._refuse()
+            self._log.warn("PROXY connection from untrusted {peer}", peer=self._peerText())
+            self._refuse(catalogue.UNTRUSTED_PROXY)
             return
-        self._timer = self.factory.clock.callLater(self.factory.headerTimeout, self._refuse)
+        self._timer = self.factory.clock.callLater(self.factory.headerTimeout, self._timedOut)
 
-    def _refuse(self) -> None:
+    def _peerText(self) -> str:
+        return formatPeer(hostPort(self.proxyPeer))
+
+    def _timedOut(self) -> None:
         self._timer = None
+        self._log.warn(
+            "no PROXY header from {peer} within {timeout:g} seconds",
+            peer=self._peerText(),
+            timeout=self.factory.headerTimeout,
+        )
+        self._refuse(catalogue.PROXY_TIMEOUT)
+
+    def _refuse(self, reply: Reply) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._buffer = b""
+        self._refused = True
         assert self.transport is not None
-        self.transport.write(formatReply(catalogue.UNTRUSTED_PROXY, True))
+        self.transport.write(formatReply(reply, True))
         self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
@@ -81,15 +100,16 @@ class ProxyProtocolWrapper(ProtocolWrapper):
         if self.proxyHeader is not None:
             self.wrappedProtocol.dataReceived(data)
             return
+        if self._refused:
+            return
         self._buffer += data
         try:
             header, length = parseProxyHeader(self._buffer)
         except ProxyHeaderError as e:
-            self._log.warn("bad PROXY header from {peer}: {error}", peer=self.proxyPeer, error=e)
-            self._buffer = b""
-            if self._timer is not None and self._timer.active():
-                self._timer.cancel()
-            self._refuse()
+            self._log.warn(
+                "malformed PROXY header from {peer}: {error}", peer=self._peerText(), error=str(e)
+            )
+            self._refuse(catalogue.MALFORMED_PROXY)
             return
         if header is None:
             return

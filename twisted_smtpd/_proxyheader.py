@@ -48,7 +48,11 @@ def parseProxyHeader(data: bytes) -> tuple[ProxyHeader | None, int]:
     @return: C{(header, length)} once the header is complete, where
         C{length} is how many bytes it took; C{(None, 0)} while more bytes are
         needed.
-    @raise ProxyHeaderError: The data cannot start a valid header.
+    @raise ProxyHeaderError: The data cannot start a valid header: a version
+        1 line that breaks the grammar, is longer than 107 bytes or names
+        addresses of another family than it says; a version 2 header with
+        an unassigned address family or transport, an address block shorter
+        than its family needs, or a TLV running past its end.
     """
     if data[:1] == b"P":
         return _parseV1(data)
@@ -60,16 +64,23 @@ def parseProxyHeader(data: bytes) -> tuple[ProxyHeader | None, int]:
 
 
 def _parseV1(data: bytes) -> tuple[ProxyHeader | None, int]:
+    # proxy-protocol.txt section 2.1: "PROXY" SP ( "UNKNOWN" [anything] |
+    # ("TCP4" | "TCP6") SP src SP dst SP sport SP dport ) CRLF, at most 107
+    # bytes in all.
     if not b"PROXY "[: len(data)] == data[:6]:
         raise ProxyHeaderError("not a PROXY header")
     end = data.find(b"\r\n", 0, V1_MAX)
+    lineFeed = data.find(b"\n", 0, V1_MAX if end < 0 else end)
+    if lineFeed >= 0:
+        raise ProxyHeaderError("bare LF in PROXY line")
     if end < 0:
         if len(data) >= V1_MAX:
             raise ProxyHeaderError("PROXY line too long")
         return None, 0
-    fields = data[:end].split(b" ")
-    if len(fields) >= 2 and fields[1] == b"UNKNOWN":
+    line = data[:end]
+    if line == b"PROXY UNKNOWN" or line.startswith(b"PROXY UNKNOWN "):
         return ProxyHeader(1, None, None), end + 2
+    fields = line.split(b" ")
     if len(fields) != 6 or fields[1] not in (b"TCP4", b"TCP6"):
         raise ProxyHeaderError("bad PROXY line")
     version = 4 if fields[1] == b"TCP4" else 6
@@ -79,6 +90,8 @@ def _parseV1(data: bytes) -> tuple[ProxyHeader | None, int]:
 
 
 def _ip(raw: bytes, version: int) -> str:
+    if b"%" in raw:
+        raise ProxyHeaderError("bad address")
     try:
         address = ipaddress.ip_address(raw.decode("ascii"))
     except (UnicodeDecodeError, ValueError) as e:
@@ -97,6 +110,13 @@ def _portNumber(raw: bytes) -> int:
     return port
 
 
+#: The address block each assigned family and transport needs
+#: (proxy-protocol.txt section 2.2): UNSPEC, TCP and UDP over IPv4, over
+#: IPv6, and UNIX stream and datagram sockets.  Any other value of the
+#: family byte "must be rejected as invalid by receivers".
+_ADDRESS_LENGTHS = {0x00: 0, 0x11: 12, 0x12: 12, 0x21: 36, 0x22: 36, 0x31: 216, 0x32: 216}
+
+
 def _parseV2(data: bytes) -> tuple[ProxyHeader | None, int]:
     if V2_SIGNATURE[: len(data)] != data[:12]:
         raise ProxyHeaderError("not a PROXY header")
@@ -109,19 +129,43 @@ def _parseV2(data: bytes) -> tuple[ProxyHeader | None, int]:
     total = 16 + length
     if total > V2_MAX:
         raise ProxyHeaderError("PROXY header too long")
+    if versionCommand & 0x0F == 0:
+        # LOCAL: the receiver ignores the family and the address block.
+        if len(data) < total:
+            return None, 0
+        return ProxyHeader(2, None, None), total
+    needed = _ADDRESS_LENGTHS.get(family)
+    if needed is None:
+        raise ProxyHeaderError("unassigned PROXY address family")
+    if length < needed:
+        raise ProxyHeaderError("PROXY address block too short")
     if len(data) < total:
         return None, 0
-    if versionCommand & 0x0F == 0:
-        return ProxyHeader(2, None, None), total
     body = data[16:total]
-    if family == 0x11 and length >= 12:
+    if family != 0x00:
+        _checkTLVs(body[needed:])
+    if family == 0x11:
         src = str(ipaddress.IPv4Address(body[0:4]))
         dst = str(ipaddress.IPv4Address(body[4:8]))
         sport, dport = struct.unpack("!HH", body[8:12])
-    elif family == 0x21 and length >= 36:
+    elif family == 0x21:
         src = str(ipaddress.IPv6Address(body[0:16]))
         dst = str(ipaddress.IPv6Address(body[16:32]))
         sport, dport = struct.unpack("!HH", body[32:36])
     else:
+        # UNSPEC, datagrams and UNIX sockets name no TCP client.
         return ProxyHeader(2, None, None), total
     return ProxyHeader(2, (src, sport), (dst, dport)), total
+
+
+def _checkTLVs(tlvs: bytes) -> None:
+    # Each TLV is a type byte, a two-byte length and that many bytes; their
+    # content is ignored, but one running past the header makes it invalid.
+    offset = 0
+    while offset < len(tlvs):
+        if offset + 3 > len(tlvs):
+            raise ProxyHeaderError("truncated PROXY TLV")
+        (size,) = struct.unpack("!H", tlvs[offset + 1 : offset + 3])
+        offset += 3 + size
+        if offset > len(tlvs):
+            raise ProxyHeaderError("truncated PROXY TLV")

@@ -15,6 +15,8 @@ import re
 
 from attrs import frozen
 
+from twisted_smtpd._printable import printable
+
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -74,7 +76,8 @@ def defaultEnhanced(code: int) -> str:
 
 def formatReply(r: Reply, enhancedCodes: bool) -> bytes:
     """
-    Serialise C{r}, multi-line as in RFC 5321 section 4.2.1.
+    Serialise C{r}, multi-line as in RFC 5321 section 4.2.1; a line holding
+    a control character is escaped (L{printable}), so it stays one line.
 
     @param enhancedCodes: Whether to prefix every line's text with the
         enhanced status code (ENHANCEDSTATUSCODES is on).
@@ -86,6 +89,10 @@ def formatReply(r: Reply, enhancedCodes: bool) -> bytes:
     out = []
     for index, line in enumerate(lines):
         sep = " " if index == last else "-"
+        # The last defence: a text from outside that reached a reply
+        # unchecked can never end its line early and forge another reply.
+        if not line.isprintable() and _UNSAFE.search(line) is not None:
+            line = printable(line)
         out.append(f"{code}{sep}{prefix}{line}\r\n")
     return "".join(out).encode("utf-8", "replace")
 
@@ -194,6 +201,9 @@ ALREADY_SECURE = reply(503, "5.5.1", "Error: TLS already active")
 TOO_MANY_UNAUTHENTICATED = reply(421, "4.7.0", "Error: too many unauthenticated commands")
 AUTH_OK = reply(235, "2.7.0", "Authentication successful")
 AUTH_FAILED = reply(535, "5.7.8", "Error: authentication credentials invalid")
+# RFC 4616 section 2: the authentication identity may not act as the
+# authorization identity asked for (Postfix with Cyrus SASL's text).
+AUTH_NOT_AUTHORIZED = reply(535, "5.7.8", "Error: authentication failed: authorization failure")
 AUTH_NOT_ENABLED = reply(503, "5.5.1", "Error: authentication not enabled")
 ALREADY_AUTHENTICATED = reply(503, "5.5.1", "Error: already authenticated")
 AUTH_IN_TRANSACTION = reply(503, "5.5.1", "Error: MAIL transaction in progress")
@@ -219,10 +229,25 @@ def challenge(text: str) -> Reply:
 BAD_ATTRIBUTE = reply(501, "5.5.4", "Error: bad attribute syntax")
 NOT_AUTHORIZED = reply(550, "5.7.0", "Error: insufficient authorization")
 UNTRUSTED_PROXY = reply(421, "4.7.0", "Error: PROXY header from an untrusted address")
+MALFORMED_PROXY = reply(421, "4.5.0", "Error: malformed PROXY header")
+PROXY_TIMEOUT = reply(421, "4.4.2", "Error: timeout waiting for the PROXY header")
+
+
+def badAttributeValue(name: str, value: str) -> Reply:
+    """
+    The 501 reply to an XCLIENT or XFORWARD attribute whose value is
+    invalid, naming it as Postfix does (C{Bad ADDR syntax: ...}); the value
+    is made L{printable}.
+    """
+    return Reply(501, "5.5.4", (f"Bad {name} syntax: {printable(value)}",))
+
 
 # CHUNKING (RFC 3030)
 BDAT_SYNTAX = reply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]")
 BDAT_IN_PROGRESS = reply(503, "5.5.1", "Error: BDAT transfer in progress")
+# A BDAT line whose size cannot be read: the octets that follow cannot be
+# told from commands, so the session ends (as Postfix does).
+BDAT_SYNTAX_CLOSE = reply(521, "5.5.4", "Syntax: BDAT chunk-size [LAST]")
 
 
 def chunkReceived(octets: int) -> Reply:

@@ -12,10 +12,15 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, maybeDeferred, succeed
+from twisted.internet.error import DNSLookupError
+from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.names.error import DomainError, ResolverError
 from twisted.python.failure import Failure
+
+from twisted_smtpd._printable import printable, validHostname
 
 
 def pointerName(ip: str) -> str | None:
@@ -104,22 +109,82 @@ class ReverseResolver:
             from twisted.names.client import createResolver
 
             self._resolver = createResolver()
-        d: Deferred[Any] = self._resolver.lookupPointer(ptr, timeout=(self.timeout,))
+        d: Deferred[Any] = maybeDeferred(self._resolver.lookupPointer, ptr, timeout=(self.timeout,))
         d.addTimeout(self.timeout + 0.5, self._clock)
 
-        def found(result: Any) -> str | None:
-            answers = result[0] if isinstance(result, tuple) else []
-            for record in answers:
-                payload = getattr(record, "payload", None)
-                name = getattr(payload, "name", None)
-                if name is not None:
-                    text = str(name).rstrip(".")
-                    if text:
-                        return text
-            return None
+        def found(result: object) -> str | None:
+            name = ptrAnswer(result)
+            if name is None and _answerNames(result):
+                self._log.warn(
+                    "reverse lookup of {ip}: invalid host name {names} ignored",
+                    ip=canonical,
+                    names=", ".join(_answerNames(result)),
+                )
+            return name
 
         def failed(failure: Failure) -> None:
+            # Every failure, of the lookup or of reading its answer, is
+            # "no name": the session must be greeted whatever DNS said.
+            if failure.check(*_EXPECTED) is None:
+                self._log.failure("reverse lookup of {ip} failed", failure, ip=canonical)
             return None
 
-        d.addCallbacks(found, failed)
+        d.addCallback(found)
+        d.addErrback(failed)
         return d
+
+
+#: The failures of a lookup that are no news: no such name, no answer in
+#: time, a server failure.  Anything else is logged with its traceback.
+_EXPECTED = (
+    DomainError,
+    ResolverError,
+    TimeoutError,
+    ConnectTimeoutError,
+    CancelledError,
+    DNSLookupError,
+)
+
+
+def _answerNames(result: object) -> list[str]:
+    """
+    The names in the answer records of C{result}, made L{printable}, for a
+    log line.
+    """
+    if not isinstance(result, tuple) or not result or not isinstance(result[0], list):
+        return []
+    names = []
+    for record in result[0][:4]:
+        raw = getattr(getattr(getattr(record, "payload", None), "name", None), "name", None)
+        if isinstance(raw, bytes):
+            names.append(printable(raw[:300].decode("ascii", "backslashreplace")))
+    return names
+
+
+def ptrAnswer(result: object) -> str | None:
+    """
+    The host name in the answer to a PTR query, or C{None} when it has no
+    answer record whose name is a valid host name (L{validHostname}: ASCII
+    letters, digits and hyphens, length limits), so that no control
+    character, non-ASCII byte or numeric name posing as an address is ever
+    taken as a client's name.
+
+    @param result: What C{twisted.names} resolvers give:
+        C{(answers, authority, additional)}.
+    """
+    if not isinstance(result, tuple) or not result or not isinstance(result[0], list):
+        return None
+    for record in result[0]:
+        payload = getattr(record, "payload", None)
+        raw = getattr(getattr(payload, "name", None), "name", None)
+        if not isinstance(raw, bytes):
+            continue
+        try:
+            text = raw.decode("ascii")
+        except UnicodeDecodeError:
+            continue
+        if text.endswith("."):
+            text = text[:-1]
+        if validHostname(text):
+            return text
+    return None

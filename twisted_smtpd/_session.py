@@ -199,10 +199,18 @@ class AuthResult:
     """
     What C{onAuth} returns when it accepts: the user object to keep in
     C{session.user}, and an optional text for the 235 reply.
+
+    @ivar authorizationIdentity: The identity the handler lets this login act
+        as.  When a PLAIN client asks to act as an identity other than its
+        own (an C{AuthRequest.authorizationIdentity} different from
+        C{username}), RFC 4616 section 2 requires the server to check it may:
+        the login is refused with C{535 5.7.8} unless this is that same
+        identity.  Leave it C{None} to refuse such requests.
     """
 
     user: object
     message: str | None = None
+    authorizationIdentity: str | None = None
 
 
 def newSessionId() -> str:

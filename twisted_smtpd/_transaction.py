@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_protocol -*-
 """
-The mail transaction commands of a session: MAIL, RCPT, RSET and DATA
-(RFC 5321 sections 4.1.1.2 to 4.1.1.5).  Functions of the protocol, so that
-a connection carries no per-command objects.
+The mail transaction commands of a session: MAIL, RCPT, RSET, DATA and BDAT
+(RFC 5321 sections 4.1.1.2 to 4.1.1.5, RFC 3030).  Functions of the
+protocol, so that a connection carries no per-command objects.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 from twisted_smtpd import _replies as catalogue
 from twisted_smtpd._data import ChunkDecoder, DataDecoder
 from twisted_smtpd._flow import StreamUpstream
-from twisted_smtpd._grammar import Phase, parseBdat, parseMail, parseRcpt
+from twisted_smtpd._grammar import Phase, Verb, parseBdat, parseMail, parseRcpt
 from twisted_smtpd._receiving import MessageReceiver
+from twisted_smtpd._replies import CommandError, Reply
 from twisted_smtpd._session import Envelope
 from twisted_smtpd._stream import MessageStream
 
@@ -134,7 +135,11 @@ def bdat(p: SMTPProtocol, argument: bytes) -> None:
     starts C{onData}; every chunk but the last gets 250 at once, the last one
     the message's reply.
     """
-    size, last = parseBdat(argument)
+    try:
+        size, last = parseBdat(argument)
+    except CommandError:
+        malformedBdat(p)
+        return
     options = p._options
     receiver = p._receiver
     if receiver is None:
@@ -156,3 +161,80 @@ def bdat(p: SMTPProtocol, argument: bytes) -> None:
     receiver.reading = True
     if size == 0:
         p._bodyReceived(receiver, b"")
+
+
+class RefusedChunk:
+    """
+    The octets of a refused BDAT chunk still to be read and dropped, and the
+    reply owed once they are.
+
+    @ivar remaining: Octets still to drop.
+    @ivar reply: The refusal, sent after the last octet.
+    """
+
+    __slots__ = ("remaining", "reply")
+
+    def __init__(self, remaining: int, reply: Reply) -> None:
+        self.remaining = remaining
+        self.reply = reply
+
+
+def refuse(p: SMTPProtocol, verb: Verb, argument: bytes, reply: Reply) -> None:
+    """
+    Refuse a command with C{reply}.  A refused BDAT is still followed by its
+    chunk: see L{refuseBdat}.
+    """
+    if verb is Verb.BDAT:
+        refuseBdat(p, argument, reply)
+    else:
+        p._fail(reply)
+
+
+def refuseBdat(p: SMTPProtocol, argument: bytes, reply: Reply) -> None:
+    """
+    Refuse a BDAT command whose chunk follows it.
+
+    RFC 3030 section 2: the octets announced follow the command whatever the
+    reply, so they are read and dropped (never buffered, never taken as
+    commands) and C{reply} is sent after the last of them.  When the size
+    cannot be read, where the chunk ends is unknown: the session ends with
+    C{521}, as Postfix does.
+    """
+    try:
+        size = parseBdat(argument)[0]
+    except CommandError:
+        malformedBdat(p)
+        return
+    p._log.info(
+        "{session} BDAT refused with {code}: discarding {size} octets",
+        session=p.session.id,
+        code=reply.code,
+        size=size,
+    )
+    if size == 0:
+        p._fail(reply)
+        return
+    p._discard = RefusedChunk(size, reply)
+
+
+def malformedBdat(p: SMTPProtocol) -> None:
+    """
+    A BDAT line without a readable size: close with C{521}.
+    """
+    p._log.info("{session} malformed BDAT command: closing", session=p.session.id)
+    p._emit("reject", reply=catalogue.BDAT_SYNTAX_CLOSE)
+    p._closeWith(catalogue.BDAT_SYNTAX_CLOSE)
+
+
+def discardRefusedChunk(p: SMTPProtocol, refused: RefusedChunk) -> None:
+    """
+    Drop what the buffer holds of a refused chunk; once it is all gone,
+    send the refusal and take commands again.
+    """
+    buffer = p._buffer
+    take = min(refused.remaining, len(buffer))
+    refused.remaining -= take
+    p._buffer = buffer[take:]
+    if not refused.remaining:
+        p._discard = None
+        p._fail(refused.reply)

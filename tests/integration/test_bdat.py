@@ -13,6 +13,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from twisted_smtpd._options import ServerOptions
 from twisted_smtpd.testing import MessageRecorder, listenForTests
 
 
@@ -68,3 +69,69 @@ class BdatTests(TestCase):
         self.assertIn(b"OK: recorded as message 1", got[-2])
         self.assertEqual(got[-1][:3], b"221")
         self.assertEqual(recorder.messages[0].data, body)
+
+    @inlineCallbacks
+    def test_refusedBdatChunkIsDiscarded(self) -> Any:
+        """
+        Over a real socket, in SMTP and LMTP: a BDAT refused for want of
+        MAIL, for want of RCPT, after LAST and with 502, each carrying a
+        whole second transaction in its chunk sent in small writes, gets its
+        refusal; the smuggled transaction is never run, the pipelined NOOP
+        behind it is, and only the real message is delivered.
+        """
+        smuggled = (
+            b"MAIL FROM:<evil@example.com>\r\nRCPT TO:<victim@example.com>\r\n"
+            b"DATA\r\nSubject: smuggled\r\n\r\nx\r\n.\r\n"
+        )
+        refused = b"BDAT %d LAST\r\n" % len(smuggled) + smuggled + b"NOOP\r\n"
+        for lmtp in (False, True):
+            for disabled in ((), ("BDAT",)):
+                recorder = MessageRecorder()
+                options = ServerOptions(
+                    name="mx.test.invalid",
+                    disableReverseLookup=True,
+                    lmtp=lmtp,
+                    disabledCommands=disabled,
+                )
+                server = yield listenForTests(recorder, options)
+                self.addCleanup(server.close)
+                hello = b"LHLO c\r\n" if lmtp else b"EHLO c\r\n"
+                mail = b"MAIL FROM:<a@example.com>\r\n"
+                rcpt = b"RCPT TO:<b@example.com>\r\n"
+                if disabled:
+                    steps = [mail + rcpt + refused]
+                else:
+                    steps = [refused, mail + refused, rcpt + b"BDAT 2 LAST\r\nhi" + refused]
+
+                address = (server.host, server.port)
+
+                def client(
+                    steps: list[bytes] = steps, hello: bytes = hello, address: Any = address
+                ) -> list[bytes]:
+                    with socket.create_connection(address, timeout=30) as s:
+                        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        f = s.makefile("rb")
+                        f.readline()
+                        s.sendall(hello)
+                        ehlo = replies(f, 1)[0]
+                        got = [ehlo]
+                        for step in steps:
+                            for i in range(0, len(step), 7):
+                                s.sendall(step[i : i + 7])
+                            # One reply per command line, none for the chunk.
+                            got += replies(f, step.count(b"\r\n") - smuggled.count(b"\r\n"))
+                        s.sendall(b"QUIT\r\n")
+                        got += replies(f, 1)
+                        return got
+
+                got = yield deferToThread(client)
+                codes = [reply[:3] for reply in got[1:]]
+                if disabled:
+                    self.assertNotIn(b"CHUNKING", got[0])
+                    expected = [b"250", b"250", b"502", b"250", b"221"]
+                else:
+                    expected = [b"503", b"250", b"250", b"503", b"250"]
+                    expected += [b"250", b"250", b"503", b"250", b"221"]
+                self.assertEqual(codes, expected, (lmtp, disabled, got))
+                delivered = [] if disabled else [b"hi"]
+                self.assertEqual([m.data for m in recorder.messages], delivered)

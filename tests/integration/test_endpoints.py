@@ -174,7 +174,7 @@ class HAProxy:
     """
     A real HAProxy in the foreground, forwarding two frontends on 127.0.0.1
     to one backend port, with PROXY protocol version 1 on the first and
-    version 2 on the second.
+    version 2 on the second (with a CRC32c TLV after the addresses).
     """
 
     def __init__(self, executable: str, directory: str, backend: int) -> None:
@@ -193,7 +193,8 @@ class HAProxy:
                 f"frontend v1\n    bind 127.0.0.1:{self.v1}\n    default_backend smtpv1\n"
                 f"frontend v2\n    bind 127.0.0.1:{self.v2}\n    default_backend smtpv2\n"
                 f"backend smtpv1\n    server s1 127.0.0.1:{backend} send-proxy\n"
-                f"backend smtpv2\n    server s2 127.0.0.1:{backend} send-proxy-v2\n"
+                f"backend smtpv2\n    server s2 127.0.0.1:{backend} send-proxy-v2"
+                " proxy-v2-options crc32c\n"
             )
         self.process = subprocess.Popen(
             [executable, "-db", "-f", self.config],

@@ -14,6 +14,7 @@ import time
 from email.utils import formatdate
 
 from twisted_smtpd._errors import SMTPError
+from twisted_smtpd._printable import addressLiteral, printable
 from twisted_smtpd._session import Session
 
 _counter = itertools.count(1)
@@ -38,31 +39,31 @@ def _uniqueName(hostname: str | None = None) -> str:
     return f"{seconds}.M{nanoseconds // 1000}P{os.getpid()}Q{next(_counter)}.{host}"
 
 
-def _headerText(value: str) -> str:
-    return _CONTROL.sub("", value)
-
-
 def _traceHeaderLines(session: Session, name: str) -> bytes:
     """
     The C{Return-Path:} and C{Received:} header lines (RFC 5321 section 4.4)
-    for a message arriving on C{session}.
+    for a message arriving on C{session}: the client's address as an
+    address literal (C{[IPv6:2001:db8::7]}, section 4.1.3), every text from
+    outside made L{printable}.
 
     @param session: The session, with its envelope complete.
     @param name: The receiving host's name, for the C{by} clause.
     """
     mailFrom = session.envelope.mailFrom
     sender = "" if mailFrom is None else mailFrom.address
-    ip = session.remoteAddress[0]
     rdns = session.clientHostname
     if not rdns or rdns.startswith("["):
         rdns = "unknown"
     helo = session.hostNameAppearsAs or rdns
     received = (
-        f"from {helo} ({rdns} [{ip}]) by {name} with {session.transmissionType}"
+        f"from {helo} ({rdns} {addressLiteral(session.remoteAddress[0])})"
+        f" by {name} with {session.transmissionType}"
         f" id {session.id}; {formatdate(localtime=True)}"
     )
-    text = f"Return-Path: <{_headerText(sender)}>\r\nReceived: {_headerText(received)}\r\n"
-    return text.encode("utf-8")
+    # Every part but the date and the id came from outside (or from a
+    # handler): escaped, none can end the header line early.
+    text = f"Return-Path: <{printable(sender)}>\r\nReceived: {printable(received)}\r\n"
+    return text.encode("utf-8", "backslashreplace")
 
 
 def _safeName(text: str) -> str | None:
