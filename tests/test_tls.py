@@ -275,7 +275,7 @@ class ProtocolVersionTests(_TLSTestCase):
         security level would allow.
         """
         tls = ServerTLS(self.default.certificatePath, self.default.keyPath)
-        options = tls.serverConnectionForTLS(None).set_options(0)
+        options = tls.getContext().set_options(0)
         old = SSL.OP_NO_TLSv1 | SSL.OP_NO_TLSv1_1
         self.assertEqual(options & old, old)
 

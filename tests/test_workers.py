@@ -6,7 +6,9 @@ processes: binding the shared sockets and reading them back in a worker.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 
 from twisted.internet import reactor
 from twisted.internet.error import ConnectionDone
@@ -53,7 +55,11 @@ class BindTests(SynchronousTestCase):
         """
         A UNIX listener is one socket shared by every worker.
         """
-        path = os.path.abspath(self.mktemp())
+        # A socket path is limited to about 100 bytes, and the test's own
+        # directory sits under the checkout, which can be deeper than that.
+        directory = tempfile.mkdtemp(prefix="smtpd-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "w.sock")
         spec = bindListener(reactor, f"unix:{path}", 2)
         self.addCleanup(spec.sockets[0].close)
         self.assertEqual(len(spec.sockets), 1)
