@@ -8,6 +8,7 @@ that is down, and a broker killed and restarted under load.
 
 from __future__ import annotations
 
+import os
 import smtplib
 import threading
 import time
@@ -16,6 +17,7 @@ from typing import Any
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from tests.certs import CertificateAuthority
 from tests.integration.helpers import freePort
 from tests.integration.rabbitmq import RabbitMQ, sharedBroker
 from twisted_smtpd.handlers.amqp import AMQPHandler
@@ -209,3 +211,33 @@ class BrokerTests(TestCase):
         depth = await deferToThread(broker.depth, self.queue)
         got = await deferToThread(broker.consume, self.queue, depth)
         self.assertEqual(accepted - {body for _, body in got}, set())
+
+    async def test_tls(self) -> None:
+        """
+        C{amqps://} speaks TLS to the broker, verified against
+        C{caCertificates}; a broker whose CA is not trusted is unavailable
+        (451 at MAIL).
+        """
+        ca = CertificateAuthority(os.path.abspath(self.mktemp()))
+        issued = ca.server("localhost")
+        tlsPort = freePort()
+        broker = RabbitMQ(
+            self.mktemp(),
+            f"listeners.ssl.1 = 127.0.0.1:{tlsPort}\n"
+            f"ssl_options.cacertfile = {ca.certificatePath}\n"
+            f"ssl_options.certfile = {issued.certificatePath}\n"
+            f"ssl_options.keyfile = {issued.keyPath}\n"
+            "ssl_options.verify = verify_none\n"
+            "ssl_options.fail_if_no_peer_cert = false\n",
+        )
+        self.addCleanup(broker.shutdown)
+        await deferToThread(broker.start)
+        url = f"amqps://guest:guest@localhost:{tlsPort}/%2F"
+        handler, server = await self.serve(url=url, caCertificates=ca.certificatePath)
+        code, text = await deferToThread(send, server.port)
+        self.assertEqual(code, 250, text)
+        [(properties, body)] = await deferToThread(broker.consume, self.queue, 1)
+        self.assertEqual(body, MESSAGE)
+        untrusted, other = await self.serve(url=url)
+        code, text = await deferToThread(send, other.port)
+        self.assertEqual(code, 451, text)
