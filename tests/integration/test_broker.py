@@ -9,6 +9,7 @@ that is down, and a broker killed and restarted under load.
 from __future__ import annotations
 
 import os
+import signal
 import smtplib
 import threading
 import time
@@ -139,6 +140,31 @@ class BrokerTests(TestCase):
         code, text = await deferToThread(send, server.port, MESSAGE, 500)
         self.assertEqual(code, 250)
         self.assertEqual(await deferToThread(self.broker.depth, self.queue), 1)
+
+    async def test_confirmTimeout(self) -> None:
+        """
+        A broker that takes a message but does not confirm it in time (its
+        processes stopped) gets 451; once it runs again, the late confirm
+        is ignored and the next message is published as usual.
+        """
+        broker = RabbitMQ(self.mktemp())
+        self.addCleanup(broker.shutdown)
+        await deferToThread(broker.start)
+        handler, server = await self.serve(url=broker.url, confirmTimeout=1.0)
+        self.assertEqual((await deferToThread(send, server.port))[0], 250)
+        assert broker.process is not None
+        os.killpg(broker.process.pid, signal.SIGSTOP)
+        try:
+            code, text = await deferToThread(send, server.port)
+        finally:
+            os.killpg(broker.process.pid, signal.SIGCONT)
+        self.assertEqual(
+            (code, text),
+            (451, b"4.3.0 Error: message broker did not take the message (no confirm in time)"),
+        )
+        self.assertEqual((await deferToThread(send, server.port))[0], 250)
+        # The unconfirmed message reached the queue too: at least once.
+        self.assertEqual(await deferToThread(broker.depth, self.queue), 3)
 
     async def test_brokerUnreachable(self) -> None:
         """

@@ -113,7 +113,7 @@ class ScaleOutTests(ServerTestCase):
 
         accepted: dict[str, bytes] = {}
         afterKill: list[str] = []
-        failures: list[str] = []
+        failures: list[Exception] = []
         killed = threading.Event()
         changed = threading.Condition()
 
@@ -139,7 +139,7 @@ class ScaleOutTests(ServerTestCase):
                             number += 1
                 except (OSError, smtplib.SMTPException) as e:
                     with changed:
-                        failures.append(f"{index}: {e!r}"[:200])
+                        failures.append(e)
                     time.sleep(0.1)
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(self.clients)]
@@ -162,6 +162,14 @@ class ScaleOutTests(ServerTestCase):
 
         self.assertEqual(len(accepted), self.clients * self.perClient, failures[:5])
         self.assertTrue(failures, "no client of the killed instance noticed")
+        for failure in failures:
+            # A dropped connection, or a temporary (4xx) refusal; never 5xx.
+            if isinstance(failure, smtplib.SMTPResponseException):
+                self.assertEqual(failure.smtp_code // 100, 4, repr(failure))
+            else:
+                self.assertIsInstance(
+                    failure, (OSError, smtplib.SMTPServerDisconnected), repr(failure)
+                )
         self.assertTrue(afterKill, "nothing was accepted after the kill")
 
         depth = broker.depth(queue)
