@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import smtplib
 import time
 from typing import Any
@@ -20,6 +21,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tests.certs import CertificateAuthority
+from tests.integration.helpers import TwistdServer
 from tests.integration.webhookreceiver import (
     TrackingSite,
     WebhookReceiver,
@@ -274,3 +276,43 @@ class WebhookTests(TestCase):
         code, text = await deferToThread(send)
         self.assertEqual(code, 550)
         self.assertEqual(text, b"5.7.1 Error: refused by the receiver: unknown recipient")
+
+    async def test_twistd(self) -> None:
+        """
+        C{twistd smtpd --webhook URL --webhook-secret S --webhook-format
+        json} posts signed JSON that the receiver verifies.
+        """
+        receiver = WebhookReceiver(secret=SECRET)
+        url = await self.receiver(receiver)
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        server = TwistdServer(
+            [
+                "--no-reverse-lookup",
+                "--webhook",
+                url,
+                "--webhook-secret",
+                SECRET.decode(),
+                "--webhook-format",
+                "json",
+            ],
+            directory,
+        )
+        self.addCleanup(server.kill)
+        await deferToThread(server.start)
+
+        def send() -> Any:
+            with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as client:
+                client.ehlo("client.example")
+                client.mail("a@example.com")
+                client.rcpt("x@example.org")
+                return client.data(MESSAGE)
+
+        code, text = await deferToThread(send)
+        self.assertEqual(code, 250, text)
+        [request] = receiver.requests
+        document = json.loads(request.body)
+        self.assertEqual(base64.b64decode(document["message"]), MESSAGE)
+        self.assertEqual(document["envelope"]["sender"], "a@example.com")
+        self.assertEqual(text.decode(), f"2.0.0 OK: queued as {document['envelope']['messageId']}")
+        await deferToThread(server.stop)
