@@ -4,10 +4,12 @@ over a few kept connections, Postfix's C{smtp-source}): C{--sink},
 C{--maildir}, C{--amqp} into a throwaway RabbitMQ broker and C{--webhook}
 to a local C{twisted.web} receiver, all on 127.0.0.1.
 
-    python bench/deliveries.py [--messages 2000] [--sessions 8] [--rows sink,maildir,amqp,webhook]
+    .venv/bin/python bench/deliveries.py [--messages 2000] [--sessions 8]
+                                         [--rows sink,maildir,amqp,webhook]
 
-Runs with the project's own virtualenv (it needs pika and treq, and
-RabbitMQ from Debian's rabbitmq-server package for the C{amqp} row).  Each
+Runs with the project's own virtualenv, whose Python also runs the servers
+(they need pika and treq; C{bash bench/run.sh deliveries} uses C{.venv}),
+and RabbitMQ from Debian's rabbitmq-server package for the C{amqp} row.  Each
 row gets a fresh server; the table gives messages per second, wall and
 server CPU time per message, and the CPU of the broker or receiver per
 message.  After each run the messages are counted where they went (the
@@ -73,6 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--rows", default="sink,maildir,amqp,webhook")
     args = parser.parse_args(argv)
+    # The servers need pika and treq: run them with this interpreter.
+    os.environ.setdefault("OURS_PYTHON", sys.executable)
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     quiet = ("--quiet",)
     results: list[tuple[str, dict[str, float]]] = []
