@@ -8,6 +8,8 @@
 #   bash bench/run.sh chart           # docs/perf-concurrency.png
 #   bash bench/run.sh hotpaths [--tool py-spy]   # profiles of twisted-smtpd under W2, W3, W4
 #   bash bench/run.sh all             # all four, one after the other
+#   bash bench/run.sh deliveries      # --sink, --maildir, --amqp, --webhook per message
+#                                     # (with the checkout's .venv: pika, treq, RabbitMQ)
 #
 # Installs what is missing first: Debian's postfix package for smtp-source
 # (the MTA is neither configured nor started) and a virtualenv outside the
@@ -28,6 +30,14 @@ if ! command -v smtp-source >/dev/null; then
   as_root apt-get update -qq
   echo "postfix postfix/main_mailer_type select No configuration" | as_root debconf-set-selections
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null
+fi
+
+# The deliveries benchmark runs with the checkout's own virtualenv (pika,
+# treq), not the peers' one.
+if [ "${1:-}" = deliveries ]; then
+  shift
+  cd "$repo"
+  exec "${DELIVERIES_PYTHON:-$repo/.venv/bin/python}" "$here/deliveries.py" "$@"
 fi
 
 py=${PYTHON:-python3}
@@ -66,5 +76,5 @@ case "$what" in
     "$bpy" "$here/pipelining.py" --servers twisted-smtpd,aiosmtpd,twisted.mail
     "$bpy" "$here/chart.py"
     ;;
-  *) echo "usage: bash bench/run.sh [peers|data|pipelining|chart|hotpaths|all] [options]" >&2; exit 2 ;;
+  *) echo "usage: bash bench/run.sh [peers|data|pipelining|chart|hotpaths|deliveries|all] [options]" >&2; exit 2 ;;
 esac

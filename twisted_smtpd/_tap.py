@@ -90,8 +90,19 @@ _NETWORKS = {
 
 # The flags choosing where messages go, and the flags that only make sense
 # with one of them.
-DELIVERIES = ("maildir", "mbox", "relay", "lmtp-to", "pipe", "debug", "sink", "handler")
-_PARAMETER_DELIVERIES = ("mbox", "relay", "lmtp-to", "pipe", "handler")
+DELIVERIES = (
+    "maildir",
+    "mbox",
+    "relay",
+    "lmtp-to",
+    "pipe",
+    "webhook",
+    "amqp",
+    "debug",
+    "sink",
+    "handler",
+)
+_PARAMETER_DELIVERIES = ("mbox", "relay", "lmtp-to", "pipe", "webhook", "amqp", "handler")
 _MODIFIERS = {
     "maildir-per-recipient": "maildir",
     "maildir-trace": "maildir",
@@ -102,6 +113,13 @@ _MODIFIERS = {
     "relay-auth": "relay",
     "handler-option": "handler",
     "pipe-spool": "pipe",
+    "webhook-secret": "webhook",
+    "webhook-format": "webhook",
+    "webhook-ca": "webhook",
+    "amqp-exchange": "amqp",
+    "amqp-routing-key": "amqp",
+    "amqp-queue": "amqp",
+    "amqp-ca": "amqp",
 }
 
 # Options that may be given several times (a list in a configuration file).
@@ -187,7 +205,8 @@ class Options(AuthOptionMixin, usage.Options):
     longdesc = (
         "Run an SMTP (or, with --lmtp, LMTP) server. Without a delivery option "
         "every accepted message is stored in the Maildir ./Maildir; --maildir, "
-        "--mbox, --relay, --lmtp-to, --pipe, --debug, --sink and --handler exclude "
+        "--mbox, --relay, --lmtp-to, --pipe, --webhook, --amqp, --debug, --sink and "
+        "--handler exclude "
         "each other. ENDPOINT is any Twisted server endpoint string: tcp:PORT, "
         "ssl:PORT (implicit TLS with --tls-cert), unix:PATH, "
         "systemd:domain=INET:index=0, haproxy:tcp:PORT. --hide takes STARTTLS, "
@@ -278,6 +297,21 @@ class Options(AuthOptionMixin, usage.Options):
         ["lmtp-to", None, None, "Deliver every message over LMTP to this client endpoint."],
         ["pipe", None, None, "Pipe every message into this command (split like a shell)."],
         ["pipe-spool", None, None, "Where --pipe spools messages [default: $TMPDIR]."],
+        ["webhook", None, None, "POST every message to this http:// or https:// URL."],
+        ["webhook-secret", None, None, "Sign webhook requests with HMAC-SHA256 and this key."],
+        [
+            "webhook-format",
+            None,
+            None,
+            "Webhook body: raw (message/rfc822) or json [default: raw].",
+            _choice("webhook-format", ("raw", "json")),
+        ],
+        ["webhook-ca", None, None, "PEM CA bundle to verify the webhook [default: system CAs]."],
+        ["amqp", None, None, "Publish every message to RabbitMQ: amqp[s]://USER:PASS@HOST/VHOST."],
+        ["amqp-exchange", None, None, "Exchange to publish to [default: the default exchange]."],
+        ["amqp-routing-key", None, None, "Routing key [default: the queue's name]."],
+        ["amqp-queue", None, None, "Durable queue declared at connection [default: smtpd]."],
+        ["amqp-ca", None, None, "PEM CA bundle to verify amqps:// [default: system CAs]."],
         ["handler", None, None, "Use the handler made by MODULE:CALLABLE(**handler-options)."],
         [
             "log-format",

@@ -258,6 +258,47 @@ def _pipe(config: Mapping[str, Any], command: str, options: ServerOptions) -> IS
     return PipeHandler(command, spoolDirectory=spool)
 
 
+def _extra(flag: str, extra: str, module: str) -> Any:
+    """
+    Import C{module}, the handler of an optional delivery.
+
+    @raise usage.UsageError: Naming the extra to install if a package it
+        needs is missing.
+    """
+    try:
+        return import_module(module)
+    except ImportError as e:
+        missing = e.name or "a package"
+        raise usage.UsageError(
+            f"--{flag} needs the {extra} extra ({missing} is missing): "
+            f"pip install 'twisted-smtpd[{extra}]'"
+        ) from None
+
+
+def _webhook(config: Mapping[str, Any], url: str, options: ServerOptions) -> ISMTPHandler:
+    module = _extra("webhook", "webhook", "twisted_smtpd.handlers.webhook")
+    handler: ISMTPHandler = module.WebhookHandler(
+        url,
+        secret=config["webhook-secret"],
+        format=config["webhook-format"] or "raw",
+        caCertificates=config["webhook-ca"],
+    )
+    return handler
+
+
+def _amqp(config: Mapping[str, Any], url: str, options: ServerOptions) -> ISMTPHandler:
+    module = _extra("amqp", "amqp", "twisted_smtpd.handlers.amqp")
+    handler: ISMTPHandler = module.AMQPHandler(
+        url,
+        exchange=config["amqp-exchange"] or "",
+        routingKey=config["amqp-routing-key"],
+        queue=config["amqp-queue"] or "smtpd",
+        caCertificates=config["amqp-ca"],
+        maxMessageSize=options.size or None,
+    )
+    return handler
+
+
 def _custom(config: Mapping[str, Any], spec: str, options: ServerOptions) -> ISMTPHandler:
     """
     Call C{module:callable} with the C{--handler-option}s as keyword
@@ -283,6 +324,8 @@ HANDLERS: dict[str, Callable[[Mapping[str, Any], Any, ServerOptions], ISMTPHandl
     "relay": _relay,
     "lmtp-to": _lmtpTo,
     "pipe": _pipe,
+    "webhook": _webhook,
+    "amqp": _amqp,
     "sink": _sink,
     "debug": _debug,
     "handler": _custom,

@@ -1,0 +1,318 @@
+# -*- test-case-name: tests.integration.test_webhook -*-
+"""
+L{WebhookHandler} against a real C{twisted.web} receiver on 127.0.0.1: the
+request it sends, its signature, the SMTP reply each HTTP answer gives,
+retries, timeouts and HTTPS; and a whole SMTP dialogue through it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import smtplib
+import time
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from tests.certs import CertificateAuthority
+from tests.integration.helpers import TwistdServer
+from tests.integration.webhookreceiver import (
+    TrackingSite,
+    WebhookReceiver,
+    stopReceiver,
+)
+from tests.test_handlers import feed, makeSession
+from twisted_smtpd import SMTPError
+from twisted_smtpd._stream import MessageStream
+from twisted_smtpd.handlers._envelope import envelopeFields
+from twisted_smtpd.handlers.webhook import WebhookHandler
+from twisted_smtpd.testing import listenForTests
+
+MESSAGE = b"From: alice@example.com\r\nSubject: hook\r\n\r\nhello\r\n.dot\r\n"
+SECRET = b"the shared secret"
+
+
+class WebhookTests(TestCase):
+    """
+    The handler posting to a real receiver.
+    """
+
+    timeout = 60
+
+    async def receiver(self, receiver: WebhookReceiver, endpoint: str = "tcp:0") -> str:
+        """
+        Serve C{receiver} on 127.0.0.1 and return its URL.
+        """
+        site = TrackingSite(receiver)
+        port = await serverFromString(reactor, endpoint + ":interface=127.0.0.1").listen(site)
+        self.addCleanup(stopReceiver, port, site)
+        scheme = "https" if endpoint.startswith("ssl:") else "http"
+        host = "localhost" if scheme == "https" else "127.0.0.1"
+        return f"{scheme}://{host}:{port.getHost().port}/hook"
+
+    def handler(self, url: str, **kwargs: Any) -> WebhookHandler:
+        kwargs.setdefault("firstRetry", 0.05)
+        handler = WebhookHandler(url, **kwargs)
+        self.addCleanup(handler.close)
+        return handler
+
+    def deliver(self, handler: WebhookHandler, message: bytes = MESSAGE) -> Deferred[str]:
+        """
+        Hand C{message} to C{handler.onData} as the server would.
+        """
+        stream = MessageStream()
+        d = handler.onData(stream, makeSession())
+        feed(stream, message, 7)
+        return d
+
+    async def test_rawSigned(self) -> None:
+        """
+        In raw format the message is the body (C{message/rfc822}), with
+        the envelope, timestamp and a valid signature in headers; a 200
+        answers 250 with the message id.
+        """
+        receiver = WebhookReceiver(secret=SECRET)
+        handler = self.handler(await self.receiver(receiver), secret=SECRET)
+        before = int(time.time())
+        self.assertEqual(await self.deliver(handler), "OK: queued as s1d.1")
+        [request] = receiver.requests
+        self.assertEqual(request.body, MESSAGE)
+        self.assertEqual(request.header("content-type"), "message/rfc822")
+        self.assertEqual(request.header("content-length"), str(len(MESSAGE)))
+        self.assertEqual(
+            json.loads(request.header("x-smtpd-envelope")), envelopeFields(makeSession())
+        )
+        self.assertLessEqual(before, int(request.header("x-smtpd-timestamp")))
+        self.assertTrue(request.header("x-smtpd-signature").startswith("v1="))
+
+    async def test_jsonSigned(self) -> None:
+        """
+        In JSON format the body holds the envelope and the message in
+        base64, and is signed.
+        """
+        receiver = WebhookReceiver(secret=SECRET)
+        handler = self.handler(await self.receiver(receiver), secret=SECRET, format="json")
+        self.assertEqual(await self.deliver(handler), "OK: queued as s1d.1")
+        [request] = receiver.requests
+        self.assertEqual(request.header("content-type"), "application/json")
+        document = json.loads(request.body)
+        self.assertEqual(base64.b64decode(document["message"]), MESSAGE)
+        self.assertEqual(
+            document["envelope"]["recipients"], ["bob@example.org", "carol@example.net"]
+        )
+
+    async def test_wrongSecretRefused(self) -> None:
+        """
+        A receiver that verifies signatures refuses a request signed with
+        another key: 4xx becomes 550 with the first line of its text.
+        """
+        receiver = WebhookReceiver(secret=SECRET)
+        handler = self.handler(await self.receiver(receiver), secret=b"another key")
+        e = await self.assertFailure(self.deliver(handler), SMTPError)
+        self.assertEqual((e.code, e.enhanced), (550, "5.7.1"))
+        self.assertEqual(e.message, "Error: refused by the receiver: bad signature")
+        self.assertEqual(len(receiver.requests), 1)
+
+    async def test_refusalNotRetriedAndSanitised(self) -> None:
+        """
+        A 404 is not tried again; its reason reaches the reply without
+        control characters.
+        """
+        body = b"\x1b[2J\x07no such\x00 mailbox\r\nsecond line"
+        receiver = WebhookReceiver([(404, "text/plain; charset=utf-8", body)])
+        handler = self.handler(await self.receiver(receiver))
+        e = await self.assertFailure(self.deliver(handler), SMTPError)
+        self.assertEqual(e.code, 550)
+        self.assertEqual(e.message, "Error: refused by the receiver: [2J no such mailbox")
+        self.assertEqual(len(receiver.requests), 1)
+
+    async def test_reasonPhrase(self) -> None:
+        """
+        Without a plain-text body, the reason is the HTTP reason phrase.
+        """
+        receiver = WebhookReceiver([(403, "text/html", b"<h1>no</h1>")])
+        handler = self.handler(await self.receiver(receiver))
+        e = await self.assertFailure(self.deliver(handler), SMTPError)
+        self.assertEqual(e.message, "Error: refused by the receiver: Forbidden")
+
+    async def test_serverErrorThenSuccess(self) -> None:
+        """
+        A 500 is tried again; the second attempt's 200 answers 250, and
+        both requests carried the whole body.
+        """
+        receiver = WebhookReceiver([(500, "text/plain", b"oops")], secret=SECRET)
+        handler = self.handler(await self.receiver(receiver), secret=SECRET)
+        self.assertEqual(await self.deliver(handler), "OK: queued as s1d.1")
+        self.assertEqual([r.body for r in receiver.requests], [MESSAGE, MESSAGE])
+
+    async def test_tooManyRequests(self) -> None:
+        """
+        429 and 408 are tried again.
+        """
+        receiver = WebhookReceiver([(429, "text/plain", b""), (408, "text/plain", b"")])
+        handler = self.handler(await self.receiver(receiver))
+        self.assertEqual(await self.deliver(handler), "OK: queued as s1d.1")
+        self.assertEqual(len(receiver.requests), 3)
+
+    async def test_alwaysUnavailable(self) -> None:
+        """
+        A receiver answering 503 until the timeout gives 451, after several
+        attempts with growing pauses.
+        """
+        receiver = WebhookReceiver([(503, "text/plain", b"")] * 1000)
+        handler = self.handler(await self.receiver(receiver), timeout=1.0)
+        started = time.monotonic()
+        e = await self.assertFailure(self.deliver(handler), SMTPError)
+        self.assertEqual((e.code, e.enhanced), (451, "4.3.0"))
+        self.assertEqual(e.message, "Error: webhook unavailable (HTTP 503)")
+        self.assertLess(time.monotonic() - started, 5)
+        # Pauses of 0.05, 0.1, 0.2, 0.4 s fit in one second; 0.8 s more do not.
+        self.assertTrue(3 <= len(receiver.requests) <= 6, len(receiver.requests))
+
+    async def test_slowReceiver(self) -> None:
+        """
+        A receiver that never answers gives 451 once the timeout has passed.
+        """
+        receiver = WebhookReceiver([None] * 100)
+        handler = self.handler(await self.receiver(receiver), timeout=0.5)
+        started = time.monotonic()
+        e = await self.assertFailure(self.deliver(handler), SMTPError)
+        self.assertEqual(e.code, 451)
+        self.assertEqual(e.message, "Error: webhook unavailable (no answer in time)")
+        self.assertLess(time.monotonic() - started, 5)
+
+    async def test_connectionRefused(self) -> None:
+        """
+        No receiver listening gives 451.
+        """
+        receiver = WebhookReceiver()
+        site = TrackingSite(receiver)
+        port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(site)
+        url = f"http://127.0.0.1:{port.getHost().port}/hook"
+        await port.stopListening()
+        handler = self.handler(url, timeout=3)
+        e = await self.assertFailure(self.deliver(handler), SMTPError)
+        self.assertEqual(e.code, 451)
+        self.assertIn("ConnectionRefusedError", e.message)
+
+    async def test_largeMessageStreamed(self) -> None:
+        """
+        A 4 MiB message goes through the spool with its length announced
+        (no chunked encoding) and arrives intact.
+        """
+        message = b"Subject: big\r\n\r\n" + b"0123456789abcdef" * 262144
+        receiver = WebhookReceiver()
+        handler = self.handler(await self.receiver(receiver))
+        stream = MessageStream()
+        d = handler.onData(stream, makeSession())
+        feed(stream, message, 65536)
+        self.assertEqual(await d, "OK: queued as s1d.1")
+        [request] = receiver.requests
+        self.assertEqual(request.header("content-length"), str(len(message)))
+        self.assertEqual(request.body, message)
+
+    async def test_httpsWithCA(self) -> None:
+        """
+        An HTTPS receiver is verified against C{caCertificates}; against the
+        system's CAs its private CA fails (451).
+        """
+        ca = CertificateAuthority(self.mktemp())
+        issued = ca.server("localhost")
+        endpoint = f"ssl:0:privateKey={issued.keyPath}:certKey={issued.certificatePath}"
+        receiver = WebhookReceiver()
+        url = await self.receiver(receiver, endpoint)
+        trusted = self.handler(url, caCertificates=ca.certificatePath)
+        self.assertEqual(await self.deliver(trusted), "OK: queued as s1d.1")
+        untrusted = self.handler(url, timeout=0.3)
+        e = await self.assertFailure(self.deliver(untrusted), SMTPError)
+        self.assertEqual(e.code, 451)
+        self.assertEqual(len(receiver.requests), 1)
+
+    async def test_smtpDialogue(self) -> None:
+        """
+        Through a real SMTP server, the client's envelope reaches the
+        receiver, and the receiver's 200 is the client's 250.
+        """
+        receiver = WebhookReceiver(secret=SECRET)
+        handler = self.handler(await self.receiver(receiver), secret=SECRET)
+        server = await listenForTests(handler)
+        self.addCleanup(server.close)
+
+        def send() -> Any:
+            with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as client:
+                client.ehlo("client.example")
+                return client.sendmail("a@example.com", ["x@example.org"], MESSAGE)
+
+        await deferToThread(send)
+        [request] = receiver.requests
+        envelope = json.loads(request.header("x-smtpd-envelope"))
+        self.assertEqual(envelope["sender"], "a@example.com")
+        self.assertEqual(envelope["recipients"], ["x@example.org"])
+        self.assertEqual(envelope["helo"], "client.example")
+        self.assertEqual(request.body, MESSAGE)
+
+    async def test_smtpRefusal(self) -> None:
+        """
+        Through a real SMTP server, a receiver's 422 is the client's 550.
+        """
+        receiver = WebhookReceiver([(422, "text/plain", b"unknown recipient")])
+        handler = self.handler(await self.receiver(receiver))
+        server = await listenForTests(handler)
+        self.addCleanup(server.close)
+
+        def send() -> Any:
+            with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as client:
+                client.ehlo("client.example")
+                client.mail("a@example.com")
+                client.rcpt("x@example.org")
+                return client.data(MESSAGE)
+
+        code, text = await deferToThread(send)
+        self.assertEqual(code, 550)
+        self.assertEqual(text, b"5.7.1 Error: refused by the receiver: unknown recipient")
+
+    async def test_twistd(self) -> None:
+        """
+        C{twistd smtpd --webhook URL --webhook-secret S --webhook-format
+        json} posts signed JSON that the receiver verifies.
+        """
+        receiver = WebhookReceiver(secret=SECRET)
+        url = await self.receiver(receiver)
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        server = TwistdServer(
+            [
+                "--no-reverse-lookup",
+                "--webhook",
+                url,
+                "--webhook-secret",
+                SECRET.decode(),
+                "--webhook-format",
+                "json",
+            ],
+            directory,
+        )
+        self.addCleanup(server.kill)
+        await deferToThread(server.start)
+
+        def send() -> Any:
+            with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as client:
+                client.ehlo("client.example")
+                client.mail("a@example.com")
+                client.rcpt("x@example.org")
+                return client.data(MESSAGE)
+
+        code, text = await deferToThread(send)
+        self.assertEqual(code, 250, text)
+        [request] = receiver.requests
+        document = json.loads(request.body)
+        self.assertEqual(base64.b64decode(document["message"]), MESSAGE)
+        self.assertEqual(document["envelope"]["sender"], "a@example.com")
+        self.assertEqual(text.decode(), f"2.0.0 OK: queued as {document['envelope']['messageId']}")
+        await deferToThread(server.stop)

@@ -1,0 +1,234 @@
+# -*- test-case-name: tests.test_webhook -*-
+"""
+Unit tests for the webhook handler's parts: the envelope it sends, the
+spooled and signed request body, and the C{--webhook} flags.  The handler
+against a real HTTP receiver is in L{tests.integration.test_webhook}.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import sys
+
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.test_handlers import makeSession
+from tests.test_tap import parse
+from twisted_smtpd._session import TLSInfo
+from twisted_smtpd.handlers._envelope import envelopeFields, envelopeJSON, sanitise
+from twisted_smtpd.handlers._signedspool import SignedSpool, verifySignature
+from twisted_smtpd.handlers.webhook import WebhookHandler
+
+MESSAGE = b"From: alice@example.com\r\nSubject: hook\r\n\r\n" + bytes(range(256)) * 7 + b"\r\n"
+
+
+def spool(
+    message: bytes, chunkSize: int, *, jsonFormat: bool, secret: bytes | None = b"k"
+) -> SignedSpool:
+    """
+    A finished L{SignedSpool} of C{message}, written C{chunkSize} bytes at
+    a time.
+    """
+    s = SignedSpool(
+        secret=secret, timestamp="1700000000", envelope='{"a":1}', jsonFormat=jsonFormat
+    )
+    for start in range(0, len(message), chunkSize):
+        s.write(message[start : start + chunkSize])
+    s.finish()
+    return s
+
+
+class EnvelopeTests(SynchronousTestCase):
+    """
+    L{envelopeFields}, L{envelopeJSON} and L{sanitise}.
+    """
+
+    def test_fields(self) -> None:
+        """
+        The envelope names the sender, recipients, client, HELO name,
+        user, TLS, session id and message id.
+        """
+        session = makeSession(
+            user=b"alice",
+            secure=True,
+            tls=TLSInfo(protocol="TLSv1.3", cipher="TLS_AES_128_GCM_SHA256"),
+            transaction=3,
+        )
+        self.assertEqual(
+            envelopeFields(session),
+            {
+                "sender": "alice@example.com",
+                "recipients": ["bob@example.org", "carol@example.net"],
+                "clientAddress": "192.0.2.1",
+                "clientPort": 40123,
+                "helo": "helo.example",
+                "user": "alice",
+                "tls": {"protocol": "TLSv1.3", "cipher": "TLS_AES_128_GCM_SHA256"},
+                "sessionId": "s1d",
+                "messageId": "s1d.3",
+            },
+        )
+
+    def test_plainSession(self) -> None:
+        """
+        Without AUTH and TLS, C{user} and C{tls} are C{None}.
+        """
+        fields = envelopeFields(makeSession())
+        self.assertIsNone(fields["user"])
+        self.assertIsNone(fields["tls"])
+        self.assertEqual(fields["messageId"], "s1d.1")
+
+    def test_jsonIsOneASCIILine(self) -> None:
+        """
+        The envelope JSON fits an HTTP header: ASCII, no line break, even
+        for an internationalised address (RFC 6531).
+        """
+        fields = envelopeFields(makeSession())
+        fields["recipients"] = ["j\u00f6rg@b\u00fccher.example\r\nX-Evil: 1"]
+        text = envelopeJSON(fields)
+        text.encode("ascii")
+        self.assertNotIn("\r", text)
+        self.assertNotIn("\n", text)
+        self.assertEqual(json.loads(text), fields)
+
+    def test_sanitise(self) -> None:
+        """
+        Text from outside keeps printable ASCII only and at most 200
+        characters.
+        """
+        self.assertEqual(sanitise(b"\x1b[31mno\r\nsuch\x00user\xff "), "[31mno such user")
+        self.assertEqual(len(sanitise("x" * 1000)), 200)
+
+
+class SignedSpoolTests(SynchronousTestCase):
+    """
+    L{SignedSpool} writes the request body to a file and signs it.
+    """
+
+    def test_rawAnyChunking(self) -> None:
+        """
+        In raw format the file holds the message, whatever the chunks, and
+        the signature is the HMAC of timestamp, envelope and body.
+        """
+        for size in (1, 2, 3, 5, 64, 65536):
+            s = spool(MESSAGE, size, jsonFormat=False)
+            body = s.file.read()
+            self.assertEqual(body, MESSAGE)
+            self.assertEqual(s.length, len(MESSAGE))
+            expected = hmac.new(b"k", b'1700000000.{"a":1}.' + MESSAGE, hashlib.sha256)
+            self.assertEqual(s.signature(), "v1=" + expected.hexdigest())
+            s.close()
+
+    def test_jsonAnyChunking(self) -> None:
+        """
+        In JSON format the message is base64-encoded as it arrives; every
+        chunking gives the same, valid, signed document.
+        """
+        bodies = set()
+        for size in (1, 2, 3, 4, 7, 64, 65536):
+            s = spool(MESSAGE, size, jsonFormat=True)
+            body = s.file.read()
+            document = json.loads(body)
+            self.assertEqual(document["envelope"], {"a": 1})
+            self.assertEqual(base64.b64decode(document["message"], validate=True), MESSAGE)
+            sig = s.signature()
+            assert sig is not None
+            self.assertTrue(
+                verifySignature(b"k", b"1700000000", b'{"a":1}', body, sig.encode("ascii"))
+            )
+            bodies.add(body)
+            s.close()
+        self.assertEqual(len(bodies), 1)
+
+    def test_emptyMessage(self) -> None:
+        """
+        An empty message is an empty string in JSON.
+        """
+        s = spool(b"", 1, jsonFormat=True)
+        self.assertEqual(json.loads(s.file.read())["message"], "")
+
+    def test_noSecret(self) -> None:
+        """
+        Without a secret there is no signature.
+        """
+        self.assertIsNone(spool(MESSAGE, 10, jsonFormat=False, secret=None).signature())
+
+    def test_verifyRejectsTampering(self) -> None:
+        """
+        L{verifySignature} refuses a changed body, envelope, timestamp or
+        key.
+        """
+        s = spool(MESSAGE, 100, jsonFormat=False)
+        sig = (s.signature() or "").encode("ascii")
+        args = (b"k", b"1700000000", b'{"a":1}', MESSAGE)
+        self.assertTrue(verifySignature(*args, sig))
+        for i, changed in enumerate([b"K", b"1700000001", b'{"a":2}', MESSAGE + b"x"]):
+            tampered = list(args)
+            tampered[i] = changed
+            self.assertFalse(verifySignature(*tampered, sig))  # type: ignore[arg-type]
+
+
+class WebhookOptionsTests(SynchronousTestCase):
+    """
+    The C{--webhook} flags of C{twistd smtpd}.
+    """
+
+    def test_flags(self) -> None:
+        """
+        C{--webhook URL} with its secret and format builds a
+        L{WebhookHandler}.
+        """
+        config = parse(
+            "--webhook",
+            "http://127.0.0.1:8080/in",
+            "--webhook-secret",
+            "s3cret",
+            "--webhook-format",
+            "json",
+        )
+        handler = config["handler"]
+        self.assertIsInstance(handler, WebhookHandler)
+        self.assertEqual(handler.url, "http://127.0.0.1:8080/in")
+        self.assertEqual(handler._secret, b"s3cret")
+        self.assertTrue(handler._json)
+
+    def test_modifiersNeedWebhook(self) -> None:
+        """
+        C{--webhook-secret} without C{--webhook} is a usage error.
+        """
+        e = self.assertRaises(usage.UsageError, parse, "--webhook-secret", "x")
+        self.assertEqual(str(e), "--webhook-secret needs --webhook")
+
+    def test_badValues(self) -> None:
+        """
+        A URL that is not HTTP, or an unknown format, is one usage line.
+        """
+        e = self.assertRaises(usage.UsageError, parse, "--webhook", "ftp://x/")
+        self.assertIn("not an http:// or https:// URL", str(e))
+        self.assertRaises(
+            usage.UsageError, parse, "--webhook", "http://x/", "--webhook-format", "xml"
+        )
+
+    def test_missingExtra(self) -> None:
+        """
+        Without treq, C{--webhook} says which extra to install.
+        """
+        saved = dict(sys.modules)
+
+        def restore() -> None:
+            sys.modules.clear()
+            sys.modules.update(saved)
+
+        self.addCleanup(restore)
+        sys.modules["treq"] = None  # type: ignore[assignment]
+        sys.modules.pop("twisted_smtpd.handlers.webhook", None)
+        e = self.assertRaises(usage.UsageError, parse, "--webhook", "http://127.0.0.1/")
+        self.assertEqual(
+            str(e),
+            "--webhook needs the webhook extra (treq is missing): "
+            "pip install 'twisted-smtpd[webhook]'",
+        )

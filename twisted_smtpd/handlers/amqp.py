@@ -1,0 +1,436 @@
+# -*- test-case-name: tests.test_amqp,tests.integration.test_broker -*-
+"""
+L{AMQPHandler}: publish every accepted message to RabbitMQ, through pika's
+Twisted adapter, and answer 250 only once the broker confirmed it.
+
+Needs the C{amqp} extra: C{pip install 'twisted-smtpd[amqp]'}.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import pika
+from pika.adapters.twisted_connection import TwistedProtocolConnection
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.protocol import Factory
+from twisted.internet.ssl import optionsForClientTLS
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_smtpd._errors import SMTPError
+from twisted_smtpd._session import Address, Session
+from twisted_smtpd.handlers._base import BaseHandler
+from twisted_smtpd.handlers._envelope import envelopeFields, messageId, sanitise
+from twisted_smtpd.handlers.relay import loadTrustRoot
+from twisted_smtpd.interfaces import IMessageStream
+
+# RabbitMQ's own default max_message_size since 3.8 (128 MiB); the broker
+# refuses larger messages.
+DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
+
+
+class _State(enum.Enum):
+    IDLE = "idle"  # never asked to connect
+    CONNECTING = "connecting"
+    READY = "ready"
+    DOWN = "down"  # waiting before the next attempt
+    CLOSED = "closed"  # close() was called
+
+
+class _Body:
+    """
+    The message gathered in memory for one publish (pika publishes whole
+    bodies), refused with 552 past the size limit.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+        self._limit = limit
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self._limit:
+            self.parts = []
+            raise SMTPError(552, "Error: message too big for the message broker", "5.3.4")
+        self.parts.append(chunk)
+
+
+class AMQPHandler(BaseHandler):
+    """
+    Publish each message to a RabbitMQ broker.
+
+    At the first connection the handler opens a channel in publisher-confirm
+    mode and declares C{queue} as a durable queue (with C{queueArguments});
+    if C{exchange} is not the default exchange, the queue is bound to it with
+    C{routingKey}.  Each message is published with C{delivery_mode} 2
+    (persistent), C{mandatory} set, the raw message as the body, and:
+
+      - properties: C{content_type} C{message/rfc822}, C{message_id} (the
+        session id and transaction number, as in the 250 reply),
+        C{timestamp}, C{app_id} C{twisted-smtpd};
+      - headers: C{sender}, C{recipients}, C{clientAddress}, C{clientPort},
+        C{helo}, C{user}, C{tls}, C{sessionId}, C{messageId}.
+
+    The client gets 250 only after the broker's confirm (C{basic.ack}).  A
+    nack, an unroutable message, a lost connection or no confirm within
+    C{confirmTimeout} seconds answers 451, so the client tries again: a
+    message may then reach the queue twice (at least once delivery; the
+    C{Message-ID} header or the message id let a consumer drop duplicates).
+
+    The connection is made at the first client connection and remade after
+    any loss, with pauses doubling from C{firstRetry} to C{maxRetryDelay}
+    seconds.  While the broker is unreachable, MAIL is answered 451 at once.
+
+    The body is gathered in memory (one message per transaction) and
+    limited to C{maxMessageSize}: a larger C{SIZE=} at MAIL, or body, is
+    refused with 552.
+
+    @ivar url: The broker's URL.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        exchange: str = "",
+        routingKey: str | None = None,
+        queue: str = "smtpd",
+        queueArguments: dict[str, Any] | None = None,
+        caCertificates: str | None = None,
+        maxMessageSize: int | None = None,
+        confirmTimeout: float = 30.0,
+        connectTimeout: float = 10.0,
+        firstRetry: float = 0.5,
+        maxRetryDelay: float = 30.0,
+        reactor: Any = None,
+    ) -> None:
+        """
+        @param url: C{amqp://USER:PASSWORD@HOST:PORT/VHOST}, or C{amqps://}
+            for TLS (verified against the system's CAs or
+            C{caCertificates}).
+        @param exchange: The exchange to publish to (C{""}: the default
+            exchange, which routes to the queue named by the routing key).
+        @param routingKey: The routing key (C{queue} by default).
+        @param queue: The durable queue to declare; C{""} declares none.
+        @param queueArguments: Its arguments (C{x-max-length}, ...).
+        @param caCertificates: A PEM bundle to verify the broker with.
+        @param maxMessageSize: The largest message, in bytes (RabbitMQ's
+            default C{max_message_size}, 128 MiB, when C{None}).
+        @param confirmTimeout: Seconds to wait for the broker's confirm.
+        @param connectTimeout: Seconds a connection attempt may take.
+        @param firstRetry: Seconds before the first reconnection attempt.
+        @param maxRetryDelay: The longest pause between attempts.
+        @param reactor: The reactor (the global one by default).
+        @raise ValueError: If C{url} is not an AMQP URL or a value is out of
+            range.
+        """
+        if not url.startswith(("amqp://", "amqps://")):
+            raise ValueError(f"not an amqp:// or amqps:// URL: {sanitise(url)!r}")
+        try:
+            self._parameters = pika.URLParameters(url)
+        except Exception as e:
+            raise ValueError(f"invalid AMQP URL: {sanitise(str(e))}") from None
+        if maxMessageSize is None:
+            maxMessageSize = DEFAULT_MAX_MESSAGE_SIZE
+        if maxMessageSize <= 0 or confirmTimeout <= 0 or connectTimeout <= 0:
+            raise ValueError("sizes and timeouts must be positive")
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        self.url = url
+        self._tls = url.startswith("amqps://")
+        self._trustRoot = loadTrustRoot(caCertificates) if caCertificates is not None else None
+        self.exchange = exchange
+        self.routingKey = routingKey if routingKey is not None else queue
+        self.queue = queue
+        self._queueArguments = dict(queueArguments or {})
+        self.maxMessageSize = maxMessageSize
+        self._confirmTimeout = confirmTimeout
+        self._connectTimeout = connectTimeout
+        self._firstRetry = firstRetry
+        self._maxRetryDelay = maxRetryDelay
+        self._reactor = reactor
+        self._state = _State.IDLE
+        self._delay = firstRetry
+        self._connection: TwistedProtocolConnection | None = None
+        self._channel: Any = None
+        self._retry: Any = None
+        self._attempt: Deferred[Any] | None = None
+        self._waiting: list[Deferred[None]] = []
+
+    # -- the connection ---------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """
+        Whether a confirmed channel to the broker is open.
+        """
+        return self._state is _State.READY
+
+    def start(self) -> None:
+        """
+        Connect now if not connected or connecting (the first session does it
+        otherwise).
+        """
+        if self._state is _State.IDLE:
+            self._connect()
+
+    def _connect(self) -> None:
+        self._state = _State.CONNECTING
+        self._retry = None
+        self._attempt = Deferred.fromCoroutine(self._open())
+        self._attempt.addErrback(self._failed)
+
+    def _endpoint(self) -> Any:
+        host, port = self._parameters.host, self._parameters.port
+        endpoint: Any = HostnameEndpoint(self._reactor, host, port, timeout=self._connectTimeout)
+        if self._tls:
+            options = optionsForClientTLS(host, trustRoot=self._trustRoot)
+            endpoint = wrapClientTLS(options, endpoint)
+        return endpoint
+
+    async def _open(self) -> None:
+        parameters = self._parameters
+        reactor = self._reactor
+
+        def build() -> TwistedProtocolConnection:
+            return TwistedProtocolConnection(parameters, custom_reactor=reactor)
+
+        connection: TwistedProtocolConnection = await self._endpoint().connect(
+            Factory.forProtocol(build)
+        )
+        self._connection = connection
+        timer = reactor.callLater(self._connectTimeout, connection.transport.abortConnection)
+        try:
+            assert connection.ready is not None
+            await connection.ready
+            channel = await connection.channel()
+            await channel.confirm_delivery()
+            if self.queue:
+                await channel.queue_declare(
+                    queue=self.queue, durable=True, arguments=self._queueArguments or None
+                )
+                if self.exchange:
+                    await channel.queue_bind(
+                        queue=self.queue, exchange=self.exchange, routing_key=self.routingKey
+                    )
+        finally:
+            if timer.active():
+                timer.cancel()
+        if self._state is _State.CLOSED:
+            connection.close()
+            return
+        self._channel = channel
+        self._state = _State.READY
+        self._delay = self._firstRetry
+        self._log.info("message broker connected: {host}", host=self._parameters.host)
+        assert connection.closed is not None
+        connection.closed.addBoth(self._lost)
+        channel.on_closed.addBoth(self._channelClosed)
+        self._wake()
+
+    def _failed(self, reason: Failure) -> None:
+        if self._connection is not None and self._connection.transport is not None:
+            self._connection.transport.abortConnection()
+        self._connection = None
+        if self._state is _State.CLOSED:
+            return
+        self._log.warn(
+            "message broker connection failed: {reason}; again in {delay}s",
+            reason=sanitise(str(reason.value) or type(reason.value).__name__),
+            delay=self._delay,
+        )
+        self._down()
+
+    def _channelClosed(self, reason: object) -> None:
+        if self._connection is not None and not self._connection.is_closed:
+            self._connection.close()
+
+    def _lost(self, reason: object) -> None:
+        self._connection = None
+        self._channel = None
+        if self._state is _State.CLOSED:
+            return
+        self._log.warn(
+            "message broker connection lost: {reason}; again in {delay}s",
+            reason=sanitise(str(reason)),
+            delay=self._delay,
+        )
+        self._down()
+
+    def _down(self) -> None:
+        self._state = _State.DOWN
+        self._channel = None
+        self._wake()
+        self._retry = self._reactor.callLater(self._delay, self._connect)
+        self._delay = min(self._delay * 2, self._maxRetryDelay)
+
+    def _wake(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
+
+    def close(self) -> Deferred[None]:
+        """
+        Close the connection and stop reconnecting.
+        """
+        self._state = _State.CLOSED
+        self._wake()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        connection, self._connection = self._connection, None
+        self._channel = None
+        if connection is None:
+            return Deferred.fromCoroutine(self._settle())
+        closed = connection.closed
+        if closed is None or connection.is_closed:
+            if connection.transport is not None:
+                connection.transport.abortConnection()
+            return Deferred.fromCoroutine(self._settle())
+        connection.close()
+        d: Deferred[None] = Deferred()
+        closed.addBoth(lambda _: d.callback(None))
+        return d
+
+    async def _settle(self) -> None:
+        """
+        Wait for a connection attempt in progress to end.
+        """
+        attempt = self._attempt
+        if attempt is not None and not attempt.called:
+            await attempt
+
+    # -- the hooks --------------------------------------------------------------
+
+    def onConnect(self, session: Session) -> object:
+        """
+        Connect to the broker at the first session.
+        """
+        self.start()
+        return None
+
+    async def _available(self) -> bool:
+        self.start()
+        if self._state is _State.CONNECTING and self._delay == self._firstRetry:
+            # The first attempt since the last success: worth waiting for.
+            d: Deferred[None] = Deferred()
+            self._waiting.append(d)
+            await d
+        return self._state is _State.READY
+
+    def onMailFrom(self, address: Address, session: Session) -> Deferred[None]:
+        """
+        Refuse the transaction (451) while the broker is unreachable, and a
+        declared C{SIZE} (RFC 1870) over the limit (552).
+        """
+        return Deferred.fromCoroutine(self._mailFrom(address, session))
+
+    async def _mailFrom(self, address: Address, session: Session) -> None:
+        size = address.args.get("SIZE")
+        if isinstance(size, str) and size.isdigit() and int(size) > self.maxMessageSize:
+            self._log.info(
+                "{session} refused SIZE={size} over the broker's limit {limit}",
+                session=session.id,
+                size=size,
+                limit=self.maxMessageSize,
+            )
+            raise SMTPError(552, "Error: message too big for the message broker", "5.3.4")
+        if not await self._available():
+            self._log.warn("{session} refused MAIL: message broker unavailable", session=session.id)
+            raise SMTPError(451, "Error: message broker unavailable, try again later", "4.3.0")
+
+    def onData(self, stream: IMessageStream, session: Session) -> Deferred[str]:
+        """
+        Gather the body, publish it, and wait for the broker's confirm.
+
+        @return: A L{Deferred} firing with the 250 text, or failing with a
+            451 or 552 L{SMTPError}, or the stream's failure.
+        """
+        return Deferred.fromCoroutine(self._deliver(stream, session))
+
+    async def _deliver(self, stream: IMessageStream, session: Session) -> str:
+        body = _Body(self.maxMessageSize)
+        piped: Deferred[int] = stream.pipeToFile(body)  # type: ignore[assignment]
+        try:
+            await piped
+        except SMTPError as e:
+            if e.code == 552:
+                self._log.info(
+                    "{session} refused a message over the broker's limit {limit}",
+                    session=session.id,
+                    limit=self.maxMessageSize,
+                )
+            raise
+        data = b"".join(body.parts)
+        body.parts = []
+        fields = envelopeFields(session)
+        identifier = messageId(session)
+        properties = pika.BasicProperties(
+            content_type="message/rfc822",
+            delivery_mode=2,
+            message_id=identifier,
+            timestamp=int(self._reactor.seconds()),
+            app_id="twisted-smtpd",
+            headers=fields,
+        )
+        channel = self._channel
+        if self._state is not _State.READY or channel is None:
+            self._log.warn(
+                "{session} message broker unavailable at the end of DATA", session=session.id
+            )
+            raise SMTPError(451, "Error: message broker unavailable, try again later", "4.3.0")
+        try:
+            confirmed: Deferred[Any] = channel.basic_publish(
+                exchange=self.exchange,
+                routing_key=self.routingKey,
+                body=data,
+                properties=properties,
+                mandatory=True,
+            )
+        except Exception as e:
+            confirmed = Deferred()
+            confirmed.errback(e)
+        del data
+        timedOut = []
+
+        def timeOut() -> None:
+            timedOut.append(True)
+            confirmed.cancel()
+
+        timer = self._reactor.callLater(self._confirmTimeout, timeOut)
+        try:
+            await confirmed
+        except Exception as e:
+            problem = "no confirm in time" if timedOut else _describe(e)
+            self._log.warn(
+                "{session} message {id} not confirmed by the broker: {problem}",
+                session=session.id,
+                id=identifier,
+                problem=problem,
+            )
+            raise SMTPError(
+                451, f"Error: message broker did not take the message ({problem})", "4.3.0"
+            ) from None
+        finally:
+            if timer.active():
+                timer.cancel()
+        self._log.info("{session} published {id}", session=session.id, id=identifier)
+        return f"OK: queued as {identifier}"
+
+
+def _describe(error: BaseException) -> str:
+    """
+    A short, safe name for a publish failure.
+    """
+    if isinstance(error, pika.exceptions.NackError):
+        return "refused by the broker"
+    if isinstance(error, pika.exceptions.UnroutableError):
+        return "no queue bound"
+    return sanitise(type(error).__name__)
