@@ -51,7 +51,8 @@ class WebhookTests(TestCase):
         """
         site = TrackingSite(receiver)
         port = await serverFromString(reactor, endpoint + ":interface=127.0.0.1").listen(site)
-        self.addCleanup(stopReceiver, port, site)
+        # Older trial does not await coroutine cleanups: hand it a Deferred.
+        self.addCleanup(lambda: Deferred.fromCoroutine(stopReceiver(port, site)))
         scheme = "https" if endpoint.startswith("ssl:") else "http"
         host = "localhost" if scheme == "https" else "127.0.0.1"
         return f"{scheme}://{host}:{port.getHost().port}/hook"
