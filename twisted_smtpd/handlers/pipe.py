@@ -194,7 +194,8 @@ class PipeHandler(BaseHandler):
         """
         Spawn the command and stream the body to it.
 
-        @return: A L{Deferred} firing with the 250 text once the command
+        @return: A L{Deferred <twisted.internet.defer.Deferred>} firing with the 250 text once the
+            command
             exited 0, or failing with L{SMTPError} (451 or 554), or with the
             stream's failure if the body did not arrive whole.
         """
