@@ -26,7 +26,6 @@ release = "0.1.0"
 
 extensions = ["sphinx.ext.intersphinx", "myst_parser", "pydoctor.sphinx_ext.build_apidocs"]
 intersphinx_mapping: dict[str, object] = {}
-intersphinx_disabled_reftypes = ["*"]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
 exclude_patterns = ["_build", "_ext"]
@@ -51,3 +50,4 @@ pydoctor_args = [
     os.path.join(checkout, "twisted_smtpd"),
 ]
 pydoctor_url_path = "api/"
+nitpicky = True
