@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import doctest
 import getopt
+import json
 import os
 import re
 import shlex
@@ -316,6 +317,74 @@ class CodeBlockTests(SynchronousTestCase):
             checkSmtpdArguments(arguments)
             checked += 1
         self.assertGreater(checked, 0)
+
+
+_CITED = re.compile(r"`([\w.-]+(?:/[\w.-]+)*\.(?:md|rst|py|sh|json|png))`")
+_SCRIPT = re.compile(r"^[\w.-]+(?:/[\w.-]+)*\.(?:sh|py)$")
+
+
+class RepositoryPathTests(SynchronousTestCase):
+    def test_citedFilesExist(self) -> None:
+        """
+        Every file a page cites by a relative name (C{`bench/chart.py`},
+        C{`operator.md`}) is in the repository: at its root, beside the
+        pages, or in C{bench/}, C{examples/} or C{tests/}.
+        """
+        roots = [PROJECT, DOCS, PROJECT / "bench", PROJECT / "examples", PROJECT / "tests"]
+        missing = []
+        for page in pages():
+            for name in _CITED.findall(page.read_text(encoding="utf-8")):
+                if not any((root / name).exists() for root in roots):
+                    missing.append(f"{page.name}: {name}")
+        self.assertEqual(missing, [])
+
+    def test_commandsNeedOnlyTheRepository(self) -> None:
+        """
+        The shell commands shown run scripts of the repository, from its
+        root, and read nothing left in C{/tmp} by an earlier run.
+        """
+        wrong = []
+        for block in allBlocks():
+            if block.language not in SHELL:
+                continue
+            for command in commandLines(block.text):
+                for word in command.split():
+                    value = word.partition("=")[2] if "=" in word else word
+                    script = value.strip("'\"")
+                    if value.startswith("/tmp/"):
+                        wrong.append(f"{block.page}:{block.line}: {word}")
+                    elif _SCRIPT.match(script) and not (PROJECT / script).is_file():
+                        wrong.append(f"{block.page}:{block.line}: {script}")
+        self.assertEqual(wrong, [])
+
+
+class ChartTests(SynchronousTestCase):
+    def test_chartDataIsTheTable(self) -> None:
+        """
+        The data the concurrency chart is drawn from
+        (C{docs/perf-concurrency.json}, written by C{bench/chart.py}) gives
+        the medians of the table beside the chart in C{performance.md}.
+        """
+        with open(DOCS / "perf-concurrency.json") as f:
+            records = json.load(f)["records"]
+        rates: dict[tuple[str, int], list[float]] = {}
+        for record in records:
+            key = (record["server"], record["sessions"])
+            rates.setdefault(key, []).append(record["rate"])
+        page = (DOCS / "performance.md").read_text(encoding="utf-8")
+        section = page[page.index("### Messages per second against concurrency") :]
+        header = re.search(r"^\| sessions \|(.*)\|$", section, re.MULTILINE)
+        assert header is not None
+        servers = [cell.strip().removesuffix(" msgs/s") for cell in header.group(1).split("|")]
+        table = {}
+        for row in re.findall(r"^\| (\d+) \|(.*)\|$", section[header.end() :], re.MULTILINE):
+            for server, cell in zip(servers, row[1].split("|"), strict=True):
+                table[(server, int(row[0]))] = float(cell)
+            if int(row[0]) == 100:
+                break
+        medians = {key: sorted(values)[len(values) // 2] for key, values in rates.items()}
+        self.assertEqual({k: round(v) for k, v in medians.items()}, table)
+        self.assertTrue((DOCS / "perf-concurrency.png").is_file())
 
 
 class OptionsPageTests(SynchronousTestCase):
