@@ -9,7 +9,9 @@ epytext docstrings.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
@@ -36,7 +38,9 @@ html_static_path: list[str] = []
 # The API reference: pydoctor writes it into <outdir>/api.  Links to Twisted
 # and Python go through inventories made from the installed packages, so the
 # build needs no network.
-_inventories = writeInventories(tempfile.mkdtemp(prefix="twisted-smtpd-docs-inv-"))
+_inventoryDirectory = tempfile.mkdtemp(prefix="twisted-smtpd-docs-inv-")
+atexit.register(shutil.rmtree, _inventoryDirectory, ignore_errors=True)
+_inventories = writeInventories(_inventoryDirectory)
 pydoctor_args = [
     "--project-name=twisted-smtpd",
     f"--project-version={release}",
