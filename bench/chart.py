@@ -4,15 +4,17 @@ Messages per second against concurrency, as a chart.
     python bench/chart.py [--sessions 1,2,5,10,20,50,100] [--reps 3] [--seconds 4]
                           [--servers twisted-smtpd,aiosmtpd,twisted.mail]
                           [--out docs/perf-concurrency.png] [--json FILE]
-    python bench/chart.py --replot FILE [--out ...]
+    python bench/chart.py --replot docs/perf-concurrency.json [--out ...]
 
 For each session count N, each server gets a fresh process and smtp-source
 sends 1 KiB messages over N kept connections (C{-M localhost -d -s N -l
 1024}) for about C{--seconds}, after a warm-up that picks the count.  The
 median of C{--reps} rounds is plotted with matplotlib (in the bench venv that
 bench/run.sh makes, not in the project's dependencies), and the numbers are
-printed as a Markdown table.  With two or more vCPUs the server runs on the
-first and smtp-source on the second at every point.
+printed as a Markdown table; the results are written as JSON beside the
+chart (C{docs/perf-concurrency.json}), from which C{--replot} redraws it.
+With two or more vCPUs the server runs on the first and smtp-source on the
+second at every point.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 from _benchlib import (
     CHECKOUT,
@@ -120,7 +121,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--servers", default="twisted-smtpd,aiosmtpd,twisted.mail")
     parser.add_argument("--out", default=os.path.join(CHECKOUT, "docs", "perf-concurrency.png"))
     parser.add_argument(
-        "--json", default=f"/tmp/twisted-smtpd-chart-{time.strftime('%H%M%S')}.json"
+        "--json", help="where to keep the raw results [default: --out with .json for .png]"
     )
     parser.add_argument("--replot", help="plot a JSON file written by an earlier run")
     parser.add_argument("--logs", default="/tmp/twisted-smtpd-bench-logs")
@@ -143,6 +144,9 @@ def main(argv: list[str]) -> int:
         subtitle = f"{machineLine()}; median of {args.reps}; server and client on separate vCPUs"
         print(f"concurrency sweep: {subtitle}")
         records = sweep(servers, sessions, args.reps, args.seconds, args.logs)
+        # Kept beside the chart (docs/perf-concurrency.json), so that the
+        # chart in the documentation can be redrawn from the data it shows.
+        args.json = args.json or os.path.splitext(args.out)[0] + ".json"
         with open(args.json, "w") as f:
             json.dump({"records": records, "subtitle": subtitle}, f, indent=1)
         print(f"raw results: {args.json}")

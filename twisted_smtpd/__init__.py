@@ -1,5 +1,5 @@
 """
-twisted-smtpd: an embeddable SMTP and LMTP server for Twisted.
+twisted-smtpd: an embeddable SMTP and LMTP server for Twisted.  For example::
 
     from twisted_smtpd import SMTPServer
     from twisted_smtpd.handlers import MaildirHandler

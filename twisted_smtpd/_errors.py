@@ -10,7 +10,8 @@ from twisted_smtpd._replies import Reply, defaultEnhanced, sanitiseText
 
 class SMTPError(Exception):
     """
-    Raise (or fail a L{Deferred} with) this from a handler hook to answer the
+    Raise (or fail a L{Deferred <twisted.internet.defer.Deferred>} with) this from a handler hook to
+    answer the
     client with a specific reply.
 
     @ivar code: The reply code, 400 to 599 to reject (a 2xx code is allowed

@@ -290,7 +290,8 @@ class SMTPServerFactory(ServerFactory):
 
         Listening is not stopped here; L{SMTPServer.close} does both.
 
-        @return: A L{Deferred} that fires when every connection is gone.
+        @return: A L{Deferred <twisted.internet.defer.Deferred>} that fires when every connection is
+            gone.
         """
         self.closing = True
         d: Deferred[None] = Deferred()
@@ -360,7 +361,7 @@ def _ownsOnAuth(handler: ISMTPHandler) -> bool:
 class SMTPServer(MultiService):
     """
     An SMTP/LMTP server as a Twisted service: listens on endpoint strings,
-    closes gracefully.
+    closes gracefully::
 
         server = SMTPServer(MyHandler(), ServerOptions(size=10_000_000))
         server.listen("tcp:2525:interface=127.0.0.1")
@@ -423,7 +424,8 @@ class SMTPServer(MultiService):
         """
         Start listening on C{description} now.
 
-        @return: A L{Deferred} firing with the L{IListeningPort}.
+        @return: A L{Deferred <twisted.internet.defer.Deferred>} firing with the L{IListeningPort
+            <twisted.internet.interfaces.IListeningPort>}.
         """
         self._prepareTLS()
         endpoint, factory = self._endpoint(description)
@@ -487,7 +489,8 @@ class SMTPServer(MultiService):
         Stop accepting, let transactions in flight finish, send 421 to the
         rest after C{closeTimeout}.
 
-        @return: A L{Deferred} that fires when every connection is gone.
+        @return: A L{Deferred <twisted.internet.defer.Deferred>} that fires when every connection is
+            gone.
         """
         ports, self._ports = self._ports, []
         stopping: list[Deferred[Any]] = [maybeDeferred(port.stopListening) for port in ports]

@@ -72,7 +72,8 @@ class ISMTPHandler(Interface):
 
         @param address: The forward-path with its ESMTP parameters.
         @param session: The connection it arrived on.
-        @return: Anything, a L{Deferred} or a coroutine to accept; raise or
+        @return: Anything, a L{Deferred <twisted.internet.defer.Deferred>} or a coroutine to accept;
+            raise or
             fail with L{SMTPError} to refuse with that reply.
         """
 
@@ -114,7 +115,8 @@ class IMessageStream(Interface):
         Write the body into an L{twisted.internet.interfaces.IConsumer},
         registering the stream as its streaming producer.
 
-        @return: A L{Deferred} that fires with the byte count when the body
+        @return: A L{Deferred <twisted.internet.defer.Deferred>} that fires with the byte count when
+            the body
             ended, or fails if it did not arrive whole.
         """
 
@@ -122,7 +124,7 @@ class IMessageStream(Interface):
         """
         Write the body into a binary file object.
 
-        @return: A L{Deferred} as for L{pipe}.
+        @return: A L{Deferred <twisted.internet.defer.Deferred>} as for L{pipe}.
         """
 
     def collect(maxBytes: int = ...) -> object:
@@ -130,14 +132,15 @@ class IMessageStream(Interface):
         Gather the whole body in memory: for small messages only.
 
         @param maxBytes: The most bytes gathered (10,240,000 by default, 0
-            for no limit); a bigger body fails the L{Deferred} with a 552
+            for no limit); a bigger body fails the L{Deferred <twisted.internet.defer.Deferred>} with a 552
             L{twisted_smtpd.SMTPError} and the rest is discarded.
-        @return: A L{Deferred} that fires with the body as C{bytes}.
+        @return: A L{Deferred <twisted.internet.defer.Deferred>} that fires with the body as C{bytes}.
         """
 
     def drain() -> object:
         """
         Discard the body.
 
-        @return: A L{Deferred} that fires with the byte count at the end.
+        @return: A L{Deferred <twisted.internet.defer.Deferred>} that fires with the byte count at
+            the end.
         """

@@ -30,7 +30,8 @@ class ChainHandler(BaseHandler):
 
     For C{onConnect}, C{onHelo}, C{onSecure}, C{onMailFrom} and
     C{onRcptTo}, each filter's hook runs in order, then the delivery's;
-    each hook may return a L{Deferred} or be a coroutine, and the next one
+    each hook may return a L{Deferred <twisted.internet.defer.Deferred>} or be a coroutine, and the
+    next one
     only runs once it has finished.  The first refusal (an L{SMTPError},
     or any other failure) stops the chain and is the reply.  C{onClose}
     goes to every handler in the same order, even when one fails (the
@@ -41,7 +42,7 @@ class ChainHandler(BaseHandler):
     L{BaseHandler.onAuth}).  When none does, the chain has no C{onAuth} of
     its own either, so that the server does not offer AUTH for it: the
     object made is then a plain L{ChainHandler}, else an instance of a
-    subclass adding C{onAuth}.
+    subclass adding C{onAuth}.  For example::
 
         ChainHandler(SpamFilter(), Greylist(), delivery=MaildirHandler("Maildir"))
 
@@ -69,7 +70,7 @@ class ChainHandler(BaseHandler):
         Call hook C{name} of every handler in turn, each after the previous
         one finished, stopping at the first failure.
 
-        @return: A L{Deferred} firing with the delivery's result.
+        @return: A L{Deferred <twisted.internet.defer.Deferred>} firing with the delivery's result.
         """
 
         async def chain() -> object:

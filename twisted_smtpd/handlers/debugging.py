@@ -61,7 +61,8 @@ class DebuggingHandler(BaseHandler):
         """
         Gather the body and print it.
 
-        @return: A L{Deferred} firing with C{None} once printed, or failing as
+        @return: A L{Deferred <twisted.internet.defer.Deferred>} firing with C{None} once printed,
+            or failing as
             the stream does.
         """
         envelopeText = _envelopeText(session)

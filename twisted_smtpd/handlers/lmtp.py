@@ -75,7 +75,8 @@ class LMTPDeliveryHandler(BaseHandler):
         """
         Stream the message to the LMTP server.
 
-        @return: A L{Deferred} firing with one result per recipient (in LMTP
+        @return: A L{Deferred <twisted.internet.defer.Deferred>} firing with one result per
+            recipient (in LMTP
             mode) or the 250 text, or failing with L{SMTPError}; if the body
             does not arrive whole, nothing is delivered and the stream's
             failure is passed on.

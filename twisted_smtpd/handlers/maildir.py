@@ -506,7 +506,8 @@ class MaildirHandler(BaseHandler):
         """
         Stream the body into a new file of the Maildir.
 
-        @return: A L{Deferred} firing with C{"OK: queued as <name>"} once the
+        @return: A L{Deferred <twisted.internet.defer.Deferred>} firing with C{"OK: queued as
+            <name>"} once the
             file is renamed into C{new/} and C{new/} is fsynced; failing with
             the stream's failure if the body did not arrive whole, or with
             L{SMTPError} 451/452 on a disk failure.

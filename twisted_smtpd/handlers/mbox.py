@@ -146,7 +146,8 @@ class MboxHandler(BaseHandler):
         """
         Spool the body as it arrives, then append it.
 
-        @return: A L{Deferred} firing with C{"OK: delivered to mbox"} once
+        @return: A L{Deferred <twisted.internet.defer.Deferred>} firing with C{"OK: delivered to
+            mbox"} once
             the message is fsynced, failing with L{SMTPError} 451/452 on a
             disk failure or with the stream's failure if the body did not
             arrive whole (nothing is then appended).

@@ -170,7 +170,8 @@ class RelayHandler(BaseHandler):
         """
         Stream the message to the smarthost.
 
-        @return: A L{Deferred} firing with the 250 text (or, in LMTP mode,
+        @return: A L{Deferred <twisted.internet.defer.Deferred>} firing with the 250 text (or, in
+            LMTP mode,
             one result per recipient) once the smarthost has answered, or
             failing with L{SMTPError}; if the body does not arrive whole,
             nothing is delivered and the stream's failure is passed on.

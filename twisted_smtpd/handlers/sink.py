@@ -27,7 +27,8 @@ class SinkHandler(BaseHandler):
         """
         Discard the body.
 
-        @return: A L{Deferred} firing with C{None} once the body has ended, or
+        @return: A L{Deferred <twisted.internet.defer.Deferred>} firing with C{None} once the body
+            has ended, or
             failing as the stream does (552 for an oversized message).
         """
         d: Deferred[int] = stream.drain()  # type: ignore[assignment]
