@@ -132,9 +132,11 @@ class IMessageStream(Interface):
         Gather the whole body in memory: for small messages only.
 
         @param maxBytes: The most bytes gathered (10,240,000 by default, 0
-            for no limit); a bigger body fails the L{Deferred <twisted.internet.defer.Deferred>} with a 552
+            for no limit); a bigger body fails the L{Deferred
+            <twisted.internet.defer.Deferred>} with a 552
             L{twisted_smtpd.SMTPError} and the rest is discarded.
-        @return: A L{Deferred <twisted.internet.defer.Deferred>} that fires with the body as C{bytes}.
+        @return: A L{Deferred <twisted.internet.defer.Deferred>} that fires
+            with the body as C{bytes}.
         """
 
     def drain() -> object:

@@ -305,10 +305,11 @@ class PipeHandler(BaseHandler):
         """
         Spool the body, then run the command with it as standard input.
 
-        @return: A L{Deferred <twisted.internet.defer.Deferred>} firing with the 250 text once the command
-            exited 0, or failing with L{SMTPError} (451, 452 or 554), or
-            with the stream's failure if the body did not arrive whole (the
-            command is then never started).
+        @return: A L{Deferred <twisted.internet.defer.Deferred>} firing
+            with the 250 text once the command exited 0, or failing with
+            L{SMTPError} (451, 452 or 554), or with the stream's failure if
+            the body did not arrive whole (the command is then never
+            started).
         """
         return Deferred.fromCoroutine(self._deliver(stream, session))
 
