@@ -364,6 +364,13 @@ class ParentWatch(Service):
         os.set_blocking(self._fd, False)
         self._reader = _PipeReader(self._fd, self._gone, self._reactor)
         self._reader.startReading()
+        # Once the reactor runs, its signal handlers are in place: from then
+        # on SIGTERM stops this worker gracefully.  Say so, so that whoever
+        # watches the log knows when the worker is ready.
+        self._reactor.callWhenRunning(self._ready)
+
+    def _ready(self) -> None:
+        self._log.info("worker ready, pid {pid}", pid=os.getpid())
 
     def stopService(self) -> None:
         """
