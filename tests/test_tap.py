@@ -937,20 +937,20 @@ class SessionLoggerTests(SynchronousTestCase):
 
     def test_message(self) -> None:
         """
-        A message event carries the size, sender, recipient count, every
-        reply code and the first reply's text.
+        A message event carries the size, sender, the recipients (a list),
+        every reply code and the first reply's text.
         """
         replies = (Reply(250, "2.0.0", ("OK: queued as X",)), Reply(550, "5.1.1", ("no",)))
         self.logger("message", session(), {"size": 1234, "replies": replies})
         (event,) = self.events
         self.assertEqual(
             (event["size"], event["sender"], event["recipients"], event["codes"]),
-            (1234, "alice@example.com", 2, [250, 550]),
+            (1234, "alice@example.com", ["bob@example.org", "carol@example.org"], [250, 550]),
         )
         self.assertEqual(
             formatEvent(event),
-            "sid1 message 1234 bytes from <alice@example.com> to 2 recipient(s):"
-            " 250,550 OK: queued as X",
+            "sid1 message 1234 bytes from <alice@example.com> to"
+            " <bob@example.org>,<carol@example.org>: 250,550 OK: queued as X",
         )
 
     def test_authAndClose(self) -> None:
@@ -966,9 +966,9 @@ class SessionLoggerTests(SynchronousTestCase):
 
     def test_commandEventsIgnored(self) -> None:
         """
-        Per-command events (HELO, MAIL, RCPT, rejections, TLS) log nothing.
+        Events of accepted commands (HELO, MAIL, RCPT) log nothing.
         """
-        for event in ["helo", "mail", "rcpt", "reject", "secure"]:
+        for event in ["helo", "mail", "rcpt"]:
             self.logger(event, session(), {"address": Address("x@example.com")})
         self.assertEqual(len(self.events), 0)
 
@@ -992,7 +992,7 @@ class JSONLogTests(SynchronousTestCase):
     def test_lines(self) -> None:
         """
         Each event is one line of JSON, without a record separator, with its
-        fields and the formatted text.
+        fields, the formatted text, the namespace and the level name.
         """
         out = io.StringIO()
         observer = jsonLogObserver(out)
@@ -1005,7 +1005,7 @@ class JSONLogTests(SynchronousTestCase):
         self.assertNotIn("\x1e", out.getvalue())
         first = json.loads(lines[0])
         self.assertEqual(
-            (first["session"], first["text"], first["log_namespace"], first["log_level"]["name"]),
+            (first["session"], first["text"], first["namespace"], first["level"]),
             ("abc", "abc close", "test", "info"),
         )
         self.assertEqual(json.loads(lines[1])["text"], "second 2")

@@ -17,13 +17,16 @@ any C{twistd} plugin.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import IO, Any, cast
 
-from twisted.logger import ILogObserver, LogEvent, Logger, formatEvent, jsonFileLogObserver
+from twisted.logger import ILogObserver, LogEvent, Logger, formatEvent
 from zope.interface import provider
 
+from twisted_smtpd._grammar import Verb
 from twisted_smtpd._replies import Reply
 from twisted_smtpd._session import Session
 
@@ -45,16 +48,83 @@ def formatPeer(address: tuple[str, int]) -> str:
     return f"{host}:{port}"
 
 
+def printable(value: str | bytes | None, limit: int = 200) -> str:
+    """
+    Text from outside (a client's argument, a PTR name, a user name) made
+    safe for one log line: control characters become C{?}, bytes are decoded
+    as UTF-8 with replacement, and it is cut at C{limit} characters.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        value = value[: limit * 4].decode("utf-8", "replace")
+    if len(value) > limit:
+        value = value[:limit] + "..."
+    if value.isprintable():
+        return value
+    return "".join(c if c.isprintable() else "?" for c in value)
+
+
+def formatClient(session: Session) -> str:
+    """
+    The client as Postfix writes it: C{name[1.2.3.4]}, or C{unknown[1.2.3.4]}
+    without a reverse name.
+    """
+    name = session.clientHostname
+    if not name or name.startswith("["):
+        name = "unknown"
+    return f"{printable(name, 255)}[{session.remoteAddress[0] or 'unix'}]"
+
+
+def _namedAddress(argument: bytes) -> str:
+    """
+    The C{<address>} a MAIL or RCPT argument names, or the argument of other
+    commands, for a log line.
+    """
+    start = argument.find(b"<")
+    if start >= 0:
+        end = argument.find(b">", start)
+        if end > 0:
+            return printable(argument[start + 1 : end])
+    return printable(argument.partition(b":")[2].strip() or argument)
+
+
+def refusal(
+    reply: Reply, verb: Verb | None, argument: bytes, auth: Any, closing: bool
+) -> dict[str, Any]:
+    """
+    The data of a C{reject} event: the C{reply}, the C{command} (C{None} for
+    a line that did not parse) and its C{argument}, whether the session is
+    C{closing}; for AUTH the C{mechanism}, the C{username} of the refused
+    request, or C{None} before one was made, and the C{failures} so far,
+    never the credentials.
+
+    @param auth: The session's L{AuthCommand}, or C{None}.
+    """
+    data: dict[str, Any] = {"reply": reply, "closing": closing}
+    if verb is Verb.AUTH:
+        request = None if auth is None else auth.request
+        data["mechanism"] = argument.split(b" ", 1)[0][:20].decode("ascii", "replace").upper()
+        data["username"] = None if request is None else request.username
+        data["failures"] = 0 if auth is None else auth.failures
+        argument = b""
+    data["command"] = None if verb is None else verb.value
+    data["argument"] = argument
+    return data
+
+
 class SessionLogger:
     """
-    Log connect, auth, message and close events of every session at info
-    level, except sessions from C{ignoredHosts}.
+    Log the events of every session at info level, except sessions from
+    C{ignoredHosts}: connect, TLS, AUTH (success and failure), the AUTH
+    lockout, every refused command, each message, and close.
 
-    The fields of each event: C{session} (the id) always; C{client} (the
-    peer as text), C{clientHostname} and C{local} for connect; C{method} and
-    C{username} for auth; C{size} (bytes), C{sender}, C{recipients} (count),
-    C{codes} (every reply code; one per recipient in LMTP) and C{reply} (the
-    first reply's text) for message.
+    The lines follow Postfix's where one exists (C{reject: RCPT from
+    name[1.2.3.4]: 550 5.1.1 <x@example.com>: ...}), so that fail2ban and
+    pflogsumm style tools can read them.  Every event carries C{session} (the
+    id) and its values as fields; see C{docs/operator.md} for each line.
+    Events of accepted commands (HELO, MAIL, RCPT) return at once, so the
+    per-command path does no logging work.
     """
 
     def __init__(self, ignoredHosts: Iterable[str] = ()) -> None:
@@ -66,31 +136,98 @@ class SessionLogger:
 
     def __call__(self, event: str, session: Session, data: dict[str, Any]) -> None:
         """
-        Log C{event} if it is a per-session or per-message one.
+        Log C{event} if it is one that is logged.
         """
-        if event not in ("connect", "message", "close", "auth"):
+        if event not in _LOGGED:
             return
         if self._ignored and session.remoteAddress[0] in self._ignored:
             return
-        if event == "connect":
+        if event == "message":
+            self._message(session, data)
+        elif event == "connect":
             _log.info(
                 "{session} connect from {client} ({clientHostname}) to {local}",
                 session=session.id,
                 client=formatPeer(session.remoteAddress),
-                clientHostname=session.clientHostname,
+                clientHostname=printable(session.clientHostname, 255),
                 local=formatPeer(session.localAddress),
             )
-        elif event == "message":
-            self._message(session, data)
+        elif event == "reject":
+            self._reject(session, data)
         elif event == "auth":
             _log.info(
                 "{session} auth {method} as {username!r}",
                 session=session.id,
                 method=data.get("method"),
-                username=data.get("username"),
+                username=printable(data.get("username")),
+            )
+        elif event == "secure":
+            tls = session.tls
+            _log.info(
+                "{session} TLS {protocol} {cipher} from {client} sni={servername}",
+                session=session.id,
+                protocol=None if tls is None else tls.protocol,
+                cipher=None if tls is None else tls.cipher,
+                servername=None if tls is None else printable(tls.servername),
+                client=formatClient(session),
             )
         else:
             _log.info("{session} close", session=session.id)
+
+    def _reject(self, session: Session, data: dict[str, Any]) -> None:
+        reply: Reply = data["reply"]
+        command = data.get("command")
+        client = formatClient(session)
+        replyText = f"{reply.code} {reply.enhanced + ' ' if reply.enhanced else ''}"
+        replyText += " ".join(reply.lines)
+        if command == "AUTH" and reply.code == 421 and data.get("closing"):
+            _log.info(
+                "{session} auth lockout: {client} after {failures} failed attempt(s): {reply}",
+                session=session.id,
+                client=client,
+                failures=data.get("failures", 0),
+                code=reply.code,
+                reply=replyText,
+            )
+            return
+        if command == "AUTH" and data.get("username") is not None:
+            _log.info(
+                "{session} auth failed: {mechanism} from {client} user=<{username}>: {reply}",
+                session=session.id,
+                mechanism=data.get("mechanism"),
+                client=client,
+                username=printable(data["username"]),
+                code=reply.code,
+                reply=replyText,
+            )
+            return
+        argument: bytes = data.get("argument", b"")
+        if command is None:
+            # The line did not parse: its first word stands for the command.
+            word = argument.split(None, 1)[0] if argument.strip() else b""
+            command = printable(word, 16).upper() or "CONNECT"
+            named = ""
+        elif command in ("MAIL", "RCPT"):
+            named = f"<{_namedAddress(argument)}>: "
+        elif argument:
+            named = f"<{printable(argument, 80)}>: "
+        else:
+            named = ""
+        mailFrom = session.envelope.mailFrom
+        _log.info(
+            "{session} reject: {command} from {client}: {code} {enhancedText}{named}{text}{sender}",
+            session=session.id,
+            command=command,
+            client=client,
+            code=reply.code,
+            enhanced=reply.enhanced,
+            enhancedText=f"{reply.enhanced} " if reply.enhanced else "",
+            named=named,
+            text=" ".join(reply.lines),
+            sender="" if mailFrom is None else f"; from=<{printable(mailFrom.address)}>",
+            address=_namedAddress(argument) if command in ("MAIL", "RCPT") else None,
+            reply=replyText,
+        )
 
     def _message(self, session: Session, data: dict[str, Any]) -> None:
         # Once per message: the text is built here with one f-string, so
@@ -100,14 +237,14 @@ class SessionLogger:
         mailFrom = session.envelope.mailFrom
         sender = "" if mailFrom is None else mailFrom.address
         size = data.get("size", 0)
-        recipients = len(session.envelope.rcptTo)
+        recipients = [rcpt.address for rcpt in session.envelope.rcptTo]
         codesText = ",".join(str(code) for code in codes)
         reply = " ".join(replies[0].lines) if replies else ""
         _log.info(
             "{text}",
             text=(
-                f"{session.id} message {size} bytes from <{sender}> to {recipients}"
-                f" recipient(s): {codesText} {reply}"
+                f"{session.id} message {size} bytes from <{sender}> to"
+                f" <{'>,<'.join(recipients)}>: {codesText} {reply}"
             ),
             session=session.id,
             size=size,
@@ -118,20 +255,66 @@ class SessionLogger:
         )
 
 
+_LOGGED = frozenset({"connect", "message", "close", "auth", "reject", "secure"})
+
+
+def _jsonDefault(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+#: Keys of Twisted's own bookkeeping, never written as fields.
+_INTERNAL = frozenset({"format", "isError", "message", "system", "time", "failure", "why"})
+
+
+def jsonEvent(event: LogEvent) -> dict[str, Any]:
+    """
+    One log event as a flat dict for a JSON line: C{time} (ISO 8601, UTC,
+    milliseconds), C{level} (C{"info"}), C{namespace}, C{text} (the
+    formatted message), C{traceback} for a failure, then the event's own
+    fields; Twisted's C{log_*} keys and its legacy keys are left out.
+    """
+    out: dict[str, Any] = {
+        key: value
+        for key, value in event.items()
+        if not key.startswith("log_") and key not in _INTERNAL
+    }
+    when = event.get("log_time")
+    level = event.get("log_level")
+    out["time"] = (
+        None
+        if when is None
+        else datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds")
+    )
+    out["level"] = getattr(level, "name", None)
+    out["namespace"] = event.get("log_namespace")
+    out["text"] = formatEvent(event)
+    failure = event.get("log_failure")
+    if failure is not None:
+        out["traceback"] = failure.getTraceback()
+    return out
+
+
 def jsonLogObserver(outFile: IO[Any] | None = None) -> ILogObserver:
     """
-    An observer writing each event as one line of JSON (no record
-    separator), for log shippers that read JSON lines: Twisted's own
-    serialisation (C{log_time}, C{log_level}, C{log_namespace},
-    C{log_format} and the event's fields) plus C{text}, the formatted
-    message.
+    An observer writing each event as one flat JSON object per line (no
+    record separator), for log shippers that read JSON lines, as
+    L{jsonEvent} makes it.
 
     @param outFile: A text file; standard output by default.
     """
-    serialise = jsonFileLogObserver(sys.stdout if outFile is None else outFile, recordSeparator="")
+    out = sys.stdout if outFile is None else outFile
 
     @provider(ILogObserver)
     def observe(event: LogEvent) -> None:
-        serialise({**event, "text": formatEvent(event)})
+        try:
+            line = json.dumps(jsonEvent(event), default=_jsonDefault)
+        except (TypeError, ValueError) as e:
+            line = json.dumps({"text": f"unserialisable log event: {e}"})
+        out.write(line + "\n")
+        out.flush()
 
     return cast(ILogObserver, observe)

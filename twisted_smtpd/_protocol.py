@@ -43,6 +43,7 @@ from twisted_smtpd._grammar import (
     parseCommand,
 )
 from twisted_smtpd._hooks import ACCEPTING_DEFAULTS, callHook
+from twisted_smtpd._logging import refusal
 from twisted_smtpd._options import ServerOptions
 from twisted_smtpd._receiving import MessageReceiver, errorFromReply, failureReply
 from twisted_smtpd._replies import CommandError, Reply, formatReply
@@ -73,11 +74,12 @@ class SMTPProtocol(LineReceiver):
     # Slots keep an idle connection small (hundreds of bytes, not kilobytes).
     # fmt: off
     __slots__ = (
-        "_auth", "_buffer", "_clock", "_closing", "_connected", "_connectedFrom", "_disabled",
-        "_discardingLine", "_draining", "_enhanced", "_errors", "_handler", "_hookToken",
+        "_argument", "_auth", "_buffer", "_clock", "_closing", "_connected", "_connectedFrom",
+        "_disabled", "_discardingLine", "_draining", "_enhanced", "_errors", "_handler",
+        "_hookToken",
         "_implicitTLS", "_lastActivity", "_options", "_out", "_pauses", "_phase", "_plainTCP",
         "_processing", "_receiver", "_refused", "_serverFactory", "_startingTLS",
-        "_transportPaused", "_unauthenticated", "_waiting", "_wire", "session",
+        "_transportPaused", "_unauthenticated", "_verb", "_waiting", "_wire", "session",
     )
     # fmt: on
 
@@ -119,6 +121,9 @@ class SMTPProtocol(LineReceiver):
         self._auth: AuthCommand | None = None
         self._startingTLS = False
         self._connectedFrom = ""
+        # The command being answered, for the log line of a refusal.
+        self._verb: Verb | None = None
+        self._argument = b""
         self.session = Session(id=newSessionId())
 
     # -- connection life -------------------------------------------------
@@ -339,12 +344,15 @@ class SMTPProtocol(LineReceiver):
         try:
             command = parseCommand(line)
         except CommandError as e:
+            self._verb = None
+            self._argument = line
             if looksLikeHTTP(line):
                 self._closeWith(catalogue.HTTP_REFUSED)
             else:
                 self._fail(e.reply)
             return
-        verb = command.verb
+        verb = self._verb = command.verb
+        self._argument = command.argument
         factory = self._serverFactory
         if factory is not None and factory.authRequired and self.session.user is None:
             self._unauthenticated += 1
@@ -503,14 +511,29 @@ class SMTPProtocol(LineReceiver):
         (Postfix's C{smtpd_hard_error_limit}).
         """
         self._send(reply)
-        self._emit("reject", reply=reply)
+        self._emitRefusal(reply)
         self._errors += 1
         if self._errors >= self._options.maxErrors and not self._closing:
             self._closeWith(catalogue.TOO_MANY_ERRORS)
 
+    def _emitRefusal(self, reply: Reply, closing: bool = False) -> None:
+        """
+        Tell the observers of a refused command (C{reject}).
+        """
+        factory = self._serverFactory
+        if factory is not None and factory.observers:
+            factory.emit(
+                "reject",
+                self.session,
+                refusal(reply, self._verb, self._argument, self._auth, closing),
+            )
+
     def _closeWith(self, reply: Reply) -> None:
         if self._closing:
             return
+        if reply.code >= 400 and reply is not catalogue.SHUTDOWN and reply is not catalogue.TIMEOUT:
+            # A refusal or a limit reached that ends the session.
+            self._emitRefusal(reply, closing=True)
         self._send(reply)
         self._flush()
         self._closing = True

@@ -381,8 +381,8 @@ class LoggingTests(ServerTestCase):
         self.assertTrue(connect.startswith(f"{sessionId} connect from 127.0.0.1:{clientPort} "))
         self.assertEqual(
             sent,
-            f"{sessionId} message {size} bytes from <{SENDER}> to 2 recipient(s): 250 "
-            "OK: message queued",
+            f"{sessionId} message {size} bytes from <{SENDER}> to <{RECIPIENT}>,<b@example.com>:"
+            " 250 OK: message queued",
         )
         self.assertEqual(close, f"{sessionId} close")
 
@@ -396,11 +396,17 @@ class LoggingTests(ServerTestCase):
         self.server.waitForLog(' close"')
         self.stopServer()
         events = [json.loads(line) for line in self.server.output.splitlines() if line.strip()]
-        session = [e for e in events if e.get("log_namespace") == "twisted_smtpd.session"]
+        session = [e for e in events if e.get("namespace") == "twisted_smtpd.session"]
         self.assertEqual(len(session), 3, self.server.output)
         connect, sent, close = session
         self.assertEqual(connect["client"], f"127.0.0.1:{clientPort}")
-        self.assertEqual((sent["size"], sent["codes"], sent["recipients"]), (size, [250], 2))
+        self.assertEqual(
+            (sent["size"], sent["codes"], sent["recipients"]),
+            (size, [250], [RECIPIENT, "b@example.com"]),
+        )
+        self.assertEqual(
+            {key for key in sent if key.startswith("log_")} | {sent["level"]}, {"info"}
+        )
         self.assertEqual(len({e["session"] for e in session}), 1)
         self.assertEqual(close["text"], f"{close['session']} close")
         self.assertTrue(any("Received SIGTERM" in e.get("text", "") for e in events))

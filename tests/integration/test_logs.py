@@ -1,0 +1,143 @@
+# -*- test-case-name: tests.integration.test_logs -*-
+"""
+The log of a real C{twistd smtpd} read by fail2ban's own filter engine
+(C{fail2ban-regex}) with the filter shipped in C{docs/fail2ban/}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import smtplib
+import subprocess
+
+from tests.integration.helpers import (
+    CLIENT_TIMEOUT,
+    PROJECT,
+    SENDER,
+    ServerTestCase,
+    requireProgram,
+)
+
+FILTER = PROJECT / "docs" / "fail2ban" / "twisted-smtpd.conf"
+
+
+class Fail2banTests(ServerTestCase):
+    """
+    fail2ban finds every failed login in the text log.
+    """
+
+    def login(self, client: smtplib.SMTP, user: str, password: str) -> None:
+        """
+        AUTH PLAIN only (C{login} would try other mechanisms after a
+        refusal).
+        """
+        client.user, client.password = user, password
+        client.auth("PLAIN", client.auth_plain)
+
+    def failedLogins(self, client: smtplib.SMTP, user: str, count: int) -> None:
+        for attempt in range(count):
+            with self.assertRaises(smtplib.SMTPAuthenticationError):
+                self.login(client, user, f"wrong{attempt}")
+
+    def runSessions(self) -> None:
+        """
+        Three failed logins and the lockout on one connection; one failed
+        and one good login on another; a refused recipient on a third.
+        """
+        client = self.smtp()
+        client.ehlo()
+        self.failedLogins(client, "mallory", 2)
+        with self.assertRaises(smtplib.SMTPException):
+            self.login(client, "mallory", "wrong2")
+        client.close()
+        client = self.smtp()
+        client.ehlo()
+        self.failedLogins(client, "bob", 1)
+        self.login(client, "alice", "secret")
+        client.quit()
+        client = self.smtp()
+        client.ehlo()
+        client.mail(SENDER)
+        self.assertEqual(client.rcpt("<bad address>")[0] // 100, 5)
+        client.quit()
+
+    def fail2ban(self, logfile: str, mode: str = "normal") -> int:
+        """
+        Run C{fail2ban-regex} on C{logfile} with the shipped filter.
+
+        @return: How many lines it matched, each with the host 127.0.0.1.
+        """
+        program = requireProgram(self, "fail2ban-regex", "fail2ban")
+        result = subprocess.run(
+            [program, "--print-all-matched", logfile, f"{FILTER}[mode={mode}]"],
+            capture_output=True,
+            timeout=CLIENT_TIMEOUT,
+            check=False,
+            text=True,
+        )
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        match = re.search(r"^Failregex: (\d+) total", result.stdout, re.M)
+        assert match is not None, result.stdout
+        total = int(match.group(1))
+        if total:
+            self.assertIn("127.0.0.1", result.stdout)
+        return total
+
+    def test_failedLoginsFound(self) -> None:
+        """
+        The filter finds the four failed logins and nothing else; in its
+        aggressive mode the lockout and every refusal as well.
+        """
+        self.startServer(
+            "--sink",
+            "--auth",
+            "memory:alice:secret",
+            "--allow-insecure-auth",
+            "--auth-optional",
+            maildir=False,
+        )
+        self.runSessions()
+        self.server.waitForLog(" close", count=3)
+        self.stopServer()
+        output = self.server.output
+        self.assertEqual(output.count(" auth failed: "), 4, output)
+        self.assertEqual(output.count(" auth lockout: "), 1, output)
+        self.assertIn(" reject: RCPT from localhost[127.0.0.1]: 5", output)
+        logfile = os.path.join(self.server.directory, "smtpd.log")
+        with open(logfile, "w") as f:
+            f.write(output)
+        self.assertEqual(self.fail2ban(logfile), 4)
+        # Four failed logins, the lockout, the refused RCPT.
+        self.assertEqual(self.fail2ban(logfile, "aggressive"), 4 + 1 + 1)
+
+    def test_jsonRefusals(self) -> None:
+        """
+        In JSON the refusals and failed logins are objects with the
+        command, the client, the user name or the address, and the code.
+        """
+        self.startServer(
+            "--sink",
+            "--auth",
+            "memory:alice:secret",
+            "--allow-insecure-auth",
+            "--auth-optional",
+            "--log-format",
+            "json",
+            maildir=False,
+        )
+        self.runSessions()
+        self.server.waitForLog(' close"', count=3)
+        self.stopServer()
+        events = [json.loads(line) for line in self.server.output.splitlines() if line.strip()]
+        failed = [e for e in events if " auth failed: " in e["text"]]
+        self.assertEqual(
+            [(e["mechanism"], e["username"], e["code"]) for e in failed],
+            [("PLAIN", "mallory", 535)] * 3 + [("PLAIN", "bob", 535)],
+        )
+        (rcpt,) = [e for e in events if e.get("command") == "RCPT"]
+        self.assertEqual((rcpt["address"], rcpt["code"]), ("bad address", 501))
+        self.assertTrue(all(e["client"] == "localhost[127.0.0.1]" for e in failed))
+        self.assertNotIn("wrong", self.server.output)
+        self.assertTrue(all(not key.startswith("log_") for e in events for key in e))
