@@ -12,8 +12,8 @@ from typing import Any
 from twisted.logger import ILogObserver, Logger
 
 from twisted_smtpd._logging import SessionLogger
-from twisted_smtpd._server import SMTPServer
-from twisted_smtpd._tapconfig import reason
+from twisted_smtpd._server import ListenFailed, SMTPServer
+from twisted_smtpd._tapconfig import exitWithError, reason
 
 
 class SMTPDaemon(SMTPServer):
@@ -51,11 +51,24 @@ class SMTPDaemon(SMTPServer):
         if self.logObserver is not None and setComponent is not None:
             setComponent(ILogObserver, self.logObserver)
 
+    def privilegedStartService(self) -> None:
+        """
+        Listen (before C{twistd} drops privileges); a listener that cannot
+        start ends C{twistd} with one line on standard error and status 1.
+        """
+        try:
+            super().privilegedStartService()
+        except ListenFailed as e:
+            exitWithError(f"--listen {e.description!r}: {e.why}")
+
     def startService(self) -> None:
         """
         Start listening and reload the certificates on SIGHUP.
         """
-        super().startService()
+        try:
+            super().startService()
+        except ListenFailed as e:
+            exitWithError(f"--listen {e.description!r}: {e.why}")
         self._previousHandler = signal.signal(signal.SIGHUP, self._hangup)
 
     def stopService(self) -> Any:

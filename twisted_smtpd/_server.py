@@ -6,6 +6,7 @@ L{SMTPServer}, the L{IService} that listens and closes gracefully.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -349,7 +351,8 @@ class SMTPServer(MultiService):
         @raise ValueError: The description is not a valid endpoint string.
         """
         endpoint, factory = self._endpoint(description)
-        service = StreamServerEndpointService(endpoint, factory)
+        service = _Listener(endpoint, factory)
+        service.description = description
         service._raiseSynchronously = True
         service.setServiceParent(self)
 
@@ -456,6 +459,65 @@ class SMTPServer(MultiService):
             return self.close()
 
         return stopping.addCallback(listenersStopped)
+
+
+class ListenFailed(Exception):
+    """
+    A listener of L{SMTPServer.addEndpoint} could not start.
+
+    @ivar description: The endpoint string.
+    @ivar why: One line saying why, with a hint where one helps.
+    """
+
+    def __init__(self, description: str, why: str) -> None:
+        super().__init__(description, why)
+        self.description = description
+        self.why = why
+
+    def __str__(self) -> str:
+        return f"cannot listen on {self.description!r}: {self.why}"
+
+
+_PRIVILEGED_PORT_HINT = (
+    "permission denied: ports below 1024 need root; use authbind, the"
+    " CAP_NET_BIND_SERVICE capability (setcap, or AmbientCapabilities= in systemd), or"
+    " systemd socket activation (systemd:domain=INET:index=0)"
+)
+
+
+def listenReason(error: BaseException) -> str:
+    """
+    One line saying why a listener could not start.
+    """
+    socketError = getattr(error, "socketError", None)
+    if isinstance(socketError, BaseException):
+        error = socketError
+    if isinstance(error, OverflowError):
+        return "port out of range (0-65535)"
+    if isinstance(error, OSError):
+        if error.errno == errno.EADDRINUSE:
+            return "address already in use (another program listens on it)"
+        if error.errno == errno.EACCES:
+            return _PRIVILEGED_PORT_HINT
+        if error.errno == errno.EADDRNOTAVAIL:
+            return "no interface of this host has this address"
+        if error.strerror:
+            return error.strerror.lower() + (f": {error.filename}" if error.filename else "")
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+class _Listener(StreamServerEndpointService):
+    """
+    A listener that fails with L{ListenFailed} instead of a socket error.
+    """
+
+    description = ""
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except (CannotListenError, OSError, OverflowError) as e:
+            raise ListenFailed(self.description, listenReason(e)) from None
 
 
 class _AdoptedListener(Service):

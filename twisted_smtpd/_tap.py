@@ -34,11 +34,15 @@ from twisted_smtpd._tapconfig import (
     HANDLERS,
     asArguments,
     bytesUsers,
+    checkAuth,
     checkEndpoint,
+    checkHostname,
+    exitWithError,
     readConfig,
     reason,
 )
 from twisted_smtpd._tls import ServerTLS
+from twisted_smtpd._version import __version__
 from twisted_smtpd._workers import WorkerPool, bindListener, inheritedListeners
 from twisted_smtpd.interfaces import ISMTPHandler
 
@@ -177,7 +181,13 @@ class Options(AuthOptionMixin, usage.Options):
     ]
 
     optParameters = [
-        ["hostname", None, None, "The server's name in greetings [default: this host's FQDN]."],
+        [
+            "hostname",
+            None,
+            None,
+            "The server's name in greetings [default: this host's FQDN].",
+            checkHostname,
+        ],
         ["banner", None, None, "Extra text for the 220 greeting."],
         _numeric("size", int, False, "Largest message accepted, in bytes; 0 for no limit."),
         _numeric("max-clients", int, False, "Concurrent connections; 0 for no limit."),
@@ -247,6 +257,26 @@ class Options(AuthOptionMixin, usage.Options):
         self["config"] = None
 
     # -- repeatable options and deliveries ----------------------------------
+
+    def opt_version(self) -> None:
+        """
+        Print the version of twisted-smtpd (and of Twisted and Python) and exit.
+        """
+        import twisted
+
+        print(
+            f"twisted-smtpd {__version__} (Twisted {twisted.__version__},"
+            f" Python {sys.version.split()[0]})"
+        )
+        sys.exit(0)
+
+    def opt_auth(self, description: str) -> None:
+        """
+        Add a checker for AUTH (see --help-auth); memory: needs users and
+        file: a readable file.
+        """
+        checkAuth(description)
+        super().opt_auth(description)
 
     def opt_listen(self, description: str) -> None:
         """Listen on this endpoint; repeatable [default: tcp:2525:interface=127.0.0.1]"""
@@ -332,11 +362,17 @@ class Options(AuthOptionMixin, usage.Options):
         arguments = list(sys.argv[1:] if options is None else options)
         # A --workers parent starts its workers with the same command line.
         self["arguments"] = list(arguments)
-        given = self._givenOptions(arguments)
-        path = given.get("config")
-        if path is not None:
-            arguments = self._fileArguments(path, set(given)) + arguments
-        super().parseOptions(arguments)
+        try:
+            given = self._givenOptions(arguments)
+            path = given.get("config")
+            if path is not None:
+                arguments = self._fileArguments(path, set(given)) + arguments
+            super().parseOptions(arguments)
+        except usage.UsageError as e:
+            if getattr(self, "parent", None) is None:
+                raise
+            # Under twistd: one line instead of twistd's whole help text.
+            exitWithError(str(e))
 
     def _givenOptions(self, arguments: list[str]) -> dict[str, str]:
         """
@@ -464,7 +500,7 @@ class Options(AuthOptionMixin, usage.Options):
                 with open(o.caCertificates, "rb"):
                     pass
             except OSError as e:
-                raise usage.UsageError(f"TLS: cannot read --tls-ca: {reason(e)}") from None
+                raise usage.UsageError(f"--tls-ca: {reason(e)}") from None
         try:
             ServerTLS(
                 o.certificate,
@@ -476,7 +512,13 @@ class Options(AuthOptionMixin, usage.Options):
                 hostname=o.name,
             )
         except ValueError as e:
-            raise usage.UsageError(f"TLS: {reason(e)}") from None
+            why = reason(e)
+            flag = "--sni"
+            if o.privateKey is not None and o.privateKey in why:
+                flag = "--tls-key"
+            elif o.certificate is not None and o.certificate in why:
+                flag = "--tls-cert"
+            raise usage.UsageError(f"{flag}: {why}") from None
 
     def _handler(self, delivery: str, options: ServerOptions) -> ISMTPHandler:
         """
