@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from twisted_smtpd._cred import authenticate, portalFromCheckers
+from twisted_smtpd._hooks import checkHandler
 from twisted_smtpd._options import ServerOptions
 from twisted_smtpd._protocol import SMTPProtocol
 from twisted_smtpd._proxy import ProxyWrappingFactory
@@ -77,7 +78,7 @@ class SMTPServerFactory(ServerFactory):
         portal: Portal | None = None,
         checkers: Sequence[ICredentialsChecker] = (),
     ) -> None:
-        self.handler = handler
+        self.handler = checkHandler(handler)
         self.options = options if options is not None else ServerOptions()
         self._reactor = reactor
         self._resolverArg = resolver
@@ -301,8 +302,8 @@ def _ownsOnAuth(handler: ISMTPHandler) -> bool:
     Whether C{handler} decides AUTH itself rather than inheriting the
     refusing default of L{BaseHandler}.
     """
-    method = getattr(type(handler), "onAuth", None)
-    return method is not None and method is not BaseHandler.onAuth
+    method = getattr(handler, "onAuth", None)
+    return method is not None and getattr(method, "__func__", method) is not BaseHandler.onAuth
 
 
 class SMTPServer(MultiService):

@@ -15,7 +15,7 @@ from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_smtpd.interfaces import IMessageStream
+from twisted_smtpd.interfaces import _MessageStreamInterface
 
 _T = TypeVar("_T")
 
@@ -35,7 +35,7 @@ def _discard(chunk: bytes) -> None:
     """
 
 
-@implementer(IMessageStream, IPushProducer)
+@implementer(_MessageStreamInterface, IPushProducer)
 class MessageStream:
     """
     A message body, streamed to exactly one consumer.
@@ -96,7 +96,7 @@ class MessageStream:
 
     # IMessageStream declares its parameters as plain objects; these are the
     # real types.
-    def pipe(self, consumer: IConsumer) -> Deferred[int]:  # type: ignore[override]
+    def pipe(self, consumer: IConsumer) -> Deferred[int]:
         """
         Write the body into C{consumer}, registered with this stream as its
         streaming producer, so that pausing the consumer pauses the client.
@@ -132,7 +132,7 @@ class MessageStream:
             self._flush()
         return d
 
-    def pipeToFile(self, fileObject: _Writable) -> Deferred[int]:  # type: ignore[override]
+    def pipeToFile(self, fileObject: _Writable) -> Deferred[int]:
         """
         Write the body into a binary file object, synchronously, chunk by
         chunk.  If C{write} raises, the rest is discarded and the L{Deferred}

@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.python import usage
 
+from twisted_smtpd._hooks import checkHandler
 from twisted_smtpd._options import ServerOptions
 from twisted_smtpd.handlers import DebuggingHandler, MaildirHandler, SinkHandler
 from twisted_smtpd.interfaces import ISMTPHandler
@@ -337,9 +338,11 @@ def _custom(config: Mapping[str, Any], spec: str, options: ServerOptions) -> ISM
     if not callable(target):
         raise TypeError(f"{name} is not callable")
     handler = target(**config["handler-option"])
-    if not ISMTPHandler.providedBy(handler):
-        raise TypeError(f"{name} returned {type(handler).__name__}, not an ISMTPHandler")
-    return handler
+    try:
+        return checkHandler(handler)
+    except TypeError as e:
+        kind = type(handler).__name__
+        raise TypeError(f"{name} returned {kind}, not an ISMTPHandler: {e}") from None
 
 
 HANDLERS: dict[str, Callable[[Mapping[str, Any], Any, ServerOptions], ISMTPHandler]] = {

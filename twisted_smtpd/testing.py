@@ -90,7 +90,7 @@ class MessageRecorder(BaseHandler):
         envelope = session.envelope
         mailFrom = envelope.mailFrom.address if envelope.mailFrom is not None else ""
         rcptTo = tuple(a.address for a in envelope.rcptTo)
-        d: Deferred[bytes] = stream.collect()  # type: ignore[assignment]
+        d: Deferred[bytes] = stream.collect()
 
         def received(data: bytes) -> str:
             self.messages.append(ReceivedMessage(mailFrom, rcptTo, data, session))

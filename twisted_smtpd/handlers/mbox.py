@@ -172,7 +172,7 @@ class MboxHandler(BaseHandler):
         mailFrom = session.envelope.mailFrom
         header = fromLine(mailFrom.address if mailFrom is not None else "")
         collector = _Collector()
-        piped: Deferred[Any] = stream.pipe(collector)  # type: ignore[assignment]
+        piped: Deferred[Any] = stream.pipe(collector)
 
         def ended(byteCount: int) -> Deferred[None]:
             chunks = [header, *collector.chunks, collector.encoder.end()]

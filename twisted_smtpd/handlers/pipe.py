@@ -217,7 +217,7 @@ class PipeHandler(BaseHandler):
 
         timer: IDelayedCall = self._reactor.callLater(self._timeout, timeOut)
         try:
-            piped: Deferred[int] = stream.pipe(_Stdin(run))  # type: ignore[assignment]
+            piped: Deferred[int] = stream.pipe(_Stdin(run))
             try:
                 await piped
             except Exception:

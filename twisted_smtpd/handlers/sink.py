@@ -30,5 +30,5 @@ class SinkHandler(BaseHandler):
         @return: A L{Deferred} firing with C{None} once the body has ended, or
             failing as the stream does (552 for an oversized message).
         """
-        d: Deferred[int] = stream.drain()  # type: ignore[assignment]
+        d: Deferred[int] = stream.drain()
         return d.addCallback(_accepted)
