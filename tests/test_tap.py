@@ -26,6 +26,7 @@ from tests.integration import recordinghandler
 from twisted_smtpd import _tap
 from twisted_smtpd._errors import SMTPError
 from twisted_smtpd._logging import NAMESPACE, SessionLogger, jsonLogObserver
+from twisted_smtpd._logwriter import BufferedLogWriter
 from twisted_smtpd._options import HIDEABLE, ServerOptions
 from twisted_smtpd._replies import Reply
 from twisted_smtpd._server import SMTPServer
@@ -1045,17 +1046,31 @@ class DaemonTests(SynchronousTestCase):
 
     def test_jsonObserverGivenToTwistd(self) -> None:
         """
-        With C{--log-format json}, joining C{twistd}'s application sets a
-        JSON L{ILogObserver} on it, which C{twistd} then logs through; with
-        the default text format nothing is set.
+        Joining C{twistd}'s application sets the buffered writer as its
+        L{ILogObserver}, JSON or text as C{--log-format} says, which
+        C{twistd} then logs through; with C{twistd --syslog} and text,
+        nothing is set (twistd's syslog observer stays).
         """
-        for fmt, expected in [("json", True), ("text", False)]:
+        for fmt, syslog, expected in [
+            ("json", False, True),
+            ("text", False, False),
+            ("json", True, True),
+        ]:
             application = Application("smtpd")
-            server = _tap.makeService(parse("--sink", "--log-format", fmt))
+            config = parse("--sink", "--log-format", fmt)
+            config.parent = {"syslog": syslog}  # type: ignore[attr-defined]
+            server = _tap.makeService(config)
             server.setServiceParent(application)
             observer = application.getComponent(ILogObserver, None)
-            self.assertEqual(observer is not None, expected, fmt)
+            self.assertIsInstance(observer, BufferedLogWriter)
+            assert isinstance(observer, BufferedLogWriter)
+            self.assertEqual(observer.json, expected, fmt)
             self.assertIs(server.parent, IServiceCollection(application))
+        config = parse("--sink")
+        config.parent = {"syslog": True}  # type: ignore[attr-defined]
+        server = _tap.makeService(config)
+        server.setServiceParent(Application("smtpd"))
+        self.assertIsNone(server.logObserver)
 
     def test_jsonToTwistdLogFile(self) -> None:
         """
@@ -1067,6 +1082,7 @@ class DaemonTests(SynchronousTestCase):
         server = _tap.makeService(config)
         assert server.logObserver is not None
         Logger(observer=server.logObserver).info("to the file {n}", n=1)
+        server.logObserver.flush()  # type: ignore[attr-defined]
         with open(path, encoding="utf-8") as f:
             self.assertEqual(json.loads(f.read())["text"], "to the file 1")
 

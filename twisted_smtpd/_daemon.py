@@ -6,12 +6,14 @@ logs, certificate reloading on SIGHUP and the JSON log observer.
 
 from __future__ import annotations
 
+import atexit
 import signal
 from typing import Any
 
 from twisted.logger import ILogObserver, Logger
 
 from twisted_smtpd._logging import SessionLogger
+from twisted_smtpd._logwriter import BufferedLogWriter
 from twisted_smtpd._server import ListenFailed, SMTPServer
 from twisted_smtpd._tapconfig import exitWithError, reason
 
@@ -37,8 +39,14 @@ class SMTPDaemon(SMTPServer):
     ) -> None:
         super().__init__(*args, **kw)
         self.logObserver = logObserver
+        if isinstance(logObserver, BufferedLogWriter):
+            # The lines of the last moments, at exit (after the reactor
+            # stopped, lines are written at once).
+            atexit.register(logObserver.flush)
+        writer = logObserver if isinstance(logObserver, BufferedLogWriter) else None
+        self._writer = writer
         if logSessions:
-            self.factory.addObserver(SessionLogger(self.factory.options.ignoredHosts))
+            self.factory.addObserver(SessionLogger(self.factory.options.ignoredHosts, writer))
         self._previousHandler: Any = None
 
     def setServiceParent(self, parent: Any) -> None:
@@ -73,7 +81,8 @@ class SMTPDaemon(SMTPServer):
 
     def stopService(self) -> Any:
         """
-        Restore the SIGHUP handler, then close gracefully.
+        Restore the SIGHUP handler, then close gracefully; the buffered log
+        lines are written when the process exits.
         """
         if self._previousHandler is not None:
             signal.signal(signal.SIGHUP, self._previousHandler)

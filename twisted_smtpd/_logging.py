@@ -21,14 +21,17 @@ import json
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from twisted.logger import ILogObserver, LogEvent, Logger, formatEvent
 from zope.interface import provider
 
 from twisted_smtpd._grammar import Verb
 from twisted_smtpd._replies import Reply
-from twisted_smtpd._session import Session
+from twisted_smtpd._session import Session, TLSInfo
+
+if TYPE_CHECKING:
+    from twisted_smtpd._logwriter import BufferedLogWriter
 
 NAMESPACE = "twisted_smtpd.session"
 
@@ -127,12 +130,28 @@ class SessionLogger:
     per-command path does no logging work.
     """
 
-    def __init__(self, ignoredHosts: Iterable[str] = ()) -> None:
+    def __init__(
+        self, ignoredHosts: Iterable[str] = (), writer: BufferedLogWriter | None = None
+    ) -> None:
         """
         @param ignoredHosts: Client IP addresses whose sessions are not
             logged (health checks, monitoring).
+        @param writer: Where the lines go directly (C{twistd smtpd}'s log),
+            skipping C{twisted.logger}'s publisher; by default they are
+            C{twisted.logger} events in the C{twisted_smtpd.session}
+            namespace.
         """
         self._ignored = frozenset(ignoredHosts)
+        self._writer = writer
+
+    def _emit(self, text: str, fields: dict[str, Any]) -> None:
+        # Every line's text is made here with f-strings: Twisted's
+        # formatEvent alone costs more than the whole budget of a line.
+        writer = self._writer
+        if writer is not None:
+            writer.line(text, fields)
+        else:
+            _log.info("{text}", text=text, **fields)
 
     def __call__(self, event: str, session: Session, data: dict[str, Any]) -> None:
         """
@@ -142,123 +161,140 @@ class SessionLogger:
             return
         if self._ignored and session.remoteAddress[0] in self._ignored:
             return
+        sid = session.id
         if event == "message":
             self._message(session, data)
         elif event == "connect":
-            _log.info(
-                "{session} connect from {client} ({clientHostname}) to {local}",
-                session=session.id,
-                client=formatPeer(session.remoteAddress),
-                clientHostname=printable(session.clientHostname, 255),
-                local=formatPeer(session.localAddress),
+            client = formatPeer(session.remoteAddress)
+            name = printable(session.clientHostname, 255)
+            local = formatPeer(session.localAddress)
+            self._emit(
+                f"{sid} connect from {client} ({name}) to {local}",
+                {"session": sid, "client": client, "clientHostname": name, "local": local},
             )
         elif event == "reject":
             self._reject(session, data)
         elif event == "auth":
-            _log.info(
-                "{session} auth {method} as {username!r}",
-                session=session.id,
-                method=data.get("method"),
-                username=printable(data.get("username")),
+            method = data.get("method")
+            username = printable(data.get("username"))
+            self._emit(
+                f"{sid} auth {method} as {username!r}",
+                {"session": sid, "method": method, "username": username},
             )
         elif event == "secure":
-            tls = session.tls
-            _log.info(
-                "{session} TLS {protocol} {cipher} from {client} sni={servername}",
-                session=session.id,
-                protocol=None if tls is None else tls.protocol,
-                cipher=None if tls is None else tls.cipher,
-                servername=None if tls is None else printable(tls.servername),
-                client=formatClient(session),
+            tls = session.tls or TLSInfo()
+            servername = printable(tls.servername) if tls.servername else None
+            client = formatClient(session)
+            self._emit(
+                f"{sid} TLS {tls.protocol} {tls.cipher} from {client} sni={servername}",
+                {
+                    "session": sid,
+                    "protocol": tls.protocol,
+                    "cipher": tls.cipher,
+                    "servername": servername,
+                    "client": client,
+                },
             )
         else:
-            _log.info("{session} close", session=session.id)
+            self._emit(f"{sid} close", {"session": sid})
 
     def _reject(self, session: Session, data: dict[str, Any]) -> None:
         reply: Reply = data["reply"]
         command = data.get("command")
+        sid = session.id
         client = formatClient(session)
-        replyText = f"{reply.code} {reply.enhanced + ' ' if reply.enhanced else ''}"
-        replyText += " ".join(reply.lines)
+        enhanced = f"{reply.enhanced} " if reply.enhanced else ""
+        replyText = f"{reply.code} {enhanced}{' '.join(reply.lines)}"
         if command == "AUTH" and reply.code == 421 and data.get("closing"):
-            _log.info(
-                "{session} auth lockout: {client} after {failures} failed attempt(s): {reply}",
-                session=session.id,
-                client=client,
-                failures=data.get("failures", 0),
-                code=reply.code,
-                reply=replyText,
+            failures = data.get("failures", 0)
+            self._emit(
+                f"{sid} auth lockout: {client} after {failures} failed attempt(s): {replyText}",
+                {
+                    "session": sid,
+                    "client": client,
+                    "failures": failures,
+                    "code": reply.code,
+                    "reply": replyText,
+                },
             )
             return
         if command == "AUTH" and data.get("username") is not None:
-            _log.info(
-                "{session} auth failed: {mechanism} from {client} user=<{username}>: {reply}",
-                session=session.id,
-                mechanism=data.get("mechanism"),
-                client=client,
-                username=printable(data["username"]),
-                code=reply.code,
-                reply=replyText,
+            mechanism = data.get("mechanism")
+            username = printable(data["username"])
+            self._emit(
+                f"{sid} auth failed: {mechanism} from {client} user=<{username}>: {replyText}",
+                {
+                    "session": sid,
+                    "mechanism": mechanism,
+                    "client": client,
+                    "username": username,
+                    "code": reply.code,
+                    "reply": replyText,
+                },
             )
             return
         argument: bytes = data.get("argument", b"")
+        address = None
         if command is None:
             # The line did not parse: its first word stands for the command.
             word = argument.split(None, 1)[0] if argument.strip() else b""
             command = printable(word, 16).upper() or "CONNECT"
             named = ""
         elif command in ("MAIL", "RCPT"):
-            named = f"<{_namedAddress(argument)}>: "
+            address = _namedAddress(argument)
+            named = f"<{address}>: "
         elif argument:
             named = f"<{printable(argument, 80)}>: "
         else:
             named = ""
         mailFrom = session.envelope.mailFrom
-        _log.info(
-            "{session} reject: {command} from {client}: {code} {enhancedText}{named}{text}{sender}",
-            session=session.id,
-            command=command,
-            client=client,
-            code=reply.code,
-            enhanced=reply.enhanced,
-            enhancedText=f"{reply.enhanced} " if reply.enhanced else "",
-            named=named,
-            text=" ".join(reply.lines),
-            sender="" if mailFrom is None else f"; from=<{printable(mailFrom.address)}>",
-            address=_namedAddress(argument) if command in ("MAIL", "RCPT") else None,
-            reply=replyText,
+        sender = "" if mailFrom is None else f"; from=<{printable(mailFrom.address)}>"
+        self._emit(
+            f"{sid} reject: {command} from {client}: {reply.code} {enhanced}{named}"
+            f"{' '.join(reply.lines)}{sender}",
+            {
+                "session": sid,
+                "command": command,
+                "client": client,
+                "code": reply.code,
+                "enhanced": reply.enhanced,
+                "address": address,
+                "reply": replyText,
+            },
         )
 
     def _message(self, session: Session, data: dict[str, Any]) -> None:
-        # Once per message: the text is built here with one f-string, so
-        # that the logger formats a single field ("{text}").
-        replies: tuple[Reply, ...] = tuple(data.get("replies", ()))
+        replies: tuple[Reply, ...] = data.get("replies", ())
         codes = [reply.code for reply in replies]
-        mailFrom = session.envelope.mailFrom
+        envelope = session.envelope
+        mailFrom = envelope.mailFrom
         sender = "" if mailFrom is None else mailFrom.address
         size = data.get("size", 0)
-        recipients = [rcpt.address for rcpt in session.envelope.rcptTo]
-        codesText = ",".join(str(code) for code in codes)
+        recipients = [rcpt.address for rcpt in envelope.rcptTo]
         reply = " ".join(replies[0].lines) if replies else ""
-        _log.info(
-            "{text}",
-            text=(
-                f"{session.id} message {size} bytes from <{sender}> to"
-                f" <{'>,<'.join(recipients)}>: {codesText} {reply}"
-            ),
-            session=session.id,
-            size=size,
-            sender=sender,
-            recipients=recipients,
-            codes=codes,
-            reply=reply,
+        sid = session.id
+        self._emit(
+            f"{sid} message {size} bytes from <{sender}> to <{'>,<'.join(recipients)}>:"
+            f" {','.join(map(str, codes))} {reply}",
+            {
+                "session": sid,
+                "size": size,
+                "sender": sender,
+                "recipients": recipients,
+                "codes": codes,
+                "reply": reply,
+            },
         )
 
 
 _LOGGED = frozenset({"connect", "message", "close", "auth", "reject", "secure"})
 
 
-def _jsonDefault(value: object) -> object:
+def jsonDefault(value: object) -> object:
+    """
+    How C{json.dumps} writes values JSON has no type for: bytes as text,
+    sets and tuples as lists, anything else as C{str()}.
+    """
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, (set, frozenset, tuple)):
@@ -311,7 +347,7 @@ def jsonLogObserver(outFile: IO[Any] | None = None) -> ILogObserver:
     @provider(ILogObserver)
     def observe(event: LogEvent) -> None:
         try:
-            line = json.dumps(jsonEvent(event), default=_jsonDefault)
+            line = json.dumps(jsonEvent(event), default=jsonDefault)
         except (TypeError, ValueError) as e:
             line = json.dumps({"text": f"unserialisable log event: {e}"})
         out.write(line + "\n")

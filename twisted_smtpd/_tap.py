@@ -28,7 +28,7 @@ from twisted.python import usage
 from twisted.python.logfile import LogFile
 
 from twisted_smtpd._daemon import SMTPDaemon
-from twisted_smtpd._logging import jsonLogObserver
+from twisted_smtpd._logwriter import BufferedLogWriter
 from twisted_smtpd._options import BARE_NEWLINE_POLICIES, HIDEABLE, KNOWN_COMMANDS, ServerOptions
 from twisted_smtpd._tapconfig import (
     HANDLERS,
@@ -564,14 +564,17 @@ def makeService(config: Options) -> SMTPDaemon | WorkerPool:
             ["--nodaemon", "--pidfile=", "--logfile=-", "smtpd", *config["arguments"]],
             stopTimeout=config["serverOptions"].closeTimeout + 10,
         )
-    observer = None
-    if config["log-format"] == "json":
-        observer = jsonLogObserver(_logDestination(config))
+    writer = None
+    parent: Any = getattr(config, "parent", None) or {}
+    if config["log-format"] == "json" or not parent.get("syslog"):
+        # Text to syslog stays with twistd's observer; else one buffered
+        # writer takes every line, in order.
+        writer = BufferedLogWriter(_logDestination(config), json=config["log-format"] == "json")
     server = SMTPDaemon(
         config["handler"],
         config["serverOptions"],
         checkers=config.get("credCheckers", []),
-        logObserver=observer,
+        logObserver=writer,
         logSessions=not config["quiet"],
     )
     inherited = config.get("inherited") or []
