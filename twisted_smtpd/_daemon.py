@@ -15,6 +15,7 @@ from twisted.logger import ILogObserver, Logger
 from twisted_smtpd._logging import SessionLogger
 from twisted_smtpd._logwriter import BufferedLogWriter
 from twisted_smtpd._server import ListenFailed, SMTPServer
+from twisted_smtpd._summary import logStopped, logSummary
 from twisted_smtpd._tapconfig import exitWithError, reason
 
 
@@ -35,10 +36,12 @@ class SMTPDaemon(SMTPServer):
         *args: Any,
         logObserver: ILogObserver | None = None,
         logSessions: bool = True,
+        delivery: str = "",
         **kw: Any,
     ) -> None:
         super().__init__(*args, **kw)
         self.logObserver = logObserver
+        self._delivery = delivery or type(self.factory.handler).__name__
         if isinstance(logObserver, BufferedLogWriter):
             # The lines of the last moments, at exit (after the reactor
             # stopped, lines are written at once).
@@ -77,6 +80,7 @@ class SMTPDaemon(SMTPServer):
             super().startService()
         except ListenFailed as e:
             exitWithError(f"--listen {e.description!r}: {e.why}")
+        logSummary(self, self._delivery)
         self._previousHandler = signal.signal(signal.SIGHUP, self._hangup)
 
     def stopService(self) -> Any:
@@ -88,6 +92,10 @@ class SMTPDaemon(SMTPServer):
             signal.signal(signal.SIGHUP, self._previousHandler)
             self._previousHandler = None
         return super().stopService()
+
+    def _stoppedListening(self, listeners: list[tuple[str, Any]]) -> None:
+        for description, address in listeners:
+            logStopped(description, address)
 
     def _hangup(self, signum: int, frame: object) -> None:
         self.reactor.callFromThread(self.reload)

@@ -16,6 +16,7 @@ C{interval}.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -29,6 +30,15 @@ from zope.interface import implementer
 from twisted_smtpd._logging import NAMESPACE, jsonDefault, jsonEvent
 
 _string: Callable[[str], str] = encode_basestring_ascii
+
+
+_NOISE = frozenset({"Starting factory {factory!r}", "Stopping factory {factory!r}"})
+_PORT_NOISE = re.compile(r"^(\S.{0,200} starting on \S+|\((TCP |UNIX )?Port \S+ Closed\))$")
+
+
+def _isPortNoise(event: LogEvent) -> bool:
+    message: Any = event.get("message") or ("",)
+    return bool(_PORT_NOISE.match(str(message[0])))
 
 
 def _defaultReactor() -> Any:
@@ -131,8 +141,14 @@ class BufferedLogWriter:
 
     def __call__(self, event: LogEvent) -> None:
         """
-        Log any C{twisted.logger} event.
+        Log any C{twisted.logger} event, except Twisted's own noise about
+        factories and ports (the startup summary says where the server
+        listens).
         """
+        if event.get("log_format") in _NOISE or (
+            event.get("log_namespace") == "log_legacy" and _isPortNoise(event)
+        ):
+            return
         if self.json:
             try:
                 text = json.dumps(jsonEvent(event), default=jsonDefault)

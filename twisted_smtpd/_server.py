@@ -67,6 +67,8 @@ class SMTPServerFactory(ServerFactory):
 
     _log = Logger()
     protocol = SMTPProtocol
+    # No "Starting factory" lines: the server logs its own start.
+    noisy = False
 
     def __init__(
         self,
@@ -401,6 +403,7 @@ class SMTPServer(MultiService):
                 factory = TLSMemoryBIOFactory(self.factory.tls.contextFactory(), False, factory)
             else:
                 factory = ProxyWrappingFactory(factory, self.factory.options.useProxy, self.reactor)
+            factory.noisy = False
         return factory
 
     def addInherited(self, description: str, fileno: int, family: int) -> None:
@@ -422,6 +425,24 @@ class SMTPServer(MultiService):
         port: IListeningPort = self.reactor.adoptStreamPort(fileno, family, self._wrap(layers))
         self._ports.append(port)
         return port
+
+    def listening(self) -> list[tuple[str, IListeningPort]]:
+        """
+        The listeners of L{addEndpoint} and L{addInherited} that listen now.
+
+        @return: Each one's endpoint string and port, in the order added.
+        """
+        found = []
+        for service in self:
+            if isinstance(service, _Listener | _AdoptedListener) and service.port is not None:
+                found.append((service.description, service.port))
+        return found
+
+    def _stoppedListening(self, listeners: list[tuple[str, IAddress]]) -> None:
+        """
+        Called by L{stopService} once C{listeners} (endpoint strings and
+        addresses) stopped, before the sessions are closed.
+        """
 
     def reloadCertificates(self) -> None:
         """
@@ -452,11 +473,13 @@ class SMTPServer(MultiService):
         """
         Stop the listeners, then close every session gracefully.
         """
+        listeners = [(description, port.getHost()) for description, port in self.listening()]
         stopping: Deferred[Any] | None = super().stopService()
         if stopping is None:
             stopping = succeed(None)
 
         def listenersStopped(result: object) -> Deferred[None]:
+            self._stoppedListening(listeners)
             return self.close()
 
         return stopping.addCallback(listenersStopped)
@@ -513,12 +536,25 @@ class _Listener(StreamServerEndpointService):
     """
 
     description = ""
+    port: IListeningPort | None = None
 
     def privilegedStartService(self) -> None:
         try:
             super().privilegedStartService()
         except (CannotListenError, OSError, OverflowError) as e:
             raise ListenFailed(self.description, listenReason(e)) from None
+        waiting: Deferred[IListeningPort] | None = self._waitingForPort
+        if waiting is not None:
+            waiting.addCallback(self._listening)
+
+    def _listening(self, port: IListeningPort) -> IListeningPort:
+        self.port = port
+        return port
+
+    def stopService(self) -> Deferred[None]:
+        self.port = None
+        d: Deferred[None] = super().stopService()
+        return d
 
 
 class _AdoptedListener(Service):
@@ -528,18 +564,18 @@ class _AdoptedListener(Service):
 
     def __init__(self, server: SMTPServer, description: str, fileno: int, family: int) -> None:
         self._server = server
-        self._description = description
+        self.description = description
         self._fileno = fileno
         self._family = family
-        self._port: IListeningPort | None = None
+        self.port: IListeningPort | None = None
 
     def startService(self) -> None:
         super().startService()
-        self._port = self._server.adopt(self._description, self._fileno, self._family)
+        self.port = self._server.adopt(self.description, self._fileno, self._family)
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()
-        port, self._port = self._port, None
+        port, self.port = self.port, None
         if port is None:
             return succeed(None)
         d: Deferred[Any] = maybeDeferred(port.stopListening)

@@ -38,6 +38,7 @@ from twisted_smtpd._tapconfig import (
     checkEndpoint,
     checkHostname,
     exitWithError,
+    ipList,
     readConfig,
     reason,
 )
@@ -189,6 +190,13 @@ class Options(AuthOptionMixin, usage.Options):
             checkHostname,
         ],
         ["banner", None, None, "Extra text for the 220 greeting."],
+        [
+            "ignored-hosts",
+            None,
+            (),
+            "Client IP addresses, comma-separated, whose sessions are not logged (health checks).",
+            ipList,
+        ],
         _numeric("size", int, False, "Largest message accepted, in bytes; 0 for no limit."),
         _numeric("max-clients", int, False, "Concurrent connections; 0 for no limit."),
         _numeric("socket-timeout", float, True, "Seconds of client silence before 421."),
@@ -444,6 +452,8 @@ class Options(AuthOptionMixin, usage.Options):
         self["serverOptions"] = options = self._serverOptions()
         self._checkTLS(options)
         self["handler"] = self._handler(delivery, options)
+        value = self[delivery] if delivery not in ("sink", "debug") else None
+        self["deliveryDescription"] = delivery if value is None else f"{delivery} {value}"
         self["inherited"] = inheritedListeners()
         self["workerListeners"] = []
         if self["workers"] > 1 and not self["inherited"]:
@@ -466,6 +476,7 @@ class Options(AuthOptionMixin, usage.Options):
         settings.update({attribute: bool(self[flag]) for flag, attribute in _SWITCHES.items()})
         settings.update({attribute: self[flag] for flag, attribute in _NETWORKS.items()})
         settings["bareNewline"] = self["bare-newline"]
+        settings["ignoredHosts"] = tuple(self["ignored-hosts"])
         settings["disabledCommands"] = tuple(self["disable"])
         settings["authMethods"] = tuple(self["auth-methods"].split(","))
         for extension in self["hide"]:
@@ -576,6 +587,7 @@ def makeService(config: Options) -> SMTPDaemon | WorkerPool:
         checkers=config.get("credCheckers", []),
         logObserver=writer,
         logSessions=not config["quiet"],
+        delivery=config.get("deliveryDescription", ""),
     )
     inherited = config.get("inherited") or []
     for fileno, family, description in inherited:

@@ -216,6 +216,24 @@ def checkHostname(name: str) -> str:
     return name
 
 
+def ipList(text: str) -> tuple[str, ...]:
+    """
+    C{--ignored-hosts}: comma-separated IP addresses, in their normal form.
+
+    @raise usage.UsageError: Naming the first entry that is not one.
+    """
+    found = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            found.append(str(ipaddress.ip_address(part)))
+        except ValueError:
+            raise usage.UsageError(f"--ignored-hosts: {part!r} is not an IP address") from None
+    return tuple(found)
+
+
 def checkAuth(description: str) -> None:
     """
     Refuse C{--auth} descriptions that would start a server nobody can log

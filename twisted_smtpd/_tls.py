@@ -189,6 +189,10 @@ class _Generation:
         self._rejectUnauthorized = rejectUnauthorized
         self._exact: dict[str, SSL.Context] = {}
         self._wildcards: dict[str, SSL.Context] = {}
+        #: The leaf certificates: C{""} for the default one, then by name.
+        self.certificates = {"": default.certificate} | {
+            name: credentials.certificate for name, credentials in named.items()
+        }
         for name, credentials in named.items():
             context = self._makeContext(credentials, selectsByName=False)
             if name.startswith("*."):
@@ -362,6 +366,13 @@ class ServerTLS:
         """
         self._generation = self._build()
         self._log.info("TLS certificates reloaded")
+
+    def certificates(self) -> dict[str, x509.Certificate]:
+        """
+        The leaf certificates in use: C{""} for the default one, then one
+        per C{sniOptions} name.
+        """
+        return dict(self._generation.certificates)
 
     def contextFactory(self) -> ServerTLS:
         """

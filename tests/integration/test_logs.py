@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import smtplib
 import subprocess
+import tempfile
 
 from tests.integration.helpers import (
     CLIENT_TIMEOUT,
@@ -141,3 +143,52 @@ class Fail2banTests(ServerTestCase):
         self.assertTrue(all(e["client"] == "localhost[127.0.0.1]" for e in failed))
         self.assertNotIn("wrong", self.server.output)
         self.assertTrue(all(not key.startswith("log_") for e in events for key in e))
+
+
+class StartupTests(ServerTestCase):
+    """
+    What C{twistd smtpd} says when it starts, and what it does not.
+    """
+
+    def test_summaryWithoutNoise(self) -> None:
+        """
+        The log has a line per listener with its address, the ready line
+        and the certificate; no "Starting factory" nor "starting on" lines.
+        """
+        directory = tempfile.mkdtemp(prefix="smtpd-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        socketPath = os.path.join(directory, "s.sock")
+        self.startServer(
+            "--sink",
+            "--size",
+            "1000",
+            maildir=False,
+            listen=["tcp:0:interface=127.0.0.1", f"unix:{socketPath}"],
+        )
+        client = self.smtp()
+        client.ehlo()
+        client.quit()
+        self.server.waitForLog(" close")
+        self.stopServer()
+        output = self.server.output
+        self.assertIn(
+            f"listening: tcp:0:interface=127.0.0.1 on 127.0.0.1:{self.server.port}\n", output
+        )
+        self.assertIn(f"listening: unix:{socketPath} on '{socketPath}'\n", output)
+        self.assertIn(", delivery sink, size limit 1000, AUTH off, max clients unlimited", output)
+        self.assertIn("TLS certificate (self-signed): CN=", output)
+        for noise in ("Starting factory", "Stopping factory", "starting on", "Port"):
+            self.assertNotIn(noise, output)
+
+    def test_ignoredHosts(self) -> None:
+        """
+        Sessions from C{--ignored-hosts} leave no line, not even their
+        refused commands.
+        """
+        self.startServer("--sink", "--ignored-hosts", "127.0.0.1", maildir=False)
+        client = self.smtp()
+        client.ehlo()
+        self.assertEqual(client.docmd("FOO")[0], 500)
+        client.quit()
+        self.stopServer()
+        self.assertNotIn("twisted_smtpd.session", self.server.output)

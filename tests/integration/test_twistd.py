@@ -293,7 +293,7 @@ class CommandLineTests(ServerTestCase):
         both = f"{args}\nstdout:\n{out}\nstderr:\n{err}"
         self.assertEqual(result.returncode, 1, both)
         self.assertNotIn("Traceback", out + err, both)
-        self.assertNotIn("starting on", out, both)
+        self.assertNotIn("listening: ", out, both)
         lines = err.splitlines()
         self.assertEqual(len(lines), 1, both)
         self.assertTrue(lines[0].startswith("twistd smtpd: "), both)

@@ -61,7 +61,7 @@ class WorkersTests(SynchronousTestCase):
         )
         self.addCleanup(server.kill)
         port = server.start()
-        server.waitForLog("Starting factory", count=2)
+        server.waitForLog("] ready: ", count=2)
         first = self.workerPids(server)
         self.assertEqual(sorted(first), [0, 1])
 
