@@ -14,7 +14,7 @@ from twisted.logger import ILogObserver, Logger
 
 from twisted_smtpd._logging import SessionLogger
 from twisted_smtpd._logwriter import BufferedLogWriter
-from twisted_smtpd._server import ListenFailed, SMTPServer
+from twisted_smtpd._server import ListenFailed, SMTPServer, _AdoptedListener, _Listener
 from twisted_smtpd._summary import logStopped, logSummary
 from twisted_smtpd._tapconfig import exitWithError, reason
 
@@ -52,6 +52,34 @@ class SMTPDaemon(SMTPServer):
             self.factory.addObserver(SessionLogger(self.factory.options.ignoredHosts, writer))
         self._previousHandler: Any = None
 
+    def serveMetrics(self, description: str | None) -> None:
+        """
+        Count the server's events as Prometheus metrics, served with
+        C{/healthz} on C{description}; with C{None} (a worker of
+        C{--workers}) only recorded for the parent to serve.
+        """
+        from twisted_smtpd._metrics import ServerMetrics
+        from twisted_smtpd._metricsservice import MetricsListener
+
+        self.metrics = metrics = ServerMetrics()
+        self.addObserver(metrics)
+        if description is not None:
+            MetricsListener(description, metrics.registry, self._healthy).setServiceParent(self)
+
+    def _healthy(self) -> bool:
+        """
+        Whether every SMTP listener accepts connections.
+        """
+        return bool(
+            self.running
+            and not self.factory.closing
+            and len(self.listening()) == self._listenerCount()
+            and self._listenerCount() > 0
+        )
+
+    def _listenerCount(self) -> int:
+        return sum(1 for service in self if isinstance(service, _Listener | _AdoptedListener))
+
     def setServiceParent(self, parent: Any) -> None:
         """
         Join C{parent}; when it is C{twistd}'s application and a log
@@ -81,6 +109,9 @@ class SMTPDaemon(SMTPServer):
         except ListenFailed as e:
             exitWithError(f"--listen {e.description!r}: {e.why}")
         logSummary(self, self._delivery)
+        metrics = getattr(self, "metrics", None)
+        if metrics is not None:
+            metrics.certificates(self)
         self._previousHandler = signal.signal(signal.SIGHUP, self._hangup)
 
     def stopService(self) -> Any:

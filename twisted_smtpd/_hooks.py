@@ -11,13 +11,21 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from difflib import get_close_matches
 from inspect import iscoroutine, iscoroutinefunction
-from typing import Any, cast
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, cast
 
 import txaio as _txaio_module
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
+from twisted_smtpd._errors import SMTPError
+from twisted_smtpd._flow import PAUSE_HOOK
+from twisted_smtpd._replies import Reply
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.interfaces import ISMTPHandler
+
+if TYPE_CHECKING:
+    from twisted_smtpd._protocol import SMTPProtocol
 
 # txaio selects its framework at run time, so its API is not typed statically.
 txaio: Any = _txaio_module
@@ -132,3 +140,67 @@ def checkHandler(handler: object) -> ISMTPHandler:
     if len(present) == len(HOOKS):
         return cast(ISMTPHandler, handler)
     return _CompletedHandler(handler, present)
+
+
+def runHook(
+    p: SMTPProtocol,
+    fn: Callable[..., object],
+    args: tuple[object, ...],
+    accepted: Callable[[object], None],
+    refused: Callable[[Reply], None],
+) -> None:
+    """
+    Call a handler hook for protocol C{p}.  A plain value is handled at
+    once; a Deferred or coroutine stops reading until it answers, so replies
+    stay in order.  With observers, each answer is a C{hook} event with the
+    time it took.
+    """
+    if getattr(fn, "__func__", None) in ACCEPTING_DEFAULTS:
+        # BaseHandler's default accepts: nothing to call.
+        accepted(None)
+        return
+    factory = p._serverFactory
+    started = perf_counter() if factory is not None and factory.observers else 0.0
+    try:
+        result = callHook(fn, *args)
+    except SMTPError as e:
+        _timed(p, fn, started)
+        refused(e.toReply())
+        return
+    except Exception:
+        _timed(p, fn, started)
+        refused(p._failureReply(Failure(), fn))
+        return
+    if not isinstance(result, Deferred):
+        _timed(p, fn, started)
+        accepted(result)
+        return
+    d = result
+    p._waiting = True
+    p._setPause(PAUSE_HOOK, True)
+    p._hookToken += 1
+    token = p._hookToken
+
+    def ok(value: object) -> None:
+        _timed(p, fn, started)
+        if p._connected and not p._closing:
+            accepted(value)
+            if p._hookToken == token:
+                # Unless accepting started another slow hook.
+                p._resume()
+
+    def failed(failure: Failure) -> None:
+        _timed(p, fn, started)
+        if p._connected and not p._closing:
+            refused(p._failureReply(failure, fn))
+            if p._hookToken == token:
+                p._resume()
+        elif not failure.check(SMTPError):
+            p._logFailure(failure, getattr(fn, "__name__", "hook"))
+
+    d.addCallbacks(ok, failed)
+
+
+def _timed(p: SMTPProtocol, fn: Callable[..., object], started: float) -> None:
+    if started:
+        p._emit("hook", hook=getattr(fn, "__name__", "hook"), seconds=perf_counter() - started)

@@ -14,6 +14,7 @@ without bound.
 from __future__ import annotations
 
 from collections.abc import Callable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import tcp
@@ -32,7 +33,6 @@ from zope.interface import implementer
 from twisted_smtpd import _commands, _forwarding, _tlscommand, _transaction
 from twisted_smtpd import _replies as catalogue
 from twisted_smtpd._authcommand import AuthCommand
-from twisted_smtpd._errors import SMTPError
 from twisted_smtpd._features import transmissionType
 from twisted_smtpd._flow import PAUSE_HOOK, PAUSE_STREAM, PAUSE_WRITE, writeThrough
 from twisted_smtpd._grammar import (
@@ -42,7 +42,7 @@ from twisted_smtpd._grammar import (
     looksLikeHTTP,
     parseCommand,
 )
-from twisted_smtpd._hooks import ACCEPTING_DEFAULTS, callHook
+from twisted_smtpd._hooks import runHook
 from twisted_smtpd._logging import refusal
 from twisted_smtpd._options import ServerOptions
 from twisted_smtpd._receiving import MessageReceiver, errorFromReply, failureReply
@@ -74,12 +74,12 @@ class SMTPProtocol(LineReceiver):
     # Slots keep an idle connection small (hundreds of bytes, not kilobytes).
     # fmt: off
     __slots__ = (
-        "_argument", "_auth", "_buffer", "_clock", "_closing", "_connected", "_connectedFrom",
-        "_disabled", "_discardingLine", "_draining", "_enhanced", "_errors", "_handler",
-        "_hookToken",
-        "_implicitTLS", "_lastActivity", "_options", "_out", "_pauses", "_phase", "_plainTCP",
-        "_processing", "_receiver", "_refused", "_serverFactory", "_startingTLS",
-        "_transportPaused", "_unauthenticated", "_verb", "_waiting", "_wire", "session",
+        "_argument", "_auth", "_bodyEnded", "_buffer", "_clock", "_closing", "_connected",
+        "_connectedFrom", "_disabled", "_discardingLine", "_draining", "_enhanced", "_errors",
+        "_handler", "_hookToken", "_implicitTLS", "_lastActivity", "_options", "_out", "_pauses",
+        "_phase", "_plainTCP", "_processing", "_receiver", "_refused", "_serverFactory",
+        "_startingTLS", "_transportPaused", "_unauthenticated", "_verb", "_waiting", "_wire",
+        "session",
     )
     # fmt: on
 
@@ -124,6 +124,7 @@ class SMTPProtocol(LineReceiver):
         # The command being answered, for the log line of a refusal.
         self._verb: Verb | None = None
         self._argument = b""
+        self._bodyEnded = 0.0
         self.session = Session(id=newSessionId())
 
     # -- connection life -------------------------------------------------
@@ -388,6 +389,10 @@ class SMTPProtocol(LineReceiver):
         )
 
     def _bodyReceived(self, receiver: MessageReceiver, data: bytes) -> None:
+        factory = self._serverFactory
+        if factory is not None and factory.observers:
+            # When this data ends the body: the start of the delivery time.
+            self._bodyEnded = perf_counter()
         rest = receiver.feed(data)
         if rest is None:
             return
@@ -405,7 +410,8 @@ class SMTPProtocol(LineReceiver):
 
     def _messageDone(self, replies: list[Reply], size: int) -> None:
         self._receiver = None
-        self._emit("message", size=size, replies=tuple(replies))
+        seconds = perf_counter() - self._bodyEnded if self._bodyEnded else None
+        self._emit("message", size=size, replies=tuple(replies), seconds=seconds)
         for reply in replies:
             self._send(reply)
         self._resetTransaction()
@@ -424,46 +430,9 @@ class SMTPProtocol(LineReceiver):
         refused: Callable[[Reply], None],
     ) -> None:
         """
-        Call a handler hook.  A plain value is handled at once; a Deferred or
-        coroutine stops reading until it answers, so replies stay in order.
+        Call a handler hook (L{runHook}).
         """
-        if getattr(fn, "__func__", None) in ACCEPTING_DEFAULTS:
-            # BaseHandler's default accepts: nothing to call.
-            accepted(None)
-            return
-        try:
-            result = callHook(fn, *args)
-        except SMTPError as e:
-            refused(e.toReply())
-            return
-        except Exception:
-            refused(self._failureReply(Failure(), fn))
-            return
-        if not isinstance(result, Deferred):
-            accepted(result)
-            return
-        d = result
-        self._waiting = True
-        self._setPause(PAUSE_HOOK, True)
-        self._hookToken += 1
-        token = self._hookToken
-
-        def ok(value: object) -> None:
-            if self._connected and not self._closing:
-                accepted(value)
-                if self._hookToken == token:
-                    # Unless accepting started another slow hook.
-                    self._resume()
-
-        def failed(failure: Failure) -> None:
-            if self._connected and not self._closing:
-                refused(self._failureReply(failure, fn))
-                if self._hookToken == token:
-                    self._resume()
-            elif not failure.check(SMTPError):
-                self._logFailure(failure, getattr(fn, "__name__", "hook"))
-
-        d.addCallbacks(ok, failed)
+        runHook(self, fn, args, accepted, refused)
 
     def _resume(self) -> None:
         self._waiting = False
@@ -483,6 +452,7 @@ class SMTPProtocol(LineReceiver):
         self._log.failure(
             "{session} {hook} failed", failure, session=self.session.id, hook=hookName
         )
+        self._emit("error", hook=hookName)
 
     # -- output and state ------------------------------------------------------
 

@@ -345,6 +345,37 @@ class SMTPServer(MultiService):
         """
         return self.factory.reactor
 
+    def addObserver(self, observer: Observer) -> None:
+        """
+        Have C{observer} told of every session event, as
+        C{observer(event, session, data)}; it must return quickly and not
+        block (a failing observer is logged and the session goes on).
+        C{session} is the L{Session}; the events and their C{data} are:
+
+          - C{connect}: a connection is accepted (after the reverse lookup);
+          - C{helo}: HELO/EHLO/LHLO accepted; C{hostname};
+          - C{secure}: a TLS handshake finished (C{session.tls});
+          - C{auth}: AUTH succeeded; C{method}, C{username};
+          - C{mail}: MAIL accepted; C{address};
+          - C{rcpt}: RCPT accepted; C{address};
+          - C{reject}: a command refused (4xx/5xx), or a limit closing the
+            session; C{reply}, C{command} (C{None} for a line that did not
+            parse, or for a refusal at connect), C{argument} (bytes),
+            C{closing}, and for AUTH C{mechanism}, C{username} (C{None}
+            before credentials were checked) and C{failures};
+          - C{message}: a message's reply was sent; C{size}, C{replies}
+            (one L{Reply} per recipient in LMTP), C{seconds} from the end
+            of the body to the reply;
+          - C{hook}: a handler hook answered; C{hook} (its name),
+            C{seconds};
+          - C{error}: a hook failed unexpectedly; C{hook};
+          - C{close}: the session ended.
+
+        Sessions refused at connect (C{maxClients}, shutdown) have a
+        C{reject} event only.  New events and data keys may be added.
+        """
+        self.factory.addObserver(observer)
+
     def addEndpoint(self, description: str) -> None:
         """
         Listen on C{description} (a Twisted server endpoint string) while the

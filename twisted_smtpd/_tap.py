@@ -29,6 +29,7 @@ from twisted.python.logfile import LogFile
 
 from twisted_smtpd._daemon import SMTPDaemon
 from twisted_smtpd._logwriter import BufferedLogWriter
+from twisted_smtpd._metricsservice import WorkerMetrics, prepareWorkerMetrics
 from twisted_smtpd._options import BARE_NEWLINE_POLICIES, HIDEABLE, KNOWN_COMMANDS, ServerOptions
 from twisted_smtpd._tapconfig import (
     HANDLERS,
@@ -37,6 +38,7 @@ from twisted_smtpd._tapconfig import (
     checkAuth,
     checkEndpoint,
     checkHostname,
+    checkMetrics,
     exitWithError,
     ipList,
     readConfig,
@@ -190,6 +192,13 @@ class Options(AuthOptionMixin, usage.Options):
             checkHostname,
         ],
         ["banner", None, None, "Extra text for the 220 greeting."],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus /metrics and /healthz on this endpoint, e.g."
+            " tcp:9101:interface=127.0.0.1 (needs the metrics extra).",
+        ],
         [
             "ignored-hosts",
             None,
@@ -437,6 +446,8 @@ class Options(AuthOptionMixin, usage.Options):
         """
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
+        if self["metrics"] is not None:
+            checkMetrics(self["metrics"])
         for description in self["listen"]:
             checkEndpoint(description)
         chosen = set(self["delivery"])
@@ -560,7 +571,7 @@ def _logDestination(config: Options) -> Any:
     return LogFile.fromFullPath(os.path.abspath(logfile or "twistd.log"))
 
 
-def makeService(config: Options) -> SMTPDaemon | WorkerPool:
+def makeService(config: Options) -> SMTPDaemon | WorkerPool | WorkerMetrics:
     """
     Build the server that C{twistd smtpd} runs.
 
@@ -569,12 +580,16 @@ def makeService(config: Options) -> SMTPDaemon | WorkerPool:
         C{--listen} endpoint; they start listening when it starts.
     """
     if config.get("workerListeners"):
-        return WorkerPool(
+        directory = prepareWorkerMetrics() if config["metrics"] is not None else None
+        pool = WorkerPool(
             config["workerListeners"],
             int(config["workers"]),
             ["--nodaemon", "--pidfile=", "--logfile=-", "smtpd", *config["arguments"]],
             stopTimeout=config["serverOptions"].closeTimeout + 10,
         )
+        if directory is None:
+            return pool
+        return WorkerMetrics(pool, config["metrics"], directory)
     writer = None
     parent: Any = getattr(config, "parent", None) or {}
     if config["log-format"] == "json" or not parent.get("syslog"):
@@ -590,6 +605,9 @@ def makeService(config: Options) -> SMTPDaemon | WorkerPool:
         delivery=config.get("deliveryDescription", ""),
     )
     inherited = config.get("inherited") or []
+    if config["metrics"] is not None:
+        # A worker of --workers records its metrics for the parent to serve.
+        server.serveMetrics(None if inherited else config["metrics"])
     for fileno, family, description in inherited:
         server.addInherited(description, fileno, family)
     if not inherited:

@@ -216,6 +216,28 @@ def checkHostname(name: str) -> str:
     return name
 
 
+def checkMetrics(description: str) -> None:
+    """
+    C{--metrics}: an endpoint string, and the C{prometheus_client} library.
+
+    @raise usage.UsageError: Naming the flag and what is wrong.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    from twisted_smtpd._metrics import requirePrometheus
+
+    try:
+        requirePrometheus()
+    except ImportError as e:
+        raise usage.UsageError(str(e)) from None
+    parse: Any = serverFromString
+    try:
+        parse(reactor, description)
+    except Exception as e:
+        raise usage.UsageError(f"--metrics {description!r}: {reason(e)}") from None
+
+
 def ipList(text: str) -> tuple[str, ...]:
     """
     C{--ignored-hosts}: comma-separated IP addresses, in their normal form.
