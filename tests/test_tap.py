@@ -1109,9 +1109,9 @@ class DaemonTests(SynchronousTestCase):
 
     def test_reloadLogged(self) -> None:
         """
-        A reload that reads new certificates is logged at info level; one
-        that fails logs an error naming the file, and the old certificates
-        stay.
+        A reload that reads new certificates is logged at info level, with
+        the certificate's subject and expiry; one that fails logs an error
+        naming the file, and the old certificates stay.
         """
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         ca = CertificateAuthority(self.mktemp())
@@ -1121,17 +1121,20 @@ class DaemonTests(SynchronousTestCase):
         self.assertFalse(server.factory.tls.selfSigned)
         server.reload()
         self.assertEqual(
-            [formatEvent(e) for e in events],
+            [formatEvent(e) for e in events][:2],
             ["Reloading TLS certificates", "TLS certificates reloaded"],
+        )
+        self.assertTrue(
+            formatEvent(events[2]).startswith("TLS certificate: CN=mail.example.com, expires ")
         )
         with open(issued.certificatePath, "wb") as f:
             f.write(b"not a certificate")
         server.reload()
-        failed = events[3]
+        failed = events[4]
         self.assertEqual(failed["log_level"], LogLevel.error)
         self.assertIn(issued.certificatePath, formatEvent(failed))
         self.assertTrue(formatEvent(failed).startswith("Reloading TLS certificates failed"))
-        self.assertEqual(len(events), 4)
+        self.assertEqual(len(events), 5)
 
     def test_reloadBeforeFirstUse(self) -> None:
         """

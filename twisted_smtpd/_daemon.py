@@ -15,7 +15,7 @@ from twisted.logger import ILogObserver, Logger
 from twisted_smtpd._logging import SessionLogger
 from twisted_smtpd._logwriter import BufferedLogWriter
 from twisted_smtpd._server import ListenFailed, SMTPServer, _AdoptedListener, _Listener
-from twisted_smtpd._summary import logStopped, logSummary
+from twisted_smtpd._summary import logCertificates, logStopped, logSummary
 from twisted_smtpd._tapconfig import exitWithError, reason
 
 
@@ -141,6 +141,11 @@ class SMTPDaemon(SMTPServer):
             if self.factory.options.certificate is not None:
                 self.factory.tls  # noqa: B018 -- read them now if not yet used
             self.reloadCertificates()
+            if self.factory.startTLSAvailable:
+                logCertificates(self)
+                metrics = getattr(self, "metrics", None)
+                if metrics is not None:
+                    metrics.certificates(self)
         except ValueError as e:
             self._log.error(
                 "Reloading TLS certificates failed, the old ones stay in use: {error}",

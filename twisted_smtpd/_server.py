@@ -145,6 +145,9 @@ class SMTPServerFactory(ServerFactory):
                 o.requestCert,
                 o.rejectUnauthorized,
                 hostname=o.name,
+                ciphers=o.tlsCiphers,
+                minVersion=o.tlsMinVersion,
+                sniCallback=o.sniCallback,
             )
         return self._tls
 

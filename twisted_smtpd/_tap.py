@@ -31,6 +31,7 @@ from twisted_smtpd._daemon import SMTPDaemon
 from twisted_smtpd._logwriter import BufferedLogWriter
 from twisted_smtpd._metricsservice import WorkerMetrics, prepareWorkerMetrics
 from twisted_smtpd._options import BARE_NEWLINE_POLICIES, HIDEABLE, KNOWN_COMMANDS, ServerOptions
+from twisted_smtpd._sni import TLSPolicy
 from twisted_smtpd._tapconfig import (
     HANDLERS,
     asArguments,
@@ -229,6 +230,14 @@ class Options(AuthOptionMixin, usage.Options):
         ["tls-cert", None, None, "PEM certificate chain for STARTTLS and ssl: listeners."],
         ["tls-key", None, None, "PEM private key [default: in --tls-cert]."],
         ["tls-ca", None, None, "PEM CA bundle that signs client certificates."],
+        ["tls-ciphers", None, None, "OpenSSL cipher string for TLS 1.2 [default: Twisted's]."],
+        [
+            "tls-min-version",
+            None,
+            "1.2",
+            "Lowest TLS version accepted (1.2, 1.3).",
+            _choice("tls-min-version", ("1.2", "1.3")),
+        ],
         ["auth-methods", None, "PLAIN,LOGIN", "AUTH mechanisms (also CRAM-MD5, XOAUTH2)."],
         ["mbox", None, None, "Append every message to this mbox file."],
         ["relay", None, None, "Relay every message to this smarthost, HOST[:PORT]."],
@@ -488,6 +497,8 @@ class Options(AuthOptionMixin, usage.Options):
         settings.update({attribute: self[flag] for flag, attribute in _NETWORKS.items()})
         settings["bareNewline"] = self["bare-newline"]
         settings["ignoredHosts"] = tuple(self["ignored-hosts"])
+        settings["tlsCiphers"] = self["tls-ciphers"]
+        settings["tlsMinVersion"] = "TLSv" + self["tls-min-version"]
         settings["disabledCommands"] = tuple(self["disable"])
         settings["authMethods"] = tuple(self["auth-methods"].split(","))
         for extension in self["hide"]:
@@ -515,6 +526,11 @@ class Options(AuthOptionMixin, usage.Options):
 
         @raise usage.UsageError: If one cannot be read or used.
         """
+        if o.tlsCiphers is not None:
+            try:
+                TLSPolicy(o.tlsCiphers, o.tlsMinVersion).newContext()
+            except ValueError as e:
+                raise usage.UsageError(f"--tls-ciphers: {reason(e)}") from None
         if o.certificate is None and o.caCertificates is None and not o.sniOptions:
             return
         if o.caCertificates is not None:
@@ -532,6 +548,8 @@ class Options(AuthOptionMixin, usage.Options):
                 o.requestCert,
                 o.rejectUnauthorized,
                 hostname=o.name,
+                ciphers=o.tlsCiphers,
+                minVersion=o.tlsMinVersion,
             )
         except ValueError as e:
             why = reason(e)

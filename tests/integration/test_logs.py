@@ -192,3 +192,38 @@ class StartupTests(ServerTestCase):
         client.quit()
         self.stopServer()
         self.assertNotIn("twisted_smtpd.session", self.server.output)
+
+
+class TLSLogTests(ServerTestCase):
+    """
+    TLS sessions in the log, and the TLS flags.
+    """
+
+    def test_minimumVersion(self) -> None:
+        """
+        With C{--tls-min-version 1.3} a TLS 1.2 client cannot start TLS; a
+        TLS 1.3 session logs its protocol and cipher.
+        """
+        import ssl
+
+        self.startServer("--sink", "--tls-min-version", "1.3", maildir=False)
+        old = ssl.create_default_context()
+        old.check_hostname = False
+        old.verify_mode = ssl.CERT_NONE
+        old.maximum_version = ssl.TLSVersion.TLSv1_2
+        client = self.smtp()
+        with self.assertRaises(ssl.SSLError):
+            client.starttls(context=old)
+        new = ssl.create_default_context()
+        new.check_hostname = False
+        new.verify_mode = ssl.CERT_NONE
+        client = self.smtp()
+        client.starttls(context=new)
+        client.ehlo()
+        client.quit()
+        self.server.waitForLog(" close", count=2)
+        self.stopServer()
+        self.assertRegex(
+            self.server.output,
+            r"\] \S+ TLS TLSv1\.3 TLS_\S+ from localhost\[127\.0\.0\.1\] sni=None\n",
+        )
