@@ -31,6 +31,7 @@ from twisted_smtpd._daemon import SMTPDaemon
 from twisted_smtpd._logwriter import BufferedLogWriter
 from twisted_smtpd._metricsservice import WorkerMetrics, prepareWorkerMetrics
 from twisted_smtpd._options import BARE_NEWLINE_POLICIES, HIDEABLE, KNOWN_COMMANDS, ServerOptions
+from twisted_smtpd._resolve import parseDNSServer, resolverFor
 from twisted_smtpd._sni import TLSPolicy
 from twisted_smtpd._tapconfig import (
     HANDLERS,
@@ -193,6 +194,12 @@ class Options(AuthOptionMixin, usage.Options):
             checkHostname,
         ],
         ["banner", None, None, "Extra text for the 220 greeting."],
+        [
+            "dns-server",
+            None,
+            None,
+            "Ask this DNS server, HOST[:PORT], for client names [default: /etc/resolv.conf's].",
+        ],
         [
             "metrics",
             None,
@@ -457,6 +464,11 @@ class Options(AuthOptionMixin, usage.Options):
             self["listen"] = [DEFAULT_LISTEN]
         if self["metrics"] is not None:
             checkMetrics(self["metrics"])
+        if self["dns-server"] is not None:
+            try:
+                parseDNSServer(self["dns-server"])
+            except ValueError as e:
+                raise usage.UsageError(f"--dns-server {e}") from None
         for description in self["listen"]:
             checkEndpoint(description)
         chosen = set(self["delivery"])
@@ -621,6 +633,7 @@ def makeService(config: Options) -> SMTPDaemon | WorkerPool | WorkerMetrics:
         logObserver=writer,
         logSessions=not config["quiet"],
         delivery=config.get("deliveryDescription", ""),
+        resolver=None if config["dns-server"] is None else resolverFor(config["dns-server"]),
     )
     inherited = config.get("inherited") or []
     if config["metrics"] is not None:
