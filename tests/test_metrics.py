@@ -67,6 +67,41 @@ class MetricsTests(SynchronousTestCase):
         self.assertEqual(self.value("smtpd_delivery_seconds_count"), 2)
         self.assertEqual(self.value("smtpd_hook_seconds_count", hook="onRcptTo"), 3)
 
+    def test_refusedAtConnect(self) -> None:
+        """
+        A session refused by C{onConnect} is counted as refused and no
+        longer open, though no close event follows.
+        """
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import StringTransport
+
+        from twisted_smtpd._errors import SMTPError
+        from twisted_smtpd._options import ServerOptions
+        from twisted_smtpd._server import SMTPServerFactory
+
+        class Closed(Refusing):
+            def onConnect(self, session: Session) -> object:
+                raise SMTPError(554, "go away", "5.7.1")
+
+        factory = SMTPServerFactory(
+            Closed(),
+            ServerOptions(name="mx.example.com", disableReverseLookup=True),
+            reactor=Clock(),
+        )
+        factory.addObserver(self.metrics)
+        proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+        transport = StringTransport(
+            peerAddress=IPv4Address("TCP", "192.0.2.7", 4000),
+            hostAddress=IPv4Address("TCP", "192.0.2.1", 25),
+        )
+        proto.makeConnection(transport)
+        self.assertIn(b"554 5.7.1 go away", transport.value())
+        proto.connectionLost()
+        self.assertEqual(self.value("smtpd_connections_total"), 1)
+        self.assertEqual(self.value("smtpd_connections_open"), 0)
+        self.assertEqual(self.value("smtpd_sessions_total", outcome="refused"), 1)
+
     def test_auth(self) -> None:
         """
         AUTH successes and failures by mechanism.

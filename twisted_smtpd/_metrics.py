@@ -132,6 +132,9 @@ class ServerMetrics:
             multiprocess_mode="max",
         )
         self._delivered: set[str] = set()
+        # Sessions counted in connectionsOpen (one refused by onConnect
+        # has a connect event but no close event).
+        self._open: set[str] = set()
         self._handlers: dict[str, Callable[[Session, dict[str, Any]], None]] = {
             "connect": self._connect,
             "close": self._close,
@@ -155,9 +158,15 @@ class ServerMetrics:
     def _connect(self, session: Session, data: dict[str, Any]) -> None:
         self.connections.inc()
         self.connectionsOpen.inc()
+        self._open.add(session.id)
+
+    def _gone(self, session: Session) -> None:
+        if session.id in self._open:
+            self._open.discard(session.id)
+            self.connectionsOpen.dec()
 
     def _close(self, session: Session, data: dict[str, Any]) -> None:
-        self.connectionsOpen.dec()
+        self._gone(session)
         if session.id in self._delivered:
             self._delivered.discard(session.id)
             self.sessions.labels("message").inc()
@@ -194,6 +203,7 @@ class ServerMetrics:
         if data.get("closing") and data.get("command") is None and not data.get("argument"):
             # Refused at connect: no close event follows.
             self.sessions.labels("refused").inc()
+            self._gone(session)
 
     def _hook(self, session: Session, data: dict[str, Any]) -> None:
         self.hooks.labels(data["hook"]).observe(data["seconds"])
