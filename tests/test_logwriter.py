@@ -152,3 +152,25 @@ class JSONTests(SynchronousTestCase):
         event = json.loads(out.getvalue())
         self.assertEqual(event, {**event, "level": "warn", "namespace": "y", "text": "n=3", "n": 3})
         self.assertFalse([key for key in event if key.startswith("log_")])
+
+    def test_tlsLine(self) -> None:
+        """
+        A TLS session line in JSON carries the protocol, cipher, SNI name
+        and client as fields.
+        """
+        from twisted_smtpd._logging import SessionLogger
+        from twisted_smtpd._session import TLSInfo
+
+        out = io.StringIO()
+        tls = TLSInfo(servername="mx.example.com", protocol="TLSv1.3", cipher="TLS_AES_128")
+        logger = SessionLogger(writer=BufferedLogWriter(out, json=True, reactor=Clock()))
+        logger("secure", _session(tls=tls, clientHostname="c.example"), {})
+        event = json.loads(out.getvalue())
+        self.assertEqual(
+            (event["protocol"], event["cipher"], event["servername"], event["client"]),
+            ("TLSv1.3", "TLS_AES_128", "mx.example.com", "c.example[192.0.2.1]"),
+        )
+        self.assertEqual(
+            event["text"],
+            "sid1 TLS TLSv1.3 TLS_AES_128 from c.example[192.0.2.1] sni=mx.example.com",
+        )

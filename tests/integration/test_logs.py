@@ -138,6 +138,11 @@ class Fail2banTests(ServerTestCase):
             [(e["mechanism"], e["username"], e["code"]) for e in failed],
             [("PLAIN", "mallory", 535)] * 3 + [("PLAIN", "bob", 535)],
         )
+        (lockout,) = [e for e in events if " auth lockout: " in e["text"]]
+        self.assertEqual(
+            (lockout["client"], lockout["failures"], lockout["code"], lockout["level"]),
+            ("localhost[127.0.0.1]", 3, 421, "info"),
+        )
         (rcpt,) = [e for e in events if e.get("command") == "RCPT"]
         self.assertEqual((rcpt["address"], rcpt["code"]), ("bad address", 501))
         self.assertTrue(all(e["client"] == "localhost[127.0.0.1]" for e in failed))
