@@ -18,7 +18,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_tap import parse
 from twisted_smtpd import _tap
-from twisted_smtpd._server import ListenFailed, SMTPServer, listenReason
+from twisted_smtpd._listeners import ListenFailed, listenReason
+from twisted_smtpd._server import SMTPServer
 from twisted_smtpd.handlers import SinkHandler
 
 

@@ -12,9 +12,10 @@ from typing import Any
 
 from twisted.logger import ILogObserver, Logger
 
+from twisted_smtpd._listeners import ListenFailed, _Listener
 from twisted_smtpd._logging import SessionLogger
 from twisted_smtpd._logwriter import BufferedLogWriter
-from twisted_smtpd._server import ListenFailed, SMTPServer, _AdoptedListener, _Listener
+from twisted_smtpd._server import SMTPServer, _AdoptedListener
 from twisted_smtpd._summary import logCertificates, logStopped, logSummary
 from twisted_smtpd._tapconfig import exitWithError, reason
 

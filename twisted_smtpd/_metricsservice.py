@@ -19,8 +19,8 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
+from twisted_smtpd._listeners import listenReason
 from twisted_smtpd._metrics import MULTIPROC_ENV, metricsSite, multiprocessRegistry
-from twisted_smtpd._server import listenReason
 from twisted_smtpd._summary import formatAddress
 from twisted_smtpd._tapconfig import exitWithError
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import getopt
 import ipaddress
 import math
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,13 +24,10 @@ import attrs
 from twisted.cred.credentials import IUsernameHashedPassword, IUsernamePassword
 from twisted.cred.strcred import AuthOptionMixin
 from twisted.python import usage
-from twisted.python.logfile import LogFile
 
 from twisted_smtpd._daemon import SMTPDaemon
-from twisted_smtpd._logwriter import BufferedLogWriter
-from twisted_smtpd._metricsservice import WorkerMetrics, prepareWorkerMetrics
 from twisted_smtpd._options import BARE_NEWLINE_POLICIES, HIDEABLE, KNOWN_COMMANDS, ServerOptions
-from twisted_smtpd._resolve import parseDNSServer, resolverFor
+from twisted_smtpd._resolve import parseDNSServer
 from twisted_smtpd._sni import TLSPolicy
 from twisted_smtpd._tapconfig import (
     HANDLERS,
@@ -46,9 +42,10 @@ from twisted_smtpd._tapconfig import (
     readConfig,
     reason,
 )
+from twisted_smtpd._tapservice import makeService
 from twisted_smtpd._tls import ServerTLS
 from twisted_smtpd._version import __version__
-from twisted_smtpd._workers import WorkerPool, bindListener, inheritedListeners
+from twisted_smtpd._workers import bindListener, inheritedListeners
 from twisted_smtpd.interfaces import ISMTPHandler
 
 DEFAULT_LISTEN = "tcp:2525:interface=127.0.0.1"
@@ -587,61 +584,4 @@ class Options(AuthOptionMixin, usage.Options):
             raise usage.UsageError(f"--{delivery} {value!r}: {reason(e)}") from None
 
 
-# -- the service ---------------------------------------------------------------
-
-
-def _logDestination(config: Options) -> Any:
-    """
-    Where C{twistd} would write text logs: standard output, or its log file.
-    """
-    parent: Any = getattr(config, "parent", None) or {}
-    logfile = parent.get("logfile")
-    if logfile == "-" or (parent.get("nodaemon", True) and not logfile):
-        return sys.stdout
-    return LogFile.fromFullPath(os.path.abspath(logfile or "twistd.log"))
-
-
-def makeService(config: Options) -> SMTPDaemon | WorkerPool | WorkerMetrics:
-    """
-    Build the server that C{twistd smtpd} runs.
-
-    @param config: Parsed L{Options}.
-    @return: An L{SMTPDaemon} with one listening child service per
-        C{--listen} endpoint; they start listening when it starts.
-    """
-    if config.get("workerListeners"):
-        directory = prepareWorkerMetrics() if config["metrics"] is not None else None
-        pool = WorkerPool(
-            config["workerListeners"],
-            int(config["workers"]),
-            ["--nodaemon", "--pidfile=", "--logfile=-", "smtpd", *config["arguments"]],
-            stopTimeout=config["serverOptions"].closeTimeout + 10,
-        )
-        if directory is None:
-            return pool
-        return WorkerMetrics(pool, config["metrics"], directory)
-    writer = None
-    parent: Any = getattr(config, "parent", None) or {}
-    if config["log-format"] == "json" or not parent.get("syslog"):
-        # Text to syslog stays with twistd's observer; else one buffered
-        # writer takes every line, in order.
-        writer = BufferedLogWriter(_logDestination(config), json=config["log-format"] == "json")
-    server = SMTPDaemon(
-        config["handler"],
-        config["serverOptions"],
-        checkers=config.get("credCheckers", []),
-        logObserver=writer,
-        logSessions=not config["quiet"],
-        delivery=config.get("deliveryDescription", ""),
-        resolver=None if config["dns-server"] is None else resolverFor(config["dns-server"]),
-    )
-    inherited = config.get("inherited") or []
-    if config["metrics"] is not None:
-        # A worker of --workers records its metrics for the parent to serve.
-        server.serveMetrics(None if inherited else config["metrics"])
-    for fileno, family, description in inherited:
-        server.addInherited(description, fileno, family)
-    if not inherited:
-        for description in config["listen"]:
-            server.addEndpoint(description)
-    return server
+__all__ = ["Options", "SMTPDaemon", "makeService"]
