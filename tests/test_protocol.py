@@ -849,7 +849,8 @@ class HookTests(SynchronousTestCase):
 
     def test_observers(self) -> None:
         """
-        Observers see the session events in order.
+        Observers see the session events in order, a C{hook} event as each
+        handler hook answers.
         """
         proto, transport, clock, factory = connect()
         seen: list[str] = []
@@ -857,7 +858,9 @@ class HookTests(SynchronousTestCase):
         proto.dataReceived(b"EHLO c\r\nMAIL FROM:<a@e.com>\r\nRCPT TO:<b@e.com>\r\n")
         proto.dataReceived(b"DATA\r\nx\r\n.\r\nFROB\r\n")
         proto.connectionLost(Failure(ConnectionLost()))
-        self.assertEqual(seen, ["helo", "mail", "rcpt", "message", "reject", "close"])
+        self.assertEqual(
+            seen, ["hook", "helo", "hook", "mail", "hook", "rcpt", "message", "reject", "close"]
+        )
 
 
 class LMTPTests(SynchronousTestCase):

@@ -53,6 +53,8 @@ class AuthCommand:
         self._mechanism: Mechanism | None = None
         self._pendingFailure: Reply | None = None
         self.failures = 0
+        #: The request being decided or last refused, for the log.
+        self.request: AuthRequest | None = None
 
     @property
     def active(self) -> bool:
@@ -68,6 +70,7 @@ class AuthCommand:
         p = self._protocol
         factory = p._serverFactory
         options = p._options
+        self.request = None
         if factory is None or not factory.authEnabled:
             p._fail(catalogue.AUTH_NOT_ENABLED)
             return
@@ -132,6 +135,7 @@ class AuthCommand:
 
     def _decide(self, request: AuthRequest) -> None:
         p = self._protocol
+        self.request = request
         factory = p._serverFactory
         assert factory is not None
 

@@ -452,7 +452,7 @@ class ClientProtocol(Protocol):
     async def _sendBody(self, replies: int) -> None:
         self._stage = "body"
         writer = _BodyWriter(self)
-        await self._race(self._request.stream.pipe(writer))  # type: ignore[arg-type]
+        await self._race(self._request.stream.pipe(writer))
         if self.transport is not None:
             self.transport.write(writer.stuffer.end())
         self._resetTimer()

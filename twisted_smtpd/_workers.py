@@ -187,9 +187,11 @@ class WorkerPool(Service):
             where = s.getsockname()
             port = where[1] if isinstance(where, tuple) else where
             self._log.info(
-                "smtpd workers for {description} starting on {port}",
+                "listening: {description} on {address} ({count} workers)",
                 description=spec.description,
+                address=f"{where[0]}:{port}" if isinstance(where, tuple) else repr(port),
                 port=port,
+                count=self._count,
             )
         if threading.current_thread() is threading.main_thread():
             self._previousHangup = signal.signal(signal.SIGHUP, self._hangup)
