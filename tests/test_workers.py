@@ -118,6 +118,8 @@ class ParentWatchTests(SynchronousTestCase):
         self.addCleanup(os.close, readEnd)
         memory = MemoryReactor()
         memory.running = running
+        # Twisted before 24.3 starts a MemoryReactor as already stopped.
+        memory.hasStopped = False
         watch = ParentWatch(readEnd, reactor=memory)
         watch.startService()
         return watch, memory, writeEnd
