@@ -45,3 +45,29 @@ class ErrorLimitTests(SynchronousTestCase):
         "end-of-data refusals (550 bare newline, 552 size, handler 4xx/5xx) "
         "are sent with _send, not _fail, so they never reach maxErrors"
     )
+
+
+class PerRecipientNameTests(SynchronousTestCase):
+    """
+    docs/operator.md (per-recipient Maildir): a recipient whose local part
+    or domain holds "a control, invisible formatting or separator
+    character" is refused at RCPT with C{553 5.1.3}.
+    """
+
+    def test_spaceSeparatorRefused(self) -> None:
+        """
+        U+0020 and the other space separators (Unicode category Zs) are
+        separator characters, yet C{<" "@example.com>} is accepted and
+        delivered into a directory named C{" "} (and C{<" a"@example.com>}
+        into one distinct from C{a}'s).
+        """
+        from twisted_smtpd._errors import SMTPError
+        from twisted_smtpd.handlers._maildirnames import recipientDirectory
+
+        for address in ['" "@example.com', '" a"@example.com', '"a\u3000"@example.com']:
+            with self.subTest(address=address):
+                self.assertRaises(SMTPError, recipientDirectory, address, "mx.example.com")
+
+    test_spaceSeparatorRefused.todo = (  # type: ignore[attr-defined]
+        "_safeName forbids Zl and Zp but not Zs: spaces make directory names"
+    )
