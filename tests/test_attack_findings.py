@@ -71,3 +71,61 @@ class PerRecipientNameTests(SynchronousTestCase):
     test_spaceSeparatorRefused.todo = (  # type: ignore[attr-defined]
         "_safeName forbids Zl and Zp but not Zs: spaces make directory names"
     )
+
+
+class XOAuth2WithoutDeciderTests(SynchronousTestCase):
+    """
+    docs/tls-auth.md: "AUTH is offered when something can decide it" and
+    "XOAUTH2 always goes to C{onAuth}".  With only C{twisted.cred} checkers
+    (C{twistd smtpd --auth memory:alice:secret --auth-methods
+    PLAIN,XOAUTH2}) nothing can decide XOAUTH2.
+    """
+
+    def _session(self) -> tuple[object, object]:
+        from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import StringTransport
+
+        from tests.test_protocol import RecordingHandler
+        from twisted_smtpd._options import ServerOptions
+        from twisted_smtpd._server import SMTPServerFactory
+
+        factory = SMTPServerFactory(
+            RecordingHandler(),
+            ServerOptions(
+                name="mx.example.com",
+                disableReverseLookup=True,
+                allowInsecureAuth=True,
+                authMethods=["PLAIN", "XOAUTH2"],
+            ),
+            reactor=Clock(),
+            checkers=[InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")],
+        )
+        proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+        transport = StringTransport(
+            peerAddress=IPv4Address("TCP", "192.0.2.7", 40000),
+            hostAddress=IPv4Address("TCP", "192.0.2.1", 25),
+        )
+        proto.makeConnection(transport)
+        return proto, transport
+
+    def test_xoauth2NotAdvertisedWithoutOnAuth(self) -> None:
+        """
+        XOAUTH2 is not listed in EHLO when no C{onAuth} can decide it; the
+        server does advertise it, then answers a well-formed exchange with
+        C{504 5.5.4 Unrecognized authentication type} (RFC 4954 section 4
+        keeps 504 for a mechanism the server does not support, which it
+        must not have advertised).
+        """
+        proto, transport = self._session()
+        take(transport)  # type: ignore[arg-type]
+        proto.dataReceived(b"EHLO c\r\n")  # type: ignore[attr-defined]
+        ehlo = take(transport)  # type: ignore[arg-type]
+        self.assertIn(b"250-AUTH PLAIN", ehlo)
+        self.assertNotIn(b"XOAUTH2", ehlo)
+
+    test_xoauth2NotAdvertisedWithoutOnAuth.todo = (  # type: ignore[attr-defined]
+        "advertisedMechanisms lists every authMethods entry even when only a "
+        "cred portal exists; SMTPServerFactory.authenticator then answers 504"
+    )
