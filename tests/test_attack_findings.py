@@ -29,11 +29,7 @@ class ErrorLimitTests(SynchronousTestCase):
         proto.dataReceived(b"EHLO c\r\n")
         take(transport)
         message = (
-            b"MAIL FROM:<s@example.com>\r\n"
-            b"RCPT TO:<r@example.com>\r\n"
-            b"DATA\r\n"
-            b"bare\nline\r\n"
-            b".\r\n"
+            b"MAIL FROM:<s@example.com>\r\nRCPT TO:<r@example.com>\r\nDATA\r\nbare\nline\r\n.\r\n"
         )
         proto.dataReceived(message * 3)
         out = take(transport)
