@@ -256,3 +256,30 @@ class BinaryMimeRelayTests(TestCase):
         "deliver() has no body type: BINARYMIME goes out with DATA and "
         "BODY=8BITMIME, and \\r.\\r arrives as \\r..\\r"
     )
+
+
+class PipeSignalTests(SynchronousTestCase):
+    """
+    A delivery command that dies by a signal (the OOM killer's SIGKILL, a
+    crash's SIGSEGV) is answered C{554}: the client bounces the message for
+    good although nothing was wrong with it.  Postfix's C{pipe(8)}
+    (C{pipe_command.c}) defers it: C{4.3.0 Command died with signal N}.
+    """
+
+    def test_killedCommandIsTemporary(self) -> None:
+        """
+        SIGKILL from outside gives a 4xx reply, so the client retries.
+        """
+        from tests.test_pipe import PipeUnitTests
+        from twisted_smtpd._errors import SMTPError
+
+        units = PipeUnitTests()
+        d, stream, process = units.start()
+        process.exit(None, 9)
+        error = self.failureResultOf(d, SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
+
+    test_killedCommandIsTemporary.todo = (  # type: ignore[attr-defined]
+        "pipe.py turns death by a signal into 554 5.3.0 (tests/test_pipe.py "
+        "test_signal asserts it); Postfix defers"
+    )
