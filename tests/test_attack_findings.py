@@ -309,3 +309,45 @@ class MessageIdUniquenessTests(SynchronousTestCase):
     test_sessionIdsUniqueEvenWhenRandomRepeats.todo = (  # type: ignore[attr-defined]
         "session ids are 40 random bits only; messageId inherits the collisions"
     )
+
+
+class MinDataRateWindowTests(SynchronousTestCase):
+    """
+    C{minDataRate} (C{--min-data-rate BYTES/SECONDS}) "cuts a DATA or BDAT
+    transfer slower than that" (docs/behaviour.md).  Its first window is
+    measured from C{_rateSince = 0.0}, the reactor's epoch, not from the
+    start of the session or transfer: with a real clock, a transfer that
+    starts before the first sweep after connecting is judged at once on
+    the few bytes it has sent so far.  Seen live: C{--min-data-rate 1000/2},
+    EHLO/MAIL/RCPT/DATA pipelined, then one byte a second: 421 after 0.5 s.
+    """
+
+    def test_firstWindowNotMeasuredFromEpoch(self) -> None:
+        """
+        With a clock at a realistic time, a transfer at twice the minimum
+        rate (200 bytes a second against 1000 per 10 s) is not cut during
+        its first seconds.
+        """
+        from twisted.internet.task import Clock
+
+        from tests.test_protocol import RecordingHandler, transaction
+
+        clock = Clock()
+        clock.advance(1_800_000_000)
+        handler = RecordingHandler()
+        proto, transport, clock, factory = connect(
+            handler, clock=clock, socketTimeout=60, minDataRate=(1000, 10)
+        )
+        transaction(proto, transport)
+        proto.dataReceived(b"DATA\r\n")
+        take(transport)
+        for _ in range(5):
+            proto.dataReceived(b"x" * 198 + b"\r\n")
+            clock.advance(1)
+        self.assertEqual(take(transport), b"")
+        self.assertFalse(transport.disconnecting)
+
+    test_firstWindowNotMeasuredFromEpoch.todo = (  # type: ignore[attr-defined]
+        "SMTPProtocol._rateSince starts at 0.0 and is only set by the sweep "
+        "while no body is being read"
+    )
