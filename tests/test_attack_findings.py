@@ -351,3 +351,30 @@ class MinDataRateWindowTests(SynchronousTestCase):
         "SMTPProtocol._rateSince starts at 0.0 and is only set by the sweep "
         "while no body is being read"
     )
+
+    def test_tinyBdatChunksCut(self) -> None:
+        """
+        A BDAT message sent as one-octet chunks, one a second, averages 1
+        byte a second against a minimum of 1000 per 10 s: it is cut with
+        421 like the same trickle over DATA.  The rate is only measured
+        while a chunk is being read, and each chunk is read at once, so it
+        never is.
+        """
+        from tests.test_protocol import RecordingHandler, transaction
+
+        handler = RecordingHandler()
+        proto, transport, clock, factory = connect(
+            handler, socketTimeout=60, minDataRate=(1000, 10)
+        )
+        transaction(proto, transport)
+        take(transport)
+        for _ in range(30):
+            proto.dataReceived(b"BDAT 1\r\nx")
+            clock.advance(1)
+        self.assertIn(b"421 4.4.2 Error: data transfer too slow\r\n", take(transport))
+        self.assertTrue(transport.disconnecting)
+
+    test_tinyBdatChunksCut.todo = (  # type: ignore[attr-defined]
+        "_deadlines.check resets the rate window whenever no chunk is being "
+        "read, so a message trickled as small BDAT chunks is never measured"
+    )
