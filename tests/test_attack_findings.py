@@ -378,3 +378,72 @@ class MinDataRateWindowTests(SynchronousTestCase):
         "_deadlines.check resets the rate window whenever no chunk is being "
         "read, so a message trickled as small BDAT chunks is never measured"
     )
+
+
+class DSNRelayTests(TestCase):
+    """
+    The server advertises DSN and accepts C{NOTIFY}, C{ORCPT}, C{RET} and
+    C{ENVID}; L{RelayHandler} (and C{--lmtp-to}) then drop them: the
+    smarthost, which advertises DSN too, never sees them.  RFC 3461 section
+    6.2.1 requires a relay to pass them on to a DSN-capable next hop (and
+    section 6.2.2 to issue a "relayed" DSN when it is not): a sender asking
+    C{NOTIFY=SUCCESS} or C{NOTIFY=NEVER} silently loses its request.
+    """
+
+    async def test_dsnParametersPassedOn(self) -> None:
+        """
+        The smarthost's envelope carries the client's DSN parameters.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+        from twisted.internet.protocol import Protocol
+        from twisted.internet.task import deferLater
+
+        from tests.test_client import startServer
+        from twisted_smtpd._session import AddressDSN, EnvelopeDSN
+        from twisted_smtpd.handlers import BaseHandler
+        from twisted_smtpd.handlers.relay import RelayHandler
+
+        seen: list[tuple[EnvelopeDSN, AddressDSN | None]] = []
+
+        class Smarthost(BaseHandler):
+            def onData(self, stream: object, session: object) -> object:
+                envelope = session.envelope  # type: ignore[attr-defined]
+                seen.append((envelope.dsn, envelope.rcptTo[0].dsn))
+                return stream.drain()  # type: ignore[attr-defined]
+
+        _, smarthostPort = await startServer(self, Smarthost())
+        handler = RelayHandler("127.0.0.1", smarthostPort, heloName="relay.example", tls="none")
+        _, frontPort = await startServer(self, handler)
+
+        class Client(Protocol):
+            received = b""
+
+            def dataReceived(self, data: bytes) -> None:
+                self.received += data
+
+        client = Client()
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", frontPort), client)
+        self.addCleanup(client.transport.loseConnection)  # type: ignore[union-attr]
+        client.transport.write(  # type: ignore[union-attr]
+            b"EHLO c\r\nMAIL FROM:<a@example.com> RET=HDRS ENVID=QQ314159\r\n"
+            b"RCPT TO:<b@example.org> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@example.org\r\n"
+            b"DATA\r\nSubject: x\r\n\r\nx\r\n.\r\n"
+        )
+        for _ in range(100):
+            if b"relayed" in client.received or b"\r\n4" in client.received:
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(
+            seen,
+            [
+                (
+                    EnvelopeDSN("HDRS", "QQ314159"),
+                    AddressDSN(("SUCCESS", "FAILURE"), "rfc822;b@example.org"),
+                )
+            ],
+        )
+
+    test_dsnParametersPassedOn.todo = (  # type: ignore[attr-defined]
+        "deliver() sends MAIL/RCPT with SMTPUTF8, BODY and REQUIRETLS only"
+    )
