@@ -447,3 +447,43 @@ class DSNRelayTests(TestCase):
     test_dsnParametersPassedOn.todo = (  # type: ignore[attr-defined]
         "deliver() sends MAIL/RCPT with SMTPUTF8, BODY and REQUIRETLS only"
     )
+
+
+class PipeManyRecipientsTests(TestCase):
+    """
+    C{--pipe} puts every recipient into C{RECIPIENT} (one per line).  Linux
+    limits one environment string to 128 KiB (C{MAX_ARG_STRLEN}): 600
+    recipients of 246 octets (well inside C{maxRecipients} 1000 and the
+    256-octet path limit of RFC 5321 section 4.5.3.1.3) make C{execve} fail
+    with C{E2BIG}.  Live: the client gets C{451 4.3.0 Error: internal
+    error} and the log a 14-line traceback, on every retry, for ever: the
+    message can never be delivered, and any client can produce tracebacks
+    at will.
+    """
+
+    async def test_manyLongRecipients(self) -> None:
+        """
+        The command runs and the message is delivered (or, at worst,
+        refused with a reply that is not an internal error).
+        """
+        from twisted.internet import reactor
+
+        from tests.test_handlers import feed, makeSession
+        from twisted_smtpd._session import Address, Envelope
+        from twisted_smtpd._stream import MessageStream
+        from twisted_smtpd.handlers.pipe import PipeHandler
+
+        recipients = [Address(f"{'a' * 60}{i:04d}@{'d' * 170}.example") for i in range(600)]
+        session = makeSession(
+            envelope=Envelope(mailFrom=Address("alice@example.com"), rcptTo=recipients)
+        )
+        handler = PipeHandler(["/bin/sh", "-c", "cat > /dev/null"], reactor=reactor)
+        stream = MessageStream()
+        d = handler.onData(stream, session)
+        feed(stream, b"Subject: x\r\n\r\nx\r\n")
+        self.assertEqual(await d, "OK: delivered to sh")
+
+    test_manyLongRecipients.todo = (  # type: ignore[attr-defined]
+        "RECIPIENT exceeds MAX_ARG_STRLEN: spawnProcess raises OSError E2BIG, "
+        "answered 451 internal error with a logged traceback"
+    )
