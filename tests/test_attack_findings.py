@@ -68,6 +68,23 @@ class PerRecipientNameTests(SynchronousTestCase):
         "_safeName forbids Zl and Zp but not Zs: spaces make directory names"
     )
 
+    def test_ipv6LiteralsShareOneDirectory(self) -> None:
+        """
+        C{a@[IPv6:::1]} and C{a@[IPv6:0:0:0:0:0:0:0:1]} name the same
+        mailbox (RFC 5321 section 4.1.3 literals of one address), as
+        C{TMP} and C{tmp} do, yet get two directories.
+        """
+        from twisted_smtpd.handlers._maildirnames import recipientDirectory
+
+        self.assertEqual(
+            recipientDirectory("a@[IPv6:::1]", "mx.example.com"),
+            recipientDirectory("a@[IPv6:0:0:0:0:0:0:0:1]", "mx.example.com"),
+        )
+
+    test_ipv6LiteralsShareOneDirectory.todo = (  # type: ignore[attr-defined]
+        "address literals are only lower-cased, not put in canonical form"
+    )
+
 
 class XOAuth2WithoutDeciderTests(SynchronousTestCase):
     """
