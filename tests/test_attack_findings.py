@@ -527,3 +527,63 @@ class HeloControlTests(SynchronousTestCase):
     test_c1ControlInEhloRefused.todo = (  # type: ignore[attr-defined]
         "_grammar._HELO_CONTROL covers C0 and DEL only"
     )
+
+
+class ForwardConfirmedNameTests(SynchronousTestCase):
+    """
+    The client's name (C{session.clientHostname}: the EHLO greeting, the
+    C{Received:} header's C{(name [address])}, the logs, the handlers) is
+    whatever the PTR record of its address says.  The owner of the address
+    block writes that record: it can claim C{mail.bank.example}.  Postfix
+    believes a PTR name only once a forward lookup of it returns the
+    client's address (C{unknown} otherwise; FCrDNS); so does Exim's
+    C{sender_host_name}.
+    """
+
+    def test_unconfirmedPointerNameNotBelieved(self) -> None:
+        """
+        PTR says C{mail.bank.example}, whose A record is another address:
+        the client's name stays its address literal.
+        """
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.defer import succeed
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import StringTransport
+        from twisted.names import dns
+        from twisted.python.failure import Failure
+
+        from tests.test_protocol import RecordingHandler
+        from twisted_smtpd._options import ServerOptions
+        from twisted_smtpd._server import SMTPServerFactory
+
+        class Resolver:
+            def lookupPointer(self, name: str, timeout: object = None) -> object:
+                record = dns.RRHeader(name, dns.PTR, payload=dns.Record_PTR(b"mail.bank.example"))
+                return succeed(([record], [], []))
+
+            def lookupAddress(self, name: str, timeout: object = None) -> object:
+                record = dns.RRHeader(name, dns.A, payload=dns.Record_A("198.51.100.1"))
+                return succeed(([record], [], []))
+
+        factory = SMTPServerFactory(
+            RecordingHandler(),
+            ServerOptions(name="mx.example.com"),
+            reactor=Clock(),
+            resolver=Resolver(),
+        )
+        proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+        transport = StringTransport(
+            peerAddress=IPv4Address("TCP", "192.0.2.7", 40000),
+            hostAddress=IPv4Address("TCP", "192.0.2.1", 25),
+        )
+        proto.makeConnection(transport)
+        try:
+            self.assertEqual(proto.session.clientHostname, "[192.0.2.7]")
+        finally:
+            from twisted.internet.error import ConnectionDone
+
+            proto.connectionLost(Failure(ConnectionDone()))
+
+    test_unconfirmedPointerNameNotBelieved.todo = (  # type: ignore[attr-defined]
+        "ReverseResolver.lookup takes the PTR answer without a forward lookup"
+    )
