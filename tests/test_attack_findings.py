@@ -587,3 +587,32 @@ class ForwardConfirmedNameTests(SynchronousTestCase):
     test_unconfirmedPointerNameNotBelieved.todo = (  # type: ignore[attr-defined]
         "ReverseResolver.lookup takes the PTR answer without a forward lookup"
     )
+
+
+class CramChallengeTests(SynchronousTestCase):
+    """
+    The CRAM-MD5 challenge (C{<random.random@host>}, RFC 2195) is built
+    with C{socket.gethostname()}, not the configured C{name}
+    (C{--hostname}): any client learns the machine's internal host name
+    (live: C{<2936060178.ab6ed690e419f68b@vm>} from a server started with
+    C{--hostname mx.test}).  Postfix's Cyrus SASL uses C{myhostname}.
+    """
+
+    def test_challengeNamesConfiguredHost(self) -> None:
+        """
+        The challenge ends with C{@mx.example.com>}.
+        """
+        import base64
+
+        from tests.test_auth import greeted
+
+        proto, transport, handler = greeted()
+        proto.dataReceived(b"AUTH CRAM-MD5\r\n")
+        reply = take(transport)
+        self.assertTrue(reply.startswith(b"334 "), reply)
+        challenge = base64.b64decode(reply[4:].strip())
+        self.assertTrue(challenge.endswith(b"@mx.example.com>"), challenge)
+
+    test_challengeNamesConfiguredHost.todo = (  # type: ignore[attr-defined]
+        "_sasl.defaultCramMD5Challenge uses socket.gethostname()"
+    )
