@@ -616,3 +616,51 @@ class CramChallengeTests(SynchronousTestCase):
     test_challengeNamesConfiguredHost.todo = (  # type: ignore[attr-defined]
         "_sasl.defaultCramMD5Challenge uses socket.gethostname()"
     )
+
+
+class WorkerCertificateTests(SynchronousTestCase):
+    """
+    docs/tls-auth.md: without a configured certificate "the server makes a
+    self-signed certificate for its C{name} when it starts".  With
+    C{--workers N} every worker makes its own, so one server presents N
+    different certificates at random: a client pinning on first use (or an
+    operator publishing the fingerprint) sees it change from one connection
+    to the next.  Live with C{--workers 2}: 6 STARTTLS handshakes, two
+    fingerprints (5 and 1).
+    """
+
+    def test_oneCertificatePerServer(self) -> None:
+        """
+        Forty STARTTLS handshakes with a two-worker server all see the same
+        certificate.
+        """
+        import hashlib
+        import os
+        import smtplib
+        import ssl
+
+        from tests.integration.helpers import CLIENT_TIMEOUT, TwistdServer
+
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        server = TwistdServer(
+            ["--workers", "2", "--sink", "--no-reverse-lookup", "--hostname", "mx.example.com"],
+            directory,
+        )
+        self.addCleanup(server.kill)
+        port = server.start()
+        server.waitForLog("Starting factory", count=2)
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        seen = set()
+        for _ in range(40):
+            with smtplib.SMTP("127.0.0.1", port, timeout=CLIENT_TIMEOUT) as smtp:
+                smtp.starttls(context=context)
+                der = smtp.sock.getpeercert(binary_form=True)  # type: ignore[union-attr]
+                seen.add(hashlib.sha256(der).hexdigest())
+        self.assertEqual(len(seen), 1)
+
+    test_oneCertificatePerServer.todo = (  # type: ignore[attr-defined]
+        "each worker runs ServerTLS with no certificate and makes its own"
+    )
