@@ -402,8 +402,8 @@ class DSNRelayTests(TestCase):
     The server advertises DSN and accepts C{NOTIFY}, C{ORCPT}, C{RET} and
     C{ENVID}; L{RelayHandler} (and C{--lmtp-to}) then drop them: the
     smarthost, which advertises DSN too, never sees them.  RFC 3461 section
-    6.2.1 requires a relay to pass them on to a DSN-capable next hop (and
-    section 6.2.2 to issue a "relayed" DSN when it is not): a sender asking
+    6.2 requires a relay to pass them on to a DSN-capable next hop (and to
+    issue a "relayed" DSN when it is not): a sender asking
     C{NOTIFY=SUCCESS} or C{NOTIFY=NEVER} silently loses its request.
     """
 
