@@ -63,6 +63,9 @@ class _ClientFactory(ClientFactory):
         self._request = request
         self._clock = clock
 
+    # No "Starting factory" line per connection.
+    noisy = False
+
     def buildProtocol(self, addr: object) -> ClientProtocol:
         protocol = ClientProtocol(self._request, self._clock)
         protocol.factory = self

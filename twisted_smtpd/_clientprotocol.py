@@ -7,9 +7,11 @@ L{twisted_smtpd._client.deliver}.
 from __future__ import annotations
 
 import base64
+import contextlib
 from typing import Any, Literal, TypeVar
 
 from attrs import frozen
+from OpenSSL import SSL
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IConsumer,
@@ -45,7 +47,7 @@ QUIT_TIMEOUT = 10.0
 class Request:
     sender: str
     recipients: tuple[str, ...]
-    stream: IMessageStream
+    stream: IMessageStream | None
     lmtp: bool
     heloName: str
     tls: str
@@ -86,6 +88,19 @@ class _BodyWriter:
         self._protocol.writeBody(self.stuffer.encode(data))
 
 
+def failureText(failure: Failure) -> str:
+    """
+    A failure's message as plain words for a reply text or a log line: an
+    OpenSSL error's reasons rather than the repr of its error stack.
+    """
+    value = failure.value
+    if isinstance(value, SSL.Error) and value.args and isinstance(value.args[0], list):
+        reasons = [str(e[-1]) for e in value.args[0] if isinstance(e, tuple) and e and e[-1]]
+        if reasons:
+            return "; ".join(reasons)
+    return failure.getErrorMessage()
+
+
 class ClientProtocol(Protocol):
     """
     One client session.  L{run} drives the dialogue as a coroutine; replies
@@ -113,6 +128,13 @@ class ClientProtocol(Protocol):
     # Protocol.
 
     def connectionMade(self) -> None:
+        transport: Any = self.transport
+        setNoDelay = getattr(transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            # Commands are small writes answered one by one: Nagle's algorithm
+            # meeting the server's delayed ACK would add tens of milliseconds.
+            with contextlib.suppress(OSError):
+                setNoDelay(True)
         self._resetTimer()
 
     def dataReceived(self, data: bytes) -> None:
@@ -169,7 +191,7 @@ class ClientProtocol(Protocol):
         if self._protocolError is not None:
             text = f"Error: bad reply from the server: {self._protocolError}"
             return DeliveryError(451, text, "4.5.0", stage=stage)
-        reason = self._lost.getErrorMessage() if self._lost is not None else "unknown"
+        reason = failureText(self._lost) if self._lost is not None else "unknown"
         if stage == "tls":
             return DeliveryError(
                 451, f"Error: TLS negotiation failed: {reason}", "4.7.5", stage=stage
@@ -275,6 +297,18 @@ class ClientProtocol(Protocol):
         await self._closed
 
     async def _dialogue(self) -> DeliveryResult:
+        extensions = await self.open()
+        return await self._transaction(extensions)
+
+    async def open(self) -> dict[str, str]:
+        """
+        Read the greeting, say EHLO (or LHLO), use STARTTLS and AUTH as the
+        request says.
+
+        @return: The extensions offered in the last EHLO reply, keyword
+            (upper case) to parameters.
+        @raise DeliveryError: The server refused the session, or it failed.
+        """
         request = self._request
         greeting = await self._reply()
         if greeting.code != 220:
@@ -284,7 +318,23 @@ class ClientProtocol(Protocol):
             extensions = await self._startTLS(extensions)
         if request.username is not None:
             await self._authenticate(extensions)
-        return await self._transaction(extensions)
+        return extensions
+
+    @property
+    def secure(self) -> bool:
+        """
+        Whether STARTTLS succeeded on this connection.
+        """
+        return self._secure
+
+    @property
+    def verified(self) -> bool:
+        """
+        Whether the connection is encrypted and the server's certificate was
+        verified for the expected name.
+        """
+        request = self._request
+        return self._secure and request.tlsCreator is not None and request.verify
 
     async def _hello(self) -> dict[str, str]:
         """
@@ -449,10 +499,12 @@ class ClientProtocol(Protocol):
             self._send(b".")
             await self._reply()
 
-    async def _sendBody(self, replies: int) -> None:
+    async def _sendBody(self, replies: int, stream: IMessageStream | None = None) -> None:
         self._stage = "body"
         writer = _BodyWriter(self)
-        await self._race(self._request.stream.pipe(writer))  # type: ignore[arg-type]
+        stream = stream or self._request.stream
+        assert stream is not None
+        await self._race(stream.pipe(writer))  # type: ignore[arg-type]
         if self.transport is not None:
             self.transport.write(writer.stuffer.end())
         self._resetTimer()
