@@ -89,6 +89,7 @@ class ProxyingHandler(BaseHandler):
         idleTimeout: float,
         timeout: float,
         logMessages: bool,
+        closeOnShutdown: bool,
         reactor: Any,
     ) -> None:
         self.peer = peer
@@ -105,6 +106,8 @@ class ProxyingHandler(BaseHandler):
             idleTimeout=idleTimeout,
             waitTimeout=timeout,
         )
+        if closeOnShutdown:
+            reactor.addSystemEventTrigger("before", "shutdown", self.close)
 
     def openSession(self) -> Deferred[ClientSession]:
         """

@@ -60,6 +60,7 @@ class LMTPDeliveryHandler(ProxyingHandler):
         maxSessions: int = 4,
         idleTimeout: float = 30.0,
         logMessages: bool = True,
+        closeOnShutdown: bool = False,
         reactor: Any = None,
     ) -> None:
         """
@@ -71,6 +72,8 @@ class LMTPDeliveryHandler(ProxyingHandler):
         @param maxSessions: The most sessions open at once.
         @param idleTimeout: Seconds an unused session stays open.
         @param logMessages: Log a line per message delivered.
+        @param closeOnShutdown: Close the sessions (QUIT) when the reactor
+            shuts down, as C{twistd smtpd} does.
         @param reactor: The reactor (the global one by default).
         @raise ValueError: C{endpoint} is not a valid endpoint string.
         """
@@ -88,6 +91,7 @@ class LMTPDeliveryHandler(ProxyingHandler):
             idleTimeout=idleTimeout,
             timeout=timeout,
             logMessages=logMessages,
+            closeOnShutdown=closeOnShutdown,
             reactor=reactor,
         )
 

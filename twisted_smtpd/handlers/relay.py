@@ -98,6 +98,7 @@ class RelayHandler(ProxyingHandler):
         maxSessions: int = 4,
         idleTimeout: float = 30.0,
         logMessages: bool = True,
+        closeOnShutdown: bool = False,
         reactor: Any = None,
     ) -> None:
         """
@@ -123,6 +124,8 @@ class RelayHandler(ProxyingHandler):
             next message (0: one session per message).
         @param logMessages: Log a line per message passed on (failures and
             refusals are logged anyway).
+        @param closeOnShutdown: Close the sessions (QUIT) when the reactor
+            shuts down, as C{twistd smtpd} does.
         @param reactor: The reactor (the global one by default).
         @raise ValueError: An argument is invalid.
         @raise OSError: C{caCertificates} cannot be read.
@@ -160,6 +163,7 @@ class RelayHandler(ProxyingHandler):
             idleTimeout=idleTimeout,
             timeout=timeout,
             logMessages=logMessages,
+            closeOnShutdown=closeOnShutdown,
             reactor=reactor,
         )
 
