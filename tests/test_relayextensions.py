@@ -300,6 +300,13 @@ class LogTests(TestCase):
         """
         self.assertEqual(await self.relayOnce(logMessages=False), [])
 
+    async def test_quietNewSessions(self) -> None:
+        """
+        With C{logMessages=False}, opening a session per message (no reuse)
+        logs nothing either: no "Starting factory" lines.
+        """
+        self.assertEqual(await self.relayOnce(logMessages=False, idleTimeout=0), [])
+
     async def test_oneLine(self) -> None:
         """
         Otherwise one line per message, with the smarthost's own reply.

@@ -299,8 +299,7 @@ class ProxyingHandler(BaseHandler):
         if transaction is None or transaction.accepted != recipients:
             if transaction is not None:
                 self.pool.release(transaction.client)
-            if isinstance(stream, MessageStream):
-                stream.drain().addErrback(lambda f: None)
+            # The server drains a stream the handler leaves alone.
             raise SMTPError(451, "Error: the session to the next hop was lost", "4.4.2")
         client = transaction.client
         try:
