@@ -88,6 +88,20 @@ class _BodyWriter:
         self._protocol.writeBody(self.stuffer.encode(data))
 
 
+def sessionReused(connection: SSL.Connection) -> bool:
+    """
+    Whether the handshake of C{connection} resumed an earlier session
+    (C{SSL_session_reused}, which pyOpenSSL does not wrap; C{False} when the
+    binding lacks it).
+    """
+    try:
+        from OpenSSL._util import lib
+
+        return bool(lib.SSL_session_reused(connection._ssl))
+    except (ImportError, AttributeError):
+        return False
+
+
 def failureText(failure: Failure) -> str:
     """
     A failure's message as plain words for a reply text or a log line: an
@@ -123,6 +137,8 @@ class ClientProtocol(Protocol):
         # Replies expected and not yet read; the greeting is the first.
         self._outstanding = 1
         self._secure = False
+        #: Whether STARTTLS resumed an earlier TLS session.
+        self.resumed = False
         self._stage = "greeting"
 
     # Protocol.
@@ -387,6 +403,13 @@ class ClientProtocol(Protocol):
         # The certificate is checked during the handshake; a failure loses the
         # connection while the new EHLO waits for its reply.
         extensions = await self._hello()
+        # The handshake is over: remember its session for the next
+        # connection, when the creator keeps sessions (ResumingTLS).
+        remember = getattr(request.tlsCreator, "remember", None)
+        connection: Any = transport.getHandle()  # type: ignore[attr-defined]
+        if remember is not None and isinstance(connection, SSL.Connection):
+            remember(connection)
+            self.resumed = sessionReused(connection)
         return extensions
 
     async def _authenticate(self, extensions: dict[str, str]) -> None:

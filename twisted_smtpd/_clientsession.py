@@ -15,8 +15,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from OpenSSL import SSL
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IConsumer, IProducer, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IConsumer,
+    IOpenSSLClientConnectionCreator,
+    IProducer,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import ClientFactory
 from zope.interface import implementer
 
@@ -66,6 +72,38 @@ class _ChunkWriter:
         self._protocol.writeBody(b"BDAT %d\r\n" % len(data) + data)
 
 
+@implementer(IOpenSSLClientConnectionCreator)
+class ResumingTLS:
+    """
+    A client TLS connection creator that offers the session of the last
+    connection for resumption (RFC 8446 section 2.2, RFC 5077), so that the
+    next session to the same next hop skips the full handshake when the
+    next hop allows it.  The certificate checks are those of the wrapped
+    creator.
+    """
+
+    def __init__(self, creator: IOpenSSLClientConnectionCreator) -> None:
+        self._creator = creator
+        self._session: SSL.Session | None = None
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        """
+        A new client connection, offering the remembered session.
+        """
+        connection: SSL.Connection = self._creator.clientConnectionForTLS(tlsProtocol)
+        if self._session is not None:
+            connection.set_session(self._session)
+        return connection
+
+    def remember(self, connection: SSL.Connection) -> None:
+        """
+        Keep the session of C{connection}, after its handshake.
+        """
+        session = connection.get_session()
+        if session is not None:
+            self._session = session
+
+
 class ClientSession:
     """
     An open session to a next hop, greeted (and secured and authenticated
@@ -101,6 +139,13 @@ class ClientSession:
         Whether the session is encrypted with a verified certificate.
         """
         return self._protocol.verified
+
+    @property
+    def resumed(self) -> bool:
+        """
+        Whether the TLS session was resumed from an earlier one.
+        """
+        return self._protocol.resumed
 
     @property
     def usable(self) -> bool:

@@ -16,9 +16,13 @@ import os
 import smtplib
 from email.message import Message
 
+from twisted.internet import reactor
+from twisted.trial.unittest import TestCase
+
 from tests.certs import CertificateAuthority
 from tests.integration.helpers import CLIENT_TIMEOUT, ServerTestCase, TwistdServer
 from tests.integration.nexthops import DELIVERY_TIMEOUT, Dovecot, Postfix, waitUntil
+from twisted_smtpd.handlers.relay import RelayHandler
 
 SENDER = "alice@example.com"
 BODY = b"Subject: relayed\r\nMessage-ID: <m1@example.com>\r\n\r\n.a dotted line\r\nend\r\n"
@@ -173,6 +177,39 @@ class PostfixTests(ServerTestCase):
             lambda: self.postfix.count("quit=1") == 1, DELIVERY_TIMEOUT, "the QUIT in the log"
         )
         self.assertIn("mail=5", self.postfix.log)
+
+
+class ResumptionTests(TestCase):
+    """
+    TLS session resumption with a real Postfix.
+    """
+
+    async def test_resumed(self) -> None:
+        """
+        A new session to Postfix offers the TLS session of the last one and
+        Postfix resumes it (no full handshake).
+        """
+        Postfix.require(self)
+        ca = CertificateAuthority(os.path.abspath(self.mktemp()))
+        issued = ca.server("localhost")
+        postfix = Postfix(relayhost=1, certificate=(issued.certificatePath, issued.keyPath))
+        postfix.start(self)
+        handler = RelayHandler(
+            "localhost",
+            postfix.port,
+            tls="required",
+            caCertificates=ca.certificatePath,
+            heloName="relay.example",
+            reactor=reactor,
+        )
+        self.addCleanup(handler.close)
+        sessions = []
+        for _ in range(3):
+            session = await handler.openSession()
+            sessions.append(session)
+            await session.quit()
+        self.assertEqual([s.secure for s in sessions], [True] * 3)
+        self.assertEqual([s.resumed for s in sessions], [False, True, True])
 
 
 class PlainPostfixTests(ServerTestCase):

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 
 from twisted_smtpd._client import TLS_MODES, TLSMode
 from twisted_smtpd._clientprotocol import Request
-from twisted_smtpd._clientsession import ClientSession, openSession
+from twisted_smtpd._clientsession import ClientSession, ResumingTLS, openSession
 from twisted_smtpd._clientwire import UnverifiedClientTLS
 from twisted_smtpd.handlers._proxying import ProxyingHandler, describe, isLMTP
 
@@ -153,9 +153,10 @@ class RelayHandler(ProxyingHandler):
         self._creator: IOpenSSLClientConnectionCreator | None = None
         if self._tls != "none":
             if verify:
-                self._creator = optionsForClientTLS(host, trustRoot=self._trustRoot)
+                creator = optionsForClientTLS(host, trustRoot=self._trustRoot)
             else:
-                self._creator = UnverifiedClientTLS(host)
+                creator = UnverifiedClientTLS(host)
+            self._creator = ResumingTLS(creator)
         super().__init__(
             f"{host}:{port}",
             reporterName=self._heloName,
