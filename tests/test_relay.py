@@ -11,7 +11,6 @@ import email
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.protocol import Factory
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
@@ -543,76 +542,3 @@ class LMTPDeliveryTests(TestCase):
         )
         front, port = await startServer(self, handler)
         self.assertEqual(await outcome(port), [(451, "4.4.1")])
-
-
-class PoolTests(TestCase):
-    """
-    Sessions to the next hop are reused from message to message.
-    """
-
-    async def front(self, smarthost: Recorder, **relay: Any) -> int:
-        server, port = await startServer(self, smarthost)
-        self.handler = closeWith(
-            self, RelayHandler("127.0.0.1", port, tls="none", heloName="relay.example", **relay)
-        )
-        front, frontPort = await startServer(self, self.handler)
-        return frontPort
-
-    async def test_reused(self) -> None:
-        """
-        Messages one after the other travel on one session to the
-        smarthost (RSET between them), not one connection each.
-        """
-        smarthost = Recorder()
-        port = await self.front(smarthost)
-        for _ in range(3):
-            self.assertEqual(replies(await send(port)), [(250, "2.0.0")])
-        self.assertEqual(len(smarthost.messages), 3)
-        self.assertEqual(len({m.session.id for m in smarthost.messages}), 1)
-        self.assertEqual(self.handler.pool.opened, 1)
-        self.assertEqual(self.handler.pool.idle, 1)
-
-    async def test_limit(self) -> None:
-        """
-        No more than C{maxSessions} sessions are open at once: messages
-        arriving together wait for a free one, and all get through.
-        """
-        smarthost = Recorder()
-        port = await self.front(smarthost, maxSessions=2)
-        results = await gatherResults([Deferred.fromCoroutine(send(port)) for _ in range(6)])
-        self.assertEqual([replies(r) for r in results], [[(250, "2.0.0")]] * 6)
-        self.assertEqual(len(smarthost.messages), 6)
-        self.assertLessEqual(len({m.session.id for m in smarthost.messages}), 2)
-        self.assertLessEqual(self.handler.pool.opened, 2)
-
-    async def test_closedByNextHop(self) -> None:
-        """
-        A session the smarthost closed while it was idle is not used again.
-        """
-        smarthost = Recorder()
-        server, smarthostPort = await startServer(self, smarthost)
-        handler = closeWith(
-            self, RelayHandler("127.0.0.1", smarthostPort, tls="none", heloName="relay.example")
-        )
-        front, port = await startServer(self, handler)
-        self.assertEqual(replies(await send(port)), [(250, "2.0.0")])
-        await server.close()
-        # The smarthost is gone: the idle session is dropped, a new
-        # connection is refused, and the client is told to try later.
-        self.assertEqual(await outcome(port), [(451, "4.4.1")])
-        self.assertEqual(handler.pool.idle, 0)
-
-    async def test_closeQuits(self) -> None:
-        """
-        Closing the handler says QUIT on the idle sessions.
-        """
-        smarthost = Recorder()
-        closed: list[str] = []
-        smarthost.onClose = lambda session: closed.append(session.id)  # type: ignore[method-assign]
-        port = await self.front(smarthost)
-        await send(port)
-        self.assertEqual(closed, [])
-        await self.handler.close()
-        self.assertEqual(self.handler.pool.idle, 0)
-        self.assertEqual(len(closed), 1)
-        self.assertEqual(await outcome(port), [(451, "4.3.2")])
