@@ -70,6 +70,19 @@ class ExtensionTests(TestCase):
         self.assertEqual(final.code, 250)
         self.assertEqual(smarthost.envelopes[0].size, 500)
 
+    async def test_chunkRefused(self) -> None:
+        """
+        A message the next hop refuses while its chunks arrive (it is over
+        the next hop's size limit, no SIZE was declared) is refused with the
+        next hop's reply, and the next message goes through.
+        """
+        smarthost = EnvelopeRecorder()
+        port = await self.front(smarthost, size=1000)
+        result = await send(port, stream=b"x" * 5000 + b"\r\n")
+        self.assertEqual(replies(result), [(552, "5.3.4")])
+        self.assertEqual(smarthost.messages, [])
+        self.assertEqual(replies(await send(port)), [(250, "2.0.0")])
+
     async def test_binarymimeByteExact(self) -> None:
         """
         A BODY=BINARYMIME message received by BDAT goes on with BDAT and
