@@ -261,11 +261,14 @@ class Dovecot:
     @ivar port: The port its LMTP service listens on (127.0.0.1).
     """
 
-    def __init__(self, users: dict[str, str]) -> None:
+    def __init__(self, users: dict[str, str], passwords: dict[str, str] | None = None) -> None:
         """
         @param users: User name to extra userdb fields (C{""} for none),
             such as C{"userdb_quota_rule=*:storage=1B"}.
+        @param passwords: Passwords of users who may authenticate, through
+            the SASL socket L{authSocket} (for Postfix).
         """
+        passwords = passwords or {}
         self.directory = shortDirectory("dc")
         self.port = freePort()
         nobody = pwd.getpwnam("nobody")
@@ -275,9 +278,12 @@ class Dovecot:
         os.chown(mail, nobody.pw_uid, nobody.pw_gid)
         self.directory.chmod(0o711)
         lines = [
-            f"{user}::{nobody.pw_uid}:{nobody.pw_gid}::{mail / user}::{extra}\n"
+            f"{user}:{'{PLAIN}' + passwords[user] if user in passwords else ''}:"
+            f"{nobody.pw_uid}:{nobody.pw_gid}::{mail / user}::{extra}\n"
             for user, extra in users.items()
         ]
+        #: The SASL server socket Postfix's C{smtpd_sasl_path} can use.
+        self.authSocket = self.directory / "run" / "auth-postfix"
         (self.directory / "passwd").write_text("".join(lines))
         self.config = self.directory / "dovecot.conf"
         self.config.write_text(
@@ -306,6 +312,13 @@ userdb {{
 }}
 plugin {{
   quota = maildir:User quota
+}}
+auth_mechanisms = plain login
+disable_plaintext_auth = no
+service auth {{
+  unix_listener auth-postfix {{
+    mode = 0666
+  }}
 }}
 service lmtp {{
   inet_listener lmtp {{

@@ -179,6 +179,69 @@ class PostfixTests(ServerTestCase):
         self.assertIn("mail=5", self.postfix.log)
 
 
+class PostfixAuthTests(ServerTestCase):
+    """
+    C{--relay-auth} against a Postfix that takes SASL from Dovecot and
+    relays only for authenticated clients.
+    """
+
+    def setUp(self) -> None:
+        Postfix.require(self)
+        Dovecot.require(self)
+        self.dovecot = Dovecot({"relayuser": ""}, passwords={"relayuser": "s3cret"})
+        self.dovecot.start(self)
+        self.sink = self.spawn("--no-reverse-lookup")
+        self.ca = CertificateAuthority(os.path.abspath(self.mktemp()))
+        issued = self.ca.server("localhost")
+        self.postfix = Postfix(
+            relayhost=self.sink.port,
+            certificate=(issued.certificatePath, issued.keyPath),
+            settings={
+                "smtpd_sasl_auth_enable": "yes",
+                "smtpd_sasl_type": "dovecot",
+                "smtpd_sasl_path": str(self.dovecot.authSocket),
+                "smtpd_tls_auth_only": "yes",
+                "smtpd_relay_restrictions": "permit_sasl_authenticated, reject",
+                "smtpd_recipient_restrictions": "permit_sasl_authenticated, reject",
+            },
+        )
+        self.postfix.start(self)
+
+    def front(self, credentials: str) -> TwistdServer:
+        return self.spawn(
+            "--relay",
+            f"localhost:{self.postfix.port}",
+            "--relay-ca",
+            self.ca.certificatePath,
+            "--relay-auth",
+            credentials,
+            "--no-reverse-lookup",
+            maildir=False,
+        )
+
+    def test_authenticated(self) -> None:
+        """
+        The relay authenticates over TLS and Postfix relays the message.
+        """
+        front = self.front("relayuser:s3cret")
+        client = self.smtp(front.port)
+        self.assertEqual(client.sendmail(SENDER, ["bob@example.org"], BODY), {})
+        waitUntil(lambda: len(maildir(self.sink)) >= 1, DELIVERY_TIMEOUT, "the delivery")
+        self.assertIn("sasl_username=relayuser", self.postfix.log)
+
+    def test_wrongPassword(self) -> None:
+        """
+        Refused credentials are the relay's problem, not the message's:
+        451 at MAIL, nothing relayed.
+        """
+        front = self.front("relayuser:wrong")
+        client = self.smtp(front.port)
+        client.ehlo("client.example")
+        code, text = client.mail(SENDER)
+        self.assertEqual(code, 451, text)
+        self.assertEqual(self.postfix.count("mail="), 0)
+
+
 class ResumptionTests(TestCase):
     """
     TLS session resumption with a real Postfix.
