@@ -133,6 +133,35 @@ class PostfixTests(ServerTestCase):
         code, text = client.mail(SENDER, ["BODY=BINARYMIME"])
         self.assertEqual((code, text[:5]), (554, b"5.6.3"))
 
+    def test_bareNewline(self) -> None:
+        """
+        A bare LF the front keeps (C{--bare-newline legacy}) reaches
+        Postfix unchanged, whose smtpd_forbid_bare_newline=reject refuses
+        the message: the client gets Postfix's refusal, nothing is
+        delivered, and nothing is altered on the way.
+        """
+        front = self.spawn(
+            "--relay",
+            f"localhost:{self.postfix.port}",
+            "--relay-ca",
+            self.ca.certificatePath,
+            "--bare-newline",
+            "legacy",
+            maildir=False,
+        )
+        client = smtplib.SMTP("127.0.0.1", front.port, timeout=CLIENT_TIMEOUT)
+        self.addCleanup(client.close)
+        client.ehlo("client.example")
+        self.assertEqual(client.mail(SENDER)[0], 250)
+        self.assertEqual(client.rcpt("bob@example.org")[0], 250)
+        client.putcmd("DATA")
+        self.assertEqual(client.getreply()[0], 354)
+        client.send(b"Subject: bare\r\n\r\nline one\nline two\r\n.\r\n")
+        code, text = client.getreply()
+        self.assertEqual(code // 100, 5, text)
+        self.assertIn(b"bare", text.lower())
+        self.assertEqual(self.postfix.count("status=sent"), 0)
+
     def test_successReport(self) -> None:
         """
         NOTIFY=SUCCESS, ORCPT and ENVID are passed on: Postfix relays the
