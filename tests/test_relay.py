@@ -422,8 +422,8 @@ class LMTPDeliveryTests(TestCase):
     L{LMTPDeliveryHandler} in front of a real LMTP server.
     """
 
-    async def front(self, store: Recorder, **frontOptions: Any) -> int:
-        server, lmtpPort = await startServer(self, store, lmtp=True)
+    async def front(self, store: Recorder, storeOptions: Any = None, **frontOptions: Any) -> int:
+        server, lmtpPort = await startServer(self, store, lmtp=True, **(storeOptions or {}))
         self.handler = closeWith(
             self,
             LMTPDeliveryHandler(
@@ -517,6 +517,24 @@ class LMTPDeliveryTests(TestCase):
             ],
         )
         self.assertIn("Over quota", blocks[1]["Diagnostic-Code"])
+
+    async def test_deliveredReport(self) -> None:
+        """
+        A recipient asking NOTIFY=SUCCESS of an LMTP server without DSN gets
+        a "delivered" report from this server, through the LMTP server.
+        """
+        store = Recorder()
+        port = await self.front(store, storeOptions={"hideDSN": True})
+        client = await clientSession(port)
+        self.addCleanup(client.quit)
+        await client.mail("alice@example.com", "")
+        await client.rcpt("bob@example.org", " NOTIFY=SUCCESS")
+        [final] = await client.data(bodyStream(BODY), 1)
+        self.assertEqual(final.code, 250)
+        await self.handler.reportsSent()
+        self.assertEqual(len(store.messages), 2)
+        blocks = email.message_from_bytes(store.messages[1].body).get_payload()[1].get_payload()
+        self.assertEqual(blocks[1]["Action"], "delivered")
 
     async def test_noReportForNullSender(self) -> None:
         """

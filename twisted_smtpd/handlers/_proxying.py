@@ -80,6 +80,11 @@ class ProxyingHandler(BaseHandler):
 
     _log = Logger()
 
+    #: The DSN action for NOTIFY=SUCCESS when the next hop does not offer
+    #: DSN (RFC 3464 section 2.3.3): C{"relayed"} onward, C{"delivered"}
+    #: into a mail store.
+    successAction = "relayed"
+
     def __init__(
         self,
         peer: str,
@@ -355,10 +360,10 @@ class ProxyingHandler(BaseHandler):
             )
         if accepted and not transaction.client.offers("DSN"):
             # RFC 3461 section 4: the next hop cannot report success, so this
-            # server says the message was relayed.
+            # server does.
             wanted = [(a, r) for a, r in accepted if a.dsn and "SUCCESS" in a.dsn.notify]
             if wanted:
-                self._report(session, transaction, wanted, "relayed")
+                self._report(session, transaction, wanted, self.successAction)
         if isLMTP(session):
             return [
                 " ".join(sanitiseText(r.text)) if r.positive else relayedError(r)

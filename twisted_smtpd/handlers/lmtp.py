@@ -43,6 +43,9 @@ class LMTPDeliveryHandler(ProxyingHandler):
         LMTP server (so it reaches local senders only; see
         C{docs/relaying.md}), never for the null sender or NOTIFY=NEVER.
 
+    A recipient asking NOTIFY=SUCCESS of an LMTP server without DSN gets a
+    "delivered" report.
+
     A failure of the LMTP server as a whole (unreachable, timeout, refused
     greeting) is a temporary failure (451).
 
@@ -50,6 +53,9 @@ class LMTPDeliveryHandler(ProxyingHandler):
     """
 
     _log = Logger()
+
+    # A mail store has delivered the message when it accepts it.
+    successAction = "delivered"
 
     def __init__(
         self,
