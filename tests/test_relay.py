@@ -8,6 +8,7 @@ real server on 127.0.0.1.
 from __future__ import annotations
 
 import email
+import socket
 from typing import Any
 
 from twisted.internet import reactor
@@ -207,6 +208,18 @@ class RelayTests(TestCase):
         self.assertEqual(message.body, BODY)
         self.assertEqual(message.sender, "alice@example.com")
         self.assertEqual(message.recipients, ["bob@example.org", "carol@example.net"])
+
+    async def test_noDelay(self) -> None:
+        """
+        Sessions to the smarthost have TCP_NODELAY set: each command is a
+        small write waiting for its reply, which Nagle's algorithm would
+        hold back.
+        """
+        await self.front(Recorder())
+        session = await self.handler.openSession()
+        self.addCleanup(session.quit)
+        handle = session._protocol.transport.getHandle()  # type: ignore[union-attr]
+        self.assertEqual(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
 
     async def test_largeMessage(self) -> None:
         """
