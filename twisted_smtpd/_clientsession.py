@@ -31,6 +31,10 @@ from twisted_smtpd._clientwire import ClientReply, DeliveryError
 from twisted_smtpd.interfaces import IMessageStream
 
 
+#: The most octets gathered before a BDAT chunk leaves.
+CHUNK_SIZE = 65536
+
+
 class _Factory(ClientFactory):
     def __init__(self, request: Request, clock: Any) -> None:
         self._request = request
@@ -56,6 +60,8 @@ class _ChunkWriter:
     def __init__(self, protocol: ClientProtocol) -> None:
         self._protocol = protocol
         self._body = _BodyWriter(protocol)
+        self._buffer: list[bytes] = []
+        self._buffered = 0
         self.chunks = 0
 
     def registerProducer(self, producer: IProducer, streaming: bool) -> None:
@@ -65,8 +71,22 @@ class _ChunkWriter:
         self._body.unregisterProducer()
 
     def write(self, data: bytes) -> None:
-        if not data:
+        # Small pieces are gathered into chunks of CHUNK_SIZE octets, so that
+        # a client sending its message in tiny packets does not make one
+        # BDAT command (and one reply to keep) per packet.
+        self._buffer.append(data)
+        self._buffered += len(data)
+        if self._buffered >= CHUNK_SIZE:
+            self.flush()
+
+    def flush(self) -> None:
+        """
+        Send what is gathered as one chunk.
+        """
+        if not self._buffered:
             return
+        data = b"".join(self._buffer)
+        self._buffer, self._buffered = [], 0
         self.chunks += 1
         self._protocol._outstanding += 1
         self._protocol.writeBody(b"BDAT %d\r\n" % len(data) + data)
@@ -233,6 +253,7 @@ class ClientSession:
             self.abort()
             raise
         count = recipients if self.lmtp else 1
+        writer.flush()
         protocol._outstanding += 1
         protocol.writeBody(b"BDAT 0 LAST\r\n")
         protocol._stage = "reply"
