@@ -30,7 +30,6 @@ from twisted_smtpd._clientprotocol import ClientProtocol, Request, _BodyWriter
 from twisted_smtpd._clientwire import ClientReply, DeliveryError
 from twisted_smtpd.interfaces import IMessageStream
 
-
 #: The most octets gathered before a BDAT chunk leaves.
 CHUNK_SIZE = 65536
 
