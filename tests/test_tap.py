@@ -174,9 +174,12 @@ class OptionsTests(SynchronousTestCase):
             "--relay=",
             "--relay-ca=",
             "--relay-insecure",
+            "--relay-require-tls",
             "--relay-user=",
             "--relay-password=",
             "--relay-auth=",
+            "--relay-sessions=",
+            "--relay-idle=",
             "--lmtp-to=",
             "--pipe=",
             "--pipe-spool=",
@@ -715,6 +718,34 @@ class DeliveryFlagTests(SynchronousTestCase):
             handler = parse("--relay", target, "--relay-insecure")["handler"]
             self.assertIsInstance(handler, RelayHandler)
             self.assertEqual((handler.host, handler.port), expected)
+
+    def test_relayTLSAndPool(self) -> None:
+        """
+        C{--relay-require-tls} refuses a smarthost without STARTTLS;
+        C{--relay-sessions} and C{--relay-idle} size the pool of sessions;
+        C{--quiet} turns off the line per relayed message.
+        """
+        handler = parse("--relay", "mx.example.com")["handler"]
+        self.assertEqual(handler._tls, "opportunistic")
+        self.assertEqual((handler.pool.maxSessions, handler.pool._idleTimeout), (4, 30.0))
+        self.assertTrue(handler._logMessages)
+        handler = parse(
+            "--relay",
+            "mx.example.com",
+            "--relay-require-tls",
+            "--relay-sessions",
+            "2",
+            "--relay-idle",
+            "5",
+            "--quiet",
+        )["handler"]
+        self.assertEqual(handler._tls, "required")
+        self.assertEqual((handler.pool.maxSessions, handler.pool._idleTimeout), (2, 5.0))
+        self.assertFalse(handler._logMessages)
+        self.assertIn(
+            "--relay-sessions", self.assertUsageError("--relay", "mx", "--relay-sessions", "0")
+        )
+        self.assertIn("needs --relay", self.assertUsageError("--sink", "--relay-require-tls"))
 
     def test_relayCredentials(self) -> None:
         """

@@ -111,6 +111,9 @@ _MODIFIERS = {
     "relay-user": "relay",
     "relay-password": "relay",
     "relay-auth": "relay",
+    "relay-require-tls": "relay",
+    "relay-sessions": "relay",
+    "relay-idle": "relay",
     "handler-option": "handler",
     "pipe-spool": "pipe",
     "webhook-secret": "webhook",
@@ -233,6 +236,7 @@ class Options(AuthOptionMixin, usage.Options):
         ],
         ["maildir-trace", None, "Prepend Return-Path: and Received: to stored messages."],
         ["relay-insecure", None, "Relay without verifying the relay's certificate."],
+        ["relay-require-tls", None, "Refuse a relay that does not offer STARTTLS."],
     ]
 
     optParameters = [
@@ -328,6 +332,20 @@ class Options(AuthOptionMixin, usage.Options):
         ["relay-user", None, None, "User name for AUTH at the relay."],
         ["relay-password", None, None, "Password for AUTH at the relay."],
         ["relay-auth", None, None, "USER:PASSWORD for AUTH at the relay."],
+        [
+            "relay-sessions",
+            None,
+            None,
+            "Sessions open to the relay at once, reused from message to message [default: 4].",
+            _number("relay-sessions", int, positive=True),
+        ],
+        [
+            "relay-idle",
+            None,
+            None,
+            "Seconds an unused session to the relay stays open; 0 for none [default: 30].",
+            _number("relay-idle", float, positive=False),
+        ],
         ["lmtp-to", None, None, "Deliver every message over LMTP to this client endpoint."],
         ["pipe", None, None, "Pipe every message into this command (split like a shell)."],
         ["pipe-spool", None, None, "Where --pipe spools messages [default: $TMPDIR]."],

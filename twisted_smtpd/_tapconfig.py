@@ -347,18 +347,28 @@ def _relay(config: Mapping[str, Any], target: str, options: ServerOptions) -> IS
     return RelayHandler(
         host,
         port,
+        tls="required" if config.get("relay-require-tls") else "opportunistic",
         caCertificates=config["relay-ca"],
         verify=not config["relay-insecure"],
         username=user,
         password=password,
         heloName=options.name,
+        maxSessions=int(config.get("relay-sessions") or 4),
+        idleTimeout=30.0 if config.get("relay-idle") is None else float(config["relay-idle"]),
+        logMessages=not config.get("quiet"),
+        closeOnShutdown=True,
     )
 
 
 def _lmtpTo(config: Mapping[str, Any], endpoint: str, options: ServerOptions) -> ISMTPHandler:
     from twisted_smtpd.handlers.lmtp import LMTPDeliveryHandler
 
-    return LMTPDeliveryHandler(endpoint, heloName=options.name)
+    return LMTPDeliveryHandler(
+        endpoint,
+        heloName=options.name,
+        logMessages=not config.get("quiet"),
+        closeOnShutdown=True,
+    )
 
 
 def _pipe(config: Mapping[str, Any], command: str, options: ServerOptions) -> ISMTPHandler:
