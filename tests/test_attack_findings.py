@@ -523,10 +523,9 @@ class HeloControlTests(SynchronousTestCase):
         take(transport)
         proto.dataReceived("EHLO a\u0085b\r\n".encode())
         self.assertEqual(take(transport), b"501 Error: invalid characters in hostname\r\n")
-
-    test_c1ControlInEhloRefused.todo = (  # type: ignore[attr-defined]
-        "_grammar._HELO_CONTROL covers C0 and DEL only"
-    )
+        proto.dataReceived("HELO a\u009bb\r\n".encode())
+        self.assertEqual(take(transport), b"501 Error: invalid characters in hostname\r\n")
+        self.assertIsNone(proto.session.hostNameAppearsAs)
 
 
 class ForwardConfirmedNameTests(SynchronousTestCase):
