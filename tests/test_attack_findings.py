@@ -612,10 +612,6 @@ class CramChallengeTests(SynchronousTestCase):
         challenge = base64.b64decode(reply[4:].strip())
         self.assertTrue(challenge.endswith(b"@mx.example.com>"), challenge)
 
-    test_challengeNamesConfiguredHost.todo = (  # type: ignore[attr-defined]
-        "_sasl.defaultCramMD5Challenge uses socket.gethostname()"
-    )
-
 
 class WorkerCertificateTests(SynchronousTestCase):
     """

@@ -94,7 +94,7 @@ class AuthCommand:
         if name not in options.authMethods:
             p._fail(catalogue.AUTH_UNRECOGNIZED)
             return
-        mechanism = createMechanism(name)
+        mechanism = createMechanism(name, hostname=options.name)
         self._advance(mechanism, mechanism.start(parts[1] if len(parts) > 1 else None))
 
     def line(self, line: bytes) -> None:
