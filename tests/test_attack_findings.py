@@ -131,17 +131,26 @@ class XOAuth2WithoutDeciderTests(SynchronousTestCase):
         keeps 504 for a mechanism the server does not support, which it
         must not have advertised).
         """
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         proto, transport = self._session()
+        warnings = [formatEvent(e) for e in events if e["log_level"] is LogLevel.warn]
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn("XOAUTH2", warnings[0])
+        self.assertNotIn("PLAIN", warnings[0])
         take(transport)  # type: ignore[arg-type]
         proto.dataReceived(b"EHLO c\r\n")  # type: ignore[attr-defined]
         ehlo = take(transport)  # type: ignore[arg-type]
-        self.assertIn(b"250-AUTH PLAIN", ehlo)
+        self.assertIn(b"250-AUTH PLAIN\r\n", ehlo)
         self.assertNotIn(b"XOAUTH2", ehlo)
-
-    test_xoauth2NotAdvertisedWithoutOnAuth.todo = (  # type: ignore[attr-defined]
-        "advertisedMechanisms lists every authMethods entry even when only a "
-        "cred portal exists; SMTPServerFactory.authenticator then answers 504"
-    )
+        token = b"dXNlcj1hbGljZQFhdXRoPUJlYXJlciB0b2sBAQ=="
+        proto.dataReceived(b"AUTH XOAUTH2 " + token + b"\r\n")  # type: ignore[attr-defined]
+        self.assertEqual(
+            take(transport),  # type: ignore[arg-type]
+            b"504 5.5.4 Unrecognized authentication type\r\n",
+        )
 
 
 class MappedAddressTests(SynchronousTestCase):
