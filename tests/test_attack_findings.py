@@ -37,11 +37,6 @@ class ErrorLimitTests(SynchronousTestCase):
         self.assertTrue(out.endswith(replies.TOO_MANY_ERRORS), out)
         self.assertTrue(transport.disconnecting)
 
-    test_refusedMessagesCountTowardsMaxErrors.todo = (  # type: ignore[attr-defined]
-        "end-of-data refusals (550 bare newline, 552 size, handler 4xx/5xx) "
-        "are sent with _send, not _fail, so they never reach maxErrors"
-    )
-
 
 class PerRecipientNameTests(SynchronousTestCase):
     """

@@ -163,6 +163,20 @@ def bdat(p: SMTPProtocol, argument: bytes) -> None:
         p._bodyReceived(receiver, b"")
 
 
+def countRefusedMessage(p: SMTPProtocol, replies: list[Reply]) -> None:
+    """
+    A message's replies were sent: a refused message (any 4xx or 5xx reply
+    after its final dot or last chunk; once per message, however many LMTP
+    recipients) counts towards C{maxErrors} like a refused command, and the
+    one reaching it is followed by 421 and a close (Postfix's
+    C{smtpd_hard_error_limit}).
+    """
+    if any(reply.code >= 400 for reply in replies):
+        p._errors += 1
+        if p._errors >= p._options.maxErrors:
+            p._closeWith(catalogue.TOO_MANY_ERRORS)
+
+
 class RefusedChunk:
     """
     The octets of a refused BDAT chunk still to be read and dropped, and the
