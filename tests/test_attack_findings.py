@@ -368,11 +368,6 @@ class MinDataRateWindowTests(SynchronousTestCase):
         self.assertEqual(take(transport), b"")
         self.assertFalse(transport.disconnecting)
 
-    test_firstWindowNotMeasuredFromEpoch.todo = (  # type: ignore[attr-defined]
-        "SMTPProtocol._rateSince starts at 0.0 and is only set by the sweep "
-        "while no body is being read"
-    )
-
     def test_tinyBdatChunksCut(self) -> None:
         """
         A BDAT message sent as one-octet chunks, one a second, averages 1
@@ -394,11 +389,6 @@ class MinDataRateWindowTests(SynchronousTestCase):
             clock.advance(1)
         self.assertIn(b"421 4.4.2 Error: data transfer too slow\r\n", take(transport))
         self.assertTrue(transport.disconnecting)
-
-    test_tinyBdatChunksCut.todo = (  # type: ignore[attr-defined]
-        "_deadlines.check resets the rate window whenever no chunk is being "
-        "read, so a message trickled as small BDAT chunks is never measured"
-    )
 
 
 class DSNRelayTests(TestCase):

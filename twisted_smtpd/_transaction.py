@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from twisted_smtpd import _replies as catalogue
 from twisted_smtpd._data import ChunkDecoder, DataDecoder
+from twisted_smtpd._deadlines import transferStarted
 from twisted_smtpd._flow import StreamUpstream
 from twisted_smtpd._grammar import Phase, Verb, parseBdat, parseMail, parseRcpt
 from twisted_smtpd._receiving import MessageReceiver
@@ -126,6 +127,7 @@ def data(p: SMTPProtocol, argument: bytes) -> None:
         log=partial(p._logFailure, hookName="onData"),
     )
     p._receiver = receiver
+    transferStarted(p)
     receiver.start(p._handler.onData, session)
 
 
@@ -154,6 +156,7 @@ def bdat(p: SMTPProtocol, argument: bytes) -> None:
             log=partial(p._logFailure, hookName="onData"),
         )
         p._receiver = receiver
+        transferStarted(p)
         receiver.start(p._handler.onData, session)
     decoder = receiver.decoder
     assert isinstance(decoder, ChunkDecoder)
