@@ -377,6 +377,40 @@ class MinDataRateTests(SynchronousTestCase):
         self.assertEqual(len(handler.messages), 1)
         self.assertEqual(len(handler.messages[0][2]), 3600)
 
+    def test_refusedChunkTrickledCut(self) -> None:
+        """
+        The octets of a refused BDAT chunk, read and dropped, are held to
+        the rate too: a huge chunk refused before MAIL cannot keep the
+        connection by sending an octet a second.
+        """
+        proto, transport, clock, factory = connect(socketTimeout=60, minDataRate=(1000, 10))
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\nBDAT 100000000\r\n")
+        take(transport)
+        for _ in range(20):
+            proto.dataReceived(b"x")
+            clock.advance(1)
+        self.assertEqual(take(transport), TOO_SLOW)
+        self.assertTrue(transport.disconnecting)
+
+    def test_refusedChunkAtRateDropped(self) -> None:
+        """
+        A refused chunk sent at the rate is dropped and answered; the
+        session goes on.
+        """
+        proto, transport, clock, factory = connect(socketTimeout=60, minDataRate=(1000, 10))
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\nBDAT 3000\r\n")
+        take(transport)
+        for _ in range(15):
+            proto.dataReceived(b"x" * 200)
+            clock.advance(1)
+        self.assertEqual(take(transport), replies.NEED_MAIL)
+        clock.pump([1] * 20)
+        proto.dataReceived(b"NOOP\r\n")
+        self.assertEqual(take(transport), replies.OK)
+        self.assertFalse(transport.disconnecting)
+
     def test_idleBetweenMessagesNotMeasured(self) -> None:
         """
         Time outside a transfer is not measured: after a long pause between

@@ -105,10 +105,11 @@ def check(p: SMTPProtocol, now: float) -> None:
         timeout(p, "timeout")
         return
     rate = options.minDataRate
-    if rate is None or p._receiver is None:
-        # Only a message transfer is measured; its first window starts with
-        # it (L{transferStarted}).  A BDAT message is measured from its
-        # first chunk to its last, the time between chunks included.
+    if rate is None or (p._receiver is None and p._discard is None):
+        # Only a message transfer (or a refused BDAT chunk being dropped) is
+        # measured; its first window starts with it (L{transferStarted}).  A
+        # BDAT message is measured from its first chunk to its last, the
+        # time between chunks included.
         return
     least, seconds = rate
     if now - p._rateSince >= seconds:
@@ -131,8 +132,8 @@ def check(p: SMTPProtocol, now: float) -> None:
 
 def transferStarted(p: SMTPProtocol) -> None:
     """
-    A message transfer begins (DATA, or the first BDAT chunk of a message):
-    its first C{minDataRate} window starts now.
+    A message transfer begins (DATA, the first BDAT chunk of a message, or
+    a refused chunk to drop): its first C{minDataRate} window starts now.
     """
     p._rateSince = p._clock.seconds()
     p._rateBytes = 0

@@ -232,6 +232,8 @@ def refuseBdat(p: SMTPProtocol, argument: bytes, reply: Reply) -> None:
         p._fail(reply)
         return
     p._discard = RefusedChunk(size, reply)
+    if p._receiver is None:
+        transferStarted(p)
 
 
 def malformedBdat(p: SMTPProtocol) -> None:
@@ -251,6 +253,7 @@ def discardRefusedChunk(p: SMTPProtocol, refused: RefusedChunk) -> None:
     buffer = p._buffer
     take = min(refused.remaining, len(buffer))
     refused.remaining -= take
+    p._rateBytes += take
     p._buffer = buffer[take:]
     if not refused.remaining:
         p._discard = None
