@@ -37,11 +37,6 @@ class ErrorLimitTests(SynchronousTestCase):
         self.assertTrue(out.endswith(replies.TOO_MANY_ERRORS), out)
         self.assertTrue(transport.disconnecting)
 
-    test_refusedMessagesCountTowardsMaxErrors.todo = (  # type: ignore[attr-defined]
-        "end-of-data refusals (550 bare newline, 552 size, handler 4xx/5xx) "
-        "are sent with _send, not _fail, so they never reach maxErrors"
-    )
-
 
 class PerRecipientNameTests(SynchronousTestCase):
     """
@@ -131,17 +126,26 @@ class XOAuth2WithoutDeciderTests(SynchronousTestCase):
         keeps 504 for a mechanism the server does not support, which it
         must not have advertised).
         """
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         proto, transport = self._session()
+        warnings = [formatEvent(e) for e in events if e["log_level"] is LogLevel.warn]
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn("XOAUTH2", warnings[0])
+        self.assertNotIn("PLAIN", warnings[0])
         take(transport)  # type: ignore[arg-type]
         proto.dataReceived(b"EHLO c\r\n")  # type: ignore[attr-defined]
         ehlo = take(transport)  # type: ignore[arg-type]
-        self.assertIn(b"250-AUTH PLAIN", ehlo)
+        self.assertIn(b"250-AUTH PLAIN\r\n", ehlo)
         self.assertNotIn(b"XOAUTH2", ehlo)
-
-    test_xoauth2NotAdvertisedWithoutOnAuth.todo = (  # type: ignore[attr-defined]
-        "advertisedMechanisms lists every authMethods entry even when only a "
-        "cred portal exists; SMTPServerFactory.authenticator then answers 504"
-    )
+        token = b"dXNlcj1hbGljZQFhdXRoPUJlYXJlciB0b2sBAQ=="
+        proto.dataReceived(b"AUTH XOAUTH2 " + token + b"\r\n")  # type: ignore[attr-defined]
+        self.assertEqual(
+            take(transport),  # type: ignore[arg-type]
+            b"504 5.5.4 Unrecognized authentication type\r\n",
+        )
 
 
 class MappedAddressTests(SynchronousTestCase):
@@ -361,11 +365,6 @@ class MinDataRateWindowTests(SynchronousTestCase):
         self.assertEqual(take(transport), b"")
         self.assertFalse(transport.disconnecting)
 
-    test_firstWindowNotMeasuredFromEpoch.todo = (  # type: ignore[attr-defined]
-        "SMTPProtocol._rateSince starts at 0.0 and is only set by the sweep "
-        "while no body is being read"
-    )
-
     def test_tinyBdatChunksCut(self) -> None:
         """
         A BDAT message sent as one-octet chunks, one a second, averages 1
@@ -387,11 +386,6 @@ class MinDataRateWindowTests(SynchronousTestCase):
             clock.advance(1)
         self.assertIn(b"421 4.4.2 Error: data transfer too slow\r\n", take(transport))
         self.assertTrue(transport.disconnecting)
-
-    test_tinyBdatChunksCut.todo = (  # type: ignore[attr-defined]
-        "_deadlines.check resets the rate window whenever no chunk is being "
-        "read, so a message trickled as small BDAT chunks is never measured"
-    )
 
 
 class DSNRelayTests(TestCase):
@@ -517,10 +511,9 @@ class HeloControlTests(SynchronousTestCase):
         take(transport)
         proto.dataReceived("EHLO a\u0085b\r\n".encode())
         self.assertEqual(take(transport), b"501 Error: invalid characters in hostname\r\n")
-
-    test_c1ControlInEhloRefused.todo = (  # type: ignore[attr-defined]
-        "_grammar._HELO_CONTROL covers C0 and DEL only"
-    )
+        proto.dataReceived("HELO a\u009bb\r\n".encode())
+        self.assertEqual(take(transport), b"501 Error: invalid characters in hostname\r\n")
+        self.assertIsNone(proto.session.hostNameAppearsAs)
 
 
 class ForwardConfirmedNameTests(SynchronousTestCase):
@@ -606,10 +599,6 @@ class CramChallengeTests(SynchronousTestCase):
         self.assertTrue(reply.startswith(b"334 "), reply)
         challenge = base64.b64decode(reply[4:].strip())
         self.assertTrue(challenge.endswith(b"@mx.example.com>"), challenge)
-
-    test_challengeNamesConfiguredHost.todo = (  # type: ignore[attr-defined]
-        "_sasl.defaultCramMD5Challenge uses socket.gethostname()"
-    )
 
 
 class WorkerCertificateTests(SynchronousTestCase):

@@ -38,7 +38,7 @@ def advertisedMechanisms(p: SMTPProtocol) -> tuple[str, ...]:
         return ()
     if not (p.session.secure or options.allowInsecureAuth):
         return ()
-    return options.authMethods
+    return factory.authMechanisms
 
 
 class AuthCommand:
@@ -91,10 +91,10 @@ class AuthCommand:
             p._fail(catalogue.SYNTAX_ERROR)
             return
         name = parts[0].decode("ascii", "replace").upper()
-        if name not in options.authMethods:
+        if name not in factory.authMechanisms:
             p._fail(catalogue.AUTH_UNRECOGNIZED)
             return
-        mechanism = createMechanism(name)
+        mechanism = createMechanism(name, hostname=options.name)
         self._advance(mechanism, mechanism.start(parts[1] if len(parts) > 1 else None))
 
     def line(self, line: bytes) -> None:

@@ -441,6 +441,7 @@ class SMTPProtocol(LineReceiver):
         for reply in replies:
             self._send(reply)
         self._resetTransaction()
+        _transaction.countRefusedMessage(self, replies)
         if self._draining:
             self._closeWith(catalogue.SHUTDOWN)
             return

@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from twisted_smtpd import _replies as catalogue
-from twisted_smtpd._cred import authenticate, portalFromCheckers
+from twisted_smtpd._cred import authenticate, offeredMechanisms, portalFromCheckers
 from twisted_smtpd._deadlines import check, interval, shutdown
 from twisted_smtpd._hooks import checkHandler
 from twisted_smtpd._limits import ClientLimits
@@ -90,13 +90,12 @@ class SMTPServerFactory(ServerFactory):
         self.portal = portal
         self._tls: ServerTLS | None = None
         o = self.options
-        #: Whether AUTH is offered: mechanisms are configured and something
-        #: can decide (a portal, or a handler with its own C{onAuth}).
-        self.authEnabled = (
-            bool(o.authMethods)
-            and "AUTH" not in o.disabledCommands
-            and (portal is not None or _ownsOnAuth(handler))
+        #: The configured mechanisms something can decide: the ones offered.
+        self.authMechanisms = offeredMechanisms(
+            () if "AUTH" in o.disabledCommands else o.authMethods, portal, _ownsOnAuth(handler)
         )
+        #: Whether AUTH is offered (a portal or the handler's own C{onAuth}).
+        self.authEnabled = bool(self.authMechanisms)
         #: Whether MAIL needs AUTH first.
         self.authRequired = self.authEnabled and not o.authOptional
         #: Whether STARTTLS can be offered.

@@ -77,7 +77,7 @@ def logSummary(server: SMTPServer, delivery: str, now: datetime.datetime | None 
     factory = server.factory
     options = factory.options
     if factory.authEnabled:
-        auth = ",".join(options.authMethods) + (" (required)" if factory.authRequired else "")
+        auth = ",".join(factory.authMechanisms) + (" (required)" if factory.authRequired else "")
     else:
         auth = "off"
     _log.info(
