@@ -296,11 +296,6 @@ class PipeSignalTests(SynchronousTestCase):
         error = self.failureResultOf(d, SMTPError).value
         self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
 
-    test_killedCommandIsTemporary.todo = (  # type: ignore[attr-defined]
-        "pipe.py turns death by a signal into 554 5.3.0 (tests/test_pipe.py "
-        "test_signal asserts it); Postfix defers"
-    )
-
 
 class MessageIdUniquenessTests(SynchronousTestCase):
     """

@@ -165,11 +165,13 @@ class PipeHandler(BaseHandler):
     C{spoolDirectory}) while it arrives, and the command starts only once
     the whole message has passed every check, with that file as its
     standard input.  The reply depends on the exit status: 0 is 250, 75
-    (C{EX_TEMPFAIL}) is 451 4.3.0, anything else, or death by a signal, is
-    554 5.3.0; a failure's reply carries the first line of the command's
-    standard error.  Standard output is discarded.  The same reply goes to
-    every recipient in LMTP mode.  A spool that cannot be written is
-    answered 452 (disk full) or 451.
+    (C{EX_TEMPFAIL}) is 451 4.3.0, death by a signal is 451 4.3.0
+    (C{Error: command died with signal N}, deferred as Postfix's C{pipe}
+    does), anything else is 554 5.3.0; a failure's reply other than the
+    signal's carries the first line of the command's standard error.
+    Standard output is discarded.  The same reply goes to every recipient
+    in LMTP mode.  A spool that cannot be written is answered 452 (disk
+    full) or 451.
 
     A command running longer than C{timeout} is killed (C{SIGKILL}) and
     answered 451 4.3.0.
@@ -374,8 +376,12 @@ class PipeHandler(BaseHandler):
         )
         if isinstance(value, ProcessTerminated) and code == EX_TEMPFAIL:
             raise SMTPError(451, detail or "Error: temporary failure, try again later", "4.3.0")
-        what = f"signal {signal}" if code is None else f"exit status {code}"
-        text = f"Error: delivery command failed ({what})"
+        if code is None:
+            # Killed (the OOM killer, a crash): nothing says the message is
+            # at fault, so the client tries again later, as Postfix's pipe
+            # (pipe_command.c) defers with "Command died with signal N".
+            raise SMTPError(451, f"Error: command died with signal {signal}", "4.3.0")
+        text = f"Error: delivery command failed (exit status {code})"
         if detail:
             text += f": {detail}"
         raise SMTPError(554, text, "5.3.0")
