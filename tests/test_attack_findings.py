@@ -64,10 +64,6 @@ class PerRecipientNameTests(SynchronousTestCase):
             with self.subTest(address=address):
                 self.assertRaises(SMTPError, recipientDirectory, address, "mx.example.com")
 
-    test_spaceSeparatorRefused.todo = (  # type: ignore[attr-defined]
-        "_safeName forbids Zl and Zp but not Zs: spaces make directory names"
-    )
-
     def test_ipv6LiteralsShareOneDirectory(self) -> None:
         """
         C{a@[IPv6:::1]} and C{a@[IPv6:0:0:0:0:0:0:0:1]} name the same
@@ -80,10 +76,17 @@ class PerRecipientNameTests(SynchronousTestCase):
             recipientDirectory("a@[IPv6:::1]", "mx.example.com"),
             recipientDirectory("a@[IPv6:0:0:0:0:0:0:0:1]", "mx.example.com"),
         )
-
-    test_ipv6LiteralsShareOneDirectory.todo = (  # type: ignore[attr-defined]
-        "address literals are only lower-cased, not put in canonical form"
-    )
+        self.assertEqual(
+            recipientDirectory("a@[IPv6:2001:DB8:0:0::7]", "mx.example.com"),
+            ("[ipv6:2001:db8::7]", "a"),
+        )
+        self.assertEqual(
+            recipientDirectory("a@[192.0.002.1]", "mx.example.com"), ("[192.0.2.1]", "a")
+        )
+        # Not an address: left as it is.
+        self.assertEqual(
+            recipientDirectory("a@[IPv6:nonsense]", "mx.example.com"), ("[ipv6:nonsense]", "a")
+        )
 
 
 class XOAuth2WithoutDeciderTests(SynchronousTestCase):
