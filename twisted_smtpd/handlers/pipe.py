@@ -216,6 +216,12 @@ class PipeHandler(BaseHandler):
     A command running longer than C{timeout} is killed (C{SIGKILL}) and
     answered 451 4.3.0.
 
+    The kernel bounds a command's arguments and environment
+    (L{MAX_ARG_STRLEN} for one string, C{ARG_MAX} for all): a recipient
+    that would take them past is refused at RCPT with 452 4.5.3 (see
+    L{onRcptTo}), and a command that cannot be started is answered 451
+    4.3.0 with one log line.
+
     @ivar argv: The command's arguments, placeholders unexpanded.
     @ivar spoolDirectory: Where spool files are made (C{None}: C{TMPDIR}).
     """
