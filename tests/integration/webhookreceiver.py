@@ -61,8 +61,8 @@ class ReceivedRequest:
     """
     One request the receiver got.
 
-    @ivar envelope: The envelope, from the body (either format).
-    @ivar message: The message, from the body (either format).
+    @ivar envelope: The envelope, parsed from the body (either format).
+    @ivar message: The message, parsed from the body (either format).
     """
 
     def __init__(self, request: Request, body: bytes) -> None:
@@ -71,13 +71,21 @@ class ReceivedRequest:
             name.decode("ascii").lower(): [v.decode("latin-1") for v in values]
             for name, values in request.requestHeaders.getAllRawHeaders()
         }
+
+    def _parts(self) -> tuple[dict[str, Any], bytes]:
         contentType = self.headers.get("content-type", [""])[0]
         if contentType == "application/json":
-            document = json.loads(body)
-            self.envelope: dict[str, Any] = document["envelope"]
-            self.message = base64.b64decode(document["message"], validate=True)
-        else:
-            self.envelope, self.message = parseMultipart(contentType, body)
+            document = json.loads(self.body)
+            return document["envelope"], base64.b64decode(document["message"], validate=True)
+        return parseMultipart(contentType, self.body)
+
+    @property
+    def envelope(self) -> dict[str, Any]:
+        return self._parts()[0]
+
+    @property
+    def message(self) -> bytes:
+        return self._parts()[1]
 
     def header(self, name: str) -> str:
         """
