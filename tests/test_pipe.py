@@ -354,13 +354,16 @@ class PipeUnitTests(SynchronousTestCase):
 
     def test_signal(self) -> None:
         """
-        A command killed by a signal is a permanent failure.
+        A command killed by a signal is a temporary failure (Postfix's
+        C{pipe} defers with C{4.3.0 Command died with signal N}): the
+        message itself is not at fault.
         """
         d, stream, process = self.start()
+        process.protocol.errReceived(b"segfault\n")
         process.exit(None, 11)
         error = self.failureResultOf(d, SMTPError).value
-        self.assertEqual(error.code, 554)
-        self.assertIn("signal 11", error.message)
+        self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
+        self.assertEqual(error.message, "Error: command died with signal 11")
 
     def test_streamFailureStartsNothing(self) -> None:
         """

@@ -34,7 +34,11 @@ def spool(
     a time.
     """
     s = SignedSpool(
-        secret=secret, timestamp="1700000000", envelope='{"a":1}', jsonFormat=jsonFormat
+        secret=secret,
+        timestamp="1700000000",
+        envelope='{"a":1}',
+        jsonFormat=jsonFormat,
+        boundary="smtpd-" + "0" * 32,
     )
     for start in range(0, len(message), chunkSize):
         s.write(message[start : start + chunkSize])
@@ -111,17 +115,55 @@ class SignedSpoolTests(SynchronousTestCase):
 
     def test_rawAnyChunking(self) -> None:
         """
-        In raw format the file holds the message, whatever the chunks, and
-        the signature is the HMAC of timestamp, envelope and body.
+        In raw format the file holds, exactly as docs/scaling.md shows it,
+        a C{multipart/form-data} body: the envelope part, then the message
+        part with the message byte for byte, whatever the chunks; the
+        signature is the HMAC of the timestamp and the body.
         """
+        marker = b"smtpd-" + b"0" * 32
         for size in (1, 2, 3, 5, 64, 65536):
             s = spool(MESSAGE, size, jsonFormat=False)
             body = s.file.read()
-            self.assertEqual(body, MESSAGE)
-            self.assertEqual(s.length, len(MESSAGE))
-            expected = hmac.new(b"k", b'1700000000.{"a":1}.' + MESSAGE, hashlib.sha256)
-            self.assertEqual(s.signature(), "v1=" + expected.hexdigest())
+            self.assertEqual(
+                body,
+                b"--" + marker + b"\r\n"
+                b'Content-Disposition: form-data; name="envelope"\r\n'
+                b"Content-Type: application/json\r\n"
+                b'\r\n{"a":1}\r\n'
+                b"--" + marker + b"\r\n"
+                b'Content-Disposition: form-data; name="message"; filename="message.eml"\r\n'
+                b"Content-Type: message/rfc822\r\n"
+                b"\r\n" + MESSAGE + b"\r\n--" + marker + b"--\r\n",
+            )
+            self.assertEqual(s.contentType, "multipart/form-data; boundary=" + marker.decode())
+            self.assertEqual(s.length, len(body))
+            expected = hmac.new(b"k", b"1700000000." + body, hashlib.sha256)
+            self.assertEqual(s.signature(), "v2=" + expected.hexdigest())
             s.close()
+
+    def test_multipartParses(self) -> None:
+        """
+        A generic MIME parser (the standard library's) finds the two named
+        parts of a raw body, with a new random boundary for each spool.
+        """
+        from email import message_from_bytes
+        from email.policy import HTTP
+
+        contentTypes = set()
+        for _ in range(2):
+            s = SignedSpool(secret=None, timestamp="1", envelope='{"a":1}', jsonFormat=False)
+            s.write(b"Subject: x\r\n\r\nbody\r\n")
+            s.finish()
+            head = f"MIME-Version: 1.0\r\nContent-Type: {s.contentType}\r\n\r\n"
+            document = message_from_bytes(head.encode("ascii") + s.file.read(), policy=HTTP)
+            envelope, message = document.get_payload()  # type: ignore[misc]
+            self.assertEqual(envelope.get_param("name", header="content-disposition"), "envelope")
+            self.assertEqual(json.loads(envelope.get_payload()), {"a": 1})
+            self.assertEqual(message.get_param("name", header="content-disposition"), "message")
+            self.assertEqual(message.get_content_type(), "message/rfc822")
+            contentTypes.add(s.contentType)
+            s.close()
+        self.assertEqual(len(contentTypes), 2)
 
     def test_jsonAnyChunking(self) -> None:
         """
@@ -137,9 +179,7 @@ class SignedSpoolTests(SynchronousTestCase):
             self.assertEqual(base64.b64decode(document["message"], validate=True), MESSAGE)
             sig = s.signature()
             assert sig is not None
-            self.assertTrue(
-                verifySignature(b"k", b"1700000000", b'{"a":1}', body, sig.encode("ascii"))
-            )
+            self.assertTrue(verifySignature(b"k", b"1700000000", body, sig.encode("ascii")))
             bodies.add(body)
             s.close()
         self.assertEqual(len(bodies), 1)
@@ -159,17 +199,23 @@ class SignedSpoolTests(SynchronousTestCase):
 
     def test_verifyRejectsTampering(self) -> None:
         """
-        L{verifySignature} refuses a changed body, envelope, timestamp or
-        key.
+        L{verifySignature} refuses a changed key, timestamp, body or
+        envelope (which is in the body), in either format.
         """
-        s = spool(MESSAGE, 100, jsonFormat=False)
-        sig = (s.signature() or "").encode("ascii")
-        args = (b"k", b"1700000000", b'{"a":1}', MESSAGE)
-        self.assertTrue(verifySignature(*args, sig))
-        for i, changed in enumerate([b"K", b"1700000001", b'{"a":2}', MESSAGE + b"x"]):
-            tampered = list(args)
-            tampered[i] = changed
-            self.assertFalse(verifySignature(*tampered, sig))  # type: ignore[arg-type]
+        for jsonFormat in (False, True):
+            s = spool(MESSAGE, 100, jsonFormat=jsonFormat)
+            body = s.file.read()
+            sig = (s.signature() or "").encode("ascii")
+            args = (b"k", b"1700000000", body)
+            self.assertTrue(verifySignature(*args, sig))
+            envelopeChanged = body.replace(b'{"a":1}', b'{"a":2}')
+            self.assertNotEqual(envelopeChanged, body)
+            for i, changed in enumerate([b"K", b"1700000001", envelopeChanged]):
+                tampered = list(args)
+                tampered[i] = changed
+                self.assertFalse(verifySignature(*tampered, sig))  # type: ignore[arg-type]
+            self.assertFalse(verifySignature(*args, sig.replace(b"v2=", b"v1=")))
+            s.close()
 
 
 class WebhookOptionsTests(SynchronousTestCase):

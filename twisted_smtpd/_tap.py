@@ -355,7 +355,7 @@ class Options(AuthOptionMixin, usage.Options):
             "webhook-format",
             None,
             None,
-            "Webhook body: raw (message/rfc822) or json [default: raw].",
+            "Webhook body: raw (multipart/form-data: envelope, message) or json [default: raw].",
             _choice("webhook-format", ("raw", "json")),
         ],
         ["webhook-ca", None, None, "PEM CA bundle to verify the webhook [default: system CAs]."],

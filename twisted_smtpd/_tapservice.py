@@ -17,6 +17,7 @@ from twisted_smtpd._daemon import SMTPDaemon
 from twisted_smtpd._logwriter import BufferedLogWriter
 from twisted_smtpd._metricsservice import WorkerMetrics, prepareWorkerMetrics
 from twisted_smtpd._resolve import resolverFor
+from twisted_smtpd._workercert import SharedCertificate
 from twisted_smtpd._workers import ParentWatch, WorkerPool, parentPipe
 
 
@@ -31,25 +32,32 @@ def _logDestination(config: Any) -> Any:
     return LogFile.fromFullPath(os.path.abspath(logfile or "twistd.log"))
 
 
-def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics:
+def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | SharedCertificate:
     """
     Build the server that C{twistd smtpd} runs.
 
     @param config: Parsed L{Options}.
     @return: An L{SMTPDaemon} with one listening child service per
-        C{--listen} endpoint; they start listening when it starts.
+        C{--listen} endpoint; they start listening when it starts.  With
+        C{--workers}, their parent; wrapped in a L{SharedCertificate} that
+        makes one self-signed certificate for all of them when no
+        certificate is configured.
     """
     if config.get("workerListeners"):
+        options = config["serverOptions"]
         directory = prepareWorkerMetrics() if config["metrics"] is not None else None
         pool = WorkerPool(
             config["workerListeners"],
             int(config["workers"]),
             ["--nodaemon", "--pidfile=", "--logfile=-", "smtpd", *config["arguments"]],
-            stopTimeout=config["serverOptions"].closeTimeout + 10,
+            stopTimeout=options.closeTimeout + 10,
         )
-        if directory is None:
-            return pool
-        return WorkerMetrics(pool, config["metrics"], directory)
+        service: WorkerPool | WorkerMetrics = pool
+        if directory is not None:
+            service = WorkerMetrics(pool, config["metrics"], directory)
+        if options.certificate is None and "STARTTLS" not in options.disabledCommands:
+            return SharedCertificate(service, pool, options.name)
+        return service
     writer = None
     parent: Any = getattr(config, "parent", None) or {}
     if config["log-format"] == "json" or not parent.get("syslog"):

@@ -144,6 +144,8 @@ class WorkerPool(Service):
 
     @ivar workers: The running workers by index.
     @ivar restarts: How many times a worker was started again.
+    @ivar extraArguments: Arguments added after C{workerArguments} for
+        workers started from now on.
     """
 
     _log = Logger()
@@ -167,6 +169,7 @@ class WorkerPool(Service):
         self._pending: dict[int, IDelayedCall] = {}
         self.workers: dict[int, Any] = {}
         self.restarts = 0
+        self.extraArguments: list[str] = []
         self._previousHangup: Any = None
 
     @property
@@ -227,7 +230,7 @@ class WorkerPool(Service):
         env = dict(os.environ)
         env[INHERITED] = "\n".join(lines)
         env[PARENT_PIPE] = str(fd)
-        argv = [sys.executable, "-c", _RUN_TWISTD, *self._arguments]
+        argv = [sys.executable, "-c", _RUN_TWISTD, *self._arguments, *self.extraArguments]
         protocol = _Worker(self, index)
         process = self.reactor.spawnProcess(
             protocol, sys.executable, argv, env=env, childFDs=childFDs

@@ -94,6 +94,39 @@ class BrokerTests(TestCase):
         self.assertEqual(headers["messageId"], properties.message_id)
         self.assertTrue(properties.message_id.startswith(headers["sessionId"] + "."))
 
+    async def test_manyLongRecipients(self) -> None:
+        """
+        Recipients of the longest path (256 octets with its brackets) are
+        accepted while the envelope fits in one frame, then refused with
+        452 4.5.3; the client sends the message to those accepted (as
+        Postfix's client does, keeping the rest for another transaction),
+        and the broker takes it with every one in its headers.  (Before,
+        all 1000 were accepted and the oversized header frame made the
+        broker drop the connection: 451 for ever.)
+        """
+        handler, server = await self.serve()
+
+        def sendMany() -> tuple[list[str], tuple[int, bytes], tuple[int, bytes]]:
+            accepted = []
+            with smtplib.SMTP("127.0.0.1", server.port, timeout=60) as client:
+                client.ehlo("client.example")
+                client.mail("a@example.com")
+                for index in range(1000):
+                    recipient = f"{'a' * 60}{index:04d}@{'d' * 181}.example"
+                    reply = client.rcpt(recipient)
+                    if reply[0] != 250:
+                        break
+                    accepted.append(recipient)
+                return accepted, reply, client.data(MESSAGE)
+
+        accepted, refusal, reply = await deferToThread(sendMany)
+        self.assertEqual(refusal, (452, b"4.5.3 Error: too many recipients"))
+        self.assertEqual(reply[0], 250, reply)
+        self.assertGreater(len(accepted), 100)
+        [(properties, body)] = await deferToThread(self.broker.consume, self.queue, 1)
+        self.assertEqual(body, MESSAGE)
+        self.assertEqual(properties.headers["recipients"], accepted)
+
     async def test_nack(self) -> None:
         """
         A queue that refuses more than one message (C{x-overflow}

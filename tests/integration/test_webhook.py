@@ -74,23 +74,23 @@ class WebhookTests(TestCase):
 
     async def test_rawSigned(self) -> None:
         """
-        In raw format the message is the body (C{message/rfc822}), with
-        the envelope, timestamp and a valid signature in headers; a 200
-        answers 250 with the message id.
+        In raw format the body is C{multipart/form-data}: the envelope,
+        then the message byte for byte; the timestamp and a valid signature
+        (over the body, so over the envelope) are in headers, and no other
+        header carries the envelope; a 200 answers 250 with the message id.
         """
         receiver = WebhookReceiver(secret=SECRET)
         handler = self.handler(await self.receiver(receiver), secret=SECRET)
         before = int(time.time())
         self.assertEqual(await self.deliver(handler), "OK: queued as s1d.1")
         [request] = receiver.requests
-        self.assertEqual(request.body, MESSAGE)
-        self.assertEqual(request.header("content-type"), "message/rfc822")
-        self.assertEqual(request.header("content-length"), str(len(MESSAGE)))
-        self.assertEqual(
-            json.loads(request.header("x-smtpd-envelope")), envelopeFields(makeSession())
-        )
+        self.assertEqual(request.message, MESSAGE)
+        self.assertEqual(request.envelope, envelopeFields(makeSession()))
+        self.assertTrue(request.header("content-type").startswith("multipart/form-data; "))
+        self.assertEqual(request.header("content-length"), str(len(request.body)))
+        self.assertNotIn("x-smtpd-envelope", request.headers)
         self.assertLessEqual(before, int(request.header("x-smtpd-timestamp")))
-        self.assertTrue(request.header("x-smtpd-signature").startswith("v1="))
+        self.assertTrue(request.header("x-smtpd-signature").startswith("v2="))
 
     async def test_jsonSigned(self) -> None:
         """
@@ -150,7 +150,9 @@ class WebhookTests(TestCase):
         receiver = WebhookReceiver([(500, "text/plain", b"oops")], secret=SECRET)
         handler = self.handler(await self.receiver(receiver), secret=SECRET)
         self.assertEqual(await self.deliver(handler), "OK: queued as s1d.1")
-        self.assertEqual([r.body for r in receiver.requests], [MESSAGE, MESSAGE])
+        self.assertEqual([r.message for r in receiver.requests], [MESSAGE, MESSAGE])
+        # The same request again, byte for byte.
+        self.assertEqual(receiver.requests[0].body, receiver.requests[1].body)
 
     async def test_tooManyRequests(self) -> None:
         """
@@ -215,8 +217,8 @@ class WebhookTests(TestCase):
         feed(stream, message, 65536)
         self.assertEqual(await d, "OK: queued as s1d.1")
         [request] = receiver.requests
-        self.assertEqual(request.header("content-length"), str(len(message)))
-        self.assertEqual(request.body, message)
+        self.assertEqual(request.header("content-length"), str(len(request.body)))
+        self.assertEqual(request.message, message)
 
     async def test_httpsWithCA(self) -> None:
         """
@@ -252,11 +254,11 @@ class WebhookTests(TestCase):
 
         await deferToThread(send)
         [request] = receiver.requests
-        envelope = json.loads(request.header("x-smtpd-envelope"))
+        envelope = request.envelope
         self.assertEqual(envelope["sender"], "a@example.com")
         self.assertEqual(envelope["recipients"], ["x@example.org"])
         self.assertEqual(envelope["helo"], "client.example")
-        self.assertEqual(request.body, MESSAGE)
+        self.assertEqual(request.message, MESSAGE)
 
     async def test_smtpRefusal(self) -> None:
         """

@@ -6,6 +6,9 @@ request, verifies signatures, and answers as a script says.
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,9 +27,42 @@ Answer = tuple[int, str, bytes] | None
 OK: Answer = (200, "text/plain", b"ok")
 
 
+_BOUNDARY = re.compile(r"multipart/form-data; boundary=(smtpd-[0-9a-f]{32})")
+
+
+def parseMultipart(contentType: str, body: bytes) -> tuple[dict[str, Any], bytes]:
+    """
+    The envelope and the message of a C{raw} webhook body, parsed strictly
+    as docs/scaling.md describes it.
+
+    @raise ValueError: The body is not exactly that.
+    """
+    match = _BOUNDARY.fullmatch(contentType)
+    if match is None:
+        raise ValueError(f"not the multipart content type: {contentType!r}")
+    marker = match.group(1).encode("ascii")
+    start, end = b"--" + marker + b"\r\n", b"\r\n--" + marker + b"--\r\n"
+    if not (body.startswith(start) and body.endswith(end)):
+        raise ValueError("body does not begin and end with the boundary")
+    first, second = body[len(start) : -len(end)].split(b"\r\n" + start, 1)
+    envelopeHead, envelope = first.split(b"\r\n\r\n", 1)
+    messageHead, message = second.split(b"\r\n\r\n", 1)
+    if envelopeHead != (
+        b'Content-Disposition: form-data; name="envelope"\r\nContent-Type: application/json'
+    ) or messageHead != (
+        b'Content-Disposition: form-data; name="message"; filename="message.eml"\r\n'
+        b"Content-Type: message/rfc822"
+    ):
+        raise ValueError(f"unexpected part headers: {envelopeHead!r}, {messageHead!r}")
+    return json.loads(envelope), message
+
+
 class ReceivedRequest:
     """
     One request the receiver got.
+
+    @ivar envelope: The envelope, parsed from the body (either format).
+    @ivar message: The message, parsed from the body (either format).
     """
 
     def __init__(self, request: Request, body: bytes) -> None:
@@ -35,6 +71,21 @@ class ReceivedRequest:
             name.decode("ascii").lower(): [v.decode("latin-1") for v in values]
             for name, values in request.requestHeaders.getAllRawHeaders()
         }
+
+    def _parts(self) -> tuple[dict[str, Any], bytes]:
+        contentType = self.headers.get("content-type", [""])[0]
+        if contentType == "application/json":
+            document = json.loads(self.body)
+            return document["envelope"], base64.b64decode(document["message"], validate=True)
+        return parseMultipart(contentType, self.body)
+
+    @property
+    def envelope(self) -> dict[str, Any]:
+        return self._parts()[0]
+
+    @property
+    def message(self) -> bytes:
+        return self._parts()[1]
 
     def header(self, name: str) -> str:
         """
@@ -75,8 +126,7 @@ class WebhookReceiver(Resource):
             headers = request.requestHeaders
             signature = headers.getRawHeaders(b"x-smtpd-signature") or [b""]
             timestamp = headers.getRawHeaders(b"x-smtpd-timestamp") or [b""]
-            envelope = headers.getRawHeaders(b"x-smtpd-envelope") or [b""]
-            if not verifySignature(self.secret, timestamp[0], envelope[0], body, signature[0]):
+            if not verifySignature(self.secret, timestamp[0], body, signature[0]):
                 return self._answer(request, (401, "text/plain", b"bad signature\r\nmore"))
         answer = self.script.pop(0) if self.script else OK
         if answer is None:

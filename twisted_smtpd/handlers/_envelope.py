@@ -67,7 +67,7 @@ def envelopeFields(session: Session) -> dict[str, Any]:
 def envelopeJSON(fields: dict[str, Any]) -> str:
     """
     C{fields} as compact JSON, ASCII only (other characters as C{\\uXXXX}
-    escapes): one line that fits an HTTP header.
+    escapes): one line, safe in a request body part or a log line.
     """
     return json.dumps(fields, ensure_ascii=True, separators=(",", ":"), sort_keys=True)
 

@@ -6,6 +6,7 @@ trace headers, and the per-recipient folders of C{perRecipient} delivery.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import os
 import re
@@ -24,8 +25,10 @@ _QUOTED_PAIR = re.compile(r"\\(.)")
 _MAX_NAME = 255
 # Unicode categories never allowed in a directory name: controls, format
 # characters (bidirectional overrides, zero-width joiners), surrogates,
-# private use, unassigned code points, line and paragraph separators.
-_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+# private use, unassigned code points, space, line and paragraph separators
+# (a space, U+0020 included, would make names that look alike or empty).
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
+_IPV4_LITERAL = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}", re.ASCII)
 
 #: The directory under a per-recipient Maildir's root that holds one
 #: directory per domain.  Keeping the domains out of the root itself means no
@@ -87,7 +90,9 @@ def _safeName(text: str) -> str | None:
     one directory.  The result is refused when it is empty, begins with a
     dot (so C{.} and C{..} too), holds a C{/} or a backslash, holds a
     control, format, private-use, unassigned or separator character, or is
-    longer than 255 bytes in UTF-8.
+    longer than 255 bytes in UTF-8.  Space separators (Unicode category
+    C{Zs}: U+0020, the no-break and ideographic spaces, ...) are separator
+    characters too.
     """
     try:
         name = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).lower())
@@ -105,6 +110,31 @@ def _safeName(text: str) -> str | None:
     ):
         return None
     return name
+
+
+def _canonicalLiteral(domain: str) -> str:
+    """
+    C{domain} with an address literal (RFC 5321 section 4.1.3) put in one
+    canonical form, so that every spelling of one address names one
+    directory: C{[IPv6:0:0:0:0:0:0:0:1]} and C{[ipv6:::1]} both become
+    C{[ipv6:::1]} (RFC 5952 text, lower-cased as every name is), and
+    C{[192.0.002.1]} becomes C{[192.0.2.1]}.  A domain name, a general
+    address literal or a literal that is no valid address is returned
+    unchanged.
+    """
+    if not (domain.startswith("[") and domain.endswith("]")):
+        return domain
+    inner = domain[1:-1]
+    if inner[:5].lower() == "ipv6:":
+        try:
+            return f"[ipv6:{ipaddress.IPv6Address(inner[5:]).compressed}]"
+        except ValueError:
+            return domain
+    if _IPV4_LITERAL.fullmatch(inner) is not None:
+        octets = [int(octet) for octet in inner.split(".")]
+        if all(octet <= 255 for octet in octets):
+            return "[" + ".".join(map(str, octets)) + "]"
+    return domain
 
 
 def recipientDirectory(address: str, localDomain: str) -> tuple[str, str]:
@@ -125,7 +155,7 @@ def recipientDirectory(address: str, localDomain: str) -> tuple[str, str]:
     if len(local) >= 2 and local.startswith('"') and local.endswith('"'):
         # A quoted local part names the same mailbox as its content.
         local = _QUOTED_PAIR.sub(r"\1", local[1:-1])
-    safeLocal, safeDomain = _safeName(local), _safeName(domain)
+    safeLocal, safeDomain = _safeName(local), _safeName(_canonicalLiteral(domain))
     if safeLocal is None or safeDomain is None:
         raise SMTPError(553, "Error: mailbox name not allowed", "5.1.3")
     return safeDomain, safeLocal

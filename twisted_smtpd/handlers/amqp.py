@@ -30,6 +30,15 @@ from twisted_smtpd.interfaces import IMessageStream
 # RabbitMQ's own default max_message_size since 3.8 (128 MiB); the broker
 # refuses larger messages.
 DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
+# AMQP 0-9-1 section 4.2.6: the properties (the envelope in their headers)
+# travel in one content header frame, which may not exceed the connection's
+# frame_max: the frame's type, channel and size (7 octets), class id,
+# weight and body size (12), the properties, the frame end (1).
+_HEADER_FRAME_OVERHEAD = 7 + 12 + 1
+# What one recipient adds to the headers' array: its type and length.
+_PER_RECIPIENT = 1 + 4
+# Kept free for what may still change between RCPT and the publish.
+_HEADER_MARGIN = 64
 
 
 class _State(enum.Enum):
@@ -88,6 +97,12 @@ class AMQPHandler(BaseHandler):
     The body is gathered in memory (one message per transaction) and
     limited to C{maxMessageSize}: a larger C{SIZE=} at MAIL, or body, is
     refused with 552.
+
+    The properties, envelope included, must fit in one AMQP frame
+    (C{frame_max}, negotiated with the broker; 128 KiB with RabbitMQ's
+    defaults): a recipient that would take them past it is refused at RCPT
+    with C{452 4.5.3} (RFC 5321 section 4.5.3.1.10, the client sends the
+    rest in another transaction); about 500 recipients of 256 octets fit.
 
     @ivar url: The broker's URL.
     """
@@ -346,6 +361,48 @@ class AMQPHandler(BaseHandler):
             self._log.warn("{session} refused MAIL: message broker unavailable", session=session.id)
             raise SMTPError(451, "Error: message broker unavailable, try again later", "4.3.0")
 
+    def onRcptTo(self, address: Address, session: Session) -> None:
+        """
+        Refuse a recipient that would make the message's properties too
+        large for one frame.
+
+        @raise SMTPError: 452 4.5.3.
+        """
+        fields = envelopeFields(session)
+        fields["recipients"] = []
+        size = _HEADER_FRAME_OVERHEAD + _HEADER_MARGIN + _encodedSize(self._properties(fields, 0))
+        for recipient in (*session.envelope.rcptTo, address):
+            size += _PER_RECIPIENT + len(recipient.address.encode("utf-8"))
+        if size > self._frameMax():
+            self._log.info(
+                "{session} recipient refused: {count} recipients already fill an AMQP frame",
+                session=session.id,
+                count=len(session.envelope.rcptTo),
+            )
+            raise SMTPError(452, "Error: too many recipients", "4.5.3")
+
+    def _frameMax(self) -> int:
+        """
+        The connection's C{frame_max}: as negotiated with the broker once
+        connected, else as asked for.
+        """
+        connection = self._connection
+        params = getattr(connection, "params", None) or self._parameters
+        return int(params.frame_max)
+
+    def _properties(self, fields: dict[str, Any], timestamp: int) -> pika.BasicProperties:
+        """
+        The properties a message with envelope C{fields} is published with.
+        """
+        return pika.BasicProperties(
+            content_type="message/rfc822",
+            delivery_mode=2,
+            message_id=fields["messageId"],
+            timestamp=timestamp,
+            app_id="twisted-smtpd",
+            headers=fields,
+        )
+
     def onData(self, stream: IMessageStream, session: Session) -> Deferred[str]:
         """
         Gather the body, publish it, and wait for the broker's confirm.
@@ -372,14 +429,17 @@ class AMQPHandler(BaseHandler):
         body.parts = []
         fields = envelopeFields(session)
         identifier = messageId(session)
-        properties = pika.BasicProperties(
-            content_type="message/rfc822",
-            delivery_mode=2,
-            message_id=identifier,
-            timestamp=int(self._reactor.seconds()),
-            app_id="twisted-smtpd",
-            headers=fields,
-        )
+        properties = self._properties(fields, int(self._reactor.seconds()))
+        if _HEADER_FRAME_OVERHEAD + _encodedSize(properties) > self._frameMax():
+            # Not checked at RCPT (or the broker lowered frame_max since):
+            # such a frame would make the broker close the connection, and
+            # every transaction publishing on it would fail.
+            self._log.warn(
+                "{session} envelope of {count} recipients too large for an AMQP frame",
+                session=session.id,
+                count=len(fields["recipients"]),
+            )
+            raise SMTPError(451, "Error: envelope too large for the message broker", "4.3.0")
         channel = self._channel
         if self._state is not _State.READY or channel is None:
             self._log.warn(
@@ -423,6 +483,13 @@ class AMQPHandler(BaseHandler):
                 timer.cancel()
         self._log.info("{session} published {id}", session=session.id, id=identifier)
         return f"OK: queued as {identifier}"
+
+
+def _encodedSize(properties: pika.BasicProperties) -> int:
+    """
+    The octets C{properties} take in a content header frame.
+    """
+    return sum(len(part) for part in properties.encode())
 
 
 def _describe(error: BaseException) -> str:

@@ -45,6 +45,46 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 # Seconds an exited command's output pipes may stay open.
 _PIPE_GRACE = 1.0
+# Linux's limit on one argument or environment string, its NUL included
+# (MAX_ARG_STRLEN, 32 pages of 4 KiB): C{RECIPIENT} must stay under it.
+MAX_ARG_STRLEN = 32 * 4096
+# What execve counts for each string besides its bytes: its NUL and the
+# pointer to it.
+_PER_STRING = 1 + 8
+# Kept free of ARG_MAX for what execve and the loader add (the program's
+# path, the vectors' terminators, the auxiliary vector).
+_EXEC_RESERVE = 8192
+
+
+def _argMax() -> int:
+    """
+    The most bytes the arguments and environment of a new program may take,
+    C{os.sysconf("SC_ARG_MAX")} (Linux: a quarter of the stack limit, at
+    least 128 KiB), or 128 KiB when it is unknown.
+    """
+    try:
+        value = os.sysconf("SC_ARG_MAX")
+    except (ValueError, OSError):
+        value = -1
+    return value if value > 0 else MAX_ARG_STRLEN
+
+
+def _size(text: str) -> int:
+    """
+    How many bytes C{text} takes in an argument or environment string.
+    """
+    return len(os.fsencode(text))
+
+
+def spawnSize(argv: Sequence[str], env: Mapping[str, str]) -> tuple[int, int]:
+    """
+    What C{execve} counts for C{argv} and C{env}: the total of every string
+    with its NUL and pointer, and the longest single string with its NUL.
+    """
+    strings = [_size(a) for a in argv] + [_size(k) + 1 + _size(v) for k, v in env.items()]
+    total = sum(strings) + _PER_STRING * len(strings) + 2 * 8
+    return total, max(strings, default=0) + 1
+
 
 #: A whole argument of the command: replaced by one argument per recipient.
 RECIPIENT_PLACEHOLDER = "${recipient}"
@@ -165,14 +205,22 @@ class PipeHandler(BaseHandler):
     C{spoolDirectory}) while it arrives, and the command starts only once
     the whole message has passed every check, with that file as its
     standard input.  The reply depends on the exit status: 0 is 250, 75
-    (C{EX_TEMPFAIL}) is 451 4.3.0, anything else, or death by a signal, is
-    554 5.3.0; a failure's reply carries the first line of the command's
-    standard error.  Standard output is discarded.  The same reply goes to
-    every recipient in LMTP mode.  A spool that cannot be written is
-    answered 452 (disk full) or 451.
+    (C{EX_TEMPFAIL}) is 451 4.3.0, death by a signal is 451 4.3.0
+    (C{Error: command died with signal N}, deferred as Postfix's C{pipe}
+    does), anything else is 554 5.3.0; a failure's reply other than the
+    signal's carries the first line of the command's standard error.
+    Standard output is discarded.  The same reply goes to every recipient
+    in LMTP mode.  A spool that cannot be written is answered 452 (disk
+    full) or 451.
 
     A command running longer than C{timeout} is killed (C{SIGKILL}) and
     answered 451 4.3.0.
+
+    The kernel bounds a command's arguments and environment
+    (L{MAX_ARG_STRLEN} for one string, C{ARG_MAX} for all): a recipient
+    that would take them past is refused at RCPT with 452 4.5.3 (see
+    L{onRcptTo}), and a command that cannot be started is answered 451
+    4.3.0 with one log line.
 
     @ivar argv: The command's arguments, placeholders unexpanded.
     @ivar spoolDirectory: Where spool files are made (C{None}: C{TMPDIR}).
@@ -228,6 +276,8 @@ class PipeHandler(BaseHandler):
         self._reactor = reactor
         self._threadpool = threadpool
         self.spoolDirectory = spoolDirectory
+        self._argMax = _argMax()
+        self._recipientArguments = self.argv.count(RECIPIENT_PLACEHOLDER)
 
     def _inThread(self, f: Any, *args: Any) -> Deferred[Any]:
         pool = self._threadpool or self._reactor.getThreadPool()
@@ -249,9 +299,18 @@ class PipeHandler(BaseHandler):
 
     def onRcptTo(self, address: Address, session: Session) -> None:
         """
-        Refuse a recipient beginning with C{-}.
+        Refuse a recipient beginning with C{-}, or one that would make the
+        command's arguments and environment too large to run it.
 
-        @raise SMTPError: 553 5.1.3.
+        Each recipient is in C{RECIPIENT}, in its own C{RECIPIENT_N} and in
+        each C{${recipient}} argument; C{execve} fails with C{E2BIG} once
+        one string reaches L{MAX_ARG_STRLEN} or all of them together
+        C{ARG_MAX} (C{os.sysconf("SC_ARG_MAX")}).  A recipient past either
+        bound is answered C{452 4.5.3} (RFC 5321 section 4.5.3.1.10: the
+        client sends the message to those accepted, then to the others in
+        another transaction).
+
+        @raise SMTPError: 553 5.1.3, or 452 4.5.3.
         """
         if _startsWithHyphen(address.address):
             self._log.info(
@@ -260,6 +319,36 @@ class PipeHandler(BaseHandler):
                 address=address.address,
             )
             raise SMTPError(553, "Error: recipient address must not begin with '-'", "5.1.3")
+        if not self._fits(session, address):
+            self._log.info(
+                "{session} recipient refused: {count} recipients already fill the "
+                "delivery command's arguments and environment",
+                session=session.id,
+                count=len(session.envelope.rcptTo),
+            )
+            raise SMTPError(452, "Error: too many recipients", "4.5.3")
+
+    def _fits(self, session: Session, address: Address) -> bool:
+        """
+        Whether the command can still be run once C{address} is added to
+        the recipients of C{session}'s envelope.
+        """
+        recipients = [r.address for r in session.envelope.rcptTo]
+        recipients.append(address.address)
+        # Everything but the recipients, measured exactly.
+        fixed, longest = spawnSize(self._expand(session, []), self._environment(session, []))
+        sizes = [_size(r) for r in recipients]
+        digits = len(str(len(sizes)))
+        joined = sum(sizes) + len(sizes) - 1
+        # RECIPIENT, ORIGINAL_RECIPIENT and RECIPIENT_COUNT's contents, then
+        # RECIPIENT_0, RECIPIENT_1, ... and the ${recipient} arguments.
+        total = fixed + joined + sizes[0] + digits
+        total += sum(sizes) + len(sizes) * (len("RECIPIENT_=") + digits + _PER_STRING)
+        total += self._recipientArguments * (sum(sizes) + len(sizes) * _PER_STRING)
+        longest = max(
+            longest, len("RECIPIENT=") + joined + 1, len("ORIGINAL_RECIPIENT=") + sizes[0] + 1
+        )
+        return longest <= MAX_ARG_STRLEN and total <= self._argMax - _EXEC_RESERVE
 
     def arguments(self, session: Session) -> list[str]:
         """
@@ -267,9 +356,11 @@ class PipeHandler(BaseHandler):
         C{${recipient}} argument replaced by one argument per recipient, each
         C{${sender}} argument by the sender.
         """
+        return self._expand(session, [address.address for address in session.envelope.rcptTo])
+
+    def _expand(self, session: Session, recipients: list[str]) -> list[str]:
         envelope = session.envelope
         sender = envelope.mailFrom.address if envelope.mailFrom is not None else ""
-        recipients = [address.address for address in envelope.rcptTo]
         argv = [self.argv[0]]
         for argument in self.argv[1:]:
             if argument == RECIPIENT_PLACEHOLDER:
@@ -285,8 +376,10 @@ class PipeHandler(BaseHandler):
         The environment the command runs with for the message on
         C{session}.
         """
+        return self._environment(session, [address.address for address in session.envelope.rcptTo])
+
+    def _environment(self, session: Session, recipients: list[str]) -> dict[str, str]:
         envelope = session.envelope
-        recipients = [address.address for address in envelope.rcptTo]
         env = {"PATH": self._path}
         env.update(self._env)
         env.update(
@@ -337,6 +430,14 @@ class PipeHandler(BaseHandler):
                 env=self.environment(session),
                 childFDs={0: source.fileno(), 1: "r", 2: "r"},
             )
+        except OSError as e:
+            # E2BIG (an envelope not checked at RCPT), EMFILE, ENOMEM, ...
+            self._log.error(
+                "{session} pipe command could not be started: {error}",
+                session=session.id,
+                error=os.strerror(e.errno) if e.errno else str(e),
+            )
+            raise SMTPError(451, "Error: delivery command could not be started", "4.3.0") from None
         finally:
             # The command has its own copy of the descriptor.
             source.close()
@@ -374,8 +475,12 @@ class PipeHandler(BaseHandler):
         )
         if isinstance(value, ProcessTerminated) and code == EX_TEMPFAIL:
             raise SMTPError(451, detail or "Error: temporary failure, try again later", "4.3.0")
-        what = f"signal {signal}" if code is None else f"exit status {code}"
-        text = f"Error: delivery command failed ({what})"
+        if code is None:
+            # Killed (the OOM killer, a crash): nothing says the message is
+            # at fault, so the client tries again later, as Postfix's pipe
+            # (pipe_command.c) defers with "Command died with signal N".
+            raise SMTPError(451, f"Error: command died with signal {signal}", "4.3.0")
+        text = f"Error: delivery command failed (exit status {code})"
         if detail:
             text += f": {detail}"
         raise SMTPError(554, text, "5.3.0")

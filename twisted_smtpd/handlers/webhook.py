@@ -42,7 +42,6 @@ _READ_LIMIT = 65536
 
 TIMESTAMP_HEADER = "X-SMTPD-Timestamp"
 SIGNATURE_HEADER = "X-SMTPD-Signature"
-ENVELOPE_HEADER = "X-SMTPD-Envelope"
 
 
 class _TemporaryFailure(Exception):
@@ -136,20 +135,30 @@ class WebhookHandler(BaseHandler):
     POST each message to C{url}, and answer the client with what the
     receiver said.
 
-    The request body is the message (C{format="raw"},
-    C{Content-Type: message/rfc822}) or a JSON object C{{"envelope": {...},
-    "message": BASE64}} (C{format="json"}, C{application/json}).  The body
-    is spooled to a temporary file while the message arrives, then streamed
-    from it; it is never held in memory.  Every request has these headers:
+    The request body carries the envelope and the message, in one of two
+    formats:
 
-      - C{X-SMTPD-Envelope}: the envelope as one line of ASCII JSON
-        (C{sender}, C{recipients}, C{clientAddress}, C{clientPort},
-        C{helo}, C{user}, C{tls}, C{sessionId}, C{messageId});
+      - C{format="raw"}: C{multipart/form-data} (RFC 7578) with a random
+        boundary and two parts, C{envelope} (C{application/json}) and
+        C{message} (C{message/rfc822}, the message byte for byte);
+      - C{format="json"}: C{application/json}, C{{"envelope": {...},
+        "message": BASE64}}.
+
+    The envelope is one line of ASCII JSON (C{sender}, C{recipients},
+    C{clientAddress}, C{clientPort}, C{helo}, C{user}, C{tls},
+    C{sessionId}, C{messageId}).  It is in the body, not in a header, so
+    that a message to many recipients never meets a receiver's header size
+    limit (8 KiB a line in nginx and Apache, 16 KiB in all in
+    C{twisted.web}): every header is small and bounded.  The body is
+    spooled to a temporary file while the message arrives, then streamed
+    from it; it is never held in memory.  Besides C{Content-Type} and
+    C{User-Agent}, every request has these headers:
+
       - C{X-SMTPD-Timestamp}: seconds since the epoch when the message
         arrived;
-      - C{X-SMTPD-Signature}, with a C{secret}: C{v1=} and the hexadecimal
-        HMAC-SHA256 of C{TIMESTAMP "." ENVELOPE "." BODY} (the two header
-        values and the exact body bytes).
+      - C{X-SMTPD-Signature}, with a C{secret}: C{v2=} and the hexadecimal
+        HMAC-SHA256 of C{TIMESTAMP "." BODY} (the timestamp header and the
+        exact body bytes, the envelope among them).
 
     The HTTP status decides the reply: 2xx is 250; 408, 429, 5xx, a
     connection failure or no answer in time is tried again, with growing
@@ -259,9 +268,8 @@ class WebhookHandler(BaseHandler):
             spool.finish()
             headers = Headers(
                 {
-                    "Content-Type": ["application/json" if self._json else "message/rfc822"],
+                    "Content-Type": [spool.contentType],
                     "User-Agent": ["twisted-smtpd"],
-                    ENVELOPE_HEADER: [envelope],
                     TIMESTAMP_HEADER: [timestamp],
                 }
             )

@@ -1,0 +1,201 @@
+# -*- test-case-name: tests.test_pipelimits -*-
+"""
+Tests for the bounds L{PipeHandler} keeps on what it hands a command: the
+recipients' share of the arguments and environment, and a command that
+cannot be started.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tests.test_handlers import feed, makeSession
+from tests.test_pipe import ProcessReactor
+from twisted_smtpd import SMTPError
+from twisted_smtpd._session import Address, Envelope, Session
+from twisted_smtpd._stream import MessageStream
+from twisted_smtpd.handlers import pipe
+from twisted_smtpd.handlers.pipe import MAX_ARG_STRLEN, PipeHandler, spawnSize
+
+
+def longAddress(index: int) -> Address:
+    """
+    A recipient of 243 octets, well inside RFC 5321's 256-octet path.
+    """
+    return Address(f"{'a' * 60}{index:04d}@{'d' * 170}.example")
+
+
+def accept(handler: PipeHandler, session: Session, count: int) -> SMTPError | None:
+    """
+    Offer C{count} long recipients to C{handler} as the protocol does,
+    adding each accepted one to the envelope; stop at the first refusal.
+
+    @return: The refusal, or C{None} when all were accepted.
+    """
+    for index in range(count):
+        address = longAddress(index)
+        try:
+            handler.onRcptTo(address, session)
+        except SMTPError as e:
+            return e
+        session.envelope.rcptTo.append(address)
+    return None
+
+
+def emptySession() -> Session:
+    """
+    A session in a transaction with no recipient yet.
+    """
+    return makeSession(envelope=Envelope(mailFrom=Address("alice@example.com"), rcptTo=[]))
+
+
+class RecipientBoundTests(SynchronousTestCase):
+    """
+    L{PipeHandler.onRcptTo} refuses a recipient with 452 4.5.3 once the
+    command could no longer be run with it.
+    """
+
+    def test_recipientStringBound(self) -> None:
+        """
+        C{RECIPIENT} holds every recipient, so it reaches Linux's 128 KiB
+        per-string limit (C{MAX_ARG_STRLEN}) first: the recipient that
+        would take it past is refused with 452 4.5.3 and one log line; the
+        command's arguments and environment for those accepted stay within
+        both limits.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        handler = PipeHandler("cat", reactor=ProcessReactor())
+        session = emptySession()
+        error = accept(handler, session, 1000)
+        assert error is not None
+        self.assertEqual((error.code, error.enhanced), (452, "4.5.3"))
+        accepted = len(session.envelope.rcptTo)
+        # 244 octets each with its line break: 537 fit in 128 KiB, 538 not.
+        self.assertEqual(accepted, 537)
+        self.assertEqual(accepted, (MAX_ARG_STRLEN - len("RECIPIENT=")) // 244)
+        env = handler.environment(session)
+        total, longest = spawnSize(handler.arguments(session), env)
+        self.assertLessEqual(longest, MAX_ARG_STRLEN)
+        self.assertEqual(longest, len("RECIPIENT=") + len(env["RECIPIENT"]) + 1)
+        self.assertLessEqual(total, os.sysconf("SC_ARG_MAX"))
+        self.assertEqual(len(events), 1)
+        self.assertEqual(
+            formatEvent(events[0]),
+            f"s1d recipient refused: {accepted} recipients already fill the "
+            "delivery command's arguments and environment",
+        )
+
+    def test_totalBound(self) -> None:
+        """
+        With a small C{ARG_MAX} the total counts: each recipient is in
+        C{RECIPIENT}, in its C{RECIPIENT_N} and in each C{${recipient}}
+        argument, so fewer fit, and what is accepted fits in C{ARG_MAX}.
+        """
+        self.patch(pipe, "_argMax", lambda: 128 * 1024)
+        handler = PipeHandler(["cat", "${recipient}", "${recipient}"], reactor=ProcessReactor())
+        session = emptySession()
+        error = accept(handler, session, 1000)
+        assert error is not None
+        self.assertEqual((error.code, error.enhanced), (452, "4.5.3"))
+        accepted = len(session.envelope.rcptTo)
+        total, longest = spawnSize(handler.arguments(session), handler.environment(session))
+        self.assertLessEqual(total, 128 * 1024)
+        # Four copies of ~255 bytes each: 128 KiB hold about 128.
+        self.assertGreater(accepted, 100)
+        self.assertLess(accepted, 130)
+
+    def test_ordinaryRecipientsAccepted(self) -> None:
+        """
+        A thousand ordinary recipients (C{maxRecipients}' default) are all
+        accepted.
+        """
+        handler = PipeHandler("cat", reactor=ProcessReactor())
+        session = emptySession()
+        for index in range(1000):
+            self.assertIsNone(handler.onRcptTo(Address(f"user{index:04d}@example.com"), session))
+            session.envelope.rcptTo.append(Address(f"user{index:04d}@example.com"))
+
+    def test_spawnFailure(self) -> None:
+        """
+        A command that cannot be started (here C{E2BIG}) is answered
+        451 4.3.0 with one log line and no traceback.
+        """
+        processes = ProcessReactor()
+
+        def refuse(*args: Any, **kwargs: Any) -> None:
+            raise OSError(errno.E2BIG, os.strerror(errno.E2BIG))
+
+        processes.spawnProcess = refuse  # type: ignore[method-assign]
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        handler = PipeHandler("cat", reactor=processes)
+        stream = MessageStream()
+        d = handler.onData(stream, makeSession())
+        feed(stream, b"Subject: x\r\n\r\nx\r\n")
+        error = self.failureResultOf(d, SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
+        self.assertEqual(error.message, "Error: delivery command could not be started")
+        self.assertEqual(
+            [formatEvent(event) for event in events],
+            ["s1d pipe command could not be started: Argument list too long"],
+        )
+        self.assertTrue(all("log_failure" not in event for event in events))
+
+
+class RecipientBoundProcessTests(TestCase):
+    """
+    The bound against the real C{execve}.
+    """
+
+    async def test_acceptedRecipientsDelivered(self) -> None:
+        """
+        The most long recipients accepted at RCPT, with C{${recipient}}
+        arguments too, reach a real command, each one.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        out = os.path.join(directory, "out")
+        handler = PipeHandler(
+            ["/bin/sh", "-c", 'echo "$#" > "$OUT"; cat > /dev/null', "sh", "${recipient}"],
+            env={"OUT": out},
+            reactor=reactor,
+        )
+        session = emptySession()
+        error = accept(handler, session, 1000)
+        assert error is not None
+        stream = MessageStream()
+        d = handler.onData(stream, session)
+        feed(stream, b"Subject: x\r\n\r\nx\r\n")
+        self.assertEqual(await d, "OK: delivered to sh")
+        with open(out) as f:
+            self.assertEqual(int(f.read()), len(session.envelope.rcptTo))
+
+    async def test_tooLargeEnvelopeIsTemporary(self) -> None:
+        """
+        An envelope never checked at RCPT (600 long recipients handed
+        straight to C{onData}) makes the real C{execve} fail: 451 4.3.0
+        and one log line, not an internal error with a traceback.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        session = makeSession(
+            envelope=Envelope(
+                mailFrom=Address("alice@example.com"), rcptTo=[longAddress(i) for i in range(600)]
+            )
+        )
+        handler = PipeHandler(["/bin/sh", "-c", "cat > /dev/null"], reactor=reactor)
+        stream = MessageStream()
+        d = handler.onData(stream, session)
+        feed(stream, b"Subject: x\r\n\r\nx\r\n")
+        with self.assertRaises(SMTPError) as caught:
+            await d
+        self.assertEqual((caught.exception.code, caught.exception.enhanced), (451, "4.3.0"))
+        self.assertEqual(
+            [formatEvent(event) for event in events],
+            ["s1d pipe command could not be started: Argument list too long"],
+        )
