@@ -726,6 +726,47 @@ class ForwardConfirmedNameTests(SynchronousTestCase):
     C{sender_host_name}.
     """
 
+    def test_confirmedPointerNameBelieved(self) -> None:
+        """
+        PTR says C{mail.example.net}, whose A records hold the client's
+        address: that is the client's name, in the EHLO reply too.
+        """
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.error import ConnectionDone
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import StringTransport
+        from twisted.python.failure import Failure
+
+        from tests.test_protocol import RecordingHandler
+        from tests.test_resolve import FakeResolver
+        from twisted_smtpd._options import ServerOptions
+        from twisted_smtpd._server import SMTPServerFactory
+
+        dnsResolver = FakeResolver(
+            {"7.2.0.192.in-addr.arpa": b"mail.example.net."},
+            {"mail.example.net": ["192.0.2.7"]},
+        )
+        factory = SMTPServerFactory(
+            RecordingHandler(),
+            ServerOptions(name="mx.example.com"),
+            reactor=Clock(),
+            resolver=dnsResolver,
+        )
+        proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+        transport = StringTransport(
+            peerAddress=IPv4Address("TCP", "192.0.2.7", 40000),
+            hostAddress=IPv4Address("TCP", "192.0.2.1", 25),
+        )
+        proto.makeConnection(transport)
+        self.assertEqual(take(transport), replies.GREETING)
+        proto.dataReceived(b"EHLO c\r\n")
+        self.assertEqual(
+            take(transport),
+            replies.EHLO_DEFAULT.replace(b"[192.0.2.7]", b"mail.example.net"),
+        )
+        self.assertEqual(dnsResolver.forward[0][:2], ("A", "mail.example.net"))
+        proto.connectionLost(Failure(ConnectionDone()))
+
     def test_unconfirmedPointerNameNotBelieved(self) -> None:
         """
         PTR says C{mail.bank.example}, whose A record is another address:
@@ -769,10 +810,6 @@ class ForwardConfirmedNameTests(SynchronousTestCase):
             from twisted.internet.error import ConnectionDone
 
             proto.connectionLost(Failure(ConnectionDone()))
-
-    test_unconfirmedPointerNameNotBelieved.todo = (  # type: ignore[attr-defined]
-        "ReverseResolver.lookup takes the PTR answer without a forward lookup"
-    )
 
 
 class CramChallengeTests(SynchronousTestCase):
