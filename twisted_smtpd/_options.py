@@ -68,6 +68,11 @@ def _positive(instance: object, attribute: Any, value: float) -> None:
         raise ValueError(f"{attribute.name} must be positive")
 
 
+def _prefixLength(instance: object, attribute: Any, value: int) -> None:
+    if not 0 <= value <= 128:
+        raise ValueError(f"{attribute.name} must be from 0 to 128")
+
+
 def _upperTuple(value: Iterable[str]) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
@@ -237,6 +242,10 @@ class ServerOptions:
     @ivar limitExemptions: Networks exempt from C{maxClientsPerIp} and
         C{maxConnectionRate} (Postfix exempts C{mynetworks}); none by default,
         not even the loopback addresses.
+    @ivar clientIpv6PrefixLength: IPv6 clients are counted by their network
+        of this many bits for C{maxClientsPerIp} and C{maxConnectionRate}:
+        84 by default, as Postfix 3.8's C{smtpd_client_ipv6_prefix_length};
+        128 counts each address alone.
     @ivar minDataRate: C{(bytes, seconds)}: a DATA or BDAT transfer must
         bring at least C{bytes} every C{seconds}, or is cut with 421; C{None}
         (the default) for no minimum.
@@ -311,6 +320,7 @@ class ServerOptions:
         default=None, converter=_rate, validator=_checkRate
     )
     limitExemptions: tuple[IPNetwork, ...] = field(default=(), converter=_networks)
+    clientIpv6PrefixLength: int = field(default=84, validator=_prefixLength)
     minDataRate: tuple[int, float] | None = field(
         default=None, converter=_rate, validator=_checkRate
     )
