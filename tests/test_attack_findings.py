@@ -310,6 +310,18 @@ class MappedAddressTests(SynchronousTestCase):
         proto.dataReceived(b"EHLO c\r\n")  # type: ignore[attr-defined]
         self.assertIn(b"XCLIENT", take(transport))  # type: ignore[arg-type]
 
+    def test_unmapped(self) -> None:
+        """
+        L{unmapped} gives a mapped address in any spelling as IPv4, and
+        anything else as it is.
+        """
+        from twisted_smtpd._session import unmapped
+
+        for mapped in ("::ffff:192.0.2.7", "::FFFF:c000:207", "0:0:0:0:0:ffff:192.0.2.7"):
+            self.assertEqual(unmapped(mapped), "192.0.2.7", mapped)
+        for other in ("192.0.2.7", "2001:db8::ffff", "::1", "fe80::1%eth0", "/run/a:ffff", ""):
+            self.assertEqual(unmapped(other), other)
+
     def test_trustedUnmaps(self) -> None:
         """
         L{trusted} matches a mapped address (in any spelling) against IPv4

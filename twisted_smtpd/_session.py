@@ -227,9 +227,10 @@ def unmapped(host: str) -> str:
     section 2.5.5.2) turned into its IPv4 form (C{192.0.2.7}), as Postfix
     does at accept: an IPv4 client of a dual-stack listener is then matched,
     counted, logged and named as an IPv4 client.  Anything else is returned
-    as it is; an IPv4 address or a path costs one C{in} test.
+    as it is; an IPv4 address or a path costs one C{in} test, an IPv6
+    address that is not mapped (whose text cannot hold C{ffff}) two.
     """
-    if ":" not in host:
+    if ":" not in host or "ffff" not in host.lower():
         return host
     try:
         mapped = ipaddress.IPv6Address(host).ipv4_mapped
@@ -249,4 +250,7 @@ def hostPort(address: object) -> tuple[str, int]:
         if isinstance(name, bytes):
             name = name.decode("utf-8", "replace")
         return (str(name) if name else "", 0)
-    return (unmapped(str(host)), int(getattr(address, "port", 0) or 0))
+    host = str(host)
+    if ":" in host:
+        host = unmapped(host)
+    return (host, int(getattr(address, "port", 0) or 0))
