@@ -194,10 +194,6 @@ class MappedAddressTests(SynchronousTestCase):
         proto.dataReceived(b"XCLIENT ADDR=198.51.100.1\r\n")  # type: ignore[attr-defined]
         self.assertEqual(take(transport), replies.GREETING)  # type: ignore[arg-type]
 
-    test_xclientFromMappedAddress.todo = (  # type: ignore[attr-defined]
-        "_options.trusted compares versions and never unmaps ::ffff:a.b.c.d"
-    )
-
     def test_limitExemptionForMappedAddress(self) -> None:
         """
         C{limitExemptions=["192.0.2.0/24"]} exempts 192.0.2.7 arriving as
@@ -218,9 +214,211 @@ class MappedAddressTests(SynchronousTestCase):
         second.makeConnection(t2)
         self.assertEqual(t2.value(), replies.GREETING)
 
-    test_limitExemptionForMappedAddress.todo = (  # type: ignore[attr-defined]
-        "the limits' exemption check does not unmap ::ffff:a.b.c.d either"
-    )
+    def _second(self, proto: object, host: str) -> object:
+        from twisted.internet.address import IPv4Address, IPv6Address
+        from twisted.internet.testing import StringTransport
+
+        factory = proto._serverFactory  # type: ignore[attr-defined]
+        second = factory.buildProtocol(None)
+        address = IPv6Address if ":" in host else IPv4Address
+        t2 = StringTransport(
+            peerAddress=address("TCP", host, 40001),
+            hostAddress=address("TCP", "192.0.2.1", 25),
+        )
+        second.makeConnection(t2)
+        return t2
+
+    def test_sessionSeesIPv4Form(self) -> None:
+        """
+        The session's addresses, its name before any lookup, the EHLO reply
+        and the C{Received:} header name the client C{192.0.2.7}, never
+        C{[IPv6:::ffff:c000:207]}.
+        """
+        from twisted_smtpd.handlers._maildirnames import _traceHeaderLines
+
+        proto, transport = self._connect()
+        session = proto.session  # type: ignore[attr-defined]
+        self.assertEqual(session.remoteAddress, ("192.0.2.7", 40000))
+        self.assertEqual(session.localAddress, ("192.0.2.1", 25))
+        self.assertEqual(session.clientHostname, "[192.0.2.7]")
+        take(transport)  # type: ignore[arg-type]
+        proto.dataReceived(b"EHLO c\r\n")  # type: ignore[attr-defined]
+        self.assertEqual(take(transport), replies.EHLO_DEFAULT)  # type: ignore[arg-type]
+        header = _traceHeaderLines(session, "mx.example.com").decode()
+        self.assertIn("Received: from c (unknown [192.0.2.7]) by mx.example.com", header)
+
+    def test_logLineSeesIPv4Form(self) -> None:
+        """
+        The connect log line names the client and the local address in
+        their IPv4 form.
+        """
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        from twisted_smtpd._logging import SessionLogger
+
+        proto, transport = self._connect()
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        SessionLogger()("connect", proto.session, {})  # type: ignore[attr-defined]
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [
+                f"{proto.session.id} connect from 192.0.2.7:40000"  # type: ignore[attr-defined]
+                " ([192.0.2.7]) to 192.0.2.1:25"
+            ],
+        )
+
+    def test_ignoredHostsMatchMappedAddress(self) -> None:
+        """
+        C{ignoredHosts} written in either form silences the session of
+        192.0.2.7 arriving as C{::ffff:192.0.2.7}; another address is
+        still logged.
+        """
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import globalLogPublisher
+
+        from twisted_smtpd._logging import SessionLogger
+        from twisted_smtpd._options import ServerOptions
+
+        proto, transport = self._connect()
+        session = proto.session  # type: ignore[attr-defined]
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        for ignored in ("192.0.2.7", "::ffff:192.0.2.7", "::FFFF:c000:207"):
+            options = ServerOptions(name="mx.example.com", ignoredHosts=[ignored])
+            SessionLogger(options.ignoredHosts)("connect", session, {})
+        self.assertEqual(len(events), 0)
+        SessionLogger(["192.0.2.8"])("connect", session, {})
+        self.assertEqual(len(events), 1)
+
+    def test_xforwardFromMappedAddress(self) -> None:
+        """
+        C{useXForward=["192.0.2.0/24"]} trusts 192.0.2.7 arriving as
+        C{::ffff:192.0.2.7}: XFORWARD is advertised and accepted.
+        """
+        proto, transport = self._connect(useXForward=["192.0.2.0/24"])
+        take(transport)  # type: ignore[arg-type]
+        proto.dataReceived(b"EHLO c\r\n")  # type: ignore[attr-defined]
+        self.assertIn(b"XFORWARD", take(transport))  # type: ignore[arg-type]
+        proto.dataReceived(b"XFORWARD ADDR=198.51.100.1\r\n")  # type: ignore[attr-defined]
+        self.assertEqual(take(transport), replies.OK)  # type: ignore[arg-type]
+
+    def test_ipv6NetworkDoesNotTrustMappedAddress(self) -> None:
+        """
+        As in Postfix, a mapped client is an IPv4 client: C{::/0} does not
+        trust it, while a network written in mapped form
+        (C{::ffff:192.0.2.0/120}) means the IPv4 network it maps.
+        """
+        proto, transport = self._connect(useXClient=["::/0"])
+        take(transport)  # type: ignore[arg-type]
+        proto.dataReceived(b"EHLO c\r\n")  # type: ignore[attr-defined]
+        self.assertNotIn(b"XCLIENT", take(transport))  # type: ignore[arg-type]
+        proto, transport = self._connect(useXClient=["::ffff:192.0.2.0/120"])
+        take(transport)  # type: ignore[arg-type]
+        proto.dataReceived(b"EHLO c\r\n")  # type: ignore[attr-defined]
+        self.assertIn(b"XCLIENT", take(transport))  # type: ignore[arg-type]
+
+    def test_unmapped(self) -> None:
+        """
+        L{unmapped} gives a mapped address in any spelling as IPv4, and
+        anything else as it is.
+        """
+        from twisted_smtpd._session import unmapped
+
+        for mapped in ("::ffff:192.0.2.7", "::FFFF:c000:207", "0:0:0:0:0:ffff:192.0.2.7"):
+            self.assertEqual(unmapped(mapped), "192.0.2.7", mapped)
+        for other in ("192.0.2.7", "2001:db8::ffff", "::1", "fe80::1%eth0", "/run/a:ffff", ""):
+            self.assertEqual(unmapped(other), other)
+
+    def test_trustedUnmaps(self) -> None:
+        """
+        L{trusted} matches a mapped address (in any spelling) against IPv4
+        networks only.
+        """
+        from twisted_smtpd._options import ServerOptions, trusted
+
+        networks = ServerOptions(name="x", useXClient=["192.0.2.0/24", "2001:db8::/32"]).useXClient
+        for host in ("192.0.2.7", "::ffff:192.0.2.7", "::FFFF:c000:207", "0:0:0:0:0:ffff:c000:207"):
+            self.assertTrue(trusted(networks, host), host)
+        for host in ("::ffff:198.51.100.1", "::c000:207", "2001:db9::1", "nonsense"):
+            self.assertFalse(trusted(networks, host), host)
+        self.assertFalse(
+            trusted(ServerOptions(name="x", useXClient=["::/0"]).useXClient, "::ffff:1.2.3.4")
+        )
+
+    def test_mappedAndIPv4CountedTogether(self) -> None:
+        """
+        C{maxClientsPerIp} counts 192.0.2.7 once whether it arrives as
+        C{::ffff:192.0.2.7} or C{192.0.2.7}: the second connection is
+        refused.
+        """
+        from tests.test_deadlines import TOO_MANY_FROM_ADDRESS
+
+        proto, transport = self._connect(maxClientsPerIp=1)
+        self.assertEqual(
+            self._second(proto, "192.0.2.7").value(),  # type: ignore[attr-defined]
+            TOO_MANY_FROM_ADDRESS,
+        )
+
+    def test_xclientMappedAddress(self) -> None:
+        """
+        An XCLIENT C{ADDR} and C{DESTADDR} in mapped form are taken in their
+        IPv4 form.
+        """
+        proto, transport = self._connect(useXClient=["192.0.2.0/24"])
+        proto.dataReceived(  # type: ignore[attr-defined]
+            b"XCLIENT ADDR=IPV6:::ffff:198.51.100.1 DESTADDR=::ffff:203.0.113.9\r\n"
+        )
+        session = proto.session  # type: ignore[attr-defined]
+        self.assertEqual(session.remoteAddress[0], "198.51.100.1")
+        self.assertEqual(session.localAddress[0], "203.0.113.9")
+        self.assertEqual(session.clientHostname, "[198.51.100.1]")
+
+    def test_proxyFromMappedAddress(self) -> None:
+        """
+        C{useProxy=["192.0.2.0/24"]} trusts a front end at 192.0.2.7
+        arriving as C{::ffff:192.0.2.7}; a mapped source address in the
+        header gives the session the IPv4 client.
+        """
+        import socket
+
+        from twisted.internet.address import IPv6Address
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import StringTransport
+
+        from tests.test_protocol import RecordingHandler
+        from tests.test_proxy import v2
+        from twisted_smtpd._options import ServerOptions
+        from twisted_smtpd._proxy import ProxyWrappingFactory
+        from twisted_smtpd._server import SMTPServerFactory
+
+        clock = Clock()
+        options = ServerOptions(
+            name="mx.example.com", disableReverseLookup=True, useProxy=["192.0.2.0/24"]
+        )
+        factory = SMTPServerFactory(RecordingHandler(), options, reactor=clock)
+        wrapping = ProxyWrappingFactory(factory, options.useProxy, clock)
+        peer = IPv6Address("TCP", "::ffff:192.0.2.7", 1000)
+        wrapper = wrapping.buildProtocol(peer)
+        transport = StringTransport(
+            peerAddress=peer, hostAddress=IPv6Address("TCP", "::ffff:192.0.2.1", 25)
+        )
+        wrapper.makeConnection(transport)
+        wrapper.dataReceived(
+            v2("::ffff:198.51.100.4", "::ffff:192.0.2.1", 4000, 25, socket.AF_INET6)
+        )
+        self.assertEqual(transport.value(), replies.GREETING)
+        session = wrapper.wrappedProtocol.session
+        self.assertEqual(session.remoteAddress, ("198.51.100.4", 4000))
+        self.assertEqual(session.clientHostname, "[198.51.100.4]")
+        self.assertEqual(
+            dict(session.proxy.attributes),
+            {
+                "PROXY": "192.0.2.7",
+                "VERSION": "2",
+                "SOURCE": "198.51.100.4",
+                "DESTINATION": "192.0.2.1",
+            },
+        )
 
 
 class BinaryMimeRelayTests(TestCase):
@@ -531,6 +729,47 @@ class ForwardConfirmedNameTests(SynchronousTestCase):
     C{sender_host_name}.
     """
 
+    def test_confirmedPointerNameBelieved(self) -> None:
+        """
+        PTR says C{mail.example.net}, whose A records hold the client's
+        address: that is the client's name, in the EHLO reply too.
+        """
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.error import ConnectionDone
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import StringTransport
+        from twisted.python.failure import Failure
+
+        from tests.test_protocol import RecordingHandler
+        from tests.test_resolve import FakeResolver
+        from twisted_smtpd._options import ServerOptions
+        from twisted_smtpd._server import SMTPServerFactory
+
+        dnsResolver = FakeResolver(
+            {"7.2.0.192.in-addr.arpa": b"mail.example.net."},
+            {"mail.example.net": ["192.0.2.7"]},
+        )
+        factory = SMTPServerFactory(
+            RecordingHandler(),
+            ServerOptions(name="mx.example.com"),
+            reactor=Clock(),
+            resolver=dnsResolver,
+        )
+        proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+        transport = StringTransport(
+            peerAddress=IPv4Address("TCP", "192.0.2.7", 40000),
+            hostAddress=IPv4Address("TCP", "192.0.2.1", 25),
+        )
+        proto.makeConnection(transport)
+        self.assertEqual(take(transport), replies.GREETING)
+        proto.dataReceived(b"EHLO c\r\n")
+        self.assertEqual(
+            take(transport),
+            replies.EHLO_DEFAULT.replace(b"[192.0.2.7]", b"mail.example.net"),
+        )
+        self.assertEqual(dnsResolver.forward[0][:2], ("A", "mail.example.net"))
+        proto.connectionLost(Failure(ConnectionDone()))
+
     def test_unconfirmedPointerNameNotBelieved(self) -> None:
         """
         PTR says C{mail.bank.example}, whose A record is another address:
@@ -574,10 +813,6 @@ class ForwardConfirmedNameTests(SynchronousTestCase):
             from twisted.internet.error import ConnectionDone
 
             proto.connectionLost(Failure(ConnectionDone()))
-
-    test_unconfirmedPointerNameNotBelieved.todo = (  # type: ignore[attr-defined]
-        "ReverseResolver.lookup takes the PTR answer without a forward lookup"
-    )
 
 
 class CramChallengeTests(SynchronousTestCase):

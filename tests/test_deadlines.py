@@ -545,7 +545,7 @@ class ClientLimitsTableTests(SynchronousTestCase):
             self.assertEqual(limits.connected("/run/smtpd.sock", 0), (False, None))
             self.assertEqual(limits.connected("", 0), (False, None))
         self.assertEqual(limits.connected("::1", 0), (True, None))
-        self.assertEqual(limits.open, {"::1": 1})
+        self.assertEqual(limits.open, {"::/84": 1})
 
     def test_inactive(self) -> None:
         """

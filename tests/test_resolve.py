@@ -5,6 +5,7 @@ then DNS, bounded in time.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -19,14 +20,40 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted_smtpd._resolve import ReverseResolver, pointerName, readHostsFile
 
 
+def addressOf(pointer: str) -> str:
+    """
+    The address whose C{in-addr.arpa} or C{ip6.arpa} name is C{pointer}.
+    """
+    labels = pointer.split(".")
+    if pointer.endswith(".in-addr.arpa"):
+        return ".".join(reversed(labels[:4]))
+    nibbles = "".join(reversed(labels[:32]))
+    return str(ipaddress.IPv6Address(int(nibbles, 16)))
+
+
 class FakeResolver:
     """
-    Answers PTR queries from a table; records what was asked.
+    Answers PTR queries from a table, and A and AAAA queries from another;
+    records what was asked (C{asked}: PTR names, C{forward}: C{(type,
+    name, timeout)} of each forward query).
+
+    @ivar addresses: Host name to a list of addresses, a L{Deferred} or
+        C{None} (no such name).  By default every PTR answer that is a
+        string or bytes is confirmed: its name has the address reversed.
     """
 
-    def __init__(self, answers: dict[str, Any]) -> None:
+    def __init__(self, answers: dict[str, Any], addresses: dict[str, Any] | None = None) -> None:
         self.answers = answers
         self.asked: list[str] = []
+        self.forward: list[tuple[str, str, Any]] = []
+        if addresses is None:
+            addresses = {}
+            for pointer, answer in answers.items():
+                if isinstance(answer, bytes):
+                    answer = answer.decode("ascii", "replace")
+                if isinstance(answer, str):
+                    addresses.setdefault(answer.rstrip("."), []).append(addressOf(pointer))
+        self.addresses = addresses
 
     def lookupPointer(self, name: str, timeout: Any = None) -> Deferred[Any]:
         self.asked.append(name)
@@ -37,6 +64,28 @@ class FakeResolver:
             return fail(dns.DomainError(name))
         record = dns.RRHeader(name, dns.PTR, payload=dns.Record_PTR(answer))
         return succeed(([record], [], []))
+
+    def _forward(self, kind: str, name: str, timeout: Any) -> Deferred[Any]:
+        self.forward.append((kind, name, timeout))
+        answer = self.addresses.get(name)
+        if isinstance(answer, Deferred):
+            return answer
+        if answer is None:
+            return fail(dns.DomainError(name))
+        records = []
+        for address in answer:
+            if ":" in address:
+                if kind == "AAAA":
+                    records.append(dns.RRHeader(name, dns.AAAA, payload=dns.Record_AAAA(address)))
+            elif kind == "A":
+                records.append(dns.RRHeader(name, dns.A, payload=dns.Record_A(address)))
+        return succeed((records, [], []))
+
+    def lookupAddress(self, name: str, timeout: Any = None) -> Deferred[Any]:
+        return self._forward("A", name, timeout)
+
+    def lookupIPV6Address(self, name: str, timeout: Any = None) -> Deferred[Any]:
+        return self._forward("AAAA", name, timeout)
 
 
 class HostsTests(SynchronousTestCase):
@@ -67,7 +116,9 @@ class HostsTests(SynchronousTestCase):
         self.assertEqual(resolver.known("0:0::1"), "ip6-localhost")
         self.assertIsNone(resolver.known("192.0.2.10"))
         self.assertEqual(self.successResultOf(resolver.lookup("127.0.0.1")), "localhost")
+        self.assertEqual(self.successResultOf(resolver.lookup("192.0.2.9")), "mail.example.com")
         self.assertEqual(dnsResolver.asked, [])
+        self.assertEqual(dnsResolver.forward, [])
 
 
 class DNSTests(SynchronousTestCase):
@@ -87,6 +138,136 @@ class DNSTests(SynchronousTestCase):
         resolver = ReverseResolver(Clock(), dnsResolver, hostsFile="/nonexistent")
         d = resolver.lookup("192.0.2.5")
         self.assertEqual(self.successResultOf(d), "client.example.net")
+
+    def test_forwardConfirmed(self) -> None:
+        """
+        The PTR name is asked for its A records (IPv4 client) with the
+        whole timeout left, and kept because they hold the client's
+        address.
+        """
+        dnsResolver = FakeResolver(
+            {"5.2.0.192.in-addr.arpa": "client.example.net."},
+            {"client.example.net": ["198.51.100.1", "192.0.2.5"]},
+        )
+        resolver = ReverseResolver(Clock(), dnsResolver, hostsFile="/nonexistent")
+        self.assertEqual(self.successResultOf(resolver.lookup("192.0.2.5")), "client.example.net")
+        self.assertEqual(dnsResolver.forward, [("A", "client.example.net", (resolver.timeout,))])
+
+    def test_forwardConfirmedIPv6(self) -> None:
+        """
+        An IPv6 client's PTR name is confirmed by its AAAA records, in any
+        spelling of the address; its A records do not count.
+        """
+        pointer = str(pointerName("2001:db8::25"))
+        dnsResolver = FakeResolver(
+            {pointer: "v6.example.net."}, {"v6.example.net": ["2001:0db8:0::0025", "192.0.2.5"]}
+        )
+        resolver = ReverseResolver(Clock(), dnsResolver, hostsFile="/nonexistent")
+        self.assertEqual(self.successResultOf(resolver.lookup("2001:db8::25")), "v6.example.net")
+        self.assertEqual([kind for kind, name, t in dnsResolver.forward], ["AAAA"])
+        dnsResolver = FakeResolver({pointer: "v6.example.net."}, {"v6.example.net": ["192.0.2.5"]})
+        resolver = ReverseResolver(Clock(), dnsResolver, hostsFile="/nonexistent")
+        self.assertIsNone(self.successResultOf(resolver.lookup("2001:db8::25")))
+
+    def test_mappedClientLookedUpAsIPv4(self) -> None:
+        """
+        An IPv4-mapped address is looked up as the IPv4 address it maps.
+        """
+        dnsResolver = FakeResolver({"5.2.0.192.in-addr.arpa": "client.example.net."})
+        resolver = ReverseResolver(Clock(), dnsResolver, hostsFile="/nonexistent")
+        self.assertEqual(
+            self.successResultOf(resolver.lookup("::ffff:192.0.2.5")), "client.example.net"
+        )
+        self.assertEqual(dnsResolver.asked, ["5.2.0.192.in-addr.arpa"])
+
+    def test_unconfirmedIsNone(self) -> None:
+        """
+        A PTR name whose A records do not hold the client's address, or
+        that has none, gives no name, with one warning saying why.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        dnsResolver = FakeResolver(
+            {"5.2.0.192.in-addr.arpa": "mail.bank.example.", "6.2.0.192.in-addr.arpa": "gone."},
+            {"mail.bank.example": ["198.51.100.1"]},
+        )
+        resolver = ReverseResolver(Clock(), dnsResolver, hostsFile="/nonexistent")
+        self.assertIsNone(self.successResultOf(resolver.lookup("192.0.2.5")))
+        self.assertIsNone(self.successResultOf(resolver.lookup("192.0.2.6")))
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [
+                "reverse lookup of 192.0.2.5: host name mail.bank.example ignored,"
+                " its addresses do not include it",
+                "reverse lookup of 192.0.2.6: host name gone ignored,"
+                " its lookup failed (DomainError)",
+            ],
+        )
+
+    def test_otherOwnersDoNotConfirm(self) -> None:
+        """
+        Only A records of the PTR name, or of the CNAME targets it leads
+        to, confirm it: an extra record for another name does not.
+        """
+
+        class Resolver(FakeResolver):
+            def lookupAddress(self, name: str, timeout: Any = None) -> Deferred[Any]:
+                return succeed((self.records, [], []))
+
+        def a(owner: str, address: str) -> dns.RRHeader:
+            return dns.RRHeader(owner, dns.A, payload=dns.Record_A(address))
+
+        def cname(owner: str, target: str) -> dns.RRHeader:
+            return dns.RRHeader(owner, dns.CNAME, payload=dns.Record_CNAME(target))
+
+        dnsResolver = Resolver({"5.2.0.192.in-addr.arpa": "mail.bank.example."})
+        resolver = ReverseResolver(Clock(), dnsResolver, hostsFile="/nonexistent")
+        dnsResolver.records = [a("other.example", "192.0.2.5")]
+        self.assertIsNone(self.successResultOf(resolver.lookup("192.0.2.5")))
+        dnsResolver.records = [
+            cname("MAIL.bank.example.", "relay.example"),
+            cname("relay.example", "host.example"),
+            a("host.example.", "192.0.2.5"),
+        ]
+        self.assertEqual(self.successResultOf(resolver.lookup("192.0.2.5")), "mail.bank.example")
+
+    def test_forwardTimeoutSharesDeadline(self) -> None:
+        """
+        A PTR answer after 2 seconds leaves the forward lookup the rest of
+        the timeout; if it never answers, the whole lookup gives no name at
+        the timeout and its margin, counted from the start.
+        """
+        clock = Clock()
+        ptr: Deferred[Any] = Deferred()
+        never: Deferred[Any] = Deferred()
+        dnsResolver = FakeResolver({"7.2.0.192.in-addr.arpa": ptr}, {"client.example.net": never})
+        resolver = ReverseResolver(clock, dnsResolver, hostsFile="/nonexistent")
+        d = resolver.lookup("192.0.2.7")
+        clock.advance(2)
+        record = dns.RRHeader("x", dns.PTR, payload=dns.Record_PTR(b"client.example.net"))
+        ptr.callback(([record], [], []))
+        self.assertEqual(
+            dnsResolver.forward, [("A", "client.example.net", (resolver.timeout - 2,))]
+        )
+        clock.advance(resolver.timeout + 0.5 - 2 - 0.01)
+        self.assertNoResult(d)
+        clock.advance(0.01)
+        self.assertIsNone(self.successResultOf(d))
+        self.assertFalse(clock.getDelayedCalls())
+
+    def test_forwardRaisingIsNone(self) -> None:
+        """
+        A forward lookup that raises gives no name, logged with its
+        traceback.
+        """
+
+        class Resolver(FakeResolver):
+            def lookupAddress(self, name: str, timeout: Any = None) -> Deferred[Any]:
+                raise RuntimeError("resolver broken")
+
+        dnsResolver = Resolver({"5.2.0.192.in-addr.arpa": "client.example.net."})
+        resolver = ReverseResolver(Clock(), dnsResolver, hostsFile="/nonexistent")
+        self.assertIsNone(self.successResultOf(resolver.lookup("192.0.2.5")))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     def test_failureIsNone(self) -> None:
         """

@@ -16,7 +16,7 @@ from twisted_smtpd._grammar import XCLIENT_ATTRIBUTES, XFORWARD_ATTRIBUTES, Phas
 from twisted_smtpd._options import trusted
 from twisted_smtpd._printable import addressLiteral
 from twisted_smtpd._proxy import proxyDetails
-from twisted_smtpd._session import ProxyInfo
+from twisted_smtpd._session import ProxyInfo, unmapped
 from twisted_smtpd._xclient import UNAVAILABLE, parseXClient, parseXForward, stripIPv6Prefix
 
 if TYPE_CHECKING:
@@ -35,7 +35,9 @@ def connected(p: SMTPProtocol, transport: Any) -> None:
     Note where the connection came from, and what a PROXY header (already
     checked against C{useProxy} by L{twisted_smtpd._proxy}) said; until a
     reverse lookup or XCLIENT names it, the client's name is its address
-    literal (C{[192.0.2.1]}, C{[IPv6:2001:db8::1]}).
+    literal (C{[192.0.2.1]}, C{[IPv6:2001:db8::1]}).  Addresses are in the
+    form L{twisted_smtpd._session.hostPort} gives them: an IPv4-mapped
+    address as IPv4.
     """
     session = p.session
     p._connectedFrom = session.remoteAddress[0]
@@ -44,13 +46,13 @@ def connected(p: SMTPProtocol, transport: Any) -> None:
     if details is not None:
         frontEnd, header = details
         attributes = {
-            "PROXY": str(getattr(frontEnd, "host", "")),
+            "PROXY": unmapped(str(getattr(frontEnd, "host", ""))),
             "VERSION": str(header.version),
         }
         if header.source is not None:
-            attributes["SOURCE"] = header.source[0]
+            attributes["SOURCE"] = unmapped(header.source[0])
         if header.destination is not None:
-            attributes["DESTINATION"] = header.destination[0]
+            attributes["DESTINATION"] = unmapped(header.destination[0])
         session.proxy = ProxyInfo(attributes)
 
 
@@ -90,7 +92,7 @@ def xclient(p: SMTPProtocol, argument: bytes) -> None:
     host, port = session.remoteAddress
     address = attributes.get("ADDR")
     if address is not None and address not in _UNAVAILABLE:
-        host = stripIPv6Prefix(address)
+        host = unmapped(stripIPv6Prefix(address))
         session.clientHostname = addressLiteral(host)
     port = _port(attributes.get("PORT"), port)
     session.remoteAddress = (host, port)
@@ -106,7 +108,7 @@ def xclient(p: SMTPProtocol, argument: bytes) -> None:
     local, localPort = session.localAddress
     destination = attributes.get("DESTADDR")
     if destination is not None and destination not in _UNAVAILABLE:
-        local = stripIPv6Prefix(destination)
+        local = unmapped(stripIPv6Prefix(destination))
     session.localAddress = (local, _port(attributes.get("DESTPORT"), localPort))
     p._resetTransaction()
     p._phase = Phase.CONNECTED

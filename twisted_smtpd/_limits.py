@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import ipaddress
 
-from twisted_smtpd._options import IPNetwork, trusted
+from twisted_smtpd._options import IPNetwork, ServerOptions, trusted
+
+#: IPv6 clients are counted by this prefix (Postfix 3.8's
+#: C{smtpd_client_ipv6_prefix_length} default): one host or site has many
+#: addresses, so counting each alone would not limit it.
+IPV6_PREFIX_LENGTH = 84
 
 #: Most client addresses whose connection rate is remembered at once; when an
 #: address beyond it arrives, the address whose window began first is
@@ -32,7 +37,9 @@ def _isAddress(host: str) -> bool:
 
 class ClientLimits:
     """
-    Count the connections of each client address.
+    Count the connections of each client address: an IPv4 address, or the
+    IPv6 network of C{ipv6PrefixLength} bits an IPv6 address is in
+    (C{2001:db8::/84}).
 
     @ivar open: Connections now open, by client address (exempt addresses
         are not counted).
@@ -46,13 +53,43 @@ class ClientLimits:
         rate: tuple[int, float] | None,
         exempt: tuple[IPNetwork, ...],
         maxTracked: int = MAX_TRACKED,
+        ipv6PrefixLength: int = IPV6_PREFIX_LENGTH,
     ) -> None:
         self._perAddress = perAddress
         self._rate = rate
         self._exempt = exempt
         self._maxTracked = maxTracked
+        self._ipv6Mask = ((1 << 128) - 1) ^ ((1 << (128 - ipv6PrefixLength)) - 1)
+        self._ipv6Suffix = f"/{ipv6PrefixLength}"
         self.open: dict[str, int] = {}
         self.windows: dict[str, list[float]] = {}
+
+    @classmethod
+    def fromOptions(cls, options: ServerOptions) -> ClientLimits:
+        """
+        The limits C{options} set: C{maxClientsPerIp}, C{maxConnectionRate},
+        C{limitExemptions} and C{clientIpv6PrefixLength}.
+        """
+        return cls(
+            options.maxClientsPerIp,
+            options.maxConnectionRate,
+            options.limitExemptions,
+            ipv6PrefixLength=options.clientIpv6PrefixLength,
+        )
+
+    def _key(self, host: str) -> str:
+        """
+        What C{host} is counted as: itself, or for an IPv6 address its
+        network (C{2001:db8::/84}).
+        """
+        if ":" not in host:
+            return host
+        try:
+            address = ipaddress.IPv6Address(host)
+        except ValueError:
+            return host
+        network = ipaddress.IPv6Address(int(address) & self._ipv6Mask)
+        return str(network) + self._ipv6Suffix
 
     @property
     def active(self) -> bool:
@@ -72,6 +109,7 @@ class ClientLimits:
         if not self.active or not _isAddress(host) or trusted(self._exempt, host):
             # UNIX socket clients have no address of their own to count.
             return False, None
+        host = self._key(host)
         count = self.open.get(host, 0) + 1
         self.open[host] = count
         if self._rate is not None:
@@ -87,6 +125,7 @@ class ClientLimits:
         """
         A connection counted by L{connected} ended.
         """
+        host = self._key(host)
         count = self.open.get(host, 0) - 1
         if count > 0:
             self.open[host] = count

@@ -68,6 +68,11 @@ def _positive(instance: object, attribute: Any, value: float) -> None:
         raise ValueError(f"{attribute.name} must be positive")
 
 
+def _prefixLength(instance: object, attribute: Any, value: int) -> None:
+    if not 0 <= value <= 128:
+        raise ValueError(f"{attribute.name} must be from 0 to 128")
+
+
 def _upperTuple(value: Iterable[str]) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
@@ -85,7 +90,41 @@ def _networks(value: bool | Iterable[str | IPNetwork] | None) -> tuple[IPNetwork
         return (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
     if isinstance(value, str):
         value = [value]
-    return tuple(ipaddress.ip_network(v, strict=False) for v in value)
+    return tuple(_unmappedNetwork(ipaddress.ip_network(v, strict=False)) for v in value)
+
+
+def _unmappedNetwork(network: IPNetwork) -> IPNetwork:
+    """
+    An IPv6 network inside C{::ffff:0:0/96} (IPv4-mapped addresses) as the
+    IPv4 network it maps: clients are matched in their IPv4 form
+    (L{trusted}), so C{::ffff:192.0.2.0/120} means C{192.0.2.0/24}.
+    """
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
+        address = network.network_address.ipv4_mapped
+        if address is not None:
+            return ipaddress.IPv4Network((address, network.prefixlen - 96))
+    return network
+
+
+def _hosts(value: Iterable[str]) -> tuple[str, ...]:
+    """
+    Normalise C{ignoredHosts}: each IP address in the form a session's
+    C{remoteAddress} has (IPv4-mapped addresses as IPv4, IPv6 compressed
+    and lower case); other entries (a UNIX socket path) as they are.
+    """
+    if isinstance(value, str):
+        value = [value]
+    out = []
+    for host in value:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            out.append(host)
+            continue
+        if address.version == 6 and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        out.append(str(address))
+    return tuple(out)
 
 
 def _rate(value: str | tuple[int, float] | None) -> tuple[int, float] | None:
@@ -203,6 +242,10 @@ class ServerOptions:
     @ivar limitExemptions: Networks exempt from C{maxClientsPerIp} and
         C{maxConnectionRate} (Postfix exempts C{mynetworks}); none by default,
         not even the loopback addresses.
+    @ivar clientIpv6PrefixLength: IPv6 clients are counted by their network
+        of this many bits for C{maxClientsPerIp} and C{maxConnectionRate}:
+        84 by default, as Postfix 3.8's C{smtpd_client_ipv6_prefix_length};
+        128 counts each address alone.
     @ivar minDataRate: C{(bytes, seconds)}: a DATA or BDAT transfer must
         bring at least C{bytes} every C{seconds}, or is cut with 421; C{None}
         (the default) for no minimum.
@@ -218,7 +261,9 @@ class ServerOptions:
         the colon, a missing pair of angle brackets).
     @ivar disableReverseLookup: Do not look up the client's name.
     @ivar useProxy: Networks whose PROXY headers are trusted.
-    @ivar ignoredHosts: Client addresses whose sessions are not logged.
+    @ivar ignoredHosts: Client addresses whose sessions are not logged;
+        an IPv4-mapped IPv6 address is kept in its IPv4 form, as clients'
+        addresses are.
     @ivar useXClient: Networks whose XCLIENT commands are trusted.
     @ivar useXForward: Networks whose XFORWARD commands are trusted.
     @ivar tlsCiphers: An OpenSSL cipher string for TLS 1.2, or C{None} for
@@ -275,6 +320,7 @@ class ServerOptions:
         default=None, converter=_rate, validator=_checkRate
     )
     limitExemptions: tuple[IPNetwork, ...] = field(default=(), converter=_networks)
+    clientIpv6PrefixLength: int = field(default=84, validator=_prefixLength)
     minDataRate: tuple[int, float] | None = field(
         default=None, converter=_rate, validator=_checkRate
     )
@@ -285,7 +331,7 @@ class ServerOptions:
     lenientAddresses: bool = False
     disableReverseLookup: bool = False
     useProxy: tuple[IPNetwork, ...] = field(default=(), converter=_networks)
-    ignoredHosts: tuple[str, ...] = ()
+    ignoredHosts: tuple[str, ...] = field(default=(), converter=_hosts)
     useXClient: tuple[IPNetwork, ...] = field(default=(), converter=_networks)
     useXForward: tuple[IPNetwork, ...] = field(default=(), converter=_networks)
     tlsCiphers: str | None = None
@@ -304,9 +350,16 @@ class ServerOptions:
 def trusted(networks: tuple[IPNetwork, ...], host: str) -> bool:
     """
     Whether C{host} (an IP address string) lies in one of C{networks}.
+
+    An IPv4-mapped IPv6 address (C{::ffff:192.0.2.7}, an IPv4 client of a
+    dual-stack listener) is matched in its IPv4 form, as Postfix matches
+    it: against IPv4 networks only, so that C{::/0} does not take in every
+    IPv4 client.
     """
     try:
         addr = ipaddress.ip_address(host)
     except ValueError:
         return False
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
     return any(addr.version == n.version and addr in n for n in networks)

@@ -4,7 +4,9 @@ Reverse lookups of client addresses, for C{session.clientHostname}.
 
 The hosts file answers first (so loopback and local names never wait on the
 network), then C{twisted.names} with a short bound: a client never waits
-more than C{timeout} seconds for its greeting because of DNS.
+more than C{timeout} seconds for its greeting because of DNS.  A name from
+DNS is believed only when it is forward-confirmed (FCrDNS, as Postfix and
+Exim do): its A (or AAAA) records must hold the client's address.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from twisted.internet.error import DNSLookupError
 from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.names.dns import Record_A, Record_AAAA, Record_CNAME, RRHeader
 from twisted.names.error import DomainError, ResolverError
 from twisted.python.failure import Failure
 
@@ -90,46 +93,87 @@ class ReverseResolver:
 
     def lookup(self, ip: str) -> Deferred[str | None]:
         """
-        Find the name for C{ip}.
+        Find the name for C{ip}: the name of its PTR record, once a forward
+        lookup of that name (A for an IPv4 address, AAAA for IPv6) gives
+        C{ip} back.  Both lookups together take at most C{timeout} seconds
+        (and a half-second margin).
 
         @return: A L{Deferred} firing with the name, or C{None} when there is
-            none, the lookup failed or took too long; it never fails.
+            none, it is not confirmed, a lookup failed or took too long; it
+            never fails.
         """
         try:
-            canonical = str(ipaddress.ip_address(ip))
+            address = ipaddress.ip_address(ip)
         except ValueError:
             return succeed(None)
+        if address.version == 6 and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        canonical = str(address)
         known = self._hosts.get(canonical)
         if known is not None:
             return succeed(known)
-        ptr = pointerName(canonical)
-        if ptr is None:
-            return succeed(None)
+        ptr = address.reverse_pointer
         if self._resolver is None:
             from twisted.names.client import createResolver
 
             self._resolver = createResolver()
-        d: Deferred[Any] = maybeDeferred(self._resolver.lookupPointer, ptr, timeout=(self.timeout,))
-        d.addTimeout(self.timeout + 0.5, self._clock)
+        resolver = self._resolver
+        deadline = self._clock.seconds() + self.timeout
+        d: Deferred[Any] = maybeDeferred(resolver.lookupPointer, ptr, timeout=(self.timeout,))
 
-        def found(result: object) -> str | None:
+        def found(result: object) -> Deferred[str | None] | None:
             name = ptrAnswer(result)
-            if name is None and _answerNames(result):
-                self._log.warn(
-                    "reverse lookup of {ip}: invalid host name {names} ignored",
-                    ip=canonical,
-                    names=", ".join(_answerNames(result)),
-                )
-            return name
+            if name is None:
+                if _answerNames(result):
+                    self._log.warn(
+                        "reverse lookup of {ip}: invalid host name {names} ignored",
+                        ip=canonical,
+                        names=", ".join(_answerNames(result)),
+                    )
+                return None
+            left = deadline - self._clock.seconds()
+            if left <= 0:
+                unconfirmed(name, "no time left for its forward lookup")
+                return None
+            if address.version == 6:
+                forward = maybeDeferred(resolver.lookupIPV6Address, name, timeout=(left,))
+            else:
+                forward = maybeDeferred(resolver.lookupAddress, name, timeout=(left,))
+
+            def answered(result: object) -> str | None:
+                if address in forwardAddresses(result, name):
+                    return name
+                unconfirmed(name, "its addresses do not include it")
+                return None
+
+            def notAnswered(failure: Failure) -> Failure | None:
+                if failure.check(*_EXPECTED) is None:
+                    return failure
+                unconfirmed(name, f"its lookup failed ({failure.value.__class__.__name__})")
+                return None
+
+            forward.addCallbacks(answered, notAnswered)
+            return forward
+
+        def unconfirmed(name: str, why: str) -> None:
+            self._log.warn(
+                "reverse lookup of {ip}: host name {name} ignored, {why}",
+                ip=canonical,
+                name=name,
+                why=why,
+            )
 
         def failed(failure: Failure) -> None:
-            # Every failure, of the lookup or of reading its answer, is
+            # Every failure, of the lookups or of reading their answers, is
             # "no name": the session must be greeted whatever DNS said.
             if failure.check(*_EXPECTED) is None:
                 self._log.failure("reverse lookup of {ip} failed", failure, ip=canonical)
             return None
 
         d.addCallback(found)
+        # One bound for both lookups: cancelling d cancels the forward
+        # lookup it waits on.
+        d.addTimeout(self.timeout + 0.5, self._clock)
         d.addErrback(failed)
         return d
 
@@ -188,6 +232,57 @@ def ptrAnswer(result: object) -> str | None:
         if validHostname(text):
             return text
     return None
+
+
+def forwardAddresses(
+    result: object, name: str
+) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """
+    The addresses the answer to an A or AAAA query for C{name} gives it:
+    those of its A and AAAA records owned by C{name} or by the target of a
+    CNAME record in the answer leading from C{name}.
+
+    @param result: What C{twisted.names} resolvers give:
+        C{(answers, authority, additional)}.
+    """
+    if not isinstance(result, tuple) or not result or not isinstance(result[0], list):
+        return set()
+    records = [r for r in result[0][:_MAX_RECORDS] if isinstance(r, RRHeader)]
+    owners = {_key(name)}
+    for _ in range(8):
+        more: set[str] = set()
+        for r in records:
+            if isinstance(r.payload, Record_CNAME) and _key(r.name) in owners:
+                more.add(_key(r.payload.name))
+        if more <= owners:
+            break
+        owners |= more
+    addresses: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+    for r in records:
+        payload = r.payload
+        if not isinstance(payload, (Record_A, Record_AAAA)) or _key(r.name) not in owners:
+            continue
+        try:
+            if isinstance(payload, Record_A):
+                addresses.add(ipaddress.IPv4Address(payload.address))
+            else:
+                addresses.add(ipaddress.IPv6Address(payload.address))
+        except (ValueError, TypeError):
+            continue
+    return addresses
+
+
+#: The most answer records a forward lookup's answer is searched through.
+_MAX_RECORDS = 64
+
+
+def _key(name: object) -> str:
+    """
+    A DNS name (C{str} or L{twisted.names.dns.Name}) for comparison: lower
+    case, without its trailing dot.
+    """
+    text = name.decode("ascii", "replace") if isinstance(name, bytes) else str(name)
+    return text.lower().rstrip(".")
 
 
 def parseDNSServer(text: str) -> tuple[str, int]:

@@ -109,7 +109,7 @@ class SMTPServerFactory(ServerFactory):
         self._forceCall: IDelayedCall | None = None
         self._sweeper: LoopingCall | None = None
         #: Connections per client address and connection rates.
-        self.limits = ClientLimits(o.maxClientsPerIp, o.maxConnectionRate, o.limitExemptions)
+        self.limits = ClientLimits.fromOptions(o)
 
     @property
     def reactor(self) -> Any:

@@ -7,6 +7,7 @@ request and result.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import os
 from base64 import b32encode
 from collections.abc import Mapping
@@ -220,9 +221,28 @@ def newSessionId() -> str:
     return b32encode(os.urandom(5)).decode("ascii").lower()
 
 
+def unmapped(host: str) -> str:
+    """
+    C{host} with an IPv4-mapped IPv6 address (C{::ffff:192.0.2.7}, RFC 4291
+    section 2.5.5.2) turned into its IPv4 form (C{192.0.2.7}), as Postfix
+    does at accept: an IPv4 client of a dual-stack listener is then matched,
+    counted, logged and named as an IPv4 client.  Anything else is returned
+    as it is; an IPv4 address or a path costs one C{in} test, an IPv6
+    address that is not mapped (whose text cannot hold C{ffff}) two.
+    """
+    if ":" not in host or "ffff" not in host.lower():
+        return host
+    try:
+        mapped = ipaddress.IPv6Address(host).ipv4_mapped
+    except ValueError:
+        return host
+    return host if mapped is None else str(mapped)
+
+
 def hostPort(address: object) -> tuple[str, int]:
     """
     C{(host, port)} of a Twisted address; C{(path, 0)} for a UNIX socket.
+    An IPv4-mapped IPv6 address is given in its IPv4 form (L{unmapped}).
     """
     host = getattr(address, "host", None)
     if host is None:
@@ -230,4 +250,7 @@ def hostPort(address: object) -> tuple[str, int]:
         if isinstance(name, bytes):
             name = name.decode("utf-8", "replace")
         return (str(name) if name else "", 0)
-    return (str(host), int(getattr(address, "port", 0) or 0))
+    host = str(host)
+    if ":" in host:
+        host = unmapped(host)
+    return (host, int(getattr(address, "port", 0) or 0))

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.integration.test_dns -*-
 """
 C{twistd smtpd --dns-server HOST:PORT}: client names are asked of that DNS
-server, here a small responder on 127.0.0.1 answering PTR queries.
+server, here a small responder on 127.0.0.1 answering PTR and A queries.
 """
 
 from __future__ import annotations
@@ -18,13 +18,15 @@ from tests.integration.helpers import CLIENT_TIMEOUT, ServerTestCase
 class PointerResponder:
     """
     A UDP DNS server on 127.0.0.1 answering every PTR query with C{name},
-    in a thread, until L{stop}.
+    and A queries for C{name} with C{addresses}, in a thread, until
+    L{stop}.
 
     @ivar queries: The names asked for.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, addresses: tuple[str, ...] = ()) -> None:
         self.name = name
+        self.addresses = addresses
         self.queries: list[str] = []
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.socket.bind(("127.0.0.1", 0))
@@ -54,6 +56,13 @@ class PointerResponder:
                             name=q.name.name, type=dns.PTR, payload=dns.Record_PTR(self.name)
                         )
                     )
+                elif q.type == dns.A and q.name.name.decode("ascii") == self.name:
+                    for address in self.addresses:
+                        answer.answers.append(
+                            dns.RRHeader(
+                                name=q.name.name, type=dns.A, payload=dns.Record_A(address)
+                            )
+                        )
             self.socket.sendto(answer.toStr(), peer)
 
     def stop(self) -> None:
@@ -70,9 +79,10 @@ class DNSServerTests(ServerTestCase):
     def test_pointerAnswer(self) -> None:
         """
         A client from 127.0.0.2 (not in the hosts file) is named by the
-        configured DNS server, in the greeting's reply and the log.
+        configured DNS server, in the greeting's reply and the log, once
+        the A records of that name confirm it.
         """
-        responder = PointerResponder("client.dns-test.example")
+        responder = PointerResponder("client.dns-test.example", ("127.0.0.9", "127.0.0.2"))
         self.addCleanup(responder.stop)
         self.startServer("--sink", "--dns-server", f"127.0.0.1:{responder.port}", maildir=False)
         client = smtplib.SMTP(
@@ -87,6 +97,37 @@ class DNSServerTests(ServerTestCase):
         client.quit()
         self.server.waitForLog(" close")
         self.stopServer()
-        self.assertEqual(responder.queries, ["2.0.0.127.in-addr.arpa"])
+        self.assertEqual(responder.queries, ["2.0.0.127.in-addr.arpa", "client.dns-test.example"])
         self.assertIn(b"client.dns-test.example", text)
         self.assertIn("(client.dns-test.example) to 127.0.0.1:", self.server.output)
+
+    def test_unconfirmedPointerAnswer(self) -> None:
+        """
+        A PTR name whose A records do not hold the client's address is not
+        believed: the client is named by its address literal, and a warning
+        names the rejected name.
+        """
+        responder = PointerResponder("mail.bank.example", ("127.0.0.9",))
+        self.addCleanup(responder.stop)
+        self.startServer("--sink", "--dns-server", f"127.0.0.1:{responder.port}", maildir=False)
+        client = smtplib.SMTP(
+            "127.0.0.1",
+            self.server.port,
+            timeout=CLIENT_TIMEOUT,
+            source_address=("127.0.0.2", 0),
+        )
+        self.addCleanup(client.close)
+        code, text = client.ehlo()
+        self.assertEqual(code, 250)
+        client.quit()
+        self.server.waitForLog(" close")
+        self.stopServer()
+        self.assertEqual(responder.queries, ["2.0.0.127.in-addr.arpa", "mail.bank.example"])
+        self.assertNotIn(b"bank", text)
+        self.assertIn(b"[127.0.0.2]", text)
+        self.assertIn("([127.0.0.2]) to 127.0.0.1:", self.server.output)
+        self.assertIn(
+            "reverse lookup of 127.0.0.2: host name mail.bank.example ignored,"
+            " its addresses do not include it",
+            self.server.output,
+        )

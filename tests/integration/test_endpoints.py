@@ -69,6 +69,41 @@ class TCPTests(ServerTestCase):
         self.stopServer()
 
 
+class DualStackTests(ServerTestCase):
+    """
+    A C{tcp6:} listener taking IPv4 clients as IPv4-mapped addresses (here
+    bound to C{::ffff:127.0.0.1}, so that only the loopback is reached).
+    """
+
+    def test_mappedClientIsIPv4(self) -> None:
+        """
+        An IPv4 client of a C{tcp6:} listener arrives as
+        C{::ffff:127.0.0.1} and is served as C{127.0.0.1}: C{--xclient
+        127.0.0.0/8} trusts it, the EHLO reply and the log name it
+        C{127.0.0.1}.
+        """
+        self.startServer(
+            "--sink",
+            "--xclient",
+            "127.0.0.0/8",
+            "--no-reverse-lookup",
+            listen=["tcp6:0:interface=\\:\\:ffff\\:127.0.0.1"],
+            maildir=False,
+        )
+        client = smtplib.SMTP("127.0.0.1", self.server.port, timeout=CLIENT_TIMEOUT)
+        self.addCleanup(client.close)
+        code, text = client.ehlo()
+        self.assertEqual(code, 250)
+        self.assertIn(b"[127.0.0.1]", text)
+        self.assertIn("xclient", client.esmtp_features)
+        self.assertEqual(client.docmd("XCLIENT", "ADDR=192.0.2.7")[0], 220)
+        client.quit()
+        self.server.waitForLog(" close")
+        self.stopServer()
+        self.assertIn(" connect from 127.0.0.1:", self.server.output)
+        self.assertNotIn("ffff", self.server.output.split("listening:")[-1].split("\n", 1)[1])
+
+
 class ImplicitTLSTests(ServerTestCase):
     """
     An C{ssl:} listener without a key of its own serves implicit TLS (RFC

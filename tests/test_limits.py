@@ -1,0 +1,81 @@
+"""
+Tests for L{twisted_smtpd._limits}: IPv6 clients counted by their network
+(C{clientIpv6PrefixLength}, Postfix's C{smtpd_client_ipv6_prefix_length}).
+"""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv6Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests import replies
+from tests.test_deadlines import TOO_MANY_FROM_ADDRESS, factoryFor
+from twisted_smtpd._limits import ClientLimits
+from twisted_smtpd._options import ServerOptions
+from twisted_smtpd._server import SMTPServerFactory
+
+
+def connectFrom(factory: SMTPServerFactory, host: str) -> StringTransport:
+    proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+    transport = StringTransport(
+        peerAddress=IPv6Address("TCP", host, 40000),
+        hostAddress=IPv6Address("TCP", "2001:db8::25", 25),
+    )
+    proto.makeConnection(transport)
+    return transport
+
+
+class IPv6PrefixTests(SynchronousTestCase):
+    def test_samePrefixCountedTogether(self) -> None:
+        """
+        Addresses in one /84 are one client for the limits; an address in
+        the next /84 is another.  IPv4 addresses are counted alone.
+        """
+        limits = ClientLimits(1, None, ())
+        self.assertEqual(limits.connected("2001:db8::1", 0), (True, None))
+        counted, limit = limits.connected("2001:db8::fff:ffff:ffff", 0)
+        self.assertEqual(limit, "connection limit per client address (1)")
+        self.assertEqual(limits.connected("2001:db8::1000:0:0", 0), (True, None))
+        self.assertEqual(limits.connected("192.0.2.7", 0), (True, None))
+        self.assertEqual(limits.connected("192.0.2.8", 0), (True, None))
+        self.assertEqual(
+            limits.open,
+            {"2001:db8::/84": 2, "2001:db8::1000:0:0/84": 1, "192.0.2.7": 1, "192.0.2.8": 1},
+        )
+        for host in ("2001:db8::1", "2001:db8::fff:ffff:ffff", "2001:db8::1000:0:0"):
+            limits.disconnected(host)
+        self.assertEqual(limits.open, {"192.0.2.7": 1, "192.0.2.8": 1})
+
+    def test_rateCountedByPrefix(self) -> None:
+        """
+        The connection rate of a /84 is counted as one client's.
+        """
+        limits = ClientLimits(0, (1, 60), ())
+        self.assertEqual(limits.connected("2001:db8::1", 0), (True, None))
+        limits.disconnected("2001:db8::1")
+        counted, limit = limits.connected("2001:db8::2", 1)
+        self.assertEqual(limit, "connection rate limit (1 per 60 s)")
+        self.assertEqual(list(limits.windows), ["2001:db8::/84"])
+
+    def test_sessionsOfOnePrefix(self) -> None:
+        """
+        With C{maxClientsPerIp=1} a second client of the same /84 gets
+        421; with C{clientIpv6PrefixLength=128} it is served.
+        """
+        factory = factoryFor(Clock(), maxClientsPerIp=1)
+        self.assertEqual(connectFrom(factory, "2001:db8::1").value(), replies.GREETING)
+        self.assertEqual(connectFrom(factory, "2001:db8::2").value(), TOO_MANY_FROM_ADDRESS)
+        factory = factoryFor(Clock(), maxClientsPerIp=1, clientIpv6PrefixLength=128)
+        self.assertEqual(connectFrom(factory, "2001:db8::1").value(), replies.GREETING)
+        self.assertEqual(connectFrom(factory, "2001:db8::2").value(), replies.GREETING)
+        self.assertEqual(connectFrom(factory, "2001:db8::2").value(), TOO_MANY_FROM_ADDRESS)
+
+    def test_prefixLengthValidated(self) -> None:
+        """
+        C{clientIpv6PrefixLength} is 0 to 128, 84 by default.
+        """
+        self.assertEqual(ServerOptions(name="x").clientIpv6PrefixLength, 84)
+        for bad in (-1, 129):
+            self.assertRaises(ValueError, ServerOptions, name="x", clientIpv6PrefixLength=bad)
