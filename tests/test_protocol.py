@@ -1455,6 +1455,47 @@ class RefusingDataHandler(RecordingHandler):
         raise SMTPError(451, "Error: try again later", "4.3.0")
 
 
+class RecipientOvershootTests(SynchronousTestCase):
+    """
+    Recipients refused for being too many (452 4.5.3) are not errors: the
+    client sends them again in a later transaction.  Past Postfix's
+    C{smtpd_recipient_overshoot_limit} (1000) each one counts again.
+    """
+
+    def test_tooManyRecipientsAreNotErrors(self) -> None:
+        """
+        With C{maxRecipients=2}, 25 recipients get 2 x 250 then 23 x 452 and
+        the transaction goes on (before, the 20th error closed the session).
+        """
+        proto, transport, clock, handler = connect(maxRecipients=2)
+        take(transport)
+        proto.dataReceived(
+            b"EHLO c\r\nMAIL FROM:<s@example.com>\r\n"
+            + b"".join(b"RCPT TO:<r%d@example.com>\r\n" % i for i in range(25))
+            + b"DATA\r\nhi\r\n.\r\n"
+        )
+        out = take(transport)
+        self.assertEqual(out.count(b"452 4.5.3 "), 23)
+        self.assertNotIn(b"421", out)
+        # The message itself is accepted, for the two recipients.
+        self.assertTrue(out.splitlines()[-1].startswith(b"250 "), out[-200:])
+        self.assertFalse(transport.disconnecting)
+
+    def test_overshootLimit(self) -> None:
+        """
+        Past 1000 such refusals, each one counts towards C{maxErrors}.
+        """
+        proto, transport, clock, handler = connect(maxRecipients=1, maxErrors=3)
+        take(transport)
+        proto.dataReceived(
+            b"EHLO c\r\nMAIL FROM:<s@example.com>\r\n"
+            + b"".join(b"RCPT TO:<r%d@example.com>\r\n" % i for i in range(1004))
+        )
+        out = take(transport)
+        self.assertEqual(out.count(b"452 4.5.3 "), 1003)
+        self.assertTrue(out.endswith(replies.TOO_MANY_ERRORS), out[-200:])
+
+
 class RefusedMessageErrorTests(SynchronousTestCase):
     """
     A message refused after its end (by the handler, for its size or for a

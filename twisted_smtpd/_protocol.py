@@ -56,6 +56,9 @@ if TYPE_CHECKING:
 
 # RFC 4954 section 4: an AUTH command line may be up to 12288 octets.
 AUTH_LINE_LIMIT = 12288
+# Recipients refused with 452 4.5.3 (too many) before each one more counts
+# as an error (Postfix's smtpd_recipient_overshoot_limit).
+RECIPIENT_OVERSHOOT = 1000
 # Replies to pipelined commands written at once, at most.
 REPLY_BATCH = 64
 
@@ -80,8 +83,8 @@ class SMTPProtocol(LineReceiver):
         "_argument", "_auth", "_bodyEnded", "_buffer", "_clock", "_closing", "_closingSince",
         "_connected", "_connectedFrom", "_disabled", "_discard", "_discardingLine", "_draining",
         "_enhanced", "_errors", "_handler", "_handshakeSince", "_hookToken", "_implicitTLS",
-        "_lastActivity", "_limitHost", "_options", "_out", "_pauses", "_pendingSeen", "_phase",
-        "_plainTCP", "_processing", "_rateBytes", "_rateSince", "_receiver", "_refused",
+        "_lastActivity", "_limitHost", "_options", "_out", "_overshoot", "_pauses", "_pendingSeen",
+        "_phase", "_plainTCP", "_processing", "_rateBytes", "_rateSince", "_receiver", "_refused",
         "_serverFactory", "_startingTLS", "_transportPaused", "_unauthenticated", "_verb",
         "_waiting", "_wire", "session",
     )
@@ -118,7 +121,7 @@ class SMTPProtocol(LineReceiver):
         self._draining = False
         self._implicitTLS = False
         self._phase = Phase.CONNECTED
-        self._errors = 0
+        self._errors = self._overshoot = 0
         self._hookToken = 0
         self._unauthenticated = 0
         self._lastActivity = self._closingSince = self._rateSince = 0.0
@@ -512,6 +515,11 @@ class SMTPProtocol(LineReceiver):
         """
         self._send(reply)
         self._emitRefusal(reply)
+        if reply.enhanced == "4.5.3" and self._overshoot < RECIPIENT_OVERSHOOT:
+            # Recipients past a limit (452 4.5.3) are the client's to send
+            # later, not errors, up to Postfix's smtpd_recipient_overshoot_limit.
+            self._overshoot += 1
+            return
         self._errors += 1
         if self._errors >= self._options.maxErrors and not self._closing:
             self._closeWith(catalogue.TOO_MANY_ERRORS)
