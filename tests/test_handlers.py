@@ -33,6 +33,7 @@ from twisted_smtpd.handlers import (
     DebuggingHandler,
     MaildirHandler,
     SinkHandler,
+    _maildirdisk,
     maildir,
 )
 from twisted_smtpd.interfaces import ISMTPHandler
@@ -322,7 +323,7 @@ class MaildirFlowTests(SynchronousTestCase):
         def full(path: str) -> Any:
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        self.patch(maildir, "_createTmp", full)
+        self.patch(_maildirdisk, "_createTmp", full)
         d = self.handler.onData(self.stream, makeSession())
         for _ in range(40):
             self.stream._write(b"z" * 65536)
@@ -372,7 +373,7 @@ class MaildirDeliveryTests(TestCase):
         self.path = self.mktemp()
         self.handler = MaildirHandler(self.path)
         self.fsyncs: list[tuple[str, bool]] = []
-        realFsync = maildir._fsync
+        realFsync = _maildirdisk._fsync
 
         def recordingFsync(fd: int) -> None:
             mode = os.fstat(fd).st_mode
@@ -384,7 +385,7 @@ class MaildirDeliveryTests(TestCase):
             self.fsyncs.append((kind, inNew))
             realFsync(fd)
 
-        self.patch(maildir, "_fsync", recordingFsync)
+        self.patch(_maildirdisk, "_fsync", recordingFsync)
 
     def newDir(self) -> str:
         return os.path.join(self.path, "new")
@@ -504,8 +505,10 @@ class MaildirDeliveryTests(TestCase):
     def test_concurrentMessagesBatched(self) -> None:
         """
         50 messages ending in the same reactor turn all land, under distinct
-        names, in fewer than 50 commit batches and directory fsyncs.
+        names, in fewer than 50 commit batches and directory fsyncs; where
+        C{syncfs} is missing, each file is fsynced on its own.
         """
+        self.patch(_maildirdisk, "_syncfs", None)
         streams = [MessageStream() for _ in range(50)]
         results = [self.handler.onData(s, makeSession(id=f"s{i}")) for i, s in enumerate(streams)]
         for i, s in enumerate(streams):
@@ -531,14 +534,14 @@ class MaildirDeliveryTests(TestCase):
         A commit failure fails only its own message (451, tmp file removed);
         the rest of the batch is delivered.
         """
-        realRename = maildir._rename
+        realRename = _maildirdisk._rename
 
         def rename(src: str, dst: str) -> None:
             if readFile(src).startswith(b"FAIL"):
                 raise OSError(errno.EIO, "I/O error")
             realRename(src, dst)
 
-        self.patch(maildir, "_rename", rename)
+        self.patch(_maildirdisk, "_rename", rename)
         streams = [MessageStream() for _ in range(3)]
         results = [self.handler.onData(s, makeSession()) for s in streams]
         for body, s in zip([b"ok 1\r\n", b"FAIL\r\n", b"ok 2\r\n"], streams, strict=True):
@@ -572,7 +575,7 @@ class MaildirDeliveryTests(TestCase):
                 raise OSError(errno.EIO, "I/O error")
             os.fsync(fd)
 
-        self.patch(maildir, "_fsync", fsync)
+        self.patch(_maildirdisk, "_fsync", fsync)
         streams = [MessageStream() for _ in range(3)]
         results = [self.handler.onData(s, makeSession()) for s in streams]
         for s in streams:
@@ -785,13 +788,13 @@ class MaildirPerRecipientTests(TestCase):
         self.path = os.path.abspath(self.mktemp())
         self.handler = MaildirHandler(self.path, perRecipient=True, hostname="MX.Example")
         self.synced: list[str] = []
-        realSync = maildir._syncDirectory
+        realSync = _maildirdisk._syncDirectory
 
         def recordingSync(path: str) -> None:
             self.synced.append(path)
             realSync(path)
 
-        self.patch(maildir, "_syncDirectory", recordingSync)
+        self.patch(_maildirdisk, "_syncDirectory", recordingSync)
 
     def deliver(self, body: bytes, *recipients: str) -> Any:
         """

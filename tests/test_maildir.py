@@ -1,0 +1,285 @@
+# -*- test-case-name: tests.test_maildir -*-
+"""
+Group commit of L{MaildirHandler}: many finished messages share one data
+flush (C{syncfs(2)}) and one fsync of C{new/}, and none reaches C{new/}
+before its bytes are durable.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from typing import Any
+
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.test_handlers import (
+    ImmediateReactor,
+    ManualThreadPool,
+    feed,
+    listDir,
+    makeSession,
+    readFile,
+)
+from twisted_smtpd._errors import SMTPError
+from twisted_smtpd._stream import MessageStream
+from twisted_smtpd.handlers import MaildirHandler, _maildirdisk
+from twisted_smtpd.handlers.maildir import _Delivery
+
+
+def fdPath(fd: int) -> str:
+    return os.readlink(f"/proc/self/fd/{fd}")
+
+
+class GroupCommitTests(SynchronousTestCase):
+    """
+    One batch of many messages, run step by step in a manual thread pool,
+    with every flush recorded in order.
+    """
+
+    def setUp(self) -> None:
+        self.path = os.path.abspath(self.mktemp())
+        self.pool = ManualThreadPool()
+        self.handler = MaildirHandler(
+            self.path,
+            reactor=ImmediateReactor(),
+            threadpool=self.pool,  # type: ignore[arg-type]
+        )
+        self.events: list[tuple[str, str]] = []
+        self.syncfsResult: OSError | None = None
+        realFsync, realRename = os.fsync, os.rename
+
+        def syncfs(fd: int) -> None:
+            # What is on disk when the flush runs: every message still in tmp/.
+            self.events.append(("syncfs", fdPath(fd)))
+            self.tmpAtFlush = {n: readFile(os.path.join(self.tmp, n)) for n in listDir(self.tmp)}
+            self.newAtFlush = listDir(self.new)
+            if self.syncfsResult is not None:
+                raise self.syncfsResult
+            os.sync()
+
+        def fsync(fd: int) -> None:
+            kind = "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
+            self.events.append((kind, fdPath(fd)))
+            realFsync(fd)
+
+        def rename(source: str, destination: str) -> None:
+            self.events.append(("rename", destination))
+            realRename(source, destination)
+
+        self.patch(_maildirdisk, "_syncfs", syncfs)
+        self.patch(_maildirdisk, "_fsync", fsync)
+        self.patch(_maildirdisk, "_rename", rename)
+        self.tmp = os.path.join(self.path, "tmp")
+        self.new = os.path.join(self.path, "new")
+
+    def deliverAll(self, bodies: list[bytes], ending: tuple[MessageStream, ...] = ()) -> list[Any]:
+        """
+        Start one delivery per body and end them all while the committer is
+        busy with an earlier message, so that they form the next batch;
+        that batch's job is queued but has not run yet.
+
+        @param ending: Streams already started, ended first in that batch.
+        """
+        lead = MessageStream()
+        first = self.handler.onData(lead, makeSession(id="lead"))
+        feed(lead, b"lead\r\n")
+        for stream in ending:
+            stream._finish()
+        results = []
+        for i, body in enumerate(bodies):
+            stream = MessageStream()
+            results.append(self.handler.onData(stream, makeSession(id=f"s{i}")))
+            feed(stream, body)
+        self.pool.runOne()
+        leadName = self.successResultOf(first).removeprefix("OK: queued as ")
+        os.unlink(os.path.join(self.new, leadName))
+        del self.events[:]
+        return results
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _ in self.events]
+
+    def test_manyDeliveriesShareOneFlush(self) -> None:
+        """
+        100 messages finishing together are committed by one job with one
+        C{syncfs} for their data and one fsync of C{new/}, no fsync per
+        file; every reply waits for that job and names its byte-exact file.
+        """
+        bodies = [b"Subject: %d\r\n\r\nbody %d\r\n" % (i, i) for i in range(100)]
+        results = self.deliverAll(bodies)
+        self.assertEqual(len(self.pool.jobs), 1)
+        for d in results:
+            self.assertNoResult(d)
+        self.pool.runAll()
+        # The lead message's batch, then this one.
+        self.assertEqual(self.handler.commitBatches, 2)
+        self.assertEqual(self.pool.jobs, [])
+        self.assertEqual(self.kinds().count("syncfs"), 1)
+        self.assertEqual(self.kinds().count("file"), 0)
+        self.assertEqual([e for e in self.events if e[0] == "dir"], [("dir", self.new)])
+        names = [self.successResultOf(d).removeprefix("OK: queued as ") for d in results]
+        self.assertEqual(sorted(names), listDir(self.new))
+        for name, body in zip(names, bodies, strict=True):
+            self.assertEqual(readFile(os.path.join(self.new, name)), body)
+        self.assertEqual(listDir(self.tmp), [])
+
+    def test_dataDurableBeforeAnyRename(self) -> None:
+        """
+        The flush runs while every message is complete in C{tmp/} and
+        C{new/} is empty; all renames come after it and the fsync of
+        C{new/} after the last rename: a crash before the directory fsync
+        can only leave complete files, none of which was answered.
+        """
+        bodies = [b"x" * (1000 + i) for i in range(20)]
+        results = self.deliverAll(bodies)
+        self.pool.runAll()
+        kinds = self.kinds()
+        self.assertEqual(kinds, ["syncfs"] + ["rename"] * 20 + ["dir"])
+        self.assertEqual(self.newAtFlush, [])
+        self.assertEqual(sorted(self.tmpAtFlush.values()), sorted(bodies))
+        for d in results:
+            self.successResultOf(d)
+
+    def test_syncfsFailureFailsTheGroup(self) -> None:
+        """
+        When the data flush fails, every message of the batch fails with
+        451 4.3.0, is logged, and nothing is left in C{tmp/} or C{new/}.
+        """
+        self.syncfsResult = OSError(errno.EIO, "I/O error")
+        results = self.deliverAll([b"one\r\n", b"two\r\n", b"three\r\n"])
+        self.pool.runAll()
+        for d in results:
+            failure = self.failureResultOf(d, SMTPError)
+            self.assertEqual((failure.value.code, failure.value.enhanced), (451, "4.3.0"))
+        self.assertEqual(listDir(self.tmp), [])
+        self.assertEqual(listDir(self.new), [])
+        self.assertNotIn("rename", self.kinds())
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 3)
+
+    def test_fullDiskInTheGroup(self) -> None:
+        """
+        A flush failing for lack of space answers 452 4.3.1 to every message
+        of the batch.
+        """
+        self.syncfsResult = OSError(errno.ENOSPC, "No space left on device")
+        results = self.deliverAll([b"one\r\n", b"two\r\n"])
+        self.pool.runAll()
+        for d in results:
+            failure = self.failureResultOf(d, SMTPError)
+            self.assertEqual((failure.value.code, failure.value.enhanced), (452, "4.3.1"))
+        self.flushLoggedErrors(OSError)
+
+    def test_flushThroughTheFirstOpenedFile(self) -> None:
+        """
+        C{syncfs} is called on the batch's file opened first (here a large
+        message spilled before the others began), so that it reports any
+        write-back error since before every write it covers.
+        """
+        spilled = MessageStream()
+        big = self.handler.onData(spilled, makeSession(id="big"))
+        spilled._write(b"y" * (self.handler.spillThreshold + 1))
+        self.pool.runAll()
+        small = self.deliverAll([b"small 1\r\n", b"small 2\r\n"], ending=(spilled,))
+        self.pool.runAll()
+        (flush,) = [path for kind, path in self.events if kind == "syncfs"]
+        bigName = self.successResultOf(big).removeprefix("OK: queued as ")
+        self.assertEqual(flush, os.path.join(self.tmp, bigName))
+        self.assertEqual(self.kinds().count("file"), 0)
+        for d in small:
+            self.successResultOf(d)
+
+    def test_singleMessageFsyncedAlone(self) -> None:
+        """
+        A batch of one message fsyncs its file, not the whole file system,
+        then renames it and fsyncs C{new/}.
+        """
+        (d,) = self.deliverAll([b"alone\r\n"])
+        self.pool.runAll()
+        name = self.successResultOf(d).removeprefix("OK: queued as ")
+        self.assertEqual(
+            self.events,
+            [
+                ("file", os.path.join(self.tmp, name)),
+                ("rename", os.path.join(self.new, name)),
+                ("dir", self.new),
+            ],
+        )
+
+    def test_withoutSyncfsEveryFileFsyncedBeforeRename(self) -> None:
+        """
+        Where C{syncfs} is missing, each file is fsynced, and every fsync
+        comes before the first rename.
+        """
+        self.patch(_maildirdisk, "_syncfs", None)
+        results = self.deliverAll([b"a\r\n", b"b\r\n", b"c\r\n"])
+        self.pool.runAll()
+        self.assertEqual(self.kinds(), ["file"] * 3 + ["rename"] * 3 + ["dir"])
+        for d in results:
+            self.successResultOf(d)
+
+
+class LoadSyncfsTests(SynchronousTestCase):
+    """
+    L{_maildirdisk._loadSyncfs} offers C{syncfs} only where it reports
+    write-back errors.
+    """
+
+    def test_notLinux(self) -> None:
+        """
+        Off Linux there is no C{syncfs}.
+        """
+        self.assertIsNone(_maildirdisk._loadSyncfs("darwin", "23.1.0"))
+        self.assertIsNone(_maildirdisk._loadSyncfs("win32", "10"))
+
+    def test_oldOrUnknownKernel(self) -> None:
+        """
+        Linux before 5.8 (whose C{syncfs} returns success after a failed
+        write-back) and an unparsable release get no C{syncfs}.
+        """
+        self.assertIsNone(_maildirdisk._loadSyncfs("linux", "5.7.19"))
+        self.assertIsNone(_maildirdisk._loadSyncfs("linux", "4.19.0-amd64"))
+        self.assertIsNone(_maildirdisk._loadSyncfs("linux", "custom"))
+
+    def test_callsTheKernel(self) -> None:
+        """
+        On a current Linux, C{syncfs} flushes the file system of a real
+        descriptor and raises L{OSError} with the C library's errno for a
+        bad one.
+        """
+        syncfs = _maildirdisk._loadSyncfs("linux", "6.1.0")
+        assert syncfs is not None
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            syncfs(fd)
+        finally:
+            os.close(fd)
+        error = self.assertRaises(OSError, syncfs, fd)
+        self.assertEqual(error.errno, errno.EBADF)
+
+
+class FailureTypeTests(SynchronousTestCase):
+    """
+    The per-message results of a batch are L{Failure}s carrying the disk
+    error.
+    """
+
+    def test_resultsCarryTheError(self) -> None:
+        """
+        A message whose file cannot be created gets a L{Failure} of that
+        L{OSError}; the others in its batch are committed.
+        """
+        path = os.path.abspath(self.mktemp())
+        handler = MaildirHandler(path)
+        first = _Delivery(handler, "first")
+        second = _Delivery(handler, "second")
+        second.tmpPath = os.path.join(path, "missing", "second")
+        first.chunks, second.chunks = [b"1"], [b"2"]
+        results = _maildirdisk._commitBatch([first, second])
+        self.assertIsNone(results[0])
+        failure = results[1]
+        assert isinstance(failure, Failure)
+        self.assertIsInstance(failure.value, FileNotFoundError)
+        self.assertEqual(listDir(os.path.join(path, "new")), ["first"])
