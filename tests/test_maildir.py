@@ -78,13 +78,13 @@ class GroupCommitTests(SynchronousTestCase):
     def deliverAll(self, bodies: list[bytes], ending: tuple[MessageStream, ...] = ()) -> list[Any]:
         """
         Start one delivery per body and end them all while the committer is
-        busy with an earlier message, so that they form the next batch;
-        that batch's job is queued but has not run yet.
+        busy with an earlier message (the lead), so that they form the next
+        cycle; run the lead's cycle, which queues theirs (not run yet).
 
-        @param ending: Streams already started, ended first in that batch.
+        @param ending: Streams already started, ended first in that cycle.
         """
         lead = MessageStream()
-        first = self.handler.onData(lead, makeSession(id="lead"))
+        self.lead = self.handler.onData(lead, makeSession(id="lead"))
         feed(lead, b"lead\r\n")
         for stream in ending:
             stream._finish()
@@ -94,8 +94,8 @@ class GroupCommitTests(SynchronousTestCase):
             results.append(self.handler.onData(stream, makeSession(id=f"s{i}")))
             feed(stream, body)
         self.pool.runOne()
-        leadName = self.successResultOf(first).removeprefix("OK: queued as ")
-        os.unlink(os.path.join(self.new, leadName))
+        self.assertNoResult(self.lead)
+        (self.leadName,) = listDir(self.new)
         del self.events[:]
         return results
 
@@ -104,77 +104,82 @@ class GroupCommitTests(SynchronousTestCase):
 
     def test_manyDeliveriesShareOneFlush(self) -> None:
         """
-        100 messages finishing together are committed by one job with one
-        C{syncfs} for their data and one fsync of C{new/}, no fsync per
-        file; every reply waits for that job and names its byte-exact file.
+        100 messages finishing together are committed by one cycle with one
+        C{syncfs} for their data (which also makes the lead's name durable)
+        and no fsync per file, then one fsync of C{new/}; every reply waits
+        for that and names its byte-exact file.
         """
         bodies = [b"Subject: %d\r\n\r\nbody %d\r\n" % (i, i) for i in range(100)]
         results = self.deliverAll(bodies)
         self.assertEqual(len(self.pool.jobs), 1)
+        self.pool.runOne()
+        self.successResultOf(self.lead)
         for d in results:
             self.assertNoResult(d)
         self.pool.runAll()
-        # The lead message's batch, then this one.
-        self.assertEqual(self.handler.commitBatches, 2)
-        self.assertEqual(self.pool.jobs, [])
+        # The lead's cycle, this one, and the one flushing new/.
+        self.assertEqual(self.handler.commitBatches, 3)
         self.assertEqual(self.kinds().count("syncfs"), 1)
         self.assertEqual(self.kinds().count("file"), 0)
         self.assertEqual([e for e in self.events if e[0] == "dir"], [("dir", self.new)])
         names = [self.successResultOf(d).removeprefix("OK: queued as ") for d in results]
-        self.assertEqual(sorted(names), listDir(self.new))
+        self.assertEqual(sorted([*names, self.leadName]), listDir(self.new))
         for name, body in zip(names, bodies, strict=True):
             self.assertEqual(readFile(os.path.join(self.new, name)), body)
         self.assertEqual(listDir(self.tmp), [])
 
     def test_dataDurableBeforeAnyRename(self) -> None:
         """
-        The flush runs while every message is complete in C{tmp/} and
-        C{new/} is empty; all renames come after it and the fsync of
-        C{new/} after the last rename: a crash before the directory fsync
-        can only leave complete files, none of which was answered.
+        The flush runs while every message of the cycle is complete in
+        C{tmp/} and none is in C{new/}; all renames come after it and the
+        fsync of C{new/} after the last rename, before any reply: a crash
+        before that fsync can only leave complete files, none answered.
         """
         bodies = [b"x" * (1000 + i) for i in range(20)]
         results = self.deliverAll(bodies)
+        self.pool.runOne()
+        for d in results:
+            self.assertNoResult(d)
         self.pool.runAll()
-        kinds = self.kinds()
-        self.assertEqual(kinds, ["syncfs"] + ["rename"] * 20 + ["dir"])
-        self.assertEqual(self.newAtFlush, [])
+        self.assertEqual(self.kinds(), ["syncfs"] + ["rename"] * 20 + ["dir"])
+        self.assertEqual(self.newAtFlush, [self.leadName])
         self.assertEqual(sorted(self.tmpAtFlush.values()), sorted(bodies))
         for d in results:
             self.successResultOf(d)
 
     def test_syncfsFailureFailsTheGroup(self) -> None:
         """
-        When the data flush fails, every message of the batch fails with
-        451 4.3.0, is logged, and nothing is left in C{tmp/} or C{new/}.
+        When the flush fails, every message of the cycle and the lead, whose
+        name it was to make durable, fail with 451 4.3.0 and are logged;
+        nothing is left in C{tmp/} or C{new/}.
         """
         self.syncfsResult = OSError(errno.EIO, "I/O error")
         results = self.deliverAll([b"one\r\n", b"two\r\n", b"three\r\n"])
         self.pool.runAll()
-        for d in results:
+        for d in [self.lead, *results]:
             failure = self.failureResultOf(d, SMTPError)
             self.assertEqual((failure.value.code, failure.value.enhanced), (451, "4.3.0"))
         self.assertEqual(listDir(self.tmp), [])
         self.assertEqual(listDir(self.new), [])
         self.assertNotIn("rename", self.kinds())
-        self.assertEqual(len(self.flushLoggedErrors(OSError)), 3)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 4)
 
     def test_fullDiskInTheGroup(self) -> None:
         """
         A flush failing for lack of space answers 452 4.3.1 to every message
-        of the batch.
+        it covered.
         """
         self.syncfsResult = OSError(errno.ENOSPC, "No space left on device")
         results = self.deliverAll([b"one\r\n", b"two\r\n"])
         self.pool.runAll()
-        for d in results:
+        for d in [self.lead, *results]:
             failure = self.failureResultOf(d, SMTPError)
             self.assertEqual((failure.value.code, failure.value.enhanced), (452, "4.3.1"))
         self.flushLoggedErrors(OSError)
 
     def test_flushThroughTheFirstOpenedFile(self) -> None:
         """
-        C{syncfs} is called on the batch's file opened first (here a large
+        C{syncfs} is called on the cycle's file opened first (here a large
         message spilled before the others began), so that it reports any
         write-back error since before every write it covers.
         """
@@ -184,19 +189,23 @@ class GroupCommitTests(SynchronousTestCase):
         self.pool.runAll()
         small = self.deliverAll([b"small 1\r\n", b"small 2\r\n"], ending=(spilled,))
         self.pool.runAll()
-        (flush,) = [path for kind, path in self.events if kind == "syncfs"]
+        flush = [path for kind, path in self.events if kind == "syncfs"]
         bigName = self.successResultOf(big).removeprefix("OK: queued as ")
-        self.assertEqual(flush, os.path.join(self.tmp, bigName))
+        self.assertEqual(flush, [os.path.join(self.tmp, bigName)])
         self.assertEqual(self.kinds().count("file"), 0)
         for d in small:
             self.successResultOf(d)
 
     def test_singleMessageFsyncedAlone(self) -> None:
         """
-        A batch of one message fsyncs its file, not the whole file system,
-        then renames it and fsyncs C{new/}.
+        A message alone fsyncs its file, not the whole file system, is
+        renamed, and is answered after the next cycle fsynced C{new/}.
         """
-        (d,) = self.deliverAll([b"alone\r\n"])
+        stream = MessageStream()
+        d = self.handler.onData(stream, makeSession())
+        feed(stream, b"alone\r\n")
+        self.pool.runOne()
+        self.assertNoResult(d)
         self.pool.runAll()
         name = self.successResultOf(d).removeprefix("OK: queued as ")
         self.assertEqual(
@@ -210,15 +219,42 @@ class GroupCommitTests(SynchronousTestCase):
 
     def test_withoutSyncfsEveryFileFsyncedBeforeRename(self) -> None:
         """
-        Where C{syncfs} is missing, each file is fsynced, and every fsync
-        comes before the first rename.
+        Where C{syncfs} is missing, each file is fsynced, and so is C{new/}
+        for the lead, all before the first rename; then C{new/} once more.
         """
         self.patch(_maildirdisk, "_syncfs", None)
         results = self.deliverAll([b"a\r\n", b"b\r\n", b"c\r\n"])
         self.pool.runAll()
-        self.assertEqual(self.kinds(), ["file"] * 3 + ["rename"] * 3 + ["dir"])
-        for d in results:
+        self.assertEqual(self.kinds(), ["file"] * 3 + ["dir"] + ["rename"] * 3 + ["dir"])
+        for d in [self.lead, *results]:
             self.successResultOf(d)
+
+    def test_perRecipientDirectoriesInOneFlush(self) -> None:
+        """
+        With C{perRecipient}, the new recipient Maildirs and every directory
+        created on the way are made durable by one C{syncfs} with the next
+        cycle's data, not by an fsync each.
+        """
+        path = os.path.abspath(self.mktemp())
+        handler = MaildirHandler(
+            path,
+            reactor=ImmediateReactor(),
+            threadpool=self.pool,  # type: ignore[arg-type]
+            perRecipient=True,
+            hostname="mx.example",
+        )
+        d = handler.onData(stream := MessageStream(), makeSession())
+        feed(stream, b"copies\r\n")
+        self.pool.runOne()
+        del self.events[:]
+        self.pool.runAll()
+        self.assertEqual(self.kinds(), ["syncfs"])
+        (flush,) = self.events
+        self.assertEqual(flush[1], path)
+        name = self.successResultOf(d).removeprefix("OK: queued as ")
+        for domain, local in [("example.org", "bob"), ("example.net", "carol")]:
+            mailbox = os.path.join(path, "domains", domain, local, "new")
+            self.assertEqual(listDir(mailbox), [name])
 
 
 class LoadSyncfsTests(SynchronousTestCase):
@@ -269,7 +305,7 @@ class FailureTypeTests(SynchronousTestCase):
     def test_resultsCarryTheError(self) -> None:
         """
         A message whose file cannot be created gets a L{Failure} of that
-        L{OSError}; the others in its batch are committed.
+        L{OSError}; the others in its cycle are renamed into C{new/}.
         """
         path = os.path.abspath(self.mktemp())
         handler = MaildirHandler(path)
@@ -277,7 +313,8 @@ class FailureTypeTests(SynchronousTestCase):
         second = _Delivery(handler, "second")
         second.tmpPath = os.path.join(path, "missing", "second")
         first.chunks, second.chunks = [b"1"], [b"2"]
-        results = _maildirdisk._commitBatch([first, second])
+        results, placed = _maildirdisk._commitCycle([first, second], [], path)
+        self.assertEqual(placed, [])
         self.assertIsNone(results[0])
         failure = results[1]
         assert isinstance(failure, Failure)

@@ -3,21 +3,25 @@
 The disk side of L{MaildirHandler <twisted_smtpd.handlers.MaildirHandler>}:
 every function here runs in a pool thread.
 
-A batch of finished messages is committed in three steps, so that one flush
-covers many messages (group commit) without a file ever reaching C{new/}
-before its bytes are durable:
+Finished messages are committed in groups, so that one flush covers many
+messages without a file ever reaching C{new/} before its bytes are durable.
+The committer runs in cycles, one at a time; each cycle
 
- 1. every message is written to its C{tmp/} file; then the data of all of
-    them is made durable at once, by one C{syncfs(2)} of the Maildir's file
-    system on Linux, or by an C{fsync} of each file where C{syncfs} is
-    missing or does not report write-back errors (Linux before 5.8);
- 2. each file is renamed (or linked) into C{new/};
- 3. each directory that changed is fsynced once, which makes the new names
+ 1. writes every message finished since the last cycle to its C{tmp/} file;
+ 2. flushes once: one C{syncfs(2)} of the Maildir's file system on Linux
+    makes durable both the data just written and the names of the messages
+    renamed into C{new/} by the previous cycle; where C{syncfs} is missing or
+    does not report write-back errors (Linux before 5.8), or for a single
+    item, each file and each changed directory is fsynced instead;
+ 3. answers the messages renamed by the previous cycle, now safe;
+ 4. renames (or links) the messages written in step 1 into C{new/}; the next
+    cycle, run at once even when no new message came, makes their names
     durable.
 
-A message is reported safe only after the three steps succeeded for it; a
-crash at any point leaves at worst an unanswered file in C{tmp/} (or, after
-step 2, a complete one in C{new/} whose client will send it again).
+A message is thus answered only after its data (flush, then rename) and its
+name (the next flush) are durable.  A crash at any point leaves at worst an
+unanswered file in C{tmp/}, or a complete one in C{new/} whose client did
+not get its 250 and will send it again; never a partial file in C{new/}.
 """
 
 from __future__ import annotations
@@ -137,52 +141,6 @@ def _close(delivery: _Delivery) -> None:
         f.close()
 
 
-def _flushData(batch: list[_Delivery], written: list[int], results: list[Failure | None]) -> None:
-    """
-    Make the data of the written messages durable and close their files: one
-    C{syncfs} of the file system the first-opened file lives on covers every
-    file of the batch on that file system (it reports any write-back error
-    since that file was opened); a file elsewhere, or every file where
-    C{syncfs} is missing, is fsynced alone.  A message whose data cannot be
-    made durable gets its failure in C{results} and its tmp file removed.
-    """
-    syncfs = _syncfs
-    byDevice: dict[int, list[int]] = {}
-    for index in written:
-        f = batch[index].file
-        assert f is not None
-        if syncfs is None:
-            byDevice.setdefault(-1 - index, []).append(index)
-        else:
-            byDevice.setdefault(os.fstat(f.fileno()).st_dev, []).append(index)
-    for indexes in byDevice.values():
-        try:
-            if syncfs is not None and len(indexes) > 1:
-                first = min(indexes, key=lambda i: batch[i].openedAt)
-                f = batch[first].file
-                assert f is not None
-                syncfs(f.fileno())
-            else:
-                for index in indexes:
-                    f = batch[index].file
-                    assert f is not None
-                    _fsync(f.fileno())
-        except Exception:
-            failure = Failure()
-            for index in indexes:
-                results[index] = failure
-                with contextlib.suppress(OSError):
-                    _discard(batch[index])
-            continue
-        for index in indexes:
-            try:
-                _close(batch[index])
-            except Exception:
-                results[index] = Failure()
-                with contextlib.suppress(OSError):
-                    _discard(batch[index])
-
-
 def _placeAll(delivery: _Delivery) -> list[str]:
     """
     Rename the message's durable tmp file into C{new/} (or link it into
@@ -282,49 +240,129 @@ def _syncDirectory(path: str) -> None:
         os.close(fd)
 
 
-def _commitBatch(batch: list[_Delivery]) -> list[Failure | None]:
-    """
-    Commit every message of C{batch}: write them all, flush their data
-    once, rename them into C{new/}, then fsync each directory they changed
-    once.
+def _fail(results: list[Failure | None], indexes: list[int], failure: Failure) -> None:
+    for index in indexes:
+        if results[index] is None:
+            results[index] = failure
 
-    @return: For each message, C{None} if it is safely in C{new/}, else the
-        failure; a failed message leaves no file behind.
+
+def _flush(
+    batch: list[_Delivery],
+    written: list[int],
+    results: list[Failure | None],
+    placed: list[_Delivery],
+    placedResults: list[Failure | None],
+    root: str,
+) -> None:
+    """
+    Make durable, at once, the data of the messages of C{batch} just written
+    (indexes C{written}) and the names of the messages of C{placed} renamed
+    by the previous cycle; close the written files.
+
+    Where C{syncfs} exists and there is more than one thing to flush, one
+    C{syncfs} covers everything on the file system of C{root}: it is called
+    on the file opened first, so that it reports any write-back error since
+    before every write it covers.  Everything else (each file and each
+    directory, where C{syncfs} is missing, or a file system other than
+    C{root}'s) is fsynced on its own.  A failure is recorded in C{results}
+    or C{placedResults} for every message it touches.
+    """
+    directories: dict[str, list[int]] = {}
+    for position, delivery in enumerate(placed):
+        for directory in delivery.toSync:
+            directories.setdefault(directory, []).append(position)
+    syncfs = _syncfs
+    alone = list(written)
+    aloneDirectories = list(directories)
+    if syncfs is not None and len(written) + len(directories) > 1:
+        device = os.stat(root).st_dev
+        alone, aloneDirectories = [], []
+        covered: list[int] = []
+        coveredDirectories: list[str] = []
+        for index in written:
+            f = batch[index].file
+            assert f is not None
+            onRoot = os.fstat(f.fileno()).st_dev == device
+            (covered if onRoot else alone).append(index)
+        for directory in directories:
+            onRoot = os.stat(directory).st_dev == device
+            (coveredDirectories if onRoot else aloneDirectories).append(directory)
+        try:
+            if covered:
+                first = batch[min(covered, key=lambda i: batch[i].openedAt)].file
+                assert first is not None
+                syncfs(first.fileno())
+            elif coveredDirectories:
+                fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    syncfs(fd)
+                finally:
+                    os.close(fd)
+        except Exception:
+            failure = Failure()
+            _fail(results, covered, failure)
+            for directory in coveredDirectories:
+                _fail(placedResults, directories[directory], failure)
+    for index in alone:
+        f = batch[index].file
+        assert f is not None
+        try:
+            _fsync(f.fileno())
+        except Exception:
+            _fail(results, [index], Failure())
+    for directory in aloneDirectories:
+        try:
+            _syncDirectory(directory)
+        except Exception:
+            _fail(placedResults, directories[directory], Failure())
+    for index in written:
+        try:
+            _close(batch[index])
+        except Exception:
+            _fail(results, [index], Failure())
+
+
+def _commitCycle(
+    batch: list[_Delivery], placed: list[_Delivery], root: str
+) -> tuple[list[Failure | None], list[Failure | None]]:
+    """
+    One cycle of the committer: write every message of C{batch} to its tmp
+    file; flush once, which makes their data durable and the names of the
+    messages of C{placed} (renamed into C{new/} by the previous cycle)
+    durable too; rename the messages of C{batch} into C{new/}.  The next
+    cycle's flush makes their names durable.
+
+    @param root: The Maildir, whose file system C{syncfs} flushes.
+    @return: For each message of C{batch}, C{None} if it is now renamed into
+        C{new/} (its directories in its C{toSync}, to be flushed by the next
+        cycle), else its failure; for each message of C{placed}, C{None} if
+        it is now safely in C{new/}, else its failure.  A failed message
+        leaves no file behind.
     """
     results: list[Failure | None] = [None] * len(batch)
+    placedResults: list[Failure | None] = [None] * len(placed)
     written: list[int] = []
     for index, delivery in enumerate(batch):
         try:
             _writeRest(delivery)
         except Exception:
             results[index] = Failure()
-            with contextlib.suppress(OSError):
-                _discard(delivery)
         else:
             written.append(index)
-    _flushData(batch, written, results)
-    committed: list[int] = []
-    directories: dict[str, None] = {}
-    for index in written:
+    _flush(batch, written, results, placed, placedResults, root)
+    for delivery, result in zip(placed, placedResults, strict=True):
+        if result is not None:
+            # The client will retry after 451: do not deliver twice.
+            _unlinkAll(delivery.delivered)
+    for index, delivery in enumerate(batch):
         if results[index] is not None:
+            with contextlib.suppress(OSError):
+                _discard(delivery)
             continue
-        delivery = batch[index]
         try:
-            directories.update(dict.fromkeys(_placeAll(delivery)))
+            delivery.toSync = _placeAll(delivery)
         except Exception:
             results[index] = Failure()
             with contextlib.suppress(OSError):
                 _discard(delivery)
-        else:
-            committed.append(index)
-    if committed:
-        try:
-            for directory in directories:
-                _syncDirectory(directory)
-        except Exception:
-            failure = Failure()
-            for index in committed:
-                results[index] = failure
-                # The client will retry after 451: do not deliver twice.
-                _unlinkAll(batch[index].delivered)
-    return results
+    return results, placedResults

@@ -13,8 +13,9 @@ client while a write is in flight and the buffer is full.  Finished messages
 go to a single committer which takes every message waiting and commits them
 as a group (see L{twisted_smtpd.handlers._maildirdisk}): all their files are
 written, their data made durable by one C{syncfs(2)} (an C{fsync} per file
-where that is missing), they are renamed into C{new/} and C{new/} is fsynced
-once; messages finishing while a batch runs form the next one.
+where that is missing), they are renamed into C{new/}, and the next flush,
+which also covers the data of the next group, makes C{new/} durable before
+they are answered; messages finishing while a cycle runs form the next one.
 
 With C{perRecipient}, each recipient gets its own copy in the Maildir
 C{<path>/domains/<domain>/<localpart>/}: the message is written and fsynced once in
@@ -41,7 +42,7 @@ from zope.interface import implementer
 from twisted_smtpd._errors import SMTPError
 from twisted_smtpd._session import Address, Session
 from twisted_smtpd.handlers._base import BaseHandler
-from twisted_smtpd.handlers._maildirdisk import _commitBatch, _discard, _writeChunks
+from twisted_smtpd.handlers._maildirdisk import _commitCycle, _discard, _unlinkAll, _writeChunks
 from twisted_smtpd.handlers._maildirnames import (
     DOMAINS,
     _safeName,
@@ -84,6 +85,8 @@ class _Delivery:
         self.targets: list[str] = []
         #: The files committed into C{new/} directories so far.
         self.delivered: list[str] = []
+        #: The directories whose entries must be made durable for it.
+        self.toSync: list[str] = []
         self.chunks: list[bytes] = []
         self.buffered = 0
         self.file: IO[bytes] | None = None
@@ -206,8 +209,8 @@ class MaildirHandler(BaseHandler):
     is kept and the message fails as a whole.
 
     @ivar path: The Maildir's absolute path.
-    @ivar commitBatches: How many commit batches have run; each ends with one
-        fsync of C{new/}.
+    @ivar commitBatches: How many commit cycles have run; each flushes once
+        (one C{syncfs}, or one fsync per file and per changed directory).
     @ivar spillThreshold: Bytes a message may hold in memory before it is
         written to its tmp file as it arrives.
     """
@@ -280,6 +283,7 @@ class MaildirHandler(BaseHandler):
             self._localDomain = localDomain
         self._host = socket.gethostname()
         self._pending: list[_Delivery] = []
+        self._placed: list[_Delivery] = []
         self._committing = False
         self.commitBatches = 0
 
@@ -356,20 +360,38 @@ class MaildirHandler(BaseHandler):
 
     def _startBatch(self) -> None:
         batch, self._pending = self._pending, []
+        placed, self._placed = self._placed, []
         self._committing = True
         self.commitBatches += 1
-        d = self._inThread(_commitBatch, batch)
-        d.addBoth(self._batchDone, batch)
+        d = self._inThread(_commitCycle, batch, placed, self.path)
+        d.addBoth(self._batchDone, batch, placed)
 
-    def _batchDone(self, outcome: list[Failure | None] | Failure, batch: list[_Delivery]) -> None:
+    def _batchDone(
+        self,
+        outcome: tuple[list[Failure | None], list[Failure | None]] | Failure,
+        batch: list[_Delivery],
+        placed: list[_Delivery],
+    ) -> None:
         self._committing = False
-        if self._pending:
-            self._startBatch()
         if isinstance(outcome, Failure):
-            outcome = [outcome] * len(batch)
-        for delivery, failure in zip(batch, outcome, strict=True):
+            # Not expected: the cycle catches every disk error itself.
+            for delivery in batch + placed:
+                _unlinkAll(delivery.delivered)
+            outcome = [outcome] * len(batch), [outcome] * len(placed)
+        results, placedResults = outcome
+        for delivery, failure in zip(placed, placedResults, strict=True):
+            self._answer(delivery, failure)
+        for delivery, failure in zip(batch, results, strict=True):
             if failure is None:
-                delivery.result.callback(f"OK: queued as {delivery.unique}")
+                self._placed.append(delivery)
             else:
-                self._log.failure("Delivering {path} failed", failure, path=delivery.newPath)
-                delivery.result.errback(_diskError(failure))
+                self._answer(delivery, failure)
+        if self._pending or self._placed:
+            self._startBatch()
+
+    def _answer(self, delivery: _Delivery, failure: Failure | None) -> None:
+        if failure is None:
+            delivery.result.callback(f"OK: queued as {delivery.unique}")
+        else:
+            self._log.failure("Delivering {path} failed", failure, path=delivery.newPath)
+            delivery.result.errback(_diskError(failure))
