@@ -55,6 +55,15 @@ EOF
   "$BENCH_VENV/bin/pip" install -q --disable-pip-version-check aiosmtpd matplotlib "${requires[@]}"
 fi
 
+# Node's smtp-server for the "smtp-server" row, outside the repository.
+export BENCH_NODE_DIR=${BENCH_NODE_DIR:-/tmp/peers-node}
+if command -v npm >/dev/null && [ ! -f "$BENCH_NODE_DIR/node_modules/smtp-server/package.json" ]; then
+  echo "installing smtp-server (npm) in $BENCH_NODE_DIR"
+  mkdir -p "$BENCH_NODE_DIR"
+  (cd "$BENCH_NODE_DIR" && { [ -f package.json ] || npm init -y >/dev/null; } &&
+    npm install --silent --no-audit --no-fund smtp-server) || echo "smtp-server not installed: its row is skipped"
+fi
+
 # W5 holds thousands of connections open.
 hard=$(ulimit -Hn)
 if [ "$hard" = unlimited ] || [ "$hard" -gt 65536 ]; then hard=65536; fi
