@@ -104,21 +104,22 @@ class GroupCommitTests(SynchronousTestCase):
 
     def test_manyDeliveriesShareOneFlush(self) -> None:
         """
-        100 messages finishing together are committed by one cycle with one
-        C{syncfs} for their data (which also makes the lead's name durable)
-        and no fsync per file, then one fsync of C{new/}; every reply waits
-        for that and names its byte-exact file.
+        100 messages finishing together are committed by one cycle: one
+        C{syncfs} for their data (which also makes the lead's name durable),
+        no fsync per file, the renames, then, nothing else waiting, one
+        fsync of C{new/}; every reply waits for that cycle and names its
+        byte-exact file.
         """
         bodies = [b"Subject: %d\r\n\r\nbody %d\r\n" % (i, i) for i in range(100)]
         results = self.deliverAll(bodies)
         self.assertEqual(len(self.pool.jobs), 1)
-        self.pool.runOne()
-        self.successResultOf(self.lead)
         for d in results:
             self.assertNoResult(d)
-        self.pool.runAll()
-        # The lead's cycle, this one, and the one flushing new/.
-        self.assertEqual(self.handler.commitBatches, 3)
+        self.pool.runOne()
+        self.assertEqual(self.pool.jobs, [])
+        self.successResultOf(self.lead)
+        # The lead's cycle, then this one.
+        self.assertEqual(self.handler.commitBatches, 2)
         self.assertEqual(self.kinds().count("syncfs"), 1)
         self.assertEqual(self.kinds().count("file"), 0)
         self.assertEqual([e for e in self.events if e[0] == "dir"], [("dir", self.new)])
@@ -127,6 +128,27 @@ class GroupCommitTests(SynchronousTestCase):
         for name, body in zip(names, bodies, strict=True):
             self.assertEqual(readFile(os.path.join(self.new, name)), body)
         self.assertEqual(listDir(self.tmp), [])
+
+    def test_nextGroupSharesTheFlush(self) -> None:
+        """
+        Messages finishing while a cycle runs wait for the next one, whose
+        single C{syncfs} makes both their data and the earlier group's names
+        durable: the earlier group is answered only after that flush.
+        """
+        first = self.deliverAll([b"one\r\n", b"two\r\n"])
+        stream = MessageStream()
+        later = self.handler.onData(stream, makeSession(id="later"))
+        feed(stream, b"three\r\n")
+        self.pool.runOne()
+        self.assertEqual(self.kinds(), ["syncfs", "rename", "rename"])
+        for d in first:
+            self.assertNoResult(d)
+        del self.events[:]
+        self.pool.runOne()
+        self.assertEqual(self.kinds(), ["syncfs", "rename", "dir"])
+        for d in [*first, later]:
+            self.successResultOf(d)
+        self.assertEqual(self.pool.jobs, [])
 
     def test_dataDurableBeforeAnyRename(self) -> None:
         """
@@ -137,7 +159,6 @@ class GroupCommitTests(SynchronousTestCase):
         """
         bodies = [b"x" * (1000 + i) for i in range(20)]
         results = self.deliverAll(bodies)
-        self.pool.runOne()
         for d in results:
             self.assertNoResult(d)
         self.pool.runAll()
@@ -198,15 +219,16 @@ class GroupCommitTests(SynchronousTestCase):
 
     def test_singleMessageFsyncedAlone(self) -> None:
         """
-        A message alone fsyncs its file, not the whole file system, is
-        renamed, and is answered after the next cycle fsynced C{new/}.
+        A message alone is committed by one job, as without group commit:
+        its file fsynced (not the whole file system), renamed, C{new/}
+        fsynced, then the reply.
         """
         stream = MessageStream()
         d = self.handler.onData(stream, makeSession())
         feed(stream, b"alone\r\n")
-        self.pool.runOne()
         self.assertNoResult(d)
-        self.pool.runAll()
+        self.pool.runOne()
+        self.assertEqual(self.pool.jobs, [])
         name = self.successResultOf(d).removeprefix("OK: queued as ")
         self.assertEqual(
             self.events,
@@ -232,8 +254,8 @@ class GroupCommitTests(SynchronousTestCase):
     def test_perRecipientDirectoriesInOneFlush(self) -> None:
         """
         With C{perRecipient}, the new recipient Maildirs and every directory
-        created on the way are made durable by one C{syncfs} with the next
-        cycle's data, not by an fsync each.
+        created on the way are made durable by one C{syncfs}, not by an
+        fsync each.
         """
         path = os.path.abspath(self.mktemp())
         handler = MaildirHandler(
@@ -245,12 +267,9 @@ class GroupCommitTests(SynchronousTestCase):
         )
         d = handler.onData(stream := MessageStream(), makeSession())
         feed(stream, b"copies\r\n")
-        self.pool.runOne()
-        del self.events[:]
         self.pool.runAll()
-        self.assertEqual(self.kinds(), ["syncfs"])
-        (flush,) = self.events
-        self.assertEqual(flush[1], path)
+        self.assertEqual(self.kinds(), ["file", "syncfs"])
+        self.assertEqual(self.events[1][1], path)
         name = self.successResultOf(d).removeprefix("OK: queued as ")
         for domain, local in [("example.org", "bob"), ("example.net", "carol")]:
             mailbox = os.path.join(path, "domains", domain, local, "new")
@@ -305,7 +324,7 @@ class FailureTypeTests(SynchronousTestCase):
     def test_resultsCarryTheError(self) -> None:
         """
         A message whose file cannot be created gets a L{Failure} of that
-        L{OSError}; the others in its cycle are renamed into C{new/}.
+        L{OSError}; the others in its cycle are committed into C{new/}.
         """
         path = os.path.abspath(self.mktemp())
         handler = MaildirHandler(path)
@@ -313,8 +332,9 @@ class FailureTypeTests(SynchronousTestCase):
         second = _Delivery(handler, "second")
         second.tmpPath = os.path.join(path, "missing", "second")
         first.chunks, second.chunks = [b"1"], [b"2"]
-        results, placed = _maildirdisk._commitCycle([first, second], [], path)
+        results, placed, settled = _maildirdisk._commitCycle([first, second], [], path)
         self.assertEqual(placed, [])
+        self.assertTrue(settled)
         self.assertIsNone(results[0])
         failure = results[1]
         assert isinstance(failure, Failure)

@@ -14,8 +14,9 @@ go to a single committer which takes every message waiting and commits them
 as a group (see L{twisted_smtpd.handlers._maildirdisk}): all their files are
 written, their data made durable by one C{syncfs(2)} (an C{fsync} per file
 where that is missing), they are renamed into C{new/}, and the next flush,
-which also covers the data of the next group, makes C{new/} durable before
-they are answered; messages finishing while a cycle runs form the next one.
+which also covers the data of the next group (or, when no message waits,
+an fsync of C{new/} at once), makes their names durable before they are
+answered; messages finishing while a cycle runs form the next one.
 
 With C{perRecipient}, each recipient gets its own copy in the Maildir
 C{<path>/domains/<domain>/<localpart>/}: the message is written and fsynced once in
@@ -363,12 +364,16 @@ class MaildirHandler(BaseHandler):
         placed, self._placed = self._placed, []
         self._committing = True
         self.commitBatches += 1
-        d = self._inThread(_commitCycle, batch, placed, self.path)
+        d = self._inThread(_commitCycle, batch, placed, self.path, self._waiting)
         d.addBoth(self._batchDone, batch, placed)
+
+    def _waiting(self) -> bool:
+        # Called in the pool thread: a list's length is read atomically.
+        return len(self._pending) > 0
 
     def _batchDone(
         self,
-        outcome: tuple[list[Failure | None], list[Failure | None]] | Failure,
+        outcome: tuple[list[Failure | None], list[Failure | None], bool] | Failure,
         batch: list[_Delivery],
         placed: list[_Delivery],
     ) -> None:
@@ -377,12 +382,12 @@ class MaildirHandler(BaseHandler):
             # Not expected: the cycle catches every disk error itself.
             for delivery in batch + placed:
                 _unlinkAll(delivery.delivered)
-            outcome = [outcome] * len(batch), [outcome] * len(placed)
-        results, placedResults = outcome
+            outcome = [outcome] * len(batch), [outcome] * len(placed), True
+        results, placedResults, settled = outcome
         for delivery, failure in zip(placed, placedResults, strict=True):
             self._answer(delivery, failure)
         for delivery, failure in zip(batch, results, strict=True):
-            if failure is None:
+            if failure is None and not settled:
                 self._placed.append(delivery)
             else:
                 self._answer(delivery, failure)
