@@ -10,9 +10,12 @@ import hmac
 from hashlib import md5
 from typing import Any
 
-from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
-from twisted.internet.defer import Deferred
+from twisted.cred.checkers import ICredentialsChecker, InMemoryUsernamePasswordDatabaseDontUse
+from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from tests import replies
 from tests.test_protocol import RecordingHandler, connect, take
@@ -391,6 +394,110 @@ class PortalTests(SynchronousTestCase):
         proto.dataReceived(b"AUTH PLAIN " + b64(b"alice\0alice\0secret") + b"\r\n")
         self.assertEqual(take(transport), AUTH_OK)
         self.assertEqual(proto.session.user, "alice")
+
+
+@implementer(ICredentialsChecker)
+class PasswordOnlyChecker:
+    """
+    A checker for L{IUsernamePassword} alone (like C{--auth file:} with
+    hashed passwords): it cannot verify a CRAM-MD5 response.
+    """
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def requestAvatarId(self, credentials: Any) -> Deferred[bytes]:
+        if credentials.username == b"alice" and credentials.checkPassword(b"secret"):
+            return succeed(b"alice")
+        return fail(UnauthorizedLogin())
+
+
+class OfferedMechanismTests(SynchronousTestCase):
+    """
+    Only mechanisms something can decide are advertised and accepted: a
+    portal decides those it has a checker for, the handler's own C{onAuth}
+    XOAUTH2; each one left out is named in one warning when the server is
+    made.
+    """
+
+    def session(
+        self, handler: Any, checker: Any, methods: list[str]
+    ) -> tuple[SMTPProtocol, Any, list[str]]:
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import EventLoggingObserver, StringTransport
+        from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+        from tests.test_protocol import PEER, _ipv4
+        from twisted_smtpd._options import ServerOptions
+        from twisted_smtpd._server import SMTPServerFactory
+
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        factory = SMTPServerFactory(
+            handler,
+            ServerOptions(
+                name="mx.example.com",
+                disableReverseLookup=True,
+                allowInsecureAuth=True,
+                authMethods=methods,
+            ),
+            reactor=Clock(),
+            checkers=[checker],
+        )
+        warnings = [formatEvent(e) for e in events if e["log_level"] is LogLevel.warn]
+        proto = factory.buildProtocol(None)
+        transport = StringTransport(peerAddress=_ipv4(*PEER))
+        proto.makeConnection(transport)
+        proto.dataReceived(b"EHLO c\r\n")
+        return proto, transport, warnings
+
+    def test_cramMD5WithoutHashedPasswordChecker(self) -> None:
+        """
+        A portal whose only checker takes plain passwords cannot check a
+        CRAM-MD5 response: CRAM-MD5 is neither advertised nor accepted
+        (504), and one warning names it; PLAIN still works.
+        """
+        from twisted_smtpd.handlers import BaseHandler
+
+        proto, transport, warnings = self.session(
+            BaseHandler(), PasswordOnlyChecker(), ["PLAIN", "CRAM-MD5"]
+        )
+        self.assertIn(b"250-AUTH PLAIN\r\n", take(transport))
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn("CRAM-MD5", warnings[0])
+        proto.dataReceived(b"AUTH CRAM-MD5\r\n")
+        self.assertEqual(take(transport), AUTH_UNRECOGNIZED)
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_OK)
+
+    def test_xoauth2WithPortalAndOnAuth(self) -> None:
+        """
+        With a portal and a handler deciding AUTH itself, XOAUTH2 is
+        offered and goes to C{onAuth}; nothing is left out, nothing warned.
+        """
+        handler = PasswordHandler()
+        proto, transport, warnings = self.session(
+            handler, InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret"), ["PLAIN", "XOAUTH2"]
+        )
+        self.assertIn(b"250-AUTH PLAIN XOAUTH2\r\n", take(transport))
+        self.assertEqual(warnings, [])
+        proto.dataReceived(
+            b"AUTH XOAUTH2 " + b64(b"user=alice\x01auth=Bearer tok\x01\x01") + b"\r\n"
+        )
+        self.assertEqual(take(transport), AUTH_OK)
+        self.assertEqual([r.method for r in handler.requests], ["XOAUTH2"])
+
+    def test_onlyUndecidableMechanisms(self) -> None:
+        """
+        When the portal can decide none of the configured mechanisms, AUTH
+        is not offered at all (503) and not required.
+        """
+        from twisted_smtpd.handlers import BaseHandler
+
+        proto, transport, warnings = self.session(BaseHandler(), PasswordOnlyChecker(), ["XOAUTH2"])
+        ehlo = take(transport)
+        self.assertNotIn(b"AUTH", ehlo)
+        self.assertEqual(len(warnings), 1, warnings)
+        proto.dataReceived(b"AUTH XOAUTH2\r\nMAIL FROM:<a@example.com>\r\n")
+        self.assertEqual(take(transport), AUTH_NOT_ENABLED + replies.MAIL_OK)
 
 
 def plainOfLength(length: int) -> bytes:

@@ -320,6 +320,116 @@ class MinDataRateTests(SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
         self.assertEqual(len(handler.messages), 1)
 
+    def test_bdatChunksTrickledCut(self) -> None:
+        """
+        A BDAT message is measured from its first chunk to its last, the
+        time between chunks included: one-octet chunks, one a second, are
+        cut with 421, the message dropped and the cut logged.
+        """
+        log = LogCatcher(self)
+        handler = RecordingHandler()
+        proto, transport, clock, factory = connect(
+            handler, socketTimeout=60, minDataRate=(1000, 10)
+        )
+        transaction(proto, transport)
+        for _ in range(20):
+            proto.dataReceived(b"BDAT 1\r\nx")
+            clock.advance(1)
+        out = take(transport)
+        self.assertTrue(out.endswith(b"250 2.0.0 OK: 10 octets received\r\n" + TOO_SLOW), out)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(handler.messages, [])
+        self.assertEqual(len(log.matching("192.0.2.7 data rate below 1000 bytes per 10 s")), 1)
+
+    def test_silenceBetweenBdatChunksCounts(self) -> None:
+        """
+        A big first chunk does not buy silence: a whole window without
+        chunks after it is below the rate, though within socketTimeout.
+        """
+        proto, transport, clock, factory = connect(socketTimeout=60, minDataRate=(1000, 10))
+        transaction(proto, transport)
+        proto.dataReceived(b"BDAT 5000\r\n" + b"x" * 5000)
+        clock.advance(1)
+        self.assertFalse(transport.disconnecting)
+        take(transport)
+        clock.pump([1] * 25)
+        self.assertEqual(take(transport), TOO_SLOW)
+        self.assertTrue(transport.disconnecting)
+
+    def test_bdatChunksAtRatePass(self) -> None:
+        """
+        Chunks bringing the minimum rate between them go on, however long
+        the message, on a clock at a realistic time: the first window
+        starts with the first chunk.
+        """
+        handler = RecordingHandler()
+        clock = Clock()
+        clock.advance(1_800_000_000)
+        proto, transport, clock, factory = connect(
+            handler, clock=clock, socketTimeout=60, minDataRate=(1000, 10)
+        )
+        transaction(proto, transport)
+        for _ in range(30):
+            proto.dataReceived(b"BDAT 120\r\n" + b"x" * 120)
+            clock.advance(1)
+        proto.dataReceived(b"BDAT 0 LAST\r\n")
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(len(handler.messages), 1)
+        self.assertEqual(len(handler.messages[0][2]), 3600)
+
+    def test_refusedChunkTrickledCut(self) -> None:
+        """
+        The octets of a refused BDAT chunk, read and dropped, are held to
+        the rate too: a huge chunk refused before MAIL cannot keep the
+        connection by sending an octet a second.
+        """
+        proto, transport, clock, factory = connect(socketTimeout=60, minDataRate=(1000, 10))
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\nBDAT 100000000\r\n")
+        take(transport)
+        for _ in range(20):
+            proto.dataReceived(b"x")
+            clock.advance(1)
+        self.assertEqual(take(transport), TOO_SLOW)
+        self.assertTrue(transport.disconnecting)
+
+    def test_refusedChunkAtRateDropped(self) -> None:
+        """
+        A refused chunk sent at the rate is dropped and answered; the
+        session goes on.
+        """
+        proto, transport, clock, factory = connect(socketTimeout=60, minDataRate=(1000, 10))
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\nBDAT 3000\r\n")
+        take(transport)
+        for _ in range(15):
+            proto.dataReceived(b"x" * 200)
+            clock.advance(1)
+        self.assertEqual(take(transport), replies.NEED_MAIL)
+        clock.pump([1] * 20)
+        proto.dataReceived(b"NOOP\r\n")
+        self.assertEqual(take(transport), replies.OK)
+        self.assertFalse(transport.disconnecting)
+
+    def test_idleBetweenMessagesNotMeasured(self) -> None:
+        """
+        Time outside a transfer is not measured: after a long pause between
+        messages, a new DATA transfer at the rate goes on from its start.
+        """
+        handler = RecordingHandler()
+        proto, transport, clock, factory = connect(
+            handler, socketTimeout=60, minDataRate=(1000, 10)
+        )
+        transaction(proto, transport)
+        clock.pump([1] * 50)
+        proto.dataReceived(b"DATA\r\n")
+        for _ in range(12):
+            proto.dataReceived(b"x" * 100 + b"\r\n")
+            clock.advance(1)
+        proto.dataReceived(b".\r\n")
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(len(handler.messages), 1)
+
     def test_offByDefault(self) -> None:
         """
         Without minDataRate a slow transfer is only subject to socketTimeout.

@@ -6,7 +6,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 import twisted_smtpd
-from twisted_smtpd import _errors, _options, _server, _session, handlers, interfaces
+from twisted_smtpd import _errors, _options, _server, _session, _version, handlers, interfaces
 from twisted_smtpd.handlers import _base
 
 
@@ -28,6 +28,7 @@ class ExportTests(SynchronousTestCase):
             "AuthRequest": _session.AuthRequest,
             "AuthResult": _session.AuthResult,
             "TLSInfo": _session.TLSInfo,
+            "__version__": _version.__version__,
         }
         for name, obj in expected.items():
             self.assertIs(getattr(twisted_smtpd, name), obj, name)

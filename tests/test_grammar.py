@@ -322,6 +322,19 @@ class ParseHeloTests(SynchronousTestCase):
             self.assertRefused(argument, replies.BAD_HELO_HOSTNAME)
             self.assertRefused(argument, replies.BAD_HELO_HOSTNAME, lenient=True)
 
+    def test_c1ControlCharacters(self) -> None:
+        """
+        The C1 controls (U+0080 to U+009F, such as NEL, which some software
+        takes for a line break) get 501 anywhere in the argument, as in MAIL
+        and RCPT; the characters around them are accepted.
+        """
+        for char in ["\u0080", "\u0085", "\u009b", "\u009f"]:
+            for text in [f"a{char}b", f"host.example x{char}"]:
+                self.assertRefused(text.encode(), replies.BAD_HELO_HOSTNAME)
+                self.assertRefused(text.encode(), replies.BAD_HELO_HOSTNAME, lenient=True)
+        self.assertEqual(parseHelo("h\u00a0\u007e".encode()), "h\u00a0\u007e")
+        self.assertEqual(parseHelo("caf\u00e9".encode()), "caf\u00e9")
+
     def test_invalidUtf8(self) -> None:
         """
         A name that is not UTF-8 gets 501, unless lenient, which replaces the

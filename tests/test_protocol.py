@@ -849,7 +849,8 @@ class HookTests(SynchronousTestCase):
 
     def test_observers(self) -> None:
         """
-        Observers see the session events in order.
+        Observers see the session events in order, a C{hook} event as each
+        handler hook answers.
         """
         proto, transport, clock, factory = connect()
         seen: list[str] = []
@@ -857,7 +858,9 @@ class HookTests(SynchronousTestCase):
         proto.dataReceived(b"EHLO c\r\nMAIL FROM:<a@e.com>\r\nRCPT TO:<b@e.com>\r\n")
         proto.dataReceived(b"DATA\r\nx\r\n.\r\nFROB\r\n")
         proto.connectionLost(Failure(ConnectionLost()))
-        self.assertEqual(seen, ["helo", "mail", "rcpt", "message", "reject", "close"])
+        self.assertEqual(
+            seen, ["hook", "helo", "hook", "mail", "hook", "rcpt", "message", "reject", "close"]
+        )
 
 
 class LMTPTests(SynchronousTestCase):
@@ -1433,3 +1436,90 @@ class GreetingResetsBdatTests(SynchronousTestCase):
         LHLO does the same in LMTP.
         """
         self._check(b"LHLO c\r\n", lmtp=True)
+
+
+class RefusingDataHandler(RecordingHandler):
+    """
+    Refuses every message after its body with 451, or with one reply per
+    LMTP recipient from C{results}.
+    """
+
+    def __init__(self, results: list[object] | None = None) -> None:
+        super().__init__()
+        self.results = results
+
+    def onData(self, stream: IMessageStream, session: Session) -> object:
+        stream.drain()
+        if self.results is not None:
+            return self.results
+        raise SMTPError(451, "Error: try again later", "4.3.0")
+
+
+class RefusedMessageErrorTests(SynchronousTestCase):
+    """
+    A message refused after its end (by the handler, for its size or for a
+    bare newline) is a 4xx/5xx answer and counts towards C{maxErrors},
+    together with refused commands.
+    """
+
+    MESSAGE = b"MAIL FROM:<s@example.com>\r\nRCPT TO:<r@example.com>\r\n"
+    TEMPORARY = b"451 4.3.0 Error: try again later\r\n"
+
+    def test_handlerRefusalsCount(self) -> None:
+        """
+        Two refused commands and one message refused by C{onData} with 451
+        reach C{maxErrors=3}: 421 and a close follow the message's reply.
+        """
+        proto, transport, clock, _ = connect(RefusingDataHandler(), maxErrors=3)
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\nFROB\r\nFROB\r\n" + self.MESSAGE + b"DATA\r\nhi\r\n.\r\n")
+        out = take(transport)
+        self.assertTrue(out.endswith(self.TEMPORARY + replies.TOO_MANY_ERRORS), out)
+        self.assertTrue(transport.disconnecting)
+
+    def test_refusedBdatMessageCounts(self) -> None:
+        """
+        A message sent with BDAT and refused after its last chunk counts too.
+        """
+        proto, transport, clock, _ = connect(RefusingDataHandler(), maxErrors=2)
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\n")
+        for _ in range(2):
+            proto.dataReceived(self.MESSAGE + b"BDAT 2 LAST\r\nhi")
+        out = take(transport)
+        self.assertEqual(out.count(self.TEMPORARY), 2)
+        self.assertTrue(out.endswith(self.TEMPORARY + replies.TOO_MANY_ERRORS), out)
+        self.assertTrue(transport.disconnecting)
+
+    def test_acceptedMessagesDoNotCount(self) -> None:
+        """
+        Accepted messages are no errors: many of them never reach
+        C{maxErrors}.
+        """
+        proto, transport, clock, _ = connect(maxErrors=2)
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\n")
+        for _ in range(5):
+            proto.dataReceived(self.MESSAGE + b"DATA\r\nhi\r\n.\r\n")
+        self.assertEqual(take(transport).count(b"250 2.0.0 OK: queued as X1\r\n"), 5)
+        self.assertFalse(transport.disconnecting)
+
+    def test_lmtpMessageCountsOnce(self) -> None:
+        """
+        In LMTP a message refused for several recipients is one error, not
+        one per recipient.
+        """
+        refused = SMTPError(552, "mailbox full", "5.2.2")
+        handler = RefusingDataHandler(["delivered", refused, refused])
+        proto, transport, clock, _ = connect(handler, lmtp=True, maxErrors=2)
+        take(transport)
+        proto.dataReceived(b"LHLO c\r\n" + self.MESSAGE + b"RCPT TO:<a@e.com>\r\n")
+        proto.dataReceived(b"RCPT TO:<b@e.com>\r\nDATA\r\nhi\r\n.\r\n")
+        out = take(transport)
+        self.assertTrue(out.endswith(b"552 5.2.2 mailbox full\r\n" * 2), out)
+        self.assertFalse(transport.disconnecting)
+        handler.results = [refused]
+        proto.dataReceived(self.MESSAGE + b"DATA\r\nhi\r\n.\r\n")
+        out = take(transport)
+        self.assertTrue(out.endswith(replies.TOO_MANY_ERRORS), out)
+        self.assertTrue(transport.disconnecting)

@@ -7,6 +7,8 @@ real server on 127.0.0.1.
 
 from __future__ import annotations
 
+import email
+import socket
 from typing import Any
 
 from twisted.internet import reactor
@@ -17,11 +19,15 @@ from zope.interface.verify import verifyObject
 from tests.certs import CertificateAuthority
 from tests.test_client import Recorder, endpointFor, startServer
 from twisted_smtpd import SMTPError
-from twisted_smtpd._client import DeliveryResult, deliver
-from twisted_smtpd._session import Session
+from twisted_smtpd._client import DeliveryError, DeliveryResult, deliver
+from twisted_smtpd._clientprotocol import Request
+from twisted_smtpd._clientsession import ClientSession, openSession
+from twisted_smtpd._session import Envelope, Session
+from twisted_smtpd._stream import MessageStream
+from twisted_smtpd.handlers._proxying import ProxyingHandler
 from twisted_smtpd.handlers.lmtp import LMTPDeliveryHandler
 from twisted_smtpd.handlers.relay import RelayHandler, loadTrustRoot
-from twisted_smtpd.interfaces import ISMTPHandler
+from twisted_smtpd.interfaces import IMessageStream, ISMTPHandler
 
 BODY = b"Subject: relayed\r\n\r\n.a line with a dot\r\nend\r\n"
 
@@ -33,6 +39,63 @@ class Refusing(Recorder):
 
     def onConnect(self, session: Session) -> object:
         raise SMTPError(554, "Go away", "5.7.1")
+
+
+class EnvelopeRecorder(Recorder):
+    """
+    A recorder that also keeps each message's envelope (with the ESMTP
+    parameters it came with).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.envelopes: list[Envelope] = []
+
+    async def onData(self, stream: IMessageStream, session: Session) -> object:
+        self.envelopes.append(session.envelope)
+        return await super().onData(stream, session)
+
+
+def closeWith(testCase: TestCase, handler: ProxyingHandler) -> ProxyingHandler:
+    """
+    Close C{handler}'s sessions to the next hop after the test, before the
+    servers started earlier stop.
+    """
+    testCase.addCleanup(handler.close)
+    return handler
+
+
+async def clientSession(port: int, lmtp: bool = False) -> ClientSession:
+    """
+    A session to the front server on C{port}, for tests that send commands
+    one by one (with ESMTP parameters, BDAT).
+    """
+    request = Request(
+        sender="",
+        recipients=(),
+        stream=None,
+        lmtp=lmtp,
+        heloName="client.example",
+        tls="none",
+        tlsCreator=None,
+        verify=False,
+        username=None,
+        password=None,
+        smtpUtf8=False,
+        requireTls=False,
+        timeout=30.0,
+    )
+    return await openSession(endpointFor(port), request, reactor)
+
+
+def bodyStream(body: bytes) -> MessageStream:
+    """
+    A finished stream holding C{body}.
+    """
+    stream = MessageStream()
+    stream._write(body)
+    stream._finish()
+    return stream
 
 
 async def send(port: int, **kwargs: Any) -> DeliveryResult:
@@ -53,6 +116,18 @@ async def send(port: int, **kwargs: Any) -> DeliveryResult:
 
 def replies(result: DeliveryResult) -> list[tuple[int, str | None]]:
     return [(r.reply.code, r.reply.enhanced) for r in result.recipients]
+
+
+async def outcome(port: int, **kwargs: Any) -> list[tuple[int, str | None]]:
+    """
+    Each recipient's final reply code and enhanced code; when the whole
+    delivery failed (at MAIL), that failure for each of them.
+    """
+    try:
+        result = await send(port, **kwargs)
+    except DeliveryError as e:
+        return [(e.code, e.enhanced)] * len(kwargs.get("recipients", ["bob@example.org"]))
+    return replies(result)
 
 
 class ConstructionTests(SynchronousTestCase):
@@ -100,7 +175,8 @@ class ConstructionTests(SynchronousTestCase):
 
 class RelayTests(TestCase):
     """
-    L{RelayHandler} between a client and a smarthost.
+    L{RelayHandler} between a client and a smarthost: each command is
+    passed on and answered with the smarthost's verdict.
     """
 
     async def front(self, smarthost: Recorder, frontOptions: Any = None, **relay: Any) -> int:
@@ -110,26 +186,40 @@ class RelayTests(TestCase):
         """
         server, port = await startServer(self, smarthost, **(relay.pop("smarthostOptions", {})))
         relay.setdefault("tls", "none")
-        handler = RelayHandler(
-            relay.pop("host", "127.0.0.1"), port, heloName="relay.example", **relay
+        self.handler = closeWith(
+            self,
+            RelayHandler(relay.pop("host", "127.0.0.1"), port, heloName="relay.example", **relay),
         )
-        front, frontPort = await startServer(self, handler, **(frontOptions or {}))
+        front, frontPort = await startServer(self, self.handler, **(frontOptions or {}))
         return frontPort
 
     async def test_relayed(self) -> None:
         """
         The smarthost gets the message byte for byte with its envelope; the
-        client's 250 comes after the smarthost accepted it.
+        client's 250 comes after the smarthost accepted it, with the
+        smarthost's own words.
         """
         smarthost = Recorder()
         port = await self.front(smarthost)
         result = await send(port, recipients=["bob@example.org", "carol@example.net"])
         self.assertEqual(replies(result), [(250, "2.0.0")] * 2)
-        self.assertIn("relayed to 127.0.0.1", result.recipients[0].reply.text)
+        self.assertEqual(result.recipients[0].reply.text, "queued as Q1")
         [message] = smarthost.messages
         self.assertEqual(message.body, BODY)
         self.assertEqual(message.sender, "alice@example.com")
         self.assertEqual(message.recipients, ["bob@example.org", "carol@example.net"])
+
+    async def test_noDelay(self) -> None:
+        """
+        Sessions to the smarthost have TCP_NODELAY set: each command is a
+        small write waiting for its reply, which Nagle's algorithm would
+        hold back.
+        """
+        await self.front(Recorder())
+        session = await self.handler.openSession()
+        self.addCleanup(session.quit)
+        handle = session._protocol.transport.getHandle()  # type: ignore[union-attr]
+        self.assertEqual(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
 
     async def test_largeMessage(self) -> None:
         """
@@ -143,43 +233,66 @@ class RelayTests(TestCase):
         self.assertEqual(replies(result), [(250, "2.0.0")])
         self.assertEqual(smarthost.messages[0].body, body)
 
-    async def test_permanentRefusal(self) -> None:
+    async def test_permanentRefusalAtRcpt(self) -> None:
         """
-        A recipient the smarthost refuses with 5xx is refused with its code
-        and text.
+        A recipient the smarthost refuses with 5xx is refused at RCPT with
+        its code and text, and the others get the message.
         """
         smarthost = Recorder()
         smarthost.refuse["bob@example.org"] = SMTPError(550, "No such user here", "5.1.1")
         port = await self.front(smarthost)
-        result = await send(port)
-        self.assertEqual(replies(result), [(550, "5.1.1")])
-        self.assertEqual(result.recipients[0].reply.text, "No such user here")
-        self.assertEqual(smarthost.messages, [])
+        client = await clientSession(port)
+        self.addCleanup(client.quit)
+        self.assertEqual((await client.mail("alice@example.com", "")).code, 250)
+        refused = await client.rcpt("bob@example.org", "")
+        self.assertEqual((refused.code, refused.enhanced), (550, "5.1.1"))
+        self.assertEqual(refused.text, "No such user here")
+        self.assertEqual((await client.rcpt("carol@example.net", "")).code, 250)
+        [final] = await client.data(bodyStream(BODY), 1)
+        self.assertEqual(final.code, 250)
+        self.assertEqual(smarthost.messages[0].recipients, ["carol@example.net"])
 
-    async def test_temporaryWins(self) -> None:
+    async def test_temporaryRefusalAtRcpt(self) -> None:
         """
-        When every recipient is refused, a temporary refusal is the reply if
-        there is one.
+        A recipient the smarthost defers with 4xx gets that 4xx at RCPT, so
+        the client keeps it and tries again; it is not dropped.
+        """
+        smarthost = Recorder()
+        smarthost.refuse["carol@example.net"] = SMTPError(450, "Greylisted", "4.7.1")
+        port = await self.front(smarthost)
+        result = await send(port, recipients=["bob@example.org", "carol@example.net"])
+        self.assertEqual(replies(result), [(250, "2.0.0"), (450, "4.7.1")])
+        self.assertEqual(result.recipients[1].reply.text, "Greylisted")
+        self.assertEqual(smarthost.messages[0].recipients, ["bob@example.org"])
+
+    async def test_allRefused(self) -> None:
+        """
+        When the smarthost refuses every recipient, no message is sent.
         """
         smarthost = Recorder()
         smarthost.refuse["bob@example.org"] = SMTPError(550, "No such user", "5.1.1")
         smarthost.refuse["carol@example.net"] = SMTPError(452, "Mailbox full", "4.2.2")
         port = await self.front(smarthost)
         result = await send(port, recipients=["bob@example.org", "carol@example.net"])
-        self.assertEqual(replies(result), [(452, "4.2.2")] * 2)
+        self.assertEqual(replies(result), [(550, "5.1.1"), (452, "4.2.2")])
+        self.assertEqual(smarthost.messages, [])
 
-    async def test_partialRefusal(self) -> None:
+    async def test_mailRefused(self) -> None:
         """
-        When only some recipients are refused, the message is accepted and
-        the reply text names the refused ones.
+        A sender the smarthost refuses is refused at MAIL with its reply.
         """
         smarthost = Recorder()
-        smarthost.refuse["bob@example.org"] = SMTPError(550, "No such user", "5.1.1")
+
+        def refuseSender(address: Any, session: Session) -> None:
+            raise SMTPError(553, "Sender rejected\r\n221 injected", "5.7.1")
+
+        smarthost.onMailFrom = refuseSender  # type: ignore[method-assign]
         port = await self.front(smarthost)
-        result = await send(port, recipients=["bob@example.org", "carol@example.net"])
-        self.assertEqual(replies(result), [(250, "2.0.0")] * 2)
-        self.assertIn("bob@example.org: 550 5.1.1 No such user", result.recipients[0].reply.text)
-        self.assertEqual(smarthost.messages[0].recipients, ["carol@example.net"])
+        client = await clientSession(port)
+        self.addCleanup(client.quit)
+        reply = await client.mail("alice@example.com", "")
+        self.assertEqual((reply.code, reply.enhanced), (553, "5.7.1"))
+        self.assertEqual(reply.text, "Sender rejected\n221 injected")
 
     async def test_messageRefused(self) -> None:
         """
@@ -200,34 +313,37 @@ class RelayTests(TestCase):
     async def test_sessionRefusedIsTemporary(self) -> None:
         """
         A smarthost refusing the session with 5xx is a temporary failure for
-        the client: the relay's configuration, not the message, is at fault.
+        the client, at MAIL: the relay's configuration, not the message, is
+        at fault.
         """
         port = await self.front(Refusing())
-        result = await send(port)
-        self.assertEqual(replies(result), [(451, "4.4.1")])
+        self.assertEqual(await outcome(port), [(451, "4.4.1")])
 
     async def test_unreachable(self) -> None:
         """
-        A smarthost that cannot be reached: 451 4.4.1.
+        A smarthost that cannot be reached: 451 4.4.1 at MAIL.
         """
         listening = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
         closed = listening.getHost().port
         await listening.stopListening()
-        handler = RelayHandler("127.0.0.1", closed, tls="none", heloName="relay.example")
+        handler = closeWith(
+            self, RelayHandler("127.0.0.1", closed, tls="none", heloName="relay.example")
+        )
         front, port = await startServer(self, handler)
-        result = await send(port)
-        self.assertEqual(replies(result), [(451, "4.4.1")])
+        self.assertEqual(await outcome(port), [(451, "4.4.1")])
 
     async def test_bodyTooLarge(self) -> None:
         """
         A message the front server refuses for its size is not delivered to
-        the smarthost: the connection is dropped before the final period.
+        the smarthost, and the next message still goes through.
         """
         smarthost = Recorder()
         port = await self.front(smarthost, frontOptions={"size": 1000})
         result = await send(port, stream=b"x" * 5000 + b"\r\n")
         self.assertEqual(replies(result), [(552, "5.3.4")])
         self.assertEqual(smarthost.messages, [])
+        self.assertEqual(replies(await send(port)), [(250, "2.0.0")])
+        self.assertEqual(len(smarthost.messages), 1)
 
     async def test_lmtpFront(self) -> None:
         """
@@ -243,12 +359,14 @@ class RelayTests(TestCase):
     async def tlsFront(self, smarthost: Recorder, **relay: Any) -> int:
         ca = CertificateAuthority(self.mktemp())
         issued = ca.server("localhost")
+        options = relay.pop("smarthostOptions", {})
         return await self.front(
             smarthost,
             host="localhost",
             smarthostOptions={
                 "certificate": issued.certificatePath,
                 "privateKey": issued.keyPath,
+                **options,
             },
             caCertificates=ca.certificatePath,
             **relay,
@@ -265,24 +383,42 @@ class RelayTests(TestCase):
         self.assertEqual(replies(result), [(250, "2.0.0")])
         self.assertTrue(smarthost.messages[0].session.secure)
 
+    async def test_requiredTLSNotOffered(self) -> None:
+        """
+        With C{tls="required"}, a smarthost that does not offer STARTTLS
+        gets nothing: 451 4.7.5 at MAIL.
+        """
+        smarthost = Recorder()
+        port = await self.tlsFront(
+            smarthost, tls="required", smarthostOptions={"hideSTARTTLS": True}
+        )
+        self.assertEqual(await outcome(port), [(451, "4.7.5")])
+        self.assertEqual(smarthost.messages, [])
+
     async def test_untrustedCertificate(self) -> None:
         """
         A smarthost certificate that does not verify: 451 4.7.5, nothing
-        delivered.
+        delivered; the text names the reason in words, not a Python repr.
         """
         smarthost = Recorder()
         other = CertificateAuthority(self.mktemp(), "another CA")
         # Trust only a CA that did not sign the smarthost's certificate.
-        relay = RelayHandler(
-            "localhost",
-            await self._smarthostPort(smarthost),
-            tls="opportunistic",
-            caCertificates=other.certificatePath,
-            heloName="relay.example",
+        relay = closeWith(
+            self,
+            RelayHandler(
+                "localhost",
+                await self._smarthostPort(smarthost),
+                tls="opportunistic",
+                caCertificates=other.certificatePath,
+                heloName="relay.example",
+            ),
         )
         front, port = await startServer(self, relay)
-        result = await send(port)
-        self.assertEqual(replies(result), [(451, "4.7.5")])
+        with self.assertRaises(DeliveryError) as caught:
+            await send(port)
+        self.assertEqual((caught.exception.code, caught.exception.enhanced), (451, "4.7.5"))
+        self.assertIn("certificate verify failed", caught.exception.message)
+        self.assertNotIn("[(", caught.exception.message)
         self.assertEqual(smarthost.messages, [])
 
     async def _smarthostPort(self, smarthost: Recorder) -> int:
@@ -299,12 +435,15 @@ class LMTPDeliveryTests(TestCase):
     L{LMTPDeliveryHandler} in front of a real LMTP server.
     """
 
-    async def front(self, store: Recorder, **frontOptions: Any) -> int:
-        server, lmtpPort = await startServer(self, store, lmtp=True)
-        handler = LMTPDeliveryHandler(
-            f"tcp:127.0.0.1:{lmtpPort}", heloName="front.example", reactor=reactor
+    async def front(self, store: Recorder, storeOptions: Any = None, **frontOptions: Any) -> int:
+        server, lmtpPort = await startServer(self, store, lmtp=True, **(storeOptions or {}))
+        self.handler = closeWith(
+            self,
+            LMTPDeliveryHandler(
+                f"tcp:127.0.0.1:{lmtpPort}", heloName="front.example", reactor=reactor
+            ),
         )
-        front, port = await startServer(self, handler, **frontOptions)
+        front, port = await startServer(self, self.handler, **frontOptions)
         return port
 
     async def test_lmtpToLmtp(self) -> None:
@@ -319,6 +458,20 @@ class LMTPDeliveryTests(TestCase):
         self.assertEqual(result.recipients[0].reply.text, "stored")
         self.assertEqual(store.messages[0].body, BODY)
 
+    async def test_unknownRecipientAtRcpt(self) -> None:
+        """
+        A recipient the LMTP server does not know is refused at RCPT with
+        its reply; the message is stored once, for the others, and the
+        client's reply after the body is 250.
+        """
+        store = Recorder()
+        store.refuse["nobody@example.org"] = SMTPError(550, "User unknown", "5.1.1")
+        port = await self.front(store)
+        result = await send(port, recipients=["bob@example.org", "nobody@example.org"])
+        self.assertEqual(replies(result), [(250, "2.0.0"), (550, "5.1.1")])
+        self.assertEqual(len(store.messages), 1)
+        self.assertEqual(store.messages[0].recipients, ["bob@example.org"])
+
     async def test_smtpAllAccepted(self) -> None:
         """
         An SMTP front answers 250 when every recipient was accepted.
@@ -329,10 +482,11 @@ class LMTPDeliveryTests(TestCase):
         self.assertEqual(replies(result), [(250, "2.0.0")] * 2)
         self.assertEqual(store.messages[0].recipients, ["bob@example.org", "carol@example.net"])
 
-    async def test_smtpTemporaryFirst(self) -> None:
+    async def test_smtpAllFailedTemporaryFirst(self) -> None:
         """
-        An SMTP front answers with a temporary refusal when there is one,
-        even after a permanent one.
+        An SMTP front whose LMTP server refused every recipient after the
+        body answers with a temporary refusal when there is one, so that
+        the client tries again (nobody has the message yet).
         """
         store = Recorder()
         store.lmtpRefuse["bob@example.org"] = SMTPError(550, "Unknown", "5.1.1")
@@ -341,6 +495,72 @@ class LMTPDeliveryTests(TestCase):
         result = await send(port, recipients=["bob@example.org", "carol@example.net"])
         self.assertEqual(replies(result), [(452, "4.2.2")] * 2)
 
+    async def test_smtpMixedNoDuplicate(self) -> None:
+        """
+        When the LMTP server stores the message for some recipients and
+        refuses it (even temporarily) for others after the body, an SMTP
+        front answers 250, so that no retry makes a second copy, and the
+        sender gets a "failed" delivery status notification for the others
+        (RFC 3464), through the LMTP server.
+        """
+        store = Recorder()
+        store.lmtpRefuse["carol@example.net"] = SMTPError(452, "Over quota", "4.2.2")
+        store.lmtpRefuse["dan@example.com"] = SMTPError(552, "Too big", "5.2.3")
+        port = await self.front(store)
+        result = await send(
+            port, recipients=["bob@example.org", "carol@example.net", "dan@example.com"]
+        )
+        self.assertEqual(replies(result), [(250, "2.0.0")] * 3)
+        await self.handler.reportsSent()
+        self.assertEqual(len(store.messages), 2)
+        report = store.messages[1]
+        self.assertEqual((report.sender, report.recipients), ("", ["alice@example.com"]))
+        parsed = email.message_from_bytes(report.body)
+        self.assertEqual(parsed.get_content_type(), "multipart/report")
+        self.assertEqual(parsed.get_param("report-type"), "delivery-status")
+        status = parsed.get_payload()[1]
+        self.assertEqual(status.get_content_type(), "message/delivery-status")
+        blocks = status.get_payload()
+        self.assertEqual(blocks[0]["Reporting-MTA"], "dns; front.example")
+        self.assertEqual(
+            [(b["Final-Recipient"], b["Action"], b["Status"]) for b in blocks[1:]],
+            [
+                ("rfc822; carol@example.net", "failed", "4.2.2"),
+                ("rfc822; dan@example.com", "failed", "5.2.3"),
+            ],
+        )
+        self.assertIn("Over quota", blocks[1]["Diagnostic-Code"])
+
+    async def test_deliveredReport(self) -> None:
+        """
+        A recipient asking NOTIFY=SUCCESS of an LMTP server without DSN gets
+        a "delivered" report from this server, through the LMTP server.
+        """
+        store = Recorder()
+        port = await self.front(store, storeOptions={"hideDSN": True})
+        client = await clientSession(port)
+        self.addCleanup(client.quit)
+        await client.mail("alice@example.com", "")
+        await client.rcpt("bob@example.org", " NOTIFY=SUCCESS")
+        [final] = await client.data(bodyStream(BODY), 1)
+        self.assertEqual(final.code, 250)
+        await self.handler.reportsSent()
+        self.assertEqual(len(store.messages), 2)
+        blocks = email.message_from_bytes(store.messages[1].body).get_payload()[1].get_payload()
+        self.assertEqual(blocks[1]["Action"], "delivered")
+
+    async def test_noReportForNullSender(self) -> None:
+        """
+        A message from the null reverse-path gets no DSN.
+        """
+        store = Recorder()
+        store.lmtpRefuse["carol@example.net"] = SMTPError(552, "Over quota", "5.2.2")
+        port = await self.front(store)
+        result = await send(port, sender="", recipients=["bob@example.org", "carol@example.net"])
+        self.assertEqual(replies(result), [(250, "2.0.0")] * 2)
+        await self.handler.reportsSent()
+        self.assertEqual([m.sender for m in store.messages], [""])
+
     async def test_unreachable(self) -> None:
         """
         An LMTP server that is down is a temporary failure.
@@ -348,7 +568,8 @@ class LMTPDeliveryTests(TestCase):
         listening = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
         closed = listening.getHost().port
         await listening.stopListening()
-        handler = LMTPDeliveryHandler(f"tcp:127.0.0.1:{closed}", heloName="front.example")
+        handler = closeWith(
+            self, LMTPDeliveryHandler(f"tcp:127.0.0.1:{closed}", heloName="front.example")
+        )
         front, port = await startServer(self, handler)
-        result = await send(port)
-        self.assertEqual(replies(result), [(451, "4.4.1")])
+        self.assertEqual(await outcome(port), [(451, "4.4.1")])

@@ -236,3 +236,43 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(proto.session.clientHostname, "[192.0.2.7]")
         self.assertEqual(dnsResolver.asked, ["7.2.0.192.in-addr.arpa"])
         proto.connectionLost(Failure(ConnectionDone()))
+
+
+class DNSServerOptionTests(SynchronousTestCase):
+    """
+    C{--dns-server HOST[:PORT]}.
+    """
+
+    def test_parse(self) -> None:
+        """
+        IPv4 and IPv6 addresses, with or without a port (53 by default).
+        """
+        from twisted_smtpd._resolve import parseDNSServer
+
+        self.assertEqual(parseDNSServer("192.0.2.53"), ("192.0.2.53", 53))
+        self.assertEqual(parseDNSServer("192.0.2.53:5353"), ("192.0.2.53", 5353))
+        self.assertEqual(parseDNSServer("[2001:db8::53]:54"), ("2001:db8::53", 54))
+        self.assertEqual(parseDNSServer("2001:db8::53"), ("2001:db8::53", 53))
+        for bad in ["dns.example", "192.0.2.53:0", "192.0.2.53:x", "[::1"]:
+            self.assertRaises(ValueError, parseDNSServer, bad)
+
+    def test_resolver(self) -> None:
+        """
+        The resolver asks only the given server, not /etc/resolv.conf's.
+        """
+        from twisted_smtpd._resolve import resolverFor
+
+        resolver = resolverFor("192.0.2.53:5353", Clock())
+        self.assertEqual(resolver.servers, [("192.0.2.53", 5353)])
+        self.assertEqual(list(resolver.dynServers), [])
+
+    def test_flag(self) -> None:
+        """
+        A bad C{--dns-server} is a usage error naming the flag.
+        """
+        from twisted.python import usage
+
+        from tests.test_tap import parse
+
+        e = self.assertRaises(usage.UsageError, parse, "--sink", "--dns-server", "dns.example")
+        self.assertIn("--dns-server 'dns.example'", str(e))

@@ -226,7 +226,7 @@ class LogLineTests(SynchronousTestCase):
         lines = [
             json.loads(line)
             for line in out.getvalue().splitlines()
-            if json.loads(line).get("log_namespace") == NAMESPACE
+            if json.loads(line).get("namespace") == NAMESPACE
         ]
         self.assertEqual(len(lines), 3)
         self.assertEqual(lines[0]["clientHostname"], ESCAPED_NAME)

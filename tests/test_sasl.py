@@ -507,6 +507,19 @@ class CramMD5Tests(SynchronousTestCase):
         self.assertRegex(raw, re.compile(rb"\A<\d+\.[0-9a-f]{16}@[^>\s]+>\Z"))
         self.assertRegex(defaultCramMD5Challenge(), re.compile(rb"\A<\d+\.[0-9a-f]{16}@"))
 
+    def test_challengeNamesGivenHost(self) -> None:
+        """
+        The default challenge names the host name it is given (the server's
+        configured name), never the machine's own; characters that cannot
+        be part of a msg-id are left out.
+        """
+        step = createMechanism("CRAM-MD5", hostname="mx.example.com").start(None)
+        assert isinstance(step, Challenge)
+        raw = base64.b64decode(step.text)
+        self.assertRegex(raw, re.compile(rb"\A<\d+\.[0-9a-f]{16}@mx\.example\.com>\Z"))
+        self.assertTrue(defaultCramMD5Challenge("a <b>\tc").endswith(b"@abc>"))
+        self.assertTrue(defaultCramMD5Challenge("<>").endswith(b"@localhost>"))
+
 
 class XOAuth2Tests(SynchronousTestCase):
     """

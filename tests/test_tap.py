@@ -26,6 +26,7 @@ from tests.integration import recordinghandler
 from twisted_smtpd import _tap
 from twisted_smtpd._errors import SMTPError
 from twisted_smtpd._logging import NAMESPACE, SessionLogger, jsonLogObserver
+from twisted_smtpd._logwriter import BufferedLogWriter
 from twisted_smtpd._options import HIDEABLE, ServerOptions
 from twisted_smtpd._replies import Reply
 from twisted_smtpd._server import SMTPServer
@@ -173,9 +174,12 @@ class OptionsTests(SynchronousTestCase):
             "--relay=",
             "--relay-ca=",
             "--relay-insecure",
+            "--relay-require-tls",
             "--relay-user=",
             "--relay-password=",
             "--relay-auth=",
+            "--relay-sessions=",
+            "--relay-idle=",
             "--lmtp-to=",
             "--pipe=",
             "--pipe-spool=",
@@ -715,6 +719,34 @@ class DeliveryFlagTests(SynchronousTestCase):
             self.assertIsInstance(handler, RelayHandler)
             self.assertEqual((handler.host, handler.port), expected)
 
+    def test_relayTLSAndPool(self) -> None:
+        """
+        C{--relay-require-tls} refuses a smarthost without STARTTLS;
+        C{--relay-sessions} and C{--relay-idle} size the pool of sessions;
+        C{--quiet} turns off the line per relayed message.
+        """
+        handler = parse("--relay", "mx.example.com")["handler"]
+        self.assertEqual(handler._tls, "opportunistic")
+        self.assertEqual((handler.pool.maxSessions, handler.pool._idleTimeout), (4, 30.0))
+        self.assertTrue(handler._logMessages)
+        handler = parse(
+            "--relay",
+            "mx.example.com",
+            "--relay-require-tls",
+            "--relay-sessions",
+            "2",
+            "--relay-idle",
+            "5",
+            "--quiet",
+        )["handler"]
+        self.assertEqual(handler._tls, "required")
+        self.assertEqual((handler.pool.maxSessions, handler.pool._idleTimeout), (2, 5.0))
+        self.assertFalse(handler._logMessages)
+        self.assertIn(
+            "--relay-sessions", self.assertUsageError("--relay", "mx", "--relay-sessions", "0")
+        )
+        self.assertIn("needs --relay", self.assertUsageError("--sink", "--relay-require-tls"))
+
     def test_relayCredentials(self) -> None:
         """
         C{--relay-auth USER:PASSWORD} and C{--relay-user} with
@@ -1023,20 +1055,20 @@ class SessionLoggerTests(SynchronousTestCase):
 
     def test_message(self) -> None:
         """
-        A message event carries the size, sender, recipient count, every
-        reply code and the first reply's text.
+        A message event carries the size, sender, the recipients (a list),
+        every reply code and the first reply's text.
         """
         replies = (Reply(250, "2.0.0", ("OK: queued as X",)), Reply(550, "5.1.1", ("no",)))
         self.logger("message", session(), {"size": 1234, "replies": replies})
         (event,) = self.events
         self.assertEqual(
             (event["size"], event["sender"], event["recipients"], event["codes"]),
-            (1234, "alice@example.com", 2, [250, 550]),
+            (1234, "alice@example.com", ["bob@example.org", "carol@example.org"], [250, 550]),
         )
         self.assertEqual(
             formatEvent(event),
-            "sid1 message 1234 bytes from <alice@example.com> to 2 recipient(s):"
-            " 250,550 OK: queued as X",
+            "sid1 message 1234 bytes from <alice@example.com> to"
+            " <bob@example.org>,<carol@example.org>: 250,550 OK: queued as X",
         )
 
     def test_authAndClose(self) -> None:
@@ -1052,9 +1084,9 @@ class SessionLoggerTests(SynchronousTestCase):
 
     def test_commandEventsIgnored(self) -> None:
         """
-        Per-command events (HELO, MAIL, RCPT, rejections, TLS) log nothing.
+        Events of accepted commands (HELO, MAIL, RCPT) log nothing.
         """
-        for event in ["helo", "mail", "rcpt", "reject", "secure"]:
+        for event in ["helo", "mail", "rcpt"]:
             self.logger(event, session(), {"address": Address("x@example.com")})
         self.assertEqual(len(self.events), 0)
 
@@ -1078,7 +1110,7 @@ class JSONLogTests(SynchronousTestCase):
     def test_lines(self) -> None:
         """
         Each event is one line of JSON, without a record separator, with its
-        fields and the formatted text.
+        fields, the formatted text, the namespace and the level name.
         """
         out = io.StringIO()
         observer = jsonLogObserver(out)
@@ -1091,7 +1123,7 @@ class JSONLogTests(SynchronousTestCase):
         self.assertNotIn("\x1e", out.getvalue())
         first = json.loads(lines[0])
         self.assertEqual(
-            (first["session"], first["text"], first["log_namespace"], first["log_level"]["name"]),
+            (first["session"], first["text"], first["namespace"], first["level"]),
             ("abc", "abc close", "test", "info"),
         )
         self.assertEqual(json.loads(lines[1])["text"], "second 2")
@@ -1131,17 +1163,31 @@ class DaemonTests(SynchronousTestCase):
 
     def test_jsonObserverGivenToTwistd(self) -> None:
         """
-        With C{--log-format json}, joining C{twistd}'s application sets a
-        JSON L{ILogObserver} on it, which C{twistd} then logs through; with
-        the default text format nothing is set.
+        Joining C{twistd}'s application sets the buffered writer as its
+        L{ILogObserver}, JSON or text as C{--log-format} says, which
+        C{twistd} then logs through; with C{twistd --syslog} and text,
+        nothing is set (twistd's syslog observer stays).
         """
-        for fmt, expected in [("json", True), ("text", False)]:
+        for fmt, syslog, expected in [
+            ("json", False, True),
+            ("text", False, False),
+            ("json", True, True),
+        ]:
             application = Application("smtpd")
-            server = _tap.makeService(parse("--sink", "--log-format", fmt))
+            config = parse("--sink", "--log-format", fmt)
+            config.parent = {"syslog": syslog}  # type: ignore[attr-defined]
+            server = _tap.makeService(config)
             server.setServiceParent(application)
             observer = application.getComponent(ILogObserver, None)
-            self.assertEqual(observer is not None, expected, fmt)
+            self.assertIsInstance(observer, BufferedLogWriter)
+            assert isinstance(observer, BufferedLogWriter)
+            self.assertEqual(observer.json, expected, fmt)
             self.assertIs(server.parent, IServiceCollection(application))
+        config = parse("--sink")
+        config.parent = {"syslog": True}  # type: ignore[attr-defined]
+        server = _tap.makeService(config)
+        server.setServiceParent(Application("smtpd"))
+        self.assertIsNone(server.logObserver)
 
     def test_jsonToTwistdLogFile(self) -> None:
         """
@@ -1153,6 +1199,7 @@ class DaemonTests(SynchronousTestCase):
         server = _tap.makeService(config)
         assert server.logObserver is not None
         Logger(observer=server.logObserver).info("to the file {n}", n=1)
+        server.logObserver.flush()  # type: ignore[attr-defined]
         with open(path, encoding="utf-8") as f:
             self.assertEqual(json.loads(f.read())["text"], "to the file 1")
 
@@ -1179,9 +1226,9 @@ class DaemonTests(SynchronousTestCase):
 
     def test_reloadLogged(self) -> None:
         """
-        A reload that reads new certificates is logged at info level; one
-        that fails logs an error naming the file, and the old certificates
-        stay.
+        A reload that reads new certificates is logged at info level, with
+        the certificate's subject and expiry; one that fails logs an error
+        naming the file, and the old certificates stay.
         """
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         ca = CertificateAuthority(self.mktemp())
@@ -1191,17 +1238,20 @@ class DaemonTests(SynchronousTestCase):
         self.assertFalse(server.factory.tls.selfSigned)
         server.reload()
         self.assertEqual(
-            [formatEvent(e) for e in events],
+            [formatEvent(e) for e in events][:2],
             ["Reloading TLS certificates", "TLS certificates reloaded"],
+        )
+        self.assertTrue(
+            formatEvent(events[2]).startswith("TLS certificate: CN=mail.example.com, expires ")
         )
         with open(issued.certificatePath, "wb") as f:
             f.write(b"not a certificate")
         server.reload()
-        failed = events[3]
+        failed = events[4]
         self.assertEqual(failed["log_level"], LogLevel.error)
         self.assertIn(issued.certificatePath, formatEvent(failed))
         self.assertTrue(formatEvent(failed).startswith("Reloading TLS certificates failed"))
-        self.assertEqual(len(events), 4)
+        self.assertEqual(len(events), 5)
 
     def test_reloadBeforeFirstUse(self) -> None:
         """

@@ -134,11 +134,13 @@ class ParentWatchTests(SynchronousTestCase):
     L{ParentWatch}: a worker stops when the pipe from its parent ends.
     """
 
-    def watch(self) -> tuple[ParentWatch, MemoryReactor, int]:
+    def watch(self, running: bool = True) -> tuple[ParentWatch, MemoryReactor, int]:
         readEnd, writeEnd = os.pipe()
         self.addCleanup(os.close, readEnd)
         memory = MemoryReactor()
-        memory.running = True
+        memory.running = running
+        # Twisted before 24.3 starts a MemoryReactor as already stopped.
+        memory.hasStopped = False
         watch = ParentWatch(readEnd, reactor=memory)
         watch.startService()
         return watch, memory, writeEnd
@@ -148,8 +150,8 @@ class ParentWatchTests(SynchronousTestCase):
         The end of the pipe (the parent's end closed, as when it is killed)
         stops the reactor and logs one line; before that, nothing happens.
         """
-        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         watch, memory, writeEnd = self.watch()
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         (reader,) = memory.getReaders()
         reader.doRead()  # type: ignore[attr-defined]
         self.assertFalse(watch.parentGone)
@@ -161,6 +163,19 @@ class ParentWatchTests(SynchronousTestCase):
         self.assertEqual(memory.getReaders(), [])
         self.assertEqual(len(events), 1)
         self.assertIn("Parent process gone", formatEvent(events[0]))
+
+    def test_readyOnceReactorRuns(self) -> None:
+        """
+        The worker says it is ready (its reactor runs, so SIGTERM now stops
+        it gracefully) only once the reactor runs, and once.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        watch, memory, writeEnd = self.watch(running=False)
+        self.addCleanup(os.close, writeEnd)
+        self.assertEqual(len(events), 0)
+        memory.run()
+        self.assertEqual(len(events), 1)
+        self.assertEqual(formatEvent(events[0]), f"worker ready, pid {os.getpid()}")
 
     def test_hangUpStopsReactor(self) -> None:
         """

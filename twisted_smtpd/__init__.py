@@ -20,6 +20,7 @@ from twisted_smtpd._session import (
     Session,
     TLSInfo,
 )
+from twisted_smtpd._version import __version__
 
 __all__ = [
     "Address",
@@ -34,4 +35,5 @@ __all__ = [
     "ServerOptions",
     "Session",
     "TLSInfo",
+    "__version__",
 ]

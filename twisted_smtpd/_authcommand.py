@@ -38,7 +38,7 @@ def advertisedMechanisms(p: SMTPProtocol) -> tuple[str, ...]:
         return ()
     if not (p.session.secure or options.allowInsecureAuth):
         return ()
-    return options.authMethods
+    return factory.authMechanisms
 
 
 class AuthCommand:
@@ -53,6 +53,8 @@ class AuthCommand:
         self._mechanism: Mechanism | None = None
         self._pendingFailure: Reply | None = None
         self.failures = 0
+        #: The request being decided or last refused, for the log.
+        self.request: AuthRequest | None = None
 
     @property
     def active(self) -> bool:
@@ -68,6 +70,7 @@ class AuthCommand:
         p = self._protocol
         factory = p._serverFactory
         options = p._options
+        self.request = None
         if factory is None or not factory.authEnabled:
             p._fail(catalogue.AUTH_NOT_ENABLED)
             return
@@ -88,10 +91,10 @@ class AuthCommand:
             p._fail(catalogue.SYNTAX_ERROR)
             return
         name = parts[0].decode("ascii", "replace").upper()
-        if name not in options.authMethods:
+        if name not in factory.authMechanisms:
             p._fail(catalogue.AUTH_UNRECOGNIZED)
             return
-        mechanism = createMechanism(name)
+        mechanism = createMechanism(name, hostname=options.name)
         self._advance(mechanism, mechanism.start(parts[1] if len(parts) > 1 else None))
 
     def line(self, line: bytes) -> None:
@@ -132,6 +135,7 @@ class AuthCommand:
 
     def _decide(self, request: AuthRequest) -> None:
         p = self._protocol
+        self.request = request
         factory = p._serverFactory
         assert factory is not None
 

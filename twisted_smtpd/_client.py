@@ -1,7 +1,9 @@
 # -*- test-case-name: tests.test_client -*-
 """
 A small streaming SMTP and LMTP client: L{deliver} hands one message to a
-server, the way the relay and LMTP handlers need it.
+server in one dialogue.  (The relay and LMTP handlers instead drive a
+session command by command, L{twisted_smtpd._clientsession}, over the same
+L{ClientProtocol}.)
 
 The dialogue is RFC 5321 (SMTP) or RFC 2033 (LMTP): the greeting, EHLO or
 LHLO, STARTTLS (RFC 3207) when offered or required, AUTH PLAIN or LOGIN (RFC
@@ -62,6 +64,9 @@ class _ClientFactory(ClientFactory):
     def __init__(self, request: Request, clock: IReactorTime) -> None:
         self._request = request
         self._clock = clock
+
+    # No "Starting factory" line per connection.
+    noisy = False
 
     def buildProtocol(self, addr: object) -> ClientProtocol:
         protocol = ClientProtocol(self._request, self._clock)

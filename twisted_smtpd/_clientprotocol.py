@@ -7,9 +7,11 @@ L{twisted_smtpd._client.deliver}.
 from __future__ import annotations
 
 import base64
+import contextlib
 from typing import Any, Literal, TypeVar
 
 from attrs import frozen
+from OpenSSL import SSL
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IConsumer,
@@ -45,7 +47,7 @@ QUIT_TIMEOUT = 10.0
 class Request:
     sender: str
     recipients: tuple[str, ...]
-    stream: IMessageStream
+    stream: IMessageStream | None
     lmtp: bool
     heloName: str
     tls: str
@@ -86,6 +88,33 @@ class _BodyWriter:
         self._protocol.writeBody(self.stuffer.encode(data))
 
 
+def sessionReused(connection: SSL.Connection) -> bool:
+    """
+    Whether the handshake of C{connection} resumed an earlier session
+    (C{SSL_session_reused}, which pyOpenSSL does not wrap; C{False} when the
+    binding lacks it).
+    """
+    try:
+        from OpenSSL._util import lib
+
+        return bool(lib.SSL_session_reused(connection._ssl))
+    except (ImportError, AttributeError):
+        return False
+
+
+def failureText(failure: Failure) -> str:
+    """
+    A failure's message as plain words for a reply text or a log line: an
+    OpenSSL error's reasons rather than the repr of its error stack.
+    """
+    value = failure.value
+    if isinstance(value, SSL.Error) and value.args and isinstance(value.args[0], list):
+        reasons = [str(e[-1]) for e in value.args[0] if isinstance(e, tuple) and e and e[-1]]
+        if reasons:
+            return "; ".join(reasons)
+    return failure.getErrorMessage()
+
+
 class ClientProtocol(Protocol):
     """
     One client session.  L{run} drives the dialogue as a coroutine; replies
@@ -108,11 +137,20 @@ class ClientProtocol(Protocol):
         # Replies expected and not yet read; the greeting is the first.
         self._outstanding = 1
         self._secure = False
+        #: Whether STARTTLS resumed an earlier TLS session.
+        self.resumed = False
         self._stage = "greeting"
 
     # Protocol.
 
     def connectionMade(self) -> None:
+        transport: Any = self.transport
+        setNoDelay = getattr(transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            # Commands are small writes answered one by one: Nagle's algorithm
+            # meeting the server's delayed ACK would add tens of milliseconds.
+            with contextlib.suppress(OSError):
+                setNoDelay(True)
         self._resetTimer()
 
     def dataReceived(self, data: bytes) -> None:
@@ -169,7 +207,7 @@ class ClientProtocol(Protocol):
         if self._protocolError is not None:
             text = f"Error: bad reply from the server: {self._protocolError}"
             return DeliveryError(451, text, "4.5.0", stage=stage)
-        reason = self._lost.getErrorMessage() if self._lost is not None else "unknown"
+        reason = failureText(self._lost) if self._lost is not None else "unknown"
         if stage == "tls":
             return DeliveryError(
                 451, f"Error: TLS negotiation failed: {reason}", "4.7.5", stage=stage
@@ -275,6 +313,18 @@ class ClientProtocol(Protocol):
         await self._closed
 
     async def _dialogue(self) -> DeliveryResult:
+        extensions = await self.open()
+        return await self._transaction(extensions)
+
+    async def open(self) -> dict[str, str]:
+        """
+        Read the greeting, say EHLO (or LHLO), use STARTTLS and AUTH as the
+        request says.
+
+        @return: The extensions offered in the last EHLO reply, keyword
+            (upper case) to parameters.
+        @raise DeliveryError: The server refused the session, or it failed.
+        """
         request = self._request
         greeting = await self._reply()
         if greeting.code != 220:
@@ -284,7 +334,23 @@ class ClientProtocol(Protocol):
             extensions = await self._startTLS(extensions)
         if request.username is not None:
             await self._authenticate(extensions)
-        return await self._transaction(extensions)
+        return extensions
+
+    @property
+    def secure(self) -> bool:
+        """
+        Whether STARTTLS succeeded on this connection.
+        """
+        return self._secure
+
+    @property
+    def verified(self) -> bool:
+        """
+        Whether the connection is encrypted and the server's certificate was
+        verified for the expected name.
+        """
+        request = self._request
+        return self._secure and request.tlsCreator is not None and request.verify
 
     async def _hello(self) -> dict[str, str]:
         """
@@ -337,6 +403,13 @@ class ClientProtocol(Protocol):
         # The certificate is checked during the handshake; a failure loses the
         # connection while the new EHLO waits for its reply.
         extensions = await self._hello()
+        # The handshake is over: remember its session for the next
+        # connection, when the creator keeps sessions (ResumingTLS).
+        remember = getattr(request.tlsCreator, "remember", None)
+        connection: Any = transport.getHandle()  # type: ignore[attr-defined]
+        if remember is not None and isinstance(connection, SSL.Connection):
+            remember(connection)
+            self.resumed = sessionReused(connection)
         return extensions
 
     async def _authenticate(self, extensions: dict[str, str]) -> None:
@@ -449,10 +522,12 @@ class ClientProtocol(Protocol):
             self._send(b".")
             await self._reply()
 
-    async def _sendBody(self, replies: int) -> None:
+    async def _sendBody(self, replies: int, stream: IMessageStream | None = None) -> None:
         self._stage = "body"
         writer = _BodyWriter(self)
-        await self._race(self._request.stream.pipe(writer))  # type: ignore[arg-type]
+        stream = stream or self._request.stream
+        assert stream is not None
+        await self._race(stream.pipe(writer))
         if self.transport is not None:
             self.transport.write(writer.stuffer.end())
         self._resetTimer()

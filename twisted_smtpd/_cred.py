@@ -7,7 +7,7 @@ decides PLAIN, LOGIN and CRAM-MD5 without any C{onAuth} code.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from twisted.cred.checkers import ICredentialsChecker
@@ -15,12 +15,15 @@ from twisted.cred.credentials import ICredentials, IUsernameHashedPassword, IUse
 from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from twisted_smtpd import _replies as catalogue
 from twisted_smtpd._errors import SMTPError
 from twisted_smtpd._session import AuthRequest, AuthResult
+
+_log = Logger()
 
 
 class ISMTPUser(Interface):
@@ -94,6 +97,45 @@ def portalFromCheckers(checkers: Iterable[ICredentialsChecker]) -> Portal:
     A portal over C{checkers} whose avatars are the user names.
     """
     return Portal(AvatarIdRealm(), list(checkers))
+
+
+def portalDecides(portal: Portal, method: str) -> bool:
+    """
+    Whether C{portal} has a checker for the credentials of the AUTH
+    mechanism C{method}: PLAIN and LOGIN need one for L{IUsernamePassword},
+    CRAM-MD5 one for L{IUsernameHashedPassword}; no checker can verify an
+    XOAUTH2 bearer token.
+    """
+    kind = {"PLAIN": PasswordCredentials, "LOGIN": PasswordCredentials}.get(
+        method, CramMD5Credentials if method == "CRAM-MD5" else None
+    )
+    if kind is None:
+        return False
+    return any(i.implementedBy(kind) for i in portal.listCredentialsInterfaces())
+
+
+def offeredMechanisms(
+    methods: Sequence[str], portal: Portal | None, onAuth: bool
+) -> tuple[str, ...]:
+    """
+    The mechanisms of C{methods} something can decide, as
+    C{SMTPServerFactory.authenticator} picks it: the portal those it has a
+    checker for (L{portalDecides}), the handler's own C{onAuth} (C{onAuth}
+    true) XOAUTH2, or all of them without a portal.  A mechanism a portal
+    cannot decide is left out with one warning: advertised, it could only
+    be answered with 504 (RFC 4954 section 4).
+    """
+    if portal is None:
+        return tuple(methods) if onAuth else ()
+    offered = tuple(m for m in methods if (onAuth and m == "XOAUTH2") or portalDecides(portal, m))
+    dropped = [m for m in methods if m not in offered]
+    if dropped:
+        _log.warn(
+            "AUTH mechanisms not offered, nothing can decide them: {dropped}"
+            " (XOAUTH2 needs a handler's onAuth, the others a checker for their credentials)",
+            dropped=",".join(dropped),
+        )
+    return offered
 
 
 def credentialsFor(request: AuthRequest) -> ICredentials | None:

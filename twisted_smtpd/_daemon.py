@@ -6,14 +6,18 @@ logs, certificate reloading on SIGHUP and the JSON log observer.
 
 from __future__ import annotations
 
+import atexit
 import signal
 from typing import Any
 
 from twisted.logger import ILogObserver, Logger
 
+from twisted_smtpd._listeners import ListenFailed, _Listener
 from twisted_smtpd._logging import SessionLogger
-from twisted_smtpd._server import SMTPServer
-from twisted_smtpd._tapconfig import reason
+from twisted_smtpd._logwriter import BufferedLogWriter
+from twisted_smtpd._server import SMTPServer, _AdoptedListener
+from twisted_smtpd._summary import logCertificates, logStopped, logSummary
+from twisted_smtpd._tapconfig import exitWithError, reason
 
 
 class SMTPDaemon(SMTPServer):
@@ -33,13 +37,49 @@ class SMTPDaemon(SMTPServer):
         *args: Any,
         logObserver: ILogObserver | None = None,
         logSessions: bool = True,
+        delivery: str = "",
         **kw: Any,
     ) -> None:
         super().__init__(*args, **kw)
         self.logObserver = logObserver
+        self._delivery = delivery or type(self.factory.handler).__name__
+        if isinstance(logObserver, BufferedLogWriter):
+            # The lines of the last moments, at exit (after the reactor
+            # stopped, lines are written at once).
+            atexit.register(logObserver.flush)
+        writer = logObserver if isinstance(logObserver, BufferedLogWriter) else None
+        self._writer = writer
         if logSessions:
-            self.factory.addObserver(SessionLogger(self.factory.options.ignoredHosts))
+            self.factory.addObserver(SessionLogger(self.factory.options.ignoredHosts, writer))
         self._previousHandler: Any = None
+
+    def serveMetrics(self, description: str | None) -> None:
+        """
+        Count the server's events as Prometheus metrics, served with
+        C{/healthz} on C{description}; with C{None} (a worker of
+        C{--workers}) only recorded for the parent to serve.
+        """
+        from twisted_smtpd._metrics import ServerMetrics
+        from twisted_smtpd._metricsservice import MetricsListener
+
+        self.metrics = metrics = ServerMetrics()
+        self.addObserver(metrics)
+        if description is not None:
+            MetricsListener(description, metrics.registry, self._healthy).setServiceParent(self)
+
+    def _healthy(self) -> bool:
+        """
+        Whether every SMTP listener accepts connections.
+        """
+        return bool(
+            self.running
+            and not self.factory.closing
+            and len(self.listening()) == self._listenerCount()
+            and self._listenerCount() > 0
+        )
+
+    def _listenerCount(self) -> int:
+        return sum(1 for service in self if isinstance(service, _Listener | _AdoptedListener))
 
     def setServiceParent(self, parent: Any) -> None:
         """
@@ -51,21 +91,43 @@ class SMTPDaemon(SMTPServer):
         if self.logObserver is not None and setComponent is not None:
             setComponent(ILogObserver, self.logObserver)
 
+    def privilegedStartService(self) -> None:
+        """
+        Listen (before C{twistd} drops privileges); a listener that cannot
+        start ends C{twistd} with one line on standard error and status 1.
+        """
+        try:
+            super().privilegedStartService()
+        except ListenFailed as e:
+            exitWithError(f"--listen {e.description!r}: {e.why}")
+
     def startService(self) -> None:
         """
         Start listening and reload the certificates on SIGHUP.
         """
-        super().startService()
+        try:
+            super().startService()
+        except ListenFailed as e:
+            exitWithError(f"--listen {e.description!r}: {e.why}")
+        logSummary(self, self._delivery)
+        metrics = getattr(self, "metrics", None)
+        if metrics is not None:
+            metrics.certificates(self)
         self._previousHandler = signal.signal(signal.SIGHUP, self._hangup)
 
     def stopService(self) -> Any:
         """
-        Restore the SIGHUP handler, then close gracefully.
+        Restore the SIGHUP handler, then close gracefully; the buffered log
+        lines are written when the process exits.
         """
         if self._previousHandler is not None:
             signal.signal(signal.SIGHUP, self._previousHandler)
             self._previousHandler = None
         return super().stopService()
+
+    def _stoppedListening(self, listeners: list[tuple[str, Any]]) -> None:
+        for description, address in listeners:
+            logStopped(description, address)
 
     def _hangup(self, signum: int, frame: object) -> None:
         self.reactor.callFromThread(self.reload)
@@ -80,6 +142,11 @@ class SMTPDaemon(SMTPServer):
             if self.factory.options.certificate is not None:
                 self.factory.tls  # noqa: B018 -- read them now if not yet used
             self.reloadCertificates()
+            if self.factory.startTLSAvailable:
+                logCertificates(self)
+                metrics = getattr(self, "metrics", None)
+                if metrics is not None:
+                    metrics.certificates(self)
         except ValueError as e:
             self._log.error(
                 "Reloading TLS certificates failed, the old ones stay in use: {error}",

@@ -3,7 +3,8 @@
 Every wait of a session has a deadline: client silence (C{socketTimeout}),
 replies the client leaves unread (the same timeout, counted while writing
 makes no progress), the TLS handshake (C{tlsHandshakeTimeout}), a message
-transfer slower than C{minDataRate}, and the close itself: a session that
+transfer slower than C{minDataRate} (from the start of DATA, or from a
+message's first BDAT chunk to its last), and the close itself: a session that
 was told 421 and is still connected L{CLOSE_GRACE} seconds later (its client
 does not read, or a TLS handshake never finished) is aborted.
 
@@ -104,10 +105,11 @@ def check(p: SMTPProtocol, now: float) -> None:
         timeout(p, "timeout")
         return
     rate = options.minDataRate
-    receiver = p._receiver
-    if rate is None or receiver is None or not receiver.reading:
-        p._rateSince = now
-        p._rateBytes = 0
+    if rate is None or (p._receiver is None and p._discard is None):
+        # Only a message transfer (or a refused BDAT chunk being dropped) is
+        # measured; its first window starts with it (L{transferStarted}).  A
+        # BDAT message is measured from its first chunk to its last, the
+        # time between chunks included.
         return
     least, seconds = rate
     if now - p._rateSince >= seconds:
@@ -126,6 +128,15 @@ def check(p: SMTPProtocol, now: float) -> None:
             return
         p._rateSince = now
         p._rateBytes = 0
+
+
+def transferStarted(p: SMTPProtocol) -> None:
+    """
+    A message transfer begins (DATA, the first BDAT chunk of a message, or
+    a refused chunk to drop): its first C{minDataRate} window starts now.
+    """
+    p._rateSince = p._clock.seconds()
+    p._rateBytes = 0
 
 
 def timeout(p: SMTPProtocol, what: str) -> None:

@@ -254,7 +254,9 @@ def checkPhase(verb: Verb, phase: Phase, lmtp: bool) -> None:
         raise CommandError(refused)
 
 
-_HELO_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+# C0 controls, DEL and the C1 controls (U+0080 to U+009F, UTF-8 C2 80 to
+# C2 9F), as MAIL and RCPT refuse them.
+_HELO_CONTROL = re.compile(rb"[\x00-\x1f\x7f]|\xc2[\x80-\x9f]")
 
 
 def parseHelo(argument: bytes, lenient: bool = False) -> str:
@@ -265,7 +267,7 @@ def parseHelo(argument: bytes, lenient: bool = False) -> str:
     As permissive as Postfix: any printable name is accepted (underscores,
     trailing dots, bare words such as C{localhost}, unchecked literals), and
     the text after the first space is ignored.  Control characters anywhere
-    in the argument are refused.
+    in the argument (C0, DEL and C1, as for MAIL and RCPT) are refused.
 
     @param lenient: Also accept a name that is not UTF-8 (old clients send
         their Windows host name in a legacy encoding); its undecodable bytes

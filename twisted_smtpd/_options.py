@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from attrs import field, frozen
@@ -221,6 +221,16 @@ class ServerOptions:
     @ivar ignoredHosts: Client addresses whose sessions are not logged.
     @ivar useXClient: Networks whose XCLIENT commands are trusted.
     @ivar useXForward: Networks whose XFORWARD commands are trusted.
+    @ivar tlsCiphers: An OpenSSL cipher string for TLS 1.2, or C{None} for
+        Twisted's defaults.
+    @ivar tlsMinVersion: The lowest TLS version accepted, C{"TLSv1.2"} or
+        C{"TLSv1.3"}.
+    @ivar sniCallback: C{callback(name)} choosing a certificate for an SNI
+        name that C{sniOptions} does not cover: an C{OpenSSL.SSL.Context}
+        (or an object with C{getContext()}), C{None} for the default
+        certificate, or a Deferred of either.  The handshake cannot wait: a
+        Deferred answer is cached and served from the next handshake for
+        that name on (see C{docs/tls-auth.md}).
     """
 
     name: str = field(factory=_defaultName, validator=_noLineBreak)
@@ -278,6 +288,9 @@ class ServerOptions:
     ignoredHosts: tuple[str, ...] = ()
     useXClient: tuple[IPNetwork, ...] = field(default=(), converter=_networks)
     useXForward: tuple[IPNetwork, ...] = field(default=(), converter=_networks)
+    tlsCiphers: str | None = None
+    tlsMinVersion: str = "TLSv1.2"
+    sniCallback: Callable[[str], object] | None = None
 
     @property
     def enhancedStatusCodes(self) -> bool:

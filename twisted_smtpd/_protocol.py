@@ -14,6 +14,7 @@ without bound.
 from __future__ import annotations
 
 from collections.abc import Callable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import tcp
@@ -32,7 +33,6 @@ from zope.interface import implementer
 from twisted_smtpd import _commands, _forwarding, _tlscommand, _transaction
 from twisted_smtpd import _replies as catalogue
 from twisted_smtpd._authcommand import AuthCommand
-from twisted_smtpd._errors import SMTPError
 from twisted_smtpd._features import transmissionType
 from twisted_smtpd._flow import PAUSE_HOOK, PAUSE_STREAM, PAUSE_WRITE, writeThrough
 from twisted_smtpd._grammar import (
@@ -43,7 +43,8 @@ from twisted_smtpd._grammar import (
     looksLikeHTTP,
     parseCommand,
 )
-from twisted_smtpd._hooks import ACCEPTING_DEFAULTS, callHook
+from twisted_smtpd._hooks import runHook
+from twisted_smtpd._logging import refusal
 from twisted_smtpd._options import ServerOptions
 from twisted_smtpd._receiving import MessageReceiver, errorFromReply, failureReply
 from twisted_smtpd._replies import CommandError, Reply, formatReply
@@ -76,12 +77,13 @@ class SMTPProtocol(LineReceiver):
     # Slots keep an idle connection small (hundreds of bytes, not kilobytes).
     # fmt: off
     __slots__ = (
-        "_auth", "_buffer", "_clock", "_closing", "_closingSince", "_connected",
-        "_connectedFrom", "_disabled", "_discard", "_discardingLine", "_draining", "_enhanced",
-        "_errors", "_handler", "_handshakeSince", "_hookToken", "_implicitTLS", "_lastActivity",
-        "_limitHost", "_options", "_out", "_pauses", "_pendingSeen", "_phase", "_plainTCP",
-        "_processing", "_rateBytes", "_rateSince", "_receiver", "_refused", "_serverFactory",
-        "_startingTLS", "_transportPaused", "_unauthenticated", "_waiting", "_wire", "session",
+        "_argument", "_auth", "_bodyEnded", "_buffer", "_clock", "_closing", "_closingSince",
+        "_connected", "_connectedFrom", "_disabled", "_discard", "_discardingLine", "_draining",
+        "_enhanced", "_errors", "_handler", "_handshakeSince", "_hookToken", "_implicitTLS",
+        "_lastActivity", "_limitHost", "_options", "_out", "_pauses", "_pendingSeen", "_phase",
+        "_plainTCP", "_processing", "_rateBytes", "_rateSince", "_receiver", "_refused",
+        "_serverFactory", "_startingTLS", "_transportPaused", "_unauthenticated", "_verb",
+        "_waiting", "_wire", "session",
     )
     # fmt: on
 
@@ -127,6 +129,10 @@ class SMTPProtocol(LineReceiver):
         self._auth: AuthCommand | None = None
         self._startingTLS = False
         self._connectedFrom = ""
+        # The command being answered, for the log line of a refusal.
+        self._verb: Verb | None = None
+        self._argument = b""
+        self._bodyEnded = 0.0
         self.session = Session(id=newSessionId())
 
     # -- connection life -------------------------------------------------
@@ -362,6 +368,8 @@ class SMTPProtocol(LineReceiver):
         try:
             command = parseCommand(line)
         except CommandError as e:
+            self._verb = None
+            self._argument = line
             if looksLikeHTTP(line):
                 self._closeWith(catalogue.HTTP_REFUSED)
             elif looksLikeBdat(line):
@@ -369,7 +377,8 @@ class SMTPProtocol(LineReceiver):
             else:
                 self._fail(e.reply)
             return
-        verb = command.verb
+        verb = self._verb = command.verb
+        self._argument = command.argument
         factory = self._serverFactory
         if factory is not None and factory.authRequired and self.session.user is None:
             self._unauthenticated += 1
@@ -406,6 +415,10 @@ class SMTPProtocol(LineReceiver):
 
     def _bodyReceived(self, receiver: MessageReceiver, data: bytes) -> None:
         self._rateBytes += len(data)
+        factory = self._serverFactory
+        if factory is not None and factory.observers:
+            # When this data ends the body: the start of the delivery time.
+            self._bodyEnded = perf_counter()
         rest = receiver.feed(data)
         if rest is None:
             return
@@ -423,10 +436,12 @@ class SMTPProtocol(LineReceiver):
 
     def _messageDone(self, replies: list[Reply], size: int) -> None:
         self._receiver = None
-        self._emit("message", size=size, replies=tuple(replies))
+        seconds = perf_counter() - self._bodyEnded if self._bodyEnded else None
+        self._emit("message", size=size, replies=tuple(replies), seconds=seconds)
         for reply in replies:
             self._send(reply)
         self._resetTransaction()
+        _transaction.countRefusedMessage(self, replies)
         if self._draining:
             self._closeWith(catalogue.SHUTDOWN)
             return
@@ -442,46 +457,9 @@ class SMTPProtocol(LineReceiver):
         refused: Callable[[Reply], None],
     ) -> None:
         """
-        Call a handler hook.  A plain value is handled at once; a Deferred or
-        coroutine stops reading until it answers, so replies stay in order.
+        Call a handler hook (L{runHook}).
         """
-        if getattr(fn, "__func__", None) in ACCEPTING_DEFAULTS:
-            # BaseHandler's default accepts: nothing to call.
-            accepted(None)
-            return
-        try:
-            result = callHook(fn, *args)
-        except SMTPError as e:
-            refused(e.toReply())
-            return
-        except Exception:
-            refused(self._failureReply(Failure(), fn))
-            return
-        if not isinstance(result, Deferred):
-            accepted(result)
-            return
-        d = result
-        self._waiting = True
-        self._setPause(PAUSE_HOOK, True)
-        self._hookToken += 1
-        token = self._hookToken
-
-        def ok(value: object) -> None:
-            if self._connected and not self._closing:
-                accepted(value)
-                if self._hookToken == token:
-                    # Unless accepting started another slow hook.
-                    self._resume()
-
-        def failed(failure: Failure) -> None:
-            if self._connected and not self._closing:
-                refused(self._failureReply(failure, fn))
-                if self._hookToken == token:
-                    self._resume()
-            elif not failure.check(SMTPError):
-                self._logFailure(failure, getattr(fn, "__name__", "hook"))
-
-        d.addCallbacks(ok, failed)
+        runHook(self, fn, args, accepted, refused)
 
     def _resume(self) -> None:
         self._waiting = False
@@ -501,6 +479,7 @@ class SMTPProtocol(LineReceiver):
         self._log.failure(
             "{session} {hook} failed", failure, session=self.session.id, hook=hookName
         )
+        self._emit("error", hook=hookName)
 
     # -- output and state ------------------------------------------------------
 
@@ -532,14 +511,29 @@ class SMTPProtocol(LineReceiver):
         (Postfix's C{smtpd_hard_error_limit}).
         """
         self._send(reply)
-        self._emit("reject", reply=reply)
+        self._emitRefusal(reply)
         self._errors += 1
         if self._errors >= self._options.maxErrors and not self._closing:
             self._closeWith(catalogue.TOO_MANY_ERRORS)
 
+    def _emitRefusal(self, reply: Reply, closing: bool = False) -> None:
+        """
+        Tell the observers of a refused command (C{reject}).
+        """
+        factory = self._serverFactory
+        if factory is not None and factory.observers:
+            factory.emit(
+                "reject",
+                self.session,
+                refusal(reply, self._verb, self._argument, self._auth, closing),
+            )
+
     def _closeWith(self, reply: Reply) -> None:
         if self._closing:
             return
+        if reply.code >= 400 and reply is not catalogue.SHUTDOWN and reply is not catalogue.TIMEOUT:
+            # A refusal or a limit reached that ends the session.
+            self._emitRefusal(reply, closing=True)
         self._send(reply)
         self._flush()
         self._closing = True

@@ -188,3 +188,40 @@ def ptrAnswer(result: object) -> str | None:
         if validHostname(text):
             return text
     return None
+
+
+def parseDNSServer(text: str) -> tuple[str, int]:
+    """
+    C{HOST[:PORT]} of a DNS server: an IPv4 address, or an IPv6 one in
+    brackets when a port follows (C{[2001:db8::53]:5353}); port 53 by
+    default.
+
+    @raise ValueError: Saying what is wrong.
+    """
+    host, port = text.strip(), "53"
+    if host.startswith("["):
+        host, bracket, rest = host[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r}: expected HOST[:PORT]")
+        port = rest[1:] or port
+    elif host.count(":") == 1:
+        host, port = host.split(":")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{text!r}: the server must be an IP address") from None
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r}: bad port {port!r}")
+    return str(address), int(port)
+
+
+def resolverFor(server: str, reactor: Any = None) -> Any:
+    """
+    A C{twisted.names} resolver asking only C{server} (C{HOST[:PORT]}),
+    instead of the servers of C{/etc/resolv.conf}.
+
+    @raise ValueError: If C{server} is not C{HOST[:PORT]}.
+    """
+    from twisted.names.client import Resolver
+
+    return Resolver(resolv=None, servers=[parseDNSServer(server)], reactor=reactor)

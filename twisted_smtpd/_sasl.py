@@ -19,9 +19,9 @@ import hmac
 import json
 import os
 import re
-import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from functools import partial
 from hashlib import md5
 from typing import Protocol
 
@@ -127,12 +127,17 @@ def cramMD5Digest(secret: bytes, challenge: bytes) -> str:
     return hmac.new(secret, challenge, md5).hexdigest()
 
 
-def defaultCramMD5Challenge() -> bytes:
+def defaultCramMD5Challenge(hostname: str = "localhost") -> bytes:
     """
     A fresh CRAM-MD5 challenge in the RFC 2195 msg-id form,
     C{<random.random@hostname>}, from C{os.urandom}.
+
+    @param hostname: The server's configured name (C{ServerOptions.name},
+        as Postfix's Cyrus SASL uses C{myhostname}), never the machine's
+        own host name, which the client has no business learning.
+        Characters that cannot be part of a msg-id are left out.
     """
-    hostname = socket.gethostname() or "localhost"
+    hostname = "".join(c for c in hostname if c.isprintable() and c not in " <>") or "localhost"
     first = int.from_bytes(os.urandom(4), "big")
     return f"<{first}.{os.urandom(8).hex()}@{hostname}>".encode("utf-8", "replace")
 
@@ -153,14 +158,17 @@ def xoauth2FailureChallenge(
     return Challenge(base64.b64encode(document.encode("utf-8")).decode("ascii"))
 
 
-def createMechanism(name: str, challengeSource: Callable[[], bytes] | None = None) -> Mechanism:
+def createMechanism(
+    name: str, challengeSource: Callable[[], bytes] | None = None, hostname: str = "localhost"
+) -> Mechanism:
     """
     A new exchange for the mechanism called C{name}.
 
     @param name: C{"PLAIN"}, C{"LOGIN"}, C{"CRAM-MD5"} or C{"XOAUTH2"}, in any
         case.
     @param challengeSource: Makes the raw CRAM-MD5 challenge; the default is
-        L{defaultCramMD5Challenge}.
+        L{defaultCramMD5Challenge} naming C{hostname}.
+    @param hostname: The server's name, for the default CRAM-MD5 challenge.
     @raise CommandError: With C{504 5.5.4} for any other name (RFC 4954
         section 4).
     """
@@ -170,7 +178,7 @@ def createMechanism(name: str, challengeSource: Callable[[], bytes] | None = Non
     if upper == "LOGIN":
         return _Login()
     if upper == "CRAM-MD5":
-        return _CramMD5(challengeSource or defaultCramMD5Challenge)
+        return _CramMD5(challengeSource or partial(defaultCramMD5Challenge, hostname))
     if upper == "XOAUTH2":
         return _XOAuth2()
     raise CommandError(AUTH_UNRECOGNIZED)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.portal import Portal
@@ -29,9 +28,11 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from twisted_smtpd import _replies as catalogue
-from twisted_smtpd._cred import authenticate, portalFromCheckers
+from twisted_smtpd._cred import authenticate, offeredMechanisms, portalFromCheckers
 from twisted_smtpd._deadlines import check, interval, shutdown
+from twisted_smtpd._hooks import checkHandler
 from twisted_smtpd._limits import ClientLimits
+from twisted_smtpd._listeners import _Listener
 from twisted_smtpd._options import ServerOptions
 from twisted_smtpd._protocol import SMTPProtocol
 from twisted_smtpd._proxy import ProxyWrappingFactory
@@ -67,6 +68,8 @@ class SMTPServerFactory(ServerFactory):
 
     _log = Logger()
     protocol = SMTPProtocol
+    # No "Starting factory" lines: the server logs its own start.
+    noisy = False
 
     def __init__(
         self,
@@ -78,7 +81,7 @@ class SMTPServerFactory(ServerFactory):
         portal: Portal | None = None,
         checkers: Sequence[ICredentialsChecker] = (),
     ) -> None:
-        self.handler = handler
+        self.handler = checkHandler(handler)
         self.options = options if options is not None else ServerOptions()
         self._reactor = reactor
         self._resolverArg = resolver
@@ -87,13 +90,12 @@ class SMTPServerFactory(ServerFactory):
         self.portal = portal
         self._tls: ServerTLS | None = None
         o = self.options
-        #: Whether AUTH is offered: mechanisms are configured and something
-        #: can decide (a portal, or a handler with its own C{onAuth}).
-        self.authEnabled = (
-            bool(o.authMethods)
-            and "AUTH" not in o.disabledCommands
-            and (portal is not None or _ownsOnAuth(handler))
+        #: The configured mechanisms something can decide: the ones offered.
+        self.authMechanisms = offeredMechanisms(
+            () if "AUTH" in o.disabledCommands else o.authMethods, portal, _ownsOnAuth(handler)
         )
+        #: Whether AUTH is offered (a portal or the handler's own C{onAuth}).
+        self.authEnabled = bool(self.authMechanisms)
         #: Whether MAIL needs AUTH first.
         self.authRequired = self.authEnabled and not o.authOptional
         #: Whether STARTTLS can be offered.
@@ -145,6 +147,9 @@ class SMTPServerFactory(ServerFactory):
                 o.requestCert,
                 o.rejectUnauthorized,
                 hostname=o.name,
+                ciphers=o.tlsCiphers,
+                minVersion=o.tlsMinVersion,
+                sniCallback=o.sniCallback,
             )
         return self._tls
 
@@ -354,8 +359,8 @@ def _ownsOnAuth(handler: ISMTPHandler) -> bool:
     Whether C{handler} decides AUTH itself rather than inheriting the
     refusing default of L{BaseHandler}.
     """
-    method = getattr(type(handler), "onAuth", None)
-    return method is not None and method is not BaseHandler.onAuth
+    method = getattr(handler, "onAuth", None)
+    return method is not None and getattr(method, "__func__", method) is not BaseHandler.onAuth
 
 
 class SMTPServer(MultiService):
@@ -395,6 +400,37 @@ class SMTPServer(MultiService):
         """
         return self.factory.reactor
 
+    def addObserver(self, observer: Observer) -> None:
+        """
+        Have C{observer} told of every session event, as
+        C{observer(event, session, data)}; it must return quickly and not
+        block (a failing observer is logged and the session goes on).
+        C{session} is the L{Session}; the events and their C{data} are:
+
+          - C{connect}: a connection is accepted (after the reverse lookup);
+          - C{helo}: HELO/EHLO/LHLO accepted; C{hostname};
+          - C{secure}: a TLS handshake finished (C{session.tls});
+          - C{auth}: AUTH succeeded; C{method}, C{username};
+          - C{mail}: MAIL accepted; C{address};
+          - C{rcpt}: RCPT accepted; C{address};
+          - C{reject}: a command refused (4xx/5xx), or a limit closing the
+            session; C{reply}, C{command} (C{None} for a line that did not
+            parse, or for a refusal at connect), C{argument} (bytes),
+            C{closing}, and for AUTH C{mechanism}, C{username} (C{None}
+            before credentials were checked) and C{failures};
+          - C{message}: a message's reply was sent; C{size}, C{replies}
+            (one L{Reply} per recipient in LMTP), C{seconds} from the end
+            of the body to the reply;
+          - C{hook}: a handler hook answered; C{hook} (its name),
+            C{seconds};
+          - C{error}: a hook failed unexpectedly; C{hook};
+          - C{close}: the session ended.
+
+        Sessions refused at connect (C{maxClients}, shutdown) have a
+        C{reject} event only.  New events and data keys may be added.
+        """
+        self.factory.addObserver(observer)
+
     def addEndpoint(self, description: str) -> None:
         """
         Listen on C{description} (a Twisted server endpoint string) while the
@@ -404,7 +440,8 @@ class SMTPServer(MultiService):
         @raise ValueError: The description is not a valid endpoint string.
         """
         endpoint, factory = self._endpoint(description)
-        service = StreamServerEndpointService(endpoint, factory)
+        service = _Listener(endpoint, factory)
+        service.description = description
         service._raiseSynchronously = True
         service.setServiceParent(self)
 
@@ -453,6 +490,7 @@ class SMTPServer(MultiService):
                 factory = TLSMemoryBIOFactory(self.factory.tls.contextFactory(), False, factory)
             else:
                 factory = ProxyWrappingFactory(factory, self.factory.options.useProxy, self.reactor)
+            factory.noisy = False
         return factory
 
     def addInherited(self, description: str, fileno: int, family: int) -> None:
@@ -480,6 +518,24 @@ class SMTPServer(MultiService):
         port: IListeningPort = self.reactor.adoptStreamPort(fileno, family, factory)
         self._ports.append(port)
         return port
+
+    def listening(self) -> list[tuple[str, IListeningPort]]:
+        """
+        The listeners of L{addEndpoint} and L{addInherited} that listen now.
+
+        @return: Each one's endpoint string and port, in the order added.
+        """
+        found = []
+        for service in self:
+            if isinstance(service, _Listener | _AdoptedListener) and service.port is not None:
+                found.append((service.description, service.port))
+        return found
+
+    def _stoppedListening(self, listeners: list[tuple[str, IAddress]]) -> None:
+        """
+        Called by L{stopService} once C{listeners} (endpoint strings and
+        addresses) stopped, before the sessions are closed.
+        """
 
     def reloadCertificates(self) -> None:
         """
@@ -511,11 +567,13 @@ class SMTPServer(MultiService):
         """
         Stop the listeners, then close every session gracefully.
         """
+        listeners = [(description, port.getHost()) for description, port in self.listening()]
         stopping: Deferred[Any] | None = super().stopService()
         if stopping is None:
             stopping = succeed(None)
 
         def listenersStopped(result: object) -> Deferred[None]:
+            self._stoppedListening(listeners)
             return self.close()
 
         return stopping.addCallback(listenersStopped)
@@ -528,18 +586,18 @@ class _AdoptedListener(Service):
 
     def __init__(self, server: SMTPServer, description: str, fileno: int, family: int) -> None:
         self._server = server
-        self._description = description
+        self.description = description
         self._fileno = fileno
         self._family = family
-        self._port: IListeningPort | None = None
+        self.port: IListeningPort | None = None
 
     def startService(self) -> None:
         super().startService()
-        self._port = self._server.adopt(self._description, self._fileno, self._family)
+        self.port = self._server.adopt(self.description, self._fileno, self._family)
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()
-        port, self._port = self._port, None
+        port, self.port = self.port, None
         if port is None:
             return succeed(None)
         d: Deferred[Any] = maybeDeferred(port.stopListening)

@@ -18,7 +18,7 @@ from zope.interface import implementer
 
 from twisted_smtpd._errors import SMTPError
 from twisted_smtpd._options import DEFAULT_SIZE
-from twisted_smtpd.interfaces import IMessageStream
+from twisted_smtpd.interfaces import _MessageStreamInterface
 
 #: How many bytes L{MessageStream.collect} gathers by default: the server's
 #: default size limit.
@@ -42,7 +42,7 @@ def _discard(chunk: bytes) -> None:
     """
 
 
-@implementer(IMessageStream, IPushProducer)
+@implementer(_MessageStreamInterface, IPushProducer)
 class MessageStream:
     """
     A message body, streamed to exactly one consumer.
@@ -105,7 +105,7 @@ class MessageStream:
 
     # IMessageStream declares its parameters as plain objects; these are the
     # real types.
-    def pipe(self, consumer: IConsumer) -> Deferred[int]:  # type: ignore[override]
+    def pipe(self, consumer: IConsumer) -> Deferred[int]:
         """
         Write the body into C{consumer}, registered with this stream as its
         streaming producer, so that pausing the consumer pauses the client.
@@ -141,7 +141,7 @@ class MessageStream:
             self._flush()
         return d
 
-    def pipeToFile(self, fileObject: _Writable) -> Deferred[int]:  # type: ignore[override]
+    def pipeToFile(self, fileObject: _Writable) -> Deferred[int]:
         """
         Write the body into a binary file object, synchronously, chunk by
         chunk.  If C{write} raises, the rest is discarded and the L{Deferred}

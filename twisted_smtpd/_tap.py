@@ -16,7 +16,6 @@ from __future__ import annotations
 import getopt
 import ipaddress
 import math
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,27 +24,28 @@ import attrs
 from twisted.cred.credentials import IUsernameHashedPassword, IUsernamePassword
 from twisted.cred.strcred import AuthOptionMixin
 from twisted.python import usage
-from twisted.python.logfile import LogFile
 
 from twisted_smtpd._daemon import SMTPDaemon
-from twisted_smtpd._logging import jsonLogObserver
 from twisted_smtpd._options import BARE_NEWLINE_POLICIES, HIDEABLE, KNOWN_COMMANDS, ServerOptions
+from twisted_smtpd._resolve import parseDNSServer
+from twisted_smtpd._sni import TLSPolicy
 from twisted_smtpd._tapconfig import (
     HANDLERS,
     asArguments,
     bytesUsers,
+    checkAuth,
     checkEndpoint,
+    checkHostname,
+    checkMetrics,
+    exitWithError,
+    ipList,
     readConfig,
     reason,
 )
+from twisted_smtpd._tapservice import makeService
 from twisted_smtpd._tls import ServerTLS
-from twisted_smtpd._workers import (
-    ParentWatch,
-    WorkerPool,
-    bindListener,
-    inheritedListeners,
-    parentPipe,
-)
+from twisted_smtpd._version import __version__
+from twisted_smtpd._workers import bindListener, inheritedListeners
 from twisted_smtpd.interfaces import ISMTPHandler
 
 DEFAULT_LISTEN = "tcp:2525:interface=127.0.0.1"
@@ -111,6 +111,9 @@ _MODIFIERS = {
     "relay-user": "relay",
     "relay-password": "relay",
     "relay-auth": "relay",
+    "relay-require-tls": "relay",
+    "relay-sessions": "relay",
+    "relay-idle": "relay",
     "handler-option": "handler",
     "pipe-spool": "pipe",
     "webhook-secret": "webhook",
@@ -233,11 +236,38 @@ class Options(AuthOptionMixin, usage.Options):
         ],
         ["maildir-trace", None, "Prepend Return-Path: and Received: to stored messages."],
         ["relay-insecure", None, "Relay without verifying the relay's certificate."],
+        ["relay-require-tls", None, "Refuse a relay that does not offer STARTTLS."],
     ]
 
     optParameters = [
-        ["hostname", None, None, "The server's name in greetings [default: this host's FQDN]."],
+        [
+            "hostname",
+            None,
+            None,
+            "The server's name in greetings [default: this host's FQDN].",
+            checkHostname,
+        ],
         ["banner", None, None, "Extra text for the 220 greeting."],
+        [
+            "dns-server",
+            None,
+            None,
+            "Ask this DNS server, HOST[:PORT], for client names [default: /etc/resolv.conf's].",
+        ],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus /metrics and /healthz on this endpoint, e.g."
+            " tcp:9101:interface=127.0.0.1 (needs the metrics extra).",
+        ],
+        [
+            "ignored-hosts",
+            None,
+            (),
+            "Client IP addresses, comma-separated, whose sessions are not logged (health checks).",
+            ipList,
+        ],
         _numeric(
             "size",
             int,
@@ -287,6 +317,14 @@ class Options(AuthOptionMixin, usage.Options):
         ["tls-cert", None, None, "PEM certificate chain for STARTTLS and ssl: listeners."],
         ["tls-key", None, None, "PEM private key [default: in --tls-cert]."],
         ["tls-ca", None, None, "PEM CA bundle that signs client certificates."],
+        ["tls-ciphers", None, None, "OpenSSL cipher string for TLS 1.2 [default: Twisted's]."],
+        [
+            "tls-min-version",
+            None,
+            "1.2",
+            "Lowest TLS version accepted (1.2, 1.3).",
+            _choice("tls-min-version", ("1.2", "1.3")),
+        ],
         ["auth-methods", None, "PLAIN,LOGIN", "AUTH mechanisms (also CRAM-MD5, XOAUTH2)."],
         ["mbox", None, None, "Append every message to this mbox file."],
         ["relay", None, None, "Relay every message to this smarthost, HOST[:PORT]."],
@@ -294,6 +332,20 @@ class Options(AuthOptionMixin, usage.Options):
         ["relay-user", None, None, "User name for AUTH at the relay."],
         ["relay-password", None, None, "Password for AUTH at the relay."],
         ["relay-auth", None, None, "USER:PASSWORD for AUTH at the relay."],
+        [
+            "relay-sessions",
+            None,
+            None,
+            "Sessions open to the relay at once, reused from message to message [default: 4].",
+            _number("relay-sessions", int, positive=True),
+        ],
+        [
+            "relay-idle",
+            None,
+            None,
+            "Seconds an unused session to the relay stays open; 0 for none [default: 30].",
+            _number("relay-idle", float, positive=False),
+        ],
         ["lmtp-to", None, None, "Deliver every message over LMTP to this client endpoint."],
         ["pipe", None, None, "Pipe every message into this command (split like a shell)."],
         ["pipe-spool", None, None, "Where --pipe spools messages [default: $TMPDIR]."],
@@ -348,6 +400,26 @@ class Options(AuthOptionMixin, usage.Options):
         self["config"] = None
 
     # -- repeatable options and deliveries ----------------------------------
+
+    def opt_version(self) -> None:
+        """
+        Print the version of twisted-smtpd (and of Twisted and Python) and exit.
+        """
+        import twisted
+
+        print(
+            f"twisted-smtpd {__version__} (Twisted {twisted.__version__},"
+            f" Python {sys.version.split()[0]})"
+        )
+        sys.exit(0)
+
+    def opt_auth(self, description: str) -> None:
+        """
+        Add a checker for AUTH (see --help-auth); memory: needs users and
+        file: a readable file.
+        """
+        checkAuth(description)
+        super().opt_auth(description)
 
     def opt_listen(self, description: str) -> None:
         """Listen on this endpoint; repeatable [default: tcp:2525:interface=127.0.0.1]"""
@@ -437,11 +509,17 @@ class Options(AuthOptionMixin, usage.Options):
         arguments = list(sys.argv[1:] if options is None else options)
         # A --workers parent starts its workers with the same command line.
         self["arguments"] = list(arguments)
-        given = self._givenOptions(arguments)
-        path = given.get("config")
-        if path is not None:
-            arguments = self._fileArguments(path, set(given)) + arguments
-        super().parseOptions(arguments)
+        try:
+            given = self._givenOptions(arguments)
+            path = given.get("config")
+            if path is not None:
+                arguments = self._fileArguments(path, set(given)) + arguments
+            super().parseOptions(arguments)
+        except usage.UsageError as e:
+            if getattr(self, "parent", None) is None:
+                raise
+            # Under twistd: one line instead of twistd's whole help text.
+            exitWithError(str(e))
 
     def _givenOptions(self, arguments: list[str]) -> dict[str, str]:
         """
@@ -498,6 +576,13 @@ class Options(AuthOptionMixin, usage.Options):
         """
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
+        if self["metrics"] is not None:
+            checkMetrics(self["metrics"])
+        if self["dns-server"] is not None:
+            try:
+                parseDNSServer(self["dns-server"])
+            except ValueError as e:
+                raise usage.UsageError(f"--dns-server {e}") from None
         for description in self["listen"]:
             checkEndpoint(description)
         chosen = set(self["delivery"])
@@ -513,6 +598,8 @@ class Options(AuthOptionMixin, usage.Options):
         self["serverOptions"] = options = self._serverOptions()
         self._checkTLS(options)
         self["handler"] = self._handler(delivery, options)
+        value = self[delivery] if delivery not in ("sink", "debug") else None
+        self["deliveryDescription"] = delivery if value is None else f"{delivery} {value}"
         self["inherited"] = inheritedListeners()
         self["workerListeners"] = []
         if self["workers"] > 1 and not self["inherited"]:
@@ -536,6 +623,9 @@ class Options(AuthOptionMixin, usage.Options):
         settings.update({attribute: self[flag] for flag, attribute in _NETWORKS.items()})
         settings.update({attribute: self[flag] for flag, attribute in _RATES.items()})
         settings["bareNewline"] = self["bare-newline"]
+        settings["ignoredHosts"] = tuple(self["ignored-hosts"])
+        settings["tlsCiphers"] = self["tls-ciphers"]
+        settings["tlsMinVersion"] = "TLSv" + self["tls-min-version"]
         settings["disabledCommands"] = tuple(self["disable"])
         settings["authMethods"] = tuple(self["auth-methods"].split(","))
         for extension in self["hide"]:
@@ -563,6 +653,11 @@ class Options(AuthOptionMixin, usage.Options):
 
         @raise usage.UsageError: If one cannot be read or used.
         """
+        if o.tlsCiphers is not None:
+            try:
+                TLSPolicy(o.tlsCiphers, o.tlsMinVersion).newContext()
+            except ValueError as e:
+                raise usage.UsageError(f"--tls-ciphers: {reason(e)}") from None
         if o.certificate is None and o.caCertificates is None and not o.sniOptions:
             return
         if o.caCertificates is not None:
@@ -570,7 +665,7 @@ class Options(AuthOptionMixin, usage.Options):
                 with open(o.caCertificates, "rb"):
                     pass
             except OSError as e:
-                raise usage.UsageError(f"TLS: cannot read --tls-ca: {reason(e)}") from None
+                raise usage.UsageError(f"--tls-ca: {reason(e)}") from None
         try:
             ServerTLS(
                 o.certificate,
@@ -580,9 +675,17 @@ class Options(AuthOptionMixin, usage.Options):
                 o.requestCert,
                 o.rejectUnauthorized,
                 hostname=o.name,
+                ciphers=o.tlsCiphers,
+                minVersion=o.tlsMinVersion,
             )
         except ValueError as e:
-            raise usage.UsageError(f"TLS: {reason(e)}") from None
+            why = reason(e)
+            flag = "--sni"
+            if o.privateKey is not None and o.privateKey in why:
+                flag = "--tls-key"
+            elif o.certificate is not None and o.certificate in why:
+                flag = "--tls-cert"
+            raise usage.UsageError(f"{flag}: {why}") from None
 
     def _handler(self, delivery: str, options: ServerOptions) -> ISMTPHandler:
         """
@@ -599,52 +702,4 @@ class Options(AuthOptionMixin, usage.Options):
             raise usage.UsageError(f"--{delivery} {value!r}: {reason(e)}") from None
 
 
-# -- the service ---------------------------------------------------------------
-
-
-def _logDestination(config: Options) -> Any:
-    """
-    Where C{twistd} would write text logs: standard output, or its log file.
-    """
-    parent: Any = getattr(config, "parent", None) or {}
-    logfile = parent.get("logfile")
-    if logfile == "-" or (parent.get("nodaemon", True) and not logfile):
-        return sys.stdout
-    return LogFile.fromFullPath(os.path.abspath(logfile or "twistd.log"))
-
-
-def makeService(config: Options) -> SMTPDaemon | WorkerPool:
-    """
-    Build the server that C{twistd smtpd} runs.
-
-    @param config: Parsed L{Options}.
-    @return: An L{SMTPDaemon} with one listening child service per
-        C{--listen} endpoint; they start listening when it starts.
-    """
-    if config.get("workerListeners"):
-        return WorkerPool(
-            config["workerListeners"],
-            int(config["workers"]),
-            ["--nodaemon", "--pidfile=", "--logfile=-", "smtpd", *config["arguments"]],
-            stopTimeout=config["serverOptions"].closeTimeout + 10,
-        )
-    observer = None
-    if config["log-format"] == "json":
-        observer = jsonLogObserver(_logDestination(config))
-    server = SMTPDaemon(
-        config["handler"],
-        config["serverOptions"],
-        checkers=config.get("credCheckers", []),
-        logObserver=observer,
-        logSessions=not config["quiet"],
-    )
-    inherited = config.get("inherited") or []
-    for fileno, family, description in inherited:
-        server.addInherited(description, fileno, family)
-    pipe = parentPipe() if inherited else None
-    if pipe is not None:
-        ParentWatch(pipe).setServiceParent(server)
-    if not inherited:
-        for description in config["listen"]:
-            server.addEndpoint(description)
-    return server
+__all__ = ["Options", "SMTPDaemon", "makeService"]

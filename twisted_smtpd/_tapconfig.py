@@ -10,16 +10,20 @@ delivery flag names.
 from __future__ import annotations
 
 import configparser
+import ipaddress
 import os
+import re
+import sys
 import tempfile
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from importlib import import_module
-from typing import Any
+from typing import Any, NoReturn
 
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.python import usage
 
+from twisted_smtpd._hooks import checkHandler
 from twisted_smtpd._options import ServerOptions
 from twisted_smtpd.handlers import DebuggingHandler, MaildirHandler, SinkHandler
 from twisted_smtpd.interfaces import ISMTPHandler
@@ -42,6 +46,17 @@ def reason(error: BaseException) -> str:
         if error.filename is not None and str(error.filename) not in text:
             text += f": {error.filename}"
     return _oneLine(text) or type(error).__name__
+
+
+def exitWithError(message: str) -> NoReturn:
+    """
+    End C{twistd smtpd} with status 1 and one line on the process's
+    standard error (not the log): C{twistd smtpd: MESSAGE; see --help}.
+    """
+    stream = sys.__stderr__ if sys.__stderr__ is not None else sys.stderr
+    stream.write(f"twistd smtpd: {_oneLine(message)}; see --help\n")
+    stream.flush()
+    raise SystemExit(1)
 
 
 def asArguments(name: str, value: object, takesValue: bool, repeatable: bool) -> list[str]:
@@ -158,7 +173,7 @@ def checkEndpoint(description: str) -> None:
         parsed = "tcp:" + rest
     parse: Any = serverFromString  # unannotated in Twisted
     try:
-        parse(reactor, parsed)
+        endpoint = parse(reactor, parsed)
     except (IndexError, KeyError) as e:
         if kind != "systemd":
             raise usage.UsageError(f"--listen {description!r}: {reason(e)}") from None
@@ -166,6 +181,104 @@ def checkEndpoint(description: str) -> None:
         raise usage.UsageError(f"--listen {description!r}: {why}") from None
     except Exception as e:
         raise usage.UsageError(f"--listen {description!r}: {reason(e)}") from None
+    port = getattr(endpoint, "_port", None)
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise usage.UsageError(f"--listen {description!r}: port {port} is out of range (0-65535)")
+
+
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def checkHostname(name: str) -> str:
+    """
+    The C{--hostname} value when it is a domain name (RFC 5321 section
+    4.1.2, letters, digits and hyphens in dot-separated labels) or an
+    address literal (C{[192.0.2.1]}, C{[IPv6:2001:db8::1]}).
+
+    @raise usage.UsageError: Otherwise, saying why.
+    """
+    if name.startswith("[") and name.endswith("]"):
+        literal = name[1:-1]
+        if literal[:5].lower() == "ipv6:":
+            literal = literal[5:]
+        try:
+            ipaddress.ip_address(literal)
+        except ValueError:
+            raise usage.UsageError(
+                f"--hostname {name!r}: not an IPv4 or IPv6 address literal"
+            ) from None
+        return name
+    labels = name[:-1].split(".") if name.endswith(".") else name.split(".")
+    if not name or len(name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise usage.UsageError(
+            f"--hostname {name!r}: not a host name (letters, digits and hyphens in"
+            " dot-separated labels) nor an address literal"
+        )
+    return name
+
+
+def checkMetrics(description: str) -> None:
+    """
+    C{--metrics}: an endpoint string, and the C{prometheus_client} library.
+
+    @raise usage.UsageError: Naming the flag and what is wrong.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    from twisted_smtpd._metrics import requirePrometheus
+
+    try:
+        requirePrometheus()
+    except ImportError as e:
+        raise usage.UsageError(str(e)) from None
+    parse: Any = serverFromString
+    try:
+        parse(reactor, description)
+    except Exception as e:
+        raise usage.UsageError(f"--metrics {description!r}: {reason(e)}") from None
+
+
+def ipList(text: str) -> tuple[str, ...]:
+    """
+    C{--ignored-hosts}: comma-separated IP addresses, in their normal form.
+
+    @raise usage.UsageError: Naming the first entry that is not one.
+    """
+    found = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            found.append(str(ipaddress.ip_address(part)))
+        except ValueError:
+            raise usage.UsageError(f"--ignored-hosts: {part!r} is not an IP address") from None
+    return tuple(found)
+
+
+def checkAuth(description: str) -> None:
+    """
+    Refuse C{--auth} descriptions that would start a server nobody can log
+    in to: C{memory:} without users, C{file:} naming a file that cannot be
+    read.
+
+    @raise usage.UsageError: Naming the description and why.
+    """
+    kind, _, argument = description.partition(":")
+    kind = kind.strip().lower()
+    if kind == "memory":
+        parts = argument.split(":")
+        if not argument or len(parts) % 2 or not all(parts[::2]):
+            raise usage.UsageError(
+                f"--auth {description!r}: expected memory:USER:PASSWORD[:USER:PASSWORD...]"
+            )
+    elif kind == "file":
+        try:
+            with open(argument, "rb"):
+                pass
+        except OSError as e:
+            raise usage.UsageError(f"--auth {description!r}: {reason(e)}") from None
 
 
 # -- deliveries ----------------------------------------------------------------
@@ -234,18 +347,28 @@ def _relay(config: Mapping[str, Any], target: str, options: ServerOptions) -> IS
     return RelayHandler(
         host,
         port,
+        tls="required" if config.get("relay-require-tls") else "opportunistic",
         caCertificates=config["relay-ca"],
         verify=not config["relay-insecure"],
         username=user,
         password=password,
         heloName=options.name,
+        maxSessions=int(config.get("relay-sessions") or 4),
+        idleTimeout=30.0 if config.get("relay-idle") is None else float(config["relay-idle"]),
+        logMessages=not config.get("quiet"),
+        closeOnShutdown=True,
     )
 
 
 def _lmtpTo(config: Mapping[str, Any], endpoint: str, options: ServerOptions) -> ISMTPHandler:
     from twisted_smtpd.handlers.lmtp import LMTPDeliveryHandler
 
-    return LMTPDeliveryHandler(endpoint, heloName=options.name)
+    return LMTPDeliveryHandler(
+        endpoint,
+        heloName=options.name,
+        logMessages=not config.get("quiet"),
+        closeOnShutdown=True,
+    )
 
 
 def _pipe(config: Mapping[str, Any], command: str, options: ServerOptions) -> ISMTPHandler:
@@ -313,9 +436,11 @@ def _custom(config: Mapping[str, Any], spec: str, options: ServerOptions) -> ISM
     if not callable(target):
         raise TypeError(f"{name} is not callable")
     handler = target(**config["handler-option"])
-    if not ISMTPHandler.providedBy(handler):
-        raise TypeError(f"{name} returned {type(handler).__name__}, not an ISMTPHandler")
-    return handler
+    try:
+        return checkHandler(handler)
+    except TypeError as e:
+        kind = type(handler).__name__
+        raise TypeError(f"{name} returned {kind}, not an ISMTPHandler: {e}") from None
 
 
 HANDLERS: dict[str, Callable[[Mapping[str, Any], Any, ServerOptions], ISMTPHandler]] = {

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -25,11 +25,11 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL, crypto
 from twisted.internet.interfaces import IOpenSSLContextFactory, IOpenSSLServerConnectionCreator
-from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from twisted_smtpd._session import TLSInfo
+from twisted_smtpd._sni import DynamicSNI, TLSPolicy
 
 _PRIVATE_KEY_TYPES = (
     rsa.RSAPrivateKey,
@@ -184,21 +184,29 @@ class _Generation:
         authorities: tuple[x509.Certificate, ...] | None,
         requestCert: bool,
         rejectUnauthorized: bool,
-        sessionContext: bytes,
+        policy: TLSPolicy | None = None,
+        dynamic: DynamicSNI | None = None,
+        sessionContext: bytes = b"twisted-smtpd",
     ) -> None:
+        self._policy = policy if policy is not None else TLSPolicy()
+        self._dynamic = dynamic
         self._sessionContext = sessionContext
         self._authorities = authorities
         self._requestCert = requestCert
         self._rejectUnauthorized = rejectUnauthorized
         self._exact: dict[str, SSL.Context] = {}
         self._wildcards: dict[str, SSL.Context] = {}
+        #: The leaf certificates: C{""} for the default one, then by name.
+        self.certificates = {"": default.certificate} | {
+            name: credentials.certificate for name, credentials in named.items()
+        }
         for name, credentials in named.items():
             context = self._makeContext(credentials, selectsByName=False)
             if name.startswith("*."):
                 self._wildcards[name[1:]] = context
             else:
                 self._exact[name] = context
-        self.default = self._makeContext(default, selectsByName=bool(named))
+        self.default = self._makeContext(default, selectsByName=bool(named) or dynamic is not None)
 
     def _makeContext(self, credentials: _Credentials, selectsByName: bool) -> SSL.Context:
         # CertificateOptions gives Twisted's cipher list and the TLS 1.2 floor;
@@ -211,9 +219,7 @@ class _Generation:
         # reload makes every earlier ticket useless.  Not with client
         # certificates: a resumed handshake does not verify the chain again,
         # and the verification result is kept per connection.
-        context = CertificateOptions(
-            raiseMinimumTo=TLSVersion.TLSv1_2, enableSessionTickets=not self._requestCert
-        ).getContext()
+        context = self._policy.newContext(sessionTickets=not self._requestCert)
         # One session id context for every context of the server, so that
         # a session resumes whichever SNI context it was made with.
         context.set_session_id(self._sessionContext)
@@ -269,7 +275,14 @@ class _Generation:
 
     def _selectContext(self, connection: SSL.Connection) -> None:
         self.track(connection)
-        context = self.contextFor(connection.get_servername())
+        servername = connection.get_servername()
+        context = self.contextFor(servername)
+        if context is None and self._dynamic is not None and servername:
+            try:
+                name = servername.decode("ascii").rstrip(".").lower()
+            except UnicodeDecodeError:
+                return
+            context = self._dynamic.contextFor(name)
         if context is not None:
             connection.set_context(context)
 
@@ -310,6 +323,9 @@ class ServerTLS:
         requestCert: bool = False,
         rejectUnauthorized: bool = True,
         hostname: str = "localhost",
+        ciphers: str | None = None,
+        minVersion: str = "TLSv1.2",
+        sniCallback: Callable[[str], object] | None = None,
     ) -> None:
         """
         Read every file and build the contexts.
@@ -329,9 +345,19 @@ class ServerTLS:
             when the client sends no certificate or one that does not verify;
             when C{False}, accept it and report it unverified.
         @param hostname: The name in the self-signed certificate.
+        @param ciphers: An OpenSSL cipher string for TLS 1.2, or C{None} for
+            Twisted's defaults.
+        @param minVersion: The lowest protocol version, C{"TLSv1.2"} or
+            C{"TLSv1.3"}.
+        @param sniCallback: Chooses a context for SNI names that
+            C{sniOptions} does not cover; see L{DynamicSNI} (a Deferred
+            answer serves the name from the next handshake on).
         @raise ValueError: When a file is missing or unusable
-            (C{"cannot read certificate ..."}).
+            (C{"cannot read certificate ..."}), or the cipher string or
+            version is not usable.
         """
+        self._policy = TLSPolicy(ciphers, minVersion)
+        self._dynamic = DynamicSNI(sniCallback) if sniCallback is not None else None
         self._certificatePath = certificate
         self._privateKeyPath = privateKey
         self._caPath = caCertificates
@@ -372,6 +398,8 @@ class ServerTLS:
                 authorities,
                 self._requestCert,
                 self._rejectUnauthorized,
+                self._policy,
+                self._dynamic,
                 self._sessionContext,
             )
         except SSL.Error as e:
@@ -388,7 +416,16 @@ class ServerTLS:
             configuration stays in use.
         """
         self._generation = self._build()
+        if self._dynamic is not None:
+            self._dynamic.clear()
         self._log.info("TLS certificates reloaded")
+
+    def certificates(self) -> dict[str, x509.Certificate]:
+        """
+        The leaf certificates in use: C{""} for the default one, then one
+        per C{sniOptions} name.
+        """
+        return dict(self._generation.certificates)
 
     def contextFactory(self) -> ServerTLS:
         """

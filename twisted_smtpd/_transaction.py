@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from twisted_smtpd import _replies as catalogue
 from twisted_smtpd._data import ChunkDecoder, DataDecoder
+from twisted_smtpd._deadlines import transferStarted
 from twisted_smtpd._flow import StreamUpstream
 from twisted_smtpd._grammar import Phase, Verb, parseBdat, parseMail, parseRcpt
 from twisted_smtpd._receiving import MessageReceiver
@@ -126,6 +127,7 @@ def data(p: SMTPProtocol, argument: bytes) -> None:
         log=partial(p._logFailure, hookName="onData"),
     )
     p._receiver = receiver
+    transferStarted(p)
     receiver.start(p._handler.onData, session)
 
 
@@ -154,6 +156,7 @@ def bdat(p: SMTPProtocol, argument: bytes) -> None:
             log=partial(p._logFailure, hookName="onData"),
         )
         p._receiver = receiver
+        transferStarted(p)
         receiver.start(p._handler.onData, session)
     decoder = receiver.decoder
     assert isinstance(decoder, ChunkDecoder)
@@ -161,6 +164,20 @@ def bdat(p: SMTPProtocol, argument: bytes) -> None:
     receiver.reading = True
     if size == 0:
         p._bodyReceived(receiver, b"")
+
+
+def countRefusedMessage(p: SMTPProtocol, replies: list[Reply]) -> None:
+    """
+    A message's replies were sent: a refused message (any 4xx or 5xx reply
+    after its final dot or last chunk; once per message, however many LMTP
+    recipients) counts towards C{maxErrors} like a refused command, and the
+    one reaching it is followed by 421 and a close (Postfix's
+    C{smtpd_hard_error_limit}).
+    """
+    if any(reply.code >= 400 for reply in replies):
+        p._errors += 1
+        if p._errors >= p._options.maxErrors:
+            p._closeWith(catalogue.TOO_MANY_ERRORS)
 
 
 class RefusedChunk:
@@ -215,6 +232,8 @@ def refuseBdat(p: SMTPProtocol, argument: bytes, reply: Reply) -> None:
         p._fail(reply)
         return
     p._discard = RefusedChunk(size, reply)
+    if p._receiver is None:
+        transferStarted(p)
 
 
 def malformedBdat(p: SMTPProtocol) -> None:
@@ -234,6 +253,7 @@ def discardRefusedChunk(p: SMTPProtocol, refused: RefusedChunk) -> None:
     buffer = p._buffer
     take = min(refused.remaining, len(buffer))
     refused.remaining -= take
+    p._rateBytes += take
     p._buffer = buffer[take:]
     if not refused.remaining:
         p._discard = None

@@ -193,9 +193,11 @@ class WorkerPool(Service):
             where = s.getsockname()
             port = where[1] if isinstance(where, tuple) else where
             self._log.info(
-                "smtpd workers for {description} starting on {port}",
+                "listening: {description} on {address} ({count} workers)",
                 description=spec.description,
+                address=f"{where[0]}:{port}" if isinstance(where, tuple) else repr(port),
                 port=port,
+                count=self._count,
             )
         if threading.current_thread() is threading.main_thread():
             self._previousHangup = signal.signal(signal.SIGHUP, self._hangup)
@@ -370,6 +372,13 @@ class ParentWatch(Service):
         os.set_blocking(self._fd, False)
         self._reader = _PipeReader(self._fd, self._gone, self._reactor)
         self._reader.startReading()
+        # Once the reactor runs, its signal handlers are in place: from then
+        # on SIGTERM stops this worker gracefully.  Say so, so that whoever
+        # watches the log knows when the worker is ready.
+        self._reactor.callWhenRunning(self._ready)
+
+    def _ready(self) -> None:
+        self._log.info("worker ready, pid {pid}", pid=os.getpid())
 
     def stopService(self) -> None:
         """

@@ -5,12 +5,16 @@ The handler contract: L{ISMTPHandler}, and the message stream it is given.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer
 from zope.interface import Attribute, Interface
 
 from twisted_smtpd._session import Address, AuthRequest, Session
 
 
-class ISMTPHandler(Interface):
+class _SMTPHandlerInterface(Interface):
     """
     What a server asks at each step of a session.
 
@@ -95,7 +99,7 @@ class ISMTPHandler(Interface):
         """
 
 
-class IMessageStream(Interface):
+class _MessageStreamInterface(Interface):
     """
     A message body, streamed as it arrives (after dot-unstuffing).
 
@@ -110,7 +114,7 @@ class IMessageStream(Interface):
     )
     ended = Attribute("Whether the whole body has arrived.")
 
-    def pipe(consumer: object) -> object:
+    def pipe(consumer: IConsumer) -> Deferred[int]:
         """
         Write the body into an L{twisted.internet.interfaces.IConsumer},
         registering the stream as its streaming producer.
@@ -120,14 +124,14 @@ class IMessageStream(Interface):
             ended, or fails if it did not arrive whole.
         """
 
-    def pipeToFile(fileObject: object) -> object:
+    def pipeToFile(fileObject: Any) -> Deferred[int]:
         """
         Write the body into a binary file object.
 
         @return: A L{Deferred <twisted.internet.defer.Deferred>} as for L{pipe}.
         """
 
-    def collect(maxBytes: int = ...) -> object:
+    def collect(maxBytes: int = ...) -> Deferred[bytes]:
         """
         Gather the whole body in memory: for small messages only.
 
@@ -139,10 +143,65 @@ class IMessageStream(Interface):
             with the body as C{bytes}.
         """
 
-    def drain() -> object:
+    def drain() -> Deferred[int]:
         """
         Discard the body.
 
         @return: A L{Deferred <twisted.internet.defer.Deferred>} that fires with the byte count at
             the end.
         """
+
+
+if TYPE_CHECKING:
+
+    class IMessageStream(Protocol):
+        """
+        What type checkers see of L{IMessageStream}: a protocol, so that
+        code calling the stream's methods checks without the mypy-zope
+        plugin.
+        """
+
+        byteLength: int
+        sizeExceeded: bool
+        ended: bool
+
+        def pipe(self, consumer: IConsumer) -> Deferred[int]: ...
+
+        def pipeToFile(self, fileObject: Any) -> Deferred[int]: ...
+
+        def collect(self, maxBytes: int = ...) -> Deferred[bytes]: ...
+
+        def drain(self) -> Deferred[int]: ...
+
+        def pauseProducing(self) -> None: ...
+
+        def resumeProducing(self) -> None: ...
+
+        def stopProducing(self) -> None: ...
+
+    class ISMTPHandler(Protocol):
+        """
+        What type checkers see of L{ISMTPHandler}: a protocol, so that a
+        subclass of L{twisted_smtpd.handlers.BaseHandler} checks as a handler
+        without the mypy-zope plugin.
+        """
+
+        def onConnect(self, session: Session) -> object: ...
+
+        def onHelo(self, hostname: str, session: Session) -> object: ...
+
+        def onSecure(self, session: Session) -> object: ...
+
+        def onAuth(self, auth: AuthRequest, session: Session) -> object: ...
+
+        def onMailFrom(self, address: Address, session: Session) -> object: ...
+
+        def onRcptTo(self, address: Address, session: Session) -> object: ...
+
+        def onData(self, stream: IMessageStream, session: Session) -> object: ...
+
+        def onClose(self, session: Session) -> object: ...
+
+else:
+    IMessageStream = _MessageStreamInterface
+    ISMTPHandler = _SMTPHandlerInterface

@@ -91,7 +91,7 @@ class MessageRecorder(BaseHandler):
         mailFrom = envelope.mailFrom.address if envelope.mailFrom is not None else ""
         rcptTo = tuple(a.address for a in envelope.rcptTo)
         # The server's size limit bounds the message; the recorder keeps all of it.
-        d: Deferred[bytes] = stream.collect(maxBytes=0)  # type: ignore[assignment]
+        d: Deferred[bytes] = stream.collect(maxBytes=0)
 
         def received(data: bytes) -> str:
             self.messages.append(ReceivedMessage(mailFrom, rcptTo, data, session))

@@ -35,7 +35,8 @@ START_TIMEOUT = 60.0
 STOP_TIMEOUT = 60.0
 CLIENT_TIMEOUT = 60.0
 
-_LISTENING = re.compile(rb"starting on (\d+|'[^']*')")
+# The startup summary's line per listener: "listening: ENDPOINT on ADDRESS".
+_LISTENING = re.compile(rb"listening: \S+ on (?:\S*:(\d+)|'([^']*)')")
 _TCP = "tcp:0:interface=127.0.0.1"
 
 # Run twistd from this interpreter.  (C{python -m twisted} runs C{twist}, a
@@ -149,8 +150,7 @@ class TwistdServer:
 
     def _waitForUnixSocket(self, path: str) -> None:
         """
-        Wait until the UNIX socket at C{path} accepts connections: Twisted
-        logs that it listens just before it binds the socket.
+        Wait until the UNIX socket at C{path} accepts connections.
         """
         deadline = time.monotonic() + START_TIMEOUT
         while True:
@@ -168,8 +168,8 @@ class TwistdServer:
         for line in lines:
             match = _LISTENING.search(line)
             if match is not None:
-                found = match.group(1).decode("utf-8", "replace")
-                ports.append(found.strip("'") if found.startswith("'") else int(found))
+                number, path = match.groups()
+                ports.append(int(number) if number else path.decode("utf-8", "replace"))
         if len(ports) < self._listeners:
             return False
         self.ports = ports

@@ -240,8 +240,8 @@ class ForwardingTests(ServerTestCase):
     def test_relayWrongName(self) -> None:
         """
         A smarthost whose certificate does not name the relay host is
-        refused: the client gets a temporary failure and nothing is
-        delivered.
+        refused: the client gets a temporary failure at MAIL, when the
+        relay opens its session to the smarthost, and nothing is delivered.
         """
         ca, port, maildir = self.targetWithCertificate("mail.example.com")
         self.startServer(
@@ -249,10 +249,8 @@ class ForwardingTests(ServerTestCase):
         )
         client = self.smtp()
         client.ehlo()
-        self.assertEqual(client.mail(SENDER)[0], 250)
-        self.assertEqual(client.rcpt(RECIPIENT)[0], 250)
-        code, text = client.data(message(10))
-        self.assertEqual(code, 451, text)
+        code, text = client.mail(SENDER)
+        self.assertEqual((code, text[:5]), (451, b"4.7.5"), text)
         self.assertEqual(maildirContents(maildir)[0], [])
         client.quit()
         self.stopServer()

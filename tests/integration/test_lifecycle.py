@@ -127,7 +127,9 @@ class GracefulStopTests(ServerTestCase):
         self.server.signal(signal.SIGTERM)
         self.server.waitForLog("Received SIGTERM")
         self.assertEqual(readReply(idleReplies)[0], 421)
-        self.server.waitForLog(f"Port {self.server.port} Closed")
+        self.server.waitForLog(
+            f"stopped listening: tcp:0:interface=127.0.0.1 on 127.0.0.1:{self.server.port}"
+        )
         self.assertRaises(
             ConnectionRefusedError, socket.create_connection, ("127.0.0.1", self.server.port), 5
         )

@@ -272,37 +272,105 @@ class CommandLineTests(ServerTestCase):
         self.assertEqual([line for line in lines if "bogus" in line], lines[-1:], output)
         self.assertIn("--listen 'bogus:1'", lines[-1])
 
-    def test_portInUse(self) -> None:
-        """
-        A port already in use makes C{twistd} exit with a non-zero status
-        instead of running without a listener.
-        """
-        self.startServer()
-        code, output = self.runTwistd(
-            "--sink", "--listen", f"tcp:{self.server.port}:interface=127.0.0.1"
-        )
-        self.assertNotEqual(code, 0, output)
-        self.assertIn("Address already in use", output)
-        self.stopServer()
-
     def assertOneLineError(self, args: list[str], named: str) -> None:
         """
-        C{twistd smtpd} with C{args} exits non-zero before listening, with
-        no traceback and a last line containing C{named}.
+        C{twistd smtpd} with C{args} exits with status 1 before listening,
+        with exactly one line on standard error naming C{named} and ending
+        in "see --help", and no traceback anywhere.
         """
-        code, output = self.runTwistd(*args)
-        self.assertNotEqual(code, 0, output)
-        self.assertNotIn("Traceback", output)
-        self.assertNotIn("starting on", output)
-        lines = [line for line in output.splitlines() if line.strip()]
-        self.assertIn(named, lines[-1], output)
-        self.assertEqual([line for line in lines if named in line], lines[-1:], output)
+        directory = self.makeDirectory()
+        result = subprocess.run(
+            twistdCommand("--nodaemon", "--pidfile=", "--logfile=-", "smtpd", *args),
+            cwd=directory,
+            env=twistdEnvironment(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=START_TIMEOUT,
+            check=False,
+        )
+        out = result.stdout.decode("utf-8", "replace")
+        err = result.stderr.decode("utf-8", "replace")
+        both = f"{args}\nstdout:\n{out}\nstderr:\n{err}"
+        self.assertEqual(result.returncode, 1, both)
+        self.assertNotIn("Traceback", out + err, both)
+        self.assertNotIn("listening: ", out, both)
+        lines = err.splitlines()
+        self.assertEqual(len(lines), 1, both)
+        self.assertTrue(lines[0].startswith("twistd smtpd: "), both)
+        self.assertIn(named, lines[0], both)
+        self.assertTrue(lines[0].endswith("; see --help"), both)
+        self.assertNotIn("Usage:", out + err, both)
+
+    def test_portInUse(self) -> None:
+        """
+        A port already in use: one line naming the endpoint, status 1.
+        """
+        self.startServer()
+        endpoint = f"tcp:{self.server.port}:interface=127.0.0.1"
+        self.assertOneLineError(
+            ["--sink", "--listen", endpoint], f"--listen '{endpoint}': address already in use"
+        )
+        self.stopServer()
+
+    def test_unknownInterface(self) -> None:
+        """
+        An interface address this host does not have: one line.
+        """
+        self.assertOneLineError(
+            ["--sink", "--listen", "tcp:0:interface=192.0.2.123"],
+            "--listen 'tcp:0:interface=192.0.2.123': no interface of this host has this address",
+        )
+
+    def test_permissionDenied(self) -> None:
+        """
+        Port 25 without the privilege: one line with the hint about
+        authbind, capabilities and systemd socket activation.  (Run as
+        C{nobody} with C{setpriv} when the tests run as root.)
+        """
+        if os.getuid() != 0:
+            command: list[str] = []
+        else:
+            setpriv = requireProgram(self, "setpriv", "util-linux")
+            command = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+        directory = self.makeDirectory()
+        os.chmod(directory, 0o777)
+        result = subprocess.run(
+            [
+                *command,
+                *twistdCommand(
+                    "--nodaemon",
+                    "--pidfile=",
+                    "--logfile=-",
+                    "smtpd",
+                    "--sink",
+                    "--listen",
+                    "tcp:25:interface=127.0.0.1",
+                ),
+            ],
+            cwd=directory,
+            env=twistdEnvironment(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=START_TIMEOUT,
+            check=False,
+        )
+        err = result.stderr.decode("utf-8", "replace")
+        both = result.stdout.decode("utf-8", "replace") + err
+        self.assertEqual(result.returncode, 1, both)
+        self.assertNotIn("Traceback", both)
+        (line,) = err.splitlines()
+        self.assertIn("--listen 'tcp:25:interface=127.0.0.1': permission denied", line)
+        for hint in ("authbind", "CAP_NET_BIND_SERVICE", "systemd:"):
+            self.assertIn(hint, line)
 
     def test_configurationErrors(self) -> None:
         """
-        A missing certificate file, an unknown handler, a Maildir that
-        cannot be created and a malformed configuration file each stop the
-        start with one line and no traceback.
+        Each configuration error stops the start with one line on standard
+        error, status 1 and no traceback: unknown and malformed flags, a
+        port out of range, missing certificate files, an unknown handler,
+        a Maildir that cannot be created, unknown and malformed keys of a
+        configuration file, C{--auth memory:} without users, a missing
+        C{--auth file:}, and an invalid C{--hostname}.
         """
         directory = self.makeDirectory()
         blocker = os.path.join(directory, "file")
@@ -311,14 +379,49 @@ class CommandLineTests(ServerTestCase):
         config = os.path.join(directory, "smtpd.toml")
         with open(config, "w") as f:
             f.write("colour = 1\n")
+        badValue = os.path.join(directory, "bad.toml")
+        with open(badValue, "w") as f:
+            f.write('size = "big"\n')
         missing = os.path.join(directory, "missing.pem")
         for args, named in [
-            (["--sink", "--tls-cert", missing], missing),
+            (["--sink", "--bogus"], "option --bogus not recognized"),
+            (["--sink", "--size", "abc"], "--size"),
+            (["--sink", "--listen", "bogus:1"], "--listen 'bogus:1'"),
+            (["--sink", "--listen", "tcp:99999"], "port 99999 is out of range"),
+            (["--sink", "--tls-cert", missing], f"--tls-cert: cannot read certificate {missing}"),
+            (["--sink", "--tls-ca", missing], "--tls-ca"),
             (["--handler", "no_such_module_x:make"], "no_such_module_x"),
             (["--maildir", os.path.join(blocker, "Maildir")], blocker),
             (["--config", config], "unknown option 'colour'"),
+            (["--config", badValue], "size"),
+            (["--sink", "--auth", "memory:"], "--auth 'memory:'"),
+            (["--sink", "--auth", "memory:alice"], "--auth 'memory:alice'"),
+            (["--sink", "--auth", f"file:{missing}"], f"--auth 'file:{missing}'"),
+            (["--sink", "--hostname", "two words"], "--hostname 'two words'"),
+            (["--sink", "--hostname", "[not-an-ip]"], "--hostname '[not-an-ip]'"),
         ]:
             self.assertOneLineError(args, named)
+
+    def test_version(self) -> None:
+        """
+        C{twistd smtpd --version} prints the project's version from the
+        package metadata, and exits 0.
+        """
+        from importlib.metadata import version
+
+        result = subprocess.run(
+            twistdCommand("smtpd", "--version"),
+            env=twistdEnvironment(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=START_TIMEOUT,
+            check=False,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertTrue(
+            result.stdout.decode().startswith(f"twisted-smtpd {version('twisted-smtpd')} "),
+            result.stdout,
+        )
 
     def test_configFile(self) -> None:
         """
@@ -381,8 +484,8 @@ class LoggingTests(ServerTestCase):
         self.assertTrue(connect.startswith(f"{sessionId} connect from 127.0.0.1:{clientPort} "))
         self.assertEqual(
             sent,
-            f"{sessionId} message {size} bytes from <{SENDER}> to 2 recipient(s): 250 "
-            "OK: message queued",
+            f"{sessionId} message {size} bytes from <{SENDER}> to <{RECIPIENT}>,<b@example.com>:"
+            " 250 OK: message queued",
         )
         self.assertEqual(close, f"{sessionId} close")
 
@@ -396,11 +499,17 @@ class LoggingTests(ServerTestCase):
         self.server.waitForLog(' close"')
         self.stopServer()
         events = [json.loads(line) for line in self.server.output.splitlines() if line.strip()]
-        session = [e for e in events if e.get("log_namespace") == "twisted_smtpd.session"]
+        session = [e for e in events if e.get("namespace") == "twisted_smtpd.session"]
         self.assertEqual(len(session), 3, self.server.output)
         connect, sent, close = session
         self.assertEqual(connect["client"], f"127.0.0.1:{clientPort}")
-        self.assertEqual((sent["size"], sent["codes"], sent["recipients"]), (size, [250], 2))
+        self.assertEqual(
+            (sent["size"], sent["codes"], sent["recipients"]),
+            (size, [250], [RECIPIENT, "b@example.com"]),
+        )
+        self.assertEqual(
+            {key for key in sent if key.startswith("log_")} | {sent["level"]}, {"info"}
+        )
         self.assertEqual(len({e["session"] for e in session}), 1)
         self.assertEqual(close["text"], f"{close['session']} close")
         self.assertTrue(any("Received SIGTERM" in e.get("text", "") for e in events))

@@ -74,7 +74,7 @@ class WorkersTests(SynchronousTestCase):
         )
         self.addCleanup(server.kill)
         port = server.start()
-        server.waitForLog("Starting factory", count=2)
+        server.waitForLog("worker ready", count=2)
         first = self.workerPids(server)
         self.assertEqual(sorted(first), [0, 1])
 
@@ -111,7 +111,9 @@ class WorkersTests(SynchronousTestCase):
                     changed.wait(deadline - time.monotonic())
             os.kill(first[0], signal.SIGKILL)
             server.waitForLog("restarting", timeout=START_TIMEOUT)
-            server.waitForLog("worker 0 started", count=2, timeout=START_TIMEOUT)
+            # Signalled before its reactor runs, the new worker would die by
+            # the signal instead of stopping cleanly: wait until it is ready.
+            server.waitForLog("worker ready", count=3, timeout=START_TIMEOUT)
         finally:
             for thread in threads:
                 thread.join(4 * CLIENT_TIMEOUT)
@@ -173,7 +175,7 @@ class ParentDeathTests(SynchronousTestCase):
         server = TwistdServer(["--workers", "2", "--sink", "--no-reverse-lookup"], directory)
         self.addCleanup(server.kill)
         port = server.start()
-        server.waitForLog("Starting factory", count=2)
+        server.waitForLog("worker ready", count=2)
         pids = list(WorkersTests.workerPids(WorkersTests(), server).values())
         self.assertEqual(len(pids), 2)
 
@@ -239,7 +241,7 @@ class WorkerListenersTests(SynchronousTestCase):
         )
         self.addCleanup(server.kill)
         server.start()
-        server.waitForLog("Starting factory", count=2)
+        server.waitForLog("worker ready", count=2)
         ownPort, sharedPort, proxyPort = server.ports
         assert isinstance(ownPort, int) and isinstance(sharedPort, int)
         assert isinstance(proxyPort, int)

@@ -9,10 +9,10 @@ from zope.interface import implementer
 
 from twisted_smtpd._errors import SMTPError
 from twisted_smtpd._session import Address, AuthRequest, Session
-from twisted_smtpd.interfaces import IMessageStream, ISMTPHandler
+from twisted_smtpd.interfaces import IMessageStream, _SMTPHandlerInterface
 
 
-@implementer(ISMTPHandler)
+@implementer(_SMTPHandlerInterface)
 class BaseHandler:
     """
     Accept everything, refuse AUTH, drain and accept every message.

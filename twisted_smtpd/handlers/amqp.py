@@ -357,7 +357,7 @@ class AMQPHandler(BaseHandler):
 
     async def _deliver(self, stream: IMessageStream, session: Session) -> str:
         body = _Body(self.maxMessageSize)
-        piped: Deferred[int] = stream.pipeToFile(body)  # type: ignore[assignment]
+        piped: Deferred[int] = stream.pipeToFile(body)
         try:
             await piped
         except SMTPError as e:

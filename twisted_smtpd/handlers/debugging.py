@@ -66,7 +66,7 @@ class DebuggingHandler(BaseHandler):
             the stream does.
         """
         envelopeText = _envelopeText(session)
-        d: Deferred[bytes] = stream.collect()  # type: ignore[assignment]
+        d: Deferred[bytes] = stream.collect()
         return d.addCallback(self._print, envelopeText)
 
     def _print(self, body: bytes, envelopeText: str) -> None:

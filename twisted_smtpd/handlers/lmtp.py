@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_relay -*-
 """
 L{LMTPDeliveryHandler}: hand every message to an LMTP server (RFC 2033),
-such as Dovecot's or Cyrus's delivery service, and report its verdict for
-each recipient.
+such as Dovecot's or Cyrus's delivery service, passing its verdict for each
+recipient on: at RCPT, and after the body.
 """
 
 from __future__ import annotations
@@ -13,28 +13,38 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
-from twisted_smtpd._client import deliver
-from twisted_smtpd._clientwire import DeliveryError, DeliveryResult, remoteFailure, replyError
-from twisted_smtpd._session import Session
-from twisted_smtpd.handlers._base import BaseHandler
-from twisted_smtpd.handlers.relay import defaultHeloName, describe, isLMTP
-from twisted_smtpd.interfaces import IMessageStream
+from twisted_smtpd._clientprotocol import Request
+from twisted_smtpd._clientsession import ClientSession, openSession
+from twisted_smtpd.handlers._proxying import ProxyingHandler
+from twisted_smtpd.handlers.relay import defaultHeloName
 
 
-class LMTPDeliveryHandler(BaseHandler):
+class LMTPDeliveryHandler(ProxyingHandler):
     """
-    Stream each message to the LMTP server at C{endpoint}, in plain text
-    (LMTP is for trusted local links).
+    Pass each transaction on to the LMTP server at C{endpoint}, in plain
+    text (LMTP is for trusted local links), as a before-queue proxy: MAIL
+    and each RCPT are answered with the LMTP server's verdict, so a
+    recipient it does not know is refused at RCPT.
 
-    When our server speaks LMTP too, C{onData} answers once per recipient
-    with the LMTP server's reply for it, so each recipient's fate is passed
-    on exactly.  When it speaks SMTP, which has a single reply after the
-    body, the reply is 250 if every recipient was accepted, else the first
-    refusal, a temporary one first if any: beware that the recipients the
-    LMTP server did accept then have the message, and get it again if the
-    client retries.
+    After the body an LMTP server answers once per recipient.  When our
+    server speaks LMTP too, each recipient gets its own reply, exactly.
+    When it speaks SMTP, which has a single reply after the body:
+
+      - every recipient accepted: 250;
+      - none accepted: the first temporary refusal if any (so that the
+        client tries again, and no recipient gets a second copy), else the
+        first permanent one;
+      - some accepted, some refused: 250, since the message is stored for
+        the accepted recipients and a retry would duplicate it; every
+        refused recipient (temporary refusals included: this server keeps
+        no queue to try again) is reported to the sender in a "failed"
+        delivery status notification (RFC 3464), sent through the same
+        LMTP server (so it reaches local senders only; see
+        C{docs/relaying.md}), never for the null sender or NOTIFY=NEVER.
+
+    A recipient asking NOTIFY=SUCCESS of an LMTP server without DSN gets a
+    "delivered" report.
 
     A failure of the LMTP server as a whole (unreachable, timeout, refused
     greeting) is a temporary failure (451).
@@ -44,12 +54,19 @@ class LMTPDeliveryHandler(BaseHandler):
 
     _log = Logger()
 
+    # A mail store has delivered the message when it accepts it.
+    successAction = "delivered"
+
     def __init__(
         self,
         endpoint: str,
         *,
         heloName: str | None = None,
         timeout: float = 300.0,
+        maxSessions: int = 4,
+        idleTimeout: float = 30.0,
+        logMessages: bool = True,
+        closeOnShutdown: bool = False,
         reactor: Any = None,
     ) -> None:
         """
@@ -58,6 +75,11 @@ class LMTPDeliveryHandler(BaseHandler):
         @param heloName: The name for LHLO; this host's fully qualified
             name by default.
         @param timeout: Seconds to wait for the connection and each reply.
+        @param maxSessions: The most sessions open at once.
+        @param idleTimeout: Seconds an unused session stays open.
+        @param logMessages: Log a line per message delivered.
+        @param closeOnShutdown: Close the sessions (QUIT) when the reactor
+            shuts down, as C{twistd smtpd} does.
         @param reactor: The reactor (the global one by default).
         @raise ValueError: C{endpoint} is not a valid endpoint string.
         """
@@ -65,61 +87,37 @@ class LMTPDeliveryHandler(BaseHandler):
             from twisted.internet import reactor as _reactor
 
             reactor = _reactor
-        self._reactor = reactor
         self.endpoint = endpoint
         self._endpoint: IStreamClientEndpoint = clientFromString(reactor, endpoint)
         self._heloName = heloName or defaultHeloName()
-        self._timeout = timeout
+        super().__init__(
+            endpoint,
+            reporterName=self._heloName,
+            maxSessions=maxSessions,
+            idleTimeout=idleTimeout,
+            timeout=timeout,
+            logMessages=logMessages,
+            closeOnShutdown=closeOnShutdown,
+            reactor=reactor,
+        )
 
-    def onData(self, stream: IMessageStream, session: Session) -> Deferred[object]:
+    def openSession(self) -> Deferred[ClientSession]:
         """
-        Stream the message to the LMTP server.
-
-        @return: A L{Deferred <twisted.internet.defer.Deferred>} firing with one result per
-            recipient (in LMTP
-            mode) or the 250 text, or failing with L{SMTPError}; if the body
-            does not arrive whole, nothing is delivered and the stream's
-            failure is passed on.
+        Connect to the LMTP server and say LHLO.
         """
-        envelope = session.envelope
-        sender = envelope.mailFrom.address if envelope.mailFrom is not None else ""
-        d: Deferred[Any] = deliver(
-            self._endpoint,
-            sender=sender,
-            recipients=[address.address for address in envelope.rcptTo],
-            stream=stream,
-            heloName=self._heloName,
+        request = Request(
+            sender="",
+            recipients=(),
+            stream=None,
             lmtp=True,
+            heloName=self._heloName,
             tls="none",
-            smtpUtf8=envelope.smtpUtf8,
+            tlsCreator=None,
+            verify=False,
+            username=None,
+            password=None,
+            smtpUtf8=False,
+            requireTls=False,
             timeout=self._timeout,
-            reactor=self._reactor,
         )
-        d.addCallbacks(self._delivered, self._failed, callbackArgs=(session,))
-        return d
-
-    def _delivered(self, result: DeliveryResult, session: Session) -> object:
-        for r in result.refused:
-            self._log.info(
-                "{session} LMTP {endpoint} refused {address}: {reply}",
-                session=session.id,
-                endpoint=self.endpoint,
-                address=r.address,
-                reply=describe(r.reply),
-            )
-        if isLMTP(session):
-            return [r.reply.text if r.accepted else replyError(r.reply) for r in result.recipients]
-        refused = result.refused
-        if not refused:
-            return result.recipients[0].reply.text
-        temporary = [r for r in refused if r.reply.temporary]
-        raise replyError((temporary or refused)[0].reply)
-
-    def _failed(self, failure: Failure) -> Failure:
-        error = failure.value
-        if not isinstance(error, DeliveryError):
-            return failure
-        self._log.warn(
-            "LMTP delivery to {endpoint} failed: {error}", endpoint=self.endpoint, error=str(error)
-        )
-        raise remoteFailure(error, self.endpoint)
+        return Deferred.fromCoroutine(openSession(self._endpoint, request, self._reactor))

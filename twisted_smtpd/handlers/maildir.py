@@ -348,7 +348,7 @@ class MaildirHandler(BaseHandler):
             header = _traceHeaderLines(session, self._name)
             delivery.chunks.append(header)
             delivery.buffered = len(header)
-        d: Deferred[Any] = stream.pipe(delivery)  # type: ignore[assignment]
+        d: Deferred[Any] = stream.pipe(delivery)
         d.addCallbacks(delivery.bodyEnded, delivery.bodyFailed)
         return delivery.result
 

@@ -158,7 +158,7 @@ class MboxHandler(BaseHandler):
 
     async def _deliver(self, stream: IMessageStream, header: bytes) -> str:
         spool = Spool(os.path.dirname(self.path), self._inThread)
-        piped: Deferred[int] = stream.pipe(spool)  # type: ignore[assignment]
+        piped: Deferred[int] = stream.pipe(spool)
         try:
             await piped
         except BaseException:

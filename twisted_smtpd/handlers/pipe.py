@@ -315,7 +315,7 @@ class PipeHandler(BaseHandler):
 
     async def _deliver(self, stream: IMessageStream, session: Session) -> str:
         spool = Spool(self.spoolDirectory, self._inThread)
-        piped: Deferred[int] = stream.pipe(spool)  # type: ignore[assignment]
+        piped: Deferred[int] = stream.pipe(spool)
         try:
             await piped
         except BaseException:

@@ -2,9 +2,11 @@
 """
 L{RelayHandler}: forward every accepted message to a smarthost.
 
-The message is streamed to the smarthost while it arrives, and the client
-gets its 250 only once the smarthost has accepted it: a 250 means the
-smarthost has the message.
+Each command of a transaction is passed on to the smarthost and answered
+with its verdict: MAIL and each RCPT at once, the message after its body.
+The client gets a 250 only for what the smarthost accepted: a 250 after
+the body means the smarthost has the message.  Sessions to the smarthost
+are kept open and reused (L{twisted_smtpd._clientpool.SessionPool}).
 """
 
 from __future__ import annotations
@@ -15,22 +17,15 @@ from typing import Any, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.ssl import Certificate, trustRootFromCertificates
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.ssl import Certificate, optionsForClientTLS, trustRootFromCertificates
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
-from twisted_smtpd._client import TLS_MODES, TLSMode, deliver
-from twisted_smtpd._clientwire import (
-    ClientReply,
-    DeliveryError,
-    DeliveryResult,
-    remoteFailure,
-    replyError,
-    worstReply,
-)
-from twisted_smtpd._session import Session
-from twisted_smtpd.handlers._base import BaseHandler
-from twisted_smtpd.interfaces import IMessageStream
+from twisted_smtpd._client import TLS_MODES, TLSMode
+from twisted_smtpd._clientprotocol import Request
+from twisted_smtpd._clientsession import ClientSession, ResumingTLS, openSession
+from twisted_smtpd._clientwire import UnverifiedClientTLS
+from twisted_smtpd.handlers._proxying import ProxyingHandler, describe, isLMTP
 
 _PEM_CERTIFICATE = re.compile(
     rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL
@@ -52,22 +47,6 @@ def loadTrustRoot(path: str) -> Any:
     return trustRootFromCertificates([Certificate.loadPEM(block) for block in blocks])
 
 
-def isLMTP(session: Session) -> bool:
-    """
-    Whether C{session} speaks LMTP, so that C{onData} may answer once per
-    recipient.
-    """
-    return session.transmissionType.startswith("LMTP")
-
-
-def describe(reply: ClientReply) -> str:
-    """
-    A reply as one line for logs and reply texts.
-    """
-    text = " ".join(reply.text.split("\n"))
-    return f"{reply.code} {reply.enhanced + ' ' if reply.enhanced else ''}{text}"
-
-
 def defaultHeloName() -> str:
     """
     This host's fully qualified name, for EHLO.
@@ -75,29 +54,28 @@ def defaultHeloName() -> str:
     return socket.getfqdn()
 
 
-class RelayHandler(BaseHandler):
+class RelayHandler(ProxyingHandler):
     """
-    Forward each message to the smarthost C{host}:C{port} over SMTP.
+    Pass each transaction on to the smarthost C{host}:C{port} over SMTP, as
+    a before-queue proxy: every reply the client gets is the smarthost's
+    verdict (what a 250 means is written in C{docs/relaying.md}).
 
-    Recipients are not checked at RCPT; after the body the message goes to
-    the smarthost for every recipient, and:
-
-      - if it accepts the message for every recipient, the reply is 250;
-      - if it refuses the message for every recipient, or refuses it as a
-        whole (sender, DATA, after the body), the reply repeats its refusal:
-        a 5xx stays 5xx with its text, a 4xx stays 4xx (421 becomes 451);
-        if recipients were refused differently, a temporary refusal wins so
-        that the client tries again;
-      - if it accepts some recipients and refuses others, the message is
-        accepted (250): SMTP has a single reply after the body, so the
-        refused recipients are named in the reply text (the first two) and
-        logged as a warning, and are not retried;
-      - if the smarthost cannot be reached, times out, fails TLS, or
-        refuses the session itself (greeting, EHLO, AUTH), the reply is
-        temporary (451), whatever its code.
-
-    In LMTP mode of the server, C{onData} answers once per recipient with
-    the smarthost's verdict for that recipient instead.
+      - MAIL is passed on with the parameters the smarthost can take (SIZE,
+        BODY, SMTPUTF8 when an address needs it, REQUIRETLS over verified
+        TLS only, RET and ENVID when it offers DSN); a message needing an
+        extension it lacks is refused at MAIL: 554 5.6.3 for BINARYMIME or
+        8BITMIME, 553 5.6.7 for SMTPUTF8, 550 5.7.10 / 5.7.30 for
+        REQUIRETLS;
+      - each RCPT is passed on (with NOTIFY and ORCPT when it offers DSN)
+        and answered with its reply: 250 only if it accepted the
+        recipient;
+      - the body is streamed on, with BDAT when it offers CHUNKING (byte for
+        byte), else DATA; the reply after the body is its reply (in LMTP
+        mode, repeated for every recipient);
+      - when it does not offer DSN, recipients asking NOTIFY=SUCCESS get a
+        "relayed" report (RFC 3461 section 4), sent through the smarthost;
+      - a smarthost that cannot be reached, times out, fails TLS or refuses
+        the session (greeting, EHLO, AUTH) makes the reply temporary (451).
 
     @ivar host: The smarthost's name or address.
     @ivar port: Its port.
@@ -117,6 +95,10 @@ class RelayHandler(BaseHandler):
         password: str | None = None,
         heloName: str | None = None,
         timeout: float = 300.0,
+        maxSessions: int = 4,
+        idleTimeout: float = 30.0,
+        logMessages: bool = True,
+        closeOnShutdown: bool = False,
         reactor: Any = None,
     ) -> None:
         """
@@ -124,7 +106,8 @@ class RelayHandler(BaseHandler):
             name when STARTTLS is used.
         @param port: Its port.
         @param tls: C{"opportunistic"} (STARTTLS when offered),
-            C{"required"} (never send without it) or C{"none"}.
+            C{"required"} (refuse a smarthost that does not offer it: 451
+            4.7.5) or C{"none"}.
         @param caCertificates: A PEM bundle of the CAs to trust; the
             platform's CAs by default.
         @param verify: C{False} accepts any certificate: INSECURE, it only
@@ -135,6 +118,14 @@ class RelayHandler(BaseHandler):
         @param heloName: The name for EHLO; this host's fully qualified name
             by default.
         @param timeout: Seconds to wait for the connection and each reply.
+        @param maxSessions: The most sessions open to the smarthost at once;
+            more messages at the same time wait for one.
+        @param idleTimeout: Seconds an unused session stays open for the
+            next message (0: one session per message).
+        @param logMessages: Log a line per message passed on (failures and
+            refusals are logged anyway).
+        @param closeOnShutdown: Close the sessions (QUIT) when the reactor
+            shuts down, as C{twistd smtpd} does.
         @param reactor: The reactor (the global one by default).
         @raise ValueError: An argument is invalid.
         @raise OSError: C{caCertificates} cannot be read.
@@ -155,88 +146,49 @@ class RelayHandler(BaseHandler):
         self._username = username
         self._password = password
         self._heloName = heloName or defaultHeloName()
-        self._timeout = timeout
         if reactor is None:
             from twisted.internet import reactor as _reactor
 
             reactor = _reactor
-        self._reactor = reactor
+        self._creator: IOpenSSLClientConnectionCreator | None = None
+        if self._tls != "none":
+            if verify:
+                creator = optionsForClientTLS(host, trustRoot=self._trustRoot)
+            else:
+                creator = UnverifiedClientTLS(host)
+            self._creator = ResumingTLS(creator)
+        super().__init__(
+            f"{host}:{port}",
+            reporterName=self._heloName,
+            maxSessions=maxSessions,
+            idleTimeout=idleTimeout,
+            timeout=timeout,
+            logMessages=logMessages,
+            closeOnShutdown=closeOnShutdown,
+            reactor=reactor,
+        )
 
-    @property
-    def _peer(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def onData(self, stream: IMessageStream, session: Session) -> Deferred[object]:
+    def openSession(self) -> Deferred[ClientSession]:
         """
-        Stream the message to the smarthost.
-
-        @return: A L{Deferred <twisted.internet.defer.Deferred>} firing with the 250 text (or, in
-            LMTP mode,
-            one result per recipient) once the smarthost has answered, or
-            failing with L{SMTPError}; if the body does not arrive whole,
-            nothing is delivered and the stream's failure is passed on.
+        Connect to the smarthost: EHLO, STARTTLS, AUTH as configured.
         """
-        envelope = session.envelope
-        sender = envelope.mailFrom.address if envelope.mailFrom is not None else ""
-        recipients = [address.address for address in envelope.rcptTo]
         endpoint = HostnameEndpoint(self._reactor, self.host, self.port, timeout=self._timeout)
-        d: Deferred[Any] = deliver(
-            endpoint,
-            sender=sender,
-            recipients=recipients,
-            stream=stream,
+        request = Request(
+            sender="",
+            recipients=(),
+            stream=None,
+            lmtp=False,
             heloName=self._heloName,
             tls=self._tls,
-            tlsHostname=self.host,
-            trustRoot=self._trustRoot,
+            tlsCreator=self._creator,
             verify=self._verify,
             username=self._username,
             password=self._password,
-            smtpUtf8=envelope.smtpUtf8,
-            requireTls=envelope.requireTls,
+            smtpUtf8=False,
+            requireTls=False,
             timeout=self._timeout,
-            reactor=self._reactor,
         )
-        d.addCallbacks(self._delivered, self._failed, callbackArgs=(session,))
-        return d
+        return Deferred.fromCoroutine(openSession(endpoint, request, self._reactor))
 
-    def _delivered(self, result: DeliveryResult, session: Session) -> object:
-        for r in result.refused:
-            self._log.warn(
-                "{session} relay {peer} refused {address}: {reply}",
-                session=session.id,
-                peer=self._peer,
-                address=r.address,
-                reply=describe(r.reply),
-            )
-        if isLMTP(session):
-            return [
-                f"OK: relayed to {self.host}" if r.accepted else replyError(r.reply)
-                for r in result.recipients
-            ]
-        if not result.accepted:
-            raise replyError(worstReply(result))
-        self._log.info(
-            "{session} relayed to {peer} for {count} recipients",
-            session=session.id,
-            peer=self._peer,
-            count=len(result.accepted),
-        )
-        text = f"OK: relayed to {self.host}"
-        refused = result.refused
-        if refused:
-            named = "; ".join(f"{r.address}: {describe(r.reply)}"[:160] for r in refused[:2])
-            more = f"; and {len(refused) - 2} more" if len(refused) > 2 else ""
-            text += f" (refused: {named}{more})"
-        return text
 
-    def _failed(self, failure: Failure) -> Failure:
-        error = failure.value
-        if not isinstance(error, DeliveryError):
-            return failure
-        self._log.warn(
-            "relay to {peer} failed: {error}",
-            peer=self._peer,
-            error=str(error),
-        )
-        raise remoteFailure(error, self._peer)
+__all__ = ["RelayHandler", "defaultHeloName", "describe", "isLMTP", "loadTrustRoot"]

@@ -31,5 +31,5 @@ class SinkHandler(BaseHandler):
             has ended, or
             failing as the stream does (552 for an oversized message).
         """
-        d: Deferred[int] = stream.drain()  # type: ignore[assignment]
+        d: Deferred[int] = stream.drain()
         return d.addCallback(_accepted)

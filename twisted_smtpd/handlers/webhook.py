@@ -254,7 +254,7 @@ class WebhookHandler(BaseHandler):
             directory=self._spoolDirectory,
         )
         try:
-            piped: Deferred[int] = stream.pipeToFile(spool)  # type: ignore[assignment]
+            piped: Deferred[int] = stream.pipeToFile(spool)
             await piped
             spool.finish()
             headers = Headers(

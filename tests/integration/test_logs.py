@@ -1,0 +1,234 @@
+# -*- test-case-name: tests.integration.test_logs -*-
+"""
+The log of a real C{twistd smtpd} read by fail2ban's own filter engine
+(C{fail2ban-regex}) with the filter shipped in C{docs/fail2ban/}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import smtplib
+import subprocess
+import tempfile
+
+from tests.integration.helpers import (
+    CLIENT_TIMEOUT,
+    PROJECT,
+    SENDER,
+    ServerTestCase,
+    requireProgram,
+)
+
+FILTER = PROJECT / "docs" / "fail2ban" / "twisted-smtpd.conf"
+
+
+class Fail2banTests(ServerTestCase):
+    """
+    fail2ban finds every failed login in the text log.
+    """
+
+    def login(self, client: smtplib.SMTP, user: str, password: str) -> None:
+        """
+        AUTH PLAIN only (C{login} would try other mechanisms after a
+        refusal).
+        """
+        client.user, client.password = user, password
+        client.auth("PLAIN", client.auth_plain)
+
+    def failedLogins(self, client: smtplib.SMTP, user: str, count: int) -> None:
+        for attempt in range(count):
+            with self.assertRaises(smtplib.SMTPAuthenticationError):
+                self.login(client, user, f"wrong{attempt}")
+
+    def runSessions(self) -> None:
+        """
+        Three failed logins and the lockout on one connection; one failed
+        and one good login on another; a refused recipient on a third.
+        """
+        client = self.smtp()
+        client.ehlo()
+        self.failedLogins(client, "mallory", 2)
+        with self.assertRaises(smtplib.SMTPException):
+            self.login(client, "mallory", "wrong2")
+        client.close()
+        client = self.smtp()
+        client.ehlo()
+        self.failedLogins(client, "bob", 1)
+        self.login(client, "alice", "secret")
+        client.quit()
+        client = self.smtp()
+        client.ehlo()
+        client.mail(SENDER)
+        self.assertEqual(client.rcpt("<bad address>")[0] // 100, 5)
+        client.quit()
+
+    def fail2ban(self, logfile: str, mode: str = "normal") -> int:
+        """
+        Run C{fail2ban-regex} on C{logfile} with the shipped filter.
+
+        @return: How many lines it matched, each with the host 127.0.0.1.
+        """
+        program = requireProgram(self, "fail2ban-regex", "fail2ban")
+        result = subprocess.run(
+            [program, "--print-all-matched", logfile, f"{FILTER}[mode={mode}]"],
+            capture_output=True,
+            timeout=CLIENT_TIMEOUT,
+            check=False,
+            text=True,
+        )
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        match = re.search(r"^Failregex: (\d+) total", result.stdout, re.M)
+        assert match is not None, result.stdout
+        total = int(match.group(1))
+        if total:
+            self.assertIn("127.0.0.1", result.stdout)
+        return total
+
+    def test_failedLoginsFound(self) -> None:
+        """
+        The filter finds the four failed logins and nothing else; in its
+        aggressive mode the lockout and every refusal as well.
+        """
+        self.startServer(
+            "--sink",
+            "--auth",
+            "memory:alice:secret",
+            "--allow-insecure-auth",
+            "--auth-optional",
+            maildir=False,
+        )
+        self.runSessions()
+        self.server.waitForLog(" close", count=3)
+        self.stopServer()
+        output = self.server.output
+        self.assertEqual(output.count(" auth failed: "), 4, output)
+        self.assertEqual(output.count(" auth lockout: "), 1, output)
+        self.assertIn(" reject: RCPT from localhost[127.0.0.1]: 5", output)
+        logfile = os.path.join(self.server.directory, "smtpd.log")
+        with open(logfile, "w") as f:
+            f.write(output)
+        self.assertEqual(self.fail2ban(logfile), 4)
+        # Four failed logins, the lockout, the refused RCPT.
+        self.assertEqual(self.fail2ban(logfile, "aggressive"), 4 + 1 + 1)
+
+    def test_jsonRefusals(self) -> None:
+        """
+        In JSON the refusals and failed logins are objects with the
+        command, the client, the user name or the address, and the code.
+        """
+        self.startServer(
+            "--sink",
+            "--auth",
+            "memory:alice:secret",
+            "--allow-insecure-auth",
+            "--auth-optional",
+            "--log-format",
+            "json",
+            maildir=False,
+        )
+        self.runSessions()
+        self.server.waitForLog(' close"', count=3)
+        self.stopServer()
+        events = [json.loads(line) for line in self.server.output.splitlines() if line.strip()]
+        failed = [e for e in events if " auth failed: " in e["text"]]
+        self.assertEqual(
+            [(e["mechanism"], e["username"], e["code"]) for e in failed],
+            [("PLAIN", "mallory", 535)] * 3 + [("PLAIN", "bob", 535)],
+        )
+        (lockout,) = [e for e in events if " auth lockout: " in e["text"]]
+        self.assertEqual(
+            (lockout["client"], lockout["failures"], lockout["code"], lockout["level"]),
+            ("localhost[127.0.0.1]", 3, 421, "info"),
+        )
+        (rcpt,) = [e for e in events if e.get("command") == "RCPT"]
+        self.assertEqual((rcpt["address"], rcpt["code"]), ("bad address", 501))
+        self.assertTrue(all(e["client"] == "localhost[127.0.0.1]" for e in failed))
+        self.assertNotIn("wrong", self.server.output)
+        self.assertTrue(all(not key.startswith("log_") for e in events for key in e))
+
+
+class StartupTests(ServerTestCase):
+    """
+    What C{twistd smtpd} says when it starts, and what it does not.
+    """
+
+    def test_summaryWithoutNoise(self) -> None:
+        """
+        The log has a line per listener with its address, the ready line
+        and the certificate; no "Starting factory" nor "starting on" lines.
+        """
+        directory = tempfile.mkdtemp(prefix="smtpd-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        socketPath = os.path.join(directory, "s.sock")
+        self.startServer(
+            "--sink",
+            "--size",
+            "1000",
+            maildir=False,
+            listen=["tcp:0:interface=127.0.0.1", f"unix:{socketPath}"],
+        )
+        client = self.smtp()
+        client.ehlo()
+        client.quit()
+        self.server.waitForLog(" close")
+        self.stopServer()
+        output = self.server.output
+        self.assertIn(
+            f"listening: tcp:0:interface=127.0.0.1 on 127.0.0.1:{self.server.port}\n", output
+        )
+        self.assertIn(f"listening: unix:{socketPath} on '{socketPath}'\n", output)
+        self.assertIn(", delivery sink, size limit 1000, AUTH off, max clients unlimited", output)
+        self.assertIn("TLS certificate (self-signed): CN=", output)
+        for noise in ("Starting factory", "Stopping factory", "starting on", "Port"):
+            self.assertNotIn(noise, output)
+
+    def test_ignoredHosts(self) -> None:
+        """
+        Sessions from C{--ignored-hosts} leave no line, not even their
+        refused commands.
+        """
+        self.startServer("--sink", "--ignored-hosts", "127.0.0.1", maildir=False)
+        client = self.smtp()
+        client.ehlo()
+        self.assertEqual(client.docmd("FOO")[0], 500)
+        client.quit()
+        self.stopServer()
+        self.assertNotIn("twisted_smtpd.session", self.server.output)
+
+
+class TLSLogTests(ServerTestCase):
+    """
+    TLS sessions in the log, and the TLS flags.
+    """
+
+    def test_minimumVersion(self) -> None:
+        """
+        With C{--tls-min-version 1.3} a TLS 1.2 client cannot start TLS; a
+        TLS 1.3 session logs its protocol and cipher.
+        """
+        import ssl
+
+        self.startServer("--sink", "--tls-min-version", "1.3", maildir=False)
+        old = ssl.create_default_context()
+        old.check_hostname = False
+        old.verify_mode = ssl.CERT_NONE
+        old.maximum_version = ssl.TLSVersion.TLSv1_2
+        client = self.smtp()
+        with self.assertRaises(ssl.SSLError):
+            client.starttls(context=old)
+        new = ssl.create_default_context()
+        new.check_hostname = False
+        new.verify_mode = ssl.CERT_NONE
+        client = self.smtp()
+        client.starttls(context=new)
+        client.ehlo()
+        client.quit()
+        self.server.waitForLog(" close", count=2)
+        self.stopServer()
+        self.assertRegex(
+            self.server.output,
+            r"\] \S+ TLS TLSv1\.3 TLS_\S+ from localhost\[127\.0\.0\.1\] sni=None\n",
+        )

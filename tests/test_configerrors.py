@@ -1,0 +1,134 @@
+# -*- test-case-name: tests.test_configerrors -*-
+"""
+Configuration errors of C{twistd smtpd} found at parse time, and listeners
+that cannot start; the one-line output through a real C{twistd} is in
+L{tests.integration.test_twistd.CommandLineTests}.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import socket
+import sys
+
+from twisted.internet.error import CannotListenError
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.test_tap import parse
+from twisted_smtpd import _tap
+from twisted_smtpd._listeners import ListenFailed, listenReason
+from twisted_smtpd._server import SMTPServer
+from twisted_smtpd.handlers import SinkHandler
+
+
+class HostnameTests(SynchronousTestCase):
+    """
+    C{--hostname} takes a domain name or an address literal only.
+    """
+
+    def test_refused(self) -> None:
+        """
+        Spaces, empty labels, bad characters, overlong labels and bad
+        literals are refused, naming the flag.
+        """
+        for name in ["two words", "", "a..b", "-a.example", "a_b.example", "x" * 64, "[1.2.3]"]:
+            e = self.assertRaises(usage.UsageError, parse, "--sink", "--hostname", name)
+            self.assertIn(f"--hostname {name!r}", str(e))
+
+    def test_accepted(self) -> None:
+        """
+        Domain names (a trailing dot too) and IPv4 and IPv6 literals pass.
+        """
+        for name in ["mx.example.com", "localhost", "mx.", "[192.0.2.1]", "[IPv6:2001:db8::1]"]:
+            self.assertEqual(parse("--sink", "--hostname", name)["serverOptions"].name, name)
+
+
+class AuthTests(SynchronousTestCase):
+    """
+    C{--auth} descriptions that would let nobody in are refused.
+    """
+
+    def test_memoryWithoutUsers(self) -> None:
+        """
+        C{memory:} with no users, or a user without a password.
+        """
+        for description in ["memory:", "memory", "memory:alice", "memory::pw"]:
+            e = self.assertRaises(usage.UsageError, parse, "--sink", "--auth", description)
+            self.assertIn(f"--auth {description!r}", str(e))
+
+    def test_missingFile(self) -> None:
+        """
+        C{file:} naming a file that does not exist.
+        """
+        missing = self.mktemp()
+        e = self.assertRaises(usage.UsageError, parse, "--sink", "--auth", f"file:{missing}")
+        self.assertIn("No such file", str(e))
+
+    def test_memoryUsers(self) -> None:
+        """
+        Users and passwords pass.
+        """
+        parse("--sink", "--auth", "memory:alice:secret:bob:pw")
+
+
+class TwistdOneLineTests(SynchronousTestCase):
+    """
+    Under C{twistd} (a parent options object), a usage error is one line on
+    standard error and exit status 1, not the help text.
+    """
+
+    def test_oneLine(self) -> None:
+        """
+        An unknown flag: one line, C{SystemExit(1)}.
+        """
+        err = io.StringIO()
+        self.patch(sys, "__stderr__", err)
+        options = _tap.Options()
+        options.parent = object()  # type: ignore[attr-defined]
+        exit = self.assertRaises(SystemExit, options.parseOptions, ["--sink", "--bogus"])
+        self.assertEqual(exit.code, 1)
+        self.assertEqual(
+            err.getvalue(), "twistd smtpd: option --bogus not recognized; see --help\n"
+        )
+
+    def test_withoutParent(self) -> None:
+        """
+        Without C{twistd} (no parent), the L{usage.UsageError} is raised.
+        """
+        self.assertRaises(usage.UsageError, _tap.Options().parseOptions, ["--bogus"])
+
+
+class ListenFailedTests(SynchronousTestCase):
+    """
+    A listener that cannot start raises L{ListenFailed} with one line.
+    """
+
+    def test_addressInUse(self) -> None:
+        """
+        A port in use: the endpoint string and "address already in use".
+        """
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        server = SMTPServer(SinkHandler())
+        description = f"tcp:{port}:interface=127.0.0.1"
+        server.addEndpoint(description)
+        e = self.assertRaises(ListenFailed, server.privilegedStartService)
+        self.assertEqual(e.description, description)
+        self.assertIn("address already in use", e.why)
+
+    def test_reasons(self) -> None:
+        """
+        Permission denied carries the hint about port 25; a port out of
+        range and an unknown address say so.
+        """
+        denied = CannotListenError("", 25, OSError(errno.EACCES, "Permission denied"))
+        self.assertIn("authbind", listenReason(denied))
+        self.assertIn("CAP_NET_BIND_SERVICE", listenReason(denied))
+        self.assertEqual(listenReason(OverflowError("x")), "port out of range (0-65535)")
+        absent = CannotListenError("", 25, OSError(errno.EADDRNOTAVAIL, "Cannot assign"))
+        self.assertIn("no interface", listenReason(absent))

@@ -1,0 +1,98 @@
+# -*- test-case-name: tests.test_dsn -*-
+"""
+Tests for L{twisted_smtpd._dsn.buildReport}: RFC 3464 reports parsed back
+with Python's C{email} package.
+"""
+
+from __future__ import annotations
+
+import email
+from email.message import Message
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_smtpd._dsn import RecipientStatus, buildReport
+
+
+def parse(report: bytes) -> tuple[Message, list[Message]]:
+    message = email.message_from_bytes(report)
+    status = message.get_payload()[1]
+    return message, status.get_payload()
+
+
+class BuildReportTests(SynchronousTestCase):
+    """
+    The report's structure, fields and the outside text in it.
+    """
+
+    def test_failed(self) -> None:
+        """
+        A "failed" report is a multipart/report with a text part and a
+        message/delivery-status part holding one block per recipient.
+        """
+        report = buildReport(
+            reportingMta="mx.example.com",
+            sender="alice@example.com",
+            recipients=[
+                RecipientStatus(
+                    "bob@example.org", "rfc822;bob@example.org", "failed", "5.2.2", "552 5.2.2 Full"
+                ),
+                RecipientStatus("carol@example.net", None, "failed", "4.2.0", "452 4.2.0 Later"),
+            ],
+            envid="E1",
+        )
+        message, blocks = parse(report)
+        self.assertEqual(message.get_content_type(), "multipart/report")
+        self.assertEqual(message.get_param("report-type"), "delivery-status")
+        self.assertEqual(message["To"], "<alice@example.com>")
+        self.assertEqual(message["Auto-Submitted"], "auto-replied")
+        self.assertEqual(blocks[0]["Reporting-MTA"], "dns; mx.example.com")
+        self.assertEqual(blocks[0]["Original-Envelope-Id"], "E1")
+        self.assertEqual(
+            [(b["Final-Recipient"], b["Action"], b["Status"]) for b in blocks[1:]],
+            [
+                ("rfc822; bob@example.org", "failed", "5.2.2"),
+                ("rfc822; carol@example.net", "failed", "4.2.0"),
+            ],
+        )
+        self.assertEqual(blocks[1]["Original-Recipient"], "rfc822;bob@example.org")
+        self.assertIsNone(blocks[2]["Original-Recipient"])
+        self.assertIn(b"\r\n", report)
+        self.assertNotIn(b"\n", report.replace(b"\r\n", b""))
+
+    def test_outsideTextCannotAddFields(self) -> None:
+        """
+        A next hop's reply with line breaks cannot add header fields or
+        blocks to the report.
+        """
+        report = buildReport(
+            reportingMta="mx.example.com",
+            sender="alice@example.com",
+            recipients=[
+                RecipientStatus(
+                    "bob@example.org",
+                    None,
+                    "failed",
+                    "5.0.0",
+                    "550 no\r\nAction: delivered\r\n\r\nX: y",
+                )
+            ],
+        )
+        message, blocks = parse(report)
+        self.assertEqual(len(blocks), 2)
+        self.assertEqual(blocks[1]["Action"], "failed")
+        self.assertIsNone(blocks[1]["X"])
+        self.assertIn("Action: delivered", blocks[1]["Diagnostic-Code"])
+
+    def test_nullSender(self) -> None:
+        """
+        There is no report to the null reverse-path, nor one without a
+        recipient.
+        """
+        status = RecipientStatus("bob@example.org", None, "relayed", "2.0.0")
+        self.assertRaises(
+            ValueError, buildReport, reportingMta="mx", sender="", recipients=[status]
+        )
+        self.assertRaises(
+            ValueError, buildReport, reportingMta="mx", sender="a@example.com", recipients=[]
+        )

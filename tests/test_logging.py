@@ -1,0 +1,254 @@
+# -*- test-case-name: tests.test_logging -*-
+"""
+The log lines of refused commands, failed AUTH, the AUTH lockout, TLS and
+messages, read from a real session over a L{StringTransport}; and the JSON
+lines.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.test_auth import PasswordHandler, b64
+from tests.test_protocol import RecordingHandler, connect, take
+from twisted_smtpd._errors import SMTPError
+from twisted_smtpd._logging import NAMESPACE, SessionLogger, jsonEvent, jsonLogObserver, loggable
+from twisted_smtpd._session import Address, Session, TLSInfo
+
+
+class Refusing(RecordingHandler):
+    """
+    Refuses the recipient C{x@example.com} with 550 5.1.1.
+    """
+
+    def onRcptTo(self, address: Address, session: Session) -> object:
+        if address.address == "x@example.com":
+            raise SMTPError(550, "Recipient address rejected: User unknown", "5.1.1")
+        return None
+
+
+class RefusalLogTests(SynchronousTestCase):
+    """
+    Every refused command leaves one line naming the client, the command,
+    the address it named and the reply.
+    """
+
+    def setUp(self) -> None:
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def session(self, handler: Any = None, **options: Any) -> Any:
+        proto, transport, clock, factory = connect(handler or Refusing(), **options)
+        factory.addObserver(SessionLogger())
+        self.transport = transport
+        return proto
+
+    def lines(self) -> list[str]:
+        return [formatEvent(e) for e in self.events if e["log_namespace"] == NAMESPACE]
+
+    def test_rcptRefused(self) -> None:
+        """
+        A recipient refused by C{onRcptTo} is logged as Postfix logs it,
+        with the sender, and the event carries the address and the code.
+        """
+        proto = self.session()
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<x@example.com>\r\n")
+        (line,) = [line for line in self.lines() if "reject" in line]
+        sid = proto.session.id
+        self.assertEqual(
+            line,
+            f"{sid} reject: RCPT from unknown[192.0.2.7]: 550 5.1.1 <x@example.com>:"
+            " Recipient address rejected: User unknown; from=<a@example.org>",
+        )
+        (event,) = [e for e in self.events if "address" in e]
+        self.assertEqual(
+            (event["command"], event["address"], event["code"], event["log_level"]),
+            ("RCPT", "x@example.com", 550, LogLevel.info),
+        )
+
+    def test_mailRefusedBySyntax(self) -> None:
+        """
+        A MAIL command refused by the grammar is logged with its address.
+        """
+        proto = self.session()
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<bad address@x>\r\n")
+        (line,) = [line for line in self.lines() if "reject" in line]
+        self.assertTrue(
+            line.startswith(f"{proto.session.id} reject: MAIL from unknown[192.0.2.7]: 5"),
+            line,
+        )
+        self.assertIn("<bad address@x>: ", line)
+
+    def test_unknownCommandAndControlCharacters(self) -> None:
+        """
+        A line that does not parse is logged under its first word, and
+        control characters from the client never reach the log line.
+        """
+        proto = self.session()
+        proto.dataReceived(b"FOO\x1b[31m bar\r\n")
+        (line,) = [line for line in self.lines() if "reject" in line]
+        self.assertIn("reject: FOO\\x1b[31M from unknown[192.0.2.7]: 500", line)
+        self.assertNotIn("\x1b", line)
+        self.assertEqual(proto.session.id, line.split()[0])
+
+    def test_limitClosing(self) -> None:
+        """
+        A limit that ends the session (too many errors) leaves its own line.
+        """
+        proto = self.session(maxErrors=2)
+        proto.dataReceived(b"NOOP x\r\nFOO\r\nBAR\r\n")
+        lines = [line for line in self.lines() if "reject" in line]
+        self.assertEqual(len(lines), 3, lines)
+        self.assertIn(": 421 4.7.0 Too many errors", lines[-1])
+
+    def test_acceptedCommandsNotLogged(self) -> None:
+        """
+        Accepted HELO, MAIL and RCPT commands log nothing.
+        """
+        proto = self.session()
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\n")
+        self.assertEqual(self.lines(), [])
+
+
+class AuthLogTests(SynchronousTestCase):
+    """
+    Failed AUTH and the lockout are logged with the mechanism, the client
+    and the user name, never the password.
+    """
+
+    def setUp(self) -> None:
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def lines(self) -> list[str]:
+        return [formatEvent(e) for e in self.events if e["log_namespace"] == NAMESPACE]
+
+    def test_failedAndLockout(self) -> None:
+        """
+        Each refused credential logs C{auth failed} with the mechanism, the
+        client and the user; the last one also logs the lockout.
+        """
+        proto, transport, clock, factory = connect(
+            PasswordHandler(),
+            allowInsecureAuth=True,
+            authMethods=["PLAIN", "LOGIN"],
+            maxAuthFailures=2,
+        )
+        factory.addObserver(SessionLogger())
+        sid = proto.session.id
+        proto.dataReceived(b"EHLO c\r\n")
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"\0mallory\0wrong-pass") + b"\r\n")
+        proto.dataReceived(b"AUTH LOGIN\r\n" + b64(b"bob") + b"\r\n" + b64(b"pw2") + b"\r\n")
+        self.assertIn(b"421 4.7.0", take(transport))
+        lines = [line for line in self.lines() if "auth" in line]
+        self.assertEqual(
+            lines,
+            [
+                f"{sid} auth failed: PLAIN from unknown[192.0.2.7] user=<mallory>: 535 5.7.8"
+                " Error: authentication credentials invalid",
+                f"{sid} auth failed: LOGIN from unknown[192.0.2.7] user=<bob>: 535 5.7.8"
+                " Error: authentication credentials invalid",
+                f"{sid} auth lockout: unknown[192.0.2.7] after 2 failed attempt(s): 421 4.7.0"
+                " Error: too many failed authentication attempts",
+            ],
+        )
+        text = "\n".join(self.lines())
+        self.assertNotIn("wrong-pass", text)
+        self.assertNotIn(b64(b"\0mallory\0wrong-pass").decode(), text)
+
+    def test_syntaxErrorIsNoFailedLogin(self) -> None:
+        """
+        An AUTH refused before any credentials were checked (bad base64) is
+        an ordinary refusal, not a failed login, and shows no argument.
+        """
+        proto, transport, clock, factory = connect(
+            PasswordHandler(), allowInsecureAuth=True, authMethods=["PLAIN"]
+        )
+        factory.addObserver(SessionLogger())
+        proto.dataReceived(b"EHLO c\r\nAUTH PLAIN !!!notbase64\r\n")
+        (line,) = [line for line in self.lines() if "reject" in line or "auth" in line]
+        self.assertIn("reject: AUTH from unknown[192.0.2.7]: 501", line)
+        self.assertNotIn("notbase64", line)
+
+
+def _session(**kwargs: Any) -> Session:
+    values: dict[str, Any] = {"id": "sid1", "remoteAddress": ("192.0.2.1", 4000)}
+    values.update(kwargs)
+    return Session(**values)
+
+
+class SessionEventTests(SynchronousTestCase):
+    """
+    TLS and message lines.
+    """
+
+    def setUp(self) -> None:
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def test_tls(self) -> None:
+        """
+        A TLS session logs its protocol, cipher and SNI name.
+        """
+        tls = TLSInfo(servername="mx.example.com", protocol="TLSv1.3", cipher="TLS_AES_256")
+        SessionLogger()("secure", _session(tls=tls, clientHostname="c.example"), {})
+        (event,) = self.events
+        self.assertEqual(
+            formatEvent(event),
+            "sid1 TLS TLSv1.3 TLS_AES_256 from c.example[192.0.2.1] sni=mx.example.com",
+        )
+        self.assertEqual((event["protocol"], event["cipher"]), ("TLSv1.3", "TLS_AES_256"))
+
+    def test_loggable(self) -> None:
+        """
+        L{loggable} escapes control characters (as L{twisted_smtpd._printable.printable} does),
+        decodes bytes with undecodable ones escaped, and bounds the length.
+        """
+        self.assertEqual(loggable(b"a\r\nb\x00"), "a\\x0d\\x0ab\\x00")
+        self.assertEqual(loggable("x" * 300, 10), "x" * 10 + "...")
+        self.assertEqual(loggable(None), "")
+        self.assertEqual(loggable(b"\xff"), "\\udcff")
+
+
+class JSONLinesTests(SynchronousTestCase):
+    """
+    JSON lines a log shipper can use as they are.
+    """
+
+    def test_flat(self) -> None:
+        """
+        Each event is one flat object: ISO 8601 time, plain level name,
+        namespace, text and the event's fields, without Twisted's keys.
+        """
+        out = io.StringIO()
+        log = Logger(namespace="test", observer=jsonLogObserver(out))
+        log.info("{session} to {recipients}", session="abc", recipients=["a@x", "b@y"])
+        (line,) = out.getvalue().splitlines()
+        event = json.loads(line)
+        self.assertEqual(
+            set(event), {"time", "level", "namespace", "text", "session", "recipients"}
+        )
+        self.assertEqual(
+            (event["level"], event["namespace"], event["text"], event["recipients"]),
+            ("info", "test", "abc to ['a@x', 'b@y']", ["a@x", "b@y"]),
+        )
+        self.assertRegex(event["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00$")
+
+    def test_failure(self) -> None:
+        """
+        A failure's traceback is one string field of the same line.
+        """
+        try:
+            raise ZeroDivisionError("boom")
+        except ZeroDivisionError:
+            failure = Failure()
+        event = jsonEvent(
+            {"log_failure": failure, "log_format": "boom", "log_level": LogLevel.critical}
+        )
+        self.assertEqual((event["level"], event["text"]), ("critical", "boom"))
+        self.assertIn("ZeroDivisionError", event["traceback"])
+        json.dumps(event)

@@ -1,0 +1,176 @@
+# -*- test-case-name: tests.test_logwriter -*-
+"""
+L{BufferedLogWriter}: the buffered text and JSON log of C{twistd smtpd}.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+from twisted.internet.task import Clock
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.test_logging import _session
+from twisted_smtpd._logwriter import BufferedLogWriter
+from twisted_smtpd._replies import Reply
+from twisted_smtpd._session import Address, Envelope
+
+
+class RunningClock(Clock):
+    """
+    A L{Clock} that says the reactor runs.
+    """
+
+    running = True
+
+
+def _message(writer: BufferedLogWriter) -> None:
+    from twisted_smtpd._logging import SessionLogger
+
+    session = _session(
+        envelope=Envelope(
+            mailFrom=Address("a@example.org"),
+            rcptTo=[Address("b@example.com"), Address("c\u00e9@example.com")],
+        )
+    )
+    replies = (Reply(250, "2.0.0", ('OK: "queued"',)),)
+    SessionLogger(writer=writer)("message", session, {"size": 10, "replies": replies})
+
+
+class BufferingTests(SynchronousTestCase):
+    """
+    Lines wait at most C{interval} seconds while the reactor runs.
+    """
+
+    def test_flushedOnTimer(self) -> None:
+        """
+        Nothing is written until the interval passes; then every line at
+        once, in order.
+        """
+        out = io.StringIO()
+        clock = RunningClock()
+        writer = BufferedLogWriter(out, reactor=clock, interval=0.5)
+        _message(writer)
+        Logger(namespace="other", observer=writer).info("second")
+        self.assertEqual(out.getvalue(), "")
+        clock.advance(0.5)
+        lines = out.getvalue().splitlines()
+        self.assertEqual(len(lines), 2)
+        self.assertRegex(
+            lines[0],
+            r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+0000 \[twisted_smtpd\.session#info\] sid1 message"
+            r" 10 bytes from <a@example\.org> to <b@example\.com>,<c\u00e9@example\.com>: 250",
+        )
+        self.assertTrue(lines[1].endswith(" [other#info] second"), lines[1])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_limit(self) -> None:
+        """
+        Past C{limit} characters the buffer is written at once.
+        """
+        out = io.StringIO()
+        writer = BufferedLogWriter(out, reactor=RunningClock(), limit=100)
+        _message(writer)
+        self.assertEqual(out.getvalue().count("\n"), 1)
+
+    def test_notRunning(self) -> None:
+        """
+        Before the reactor runs and after it stopped, lines are written at
+        once.
+        """
+        out = io.StringIO()
+        clock = Clock()
+        writer = BufferedLogWriter(out, reactor=clock)
+        _message(writer)
+        self.assertEqual(out.getvalue().count("\n"), 1)
+
+    def test_flush(self) -> None:
+        """
+        L{BufferedLogWriter.flush} writes now and cancels the timer.
+        """
+        out = io.StringIO()
+        clock = RunningClock()
+        writer = BufferedLogWriter(out, reactor=clock)
+        _message(writer)
+        writer.flush()
+        self.assertEqual(out.getvalue().count("\n"), 1)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_failure(self) -> None:
+        """
+        A failure's traceback follows its text line, indented.
+        """
+        out = io.StringIO()
+        writer = BufferedLogWriter(out, reactor=Clock())
+        try:
+            raise ValueError("bad")
+        except ValueError:
+            Logger(namespace="x", observer=writer).failure("it {what}", Failure(), what="broke")
+        first, *rest = out.getvalue().splitlines()
+        self.assertTrue(first.endswith("[x#critical] it broke"), first)
+        self.assertTrue(all(line.startswith("\t") for line in rest), rest)
+        self.assertIn("ValueError: bad", out.getvalue())
+
+
+class JSONTests(SynchronousTestCase):
+    """
+    JSON lines of the writer: one flat object per line.
+    """
+
+    def test_sessionLine(self) -> None:
+        """
+        A session line written by hand is valid JSON with the time, level,
+        namespace, text and fields, non-ASCII and quotes escaped.
+        """
+        out = io.StringIO()
+        _message(BufferedLogWriter(out, json=True, reactor=Clock()))
+        (line,) = out.getvalue().splitlines()
+        event = json.loads(line)
+        self.assertEqual(
+            (event["level"], event["namespace"], event["recipients"], event["codes"]),
+            ("info", "twisted_smtpd.session", ["b@example.com", "c\u00e9@example.com"], [250]),
+        )
+        self.assertEqual(event["reply"], 'OK: "queued"')
+        self.assertTrue(event["text"].startswith("sid1 message 10 bytes"))
+        self.assertTrue(
+            re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", event["time"]),
+            event["time"],
+        )
+
+    def test_otherEvents(self) -> None:
+        """
+        Other events are flat objects without Twisted's keys.
+        """
+        out = io.StringIO()
+        Logger(namespace="y", observer=BufferedLogWriter(out, json=True, reactor=Clock())).warn(
+            "n={n}", n=3
+        )
+        event = json.loads(out.getvalue())
+        self.assertEqual(event, {**event, "level": "warn", "namespace": "y", "text": "n=3", "n": 3})
+        self.assertFalse([key for key in event if key.startswith("log_")])
+
+    def test_tlsLine(self) -> None:
+        """
+        A TLS session line in JSON carries the protocol, cipher, SNI name
+        and client as fields.
+        """
+        from twisted_smtpd._logging import SessionLogger
+        from twisted_smtpd._session import TLSInfo
+
+        out = io.StringIO()
+        tls = TLSInfo(servername="mx.example.com", protocol="TLSv1.3", cipher="TLS_AES_128")
+        logger = SessionLogger(writer=BufferedLogWriter(out, json=True, reactor=Clock()))
+        logger("secure", _session(tls=tls, clientHostname="c.example"), {})
+        event = json.loads(out.getvalue())
+        self.assertEqual(
+            (event["protocol"], event["cipher"], event["servername"], event["client"]),
+            ("TLSv1.3", "TLS_AES_128", "mx.example.com", "c.example[192.0.2.1]"),
+        )
+        self.assertEqual(
+            event["text"],
+            "sid1 TLS TLSv1.3 TLS_AES_128 from c.example[192.0.2.1] sni=mx.example.com",
+        )

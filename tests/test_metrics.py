@@ -1,0 +1,214 @@
+# -*- test-case-name: tests.test_metrics -*-
+"""
+L{ServerMetrics}: Prometheus metrics from the server's observer events,
+read after real sessions over a L{StringTransport}; and the C{/metrics} and
+C{/healthz} resources.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
+
+from tests.test_auth import PasswordHandler, b64
+from tests.test_logging import Refusing
+from tests.test_protocol import connect, take
+from twisted_smtpd._metrics import HealthResource, MetricsResource, ServerMetrics
+from twisted_smtpd._session import Session
+from twisted_smtpd.interfaces import IMessageStream
+
+MESSAGE = b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\nhello\r\n.\r\n"
+
+
+class MetricsTests(SynchronousTestCase):
+    """
+    Counters after a known sequence of sessions.
+    """
+
+    def setUp(self) -> None:
+        self.metrics = ServerMetrics()
+
+    def value(self, name: str, **labels: str) -> float | None:
+        value: float | None = self.metrics.registry.get_sample_value(name, labels)
+        return value
+
+    def session(self, handler: Any = None, **options: Any) -> Any:
+        proto, transport, clock, factory = connect(handler or Refusing(), **options)
+        factory.addObserver(self.metrics)
+        # The observer joins after connectionMade: count the connect now.
+        self.metrics("connect", proto.session, {})
+        self.transport = transport
+        return proto
+
+    def test_sequence(self) -> None:
+        """
+        Two sessions: two messages (one with a refused recipient) and a
+        session without a message; exact counts of connections, sessions
+        by outcome, messages by code, bytes, recipients and refusals.
+        """
+        proto = self.session()
+        proto.dataReceived(b"EHLO c\r\n" + MESSAGE)
+        proto.dataReceived(MESSAGE.replace(b"DATA", b"RCPT TO:<x@example.com>\r\nDATA"))
+        proto.connectionLost()
+        other = self.session()
+        other.dataReceived(b"EHLO c\r\nQUIT\r\n")
+        other.connectionLost()
+        self.assertEqual(self.value("smtpd_connections_total"), 2)
+        self.assertEqual(self.value("smtpd_connections_open"), 0)
+        self.assertEqual(self.value("smtpd_sessions_total", outcome="message"), 1)
+        self.assertEqual(self.value("smtpd_sessions_total", outcome="no_message"), 1)
+        self.assertEqual(self.value("smtpd_messages_total", reply_class="2xx", code="250"), 2)
+        self.assertEqual(self.value("smtpd_received_bytes_total"), 14)
+        self.assertEqual(self.value("smtpd_recipients_total"), 2)
+        self.assertEqual(self.value("smtpd_refusals_total", command="RCPT", code="550"), 1)
+        self.assertEqual(self.value("smtpd_delivery_seconds_count"), 2)
+        self.assertEqual(self.value("smtpd_hook_seconds_count", hook="onRcptTo"), 3)
+
+    def test_refusedAtConnect(self) -> None:
+        """
+        A session refused by C{onConnect} is counted as refused and no
+        longer open, though no close event follows.
+        """
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import StringTransport
+
+        from twisted_smtpd._errors import SMTPError
+        from twisted_smtpd._options import ServerOptions
+        from twisted_smtpd._server import SMTPServerFactory
+
+        class Closed(Refusing):
+            def onConnect(self, session: Session) -> object:
+                raise SMTPError(554, "go away", "5.7.1")
+
+        factory = SMTPServerFactory(
+            Closed(),
+            ServerOptions(name="mx.example.com", disableReverseLookup=True),
+            reactor=Clock(),
+        )
+        factory.addObserver(self.metrics)
+        proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+        transport = StringTransport(
+            peerAddress=IPv4Address("TCP", "192.0.2.7", 4000),
+            hostAddress=IPv4Address("TCP", "192.0.2.1", 25),
+        )
+        proto.makeConnection(transport)
+        self.assertIn(b"554 5.7.1 go away", transport.value())
+        proto.connectionLost()
+        self.assertEqual(self.value("smtpd_connections_total"), 1)
+        self.assertEqual(self.value("smtpd_connections_open"), 0)
+        self.assertEqual(self.value("smtpd_sessions_total", outcome="refused"), 1)
+
+    def test_auth(self) -> None:
+        """
+        AUTH successes and failures by mechanism.
+        """
+        proto = self.session(PasswordHandler(), allowInsecureAuth=True, authMethods=["PLAIN"])
+        proto.dataReceived(b"EHLO c\r\nAUTH PLAIN " + b64(b"\0alice\0bad") + b"\r\n")
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0secret") + b"\r\n")
+        self.assertIn(b"235", take(self.transport))
+        self.assertEqual(self.value("smtpd_auth_total", mechanism="PLAIN", result="failure"), 1)
+        self.assertEqual(self.value("smtpd_auth_total", mechanism="PLAIN", result="success"), 1)
+
+    def test_handlerErrors(self) -> None:
+        """
+        A hook failing unexpectedly is counted by hook.
+        """
+
+        class Broken(Refusing):
+            def onMailFrom(self, address: Any, session: Session) -> object:
+                raise RuntimeError("bug")
+
+        proto = self.session(Broken())
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\n")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(self.value("smtpd_handler_errors_total", hook="onMailFrom"), 1)
+
+    def test_slowHook(self) -> None:
+        """
+        A hook answering later is timed until it answers.
+        """
+        pending: Deferred[None] = Deferred()
+
+        class Slow(Refusing):
+            def onData(self, stream: IMessageStream, session: Session) -> object:
+                stream.drain()
+                return pending
+
+        proto = self.session(Slow())
+        proto.dataReceived(b"EHLO c\r\n" + MESSAGE)
+        self.assertEqual(self.value("smtpd_delivery_seconds_count"), 0)
+        pending.callback(None)
+        self.assertEqual(self.value("smtpd_delivery_seconds_count"), 1)
+
+
+class ResourceTests(SynchronousTestCase):
+    """
+    The web resources.
+    """
+
+    def test_metrics(self) -> None:
+        """
+        C{/metrics} is the registry in Prometheus's text format.
+        """
+        metrics = ServerMetrics()
+        metrics.connections.inc(3)
+        request = DummyRequest([b""])
+        body = MetricsResource(metrics.registry).render_GET(request)  # type: ignore[arg-type]
+        self.assertIn(b"\nsmtpd_connections_total 3.0\n", body)
+        self.assertTrue(
+            request.responseHeaders.getRawHeaders(b"content-type")[0].startswith(b"text/plain")
+        )
+
+    def test_health(self) -> None:
+        """
+        C{/healthz} is 200 while healthy, else 503.
+        """
+        state = {"ok": True}
+        resource = HealthResource(lambda: state["ok"])
+        request = DummyRequest([b""])
+        self.assertEqual(resource.render_GET(request), b"ok\n")  # type: ignore[arg-type]
+        state["ok"] = False
+        request = DummyRequest([b""])
+        resource.render_GET(request)  # type: ignore[arg-type]
+        self.assertEqual(request.responseCode, 503)
+
+
+class FlagTests(SynchronousTestCase):
+    """
+    C{--metrics} at parse time.
+    """
+
+    def test_missingLibrary(self) -> None:
+        """
+        Without C{prometheus_client}, C{--metrics} is one error naming the
+        extra to install.
+        """
+        import sys
+
+        from twisted.python import usage
+
+        from tests.test_tap import parse
+
+        saved = sys.modules.get("prometheus_client")
+        sys.modules["prometheus_client"] = None  # type: ignore[assignment]
+        self.addCleanup(sys.modules.__setitem__, "prometheus_client", saved)
+        e = self.assertRaises(usage.UsageError, parse, "--sink", "--metrics", "tcp:9101")
+        self.assertEqual(
+            str(e),
+            "--metrics needs the prometheus_client library: pip install 'twisted-smtpd[metrics]'",
+        )
+
+    def test_badEndpoint(self) -> None:
+        """
+        An endpoint string that does not parse names the flag.
+        """
+        from twisted.python import usage
+
+        from tests.test_tap import parse
+
+        e = self.assertRaises(usage.UsageError, parse, "--sink", "--metrics", "bogus:1")
+        self.assertIn("--metrics 'bogus:1'", str(e))

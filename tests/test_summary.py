@@ -1,0 +1,100 @@
+# -*- test-case-name: tests.test_summary -*-
+"""
+The startup summary of C{twistd smtpd}.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.certs import CertificateAuthority
+from twisted_smtpd import ServerOptions, SMTPServer
+from twisted_smtpd._summary import formatAddress, logCertificates, logSummary
+from twisted_smtpd._version import __version__
+from twisted_smtpd.handlers import SinkHandler
+
+
+class SummaryTests(SynchronousTestCase):
+    """
+    The lines logged once the server started.
+    """
+
+    def setUp(self) -> None:
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def startup(self) -> list[str]:
+        return [
+            formatEvent(e) for e in self.events if e["log_namespace"] == "twisted_smtpd.startup"
+        ]
+
+    def test_addresses(self) -> None:
+        """
+        IPv4, IPv6 and UNIX socket addresses as an operator reads them.
+        """
+        self.assertEqual(formatAddress(IPv4Address("TCP", "127.0.0.1", 25)), "127.0.0.1:25")
+        self.assertEqual(formatAddress(IPv6Address("TCP", "::1", 25)), "[::1]:25")
+        self.assertEqual(formatAddress(UNIXAddress(b"/run/s.sock")), "'/run/s.sock'")
+
+    def test_ready(self) -> None:
+        """
+        The ready line has the version, protocol, name, delivery, size
+        limit, AUTH methods and the client limit.
+        """
+        server = SMTPServer(
+            SinkHandler(),
+            ServerOptions(
+                name="mx.example.com",
+                size=1000,
+                maxClients=5,
+                disabledCommands=("STARTTLS",),
+                authMethods=("PLAIN",),
+            ),
+            checkers=[InMemoryUsernamePasswordDatabaseDontUse(a=b"b")],
+        )
+        logSummary(server, "maildir ./Maildir")
+        self.assertEqual(
+            self.startup(),
+            [
+                f"ready: twisted-smtpd {__version__}, SMTP as mx.example.com, delivery"
+                " maildir ./Maildir, size limit 1000, AUTH PLAIN (required), max clients 5"
+            ],
+        )
+
+    def test_certificates(self) -> None:
+        """
+        Each certificate's subject and expiry; one that expires soon is a
+        warning.
+        """
+        ca = CertificateAuthority(self.mktemp())
+        now = datetime.datetime.now(datetime.UTC)
+        main = ca.server("mx.example.com")
+        soon = ca.issue(
+            "old.example.com", ("old.example.com",), notAfter=now + datetime.timedelta(days=5)
+        )
+        server = SMTPServer(
+            SinkHandler(),
+            ServerOptions(
+                certificate=main.certificatePath,
+                privateKey=main.keyPath,
+                sniOptions={"old.example.com": (soon.certificatePath, soon.keyPath)},
+            ),
+        )
+        logCertificates(server, now)
+        events = [e for e in self.events if e["log_namespace"] == "twisted_smtpd.startup"]
+        self.assertEqual(
+            [(e["log_level"], e["subject"], e["servername"], e["days"]) for e in events],
+            [
+                (LogLevel.info, "CN=mx.example.com", None, 29),
+                (LogLevel.warn, "CN=old.example.com", "old.example.com", 4),
+            ],
+        )
+        self.assertIn(
+            "TLS certificate for SNI old.example.com: CN=old.example.com", formatEvent(events[1])
+        )
+        self.assertTrue(formatEvent(events[1]).endswith("renew it"))

@@ -1,0 +1,155 @@
+# -*- test-case-name: tests.test_tlssettings -*-
+"""
+TLS ciphers, minimum version and the SNI callback, with real handshakes in
+memory (L{tests.test_tls.handshake}).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from OpenSSL import SSL
+from twisted.internet.defer import Deferred
+from twisted.internet.ssl import CertificateOptions
+
+from tests.certs import IssuedCertificate, TLSClient
+from tests.test_tls import _TLSTestCase, handshake
+from twisted_smtpd._sni import TLSPolicy
+from twisted_smtpd._tls import ServerTLS, tlsInfo
+
+
+def _options(issued: IssuedCertificate) -> Any:
+    from OpenSSL import crypto
+
+    return CertificateOptions(
+        privateKey=crypto.PKey.from_cryptography_key(issued.key),
+        certificate=crypto.X509.from_cryptography(issued.certificate),
+    )
+
+
+class PolicyTests(_TLSTestCase):
+    """
+    C{minVersion} and C{ciphers}.
+    """
+
+    def test_minimumTLS13(self) -> None:
+        """
+        With C{minVersion="TLSv1.3"}, a TLS 1.2 client is refused and a
+        TLS 1.3 one accepted.
+        """
+        tls = ServerTLS(self.default.certificatePath, self.default.keyPath, minVersion="1.3")
+        refused = handshake(tls.contextFactory(), TLSClient(maximumVersion=SSL.TLS1_2_VERSION))
+        self.assertHandshakeRefused(refused)
+        accepted = handshake(tls.contextFactory())
+        self.assertEqual(tlsInfo(accepted.server.transport).protocol, "TLSv1.3")
+
+    def test_ciphers(self) -> None:
+        """
+        The cipher string chooses the TLS 1.2 cipher.
+        """
+        for cipher in ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305"):
+            tls = ServerTLS(self.default.certificatePath, self.default.keyPath, ciphers=cipher)
+            result = handshake(tls.contextFactory(), TLSClient(maximumVersion=SSL.TLS1_2_VERSION))
+            self.assertEqual(tlsInfo(result.server.transport).cipher, cipher)
+
+    def test_badSettings(self) -> None:
+        """
+        A cipher string selecting nothing, or an unknown version, is a
+        L{ValueError} at once.
+        """
+        e = self.assertRaises(
+            ValueError,
+            ServerTLS,
+            self.default.certificatePath,
+            self.default.keyPath,
+            ciphers="NO-SUCH-CIPHER",
+        )
+        self.assertIn("selects no cipher", str(e))
+        self.assertRaises(ValueError, TLSPolicy, None, "1.1")
+
+
+class SNICallbackTests(_TLSTestCase):
+    """
+    C{sniCallback} chooses certificates for names not configured.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.other = self.ca.server("other.example.com")
+        self.calls: list[str] = []
+
+    def test_synchronous(self) -> None:
+        """
+        A context answered at once is served to that handshake; names it
+        answers C{None} for get the default.
+        """
+
+        def callback(name: str) -> object:
+            self.calls.append(name)
+            return _options(self.other) if name == "other.example.com" else None
+
+        tls = ServerTLS(self.default.certificatePath, self.default.keyPath, sniCallback=callback)
+        result = handshake(tls.contextFactory(), TLSClient(servername="Other.Example.com."))
+        self.assertEqual(result.serverCertificate, self.other.certificate)
+        result = handshake(tls.contextFactory(), TLSClient(servername="nobody.example.com"))
+        self.assertEqual(result.serverCertificate, self.default.certificate)
+        result = handshake(tls.contextFactory(), TLSClient(servername="other.example.com"))
+        self.assertEqual(result.serverCertificate, self.other.certificate)
+        # The second handshake for the name came from the cache.
+        self.assertEqual(self.calls, ["other.example.com", "nobody.example.com"])
+
+    def test_deferred(self) -> None:
+        """
+        A Deferred answer is not waited for: that handshake gets the
+        default certificate, the next ones the context it fired with; the
+        callback is not asked again while it is pending.
+        """
+        pending: Deferred[object] = Deferred()
+
+        def callback(name: str) -> object:
+            self.calls.append(name)
+            return pending
+
+        tls = ServerTLS(self.default.certificatePath, self.default.keyPath, sniCallback=callback)
+        for _ in range(2):
+            result = handshake(tls.contextFactory(), TLSClient(servername="other.example.com"))
+            self.assertEqual(result.serverCertificate, self.default.certificate)
+        pending.callback(_options(self.other).getContext())
+        result = handshake(tls.contextFactory(), TLSClient(servername="other.example.com"))
+        self.assertEqual(result.serverCertificate, self.other.certificate)
+        self.assertEqual(self.calls, ["other.example.com"])
+
+    def test_staticFirstAndReload(self) -> None:
+        """
+        C{sniOptions} names never reach the callback; a reload empties the
+        callback's cache.
+        """
+
+        def callback(name: str) -> object:
+            self.calls.append(name)
+            return _options(self.other)
+
+        tls = ServerTLS(
+            self.default.certificatePath,
+            self.default.keyPath,
+            sniOptions={"static.example.com": (self.other.certificatePath, self.other.keyPath)},
+            sniCallback=callback,
+        )
+        handshake(tls.contextFactory(), TLSClient(servername="static.example.com"))
+        handshake(tls.contextFactory(), TLSClient(servername="dyn.example.com"))
+        tls.reload()
+        handshake(tls.contextFactory(), TLSClient(servername="dyn.example.com"))
+        self.assertEqual(self.calls, ["dyn.example.com", "dyn.example.com"])
+
+    def test_failingCallback(self) -> None:
+        """
+        A callback that raises is logged; the default certificate is served.
+        """
+
+        def callback(name: str) -> object:
+            raise RuntimeError("boom")
+
+        tls = ServerTLS(self.default.certificatePath, self.default.keyPath, sniCallback=callback)
+        result = handshake(tls.contextFactory(), TLSClient(servername="x.example.com"))
+        self.assertEqual(result.serverCertificate, self.default.certificate)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

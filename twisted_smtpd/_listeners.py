@@ -1,0 +1,89 @@
+# -*- test-case-name: tests.test_configerrors -*-
+"""
+Listeners of L{SMTPServer.addEndpoint} that fail with one line saying why
+(L{ListenFailed}): the address in use, a privileged port, an address the
+host does not have.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
+
+__all__ = ["ListenFailed", "_Listener", "listenReason"]
+
+
+class ListenFailed(Exception):
+    """
+    A listener of L{SMTPServer.addEndpoint} could not start.
+
+    @ivar description: The endpoint string.
+    @ivar why: One line saying why, with a hint where one helps.
+    """
+
+    def __init__(self, description: str, why: str) -> None:
+        super().__init__(description, why)
+        self.description = description
+        self.why = why
+
+    def __str__(self) -> str:
+        return f"cannot listen on {self.description!r}: {self.why}"
+
+
+_PRIVILEGED_PORT_HINT = (
+    "permission denied: ports below 1024 need root; use authbind, the"
+    " CAP_NET_BIND_SERVICE capability (setcap, or AmbientCapabilities= in systemd), or"
+    " systemd socket activation (systemd:domain=INET:index=0)"
+)
+
+
+def listenReason(error: BaseException) -> str:
+    """
+    One line saying why a listener could not start.
+    """
+    socketError = getattr(error, "socketError", None)
+    if isinstance(socketError, BaseException):
+        error = socketError
+    if isinstance(error, OverflowError):
+        return "port out of range (0-65535)"
+    if isinstance(error, OSError):
+        if error.errno == errno.EADDRINUSE:
+            return "address already in use (another program listens on it)"
+        if error.errno == errno.EACCES:
+            return _PRIVILEGED_PORT_HINT
+        if error.errno == errno.EADDRNOTAVAIL:
+            return "no interface of this host has this address"
+        if error.strerror:
+            return error.strerror.lower() + (f": {error.filename}" if error.filename else "")
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+class _Listener(StreamServerEndpointService):
+    """
+    A listener that fails with L{ListenFailed} instead of a socket error.
+    """
+
+    description = ""
+    port: IListeningPort | None = None
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except (CannotListenError, OSError, OverflowError) as e:
+            raise ListenFailed(self.description, listenReason(e)) from None
+        waiting: Deferred[IListeningPort] | None = self._waitingForPort
+        if waiting is not None:
+            waiting.addCallback(self._listening)
+
+    def _listening(self, port: IListeningPort) -> IListeningPort:
+        self.port = port
+        return port
+
+    def stopService(self) -> Deferred[None]:
+        self.port = None
+        d: Deferred[None] = super().stopService()
+        return d

@@ -1,0 +1,154 @@
+# -*- test-case-name: tests.test_tlssettings -*-
+"""
+TLS settings beyond certificates: the cipher list and the minimum protocol
+version (L{TLSPolicy}), and certificates chosen at handshake time by a
+callback (L{DynamicSNI}) for servers with many domains.
+
+pyOpenSSL's servername callback is synchronous: a handshake cannot wait
+for a Deferred.  So a callback answering with a Deferred is not waited
+for: that handshake goes on with the default certificate, and the context
+it fires with is cached for the name, so the client's next handshake gets
+it.  A callback answering at once (a context from its own cache) serves
+the first handshake too.  The cache is bounded and emptied by a reload.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from attrs import field, frozen
+from OpenSSL import SSL
+from twisted.internet.defer import Deferred
+from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+#: The minimum protocol versions C{minVersion} accepts.
+TLS_VERSIONS = {"TLSv1.2": TLSVersion.TLSv1_2, "TLSv1.3": TLSVersion.TLSv1_3}
+
+
+def _version(value: str) -> str:
+    name = value.strip()
+    if not name.upper().startswith("TLS"):
+        name = "TLSv" + name
+    name = "TLSv" + name[3:].lstrip("vV")
+    if name not in TLS_VERSIONS:
+        raise ValueError(f"unknown TLS version {value!r}; expected 1.2 or 1.3")
+    return name
+
+
+@frozen
+class TLSPolicy:
+    """
+    How every TLS context of the server is made.
+
+    @ivar ciphers: An OpenSSL cipher string for TLS 1.2
+        (C{"ECDHE+AESGCM:ECDHE+CHACHA20"}), or C{None} for Twisted's
+        defaults; TLS 1.3 suites are OpenSSL's.
+    @ivar minVersion: C{"TLSv1.2"} or C{"TLSv1.3"}.
+    """
+
+    ciphers: str | None = None
+    minVersion: str = field(default="TLSv1.2", converter=_version)
+
+    def newContext(self, sessionTickets: bool = False) -> SSL.Context:
+        """
+        A new context with this policy, before certificates.
+
+        @param sessionTickets: Whether the context issues session tickets
+            (RFC 5077, RFC 8446 section 4.6.1).
+        @raise ValueError: The cipher string selects no cipher.
+        """
+        kwargs: dict[str, Any] = {
+            "raiseMinimumTo": TLS_VERSIONS[self.minVersion],
+            "enableSessionTickets": sessionTickets,
+        }
+        if self.ciphers is not None:
+            parse: Any = AcceptableCiphers.fromOpenSSLCipherString
+            acceptable = parse(self.ciphers)
+            if not acceptable._ciphers:
+                raise ValueError(f"the cipher string {self.ciphers!r} selects no cipher")
+            kwargs["acceptableCiphers"] = acceptable
+        context: SSL.Context = CertificateOptions(**kwargs).getContext()
+        return context
+
+
+#: What an SNI callback may answer.
+SNIResult = SSL.Context | Deferred[SSL.Context | None] | None
+
+
+class DynamicSNI:
+    """
+    Contexts chosen by a user's C{sniCallback(name)}, cached by name.
+    """
+
+    _log = Logger()
+
+    def __init__(self, callback: Callable[[str], object], limit: int = 4096) -> None:
+        """
+        @param callback: Called with the SNI name (lower case, no trailing
+            dot); answers an C{OpenSSL.SSL.Context} (or an object with
+            C{getContext()}, such as C{CertificateOptions}), C{None} for the
+            default certificate, or a L{Deferred} of either.
+        @param limit: Names kept in the cache (and waited for at once).
+        """
+        self._callback = callback
+        self._limit = limit
+        self._cache: OrderedDict[str, SSL.Context] = OrderedDict()
+        self._pending: set[str] = set()
+
+    def clear(self) -> None:
+        """
+        Forget every cached context (certificates were reloaded).
+        """
+        self._cache.clear()
+
+    def contextFor(self, name: str) -> SSL.Context | None:
+        """
+        The context for C{name} now, or C{None} for the default one.
+        """
+        cached = self._cache.get(name)
+        if cached is not None:
+            self._cache.move_to_end(name)
+            return cached
+        if name in self._pending:
+            return None
+        try:
+            result = self._callback(name)
+        except Exception:
+            self._log.failure("sniCallback({name!r}) failed", name=name)
+            return None
+        if isinstance(result, Deferred):
+            if len(self._pending) < self._limit:
+                self._pending.add(name)
+                result.addCallback(self._answered, name)
+                result.addErrback(self._failed, name)
+            return None
+        return self._store(name, result)
+
+    def _answered(self, result: object, name: str) -> None:
+        self._pending.discard(name)
+        self._store(name, result)
+
+    def _failed(self, failure: Failure, name: str) -> None:
+        self._pending.discard(name)
+        self._log.failure("sniCallback({name!r}) failed", failure, name=name)
+
+    def _store(self, name: str, result: object) -> SSL.Context | None:
+        if result is None:
+            return None
+        getContext = getattr(result, "getContext", None)
+        context = getContext() if getContext is not None else result
+        if not isinstance(context, SSL.Context):
+            self._log.error(
+                "sniCallback({name!r}) answered {result!r}, not an SSL context",
+                name=name,
+                result=result,
+            )
+            return None
+        self._cache[name] = context
+        if len(self._cache) > self._limit:
+            self._cache.popitem(last=False)
+        return context

@@ -1,0 +1,81 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The service C{twistd smtpd} runs, built from its parsed options
+(L{twisted_smtpd._tap.Options}): an L{SMTPDaemon}, or the parent of
+C{--workers} processes, with the log writer and the metrics listener.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from twisted.python.logfile import LogFile
+
+from twisted_smtpd._daemon import SMTPDaemon
+from twisted_smtpd._logwriter import BufferedLogWriter
+from twisted_smtpd._metricsservice import WorkerMetrics, prepareWorkerMetrics
+from twisted_smtpd._resolve import resolverFor
+from twisted_smtpd._workers import ParentWatch, WorkerPool, parentPipe
+
+
+def _logDestination(config: Any) -> Any:
+    """
+    Where C{twistd} would write text logs: standard output, or its log file.
+    """
+    parent: Any = getattr(config, "parent", None) or {}
+    logfile = parent.get("logfile")
+    if logfile == "-" or (parent.get("nodaemon", True) and not logfile):
+        return sys.stdout
+    return LogFile.fromFullPath(os.path.abspath(logfile or "twistd.log"))
+
+
+def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics:
+    """
+    Build the server that C{twistd smtpd} runs.
+
+    @param config: Parsed L{Options}.
+    @return: An L{SMTPDaemon} with one listening child service per
+        C{--listen} endpoint; they start listening when it starts.
+    """
+    if config.get("workerListeners"):
+        directory = prepareWorkerMetrics() if config["metrics"] is not None else None
+        pool = WorkerPool(
+            config["workerListeners"],
+            int(config["workers"]),
+            ["--nodaemon", "--pidfile=", "--logfile=-", "smtpd", *config["arguments"]],
+            stopTimeout=config["serverOptions"].closeTimeout + 10,
+        )
+        if directory is None:
+            return pool
+        return WorkerMetrics(pool, config["metrics"], directory)
+    writer = None
+    parent: Any = getattr(config, "parent", None) or {}
+    if config["log-format"] == "json" or not parent.get("syslog"):
+        # Text to syslog stays with twistd's observer; else one buffered
+        # writer takes every line, in order.
+        writer = BufferedLogWriter(_logDestination(config), json=config["log-format"] == "json")
+    server = SMTPDaemon(
+        config["handler"],
+        config["serverOptions"],
+        checkers=config.get("credCheckers", []),
+        logObserver=writer,
+        logSessions=not config["quiet"],
+        delivery=config.get("deliveryDescription", ""),
+        resolver=None if config["dns-server"] is None else resolverFor(config["dns-server"]),
+    )
+    inherited = config.get("inherited") or []
+    if config["metrics"] is not None:
+        # A worker of --workers records its metrics for the parent to serve.
+        server.serveMetrics(None if inherited else config["metrics"])
+    for fileno, family, description in inherited:
+        server.addInherited(description, fileno, family)
+    pipe = parentPipe() if inherited else None
+    if pipe is not None:
+        # A worker of --workers stops when its parent is gone.
+        ParentWatch(pipe).setServiceParent(server)
+    if not inherited:
+        for description in config["listen"]:
+            server.addEndpoint(description)
+    return server

@@ -1,0 +1,484 @@
+# -*- test-case-name: tests.test_relay -*-
+"""
+L{ProxyingHandler}: the common part of the relay and LMTP-delivery
+handlers, which pass each command of a transaction on to a next hop and
+answer with its verdict, as Postfix's before-queue proxy filter does.
+
+At MAIL a session to the next hop is taken from a L{SessionPool} (or
+opened) and MAIL is passed on with the parameters the next hop can take;
+each RCPT is passed on and answered with the next hop's verdict; the body
+is streamed on (BDAT when the next hop offers CHUNKING, else DATA) and the
+reply after it is the next hop's.  A 250 is only ever given for what the
+next hop accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from attrs import define, field
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_smtpd._clientpool import SessionPool
+from twisted_smtpd._clientsession import ClientSession
+from twisted_smtpd._clientwire import ClientReply, DeliveryError, remoteFailure, replyError
+from twisted_smtpd._dsn import RecipientStatus, buildReport
+from twisted_smtpd._errors import SMTPError
+from twisted_smtpd._replies import sanitiseText
+from twisted_smtpd._session import Address, Session
+from twisted_smtpd._stream import MessageStream
+from twisted_smtpd.handlers._base import BaseHandler
+from twisted_smtpd.interfaces import IMessageStream
+
+
+def isLMTP(session: Session) -> bool:
+    """
+    Whether C{session} speaks LMTP, so that C{onData} may answer once per
+    recipient.
+    """
+    return session.transmissionType.startswith("LMTP")
+
+
+def describe(reply: ClientReply) -> str:
+    """
+    A next hop's reply as one safe line for logs and reports.
+    """
+    text = " ".join(sanitiseText(reply.text))
+    return f"{reply.code} {reply.enhanced + ' ' if reply.enhanced else ''}{text}"[:400]
+
+
+def relayedError(reply: ClientReply) -> SMTPError:
+    """
+    The refusal to give our client for a next hop's refusal: its code (421
+    becomes 451) and its own words, sanitised when the reply is written.
+    """
+    return replyError(reply)
+
+
+@define
+class _Transaction:
+    client: ClientSession
+    sender: Address
+    accepted: list[Address] = field(factory=list)
+
+
+def _status(reply: ClientReply) -> str:
+    return reply.enhanced or f"{reply.code // 100}.0.0"
+
+
+class ProxyingHandler(BaseHandler):
+    """
+    Pass MAIL, each RCPT and the body on to a next hop, answering each with
+    its verdict.  Subclasses say how to open a session (L{openSession}).
+
+    @ivar pool: The sessions to the next hop.
+    @ivar peer: The next hop's name for logs and texts.
+    """
+
+    _log = Logger()
+
+    #: The DSN action for NOTIFY=SUCCESS when the next hop does not offer
+    #: DSN (RFC 3464 section 2.3.3): C{"relayed"} onward, C{"delivered"}
+    #: into a mail store.
+    successAction = "relayed"
+
+    def __init__(
+        self,
+        peer: str,
+        *,
+        reporterName: str,
+        maxSessions: int,
+        idleTimeout: float,
+        timeout: float,
+        logMessages: bool,
+        closeOnShutdown: bool,
+        reactor: Any,
+    ) -> None:
+        self.peer = peer
+        self._reporterName = reporterName
+        self._timeout = timeout
+        self._logMessages = logMessages
+        self._reactor = reactor
+        self._transactions: dict[str, _Transaction] = {}
+        self._reports: list[Deferred[None]] = []
+        self.pool = SessionPool(
+            self.openSession,
+            reactor,
+            maxSessions=maxSessions,
+            idleTimeout=idleTimeout,
+            waitTimeout=timeout,
+        )
+        if closeOnShutdown:
+            reactor.addSystemEventTrigger("before", "shutdown", self.close)
+
+    def openSession(self) -> Deferred[ClientSession]:
+        """
+        Open a new session to the next hop.
+        """
+        raise NotImplementedError()
+
+    def close(self) -> Deferred[None]:
+        """
+        Let the reports being sent finish, then close the sessions to the
+        next hop (QUIT); call when the server stops.
+        """
+
+        async def closeAll() -> None:
+            await self.reportsSent()
+            await self.pool.close()
+
+        return Deferred.fromCoroutine(closeAll())
+
+    def reportsSent(self) -> Deferred[None]:
+        """
+        A L{Deferred} firing once the delivery status notifications being
+        sent now are sent (or have failed, which is logged).
+        """
+
+        async def wait() -> None:
+            while self._reports:
+                await self._reports[0]
+
+        return Deferred.fromCoroutine(wait())
+
+    # The transaction.
+
+    def _end(self, session: Session) -> None:
+        """
+        Give back the session to the next hop held for C{session}'s
+        transaction, if any.
+        """
+        transaction = self._transactions.pop(session.id, None)
+        if transaction is not None:
+            self.pool.release(transaction.client)
+
+    async def onMailFrom(self, address: Address, session: Session) -> None:
+        """
+        Take a session to the next hop and pass MAIL on; answer with its
+        verdict.
+
+        @raise SMTPError: The next hop refused (its reply), cannot be
+            reached (451), or cannot take what the message needs (554
+            5.6.3, 553 5.6.7, 550 5.7.10, 550 5.7.30).
+        """
+        self._end(session)
+        try:
+            client = await self.pool.acquire()
+        except DeliveryError as e:
+            self._log.warn(
+                "{session} next hop {peer} unavailable: {error}",
+                session=session.id,
+                peer=self.peer,
+                error=" ".join(sanitiseText(str(e))),
+            )
+            raise remoteFailure(e, self.peer) from None
+        try:
+            parameters = self._mailParameters(address, client)
+            reply = await client.mail(address.address, parameters)
+        except SMTPError as e:
+            self.pool.release(client)
+            if isinstance(e, DeliveryError):
+                self._log.warn(
+                    "{session} next hop {peer} failed at MAIL: {error}",
+                    session=session.id,
+                    peer=self.peer,
+                    error=" ".join(sanitiseText(str(e))),
+                )
+                raise remoteFailure(e, self.peer) from None
+            self._log.info(
+                "{session} MAIL refused for the next hop {peer}: {code} {text}",
+                session=session.id,
+                peer=self.peer,
+                code=e.code,
+                text=e.message,
+            )
+            raise
+        if not reply.positive:
+            self.pool.release(client)
+            self._log.info(
+                "{session} next hop {peer} refused MAIL: {reply}",
+                session=session.id,
+                peer=self.peer,
+                reply=describe(reply),
+            )
+            raise relayedError(reply)
+        self._transactions[session.id] = _Transaction(client, address)
+
+    def _mailParameters(self, address: Address, client: ClientSession) -> str:
+        """
+        The MAIL parameters to pass on, or the refusal when the next hop
+        lacks an extension the message needs.
+        """
+        args = address.args
+        parameters = ""
+        body = str(args.get("BODY", "")).upper()
+        if body == "BINARYMIME":
+            # RFC 3030 section 3: a binary message cannot be sent to a
+            # server without BINARYMIME (nor, here, without PIPELINING for
+            # the chunks): refused before the body.
+            if not client.offers("CHUNKING", "BINARYMIME", "PIPELINING"):
+                raise SMTPError(
+                    554, "Error: the next hop does not accept binary messages (BINARYMIME)", "5.6.3"
+                )
+            parameters += " BODY=BINARYMIME"
+        elif body == "8BITMIME":
+            if not client.offers("8BITMIME"):
+                raise SMTPError(
+                    554, "Error: the next hop does not accept 8-bit messages (8BITMIME)", "5.6.3"
+                )
+            parameters += " BODY=8BITMIME"
+        elif body == "7BIT" and client.offers("8BITMIME"):
+            parameters += " BODY=7BIT"
+        if isinstance(args.get("SIZE"), str) and client.offers("SIZE"):
+            parameters += f" SIZE={args['SIZE']}"
+        if not address.address.isascii():
+            if not client.offers("SMTPUTF8"):
+                raise SMTPError(553, "Error: the next hop does not support SMTPUTF8", "5.6.7")
+            parameters += " SMTPUTF8"
+        elif "SMTPUTF8" in args and client.offers("SMTPUTF8"):
+            parameters += " SMTPUTF8"
+        if "REQUIRETLS" in args:
+            # RFC 8689 section 4.2.1.
+            if not client.verified:
+                raise SMTPError(
+                    550, "Error: REQUIRETLS: no verified TLS session to the next hop", "5.7.10"
+                )
+            if not client.offers("REQUIRETLS"):
+                raise SMTPError(550, "Error: the next hop does not support REQUIRETLS", "5.7.30")
+            parameters += " REQUIRETLS"
+        if client.offers("DSN"):
+            for key in ("RET", "ENVID"):
+                value = args.get(key)
+                if isinstance(value, str):
+                    parameters += f" {key}={value}"
+        return parameters
+
+    async def onRcptTo(self, address: Address, session: Session) -> None:
+        """
+        Pass RCPT on; answer with the next hop's verdict.
+        """
+        transaction = self._transactions.get(session.id)
+        if transaction is None:
+            raise SMTPError(451, "Error: no session to the next hop", "4.4.1")
+        client = transaction.client
+        parameters = ""
+        if not address.address.isascii() and "SMTPUTF8" not in client.extensions:
+            raise SMTPError(553, "Error: the next hop does not support SMTPUTF8", "5.6.7")
+        if client.offers("DSN"):
+            for key in ("NOTIFY", "ORCPT"):
+                value = address.args.get(key)
+                if isinstance(value, str):
+                    parameters += f" {key}={value}"
+        try:
+            reply = await client.rcpt(address.address, parameters)
+        except DeliveryError as e:
+            self._end(session)
+            self._log.warn(
+                "{session} next hop {peer} failed at RCPT: {error}",
+                session=session.id,
+                peer=self.peer,
+                error=" ".join(sanitiseText(str(e))),
+            )
+            raise remoteFailure(e, self.peer) from None
+        if not reply.positive:
+            self._log.info(
+                "{session} next hop {peer} refused {address}: {reply}",
+                session=session.id,
+                peer=self.peer,
+                address=address.address,
+                reply=describe(reply),
+            )
+            raise relayedError(reply)
+        transaction.accepted.append(address)
+
+    async def onData(self, stream: IMessageStream, session: Session) -> object:
+        """
+        Stream the body on and answer with the next hop's reply (in LMTP
+        mode, one per recipient).
+        """
+        transaction = self._transactions.pop(session.id, None)
+        recipients = list(session.envelope.rcptTo)
+        if transaction is None or transaction.accepted != recipients:
+            if transaction is not None:
+                self.pool.release(transaction.client)
+            # The server drains a stream the handler leaves alone.
+            raise SMTPError(451, "Error: the session to the next hop was lost", "4.4.2")
+        client = transaction.client
+        try:
+            if client.offers("CHUNKING", "PIPELINING"):
+                finals = await client.bdat(stream, len(recipients))
+            else:
+                finals = await client.data(stream, len(recipients))
+        except DeliveryError as e:
+            self._log.warn(
+                "{session} next hop {peer} failed during the message: {error}",
+                session=session.id,
+                peer=self.peer,
+                error=" ".join(sanitiseText(str(e))),
+            )
+            raise remoteFailure(e, self.peer) from None
+        finally:
+            self.pool.release(client)
+        if len(finals) != len(recipients):
+            finals = [finals[0]] * len(recipients)
+        return self._answer(session, transaction, list(zip(recipients, finals, strict=True)))
+
+    def onClose(self, session: Session) -> None:
+        """
+        Give back the session to the next hop of an unfinished transaction.
+        """
+        self._end(session)
+
+    # The answer after the body.
+
+    def _answer(
+        self,
+        session: Session,
+        transaction: _Transaction,
+        results: list[tuple[Address, ClientReply]],
+    ) -> object:
+        accepted = [(a, r) for a, r in results if r.positive]
+        refused = [(a, r) for a, r in results if not r.positive]
+        for address, reply in refused:
+            self._log.warn(
+                "{session} next hop {peer} refused the message for {address}: {reply}",
+                session=session.id,
+                peer=self.peer,
+                address=address.address,
+                reply=describe(reply),
+            )
+        if accepted and self._logMessages:
+            self._log.info(
+                "{session} passed to {peer} for {count} recipients: {reply}",
+                session=session.id,
+                peer=self.peer,
+                count=len(accepted),
+                reply=describe(accepted[0][1]),
+            )
+        if accepted and not transaction.client.offers("DSN"):
+            # RFC 3461 section 4: the next hop cannot report success, so this
+            # server does.
+            wanted = [(a, r) for a, r in accepted if a.dsn and "SUCCESS" in a.dsn.notify]
+            if wanted:
+                self._report(session, transaction, wanted, self.successAction)
+        if isLMTP(session):
+            return [
+                " ".join(sanitiseText(r.text)) if r.positive else relayedError(r)
+                for _, r in results
+            ]
+        if not accepted:
+            temporary = [r for _, r in refused if r.temporary or r.code == 421]
+            raise relayedError((temporary or [r for _, r in refused])[0])
+        if refused:
+            # Only an LMTP next hop answers per recipient after the body: the
+            # others have the message, so the reply must be 250; the refused
+            # recipients are reported to the sender, and not tried again.
+            wanted = [(a, r) for a, r in refused if not (a.dsn and "NEVER" in a.dsn.notify)]
+            if wanted:
+                self._report(session, transaction, wanted, "failed")
+        return " ".join(sanitiseText(accepted[0][1].text))
+
+    # Reports.
+
+    def _report(
+        self,
+        session: Session,
+        transaction: _Transaction,
+        results: Sequence[tuple[Address, ClientReply]],
+        action: str,
+    ) -> None:
+        """
+        Send a DSN about C{results} to the sender, through the same next
+        hop, without delaying the reply; never for the null sender.
+        """
+        sender = transaction.sender.address
+        if not sender:
+            self._log.info(
+                "{session} no {action} report for a message from <>",
+                session=session.id,
+                action=action,
+            )
+            return
+        statuses = [
+            RecipientStatus(
+                address=a.address,
+                orcpt=a.dsn.orcpt if a.dsn else None,
+                action=action,
+                status=_status(r),
+                diagnostic=describe(r),
+            )
+            for a, r in results
+        ]
+        envid = session.envelope.dsn.envid
+        report = buildReport(
+            reportingMta=self._reporterName,
+            sender=sender,
+            recipients=statuses,
+            envid=envid,
+            received=session.clientHostname or None,
+        )
+        d = Deferred.fromCoroutine(self._sendReport(session.id, sender, report, action))
+        self._reports.append(d)
+
+        def sent(result: object) -> None:
+            self._reports.remove(d)
+            if isinstance(result, Failure):
+                self._log.failure("{session} report failed", result, session=session.id)
+
+        d.addBoth(sent)
+
+    async def _sendReport(self, sessionId: str, sender: str, report: bytes, action: str) -> None:
+        try:
+            client = await self.pool.acquire()
+        except DeliveryError as e:
+            self._log.error(
+                "{session} {action} report to {sender} not sent: {error}",
+                session=sessionId,
+                action=action,
+                sender=sender,
+                error=" ".join(sanitiseText(str(e))),
+            )
+            return
+        try:
+            outcome = await self._inject(client, sender, report)
+        except DeliveryError as e:
+            outcome = describe(ClientReply(e.code, e.enhanced, e.message))
+        finally:
+            self.pool.release(client)
+        if outcome:
+            self._log.error(
+                "{session} {action} report to {sender} refused by {peer}: {reply}",
+                session=sessionId,
+                action=action,
+                sender=sender,
+                peer=self.peer,
+                reply=outcome,
+            )
+        else:
+            self._log.info(
+                "{session} {action} report sent to {sender} through {peer}",
+                session=sessionId,
+                action=action,
+                sender=sender,
+                peer=self.peer,
+            )
+
+    async def _inject(self, client: ClientSession, sender: str, report: bytes) -> str | None:
+        """
+        Send C{report} from C{<>} to C{sender} on C{client}.
+
+        @return: C{None} when the next hop accepted it, else its refusal.
+        """
+        reply = await client.mail("", "")
+        if reply.positive:
+            reply = await client.rcpt(sender, "")
+        if not reply.positive:
+            return describe(reply)
+        stream = MessageStream()
+        stream._write(report)
+        stream._finish()
+        finals = await client.data(stream, 1)
+        return None if finals[0].positive else describe(finals[0])
