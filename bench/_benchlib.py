@@ -36,6 +36,9 @@ SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
 #: The virtualenv bench/run.sh makes: aiosmtpd, Twisted, matplotlib and the
 #: project's own dependencies.
 BENCH_VENV = os.environ.get("BENCH_VENV", "/tmp/twisted-smtpd-bench-venv")
+#: Where bench/run.sh installs Node's smtp-server (outside the repository).
+BENCH_NODE_DIR = os.environ.get("BENCH_NODE_DIR", "/tmp/peers-node")
+SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 
 
 def venvPython() -> str:
@@ -84,7 +87,11 @@ def serverCommands() -> dict[str, list[str]]:
     Every server the benchmarks know, by row name, as argvs with C{{port}}.
     """
     py = venvPython()
+    sinkUser = ["-u", "nobody"] if os.geteuid() == 0 else []
     return {
+        # Postfix's smtp-sink (C): the floor of what a sink costs.
+        "smtp-sink": [SMTP_SINK, *sinkUser, "-m", "4096", "127.0.0.1:{port}", "1024"],
+        "smtp-server": ["node", os.path.join(HERE, "peers", "node_sink.js"), "{port}"],
         "twisted-smtpd": oursCommand(),
         "aiosmtpd": [py, os.path.join(HERE, "peers", "aiosmtpd_sink.py"), "{port}"],
         "twisted.mail": [py, os.path.join(HERE, "peers", "twisted_mail_sink.py"), "{port}"],
@@ -108,6 +115,12 @@ def peerAvailable(name: str) -> bool:
     """
     Whether the Python that runs the servers can import the peer C{name}.
     """
+    if name == "smtp-sink":
+        return os.access(SMTP_SINK, os.X_OK)
+    if name == "smtp-server":
+        return shutil.which("node") is not None and os.path.exists(
+            os.path.join(BENCH_NODE_DIR, "node_modules", "smtp-server", "package.json")
+        )
     module = {"aiosmtpd": "aiosmtpd.smtp", "twisted.mail": "twisted.mail.smtp"}.get(name)
     if module is None:
         return True
@@ -125,6 +138,7 @@ def serverEnv() -> dict[str, str]:
     """
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["NODE_PATH"] = os.path.join(BENCH_NODE_DIR, "node_modules")
     return env
 
 

@@ -2,7 +2,7 @@
 Side-by-side SMTP sink benchmark, W1 to W5, driven by Postfix's smtp-source.
 
     python bench/peers.py [--reps 3] [--seconds 10] [--workloads W1,W2,W3,W4,W5]
-                          [--servers twisted-smtpd,aiosmtpd,twisted.mail]
+                          [--servers smtp-sink,twisted.mail,twisted-smtpd,...]
                           [--idle 2000] [--json FILE] [--no-pin]
 
 Normally started by bench/run.sh, which installs smtp-source and the peers
@@ -15,9 +15,13 @@ first.  Workloads (smtp-source always gets C{-M localhost}):
   - W5: resident memory of the server process while it holds C{--idle} idle
     connections that have each had their EHLO answered.
 
-Servers: twisted-smtpd (C{--sink}), aiosmtpd, twisted.mail, and on request
-"twisted-smtpd --maildir" (durable delivery into a Maildir under /tmp,
-emptied after every run; C{--servers "twisted-smtpd,twisted-smtpd --maildir"}).
+Servers (all by default): Postfix's C{smtp-sink} (C), Node's
+C{smtp-server}, twisted.mail, aiosmtpd, and twisted-smtpd with C{--sink}
+four ways: logging on (the default configuration), C{--quiet}, C{--quiet
+--maildir} (durable delivery into C{$BENCH_MAILDIR}, emptied after every
+run) and C{--quiet --workers 2}; "twisted-smtpd --maildir" (logging on) can
+be asked for too.  Ratios are taken against the first twisted-smtpd row
+listed.
 
 Each timed run gets a fresh server process; servers take turns within each
 round (A B C, A B C, ...).  The first round warms each server up and picks a
@@ -25,7 +29,8 @@ message count lasting about C{--seconds}; every round then warms up briefly
 and runs that count.  With two or more vCPUs, the server runs on the first
 and smtp-source on the second, except W1, where both share the first (one
 connection in lock-step runs several times faster when both ends share a
-core, so that is the stable placement).  Only processes started here are
+core, so that is the stable placement); a C{--workers} row is never pinned
+(both of its workers would share one core).  Only processes started here are
 signalled, all traffic goes to 127.0.0.1, and every run is bounded in count
 and time.
 """
@@ -56,6 +61,16 @@ from _benchlib import (
 )
 
 OURS = "twisted-smtpd"
+DEFAULT_SERVERS = (
+    "smtp-sink",
+    "smtp-server",
+    "twisted.mail",
+    "aiosmtpd",
+    OURS,
+    "twisted-smtpd --quiet",
+    "twisted-smtpd --quiet --maildir",
+    "twisted-smtpd --quiet --workers 2",
+)
 
 # name: (smtp-source arguments, first warm-up count, count bound, unit, what)
 WORKLOADS: dict[str, tuple[list[str], int, int, str, str]] = {
@@ -92,7 +107,8 @@ def throughput(
     for rep in range(reps):
         for name, command in servers.items():
             record: dict[str, object] = {"workload": workload, "server": name, "rep": rep}
-            server = Server(name, command, logs, cpu=serverCpu)
+            cpu = None if "--workers" in name else serverCpu
+            server = Server(name, command, logs, cpu=cpu)
             try:
                 server.waitReady()
                 if name not in counts:
@@ -300,7 +316,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of a timed run")
     parser.add_argument("--workloads", default="W1,W2,W3,W4,W5")
-    parser.add_argument("--servers", default=f"{OURS},aiosmtpd,twisted.mail")
+    parser.add_argument("--servers", default=",".join(DEFAULT_SERVERS))
     parser.add_argument("--idle", type=int, default=2000, help="connections held in W5")
     parser.add_argument(
         "--json", default=f"/tmp/twisted-smtpd-bench-{time.strftime('%Y%m%d-%H%M%S')}.json"

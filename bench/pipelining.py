@@ -19,6 +19,10 @@ of load):
   - C{starttls}: greeting, EHLO, STARTTLS, the TLS handshake, EHLO, QUIT (TLS
     1.3, an EC P-256 certificate: the one given with C{--tls-cert} when the
     plugin has that flag, else the server's self-signed fallback).
+  - C{resumed}: as C{starttls}, but each client connection offers the TLS
+    session of its previous one (Python's C{ssl} with C{session=}), so that
+    the server resumes it from its session ticket; the share of handshakes
+    that resumed is printed.
   - C{auth}: greeting, EHLO, AUTH PLAIN with the credentials in the command,
     QUIT, over plain text (C{--allow-insecure-auth}).
 
@@ -37,6 +41,7 @@ import base64
 import contextlib
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -56,8 +61,8 @@ from _benchlib import (
     venvPython,
 )
 
-MODES = ("connect", "helo", "ehlo", "lockstep", "pipelined", "starttls", "auth")
-OURS_ONLY = {"starttls", "auth"}
+MODES = ("connect", "helo", "ehlo", "lockstep", "pipelined", "starttls", "resumed", "auth")
+OURS_ONLY = {"starttls", "resumed", "auth"}
 PER_MESSAGE = {"lockstep", "pipelined"}
 USER, PASSWORD = "bench", "bench-password"
 
@@ -129,6 +134,45 @@ async def oneConnection(mode: str, port: int, tls: ssl.SSLContext) -> None:
     await close(writer, replies)
 
 
+def resumedConnection(port: int, tls: ssl.SSLContext, previous: list[ssl.SSLSession]) -> bool:
+    """
+    One C{resumed} connection with blocking sockets (asyncio's C{start_tls}
+    cannot offer a session): greeting, EHLO, STARTTLS, the handshake offering
+    C{previous[0]} if any, EHLO, QUIT.  Keep the new session in C{previous}.
+
+    @return: Whether the handshake resumed the session offered.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as plain:
+        reader = plain.makefile("rb")
+
+        def expect(code: bytes) -> None:
+            while True:
+                line = reader.readline(1024)
+                if not line.startswith(code):
+                    raise RuntimeError(f"expected {code.decode()}, got {line[:120]!r}")
+                if line[3:4] != b"-":
+                    return
+
+        expect(b"220")
+        plain.sendall(b"EHLO bench.example\r\n")
+        expect(b"250")
+        plain.sendall(b"STARTTLS\r\n")
+        expect(b"220")
+        reader.close()
+        offered = previous[0] if previous else None
+        with tls.wrap_socket(plain, server_hostname="localhost", session=offered) as secure:
+            reader = secure.makefile("rb")
+            secure.sendall(b"EHLO bench.example\r\n")
+            expect(b"250")
+            secure.sendall(b"QUIT\r\n")
+            expect(b"221")
+            reader.close()
+            resumed = secure.session_reused
+            if secure.session is not None:
+                previous[:] = [secure.session]
+    return resumed
+
+
 async def messages(mode: str, port: int, deadline: float, budget: list[int]) -> int:
     """
     Send messages over one kept connection until the deadline or the budget.
@@ -174,11 +218,25 @@ async def load(mode: str, port: int, conns: int, seconds: float, maxOps: int) ->
             done += 1
         return done
 
+    def resumer() -> int:
+        done = 0
+        previous: list[ssl.SSLSession] = []
+        while time.monotonic() < deadline and budget[0] > 0:
+            budget[0] -= 1
+            resumed[0 if resumedConnection(port, tls, previous) else 1] += 1
+            done += 1
+        return done
+
+    resumed = [0, 0]
     if mode in PER_MESSAGE:
         workers = [messages(mode, port, deadline, budget) for _ in range(conns)]
+    elif mode == "resumed":
+        workers = [asyncio.to_thread(resumer) for _ in range(conns)]
     else:
         workers = [connector() for _ in range(conns)]
     results = await asyncio.wait_for(asyncio.gather(*workers), seconds + 30)
+    if mode == "resumed":
+        print(f"  resumed {resumed[0]} of {sum(resumed)} handshakes", flush=True)
     return sum(results)
 
 
@@ -241,7 +299,7 @@ def oursFor(mode: str, flags: str, folder: str) -> tuple[list[str], str]:
     hasTls = "--tls-cert" in flags
     certificate = makeCertificate(folder) if hasTls else None
     tlsArgs = ["--tls-cert", certificate[0], "--tls-key", certificate[1]] if certificate else []
-    if mode == "starttls":
+    if mode in ("starttls", "resumed"):
         note = "--tls-cert (EC P-256)" if certificate else "self-signed fallback (EC P-256)"
         return oursCommand(("--sink",), tlsArgs), note
     if "--auth" in flags and "--allow-insecure-auth" in flags:

@@ -6,6 +6,7 @@
 #   bash bench/run.sh data [--maildir]   # DATA throughput of one connection
 #   bash bench/run.sh pipelining      # PIPELINING, EHLO, STARTTLS and AUTH costs
 #   bash bench/run.sh chart           # docs/perf-concurrency.png
+#   bash bench/run.sh peerschart RESULTS.json   # docs/perf-peers.png and its table
 #   bash bench/run.sh hotpaths [--tool py-spy]   # profiles of twisted-smtpd under W2, W3, W4
 #   bash bench/run.sh all             # all four, one after the other
 #   bash bench/run.sh deliveries      # --sink, --maildir, --amqp, --webhook per message
@@ -55,6 +56,15 @@ EOF
   "$BENCH_VENV/bin/pip" install -q --disable-pip-version-check aiosmtpd matplotlib "${requires[@]}"
 fi
 
+# Node's smtp-server for the "smtp-server" row, outside the repository.
+export BENCH_NODE_DIR=${BENCH_NODE_DIR:-/tmp/peers-node}
+if command -v npm >/dev/null && [ ! -f "$BENCH_NODE_DIR/node_modules/smtp-server/package.json" ]; then
+  echo "installing smtp-server (npm) in $BENCH_NODE_DIR"
+  mkdir -p "$BENCH_NODE_DIR"
+  (cd "$BENCH_NODE_DIR" && { [ -f package.json ] || npm init -y >/dev/null; } &&
+    npm install --silent --no-audit --no-fund smtp-server) || echo "smtp-server not installed: its row is skipped"
+fi
+
 # W5 holds thousands of connections open.
 hard=$(ulimit -Hn)
 if [ "$hard" = unlimited ] || [ "$hard" -gt 65536 ]; then hard=65536; fi
@@ -69,6 +79,7 @@ case "$what" in
   data) exec "$bpy" "$here/data_throughput.py" "$@" ;;
   pipelining) exec "$bpy" "$here/pipelining.py" "$@" ;;
   chart) exec "$bpy" "$here/chart.py" "$@" ;;
+  peerschart) exec "$bpy" "$here/peerschart.py" "$@" ;;
   hotpaths) exec "$bpy" "$here/hotpaths.py" "$@" ;;
   all)
     "$bpy" "$here/peers.py"
@@ -76,5 +87,5 @@ case "$what" in
     "$bpy" "$here/pipelining.py" --servers twisted-smtpd,aiosmtpd,twisted.mail
     "$bpy" "$here/chart.py"
     ;;
-  *) echo "usage: bash bench/run.sh [peers|data|pipelining|chart|hotpaths|deliveries|all] [options]" >&2; exit 2 ;;
+  *) echo "usage: bash bench/run.sh [peers|data|pipelining|chart|peerschart|hotpaths|deliveries|all] [options]" >&2; exit 2 ;;
 esac

@@ -520,10 +520,6 @@ class MessageIdUniquenessTests(SynchronousTestCase):
         self.patch(_session.os, "urandom", lambda n: b"\x00" * n)
         self.assertNotEqual(_session.newSessionId(), _session.newSessionId())
 
-    test_sessionIdsUniqueEvenWhenRandomRepeats.todo = (  # type: ignore[attr-defined]
-        "session ids are 40 random bits only; messageId inherits the collisions"
-    )
-
 
 class MinDataRateWindowTests(SynchronousTestCase):
     """

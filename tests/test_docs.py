@@ -387,6 +387,45 @@ class ChartTests(SynchronousTestCase):
         self.assertTrue((DOCS / "perf-concurrency.png").is_file())
 
 
+class PeersChartTests(SynchronousTestCase):
+    def test_peersDataIsTheTable(self) -> None:
+        """
+        The side-by-side table at the top of C{performance.md} gives the
+        medians of the run kept in C{docs/perf-peers.json} (written by
+        C{bench/peerschart.py}, which draws C{docs/perf-peers.png} from it).
+        """
+        with open(DOCS / "perf-peers.json") as f:
+            records = json.load(f)["records"]
+        values: dict[tuple[str, str], list[float]] = {}
+        for record in records:
+            key = "kibPerConn" if record["workload"] == "W5" else "rate"
+            if record.get(key) is not None:
+                values.setdefault((record["server"], record["workload"]), []).append(record[key])
+        medians = {k: sorted(v)[len(v) // 2] for k, v in values.items() if len(v) % 2}
+        page = (DOCS / "performance.md").read_text(encoding="utf-8")
+        section = page[page.index("## Current figures") :]
+        header = re.search(r"^\| server \| W1 msgs/s \|.*\|$", section, re.MULTILINE)
+        assert header is not None
+        columns = [cell.strip() for cell in header.group(0).strip("|").split("|")]
+        checked = 0
+        for line in section[header.end() :].splitlines()[2:]:
+            if not line.startswith("|"):
+                break
+            cells = dict(zip(columns, (c.strip() for c in line.strip("|").split("|")), strict=True))
+            for workload in ("W1", "W2", "W3", "W4", "W5"):
+                column = next(c for c in columns if c.startswith(workload + " ") and "CPU" not in c)
+                expected = medians.get((cells["server"], workload))
+                if expected is None or cells[column] == "-":
+                    continue
+                digits = {"W3": 1, "W5": 2}.get(workload, 0)
+                self.assertEqual(
+                    cells[column], f"{expected:.{digits}f}", (cells["server"], workload)
+                )
+                checked += 1
+        self.assertGreater(checked, 20)
+        self.assertTrue((DOCS / "perf-peers.png").is_file())
+
+
 class OptionsPageTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.page = (DOCS / "options.md").read_text(encoding="utf-8")

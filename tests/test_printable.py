@@ -107,3 +107,15 @@ class AddressLiteralTests(SynchronousTestCase):
         self.assertEqual(addressLiteral("192.0.2.7"), "[192.0.2.7]")
         self.assertEqual(addressLiteral("2001:db8::7"), "[IPv6:2001:db8::7]")
         self.assertEqual(addressLiteral("/run/smtp\r\n.sock"), "[/run/smtp\\x0d\\x0a.sock]")
+
+    def test_rememberedBounded(self) -> None:
+        """
+        Literals are remembered for the addresses seen last, at most 1024 of
+        them, so a flood of distinct client addresses cannot grow memory.
+        """
+        addressLiteral.cache_clear()
+        for i in range(3000):
+            addressLiteral(f"10.0.{i // 256}.{i % 256}")
+        self.assertEqual(addressLiteral.cache_info().currsize, 1024)
+        self.assertEqual(addressLiteral("10.0.11.183"), "[10.0.11.183]")
+        self.assertEqual(addressLiteral.cache_info().hits, 1)

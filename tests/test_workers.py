@@ -17,6 +17,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.certs import CertificateAuthority
 from twisted_smtpd._tap import Options
 from twisted_smtpd._workers import (
     INHERITED,
@@ -50,6 +51,26 @@ class BindTests(SynchronousTestCase):
             for s in spec.sockets:
                 s.close()
             self.assertEqual(len(spec.sockets), 2)
+
+    def test_sslWithOwnKeys(self) -> None:
+        """
+        An C{ssl:} listener with keys of its own binds one TCP socket per
+        worker, all on the same port; its certificate files are read at
+        once, so a missing one stops the parent before any worker starts.
+        """
+        ca = CertificateAuthority(self.mktemp())
+        issued = ca.server("mail.example.com")
+        description = (
+            "ssl:0:interface=127.0.0.1"
+            f":privateKey={issued.keyPath}:certKey={issued.certificatePath}"
+        )
+        spec = bindListener(reactor, description, 2)
+        for s in spec.sockets:
+            self.addCleanup(s.close)
+        self.assertEqual(len(spec.sockets), 2)
+        self.assertEqual(len({s.getsockname()[1] for s in spec.sockets}), 1)
+        missing = description.replace(issued.keyPath, issued.keyPath + ".missing")
+        self.assertRaises(OSError, bindListener, reactor, missing, 2)
 
     def test_unixShared(self) -> None:
         """

@@ -12,6 +12,7 @@ once it is over and never holds more than L{MAX_TRACKED} addresses.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from twisted_smtpd._options import IPNetwork, ServerOptions, trusted
@@ -27,6 +28,7 @@ IPV6_PREFIX_LENGTH = 84
 MAX_TRACKED = 65536
 
 
+@functools.lru_cache(maxsize=1024)
 def _isAddress(host: str) -> bool:
     try:
         ipaddress.ip_address(host)

@@ -13,6 +13,7 @@ terminal.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import unicodedata
@@ -83,11 +84,13 @@ def validHostname(name: str, underscore: bool = False) -> bool:
     return not labels[-1].isdigit()
 
 
+@functools.lru_cache(maxsize=1024)
 def addressLiteral(host: str) -> str:
     """
     The RFC 5321 section 4.1.3 address literal of C{host}: C{[192.0.2.1]},
     C{[IPv6:2001:db8::1]}; anything that is not an IP address (the path
-    of a UNIX socket) in brackets, made L{printable}.
+    of a UNIX socket) in brackets, made L{printable}.  The last 1024 are
+    remembered: every connection asks for its client's.
     """
     try:
         address = ipaddress.ip_address(host)

@@ -508,8 +508,14 @@ class SMTPServer(MultiService):
         @param fileno: The listening socket's file descriptor.
         @param family: Its address family (C{socket.AF_INET}, ...).
         """
-        _, layers = splitDescription(description)
-        port: IListeningPort = self.reactor.adoptStreamPort(fileno, family, self._wrap(layers))
+        base, layers = splitDescription(description)
+        factory = self._wrap(layers)
+        if base.partition(":")[0].strip().lower() == "ssl":
+            # An ssl: endpoint with keys of its own: its TLS, outermost, as
+            # its listen() would put it.
+            endpoint: Any = serverFromString(self.reactor, base)
+            factory = TLSMemoryBIOFactory(endpoint._sslContextFactory, False, factory)
+        port: IListeningPort = self.reactor.adoptStreamPort(fileno, family, factory)
         self._ports.append(port)
         return port
 

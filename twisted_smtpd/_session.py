@@ -11,7 +11,7 @@ import ipaddress
 import os
 from base64 import b32encode
 from collections.abc import Mapping
-from hashlib import md5
+from hashlib import blake2b, md5
 from typing import Any
 
 from attrs import define, field, frozen
@@ -214,11 +214,52 @@ class AuthResult:
     authorizationIdentity: str | None = None
 
 
+class _SessionIds:
+    """
+    Session ids: 40 bits, unique within the process for 2**40 sessions,
+    unpredictable from outside it.
+
+    Each id is a consecutive counter (from a random start) through a keyed
+    permutation of the 40-bit values: a four-round Feistel network whose
+    round function is BLAKE2b keyed with 16 random bytes.  Being a
+    permutation, it cannot repeat within the process, as 40 random bits
+    would after about a million sessions (the birthday bound), nor when the
+    random source repeats.
+    """
+
+    def __init__(self) -> None:
+        self.reseed()
+
+    def reseed(self) -> None:
+        """
+        A new key and start: in a forked child, so that it does not hand
+        out the ids its parent will.
+        """
+        self._key = os.urandom(16)
+        self._next = int.from_bytes(os.urandom(5), "big")
+
+    def __call__(self) -> str:
+        value = self._next & 0xFF_FFFF_FFFF
+        self._next = value + 1
+        left, right = value >> 20, value & 0xFFFFF
+        for round in _ROUNDS:
+            digest = blake2b(right.to_bytes(3, "big") + round, key=self._key, digest_size=3)
+            left, right = right, left ^ (int.from_bytes(digest.digest(), "big") & 0xFFFFF)
+        # 5 bytes are 8 base32 characters exactly: no padding.
+        return b32encode(((left << 20) | right).to_bytes(5, "big")).decode("ascii").lower()
+
+
+_ROUNDS = (b"\x00", b"\x01", b"\x02", b"\x03")
+_sessionIds = _SessionIds()
+os.register_at_fork(after_in_child=_sessionIds.reseed)
+
+
 def newSessionId() -> str:
     """
-    A short random session id (40 bits, base32, lower case).
+    A short session id (40 bits, base32, lower case), unique within the
+    process and unpredictable from outside it (L{_SessionIds}).
     """
-    return b32encode(os.urandom(5)).decode("ascii").lower()
+    return _sessionIds()
 
 
 def unmapped(host: str) -> str:

@@ -53,13 +53,18 @@ class TLSPolicy:
     ciphers: str | None = None
     minVersion: str = field(default="TLSv1.2", converter=_version)
 
-    def newContext(self) -> SSL.Context:
+    def newContext(self, sessionTickets: bool = False) -> SSL.Context:
         """
         A new context with this policy, before certificates.
 
+        @param sessionTickets: Whether the context issues session tickets
+            (RFC 5077, RFC 8446 section 4.6.1).
         @raise ValueError: The cipher string selects no cipher.
         """
-        kwargs: dict[str, Any] = {"raiseMinimumTo": TLS_VERSIONS[self.minVersion]}
+        kwargs: dict[str, Any] = {
+            "raiseMinimumTo": TLS_VERSIONS[self.minVersion],
+            "enableSessionTickets": sessionTickets,
+        }
         if self.ciphers is not None:
             parse: Any = AcceptableCiphers.fromOpenSSLCipherString
             acceptable = parse(self.ciphers)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -185,9 +186,11 @@ class _Generation:
         rejectUnauthorized: bool,
         policy: TLSPolicy | None = None,
         dynamic: DynamicSNI | None = None,
+        sessionContext: bytes = b"twisted-smtpd",
     ) -> None:
         self._policy = policy if policy is not None else TLSPolicy()
         self._dynamic = dynamic
+        self._sessionContext = sessionContext
         self._authorities = authorities
         self._requestCert = requestCert
         self._rejectUnauthorized = rejectUnauthorized
@@ -209,7 +212,17 @@ class _Generation:
         # CertificateOptions gives Twisted's cipher list and the TLS 1.2 floor;
         # the certificate goes in as a cryptography object, which pyOpenSSL
         # takes without its deprecated wrappers (the type stubs predate that).
-        context = self._policy.newContext()
+        # Session tickets (RFC 5077, RFC 8446 section 4.6.1) let a client
+        # resume with an abbreviated handshake; they are encrypted with keys
+        # of the generation's default context (OpenSSL takes them from the
+        # context a connection started with, whatever SNI picks), so a
+        # reload makes every earlier ticket useless.  Not with client
+        # certificates: a resumed handshake does not verify the chain again,
+        # and the verification result is kept per connection.
+        context = self._policy.newContext(sessionTickets=not self._requestCert)
+        # One session id context for every context of the server, so that
+        # a session resumes whichever SNI context it was made with.
+        context.set_session_id(self._sessionContext)
         loader: Any = context
         loader.use_certificate(credentials.certificate)
         loader.use_privatekey(credentials.key)
@@ -289,7 +302,11 @@ class ServerTLS:
     """
     Builds and holds the server's TLS configuration; reloadable.
 
-    Every context allows TLS 1.2 and later with Twisted's default ciphers.
+    Every context allows TLS 1.2 and later with Twisted's default ciphers,
+    and, unless client certificates are requested, issues session tickets
+    so that a returning client resumes with an abbreviated handshake: the
+    ticket keys are made afresh, in memory only, with each L{reload}, which
+    ends resumption of every earlier session.
 
     @ivar selfSigned: Whether no certificate was configured, so a self-signed
         one made at start is served.
@@ -349,6 +366,8 @@ class ServerTLS:
         self._rejectUnauthorized = rejectUnauthorized
         self.selfSigned = certificate is None
         self._selfSignedPEM: tuple[bytes, bytes] | None = None
+        # At most 32 bytes (SSL_MAX_SID_CTX_LENGTH).
+        self._sessionContext = os.urandom(16).hex().encode("ascii")
         if certificate is None:
             self._log.warn(
                 "No TLS certificate configured: serving a self-signed certificate for "
@@ -381,6 +400,7 @@ class ServerTLS:
                 self._rejectUnauthorized,
                 self._policy,
                 self._dynamic,
+                self._sessionContext,
             )
         except SSL.Error as e:
             raise ValueError(f"cannot use the TLS certificates: {e}") from e
@@ -389,7 +409,8 @@ class ServerTLS:
         """
         Read every file again; handshakes that start afterwards use the new
         certificates, those in progress finish with the old ones.  The
-        self-signed certificate, if any, is kept.
+        self-signed certificate, if any, is kept.  Sessions made before do
+        not resume: their tickets were made with the old keys.
 
         @raise ValueError: When a file is missing or unusable; the previous
             configuration stays in use.

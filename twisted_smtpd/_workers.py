@@ -77,18 +77,24 @@ def bindListener(reactor: Any, description: str, count: int) -> ListenerSpec:
     Bind the sockets for one C{--listen} description.
 
     @raise ValueError: The description cannot be served by workers (only
-        TCP and UNIX listeners, possibly under C{haproxy:} or C{ssl:}, can).
-    @raise OSError: The address cannot be bound.
+        TCP and UNIX listeners, possibly under C{haproxy:}, and C{ssl:}
+        ones, with the server's certificate or keys of their own, can).
+    @raise OSError: The address cannot be bound, or (C{ssl:} with keys of its
+        own) its certificate files cannot be read.
     """
     base, _ = splitDescription(description)
-    if base.partition(":")[0].strip().lower() not in ("tcp", "tcp6", "unix"):
-        raise ValueError(f"--workers cannot serve {description!r}: only tcp: and unix: listeners")
+    kind = base.partition(":")[0].strip().lower()
+    if kind not in ("tcp", "tcp6", "unix", "ssl"):
+        raise ValueError(
+            f"--workers cannot serve {description!r}: only tcp:, ssl: and unix: listeners"
+        )
+    # An ssl: endpoint with keys of its own reads them here: a file that
+    # cannot be read stops the parent before any worker starts.
     endpoint = serverFromString(reactor, base)
     port = getattr(endpoint, "_port", None)
     interface = getattr(endpoint, "_interface", None)
     backlog = int(getattr(endpoint, "_backlog", 50))
-    kind = base.partition(":")[0].strip().lower()
-    if kind in ("tcp", "tcp6") and isinstance(port, int) and isinstance(interface, str):
+    if kind in ("tcp", "tcp6", "ssl") and isinstance(port, int) and isinstance(interface, str):
         family = socket.AF_INET6 if kind == "tcp6" or ":" in interface else socket.AF_INET
         sockets = []
         for _ in range(count):
@@ -111,7 +117,7 @@ def bindListener(reactor: Any, description: str, count: int) -> ListenerSpec:
         s.listen(backlog)
         s.setblocking(False)
         return ListenerSpec(description, [s])
-    raise ValueError(f"--workers cannot serve {description!r}: only tcp: and unix: listeners")
+    raise ValueError(f"--workers cannot serve {description!r}: only tcp:, ssl: and unix: listeners")
 
 
 def inheritedListeners(environ: dict[str, str] | None = None) -> list[tuple[int, int, str]]:

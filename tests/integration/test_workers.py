@@ -11,12 +11,24 @@ import re
 import signal
 import smtplib
 import socket
+import ssl
 import threading
 import time
 
+from cryptography import x509
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.integration.helpers import CLIENT_TIMEOUT, START_TIMEOUT, STOP_TIMEOUT, TwistdServer
+from tests.certs import CertificateAuthority
+from tests.integration import recordinghandler
+from tests.integration.helpers import (
+    CLIENT_TIMEOUT,
+    START_TIMEOUT,
+    STOP_TIMEOUT,
+    ImplicitTLSSMTP,
+    TwistdServer,
+)
+
+HANDLER = "tests.integration.recordinghandler:make"
 
 _WORKER = re.compile(rb"worker (\d+) started, pid (\d+)")
 _MESSAGE_ID = re.compile(rb"Message-ID: <([^>]+)>")
@@ -183,3 +195,89 @@ class ParentDeathTests(SynchronousTestCase):
         self.assertEqual([pid for pid in pids if running(pid)], [], server.output[-3000:])
         with self.assertRaises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT).close()
+
+
+class WorkerListenersTests(SynchronousTestCase):
+    """
+    Every kind of listener the workers adopt: C{ssl:} with the server's
+    certificate, C{ssl:} with keys of its own, and C{haproxy:}.
+    """
+
+    def test_sslAndHaproxyListeners(self) -> None:
+        """
+        Two workers serve an C{ssl:} listener with its own certificate (each
+        of eight clients verifies it), an C{ssl:} listener with
+        C{--tls-cert}'s, and a C{haproxy:} listener whose sessions see the
+        address the PROXY header names; every message is delivered.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        ca = CertificateAuthority(os.path.join(directory, "ca"))
+        shared = ca.server("mail.example.com")
+        own = ca.server("submission.example.com")
+        records = os.path.join(directory, "records")
+        server = TwistdServer(
+            [
+                "--workers",
+                "2",
+                "--no-reverse-lookup",
+                "--tls-cert",
+                shared.certificatePath,
+                "--tls-key",
+                shared.keyPath,
+                "--proxy-trusted",
+                "127.0.0.1/32",
+                "--handler",
+                HANDLER,
+                "--handler-option",
+                f"directory={records}",
+            ],
+            directory,
+            listen=[
+                f"ssl:0:interface=127.0.0.1:privateKey={own.keyPath}:certKey={own.certificatePath}",
+                "ssl:0:interface=127.0.0.1",
+                "haproxy:tcp:0:interface=127.0.0.1",
+            ],
+        )
+        self.addCleanup(server.kill)
+        server.start()
+        server.waitForLog("worker ready", count=2)
+        ownPort, sharedPort, proxyPort = server.ports
+        assert isinstance(ownPort, int) and isinstance(sharedPort, int)
+        assert isinstance(proxyPort, int)
+        context = ssl.create_default_context(cafile=ca.certificatePath)
+        expected = []
+        for index in range(8):
+            for name, port, issued in [
+                ("submission.example.com", ownPort, own),
+                ("mail.example.com", sharedPort, shared),
+            ]:
+                client = ImplicitTLSSMTP(
+                    name, "127.0.0.1", port, context=context, timeout=CLIENT_TIMEOUT
+                )
+                with client:
+                    peer = client.sock.getpeercert(binary_form=True)
+                    assert peer is not None
+                    self.assertEqual(x509.load_der_x509_certificate(peer), issued.certificate)
+                    text = body(f"{index}.{port}@example.com")
+                    self.assertEqual(client.sendmail("a@example.com", ["b@example.com"], text), {})
+                    expected.append((["127.0.0.1", None], text.decode()))
+            with socket.create_connection(("127.0.0.1", proxyPort), CLIENT_TIMEOUT) as raw:
+                raw.sendall(b"PROXY TCP4 203.0.113.%d 127.0.0.1 4000%d 25\r\n" % (index, index))
+                with smtplib.SMTP(timeout=CLIENT_TIMEOUT) as client:
+                    client.sock = raw
+                    client.file = None
+                    client.getreply()
+                    text = body(f"{index}.proxied@example.com")
+                    self.assertEqual(client.sendmail("a@example.com", ["b@example.com"], text), {})
+                    expected.append(([f"203.0.113.{index}", 40000 + index], text.decode()))
+        found = []
+        for record in recordinghandler.readRecords(records):
+            address = record["remoteAddress"]
+            assert isinstance(address, list)
+            if address[0] == "127.0.0.1":
+                address = ["127.0.0.1", None]
+            found.append((address, record["body"]))
+        self.assertEqual(sorted(found), sorted(expected))
+        server.stop()
+        self.assertIn(server.returncode, (0, -signal.SIGTERM), server.output[-3000:])

@@ -2,7 +2,7 @@
 """
 L{MaildirHandler}: durable delivery into a Maildir.
 
-A message is written to C{tmp/}, flushed, fsynced, closed and renamed into
+A message is written to C{tmp/}, made durable, closed and renamed into
 C{new/}, and C{new/} itself is fsynced, all before the 250 reply is allowed
 out: a 250 means the message is on disk.
 
@@ -10,9 +10,13 @@ All disk work runs in a thread pool.  Small messages stay in memory until the
 body ends; a message that grows past L{MaildirHandler.spillThreshold} is
 written to its C{tmp/} file as it arrives, one write at a time, pausing the
 client while a write is in flight and the buffer is full.  Finished messages
-go to a single committer which takes every message waiting, commits each one
-and then fsyncs C{new/} once for the whole batch; messages finishing while a
-batch runs form the next one.
+go to a single committer which takes every message waiting and commits them
+as a group (see L{twisted_smtpd.handlers._maildirdisk}): all their files are
+written, their data made durable by one C{syncfs(2)} (an C{fsync} per file
+where that is missing), they are renamed into C{new/}, and the next flush,
+which also covers the data of the next group (or, when no message waits,
+an fsync of C{new/} at once), makes their names durable before they are
+answered; messages finishing while a cycle runs form the next one.
 
 With C{perRecipient}, each recipient gets its own copy in the Maildir
 C{<path>/domains/<domain>/<localpart>/}: the message is written and fsynced once in
@@ -23,10 +27,8 @@ created on the way, is fsynced before the reply.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import shutil
 import socket
 from typing import IO, Any, cast
 
@@ -41,6 +43,7 @@ from zope.interface import implementer
 from twisted_smtpd._errors import SMTPError
 from twisted_smtpd._session import Address, Session
 from twisted_smtpd.handlers._base import BaseHandler
+from twisted_smtpd.handlers._maildirdisk import _commitCycle, _discard, _unlinkAll, _writeChunks
 from twisted_smtpd.handlers._maildirnames import (
     DOMAINS,
     _safeName,
@@ -50,13 +53,7 @@ from twisted_smtpd.handlers._maildirnames import (
 )
 from twisted_smtpd.interfaces import IMessageStream
 
-# Indirections so that tests can observe and break the disk calls.
-_fsync = os.fsync
-_rename = os.rename
-
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
-# link() errors meaning "this file system cannot link here": copy instead.
-_NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP})
 
 
 def _diskError(failure: Failure) -> SMTPError:
@@ -89,9 +86,13 @@ class _Delivery:
         self.targets: list[str] = []
         #: The files committed into C{new/} directories so far.
         self.delivered: list[str] = []
+        #: The directories whose entries must be made durable for it.
+        self.toSync: list[str] = []
         self.chunks: list[bytes] = []
         self.buffered = 0
         self.file: IO[bytes] | None = None
+        #: When C{file} was opened, in the order of all openings.
+        self.openedAt = 0
         self.spilled = False
         self.writing = False
         self.producer: IPushProducer | None = None
@@ -185,183 +186,6 @@ class _Delivery:
         self.handler._inThread(_discard, self).addBoth(cleaned)
 
 
-def _createTmp(path: str) -> IO[bytes]:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    return os.fdopen(fd, "wb")
-
-
-def _writeChunks(delivery: _Delivery, chunks: list[bytes]) -> None:
-    """
-    In a pool thread: append C{chunks} to the message's tmp file.
-    """
-    if delivery.file is None:
-        delivery.file = _createTmp(delivery.tmpPath)
-    delivery.file.writelines(chunks)
-
-
-def _discard(delivery: _Delivery) -> None:
-    """
-    In a pool thread: close and remove the message's tmp file, if any.
-    """
-    f, delivery.file = delivery.file, None
-    if f is not None:
-        with contextlib.suppress(OSError):
-            f.close()
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(delivery.tmpPath)
-
-
-def _writeOut(delivery: _Delivery) -> None:
-    """
-    In a pool thread: write what is left of the message to its tmp file,
-    fsync and close it.
-    """
-    f = delivery.file
-    if f is None:
-        f = delivery.file = _createTmp(delivery.tmpPath)
-    f.writelines(delivery.chunks)
-    delivery.chunks = []
-    f.flush()
-    _fsync(f.fileno())
-    delivery.file = None
-    f.close()
-
-
-def _commitOne(delivery: _Delivery) -> list[str]:
-    """
-    In a pool thread: write what is left of the message, fsync, close and
-    rename it into C{new/} (or link it into every target's C{new/}).
-
-    @return: The directories to fsync for the message to be safe.
-    """
-    _writeOut(delivery)
-    if not delivery.targets:
-        _rename(delivery.tmpPath, delivery.newPath)
-        delivery.delivered.append(delivery.newPath)
-        return [os.path.dirname(delivery.newPath)]
-    toSync: list[str] = []
-    try:
-        for target in delivery.targets:
-            toSync.extend(_ensureMaildir(target))
-            toSync.append(_place(delivery, target))
-    except BaseException:
-        _unlinkAll(delivery.delivered)
-        raise
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(delivery.tmpPath)
-    return toSync
-
-
-def _ensureMaildir(root: str) -> list[str]:
-    """
-    In a pool thread: create the Maildir C{root} with its parents as needed
-    (mode 0700).
-
-    @return: The directories whose entries changed, to be fsynced.
-    """
-    if all(os.path.isdir(os.path.join(root, sub)) for sub in ("tmp", "new", "cur")):
-        return []
-    changed: list[str] = []
-    missing: list[str] = []
-    directory = root
-    while not os.path.isdir(directory):
-        missing.append(directory)
-        directory = os.path.dirname(directory)
-    missing.reverse()
-    missing.extend(os.path.join(root, sub) for sub in ("tmp", "new", "cur"))
-    for directory in missing:
-        try:
-            os.mkdir(directory, 0o700)
-        except FileExistsError:
-            continue
-        changed.append(os.path.dirname(directory))
-    return changed
-
-
-def _place(delivery: _Delivery, target: str) -> str:
-    """
-    In a pool thread: put the fsynced tmp file of C{delivery} into
-    C{target/new/}, by a hard link, or where the file system refuses one by
-    a copy fsynced in C{target/tmp/} and renamed.
-
-    @return: The C{new/} directory to fsync.
-    """
-    newDirectory = os.path.join(target, "new")
-    destination = os.path.join(newDirectory, delivery.unique)
-    try:
-        os.link(delivery.tmpPath, destination)
-    except OSError as e:
-        if e.errno not in _NO_LINK:
-            raise
-        copy = os.path.join(target, "tmp", delivery.unique)
-        try:
-            with open(delivery.tmpPath, "rb") as source, _createTmp(copy) as f:
-                shutil.copyfileobj(source, f)
-                f.flush()
-                _fsync(f.fileno())
-            _rename(copy, destination)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(copy)
-            raise
-    delivery.delivered.append(destination)
-    return newDirectory
-
-
-def _unlinkAll(paths: list[str]) -> None:
-    """
-    Remove the files at C{paths}, ignoring those already gone, and forget
-    them.
-    """
-    for path in paths:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-    paths.clear()
-
-
-def _syncDirectory(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        _fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _commitBatch(batch: list[_Delivery]) -> list[Failure | None]:
-    """
-    In a pool thread: commit every message of C{batch}, then fsync each
-    directory they changed once.
-
-    @return: For each message, C{None} if it is safely in C{new/}, else the
-        failure; a failed message's tmp file is removed.
-    """
-    results: list[Failure | None] = []
-    committed: list[int] = []
-    directories: dict[str, None] = {}
-    for index, delivery in enumerate(batch):
-        try:
-            directories.update(dict.fromkeys(_commitOne(delivery)))
-        except Exception:
-            results.append(Failure())
-            with contextlib.suppress(OSError):
-                _discard(delivery)
-        else:
-            results.append(None)
-            committed.append(index)
-    if committed:
-        try:
-            for directory in directories:
-                _syncDirectory(directory)
-        except Exception:
-            failure = Failure()
-            for index in committed:
-                results[index] = failure
-                # The client will retry after 451: do not deliver twice.
-                _unlinkAll(batch[index].delivered)
-    return results
-
-
 class MaildirHandler(BaseHandler):
     """
     Deliver every message into the Maildir at C{path}, durably.
@@ -386,8 +210,8 @@ class MaildirHandler(BaseHandler):
     is kept and the message fails as a whole.
 
     @ivar path: The Maildir's absolute path.
-    @ivar commitBatches: How many commit batches have run; each ends with one
-        fsync of C{new/}.
+    @ivar commitBatches: How many commit cycles have run; each flushes once
+        (one C{syncfs}, or one fsync per file and per changed directory).
     @ivar spillThreshold: Bytes a message may hold in memory before it is
         written to its tmp file as it arrives.
     """
@@ -460,6 +284,7 @@ class MaildirHandler(BaseHandler):
             self._localDomain = localDomain
         self._host = socket.gethostname()
         self._pending: list[_Delivery] = []
+        self._placed: list[_Delivery] = []
         self._committing = False
         self.commitBatches = 0
 
@@ -536,20 +361,42 @@ class MaildirHandler(BaseHandler):
 
     def _startBatch(self) -> None:
         batch, self._pending = self._pending, []
+        placed, self._placed = self._placed, []
         self._committing = True
         self.commitBatches += 1
-        d = self._inThread(_commitBatch, batch)
-        d.addBoth(self._batchDone, batch)
+        d = self._inThread(_commitCycle, batch, placed, self.path, self._waiting)
+        d.addBoth(self._batchDone, batch, placed)
 
-    def _batchDone(self, outcome: list[Failure | None] | Failure, batch: list[_Delivery]) -> None:
+    def _waiting(self) -> bool:
+        # Called in the pool thread: a list's length is read atomically.
+        return len(self._pending) > 0
+
+    def _batchDone(
+        self,
+        outcome: tuple[list[Failure | None], list[Failure | None], bool] | Failure,
+        batch: list[_Delivery],
+        placed: list[_Delivery],
+    ) -> None:
         self._committing = False
-        if self._pending:
-            self._startBatch()
         if isinstance(outcome, Failure):
-            outcome = [outcome] * len(batch)
-        for delivery, failure in zip(batch, outcome, strict=True):
-            if failure is None:
-                delivery.result.callback(f"OK: queued as {delivery.unique}")
+            # Not expected: the cycle catches every disk error itself.
+            for delivery in batch + placed:
+                _unlinkAll(delivery.delivered)
+            outcome = [outcome] * len(batch), [outcome] * len(placed), True
+        results, placedResults, settled = outcome
+        for delivery, failure in zip(placed, placedResults, strict=True):
+            self._answer(delivery, failure)
+        for delivery, failure in zip(batch, results, strict=True):
+            if failure is None and not settled:
+                self._placed.append(delivery)
             else:
-                self._log.failure("Delivering {path} failed", failure, path=delivery.newPath)
-                delivery.result.errback(_diskError(failure))
+                self._answer(delivery, failure)
+        if self._pending or self._placed:
+            self._startBatch()
+
+    def _answer(self, delivery: _Delivery, failure: Failure | None) -> None:
+        if failure is None:
+            delivery.result.callback(f"OK: queued as {delivery.unique}")
+        else:
+            self._log.failure("Delivering {path} failed", failure, path=delivery.newPath)
+            delivery.result.errback(_diskError(failure))

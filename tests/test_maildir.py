@@ -1,0 +1,342 @@
+# -*- test-case-name: tests.test_maildir -*-
+"""
+Group commit of L{MaildirHandler}: many finished messages share one data
+flush (C{syncfs(2)}) and one fsync of C{new/}, and none reaches C{new/}
+before its bytes are durable.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from typing import Any
+
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.test_handlers import (
+    ImmediateReactor,
+    ManualThreadPool,
+    feed,
+    listDir,
+    makeSession,
+    readFile,
+)
+from twisted_smtpd._errors import SMTPError
+from twisted_smtpd._stream import MessageStream
+from twisted_smtpd.handlers import MaildirHandler, _maildirdisk
+from twisted_smtpd.handlers.maildir import _Delivery
+
+
+def fdPath(fd: int) -> str:
+    return os.readlink(f"/proc/self/fd/{fd}")
+
+
+class GroupCommitTests(SynchronousTestCase):
+    """
+    One batch of many messages, run step by step in a manual thread pool,
+    with every flush recorded in order.
+    """
+
+    def setUp(self) -> None:
+        self.path = os.path.abspath(self.mktemp())
+        self.pool = ManualThreadPool()
+        self.handler = MaildirHandler(
+            self.path,
+            reactor=ImmediateReactor(),
+            threadpool=self.pool,  # type: ignore[arg-type]
+        )
+        self.events: list[tuple[str, str]] = []
+        self.syncfsResult: OSError | None = None
+        realFsync, realRename = os.fsync, os.rename
+
+        def syncfs(fd: int) -> None:
+            # What is on disk when the flush runs: every message still in tmp/.
+            self.events.append(("syncfs", fdPath(fd)))
+            self.tmpAtFlush = {n: readFile(os.path.join(self.tmp, n)) for n in listDir(self.tmp)}
+            self.newAtFlush = listDir(self.new)
+            if self.syncfsResult is not None:
+                raise self.syncfsResult
+            os.sync()
+
+        def fsync(fd: int) -> None:
+            kind = "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
+            self.events.append((kind, fdPath(fd)))
+            realFsync(fd)
+
+        def rename(source: str, destination: str) -> None:
+            self.events.append(("rename", destination))
+            realRename(source, destination)
+
+        self.patch(_maildirdisk, "_syncfs", syncfs)
+        self.patch(_maildirdisk, "_fsync", fsync)
+        self.patch(_maildirdisk, "_rename", rename)
+        self.tmp = os.path.join(self.path, "tmp")
+        self.new = os.path.join(self.path, "new")
+
+    def deliverAll(self, bodies: list[bytes], ending: tuple[MessageStream, ...] = ()) -> list[Any]:
+        """
+        Start one delivery per body and end them all while the committer is
+        busy with an earlier message (the lead), so that they form the next
+        cycle; run the lead's cycle, which queues theirs (not run yet).
+
+        @param ending: Streams already started, ended first in that cycle.
+        """
+        lead = MessageStream()
+        self.lead = self.handler.onData(lead, makeSession(id="lead"))
+        feed(lead, b"lead\r\n")
+        for stream in ending:
+            stream._finish()
+        results = []
+        for i, body in enumerate(bodies):
+            stream = MessageStream()
+            results.append(self.handler.onData(stream, makeSession(id=f"s{i}")))
+            feed(stream, body)
+        self.pool.runOne()
+        self.assertNoResult(self.lead)
+        (self.leadName,) = listDir(self.new)
+        del self.events[:]
+        return results
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _ in self.events]
+
+    def test_manyDeliveriesShareOneFlush(self) -> None:
+        """
+        100 messages finishing together are committed by one cycle: one
+        C{syncfs} for their data (which also makes the lead's name durable),
+        no fsync per file, the renames, then, nothing else waiting, one
+        fsync of C{new/}; every reply waits for that cycle and names its
+        byte-exact file.
+        """
+        bodies = [b"Subject: %d\r\n\r\nbody %d\r\n" % (i, i) for i in range(100)]
+        results = self.deliverAll(bodies)
+        self.assertEqual(len(self.pool.jobs), 1)
+        for d in results:
+            self.assertNoResult(d)
+        self.pool.runOne()
+        self.assertEqual(self.pool.jobs, [])
+        self.successResultOf(self.lead)
+        # The lead's cycle, then this one.
+        self.assertEqual(self.handler.commitBatches, 2)
+        self.assertEqual(self.kinds().count("syncfs"), 1)
+        self.assertEqual(self.kinds().count("file"), 0)
+        self.assertEqual([e for e in self.events if e[0] == "dir"], [("dir", self.new)])
+        names = [self.successResultOf(d).removeprefix("OK: queued as ") for d in results]
+        self.assertEqual(sorted([*names, self.leadName]), listDir(self.new))
+        for name, body in zip(names, bodies, strict=True):
+            self.assertEqual(readFile(os.path.join(self.new, name)), body)
+        self.assertEqual(listDir(self.tmp), [])
+
+    def test_nextGroupSharesTheFlush(self) -> None:
+        """
+        Messages finishing while a cycle runs wait for the next one, whose
+        single C{syncfs} makes both their data and the earlier group's names
+        durable: the earlier group is answered only after that flush.
+        """
+        first = self.deliverAll([b"one\r\n", b"two\r\n"])
+        stream = MessageStream()
+        later = self.handler.onData(stream, makeSession(id="later"))
+        feed(stream, b"three\r\n")
+        self.pool.runOne()
+        self.assertEqual(self.kinds(), ["syncfs", "rename", "rename"])
+        for d in first:
+            self.assertNoResult(d)
+        del self.events[:]
+        self.pool.runOne()
+        self.assertEqual(self.kinds(), ["syncfs", "rename", "dir"])
+        for d in [*first, later]:
+            self.successResultOf(d)
+        self.assertEqual(self.pool.jobs, [])
+
+    def test_dataDurableBeforeAnyRename(self) -> None:
+        """
+        The flush runs while every message of the cycle is complete in
+        C{tmp/} and none is in C{new/}; all renames come after it and the
+        fsync of C{new/} after the last rename, before any reply: a crash
+        before that fsync can only leave complete files, none answered.
+        """
+        bodies = [b"x" * (1000 + i) for i in range(20)]
+        results = self.deliverAll(bodies)
+        for d in results:
+            self.assertNoResult(d)
+        self.pool.runAll()
+        self.assertEqual(self.kinds(), ["syncfs"] + ["rename"] * 20 + ["dir"])
+        self.assertEqual(self.newAtFlush, [self.leadName])
+        self.assertEqual(sorted(self.tmpAtFlush.values()), sorted(bodies))
+        for d in results:
+            self.successResultOf(d)
+
+    def test_syncfsFailureFailsTheGroup(self) -> None:
+        """
+        When the flush fails, every message of the cycle and the lead, whose
+        name it was to make durable, fail with 451 4.3.0 and are logged;
+        nothing is left in C{tmp/} or C{new/}.
+        """
+        self.syncfsResult = OSError(errno.EIO, "I/O error")
+        results = self.deliverAll([b"one\r\n", b"two\r\n", b"three\r\n"])
+        self.pool.runAll()
+        for d in [self.lead, *results]:
+            failure = self.failureResultOf(d, SMTPError)
+            self.assertEqual((failure.value.code, failure.value.enhanced), (451, "4.3.0"))
+        self.assertEqual(listDir(self.tmp), [])
+        self.assertEqual(listDir(self.new), [])
+        self.assertNotIn("rename", self.kinds())
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 4)
+
+    def test_fullDiskInTheGroup(self) -> None:
+        """
+        A flush failing for lack of space answers 452 4.3.1 to every message
+        it covered.
+        """
+        self.syncfsResult = OSError(errno.ENOSPC, "No space left on device")
+        results = self.deliverAll([b"one\r\n", b"two\r\n"])
+        self.pool.runAll()
+        for d in [self.lead, *results]:
+            failure = self.failureResultOf(d, SMTPError)
+            self.assertEqual((failure.value.code, failure.value.enhanced), (452, "4.3.1"))
+        self.flushLoggedErrors(OSError)
+
+    def test_flushThroughTheFirstOpenedFile(self) -> None:
+        """
+        C{syncfs} is called on the cycle's file opened first (here a large
+        message spilled before the others began), so that it reports any
+        write-back error since before every write it covers.
+        """
+        spilled = MessageStream()
+        big = self.handler.onData(spilled, makeSession(id="big"))
+        spilled._write(b"y" * (self.handler.spillThreshold + 1))
+        self.pool.runAll()
+        small = self.deliverAll([b"small 1\r\n", b"small 2\r\n"], ending=(spilled,))
+        self.pool.runAll()
+        flush = [path for kind, path in self.events if kind == "syncfs"]
+        bigName = self.successResultOf(big).removeprefix("OK: queued as ")
+        self.assertEqual(flush, [os.path.join(self.tmp, bigName)])
+        self.assertEqual(self.kinds().count("file"), 0)
+        for d in small:
+            self.successResultOf(d)
+
+    def test_singleMessageFsyncedAlone(self) -> None:
+        """
+        A message alone is committed by one job, as without group commit:
+        its file fsynced (not the whole file system), renamed, C{new/}
+        fsynced, then the reply.
+        """
+        stream = MessageStream()
+        d = self.handler.onData(stream, makeSession())
+        feed(stream, b"alone\r\n")
+        self.assertNoResult(d)
+        self.pool.runOne()
+        self.assertEqual(self.pool.jobs, [])
+        name = self.successResultOf(d).removeprefix("OK: queued as ")
+        self.assertEqual(
+            self.events,
+            [
+                ("file", os.path.join(self.tmp, name)),
+                ("rename", os.path.join(self.new, name)),
+                ("dir", self.new),
+            ],
+        )
+
+    def test_withoutSyncfsEveryFileFsyncedBeforeRename(self) -> None:
+        """
+        Where C{syncfs} is missing, each file is fsynced, and so is C{new/}
+        for the lead, all before the first rename; then C{new/} once more.
+        """
+        self.patch(_maildirdisk, "_syncfs", None)
+        results = self.deliverAll([b"a\r\n", b"b\r\n", b"c\r\n"])
+        self.pool.runAll()
+        self.assertEqual(self.kinds(), ["file"] * 3 + ["dir"] + ["rename"] * 3 + ["dir"])
+        for d in [self.lead, *results]:
+            self.successResultOf(d)
+
+    def test_perRecipientDirectoriesInOneFlush(self) -> None:
+        """
+        With C{perRecipient}, the new recipient Maildirs and every directory
+        created on the way are made durable by one C{syncfs}, not by an
+        fsync each.
+        """
+        path = os.path.abspath(self.mktemp())
+        handler = MaildirHandler(
+            path,
+            reactor=ImmediateReactor(),
+            threadpool=self.pool,  # type: ignore[arg-type]
+            perRecipient=True,
+            hostname="mx.example",
+        )
+        d = handler.onData(stream := MessageStream(), makeSession())
+        feed(stream, b"copies\r\n")
+        self.pool.runAll()
+        self.assertEqual(self.kinds(), ["file", "syncfs"])
+        self.assertEqual(self.events[1][1], path)
+        name = self.successResultOf(d).removeprefix("OK: queued as ")
+        for domain, local in [("example.org", "bob"), ("example.net", "carol")]:
+            mailbox = os.path.join(path, "domains", domain, local, "new")
+            self.assertEqual(listDir(mailbox), [name])
+
+
+class LoadSyncfsTests(SynchronousTestCase):
+    """
+    L{_maildirdisk._loadSyncfs} offers C{syncfs} only where it reports
+    write-back errors.
+    """
+
+    def test_notLinux(self) -> None:
+        """
+        Off Linux there is no C{syncfs}.
+        """
+        self.assertIsNone(_maildirdisk._loadSyncfs("darwin", "23.1.0"))
+        self.assertIsNone(_maildirdisk._loadSyncfs("win32", "10"))
+
+    def test_oldOrUnknownKernel(self) -> None:
+        """
+        Linux before 5.8 (whose C{syncfs} returns success after a failed
+        write-back) and an unparsable release get no C{syncfs}.
+        """
+        self.assertIsNone(_maildirdisk._loadSyncfs("linux", "5.7.19"))
+        self.assertIsNone(_maildirdisk._loadSyncfs("linux", "4.19.0-amd64"))
+        self.assertIsNone(_maildirdisk._loadSyncfs("linux", "custom"))
+
+    def test_callsTheKernel(self) -> None:
+        """
+        On a current Linux, C{syncfs} flushes the file system of a real
+        descriptor and raises L{OSError} with the C library's errno for a
+        bad one.
+        """
+        syncfs = _maildirdisk._loadSyncfs("linux", "6.1.0")
+        assert syncfs is not None
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            syncfs(fd)
+        finally:
+            os.close(fd)
+        error = self.assertRaises(OSError, syncfs, fd)
+        self.assertEqual(error.errno, errno.EBADF)
+
+
+class FailureTypeTests(SynchronousTestCase):
+    """
+    The per-message results of a batch are L{Failure}s carrying the disk
+    error.
+    """
+
+    def test_resultsCarryTheError(self) -> None:
+        """
+        A message whose file cannot be created gets a L{Failure} of that
+        L{OSError}; the others in its cycle are committed into C{new/}.
+        """
+        path = os.path.abspath(self.mktemp())
+        handler = MaildirHandler(path)
+        first = _Delivery(handler, "first")
+        second = _Delivery(handler, "second")
+        second.tmpPath = os.path.join(path, "missing", "second")
+        first.chunks, second.chunks = [b"1"], [b"2"]
+        results, placed, settled = _maildirdisk._commitCycle([first, second], [], path)
+        self.assertEqual(placed, [])
+        self.assertTrue(settled)
+        self.assertIsNone(results[0])
+        failure = results[1]
+        assert isinstance(failure, Failure)
+        self.assertIsInstance(failure.value, FileNotFoundError)
+        self.assertEqual(listDir(os.path.join(path, "new")), ["first"])

@@ -1,0 +1,85 @@
+# -*- test-case-name: tests.test_session -*-
+"""
+Session ids: short, unpredictable, unique within the process, and never
+shared with a forked child.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_smtpd import _session
+from twisted_smtpd._session import _SessionIds, newSessionId
+
+
+class SessionIdTests(SynchronousTestCase):
+    """
+    L{newSessionId}.
+    """
+
+    def test_format(self) -> None:
+        """
+        An id is 8 lower-case base32 characters (40 random bits).
+        """
+        for _ in range(200):
+            self.assertIsNotNone(re.fullmatch(r"[a-z2-7]{8}", newSessionId()))
+
+    def test_distinct(self) -> None:
+        """
+        Ids drawn one after the other do not repeat.
+        """
+        ids = [newSessionId() for _ in range(5000)]
+        self.assertEqual(len(set(ids)), len(ids))
+
+    def test_uniqueWhenRandomRepeats(self) -> None:
+        """
+        Two generators seeded alike (the random source repeating) still
+        give distinct ids one after the other: the ids are a permutation of
+        a counter, so they repeat neither at the birthday bound of 40 random
+        bits nor when the random source does.
+        """
+        self.patch(_session.os, "urandom", lambda n: b"\x00" * n)
+        ids = _SessionIds()
+        drawn = [ids() for _ in range(4096)]
+        self.assertEqual(len(set(drawn)), len(drawn))
+        again = _SessionIds()
+        self.assertEqual([again() for _ in range(4096)], drawn)
+
+    def test_wrapsAround(self) -> None:
+        """
+        The counter wraps at 2**40 and every id stays 8 characters.
+        """
+        ids = _SessionIds()
+        ids._next = (1 << 40) - 2
+        drawn = [ids() for _ in range(4)]
+        self.assertEqual(len(set(drawn)), 4)
+        self.assertEqual(ids._next, 2)
+        for value in drawn:
+            self.assertIsNotNone(re.fullmatch(r"[a-z2-7]{8}", value))
+
+    def test_forkedChildDrawsItsOwn(self) -> None:
+        """
+        A forked child (twistd daemonising, a handler forking) draws with a
+        key and a start of its own: it does not hand out the ids its parent
+        will.
+        """
+        newSessionId()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                os.write(write, "".join(newSessionId() for _ in range(8)).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        try:
+            child = os.read(read, 1024).decode()
+        finally:
+            os.close(read)
+            os.waitpid(pid, 0)
+        parent = "".join(newSessionId() for _ in range(8))
+        self.assertEqual(len(child), 64)
+        self.assertNotEqual(child, parent)

@@ -1,0 +1,393 @@
+# -*- test-case-name: tests.test_handlers -*-
+"""
+The disk side of L{MaildirHandler <twisted_smtpd.handlers.MaildirHandler>}:
+every function here runs in a pool thread.
+
+Finished messages are committed in groups, so that one flush covers many
+messages without a file ever reaching C{new/} before its bytes are durable.
+The committer runs in cycles, one at a time; each cycle
+
+ 1. writes every message finished since the last cycle to its C{tmp/} file;
+ 2. flushes once: one C{syncfs(2)} of the Maildir's file system on Linux
+    makes durable both the data just written and the names of the messages
+    renamed into C{new/} by the previous cycle; where C{syncfs} is missing or
+    does not report write-back errors (Linux before 5.8), or for a single
+    item, each file and each changed directory is fsynced instead;
+ 3. answers the messages renamed by the previous cycle, now safe;
+ 4. renames (or links) the messages written in step 1 into C{new/}; the next
+    cycle's flush makes their names durable, or, when no message waits for a
+    next cycle, a second flush in this one (a message alone thus costs one
+    job: fsync of its file, rename, fsync of C{new/}).
+
+A message is thus answered only after its data (flush, then rename) and its
+name (the next flush) are durable.  A crash at any point leaves at worst an
+unanswered file in C{tmp/}, or a complete one in C{new/} whose client did
+not get its 250 and will send it again; never a partial file in C{new/}.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import itertools
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING
+
+from twisted.python.failure import Failure
+
+if TYPE_CHECKING:
+    from twisted_smtpd.handlers.maildir import _Delivery
+
+# link() errors meaning "this file system cannot link here": copy instead.
+_NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP})
+
+_opened = itertools.count()
+
+
+def _loadSyncfs(
+    platform: str = sys.platform, release: str | None = None
+) -> Callable[[int], None] | None:
+    """
+    C{syncfs(2)} from the C library, or C{None} where it is missing or where
+    it does not report write-back errors (Linux before 5.8), so that an
+    C{fsync} per file must be used instead.
+
+    @param platform: C{sys.platform}.
+    @param release: The kernel release, C{os.uname().release} by default.
+    """
+    if not platform.startswith("linux"):
+        return None
+    if release is None:
+        release = os.uname().release
+    try:
+        major, minor = (int(part) for part in release.split(".")[:2])
+    except ValueError:
+        return None
+    if (major, minor) < (5, 8):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+
+    def syncfs(fd: int) -> None:
+        # ctypes releases the GIL for the call.
+        if function(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+
+    return syncfs
+
+
+# Indirections so that tests can observe and break the disk calls.
+_fsync = os.fsync
+_rename = os.rename
+_syncfs = _loadSyncfs()
+
+
+def _createTmp(path: str) -> IO[bytes]:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    return os.fdopen(fd, "wb")
+
+
+def _openTmp(delivery: _Delivery) -> IO[bytes]:
+    """
+    The message's tmp file, created (and its opening order noted) if it is
+    not open yet.
+    """
+    if delivery.file is None:
+        delivery.file = _createTmp(delivery.tmpPath)
+        delivery.openedAt = next(_opened)
+    return delivery.file
+
+
+def _writeChunks(delivery: _Delivery, chunks: list[bytes]) -> None:
+    """
+    Append C{chunks} to the message's tmp file.
+    """
+    _openTmp(delivery).writelines(chunks)
+
+
+def _discard(delivery: _Delivery) -> None:
+    """
+    Close and remove the message's tmp file, if any.
+    """
+    f, delivery.file = delivery.file, None
+    if f is not None:
+        with contextlib.suppress(OSError):
+            f.close()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(delivery.tmpPath)
+
+
+def _writeRest(delivery: _Delivery) -> None:
+    """
+    Write what is left of the message to its tmp file, leaving it open.
+    """
+    f = _openTmp(delivery)
+    f.writelines(delivery.chunks)
+    delivery.chunks = []
+    f.flush()
+
+
+def _close(delivery: _Delivery) -> None:
+    f, delivery.file = delivery.file, None
+    if f is not None:
+        f.close()
+
+
+def _placeAll(delivery: _Delivery) -> list[str]:
+    """
+    Rename the message's durable tmp file into C{new/} (or link it into
+    every target's C{new/}).
+
+    @return: The directories to fsync for the message to be safe.
+    """
+    if not delivery.targets:
+        _rename(delivery.tmpPath, delivery.newPath)
+        delivery.delivered.append(delivery.newPath)
+        return [os.path.dirname(delivery.newPath)]
+    toSync: list[str] = []
+    try:
+        for target in delivery.targets:
+            toSync.extend(_ensureMaildir(target))
+            toSync.append(_place(delivery, target))
+    except BaseException:
+        _unlinkAll(delivery.delivered)
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(delivery.tmpPath)
+    return toSync
+
+
+def _ensureMaildir(root: str) -> list[str]:
+    """
+    Create the Maildir C{root} with its parents as needed (mode 0700).
+
+    @return: The directories whose entries changed, to be fsynced.
+    """
+    if all(os.path.isdir(os.path.join(root, sub)) for sub in ("tmp", "new", "cur")):
+        return []
+    changed: list[str] = []
+    missing: list[str] = []
+    directory = root
+    while not os.path.isdir(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    missing.reverse()
+    missing.extend(os.path.join(root, sub) for sub in ("tmp", "new", "cur"))
+    for directory in missing:
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            continue
+        changed.append(os.path.dirname(directory))
+    return changed
+
+
+def _place(delivery: _Delivery, target: str) -> str:
+    """
+    Put the fsynced tmp file of C{delivery} into C{target/new/}, by a hard
+    link, or where the file system refuses one by a copy fsynced in
+    C{target/tmp/} and renamed.
+
+    @return: The C{new/} directory to fsync.
+    """
+    newDirectory = os.path.join(target, "new")
+    destination = os.path.join(newDirectory, delivery.unique)
+    try:
+        os.link(delivery.tmpPath, destination)
+    except OSError as e:
+        if e.errno not in _NO_LINK:
+            raise
+        copy = os.path.join(target, "tmp", delivery.unique)
+        try:
+            with open(delivery.tmpPath, "rb") as source, _createTmp(copy) as f:
+                shutil.copyfileobj(source, f)
+                f.flush()
+                _fsync(f.fileno())
+            _rename(copy, destination)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(copy)
+            raise
+    delivery.delivered.append(destination)
+    return newDirectory
+
+
+def _unlinkAll(paths: list[str]) -> None:
+    """
+    Remove the files at C{paths}, ignoring those already gone, and forget
+    them.
+    """
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    paths.clear()
+
+
+def _syncDirectory(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fail(results: list[Failure | None], indexes: list[int], failure: Failure) -> None:
+    for index in indexes:
+        if results[index] is None:
+            results[index] = failure
+
+
+def _flush(
+    batch: list[_Delivery],
+    written: list[int],
+    results: list[Failure | None],
+    placed: list[_Delivery],
+    placedResults: list[Failure | None],
+    root: str,
+) -> None:
+    """
+    Make durable, at once, the data of the messages of C{batch} just written
+    (indexes C{written}) and the names of the messages of C{placed} renamed
+    by the previous cycle; close the written files.
+
+    Where C{syncfs} exists and there is more than one thing to flush, one
+    C{syncfs} covers everything on the file system of C{root}: it is called
+    on the file opened first, so that it reports any write-back error since
+    before every write it covers.  Everything else (each file and each
+    directory, where C{syncfs} is missing, or a file system other than
+    C{root}'s) is fsynced on its own.  A failure is recorded in C{results}
+    or C{placedResults} for every message it touches.
+    """
+    directories: dict[str, list[int]] = {}
+    for position, delivery in enumerate(placed):
+        for directory in delivery.toSync:
+            directories.setdefault(directory, []).append(position)
+    syncfs = _syncfs
+    alone = list(written)
+    aloneDirectories = list(directories)
+    if syncfs is not None and len(written) + len(directories) > 1:
+        device = os.stat(root).st_dev
+        alone, aloneDirectories = [], []
+        covered: list[int] = []
+        coveredDirectories: list[str] = []
+        for index in written:
+            f = batch[index].file
+            assert f is not None
+            onRoot = os.fstat(f.fileno()).st_dev == device
+            (covered if onRoot else alone).append(index)
+        for directory in directories:
+            onRoot = os.stat(directory).st_dev == device
+            (coveredDirectories if onRoot else aloneDirectories).append(directory)
+        try:
+            if covered:
+                first = batch[min(covered, key=lambda i: batch[i].openedAt)].file
+                assert first is not None
+                syncfs(first.fileno())
+            elif coveredDirectories:
+                fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    syncfs(fd)
+                finally:
+                    os.close(fd)
+        except Exception:
+            failure = Failure()
+            _fail(results, covered, failure)
+            for directory in coveredDirectories:
+                _fail(placedResults, directories[directory], failure)
+    for index in alone:
+        f = batch[index].file
+        assert f is not None
+        try:
+            _fsync(f.fileno())
+        except Exception:
+            _fail(results, [index], Failure())
+    for directory in aloneDirectories:
+        try:
+            _syncDirectory(directory)
+        except Exception:
+            _fail(placedResults, directories[directory], Failure())
+    for index in written:
+        try:
+            _close(batch[index])
+        except Exception:
+            _fail(results, [index], Failure())
+
+
+def _commitCycle(
+    batch: list[_Delivery],
+    placed: list[_Delivery],
+    root: str,
+    waiting: Callable[[], bool] = bool,
+) -> tuple[list[Failure | None], list[Failure | None], bool]:
+    """
+    One cycle of the committer: write every message of C{batch} to its tmp
+    file; flush once, which makes their data durable and the names of the
+    messages of C{placed} (renamed into C{new/} by the previous cycle)
+    durable too; rename the messages of C{batch} into C{new/}.  The next
+    cycle's flush makes their names durable.
+
+    When no message is C{waiting} for the next cycle once the renames are
+    done, this cycle flushes their names itself rather than leave that to a
+    cycle of its own: a message alone costs one job, as before group
+    commit, and is answered one thread hop sooner.
+
+    @param root: The Maildir, whose file system C{syncfs} flushes.
+    @param waiting: Tells, in the pool thread, whether messages wait for the
+        next cycle (a reading of the committer's queue).
+    @return: For each message of C{batch}, C{None} if it is now renamed into
+        C{new/} (its directories in its C{toSync}), else its failure; for
+        each message of C{placed}, C{None} if it is now safely in C{new/},
+        else its failure; and whether the names of C{batch} are durable too
+        (then their results are final).  A failed message leaves no file
+        behind.
+    """
+    results: list[Failure | None] = [None] * len(batch)
+    placedResults: list[Failure | None] = [None] * len(placed)
+    written: list[int] = []
+    for index, delivery in enumerate(batch):
+        try:
+            _writeRest(delivery)
+        except Exception:
+            results[index] = Failure()
+        else:
+            written.append(index)
+    _flush(batch, written, results, placed, placedResults, root)
+    for delivery, result in zip(placed, placedResults, strict=True):
+        if result is not None:
+            # The client will retry after 451: do not deliver twice.
+            _unlinkAll(delivery.delivered)
+    for index, delivery in enumerate(batch):
+        if results[index] is not None:
+            with contextlib.suppress(OSError):
+                _discard(delivery)
+            continue
+        try:
+            delivery.toSync = _placeAll(delivery)
+        except Exception:
+            results[index] = Failure()
+            with contextlib.suppress(OSError):
+                _discard(delivery)
+    renamed = [batch[i] for i, result in enumerate(results) if result is None]
+    if not renamed or waiting():
+        return results, placedResults, False
+    # Nothing would share the next flush: make the names durable now.
+    renamedResults: list[Failure | None] = [None] * len(renamed)
+    _flush([], [], [], renamed, renamedResults, root)
+    failures = iter(renamedResults)
+    for index, result in enumerate(results):
+        if result is None:
+            failure = next(failures)
+            if failure is not None:
+                _unlinkAll(batch[index].delivered)
+                results[index] = failure
+    return results, placedResults, True
