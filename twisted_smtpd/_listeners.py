@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 
-__all__ = ["ListenFailed", "_Listener", "listenReason"]
+__all__ = ["ListenFailed", "_Listener", "listenReason", "splitDescription"]
 
 
 class ListenFailed(Exception):
@@ -87,3 +87,31 @@ class _Listener(StreamServerEndpointService):
         self.port = None
         d: Deferred[None] = super().stopService()
         return d
+
+
+def splitDescription(description: str) -> tuple[str, list[str]]:
+    """
+    Take the layers twisted-smtpd adds off an endpoint string.
+
+    C{haproxy:} before any description reads a PROXY header (v1 or v2) first,
+    believed only from C{useProxy} networks when they are set.  An C{ssl:}
+    endpoint that names no key of its own serves implicit TLS (RFC 8314) with
+    the server's TLS configuration, SNI and reloading included.
+
+    @return: The description Twisted listens on, and the layers from the
+        outermost (C{"haproxy"}, C{"tls"}).
+    """
+    layers: list[str] = []
+    while True:
+        kind, _, rest = description.partition(":")
+        kind = kind.strip().lower()
+        if kind == "haproxy":
+            layers.append("haproxy")
+            description = rest
+        elif kind == "ssl" and not any(
+            part.split("=", 1)[0].strip() in ("privateKey", "certKey") for part in rest.split(":")
+        ):
+            layers.append("tls")
+            description = "tcp:" + rest
+        else:
+            return description, layers

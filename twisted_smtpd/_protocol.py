@@ -30,7 +30,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_smtpd import _commands, _forwarding, _tlscommand, _transaction
+from twisted_smtpd import _commands, _forwarding, _greeting, _tlscommand, _transaction
 from twisted_smtpd import _replies as catalogue
 from twisted_smtpd._authcommand import AuthCommand
 from twisted_smtpd._features import transmissionType
@@ -177,44 +177,10 @@ class SMTPProtocol(LineReceiver):
         self._beginSession()
 
     def _beginSession(self) -> None:
-        self._setPause(PAUSE_HOOK, True)
-        factory = self._serverFactory
-        if factory is not None and not self._options.disableReverseLookup:
-            ip = self.session.remoteAddress[0]
-            known = factory.knownName(ip)
-            if known is not None:
-                self._lookedUp(known)
-                return
-            d = factory.reverseLookup(ip)
-            d.addCallback(self._lookedUp)
-        else:
-            self._runConnectHooks()
-
-    def _lookedUp(self, name: str | None) -> None:
-        if name:
-            self.session.clientHostname = name
-        if self._connected:
-            self._runConnectHooks()
+        _greeting.beginSession(self)
 
     def _runConnectHooks(self) -> None:
-        self._emit("connect")
-
-        def refused(reply: Reply) -> None:
-            self._refused = True
-            self._closeWith(reply)
-
-        def greet(result: object) -> None:
-            self._send(
-                catalogue.greeting(self._options.name, self._options.banner, self._options.lmtp)
-            )
-
-        def connected(result: object) -> None:
-            if self._implicitTLS:
-                self._hookThenResume(self._handler.onSecure, greet, self._closeWith)
-            else:
-                greet(result)
-
-        self._hookThenResume(self._handler.onConnect, connected, refused)
+        _greeting.runConnectHooks(self)
 
     def _hookThenResume(
         self,

@@ -32,7 +32,7 @@ from twisted_smtpd._cred import authenticate, offeredMechanisms, portalFromCheck
 from twisted_smtpd._deadlines import check, interval, shutdown
 from twisted_smtpd._hooks import checkHandler
 from twisted_smtpd._limits import ClientLimits
-from twisted_smtpd._listeners import _Listener
+from twisted_smtpd._listeners import _Listener, splitDescription
 from twisted_smtpd._options import ServerOptions
 from twisted_smtpd._protocol import SMTPProtocol
 from twisted_smtpd._proxy import ProxyWrappingFactory
@@ -324,34 +324,6 @@ class SMTPServerFactory(ServerFactory):
         waiting, self._closed = self._closed, []
         for d in waiting:
             d.callback(None)
-
-
-def splitDescription(description: str) -> tuple[str, list[str]]:
-    """
-    Take the layers twisted-smtpd adds off an endpoint string.
-
-    C{haproxy:} before any description reads a PROXY header (v1 or v2) first,
-    believed only from C{useProxy} networks when they are set.  An C{ssl:}
-    endpoint that names no key of its own serves implicit TLS (RFC 8314) with
-    the server's TLS configuration, SNI and reloading included.
-
-    @return: The description Twisted listens on, and the layers from the
-        outermost (C{"haproxy"}, C{"tls"}).
-    """
-    layers: list[str] = []
-    while True:
-        kind, _, rest = description.partition(":")
-        kind = kind.strip().lower()
-        if kind == "haproxy":
-            layers.append("haproxy")
-            description = rest
-        elif kind == "ssl" and not any(
-            part.split("=", 1)[0].strip() in ("privateKey", "certKey") for part in rest.split(":")
-        ):
-            layers.append("tls")
-            description = "tcp:" + rest
-        else:
-            return description, layers
 
 
 def _ownsOnAuth(handler: ISMTPHandler) -> bool:

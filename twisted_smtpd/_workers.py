@@ -43,7 +43,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_smtpd._server import splitDescription
+from twisted_smtpd._listeners import splitDescription
 
 #: The environment variable that hands a worker its sockets:
 #: C{fd,family,description} entries separated by newlines.
