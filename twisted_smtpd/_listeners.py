@@ -2,7 +2,8 @@
 """
 Listeners of L{SMTPServer.addEndpoint} that fail with one line saying why
 (L{ListenFailed}): the address in use, a privileged port, an address the
-host does not have.
+host does not have; and the layers (PROXY header, implicit TLS) that
+twisted-smtpd adds to an endpoint string (L{splitDescription}).
 """
 
 from __future__ import annotations
