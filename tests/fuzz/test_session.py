@@ -33,6 +33,7 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
+from twisted.trial._synctest import _logObserver
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fuzz import PROFILE
@@ -553,6 +554,9 @@ class SessionMachine(RuleBasedStateMachine):
             assert unacked <= self.handler.deliveredAfterLoss, f"delivered, never 250: {unacked}"
         finally:
             globalLogPublisher.removeObserver(self._observe)
+            # Trial keeps every logged failure until the test ends; the
+            # handler's own would hold every session of a long run.
+            _logObserver.flushErrors(FuzzError)
 
     def finish(self) -> None:
         """
