@@ -35,9 +35,6 @@ class KnownDefectTests(SynchronousTestCase):
         self.assertEqual(rest, b"")
         self.assertEqual([c for c in handler.calls if EVIL in c[1]], [])
 
-    test_refusedBdatChunkIsNotRun.todo = (  # type: ignore[attr-defined]
-        "known defect: a refused BDAT's chunk is parsed as commands"
-    )
 
     def test_ehloInsideBdat(self) -> None:
         """
@@ -55,9 +52,6 @@ class KnownDefectTests(SynchronousTestCase):
         self.assertNotIn(500, [code for code, _ in replies])
         self.assertEqual(replies[-1], (250, [b"2.0.0 OK"]))
 
-    test_ehloInsideBdat.todo = (  # type: ignore[attr-defined]
-        "known defect: EHLO in the middle of BDAT leaves stuck state"
-    )
 
     def _authExchange(self) -> object:
         options = ServerOptions(
@@ -81,9 +75,6 @@ class KnownDefectTests(SynchronousTestCase):
         self.assertEqual(session.send(b"\r\n"), b"")
         self.assertEqual(session.send(b"NOOP\r\n"), b"250 2.0.0 OK\r\n")
 
-    test_longSaslContinuationEndsExchange.todo = (  # type: ignore[attr-defined]
-        "known defect: after a 500 for a long continuation line the exchange stays open"
-    )
 
     def test_saslContinuationOverLimitRefused(self) -> None:
         """
@@ -97,6 +88,3 @@ class KnownDefectTests(SynchronousTestCase):
         self.assertEqual(len(replies), 1)
         self.assertEqual(replies[0][0] // 100, 5)
 
-    test_saslContinuationOverLimitRefused.todo = (  # type: ignore[attr-defined]
-        "known defect: SASL continuation >12288 octets accepted"
-    )
