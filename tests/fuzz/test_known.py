@@ -1,7 +1,7 @@
 """
 Minimal reproductions of defects the fuzzer in L{tests.fuzz.test_session}
-hits when it is not told to steer around them.  Each is marked C{todo} until
-its fix lands; the fuzzer's avoidance goes at the same time.
+hit before their fixes: they stay as regression tests (a new defect the fuzzer
+finds is added here, marked C{todo} until its fix lands).
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ class KnownDefectTests(SynchronousTestCase):
         self.assertEqual(rest, b"")
         self.assertEqual([c for c in handler.calls if EVIL in c[1]], [])
 
-
     def test_ehloInsideBdat(self) -> None:
         """
         EHLO between two BDAT chunks does not leave the session half inside
@@ -51,7 +50,6 @@ class KnownDefectTests(SynchronousTestCase):
         self.assertEqual(rest, b"")
         self.assertNotIn(500, [code for code, _ in replies])
         self.assertEqual(replies[-1], (250, [b"2.0.0 OK"]))
-
 
     def _authExchange(self) -> object:
         options = ServerOptions(
@@ -75,7 +73,6 @@ class KnownDefectTests(SynchronousTestCase):
         self.assertEqual(session.send(b"\r\n"), b"")
         self.assertEqual(session.send(b"NOOP\r\n"), b"250 2.0.0 OK\r\n")
 
-
     def test_saslContinuationOverLimitRefused(self) -> None:
         """
         A SASL continuation over 12288 octets (RFC 4954 section 4) is refused
@@ -87,4 +84,3 @@ class KnownDefectTests(SynchronousTestCase):
         replies, _ = parseReplies(session.send(line + b"\r\n"))
         self.assertEqual(len(replies), 1)
         self.assertEqual(replies[0][0] // 100, 5)
-
