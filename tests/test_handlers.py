@@ -367,6 +367,35 @@ class MaildirFlowTests(SynchronousTestCase):
         self.assertEqual(len(self.dirs()[1]), 4)
 
 
+class StaleTemporaryFilesTests(SynchronousTestCase):
+    """
+    Files a crash left in C{tmp/} (never acknowledged) are removed when the
+    handler starts, once they are older than the Maildir convention's 36
+    hours; younger ones may belong to a delivery in progress.
+    """
+
+    def test_staleFilesRemovedAtStart(self) -> None:
+        path = self.mktemp()
+        os.makedirs(os.path.join(path, "tmp"))
+        old = os.path.join(path, "tmp", "1.crashed.host")
+        young = os.path.join(path, "tmp", "2.inprogress.host")
+        for name in (old, young):
+            with open(name, "wb") as f:
+                f.write(b"partial")
+        then = time.time() - 37 * 3600
+        os.utime(old, (then, then))
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        MaildirHandler(path)
+        self.assertEqual(os.listdir(os.path.join(path, "tmp")), ["2.inprogress.host"])
+        self.assertEqual(len(events), 1)
+        self.assertIn("removed 1 file(s) older than 36 hours", formatEvent(events[0]))
+
+    def test_nothingStaleNothingLogged(self) -> None:
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        MaildirHandler(self.mktemp())
+        self.assertEqual(len(events), 0)
+
+
 class MaildirDeliveryTests(TestCase):
     """
     End-to-end delivery through the reactor's thread pool.

@@ -30,6 +30,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import time
 from typing import IO, Any, cast
 
 from twisted.internet.defer import Deferred
@@ -54,6 +55,34 @@ from twisted_smtpd.handlers._maildirnames import (
 from twisted_smtpd.interfaces import IMessageStream
 
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+#: Files in C{tmp/} older than this are left over from a crash and removed
+#: when the handler starts: the Maildir convention's 36 hours, long enough
+#: that no delivery in progress (in this process or another) can own them.
+STALE_TMP_SECONDS = 36 * 3600
+
+
+def removeStaleTemporaryFiles(directory: str, now: float) -> int:
+    """
+    Remove the files in a Maildir's C{tmp/} last modified more than
+    L{STALE_TMP_SECONDS} before C{now}: deliveries a crash interrupted,
+    which never got their 250.
+
+    @return: How many were removed.
+    """
+    removed = 0
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False) and (
+                    now - entry.stat(follow_symlinks=False).st_mtime > STALE_TMP_SECONDS
+                ):
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                continue
+    return removed
 
 
 def _diskError(failure: Failure) -> SMTPError:
@@ -264,6 +293,15 @@ class MaildirHandler(BaseHandler):
                 raise PermissionError(
                     errno.EACCES, f"Maildir directory {directory!r} is not writable"
                 )
+        tmp = os.path.join(self.path, "tmp")
+        removed = removeStaleTemporaryFiles(tmp, time.time())
+        if removed:
+            self._log.warn(
+                "removed {count} file(s) older than 36 hours from {tmp}: deliveries"
+                " interrupted by a crash, never acknowledged",
+                count=removed,
+                tmp=tmp,
+            )
         if reactor is None:
             from twisted.internet import reactor as _reactor
 
