@@ -13,7 +13,7 @@ from twisted.application.service import MultiService, Service
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -450,13 +450,35 @@ class SMTPServer(MultiService):
     def _endpoint(self, description: str) -> tuple[IStreamServerEndpoint, IProtocolFactory]:
         """
         Parse an endpoint string into the endpoint to listen on and the
-        factory, wrapped as L{splitDescription} says.
+        factory, wrapped as L{splitDescription} says.  An C{ssl:} endpoint
+        with keys of its own under C{haproxy:} listens on plain TCP, and its
+        TLS goes inside the PROXY layer: a proxy sends the header before the
+        TLS handshake it passes through.
         """
         base, layers = splitDescription(description)
-        return serverFromString(self.reactor, base), self._wrap(layers)
+        endpoint: Any = serverFromString(self.reactor, base)
+        ownTLS = self._ownTLS(base, endpoint)
+        if ownTLS is None or not layers:
+            return endpoint, self._wrap(layers)
+        tcp = TCP4ServerEndpoint(
+            self.reactor, endpoint._port, endpoint._backlog, endpoint._interface
+        )
+        return tcp, self._wrap(layers, TLSMemoryBIOFactory(ownTLS, False, self.factory))
 
-    def _wrap(self, layers: Sequence[str]) -> IProtocolFactory:
-        factory: IProtocolFactory = self.factory
+    @staticmethod
+    def _ownTLS(base: str, endpoint: Any) -> Any:
+        """
+        The TLS context factory of an C{ssl:} endpoint with keys of its own,
+        or C{None} for any other endpoint.
+        """
+        if base.partition(":")[0].strip().lower() != "ssl":
+            return None
+        return endpoint._sslContextFactory
+
+    def _wrap(
+        self, layers: Sequence[str], inner: IProtocolFactory | None = None
+    ) -> IProtocolFactory:
+        factory: IProtocolFactory = self.factory if inner is None else inner
         for layer in reversed(layers):
             if layer == "tls":
                 factory = TLSMemoryBIOFactory(self.factory.tls.contextFactory(), False, factory)
@@ -481,12 +503,11 @@ class SMTPServer(MultiService):
         @param family: Its address family (C{socket.AF_INET}, ...).
         """
         base, layers = splitDescription(description)
-        factory = self._wrap(layers)
-        if base.partition(":")[0].strip().lower() == "ssl":
-            # An ssl: endpoint with keys of its own: its TLS, outermost, as
-            # its listen() would put it.
-            endpoint: Any = serverFromString(self.reactor, base)
-            factory = TLSMemoryBIOFactory(endpoint._sslContextFactory, False, factory)
+        ownTLS = self._ownTLS(base, serverFromString(self.reactor, base))
+        # An ssl: endpoint with keys of its own: its TLS inside any PROXY
+        # layer, outermost without one, as listen() would put it.
+        inner = None if ownTLS is None else TLSMemoryBIOFactory(ownTLS, False, self.factory)
+        factory = self._wrap(layers, inner)
         port: IListeningPort = self.reactor.adoptStreamPort(fileno, family, factory)
         self._ports.append(port)
         return port

@@ -32,8 +32,10 @@ from tests.integration.helpers import (
     ServerFailed,
     ServerTestCase,
     UnixSMTP,
+    connect,
     freePort,
     message,
+    readReply,
     requireProgram,
 )
 
@@ -141,6 +143,45 @@ class ImplicitTLSTests(ServerTestCase):
         self.assertEqual(client.sendmail(SENDER, [RECIPIENT], body), {})
         client.quit()
         self.assertDelivered([body])
+        self.stopServer()
+
+
+class ProxiedOwnTLSTests(ServerTestCase):
+    """
+    C{haproxy:ssl:...} with keys of its own: the PROXY header arrives in
+    plaintext before the TLS handshake the proxy passes through, as HAProxy
+    sends it (C{send-proxy} with TLS passthrough).
+    """
+
+    def test_proxyHeaderBeforeTLS(self) -> None:
+        """
+        A PROXY v1 header, then a TLS handshake with the listener's own
+        certificate: the session is greeted and names the proxied client.
+        """
+        ca = CertificateAuthority(os.path.abspath(self.mktemp()))
+        issued = ca.server("mail.example.com")
+        self.startServer(
+            "--proxy-trusted",
+            "127.0.0.1/32",
+            listen=[
+                "haproxy:ssl:0:interface=127.0.0.1"
+                f":privateKey={issued.keyPath}:certKey={issued.certificatePath}"
+            ],
+        )
+        raw = connect(self.server.port)
+        self.addCleanup(raw.close)
+        raw.sendall(b"PROXY TCP4 192.0.2.9 127.0.0.1 40000 25\r\n")
+        context = ssl.create_default_context(cafile=ca.certificatePath)
+        tls = context.wrap_socket(raw, server_hostname="mail.example.com")
+        replies = tls.makefile("rb")
+        self.assertEqual(readReply(replies)[0], 220)
+        tls.sendall(b"EHLO client.example.com\r\n")
+        code, lines = readReply(replies)
+        self.assertEqual(code, 250)
+        self.assertIn(b"[192.0.2.9]", lines[0])
+        tls.sendall(b"QUIT\r\n")
+        self.assertEqual(readReply(replies)[0], 221)
+        tls.close()
         self.stopServer()
 
 
