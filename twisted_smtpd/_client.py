@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet._sslverify import IOpenSSLTrustRoot
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IReactorTime,
@@ -35,7 +35,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import ClientFactory
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 
-from twisted_smtpd._clientprotocol import ClientProtocol, Request, TLSMode
+from twisted_smtpd._clientprotocol import ClientProtocol, Request, TLSMode, connectWithin
 from twisted_smtpd._clientwire import (
     ClientReply,
     DeliveryError,
@@ -192,26 +192,7 @@ def deliver(
 async def _connectAndRun(
     endpoint: IStreamClientEndpoint, request: Request, clock: Any
 ) -> DeliveryResult:
-    connecting: Deferred[Any] = endpoint.connect(_ClientFactory(request, clock))
-    timedOut = []
-
-    def timeOut() -> None:
-        timedOut.append(True)
-        connecting.cancel()
-
-    timer = clock.callLater(request.timeout, timeOut)
-    try:
-        protocol: ClientProtocol = await connecting
-    except CancelledError:
-        if not timedOut:
-            raise
-        raise DeliveryError(
-            451, "Error: timeout connecting to the server", "4.4.1", stage="connect"
-        ) from None
-    except Exception as e:
-        text = f"Error: cannot connect to the server: {e}"
-        raise DeliveryError(451, text, "4.4.1", stage="connect") from e
-    finally:
-        if timer.active():
-            timer.cancel()
+    protocol: ClientProtocol = await connectWithin(
+        endpoint, _ClientFactory(request, clock), clock, request.timeout
+    )
     return await protocol.run()

@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeVar
 
 from attrs import frozen
 from OpenSSL import SSL
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import (
     IConsumer,
     IDelayedCall,
@@ -546,3 +546,36 @@ class ClientProtocol(Protocol):
             )
         )
         return DeliveryResult(recipients, dataReply, self._secure)
+
+
+async def connectWithin(endpoint: Any, factory: Any, clock: Any, timeout: float) -> Any:
+    """
+    Connect C{factory}'s protocol through C{endpoint}, giving up after
+    C{timeout} seconds.
+
+    @return: The connected protocol.
+    @raise DeliveryError: 451 4.4.1 when the connection failed or took too
+        long.
+    """
+    connecting: Deferred[Any] = endpoint.connect(factory)
+    timedOut = []
+
+    def timeOut() -> None:
+        timedOut.append(True)
+        connecting.cancel()
+
+    timer = clock.callLater(timeout, timeOut)
+    try:
+        return await connecting
+    except CancelledError:
+        if not timedOut:
+            raise
+        raise DeliveryError(
+            451, "Error: timeout connecting to the server", "4.4.1", stage="connect"
+        ) from None
+    except Exception as e:
+        text = f"Error: cannot connect to the server: {e}"
+        raise DeliveryError(451, text, "4.4.1", stage="connect") from e
+    finally:
+        if timer.active():
+            timer.cancel()

@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 from OpenSSL import SSL
-from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import (
     IConsumer,
     IOpenSSLClientConnectionCreator,
@@ -26,7 +25,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import ClientFactory
 from zope.interface import implementer
 
-from twisted_smtpd._clientprotocol import ClientProtocol, Request, _BodyWriter
+from twisted_smtpd._clientprotocol import ClientProtocol, Request, _BodyWriter, connectWithin
 from twisted_smtpd._clientwire import ClientReply, DeliveryError
 from twisted_smtpd.interfaces import IMessageStream
 
@@ -322,28 +321,9 @@ async def openSession(
     @raise DeliveryError: The connection failed, or the next hop refused
         the session; the connection is then closed.
     """
-    connecting: Deferred[Any] = endpoint.connect(_Factory(request, clock))
-    timedOut = []
-
-    def timeOut() -> None:
-        timedOut.append(True)
-        connecting.cancel()
-
-    timer = clock.callLater(request.timeout, timeOut)
-    try:
-        protocol: ClientProtocol = await connecting
-    except CancelledError:
-        if not timedOut:
-            raise
-        raise DeliveryError(
-            451, "Error: timeout connecting to the server", "4.4.1", stage="connect"
-        ) from None
-    except Exception as e:
-        text = f"Error: cannot connect to the server: {e}"
-        raise DeliveryError(451, text, "4.4.1", stage="connect") from e
-    finally:
-        if timer.active():
-            timer.cancel()
+    protocol: ClientProtocol = await connectWithin(
+        endpoint, _Factory(request, clock), clock, request.timeout
+    )
     try:
         extensions = await protocol.open()
     except DeliveryError:
