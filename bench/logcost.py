@@ -26,10 +26,10 @@ from typing import Any
 from twisted.logger import globalLogBeginner, textFileLogObserver
 from twisted.python.logfile import LogFile
 
-from twisted_smtpd._logging import SessionLogger
-from twisted_smtpd._logwriter import BufferedLogWriter
-from twisted_smtpd._replies import Reply
-from twisted_smtpd._session import Address, Envelope, Session
+from twisted_smtpd._core.replies import Reply
+from twisted_smtpd._core.session import Address, Envelope, Session
+from twisted_smtpd._serving.logging import SessionLogger
+from twisted_smtpd._serving.logwriter import BufferedLogWriter
 
 
 class _RunningReactor:

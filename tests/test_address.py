@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_smtpd._address}: MAIL and RCPT arguments, paths, ESMTP
+Tests for L{twisted_smtpd._core.address}: MAIL and RCPT arguments, paths, ESMTP
 parameters and xtext.
 """
 
@@ -11,16 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_smtpd import _replies as replies
-from twisted_smtpd._address import (
+from twisted_smtpd._core import replies as replies
+from twisted_smtpd._core.address import (
     MailRequest,
     decodeXtext,
     encodeXtext,
     parseMail,
     parseRcpt,
 )
-from twisted_smtpd._replies import CommandError, Reply
-from twisted_smtpd._session import Address, AddressDSN, EnvelopeDSN
+from twisted_smtpd._core.replies import CommandError, Reply
+from twisted_smtpd._core.session import Address, AddressDSN, EnvelopeDSN
 
 PROPERTY = settings(max_examples=200, deadline=None)
 

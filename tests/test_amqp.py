@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.test_handlers import makeSession
 from tests.test_tap import parse
 from twisted_smtpd import SMTPError
-from twisted_smtpd._session import Address, Envelope, Session
+from twisted_smtpd._core.session import Address, Envelope, Session
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers._envelope import envelopeFields
 from twisted_smtpd.handlers.amqp import DEFAULT_MAX_MESSAGE_SIZE, AMQPHandler

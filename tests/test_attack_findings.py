@@ -52,7 +52,7 @@ class PerRecipientNameTests(SynchronousTestCase):
         delivered into a directory named C{" "} (and C{<" a"@example.com>}
         into one distinct from C{a}'s).
         """
-        from twisted_smtpd._errors import SMTPError
+        from twisted_smtpd._core.errors import SMTPError
         from twisted_smtpd.handlers._maildirnames import recipientDirectory
 
         for address in ['" "@example.com', '" a"@example.com', '"a\u3000"@example.com']:
@@ -99,8 +99,8 @@ class XOAuth2WithoutDeciderTests(SynchronousTestCase):
         from twisted.internet.testing import StringTransport
 
         from tests.test_protocol import RecordingHandler
-        from twisted_smtpd._options import ServerOptions
-        from twisted_smtpd._server import SMTPServerFactory
+        from twisted_smtpd._core.options import ServerOptions
+        from twisted_smtpd._serving.server import SMTPServerFactory
 
         factory = SMTPServerFactory(
             RecordingHandler(),
@@ -166,8 +166,8 @@ class MappedAddressTests(SynchronousTestCase):
         from twisted.internet.testing import StringTransport
 
         from tests.test_protocol import RecordingHandler
-        from twisted_smtpd._options import ServerOptions
-        from twisted_smtpd._server import SMTPServerFactory
+        from twisted_smtpd._core.options import ServerOptions
+        from twisted_smtpd._serving.server import SMTPServerFactory
 
         factory = SMTPServerFactory(
             RecordingHandler(),
@@ -255,7 +255,7 @@ class MappedAddressTests(SynchronousTestCase):
         from twisted.internet.testing import EventLoggingObserver
         from twisted.logger import formatEvent, globalLogPublisher
 
-        from twisted_smtpd._logging import SessionLogger
+        from twisted_smtpd._serving.logging import SessionLogger
 
         proto, transport = self._connect()
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
@@ -277,8 +277,8 @@ class MappedAddressTests(SynchronousTestCase):
         from twisted.internet.testing import EventLoggingObserver
         from twisted.logger import globalLogPublisher
 
-        from twisted_smtpd._logging import SessionLogger
-        from twisted_smtpd._options import ServerOptions
+        from twisted_smtpd._core.options import ServerOptions
+        from twisted_smtpd._serving.logging import SessionLogger
 
         proto, transport = self._connect()
         session = proto.session  # type: ignore[attr-defined]
@@ -322,7 +322,7 @@ class MappedAddressTests(SynchronousTestCase):
         L{unmapped} gives a mapped address in any spelling as IPv4, and
         anything else as it is.
         """
-        from twisted_smtpd._session import unmapped
+        from twisted_smtpd._core.session import unmapped
 
         for mapped in ("::ffff:192.0.2.7", "::FFFF:c000:207", "0:0:0:0:0:ffff:192.0.2.7"):
             self.assertEqual(unmapped(mapped), "192.0.2.7", mapped)
@@ -334,7 +334,7 @@ class MappedAddressTests(SynchronousTestCase):
         L{trusted} matches a mapped address (in any spelling) against IPv4
         networks only.
         """
-        from twisted_smtpd._options import ServerOptions, trusted
+        from twisted_smtpd._core.options import ServerOptions, trusted
 
         networks = ServerOptions(name="x", useXClient=["192.0.2.0/24", "2001:db8::/32"]).useXClient
         for host in ("192.0.2.7", "::ffff:192.0.2.7", "::FFFF:c000:207", "0:0:0:0:0:ffff:c000:207"):
@@ -387,9 +387,9 @@ class MappedAddressTests(SynchronousTestCase):
 
         from tests.test_protocol import RecordingHandler
         from tests.test_proxy import v2
-        from twisted_smtpd._options import ServerOptions
-        from twisted_smtpd._proxy import ProxyWrappingFactory
-        from twisted_smtpd._server import SMTPServerFactory
+        from twisted_smtpd._core.options import ServerOptions
+        from twisted_smtpd._serving.proxy import ProxyWrappingFactory
+        from twisted_smtpd._serving.server import SMTPServerFactory
 
         clock = Clock()
         options = ServerOptions(
@@ -490,7 +490,7 @@ class PipeSignalTests(SynchronousTestCase):
         SIGKILL from outside gives a 4xx reply, so the client retries.
         """
         from tests.test_pipe import PipeUnitTests
-        from twisted_smtpd._errors import SMTPError
+        from twisted_smtpd._core.errors import SMTPError
 
         units = PipeUnitTests()
         d, stream, process = units.start()
@@ -515,7 +515,7 @@ class MessageIdUniquenessTests(SynchronousTestCase):
         Two sessions get different ids even if the random source repeats
         (a counter or the like makes them unique within the process).
         """
-        from twisted_smtpd import _session
+        from twisted_smtpd._core import session as _session
 
         self.patch(_session.os, "urandom", lambda n: b"\x00" * n)
         self.assertNotEqual(_session.newSessionId(), _session.newSessionId())
@@ -600,7 +600,7 @@ class DSNRelayTests(TestCase):
         from twisted.internet.task import deferLater
 
         from tests.test_client import startServer
-        from twisted_smtpd._session import AddressDSN, EnvelopeDSN
+        from twisted_smtpd._core.session import AddressDSN, EnvelopeDSN
         from twisted_smtpd.handlers import BaseHandler
         from twisted_smtpd.handlers.relay import RelayHandler
 
@@ -668,8 +668,8 @@ class PipeManyRecipientsTests(TestCase):
         from twisted.internet import reactor
 
         from tests.test_handlers import feed, makeSession
-        from twisted_smtpd._errors import SMTPError
-        from twisted_smtpd._session import Address, Envelope
+        from twisted_smtpd._core.errors import SMTPError
+        from twisted_smtpd._core.session import Address, Envelope
         from twisted_smtpd._stream import MessageStream
         from twisted_smtpd.handlers.pipe import PipeHandler
 
@@ -738,8 +738,8 @@ class ForwardConfirmedNameTests(SynchronousTestCase):
 
         from tests.test_protocol import RecordingHandler
         from tests.test_resolve import FakeResolver
-        from twisted_smtpd._options import ServerOptions
-        from twisted_smtpd._server import SMTPServerFactory
+        from twisted_smtpd._core.options import ServerOptions
+        from twisted_smtpd._serving.server import SMTPServerFactory
 
         dnsResolver = FakeResolver(
             {"7.2.0.192.in-addr.arpa": b"mail.example.net."},
@@ -779,8 +779,8 @@ class ForwardConfirmedNameTests(SynchronousTestCase):
         from twisted.python.failure import Failure
 
         from tests.test_protocol import RecordingHandler
-        from twisted_smtpd._options import ServerOptions
-        from twisted_smtpd._server import SMTPServerFactory
+        from twisted_smtpd._core.options import ServerOptions
+        from twisted_smtpd._serving.server import SMTPServerFactory
 
         class Resolver:
             def lookupPointer(self, name: str, timeout: object = None) -> object:
@@ -909,7 +909,7 @@ class WebhookEnvelopeHeaderTests(TestCase):
 
         from tests.integration.webhookreceiver import TrackingSite, WebhookReceiver, stopReceiver
         from tests.test_handlers import feed, makeSession
-        from twisted_smtpd._session import Address, Envelope
+        from twisted_smtpd._core.session import Address, Envelope
         from twisted_smtpd._stream import MessageStream
         from twisted_smtpd.handlers.webhook import WebhookHandler
 

@@ -1,6 +1,6 @@
 """
-Tests for AUTH (RFC 4954) in a session: L{twisted_smtpd._authcommand} and
-L{twisted_smtpd._cred}, over a L{StringTransport}.
+Tests for AUTH (RFC 4954) in a session: L{twisted_smtpd._serving.authcommand} and
+L{twisted_smtpd._serving.cred}, over a L{StringTransport}.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from zope.interface import implementer
 
 from tests import replies
 from tests.test_protocol import RecordingHandler, connect, take
-from twisted_smtpd._errors import SMTPError
-from twisted_smtpd._protocol import SMTPProtocol
-from twisted_smtpd._session import AuthRequest, AuthResult, Session
+from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.session import AuthRequest, AuthResult, Session
+from twisted_smtpd._serving.protocol import SMTPProtocol
 
 AUTH_OK = b"235 2.7.0 Authentication successful\r\n"
 AUTH_FAILED = b"535 5.7.8 Error: authentication credentials invalid\r\n"
@@ -322,8 +322,8 @@ class PortalTests(SynchronousTestCase):
         from twisted.internet.testing import StringTransport
 
         from tests.test_protocol import PEER, _ipv4
-        from twisted_smtpd._options import ServerOptions
-        from twisted_smtpd._server import SMTPServerFactory
+        from twisted_smtpd._core.options import ServerOptions
+        from twisted_smtpd._serving.server import SMTPServerFactory
         from twisted_smtpd.handlers import BaseHandler
 
         factory = SMTPServerFactory(
@@ -427,8 +427,8 @@ class OfferedMechanismTests(SynchronousTestCase):
         from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
         from tests.test_protocol import PEER, _ipv4
-        from twisted_smtpd._options import ServerOptions
-        from twisted_smtpd._server import SMTPServerFactory
+        from twisted_smtpd._core.options import ServerOptions
+        from twisted_smtpd._serving.server import SMTPServerFactory
 
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         factory = SMTPServerFactory(

@@ -15,8 +15,8 @@ from zope.interface.verify import verifyObject
 from tests.test_client import Recorder, endpointFor, startServer
 from tests.test_handlers import makeSession
 from twisted_smtpd import AuthResult, SMTPError
-from twisted_smtpd._client import deliver
-from twisted_smtpd._session import Address, AuthRequest, Session
+from twisted_smtpd._core.session import Address, AuthRequest, Session
+from twisted_smtpd._smtpclient.client import deliver
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers import BaseHandler
 from twisted_smtpd.handlers.chain import ChainHandler

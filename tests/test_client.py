@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_client -*-
 """
-Tests for the SMTP/LMTP client, L{twisted_smtpd._client} and its pure part
-L{twisted_smtpd._clientwire}: unit tests against a scripted server on a
+Tests for the SMTP/LMTP client, L{twisted_smtpd._smtpclient.client} and its pure part
+L{twisted_smtpd._smtpclient.clientwire}: unit tests against a scripted server on a
 L{StringTransport}, then round trips against a real L{SMTPServer} on
 127.0.0.1.
 """
@@ -25,14 +25,14 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.certs import CertificateAuthority
 from twisted_smtpd import ServerOptions, SMTPError, SMTPServer
-from twisted_smtpd._client import DeliveryError, DeliveryResult, deliver
-from twisted_smtpd._clientwire import (
+from twisted_smtpd._core.session import Address, Session
+from twisted_smtpd._smtpclient.client import DeliveryError, DeliveryResult, deliver
+from twisted_smtpd._smtpclient.clientwire import (
     ClientReply,
     DotStuffer,
     ReplyParser,
     remoteFailure,
 )
-from twisted_smtpd._session import Address, Session
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers import BaseHandler
 from twisted_smtpd.interfaces import IMessageStream

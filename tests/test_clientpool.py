@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_clientpool -*-
 """
-Tests for L{twisted_smtpd._clientpool.SessionPool}: with a clock and
+Tests for L{twisted_smtpd._smtpclient.clientpool.SessionPool}: with a clock and
 sessions that record what is done to them, then through a L{RelayHandler}
 to a real server on 127.0.0.1.
 """
@@ -15,8 +15,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.test_client import Recorder, startServer
 from tests.test_relay import closeWith, outcome, replies, send
-from twisted_smtpd._clientpool import SessionPool
-from twisted_smtpd._clientwire import ClientReply, DeliveryError
+from twisted_smtpd._smtpclient.clientpool import SessionPool
+from twisted_smtpd._smtpclient.clientwire import ClientReply, DeliveryError
 from twisted_smtpd.handlers.relay import RelayHandler
 
 

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_clientsession -*-
 """
-Tests for the parts of L{twisted_smtpd._clientsession} below the dialogue:
+Tests for the parts of L{twisted_smtpd._smtpclient.clientsession} below the dialogue:
 how a body becomes BDAT chunks, and TLS session resumption's bookkeeping.
 """
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_smtpd._clientsession import CHUNK_SIZE, ResumingTLS, _ChunkWriter
+from twisted_smtpd._smtpclient.clientsession import CHUNK_SIZE, ResumingTLS, _ChunkWriter
 
 
 class RecordingProtocol:

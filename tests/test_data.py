@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_data -*-
 """
-Tests for L{twisted_smtpd._data}: the DATA body decoder.
+Tests for L{twisted_smtpd._core.data}: the DATA body decoder.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_smtpd import _data
-from twisted_smtpd._data import DataDecoder
+from twisted_smtpd._core import data as _data
+from twisted_smtpd._core.data import DataDecoder
 
 POLICIES = ("reject", "normalize", "legacy")
 
@@ -588,7 +588,7 @@ class ChunkDecoderTests(SynchronousTestCase):
         Each chunk takes exactly its announced octets; the bytes after it are
         handed back; the LAST chunk ends the body.
         """
-        from twisted_smtpd._data import ChunkDecoder
+        from twisted_smtpd._core.data import ChunkDecoder
 
         decoder = ChunkDecoder()
         decoder.expect(4, False)
@@ -605,7 +605,7 @@ class ChunkDecoderTests(SynchronousTestCase):
         Past the limit nothing more is handed on, but every octet is counted
         and consumed.
         """
-        from twisted_smtpd._data import ChunkDecoder
+        from twisted_smtpd._core.data import ChunkDecoder
 
         decoder = ChunkDecoder(maxSize=5)
         decoder.expect(4, False)

@@ -1,5 +1,5 @@
 """
-Tests for the deadlines of a session (L{twisted_smtpd._deadlines}): TLS
+Tests for the deadlines of a session (L{twisted_smtpd._serving.deadlines}): TLS
 handshakes, replies left unread, the bound on a polite close, the minimum
 data rate, and the limits per client address at connection time.
 """
@@ -18,11 +18,11 @@ from zope.interface import directlyProvides
 
 from tests import replies
 from tests.test_protocol import RecordingHandler, connect, take, transaction
-from twisted_smtpd._deadlines import CLOSE_GRACE, pendingBytes
-from twisted_smtpd._limits import ClientLimits
-from twisted_smtpd._options import ServerOptions
-from twisted_smtpd._protocol import SMTPProtocol
-from twisted_smtpd._server import SMTPServerFactory
+from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._serving.deadlines import CLOSE_GRACE, pendingBytes
+from twisted_smtpd._serving.limits import ClientLimits
+from twisted_smtpd._serving.protocol import SMTPProtocol
+from twisted_smtpd._serving.server import SMTPServerFactory
 
 TOO_SLOW = b"421 4.4.2 Error: data transfer too slow\r\n"
 TOO_MANY_FROM_ADDRESS = (

@@ -27,7 +27,7 @@ from attrs import frozen
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_smtpd import ServerOptions
-from twisted_smtpd._tap import Options
+from twisted_smtpd._twistd.tap import Options
 
 PROJECT = Path(__file__).resolve().parents[1]
 DOCS = PROJECT / "docs"

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_dsn -*-
 """
-Tests for L{twisted_smtpd._dsn.buildReport}: RFC 3464 reports parsed back
+Tests for L{twisted_smtpd._core.dsn.buildReport}: RFC 3464 reports parsed back
 with Python's C{email} package.
 """
 
@@ -11,7 +11,7 @@ from email.message import Message
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_smtpd._dsn import RecipientStatus, buildReport
+from twisted_smtpd._core.dsn import RecipientStatus, buildReport
 
 
 def parse(report: bytes) -> tuple[Message, list[Message]]:

@@ -6,7 +6,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 import twisted_smtpd
-from twisted_smtpd import _errors, _options, _server, _session, _version, handlers, interfaces
+from twisted_smtpd import handlers, interfaces
+from twisted_smtpd._core import errors as _errors
+from twisted_smtpd._core import options as _options
+from twisted_smtpd._core import session as _session
+from twisted_smtpd._core import version as _version
+from twisted_smtpd._serving import server as _server
 from twisted_smtpd.handlers import _base
 
 

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_smtpd._forwarding}: XCLIENT and XFORWARD,
+Tests for L{twisted_smtpd._serving.forwarding}: XCLIENT and XFORWARD,
 each believed only from its configured networks.
 """
 
@@ -13,10 +13,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests import replies
 from tests.test_protocol import RecordingHandler, connect, take
-from twisted_smtpd._address import encodeXtext
-from twisted_smtpd._grammar import XCLIENT_ATTRIBUTES, parseAttributes
-from twisted_smtpd._replies import CommandError
-from twisted_smtpd._xclient import parseXClient, parseXForward
+from twisted_smtpd._core.address import encodeXtext
+from twisted_smtpd._core.grammar import XCLIENT_ATTRIBUTES, parseAttributes
+from twisted_smtpd._core.replies import CommandError
+from twisted_smtpd._core.xclient import parseXClient, parseXForward
 
 NOT_AUTHORIZED = b"550 5.7.0 Error: insufficient authorization\r\n"
 BAD_ATTRIBUTE = b"501 5.5.4 Error: bad attribute syntax\r\n"

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_smtpd._grammar}: command lines, the phase table and
+Tests for L{twisted_smtpd._core.grammar}: command lines, the phase table and
 HELO/EHLO/LHLO arguments.
 """
 
@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_smtpd import _address, _grammar
-from twisted_smtpd import _replies as replies
-from twisted_smtpd._grammar import (
+from twisted_smtpd._core import address as _address
+from twisted_smtpd._core import grammar as _grammar
+from twisted_smtpd._core import replies as replies
+from twisted_smtpd._core.grammar import (
     Command,
     CommandError,
     Phase,
@@ -346,12 +347,12 @@ class ParseHeloTests(SynchronousTestCase):
 
 class ExportTests(SynchronousTestCase):
     """
-    The MAIL/RCPT parsers are reachable from L{twisted_smtpd._grammar}.
+    The MAIL/RCPT parsers are reachable from L{twisted_smtpd._core.grammar}.
     """
 
     def test_reexports(self) -> None:
         """
-        The names re-exported from L{twisted_smtpd._address} are the same
+        The names re-exported from L{twisted_smtpd._core.address} are the same
         objects.
         """
         for name in ("MailRequest", "parseMail", "parseRcpt", "decodeXtext", "encodeXtext"):
@@ -364,7 +365,7 @@ class BdatArgumentTests(SynchronousTestCase):
         """
         C{BDAT size [LAST]}: the size in decimal, LAST in any case.
         """
-        from twisted_smtpd._grammar import parseBdat
+        from twisted_smtpd._core.grammar import parseBdat
 
         self.assertEqual(parseBdat(b"0 LAST"), (0, True))
         self.assertEqual(parseBdat(b"1024"), (1024, False))
@@ -374,8 +375,8 @@ class BdatArgumentTests(SynchronousTestCase):
         """
         Anything else is a 501.
         """
-        from twisted_smtpd._grammar import parseBdat
-        from twisted_smtpd._replies import BDAT_SYNTAX
+        from twisted_smtpd._core.grammar import parseBdat
+        from twisted_smtpd._core.replies import BDAT_SYNTAX
 
         for bad in (b"", b"x", b"-1", b"1 LASTX", b"1 2", b"9" * 19):
             e = self.assertRaises(CommandError, parseBdat, bad)

@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_protocol import connect, take
 from twisted_smtpd import SMTPServer
-from twisted_smtpd._session import Session
+from twisted_smtpd._core.session import Session
 from twisted_smtpd.interfaces import IMessageStream
 
 PROJECT = Path(__file__).resolve().parents[1]

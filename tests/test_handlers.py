@@ -25,8 +25,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
-from twisted_smtpd._errors import SMTPError
-from twisted_smtpd._session import Address, Envelope, Session
+from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.session import Address, Envelope, Session
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers import (
     BaseHandler,

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_smtpd._limits}: IPv6 clients counted by their network
+Tests for L{twisted_smtpd._serving.limits}: IPv6 clients counted by their network
 (C{clientIpv6PrefixLength}, Postfix's C{smtpd_client_ipv6_prefix_length}).
 """
 
@@ -12,9 +12,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests import replies
 from tests.test_deadlines import TOO_MANY_FROM_ADDRESS, factoryFor
-from twisted_smtpd._limits import ClientLimits
-from twisted_smtpd._options import ServerOptions
-from twisted_smtpd._server import SMTPServerFactory
+from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._serving.limits import ClientLimits
+from twisted_smtpd._serving.server import SMTPServerFactory
 
 
 def connectFrom(factory: SMTPServerFactory, host: str) -> StringTransport:

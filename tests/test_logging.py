@@ -18,9 +18,15 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_auth import PasswordHandler, b64
 from tests.test_protocol import RecordingHandler, connect, take
-from twisted_smtpd._errors import SMTPError
-from twisted_smtpd._logging import NAMESPACE, SessionLogger, jsonEvent, jsonLogObserver, loggable
-from twisted_smtpd._session import Address, Session, TLSInfo
+from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.session import Address, Session, TLSInfo
+from twisted_smtpd._serving.logging import (
+    NAMESPACE,
+    SessionLogger,
+    jsonEvent,
+    jsonLogObserver,
+    loggable,
+)
 
 
 class Refusing(RecordingHandler):
@@ -205,7 +211,7 @@ class SessionEventTests(SynchronousTestCase):
 
     def test_loggable(self) -> None:
         """
-        L{loggable} escapes control characters (as L{twisted_smtpd._printable.printable} does),
+        L{loggable} escapes control characters (as L{twisted_smtpd._core.printable.printable} does),
         decodes bytes with undecodable ones escaped, and bounds the length.
         """
         self.assertEqual(loggable(b"a\r\nb\x00"), "a\\x0d\\x0ab\\x00")

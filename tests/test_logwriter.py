@@ -15,9 +15,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_logging import _session
-from twisted_smtpd._logwriter import BufferedLogWriter
-from twisted_smtpd._replies import Reply
-from twisted_smtpd._session import Address, Envelope
+from twisted_smtpd._core.replies import Reply
+from twisted_smtpd._core.session import Address, Envelope
+from twisted_smtpd._serving.logwriter import BufferedLogWriter
 
 
 class RunningClock(Clock):
@@ -29,7 +29,7 @@ class RunningClock(Clock):
 
 
 def _message(writer: BufferedLogWriter) -> None:
-    from twisted_smtpd._logging import SessionLogger
+    from twisted_smtpd._serving.logging import SessionLogger
 
     session = _session(
         envelope=Envelope(
@@ -158,8 +158,8 @@ class JSONTests(SynchronousTestCase):
         A TLS session line in JSON carries the protocol, cipher, SNI name
         and client as fields.
         """
-        from twisted_smtpd._logging import SessionLogger
-        from twisted_smtpd._session import TLSInfo
+        from twisted_smtpd._core.session import TLSInfo
+        from twisted_smtpd._serving.logging import SessionLogger
 
         out = io.StringIO()
         tls = TLSInfo(servername="mx.example.com", protocol="TLSv1.3", cipher="TLS_AES_128")

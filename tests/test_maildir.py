@@ -23,7 +23,7 @@ from tests.test_handlers import (
     makeSession,
     readFile,
 )
-from twisted_smtpd._errors import SMTPError
+from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers import MaildirHandler, _maildirdisk
 from twisted_smtpd.handlers.maildir import _Delivery

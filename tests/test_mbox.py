@@ -33,8 +33,8 @@ from tests.test_handlers import (
     makeSession,
 )
 from twisted_smtpd import SMTPError
-from twisted_smtpd._client import deliver
-from twisted_smtpd._session import Address, Envelope
+from twisted_smtpd._core.session import Address, Envelope
+from twisted_smtpd._smtpclient.client import deliver
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers import _spool, mbox
 from twisted_smtpd.handlers.mbox import MboxHandler, MboxrdEncoder, fromLine

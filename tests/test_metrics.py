@@ -16,8 +16,8 @@ from twisted.web.test.requesthelper import DummyRequest
 from tests.test_auth import PasswordHandler, b64
 from tests.test_logging import Refusing
 from tests.test_protocol import connect, take
-from twisted_smtpd._metrics import HealthResource, MetricsResource, ServerMetrics
-from twisted_smtpd._session import Session
+from twisted_smtpd._core.session import Session
+from twisted_smtpd._serving.metrics import HealthResource, MetricsResource, ServerMetrics
 from twisted_smtpd.interfaces import IMessageStream
 
 MESSAGE = b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\nhello\r\n.\r\n"
@@ -76,9 +76,9 @@ class MetricsTests(SynchronousTestCase):
         from twisted.internet.task import Clock
         from twisted.internet.testing import StringTransport
 
-        from twisted_smtpd._errors import SMTPError
-        from twisted_smtpd._options import ServerOptions
-        from twisted_smtpd._server import SMTPServerFactory
+        from twisted_smtpd._core.errors import SMTPError
+        from twisted_smtpd._core.options import ServerOptions
+        from twisted_smtpd._serving.server import SMTPServerFactory
 
         class Closed(Refusing):
             def onConnect(self, session: Session) -> object:

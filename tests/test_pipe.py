@@ -22,8 +22,8 @@ from tests import replies
 from tests.test_handlers import Upstream, feed, makeSession
 from tests.test_mbox import ImmediateThreadPool
 from twisted_smtpd import SMTPError
-from twisted_smtpd._options import ServerOptions
-from twisted_smtpd._session import Address, Envelope
+from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._core.session import Address, Envelope
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers import _spool
 from twisted_smtpd.handlers.pipe import PipeHandler, firstLine

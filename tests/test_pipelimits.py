@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tests.test_handlers import feed, makeSession
 from tests.test_pipe import ProcessReactor
 from twisted_smtpd import SMTPError
-from twisted_smtpd._session import Address, Envelope, Session
+from twisted_smtpd._core.session import Address, Envelope, Session
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers import pipe
 from twisted_smtpd.handlers.pipe import MAX_ARG_STRLEN, PipeHandler, spawnSize

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_smtpd._printable}: text from the network made safe,
+Tests for L{twisted_smtpd._core.printable}: text from the network made safe,
 host name syntax, address literals.
 """
 
@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_smtpd._printable import addressLiteral, printable, validHostname
+from twisted_smtpd._core.printable import addressLiteral, printable, validHostname
 
 
 class PrintableTests(SynchronousTestCase):

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_smtpd._protocol}: the whole command set over a
+Tests for L{twisted_smtpd._serving.protocol}: the whole command set over a
 L{StringTransport} with a L{task.Clock}.
 """
 
@@ -15,11 +15,11 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests import replies
-from twisted_smtpd._errors import SMTPError
-from twisted_smtpd._options import ServerOptions
-from twisted_smtpd._protocol import SMTPProtocol
-from twisted_smtpd._server import SMTPServerFactory
-from twisted_smtpd._session import Address, Session
+from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._core.session import Address, Session
+from twisted_smtpd._serving.protocol import SMTPProtocol
+from twisted_smtpd._serving.server import SMTPServerFactory
 from twisted_smtpd.handlers import BaseHandler
 from twisted_smtpd.interfaces import IMessageStream
 
@@ -1127,7 +1127,7 @@ class WriteThroughTests(SynchronousTestCase):
         What the socket does not take at once is queued on the transport, in
         order; a busy transport gets everything queued behind what it holds.
         """
-        from twisted_smtpd._flow import writeThrough
+        from twisted_smtpd._serving.flow import writeThrough
 
         class Socket:
             def __init__(self) -> None:

@@ -1,7 +1,7 @@
 """
 Tests for PROXY protocol support: the pure header parser
-(L{twisted_smtpd._proxyheader}) and the listener wrapper
-(L{twisted_smtpd._proxy}).
+(L{twisted_smtpd._core.proxyheader}) and the listener wrapper
+(L{twisted_smtpd._serving.proxy}).
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests import replies
 from tests.test_protocol import RecordingHandler
-from twisted_smtpd._options import ServerOptions
-from twisted_smtpd._proxy import ProxyWrappingFactory
-from twisted_smtpd._proxyheader import (
+from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._core.proxyheader import (
     V2_SIGNATURE,
     ProxyHeader,
     ProxyHeaderError,
     parseProxyHeader,
 )
-from twisted_smtpd._server import SMTPServerFactory
+from twisted_smtpd._serving.proxy import ProxyWrappingFactory
+from twisted_smtpd._serving.server import SMTPServerFactory
 
 UNTRUSTED_PROXY = b"421 4.7.0 Error: PROXY header from an untrusted address\r\n"
 MALFORMED_PROXY = b"421 4.5.0 Error: malformed PROXY header\r\n"

@@ -19,10 +19,10 @@ from zope.interface.verify import verifyObject
 from tests.certs import CertificateAuthority
 from tests.test_client import Recorder, endpointFor, startServer
 from twisted_smtpd import SMTPError
-from twisted_smtpd._client import DeliveryError, DeliveryResult, deliver
-from twisted_smtpd._clientprotocol import Request
-from twisted_smtpd._clientsession import ClientSession, openSession
-from twisted_smtpd._session import Envelope, Session
+from twisted_smtpd._core.session import Envelope, Session
+from twisted_smtpd._smtpclient.client import DeliveryError, DeliveryResult, deliver
+from twisted_smtpd._smtpclient.clientprotocol import Request
+from twisted_smtpd._smtpclient.clientsession import ClientSession, openSession
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers._proxying import ProxyingHandler
 from twisted_smtpd.handlers.lmtp import LMTPDeliveryHandler

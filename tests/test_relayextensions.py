@@ -26,8 +26,8 @@ from tests.test_relay import (
     replies,
     send,
 )
-from twisted_smtpd._client import DeliveryError
-from twisted_smtpd._clientsession import ClientSession
+from twisted_smtpd._smtpclient.client import DeliveryError
+from twisted_smtpd._smtpclient.clientsession import ClientSession
 from twisted_smtpd.handlers.lmtp import LMTPDeliveryHandler
 from twisted_smtpd.handlers.relay import RelayHandler
 

@@ -1,6 +1,6 @@
 """
-Tests for L{twisted_smtpd._replies} (reply serialisation and text
-sanitising) and L{twisted_smtpd._errors.SMTPError}.
+Tests for L{twisted_smtpd._core.replies} (reply serialisation and text
+sanitising) and L{twisted_smtpd._core.errors.SMTPError}.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_smtpd import _replies as replies
-from twisted_smtpd._errors import SMTPError
-from twisted_smtpd._replies import Reply, formatReply, sanitiseText
+from twisted_smtpd._core import replies as replies
+from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.replies import Reply, formatReply, sanitiseText
 
 PROPERTY = settings(max_examples=200, deadline=None)
 

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_smtpd._resolve}: client names from the hosts file first,
+Tests for L{twisted_smtpd._serving.resolve}: client names from the hosts file first,
 then DNS, bounded in time.
 """
 
@@ -17,7 +17,7 @@ from twisted.names import dns
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_smtpd._resolve import ReverseResolver, pointerName, readHostsFile
+from twisted_smtpd._serving.resolve import ReverseResolver, pointerName, readHostsFile
 
 
 def addressOf(pointer: str) -> str:
@@ -396,8 +396,8 @@ class SessionTests(SynchronousTestCase):
 
         from tests import replies
         from tests.test_protocol import RecordingHandler
-        from twisted_smtpd._options import ServerOptions
-        from twisted_smtpd._server import SMTPServerFactory
+        from twisted_smtpd._core.options import ServerOptions
+        from twisted_smtpd._serving.server import SMTPServerFactory
 
         clock = Clock()
         dnsResolver = FakeResolver({"7.2.0.192.in-addr.arpa": b"\xff\xfe.example."})
@@ -428,7 +428,7 @@ class DNSServerOptionTests(SynchronousTestCase):
         """
         IPv4 and IPv6 addresses, with or without a port (53 by default).
         """
-        from twisted_smtpd._resolve import parseDNSServer
+        from twisted_smtpd._serving.resolve import parseDNSServer
 
         self.assertEqual(parseDNSServer("192.0.2.53"), ("192.0.2.53", 53))
         self.assertEqual(parseDNSServer("192.0.2.53:5353"), ("192.0.2.53", 5353))
@@ -441,7 +441,7 @@ class DNSServerOptionTests(SynchronousTestCase):
         """
         The resolver asks only the given server, not /etc/resolv.conf's.
         """
-        from twisted_smtpd._resolve import resolverFor
+        from twisted_smtpd._serving.resolve import resolverFor
 
         resolver = resolverFor("192.0.2.53:5353", Clock())
         self.assertEqual(resolver.servers, [("192.0.2.53", 5353)])

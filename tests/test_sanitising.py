@@ -19,11 +19,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests import replies
 from tests.test_protocol import RecordingHandler, connect, take
 from tests.test_resolve import FakeResolver
-from twisted_smtpd._logging import NAMESPACE, SessionLogger, jsonLogObserver
-from twisted_smtpd._options import ServerOptions
-from twisted_smtpd._replies import Reply, formatReply
-from twisted_smtpd._server import SMTPServerFactory
-from twisted_smtpd._session import Address, Envelope, Session
+from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._core.replies import Reply, formatReply
+from twisted_smtpd._core.session import Address, Envelope, Session
+from twisted_smtpd._serving.logging import NAMESPACE, SessionLogger, jsonLogObserver
+from twisted_smtpd._serving.server import SMTPServerFactory
 from twisted_smtpd.handlers._maildirnames import _traceHeaderLines
 
 EVIL_NAME = "evil.example\r\n250 forged"

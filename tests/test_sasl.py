@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_sasl -*-
 """
-Tests for L{twisted_smtpd._sasl}: the AUTH mechanisms as plain calls.
+Tests for L{twisted_smtpd._core.sasl}: the AUTH mechanisms as plain calls.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_smtpd import _replies as replies
-from twisted_smtpd._options import AUTH_METHODS
-from twisted_smtpd._replies import CommandError, Reply
-from twisted_smtpd._sasl import (
+from twisted_smtpd._core import replies as replies
+from twisted_smtpd._core.options import AUTH_METHODS
+from twisted_smtpd._core.replies import CommandError, Reply
+from twisted_smtpd._core.sasl import (
     MECHANISMS,
     Challenge,
     Done,
@@ -26,7 +26,7 @@ from twisted_smtpd._sasl import (
     defaultCramMD5Challenge,
     xoauth2FailureChallenge,
 )
-from twisted_smtpd._session import AuthRequest
+from twisted_smtpd._core.session import AuthRequest
 
 # RFC 2195 section 2.
 RFC2195_CHALLENGE = b"<1896.697170952@postoffice.reston.mci.net>"

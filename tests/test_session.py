@@ -11,8 +11,8 @@ import re
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_smtpd import _session
-from twisted_smtpd._session import _SessionIds, newSessionId
+from twisted_smtpd._core import session as _session
+from twisted_smtpd._core.session import _SessionIds, newSessionId
 
 
 class SessionIdTests(SynchronousTestCase):

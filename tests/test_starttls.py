@@ -15,11 +15,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests import replies
 from tests.test_auth import AUTH_OK, PasswordHandler, b64
 from tests.test_protocol import PEER, RecordingHandler, _ipv4, take
-from twisted_smtpd._errors import SMTPError
-from twisted_smtpd._options import ServerOptions
-from twisted_smtpd._protocol import SMTPProtocol
-from twisted_smtpd._server import SMTPServerFactory
-from twisted_smtpd._session import Session
+from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._core.session import Session
+from twisted_smtpd._serving.protocol import SMTPProtocol
+from twisted_smtpd._serving.server import SMTPServerFactory
 
 READY = b"220 2.0.0 Ready to start TLS\r\n"
 ALREADY_SECURE = b"503 5.5.1 Error: TLS already active\r\n"

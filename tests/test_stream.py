@@ -18,9 +18,9 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from tests import replies
-from twisted_smtpd._errors import SMTPError
-from twisted_smtpd._options import ServerOptions
-from twisted_smtpd._session import Session
+from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._core.session import Session
 from twisted_smtpd._stream import COLLECT_LIMIT, MessageStream
 from twisted_smtpd.handlers import BaseHandler
 from twisted_smtpd.interfaces import IMessageStream

@@ -15,8 +15,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.certs import CertificateAuthority
 from twisted_smtpd import ServerOptions, SMTPServer
-from twisted_smtpd._summary import formatAddress, logCertificates, logSummary
-from twisted_smtpd._version import __version__
+from twisted_smtpd._core.version import __version__
+from twisted_smtpd._serving.summary import formatAddress, logCertificates, logSummary
 from twisted_smtpd.handlers import SinkHandler
 
 

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_tap -*-
 """
-Tests for L{twisted_smtpd._tap} and the C{twistd smtpd} plugin.
+Tests for L{twisted_smtpd._twistd.tap} and the C{twistd smtpd} plugin.
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ from zope.interface.verify import verifyObject
 
 from tests.certs import CertificateAuthority
 from tests.integration import recordinghandler
-from twisted_smtpd import _tap
-from twisted_smtpd._errors import SMTPError
-from twisted_smtpd._logging import NAMESPACE, SessionLogger, jsonLogObserver
-from twisted_smtpd._logwriter import BufferedLogWriter
-from twisted_smtpd._options import HIDEABLE, ServerOptions
-from twisted_smtpd._replies import Reply
-from twisted_smtpd._server import SMTPServer
-from twisted_smtpd._session import Address, Envelope, Session
+from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.options import HIDEABLE, ServerOptions
+from twisted_smtpd._core.replies import Reply
+from twisted_smtpd._core.session import Address, Envelope, Session
+from twisted_smtpd._serving.logging import NAMESPACE, SessionLogger, jsonLogObserver
+from twisted_smtpd._serving.logwriter import BufferedLogWriter
+from twisted_smtpd._serving.server import SMTPServer
+from twisted_smtpd._twistd import tap as _tap
 from twisted_smtpd.handlers import DebuggingHandler, MaildirHandler, SinkHandler
 
 
@@ -51,7 +51,7 @@ class PluginTests(SynchronousTestCase):
     def test_serviceMaker(self) -> None:
         """
         C{smtpd} provides L{IServiceMaker}, is called C{smtpd} and hands out
-        the options and C{makeService} of L{twisted_smtpd._tap}.
+        the options and C{makeService} of L{twisted_smtpd._twistd.tap}.
         """
         from twisted.plugins.twisted_smtpd_plugin import smtpd
 

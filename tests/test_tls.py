@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_tls -*-
 """
-Tests for L{twisted_smtpd._tls}: real TLS handshakes in memory, through
+Tests for L{twisted_smtpd._serving.tls}: real TLS handshakes in memory, through
 Twisted's C{TLSMemoryBIOFactory} on both sides of an C{iosim} pump.
 """
 
@@ -34,8 +34,8 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from tests.certs import CertificateAuthority, IssuedCertificate, TLSClient
-from twisted_smtpd._session import TLSInfo
-from twisted_smtpd._tls import (
+from twisted_smtpd._core.session import TLSInfo
+from twisted_smtpd._serving.tls import (
     ServerTLS,
     peerCertificateVerified,
     selfSignedCertificate,

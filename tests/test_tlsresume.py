@@ -13,7 +13,7 @@ from OpenSSL._util import lib
 
 from tests.certs import TLSClient
 from tests.test_tls import _Handshake, _TLSTestCase, handshake
-from twisted_smtpd._tls import ServerTLS
+from twisted_smtpd._serving.tls import ServerTLS
 
 
 class ResumingClient(TLSClient):

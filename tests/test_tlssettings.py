@@ -14,8 +14,8 @@ from twisted.internet.ssl import CertificateOptions
 
 from tests.certs import IssuedCertificate, TLSClient
 from tests.test_tls import _TLSTestCase, handshake
-from twisted_smtpd._sni import TLSPolicy
-from twisted_smtpd._tls import ServerTLS, tlsInfo
+from twisted_smtpd._serving.sni import TLSPolicy
+from twisted_smtpd._serving.tls import ServerTLS, tlsInfo
 
 
 def _options(issued: IssuedCertificate) -> Any:

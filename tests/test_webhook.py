@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_handlers import makeSession
 from tests.test_tap import parse
-from twisted_smtpd._session import TLSInfo
+from twisted_smtpd._core.session import TLSInfo
 from twisted_smtpd.handlers._envelope import envelopeFields, envelopeJSON, sanitise
 from twisted_smtpd.handlers._signedspool import SignedSpool, verifySignature
 from twisted_smtpd.handlers.webhook import WebhookHandler

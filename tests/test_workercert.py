@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_workercert -*-
 """
-Tests for L{twisted_smtpd._workercert}: one self-signed certificate made by
+Tests for L{twisted_smtpd._twistd.workercert}: one self-signed certificate made by
 the parent of C{--workers} for all its workers.
 """
 
@@ -18,9 +18,9 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_smtpd._tap import Options, makeService
-from twisted_smtpd._workercert import SharedCertificate
-from twisted_smtpd._workers import WorkerPool
+from twisted_smtpd._twistd.tap import Options, makeService
+from twisted_smtpd._twistd.workercert import SharedCertificate
+from twisted_smtpd._twistd.workers import WorkerPool
 
 
 class FakePool(Service):

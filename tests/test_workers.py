@@ -1,5 +1,5 @@
 """
-Tests for the parts of L{twisted_smtpd._workers} that run without
+Tests for the parts of L{twisted_smtpd._twistd.workers} that run without
 processes: binding the shared sockets and reading them back in a worker.
 """
 
@@ -18,8 +18,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.certs import CertificateAuthority
-from twisted_smtpd._tap import Options
-from twisted_smtpd._workers import (
+from twisted_smtpd._twistd.tap import Options
+from twisted_smtpd._twistd.workers import (
     INHERITED,
     PARENT_PIPE,
     ParentWatch,

@@ -7,10 +7,9 @@ twisted-smtpd: an embeddable SMTP and LMTP server for Twisted.  For example::
     SMTPServer(MaildirHandler("Maildir")).listen("tcp:2525:interface=127.0.0.1")
 """
 
-from twisted_smtpd._errors import SMTPError
-from twisted_smtpd._options import ServerOptions
-from twisted_smtpd._server import SMTPServer, SMTPServerFactory
-from twisted_smtpd._session import (
+from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._core.session import (
     Address,
     AddressDSN,
     AuthRequest,
@@ -20,7 +19,8 @@ from twisted_smtpd._session import (
     Session,
     TLSInfo,
 )
-from twisted_smtpd._version import __version__
+from twisted_smtpd._core.version import __version__
+from twisted_smtpd._serving.server import SMTPServer, SMTPServerFactory
 
 __all__ = [
     "Address",

@@ -16,8 +16,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_smtpd._errors import SMTPError
-from twisted_smtpd._options import DEFAULT_SIZE
+from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.options import DEFAULT_SIZE
 from twisted_smtpd.interfaces import _MessageStreamInterface
 
 #: How many bytes L{MessageStream.collect} gathers by default: the server's

@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer
 from zope.interface import Attribute, Interface
 
-from twisted_smtpd._session import Address, AuthRequest, Session
+from twisted_smtpd._core.session import Address, AuthRequest, Session
 
 
 class _SMTPHandlerInterface(Interface):

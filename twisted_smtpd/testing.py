@@ -31,10 +31,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from twisted_smtpd._options import ServerOptions
-from twisted_smtpd._protocol import SMTPProtocol
-from twisted_smtpd._server import SMTPServer, SMTPServerFactory
-from twisted_smtpd._session import Address, Session
+from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._core.session import Address, Session
+from twisted_smtpd._serving.protocol import SMTPProtocol
+from twisted_smtpd._serving.server import SMTPServer, SMTPServerFactory
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.interfaces import IMessageStream, ISMTPHandler
 

@@ -14,8 +14,8 @@ from typing import Any
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 
-from twisted_smtpd._errors import SMTPError
-from twisted_smtpd._session import Address, AuthRequest, AuthResult, Session
+from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.session import Address, AuthRequest, AuthResult, Session
 from twisted_smtpd.handlers import BaseHandler
 from twisted_smtpd.interfaces import IMessageStream
 

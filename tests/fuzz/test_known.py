@@ -12,7 +12,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fuzz.model import EVIL, FuzzHandler, parseReplies
-from twisted_smtpd._options import ServerOptions
+from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd.testing import memorySession
 
 OPTIONS = ServerOptions(name="mx.example.com", disableReverseLookup=True)

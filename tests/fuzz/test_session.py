@@ -52,8 +52,8 @@ from tests.fuzz.model import (
     replyIds,
 )
 from tests.test_starttls import FakeTLS, TLSStringTransport
-from twisted_smtpd._options import ServerOptions
-from twisted_smtpd._server import SMTPServerFactory
+from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._serving.server import SMTPServerFactory
 
 SOCKET_TIMEOUT = 60.0
 CLOSE_TIMEOUT = 30.0
@@ -66,7 +66,7 @@ EVIL_LINES = st.sampled_from(
 
 def verbOf(line: bytes) -> bytes:
     """
-    The verb the server sees in C{line} (as L{twisted_smtpd._grammar}
+    The verb the server sees in C{line} (as L{twisted_smtpd._core.grammar}
     splits it).
     """
     space = line.find(b" ")

@@ -13,7 +13,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from twisted_smtpd._options import ServerOptions
+from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd.testing import MessageRecorder, listenForTests
 
 

@@ -25,7 +25,7 @@ from tests.integration.helpers import RECIPIENT, SENDER, ServerTestCase, TwistdS
 PER_KIND = 100
 #: The server's timeouts in these tests, in seconds.
 SHORT = 2
-#: CLOSE_GRACE of twisted_smtpd._deadlines: how long a polite close may take.
+#: CLOSE_GRACE of twisted_smtpd._serving.deadlines: how long a polite close may take.
 CLOSE_GRACE = 5
 #: How long a typical (the median) normal session may take while the server
 #: is under attack, and the longest one.

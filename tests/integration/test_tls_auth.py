@@ -27,10 +27,10 @@ from tests.certs import CertificateAuthority, IssuedCertificate
 from tests.integration.helpers import TwistdServer
 from tests.test_auth import PasswordHandler
 from tests.test_protocol import RecordingHandler
-from twisted_smtpd._errors import SMTPError
-from twisted_smtpd._options import ServerOptions
-from twisted_smtpd._server import SMTPServer
-from twisted_smtpd._session import Session
+from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._core.session import Session
+from twisted_smtpd._serving.server import SMTPServer
 
 TIMEOUT = 30.0
 MESSAGE = b"Subject: tls\r\n\r\nover TLS\r\n"

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from zope.interface import implementer
 
-from twisted_smtpd._errors import SMTPError
-from twisted_smtpd._session import Address, AuthRequest, Session
+from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.session import Address, AuthRequest, Session
 from twisted_smtpd.interfaces import IMessageStream, _SMTPHandlerInterface
 
 

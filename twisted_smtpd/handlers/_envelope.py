@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any
 
-from twisted_smtpd._session import Session
+from twisted_smtpd._core.session import Session
 
 _UNSAFE = re.compile(r"[^\x20-\x7e]+")
 _MAX_REASON = 200

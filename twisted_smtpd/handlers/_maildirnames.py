@@ -15,9 +15,9 @@ import time
 import unicodedata
 from email.utils import formatdate
 
-from twisted_smtpd._errors import SMTPError
-from twisted_smtpd._printable import addressLiteral, printable
-from twisted_smtpd._session import Session
+from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.printable import addressLiteral, printable
+from twisted_smtpd._core.session import Session
 
 _counter = itertools.count(1)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -22,13 +22,18 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_smtpd._clientpool import SessionPool
-from twisted_smtpd._clientsession import ClientSession
-from twisted_smtpd._clientwire import ClientReply, DeliveryError, remoteFailure, replyError
-from twisted_smtpd._dsn import RecipientStatus, buildReport
-from twisted_smtpd._errors import SMTPError
-from twisted_smtpd._replies import sanitiseText
-from twisted_smtpd._session import Address, Session
+from twisted_smtpd._core.dsn import RecipientStatus, buildReport
+from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.replies import sanitiseText
+from twisted_smtpd._core.session import Address, Session
+from twisted_smtpd._smtpclient.clientpool import SessionPool
+from twisted_smtpd._smtpclient.clientsession import ClientSession
+from twisted_smtpd._smtpclient.clientwire import (
+    ClientReply,
+    DeliveryError,
+    remoteFailure,
+    replyError,
+)
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.interfaces import IMessageStream

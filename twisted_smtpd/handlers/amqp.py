@@ -20,8 +20,8 @@ from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_smtpd._errors import SMTPError
-from twisted_smtpd._session import Address, Session
+from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._envelope import envelopeFields, messageId, sanitise
 from twisted_smtpd.handlers.relay import loadTrustRoot

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
-from twisted_smtpd._session import Address, AuthRequest, Session
+from twisted_smtpd._core.session import Address, AuthRequest, Session
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.interfaces import IMessageStream, ISMTPHandler
 

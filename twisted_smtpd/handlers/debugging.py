@@ -11,7 +11,7 @@ from typing import TextIO
 
 from twisted.internet.defer import Deferred
 
-from twisted_smtpd._session import Session
+from twisted_smtpd._core.session import Session
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.interfaces import IMessageStream
 

@@ -14,8 +14,8 @@ from twisted.internet.endpoints import clientFromString
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
-from twisted_smtpd._clientprotocol import Request
-from twisted_smtpd._clientsession import ClientSession, openSession
+from twisted_smtpd._smtpclient.clientprotocol import Request
+from twisted_smtpd._smtpclient.clientsession import ClientSession, openSession
 from twisted_smtpd.handlers._proxying import ProxyingHandler
 from twisted_smtpd.handlers.relay import defaultHeloName
 

@@ -41,8 +41,8 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from twisted_smtpd._errors import SMTPError
-from twisted_smtpd._session import Address, Session
+from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._maildirdisk import _commitCycle, _discard, _unlinkAll, _writeChunks
 from twisted_smtpd.handlers._maildirnames import (

@@ -6,7 +6,7 @@ Each command of a transaction is passed on to the smarthost and answered
 with its verdict: MAIL and each RCPT at once, the message after its body.
 The client gets a 250 only for what the smarthost accepted: a 250 after
 the body means the smarthost has the message.  Sessions to the smarthost
-are kept open and reused (L{twisted_smtpd._clientpool.SessionPool}).
+are kept open and reused (L{twisted_smtpd._smtpclient.clientpool.SessionPool}).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import Certificate, optionsForClientTLS, trustRootFromCertificates
 from twisted.logger import Logger
 
-from twisted_smtpd._client import TLS_MODES, TLSMode
-from twisted_smtpd._clientprotocol import Request
-from twisted_smtpd._clientsession import ClientSession, ResumingTLS, openSession
-from twisted_smtpd._clientwire import UnverifiedClientTLS
+from twisted_smtpd._smtpclient.client import TLS_MODES, TLSMode
+from twisted_smtpd._smtpclient.clientprotocol import Request
+from twisted_smtpd._smtpclient.clientsession import ClientSession, ResumingTLS, openSession
+from twisted_smtpd._smtpclient.clientwire import UnverifiedClientTLS
 from twisted_smtpd.handlers._proxying import ProxyingHandler, describe, isLMTP
 
 _PEM_CERTIFICATE = re.compile(

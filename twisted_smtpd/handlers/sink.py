@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred
 
-from twisted_smtpd._session import Session
+from twisted_smtpd._core.session import Session
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.interfaces import IMessageStream
 

@@ -26,8 +26,8 @@ from twisted.web.client import (
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
-from twisted_smtpd._errors import SMTPError
-from twisted_smtpd._session import Session
+from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.session import Session
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._envelope import envelopeFields, envelopeJSON, messageId, sanitise
 from twisted_smtpd.handlers._signedspool import SignedSpool

@@ -1,0 +1,104 @@
+"""
+The four parts of the design, kept apart: the pure protocol core
+(C{twisted_smtpd._core}), the server glue (C{_serving}), the SMTP client the
+relaying handlers use (C{_smtpclient}) and the C{twistd} layer
+(C{_twistd}).  These tests read every module's imports (top level and inside
+functions) and fail when one crosses a line it must not.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+PACKAGE = Path(__file__).resolve().parents[1] / "twisted_smtpd"
+
+
+def imports(path: Path) -> set[str]:
+    """
+    Every module C{path} imports, as dotted names (C{from a import b} gives
+    C{a} and C{a.b}).
+    """
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def modulesOf(part: str) -> list[Path]:
+    return sorted((PACKAGE / part).glob("*.py"))
+
+
+class LayoutTests(SynchronousTestCase):
+    def crossings(self, part: str, forbidden: tuple[str, ...]) -> list[str]:
+        found = []
+        for path in modulesOf(part):
+            for name in sorted(imports(path)):
+                if any(name == f or name.startswith(f + ".") for f in forbidden):
+                    found.append(f"{part}/{path.name} imports {name}")
+        self.assertTrue(modulesOf(part), part)
+        return found
+
+    def test_coreImportsNoTwisted(self) -> None:
+        """
+        The core imports neither Twisted nor zope.interface, nor any other
+        part of the package.
+        """
+        self.assertEqual(
+            self.crossings(
+                "_core",
+                (
+                    "twisted",
+                    "zope",
+                    "twisted_smtpd._serving",
+                    "twisted_smtpd._smtpclient",
+                    "twisted_smtpd._twistd",
+                    "twisted_smtpd._stream",
+                    "twisted_smtpd.handlers",
+                    "twisted_smtpd.interfaces",
+                    "twisted_smtpd.testing",
+                ),
+            ),
+            [],
+        )
+
+    def test_serverKnowsNoTwistd(self) -> None:
+        """
+        The server glue never imports the C{twistd} layer or the client.
+        """
+        self.assertEqual(
+            self.crossings("_serving", ("twisted_smtpd._twistd", "twisted_smtpd._smtpclient")),
+            [],
+        )
+
+    def test_handlersWithoutTwistd(self) -> None:
+        """
+        The handlers are usable without C{twistd}.
+        """
+        self.assertEqual(self.crossings("handlers", ("twisted_smtpd._twistd",)), [])
+
+    def test_clientSharesNoServerGlue(self) -> None:
+        """
+        The SMTP client imports no server glue, no handler and no C{twistd}.
+        """
+        self.assertEqual(
+            self.crossings(
+                "_smtpclient",
+                ("twisted_smtpd._serving", "twisted_smtpd._twistd", "twisted_smtpd.handlers"),
+            ),
+            [],
+        )
+
+    def test_everyPrivateModuleHasItsPart(self) -> None:
+        """
+        No private module sits beside the public ones but the message stream,
+        which the server, the handlers and the client share.
+        """
+        loose = sorted(p.name for p in PACKAGE.glob("_*.py") if p.name != "__init__.py")
+        self.assertEqual(loose, ["_stream.py"])

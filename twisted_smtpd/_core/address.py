@@ -1,0 +1,444 @@
+# -*- test-case-name: tests.test_address -*-
+"""
+Pure parsing of the MAIL and RCPT arguments: the reverse-path and
+forward-path (RFC 5321 section 4.1.2), their ESMTP parameters (RFC 5321
+section 4.1.1.11) and xtext (RFC 3461 section 4).
+
+The parameters understood are C{SIZE} (RFC 1870), C{BODY} (RFC 6152, RFC
+3030), C{SMTPUTF8} (RFC 6531), C{RET} and C{ENVID} (RFC 3461), C{REQUIRETLS}
+(RFC 8689) and C{AUTH} (RFC 4954 section 5) on MAIL; C{NOTIFY} and C{ORCPT}
+(RFC 3461) on RCPT.  They are accepted whether or not the extension is
+advertised: policy is the caller's.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from attrs import frozen
+
+from twisted_smtpd._core.replies import (
+    BAD_AUTH_PARAMETER,
+    BAD_BODY,
+    BAD_ENVID,
+    BAD_NOTIFY,
+    BAD_ORCPT,
+    BAD_PARAMETER_SYNTAX,
+    BAD_RECIPIENT_SYNTAX,
+    BAD_REQUIRETLS,
+    BAD_RET,
+    BAD_SENDER_SYNTAX,
+    BAD_SIZE,
+    BAD_SMTPUTF8,
+    DUPLICATE_PARAMETER,
+    MAIL_SYNTAX,
+    NON_ASCII_PARAMETER,
+    PATH_TOO_LONG,
+    RCPT_SYNTAX,
+    UNKNOWN_PARAMETER,
+    UTF8_NOT_ALLOWED,
+    CommandError,
+    Reply,
+)
+from twisted_smtpd._core.session import Address, AddressDSN, EnvelopeDSN
+
+# RFC 5321 section 4.5.3.1.
+MAX_LOCAL_PART = 64
+MAX_DOMAIN = 255
+MAX_PATH = 256
+# RFC 3461 sections 4.2 and 4.4.
+MAX_ENVID = 100
+MAX_ORCPT = 500
+# RFC 1870 section 3 allows any number of digits; twenty always fit in 64 bits.
+MAX_SIZE_DIGITS = 20
+
+# C0 controls, DEL and the C1 controls (U+0080 to U+009F, which some software
+# takes for line breaks) are never part of a MAIL or RCPT argument.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+# RFC 6531 section 3.3 adds UTF8-non-ascii to atext, qtextSMTP and sub-domain.
+_U = "\u00a0-\U0010ffff"
+_ATEXT = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~" + _U + "-]"
+_DOT_ATOM = _ATEXT + "+(?:\\." + _ATEXT + "+)*"
+_QUOTED = '"(?:[ !#-\\[\\]-~' + _U + ']|\\\\[ -~])*"'
+# Ldh-str (RFC 5321 section 4.1.2), with underscores as Postfix allows.
+_LETDIG = "[A-Za-z0-9_" + _U + "]"
+_LABEL = _LETDIG + "(?:[A-Za-z0-9_" + _U + "-]*" + _LETDIG + ")?"
+_DOMAIN = _LABEL + "(?:\\." + _LABEL + ")*"
+_LITERAL = "\\[(?:[Ii][Pp][Vv]6:[0-9A-Fa-f:.]+|[0-9.]+)\\]"
+_PATH = re.compile(
+    "<(?:@"
+    + _DOMAIN
+    + "(?:,@"
+    + _DOMAIN
+    + ")*:)?(?P<local>"
+    + _DOT_ATOM
+    + "|"
+    + _QUOTED
+    + ")@(?P<domain>"
+    + _DOMAIN
+    + "|"
+    + _LITERAL
+    + ")>"
+)
+_LENIENT_KEYWORD = {
+    "FROM": re.compile("FROM *: *", re.IGNORECASE),
+    "TO": re.compile("TO *: *", re.IGNORECASE),
+}
+
+_PARAMETER = re.compile("([A-Za-z0-9][A-Za-z0-9-]*)(?:=([^= ]+))?")
+_XTEXT = re.compile("(?:[^+]|\\+[0-9A-F]{2})*")
+_HEXCHAR = re.compile(b"\\+([0-9A-F]{2})")
+_NOT_XCHAR = re.compile(b"[^!-*,-<>-~]")
+_ADDR_TYPE = re.compile("[A-Za-z0-9!#$%&'*+/?^_`{|}~-]+")
+_BODY_TYPES = {"7BIT": "7bit", "8BITMIME": "8bitmime", "BINARYMIME": "binarymime"}
+_NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY"})
+
+
+def decodeXtext(value: str) -> str:
+    """
+    Decode RFC 3461 section 4 xtext: each C{+XX} (two upper-case hex digits)
+    stands for one octet; the octets are then read as UTF-8.  Characters
+    other than C{+} pass through unchanged, so raw UTF-8 text (which RFC 6533
+    allows when SMTPUTF8 is in effect) survives.
+
+    @raise ValueError: If a C{+} is not followed by two upper-case hex digits,
+        or the octets are not UTF-8.
+    """
+    if "+" not in value:
+        return value
+    if _XTEXT.fullmatch(value) is None:
+        raise ValueError(f"malformed xtext: {value!r}")
+    raw = _HEXCHAR.sub(_unhex, value.encode("utf-8"))
+    return raw.decode("utf-8")
+
+
+def _unhex(match: re.Match[bytes]) -> bytes:
+    return bytes((int(match.group(1), 16),))
+
+
+def encodeXtext(value: str) -> str:
+    """
+    Encode C{value} as RFC 3461 section 4 xtext: its UTF-8 octets outside
+    C{"!"} to C{"~"}, and C{"+"} and C{"="}, become C{+XX}.
+    """
+    raw = value.encode("utf-8")
+    if _NOT_XCHAR.search(raw) is None:
+        return value
+    return _NOT_XCHAR.sub(_hex, raw).decode("ascii")
+
+
+def _hex(match: re.Match[bytes]) -> bytes:
+    return b"+%02X" % (match.group(0)[0],)
+
+
+@frozen
+class MailRequest:
+    """
+    A parsed MAIL command.
+
+    @ivar address: The reverse-path (C{""} for C{<>}) with every parameter in
+        C{args} (upper-case keys, values as sent, C{True} when valueless);
+        C{dsn} is C{None}.
+    @ivar size: The declared C{SIZE}, or C{None}.
+    @ivar bodyType: C{"7bit"}, C{"8bitmime"} or C{"binarymime"}.
+    @ivar smtpUtf8: Whether C{SMTPUTF8} was given.
+    @ivar requireTls: Whether C{REQUIRETLS} was given.
+    @ivar dsn: C{RET} (upper case) and C{ENVID} (xtext-decoded).
+    @ivar auth: The xtext-decoded C{AUTH} mailbox, C{"<>"}, or C{None}.
+    """
+
+    address: Address
+    size: int | None
+    bodyType: str
+    smtpUtf8: bool
+    requireTls: bool
+    dsn: EnvelopeDSN
+    auth: str | None
+
+
+def parseMail(argument: bytes, lenient: bool = False) -> MailRequest:
+    """
+    Parse the argument of MAIL (C{b"FROM:<a@example.com> SIZE=10"}).
+
+    The C{FROM:} keyword is case-insensitive and may be followed by spaces.
+    A source route is accepted and dropped; a quoted local part is kept as
+    written.  A non-ASCII path or parameter value needs C{SMTPUTF8} in the
+    same command (RFC 6531 section 3.4).
+
+    @param lenient: Also accept what broken clients send: spaces before the
+        colon, a path without angle brackets (C{FROM:a@example.com}), and a
+        path missing only its closing bracket when nothing follows it.
+
+    @raise CommandError: With C{MAIL_SYNTAX} when C{FROM:} is missing,
+        C{BAD_SENDER_SYNTAX} or C{PATH_TOO_LONG} for a bad path (or control
+        characters or invalid UTF-8 anywhere), a 501 for a malformed,
+        repeated or badly valued parameter, C{UNKNOWN_PARAMETER} (555) for a
+        parameter MAIL does not know, and C{UTF8_NOT_ALLOWED} (553) for a
+        non-ASCII path without C{SMTPUTF8}.
+    """
+    text = _decode(argument, BAD_SENDER_SYNTAX)
+    rest = _afterKeyword(text, "FROM", MAIL_SYNTAX, lenient)
+    mailbox, params = _parsePath(rest, True, BAD_SENDER_SYNTAX, lenient)
+    args = _parseParameters(params) if params else {}
+    size = None
+    bodyType = "7bit"
+    smtpUtf8 = requireTls = False
+    ret = envid = auth = None
+    for key, value in args.items():
+        if key == "SIZE":
+            if not isinstance(value, str) or len(value) > MAX_SIZE_DIGITS or not _isDigits(value):
+                raise CommandError(BAD_SIZE)
+            size = int(value)
+        elif key == "BODY":
+            if not isinstance(value, str) or (body := _BODY_TYPES.get(value.upper())) is None:
+                raise CommandError(BAD_BODY)
+            bodyType = body
+        elif key == "SMTPUTF8":
+            if value is not True:
+                raise CommandError(BAD_SMTPUTF8)
+            smtpUtf8 = True
+        elif key == "REQUIRETLS":
+            if value is not True:
+                raise CommandError(BAD_REQUIRETLS)
+            requireTls = True
+        elif key == "RET":
+            if not isinstance(value, str) or value.upper() not in ("FULL", "HDRS"):
+                raise CommandError(BAD_RET)
+            ret = value.upper()
+        elif key == "ENVID":
+            if not isinstance(value, str) or len(value) > MAX_ENVID:
+                raise CommandError(BAD_ENVID)
+            envid = _xtext(value, BAD_ENVID)
+        elif key == "AUTH":
+            if not isinstance(value, str):
+                raise CommandError(BAD_AUTH_PARAMETER)
+            auth = value if value == "<>" else _xtext(value, BAD_AUTH_PARAMETER)
+        else:
+            raise CommandError(UNKNOWN_PARAMETER)
+    if not smtpUtf8:
+        _requireAscii(mailbox, params)
+    return MailRequest(
+        address=Address(mailbox, args),
+        size=size,
+        bodyType=bodyType,
+        smtpUtf8=smtpUtf8,
+        requireTls=requireTls,
+        dsn=EnvelopeDSN(ret, envid),
+        auth=auth,
+    )
+
+
+def parseRcpt(argument: bytes, smtpUtf8: bool, lenient: bool = False) -> Address:
+    """
+    Parse the argument of RCPT (C{b"TO:<a@example.com> NOTIFY=NEVER"}).
+
+    The rules are those of L{parseMail}, except that C{<>} is refused and
+    C{<Postmaster>} (any case, no domain; RFC 5321 section 4.1.1.3) is
+    accepted and returned as written.
+
+    @param smtpUtf8: Whether the transaction's MAIL carried C{SMTPUTF8}, which
+        allows a non-ASCII path and parameter values.
+    @param lenient: As for L{parseMail}.
+    @return: The forward-path with its parameters; C{dsn} is always set
+        (C{NOTIFY} values upper case, C{ORCPT} xtext-decoded after its
+        address type, C{"\\x{...}"} escapes of C{utf-8} addresses kept as
+        sent).
+
+    @raise CommandError: With C{RCPT_SYNTAX} when C{TO:} is missing,
+        C{BAD_RECIPIENT_SYNTAX} or C{PATH_TOO_LONG} for a bad path, a 501 for
+        a malformed, repeated or badly valued parameter, C{UNKNOWN_PARAMETER}
+        (555) for a parameter RCPT does not know, and C{UTF8_NOT_ALLOWED}
+        (553) for a non-ASCII path without C{smtpUtf8}.
+    """
+    text = _decode(argument, BAD_RECIPIENT_SYNTAX)
+    rest = _afterKeyword(text, "TO", RCPT_SYNTAX, lenient)
+    mailbox, params = _parsePath(rest, False, BAD_RECIPIENT_SYNTAX, lenient)
+    args = _parseParameters(params) if params else {}
+    notify: tuple[str, ...] = ()
+    orcpt = None
+    for key, value in args.items():
+        if key == "NOTIFY":
+            if not isinstance(value, str):
+                raise CommandError(BAD_NOTIFY)
+            notify = _parseNotify(value)
+        elif key == "ORCPT":
+            orcpt = _parseOrcpt(value)
+        else:
+            raise CommandError(UNKNOWN_PARAMETER)
+    if not smtpUtf8:
+        _requireAscii(mailbox, params)
+    return Address(mailbox, args, AddressDSN(notify, orcpt))
+
+
+def _decode(argument: bytes, badSyntax: Reply) -> str:
+    """
+    Decode a MAIL or RCPT argument, refusing invalid UTF-8 and control
+    characters.
+    """
+    try:
+        text = argument.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CommandError(badSyntax) from None
+    if _CONTROL.search(text) is not None:
+        raise CommandError(badSyntax)
+    return text
+
+
+def _afterKeyword(text: str, keyword: str, syntax: Reply, lenient: bool) -> str:
+    """
+    Check C{text} starts with C{keyword} and a colon; return what follows,
+    leading spaces removed.
+    """
+    size = len(keyword) + 1
+    if text[:size].upper() == keyword + ":":
+        return text[size:].lstrip(" ")
+    if lenient and (match := _LENIENT_KEYWORD[keyword].match(text)) is not None:
+        return text[match.end() :]
+    raise CommandError(syntax)
+
+
+def _parsePath(text: str, reverse: bool, badSyntax: Reply, lenient: bool) -> tuple[str, str]:
+    """
+    Parse the path at the start of C{text}.
+
+    @param reverse: C{True} for a reverse-path (C{<>} allowed), C{False} for a
+        forward-path (C{<Postmaster>} allowed).
+    @return: The mailbox (C{""} for C{<>}) and the parameter text after it.
+    """
+    if not text.startswith("<"):
+        if not lenient or not text:
+            raise CommandError(badSyntax)
+        token, _, params = text.partition(" ")
+        return _parseWhole("<" + token + ">", reverse, badSyntax), params
+    match = _PATH.match(text)
+    if match is not None:
+        end = match.end()
+        mailbox = _mailbox(match, badSyntax)
+    elif reverse and text.startswith("<>"):
+        end, mailbox = 2, ""
+    elif not reverse and text[:12].lower() == "<postmaster>":
+        end, mailbox = 12, text[1:11]
+    elif lenient and ">" not in text and " " not in text:
+        return _parseWhole(text + ">", reverse, badSyntax), ""
+    else:
+        raise CommandError(badSyntax)
+    if end < len(text) and text[end] != " ":
+        raise CommandError(badSyntax)
+    return mailbox, text[end + 1 :]
+
+
+def _parseWhole(path: str, reverse: bool, badSyntax: Reply) -> str:
+    """
+    Parse a path that must be all of C{path}.
+    """
+    mailbox, params = _parsePath(path, reverse, badSyntax, False)
+    if params:
+        raise CommandError(badSyntax)
+    return mailbox
+
+
+def _mailbox(match: re.Match[str], badSyntax: Reply) -> str:
+    """
+    Check the lengths and address literal of a matched path and return its
+    mailbox, source route dropped.
+    """
+    path = match.group(0)
+    local = match.group("local")
+    domain = match.group("domain")
+    if path.isascii():
+        pathSize, localSize, domainSize = len(path), len(local), len(domain)
+    else:
+        pathSize = len(path.encode("utf-8"))
+        localSize = len(local.encode("utf-8"))
+        domainSize = len(domain.encode("utf-8"))
+    if pathSize > MAX_PATH or localSize > MAX_LOCAL_PART or domainSize > MAX_DOMAIN:
+        raise CommandError(PATH_TOO_LONG)
+    if domain.startswith("[") and not _validLiteral(domain[1:-1]):
+        raise CommandError(badSyntax)
+    return local + "@" + domain
+
+
+def _validLiteral(literal: str) -> bool:
+    """
+    Whether C{literal} (without brackets) is an IPv4 address or C{IPv6:}
+    followed by an IPv6 address (RFC 5321 section 4.1.3).
+    """
+    try:
+        if literal[:5].upper() == "IPV6:":
+            ipaddress.IPv6Address(literal[5:])
+        else:
+            ipaddress.IPv4Address(literal)
+    except ValueError:
+        return False
+    return True
+
+
+def _parseParameters(text: str) -> dict[str, str | bool]:
+    """
+    Split ESMTP parameters (RFC 5321 section 4.1.2, C{Mail-parameters}).
+
+    @return: Upper-case keyword to value as sent, or C{True} when valueless.
+    """
+    args: dict[str, str | bool] = {}
+    for token in text.split(" "):
+        if not token:
+            continue
+        match = _PARAMETER.fullmatch(token)
+        if match is None:
+            raise CommandError(BAD_PARAMETER_SYNTAX)
+        key = match.group(1).upper()
+        if key in args:
+            raise CommandError(DUPLICATE_PARAMETER)
+        value = match.group(2)
+        args[key] = True if value is None else value
+    return args
+
+
+def _requireAscii(mailbox: str, params: str) -> None:
+    """
+    Refuse non-ASCII where SMTPUTF8 does not apply (RFC 6531 section 3.4).
+    """
+    if not mailbox.isascii():
+        raise CommandError(UTF8_NOT_ALLOWED)
+    if not params.isascii():
+        raise CommandError(NON_ASCII_PARAMETER)
+
+
+def _isDigits(value: str) -> bool:
+    return value.isascii() and value.isdigit()
+
+
+def _xtext(value: str, bad: Reply) -> str:
+    try:
+        return decodeXtext(value)
+    except ValueError:
+        raise CommandError(bad) from None
+
+
+def _parseNotify(value: str) -> tuple[str, ...]:
+    """
+    Parse C{NOTIFY} (RFC 3461 section 4.1): C{NEVER} alone, or a comma list
+    of C{SUCCESS}, C{FAILURE} and C{DELAY}; repeats are merged.
+    """
+    items = value.upper().split(",")
+    if items == ["NEVER"]:
+        return ("NEVER",)
+    if not _NOTIFY.issuperset(items):
+        raise CommandError(BAD_NOTIFY)
+    return tuple(dict.fromkeys(items))
+
+
+def _parseOrcpt(value: str | bool) -> str:
+    """
+    Parse C{ORCPT} (RFC 3461 section 4.2): C{addr-type ";" xtext}.
+
+    @return: The address type as sent, C{";"}, and the decoded address.
+    """
+    if not isinstance(value, str) or len(value) > MAX_ORCPT:
+        raise CommandError(BAD_ORCPT)
+    addrType, semicolon, address = value.partition(";")
+    if not semicolon or not address or _ADDR_TYPE.fullmatch(addrType) is None:
+        raise CommandError(BAD_ORCPT)
+    return addrType + ";" + _xtext(address, BAD_ORCPT)

@@ -1,0 +1,377 @@
+# -*- test-case-name: tests.test_data -*-
+"""
+The DATA body decoder: finds the end of the message, removes dot-stuffing,
+counts the size and watches for bare line breaks.
+
+Pure: bytes in, bytes out.  The rules are RFC 5321 section 4.1.1.4 (the body
+ends with C{CRLF . CRLF}) and section 4.5.2 (transparency: a line starting
+with a period has that period removed).  Only a real CRLF delimits lines: a
+bare LF or a bare CR never ends a message nor starts a line, so the SMTP
+smuggling tricks (CVE-2023-51764, CVE-2023-51765, CVE-2023-51766) that hide a
+second message behind C{LF . LF} and similar sequences find nothing to end
+here.
+
+The decoder works on whole chunks with C{bytes.find}, C{bytes.split},
+C{bytes.replace}, C{bytes.translate} and slicing: no Python code runs per byte
+or per line, and periods starting lines cost a bounded number of Python steps
+per feed, so even a body made only of dot-stuffed lines costs a few passes in
+C.
+"""
+
+from __future__ import annotations
+
+from twisted_smtpd._core.options import BARE_NEWLINE_POLICIES
+
+_CR = 13
+_LF = 10
+_DOT = 46
+
+# Where the decoder stands between two feeds.  Nothing but a single CR is ever
+# held back: a period at the start of a line is always removed, whatever
+# follows it, so it only needs remembering.
+_LINE_START = 0  # the next byte starts a line (after a real CRLF, or first)
+_MID_LINE = 1  # inside a line
+_HELD_CR = 2  # a CR ended the last feed; the next byte says if it is bare
+_LINE_DOT = 3  # a line started with a period (removed); the next bytes decide
+_LINE_DOT_CR = 4  # a line started with a period then a CR (held back)
+
+# Translation tables marking the LF bytes and the CR bytes of a chunk.
+_LF_MARKS = bytes(1 if i == _LF else 0 for i in range(256))
+_CR_MARKS = bytes(1 if i == _CR else 0 for i in range(256))
+
+# Up to this many periods starting lines in one feed are removed by splitting
+# the feed on them (one pass); more, and bytes.replace does it (two passes, but
+# no object per period).
+_SPLIT_LIMIT = 128
+
+
+def _findCrlfDot(data: bytes, start: int) -> int:
+    """
+    Find the next C{CRLF .} (a period starting a line), looking from
+    C{start}.
+
+    A memchr for the period comes first: base64 text has none at all, and
+    then the slower search for C{CRLF .} is skipped.
+
+    @return: The index of the CR, or -1.
+    """
+    k = data.find(b".", start)
+    if k < 0:
+        return -1
+    return data.find(b"\r\n.", max(start, k - 2))
+
+
+def _hasBareNewline(region: bytes) -> bool:
+    """
+    Whether C{region} holds a CR not followed by LF or an LF not preceded by
+    CR: every CR must sit just before an LF and every LF just after a CR,
+    checked with one C{translate} per byte kind and a C{memcmp}.
+    """
+    lf = region.translate(_LF_MARKS)
+    cr = region.translate(_CR_MARKS)
+    return lf[0] != 0 or cr[-1] != 0 or cr[:-1] != lf[1:]
+
+
+def _normalise(segment: bytes) -> bytes:
+    """
+    Turn every bare CR and bare LF of C{segment} into CRLF.
+    """
+    return segment.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
+class DataDecoder:
+    """
+    Decode the bytes a client sends after the 354 reply to DATA.
+
+    Feed it the raw bytes as they arrive, split anywhere; it hands back the
+    decoded body in order, then, once C{CRLF . CRLF} has been seen, whatever
+    followed the end (commands pipelined behind the message).  The body keeps
+    the CRLF of its last line: C{b"a\\r\\n.\\r\\n"} decodes to
+    C{b"a\\r\\n"}.  A message that is just C{b".\\r\\n"} is empty.
+
+    At most one byte (a CR whose LF may come next) is held back between
+    feeds.  Each feed hands on at most two chunks; a feed with no period
+    starting a line and no bare line break is handed on as a slice of the
+    input, and a feed that is all body as the input object itself.
+
+    @ivar maxSize: The size limit in bytes, 0 for none.
+    @ivar bareNewline: The bare newline policy: C{"reject"} passes bare CR
+        and LF bytes on unchanged and only notes them (the protocol refuses the
+        message with 550 at the end), C{"legacy"} passes them on unchanged,
+        C{"normalize"} turns each into CRLF.  In every policy a bare CR or LF
+        never ends the message and never starts a line (no dot-unstuffing
+        after it), and a normalised line break is content only.
+    @ivar byteLength: Decoded body bytes so far (after unstuffing and
+        normalising), counting those past the limit that are no longer handed
+        on.
+    @ivar sizeExceeded: Whether C{maxSize} is set and C{byteLength} passed it.
+        The feed that passes the limit and every later one hand on nothing,
+        but still look for the end so the rest of the message is drained; no
+        more than one byte is kept meanwhile.
+    @ivar bareNewlineSeen: Whether a bare CR or bare LF occurred in the body,
+        whatever the policy.
+    @ivar ended: Whether the end of the body has been seen.
+    """
+
+    def __init__(self, maxSize: int = 0, bareNewline: str = "reject") -> None:
+        """
+        @param maxSize: The size limit in bytes, 0 for none.
+        @param bareNewline: C{"reject"}, C{"normalize"} or C{"legacy"}.
+        @raise ValueError: For a negative size or an unknown policy.
+        """
+        if maxSize < 0:
+            raise ValueError(f"maxSize must not be negative: {maxSize!r}")
+        if bareNewline not in BARE_NEWLINE_POLICIES:
+            raise ValueError(f"unknown bare newline policy: {bareNewline!r}")
+        self.maxSize = maxSize
+        self.bareNewline = bareNewline
+        self.byteLength = 0
+        self.sizeExceeded = False
+        self.bareNewlineSeen = False
+        self.ended = False
+        self._normalize = bareNewline == "normalize"
+        #: Its end marker always ends the message (unlike a BDAT chunk).
+        self.final = True
+        self._state = _LINE_START
+
+    def feed(self, data: bytes) -> tuple[list[bytes], bytes | None]:
+        """
+        Decode the next bytes of the body.
+
+        @param data: Raw bytes as received, split anywhere.
+        @return: C{(chunks, rest)}: the decoded body bytes ready to hand on,
+            in order (possibly none; never the end marker); and C{None} while
+            the body goes on, or, once it has ended, the bytes that followed
+            the end marker in C{data} (possibly C{b""}).
+        @raise RuntimeError: If the body has already ended.
+        """
+        if self.ended:
+            raise RuntimeError("the message body has already ended")
+        n = len(data)
+        if n == 0:
+            return [], None
+        state = self._state
+        lead = b""  # what a byte held back by the last feed decodes to
+        start = 0  # the raw body of this feed is data[start:stop]
+        stop = n
+
+        # Settle what the last feed left open, with the first bytes.
+        if state == _HELD_CR:
+            if data[0] == _LF:
+                lead = b"\r\n"
+                start = 1
+                state = _LINE_START
+            else:
+                lead = self._bareCR()
+                state = _MID_LINE
+        elif state == _LINE_DOT:
+            if data[0] == _CR:
+                if n == 1:
+                    self._state = _LINE_DOT_CR
+                    return [], None
+                if data[1] == _LF:
+                    return self._end([], data, 2)
+            state = _MID_LINE
+        elif state == _LINE_DOT_CR:
+            if data[0] == _LF:
+                return self._end([], data, 1)
+            lead = self._bareCR()
+            state = _MID_LINE
+
+        if state == _LINE_START and start < n and data[start] == _DOT:
+            # A period starting the first line of this feed: always removed.
+            start += 1
+            if start == n:
+                self._state = _LINE_DOT
+                return self._emit(lead, b"", data, -1)
+            if data[start] == _CR:
+                if start + 1 == n:
+                    self._state = _LINE_DOT_CR
+                    return self._emit(lead, b"", data, -1)
+                if data[start + 1] == _LF:
+                    return self._emit(lead, b"", data, start + 2)
+        elif start == n:
+            # Only the LF of a held CR came.
+            self._state = _LINE_START
+            return self._emit(lead, b"", data, -1)
+
+        # The rest of the feed: find the end marker and the periods starting
+        # lines, and what to hold back for the next feed.
+        i = _findCrlfDot(data, start)
+        if i < 0:
+            state = _MID_LINE
+            if data[-1] == _CR:
+                stop = n - 1
+                state = _HELD_CR
+            elif data.endswith(b"\r\n", start):
+                state = _LINE_START
+            self._state = state
+            body = data if start == 0 and stop == n else data[start:stop]
+            return self._emit(lead, body, data, -1)
+        parts = data[i + 3 :].split(b"\r\n.", _SPLIT_LIMIT)
+        if len(parts) > _SPLIT_LIMIT:
+            return self._denseFeed(lead, data, start, i)
+
+        # Every CRLF . of the feed split parts off; one followed by a part
+        # starting with CRLF is the end marker, and so is one followed by an
+        # empty part that is not the last: the next CRLF . came at once.
+        pos = i  # where the CRLF before parts[k] starts
+        lastK = len(parts) - 1
+        for k, part in enumerate(parts):
+            if part.startswith(b"\r\n") or (not part and k < lastK):
+                body = b"\r\n".join([data[start:i], *parts[:k], b""])
+                return self._emit(lead, body, data, pos + 5)
+            pos += 3 + len(part)
+        last = parts[-1]
+        if not last:
+            state = _LINE_DOT
+        elif last == b"\r":
+            state = _LINE_DOT_CR
+            parts[-1] = b""
+        elif last[-1] == _CR:
+            state = _HELD_CR
+            parts[-1] = last[:-1]
+        elif last.endswith(b"\r\n"):
+            state = _LINE_START
+        else:
+            state = _MID_LINE
+        self._state = state
+        return self._emit(lead, b"\r\n".join([data[start:i], *parts]), data, -1)
+
+    def _denseFeed(
+        self, lead: bytes, data: bytes, start: int, i: int
+    ) -> tuple[list[bytes], bytes | None]:
+        """
+        Decode a feed with many periods starting lines, the first after the
+        CRLF at C{i}: C{bytes.replace} removes them all at once.
+        """
+        n = len(data)
+        stop = n
+        restStart = -1
+        state = _MID_LINE
+        e = data.find(b"\r\n.\r\n", i)
+        if e >= 0:
+            stop = e + 2
+            restStart = e + 5
+        elif data[-1] == _CR:
+            if data.endswith(b"\r\n.\r", start):
+                stop = n - 2
+                state = _LINE_DOT_CR
+            else:
+                stop = n - 1
+                state = _HELD_CR
+        elif data.endswith(b"\r\n.", start):
+            stop = n - 1
+            state = _LINE_DOT
+        elif data.endswith(b"\r\n", start):
+            state = _LINE_START
+        self._state = state
+        body = data[start:stop].replace(b"\r\n.", b"\r\n")
+        return self._emit(lead, body, data, restStart)
+
+    def _emit(
+        self, lead: bytes, body: bytes, data: bytes, restStart: int
+    ) -> tuple[list[bytes], bytes | None]:
+        """
+        Check and account for the decoded C{lead} and C{body} (unstuffed, not
+        yet normalised) and hand them on.
+
+        @param data: The whole feed.
+        @param restStart: Where the bytes after the end marker start in
+            C{data}, or -1 if the body goes on.
+        """
+        chunks: list[bytes] = []
+        total = len(lead)
+        if lead:
+            chunks.append(lead)
+        if body:
+            # Removing a period that starts a line changes no CR or LF into
+            # a bare one or back, so the decoded body is checked.
+            if (self._normalize or not self.bareNewlineSeen) and _hasBareNewline(body):
+                self.bareNewlineSeen = True
+                if self._normalize:
+                    body = _normalise(body)
+            total += len(body)
+            chunks.append(body)
+        self.byteLength += total
+        if self.maxSize and self.byteLength > self.maxSize:
+            self.sizeExceeded = True
+        if self.sizeExceeded:
+            chunks = []
+        if restStart < 0:
+            return chunks, None
+        return self._end(chunks, data, restStart)
+
+    def _bareCR(self) -> bytes:
+        """
+        Note that a held-back CR turned out bare; return what it decodes to.
+        """
+        self.bareNewlineSeen = True
+        return b"\r\n" if self._normalize else b"\r"
+
+    def _end(
+        self, chunks: list[bytes], data: bytes, restStart: int
+    ) -> tuple[list[bytes], bytes | None]:
+        """
+        Record the end of the body; C{data[restStart:]} followed it.
+        """
+        self.ended = True
+        return chunks, data[restStart:]
+
+
+class ChunkDecoder:
+    """
+    The body of a message sent with BDAT (RFC 3030): chunks of announced
+    sizes, taken as they are (no dot-stuffing, no end marker; bare CR and LF
+    are content).
+
+    Call L{expect} for each BDAT command, then L{feed} until it returns the
+    bytes that followed the chunk.
+
+    @ivar final: Whether the chunk being read is the C{LAST} one.
+    """
+
+    bareNewlineSeen = False
+
+    def __init__(self, maxSize: int = 0) -> None:
+        if maxSize < 0:
+            raise ValueError(f"maxSize must not be negative: {maxSize!r}")
+        self.maxSize = maxSize
+        self.byteLength = 0
+        self.sizeExceeded = False
+        self.ended = False
+        self.final = False
+        self._remaining = 0
+
+    def expect(self, size: int, last: bool) -> None:
+        """
+        The next chunk is C{size} octets, the last one if C{last}.
+        """
+        if self.ended:
+            raise RuntimeError("the message body has already ended")
+        self._remaining = size
+        self.final = last
+
+    def feed(self, data: bytes) -> tuple[list[bytes], bytes | None]:
+        """
+        Take bytes of the current chunk.
+
+        @return: C{(chunks, rest)}: body bytes to hand on (none past the size
+            limit), and C{None} while the chunk goes on, else the bytes after
+            it.
+        """
+        take = min(self._remaining, len(data))
+        piece = data if take == len(data) else data[:take]
+        self._remaining -= take
+        self.byteLength += take
+        chunks: list[bytes] = []
+        if not self.sizeExceeded:
+            if self.maxSize and self.byteLength > self.maxSize:
+                self.sizeExceeded = True
+            elif piece:
+                chunks.append(piece)
+        if self._remaining:
+            return chunks, None
+        if self.final:
+            self.ended = True
+        return chunks, data[take:]

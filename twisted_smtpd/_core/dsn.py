@@ -1,0 +1,143 @@
+# -*- test-case-name: tests.test_dsn -*-
+"""
+Delivery status notifications (RFC 3464), built with Python's C{email}
+package: a C{multipart/report} (RFC 6522) with a human-readable part and a
+C{message/delivery-status} part, sent from the null reverse-path.
+
+Pure: values in, bytes out.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Sequence
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.policy import SMTP
+
+from attrs import frozen
+
+from twisted_smtpd._core.replies import sanitiseText
+
+
+@frozen
+class RecipientStatus:
+    """
+    What became of the message for one recipient, as a DSN reports it.
+
+    @ivar address: The recipient (the forward-path).
+    @ivar orcpt: Its C{ORCPT} (C{"rfc822;a@example.com"}), or C{None}.
+    @ivar action: C{"failed"}, C{"delayed"}, C{"delivered"}, C{"relayed"} or
+        C{"expanded"} (RFC 3464 section 2.3.3).
+    @ivar status: The enhanced status code (C{"5.1.1"}).
+    @ivar diagnostic: The next hop's reply (C{"550 5.1.1 No such user"}), or
+        C{None}.
+    """
+
+    address: str
+    orcpt: str | None
+    action: str
+    status: str
+    diagnostic: str | None = None
+
+
+def _clean(text: str, limit: int = 400) -> str:
+    """
+    Outside text made safe for one header field: control characters
+    replaced, lines joined, length bounded.
+    """
+    return " ".join(sanitiseText(text))[:limit]
+
+
+_EXPLANATIONS = {
+    "failed": "could not be delivered to the following recipients; this server will not try again",
+    "relayed": (
+        "was relayed to the following recipients by a server that does not "
+        "offer delivery status notifications; no further report will come "
+        "from the next hop"
+    ),
+    "delivered": "was delivered to the following recipients",
+    "delayed": "has not yet been delivered to the following recipients",
+}
+
+
+def buildReport(
+    *,
+    reportingMta: str,
+    sender: str,
+    recipients: Sequence[RecipientStatus],
+    envid: str | None = None,
+    received: str | None = None,
+    messageId: str | None = None,
+) -> bytes:
+    """
+    A DSN for C{recipients}, all with the same action, to C{sender}.
+
+    @param reportingMta: This server's name (C{Reporting-MTA: dns; name}).
+    @param sender: The original reverse-path, the DSN's recipient; never
+        empty (no DSN for a null sender, RFC 3461 section 6.2).
+    @param recipients: At least one.
+    @param envid: The C{ENVID} given with the original message.
+    @param received: The name of the client the message came from.
+    @param messageId: The DSN's C{Message-ID}; a new one by default.
+    @return: The message, CRLF line ends.
+    @raise ValueError: C{sender} is empty or there is no recipient.
+    """
+    if not sender:
+        raise ValueError("no DSN for the null reverse-path")
+    if not recipients:
+        raise ValueError("a DSN reports on at least one recipient")
+    action = recipients[0].action
+    name = _clean(reportingMta, 200)
+    lines = [
+        f"This is the mail system at {name}.",
+        "",
+        f"Your message {_EXPLANATIONS.get(action, 'has the following status')}:",
+        "",
+    ]
+    for r in recipients:
+        lines.append(f"  <{_clean(r.address)}>: {_clean(r.diagnostic or r.status)}")
+    text = "\n".join(lines) + "\n"
+    human = MIMEText(text, "plain", "us-ascii" if text.isascii() else "utf-8")
+    human["Content-Description"] = "Notification"
+
+    perMessage = Message()
+    perMessage["Reporting-MTA"] = f"dns; {name}"
+    if envid is not None:
+        perMessage["Original-Envelope-Id"] = _clean(envid, 200)
+    if received:
+        perMessage["Received-From-MTA"] = f"dns; {_clean(received, 200)}"
+    perMessage["Arrival-Date"] = email.utils.formatdate(localtime=False)
+    blocks: list[Message | str] = [perMessage]
+    for r in recipients:
+        block = Message()
+        if r.orcpt:
+            block["Original-Recipient"] = _clean(r.orcpt)
+        block["Final-Recipient"] = f"rfc822; {_clean(r.address)}"
+        block["Action"] = r.action
+        block["Status"] = r.status
+        if r.diagnostic:
+            block["Diagnostic-Code"] = f"smtp; {_clean(r.diagnostic)}"
+        blocks.append(block)
+    status = Message()
+    status["Content-Type"] = "message/delivery-status"
+    status["Content-Description"] = "Delivery report"
+    status.set_payload(blocks)
+
+    report = MIMEMultipart("report", report_type="delivery-status")
+    report["From"] = f"Mail Delivery System <MAILER-DAEMON@{name}>"
+    report["To"] = f"<{sender}>"
+    subjects = {
+        "failed": "Undelivered Mail Returned to Sender",
+        "relayed": "Successful Mail Delivery Report (relayed)",
+        "delivered": "Successful Mail Delivery Report",
+        "delayed": "Delayed Mail (still being retried)",
+    }
+    report["Subject"] = subjects.get(action, "Delivery Status Notification")
+    report["Date"] = email.utils.formatdate(localtime=False)
+    report["Message-ID"] = messageId or email.utils.make_msgid(domain=name or None)
+    report["Auto-Submitted"] = "auto-replied"
+    report.attach(human)
+    report.attach(status)
+    return report.as_bytes(policy=SMTP)

@@ -1,0 +1,50 @@
+# -*- test-case-name: tests.test_replies -*-
+"""
+The one public exception: L{SMTPError}, raised by handlers to reject.
+"""
+
+from __future__ import annotations
+
+from twisted_smtpd._core.replies import Reply, defaultEnhanced, sanitiseText
+
+
+class SMTPError(Exception):
+    """
+    Raise (or fail a L{Deferred <twisted.internet.defer.Deferred>} with) this from a handler hook to
+    answer the
+    client with a specific reply.
+
+    @ivar code: The reply code, 400 to 599 to reject (a 2xx code is allowed
+        where a hook wants to choose its own positive text).
+    @ivar message: The reply text; line breaks make a multi-line reply, any
+        other control character is replaced, so the text can never inject a
+        line into the dialogue.
+    @ivar enhanced: The RFC 3463 enhanced status code, or C{None} for the
+        generic one of the code's class (C{"5.0.0"}).
+    """
+
+    def __init__(self, code: int, message: str, enhanced: str | None = None) -> None:
+        if not 200 <= code <= 599:
+            raise ValueError(f"SMTP reply code out of range: {code!r}")
+        super().__init__(code, message, enhanced)
+        self.code = code
+        self.message = message
+        self.enhanced = enhanced
+
+    def toReply(self) -> Reply:
+        """
+        The L{Reply} this error stands for, its text sanitised.
+        """
+        enhanced = self.enhanced
+        if enhanced is None or not _validEnhanced(enhanced, self.code):
+            enhanced = defaultEnhanced(self.code)
+        return Reply(self.code, enhanced, sanitiseText(self.message))
+
+
+def _validEnhanced(enhanced: str, code: int) -> bool:
+    parts = enhanced.split(".")
+    return (
+        len(parts) == 3
+        and all(p.isascii() and p.isdigit() and len(p) <= 3 for p in parts)
+        and parts[0] == str(code // 100)
+    )

@@ -1,0 +1,344 @@
+# -*- test-case-name: tests.test_grammar -*-
+"""
+The pure SMTP grammar: command lines to L{Command}, the phase table that
+orders commands (RFC 5321 section 4.1.4), HELO/EHLO/LHLO arguments, and
+(re-exported from L{twisted_smtpd._core.address}) MAIL and RCPT arguments and
+xtext.
+
+Bytes and values in; values, or L{CommandError} carrying the reply to send,
+out.  Nothing here touches a reactor or a transport.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+from attrs import frozen
+
+from twisted_smtpd._core.address import (
+    MailRequest,
+    decodeXtext,
+    encodeXtext,
+    parseMail,
+    parseRcpt,
+)
+from twisted_smtpd._core.replies import (
+    BAD_ATTRIBUTE,
+    BAD_HELO_HOSTNAME,
+    BDAT_SYNTAX,
+    HELO_REQUIRES_DOMAIN,
+    NEED_HELO,
+    NEED_LHLO,
+    NEED_MAIL,
+    NEED_RCPT,
+    NESTED_MAIL,
+    UNKNOWN_COMMAND,
+    CommandError,
+    Reply,
+)
+
+__all__ = [
+    "XCLIENT_ATTRIBUTES",
+    "XFORWARD_ATTRIBUTES",
+    "Command",
+    "CommandError",
+    "MailRequest",
+    "Phase",
+    "Verb",
+    "checkPhase",
+    "decodeXtext",
+    "encodeXtext",
+    "looksLikeBdat",
+    "looksLikeHTTP",
+    "parseAttributes",
+    "parseBdat",
+    "parseCommand",
+    "parseHelo",
+    "parseMail",
+    "parseRcpt",
+]
+
+
+class Phase(enum.Enum):
+    """
+    Where a session stands in the command sequence.
+    """
+
+    # Members are singletons: hash them by identity, in C, not by name.
+    __hash__ = object.__hash__
+
+    CONNECTED = "connected"  # banner sent, no HELO yet
+    GREETED = "greeted"  # HELO/EHLO/LHLO accepted, no transaction
+    MAIL = "mail"  # reverse-path accepted
+    RCPT = "rcpt"  # at least one recipient accepted
+
+
+class Verb(enum.Enum):
+    """
+    The commands the server knows; each value is the upper-case name.
+    """
+
+    # Members are singletons: hash them by identity, in C, not by name.
+    __hash__ = object.__hash__
+
+    EHLO = "EHLO"
+    HELO = "HELO"
+    LHLO = "LHLO"
+    MAIL = "MAIL"
+    RCPT = "RCPT"
+    DATA = "DATA"
+    BDAT = "BDAT"
+    RSET = "RSET"
+    NOOP = "NOOP"
+    QUIT = "QUIT"
+    VRFY = "VRFY"
+    HELP = "HELP"
+    STARTTLS = "STARTTLS"
+    AUTH = "AUTH"
+    XCLIENT = "XCLIENT"
+    XFORWARD = "XFORWARD"
+
+
+@frozen
+class Command:
+    """
+    One command line, split.
+
+    @ivar verb: The command.
+    @ivar argument: The text after the verb and the spaces separating it,
+        trailing spaces and tabs removed; C{b""} when there is none.
+    """
+
+    verb: Verb
+    argument: bytes
+
+
+_VERBS: dict[bytes, Verb] = {verb.value.encode("ascii"): verb for verb in Verb}
+_LONGEST_VERB = max(len(name) for name in _VERBS)
+
+
+def parseCommand(line: bytes) -> Command:
+    """
+    Split one command line (without its CRLF) into verb and argument.
+
+    The verb is case-insensitive and ends at the first space or at the end
+    of the line, so C{b"MAILX"} is unknown and C{b"mail from:<a>"} is MAIL.
+
+    @raise CommandError: With C{UNKNOWN_COMMAND} (500) for an empty line or
+        a verb the server does not know.
+    """
+    space = line.find(b" ")
+    if space == -1:
+        word = line.rstrip(b" \t")
+        argument = b""
+    else:
+        word = line[:space]
+        argument = line[space + 1 :].lstrip(b" ").rstrip(b" \t")
+    if len(word) > _LONGEST_VERB:
+        raise CommandError(UNKNOWN_COMMAND)
+    verb = _VERBS.get(word.upper())
+    if verb is None:
+        raise CommandError(UNKNOWN_COMMAND)
+    return Command(verb, argument)
+
+
+_HTTP_METHODS = frozenset(
+    {b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"CONNECT", b"PATCH", b"TRACE"}
+)
+_HTTP_HEADERS = frozenset(
+    {
+        b"host:",
+        b"user-agent:",
+        b"accept:",
+        b"accept-charset:",
+        b"accept-encoding:",
+        b"accept-language:",
+        b"authorization:",
+        b"cache-control:",
+        b"connection:",
+        b"content-length:",
+        b"content-type:",
+        b"cookie:",
+        b"dnt:",
+        b"expect:",
+        b"if-modified-since:",
+        b"if-none-match:",
+        b"origin:",
+        b"pragma:",
+        b"proxy-authorization:",
+        b"proxy-connection:",
+        b"range:",
+        b"referer:",
+        b"sec-websocket-key:",
+        b"sec-websocket-version:",
+        b"te:",
+        b"transfer-encoding:",
+        b"upgrade:",
+        b"upgrade-insecure-requests:",
+        b"x-forwarded-for:",
+    }
+)
+_HTTP_VERSION = re.compile(rb"\sHTTP/\d(?:\.\d)?[ \t]*\Z", re.IGNORECASE)
+
+
+def looksLikeHTTP(line: bytes) -> bool:
+    """
+    Whether a line the server could not parse as a command is an HTTP request
+    line or header: a browser or a cross-protocol attack talking to the SMTP
+    port, to be answered with 421 and disconnected.
+
+    @return: C{True} for a line starting with an HTTP method and a space, a
+        line ending in C{" HTTP/1.1"} (or another version), or a line starting
+        with a common HTTP header name and its colon.
+    """
+    word, space, _ = line.partition(b" ")
+    if space and word.upper() in _HTTP_METHODS:
+        return True
+    if _HTTP_VERSION.search(line) is not None:
+        return True
+    return word.lower() in _HTTP_HEADERS
+
+
+def looksLikeBdat(line: bytes) -> bool:
+    """
+    Whether a command line (without its CRLF) starts with the BDAT verb
+    followed by a space, a tab or nothing: a line the client may have meant
+    as BDAT, with octets following it, even if it cannot be parsed.
+    """
+    return line[:4].upper() == b"BDAT" and line[4:5] in (b"", b" ", b"\t")
+
+
+def _phaseTable(lmtp: bool) -> dict[tuple[Verb, Phase], Reply]:
+    """
+    The commands refused in each phase, with the 503 (or 500) reply.
+    """
+    needHello = NEED_LHLO if lmtp else NEED_HELO
+    table: dict[tuple[Verb, Phase], Reply] = {}
+    for verb in (Verb.MAIL, Verb.RCPT, Verb.DATA, Verb.BDAT):
+        table[verb, Phase.CONNECTED] = needHello
+    table[Verb.MAIL, Phase.MAIL] = NESTED_MAIL
+    table[Verb.MAIL, Phase.RCPT] = NESTED_MAIL
+    table[Verb.RCPT, Phase.GREETED] = NEED_MAIL
+    for verb in (Verb.DATA, Verb.BDAT):
+        table[verb, Phase.GREETED] = NEED_MAIL
+        table[verb, Phase.MAIL] = NEED_RCPT
+    unknown = (Verb.HELO, Verb.EHLO) if lmtp else (Verb.LHLO,)
+    for verb in unknown:
+        for phase in Phase:
+            table[verb, phase] = UNKNOWN_COMMAND
+    return table
+
+
+_SMTP_REFUSED = _phaseTable(False)
+_LMTP_REFUSED = _phaseTable(True)
+
+
+def checkPhase(verb: Verb, phase: Phase, lmtp: bool) -> None:
+    """
+    Check C{verb} may be given in C{phase} (RFC 5321 section 4.1.4; RFC 2033
+    section 4.1 for LMTP).
+
+    MAIL, RCPT, DATA and BDAT need a greeting first; MAIL cannot nest; RCPT
+    needs MAIL; DATA and BDAT need a recipient.  In LMTP, HELO and EHLO are
+    unknown; in SMTP, LHLO is.  Every other command is allowed in every
+    phase: the finer rules of STARTTLS, AUTH, XCLIENT and the like are the
+    caller's.
+
+    @raise CommandError: With a 503 reply (C{NEED_HELO}, C{NEED_LHLO},
+        C{NESTED_MAIL}, C{NEED_MAIL}, C{NEED_RCPT}), or C{UNKNOWN_COMMAND}
+        for the greeting of the other protocol.
+    """
+    refused = (_LMTP_REFUSED if lmtp else _SMTP_REFUSED).get((verb, phase))
+    if refused is not None:
+        raise CommandError(refused)
+
+
+# C0 controls, DEL and the C1 controls (U+0080 to U+009F, UTF-8 C2 80 to
+# C2 9F), as MAIL and RCPT refuse them.
+_HELO_CONTROL = re.compile(rb"[\x00-\x1f\x7f]|\xc2[\x80-\x9f]")
+
+
+def parseHelo(argument: bytes, lenient: bool = False) -> str:
+    """
+    Parse the argument of HELO, EHLO or LHLO: the client's domain or address
+    literal (RFC 5321 section 4.1.1.1).
+
+    As permissive as Postfix: any printable name is accepted (underscores,
+    trailing dots, bare words such as C{localhost}, unchecked literals), and
+    the text after the first space is ignored.  Control characters anywhere
+    in the argument (C0, DEL and C1, as for MAIL and RCPT) are refused.
+
+    @param lenient: Also accept a name that is not UTF-8 (old clients send
+        their Windows host name in a legacy encoding); its undecodable bytes
+        become U+FFFD.
+    @return: The name as sent.
+    @raise CommandError: With C{HELO_REQUIRES_DOMAIN} when the argument is
+        empty, or C{BAD_HELO_HOSTNAME} for control characters or (unless
+        lenient) invalid UTF-8.
+    """
+    name = argument.lstrip(b" ").split(b" ", 1)[0]
+    if not name:
+        raise CommandError(HELO_REQUIRES_DOMAIN)
+    if _HELO_CONTROL.search(argument) is not None:
+        raise CommandError(BAD_HELO_HOSTNAME)
+    try:
+        return name.decode("utf-8")
+    except UnicodeDecodeError:
+        if lenient:
+            return name.decode("utf-8", "replace")
+        raise CommandError(BAD_HELO_HOSTNAME) from None
+
+
+XCLIENT_ATTRIBUTES = frozenset(
+    {"NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "DESTADDR", "DESTPORT"}
+)
+XFORWARD_ATTRIBUTES = frozenset({"NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE"})
+_ATTRIBUTE = re.compile(rb"([A-Za-z]+)=([\x21-\x7e]*)")
+
+
+def parseAttributes(argument: bytes, names: frozenset[str]) -> dict[str, str]:
+    """
+    Parse the C{NAME=value ...} arguments of Postfix's XCLIENT and XFORWARD
+    commands; values are xtext (RFC 3461 section 4).
+
+    @param names: The attribute names allowed, upper case.
+    @return: The attributes, names upper case, values decoded.
+    @raise CommandError: 501 for an empty argument, an unknown name or a
+        malformed value.
+    """
+    words = argument.split()
+    if not words:
+        raise CommandError(BAD_ATTRIBUTE)
+    attributes: dict[str, str] = {}
+    for word in words:
+        match = _ATTRIBUTE.fullmatch(word)
+        if match is None:
+            raise CommandError(BAD_ATTRIBUTE)
+        name = match.group(1).decode("ascii").upper()
+        if name not in names:
+            raise CommandError(BAD_ATTRIBUTE)
+        try:
+            attributes[name] = decodeXtext(match.group(2).decode("ascii"))
+        except ValueError as e:
+            raise CommandError(BAD_ATTRIBUTE) from e
+    return attributes
+
+
+_BDAT = re.compile(rb"(\d{1,18})(?:[ \t]+(LAST))?", re.IGNORECASE)
+
+
+def parseBdat(argument: bytes) -> tuple[int, bool]:
+    """
+    Parse the arguments of C{BDAT chunk-size [LAST]} (RFC 3030 section 2).
+
+    A size that parses means that many octets follow the line, whether the
+    command is then accepted or refused.
+
+    @return: The chunk size and whether it is the last chunk.
+    @raise CommandError: 501 for anything else.
+    """
+    match = _BDAT.fullmatch(argument)
+    if match is None:
+        raise CommandError(BDAT_SYNTAX)
+    return int(match.group(1)), match.group(2) is not None

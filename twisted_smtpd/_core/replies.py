@@ -1,0 +1,264 @@
+# -*- test-case-name: tests.test_replies -*-
+"""
+SMTP replies: the value class, their serialisation and the catalogue of every
+reply text the server sends by itself.
+
+Pure: bytes and values only.  Reply codes follow RFC 5321 section 4.2 and the
+enhanced status codes RFC 3463; RFC 2034 section 3 exempts the greeting and the
+replies to HELO/EHLO/LHLO from carrying one, so those replies have
+C{enhanced=None}.
+"""
+
+from __future__ import annotations
+
+import re
+
+from attrs import frozen
+
+from twisted_smtpd._core.printable import printable
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@frozen(cache_hash=True)
+class Reply:
+    """
+    One SMTP reply.
+
+    @ivar code: The three-digit reply code.
+    @ivar enhanced: The RFC 3463 enhanced status code (C{"2.1.0"}) or C{None}
+        for replies that never carry one.
+    @ivar lines: The text lines, at least one.
+    """
+
+    code: int
+    enhanced: str | None
+    lines: tuple[str, ...]
+
+
+class CommandError(Exception):
+    """
+    A command could not be accepted; C{reply} says why.
+    """
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+
+def reply(code: int, enhanced: str | None, *lines: str) -> Reply:
+    """
+    Build a L{Reply} from positional text lines.
+    """
+    return Reply(code, enhanced, lines)
+
+
+def sanitiseText(text: str) -> tuple[str, ...]:
+    """
+    Make untrusted text (from a handler or an option) safe to send: split it on
+    line breaks and replace every other control character with a space, so that
+    it can never inject a line into the dialogue.
+
+    @return: One or more lines, none containing CR, LF or another control
+        character.
+    """
+    parts = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines = tuple(_UNSAFE.sub(" ", part) for part in parts)
+    return lines or ("",)
+
+
+def defaultEnhanced(code: int) -> str:
+    """
+    The generic enhanced status code for a reply code (RFC 3463 section 3.1).
+    """
+    return f"{code // 100}.0.0"
+
+
+def formatReply(r: Reply, enhancedCodes: bool) -> bytes:
+    """
+    Serialise C{r}, multi-line as in RFC 5321 section 4.2.1; a line holding
+    a control character is escaped (L{printable}), so it stays one line.
+
+    @param enhancedCodes: Whether to prefix every line's text with the
+        enhanced status code (ENHANCEDSTATUSCODES is on).
+    """
+    code = str(r.code)
+    prefix = f"{r.enhanced} " if enhancedCodes and r.enhanced else ""
+    lines = r.lines or ("",)
+    last = len(lines) - 1
+    out = []
+    for index, line in enumerate(lines):
+        sep = " " if index == last else "-"
+        # The last defence: a text from outside that reached a reply
+        # unchecked can never end its line early and forge another reply.
+        if not line.isprintable() and _UNSAFE.search(line) is not None:
+            line = printable(line)
+        out.append(f"{code}{sep}{prefix}{line}\r\n")
+    return "".join(out).encode("utf-8", "replace")
+
+
+# The catalogue.  Texts are plain and standard.
+
+
+def greeting(name: str, banner: str | None, lmtp: bool) -> Reply:
+    """
+    The 220 greeting (RFC 5321 section 4.3.1).
+    """
+    kind = "LMTP" if lmtp else "ESMTP"
+    text = f"{name} {kind}" + (f" {banner}" if banner else "")
+    return Reply(220, None, (text,))
+
+
+def closing(name: str) -> Reply:
+    """
+    The 221 reply to QUIT.
+    """
+    return Reply(221, "2.0.0", (f"{name} Closing connection",))
+
+
+def ehlo(name: str, greetingText: str, extensions: tuple[str, ...]) -> Reply:
+    """
+    The 250 reply to EHLO or LHLO, listing the extensions.
+    """
+    del name
+    return Reply(250, None, (greetingText, *extensions))
+
+
+def helo(greetingText: str) -> Reply:
+    """
+    The 250 reply to HELO.
+    """
+    return Reply(250, None, (greetingText,))
+
+
+OK = reply(250, "2.0.0", "OK")
+RESET = reply(250, "2.0.0", "Flushed")
+MAIL_OK = reply(250, "2.1.0", "Accepted")
+RCPT_OK = reply(250, "2.1.5", "Accepted")
+DATA_OK = reply(250, "2.0.0", "OK: message queued")
+START_DATA = reply(354, None, "End data with <CR><LF>.<CR><LF>")
+VRFY = reply(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery")
+HELP = reply(214, "2.0.0", "See https://www.rfc-editor.org/rfc/rfc5321")
+
+TIMEOUT = reply(421, "4.4.2", "Error: timeout exceeded")
+SHUTDOWN = reply(421, "4.3.2", "Service shutting down, closing connection")
+TOO_MANY_CLIENTS = reply(421, "4.7.0", "Too many connections, try again later")
+TOO_MANY_FROM_ADDRESS = reply(
+    421, "4.7.0", "Error: too many connections from your address, try again later"
+)
+CONNECTION_RATE = reply(
+    421, "4.7.0", "Error: too many connections from your address recently, try again later"
+)
+TOO_SLOW = reply(421, "4.4.2", "Error: data transfer too slow")
+TOO_MANY_ERRORS = reply(421, "4.7.0", "Too many errors, closing connection")
+HTTP_REFUSED = reply(421, "4.7.0", "This is an SMTP server, not an HTTP server")
+LOCAL_ERROR = reply(451, "4.3.0", "Error: internal error, try again later")
+TOO_MANY_RECIPIENTS = reply(452, "4.5.3", "Error: too many recipients")
+
+UNKNOWN_COMMAND = reply(500, "5.5.2", "Error: command not recognized")
+LINE_TOO_LONG = reply(500, "5.5.6", "Error: line too long")
+SYNTAX_ERROR = reply(501, "5.5.4", "Error: syntax error in parameters or arguments")
+NOT_IMPLEMENTED = reply(502, "5.5.1", "Error: command not implemented")
+NEED_HELO = reply(503, "5.5.1", "Error: send HELO/EHLO first")
+NEED_LHLO = reply(503, "5.5.1", "Error: send LHLO first")
+NEED_MAIL = reply(503, "5.5.1", "Error: need MAIL command")
+NEED_RCPT = reply(503, "5.5.1", "Error: need RCPT command")
+NESTED_MAIL = reply(503, "5.5.1", "Error: nested MAIL command")
+SIZE_EXCEEDED_MAIL = reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size")
+SIZE_EXCEEDED = reply(552, "5.3.4", "Error: message exceeds fixed maximum message size")
+BARE_NEWLINE = reply(550, "5.5.2", "Error: bare <CR> or <LF> received in message")
+UNKNOWN_PARAMETER = reply(555, "5.5.4", "Error: unsupported MAIL FROM/RCPT TO parameter")
+UTF8_NOT_ALLOWED = reply(553, "5.6.7", "Error: non-ASCII address requires SMTPUTF8")
+REQUIRETLS_NEEDS_TLS = reply(530, "5.7.10", "REQUIRETLS needs a TLS session")
+
+# Command argument syntax (RFC 5321 sections 4.1.1 and 4.1.2, RFC 3461, RFC
+# 6531).  Replies to HELO/EHLO/LHLO carry no enhanced code (RFC 2034 section 3).
+HELO_REQUIRES_DOMAIN = reply(501, None, "Syntax: EHLO hostname")
+BAD_HELO_HOSTNAME = reply(501, None, "Error: invalid characters in hostname")
+MAIL_SYNTAX = reply(501, "5.5.4", "Syntax: MAIL FROM:<address>")
+RCPT_SYNTAX = reply(501, "5.5.4", "Syntax: RCPT TO:<address>")
+BAD_SENDER_SYNTAX = reply(501, "5.1.7", "Error: bad sender address syntax")
+BAD_RECIPIENT_SYNTAX = reply(501, "5.1.3", "Error: bad recipient address syntax")
+PATH_TOO_LONG = reply(501, "5.5.4", "Error: path too long")
+BAD_PARAMETER_SYNTAX = reply(501, "5.5.4", "Error: bad parameter syntax")
+DUPLICATE_PARAMETER = reply(501, "5.5.4", "Error: duplicate parameter")
+NON_ASCII_PARAMETER = reply(501, "5.5.4", "Error: non-ASCII parameter value requires SMTPUTF8")
+BAD_SIZE = reply(501, "5.5.4", "Error: bad SIZE syntax")
+BAD_BODY = reply(501, "5.5.4", "Error: bad BODY keyword syntax")
+BAD_SMTPUTF8 = reply(501, "5.5.4", "Error: SMTPUTF8 takes no value")
+BAD_REQUIRETLS = reply(501, "5.5.4", "Error: REQUIRETLS takes no value")
+BAD_RET = reply(501, "5.5.4", "Error: bad RET syntax")
+BAD_ENVID = reply(501, "5.5.4", "Error: bad ENVID syntax")
+BAD_AUTH_PARAMETER = reply(501, "5.5.4", "Error: bad AUTH parameter syntax")
+BAD_NOTIFY = reply(501, "5.5.4", "Error: bad NOTIFY syntax")
+BAD_ORCPT = reply(501, "5.5.4", "Error: bad ORCPT syntax")
+
+# Protocol
+BINARYMIME_NEEDS_BDAT = reply(503, "5.5.1", "Error: BODY=BINARYMIME requires BDAT")
+
+# AUTH and TLS (RFC 4954 sections 4 and 6)
+AUTH_UNRECOGNIZED = reply(504, "5.5.4", "Unrecognized authentication type")
+AUTH_ABORTED = reply(501, "5.0.0", "Authentication aborted")
+AUTH_BAD_BASE64 = reply(501, "5.5.2", "Error: invalid base64")
+AUTH_MALFORMED = reply(501, "5.5.2", "Error: malformed authentication data")
+AUTH_INITIAL_RESPONSE_NOT_ALLOWED = reply(501, "5.5.4", "Error: initial response not allowed")
+XOAUTH2_FAILURE_DONE = reply(535, "5.7.8", "Error: authentication credentials invalid")
+READY_FOR_TLS = reply(220, "2.0.0", "Ready to start TLS")
+ALREADY_SECURE = reply(503, "5.5.1", "Error: TLS already active")
+TOO_MANY_UNAUTHENTICATED = reply(421, "4.7.0", "Error: too many unauthenticated commands")
+AUTH_OK = reply(235, "2.7.0", "Authentication successful")
+AUTH_FAILED = reply(535, "5.7.8", "Error: authentication credentials invalid")
+# RFC 4616 section 2: the authentication identity may not act as the
+# authorization identity asked for (Postfix with Cyrus SASL's text).
+AUTH_NOT_AUTHORIZED = reply(535, "5.7.8", "Error: authentication failed: authorization failure")
+AUTH_NOT_ENABLED = reply(503, "5.5.1", "Error: authentication not enabled")
+ALREADY_AUTHENTICATED = reply(503, "5.5.1", "Error: already authenticated")
+AUTH_IN_TRANSACTION = reply(503, "5.5.1", "Error: MAIL transaction in progress")
+AUTH_NEEDS_TLS = reply(538, "5.7.11", "Error: must issue a STARTTLS command first")
+TOO_MANY_AUTH_FAILURES = reply(421, "4.7.0", "Error: too many failed authentication attempts")
+
+
+def authRequired(text: str) -> Reply:
+    """
+    The 530 reply to MAIL before AUTH, with the configured text.
+    """
+    return Reply(530, "5.7.0", sanitiseText(text))
+
+
+def challenge(text: str) -> Reply:
+    """
+    A 334 SASL challenge (RFC 4954 section 4); C{text} is already base64.
+    """
+    return Reply(334, None, (text,))
+
+
+# XCLIENT, XFORWARD and PROXY (Postfix's XCLIENT_README and XFORWARD_README)
+BAD_ATTRIBUTE = reply(501, "5.5.4", "Error: bad attribute syntax")
+NOT_AUTHORIZED = reply(550, "5.7.0", "Error: insufficient authorization")
+UNTRUSTED_PROXY = reply(421, "4.7.0", "Error: PROXY header from an untrusted address")
+MALFORMED_PROXY = reply(421, "4.5.0", "Error: malformed PROXY header")
+PROXY_TIMEOUT = reply(421, "4.4.2", "Error: timeout waiting for the PROXY header")
+
+
+def badAttributeValue(name: str, value: str) -> Reply:
+    """
+    The 501 reply to an XCLIENT or XFORWARD attribute whose value is
+    invalid, naming it as Postfix does (C{Bad ADDR syntax: ...}); the value
+    is made L{printable}.
+    """
+    return Reply(501, "5.5.4", (f"Bad {name} syntax: {printable(value)}",))
+
+
+# CHUNKING (RFC 3030)
+BDAT_SYNTAX = reply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]")
+BDAT_IN_PROGRESS = reply(503, "5.5.1", "Error: BDAT transfer in progress")
+# A BDAT line whose size cannot be read: the octets that follow cannot be
+# told from commands, so the session ends (as Postfix does).
+BDAT_SYNTAX_CLOSE = reply(521, "5.5.4", "Syntax: BDAT chunk-size [LAST]")
+
+
+def chunkReceived(octets: int) -> Reply:
+    """
+    The 250 reply to a BDAT chunk that is not the last one.
+    """
+    return Reply(250, "2.0.0", (f"OK: {octets} octets received",))

@@ -1,0 +1,195 @@
+# -*- test-case-name: tests.test_auth -*-
+"""
+The AUTH command (RFC 4954) inside a session: policy, the SASL exchange
+(L{twisted_smtpd._core.sasl}) and the decision (C{onAuth} or a C{twisted.cred}
+portal).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted_smtpd._core import replies as catalogue
+from twisted_smtpd._core.grammar import Phase
+from twisted_smtpd._core.replies import Reply
+from twisted_smtpd._core.sasl import (
+    Challenge,
+    Done,
+    Failed,
+    Mechanism,
+    Step,
+    createMechanism,
+    xoauth2FailureChallenge,
+)
+from twisted_smtpd._core.session import AuthRequest, AuthResult
+
+if TYPE_CHECKING:
+    from twisted_smtpd._serving.protocol import SMTPProtocol
+
+
+def advertisedMechanisms(p: SMTPProtocol) -> tuple[str, ...]:
+    """
+    The mechanisms to list in EHLO now: none unless AUTH is enabled and
+    the session is encrypted (or insecure AUTH is allowed).
+    """
+    factory = p._serverFactory
+    options = p._options
+    if factory is None or not factory.authEnabled or "AUTH" in options.disabledCommands:
+        return ()
+    if not (p.session.secure or options.allowInsecureAuth):
+        return ()
+    return factory.authMechanisms
+
+
+class AuthCommand:
+    """
+    AUTH for one session.
+
+    @ivar failures: Failed attempts so far.
+    """
+
+    def __init__(self, protocol: SMTPProtocol) -> None:
+        self._protocol = protocol
+        self._mechanism: Mechanism | None = None
+        self._pendingFailure: Reply | None = None
+        self.failures = 0
+        #: The request being decided or last refused, for the log.
+        self.request: AuthRequest | None = None
+
+    @property
+    def active(self) -> bool:
+        """
+        Whether the next client line belongs to a SASL exchange.
+        """
+        return self._mechanism is not None or self._pendingFailure is not None
+
+    def command(self, argument: bytes) -> None:
+        """
+        Handle C{AUTH mechanism [initial-response]}.
+        """
+        p = self._protocol
+        factory = p._serverFactory
+        options = p._options
+        self.request = None
+        if factory is None or not factory.authEnabled:
+            p._fail(catalogue.AUTH_NOT_ENABLED)
+            return
+        if p._phase is Phase.CONNECTED:
+            p._fail(catalogue.NEED_LHLO if options.lmtp else catalogue.NEED_HELO)
+            return
+        if p.session.user is not None:
+            p._fail(catalogue.ALREADY_AUTHENTICATED)
+            return
+        if p._phase in (Phase.MAIL, Phase.RCPT):
+            p._fail(catalogue.AUTH_IN_TRANSACTION)
+            return
+        if not (p.session.secure or options.allowInsecureAuth):
+            p._fail(catalogue.AUTH_NEEDS_TLS)
+            return
+        parts = argument.split(None, 1)
+        if not parts or len(parts[0]) > 20:
+            p._fail(catalogue.SYNTAX_ERROR)
+            return
+        name = parts[0].decode("ascii", "replace").upper()
+        if name not in factory.authMechanisms:
+            p._fail(catalogue.AUTH_UNRECOGNIZED)
+            return
+        mechanism = createMechanism(name, hostname=options.name)
+        self._advance(mechanism, mechanism.start(parts[1] if len(parts) > 1 else None))
+
+    def line(self, line: bytes) -> None:
+        """
+        Handle a client line inside the exchange.
+        """
+        pending = self._pendingFailure
+        if pending is not None:
+            # The client's (empty) answer to the XOAUTH2 error challenge.
+            self._pendingFailure = None
+            self._failed(pending)
+            return
+        mechanism = self._mechanism
+        assert mechanism is not None
+        self._advance(mechanism, mechanism.step(line))
+
+    def abort(self, reply: Reply) -> None:
+        """
+        End the exchange in progress with C{reply}, as a failed attempt: the
+        client's line could not be an answer (it was too long).
+        """
+        self._mechanism = None
+        self._pendingFailure = None
+        self._failed(reply)
+
+    def _advance(self, mechanism: Mechanism, step: Step) -> None:
+        p = self._protocol
+        if isinstance(step, Challenge):
+            self._mechanism = mechanism
+            p._send(catalogue.challenge(step.text))
+            return
+        self._mechanism = None
+        if isinstance(step, Failed):
+            p._fail(step.reply)
+            return
+        assert isinstance(step, Done)
+        self._decide(step.request)
+
+    def _decide(self, request: AuthRequest) -> None:
+        p = self._protocol
+        self.request = request
+        factory = p._serverFactory
+        assert factory is not None
+
+        def accepted(result: object) -> None:
+            if result is None:
+                refused(catalogue.AUTH_FAILED)
+                return
+            if not _mayActAs(request, result):
+                p._log.info(
+                    "{session} auth {method}: {username!r} may not act as {authzid!r}",
+                    session=p.session.id,
+                    method=request.method,
+                    username=request.username,
+                    authzid=request.authorizationIdentity,
+                )
+                refused(catalogue.AUTH_NOT_AUTHORIZED)
+                return
+            user = result.user if isinstance(result, AuthResult) else result
+            message = result.message if isinstance(result, AuthResult) else None
+            p.session.user = user
+            p.updateTransmissionType()
+            p._emit("auth", method=request.method, username=request.username)
+            p._send(
+                Reply(235, "2.7.0", catalogue.sanitiseText(message))
+                if message
+                else catalogue.AUTH_OK
+            )
+
+        def refused(reply: Reply) -> None:
+            if request.method == "XOAUTH2" and reply.code == 535:
+                # Google's dialogue: an error challenge first, then 535.
+                self._pendingFailure = reply
+                p._send(catalogue.challenge(xoauth2FailureChallenge().text))
+                return
+            self._failed(reply)
+
+        p._hook(factory.authenticator(request.method), (request, p.session), accepted, refused)
+
+    def _failed(self, reply: Reply) -> None:
+        p = self._protocol
+        self.failures += 1
+        p._fail(reply)
+        if self.failures >= p._options.maxAuthFailures:
+            p._closeWith(catalogue.TOO_MANY_AUTH_FAILURES)
+
+
+def _mayActAs(request: AuthRequest, result: object) -> bool:
+    """
+    Whether an accepted login may act as the authorization identity it asked
+    for (RFC 4616 section 2): always when it asked for none or for its own;
+    otherwise only when the handler's L{AuthResult} names that identity.  A
+    C{twisted.cred} login never does.
+    """
+    wanted = request.authorizationIdentity
+    if wanted is None or wanted == request.username:
+        return True
+    return isinstance(result, AuthResult) and result.authorizationIdentity == wanted

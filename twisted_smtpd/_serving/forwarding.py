@@ -1,0 +1,130 @@
+# -*- test-case-name: tests.test_forwarding -*-
+"""
+What a trusted front end says about the real client: a PROXY header
+(recorded here, checked by L{twisted_smtpd._serving.proxy}), Postfix's XCLIENT and
+XFORWARD commands.  Each is believed only from the networks configured for
+it (C{useProxy}, C{useXClient}, C{useXForward}).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted_smtpd._core import replies as catalogue
+from twisted_smtpd._core.grammar import XCLIENT_ATTRIBUTES, XFORWARD_ATTRIBUTES, Phase
+from twisted_smtpd._core.options import trusted
+from twisted_smtpd._core.printable import addressLiteral
+from twisted_smtpd._core.session import ProxyInfo, unmapped
+from twisted_smtpd._core.xclient import UNAVAILABLE, parseXClient, parseXForward, stripIPv6Prefix
+from twisted_smtpd._serving.flow import PAUSE_HOOK
+from twisted_smtpd._serving.proxy import proxyDetails
+
+if TYPE_CHECKING:
+    from twisted_smtpd._serving.protocol import SMTPProtocol
+
+_UNAVAILABLE = frozenset({UNAVAILABLE, "[TEMPUNAVAIL]"})
+
+
+def _port(value: str | None, default: int) -> int:
+    # Values are checked by parseXClient: ASCII digits up to 65535.
+    return default if value is None or value in _UNAVAILABLE else int(value)
+
+
+def connected(p: SMTPProtocol, transport: Any) -> None:
+    """
+    Note where the connection came from, and what a PROXY header (already
+    checked against C{useProxy} by L{twisted_smtpd._serving.proxy}) said; until a
+    reverse lookup or XCLIENT names it, the client's name is its address
+    literal (C{[192.0.2.1]}, C{[IPv6:2001:db8::1]}).  Addresses are in the
+    form L{twisted_smtpd._core.session.hostPort} gives them: an IPv4-mapped
+    address as IPv4.
+    """
+    session = p.session
+    p._connectedFrom = session.remoteAddress[0]
+    session.clientHostname = addressLiteral(session.remoteAddress[0])
+    details = proxyDetails(transport)
+    if details is not None:
+        frontEnd, header = details
+        attributes = {
+            "PROXY": unmapped(str(getattr(frontEnd, "host", ""))),
+            "VERSION": str(header.version),
+        }
+        if header.source is not None:
+            attributes["SOURCE"] = unmapped(header.source[0])
+        if header.destination is not None:
+            attributes["DESTINATION"] = unmapped(header.destination[0])
+        session.proxy = ProxyInfo(attributes)
+
+
+def advertised(p: SMTPProtocol) -> tuple[str, ...]:
+    """
+    The XCLIENT and XFORWARD keywords for a trusted client.
+    """
+    options = p._options
+    out = []
+    if options.useXClient and trusted(options.useXClient, p._connectedFrom):
+        out.append("XCLIENT " + " ".join(sorted(XCLIENT_ATTRIBUTES)))
+    if options.useXForward and trusted(options.useXForward, p._connectedFrom):
+        out.append("XFORWARD " + " ".join(sorted(XFORWARD_ATTRIBUTES)))
+    return tuple(out)
+
+
+def _allowed(p: SMTPProtocol, networks: Any) -> bool:
+    if not networks or not trusted(networks, p._connectedFrom):
+        p._fail(catalogue.NOT_AUTHORIZED)
+        return False
+    if p._phase in (Phase.MAIL, Phase.RCPT):
+        p._fail(catalogue.AUTH_IN_TRANSACTION)
+        return False
+    return True
+
+
+def xclient(p: SMTPProtocol, argument: bytes) -> None:
+    """
+    XCLIENT: take the real client's attributes, then start the session
+    again with a new greeting, as Postfix does.
+    """
+    if not _allowed(p, p._options.useXClient):
+        return
+    attributes = parseXClient(argument)
+    session = p.session
+    session.xClient.update(attributes)
+    host, port = session.remoteAddress
+    address = attributes.get("ADDR")
+    if address is not None and address not in _UNAVAILABLE:
+        host = unmapped(stripIPv6Prefix(address))
+        session.clientHostname = addressLiteral(host)
+    port = _port(attributes.get("PORT"), port)
+    session.remoteAddress = (host, port)
+    name = attributes.get("NAME")
+    if name is not None and name not in _UNAVAILABLE:
+        session.clientHostname = name
+    helo = attributes.get("HELO")
+    if helo is not None:
+        session.hostNameAppearsAs = None if helo in _UNAVAILABLE else helo
+    login = attributes.get("LOGIN")
+    if login is not None:
+        session.user = None if login in _UNAVAILABLE else login
+    local, localPort = session.localAddress
+    destination = attributes.get("DESTADDR")
+    if destination is not None and destination not in _UNAVAILABLE:
+        local = unmapped(stripIPv6Prefix(destination))
+    session.localAddress = (local, _port(attributes.get("DESTPORT"), localPort))
+    p._resetTransaction()
+    p._phase = Phase.CONNECTED
+    session.openingCommand = None
+    p.updateTransmissionType()
+    p._setPause(PAUSE_HOOK, True)
+    p._runConnectHooks()
+
+
+def xforward(p: SMTPProtocol, argument: bytes) -> None:
+    """
+    XFORWARD: record the original client's attributes for the next
+    transaction (C{session.xForward}).
+    """
+    if not _allowed(p, p._options.useXForward):
+        return
+    attributes = parseXForward(argument)
+    p.session.xForward.update(attributes)
+    p._send(catalogue.OK)

@@ -1,0 +1,67 @@
+# -*- test-case-name: tests.test_protocol -*-
+"""
+The start of a session: the reverse lookup of the client, C{onConnect} (and
+C{onSecure} on an implicit TLS connection), then the 220 greeting or the
+refusal.  Functions of the protocol.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted_smtpd._core import replies as catalogue
+from twisted_smtpd._core.replies import Reply
+from twisted_smtpd._serving.flow import PAUSE_HOOK
+
+if TYPE_CHECKING:
+    from twisted_smtpd._serving.protocol import SMTPProtocol
+
+
+def beginSession(p: SMTPProtocol) -> None:
+    """
+    Hold reading, look the client's name up (unless turned off or known from
+    the hosts file), then run the connect hooks.
+    """
+    p._setPause(PAUSE_HOOK, True)
+    factory = p._serverFactory
+    if factory is not None and not p._options.disableReverseLookup:
+        ip = p.session.remoteAddress[0]
+        known = factory.knownName(ip)
+        if known is not None:
+            _lookedUp(p, known)
+            return
+        d = factory.reverseLookup(ip)
+        d.addCallback(lambda name: _lookedUp(p, name))
+    else:
+        runConnectHooks(p)
+
+
+def _lookedUp(p: SMTPProtocol, name: str | None) -> None:
+    if name:
+        p.session.clientHostname = name
+    if p._connected:
+        runConnectHooks(p)
+
+
+def runConnectHooks(p: SMTPProtocol) -> None:
+    """
+    C{onConnect}, then C{onSecure} on an implicit TLS connection, then the
+    greeting; a refusal closes the session with its reply.
+    """
+    p._emit("connect")
+
+    def refused(reply: Reply) -> None:
+        p._refused = True
+        p._closeWith(reply)
+
+    def greet(result: object) -> None:
+        options = p._options
+        p._send(catalogue.greeting(options.name, options.banner, options.lmtp))
+
+    def connected(result: object) -> None:
+        if p._implicitTLS:
+            p._hookThenResume(p._handler.onSecure, greet, p._closeWith)
+        else:
+            greet(result)
+
+    p._hookThenResume(p._handler.onConnect, connected, refused)

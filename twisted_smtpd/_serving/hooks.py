@@ -1,0 +1,206 @@
+# -*- test-case-name: tests.test_protocol -*-
+"""
+Calling handler hooks: a plain value is used as it is, with no Deferred made
+on the hot path; C{async def} hooks go through C{txaio.as_future}; a Deferred
+is waited for.  And checking a handler when the server is built
+(L{checkHandler}).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from difflib import get_close_matches
+from inspect import iscoroutine, iscoroutinefunction
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, cast
+
+import txaio as _txaio_module
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.replies import Reply
+from twisted_smtpd._serving.flow import PAUSE_HOOK
+from twisted_smtpd.handlers._base import BaseHandler
+from twisted_smtpd.interfaces import ISMTPHandler
+
+if TYPE_CHECKING:
+    from twisted_smtpd._serving.protocol import SMTPProtocol
+
+# txaio selects its framework at run time, so its API is not typed statically.
+txaio: Any = _txaio_module
+txaio.use_twisted()
+
+_ASYNC: dict[Any, bool] = {}
+
+
+def _isAsync(fn: Callable[..., object]) -> bool:
+    key = getattr(fn, "__func__", fn)
+    known = _ASYNC.get(key)
+    if known is None:
+        known = iscoroutinefunction(key)
+        if len(_ASYNC) < 4096:
+            _ASYNC[key] = known
+    return known
+
+
+def callHook(fn: Callable[..., object], *args: object) -> object:
+    """
+    Call a hook.
+
+    @return: Its plain result, or a L{Deferred} when it answers later (an
+        C{async def} hook, a Deferred, or a coroutine returned by a plain
+        function).
+    @raise Exception: Whatever the hook raised synchronously.
+    """
+    if _isAsync(fn):
+        d: Deferred[Any] = txaio.as_future(fn, *args)
+        return d
+    result = fn(*args)
+    if iscoroutine(result):
+        return Deferred.fromCoroutine(result)
+    return result
+
+
+#: BaseHandler's hooks that only accept: a handler that inherits them is not
+#: called for them at all.
+ACCEPTING_DEFAULTS = frozenset(
+    {
+        BaseHandler.onConnect,
+        BaseHandler.onHelo,
+        BaseHandler.onSecure,
+        BaseHandler.onMailFrom,
+        BaseHandler.onRcptTo,
+    }
+)
+
+
+#: The hooks of L{ISMTPHandler}, in the order a session calls them.
+HOOKS = (
+    "onConnect",
+    "onHelo",
+    "onSecure",
+    "onAuth",
+    "onMailFrom",
+    "onRcptTo",
+    "onData",
+    "onClose",
+)
+
+
+class _CompletedHandler(BaseHandler):
+    """
+    A handler that provides only some hooks, completed with the accepting
+    defaults of L{BaseHandler} for the others (as aiosmtpd does).
+
+    @ivar wrapped: The handler given.
+    """
+
+    def __init__(self, wrapped: object, present: Sequence[str]) -> None:
+        self.wrapped = wrapped
+        for name in present:
+            setattr(self, name, getattr(wrapped, name))
+
+    def __repr__(self) -> str:
+        return f"<completed {self.wrapped!r}>"
+
+
+def checkHandler(handler: object) -> ISMTPHandler:
+    """
+    Check a handler when the server is built, not at the first connection.
+
+    A handler may provide only some hooks; the others accept, as
+    L{BaseHandler}'s do.  An attribute named like a hook that is not one
+    (C{onRcpt}), a hook that is not callable, or an object with no hook at
+    all is refused.
+
+    @return: C{handler}, or when it lacks hooks, a handler completed with
+        the defaults.
+    @raise TypeError: Naming the handler's class and the attribute.
+    """
+    cls = type(handler).__name__
+    for name in dir(handler):
+        if name.startswith("on") and name[2:3].isupper() and name not in HOOKS:
+            close = get_close_matches(name, HOOKS, 1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise TypeError(
+                f"handler {cls}: {name} is not a hook of ISMTPHandler{hint}"
+                f" (hooks: {', '.join(HOOKS)})"
+            )
+    present = []
+    for name in HOOKS:
+        value = getattr(handler, name, None)
+        if value is None:
+            continue
+        if not callable(value):
+            raise TypeError(f"handler {cls}: {name} is not callable ({type(value).__name__})")
+        present.append(name)
+    if not present:
+        raise TypeError(f"handler {cls} has none of the hooks of ISMTPHandler ({', '.join(HOOKS)})")
+    if len(present) == len(HOOKS):
+        return cast(ISMTPHandler, handler)
+    return _CompletedHandler(handler, present)
+
+
+def runHook(
+    p: SMTPProtocol,
+    fn: Callable[..., object],
+    args: tuple[object, ...],
+    accepted: Callable[[object], None],
+    refused: Callable[[Reply], None],
+) -> None:
+    """
+    Call a handler hook for protocol C{p}.  A plain value is handled at
+    once; a Deferred or coroutine stops reading until it answers, so replies
+    stay in order.  With observers, each answer is a C{hook} event with the
+    time it took.
+    """
+    if getattr(fn, "__func__", None) in ACCEPTING_DEFAULTS:
+        # BaseHandler's default accepts: nothing to call.
+        accepted(None)
+        return
+    factory = p._serverFactory
+    started = perf_counter() if factory is not None and factory.observers else 0.0
+    try:
+        result = callHook(fn, *args)
+    except SMTPError as e:
+        _timed(p, fn, started)
+        refused(e.toReply())
+        return
+    except Exception:
+        _timed(p, fn, started)
+        refused(p._failureReply(Failure(), fn))
+        return
+    if not isinstance(result, Deferred):
+        _timed(p, fn, started)
+        accepted(result)
+        return
+    d = result
+    p._waiting = True
+    p._setPause(PAUSE_HOOK, True)
+    p._hookToken += 1
+    token = p._hookToken
+
+    def ok(value: object) -> None:
+        _timed(p, fn, started)
+        if p._connected and not p._closing:
+            accepted(value)
+            if p._hookToken == token:
+                # Unless accepting started another slow hook.
+                p._resume()
+
+    def failed(failure: Failure) -> None:
+        _timed(p, fn, started)
+        if p._connected and not p._closing:
+            refused(p._failureReply(failure, fn))
+            if p._hookToken == token:
+                p._resume()
+        elif not failure.check(SMTPError):
+            p._logFailure(failure, getattr(fn, "__name__", "hook"))
+
+    d.addCallbacks(ok, failed)
+
+
+def _timed(p: SMTPProtocol, fn: Callable[..., object], started: float) -> None:
+    if started:
+        p._emit("hook", hook=getattr(fn, "__name__", "hook"), seconds=perf_counter() - started)

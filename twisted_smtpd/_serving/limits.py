@@ -1,0 +1,164 @@
+# -*- test-case-name: tests.test_limits -*-
+"""
+Limits per client address: concurrent connections
+(C{maxClientsPerIp}) and the connection rate (C{maxConnectionRate}), in the
+spirit of Postfix's anvil.
+
+Pure: addresses and times in, the name of the limit reached out.  Both tables
+are bounded: the concurrency table holds only addresses with a connection open
+(at most as many as there are connections), the rate table forgets a window
+once it is over and never holds more than L{MAX_TRACKED} addresses.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+
+from twisted_smtpd._core.options import IPNetwork, ServerOptions, trusted
+
+#: IPv6 clients are counted by this prefix (Postfix 3.8's
+#: C{smtpd_client_ipv6_prefix_length} default): one host or site has many
+#: addresses, so counting each alone would not limit it.
+IPV6_PREFIX_LENGTH = 84
+
+#: Most client addresses whose connection rate is remembered at once; when an
+#: address beyond it arrives, the address whose window began first is
+#: forgotten (a flood from many addresses is then limited by C{maxClients}).
+MAX_TRACKED = 65536
+
+
+@functools.lru_cache(maxsize=1024)
+def _isAddress(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class ClientLimits:
+    """
+    Count the connections of each client address: an IPv4 address, or the
+    IPv6 network of C{ipv6PrefixLength} bits an IPv6 address is in
+    (C{2001:db8::/84}).
+
+    @ivar open: Connections now open, by client address (exempt addresses
+        are not counted).
+    @ivar windows: Per client address, C{[start, count]} of its current rate
+        window, oldest window first.
+    """
+
+    def __init__(
+        self,
+        perAddress: int,
+        rate: tuple[int, float] | None,
+        exempt: tuple[IPNetwork, ...],
+        maxTracked: int = MAX_TRACKED,
+        ipv6PrefixLength: int = IPV6_PREFIX_LENGTH,
+    ) -> None:
+        self._perAddress = perAddress
+        self._rate = rate
+        self._exempt = exempt
+        self._maxTracked = maxTracked
+        self._ipv6Mask = ((1 << 128) - 1) ^ ((1 << (128 - ipv6PrefixLength)) - 1)
+        self._ipv6Suffix = f"/{ipv6PrefixLength}"
+        self.open: dict[str, int] = {}
+        self.windows: dict[str, list[float]] = {}
+
+    @classmethod
+    def fromOptions(cls, options: ServerOptions) -> ClientLimits:
+        """
+        The limits C{options} set: C{maxClientsPerIp}, C{maxConnectionRate},
+        C{limitExemptions} and C{clientIpv6PrefixLength}.
+        """
+        return cls(
+            options.maxClientsPerIp,
+            options.maxConnectionRate,
+            options.limitExemptions,
+            ipv6PrefixLength=options.clientIpv6PrefixLength,
+        )
+
+    def _key(self, host: str) -> str:
+        """
+        What C{host} is counted as: itself, or for an IPv6 address its
+        network (C{2001:db8::/84}).
+        """
+        if ":" not in host:
+            return host
+        try:
+            address = ipaddress.IPv6Address(host)
+        except ValueError:
+            return host
+        network = ipaddress.IPv6Address(int(address) & self._ipv6Mask)
+        return str(network) + self._ipv6Suffix
+
+    @property
+    def active(self) -> bool:
+        """
+        Whether any limit is configured.
+        """
+        return bool(self._perAddress) or self._rate is not None
+
+    def connected(self, host: str, now: float) -> tuple[bool, str | None]:
+        """
+        Count a new connection from C{host}.
+
+        @return: Whether it was counted (then L{disconnected} must be called
+            once when it ends), and the limit it exceeds, described for a
+            log line, or C{None} when it may go on.
+        """
+        if not self.active or not _isAddress(host) or trusted(self._exempt, host):
+            # UNIX socket clients have no address of their own to count.
+            return False, None
+        host = self._key(host)
+        count = self.open.get(host, 0) + 1
+        self.open[host] = count
+        if self._rate is not None:
+            limit, seconds = self._rate
+            attempts = self._attempt(host, now, seconds)
+            if attempts > limit:
+                return True, f"connection rate limit ({limit} per {seconds:g} s)"
+        if self._perAddress and count > self._perAddress:
+            return True, f"connection limit per client address ({self._perAddress})"
+        return True, None
+
+    def disconnected(self, host: str) -> None:
+        """
+        A connection counted by L{connected} ended.
+        """
+        host = self._key(host)
+        count = self.open.get(host, 0) - 1
+        if count > 0:
+            self.open[host] = count
+        else:
+            self.open.pop(host, None)
+
+    def _attempt(self, host: str, now: float, seconds: float) -> int:
+        windows = self.windows
+        window = windows.get(host)
+        if window is None or now - window[0] >= seconds:
+            if window is not None:
+                # Moved to the end: the table stays ordered by window start.
+                del windows[host]
+            else:
+                self.expire(now)
+                while len(windows) >= self._maxTracked:
+                    del windows[next(iter(windows))]
+            window = windows[host] = [now, 0.0]
+        window[1] += 1
+        return int(window[1])
+
+    def expire(self, now: float) -> None:
+        """
+        Forget the rate windows that are over.
+        """
+        if self._rate is None:
+            return
+        seconds = self._rate[1]
+        windows = self.windows
+        while windows:
+            host = next(iter(windows))
+            if now - windows[host][0] < seconds:
+                break
+            del windows[host]

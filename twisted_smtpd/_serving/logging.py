@@ -1,0 +1,360 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+Logs of C{twistd smtpd}: one line per session event, and JSON output.
+
+L{SessionLogger} is a server observer (L{SMTPServerFactory.addObserver}):
+it turns the per-session and per-message events (connect, auth, message,
+close) into C{twisted.logger} events in the C{twisted_smtpd.session}
+namespace, each carrying the session id and its values as fields.  Events
+of single commands (HELO, MAIL, RCPT, rejections) return at once, so the
+per-command path does no logging work.
+
+L{jsonLogObserver} writes every log event as one JSON object per line;
+C{twistd smtpd --log-format json} installs it, and
+C{twistd --logger twisted_smtpd._serving.logging.jsonLogObserver} does the same for
+any C{twistd} plugin.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import IO, TYPE_CHECKING, Any, cast
+
+from twisted.logger import ILogObserver, LogEvent, Logger, formatEvent
+from zope.interface import provider
+
+from twisted_smtpd._core.grammar import Verb
+from twisted_smtpd._core.printable import printable
+from twisted_smtpd._core.replies import Reply
+from twisted_smtpd._core.session import Session, TLSInfo
+
+if TYPE_CHECKING:
+    from twisted_smtpd._serving.logwriter import BufferedLogWriter
+
+NAMESPACE = "twisted_smtpd.session"
+
+_log = Logger(namespace=NAMESPACE)
+
+
+def formatPeer(address: tuple[str, int]) -> str:
+    """
+    C{host:port}, C{[v6]:port}, or C{unix} for a connection without an IP
+    address.
+    """
+    host, port = address
+    if not host and not port:
+        return "unix"
+    host = loggable(host)
+    if ":" in host:
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
+def loggable(value: str | bytes | None, limit: int = 200) -> str:
+    """
+    Text from outside (a client's argument, a PTR name, a user name) made
+    safe for one log line: bytes are decoded as UTF-8 (an undecodable byte
+    is escaped), it is cut at C{limit} characters, and every character that
+    could break or disguise the line is escaped by L{printable}.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        value = value[: limit * 4].decode("utf-8", "surrogateescape")
+    if len(value) > limit:
+        value = value[:limit] + "..."
+    return printable(value)
+
+
+def formatClient(session: Session) -> str:
+    """
+    The client as Postfix writes it: C{name[1.2.3.4]}, or C{unknown[1.2.3.4]}
+    without a reverse name.
+    """
+    name = session.clientHostname
+    if not name or name.startswith("["):
+        name = "unknown"
+    return f"{loggable(name, 255)}[{session.remoteAddress[0] or 'unix'}]"
+
+
+def _namedAddress(argument: bytes) -> str:
+    """
+    The C{<address>} a MAIL or RCPT argument names, or the argument of other
+    commands, for a log line.
+    """
+    start = argument.find(b"<")
+    if start >= 0:
+        end = argument.find(b">", start)
+        if end > 0:
+            return loggable(argument[start + 1 : end])
+    return loggable(argument.partition(b":")[2].strip() or argument)
+
+
+def refusal(
+    reply: Reply, verb: Verb | None, argument: bytes, auth: Any, closing: bool
+) -> dict[str, Any]:
+    """
+    The data of a C{reject} event: the C{reply}, the C{command} (C{None} for
+    a line that did not parse) and its C{argument}, whether the session is
+    C{closing}; for AUTH the C{mechanism}, the C{username} of the refused
+    request, or C{None} before one was made, and the C{failures} so far,
+    never the credentials.
+
+    @param auth: The session's L{AuthCommand}, or C{None}.
+    """
+    data: dict[str, Any] = {"reply": reply, "closing": closing}
+    if verb is Verb.AUTH:
+        request = None if auth is None else auth.request
+        data["mechanism"] = argument.split(b" ", 1)[0][:20].decode("ascii", "replace").upper()
+        data["username"] = None if request is None else request.username
+        data["failures"] = 0 if auth is None else auth.failures
+        argument = b""
+    data["command"] = None if verb is None else verb.value
+    data["argument"] = argument
+    return data
+
+
+class SessionLogger:
+    """
+    Log the events of every session at info level, except sessions from
+    C{ignoredHosts}: connect, TLS, AUTH (success and failure), the AUTH
+    lockout, every refused command, each message, and close.
+
+    The lines follow Postfix's where one exists (C{reject: RCPT from
+    name[1.2.3.4]: 550 5.1.1 <x@example.com>: ...}), so that fail2ban and
+    pflogsumm style tools can read them.  Every event carries C{session} (the
+    id) and its values as fields; see C{docs/operator.md} for each line.
+    Events of accepted commands (HELO, MAIL, RCPT) return at once, so the
+    per-command path does no logging work.
+    Every text from outside (names, addresses, user names, reply texts) is
+    escaped by L{twisted_smtpd._core.printable.printable} and cut to length
+    first, in the fields as in the formatted line.
+    """
+
+    def __init__(
+        self, ignoredHosts: Iterable[str] = (), writer: BufferedLogWriter | None = None
+    ) -> None:
+        """
+        @param ignoredHosts: Client IP addresses whose sessions are not
+            logged (health checks, monitoring).
+        @param writer: Where the lines go directly (C{twistd smtpd}'s log),
+            skipping C{twisted.logger}'s publisher; by default they are
+            C{twisted.logger} events in the C{twisted_smtpd.session}
+            namespace.
+        """
+        self._ignored = frozenset(ignoredHosts)
+        self._writer = writer
+
+    def _emit(self, text: str, fields: dict[str, Any]) -> None:
+        # Every line's text is made here with f-strings: Twisted's
+        # formatEvent alone costs more than the whole budget of a line.
+        writer = self._writer
+        if writer is not None:
+            writer.line(text, fields)
+        else:
+            _log.info("{text}", text=text, **fields)
+
+    def __call__(self, event: str, session: Session, data: dict[str, Any]) -> None:
+        """
+        Log C{event} if it is one that is logged.
+        """
+        if event not in _LOGGED:
+            return
+        if self._ignored and session.remoteAddress[0] in self._ignored:
+            return
+        sid = session.id
+        if event == "message":
+            self._message(session, data)
+        elif event == "connect":
+            client = formatPeer(session.remoteAddress)
+            name = loggable(session.clientHostname, 255)
+            local = formatPeer(session.localAddress)
+            self._emit(
+                f"{sid} connect from {client} ({name}) to {local}",
+                {"session": sid, "client": client, "clientHostname": name, "local": local},
+            )
+        elif event == "reject":
+            self._reject(session, data)
+        elif event == "auth":
+            method = data.get("method")
+            username = loggable(data.get("username"))
+            self._emit(
+                f"{sid} auth {method} as '{username}'",
+                {"session": sid, "method": method, "username": username},
+            )
+        elif event == "secure":
+            tls = session.tls or TLSInfo()
+            servername = loggable(tls.servername) if tls.servername else None
+            client = formatClient(session)
+            self._emit(
+                f"{sid} TLS {tls.protocol} {tls.cipher} from {client} sni={servername}",
+                {
+                    "session": sid,
+                    "protocol": tls.protocol,
+                    "cipher": tls.cipher,
+                    "servername": servername,
+                    "client": client,
+                },
+            )
+        else:
+            self._emit(f"{sid} close", {"session": sid})
+
+    def _reject(self, session: Session, data: dict[str, Any]) -> None:
+        reply: Reply = data["reply"]
+        command = data.get("command")
+        sid = session.id
+        client = formatClient(session)
+        enhanced = f"{reply.enhanced} " if reply.enhanced else ""
+        replyText = f"{reply.code} {enhanced}{' '.join(reply.lines)}"
+        if command == "AUTH" and reply.code == 421 and data.get("closing"):
+            failures = data.get("failures", 0)
+            self._emit(
+                f"{sid} auth lockout: {client} after {failures} failed attempt(s): {replyText}",
+                {
+                    "session": sid,
+                    "client": client,
+                    "failures": failures,
+                    "code": reply.code,
+                    "reply": replyText,
+                },
+            )
+            return
+        if command == "AUTH" and data.get("username") is not None:
+            mechanism = data.get("mechanism")
+            username = loggable(data["username"])
+            self._emit(
+                f"{sid} auth failed: {mechanism} from {client} user=<{username}>: {replyText}",
+                {
+                    "session": sid,
+                    "mechanism": mechanism,
+                    "client": client,
+                    "username": username,
+                    "code": reply.code,
+                    "reply": replyText,
+                },
+            )
+            return
+        argument: bytes = data.get("argument", b"")
+        address = None
+        if command is None:
+            # The line did not parse: its first word stands for the command.
+            word = argument.split(None, 1)[0] if argument.strip() else b""
+            command = loggable(word.upper(), 16) or "CONNECT"
+            named = ""
+        elif command in ("MAIL", "RCPT"):
+            address = _namedAddress(argument)
+            named = f"<{address}>: "
+        elif argument:
+            named = f"<{loggable(argument, 80)}>: "
+        else:
+            named = ""
+        mailFrom = session.envelope.mailFrom
+        sender = "" if mailFrom is None else f"; from=<{loggable(mailFrom.address)}>"
+        self._emit(
+            f"{sid} reject: {command} from {client}: {reply.code} {enhanced}{named}"
+            f"{' '.join(reply.lines)}{sender}",
+            {
+                "session": sid,
+                "command": command,
+                "client": client,
+                "code": reply.code,
+                "enhanced": reply.enhanced,
+                "address": address,
+                "reply": replyText,
+            },
+        )
+
+    def _message(self, session: Session, data: dict[str, Any]) -> None:
+        replies: tuple[Reply, ...] = data.get("replies", ())
+        codes = [reply.code for reply in replies]
+        envelope = session.envelope
+        mailFrom = envelope.mailFrom
+        sender = "" if mailFrom is None else printable(mailFrom.address)
+        size = data.get("size", 0)
+        recipients = [printable(rcpt.address) for rcpt in envelope.rcptTo]
+        reply = printable(" ".join(replies[0].lines)) if replies else ""
+        sid = session.id
+        self._emit(
+            f"{sid} message {size} bytes from <{sender}> to <{'>,<'.join(recipients)}>:"
+            f" {','.join(map(str, codes))} {reply}",
+            {
+                "session": sid,
+                "size": size,
+                "sender": sender,
+                "recipients": recipients,
+                "codes": codes,
+                "reply": reply,
+            },
+        )
+
+
+_LOGGED = frozenset({"connect", "message", "close", "auth", "reject", "secure"})
+
+
+def jsonDefault(value: object) -> object:
+    """
+    How C{json.dumps} writes values JSON has no type for: bytes as text,
+    sets and tuples as lists, anything else as C{str()}.
+    """
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+#: Keys of Twisted's own bookkeeping, never written as fields.
+_INTERNAL = frozenset({"format", "isError", "message", "system", "time", "failure", "why"})
+
+
+def jsonEvent(event: LogEvent) -> dict[str, Any]:
+    """
+    One log event as a flat dict for a JSON line: C{time} (ISO 8601, UTC,
+    milliseconds), C{level} (C{"info"}), C{namespace}, C{text} (the
+    formatted message), C{traceback} for a failure, then the event's own
+    fields; Twisted's C{log_*} keys and its legacy keys are left out.
+    """
+    out: dict[str, Any] = {
+        key: value
+        for key, value in event.items()
+        if not key.startswith("log_") and key not in _INTERNAL
+    }
+    when = event.get("log_time")
+    level = event.get("log_level")
+    out["time"] = (
+        None
+        if when is None
+        else datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds")
+    )
+    out["level"] = getattr(level, "name", None)
+    out["namespace"] = event.get("log_namespace")
+    out["text"] = formatEvent(event)
+    failure = event.get("log_failure")
+    if failure is not None:
+        out["traceback"] = failure.getTraceback()
+    return out
+
+
+def jsonLogObserver(outFile: IO[Any] | None = None) -> ILogObserver:
+    """
+    An observer writing each event as one flat JSON object per line (no
+    record separator), for log shippers that read JSON lines, as
+    L{jsonEvent} makes it.
+
+    @param outFile: A text file; standard output by default.
+    """
+    out = sys.stdout if outFile is None else outFile
+
+    @provider(ILogObserver)
+    def observe(event: LogEvent) -> None:
+        try:
+            line = json.dumps(jsonEvent(event), default=jsonDefault)
+        except (TypeError, ValueError) as e:
+            line = json.dumps({"text": f"unserialisable log event: {e}"})
+        out.write(line + "\n")
+        out.flush()
+
+    return cast(ILogObserver, observe)

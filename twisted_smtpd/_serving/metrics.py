@@ -1,0 +1,295 @@
+# -*- test-case-name: tests.test_metrics -*-
+"""
+Prometheus metrics of a server, built on its observer events
+(L{SMTPServer.addObserver}) with the C{prometheus_client} library (the
+C{metrics} extra), and the C{/metrics} and C{/healthz} web resources.
+
+Under C{--workers} each worker records into C{prometheus_client}'s
+multiprocess files (C{PROMETHEUS_MULTIPROC_DIR}, a private directory the
+parent makes) and the parent serves their sum.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from twisted_smtpd._core.replies import Reply
+from twisted_smtpd._core.session import Session
+
+if TYPE_CHECKING:
+    from twisted_smtpd._serving.server import SMTPServer
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+#: Buckets of the latency histograms, in seconds.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+def requirePrometheus(flag: str = "--metrics") -> Any:
+    """
+    Import C{prometheus_client}.
+
+    @raise ImportError: With one line naming the extra to install.
+    """
+    try:
+        import prometheus_client
+    except ImportError:
+        raise ImportError(
+            f"{flag} needs the prometheus_client library: pip install 'twisted-smtpd[metrics]'"
+        ) from None
+    return prometheus_client
+
+
+class ServerMetrics:
+    """
+    A server observer counting what Prometheus scrapes; add it with
+    C{server.addObserver(metrics)}.
+
+    @ivar registry: The C{prometheus_client} registry holding the metrics.
+    """
+
+    def __init__(self, registry: Any = None) -> None:
+        """
+        @param registry: A C{prometheus_client.CollectorRegistry}; a new one
+            by default.
+        """
+        prometheus = requirePrometheus()
+        self.registry = registry if registry is not None else prometheus.CollectorRegistry()
+        Counter, Gauge, Histogram = prometheus.Counter, prometheus.Gauge, prometheus.Histogram
+        r = self.registry
+        self.connectionsOpen = Gauge(
+            "smtpd_connections_open",
+            "SMTP connections open now.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.connections = Counter("smtpd_connections", "SMTP connections accepted.", registry=r)
+        self.sessions = Counter(
+            "smtpd_sessions",
+            "Sessions ended, by outcome: message (at least one message accepted),"
+            " no_message, refused (closed at connect by a limit or onConnect).",
+            ["outcome"],
+            registry=r,
+        )
+        self.messages = Counter(
+            "smtpd_messages",
+            "Message replies, by class (2xx, 4xx, 5xx) and code; one per recipient in LMTP.",
+            ["reply_class", "code"],
+            registry=r,
+        )
+        self.bytes = Counter(
+            "smtpd_received_bytes", "Message bytes received (decoded bodies).", registry=r
+        )
+        self.recipients = Counter("smtpd_recipients", "Recipients accepted.", registry=r)
+        self.refusals = Counter(
+            "smtpd_refusals",
+            "Commands refused, by command and code.",
+            ["command", "code"],
+            registry=r,
+        )
+        self.tls = Counter(
+            "smtpd_tls_sessions",
+            "TLS handshakes completed, by protocol version.",
+            ["version"],
+            registry=r,
+        )
+        self.auth = Counter(
+            "smtpd_auth",
+            "AUTH decisions, by mechanism and result.",
+            ["mechanism", "result"],
+            registry=r,
+        )
+        self.hooks = Histogram(
+            "smtpd_hook_seconds",
+            "Time handler hooks took to answer, by hook.",
+            ["hook"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.delivery = Histogram(
+            "smtpd_delivery_seconds",
+            "Time from the end of a message body to its reply (onData finishing).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.errors = Counter(
+            "smtpd_handler_errors",
+            "Handler hooks that failed unexpectedly, by hook.",
+            ["hook"],
+            registry=r,
+        )
+        self.certificateExpiry = Gauge(
+            "smtpd_certificate_expiry_timestamp_seconds",
+            "When each TLS certificate expires (Unix time), by SNI name ('' for the default).",
+            ["servername"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self._delivered: set[str] = set()
+        # Sessions counted in connectionsOpen (one refused by onConnect
+        # has a connect event but no close event).
+        self._open: set[str] = set()
+        self._handlers: dict[str, Callable[[Session, dict[str, Any]], None]] = {
+            "connect": self._connect,
+            "close": self._close,
+            "message": self._message,
+            "rcpt": self._rcpt,
+            "secure": self._secure,
+            "auth": self._auth,
+            "reject": self._reject,
+            "hook": self._hook,
+            "error": self._error,
+        }
+
+    def __call__(self, event: str, session: Session, data: dict[str, Any]) -> None:
+        """
+        Count one observer event.
+        """
+        handler = self._handlers.get(event)
+        if handler is not None:
+            handler(session, data)
+
+    def _connect(self, session: Session, data: dict[str, Any]) -> None:
+        self.connections.inc()
+        self.connectionsOpen.inc()
+        self._open.add(session.id)
+
+    def _gone(self, session: Session) -> None:
+        if session.id in self._open:
+            self._open.discard(session.id)
+            self.connectionsOpen.dec()
+
+    def _close(self, session: Session, data: dict[str, Any]) -> None:
+        self._gone(session)
+        if session.id in self._delivered:
+            self._delivered.discard(session.id)
+            self.sessions.labels("message").inc()
+        else:
+            self.sessions.labels("no_message").inc()
+
+    def _message(self, session: Session, data: dict[str, Any]) -> None:
+        replies: tuple[Reply, ...] = data.get("replies", ())
+        for reply in replies:
+            self.messages.labels(f"{reply.code // 100}xx", str(reply.code)).inc()
+        if any(reply.code < 400 for reply in replies):
+            self._delivered.add(session.id)
+        self.bytes.inc(data.get("size", 0))
+        seconds = data.get("seconds")
+        if seconds is not None:
+            self.delivery.observe(seconds)
+
+    def _rcpt(self, session: Session, data: dict[str, Any]) -> None:
+        self.recipients.inc()
+
+    def _secure(self, session: Session, data: dict[str, Any]) -> None:
+        tls = session.tls
+        self.tls.labels(str(None if tls is None else tls.protocol)).inc()
+
+    def _auth(self, session: Session, data: dict[str, Any]) -> None:
+        self.auth.labels(str(data.get("method")), "success").inc()
+
+    def _reject(self, session: Session, data: dict[str, Any]) -> None:
+        reply: Reply = data["reply"]
+        command = data.get("command") or "CONNECT"
+        self.refusals.labels(command, str(reply.code)).inc()
+        if command == "AUTH" and data.get("username") is not None and not data.get("closing"):
+            self.auth.labels(str(data.get("mechanism")), "failure").inc()
+        if data.get("closing") and data.get("command") is None and not data.get("argument"):
+            # Refused at connect: no close event follows.
+            self.sessions.labels("refused").inc()
+            self._gone(session)
+
+    def _hook(self, session: Session, data: dict[str, Any]) -> None:
+        self.hooks.labels(data["hook"]).observe(data["seconds"])
+
+    def _error(self, session: Session, data: dict[str, Any]) -> None:
+        self.errors.labels(data["hook"]).inc()
+
+    def certificates(self, server: SMTPServer) -> None:
+        """
+        Set the certificate expiry gauge from C{server}'s TLS configuration.
+        """
+        if not server.factory.startTLSAvailable:
+            return
+        for name, certificate in server.factory.tls.certificates().items():
+            expires: datetime.datetime = certificate.not_valid_after_utc
+            self.certificateExpiry.labels(name).set(expires.timestamp())
+
+
+class MetricsResource(Resource):
+    """
+    C{/metrics}: the registry in Prometheus's text format, as
+    C{prometheus_client} writes it.
+    """
+
+    isLeaf = True
+
+    def __init__(self, registry: Any) -> None:
+        super().__init__()
+        self._registry = registry
+
+    def render_GET(self, request: Request) -> bytes:
+        prometheus = requirePrometheus()
+        request.setHeader(b"Content-Type", prometheus.CONTENT_TYPE_LATEST.encode("ascii"))
+        data: bytes = prometheus.generate_latest(self._registry)
+        return data
+
+
+class HealthResource(Resource):
+    """
+    C{/healthz}: 200 while C{healthy()} says the listeners accept
+    connections, else 503.
+    """
+
+    isLeaf = True
+
+    def __init__(self, healthy: Callable[[], bool]) -> None:
+        super().__init__()
+        self._healthy = healthy
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        if self._healthy():
+            return b"ok\n"
+        request.setResponseCode(503)
+        return b"not accepting connections\n"
+
+
+def metricsSite(registry: Any, healthy: Callable[[], bool]) -> Any:
+    """
+    The web site serving C{/metrics} and C{/healthz}.
+    """
+    from twisted.web.server import Site
+
+    root = Resource()
+    root.putChild(b"metrics", MetricsResource(registry))
+    root.putChild(b"healthz", HealthResource(healthy))
+    site = Site(root)
+    site.noisy = False
+    site.displayTracebacks = False
+    return site
+
+
+def multiprocessRegistry(path: str) -> Any:
+    """
+    A registry with the sum of every worker's metrics in C{path}.
+    """
+    prometheus = requirePrometheus()
+    from prometheus_client import multiprocess
+
+    registry = prometheus.CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=path)
+    return registry
+
+
+def inMultiprocessMode() -> bool:
+    """
+    Whether this process records into multiprocess files (a worker).
+    """
+    return bool(os.environ.get(MULTIPROC_ENV))

@@ -1,0 +1,582 @@
+# -*- test-case-name: tests.test_protocol -*-
+"""
+The SMTP/LMTP protocol: the glue between a connection, the pure grammar
+(L{twisted_smtpd._core.grammar}), the DATA decoder and the user's handler.
+
+Input is scanned in chunks: command lines are split with C{bytes.find}, and a
+message body goes straight from the socket into the decoder, never line by
+line.  Replies always leave in command order: while a hook has not answered,
+nothing more is read from the buffer nor from the socket (RFC 2920 section
+3.1), so a slow hook never reorders replies and the server never buffers
+without bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import tcp
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IHandshakeListener,
+    IReactorTime,
+    ISSLTransport,
+)
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twisted_smtpd._core import replies as catalogue
+from twisted_smtpd._core.features import transmissionType
+from twisted_smtpd._core.grammar import (
+    Phase,
+    Verb,
+    checkPhase,
+    looksLikeBdat,
+    looksLikeHTTP,
+    parseCommand,
+)
+from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._core.replies import CommandError, Reply, formatReply
+from twisted_smtpd._core.session import Envelope, Session, hostPort, newSessionId
+from twisted_smtpd._serving import commands as _commands
+from twisted_smtpd._serving import forwarding as _forwarding
+from twisted_smtpd._serving import greeting as _greeting
+from twisted_smtpd._serving import tlscommand as _tlscommand
+from twisted_smtpd._serving import transaction as _transaction
+from twisted_smtpd._serving.authcommand import AuthCommand
+from twisted_smtpd._serving.flow import PAUSE_HOOK, PAUSE_STREAM, PAUSE_WRITE, writeThrough
+from twisted_smtpd._serving.hooks import runHook
+from twisted_smtpd._serving.logging import refusal
+from twisted_smtpd._serving.receiving import MessageReceiver, errorFromReply, failureReply
+from twisted_smtpd.interfaces import ISMTPHandler
+
+if TYPE_CHECKING:
+    from twisted_smtpd._serving.server import SMTPServerFactory
+
+# RFC 4954 section 4: an AUTH command line may be up to 12288 octets.
+AUTH_LINE_LIMIT = 12288
+# Recipients refused with 452 4.5.3 (too many) before each one more counts
+# as an error (Postfix's smtpd_recipient_overshoot_limit).
+RECIPIENT_OVERSHOOT = 1000
+# Replies to pipelined commands written at once, at most.
+REPLY_BATCH = 64
+
+
+@implementer(IHandshakeListener)
+class SMTPProtocol(LineReceiver):
+    """
+    One SMTP or LMTP session.
+
+    L{LineReceiver}'s line splitting is replaced by a chunk scanner: a command
+    line is found with one C{find}, the body of a message is handed to the
+    decoder a whole read at a time.
+
+    @ivar session: The L{Session} handlers see.
+    """
+
+    _log = Logger()
+
+    # Slots keep an idle connection small (hundreds of bytes, not kilobytes).
+    # fmt: off
+    __slots__ = (
+        "_argument", "_auth", "_bodyEnded", "_buffer", "_clock", "_closing", "_closingSince",
+        "_connected", "_connectedFrom", "_disabled", "_discard", "_discardingLine", "_draining",
+        "_enhanced", "_errors", "_handler", "_handshakeSince", "_hookToken", "_implicitTLS",
+        "_lastActivity", "_limitHost", "_options", "_out", "_overshoot", "_pauses", "_pendingSeen",
+        "_phase", "_plainTCP", "_processing", "_rateBytes", "_rateSince", "_receiver", "_refused",
+        "_serverFactory", "_startingTLS", "_transportPaused", "_unauthenticated", "_verb",
+        "_waiting", "_wire", "session",
+    )
+    # fmt: on
+
+    def __init__(
+        self,
+        handler: ISMTPHandler,
+        options: ServerOptions,
+        clock: IReactorTime,
+        factory: SMTPServerFactory | None = None,
+    ) -> None:
+        self._handler = handler
+        self._options = options
+        self._clock = clock
+        self._serverFactory = factory
+        self._enhanced = options.enhancedStatusCodes
+        self._disabled = frozenset(
+            Verb(c) for c in options.disabledCommands if c in Verb.__members__
+        )
+        self._wire: dict[Reply, bytes] = factory.wireCache if factory is not None else {}
+        self._buffer = b""
+        self._processing = False
+        self._out: list[bytes] = []
+        self._plainTCP = False
+        self._waiting = False
+        self._pauses = 0
+        self._transportPaused = False
+        self._closing = False
+        self._connected = False
+        self._refused = False
+        self._discardingLine = False
+        self._discard: _transaction.RefusedChunk | None = None
+        self._draining = False
+        self._implicitTLS = False
+        self._phase = Phase.CONNECTED
+        self._errors = self._overshoot = 0
+        self._hookToken = 0
+        self._unauthenticated = 0
+        self._lastActivity = self._closingSince = self._rateSince = 0.0
+        self._handshakeSince: float | None = None
+        self._pendingSeen = self._rateBytes = 0
+        self._limitHost: str | None = None
+        self._receiver: MessageReceiver | None = None
+        self._auth: AuthCommand | None = None
+        self._startingTLS = False
+        self._connectedFrom = ""
+        # The command being answered, for the log line of a refusal.
+        self._verb: Verb | None = None
+        self._argument = b""
+        self._bodyEnded = 0.0
+        self.session = Session(id=newSessionId())
+
+    # -- connection life -------------------------------------------------
+
+    def connectionMade(self) -> None:
+        """
+        Fill in the session and apply C{maxClients}; then (after the handshake
+        on an implicit TLS connection) the reverse lookup, C{onConnect},
+        C{onSecure} and the greeting.
+        """
+        transport: Any = self.transport
+        self._connected = True
+        self._plainTCP = type(transport) is tcp.Server
+        self._lastActivity = self._clock.seconds()
+        session = self.session
+        session.remoteAddress = hostPort(transport.getPeer())
+        session.localAddress = hostPort(transport.getHost())
+        transport.registerProducer(self, True)
+        if self._plainTCP:
+            # Replies are small and the client waits for each: no Nagle delay.
+            transport.setTcpNoDelay(True)
+        if ISSLTransport.providedBy(transport):
+            # Implicit TLS (RFC 8314): nothing happens before the handshake,
+            # and reading must go on for the handshake to finish.
+            self._implicitTLS = True
+            self._handshakeSince = self._lastActivity
+            session.secure = True
+        factory = self._serverFactory
+        if factory is not None:
+            refusal = factory.admit(self)
+            if refusal is not None:
+                self._refused = True
+                self._closeWith(refusal)
+                return
+        _forwarding.connected(self, transport)
+        self._waiting = True
+        if self._implicitTLS:
+            return
+        self._beginSession()
+
+    def _beginSession(self) -> None:
+        _greeting.beginSession(self)
+
+    def _runConnectHooks(self) -> None:
+        _greeting.runConnectHooks(self)
+
+    def _hookThenResume(
+        self,
+        fn: Callable[..., object],
+        accepted: Callable[[object], None],
+        refused: Callable[[Reply], None],
+    ) -> None:
+        """
+        Run a hook taking only the session while reading is held, then read
+        again (at once when it answered at once).
+        """
+        self._waiting = False
+        self._hook(fn, (self.session,), accepted, refused)
+        if not self._waiting and not self._closing:
+            self._resume()
+
+    def handshakeCompleted(self) -> None:
+        """
+        A TLS handshake finished (STARTTLS or implicit TLS).
+        """
+        self._handshakeSince = None
+        _tlscommand.handshakeCompleted(self, self._implicitTLS)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Fail a message in flight, forget the connection, tell C{onClose}.
+        """
+        self._connected = False
+        self._closing = True
+        if self._receiver is not None:
+            self._receiver.abandon(reason)
+            self._receiver = None
+        factory = self._serverFactory
+        if factory is not None:
+            factory.forget(self)
+        if not self._refused:
+            self._emit("close")
+            try:
+                result = self._handler.onClose(self.session)
+            except Exception:
+                self._logFailure(Failure(), "onClose")
+            else:
+                if isinstance(result, Deferred):
+                    result.addErrback(self._logFailure, "onClose")
+        if factory is not None:
+            factory.connectionGone(self)
+
+    # -- flow control ------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        """
+        The transport's write buffer is full: stop reading until the client
+        has read its replies.
+        """
+        self._setPause(PAUSE_WRITE, True)
+
+    def resumeProducing(self) -> None:
+        """
+        The client caught up with its replies: read again, and handle the
+        commands already read.
+        """
+        self._lastActivity = self._clock.seconds()
+        self._setPause(PAUSE_WRITE, False)
+        if self._buffer and not (self._processing or self._waiting or self._closing):
+            self._processBuffer()
+
+    def stopProducing(self) -> None:
+        """
+        The transport is going away; nothing to do until C{connectionLost}.
+        """
+
+    def _setPause(self, reason: int, paused: bool) -> None:
+        """
+        Record one reason to stop reading (L{PAUSE_HOOK}, L{PAUSE_STREAM},
+        L{PAUSE_WRITE}); the transport reads while there is none.
+        """
+        pauses = self._pauses | reason if paused else self._pauses & ~reason
+        self._pauses = pauses
+        want = pauses != 0
+        if want != self._transportPaused and self._connected and not self._closing:
+            transport: Any = self.transport
+            self._transportPaused = want
+            if want:
+                transport.pauseProducing()
+            else:
+                transport.resumeProducing()
+
+    # -- input -------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Take bytes from the connection and handle what can be handled now.
+        """
+        self._lastActivity = self._clock.seconds()
+        if self._closing:
+            return
+        if self._buffer:
+            self._buffer += data
+        else:
+            self._buffer = data
+        if not self._processing:
+            self._processBuffer()
+
+    def _processBuffer(self) -> None:
+        self._processing = True
+        try:
+            # Not while the client leaves its replies unread: their amount
+            # stays bounded by what one batch adds to a full send buffer.
+            while self._buffer and not (
+                self._waiting or self._closing or self._pauses & PAUSE_WRITE
+            ):
+                receiver = self._receiver
+                if receiver is not None and receiver.reading:
+                    data, self._buffer = self._buffer, b""
+                    self._bodyReceived(receiver, data)
+                    continue
+                if self._discard is not None:
+                    _transaction.discardRefusedChunk(self, self._discard)
+                    continue
+                buf = self._buffer
+                if self._discardingLine:
+                    # The rest of a line refused as too long, up to its end.
+                    end = buf.find(b"\n")
+                    self._buffer = b"" if end < 0 else buf[end + 1 :]
+                    self._discardingLine = end < 0
+                    continue
+                # No line is ever longer than AUTH_LINE_LIMIT octets (plus
+                # CRLF), however its bytes arrive.
+                end = buf.find(b"\n", 0, AUTH_LINE_LIMIT + 2)
+                if end < 0:
+                    if len(buf) < AUTH_LINE_LIMIT + 2:
+                        break
+                    self._discardingLine = True
+                    _commands.lineTooLong(self, buf)
+                    continue
+                self._buffer = buf[end + 1 :]
+                line = buf[: end - 1] if end and buf[end - 1] == 13 else buf[:end]
+                if len(line) > AUTH_LINE_LIMIT:
+                    _commands.lineTooLong(self, line)
+                    continue
+                auth = self._auth
+                if auth is not None and auth.active:
+                    auth.line(line)
+                else:
+                    self._lineReceived(line)
+        finally:
+            self._processing = False
+            self._flush()
+
+    def _lineReceived(self, line: bytes) -> None:
+        if len(line) > self._options.maxLineLength and not line[:5].upper().startswith(b"AUTH "):
+            _commands.lineTooLong(self, line)
+            return
+        try:
+            command = parseCommand(line)
+        except CommandError as e:
+            self._verb = None
+            self._argument = line
+            if looksLikeHTTP(line):
+                self._closeWith(catalogue.HTTP_REFUSED)
+            elif looksLikeBdat(line):
+                _transaction.malformedBdat(self)
+            else:
+                self._fail(e.reply)
+            return
+        verb = self._verb = command.verb
+        self._argument = command.argument
+        factory = self._serverFactory
+        if factory is not None and factory.authRequired and self.session.user is None:
+            self._unauthenticated += 1
+            limit = self._options.maxAllowedUnauthenticatedCommands
+            if limit and self._unauthenticated > limit and verb is not Verb.QUIT:
+                self._closeWith(catalogue.TOO_MANY_UNAUTHENTICATED)
+                return
+        if verb in self._disabled:
+            _transaction.refuse(self, verb, command.argument, catalogue.NOT_IMPLEMENTED)
+            return
+        try:
+            checkPhase(verb, self._phase, self._options.lmtp)
+        except CommandError as e:
+            _transaction.refuse(self, verb, command.argument, e.reply)
+            return
+        action = _DISPATCH.get(verb)
+        if action is None:
+            self._fail(catalogue.NOT_IMPLEMENTED)
+            return
+        try:
+            action(self, command.argument)
+        except CommandError as e:
+            self._fail(e.reply)
+
+    def updateTransmissionType(self) -> None:
+        """
+        Recompute C{session.transmissionType} after a change of greeting,
+        TLS or authentication.
+        """
+        session = self.session
+        session.transmissionType = transmissionType(
+            session.openingCommand, session.secure, session.user is not None
+        )
+
+    def _bodyReceived(self, receiver: MessageReceiver, data: bytes) -> None:
+        self._rateBytes += len(data)
+        factory = self._serverFactory
+        if factory is not None and factory.observers:
+            # When this data ends the body: the start of the delivery time.
+            self._bodyEnded = perf_counter()
+        rest = receiver.feed(data)
+        if rest is None:
+            return
+        self._buffer = rest + self._buffer
+        if not receiver.ended:
+            # A BDAT chunk is in; the message goes on.
+            self._send(catalogue.chunkReceived(receiver.decoder.byteLength))
+            return
+        self._setPause(PAUSE_STREAM, False)
+        if not receiver.finished:
+            # The body is in; the reply waits for onData, and so does
+            # everything the client pipelined behind it.
+            self._waiting = True
+            self._setPause(PAUSE_HOOK, True)
+
+    def _messageDone(self, replies: list[Reply], size: int) -> None:
+        self._receiver = None
+        seconds = perf_counter() - self._bodyEnded if self._bodyEnded else None
+        self._emit("message", size=size, replies=tuple(replies), seconds=seconds)
+        for reply in replies:
+            self._send(reply)
+        self._resetTransaction()
+        _transaction.countRefusedMessage(self, replies)
+        if self._draining:
+            self._closeWith(catalogue.SHUTDOWN)
+            return
+        self._resume()
+
+    # -- hooks -----------------------------------------------------------------
+
+    def _hook(
+        self,
+        fn: Callable[..., object],
+        args: tuple[object, ...],
+        accepted: Callable[[object], None],
+        refused: Callable[[Reply], None],
+    ) -> None:
+        """
+        Call a handler hook (L{runHook}).
+        """
+        runHook(self, fn, args, accepted, refused)
+
+    def _resume(self) -> None:
+        self._waiting = False
+        self._setPause(PAUSE_HOOK, False)
+        if not self._processing and not self._closing:
+            self._processBuffer()
+
+    def _failureReply(self, failure: Failure, fn: Callable[..., object]) -> Reply:
+        name = getattr(fn, "__name__", "hook")
+
+        def log(f: Failure) -> None:
+            self._logFailure(f, name)
+
+        return failureReply(failure, log)
+
+    def _logFailure(self, failure: Failure, hookName: str) -> None:
+        self._log.failure(
+            "{session} {hook} failed", failure, session=self.session.id, hook=hookName
+        )
+        self._emit("error", hook=hookName)
+
+    # -- output and state ------------------------------------------------------
+
+    def _send(self, reply: Reply) -> None:
+        data = self._wire.get(reply)
+        if data is None:
+            data = formatReply(reply, self._enhanced)
+            if len(self._wire) < 512:
+                self._wire[reply] = data
+        if self._processing:
+            # Replies to pipelined commands leave together, in one send per
+            # batch; a full send buffer then stops the processing.
+            self._out.append(data)
+            if len(self._out) >= REPLY_BATCH:
+                self._flush()
+        else:
+            writeThrough(self.transport, data, self._plainTCP)
+
+    def _flush(self) -> None:
+        out = self._out
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            writeThrough(self.transport, data, self._plainTCP)
+
+    def _fail(self, reply: Reply) -> None:
+        """
+        Send an error reply and count it; too many errors end the session
+        (Postfix's C{smtpd_hard_error_limit}).
+        """
+        self._send(reply)
+        self._emitRefusal(reply)
+        if reply.enhanced == "4.5.3" and self._overshoot < RECIPIENT_OVERSHOOT:
+            # Recipients past a limit (452 4.5.3) are the client's to send
+            # later, not errors, up to Postfix's smtpd_recipient_overshoot_limit.
+            self._overshoot += 1
+            return
+        self._errors += 1
+        if self._errors >= self._options.maxErrors and not self._closing:
+            self._closeWith(catalogue.TOO_MANY_ERRORS)
+
+    def _emitRefusal(self, reply: Reply, closing: bool = False) -> None:
+        """
+        Tell the observers of a refused command (C{reject}).
+        """
+        factory = self._serverFactory
+        if factory is not None and factory.observers:
+            factory.emit(
+                "reject",
+                self.session,
+                refusal(reply, self._verb, self._argument, self._auth, closing),
+            )
+
+    def _closeWith(self, reply: Reply) -> None:
+        if self._closing:
+            return
+        if reply.code >= 400 and reply is not catalogue.SHUTDOWN and reply is not catalogue.TIMEOUT:
+            # A refusal or a limit reached that ends the session.
+            self._emitRefusal(reply, closing=True)
+        self._send(reply)
+        self._flush()
+        self._closing = True
+        self._closingSince = self._clock.seconds()
+        self._buffer = b""
+        transport: Any = self.transport
+        # A TLS transport shuts down only once no producer is registered, and
+        # must read to see the peer go.
+        transport.unregisterProducer()
+        if self._transportPaused:
+            self._transportPaused = False
+            transport.resumeProducing()
+        transport.loseConnection()
+
+    def _resetTransaction(self) -> None:
+        # RSET, HELO/EHLO/LHLO, STARTTLS and XCLIENT end any BDAT transfer
+        # too (RFC 5321 section 4.1.4): its stream fails, its state is gone.
+        self.abandonMessage(catalogue.RESET)
+        session = self.session
+        if session.envelope.mailFrom is not None:
+            session.transaction += 1
+            # XFORWARD attributes apply to one transaction.
+            session.xForward = {}
+            # A new object: handlers may keep the old one.
+            session.envelope = Envelope()
+        if self._phase is Phase.MAIL or self._phase is Phase.RCPT:
+            self._phase = Phase.GREETED
+
+    def _emit(self, event: str, **data: Any) -> None:
+        factory = self._serverFactory
+        if factory is not None and factory.observers:
+            factory.emit(event, self.session, data)
+
+    # -- graceful close and timeouts ---------------------------------------------
+
+    def inTransaction(self) -> bool:
+        """
+        Whether MAIL was accepted or a message's reply is still owed.
+        """
+        return self._phase in (Phase.MAIL, Phase.RCPT) or self._receiver is not None
+
+    def abandonMessage(self, reply: Reply) -> None:
+        """
+        Drop a message in progress, failing its stream with C{reply}'s error.
+        """
+        if self._receiver is not None:
+            self._receiver.abandon(Failure(errorFromReply(reply)))
+            self._receiver = None
+
+
+_DISPATCH: dict[Verb, Callable[[SMTPProtocol, bytes], None]] = {
+    Verb.EHLO: _commands.ehlo,
+    Verb.LHLO: _commands.ehlo,
+    Verb.HELO: _commands.helo,
+    Verb.MAIL: _transaction.mail,
+    Verb.RCPT: _transaction.rcpt,
+    Verb.DATA: _transaction.data,
+    Verb.BDAT: _transaction.bdat,
+    Verb.RSET: _transaction.rset,
+    Verb.NOOP: _commands.noop,
+    Verb.QUIT: _commands.quit,
+    Verb.VRFY: _commands.vrfy,
+    Verb.HELP: _commands.help,
+    Verb.STARTTLS: _tlscommand.startTLS,
+    Verb.AUTH: _commands.auth,
+    Verb.XCLIENT: _forwarding.xclient,
+    Verb.XFORWARD: _forwarding.xforward,
+}

@@ -1,0 +1,191 @@
+# -*- test-case-name: tests.test_proxy -*-
+"""
+PROXY protocol support for listeners (C{haproxy:} endpoint strings): the
+session starts only once the header has arrived, so it sees the real client
+from its first moment, and the header is believed only from C{useProxy}
+networks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocol, IReactorTime
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
+
+from twisted_smtpd._core import replies as catalogue
+from twisted_smtpd._core.options import IPNetwork, trusted
+from twisted_smtpd._core.proxyheader import ProxyHeader, ProxyHeaderError, parseProxyHeader
+from twisted_smtpd._core.replies import Reply, formatReply
+from twisted_smtpd._core.session import hostPort
+from twisted_smtpd._serving.logging import formatPeer
+
+#: Seconds a front end has to send its header.
+HEADER_TIMEOUT = 10.0
+
+
+def _address(hostPort: tuple[str, int]) -> IAddress:
+    host, port = hostPort
+    if ":" in host:
+        return IPv6Address("TCP", host, port)
+    return IPv4Address("TCP", host, port)
+
+
+class ProxyProtocolWrapper(ProtocolWrapper):
+    """
+    Reads the PROXY header, then hands the connection to the wrapped
+    protocol with C{getPeer}/C{getHost} saying what the header said.
+
+    @ivar proxyHeader: The header, once read.
+    @ivar proxyPeer: The address of the front end itself.
+    """
+
+    _log = Logger()
+    factory: ProxyWrappingFactory
+
+    def __init__(self, factory: Any, wrappedProtocol: IProtocol) -> None:
+        super().__init__(factory, wrappedProtocol)
+        self.proxyHeader: ProxyHeader | None = None
+        self.proxyPeer: IAddress | None = None
+        self._buffer = b""
+        self._timer: IDelayedCall | None = None
+        self._refused = False
+
+    def makeConnection(self, transport: Any) -> None:
+        """
+        Take the connection; the wrapped protocol gets it after the header.
+        """
+        self.connected = True
+        self.transport = transport
+        self.factory.registerProtocol(self)
+        self.proxyPeer = transport.getPeer()
+        host = getattr(self.proxyPeer, "host", "")
+        networks = self.factory.trustedNetworks
+        if networks and not trusted(networks, host):
+            self._log.warn("PROXY connection from untrusted {peer}", peer=self._peerText())
+            self._refuse(catalogue.UNTRUSTED_PROXY)
+            return
+        self._timer = self.factory.clock.callLater(self.factory.headerTimeout, self._timedOut)
+
+    def _peerText(self) -> str:
+        return formatPeer(hostPort(self.proxyPeer))
+
+    def _timedOut(self) -> None:
+        self._timer = None
+        self._log.warn(
+            "no PROXY header from {peer} within {timeout:g} seconds",
+            peer=self._peerText(),
+            timeout=self.factory.headerTimeout,
+        )
+        self._refuse(catalogue.PROXY_TIMEOUT)
+
+    def _refuse(self, reply: Reply) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._buffer = b""
+        self._refused = True
+        assert self.transport is not None
+        self.transport.write(formatReply(reply, True))
+        self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Read the header, then pass everything through.
+        """
+        if self.proxyHeader is not None:
+            self.wrappedProtocol.dataReceived(data)
+            return
+        if self._refused:
+            return
+        self._buffer += data
+        try:
+            header, length = parseProxyHeader(self._buffer)
+        except ProxyHeaderError as e:
+            self._log.warn(
+                "malformed PROXY header from {peer}: {error}", peer=self._peerText(), error=str(e)
+            )
+            self._refuse(catalogue.MALFORMED_PROXY)
+            return
+        if header is None:
+            return
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self.proxyHeader = header
+        rest, self._buffer = self._buffer[length:], b""
+        self.wrappedProtocol.makeConnection(self)  # type: ignore[arg-type]
+        if rest:
+            self.wrappedProtocol.dataReceived(rest)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Pass the loss on only to a protocol that was started.
+        """
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self.factory.unregisterProtocol(self)
+        if self.proxyHeader is not None:
+            self.wrappedProtocol.connectionLost(reason)
+
+    def getPeer(self) -> IAddress:
+        """
+        The real client, when the header named one.
+        """
+        header = self.proxyHeader
+        if header is not None and header.source is not None:
+            return _address(header.source)
+        assert self.transport is not None
+        return self.transport.getPeer()
+
+    def getHost(self) -> IAddress:
+        """
+        The address the real client connected to, when the header named it.
+        """
+        header = self.proxyHeader
+        if header is not None and header.destination is not None:
+            return _address(header.destination)
+        assert self.transport is not None
+        return self.transport.getHost()
+
+
+class ProxyWrappingFactory(WrappingFactory):
+    """
+    Wrap a factory's protocols in L{ProxyProtocolWrapper}.
+    """
+
+    protocol = ProxyProtocolWrapper
+
+    def __init__(
+        self,
+        wrappedFactory: Any,
+        trustedNetworks: tuple[IPNetwork, ...],
+        clock: IReactorTime,
+        headerTimeout: float = HEADER_TIMEOUT,
+    ) -> None:
+        super().__init__(wrappedFactory)
+        self.trustedNetworks = trustedNetworks
+        self.clock = clock
+        self.headerTimeout = headerTimeout
+
+
+def proxyDetails(transport: Any) -> tuple[IAddress, ProxyHeader] | None:
+    """
+    Find the PROXY wrapper under a transport (perhaps below TLS).
+
+    @return: The front end's address and the header, or C{None}.
+    """
+    for _ in range(4):
+        if transport is None:
+            return None
+        if isinstance(transport, ProxyProtocolWrapper):
+            if transport.proxyPeer is None or transport.proxyHeader is None:
+                return None
+            return transport.proxyPeer, transport.proxyHeader
+        transport = getattr(transport, "transport", None)
+    return None

@@ -1,0 +1,215 @@
+# -*- test-case-name: tests.test_protocol -*-
+"""
+One message body on its way from the connection to C{onData}: the decoder,
+the stream handed to the handler, the handler's answer, and the replies they
+make together once both the body and the answer are in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.python.failure import Failure
+
+from twisted_smtpd._core import replies as catalogue
+from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.replies import Reply, sanitiseText
+from twisted_smtpd._core.session import Session
+from twisted_smtpd._serving.hooks import callHook
+from twisted_smtpd._stream import MessageStream
+
+_PENDING = object()
+
+
+class BodyDecoder(Protocol):
+    """
+    What turns raw bytes into body chunks: L{twisted_smtpd._core.data.DataDecoder}.
+    """
+
+    byteLength: int
+    sizeExceeded: bool
+    bareNewlineSeen: bool
+    final: bool
+
+    def feed(self, data: bytes) -> tuple[list[bytes], bytes | None]: ...
+
+
+def errorFromReply(reply: Reply) -> SMTPError:
+    """
+    The L{SMTPError} standing for a catalogue reply, to fail a stream with.
+    """
+    return SMTPError(reply.code, "\n".join(reply.lines), reply.enhanced)
+
+
+def failureReply(failure: Failure, log: Callable[[Failure], None]) -> Reply:
+    """
+    The reply for a failed hook: an L{SMTPError}'s own, else 451 after
+    logging the traceback.
+    """
+    value = failure.value
+    if isinstance(value, SMTPError):
+        return value.toReply()
+    log(failure)
+    return catalogue.LOCAL_ERROR
+
+
+def dataReply(result: object) -> Reply:
+    """
+    The 250 reply for what C{onData} returned: its text, or the default.
+    """
+    if isinstance(result, str) and result:
+        return Reply(250, "2.0.0", sanitiseText(result))
+    return catalogue.DATA_OK
+
+
+def lmtpReply(item: object) -> Reply:
+    """
+    The reply for one recipient's entry in an LMTP result list.
+    """
+    if isinstance(item, Failure):
+        item = item.value
+    if isinstance(item, SMTPError):
+        return item.toReply()
+    if isinstance(item, BaseException):
+        return catalogue.LOCAL_ERROR
+    return dataReply(item)
+
+
+class MessageReceiver:
+    """
+    Feed a body through a decoder into a L{MessageStream}, call C{onData},
+    and call C{done} with the replies once the body has ended and C{onData}
+    has answered.
+
+    @ivar stream: The stream the handler reads.
+    @ivar ended: Whether the body's end was seen.
+    @ivar finished: Whether C{done} was called.
+    """
+
+    def __init__(
+        self,
+        decoder: BodyDecoder,
+        stream: MessageStream,
+        *,
+        replyCount: int,
+        lmtp: bool,
+        rejectBareNewline: bool,
+        done: Callable[[list[Reply], int], None],
+        log: Callable[[Failure], None],
+    ) -> None:
+        self._decoder = decoder
+        #: The decoder (L{twisted_smtpd._core.data.ChunkDecoder} for BDAT).
+        self.decoder = decoder
+        self.stream = stream
+        self._replyCount = replyCount
+        self._lmtp = lmtp
+        self._rejectBareNewline = rejectBareNewline
+        self._done = done
+        self._log = log
+        self._outcome: object = _PENDING
+        self.ended = False
+        self.finished = False
+        #: Whether raw bytes belong to the body now (all of DATA; one BDAT
+        #: chunk at a time).
+        self.reading = True
+        self.abandoned = False
+
+    def start(self, onData: Callable[..., object], session: Session) -> None:
+        """
+        Call the handler's C{onData} with the stream.
+        """
+        try:
+            result = callHook(onData, self.stream, session)
+        except Exception:
+            self._answered(Failure())
+            return
+        if isinstance(result, Deferred):
+            result.addBoth(self._answered)
+        else:
+            self._answered(result)
+
+    def feed(self, data: bytes) -> bytes | None:
+        """
+        Take raw bytes of the body.
+
+        @return: C{None} while the body goes on; once it ended, the bytes that
+            followed its end (the next pipelined commands).
+        """
+        decoder = self._decoder
+        stream = self.stream
+        chunks, rest = decoder.feed(data)
+        for chunk in chunks:
+            stream._write(chunk)
+        if decoder.sizeExceeded and not stream.sizeExceeded:
+            stream.sizeExceeded = True
+            stream._fail(errorFromReply(catalogue.SIZE_EXCEEDED))
+        if rest is None:
+            return None
+        self.reading = False
+        if not decoder.final:
+            # A BDAT chunk ended; the message goes on.
+            return rest
+        self.ended = True
+        if not stream.ended:
+            if self._rejectBareNewline and decoder.bareNewlineSeen:
+                stream._fail(errorFromReply(catalogue.BARE_NEWLINE))
+            else:
+                stream._finish()
+        if self._outcome is not _PENDING and not self.finished:
+            self._finish()
+        return rest
+
+    def abandon(self, reason: Failure) -> None:
+        """
+        The connection is gone: fail the stream, never reply.
+        """
+        self.abandoned = True
+        if not self.stream.ended:
+            self.stream._fail(reason)
+
+    def _answered(self, outcome: object) -> None:
+        if self.abandoned or self.finished:
+            # A handler passing on the stream's own failure (the client went
+            # away, the server timed it out) is not an error worth a traceback.
+            if isinstance(outcome, Failure) and not outcome.check(
+                SMTPError, ConnectionDone, ConnectionLost
+            ):
+                self._log(outcome)
+            return None
+        self._outcome = outcome
+        stream = self.stream
+        if not stream.attached:
+            stream.drain().addErrback(_ignore)
+        elif isinstance(outcome, Failure) and not stream.ended:
+            stream.stopProducing()
+        if self.ended:
+            self._finish()
+        return None
+
+    def _finish(self) -> None:
+        self.finished = True
+        decoder = self._decoder
+        outcome = self._outcome
+        count = self._replyCount
+        replies: list[Reply]
+        if decoder.sizeExceeded:
+            replies = [catalogue.SIZE_EXCEEDED] * count
+        elif self._rejectBareNewline and decoder.bareNewlineSeen:
+            replies = [catalogue.BARE_NEWLINE] * count
+        elif isinstance(outcome, Failure):
+            replies = [failureReply(outcome, self._log)] * count
+        elif self._lmtp and isinstance(outcome, list | tuple):
+            replies = [lmtpReply(item) for item in outcome[:count]]
+            replies += [catalogue.DATA_OK] * (count - len(replies))
+        else:
+            replies = [dataReply(outcome)] * count
+        self._done(replies, decoder.byteLength)
+
+
+def _ignore(failure: Failure) -> None:
+    """
+    Swallow the failure of a body nobody reads; its reply says why already.
+    """

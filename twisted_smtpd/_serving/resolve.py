@@ -1,0 +1,322 @@
+# -*- test-case-name: tests.test_resolve -*-
+"""
+Reverse lookups of client addresses, for C{session.clientHostname}.
+
+The hosts file answers first (so loopback and local names never wait on the
+network), then C{twisted.names} with a short bound: a client never waits
+more than C{timeout} seconds for its greeting because of DNS.  A name from
+DNS is believed only when it is forward-confirmed (FCrDNS, as Postfix and
+Exim do): its A (or AAAA) records must hold the client's address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, maybeDeferred, succeed
+from twisted.internet.error import DNSLookupError
+from twisted.internet.error import TimeoutError as ConnectTimeoutError
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.names.dns import Record_A, Record_AAAA, Record_CNAME, RRHeader
+from twisted.names.error import DomainError, ResolverError
+from twisted.python.failure import Failure
+
+from twisted_smtpd._core.printable import printable, validHostname
+
+
+def pointerName(ip: str) -> str | None:
+    """
+    The C{in-addr.arpa}/C{ip6.arpa} name of an address, or C{None} when
+    C{ip} is not an IP address.
+    """
+    try:
+        return ipaddress.ip_address(ip).reverse_pointer
+    except ValueError:
+        return None
+
+
+def readHostsFile(path: str) -> dict[str, str]:
+    """
+    Map each address in a hosts file to its first (canonical) name.
+    """
+    names: dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for raw in f:
+                fields = raw.split("#", 1)[0].split()
+                if len(fields) < 2:
+                    continue
+                try:
+                    address = str(ipaddress.ip_address(fields[0]))
+                except ValueError:
+                    continue
+                names.setdefault(address, fields[1])
+    except OSError:
+        return {}
+    return names
+
+
+class ReverseResolver:
+    """
+    Look up the name of a client address.
+
+    @ivar timeout: Seconds to wait for DNS before giving up.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        resolver: Any = None,
+        hostsFile: str = "/etc/hosts",
+        timeout: float = 3.0,
+    ) -> None:
+        self._clock = clock
+        self._resolver = resolver
+        self._hosts = readHostsFile(hostsFile)
+        self.timeout = timeout
+
+    def known(self, ip: str) -> str | None:
+        """
+        The name the hosts file gives C{ip}, or C{None}.
+        """
+        name = self._hosts.get(ip)
+        if name is None and ":" in ip:
+            try:
+                name = self._hosts.get(str(ipaddress.ip_address(ip)))
+            except ValueError:
+                return None
+        return name
+
+    def lookup(self, ip: str) -> Deferred[str | None]:
+        """
+        Find the name for C{ip}: the name of its PTR record, once a forward
+        lookup of that name (A for an IPv4 address, AAAA for IPv6) gives
+        C{ip} back.  Both lookups together take at most C{timeout} seconds
+        (and a half-second margin).
+
+        @return: A L{Deferred} firing with the name, or C{None} when there is
+            none, it is not confirmed, a lookup failed or took too long; it
+            never fails.
+        """
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return succeed(None)
+        if address.version == 6 and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        canonical = str(address)
+        known = self._hosts.get(canonical)
+        if known is not None:
+            return succeed(known)
+        ptr = address.reverse_pointer
+        if self._resolver is None:
+            from twisted.names.client import createResolver
+
+            self._resolver = createResolver()
+        resolver = self._resolver
+        deadline = self._clock.seconds() + self.timeout
+        d: Deferred[Any] = maybeDeferred(resolver.lookupPointer, ptr, timeout=(self.timeout,))
+
+        def found(result: object) -> Deferred[str | None] | None:
+            name = ptrAnswer(result)
+            if name is None:
+                if _answerNames(result):
+                    self._log.warn(
+                        "reverse lookup of {ip}: invalid host name {names} ignored",
+                        ip=canonical,
+                        names=", ".join(_answerNames(result)),
+                    )
+                return None
+            left = deadline - self._clock.seconds()
+            if left <= 0:
+                unconfirmed(name, "no time left for its forward lookup")
+                return None
+            if address.version == 6:
+                forward = maybeDeferred(resolver.lookupIPV6Address, name, timeout=(left,))
+            else:
+                forward = maybeDeferred(resolver.lookupAddress, name, timeout=(left,))
+
+            def answered(result: object) -> str | None:
+                if address in forwardAddresses(result, name):
+                    return name
+                unconfirmed(name, "its addresses do not include it")
+                return None
+
+            def notAnswered(failure: Failure) -> Failure | None:
+                if failure.check(*_EXPECTED) is None:
+                    return failure
+                unconfirmed(name, f"its lookup failed ({failure.value.__class__.__name__})")
+                return None
+
+            forward.addCallbacks(answered, notAnswered)
+            return forward
+
+        def unconfirmed(name: str, why: str) -> None:
+            self._log.warn(
+                "reverse lookup of {ip}: host name {name} ignored, {why}",
+                ip=canonical,
+                name=name,
+                why=why,
+            )
+
+        def failed(failure: Failure) -> None:
+            # Every failure, of the lookups or of reading their answers, is
+            # "no name": the session must be greeted whatever DNS said.
+            if failure.check(*_EXPECTED) is None:
+                self._log.failure("reverse lookup of {ip} failed", failure, ip=canonical)
+            return None
+
+        d.addCallback(found)
+        # One bound for both lookups: cancelling d cancels the forward
+        # lookup it waits on.
+        d.addTimeout(self.timeout + 0.5, self._clock)
+        d.addErrback(failed)
+        return d
+
+
+#: The failures of a lookup that are no news: no such name, no answer in
+#: time, a server failure.  Anything else is logged with its traceback.
+_EXPECTED = (
+    DomainError,
+    ResolverError,
+    TimeoutError,
+    ConnectTimeoutError,
+    CancelledError,
+    DNSLookupError,
+)
+
+
+def _answerNames(result: object) -> list[str]:
+    """
+    The names in the answer records of C{result}, made L{printable}, for a
+    log line.
+    """
+    if not isinstance(result, tuple) or not result or not isinstance(result[0], list):
+        return []
+    names = []
+    for record in result[0][:4]:
+        raw = getattr(getattr(getattr(record, "payload", None), "name", None), "name", None)
+        if isinstance(raw, bytes):
+            names.append(printable(raw[:300].decode("ascii", "backslashreplace")))
+    return names
+
+
+def ptrAnswer(result: object) -> str | None:
+    """
+    The host name in the answer to a PTR query, or C{None} when it has no
+    answer record whose name is a valid host name (L{validHostname}: ASCII
+    letters, digits and hyphens, length limits), so that no control
+    character, non-ASCII byte or numeric name posing as an address is ever
+    taken as a client's name.
+
+    @param result: What C{twisted.names} resolvers give:
+        C{(answers, authority, additional)}.
+    """
+    if not isinstance(result, tuple) or not result or not isinstance(result[0], list):
+        return None
+    for record in result[0]:
+        payload = getattr(record, "payload", None)
+        raw = getattr(getattr(payload, "name", None), "name", None)
+        if not isinstance(raw, bytes):
+            continue
+        try:
+            text = raw.decode("ascii")
+        except UnicodeDecodeError:
+            continue
+        if text.endswith("."):
+            text = text[:-1]
+        if validHostname(text):
+            return text
+    return None
+
+
+def forwardAddresses(
+    result: object, name: str
+) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """
+    The addresses the answer to an A or AAAA query for C{name} gives it:
+    those of its A and AAAA records owned by C{name} or by the target of a
+    CNAME record in the answer leading from C{name}.
+
+    @param result: What C{twisted.names} resolvers give:
+        C{(answers, authority, additional)}.
+    """
+    if not isinstance(result, tuple) or not result or not isinstance(result[0], list):
+        return set()
+    records = [r for r in result[0][:_MAX_RECORDS] if isinstance(r, RRHeader)]
+    owners = {_key(name)}
+    for _ in range(8):
+        more: set[str] = set()
+        for r in records:
+            if isinstance(r.payload, Record_CNAME) and _key(r.name) in owners:
+                more.add(_key(r.payload.name))
+        if more <= owners:
+            break
+        owners |= more
+    addresses: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+    for r in records:
+        payload = r.payload
+        if not isinstance(payload, (Record_A, Record_AAAA)) or _key(r.name) not in owners:
+            continue
+        try:
+            if isinstance(payload, Record_A):
+                addresses.add(ipaddress.IPv4Address(payload.address))
+            else:
+                addresses.add(ipaddress.IPv6Address(payload.address))
+        except (ValueError, TypeError):
+            continue
+    return addresses
+
+
+#: The most answer records a forward lookup's answer is searched through.
+_MAX_RECORDS = 64
+
+
+def _key(name: object) -> str:
+    """
+    A DNS name (C{str} or L{twisted.names.dns.Name}) for comparison: lower
+    case, without its trailing dot.
+    """
+    text = name.decode("ascii", "replace") if isinstance(name, bytes) else str(name)
+    return text.lower().rstrip(".")
+
+
+def parseDNSServer(text: str) -> tuple[str, int]:
+    """
+    C{HOST[:PORT]} of a DNS server: an IPv4 address, or an IPv6 one in
+    brackets when a port follows (C{[2001:db8::53]:5353}); port 53 by
+    default.
+
+    @raise ValueError: Saying what is wrong.
+    """
+    host, port = text.strip(), "53"
+    if host.startswith("["):
+        host, bracket, rest = host[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r}: expected HOST[:PORT]")
+        port = rest[1:] or port
+    elif host.count(":") == 1:
+        host, port = host.split(":")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{text!r}: the server must be an IP address") from None
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r}: bad port {port!r}")
+    return str(address), int(port)
+
+
+def resolverFor(server: str, reactor: Any = None) -> Any:
+    """
+    A C{twisted.names} resolver asking only C{server} (C{HOST[:PORT]}),
+    instead of the servers of C{/etc/resolv.conf}.
+
+    @raise ValueError: If C{server} is not C{HOST[:PORT]}.
+    """
+    from twisted.names.client import Resolver
+
+    return Resolver(resolv=None, servers=[parseDNSServer(server)], reactor=reactor)

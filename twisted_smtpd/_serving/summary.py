@@ -1,0 +1,123 @@
+# -*- test-case-name: tests.test_summary -*-
+"""
+The startup summary of C{twistd smtpd}: one line per listener with its
+address, one with the settings that matter (delivery, size limit, AUTH),
+one per TLS certificate with its subject and expiry (a warning when it is
+near), in the C{twisted_smtpd.startup} namespace.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.logger import Logger
+
+from twisted_smtpd._core.version import __version__
+
+if TYPE_CHECKING:
+    from twisted_smtpd._serving.server import SMTPServer
+
+#: A certificate expiring within this many days is logged as a warning.
+EXPIRY_WARNING_DAYS = 14
+
+_log = Logger(namespace="twisted_smtpd.startup")
+
+
+def formatAddress(address: object) -> str:
+    """
+    A listening address as text: C{127.0.0.1:25}, C{[::1]:25}, or a UNIX
+    socket's quoted path (C{'/run/smtpd.sock'}).
+    """
+    if isinstance(address, IPv6Address):
+        return f"[{address.host}]:{address.port}"
+    if isinstance(address, IPv4Address):
+        return f"{address.host}:{address.port}"
+    if isinstance(address, UNIXAddress):
+        name = address.name
+        text = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+        return repr(text)
+    return str(address)
+
+
+def logListener(description: str, address: object, note: str = "") -> None:
+    """
+    Log that C{description} listens on C{address}.
+    """
+    where = formatAddress(address)
+    _log.info(
+        "listening: {description} on {address}{note}",
+        description=description,
+        address=where,
+        note=f" ({note})" if note else "",
+    )
+
+
+def logStopped(description: str, address: object) -> None:
+    """
+    Log that C{description} no longer listens (the server is stopping).
+    """
+    _log.info(
+        "stopped listening: {description} on {address}",
+        description=description,
+        address=formatAddress(address),
+    )
+
+
+def logSummary(server: SMTPServer, delivery: str, now: datetime.datetime | None = None) -> None:
+    """
+    Log the summary of a server that has just started.
+
+    @param delivery: What is done with messages (C{"maildir ./Maildir"}).
+    @param now: The time to measure certificate expiry from.
+    """
+    for description, port in server.listening():
+        logListener(description, port.getHost())
+    factory = server.factory
+    options = factory.options
+    if factory.authEnabled:
+        auth = ",".join(factory.authMechanisms) + (" (required)" if factory.authRequired else "")
+    else:
+        auth = "off"
+    _log.info(
+        "ready: twisted-smtpd {version}, {protocol} as {name}, delivery {delivery},"
+        " size limit {size}, AUTH {auth}, max clients {clients}",
+        version=__version__,
+        protocol="LMTP" if options.lmtp else "SMTP",
+        name=options.name,
+        delivery=delivery,
+        size=options.size or "none",
+        auth=auth,
+        clients=options.maxClients or "unlimited",
+    )
+    if factory.startTLSAvailable:
+        logCertificates(server, now)
+
+
+def logCertificates(server: SMTPServer, now: datetime.datetime | None = None) -> None:
+    """
+    Log each TLS certificate's subject and expiry; at warning level when it
+    expires within L{EXPIRY_WARNING_DAYS} days or has expired.
+    """
+    tls = server.factory.tls
+    now = now or datetime.datetime.now(datetime.UTC)
+    for name, certificate in tls.certificates().items():
+        expires: Any = certificate.not_valid_after_utc
+        days = (expires - now).days
+        subject = certificate.subject.rfc4514_string()
+        fields = {
+            "subject": subject,
+            "servername": name or None,
+            "expires": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "days": days,
+            "selfSigned": tls.selfSigned and not name,
+        }
+        which = f"TLS certificate for SNI {name}" if name else "TLS certificate"
+        if tls.selfSigned and not name:
+            which += " (self-signed)"
+        text = f"{which}: {subject}, expires {fields['expires']} (in {days} days)"
+        if days < EXPIRY_WARNING_DAYS:
+            _log.warn("{text}; renew it", text=text, **fields)
+        else:
+            _log.info("{text}", text=text, **fields)

@@ -1,0 +1,260 @@
+# -*- test-case-name: tests.test_protocol -*-
+"""
+The mail transaction commands of a session: MAIL, RCPT, RSET, DATA and BDAT
+(RFC 5321 sections 4.1.1.2 to 4.1.1.5, RFC 3030).  Functions of the
+protocol, so that a connection carries no per-command objects.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+
+from twisted_smtpd._core import replies as catalogue
+from twisted_smtpd._core.data import ChunkDecoder, DataDecoder
+from twisted_smtpd._core.grammar import Phase, Verb, parseBdat, parseMail, parseRcpt
+from twisted_smtpd._core.replies import CommandError, Reply
+from twisted_smtpd._core.session import Envelope
+from twisted_smtpd._serving.deadlines import transferStarted
+from twisted_smtpd._serving.flow import StreamUpstream
+from twisted_smtpd._serving.receiving import MessageReceiver
+from twisted_smtpd._stream import MessageStream
+
+if TYPE_CHECKING:
+    from twisted_smtpd._serving.protocol import SMTPProtocol
+
+
+def mail(p: SMTPProtocol, argument: bytes) -> None:
+    """
+    MAIL FROM: check policy and the size, ask C{onMailFrom}, start the
+    transaction.
+    """
+    options = p._options
+    session = p.session
+    if p._draining:
+        p._closeWith(catalogue.SHUTDOWN)
+        return
+    factory = p._serverFactory
+    if factory is not None and factory.authRequired and session.user is None:
+        p._fail(catalogue.authRequired(options.authRequiredMessage))
+        return
+    request = parseMail(argument, options.lenientAddresses)
+    if options.size and request.size is not None and request.size > options.size:
+        p._fail(catalogue.SIZE_EXCEEDED_MAIL)
+        return
+    if request.requireTls and not session.secure:
+        p._fail(catalogue.REQUIRETLS_NEEDS_TLS)
+        return
+    envelope = Envelope(
+        mailFrom=request.address,
+        dsn=request.dsn,
+        bodyType=request.bodyType,
+        smtpUtf8=request.smtpUtf8,
+        requireTls=request.requireTls,
+        size=request.size,
+    )
+
+    def accepted(result: object) -> None:
+        session.envelope = envelope
+        p._phase = Phase.MAIL
+        p._emit("mail", address=request.address)
+        p._send(catalogue.MAIL_OK)
+
+    p._hook(p._handler.onMailFrom, (request.address, session), accepted, p._fail)
+
+
+def rcpt(p: SMTPProtocol, argument: bytes) -> None:
+    """
+    RCPT TO: check the recipient limit, ask C{onRcptTo}, add it.
+    """
+    session = p.session
+    envelope = session.envelope
+    if p._receiver is not None:
+        p._fail(catalogue.BDAT_IN_PROGRESS)
+        return
+    address = parseRcpt(argument, envelope.smtpUtf8, p._options.lenientAddresses)
+    if len(envelope.rcptTo) >= p._options.maxRecipients:
+        p._fail(catalogue.TOO_MANY_RECIPIENTS)
+        return
+
+    def accepted(result: object) -> None:
+        if session.envelope is envelope:
+            envelope.rcptTo.append(address)
+            p._phase = Phase.RCPT
+        p._emit("rcpt", address=address)
+        p._send(catalogue.RCPT_OK)
+
+    p._hook(p._handler.onRcptTo, (address, session), accepted, p._fail)
+
+
+def rset(p: SMTPProtocol, argument: bytes) -> None:
+    """
+    RSET: drop the transaction, and a BDAT message in progress with it.
+    """
+    if argument:
+        p._fail(catalogue.SYNTAX_ERROR)
+        return
+    p.abandonMessage(catalogue.RESET)
+    p._resetTransaction()
+    p._send(catalogue.RESET)
+    if p._draining:
+        p._closeWith(catalogue.SHUTDOWN)
+
+
+def data(p: SMTPProtocol, argument: bytes) -> None:
+    """
+    DATA: send 354 and stream the body into C{onData}.
+    """
+    options = p._options
+    session = p.session
+    if argument:
+        p._fail(catalogue.SYNTAX_ERROR)
+        return
+    if p._receiver is not None:
+        p._fail(catalogue.BDAT_IN_PROGRESS)
+        return
+    if session.envelope.bodyType == "binarymime":
+        p._fail(catalogue.BINARYMIME_NEEDS_BDAT)
+        return
+    p._send(catalogue.START_DATA)
+    receiver = MessageReceiver(
+        DataDecoder(options.size, options.bareNewline),
+        MessageStream(upstream=StreamUpstream(p)),
+        replyCount=len(session.envelope.rcptTo) if options.lmtp else 1,
+        lmtp=options.lmtp,
+        rejectBareNewline=options.bareNewline == "reject",
+        done=p._messageDone,
+        log=partial(p._logFailure, hookName="onData"),
+    )
+    p._receiver = receiver
+    transferStarted(p)
+    receiver.start(p._handler.onData, session)
+
+
+def bdat(p: SMTPProtocol, argument: bytes) -> None:
+    """
+    BDAT (RFC 3030): read the announced octets as they are.  The first chunk
+    starts C{onData}; every chunk but the last gets 250 at once, the last one
+    the message's reply.
+    """
+    try:
+        size, last = parseBdat(argument)
+    except CommandError:
+        malformedBdat(p)
+        return
+    options = p._options
+    receiver = p._receiver
+    if receiver is None:
+        session = p.session
+        receiver = MessageReceiver(
+            ChunkDecoder(options.size),
+            MessageStream(upstream=StreamUpstream(p)),
+            replyCount=len(session.envelope.rcptTo) if options.lmtp else 1,
+            lmtp=options.lmtp,
+            rejectBareNewline=False,
+            done=p._messageDone,
+            log=partial(p._logFailure, hookName="onData"),
+        )
+        p._receiver = receiver
+        transferStarted(p)
+        receiver.start(p._handler.onData, session)
+    decoder = receiver.decoder
+    assert isinstance(decoder, ChunkDecoder)
+    decoder.expect(size, last)
+    receiver.reading = True
+    if size == 0:
+        p._bodyReceived(receiver, b"")
+
+
+def countRefusedMessage(p: SMTPProtocol, replies: list[Reply]) -> None:
+    """
+    A message's replies were sent: a refused message (any 4xx or 5xx reply
+    after its final dot or last chunk; once per message, however many LMTP
+    recipients) counts towards C{maxErrors} like a refused command, and the
+    one reaching it is followed by 421 and a close (Postfix's
+    C{smtpd_hard_error_limit}).
+    """
+    if any(reply.code >= 400 for reply in replies):
+        p._errors += 1
+        if p._errors >= p._options.maxErrors:
+            p._closeWith(catalogue.TOO_MANY_ERRORS)
+
+
+class RefusedChunk:
+    """
+    The octets of a refused BDAT chunk still to be read and dropped, and the
+    reply owed once they are.
+
+    @ivar remaining: Octets still to drop.
+    @ivar reply: The refusal, sent after the last octet.
+    """
+
+    __slots__ = ("remaining", "reply")
+
+    def __init__(self, remaining: int, reply: Reply) -> None:
+        self.remaining = remaining
+        self.reply = reply
+
+
+def refuse(p: SMTPProtocol, verb: Verb, argument: bytes, reply: Reply) -> None:
+    """
+    Refuse a command with C{reply}.  A refused BDAT is still followed by its
+    chunk: see L{refuseBdat}.
+    """
+    if verb is Verb.BDAT:
+        refuseBdat(p, argument, reply)
+    else:
+        p._fail(reply)
+
+
+def refuseBdat(p: SMTPProtocol, argument: bytes, reply: Reply) -> None:
+    """
+    Refuse a BDAT command whose chunk follows it.
+
+    RFC 3030 section 2: the octets announced follow the command whatever the
+    reply, so they are read and dropped (never buffered, never taken as
+    commands) and C{reply} is sent after the last of them.  When the size
+    cannot be read, where the chunk ends is unknown: the session ends with
+    C{521}, as Postfix does.
+    """
+    try:
+        size = parseBdat(argument)[0]
+    except CommandError:
+        malformedBdat(p)
+        return
+    p._log.info(
+        "{session} BDAT refused with {code}: discarding {size} octets",
+        session=p.session.id,
+        code=reply.code,
+        size=size,
+    )
+    if size == 0:
+        p._fail(reply)
+        return
+    p._discard = RefusedChunk(size, reply)
+    if p._receiver is None:
+        transferStarted(p)
+
+
+def malformedBdat(p: SMTPProtocol) -> None:
+    """
+    A BDAT line without a readable size: close with C{521}.
+    """
+    p._log.info("{session} malformed BDAT command: closing", session=p.session.id)
+    p._emit("reject", reply=catalogue.BDAT_SYNTAX_CLOSE)
+    p._closeWith(catalogue.BDAT_SYNTAX_CLOSE)
+
+
+def discardRefusedChunk(p: SMTPProtocol, refused: RefusedChunk) -> None:
+    """
+    Drop what the buffer holds of a refused chunk; once it is all gone,
+    send the refusal and take commands again.
+    """
+    buffer = p._buffer
+    take = min(refused.remaining, len(buffer))
+    refused.remaining -= take
+    p._rateBytes += take
+    p._buffer = buffer[take:]
+    if not refused.remaining:
+        p._discard = None
+        p._fail(refused.reply)

@@ -1,0 +1,3 @@
+"""
+The SMTP/LMTP client the relaying handlers use.  It shares no server glue.
+"""

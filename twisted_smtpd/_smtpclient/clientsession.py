@@ -1,0 +1,344 @@
+# -*- test-case-name: tests.test_clientsession -*-
+"""
+A downstream SMTP or LMTP session driven one command at a time
+(L{ClientSession}), for handlers that pass each command of their own client
+on to the next hop and answer with its verdict, as Postfix's before-queue
+proxy does: MAIL, then each RCPT, then the body, then RSET before the next
+message on the same connection.
+
+L{openSession} connects, reads the greeting and says EHLO/LHLO, STARTTLS
+and AUTH as asked; L{twisted_smtpd._smtpclient.clientpool.SessionPool} keeps open
+sessions for the next messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from OpenSSL import SSL
+from twisted.internet.interfaces import (
+    IConsumer,
+    IOpenSSLClientConnectionCreator,
+    IProducer,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import ClientFactory
+from zope.interface import implementer
+
+from twisted_smtpd._smtpclient.clientprotocol import (
+    ClientProtocol,
+    Request,
+    _BodyWriter,
+    connectWithin,
+)
+from twisted_smtpd._smtpclient.clientwire import ClientReply, DeliveryError
+from twisted_smtpd.interfaces import IMessageStream
+
+#: The most octets gathered before a BDAT chunk leaves.
+CHUNK_SIZE = 65536
+
+
+class _Factory(ClientFactory):
+    def __init__(self, request: Request, clock: Any) -> None:
+        self._request = request
+        self._clock = clock
+
+    # No "Starting factory" line per connection.
+    noisy = False
+
+    def buildProtocol(self, addr: object) -> ClientProtocol:
+        protocol = ClientProtocol(self._request, self._clock)
+        protocol.factory = self
+        return protocol
+
+
+@implementer(IConsumer)
+class _ChunkWriter:
+    """
+    The L{IConsumer} a message stream is piped into for BDAT (RFC 3030):
+    every chunk of the stream leaves as one C{BDAT <size>} command followed
+    by its octets, unchanged, so that binary content arrives byte for byte.
+    """
+
+    def __init__(self, protocol: ClientProtocol) -> None:
+        self._protocol = protocol
+        self._body = _BodyWriter(protocol)
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self.chunks = 0
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        self._body.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self._body.unregisterProducer()
+
+    def write(self, data: bytes) -> None:
+        # Small pieces are gathered into chunks of CHUNK_SIZE octets, so that
+        # a client sending its message in tiny packets does not make one
+        # BDAT command (and one reply to keep) per packet.
+        self._buffer.append(data)
+        self._buffered += len(data)
+        if self._buffered >= CHUNK_SIZE:
+            self.flush()
+
+    def flush(self) -> None:
+        """
+        Send what is gathered as one chunk.
+        """
+        if not self._buffered:
+            return
+        data = b"".join(self._buffer)
+        self._buffer, self._buffered = [], 0
+        self.chunks += 1
+        self._protocol._outstanding += 1
+        self._protocol.writeBody(b"BDAT %d\r\n" % len(data) + data)
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class ResumingTLS:
+    """
+    A client TLS connection creator that offers the session of the last
+    connection for resumption (RFC 8446 section 2.2, RFC 5077), so that the
+    next session to the same next hop skips the full handshake when the
+    next hop allows it.  The certificate checks are those of the wrapped
+    creator.
+    """
+
+    def __init__(self, creator: IOpenSSLClientConnectionCreator) -> None:
+        self._creator = creator
+        self._session: SSL.Session | None = None
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        """
+        A new client connection, offering the remembered session.
+        """
+        connection: SSL.Connection = self._creator.clientConnectionForTLS(tlsProtocol)
+        if self._session is not None:
+            connection.set_session(self._session)
+        return connection
+
+    def remember(self, connection: SSL.Connection) -> None:
+        """
+        Keep the session of C{connection}, after its handshake.
+        """
+        session = connection.get_session()
+        if session is not None:
+            self._session = session
+
+
+class ClientSession:
+    """
+    An open session to a next hop, greeted (and secured and authenticated
+    as configured), ready for a transaction.
+
+    Each method sends one command (or the body) and waits for its reply;
+    a failure of the connection raises L{DeliveryError} and leaves the
+    session unusable (L{usable} is then false).
+
+    @ivar extensions: The extensions the next hop offered, keyword (upper
+        case) to parameters.
+    @ivar lmtp: Whether the session speaks LMTP.
+    @ivar messages: How many messages were sent on this session.
+    """
+
+    def __init__(self, protocol: ClientProtocol, extensions: dict[str, str], lmtp: bool) -> None:
+        self._protocol = protocol
+        self.extensions = extensions
+        self.lmtp = lmtp
+        self.messages = 0
+        self._broken = False
+
+    @property
+    def secure(self) -> bool:
+        """
+        Whether the session is encrypted.
+        """
+        return self._protocol.secure
+
+    @property
+    def verified(self) -> bool:
+        """
+        Whether the session is encrypted with a verified certificate.
+        """
+        return self._protocol.verified
+
+    @property
+    def resumed(self) -> bool:
+        """
+        Whether the TLS session was resumed from an earlier one.
+        """
+        return self._protocol.resumed
+
+    @property
+    def usable(self) -> bool:
+        """
+        Whether the connection is up and no reply is outstanding, so that a
+        new command may be sent.
+        """
+        protocol = self._protocol
+        return not self._broken and bool(protocol.connected) and protocol._outstanding == 0
+
+    def offers(self, *keywords: str) -> bool:
+        """
+        Whether the next hop offered every one of C{keywords}.
+        """
+        return all(keyword in self.extensions for keyword in keywords)
+
+    async def command(self, line: str, stage: str) -> ClientReply:
+        """
+        Send one command line and return its reply.
+
+        @raise DeliveryError: The connection failed or timed out.
+        """
+        protocol = self._protocol
+        protocol._stage = stage
+        protocol._send(line)
+        try:
+            return await protocol._reply()
+        except DeliveryError:
+            self._broken = True
+            raise
+
+    async def mail(self, sender: str, parameters: str) -> ClientReply:
+        """
+        C{MAIL FROM:<sender> parameters}.
+        """
+        return await self.command(f"MAIL FROM:<{sender}>{parameters}", "mail")
+
+    async def rcpt(self, address: str, parameters: str) -> ClientReply:
+        """
+        C{RCPT TO:<address> parameters}.
+        """
+        return await self.command(f"RCPT TO:<{address}>{parameters}", "rcpt")
+
+    async def rset(self) -> ClientReply:
+        """
+        C{RSET}: end any transaction, before the next message.
+        """
+        return await self.command("RSET", "rset")
+
+    async def data(self, stream: IMessageStream, recipients: int) -> list[ClientReply]:
+        """
+        Send the body with DATA, dot-stuffed.
+
+        @param recipients: How many recipients were accepted: the number of
+            replies an LMTP server gives after the body.
+        @return: The replies after the body: one in SMTP, one per recipient
+            in LMTP; or the one refusal of DATA.
+        """
+        protocol = self._protocol
+        reply = await self.command("DATA", "data")
+        if reply.code != 354:
+            return [reply]
+        try:
+            await protocol._sendBody(recipients if self.lmtp else 1, stream)
+        except BaseException:
+            self.abort()
+            raise
+        return await self._finals(recipients if self.lmtp else 1)
+
+    async def bdat(self, stream: IMessageStream, recipients: int) -> list[ClientReply]:
+        """
+        Send the body with BDAT (RFC 3030), unchanged, each chunk as it
+        comes, pipelined; then C{BDAT 0 LAST}.
+
+        @return: As for L{data}; a refused chunk stands for every recipient
+            (and the connection is closed, as the next hop's state is then
+            unclear).
+        """
+        protocol = self._protocol
+        protocol._stage = "body"
+        writer = _ChunkWriter(protocol)
+        try:
+            await protocol._race(stream.pipe(writer))
+        except BaseException:
+            self.abort()
+            raise
+        count = recipients if self.lmtp else 1
+        writer.flush()
+        protocol._outstanding += 1
+        protocol.writeBody(b"BDAT 0 LAST\r\n")
+        protocol._stage = "reply"
+        refusal = None
+        try:
+            for _ in range(writer.chunks):
+                reply = await protocol._reply()
+                if refusal is None and not reply.positive:
+                    refusal = reply
+        except DeliveryError:
+            self._broken = True
+            raise
+        if refusal is not None:
+            self.abort()
+            return [refusal]
+        # The replies to BDAT LAST were counted above as one; LMTP gives one
+        # per recipient.
+        protocol._outstanding += count - 1
+        return await self._finals(count)
+
+    async def _finals(self, count: int) -> list[ClientReply]:
+        protocol = self._protocol
+        protocol._stage = "reply"
+        self.messages += 1
+        finals: list[ClientReply] = []
+        for _ in range(count):
+            try:
+                finals.append(await protocol._reply())
+            except DeliveryError as e:
+                self._broken = True
+                if not finals:
+                    raise
+                # Some recipients have their message: the others get this
+                # temporary failure, not a failure of the whole delivery
+                # (RFC 2033 section 4.2).
+                finals.append(ClientReply(e.code, e.enhanced, e.message))
+        return finals
+
+    async def quit(self) -> None:
+        """
+        Say QUIT and close, politely when possible.
+        """
+        protocol = self._protocol
+        if self.usable:
+            await protocol._quit()
+        else:
+            self.abort()
+            await protocol._closed
+
+    def abort(self) -> None:
+        """
+        Drop the connection at once.
+        """
+        self._broken = True
+        self._protocol._abort()
+
+
+async def openSession(
+    endpoint: IStreamClientEndpoint, request: Request, clock: Any
+) -> ClientSession:
+    """
+    Connect to C{endpoint} and get a session ready for a transaction.
+
+    @param request: How to talk to the next hop (C{lmtp}, C{heloName}, TLS,
+        credentials, C{timeout}); its C{sender}, C{recipients} and C{stream}
+        are not used.
+    @raise DeliveryError: The connection failed, or the next hop refused
+        the session; the connection is then closed.
+    """
+    protocol: ClientProtocol = await connectWithin(
+        endpoint, _Factory(request, clock), clock, request.timeout
+    )
+    try:
+        extensions = await protocol.open()
+    except DeliveryError:
+        if protocol.connected and protocol._outstanding == 0:
+            await protocol._quit()
+        else:
+            protocol._abort()
+            await protocol._closed
+        raise
+    except BaseException:
+        protocol._abort()
+        raise
+    return ClientSession(protocol, extensions, request.lmtp)

@@ -1,0 +1,331 @@
+# -*- test-case-name: tests.test_client -*-
+"""
+The reactor-free part of the SMTP/LMTP client in L{twisted_smtpd._smtpclient.client}:
+replies and results as values, the reply parser, dot-stuffing, the mapping
+of a next hop's failure to the reply a handler gives its own client, and
+the TLS connection creator that does not verify.
+
+Bytes and values in, values out; no reactor.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from attrs import frozen
+from OpenSSL import SSL
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.ssl import CertificateOptions
+from zope.interface import implementer
+
+from twisted_smtpd._core.errors import SMTPError
+
+# Bounds on what a server may send as one reply.
+MAX_REPLY_LINE = 65536
+MAX_REPLY_LINES = 1000
+
+_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
+# The stages after which a refusal concerns the session, not the message.
+SESSION_STAGES = frozenset({"connect", "greeting", "hello", "starttls", "tls", "auth"})
+
+
+@frozen
+class ClientReply:
+    """
+    One reply from the server.
+
+    @ivar code: The three-digit reply code.
+    @ivar enhanced: The RFC 3463 enhanced status code, if the reply had one.
+    @ivar text: The text, lines joined with C{"\\n"}, enhanced codes removed.
+    """
+
+    code: int
+    enhanced: str | None
+    text: str
+
+    @property
+    def positive(self) -> bool:
+        """
+        Whether this is a 2xx reply.
+        """
+        return 200 <= self.code < 300
+
+    @property
+    def temporary(self) -> bool:
+        """
+        Whether this is a 4xx reply.
+        """
+        return 400 <= self.code < 500
+
+    def toSMTPError(self) -> SMTPError:
+        """
+        An L{SMTPError} repeating this reply.
+        """
+        return SMTPError(self.code, self.text, self.enhanced)
+
+
+@frozen
+class RecipientResult:
+    """
+    What became of one recipient.
+
+    @ivar address: The recipient, as given to L{deliver}.
+    @ivar reply: Its final reply: the refusal of its RCPT, or the reply to
+        the message (SMTP: the one reply after the body or the refusal of
+        DATA; LMTP: its own reply after the body, RFC 2033 section 4.2).
+    """
+
+    address: str
+    reply: ClientReply
+
+    @property
+    def accepted(self) -> bool:
+        """
+        Whether the server took responsibility for the message for this
+        recipient.
+        """
+        return self.reply.positive
+
+
+@frozen
+class DeliveryResult:
+    """
+    The outcome of L{deliver} once every recipient has a final reply.
+
+    @ivar recipients: One L{RecipientResult} per recipient, in order.
+    @ivar dataReply: In SMTP, the reply after the body; in either protocol,
+        the refusal of DATA; C{None} when DATA was not reached or in LMTP.
+    @ivar secure: Whether the session was encrypted with STARTTLS.
+    """
+
+    recipients: tuple[RecipientResult, ...]
+    dataReply: ClientReply | None
+    secure: bool
+
+    @property
+    def accepted(self) -> tuple[RecipientResult, ...]:
+        """
+        The recipients the server accepted the message for.
+        """
+        return tuple(r for r in self.recipients if r.accepted)
+
+    @property
+    def refused(self) -> tuple[RecipientResult, ...]:
+        """
+        The recipients it did not.
+        """
+        return tuple(r for r in self.recipients if not r.accepted)
+
+
+class DeliveryError(SMTPError):
+    """
+    The dialogue stopped before every recipient had a final reply: nothing
+    was delivered.
+
+    C{code} is 4xx for a temporary failure (the connection failed, was lost
+    or timed out, TLS failed, or the server answered 4xx) and 5xx for a
+    permanent one (the server answered 5xx).
+
+    @ivar stage: Where it stopped: C{"connect"}, C{"greeting"}, C{"hello"},
+        C{"starttls"}, C{"tls"}, C{"auth"}, C{"mail"}, C{"data"},
+        C{"body"} or C{"reply"}.
+    @ivar reply: The server's reply, or C{None} for a local failure.
+    """
+
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        enhanced: str | None = None,
+        *,
+        stage: str,
+        reply: ClientReply | None = None,
+    ) -> None:
+        super().__init__(code, message, enhanced)
+        self.stage = stage
+        self.reply = reply
+
+    @property
+    def temporary(self) -> bool:
+        """
+        Whether trying again later may succeed.
+        """
+        return 400 <= self.code < 500
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.enhanced or ''} {self.message} ({self.stage})"
+
+
+class ReplyParser:
+    """
+    Splits the bytes a server sends into L{ClientReply}s (RFC 5321 section
+    4.2.1: C{"250-"} continues a reply, C{"250 "} ends it).  Lines may end
+    with CRLF or a bare LF.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._code: bytes | None = None
+        self._lines: list[str] = []
+
+    def feed(self, data: bytes) -> list[ClientReply]:
+        """
+        Add received bytes.
+
+        @return: The replies completed by them, in order.
+        @raise ValueError: The bytes are not a well-formed reply.
+        """
+        buffer = self._buffer + data
+        replies = []
+        start = 0
+        while True:
+            end = buffer.find(b"\n", start)
+            if end < 0:
+                break
+            line = buffer[start:end]
+            start = end + 1
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            reply = self._line(line)
+            if reply is not None:
+                replies.append(reply)
+        self._buffer = buffer[start:]
+        if len(self._buffer) > MAX_REPLY_LINE:
+            raise ValueError("reply line too long")
+        return replies
+
+    def _line(self, line: bytes) -> ClientReply | None:
+        code = line[:3]
+        separator = line[3:4]
+        if len(code) != 3 or not code.isdigit() or separator not in (b"", b" ", b"-"):
+            raise ValueError(f"malformed reply line: {line[:80]!r}")
+        if self._code is not None and code != self._code:
+            raise ValueError("reply code changed inside a multi-line reply")
+        self._code = code
+        self._lines.append(line[4:].decode("utf-8", "replace"))
+        if len(self._lines) > MAX_REPLY_LINES:
+            raise ValueError("reply has too many lines")
+        if separator == b"-":
+            return None
+        lines, self._lines, self._code = self._lines, [], None
+        return _makeReply(int(code), lines)
+
+
+def _makeReply(code: int, lines: list[str]) -> ClientReply:
+    """
+    Build a reply, taking the enhanced status code (RFC 2034 section 4) off
+    every line that carries the one the first line has.
+    """
+    match = _ENHANCED.match(lines[0])
+    enhanced = None
+    if match is not None and match.group(1) == str(code)[0]:
+        enhanced = ".".join(match.groups())
+        lines = [
+            line[len(enhanced) :].lstrip(" ") if line.startswith(enhanced) else line
+            for line in lines
+        ]
+    return ClientReply(code, enhanced, "\n".join(lines))
+
+
+class DotStuffer:
+    """
+    Transparency for message text (RFC 5321 section 4.5.2), chunk by chunk:
+    a period starting a line gets another one.
+
+    A period after a bare CR or bare LF is doubled too, so that a server
+    treating those as line ends can never be made to see the end of the data
+    inside the message (SMTP smuggling); for a message with CRLF line ends
+    only, the text arrives byte for byte.
+    """
+
+    def __init__(self) -> None:
+        # The start of the body counts as the start of a line.
+        self._tail = b"\r\n"
+
+    def encode(self, chunk: bytes) -> bytes:
+        """
+        Stuff one chunk, carrying the line-start state over from the last.
+        """
+        if not chunk:
+            return b""
+        out = chunk.replace(b"\n.", b"\n..").replace(b"\r.", b"\r..")
+        if chunk[:1] == b"." and self._tail[-1:] in (b"\r", b"\n"):
+            out = b"." + out
+        self._tail = (self._tail + chunk)[-2:]
+        return out
+
+    def end(self) -> bytes:
+        """
+        The end-of-data indication, after a CRLF when the body did not end
+        with one.
+        """
+        return b".\r\n" if self._tail == b"\r\n" else b"\r\n.\r\n"
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class UnverifiedClientTLS:
+    """
+    A client TLS connection creator that sends C{hostname} as SNI but does
+    not verify the server's certificate at all.  INSECURE: it encrypts
+    against passive eavesdroppers only; anyone able to intercept the
+    connection can read and change the mail.
+    """
+
+    def __init__(self, hostname: str | None) -> None:
+        self._hostname = hostname
+        self._options = CertificateOptions()
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        """
+        A new client connection (L{IOpenSSLClientConnectionCreator}).
+        """
+        connection = SSL.Connection(self._options.getContext(), None)
+        name = self._hostname
+        if name and not isIPAddress(name) and not isIPv6Address(name):
+            connection.set_tlsext_host_name(name.encode("idna"))
+        connection.set_app_data(tlsProtocol)
+        return connection
+
+
+def remoteFailure(error: DeliveryError, peer: str) -> SMTPError:
+    """
+    The reply a handler passing mail on gives its own client when the next
+    hop failed: a refusal of the session (greeting, EHLO, TLS, AUTH) or a
+    local failure is temporary whatever the code (the next hop or its
+    configuration must be fixed, the message is fine); a refusal of the
+    message keeps the server's code and text, so a 5xx stays permanent.
+
+    @param error: The failure of L{deliver}.
+    @param peer: The next hop's name, for the text.
+    """
+    reply = error.reply
+    if reply is None:
+        return SMTPError(error.code, f"{error.message} ({peer})", error.enhanced)
+    if error.stage in SESSION_STAGES:
+        text = f"Error: {peer} refused the session: {reply.code} {reply.text}"
+        return SMTPError(451, text, reply.enhanced if reply.temporary else "4.4.1")
+    return replyError(reply)
+
+
+def replyError(reply: ClientReply) -> SMTPError:
+    """
+    The L{SMTPError} repeating a next hop's refusal to our own client; 421,
+    which would announce that our own server is closing, becomes 451.
+    """
+    code = 451 if reply.code == 421 else reply.code
+    return SMTPError(code, reply.text, reply.enhanced)
+
+
+def worstReply(result: DeliveryResult) -> ClientReply:
+    """
+    The one reply standing for a delivery that reached no recipient: the
+    first temporary refusal if any (so that the client tries again), else
+    the first refusal.
+    """
+    replies = [r.reply for r in result.recipients]
+    for reply in replies:
+        if reply.temporary:
+            return reply
+    return replies[0]

@@ -1,0 +1,3 @@
+"""
+The C{twistd smtpd} layer: options, the service it runs, C{--workers}.
+"""

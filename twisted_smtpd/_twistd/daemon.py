@@ -1,0 +1,154 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+L{SMTPDaemon}: the L{SMTPServer} that C{twistd smtpd} runs, with session
+logs, certificate reloading on SIGHUP and the JSON log observer.
+"""
+
+from __future__ import annotations
+
+import atexit
+import signal
+from typing import Any
+
+from twisted.logger import ILogObserver, Logger
+
+from twisted_smtpd._serving.listeners import ListenFailed, _Listener
+from twisted_smtpd._serving.logging import SessionLogger
+from twisted_smtpd._serving.logwriter import BufferedLogWriter
+from twisted_smtpd._serving.server import SMTPServer, _AdoptedListener
+from twisted_smtpd._serving.summary import logCertificates, logStopped, logSummary
+from twisted_smtpd._twistd.tapconfig import exitWithError, reason
+
+
+class SMTPDaemon(SMTPServer):
+    """
+    The L{SMTPServer} that C{twistd smtpd} runs: logs sessions, reloads the
+    certificates on SIGHUP, and gives C{twistd} the JSON log observer when
+    asked for one.
+
+    @ivar logObserver: The observer to log through instead of C{twistd}'s
+        own, or C{None}.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        *args: Any,
+        logObserver: ILogObserver | None = None,
+        logSessions: bool = True,
+        delivery: str = "",
+        **kw: Any,
+    ) -> None:
+        super().__init__(*args, **kw)
+        self.logObserver = logObserver
+        self._delivery = delivery or type(self.factory.handler).__name__
+        if isinstance(logObserver, BufferedLogWriter):
+            # The lines of the last moments, at exit (after the reactor
+            # stopped, lines are written at once).
+            atexit.register(logObserver.flush)
+        writer = logObserver if isinstance(logObserver, BufferedLogWriter) else None
+        self._writer = writer
+        if logSessions:
+            self.factory.addObserver(SessionLogger(self.factory.options.ignoredHosts, writer))
+        self._previousHandler: Any = None
+
+    def serveMetrics(self, description: str | None) -> None:
+        """
+        Count the server's events as Prometheus metrics, served with
+        C{/healthz} on C{description}; with C{None} (a worker of
+        C{--workers}) only recorded for the parent to serve.
+        """
+        from twisted_smtpd._serving.metrics import ServerMetrics
+        from twisted_smtpd._twistd.metricsservice import MetricsListener
+
+        self.metrics = metrics = ServerMetrics()
+        self.addObserver(metrics)
+        if description is not None:
+            MetricsListener(description, metrics.registry, self._healthy).setServiceParent(self)
+
+    def _healthy(self) -> bool:
+        """
+        Whether every SMTP listener accepts connections.
+        """
+        return bool(
+            self.running
+            and not self.factory.closing
+            and len(self.listening()) == self._listenerCount()
+            and self._listenerCount() > 0
+        )
+
+    def _listenerCount(self) -> int:
+        return sum(1 for service in self if isinstance(service, _Listener | _AdoptedListener))
+
+    def setServiceParent(self, parent: Any) -> None:
+        """
+        Join C{parent}; when it is C{twistd}'s application and a log
+        observer was given, C{twistd} logs through it.
+        """
+        super().setServiceParent(parent)
+        setComponent = getattr(parent, "setComponent", None)
+        if self.logObserver is not None and setComponent is not None:
+            setComponent(ILogObserver, self.logObserver)
+
+    def privilegedStartService(self) -> None:
+        """
+        Listen (before C{twistd} drops privileges); a listener that cannot
+        start ends C{twistd} with one line on standard error and status 1.
+        """
+        try:
+            super().privilegedStartService()
+        except ListenFailed as e:
+            exitWithError(f"--listen {e.description!r}: {e.why}")
+
+    def startService(self) -> None:
+        """
+        Start listening and reload the certificates on SIGHUP.
+        """
+        try:
+            super().startService()
+        except ListenFailed as e:
+            exitWithError(f"--listen {e.description!r}: {e.why}")
+        logSummary(self, self._delivery)
+        metrics = getattr(self, "metrics", None)
+        if metrics is not None:
+            metrics.certificates(self)
+        self._previousHandler = signal.signal(signal.SIGHUP, self._hangup)
+
+    def stopService(self) -> Any:
+        """
+        Restore the SIGHUP handler, then close gracefully; the buffered log
+        lines are written when the process exits.
+        """
+        if self._previousHandler is not None:
+            signal.signal(signal.SIGHUP, self._previousHandler)
+            self._previousHandler = None
+        return super().stopService()
+
+    def _stoppedListening(self, listeners: list[tuple[str, Any]]) -> None:
+        for description, address in listeners:
+            logStopped(description, address)
+
+    def _hangup(self, signum: int, frame: object) -> None:
+        self.reactor.callFromThread(self.reload)
+
+    def reload(self) -> None:
+        """
+        Read the certificate files again; success is logged by the TLS
+        configuration, a failure here.
+        """
+        self._log.info("Reloading TLS certificates")
+        try:
+            if self.factory.options.certificate is not None:
+                self.factory.tls  # noqa: B018 -- read them now if not yet used
+            self.reloadCertificates()
+            if self.factory.startTLSAvailable:
+                logCertificates(self)
+                metrics = getattr(self, "metrics", None)
+                if metrics is not None:
+                    metrics.certificates(self)
+        except ValueError as e:
+            self._log.error(
+                "Reloading TLS certificates failed, the old ones stay in use: {error}",
+                error=reason(e),
+            )

@@ -1,0 +1,583 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The C{twistd smtpd} command line: L{Options} and L{makeService}.
+
+Every setting is checked while the options are parsed, so that a mistake
+becomes one L{usage.UsageError} line from C{twistd} rather than a traceback
+from a half-started server: endpoint strings are parsed, certificate files
+read, the delivery handler built and the Maildir created.
+
+C{--config FILE} reads the same options from a TOML (C{*.toml}) or INI
+(section C{[smtpd]}) file; flags on the command line win (L{twisted_smtpd._twistd.tapconfig}).
+"""
+
+from __future__ import annotations
+
+import getopt
+import ipaddress
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.cred.credentials import IUsernameHashedPassword, IUsernamePassword
+from twisted.cred.strcred import AuthOptionMixin
+from twisted.python import usage
+
+from twisted_smtpd._core.options import (
+    BARE_NEWLINE_POLICIES,
+    HIDEABLE,
+    KNOWN_COMMANDS,
+    ServerOptions,
+)
+from twisted_smtpd._core.version import __version__
+from twisted_smtpd._serving.resolve import parseDNSServer
+from twisted_smtpd._serving.sni import TLSPolicy
+from twisted_smtpd._serving.tls import ServerTLS
+from twisted_smtpd._twistd.daemon import SMTPDaemon
+from twisted_smtpd._twistd.tapconfig import (
+    HANDLERS,
+    asArguments,
+    bytesUsers,
+    checkAuth,
+    checkEndpoint,
+    checkHostname,
+    checkMetrics,
+    exitWithError,
+    ipList,
+    readConfig,
+    reason,
+)
+from twisted_smtpd._twistd.tapflags import (
+    _DEFAULTS,
+    _HIDE_ATTRIBUTES,
+    _MODIFIERS,
+    _NETWORKS,
+    _NOT_IN_FILE,
+    _NUMBERS,
+    _PARAMETER_DELIVERIES,
+    _RATES,
+    _REPEATABLE,
+    _SWITCHES,
+    DEFAULT_LISTEN,
+    DEFAULT_MAILDIR,
+    DELIVERIES,
+    LOG_FORMATS,
+    _choice,
+    _number,
+    _numeric,
+    _rate,
+)
+from twisted_smtpd._twistd.tapservice import makeService
+from twisted_smtpd._twistd.workers import bindListener, inheritedListeners
+from twisted_smtpd.interfaces import ISMTPHandler
+
+
+class Options(AuthOptionMixin, usage.Options):
+    """
+    Options of C{twistd smtpd}.
+
+    After L{parseOptions}: C{self["listen"]} holds the endpoint strings,
+    C{self["handler"]} the L{ISMTPHandler} chosen by the delivery flags,
+    C{self["serverOptions"]} the L{ServerOptions}, and
+    C{self.get("credCheckers", [])} the checkers of C{--auth}.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Run an SMTP (or, with --lmtp, LMTP) server. Without a delivery option "
+        "every accepted message is stored in the Maildir ./Maildir; --maildir, "
+        "--mbox, --relay, --lmtp-to, --pipe, --webhook, --amqp, --debug, --sink and "
+        "--handler exclude "
+        "each other. ENDPOINT is any Twisted server endpoint string: tcp:PORT, "
+        "ssl:PORT (implicit TLS with --tls-cert), unix:PATH, "
+        "systemd:domain=INET:index=0, haproxy:tcp:PORT. --hide takes STARTTLS, "
+        "SIZE, PIPELINING, 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES, DSN, "
+        "REQUIRETLS or CHUNKING; a hidden SIZE limit still applies. --config FILE "
+        "reads the same options (long names as keys) from a TOML file (*.toml) "
+        "or the [smtpd] section of an INI file; the command line wins. SIGHUP "
+        "reloads the TLS certificates."
+    )
+
+    supportedInterfaces = (IUsernamePassword, IUsernameHashedPassword)
+
+    optFlags = [
+        ["lmtp", None, "Speak LMTP (RFC 2033) instead of SMTP."],
+        ["request-cert", None, "Require a client certificate signed by --tls-ca."],
+        ["allow-insecure-auth", None, "Offer AUTH before TLS."],
+        ["auth-optional", None, "With --auth, accept mail without AUTH too."],
+        ["no-reverse-lookup", None, "Do not look up the client's host name."],
+        ["quiet", None, "No log line per connection and message (errors are still logged)."],
+        [
+            "maildir-per-recipient",
+            None,
+            "Store a copy per recipient in PATH/domains/DOMAIN/LOCALPART/.",
+        ],
+        ["maildir-trace", None, "Prepend Return-Path: and Received: to stored messages."],
+        ["relay-insecure", None, "Relay without verifying the relay's certificate."],
+        ["relay-require-tls", None, "Refuse a relay that does not offer STARTTLS."],
+    ]
+
+    optParameters = [
+        [
+            "hostname",
+            None,
+            None,
+            "The server's name in greetings [default: this host's FQDN].",
+            checkHostname,
+        ],
+        ["banner", None, None, "Extra text for the 220 greeting."],
+        [
+            "dns-server",
+            None,
+            None,
+            "Ask this DNS server, HOST[:PORT], for client names [default: /etc/resolv.conf's].",
+        ],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus /metrics and /healthz on this endpoint, e.g."
+            " tcp:9101:interface=127.0.0.1 (needs the metrics extra).",
+        ],
+        [
+            "ignored-hosts",
+            None,
+            (),
+            "Client IP addresses, comma-separated, whose sessions are not logged (health checks).",
+            ipList,
+        ],
+        _numeric(
+            "size",
+            int,
+            False,
+            "Largest message accepted, in bytes (Postfix's default); 0 for no limit.",
+        ),
+        _numeric("max-clients", int, False, "Concurrent connections; 0 for no limit."),
+        _numeric("socket-timeout", float, True, "Seconds of client silence before 421."),
+        _numeric("close-timeout", float, False, "Seconds a stopping server waits for mail."),
+        _numeric("tls-handshake-timeout", float, True, "Seconds a TLS handshake may take in all."),
+        _numeric(
+            "max-clients-per-ip",
+            int,
+            False,
+            "Concurrent connections from one client address; 0 for no limit.",
+        ),
+        [
+            "max-connection-rate",
+            None,
+            None,
+            "Connections one client address may open: COUNT/SECONDS [default: no limit].",
+            _rate("max-connection-rate", "COUNT"),
+        ],
+        [
+            "min-data-rate",
+            None,
+            None,
+            "Cut DATA/BDAT transfers slower than BYTES/SECONDS [default: no minimum].",
+            _rate("min-data-rate", "BYTES"),
+        ],
+        _numeric("max-recipients", int, True, "Recipients per transaction."),
+        [
+            "workers",
+            None,
+            1,
+            "Serve the listeners from N processes; the parent binds the sockets.",
+            _number("workers", int, positive=True),
+        ],
+        [
+            "bare-newline",
+            None,
+            _DEFAULTS["bareNewline"],
+            "What a bare CR or LF in message text does: reject the message, "
+            "normalize it to CRLF, or keep it (legacy). It never ends a message.",
+            _choice("bare-newline", sorted(BARE_NEWLINE_POLICIES)),
+        ],
+        ["tls-cert", None, None, "PEM certificate chain for STARTTLS and ssl: listeners."],
+        ["tls-key", None, None, "PEM private key [default: in --tls-cert]."],
+        ["tls-ca", None, None, "PEM CA bundle that signs client certificates."],
+        ["tls-ciphers", None, None, "OpenSSL cipher string for TLS 1.2 [default: Twisted's]."],
+        [
+            "tls-min-version",
+            None,
+            "1.2",
+            "Lowest TLS version accepted (1.2, 1.3).",
+            _choice("tls-min-version", ("1.2", "1.3")),
+        ],
+        ["auth-methods", None, "PLAIN,LOGIN", "AUTH mechanisms (also CRAM-MD5, XOAUTH2)."],
+        ["mbox", None, None, "Append every message to this mbox file."],
+        ["relay", None, None, "Relay every message to this smarthost, HOST[:PORT]."],
+        ["relay-ca", None, None, "PEM CA bundle to verify the relay [default: system CAs]."],
+        ["relay-user", None, None, "User name for AUTH at the relay."],
+        ["relay-password", None, None, "Password for AUTH at the relay."],
+        ["relay-auth", None, None, "USER:PASSWORD for AUTH at the relay."],
+        [
+            "relay-sessions",
+            None,
+            None,
+            "Sessions open to the relay at once, reused from message to message [default: 4].",
+            _number("relay-sessions", int, positive=True),
+        ],
+        [
+            "relay-idle",
+            None,
+            None,
+            "Seconds an unused session to the relay stays open; 0 for none [default: 30].",
+            _number("relay-idle", float, positive=False),
+        ],
+        ["lmtp-to", None, None, "Deliver every message over LMTP to this client endpoint."],
+        ["pipe", None, None, "Pipe every message into this command (split like a shell)."],
+        ["pipe-spool", None, None, "Where --pipe spools messages [default: $TMPDIR]."],
+        ["webhook", None, None, "POST every message to this http:// or https:// URL."],
+        ["webhook-secret", None, None, "Sign webhook requests with HMAC-SHA256 and this key."],
+        [
+            "webhook-format",
+            None,
+            None,
+            "Webhook body: raw (multipart/form-data: envelope, message) or json [default: raw].",
+            _choice("webhook-format", ("raw", "json")),
+        ],
+        ["webhook-ca", None, None, "PEM CA bundle to verify the webhook [default: system CAs]."],
+        ["amqp", None, None, "Publish every message to RabbitMQ: amqp[s]://USER:PASS@HOST/VHOST."],
+        ["amqp-exchange", None, None, "Exchange to publish to [default: the default exchange]."],
+        ["amqp-routing-key", None, None, "Routing key [default: the queue's name]."],
+        ["amqp-queue", None, None, "Durable queue declared at connection [default: smtpd]."],
+        ["amqp-ca", None, None, "PEM CA bundle to verify amqps:// [default: system CAs]."],
+        ["handler", None, None, "Use the handler made by MODULE:CALLABLE(**handler-options)."],
+        [
+            "log-format",
+            None,
+            "text",
+            "Log as text lines or as JSON lines (text, json).",
+            _choice("log-format", LOG_FORMATS),
+        ],
+    ]
+
+    compData = usage.Completions(
+        optActions={
+            "maildir": usage.CompleteDirs(descr="Maildir directory"),
+            "mbox": usage.CompleteFiles(descr="mbox file"),
+            "config": usage.CompleteFiles(descr="configuration file"),
+            "tls-cert": usage.CompleteFiles(descr="PEM certificate"),
+            "tls-key": usage.CompleteFiles(descr="PEM private key"),
+            "tls-ca": usage.CompleteFiles(descr="PEM CA bundle"),
+            "bare-newline": usage.CompleteList(sorted(BARE_NEWLINE_POLICIES)),
+            "hide": usage.CompleteList(sorted(HIDEABLE)),
+            "disable": usage.CompleteList(sorted(KNOWN_COMMANDS)),
+            "log-format": usage.CompleteList(LOG_FORMATS),
+        },
+        mutuallyExclusive=[DELIVERIES],
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        for key in ("listen", "delivery", "disable", "hide", *_NETWORKS):
+            self[key] = []
+        self["maildir"] = DEFAULT_MAILDIR
+        self["sni"] = {}
+        self["handler-option"] = {}
+        self["config"] = None
+
+    # -- repeatable options and deliveries ----------------------------------
+
+    def opt_version(self) -> None:
+        """
+        Print the version of twisted-smtpd (and of Twisted and Python) and exit.
+        """
+        import twisted
+
+        print(
+            f"twisted-smtpd {__version__} (Twisted {twisted.__version__},"
+            f" Python {sys.version.split()[0]})"
+        )
+        sys.exit(0)
+
+    def opt_auth(self, description: str) -> None:
+        """
+        Add a checker for AUTH (see --help-auth); memory: needs users and
+        file: a readable file.
+        """
+        checkAuth(description)
+        super().opt_auth(description)
+
+    def opt_listen(self, description: str) -> None:
+        """Listen on this endpoint; repeatable [default: tcp:2525:interface=127.0.0.1]"""
+        self["listen"].append(description)
+
+    def opt_config(self, path: str) -> None:
+        """Read options from this TOML (*.toml) or INI ([smtpd] section) file."""
+        self["config"] = path
+
+    def opt_sni(self, value: str) -> None:
+        """Serve HOST with this certificate (and key): HOST=CERT[,KEY]; repeatable."""
+        host, _, files = value.partition("=")
+        certificate, _, key = files.partition(",")
+        if not host.strip() or not certificate.strip():
+            raise usage.UsageError(f"--sni: expected HOST=CERT[,KEY], got {value!r}")
+        self["sni"][host.strip().lower()] = (certificate.strip(), key.strip() or None)
+
+    def opt_disable(self, command: str) -> None:
+        """Answer this command with 502 (repeatable)."""
+        self["disable"].append(self._oneOf("disable", command, KNOWN_COMMANDS))
+
+    def opt_hide(self, extension: str) -> None:
+        """Do not advertise this EHLO extension (repeatable; see below)."""
+        self["hide"].append(self._oneOf("hide", extension, HIDEABLE))
+
+    def _oneOf(self, flag: str, value: str, known: frozenset[str]) -> str:
+        name = value.strip().upper()
+        if name not in known:
+            choices = " ".join(sorted(known))
+            raise usage.UsageError(f"--{flag}: unknown value {value!r}; one of: {choices}")
+        return name
+
+    def _networks(self, flag: str, value: str) -> None:
+        for part in value.split(","):
+            try:
+                self[flag].append(str(ipaddress.ip_network(part.strip(), strict=False)))
+            except ValueError:
+                raise usage.UsageError(
+                    f"--{flag}: expected a CIDR network, got {value!r}"
+                ) from None
+
+    def opt_proxy_trusted(self, network: str) -> None:
+        """Trust PROXY headers (haproxy: listeners) from this CIDR network; repeatable."""
+        self._networks("proxy-trusted", network)
+
+    def opt_xclient(self, network: str) -> None:
+        """Accept XCLIENT from this CIDR network; repeatable."""
+        self._networks("xclient", network)
+
+    def opt_xforward(self, network: str) -> None:
+        """Accept XFORWARD from this CIDR network; repeatable."""
+        self._networks("xforward", network)
+
+    def opt_limit_exempt(self, network: str) -> None:
+        """Exempt this CIDR network from the per-address limits; repeatable."""
+        self._networks("limit-exempt", network)
+
+    def opt_maildir(self, path: str) -> None:
+        """Store every message in this Maildir, fsynced before the 250 [default: ./Maildir]"""
+        self["maildir"] = path
+        self["delivery"].append("maildir")
+
+    def opt_sink(self) -> None:
+        """Accept and discard every message."""
+        self["delivery"].append("sink")
+
+    def opt_debug(self) -> None:
+        """Accept every message and print it on standard output."""
+        self["delivery"].append("debug")
+
+    def opt_handler_option(self, value: str) -> None:
+        """KEY=VALUE keyword argument for the --handler callable; repeatable."""
+        key, equals, setting = value.partition("=")
+        if not equals or not key.strip().isidentifier():
+            raise usage.UsageError(f"--handler-option: expected KEY=VALUE, got {value!r}")
+        self["handler-option"][key.strip()] = setting
+
+    # -- parsing ----------------------------------------------------------------
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse C{options} (the command line after C{smtpd}), with the options
+        of a C{--config} file placed before them.
+
+        @raise usage.UsageError: With one line saying what is wrong.
+        """
+        arguments = list(sys.argv[1:] if options is None else options)
+        # A --workers parent starts its workers with the same command line.
+        self["arguments"] = list(arguments)
+        try:
+            given = self._givenOptions(arguments)
+            path = given.get("config")
+            if path is not None:
+                arguments = self._fileArguments(path, set(given)) + arguments
+            super().parseOptions(arguments)
+        except usage.UsageError as e:
+            if getattr(self, "parent", None) is None:
+                raise
+            # Under twistd: one line instead of twistd's whole help text.
+            exitWithError(str(e))
+
+    def _givenOptions(self, arguments: list[str]) -> dict[str, str]:
+        """
+        The long names of the options in C{arguments}, each with its last
+        value; nothing if they do not parse (the parser will say why).
+        """
+        try:
+            found, _ = getopt.getopt(arguments, self.shortOpt, self.longOpt)
+        except getopt.error:
+            return {}
+        given = {}
+        for option, value in found:
+            name = option.lstrip("-")
+            given[self.synonyms.get(name, name).replace("_", "-")] = value
+        return given
+
+    def _fileArguments(self, path: str, given: set[str]) -> list[str]:
+        """
+        The options of the configuration file at C{path} as command-line
+        arguments, leaving out those C{given} on the command line: a
+        repeatable option given there replaces the file's list, and a
+        delivery given there replaces the file's delivery with its settings.
+
+        @raise usage.UsageError: If the file cannot be read or holds an
+            unknown option or a value of the wrong kind.
+        """
+        try:
+            settings = readConfig(path)
+        except (OSError, ValueError) as e:
+            raise usage.UsageError(f"--config {path!r}: {reason(e)}") from None
+        flags = {name.rstrip("="): name.endswith("=") for name in self.longOpt}
+        replaced = set(given)
+        if replaced & set(DELIVERIES):
+            replaced |= set(DELIVERIES) | set(_MODIFIERS)
+        arguments: list[str] = []
+        for key, value in settings.items():
+            name = key.replace("_", "-")
+            if name not in flags or name in _NOT_IN_FILE:
+                raise usage.UsageError(f"--config {path!r}: unknown option {key!r}")
+            if name in replaced:
+                continue
+            try:
+                arguments += asArguments(name, value, flags[name], name in _REPEATABLE)
+            except ValueError as e:
+                raise usage.UsageError(f"--config {path!r}: {key}: {e}") from None
+        return arguments
+
+    def postOptions(self) -> None:
+        """
+        Check the endpoints and certificates, build the L{ServerOptions}
+        and the handler.
+
+        @raise usage.UsageError: With one line saying what is wrong.
+        """
+        if not self["listen"]:
+            self["listen"] = [DEFAULT_LISTEN]
+        if self["metrics"] is not None:
+            checkMetrics(self["metrics"])
+        if self["dns-server"] is not None:
+            try:
+                parseDNSServer(self["dns-server"])
+            except ValueError as e:
+                raise usage.UsageError(f"--dns-server {e}") from None
+        for description in self["listen"]:
+            checkEndpoint(description)
+        chosen = set(self["delivery"])
+        chosen.update(d for d in _PARAMETER_DELIVERIES if self[d] is not None)
+        if len(chosen) > 1:
+            given = ", ".join("--" + d for d in DELIVERIES if d in chosen)
+            raise usage.UsageError(f"the deliveries are mutually exclusive; got {given}")
+        delivery = chosen.pop() if chosen else "maildir"
+        for modifier, needs in _MODIFIERS.items():
+            if self[modifier] and needs != delivery:
+                raise usage.UsageError(f"--{modifier} needs --{needs}")
+        bytesUsers(self.get("credCheckers", []))
+        self["serverOptions"] = options = self._serverOptions()
+        self._checkTLS(options)
+        self["handler"] = self._handler(delivery, options)
+        value = self[delivery] if delivery not in ("sink", "debug") else None
+        self["deliveryDescription"] = delivery if value is None else f"{delivery} {value}"
+        self["inherited"] = inheritedListeners()
+        self["workerListeners"] = []
+        if self["workers"] > 1 and not self["inherited"]:
+            from twisted.internet import reactor
+
+            try:
+                self["workerListeners"] = [
+                    bindListener(reactor, d, int(self["workers"])) for d in self["listen"]
+                ]
+            except (OSError, ValueError) as e:
+                raise usage.UsageError(f"--workers: {reason(e)}") from e
+
+    def _serverOptions(self) -> ServerOptions:
+        """
+        The L{ServerOptions} the flags describe.
+
+        @raise usage.UsageError: If L{ServerOptions} refuses a value.
+        """
+        settings: dict[str, Any] = {attribute: self[flag] for flag, attribute in _NUMBERS.items()}
+        settings.update({attribute: bool(self[flag]) for flag, attribute in _SWITCHES.items()})
+        settings.update({attribute: self[flag] for flag, attribute in _NETWORKS.items()})
+        settings.update({attribute: self[flag] for flag, attribute in _RATES.items()})
+        settings["bareNewline"] = self["bare-newline"]
+        settings["ignoredHosts"] = tuple(self["ignored-hosts"])
+        settings["tlsCiphers"] = self["tls-ciphers"]
+        settings["tlsMinVersion"] = "TLSv" + self["tls-min-version"]
+        settings["disabledCommands"] = tuple(self["disable"])
+        settings["authMethods"] = tuple(self["auth-methods"].split(","))
+        for extension in self["hide"]:
+            settings[_HIDE_ATTRIBUTES[extension]] = True
+        if self["tls-key"] is not None and self["tls-cert"] is None:
+            raise usage.UsageError("--tls-key needs --tls-cert")
+        for flag, attribute in [
+            ("hostname", "name"),
+            ("banner", "banner"),
+            ("tls-cert", "certificate"),
+            ("tls-key", "privateKey"),
+            ("tls-ca", "caCertificates"),
+        ]:
+            if self[flag] is not None:
+                settings[attribute] = self[flag]
+        settings["sniOptions"] = dict(self["sni"])
+        try:
+            return ServerOptions(**settings)
+        except ValueError as e:
+            raise usage.UsageError(reason(e)) from None
+
+    def _checkTLS(self, o: ServerOptions) -> None:
+        """
+        Read the certificate files now, as the server will at start.
+
+        @raise usage.UsageError: If one cannot be read or used.
+        """
+        if o.tlsCiphers is not None:
+            try:
+                TLSPolicy(o.tlsCiphers, o.tlsMinVersion).newContext()
+            except ValueError as e:
+                raise usage.UsageError(f"--tls-ciphers: {reason(e)}") from None
+        if o.certificate is None and o.caCertificates is None and not o.sniOptions:
+            return
+        if o.caCertificates is not None:
+            try:
+                with open(o.caCertificates, "rb"):
+                    pass
+            except OSError as e:
+                raise usage.UsageError(f"--tls-ca: {reason(e)}") from None
+        try:
+            ServerTLS(
+                o.certificate,
+                o.privateKey,
+                o.caCertificates,
+                o.sniOptions,
+                o.requestCert,
+                o.rejectUnauthorized,
+                hostname=o.name,
+                ciphers=o.tlsCiphers,
+                minVersion=o.tlsMinVersion,
+            )
+        except ValueError as e:
+            why = reason(e)
+            flag = "--sni"
+            if o.privateKey is not None and o.privateKey in why:
+                flag = "--tls-key"
+            elif o.certificate is not None and o.certificate in why:
+                flag = "--tls-cert"
+            raise usage.UsageError(f"{flag}: {why}") from None
+
+    def _handler(self, delivery: str, options: ServerOptions) -> ISMTPHandler:
+        """
+        The handler for C{delivery}, one of L{DELIVERIES}.
+
+        @raise usage.UsageError: If it cannot be built.
+        """
+        value = self[delivery] if delivery not in ("sink", "debug") else None
+        try:
+            return HANDLERS[delivery](self, value, options)
+        except usage.UsageError:
+            raise
+        except (OSError, ValueError, TypeError, ImportError, AttributeError) as e:
+            raise usage.UsageError(f"--{delivery} {value!r}: {reason(e)}") from None
+
+
+__all__ = ["Options", "SMTPDaemon", "makeService"]

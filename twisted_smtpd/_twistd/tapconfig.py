@@ -1,0 +1,457 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The parts of the C{twistd smtpd} configuration that are not flags of
+L{twisted_smtpd._twistd.tap.Options} themselves: configuration files (C{--config
+FILE}, TOML or INI) turned into command-line arguments, the checks of
+endpoint strings and C{--auth} checkers, and the delivery handler each
+delivery flag names.
+"""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+import os
+import re
+import sys
+import tempfile
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from importlib import import_module
+from typing import Any, NoReturn
+
+from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+from twisted.python import usage
+
+from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._serving.hooks import checkHandler
+from twisted_smtpd.handlers import DebuggingHandler, MaildirHandler, SinkHandler
+from twisted_smtpd.interfaces import ISMTPHandler
+
+
+def _oneLine(text: str) -> str:
+    """
+    Collapse C{text} onto a single line.
+    """
+    return " ".join(text.split())
+
+
+def reason(error: BaseException) -> str:
+    """
+    One line saying what C{error} is about.
+    """
+    text = str(error)
+    if isinstance(error, OSError) and error.strerror:
+        text = error.strerror
+        if error.filename is not None and str(error.filename) not in text:
+            text += f": {error.filename}"
+    return _oneLine(text) or type(error).__name__
+
+
+def exitWithError(message: str) -> NoReturn:
+    """
+    End C{twistd smtpd} with status 1 and one line on the process's
+    standard error (not the log): C{twistd smtpd: MESSAGE; see --help}.
+    """
+    stream = sys.__stderr__ if sys.__stderr__ is not None else sys.stderr
+    stream.write(f"twistd smtpd: {_oneLine(message)}; see --help\n")
+    stream.flush()
+    raise SystemExit(1)
+
+
+def asArguments(name: str, value: object, takesValue: bool, repeatable: bool) -> list[str]:
+    """
+    The command-line arguments for one configuration-file setting.
+
+    @param name: The long option name.
+    @param value: A string, number or boolean, a list of them, or (for
+        C{handler-option}) a table.
+    @raise ValueError: If C{value} does not suit the option.
+    """
+    if not takesValue:
+        if not isinstance(value, bool):
+            raise ValueError("expected true or false")
+        return ["--" + name] if value else []
+    if isinstance(value, dict) and name == "handler-option":
+        value = [f"{k}={v}" for k, v in value.items()]
+    values = value if isinstance(value, list) else [value]
+    if len(values) != 1 and not repeatable:
+        raise ValueError("expected one value")
+    arguments = []
+    for item in values:
+        if isinstance(item, bool) or not isinstance(item, str | int | float):
+            raise ValueError("expected a string or a number")
+        arguments += ["--" + name, str(item)]
+    return arguments
+
+
+def readConfig(path: str) -> dict[str, object]:
+    """
+    Read a C{twistd smtpd} configuration file.
+
+    A file whose name ends in C{.toml} is TOML: keys at the top level or in a
+    C{[smtpd]} table, lists for repeatable options, booleans for flags.  Any
+    other file is INI, section C{[smtpd]}: repeatable options take one value
+    per line, flags C{true}/C{false} (or yes/no, on/off, 1/0).
+
+    @return: Option names (as written) to values; INI values are strings,
+        lists of strings for several lines, or booleans for words like
+        C{true}.
+    @raise OSError: If the file cannot be read.
+    @raise ValueError: If it does not parse.
+    """
+    if path.endswith(".toml"):
+        with open(path, "rb") as f:
+            try:
+                document: dict[str, object] = tomllib.load(f)
+            except tomllib.TOMLDecodeError as e:
+                raise ValueError(f"not valid TOML: {e}") from None
+        section = document.pop("smtpd", None)
+        if isinstance(section, dict):
+            for key in section.keys() & document.keys():
+                raise ValueError(f"{key!r} both in [smtpd] and at the top level")
+            document.update(section)
+        elif section is not None:
+            document["smtpd"] = section
+        return document
+    parser = configparser.ConfigParser(interpolation=None)
+    with open(path, encoding="utf-8") as f:
+        try:
+            parser.read_file(f)
+        except configparser.Error as e:
+            raise ValueError(f"not a valid INI file: {_oneLine(str(e))}") from None
+    if not parser.has_section("smtpd"):
+        raise ValueError("no [smtpd] section")
+    settings: dict[str, object] = {}
+    for key, text in parser.items("smtpd"):
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        lowered = text.strip().lower()
+        if lowered in parser.BOOLEAN_STATES:
+            settings[key] = parser.BOOLEAN_STATES[lowered]
+        else:
+            settings[key] = lines[0] if len(lines) == 1 else lines
+    return settings
+
+
+# -- checks ----------------------------------------------------------------------
+
+
+def bytesUsers(checkers: Sequence[object]) -> None:
+    """
+    Store the users of C{--auth memory:...} checkers as bytes, as the
+    credentials of AUTH carry them.
+    """
+    for checker in checkers:
+        if isinstance(checker, InMemoryUsernamePasswordDatabaseDontUse):
+            checker.users = {
+                (k.encode("utf-8") if isinstance(k, str) else k): (
+                    v.encode("utf-8") if isinstance(v, str) else v
+                )
+                for k, v in checker.users.items()
+            }
+
+
+def checkEndpoint(description: str) -> None:
+    """
+    Parse an endpoint string as L{SMTPServer.addEndpoint} will: C{haproxy:}
+    wraps any other description, and an C{ssl:} endpoint without a key of
+    its own is a TCP one wrapped in the server's TLS.
+
+    @raise usage.UsageError: If it does not parse.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    parsed = description
+    while parsed.partition(":")[0].strip().lower() == "haproxy":
+        parsed = parsed.partition(":")[2]
+    kind, _, rest = parsed.partition(":")
+    kind = kind.strip().lower()
+    if kind == "ssl" and not any(
+        part.split("=", 1)[0].strip() in ("privateKey", "certKey") for part in rest.split(":")
+    ):
+        parsed = "tcp:" + rest
+    parse: Any = serverFromString  # unannotated in Twisted
+    try:
+        endpoint = parse(reactor, parsed)
+    except (IndexError, KeyError) as e:
+        if kind != "systemd":
+            raise usage.UsageError(f"--listen {description!r}: {reason(e)}") from None
+        why = "no such socket inherited (LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES)"
+        raise usage.UsageError(f"--listen {description!r}: {why}") from None
+    except Exception as e:
+        raise usage.UsageError(f"--listen {description!r}: {reason(e)}") from None
+    port = getattr(endpoint, "_port", None)
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise usage.UsageError(f"--listen {description!r}: port {port} is out of range (0-65535)")
+
+
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def checkHostname(name: str) -> str:
+    """
+    The C{--hostname} value when it is a domain name (RFC 5321 section
+    4.1.2, letters, digits and hyphens in dot-separated labels) or an
+    address literal (C{[192.0.2.1]}, C{[IPv6:2001:db8::1]}).
+
+    @raise usage.UsageError: Otherwise, saying why.
+    """
+    if name.startswith("[") and name.endswith("]"):
+        literal = name[1:-1]
+        if literal[:5].lower() == "ipv6:":
+            literal = literal[5:]
+        try:
+            ipaddress.ip_address(literal)
+        except ValueError:
+            raise usage.UsageError(
+                f"--hostname {name!r}: not an IPv4 or IPv6 address literal"
+            ) from None
+        return name
+    labels = name[:-1].split(".") if name.endswith(".") else name.split(".")
+    if not name or len(name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise usage.UsageError(
+            f"--hostname {name!r}: not a host name (letters, digits and hyphens in"
+            " dot-separated labels) nor an address literal"
+        )
+    return name
+
+
+def checkMetrics(description: str) -> None:
+    """
+    C{--metrics}: an endpoint string, and the C{prometheus_client} library.
+
+    @raise usage.UsageError: Naming the flag and what is wrong.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    from twisted_smtpd._serving.metrics import requirePrometheus
+
+    try:
+        requirePrometheus()
+    except ImportError as e:
+        raise usage.UsageError(str(e)) from None
+    parse: Any = serverFromString
+    try:
+        parse(reactor, description)
+    except Exception as e:
+        raise usage.UsageError(f"--metrics {description!r}: {reason(e)}") from None
+
+
+def ipList(text: str) -> tuple[str, ...]:
+    """
+    C{--ignored-hosts}: comma-separated IP addresses, in their normal form.
+
+    @raise usage.UsageError: Naming the first entry that is not one.
+    """
+    found = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            found.append(str(ipaddress.ip_address(part)))
+        except ValueError:
+            raise usage.UsageError(f"--ignored-hosts: {part!r} is not an IP address") from None
+    return tuple(found)
+
+
+def checkAuth(description: str) -> None:
+    """
+    Refuse C{--auth} descriptions that would start a server nobody can log
+    in to: C{memory:} without users, C{file:} naming a file that cannot be
+    read.
+
+    @raise usage.UsageError: Naming the description and why.
+    """
+    kind, _, argument = description.partition(":")
+    kind = kind.strip().lower()
+    if kind == "memory":
+        parts = argument.split(":")
+        if not argument or len(parts) % 2 or not all(parts[::2]):
+            raise usage.UsageError(
+                f"--auth {description!r}: expected memory:USER:PASSWORD[:USER:PASSWORD...]"
+            )
+    elif kind == "file":
+        try:
+            with open(argument, "rb"):
+                pass
+        except OSError as e:
+            raise usage.UsageError(f"--auth {description!r}: {reason(e)}") from None
+
+
+# -- deliveries ----------------------------------------------------------------
+
+
+def _maildir(config: Mapping[str, Any], path: str, options: ServerOptions) -> ISMTPHandler:
+    return MaildirHandler(
+        path,
+        traceHeaders=bool(config["maildir-trace"]),
+        perRecipient=bool(config["maildir-per-recipient"]),
+        hostname=options.name,
+    )
+
+
+def _sink(config: Mapping[str, Any], value: None, options: ServerOptions) -> ISMTPHandler:
+    return SinkHandler()
+
+
+def _debug(config: Mapping[str, Any], value: None, options: ServerOptions) -> ISMTPHandler:
+    return DebuggingHandler()
+
+
+def _mbox(config: Mapping[str, Any], path: str, options: ServerOptions) -> ISMTPHandler:
+    from twisted_smtpd.handlers.mbox import MboxHandler
+
+    handler = MboxHandler(path)
+    # Fail now, not at the first message, if the file cannot be written or
+    # its directory cannot hold the spool files.
+    os.close(os.open(handler.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    tempfile.TemporaryFile(dir=os.path.dirname(handler.path)).close()
+    return handler
+
+
+def splitHostPort(text: str, defaultPort: int) -> tuple[str, int]:
+    """
+    Split C{HOST[:PORT]}; an IPv6 address with a port is written in
+    brackets (C{[::1]:25}).
+
+    @raise ValueError: If the port is not a number.
+    """
+    host, port = text.strip(), str(defaultPort)
+    if host.startswith("["):
+        host, _, rest = host[1:].partition("]")
+        if rest:
+            port = rest.removeprefix(":")
+    elif host.count(":") == 1:
+        host, _, port = host.partition(":")
+    if not port.isdigit():
+        raise ValueError(f"invalid port {port!r}")
+    return host, int(port)
+
+
+def _relay(config: Mapping[str, Any], target: str, options: ServerOptions) -> ISMTPHandler:
+    from twisted_smtpd.handlers.relay import RelayHandler
+
+    host, port = splitHostPort(target, 25)
+    user, password = config["relay-user"], config["relay-password"]
+    if config["relay-auth"] is not None:
+        if user is not None or password is not None:
+            raise usage.UsageError("--relay-auth excludes --relay-user and --relay-password")
+        user, colon, password = config["relay-auth"].partition(":")
+        if not colon:
+            raise usage.UsageError("--relay-auth: expected USER:PASSWORD")
+    if config["relay-insecure"] and config["relay-ca"] is not None:
+        raise usage.UsageError("--relay-insecure excludes --relay-ca")
+    return RelayHandler(
+        host,
+        port,
+        tls="required" if config.get("relay-require-tls") else "opportunistic",
+        caCertificates=config["relay-ca"],
+        verify=not config["relay-insecure"],
+        username=user,
+        password=password,
+        heloName=options.name,
+        maxSessions=int(config.get("relay-sessions") or 4),
+        idleTimeout=30.0 if config.get("relay-idle") is None else float(config["relay-idle"]),
+        logMessages=not config.get("quiet"),
+        closeOnShutdown=True,
+    )
+
+
+def _lmtpTo(config: Mapping[str, Any], endpoint: str, options: ServerOptions) -> ISMTPHandler:
+    from twisted_smtpd.handlers.lmtp import LMTPDeliveryHandler
+
+    return LMTPDeliveryHandler(
+        endpoint,
+        heloName=options.name,
+        logMessages=not config.get("quiet"),
+        closeOnShutdown=True,
+    )
+
+
+def _pipe(config: Mapping[str, Any], command: str, options: ServerOptions) -> ISMTPHandler:
+    from twisted_smtpd.handlers.pipe import PipeHandler
+
+    spool = config["pipe-spool"]
+    if spool is not None:
+        # Fail now, not at the first message, if spool files cannot be made.
+        tempfile.TemporaryFile(dir=spool).close()
+    return PipeHandler(command, spoolDirectory=spool)
+
+
+def _extra(flag: str, extra: str, module: str) -> Any:
+    """
+    Import C{module}, the handler of an optional delivery.
+
+    @raise usage.UsageError: Naming the extra to install if a package it
+        needs is missing.
+    """
+    try:
+        return import_module(module)
+    except ImportError as e:
+        missing = e.name or "a package"
+        raise usage.UsageError(
+            f"--{flag} needs the {extra} extra ({missing} is missing): "
+            f"pip install 'twisted-smtpd[{extra}]'"
+        ) from None
+
+
+def _webhook(config: Mapping[str, Any], url: str, options: ServerOptions) -> ISMTPHandler:
+    module = _extra("webhook", "webhook", "twisted_smtpd.handlers.webhook")
+    handler: ISMTPHandler = module.WebhookHandler(
+        url,
+        secret=config["webhook-secret"],
+        format=config["webhook-format"] or "raw",
+        caCertificates=config["webhook-ca"],
+    )
+    return handler
+
+
+def _amqp(config: Mapping[str, Any], url: str, options: ServerOptions) -> ISMTPHandler:
+    module = _extra("amqp", "amqp", "twisted_smtpd.handlers.amqp")
+    handler: ISMTPHandler = module.AMQPHandler(
+        url,
+        exchange=config["amqp-exchange"] or "",
+        routingKey=config["amqp-routing-key"],
+        queue=config["amqp-queue"] or "smtpd",
+        caCertificates=config["amqp-ca"],
+        maxMessageSize=options.size or None,
+    )
+    return handler
+
+
+def _custom(config: Mapping[str, Any], spec: str, options: ServerOptions) -> ISMTPHandler:
+    """
+    Call C{module:callable} with the C{--handler-option}s as keyword
+    arguments.
+    """
+    module, colon, name = spec.partition(":")
+    if not colon or not module or not name:
+        raise ValueError("expected MODULE:CALLABLE")
+    target: Any = import_module(module)
+    for part in name.split("."):
+        target = getattr(target, part)
+    if not callable(target):
+        raise TypeError(f"{name} is not callable")
+    handler = target(**config["handler-option"])
+    try:
+        return checkHandler(handler)
+    except TypeError as e:
+        kind = type(handler).__name__
+        raise TypeError(f"{name} returned {kind}, not an ISMTPHandler: {e}") from None
+
+
+HANDLERS: dict[str, Callable[[Mapping[str, Any], Any, ServerOptions], ISMTPHandler]] = {
+    "maildir": _maildir,
+    "mbox": _mbox,
+    "relay": _relay,
+    "lmtp-to": _lmtpTo,
+    "pipe": _pipe,
+    "webhook": _webhook,
+    "amqp": _amqp,
+    "sink": _sink,
+    "debug": _debug,
+    "handler": _custom,
+}

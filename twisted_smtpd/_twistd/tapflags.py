@@ -1,0 +1,163 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The tables behind the C{twistd smtpd} flags: which L{ServerOptions} field
+each flag sets, which flags choose the delivery and which only modify one,
+and the coercers that check a flag's value as it is parsed (a bad value is
+one L{usage.UsageError} line naming the flag).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+from twisted.python import usage
+
+from twisted_smtpd._core.options import HIDEABLE, ServerOptions
+
+DEFAULT_LISTEN = "tcp:2525:interface=127.0.0.1"
+DEFAULT_MAILDIR = "./Maildir"
+LOG_FORMATS = ("text", "json")
+
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in attrs.fields(ServerOptions)}
+
+# --hide EXT -> the ServerOptions attribute it sets.
+_HIDE_ATTRIBUTES = {ext: "hideSize" if ext == "SIZE" else "hide" + ext for ext in HIDEABLE}
+
+# Numeric flags and the ServerOptions attribute each one sets.
+_NUMBERS = {
+    "size": "size",
+    "max-clients": "maxClients",
+    "socket-timeout": "socketTimeout",
+    "close-timeout": "closeTimeout",
+    "tls-handshake-timeout": "tlsHandshakeTimeout",
+    "max-clients-per-ip": "maxClientsPerIp",
+    "max-recipients": "maxRecipients",
+}
+
+# COUNT/SECONDS flags and the ServerOptions attribute each one sets.
+_RATES = {"max-connection-rate": "maxConnectionRate", "min-data-rate": "minDataRate"}
+
+# Boolean flags and the ServerOptions attribute each one sets.
+_SWITCHES = {
+    "lmtp": "lmtp",
+    "request-cert": "requestCert",
+    "allow-insecure-auth": "allowInsecureAuth",
+    "auth-optional": "authOptional",
+    "no-reverse-lookup": "disableReverseLookup",
+}
+
+# Trusted-network flags and the ServerOptions attribute each one sets.
+_NETWORKS = {
+    "proxy-trusted": "useProxy",
+    "xclient": "useXClient",
+    "xforward": "useXForward",
+    "limit-exempt": "limitExemptions",
+}
+
+# The flags choosing where messages go, and the flags that only make sense
+# with one of them.
+DELIVERIES = (
+    "maildir",
+    "mbox",
+    "relay",
+    "lmtp-to",
+    "pipe",
+    "webhook",
+    "amqp",
+    "debug",
+    "sink",
+    "handler",
+)
+_PARAMETER_DELIVERIES = ("mbox", "relay", "lmtp-to", "pipe", "webhook", "amqp", "handler")
+_MODIFIERS = {
+    "maildir-per-recipient": "maildir",
+    "maildir-trace": "maildir",
+    "relay-ca": "relay",
+    "relay-insecure": "relay",
+    "relay-user": "relay",
+    "relay-password": "relay",
+    "relay-auth": "relay",
+    "relay-require-tls": "relay",
+    "relay-sessions": "relay",
+    "relay-idle": "relay",
+    "handler-option": "handler",
+    "pipe-spool": "pipe",
+    "webhook-secret": "webhook",
+    "webhook-format": "webhook",
+    "webhook-ca": "webhook",
+    "amqp-exchange": "amqp",
+    "amqp-routing-key": "amqp",
+    "amqp-queue": "amqp",
+    "amqp-ca": "amqp",
+}
+
+# Options that may be given several times (a list in a configuration file).
+_REPEATABLE = frozenset({"listen", "sni", "disable", "hide", "auth", "handler-option", *_NETWORKS})
+# Options that cannot appear in a configuration file.
+_NOT_IN_FILE = frozenset({"config", "help", "version", "help-auth", "help-auth-type"})
+
+
+def _number(flag: str, kind: Callable[[str], float], *, positive: bool) -> Callable[[str], float]:
+    """
+    A coercer for a numeric flag that rejects anything but a finite number in
+    range with a L{usage.UsageError} naming the flag.
+
+    @param flag: The flag's name, without the dashes.
+    @param kind: L{int} or L{float}.
+    @param positive: Whether zero is refused too (otherwise only negative
+        numbers are).
+    """
+    what = "a whole number" if kind is int else "a number"
+    bound = "greater than 0" if positive else "0 or more"
+
+    def coerce(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise usage.UsageError(f"--{flag}: expected {what}, got {text!r}") from None
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            raise usage.UsageError(f"--{flag}: must be {bound}, got {text!r}")
+        return value
+
+    return coerce
+
+
+def _rate(flag: str, what: str) -> Callable[[str], str]:
+    """
+    A coercer for a C{COUNT/SECONDS} flag: a whole number above 0, a slash,
+    a finite number of seconds above 0.
+    """
+
+    def coerce(text: str) -> str:
+        count, slash, seconds = text.partition("/")
+        try:
+            good = slash and int(count) > 0 and 0 < float(seconds) < math.inf
+        except ValueError:
+            good = False
+        if not good:
+            raise usage.UsageError(f"--{flag}: expected {what}/SECONDS, got {text!r}")
+        return text
+
+    return coerce
+
+
+def _choice(flag: str, choices: Sequence[str]) -> Callable[[str], str]:
+    """
+    A coercer accepting only one of C{choices}.
+    """
+
+    def coerce(text: str) -> str:
+        if text not in choices:
+            allowed = ", ".join(sorted(choices))
+            raise usage.UsageError(f"--{flag}: expected one of {allowed}, got {text!r}")
+        return text
+
+    return coerce
+
+
+def _numeric(flag: str, kind: Callable[[str], float], positive: bool, doc: str) -> list[Any]:
+    attribute = _NUMBERS[flag]
+    return [flag, None, _DEFAULTS[attribute], doc, _number(flag, kind, positive=positive)]

@@ -1,0 +1,89 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The service C{twistd smtpd} runs, built from its parsed options
+(L{twisted_smtpd._twistd.tap.Options}): an L{SMTPDaemon}, or the parent of
+C{--workers} processes, with the log writer and the metrics listener.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from twisted.python.logfile import LogFile
+
+from twisted_smtpd._serving.logwriter import BufferedLogWriter
+from twisted_smtpd._serving.resolve import resolverFor
+from twisted_smtpd._twistd.daemon import SMTPDaemon
+from twisted_smtpd._twistd.metricsservice import WorkerMetrics, prepareWorkerMetrics
+from twisted_smtpd._twistd.workercert import SharedCertificate
+from twisted_smtpd._twistd.workers import ParentWatch, WorkerPool, parentPipe
+
+
+def _logDestination(config: Any) -> Any:
+    """
+    Where C{twistd} would write text logs: standard output, or its log file.
+    """
+    parent: Any = getattr(config, "parent", None) or {}
+    logfile = parent.get("logfile")
+    if logfile == "-" or (parent.get("nodaemon", True) and not logfile):
+        return sys.stdout
+    return LogFile.fromFullPath(os.path.abspath(logfile or "twistd.log"))
+
+
+def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | SharedCertificate:
+    """
+    Build the server that C{twistd smtpd} runs.
+
+    @param config: Parsed L{Options}.
+    @return: An L{SMTPDaemon} with one listening child service per
+        C{--listen} endpoint; they start listening when it starts.  With
+        C{--workers}, their parent; wrapped in a L{SharedCertificate} that
+        makes one self-signed certificate for all of them when no
+        certificate is configured.
+    """
+    if config.get("workerListeners"):
+        options = config["serverOptions"]
+        directory = prepareWorkerMetrics() if config["metrics"] is not None else None
+        pool = WorkerPool(
+            config["workerListeners"],
+            int(config["workers"]),
+            ["--nodaemon", "--pidfile=", "--logfile=-", "smtpd", *config["arguments"]],
+            stopTimeout=options.closeTimeout + 10,
+        )
+        service: WorkerPool | WorkerMetrics = pool
+        if directory is not None:
+            service = WorkerMetrics(pool, config["metrics"], directory)
+        if options.certificate is None and "STARTTLS" not in options.disabledCommands:
+            return SharedCertificate(service, pool, options.name)
+        return service
+    writer = None
+    parent: Any = getattr(config, "parent", None) or {}
+    if config["log-format"] == "json" or not parent.get("syslog"):
+        # Text to syslog stays with twistd's observer; else one buffered
+        # writer takes every line, in order.
+        writer = BufferedLogWriter(_logDestination(config), json=config["log-format"] == "json")
+    server = SMTPDaemon(
+        config["handler"],
+        config["serverOptions"],
+        checkers=config.get("credCheckers", []),
+        logObserver=writer,
+        logSessions=not config["quiet"],
+        delivery=config.get("deliveryDescription", ""),
+        resolver=None if config["dns-server"] is None else resolverFor(config["dns-server"]),
+    )
+    inherited = config.get("inherited") or []
+    if config["metrics"] is not None:
+        # A worker of --workers records its metrics for the parent to serve.
+        server.serveMetrics(None if inherited else config["metrics"])
+    for fileno, family, description in inherited:
+        server.addInherited(description, fileno, family)
+    pipe = parentPipe() if inherited else None
+    if pipe is not None:
+        # A worker of --workers stops when its parent is gone.
+        ParentWatch(pipe).setServiceParent(server)
+    if not inherited:
+        for description in config["listen"]:
+            server.addEndpoint(description)
+    return server

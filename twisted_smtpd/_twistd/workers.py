@@ -1,0 +1,401 @@
+# -*- test-case-name: tests.integration.test_workers -*-
+"""
+C{twistd smtpd --workers N}: serve the same listeners from N processes.
+
+The parent binds every listening socket once, before any worker starts, and
+never accepts on them.  A TCP listener gets one socket per worker, all bound
+to the same address with C{SO_REUSEPORT}, so the kernel spreads connections
+across the workers; other kinds (C{unix:}) share one socket.  Each worker is
+C{twistd smtpd} again, run with the same options, that adopts its sockets
+(C{adoptStreamPort}) instead of binding.  A worker that dies is started again
+(after a pause that grows while it keeps dying); the sockets stay open in the
+parent meanwhile, so connections wait in the backlog rather than being
+refused.  SIGTERM (stopping the service) sends SIGTERM to every worker, which
+closes gracefully, and waits for them.
+
+Workers never outlive their parent: each is handed the reading end of a pipe
+whose writing end only the parent holds (L{PARENT_PIPE} names it).  When the
+parent dies, even by SIGKILL (the OOM killer), the kernel closes that end,
+the worker reads end-of-file (L{ParentWatch}) and stops: it stops accepting
+at once, lets its transactions finish within the close timeout, and exits.
+Unlike Linux's C{PR_SET_PDEATHSIG}, a pipe works on every POSIX system and
+cannot miss a parent that died before the worker started watching.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Sequence
+from contextlib import suppress
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_smtpd._serving.listeners import splitDescription
+
+#: The environment variable that hands a worker its sockets:
+#: C{fd,family,description} entries separated by newlines.
+INHERITED = "TWISTED_SMTPD_INHERITED"
+
+#: The environment variable naming the worker's end of the pipe from its
+#: parent (a file descriptor number).
+PARENT_PIPE = "TWISTED_SMTPD_PARENT_PIPE"
+
+_RUN_TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+
+
+class ListenerSpec:
+    """
+    A listening socket bound by the parent.
+    """
+
+    def __init__(self, description: str, sockets: list[socket.socket]) -> None:
+        self.description = description
+        self.sockets = sockets
+
+    def socketFor(self, index: int) -> socket.socket:
+        """
+        The socket worker C{index} serves.
+        """
+        return self.sockets[index % len(self.sockets)]
+
+
+def bindListener(reactor: Any, description: str, count: int) -> ListenerSpec:
+    """
+    Bind the sockets for one C{--listen} description.
+
+    @raise ValueError: The description cannot be served by workers (only
+        TCP and UNIX listeners, possibly under C{haproxy:}, and C{ssl:}
+        ones, with the server's certificate or keys of their own, can).
+    @raise OSError: The address cannot be bound, or (C{ssl:} with keys of its
+        own) its certificate files cannot be read.
+    """
+    base, _ = splitDescription(description)
+    kind = base.partition(":")[0].strip().lower()
+    if kind not in ("tcp", "tcp6", "unix", "ssl"):
+        raise ValueError(
+            f"--workers cannot serve {description!r}: only tcp:, ssl: and unix: listeners"
+        )
+    # An ssl: endpoint with keys of its own reads them here: a file that
+    # cannot be read stops the parent before any worker starts.
+    endpoint = serverFromString(reactor, base)
+    port = getattr(endpoint, "_port", None)
+    interface = getattr(endpoint, "_interface", None)
+    backlog = int(getattr(endpoint, "_backlog", 50))
+    if kind in ("tcp", "tcp6", "ssl") and isinstance(port, int) and isinstance(interface, str):
+        family = socket.AF_INET6 if kind == "tcp6" or ":" in interface else socket.AF_INET
+        sockets = []
+        for _ in range(count):
+            s = socket.socket(family, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind((interface or ("::" if family == socket.AF_INET6 else ""), port))
+            s.listen(backlog)
+            s.setblocking(False)
+            # Port 0: every worker must share the port the first one got.
+            port = s.getsockname()[1]
+            sockets.append(s)
+        return ListenerSpec(description, sockets)
+    address = getattr(endpoint, "_address", None)
+    if kind == "unix" and isinstance(address, str):
+        if os.path.exists(address):
+            os.unlink(address)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(address)
+        s.listen(backlog)
+        s.setblocking(False)
+        return ListenerSpec(description, [s])
+    raise ValueError(f"--workers cannot serve {description!r}: only tcp:, ssl: and unix: listeners")
+
+
+def inheritedListeners(environ: dict[str, str] | None = None) -> list[tuple[int, int, str]]:
+    """
+    The sockets a worker was handed, as C{(fd, family, description)}.
+    """
+    value = (environ if environ is not None else os.environ).get(INHERITED, "")
+    out = []
+    for line in value.split("\n"):
+        if line:
+            fd, family, description = line.split(",", 2)
+            out.append((int(fd), int(family), description))
+    return out
+
+
+class _Worker(ProcessProtocol):
+    def __init__(self, pool: WorkerPool, index: int) -> None:
+        self.pool = pool
+        self.index = index
+        self.ended: Deferred[None] = Deferred()
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(None)
+        self.pool._workerEnded(self, reason)
+
+
+class WorkerPool(Service):
+    """
+    The parent of N worker processes.
+
+    @ivar workers: The running workers by index.
+    @ivar restarts: How many times a worker was started again.
+    @ivar extraArguments: Arguments added after C{workerArguments} for
+        workers started from now on.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        listeners: Sequence[ListenerSpec],
+        count: int,
+        workerArguments: Sequence[str],
+        *,
+        reactor: Any = None,
+        stopTimeout: float = 60.0,
+    ) -> None:
+        self._listeners = list(listeners)
+        self._count = count
+        self._arguments = list(workerArguments)
+        self._reactor = reactor
+        self._stopTimeout = stopTimeout
+        self._stopping = False
+        self._failures: dict[int, int] = {}
+        self._pending: dict[int, IDelayedCall] = {}
+        self.workers: dict[int, Any] = {}
+        self.restarts = 0
+        self.extraArguments: list[str] = []
+        self._previousHangup: Any = None
+
+    @property
+    def reactor(self) -> Any:
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        return self._reactor
+
+    def startService(self) -> None:
+        """
+        Start every worker; SIGHUP is passed on to them (certificate reload).
+        """
+        super().startService()
+        for spec in self._listeners:
+            s = spec.sockets[0]
+            where = s.getsockname()
+            port = where[1] if isinstance(where, tuple) else where
+            self._log.info(
+                "listening: {description} on {address} ({count} workers)",
+                description=spec.description,
+                address=f"{where[0]}:{port}" if isinstance(where, tuple) else repr(port),
+                port=port,
+                count=self._count,
+            )
+        if threading.current_thread() is threading.main_thread():
+            self._previousHangup = signal.signal(signal.SIGHUP, self._hangup)
+        for index in range(self._count):
+            self._spawn(index)
+
+    def _hangup(self, signum: int, frame: object) -> None:
+        self.reactor.callFromThread(self.signalWorkers, "HUP")
+
+    def signalWorkers(self, name: str) -> None:
+        """
+        Send signal C{name} (C{"HUP"}, C{"TERM"}, ...) to every worker.
+        """
+        for process, _ in list(self.workers.values()):
+            with suppress(ProcessExitedAlready):
+                process.signalProcess(name)
+
+    def _spawn(self, index: int) -> None:
+        self._pending.pop(index, None)
+        if self._stopping:
+            return
+        childFDs: dict[int, int | str] = {0: "w", 1: 1, 2: 2}
+        lines = []
+        fd = 3
+        for spec in self._listeners:
+            s = spec.socketFor(index)
+            childFDs[fd] = s.fileno()
+            lines.append(f"{fd},{int(s.family)},{spec.description}")
+            fd += 1
+        # The worker watches this pipe; only this process holds its other
+        # end, so the worker reads end-of-file once this process is gone.
+        childFDs[fd] = "w"
+        env = dict(os.environ)
+        env[INHERITED] = "\n".join(lines)
+        env[PARENT_PIPE] = str(fd)
+        argv = [sys.executable, "-c", _RUN_TWISTD, *self._arguments, *self.extraArguments]
+        protocol = _Worker(self, index)
+        process = self.reactor.spawnProcess(
+            protocol, sys.executable, argv, env=env, childFDs=childFDs
+        )
+        self.workers[index] = (process, protocol)
+        self._log.info("worker {index} started, pid {pid}", index=index, pid=process.pid)
+
+    def _workerEnded(self, worker: _Worker, reason: Failure) -> None:
+        index = worker.index
+        current = self.workers.get(index)
+        if current is not None and current[1] is worker:
+            del self.workers[index]
+        if self._stopping:
+            return
+        failures = self._failures.get(index, 0) + 1
+        self._failures[index] = failures
+        delay = min(30.0, 0.5 * 2 ** min(failures - 1, 6))
+        status = reason.value
+        code = getattr(status, "exitCode", None)
+        signal = getattr(status, "signal", None)
+        self._log.warn(
+            "worker {index} ended (exit {code}, signal {signal}); restarting in {delay}s",
+            index=index,
+            code=code,
+            signal=signal,
+            delay=delay,
+        )
+        self.restarts += 1
+        self._pending[index] = self.reactor.callLater(delay, self._spawn, index)
+
+    def stopService(self) -> Deferred[Any]:
+        """
+        Ask every worker to close gracefully; kill the ones still running
+        after the stop timeout.
+        """
+        super().stopService()
+        self._stopping = True
+        for call in self._pending.values():
+            if call.active():
+                call.cancel()
+        self._pending.clear()
+        if self._previousHangup is not None:
+            signal.signal(signal.SIGHUP, self._previousHangup)
+            self._previousHangup = None
+        ended = [protocol.ended for _, protocol in self.workers.values()]
+        self.signalWorkers("TERM")
+        killer = self.reactor.callLater(self._stopTimeout, self._killAll)
+
+        def done(result: object) -> None:
+            if killer.active():
+                killer.cancel()
+            for spec in self._listeners:
+                for s in spec.sockets:
+                    s.close()
+
+        return DeferredList(ended).addCallback(done)
+
+    def _killAll(self) -> None:
+        self.signalWorkers("KILL")
+
+
+def parentPipe(environ: dict[str, str] | None = None) -> int | None:
+    """
+    The descriptor of the pipe from a worker's parent, or C{None} outside a
+    worker.
+    """
+    value = (environ if environ is not None else os.environ).get(PARENT_PIPE, "")
+    return int(value) if value.isdigit() else None
+
+
+class _PipeReader(FileDescriptor):
+    """
+    Reads the pipe from the parent, which never writes: any end of it means
+    the parent is gone.
+    """
+
+    def __init__(self, fd: int, gone: Any, reactor: Any) -> None:
+        super().__init__(reactor)
+        self._fd = fd
+        self._gone = gone
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def doRead(self) -> Any:
+        try:
+            data = os.read(self._fd, 4096)
+        except BlockingIOError:
+            return None
+        except OSError:
+            data = b""
+        if not data:
+            self.stopReading()
+            self._gone()
+        return None
+
+    def connectionLost(self, reason: Failure) -> None:
+        """
+        The reactor saw the pipe hang up (the parent's end closed) without
+        anything to read: the parent is gone.
+        """
+        self.stopReading()
+        self._gone()
+
+
+class ParentWatch(Service):
+    """
+    In a worker: stop the reactor (a graceful stop: listeners close at once,
+    transactions get the close timeout) when the parent is gone, which the
+    pipe from it says by its end.
+
+    @ivar parentGone: Whether the parent was seen gone.
+    """
+
+    _log = Logger()
+
+    def __init__(self, fd: int, *, reactor: Any = None) -> None:
+        """
+        @param fd: The worker's end of the pipe from its parent.
+        @param reactor: The reactor (the global one by default).
+        """
+        self._fd = fd
+        self._reactor = reactor
+        self._reader: _PipeReader | None = None
+        self.parentGone = False
+
+    def startService(self) -> None:
+        """
+        Watch the pipe.
+        """
+        super().startService()
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        os.set_blocking(self._fd, False)
+        self._reader = _PipeReader(self._fd, self._gone, self._reactor)
+        self._reader.startReading()
+        # Once the reactor runs, its signal handlers are in place: from then
+        # on SIGTERM stops this worker gracefully.  Say so, so that whoever
+        # watches the log knows when the worker is ready.
+        self._reactor.callWhenRunning(self._ready)
+
+    def _ready(self) -> None:
+        self._log.info("worker ready, pid {pid}", pid=os.getpid())
+
+    def stopService(self) -> None:
+        """
+        Stop watching.
+        """
+        super().stopService()
+        if self._reader is not None:
+            self._reader.stopReading()
+            self._reader = None
+
+    def _gone(self) -> None:
+        if self.parentGone:
+            return
+        self.parentGone = True
+        self._log.warn("Parent process gone; this worker stops (pid {pid})", pid=os.getpid())
+        if self._reactor.running:
+            self._reactor.stop()
