@@ -71,6 +71,17 @@ BAD_BDAT = st.sampled_from(
         b"BDAT " + b"0" * 600,
     ]
 )
+#: SASL answers around the limit of AUTH lines (RFC 4954 section 4):
+#: valid credentials just under it, and over it; the limit exactly.
+LONG_PLAIN = b64encode(b"\0alice\0" + b"s" * 9000)
+SASL_ANSWERS = CONTINUATIONS | st.sampled_from(
+    [
+        LONG_PLAIN,
+        b64encode(b"\0alice\0" + b"s" * 9300),
+        b"A" * AUTH_LINE_LIMIT,
+        b"A" * (AUTH_LINE_LIMIT + 1),
+    ]
+)
 EVIL_LINES = st.sampled_from(
     [b"", b"MAIL FROM:<x@" + EVIL.encode() + b">\r\n", b"EHLO " + EVIL.encode() + b"\r\nRSET\r\n"]
 )
@@ -266,6 +277,8 @@ class SessionMachine(RuleBasedStateMachine):
         if len(line) > AUTH_LINE_LIMIT:
             assert code == 500, f"line of {len(line)} octets answered {code}"
         if self.authActive:
+            if len(line) <= AUTH_LINE_LIMIT:
+                assert code != 500, f"SASL answer of {len(line)} octets answered 500"
             self.authActive = code == 334
             return
         verb = verbOf(line)
@@ -392,7 +405,7 @@ class SessionMachine(RuleBasedStateMachine):
         self.feed(data, cuts, fireBetween)
 
     @precondition(lambda self: self.live() and self.authActive)
-    @rule(line=CONTINUATIONS, cuts=CUTS)
+    @rule(line=SASL_ANSWERS, cuts=CUTS)
     def continuation(self, line: bytes, cuts: list[int]) -> None:
         """
         An answer inside an AUTH exchange, in pieces; one over the limit
@@ -400,6 +413,41 @@ class SessionMachine(RuleBasedStateMachine):
         """
         self.owed.append(("line", line))
         self.feed(line + b"\r\n", cuts)
+
+    @precondition(lambda self: self.live() and not self.authActive and not self.bdatOpen)
+    @rule(
+        command=st.sampled_from([b"AUTH PLAIN", b"AUTH LOGIN", b"AUTH LOGIN " + b64encode(b"a")]),
+        answer=SASL_ANSWERS,
+        cuts=CUTS,
+    )
+    def saslExchange(self, command: bytes, answer: bytes, cuts: list[int]) -> None:
+        """
+        AUTH after a greeting, then one answer, in pieces: an answer over
+        the limit gets one 500, ends the exchange and never reaches
+        C{onAuth}; valid credentials just under it are taken.
+        """
+        self.settle()
+        if self.live() and not self.greeted:
+            self.greet([])
+            self.settle()
+        if not self.live() or self.authActive:
+            return
+        self.owed.append(("line", command))
+        self.feed(command + b"\r\n", [])
+        self.settle()
+        if not self.live() or not self.authActive:
+            return
+        calls = len(self.handler.calls)
+        self.owed.append(("line", answer))
+        self.feed(answer + b"\r\n", cuts)
+        if len(answer) > AUTH_LINE_LIMIT:
+            assert self.closed or self.lastCode == 500, self.lastCode
+            assert not self.authActive
+            assert self.handler.calls[calls:] == [], self.handler.calls[calls:]
+        elif command == b"AUTH PLAIN" and answer == LONG_PLAIN:
+            self.settle()
+            if self.handler.modes["onAuth"] in ("accept", "lateAccept", "mixed"):
+                assert self.closed or self.lastCode == 235, self.lastCode
 
     @precondition(lambda self: self.live() and not self.authActive)
     @rule(lines=BODY_LINES, cuts=CUTS, fireBetween=st.booleans(), anyway=st.integers(0, 4))
