@@ -261,7 +261,7 @@ class SessionMachine(RuleBasedStateMachine):
             assert code == 221, f"{code} {lines!r}"
             self.close()
         elif kind == "line":
-            self.lineReplied(item[1], code)
+            self.lineReplied(item[1], code, lines)
         elif kind == "refusedBdat":
             expected = 502 if self.bdatDisabled else 503
             assert code == expected, f"refused BDAT answered {code} {lines!r}, not {expected}"
@@ -273,7 +273,10 @@ class SessionMachine(RuleBasedStateMachine):
             self.greeted = False
             self.secure = True
 
-    def lineReplied(self, line: bytes, code: int) -> None:
+    def lineReplied(self, line: bytes, code: int, lines: list[bytes]) -> None:
+        if b"BDAT transfer in progress" in b" ".join(lines):
+            # RSET, a greeting and STARTTLS end a transfer.
+            assert self.bdatOpen, f"{line[:40]!r} answered {lines!r} outside a BDAT transfer"
         if len(line) > AUTH_LINE_LIMIT:
             assert code == 500, f"line of {len(line)} octets answered {code}"
         if self.authActive:
@@ -373,6 +376,7 @@ class SessionMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.live() and not self.authActive and not self.bdatOpen)
     @rule(
+        rset=st.sampled_from([True, True, True, False]),
         auth=st.booleans(),
         sender=st.sampled_from([b"<a@example.com>", b"<>", b"<a@example.com> SIZE=20"]),
         recipients=st.integers(1, 3),
@@ -380,18 +384,30 @@ class SessionMachine(RuleBasedStateMachine):
         fireBetween=st.booleans(),
     )
     def transaction(
-        self, auth: bool, sender: bytes, recipients: int, cuts: list[int], fireBetween: bool
+        self,
+        rset: bool,
+        auth: bool,
+        sender: bytes,
+        recipients: int,
+        cuts: list[int],
+        fireBetween: bool,
     ) -> None:
         """
-        A valid envelope, pipelined: RSET, MAIL and some RCPT, after AUTH
-        when asked.
+        A valid envelope, pipelined: RSET (mostly), MAIL and some RCPT,
+        after AUTH when asked.
         """
-        self.sendEnvelope(auth, sender, recipients, cuts, fireBetween)
+        self.sendEnvelope(auth, sender, recipients, cuts, fireBetween, rset)
 
     def sendEnvelope(
-        self, auth: bool, sender: bytes, recipients: int, cuts: list[int], fireBetween: bool
+        self,
+        auth: bool,
+        sender: bytes,
+        recipients: int,
+        cuts: list[int],
+        fireBetween: bool,
+        rset: bool = True,
     ) -> None:
-        lines = [b"RSET"]
+        lines = [b"RSET"] if rset else []
         if not self.greeted:
             lines.insert(0, b"LHLO client.example.com" if self.lmtp else b"EHLO c.example.com")
         if auth:
