@@ -495,19 +495,30 @@ class SessionMachine(RuleBasedStateMachine):
         chunks=st.lists(BODY_LINES, min_size=1, max_size=3),
         lastAt=st.integers(0, 3),
         envelope=st.sampled_from([True, True, True, False]),
+        rset=st.booleans(),
         cuts=CUTS,
+        restart=st.sampled_from([None, None, b"EHLO", b"HELO", b"LHLO", b"RSET"]),
     )
-    def bdat(self, chunks: list[list[bytes]], lastAt: int, envelope: bool, cuts: list[int]) -> None:
+    def bdat(
+        self,
+        chunks: list[list[bytes]],
+        lastAt: int,
+        envelope: bool,
+        rset: bool,
+        cuts: list[int],
+        restart: bytes | None,
+    ) -> None:
         """
         BDAT chunks of body text that looks like commands, pipelined, mostly
-        after an envelope when there is none.  Chunk C{lastAt} (if there is
+        after an envelope (with or without RSET) when there is none.  Chunk C{lastAt} (if there is
         one) is the LAST; the chunks after it, and all of them when BDAT is
         disabled or there is no accepted recipient, are refused: each owes
-        one reply, after its octets, and none of them reaches a hook.
+        one reply, after its octets, and none of them reaches a hook.  A
+        transfer left open is sometimes interrupted (L{restartInsideBdat}).
         """
         self.settle()
         if envelope and self.live() and not self.bdatOpen and not (self.mailOk and self.rcpts):
-            self.sendEnvelope(True, b"<a@example.com>", len(chunks), [], False)
+            self.sendEnvelope(True, b"<a@example.com>", len(chunks), [], False, rset)
             self.settle()
         if not self.live() or self.authActive:
             return
@@ -537,6 +548,22 @@ class SessionMachine(RuleBasedStateMachine):
         self.feed(data, cuts)
         newCalls = self.handler.calls[calls:]
         assert newCalls == ([("onData", "")] if starts else []), newCalls
+        if restart is not None and self.live() and self.bdatOpen:
+            self.settle()
+            if self.live() and not self.authActive:
+                self.restartInsideBdat(restart, cuts)
+
+    def restartInsideBdat(self, verb: bytes, cuts: list[int]) -> None:
+        """
+        A greeting or RSET in the middle of a BDAT transfer, then a new
+        envelope without RSET: the transfer is over (RFC 5321 section
+        4.1.4), so RCPT is never answered "BDAT transfer in progress".
+        """
+        lines = [verb if verb == b"RSET" else verb + b" client.example.com"]
+        lines += [b"MAIL FROM:<a@example.com>", b"RCPT TO:<r0@example.com>"]
+        for line in lines:
+            self.owed.append(("line", line))
+        self.feed(b"".join(line + b"\r\n" for line in lines), cuts)
 
     @precondition(lambda self: self.live() and not self.authActive)
     @rule(line=BAD_BDAT, chunk=BODY_LINES, now=st.integers(0, 3))
