@@ -9,7 +9,8 @@ After every step it checks that every reply is well formed (RFC 5321 section
 recipient after an LMTP body), that no error was logged but the ones the
 handler raised on purpose, that an idle session times out, that the messages
 delivered are exactly those that got 250, byte for byte, and that nothing
-from a body or from input discarded after STARTTLS ever reaches a hook.
+from a body, from a refused BDAT chunk or from input discarded after STARTTLS
+ever reaches a hook.
 """
 
 from __future__ import annotations
@@ -510,11 +511,12 @@ class SessionMachine(RuleBasedStateMachine):
     ) -> None:
         """
         BDAT chunks of body text that looks like commands, pipelined, mostly
-        after an envelope (with or without RSET) when there is none.  Chunk C{lastAt} (if there is
-        one) is the LAST; the chunks after it, and all of them when BDAT is
-        disabled or there is no accepted recipient, are refused: each owes
-        one reply, after its octets, and none of them reaches a hook.  A
-        transfer left open is sometimes interrupted (L{restartInsideBdat}).
+        after an envelope (with or without RSET) when there is none.  Chunk
+        C{lastAt} (if there is one) is the LAST; the chunks after it, and all
+        of them when BDAT is disabled or there is no accepted recipient, are
+        refused: each owes one reply, after its octets, and none of them
+        reaches a hook.  A transfer left open is sometimes interrupted (see
+        L{restartInsideBdat}).
         """
         self.settle()
         if envelope and self.live() and not self.bdatOpen and not (self.mailOk and self.rcpts):
