@@ -51,6 +51,21 @@ class KnownDefectTests(SynchronousTestCase):
         self.assertNotIn(500, [code for code, _ in replies])
         self.assertEqual(replies[-1], (250, [b"2.0.0 OK"]))
 
+    def test_ehloInsideBdatEndsTheTransfer(self) -> None:
+        """
+        After EHLO in the middle of a BDAT transfer, a new envelope is
+        accepted: the transfer is over, not "in progress".
+        """
+        options = ServerOptions(name="mx.example.com", disableReverseLookup=True, authOptional=True)
+        session = memorySession(FuzzHandler(), options)
+        session.send(b"EHLO c\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n")
+        session.send(b"BDAT 3\r\nabc")
+        session.send(b"EHLO c\r\n")
+        out = session.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n")
+        replies, rest = parseReplies(out)
+        self.assertEqual(rest, b"")
+        self.assertEqual([code for code, _ in replies], [250, 250])
+
     def _authExchange(self) -> object:
         options = ServerOptions(
             name="mx.example.com",

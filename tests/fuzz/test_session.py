@@ -9,7 +9,8 @@ After every step it checks that every reply is well formed (RFC 5321 section
 recipient after an LMTP body), that no error was logged but the ones the
 handler raised on purpose, that an idle session times out, that the messages
 delivered are exactly those that got 250, byte for byte, and that nothing
-from a body or from input discarded after STARTTLS ever reaches a hook.
+from a body, from a refused BDAT chunk or from input discarded after STARTTLS
+ever reaches a hook.
 """
 
 from __future__ import annotations
@@ -53,12 +54,35 @@ from tests.fuzz.model import (
 )
 from tests.test_starttls import FakeTLS, TLSStringTransport
 from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._serving.protocol import AUTH_LINE_LIMIT
 from twisted_smtpd._serving.server import SMTPServerFactory
 
 SOCKET_TIMEOUT = 60.0
 CLOSE_TIMEOUT = 30.0
 CUTS = st.lists(st.integers(0, 1 << 20), max_size=4)
 ACCEPTING = ("accept", "lateAccept", "mixed")
+#: BDAT lines whose chunk size cannot be read: 521 and a close.
+BAD_BDAT = st.sampled_from(
+    [
+        b"BDAT",
+        b"BDAT x",
+        b"BDAT 5 FOO",
+        b"BDAT -1",
+        b"BDAT 1234567890123456789",
+        b"BDAT " + b"0" * 600,
+    ]
+)
+#: SASL answers around the limit of AUTH lines (RFC 4954 section 4):
+#: valid credentials just under it, and over it; the limit exactly.
+LONG_PLAIN = b64encode(b"\0alice\0" + b"s" * 9000)
+SASL_ANSWERS = CONTINUATIONS | st.sampled_from(
+    [
+        LONG_PLAIN,
+        b64encode(b"\0alice\0" + b"s" * 9300),
+        b"A" * AUTH_LINE_LIMIT,
+        b"A" * (AUTH_LINE_LIMIT + 1),
+    ]
+)
 EVIL_LINES = st.sampled_from(
     [b"", b"MAIL FROM:<x@" + EVIL.encode() + b">\r\n", b"EHLO " + EVIL.encode() + b"\r\nRSET\r\n"]
 )
@@ -123,6 +147,7 @@ class SessionMachine(RuleBasedStateMachine):
         hideEnhanced=st.booleans(),
         connectMode=st.sampled_from(["accept"] * 20 + list(MODES)),
         dataMode=st.sampled_from(("accept",) * 3 + MODES),
+        disableBdat=st.sampled_from([False] * 5 + [True]),
     )
     def connect(
         self,
@@ -136,8 +161,10 @@ class SessionMachine(RuleBasedStateMachine):
         hideEnhanced: bool,
         connectMode: str,
         dataMode: str,
+        disableBdat: bool,
     ) -> None:
         self.lmtp = lmtp
+        self.bdatDisabled = disableBdat
         self.size = size
         self.bare = bare
         self.options = ServerOptions(
@@ -153,6 +180,7 @@ class SessionMachine(RuleBasedStateMachine):
             closeTimeout=CLOSE_TIMEOUT,
             hideENHANCEDSTATUSCODES=hideEnhanced,
             socketTimeout=SOCKET_TIMEOUT,
+            disabledCommands=("BDAT",) if disableBdat else (),
         )
         self.clock = Clock()
         self.factory = factory = SMTPServerFactory(self.handler, self.options, reactor=self.clock)
@@ -234,7 +262,10 @@ class SessionMachine(RuleBasedStateMachine):
             assert code == 221, f"{code} {lines!r}"
             self.close()
         elif kind == "line":
-            self.lineReplied(item[1], code)
+            self.lineReplied(item[1], code, lines)
+        elif kind == "refusedBdat":
+            expected = 502 if self.bdatDisabled else 503
+            assert code == expected, f"refused BDAT answered {code} {lines!r}, not {expected}"
         elif kind == "body":
             self.bodyReplied(code, lines, *item[1:])
         elif kind == "starttls" and code == 220:
@@ -243,8 +274,15 @@ class SessionMachine(RuleBasedStateMachine):
             self.greeted = False
             self.secure = True
 
-    def lineReplied(self, line: bytes, code: int) -> None:
+    def lineReplied(self, line: bytes, code: int, lines: list[bytes]) -> None:
+        if b"BDAT transfer in progress" in b" ".join(lines):
+            # RSET, a greeting and STARTTLS end a transfer.
+            assert self.bdatOpen, f"{line[:40]!r} answered {lines!r} outside a BDAT transfer"
+        if len(line) > AUTH_LINE_LIMIT:
+            assert code == 500, f"line of {len(line)} octets answered {code}"
         if self.authActive:
+            if len(line) <= AUTH_LINE_LIMIT:
+                assert code != 500, f"SASL answer of {len(line)} octets answered 500"
             self.authActive = code == 334
             return
         verb = verbOf(line)
@@ -321,12 +359,6 @@ class SessionMachine(RuleBasedStateMachine):
         """
         Pipeline command lines; some end with a bare LF.
         """
-        if self.bdatOpen:
-            # Known defect: EHLO in the middle of BDAT leaves stuck state.
-            lines = [x for x in lines if verbOf(x) not in (b"EHLO", b"HELO", b"LHLO")]
-        if self.authActive or any(verbOf(x) == b"AUTH" for x in lines):
-            # Known defect: a long SASL continuation line is accepted.
-            lines = [x for x in lines if len(x) <= 1000]
         data = b""
         for i, line in enumerate(lines):
             data += line + (b"\n" if i < len(lf) and lf[i] else b"\r\n")
@@ -345,6 +377,7 @@ class SessionMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.live() and not self.authActive and not self.bdatOpen)
     @rule(
+        rset=st.sampled_from([True, True, True, False]),
         auth=st.booleans(),
         sender=st.sampled_from([b"<a@example.com>", b"<>", b"<a@example.com> SIZE=20"]),
         recipients=st.integers(1, 3),
@@ -352,18 +385,30 @@ class SessionMachine(RuleBasedStateMachine):
         fireBetween=st.booleans(),
     )
     def transaction(
-        self, auth: bool, sender: bytes, recipients: int, cuts: list[int], fireBetween: bool
+        self,
+        rset: bool,
+        auth: bool,
+        sender: bytes,
+        recipients: int,
+        cuts: list[int],
+        fireBetween: bool,
     ) -> None:
         """
-        A valid envelope, pipelined: RSET, MAIL and some RCPT, after AUTH
-        when asked.
+        A valid envelope, pipelined: RSET (mostly), MAIL and some RCPT,
+        after AUTH when asked.
         """
-        self.sendEnvelope(auth, sender, recipients, cuts, fireBetween)
+        self.sendEnvelope(auth, sender, recipients, cuts, fireBetween, rset)
 
     def sendEnvelope(
-        self, auth: bool, sender: bytes, recipients: int, cuts: list[int], fireBetween: bool
+        self,
+        auth: bool,
+        sender: bytes,
+        recipients: int,
+        cuts: list[int],
+        fireBetween: bool,
+        rset: bool = True,
     ) -> None:
-        lines = [b"RSET"]
+        lines = [b"RSET"] if rset else []
         if not self.greeted:
             lines.insert(0, b"LHLO client.example.com" if self.lmtp else b"EHLO c.example.com")
         if auth:
@@ -377,10 +422,49 @@ class SessionMachine(RuleBasedStateMachine):
         self.feed(data, cuts, fireBetween)
 
     @precondition(lambda self: self.live() and self.authActive)
-    @rule(line=CONTINUATIONS)
-    def continuation(self, line: bytes) -> None:
+    @rule(line=SASL_ANSWERS, cuts=CUTS)
+    def continuation(self, line: bytes, cuts: list[int]) -> None:
+        """
+        An answer inside an AUTH exchange, in pieces; one over the limit
+        gets 500 and ends the exchange (see L{lineReplied}).
+        """
         self.owed.append(("line", line))
-        self.feed(line + b"\r\n", [])
+        self.feed(line + b"\r\n", cuts)
+
+    @precondition(lambda self: self.live() and not self.authActive and not self.bdatOpen)
+    @rule(
+        command=st.sampled_from([b"AUTH PLAIN", b"AUTH LOGIN", b"AUTH LOGIN " + b64encode(b"a")]),
+        answer=SASL_ANSWERS,
+        cuts=CUTS,
+    )
+    def saslExchange(self, command: bytes, answer: bytes, cuts: list[int]) -> None:
+        """
+        AUTH after a greeting, then one answer, in pieces: an answer over
+        the limit gets one 500, ends the exchange and never reaches
+        C{onAuth}; valid credentials just under it are taken.
+        """
+        self.settle()
+        if self.live() and not self.greeted:
+            self.greet([])
+            self.settle()
+        if not self.live() or self.authActive:
+            return
+        self.owed.append(("line", command))
+        self.feed(command + b"\r\n", [])
+        self.settle()
+        if not self.live() or not self.authActive:
+            return
+        calls = len(self.handler.calls)
+        self.owed.append(("line", answer))
+        self.feed(answer + b"\r\n", cuts)
+        if len(answer) > AUTH_LINE_LIMIT:
+            assert self.closed or self.lastCode == 500, self.lastCode
+            assert not self.authActive
+            assert self.handler.calls[calls:] == [], self.handler.calls[calls:]
+        elif command == b"AUTH PLAIN" and answer == LONG_PLAIN:
+            self.settle()
+            if self.handler.modes["onAuth"] in ("accept", "lateAccept", "mixed"):
+                assert self.closed or self.lastCode == 235, self.lastCode
 
     @precondition(lambda self: self.live() and not self.authActive)
     @rule(lines=BODY_LINES, cuts=CUTS, fireBetween=st.booleans(), anyway=st.integers(0, 4))
@@ -408,25 +492,49 @@ class SessionMachine(RuleBasedStateMachine):
         self.feed(dotStuff(lines), cuts, fireBetween)
 
     @precondition(lambda self: self.live() and not self.authActive)
-    @rule(chunks=st.lists(BODY_LINES, min_size=1, max_size=3), last=st.booleans(), cuts=CUTS)
-    def bdat(self, chunks: list[list[bytes]], last: bool, cuts: list[int]) -> None:
+    @rule(
+        chunks=st.lists(BODY_LINES, min_size=1, max_size=3),
+        lastAt=st.integers(0, 3),
+        envelope=st.sampled_from([True, True, True, False]),
+        rset=st.booleans(),
+        cuts=CUTS,
+        restart=st.sampled_from([None, None, b"EHLO", b"HELO", b"LHLO", b"RSET"]),
+    )
+    def bdat(
+        self,
+        chunks: list[list[bytes]],
+        lastAt: int,
+        envelope: bool,
+        rset: bool,
+        cuts: list[int],
+        restart: bytes | None,
+    ) -> None:
         """
-        BDAT chunks of body text that looks like commands, pipelined, after
-        an envelope when there is none.
+        BDAT chunks of body text that looks like commands, pipelined, mostly
+        after an envelope (with or without RSET) when there is none.  Chunk
+        C{lastAt} (if there is one) is the LAST; the chunks after it, and all
+        of them when BDAT is disabled or there is no accepted recipient, are
+        refused: each owes one reply, after its octets, and none of them
+        reaches a hook.  A transfer left open is sometimes interrupted (see
+        L{restartInsideBdat}).
         """
         self.settle()
-        if self.live() and not self.bdatOpen and not (self.mailOk and self.rcpts):
-            self.sendEnvelope(True, b"<a@example.com>", len(chunks), [], False)
+        if envelope and self.live() and not self.bdatOpen and not (self.mailOk and self.rcpts):
+            self.sendEnvelope(True, b"<a@example.com>", len(chunks), [], False, rset)
             self.settle()
-        # Known defect: a refused BDAT's chunk is parsed as commands; only
-        # send BDAT where it is accepted.
-        if not (self.live() and not self.authActive and self.mailOk and self.rcpts > 0):
+        if not self.live() or self.authActive:
             return
+        accepted = not self.bdatDisabled and self.mailOk and self.rcpts > 0
+        starts = accepted and not self.bdatOpen
+        calls = len(self.handler.calls)
         data = b""
         for i, lines in enumerate(chunks):
             chunk = b"\r\n".join(lines)
-            final = last and i == len(chunks) - 1
+            final = i == lastAt
             data += b"BDAT %d%s\r\n" % (len(chunk), b" LAST" if final else b"") + chunk
+            if not accepted:
+                self.owed.append(("refusedBdat",))
+                continue
             self.bdatChunks.append(chunk)
             if not final:
                 self.owed.append(("line", b"BDAT"))
@@ -435,8 +543,48 @@ class SessionMachine(RuleBasedStateMachine):
             count = self.rcpts if self.lmtp else 1
             for index in range(count):
                 self.owed.append(("body", expected, False, index, count))
-        self.bdatOpen = not last
+            # A BDAT after LAST has no transaction.
+            accepted = False
+        if starts or self.bdatOpen:
+            self.bdatOpen = lastAt >= len(chunks)
         self.feed(data, cuts)
+        newCalls = self.handler.calls[calls:]
+        assert newCalls == ([("onData", "")] if starts else []), newCalls
+        if restart is not None and self.live() and self.bdatOpen:
+            self.settle()
+            if self.live() and not self.authActive:
+                self.restartInsideBdat(restart, cuts)
+
+    def restartInsideBdat(self, verb: bytes, cuts: list[int]) -> None:
+        """
+        A greeting or RSET in the middle of a BDAT transfer, then a new
+        envelope without RSET: the transfer is over (RFC 5321 section
+        4.1.4), so RCPT is never answered "BDAT transfer in progress".
+        """
+        lines = [verb if verb == b"RSET" else verb + b" client.example.com"]
+        lines += [b"MAIL FROM:<a@example.com>", b"RCPT TO:<r0@example.com>"]
+        for line in lines:
+            self.owed.append(("line", line))
+        self.feed(b"".join(line + b"\r\n" for line in lines), cuts)
+
+    @precondition(lambda self: self.live() and not self.authActive)
+    @rule(line=BAD_BDAT, chunk=BODY_LINES, now=st.integers(0, 3))
+    def badBdat(self, line: bytes, chunk: list[bytes], now: int) -> None:
+        """
+        A BDAT line whose size cannot be read (drawn rarely: it ends the
+        session): 521 and a close, in or out of a transfer, and nothing
+        behind it is read.
+        """
+        if now:
+            return
+        self.settle()
+        if not self.live() or self.authActive:
+            return
+        calls = len(self.handler.calls)
+        self.owed.append(("closing",))
+        self.feed(line + b"\r\n" + b"\r\n".join(chunk), [])
+        assert self.closed and self.lastCode == 521, self.lastCode
+        assert self.handler.calls[calls:] == [], self.handler.calls[calls:]
 
     @precondition(lambda self: self.live() and not self.authActive and not self.bdatOpen)
     @rule(junk=EVIL_LINES)
