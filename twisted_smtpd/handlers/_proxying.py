@@ -14,6 +14,7 @@ next hop accepted.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -74,7 +75,7 @@ def _status(reply: ClientReply) -> str:
     return reply.enhanced or f"{reply.code // 100}.0.0"
 
 
-class ProxyingHandler(BaseHandler):
+class ProxyingHandler(BaseHandler, ABC):
     """
     Pass MAIL, each RCPT and the body on to a next hop, answering each with
     its verdict.  Subclasses say how to open a session (L{openSession}).
@@ -119,11 +120,11 @@ class ProxyingHandler(BaseHandler):
         if closeOnShutdown:
             reactor.addSystemEventTrigger("before", "shutdown", self.close)
 
+    @abstractmethod
     def openSession(self) -> Deferred[ClientSession]:
         """
-        Open a new session to the next hop.
+        Open a new session to the next hop (each kind of next hop says how).
         """
-        raise NotImplementedError()
 
     def close(self) -> Deferred[None]:
         """
