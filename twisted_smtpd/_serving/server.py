@@ -138,19 +138,7 @@ class SMTPServerFactory(ServerFactory):
         @raise ValueError: A certificate file cannot be read.
         """
         if self._tls is None:
-            o = self.options
-            self._tls = ServerTLS(
-                o.certificate,
-                o.privateKey,
-                o.caCertificates,
-                o.sniOptions,
-                o.requestCert,
-                o.rejectUnauthorized,
-                hostname=o.name,
-                ciphers=o.tlsCiphers,
-                minVersion=o.tlsMinVersion,
-                sniCallback=o.sniCallback,
-            )
+            self._tls = ServerTLS.fromOptions(self.options)
         return self._tls
 
     def reloadCertificates(self) -> None:

@@ -28,6 +28,7 @@ from twisted.internet.interfaces import IOpenSSLContextFactory, IOpenSSLServerCo
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.session import TLSInfo
 from twisted_smtpd._serving.sni import DynamicSNI, TLSPolicy
 
@@ -404,6 +405,28 @@ class ServerTLS:
             )
         except SSL.Error as e:
             raise ValueError(f"cannot use the TLS certificates: {e}") from e
+
+    @classmethod
+    def fromOptions(cls, options: ServerOptions) -> ServerTLS:
+        """
+        The TLS configuration C{options} describe: certificate, key, client
+        certificate CAs, SNI, ciphers, minimum version and SNI callback.
+
+        @raise OSError: If a file cannot be read.
+        @raise ValueError: If a file does not hold what it should.
+        """
+        return cls(
+            options.certificate,
+            options.privateKey,
+            options.caCertificates,
+            options.sniOptions,
+            options.requestCert,
+            options.rejectUnauthorized,
+            hostname=options.name,
+            ciphers=options.tlsCiphers,
+            minVersion=options.tlsMinVersion,
+            sniCallback=options.sniCallback,
+        )
 
     def reload(self) -> None:
         """

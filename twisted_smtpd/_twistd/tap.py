@@ -545,17 +545,7 @@ class Options(AuthOptionMixin, usage.Options):
             except OSError as e:
                 raise usage.UsageError(f"--tls-ca: {reason(e)}") from None
         try:
-            ServerTLS(
-                o.certificate,
-                o.privateKey,
-                o.caCertificates,
-                o.sniOptions,
-                o.requestCert,
-                o.rejectUnauthorized,
-                hostname=o.name,
-                ciphers=o.tlsCiphers,
-                minVersion=o.tlsMinVersion,
-            )
+            ServerTLS.fromOptions(o)
         except ValueError as e:
             why = reason(e)
             flag = "--sni"
