@@ -20,12 +20,13 @@ class RecordingProtocol:
 
     def __init__(self) -> None:
         self.written: list[bytes] = []
-        self._outstanding = 0
+        self.chunks = 0
         self.transport = None
         self.connected = True
 
-    def writeBody(self, data: bytes) -> None:
-        self.written.append(data)
+    def writeChunk(self, data: bytes) -> None:
+        self.chunks += 1
+        self.written.append(b"BDAT %d\r\n" % len(data) + data)
 
 
 class ChunkWriterTests(SynchronousTestCase):
@@ -36,8 +37,8 @@ class ChunkWriterTests(SynchronousTestCase):
     def test_smallPiecesGathered(self) -> None:
         """
         A body arriving in many small pieces leaves in chunks of
-        C{CHUNK_SIZE} octets (and the rest), not one BDAT per piece; every
-        chunk is counted as a reply to wait for.
+        C{CHUNK_SIZE} octets (and the rest), not one BDAT per piece, each
+        through C{writeChunk} (which counts its reply as one to wait for).
         """
         protocol = RecordingProtocol()
         writer = _ChunkWriter(protocol)  # type: ignore[arg-type]
@@ -46,7 +47,7 @@ class ChunkWriterTests(SynchronousTestCase):
             writer.write(body[start : start + 7])
         writer.flush()
         self.assertEqual(writer.chunks, 2)
-        self.assertEqual(protocol._outstanding, 2)
+        self.assertEqual(protocol.chunks, 2)
         first, second = protocol.written
         # The first chunk is the first whole number of pieces reaching it.
         self.assertTrue(first.startswith(b"BDAT %d\r\n" % (-(-CHUNK_SIZE // 7) * 7)))

@@ -159,7 +159,7 @@ class ClientProtocol(Protocol):
             replies = self._parser.feed(data)
         except ValueError as e:
             self._protocolError = str(e)
-            self._abort()
+            self.abort()
             return
         for reply in replies:
             if self._waiters:
@@ -192,9 +192,12 @@ class ClientProtocol(Protocol):
     def _timeOut(self) -> None:
         self._timer = None
         self._timedOut = True
-        self._abort()
+        self.abort()
 
-    def _abort(self) -> None:
+    def abort(self) -> None:
+        """
+        Drop the connection at once.
+        """
         if self.connected and self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
@@ -264,6 +267,14 @@ class ClientProtocol(Protocol):
         d.addBoth(done)
         return waiter
 
+    def writeChunk(self, data: bytes) -> None:
+        """
+        Send one BDAT chunk: the command, then the octets, whose reply is
+        read later (the chunks of a message are pipelined).
+        """
+        self._outstanding += 1
+        self.writeBody(b"BDAT %d\r\n" % len(data) + data)
+
     def writeBody(self, data: bytes) -> None:
         """
         Write stuffed body bytes (from L{_BodyWriter}).
@@ -290,11 +301,11 @@ class ClientProtocol(Protocol):
             if self.connected and self._outstanding == 0:
                 await self._quit()
             else:
-                self._abort()
+                self.abort()
                 await self._closed
             raise
         except Exception:
-            self._abort()
+            self.abort()
             await self._closed
             raise
         await self._quit()

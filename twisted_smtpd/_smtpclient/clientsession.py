@@ -91,8 +91,7 @@ class _ChunkWriter:
         data = b"".join(self._buffer)
         self._buffer, self._buffered = [], 0
         self.chunks += 1
-        self._protocol._outstanding += 1
-        self._protocol.writeBody(b"BDAT %d\r\n" % len(data) + data)
+        self._protocol.writeChunk(data)
 
 
 @implementer(IOpenSSLClientConnectionCreator)
@@ -311,7 +310,7 @@ class ClientSession:
         Drop the connection at once.
         """
         self._broken = True
-        self._protocol._abort()
+        self._protocol.abort()
 
 
 async def openSession(
@@ -335,10 +334,10 @@ async def openSession(
         if protocol.connected and protocol._outstanding == 0:
             await protocol._quit()
         else:
-            protocol._abort()
+            protocol.abort()
             await protocol._closed
         raise
     except BaseException:
-        protocol._abort()
+        protocol.abort()
         raise
     return ClientSession(protocol, extensions, request.lmtp)
