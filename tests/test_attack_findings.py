@@ -205,7 +205,7 @@ class MappedAddressTests(SynchronousTestCase):
 
         proto, transport = self._connect(maxClientsPerIp=1, limitExemptions=["192.0.2.0/24"])
         # Two sessions on the same factory.
-        factory = proto._serverFactory  # type: ignore[attr-defined]
+        factory = proto.server  # type: ignore[attr-defined]
         second = factory.buildProtocol(None)
         t2 = StringTransport(
             peerAddress=IPv6Address("TCP", "::ffff:192.0.2.7", 40001),
@@ -218,7 +218,7 @@ class MappedAddressTests(SynchronousTestCase):
         from twisted.internet.address import IPv4Address, IPv6Address
         from twisted.internet.testing import StringTransport
 
-        factory = proto._serverFactory  # type: ignore[attr-defined]
+        factory = proto.server  # type: ignore[attr-defined]
         second = factory.buildProtocol(None)
         address = IPv6Address if ":" in host else IPv4Address
         t2 = StringTransport(

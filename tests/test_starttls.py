@@ -206,7 +206,7 @@ class StartTLSTests(SynchronousTestCase):
         client in the middle of a handshake) and its slot given back.
         """
         proto, transport = connect(tlsHandshakeTimeout=30, socketTimeout=300)
-        clock: Any = proto._clock
+        clock: Any = proto.clock
         proto.dataReceived(b"EHLO c\r\nSTARTTLS\r\n")
         take(transport)
         clock.advance(29)
@@ -215,7 +215,7 @@ class StartTLSTests(SynchronousTestCase):
         self.assertTrue(transport.disconnected)
         self.assertEqual(take(transport), b"")
         proto.connectionLost()
-        self.assertEqual(proto._serverFactory.connections, set())  # type: ignore[union-attr]
+        self.assertEqual(proto.server.connections, set())  # type: ignore[union-attr]
 
     def test_stalledHandshakeDefault(self) -> None:
         """
@@ -223,7 +223,7 @@ class StartTLSTests(SynchronousTestCase):
         timeout.
         """
         proto, transport = connect()
-        clock: Any = proto._clock
+        clock: Any = proto.clock
         proto.dataReceived(b"EHLO c\r\nSTARTTLS\r\n")
         clock.advance(30)
         self.assertTrue(transport.disconnected)
@@ -233,7 +233,7 @@ class StartTLSTests(SynchronousTestCase):
         After the handshake only the socket timeout applies.
         """
         proto, transport = connect(tlsHandshakeTimeout=5, socketTimeout=60)
-        clock: Any = proto._clock
+        clock: Any = proto.clock
         proto.dataReceived(b"EHLO c\r\nSTARTTLS\r\n")
         clock.advance(4)
         proto.handshakeCompleted()

@@ -24,16 +24,16 @@ from twisted_smtpd._core.sasl import (
 from twisted_smtpd._core.session import AuthRequest, AuthResult
 
 if TYPE_CHECKING:
-    from twisted_smtpd._serving.protocol import SMTPProtocol
+    from twisted_smtpd._serving.context import CommandContext
 
 
-def advertisedMechanisms(p: SMTPProtocol) -> tuple[str, ...]:
+def advertisedMechanisms(p: CommandContext) -> tuple[str, ...]:
     """
     The mechanisms to list in EHLO now: none unless AUTH is enabled and
     the session is encrypted (or insecure AUTH is allowed).
     """
-    factory = p._serverFactory
-    options = p._options
+    factory = p.server
+    options = p.options
     if factory is None or not factory.authEnabled or "AUTH" in options.disabledCommands:
         return ()
     if not (p.session.secure or options.allowInsecureAuth):
@@ -48,7 +48,7 @@ class AuthCommand:
     @ivar failures: Failed attempts so far.
     """
 
-    def __init__(self, protocol: SMTPProtocol) -> None:
+    def __init__(self, protocol: CommandContext) -> None:
         self._protocol = protocol
         self._mechanism: Mechanism | None = None
         self._pendingFailure: Reply | None = None
@@ -68,31 +68,31 @@ class AuthCommand:
         Handle C{AUTH mechanism [initial-response]}.
         """
         p = self._protocol
-        factory = p._serverFactory
-        options = p._options
+        factory = p.server
+        options = p.options
         self.request = None
         if factory is None or not factory.authEnabled:
-            p._fail(catalogue.AUTH_NOT_ENABLED)
+            p.fail(catalogue.AUTH_NOT_ENABLED)
             return
-        if p._phase is Phase.CONNECTED:
-            p._fail(catalogue.NEED_LHLO if options.lmtp else catalogue.NEED_HELO)
+        if p.phase is Phase.CONNECTED:
+            p.fail(catalogue.NEED_LHLO if options.lmtp else catalogue.NEED_HELO)
             return
         if p.session.user is not None:
-            p._fail(catalogue.ALREADY_AUTHENTICATED)
+            p.fail(catalogue.ALREADY_AUTHENTICATED)
             return
-        if p._phase in (Phase.MAIL, Phase.RCPT):
-            p._fail(catalogue.AUTH_IN_TRANSACTION)
+        if p.phase in (Phase.MAIL, Phase.RCPT):
+            p.fail(catalogue.AUTH_IN_TRANSACTION)
             return
         if not (p.session.secure or options.allowInsecureAuth):
-            p._fail(catalogue.AUTH_NEEDS_TLS)
+            p.fail(catalogue.AUTH_NEEDS_TLS)
             return
         parts = argument.split(None, 1)
         if not parts or len(parts[0]) > 20:
-            p._fail(catalogue.SYNTAX_ERROR)
+            p.fail(catalogue.SYNTAX_ERROR)
             return
         name = parts[0].decode("ascii", "replace").upper()
         if name not in factory.authMechanisms:
-            p._fail(catalogue.AUTH_UNRECOGNIZED)
+            p.fail(catalogue.AUTH_UNRECOGNIZED)
             return
         mechanism = createMechanism(name, hostname=options.name)
         self._advance(mechanism, mechanism.start(parts[1] if len(parts) > 1 else None))
@@ -124,11 +124,11 @@ class AuthCommand:
         p = self._protocol
         if isinstance(step, Challenge):
             self._mechanism = mechanism
-            p._send(catalogue.challenge(step.text))
+            p.reply(catalogue.challenge(step.text))
             return
         self._mechanism = None
         if isinstance(step, Failed):
-            p._fail(step.reply)
+            p.fail(step.reply)
             return
         assert isinstance(step, Done)
         self._decide(step.request)
@@ -136,7 +136,7 @@ class AuthCommand:
     def _decide(self, request: AuthRequest) -> None:
         p = self._protocol
         self.request = request
-        factory = p._serverFactory
+        factory = p.server
         assert factory is not None
 
         def accepted(result: object) -> None:
@@ -144,7 +144,7 @@ class AuthCommand:
                 refused(catalogue.AUTH_FAILED)
                 return
             if not _mayActAs(request, result):
-                p._log.info(
+                p.log.info(
                     "{session} auth {method}: {username!r} may not act as {authzid!r}",
                     session=p.session.id,
                     method=request.method,
@@ -157,8 +157,8 @@ class AuthCommand:
             message = result.message if isinstance(result, AuthResult) else None
             p.session.user = user
             p.updateTransmissionType()
-            p._emit("auth", method=request.method, username=request.username)
-            p._send(
+            p.emit("auth", method=request.method, username=request.username)
+            p.reply(
                 Reply(235, "2.7.0", catalogue.sanitiseText(message))
                 if message
                 else catalogue.AUTH_OK
@@ -168,18 +168,18 @@ class AuthCommand:
             if request.method == "XOAUTH2" and reply.code == 535:
                 # Google's dialogue: an error challenge first, then 535.
                 self._pendingFailure = reply
-                p._send(catalogue.challenge(xoauth2FailureChallenge().text))
+                p.reply(catalogue.challenge(xoauth2FailureChallenge().text))
                 return
             self._failed(reply)
 
-        p._hook(factory.authenticator(request.method), (request, p.session), accepted, refused)
+        p.hook(factory.authenticator(request.method), (request, p.session), accepted, refused)
 
     def _failed(self, reply: Reply) -> None:
         p = self._protocol
         self.failures += 1
-        p._fail(reply)
-        if self.failures >= p._options.maxAuthFailures:
-            p._closeWith(catalogue.TOO_MANY_AUTH_FAILURES)
+        p.fail(reply)
+        if self.failures >= p.options.maxAuthFailures:
+            p.closeWith(catalogue.TOO_MANY_AUTH_FAILURES)
 
 
 def _mayActAs(request: AuthRequest, result: object) -> bool:

@@ -21,11 +21,41 @@ from twisted_smtpd._serving.flow import PAUSE_WRITE
 
 if TYPE_CHECKING:
     from twisted_smtpd._core.options import ServerOptions
-    from twisted_smtpd._serving.protocol import SMTPProtocol
+    from twisted_smtpd._serving.context import SessionControl
 
 #: Seconds a polite close (421, then closing once the replies are sent) may
 #: take before the connection is aborted.
 CLOSE_GRACE = 5.0
+
+
+class Times:
+    """
+    When things happened on one connection, for its deadlines.
+
+    @ivar lastActivity: When the client last sent something (or read a
+        reply it had left unread, or was kept waiting by a hook).
+    @ivar handshakeSince: When the TLS handshake in progress began, or
+        C{None}.
+    @ivar closingSince: When the session began to close.
+    @ivar rateSince: When the current C{minDataRate} window began.
+    @ivar rateBytes: Octets of the message transfer in that window.
+    @ivar pendingSeen: Octets waiting in the send buffer at the last check,
+        while the client does not read.
+    """
+
+    __slots__ = (
+        "closingSince",
+        "handshakeSince",
+        "lastActivity",
+        "pendingSeen",
+        "rateBytes",
+        "rateSince",
+    )
+
+    def __init__(self) -> None:
+        self.lastActivity = self.closingSince = self.rateSince = 0.0
+        self.handshakeSince: float | None = None
+        self.pendingSeen = self.rateBytes = 0
 
 
 def pendingBytes(transport: object) -> int | None:
@@ -54,134 +84,122 @@ def interval(options: ServerOptions) -> float:
     return min(1.0, shortest / 4)
 
 
-def check(p: SMTPProtocol, now: float) -> None:
+def check(p: SessionControl, now: float) -> None:
     """
     Enforce C{p}'s deadlines at time C{now}.
     """
-    if not p._connected:
+    if not p.connected:
         return
     session = p.session.id
     client = p.session.remoteAddress[0]
-    if p._closing:
-        if now - p._closingSince >= CLOSE_GRACE:
-            p._log.info(
+    if p.closing:
+        if now - p.times.closingSince >= CLOSE_GRACE:
+            p.log.info(
                 "{session} {client} close not done after {seconds:g} s: connection aborted",
                 session=session,
                 client=client,
                 seconds=CLOSE_GRACE,
             )
-            abort(p)
+            p.abort()
         return
-    options = p._options
-    if p._handshakeSince is not None:
-        if now - p._handshakeSince >= options.tlsHandshakeTimeout:
-            p._log.info(
+    options = p.options
+    if p.times.handshakeSince is not None:
+        if now - p.times.handshakeSince >= options.tlsHandshakeTimeout:
+            p.log.info(
                 "{session} {client} TLS handshake timeout ({seconds:g} s): connection aborted",
                 session=session,
                 client=client,
                 seconds=options.tlsHandshakeTimeout,
             )
-            abort(p)
+            p.abort()
         return
-    if p._pauses & PAUSE_WRITE:
+    if p.pauses & PAUSE_WRITE:
         # The client does not read its replies: only progress in sending
         # them counts as its activity.
         pending = pendingBytes(p.transport)
-        if pending is not None and pending < p._pendingSeen:
-            p._lastActivity = now
-        p._pendingSeen = pending if pending is not None else 0
-        if now - p._lastActivity >= options.socketTimeout:
+        if pending is not None and pending < p.times.pendingSeen:
+            p.times.lastActivity = now
+        p.times.pendingSeen = pending if pending is not None else 0
+        if now - p.times.lastActivity >= options.socketTimeout:
             timeout(p, "write timeout: replies unread")
         return
-    p._pendingSeen = 0
-    if p._waiting or p._pauses:
+    p.times.pendingSeen = 0
+    if p.waiting or p.pauses:
         # Waiting for our own hook or a slow handler is not the client's
         # silence.
-        p._lastActivity = now
-        p._rateSince = now
-        p._rateBytes = 0
+        p.times.lastActivity = now
+        p.times.rateSince = now
+        p.times.rateBytes = 0
         return
-    if now - p._lastActivity >= options.socketTimeout:
+    if now - p.times.lastActivity >= options.socketTimeout:
         timeout(p, "timeout")
         return
     rate = options.minDataRate
-    if rate is None or (p._receiver is None and p._discard is None):
+    if rate is None or (p.receiver is None and p.discard is None):
         # Only a message transfer (or a refused BDAT chunk being dropped) is
         # measured; its first window starts with it (L{transferStarted}).  A
         # BDAT message is measured from its first chunk to its last, the
         # time between chunks included.
         return
     least, seconds = rate
-    if now - p._rateSince >= seconds:
-        if p._rateBytes < least:
-            p._log.info(
+    if now - p.times.rateSince >= seconds:
+        if p.times.rateBytes < least:
+            p.log.info(
                 "{session} {client} data rate below {least} bytes per {seconds:g} s "
                 "({received} bytes): connection closed",
                 session=session,
                 client=client,
                 least=least,
                 seconds=seconds,
-                received=p._rateBytes,
+                received=p.times.rateBytes,
             )
             p.abandonMessage(catalogue.TOO_SLOW)
-            p._closeWith(catalogue.TOO_SLOW)
+            p.closeWith(catalogue.TOO_SLOW)
             return
-        p._rateSince = now
-        p._rateBytes = 0
+        p.times.rateSince = now
+        p.times.rateBytes = 0
 
 
-def transferStarted(p: SMTPProtocol) -> None:
+def transferStarted(p: SessionControl) -> None:
     """
     A message transfer begins (DATA, the first BDAT chunk of a message, or
     a refused chunk to drop): its first C{minDataRate} window starts now.
     """
-    p._rateSince = p._clock.seconds()
-    p._rateBytes = 0
+    p.times.rateSince = p.clock.seconds()
+    p.times.rateBytes = 0
 
 
-def timeout(p: SMTPProtocol, what: str) -> None:
+def timeout(p: SessionControl, what: str) -> None:
     """
     Log C{what} timed out, answer 421 and close.
     """
-    p._log.info(
+    p.log.info(
         "{session} {client} {what} ({seconds:g} s)",
         session=p.session.id,
         client=p.session.remoteAddress[0],
         what=what,
-        seconds=p._options.socketTimeout,
+        seconds=p.options.socketTimeout,
     )
     p.abandonMessage(catalogue.TIMEOUT)
-    p._closeWith(catalogue.TIMEOUT)
+    p.closeWith(catalogue.TIMEOUT)
 
 
-def abort(p: SMTPProtocol) -> None:
-    """
-    Drop the connection now, whatever is still queued.
-    """
-    p.abandonMessage(catalogue.TIMEOUT)
-    p._closing = True
-    p._closingSince = p._clock.seconds()
-    p._buffer = b""
-    transport: Any = p.transport
-    transport.abortConnection()
-
-
-def shutdown(p: SMTPProtocol, force: bool) -> None:
+def shutdown(p: SessionControl, force: bool) -> None:
     """
     The server is closing: end C{p} with 421 now when it is idle (or when
     C{force}), else once its transaction is over; abort it at once in the
     middle of a TLS handshake, where no 421 can reach the client.
     """
-    p._draining = True
-    if p._closing:
+    p.draining = True
+    if p.closing:
         return
-    if p._handshakeSince is not None:
-        p._log.info(
+    if p.times.handshakeSince is not None:
+        p.log.info(
             "{session} {client} shutdown during the TLS handshake: connection aborted",
             session=p.session.id,
             client=p.session.remoteAddress[0],
         )
-        abort(p)
+        p.abort()
     elif force or not p.inTransaction():
         p.abandonMessage(catalogue.SHUTDOWN)
-        p._closeWith(catalogue.SHUTDOWN)
+        p.closeWith(catalogue.SHUTDOWN)

@@ -23,7 +23,7 @@ class Pausable(Protocol):
     What L{StreamUpstream} drives: the session's reading switch.
     """
 
-    def _setPause(self, reason: int, paused: bool) -> None: ...
+    def setPause(self, reason: int, paused: bool) -> None: ...
 
 
 @implementer(IPushProducer)
@@ -40,19 +40,19 @@ class StreamUpstream:
         """
         Stop reading from the client.
         """
-        self._protocol._setPause(PAUSE_STREAM, True)
+        self._protocol.setPause(PAUSE_STREAM, True)
 
     def resumeProducing(self) -> None:
         """
         Read from the client again.
         """
-        self._protocol._setPause(PAUSE_STREAM, False)
+        self._protocol.setPause(PAUSE_STREAM, False)
 
     def stopProducing(self) -> None:
         """
         The stream wants no more flow control.
         """
-        self._protocol._setPause(PAUSE_STREAM, False)
+        self._protocol.setPause(PAUSE_STREAM, False)
 
 
 def writeThrough(transport: Any, data: bytes, plainTCP: bool) -> None:

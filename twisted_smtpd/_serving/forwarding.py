@@ -14,13 +14,14 @@ from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.grammar import XCLIENT_ATTRIBUTES, XFORWARD_ATTRIBUTES, Phase
 from twisted_smtpd._core.options import trusted
 from twisted_smtpd._core.printable import addressLiteral
-from twisted_smtpd._core.session import ProxyInfo, unmapped
+from twisted_smtpd._core.session import ProxyInfo, Session, unmapped
 from twisted_smtpd._core.xclient import UNAVAILABLE, parseXClient, parseXForward, stripIPv6Prefix
 from twisted_smtpd._serving.flow import PAUSE_HOOK
+from twisted_smtpd._serving.greeting import runConnectHooks
 from twisted_smtpd._serving.proxy import proxyDetails
 
 if TYPE_CHECKING:
-    from twisted_smtpd._serving.protocol import SMTPProtocol
+    from twisted_smtpd._serving.context import CommandContext, SessionControl
 
 _UNAVAILABLE = frozenset({UNAVAILABLE, "[TEMPUNAVAIL]"})
 
@@ -30,17 +31,15 @@ def _port(value: str | None, default: int) -> int:
     return default if value is None or value in _UNAVAILABLE else int(value)
 
 
-def connected(p: SMTPProtocol, transport: Any) -> None:
+def connected(session: Session, transport: Any) -> None:
     """
-    Note where the connection came from, and what a PROXY header (already
-    checked against C{useProxy} by L{twisted_smtpd._serving.proxy}) said; until a
-    reverse lookup or XCLIENT names it, the client's name is its address
-    literal (C{[192.0.2.1]}, C{[IPv6:2001:db8::1]}).  Addresses are in the
-    form L{twisted_smtpd._core.session.hostPort} gives them: an IPv4-mapped
+    Note in C{session} what a PROXY header (already checked against
+    C{useProxy} by L{twisted_smtpd._serving.proxy}) said; until a reverse
+    lookup or XCLIENT names it, the client's name is its address literal
+    (C{[192.0.2.1]}, C{[IPv6:2001:db8::1]}).  Addresses are in the form
+    L{twisted_smtpd._core.session.hostPort} gives them: an IPv4-mapped
     address as IPv4.
     """
-    session = p.session
-    p._connectedFrom = session.remoteAddress[0]
     session.clientHostname = addressLiteral(session.remoteAddress[0])
     details = proxyDetails(transport)
     if details is not None:
@@ -56,35 +55,35 @@ def connected(p: SMTPProtocol, transport: Any) -> None:
         session.proxy = ProxyInfo(attributes)
 
 
-def advertised(p: SMTPProtocol) -> tuple[str, ...]:
+def advertised(p: CommandContext) -> tuple[str, ...]:
     """
     The XCLIENT and XFORWARD keywords for a trusted client.
     """
-    options = p._options
+    options = p.options
     out = []
-    if options.useXClient and trusted(options.useXClient, p._connectedFrom):
+    if options.useXClient and trusted(options.useXClient, p.connectedFrom):
         out.append("XCLIENT " + " ".join(sorted(XCLIENT_ATTRIBUTES)))
-    if options.useXForward and trusted(options.useXForward, p._connectedFrom):
+    if options.useXForward and trusted(options.useXForward, p.connectedFrom):
         out.append("XFORWARD " + " ".join(sorted(XFORWARD_ATTRIBUTES)))
     return tuple(out)
 
 
-def _allowed(p: SMTPProtocol, networks: Any) -> bool:
-    if not networks or not trusted(networks, p._connectedFrom):
-        p._fail(catalogue.NOT_AUTHORIZED)
+def _allowed(p: CommandContext, networks: Any) -> bool:
+    if not networks or not trusted(networks, p.connectedFrom):
+        p.fail(catalogue.NOT_AUTHORIZED)
         return False
-    if p._phase in (Phase.MAIL, Phase.RCPT):
-        p._fail(catalogue.AUTH_IN_TRANSACTION)
+    if p.phase in (Phase.MAIL, Phase.RCPT):
+        p.fail(catalogue.AUTH_IN_TRANSACTION)
         return False
     return True
 
 
-def xclient(p: SMTPProtocol, argument: bytes) -> None:
+def xclient(p: SessionControl, argument: bytes) -> None:
     """
     XCLIENT: take the real client's attributes, then start the session
     again with a new greeting, as Postfix does.
     """
-    if not _allowed(p, p._options.useXClient):
+    if not _allowed(p, p.options.useXClient):
         return
     attributes = parseXClient(argument)
     session = p.session
@@ -110,21 +109,21 @@ def xclient(p: SMTPProtocol, argument: bytes) -> None:
     if destination is not None and destination not in _UNAVAILABLE:
         local = unmapped(stripIPv6Prefix(destination))
     session.localAddress = (local, _port(attributes.get("DESTPORT"), localPort))
-    p._resetTransaction()
-    p._phase = Phase.CONNECTED
+    p.resetTransaction()
+    p.phase = Phase.CONNECTED
     session.openingCommand = None
     p.updateTransmissionType()
-    p._setPause(PAUSE_HOOK, True)
-    p._runConnectHooks()
+    p.setPause(PAUSE_HOOK, True)
+    runConnectHooks(p)
 
 
-def xforward(p: SMTPProtocol, argument: bytes) -> None:
+def xforward(p: CommandContext, argument: bytes) -> None:
     """
     XFORWARD: record the original client's attributes for the next
     transaction (C{session.xForward}).
     """
-    if not _allowed(p, p._options.useXForward):
+    if not _allowed(p, p.options.useXForward):
         return
     attributes = parseXForward(argument)
     p.session.xForward.update(attributes)
-    p._send(catalogue.OK)
+    p.reply(catalogue.OK)

@@ -14,17 +14,17 @@ from twisted_smtpd._core.replies import Reply
 from twisted_smtpd._serving.flow import PAUSE_HOOK
 
 if TYPE_CHECKING:
-    from twisted_smtpd._serving.protocol import SMTPProtocol
+    from twisted_smtpd._serving.context import SessionControl
 
 
-def beginSession(p: SMTPProtocol) -> None:
+def beginSession(p: SessionControl) -> None:
     """
     Hold reading, look the client's name up (unless turned off or known from
     the hosts file), then run the connect hooks.
     """
-    p._setPause(PAUSE_HOOK, True)
-    factory = p._serverFactory
-    if factory is not None and not p._options.disableReverseLookup:
+    p.setPause(PAUSE_HOOK, True)
+    factory = p.server
+    if factory is not None and not p.options.disableReverseLookup:
         ip = p.session.remoteAddress[0]
         known = factory.knownName(ip)
         if known is not None:
@@ -36,32 +36,32 @@ def beginSession(p: SMTPProtocol) -> None:
         runConnectHooks(p)
 
 
-def _lookedUp(p: SMTPProtocol, name: str | None) -> None:
+def _lookedUp(p: SessionControl, name: str | None) -> None:
     if name:
         p.session.clientHostname = name
-    if p._connected:
+    if p.connected:
         runConnectHooks(p)
 
 
-def runConnectHooks(p: SMTPProtocol) -> None:
+def runConnectHooks(p: SessionControl) -> None:
     """
     C{onConnect}, then C{onSecure} on an implicit TLS connection, then the
     greeting; a refusal closes the session with its reply.
     """
-    p._emit("connect")
+    p.emit("connect")
 
     def refused(reply: Reply) -> None:
-        p._refused = True
-        p._closeWith(reply)
+        p.refused = True
+        p.closeWith(reply)
 
     def greet(result: object) -> None:
-        options = p._options
-        p._send(catalogue.greeting(options.name, options.banner, options.lmtp))
+        options = p.options
+        p.reply(catalogue.greeting(options.name, options.banner, options.lmtp))
 
     def connected(result: object) -> None:
-        if p._implicitTLS:
-            p._hookThenResume(p._handler.onSecure, greet, p._closeWith)
+        if p.implicitTLS:
+            p.hookThenResume(p.handler.onSecure, greet, p.closeWith)
         else:
             greet(result)
 
-    p._hookThenResume(p._handler.onConnect, connected, refused)
+    p.hookThenResume(p.handler.onConnect, connected, refused)

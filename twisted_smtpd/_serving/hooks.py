@@ -18,14 +18,14 @@ import txaio as _txaio_module
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.replies import Reply
-from twisted_smtpd._serving.flow import PAUSE_HOOK
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.interfaces import ISMTPHandler
 
 if TYPE_CHECKING:
-    from twisted_smtpd._serving.protocol import SMTPProtocol
+    from twisted_smtpd._serving.context import CommandContext, SessionControl
 
 # txaio selects its framework at run time, so its API is not typed statically.
 txaio: Any = _txaio_module
@@ -142,24 +142,36 @@ def checkHandler(handler: object) -> ISMTPHandler:
     return _CompletedHandler(handler, present)
 
 
+def failureReply(failure: Failure, log: Callable[[Failure], None]) -> Reply:
+    """
+    The reply for a failed hook: an L{SMTPError}'s own, else 451 after
+    logging the traceback.
+    """
+    value = failure.value
+    if isinstance(value, SMTPError):
+        return value.toReply()
+    log(failure)
+    return catalogue.LOCAL_ERROR
+
+
 def runHook(
-    p: SMTPProtocol,
+    p: SessionControl,
     fn: Callable[..., object],
     args: tuple[object, ...],
     accepted: Callable[[object], None],
     refused: Callable[[Reply], None],
 ) -> None:
     """
-    Call a handler hook for protocol C{p}.  A plain value is handled at
-    once; a Deferred or coroutine stops reading until it answers, so replies
-    stay in order.  With observers, each answer is a C{hook} event with the
-    time it took.
+    Call a handler hook for session C{p}.  A plain value is handled at
+    once; a Deferred or coroutine holds commands until it answers, so
+    replies stay in order.  With observers, each answer is a C{hook} event
+    with the time it took.
     """
     if getattr(fn, "__func__", None) in ACCEPTING_DEFAULTS:
         # BaseHandler's default accepts: nothing to call.
         accepted(None)
         return
-    factory = p._serverFactory
+    factory = p.server
     started = perf_counter() if factory is not None and factory.observers else 0.0
     try:
         result = callHook(fn, *args)
@@ -169,38 +181,39 @@ def runHook(
         return
     except Exception:
         _timed(p, fn, started)
-        refused(p._failureReply(Failure(), fn))
+        refused(_refusal(p, fn, Failure()))
         return
     if not isinstance(result, Deferred):
         _timed(p, fn, started)
         accepted(result)
         return
-    d = result
-    p._waiting = True
-    p._setPause(PAUSE_HOOK, True)
-    p._hookToken += 1
-    token = p._hookToken
+    token = p.holdForHook()
 
     def ok(value: object) -> None:
         _timed(p, fn, started)
-        if p._connected and not p._closing:
+        if p.connected and not p.closing:
             accepted(value)
-            if p._hookToken == token:
-                # Unless accepting started another slow hook.
-                p._resume()
+            p.hookAnswered(token)
 
     def failed(failure: Failure) -> None:
         _timed(p, fn, started)
-        if p._connected and not p._closing:
-            refused(p._failureReply(failure, fn))
-            if p._hookToken == token:
-                p._resume()
+        if p.connected and not p.closing:
+            refused(_refusal(p, fn, failure))
+            p.hookAnswered(token)
         elif not failure.check(SMTPError):
-            p._logFailure(failure, getattr(fn, "__name__", "hook"))
+            p.logFailure(failure, _name(fn))
 
-    d.addCallbacks(ok, failed)
+    result.addCallbacks(ok, failed)
 
 
-def _timed(p: SMTPProtocol, fn: Callable[..., object], started: float) -> None:
+def _name(fn: Callable[..., object]) -> str:
+    return getattr(fn, "__name__", "hook")
+
+
+def _refusal(p: SessionControl, fn: Callable[..., object], failure: Failure) -> Reply:
+    return failureReply(failure, lambda f: p.logFailure(f, _name(fn)))
+
+
+def _timed(p: CommandContext, fn: Callable[..., object], started: float) -> None:
     if started:
-        p._emit("hook", hook=getattr(fn, "__name__", "hook"), seconds=perf_counter() - started)
+        p.emit("hook", hook=_name(fn), seconds=perf_counter() - started)

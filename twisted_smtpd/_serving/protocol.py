@@ -49,10 +49,11 @@ from twisted_smtpd._serving import greeting as _greeting
 from twisted_smtpd._serving import tlscommand as _tlscommand
 from twisted_smtpd._serving import transaction as _transaction
 from twisted_smtpd._serving.authcommand import AuthCommand
+from twisted_smtpd._serving.deadlines import Times
 from twisted_smtpd._serving.flow import PAUSE_HOOK, PAUSE_STREAM, PAUSE_WRITE, writeThrough
 from twisted_smtpd._serving.hooks import runHook
 from twisted_smtpd._serving.logging import refusal
-from twisted_smtpd._serving.receiving import MessageReceiver, errorFromReply, failureReply
+from twisted_smtpd._serving.receiving import MessageReceiver, errorFromReply
 from twisted_smtpd.interfaces import ISMTPHandler
 
 if TYPE_CHECKING:
@@ -76,21 +77,30 @@ class SMTPProtocol(LineReceiver):
     line is found with one C{find}, the body of a message is handed to the
     decoder a whole read at a time.
 
+    The commands and the life cycle of the session live in their own modules
+    (L{commands<twisted_smtpd._serving.commands>},
+    L{transaction<twisted_smtpd._serving.transaction>}, ...), which see the
+    protocol as the L{SessionControl<twisted_smtpd._serving.context.SessionControl>}
+    it implements; its public attributes and methods are documented there.
+
     @ivar session: The L{Session} handlers see.
+    @ivar limitHost: The address the factory counts this connection under
+        for C{maxClientsPerIp}, or C{None}.
     """
 
-    _log = Logger()
+    log = Logger()
+    # Twisted's BaseProtocol declares it an int.
+    connected: bool
 
     # Slots keep an idle connection small (hundreds of bytes, not kilobytes).
     # fmt: off
     __slots__ = (
-        "_argument", "_auth", "_bodyEnded", "_buffer", "_clock", "_closing", "_closingSince",
-        "_connected", "_connectedFrom", "_disabled", "_discard", "_discardingLine", "_draining",
-        "_enhanced", "_errors", "_handler", "_handshakeSince", "_hookToken", "_implicitTLS",
-        "_lastActivity", "_limitHost", "_options", "_out", "_overshoot", "_pauses", "_pendingSeen",
-        "_phase", "_plainTCP", "_processing", "_rateBytes", "_rateSince", "_receiver", "_refused",
-        "_serverFactory", "_startingTLS", "_transportPaused", "_unauthenticated", "_verb",
-        "_waiting", "_wire", "session",
+        "_argument", "_bodyEnded", "_buffer", "_disabled", "_discardingLine", "_enhanced",
+        "_errors", "_hookToken", "_out", "_overshoot", "_plainTCP", "_processing",
+        "_transportPaused", "_unauthenticated", "_verb", "_wire",
+        "auth", "clock", "closing", "connected", "connectedFrom", "discard", "draining",
+        "handler", "implicitTLS", "limitHost", "options", "pauses", "phase", "receiver",
+        "refused", "server", "session", "times", "waiting",
     )
     # fmt: on
 
@@ -101,10 +111,10 @@ class SMTPProtocol(LineReceiver):
         clock: IReactorTime,
         factory: SMTPServerFactory | None = None,
     ) -> None:
-        self._handler = handler
-        self._options = options
-        self._clock = clock
-        self._serverFactory = factory
+        self.handler = handler
+        self.options = options
+        self.clock = clock
+        self.server = factory
         self._enhanced = options.enhancedStatusCodes
         self._disabled = frozenset(
             Verb(c) for c in options.disabledCommands if c in Verb.__members__
@@ -114,28 +124,25 @@ class SMTPProtocol(LineReceiver):
         self._processing = False
         self._out: list[bytes] = []
         self._plainTCP = False
-        self._waiting = False
-        self._pauses = 0
+        self.waiting = False
+        self.pauses = 0
         self._transportPaused = False
-        self._closing = False
-        self._connected = False
-        self._refused = False
+        self.closing = False
+        self.connected = False
+        self.refused = False
         self._discardingLine = False
-        self._discard: _transaction.RefusedChunk | None = None
-        self._draining = False
-        self._implicitTLS = False
-        self._phase = Phase.CONNECTED
+        self.discard: _transaction.RefusedChunk | None = None
+        self.draining = False
+        self.implicitTLS = False
+        self.phase = Phase.CONNECTED
         self._errors = self._overshoot = 0
         self._hookToken = 0
         self._unauthenticated = 0
-        self._lastActivity = self._closingSince = self._rateSince = 0.0
-        self._handshakeSince: float | None = None
-        self._pendingSeen = self._rateBytes = 0
-        self._limitHost: str | None = None
-        self._receiver: MessageReceiver | None = None
-        self._auth: AuthCommand | None = None
-        self._startingTLS = False
-        self._connectedFrom = ""
+        self.times = Times()
+        self.limitHost: str | None = None
+        self.receiver: MessageReceiver | None = None
+        self.auth: AuthCommand | None = None
+        self.connectedFrom = ""
         # The command being answered, for the log line of a refusal.
         self._verb: Verb | None = None
         self._argument = b""
@@ -151,9 +158,9 @@ class SMTPProtocol(LineReceiver):
         C{onSecure} and the greeting.
         """
         transport: Any = self.transport
-        self._connected = True
+        self.connected = True
         self._plainTCP = type(transport) is tcp.Server
-        self._lastActivity = self._clock.seconds()
+        self.times.lastActivity = self.clock.seconds()
         session = self.session
         session.remoteAddress = hostPort(transport.getPeer())
         session.localAddress = hostPort(transport.getHost())
@@ -164,29 +171,24 @@ class SMTPProtocol(LineReceiver):
         if ISSLTransport.providedBy(transport):
             # Implicit TLS (RFC 8314): nothing happens before the handshake,
             # and reading must go on for the handshake to finish.
-            self._implicitTLS = True
-            self._handshakeSince = self._lastActivity
+            self.implicitTLS = True
+            self.times.handshakeSince = self.times.lastActivity
             session.secure = True
-        factory = self._serverFactory
+        factory = self.server
         if factory is not None:
             refusal = factory.admit(self)
             if refusal is not None:
-                self._refused = True
-                self._closeWith(refusal)
+                self.refused = True
+                self.closeWith(refusal)
                 return
-        _forwarding.connected(self, transport)
-        self._waiting = True
-        if self._implicitTLS:
+        self.connectedFrom = session.remoteAddress[0]
+        _forwarding.connected(session, transport)
+        self.waiting = True
+        if self.implicitTLS:
             return
-        self._beginSession()
-
-    def _beginSession(self) -> None:
         _greeting.beginSession(self)
 
-    def _runConnectHooks(self) -> None:
-        _greeting.runConnectHooks(self)
-
-    def _hookThenResume(
+    def hookThenResume(
         self,
         fn: Callable[..., object],
         accepted: Callable[[object], None],
@@ -196,39 +198,32 @@ class SMTPProtocol(LineReceiver):
         Run a hook taking only the session while reading is held, then read
         again (at once when it answered at once).
         """
-        self._waiting = False
-        self._hook(fn, (self.session,), accepted, refused)
-        if not self._waiting and not self._closing:
+        self.waiting = False
+        self.hook(fn, (self.session,), accepted, refused)
+        if not self.waiting and not self.closing:
             self._resume()
-
-    def handshakeCompleted(self) -> None:
-        """
-        A TLS handshake finished (STARTTLS or implicit TLS).
-        """
-        self._handshakeSince = None
-        _tlscommand.handshakeCompleted(self, self._implicitTLS)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
         Fail a message in flight, forget the connection, tell C{onClose}.
         """
-        self._connected = False
-        self._closing = True
-        if self._receiver is not None:
-            self._receiver.abandon(reason)
-            self._receiver = None
-        factory = self._serverFactory
+        self.connected = False
+        self.closing = True
+        if self.receiver is not None:
+            self.receiver.abandon(reason)
+            self.receiver = None
+        factory = self.server
         if factory is not None:
             factory.forget(self)
-        if not self._refused:
-            self._emit("close")
+        if not self.refused:
+            self.emit("close")
             try:
-                result = self._handler.onClose(self.session)
+                result = self.handler.onClose(self.session)
             except Exception:
-                self._logFailure(Failure(), "onClose")
+                self.logFailure(Failure(), "onClose")
             else:
                 if isinstance(result, Deferred):
-                    result.addErrback(self._logFailure, "onClose")
+                    result.addErrback(self.logFailure, "onClose")
         if factory is not None:
             factory.connectionGone(self)
 
@@ -239,16 +234,16 @@ class SMTPProtocol(LineReceiver):
         The transport's write buffer is full: stop reading until the client
         has read its replies.
         """
-        self._setPause(PAUSE_WRITE, True)
+        self.setPause(PAUSE_WRITE, True)
 
     def resumeProducing(self) -> None:
         """
         The client caught up with its replies: read again, and handle the
         commands already read.
         """
-        self._lastActivity = self._clock.seconds()
-        self._setPause(PAUSE_WRITE, False)
-        if self._buffer and not (self._processing or self._waiting or self._closing):
+        self.times.lastActivity = self.clock.seconds()
+        self.setPause(PAUSE_WRITE, False)
+        if self._buffer and not (self._processing or self.waiting or self.closing):
             self._processBuffer()
 
     def stopProducing(self) -> None:
@@ -256,15 +251,15 @@ class SMTPProtocol(LineReceiver):
         The transport is going away; nothing to do until C{connectionLost}.
         """
 
-    def _setPause(self, reason: int, paused: bool) -> None:
+    def setPause(self, reason: int, paused: bool) -> None:
         """
         Record one reason to stop reading (L{PAUSE_HOOK}, L{PAUSE_STREAM},
         L{PAUSE_WRITE}); the transport reads while there is none.
         """
-        pauses = self._pauses | reason if paused else self._pauses & ~reason
-        self._pauses = pauses
+        pauses = self.pauses | reason if paused else self.pauses & ~reason
+        self.pauses = pauses
         want = pauses != 0
-        if want != self._transportPaused and self._connected and not self._closing:
+        if want != self._transportPaused and self.connected and not self.closing:
             transport: Any = self.transport
             self._transportPaused = want
             if want:
@@ -278,8 +273,8 @@ class SMTPProtocol(LineReceiver):
         """
         Take bytes from the connection and handle what can be handled now.
         """
-        self._lastActivity = self._clock.seconds()
-        if self._closing:
+        self.times.lastActivity = self.clock.seconds()
+        if self.closing:
             return
         if self._buffer:
             self._buffer += data
@@ -293,16 +288,14 @@ class SMTPProtocol(LineReceiver):
         try:
             # Not while the client leaves its replies unread: their amount
             # stays bounded by what one batch adds to a full send buffer.
-            while self._buffer and not (
-                self._waiting or self._closing or self._pauses & PAUSE_WRITE
-            ):
-                receiver = self._receiver
+            while self._buffer and not (self.waiting or self.closing or self.pauses & PAUSE_WRITE):
+                receiver = self.receiver
                 if receiver is not None and receiver.reading:
                     data, self._buffer = self._buffer, b""
-                    self._bodyReceived(receiver, data)
+                    self.bodyReceived(receiver, data)
                     continue
-                if self._discard is not None:
-                    _transaction.discardRefusedChunk(self, self._discard)
+                if self.discard is not None:
+                    self._discardRefused(self.discard)
                     continue
                 buf = self._buffer
                 if self._discardingLine:
@@ -325,7 +318,7 @@ class SMTPProtocol(LineReceiver):
                 if len(line) > AUTH_LINE_LIMIT:
                     _commands.lineTooLong(self, line)
                     continue
-                auth = self._auth
+                auth = self.auth
                 if auth is not None and auth.active:
                     auth.line(line)
                 else:
@@ -335,7 +328,7 @@ class SMTPProtocol(LineReceiver):
             self._flush()
 
     def _lineReceived(self, line: bytes) -> None:
-        if len(line) > self._options.maxLineLength and not line[:5].upper().startswith(b"AUTH "):
+        if len(line) > self.options.maxLineLength and not line[:5].upper().startswith(b"AUTH "):
             _commands.lineTooLong(self, line)
             return
         try:
@@ -344,37 +337,37 @@ class SMTPProtocol(LineReceiver):
             self._verb = None
             self._argument = line
             if looksLikeHTTP(line):
-                self._closeWith(catalogue.HTTP_REFUSED)
+                self.closeWith(catalogue.HTTP_REFUSED)
             elif looksLikeBdat(line):
                 _transaction.malformedBdat(self)
             else:
-                self._fail(e.reply)
+                self.fail(e.reply)
             return
         verb = self._verb = command.verb
         self._argument = command.argument
-        factory = self._serverFactory
+        factory = self.server
         if factory is not None and factory.authRequired and self.session.user is None:
             self._unauthenticated += 1
-            limit = self._options.maxAllowedUnauthenticatedCommands
+            limit = self.options.maxAllowedUnauthenticatedCommands
             if limit and self._unauthenticated > limit and verb is not Verb.QUIT:
-                self._closeWith(catalogue.TOO_MANY_UNAUTHENTICATED)
+                self.closeWith(catalogue.TOO_MANY_UNAUTHENTICATED)
                 return
         if verb in self._disabled:
             _transaction.refuse(self, verb, command.argument, catalogue.NOT_IMPLEMENTED)
             return
         try:
-            checkPhase(verb, self._phase, self._options.lmtp)
+            checkPhase(verb, self.phase, self.options.lmtp)
         except CommandError as e:
             _transaction.refuse(self, verb, command.argument, e.reply)
             return
-        action = _DISPATCH.get(verb)
+        action = _commands.DISPATCH.get(verb)
         if action is None:
-            self._fail(catalogue.NOT_IMPLEMENTED)
+            self.fail(catalogue.NOT_IMPLEMENTED)
             return
         try:
             action(self, command.argument)
         except CommandError as e:
-            self._fail(e.reply)
+            self.fail(e.reply)
 
     def updateTransmissionType(self) -> None:
         """
@@ -386,9 +379,9 @@ class SMTPProtocol(LineReceiver):
             session.openingCommand, session.secure, session.user is not None
         )
 
-    def _bodyReceived(self, receiver: MessageReceiver, data: bytes) -> None:
-        self._rateBytes += len(data)
-        factory = self._serverFactory
+    def bodyReceived(self, receiver: MessageReceiver, data: bytes) -> None:
+        self.times.rateBytes += len(data)
+        factory = self.server
         if factory is not None and factory.observers:
             # When this data ends the body: the start of the delivery time.
             self._bodyEnded = perf_counter()
@@ -398,31 +391,52 @@ class SMTPProtocol(LineReceiver):
         self._buffer = rest + self._buffer
         if not receiver.ended:
             # A BDAT chunk is in; the message goes on.
-            self._send(catalogue.chunkReceived(receiver.decoder.byteLength))
+            self.reply(catalogue.chunkReceived(receiver.decoder.byteLength))
             return
-        self._setPause(PAUSE_STREAM, False)
+        self.setPause(PAUSE_STREAM, False)
         if not receiver.finished:
             # The body is in; the reply waits for onData, and so does
             # everything the client pipelined behind it.
-            self._waiting = True
-            self._setPause(PAUSE_HOOK, True)
+            self.waiting = True
+            self.setPause(PAUSE_HOOK, True)
 
-    def _messageDone(self, replies: list[Reply], size: int) -> None:
-        self._receiver = None
+    def _discardRefused(self, refused: _transaction.RefusedChunk) -> None:
+        """
+        Drop what the buffer holds of a refused BDAT chunk; once it is all
+        gone, send the refusal and take commands again.
+        """
+        buffer = self._buffer
+        take = min(refused.remaining, len(buffer))
+        refused.remaining -= take
+        self.times.rateBytes += take
+        self._buffer = buffer[take:]
+        if not refused.remaining:
+            self.discard = None
+            self.fail(refused.reply)
+
+    def messageDone(self, replies: list[Reply], size: int) -> None:
+        """
+        Send a message's replies and end its transaction.  A refused message
+        (any 4xx or 5xx reply; once per message, however many LMTP
+        recipients) counts towards C{maxErrors} like a refused command
+        (Postfix's C{smtpd_hard_error_limit}).
+        """
+        self.receiver = None
         seconds = perf_counter() - self._bodyEnded if self._bodyEnded else None
-        self._emit("message", size=size, replies=tuple(replies), seconds=seconds)
+        self.emit("message", size=size, replies=tuple(replies), seconds=seconds)
         for reply in replies:
-            self._send(reply)
-        self._resetTransaction()
-        _transaction.countRefusedMessage(self, replies)
-        if self._draining:
-            self._closeWith(catalogue.SHUTDOWN)
+            self.reply(reply)
+        self.resetTransaction()
+        if any(reply.code >= 400 for reply in replies):
+            self._countError()
+        if self.draining:
+            self.closeWith(catalogue.SHUTDOWN)
             return
         self._resume()
 
     # -- hooks -----------------------------------------------------------------
 
-    def _hook(
+    def hook(
         self,
         fn: Callable[..., object],
         args: tuple[object, ...],
@@ -434,29 +448,36 @@ class SMTPProtocol(LineReceiver):
         """
         runHook(self, fn, args, accepted, refused)
 
+    def holdForHook(self) -> int:
+        """
+        A hook answers later: hold commands until it does.
+        """
+        self.waiting = True
+        self.setPause(PAUSE_HOOK, True)
+        self._hookToken += 1
+        return self._hookToken
+
+    def hookAnswered(self, token: int) -> None:
+        """
+        The hook held for with C{token} answered: read again, unless its
+        answer started another slow hook.
+        """
+        if self._hookToken == token:
+            self._resume()
+
     def _resume(self) -> None:
-        self._waiting = False
-        self._setPause(PAUSE_HOOK, False)
-        if not self._processing and not self._closing:
+        self.waiting = False
+        self.setPause(PAUSE_HOOK, False)
+        if not self._processing and not self.closing:
             self._processBuffer()
 
-    def _failureReply(self, failure: Failure, fn: Callable[..., object]) -> Reply:
-        name = getattr(fn, "__name__", "hook")
-
-        def log(f: Failure) -> None:
-            self._logFailure(f, name)
-
-        return failureReply(failure, log)
-
-    def _logFailure(self, failure: Failure, hookName: str) -> None:
-        self._log.failure(
-            "{session} {hook} failed", failure, session=self.session.id, hook=hookName
-        )
-        self._emit("error", hook=hookName)
+    def logFailure(self, failure: Failure, hookName: str) -> None:
+        self.log.failure("{session} {hook} failed", failure, session=self.session.id, hook=hookName)
+        self.emit("error", hook=hookName)
 
     # -- output and state ------------------------------------------------------
 
-    def _send(self, reply: Reply) -> None:
+    def reply(self, reply: Reply) -> None:
         data = self._wire.get(reply)
         if data is None:
             data = formatReply(reply, self._enhanced)
@@ -478,44 +499,50 @@ class SMTPProtocol(LineReceiver):
             out.clear()
             writeThrough(self.transport, data, self._plainTCP)
 
-    def _fail(self, reply: Reply) -> None:
+    def fail(self, reply: Reply) -> None:
         """
         Send an error reply and count it; too many errors end the session
         (Postfix's C{smtpd_hard_error_limit}).
         """
-        self._send(reply)
+        self.reply(reply)
         self._emitRefusal(reply)
         if reply.enhanced == "4.5.3" and self._overshoot < RECIPIENT_OVERSHOOT:
             # Recipients past a limit (452 4.5.3) are the client's to send
             # later, not errors, up to Postfix's smtpd_recipient_overshoot_limit.
             self._overshoot += 1
             return
+        self._countError()
+
+    def _countError(self) -> None:
         self._errors += 1
-        if self._errors >= self._options.maxErrors and not self._closing:
-            self._closeWith(catalogue.TOO_MANY_ERRORS)
+        if self._errors >= self.options.maxErrors:
+            self.closeWith(catalogue.TOO_MANY_ERRORS)
 
     def _emitRefusal(self, reply: Reply, closing: bool = False) -> None:
         """
         Tell the observers of a refused command (C{reject}).
         """
-        factory = self._serverFactory
+        factory = self.server
         if factory is not None and factory.observers:
             factory.emit(
                 "reject",
                 self.session,
-                refusal(reply, self._verb, self._argument, self._auth, closing),
+                refusal(reply, self._verb, self._argument, self.auth, closing),
             )
 
-    def _closeWith(self, reply: Reply) -> None:
-        if self._closing:
+    def closeWith(self, reply: Reply) -> None:
+        """
+        Send C{reply}, then close once the replies are sent.
+        """
+        if self.closing:
             return
         if reply.code >= 400 and reply is not catalogue.SHUTDOWN and reply is not catalogue.TIMEOUT:
             # A refusal or a limit reached that ends the session.
             self._emitRefusal(reply, closing=True)
-        self._send(reply)
+        self.reply(reply)
         self._flush()
-        self._closing = True
-        self._closingSince = self._clock.seconds()
+        self.closing = True
+        self.times.closingSince = self.clock.seconds()
         self._buffer = b""
         transport: Any = self.transport
         # A TLS transport shuts down only once no producer is registered, and
@@ -526,7 +553,10 @@ class SMTPProtocol(LineReceiver):
             transport.resumeProducing()
         transport.loseConnection()
 
-    def _resetTransaction(self) -> None:
+    def resetTransaction(self) -> None:
+        """
+        End the mail transaction, and a message in progress with it.
+        """
         # RSET, HELO/EHLO/LHLO, STARTTLS and XCLIENT end any BDAT transfer
         # too (RFC 5321 section 4.1.4): its stream fails, its state is gone.
         self.abandonMessage(catalogue.RESET)
@@ -537,11 +567,14 @@ class SMTPProtocol(LineReceiver):
             session.xForward = {}
             # A new object: handlers may keep the old one.
             session.envelope = Envelope()
-        if self._phase is Phase.MAIL or self._phase is Phase.RCPT:
-            self._phase = Phase.GREETED
+        if self.phase is Phase.MAIL or self.phase is Phase.RCPT:
+            self.phase = Phase.GREETED
 
-    def _emit(self, event: str, **data: Any) -> None:
-        factory = self._serverFactory
+    def emit(self, event: str, **data: Any) -> None:
+        """
+        Tell the factory's observers of C{event}, when there are any.
+        """
+        factory = self.server
         if factory is not None and factory.observers:
             factory.emit(event, self.session, data)
 
@@ -551,32 +584,47 @@ class SMTPProtocol(LineReceiver):
         """
         Whether MAIL was accepted or a message's reply is still owed.
         """
-        return self._phase in (Phase.MAIL, Phase.RCPT) or self._receiver is not None
+        return self.phase in (Phase.MAIL, Phase.RCPT) or self.receiver is not None
 
     def abandonMessage(self, reply: Reply) -> None:
         """
         Drop a message in progress, failing its stream with C{reply}'s error.
         """
-        if self._receiver is not None:
-            self._receiver.abandon(Failure(errorFromReply(reply)))
-            self._receiver = None
+        if self.receiver is not None:
+            self.receiver.abandon(Failure(errorFromReply(reply)))
+            self.receiver = None
 
+    def abort(self) -> None:
+        """
+        Drop the connection now, whatever is still queued.
+        """
+        self.abandonMessage(catalogue.TIMEOUT)
+        self.closing = True
+        self.times.closingSince = self.clock.seconds()
+        self._buffer = b""
+        transport: Any = self.transport
+        transport.abortConnection()
 
-_DISPATCH: dict[Verb, Callable[[SMTPProtocol, bytes], None]] = {
-    Verb.EHLO: _commands.ehlo,
-    Verb.LHLO: _commands.ehlo,
-    Verb.HELO: _commands.helo,
-    Verb.MAIL: _transaction.mail,
-    Verb.RCPT: _transaction.rcpt,
-    Verb.DATA: _transaction.data,
-    Verb.BDAT: _transaction.bdat,
-    Verb.RSET: _transaction.rset,
-    Verb.NOOP: _commands.noop,
-    Verb.QUIT: _commands.quit,
-    Verb.VRFY: _commands.vrfy,
-    Verb.HELP: _commands.help,
-    Verb.STARTTLS: _tlscommand.startTLS,
-    Verb.AUTH: _commands.auth,
-    Verb.XCLIENT: _forwarding.xclient,
-    Verb.XFORWARD: _forwarding.xforward,
-}
+    # -- TLS -------------------------------------------------------------------
+
+    def beginTLS(self, contextFactory: object) -> None:
+        """
+        Switch to TLS after the STARTTLS reply.
+        """
+        # The 220 must leave in plaintext, before the switch.
+        self._flush()
+        # RFC 3207 section 4.2 and CVE-2011-0411: whatever the client
+        # pipelined behind STARTTLS in plaintext is discarded, never run.
+        self._buffer = b""
+        # Hold commands, but keep reading: the handshake needs it.
+        self.waiting = True
+        self.times.handshakeSince = self.clock.seconds()
+        transport: Any = self.transport
+        transport.startTLS(contextFactory)
+
+    def handshakeCompleted(self) -> None:
+        """
+        A TLS handshake finished (STARTTLS or implicit TLS).
+        """
+        self.times.handshakeSince = None
+        _tlscommand.handshakeCompleted(self)

@@ -18,7 +18,7 @@ from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.replies import Reply, sanitiseText
 from twisted_smtpd._core.session import Session
-from twisted_smtpd._serving.hooks import callHook
+from twisted_smtpd._serving.hooks import callHook, failureReply
 from twisted_smtpd._stream import MessageStream
 
 _PENDING = object()
@@ -42,18 +42,6 @@ def errorFromReply(reply: Reply) -> SMTPError:
     The L{SMTPError} standing for a catalogue reply, to fail a stream with.
     """
     return SMTPError(reply.code, "\n".join(reply.lines), reply.enhanced)
-
-
-def failureReply(failure: Failure, log: Callable[[Failure], None]) -> Reply:
-    """
-    The reply for a failed hook: an L{SMTPError}'s own, else 451 after
-    logging the traceback.
-    """
-    value = failure.value
-    if isinstance(value, SMTPError):
-        return value.toReply()
-    log(failure)
-    return catalogue.LOCAL_ERROR
 
 
 def dataReply(result: object) -> Reply:

@@ -222,7 +222,7 @@ class SMTPServerFactory(ServerFactory):
         host = protocol.session.remoteAddress[0]
         counted, limit = self.limits.connected(host, self.reactor.seconds())
         if counted:
-            protocol._limitHost = host
+            protocol.limitHost = host
         refusal = None
         if self.options.maxClients and len(self.connections) > self.options.maxClients:
             limit = f"connection limit ({self.options.maxClients})"
@@ -249,7 +249,7 @@ class SMTPServerFactory(ServerFactory):
         A session's connection is gone: stop counting it.
         """
         self.connections.discard(protocol)
-        host, protocol._limitHost = protocol._limitHost, None
+        host, protocol.limitHost = protocol.limitHost, None
         if host is not None:
             self.limits.disconnected(host)
 

@@ -21,29 +21,29 @@ from twisted_smtpd._serving.receiving import MessageReceiver
 from twisted_smtpd._stream import MessageStream
 
 if TYPE_CHECKING:
-    from twisted_smtpd._serving.protocol import SMTPProtocol
+    from twisted_smtpd._serving.context import CommandContext, SessionControl
 
 
-def mail(p: SMTPProtocol, argument: bytes) -> None:
+def mail(p: SessionControl, argument: bytes) -> None:
     """
     MAIL FROM: check policy and the size, ask C{onMailFrom}, start the
     transaction.
     """
-    options = p._options
+    options = p.options
     session = p.session
-    if p._draining:
-        p._closeWith(catalogue.SHUTDOWN)
+    if p.draining:
+        p.closeWith(catalogue.SHUTDOWN)
         return
-    factory = p._serverFactory
+    factory = p.server
     if factory is not None and factory.authRequired and session.user is None:
-        p._fail(catalogue.authRequired(options.authRequiredMessage))
+        p.fail(catalogue.authRequired(options.authRequiredMessage))
         return
     request = parseMail(argument, options.lenientAddresses)
     if options.size and request.size is not None and request.size > options.size:
-        p._fail(catalogue.SIZE_EXCEEDED_MAIL)
+        p.fail(catalogue.SIZE_EXCEEDED_MAIL)
         return
     if request.requireTls and not session.secure:
-        p._fail(catalogue.REQUIRETLS_NEEDS_TLS)
+        p.fail(catalogue.REQUIRETLS_NEEDS_TLS)
         return
     envelope = Envelope(
         mailFrom=request.address,
@@ -56,82 +56,82 @@ def mail(p: SMTPProtocol, argument: bytes) -> None:
 
     def accepted(result: object) -> None:
         session.envelope = envelope
-        p._phase = Phase.MAIL
-        p._emit("mail", address=request.address)
-        p._send(catalogue.MAIL_OK)
+        p.phase = Phase.MAIL
+        p.emit("mail", address=request.address)
+        p.reply(catalogue.MAIL_OK)
 
-    p._hook(p._handler.onMailFrom, (request.address, session), accepted, p._fail)
+    p.hook(p.handler.onMailFrom, (request.address, session), accepted, p.fail)
 
 
-def rcpt(p: SMTPProtocol, argument: bytes) -> None:
+def rcpt(p: SessionControl, argument: bytes) -> None:
     """
     RCPT TO: check the recipient limit, ask C{onRcptTo}, add it.
     """
     session = p.session
     envelope = session.envelope
-    if p._receiver is not None:
-        p._fail(catalogue.BDAT_IN_PROGRESS)
+    if p.receiver is not None:
+        p.fail(catalogue.BDAT_IN_PROGRESS)
         return
-    address = parseRcpt(argument, envelope.smtpUtf8, p._options.lenientAddresses)
-    if len(envelope.rcptTo) >= p._options.maxRecipients:
-        p._fail(catalogue.TOO_MANY_RECIPIENTS)
+    address = parseRcpt(argument, envelope.smtpUtf8, p.options.lenientAddresses)
+    if len(envelope.rcptTo) >= p.options.maxRecipients:
+        p.fail(catalogue.TOO_MANY_RECIPIENTS)
         return
 
     def accepted(result: object) -> None:
         if session.envelope is envelope:
             envelope.rcptTo.append(address)
-            p._phase = Phase.RCPT
-        p._emit("rcpt", address=address)
-        p._send(catalogue.RCPT_OK)
+            p.phase = Phase.RCPT
+        p.emit("rcpt", address=address)
+        p.reply(catalogue.RCPT_OK)
 
-    p._hook(p._handler.onRcptTo, (address, session), accepted, p._fail)
+    p.hook(p.handler.onRcptTo, (address, session), accepted, p.fail)
 
 
-def rset(p: SMTPProtocol, argument: bytes) -> None:
+def rset(p: SessionControl, argument: bytes) -> None:
     """
     RSET: drop the transaction, and a BDAT message in progress with it.
     """
     if argument:
-        p._fail(catalogue.SYNTAX_ERROR)
+        p.fail(catalogue.SYNTAX_ERROR)
         return
     p.abandonMessage(catalogue.RESET)
-    p._resetTransaction()
-    p._send(catalogue.RESET)
-    if p._draining:
-        p._closeWith(catalogue.SHUTDOWN)
+    p.resetTransaction()
+    p.reply(catalogue.RESET)
+    if p.draining:
+        p.closeWith(catalogue.SHUTDOWN)
 
 
-def data(p: SMTPProtocol, argument: bytes) -> None:
+def data(p: SessionControl, argument: bytes) -> None:
     """
     DATA: send 354 and stream the body into C{onData}.
     """
-    options = p._options
+    options = p.options
     session = p.session
     if argument:
-        p._fail(catalogue.SYNTAX_ERROR)
+        p.fail(catalogue.SYNTAX_ERROR)
         return
-    if p._receiver is not None:
-        p._fail(catalogue.BDAT_IN_PROGRESS)
+    if p.receiver is not None:
+        p.fail(catalogue.BDAT_IN_PROGRESS)
         return
     if session.envelope.bodyType == "binarymime":
-        p._fail(catalogue.BINARYMIME_NEEDS_BDAT)
+        p.fail(catalogue.BINARYMIME_NEEDS_BDAT)
         return
-    p._send(catalogue.START_DATA)
+    p.reply(catalogue.START_DATA)
     receiver = MessageReceiver(
         DataDecoder(options.size, options.bareNewline),
         MessageStream(upstream=StreamUpstream(p)),
         replyCount=len(session.envelope.rcptTo) if options.lmtp else 1,
         lmtp=options.lmtp,
         rejectBareNewline=options.bareNewline == "reject",
-        done=p._messageDone,
-        log=partial(p._logFailure, hookName="onData"),
+        done=p.messageDone,
+        log=partial(p.logFailure, hookName="onData"),
     )
-    p._receiver = receiver
+    p.receiver = receiver
     transferStarted(p)
-    receiver.start(p._handler.onData, session)
+    receiver.start(p.handler.onData, session)
 
 
-def bdat(p: SMTPProtocol, argument: bytes) -> None:
+def bdat(p: SessionControl, argument: bytes) -> None:
     """
     BDAT (RFC 3030): read the announced octets as they are.  The first chunk
     starts C{onData}; every chunk but the last gets 250 at once, the last one
@@ -142,8 +142,8 @@ def bdat(p: SMTPProtocol, argument: bytes) -> None:
     except CommandError:
         malformedBdat(p)
         return
-    options = p._options
-    receiver = p._receiver
+    options = p.options
+    receiver = p.receiver
     if receiver is None:
         session = p.session
         receiver = MessageReceiver(
@@ -152,32 +152,18 @@ def bdat(p: SMTPProtocol, argument: bytes) -> None:
             replyCount=len(session.envelope.rcptTo) if options.lmtp else 1,
             lmtp=options.lmtp,
             rejectBareNewline=False,
-            done=p._messageDone,
-            log=partial(p._logFailure, hookName="onData"),
+            done=p.messageDone,
+            log=partial(p.logFailure, hookName="onData"),
         )
-        p._receiver = receiver
+        p.receiver = receiver
         transferStarted(p)
-        receiver.start(p._handler.onData, session)
+        receiver.start(p.handler.onData, session)
     decoder = receiver.decoder
     assert isinstance(decoder, ChunkDecoder)
     decoder.expect(size, last)
     receiver.reading = True
     if size == 0:
-        p._bodyReceived(receiver, b"")
-
-
-def countRefusedMessage(p: SMTPProtocol, replies: list[Reply]) -> None:
-    """
-    A message's replies were sent: a refused message (any 4xx or 5xx reply
-    after its final dot or last chunk; once per message, however many LMTP
-    recipients) counts towards C{maxErrors} like a refused command, and the
-    one reaching it is followed by 421 and a close (Postfix's
-    C{smtpd_hard_error_limit}).
-    """
-    if any(reply.code >= 400 for reply in replies):
-        p._errors += 1
-        if p._errors >= p._options.maxErrors:
-            p._closeWith(catalogue.TOO_MANY_ERRORS)
+        p.bodyReceived(receiver, b"")
 
 
 class RefusedChunk:
@@ -196,7 +182,7 @@ class RefusedChunk:
         self.reply = reply
 
 
-def refuse(p: SMTPProtocol, verb: Verb, argument: bytes, reply: Reply) -> None:
+def refuse(p: SessionControl, verb: Verb, argument: bytes, reply: Reply) -> None:
     """
     Refuse a command with C{reply}.  A refused BDAT is still followed by its
     chunk: see L{refuseBdat}.
@@ -204,10 +190,10 @@ def refuse(p: SMTPProtocol, verb: Verb, argument: bytes, reply: Reply) -> None:
     if verb is Verb.BDAT:
         refuseBdat(p, argument, reply)
     else:
-        p._fail(reply)
+        p.fail(reply)
 
 
-def refuseBdat(p: SMTPProtocol, argument: bytes, reply: Reply) -> None:
+def refuseBdat(p: SessionControl, argument: bytes, reply: Reply) -> None:
     """
     Refuse a BDAT command whose chunk follows it.
 
@@ -222,39 +208,24 @@ def refuseBdat(p: SMTPProtocol, argument: bytes, reply: Reply) -> None:
     except CommandError:
         malformedBdat(p)
         return
-    p._log.info(
+    p.log.info(
         "{session} BDAT refused with {code}: discarding {size} octets",
         session=p.session.id,
         code=reply.code,
         size=size,
     )
     if size == 0:
-        p._fail(reply)
+        p.fail(reply)
         return
-    p._discard = RefusedChunk(size, reply)
-    if p._receiver is None:
+    p.discard = RefusedChunk(size, reply)
+    if p.receiver is None:
         transferStarted(p)
 
 
-def malformedBdat(p: SMTPProtocol) -> None:
+def malformedBdat(p: CommandContext) -> None:
     """
     A BDAT line without a readable size: close with C{521}.
     """
-    p._log.info("{session} malformed BDAT command: closing", session=p.session.id)
-    p._emit("reject", reply=catalogue.BDAT_SYNTAX_CLOSE)
-    p._closeWith(catalogue.BDAT_SYNTAX_CLOSE)
-
-
-def discardRefusedChunk(p: SMTPProtocol, refused: RefusedChunk) -> None:
-    """
-    Drop what the buffer holds of a refused chunk; once it is all gone,
-    send the refusal and take commands again.
-    """
-    buffer = p._buffer
-    take = min(refused.remaining, len(buffer))
-    refused.remaining -= take
-    p._rateBytes += take
-    p._buffer = buffer[take:]
-    if not refused.remaining:
-        p._discard = None
-        p._fail(refused.reply)
+    p.log.info("{session} malformed BDAT command: closing", session=p.session.id)
+    p.emit("reject", reply=catalogue.BDAT_SYNTAX_CLOSE)
+    p.closeWith(catalogue.BDAT_SYNTAX_CLOSE)
