@@ -290,6 +290,26 @@ class MappedAddressTests(SynchronousTestCase):
         SessionLogger(["192.0.2.8"])("connect", session, {})
         self.assertEqual(len(events), 1)
 
+    def test_ignoredHostsNormalisedByTheLogger(self) -> None:
+        """
+        A L{SessionLogger} built directly (not from L{ServerOptions})
+        normalises its C{ignoredHosts} too: an IPv4-mapped or upper-case
+        IPv6 entry silences the session it names.
+        """
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import globalLogPublisher
+
+        from twisted_smtpd._serving.logging import SessionLogger
+
+        proto, transport = self._connect()
+        session = proto.session  # type: ignore[attr-defined]
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        for ignored in ("::ffff:192.0.2.7", "::FFFF:c000:207"):
+            SessionLogger([ignored])("connect", session, {})
+        session.remoteAddress = ("2001:db8::1", 40000)
+        SessionLogger(["2001:DB8:0::1"])("connect", session, {})
+        self.assertEqual(len(events), 0)
+
     def test_xforwardFromMappedAddress(self) -> None:
         """
         C{useXForward=["192.0.2.0/24"]} trusts 192.0.2.7 arriving as

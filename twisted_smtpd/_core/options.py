@@ -106,7 +106,7 @@ def _unmappedNetwork(network: IPNetwork) -> IPNetwork:
     return network
 
 
-def _hosts(value: Iterable[str]) -> tuple[str, ...]:
+def normaliseHosts(value: Iterable[str]) -> tuple[str, ...]:
     """
     Normalise C{ignoredHosts}: each IP address in the form a session's
     C{remoteAddress} has (IPv4-mapped addresses as IPv4, IPv6 compressed
@@ -331,7 +331,7 @@ class ServerOptions:
     lenientAddresses: bool = False
     disableReverseLookup: bool = False
     useProxy: tuple[IPNetwork, ...] = field(default=(), converter=_networks)
-    ignoredHosts: tuple[str, ...] = field(default=(), converter=_hosts)
+    ignoredHosts: tuple[str, ...] = field(default=(), converter=normaliseHosts)
     useXClient: tuple[IPNetwork, ...] = field(default=(), converter=_networks)
     useXForward: tuple[IPNetwork, ...] = field(default=(), converter=_networks)
     tlsCiphers: str | None = None

@@ -27,6 +27,7 @@ from twisted.logger import ILogObserver, LogEvent, Logger, formatEvent
 from zope.interface import provider
 
 from twisted_smtpd._core.grammar import Verb
+from twisted_smtpd._core.options import normaliseHosts
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.replies import Reply
 from twisted_smtpd._core.session import Session, TLSInfo
@@ -145,7 +146,7 @@ class SessionLogger:
             C{twisted.logger} events in the C{twisted_smtpd.session}
             namespace.
         """
-        self._ignored = frozenset(ignoredHosts)
+        self._ignored = frozenset(normaliseHosts(ignoredHosts))
         self._writer = writer
 
     def _emit(self, text: str, fields: dict[str, Any]) -> None:
