@@ -100,6 +100,7 @@ def serverCommands() -> dict[str, list[str]]:
         "twisted-smtpd --quiet": oursCommand(extra=("--quiet",)),
         "twisted-smtpd --quiet --maildir": oursCommand(("--maildir", MAILDIR), ("--quiet",)),
         # Two worker processes (measure with --no-pin: pinning puts both on one core).
+        "twisted-smtpd --workers 2": oursCommand(extra=("--workers", "2")),
         "twisted-smtpd --quiet --workers 2": oursCommand(extra=("--quiet", "--workers", "2")),
     }
 

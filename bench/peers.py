@@ -16,11 +16,12 @@ first.  Workloads (smtp-source always gets C{-M localhost}):
     connections that have each had their EHLO answered.
 
 Servers (all by default): Postfix's C{smtp-sink} (C), Node's
-C{smtp-server}, twisted.mail, aiosmtpd, and twisted-smtpd with C{--sink}
-four ways: logging on (the default configuration), C{--quiet}, C{--quiet
---maildir} (durable delivery into C{$BENCH_MAILDIR}, emptied after every
-run) and C{--quiet --workers 2}; "twisted-smtpd --maildir" (logging on) can
-be asked for too.  Ratios are taken against the first twisted-smtpd row
+C{smtp-server}, twisted.mail, aiosmtpd, and twisted-smtpd in the default
+configuration (logging on) four ways: C{--sink}, C{--sink --quiet} (no log
+line per connection and message), C{--maildir} (durable delivery into
+C{$BENCH_MAILDIR}, emptied after every run) and C{--sink --workers 2};
+"twisted-smtpd --quiet --maildir" and "twisted-smtpd --quiet --workers 2"
+can be asked for too.  Ratios are taken against the first twisted-smtpd row
 listed.
 
 Each timed run gets a fresh server process; servers take turns within each
@@ -68,8 +69,8 @@ DEFAULT_SERVERS = (
     "aiosmtpd",
     OURS,
     "twisted-smtpd --quiet",
-    "twisted-smtpd --quiet --maildir",
-    "twisted-smtpd --quiet --workers 2",
+    "twisted-smtpd --maildir",
+    "twisted-smtpd --workers 2",
 )
 
 # name: (smtp-source arguments, first warm-up count, count bound, unit, what)
