@@ -7,6 +7,7 @@ transmission type for C{Received:} headers.
 from __future__ import annotations
 
 from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._core.session import Session
 
 
 def extensions(
@@ -63,3 +64,13 @@ def transmissionType(openingCommand: str | None, secure: bool, authenticated: bo
     if base == "SMTP":
         return base
     return base + ("S" if secure else "") + ("A" if authenticated else "")
+
+
+def updateTransmissionType(session: Session) -> None:
+    """
+    Recompute C{session.transmissionType} after a change of greeting, TLS
+    or authentication.
+    """
+    session.transmissionType = transmissionType(
+        session.openingCommand, session.secure, session.user is not None
+    )

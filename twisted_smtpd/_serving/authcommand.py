@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from twisted_smtpd._core import replies as catalogue
+from twisted_smtpd._core.features import updateTransmissionType
 from twisted_smtpd._core.grammar import Phase
 from twisted_smtpd._core.replies import Reply
 from twisted_smtpd._core.sasl import (
@@ -156,7 +157,7 @@ class AuthCommand:
             user = result.user if isinstance(result, AuthResult) else result
             message = result.message if isinstance(result, AuthResult) else None
             p.session.user = user
-            p.updateTransmissionType()
+            updateTransmissionType(p.session)
             p.emit("auth", method=request.method, username=request.username)
             p.reply(
                 Reply(235, "2.7.0", catalogue.sanitiseText(message))

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from twisted_smtpd._core import replies as catalogue
-from twisted_smtpd._core.features import extensions
+from twisted_smtpd._core.features import extensions, updateTransmissionType
 from twisted_smtpd._core.grammar import Phase, Verb, looksLikeBdat, parseHelo
 from twisted_smtpd._serving import forwarding as _forwarding
 from twisted_smtpd._serving import tlscommand as _tlscommand
@@ -68,7 +68,7 @@ def _greeted(p: CommandContext, verb: str, hostname: str) -> None:
     p.phase = Phase.GREETED
     p.session.openingCommand = verb
     p.session.hostNameAppearsAs = hostname
-    p.updateTransmissionType()
+    updateTransmissionType(p.session)
     p.emit("helo", hostname=hostname)
 
 

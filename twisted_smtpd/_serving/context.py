@@ -117,11 +117,6 @@ class CommandContext(Protocol):
         End the mail transaction, and a message in progress with it.
         """
 
-    def updateTransmissionType(self) -> None:
-        """
-        Recompute C{session.transmissionType}.
-        """
-
 
 class SessionControl(CommandContext, Protocol):
     """

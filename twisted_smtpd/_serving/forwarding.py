@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted_smtpd._core import replies as catalogue
+from twisted_smtpd._core.features import updateTransmissionType
 from twisted_smtpd._core.grammar import XCLIENT_ATTRIBUTES, XFORWARD_ATTRIBUTES, Phase
 from twisted_smtpd._core.options import trusted
 from twisted_smtpd._core.printable import addressLiteral
@@ -112,7 +113,7 @@ def xclient(p: SessionControl, argument: bytes) -> None:
     p.resetTransaction()
     p.phase = Phase.CONNECTED
     session.openingCommand = None
-    p.updateTransmissionType()
+    updateTransmissionType(p.session)
     p.setPause(PAUSE_HOOK, True)
     runConnectHooks(p)
 

@@ -206,6 +206,20 @@ def runHook(
     result.addCallbacks(ok, failed)
 
 
+def runCloseHook(p: SessionControl) -> None:
+    """
+    Tell C{onClose} the session is over; what it returns or raises is only
+    logged, as nobody is left to answer.
+    """
+    try:
+        result = p.handler.onClose(p.session)
+    except Exception:
+        p.logFailure(Failure(), "onClose")
+    else:
+        if isinstance(result, Deferred):
+            result.addErrback(p.logFailure, "onClose")
+
+
 def _name(fn: Callable[..., object]) -> str:
     return getattr(fn, "__name__", "hook")
 

@@ -18,7 +18,6 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import tcp
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IHandshakeListener,
     IReactorTime,
@@ -31,7 +30,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_smtpd._core import replies as catalogue
-from twisted_smtpd._core.features import transmissionType
 from twisted_smtpd._core.grammar import (
     Phase,
     Verb,
@@ -51,7 +49,7 @@ from twisted_smtpd._serving import transaction as _transaction
 from twisted_smtpd._serving.authcommand import AuthCommand
 from twisted_smtpd._serving.deadlines import Times
 from twisted_smtpd._serving.flow import PAUSE_HOOK, PAUSE_STREAM, PAUSE_WRITE, writeThrough
-from twisted_smtpd._serving.hooks import runHook
+from twisted_smtpd._serving.hooks import runCloseHook, runHook
 from twisted_smtpd._serving.logging import refusal
 from twisted_smtpd._serving.receiving import MessageReceiver, errorFromReply
 from twisted_smtpd.interfaces import ISMTPHandler
@@ -217,13 +215,7 @@ class SMTPProtocol(LineReceiver):
             factory.forget(self)
         if not self.refused:
             self.emit("close")
-            try:
-                result = self.handler.onClose(self.session)
-            except Exception:
-                self.logFailure(Failure(), "onClose")
-            else:
-                if isinstance(result, Deferred):
-                    result.addErrback(self.logFailure, "onClose")
+            runCloseHook(self)
         if factory is not None:
             factory.connectionGone(self)
 
@@ -295,7 +287,7 @@ class SMTPProtocol(LineReceiver):
                     self.bodyReceived(receiver, data)
                     continue
                 if self.discard is not None:
-                    self._discardRefused(self.discard)
+                    self._buffer = _transaction.discardRefused(self, self.discard, self._buffer)
                     continue
                 buf = self._buffer
                 if self._discardingLine:
@@ -369,16 +361,6 @@ class SMTPProtocol(LineReceiver):
         except CommandError as e:
             self.fail(e.reply)
 
-    def updateTransmissionType(self) -> None:
-        """
-        Recompute C{session.transmissionType} after a change of greeting,
-        TLS or authentication.
-        """
-        session = self.session
-        session.transmissionType = transmissionType(
-            session.openingCommand, session.secure, session.user is not None
-        )
-
     def bodyReceived(self, receiver: MessageReceiver, data: bytes) -> None:
         self.times.rateBytes += len(data)
         factory = self.server
@@ -399,20 +381,6 @@ class SMTPProtocol(LineReceiver):
             # everything the client pipelined behind it.
             self.waiting = True
             self.setPause(PAUSE_HOOK, True)
-
-    def _discardRefused(self, refused: _transaction.RefusedChunk) -> None:
-        """
-        Drop what the buffer holds of a refused BDAT chunk; once it is all
-        gone, send the refusal and take commands again.
-        """
-        buffer = self._buffer
-        take = min(refused.remaining, len(buffer))
-        refused.remaining -= take
-        self.times.rateBytes += take
-        self._buffer = buffer[take:]
-        if not refused.remaining:
-            self.discard = None
-            self.fail(refused.reply)
 
     def messageDone(self, replies: list[Reply], size: int) -> None:
         """

@@ -222,6 +222,22 @@ def refuseBdat(p: SessionControl, argument: bytes, reply: Reply) -> None:
         transferStarted(p)
 
 
+def discardRefused(p: SessionControl, refused: RefusedChunk, buffer: bytes) -> bytes:
+    """
+    Drop what C{buffer} holds of a refused BDAT chunk; once it is all gone,
+    send the refusal (and take commands again).
+
+    @return: What is left of C{buffer}.
+    """
+    take = min(refused.remaining, len(buffer))
+    refused.remaining -= take
+    p.times.rateBytes += take
+    if not refused.remaining:
+        p.discard = None
+        p.fail(refused.reply)
+    return buffer[take:]
+
+
 def malformedBdat(p: CommandContext) -> None:
     """
     A BDAT line without a readable size: close with C{521}.
