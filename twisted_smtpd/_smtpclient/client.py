@@ -29,13 +29,12 @@ from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
-    IReactorTime,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import ClientFactory
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 
 from twisted_smtpd._smtpclient.clientprotocol import ClientProtocol, Request, TLSMode, connectWithin
+from twisted_smtpd._smtpclient.clientsession import ProtocolFactory
 from twisted_smtpd._smtpclient.clientwire import (
     ClientReply,
     DeliveryError,
@@ -58,20 +57,6 @@ __all__ = [
 ]
 
 TLS_MODES: frozenset[str] = frozenset({"required", "opportunistic", "none"})
-
-
-class _ClientFactory(ClientFactory):
-    def __init__(self, request: Request, clock: IReactorTime) -> None:
-        self._request = request
-        self._clock = clock
-
-    # No "Starting factory" line per connection.
-    noisy = False
-
-    def buildProtocol(self, addr: object) -> ClientProtocol:
-        protocol = ClientProtocol(self._request, self._clock)
-        protocol.factory = self
-        return protocol
 
 
 def _checkLine(name: str, value: str) -> None:
@@ -193,6 +178,6 @@ async def _connectAndRun(
     endpoint: IStreamClientEndpoint, request: Request, clock: Any
 ) -> DeliveryResult:
     protocol: ClientProtocol = await connectWithin(
-        endpoint, _ClientFactory(request, clock), clock, request.timeout
+        endpoint, ProtocolFactory(request, clock), clock, request.timeout
     )
     return await protocol.run()

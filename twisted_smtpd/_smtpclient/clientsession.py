@@ -38,7 +38,13 @@ from twisted_smtpd.interfaces import IMessageStream
 CHUNK_SIZE = 65536
 
 
-class _Factory(ClientFactory):
+class ProtocolFactory(ClientFactory):
+    """
+    Builds the L{ClientProtocol} of one connection to the next hop, for a
+    single delivery (L{twisted_smtpd._smtpclient.client}) or a reusable
+    session (L{openSession}).
+    """
+
     def __init__(self, request: Request, clock: Any) -> None:
         self._request = request
         self._clock = clock
@@ -326,7 +332,7 @@ async def openSession(
         the session; the connection is then closed.
     """
     protocol: ClientProtocol = await connectWithin(
-        endpoint, _Factory(request, clock), clock, request.timeout
+        endpoint, ProtocolFactory(request, clock), clock, request.timeout
     )
     try:
         extensions = await protocol.open()
