@@ -11,6 +11,7 @@ traffic goes to 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import resource
 import shutil
@@ -78,8 +79,14 @@ def oursCommand(delivery: Sequence[str] = ("--sink",), extra: Sequence[str] = ()
     ]
 
 
-#: The Maildir of the "twisted-smtpd --maildir" row, emptied after every run.
+#: Where the "twisted-smtpd --maildir" rows deliver: each server process
+#: into its own Maildir below it (C{{maildir}} in a command), all removed at
+#: the end (L{emptyMaildir}).  Removing a run's files right after it would
+#: charge the next runs for the file system's work: on a file system mounted
+#: with C{discard}, each journal commit (each C{syncfs}) then also trims the
+#: freed blocks, which doubled the system CPU per message of the runs after.
 MAILDIR = os.environ.get("BENCH_MAILDIR", "/tmp/twisted-smtpd-bench-maildir")
+_maildirRuns = itertools.count(1)
 
 
 def serverCommands() -> dict[str, list[str]]:
@@ -95,21 +102,22 @@ def serverCommands() -> dict[str, list[str]]:
         "twisted-smtpd": oursCommand(),
         "aiosmtpd": [py, os.path.join(HERE, "peers", "aiosmtpd_sink.py"), "{port}"],
         "twisted.mail": [py, os.path.join(HERE, "peers", "twisted_mail_sink.py"), "{port}"],
-        "twisted-smtpd --maildir": oursCommand(("--maildir", MAILDIR)),
+        "twisted-smtpd --maildir": oursCommand(("--maildir", "{maildir}")),
         # Without the log line per connection and message.
         "twisted-smtpd --quiet": oursCommand(extra=("--quiet",)),
-        "twisted-smtpd --quiet --maildir": oursCommand(("--maildir", MAILDIR), ("--quiet",)),
+        "twisted-smtpd --quiet --maildir": oursCommand(("--maildir", "{maildir}"), ("--quiet",)),
         # Two worker processes (measure with --no-pin: pinning puts both on one core).
         "twisted-smtpd --workers 2": oursCommand(extra=("--workers", "2")),
         "twisted-smtpd --quiet --workers 2": oursCommand(extra=("--quiet", "--workers", "2")),
     }
 
 
-def emptyMaildir() -> None:
+def emptyMaildir(path: str = MAILDIR) -> None:
     """
-    Remove what the "twisted-smtpd --maildir" row delivered.
+    Remove what the "twisted-smtpd --maildir" rows delivered: everything, or
+    one run's Maildir C{path}.
     """
-    shutil.rmtree(MAILDIR, ignore_errors=True)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def peerAvailable(name: str) -> bool:
@@ -234,7 +242,11 @@ class Server:
     ) -> None:
         self.name = name
         self.port = freePort()
-        self.argv = [a.replace("{port}", str(self.port)) for a in argv]
+        #: The Maildir of this process, for a command with C{{maildir}}.
+        self.maildir = os.path.join(MAILDIR, f"run-{next(_maildirRuns)}")
+        self.argv = [
+            a.replace("{port}", str(self.port)).replace("{maildir}", self.maildir) for a in argv
+        ]
         os.makedirs(logDir, exist_ok=True)
         self._log = open(os.path.join(logDir, name.replace(" ", "_") + ".log"), "ab")  # noqa: SIM115
         # The log folder as the working directory: "python -c" puts the

@@ -1,8 +1,10 @@
 """
-Profile twisted-smtpd (C{--sink}) under load: where the CPU goes per message.
+Profile twisted-smtpd (C{--sink} by default) under load: where the CPU goes
+per message.
 
     python bench/hotpaths.py [--tool cprofile|py-spy] [--workloads W2,W3,W4]
                              [--top 25] [--out /tmp/twisted-smtpd-profiles]
+                             [--delivery "--maildir /tmp/Maildir"]
 
 The server runs alone on one vCPU while smtp-source drives it from the other
 with a fixed amount of work:
@@ -37,6 +39,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 from _benchlib import REPO, Server, cpus, machineLine, oursCommand, serverEnv, smtpSource
 
@@ -126,11 +129,13 @@ def pyspyReport(path: str, top: int) -> str:
     return "\n".join(lines)
 
 
-def profile(workload: str, tool: str, out: str, top: int, logs: str) -> str:
+def profile(
+    workload: str, tool: str, out: str, top: int, logs: str, delivery: Sequence[str] = ("--sink",)
+) -> str:
     args, count, unit = WORKLOADS[workload]
     vcpus = cpus()
     serverCpu, clientCpu = (vcpus[0], vcpus[1]) if len(vcpus) >= 2 else (None, None)
-    command = oursCommand()
+    command = oursCommand(delivery)
     if command[0] == "sh":
         raise SystemExit("hotpaths.py profiles the built-in command; unset OURS")
     prof = os.path.join(out, f"{workload}.prof")
@@ -189,13 +194,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", default="/tmp/twisted-smtpd-profiles")
     parser.add_argument("--logs", default="/tmp/twisted-smtpd-bench-logs")
+    parser.add_argument(
+        "--delivery",
+        default="--sink",
+        help='the delivery options, e.g. "--maildir /tmp/Maildir" (default: --sink)',
+    )
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     print(f"# twisted-smtpd hot paths ({args.tool}), {machineLine()}\n")
     for workload in [w.strip() for w in args.workloads.split(",") if w.strip()]:
         if workload not in WORKLOADS:
             parser.error(f"unknown workload {workload!r}")
-        print(profile(workload, args.tool, args.out, args.top, args.logs), flush=True)
+        report = profile(workload, args.tool, args.out, args.top, args.logs, args.delivery.split())
+        print(report, flush=True)
         print()
     return 0
 

@@ -201,6 +201,27 @@ class MaildirLayoutTests(SynchronousTestCase):
         self.assertNotIn("/", name)
         self.assertNotIn(":", name)
 
+    def test_uniqueNameInForkedChild(self) -> None:
+        """
+        A process forked from this one (a C{--workers} worker) names its
+        files with its own pid, not its parent's.
+        """
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover (the child process)
+            try:
+                os.write(write, f"{os.getpid()} {maildir._uniqueName('h')}".encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as pipe:
+            pid, name = pipe.read().decode().split()
+        os.waitpid(child, 0)
+        match = NAME.match(name)
+        assert match is not None
+        self.assertEqual(match.group(3), pid)
+        self.assertNotEqual(int(pid), os.getpid())
+
     def test_uniqueNamesDistinct(self) -> None:
         """
         Names made in the same microsecond still differ, by their counter.

@@ -209,6 +209,22 @@ class SessionEventTests(SynchronousTestCase):
         )
         self.assertEqual((event["protocol"], event["cipher"]), ("TLSv1.3", "TLS_AES_256"))
 
+    def test_unansweredMessage(self) -> None:
+        """
+        A message answered after its session ended says that its reply was
+        not sent.
+        """
+        from twisted_smtpd._core import replies as catalogue
+
+        logger = SessionLogger()
+        data = {"size": 3, "replies": (catalogue.DATA_OK,), "unanswered": True}
+        logger("message", _session(), data)
+        logger("message", _session(), dict(data, unanswered=False))
+        late, sent = (formatEvent(event) for event in self.events)
+        self.assertTrue(late.endswith(" (session ended before this answer: not sent)"), late)
+        self.assertNotIn("not sent", sent)
+        self.assertEqual([event["unanswered"] for event in self.events], [True, False])
+
     def test_loggable(self) -> None:
         """
         L{loggable} escapes control characters (as L{twisted_smtpd._core.printable.printable} does),

@@ -144,6 +144,27 @@ class MetricsTests(SynchronousTestCase):
         pending.callback(None)
         self.assertEqual(self.value("smtpd_delivery_seconds_count"), 1)
 
+    def test_answerAfterClose(self) -> None:
+        """
+        A message answered after its session closed is counted, and its
+        session stays a session without a message, remembered nowhere.
+        """
+        pending: Deferred[None] = Deferred()
+
+        class Slow(Refusing):
+            def onData(self, stream: IMessageStream, session: Session) -> object:
+                stream.drain()
+                return pending
+
+        proto = self.session(Slow())
+        proto.dataReceived(b"EHLO c\r\n" + MESSAGE)
+        proto.connectionLost()
+        pending.callback(None)
+        self.assertEqual(self.value("smtpd_messages_total", reply_class="2xx", code="250"), 1)
+        self.assertEqual(self.value("smtpd_sessions_total", outcome="no_message"), 1)
+        self.assertEqual(self.value("smtpd_connections_open"), 0)
+        self.assertEqual(self.metrics._delivered, set())
+
 
 class ResourceTests(SynchronousTestCase):
     """

@@ -735,6 +735,86 @@ class HookTests(SynchronousTestCase):
         self.assertEqual(transport.value(), replies.MAIL_OK + replies.RCPT_OK + replies.OK)
         self.assertEqual(transport.producerState, "producing")
 
+    def test_waitingHookKeepsReading(self) -> None:
+        """
+        A hook that answers later does not stop the transport by itself (a
+        client waiting for its reply costs no pause and resume of the
+        socket); bytes that arrive meanwhile do, and the answer starts it
+        again.
+        """
+        pending: Deferred[None] = Deferred()
+
+        class Slow(BaseHandler):
+            def onMailFrom(self, address: Address, session: Session) -> object:
+                return pending
+
+        proto, transport, clock, _ = connect(Slow())
+        proto.dataReceived(b"EHLO c\r\n")
+        take(transport)
+        proto.dataReceived(b"MAIL FROM:<a@example.com>\r\n")
+        self.assertEqual(transport.producerState, "producing")
+        proto.dataReceived(b"NOOP\r\n")
+        self.assertEqual(transport.producerState, "paused")
+        self.assertEqual(transport.value(), b"")
+        pending.callback(None)
+        self.assertEqual(take(transport), replies.MAIL_OK + replies.OK)
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_commandsBehindBodyPause(self) -> None:
+        """
+        Commands read together with the end of a body whose onData answers
+        later stop the transport at once: no more is read until the reply.
+        """
+        pending: Deferred[str] = Deferred()
+
+        class Slow(BaseHandler):
+            def onData(self, stream: IMessageStream, session: Session) -> object:
+                stream.drain()
+                return pending
+
+        proto, transport, clock, _ = connect(Slow())
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<a@e.com>\r\nRCPT TO:<b@e.com>\r\n")
+        take(transport)
+        proto.dataReceived(b"DATA\r\nx\r\n.\r\n")
+        self.assertEqual(transport.producerState, "producing")
+        pending.callback("OK: id 1")
+        pending = Deferred()
+        proto.dataReceived(b"MAIL FROM:<a@e.com>\r\nRCPT TO:<b@e.com>\r\n")
+        proto.dataReceived(b"DATA\r\nx\r\n.\r\nNOOP\r\n")
+        self.assertEqual(transport.producerState, "paused")
+        take(transport)
+        pending.callback("OK: id 2")
+        self.assertEqual(take(transport), b"250 2.0.0 OK: id 2\r\n" + replies.OK)
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_answerAfterClientLeft(self) -> None:
+        """
+        When the client goes after the end of its message but before onData
+        answers, the answer still reaches the observers (the handler may have
+        kept the message), marked C{unanswered}, after the close; nothing is
+        written.
+        """
+        pending: Deferred[str] = Deferred()
+
+        class Slow(BaseHandler):
+            def onData(self, stream: IMessageStream, session: Session) -> object:
+                stream.drain()
+                return pending
+
+        proto, transport, clock, factory = connect(Slow())
+        seen: list[tuple[str, dict[str, Any]]] = []
+        factory.addObserver(lambda event, session, data: seen.append((event, data)))
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<a@e.com>\r\nRCPT TO:<b@e.com>\r\n")
+        proto.dataReceived(b"DATA\r\nx\r\n.\r\n")
+        take(transport)
+        proto.connectionLost(Failure(ConnectionLost()))
+        pending.callback("OK: id 9")
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual([event for event, _ in seen][-2:], ["close", "message"])
+        data = seen[-1][1]
+        self.assertTrue(data["unanswered"])
+        self.assertEqual([reply.code for reply in data["replies"]], [250])
+
     def test_lateRejectionKeepsOrder(self) -> None:
         """
         A slow hook's refusal comes first; the pipelined RCPT then gets 503.

@@ -278,10 +278,13 @@ class SessionLogger:
         recipients = [printable(rcpt.address) for rcpt in envelope.rcptTo]
         reply = printable(" ".join(replies[0].lines)) if replies else ""
         sid = session.id
+        unanswered = bool(data.get("unanswered"))
+        late = " (session ended before this answer: not sent)" if unanswered else ""
         self._emit(
             f"{sid} message {size} bytes from <{sender}> to <{'>,<'.join(recipients)}>:"
-            f" {','.join(map(str, codes))} {reply}",
+            f" {','.join(map(str, codes))} {reply}{late}",
             {
+                "unanswered": unanswered,
                 "session": sid,
                 "size": size,
                 "sender": sender,

@@ -177,7 +177,8 @@ class ServerMetrics:
         replies: tuple[Reply, ...] = data.get("replies", ())
         for reply in replies:
             self.messages.labels(f"{reply.code // 100}xx", str(reply.code)).inc()
-        if any(reply.code < 400 for reply in replies):
+        if any(reply.code < 400 for reply in replies) and session.id in self._open:
+            # (A message answered after its session's close is not kept.)
             self._delivered.add(session.id)
         self.bytes.inc(data.get("size", 0))
         seconds = data.get("seconds")

@@ -247,10 +247,18 @@ class SMTPProtocol(LineReceiver):
         """
         Record one reason to stop reading (L{PAUSE_HOOK}, L{PAUSE_STREAM},
         L{PAUSE_WRITE}); the transport reads while there is none.
+
+        L{PAUSE_HOOK} alone stops the transport only once bytes arrive while
+        it holds (L{dataReceived}), so at most one read is buffered meanwhile:
+        a client waiting for its reply, as most do, costs no pause and resume
+        of the socket (two C{epoll_ctl} calls per held command), and a
+        client that goes away is seen at once.
         """
         pauses = self.pauses | reason if paused else self.pauses & ~reason
         self.pauses = pauses
-        want = pauses != 0
+        want = bool(pauses & ~PAUSE_HOOK) or (
+            pauses != 0 and (self._transportPaused or bool(self._buffer))
+        )
         if want != self._transportPaused and self.connected and not self.closing:
             transport: Any = self.transport
             self._transportPaused = want
@@ -268,6 +276,11 @@ class SMTPProtocol(LineReceiver):
         self.times.lastActivity = self.clock.seconds()
         if self.closing:
             return
+        if self.pauses and not self._transportPaused:
+            # Bytes while a hook holds (setPause): keep them, read no more.
+            self._transportPaused = True
+            transport: Any = self.transport
+            transport.pauseProducing()
         if self._buffer:
             self._buffer += data
         else:
@@ -388,10 +401,20 @@ class SMTPProtocol(LineReceiver):
         (any 4xx or 5xx reply; once per message, however many LMTP
         recipients) counts towards C{maxErrors} like a refused command
         (Postfix's C{smtpd_hard_error_limit}).
+
+        A message whose session ended (client gone, timeout) after its end
+        but before the handler answered is still told to the observers, with
+        C{unanswered} set, since the handler may have kept it; nothing is
+        sent.
         """
         self.receiver = None
         seconds = perf_counter() - self._bodyEnded if self._bodyEnded else None
-        self.emit("message", size=size, replies=tuple(replies), seconds=seconds)
+        unanswered = self.closing
+        self.emit(
+            "message", size=size, replies=tuple(replies), seconds=seconds, unanswered=unanswered
+        )
+        if unanswered:
+            return
         for reply in replies:
             self.reply(reply)
         self.resetTransaction()

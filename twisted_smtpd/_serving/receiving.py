@@ -159,7 +159,7 @@ class MessageReceiver:
             self.stream._fail(reason)
 
     def _answered(self, outcome: object) -> None:
-        if self.abandoned or self.finished:
+        if self.finished or (self.abandoned and not self.ended):
             # A handler passing on the stream's own failure (the client went
             # away, the server timed it out) is not an error worth a traceback.
             if isinstance(outcome, Failure) and not outcome.check(

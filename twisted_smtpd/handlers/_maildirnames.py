@@ -20,6 +20,9 @@ from twisted_smtpd._core.printable import addressLiteral, printable
 from twisted_smtpd._core.session import Session
 
 _counter = itertools.count(1)
+# The pid, read once per process rather than by a getpid(2) per message.
+_pid = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _QUOTED_PAIR = re.compile(r"\\(.)")
 _MAX_NAME = 255
@@ -50,7 +53,7 @@ def _uniqueName(hostname: str | None = None) -> str:
         hostname = socket.gethostname()
     host = hostname.replace("/", "\\057").replace(":", "\\072")
     seconds, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
-    return f"{seconds}.M{nanoseconds // 1000}P{os.getpid()}Q{next(_counter)}.{host}"
+    return f"{seconds}.M{nanoseconds // 1000}P{_pid[0]}Q{next(_counter)}.{host}"
 
 
 def _traceHeaderLines(session: Session, name: str) -> bytes:

@@ -31,7 +31,7 @@ import errno
 import os
 import socket
 import time
-from typing import IO, Any, cast
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer, IProducer, IPushProducer
@@ -101,7 +101,7 @@ class _Delivery:
     """
     One message on its way into the Maildir.
 
-    Its state is changed on the reactor thread only, except C{file}, which
+    Its state is changed on the reactor thread only, except C{fd}, which
     belongs to the single disk job in flight for it (a spill write, the
     commit, or the clean-up), never to two at once.
     """
@@ -119,8 +119,9 @@ class _Delivery:
         self.toSync: list[str] = []
         self.chunks: list[bytes] = []
         self.buffered = 0
-        self.file: IO[bytes] | None = None
-        #: When C{file} was opened, in the order of all openings.
+        #: The descriptor of its tmp file, once created.
+        self.fd: int | None = None
+        #: When C{fd} was opened, in the order of all openings.
         self.openedAt = 0
         self.spilled = False
         self.writing = False
