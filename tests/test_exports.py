@@ -67,3 +67,56 @@ class ExportTests(SynchronousTestCase):
         """
         self.assertIs(handlers.BaseHandler, _base.BaseHandler)
         self.assertTrue(verifyObject(interfaces.ISMTPHandler, handlers.BaseHandler()))
+
+    def test_handlersOnFirstUse(self) -> None:
+        """
+        Every name of C{twisted_smtpd.handlers.__all__} is its module's
+        class, those loaded on first use included; an unknown name is an
+        L{AttributeError}.
+        """
+        from twisted_smtpd.handlers import lmtp, pipe, relay
+
+        for name in handlers.__all__:
+            self.assertEqual(getattr(handlers, name).__name__, name)
+        self.assertIs(handlers.RelayHandler, relay.RelayHandler)
+        self.assertIs(handlers.PipeHandler, pipe.PipeHandler)
+        self.assertIs(handlers.LMTPDeliveryHandler, lmtp.LMTPDeliveryHandler)
+        self.assertRaises(AttributeError, getattr, handlers, "NoSuchHandler")
+
+
+class StartupImportTests(SynchronousTestCase):
+    """
+    What C{twistd smtpd} loads for its default configuration (idle memory).
+    """
+
+    def test_defaultServiceLoadsNoClientNorWeb(self) -> None:
+        """
+        Building the default service (a Maildir, no --metrics) imports
+        neither the SMTP client of the relay and LMTP handlers nor the web
+        server of C{--metrics}.
+        """
+        import subprocess
+        import sys
+        import tempfile
+
+        script = (
+            "import sys\n"
+            "from twisted_smtpd._twistd.tap import Options, makeService\n"
+            "config = Options()\n"
+            "config.parseOptions(['--maildir', sys.argv[1], '--listen', 'tcp:0'])\n"
+            "makeService(config)\n"
+            "loaded = [m for m in ('twisted_smtpd._smtpclient', 'twisted_smtpd.handlers.relay',"
+            " 'twisted_smtpd.handlers.lmtp', 'twisted_smtpd.handlers.pipe',"
+            " 'twisted.web.server', 'twisted_smtpd._serving.metrics') if m in sys.modules]\n"
+            "print(','.join(loaded))\n"
+        )
+        with tempfile.TemporaryDirectory() as directory:
+            result = subprocess.run(
+                [sys.executable, "-c", script, directory],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.strip(), "")

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.python.logfile import LogFile
 
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._serving.resolve import resolverFor
 from twisted_smtpd._twistd.daemon import SMTPDaemon
-from twisted_smtpd._twistd.metricsservice import WorkerMetrics, prepareWorkerMetrics
 from twisted_smtpd._twistd.workercert import SharedCertificate
 from twisted_smtpd._twistd.workers import ParentWatch, WorkerPool, parentPipe
+
+if TYPE_CHECKING:
+    # Imported when --metrics is given: the web server stays unloaded
+    # otherwise (its modules cost about 2 MiB of memory).
+    from twisted_smtpd._twistd.metricsservice import WorkerMetrics
 
 
 def _logDestination(config: Any) -> Any:
@@ -45,7 +49,11 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
     """
     if config.get("workerListeners"):
         options = config["serverOptions"]
-        directory = prepareWorkerMetrics() if config["metrics"] is not None else None
+        directory = None
+        if config["metrics"] is not None:
+            from twisted_smtpd._twistd.metricsservice import WorkerMetrics, prepareWorkerMetrics
+
+            directory = prepareWorkerMetrics()
         pool = WorkerPool(
             config["workerListeners"],
             int(config["workers"]),
