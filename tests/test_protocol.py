@@ -942,6 +942,41 @@ class HookTests(SynchronousTestCase):
             seen, ["hook", "helo", "hook", "mail", "hook", "rcpt", "message", "reject", "close"]
         )
 
+    def test_observerEvents(self) -> None:
+        """
+        An observer with an C{events} attribute is told of those events
+        only; one without is told of all; the factory's C{wanted} is what
+        they ask for together, and hooks are timed only when someone wants
+        C{hook} events.
+        """
+
+        class Picky:
+            events = frozenset({"mail", "close"})
+
+            def __init__(self) -> None:
+                self.seen: list[str] = []
+
+            def __call__(self, event: str, session: Session, data: dict[str, Any]) -> None:
+                self.seen.append(event)
+
+        class Slow(BaseHandler):
+            def onRcptTo(self, address: Address, session: Session) -> object:
+                return succeed(None)
+
+        proto, transport, clock, factory = connect(Slow())
+        picky = Picky()
+        factory.addObserver(picky)
+        self.assertEqual(factory.wanted, frozenset({"mail", "close"}))
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<a@e.com>\r\nRCPT TO:<b@e.com>\r\n")
+        self.assertEqual(picky.seen, ["mail"])
+        everything: list[str] = []
+        factory.addObserver(lambda event, session, data: everything.append(event))
+        self.assertIn("hook", factory.wanted)
+        proto.dataReceived(b"RCPT TO:<c@e.com>\r\n")
+        proto.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(picky.seen, ["mail", "close"])
+        self.assertEqual(everything, ["hook", "rcpt", "close"])
+
 
 class LMTPTests(SynchronousTestCase):
     def test_lhlo(self) -> None:

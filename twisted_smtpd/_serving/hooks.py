@@ -164,7 +164,7 @@ def runHook(
     """
     Call a handler hook for session C{p}.  A plain value is handled at
     once; a Deferred or coroutine holds commands until it answers, so
-    replies stay in order.  With observers, each answer is a C{hook} event
+    replies stay in order.  For observers that want it, each answer is a C{hook} event
     with the time it took.
     """
     if getattr(fn, "__func__", None) in ACCEPTING_DEFAULTS:
@@ -172,7 +172,7 @@ def runHook(
         accepted(None)
         return
     factory = p.server
-    started = perf_counter() if factory is not None and factory.observers else 0.0
+    started = perf_counter() if factory is not None and "hook" in factory.wanted else 0.0
     try:
         result = callHook(fn, *args)
     except SMTPError as e:

@@ -135,6 +135,10 @@ class SessionLogger:
     first, in the fields as in the formatted line.
     """
 
+    #: The events it logs, the only ones it is told of
+    #: (L{SMTPServer.addObserver <twisted_smtpd.SMTPServer.addObserver>}).
+    events = frozenset({"connect", "message", "close", "auth", "reject", "secure"})
+
     def __init__(
         self, ignoredHosts: Iterable[str] = (), writer: BufferedLogWriter | None = None
     ) -> None:
@@ -162,7 +166,7 @@ class SessionLogger:
         """
         Log C{event} if it is one that is logged.
         """
-        if event not in _LOGGED:
+        if event not in self.events:
             return
         if self._ignored and session.remoteAddress[0] in self._ignored:
             return
@@ -293,9 +297,6 @@ class SessionLogger:
                 "reply": reply,
             },
         )
-
-
-_LOGGED = frozenset({"connect", "message", "close", "auth", "reject", "secure"})
 
 
 def jsonDefault(value: object) -> object:

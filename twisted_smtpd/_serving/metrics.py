@@ -146,6 +146,8 @@ class ServerMetrics:
             "hook": self._hook,
             "error": self._error,
         }
+        #: The events it counts, the only ones it is told of.
+        self.events = frozenset(self._handlers)
 
     def __call__(self, event: str, session: Session, data: dict[str, Any]) -> None:
         """

@@ -377,7 +377,7 @@ class SMTPProtocol(LineReceiver):
     def bodyReceived(self, receiver: MessageReceiver, data: bytes) -> None:
         self.times.rateBytes += len(data)
         factory = self.server
-        if factory is not None and factory.observers:
+        if factory is not None and "message" in factory.wanted:
             # When this data ends the body: the start of the delivery time.
             self._bodyEnded = perf_counter()
         rest = receiver.feed(data)
@@ -514,7 +514,7 @@ class SMTPProtocol(LineReceiver):
         Tell the observers of a refused command (C{reject}).
         """
         factory = self.server
-        if factory is not None and factory.observers:
+        if factory is not None and "reject" in factory.wanted:
             factory.emit(
                 "reject",
                 self.session,
@@ -563,10 +563,10 @@ class SMTPProtocol(LineReceiver):
 
     def emit(self, event: str, **data: Any) -> None:
         """
-        Tell the factory's observers of C{event}, when there are any.
+        Tell the factory's observers of C{event}, when one wants it.
         """
         factory = self.server
-        if factory is not None and factory.observers:
+        if factory is not None and event in factory.wanted:
             factory.emit(event, self.session, data)
 
     # -- graceful close and timeouts ---------------------------------------------

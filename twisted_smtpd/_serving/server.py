@@ -6,7 +6,7 @@ L{SMTPServer}, the L{IService} that listens and closes gracefully.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from typing import Any
 
 from twisted.application.service import MultiService, Service
@@ -44,6 +44,27 @@ from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.interfaces import ISMTPHandler
 
 Observer = Callable[[str, Session, dict[str, Any]], None]
+
+
+class _EveryEvent:
+    """
+    The events wanted by an observer that names none: all of them.
+    """
+
+    def __contains__(self, event: object) -> bool:
+        return True
+
+
+_EVERY_EVENT: Container[str] = _EveryEvent()
+
+
+def _interest(observer: Observer) -> frozenset[str] | None:
+    """
+    The events C{observer} asked for with its C{events} attribute, or
+    C{None} for every event.
+    """
+    events = getattr(observer, "events", None)
+    return None if events is None else frozenset(events)
 
 
 def _defaultReactor() -> Any:
@@ -103,6 +124,10 @@ class SMTPServerFactory(ServerFactory):
         self._reverse: ReverseResolver | None = None
         self.connections: set[SMTPProtocol] = set()
         self.observers: list[Observer] = []
+        self._interests: list[tuple[Observer, frozenset[str] | None]] = []
+        #: The events at least one observer wants (L{addObserver}): the
+        #: session emits no other.
+        self.wanted: Container[str] = frozenset()
         self.wireCache: dict[Reply, bytes] = {}
         self.closing = False
         self._closed: list[Deferred[None]] = []
@@ -183,16 +208,25 @@ class SMTPServerFactory(ServerFactory):
 
     def addObserver(self, observer: Observer) -> None:
         """
-        Have C{observer} told of every session event.
+        Have C{observer} told of every session event, or only of those named
+        by its C{events} attribute (a set of event names) when it has one.
         """
         self.observers.append(observer)
+        interest = _interest(observer)
+        self._interests.append((observer, interest))
+        if interest is None or self.wanted is _EVERY_EVENT:
+            self.wanted = _EVERY_EVENT
+        else:
+            self.wanted = frozenset().union(*(i for _, i in self._interests if i is not None))
 
     def emit(self, event: str, session: Session, data: dict[str, Any]) -> None:
         """
-        Tell every observer of C{event}; an observer that raises is logged and
-        does not disturb the session.
+        Tell every observer that wants C{event} of it; an observer that
+        raises is logged and does not disturb the session.
         """
-        for observer in self.observers:
+        for observer, interest in self._interests:
+            if interest is not None and event not in interest:
+                continue
             try:
                 observer(event, session, data)
             except Exception:
@@ -388,6 +422,12 @@ class SMTPServer(MultiService):
 
         Sessions refused at connect (C{maxClients}, shutdown) have a
         C{reject} event only.  New events and data keys may be added.
+
+        An observer with an C{events} attribute, a set of event names, is
+        told of those only, and events nobody wants cost nothing (no timing
+        of hooks, no call): L{SessionLogger
+        <twisted_smtpd._serving.logging.SessionLogger>} wants the six it
+        logs, not C{helo}, C{mail}, C{rcpt} or C{hook}.
         """
         self.factory.addObserver(observer)
 
