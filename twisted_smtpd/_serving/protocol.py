@@ -6,9 +6,9 @@ The SMTP/LMTP protocol: the glue between a connection, the pure grammar
 Input is scanned in chunks: command lines are split with C{bytes.find}, and a
 message body goes straight from the socket into the decoder, never line by
 line.  Replies always leave in command order: while a hook has not answered,
-nothing more is read from the buffer nor from the socket (RFC 2920 section
-3.1), so a slow hook never reorders replies and the server never buffers
-without bound.
+no command is handled and the socket is read at most once more (RFC 2920
+section 3.1), so a slow hook never reorders replies and the server never
+buffers without bound.
 """
 
 from __future__ import annotations
@@ -122,20 +122,14 @@ class SMTPProtocol(LineReceiver):
         self._processing = False
         self._out: list[bytes] = []
         self._plainTCP = False
-        self.waiting = False
+        self.waiting = self.closing = self.connected = self.refused = False
         self.pauses = 0
-        self._transportPaused = False
-        self.closing = False
-        self.connected = False
-        self.refused = False
-        self._discardingLine = False
+        self._transportPaused = self._discardingLine = False
         self.discard: _transaction.RefusedChunk | None = None
         self.draining = False
         self.implicitTLS = False
         self.phase = Phase.CONNECTED
-        self._errors = self._overshoot = 0
-        self._hookToken = 0
-        self._unauthenticated = 0
+        self._errors = self._overshoot = self._hookToken = self._unauthenticated = 0
         self.times = Times()
         self.limitHost: str | None = None
         self.receiver: MessageReceiver | None = None
@@ -247,12 +241,9 @@ class SMTPProtocol(LineReceiver):
         """
         Record one reason to stop reading (L{PAUSE_HOOK}, L{PAUSE_STREAM},
         L{PAUSE_WRITE}); the transport reads while there is none.
-
-        L{PAUSE_HOOK} alone stops the transport only once bytes arrive while
-        it holds (L{dataReceived}), so at most one read is buffered meanwhile:
-        a client waiting for its reply, as most do, costs no pause and resume
-        of the socket (two C{epoll_ctl} calls per held command), and a
-        client that goes away is seen at once.
+        L{PAUSE_HOOK} alone stops it only once bytes arrive (L{dataReceived}):
+        a client waiting for its reply costs no pause and resume (two
+        C{epoll_ctl}), and one that goes away is seen at once.
         """
         pauses = self.pauses | reason if paused else self.pauses & ~reason
         self.pauses = pauses
@@ -400,12 +391,9 @@ class SMTPProtocol(LineReceiver):
         Send a message's replies and end its transaction.  A refused message
         (any 4xx or 5xx reply; once per message, however many LMTP
         recipients) counts towards C{maxErrors} like a refused command
-        (Postfix's C{smtpd_hard_error_limit}).
-
-        A message whose session ended (client gone, timeout) after its end
-        but before the handler answered is still told to the observers, with
-        C{unanswered} set, since the handler may have kept it; nothing is
-        sent.
+        (Postfix's C{smtpd_hard_error_limit}).  If the session ended since
+        the body did, the observers still hear of it (C{unanswered}: the
+        handler may have kept it) and nothing is sent.
         """
         self.receiver = None
         seconds = perf_counter() - self._bodyEnded if self._bodyEnded else None
@@ -427,17 +415,8 @@ class SMTPProtocol(LineReceiver):
 
     # -- hooks -----------------------------------------------------------------
 
-    def hook(
-        self,
-        fn: Callable[..., object],
-        args: tuple[object, ...],
-        accepted: Callable[[object], None],
-        refused: Callable[[Reply], None],
-    ) -> None:
-        """
-        Call a handler hook (L{runHook}).
-        """
-        runHook(self, fn, args, accepted, refused)
+    #: Call a handler hook: L{runHook} as a method.
+    hook = runHook
 
     def holdForHook(self) -> int:
         """

@@ -6,7 +6,7 @@ L{SMTPServer}, the L{IService} that listens and closes gracefully.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.application.service import MultiService, Service
@@ -36,35 +36,13 @@ from twisted_smtpd._serving.deadlines import check, interval, shutdown
 from twisted_smtpd._serving.hooks import checkHandler
 from twisted_smtpd._serving.limits import ClientLimits
 from twisted_smtpd._serving.listeners import _Listener, splitDescription
+from twisted_smtpd._serving.observers import Observer, Observers
 from twisted_smtpd._serving.protocol import SMTPProtocol
 from twisted_smtpd._serving.proxy import ProxyWrappingFactory
 from twisted_smtpd._serving.resolve import ReverseResolver
 from twisted_smtpd._serving.tls import ServerTLS
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.interfaces import ISMTPHandler
-
-Observer = Callable[[str, Session, dict[str, Any]], None]
-
-
-class _EveryEvent:
-    """
-    The events wanted by an observer that names none: all of them.
-    """
-
-    def __contains__(self, event: object) -> bool:
-        return True
-
-
-_EVERY_EVENT: Container[str] = _EveryEvent()
-
-
-def _interest(observer: Observer) -> frozenset[str] | None:
-    """
-    The events C{observer} asked for with its C{events} attribute, or
-    C{None} for every event.
-    """
-    events = getattr(observer, "events", None)
-    return None if events is None else frozenset(events)
 
 
 def _defaultReactor() -> Any:
@@ -123,11 +101,11 @@ class SMTPServerFactory(ServerFactory):
         self.startTLSAvailable = "STARTTLS" not in o.disabledCommands
         self._reverse: ReverseResolver | None = None
         self.connections: set[SMTPProtocol] = set()
-        self.observers: list[Observer] = []
-        self._interests: list[tuple[Observer, frozenset[str] | None]] = []
+        self._observing = Observers()
+        self.observers = self._observing.observers
         #: The events at least one observer wants (L{addObserver}): the
         #: session emits no other.
-        self.wanted: Container[str] = frozenset()
+        self.wanted = self._observing.wanted
         self.wireCache: dict[Reply, bytes] = {}
         self.closing = False
         self._closed: list[Deferred[None]] = []
@@ -211,26 +189,15 @@ class SMTPServerFactory(ServerFactory):
         Have C{observer} told of every session event, or only of those named
         by its C{events} attribute (a set of event names) when it has one.
         """
-        self.observers.append(observer)
-        interest = _interest(observer)
-        self._interests.append((observer, interest))
-        if interest is None or self.wanted is _EVERY_EVENT:
-            self.wanted = _EVERY_EVENT
-        else:
-            self.wanted = frozenset().union(*(i for _, i in self._interests if i is not None))
+        self._observing.add(observer)
+        self.wanted = self._observing.wanted
 
     def emit(self, event: str, session: Session, data: dict[str, Any]) -> None:
         """
         Tell every observer that wants C{event} of it; an observer that
         raises is logged and does not disturb the session.
         """
-        for observer, interest in self._interests:
-            if interest is not None and event not in interest:
-                continue
-            try:
-                observer(event, session, data)
-            except Exception:
-                self._log.failure("observer {observer!r} failed", observer=observer)
+        self._observing.emit(event, session, data)
 
     def watch(self, protocol: SMTPProtocol) -> None:
         """
