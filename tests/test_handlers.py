@@ -237,9 +237,13 @@ class MaildirFlowTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
+        # Named tmp files, whose progress shows in tmp/ (UnnamedTmpFileTests
+        # covers unnamed ones).
+        self.patch(maildir._maildirdisk, "_O_TMPFILE", 0)
         self.path = self.mktemp()
         self.pool = ManualThreadPool()
         self.handler = MaildirHandler(self.path, reactor=ImmediateReactor(), threadpool=self.pool)  # type: ignore[arg-type]
+        self.assertFalse(self.handler.unnamedFiles)
         self.upstream = Upstream()
         self.stream = MessageStream(self.upstream)
 
@@ -587,14 +591,20 @@ class MaildirDeliveryTests(TestCase):
         A commit failure fails only its own message (451, tmp file removed);
         the rest of the batch is delivered.
         """
-        realRename = _maildirdisk._rename
+        realRename, realLink = _maildirdisk._rename, _maildirdisk._link
 
         def rename(src: str, dst: str) -> None:
             if readFile(src).startswith(b"FAIL"):
                 raise OSError(errno.EIO, "I/O error")
             realRename(src, dst)
 
+        def link(fd: int, dst: str) -> None:
+            if readFile(f"/proc/self/fd/{fd}").startswith(b"FAIL"):
+                raise OSError(errno.EIO, "I/O error")
+            realLink(fd, dst)
+
         self.patch(_maildirdisk, "_rename", rename)
+        self.patch(_maildirdisk, "_link", link)
         streams = [MessageStream() for _ in range(3)]
         results = [self.handler.onData(s, makeSession()) for s in streams]
         for body, s in zip([b"ok 1\r\n", b"FAIL\r\n", b"ok 2\r\n"], streams, strict=True):

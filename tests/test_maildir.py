@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 from typing import Any
 
 from twisted.python.failure import Failure
@@ -33,13 +34,19 @@ def fdPath(fd: int) -> str:
     return os.readlink(f"/proc/self/fd/{fd}")
 
 
-class GroupCommitTests(SynchronousTestCase):
+class _CommitHarness(SynchronousTestCase):
     """
-    One batch of many messages, run step by step in a manual thread pool,
-    with every flush recorded in order.
+    A Maildir handler whose batches run step by step in a manual thread
+    pool, with every flush, rename and link recorded in order.
     """
 
+    #: Whether the handler writes unnamed tmp files (C{O_TMPFILE}).
+    unnamed = False
+
     def setUp(self) -> None:
+        if not self.unnamed:
+            # Named tmp files, whose state at each flush shows in tmp/.
+            self.patch(_maildirdisk, "_O_TMPFILE", 0)
         self.path = os.path.abspath(self.mktemp())
         self.pool = ManualThreadPool()
         self.handler = MaildirHandler(
@@ -69,9 +76,16 @@ class GroupCommitTests(SynchronousTestCase):
             self.events.append(("rename", destination))
             realRename(source, destination)
 
+        realLink = _maildirdisk._link
+
+        def link(fd: int, destination: str) -> None:
+            self.events.append(("link", destination))
+            realLink(fd, destination)
+
         self.patch(_maildirdisk, "_syncfs", syncfs)
         self.patch(_maildirdisk, "_fsync", fsync)
         self.patch(_maildirdisk, "_rename", rename)
+        self.patch(_maildirdisk, "_link", link)
         self.tmp = os.path.join(self.path, "tmp")
         self.new = os.path.join(self.path, "new")
 
@@ -101,6 +115,98 @@ class GroupCommitTests(SynchronousTestCase):
 
     def kinds(self) -> list[str]:
         return [kind for kind, _ in self.events]
+
+
+class UnnamedTmpFileTests(_CommitHarness):
+    """
+    Where the file system allows it (Linux, C{O_TMPFILE}), a message is
+    written to an unnamed file in C{tmp/} and linked into C{new/} once its
+    data is durable: the same order of flushes as with a named file, one
+    directory entry less, and nothing left in C{tmp/}.
+    """
+
+    unnamed = True
+
+    def test_usedWhereItWorks(self) -> None:
+        """
+        On Linux the handler finds unnamed files to work in its C{tmp/};
+        without C{O_TMPFILE} it writes named ones.
+        """
+        self.assertEqual(self.handler.unnamedFiles, sys.platform.startswith("linux"))
+        self.patch(_maildirdisk, "_O_TMPFILE", 0)
+        self.assertFalse(_maildirdisk.unnamedFilesWork(self.tmp))
+        self.assertFalse(MaildirHandler(self.mktemp()).unnamedFiles)
+
+    def test_probeLeavesNothing(self) -> None:
+        """
+        Finding out whether unnamed files work leaves no file behind.
+        """
+        self.assertTrue(_maildirdisk.unnamedFilesWork(self.tmp))
+        self.assertEqual(listDir(self.tmp), [])
+
+    def test_dataDurableBeforeAnyLink(self) -> None:
+        """
+        The flush runs while no message of the cycle is in C{new/} (and none
+        is ever in C{tmp/}); the links come after it and the fsync of
+        C{new/} after the last one, before any reply.
+        """
+        bodies = [b"x" * (1000 + i) for i in range(20)]
+        results = self.deliverAll(bodies)
+        self.pool.runAll()
+        self.assertEqual(self.kinds(), ["syncfs"] + ["link"] * 20 + ["dir"])
+        self.assertEqual(self.newAtFlush, [self.leadName])
+        self.assertEqual(self.tmpAtFlush, {})
+        names = [self.successResultOf(d).removeprefix("OK: queued as ") for d in results]
+        for name, body in zip(names, bodies, strict=True):
+            self.assertEqual(readFile(os.path.join(self.new, name)), body)
+        self.assertEqual(listDir(self.tmp), [])
+
+    def test_linkFailureFailsOneMessage(self) -> None:
+        """
+        A message whose link into C{new/} fails gets 451 and leaves nothing
+        behind, its descriptor closed; the others of its cycle are
+        delivered.
+        """
+
+        def link(fd: int, destination: str) -> None:
+            self.events.append(("link", destination))
+            raise OSError(errno.EIO, "I/O error")
+
+        opened = len(os.listdir("/proc/self/fd"))
+        results = self.deliverAll([b"one\r\n"])
+        self.patch(_maildirdisk, "_link", link)
+        self.pool.runAll()
+        failure = self.failureResultOf(results[0], SMTPError)
+        self.assertEqual(failure.value.code, 451)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.assertEqual(listDir(self.new), [self.leadName])
+        self.assertEqual(listDir(self.tmp), [])
+        self.assertEqual(len(os.listdir("/proc/self/fd")), opened)
+
+    def test_spilledMessage(self) -> None:
+        """
+        A message past the spill threshold is written to its unnamed file as
+        it arrives and linked whole.
+        """
+        self.handler.spillThreshold = 1000
+        stream = MessageStream()
+        d = self.handler.onData(stream, makeSession())
+        stream._write(b"a" * 1500)
+        self.pool.runOne()
+        self.assertEqual(listDir(self.tmp), [])
+        stream._write(b"b" * 10)
+        stream._finish()
+        self.pool.runAll()
+        name = self.successResultOf(d).removeprefix("OK: queued as ")
+        self.assertEqual(readFile(os.path.join(self.new, name)), b"a" * 1500 + b"b" * 10)
+        self.assertEqual(listDir(self.tmp), [])
+
+
+class GroupCommitTests(_CommitHarness):
+    """
+    One batch of many messages with named tmp files, with every flush
+    recorded in order.
+    """
 
     def test_manyDeliveriesShareOneFlush(self) -> None:
         """

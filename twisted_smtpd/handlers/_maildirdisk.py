@@ -14,15 +14,17 @@ The committer runs in cycles, one at a time; each cycle
     does not report write-back errors (Linux before 5.8), or for a single
     item, each file and each changed directory is fsynced instead;
  3. answers the messages renamed by the previous cycle, now safe;
- 4. renames (or links) the messages written in step 1 into C{new/}; the next
+ 4. renames (or links: unnamed C{O_TMPFILE} files, per-recipient copies)
+    the messages written in step 1 into C{new/}; the next
     cycle's flush makes their names durable, or, when no message waits for a
     next cycle, a second flush in this one (a message alone thus costs one
     job: fsync of its file, rename, fsync of C{new/}).
 
 A message is thus answered only after its data (flush, then rename) and its
 name (the next flush) are durable.  A crash at any point leaves at worst an
-unanswered file in C{tmp/}, or a complete one in C{new/} whose client did
-not get its 250 and will send it again; never a partial file in C{new/}.
+unanswered file in C{tmp/} (none with unnamed files, which the file system
+frees), or a complete one in C{new/} whose client did not get its 250 and
+will send it again; never a partial file in C{new/}.
 """
 
 from __future__ import annotations
@@ -85,10 +87,49 @@ def _loadSyncfs(
     return syncfs
 
 
+_O_TMPFILE: int = getattr(os, "O_TMPFILE", 0)
+
+
+def _linkUnnamed(fd: int, destination: str) -> None:
+    """
+    Give the unnamed file open as C{fd} (C{O_TMPFILE}) the name
+    C{destination}: C{linkat(2)} of its C{/proc/self/fd} entry, followed
+    (C{os.link} calls C{linkat} with C{AT_SYMLINK_FOLLOW} only when given a
+    directory descriptor, which an absolute path then ignores).
+    """
+    os.link(f"/proc/self/fd/{fd}", destination, src_dir_fd=fd, follow_symlinks=True)
+
+
 # Indirections so that tests can observe and break the disk calls.
 _fsync = os.fsync
 _rename = os.rename
+_link = _linkUnnamed
 _syncfs = _loadSyncfs()
+
+
+def unnamedFilesWork(directory: str) -> bool:
+    """
+    Whether messages can be written to C{directory} as unnamed files
+    (C{O_TMPFILE}, Linux 3.11 and later on most local file systems) and then
+    linked into C{new/}: a file is created, linked into C{directory} under a
+    name of its own and removed again.
+    """
+    if not _O_TMPFILE:
+        return False
+    probe = os.path.join(directory, f".probe-{os.getpid()}-{next(_opened)}")
+    try:
+        fd = os.open(directory, os.O_WRONLY | _O_TMPFILE | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return False
+    try:
+        _linkUnnamed(fd, probe)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return True
 
 
 def _createTmp(path: str) -> int:
@@ -98,11 +139,20 @@ def _createTmp(path: str) -> int:
 def _openTmp(delivery: _Delivery) -> int:
     """
     The descriptor of the message's tmp file, created (and its opening order
-    noted) if it is not open yet.
+    noted) if it is not open yet: an unnamed file in C{tmp/} where the
+    handler found those to work (one directory entry less to create and
+    remove per message, and nothing left in C{tmp/} by a crash), else
+    C{tmp/<name>}.
     """
     fd = delivery.fd
     if fd is None:
-        fd = delivery.fd = _createTmp(delivery.tmpPath)
+        if delivery.unnamed:
+            fd = os.open(
+                os.path.dirname(delivery.tmpPath), os.O_WRONLY | _O_TMPFILE | os.O_CLOEXEC, 0o600
+            )
+        else:
+            fd = _createTmp(delivery.tmpPath)
+        delivery.fd = fd
         delivery.openedAt = next(_opened)
     return fd
 
@@ -161,7 +211,13 @@ def _placeAll(delivery: _Delivery) -> list[str]:
     @return: The directories to fsync for the message to be safe.
     """
     if not delivery.targets:
-        _rename(delivery.tmpPath, delivery.newPath)
+        if delivery.unnamed:
+            fd = delivery.fd
+            assert fd is not None
+            _link(fd, delivery.newPath)
+            _close(delivery)
+        else:
+            _rename(delivery.tmpPath, delivery.newPath)
         delivery.delivered.append(delivery.newPath)
         return [os.path.dirname(delivery.newPath)]
     toSync: list[str] = []
@@ -328,6 +384,9 @@ def _flush(
         except Exception:
             _fail(placedResults, directories[directory], Failure())
     for index in written:
+        if batch[index].unnamed:
+            # Closed once linked into new/ (closing would free it).
+            continue
         try:
             _close(batch[index])
         except Exception:

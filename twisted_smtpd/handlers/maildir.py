@@ -4,7 +4,10 @@ L{MaildirHandler}: durable delivery into a Maildir.
 
 A message is written to C{tmp/}, made durable, closed and renamed into
 C{new/}, and C{new/} itself is fsynced, all before the 250 reply is allowed
-out: a 250 means the message is on disk.
+out: a 250 means the message is on disk.  Where the file system allows it
+(Linux, C{O_TMPFILE}), the file in C{tmp/} has no name: once durable it is
+linked into C{new/} instead of renamed, which saves a directory entry per
+message and leaves nothing in C{tmp/} after a crash.
 
 All disk work runs in a thread pool.  Small messages stay in memory until the
 body ends; a message that grows past L{MaildirHandler.spillThreshold} is
@@ -43,6 +46,7 @@ from zope.interface import implementer
 
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, Session
+from twisted_smtpd.handlers import _maildirdisk
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._maildirdisk import _commitCycle, _discard, _unlinkAll, _writeChunks
 from twisted_smtpd.handlers._maildirnames import (
@@ -121,6 +125,9 @@ class _Delivery:
         self.buffered = 0
         #: The descriptor of its tmp file, once created.
         self.fd: int | None = None
+        #: Whether its tmp file is unnamed (C{O_TMPFILE}) rather than
+        #: C{tmpPath}.
+        self.unnamed = handler.unnamedFiles
         #: When C{fd} was opened, in the order of all openings.
         self.openedAt = 0
         self.spilled = False
@@ -295,6 +302,10 @@ class MaildirHandler(BaseHandler):
                     errno.EACCES, f"Maildir directory {directory!r} is not writable"
                 )
         tmp = os.path.join(self.path, "tmp")
+        #: Whether messages are written as unnamed files in C{tmp/}
+        #: (C{O_TMPFILE}) and linked into C{new/}, rather than named in
+        #: C{tmp/} and renamed: one directory entry less per message.
+        self.unnamedFiles = _maildirdisk.unnamedFilesWork(tmp)
         removed = removeStaleTemporaryFiles(tmp, time.time())
         if removed:
             self._log.warn(
@@ -378,6 +389,8 @@ class MaildirHandler(BaseHandler):
         """
         delivery = _Delivery(self, _uniqueName(self._host))
         if self._perRecipient:
+            # One file linked into several Maildirs, or copied: by its name.
+            delivery.unnamed = False
             try:
                 delivery.targets = self._targets(session)
             except SMTPError as e:
