@@ -144,6 +144,41 @@ class MetricsTests(SynchronousTestCase):
         pending.callback(None)
         self.assertEqual(self.value("smtpd_delivery_seconds_count"), 1)
 
+    def test_xclientIsNoNewConnection(self) -> None:
+        """
+        XCLIENT, which tells of the connection again as another client's,
+        counts no second connection: none is left open after the close.
+        """
+        proto = self.session(useXClient=True)
+        proto.dataReceived(b"EHLO c\r\nXCLIENT ADDR=192.0.2.9\r\n")
+        proto.connectionLost()
+        self.assertEqual(self.value("smtpd_connections_total"), 1)
+        self.assertEqual(self.value("smtpd_connections_open"), 0)
+
+    def test_malformedBdatCountedOnce(self) -> None:
+        """
+        A malformed BDAT, which closes the session, is one refusal.
+        """
+        proto = self.session()
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\n")
+        proto.dataReceived(b"BDAT x\r\n")
+        proto.connectionLost()
+        self.assertEqual(self.value("smtpd_refusals_total", command="BDAT", code="521"), 1)
+        self.assertIsNone(self.value("smtpd_refusals_total", command="CONNECT", code="521"))
+
+    def test_addedDuringSession(self) -> None:
+        """
+        Metrics added after a session connected still count its message as
+        delivered when it closes.
+        """
+        proto, transport, clock, factory = connect(Refusing())
+        proto.dataReceived(b"EHLO c\r\n")
+        factory.addObserver(self.metrics)
+        proto.dataReceived(MESSAGE)
+        proto.connectionLost()
+        self.assertEqual(self.value("smtpd_sessions_total", outcome="message"), 1)
+        self.assertEqual(self.metrics._delivered, set())
+
     def test_answerAfterClose(self) -> None:
         """
         A message answered after its session closed is counted, and its

@@ -760,10 +760,12 @@ class HookTests(SynchronousTestCase):
         self.assertEqual(take(transport), replies.MAIL_OK + replies.OK)
         self.assertEqual(transport.producerState, "producing")
 
-    def test_commandsBehindBodyPause(self) -> None:
+    def test_bodyEndPauses(self) -> None:
         """
-        Commands read together with the end of a body whose onData answers
-        later stop the transport at once: no more is read until the reply.
+        The end of a body whose onData answers later stops the transport at
+        once, with or without commands read behind it: a client that shuts
+        its side down after the dot must not be taken for gone before its
+        reply.
         """
         pending: Deferred[str] = Deferred()
 
@@ -776,8 +778,9 @@ class HookTests(SynchronousTestCase):
         proto.dataReceived(b"EHLO c\r\nMAIL FROM:<a@e.com>\r\nRCPT TO:<b@e.com>\r\n")
         take(transport)
         proto.dataReceived(b"DATA\r\nx\r\n.\r\n")
-        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(transport.producerState, "paused")
         pending.callback("OK: id 1")
+        self.assertEqual(transport.producerState, "producing")
         pending = Deferred()
         proto.dataReceived(b"MAIL FROM:<a@e.com>\r\nRCPT TO:<b@e.com>\r\n")
         proto.dataReceived(b"DATA\r\nx\r\n.\r\nNOOP\r\n")
@@ -942,6 +945,28 @@ class HookTests(SynchronousTestCase):
             seen, ["hook", "helo", "hook", "mail", "hook", "rcpt", "message", "reject", "close"]
         )
 
+    def test_observerEventsChecked(self) -> None:
+        """
+        An observer's C{events} must be a set, list or tuple of names: a
+        string (a set of letters) or anything else is refused at once, and
+        the observers can only be added with C{addObserver}.
+        """
+        proto, transport, clock, factory = connect()
+
+        class Named:
+            def __init__(self, events: object) -> None:
+                self.events = events
+
+            def __call__(self, event: str, session: Session, data: dict[str, Any]) -> None:
+                pass
+
+        for events in ("close", object(), [b"close"], {"close": 1}):
+            self.assertRaises(TypeError, factory.addObserver, Named(events))
+        self.assertEqual(factory.observers, ())
+        good = Named(["close"])
+        factory.addObserver(good)
+        self.assertEqual(factory.observers, (good,))
+
     def test_observerEvents(self) -> None:
         """
         An observer with an C{events} attribute is told of those events
@@ -1090,6 +1115,29 @@ class CloseTests(SynchronousTestCase):
         self.assertNoResult(d)
         proto.connectionLost(Failure(ConnectionLost()))
         self.successResultOf(d)
+
+    def test_closeDuringReverseLookup(self) -> None:
+        """
+        A server closing while a client's reverse lookup is in flight sends
+        it 421 and nothing after: no greeting, no C{onConnect}, once the
+        lookup answers.
+        """
+        lookup: Deferred[str | None] = Deferred()
+        handler = RecordingHandler()
+        connected: list[Session] = []
+        handler.onConnect = connected.append  # type: ignore[method-assign]
+        clock = Clock()
+        factory = SMTPServerFactory(handler, ServerOptions(name="mx.example.com"), reactor=clock)
+        factory.knownName = lambda ip: None  # type: ignore[method-assign]
+        factory.reverseLookup = lambda ip: lookup  # type: ignore[method-assign]
+        proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+        transport = StringTransport(peerAddress=_ipv4(*PEER), hostAddress=_ipv4("192.0.2.1", 25))
+        proto.makeConnection(transport)
+        factory.close()
+        self.assertEqual(take(transport), replies.SHUTDOWN)
+        lookup.callback("client.example.com")
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(connected, [])
 
     def test_transactionFinishes(self) -> None:
         """

@@ -1159,7 +1159,7 @@ class DaemonTests(SynchronousTestCase):
         per-message path does no logging work.
         """
         server = _tap.makeService(parse("--sink", "--quiet"))
-        self.assertEqual(server.factory.observers, [])
+        self.assertEqual(server.factory.observers, ())
 
     def test_jsonObserverGivenToTwistd(self) -> None:
         """

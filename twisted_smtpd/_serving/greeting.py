@@ -39,7 +39,7 @@ def beginSession(p: SessionControl) -> None:
 def _lookedUp(p: SessionControl, name: str | None) -> None:
     if name:
         p.session.clientHostname = name
-    if p.connected:
+    if p.connected and not p.closing:
         runConnectHooks(p)
 
 

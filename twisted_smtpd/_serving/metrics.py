@@ -158,6 +158,9 @@ class ServerMetrics:
             handler(session, data)
 
     def _connect(self, session: Session, data: dict[str, Any]) -> None:
+        if session.id in self._open:
+            # XCLIENT tells of the same connection again, as another client.
+            return
         self.connections.inc()
         self.connectionsOpen.inc()
         self._open.add(session.id)
@@ -179,8 +182,8 @@ class ServerMetrics:
         replies: tuple[Reply, ...] = data.get("replies", ())
         for reply in replies:
             self.messages.labels(f"{reply.code // 100}xx", str(reply.code)).inc()
-        if any(reply.code < 400 for reply in replies) and session.id in self._open:
-            # (A message answered after its session's close is not kept.)
+        if any(reply.code < 400 for reply in replies) and not data.get("unanswered"):
+            # (An unanswered message comes after its session's close.)
             self._delivered.add(session.id)
         self.bytes.inc(data.get("size", 0))
         seconds = data.get("seconds")

@@ -49,9 +49,20 @@ class Observers:
     def add(self, observer: Observer) -> None:
         """
         Tell C{observer} of the events it wants from now on.
+
+        @raise TypeError: If its C{events} is not a set, list or tuple of
+            names (a string would be a set of letters).
         """
         events = getattr(observer, "events", None)
-        interest = None if events is None else frozenset(events)
+        interest = None
+        if events is not None:
+            if not isinstance(events, set | frozenset | list | tuple) or not all(
+                isinstance(event, str) for event in events
+            ):
+                raise TypeError(
+                    f"observer {observer!r}: events must be a set of event names, not {events!r}"
+                )
+            interest = frozenset(events)
         self.observers.append(observer)
         self._interests.append((observer, interest))
         if interest is None or self.wanted is _EVERY_EVENT:

@@ -199,8 +199,7 @@ class SMTPProtocol(LineReceiver):
         """
         Fail a message in flight, forget the connection, tell C{onClose}.
         """
-        self.connected = False
-        self.closing = True
+        self.connected, self.closing = False, True
         if self.receiver is not None:
             self.receiver.abandon(reason)
             self.receiver = None
@@ -241,9 +240,9 @@ class SMTPProtocol(LineReceiver):
         """
         Record one reason to stop reading (L{PAUSE_HOOK}, L{PAUSE_STREAM},
         L{PAUSE_WRITE}); the transport reads while there is none.
-        L{PAUSE_HOOK} alone stops it only once bytes arrive (L{dataReceived}):
-        a client waiting for its reply costs no pause and resume (two
-        C{epoll_ctl}), and one that goes away is seen at once.
+        L{PAUSE_HOOK} alone stops it only once bytes arrive (L{dataReceived})
+        or a message body has ended: a client waiting for its reply to a
+        command costs no pause and resume (two C{epoll_ctl}).
         """
         pauses = self.pauses | reason if paused else self.pauses & ~reason
         self.pauses = pauses
@@ -267,11 +266,9 @@ class SMTPProtocol(LineReceiver):
         self.times.lastActivity = self.clock.seconds()
         if self.closing:
             return
-        if self.pauses and not self._transportPaused:
+        if self.pauses:
             # Bytes while a hook holds (setPause): keep them, read no more.
-            self._transportPaused = True
-            transport: Any = self.transport
-            transport.pauseProducing()
+            self._stopReading()
         if self._buffer:
             self._buffer += data
         else:
@@ -385,6 +382,14 @@ class SMTPProtocol(LineReceiver):
             # everything the client pipelined behind it.
             self.waiting = True
             self.setPause(PAUSE_HOOK, True)
+            # At once: a client half-closing after the dot is not gone.
+            self._stopReading()
+
+    def _stopReading(self) -> None:
+        if not self._transportPaused and self.connected and not self.closing:
+            self._transportPaused = True
+            transport: Any = self.transport
+            transport.pauseProducing()
 
     def messageDone(self, replies: list[Reply], size: int) -> None:
         """
@@ -492,13 +497,8 @@ class SMTPProtocol(LineReceiver):
         """
         Tell the observers of a refused command (C{reject}).
         """
-        factory = self.server
-        if factory is not None and "reject" in factory.wanted:
-            factory.emit(
-                "reject",
-                self.session,
-                refusal(reply, self._verb, self._argument, self.auth, closing),
-            )
+        if self.server is not None and "reject" in self.server.wanted:
+            self.emit("reject", **refusal(reply, self._verb, self._argument, self.auth, closing))
 
     def closeWith(self, reply: Reply) -> None:
         """

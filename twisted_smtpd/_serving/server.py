@@ -59,9 +59,6 @@ class SMTPServerFactory(ServerFactory):
     @ivar handler: The L{ISMTPHandler}.
     @ivar options: The L{ServerOptions}.
     @ivar connections: The sessions now open.
-    @ivar observers: Callables told of session events (C{connect}, C{helo},
-        C{mail}, C{rcpt}, C{message}, C{reject}, C{close}) as
-        C{observer(event, session, data)}; they must not block.
     @ivar closing: Whether L{close} was called.
     """
 
@@ -102,7 +99,6 @@ class SMTPServerFactory(ServerFactory):
         self._reverse: ReverseResolver | None = None
         self.connections: set[SMTPProtocol] = set()
         self._observing = Observers()
-        self.observers = self._observing.observers
         #: The events at least one observer wants (L{addObserver}): the
         #: session emits no other.
         self.wanted = self._observing.wanted
@@ -184,10 +180,19 @@ class SMTPServerFactory(ServerFactory):
             self._reverse = ReverseResolver(self.reactor, self._resolverArg)
         return self._reverse.lookup(ip)
 
+    @property
+    def observers(self) -> tuple[Observer, ...]:
+        """
+        The observers added with L{addObserver}, in order.
+        """
+        return tuple(self._observing.observers)
+
     def addObserver(self, observer: Observer) -> None:
         """
         Have C{observer} told of every session event, or only of those named
         by its C{events} attribute (a set of event names) when it has one.
+
+        @raise TypeError: If C{events} is not a set, list or tuple of names.
         """
         self._observing.add(observer)
         self.wanted = self._observing.wanted
@@ -381,7 +386,10 @@ class SMTPServer(MultiService):
             before credentials were checked) and C{failures};
           - C{message}: a message's reply was sent; C{size}, C{replies}
             (one L{Reply} per recipient in LMTP), C{seconds} from the end
-            of the body to the reply;
+            of the body to the reply, C{unanswered}: true when the handler
+            answered only after the session had ended (client gone, server
+            closing), so that nothing was sent; that event comes after
+            C{close}, and the handler may have kept the message;
           - C{hook}: a handler hook answered; C{hook} (its name),
             C{seconds};
           - C{error}: a hook failed unexpectedly; C{hook};

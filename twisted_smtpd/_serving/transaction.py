@@ -243,5 +243,4 @@ def malformedBdat(p: CommandContext) -> None:
     A BDAT line without a readable size: close with C{521}.
     """
     p.log.info("{session} malformed BDAT command: closing", session=p.session.id)
-    p.emit("reject", reply=catalogue.BDAT_SYNTAX_CLOSE)
     p.closeWith(catalogue.BDAT_SYNTAX_CLOSE)

@@ -1,0 +1,78 @@
+# -*- test-case-name: tests.integration.test_halfclose -*-
+"""
+A client that shuts its sending side down right after the end of its
+message, over a real socket: it still gets its reply.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.internet import reactor as _reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from twisted_smtpd import SMTPServer
+from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._core.session import Session
+from twisted_smtpd.handlers import BaseHandler
+from twisted_smtpd.interfaces import IMessageStream
+
+reactor: Any = _reactor
+
+
+class SlowData(BaseHandler):
+    """
+    Answers each message 0.2 s after its body ended: long after the
+    client's FIN is in the server's socket.
+    """
+
+    def onData(self, stream: IMessageStream, session: Session) -> Deferred[str]:
+        stream.drain()
+        d: Deferred[str] = Deferred()
+        reactor.callLater(0.2, d.callback, "queued")
+        return d
+
+
+def _halfClosingClient(port: int) -> bytes:
+    """
+    Send a whole message, shut the sending side down after the dot, and
+    read every reply until the server closes.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.recv(1000)
+        s.sendall(b"EHLO c\r\n")
+        s.recv(1000)
+        s.sendall(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+        got = b""
+        while b"354" not in got:
+            chunk = s.recv(1000)
+            if not chunk:
+                break
+            got += chunk
+        s.sendall(b"hello\r\n.\r\n")
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(1000):
+            out += chunk
+        return out
+
+
+class HalfCloseTests(TestCase):
+    timeout = 30
+
+    @inlineCallbacks
+    def test_replyAfterHalfClose(self) -> Any:
+        """
+        The 250 of a message whose client half-closed after the dot reaches
+        the client, then the server closes.
+        """
+        server = SMTPServer(
+            SlowData(), ServerOptions(name="mx.example.com", disableReverseLookup=True)
+        )
+        port = yield server.listen("tcp:0:interface=127.0.0.1")
+        self.addCleanup(port.stopListening)
+        out = yield deferToThread(_halfClosingClient, port.getHost().port)
+        self.assertIn(b"250 2.0.0 queued", out)
