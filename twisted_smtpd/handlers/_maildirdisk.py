@@ -147,9 +147,8 @@ def _openTmp(delivery: _Delivery) -> int:
     fd = delivery.fd
     if fd is None:
         if delivery.unnamed:
-            fd = os.open(
-                os.path.dirname(delivery.tmpPath), os.O_WRONLY | _O_TMPFILE | os.O_CLOEXEC, 0o600
-            )
+            directory = delivery.tmpPath.rpartition("/")[0]
+            fd = os.open(directory, os.O_WRONLY | _O_TMPFILE | os.O_CLOEXEC, 0o600)
         else:
             fd = _createTmp(delivery.tmpPath)
         delivery.fd = fd
@@ -219,7 +218,7 @@ def _placeAll(delivery: _Delivery) -> list[str]:
         else:
             _rename(delivery.tmpPath, delivery.newPath)
         delivery.delivered.append(delivery.newPath)
-        return [os.path.dirname(delivery.newPath)]
+        return [delivery.newPath.rpartition("/")[0]]
     toSync: list[str] = []
     try:
         for target in delivery.targets:
@@ -347,11 +346,19 @@ def _flush(
         alone, aloneDirectories = [], []
         covered: list[int] = []
         coveredDirectories: list[str] = []
+        # A file is on the file system of its tmp/ directory: one stat per
+        # directory and cycle, not an fstat per file.
+        devices: dict[str, int] = {}
         for index in written:
-            fd = batch[index].fd
-            assert fd is not None
-            onRoot = os.fstat(fd).st_dev == device
-            (covered if onRoot else alone).append(index)
+            directory = batch[index].tmpPath.rpartition("/")[0]
+            onDevice = devices.get(directory)
+            if onDevice is None:
+                try:
+                    onDevice = os.stat(directory).st_dev
+                except OSError:
+                    onDevice = -1  # fsynced on its own
+                devices[directory] = onDevice
+            (covered if onDevice == device else alone).append(index)
         for directory in directories:
             onRoot = os.stat(directory).st_dev == device
             (coveredDirectories if onRoot else aloneDirectories).append(directory)
@@ -372,10 +379,10 @@ def _flush(
             for directory in coveredDirectories:
                 _fail(placedResults, directories[directory], failure)
     for index in alone:
-        fd = batch[index].fd
-        assert fd is not None
+        descriptor = batch[index].fd
+        assert descriptor is not None
         try:
-            _fsync(fd)
+            _fsync(descriptor)
         except Exception:
             _fail(results, [index], Failure())
     for directory in aloneDirectories:

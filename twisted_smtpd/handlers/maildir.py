@@ -113,8 +113,8 @@ class _Delivery:
     def __init__(self, handler: MaildirHandler, unique: str) -> None:
         self.handler = handler
         self.unique = unique
-        self.tmpPath = os.path.join(handler.path, "tmp", unique)
-        self.newPath = os.path.join(handler.path, "new", unique)
+        self.tmpPath = handler._tmpPrefix + unique
+        self.newPath = handler._newPrefix + unique
         #: The per-recipient Maildirs to deliver to; empty for C{path} itself.
         self.targets: list[str] = []
         #: The files committed into C{new/} directories so far.
@@ -302,6 +302,8 @@ class MaildirHandler(BaseHandler):
                     errno.EACCES, f"Maildir directory {directory!r} is not writable"
                 )
         tmp = os.path.join(self.path, "tmp")
+        self._tmpPrefix = os.path.join(tmp, "")
+        self._newPrefix = os.path.join(self.path, "new", "")
         #: Whether messages are written as unnamed files in C{tmp/}
         #: (C{O_TMPFILE}) and linked into C{new/}, rather than named in
         #: C{tmp/} and renamed: one directory entry less per message.
