@@ -23,6 +23,20 @@ from twisted_smtpd.interfaces import IMessageStream
 MESSAGE = b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\nhello\r\n.\r\n"
 
 
+class SlowData(Refusing):
+    """
+    C{onData} drains the body and answers with the L{Deferred} given.
+    """
+
+    def __init__(self, pending: Deferred[None]) -> None:
+        super().__init__()
+        self.pending = pending
+
+    def onData(self, stream: IMessageStream, session: Session) -> object:
+        stream.drain()
+        return self.pending
+
+
 class MetricsTests(SynchronousTestCase):
     """
     Counters after a known sequence of sessions.
@@ -132,13 +146,7 @@ class MetricsTests(SynchronousTestCase):
         A hook answering later is timed until it answers.
         """
         pending: Deferred[None] = Deferred()
-
-        class Slow(Refusing):
-            def onData(self, stream: IMessageStream, session: Session) -> object:
-                stream.drain()
-                return pending
-
-        proto = self.session(Slow())
+        proto = self.session(SlowData(pending))
         proto.dataReceived(b"EHLO c\r\n" + MESSAGE)
         self.assertEqual(self.value("smtpd_delivery_seconds_count"), 0)
         pending.callback(None)
@@ -185,13 +193,7 @@ class MetricsTests(SynchronousTestCase):
         session stays a session without a message, remembered nowhere.
         """
         pending: Deferred[None] = Deferred()
-
-        class Slow(Refusing):
-            def onData(self, stream: IMessageStream, session: Session) -> object:
-                stream.drain()
-                return pending
-
-        proto = self.session(Slow())
+        proto = self.session(SlowData(pending))
         proto.dataReceived(b"EHLO c\r\n" + MESSAGE)
         proto.connectionLost()
         pending.callback(None)

@@ -67,6 +67,33 @@ class RecordingHandler(BaseHandler):
         return None
 
 
+class SlowMail(BaseHandler):
+    """
+    C{onMailFrom} answers with the L{Deferred} given.
+    """
+
+    def __init__(self, pending: Deferred[None]) -> None:
+        self.pending = pending
+
+    def onMailFrom(self, address: Address, session: Session) -> object:
+        return self.pending
+
+
+class SlowData(BaseHandler):
+    """
+    C{onData} drains the body and answers with a new L{Deferred} each
+    time, the last one in C{pending}.
+    """
+
+    def __init__(self) -> None:
+        self.pending: Deferred[str] = Deferred()
+
+    def onData(self, stream: IMessageStream, session: Session) -> object:
+        stream.drain()
+        self.pending = Deferred()
+        return self.pending
+
+
 def connect(
     handler: Any = None, clock: Clock | None = None, **options: Any
 ) -> tuple[SMTPProtocol, StringTransport, Clock, SMTPServerFactory]:
@@ -719,12 +746,7 @@ class HookTests(SynchronousTestCase):
         to commands pipelined behind it, and reading stops meanwhile.
         """
         pending: Deferred[None] = Deferred()
-
-        class Slow(BaseHandler):
-            def onMailFrom(self, address: Address, session: Session) -> object:
-                return pending
-
-        proto, transport, clock, _ = connect(Slow())
+        proto, transport, clock, _ = connect(SlowMail(pending))
         proto.dataReceived(b"EHLO c\r\n")
         take(transport)
         for byte in b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nNOOP\r\n":
@@ -743,12 +765,7 @@ class HookTests(SynchronousTestCase):
         again.
         """
         pending: Deferred[None] = Deferred()
-
-        class Slow(BaseHandler):
-            def onMailFrom(self, address: Address, session: Session) -> object:
-                return pending
-
-        proto, transport, clock, _ = connect(Slow())
+        proto, transport, clock, _ = connect(SlowMail(pending))
         proto.dataReceived(b"EHLO c\r\n")
         take(transport)
         proto.dataReceived(b"MAIL FROM:<a@example.com>\r\n")
@@ -767,26 +784,19 @@ class HookTests(SynchronousTestCase):
         its side down after the dot must not be taken for gone before its
         reply.
         """
-        pending: Deferred[str] = Deferred()
-
-        class Slow(BaseHandler):
-            def onData(self, stream: IMessageStream, session: Session) -> object:
-                stream.drain()
-                return pending
-
-        proto, transport, clock, _ = connect(Slow())
+        handler = SlowData()
+        proto, transport, clock, _ = connect(handler)
         proto.dataReceived(b"EHLO c\r\nMAIL FROM:<a@e.com>\r\nRCPT TO:<b@e.com>\r\n")
         take(transport)
         proto.dataReceived(b"DATA\r\nx\r\n.\r\n")
         self.assertEqual(transport.producerState, "paused")
-        pending.callback("OK: id 1")
+        handler.pending.callback("OK: id 1")
         self.assertEqual(transport.producerState, "producing")
-        pending = Deferred()
         proto.dataReceived(b"MAIL FROM:<a@e.com>\r\nRCPT TO:<b@e.com>\r\n")
         proto.dataReceived(b"DATA\r\nx\r\n.\r\nNOOP\r\n")
         self.assertEqual(transport.producerState, "paused")
         take(transport)
-        pending.callback("OK: id 2")
+        handler.pending.callback("OK: id 2")
         self.assertEqual(take(transport), b"250 2.0.0 OK: id 2\r\n" + replies.OK)
         self.assertEqual(transport.producerState, "producing")
 
@@ -797,21 +807,15 @@ class HookTests(SynchronousTestCase):
         kept the message), marked C{unanswered}, after the close; nothing is
         written.
         """
-        pending: Deferred[str] = Deferred()
-
-        class Slow(BaseHandler):
-            def onData(self, stream: IMessageStream, session: Session) -> object:
-                stream.drain()
-                return pending
-
-        proto, transport, clock, factory = connect(Slow())
+        handler = SlowData()
+        proto, transport, clock, factory = connect(handler)
         seen: list[tuple[str, dict[str, Any]]] = []
         factory.addObserver(lambda event, session, data: seen.append((event, data)))
         proto.dataReceived(b"EHLO c\r\nMAIL FROM:<a@e.com>\r\nRCPT TO:<b@e.com>\r\n")
         proto.dataReceived(b"DATA\r\nx\r\n.\r\n")
         take(transport)
         proto.connectionLost(Failure(ConnectionLost()))
-        pending.callback("OK: id 9")
+        handler.pending.callback("OK: id 9")
         self.assertEqual(transport.value(), b"")
         self.assertEqual([event for event, _ in seen][-2:], ["close", "message"])
         data = seen[-1][1]
@@ -823,12 +827,7 @@ class HookTests(SynchronousTestCase):
         A slow hook's refusal comes first; the pipelined RCPT then gets 503.
         """
         pending: Deferred[None] = Deferred()
-
-        class Slow(BaseHandler):
-            def onMailFrom(self, address: Address, session: Session) -> object:
-                return pending
-
-        proto, transport, clock, _ = connect(Slow())
+        proto, transport, clock, _ = connect(SlowMail(pending))
         proto.dataReceived(b"EHLO c\r\n")
         take(transport)
         proto.dataReceived(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n")
@@ -916,18 +915,12 @@ class HookTests(SynchronousTestCase):
         The reply after the final dot waits for onData; pipelined commands wait
         behind it.
         """
-        pending: Deferred[str] = Deferred()
-
-        class Slow(BaseHandler):
-            def onData(self, stream: IMessageStream, session: Session) -> object:
-                stream.drain()
-                return pending
-
-        proto, transport, clock, _ = connect(Slow())
+        handler = SlowData()
+        proto, transport, clock, _ = connect(handler)
         transaction(proto, transport)
         proto.dataReceived(b"DATA\r\nhi\r\n.\r\nNOOP\r\n")
         self.assertEqual(take(transport), replies.START_DATA)
-        pending.callback("OK: id 7")
+        handler.pending.callback("OK: id 7")
         self.assertEqual(take(transport), b"250 2.0.0 OK: id 7\r\n" + replies.OK)
 
     def test_observers(self) -> None:
