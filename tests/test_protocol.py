@@ -717,6 +717,40 @@ class DataTests(SynchronousTestCase):
         proto.dataReceived(b".\r\n")
         self.assertEqual(len(sink.value()), 300002)
 
+    def test_finishedStreamCannotResumeTheNext(self) -> None:
+        """
+        A message accepted at once while its slow consumer still holds part
+        of its body: when that consumer catches up, it cannot resume the
+        reading that the next message's own slow consumer paused.
+        """
+        from twisted.internet.testing import StringTransport as Consumer
+
+        sinks: list[Consumer] = []
+
+        class Piping(BaseHandler):
+            def onData(self, stream: IMessageStream, session: Session) -> object:
+                sink = Consumer()
+                sinks.append(sink)
+                stream.pipe(sink)
+                return "accepted"
+
+        proto, transport, clock, _ = connect(Piping())
+        big = b"x" * 300000 + b"\r\n"
+        transaction(proto, transport)
+        proto.dataReceived(b"DATA\r\n")
+        sinks[0].producer.pauseProducing()
+        proto.dataReceived(big + b".\r\n")
+        self.assertEqual(transport.producerState, "producing")
+        transaction(proto, transport)
+        proto.dataReceived(b"DATA\r\n")
+        sinks[1].producer.pauseProducing()
+        proto.dataReceived(big)
+        self.assertEqual(transport.producerState, "paused")
+        sinks[0].producer.resumeProducing()
+        self.assertEqual(transport.producerState, "paused")
+        sinks[1].producer.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+
     def test_connectionLostDuringData(self) -> None:
         """
         A connection lost in the body fails the stream; onClose runs.

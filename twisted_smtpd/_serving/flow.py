@@ -20,8 +20,12 @@ PAUSE_WRITE = 4  # the client does not read its replies
 
 class Pausable(Protocol):
     """
-    What L{StreamUpstream} drives: the session's reading switch.
+    What L{StreamUpstream} drives: the session's reading switch, and the
+    message it now reads.
     """
+
+    @property
+    def receiver(self) -> object: ...
 
     def setPause(self, reason: int, paused: bool) -> None: ...
 
@@ -35,24 +39,34 @@ class StreamUpstream:
 
     def __init__(self, protocol: Pausable) -> None:
         self._protocol = protocol
+        #: The message (its receiver) whose body the stream carries: once
+        #: the session reads another one, this stream's calls are ignored,
+        #: so that a slow consumer of a finished message cannot resume the
+        #: reading the next message's stream paused.
+        self.receiver: object = None
+
+    def _setPause(self, paused: bool) -> None:
+        protocol = self._protocol
+        if protocol.receiver is self.receiver:
+            protocol.setPause(PAUSE_STREAM, paused)
 
     def pauseProducing(self) -> None:
         """
         Stop reading from the client.
         """
-        self._protocol.setPause(PAUSE_STREAM, True)
+        self._setPause(True)
 
     def resumeProducing(self) -> None:
         """
         Read from the client again.
         """
-        self._protocol.setPause(PAUSE_STREAM, False)
+        self._setPause(False)
 
     def stopProducing(self) -> None:
         """
         The stream wants no more flow control.
         """
-        self._protocol.setPause(PAUSE_STREAM, False)
+        self._setPause(False)
 
 
 def writeThrough(transport: Any, data: bytes, plainTCP: bool) -> None:

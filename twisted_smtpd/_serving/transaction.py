@@ -117,18 +117,32 @@ def data(p: SessionControl, argument: bytes) -> None:
         p.fail(catalogue.BINARYMIME_NEEDS_BDAT)
         return
     p.reply(catalogue.START_DATA)
+    decoder = DataDecoder(options.size, options.bareNewline)
+    receiver = p.receiver = _newReceiver(p, decoder, options.bareNewline == "reject")
+    transferStarted(p)
+    receiver.start(p.handler.onData, session)
+
+
+def _newReceiver(
+    p: SessionControl, decoder: DataDecoder | ChunkDecoder, rejectBareNewline: bool
+) -> MessageReceiver:
+    """
+    The receiver of a new message's body, whose stream pauses reading from
+    the client while this message is the one read.
+    """
+    options = p.options
+    upstream = StreamUpstream(p)
     receiver = MessageReceiver(
-        DataDecoder(options.size, options.bareNewline),
-        MessageStream(upstream=StreamUpstream(p)),
-        replyCount=len(session.envelope.rcptTo) if options.lmtp else 1,
+        decoder,
+        MessageStream(upstream=upstream),
+        replyCount=len(p.session.envelope.rcptTo) if options.lmtp else 1,
         lmtp=options.lmtp,
-        rejectBareNewline=options.bareNewline == "reject",
+        rejectBareNewline=rejectBareNewline,
         done=p.messageDone,
         log=partial(p.logFailure, hookName="onData"),
     )
-    p.receiver = receiver
-    transferStarted(p)
-    receiver.start(p.handler.onData, session)
+    upstream.receiver = receiver
+    return receiver
 
 
 def bdat(p: SessionControl, argument: bytes) -> None:
@@ -146,16 +160,7 @@ def bdat(p: SessionControl, argument: bytes) -> None:
     receiver = p.receiver
     if receiver is None:
         session = p.session
-        receiver = MessageReceiver(
-            ChunkDecoder(options.size),
-            MessageStream(upstream=StreamUpstream(p)),
-            replyCount=len(session.envelope.rcptTo) if options.lmtp else 1,
-            lmtp=options.lmtp,
-            rejectBareNewline=False,
-            done=p.messageDone,
-            log=partial(p.logFailure, hookName="onData"),
-        )
-        p.receiver = receiver
+        receiver = p.receiver = _newReceiver(p, ChunkDecoder(options.size), False)
         transferStarted(p)
         receiver.start(p.handler.onData, session)
     decoder = receiver.decoder
