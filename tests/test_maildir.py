@@ -357,6 +357,26 @@ class GroupCommitTests(_CommitHarness):
         for d in [self.lead, *results]:
             self.successResultOf(d)
 
+    def test_unknownFileSystemFsyncedAlone(self) -> None:
+        """
+        When the file system of a file's C{tmp/} cannot be told (its
+        C{stat} fails), the file is fsynced on its own rather than counted
+        on the shared C{syncfs}, which still covers C{new/} for the lead.
+        """
+        realStat = os.stat
+
+        def stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+            if path == self.tmp:
+                raise OSError(errno.EIO, "I/O error")
+            return realStat(path, *args, **kwargs)
+
+        results = self.deliverAll([b"a\r\n", b"b\r\n"])
+        self.patch(os, "stat", stat)
+        self.pool.runAll()
+        self.assertEqual(self.kinds(), ["syncfs", "file", "file"] + ["rename"] * 2 + ["dir"])
+        for d in [self.lead, *results]:
+            self.successResultOf(d)
+
     def test_perRecipientDirectoriesInOneFlush(self) -> None:
         """
         With C{perRecipient}, the new recipient Maildirs and every directory
