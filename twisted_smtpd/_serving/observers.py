@@ -34,7 +34,6 @@ class Observers:
     data)}.  An observer with an C{events} attribute (a set of event names)
     is told of those only.
 
-    @ivar observers: The observers, in the order they were added.
     @ivar wanted: The events at least one observer wants: a session need
         not make any other.
     """
@@ -42,9 +41,15 @@ class Observers:
     _log = Logger()
 
     def __init__(self) -> None:
-        self.observers: list[Observer] = []
         self._interests: list[tuple[Observer, frozenset[str] | None]] = []
         self.wanted: Container[str] = frozenset()
+
+    @property
+    def observers(self) -> tuple[Observer, ...]:
+        """
+        The observers, in the order they were added.
+        """
+        return tuple(observer for observer, _ in self._interests)
 
     def add(self, observer: Observer) -> None:
         """
@@ -63,7 +68,6 @@ class Observers:
                     f"observer {observer!r}: events must be a set of event names, not {events!r}"
                 )
             interest = frozenset(events)
-        self.observers.append(observer)
         self._interests.append((observer, interest))
         if interest is None or self.wanted is _EVERY_EVENT:
             self.wanted = _EVERY_EVENT

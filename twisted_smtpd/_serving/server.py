@@ -185,7 +185,7 @@ class SMTPServerFactory(ServerFactory):
         """
         The observers added with L{addObserver}, in order.
         """
-        return tuple(self._observing.observers)
+        return self._observing.observers
 
     def addObserver(self, observer: Observer) -> None:
         """
