@@ -14,8 +14,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests import replies
 from tests.test_protocol import RecordingHandler, connect, take
 from twisted_smtpd._core.address import encodeXtext
+from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.grammar import XCLIENT_ATTRIBUTES, parseAttributes
 from twisted_smtpd._core.replies import CommandError
+from twisted_smtpd._core.session import Session
 from twisted_smtpd._core.xclient import parseXClient, parseXForward
 
 NOT_AUTHORIZED = b"550 5.7.0 Error: insufficient authorization\r\n"
@@ -75,6 +77,30 @@ class XClientTests(SynchronousTestCase):
         self.assertEqual(session.xClient["HELO"], "real")
         proto.dataReceived(b"MAIL FROM:<a@b.c>\r\n")
         self.assertEqual(take(transport), replies.NEED_HELO)
+
+    def test_refusedByOnConnectStillCloses(self) -> None:
+        """
+        When C{onConnect} refuses the client an XCLIENT names, the session
+        that began before it still ends as sessions do: the handler's
+        C{onClose} is called and the observers hear of the close.
+        """
+
+        class Refusing(RecordingHandler):
+            def onConnect(self, session: Session) -> object:
+                if session.remoteAddress[0] == "203.0.113.5":
+                    raise SMTPError(554, "go away", "5.7.1")
+                return None
+
+        handler = Refusing()
+        proto, transport, clock, factory = connect(handler, useXClient=True)
+        seen: list[str] = []
+        factory.addObserver(lambda event, session, data: seen.append(event))
+        proto.dataReceived(b"EHLO c\r\nXCLIENT ADDR=203.0.113.5\r\n")
+        self.assertTrue(transport.value().endswith(b"554 5.7.1 go away\r\n"))
+        self.assertTrue(transport.disconnecting)
+        proto.connectionLost()
+        self.assertEqual(handler.closed, [proto.session])
+        self.assertEqual(seen[-1], "close")
 
     def test_inTransaction(self) -> None:
         """

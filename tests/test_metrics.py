@@ -163,6 +163,26 @@ class MetricsTests(SynchronousTestCase):
         self.assertEqual(self.value("smtpd_connections_total"), 1)
         self.assertEqual(self.value("smtpd_connections_open"), 0)
 
+    def test_xclientRefusedClosesTheSession(self) -> None:
+        """
+        A session whose XCLIENT client C{onConnect} refuses is closed like
+        any other: not left open, counted once, without a message.
+        """
+        from twisted_smtpd._core.errors import SMTPError
+
+        class RefusingXClient(Refusing):
+            def onConnect(self, session: Session) -> object:
+                if session.remoteAddress[0] == "192.0.2.9":
+                    raise SMTPError(554, "go away", "5.7.1")
+                return None
+
+        proto = self.session(RefusingXClient(), useXClient=True)
+        proto.dataReceived(b"EHLO c\r\nXCLIENT ADDR=192.0.2.9\r\n")
+        proto.connectionLost()
+        self.assertEqual(self.value("smtpd_connections_open"), 0)
+        self.assertEqual(self.value("smtpd_sessions_total", outcome="no_message"), 1)
+        self.assertEqual(self.metrics._open, set())
+
     def test_malformedBdatCountedOnce(self) -> None:
         """
         A malformed BDAT, which closes the session, is one refusal.

@@ -115,7 +115,7 @@ def xclient(p: SessionControl, argument: bytes) -> None:
     session.openingCommand = None
     updateTransmissionType(p.session)
     p.setPause(PAUSE_HOOK, True)
-    runConnectHooks(p)
+    runConnectHooks(p, again=True)
 
 
 def xforward(p: CommandContext, argument: bytes) -> None:

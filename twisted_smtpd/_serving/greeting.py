@@ -43,15 +43,20 @@ def _lookedUp(p: SessionControl, name: str | None) -> None:
         runConnectHooks(p)
 
 
-def runConnectHooks(p: SessionControl) -> None:
+def runConnectHooks(p: SessionControl, again: bool = False) -> None:
     """
     C{onConnect}, then C{onSecure} on an implicit TLS connection, then the
     greeting; a refusal closes the session with its reply.
+
+    @param again: Whether the session began already and starts over as
+        another client's (XCLIENT): refused now, it still ends with C{onClose}
+        and a C{close} event.
     """
     p.emit("connect")
 
     def refused(reply: Reply) -> None:
-        p.refused = True
+        if not again:
+            p.refused = True
         p.closeWith(reply)
 
     def greet(result: object) -> None:
