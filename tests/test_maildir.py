@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 import sys
 from typing import Any
@@ -25,6 +26,7 @@ from tests.test_handlers import (
     readFile,
 )
 from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.session import Address, Envelope
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers import MaildirHandler, _maildirdisk
 from twisted_smtpd.handlers.maildir import _Delivery
@@ -400,6 +402,45 @@ class GroupCommitTests(_CommitHarness):
         for domain, local in [("example.org", "bob"), ("example.net", "carol")]:
             mailbox = os.path.join(path, "domains", domain, local, "new")
             self.assertEqual(listDir(mailbox), [name])
+
+    def test_removedMaildirFailsOnlyItsMessage(self) -> None:
+        """
+        With C{perRecipient}, a recipient Maildir removed between the link of
+        a message into it and the flush meant to make that link durable
+        fails that message alone (451): the other messages of the cycle are
+        delivered, and no descriptor or file is left behind.
+        """
+        path = os.path.abspath(self.mktemp())
+        handler = MaildirHandler(
+            path,
+            reactor=ImmediateReactor(),
+            threadpool=self.pool,  # type: ignore[arg-type]
+            perRecipient=True,
+            hostname="mx.example",
+        )
+
+        def session(sid: str, recipient: str) -> Any:
+            envelope = Envelope(mailFrom=Address("a@example.com"), rcptTo=[Address(recipient)])
+            return makeSession(id=sid, envelope=envelope)
+
+        lead = handler.onData(stream := MessageStream(), session("lead", "dave@example.com"))
+        feed(stream, b"lead\r\n")
+        later = handler.onData(stream := MessageStream(), session("later", "erin@example.com"))
+        feed(stream, b"later\r\n")
+        opened = len(os.listdir("/proc/self/fd"))
+        # The lead's cycle links it into dave's Maildir; the next makes it durable.
+        self.pool.runOne()
+        self.assertNoResult(lead)
+        shutil.rmtree(os.path.join(path, "domains", "example.com", "dave"))
+        self.pool.runAll()
+        failure = self.failureResultOf(lead, SMTPError)
+        self.assertEqual(failure.value.code, 451)
+        self.flushLoggedErrors(OSError)
+        name = self.successResultOf(later).removeprefix("OK: queued as ")
+        erin = os.path.join(path, "domains", "example.com", "erin", "new")
+        self.assertEqual(listDir(erin), [name])
+        self.assertEqual(listDir(os.path.join(path, "tmp")), [])
+        self.assertEqual(len(os.listdir("/proc/self/fd")), opened)
 
 
 class LoadSyncfsTests(SynchronousTestCase):

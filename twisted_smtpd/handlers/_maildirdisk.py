@@ -313,6 +313,21 @@ def _fail(results: list[Failure | None], indexes: list[int], failure: Failure) -
             results[index] = failure
 
 
+def _device(directory: str, devices: dict[str, int]) -> int:
+    """
+    The file system of C{directory}, remembered in C{devices}; -1 when it
+    cannot be told (then what is in it is fsynced on its own).
+    """
+    onDevice = devices.get(directory)
+    if onDevice is None:
+        try:
+            onDevice = os.stat(directory).st_dev
+        except OSError:
+            onDevice = -1
+        devices[directory] = onDevice
+    return onDevice
+
+
 def _flush(
     batch: list[_Delivery],
     written: list[int],
@@ -350,17 +365,12 @@ def _flush(
         # directory and cycle, not an fstat per file.
         devices: dict[str, int] = {}
         for index in written:
-            directory = batch[index].tmpPath.rpartition("/")[0]
-            onDevice = devices.get(directory)
-            if onDevice is None:
-                try:
-                    onDevice = os.stat(directory).st_dev
-                except OSError:
-                    onDevice = -1  # fsynced on its own
-                devices[directory] = onDevice
+            onDevice = _device(batch[index].tmpPath.rpartition("/")[0], devices)
             (covered if onDevice == device else alone).append(index)
         for directory in directories:
-            onRoot = os.stat(directory).st_dev == device
+            # One gone since (a recipient's Maildir removed) fails its own
+            # messages when fsynced alone, not the whole cycle.
+            onRoot = _device(directory, devices) == device
             (coveredDirectories if onRoot else aloneDirectories).append(directory)
         try:
             if covered:
