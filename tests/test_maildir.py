@@ -403,6 +403,28 @@ class GroupCommitTests(_CommitHarness):
             mailbox = os.path.join(path, "domains", domain, local, "new")
             self.assertEqual(listDir(mailbox), [name])
 
+    def test_unexpectedCycleFailureLeavesNothing(self) -> None:
+        """
+        A commit cycle failing in a way it does not handle itself (here its
+        flush raising) fails every message it held with 451, and closes
+        their descriptors and removes their files: nothing is left in
+        C{tmp/} or C{new/} but the lead, delivered before.
+        """
+        results = self.deliverAll([b"one\r\n", b"two\r\n"])
+        opened = len(os.listdir("/proc/self/fd"))
+
+        def flush(*args: object) -> None:
+            raise RuntimeError("unexpected")
+
+        self.patch(_maildirdisk, "_flush", flush)
+        self.pool.runAll()
+        for d in [self.lead, *results]:
+            self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 3)
+        self.assertEqual(listDir(self.tmp), [])
+        self.assertEqual(listDir(self.new), [])
+        self.assertEqual(len(os.listdir("/proc/self/fd")), opened)
+
     def test_removedMaildirFailsOnlyItsMessage(self) -> None:
         """
         With C{perRecipient}, a recipient Maildir removed between the link of

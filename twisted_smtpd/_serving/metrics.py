@@ -183,7 +183,8 @@ class ServerMetrics:
         for reply in replies:
             self.messages.labels(f"{reply.code // 100}xx", str(reply.code)).inc()
         if any(reply.code < 400 for reply in replies) and not data.get("unanswered"):
-            # (An unanswered message comes after its session's close.)
+            # An unanswered message (its 250 never sent, perhaps after
+            # the session's close) does not make its session a "message" one.
             self._delivered.add(session.id)
         self.bytes.inc(data.get("size", 0))
         seconds = data.get("seconds")

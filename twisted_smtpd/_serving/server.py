@@ -388,7 +388,7 @@ class SMTPServer(MultiService):
             (one L{Reply} per recipient in LMTP), C{seconds} from the end
             of the body to the reply, C{unanswered}: true when the handler
             answered only after the session had ended (client gone, server
-            closing), so that nothing was sent; that event comes after
+            closing), so that nothing was sent; that event may come after
             C{close}, and the handler may have kept the message;
           - C{hook}: a handler hook answered; C{hook} (its name),
             C{seconds};

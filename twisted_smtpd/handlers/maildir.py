@@ -30,6 +30,7 @@ created on the way, is fsynced before the reply.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -436,6 +437,9 @@ class MaildirHandler(BaseHandler):
             # Not expected: the cycle catches every disk error itself.
             for delivery in batch + placed:
                 _unlinkAll(delivery.delivered)
+            for delivery in batch:
+                with contextlib.suppress(OSError):
+                    _discard(delivery)
             outcome = [outcome] * len(batch), [outcome] * len(placed), True
         results, placedResults, settled = outcome
         for delivery, failure in zip(placed, placedResults, strict=True):
