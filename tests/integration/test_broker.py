@@ -219,12 +219,23 @@ class BrokerTests(TestCase):
         Clients send messages while the broker is killed (C{SIGKILL}) and
         restarted: they get 451 or lose the connection meanwhile and try
         again; every message that got 250 is in the queue afterwards.
+
+        RabbitMQ may not keep across a C{SIGKILL} a queue declared moments
+        before (seen with 3.10: "Recovering 0 queues" at the restart, and
+        every message confirmed before the kill gone with the queue): the
+        broker is restarted cleanly once after the handler declared it,
+        before the load begins.
         """
         broker = RabbitMQ(self.mktemp())
         self.addCleanup(broker.shutdown)
         await deferToThread(broker.start)
         handler, server = await self.serve(url=broker.url, confirmTimeout=10)
-        accepted: set[bytes] = set()
+        first = numbered(999_999)
+        code, text = await deferToThread(send, server.port, first)
+        self.assertEqual(code, 250, text)
+        await deferToThread(broker.stop)
+        await deferToThread(broker.start)
+        accepted: set[bytes] = {first}
         refusals: list[object] = []
         lock = threading.Lock()
         perClient = 25
@@ -248,7 +259,7 @@ class BrokerTests(TestCase):
 
         def killAndRestart() -> None:
             deadline = time.monotonic() + 60
-            while len(accepted) < 20 and time.monotonic() < deadline:
+            while len(accepted) < 21 and time.monotonic() < deadline:
                 time.sleep(0.01)
             broker.stop(kill=True)
             time.sleep(1)
@@ -264,7 +275,7 @@ class BrokerTests(TestCase):
                 t.join(300)
 
         await deferToThread(run)
-        self.assertEqual(len(accepted), 4 * perClient)
+        self.assertEqual(len(accepted), 1 + 4 * perClient)
         self.assertTrue(refusals, "the broker was never seen down")
         self.assertTrue(all(code in (0, 451) for code, _ in refusals), refusals[:5])  # type: ignore[misc]
         depth = await deferToThread(broker.depth, self.queue)
