@@ -123,11 +123,19 @@ class ManualThreadPool:
 
 class ImmediateReactor:
     """
-    Just enough reactor for L{deferToThreadPool} with L{ManualThreadPool}.
+    Just enough reactor for L{deferToThreadPool} with L{ManualThreadPool},
+    and for the Maildir committer's wait for a turn of the reactor:
+    C{callLater} runs its call at once, as if that turn brought nothing.
     """
 
     def callFromThread(self, f: Callable[..., object], *args: Any, **kwargs: Any) -> None:
         f(*args, **kwargs)
+
+    def callLater(self, delay: float, f: Callable[..., object], *args: Any) -> None:
+        f(*args)
+
+    def seconds(self) -> float:
+        return 0.0
 
 
 def listDir(path: str) -> list[str]:

@@ -28,7 +28,7 @@ from tests.test_handlers import (
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, Envelope
 from twisted_smtpd._stream import MessageStream
-from twisted_smtpd.handlers import MaildirHandler, _maildirdisk
+from twisted_smtpd.handlers import MaildirHandler, _maildirdisk, maildir
 from twisted_smtpd.handlers.maildir import _Delivery
 
 
@@ -463,6 +463,111 @@ class GroupCommitTests(_CommitHarness):
         self.assertEqual(listDir(erin), [name])
         self.assertEqual(listDir(os.path.join(path, "tmp")), [])
         self.assertEqual(len(os.listdir("/proc/self/fd")), opened)
+
+
+class TurnReactor:
+    """
+    A reactor whose turns the test runs: C{callLater} calls run at the next
+    L{turn}, which runs only those made before it began; C{callFromThread}
+    runs at once.
+    """
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.queued: list[tuple[Any, tuple[Any, ...]]] = []
+
+    def seconds(self) -> float:
+        return self.now
+
+    def callLater(self, delay: float, f: Any, *args: Any) -> object:
+        self.queued.append((f, args))
+        return f
+
+    def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
+        f(*args, **kwargs)
+
+    def turn(self, seconds: float = 0.0) -> None:
+        self.now += seconds
+        calls, self.queued = self.queued, []
+        for f, args in calls:
+            f(*args)
+
+
+class GatherTests(SynchronousTestCase):
+    """
+    An idle committer starts its cycle once a turn of the reactor brings no
+    other finished message, so that messages finishing over a few turns
+    share one flush; at most L{maildir.GATHER_LIMIT} seconds after the
+    first.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = TurnReactor()
+        self.pool = ManualThreadPool()
+        self.handler = MaildirHandler(
+            os.path.abspath(self.mktemp()),
+            reactor=self.reactor,
+            threadpool=self.pool,  # type: ignore[arg-type]
+        )
+
+    def deliver(self) -> Any:
+        stream = MessageStream()
+        d = self.handler.onData(stream, makeSession())
+        feed(stream, b"Subject: gathered\r\n\r\nbody\r\n")
+        return d
+
+    def test_loneMessageWaitsOneTurn(self) -> None:
+        """
+        A message alone is committed at the next turn.
+        """
+        d = self.deliver()
+        self.assertEqual(self.pool.jobs, [])
+        self.reactor.turn()
+        self.assertEqual(len(self.pool.jobs), 1)
+        self.pool.runAll()
+        self.successResultOf(d)
+        self.assertEqual(self.handler.commitBatches, 1)
+
+    def test_messagesOfConsecutiveTurnsShareACycle(self) -> None:
+        """
+        Messages finishing turn after turn wait for each other: the cycle
+        starts at the first turn that brings none, and commits them all.
+        """
+        results = [self.deliver(), self.deliver()]
+        self.reactor.turn()
+        results.append(self.deliver())
+        self.reactor.turn()
+        self.assertEqual(self.pool.jobs, [])
+        self.reactor.turn()
+        self.assertEqual(len(self.pool.jobs), 1)
+        self.pool.runAll()
+        for d in results:
+            self.successResultOf(d)
+        self.assertEqual(self.handler.commitBatches, 1)
+
+    def test_gatheringEndsAtTheLimit(self) -> None:
+        """
+        While messages keep finishing at every turn, the cycle starts
+        L{maildir.GATHER_LIMIT} seconds after the first; later messages
+        wait for the next cycle.
+        """
+        step = maildir.GATHER_LIMIT / 4
+        results = [self.deliver()]
+        for _ in range(3):
+            results.append(self.deliver())
+            self.reactor.turn(step)
+            self.assertEqual(self.pool.jobs, [])
+        results.append(self.deliver())
+        self.reactor.turn(step)
+        self.assertEqual(len(self.pool.jobs), 1)
+        late = self.deliver()
+        self.pool.runOne()
+        # The cycle wrote the five messages it started with, and not the late one.
+        self.assertEqual(len(listDir(os.path.join(self.handler.path, "new"))), 5)
+        self.pool.runAll()
+        for d in [*results, late]:
+            self.successResultOf(d)
+        self.assertEqual(self.handler.commitBatches, 2)
 
 
 class LoadSyncfsTests(SynchronousTestCase):

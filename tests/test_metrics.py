@@ -16,6 +16,7 @@ from twisted.web.test.requesthelper import DummyRequest
 from tests.test_auth import PasswordHandler, b64
 from tests.test_logging import Refusing
 from tests.test_protocol import connect, take
+from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Session
 from twisted_smtpd._serving.metrics import HealthResource, MetricsResource, ServerMetrics
 from twisted_smtpd.interfaces import IMessageStream
@@ -168,7 +169,6 @@ class MetricsTests(SynchronousTestCase):
         A session whose XCLIENT client C{onConnect} refuses is closed like
         any other: not left open, counted once, without a message.
         """
-        from twisted_smtpd._core.errors import SMTPError
 
         class RefusingXClient(Refusing):
             def onConnect(self, session: Session) -> object:

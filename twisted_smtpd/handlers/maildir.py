@@ -19,7 +19,10 @@ written, their data made durable by one C{syncfs(2)} (an C{fsync} per file
 where that is missing), they are renamed into C{new/}, and the next flush,
 which also covers the data of the next group (or, when no message waits,
 an fsync of C{new/} at once), makes their names durable before they are
-answered; messages finishing while a cycle runs form the next one.
+answered; messages finishing while a cycle runs form the next one.  An idle
+committer starts its cycle once a turn of the reactor brings no further
+message (at most L{GATHER_LIMIT} seconds after the first),
+so that clients answered together share the next flush again.
 
 With C{perRecipient}, each recipient gets its own copy in the Maildir
 C{<path>/domains/<domain>/<localpart>/}: the message is written and fsynced once in
@@ -66,6 +69,10 @@ _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 #: when the handler starts: the Maildir convention's 36 hours, long enough
 #: that no delivery in progress (in this process or another) can own them.
 STALE_TMP_SECONDS = 36 * 3600
+
+#: The longest time, in seconds, the committer waits for more messages
+#: before it starts a cycle while messages keep finishing turn after turn.
+GATHER_LIMIT = 0.002
 
 
 def removeStaleTemporaryFiles(directory: str, now: float) -> int:
@@ -339,6 +346,9 @@ class MaildirHandler(BaseHandler):
         self._pending: list[_Delivery] = []
         self._placed: list[_Delivery] = []
         self._committing = False
+        self._starting: Any = None
+        self._gatherSince = 0.0
+        self._seen = 0
         self.commitBatches = 0
 
     def _pool(self) -> ThreadPool:
@@ -411,8 +421,28 @@ class MaildirHandler(BaseHandler):
 
     def _submit(self, delivery: _Delivery) -> None:
         self._pending.append(delivery)
-        if not self._committing:
-            self._startBatch()
+        if not self._committing and self._starting is None:
+            self._gatherSince = self._reactor.seconds()
+            self._seen = len(self._pending)
+            self._starting = self._reactor.callLater(0, self._gather)
+
+    def _gather(self) -> None:
+        """
+        Start a cycle once a turn of the reactor brought no other message
+        to commit: clients answered together by the last cycle finish their
+        next messages over a few turns, which then share one flush.  A
+        message alone waits one turn; arrivals that go on are cut off after
+        L{GATHER_LIMIT} seconds.
+        """
+        self._starting = None
+        if self._committing or not self._pending:
+            return
+        grown = len(self._pending) != self._seen
+        if grown and self._reactor.seconds() - self._gatherSince < GATHER_LIMIT:
+            self._seen = len(self._pending)
+            self._starting = self._reactor.callLater(0, self._gather)
+            return
+        self._startBatch()
 
     def _startBatch(self) -> None:
         batch, self._pending = self._pending, []
