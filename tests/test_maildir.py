@@ -14,6 +14,7 @@ import stat
 import sys
 from typing import Any
 
+from twisted.internet.error import ConnectionLost
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -495,10 +496,11 @@ class TurnReactor:
 
 class GatherTests(SynchronousTestCase):
     """
-    An idle committer starts its cycle once a turn of the reactor brings no
-    other finished message, so that messages finishing over a few turns
-    share one flush; at most L{maildir.GATHER_LIMIT} seconds after the
-    first.
+    An idle committer given a message while other bodies are still
+    arriving starts its cycle once a turn of the reactor brings no other
+    finished message, or none is left arriving, so that messages finishing
+    over a few turns share one flush; at most L{maildir.GATHER_LIMIT}
+    seconds after the first.  A message alone starts its cycle at once.
     """
 
     def setUp(self) -> None:
@@ -510,64 +512,101 @@ class GatherTests(SynchronousTestCase):
             threadpool=self.pool,  # type: ignore[arg-type]
         )
 
-    def deliver(self) -> Any:
+    def begin(self) -> tuple[MessageStream, Any]:
+        """
+        A message whose body has begun to arrive.
+        """
         stream = MessageStream()
-        d = self.handler.onData(stream, makeSession())
-        feed(stream, b"Subject: gathered\r\n\r\nbody\r\n")
-        return d
+        return stream, self.handler.onData(stream, makeSession())
 
-    def test_loneMessageWaitsOneTurn(self) -> None:
+    def end(self, stream: MessageStream) -> None:
+        feed(stream, b"Subject: gathered\r\n\r\nbody\r\n")
+
+    def test_loneMessageAtOnce(self) -> None:
         """
-        A message alone is committed at the next turn.
+        A message that finishes while no other body arrives is committed
+        at once, without waiting for a turn.
         """
-        d = self.deliver()
-        self.assertEqual(self.pool.jobs, [])
-        self.reactor.turn()
+        stream, d = self.begin()
+        self.end(stream)
         self.assertEqual(len(self.pool.jobs), 1)
         self.pool.runAll()
         self.successResultOf(d)
-        self.assertEqual(self.handler.commitBatches, 1)
+        self.assertEqual(self.reactor.queued, [])
 
     def test_messagesOfConsecutiveTurnsShareACycle(self) -> None:
         """
         Messages finishing turn after turn wait for each other: the cycle
-        starts at the first turn that brings none, and commits them all.
+        starts once no other body is arriving, and commits them all.
         """
-        results = [self.deliver(), self.deliver()]
+        started = [self.begin() for _ in range(3)]
+        self.end(started[0][0])
+        self.end(started[1][0])
         self.reactor.turn()
-        results.append(self.deliver())
+        self.assertEqual(self.pool.jobs, [])
+        self.end(started[2][0])
         self.reactor.turn()
+        self.assertEqual(len(self.pool.jobs), 1)
+        self.pool.runAll()
+        for _, d in started:
+            self.successResultOf(d)
+        self.assertEqual(self.handler.commitBatches, 1)
+
+    def test_quietTurnStartsTheCycle(self) -> None:
+        """
+        A turn that brings no finished message starts the cycle, although
+        another body is still arriving; that message goes to a later cycle.
+        """
+        (first, done), (slow, later) = self.begin(), self.begin()
+        self.end(first)
         self.assertEqual(self.pool.jobs, [])
         self.reactor.turn()
         self.assertEqual(len(self.pool.jobs), 1)
         self.pool.runAll()
-        for d in results:
-            self.successResultOf(d)
-        self.assertEqual(self.handler.commitBatches, 1)
+        self.successResultOf(done)
+        self.end(slow)
+        self.pool.runAll()
+        self.successResultOf(later)
+        self.assertEqual(self.handler.commitBatches, 2)
 
     def test_gatheringEndsAtTheLimit(self) -> None:
         """
-        While messages keep finishing at every turn, the cycle starts
-        L{maildir.GATHER_LIMIT} seconds after the first; later messages
-        wait for the next cycle.
+        While messages keep finishing at every turn and others arrive, the
+        cycle starts L{maildir.GATHER_LIMIT} seconds after the first;
+        later messages wait for the next cycle.
         """
         step = maildir.GATHER_LIMIT / 4
-        results = [self.deliver()]
-        for _ in range(3):
-            results.append(self.deliver())
+        slow, slowResult = self.begin()
+        started = [self.begin() for _ in range(6)]
+        self.end(started[0][0])
+        for stream, _ in started[1:4]:
+            self.end(stream)
             self.reactor.turn(step)
             self.assertEqual(self.pool.jobs, [])
-        results.append(self.deliver())
+        self.end(started[4][0])
         self.reactor.turn(step)
         self.assertEqual(len(self.pool.jobs), 1)
-        late = self.deliver()
+        self.end(started[5][0])
         self.pool.runOne()
-        # The cycle wrote the five messages it started with, and not the late one.
+        # The cycle wrote the five messages it started with, not the later one.
         self.assertEqual(len(listDir(os.path.join(self.handler.path, "new"))), 5)
+        self.end(slow)
         self.pool.runAll()
-        for d in [*results, late]:
+        for _, d in [*started, (slow, slowResult)]:
             self.successResultOf(d)
-        self.assertEqual(self.handler.commitBatches, 2)
+
+    def test_failedBodyNoLongerAwaited(self) -> None:
+        """
+        A body that fails is no longer waited for: a message finishing
+        afterwards alone is committed at once.
+        """
+        (broken, failed), (stream, d) = self.begin(), self.begin()
+        broken._fail(Failure(ConnectionLost()))
+        self.failureResultOf(failed, ConnectionLost)
+        self.end(stream)
+        self.assertEqual(len(self.pool.jobs), 1)
+        self.pool.runAll()
+        self.successResultOf(d)
 
 
 class LoadSyncfsTests(SynchronousTestCase):

@@ -20,9 +20,11 @@ where that is missing), they are renamed into C{new/}, and the next flush,
 which also covers the data of the next group (or, when no message waits,
 an fsync of C{new/} at once), makes their names durable before they are
 answered; messages finishing while a cycle runs form the next one.  An idle
-committer starts its cycle once a turn of the reactor brings no further
-message (at most L{GATHER_LIMIT} seconds after the first),
-so that clients answered together share the next flush again.
+committer given a message while other bodies are still arriving starts its
+cycle once a turn of the reactor brings no further message, or none is left
+arriving (at most L{GATHER_LIMIT} seconds after the first), so that clients
+answered together share the next flush again; a message alone starts it at
+once.
 
 With C{perRecipient}, each recipient gets its own copy in the Maildir
 C{<path>/domains/<domain>/<localpart>/}: the message is written and fsynced once in
@@ -206,11 +208,13 @@ class _Delivery:
 
     def bodyEnded(self, byteCount: int) -> None:
         self.ended = True
+        self.handler._receiving -= 1
         if not self.writing:
             self._finish()
 
     def bodyFailed(self, failure: Failure) -> None:
         self.ended = True
+        self.handler._receiving -= 1
         self.failure = failure
         self.chunks, self.buffered = [], 0
         if not self.writing:
@@ -347,6 +351,8 @@ class MaildirHandler(BaseHandler):
         self._placed: list[_Delivery] = []
         self._committing = False
         self._starting: Any = None
+        #: How many messages' bodies are still arriving.
+        self._receiving = 0
         self._gatherSince = 0.0
         self._seen = 0
         self.commitBatches = 0
@@ -413,6 +419,7 @@ class MaildirHandler(BaseHandler):
             header = _traceHeaderLines(session, self._name)
             delivery.chunks.append(header)
             delivery.buffered = len(header)
+        self._receiving += 1
         d: Deferred[Any] = stream.pipe(delivery)
         d.addCallbacks(delivery.bodyEnded, delivery.bodyFailed)
         return delivery.result
@@ -421,7 +428,12 @@ class MaildirHandler(BaseHandler):
 
     def _submit(self, delivery: _Delivery) -> None:
         self._pending.append(delivery)
-        if not self._committing and self._starting is None:
+        if self._committing or self._starting is not None:
+            return
+        if not self._receiving:
+            # No other body is on its way: nothing to wait for.
+            self._startBatch()
+        else:
             self._gatherSince = self._reactor.seconds()
             self._seen = len(self._pending)
             self._starting = self._reactor.callLater(0, self._gather)
@@ -429,16 +441,17 @@ class MaildirHandler(BaseHandler):
     def _gather(self) -> None:
         """
         Start a cycle once a turn of the reactor brought no other message
-        to commit: clients answered together by the last cycle finish their
-        next messages over a few turns, which then share one flush.  A
-        message alone waits one turn; arrivals that go on are cut off after
+        to commit, or no other body is on its way: clients answered together
+        by the last cycle finish their next messages over a few turns, which
+        then share one flush.  Arrivals that go on are cut off after
         L{GATHER_LIMIT} seconds.
         """
         self._starting = None
         if self._committing or not self._pending:
             return
         grown = len(self._pending) != self._seen
-        if grown and self._reactor.seconds() - self._gatherSince < GATHER_LIMIT:
+        elapsed = self._reactor.seconds() - self._gatherSince
+        if grown and self._receiving and elapsed < GATHER_LIMIT:
             self._seen = len(self._pending)
             self._starting = self._reactor.callLater(0, self._gather)
             return
