@@ -119,6 +119,21 @@ class _CommitHarness(SynchronousTestCase):
     def kinds(self) -> list[str]:
         return [kind for kind, _ in self.events]
 
+    def perRecipientHandler(self) -> tuple[str, MaildirHandler]:
+        """
+        A handler delivering a copy to each recipient, in a Maildir of its
+        own, committing in the same manual pool; and that Maildir's path.
+        """
+        path = os.path.abspath(self.mktemp())
+        handler = MaildirHandler(
+            path,
+            reactor=ImmediateReactor(),
+            threadpool=self.pool,  # type: ignore[arg-type]
+            perRecipient=True,
+            hostname="mx.example",
+        )
+        return path, handler
+
 
 class UnnamedTmpFileTests(_CommitHarness):
     """
@@ -386,14 +401,7 @@ class GroupCommitTests(_CommitHarness):
         created on the way are made durable by one C{syncfs}, not by an
         fsync each.
         """
-        path = os.path.abspath(self.mktemp())
-        handler = MaildirHandler(
-            path,
-            reactor=ImmediateReactor(),
-            threadpool=self.pool,  # type: ignore[arg-type]
-            perRecipient=True,
-            hostname="mx.example",
-        )
+        path, handler = self.perRecipientHandler()
         d = handler.onData(stream := MessageStream(), makeSession())
         feed(stream, b"copies\r\n")
         self.pool.runAll()
@@ -433,14 +441,7 @@ class GroupCommitTests(_CommitHarness):
         fails that message alone (451): the other messages of the cycle are
         delivered, and no descriptor or file is left behind.
         """
-        path = os.path.abspath(self.mktemp())
-        handler = MaildirHandler(
-            path,
-            reactor=ImmediateReactor(),
-            threadpool=self.pool,  # type: ignore[arg-type]
-            perRecipient=True,
-            hostname="mx.example",
-        )
+        path, handler = self.perRecipientHandler()
 
         def session(sid: str, recipient: str) -> Any:
             envelope = Envelope(mailFrom=Address("a@example.com"), rcptTo=[Address(recipient)])
