@@ -813,10 +813,10 @@ class HookTests(SynchronousTestCase):
 
     def test_bodyEndPauses(self) -> None:
         """
-        The end of a body whose onData answers later stops the transport at
-        once, with or without commands read behind it: a client that shuts
-        its side down after the dot must not be taken for gone before its
-        reply.
+        The end of a body whose onData answers later stops a transport other
+        than plain TCP (which alone tells of a half-close) at once, with or
+        without commands read behind it: a client that shuts its side down
+        after the dot must not be taken for gone before its reply.
         """
         handler = SlowData()
         proto, transport, clock, _ = connect(handler)

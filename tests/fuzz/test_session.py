@@ -677,6 +677,21 @@ class SessionMachine(RuleBasedStateMachine):
         self.proto.connectionLost(Failure(ConnectionLost()))
         self.settle()
 
+    @precondition(lambda self: self.live())
+    @rule(now=st.integers(0, 3))
+    def halfClose(self, now: int) -> None:
+        """
+        The client shuts its sending side down (drawn rarely): every reply
+        it is owed still comes once the late hooks answer, then the server
+        closes.
+        """
+        if now:
+            return
+        self.proto.readConnectionLost()
+        self.settle()
+        if self.live():
+            self.close()
+
     # -- invariants --------------------------------------------------------------
 
     @invariant()

@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.integration.test_halfclose -*-
 """
 A client that shuts its sending side down right after the end of its
-message, over a real socket: it still gets its reply.
+message, or right after a command whose hook answers late, over a real
+socket (plain TCP, and behind a PROXY header): it still gets its replies.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from twisted.trial.unittest import TestCase
 
 from twisted_smtpd import SMTPServer
 from twisted_smtpd._core.options import ServerOptions
-from twisted_smtpd._core.session import Session
+from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd.handlers import BaseHandler
 from twisted_smtpd.interfaces import IMessageStream
 
@@ -34,6 +35,40 @@ class SlowData(BaseHandler):
         d: Deferred[str] = Deferred()
         reactor.callLater(0.2, d.callback, "queued")
         return d
+
+
+class SlowMail(BaseHandler):
+    """
+    Answers each MAIL 0.2 s after it came: long after the client's FIN is
+    in the server's socket.
+    """
+
+    def onMailFrom(self, address: Address, session: Session) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        reactor.callLater(0.2, d.callback, None)
+        return d
+
+
+def _readAll(s: socket.socket) -> bytes:
+    out = b""
+    while chunk := s.recv(1000):
+        out += chunk
+    return out
+
+
+def _halfClosingAfterMail(port: int, header: bytes = b"") -> bytes:
+    """
+    Send MAIL, shut the sending side down at once, and read every reply
+    until the server closes.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(header)
+        s.recv(1000)
+        s.sendall(b"EHLO c\r\n")
+        s.recv(1000)
+        s.sendall(b"MAIL FROM:<a@example.com>\r\n")
+        s.shutdown(socket.SHUT_WR)
+        return _readAll(s)
 
 
 def _halfClosingClient(port: int) -> bytes:
@@ -54,10 +89,7 @@ def _halfClosingClient(port: int) -> bytes:
             got += chunk
         s.sendall(b"hello\r\n.\r\n")
         s.shutdown(socket.SHUT_WR)
-        out = b""
-        while chunk := s.recv(1000):
-            out += chunk
-        return out
+        return _readAll(s)
 
 
 class HalfCloseTests(TestCase):
@@ -76,3 +108,36 @@ class HalfCloseTests(TestCase):
         self.addCleanup(port.stopListening)
         out = yield deferToThread(_halfClosingClient, port.getHost().port)
         self.assertIn(b"250 2.0.0 queued", out)
+
+    @inlineCallbacks
+    def test_repliesAfterHalfCloseBehindSlowHook(self) -> Any:
+        """
+        A client that sends MAIL and half-closes at once, while
+        C{onMailFrom} has not answered, gets its reply, then the server
+        closes.
+        """
+        server = SMTPServer(
+            SlowMail(), ServerOptions(name="mx.example.com", disableReverseLookup=True)
+        )
+        port = yield server.listen("tcp:0:interface=127.0.0.1")
+        self.addCleanup(port.stopListening)
+        out = yield deferToThread(_halfClosingAfterMail, port.getHost().port)
+        self.assertTrue(out.endswith(b"250 2.1.0 Accepted\r\n"), out)
+
+    @inlineCallbacks
+    def test_repliesAfterHalfCloseBehindProxy(self) -> Any:
+        """
+        The same behind a PROXY header (C{haproxy:} listener): the front
+        end's half-close reaches the session.
+        """
+        server = SMTPServer(
+            SlowMail(),
+            ServerOptions(
+                name="mx.example.com", disableReverseLookup=True, useProxy=["127.0.0.0/8"]
+            ),
+        )
+        port = yield server.listen("haproxy:tcp:0:interface=127.0.0.1")
+        self.addCleanup(port.stopListening)
+        header = b"PROXY TCP4 192.0.2.9 192.0.2.1 4000 25\r\n"
+        out = yield deferToThread(_halfClosingAfterMail, port.getHost().port, header)
+        self.assertTrue(out.endswith(b"250 2.1.0 Accepted\r\n"), out)

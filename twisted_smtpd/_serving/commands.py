@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.features import extensions, updateTransmissionType
-from twisted_smtpd._core.grammar import Phase, Verb, looksLikeBdat, parseHelo
+from twisted_smtpd._core.grammar import Phase, Verb, checkPhase, looksLikeBdat, parseHelo
+from twisted_smtpd._core.replies import CommandError
 from twisted_smtpd._serving import forwarding as _forwarding
 from twisted_smtpd._serving import tlscommand as _tlscommand
 from twisted_smtpd._serving import transaction as _transaction
@@ -150,3 +151,26 @@ DISPATCH: dict[Verb, Callable[[SessionControl, bytes], None]] = {
     Verb.XCLIENT: _forwarding.xclient,
     Verb.XFORWARD: _forwarding.xforward,
 }
+
+
+def run(p: SessionControl, verb: Verb, argument: bytes, disabled: frozenset[Verb]) -> None:
+    """
+    Run a command, unless it is disabled, out of its place in the session,
+    or unknown to the server.
+    """
+    if verb in disabled:
+        _transaction.refuse(p, verb, argument, catalogue.NOT_IMPLEMENTED)
+        return
+    try:
+        checkPhase(verb, p.phase, p.options.lmtp)
+    except CommandError as e:
+        _transaction.refuse(p, verb, argument, e.reply)
+        return
+    action = DISPATCH.get(verb)
+    if action is None:
+        p.fail(catalogue.NOT_IMPLEMENTED)
+        return
+    try:
+        action(p, argument)
+    except CommandError as e:
+        p.fail(e.reply)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
     IHandshakeListener,
     IReactorTime,
     ISSLTransport,
@@ -33,14 +34,13 @@ from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.grammar import (
     Phase,
     Verb,
-    checkPhase,
     looksLikeBdat,
     looksLikeHTTP,
     parseCommand,
 )
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.replies import CommandError, Reply, formatReply
-from twisted_smtpd._core.session import Envelope, Session, hostPort, newSessionId
+from twisted_smtpd._core.session import Session, hostPort, newSessionId
 from twisted_smtpd._serving import commands as _commands
 from twisted_smtpd._serving import forwarding as _forwarding
 from twisted_smtpd._serving import greeting as _greeting
@@ -51,7 +51,7 @@ from twisted_smtpd._serving.deadlines import Times
 from twisted_smtpd._serving.flow import PAUSE_HOOK, PAUSE_STREAM, PAUSE_WRITE, writeThrough
 from twisted_smtpd._serving.hooks import runCloseHook, runHook
 from twisted_smtpd._serving.logging import refusal
-from twisted_smtpd._serving.receiving import MessageReceiver, errorFromReply
+from twisted_smtpd._serving.receiving import MessageReceiver
 from twisted_smtpd.interfaces import ISMTPHandler
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ RECIPIENT_OVERSHOOT = 1000
 REPLY_BATCH = 64
 
 
-@implementer(IHandshakeListener)
+@implementer(IHandshakeListener, IHalfCloseableProtocol)
 class SMTPProtocol(LineReceiver):
     """
     One SMTP or LMTP session.
@@ -95,7 +95,7 @@ class SMTPProtocol(LineReceiver):
     __slots__ = (
         "_argument", "_bodyEnded", "_buffer", "_disabled", "_discardingLine", "_enhanced",
         "_errors", "_hookToken", "_out", "_overshoot", "_plainTCP", "_processing",
-        "_transportPaused", "_unauthenticated", "_verb", "_wire",
+        "_readClosed", "_transportPaused", "_unauthenticated", "_verb", "_wire",
         "auth", "clock", "closing", "connected", "connectedFrom", "discard", "draining",
         "handler", "implicitTLS", "limitHost", "options", "pauses", "phase", "receiver",
         "refused", "server", "session", "times", "waiting",
@@ -124,7 +124,7 @@ class SMTPProtocol(LineReceiver):
         self._plainTCP = False
         self.waiting = self.closing = self.connected = self.refused = False
         self.pauses = 0
-        self._transportPaused = self._discardingLine = False
+        self._transportPaused = self._discardingLine = self._readClosed = False
         self.discard: _transaction.RefusedChunk | None = None
         self.draining = False
         self.implicitTLS = False
@@ -212,6 +212,34 @@ class SMTPProtocol(LineReceiver):
         if factory is not None:
             factory.connectionGone(self)
 
+    def readConnectionLost(self) -> None:
+        """
+        The client shut its sending side down (a FIN on plain TCP): what it
+        sent before is still answered, hooks included, then the session
+        closes.
+        """
+        self._readClosed = True
+        # Twisted stopped reading; it must not start again (each read would
+        # see the end once more).
+        self._transportPaused = True
+        self._closeIfDone()
+
+    def writeConnectionLost(self) -> None:
+        """
+        Never happens: the server does not half-close.
+        """
+
+    def _closeIfDone(self) -> None:
+        # After the client's FIN: close once nothing it sent is left to
+        # answer (commands kept back while it did not read go first).
+        if self._readClosed and not (
+            self.waiting
+            or self.closing
+            or self._processing
+            or (self._buffer and self.pauses & PAUSE_WRITE)
+        ):
+            self._close()
+
     # -- flow control ------------------------------------------------------
 
     def pauseProducing(self) -> None:
@@ -249,7 +277,11 @@ class SMTPProtocol(LineReceiver):
         want = bool(pauses & ~PAUSE_HOOK) or (
             pauses != 0 and (self._transportPaused or bool(self._buffer))
         )
-        if want != self._transportPaused and self.connected and not self.closing:
+        if (
+            want != self._transportPaused
+            and self.connected
+            and not (self.closing or self._readClosed)
+        ):
             transport: Any = self.transport
             self._transportPaused = want
             if want:
@@ -319,6 +351,8 @@ class SMTPProtocol(LineReceiver):
         finally:
             self._processing = False
             self._flush()
+            if self._readClosed:
+                self._closeIfDone()
 
     def _lineReceived(self, line: bytes) -> None:
         if len(line) > self.options.maxLineLength and not line[:5].upper().startswith(b"AUTH "):
@@ -345,22 +379,7 @@ class SMTPProtocol(LineReceiver):
             if limit and self._unauthenticated > limit and verb is not Verb.QUIT:
                 self.closeWith(catalogue.TOO_MANY_UNAUTHENTICATED)
                 return
-        if verb in self._disabled:
-            _transaction.refuse(self, verb, command.argument, catalogue.NOT_IMPLEMENTED)
-            return
-        try:
-            checkPhase(verb, self.phase, self.options.lmtp)
-        except CommandError as e:
-            _transaction.refuse(self, verb, command.argument, e.reply)
-            return
-        action = _commands.DISPATCH.get(verb)
-        if action is None:
-            self.fail(catalogue.NOT_IMPLEMENTED)
-            return
-        try:
-            action(self, command.argument)
-        except CommandError as e:
-            self.fail(e.reply)
+        _commands.run(self, verb, command.argument, self._disabled)
 
     def bodyReceived(self, receiver: MessageReceiver, data: bytes) -> None:
         self.times.rateBytes += len(data)
@@ -382,8 +401,12 @@ class SMTPProtocol(LineReceiver):
             # everything the client pipelined behind it.
             self.waiting = True
             self.setPause(PAUSE_HOOK, True)
-            # At once: a client half-closing after the dot is not gone.
-            self._stopReading()
+            transport: Any = self.transport
+            if not self._plainTCP or transport.TLS:
+                # At once: only plain TCP tells of a half-close
+                # (readConnectionLost); elsewhere a FIN read now would end
+                # the session before its reply.
+                self._stopReading()
 
     def _stopReading(self) -> None:
         if not self._transportPaused and self.connected and not self.closing:
@@ -422,6 +445,9 @@ class SMTPProtocol(LineReceiver):
 
     #: Call a handler hook: L{runHook} as a method.
     hook = runHook
+    resetTransaction = _transaction.resetTransaction
+    inTransaction = _transaction.inTransaction
+    abandonMessage = _transaction.abandonMessage
 
     def holdForHook(self) -> int:
         """
@@ -510,6 +536,9 @@ class SMTPProtocol(LineReceiver):
             # A refusal or a limit reached that ends the session.
             self._emitRefusal(reply, closing=True)
         self.reply(reply)
+        self._close()
+
+    def _close(self) -> None:
         self._flush()
         self.closing = True
         self.times.closingSince = self.clock.seconds()
@@ -518,27 +547,10 @@ class SMTPProtocol(LineReceiver):
         # A TLS transport shuts down only once no producer is registered, and
         # must read to see the peer go.
         transport.unregisterProducer()
-        if self._transportPaused:
+        if self._transportPaused and not self._readClosed:
             self._transportPaused = False
             transport.resumeProducing()
         transport.loseConnection()
-
-    def resetTransaction(self) -> None:
-        """
-        End the mail transaction, and a message in progress with it.
-        """
-        # RSET, HELO/EHLO/LHLO, STARTTLS and XCLIENT end any BDAT transfer
-        # too (RFC 5321 section 4.1.4): its stream fails, its state is gone.
-        self.abandonMessage(catalogue.RESET)
-        session = self.session
-        if session.envelope.mailFrom is not None:
-            session.transaction += 1
-            # XFORWARD attributes apply to one transaction.
-            session.xForward = {}
-            # A new object: handlers may keep the old one.
-            session.envelope = Envelope()
-        if self.phase is Phase.MAIL or self.phase is Phase.RCPT:
-            self.phase = Phase.GREETED
 
     def emit(self, event: str, **data: Any) -> None:
         """
@@ -549,20 +561,6 @@ class SMTPProtocol(LineReceiver):
             factory.emit(event, self.session, data)
 
     # -- graceful close and timeouts ---------------------------------------------
-
-    def inTransaction(self) -> bool:
-        """
-        Whether MAIL was accepted or a message's reply is still owed.
-        """
-        return self.phase in (Phase.MAIL, Phase.RCPT) or self.receiver is not None
-
-    def abandonMessage(self, reply: Reply) -> None:
-        """
-        Drop a message in progress, failing its stream with C{reply}'s error.
-        """
-        if self.receiver is not None:
-            self.receiver.abandon(Failure(errorFromReply(reply)))
-            self.receiver = None
 
     def abort(self) -> None:
         """

@@ -11,11 +11,18 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocol, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IProtocol,
+    IReactorTime,
+)
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.options import IPNetwork, trusted
@@ -35,6 +42,7 @@ def _address(hostPort: tuple[str, int]) -> IAddress:
     return IPv4Address("TCP", host, port)
 
 
+@implementer(IHalfCloseableProtocol)
 class ProxyProtocolWrapper(ProtocolWrapper):
     """
     Reads the PROXY header, then hands the connection to the wrapped
@@ -132,6 +140,24 @@ class ProxyProtocolWrapper(ProtocolWrapper):
         self.factory.unregisterProtocol(self)
         if self.proxyHeader is not None:
             self.wrappedProtocol.connectionLost(reason)
+
+    def readConnectionLost(self) -> None:
+        """
+        The front end shut its sending side down: tell a session that can
+        still answer what it read (L{SMTPProtocol.readConnectionLost}),
+        else close.
+        """
+        wrapped = IHalfCloseableProtocol(self.wrappedProtocol, None)
+        if self.proxyHeader is not None and wrapped is not None:
+            wrapped.readConnectionLost()
+            return
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """
+        The server never shuts its own sending side down alone.
+        """
 
     def getPeer(self) -> IAddress:
         """

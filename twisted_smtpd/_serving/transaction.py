@@ -10,6 +10,8 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING
 
+from twisted.python.failure import Failure
+
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.data import ChunkDecoder, DataDecoder
 from twisted_smtpd._core.grammar import Phase, Verb, parseBdat, parseMail, parseRcpt
@@ -17,11 +19,45 @@ from twisted_smtpd._core.replies import CommandError, Reply
 from twisted_smtpd._core.session import Envelope
 from twisted_smtpd._serving.deadlines import transferStarted
 from twisted_smtpd._serving.flow import StreamUpstream
-from twisted_smtpd._serving.receiving import MessageReceiver
+from twisted_smtpd._serving.receiving import MessageReceiver, errorFromReply
 from twisted_smtpd._stream import MessageStream
 
 if TYPE_CHECKING:
     from twisted_smtpd._serving.context import CommandContext, SessionControl
+
+
+def resetTransaction(p: SessionControl) -> None:
+    """
+    End the mail transaction, and a message in progress with it.
+    """
+    # RSET, HELO/EHLO/LHLO, STARTTLS and XCLIENT end any BDAT transfer too
+    # (RFC 5321 section 4.1.4): its stream fails, its state is gone.
+    p.abandonMessage(catalogue.RESET)
+    session = p.session
+    if session.envelope.mailFrom is not None:
+        session.transaction += 1
+        # XFORWARD attributes apply to one transaction.
+        session.xForward = {}
+        # A new object: handlers may keep the old one.
+        session.envelope = Envelope()
+    if p.phase is Phase.MAIL or p.phase is Phase.RCPT:
+        p.phase = Phase.GREETED
+
+
+def inTransaction(p: SessionControl) -> bool:
+    """
+    Whether MAIL was accepted or a message's reply is still owed.
+    """
+    return p.phase in (Phase.MAIL, Phase.RCPT) or p.receiver is not None
+
+
+def abandonMessage(p: SessionControl, reply: Reply) -> None:
+    """
+    Drop a message in progress, failing its stream with C{reply}'s error.
+    """
+    if p.receiver is not None:
+        p.receiver.abandon(Failure(errorFromReply(reply)))
+        p.receiver = None
 
 
 def mail(p: SessionControl, argument: bytes) -> None:
