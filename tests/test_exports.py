@@ -93,7 +93,8 @@ class StartupImportTests(SynchronousTestCase):
         """
         Building the default service (a Maildir, no --metrics) imports
         neither the SMTP client of the relay and LMTP handlers nor the web
-        server of C{--metrics}.
+        server of C{--metrics}, nor the parsers of configuration files or
+        the suggestions for a misspelt hook.
         """
         import subprocess
         import sys
@@ -107,7 +108,8 @@ class StartupImportTests(SynchronousTestCase):
             "makeService(config)\n"
             "loaded = [m for m in ('twisted_smtpd._smtpclient', 'twisted_smtpd.handlers.relay',"
             " 'twisted_smtpd.handlers.lmtp', 'twisted_smtpd.handlers.pipe',"
-            " 'twisted.web.server', 'twisted_smtpd._serving.metrics') if m in sys.modules]\n"
+            " 'twisted.web.server', 'twisted_smtpd._serving.metrics',"
+            " 'tomllib', 'configparser', 'difflib') if m in sys.modules]\n"
             "print(','.join(loaded))\n"
         )
         with tempfile.TemporaryDirectory() as directory:

@@ -9,7 +9,6 @@ is waited for.  And checking a handler when the server is built
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from difflib import get_close_matches
 from inspect import iscoroutine, iscoroutinefunction
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, cast
@@ -121,6 +120,9 @@ def checkHandler(handler: object) -> ISMTPHandler:
     cls = type(handler).__name__
     for name in dir(handler):
         if name.startswith("on") and name[2:3].isupper() and name not in HOOKS:
+            # Only for a misspelt hook: difflib costs memory for good.
+            from difflib import get_close_matches
+
             close = get_close_matches(name, HOOKS, 1)
             hint = f"; did you mean {close[0]}?" if close else ""
             raise TypeError(

@@ -9,13 +9,11 @@ delivery flag names.
 
 from __future__ import annotations
 
-import configparser
 import ipaddress
 import os
 import re
 import sys
 import tempfile
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from importlib import import_module
 from typing import Any, NoReturn
@@ -100,7 +98,10 @@ def readConfig(path: str) -> dict[str, object]:
     @raise OSError: If the file cannot be read.
     @raise ValueError: If it does not parse.
     """
+    # Their parsers are imported only for a configuration file.
     if path.endswith(".toml"):
+        import tomllib
+
         with open(path, "rb") as f:
             try:
                 document: dict[str, object] = tomllib.load(f)
@@ -114,6 +115,8 @@ def readConfig(path: str) -> dict[str, object]:
         elif section is not None:
             document["smtpd"] = section
         return document
+    import configparser
+
     parser = configparser.ConfigParser(interpolation=None)
     with open(path, encoding="utf-8") as f:
         try:
