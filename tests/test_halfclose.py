@@ -6,14 +6,18 @@ hooks included, then the session closes.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests import replies
+from tests.certs import CertificateAuthority
 from tests.test_protocol import RecordingHandler, SlowData, SlowMail, connect, take
 from twisted_smtpd._serving.proxy import ProxyProtocolWrapper, ProxyWrappingFactory
 from twisted_smtpd._serving.server import SMTPServerFactory
+from twisted_smtpd._serving.tls import ServerTLS
 
 
 class HalfCloseTests(SynchronousTestCase):
@@ -124,9 +128,12 @@ class HalfCloseTests(SynchronousTestCase):
 
 
 class ProxiedHalfCloseTests(SynchronousTestCase):
-    def _proxied(self, handler: object) -> tuple[ProxyProtocolWrapper, StringTransport]:
+    def _proxied(
+        self, handler: object, tls: bool = False
+    ) -> tuple[ProxyProtocolWrapper, StringTransport]:
         from twisted.internet.address import IPv4Address
         from twisted.internet.task import Clock
+        from twisted.protocols.tls import TLSMemoryBIOFactory
 
         from twisted_smtpd._core.options import ServerOptions
 
@@ -135,7 +142,13 @@ class ProxiedHalfCloseTests(SynchronousTestCase):
             name="mx.example.com", disableReverseLookup=True, useProxy=["127.0.0.0/8"]
         )
         factory = SMTPServerFactory(handler, options, reactor=clock)  # type: ignore[arg-type]
-        wrapping = ProxyWrappingFactory(factory, options.useProxy, clock)
+        inner: Any = factory
+        if tls:
+            # haproxy:ssl: TLS inside the PROXY layer.
+            issued = CertificateAuthority(self.mktemp()).server("mx.example.com")
+            context = ServerTLS(issued.certificatePath, issued.keyPath).contextFactory()
+            inner = TLSMemoryBIOFactory(context, False, factory)
+        wrapping = ProxyWrappingFactory(inner, options.useProxy, clock)
         wrapper = wrapping.buildProtocol(None)
         assert isinstance(wrapper, ProxyProtocolWrapper)
         transport = StringTransport(
@@ -159,6 +172,17 @@ class ProxiedHalfCloseTests(SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
         pending.callback(None)
         self.assertEqual(transport.value(), replies.MAIL_OK)
+        self.assertTrue(transport.disconnecting)
+
+    def test_tlsInsideCloses(self) -> None:
+        """
+        Behind a PROXY header with TLS inside it (C{haproxy:ssl:}), where
+        no half-close can be told to the session, the front end's FIN
+        closes the connection, as a FIN on a TLS listener does.
+        """
+        wrapper, transport = self._proxied(RecordingHandler(), tls=True)
+        wrapper.dataReceived(b"PROXY TCP4 192.0.2.9 192.0.2.1 4000 25\r\n")
+        wrapper.readConnectionLost()
         self.assertTrue(transport.disconnecting)
 
     def test_beforeTheHeaderCloses(self) -> None:

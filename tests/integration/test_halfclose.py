@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from tests.certs import CertificateAuthority
 from twisted_smtpd import SMTPServer
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.session import Address, Session
@@ -92,6 +93,17 @@ def _halfClosingClient(port: int) -> bytes:
         return _readAll(s)
 
 
+def _headerThenFin(port: int) -> bytes:
+    """
+    Send a PROXY header, shut the sending side down, and read until the
+    server closes.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"PROXY TCP4 192.0.2.9 192.0.2.1 4000 25\r\n")
+        s.shutdown(socket.SHUT_WR)
+        return _readAll(s)
+
+
 class HalfCloseTests(TestCase):
     timeout = 30
 
@@ -141,3 +153,26 @@ class HalfCloseTests(TestCase):
         header = b"PROXY TCP4 192.0.2.9 192.0.2.1 4000 25\r\n"
         out = yield deferToThread(_halfClosingAfterMail, port.getHost().port, header)
         self.assertTrue(out.endswith(b"250 2.1.0 Accepted\r\n"), out)
+
+    @inlineCallbacks
+    def test_tlsBehindProxy(self) -> Any:
+        """
+        On a C{haproxy:ssl:} listener, a front end that sends its header and
+        shuts its sending side down is disconnected, with no error.
+        """
+        issued = CertificateAuthority(self.mktemp()).server("mx.example.com")
+        server = SMTPServer(
+            SlowMail(),
+            ServerOptions(
+                name="mx.example.com",
+                disableReverseLookup=True,
+                useProxy=["127.0.0.0/8"],
+                certificate=issued.certificatePath,
+                privateKey=issued.keyPath,
+            ),
+        )
+        port = yield server.listen("haproxy:ssl:0:interface=127.0.0.1")
+        self.addCleanup(port.stopListening)
+        out = yield deferToThread(_headerThenFin, port.getHost().port)
+        self.assertEqual(out, b"")
+        self.assertEqual(len(server.factory.connections), 0)

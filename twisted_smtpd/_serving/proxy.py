@@ -147,9 +147,13 @@ class ProxyProtocolWrapper(ProtocolWrapper):
         still answer what it read (L{SMTPProtocol.readConnectionLost}),
         else close.
         """
-        wrapped = IHalfCloseableProtocol(self.wrappedProtocol, None)
-        if self.proxyHeader is not None and wrapped is not None:
-            wrapped.readConnectionLost()
+        # Only a protocol whose class tells of half-closes: a wrapper inside
+        # (TLS under C{haproxy:ssl:}) provides what its transport, this
+        # object, provides, and would hand the call straight back.
+        if self.proxyHeader is not None and IHalfCloseableProtocol.implementedBy(
+            type(self.wrappedProtocol)
+        ):
+            IHalfCloseableProtocol(self.wrappedProtocol).readConnectionLost()
             return
         assert self.transport is not None
         self.transport.loseConnection()
