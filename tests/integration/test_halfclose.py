@@ -58,6 +58,21 @@ def _readAll(s: socket.socket) -> bytes:
     return out
 
 
+def _sendMessage(s: socket.socket, before: bytes) -> None:
+    """
+    Send C{before}, an envelope and DATA, wait for the 354, then send a
+    whole body with its final dot.
+    """
+    s.sendall(before + b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+    got = b""
+    while b"354" not in got:
+        chunk = s.recv(1000)
+        if not chunk:
+            break
+        got += chunk
+    s.sendall(b"hello\r\n.\r\n")
+
+
 def _halfClosingAfterMail(port: int, header: bytes = b"") -> bytes:
     """
     Send MAIL, shut the sending side down at once, and read every reply
@@ -82,14 +97,7 @@ def _halfClosingClient(port: int) -> bytes:
         s.recv(1000)
         s.sendall(b"EHLO c\r\n")
         s.recv(1000)
-        s.sendall(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
-        got = b""
-        while b"354" not in got:
-            chunk = s.recv(1000)
-            if not chunk:
-                break
-            got += chunk
-        s.sendall(b"hello\r\n.\r\n")
+        _sendMessage(s, b"")
         s.shutdown(socket.SHUT_WR)
         return _readAll(s)
 
@@ -117,14 +125,7 @@ def _finAfterDotOverTLS(port: int, ctx: ssl.SSLContext) -> bytes:
         raw.sendall(b"STARTTLS\r\n")
         raw.recv(1000)
         s = ctx.wrap_socket(raw)
-        s.sendall(b"EHLO c\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
-        got = b""
-        while b"354" not in got:
-            chunk = s.recv(1000)
-            if not chunk:
-                break
-            got += chunk
-        s.sendall(b"hello\r\n.\r\n")
+        _sendMessage(s, b"EHLO c\r\n")
         # The TLS object is dropped: what follows is read undecrypted.
         s.shutdown(socket.SHUT_WR)
         out = b""
