@@ -10,12 +10,14 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import StringTransport
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests import replies
 from tests.certs import CertificateAuthority
 from tests.test_protocol import RecordingHandler, SlowData, SlowMail, connect, take
-from twisted_smtpd._serving.proxy import ProxyProtocolWrapper, ProxyWrappingFactory
+from tests.test_proxy import proxied
+from twisted_smtpd._serving.proxy import ProxyProtocolWrapper
 from twisted_smtpd._serving.server import SMTPServerFactory
 from twisted_smtpd._serving.tls import ServerTLS
 
@@ -64,6 +66,23 @@ class HalfCloseTests(SynchronousTestCase):
         self.assertEqual(transport.producerState, "paused")
         proto.readConnectionLost()
         pending.callback(None)
+        self.assertEqual(transport.producerState, "paused")
+        self.assertTrue(transport.disconnecting)
+
+    def test_quitAfterTheEndReadsNoMore(self) -> None:
+        """
+        A QUIT kept back behind a slow hook, answered after the client's
+        FIN, closes without asking the stopped transport to read again.
+        """
+        pending: Deferred[None] = Deferred()
+        proto, transport, clock, _ = connect(SlowMail(pending))
+        proto.dataReceived(b"EHLO c\r\n")
+        take(transport)
+        proto.dataReceived(b"MAIL FROM:<a@example.com>\r\nQUIT\r\n")
+        self.assertEqual(transport.producerState, "paused")
+        proto.readConnectionLost()
+        pending.callback(None)
+        self.assertTrue(transport.value().startswith(replies.MAIL_OK + b"221 "))
         self.assertEqual(transport.producerState, "paused")
         self.assertTrue(transport.disconnecting)
 
@@ -131,31 +150,19 @@ class ProxiedHalfCloseTests(SynchronousTestCase):
     def _proxied(
         self, handler: object, tls: bool = False
     ) -> tuple[ProxyProtocolWrapper, StringTransport]:
-        from twisted.internet.address import IPv4Address
-        from twisted.internet.task import Clock
-        from twisted.protocols.tls import TLSMemoryBIOFactory
-
-        from twisted_smtpd._core.options import ServerOptions
-
-        clock = Clock()
-        options = ServerOptions(
-            name="mx.example.com", disableReverseLookup=True, useProxy=["127.0.0.0/8"]
-        )
-        factory = SMTPServerFactory(handler, options, reactor=clock)  # type: ignore[arg-type]
-        inner: Any = factory
+        inner = None
         if tls:
             # haproxy:ssl: TLS inside the PROXY layer.
             issued = CertificateAuthority(self.mktemp()).server("mx.example.com")
             context = ServerTLS(issued.certificatePath, issued.keyPath).contextFactory()
-            inner = TLSMemoryBIOFactory(context, False, factory)
-        wrapping = ProxyWrappingFactory(inner, options.useProxy, clock)
-        wrapper = wrapping.buildProtocol(None)
-        assert isinstance(wrapper, ProxyProtocolWrapper)
-        transport = StringTransport(
-            peerAddress=IPv4Address("TCP", "127.0.0.1", 5000),
-            hostAddress=IPv4Address("TCP", "127.0.0.1", 25),
+
+            def inner(factory: SMTPServerFactory) -> Any:
+                return TLSMemoryBIOFactory(context, False, factory)
+
+        wrapper, transport, _ = proxied(
+            "127.0.0.1", handler=handler, inner=inner, useProxy=["127.0.0.0/8"]
         )
-        wrapper.makeConnection(transport)
+        assert isinstance(wrapper, ProxyProtocolWrapper)
         return wrapper, transport
 
     def test_forwardedToTheSession(self) -> None:

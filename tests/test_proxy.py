@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from hypothesis import given, settings
@@ -298,13 +299,26 @@ class HeaderPropertyTests(SynchronousTestCase):
         self.assertEqual(parseProxyHeader(data + rest), (expected, len(data)))
 
 
-def proxied(peer: str, **options: Any) -> tuple[Any, StringTransport, Clock]:
+def proxied(
+    peer: str,
+    handler: Any = None,
+    inner: Callable[[SMTPServerFactory], Any] | None = None,
+    **options: Any,
+) -> tuple[Any, StringTransport, Clock]:
+    """
+    A PROXY wrapper connected from C{peer} over a L{StringTransport}, around
+    a server factory for C{handler} (a L{RecordingHandler} by default), or
+    around what C{inner} wraps that factory in.
+    """
     options.setdefault("name", "mx.example.com")
     options.setdefault("disableReverseLookup", True)
     clock = Clock()
     serverOptions = ServerOptions(**options)
-    factory = SMTPServerFactory(RecordingHandler(), serverOptions, reactor=clock)
-    wrapping = ProxyWrappingFactory(factory, serverOptions.useProxy, clock)
+    factory = SMTPServerFactory(
+        handler if handler is not None else RecordingHandler(), serverOptions, reactor=clock
+    )
+    wrapped = factory if inner is None else inner(factory)
+    wrapping = ProxyWrappingFactory(wrapped, serverOptions.useProxy, clock)
     wrapper = wrapping.buildProtocol(IPv4Address("TCP", peer, 1000))
     transport = StringTransport(
         peerAddress=IPv4Address("TCP", peer, 1000), hostAddress=IPv4Address("TCP", "10.0.0.1", 25)
