@@ -5,7 +5,7 @@ L{StringTransport} with a L{task.Clock}.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionLost
@@ -1311,6 +1311,65 @@ class BdatTests(SynchronousTestCase):
         self.assertEqual(take(transport), QUEUED * 2)
 
 
+class _Socket:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send(self, data: bytes) -> int:
+        self.sent.append(data[:3])
+        return 3
+
+
+class _Connection:
+    """
+    The parts of Twisted's C{tcp.Server} that L{writeThrough} uses.
+    """
+
+    TLS = False
+    connected = True
+    disconnecting = False
+    producerPaused = False
+
+    def __init__(self) -> None:
+        self.socket = _Socket()
+        self.dataBuffer = b""
+        self._tempDataBuffer: list[bytes] = []
+        self.doWrites = 0
+
+    def write(self, data: bytes) -> None:
+        self._tempDataBuffer.append(data)
+
+    def doWrite(self) -> None:
+        self.doWrites += 1
+        self.socket.sent.extend(self._tempDataBuffer)
+        self._tempDataBuffer = []
+
+
+class _Aggregator:
+    def __init__(self, connection: _Connection) -> None:
+        self.connection = connection
+        self.held: list[bytes] = []
+
+    def flush(self) -> None:
+        # Encoded (here: bracketed) into the connection's buffer.
+        self.connection._tempDataBuffer.extend(b"<" + data + b">" for data in self.held)
+        self.held = []
+
+
+class _Layer:
+    """
+    A transport above the connection (TLS, PROXY) holding what it is given
+    in an aggregator, as Twisted's TLS layer does.
+    """
+
+    def __init__(self, connection: _Connection) -> None:
+        self.transport = connection
+        self._aggregator = _Aggregator(connection)
+
+    def write(self, data: bytes) -> None:
+        self._aggregator.held.append(data)
+
+
 class WriteThroughTests(SynchronousTestCase):
     def test_partialSend(self) -> None:
         """
@@ -1319,39 +1378,75 @@ class WriteThroughTests(SynchronousTestCase):
         """
         from twisted_smtpd._serving.flow import writeThrough
 
-        class Socket:
-            def __init__(self) -> None:
-                self.sent: list[bytes] = []
-
-            def send(self, data: bytes) -> int:
-                self.sent.append(data[:3])
-                return 3
-
-        class Transport:
-            TLS = False
-            connected = True
-            disconnecting = False
-
-            def __init__(self) -> None:
-                self.socket = Socket()
-                self.dataBuffer = b""
-                self._tempDataBuffer: list[bytes] = []
-
-            def write(self, data: bytes) -> None:
-                self._tempDataBuffer.append(data)
-
-        transport = Transport()
-        writeThrough(transport, b"250 OK\r\n", True)
+        transport = _Connection()
+        writeThrough(transport, b"250 OK\r\n", transport)
         self.assertEqual(
             (transport.socket.sent, transport._tempDataBuffer), ([b"250"], [b" OK\r\n"])
         )
-        writeThrough(transport, b"221 Bye\r\n", True)
+        writeThrough(transport, b"221 Bye\r\n", transport)
         self.assertEqual(transport.socket.sent, [b"250"])
         self.assertEqual(transport._tempDataBuffer, [b" OK\r\n", b"221 Bye\r\n"])
-        tls = Transport()
-        tls.TLS = True
-        writeThrough(tls, b"250 OK\r\n", True)
-        self.assertEqual((tls.socket.sent, tls._tempDataBuffer), ([], [b"250 OK\r\n"]))
+        self.assertEqual(transport.doWrites, 0)
+
+    def test_noConnection(self) -> None:
+        """
+        Without a TCP connection underneath, everything goes through the
+        transport's C{write}.
+        """
+        from twisted_smtpd._serving.flow import writeThrough
+
+        transport = _Connection()
+        writeThrough(transport, b"250 OK\r\n", None)
+        self.assertEqual((transport.socket.sent, transport._tempDataBuffer), ([], [b"250 OK\r\n"]))
+
+    def test_throughLayer(self) -> None:
+        """
+        Through a layer (TLS, PROXY), the layer's held writes go down to the
+        connection, which is written at once; not while the connection
+        holds data, nor while it has paused its producer.
+        """
+        from twisted_smtpd._serving.flow import writeThrough
+
+        connection = _Connection()
+        layer = _Layer(connection)
+        writeThrough(layer, b"250 OK\r\n", connection)
+        self.assertEqual((connection.socket.sent, connection.doWrites), ([b"<250 OK\r\n>"], 1))
+        connection.producerPaused = True
+        writeThrough(layer, b"250 A\r\n", connection)
+        self.assertEqual(connection._tempDataBuffer, [b"<250 A\r\n>"])
+        connection.producerPaused = False
+        writeThrough(layer, b"250 B\r\n", connection)
+        self.assertEqual(layer._aggregator.held, [b"250 B\r\n"])
+        self.assertEqual(connection.doWrites, 1)
+
+    def test_throughTLS(self) -> None:
+        """
+        On a connection that started TLS itself (STARTTLS, C{ssl:}), the
+        TLS layer is the connection's protocol.
+        """
+        from twisted_smtpd._serving.flow import writeThrough
+
+        connection = _Connection()
+        connection.TLS = True
+        tls = _Layer(connection)
+        connection.protocol = tls  # type: ignore[attr-defined]
+        connection.write = tls.write  # type: ignore[method-assign]
+        writeThrough(connection, b"250 OK\r\n", connection)
+        self.assertEqual(connection.socket.sent, [b"<250 OK\r\n>"])
+
+    def test_socketUnder(self) -> None:
+        """
+        The TCP connection is found under up to three layers.
+        """
+        from twisted.internet import tcp
+
+        from twisted_smtpd._serving.flow import socketUnder
+
+        connection = object.__new__(tcp.Server)
+        layer = _Layer(cast(_Connection, connection))
+        self.assertIs(socketUnder(connection), connection)
+        self.assertIs(socketUnder(_Layer(cast(_Connection, layer))), connection)
+        self.assertIsNone(socketUnder(StringTransport()))
 
 
 SMUGGLED = (

@@ -2,11 +2,13 @@
 """
 A client that shuts its sending side down right after the end of its
 message, or right after a command whose hook answers late, over a real
-socket (plain TCP, and behind a PROXY header): it still gets its replies.
+socket (plain TCP, behind a PROXY header, and over TLS): it still gets its
+replies.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 from typing import Any
@@ -113,25 +115,68 @@ def _headerThenFin(port: int) -> bytes:
         return _readAll(s)
 
 
-def _finAfterDotOverTLS(port: int, ctx: ssl.SSLContext) -> bytes:
+def _finAfterDotOverTLS(
+    port: int, ctx: ssl.SSLContext, starttls: bool = True, header: bytes = b""
+) -> bytes:
     """
-    After STARTTLS, send a whole message, then a bare FIN (no TLS
-    close_notify), and return the raw bytes the server sends after it.
+    Over TLS (after STARTTLS, or from the start), send a whole message, then
+    a bare FIN (no TLS close_notify), and return what the server says after
+    it, decrypted.
     """
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        raw.recv(1000)
-        raw.sendall(b"EHLO c\r\n")
-        raw.recv(1000)
-        raw.sendall(b"STARTTLS\r\n")
-        raw.recv(1000)
-        s = ctx.wrap_socket(raw)
-        _sendMessage(s, b"EHLO c\r\n")
-        # The TLS object is dropped: what follows is read undecrypted.
-        s.shutdown(socket.SHUT_WR)
+        raw.sendall(header)
+        if starttls:
+            raw.recv(1000)
+            raw.sendall(b"EHLO c\r\n")
+            raw.recv(1000)
+            raw.sendall(b"STARTTLS\r\n")
+            raw.recv(1000)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = ctx.wrap_bio(incoming, outgoing)
+
+        def exchange(step: Any) -> bytes:
+            # Run a TLS step, moving records until it needs no more.
+            while True:
+                try:
+                    result: bytes = step()
+                except ssl.SSLWantReadError:
+                    raw.sendall(outgoing.read())
+                    incoming.write(raw.recv(65536))
+                    continue
+                raw.sendall(outgoing.read())
+                return result
+
+        def readUntil(marker: bytes) -> None:
+            got = b""
+            while marker not in got:
+                got += exchange(lambda: tls.read(65536))
+
+        exchange(tls.do_handshake)
+        if not starttls:
+            readUntil(b"220 ")
+        exchange(lambda: tls.write(b"EHLO c\r\n"))
+        readUntil(b"250 ")
+        envelope = b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n"
+        exchange(lambda: tls.write(envelope))
+        readUntil(b"354 ")
+        exchange(lambda: tls.write(b"hello\r\n.\r\n"))
+        raw.shutdown(socket.SHUT_WR)
+        incoming.write(_readAll(raw))
         out = b""
-        while chunk := socket.socket.recv(s, 1000):
-            out += chunk
+        with contextlib.suppress(ssl.SSLError):
+            while chunk := tls.read(65536):
+                out += chunk
         return out
+
+
+class QuickData(BaseHandler):
+    """
+    Answers each message as soon as its body ended.
+    """
+
+    def onData(self, stream: IMessageStream, session: Session) -> str:
+        stream.drain()
+        return "queued"
 
 
 class HalfCloseTests(TestCase):
@@ -207,33 +252,70 @@ class HalfCloseTests(TestCase):
         self.assertEqual(out, b"")
         self.assertEqual(len(server.factory.connections), 0)
 
-    @inlineCallbacks
-    def test_replyAfterFinOverTLS(self) -> Any:
+    def _serveTLS(self, handler: BaseHandler, listen: str, **options: Any) -> Any:
         """
-        After STARTTLS, where no half-close is told, the end of a body still
-        stops reading until C{onData} answers, so that a FIN behind the dot
-        does not end the session before its reply: the reply (a TLS record)
-        still leaves before the server closes.
+        Listen on C{listen} with a certificate made for the test; fire with
+        the port number and a client context trusting it.
         """
         ca = CertificateAuthority(self.mktemp())
         issued = ca.server("mx.example.com")
         ctx = ssl.create_default_context(cafile=ca.certificatePath)
         ctx.check_hostname = False
         server = SMTPServer(
-            SlowData(),
+            handler,
             ServerOptions(
                 name="mx.example.com",
                 disableReverseLookup=True,
                 certificate=issued.certificatePath,
                 privateKey=issued.keyPath,
+                **options,
             ),
         )
-        port = yield server.listen("tcp:0:interface=127.0.0.1")
-        self.addCleanup(port.stopListening)
-        out = yield deferToThread(_finAfterDotOverTLS, port.getHost().port, ctx)
-        self.assertNotEqual(out, b"")
+        d = server.listen(listen)
 
-    test_replyAfterFinOverTLS.todo = (  # type: ignore[attr-defined]
-        "the reply is written once onData answers, reading resumes with it, and"
-        " the FIN read before the reply leaves drops it with the connection"
-    )
+        def listening(port: Any) -> tuple[int, ssl.SSLContext]:
+            self.addCleanup(port.stopListening)
+            return port.getHost().port, ctx
+
+        return d.addCallback(listening)
+
+    @inlineCallbacks
+    def test_replyAfterFinOverTLS(self) -> Any:
+        """
+        After STARTTLS, where no half-close is told, a FIN right behind the
+        final dot does not cost the message its reply: the reply (a TLS
+        record) leaves before the server reads the FIN and closes.
+        """
+        port, ctx = yield self._serveTLS(SlowData(), "tcp:0:interface=127.0.0.1")
+        out = yield deferToThread(_finAfterDotOverTLS, port, ctx)
+        self.assertEqual(out, b"250 2.0.0 queued\r\n")
+
+    @inlineCallbacks
+    def test_immediateReplyAfterFinOverTLS(self) -> Any:
+        """
+        The same when C{onData} answers at once, while the body is read.
+        """
+        port, ctx = yield self._serveTLS(QuickData(), "tcp:0:interface=127.0.0.1")
+        out = yield deferToThread(_finAfterDotOverTLS, port, ctx)
+        self.assertEqual(out, b"250 2.0.0 queued\r\n")
+
+    @inlineCallbacks
+    def test_replyAfterFinOverImplicitTLS(self) -> Any:
+        """
+        The same on an C{ssl:} listener.
+        """
+        port, ctx = yield self._serveTLS(SlowData(), "ssl:0:interface=127.0.0.1")
+        out = yield deferToThread(_finAfterDotOverTLS, port, ctx, False)
+        self.assertEqual(out, b"250 2.0.0 queued\r\n")
+
+    @inlineCallbacks
+    def test_replyAfterFinOverTLSBehindProxy(self) -> Any:
+        """
+        The same on a C{haproxy:ssl:} listener.
+        """
+        port, ctx = yield self._serveTLS(
+            SlowData(), "haproxy:ssl:0:interface=127.0.0.1", useProxy=["127.0.0.0/8"]
+        )
+        header = b"PROXY TCP4 192.0.2.9 192.0.2.1 4000 25\r\n"
+        out = yield deferToThread(_finAfterDotOverTLS, port, ctx, False, header)
+        self.assertEqual(out, b"250 2.0.0 queued\r\n")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
@@ -69,28 +70,61 @@ class StreamUpstream:
         self._setPause(False)
 
 
-def writeThrough(transport: Any, data: bytes, plainTCP: bool) -> None:
+def socketUnder(transport: Any) -> Any:
     """
-    Send C{data}: straight to the socket when a plain TCP transport has
-    nothing queued (saving the reactor two epoll updates and a wake-up per
-    reply), else through the transport, which queues what is left.
+    The TCP connection under C{transport}, through the PROXY and TLS layers
+    a listener may put in between, or L{None} when there is none (a UNIX
+    socket, a test transport).
+    """
+    for _ in range(4):
+        if isinstance(transport, tcp.Connection):
+            return transport
+        transport = getattr(transport, "transport", None)
+    return None
 
-    @param plainTCP: Whether C{transport} is Twisted's C{tcp.Server}; TLS,
-        PROXY and test transports always go through C{write}.
+
+def writeThrough(transport: Any, data: bytes, socket: Any) -> None:
+    """
+    Send C{data} now when the TCP connection under C{transport} has nothing
+    queued, else queue it behind what it holds.
+
+    On plain TCP the bytes go straight to the socket; through TLS or a PROXY
+    wrapper, C{transport.write} encodes them into the connection's buffer,
+    which is then written at once.  Either way the reactor is spared two
+    epoll updates and a wake-up per reply.  Where no half-close is told
+    (TLS), it also keeps a reply from being lost to a FIN the client sent
+    right behind its command: read before the reply had left, the FIN would
+    end the connection with the reply still queued.
+
+    @param socket: The connection under C{transport} (L{socketUnder}), or
+        L{None}: then everything goes through C{transport.write}.
     """
     if (
-        plainTCP
-        and not transport.TLS
-        and not transport.dataBuffer
-        and not transport._tempDataBuffer
-        and transport.connected
-        and not transport.disconnecting
+        socket is None
+        or socket.dataBuffer
+        or socket._tempDataBuffer
+        or not socket.connected
+        or socket.disconnecting
     ):
+        transport.write(data)
+        return
+    if transport is socket and not socket.TLS:
         try:
-            sent = transport.socket.send(data)
+            sent = socket.socket.send(data)
         except OSError:
             sent = 0
-        if sent == len(data):
-            return
-        data = data[sent:]
+        if sent != len(data):
+            transport.write(data[sent:])
+        return
     transport.write(data)
+    # Twisted's TLS layer holds small writes until the reactor's next turn:
+    # this write needs none to join it (the session sends its replies in
+    # batches), so it goes down at once.
+    layer = socket.protocol if socket.TLS else transport
+    aggregator = getattr(layer, "_aggregator", None)
+    if aggregator is not None:
+        aggregator.flush()
+    if (socket.dataBuffer or socket._tempDataBuffer) and not socket.producerPaused:
+        # What the socket does not take stays queued for the reactor; an
+        # error is the reactor's to find on its next write.
+        socket.doWrite()

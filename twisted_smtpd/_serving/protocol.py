@@ -42,6 +42,7 @@ from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.replies import CommandError, Reply, formatReply
 from twisted_smtpd._core.session import Session, hostPort, newSessionId
 from twisted_smtpd._serving import commands as _commands
+from twisted_smtpd._serving import flow as _flow
 from twisted_smtpd._serving import forwarding as _forwarding
 from twisted_smtpd._serving import greeting as _greeting
 from twisted_smtpd._serving import tlscommand as _tlscommand
@@ -95,7 +96,7 @@ class SMTPProtocol(LineReceiver):
     __slots__ = (
         "_argument", "_bodyEnded", "_buffer", "_disabled", "_discardingLine", "_enhanced",
         "_errors", "_hookToken", "_out", "_overshoot", "_plainTCP", "_processing",
-        "_readClosed", "_transportPaused", "_unauthenticated", "_verb", "_wire",
+        "_readClosed", "_socket", "_transportPaused", "_unauthenticated", "_verb", "_wire",
         "auth", "clock", "closing", "connected", "connectedFrom", "discard", "draining",
         "handler", "implicitTLS", "limitHost", "options", "pauses", "phase", "receiver",
         "refused", "server", "session", "times", "waiting",
@@ -119,9 +120,9 @@ class SMTPProtocol(LineReceiver):
         )
         self._wire: dict[Reply, bytes] = factory.wireCache if factory is not None else {}
         self._buffer = b""
-        self._processing = False
+        self._processing = self._plainTCP = False
         self._out: list[bytes] = []
-        self._plainTCP = False
+        self._socket: Any = None  # the TCP connection under the transport
         self.waiting = self.closing = self.connected = self.refused = False
         self.pauses = 0
         self._transportPaused = self._discardingLine = self._readClosed = False
@@ -152,6 +153,7 @@ class SMTPProtocol(LineReceiver):
         transport: Any = self.transport
         self.connected = True
         self._plainTCP = type(transport) is tcp.Server
+        self._socket = _flow.socketUnder(transport)
         self.times.lastActivity = self.clock.seconds()
         session = self.session
         session.remoteAddress = hostPort(transport.getPeer())
@@ -491,14 +493,14 @@ class SMTPProtocol(LineReceiver):
             if len(self._out) >= REPLY_BATCH:
                 self._flush()
         else:
-            writeThrough(self.transport, data, self._plainTCP)
+            writeThrough(self.transport, data, self._socket)
 
     def _flush(self) -> None:
         out = self._out
         if out:
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
-            writeThrough(self.transport, data, self._plainTCP)
+            writeThrough(self.transport, data, self._socket)
 
     def fail(self, reply: Reply) -> None:
         """
