@@ -38,6 +38,7 @@ from _benchlib import (
     freePort,
     machineLine,
     oursCommand,
+    settleAfterRemoval,
     smtpSource,
 )
 
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
             results.append(("--sink", run("deliveries-sink", oursCommand(extra=quiet), args, None)))
         elif row == "maildir":
             emptyMaildir()
+            settleAfterRemoval()
             argv_ = oursCommand(("--maildir", MAILDIR), quiet)
             result = run("deliveries-maildir", argv_, args, None)
             stored = len(os.listdir(os.path.join(MAILDIR, "new")))

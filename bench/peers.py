@@ -350,7 +350,6 @@ def main(argv: list[str]) -> int:
     print("  " + ", ".join(f"{k} {v}" for k, v in versions().items()))
     print(f"  servers: {', '.join(servers)}")
     emptyMaildir()
-    os.sync()
     t0 = time.monotonic()
     records: list[dict[str, object]] = []
     try:
