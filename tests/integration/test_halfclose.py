@@ -141,7 +141,10 @@ def _finAfterDotOverTLS(
                     result: bytes = step()
                 except ssl.SSLWantReadError:
                     raw.sendall(outgoing.read())
-                    incoming.write(raw.recv(65536))
+                    data = raw.recv(65536)
+                    if not data:
+                        raise ConnectionError("the server closed") from None
+                    incoming.write(data)
                     continue
                 raw.sendall(outgoing.read())
                 return result
@@ -318,4 +321,19 @@ class HalfCloseTests(TestCase):
         )
         header = b"PROXY TCP4 192.0.2.9 192.0.2.1 4000 25\r\n"
         out = yield deferToThread(_finAfterDotOverTLS, port, ctx, False, header)
+        self.assertEqual(out, b"250 2.0.0 queued\r\n")
+
+    @inlineCallbacks
+    def test_replyAfterFinOverStartTLSBehindProxy(self) -> Any:
+        """
+        The same after STARTTLS on a C{haproxy:tcp:} listener, where the TLS
+        layer starts under the PROXY wrapper: the session hears of the
+        handshake, answers the EHLO after it, and the message's reply
+        arrives.
+        """
+        port, ctx = yield self._serveTLS(
+            SlowData(), "haproxy:tcp:0:interface=127.0.0.1", useProxy=["127.0.0.0/8"]
+        )
+        header = b"PROXY TCP4 192.0.2.9 192.0.2.1 4000 25\r\n"
+        out = yield deferToThread(_finAfterDotOverTLS, port, ctx, True, header)
         self.assertEqual(out, b"250 2.0.0 queued\r\n")

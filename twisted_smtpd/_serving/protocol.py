@@ -153,15 +153,13 @@ class SMTPProtocol(LineReceiver):
         transport: Any = self.transport
         self.connected = True
         self._plainTCP = type(transport) is tcp.Server
-        self._socket = _flow.socketUnder(transport)
+        self._socket = socket = _flow.socketUnder(transport)
+        _flow.noDelay(socket)  # under TLS and PROXY layers too
         self.times.lastActivity = self.clock.seconds()
         session = self.session
         session.remoteAddress = hostPort(transport.getPeer())
         session.localAddress = hostPort(transport.getHost())
         transport.registerProducer(self, True)
-        if self._plainTCP:
-            # Replies are small and the client waits for each: no Nagle delay.
-            transport.setTcpNoDelay(True)
         if ISSLTransport.providedBy(transport):
             # Implicit TLS (RFC 8314): nothing happens before the handshake,
             # and reading must go on for the handshake to finish.

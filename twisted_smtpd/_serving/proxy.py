@@ -15,6 +15,7 @@ from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
     IHalfCloseableProtocol,
+    IHandshakeListener,
     IProtocol,
     IReactorTime,
 )
@@ -42,7 +43,7 @@ def _address(hostPort: tuple[str, int]) -> IAddress:
     return IPv4Address("TCP", host, port)
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
 class ProxyProtocolWrapper(ProtocolWrapper):
     """
     Reads the PROXY header, then hands the connection to the wrapped
@@ -157,6 +158,19 @@ class ProxyProtocolWrapper(ProtocolWrapper):
             return
         assert self.transport is not None
         self.transport.loseConnection()
+
+    def handshakeCompleted(self) -> None:
+        """
+        A TLS layer started under this wrapper (STARTTLS on a C{haproxy:tcp:}
+        listener) finished its handshake: tell the session, which answers
+        nothing until then.
+        """
+        # As for half-closes, only a protocol whose class listens: a TLS
+        # wrapper inside would hand the call straight back.
+        if self.proxyHeader is not None and IHandshakeListener.implementedBy(
+            type(self.wrappedProtocol)
+        ):
+            IHandshakeListener(self.wrappedProtocol).handshakeCompleted()
 
     def writeConnectionLost(self) -> None:
         """
