@@ -1434,6 +1434,25 @@ class WriteThroughTests(SynchronousTestCase):
         writeThrough(connection, b"250 OK\r\n", connection)
         self.assertEqual(connection.socket.sent, [b"<250 OK\r\n>"])
 
+    def test_pipelinedRunOverTLS(self) -> None:
+        """
+        The replies to a run of pipelined commands longer than a batch go
+        through the TLS layer together: the layer's held writes go down to
+        the connection, and the connection is written, once, after the run.
+        """
+        proto, _, _, _ = connect()
+        connection = _Connection()
+        connection.TLS = True
+        tls = _Layer(connection)
+        connection.protocol = tls  # type: ignore[attr-defined]
+        proto.transport = tls  # type: ignore[assignment]
+        proto._socket = connection
+        proto.dataReceived(b"EHLO c\r\n" + b"NOOP\r\n" * 199)
+        self.assertEqual(connection.doWrites, 1)
+        sent = b"".join(connection.socket.sent).replace(b"<", b"").replace(b">", b"")
+        self.assertTrue(sent.startswith(b"250-mx.example.com"), sent[:40])
+        self.assertEqual(sent.count(b"250 2.0.0 OK\r\n"), 199)
+
     def test_socketUnder(self) -> None:
         """
         The TCP connection is found under up to three layers.

@@ -96,7 +96,7 @@ def noDelay(socket: Any) -> None:
         socket.setTcpNoDelay(True)
 
 
-def writeThrough(transport: Any, data: bytes, socket: Any) -> None:
+def writeThrough(transport: Any, data: bytes, socket: Any, more: bool = False) -> None:
     """
     Send C{data} now when the TCP connection under C{transport} has nothing
     queued, else queue it behind what it holds.
@@ -111,6 +111,11 @@ def writeThrough(transport: Any, data: bytes, socket: Any) -> None:
 
     @param socket: The connection under C{transport} (L{socketUnder}), or
         L{None}: then everything goes through C{transport.write}.
+    @param more: More replies follow at once (C{data} is a full batch of
+        replies to pipelined commands): over TLS they wait in the TLS layer
+        for the rest of the run, to leave in one record and one send.
+        Without TLS the socket takes them now, so that a client that does
+        not read fills the kernel's buffer before the server's.
     """
     if (
         socket is None
@@ -136,6 +141,8 @@ def writeThrough(transport: Any, data: bytes, socket: Any) -> None:
     layer = socket.protocol if socket.TLS else transport
     aggregator = getattr(layer, "_aggregator", None)
     if aggregator is not None:
+        if more:
+            return
         aggregator.flush()
     if (socket.dataBuffer or socket._tempDataBuffer) and not socket.producerPaused:
         # What the socket does not take stays queued for the reactor; an

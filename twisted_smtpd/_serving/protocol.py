@@ -225,9 +225,7 @@ class SMTPProtocol(LineReceiver):
         self._closeIfDone()
 
     def writeConnectionLost(self) -> None:
-        """
-        Never happens: the server does not half-close.
-        """
+        """Never happens: the server does not half-close."""
 
     def _closeIfDone(self) -> None:
         # After the client's FIN: close once nothing it sent is left to
@@ -489,16 +487,16 @@ class SMTPProtocol(LineReceiver):
             # batch; a full send buffer then stops the processing.
             self._out.append(data)
             if len(self._out) >= REPLY_BATCH:
-                self._flush()
+                self._flush(more=True)
         else:
             writeThrough(self.transport, data, self._socket)
 
-    def _flush(self) -> None:
+    def _flush(self, more: bool = False) -> None:
         out = self._out
         if out:
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
-            writeThrough(self.transport, data, self._socket)
+            writeThrough(self.transport, data, self._socket, more)
 
     def fail(self, reply: Reply) -> None:
         """
