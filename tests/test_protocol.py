@@ -1453,6 +1453,46 @@ class WriteThroughTests(SynchronousTestCase):
         self.assertTrue(sent.startswith(b"250-mx.example.com"), sent[:40])
         self.assertEqual(sent.count(b"250 2.0.0 OK\r\n"), 199)
 
+    def test_runEndingOnFullBatchOverTLS(self) -> None:
+        """
+        A run whose replies fill batches exactly (64, 128) still sends them
+        before the run ends: nothing is left held in the TLS layer, where a
+        FIN read next would end the session before they left.
+        """
+        for commands in (63, 127):
+            proto, _, _, _ = connect()
+            connection = _Connection()
+            connection.TLS = True
+            tls = _Layer(connection)
+            connection.protocol = tls  # type: ignore[attr-defined]
+            proto.transport = tls  # type: ignore[assignment]
+            proto._socket = connection
+            proto.dataReceived(b"EHLO c\r\n" + b"NOOP\r\n" * commands)
+            self.assertEqual(tls._aggregator.held, [])
+            self.assertEqual(connection.doWrites, 1)
+            sent = b"".join(connection.socket.sent)
+            self.assertEqual(sent.count(b"250 2.0.0 OK\r\n"), commands)
+
+    def test_quitEndingFullBatchOverTLS(self) -> None:
+        """
+        The same when the reply that fills the batch closes the session
+        (QUIT's 221).
+        """
+        proto, _, _, _ = connect()
+        connection = _Connection()
+        connection.TLS = True
+        tls = _Layer(connection)
+        connection.protocol = tls  # type: ignore[attr-defined]
+        proto.transport = tls  # type: ignore[assignment]
+        proto._socket = connection
+        tls.unregisterProducer = tls.loseConnection = lambda: None  # type: ignore[attr-defined]
+        proto.dataReceived(b"EHLO c\r\n" + b"NOOP\r\n" * 62 + b"QUIT\r\n")
+        self.assertEqual(tls._aggregator.held, [])
+        sent = b"".join(connection.socket.sent).replace(b"<", b"").replace(b">", b"")
+        self.assertTrue(
+            sent.endswith(b"221 2.0.0 mx.example.com Closing connection\r\n"), sent[-80:]
+        )
+
     def test_socketUnder(self) -> None:
         """
         The TCP connection is found under up to three layers.

@@ -116,12 +116,16 @@ def _headerThenFin(port: int) -> bytes:
 
 
 def _finAfterDotOverTLS(
-    port: int, ctx: ssl.SSLContext, starttls: bool = True, header: bytes = b""
+    port: int,
+    ctx: ssl.SSLContext,
+    starttls: bool = True,
+    header: bytes = b"",
+    run: bytes | None = None,
 ) -> bytes:
     """
-    Over TLS (after STARTTLS, or from the start), send a whole message, then
-    a bare FIN (no TLS close_notify), and return what the server says after
-    it, decrypted.
+    Over TLS (after STARTTLS, or from the start), send a whole message (or
+    C{run}, in one write), then a bare FIN (no TLS close_notify), and return
+    what the server says after it, decrypted.
     """
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         raw.sendall(header)
@@ -159,10 +163,13 @@ def _finAfterDotOverTLS(
             readUntil(b"220 ")
         exchange(lambda: tls.write(b"EHLO c\r\n"))
         readUntil(b"250 ")
-        envelope = b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n"
-        exchange(lambda: tls.write(envelope))
-        readUntil(b"354 ")
-        exchange(lambda: tls.write(b"hello\r\n.\r\n"))
+        if run is not None:
+            exchange(lambda: tls.write(run))
+        else:
+            envelope = b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n"
+            exchange(lambda: tls.write(envelope))
+            readUntil(b"354 ")
+            exchange(lambda: tls.write(b"hello\r\n.\r\n"))
         raw.shutdown(socket.SHUT_WR)
         incoming.write(_readAll(raw))
         out = b""
@@ -337,3 +344,20 @@ class HalfCloseTests(TestCase):
         header = b"PROXY TCP4 192.0.2.9 192.0.2.1 4000 25\r\n"
         out = yield deferToThread(_finAfterDotOverTLS, port, ctx, True, header)
         self.assertEqual(out, b"250 2.0.0 queued\r\n")
+
+    @inlineCallbacks
+    def test_pipelinedRunThenFinOverTLS(self) -> Any:
+        """
+        After STARTTLS, the replies to a pipelined run of commands followed
+        by a FIN all arrive, whether or not they fill whole batches of 64
+        (the replies of a full batch wait in the TLS layer for the rest of
+        the run, and still leave before the FIN is read).
+        """
+        port, ctx = yield self._serveTLS(QuickData(), "tcp:0:interface=127.0.0.1")
+        for n in (63, 64, 65, 128):
+            out = yield deferToThread(_finAfterDotOverTLS, port, ctx, True, b"", b"NOOP\r\n" * n)
+            self.assertEqual(out, b"250 2.0.0 OK\r\n" * n, f"{n} NOOPs")
+        out = yield deferToThread(
+            _finAfterDotOverTLS, port, ctx, True, b"", b"NOOP\r\n" * 63 + b"QUIT\r\n"
+        )
+        self.assertTrue(out.endswith(b"221 2.0.0 mx.example.com Closing connection\r\n"), out[-80:])

@@ -96,7 +96,7 @@ def noDelay(socket: Any) -> None:
         socket.setTcpNoDelay(True)
 
 
-def writeThrough(transport: Any, data: bytes, socket: Any, more: bool = False) -> None:
+def writeThrough(transport: Any, data: bytes, socket: Any, more: bool = False) -> bool:
     """
     Send C{data} now when the TCP connection under C{transport} has nothing
     queued, else queue it behind what it holds.
@@ -116,6 +116,10 @@ def writeThrough(transport: Any, data: bytes, socket: Any, more: bool = False) -
         for the rest of the run, to leave in one record and one send.
         Without TLS the socket takes them now, so that a client that does
         not read fills the kernel's buffer before the server's.
+    @return: Whether the TLS layer holds C{data} (C{more} was given): then
+        the caller must call again with C{more} false (with the rest of the
+        run, or C{b""}) before it reads any further, or the replies may not
+        leave before a FIN read next ends the session.
     """
     if (
         socket is None
@@ -125,7 +129,7 @@ def writeThrough(transport: Any, data: bytes, socket: Any, more: bool = False) -
         or socket.disconnecting
     ):
         transport.write(data)
-        return
+        return False
     if transport is socket and not socket.TLS:
         try:
             sent = socket.socket.send(data)
@@ -133,7 +137,7 @@ def writeThrough(transport: Any, data: bytes, socket: Any, more: bool = False) -
             sent = 0
         if sent != len(data):
             transport.write(data[sent:])
-        return
+        return False
     transport.write(data)
     # Twisted's TLS layer holds small writes until the reactor's next turn:
     # this write needs none to join it (the session sends its replies in
@@ -142,9 +146,10 @@ def writeThrough(transport: Any, data: bytes, socket: Any, more: bool = False) -
     aggregator = getattr(layer, "_aggregator", None)
     if aggregator is not None:
         if more:
-            return
+            return True
         aggregator.flush()
     if (socket.dataBuffer or socket._tempDataBuffer) and not socket.producerPaused:
         # What the socket does not take stays queued for the reactor; an
         # error is the reactor's to find on its next write.
         socket.doWrite()
+    return False

@@ -95,7 +95,7 @@ class SMTPProtocol(LineReceiver):
     # fmt: off
     __slots__ = (
         "_argument", "_bodyEnded", "_buffer", "_disabled", "_discardingLine", "_enhanced",
-        "_errors", "_hookToken", "_out", "_overshoot", "_plainTCP", "_processing",
+        "_errors", "_held", "_hookToken", "_out", "_overshoot", "_plainTCP", "_processing",
         "_readClosed", "_socket", "_transportPaused", "_unauthenticated", "_verb", "_wire",
         "auth", "clock", "closing", "connected", "connectedFrom", "discard", "draining",
         "handler", "implicitTLS", "limitHost", "options", "pauses", "phase", "receiver",
@@ -122,6 +122,7 @@ class SMTPProtocol(LineReceiver):
         self._buffer = b""
         self._processing = self._plainTCP = False
         self._out: list[bytes] = []
+        self._held = False  # whether the TLS layer holds a full batch of replies
         self._socket: Any = None  # the TCP connection under the transport
         self.waiting = self.closing = self.connected = self.refused = False
         self.pauses = 0
@@ -489,14 +490,16 @@ class SMTPProtocol(LineReceiver):
             if len(self._out) >= REPLY_BATCH:
                 self._flush(more=True)
         else:
-            writeThrough(self.transport, data, self._socket)
+            self._held = writeThrough(self.transport, data, self._socket)
 
     def _flush(self, more: bool = False) -> None:
         out = self._out
-        if out:
+        if out or self._held:
+            # Held replies leave with these, or alone when the run ended on
+            # a full batch.
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
-            writeThrough(self.transport, data, self._socket, more)
+            self._held = writeThrough(self.transport, data, self._socket, more)
 
     def fail(self, reply: Reply) -> None:
         """
