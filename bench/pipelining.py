@@ -4,7 +4,8 @@ The cost of PIPELINING, EHLO, STARTTLS and AUTH, with a client of its own
 never pipelines, so these are measured here.
 
     python bench/pipelining.py [--conns 20] [--seconds 5] [--reps 3]
-                               [--modes connect,helo,ehlo,lockstep,pipelined,starttls,auth]
+                               [--modes connect,helo,ehlo,lockstep,pipelined,starttls,
+                                        resumed,tlsnoops,auth]
                                [--servers twisted-smtpd,aiosmtpd,twisted.mail]
 
 Modes (each a fresh server per repetition, 1 s of warm-up, then C{--seconds}
@@ -23,6 +24,9 @@ of load):
     session of its previous one (Python's C{ssl} with C{session=}), so that
     the server resumes it from its session ticket; the share of handshakes
     that resumed is printed.
+  - C{tlsnoops}: on connections kept open after STARTTLS, runs of 1000
+    NOOPs in one write, each run's replies read before the next: the cost
+    of pipelined replies through TLS.  NOOPs.
   - C{auth}: greeting, EHLO, AUTH PLAIN with the credentials in the command,
     QUIT, over plain text (C{--allow-insecure-auth}).
 
@@ -61,8 +65,20 @@ from _benchlib import (
     venvPython,
 )
 
-MODES = ("connect", "helo", "ehlo", "lockstep", "pipelined", "starttls", "resumed", "auth")
-OURS_ONLY = {"starttls", "resumed", "auth"}
+MODES = (
+    "connect",
+    "helo",
+    "ehlo",
+    "lockstep",
+    "pipelined",
+    "starttls",
+    "resumed",
+    "tlsnoops",
+    "auth",
+)
+OURS_ONLY = {"starttls", "resumed", "tlsnoops", "auth"}
+NOOP_RUN = 1000
+NOOP_REPLY = b"250 2.0.0 OK\r\n"
 PER_MESSAGE = {"lockstep", "pipelined"}
 USER, PASSWORD = "bench", "bench-password"
 
@@ -200,6 +216,29 @@ async def messages(mode: str, port: int, deadline: float, budget: list[int]) -> 
     return done
 
 
+async def noops(port: int, tls: ssl.SSLContext, deadline: float, budget: list[int]) -> int:
+    """
+    Send runs of L{NOOP_RUN} pipelined NOOPs over one connection after
+    STARTTLS until the deadline or the budget (in NOOPs).
+    """
+    reader, writer, replies = await openSession(port, b"EHLO bench.example\r\n")
+    writer.write(b"STARTTLS\r\n")
+    await replies.expect(b"220")
+    await writer.start_tls(tls, server_hostname="localhost")
+    writer.write(b"EHLO bench.example\r\n")
+    await replies.expect(b"250")
+    done = 0
+    while time.monotonic() < deadline and budget[0] > 0:
+        budget[0] -= NOOP_RUN
+        writer.write(b"NOOP\r\n" * NOOP_RUN)
+        got = await reader.readexactly(len(NOOP_REPLY) * NOOP_RUN)
+        if got != NOOP_REPLY * NOOP_RUN:
+            raise RuntimeError(f"unexpected NOOP replies: {got[:120]!r}")
+        done += NOOP_RUN
+    await close(writer, replies)
+    return done
+
+
 async def load(mode: str, port: int, conns: int, seconds: float, maxOps: int) -> int:
     """
     Run C{conns} workers for C{seconds}; return the operations completed.
@@ -230,6 +269,8 @@ async def load(mode: str, port: int, conns: int, seconds: float, maxOps: int) ->
     resumed = [0, 0]
     if mode in PER_MESSAGE:
         workers = [messages(mode, port, deadline, budget) for _ in range(conns)]
+    elif mode == "tlsnoops":
+        workers = [noops(port, tls, deadline, budget) for _ in range(conns)]
     elif mode == "resumed":
         workers = [asyncio.to_thread(resumer) for _ in range(conns)]
     else:
@@ -299,7 +340,7 @@ def oursFor(mode: str, flags: str, folder: str) -> tuple[list[str], str]:
     hasTls = "--tls-cert" in flags
     certificate = makeCertificate(folder) if hasTls else None
     tlsArgs = ["--tls-cert", certificate[0], "--tls-key", certificate[1]] if certificate else []
-    if mode in ("starttls", "resumed"):
+    if mode in ("starttls", "resumed", "tlsnoops"):
         note = "--tls-cert (EC P-256)" if certificate else "self-signed fallback (EC P-256)"
         return oursCommand(("--sink",), tlsArgs), note
     if "--auth" in flags and "--allow-insecure-auth" in flags:
@@ -387,7 +428,7 @@ def main(argv: list[str]) -> int:
             rates = [r["ops"] / r["wall"] for r in rs]
             cpu = median(1e6 * r["cpu"] / max(1, r["ops"]) for r in rs)
             client = median(100 * r["client"] / r["wall"] for r in rs)
-            unit = "msgs" if mode in PER_MESSAGE else "conns"
+            unit = "msgs" if mode in PER_MESSAGE else "NOOPs" if mode == "tlsnoops" else "conns"
             print(
                 f"| {mode} | {name} | {median(rates):.0f} {unit}/s | {min(rates):.0f} - "
                 f"{max(rates):.0f} | {cpu:.0f} | {client:.0f} |"
