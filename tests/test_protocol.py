@@ -1370,6 +1370,20 @@ class _Layer:
         self._aggregator.held.append(data)
 
 
+def _overTLS(proto: SMTPProtocol) -> tuple[_Connection, _Layer]:
+    """
+    Put C{proto} over a TLS layer started on a connection (STARTTLS), both
+    fakes.
+    """
+    connection = _Connection()
+    connection.TLS = True
+    tls = _Layer(connection)
+    connection.protocol = tls  # type: ignore[attr-defined]
+    proto.transport = tls  # type: ignore[assignment]
+    proto._socket = connection
+    return connection, tls
+
+
 class WriteThroughTests(SynchronousTestCase):
     def test_partialSend(self) -> None:
         """
@@ -1441,12 +1455,7 @@ class WriteThroughTests(SynchronousTestCase):
         the connection, and the connection is written, once, after the run.
         """
         proto, _, _, _ = connect()
-        connection = _Connection()
-        connection.TLS = True
-        tls = _Layer(connection)
-        connection.protocol = tls  # type: ignore[attr-defined]
-        proto.transport = tls  # type: ignore[assignment]
-        proto._socket = connection
+        connection, tls = _overTLS(proto)
         proto.dataReceived(b"EHLO c\r\n" + b"NOOP\r\n" * 199)
         self.assertEqual(connection.doWrites, 1)
         sent = b"".join(connection.socket.sent).replace(b"<", b"").replace(b">", b"")
@@ -1461,12 +1470,7 @@ class WriteThroughTests(SynchronousTestCase):
         """
         for commands in (63, 127):
             proto, _, _, _ = connect()
-            connection = _Connection()
-            connection.TLS = True
-            tls = _Layer(connection)
-            connection.protocol = tls  # type: ignore[attr-defined]
-            proto.transport = tls  # type: ignore[assignment]
-            proto._socket = connection
+            connection, tls = _overTLS(proto)
             proto.dataReceived(b"EHLO c\r\n" + b"NOOP\r\n" * commands)
             self.assertEqual(tls._aggregator.held, [])
             self.assertEqual(connection.doWrites, 1)
@@ -1479,12 +1483,7 @@ class WriteThroughTests(SynchronousTestCase):
         (QUIT's 221).
         """
         proto, _, _, _ = connect()
-        connection = _Connection()
-        connection.TLS = True
-        tls = _Layer(connection)
-        connection.protocol = tls  # type: ignore[attr-defined]
-        proto.transport = tls  # type: ignore[assignment]
-        proto._socket = connection
+        connection, tls = _overTLS(proto)
         tls.unregisterProducer = tls.loseConnection = lambda: None  # type: ignore[attr-defined]
         proto.dataReceived(b"EHLO c\r\n" + b"NOOP\r\n" * 62 + b"QUIT\r\n")
         self.assertEqual(tls._aggregator.held, [])

@@ -179,6 +179,30 @@ def _finAfterDotOverTLS(
         return out
 
 
+def tlsServer(
+    folder: str, handler: BaseHandler, **options: Any
+) -> tuple[SMTPServer, ssl.SSLContext]:
+    """
+    A server for C{handler} with a certificate made in C{folder}, and a
+    client context trusting it.
+    """
+    ca = CertificateAuthority(folder)
+    issued = ca.server("mx.example.com")
+    ctx = ssl.create_default_context(cafile=ca.certificatePath)
+    ctx.check_hostname = False
+    server = SMTPServer(
+        handler,
+        ServerOptions(
+            name="mx.example.com",
+            disableReverseLookup=True,
+            certificate=issued.certificatePath,
+            privateKey=issued.keyPath,
+            **options,
+        ),
+    )
+    return server, ctx
+
+
 class QuickData(BaseHandler):
     """
     Answers each message as soon as its body ended.
@@ -245,17 +269,7 @@ class HalfCloseTests(TestCase):
         On a C{haproxy:ssl:} listener, a front end that sends its header and
         shuts its sending side down is disconnected, with no error.
         """
-        issued = CertificateAuthority(self.mktemp()).server("mx.example.com")
-        server = SMTPServer(
-            SlowMail(),
-            ServerOptions(
-                name="mx.example.com",
-                disableReverseLookup=True,
-                useProxy=["127.0.0.0/8"],
-                certificate=issued.certificatePath,
-                privateKey=issued.keyPath,
-            ),
-        )
+        server, _ = tlsServer(self.mktemp(), SlowMail(), useProxy=["127.0.0.0/8"])
         port = yield server.listen("haproxy:ssl:0:interface=127.0.0.1")
         self.addCleanup(port.stopListening)
         out = yield deferToThread(_headerThenFin, port.getHost().port)
@@ -267,20 +281,7 @@ class HalfCloseTests(TestCase):
         Listen on C{listen} with a certificate made for the test; fire with
         the port number and a client context trusting it.
         """
-        ca = CertificateAuthority(self.mktemp())
-        issued = ca.server("mx.example.com")
-        ctx = ssl.create_default_context(cafile=ca.certificatePath)
-        ctx.check_hostname = False
-        server = SMTPServer(
-            handler,
-            ServerOptions(
-                name="mx.example.com",
-                disableReverseLookup=True,
-                certificate=issued.certificatePath,
-                privateKey=issued.keyPath,
-                **options,
-            ),
-        )
+        server, ctx = tlsServer(self.mktemp(), handler, **options)
         d = server.listen(listen)
 
         def listening(port: Any) -> tuple[int, ssl.SSLContext]:
@@ -288,6 +289,16 @@ class HalfCloseTests(TestCase):
             return port.getHost().port, ctx
 
         return d.addCallback(listening)
+
+    @inlineCallbacks
+    def _finBehindProxy(self, listen: str, starttls: bool) -> Any:
+        """
+        Behind a PROXY header on C{listen}, a message over TLS followed by a
+        FIN; fire with what the server said after it.
+        """
+        port, ctx = yield self._serveTLS(SlowData(), listen, useProxy=["127.0.0.0/8"])
+        header = b"PROXY TCP4 192.0.2.9 192.0.2.1 4000 25\r\n"
+        return (yield deferToThread(_finAfterDotOverTLS, port, ctx, starttls, header))
 
     @inlineCallbacks
     def test_replyAfterFinOverTLS(self) -> Any:
@@ -323,11 +334,7 @@ class HalfCloseTests(TestCase):
         """
         The same on a C{haproxy:ssl:} listener.
         """
-        port, ctx = yield self._serveTLS(
-            SlowData(), "haproxy:ssl:0:interface=127.0.0.1", useProxy=["127.0.0.0/8"]
-        )
-        header = b"PROXY TCP4 192.0.2.9 192.0.2.1 4000 25\r\n"
-        out = yield deferToThread(_finAfterDotOverTLS, port, ctx, False, header)
+        out = yield self._finBehindProxy("haproxy:ssl:0:interface=127.0.0.1", False)
         self.assertEqual(out, b"250 2.0.0 queued\r\n")
 
     @inlineCallbacks
@@ -338,11 +345,7 @@ class HalfCloseTests(TestCase):
         handshake, answers the EHLO after it, and the message's reply
         arrives.
         """
-        port, ctx = yield self._serveTLS(
-            SlowData(), "haproxy:tcp:0:interface=127.0.0.1", useProxy=["127.0.0.0/8"]
-        )
-        header = b"PROXY TCP4 192.0.2.9 192.0.2.1 4000 25\r\n"
-        out = yield deferToThread(_finAfterDotOverTLS, port, ctx, True, header)
+        out = yield self._finBehindProxy("haproxy:tcp:0:interface=127.0.0.1", True)
         self.assertEqual(out, b"250 2.0.0 queued\r\n")
 
     @inlineCallbacks

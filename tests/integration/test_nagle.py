@@ -17,9 +17,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from tests.certs import CertificateAuthority
-from twisted_smtpd import SMTPServer
-from twisted_smtpd._core.options import ServerOptions
+from tests.integration.test_halfclose import tlsServer
 from twisted_smtpd._serving.flow import socketUnder
 from twisted_smtpd.handlers import BaseHandler
 
@@ -63,20 +61,7 @@ class NoDelayTests(TestCase):
     timeout = 30
 
     def _serve(self, listen: str) -> Any:
-        ca = CertificateAuthority(self.mktemp())
-        issued = ca.server("mx.example.com")
-        ctx = ssl.create_default_context(cafile=ca.certificatePath)
-        ctx.check_hostname = False
-        server = SMTPServer(
-            BaseHandler(),
-            ServerOptions(
-                name="mx.example.com",
-                disableReverseLookup=True,
-                useProxy=["127.0.0.0/8"],
-                certificate=issued.certificatePath,
-                privateKey=issued.keyPath,
-            ),
-        )
+        server, ctx = tlsServer(self.mktemp(), BaseHandler(), useProxy=["127.0.0.0/8"])
         return server, ctx, server.listen(listen)
 
     @inlineCallbacks
