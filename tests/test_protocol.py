@@ -1462,6 +1462,24 @@ class WriteThroughTests(SynchronousTestCase):
         self.assertTrue(sent.startswith(b"250-mx.example.com"), sent[:40])
         self.assertEqual(sent.count(b"250 2.0.0 OK\r\n"), 199)
 
+    def test_pipelinedRunOverPlainTCP(self) -> None:
+        """
+        Without TLS, a full batch of replies goes to the socket at once,
+        during the run: a client that does not read fills the kernel's
+        buffer before the server's, so that a close after the 421 of a
+        shutdown resets the connection rather than leaving a FIN behind
+        data it never reads.
+        """
+        proto, _, _, _ = connect()
+        connection = _Connection()
+        proto.transport = connection  # type: ignore[assignment]
+        proto._socket = connection
+        proto.dataReceived(b"EHLO c\r\n" + b"NOOP\r\n" * 199)
+        # The fake socket takes 3 bytes a send: the first batch's.
+        self.assertEqual(connection.socket.sent, [b"250"])
+        queued = b"".join(connection._tempDataBuffer)
+        self.assertEqual(queued.count(b"250 2.0.0 OK\r\n"), 199)
+
     def test_runEndingOnFullBatchOverTLS(self) -> None:
         """
         A run whose replies fill batches exactly (64, 128) still sends them
