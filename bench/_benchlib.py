@@ -188,7 +188,29 @@ def serverEnv() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["NODE_PATH"] = os.path.join(BENCH_NODE_DIR, "node_modules")
+    _compileSource()
     return env
+
+
+_compiled: list[str] = []
+
+
+def _compileSource() -> None:
+    """
+    Compile the twisted-smtpd source to bytecode once, as C{pip install}
+    does: a server started from source under C{PYTHONDONTWRITEBYTECODE}
+    would otherwise compile every module at each start, which costs start-up
+    time and about 1.2 MiB of its idle memory that no installed copy pays.
+    """
+    if REPO in _compiled:
+        return
+    _compiled.append(REPO)
+    subprocess.run(
+        [venvPython(), "-m", "compileall", "-q", os.path.join(REPO, "twisted_smtpd")],
+        stdout=subprocess.DEVNULL,
+        timeout=300,
+        check=True,
+    )
 
 
 def freePort() -> int:

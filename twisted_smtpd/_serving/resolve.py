@@ -19,7 +19,6 @@ from twisted.internet.error import DNSLookupError
 from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.names.dns import Record_A, Record_AAAA, Record_CNAME, RRHeader
 from twisted.names.error import DomainError, ResolverError
 from twisted.python.failure import Failure
 
@@ -247,6 +246,10 @@ def forwardAddresses(
     """
     if not isinstance(result, tuple) or not result or not isinstance(result[0], list):
         return set()
+    # Imported here, where a DNS answer is read: a server whose clients the
+    # hosts file names never needs the module (about 1 MiB of memory).
+    from twisted.names.dns import Record_A, Record_AAAA, Record_CNAME, RRHeader
+
     records = [r for r in result[0][:_MAX_RECORDS] if isinstance(r, RRHeader)]
     owners = {_key(name)}
     for _ in range(8):
