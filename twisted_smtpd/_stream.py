@@ -308,8 +308,7 @@ class MessageStream:
         if not self.attached:
             self._failure = failure
         elif not self._done and self._onError is not None:
-            self._done = True
-            self._onError(failure)
+            self._settle(failure)
 
     # Internals.
 
@@ -404,9 +403,8 @@ class MessageStream:
         of it has been handed on.
         """
         if self.ended and not self._buffer and not self._done and self._onDone is not None:
-            self._done = True
             self._sink = _discard
-            self._onDone()
+            self._settle(None)
 
     def _consumerFailed(self, failure: Failure) -> None:
         """
@@ -418,5 +416,24 @@ class MessageStream:
         self._sink = _discard
         self._dropBuffer()
         if not self._done and self._onError is not None:
-            self._done = True
-            self._onError(failure)
+            self._settle(failure)
+
+    def _settle(self, failure: Failure | None) -> None:
+        """
+        Tell the consumer the body's end, once: whole (C{failure} is
+        C{None}) or not.  The consumer is forgotten first.  The stream, the
+        consumer and their L{Deferred}s refer to one another until then, and
+        once the session lets go of them they are freed at once instead of
+        waiting for the garbage collector.  A collector pass over a
+        message's objects costs more than the rest of its bookkeeping, and
+        each pass is also a pass over every other object still young.
+        """
+        onDone, onError = self._onDone, self._onError
+        self._done = True
+        self._target = self._onDone = self._onError = None
+        if failure is None:
+            assert onDone is not None
+            onDone()
+        else:
+            assert onError is not None
+            onError(failure)

@@ -8,6 +8,7 @@ pauses), and the way replies are written.
 from __future__ import annotations
 
 import socket as _socket
+import weakref
 from typing import Any, Protocol
 
 from twisted.internet import tcp
@@ -41,15 +42,25 @@ class StreamUpstream:
 
     def __init__(self, protocol: Pausable) -> None:
         self._protocol = protocol
-        #: The message (its receiver) whose body the stream carries: once
-        #: the session reads another one, this stream's calls are ignored,
-        #: so that a slow consumer of a finished message cannot resume the
-        #: reading the next message's stream paused.
-        self.receiver: object = None
+        self._receiver: weakref.ref[object] | None = None
+
+    def carries(self, receiver: object) -> None:
+        """
+        Name the message (its receiver) whose body the stream carries.  Once
+        the session reads another message, or none, this stream's calls are
+        ignored, so that a slow consumer of a finished message cannot resume
+        the reading the next message's stream paused.
+
+        The receiver is held weakly: it holds the stream, which holds this
+        object, and a cycle would leave every message's objects to the
+        garbage collector.
+        """
+        self._receiver = weakref.ref(receiver)
 
     def _setPause(self, paused: bool) -> None:
         protocol = self._protocol
-        if protocol.receiver is self.receiver:
+        receiver = None if self._receiver is None else self._receiver()
+        if receiver is not None and protocol.receiver is receiver:
             protocol.setPause(PAUSE_STREAM, paused)
 
     def pauseProducing(self) -> None:

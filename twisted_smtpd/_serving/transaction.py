@@ -177,7 +177,7 @@ def _newReceiver(
         done=p.messageDone,
         log=partial(p.logFailure, hookName="onData"),
     )
-    upstream.receiver = receiver
+    upstream.carries(receiver)
     return receiver
 
 
