@@ -1,9 +1,9 @@
 """
 A message's objects (its receiver, stream, decoder and the Deferreds between
 them and the handler) form no reference cycle once the message is done, so
-they are freed as soon as the session lets go of them, not by the garbage
-collector: a collector pass costs more per message than the rest of its
-bookkeeping.
+they are freed as soon as the session lets go of them, not by Python's
+cyclic garbage collector, whose passes would otherwise run every few dozen
+messages.
 """
 
 from __future__ import annotations

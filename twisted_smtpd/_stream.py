@@ -424,9 +424,8 @@ class MessageStream:
         C{None}) or not.  The consumer is forgotten first.  The stream, the
         consumer and their L{Deferred}s refer to one another until then, and
         once the session lets go of them they are freed at once instead of
-        waiting for the garbage collector.  A collector pass over a
-        message's objects costs more than the rest of its bookkeeping, and
-        each pass is also a pass over every other object still young.
+        being left to Python's cyclic garbage collector, whose passes would
+        then run every few dozen messages and walk every young object.
         """
         onDone, onError = self._onDone, self._onError
         self._done = True
