@@ -11,6 +11,7 @@ traffic goes to 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 import resource
@@ -192,9 +193,7 @@ def serverEnv() -> dict[str, str]:
     return env
 
 
-_compiled: list[str] = []
-
-
+@functools.cache
 def _compileSource() -> None:
     """
     Compile the twisted-smtpd source to bytecode once, as C{pip install}
@@ -202,9 +201,6 @@ def _compileSource() -> None:
     would otherwise compile every module at each start, which costs start-up
     time and about 1.2 MiB of its idle memory that no installed copy pays.
     """
-    if REPO in _compiled:
-        return
-    _compiled.append(REPO)
     subprocess.run(
         [venvPython(), "-m", "compileall", "-q", os.path.join(REPO, "twisted_smtpd")],
         stdout=subprocess.DEVNULL,
