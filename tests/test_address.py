@@ -5,12 +5,16 @@ parameters and xtext.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from functools import partial
+from unittest import mock
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted_smtpd._core import address as _address
 from twisted_smtpd._core import replies as replies
 from twisted_smtpd._core.address import (
     MailRequest,
@@ -743,3 +747,96 @@ class RoundTripTests(SynchronousTestCase):
                     call()
                 except CommandError as e:
                     self.assertIn(e.reply.code, (501, 553, 555))
+
+
+#: Matches nothing: with it, every path goes through the full grammar.
+_NEVER = re.compile("(?!)")
+
+# Paths near the edges of the shortcut: the characters it takes and those
+# it leaves to the full grammar, lengths around the limits.
+_edgeLocal = st.one_of(
+    _dotAtoms,
+    st.text(alphabet="ab.-_!é\"", min_size=0, max_size=6),
+    st.integers(60, 70).map(lambda n: "l" * n),
+)
+_edgeDomain = st.one_of(
+    _domains,
+    _literals,
+    st.text(alphabet="ab.-_[]é", min_size=0, max_size=6),
+    st.integers(180, 200).map(lambda n: "d" * 63 + "." + "e" * (n - 64)),
+)
+_edgePaths = st.one_of(
+    st.builds(
+        lambda route, local, domain, end: f"<{route}{local}@{domain}{end}",
+        st.sampled_from(["", "@relay.example:", "@a,@b:"]),
+        _edgeLocal,
+        _edgeDomain,
+        st.sampled_from([">", "> SIZE=10", ">x", "> ", "", ">>", "> NOTIFY=NEVER"]),
+    ),
+    # Plain paths whose local part is 62 to 67 octets and whose whole is
+    # 253 to 263.
+    st.builds(
+        lambda local, domain: f"<{'l' * local}@{'d' * 63}.{'e' * domain}>",
+        st.integers(62, 67),
+        st.integers(122, 129),
+    ),
+)
+
+
+class ShortcutTests(SynchronousTestCase):
+    """
+    The common ASCII path without source route, quoted local part or
+    address literal is parsed by a shortcut past the full path grammar; it
+    must come to what the full grammar comes to, on every input.
+    """
+
+    def outcomes(self, parse: Callable[[], object]) -> list[object]:
+        """
+        What C{parse} returns or refuses with, with the shortcut and
+        without it.
+        """
+        results: list[object] = []
+        for simple in (_address._SIMPLE_PATH, _NEVER):
+            with mock.patch.object(_address, "_SIMPLE_PATH", simple):
+                try:
+                    results.append(parse())
+                except CommandError as e:
+                    results.append(e.reply)
+        return results
+
+    @settings(max_examples=500, deadline=None)
+    @given(_edgePaths, st.booleans())
+    def test_sameOutcome(self, path: str, lenient: bool) -> None:
+        """
+        MAIL and RCPT parse a path to the same result, or refuse it with the
+        same reply, with the shortcut and without it.
+        """
+        for argument in (f"FROM:{path}".encode(), f"FROM:{path} SMTPUTF8".encode()):
+            first, second = self.outcomes(partial(parseMail, argument, lenient))
+            self.assertEqual(first, second)
+        first, second = self.outcomes(partial(parseRcpt, f"TO:{path}".encode(), True, lenient))
+        self.assertEqual(first, second)
+
+    def test_taken(self) -> None:
+        """
+        A plain path is parsed by the shortcut alone, parameters or not, up
+        to the length limits; beyond them, the full grammar refuses it.
+        """
+        local, domain = "l" * 64, "d" * 63 + "." + "e" * 125
+        self.assertEqual(len(f"<{local}@{domain}>"), 256)
+        with mock.patch.object(_address, "_PATH", _NEVER):
+            self.assertEqual(
+                parseMail(b"FROM:<a.b@example.com> SIZE=10").address,
+                Address("a.b@example.com", {"SIZE": "10"}),
+            )
+            self.assertEqual(parseRcpt(b"TO:<x@y>", False).address, "x@y")
+            self.assertEqual(
+                parseMail(f"FROM:<{local}@{domain}>".encode()).address.address,
+                f"{local}@{domain}",
+            )
+            # Past a limit the shortcut declines; the full grammar (here
+            # matching nothing) decides.
+            for argument in (f"FROM:<l{local}@a>", f"FROM:<{local}@{domain}e>"):
+                with self.assertRaises(CommandError) as e:
+                    parseMail(argument.encode())
+                self.assertEqual(e.exception.reply, replies.BAD_SENDER_SYNTAX)

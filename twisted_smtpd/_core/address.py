@@ -82,6 +82,23 @@ _PATH = re.compile(
     + _LITERAL
     + ")>"
 )
+# The common path, ASCII with neither source route, quoted local part nor
+# address literal: the same syntax as _PATH for such paths, so that a match
+# here is a match there with the same mailbox; anything else goes to _PATH.
+_ASCII_ATEXT = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_ASCII_LETDIG = "[A-Za-z0-9_]"
+_ASCII_LABEL = _ASCII_LETDIG + "(?:[A-Za-z0-9_-]*" + _ASCII_LETDIG + ")?"
+_SIMPLE_PATH = re.compile(
+    "<"
+    + _ASCII_ATEXT
+    + "+(?:\\."
+    + _ASCII_ATEXT
+    + "+)*@"
+    + _ASCII_LABEL
+    + "(?:\\."
+    + _ASCII_LABEL
+    + ")*>"
+)
 _LENIENT_KEYWORD = {
     "FROM": re.compile("FROM *: *", re.IGNORECASE),
     "TO": re.compile("TO *: *", re.IGNORECASE),
@@ -94,6 +111,9 @@ _NOT_XCHAR = re.compile(b"[^!-*,-<>-~]")
 _ADDR_TYPE = re.compile("[A-Za-z0-9!#$%&'*+/?^_`{|}~-]+")
 _BODY_TYPES = {"7BIT": "7bit", "8BITMIME": "8bitmime", "BINARYMIME": "binarymime"}
 _NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY"})
+# Shared by every path without DSN parameters: they are immutable.
+_NO_ENVELOPE_DSN = EnvelopeDSN()
+_NO_ADDRESS_DSN = AddressDSN()
 
 
 def decodeXtext(value: str) -> str:
@@ -219,15 +239,9 @@ def parseMail(argument: bytes, lenient: bool = False) -> MailRequest:
             raise CommandError(UNKNOWN_PARAMETER)
     if not smtpUtf8:
         _requireAscii(mailbox, params)
-    return MailRequest(
-        address=Address(mailbox, args),
-        size=size,
-        bodyType=bodyType,
-        smtpUtf8=smtpUtf8,
-        requireTls=requireTls,
-        dsn=EnvelopeDSN(ret, envid),
-        auth=auth,
-    )
+    dsn = _NO_ENVELOPE_DSN if ret is None and envid is None else EnvelopeDSN(ret, envid)
+    # Positional: attrs' frozen __init__ takes them faster than keywords.
+    return MailRequest(Address(mailbox, args), size, bodyType, smtpUtf8, requireTls, dsn, auth)
 
 
 def parseRcpt(argument: bytes, smtpUtf8: bool, lenient: bool = False) -> Address:
@@ -269,7 +283,8 @@ def parseRcpt(argument: bytes, smtpUtf8: bool, lenient: bool = False) -> Address
             raise CommandError(UNKNOWN_PARAMETER)
     if not smtpUtf8:
         _requireAscii(mailbox, params)
-    return Address(mailbox, args, AddressDSN(notify, orcpt))
+    dsn = AddressDSN(notify, orcpt) if args else _NO_ADDRESS_DSN
+    return Address(mailbox, args, dsn)
 
 
 def _decode(argument: bytes, badSyntax: Reply) -> str:
@@ -281,7 +296,8 @@ def _decode(argument: bytes, badSyntax: Reply) -> str:
         text = argument.decode("utf-8")
     except UnicodeDecodeError:
         raise CommandError(badSyntax) from None
-    if _CONTROL.search(text) is not None:
+    # Printable text holds no control character: the search is for the rest.
+    if not text.isprintable() and _CONTROL.search(text) is not None:
         raise CommandError(badSyntax)
     return text
 
@@ -312,6 +328,14 @@ def _parsePath(text: str, reverse: bool, badSyntax: Reply, lenient: bool) -> tup
             raise CommandError(badSyntax)
         token, _, params = text.partition(" ")
         return _parseWhole("<" + token + ">", reverse, badSyntax), params
+    simple = _SIMPLE_PATH.match(text)
+    if simple is not None:
+        end = simple.end()
+        # Its lengths are in characters, which are octets here.
+        if end <= MAX_PATH and text.index("@") <= MAX_LOCAL_PART + 1:
+            if end < len(text) and text[end] != " ":
+                raise CommandError(badSyntax)
+            return text[1 : end - 1], text[end + 1 :]
     match = _PATH.match(text)
     if match is not None:
         end = match.end()

@@ -78,7 +78,8 @@ class Envelope:
 
     mailFrom: Address | None = None
     rcptTo: list[Address] = field(factory=list)
-    dsn: EnvelopeDSN = field(factory=EnvelopeDSN)
+    #: Shared while no DSN parameters were given: it is immutable.
+    dsn: EnvelopeDSN = EnvelopeDSN()
     bodyType: str = "7bit"
     smtpUtf8: bool = False
     requireTls: bool = False
