@@ -756,7 +756,7 @@ _NEVER = re.compile("(?!)")
 # it leaves to the full grammar, lengths around the limits.
 _edgeLocal = st.one_of(
     _dotAtoms,
-    st.text(alphabet="ab.-_!é\"", min_size=0, max_size=6),
+    st.text(alphabet='ab.-_!é"', min_size=0, max_size=6),
     st.integers(60, 70).map(lambda n: "l" * n),
 )
 _edgeDomain = st.one_of(
