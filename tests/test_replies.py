@@ -136,6 +136,19 @@ class SanitiseTextTests(SynchronousTestCase):
         self.assertEqual(len(lines), breaks + 1)
 
     @PROPERTY
+    @given(st.text())
+    def test_onlyControlsChange(self, text: str) -> None:
+        """
+        Nothing else changes: the lines joined with LF are the text with
+        its line breaks made LF and every other C0 control or DEL made a
+        space.
+        """
+        lines = sanitiseText(text)
+        broken = text.replace("\r\n", "\n").replace("\r", "\n")
+        expected = "".join(" " if (c < " " and c != "\n") or c == "\x7f" else c for c in broken)
+        self.assertEqual("\n".join(lines), expected)
+
+    @PROPERTY
     @given(st.text(), st.booleans())
     def test_formattedNoInjection(self, text: str, enhancedCodes: bool) -> None:
         """

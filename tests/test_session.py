@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+from base64 import b32encode
+from hashlib import blake2b
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -47,6 +49,26 @@ class SessionIdTests(SynchronousTestCase):
         self.assertEqual(len(set(drawn)), len(drawn))
         again = _SessionIds()
         self.assertEqual([again() for _ in range(4096)], drawn)
+
+    def test_keyedPermutation(self) -> None:
+        """
+        Each id is its counter value through four Feistel rounds, each
+        round's function the first 20 bits of BLAKE2b (3-byte digest, keyed
+        with the generator's 16-byte key) of the round's number and the
+        right half, in base32 (RFC 4648, lower case).
+        """
+        randomBytes = iter([bytes(range(16)), b"\x00\x00\x0f\xff\xfe"])
+        self.patch(_session.os, "urandom", lambda n: next(randomBytes))
+        ids = _SessionIds()
+        key = bytes(range(16))
+        for value in range(0xFFFFE, 0xFFFFE + 6):
+            left, right = value >> 20, value & 0xFFFFF
+            for number in range(4):
+                data = bytes([number]) + right.to_bytes(3, "big")
+                digest = blake2b(data, key=key, digest_size=3).digest()
+                left, right = right, left ^ (int.from_bytes(digest, "big") & 0xFFFFF)
+            expected = b32encode(((left << 20) | right).to_bytes(5, "big")).decode().lower()
+            self.assertEqual(ids(), expected)
 
     def test_wrapsAround(self) -> None:
         """

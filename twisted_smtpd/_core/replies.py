@@ -62,6 +62,9 @@ def sanitiseText(text: str) -> tuple[str, ...]:
     @return: One or more lines, none containing CR, LF or another control
         character.
     """
+    if text.isprintable():
+        # No line break and no control character: one line, as it is.
+        return (text,)
     parts = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     lines = tuple(_UNSAFE.sub(" ", part) for part in parts)
     return lines or ("",)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import os
-from base64 import b32encode
 from collections.abc import Mapping
 from hashlib import blake2b, md5
 from typing import Any
@@ -236,21 +235,30 @@ class _SessionIds:
         A new key and start: in a forked child, so that it does not hand
         out the ids its parent will.
         """
-        self._key = os.urandom(16)
+        key = os.urandom(16)
+        # One keyed state per round, copied for each id: the key's block is
+        # compressed once here, not on every round of every id.
+        self._rounds = [blake2b(round, key=key, digest_size=3) for round in _ROUNDS]
         self._next = int.from_bytes(os.urandom(5), "big")
 
     def __call__(self) -> str:
         value = self._next & 0xFF_FFFF_FFFF
         self._next = value + 1
         left, right = value >> 20, value & 0xFFFFF
-        for round in _ROUNDS:
-            digest = blake2b(right.to_bytes(3, "big") + round, key=self._key, digest_size=3)
+        for keyed in self._rounds:
+            digest = keyed.copy()
+            digest.update(right.to_bytes(3, "big"))
             left, right = right, left ^ (int.from_bytes(digest.digest(), "big") & 0xFFFFF)
-        # 5 bytes are 8 base32 characters exactly: no padding.
-        return b32encode(((left << 20) | right).to_bytes(5, "big")).decode("ascii").lower()
+        # 40 bits are 8 base32 characters exactly (no padding), two per
+        # 10 bits.
+        pairs = _BASE32_PAIRS
+        return pairs[left >> 10] + pairs[left & 0x3FF] + pairs[right >> 10] + pairs[right & 0x3FF]
 
 
 _ROUNDS = (b"\x00", b"\x01", b"\x02", b"\x03")
+_BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
+#: The base32 characters (RFC 4648, lower case) of every 10-bit value.
+_BASE32_PAIRS = [_BASE32[i >> 5] + _BASE32[i & 31] for i in range(1024)]
 _sessionIds = _SessionIds()
 os.register_at_fork(after_in_child=_sessionIds.reseed)
 
