@@ -320,6 +320,22 @@ class SmugglingTests(SynchronousTestCase):
             self.assertEqual((body, rest), (expected, None))
             self.assertTrue(decoder.bareNewlineSeen)
 
+    def test_bareNewlineAmongManyLines(self) -> None:
+        """
+        One bare CR or LF is found at any place among thousands of real
+        CRLFs, in a body of empty lines and in one of long lines, and none
+        is found when there is none.
+        """
+        for line in (b"", b"x" * 78):
+            lines = [line] * 2000
+            clean = b"\r\n".join(lines) + b"\r\n"
+            self.assertFalse(_data._hasBareNewline(clean))
+            for where in (0, 1, 999, 1999):
+                for bare in (b"\r", b"\n", b"\n\r"):
+                    broken = b"\r\n".join([*lines[:where], bare + line, *lines[where + 1 :]])
+                    self.assertTrue(_data._hasBareNewline(broken + b"\r\n"), (line, where, bare))
+                    self.assertTrue(_data._hasBareNewline(clean + bare), (line, bare))
+
     def test_bareLFAtFeedStart(self) -> None:
         """
         An LF starting a feed after one that did not end with CR is bare.

@@ -12,13 +12,15 @@ second message behind C{LF . LF} and similar sequences find nothing to end
 here.
 
 The decoder works on whole chunks with C{bytes.find}, C{bytes.split},
-C{bytes.replace}, C{bytes.translate} and slicing: no Python code runs per byte
-or per line, and periods starting lines cost a bounded number of Python steps
-per feed, so even a body made only of dot-stuffed lines costs a few passes in
-C.
+C{bytes.replace}, two compiled searches for bare line breaks and slicing: no
+Python code runs per byte or per line, and periods starting lines cost a
+bounded number of Python steps per feed, so even a body made only of
+dot-stuffed lines costs a few passes in C.
 """
 
 from __future__ import annotations
+
+import re
 
 from twisted_smtpd._core.options import BARE_NEWLINE_POLICIES
 
@@ -35,9 +37,10 @@ _HELD_CR = 2  # a CR ended the last feed; the next byte says if it is bare
 _LINE_DOT = 3  # a line started with a period (removed); the next bytes decide
 _LINE_DOT_CR = 4  # a line started with a period then a CR (held back)
 
-# Translation tables marking the LF bytes and the CR bytes of a chunk.
-_LF_MARKS = bytes(1 if i == _LF else 0 for i in range(256))
-_CR_MARKS = bytes(1 if i == _CR else 0 for i in range(256))
+# A CR not followed by LF, and an LF the two bytes ending at which are not
+# CRLF: each pattern starts with its byte, so the search skips to it.
+_BARE_CR = re.compile(rb"\r(?!\n)")
+_BARE_LF = re.compile(rb"\n(?<!\r\n)")
 
 # Up to this many periods starting lines in one feed are removed by splitting
 # the feed on them (one pass); more, and bytes.replace does it (two passes, but
@@ -64,12 +67,17 @@ def _findCrlfDot(data: bytes, start: int) -> int:
 def _hasBareNewline(region: bytes) -> bool:
     """
     Whether C{region} holds a CR not followed by LF or an LF not preceded by
-    CR: every CR must sit just before an LF and every LF just after a CR,
-    checked with one C{translate} per byte kind and a C{memcmp}.
+    CR (an LF first in C{region} counts as bare, and so does a CR last).
+
+    Two searches in C, each skipping from one newline byte to the next:
+    about 55 µs per 64 KiB of 80-octet lines, against 80 for marking the CR
+    and LF bytes with two C{bytes.translate} and comparing.  The cost grows
+    with the number of lines: a body made only of empty lines takes about
+    720 µs per 64 KiB (17 ns per octet through the whole decoder, against 2
+    before), still about 30 times less per octet than the same client
+    sending NOOP commands.
     """
-    lf = region.translate(_LF_MARKS)
-    cr = region.translate(_CR_MARKS)
-    return lf[0] != 0 or cr[-1] != 0 or cr[:-1] != lf[1:]
+    return _BARE_CR.search(region) is not None or _BARE_LF.search(region) is not None
 
 
 def _normalise(segment: bytes) -> bytes:
