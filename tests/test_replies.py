@@ -87,6 +87,20 @@ class FormatReplyTests(SynchronousTestCase):
             formatReply(replies.HELO_REQUIRES_DOMAIN, True), b"501 Syntax: EHLO hostname\r\n"
         )
 
+    def test_controlsEscaped(self) -> None:
+        """
+        A line holding a control character, C0, DEL or C1 (U+0085, which
+        some software takes for a line break), is sent escaped.
+        """
+        for text, escaped in (
+            ("a\rb", b"a\\x0db"),
+            ("a\x7fb", b"a\\x7fb"),
+            ("a\x85b", b"a\\x85b"),
+            ("a\x9fb", b"a\\x9fb"),
+        ):
+            reply = Reply(250, None, (text,))
+            self.assertEqual(formatReply(reply, False), b"250 " + escaped + b"\r\n")
+
     @PROPERTY
     @given(_replies, st.booleans())
     def test_roundTrip(self, reply: Reply, enhancedCodes: bool) -> None:
@@ -117,21 +131,23 @@ class SanitiseTextTests(SynchronousTestCase):
 
     def test_controls(self) -> None:
         """
-        Other control characters become spaces.
+        Other control characters become spaces, C1 ones (U+0085, which some
+        software takes for a line break) too.
         """
         self.assertEqual(sanitiseText("a\x00b\tc\x1b[0m\x7f"), ("a b c [0m ",))
+        self.assertEqual(sanitiseText("a\x85b\x80c\x9f"), ("a b c ",))
 
     @PROPERTY
     @given(st.text())
     def test_noControlSurvives(self, text: str) -> None:
         """
-        No output line contains CR, LF or another C0 control or DEL, and the
-        number of lines follows the line breaks.
+        No output line contains CR, LF or another control character (C0,
+        DEL, C1), and the number of lines follows the line breaks.
         """
         lines = sanitiseText(text)
         self.assertGreaterEqual(len(lines), 1)
         for line in lines:
-            self.assertFalse(any(c < " " or c == "\x7f" for c in line), line)
+            self.assertFalse(any(c < " " or "\x7f" <= c <= "\x9f" for c in line), line)
         breaks = text.replace("\r\n", "\n").count("\n") + text.replace("\r\n", "").count("\r")
         self.assertEqual(len(lines), breaks + 1)
 
@@ -140,12 +156,14 @@ class SanitiseTextTests(SynchronousTestCase):
     def test_onlyControlsChange(self, text: str) -> None:
         """
         Nothing else changes: the lines joined with LF are the text with
-        its line breaks made LF and every other C0 control or DEL made a
-        space.
+        its line breaks made LF and every other control character (C0, DEL,
+        C1) made a space.
         """
         lines = sanitiseText(text)
         broken = text.replace("\r\n", "\n").replace("\r", "\n")
-        expected = "".join(" " if (c < " " and c != "\n") or c == "\x7f" else c for c in broken)
+        expected = "".join(
+            " " if (c < " " and c != "\n") or "\x7f" <= c <= "\x9f" else c for c in broken
+        )
         self.assertEqual("\n".join(lines), expected)
 
     @PROPERTY

@@ -17,7 +17,9 @@ from attrs import frozen
 
 from twisted_smtpd._core.printable import printable
 
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+# Every control character (Unicode category Cc): C0, DEL and C1 (U+0085
+# is a line break to some software).
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @frozen(cache_hash=True)

@@ -77,7 +77,7 @@ class Envelope:
 
     mailFrom: Address | None = None
     rcptTo: list[Address] = field(factory=list)
-    #: Shared while no DSN parameters were given: it is immutable.
+    # Shared while no DSN parameters were given: it is immutable.
     dsn: EnvelopeDSN = EnvelopeDSN()
     bodyType: str = "7bit"
     smtpUtf8: bool = False
