@@ -18,6 +18,7 @@ import re
 
 from attrs import frozen
 
+from twisted_smtpd._core.printable import CONTROL
 from twisted_smtpd._core.replies import (
     BAD_AUTH_PARAMETER,
     BAD_BODY,
@@ -53,9 +54,6 @@ MAX_ORCPT = 500
 # RFC 1870 section 3 allows any number of digits; twenty always fit in 64 bits.
 MAX_SIZE_DIGITS = 20
 
-# C0 controls, DEL and the C1 controls (U+0080 to U+009F, which some software
-# takes for line breaks) are never part of a MAIL or RCPT argument.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 # RFC 6531 section 3.3 adds UTF8-non-ascii to atext, qtextSMTP and sub-domain.
 _U = "\u00a0-\U0010ffff"
@@ -296,8 +294,9 @@ def _decode(argument: bytes, badSyntax: Reply) -> str:
         text = argument.decode("utf-8")
     except UnicodeDecodeError:
         raise CommandError(badSyntax) from None
-    # Printable text holds no control character: the search is for the rest.
-    if not text.isprintable() and _CONTROL.search(text) is not None:
+    # Control characters (C0, DEL, C1) are never part of a MAIL or RCPT
+    # argument; printable text holds none.
+    if not text.isprintable() and CONTROL.search(text) is not None:
         raise CommandError(badSyntax)
     return text
 

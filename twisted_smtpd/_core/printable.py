@@ -18,11 +18,15 @@ import ipaddress
 import re
 import unicodedata
 
-__all__ = ["addressLiteral", "printable", "validHostname"]
+__all__ = ["CONTROL", "addressLiteral", "printable", "validHostname"]
 
 #: The longest host name (RFC 1035 section 2.3.4: 255 octets on the wire,
 #: so 253 characters without the trailing dot).
 MAX_HOSTNAME = 253
+
+#: Every control character (Unicode category Cc): C0, DEL and the C1
+#: controls U+0080 to U+009F (U+0085 is a line break to some software).
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _LABEL_UNDERSCORE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")

@@ -11,15 +11,9 @@ C{enhanced=None}.
 
 from __future__ import annotations
 
-import re
-
 from attrs import frozen
 
-from twisted_smtpd._core.printable import printable
-
-# Every control character (Unicode category Cc): C0, DEL and C1 (U+0085
-# is a line break to some software).
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+from twisted_smtpd._core.printable import CONTROL, printable
 
 
 @frozen(cache_hash=True)
@@ -68,7 +62,7 @@ def sanitiseText(text: str) -> tuple[str, ...]:
         # No line break and no control character: one line, as it is.
         return (text,)
     parts = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    lines = tuple(_UNSAFE.sub(" ", part) for part in parts)
+    lines = tuple(CONTROL.sub(" ", part) for part in parts)
     return lines or ("",)
 
 
@@ -96,7 +90,7 @@ def formatReply(r: Reply, enhancedCodes: bool) -> bytes:
         sep = " " if index == last else "-"
         # The last defence: a text from outside that reached a reply
         # unchecked can never end its line early and forge another reply.
-        if not line.isprintable() and _UNSAFE.search(line) is not None:
+        if not line.isprintable() and CONTROL.search(line) is not None:
             line = printable(line)
         out.append(f"{code}{sep}{prefix}{line}\r\n")
     return "".join(out).encode("utf-8", "replace")
