@@ -140,10 +140,12 @@ def throughput(
                     record.setdefault("error", f"server exited with {exited}")
             records.append(record)
             if "rate" in record:
+                wall = float(record["wall"])  # type: ignore[arg-type]
                 print(
                     f"  {workload} rep {rep + 1} {name:14} {record['rate']:9.1f} {unit}"
-                    f"  (n={record['n']}, {record['wall']:.1f} s, server CPU "
-                    f"{100 * float(record['serverCpu']) / float(record['wall']):.0f}%)",  # type: ignore[arg-type]
+                    f"  (n={record['n']}, {wall:.1f} s, server CPU "
+                    f"{100 * float(record['serverCpu']) / wall:.0f}%, "  # type: ignore[arg-type]
+                    f"smtp-source CPU {100 * float(record['clientCpu']) / wall:.0f}%)",  # type: ignore[arg-type]
                     flush=True,
                 )
             else:

@@ -8,6 +8,9 @@
 #   bash bench/run.sh chart           # docs/perf-concurrency.png
 #   bash bench/run.sh peerschart RESULTS.json   # docs/perf-peers.png and its table
 #   bash bench/run.sh hotpaths [--tool py-spy]   # profiles of twisted-smtpd under W2, W3, W4
+#   bash bench/run.sh protocol [--instructions]   # the protocol code's CPU (or instructions,
+#                                     # counted by Valgrind) per message and per connection,
+#                                     # in memory, against twisted.mail.smtp
 #   bash bench/run.sh all             # all four, one after the other
 #   bash bench/run.sh deliveries      # --sink, --maildir, --amqp, --webhook per message
 #                                     # (with the checkout's .venv: pika, treq, RabbitMQ)
@@ -81,11 +84,18 @@ case "$what" in
   chart) exec "$bpy" "$here/chart.py" "$@" ;;
   peerschart) exec "$bpy" "$here/peerschart.py" "$@" ;;
   hotpaths) exec "$bpy" "$here/hotpaths.py" "$@" ;;
+  protocol)
+    if [[ " $* " == *" --instructions "* ]] && ! command -v valgrind >/dev/null; then
+      echo "installing Debian's valgrind package (for --instructions)"
+      as_root apt-get update -qq
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
+    fi
+    exec "$bpy" "$here/protocolcost.py" "$@" ;;
   all)
     "$bpy" "$here/peers.py"
     "$bpy" "$here/data_throughput.py" --maildir
     "$bpy" "$here/pipelining.py" --servers twisted-smtpd,aiosmtpd,twisted.mail
     "$bpy" "$here/chart.py"
     ;;
-  *) echo "usage: bash bench/run.sh [peers|data|pipelining|chart|peerschart|hotpaths|deliveries|all] [options]" >&2; exit 2 ;;
+  *) echo "usage: bash bench/run.sh [peers|data|pipelining|chart|peerschart|hotpaths|protocol|deliveries|all] [options]" >&2; exit 2 ;;
 esac
