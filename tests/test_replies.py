@@ -58,6 +58,52 @@ _replies = st.builds(
 )
 
 
+class SessionRepliesTests(SynchronousTestCase):
+    """
+    The replies made for every session from a few texts (greeting, HELO,
+    EHLO, QUIT) are made once per text: the same object comes back, which
+    the protocol's cache of encoded replies finds by identity.
+    """
+
+    def test_sameObject(self) -> None:
+        """
+        The same texts give the very same reply object.
+        """
+        self.assertIs(
+            replies.greeting("mx.example", None, False),
+            replies.greeting("mx.example", None, False),
+        )
+        self.assertIs(replies.closing("mx.example"), replies.closing("mx.example"))
+        self.assertIs(replies.helo("mx.example hi"), replies.helo("mx.example hi"))
+        extensions = ("PIPELINING", "SIZE")
+        self.assertIs(
+            replies.ehlo("mx.example", "mx.example hi", extensions),
+            replies.ehlo("mx.example", "mx.example hi", tuple(extensions)),
+        )
+
+    def test_distinctTexts(self) -> None:
+        """
+        Replies for other texts are other replies, with their own texts.
+        """
+        self.assertEqual(
+            replies.greeting("mx.example", None, True), Reply(220, None, ("mx.example LMTP",))
+        )
+        self.assertEqual(
+            replies.greeting("mx.example", "hello", False),
+            Reply(220, None, ("mx.example ESMTP hello",)),
+        )
+        self.assertEqual(
+            replies.closing("other.example"),
+            Reply(221, "2.0.0", ("other.example Closing connection",)),
+        )
+        self.assertEqual(replies.helo("b"), Reply(250, None, ("b",)))
+        self.assertEqual(replies.ehlo("mx.example", "a", ("DSN",)), Reply(250, None, ("a", "DSN")))
+        self.assertEqual(
+            replies.ehlo("mx.example", "a", ("DSN", "SMTPUTF8")),
+            Reply(250, None, ("a", "DSN", "SMTPUTF8")),
+        )
+
+
 class FormatReplyTests(SynchronousTestCase):
     """
     Tests for L{formatReply}.

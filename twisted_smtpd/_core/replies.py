@@ -11,6 +11,8 @@ C{enhanced=None}.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from attrs import frozen
 
 from twisted_smtpd._core.printable import CONTROL, printable
@@ -99,6 +101,13 @@ def formatReply(r: Reply, enhancedCodes: bool) -> bytes:
 # The catalogue.  Texts are plain and standard.
 
 
+# The replies below are made for every session from a few texts: each is
+# made once and the same object returned, so that the protocol's cache of
+# encoded replies finds it by identity, without comparing texts.  The
+# caches are bounded (a greeting text holds the client's name).
+
+
+@lru_cache(maxsize=64)
 def greeting(name: str, banner: str | None, lmtp: bool) -> Reply:
     """
     The 220 greeting (RFC 5321 section 4.3.1).
@@ -108,6 +117,7 @@ def greeting(name: str, banner: str | None, lmtp: bool) -> Reply:
     return Reply(220, None, (text,))
 
 
+@lru_cache(maxsize=64)
 def closing(name: str) -> Reply:
     """
     The 221 reply to QUIT.
@@ -115,6 +125,7 @@ def closing(name: str) -> Reply:
     return Reply(221, "2.0.0", (f"{name} Closing connection",))
 
 
+@lru_cache(maxsize=256)
 def ehlo(name: str, greetingText: str, extensions: tuple[str, ...]) -> Reply:
     """
     The 250 reply to EHLO or LHLO, listing the extensions.
@@ -123,6 +134,7 @@ def ehlo(name: str, greetingText: str, extensions: tuple[str, ...]) -> Reply:
     return Reply(250, None, (greetingText, *extensions))
 
 
+@lru_cache(maxsize=256)
 def helo(greetingText: str) -> Reply:
     """
     The 250 reply to HELO.
