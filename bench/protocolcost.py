@@ -74,27 +74,11 @@ PEER = ("127.0.0.1", 40000)
 HOST = ("127.0.0.1", 25)
 
 
-class _RunningReactor:
-    """
-    What the buffered log writer asks: a running reactor whose timer never
-    fires, so the writer writes whenever its buffer fills.
-    """
-
-    running = True
-
-    def callLater(self, delay: float, f: Any, *args: Any) -> Any:
-        return _Call()
-
-
-class _Call:
-    def active(self) -> bool:
-        return False
-
-    def cancel(self) -> None:
-        pass
-
-
 def _oursFactory(quiet: bool, logDirectory: str) -> Any:
+    # In the child only, which has twisted-smtpd on its path: a reactor
+    # whose timer never fires, so the writer writes whenever its buffer
+    # fills.
+    from logcost import _RunningReactor
     from twisted.internet.task import Clock
 
     from twisted_smtpd._serving.logging import SessionLogger
@@ -114,48 +98,13 @@ def _oursFactory(quiet: bool, logDirectory: str) -> Any:
 
 
 def _twistedMailFactory() -> Any:
-    from twisted.internet import defer
+    # The sink the side-by-side benchmark runs, with logging off as there.
     from twisted.logger import globalLogBeginner
-    from twisted.mail import smtp
-    from zope.interface import implementer
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers"))
+    from twisted_mail_sink import Factory
 
     globalLogBeginner.beginLoggingTo([lambda event: None], redirectStandardIO=False)
-
-    @implementer(smtp.IMessage)
-    class Discard:
-        def lineReceived(self, line: bytes) -> None:
-            pass
-
-        def eomReceived(self) -> Any:
-            return defer.succeed(None)
-
-        def connectionLost(self) -> None:
-            pass
-
-    @implementer(smtp.IMessageDelivery)
-    class Delivery:
-        def receivedHeader(self, helo: Any, origin: Any, recipients: Any) -> None:
-            return None
-
-        def validateFrom(self, helo: Any, origin: Any) -> Any:
-            return origin
-
-        def validateTo(self, user: Any) -> Any:
-            return Discard
-
-    class Protocol(smtp.ESMTP):
-        noisy = False
-
-    class Factory(smtp.SMTPFactory):
-        protocol = Protocol
-        domain = b"localhost"
-        noisy = False
-
-        def buildProtocol(self, addr: Any) -> Any:
-            p = smtp.SMTPFactory.buildProtocol(self, addr)
-            p.delivery = Delivery()
-            return p
-
     return Factory()
 
 
