@@ -104,7 +104,8 @@ def formatReply(r: Reply, enhancedCodes: bool) -> bytes:
 # The replies below are made for every session from a few texts: each is
 # made once and the same object returned, so that the protocol's cache of
 # encoded replies finds it by identity, without comparing texts.  The
-# caches are bounded (a greeting text holds the client's name).
+# caches are bounded: the text of a HELO or EHLO reply holds the client's
+# name, of which there are as many as clients.
 
 
 @lru_cache(maxsize=64)
