@@ -272,8 +272,16 @@ class FlagTests(SynchronousTestCase):
         from tests.test_tap import parse
 
         saved = sys.modules.get("prometheus_client")
+
+        def restore() -> None:
+            # Not imported before: the next import must find it again.
+            if saved is None:
+                del sys.modules["prometheus_client"]
+            else:
+                sys.modules["prometheus_client"] = saved
+
         sys.modules["prometheus_client"] = None  # type: ignore[assignment]
-        self.addCleanup(sys.modules.__setitem__, "prometheus_client", saved)
+        self.addCleanup(restore)
         e = self.assertRaises(usage.UsageError, parse, "--sink", "--metrics", "tcp:9101")
         self.assertEqual(
             str(e),
