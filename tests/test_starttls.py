@@ -9,7 +9,8 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import EventLoggingObserver, StringTransport
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests import replies
@@ -162,6 +163,33 @@ class StartTLSTests(SynchronousTestCase):
         self.assertNotIn(b"STARTTLS", take(transport))
         proto.dataReceived(b"STARTTLS\r\n")
         self.assertEqual(take(transport), replies.NOT_IMPLEMENTED)
+
+    def test_tlsUnavailable(self) -> None:
+        """
+        When the TLS configuration cannot be made at the first STARTTLS (the
+        self-signed certificate is made then), the client gets 454 and
+        stays in plaintext, and the cause is logged.
+        """
+
+        class Broken:
+            def contextFactory(self) -> object:
+                raise ValueError("cannot make the self-signed certificate")
+
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        proto, transport = connect()
+        proto.factory._tls = Broken()  # type: ignore[assignment]
+        proto.dataReceived(b"EHLO c\r\nSTARTTLS\r\n")
+        out = take(transport)
+        self.assertTrue(
+            out.endswith(b"454 4.7.0 TLS not available due to temporary reason\r\n"), out
+        )
+        self.assertEqual(transport.tlsStarted, [])
+        self.assertFalse(transport.disconnecting)
+        proto.dataReceived(b"NOOP\r\n")
+        self.assertEqual(take(transport), replies.OK)
+        errors = [e for e in events if e["log_level"] == LogLevel.error]
+        self.assertEqual(len(errors), 1)
+        self.assertIn("cannot make the self-signed certificate", formatEvent(errors[0]))
 
     def test_onSecureRefuses(self) -> None:
         """

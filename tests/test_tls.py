@@ -15,6 +15,7 @@ import shutil
 from attrs import frozen
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from twisted.internet.interfaces import (
     IHandshakeListener,
@@ -578,6 +579,97 @@ class SelfSignedTests(SynchronousTestCase):
         warnings = [e for e in events if e["log_level"] == LogLevel.warn]
         self.assertEqual(len(warnings), 1)
         self.assertEqual(warnings[0]["hostname"], "mx.example.net")
+
+    def test_internationalisedName(self) -> None:
+        """
+        A host name with non-ASCII labels is put in the certificate as
+        A-labels (RFC 5280 section 7.2); the common name keeps it as it is.
+        """
+        certificatePEM, _ = selfSignedCertificate("mx.bücher.example")
+        certificate = x509.load_pem_x509_certificate(certificatePEM)
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        self.assertEqual(
+            names.value.get_values_for_type(x509.DNSName), ["mx.xn--bcher-kva.example"]
+        )
+        self.assertEqual(
+            certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value,
+            "mx.bücher.example",
+        )
+
+    def test_unencodableName(self) -> None:
+        """
+        A host name IDNA cannot encode (a label longer than 63 characters)
+        still gets a certificate.
+        """
+        certificatePEM, _ = selfSignedCertificate("a" * 64 + ".example")
+        certificate = x509.load_pem_x509_certificate(certificatePEM)
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        self.assertEqual(names.value.get_values_for_type(x509.DNSName), ["twisted-smtpd"])
+
+    def test_madeOnFirstUse(self) -> None:
+        """
+        With no file to read, the self-signed certificate and the contexts
+        are made at their first use, not when L{ServerTLS} is built; the
+        warning is logged at once, and L{ServerTLS.whenMade} observers are
+        told once.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        made = self.recordSelfSigned()
+        tls = ServerTLS(None, hostname="mx.example.net")
+        told: list[dict[str, x509.Certificate]] = []
+        tls.whenMade(lambda: told.append(tls.certificates()))
+        self.assertEqual(made, [])
+        self.assertEqual(tls.certificates(), {})
+        self.assertEqual(len([e for e in events if e["log_level"] == LogLevel.warn]), 1)
+        tls.reload()
+        self.assertEqual((made, told), ([], []))
+        result = handshake(tls.contextFactory())
+        self.assertTrue(result.server.handshakeDone)
+        self.assertEqual(made, ["mx.example.net"])
+        self.assertEqual(told, [{"": result.serverCertificate}])
+        self.assertEqual(tls.certificates(), {"": result.serverCertificate})
+        handshake(tls.contextFactory())
+        self.assertEqual((len(made), len(told)), (1, 1))
+
+    def recordSelfSigned(self) -> list[str]:
+        """
+        Record the host names L{selfSignedCertificate} is called with.
+        """
+        from twisted_smtpd._serving import tls as module
+
+        made: list[str] = []
+
+        def recording(hostname: str = "localhost") -> tuple[bytes, bytes]:
+            made.append(hostname)
+            return selfSignedCertificate(hostname)
+
+        self.patch(module, "selfSignedCertificate", recording)
+        return made
+
+    def test_madeAtStartWithFiles(self) -> None:
+        """
+        With SNI certificates configured beside the self-signed default,
+        everything is read and made when L{ServerTLS} is built, so that a
+        bad file is reported at start; C{whenMade} observers are never
+        told.
+        """
+        made = self.recordSelfSigned()
+        ca = CertificateAuthority(self.mktemp())
+        named = ca.server("mail.example.com")
+        tls = ServerTLS(
+            None,
+            hostname="mx.example.net",
+            sniOptions={"mail.example.com": (named.certificatePath, named.keyPath)},
+        )
+        self.assertEqual(made, ["mx.example.net"])
+        self.assertEqual(set(tls.certificates()), {"", "mail.example.com"})
+        told: list[object] = []
+        tls.whenMade(lambda: told.append(None))
+        handshake(tls.contextFactory())
+        self.assertEqual((made, told), (["mx.example.net"], []))
+        self.assertRaises(
+            ValueError, ServerTLS, None, sniOptions={"a.example": ("/nonexistent", None)}
+        )
 
     def test_fallbackKeptOnReload(self) -> None:
         """

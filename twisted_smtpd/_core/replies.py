@@ -217,6 +217,7 @@ AUTH_INITIAL_RESPONSE_NOT_ALLOWED = reply(501, "5.5.4", "Error: initial response
 XOAUTH2_FAILURE_DONE = reply(535, "5.7.8", "Error: authentication credentials invalid")
 READY_FOR_TLS = reply(220, "2.0.0", "Ready to start TLS")
 ALREADY_SECURE = reply(503, "5.5.1", "Error: TLS already active")
+TLS_UNAVAILABLE = reply(454, "4.7.0", "TLS not available due to temporary reason")
 TOO_MANY_UNAUTHENTICATED = reply(421, "4.7.0", "Error: too many unauthenticated commands")
 AUTH_OK = reply(235, "2.7.0", "Authentication successful")
 AUTH_FAILED = reply(535, "5.7.8", "Error: authentication credentials invalid")

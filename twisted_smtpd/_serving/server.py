@@ -422,15 +422,15 @@ class SMTPServer(MultiService):
 
     def startService(self) -> None:
         """
-        Make the TLS configuration (the self-signed fallback, with its
-        warning, when no certificate is configured), then start listening.
+        Read the TLS configuration (the self-signed fallback is announced
+        with a warning now and made at its first use), then start listening.
         """
         self._prepareTLS()
         super().startService()
 
     def _prepareTLS(self) -> None:
         if self.factory.startTLSAvailable:
-            self.factory.tls  # noqa: B018 - built now, not at the first STARTTLS
+            self.factory.tls  # noqa: B018 - files read now, not at the first STARTTLS
 
     def listen(self, description: str) -> Deferred[IListeningPort]:
         """

@@ -56,7 +56,11 @@ def selfSignedCertificate(hostname: str = "localhost") -> tuple[bytes, bytes]:
     try:
         alternative = x509.IPAddress(ipaddress.ip_address(hostname))
     except ValueError:
-        alternative = x509.DNSName(hostname)
+        try:
+            # Certificates carry A-labels (RFC 5280 section 7.2).
+            alternative = x509.DNSName(hostname.encode("idna").decode("ascii"))
+        except UnicodeError:
+            alternative = x509.DNSName(commonName if commonName.isascii() else "twisted-smtpd")
     now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
@@ -309,8 +313,15 @@ class ServerTLS:
     ticket keys are made afresh, in memory only, with each L{reload}, which
     ends resumption of every earlier session.
 
+    Without a certificate, a self-signed one is served; when no other file
+    is configured either (no SNI certificates, no CAs for client
+    certificates), it and the contexts are made on first use (the first
+    STARTTLS, or an implicit TLS listener starting), so that a server no
+    client asks for TLS never loads OpenSSL's certificate and key code
+    (about 1.8 MiB).
+
     @ivar selfSigned: Whether no certificate was configured, so a self-signed
-        one made at start is served.
+        one is served.
     """
 
     _log = Logger()
@@ -365,8 +376,10 @@ class ServerTLS:
         self._sniOptions = dict(sniOptions)
         self._requestCert = requestCert
         self._rejectUnauthorized = rejectUnauthorized
+        self._hostname = hostname
         self.selfSigned = certificate is None
         self._selfSignedPEM: tuple[bytes, bytes] | None = None
+        self._madeObservers: list[Callable[[], object]] = []
         # At most 32 bytes (SSL_MAX_SID_CTX_LENGTH).
         self._sessionContext = os.urandom(16).hex().encode("ascii")
         if certificate is None:
@@ -375,11 +388,46 @@ class ServerTLS:
                 "{hostname}; clients that verify certificates will refuse it",
                 hostname=hostname,
             )
-            self._selfSignedPEM = selfSignedCertificate(hostname)
-        self._generation = self._build()
+        self._generation: _Generation | None = None
+        if not self._onFirstUse():
+            self._generation = self._build()
+
+    def _onFirstUse(self) -> bool:
+        """
+        Whether the contexts wait for their first use: there is no file to
+        read, whose errors must be reported at start.
+        """
+        return (
+            self.selfSigned
+            and not self._sniOptions
+            and not (self._requestCert and self._caPath is not None)
+        )
+
+    def _current(self) -> _Generation:
+        """
+        The contexts in use, made now if they waited for their first use.
+
+        @raise ValueError: The self-signed certificate cannot be used.
+        """
+        generation = self._generation
+        if generation is None:
+            generation = self._generation = self._build()
+            for observer in self._madeObservers:
+                observer()
+        return generation
+
+    def whenMade(self, observer: Callable[[], object]) -> None:
+        """
+        Call C{observer} when the contexts that wait for their first use
+        (see the class description) are made; never when they were made at
+        start.  It reads the new certificate with L{certificates}.
+        """
+        self._madeObservers.append(observer)
 
     def _build(self) -> _Generation:
-        if self._selfSignedPEM is not None:
+        if self.selfSigned:
+            if self._selfSignedPEM is None:
+                self._selfSignedPEM = selfSignedCertificate(self._hostname)
             certificatePEM, keyPEM = self._selfSignedPEM
             default = _parseCredentials(certificatePEM, keyPEM, "(self-signed)", "(self-signed)")
         else:
@@ -438,7 +486,8 @@ class ServerTLS:
         @raise ValueError: When a file is missing or unusable; the previous
             configuration stays in use.
         """
-        self._generation = self._build()
+        if self._generation is not None or not self._onFirstUse():
+            self._generation = self._build()
         if self._dynamic is not None:
             self._dynamic.clear()
         self._log.info("TLS certificates reloaded")
@@ -446,23 +495,30 @@ class ServerTLS:
     def certificates(self) -> dict[str, x509.Certificate]:
         """
         The leaf certificates in use: C{""} for the default one, then one
-        per C{sniOptions} name.
+        per C{sniOptions} name; none while the self-signed certificate waits
+        for its first use.
         """
+        if self._generation is None:
+            return {}
         return dict(self._generation.certificates)
 
     def contextFactory(self) -> ServerTLS:
         """
         What to give C{transport.startTLS} or a TLS listener: this object,
         which always uses the configuration of the last successful
-        L{reload}.
+        L{reload}.  The contexts are made now if they waited for their
+        first use.
+
+        @raise ValueError: The self-signed certificate cannot be used.
         """
+        self._current()
         return self
 
     def serverConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
         """
         A new server-side TLS connection (L{IOpenSSLServerConnectionCreator}).
         """
-        generation = self._generation
+        generation = self._current()
         connection = SSL.Connection(generation.default, None)
         generation.track(connection)
         return connection
@@ -472,7 +528,7 @@ class ServerTLS:
         The current default context (L{IOpenSSLContextFactory}), for APIs that
         still ask for one.
         """
-        return self._generation.default
+        return self._current().default
 
 
 def _connection(transport: object) -> SSL.Connection | None:

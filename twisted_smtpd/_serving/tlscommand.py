@@ -31,7 +31,13 @@ def startTLS(p: SessionControl, argument: bytes) -> None:
     if factory is None or not factory.startTLSAvailable:
         p.fail(catalogue.NOT_IMPLEMENTED)
         return
-    contextFactory = factory.tls.contextFactory()
+    try:
+        contextFactory = factory.tls.contextFactory()
+    except ValueError as e:
+        # The self-signed certificate, made at the first STARTTLS, failed.
+        p.log.error("STARTTLS refused: the TLS configuration failed: {error}", error=str(e))
+        p.fail(catalogue.TLS_UNAVAILABLE)
+        return
     p.reply(catalogue.READY_FOR_TLS)
     p.beginTLS(contextFactory)
 

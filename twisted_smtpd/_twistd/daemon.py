@@ -113,7 +113,16 @@ class SMTPDaemon(SMTPServer):
         metrics = getattr(self, "metrics", None)
         if metrics is not None:
             metrics.certificates(self)
+        if self.factory.startTLSAvailable:
+            # The self-signed certificate, made at its first use.
+            self.factory.tls.whenMade(self._certificatesChanged)
         self._previousHandler = signal.signal(signal.SIGHUP, self._hangup)
+
+    def _certificatesChanged(self) -> None:
+        logCertificates(self)
+        metrics = getattr(self, "metrics", None)
+        if metrics is not None:
+            metrics.certificates(self)
 
     def stopService(self) -> Any:
         """
@@ -143,10 +152,7 @@ class SMTPDaemon(SMTPServer):
                 self.factory.tls  # noqa: B018 -- read them now if not yet used
             self.reloadCertificates()
             if self.factory.startTLSAvailable:
-                logCertificates(self)
-                metrics = getattr(self, "metrics", None)
-                if metrics is not None:
-                    metrics.certificates(self)
+                self._certificatesChanged()
         except ValueError as e:
             self._log.error(
                 "Reloading TLS certificates failed, the old ones stay in use: {error}",
