@@ -11,9 +11,11 @@ unprivileged processes run as the users the Debian packages create
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -56,21 +58,33 @@ def waitUntil(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 def waitForExit(pidFile: Path, name: str) -> None:
     """
-    Wait until the process whose id is in C{pidFile} has exited.
+    Wait until the daemon whose id is in C{pidFile} has exited, then kill
+    what is left of its process group (children that have not yet noticed).
+
+    A daemon's parent is init, which may take a second or more to reap it:
+    a zombie has exited.
     """
     try:
         pid = int(pidFile.read_text().strip())
     except (OSError, ValueError):
         return
+    zombie = False
 
     def gone() -> bool:
+        nonlocal zombie
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except FileNotFoundError:
             return True
-        return False
+        zombie = stat[stat.rindex(b")") + 2 :].startswith(b"Z")
+        return zombie
 
     waitUntil(gone, STOP_TIMEOUT, f"{name} to stop")
+    if zombie:
+        # Not yet reaped, so the group is still the daemon's.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 def shortDirectory(prefix: str) -> Path:
