@@ -391,19 +391,19 @@ service lmtp {{
 
     def stop(self) -> None:
         """
-        Stop it.
+        Kill it with all its processes: nothing it holds matters any more,
+        and its orderly stop takes over a second (6 s on a SIGTERM of our own).
         """
         if self._started:
             self._started = False
-            dovecot = shutil.which("dovecot") or "dovecot"
-            subprocess.run(
-                [dovecot, "-c", str(self.config), "stop"],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=STOP_TIMEOUT,
-            )
-            waitForExit(self.directory / "run" / "master.pid", "dovecot")
+            pidFile = self.directory / "run" / "master.pid"
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(pidFile.read_text().strip())
+                # The master leads the group of its processes; never
+                # another group, should the pid have been reused.
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "dovecot":
+                    os.killpg(pid, signal.SIGKILL)
+            waitForExit(pidFile, "dovecot")
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def mailbox(self, user: str) -> list[bytes]:
