@@ -20,6 +20,7 @@ from tests.integration.helpers import (
     SENDER,
     ServerTestCase,
     requireProgram,
+    unverifiedContext,
 )
 
 FILTER = PROJECT / "docs" / "fail2ban" / "twisted-smtpd.conf"
@@ -162,8 +163,6 @@ class StartupTests(ServerTestCase):
         "starting on" lines.  The certificate's own line (subject and
         expiry) comes when it is made, at the first STARTTLS.
         """
-        import ssl
-
         directory = tempfile.mkdtemp(prefix="smtpd-")
         self.addCleanup(shutil.rmtree, directory, True)
         socketPath = os.path.join(directory, "s.sock")
@@ -179,11 +178,8 @@ class StartupTests(ServerTestCase):
         client.quit()
         self.server.waitForLog(" close")
         beforeTLS = self.server.output
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
         client = self.smtp()
-        client.starttls(context=context)
+        client.starttls(context=unverifiedContext())
         client.quit()
         self.server.waitForLog(" close", count=2)
         self.stopServer()
@@ -226,18 +222,13 @@ class TLSLogTests(ServerTestCase):
         import ssl
 
         self.startServer("--sink", "--tls-min-version", "1.3", maildir=False)
-        old = ssl.create_default_context()
-        old.check_hostname = False
-        old.verify_mode = ssl.CERT_NONE
+        old = unverifiedContext()
         old.maximum_version = ssl.TLSVersion.TLSv1_2
         client = self.smtp()
         with self.assertRaises(ssl.SSLError):
             client.starttls(context=old)
-        new = ssl.create_default_context()
-        new.check_hostname = False
-        new.verify_mode = ssl.CERT_NONE
         client = self.smtp()
-        client.starttls(context=new)
+        client.starttls(context=unverifiedContext())
         client.ehlo()
         client.quit()
         self.server.waitForLog(" close", count=2)

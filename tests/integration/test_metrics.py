@@ -7,7 +7,6 @@ C{/healthz}.
 
 from __future__ import annotations
 
-import ssl
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +21,7 @@ from tests.integration.helpers import (
     ServerTestCase,
     freePort,
     message,
+    unverifiedContext,
 )
 
 
@@ -125,11 +125,8 @@ class MetricsTests(ServerTestCase):
         # The self-signed certificate is made at the first STARTTLS.
         expiry = ("smtpd_certificate_expiry_timestamp_seconds", (("servername", ""),))
         self.assertNotIn(expiry, found)
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
         client = self.smtp(self.server.port)
-        client.starttls(context=context)
+        client.starttls(context=unverifiedContext())
         client.quit()
         found = samples(scrape(metricsPort)[1])
         self.assertLess(abs(found[expiry] - (time.time() + 365 * 86400)), 2 * 3600)
