@@ -598,13 +598,51 @@ class SelfSignedTests(SynchronousTestCase):
 
     def test_unencodableName(self) -> None:
         """
-        A host name IDNA cannot encode (a label longer than 63 characters)
-        still gets a certificate.
+        Any name gives a certificate: one IDNA cannot encode (a control
+        character here) keeps its common name and gets the subject
+        alternative name C{twisted-smtpd}; one that is not even UTF-8 gets
+        that common name too.
         """
-        certificatePEM, _ = selfSignedCertificate("a" * 64 + ".example")
-        certificate = x509.load_pem_x509_certificate(certificatePEM)
-        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        self.assertEqual(names.value.get_values_for_type(x509.DNSName), ["twisted-smtpd"])
+        for hostname, commonName in [
+            ("mx.\u0080.example", "mx.\u0080.example"),
+            ("a" * 64, "a" * 64),
+            ("\udcffmx", "twisted-smtpd"),
+        ]:
+            certificate = x509.load_pem_x509_certificate(selfSignedCertificate(hostname)[0])
+            names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            self.assertEqual(names.value.get_values_for_type(x509.DNSName), ["twisted-smtpd"])
+            self.assertEqual(
+                certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value,
+                commonName,
+            )
+
+    def test_addressLiteral(self) -> None:
+        """
+        An address literal (C{--hostname [192.0.2.1]}) becomes an IP address
+        subject alternative name, not a DNS name with brackets.
+        """
+        for hostname, address in [
+            ("[192.0.2.1]", "192.0.2.1"),
+            ("[IPv6:2001:db8::1]", "2001:db8::1"),
+        ]:
+            certificate = x509.load_pem_x509_certificate(selfSignedCertificate(hostname)[0])
+            names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            self.assertEqual(
+                names.value.get_values_for_type(x509.IPAddress), [ipaddress.ip_address(address)]
+            )
+            self.assertEqual(names.value.get_values_for_type(x509.DNSName), [])
+
+    def test_failingObserver(self) -> None:
+        """
+        An observer of L{ServerTLS.whenMade} that fails is logged; the
+        handshake that made the contexts goes on.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        tls = ServerTLS(None)
+        tls.whenMade(lambda: 1 / 0)
+        self.assertTrue(handshake(tls.contextFactory()).server.handshakeDone)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(len([e for e in events if "log_failure" in e]), 1)
 
     def test_madeOnFirstUse(self) -> None:
         """

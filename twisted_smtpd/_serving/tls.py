@@ -41,26 +41,49 @@ _PRIVATE_KEY_TYPES = (
 )
 
 
+def _subjectAlternativeName(hostname: str) -> x509.GeneralName:
+    """
+    The name a self-signed certificate for C{hostname} is for: an IP
+    address for an address or an address literal (C{[192.0.2.1]},
+    C{[IPv6:2001:db8::1]}), else a DNS name in A-labels (RFC 5280 section
+    7.2), else, when IDNA cannot encode it, C{twisted-smtpd}.
+    """
+    literal = hostname
+    if literal.startswith("[") and literal.endswith("]"):
+        literal = literal[1:-1]
+        if literal[:5].lower() == "ipv6:":
+            literal = literal[5:]
+    try:
+        return x509.IPAddress(ipaddress.ip_address(literal))
+    except ValueError:
+        pass
+    try:
+        return x509.DNSName(hostname.encode("idna").decode("ascii"))
+    except UnicodeError:
+        return x509.DNSName("twisted-smtpd")
+
+
 def selfSignedCertificate(hostname: str = "localhost") -> tuple[bytes, bytes]:
     """
     Make a self-signed server certificate: an EC P-256 key, the subject
-    alternative name C{hostname} (a DNS name, or an IP address), valid for a
-    year from an hour ago.
+    alternative name C{hostname} (a DNS name, or an IP address, see
+    L{_subjectAlternativeName}), valid for a year from an hour ago.  Any
+    name gives a certificate: one that cannot be its common name (empty,
+    longer than 64 characters, not encodable as UTF-8) gives the common
+    name C{twisted-smtpd}.
 
     @return: The certificate and the unencrypted PKCS#8 private key, both PEM.
     """
     key = ec.generate_private_key(ec.SECP256R1())
-    commonName = hostname if 0 < len(hostname) <= 64 else "twisted-smtpd"
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, commonName)])
-    alternative: x509.GeneralName
+    commonName = hostname
     try:
-        alternative = x509.IPAddress(ipaddress.ip_address(hostname))
-    except ValueError:
-        try:
-            # Certificates carry A-labels (RFC 5280 section 7.2).
-            alternative = x509.DNSName(hostname.encode("idna").decode("ascii"))
-        except UnicodeError:
-            alternative = x509.DNSName(commonName if commonName.isascii() else "twisted-smtpd")
+        hostname.encode("utf-8")
+    except UnicodeError:
+        commonName = ""
+    if not 0 < len(commonName) <= 64:
+        commonName = "twisted-smtpd"
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, commonName)])
+    alternative = _subjectAlternativeName(hostname)
     now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
@@ -413,7 +436,11 @@ class ServerTLS:
         if generation is None:
             generation = self._generation = self._build()
             for observer in self._madeObservers:
-                observer()
+                try:
+                    observer()
+                except Exception:
+                    # The contexts are made: TLS goes on without it.
+                    self._log.failure("Telling of the self-signed certificate failed")
         return generation
 
     def whenMade(self, observer: Callable[[], object]) -> None:
