@@ -24,6 +24,7 @@ from twisted_smtpd._serving.server import SMTPServerFactory
 
 READY = b"220 2.0.0 Ready to start TLS\r\n"
 ALREADY_SECURE = b"503 5.5.1 Error: TLS already active\r\n"
+UNAVAILABLE = b"454 4.7.0 TLS not available due to temporary reason\r\n"
 
 
 class TLSStringTransport(StringTransport):
@@ -180,9 +181,7 @@ class StartTLSTests(SynchronousTestCase):
         proto.factory._tls = Broken()  # type: ignore[assignment]
         proto.dataReceived(b"EHLO c\r\nSTARTTLS\r\n")
         out = take(transport)
-        self.assertTrue(
-            out.endswith(b"454 4.7.0 TLS not available due to temporary reason\r\n"), out
-        )
+        self.assertTrue(out.endswith(UNAVAILABLE), out)
         self.assertEqual(transport.tlsStarted, [])
         self.assertFalse(transport.disconnecting)
         proto.dataReceived(b"NOOP\r\n")
@@ -190,6 +189,37 @@ class StartTLSTests(SynchronousTestCase):
         errors = [e for e in events if e["log_level"] == LogLevel.error]
         self.assertEqual(len(errors), 1)
         self.assertIn("cannot make the self-signed certificate", formatEvent(errors[0]))
+
+    def test_selfSignedCertificateFails(self) -> None:
+        """
+        The same through the real TLS configuration: making the self-signed
+        certificate at the first STARTTLS fails, the client gets 454, and
+        the next STARTTLS tries again.
+        """
+        from twisted_smtpd._serving import tls
+
+        real = tls.selfSignedCertificate
+
+        def failing(hostname: str = "localhost") -> tuple[bytes, bytes]:
+            raise ValueError("no certificate today")
+
+        self.patch(tls, "selfSignedCertificate", failing)
+        factory = SMTPServerFactory(
+            RecordingHandler(),
+            ServerOptions(name="mx.example.com", disableReverseLookup=True),
+            reactor=Clock(),
+        )
+        proto = factory.buildProtocol(None)
+        transport = TLSStringTransport(peerAddress=_ipv4(*PEER))
+        proto.makeConnection(transport)
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\nSTARTTLS\r\n")
+        self.assertTrue(take(transport).endswith(UNAVAILABLE))
+        self.assertEqual(transport.tlsStarted, [])
+        self.patch(tls, "selfSignedCertificate", real)
+        proto.dataReceived(b"STARTTLS\r\n")
+        self.assertEqual(take(transport), READY)
+        self.assertEqual(transport.tlsStarted, [factory.tls])
 
     def test_onSecureRefuses(self) -> None:
         """
