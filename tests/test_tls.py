@@ -36,12 +36,8 @@ from zope.interface.verify import verifyObject
 
 from tests.certs import CertificateAuthority, IssuedCertificate, TLSClient
 from twisted_smtpd._core.session import TLSInfo
-from twisted_smtpd._serving.tls import (
-    ServerTLS,
-    peerCertificateVerified,
-    selfSignedCertificate,
-    tlsInfo,
-)
+from twisted_smtpd._serving.selfsigned import selfSignedCertificate
+from twisted_smtpd._serving.tls import ServerTLS, peerCertificateVerified, tlsInfo
 
 
 @implementer(IHandshakeListener)

@@ -10,8 +10,6 @@ finished handshake settled.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,9 +18,8 @@ from weakref import WeakKeyDictionary
 from attrs import define, frozen
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL, crypto
 from twisted.internet.interfaces import IOpenSSLContextFactory, IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
@@ -30,6 +27,7 @@ from zope.interface import implementer
 
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.session import TLSInfo
+from twisted_smtpd._serving.selfsigned import selfSignedCertificate
 from twisted_smtpd._serving.sni import DynamicSNI, TLSPolicy
 
 _PRIVATE_KEY_TYPES = (
@@ -39,73 +37,6 @@ _PRIVATE_KEY_TYPES = (
     ed25519.Ed25519PrivateKey,
     ed448.Ed448PrivateKey,
 )
-
-
-def _subjectAlternativeName(hostname: str) -> x509.GeneralName:
-    """
-    The name a self-signed certificate for C{hostname} is for: an IP
-    address for an address or an address literal (C{[192.0.2.1]},
-    C{[IPv6:2001:db8::1]}), else a DNS name in A-labels (RFC 5280 section
-    7.2), else, when IDNA cannot encode it, C{twisted-smtpd}.
-    """
-    literal = hostname
-    if literal.startswith("[") and literal.endswith("]"):
-        literal = literal[1:-1]
-        if literal[:5].lower() == "ipv6:":
-            literal = literal[5:]
-    try:
-        return x509.IPAddress(ipaddress.ip_address(literal))
-    except ValueError:
-        pass
-    try:
-        return x509.DNSName(hostname.encode("idna").decode("ascii"))
-    except UnicodeError:
-        return x509.DNSName("twisted-smtpd")
-
-
-def selfSignedCertificate(hostname: str = "localhost") -> tuple[bytes, bytes]:
-    """
-    Make a self-signed server certificate: an EC P-256 key, the subject
-    alternative name C{hostname} (a DNS name, or an IP address, see
-    L{_subjectAlternativeName}), valid for a year from an hour ago.  Any
-    name gives a certificate: one that cannot be its common name (empty,
-    longer than 64 characters, not encodable as UTF-8) gives the common
-    name C{twisted-smtpd}.
-
-    @return: The certificate and the unencrypted PKCS#8 private key, both PEM.
-    """
-    key = ec.generate_private_key(ec.SECP256R1())
-    commonName = hostname
-    try:
-        hostname.encode("utf-8")
-    except UnicodeError:
-        commonName = ""
-    if not 0 < len(commonName) <= 64:
-        commonName = "twisted-smtpd"
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, commonName)])
-    alternative = _subjectAlternativeName(hostname)
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.SubjectAlternativeName([alternative]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return (
-        certificate.public_bytes(serialization.Encoding.PEM),
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
 
 
 @frozen

@@ -25,7 +25,7 @@ from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
-from twisted_smtpd._serving.tls import selfSignedCertificate
+from twisted_smtpd._serving.selfsigned import selfSignedCertificate
 
 
 def _writePrivate(path: str, data: bytes) -> None:
