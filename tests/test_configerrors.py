@@ -33,7 +33,18 @@ class HostnameTests(SynchronousTestCase):
         Spaces, empty labels, bad characters, overlong labels and bad
         literals are refused, naming the flag.
         """
-        for name in ["two words", "", "a..b", "-a.example", "a_b.example", "x" * 64, "[1.2.3]"]:
+        for name in [
+            "two words",
+            "",
+            "a..b",
+            "-a.example",
+            "a_b.example",
+            "x" * 64,
+            "[1.2.3]",
+            # RFC 5321 section 4.1.3: IPv6 only with its tag, IPv4 without.
+            "[2001:db8::1]",
+            "[IPv6:192.0.2.1]",
+        ]:
             e = self.assertRaises(usage.UsageError, parse, "--sink", "--hostname", name)
             self.assertIn(f"--hostname {name!r}", str(e))
 

@@ -383,19 +383,32 @@ def _mailbox(match: re.Match[str], badSyntax: Reply) -> str:
     return local + "@" + domain
 
 
+def literalAddress(domain: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """
+    The IP address an address literal names (RFC 5321 section 4.1.3):
+    C{[192.0.2.1]}, C{[IPv6:2001:db8::1]}; C{None} for a domain name, a
+    general address literal, or a literal that is no valid address.
+    """
+    if not (domain.startswith("[") and domain.endswith("]")):
+        return None
+    return _literalAddress(domain[1:-1])
+
+
+def _literalAddress(literal: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        if literal[:5].upper() == "IPV6:":
+            return ipaddress.IPv6Address(literal[5:])
+        return ipaddress.IPv4Address(literal)
+    except ValueError:
+        return None
+
+
 def _validLiteral(literal: str) -> bool:
     """
     Whether C{literal} (without brackets) is an IPv4 address or C{IPv6:}
     followed by an IPv6 address (RFC 5321 section 4.1.3).
     """
-    try:
-        if literal[:5].upper() == "IPV6:":
-            ipaddress.IPv6Address(literal[5:])
-        else:
-            ipaddress.IPv4Address(literal)
-    except ValueError:
-        return False
-    return True
+    return _literalAddress(literal) is not None
 
 
 def _parseParameters(text: str) -> dict[str, str | bool]:

@@ -5,6 +5,7 @@ The self-signed certificate a server serves when none is configured.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 
@@ -13,23 +14,22 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from twisted_smtpd._core.address import literalAddress
+
 
 def _subjectAlternativeName(hostname: str) -> x509.GeneralName:
     """
     The name a self-signed certificate for C{hostname} is for: an IP
     address for an address or an address literal (C{[192.0.2.1]},
-    C{[IPv6:2001:db8::1]}), else a DNS name in A-labels (RFC 5280 section
+    C{[IPv6:2001:db8::1]}, L{literalAddress}), else a DNS name in A-labels (RFC 5280 section
     7.2), else, when IDNA cannot encode it, C{twisted-smtpd}.
     """
-    literal = hostname
-    if literal.startswith("[") and literal.endswith("]"):
-        literal = literal[1:-1]
-        if literal[:5].lower() == "ipv6:":
-            literal = literal[5:]
-    try:
-        return x509.IPAddress(ipaddress.ip_address(literal))
-    except ValueError:
-        pass
+    address = literalAddress(hostname)
+    if address is None:
+        with contextlib.suppress(ValueError):
+            address = ipaddress.ip_address(hostname)
+    if address is not None:
+        return x509.IPAddress(address)
     try:
         return x509.DNSName(hostname.encode("idna").decode("ascii"))
     except UnicodeError:

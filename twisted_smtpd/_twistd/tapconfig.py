@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.python import usage
 
+from twisted_smtpd._core.address import literalAddress
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving.hooks import checkHandler
 from twisted_smtpd.handlers import DebuggingHandler, MaildirHandler, SinkHandler
@@ -201,15 +202,8 @@ def checkHostname(name: str) -> str:
     @raise usage.UsageError: Otherwise, saying why.
     """
     if name.startswith("[") and name.endswith("]"):
-        literal = name[1:-1]
-        if literal[:5].lower() == "ipv6:":
-            literal = literal[5:]
-        try:
-            ipaddress.ip_address(literal)
-        except ValueError:
-            raise usage.UsageError(
-                f"--hostname {name!r}: not an IPv4 or IPv6 address literal"
-            ) from None
+        if literalAddress(name) is None:
+            raise usage.UsageError(f"--hostname {name!r}: not an IPv4 or IPv6 address literal")
         return name
     labels = name[:-1].split(".") if name.endswith(".") else name.split(".")
     if not name or len(name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
