@@ -5,6 +5,7 @@ Tests for L{twisted_smtpd._twistd.tap} and the C{twistd smtpd} plugin.
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
@@ -30,6 +31,7 @@ from twisted_smtpd._core.session import Address, Envelope, Session
 from twisted_smtpd._serving.logging import NAMESPACE, SessionLogger, jsonLogObserver
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._serving.server import SMTPServer
+from twisted_smtpd._twistd import daemon as _daemon
 from twisted_smtpd._twistd import tap as _tap
 from twisted_smtpd.handlers import DebuggingHandler, MaildirHandler, SinkHandler
 
@@ -1136,9 +1138,13 @@ class FakeReactor:
 
     def __init__(self) -> None:
         self.calls: list[Callable[[], object]] = []
+        self.whenRunning: list[Callable[[], object]] = []
 
     def callFromThread(self, f: Callable[[], object]) -> None:
         self.calls.append(f)
+
+    def callWhenRunning(self, f: Callable[[], object]) -> None:
+        self.whenRunning.append(f)
 
 
 class DaemonTests(SynchronousTestCase):
@@ -1223,6 +1229,34 @@ class DaemonTests(SynchronousTestCase):
         self.assertEqual(reloads, [None])
         self.successResultOf(server.stopService())
         self.assertEqual(signal.getsignal(signal.SIGHUP), previous)
+
+    def test_settleHeap(self) -> None:
+        """
+        The server C{twistd smtpd} runs settles its start-up heap once the
+        reactor runs; one built otherwise (a test, an embedding program)
+        leaves the garbage collector alone.
+        """
+        self.addCleanup(signal.signal, signal.SIGHUP, signal.getsignal(signal.SIGHUP))
+        self.assertTrue(_tap.makeService(parse("--sink")).settleHeap)
+        for settle, expected in ((True, [_daemon.settleStartupHeap]), (False, [])):
+            reactor = FakeReactor()
+            server = _tap.SMTPDaemon(
+                SinkHandler(), ServerOptions(), reactor=reactor, settleHeap=settle
+            )
+            server.startService()
+            self.assertEqual(reactor.whenRunning, expected)
+            self.successResultOf(server.stopService())
+
+    def test_settleStartupHeap(self) -> None:
+        """
+        L{settleStartupHeap} collects the garbage of the start, then freezes
+        what is left.
+        """
+        calls: list[str] = []
+        self.patch(gc, "collect", lambda: calls.append("collect"))
+        self.patch(gc, "freeze", lambda: calls.append("freeze"))
+        _daemon.settleStartupHeap()
+        self.assertEqual(calls, ["collect", "freeze"])
 
     def test_reloadLogged(self) -> None:
         """

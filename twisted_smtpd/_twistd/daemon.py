@@ -7,6 +7,7 @@ logs, certificate reloading on SIGHUP and the JSON log observer.
 from __future__ import annotations
 
 import atexit
+import gc
 import signal
 from typing import Any
 
@@ -20,6 +21,25 @@ from twisted_smtpd._serving.summary import logCertificates, logStopped, logSumma
 from twisted_smtpd._twistd.tapconfig import exitWithError, reason
 
 
+def settleStartupHeap() -> None:
+    """
+    Collect what starting left behind, then move every object left to
+    the garbage collector's permanent generation (C{gc.freeze}).
+
+    A server's start-up heap (modules, classes, its configuration) lives
+    as long as the process, yet every full collection walks it again; a
+    server whose messages stay in memory while they are delivered (a
+    Maildir's group commit, a relay, a webhook) allocates quickly enough to
+    run one every few thousand messages.  Frozen, a full collection walks
+    only what was made since: the reactor is not held up for the whole
+    heap.  Frozen objects are still freed by their reference counts; one
+    that ends up in a reference cycle is never collected, a cost bounded by
+    the start-up heap, since only what exists now is frozen.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 class SMTPDaemon(SMTPServer):
     """
     The L{SMTPServer} that C{twistd smtpd} runs: logs sessions, reloads the
@@ -28,6 +48,8 @@ class SMTPDaemon(SMTPServer):
 
     @ivar logObserver: The observer to log through instead of C{twistd}'s
         own, or C{None}.
+    @ivar settleHeap: Whether to L{settle <settleStartupHeap>} the heap once
+        the reactor runs: C{twistd smtpd} does, a test process must not.
     """
 
     _log = Logger()
@@ -38,10 +60,12 @@ class SMTPDaemon(SMTPServer):
         logObserver: ILogObserver | None = None,
         logSessions: bool = True,
         delivery: str = "",
+        settleHeap: bool = False,
         **kw: Any,
     ) -> None:
         super().__init__(*args, **kw)
         self.logObserver = logObserver
+        self.settleHeap = settleHeap
         self._delivery = delivery or type(self.factory.handler).__name__
         if isinstance(logObserver, BufferedLogWriter):
             # The lines of the last moments, at exit (after the reactor
@@ -103,7 +127,8 @@ class SMTPDaemon(SMTPServer):
 
     def startService(self) -> None:
         """
-        Start listening and reload the certificates on SIGHUP.
+        Start listening, reload the certificates on SIGHUP, and settle the
+        heap once the reactor runs (with C{settleHeap}).
         """
         try:
             super().startService()
@@ -117,6 +142,8 @@ class SMTPDaemon(SMTPServer):
             # The self-signed certificate, made at its first use.
             self.factory.tls.whenMade(self._certificatesChanged)
         self._previousHandler = signal.signal(signal.SIGHUP, self._hangup)
+        if self.settleHeap:
+            self.reactor.callWhenRunning(settleStartupHeap)
 
     def _certificatesChanged(self) -> None:
         logCertificates(self)

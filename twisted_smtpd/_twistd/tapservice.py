@@ -80,6 +80,7 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
         logSessions=not config["quiet"],
         delivery=config.get("deliveryDescription", ""),
         resolver=None if config["dns-server"] is None else resolverFor(config["dns-server"]),
+        settleHeap=True,
     )
     inherited = config.get("inherited") or []
     if config["metrics"] is not None:
