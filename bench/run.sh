@@ -11,6 +11,8 @@
 #   bash bench/run.sh protocol [--instructions]   # the protocol code's CPU (or instructions,
 #                                     # counted by Valgrind) per message and per connection,
 #                                     # in memory, against twisted.mail.smtp
+#   bash bench/run.sh fullcollection  # one full garbage collection of a started
+#                                     # server, before and after its start-up heap is frozen
 #   bash bench/run.sh all             # all four, one after the other
 #   bash bench/run.sh deliveries      # --sink, --maildir, --amqp, --webhook per message
 #                                     # (with the checkout's .venv: pika, treq, RabbitMQ)
@@ -91,11 +93,12 @@ case "$what" in
       as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
     fi
     exec "$bpy" "$here/protocolcost.py" "$@" ;;
+  fullcollection) PYTHONPATH="${TWISTED_SMTPD_SOURCE:-$repo}" exec "$bpy" "$here/fullcollection.py" "$@" ;;
   all)
     "$bpy" "$here/peers.py"
     "$bpy" "$here/data_throughput.py" --maildir
     "$bpy" "$here/pipelining.py" --servers twisted-smtpd,aiosmtpd,twisted.mail
     "$bpy" "$here/chart.py"
     ;;
-  *) echo "usage: bash bench/run.sh [peers|data|pipelining|chart|peerschart|hotpaths|protocol|deliveries|all] [options]" >&2; exit 2 ;;
+  *) echo "usage: bash bench/run.sh [peers|data|pipelining|chart|peerschart|hotpaths|protocol|fullcollection|deliveries|all] [options]" >&2; exit 2 ;;
 esac
