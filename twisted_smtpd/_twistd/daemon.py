@@ -28,9 +28,8 @@ def settleStartupHeap() -> None:
 
     A server's start-up heap (modules, classes, its configuration) lives
     as long as the process, yet every full collection walks it again; a
-    server whose messages stay in memory while they are delivered (a
-    Maildir's group commit, a relay, a webhook) allocates quickly enough to
-    run one every few thousand messages.  Frozen, a full collection walks
+    server whose messages stay in memory until their delivery answers (the
+    Maildir's group commit) runs one every few thousand messages.  Frozen, a full collection walks
     only what was made since: the reactor is not held up for the whole
     heap.  Frozen objects are still freed by their reference counts; one
     that ends up in a reference cycle is never collected, a cost bounded by
