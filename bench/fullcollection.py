@@ -33,7 +33,7 @@ import tempfile
 import time
 from typing import Any
 
-from _benchlib import Server, cpus, oursCommand, serverEnv, smtpSource
+from _benchlib import Server, cpus, emptyMaildir, oursCommand, serverEnv, smtpSource
 
 #: Run in the server before C{twistd}: times every collection, and writes
 #: the totals to C{$FULLCOLLECTION_STATS} on SIGUSR2.
@@ -141,6 +141,8 @@ def underLoad(messages: int, delivery: list[str]) -> None:
             if not run.ok:
                 raise SystemExit(f"smtp-source failed: {run.output}")
             after = _totals(server, path)
+        # What a Maildir delivery wrote, removed as bench/run.sh peers does.
+        emptyMaildir(server.maildir)
     cpu = run.serverCpu / messages * 1e6
     print(
         f"W2 {' '.join(delivery) or '--maildir'}: {messages} messages, "
