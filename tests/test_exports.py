@@ -74,13 +74,27 @@ class ExportTests(SynchronousTestCase):
         class, those loaded on first use included; an unknown name is an
         L{AttributeError}.
         """
-        from twisted_smtpd.handlers import lmtp, pipe, relay
+        from twisted_smtpd.handlers import (
+            chain,
+            debugging,
+            lmtp,
+            maildir,
+            mbox,
+            pipe,
+            relay,
+            sink,
+        )
 
         for name in handlers.__all__:
             self.assertEqual(getattr(handlers, name).__name__, name)
-        self.assertIs(handlers.RelayHandler, relay.RelayHandler)
-        self.assertIs(handlers.PipeHandler, pipe.PipeHandler)
+        self.assertIs(handlers.ChainHandler, chain.ChainHandler)
+        self.assertIs(handlers.DebuggingHandler, debugging.DebuggingHandler)
         self.assertIs(handlers.LMTPDeliveryHandler, lmtp.LMTPDeliveryHandler)
+        self.assertIs(handlers.MaildirHandler, maildir.MaildirHandler)
+        self.assertIs(handlers.MboxHandler, mbox.MboxHandler)
+        self.assertIs(handlers.PipeHandler, pipe.PipeHandler)
+        self.assertIs(handlers.RelayHandler, relay.RelayHandler)
+        self.assertIs(handlers.SinkHandler, sink.SinkHandler)
         self.assertRaises(AttributeError, getattr, handlers, "NoSuchHandler")
 
 

@@ -63,3 +63,19 @@ class StartMemoryTests(TestCase):
         C{test_version} checks it is the installed package's.
         """
         self.assertNotIn("importlib.metadata", self.loaded)
+
+    def test_noDiskDeliveryCodeInASink(self) -> None:
+        """
+        A sink does not load the disk code of the Maildir and mbox
+        deliveries, nor the other handlers it does not run.
+        """
+        for module in (
+            "twisted_smtpd.handlers.maildir",
+            "twisted_smtpd.handlers._maildirdisk",
+            "twisted_smtpd.handlers.mbox",
+            "twisted_smtpd.handlers._spool",
+            "twisted_smtpd.handlers.chain",
+            "twisted_smtpd.handlers.debugging",
+        ):
+            self.assertNotIn(module, self.loaded)
+        self.assertIn("twisted_smtpd.handlers.sink", self.loaded)

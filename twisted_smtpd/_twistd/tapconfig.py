@@ -24,7 +24,6 @@ from twisted.python import usage
 from twisted_smtpd._core.address import literalAddress
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving.hooks import checkHandler
-from twisted_smtpd.handlers import DebuggingHandler, MaildirHandler, SinkHandler
 from twisted_smtpd.interfaces import ISMTPHandler
 
 
@@ -282,6 +281,8 @@ def checkAuth(description: str) -> None:
 
 
 def _maildir(config: Mapping[str, Any], path: str, options: ServerOptions) -> ISMTPHandler:
+    from twisted_smtpd.handlers.maildir import MaildirHandler
+
     return MaildirHandler(
         path,
         traceHeaders=bool(config["maildir-trace"]),
@@ -291,10 +292,14 @@ def _maildir(config: Mapping[str, Any], path: str, options: ServerOptions) -> IS
 
 
 def _sink(config: Mapping[str, Any], value: None, options: ServerOptions) -> ISMTPHandler:
+    from twisted_smtpd.handlers.sink import SinkHandler
+
     return SinkHandler()
 
 
 def _debug(config: Mapping[str, Any], value: None, options: ServerOptions) -> ISMTPHandler:
+    from twisted_smtpd.handlers.debugging import DebuggingHandler
+
     return DebuggingHandler()
 
 
