@@ -79,3 +79,11 @@ class StartMemoryTests(TestCase):
         ):
             self.assertNotIn(module, self.loaded)
         self.assertIn("twisted_smtpd.handlers.sink", self.loaded)
+
+    def test_noSASLCodeAtStart(self) -> None:
+        """
+        The SASL mechanisms and the AUTH exchange are loaded at the first
+        AUTH command, not at start.
+        """
+        self.assertNotIn("twisted_smtpd._core.sasl", self.loaded)
+        self.assertNotIn("twisted_smtpd._serving.authcommand", self.loaded)

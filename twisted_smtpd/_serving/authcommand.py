@@ -28,20 +28,6 @@ if TYPE_CHECKING:
     from twisted_smtpd._serving.context import CommandContext
 
 
-def advertisedMechanisms(p: CommandContext) -> tuple[str, ...]:
-    """
-    The mechanisms to list in EHLO now: none unless AUTH is enabled and
-    the session is encrypted (or insecure AUTH is allowed).
-    """
-    factory = p.server
-    options = p.options
-    if factory is None or not factory.authEnabled or "AUTH" in options.disabledCommands:
-        return ()
-    if not (p.session.secure or options.allowInsecureAuth):
-        return ()
-    return factory.authMechanisms
-
-
 class AuthCommand:
     """
     AUTH for one session.

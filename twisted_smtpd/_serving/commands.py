@@ -17,7 +17,6 @@ from twisted_smtpd._core.replies import CommandError
 from twisted_smtpd._serving import forwarding as _forwarding
 from twisted_smtpd._serving import tlscommand as _tlscommand
 from twisted_smtpd._serving import transaction as _transaction
-from twisted_smtpd._serving.authcommand import AuthCommand, advertisedMechanisms
 
 if TYPE_CHECKING:
     from twisted_smtpd._serving.context import CommandContext, SessionControl
@@ -38,13 +37,27 @@ def ehlo(p: CommandContext, argument: bytes) -> None:
             options,
             secure=p.session.secure,
             startTLS=factory is not None and factory.startTLSAvailable,
-            authMethods=advertisedMechanisms(p),
+            authMethods=_authMechanisms(p),
             chunking=True,
         )
         ext += _forwarding.advertised(p)
         p.reply(catalogue.ehlo(options.name, _heloText(p), ext))
 
     p.hook(p.handler.onHelo, (hostname, p.session), accepted, p.fail)
+
+
+def _authMechanisms(p: CommandContext) -> tuple[str, ...]:
+    """
+    The AUTH mechanisms to list in EHLO now: none unless AUTH is enabled and
+    the session is encrypted (or insecure AUTH is allowed).
+    """
+    factory = p.server
+    options = p.options
+    if factory is None or not factory.authEnabled or "AUTH" in options.disabledCommands:
+        return ()
+    if not (p.session.secure or options.allowInsecureAuth):
+        return ()
+    return factory.authMechanisms
 
 
 def helo(p: CommandContext, argument: bytes) -> None:
@@ -75,10 +88,13 @@ def _greeted(p: CommandContext, verb: str, hostname: str) -> None:
 
 def auth(p: CommandContext, argument: bytes) -> None:
     """
-    AUTH: the exchange's state is made on first use.
+    AUTH: the exchange's state is made on first use, and the SASL code
+    loaded at the first AUTH of the process.
     """
     command = p.auth
     if command is None:
+        from twisted_smtpd._serving.authcommand import AuthCommand
+
         command = p.auth = AuthCommand(p)
     command.command(argument)
 

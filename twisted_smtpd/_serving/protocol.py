@@ -47,7 +47,6 @@ from twisted_smtpd._serving import forwarding as _forwarding
 from twisted_smtpd._serving import greeting as _greeting
 from twisted_smtpd._serving import tlscommand as _tlscommand
 from twisted_smtpd._serving import transaction as _transaction
-from twisted_smtpd._serving.authcommand import AuthCommand
 from twisted_smtpd._serving.deadlines import Times
 from twisted_smtpd._serving.flow import PAUSE_HOOK, PAUSE_STREAM, PAUSE_WRITE, writeThrough
 from twisted_smtpd._serving.hooks import runCloseHook, runHook
@@ -56,6 +55,7 @@ from twisted_smtpd._serving.receiving import MessageReceiver
 from twisted_smtpd.interfaces import ISMTPHandler
 
 if TYPE_CHECKING:
+    from twisted_smtpd._serving.authcommand import AuthCommand
     from twisted_smtpd._serving.server import SMTPServerFactory
 
 # RFC 4954 section 4: an AUTH command line may be up to 12288 octets.
