@@ -18,6 +18,7 @@ from tests import replies
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.session import Address, Session
+from twisted_smtpd._serving.flow import TurnWriter
 from twisted_smtpd._serving.protocol import SMTPProtocol
 from twisted_smtpd._serving.server import SMTPServerFactory
 from twisted_smtpd.handlers import BaseHandler
@@ -1312,17 +1313,19 @@ class BdatTests(SynchronousTestCase):
 
 
 class _Socket:
-    def __init__(self) -> None:
+    def __init__(self, take: int = 3) -> None:
         self.sent: list[bytes] = []
+        self.take = take
 
     def send(self, data: bytes) -> int:
-        self.sent.append(data[:3])
-        return 3
+        self.sent.append(data[: self.take])
+        return min(len(data), self.take)
 
 
 class _Connection:
     """
-    The parts of Twisted's C{tcp.Server} that L{writeThrough} uses.
+    The parts of Twisted's C{tcp.Server} that L{writeThrough} and a
+    session's close and STARTTLS use.
     """
 
     TLS = False
@@ -1330,11 +1333,15 @@ class _Connection:
     disconnecting = False
     producerPaused = False
 
-    def __init__(self) -> None:
-        self.socket = _Socket()
+    def __init__(self, reactor: Clock | None = None, take: int = 3) -> None:
+        self.reactor = reactor if reactor is not None else Clock()
+        self.socket = _Socket(take)
         self.dataBuffer = b""
         self._tempDataBuffer: list[bytes] = []
         self.doWrites = 0
+        #: What the socket had been sent when the close, the abort or the
+        #: switch to TLS began.
+        self.sentAt: dict[str, list[bytes]] = {}
 
     def write(self, data: bytes) -> None:
         self._tempDataBuffer.append(data)
@@ -1343,6 +1350,21 @@ class _Connection:
         self.doWrites += 1
         self.socket.sent.extend(self._tempDataBuffer)
         self._tempDataBuffer = []
+
+    def unregisterProducer(self) -> None:
+        pass
+
+    def loseConnection(self) -> None:
+        self.sentAt["close"] = list(self.socket.sent)
+        self.disconnecting = True
+
+    def abortConnection(self) -> None:
+        self.sentAt["abort"] = list(self.socket.sent)
+        self.connected = False
+
+    def startTLS(self, contextFactory: object) -> None:
+        self.sentAt["tls"] = list(self.socket.sent)
+        self.TLS = True
 
 
 class _Aggregator:
@@ -1387,20 +1409,80 @@ def _overTLS(proto: SMTPProtocol) -> tuple[_Connection, _Layer]:
 class WriteThroughTests(SynchronousTestCase):
     def test_partialSend(self) -> None:
         """
-        What the socket does not take at once is queued on the transport, in
+        A reply on plain TCP leaves at the end of the reactor's turn; what
+        the socket does not take at once is queued on the transport, in
         order; a busy transport gets everything queued behind what it holds.
         """
         from twisted_smtpd._serving.flow import writeThrough
 
-        transport = _Connection()
-        writeThrough(transport, b"250 OK\r\n", transport)
+        transport, writer = _Connection(), TurnWriter()
+        writeThrough(transport, b"250 OK\r\n", transport, writer=writer)
+        self.assertEqual((transport.socket.sent, transport._tempDataBuffer), ([], []))
+        transport.reactor.advance(0)
         self.assertEqual(
             (transport.socket.sent, transport._tempDataBuffer), ([b"250"], [b" OK\r\n"])
         )
-        writeThrough(transport, b"221 Bye\r\n", transport)
+        writeThrough(transport, b"221 Bye\r\n", transport, writer=writer)
         self.assertEqual(transport.socket.sent, [b"250"])
         self.assertEqual(transport._tempDataBuffer, [b" OK\r\n", b"221 Bye\r\n"])
         self.assertEqual(transport.doWrites, 0)
+        self.assertEqual(transport.reactor.getDelayedCalls(), [])
+
+    def test_turnShared(self) -> None:
+        """
+        The replies written on plain TCP connections during one turn of the
+        reactor leave together at its end, after one delayed call: one send
+        per connection, its replies in order.
+        """
+        from twisted_smtpd._serving.flow import writeThrough
+
+        clock, writer = Clock(), TurnWriter()
+        first, second = _Connection(clock, take=1024), _Connection(clock, take=1024)
+        writeThrough(first, b"250 A\r\n", first, writer=writer)
+        writeThrough(second, b"250 B\r\n", second, writer=writer)
+        writeThrough(first, b"250 C\r\n", first, writer=writer)
+        self.assertEqual((first.socket.sent, second.socket.sent), ([], []))
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        clock.advance(0)
+        self.assertEqual(first.socket.sent, [b"250 A\r\n250 C\r\n"])
+        self.assertEqual(second.socket.sent, [b"250 B\r\n"])
+        writeThrough(second, b"250 D\r\n", second, writer=writer)
+        clock.advance(0)
+        self.assertEqual(second.socket.sent, [b"250 B\r\n", b"250 D\r\n"])
+
+    def test_alone(self) -> None:
+        """
+        The reply of the server's only session leaves at once, and after
+        what its connection held for the end of the turn.
+        """
+        from twisted_smtpd._serving.flow import writeThrough
+
+        connection, writer = _Connection(take=1024), TurnWriter()
+        writeThrough(connection, b"250 A\r\n", connection, writer=writer)
+        writeThrough(connection, b"250 B\r\n", connection, writer=writer, alone=True)
+        self.assertEqual(connection.socket.sent, [b"250 A\r\n", b"250 B\r\n"])
+        connection.reactor.advance(0)
+        self.assertEqual(len(connection.socket.sent), 2)
+
+    def test_queuedAtTurnEnd(self) -> None:
+        """
+        A connection that queues bytes of its own when the turn ends gets
+        the held replies queued behind them, never sent ahead; a lost one
+        gets nothing.
+        """
+        from twisted_smtpd._serving.flow import writeThrough
+
+        clock, writer = Clock(), TurnWriter()
+        busy, lost = _Connection(clock, take=1024), _Connection(clock, take=1024)
+        writeThrough(busy, b"250 A\r\n", busy, writer=writer)
+        writeThrough(lost, b"250 B\r\n", lost, writer=writer)
+        busy.write(b"queued")
+        writeThrough(busy, b"250 C\r\n", busy, writer=writer)
+        lost.connected = False
+        clock.advance(0)
+        self.assertEqual(busy.socket.sent, [])
+        self.assertEqual(busy._tempDataBuffer, [b"queued", b"250 A\r\n250 C\r\n"])
+        self.assertEqual((lost.socket.sent, lost._tempDataBuffer), ([], []))
 
     def test_noConnection(self) -> None:
         """
@@ -1509,6 +1591,71 @@ class WriteThroughTests(SynchronousTestCase):
         self.assertTrue(
             sent.endswith(b"221 2.0.0 mx.example.com Closing connection\r\n"), sent[-80:]
         )
+
+    def _sessionAmongOthers(self) -> tuple[SMTPProtocol, _Connection, Clock]:
+        """
+        A session over a fake plain TCP connection, in a server with
+        another session open.
+        """
+        proto, _, clock, factory = connect()
+        other = factory.buildProtocol(None)  # type: ignore[arg-type]
+        other.makeConnection(StringTransport())
+        connection = _Connection(clock, take=1 << 16)
+        proto.transport = connection  # type: ignore[assignment]
+        proto._socket = connection
+        return proto, connection, clock
+
+    def test_sessionsShareTheTurn(self) -> None:
+        """
+        With other sessions open, a session's replies leave at the end of
+        the reactor's turn; its server's only session replies at once.
+        """
+        proto, connection, clock = self._sessionAmongOthers()
+        proto.dataReceived(b"NOOP\r\n")
+        self.assertEqual(connection.socket.sent, [])
+        clock.advance(0)
+        self.assertEqual(connection.socket.sent, [b"250 2.0.0 OK\r\n"])
+        proto, _, _, _ = connect()
+        alone = _Connection(take=1 << 16)
+        proto.transport = alone  # type: ignore[assignment]
+        proto._socket = alone
+        proto.dataReceived(b"NOOP\r\n")
+        self.assertEqual(alone.socket.sent, [b"250 2.0.0 OK\r\n"])
+
+    def test_closeSendsNow(self) -> None:
+        """
+        The reply that ends a session (QUIT's 221) and those held before it
+        are sent before the close begins, not left for the end of the turn.
+        """
+        proto, connection, _ = self._sessionAmongOthers()
+        proto.dataReceived(b"NOOP\r\n")
+        proto.dataReceived(b"QUIT\r\n")
+        self.assertEqual(
+            b"".join(connection.sentAt["close"]),
+            b"250 2.0.0 OK\r\n221 2.0.0 mx.example.com Closing connection\r\n",
+        )
+
+    def test_startTLSSendsNow(self) -> None:
+        """
+        Replies held for the end of the turn leave in plaintext before the
+        switch to TLS.
+        """
+        proto, connection, _ = self._sessionAmongOthers()
+        proto.dataReceived(b"NOOP\r\n")
+        proto.beginTLS(object())
+        self.assertEqual(connection.sentAt["tls"], [b"250 2.0.0 OK\r\n"])
+
+    def test_abortDrops(self) -> None:
+        """
+        A dropped session's held replies are not sent.
+        """
+        proto, connection, clock = self._sessionAmongOthers()
+        proto.dataReceived(b"NOOP\r\n")
+        proto.abort()
+        connection.connected = True
+        clock.advance(0)
+        self.assertEqual(connection.socket.sent, [])
+        self.assertIn("abort", connection.sentAt)
 
     def test_socketUnder(self) -> None:
         """

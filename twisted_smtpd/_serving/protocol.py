@@ -48,7 +48,12 @@ from twisted_smtpd._serving import greeting as _greeting
 from twisted_smtpd._serving import tlscommand as _tlscommand
 from twisted_smtpd._serving import transaction as _transaction
 from twisted_smtpd._serving.deadlines import Times
-from twisted_smtpd._serving.flow import PAUSE_HOOK, PAUSE_STREAM, PAUSE_WRITE, writeThrough
+from twisted_smtpd._serving.flow import (
+    PAUSE_HOOK,
+    PAUSE_STREAM,
+    PAUSE_WRITE,
+    writeThrough,
+)
 from twisted_smtpd._serving.hooks import runCloseHook, runHook
 from twisted_smtpd._serving.logging import refusal
 from twisted_smtpd._serving.receiving import MessageReceiver
@@ -490,7 +495,7 @@ class SMTPProtocol(LineReceiver):
             if len(self._out) >= REPLY_BATCH:
                 self._flush(more=True)
         else:
-            self._held = writeThrough(self.transport, data, self._socket)
+            self._write(data)
 
     def _flush(self, more: bool = False) -> None:
         out = self._out
@@ -499,7 +504,19 @@ class SMTPProtocol(LineReceiver):
             # a full batch.
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
+            self._write(data, more)
+
+    def _write(self, data: bytes, more: bool = False) -> None:
+        factory = self.server
+        if factory is None:
             self._held = writeThrough(self.transport, data, self._socket, more)
+            return
+        # The server's only session does not hold its replies for others of
+        # the same turn: none would join them.
+        alone = len(factory.connections) < 2
+        self._held = writeThrough(
+            self.transport, data, self._socket, more, factory.turnWriter, alone
+        )
 
     def fail(self, reply: Reply) -> None:
         """
@@ -541,6 +558,10 @@ class SMTPProtocol(LineReceiver):
 
     def _close(self) -> None:
         self._flush()
+        if self._socket is not None and self.server is not None:
+            # The last replies leave now, before the close begins: a reactor
+            # shutting down drops its connections before the turn ends.
+            self.server.turnWriter.sendNow(self._socket)
         self.closing = True
         self.times.closingSince = self.clock.seconds()
         self._buffer = b""
@@ -568,6 +589,8 @@ class SMTPProtocol(LineReceiver):
         Drop the connection now, whatever is still queued.
         """
         self.abandonMessage(catalogue.TIMEOUT)
+        if self._socket is not None and self.server is not None:
+            self.server.turnWriter.drop(self._socket)
         self.closing = True
         self.times.closingSince = self.clock.seconds()
         self._buffer = b""
@@ -582,6 +605,8 @@ class SMTPProtocol(LineReceiver):
         """
         # The 220 must leave in plaintext, before the switch.
         self._flush()
+        if self._socket is not None and self.server is not None:
+            self.server.turnWriter.sendNow(self._socket)
         # RFC 3207 section 4.2 and CVE-2011-0411: whatever the client
         # pipelined behind STARTTLS in plaintext is discarded, never run.
         self._buffer = b""

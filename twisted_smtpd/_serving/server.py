@@ -33,6 +33,7 @@ from twisted_smtpd._core.replies import Reply
 from twisted_smtpd._core.session import AuthRequest, AuthResult, Session
 from twisted_smtpd._serving.cred import authenticate, offeredMechanisms, portalFromCheckers
 from twisted_smtpd._serving.deadlines import check, interval, shutdown
+from twisted_smtpd._serving.flow import TurnWriter
 from twisted_smtpd._serving.hooks import checkHandler
 from twisted_smtpd._serving.limits import ClientLimits
 from twisted_smtpd._serving.listeners import _Listener, splitDescription
@@ -103,6 +104,9 @@ class SMTPServerFactory(ServerFactory):
         #: session emits no other.
         self.wanted = self._observing.wanted
         self.wireCache: dict[Reply, bytes] = {}
+        #: The sessions' replies on plain TCP waiting for the end of the
+        #: reactor's turn.
+        self.turnWriter = TurnWriter()
         self.closing = False
         self._closed: list[Deferred[None]] = []
         self._forceCall: IDelayedCall | None = None
