@@ -1450,6 +1450,26 @@ class WriteThroughTests(SynchronousTestCase):
         clock.advance(0)
         self.assertEqual(second.socket.sent, [b"250 B\r\n", b"250 D\r\n"])
 
+    def test_oneFailureLeavesOthers(self) -> None:
+        """
+        A connection whose write fails at the end of the turn is logged and
+        leaves the other connections' replies to go.
+        """
+        from twisted_smtpd._serving.flow import writeThrough
+
+        clock, writer = Clock(), TurnWriter()
+        broken, fine = _Connection(clock, take=1024), _Connection(clock, take=1024)
+
+        def fail(data: bytes) -> int:
+            raise RuntimeError("broken")
+
+        broken.socket.send = fail  # type: ignore[method-assign]
+        writeThrough(broken, b"250 A\r\n", broken, writer=writer)
+        writeThrough(fine, b"250 B\r\n", fine, writer=writer)
+        clock.advance(0)
+        self.assertEqual(fine.socket.sent, [b"250 B\r\n"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_alone(self) -> None:
         """
         The reply of the server's only session leaves at once, and after

@@ -13,12 +13,15 @@ from typing import Any, Protocol
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
 from zope.interface import implementer
 
 #: Reasons to stop reading from the client, as bits.
 PAUSE_HOOK = 1  # a hook has not answered; replies must stay in order
 PAUSE_STREAM = 2  # the handler reads the message body slower than it comes
 PAUSE_WRITE = 4  # the client does not read its replies
+
+_log = Logger()
 
 
 class Pausable(Protocol):
@@ -116,8 +119,9 @@ class TurnWriter:
     as each is made, every reply wakes the client anew; on a virtual machine
     a wake-up of an idle vCPU is the costliest part of a small send.  Sent
     together, the first reply wakes the client and the rest find it running:
-    under load each reply costs the server a third less CPU.  A server that
-    handles one connection per turn pays one delayed call per turn.
+    under 50 sessions of small messages a send then takes less than half as
+    long (C{docs/performance.md}).  The delayed call costs about 2 µs a
+    turn, which is why a server's only session sends at once.
 
     The replies wait in the reactor thread, for at most the rest of the turn
     they were made in: a delayed call of no delay (on the connection's
@@ -150,7 +154,11 @@ class TurnWriter:
         self._scheduled = False
         waiting, self._waiting = self._waiting, {}
         for socket, chunks in waiting.items():
-            _send(socket, chunks)
+            try:
+                _send(socket, chunks)
+            except Exception:
+                # One connection's failure leaves the others' replies to go.
+                _log.failure("Sending replies on {connection!r} failed", connection=socket)
 
     def sendNow(self, socket: Any) -> None:
         """

@@ -48,12 +48,7 @@ from twisted_smtpd._serving import greeting as _greeting
 from twisted_smtpd._serving import tlscommand as _tlscommand
 from twisted_smtpd._serving import transaction as _transaction
 from twisted_smtpd._serving.deadlines import Times
-from twisted_smtpd._serving.flow import (
-    PAUSE_HOOK,
-    PAUSE_STREAM,
-    PAUSE_WRITE,
-    writeThrough,
-)
+from twisted_smtpd._serving.flow import PAUSE_HOOK, PAUSE_STREAM, PAUSE_WRITE, writeThrough
 from twisted_smtpd._serving.hooks import runCloseHook, runHook
 from twisted_smtpd._serving.logging import refusal
 from twisted_smtpd._serving.receiving import MessageReceiver
