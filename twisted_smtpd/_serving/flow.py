@@ -163,7 +163,7 @@ class TurnWriter:
     def sendNow(self, socket: Any) -> None:
         """
         Send what C{socket} holds here now: before the connection changes
-        (STARTTLS) or closes.
+        (STARTTLS) or closes.  L{None} (no TCP connection) holds nothing.
         """
         chunks = self._waiting.pop(socket, None)
         if chunks is not None:
@@ -171,7 +171,8 @@ class TurnWriter:
 
     def drop(self, socket: Any) -> None:
         """
-        Forget what C{socket} holds here: the connection is dropped.
+        Forget what C{socket} holds here (L{None}: nothing): the connection
+        is dropped.
         """
         self._waiting.pop(socket, None)
 

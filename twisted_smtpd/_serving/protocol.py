@@ -97,7 +97,7 @@ class SMTPProtocol(LineReceiver):
         "_argument", "_bodyEnded", "_buffer", "_disabled", "_discardingLine", "_enhanced",
         "_errors", "_held", "_hookToken", "_out", "_overshoot", "_plainTCP", "_processing",
         "_readClosed", "_socket", "_transportPaused", "_unauthenticated", "_verb", "_wire",
-        "auth", "clock", "closing", "connected", "connectedFrom", "discard", "draining",
+        "_writer", "auth", "clock", "closing", "connected", "connectedFrom", "discard", "draining",
         "handler", "implicitTLS", "limitHost", "options", "pauses", "phase", "receiver",
         "refused", "server", "session", "times", "waiting",
     )
@@ -119,6 +119,7 @@ class SMTPProtocol(LineReceiver):
             Verb(c) for c in options.disabledCommands if c in Verb.__members__
         )
         self._wire: dict[Reply, bytes] = factory.wireCache if factory is not None else {}
+        self._writer = factory.turnWriter if factory is not None else _flow.TurnWriter()
         self._buffer = b""
         self._processing = self._plainTCP = False
         self._out: list[bytes] = []
@@ -502,16 +503,9 @@ class SMTPProtocol(LineReceiver):
             self._write(data, more)
 
     def _write(self, data: bytes, more: bool = False) -> None:
-        factory = self.server
-        if factory is None:
-            self._held = writeThrough(self.transport, data, self._socket, more)
-            return
-        # The server's only session does not hold its replies for others of
-        # the same turn: none would join them.
-        alone = len(factory.connections) < 2
-        self._held = writeThrough(
-            self.transport, data, self._socket, more, factory.turnWriter, alone
-        )
+        # The server's only session sends at once: no other reply would join.
+        alone = self.server is None or len(self.server.connections) < 2
+        self._held = writeThrough(self.transport, data, self._socket, more, self._writer, alone)
 
     def fail(self, reply: Reply) -> None:
         """
@@ -553,10 +547,9 @@ class SMTPProtocol(LineReceiver):
 
     def _close(self) -> None:
         self._flush()
-        if self._socket is not None and self.server is not None:
-            # The last replies leave now, before the close begins: a reactor
-            # shutting down drops its connections before the turn ends.
-            self.server.turnWriter.sendNow(self._socket)
+        # The last replies leave now, before the close begins: a reactor
+        # shutting down drops its connections before the turn ends.
+        self._writer.sendNow(self._socket)
         self.closing = True
         self.times.closingSince = self.clock.seconds()
         self._buffer = b""
@@ -584,8 +577,7 @@ class SMTPProtocol(LineReceiver):
         Drop the connection now, whatever is still queued.
         """
         self.abandonMessage(catalogue.TIMEOUT)
-        if self._socket is not None and self.server is not None:
-            self.server.turnWriter.drop(self._socket)
+        self._writer.drop(self._socket)
         self.closing = True
         self.times.closingSince = self.clock.seconds()
         self._buffer = b""
@@ -600,8 +592,7 @@ class SMTPProtocol(LineReceiver):
         """
         # The 220 must leave in plaintext, before the switch.
         self._flush()
-        if self._socket is not None and self.server is not None:
-            self.server.turnWriter.sendNow(self._socket)
+        self._writer.sendNow(self._socket)
         # RFC 3207 section 4.2 and CVE-2011-0411: whatever the client
         # pipelined behind STARTTLS in plaintext is discarded, never run.
         self._buffer = b""
