@@ -336,6 +336,25 @@ class SmugglingTests(SynchronousTestCase):
                     self.assertTrue(_data._hasBareNewline(broken + b"\r\n"), (line, where, bare))
                     self.assertTrue(_data._hasBareNewline(clean + bare), (line, bare))
 
+    @settings(deadline=None)
+    @given(
+        region=st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"x", b"."]), min_size=1).map(
+            b"".join
+        )
+    )
+    def test_bareNewlineByDefinition(self, region: bytes) -> None:
+        """
+        The check agrees with its definition read byte by byte: a CR not
+        followed by LF (a CR last included), or an LF not preceded by CR (an
+        LF first included).
+        """
+        bare = any(
+            (b == 13 and region[i + 1 : i + 2] != b"\n")
+            or (b == 10 and (i == 0 or region[i - 1] != 13))
+            for i, b in enumerate(region)
+        )
+        self.assertEqual(_data._hasBareNewline(region), bare, region)
+
     def test_bareLFAtFeedStart(self) -> None:
         """
         An LF starting a feed after one that did not end with CR is bare.

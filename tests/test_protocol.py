@@ -18,6 +18,7 @@ from tests import replies
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.session import Address, Session
+from twisted_smtpd._serving import flow
 from twisted_smtpd._serving.flow import TurnWriter
 from twisted_smtpd._serving.protocol import SMTPProtocol
 from twisted_smtpd._serving.server import SMTPServerFactory
@@ -625,6 +626,40 @@ class DataTests(SynchronousTestCase):
         self.assertEqual(take(transport), replies.SIZE_EXCEEDED + replies.OK)
         self.assertEqual(handler.messages, [])
         self.assertIsNone(proto.session.envelope.mailFrom)
+
+    def test_largerReadsWhileBodyOutpacesThem(self) -> None:
+        """
+        Once a read of message body fills Twisted's read buffer, the session
+        reads L{flow.BODY_READ_SIZE} at a time until the body ends, then
+        Twisted's size again; a body read in smaller pieces leaves the size
+        alone.  The message arrives whole either way.
+        """
+        handler = RecordingHandler()
+        proto, transport, clock, _ = connect(handler)
+        connection = _Connection(take=1 << 20)
+        proto._socket = connection
+        transaction(proto, transport)
+        proto.dataReceived(b"DATA\r\n")
+        small = b"s" * 1000 + b"\r\n"
+        proto.dataReceived(small)
+        self.assertEqual(connection.bufferSize, flow.READ_SIZE)
+        full = (b"f" * 78 + b"\r\n") * (flow.READ_SIZE // 80) + b"f" * 14 + b"\r\n"
+        self.assertEqual(len(full), flow.READ_SIZE)
+        proto.dataReceived(full)
+        self.assertEqual(connection.bufferSize, flow.BODY_READ_SIZE)
+        proto.dataReceived(b"end\r\n")
+        self.assertEqual(connection.bufferSize, flow.BODY_READ_SIZE)
+        proto.dataReceived(b".\r\n")
+        self.assertEqual(connection.bufferSize, flow.READ_SIZE)
+        self.assertEqual([m[2] for m in handler.messages], [small + full + b"end\r\n"])
+        self.assertTrue(take(transport).endswith(b"250 2.0.0 OK: queued as X1\r\n"))
+        # A second message read in smaller pieces: Twisted's size throughout.
+        transaction(proto, transport)
+        proto.dataReceived(b"DATA\r\n")
+        proto.dataReceived(full[:-100])
+        proto.dataReceived(full[-100:] + b".\r\n")
+        self.assertEqual(connection.bufferSize, flow.READ_SIZE)
+        self.assertEqual(len(handler.messages), 2)
 
     def test_bareLineFeedRejected(self) -> None:
         """
@@ -1332,6 +1367,7 @@ class _Connection:
     connected = True
     disconnecting = False
     producerPaused = False
+    bufferSize = 65536
 
     def __init__(self, reactor: Clock | None = None, take: int = 3) -> None:
         self.reactor = reactor if reactor is not None else Clock()

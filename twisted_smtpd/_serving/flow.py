@@ -110,6 +110,37 @@ def noDelay(socket: Any) -> None:
         socket.setTcpNoDelay(True)
 
 
+#: What Twisted reads from a connection at a time.
+READ_SIZE: int = tcp.Connection.bufferSize
+#: What a session reads at a time while a message body arrives faster than
+#: that: fewer reads (and fewer turns of the reactor, each with its system
+#: call and its Python) per mebibyte.  Four reads of Twisted's size, not
+#: more: larger reads measured no faster (C{docs/performance.md}).
+BODY_READ_SIZE = 4 * READ_SIZE
+
+
+def readLarger(socket: Any) -> None:
+    """
+    A read of message body filled Twisted's read buffer (L{READ_SIZE}): the
+    client sends faster than the session reads, so read L{BODY_READ_SIZE} at
+    a time from now on, until L{readNormal}.
+
+    @param socket: The connection under the session's transport
+        (L{socketUnder}), or L{None}.
+    """
+    if socket is not None:
+        socket.bufferSize = BODY_READ_SIZE
+
+
+def readNormal(socket: Any) -> None:
+    """
+    The message body ended: read at Twisted's size again, so that a command
+    costs no larger allocation.
+    """
+    if socket is not None and socket.bufferSize != READ_SIZE:
+        socket.bufferSize = READ_SIZE
+
+
 class TurnWriter:
     """
     Replies on plain TCP connections, held until the end of the reactor's

@@ -389,7 +389,10 @@ class SMTPProtocol(LineReceiver):
             self._bodyEnded = perf_counter()
         rest = receiver.feed(data)
         if rest is None:
+            if len(data) >= _flow.READ_SIZE:
+                _flow.readLarger(self._socket)
             return
+        _flow.readNormal(self._socket)
         self._buffer = rest + self._buffer
         if not receiver.ended:
             # A BDAT chunk is in; the message goes on.
