@@ -6,6 +6,7 @@ Tests for PROXY protocol support: the pure header parser
 
 from __future__ import annotations
 
+import select
 import socket
 import struct
 from collections.abc import Callable
@@ -13,9 +14,10 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.internet.testing import EventLoggingObserver, StringTransport
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -418,3 +420,54 @@ class WrapperTests(SynchronousTestCase):
             [formatEvent(e) for e in events],
             ["no PROXY header from 127.0.0.1:1000 within 10 seconds"],
         )
+
+
+class ProxiedTurnTests(SynchronousTestCase):
+    """
+    Sessions behind PROXY wrappers straight over real TCP connections.
+    """
+
+    def test_repliesAtTheEndOfTheTurn(self) -> None:
+        """
+        A session behind a PROXY wrapper straight over a TCP connection
+        writes to the connection itself, as over plain TCP: with another
+        session open, its replies wait for the end of the reactor's turn and
+        leave together.
+        """
+        reactor = MemoryReactorClock()
+        options = ServerOptions(
+            name="mx.example.com", disableReverseLookup=True, useProxy=["127.0.0.0/8"]
+        )
+        factory = SMTPServerFactory(RecordingHandler(), options, reactor=reactor)
+        wrapping = ProxyWrappingFactory(factory, options.useProxy, reactor)
+        listening = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(listening.close)
+        sessions = []
+        for n in range(2):
+            client = socket.create_connection(listening.getsockname(), timeout=5)
+            self.addCleanup(client.close)
+            # Each command reaches the server as it is sent.
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            accepted, address = listening.accept()
+            accepted.setblocking(False)
+            self.addCleanup(accepted.close)
+            wrapper = wrapping.buildProtocol(IPv4Address("TCP", *address))
+            connection = tcp.Server(accepted, wrapper, address, None, n, reactor)  # type: ignore[arg-type]
+            wrapper.makeConnection(connection)
+            client.sendall(V1)
+            connection.doRead()
+            reactor.advance(0)
+            self.assertEqual(client.recv(4096), replies.GREETING)
+            self.assertTrue(wrapper.wrappedProtocol._plainTCP)
+            sessions.append((connection, client))
+        for connection, client in sessions:
+            client.sendall(b"NOOP\r\n")
+            connection.doRead()
+        for connection, client in sessions:
+            client.sendall(b"RSET\r\n")
+            connection.doRead()
+            # The replies wait for the end of the turn.
+            self.assertEqual(select.select([client], [], [], 0)[0], [])
+        reactor.advance(0)
+        for _connection, client in sessions:
+            self.assertEqual(client.recv(4096), replies.OK + b"250 2.0.0 Flushed\r\n")

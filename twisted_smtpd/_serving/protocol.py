@@ -154,7 +154,13 @@ class SMTPProtocol(LineReceiver):
         """
         transport: Any = self.transport
         self.connected = True
-        self._plainTCP = type(transport) is tcp.Server
+        # The connection itself, or a PROXY wrapper straight over it, which
+        # passes writes and half-closes on: replies then go to the
+        # connection (the end of the turn, L{writeThrough}).
+        self._plainTCP = type(transport) is tcp.Server or (
+            getattr(type(transport), "passesWritesOn", False)
+            and type(transport.transport) is tcp.Server
+        )
         self._socket = socket = _flow.socketUnder(transport)
         _flow.noDelay(socket)  # under TLS and PROXY layers too
         self.times.lastActivity = self.clock.seconds()
@@ -508,7 +514,8 @@ class SMTPProtocol(LineReceiver):
     def _write(self, data: bytes, more: bool = False) -> None:
         # The server's only session sends at once: no other reply would join.
         alone = self.server is None or len(self.server.connections) < 2
-        self._held = writeThrough(self.transport, data, self._socket, more, self._writer, alone)
+        transport = self._socket if self._plainTCP else self.transport
+        self._held = writeThrough(transport, data, self._socket, more, self._writer, alone)
 
     def fail(self, reply: Reply) -> None:
         """

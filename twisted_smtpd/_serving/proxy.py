@@ -55,6 +55,10 @@ class ProxyProtocolWrapper(ProtocolWrapper):
 
     _log = Logger()
     factory: ProxyWrappingFactory
+    #: Once the header is read, a write is its transport's write, unchanged:
+    #: a session over this wrapper straight over a TCP connection writes to
+    #: the connection itself (L{SMTPProtocol}).
+    passesWritesOn = True
 
     def __init__(self, factory: Any, wrappedProtocol: IProtocol) -> None:
         super().__init__(factory, wrappedProtocol)
