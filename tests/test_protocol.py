@@ -1259,6 +1259,26 @@ class BdatTests(SynchronousTestCase):
         self.assertEqual(take(transport), QUEUED + replies.OK)
         self.assertEqual(handler.messages[0][2], body)
 
+    def test_largerReadsWithinAChunk(self) -> None:
+        """
+        A read of a BDAT chunk that fills Twisted's read buffer makes the
+        session read L{flow.BODY_READ_SIZE} at a time until the chunk ends;
+        the next command is read at Twisted's size.
+        """
+        handler = RecordingHandler()
+        proto, transport, clock, _ = connect(handler)
+        connection = _Connection(take=1 << 20)
+        proto._socket = connection
+        transaction(proto, transport)
+        size = flow.READ_SIZE + 10
+        proto.dataReceived(b"BDAT %d\r\n" % size)
+        proto.dataReceived(b"x" * flow.READ_SIZE)
+        self.assertEqual(connection.bufferSize, flow.BODY_READ_SIZE)
+        proto.dataReceived(b"y" * 10 + b"BDAT 0 LAST\r\n")
+        self.assertEqual(connection.bufferSize, flow.READ_SIZE)
+        self.assertEqual(take(transport), CHUNK_OK % size + QUEUED)
+        self.assertEqual(handler.messages[0][2], b"x" * flow.READ_SIZE + b"y" * 10)
+
     def test_chunksPipelinedEverySplit(self) -> None:
         """
         Several chunks pipelined with their commands, split at every byte,
