@@ -22,7 +22,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests import replies
-from tests.test_protocol import RecordingHandler
+from tests.test_protocol import RecordingHandler, SlowData
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.proxyheader import (
     V2_SIGNATURE,
@@ -427,23 +427,24 @@ class ProxiedTurnTests(SynchronousTestCase):
     Sessions behind PROXY wrappers straight over real TCP connections.
     """
 
-    def test_repliesAtTheEndOfTheTurn(self) -> None:
+    def _sessions(self, handler: Any, count: int) -> tuple[MemoryReactorClock, list[Any]]:
         """
-        A session behind a PROXY wrapper straight over a TCP connection
-        writes to the connection itself, as over plain TCP: with another
-        session open, its replies wait for the end of the reactor's turn and
-        leave together.
+        C{count} greeted sessions of a server for C{handler}, each behind a
+        PROXY wrapper over a real TCP connection on 127.0.0.1 (the server's
+        side read by hand, on a L{MemoryReactorClock}).
+
+        @return: The reactor, and C{(connection, client socket)} pairs.
         """
         reactor = MemoryReactorClock()
         options = ServerOptions(
             name="mx.example.com", disableReverseLookup=True, useProxy=["127.0.0.0/8"]
         )
-        factory = SMTPServerFactory(RecordingHandler(), options, reactor=reactor)
+        factory = SMTPServerFactory(handler, options, reactor=reactor)
         wrapping = ProxyWrappingFactory(factory, options.useProxy, reactor)
         listening = socket.create_server(("127.0.0.1", 0))
         self.addCleanup(listening.close)
         sessions = []
-        for n in range(2):
+        for n in range(count):
             client = socket.create_connection(listening.getsockname(), timeout=5)
             self.addCleanup(client.close)
             # Each command reaches the server as it is sent.
@@ -460,6 +461,16 @@ class ProxiedTurnTests(SynchronousTestCase):
             self.assertEqual(client.recv(4096), replies.GREETING)
             self.assertTrue(wrapper.wrappedProtocol._plainTCP)
             sessions.append((connection, client))
+        return reactor, sessions
+
+    def test_repliesAtTheEndOfTheTurn(self) -> None:
+        """
+        A session behind a PROXY wrapper straight over a TCP connection
+        writes to the connection itself, as over plain TCP: with another
+        session open, its replies wait for the end of the reactor's turn and
+        leave together.
+        """
+        reactor, sessions = self._sessions(RecordingHandler(), 2)
         for connection, client in sessions:
             client.sendall(b"NOOP\r\n")
             connection.doRead()
@@ -471,3 +482,27 @@ class ProxiedTurnTests(SynchronousTestCase):
         reactor.advance(0)
         for _connection, client in sessions:
             self.assertEqual(client.recv(4096), replies.OK + b"250 2.0.0 Flushed\r\n")
+
+    def test_readingGoesOnWhileOnDataAnswers(self) -> None:
+        """
+        Behind a PROXY wrapper straight over a TCP connection, which tells
+        of half-closes, a session keeps reading while C{onData} answers, as
+        over plain TCP: no pause and resume around each message.
+        """
+        handler = SlowData()
+        reactor, [(connection, client)] = self._sessions(handler, 1)
+        client.sendall(b"HELO c\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n")
+        connection.doRead()
+        client.sendall(b"DATA\r\n")
+        connection.doRead()
+        client.sendall(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+        connection.doRead()
+        # (Membership tested apart: this connection has no repr.)
+        self.assertTrue(connection in reactor.getReaders(), "the session stopped reading")
+        handler.pending.callback("queued")
+        reactor.advance(0)
+        got = b""
+        while not got.endswith(b"queued\r\n"):
+            got += client.recv(4096)
+        self.assertTrue(got.splitlines()[-1].startswith(b"250 "), got)
+        self.assertTrue(connection in reactor.getReaders(), "the session stopped reading")

@@ -245,12 +245,13 @@ def writeThrough(
 ) -> bool:
     """
     Send C{data} over the TCP connection under C{transport}: on plain TCP
-    at the end of the reactor's turn, through C{writer}; now through TLS or
-    a PROXY wrapper; queued behind what the connection holds when it holds
-    anything.
+    (C{transport} is the connection itself; a session behind a PROXY wrapper
+    straight over it passes the connection) at the end of the reactor's
+    turn, through C{writer}; now through TLS or another layer; queued
+    behind what the connection holds when it holds anything.
 
-    Through TLS or a PROXY wrapper, C{transport.write} encodes the bytes
-    into the connection's buffer, which is then written at once.  Either way
+    Through TLS or another layer, C{transport.write} encodes the bytes into
+    the connection's buffer, which is then written at once.  Either way
     the reactor is spared two epoll updates and a wake-up per reply.  Where
     no half-close is told (TLS), sending at once also keeps a reply from
     being lost to a FIN the client sent right behind its command: read
