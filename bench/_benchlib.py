@@ -83,9 +83,10 @@ def oursCommand(delivery: Sequence[str] = ("--sink",), extra: Sequence[str] = ()
 #: Where the "twisted-smtpd --maildir" rows deliver: each server process
 #: into its own Maildir below it (C{{maildir}} in a command), all removed at
 #: the end (L{emptyMaildir}).  Removing a run's files right after it would
-#: charge the next runs for the file system's work: on a file system mounted
-#: with C{discard}, each journal commit (each C{syncfs}) then also trims the
-#: freed blocks, which doubled the system CPU per message of the runs after.
+#: charge the next runs for the file system's work: on ext4 without a
+#: journal, creating a file passes over the inodes freed in the last minute
+#: (L{SETTLE_SECONDS}), which multiplied the system CPU per message of the
+#: runs after.
 MAILDIR = os.environ.get("BENCH_MAILDIR", "/tmp/twisted-smtpd-bench-maildir")
 _maildirRuns = itertools.count(1)
 #: When files were last removed from below L{MAILDIR} (by this run or an
