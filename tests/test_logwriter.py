@@ -174,3 +174,61 @@ class JSONTests(SynchronousTestCase):
             event["text"],
             "sid1 TLS TLSv1.3 TLS_AES_128 from c.example[192.0.2.1] sni=mx.example.com",
         )
+
+
+class FieldsTests(SynchronousTestCase):
+    """
+    The lines of every connection and message carry their fields in JSON;
+    text lines, which gather none, read the same as before.
+    """
+
+    def _lines(self, json: bool) -> list[str]:
+        from twisted_smtpd._serving.logging import SessionLogger
+
+        out = io.StringIO()
+        logger = SessionLogger(writer=BufferedLogWriter(out, json=json, reactor=Clock()))
+        session = _session(
+            clientHostname="c.example",
+            localAddress=("198.51.100.1", 25),
+            envelope=Envelope(mailFrom=Address("a@example.org"), rcptTo=[Address("b@example.com")]),
+        )
+        logger("connect", session, {})
+        logger("message", session, {"size": 7, "replies": (Reply(250, "2.0.0", ("OK",)),)})
+        # Two replies, as LMTP gives for two recipients.
+        replies = (Reply(250, "2.0.0", ("OK",)), Reply(550, "5.1.1", ("no",)))
+        logger("message", session, {"size": 7, "replies": replies})
+        logger("close", session, {})
+        return out.getvalue().splitlines()
+
+    def test_jsonFields(self) -> None:
+        """
+        In JSON, the connect, message and close lines carry their fields.
+        """
+        connect, single, message, close = (json.loads(line) for line in self._lines(json=True))
+        self.assertEqual(single["codes"], [250])
+        self.assertEqual(
+            (connect["session"], connect["client"], connect["clientHostname"], connect["local"]),
+            ("sid1", "192.0.2.1:4000", "c.example", "198.51.100.1:25"),
+        )
+        self.assertEqual((message["codes"], message["recipients"]), ([250, 550], ["b@example.com"]))
+        self.assertEqual(close["session"], "sid1")
+
+    def test_text(self) -> None:
+        """
+        Text lines hold the same texts, after the time and the namespace.
+        """
+        lines = self._lines(json=False)
+        texts = [line.split(" [twisted_smtpd.session#info] ", 1)[1] for line in lines]
+        self.assertEqual(
+            texts,
+            [
+                "sid1 connect from 192.0.2.1:4000 (c.example) to 198.51.100.1:25",
+                "sid1 message 7 bytes from <a@example.org> to <b@example.com>: 250 OK",
+                "sid1 message 7 bytes from <a@example.org> to <b@example.com>: 250,550 OK",
+                "sid1 close",
+            ],
+        )
+        self.assertTrue(
+            re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+0000", lines[0].split(" ", 1)[0]),
+            lines[0],
+        )

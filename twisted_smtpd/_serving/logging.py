@@ -39,6 +39,10 @@ NAMESPACE = "twisted_smtpd.session"
 
 _log = Logger(namespace=NAMESPACE)
 
+#: The fields of a text line: none, since only its text is written (never
+#: changed).
+_NO_FIELDS: dict[str, Any] = {}
+
 
 def formatPeer(address: tuple[str, int]) -> str:
     """
@@ -152,6 +156,10 @@ class SessionLogger:
         """
         self._ignored = frozenset(normaliseHosts(ignoredHosts))
         self._writer = writer
+        # Only JSON lines and twisted.logger events carry the fields: for
+        # text lines, those of every connection and message (connect,
+        # message, close) are not even gathered.
+        self._structured = writer is None or writer.json
 
     def _emit(self, text: str, fields: dict[str, Any]) -> None:
         # Every line's text is made here with f-strings: Twisted's
@@ -179,7 +187,9 @@ class SessionLogger:
             local = formatPeer(session.localAddress)
             self._emit(
                 f"{sid} connect from {client} ({name}) to {local}",
-                {"session": sid, "client": client, "clientHostname": name, "local": local},
+                {"session": sid, "client": client, "clientHostname": name, "local": local}
+                if self._structured
+                else _NO_FIELDS,
             )
         elif event == "reject":
             self._reject(session, data)
@@ -205,7 +215,7 @@ class SessionLogger:
                 },
             )
         else:
-            self._emit(f"{sid} close", {"session": sid})
+            self._emit(f"{sid} close", {"session": sid} if self._structured else _NO_FIELDS)
 
     def _reject(self, session: Session, data: dict[str, Any]) -> None:
         reply: Reply = data["reply"]
@@ -275,6 +285,8 @@ class SessionLogger:
     def _message(self, session: Session, data: dict[str, Any]) -> None:
         replies: tuple[Reply, ...] = data.get("replies", ())
         codes = [reply.code for reply in replies]
+        # One reply, nearly always (LMTP gives one per recipient).
+        codeText = str(codes[0]) if len(codes) == 1 else ",".join(map(str, codes))
         envelope = session.envelope
         mailFrom = envelope.mailFrom
         sender = "" if mailFrom is None else printable(mailFrom.address)
@@ -286,7 +298,7 @@ class SessionLogger:
         late = " (session ended before this answer: not sent)" if unanswered else ""
         self._emit(
             f"{sid} message {size} bytes from <{sender}> to <{'>,<'.join(recipients)}>:"
-            f" {','.join(map(str, codes))} {reply}{late}",
+            f" {codeText} {reply}{late}",
             {
                 "unanswered": unanswered,
                 "session": sid,
@@ -295,7 +307,9 @@ class SessionLogger:
                 "recipients": recipients,
                 "codes": codes,
                 "reply": reply,
-            },
+            }
+            if self._structured
+            else _NO_FIELDS,
         )
 
 

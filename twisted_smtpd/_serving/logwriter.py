@@ -85,6 +85,7 @@ class BufferedLogWriter:
         self._pending: IDelayedCall | None = None
         self._second = -1
         self._textPrefix = ""
+        self._sessionPrefix = ""
         self._jsonTime = ""
 
     @property
@@ -102,6 +103,7 @@ class BufferedLogWriter:
             self._second = second
             when = datetime.fromtimestamp(second, UTC)
             self._textPrefix = when.strftime("%Y-%m-%dT%H:%M:%S+0000")
+            self._sessionPrefix = f"{self._textPrefix} [{NAMESPACE}#info] "
             self._jsonTime = when.strftime("%Y-%m-%dT%H:%M:%S")
 
     def line(self, text: str, fields: dict[str, Any]) -> None:
@@ -137,7 +139,7 @@ class BufferedLogWriter:
                     parts.append(f'"{key}":{json.dumps(value, default=jsonDefault)}')
             self._add(",".join(parts) + "}\n")
         else:
-            self._add(f"{self._textPrefix} [{NAMESPACE}#info] {text}\n")
+            self._add(self._sessionPrefix + text + "\n")
 
     def __call__(self, event: LogEvent) -> None:
         """
@@ -170,10 +172,11 @@ class BufferedLogWriter:
     def _add(self, text: str) -> None:
         self._buffer.append(text)
         self._size += len(text)
-        if self._size >= self._limit or not getattr(self.reactor, "running", False):
+        reactor = self._reactor or self.reactor
+        if self._size >= self._limit or not getattr(reactor, "running", False):
             self.flush()
         elif self._pending is None:
-            self._pending = self.reactor.callLater(self._interval, self._timed)
+            self._pending = reactor.callLater(self._interval, self._timed)
 
     def _timed(self) -> None:
         self._pending = None
