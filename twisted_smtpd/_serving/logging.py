@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from twisted.logger import ILogObserver, LogEvent, Logger, formatEvent
@@ -39,9 +40,9 @@ NAMESPACE = "twisted_smtpd.session"
 
 _log = Logger(namespace=NAMESPACE)
 
-#: The fields of a text line: none, since only its text is written (never
-#: changed).
-_NO_FIELDS: dict[str, Any] = {}
+#: The fields of a text line: none, since only its text is written
+#: (read-only, shared by every line).
+_NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
 
 
 def formatPeer(address: tuple[str, int]) -> str:
@@ -161,7 +162,7 @@ class SessionLogger:
         # message, close) are not even gathered.
         self._structured = writer is None or writer.json
 
-    def _emit(self, text: str, fields: dict[str, Any]) -> None:
+    def _emit(self, text: str, fields: Mapping[str, Any]) -> None:
         # Every line's text is made here with f-strings: Twisted's
         # formatEvent alone costs more than the whole budget of a line.
         writer = self._writer

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
 from typing import IO, Any
@@ -106,7 +106,7 @@ class BufferedLogWriter:
             self._sessionPrefix = f"{self._textPrefix} [{NAMESPACE}#info] "
             self._jsonTime = when.strftime("%Y-%m-%dT%H:%M:%S")
 
-    def line(self, text: str, fields: dict[str, Any]) -> None:
+    def line(self, text: str, fields: Mapping[str, Any]) -> None:
         """
         Log one line of the C{twisted_smtpd.session} namespace at info level.
 
