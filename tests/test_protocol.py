@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import ConnectionLost
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -1387,6 +1387,8 @@ class _Connection:
     connected = True
     disconnecting = False
     producerPaused = False
+    producer = None
+    _aborting = False
     bufferSize = 65536
 
     def __init__(self, reactor: Clock | None = None, take: int = 3) -> None:
@@ -1416,6 +1418,12 @@ class _Connection:
 
     def abortConnection(self) -> None:
         self.sentAt["abort"] = list(self.socket.sent)
+        self.connected = False
+
+    def connectionLost(self, reason: Failure) -> None:
+        # What the reactor calls once a closing connection's buffer is empty.
+        self.sentAt["lost"] = list(self.socket.sent)
+        self.lostReason = reason
         self.connected = False
 
     def startTLS(self, contextFactory: object) -> None:
@@ -1703,13 +1711,81 @@ class WriteThroughTests(SynchronousTestCase):
         The reply that ends a session (QUIT's 221) and those held before it
         are sent before the close begins, not left for the end of the turn.
         """
-        proto, connection, _ = self._sessionAmongOthers()
+        proto, connection, clock = self._sessionAmongOthers()
         proto.dataReceived(b"NOOP\r\n")
         proto.dataReceived(b"QUIT\r\n")
-        self.assertEqual(
-            b"".join(connection.sentAt["close"]),
-            b"250 2.0.0 OK\r\n221 2.0.0 mx.example.com Closing connection\r\n",
-        )
+        replies = b"250 2.0.0 OK\r\n221 2.0.0 mx.example.com Closing connection\r\n"
+        self.assertEqual(b"".join(connection.socket.sent), replies)
+        clock.advance(0)
+        self.assertEqual(b"".join(connection.sentAt["lost"]), replies)
+
+    def test_closeAtTurnEnd(self) -> None:
+        """
+        A plain TCP connection whose session ended, with nothing left to
+        send, is closed at the end of the reactor's turn the way the reactor
+        closes one whose buffer emptied (C{connectionLost} with
+        C{ConnectionDone}), without C{loseConnection} and the turn it waits
+        for the connection to be writable.
+        """
+        proto, connection, clock = self._sessionAmongOthers()
+        proto.dataReceived(b"QUIT\r\n")
+        self.assertTrue(connection.connected)
+        self.assertEqual(connection.sentAt, {})
+        clock.advance(0)
+        self.assertNotIn("close", connection.sentAt)
+        self.assertFalse(connection.connected)
+        connection.lostReason.trap(ConnectionDone)
+
+    def test_closeBusyLeftToLoseConnection(self) -> None:
+        """
+        A connection still holding bytes for a client that does not read is
+        closed by C{loseConnection}, which sends them first; so is one with
+        a producer still registered.
+        """
+        from twisted_smtpd._serving.flow import closeNow
+
+        connection = _Connection()
+        connection.write(b"queued")
+        closeNow(connection)
+        self.assertEqual(list(connection.sentAt), ["close"])
+        registered = _Connection()
+        registered.producer = object()  # type: ignore[assignment]
+        closeNow(registered)
+        self.assertEqual(list(registered.sentAt), ["close"])
+
+    def test_closeNowLeavesEndedAlone(self) -> None:
+        """
+        A connection already lost, closing or aborted by the time the turn
+        ends is not closed again.
+        """
+        from twisted_smtpd._serving.flow import closeNow
+
+        lost, closing, aborted = _Connection(), _Connection(), _Connection()
+        lost.connected = False
+        closing.disconnecting = True
+        aborted._aborting = True
+        for connection in (lost, closing, aborted):
+            closeNow(connection)
+            self.assertEqual(connection.sentAt, {})
+
+    def test_closeFailureLeavesOthers(self) -> None:
+        """
+        A connection whose close fails at the end of the turn is logged and
+        the others still close.
+        """
+        clock, writer = Clock(), TurnWriter()
+        broken, fine = _Connection(clock), _Connection(clock)
+
+        def fail(reason: Failure) -> None:
+            raise RuntimeError("broken")
+
+        broken.connectionLost = fail  # type: ignore[method-assign]
+        writer.closeAtEnd(broken)
+        writer.closeAtEnd(fine)
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        clock.advance(0)
+        self.assertFalse(fine.connected)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     def test_startTLSSendsNow(self) -> None:
         """

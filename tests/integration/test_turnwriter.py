@@ -13,6 +13,7 @@ import ssl
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
@@ -90,3 +91,71 @@ class TurnWriterTests(TestCase):
         self.assertTrue(secure.startswith(b"250-mx.example.com"), secure)
         self.assertEqual(quitting, b"221 2.0.0 mx.example.com Closing connection\r\n")
         self.assertEqual(after, b"")
+
+
+class ClosingHandler(BaseHandler):
+    """
+    Counts the sessions that ended.
+    """
+
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def onClose(self, session: Any) -> None:
+        self.closed += 1
+
+
+def _quitAmongOthers(port: int) -> tuple[list[bytes], list[bytes]]:
+    """
+    With a second session open, and then alone: QUIT, and read the reply
+    and the end of the connection.
+    """
+    other = socket.create_connection(("127.0.0.1", port), timeout=10)
+    ended = []
+    try:
+        _readUntil(other, b"220 ")
+        first = socket.create_connection(("127.0.0.1", port), timeout=10)
+        _readUntil(first, b"220 ")
+        for client in (first, other):
+            with client:
+                client.sendall(b"HELO c\r\nQUIT\r\n")
+                got = _readUntil(client, b"Closing connection\r\n")
+                ended.append([got[got.index(b"221 ") :], client.recv(100)])
+    finally:
+        other.close()
+    return ended[0], ended[1]
+
+
+class CloseTests(TestCase):
+    timeout = 30
+
+    @inlineCallbacks
+    def test_quitCloses(self) -> Any:
+        """
+        A session that ends with QUIT over plain TCP, with another session
+        open and alone, gets its 221 and then the end of the connection;
+        its C{onClose} runs, the server forgets it, and its socket is no
+        longer watched by the reactor.
+        """
+        from twisted.internet import reactor, tcp
+
+        def connections() -> set[object]:
+            watched = set(reactor.getReaders()) | set(reactor.getWriters())  # type: ignore[attr-defined]
+            return {s for s in watched if isinstance(s, tcp.Server)}
+
+        handler = ClosingHandler()
+        server, _ = tlsServer(self.mktemp(), handler)
+        port = yield server.listen("tcp:0:interface=127.0.0.1")
+        self.addCleanup(port.stopListening)
+        before = connections()
+        amongOthers, alone = yield deferToThread(_quitAmongOthers, port.getHost().port)
+        bye = b"221 2.0.0 mx.example.com Closing connection\r\n"
+        self.assertEqual(amongOthers, [bye, b""])
+        self.assertEqual(alone, [bye, b""])
+        for _ in range(50):
+            if handler.closed == 2:
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(handler.closed, 2)
+        self.assertEqual(server.factory.connections, set())
+        self.assertEqual(connections() - before, set())

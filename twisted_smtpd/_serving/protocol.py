@@ -567,6 +567,11 @@ class SMTPProtocol(LineReceiver):
         # A TLS transport shuts down only once no producer is registered, and
         # must read to see the peer go.
         transport.unregisterProducer()
+        if transport is self._socket and not transport.TLS:
+            # Plain TCP: closed at the end of the turn, after the replies
+            # (TurnWriter.closeAtEnd).
+            self._writer.closeAtEnd(transport)
+            return
         if self._transportPaused and not self._readClosed:
             self._transportPaused = False
             transport.resumeProducing()
