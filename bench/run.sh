@@ -7,6 +7,9 @@
 #   bash bench/run.sh pipelining      # PIPELINING, EHLO, STARTTLS and AUTH costs
 #   bash bench/run.sh chart           # docs/perf-concurrency.png
 #   bash bench/run.sh peerschart RESULTS.json   # docs/perf-peers.png and its table
+#   bash bench/run.sh pair --a SNAPSHOT --b SNAPSHOT [--workload W4]   # two servers at
+#                                     # once on one vCPU: an A/B of their CPU per unit of
+#                                     # work that the machine's drift cancels out of
 #   bash bench/run.sh hotpaths [--tool py-spy]   # profiles of twisted-smtpd under W2, W3, W4
 #   bash bench/run.sh protocol [--instructions]   # the protocol code's CPU (or instructions,
 #                                     # counted by Valgrind) per message and per connection,
@@ -85,6 +88,7 @@ case "$what" in
   pipelining) exec "$bpy" "$here/pipelining.py" "$@" ;;
   chart) exec "$bpy" "$here/chart.py" "$@" ;;
   peerschart) exec "$bpy" "$here/peerschart.py" "$@" ;;
+  pair) exec "$bpy" "$here/pair.py" "$@" ;;
   hotpaths) exec "$bpy" "$here/hotpaths.py" "$@" ;;
   protocol)
     if [[ " $* " == *" --instructions "* ]] && ! command -v valgrind >/dev/null; then
@@ -100,5 +104,5 @@ case "$what" in
     "$bpy" "$here/pipelining.py" --servers twisted-smtpd,aiosmtpd,twisted.mail
     "$bpy" "$here/chart.py"
     ;;
-  *) echo "usage: bash bench/run.sh [peers|data|pipelining|chart|peerschart|hotpaths|protocol|fullcollection|deliveries|all] [options]" >&2; exit 2 ;;
+  *) echo "usage: bash bench/run.sh [peers|data|pipelining|chart|peerschart|pair|hotpaths|protocol|fullcollection|deliveries|all] [options]" >&2; exit 2 ;;
 esac
