@@ -179,7 +179,9 @@ class TurnWriter:
             queued.append(data)
             return
         self._waiting[socket] = [data]
-        self._schedule(socket)
+        if not self._scheduled:
+            self._scheduled = True
+            socket.reactor.callLater(0, self.sendAll)
 
     def closeAtEnd(self, socket: Any) -> None:
         """
@@ -188,9 +190,6 @@ class TurnWriter:
         replies held for it (L{closeNow}).
         """
         self._closing.append(socket)
-        self._schedule(socket)
-
-    def _schedule(self, socket: Any) -> None:
         if not self._scheduled:
             self._scheduled = True
             socket.reactor.callLater(0, self.sendAll)
