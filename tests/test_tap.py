@@ -1247,6 +1247,28 @@ class DaemonTests(SynchronousTestCase):
             self.assertEqual(reactor.whenRunning, expected)
             self.successResultOf(server.stopService())
 
+    def test_dispatchWithoutContext(self) -> None:
+        """
+        The server C{twistd smtpd} runs has the reactor dispatch I/O events
+        without a log context once it starts; one built otherwise keeps
+        Twisted's dispatch.
+        """
+        from twisted.python import log as legacy
+
+        from twisted_smtpd._twistd.eventdispatch import callWithoutContext
+
+        self.addCleanup(signal.signal, signal.SIGHUP, signal.getsignal(signal.SIGHUP))
+        self.patch(legacy, "callWithLogger", legacy.callWithLogger)
+        twisted = legacy.callWithLogger
+        self.assertTrue(_tap.makeService(parse("--sink")).dispatchWithoutContext)
+        for light, expected in ((False, twisted), (True, callWithoutContext)):
+            server = _tap.SMTPDaemon(
+                SinkHandler(), ServerOptions(), reactor=FakeReactor(), dispatchWithoutContext=light
+            )
+            server.startService()
+            self.assertIs(legacy.callWithLogger, expected)
+            self.successResultOf(server.stopService())
+
     def test_settleStartupHeap(self) -> None:
         """
         L{settleStartupHeap} collects the garbage of the start, then freezes

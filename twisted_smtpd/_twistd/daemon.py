@@ -18,6 +18,7 @@ from twisted_smtpd._serving.logging import SessionLogger
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._serving.server import SMTPServer, _AdoptedListener
 from twisted_smtpd._serving.summary import logCertificates, logStopped, logSummary
+from twisted_smtpd._twistd.eventdispatch import withoutContext
 from twisted_smtpd._twistd.tapconfig import exitWithError, reason
 
 
@@ -49,6 +50,10 @@ class SMTPDaemon(SMTPServer):
         own, or C{None}.
     @ivar settleHeap: Whether to L{settle <settleStartupHeap>} the heap once
         the reactor runs: C{twistd smtpd} does, a test process must not.
+    @ivar dispatchWithoutContext: Whether the reactor is to dispatch I/O
+        events without a legacy log context (L{withoutContext}) from the
+        start on: C{twistd smtpd} does; an embedding program keeps
+        Twisted's dispatch unless it asks.
     """
 
     _log = Logger()
@@ -60,11 +65,13 @@ class SMTPDaemon(SMTPServer):
         logSessions: bool = True,
         delivery: str = "",
         settleHeap: bool = False,
+        dispatchWithoutContext: bool = False,
         **kw: Any,
     ) -> None:
         super().__init__(*args, **kw)
         self.logObserver = logObserver
         self.settleHeap = settleHeap
+        self.dispatchWithoutContext = dispatchWithoutContext
         self._delivery = delivery or type(self.factory.handler).__name__
         if isinstance(logObserver, BufferedLogWriter):
             # The lines of the last moments, at exit (after the reactor
@@ -126,9 +133,12 @@ class SMTPDaemon(SMTPServer):
 
     def startService(self) -> None:
         """
-        Start listening, reload the certificates on SIGHUP, and settle the
-        heap once the reactor runs (with C{settleHeap}).
+        Start listening, reload the certificates on SIGHUP, settle the heap
+        once the reactor runs (with C{settleHeap}) and dispatch I/O events
+        without a log context (with C{dispatchWithoutContext}).
         """
+        if self.dispatchWithoutContext:
+            withoutContext()
         try:
             super().startService()
         except ListenFailed as e:

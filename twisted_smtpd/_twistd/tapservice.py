@@ -81,6 +81,7 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
         delivery=config.get("deliveryDescription", ""),
         resolver=None if config["dns-server"] is None else resolverFor(config["dns-server"]),
         settleHeap=True,
+        dispatchWithoutContext=True,
     )
     inherited = config.get("inherited") or []
     if config["metrics"] is not None:
