@@ -8,8 +8,9 @@ work from which the machine's drift cancels out.
 
 C{--a} and C{--b} each name a twisted-smtpd source tree (a checkout, or a
 commit exported with C{git archive}), run as C{twistd -n smtpd --sink} with
-its extra C{--a-args}/C{--b-args}, or a server of C{bench/peers.py}
-(C{twisted.mail}, C{"twisted-smtpd --quiet"}, ...).
+its extra C{--a-args}/C{--b-args} (C{--b-args=--quiet}; C{"--maildir
+{maildir}"} instead of C{--sink}, a Maildir of its own), or a server of
+C{bench/peers.py} (C{twisted.mail}, C{"twisted-smtpd --quiet"}, ...).
 
 Both servers run pinned to the same vCPU at once, each loaded by its own
 C{smtp-source} with the same arguments (W2, W3 or W4 of C{bench/peers.py}),
@@ -38,6 +39,7 @@ from _benchlib import (
     SMTP_SOURCE,
     Server,
     cpus,
+    emptyMaildir,
     machineLine,
     oursCommand,
     pinTo,
@@ -67,7 +69,10 @@ def _server(what: str, extra: str) -> tuple[str, list[str], dict[str, str]]:
     # The source tree first, ahead of the checkout serverEnv puts there.
     env["PYTHONPATH"] = os.path.abspath(what) + os.pathsep + env["PYTHONPATH"]
     name = f"twisted-smtpd from {what}" + (f" {extra}" if extra else "")
-    return name, oursCommand(extra=shlex.split(extra)), env
+    words = shlex.split(extra)
+    # --sink unless the arguments name the Maildir ({maildir}: one of its own).
+    delivery = () if "--maildir" in words else ("--sink",)
+    return name, oursCommand(delivery, words), env
 
 
 def _round(servers: list[Server], args: list[str], count: int, cpu: int, flip: bool) -> list[float]:
@@ -148,6 +153,7 @@ def main() -> None:
     finally:
         for server in servers:
             server.stop()
+            emptyMaildir(server.maildir)
     a = statistics.median(r[0] for r in results)
     b = statistics.median(r[1] for r in results)
     ratios = [r[1] / r[0] for r in results]
