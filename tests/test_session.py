@@ -78,9 +78,34 @@ class SessionIdTests(SynchronousTestCase):
         ids._next = (1 << 40) - 2
         drawn = [ids() for _ in range(4)]
         self.assertEqual(len(set(drawn)), 4)
-        self.assertEqual(ids._next, 2)
+        # A batch was made: 2**40 - 2 to 29.
+        self.assertEqual(ids._next, _SessionIds.BATCH - 2)
         for value in drawn:
             self.assertIsNotNone(re.fullmatch(r"[a-z2-7]{8}", value))
+
+    def test_batches(self) -> None:
+        """
+        Ids are made L{_SessionIds.BATCH} at a time and handed out in
+        counter order, across batches: the same ids, in the same order, as
+        made one at a time.
+        """
+        self.patch(_session.os, "urandom", lambda n: bytes(range(n)))
+        batched, single = _SessionIds(), _SessionIds()
+        drawn = [batched() for _ in range(2 * _SessionIds.BATCH + 3)]
+        self.assertEqual(len(batched._ready), _SessionIds.BATCH - 3)
+        self.assertEqual(drawn, [single._make() for _ in range(len(drawn))])
+
+    def test_reseedForgetsBatch(self) -> None:
+        """
+        Reseeded (in a forked child), a generator forgets the ids made
+        ahead with its old key.
+        """
+        ids = _SessionIds()
+        ids()
+        ahead = list(ids._ready)
+        ids.reseed()
+        self.assertEqual(ids._ready, [])
+        self.assertNotIn(ids(), ahead)
 
     def test_forkedChildDrawsItsOwn(self) -> None:
         """

@@ -225,7 +225,15 @@ class _SessionIds:
     permutation, it cannot repeat within the process, as 40 random bits
     would after about a million sessions (the birthday bound), nor when the
     random source repeats.
+
+    Ids are made L{BATCH} at a time and handed out in counter order: made
+    one per connection, between the rest of the server's work, the hashing
+    ran on cold caches and cost a busy server about three times what it
+    costs in a loop.
     """
+
+    #: Ids made at a time.
+    BATCH = 32
 
     def __init__(self) -> None:
         self.reseed()
@@ -240,8 +248,19 @@ class _SessionIds:
         # compressed once here, not on every round of every id.
         self._rounds = [blake2b(round, key=key, digest_size=3) for round in _ROUNDS]
         self._next = int.from_bytes(os.urandom(5), "big")
+        # Made ahead with the old key, the next one last: a forked child
+        # must not hand out its parent's.
+        self._ready: list[str] = []
 
     def __call__(self) -> str:
+        ready = self._ready
+        if not ready:
+            make = self._make
+            ready.extend([make() for _ in range(self.BATCH)])
+            ready.reverse()
+        return ready.pop()
+
+    def _make(self) -> str:
         value = self._next & 0xFF_FFFF_FFFF
         self._next = value + 1
         left, right = value >> 20, value & 0xFFFFF
