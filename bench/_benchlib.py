@@ -405,6 +405,28 @@ class SourceRun:
         return self.returncode == 0 and not self.timedOut
 
 
+def sourceArgv(port: int, args: Sequence[str], count: int) -> list[str]:
+    """
+    C{smtp-source -M localhost ARGS -m COUNT 127.0.0.1:PORT}.
+    """
+    return [SMTP_SOURCE, "-M", "localhost", *args, "-m", str(count), f"127.0.0.1:{port}"]
+
+
+def startSource(argv: list[str], cpu: int | None = None) -> subprocess.Popen[bytes]:
+    """
+    Start C{smtp-source} (L{sourceArgv}) in its own process group, pinned to
+    C{cpu}, its output piped.
+    """
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=pinTo(cpu),
+    )
+
+
 def smtpSource(
     port: int,
     args: Sequence[str],
@@ -418,18 +440,11 @@ def smtpSource(
     Run C{smtp-source -M localhost ARGS -m COUNT 127.0.0.1:PORT}, bounded by
     C{timeout}; with C{server}, also read its CPU time around the run.
     """
-    argv = [SMTP_SOURCE, "-M", "localhost", *args, "-m", str(count), f"127.0.0.1:{port}"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     c0 = server.cpu() if server is not None else 0.0
     t0 = time.monotonic()
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=pinTo(cpu),
-    )
+    argv = sourceArgv(port, args, count)
+    proc = startSource(argv, cpu)
     timedOut = False
     try:
         out, _ = proc.communicate(timeout=timeout)

@@ -36,16 +36,16 @@ import subprocess
 import tempfile
 
 from _benchlib import (
-    SMTP_SOURCE,
     Server,
     cpus,
     emptyMaildir,
     machineLine,
     oursCommand,
-    pinTo,
     serverCommands,
     serverEnv,
     smtpSource,
+    sourceArgv,
+    startSource,
 )
 from peers import PER, WORKLOADS
 
@@ -81,25 +81,22 @@ def _round(servers: list[Server], args: list[str], count: int, cpu: int, flip: b
     """
     before = [s.cpu() for s in servers]
     order = servers[::-1] if flip else servers
-    procs = {}
-    for server in order:
-        argv = [SMTP_SOURCE, "-M", "localhost", *args, "-m", str(count), f"127.0.0.1:{server.port}"]
-        procs[server.name] = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=pinTo(cpu),
-        )
-    for name, proc in procs.items():
-        try:
-            out, _ = proc.communicate(timeout=600)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise SystemExit(f"pair: smtp-source against {name} took over 600 s") from None
-        if proc.returncode != 0:
-            raise SystemExit(f"pair: smtp-source against {name} failed: {out.decode()[-300:]}")
+    procs = {
+        server.name: startSource(sourceArgv(server.port, args, count), cpu) for server in order
+    }
+    try:
+        for name, proc in procs.items():
+            try:
+                out, _ = proc.communicate(timeout=600)
+            except subprocess.TimeoutExpired:
+                raise SystemExit(f"pair: smtp-source against {name} took over 600 s") from None
+            if proc.returncode != 0:
+                raise SystemExit(f"pair: smtp-source against {name} failed: {out.decode()[-300:]}")
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     return [s.cpu() - b for s, b in zip(servers, before, strict=True)]
 
 
