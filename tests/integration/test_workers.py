@@ -148,6 +148,51 @@ class WorkersTests(SynchronousTestCase):
         self.assertEqual([m for m in acknowledged if m not in stored], [])
 
 
+class StopTests(SynchronousTestCase):
+    def test_refusesOnceStopping(self) -> None:
+        """
+        Once SIGTERM stops the parent, the address refuses new connections
+        at once, while a worker still finishes an open transaction within
+        the close timeout: no connection waits in a backlog that no worker
+        accepts from.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        server = TwistdServer(
+            ["--workers", "2", "--sink", "--no-reverse-lookup", "--close-timeout", "20"],
+            directory,
+        )
+        self.addCleanup(server.kill)
+        port = server.start()
+        server.waitForLog("worker ready", count=2)
+        busy = smtplib.SMTP("127.0.0.1", port, timeout=CLIENT_TIMEOUT)
+        self.addCleanup(busy.close)
+        busy.ehlo()
+        busy.mail("a@example.com")
+        busy.rcpt("b@example.com")
+        self.assertEqual(busy.docmd("DATA")[0], 354)
+        server.signal(signal.SIGTERM)
+        server.waitForLog("stopped listening", count=2, timeout=STOP_TIMEOUT)
+        # The workers close their ports in the turn after they log it.
+        deadline = time.monotonic() + 5
+        taken = 0
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT).close()
+            except ConnectionRefusedError:
+                break
+            taken += 1
+            if time.monotonic() > deadline:
+                self.fail(f"{taken} connections taken while stopping: {server.output[-2000:]}")
+            time.sleep(0.05)
+        for _ in range(20):
+            with self.assertRaises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT).close()
+        # The open transaction still finishes.
+        busy.send(b"Subject: late\r\n\r\nbody\r\n.\r\n")
+        self.assertEqual(busy.getreply()[0], 250)
+
+
 def running(pid: int) -> bool:
     """
     Whether process C{pid} exists and is not a zombie waiting to be reaped.

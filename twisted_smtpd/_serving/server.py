@@ -6,6 +6,7 @@ L{SMTPServer}, the L{IService} that listens and closes gracefully.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -506,7 +507,11 @@ class SMTPServer(MultiService):
         Serve C{description} on a listening socket made elsewhere (by the
         parent of C{--workers} processes), wrapped as it would be by L{listen}.
 
-        @param fileno: The listening socket's file descriptor.
+        @param fileno: The listening socket's file descriptor, closed once
+            adopted: the port listens on a duplicate of it, and the socket
+            must close with the port.  Left open, it would keep listening
+            after the port stopped, for as long as this process lives, its
+            backlog filling with connections that nothing accepts.
         @param family: Its address family (C{socket.AF_INET}, ...).
         """
         base, layers = splitDescription(description)
@@ -516,6 +521,7 @@ class SMTPServer(MultiService):
         inner = None if ownTLS is None else TLSMemoryBIOFactory(ownTLS, False, self.factory)
         factory = self._wrap(layers, inner)
         port: IListeningPort = self.reactor.adoptStreamPort(fileno, family, factory)
+        os.close(fileno)
         self._ports.append(port)
         return port
 

@@ -269,8 +269,14 @@ class WorkerPool(Service):
 
     def stopService(self) -> Deferred[Any]:
         """
-        Ask every worker to close gracefully; kill the ones still running
-        after the stop timeout.
+        Close the listening sockets and ask every worker to close
+        gracefully; kill the ones still running after the stop timeout.
+
+        The parent's copies of the sockets close at once: each worker stops
+        listening as soon as it is told to, and a socket still open here
+        would go on taking connections into its backlog that no worker
+        accepts, reset only once the last worker has gone.  Closed, the
+        address refuses new connections at once, as a single process does.
         """
         super().stopService()
         self._stopping = True
@@ -283,14 +289,14 @@ class WorkerPool(Service):
             self._previousHangup = None
         ended = [protocol.ended for _, protocol in self.workers.values()]
         self.signalWorkers("TERM")
+        for spec in self._listeners:
+            for s in spec.sockets:
+                s.close()
         killer = self.reactor.callLater(self._stopTimeout, self._killAll)
 
         def done(result: object) -> None:
             if killer.active():
                 killer.cancel()
-            for spec in self._listeners:
-                for s in spec.sockets:
-                    s.close()
 
         return DeferredList(ended).addCallback(done)
 
