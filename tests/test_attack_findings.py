@@ -873,21 +873,12 @@ class WorkerCertificateTests(SynchronousTestCase):
         certificate.
         """
         import hashlib
-        import os
         import smtplib
         import ssl
 
-        from tests.integration.helpers import CLIENT_TIMEOUT, TwistdServer
+        from tests.integration.helpers import CLIENT_TIMEOUT, startWorkers
 
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
-        server = TwistdServer(
-            ["--workers", "2", "--sink", "--no-reverse-lookup", "--hostname", "mx.example.com"],
-            directory,
-        )
-        self.addCleanup(server.kill)
-        port = server.start()
-        server.waitForLog("worker ready", count=2)
+        server, port = startWorkers(self, ["--sink", "--hostname", "mx.example.com"])
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

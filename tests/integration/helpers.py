@@ -284,6 +284,30 @@ class TwistdServer:
         process.stdout.close()
 
 
+def startWorkers(
+    testCase: SynchronousTestCase,
+    arguments: Sequence[str],
+    directory: str | None = None,
+    **kw: Any,
+) -> tuple[TwistdServer, int]:
+    """
+    Start C{twistd smtpd --workers 2 --no-reverse-lookup ARGUMENTS} in
+    C{directory} (a new folder of C{testCase} by default), killed when the
+    test ends, and wait until both workers are ready.
+
+    @param kw: Passed on to L{TwistdServer} (C{listen}, ...).
+    @return: The server and the port of its first listener.
+    """
+    if directory is None:
+        directory = os.path.abspath(testCase.mktemp())
+        os.makedirs(directory)
+    server = TwistdServer(["--workers", "2", "--no-reverse-lookup", *arguments], directory, **kw)
+    testCase.addCleanup(server.kill)
+    port = server.start()
+    server.waitForLog("worker ready", count=2)
+    return server, port
+
+
 def maildirContents(path: str) -> tuple[list[bytes], list[str], list[str]]:
     """
     Read a Maildir.

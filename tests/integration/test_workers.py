@@ -26,6 +26,7 @@ from tests.integration.helpers import (
     STOP_TIMEOUT,
     ImplicitTLSSMTP,
     TwistdServer,
+    startWorkers,
 )
 
 HANDLER = "tests.integration.recordinghandler:make"
@@ -69,12 +70,7 @@ class WorkersTests(SynchronousTestCase):
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
         maildir = os.path.join(directory, "Maildir")
-        server = TwistdServer(
-            ["--workers", "2", "--maildir", maildir, "--no-reverse-lookup"], directory
-        )
-        self.addCleanup(server.kill)
-        port = server.start()
-        server.waitForLog("worker ready", count=2)
+        server, port = startWorkers(self, ["--maildir", maildir], directory)
         first = self.workerPids(server)
         self.assertEqual(sorted(first), [0, 1])
 
@@ -156,15 +152,7 @@ class StopTests(SynchronousTestCase):
         the close timeout: no connection waits in a backlog that no worker
         accepts from.
         """
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
-        server = TwistdServer(
-            ["--workers", "2", "--sink", "--no-reverse-lookup", "--close-timeout", "20"],
-            directory,
-        )
-        self.addCleanup(server.kill)
-        port = server.start()
-        server.waitForLog("worker ready", count=2)
+        server, port = startWorkers(self, ["--sink", "--close-timeout", "20"])
         busy = smtplib.SMTP("127.0.0.1", port, timeout=CLIENT_TIMEOUT)
         self.addCleanup(busy.close)
         busy.ehlo()
@@ -215,12 +203,7 @@ class ParentDeathTests(SynchronousTestCase):
         worker logs that its parent is gone and exits within
         C{exitBound} seconds, and the port then refuses connections.
         """
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
-        server = TwistdServer(["--workers", "2", "--sink", "--no-reverse-lookup"], directory)
-        self.addCleanup(server.kill)
-        port = server.start()
-        server.waitForLog("worker ready", count=2)
+        server, port = startWorkers(self, ["--sink"])
         pids = list(WorkersTests.workerPids(WorkersTests(), server).values())
         self.assertEqual(len(pids), 2)
 
@@ -261,11 +244,9 @@ class WorkerListenersTests(SynchronousTestCase):
         shared = ca.server("mail.example.com")
         own = ca.server("submission.example.com")
         records = os.path.join(directory, "records")
-        server = TwistdServer(
+        server, _ = startWorkers(
+            self,
             [
-                "--workers",
-                "2",
-                "--no-reverse-lookup",
                 "--tls-cert",
                 shared.certificatePath,
                 "--tls-key",
@@ -284,9 +265,6 @@ class WorkerListenersTests(SynchronousTestCase):
                 "haproxy:tcp:0:interface=127.0.0.1",
             ],
         )
-        self.addCleanup(server.kill)
-        server.start()
-        server.waitForLog("worker ready", count=2)
         ownPort, sharedPort, proxyPort = server.ports
         assert isinstance(ownPort, int) and isinstance(sharedPort, int)
         assert isinstance(proxyPort, int)
