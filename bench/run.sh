@@ -16,6 +16,8 @@
 #                                     # in memory, against twisted.mail.smtp
 #   bash bench/run.sh fullcollection  # one full garbage collection of a started
 #                                     # server, before and after its start-up heap is frozen
+#   bash bench/run.sh maildirfloor [--sink-us N]   # what a durable Maildir delivery costs
+#                                     # per message on this file system, without the network
 #   bash bench/run.sh all             # all four, one after the other
 #   bash bench/run.sh deliveries      # --sink, --maildir, --amqp, --webhook per message
 #                                     # (with the checkout's .venv: pika, treq, RabbitMQ)
@@ -98,11 +100,12 @@ case "$what" in
     fi
     exec "$bpy" "$here/protocolcost.py" "$@" ;;
   fullcollection) PYTHONPATH="${TWISTED_SMTPD_SOURCE:-$repo}" exec "$bpy" "$here/fullcollection.py" "$@" ;;
+  maildirfloor) PYTHONPATH="${TWISTED_SMTPD_SOURCE:-$repo}" exec "$bpy" "$here/maildirfloor.py" "$@" ;;
   all)
     "$bpy" "$here/peers.py"
     "$bpy" "$here/data_throughput.py" --maildir
     "$bpy" "$here/pipelining.py" --servers twisted-smtpd,aiosmtpd,twisted.mail
     "$bpy" "$here/chart.py"
     ;;
-  *) echo "usage: bash bench/run.sh [peers|data|pipelining|chart|peerschart|pair|hotpaths|protocol|fullcollection|deliveries|all] [options]" >&2; exit 2 ;;
+  *) echo "usage: bash bench/run.sh [peers|data|pipelining|chart|peerschart|pair|hotpaths|protocol|fullcollection|maildirfloor|deliveries|all] [options]" >&2; exit 2 ;;
 esac
