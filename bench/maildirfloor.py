@@ -15,7 +15,7 @@ batches of messages of C{--size} bytes:
     committer's order: an unnamed file (C{O_TMPFILE}; a named one in
     C{tmp/} where that does not work) created in C{tmp/} and written; one
     C{syncfs(2)} per batch (an C{fsync} per file where C{syncfs} is
-    missing); the file linked (renamed) into C{new/} and closed; one
+    missing or the batch holds one message); the file linked (renamed) into C{new/} and closed; one
     C{fsync} of C{new/} per batch;
   - C{committer}: the handler's own commit cycles
     (C{twisted_smtpd.handlers._maildirdisk._commitCycle}), one per batch,
@@ -42,7 +42,6 @@ import os
 import socket
 import statistics
 import time
-from collections.abc import Callable
 
 from _benchlib import MAILDIR, cpus, emptyMaildir, machineLine, settleAfterRemoval
 
@@ -91,7 +90,8 @@ def rawLoop(path: str, messages: int, batch: int, body: bytes) -> dict[str, list
                 os.write(fd, body)
                 fds.append(fd)
             t1, w1 = clock(), time.perf_counter()
-            if syncfs is not None:
+            # As the committer: one syncfs for more than one file.
+            if syncfs is not None and count > 1:
                 syncfs(fds[0])
             else:
                 for fd in fds:
@@ -126,7 +126,6 @@ def committerLoop(path: str, messages: int, batch: int, body: bytes) -> list[flo
     handler = MaildirHandler(path)
     host = socket.gethostname()
     clock = time.thread_time
-    nobodyWaits: Callable[[], bool] = lambda: False  # noqa: E731
     times = []
     for first in range(0, messages, batch):
         deliveries = []
@@ -135,7 +134,7 @@ def committerLoop(path: str, messages: int, batch: int, body: bytes) -> list[flo
             delivery.chunks.append(body)
             deliveries.append(delivery)
         t0 = clock()
-        results, _, settled = _maildirdisk._commitCycle(deliveries, [], handler.path, nobodyWaits)
+        results, _, settled = _maildirdisk._commitCycle(deliveries, [], handler.path, lambda: False)
         times.append(clock() - t0)
         if not settled or any(result is not None for result in results):
             raise RuntimeError(f"a commit cycle failed: {results}")
@@ -150,11 +149,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=48)
-    parser.add_argument("--size", type=int, default=1100, help="bytes per message")
+    parser.add_argument("--size", type=int, default=1100, help="bytes per message, CRLF included")
     parser.add_argument("--sink-us", type=float, default=None, metavar="N")
     args = parser.parse_args()
-    if args.messages < 1 or args.batch < 1 or args.size < 1:
-        parser.error("--messages, --batch and --size must be positive")
+    if args.messages < 1 or args.batch < 1 or args.size < 2:
+        parser.error("--messages and --batch must be positive, --size at least 2")
     os.sched_setaffinity(0, {cpus()[0]})
     settleAfterRemoval()
     base = os.path.join(MAILDIR, f"floor-{os.getpid()}")
