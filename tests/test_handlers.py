@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
+from tests.disklog import DiskErrorLog
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, Envelope, Session
 from twisted_smtpd._stream import MessageStream
@@ -352,6 +353,7 @@ class MaildirFlowTests(SynchronousTestCase):
         A disk error while spilling keeps reading the body (discarding it)
         and answers 452 for a full disk; the tmp file is removed.
         """
+        log = DiskErrorLog(self)
 
         def full(path: str) -> Any:
             raise OSError(errno.ENOSPC, "No space left on device")
@@ -371,7 +373,7 @@ class MaildirFlowTests(SynchronousTestCase):
         error = self.failureResultOf(d, SMTPError).value
         self.assertEqual((error.code, error.enhanced), (452, "4.3.1"))
         self.assertEqual(self.dirs(), ([], []))
-        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        log.assertLines(1, "Writing message ", "No space left on device (ENOSPC)")
 
     def test_batchesWaitForRunningCommit(self) -> None:
         """
@@ -599,6 +601,7 @@ class MaildirDeliveryTests(TestCase):
         A commit failure fails only its own message (451, tmp file removed);
         the rest of the batch is delivered.
         """
+        log = DiskErrorLog(self)
         realRename, realLink = _maildirdisk._rename, _maildirdisk._link
 
         def rename(src: str, dst: str) -> None:
@@ -630,7 +633,7 @@ class MaildirDeliveryTests(TestCase):
                 listDir(self.newDir()),
             )
             self.assertEqual(listDir(self.tmpDir()), [])
-            self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+            log.assertLines(1, "Delivering ", " failed: ")
 
         results[1].addErrback(failed)
         return gatherResults(results).addCallback(check)
@@ -641,6 +644,7 @@ class MaildirDeliveryTests(TestCase):
         every message waiting for it fails with 451 4.3.0 and none is left
         in C{new/} to be delivered twice.
         """
+        log = DiskErrorLog(self)
         self.patch(_maildirdisk, "_syncfs", None)
 
         def fsync(fd: int) -> None:
@@ -663,7 +667,7 @@ class MaildirDeliveryTests(TestCase):
             self.assertEqual(outcomes, [1, 1, 1])
             self.assertEqual(listDir(self.newDir()), [])
             self.assertEqual(listDir(self.tmpDir()), [])
-            self.assertEqual(len(self.flushLoggedErrors(OSError)), 3)
+            log.assertLines(3, "Delivering ", "I/O error (EIO)")
 
         return gatherResults([d.addCallbacks(self.fail, failed) for d in results]).addCallback(
             check
@@ -1101,6 +1105,7 @@ class MaildirPerRecipientTests(TestCase):
         451 4.3.0 and no copy is kept for the others, so that the client's
         retry delivers each copy once.
         """
+        log = DiskErrorLog(self)
         os.makedirs(os.path.join(self.path, "domains", "example.org"))
         with open(os.path.join(self.path, "domains", "example.org", "carol"), "wb"):
             pass
@@ -1111,6 +1116,6 @@ class MaildirPerRecipientTests(TestCase):
             self.assertEqual((failure.value.code, failure.value.enhanced), (451, "4.3.0"))
             self.assertEqual(self.newFiles("example.org", "bob"), [])
             self.assertEqual(listDir(os.path.join(self.path, "tmp")), [])
-            self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+            log.assertLines(1, "Delivering ", " failed: ")
 
         return d.addCallbacks(self.fail, failed)

@@ -15,9 +15,12 @@ import sys
 from typing import Any
 
 from twisted.internet.error import ConnectionLost
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.disklog import DiskErrorLog
 from tests.test_handlers import (
     ImmediateReactor,
     ManualThreadPool,
@@ -30,6 +33,7 @@ from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, Envelope
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers import MaildirHandler, _maildirdisk, maildir
+from twisted_smtpd.handlers._diskfailure import describe, diskError, logDiskFailure
 from twisted_smtpd.handlers.maildir import _Delivery
 
 
@@ -185,6 +189,7 @@ class UnnamedTmpFileTests(_CommitHarness):
         behind, its descriptor closed; the others of its cycle are
         delivered.
         """
+        log = DiskErrorLog(self)
 
         def link(fd: int, destination: str) -> None:
             self.events.append(("link", destination))
@@ -196,7 +201,7 @@ class UnnamedTmpFileTests(_CommitHarness):
         self.pool.runAll()
         failure = self.failureResultOf(results[0], SMTPError)
         self.assertEqual(failure.value.code, 451)
-        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        log.assertLines(1, "Delivering ", "I/O error (EIO)")
         self.assertEqual(listDir(self.new), [self.leadName])
         self.assertEqual(listDir(self.tmp), [])
         self.assertEqual(len(os.listdir("/proc/self/fd")), opened)
@@ -298,6 +303,7 @@ class GroupCommitTests(_CommitHarness):
         name it was to make durable, fail with 451 4.3.0 and are logged;
         nothing is left in C{tmp/} or C{new/}.
         """
+        log = DiskErrorLog(self)
         self.syncfsResult = OSError(errno.EIO, "I/O error")
         results = self.deliverAll([b"one\r\n", b"two\r\n", b"three\r\n"])
         self.pool.runAll()
@@ -307,20 +313,21 @@ class GroupCommitTests(_CommitHarness):
         self.assertEqual(listDir(self.tmp), [])
         self.assertEqual(listDir(self.new), [])
         self.assertNotIn("rename", self.kinds())
-        self.assertEqual(len(self.flushLoggedErrors(OSError)), 4)
+        log.assertLines(4, "Delivering ", "I/O error (EIO)")
 
     def test_fullDiskInTheGroup(self) -> None:
         """
         A flush failing for lack of space answers 452 4.3.1 to every message
         it covered.
         """
+        log = DiskErrorLog(self)
         self.syncfsResult = OSError(errno.ENOSPC, "No space left on device")
         results = self.deliverAll([b"one\r\n", b"two\r\n"])
         self.pool.runAll()
         for d in [self.lead, *results]:
             failure = self.failureResultOf(d, SMTPError)
             self.assertEqual((failure.value.code, failure.value.enhanced), (452, "4.3.1"))
-        self.flushLoggedErrors(OSError)
+        log.assertLines(3, "Delivering ", "No space left on device (ENOSPC)")
 
     def test_flushThroughTheFirstOpenedFile(self) -> None:
         """
@@ -441,6 +448,7 @@ class GroupCommitTests(_CommitHarness):
         fails that message alone (451): the other messages of the cycle are
         delivered, and no descriptor or file is left behind.
         """
+        log = DiskErrorLog(self)
         path, handler = self.perRecipientHandler()
 
         def session(sid: str, recipient: str) -> Any:
@@ -459,7 +467,7 @@ class GroupCommitTests(_CommitHarness):
         self.pool.runAll()
         failure = self.failureResultOf(lead, SMTPError)
         self.assertEqual(failure.value.code, 451)
-        self.flushLoggedErrors(OSError)
+        log.assertLines(1, "Delivering ", "No such file or directory (ENOENT)")
         name = self.successResultOf(later).removeprefix("OK: queued as ")
         erin = os.path.join(path, "domains", "example.com", "erin", "new")
         self.assertEqual(listDir(erin), [name])
@@ -674,3 +682,54 @@ class FailureTypeTests(SynchronousTestCase):
         assert isinstance(failure, Failure)
         self.assertIsInstance(failure.value, FileNotFoundError)
         self.assertEqual(listDir(os.path.join(path, "new")), ["first"])
+
+
+class DiskFailureLogTests(SynchronousTestCase):
+    """
+    L{logDiskFailure}: a refusal of the system is one error line, anything
+    else a failure with its traceback.
+    """
+
+    def test_systemErrorIsOneLine(self) -> None:
+        """
+        An L{OSError} is logged at error level, as one line naming the
+        system's text and the error's symbolic name, without the file name
+        the error carries and without a traceback.
+        """
+        log = DiskErrorLog(self)
+        try:
+            raise OSError(errno.EDQUOT, "Disk quota exceeded", "/m/new/x\nforged")
+        except OSError:
+            logDiskFailure(Logger(), Failure(), "Delivering {path} failed", path="/m/new/1.M2")
+        log.assertLines(1, "Delivering /m/new/1.M2 failed: Disk quota exceeded (EDQUOT)")
+
+    def test_withoutErrno(self) -> None:
+        """
+        An L{OSError} without an error number is described by its text.
+        """
+        self.assertEqual(describe(OSError("unexpected end")), "unexpected end")
+        self.assertEqual(describe(OSError()), "OSError")
+
+    def test_defectKeepsItsTraceback(self) -> None:
+        """
+        An error that is not the system's (a defect) is logged as a failure,
+        with its traceback.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        try:
+            raise ValueError("a defect")
+        except ValueError:
+            logDiskFailure(Logger(), Failure(), "Delivering {path} failed", path="/m/new/1.M2")
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertEqual(events[0]["log_level"], LogLevel.critical)
+
+    def test_replies(self) -> None:
+        """
+        A full disk or quota answers 452 4.3.1, any other error 451 4.3.0.
+        """
+        for code in (errno.ENOSPC, errno.EDQUOT):
+            error = diskError(OSError(code, "full"))
+            self.assertEqual((error.code, error.enhanced), (452, "4.3.1"))
+        for other in (OSError(errno.EIO, "I/O error"), ValueError("x"), None):
+            error = diskError(other)
+            self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))

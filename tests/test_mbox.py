@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
+from tests.disklog import DiskErrorLog
 from tests.test_client import endpointFor, startServer
 from tests.test_handlers import (
     ImmediateReactor,
@@ -172,6 +173,7 @@ class MboxHandlerTests(SynchronousTestCase):
         A failed append is answered 452 when the disk is full, and the file
         is cut back to what it was.
         """
+        log = DiskErrorLog(self)
         self.successResultOf(self.deliver(BODY))
         size = os.path.getsize(self.path)
 
@@ -182,7 +184,7 @@ class MboxHandlerTests(SynchronousTestCase):
         error = self.failureResultOf(self.deliver(BODY), SMTPError).value
         self.assertEqual((error.code, error.enhanced), (452, "4.3.1"))
         self.assertEqual(os.path.getsize(self.path), size)
-        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        log.assertLines(1, "Appending to ", "No space left on device (ENOSPC)")
 
     def test_waitsForLock(self) -> None:
         """
@@ -330,6 +332,7 @@ class MboxStreamingTests(SynchronousTestCase):
         A spool that cannot be written answers 451 (452 for a full disk),
         logs the failure and appends nothing.
         """
+        log = DiskErrorLog(self)
 
         def full(directory: str | None) -> Any:
             raise OSError(errno.ENOSPC, "No space left on device")
@@ -341,7 +344,7 @@ class MboxStreamingTests(SynchronousTestCase):
         feed(stream, b"x" * 300000 + b"\r\n")
         error = self.failureResultOf(d, SMTPError).value
         self.assertEqual((error.code, error.enhanced), (452, "4.3.1"))
-        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        log.assertLines(1, "No space left on device (ENOSPC)")
         self.assertFalse(os.path.exists(self.path))
 
     def test_bodyFailureAfterSpill(self) -> None:

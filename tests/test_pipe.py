@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from tests import replies
+from tests.disklog import DiskErrorLog
 from tests.test_handlers import Upstream, feed, makeSession
 from tests.test_mbox import ImmediateThreadPool
 from twisted_smtpd import SMTPError
@@ -310,6 +311,7 @@ class PipeUnitTests(SynchronousTestCase):
         A spool that cannot be written answers 452 (disk full), logs it and
         starts nothing.
         """
+        log = DiskErrorLog(self)
 
         def full(directory: str | None) -> Any:
             raise OSError(28, "No space left on device")
@@ -322,7 +324,7 @@ class PipeUnitTests(SynchronousTestCase):
         error = self.failureResultOf(d, SMTPError).value
         self.assertEqual((error.code, error.enhanced), (452, "4.3.1"))
         self.assertEqual(self.reactor.spawned, [])
-        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        log.assertLines(1, "spooling the message into ", "No space left on device (ENOSPC)")
 
     def test_tempfail(self) -> None:
         """

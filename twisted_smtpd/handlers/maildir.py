@@ -54,6 +54,7 @@ from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd.handlers import _maildirdisk
 from twisted_smtpd.handlers._base import BaseHandler
+from twisted_smtpd.handlers._diskfailure import diskError, logDiskFailure
 from twisted_smtpd.handlers._maildirdisk import _commitCycle, _discard, _unlinkAll, _writeChunks
 from twisted_smtpd.handlers._maildirnames import (
     DOMAINS,
@@ -63,9 +64,6 @@ from twisted_smtpd.handlers._maildirnames import (
     recipientDirectory,
 )
 from twisted_smtpd.interfaces import IMessageStream
-
-_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
-
 
 #: Files in C{tmp/} older than this are left over from a crash and removed
 #: when the handler starts: the Maildir convention's 36 hours, long enough
@@ -97,17 +95,6 @@ def removeStaleTemporaryFiles(directory: str, now: float) -> int:
             except FileNotFoundError:
                 continue
     return removed
-
-
-def _diskError(failure: Failure) -> SMTPError:
-    """
-    The reply for a local disk failure: 452 when the disk or quota is full,
-    451 otherwise (RFC 3463 X.3.1 and X.3.0).
-    """
-    error = failure.value
-    if isinstance(error, OSError) and error.errno in _NO_SPACE:
-        return SMTPError(452, "Error: insufficient system storage", "4.3.1")
-    return SMTPError(451, "Error: local error in processing", "4.3.0")
 
 
 @implementer(IConsumer)
@@ -194,9 +181,15 @@ class _Delivery:
 
     def _spillFailed(self, failure: Failure) -> None:
         self.writing = False
-        self.handler._log.failure("Writing {path} failed", failure, path=self.tmpPath)
+        logDiskFailure(
+            self.handler._log,
+            failure,
+            "Writing message {name} into {directory} failed",
+            name=self.unique,
+            directory=self.tmpPath.rpartition("/")[0],
+        )
         if self.failure is None:
-            self.failure = Failure(_diskError(failure))
+            self.failure = Failure(diskError(failure.value))
         self.chunks, self.buffered = [], 0
         if self.ended:
             self._finish()
@@ -499,5 +492,5 @@ class MaildirHandler(BaseHandler):
         if failure is None:
             delivery.result.callback(f"OK: queued as {delivery.unique}")
         else:
-            self._log.failure("Delivering {path} failed", failure, path=delivery.newPath)
-            delivery.result.errback(_diskError(failure))
+            logDiskFailure(self._log, failure, "Delivering {path} failed", path=delivery.newPath)
+            delivery.result.errback(diskError(failure.value))

@@ -15,7 +15,6 @@ whatever the message's size.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import re
@@ -29,16 +28,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Session
 from twisted_smtpd.handlers._base import BaseHandler
+from twisted_smtpd.handlers._diskfailure import diskError, logDiskFailure
 from twisted_smtpd.handlers._spool import Spool
 from twisted_smtpd.interfaces import IMessageStream
 
 # mboxrd: a line made of any number of ">" then "From " gets one more ">".
 _FROM_LINE = re.compile(rb"^(>*From )", re.MULTILINE)
 _UNSAFE_SENDER = re.compile(r"[\x00-\x20\x7f]")
-_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 # How much of the spool is read, converted and written at a time.
 _BLOCK = 1 << 16
 
@@ -91,13 +89,6 @@ class MboxrdEncoder:
         if not data:
             return data
         return _FROM_LINE.sub(rb">\1", data.replace(b"\r\n", b"\n"))
-
-
-def _diskError(failure: Failure) -> SMTPError:
-    error = failure.value
-    if isinstance(error, OSError) and error.errno in _NO_SPACE:
-        return SMTPError(452, "Error: insufficient system storage", "4.3.1")
-    return SMTPError(451, "Error: local error in processing", "4.3.0")
 
 
 class MboxHandler(BaseHandler):
@@ -169,8 +160,8 @@ class MboxHandler(BaseHandler):
             await self._inThread(self._append, header, source)
         except OSError:
             failure = Failure()
-            self._log.failure("Appending to {path} failed", failure, path=self.path)
-            raise _diskError(failure) from None
+            logDiskFailure(self._log, failure, "Appending to {path} failed", path=self.path)
+            raise diskError(failure.value) from None
         return "OK: delivered to mbox"
 
     def _append(self, header: bytes, source: IO[bytes]) -> None:

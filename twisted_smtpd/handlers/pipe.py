@@ -13,11 +13,11 @@ refused.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 import shlex
 import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
@@ -33,6 +33,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd.handlers._base import BaseHandler
+from twisted_smtpd.handlers._diskfailure import diskError, logDiskFailure
 from twisted_smtpd.handlers._spool import Spool
 from twisted_smtpd.interfaces import IMessageStream
 
@@ -42,7 +43,6 @@ EX_TEMPFAIL = 75
 _STDERR_KEEP = 4096
 _MAX_REASON = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 # Seconds an exited command's output pipes may stay open.
 _PIPE_GRACE = 1.0
 # Linux's limit on one argument or environment string, its NUL included
@@ -417,10 +417,14 @@ class PipeHandler(BaseHandler):
         try:
             source: IO[bytes] = await spool.finish()
         except OSError as e:
-            self._log.failure("{session} spooling the message failed", session=session.id)
-            if e.errno in _NO_SPACE:
-                raise SMTPError(452, "Error: insufficient system storage", "4.3.1") from None
-            raise SMTPError(451, "Error: local error in processing", "4.3.0") from None
+            logDiskFailure(
+                self._log,
+                Failure(),
+                "{session} spooling the message into {directory} failed",
+                session=session.id,
+                directory=self.spoolDirectory or tempfile.gettempdir(),
+            )
+            raise diskError(e) from None
         run = _Run(self._reactor)
         try:
             self._reactor.spawnProcess(
