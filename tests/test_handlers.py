@@ -604,15 +604,15 @@ class MaildirDeliveryTests(TestCase):
         log = DiskErrorLog(self)
         realRename, realLink = _maildirdisk._rename, _maildirdisk._link
 
-        def rename(src: str, dst: str) -> None:
+        def rename(src: str, directory: _maildirdisk._Directory, name: str) -> None:
             if readFile(src).startswith(b"FAIL"):
                 raise OSError(errno.EIO, "I/O error")
-            realRename(src, dst)
+            realRename(src, directory, name)
 
-        def link(fd: int, dst: str) -> None:
+        def link(fd: int, directory: _maildirdisk._Directory, name: str) -> None:
             if readFile(f"/proc/self/fd/{fd}").startswith(b"FAIL"):
                 raise OSError(errno.EIO, "I/O error")
-            realLink(fd, dst)
+            realLink(fd, directory, name)
 
         self.patch(_maildirdisk, "_rename", rename)
         self.patch(_maildirdisk, "_link", link)
@@ -867,9 +867,9 @@ class MaildirPerRecipientTests(TestCase):
         self.synced: list[str] = []
         realSync = _maildirdisk._syncDirectory
 
-        def recordingSync(path: str) -> None:
-            self.synced.append(path)
-            realSync(path)
+        def recordingSync(directory: _maildirdisk._Directory) -> None:
+            self.synced.append(directory.path)
+            realSync(directory)
 
         self.patch(_maildirdisk, "_syncDirectory", recordingSync)
 
@@ -1079,7 +1079,7 @@ class MaildirPerRecipientTests(TestCase):
         separate byte-exact copy, and no copy is left in its C{tmp/}.
         """
 
-        def link(source: str, destination: str) -> None:
+        def link(source: str, destination: str, **kwargs: object) -> None:
             raise OSError(errno.EXDEV, "Invalid cross-device link")
 
         self.patch(os, "link", link)

@@ -63,13 +63,13 @@ class _CommitHarness(SynchronousTestCase):
         )
         self.events: list[tuple[str, str]] = []
         self.syncfsResult: OSError | None = None
-        realFsync, realRename = os.fsync, os.rename
+        realFsync, realRename = os.fsync, _maildirdisk._rename
 
         def syncfs(fd: int) -> None:
             # What is on disk when the flush runs: every message still in tmp/.
             self.events.append(("syncfs", fdPath(fd)))
             self.tmpAtFlush = {n: readFile(os.path.join(self.tmp, n)) for n in listDir(self.tmp)}
-            self.newAtFlush = listDir(self.new)
+            self.newAtFlush = listDir(self.new) if os.path.isdir(self.new) else []
             if self.syncfsResult is not None:
                 raise self.syncfsResult
             os.sync()
@@ -79,15 +79,15 @@ class _CommitHarness(SynchronousTestCase):
             self.events.append((kind, fdPath(fd)))
             realFsync(fd)
 
-        def rename(source: str, destination: str) -> None:
-            self.events.append(("rename", destination))
-            realRename(source, destination)
+        def rename(source: str, directory: _maildirdisk._Directory, name: str) -> None:
+            self.events.append(("rename", os.path.join(directory.path, name)))
+            realRename(source, directory, name)
 
         realLink = _maildirdisk._link
 
-        def link(fd: int, destination: str) -> None:
-            self.events.append(("link", destination))
-            realLink(fd, destination)
+        def link(fd: int, directory: _maildirdisk._Directory, name: str) -> None:
+            self.events.append(("link", os.path.join(directory.path, name)))
+            realLink(fd, directory, name)
 
         self.patch(_maildirdisk, "_syncfs", syncfs)
         self.patch(_maildirdisk, "_fsync", fsync)
@@ -191,8 +191,8 @@ class UnnamedTmpFileTests(_CommitHarness):
         """
         log = DiskErrorLog(self)
 
-        def link(fd: int, destination: str) -> None:
-            self.events.append(("link", destination))
+        def link(fd: int, directory: _maildirdisk._Directory, name: str) -> None:
+            self.events.append(("link", os.path.join(directory.path, name)))
             raise OSError(errno.EIO, "I/O error")
 
         opened = len(os.listdir("/proc/self/fd"))
@@ -426,8 +426,8 @@ class GroupCommitTests(_CommitHarness):
         their descriptors and removes their files: nothing is left in
         C{tmp/} or C{new/} but the lead, delivered before.
         """
-        results = self.deliverAll([b"one\r\n", b"two\r\n"])
         opened = len(os.listdir("/proc/self/fd"))
+        results = self.deliverAll([b"one\r\n", b"two\r\n"])
 
         def flush(*args: object) -> None:
             raise RuntimeError("unexpected")
@@ -473,6 +473,117 @@ class GroupCommitTests(_CommitHarness):
         self.assertEqual(listDir(erin), [name])
         self.assertEqual(listDir(os.path.join(path, "tmp")), [])
         self.assertEqual(len(os.listdir("/proc/self/fd")), opened)
+
+    def test_movedMaildirKeepsItsMessage(self) -> None:
+        """
+        With C{perRecipient}, a recipient Maildir moved away (renamed)
+        between the link of a message into it and the flush meant to make
+        that link durable keeps the message: the flush reaches the moved
+        directory and the message is answered 250, its copy where the
+        Maildir went, not answered 451 with its copy left behind to be
+        delivered twice.
+        """
+        path, handler = self.perRecipientHandler()
+
+        def session(sid: str, recipient: str) -> Any:
+            envelope = Envelope(mailFrom=Address("a@example.com"), rcptTo=[Address(recipient)])
+            return makeSession(id=sid, envelope=envelope)
+
+        lead = handler.onData(stream := MessageStream(), session("lead", "dave@example.com"))
+        feed(stream, b"lead\r\n")
+        later = handler.onData(stream := MessageStream(), session("later", "erin@example.com"))
+        feed(stream, b"later\r\n")
+        opened = len(os.listdir("/proc/self/fd"))
+        self.pool.runOne()
+        self.assertNoResult(lead)
+        domain = os.path.join(path, "domains", "example.com")
+        os.rename(os.path.join(domain, "dave"), os.path.join(path, "archived-dave"))
+        self.pool.runAll()
+        name = self.successResultOf(lead).removeprefix("OK: queued as ")
+        self.assertEqual(listDir(os.path.join(path, "archived-dave", "new")), [name])
+        self.assertEqual(readFile(os.path.join(path, "archived-dave", "new", name)), b"lead\r\n")
+        later = self.successResultOf(later).removeprefix("OK: queued as ")
+        self.assertEqual(listDir(os.path.join(domain, "erin", "new")), [later])
+        self.assertEqual(listDir(os.path.join(path, "tmp")), [])
+        self.assertEqual(len(os.listdir("/proc/self/fd")), opened)
+
+    def test_movedNewDirectoryKeepsItsMessage(self) -> None:
+        """
+        A C{new/} moved away between the link of a message into it and the
+        flush meant to make that link durable keeps the message, answered
+        250 in the moved directory; a message of the next cycle, with no
+        C{new/} to go to, fails alone (451) and leaves nothing behind.
+        """
+        log = DiskErrorLog(self)
+        results = self.deliverAll([b"one\r\n"])
+        moved = os.path.join(self.path, "moved")
+        os.rename(self.new, moved)
+        self.pool.runAll()
+        self.assertEqual(self.successResultOf(self.lead), f"OK: queued as {self.leadName}")
+        self.assertEqual(listDir(moved), [self.leadName])
+        self.assertEqual(self.failureResultOf(results[0], SMTPError).value.code, 451)
+        log.assertLines(1, "Delivering ", "No such file or directory (ENOENT)")
+        self.assertEqual(listDir(self.tmp), [])
+
+    def test_replacedNewDirectoryFsyncedWhereTheLinkIs(self) -> None:
+        """
+        Where each directory is fsynced on its own (no C{syncfs}), a
+        C{new/} replaced by another between the link of a message and the
+        fsync meant to make it durable: the directory fsynced is the one
+        that holds the link, the moved one, before the message is answered.
+        """
+        self.patch(_maildirdisk, "_syncfs", None)
+        results = self.deliverAll([b"one\r\n"])
+        moved = os.path.join(self.path, "moved")
+        os.rename(self.new, moved)
+        os.mkdir(self.new)
+        self.pool.runAll()
+        self.assertEqual(self.successResultOf(self.lead), f"OK: queued as {self.leadName}")
+        self.assertEqual(listDir(moved), [self.leadName])
+        self.assertIn(("dir", moved), self.events)
+        name = self.successResultOf(results[0]).removeprefix("OK: queued as ")
+        self.assertEqual(listDir(self.new), [name])
+        self.assertIn(("dir", self.new), self.events)
+
+    def test_directoriesByPathWithoutDescriptors(self) -> None:
+        """
+        When no descriptor is left to hold C{new/} open (C{EMFILE}),
+        messages are linked into it, fsynced and answered through its path.
+        """
+        self.patch(_maildirdisk, "_syncfs", None)
+
+        def exhausted(path: str) -> int:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        self.patch(_maildirdisk, "_openDirectory", exhausted)
+        opened = len(os.listdir("/proc/self/fd"))
+        results = self.deliverAll([b"one\r\n"])
+        self.pool.runAll()
+        self.assertEqual(self.successResultOf(self.lead), f"OK: queued as {self.leadName}")
+        name = self.successResultOf(results[0]).removeprefix("OK: queued as ")
+        self.assertEqual(listDir(self.new), sorted([self.leadName, name]))
+        self.assertEqual(self.kinds().count("dir"), 2)
+        self.assertEqual(len(os.listdir("/proc/self/fd")), opened)
+
+    def test_directoryFailureOtherThanExhaustion(self) -> None:
+        """
+        A C{new/} that cannot be opened for another reason than a lack of
+        descriptors fails the messages to go there (451), leaving nothing.
+        """
+        log = DiskErrorLog(self)
+
+        def denied(path: str) -> int:
+            raise PermissionError(errno.EACCES, "Permission denied")
+
+        lead = MessageStream()
+        d = self.handler.onData(lead, makeSession(id="lead"))
+        self.patch(_maildirdisk, "_openDirectory", denied)
+        feed(lead, b"lead\r\n")
+        self.pool.runAll()
+        self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
+        log.assertLines(1, "Delivering ", "Permission denied (EACCES)")
+        self.assertEqual(listDir(self.tmp), [])
+        self.assertEqual(listDir(self.new), [])
 
 
 class TurnReactor:

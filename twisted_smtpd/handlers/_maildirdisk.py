@@ -90,19 +90,126 @@ def _loadSyncfs(
 _O_TMPFILE: int = getattr(os, "O_TMPFILE", 0)
 
 
-def _linkUnnamed(fd: int, destination: str) -> None:
+class _Directory:
     """
-    Give the unnamed file open as C{fd} (C{O_TMPFILE}) the name
-    C{destination}: C{linkat(2)} of its C{/proc/self/fd} entry, followed
+    A C{new/} directory that messages are linked into, or a directory
+    whose entries changed, open from before the first link into it until
+    every message in it is answered: each link, fsync and removal reaches
+    this very directory, even if it is renamed or replaced meanwhile (a
+    mailbox moved away by its owner), and the message is then delivered
+    where the directory went.  Where no descriptor is left (C{EMFILE},
+    C{ENFILE}), the directory is reached by its path, as it was named.
+
+    @ivar path: The path it was opened by.
+    @ivar fd: Its descriptor, or L{None}.
+    @ivar users: How many messages still need it open.
+    """
+
+    __slots__ = ("_device", "fd", "path", "users")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.users = 0
+        self._device: int | None = None
+        self.fd: int | None
+        try:
+            self.fd = _openDirectory(path)
+        except OSError as e:
+            if e.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            self.fd = None
+
+    def device(self) -> int:
+        """
+        Its file system (C{st_dev}), found once; -1 when it cannot be told
+        (then its entries are fsynced on their own).
+        """
+        if self._device is None:
+            try:
+                status = os.stat(self.path) if self.fd is None else os.fstat(self.fd)
+                self._device = status.st_dev
+            except OSError:
+                self._device = -1
+        return self._device
+
+    def removed(self) -> bool:
+        """
+        Whether it was removed since it was opened (its link count is 0):
+        the messages linked into it went with it.
+        """
+        if self.fd is None:
+            # By its path: a missing directory fails its own fsync.
+            return False
+        try:
+            return os.fstat(self.fd).st_nlink == 0
+        except OSError:
+            return False
+
+    def unlink(self, name: str) -> None:
+        """
+        Remove the entry C{name}.
+        """
+        if self.fd is None:
+            os.unlink(os.path.join(self.path, name))
+        else:
+            os.unlink(name, dir_fd=self.fd)
+
+    def release(self) -> None:
+        """
+        One message needs it no more: close it after the last.
+        """
+        self.users -= 1
+        if self.users <= 0 and self.fd is not None:
+            fd, self.fd = self.fd, None
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _openDirectory(path: str) -> int:
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def _linkUnnamed(fd: int, directory: _Directory, name: str) -> None:
+    """
+    Give the unnamed file open as C{fd} (C{O_TMPFILE}) the name C{name} in
+    C{directory}: C{linkat(2)} of its C{/proc/self/fd} entry, followed
     (C{os.link} calls C{linkat} with C{AT_SYMLINK_FOLLOW} only when given a
     directory descriptor, which an absolute path then ignores).
     """
-    os.link(f"/proc/self/fd/{fd}", destination, src_dir_fd=fd, follow_symlinks=True)
+    if directory.fd is None:
+        name = os.path.join(directory.path, name)
+    os.link(
+        f"/proc/self/fd/{fd}",
+        name,
+        src_dir_fd=fd,
+        dst_dir_fd=directory.fd,
+        follow_symlinks=True,
+    )
+
+
+def _renameInto(source: str, directory: _Directory, name: str) -> None:
+    """
+    Rename the file at C{source} to C{name} in C{directory}.
+    """
+    if directory.fd is None:
+        os.rename(source, os.path.join(directory.path, name))
+    else:
+        os.rename(source, name, dst_dir_fd=directory.fd)
+
+
+def _linkInto(source: str, directory: _Directory, name: str) -> None:
+    """
+    Link the file at C{source} as C{name} in C{directory}.
+    """
+    if directory.fd is None:
+        os.link(source, os.path.join(directory.path, name))
+    else:
+        os.link(source, name, dst_dir_fd=directory.fd)
 
 
 # Indirections so that tests can observe and break the disk calls.
 _fsync = os.fsync
-_rename = os.rename
+_rename = _renameInto
 _link = _linkUnnamed
 _syncfs = _loadSyncfs()
 
@@ -116,19 +223,24 @@ def unnamedFilesWork(directory: str) -> bool:
     """
     if not _O_TMPFILE:
         return False
-    probe = os.path.join(directory, f".probe-{os.getpid()}-{next(_opened)}")
+    probe = f".probe-{os.getpid()}-{next(_opened)}"
     try:
         fd = os.open(directory, os.O_WRONLY | _O_TMPFILE | os.O_CLOEXEC, 0o600)
     except OSError:
         return False
     try:
-        _linkUnnamed(fd, probe)
+        opened = _Directory(directory)
+        opened.users = 1
+        try:
+            _linkUnnamed(fd, opened, probe)
+            with contextlib.suppress(OSError):
+                opened.unlink(probe)
+        finally:
+            opened.release()
     except OSError:
         return False
     finally:
         os.close(fd)
-    with contextlib.suppress(OSError):
-        os.unlink(probe)
     return True
 
 
@@ -202,35 +314,58 @@ def _close(delivery: _Delivery) -> None:
         os.close(fd)
 
 
-def _placeAll(delivery: _Delivery) -> list[str]:
+def _open(opened: dict[str, _Directory], path: str, delivery: _Delivery) -> _Directory:
+    """
+    The directory at C{path}, opened once per cycle (C{opened}), now also
+    needed by C{delivery} (in its C{toSync}, released with it).
+    """
+    directory = opened.get(path)
+    if directory is None:
+        directory = opened[path] = _Directory(path)
+    if directory not in delivery.toSync:
+        directory.users += 1
+        delivery.toSync.append(directory)
+    return directory
+
+
+def _release(delivery: _Delivery) -> None:
+    """
+    C{delivery} is answered: it needs its directories open no more.
+    """
+    for directory in delivery.toSync:
+        directory.release()
+    delivery.toSync = []
+
+
+def _placeAll(delivery: _Delivery, opened: dict[str, _Directory]) -> None:
     """
     Rename the message's durable tmp file into C{new/} (or link it into
-    every target's C{new/}).
-
-    @return: The directories to fsync for the message to be safe.
+    every target's C{new/}), each directory opened once per cycle
+    (C{opened}).  The directories to fsync for the message to be safe are
+    then in its C{toSync}, even when this fails.
     """
     if not delivery.targets:
+        directory = _open(opened, delivery.newPath.rpartition("/")[0], delivery)
         if delivery.unnamed:
             fd = delivery.fd
             assert fd is not None
-            _link(fd, delivery.newPath)
+            _link(fd, directory, delivery.unique)
             _close(delivery)
         else:
-            _rename(delivery.tmpPath, delivery.newPath)
-        delivery.delivered.append(delivery.newPath)
-        return [delivery.newPath.rpartition("/")[0]]
-    toSync: list[str] = []
+            _rename(delivery.tmpPath, directory, delivery.unique)
+        delivery.delivered.append((directory, delivery.unique))
+        return
     try:
         for target in delivery.targets:
-            toSync.extend(_ensureMaildir(target))
-            toSync.append(_place(delivery, target))
+            for changed in _ensureMaildir(target):
+                _open(opened, changed, delivery)
+            _place(delivery, target, _open(opened, os.path.join(target, "new"), delivery))
     except BaseException:
         _unlinkAll(delivery.delivered)
         raise
     finally:
         with contextlib.suppress(OSError):
             os.unlink(delivery.tmpPath)
-    return toSync
 
 
 def _ensureMaildir(root: str) -> list[str]:
@@ -258,49 +393,48 @@ def _ensureMaildir(root: str) -> list[str]:
     return changed
 
 
-def _place(delivery: _Delivery, target: str) -> str:
+def _place(delivery: _Delivery, target: str, newDirectory: _Directory) -> None:
     """
-    Put the fsynced tmp file of C{delivery} into C{target/new/}, by a hard
-    link, or where the file system refuses one by a copy fsynced in
-    C{target/tmp/} and renamed.
-
-    @return: The C{new/} directory to fsync.
+    Put the fsynced tmp file of C{delivery} into C{newDirectory}, the
+    C{new/} of the Maildir C{target}, by a hard link, or where the file
+    system refuses one by a copy fsynced in C{target/tmp/} and renamed.
     """
-    newDirectory = os.path.join(target, "new")
-    destination = os.path.join(newDirectory, delivery.unique)
+    name = delivery.unique
     try:
-        os.link(delivery.tmpPath, destination)
+        _linkInto(delivery.tmpPath, newDirectory, name)
     except OSError as e:
         if e.errno not in _NO_LINK:
             raise
-        copy = os.path.join(target, "tmp", delivery.unique)
+        copy = os.path.join(target, "tmp", name)
         try:
             with open(delivery.tmpPath, "rb") as source, os.fdopen(_createTmp(copy), "wb") as f:
                 shutil.copyfileobj(source, f)
                 f.flush()
                 _fsync(f.fileno())
-            _rename(copy, destination)
+            _rename(copy, newDirectory, name)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(copy)
             raise
-    delivery.delivered.append(destination)
-    return newDirectory
+    delivery.delivered.append((newDirectory, name))
 
 
-def _unlinkAll(paths: list[str]) -> None:
+def _unlinkAll(delivered: list[tuple[_Directory, str]]) -> None:
     """
-    Remove the files at C{paths}, ignoring those already gone, and forget
-    them.
+    Remove the files C{delivered} (directory and name), ignoring those
+    already gone, and forget them.
     """
-    for path in paths:
+    for directory, name in delivered:
         with contextlib.suppress(OSError):
-            os.unlink(path)
-    paths.clear()
+            directory.unlink(name)
+    delivered.clear()
 
 
-def _syncDirectory(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def _syncDirectory(directory: _Directory) -> None:
+    if directory.fd is not None:
+        _fsync(directory.fd)
+        return
+    fd = os.open(directory.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         _fsync(fd)
     finally:
@@ -313,18 +447,18 @@ def _fail(results: list[Failure | None], indexes: list[int], failure: Failure) -
             results[index] = failure
 
 
-def _device(directory: str, devices: dict[str, int]) -> int:
+def _onDevice(path: str, devices: dict[str, int]) -> int:
     """
-    The file system of C{directory}, remembered in C{devices}; -1 when it
-    cannot be told (then what is in it is fsynced on its own).
+    The file system of the directory C{path}, remembered in C{devices}; -1
+    when it cannot be told (then what is in it is fsynced on its own).
     """
-    onDevice = devices.get(directory)
+    onDevice = devices.get(path)
     if onDevice is None:
         try:
-            onDevice = os.stat(directory).st_dev
+            onDevice = os.stat(path).st_dev
         except OSError:
             onDevice = -1
-        devices[directory] = onDevice
+        devices[path] = onDevice
     return onDevice
 
 
@@ -349,10 +483,16 @@ def _flush(
     C{root}'s) is fsynced on its own.  A failure is recorded in C{results}
     or C{placedResults} for every message it touches.
     """
-    directories: dict[str, list[int]] = {}
+    directories: dict[_Directory, list[int]] = {}
     for position, delivery in enumerate(placed):
         for directory in delivery.toSync:
             directories.setdefault(directory, []).append(position)
+    for directory in list(directories):
+        if directory.removed():
+            # Its messages are gone with it: the clients send them again,
+            # and the next delivery makes the Maildir anew.
+            gone = FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), directory.path)
+            _fail(placedResults, directories.pop(directory), Failure(gone))
     syncfs = _syncfs
     alone = list(written)
     aloneDirectories = list(directories)
@@ -360,17 +500,17 @@ def _flush(
         device = os.stat(root).st_dev
         alone, aloneDirectories = [], []
         covered: list[int] = []
-        coveredDirectories: list[str] = []
+        coveredDirectories: list[_Directory] = []
         # A file is on the file system of its tmp/ directory: one stat per
         # directory and cycle, not an fstat per file.
         devices: dict[str, int] = {}
         for index in written:
-            onDevice = _device(batch[index].tmpPath.rpartition("/")[0], devices)
+            onDevice = _onDevice(batch[index].tmpPath.rpartition("/")[0], devices)
             (covered if onDevice == device else alone).append(index)
         for directory in directories:
             # One gone since (a recipient's Maildir removed) fails its own
             # messages when fsynced alone, not the whole cycle.
-            onRoot = _device(directory, devices) == device
+            onRoot = directory.device() == device
             (coveredDirectories if onRoot else aloneDirectories).append(directory)
         try:
             if covered:
@@ -432,7 +572,7 @@ def _commitCycle(
     @param waiting: Tells, in the pool thread, whether messages wait for the
         next cycle (a reading of the committer's queue).
     @return: For each message of C{batch}, C{None} if it is now renamed into
-        C{new/} (its directories in its C{toSync}), else its failure; for
+        C{new/} (its directories open in its C{toSync}), else its failure; for
         each message of C{placed}, C{None} if it is now safely in C{new/},
         else its failure; and whether the names of C{batch} are durable too
         (then their results are final).  A failed message leaves no file
@@ -453,15 +593,18 @@ def _commitCycle(
         if result is not None:
             # The client will retry after 451: do not deliver twice.
             _unlinkAll(delivery.delivered)
+        _release(delivery)
+    opened: dict[str, _Directory] = {}
     for index, delivery in enumerate(batch):
         if results[index] is not None:
             with contextlib.suppress(OSError):
                 _discard(delivery)
             continue
         try:
-            delivery.toSync = _placeAll(delivery)
+            _placeAll(delivery, opened)
         except Exception:
             results[index] = Failure()
+            _release(delivery)
             with contextlib.suppress(OSError):
                 _discard(delivery)
     renamed = [batch[i] for i, result in enumerate(results) if result is None]
@@ -477,4 +620,5 @@ def _commitCycle(
             if failure is not None:
                 _unlinkAll(batch[index].delivered)
                 results[index] = failure
+            _release(batch[index])
     return results, placedResults, True

@@ -55,7 +55,13 @@ from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd.handlers import _maildirdisk
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._diskfailure import diskError, logDiskFailure
-from twisted_smtpd.handlers._maildirdisk import _commitCycle, _discard, _unlinkAll, _writeChunks
+from twisted_smtpd.handlers._maildirdisk import (
+    _commitCycle,
+    _discard,
+    _release,
+    _unlinkAll,
+    _writeChunks,
+)
 from twisted_smtpd.handlers._maildirnames import (
     DOMAINS,
     _safeName,
@@ -114,10 +120,12 @@ class _Delivery:
         self.newPath = handler._newPrefix + unique
         #: The per-recipient Maildirs to deliver to; empty for C{path} itself.
         self.targets: list[str] = []
-        #: The files committed into C{new/} directories so far.
-        self.delivered: list[str] = []
-        #: The directories whose entries must be made durable for it.
-        self.toSync: list[str] = []
+        #: The files committed into C{new/} directories so far: each
+        #: directory and name.
+        self.delivered: list[tuple[_maildirdisk._Directory, str]] = []
+        #: The directories whose entries must be made durable for it, open
+        #: until it is answered.
+        self.toSync: list[_maildirdisk._Directory] = []
         self.chunks: list[bytes] = []
         self.buffered = 0
         #: The descriptor of its tmp file, once created.
@@ -473,6 +481,7 @@ class MaildirHandler(BaseHandler):
             # Not expected: the cycle catches every disk error itself.
             for delivery in batch + placed:
                 _unlinkAll(delivery.delivered)
+                _release(delivery)
             for delivery in batch:
                 with contextlib.suppress(OSError):
                     _discard(delivery)
