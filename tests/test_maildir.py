@@ -585,6 +585,36 @@ class GroupCommitTests(_CommitHarness):
         self.assertEqual(listDir(self.tmp), [])
         self.assertEqual(listDir(self.new), [])
 
+    def test_heldDirectoriesBounded(self) -> None:
+        """
+        Beyond L{_maildirdisk._Directory.HELD_LIMIT} directories open at
+        once, the others are reached by their paths: a message to several
+        recipients' Maildirs is delivered to each, and once it is answered
+        no directory is held open for it.
+        """
+        before = _maildirdisk._Directory._held
+        self.patch(_maildirdisk._Directory, "HELD_LIMIT", before + 1)
+        held: list[str] = []
+        realOpen = _maildirdisk._openDirectory
+
+        def counting(path: str) -> int:
+            held.append(path)
+            return realOpen(path)
+
+        self.patch(_maildirdisk, "_openDirectory", counting)
+        path, handler = self.perRecipientHandler()
+        recipients = [Address(f"{local}@example.com") for local in ("ann", "bob", "cid")]
+        envelope = Envelope(mailFrom=Address("a@example.com"), rcptTo=recipients)
+        d = handler.onData(stream := MessageStream(), makeSession(envelope=envelope))
+        feed(stream, b"three copies\r\n")
+        self.pool.runAll()
+        name = self.successResultOf(d).removeprefix("OK: queued as ")
+        for local in ("ann", "bob", "cid"):
+            mailbox = os.path.join(path, "domains", "example.com", local, "new")
+            self.assertEqual(listDir(mailbox), [name])
+        self.assertEqual(len(held), 1)
+        self.assertEqual(_maildirdisk._Directory._held, before)
+
 
 class TurnReactor:
     """

@@ -36,6 +36,7 @@ import itertools
 import os
 import shutil
 import sys
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -97,8 +98,10 @@ class _Directory:
     every message in it is answered: each link, fsync and removal reaches
     this very directory, even if it is renamed or replaced meanwhile (a
     mailbox moved away by its owner), and the message is then delivered
-    where the directory went.  Where no descriptor is left (C{EMFILE},
-    C{ENFILE}), the directory is reached by its path, as it was named.
+    where the directory went.  Beyond L{HELD_LIMIT} directories held open
+    at once by the process, or where no descriptor is left (C{EMFILE},
+    C{ENFILE}), a directory is reached by its path, as it was named: with
+    many recipients' Maildirs, the sessions keep the descriptors they need.
 
     @ivar path: The path it was opened by.
     @ivar fd: Its descriptor, or L{None}.
@@ -107,17 +110,27 @@ class _Directory:
 
     __slots__ = ("_device", "fd", "path", "users")
 
+    #: The most directories held open at once, by every handler together.
+    HELD_LIMIT = 256
+    _held = 0
+    _heldLock = threading.Lock()
+
     def __init__(self, path: str) -> None:
         self.path = path
         self.users = 0
         self._device: int | None = None
-        self.fd: int | None
+        self.fd: int | None = None
+        with _Directory._heldLock:
+            if _Directory._held >= self.HELD_LIMIT:
+                return
+            _Directory._held += 1
         try:
             self.fd = _openDirectory(path)
-        except OSError as e:
-            if e.errno not in (errno.EMFILE, errno.ENFILE):
+        except BaseException as e:
+            with _Directory._heldLock:
+                _Directory._held -= 1
+            if not isinstance(e, OSError) or e.errno not in (errno.EMFILE, errno.ENFILE):
                 raise
-            self.fd = None
 
     def device(self) -> int:
         """
@@ -161,6 +174,8 @@ class _Directory:
         self.users -= 1
         if self.users <= 0 and self.fd is not None:
             fd, self.fd = self.fd, None
+            with _Directory._heldLock:
+                _Directory._held -= 1
             with contextlib.suppress(OSError):
                 os.close(fd)
 
@@ -322,9 +337,9 @@ def _open(opened: dict[str, _Directory], path: str, delivery: _Delivery) -> _Dir
     directory = opened.get(path)
     if directory is None:
         directory = opened[path] = _Directory(path)
-    if directory not in delivery.toSync:
-        directory.users += 1
-        delivery.toSync.append(directory)
+    # Once per entry, which L{_release} takes back one by one.
+    directory.users += 1
+    delivery.toSync.append(directory)
     return directory
 
 
