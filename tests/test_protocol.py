@@ -1582,8 +1582,8 @@ class WriteThroughTests(SynchronousTestCase):
     def test_throughLayer(self) -> None:
         """
         Through a layer (TLS, PROXY), the layer's held writes go down to the
-        connection, which is written at once; not while the connection
-        holds data, nor while it has paused its producer.
+        connection, which is written at once, behind what it already holds;
+        not while it has paused its producer.
         """
         from twisted_smtpd._serving.flow import writeThrough
 
@@ -1596,8 +1596,11 @@ class WriteThroughTests(SynchronousTestCase):
         self.assertEqual(connection._tempDataBuffer, [b"<250 A\r\n>"])
         connection.producerPaused = False
         writeThrough(layer, b"250 B\r\n", connection)
-        self.assertEqual(layer._aggregator.held, [b"250 B\r\n"])
-        self.assertEqual(connection.doWrites, 1)
+        self.assertEqual(layer._aggregator.held, [])
+        self.assertEqual(
+            (connection.socket.sent, connection.doWrites),
+            ([b"<250 OK\r\n>", b"<250 A\r\n>", b"<250 B\r\n>"], 2),
+        )
 
     def test_throughTLS(self) -> None:
         """
@@ -1660,6 +1663,36 @@ class WriteThroughTests(SynchronousTestCase):
             self.assertEqual(connection.doWrites, 1)
             sent = b"".join(connection.socket.sent)
             self.assertEqual(sent.count(b"250 2.0.0 OK\r\n"), commands)
+
+    def test_replyBehindQueuedBytesOverTLS(self) -> None:
+        """
+        Over TLS, a reply made while the connection still holds bytes to
+        send (the session tickets of a TLS 1.3 handshake that just ended)
+        leaves at once behind them, not held in the TLS layer until the end
+        of the turn: a FIN read next would end the session first.
+        """
+        proto, _, _, _ = connect()
+        connection, tls = _overTLS(proto)
+        connection._tempDataBuffer = [b"TICKETS"]
+        proto.dataReceived(b"NOOP\r\n")
+        self.assertEqual(tls._aggregator.held, [])
+        self.assertEqual(connection.doWrites, 1)
+        self.assertEqual(b"".join(connection.socket.sent), b"TICKETS<250 2.0.0 OK\r\n>")
+
+    def test_replyBehindQueuedBytesOverPausedTLS(self) -> None:
+        """
+        The same with the connection's producer paused (the client reads
+        nothing): the reply is queued behind the bytes, and nothing is
+        written to the full socket.
+        """
+        proto, _, _, _ = connect()
+        connection, tls = _overTLS(proto)
+        connection._tempDataBuffer = [b"TICKETS"]
+        connection.producerPaused = True
+        proto.dataReceived(b"NOOP\r\n")
+        self.assertEqual(tls._aggregator.held, [])
+        self.assertEqual(connection.doWrites, 0)
+        self.assertEqual(connection._tempDataBuffer, [b"TICKETS", b"<250 2.0.0 OK\r\n>"])
 
     def test_quitEndingFullBatchOverTLS(self) -> None:
         """

@@ -9,8 +9,10 @@ replies.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import ssl
+import time
 from typing import Any
 
 from twisted.internet import reactor as _reactor
@@ -177,6 +179,39 @@ def _finAfterDotOverTLS(
             while chunk := tls.read(65536):
                 out += chunk
         return out
+
+
+def _commandRightAfterHandshakeThenFin(
+    port: int, ctx: ssl.SSLContext, gap: float, header: bytes = b""
+) -> bytes:
+    """
+    After STARTTLS, complete the TLS handshake, wait C{gap} seconds (busily:
+    the command is meant to arrive while the server's session tickets, TLS
+    1.3, may still wait to be sent), send C{NOOP}, then a bare FIN.  Return
+    what the server says after the handshake, decrypted, with the name of
+    any error that ended the reading.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        raw.sendall(header)
+        raw.recv(1000)
+        raw.sendall(b"EHLO c\r\nSTARTTLS\r\n")
+        got = b""
+        while b"220 2.0.0" not in got:
+            got += raw.recv(1000)
+        with ctx.wrap_socket(raw) as tls:
+            end = time.perf_counter() + gap
+            while time.perf_counter() < end:
+                pass
+            tls.sendall(b"NOOP\r\n")
+            with socket.socket(fileno=os.dup(tls.fileno())) as duplicate:
+                duplicate.shutdown(socket.SHUT_WR)
+            out = b""
+            try:
+                while chunk := tls.recv(4096):
+                    out += chunk
+            except (OSError, ssl.SSLError) as e:
+                out += f"<{type(e).__name__}>".encode()
+            return out
 
 
 def tlsServer(
@@ -347,6 +382,32 @@ class HalfCloseTests(TestCase):
         """
         out = yield self._finBehindProxy("haproxy:tcp:0:interface=127.0.0.1", True)
         self.assertEqual(out, b"250 2.0.0 queued\r\n")
+
+    @inlineCallbacks
+    def test_replyRightAfterHandshakeThenFin(self) -> Any:
+        """
+        After STARTTLS over TLS 1.3, a command sent right after the
+        handshake and followed by a FIN gets its reply, also when it comes
+        while the server's session tickets still wait to be sent: the reply
+        leaves with them before the FIN is read.  Sixty tries at gaps of 0
+        to 500 microseconds after the handshake, on a C{tcp:} and a
+        C{haproxy:tcp:} listener.
+        """
+        header = b"PROXY TCP4 192.0.2.9 192.0.2.1 4000 25\r\n"
+        for listen, sent in (
+            ("tcp:0:interface=127.0.0.1", b""),
+            ("haproxy:tcp:0:interface=127.0.0.1", header),
+        ):
+            port, ctx = yield self._serveTLS(QuickData(), listen, useProxy=["127.0.0.0/8"])
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+            lost = []
+            for gap in (0, 50, 100, 200, 300, 500) * 10:
+                out = yield deferToThread(
+                    _commandRightAfterHandshakeThenFin, port, ctx, gap / 1e6, sent
+                )
+                if out != b"250 2.0.0 OK\r\n":
+                    lost.append((gap, out))
+            self.assertEqual(lost, [], listen)
 
     @inlineCallbacks
     def test_pipelinedRunThenFinOverTLS(self) -> Any:

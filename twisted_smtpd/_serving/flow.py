@@ -295,7 +295,9 @@ def writeThrough(
     behind what the connection holds when it holds anything.
 
     Through TLS or another layer, C{transport.write} encodes the bytes into
-    the connection's buffer, which is then written at once.  Either way
+    the connection's buffer, which is then written at once, also behind
+    bytes the connection already holds (the session tickets of a TLS 1.3
+    handshake that just ended).  Either way
     the reactor is spared two epoll updates and a wake-up per reply.  Where
     no half-close is told (TLS), sending at once also keeps a reply from
     being lost to a FIN the client sent right behind its command: read
@@ -320,19 +322,21 @@ def writeThrough(
         run, or C{b""}) before it reads any further, or the replies may not
         leave before a FIN read next ends the session.
     """
-    if (
-        socket is None
-        or socket.dataBuffer
-        or socket._tempDataBuffer
-        or not socket.connected
-        or socket.disconnecting
-    ):
+    if socket is None or not socket.connected or socket.disconnecting:
         if writer is not None and socket is not None and writer.holds(socket):
             writer.add(socket, data)
         else:
             transport.write(data)
         return False
     if transport is socket and not socket.TLS:
+        if socket.dataBuffer or socket._tempDataBuffer:
+            # Behind what the connection holds; a FIN is read as a
+            # half-close, after the replies leave.
+            if writer is not None and writer.holds(socket):
+                writer.add(socket, data)
+            else:
+                transport.write(data)
+            return False
         if writer is None or more or alone:
             if writer is not None:
                 writer.sendNow(socket)
