@@ -523,8 +523,8 @@ def _flush(
             onDevice = _onDevice(batch[index].tmpPath.rpartition("/")[0], devices)
             (covered if onDevice == device else alone).append(index)
         for directory in directories:
-            # One gone since (a recipient's Maildir removed) fails its own
-            # messages when fsynced alone, not the whole cycle.
+            # One reached by its path and gone since fails its own messages
+            # when fsynced alone, not the whole cycle.
             onRoot = directory.device() == device
             (coveredDirectories if onRoot else aloneDirectories).append(directory)
         try:
