@@ -874,3 +874,114 @@ class DiskFailureLogTests(SynchronousTestCase):
         for other in (OSError(errno.EIO, "I/O error"), ValueError("x"), None):
             error = diskError(other)
             self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
+
+
+class HeldDirectoryTests(SynchronousTestCase):
+    """
+    The directories a commit cycle holds open from the link of a message to
+    the flush that makes it durable, and those it reaches by their paths.
+    """
+
+    def setUp(self) -> None:
+        self.path = os.path.abspath(self.mktemp())
+        self.handler = MaildirHandler(self.path, perRecipient=True, hostname="localhost")
+        self.domain = os.path.join(self.handler.path, "domains", "localhost")
+        self.bob = os.path.join(self.domain, "bob")
+        self.carol = os.path.join(self.domain, "carol")
+
+    def delivery(self, unique: str, *targets: str) -> _Delivery:
+        delivery = _Delivery(self.handler, unique)
+        delivery.unnamed = False
+        delivery.targets = list(targets)
+        delivery.chunks = [unique.encode() + b"\r\n"]
+        return delivery
+
+    def moveBob(self, replace: bool = False) -> bool:
+        # Called by the cycle once its messages are linked, before the flush
+        # of their names: the owner moves bob's Maildir away.
+        os.rename(self.bob, self.bob + ".moved")
+        if replace:
+            for sub in ("tmp", "new", "cur"):
+                os.makedirs(os.path.join(self.bob, sub))
+        return False
+
+    def test_directoryClosedByAFailureIsOpenedAgain(self) -> None:
+        """
+        A message that fails in a cycle releases the directories it shared
+        with a later message of the same cycle; that message holds its own
+        again, so that its Maildir moved away keeps it (250, in the moved
+        Maildir), not a 451 with its copy left there.
+        """
+        for sub in ("tmp", "cur"):
+            os.makedirs(os.path.join(self.carol, sub))
+        with open(os.path.join(self.carol, "new"), "wb"):
+            pass
+        first = self.delivery("A", self.bob, self.carol)
+        second = self.delivery("B", self.bob)
+        held = _maildirdisk._Directory._held
+        results, _, settled = _maildirdisk._commitCycle(
+            [first, second], [], self.handler.path, self.moveBob
+        )
+        self.assertTrue(settled)
+        failure = results[0]
+        assert isinstance(failure, Failure)
+        self.assertIsInstance(failure.value, NotADirectoryError)
+        self.assertIsNone(results[1])
+        self.assertEqual(listDir(os.path.join(self.bob + ".moved", "new")), ["B"])
+        self.assertEqual(_maildirdisk._Directory._held, held)
+
+    def test_byPathReplacedDirectoryFails(self) -> None:
+        """
+        A directory reached by its path (none may be held open) and replaced
+        by another between the link of a message and the flush meant to make
+        it durable fails the message (451): the directory at its path does
+        not hold it, and is never fsynced in its place.  The same with and
+        without C{syncfs}.
+        """
+        self.patch(_maildirdisk._Directory, "HELD_LIMIT", 0)
+        realFsync = os.fsync
+        for syncfs in (_maildirdisk._syncfs, None):
+            self.patch(_maildirdisk, "_syncfs", syncfs)
+            synced: list[int] = []
+
+            def fsync(fd: int, synced: list[int] = synced) -> None:
+                synced.append(os.fstat(fd).st_ino)
+                realFsync(fd)
+
+            self.patch(_maildirdisk, "_fsync", fsync)
+            delivery = self.delivery(f"M{len(synced)}{syncfs is None}", self.bob)
+            results, _, _ = _maildirdisk._commitCycle(
+                [delivery], [], self.handler.path, lambda: self.moveBob(replace=True)
+            )
+            failure = results[0]
+            assert isinstance(failure, Failure)
+            self.assertIsInstance(failure.value, FileNotFoundError)
+            self.assertIn("moved or replaced", str(failure.value))
+            newDirectory = os.stat(os.path.join(self.bob, "new")).st_ino
+            self.assertNotIn(newDirectory, synced)
+            shutil.rmtree(self.bob + ".moved")
+
+    def test_logNamesTheRecipientMaildir(self) -> None:
+        """
+        The log line of a message failed by a recipient's Maildir names
+        that Maildir's directory, not the root's C{new/}.
+        """
+        log = DiskErrorLog(self)
+        pool = ManualThreadPool()
+        handler = MaildirHandler(
+            self.path,
+            reactor=ImmediateReactor(),
+            threadpool=pool,  # type: ignore[arg-type]
+            perRecipient=True,
+            hostname="localhost",
+        )
+        for sub in ("tmp", "cur"):
+            os.makedirs(os.path.join(self.carol, sub))
+        with open(os.path.join(self.carol, "new"), "wb"):
+            pass
+        envelope = Envelope(mailFrom=Address("a@example.com"), rcptTo=[Address("carol@localhost")])
+        d = handler.onData(stream := MessageStream(), makeSession(envelope=envelope))
+        feed(stream, b"body\r\n")
+        pool.runAll()
+        self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
+        log.assertLines(1, f"Delivering {os.path.join(self.carol, 'new')} failed: Not a directory")

@@ -98,17 +98,24 @@ class _Directory:
     every message in it is answered: each link, fsync and removal reaches
     this very directory, even if it is renamed or replaced meanwhile (a
     mailbox moved away by its owner), and the message is then delivered
-    where the directory went.  Beyond L{HELD_LIMIT} directories held open
-    at once by the process, or where no descriptor is left (C{EMFILE},
-    C{ENFILE}), a directory is reached by its path, as it was named: with
-    many recipients' Maildirs, the sessions keep the descriptors they need.
+    where the directory went.
+
+    Beyond L{HELD_LIMIT} directories held open at once by the process, or
+    where no descriptor is left (C{EMFILE}, C{ENFILE}), a directory is
+    reached by its path, so that with many recipients' Maildirs the
+    sessions keep the descriptors they need.  Its identity (device and
+    inode) is then noted when it is first reached, and a directory found at
+    its path with another one, or none, when its entries are to be made
+    durable fails its messages (451): they are never answered 250 for the
+    fsync of a directory that does not hold them.  A Maildir moved away in
+    that window thus keeps a copy its client sends again.
 
     @ivar path: The path it was opened by.
     @ivar fd: Its descriptor, or L{None}.
     @ivar users: How many messages still need it open.
     """
 
-    __slots__ = ("_device", "fd", "path", "users")
+    __slots__ = ("_device", "_identity", "fd", "path", "users")
 
     #: The most directories held open at once, by every handler together.
     HELD_LIMIT = 256
@@ -120,17 +127,39 @@ class _Directory:
         self.users = 0
         self._device: int | None = None
         self.fd: int | None = None
+        self._identity: tuple[int, int] | None = None
         with _Directory._heldLock:
-            if _Directory._held >= self.HELD_LIMIT:
+            held = _Directory._held < self.HELD_LIMIT
+            if held:
+                _Directory._held += 1
+        if held:
+            try:
+                self.fd = _openDirectory(path)
                 return
-            _Directory._held += 1
-        try:
-            self.fd = _openDirectory(path)
-        except BaseException as e:
-            with _Directory._heldLock:
-                _Directory._held -= 1
-            if not isinstance(e, OSError) or e.errno not in (errno.EMFILE, errno.ENFILE):
-                raise
+            except BaseException as e:
+                with _Directory._heldLock:
+                    _Directory._held -= 1
+                if not isinstance(e, OSError) or e.errno not in (errno.EMFILE, errno.ENFILE):
+                    raise
+        status = os.stat(path)
+        self._identity = (status.st_dev, status.st_ino)
+
+    def openByPath(self) -> int:
+        """
+        A new descriptor of the directory reached by its path, checked to
+        be the one first reached there.
+
+        @raise OSError: C{ENOENT} if another directory, or none, is there.
+        """
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        if self._identity is not None:
+            status = os.fstat(fd)
+            if (status.st_dev, status.st_ino) != self._identity:
+                os.close(fd)
+                raise FileNotFoundError(
+                    errno.ENOENT, "directory moved or replaced since the link", self.path
+                )
+        return fd
 
     def device(self) -> int:
         """
@@ -139,8 +168,12 @@ class _Directory:
         """
         if self._device is None:
             try:
-                status = os.stat(self.path) if self.fd is None else os.fstat(self.fd)
-                self._device = status.st_dev
+                if self.fd is None:
+                    os.close(self.openByPath())
+                    assert self._identity is not None
+                    self._device = self._identity[0]
+                else:
+                    self._device = os.fstat(self.fd).st_dev
             except OSError:
                 self._device = -1
         return self._device
@@ -335,7 +368,9 @@ def _open(opened: dict[str, _Directory], path: str, delivery: _Delivery) -> _Dir
     needed by C{delivery} (in its C{toSync}, released with it).
     """
     directory = opened.get(path)
-    if directory is None:
+    if directory is None or directory.users <= 0:
+        # Not opened yet in this cycle, or closed since by the failure of
+        # every message that used it.
         directory = opened[path] = _Directory(path)
     # Once per entry, which L{_release} takes back one by one.
     directory.users += 1
@@ -449,7 +484,7 @@ def _syncDirectory(directory: _Directory) -> None:
     if directory.fd is not None:
         _fsync(directory.fd)
         return
-    fd = os.open(directory.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = directory.openByPath()
     try:
         _fsync(fd)
     finally:

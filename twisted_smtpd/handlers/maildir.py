@@ -103,6 +103,18 @@ def removeStaleTemporaryFiles(directory: str, now: float) -> int:
     return removed
 
 
+def _failedPath(delivery: _Delivery, error: BaseException | None) -> str:
+    """
+    What the log line of a failed delivery names: the file or directory
+    the system refused, where the error tells it (a recipient's Maildir),
+    else the message's file in C{new/}.
+    """
+    name = getattr(error, "filename", None)
+    if isinstance(name, str) and name.startswith("/") and not name.startswith("/proc/"):
+        return name
+    return delivery.newPath
+
+
 @implementer(IConsumer)
 class _Delivery:
     """
@@ -501,5 +513,6 @@ class MaildirHandler(BaseHandler):
         if failure is None:
             delivery.result.callback(f"OK: queued as {delivery.unique}")
         else:
-            logDiskFailure(self._log, failure, "Delivering {path} failed", path=delivery.newPath)
+            path = _failedPath(delivery, failure.value)
+            logDiskFailure(self._log, failure, "Delivering {path} failed", path=path)
             delivery.result.errback(diskError(failure.value))
