@@ -441,14 +441,14 @@ class GroupCommitTests(_CommitHarness):
         self.assertEqual(listDir(self.new), [])
         self.assertEqual(len(os.listdir("/proc/self/fd")), opened)
 
-    def test_removedMaildirFailsOnlyItsMessage(self) -> None:
+    def daveThenErin(self) -> tuple[str, Any, Any, int]:
         """
-        With C{perRecipient}, a recipient Maildir removed between the link of
-        a message into it and the flush meant to make that link durable
-        fails that message alone (451): the other messages of the cycle are
-        delivered, and no descriptor or file is left behind.
+        Two messages to a per-recipient handler's Maildirs, one to dave
+        (the lead, committed first), one to erin; their bodies ended.
+
+        @return: The handler's path, the two results, and how many
+            descriptors the process has open.
         """
-        log = DiskErrorLog(self)
         path, handler = self.perRecipientHandler()
 
         def session(sid: str, recipient: str) -> Any:
@@ -459,7 +459,17 @@ class GroupCommitTests(_CommitHarness):
         feed(stream, b"lead\r\n")
         later = handler.onData(stream := MessageStream(), session("later", "erin@example.com"))
         feed(stream, b"later\r\n")
-        opened = len(os.listdir("/proc/self/fd"))
+        return path, lead, later, len(os.listdir("/proc/self/fd"))
+
+    def test_removedMaildirFailsOnlyItsMessage(self) -> None:
+        """
+        With C{perRecipient}, a recipient Maildir removed between the link of
+        a message into it and the flush meant to make that link durable
+        fails that message alone (451): the other messages of the cycle are
+        delivered, and no descriptor or file is left behind.
+        """
+        log = DiskErrorLog(self)
+        path, lead, later, opened = self.daveThenErin()
         # The lead's cycle links it into dave's Maildir; the next makes it durable.
         self.pool.runOne()
         self.assertNoResult(lead)
@@ -483,17 +493,7 @@ class GroupCommitTests(_CommitHarness):
         Maildir went, not answered 451 with its copy left behind to be
         delivered twice.
         """
-        path, handler = self.perRecipientHandler()
-
-        def session(sid: str, recipient: str) -> Any:
-            envelope = Envelope(mailFrom=Address("a@example.com"), rcptTo=[Address(recipient)])
-            return makeSession(id=sid, envelope=envelope)
-
-        lead = handler.onData(stream := MessageStream(), session("lead", "dave@example.com"))
-        feed(stream, b"lead\r\n")
-        later = handler.onData(stream := MessageStream(), session("later", "erin@example.com"))
-        feed(stream, b"later\r\n")
-        opened = len(os.listdir("/proc/self/fd"))
+        path, lead, later, opened = self.daveThenErin()
         self.pool.runOne()
         self.assertNoResult(lead)
         domain = os.path.join(path, "domains", "example.com")

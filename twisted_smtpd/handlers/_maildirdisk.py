@@ -235,24 +235,27 @@ def _linkUnnamed(fd: int, directory: _Directory, name: str) -> None:
     )
 
 
+def _into(call: Callable[..., None], source: str, directory: _Directory, name: str) -> None:
+    # os.rename or os.link of source to name in directory, through its
+    # descriptor when it has one.
+    if directory.fd is None:
+        call(source, os.path.join(directory.path, name))
+    else:
+        call(source, name, dst_dir_fd=directory.fd)
+
+
 def _renameInto(source: str, directory: _Directory, name: str) -> None:
     """
     Rename the file at C{source} to C{name} in C{directory}.
     """
-    if directory.fd is None:
-        os.rename(source, os.path.join(directory.path, name))
-    else:
-        os.rename(source, name, dst_dir_fd=directory.fd)
+    _into(os.rename, source, directory, name)
 
 
 def _linkInto(source: str, directory: _Directory, name: str) -> None:
     """
     Link the file at C{source} as C{name} in C{directory}.
     """
-    if directory.fd is None:
-        os.link(source, os.path.join(directory.path, name))
-    else:
-        os.link(source, name, dst_dir_fd=directory.fd)
+    _into(os.link, source, directory, name)
 
 
 # Indirections so that tests can observe and break the disk calls.
