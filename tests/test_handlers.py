@@ -34,6 +34,7 @@ from twisted_smtpd.handlers import (
     DebuggingHandler,
     MaildirHandler,
     SinkHandler,
+    _maildirdirs,
     _maildirdisk,
     maildir,
 )
@@ -604,12 +605,12 @@ class MaildirDeliveryTests(TestCase):
         log = DiskErrorLog(self)
         realRename, realLink = _maildirdisk._rename, _maildirdisk._link
 
-        def rename(src: str, directory: _maildirdisk._Directory, name: str) -> None:
+        def rename(src: str, directory: _maildirdirs.Directory, name: str) -> None:
             if readFile(src).startswith(b"FAIL"):
                 raise OSError(errno.EIO, "I/O error")
             realRename(src, directory, name)
 
-        def link(fd: int, directory: _maildirdisk._Directory, name: str) -> None:
+        def link(fd: int, directory: _maildirdirs.Directory, name: str) -> None:
             if readFile(f"/proc/self/fd/{fd}").startswith(b"FAIL"):
                 raise OSError(errno.EIO, "I/O error")
             realLink(fd, directory, name)
@@ -867,7 +868,7 @@ class MaildirPerRecipientTests(TestCase):
         self.synced: list[str] = []
         realSync = _maildirdisk._syncDirectory
 
-        def recordingSync(directory: _maildirdisk._Directory) -> None:
+        def recordingSync(directory: _maildirdirs.Directory) -> None:
             self.synced.append(directory.path)
             realSync(directory)
 

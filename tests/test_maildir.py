@@ -32,7 +32,7 @@ from tests.test_handlers import (
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, Envelope
 from twisted_smtpd._stream import MessageStream
-from twisted_smtpd.handlers import MaildirHandler, _maildirdisk, maildir
+from twisted_smtpd.handlers import MaildirHandler, _maildirdirs, _maildirdisk, maildir
 from twisted_smtpd.handlers._diskfailure import describe, diskError, logDiskFailure
 from twisted_smtpd.handlers.maildir import _Delivery
 
@@ -79,13 +79,13 @@ class _CommitHarness(SynchronousTestCase):
             self.events.append((kind, fdPath(fd)))
             realFsync(fd)
 
-        def rename(source: str, directory: _maildirdisk._Directory, name: str) -> None:
+        def rename(source: str, directory: _maildirdirs.Directory, name: str) -> None:
             self.events.append(("rename", os.path.join(directory.path, name)))
             realRename(source, directory, name)
 
         realLink = _maildirdisk._link
 
-        def link(fd: int, directory: _maildirdisk._Directory, name: str) -> None:
+        def link(fd: int, directory: _maildirdirs.Directory, name: str) -> None:
             self.events.append(("link", os.path.join(directory.path, name)))
             realLink(fd, directory, name)
 
@@ -191,7 +191,7 @@ class UnnamedTmpFileTests(_CommitHarness):
         """
         log = DiskErrorLog(self)
 
-        def link(fd: int, directory: _maildirdisk._Directory, name: str) -> None:
+        def link(fd: int, directory: _maildirdirs.Directory, name: str) -> None:
             self.events.append(("link", os.path.join(directory.path, name)))
             raise OSError(errno.EIO, "I/O error")
 
@@ -555,7 +555,7 @@ class GroupCommitTests(_CommitHarness):
         def exhausted(path: str) -> int:
             raise OSError(errno.EMFILE, "Too many open files")
 
-        self.patch(_maildirdisk, "_openDirectory", exhausted)
+        self.patch(_maildirdirs, "openDirectory", exhausted)
         opened = len(os.listdir("/proc/self/fd"))
         results = self.deliverAll([b"one\r\n"])
         self.pool.runAll()
@@ -577,7 +577,7 @@ class GroupCommitTests(_CommitHarness):
 
         lead = MessageStream()
         d = self.handler.onData(lead, makeSession(id="lead"))
-        self.patch(_maildirdisk, "_openDirectory", denied)
+        self.patch(_maildirdirs, "openDirectory", denied)
         feed(lead, b"lead\r\n")
         self.pool.runAll()
         self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
@@ -587,21 +587,21 @@ class GroupCommitTests(_CommitHarness):
 
     def test_heldDirectoriesBounded(self) -> None:
         """
-        Beyond L{_maildirdisk._Directory.HELD_LIMIT} directories open at
+        Beyond L{_maildirdirs.Directory.HELD_LIMIT} directories open at
         once, the others are reached by their paths: a message to several
         recipients' Maildirs is delivered to each, and once it is answered
         no directory is held open for it.
         """
-        before = _maildirdisk._Directory._held
-        self.patch(_maildirdisk._Directory, "HELD_LIMIT", before + 1)
+        before = _maildirdirs.Directory._held
+        self.patch(_maildirdirs.Directory, "HELD_LIMIT", before + 1)
         held: list[str] = []
-        realOpen = _maildirdisk._openDirectory
+        realOpen = _maildirdirs.openDirectory
 
         def counting(path: str) -> int:
             held.append(path)
             return realOpen(path)
 
-        self.patch(_maildirdisk, "_openDirectory", counting)
+        self.patch(_maildirdirs, "openDirectory", counting)
         path, handler = self.perRecipientHandler()
         recipients = [Address(f"{local}@example.com") for local in ("ann", "bob", "cid")]
         envelope = Envelope(mailFrom=Address("a@example.com"), rcptTo=recipients)
@@ -613,7 +613,7 @@ class GroupCommitTests(_CommitHarness):
             mailbox = os.path.join(path, "domains", "example.com", local, "new")
             self.assertEqual(listDir(mailbox), [name])
         self.assertEqual(len(held), 1)
-        self.assertEqual(_maildirdisk._Directory._held, before)
+        self.assertEqual(_maildirdirs.Directory._held, before)
 
 
 class TurnReactor:
@@ -918,7 +918,7 @@ class HeldDirectoryTests(SynchronousTestCase):
             pass
         first = self.delivery("A", self.bob, self.carol)
         second = self.delivery("B", self.bob)
-        held = _maildirdisk._Directory._held
+        held = _maildirdirs.Directory._held
         results, _, settled = _maildirdisk._commitCycle(
             [first, second], [], self.handler.path, self.moveBob
         )
@@ -928,7 +928,7 @@ class HeldDirectoryTests(SynchronousTestCase):
         self.assertIsInstance(failure.value, NotADirectoryError)
         self.assertIsNone(results[1])
         self.assertEqual(listDir(os.path.join(self.bob + ".moved", "new")), ["B"])
-        self.assertEqual(_maildirdisk._Directory._held, held)
+        self.assertEqual(_maildirdirs.Directory._held, held)
 
     def test_byPathReplacedDirectoryFails(self) -> None:
         """
@@ -938,7 +938,7 @@ class HeldDirectoryTests(SynchronousTestCase):
         not hold it, and is never fsynced in its place.  The same with and
         without C{syncfs}.
         """
-        self.patch(_maildirdisk._Directory, "HELD_LIMIT", 0)
+        self.patch(_maildirdirs.Directory, "HELD_LIMIT", 0)
         realFsync = os.fsync
         for syncfs in (_maildirdisk._syncfs, None):
             self.patch(_maildirdisk, "_syncfs", syncfs)

@@ -36,11 +36,12 @@ import itertools
 import os
 import shutil
 import sys
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from twisted.python.failure import Failure
+
+from twisted_smtpd.handlers._maildirdirs import Directory, linkInto, linkUnnamed, renameInto
 
 if TYPE_CHECKING:
     from twisted_smtpd.handlers.maildir import _Delivery
@@ -91,177 +92,10 @@ def _loadSyncfs(
 _O_TMPFILE: int = getattr(os, "O_TMPFILE", 0)
 
 
-class _Directory:
-    """
-    A C{new/} directory that messages are linked into, or a directory
-    whose entries changed, open from before the first link into it until
-    every message in it is answered: each link, fsync and removal reaches
-    this very directory, even if it is renamed or replaced meanwhile (a
-    mailbox moved away by its owner), and the message is then delivered
-    where the directory went.
-
-    Beyond L{HELD_LIMIT} directories held open at once by the process, or
-    where no descriptor is left (C{EMFILE}, C{ENFILE}), a directory is
-    reached by its path, so that with many recipients' Maildirs the
-    sessions keep the descriptors they need.  Its identity (device and
-    inode) is then noted when it is first reached, and a directory found at
-    its path with another one, or none, when its entries are to be made
-    durable fails its messages (451): they are never answered 250 for the
-    fsync of a directory that does not hold them.  A Maildir moved away in
-    that window thus keeps a copy its client sends again.
-
-    @ivar path: The path it was opened by.
-    @ivar fd: Its descriptor, or L{None}.
-    @ivar users: How many messages still need it open.
-    """
-
-    __slots__ = ("_device", "_identity", "fd", "path", "users")
-
-    #: The most directories held open at once, by every handler together.
-    HELD_LIMIT = 256
-    _held = 0
-    _heldLock = threading.Lock()
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.users = 0
-        self._device: int | None = None
-        self.fd: int | None = None
-        self._identity: tuple[int, int] | None = None
-        with _Directory._heldLock:
-            held = _Directory._held < self.HELD_LIMIT
-            if held:
-                _Directory._held += 1
-        if held:
-            try:
-                self.fd = _openDirectory(path)
-                return
-            except BaseException as e:
-                with _Directory._heldLock:
-                    _Directory._held -= 1
-                if not isinstance(e, OSError) or e.errno not in (errno.EMFILE, errno.ENFILE):
-                    raise
-        status = os.stat(path)
-        self._identity = (status.st_dev, status.st_ino)
-
-    def openByPath(self) -> int:
-        """
-        A new descriptor of the directory reached by its path, checked to
-        be the one first reached there.
-
-        @raise OSError: C{ENOENT} if another directory, or none, is there.
-        """
-        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        if self._identity is not None:
-            status = os.fstat(fd)
-            if (status.st_dev, status.st_ino) != self._identity:
-                os.close(fd)
-                raise FileNotFoundError(
-                    errno.ENOENT, "directory moved or replaced since the link", self.path
-                )
-        return fd
-
-    def device(self) -> int:
-        """
-        Its file system (C{st_dev}), found once; -1 when it cannot be told
-        (then its entries are fsynced on their own).
-        """
-        if self._device is None:
-            try:
-                if self.fd is None:
-                    os.close(self.openByPath())
-                    assert self._identity is not None
-                    self._device = self._identity[0]
-                else:
-                    self._device = os.fstat(self.fd).st_dev
-            except OSError:
-                self._device = -1
-        return self._device
-
-    def removed(self) -> bool:
-        """
-        Whether it was removed since it was opened (its link count is 0):
-        the messages linked into it went with it.
-        """
-        if self.fd is None:
-            # By its path: a missing directory fails its own fsync.
-            return False
-        try:
-            return os.fstat(self.fd).st_nlink == 0
-        except OSError:
-            return False
-
-    def unlink(self, name: str) -> None:
-        """
-        Remove the entry C{name}.
-        """
-        if self.fd is None:
-            os.unlink(os.path.join(self.path, name))
-        else:
-            os.unlink(name, dir_fd=self.fd)
-
-    def release(self) -> None:
-        """
-        One message needs it no more: close it after the last.
-        """
-        self.users -= 1
-        if self.users <= 0 and self.fd is not None:
-            fd, self.fd = self.fd, None
-            with _Directory._heldLock:
-                _Directory._held -= 1
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-def _openDirectory(path: str) -> int:
-    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-
-
-def _linkUnnamed(fd: int, directory: _Directory, name: str) -> None:
-    """
-    Give the unnamed file open as C{fd} (C{O_TMPFILE}) the name C{name} in
-    C{directory}: C{linkat(2)} of its C{/proc/self/fd} entry, followed
-    (C{os.link} calls C{linkat} with C{AT_SYMLINK_FOLLOW} only when given a
-    directory descriptor, which an absolute path then ignores).
-    """
-    if directory.fd is None:
-        name = os.path.join(directory.path, name)
-    os.link(
-        f"/proc/self/fd/{fd}",
-        name,
-        src_dir_fd=fd,
-        dst_dir_fd=directory.fd,
-        follow_symlinks=True,
-    )
-
-
-def _into(call: Callable[..., None], source: str, directory: _Directory, name: str) -> None:
-    # os.rename or os.link of source to name in directory, through its
-    # descriptor when it has one.
-    if directory.fd is None:
-        call(source, os.path.join(directory.path, name))
-    else:
-        call(source, name, dst_dir_fd=directory.fd)
-
-
-def _renameInto(source: str, directory: _Directory, name: str) -> None:
-    """
-    Rename the file at C{source} to C{name} in C{directory}.
-    """
-    _into(os.rename, source, directory, name)
-
-
-def _linkInto(source: str, directory: _Directory, name: str) -> None:
-    """
-    Link the file at C{source} as C{name} in C{directory}.
-    """
-    _into(os.link, source, directory, name)
-
-
 # Indirections so that tests can observe and break the disk calls.
 _fsync = os.fsync
-_rename = _renameInto
-_link = _linkUnnamed
+_rename = renameInto
+_link = linkUnnamed
 _syncfs = _loadSyncfs()
 
 
@@ -280,10 +114,10 @@ def unnamedFilesWork(directory: str) -> bool:
     except OSError:
         return False
     try:
-        opened = _Directory(directory)
+        opened = Directory(directory)
         opened.users = 1
         try:
-            _linkUnnamed(fd, opened, probe)
+            linkUnnamed(fd, opened, probe)
             with contextlib.suppress(OSError):
                 opened.unlink(probe)
         finally:
@@ -365,7 +199,7 @@ def _close(delivery: _Delivery) -> None:
         os.close(fd)
 
 
-def _open(opened: dict[str, _Directory], path: str, delivery: _Delivery) -> _Directory:
+def _open(opened: dict[str, Directory], path: str, delivery: _Delivery) -> Directory:
     """
     The directory at C{path}, opened once per cycle (C{opened}), now also
     needed by C{delivery} (in its C{toSync}, released with it).
@@ -374,7 +208,7 @@ def _open(opened: dict[str, _Directory], path: str, delivery: _Delivery) -> _Dir
     if directory is None or directory.users <= 0:
         # Not opened yet in this cycle, or closed since by the failure of
         # every message that used it.
-        directory = opened[path] = _Directory(path)
+        directory = opened[path] = Directory(path)
     # Once per entry, which L{_release} takes back one by one.
     directory.users += 1
     delivery.toSync.append(directory)
@@ -390,7 +224,7 @@ def _release(delivery: _Delivery) -> None:
     delivery.toSync = []
 
 
-def _placeAll(delivery: _Delivery, opened: dict[str, _Directory]) -> None:
+def _placeAll(delivery: _Delivery, opened: dict[str, Directory]) -> None:
     """
     Rename the message's durable tmp file into C{new/} (or link it into
     every target's C{new/}), each directory opened once per cycle
@@ -446,7 +280,7 @@ def _ensureMaildir(root: str) -> list[str]:
     return changed
 
 
-def _place(delivery: _Delivery, target: str, newDirectory: _Directory) -> None:
+def _place(delivery: _Delivery, target: str, newDirectory: Directory) -> None:
     """
     Put the fsynced tmp file of C{delivery} into C{newDirectory}, the
     C{new/} of the Maildir C{target}, by a hard link, or where the file
@@ -454,7 +288,7 @@ def _place(delivery: _Delivery, target: str, newDirectory: _Directory) -> None:
     """
     name = delivery.unique
     try:
-        _linkInto(delivery.tmpPath, newDirectory, name)
+        linkInto(delivery.tmpPath, newDirectory, name)
     except OSError as e:
         if e.errno not in _NO_LINK:
             raise
@@ -472,7 +306,7 @@ def _place(delivery: _Delivery, target: str, newDirectory: _Directory) -> None:
     delivery.delivered.append((newDirectory, name))
 
 
-def _unlinkAll(delivered: list[tuple[_Directory, str]]) -> None:
+def _unlinkAll(delivered: list[tuple[Directory, str]]) -> None:
     """
     Remove the files C{delivered} (directory and name), ignoring those
     already gone, and forget them.
@@ -483,7 +317,7 @@ def _unlinkAll(delivered: list[tuple[_Directory, str]]) -> None:
     delivered.clear()
 
 
-def _syncDirectory(directory: _Directory) -> None:
+def _syncDirectory(directory: Directory) -> None:
     if directory.fd is not None:
         _fsync(directory.fd)
         return
@@ -536,7 +370,7 @@ def _flush(
     C{root}'s) is fsynced on its own.  A failure is recorded in C{results}
     or C{placedResults} for every message it touches.
     """
-    directories: dict[_Directory, list[int]] = {}
+    directories: dict[Directory, list[int]] = {}
     for position, delivery in enumerate(placed):
         for directory in delivery.toSync:
             directories.setdefault(directory, []).append(position)
@@ -553,7 +387,7 @@ def _flush(
         device = os.stat(root).st_dev
         alone, aloneDirectories = [], []
         covered: list[int] = []
-        coveredDirectories: list[_Directory] = []
+        coveredDirectories: list[Directory] = []
         # A file is on the file system of its tmp/ directory: one stat per
         # directory and cycle, not an fstat per file.
         devices: dict[str, int] = {}
@@ -647,7 +481,7 @@ def _commitCycle(
             # The client will retry after 451: do not deliver twice.
             _unlinkAll(delivery.delivered)
         _release(delivery)
-    opened: dict[str, _Directory] = {}
+    opened: dict[str, Directory] = {}
     for index, delivery in enumerate(batch):
         if results[index] is not None:
             with contextlib.suppress(OSError):

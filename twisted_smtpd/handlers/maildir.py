@@ -52,7 +52,7 @@ from zope.interface import implementer
 
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, Session
-from twisted_smtpd.handlers import _maildirdisk
+from twisted_smtpd.handlers import _maildirdirs, _maildirdisk
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._diskfailure import diskError, logDiskFailure
 from twisted_smtpd.handlers._maildirdisk import (
@@ -134,10 +134,10 @@ class _Delivery:
         self.targets: list[str] = []
         #: The files committed into C{new/} directories so far: each
         #: directory and name.
-        self.delivered: list[tuple[_maildirdisk._Directory, str]] = []
+        self.delivered: list[tuple[_maildirdirs.Directory, str]] = []
         #: The directories whose entries must be made durable for it, open
         #: until it is answered.
-        self.toSync: list[_maildirdisk._Directory] = []
+        self.toSync: list[_maildirdirs.Directory] = []
         self.chunks: list[bytes] = []
         self.buffered = 0
         #: The descriptor of its tmp file, once created.
