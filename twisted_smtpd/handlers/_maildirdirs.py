@@ -75,14 +75,18 @@ class Directory:
 
         @raise OSError: C{ENOENT} if another directory, or none, is there.
         """
+        # Not through openDirectory, which opens the directories held.
         fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        if self._identity is not None:
-            status = os.fstat(fd)
-            if (status.st_dev, status.st_ino) != self._identity:
-                os.close(fd)
-                raise FileNotFoundError(
-                    errno.ENOENT, "directory moved or replaced since the link", self.path
-                )
+        try:
+            if self._identity is not None:
+                status = os.fstat(fd)
+                if (status.st_dev, status.st_ino) != self._identity:
+                    raise FileNotFoundError(
+                        errno.ENOENT, "directory moved or replaced since the link", self.path
+                    )
+        except BaseException:
+            os.close(fd)
+            raise
         return fd
 
     def device(self) -> int:
