@@ -239,6 +239,68 @@ class PipelinedFloodTests(SynchronousTestCase):
         self.assertEqual(written + transport.value().count(b"\r\n"), 1000)
 
 
+class LineDeadlineTests(SynchronousTestCase):
+    """
+    A command line must arrive whole within C{socketTimeout} of its first
+    octet: a client trickling it, an octet at a time, does not hold the
+    session (Postfix's C{smtpd_per_record_deadline}).
+    """
+
+    def trickle(self, proto: SMTPProtocol, clock: Clock, data: bytes, every: float) -> None:
+        for octet in data:
+            proto.dataReceived(bytes([octet]))
+            clock.advance(every)
+
+    def test_trickledLineCut(self) -> None:
+        """
+        A line whose octets come every 10 s without its end is answered 421
+        and closed 60 s after its first octet, with one log line.
+        """
+        log = LogCatcher(self)
+        proto, transport, clock, factory = connect(socketTimeout=60)
+        self.trickle(proto, clock, b"EHLO aaaaa", 10)
+        self.assertTrue(transport.disconnecting)
+        self.assertTrue(transport.value().endswith(replies.TIMEOUT), transport.value())
+        self.assertEqual(len(log.matching("timeout: command line incomplete (60 s)")), 1)
+
+    def test_wholeLinesRestartTheDeadline(self) -> None:
+        """
+        Lines that each arrive whole within the timeout, however slowly,
+        keep the session: the deadline runs from each line's first octet.
+        """
+        proto, transport, clock, factory = connect(socketTimeout=60)
+        for _ in range(3):
+            self.trickle(proto, clock, b"NOOP\r\n", 9)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(transport.value().count(b"250 2.0.0 OK"), 3)
+
+    def test_trickledAuthAnswerCut(self) -> None:
+        """
+        The same for an answer to an AUTH challenge.
+        """
+        from tests.test_auth import PasswordHandler
+
+        proto, transport, clock, factory = connect(
+            PasswordHandler(), socketTimeout=60, allowInsecureAuth=True, authMethods=["LOGIN"]
+        )
+        proto.dataReceived(b"EHLO c\r\nAUTH LOGIN\r\n")
+        self.assertIn(b"334 ", transport.value())
+        self.trickle(proto, clock, b"dXNlcm5hbWU=", 6)
+        self.assertTrue(transport.disconnecting)
+        self.assertTrue(transport.value().endswith(replies.TIMEOUT))
+
+    def test_trickledRestOfLongLineCut(self) -> None:
+        """
+        The rest of a line refused as too long, trickled, is cut as well.
+        """
+        proto, transport, clock, factory = connect(socketTimeout=60)
+        proto.dataReceived(b"NOOP " + b"x" * 20000)
+        self.assertIn(b"500 ", transport.value())
+        self.trickle(proto, clock, b"y" * 7, 10)
+        self.assertTrue(transport.disconnecting)
+        self.assertTrue(transport.value().endswith(replies.TIMEOUT))
+
+
 class CloseBoundTests(SynchronousTestCase):
     def test_idleTimeoutAborts(self) -> None:
         """

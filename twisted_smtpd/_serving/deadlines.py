@@ -1,7 +1,10 @@
 # -*- test-case-name: tests.test_protocol -*-
 """
 Every wait of a session has a deadline: client silence (C{socketTimeout}),
-replies the client leaves unread (the same timeout, counted while writing
+a command line (or AUTH answer) whose first octets came but whose end does
+not (the same timeout, from its first octet, so that a client trickling a
+line one octet at a time does not hold the session), replies the client
+leaves unread (the same timeout, counted while writing
 makes no progress), the TLS handshake (C{tlsHandshakeTimeout}), a message
 transfer slower than C{minDataRate} (from the start of DATA, or from a
 message's first BDAT chunk to its last), and the close itself: a session that
@@ -34,6 +37,8 @@ class Times:
 
     @ivar lastActivity: When the client last sent something (or read a
         reply it had left unread, or was kept waiting by a hook).
+    @ivar lineSince: When the first octets of a command line still
+        incomplete came, or C{None}.
     @ivar handshakeSince: When the TLS handshake in progress began, or
         C{None}.
     @ivar closingSince: When the session began to close.
@@ -47,6 +52,7 @@ class Times:
         "closingSince",
         "handshakeSince",
         "lastActivity",
+        "lineSince",
         "pendingSeen",
         "rateBytes",
         "rateSince",
@@ -55,6 +61,7 @@ class Times:
     def __init__(self) -> None:
         self.lastActivity = self.closingSince = self.rateSince = 0.0
         self.handshakeSince: float | None = None
+        self.lineSince: float | None = None
         self.pendingSeen = self.rateBytes = 0
 
 
@@ -128,11 +135,17 @@ def check(p: SessionControl, now: float) -> None:
         # Waiting for our own hook or a slow handler is not the client's
         # silence.
         p.times.lastActivity = now
+        if p.times.lineSince is not None:
+            p.times.lineSince = now
         p.times.rateSince = now
         p.times.rateBytes = 0
         return
     if now - p.times.lastActivity >= options.socketTimeout:
         timeout(p, "timeout")
+        return
+    lineSince = p.times.lineSince
+    if lineSince is not None and now - lineSince >= options.socketTimeout:
+        timeout(p, "timeout: command line incomplete")
         return
     rate = options.minDataRate
     if rate is None or (p.receiver is None and p.discard is None):

@@ -334,17 +334,22 @@ class SMTPProtocol(LineReceiver):
                     end = buf.find(b"\n")
                     self._buffer = b"" if end < 0 else buf[end + 1 :]
                     self._discardingLine = end < 0
+                    self._lineStarted(end < 0)
                     continue
                 # No line is ever longer than AUTH_LINE_LIMIT octets (plus
                 # CRLF), however its bytes arrive.
                 end = buf.find(b"\n", 0, AUTH_LINE_LIMIT + 2)
                 if end < 0:
                     if len(buf) < AUTH_LINE_LIMIT + 2:
+                        # Its end must come within the timeout of its start.
+                        self._lineStarted(True)
                         break
                     self._discardingLine = True
                     _commands.lineTooLong(self, buf)
                     continue
                 self._buffer = buf[end + 1 :]
+                if self.times.lineSince is not None:
+                    self.times.lineSince = None
                 line = buf[: end - 1] if end and buf[end - 1] == 13 else buf[:end]
                 if len(line) > AUTH_LINE_LIMIT:
                     _commands.lineTooLong(self, line)
@@ -359,6 +364,15 @@ class SMTPProtocol(LineReceiver):
             self._flush()
             if self._readClosed:
                 self._closeIfDone()
+
+    def _lineStarted(self, incomplete: bool) -> None:
+        # A line's first octets are in (or the rest of a refused one is
+        # still coming): its deadline runs from the first.
+        times = self.times
+        if not incomplete:
+            times.lineSince = None
+        elif times.lineSince is None:
+            times.lineSince = self.clock.seconds()
 
     def _lineReceived(self, line: bytes) -> None:
         if len(line) > self.options.maxLineLength and not line[:5].upper().startswith(b"AUTH "):
