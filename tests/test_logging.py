@@ -103,6 +103,20 @@ class RefusalLogTests(SynchronousTestCase):
         self.assertNotIn("\x1b", line)
         self.assertEqual(proto.session.id, line.split()[0])
 
+    def test_emptyLineIsNoConnect(self) -> None:
+        """
+        A blank line refused is logged as an empty line, not as C{CONNECT},
+        which names refusals before any line; so is the 421 of a session
+        closed after too many of them.
+        """
+        proto = self.session(maxErrors=2)
+        proto.dataReceived(b"EHLO c\r\n\r\n\r\n")
+        lines = [line for line in self.lines() if "reject" in line]
+        self.assertEqual(len(lines), 3, lines)
+        for line in lines:
+            self.assertIn("reject: (empty line) from unknown[192.0.2.7]: ", line)
+        self.assertIn(": 421 ", lines[-1])
+
     def test_limitClosing(self) -> None:
         """
         A limit that ends the session (too many errors) leaves its own line.

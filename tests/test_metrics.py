@@ -117,6 +117,24 @@ class MetricsTests(SynchronousTestCase):
         self.assertEqual(self.value("smtpd_connections_open"), 0)
         self.assertEqual(self.value("smtpd_sessions_total", outcome="refused"), 1)
 
+    def test_refusedLinesAreNotConnects(self) -> None:
+        """
+        Refused lines that did not parse (blank or unknown) are counted
+        as C{UNKNOWN}, never as C{CONNECT}; a session closed for too many
+        of them is counted once, as a session without a message.
+        """
+        proto = self.session(maxErrors=3)
+        proto.dataReceived(b"EHLO c\r\n\r\nFOO bar\r\n\r\n")
+        self.assertIn(b"421 ", self.transport.value())
+        proto.connectionLost()
+        self.assertIsNone(self.value("smtpd_refusals_total", command="CONNECT", code="500"))
+        self.assertIsNone(self.value("smtpd_refusals_total", command="CONNECT", code="421"))
+        self.assertEqual(self.value("smtpd_refusals_total", command="UNKNOWN", code="500"), 3)
+        self.assertEqual(self.value("smtpd_refusals_total", command="UNKNOWN", code="421"), 1)
+        self.assertIsNone(self.value("smtpd_sessions_total", outcome="refused"))
+        self.assertEqual(self.value("smtpd_sessions_total", outcome="no_message"), 1)
+        self.assertEqual(self.value("smtpd_connections_open"), 0)
+
     def test_auth(self) -> None:
         """
         AUTH successes and failures by mechanism.

@@ -100,18 +100,23 @@ def _namedAddress(argument: bytes) -> str:
 
 
 def refusal(
-    reply: Reply, verb: Verb | None, argument: bytes, auth: Any, closing: bool
+    reply: Reply, verb: Verb | None, argument: bytes | None, auth: Any, closing: bool
 ) -> dict[str, Any]:
     """
     The data of a C{reject} event: the C{reply}, the C{command} (C{None} for
-    a line that did not parse) and its C{argument}, whether the session is
-    C{closing}; for AUTH the C{mechanism}, the C{username} of the refused
-    request, or C{None} before one was made, and the C{failures} so far,
-    never the credentials.
+    a line that did not parse, or at connect) and its C{argument}, whether
+    the session is C{closing}, whether the refusal came at C{connect},
+    before any line; for AUTH the C{mechanism}, the C{username} of the
+    refused request, or C{None} before one was made, and the C{failures} so
+    far, never the credentials.
 
+    @param argument: The refused line's argument (the whole line when it
+        did not parse), or C{None} before the first line.
     @param auth: The session's L{AuthCommand}, or C{None}.
     """
-    data: dict[str, Any] = {"reply": reply, "closing": closing}
+    data: dict[str, Any] = {"reply": reply, "closing": closing, "connect": argument is None}
+    if argument is None:
+        argument = b""
     if verb is Verb.AUTH:
         request = None if auth is None else auth.request
         data["mechanism"] = argument.split(b" ", 1)[0][:20].decode("ascii", "replace").upper()
@@ -256,9 +261,13 @@ class SessionLogger:
         argument: bytes = data.get("argument", b"")
         address = None
         if command is None:
-            # The line did not parse: its first word stands for the command.
+            # The line did not parse: its first word stands for the command;
+            # no line at all is a refusal at connect.
             word = argument.split(None, 1)[0] if argument.strip() else b""
-            command = loggable(word.upper(), 16) or "CONNECT"
+            if data.get("connect"):
+                command = "CONNECT"
+            else:
+                command = loggable(word.upper(), 16) or "(empty line)"
             named = ""
         elif command in ("MAIL", "RCPT"):
             address = _namedAddress(argument)

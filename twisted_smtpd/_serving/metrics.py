@@ -203,11 +203,13 @@ class ServerMetrics:
 
     def _reject(self, session: Session, data: dict[str, Any]) -> None:
         reply: Reply = data["reply"]
-        command = data.get("command") or "CONNECT"
+        # A line that did not parse is UNKNOWN: its words are the client's,
+        # never a label.
+        command = data.get("command") or ("CONNECT" if data.get("connect") else "UNKNOWN")
         self.refusals.labels(command, str(reply.code)).inc()
         if command == "AUTH" and data.get("username") is not None and not data.get("closing"):
             self.auth.labels(str(data.get("mechanism")), "failure").inc()
-        if data.get("closing") and data.get("command") is None and not data.get("argument"):
+        if data.get("closing") and data.get("connect"):
             # Refused at connect: no close event follows.
             self.sessions.labels("refused").inc()
             self._gone(session)

@@ -138,9 +138,10 @@ class SMTPProtocol(LineReceiver):
         self.receiver: MessageReceiver | None = None
         self.auth: AuthCommand | None = None
         self.connectedFrom = ""
-        # The command being answered, for the log line of a refusal.
+        # The command being answered, for the log line of a refusal; no
+        # argument before the first line (a refusal at connect).
         self._verb: Verb | None = None
-        self._argument = b""
+        self._argument: bytes | None = None
         self._bodyEnded = 0.0
         self.session = Session(id=newSessionId())
 
