@@ -422,6 +422,99 @@ class WrapperTests(SynchronousTestCase):
         )
 
 
+class PendingHeaderLimitTests(SynchronousTestCase):
+    """
+    Connections still waiting for their PROXY header count towards the
+    server's C{maxClients}: each holds a descriptor.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        options = ServerOptions(
+            name="mx.example.com",
+            disableReverseLookup=True,
+            useProxy=["127.0.0.0/8"],
+            maxClients=2,
+        )
+        self.server = SMTPServerFactory(RecordingHandler(), options, reactor=self.clock)
+        self.wrapping = ProxyWrappingFactory(
+            self.server, options.useProxy, self.clock, server=self.server
+        )
+
+    def connect(self) -> tuple[Any, StringTransport]:
+        wrapper = self.wrapping.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1000))
+        transport = StringTransport(
+            peerAddress=IPv4Address("TCP", "127.0.0.1", 1000),
+            hostAddress=IPv4Address("TCP", "10.0.0.1", 25),
+        )
+        wrapper.makeConnection(transport)
+        return wrapper, transport
+
+    def test_pendingHeadersCounted(self) -> None:
+        """
+        With C{maxClients} 2, a third connection while two wait for their
+        header is refused with 421 and one log line; once one of them has
+        gone, a new one is taken, and one that sent its header counts as a
+        session.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        first, _ = self.connect()
+        second, secondTransport = self.connect()
+        third, thirdTransport = self.connect()
+        self.assertEqual(thirdTransport.value(), replies.TOO_MANY_CLIENTS)
+        self.assertTrue(thirdTransport.disconnecting)
+        third.connectionLost()
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            ["127.0.0.1:1000 refused: connection limit (2) reached, PROXY header pending"],
+        )
+        second.connectionLost()
+        fourth, fourthTransport = self.connect()
+        self.assertEqual(fourthTransport.value(), b"")
+        fourth.dataReceived(V1)
+        self.assertEqual(fourthTransport.value(), replies.GREETING)
+        self.assertEqual((self.wrapping.pending, len(self.server.connections)), (1, 1))
+        fifth, fifthTransport = self.connect()
+        self.assertEqual(fifthTransport.value(), replies.TOO_MANY_CLIENTS)
+
+    def test_pendingCountReturnsToZero(self) -> None:
+        """
+        Connections that time out, send a malformed header or go away
+        before their header leave the count.
+        """
+        timedOut, _ = self.connect()
+        malformed, _ = self.connect()
+        malformed.dataReceived(b"GARBAGE\r\n")
+        malformed.connectionLost()
+        self.clock.advance(10)
+        timedOut.connectionLost()
+        self.assertEqual(self.wrapping.pending, 0)
+        gone, _ = self.connect()
+        gone.connectionLost()
+        self.assertEqual(self.wrapping.pending, 0)
+
+    def test_headerTimeoutFollowsSocketTimeout(self) -> None:
+        """
+        A listener's header deadline is the socket timeout when that is
+        shorter than 10 seconds.
+        """
+        from twisted_smtpd import SMTPServer
+
+        for socketTimeout, expected in ((3.0, 3.0), (60.0, 10.0)):
+            server = SMTPServer(
+                RecordingHandler(),
+                ServerOptions(
+                    name="mx.example.com",
+                    useProxy=["127.0.0.0/8"],
+                    socketTimeout=socketTimeout,
+                ),
+            )
+            wrapping = server._wrap(["haproxy"])
+            assert isinstance(wrapping, ProxyWrappingFactory)
+            self.assertEqual(wrapping.headerTimeout, expected)
+            self.assertIs(wrapping.server, server.factory)
+
+
 class ProxiedTurnTests(SynchronousTestCase):
     """
     Sessions behind PROXY wrappers straight over real TCP connections.

@@ -67,6 +67,9 @@ class ProxyProtocolWrapper(ProtocolWrapper):
         self._buffer = b""
         self._timer: IDelayedCall | None = None
         self._refused = False
+        #: Whether it is counted among the factory's connections waiting
+        #: for their header.
+        self._pending = False
 
     def makeConnection(self, transport: Any) -> None:
         """
@@ -82,7 +85,23 @@ class ProxyProtocolWrapper(ProtocolWrapper):
             self._log.warn("PROXY connection from untrusted {peer}", peer=self._peerText())
             self._refuse(catalogue.UNTRUSTED_PROXY)
             return
+        limit = self.factory.clientLimit()
+        if limit is not None:
+            self._log.info(
+                "{peer} refused: connection limit ({limit}) reached, PROXY header pending",
+                peer=self._peerText(),
+                limit=limit,
+            )
+            self._refuse(catalogue.TOO_MANY_CLIENTS)
+            return
+        self._pending = True
+        self.factory.pending += 1
         self._timer = self.factory.clock.callLater(self.factory.headerTimeout, self._timedOut)
+
+    def _notPending(self) -> None:
+        if self._pending:
+            self._pending = False
+            self.factory.pending -= 1
 
     def _peerText(self) -> str:
         return formatPeer(hostPort(self.proxyPeer))
@@ -100,6 +119,7 @@ class ProxyProtocolWrapper(ProtocolWrapper):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self._notPending()
         self._buffer = b""
         self._refused = True
         assert self.transport is not None
@@ -129,6 +149,7 @@ class ProxyProtocolWrapper(ProtocolWrapper):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self._notPending()
         self.proxyHeader = header
         rest, self._buffer = self._buffer[length:], b""
         self.wrappedProtocol.makeConnection(self)  # type: ignore[arg-type]
@@ -142,6 +163,7 @@ class ProxyProtocolWrapper(ProtocolWrapper):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self._notPending()
         self.factory.unregisterProtocol(self)
         if self.proxyHeader is not None:
             self.wrappedProtocol.connectionLost(reason)
@@ -215,11 +237,35 @@ class ProxyWrappingFactory(WrappingFactory):
         trustedNetworks: tuple[IPNetwork, ...],
         clock: IReactorTime,
         headerTimeout: float = HEADER_TIMEOUT,
+        server: Any = None,
     ) -> None:
+        """
+        @param headerTimeout: Seconds a connection may take to send its
+            header.
+        @param server: The L{SMTPServerFactory} whose C{maxClients} counts
+            the connections still waiting for their header too, or C{None}.
+        """
         super().__init__(wrappedFactory)
         self.trustedNetworks = trustedNetworks
         self.clock = clock
         self.headerTimeout = headerTimeout
+        self.server = server
+        #: Connections waiting for their header.
+        self.pending = 0
+
+    def clientLimit(self) -> int | None:
+        """
+        The server's C{maxClients} when a new connection would pass it, its
+        sessions and the connections still waiting for their header
+        counted together; else C{None}.
+        """
+        server = self.server
+        if server is None:
+            return None
+        limit: int | None = server.options.maxClients
+        if limit and self.pending + len(server.connections) >= limit:
+            return limit
+        return None
 
 
 def proxyDetails(transport: Any) -> tuple[IAddress, ProxyHeader] | None:

@@ -40,7 +40,7 @@ from twisted_smtpd._serving.limits import ClientLimits
 from twisted_smtpd._serving.listeners import _Listener, splitDescription
 from twisted_smtpd._serving.observers import Observer, Observers
 from twisted_smtpd._serving.protocol import SMTPProtocol
-from twisted_smtpd._serving.proxy import ProxyWrappingFactory
+from twisted_smtpd._serving.proxy import HEADER_TIMEOUT, ProxyWrappingFactory
 from twisted_smtpd._serving.resolve import ReverseResolver
 from twisted_smtpd._serving.tls import ServerTLS
 from twisted_smtpd.handlers._base import BaseHandler
@@ -491,7 +491,14 @@ class SMTPServer(MultiService):
             if layer == "tls":
                 factory = TLSMemoryBIOFactory(self.factory.tls.contextFactory(), False, factory)
             else:
-                factory = ProxyWrappingFactory(factory, self.factory.options.useProxy, self.reactor)
+                options = self.factory.options
+                factory = ProxyWrappingFactory(
+                    factory,
+                    options.useProxy,
+                    self.reactor,
+                    headerTimeout=min(HEADER_TIMEOUT, options.socketTimeout),
+                    server=self.factory,
+                )
             factory.noisy = False
         return factory
 
