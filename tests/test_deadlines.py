@@ -98,6 +98,32 @@ class TLSHandshakeTimeoutTests(SynchronousTestCase):
         self.assertEqual(len(log.matching("192.0.2.7 TLS handshake timeout (30 s)")), 1)
         proto.connectionLost()
         self.assertEqual(factory.connections, set())
+        self.assertEqual(log.matching("TLS handshake failed"), [])
+
+    def test_failedHandshakeLogged(self) -> None:
+        """
+        A connection that ends in the middle of the TLS handshake leaves one
+        line with the client and OpenSSL's reason, or what ended it.
+        """
+        from OpenSSL import SSL
+        from twisted.internet.error import ConnectionDone, ConnectionLost
+        from twisted.python.failure import Failure
+
+        cases = [
+            (SSL.Error([("SSL routines", "", "wrong version number")]), "wrong version number"),
+            (ConnectionDone(), "connection closed"),
+            (ConnectionLost(), "ConnectionLost"),
+        ]
+        for error, why in cases:
+            log = LogCatcher(self)
+            factory = factoryFor(Clock())
+            proto, transport = connectFrom(factory, "192.0.2.7", tls=True)
+            proto.connectionLost(Failure(error))
+            sid = proto.session.id
+            self.assertEqual(
+                log.matching("TLS handshake failed"),
+                [f"{sid} 192.0.2.7 TLS handshake failed: {why}"],
+            )
 
     def test_handshakeTimeoutOption(self) -> None:
         """

@@ -118,6 +118,8 @@ def check(p: SessionControl, now: float) -> None:
                 client=client,
                 seconds=options.tlsHandshakeTimeout,
             )
+            # Logged: not again as a failed handshake.
+            p.times.handshakeSince = None
             p.abort()
         return
     if p.pauses & PAUSE_WRITE:
@@ -212,6 +214,7 @@ def shutdown(p: SessionControl, force: bool) -> None:
             session=p.session.id,
             client=p.session.remoteAddress[0],
         )
+        p.times.handshakeSince = None
         p.abort()
     elif force or not p.inTransaction():
         p.abandonMessage(catalogue.SHUTDOWN)

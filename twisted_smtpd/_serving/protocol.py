@@ -215,6 +215,8 @@ class SMTPProtocol(LineReceiver):
         factory = self.server
         if factory is not None:
             factory.forget(self)
+        if self.times.handshakeSince is not None and not self.refused:
+            _tlscommand.handshakeFailed(self, reason)
         if not self.refused:
             self.emit("close")
             runCloseHook(self)

@@ -7,10 +7,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from OpenSSL import SSL
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
+
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.grammar import Phase
 from twisted_smtpd._serving.flow import PAUSE_HOOK
 from twisted_smtpd._serving.greeting import beginSession
+from twisted_smtpd._serving.logging import loggable
 from twisted_smtpd._serving.tls import tlsInfo
 
 if TYPE_CHECKING:
@@ -63,6 +68,28 @@ def handshakeCompleted(p: SessionControl) -> None:
     session.transmissionType = "SMTP"
     p.setPause(PAUSE_HOOK, True)
     p.hookThenResume(p.handler.onSecure, _accept, p.closeWith)
+
+
+def handshakeFailed(p: SessionControl, reason: Failure) -> None:
+    """
+    The connection ended in the middle of a TLS handshake (a client that
+    is not speaking TLS, a protocol or cipher it does not share, or one
+    that went away): one log line saying why.
+    """
+    error = reason.value
+    if isinstance(error, SSL.Error) and error.args and isinstance(error.args[0], list):
+        # OpenSSL's reasons: (library, function, reason) triples.
+        why = "; ".join(str(entry[-1]) for entry in error.args[0] if entry) or "TLS error"
+    elif isinstance(error, ConnectionDone):
+        why = "connection closed"
+    else:
+        why = type(error).__name__ if error is not None else "connection lost"
+    p.log.info(
+        "{session} {client} TLS handshake failed: {error}",
+        session=p.session.id,
+        client=p.session.remoteAddress[0],
+        error=loggable(why, 120),
+    )
 
 
 def _accept(result: object) -> None:
