@@ -175,6 +175,20 @@ def check(p: SessionControl, now: float) -> None:
         p.times.rateBytes = 0
 
 
+def lineStarted(p: SessionControl, incomplete: bool) -> None:
+    """
+    The first octets of a command line are in, without its end (or the
+    rest of a line refused as too long is still coming, when
+    C{incomplete}): its deadline runs from the first.  With C{incomplete}
+    false, the line ended.
+    """
+    times = p.times
+    if not incomplete:
+        times.lineSince = None
+    elif times.lineSince is None:
+        times.lineSince = p.clock.seconds()
+
+
 def transferStarted(p: SessionControl) -> None:
     """
     A message transfer begins (DATA, the first BDAT chunk of a message, or

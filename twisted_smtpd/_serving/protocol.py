@@ -47,7 +47,7 @@ from twisted_smtpd._serving import forwarding as _forwarding
 from twisted_smtpd._serving import greeting as _greeting
 from twisted_smtpd._serving import tlscommand as _tlscommand
 from twisted_smtpd._serving import transaction as _transaction
-from twisted_smtpd._serving.deadlines import Times
+from twisted_smtpd._serving.deadlines import Times, lineStarted
 from twisted_smtpd._serving.flow import PAUSE_HOOK, PAUSE_STREAM, PAUSE_WRITE, writeThrough
 from twisted_smtpd._serving.hooks import runCloseHook, runHook
 from twisted_smtpd._serving.logging import refusal
@@ -337,7 +337,7 @@ class SMTPProtocol(LineReceiver):
                     end = buf.find(b"\n")
                     self._buffer = b"" if end < 0 else buf[end + 1 :]
                     self._discardingLine = end < 0
-                    self._lineStarted(end < 0)
+                    lineStarted(self, end < 0)
                     continue
                 # No line is ever longer than AUTH_LINE_LIMIT octets (plus
                 # CRLF), however its bytes arrive.
@@ -345,7 +345,7 @@ class SMTPProtocol(LineReceiver):
                 if end < 0:
                     if len(buf) < AUTH_LINE_LIMIT + 2:
                         # Its end must come within the timeout of its start.
-                        self._lineStarted(True)
+                        lineStarted(self, True)
                         break
                     self._discardingLine = True
                     _commands.lineTooLong(self, buf)
@@ -367,15 +367,6 @@ class SMTPProtocol(LineReceiver):
             self._flush()
             if self._readClosed:
                 self._closeIfDone()
-
-    def _lineStarted(self, incomplete: bool) -> None:
-        # A line's first octets are in (or the rest of a refused one is
-        # still coming): its deadline runs from the first.
-        times = self.times
-        if not incomplete:
-            times.lineSince = None
-        elif times.lineSince is None:
-            times.lineSince = self.clock.seconds()
 
     def _lineReceived(self, line: bytes) -> None:
         if len(line) > self.options.maxLineLength and not line[:5].upper().startswith(b"AUTH "):
