@@ -11,7 +11,8 @@ import io
 import json
 from typing import Any
 
-from twisted.internet.testing import EventLoggingObserver
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -126,6 +127,28 @@ class RefusalLogTests(SynchronousTestCase):
         lines = [line for line in self.lines() if "reject" in line]
         self.assertEqual(len(lines), 3, lines)
         self.assertIn(": 421 4.7.0 Too many errors", lines[-1])
+
+    def test_connectionLimitOneLine(self) -> None:
+        """
+        A connection refused for a limit leaves one line, the factory's
+        naming the limit, in the sessions' namespace; the C{reject} event
+        still reaches the other observers, with the limit.
+        """
+        proto = self.session(maxClientsPerIp=1)
+        factory = proto.server
+        seen: list[dict[str, Any]] = []
+        factory.addObserver(lambda event, session, data: seen.append(data))
+        refused = factory.buildProtocol(None)
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 40001))
+        refused.makeConnection(transport)
+        self.assertTrue(transport.value().startswith(b"421 4.7.0 "))
+        sid = refused.session.id
+        self.assertEqual(
+            [line for line in self.lines() if sid in line],
+            [f"{sid} 192.0.2.7 refused: connection limit per client address (1) reached"],
+        )
+        ((reply, limit),) = [(d["reply"].code, d["limit"]) for d in seen if "limit" in d]
+        self.assertEqual((reply, limit), (421, "connection limit per client address (1)"))
 
     def test_acceptedCommandsNotLogged(self) -> None:
         """

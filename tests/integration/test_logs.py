@@ -116,6 +116,48 @@ class Fail2banTests(ServerTestCase):
         # Four failed logins, the lockout, the refused RCPT.
         self.assertEqual(self.fail2ban(logfile, "aggressive"), 4 + 1 + 1)
 
+    def assertRefusedAtConnect(self, limit: str) -> None:
+        """
+        A new connection gets 421 for C{limit}, which the log names.
+        """
+        with self.assertRaises(smtplib.SMTPConnectError) as refused:
+            self.smtp()
+        self.assertEqual(refused.exception.smtp_code, 421)
+        self.server.waitForLog(f" refused: connection {limit} reached")
+
+    def test_limitRefusalsFound(self) -> None:
+        """
+        A connection refused for a per-address limit leaves one line, which
+        the aggressive mode finds and the normal one leaves alone.
+        """
+        self.startServer(
+            "--sink",
+            "--max-clients-per-ip",
+            "1",
+            "--max-connection-rate",
+            "3/60",
+            maildir=False,
+        )
+        held = self.smtp()
+        self.assertRefusedAtConnect("limit per client address (1)")
+        held.quit()
+        self.server.waitForLog(" close")
+        self.smtp().quit()
+        self.server.waitForLog(" close", count=2)
+        self.assertRefusedAtConnect("rate limit (3 per 60 s)")
+        self.stopServer()
+        output = self.server.output
+        lines = [line for line in output.splitlines() if "refused: " in line]
+        self.assertEqual(len(lines), 2, output)
+        for line in lines:
+            session = line.split("] ", 1)[1].split()[0]
+            self.assertEqual(output.count(f" {session} "), 1, output)
+        logfile = os.path.join(self.server.directory, "smtpd.log")
+        with open(logfile, "w") as f:
+            f.write(output)
+        self.assertEqual(self.fail2ban(logfile), 0)
+        self.assertEqual(self.fail2ban(logfile, "aggressive"), 2)
+
     def test_jsonRefusals(self) -> None:
         """
         In JSON the refusals and failed logins are objects with the

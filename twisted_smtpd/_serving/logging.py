@@ -108,7 +108,8 @@ def refusal(
     the session is C{closing}, whether the refusal came at C{connect},
     before any line; for AUTH the C{mechanism}, the C{username} of the
     refused request, or C{None} before one was made, and the C{failures} so
-    far, never the credentials.
+    far, never the credentials.  A connection refused for a limit also has
+    the C{limit} (added by the protocol), described as it was logged.
 
     @param argument: The refused line's argument (the whole line when it
         did not parse), or C{None} before the first line.
@@ -224,6 +225,9 @@ class SessionLogger:
             self._emit(f"{sid} close", {"session": sid} if self._structured else _NO_FIELDS)
 
     def _reject(self, session: Session, data: dict[str, Any]) -> None:
+        if "limit" in data:
+            # A connection limit: the factory logged its one line.
+            return
         reply: Reply = data["reply"]
         command = data.get("command")
         sid = session.id

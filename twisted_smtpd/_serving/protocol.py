@@ -177,10 +177,10 @@ class SMTPProtocol(LineReceiver):
             session.secure = True
         factory = self.server
         if factory is not None:
-            refusal = factory.admit(self)
-            if refusal is not None:
+            refused = factory.admit(self)
+            if refused is not None:
                 self.refused = True
-                self.closeWith(refusal)
+                self.closeWith(*refused)
                 return
         self.connectedFrom = session.remoteAddress[0]
         _forwarding.connected(session, transport)
@@ -544,22 +544,27 @@ class SMTPProtocol(LineReceiver):
         if self._errors >= self.options.maxErrors:
             self.closeWith(catalogue.TOO_MANY_ERRORS)
 
-    def _emitRefusal(self, reply: Reply, closing: bool = False) -> None:
+    def _emitRefusal(self, reply: Reply, closing: bool = False, limit: str | None = None) -> None:
         """
         Tell the observers of a refused command (C{reject}).
         """
         if self.server is not None and "reject" in self.server.wanted:
-            self.emit("reject", **refusal(reply, self._verb, self._argument, self.auth, closing))
+            data = refusal(reply, self._verb, self._argument, self.auth, closing)
+            if limit is not None:
+                data["limit"] = limit
+            self.emit("reject", **data)
 
-    def closeWith(self, reply: Reply) -> None:
+    def closeWith(self, reply: Reply, limit: str | None = None) -> None:
         """
         Send C{reply}, then close once the replies are sent.
+
+        @param limit: The connection limit refused, as the factory logged it.
         """
         if self.closing:
             return
         if reply.code >= 400 and reply is not catalogue.SHUTDOWN and reply is not catalogue.TIMEOUT:
             # A refusal or a limit reached that ends the session.
-            self._emitRefusal(reply, closing=True)
+            self._emitRefusal(reply, True, limit)
         self.reply(reply)
         self._close()
 

@@ -38,6 +38,7 @@ from twisted_smtpd._serving.flow import TurnWriter
 from twisted_smtpd._serving.hooks import checkHandler
 from twisted_smtpd._serving.limits import ClientLimits
 from twisted_smtpd._serving.listeners import _Listener, splitDescription
+from twisted_smtpd._serving.logging import NAMESPACE
 from twisted_smtpd._serving.observers import Observer, Observers
 from twisted_smtpd._serving.protocol import SMTPProtocol
 from twisted_smtpd._serving.proxy import HEADER_TIMEOUT, ProxyWrappingFactory
@@ -45,6 +46,9 @@ from twisted_smtpd._serving.resolve import ReverseResolver
 from twisted_smtpd._serving.tls import ServerTLS
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.interfaces import ISMTPHandler
+
+#: Where a connection refused for a limit is logged: among the sessions' lines.
+_sessionLog = Logger(namespace=NAMESPACE)
 
 
 def _defaultReactor() -> Any:
@@ -220,14 +224,19 @@ class SMTPServerFactory(ServerFactory):
             self._sweeper.clock = self.reactor
             self._sweeper.start(interval(self.options), now=False)
 
-    def admit(self, protocol: SMTPProtocol) -> Reply | None:
+    def admit(self, protocol: SMTPProtocol) -> tuple[Reply, str | None] | None:
         """
         Count and watch a new session (L{watch}) and apply the connection
         limits: C{maxClients}, C{maxClientsPerIp}, C{maxConnectionRate}, and
         refusal while closing.
 
-        @return: The 421 reply refusing it, or C{None} to serve it.  Each
-            refusal for a limit is logged.
+        @return: The 421 reply refusing it and the limit it reached (C{None}
+            for a refusal while closing), or C{None} to serve it.  Each
+            refusal for a limit is logged here, in one line of the
+            C{twisted_smtpd.session} namespace whether or not sessions are
+            logged; the session's C{reject} event carries the C{limit}, and
+            L{SessionLogger <twisted_smtpd._serving.logging.SessionLogger>}
+            leaves it out.
         """
         self.watch(protocol)
         host = protocol.session.remoteAddress[0]
@@ -245,15 +254,16 @@ class SMTPServerFactory(ServerFactory):
                 else catalogue.TOO_MANY_FROM_ADDRESS
             )
         elif self.closing:
-            return catalogue.SHUTDOWN
-        if refusal is not None:
-            self._log.info(
-                "{session} {client} refused: {limit} reached",
-                session=protocol.session.id,
-                client=host,
-                limit=limit,
-            )
-        return refusal
+            return catalogue.SHUTDOWN, None
+        if refusal is None:
+            return None
+        _sessionLog.info(
+            "{session} {client} refused: {limit} reached",
+            session=protocol.session.id,
+            client=host,
+            limit=limit,
+        )
+        return refusal, limit
 
     def forget(self, protocol: SMTPProtocol) -> None:
         """
@@ -387,8 +397,10 @@ class SMTPServer(MultiService):
           - C{reject}: a command refused (4xx/5xx), or a limit closing the
             session; C{reply}, C{command} (C{None} for a line that did not
             parse, or for a refusal at connect), C{argument} (bytes),
-            C{closing}, and for AUTH C{mechanism}, C{username} (C{None}
-            before credentials were checked) and C{failures};
+            C{closing}, C{connect} (refused before any line), C{limit} for
+            a connection refused for a connection limit (its description),
+            and for AUTH C{mechanism}, C{username} (C{None} before
+            credentials were checked) and C{failures};
           - C{message}: a message's reply was sent; C{size}, C{replies}
             (one L{Reply} per recipient in LMTP), C{seconds} from the end
             of the body to the reply, C{unanswered}: true when the handler
