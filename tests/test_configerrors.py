@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_tap import parse
 from twisted_smtpd._serving.listeners import ListenFailed, listenReason
-from twisted_smtpd._serving.server import SMTPServer
+from twisted_smtpd._serving.service import SMTPServer
 from twisted_smtpd._twistd import tap as _tap
 from twisted_smtpd.handlers import SinkHandler
 

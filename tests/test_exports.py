@@ -12,6 +12,7 @@ from twisted_smtpd._core import options as _options
 from twisted_smtpd._core import session as _session
 from twisted_smtpd._core import version as _version
 from twisted_smtpd._serving import server as _server
+from twisted_smtpd._serving import service as _service
 from twisted_smtpd.handlers import _base
 
 
@@ -23,7 +24,7 @@ class ExportTests(SynchronousTestCase):
         expected = {
             "SMTPError": _errors.SMTPError,
             "ServerOptions": _options.ServerOptions,
-            "SMTPServer": _server.SMTPServer,
+            "SMTPServer": _service.SMTPServer,
             "SMTPServerFactory": _server.SMTPServerFactory,
             "Session": _session.Session,
             "Envelope": _session.Envelope,

@@ -30,7 +30,7 @@ from twisted_smtpd._core.replies import Reply
 from twisted_smtpd._core.session import Address, Envelope, Session
 from twisted_smtpd._serving.logging import NAMESPACE, SessionLogger, jsonLogObserver
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
-from twisted_smtpd._serving.server import SMTPServer
+from twisted_smtpd._serving.service import SMTPServer
 from twisted_smtpd._twistd import daemon as _daemon
 from twisted_smtpd._twistd import tap as _tap
 from twisted_smtpd.handlers import DebuggingHandler, MaildirHandler, SinkHandler

@@ -20,7 +20,8 @@ from twisted_smtpd._core.session import (
     TLSInfo,
 )
 from twisted_smtpd._core.version import __version__
-from twisted_smtpd._serving.server import SMTPServer, SMTPServerFactory
+from twisted_smtpd._serving.server import SMTPServerFactory
+from twisted_smtpd._serving.service import SMTPServer
 
 __all__ = [
     "Address",

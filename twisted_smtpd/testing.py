@@ -34,7 +34,8 @@ from twisted.internet.testing import StringTransport
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd._serving.protocol import SMTPProtocol
-from twisted_smtpd._serving.server import SMTPServer, SMTPServerFactory
+from twisted_smtpd._serving.server import SMTPServerFactory
+from twisted_smtpd._serving.service import SMTPServer
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.interfaces import IMessageStream, ISMTPHandler
 

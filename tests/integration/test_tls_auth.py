@@ -30,7 +30,7 @@ from tests.test_protocol import RecordingHandler
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.session import Session
-from twisted_smtpd._serving.server import SMTPServer
+from twisted_smtpd._serving.service import SMTPServer
 
 TIMEOUT = 30.0
 MESSAGE = b"Subject: tls\r\n\r\nover TLS\r\n"

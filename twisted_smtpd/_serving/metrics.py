@@ -23,7 +23,7 @@ from twisted_smtpd._core.replies import Reply
 from twisted_smtpd._core.session import Session
 
 if TYPE_CHECKING:
-    from twisted_smtpd._serving.server import SMTPServer
+    from twisted_smtpd._serving.service import SMTPServer
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted_smtpd._core.version import __version__
 
 if TYPE_CHECKING:
-    from twisted_smtpd._serving.server import SMTPServer
+    from twisted_smtpd._serving.service import SMTPServer
 
 #: A certificate expiring within this many days is logged as a warning.
 EXPIRY_WARNING_DAYS = 14

@@ -16,7 +16,7 @@ from twisted.logger import ILogObserver, Logger
 from twisted_smtpd._serving.listeners import ListenFailed, _Listener
 from twisted_smtpd._serving.logging import SessionLogger
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
-from twisted_smtpd._serving.server import SMTPServer, _AdoptedListener
+from twisted_smtpd._serving.service import SMTPServer, _AdoptedListener
 from twisted_smtpd._serving.summary import logCertificates, logStopped, logSummary
 from twisted_smtpd._twistd.eventdispatch import withoutContext
 from twisted_smtpd._twistd.tapconfig import exitWithError, reason
