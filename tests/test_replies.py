@@ -11,7 +11,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_smtpd._core import replies as replies
 from twisted_smtpd._core.errors import SMTPError
-from twisted_smtpd._core.replies import Reply, formatReply, sanitiseText
+from twisted_smtpd._core.printable import UNSAFE
+from twisted_smtpd._core.replies import (
+    MAX_TEXT_LINES,
+    MAX_TEXT_OCTETS,
+    Reply,
+    formatReply,
+    sanitiseText,
+)
 
 PROPERTY = settings(max_examples=200, deadline=None)
 
@@ -183,33 +190,61 @@ class SanitiseTextTests(SynchronousTestCase):
         self.assertEqual(sanitiseText("a\x00b\tc\x1b[0m\x7f"), ("a b c [0m ",))
         self.assertEqual(sanitiseText("a\x85b\x80c\x9f"), ("a b c ",))
 
+    def test_separatorsAndBidi(self) -> None:
+        """
+        The line and paragraph separators and the bidirectional controls
+        become spaces too: they could break or disguise a line.
+        """
+        self.assertEqual(
+            sanitiseText("250 ok\u2028250 forged\u2029 \u202egnirts\u202c"),
+            ("250 ok 250 forged   gnirts ",),
+        )
+
+    def test_bounded(self) -> None:
+        """
+        At most C{MAX_TEXT_LINES} lines are kept, each cut to
+        C{MAX_TEXT_OCTETS} octets of UTF-8; a cut is marked.
+        """
+        lines = sanitiseText("x" * 60000 + "\n" + "y\n" * 5000)
+        self.assertEqual(len(lines), MAX_TEXT_LINES)
+        self.assertEqual(lines[0], "x" * (MAX_TEXT_OCTETS - 3) + "...")
+        self.assertEqual(lines[-1], "y...")
+        (line,) = sanitiseText("\u00e9" * 1000)
+        self.assertLessEqual(len(line.encode("utf-8")), MAX_TEXT_OCTETS)
+        self.assertTrue(line.endswith("\u00e9..."))
+        self.assertEqual(sanitiseText("z" * MAX_TEXT_OCTETS), ("z" * MAX_TEXT_OCTETS,))
+
     @PROPERTY
     @given(st.text())
     def test_noControlSurvives(self, text: str) -> None:
         """
-        No output line contains CR, LF or another control character (C0,
-        DEL, C1), and the number of lines follows the line breaks.
+        No output line contains CR, LF or another character that could break
+        or disguise it, none is longer than C{MAX_TEXT_OCTETS} octets, and
+        the number of lines follows the line breaks up to C{MAX_TEXT_LINES}.
         """
         lines = sanitiseText(text)
         self.assertGreaterEqual(len(lines), 1)
         for line in lines:
-            self.assertFalse(any(c < " " or "\x7f" <= c <= "\x9f" for c in line), line)
+            self.assertIsNone(UNSAFE.search(line), line)
+            self.assertLessEqual(len(line.encode("utf-8")), MAX_TEXT_OCTETS)
         breaks = text.replace("\r\n", "\n").count("\n") + text.replace("\r\n", "").count("\r")
-        self.assertEqual(len(lines), breaks + 1)
+        self.assertEqual(len(lines), min(breaks + 1, MAX_TEXT_LINES))
 
     @PROPERTY
     @given(st.text())
     def test_onlyControlsChange(self, text: str) -> None:
         """
-        Nothing else changes: the lines joined with LF are the text with
-        its line breaks made LF and every other control character (C0, DEL,
-        C1) made a space.
+        Nothing else changes in text within the bounds: the lines joined
+        with LF are the text with its line breaks made LF and every other
+        unsafe character (C0, DEL, C1, surrogates, separators, bidi
+        controls) made a space.
         """
         lines = sanitiseText(text)
         broken = text.replace("\r\n", "\n").replace("\r", "\n")
-        expected = "".join(
-            " " if (c < " " and c != "\n") or "\x7f" <= c <= "\x9f" else c for c in broken
-        )
+        expected = "".join(" " if c != "\n" and UNSAFE.match(c) else c for c in broken)
+        parts = expected.split("\n")
+        if len(parts) > MAX_TEXT_LINES or any(len(p.encode()) > MAX_TEXT_OCTETS for p in parts):
+            return
         self.assertEqual("\n".join(lines), expected)
 
     @PROPERTY

@@ -18,7 +18,7 @@ import ipaddress
 import re
 import unicodedata
 
-__all__ = ["CONTROL", "addressLiteral", "printable", "validHostname"]
+__all__ = ["CONTROL", "UNSAFE", "addressLiteral", "printable", "validHostname"]
 
 #: The longest host name (RFC 1035 section 2.3.4: 255 octets on the wire,
 #: so 253 characters without the trailing dot).
@@ -65,6 +65,11 @@ def _unsafe(character: str) -> bool:
 
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
 _BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+#: Every character L{printable} escapes: controls (Cc), lone surrogates
+#: (Cs), the line and paragraph separators (Zl, Zp) and the bidirectional
+#: format controls.
+UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029" + "".join(sorted(_BIDI)) + "]")
 
 
 def validHostname(name: str, underscore: bool = False) -> bool:

@@ -15,7 +15,7 @@ from functools import lru_cache
 
 from attrs import frozen
 
-from twisted_smtpd._core.printable import CONTROL, printable
+from twisted_smtpd._core.printable import UNSAFE, printable
 
 
 @frozen(cache_hash=True)
@@ -51,21 +51,47 @@ def reply(code: int, enhanced: str | None, *lines: str) -> Reply:
     return Reply(code, enhanced, lines)
 
 
+#: The most text octets of one reply line made from untrusted text: RFC 5321
+#: section 4.5.3.1.5 allows 512 per line with the codes and CRLF.
+MAX_TEXT_OCTETS = 480
+
+#: The most lines of a reply made from untrusted text.
+MAX_TEXT_LINES = 20
+
+# Text of at most this many characters is at most MAX_TEXT_OCTETS in UTF-8.
+_SHORT_TEXT = MAX_TEXT_OCTETS // 4
+
+
 def sanitiseText(text: str) -> tuple[str, ...]:
     """
-    Make untrusted text (from a handler or an option) safe to send: split it on
-    line breaks and replace every other control character with a space, so that
-    it can never inject a line into the dialogue.
+    Make untrusted text (from a handler, an option or a next hop's reply)
+    safe to send: split it on line breaks and replace every other character
+    that could break or disguise a line (those L{printable} escapes:
+    controls, U+2028, U+2029, bidirectional controls) with a space, so that
+    it can never inject a line into the dialogue.  At most
+    L{MAX_TEXT_LINES} lines are kept, each cut to L{MAX_TEXT_OCTETS}
+    octets; a cut is marked with C{"..."}.
 
-    @return: One or more lines, none containing CR, LF or another control
+    @return: One or more lines, none containing CR, LF or another such
         character.
     """
-    if text.isprintable():
-        # No line break and no control character: one line, as it is.
+    if len(text) <= _SHORT_TEXT and text.isprintable():
+        # No line break, nothing unsafe, short: one line, as it is.
         return (text,)
-    parts = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    lines = tuple(CONTROL.sub(" ", part) for part in parts)
-    return lines or ("",)
+    parts = text.replace("\r\n", "\n").replace("\r", "\n").split("\n", MAX_TEXT_LINES)
+    if len(parts) > MAX_TEXT_LINES:
+        parts = parts[:MAX_TEXT_LINES]
+        parts[-1] += "..."
+    return tuple(_cut(UNSAFE.sub(" ", part)) for part in parts)
+
+
+def _cut(line: str) -> str:
+    if len(line) <= _SHORT_TEXT:
+        return line
+    encoded = line.encode("utf-8")
+    if len(encoded) <= MAX_TEXT_OCTETS:
+        return line
+    return encoded[: MAX_TEXT_OCTETS - 3].decode("utf-8", "ignore") + "..."
 
 
 def defaultEnhanced(code: int) -> str:
@@ -92,7 +118,7 @@ def formatReply(r: Reply, enhancedCodes: bool) -> bytes:
         sep = " " if index == last else "-"
         # The last defence: a text from outside that reached a reply
         # unchecked can never end its line early and forge another reply.
-        if not line.isprintable() and CONTROL.search(line) is not None:
+        if not line.isprintable() and UNSAFE.search(line) is not None:
             line = printable(line)
         out.append(f"{code}{sep}{prefix}{line}\r\n")
     return "".join(out).encode("utf-8", "replace")
