@@ -16,22 +16,28 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, ITLSTransport
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import Certificate
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
 from tests.certs import CertificateAuthority
 from twisted_smtpd import ServerOptions, SMTPError, SMTPServer
 from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd._smtpclient.client import DeliveryError, DeliveryResult, deliver
+from twisted_smtpd._smtpclient.clientprotocol import Request
+from twisted_smtpd._smtpclient.clientsession import openSession
 from twisted_smtpd._smtpclient.clientwire import (
+    MAX_REPLY_LINE,
+    MAX_REPLY_LINES,
     ClientReply,
     DotStuffer,
     ReplyParser,
     remoteFailure,
+    replyError,
 )
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers import BaseHandler
@@ -82,6 +88,29 @@ class ReplyParserTests(SynchronousTestCase):
         self.assertRaises(ValueError, ReplyParser().feed, b"hello\r\n")
         self.assertRaises(ValueError, ReplyParser().feed, b"250-a\r\n251 b\r\n")
         self.assertRaises(ValueError, ReplyParser().feed, b"250 " + b"x" * 70000)
+
+    def test_codesOutOfRange(self) -> None:
+        """
+        Codes whose first digit is not 2 to 5 are not replies (RFC 5321
+        section 4.2.1): L{ValueError}, not a reply to pass on.
+        """
+        for line in [b"999 x\r\n", b"199 x\r\n", b"600 x\r\n", b"000 x\r\n", b"250-a\r\n699 b\r\n"]:
+            self.assertRaises(ValueError, ReplyParser().feed, line)
+
+    def test_bounds(self) -> None:
+        """
+        A line longer than C{MAX_REPLY_LINE} octets raises, whether it came
+        whole or in pieces, and so does a reply of more than
+        C{MAX_REPLY_LINES} lines.
+        """
+        line = b"250 " + b"x" * MAX_REPLY_LINE + b"\r\n"
+        self.assertRaises(ValueError, ReplyParser().feed, line)
+        many = b"250-x\r\n" * MAX_REPLY_LINES + b"250 x\r\n"
+        self.assertRaises(ValueError, ReplyParser().feed, many)
+        fits = (
+            b"250-x\r\n" * (MAX_REPLY_LINES - 1) + b"250 " + b"x" * (MAX_REPLY_LINE - 4) + b"\r\n"
+        )
+        self.assertEqual(len(ReplyParser().feed(fits)), 1)
 
 
 class DotStufferTests(SynchronousTestCase):
@@ -164,13 +193,42 @@ class RemoteFailureTests(SynchronousTestCase):
         self.assertEqual(error.code, 451)
 
 
+class UnexpectedReplyTests(SynchronousTestCase):
+    """
+    L{replyError} passes on refusals only.
+    """
+
+    def test_notARefusal(self) -> None:
+        """
+        A 3xx or 2xx reply where a refusal is looked for (354 to MAIL, or
+        after the end of the data) becomes 451 4.5.0 quoting it.
+        """
+        for code in (354, 334, 250):
+            error = replyError(ClientReply(code, None, "go ahead"))
+            self.assertEqual((error.code, error.enhanced), (451, "4.5.0"))
+            self.assertIn(f"{code} go ahead", error.message)
+        self.assertEqual(replyError(ClientReply(550, "5.1.1", "no")).code, 550)
+
+
+@implementer(ITLSTransport)
+class TLSStringTransport(StringTransportWithDisconnection):
+    """
+    A string transport on which STARTTLS only records the creator.
+    """
+
+    tlsStarted: Any = None
+
+    def startTLS(self, contextFactory: Any, normal: bool = True) -> None:
+        self.tlsStarted = contextFactory
+
+
 class FakeEndpoint:
     """
     A client endpoint connecting to a L{StringTransportWithDisconnection}.
     """
 
     def __init__(self) -> None:
-        self.transport = StringTransportWithDisconnection()
+        self.transport = TLSStringTransport()
         self.protocol: Any = None
 
     def connect(self, factory: Factory) -> Deferred[Any]:
@@ -424,6 +482,87 @@ class DialogueTests(SynchronousTestCase):
         error = self.failureResultOf(talk.result, DeliveryError).value
         self.assertEqual((error.code, error.enhanced), (451, "4.5.0"))
 
+    def test_dataAnsweredWithoutGoAhead(self) -> None:
+        """
+        DATA answered with 250 instead of 354 is the server's protocol
+        error: no body is sent, the delivery fails with 451 4.5.0 and the
+        connection is dropped, never taken for a delivered message.
+        """
+        for pipelining in (True, False):
+            talk = Dialogue()
+            talk.say(b"220 mx ESMTP\r\n")
+            if pipelining:
+                talk.say(EHLO_PIPELINING)
+                sent = talk.say(b"250 ok\r\n250 ok\r\n250 2.0.0 ok\r\n")
+            else:
+                talk.say(EHLO_PLAIN)
+                talk.say(b"250 ok\r\n")
+                talk.say(b"250 ok\r\n")
+                sent = talk.say(b"250 2.0.0 ok\r\n")
+            self.assertNotIn(b"body", sent)
+            error = self.failureResultOf(talk.result, DeliveryError).value
+            self.assertEqual((error.code, error.enhanced), (451, "4.5.0"))
+            self.assertIn("DATA answered with 250", error.message)
+            self.assertTrue(talk.transport.disconnected)
+
+    def test_replyToNoCommand(self) -> None:
+        """
+        A reply beyond those due ends the session once the due ones are
+        handed on: the message's own reply stands, and the connection is
+        dropped rather than said QUIT to (its replies are out of step).
+        """
+        talk = Dialogue()
+        talk.say(b"220 mx ESMTP\r\n")
+        talk.say(EHLO_PIPELINING)
+        talk.say(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        talk.say(b"250 2.0.0 queued\r\n250 2.0.0 stray\r\n")
+        self.assertTrue(talk.transport.disconnected)
+        result = self.successResultOf(talk.result)
+        self.assertEqual(result.recipients[0].reply.text, "queued")
+
+    def test_floodedReplies(self) -> None:
+        """
+        Replies streamed after the last one due are not kept: the session
+        ends at the first.
+        """
+        talk = Dialogue()
+        talk.say(b"220 mx ESMTP\r\n")
+        talk.say(EHLO_PIPELINING)
+        talk.say(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        talk.say(b"250 ok\r\n" * 50)
+        self.assertTrue(talk.transport.disconnected)
+        self.assertEqual(talk.endpoint.protocol._replies, [])
+        self.assertEqual(self.successResultOf(talk.result).recipients[0].reply.code, 250)
+
+    def test_plaintextAfterStartTLS(self) -> None:
+        """
+        Text behind the 220 to STARTTLS (a reply injected before the
+        handshake) is never read as an answer to a command sent over TLS:
+        the session ends, whether the text is a whole reply or a part.
+        """
+        for injected in (b"250 injected\r\n", b"250-inj"):
+            talk = Dialogue(tls="required", tlsHostname="mx.example.com")
+            talk.say(b"220 mx ESMTP\r\n")
+            talk.say(b"250-mx\r\n250 STARTTLS\r\n")
+            talk.say(b"220 2.0.0 go ahead\r\n" + injected)
+            self.assertTrue(talk.transport.disconnected, injected)
+            error = self.failureResultOf(talk.result, DeliveryError).value
+            self.assertEqual((error.code, error.enhanced), (451, "4.5.0"))
+
+    def test_trickledReply(self) -> None:
+        """
+        The deadline runs per reply: a server sending a byte now and then,
+        never a whole reply, is cut at C{timeout}.
+        """
+        talk = Dialogue(timeout=30)
+        talk.say(b"220 mx ESMTP\r\n")
+        for octet in b"250-mx.example.com\r\n250-PIPELINING\r\n250-8BIT"[:30]:
+            self.assertNoResult(talk.result)
+            talk.say(bytes([octet]))
+            talk.clock.advance(1)
+        error = self.failureResultOf(talk.result, DeliveryError).value
+        self.assertEqual((error.code, error.enhanced, error.stage), (451, "4.4.2", "hello"))
+
     def streamDialogue(self, stream: MessageStream) -> Dialogue:
         talk = Dialogue(stream=stream)
         talk.say(b"220 mx ESMTP\r\n")
@@ -516,6 +655,76 @@ class DialogueTests(SynchronousTestCase):
             tls="required",
         )
         self.assertIsNone(endpoint.protocol)
+
+
+class SessionTests(SynchronousTestCase):
+    """
+    A L{ClientSession} (the relay's and LMTP delivery's pooled sessions)
+    against a scripted server that breaks the protocol.
+    """
+
+    def setUp(self) -> None:
+        self.endpoint = FakeEndpoint()
+        request = Request(
+            sender="",
+            recipients=(),
+            stream=None,
+            lmtp=False,
+            heloName="client.example",
+            tls="none",
+            tlsCreator=None,
+            verify=False,
+            username=None,
+            password=None,
+            smtpUtf8=False,
+            requireTls=False,
+            timeout=30.0,
+        )
+        opening = Deferred.fromCoroutine(openSession(self.endpoint, request, Clock()))
+        self.say(b"220 mx ESMTP\r\n")
+        self.say(EHLO_PLAIN)
+        self.session = self.successResultOf(opening)
+
+    def say(self, data: bytes) -> None:
+        self.endpoint.protocol.dataReceived(data)
+
+    def command(self, call: Any, answer: bytes) -> Any:
+        d = Deferred.fromCoroutine(call)
+        self.say(answer)
+        return d
+
+    def body(self) -> MessageStream:
+        stream = MessageStream()
+        stream._write(b"Subject: x\r\n\r\nbody\r\n")
+        stream._finish()
+        return stream
+
+    def test_dataAnsweredWithoutGoAhead(self) -> None:
+        """
+        DATA answered with 250 fails with 451 4.5.0 (never taken for the
+        message's reply), and the session is not used again.
+        """
+        self.command(self.session.mail("a@example.com", ""), b"250 ok\r\n")
+        self.command(self.session.rcpt("b@example.org", ""), b"250 ok\r\n")
+        d = self.command(self.session.data(self.body(), 1), b"250 2.0.0 ok\r\n")
+        error = self.failureResultOf(d, DeliveryError).value
+        self.assertEqual((error.code, error.enhanced), (451, "4.5.0"))
+        self.assertNotIn(b"body", self.endpoint.transport.value())
+        self.assertFalse(self.session.usable)
+
+    def test_strayReplyWhileIdle(self) -> None:
+        """
+        A reply arriving while no command waits ends the session: the next
+        message is not answered with it.
+        """
+        self.command(self.session.mail("a@example.com", ""), b"250 ok\r\n")
+        self.command(self.session.rcpt("b@example.org", ""), b"250 ok\r\n")
+        d = self.command(self.session.data(self.body(), 1), b"354 go\r\n")
+        self.say(b"250 2.0.0 queued\r\n")
+        self.assertEqual([r.code for r in self.successResultOf(d)], [250])
+        self.assertTrue(self.session.usable)
+        self.say(b"250 2.0.0 stray\r\n")
+        self.assertFalse(self.session.usable)
 
 
 @frozen

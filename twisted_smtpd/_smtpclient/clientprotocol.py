@@ -154,18 +154,48 @@ class ClientProtocol(Protocol):
         self._resetTimer()
 
     def dataReceived(self, data: bytes) -> None:
-        self._resetTimer()
         try:
             replies = self._parser.feed(data)
         except ValueError as e:
-            self._protocolError = str(e)
-            self.abort()
+            self._fail(str(e))
             return
-        for reply in replies:
-            if self._waiters:
-                self._waiters.pop(0).callback(reply)
-            else:
-                self._replies.append(reply)
+        if not replies:
+            # The deadline runs per reply, not per read: a server trickling
+            # a reply octet by octet does not hold the session.
+            return
+        self._resetTimer()
+        # Replies beyond those to the commands sent are the server's error,
+        # or text injected into the connection: the session is out of step,
+        # and ends once the replies due are handed on.
+        expected = max(self._outstanding + len(self._waiters) - len(self._replies), 0)
+        extra = replies[expected:]
+        self._replies.extend(replies[:expected])
+        # Each waiter's callback may send and wait again (taking a queued
+        # reply at once): queued replies are handed on strictly in order.
+        while self._waiters and self._replies:
+            self._waiters.pop(0).callback(self._replies.pop(0))
+        if extra:
+            self._fail(f"a reply to no command: {extra[0].code}")
+
+    def _fail(self, error: str) -> None:
+        """
+        End the session for a protocol error of the server.
+        """
+        if self._protocolError is None:
+            self._protocolError = error
+        self.abort()
+
+    def checkDataReply(self, reply: ClientReply) -> None:
+        """
+        Check the reply to DATA: 354, or a refusal (4xx, 5xx).
+
+        @raise DeliveryError: Any other reply (a 250 would have the message
+            taken as sent when no octet of it was): the session is ended,
+            as the server's state is unknown.
+        """
+        if reply.code != 354 and not 400 <= reply.code < 600:
+            self._fail(f"DATA answered with {reply.code}")
+            raise self._lostError()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.connected = False
@@ -407,6 +437,12 @@ class ClientProtocol(Protocol):
                 raise DeliveryError(451, text, "4.7.5", stage="starttls", reply=reply)
             return extensions
         self._stage = "tls"
+        if self._replies or self._parser.pending:
+            # Plain text behind the 220 would be read as answers to the
+            # commands sent over TLS: refused, as text injected before the
+            # handshake (RFC 3207 section 4.2 drops all it knew).
+            self._fail("data after the reply to STARTTLS")
+            raise self._lostError()
         transport = self.transport
         assert request.tlsCreator is not None and transport is not None
         ITLSTransport(transport).startTLS(request.tlsCreator)
@@ -503,6 +539,7 @@ class ClientProtocol(Protocol):
             self._send(b"DATA")
         self._stage = "data"
         dataReply = await self._reply()
+        self.checkDataReply(dataReply)
         if dataReply.code != 354 or not accepted:
             await self._abandonData(dataReply)
             refusals = {} if dataReply.code == 354 else dict.fromkeys(accepted, dataReply)

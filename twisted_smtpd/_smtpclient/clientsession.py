@@ -234,6 +234,11 @@ class ClientSession:
         """
         protocol = self._protocol
         reply = await self.command("DATA", "data")
+        try:
+            protocol.checkDataReply(reply)
+        except DeliveryError:
+            self._broken = True
+            raise
         if reply.code != 354:
             return [reply]
         try:
@@ -262,7 +267,8 @@ class ClientSession:
             raise
         count = recipients if self.lmtp else 1
         writer.flush()
-        protocol._outstanding += 1
+        # BDAT LAST is answered once per recipient in LMTP.
+        protocol._outstanding += count
         protocol.writeBody(b"BDAT 0 LAST\r\n")
         protocol._stage = "reply"
         refusal = None
@@ -277,9 +283,6 @@ class ClientSession:
         if refusal is not None:
             self.abort()
             return [refusal]
-        # The replies to BDAT LAST were counted above as one; LMTP gives one
-        # per recipient.
-        protocol._outstanding += count - 1
         return await self._finals(count)
 
     async def _finals(self, count: int) -> list[ClientReply]:

@@ -22,9 +22,10 @@ from zope.interface import implementer
 
 from twisted_smtpd._core.errors import SMTPError
 
-# Bounds on what a server may send as one reply.
-MAX_REPLY_LINE = 65536
-MAX_REPLY_LINES = 1000
+# Bounds on what a server may send as one reply: RFC 5321 section 4.5.3.1.5
+# allows 512 octets per line; EHLO replies hold a few dozen lines.
+MAX_REPLY_LINE = 4096
+MAX_REPLY_LINES = 100
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
 # The stages after which a refusal concerns the session, not the message.
@@ -170,6 +171,13 @@ class ReplyParser:
         self._code: bytes | None = None
         self._lines: list[str] = []
 
+    @property
+    def pending(self) -> bool:
+        """
+        Whether part of a reply was received and not yet completed.
+        """
+        return bool(self._buffer or self._lines)
+
     def feed(self, data: bytes) -> list[ClientReply]:
         """
         Add received bytes.
@@ -188,6 +196,8 @@ class ReplyParser:
             start = end + 1
             if line.endswith(b"\r"):
                 line = line[:-1]
+            if len(line) > MAX_REPLY_LINE:
+                raise ValueError("reply line too long")
             reply = self._line(line)
             if reply is not None:
                 replies.append(reply)
@@ -201,6 +211,9 @@ class ReplyParser:
         separator = line[3:4]
         if len(code) != 3 or not code.isdigit() or separator not in (b"", b" ", b"-"):
             raise ValueError(f"malformed reply line: {line[:80]!r}")
+        if code[:1] not in b"2345":
+            # RFC 5321 section 4.2.1: 1yz is never used, 6yz-9yz do not exist.
+            raise ValueError(f"reply code out of range: {line[:80]!r}")
         if self._code is not None and code != self._code:
             raise ValueError("reply code changed inside a multi-line reply")
         self._code = code
@@ -312,8 +325,14 @@ def remoteFailure(error: DeliveryError, peer: str) -> SMTPError:
 def replyError(reply: ClientReply) -> SMTPError:
     """
     The L{SMTPError} repeating a next hop's refusal to our own client; 421,
-    which would announce that our own server is closing, becomes 451.
+    which would announce that our own server is closing, becomes 451.  A
+    reply that refuses nothing (2xx, 3xx where no such reply belongs, such
+    as C{354} to MAIL or after the end of the data) is the next hop's
+    protocol error: 451 4.5.0, its words quoted.
     """
+    if not 400 <= reply.code < 600:
+        text = f"Error: unexpected reply from the server: {reply.code} {reply.text}"
+        return SMTPError(451, text, "4.5.0")
     code = 451 if reply.code == 421 else reply.code
     return SMTPError(code, reply.text, reply.enhanced)
 
