@@ -204,6 +204,31 @@ class AuthLogTests(SynchronousTestCase):
         self.assertNotIn("wrong-pass", text)
         self.assertNotIn(b64(b"\0mallory\0wrong-pass").decode(), text)
 
+    def test_mechanismAsParsed(self) -> None:
+        """
+        The mechanism of a failed login is the one AUTH parsed, whatever
+        white space (CR, TAB, VT, FF) separates it from the initial response:
+        no control character reaches the line or its C{mechanism} field.
+        """
+        proto, transport, clock, factory = connect(
+            PasswordHandler(), allowInsecureAuth=True, authMethods=["PLAIN"], maxAuthFailures=5
+        )
+        factory.addObserver(SessionLogger())
+        sid = proto.session.id
+        proto.dataReceived(b"EHLO c\r\n")
+        for separator in (b"\r", b"\t", b"\x0b", b"\x0c"):
+            proto.dataReceived(b"AUTH plain" + separator + b64(b"\0alice\0wrong") + b"\r\n")
+        self.assertEqual(take(transport).count(b"535 5.7.8 "), 4)
+        self.assertEqual(
+            [line for line in self.lines() if "auth" in line],
+            [
+                f"{sid} auth failed: PLAIN from unknown[192.0.2.7] user=<alice>: 535 5.7.8"
+                " Error: authentication credentials invalid"
+            ]
+            * 4,
+        )
+        self.assertEqual([e["mechanism"] for e in self.events if "mechanism" in e], ["PLAIN"] * 4)
+
     def test_syntaxErrorIsNoFailedLogin(self) -> None:
         """
         An AUTH refused before any credentials were checked (bad base64) is

@@ -106,10 +106,11 @@ def refusal(
     The data of a C{reject} event: the C{reply}, the C{command} (C{None} for
     a line that did not parse, or at connect) and its C{argument}, whether
     the session is C{closing}, whether the refusal came at C{connect},
-    before any line; for AUTH the C{mechanism}, the C{username} of the
-    refused request, or C{None} before one was made, and the C{failures} so
-    far, never the credentials.  A connection refused for a limit also has
-    the C{limit} (added by the protocol), described as it was logged.
+    before any line; for AUTH the C{mechanism} (as AUTH parsed it, one the
+    server offers) and the C{username} of the refused request, or C{None}
+    before one was made, and the C{failures} so far, never the credentials.
+    A connection refused for a limit also has the C{limit} (added by the
+    protocol), described as it was logged.
 
     @param argument: The refused line's argument (the whole line when it
         did not parse), or C{None} before the first line.
@@ -120,7 +121,8 @@ def refusal(
         argument = b""
     if verb is Verb.AUTH:
         request = None if auth is None else auth.request
-        data["mechanism"] = argument.split(b" ", 1)[0][:20].decode("ascii", "replace").upper()
+        # The mechanism AUTH parsed and knows, never the client's bytes.
+        data["mechanism"] = None if request is None else request.method
         data["username"] = None if request is None else request.username
         data["failures"] = 0 if auth is None else auth.failures
         argument = b""
@@ -248,7 +250,7 @@ class SessionLogger:
             )
             return
         if command == "AUTH" and data.get("username") is not None:
-            mechanism = data.get("mechanism")
+            mechanism = loggable(data.get("mechanism"), 20)
             username = loggable(data["username"])
             self._emit(
                 f"{sid} auth failed: {mechanism} from {client} user=<{username}>: {replyText}",
