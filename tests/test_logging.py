@@ -150,6 +150,36 @@ class RefusalLogTests(SynchronousTestCase):
         ((reply, limit),) = [(d["reply"].code, d["limit"]) for d in seen if "limit" in d]
         self.assertEqual((reply, limit), (421, "connection limit per client address (1)"))
 
+    def test_lineTooLongOneLine(self) -> None:
+        """
+        A command line too long is one C{reject} line under its own first
+        word, never under the command before it: after a failed AUTH it is
+        no failed login, in a transaction no refused MAIL; so is a line
+        too long to be read at all.
+        """
+        proto = self.session(
+            PasswordHandler(), allowInsecureAuth=True, authOptional=True, authMethods=["PLAIN"]
+        )
+        sid = proto.session.id
+        proto.dataReceived(b"EHLO c\r\nAUTH PLAIN " + b64(b"\0alice\0wrong") + b"\r\n")
+        proto.dataReceived(b"NOOP " + b"x" * 3000 + b"\r\n")
+        proto.dataReceived(b"MAIL FROM:<a@example.org>\r\nHELP " + b"y" * 3000 + b"\r\n")
+        proto.dataReceived(b"RCPT" + b"z" * 13000)
+        self.assertEqual(take(self.transport).count(b"500 5.5.6 Error: line too long\r\n"), 3)
+        client = "unknown[192.0.2.7]"
+        self.assertEqual(
+            [formatEvent(e) for e in self.events],
+            [
+                f"{sid} auth failed: PLAIN from {client} user=<alice>: 535 5.7.8"
+                " Error: authentication credentials invalid",
+                f"{sid} reject: NOOP from {client}: 500 5.5.6 Error: line too long",
+                f"{sid} reject: HELP from {client}: 500 5.5.6 Error: line too long"
+                "; from=<a@example.org>",
+                f"{sid} reject: RCPTZZZZZZZZZZZZ... from {client}: 500 5.5.6"
+                " Error: line too long; from=<a@example.org>",
+            ],
+        )
+
     def test_acceptedCommandsNotLogged(self) -> None:
         """
         Accepted HELO, MAIL and RCPT commands log nothing.

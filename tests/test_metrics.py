@@ -209,6 +209,19 @@ class MetricsTests(SynchronousTestCase):
             },
         )
 
+    def test_lineTooLongAfterAuth(self) -> None:
+        """
+        A line too long after a failed AUTH is a refused line that did not
+        parse, not a second AUTH failure.
+        """
+        proto = self.session(PasswordHandler(), allowInsecureAuth=True, authMethods=["PLAIN"])
+        proto.dataReceived(b"EHLO c\r\nAUTH PLAIN " + b64(b"\0alice\0bad") + b"\r\n")
+        proto.dataReceived(b"NOOP " + b"x" * 3000 + b"\r\n")
+        self.assertIn(b"500 5.5.6 ", take(self.transport))
+        self.assertEqual(self.value("smtpd_auth_total", mechanism="PLAIN", result="failure"), 1)
+        self.assertEqual(self.value("smtpd_refusals_total", command="AUTH", code="535"), 1)
+        self.assertEqual(self.value("smtpd_refusals_total", command="UNKNOWN", code="500"), 1)
+
     def test_handlerErrors(self) -> None:
         """
         A hook failing unexpectedly is counted by hook.
