@@ -234,6 +234,74 @@ class AuthLogTests(SynchronousTestCase):
         self.assertNotIn("wrong-pass", text)
         self.assertNotIn(b64(b"\0mallory\0wrong-pass").decode(), text)
 
+    def closedAtLimit(self, data: bytes, **options: Any) -> tuple[str, list[str]]:
+        """
+        Send C{data} after EHLO; the session must close.
+
+        @return: The session id and its log lines.
+        """
+        proto, transport, clock, factory = connect(
+            PasswordHandler(), allowInsecureAuth=True, authMethods=["PLAIN"], **options
+        )
+        factory.addObserver(SessionLogger())
+        proto.dataReceived(b"EHLO c\r\n" + data)
+        self.assertTrue(transport.disconnecting)
+        return proto.session.id, self.lines()
+
+    def test_unauthenticatedLimit(self) -> None:
+        """
+        An AUTH past C{maxAllowedUnauthenticatedCommands} is refused with
+        one C{reject} line naming that limit, not as an AUTH lockout.
+        """
+        good = b"AUTH PLAIN " + b64(b"\0alice\0secret") + b"\r\n"
+        sid, lines = self.closedAtLimit(b"NOOP\r\n" * 9 + good)
+        self.assertEqual(
+            lines,
+            [
+                f"{sid} reject: AUTH from unknown[192.0.2.7]: 421 4.7.0"
+                " Error: too many unauthenticated commands"
+            ],
+        )
+
+    def test_unauthenticatedLimitAfterFailedLogin(self) -> None:
+        """
+        After a failed login, the AUTH that reaches the unauthenticated
+        command limit is neither a second failed login nor a lockout.
+        """
+        wrong = b"AUTH PLAIN " + b64(b"\0alice\0wrong") + b"\r\n"
+        sid, lines = self.closedAtLimit(wrong + b"NOOP\r\n" * 8 + wrong)
+        self.assertEqual(
+            lines,
+            [
+                f"{sid} auth failed: PLAIN from unknown[192.0.2.7] user=<alice>: 535 5.7.8"
+                " Error: authentication credentials invalid",
+                f"{sid} reject: AUTH from unknown[192.0.2.7]: 421 4.7.0"
+                " Error: too many unauthenticated commands",
+            ],
+        )
+
+    def test_errorLimitOnAuth(self) -> None:
+        """
+        A failed login that reaches C{maxErrors} before C{maxAuthFailures}
+        is logged once, then the error limit as a C{reject} line, not as a
+        lockout.
+        """
+        wrong = b"AUTH PLAIN " + b64(b"\0alice\0wrong") + b"\r\n"
+        sid, lines = self.closedAtLimit(wrong * 2, maxErrors=2, authOptional=True)
+        failed = (
+            f"{sid} auth failed: PLAIN from unknown[192.0.2.7] user=<alice>: 535 5.7.8"
+            " Error: authentication credentials invalid"
+        )
+        self.assertEqual(
+            lines,
+            [
+                failed,
+                failed,
+                f"{sid} reject: AUTH from unknown[192.0.2.7]: 421 4.7.0"
+                " Too many errors, closing connection",
+            ],
+        )
+
     def test_mechanismAsParsed(self) -> None:
         """
         The mechanism of a failed login is the one AUTH parsed, whatever

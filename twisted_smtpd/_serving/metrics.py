@@ -216,7 +216,7 @@ class ServerMetrics:
         # never a label (every label value is from a bounded set).
         command = data.get("command") or ("CONNECT" if data.get("connect") else "UNKNOWN")
         self.refusals.labels(command, str(reply.code)).inc()
-        if command == "AUTH" and data.get("username") is not None and not data.get("closing"):
+        if command == "AUTH" and data.get("username") is not None:
             self.auth.labels(mechanismLabel(data.get("mechanism")), "failure").inc()
         if data.get("closing") and data.get("connect"):
             # Refused at connect: no close event follows.
