@@ -150,6 +150,36 @@ class RefusalLogTests(SynchronousTestCase):
         ((reply, limit),) = [(d["reply"].code, d["limit"]) for d in seen if "limit" in d]
         self.assertEqual((reply, limit), (421, "connection limit per client address (1)"))
 
+    def test_lineTooLongOneLine(self) -> None:
+        """
+        A command line too long is one C{reject} line under its own first
+        word, never under the command before it: after a failed AUTH it is
+        no failed login, in a transaction no refused MAIL; so is a line
+        too long to be read at all.
+        """
+        proto = self.session(
+            PasswordHandler(), allowInsecureAuth=True, authOptional=True, authMethods=["PLAIN"]
+        )
+        sid = proto.session.id
+        proto.dataReceived(b"EHLO c\r\nAUTH PLAIN " + b64(b"\0alice\0wrong") + b"\r\n")
+        proto.dataReceived(b"NOOP " + b"x" * 3000 + b"\r\n")
+        proto.dataReceived(b"MAIL FROM:<a@example.org>\r\nHELP " + b"y" * 3000 + b"\r\n")
+        proto.dataReceived(b"RCPT" + b"z" * 13000)
+        self.assertEqual(take(self.transport).count(b"500 5.5.6 Error: line too long\r\n"), 3)
+        client = "unknown[192.0.2.7]"
+        self.assertEqual(
+            [formatEvent(e) for e in self.events],
+            [
+                f"{sid} auth failed: PLAIN from {client} user=<alice>: 535 5.7.8"
+                " Error: authentication credentials invalid",
+                f"{sid} reject: NOOP from {client}: 500 5.5.6 Error: line too long",
+                f"{sid} reject: HELP from {client}: 500 5.5.6 Error: line too long"
+                "; from=<a@example.org>",
+                f"{sid} reject: RCPTZZZZZZZZZZZZ... from {client}: 500 5.5.6"
+                " Error: line too long; from=<a@example.org>",
+            ],
+        )
+
     def test_acceptedCommandsNotLogged(self) -> None:
         """
         Accepted HELO, MAIL and RCPT commands log nothing.
@@ -203,6 +233,99 @@ class AuthLogTests(SynchronousTestCase):
         text = "\n".join(self.lines())
         self.assertNotIn("wrong-pass", text)
         self.assertNotIn(b64(b"\0mallory\0wrong-pass").decode(), text)
+
+    def closedAtLimit(self, data: bytes, **options: Any) -> tuple[str, list[str]]:
+        """
+        Send C{data} after EHLO; the session must close.
+
+        @return: The session id and its log lines.
+        """
+        proto, transport, clock, factory = connect(
+            PasswordHandler(), allowInsecureAuth=True, authMethods=["PLAIN"], **options
+        )
+        factory.addObserver(SessionLogger())
+        proto.dataReceived(b"EHLO c\r\n" + data)
+        self.assertTrue(transport.disconnecting)
+        return proto.session.id, self.lines()
+
+    def test_unauthenticatedLimit(self) -> None:
+        """
+        An AUTH past C{maxAllowedUnauthenticatedCommands} is refused with
+        one C{reject} line naming that limit, not as an AUTH lockout.
+        """
+        good = b"AUTH PLAIN " + b64(b"\0alice\0secret") + b"\r\n"
+        sid, lines = self.closedAtLimit(b"NOOP\r\n" * 9 + good)
+        self.assertEqual(
+            lines,
+            [
+                f"{sid} reject: AUTH from unknown[192.0.2.7]: 421 4.7.0"
+                " Error: too many unauthenticated commands"
+            ],
+        )
+
+    def test_unauthenticatedLimitAfterFailedLogin(self) -> None:
+        """
+        After a failed login, the AUTH that reaches the unauthenticated
+        command limit is neither a second failed login nor a lockout.
+        """
+        wrong = b"AUTH PLAIN " + b64(b"\0alice\0wrong") + b"\r\n"
+        sid, lines = self.closedAtLimit(wrong + b"NOOP\r\n" * 8 + wrong)
+        self.assertEqual(
+            lines,
+            [
+                f"{sid} auth failed: PLAIN from unknown[192.0.2.7] user=<alice>: 535 5.7.8"
+                " Error: authentication credentials invalid",
+                f"{sid} reject: AUTH from unknown[192.0.2.7]: 421 4.7.0"
+                " Error: too many unauthenticated commands",
+            ],
+        )
+
+    def test_errorLimitOnAuth(self) -> None:
+        """
+        A failed login that reaches C{maxErrors} before C{maxAuthFailures}
+        is logged once, then the error limit as a C{reject} line, not as a
+        lockout.
+        """
+        wrong = b"AUTH PLAIN " + b64(b"\0alice\0wrong") + b"\r\n"
+        sid, lines = self.closedAtLimit(wrong * 2, maxErrors=2, authOptional=True)
+        failed = (
+            f"{sid} auth failed: PLAIN from unknown[192.0.2.7] user=<alice>: 535 5.7.8"
+            " Error: authentication credentials invalid"
+        )
+        self.assertEqual(
+            lines,
+            [
+                failed,
+                failed,
+                f"{sid} reject: AUTH from unknown[192.0.2.7]: 421 4.7.0"
+                " Too many errors, closing connection",
+            ],
+        )
+
+    def test_mechanismAsParsed(self) -> None:
+        """
+        The mechanism of a failed login is the one AUTH parsed, whatever
+        white space (CR, TAB, VT, FF) separates it from the initial response:
+        no control character reaches the line or its C{mechanism} field.
+        """
+        proto, transport, clock, factory = connect(
+            PasswordHandler(), allowInsecureAuth=True, authMethods=["PLAIN"], maxAuthFailures=5
+        )
+        factory.addObserver(SessionLogger())
+        sid = proto.session.id
+        proto.dataReceived(b"EHLO c\r\n")
+        for separator in (b"\r", b"\t", b"\x0b", b"\x0c"):
+            proto.dataReceived(b"AUTH plain" + separator + b64(b"\0alice\0wrong") + b"\r\n")
+        self.assertEqual(take(transport).count(b"535 5.7.8 "), 4)
+        self.assertEqual(
+            [line for line in self.lines() if "auth" in line],
+            [
+                f"{sid} auth failed: PLAIN from unknown[192.0.2.7] user=<alice>: 535 5.7.8"
+                " Error: authentication credentials invalid"
+            ]
+            * 4,
+        )
+        self.assertEqual([e["mechanism"] for e in self.events if "mechanism" in e], ["PLAIN"] * 4)
 
     def test_syntaxErrorIsNoFailedLogin(self) -> None:
         """

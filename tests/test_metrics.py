@@ -146,6 +146,82 @@ class MetricsTests(SynchronousTestCase):
         self.assertEqual(self.value("smtpd_auth_total", mechanism="PLAIN", result="failure"), 1)
         self.assertEqual(self.value("smtpd_auth_total", mechanism="PLAIN", result="success"), 1)
 
+    def series(self, name: str) -> set[tuple[tuple[str, str], ...]]:
+        """
+        The label sets of the samples of C{name}.
+        """
+        return {
+            tuple(sorted(sample.labels.items()))
+            for metric in self.metrics.registry.collect()
+            for sample in metric.samples
+            if sample.name == name
+        }
+
+    def test_authMechanismFromClientBounded(self) -> None:
+        """
+        Failed logins whose mechanism is followed by a TAB, each with
+        another user name, are counted in the one C{PLAIN} series: the
+        client's bytes never become a label.
+        """
+        proto = self.session(
+            PasswordHandler(),
+            allowInsecureAuth=True,
+            authOptional=True,
+            authMethods=["PLAIN"],
+            maxAuthFailures=50,
+        )
+        proto.dataReceived(b"EHLO c\r\n")
+        for attempt in range(10):
+            response = b64(b"\0user%d\0pw" % attempt)
+            proto.dataReceived(b"AUTH PLAIN\t" + response + b"\r\n")
+        self.assertEqual(take(self.transport).count(b"535 "), 10)
+        self.assertEqual(
+            self.series("smtpd_auth_total"), {(("mechanism", "PLAIN"), ("result", "failure"))}
+        )
+
+    def test_authMechanismLabelBounded(self) -> None:
+        """
+        The C{mechanism} label is one of the mechanisms the server knows, or
+        C{other} for anything an event may carry besides.
+        """
+        from twisted_smtpd._core import replies as catalogue
+
+        session = Session(id="s")
+        self.metrics("auth", session, {"method": "CRAM-MD5"})
+        self.metrics("auth", session, {"method": "X\tY"})
+        self.metrics(
+            "reject",
+            session,
+            {
+                "reply": catalogue.AUTH_FAILED,
+                "command": "AUTH",
+                "mechanism": "PLAIN\tAGFsaWNl",
+                "username": "alice",
+                "closing": False,
+            },
+        )
+        self.assertEqual(
+            self.series("smtpd_auth_total"),
+            {
+                (("mechanism", "CRAM-MD5"), ("result", "success")),
+                (("mechanism", "other"), ("result", "success")),
+                (("mechanism", "other"), ("result", "failure")),
+            },
+        )
+
+    def test_lineTooLongAfterAuth(self) -> None:
+        """
+        A line too long after a failed AUTH is a refused line that did not
+        parse, not a second AUTH failure.
+        """
+        proto = self.session(PasswordHandler(), allowInsecureAuth=True, authMethods=["PLAIN"])
+        proto.dataReceived(b"EHLO c\r\nAUTH PLAIN " + b64(b"\0alice\0bad") + b"\r\n")
+        proto.dataReceived(b"NOOP " + b"x" * 3000 + b"\r\n")
+        self.assertIn(b"500 5.5.6 ", take(self.transport))
+        self.assertEqual(self.value("smtpd_auth_total", mechanism="PLAIN", result="failure"), 1)
+        self.assertEqual(self.value("smtpd_refusals_total", command="AUTH", code="535"), 1)
+        self.assertEqual(self.value("smtpd_refusals_total", command="UNKNOWN", code="500"), 1)
+
     def test_handlerErrors(self) -> None:
         """
         A hook failing unexpectedly is counted by hook.

@@ -6,6 +6,7 @@ The log of a real C{twistd smtpd} read by fail2ban's own filter engine
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -115,6 +116,42 @@ class Fail2banTests(ServerTestCase):
         self.assertEqual(self.fail2ban(logfile), 4)
         # Four failed logins, the lockout, the refused RCPT.
         self.assertEqual(self.fail2ban(logfile, "aggressive"), 4 + 1 + 1)
+
+    def test_controlSeparatorFound(self) -> None:
+        """
+        A failed login whose mechanism is followed by a TAB (or CR, VT, FF)
+        instead of a space, which AUTH accepts, is logged with the mechanism
+        alone and no control character, and the filter finds it.
+        """
+        self.startServer(
+            "--sink",
+            "--auth",
+            "memory:alice:secret",
+            "--allow-insecure-auth",
+            "--auth-optional",
+            maildir=False,
+        )
+        response = base64.b64encode(b"\0alice\0wrong").decode("ascii")
+        # Two sessions: a third failure would be the lockout.
+        for separators in (("\t", "\r"), ("\x0b", "\x0c")):
+            client = self.smtp()
+            client.ehlo()
+            for separator in separators:
+                client.send(f"AUTH PLAIN{separator}{response}\r\n")
+                self.assertEqual(client.getreply()[0], 535)
+            client.quit()
+        self.server.waitForLog(" close", count=2)
+        self.stopServer()
+        output = self.server.output
+        lines = [line for line in output.split("\n") if " auth failed: " in line]
+        self.assertEqual(len(lines), 4, output)
+        for line in lines:
+            self.assertIn(" auth failed: PLAIN from localhost[127.0.0.1] user=<alice>: 535 ", line)
+            self.assertIsNone(re.search("[\x00-\x1f\x7f]", line), repr(line))
+        logfile = os.path.join(self.server.directory, "smtpd.log")
+        with open(logfile, "w") as f:
+            f.write(output)
+        self.assertEqual(self.fail2ban(logfile), 4)
 
     def assertRefusedAtConnect(self, limit: str) -> None:
         """

@@ -40,7 +40,8 @@ class AuthCommand:
         self._mechanism: Mechanism | None = None
         self._pendingFailure: Reply | None = None
         self.failures = 0
-        #: The request being decided or last refused, for the log.
+        #: The request being decided, for the log line of its refusal;
+        #: C{None} once it is decided.
         self.request: AuthRequest | None = None
 
     @property
@@ -140,6 +141,7 @@ class AuthCommand:
                 )
                 refused(catalogue.AUTH_NOT_AUTHORIZED)
                 return
+            self.request = None
             user = result.user if isinstance(result, AuthResult) else result
             message = result.message if isinstance(result, AuthResult) else None
             p.session.user = user
@@ -165,6 +167,7 @@ class AuthCommand:
         p = self._protocol
         self.failures += 1
         p.fail(reply)
+        self.request = None
         if self.failures >= p.options.maxAuthFailures:
             p.closeWith(catalogue.TOO_MANY_AUTH_FAILURES)
 

@@ -134,11 +134,10 @@ def lineTooLong(p: CommandContext, line: bytes) -> None:
     """
     Refuse a line too long to be a command (or an answer inside AUTH, which
     that ends); a BDAT line too long to be read ends the session, as its size
-    cannot be trusted.
+    cannot be trusted.  The refusal's C{reject} event is its only log line.
 
     @param line: The line, or as much of it as was read.
     """
-    p.log.info("{session} line too long", session=p.session.id)
     auth = p.auth
     if auth is not None and auth.active:
         auth.abort(catalogue.LINE_TOO_LONG)

@@ -30,7 +30,7 @@ from zope.interface import provider
 from twisted_smtpd._core.grammar import Verb
 from twisted_smtpd._core.options import normaliseHosts
 from twisted_smtpd._core.printable import printable
-from twisted_smtpd._core.replies import Reply
+from twisted_smtpd._core.replies import TOO_MANY_AUTH_FAILURES, Reply
 from twisted_smtpd._core.session import Session, TLSInfo
 
 if TYPE_CHECKING:
@@ -106,10 +106,13 @@ def refusal(
     The data of a C{reject} event: the C{reply}, the C{command} (C{None} for
     a line that did not parse, or at connect) and its C{argument}, whether
     the session is C{closing}, whether the refusal came at C{connect},
-    before any line; for AUTH the C{mechanism}, the C{username} of the
-    refused request, or C{None} before one was made, and the C{failures} so
-    far, never the credentials.  A connection refused for a limit also has
-    the C{limit} (added by the protocol), described as it was logged.
+    before any line; for AUTH the C{mechanism} (as AUTH parsed it, one the
+    server offers) and the C{username} of the request this refusal decides,
+    or C{None} for any other refusal (a syntax error, a limit closing the
+    session), the C{failures} so far, never the credentials, and whether
+    it is the C{lockout} (C{maxAuthFailures} reached).
+    A connection refused for a limit also has the C{limit} (added by the
+    protocol), described as it was logged.
 
     @param argument: The refused line's argument (the whole line when it
         did not parse), or C{None} before the first line.
@@ -119,10 +122,14 @@ def refusal(
     if argument is None:
         argument = b""
     if verb is Verb.AUTH:
-        request = None if auth is None else auth.request
-        data["mechanism"] = argument.split(b" ", 1)[0][:20].decode("ascii", "replace").upper()
+        # A limit closing the session is never the refusal of a request,
+        # even one refused just before.
+        request = None if auth is None or closing else auth.request
+        # The mechanism AUTH parsed and knows, never the client's bytes.
+        data["mechanism"] = None if request is None else request.method
         data["username"] = None if request is None else request.username
         data["failures"] = 0 if auth is None else auth.failures
+        data["lockout"] = closing and reply == TOO_MANY_AUTH_FAILURES
         argument = b""
     data["command"] = None if verb is None else verb.value
     data["argument"] = argument
@@ -234,7 +241,7 @@ class SessionLogger:
         client = formatClient(session)
         enhanced = f"{reply.enhanced} " if reply.enhanced else ""
         replyText = f"{reply.code} {enhanced}{' '.join(reply.lines)}"
-        if command == "AUTH" and reply.code == 421 and data.get("closing"):
+        if data.get("lockout"):
             failures = data.get("failures", 0)
             self._emit(
                 f"{sid} auth lockout: {client} after {failures} failed attempt(s): {replyText}",
@@ -248,7 +255,7 @@ class SessionLogger:
             )
             return
         if command == "AUTH" and data.get("username") is not None:
-            mechanism = data.get("mechanism")
+            mechanism = loggable(data.get("mechanism"), 20)
             username = loggable(data["username"])
             self._emit(
                 f"{sid} auth failed: {mechanism} from {client} user=<{username}>: {replyText}",

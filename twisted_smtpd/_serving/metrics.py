@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from twisted_smtpd._core.options import AUTH_METHODS
 from twisted_smtpd._core.replies import Reply
 from twisted_smtpd._core.session import Session
 
@@ -29,6 +30,14 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 #: Buckets of the latency histograms, in seconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+def mechanismLabel(name: object) -> str:
+    """
+    The C{mechanism} label of C{smtpd_auth_total}: one of the mechanisms the
+    server knows, or C{"other"}, so that no client can add series.
+    """
+    return name if isinstance(name, str) and name in AUTH_METHODS else "other"
 
 
 def requirePrometheus(flag: str = "--metrics") -> Any:
@@ -101,7 +110,7 @@ class ServerMetrics:
         )
         self.auth = Counter(
             "smtpd_auth",
-            "AUTH decisions, by mechanism and result.",
+            "AUTH decisions, by mechanism (other for one the server does not know) and result.",
             ["mechanism", "result"],
             registry=r,
         )
@@ -199,16 +208,16 @@ class ServerMetrics:
         self.tls.labels(str(None if tls is None else tls.protocol)).inc()
 
     def _auth(self, session: Session, data: dict[str, Any]) -> None:
-        self.auth.labels(str(data.get("method")), "success").inc()
+        self.auth.labels(mechanismLabel(data.get("method")), "success").inc()
 
     def _reject(self, session: Session, data: dict[str, Any]) -> None:
         reply: Reply = data["reply"]
         # A line that did not parse is UNKNOWN: its words are the client's,
-        # never a label.
+        # never a label (every label value is from a bounded set).
         command = data.get("command") or ("CONNECT" if data.get("connect") else "UNKNOWN")
         self.refusals.labels(command, str(reply.code)).inc()
-        if command == "AUTH" and data.get("username") is not None and not data.get("closing"):
-            self.auth.labels(str(data.get("mechanism")), "failure").inc()
+        if command == "AUTH" and data.get("username") is not None:
+            self.auth.labels(mechanismLabel(data.get("mechanism")), "failure").inc()
         if data.get("closing") and data.get("connect"):
             # Refused at connect: no close event follows.
             self.sessions.labels("refused").inc()

@@ -348,14 +348,14 @@ class SMTPProtocol(LineReceiver):
                         lineStarted(self, True)
                         break
                     self._discardingLine = True
-                    _commands.lineTooLong(self, buf)
+                    self._lineTooLong(buf)
                     continue
                 self._buffer = buf[end + 1 :]
                 if self.times.lineSince is not None:
                     self.times.lineSince = None
                 line = buf[: end - 1] if end and buf[end - 1] == 13 else buf[:end]
                 if len(line) > AUTH_LINE_LIMIT:
-                    _commands.lineTooLong(self, line)
+                    self._lineTooLong(line)
                     continue
                 auth = self.auth
                 if auth is not None and auth.active:
@@ -370,7 +370,7 @@ class SMTPProtocol(LineReceiver):
 
     def _lineReceived(self, line: bytes) -> None:
         if len(line) > self.options.maxLineLength and not line[:5].upper().startswith(b"AUTH "):
-            _commands.lineTooLong(self, line)
+            self._lineTooLong(line)
             return
         try:
             command = parseCommand(line)
@@ -394,6 +394,16 @@ class SMTPProtocol(LineReceiver):
                 self.closeWith(catalogue.TOO_MANY_UNAUTHENTICATED)
                 return
         _commands.run(self, verb, command.argument, self._disabled)
+
+    def _lineTooLong(self, line: bytes) -> None:
+        auth = self.auth
+        if auth is None or not auth.active:
+            # A command line that was never parsed: its refusal is logged
+            # as one that did not parse, under its first word, never as the
+            # command before it.
+            self._verb = None
+            self._argument = line
+        _commands.lineTooLong(self, line)
 
     def bodyReceived(self, receiver: MessageReceiver, data: bytes) -> None:
         self.times.rateBytes += len(data)
