@@ -180,6 +180,20 @@ class RefusalLogTests(SynchronousTestCase):
             ],
         )
 
+    def test_malformedBdatOneLine(self) -> None:
+        """
+        A BDAT without a readable size, which ends the session, leaves one
+        line: its refusal.
+        """
+        proto = self.session()
+        sid = proto.session.id
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\n")
+        proto.dataReceived(b"BDAT x\r\n")
+        self.assertIn(b"521 ", self.transport.value())
+        lines = [formatEvent(e) for e in self.events if sid in formatEvent(e)]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("reject: BDAT from unknown[192.0.2.7]: 521 ", lines[0])
+
     def test_acceptedCommandsNotLogged(self) -> None:
         """
         Accepted HELO, MAIL and RCPT commands log nothing.
@@ -233,6 +247,25 @@ class AuthLogTests(SynchronousTestCase):
         text = "\n".join(self.lines())
         self.assertNotIn("wrong-pass", text)
         self.assertNotIn(b64(b"\0mallory\0wrong-pass").decode(), text)
+
+    def test_notAuthorizedOneLine(self) -> None:
+        """
+        Valid credentials asking to act as another identity are one failed
+        login naming that identity, and no other line.
+        """
+        proto, transport, clock, factory = connect(PasswordHandler(), allowInsecureAuth=True)
+        factory.addObserver(SessionLogger())
+        sid = proto.session.id
+        proto.dataReceived(b"EHLO c\r\n")
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"bob\0alice\0secret") + b"\r\n")
+        self.assertIn(b"535 5.7.8", take(transport))
+        self.assertEqual(
+            [formatEvent(e) for e in self.events if sid in formatEvent(e)],
+            [
+                f"{sid} auth failed: PLAIN from unknown[192.0.2.7] user=<alice>"
+                " authzid=<bob>: 535 5.7.8 Error: authentication failed: authorization failure"
+            ],
+        )
 
     def closedAtLimit(self, data: bytes, **options: Any) -> tuple[str, list[str]]:
         """

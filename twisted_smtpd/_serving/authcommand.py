@@ -132,13 +132,7 @@ class AuthCommand:
                 refused(catalogue.AUTH_FAILED)
                 return
             if not _mayActAs(request, result):
-                p.log.info(
-                    "{session} auth {method}: {username!r} may not act as {authzid!r}",
-                    session=p.session.id,
-                    method=request.method,
-                    username=request.username,
-                    authzid=request.authorizationIdentity,
-                )
+                # Logged as a failed login naming the identity asked for.
                 refused(catalogue.AUTH_NOT_AUTHORIZED)
                 return
             self.request = None

@@ -128,6 +128,8 @@ def refusal(
         # The mechanism AUTH parsed and knows, never the client's bytes.
         data["mechanism"] = None if request is None else request.method
         data["username"] = None if request is None else request.username
+        authzid = None if request is None else request.authorizationIdentity
+        data["authzid"] = authzid if authzid and authzid != data["username"] else None
         data["failures"] = 0 if auth is None else auth.failures
         data["lockout"] = closing and reply == TOO_MANY_AUTH_FAILURES
         argument = b""
@@ -257,13 +259,17 @@ class SessionLogger:
         if command == "AUTH" and data.get("username") is not None:
             mechanism = loggable(data.get("mechanism"), 20)
             username = loggable(data["username"])
+            authzid = data.get("authzid")
+            asked = "" if authzid is None else f" authzid=<{loggable(authzid)}>"
             self._emit(
-                f"{sid} auth failed: {mechanism} from {client} user=<{username}>: {replyText}",
+                f"{sid} auth failed: {mechanism} from {client} user=<{username}>{asked}:"
+                f" {replyText}",
                 {
                     "session": sid,
                     "mechanism": mechanism,
                     "client": client,
                     "username": username,
+                    "authzid": None if authzid is None else loggable(authzid),
                     "code": reply.code,
                     "reply": replyText,
                 },

@@ -281,7 +281,7 @@ def discardRefused(p: SessionControl, refused: RefusedChunk, buffer: bytes) -> b
 
 def malformedBdat(p: CommandContext) -> None:
     """
-    A BDAT line without a readable size: close with C{521}.
+    A BDAT line without a readable size: close with C{521} (its C{reject}
+    event is the one log line).
     """
-    p.log.info("{session} malformed BDAT command: closing", session=p.session.id)
     p.closeWith(catalogue.BDAT_SYNTAX_CLOSE)
