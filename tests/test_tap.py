@@ -674,6 +674,20 @@ class DeliveryFlagTests(SynchronousTestCase):
         self.assertTrue(traced._traceHeaders)
         self.assertEqual(traced.path, os.path.join(directory, "Maildir"))
 
+    def test_descriptionWithoutPassword(self) -> None:
+        """
+        The delivery as the ready line names it never holds a URL's
+        password.
+        """
+        config = parse("--amqp", "amqp://mailer:S3cret@127.0.0.1:5672/%2F")
+        self.assertEqual(config["deliveryDescription"], "amqp amqp://mailer:***@127.0.0.1:5672/%2F")
+        self.assertEqual(
+            _tap.withoutPassword("https://hook:S3cret@[::1]:8443/in"),
+            "https://hook:***@[::1]:8443/in",
+        )
+        for value in ("amqp://mailer@broker/", "http://127.0.0.1/x", "./Maildir", "host:25"):
+            self.assertEqual(_tap.withoutPassword(value), value)
+
     def test_modifiersNeedTheirDelivery(self) -> None:
         """
         A flag belonging to one delivery is refused with another.

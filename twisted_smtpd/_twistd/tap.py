@@ -18,6 +18,7 @@ import ipaddress
 import sys
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from twisted.cred.credentials import IUsernameHashedPassword, IUsernamePassword
 from twisted.cred.strcred import AuthOptionMixin
@@ -70,6 +71,19 @@ from twisted_smtpd._twistd.tapflags import (
 from twisted_smtpd._twistd.tapservice import makeService
 from twisted_smtpd._twistd.workers import bindListener, inheritedListeners
 from twisted_smtpd.interfaces import ISMTPHandler
+
+
+def withoutPassword(value: str) -> str:
+    """
+    C{value} for a log line: the password of a URL (C{amqp://user:pw@host/},
+    C{https://user:pw@host/}) replaced by C{***}.
+    """
+    parts = urlsplit(value)
+    if not parts.scheme or parts.password is None:
+        return value
+    user, _, host = parts.netloc.rpartition("@")
+    name = user.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{name}:***@{host}"))
 
 
 class Options(AuthOptionMixin, usage.Options):
@@ -477,7 +491,9 @@ class Options(AuthOptionMixin, usage.Options):
         self._checkTLS(options)
         self["handler"] = self._handler(delivery, options)
         value = self[delivery] if delivery not in ("sink", "debug") else None
-        self["deliveryDescription"] = delivery if value is None else f"{delivery} {value}"
+        self["deliveryDescription"] = (
+            delivery if value is None else f"{delivery} {withoutPassword(str(value))}"
+        )
         self["inherited"] = inheritedListeners()
         self["workerListeners"] = []
         if self["workers"] > 1 and not self["inherited"]:
