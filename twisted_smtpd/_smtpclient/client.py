@@ -33,7 +33,8 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 
-from twisted_smtpd._smtpclient.clientprotocol import ClientProtocol, Request, TLSMode, connectWithin
+from twisted_smtpd._smtpclient.clientconnect import connectWithin
+from twisted_smtpd._smtpclient.clientprotocol import ClientProtocol, Request, TLSMode
 from twisted_smtpd._smtpclient.clientsession import ProtocolFactory
 from twisted_smtpd._smtpclient.clientwire import (
     ClientReply,

@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeVar
 
 from attrs import frozen
 from OpenSSL import SSL
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IConsumer,
     IDelayedCall,
@@ -32,6 +32,8 @@ from twisted_smtpd._smtpclient.clientwire import (
     DotStuffer,
     RecipientResult,
     ReplyParser,
+    failureText,
+    sessionReused,
 )
 from twisted_smtpd.interfaces import IMessageStream
 
@@ -86,33 +88,6 @@ class _BodyWriter:
 
     def write(self, data: bytes) -> None:
         self._protocol.writeBody(self.stuffer.encode(data))
-
-
-def sessionReused(connection: SSL.Connection) -> bool:
-    """
-    Whether the handshake of C{connection} resumed an earlier session
-    (C{SSL_session_reused}, which pyOpenSSL does not wrap; C{False} when the
-    binding lacks it).
-    """
-    try:
-        from OpenSSL._util import lib
-
-        return bool(lib.SSL_session_reused(connection._ssl))
-    except (ImportError, AttributeError):
-        return False
-
-
-def failureText(failure: Failure) -> str:
-    """
-    A failure's message as plain words for a reply text or a log line: an
-    OpenSSL error's reasons rather than the repr of its error stack.
-    """
-    value = failure.value
-    if isinstance(value, SSL.Error) and value.args and isinstance(value.args[0], list):
-        reasons = [str(e[-1]) for e in value.args[0] if isinstance(e, tuple) and e and e[-1]]
-        if reasons:
-            return "; ".join(reasons)
-    return failure.getErrorMessage()
 
 
 class ClientProtocol(Protocol):
@@ -594,36 +569,3 @@ class ClientProtocol(Protocol):
             )
         )
         return DeliveryResult(recipients, dataReply, self._secure)
-
-
-async def connectWithin(endpoint: Any, factory: Any, clock: Any, timeout: float) -> Any:
-    """
-    Connect C{factory}'s protocol through C{endpoint}, giving up after
-    C{timeout} seconds.
-
-    @return: The connected protocol.
-    @raise DeliveryError: 451 4.4.1 when the connection failed or took too
-        long.
-    """
-    connecting: Deferred[Any] = endpoint.connect(factory)
-    timedOut = []
-
-    def timeOut() -> None:
-        timedOut.append(True)
-        connecting.cancel()
-
-    timer = clock.callLater(timeout, timeOut)
-    try:
-        return await connecting
-    except CancelledError:
-        if not timedOut:
-            raise
-        raise DeliveryError(
-            451, "Error: timeout connecting to the server", "4.4.1", stage="connect"
-        ) from None
-    except Exception as e:
-        text = f"Error: cannot connect to the server: {e}"
-        raise DeliveryError(451, text, "4.4.1", stage="connect") from e
-    finally:
-        if timer.active():
-            timer.cancel()

@@ -25,11 +25,11 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import ClientFactory
 from zope.interface import implementer
 
+from twisted_smtpd._smtpclient.clientconnect import connectWithin
 from twisted_smtpd._smtpclient.clientprotocol import (
     ClientProtocol,
     Request,
     _BodyWriter,
-    connectWithin,
 )
 from twisted_smtpd._smtpclient.clientwire import ClientReply, DeliveryError
 from twisted_smtpd.interfaces import IMessageStream

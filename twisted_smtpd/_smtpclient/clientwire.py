@@ -2,8 +2,9 @@
 """
 The reactor-free part of the SMTP/LMTP client in L{twisted_smtpd._smtpclient.client}:
 replies and results as values, the reply parser, dot-stuffing, the mapping
-of a next hop's failure to the reply a handler gives its own client, and
-the TLS connection creator that does not verify.
+of a next hop's failure to the reply a handler gives its own client, the
+TLS connection creator that does not verify, and what a TLS connection or
+a failure says, in words.
 
 Bytes and values in, values out; no reactor.
 """
@@ -18,6 +19,7 @@ from OpenSSL import SSL
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import CertificateOptions
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_smtpd._core.errors import SMTPError
@@ -348,3 +350,30 @@ def worstReply(result: DeliveryResult) -> ClientReply:
         if reply.temporary:
             return reply
     return replies[0]
+
+
+def sessionReused(connection: SSL.Connection) -> bool:
+    """
+    Whether the handshake of C{connection} resumed an earlier session
+    (C{SSL_session_reused}, which pyOpenSSL does not wrap; C{False} when the
+    binding lacks it).
+    """
+    try:
+        from OpenSSL._util import lib
+
+        return bool(lib.SSL_session_reused(connection._ssl))
+    except (ImportError, AttributeError):
+        return False
+
+
+def failureText(failure: Failure) -> str:
+    """
+    A failure's message as plain words for a reply text or a log line: an
+    OpenSSL error's reasons rather than the repr of its error stack.
+    """
+    value = failure.value
+    if isinstance(value, SSL.Error) and value.args and isinstance(value.args[0], list):
+        reasons = [str(e[-1]) for e in value.args[0] if isinstance(e, tuple) and e and e[-1]]
+        if reasons:
+            return "; ".join(reasons)
+    return failure.getErrorMessage()
