@@ -7,15 +7,12 @@ C{--workers} processes, with the log writer and the metrics listener.
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import TYPE_CHECKING, Any
-
-from twisted.python.logfile import LogFile
 
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._serving.resolve import resolverFor
 from twisted_smtpd._twistd.daemon import SMTPDaemon
+from twisted_smtpd._twistd.logfile import logDestination
 from twisted_smtpd._twistd.workercert import SharedCertificate
 from twisted_smtpd._twistd.workers import ParentWatch, WorkerPool, parentPipe
 
@@ -23,17 +20,6 @@ if TYPE_CHECKING:
     # Imported when --metrics is given: the web server stays unloaded
     # otherwise (its modules cost about 2 MiB of memory).
     from twisted_smtpd._twistd.metricsservice import WorkerMetrics
-
-
-def _logDestination(config: Any) -> Any:
-    """
-    Where C{twistd} would write text logs: standard output, or its log file.
-    """
-    parent: Any = getattr(config, "parent", None) or {}
-    logfile = parent.get("logfile")
-    if logfile == "-" or (parent.get("nodaemon", True) and not logfile):
-        return sys.stdout
-    return LogFile.fromFullPath(os.path.abspath(logfile or "twistd.log"))
 
 
 def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | SharedCertificate:
@@ -71,7 +57,7 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
     if config["log-format"] == "json" or not parent.get("syslog"):
         # Text to syslog stays with twistd's observer; else one buffered
         # writer takes every line, in order.
-        writer = BufferedLogWriter(_logDestination(config), json=config["log-format"] == "json")
+        writer = BufferedLogWriter(logDestination(config), json=config["log-format"] == "json")
     server = SMTPDaemon(
         config["handler"],
         config["serverOptions"],
