@@ -6,12 +6,19 @@ into.
 
 from __future__ import annotations
 
+import io
 import os
+import shutil
+import signal
 import sys
+from collections.abc import Callable
 
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_smtpd._twistd.logfile import AppendingLogFile, logDestination
+from twisted_smtpd._serving.logwriter import BufferedLogWriter
+from twisted_smtpd._twistd.logfile import AppendingLogFile, ReopenOnSignal, logDestination
 
 
 class _Config(dict[str, object]):
@@ -111,3 +118,129 @@ class DestinationTests(SynchronousTestCase):
         """
         self.assertIs(logDestination(_Config({"logfile": "-", "nodaemon": False})), sys.stdout)
         self.assertIs(logDestination(_Config({"logfile": None, "nodaemon": True})), sys.stdout)
+
+
+class _Reactor:
+    """
+    Records what a signal handler schedules; never running, so the writer
+    writes each line at once.
+    """
+
+    running = False
+
+    def __init__(self) -> None:
+        self.calls: list[Callable[[], object]] = []
+
+    def callFromThread(self, f: Callable[[], object]) -> None:
+        self.calls.append(f)
+
+
+class ReopenOnSignalTests(SynchronousTestCase):
+    """
+    SIGUSR1 reopens the log file and leaves one line; it never ends the
+    process.
+    """
+
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        self.path = os.path.join(self.directory, "smtpd.log")
+        self.reactor = _Reactor()
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def read(self, path: str) -> str:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+
+    def signalled(self, writer: BufferedLogWriter | None) -> None:
+        """
+        Install the handler, deliver SIGUSR1 to it, and run what it
+        scheduled.
+        """
+        previous = signal.getsignal(signal.SIGUSR1)
+        reopener = ReopenOnSignal(writer, self.reactor)
+        reopener.install()
+        self.addCleanup(reopener.uninstall)
+        handler = signal.getsignal(signal.SIGUSR1)
+        self.assertNotIn(handler, (previous, signal.SIG_DFL, None))
+        assert callable(handler)
+        handler(signal.SIGUSR1, None)
+        self.assertEqual(len(self.reactor.calls), 1)
+        self.reactor.calls.pop()()
+
+    def messages(self) -> list[tuple[LogLevel, str]]:
+        return [(e["log_level"], formatEvent(e)) for e in self.events]
+
+    def test_reopenAfterMove(self) -> None:
+        """
+        After logrotate moved the file, SIGUSR1 has the lines go into a new
+        file at the same path; the buffered lines go into the old one first,
+        and one info line says the file was reopened.
+        """
+        logFile = AppendingLogFile.fromFullPath(self.path)
+        self.addCleanup(logFile.close)
+        writer = BufferedLogWriter(logFile, reactor=self.reactor)
+        writer.line("before", {})
+        os.rename(self.path, self.path + ".1")
+        self.signalled(writer)
+        writer.line("after", {})
+        self.assertIn("] before\n", self.read(self.path + ".1"))
+        self.assertNotIn("after", self.read(self.path + ".1"))
+        self.assertTrue(self.read(self.path).endswith("] after\n"))
+        self.assertEqual(
+            self.messages(), [(LogLevel.info, f"Log file {self.path} reopened (SIGUSR1)")]
+        )
+
+    def test_reopenFails(self) -> None:
+        """
+        A file that cannot be opened again leaves one error line naming it,
+        and the lines go on into the old file.
+        """
+        logFile = AppendingLogFile.fromFullPath(self.path)
+        self.addCleanup(logFile.close)
+        writer = BufferedLogWriter(logFile, reactor=self.reactor)
+        moved = self.directory + ".old"
+        shutil.move(self.directory, moved)
+        self.signalled(writer)
+        writer.line("still here", {})
+        self.assertIn("] still here\n", self.read(os.path.join(moved, "smtpd.log")))
+        [(level, text)] = self.messages()
+        self.assertEqual(level, LogLevel.error)
+        self.assertTrue(
+            text.startswith(
+                f"Reopening the log file {self.path} failed, logging on into the old one: "
+                "No such file or directory"
+            ),
+            text,
+        )
+
+    def test_standardOutput(self) -> None:
+        """
+        Logging to standard output, SIGUSR1 only leaves its line.
+        """
+        out = io.StringIO()
+        self.signalled(BufferedLogWriter(out, reactor=self.reactor))
+        self.assertEqual(
+            self.messages(),
+            [(LogLevel.info, "SIGUSR1: logging to standard output, no log file to reopen")],
+        )
+
+    def test_syslog(self) -> None:
+        """
+        With C{twistd}'s syslog observer (no writer), SIGUSR1 only leaves
+        its line.
+        """
+        self.signalled(None)
+        self.assertEqual(
+            self.messages(), [(LogLevel.info, "SIGUSR1: logging to syslog, no log file to reopen")]
+        )
+
+    def test_uninstall(self) -> None:
+        """
+        L{ReopenOnSignal.uninstall} puts the previous handler back.
+        """
+        previous = signal.getsignal(signal.SIGUSR1)
+        reopener = ReopenOnSignal(None, self.reactor)
+        reopener.install()
+        reopener.uninstall()
+        self.assertEqual(signal.getsignal(signal.SIGUSR1), previous)

@@ -182,6 +182,30 @@ class BufferedLogWriter:
         self._pending = None
         self.flush()
 
+    @property
+    def path(self) -> str | None:
+        """
+        The path of the file written, or C{None} for a stream (standard
+        output).
+        """
+        if callable(getattr(self._out, "reopen", None)):
+            path: str | None = getattr(self._out, "path", None)
+            return path
+        return None
+
+    def reopen(self) -> None:
+        """
+        Write the buffered lines, then open the log file again (after
+        logrotate moved it); a stream (standard output) stays as it is.
+
+        @raise OSError: The file could not be opened again; lines go on
+            into the one open before.
+        """
+        self.flush()
+        reopen = getattr(self._out, "reopen", None)
+        if callable(reopen):
+            reopen()
+
     def flush(self) -> None:
         """
         Write every buffered line now.

@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_tap -*-
 """
 L{SMTPDaemon}: the L{SMTPServer} that C{twistd smtpd} runs, with session
-logs, certificate reloading on SIGHUP and the JSON log observer.
+logs, certificate reloading on SIGHUP, the log file reopened on SIGUSR1 and
+the JSON log observer.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._serving.service import SMTPServer, _AdoptedListener
 from twisted_smtpd._serving.summary import logCertificates, logStopped, logSummary
 from twisted_smtpd._twistd.eventdispatch import withoutContext
+from twisted_smtpd._twistd.logfile import ReopenOnSignal
 from twisted_smtpd._twistd.tapconfig import exitWithError, reason
 
 
@@ -43,8 +45,8 @@ def settleStartupHeap() -> None:
 class SMTPDaemon(SMTPServer):
     """
     The L{SMTPServer} that C{twistd smtpd} runs: logs sessions, reloads the
-    certificates on SIGHUP, and gives C{twistd} the JSON log observer when
-    asked for one.
+    certificates on SIGHUP, reopens the log file on SIGUSR1, and gives
+    C{twistd} the JSON log observer when asked for one.
 
     @ivar logObserver: The observer to log through instead of C{twistd}'s
         own, or C{None}.
@@ -82,6 +84,7 @@ class SMTPDaemon(SMTPServer):
         if logSessions:
             self.factory.addObserver(SessionLogger(self.factory.options.ignoredHosts, writer))
         self._previousHandler: Any = None
+        self._reopener: ReopenOnSignal | None = None
 
     def serveMetrics(self, description: str | None) -> None:
         """
@@ -133,7 +136,8 @@ class SMTPDaemon(SMTPServer):
 
     def startService(self) -> None:
         """
-        Start listening, reload the certificates on SIGHUP, settle the heap
+        Start listening, reload the certificates on SIGHUP, reopen the log
+        file on SIGUSR1 (until stopped), settle the heap
         once the reactor runs (with C{settleHeap}) and dispatch I/O events
         without a log context (with C{dispatchWithoutContext}).
         """
@@ -151,6 +155,8 @@ class SMTPDaemon(SMTPServer):
             # The self-signed certificate, made at its first use.
             self.factory.tls.whenMade(self._certificatesChanged)
         self._previousHandler = signal.signal(signal.SIGHUP, self._hangup)
+        self._reopener = ReopenOnSignal(self._writer, self.reactor)
+        self._reopener.install()
         if self.settleHeap:
             self.reactor.callWhenRunning(settleStartupHeap)
 
@@ -163,12 +169,21 @@ class SMTPDaemon(SMTPServer):
     def stopService(self) -> Any:
         """
         Restore the SIGHUP handler, then close gracefully; the buffered log
-        lines are written when the process exits.
+        lines are written when the process exits.  SIGUSR1 reopens the log
+        file until the sessions are closed.
         """
         if self._previousHandler is not None:
             signal.signal(signal.SIGHUP, self._previousHandler)
             self._previousHandler = None
-        return super().stopService()
+        d = super().stopService()
+
+        def stopped(result: object) -> object:
+            if self._reopener is not None:
+                self._reopener.uninstall()
+                self._reopener = None
+            return result
+
+        return d.addBoth(stopped)
 
     def _stoppedListening(self, listeners: list[tuple[str, Any]]) -> None:
         for description, address in listeners:

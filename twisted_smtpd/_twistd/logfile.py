@@ -1,17 +1,23 @@
 # -*- test-case-name: tests.test_logfile -*-
 """
 Where C{twistd smtpd} writes its log: standard output, or C{--logfile}
-opened for appending.
+opened for appending and opened again on SIGUSR1 (L{ReopenOnSignal}).
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import sys
+import threading
 from typing import Any
 
+from twisted.logger import Logger
 from twisted.python.logfile import LogFile
+
+from twisted_smtpd._serving.logwriter import BufferedLogWriter
+from twisted_smtpd._twistd.tapconfig import reason
 
 
 class AppendingLogFile(LogFile):
@@ -28,6 +34,21 @@ class AppendingLogFile(LogFile):
         fd = self._file.fileno()
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
 
+    def reopen(self) -> None:
+        """
+        Open the file at C{path} again (logrotate moved the old one); the
+        old file is closed only once the new one is open.
+
+        @raise OSError: It cannot be opened; writes go on into the old one.
+        """
+        old = self._file
+        try:
+            self._openFile()
+        except OSError:
+            self._file = old
+            raise
+        old.close()
+
 
 def logDestination(config: Any) -> Any:
     """
@@ -41,3 +62,71 @@ def logDestination(config: Any) -> Any:
     if logfile == "-" or (parent.get("nodaemon", True) and not logfile):
         return sys.stdout
     return AppendingLogFile.fromFullPath(os.path.abspath(logfile or "twistd.log"))
+
+
+class ReopenOnSignal:
+    """
+    SIGUSR1 opens the log file again, for logrotate's
+    C{postrotate kill -USR1}; each time leaves one line.  Without a log file
+    (standard output, or C{twistd}'s syslog observer) there is nothing to
+    reopen, and the signal only leaves its line: it never ends the process.
+    """
+
+    _log = Logger()
+
+    def __init__(self, writer: BufferedLogWriter | None, reactor: Any) -> None:
+        """
+        @param writer: The process's log writer, or C{None} when C{twistd}'s
+            syslog observer writes the log.
+        @param reactor: What runs the reopening, outside the signal handler.
+        """
+        self._writer = writer
+        self._reactor = reactor
+        self._previous: Any = None
+        self._installed = False
+
+    def install(self) -> None:
+        """
+        Handle SIGUSR1 from now on (in the main thread only, where signals
+        can be handled).
+        """
+        if not self._installed and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGUSR1, self._received)
+            self._installed = True
+
+    def uninstall(self) -> None:
+        """
+        Put back the handler SIGUSR1 had before L{install}.
+        """
+        if self._installed:
+            signal.signal(signal.SIGUSR1, self._previous)
+            self._installed = False
+            self._previous = None
+
+    def _received(self, signum: int, frame: object) -> None:
+        self._reactor.callFromThread(self.reopen)
+
+    def reopen(self) -> None:
+        """
+        Open the log file again and say so; a file that cannot be opened
+        leaves an error line and the old file in use.
+        """
+        writer = self._writer
+        path = None if writer is None else writer.path
+        if writer is None or path is None:
+            destination = "syslog" if writer is None else "standard output"
+            self._log.info(
+                "SIGUSR1: logging to {destination}, no log file to reopen",
+                destination=destination,
+            )
+            return
+        try:
+            writer.reopen()
+        except OSError as e:
+            self._log.error(
+                "Reopening the log file {path} failed, logging on into the old one: {error}",
+                path=path,
+                error=reason(e),
+            )
+            return
+        self._log.info("Log file {path} reopened (SIGUSR1)", path=path)
