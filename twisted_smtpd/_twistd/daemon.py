@@ -7,7 +7,6 @@ the JSON log observer.
 
 from __future__ import annotations
 
-import atexit
 import gc
 import signal
 from typing import Any
@@ -20,7 +19,7 @@ from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._serving.service import SMTPServer, _AdoptedListener
 from twisted_smtpd._serving.summary import logCertificates, logStopped, logSummary
 from twisted_smtpd._twistd.eventdispatch import withoutContext
-from twisted_smtpd._twistd.logfile import ReopenOnSignal
+from twisted_smtpd._twistd.logfile import GivesLogObserver, ReopenOnSignal
 from twisted_smtpd._twistd.tapconfig import exitWithError, reason
 
 
@@ -42,7 +41,7 @@ def settleStartupHeap() -> None:
     gc.freeze()
 
 
-class SMTPDaemon(SMTPServer):
+class SMTPDaemon(GivesLogObserver, SMTPServer):
     """
     The L{SMTPServer} that C{twistd smtpd} runs: logs sessions, reloads the
     certificates on SIGHUP, reopens the log file on SIGUSR1, and gives
@@ -75,10 +74,6 @@ class SMTPDaemon(SMTPServer):
         self.settleHeap = settleHeap
         self.dispatchWithoutContext = dispatchWithoutContext
         self._delivery = delivery or type(self.factory.handler).__name__
-        if isinstance(logObserver, BufferedLogWriter):
-            # The lines of the last moments, at exit (after the reactor
-            # stopped, lines are written at once).
-            atexit.register(logObserver.flush)
         writer = logObserver if isinstance(logObserver, BufferedLogWriter) else None
         self._writer = writer
         if logSessions:
@@ -113,16 +108,6 @@ class SMTPDaemon(SMTPServer):
 
     def _listenerCount(self) -> int:
         return sum(1 for service in self if isinstance(service, _Listener | _AdoptedListener))
-
-    def setServiceParent(self, parent: Any) -> None:
-        """
-        Join C{parent}; when it is C{twistd}'s application and a log
-        observer was given, C{twistd} logs through it.
-        """
-        super().setServiceParent(parent)
-        setComponent = getattr(parent, "setComponent", None)
-        if self.logObserver is not None and setComponent is not None:
-            setComponent(ILogObserver, self.logObserver)
 
     def privilegedStartService(self) -> None:
         """

@@ -13,7 +13,8 @@ import sys
 import threading
 from typing import Any
 
-from twisted.logger import Logger
+from twisted.application.service import Service
+from twisted.logger import ILogObserver, Logger
 from twisted.python.logfile import LogFile
 
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
@@ -48,6 +49,29 @@ class AppendingLogFile(LogFile):
             self._file = old
             raise
         old.close()
+
+
+class GivesLogObserver(Service):
+    """
+    Base of the service C{twistd smtpd} runs (whichever its options make):
+    joining C{twistd}'s application, it has C{twistd} log through
+    C{logObserver} when one is set.
+
+    @ivar logObserver: The observer to log through instead of C{twistd}'s
+        own, or C{None}.
+    """
+
+    logObserver: ILogObserver | None = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        """
+        Join C{parent}; when it is C{twistd}'s application and a log
+        observer is set, C{twistd} logs through it.
+        """
+        super().setServiceParent(parent)
+        setComponent = getattr(parent, "setComponent", None)
+        if self.logObserver is not None and setComponent is not None:
+            setComponent(ILogObserver, self.logObserver)
 
 
 def logDestination(config: Any) -> Any:

@@ -7,6 +7,8 @@ C{--workers} processes, with the log writer and the metrics listener.
 
 from __future__ import annotations
 
+import atexit
+import sys
 from typing import TYPE_CHECKING, Any
 
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
@@ -14,7 +16,7 @@ from twisted_smtpd._serving.resolve import resolverFor
 from twisted_smtpd._twistd.daemon import SMTPDaemon
 from twisted_smtpd._twistd.logfile import logDestination
 from twisted_smtpd._twistd.workercert import SharedCertificate
-from twisted_smtpd._twistd.workers import ParentWatch, WorkerPool, parentPipe
+from twisted_smtpd._twistd.workers import ParentWatch, WorkerPool, parentPipe, stdoutToStderr
 
 if TYPE_CHECKING:
     # Imported when --metrics is given: the web server stays unloaded
@@ -33,6 +35,21 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
         makes one self-signed certificate for all of them when no
         certificate is configured.
     """
+    parent: Any = getattr(config, "parent", None) or {}
+    inherited = config.get("inherited") or []
+    writer = None
+    if config["log-format"] == "json" or not parent.get("syslog"):
+        # Text to syslog stays with twistd's observer; else one buffered
+        # writer takes every line, in order.  A worker's goes to its
+        # parent, through its standard output.
+        writer = BufferedLogWriter(
+            sys.stdout if inherited else logDestination(config),
+            json=config["log-format"] == "json",
+            onBrokenPipe=stdoutToStderr if inherited else None,
+        )
+        # The lines of the last moments, at exit (after the reactor
+        # stopped, lines are written at once).
+        atexit.register(writer.flush)
     if config.get("workerListeners"):
         options = config["serverOptions"]
         directory = None
@@ -40,24 +57,24 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
             from twisted_smtpd._twistd.metricsservice import WorkerMetrics, prepareWorkerMetrics
 
             directory = prepareWorkerMetrics()
+        if writer is None:
+            logging = ["--syslog", f"--prefix={parent.get('prefix') or 'twisted'}"]
+        else:
+            logging = ["--logfile=-"]
         pool = WorkerPool(
             config["workerListeners"],
             int(config["workers"]),
-            ["--nodaemon", "--pidfile=", "--logfile=-", "smtpd", *config["arguments"]],
+            ["--nodaemon", "--pidfile=", *logging, "smtpd", *config["arguments"]],
             stopTimeout=options.closeTimeout + 10,
+            logWriter=writer,
         )
-        service: WorkerPool | WorkerMetrics = pool
+        service: WorkerPool | WorkerMetrics | SharedCertificate = pool
         if directory is not None:
             service = WorkerMetrics(pool, config["metrics"], directory)
         if options.certificate is None and "STARTTLS" not in options.disabledCommands:
-            return SharedCertificate(service, pool, options.name)
+            service = SharedCertificate(service, pool, options.name)
+        service.logObserver = writer
         return service
-    writer = None
-    parent: Any = getattr(config, "parent", None) or {}
-    if config["log-format"] == "json" or not parent.get("syslog"):
-        # Text to syslog stays with twistd's observer; else one buffered
-        # writer takes every line, in order.
-        writer = BufferedLogWriter(logDestination(config), json=config["log-format"] == "json")
     server = SMTPDaemon(
         config["handler"],
         config["serverOptions"],
@@ -69,7 +86,6 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
         settleHeap=True,
         dispatchWithoutContext=True,
     )
-    inherited = config.get("inherited") or []
     if config["metrics"] is not None:
         # A worker of --workers records its metrics for the parent to serve.
         server.serveMetrics(None if inherited else config["metrics"])
@@ -78,7 +94,7 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
     pipe = parentPipe() if inherited else None
     if pipe is not None:
         # A worker of --workers stops when its parent is gone.
-        ParentWatch(pipe).setServiceParent(server)
+        ParentWatch(pipe, logToStderr=writer).setServiceParent(server)
     if not inherited:
         for description in config["listen"]:
             server.addEndpoint(description)
