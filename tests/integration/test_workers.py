@@ -180,6 +180,37 @@ class StopTests(SynchronousTestCase):
         busy.send(b"Subject: late\r\n\r\nbody\r\n.\r\n")
         self.assertEqual(busy.getreply()[0], 250)
 
+    def test_processGroupStopped(self) -> None:
+        """
+        SIGTERM to the whole process group (systemd's
+        C{KillMode=control-group}: every worker gets its own, and the one its
+        parent passes on) while a worker finishes a transaction stops every
+        process gracefully; the second SIGTERM leaves no critical line nor
+        traceback.
+        """
+        server, port = startWorkers(self, ["--sink", "--close-timeout", "20"])
+        pids = list(WorkersTests.workerPids(WorkersTests(), server).values())
+        busy = smtplib.SMTP("127.0.0.1", port, timeout=CLIENT_TIMEOUT)
+        self.addCleanup(busy.close)
+        busy.ehlo()
+        busy.mail("a@example.com")
+        busy.rcpt("b@example.com")
+        self.assertEqual(busy.docmd("DATA")[0], 354)
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        server.signal(signal.SIGTERM)
+        server.waitForLog("stopped listening", count=2, timeout=STOP_TIMEOUT)
+        # The worker holding the transaction has had both SIGTERMs by now.
+        server.waitForLog("Received SIGTERM", count=3, timeout=STOP_TIMEOUT)
+        busy.send(b"Subject: late\r\n\r\nbody\r\n.\r\n")
+        self.assertEqual(busy.getreply()[0], 250)
+        server.stop()
+        output = server.output
+        self.assertIn(server.returncode, (0, -signal.SIGTERM), output[-3000:])
+        self.assertNotIn("#critical", output)
+        self.assertNotIn("Traceback", output)
+        self.assertNotIn("ReactorNotRunning", output)
+
 
 def running(pid: int) -> bool:
     """

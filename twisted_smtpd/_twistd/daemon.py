@@ -20,6 +20,7 @@ from twisted_smtpd._serving.service import SMTPServer, _AdoptedListener
 from twisted_smtpd._serving.summary import logCertificates, logStopped, logSummary
 from twisted_smtpd._twistd.eventdispatch import withoutContext
 from twisted_smtpd._twistd.logfile import GivesLogObserver, ReopenOnSignal
+from twisted_smtpd._twistd.stopsignals import StopOnce
 from twisted_smtpd._twistd.tapconfig import exitWithError, reason
 
 
@@ -51,6 +52,8 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
         own, or C{None}.
     @ivar settleHeap: Whether to L{settle <settleStartupHeap>} the heap once
         the reactor runs: C{twistd smtpd} does, a test process must not.
+    @ivar stopOnce: Whether a second SIGTERM or SIGINT while the reactor
+        stops is ignored (L{StopOnce}): C{twistd smtpd} does.
     @ivar dispatchWithoutContext: Whether the reactor is to dispatch I/O
         events without a legacy log context (L{withoutContext}) from the
         start on: C{twistd smtpd} does; an embedding program keeps
@@ -67,12 +70,14 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
         delivery: str = "",
         settleHeap: bool = False,
         dispatchWithoutContext: bool = False,
+        stopOnce: bool = False,
         **kw: Any,
     ) -> None:
         super().__init__(*args, **kw)
         self.logObserver = logObserver
         self.settleHeap = settleHeap
         self.dispatchWithoutContext = dispatchWithoutContext
+        self.stopOnce = stopOnce
         self._delivery = delivery or type(self.factory.handler).__name__
         writer = logObserver if isinstance(logObserver, BufferedLogWriter) else None
         self._writer = writer
@@ -144,6 +149,8 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
         self._reopener.install()
         if self.settleHeap:
             self.reactor.callWhenRunning(settleStartupHeap)
+        if self.stopOnce:
+            StopOnce(self.reactor).install()
 
     def _certificatesChanged(self) -> None:
         logCertificates(self)

@@ -67,6 +67,7 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
             ["--nodaemon", "--pidfile=", *logging, "smtpd", *config["arguments"]],
             stopTimeout=options.closeTimeout + 10,
             logWriter=writer,
+            stopOnce=True,
         )
         service: WorkerPool | WorkerMetrics | SharedCertificate = pool
         if directory is not None:
@@ -85,6 +86,7 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
         resolver=None if config["dns-server"] is None else resolverFor(config["dns-server"]),
         settleHeap=True,
         dispatchWithoutContext=True,
+        stopOnce=True,
     )
     if config["metrics"] is not None:
         # A worker of --workers records its metrics for the parent to serve.

@@ -43,7 +43,7 @@ from twisted.application.service import Service
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.error import ProcessExitedAlready, ReactorNotRunning
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
@@ -53,6 +53,7 @@ from twisted_smtpd._core.printable import printable
 from twisted_smtpd._serving.listeners import splitDescription
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._twistd.logfile import GivesLogObserver, ReopenOnSignal
+from twisted_smtpd._twistd.stopsignals import StopOnce
 
 #: The environment variable that hands a worker its sockets:
 #: C{fd,family,description} entries separated by newlines.
@@ -209,12 +210,16 @@ class WorkerPool(GivesLogObserver):
         reactor: Any = None,
         stopTimeout: float = 60.0,
         logWriter: BufferedLogWriter | None = None,
+        stopOnce: bool = False,
     ) -> None:
         """
         @param logWriter: The parent's log writer, into which the workers'
             lines (their standard output) go; without it (C{twistd --syslog}
             with text), the workers keep the parent's standard output.
+        @param stopOnce: Whether a second SIGTERM or SIGINT while the
+            reactor stops is ignored (L{StopOnce}): C{twistd smtpd} does.
         """
+        self._stopOnce = stopOnce
         self._listeners = list(listeners)
         self._writer = self.logObserver = logWriter
         self._reopener: ReopenOnSignal | None = None
@@ -259,6 +264,8 @@ class WorkerPool(GivesLogObserver):
             self._previousHangup = signal.signal(signal.SIGHUP, self._hangup)
         self._reopener = ReopenOnSignal(self._writer, self.reactor)
         self._reopener.install()
+        if self._stopOnce:
+            StopOnce(self.reactor).install()
         for index in range(self._count):
             self._spawn(index)
 
@@ -505,4 +512,6 @@ class ParentWatch(Service):
             stdoutToStderr()
         self._log.warn("Parent process gone; this worker stops (pid {pid})", pid=os.getpid())
         if self._reactor.running:
-            self._reactor.stop()
+            # Already stopping (SIGTERM came first): the stop goes on.
+            with suppress(ReactorNotRunning):
+                self._reactor.stop()
