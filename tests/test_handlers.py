@@ -814,6 +814,33 @@ class DebuggingHandlerTests(SynchronousTestCase):
             "------------ END MESSAGE ------------\n",
         )
 
+    def test_controlCharactersEscaped(self) -> None:
+        """
+        Control characters of the body (ESC, a C1 CSI, NUL, DEL, a lone CR,
+        form feed, U+2028) are escaped in place and never end a line: each
+        line of the message stays one printed line, and no byte of it can
+        drive a terminal or forge a log line.
+        """
+        out = io.StringIO()
+        stream = MessageStream()
+        d = DebuggingHandler(out).onData(stream, makeSession())
+        stream._write(
+            "Subject: x\r\n\r\nhello \x1b[2J\x1b[31mred \u009b31m \x00nul \x7fdel\r\n"
+            "cr\rhere\x0cff\u2028ls\r\nlast\r\n".encode()
+        )
+        stream._finish()
+        self.successResultOf(d)
+        body = out.getvalue().split("\n\n", 1)[1]
+        self.assertEqual(
+            body,
+            "Subject: x\n"
+            "\n"
+            "hello \\x1b[2J\\x1b[31mred \\x9b31m \\x00nul \\x7fdel\n"
+            "cr\\x0dhere\\x0cff\\u2028ls\n"
+            "last\n"
+            "------------ END MESSAGE ------------\n",
+        )
+
     def test_envelopeTakenAtStart(self) -> None:
         """
         The envelope printed is the one of the transaction the body belongs

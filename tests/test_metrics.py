@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -18,7 +22,14 @@ from tests.test_logging import Refusing
 from tests.test_protocol import connect, take
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Session
-from twisted_smtpd._serving.metrics import HealthResource, MetricsResource, ServerMetrics
+from twisted_smtpd._serving.metrics import (
+    MAX_CONNECTIONS,
+    REQUEST_DEADLINE,
+    HealthResource,
+    MetricsResource,
+    ServerMetrics,
+    metricsSite,
+)
 from twisted_smtpd.interfaces import IMessageStream
 
 MESSAGE = b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\nhello\r\n.\r\n"
@@ -392,3 +403,97 @@ class FlagTests(SynchronousTestCase):
 
         e = self.assertRaises(usage.UsageError, parse, "--sink", "--metrics", "bogus:1")
         self.assertIn("--metrics 'bogus:1'", str(e))
+
+
+class ListenerTests(SynchronousTestCase):
+    """
+    The metrics web listener bounds what a client can hold: request bodies,
+    slow requests, connections.
+    """
+
+    def setUp(self) -> None:
+        from twisted.internet.task import Clock
+
+        self.clock = Clock()
+        self.factory = metricsSite(ServerMetrics().registry, lambda: True, reactor=self.clock)
+        self.factory.doStart()
+        self.addCleanup(self.factory.doStop)
+
+    def connect(self, port: int = 40000) -> tuple[Any, StringTransport]:
+        protocol = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", port))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", port))
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_get(self) -> None:
+        """
+        C{GET /healthz} is answered, split at every byte.
+        """
+        protocol, transport = self.connect()
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n":
+            protocol.dataReceived(bytes([byte]))
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 OK\r\n"), transport.value())
+        self.assertTrue(transport.value().endswith(b"\r\n\r\nok\n"))
+        self.assertFalse(transport.disconnecting)
+
+    def test_bodyRefused(self) -> None:
+        """
+        A request announcing a body (a length, or chunks) gets 413 and the
+        connection is closed before any of the body is read; a method
+        other than GET and HEAD gets 405 the same way.  Nothing of the
+        body is kept.
+        """
+        for head, status in [
+            (b"POST /metrics HTTP/1.1\r\nContent-Length: 10000000000\r\n\r\n", b"405"),
+            (b"GET /metrics HTTP/1.1\r\nContent-Length: 10\r\n\r\n", b"413"),
+            (b"GET /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", b"413"),
+            (b"PUT /metrics HTTP/1.1\r\n\r\n", b"405"),
+            (b"OPTIONS * HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", b"405"),
+        ]:
+            protocol, transport = self.connect()
+            protocol.dataReceived(head + b"a" * 100000)
+            reply = transport.value()
+            self.assertTrue(reply.startswith(b"HTTP/1.1 " + status + b" "), (head, reply))
+            self.assertNotIn(b"100 Continue", reply)
+            self.assertTrue(transport.disconnecting, head)
+            self.assertEqual([r.content for r in protocol.wrappedProtocol.requests], [None])
+
+    def test_requestDeadline(self) -> None:
+        """
+        A request trickled in, one header line every 4 seconds, is closed
+        L{REQUEST_DEADLINE} seconds after its first byte, although no
+        pause reached the timeout.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /healthz HTTP/1.1\r\n")
+        for _ in range(REQUEST_DEADLINE // 4):
+            self.clock.advance(4)
+            protocol.dataReceived(b"X: y\r\n")
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(REQUEST_DEADLINE - 4 * (REQUEST_DEADLINE // 4))
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.value(), b"")
+
+    def test_deadlinePerRequest(self) -> None:
+        """
+        The deadline starts again with each request of a connection.
+        """
+        protocol, transport = self.connect()
+        for _ in range(3):
+            self.clock.advance(REQUEST_DEADLINE - 1)
+            protocol.dataReceived(b"GET /healthz HTTP/1.1\r\n")
+            self.clock.advance(REQUEST_DEADLINE - 1)
+            protocol.dataReceived(b"\r\n")
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 3)
+
+    def test_connectionLimit(self) -> None:
+        """
+        Past L{MAX_CONNECTIONS} open connections one more is closed at once;
+        once one closes, the next is taken.
+        """
+        held = [self.connect(40000 + n) for n in range(MAX_CONNECTIONS)]
+        self.assertIsNone(self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000)))
+        protocol, _ = held[0]
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertIsNotNone(self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50001)))

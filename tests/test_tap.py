@@ -1244,6 +1244,26 @@ class DaemonTests(SynchronousTestCase):
         self.successResultOf(server.stopService())
         self.assertEqual(signal.getsignal(signal.SIGHUP), previous)
 
+    def test_sigusr1(self) -> None:
+        """
+        While running, and until its sessions are closed, SIGUSR1 schedules
+        the log file's reopening instead of ending the process; stopping
+        restores the previous handler.
+        """
+        previous = signal.getsignal(signal.SIGUSR1)
+        self.addCleanup(signal.signal, signal.SIGUSR1, previous)
+        self.addCleanup(signal.signal, signal.SIGHUP, signal.getsignal(signal.SIGHUP))
+        reactor = FakeReactor()
+        server = _tap.SMTPDaemon(SinkHandler(), ServerOptions(), reactor=reactor)
+        server.startService()
+        handler = signal.getsignal(signal.SIGUSR1)
+        self.assertNotIn(handler, (previous, signal.SIG_DFL, None))
+        assert callable(handler)
+        handler(signal.SIGUSR1, None)
+        self.assertEqual(len(reactor.calls), 1)
+        self.successResultOf(server.stopService())
+        self.assertEqual(signal.getsignal(signal.SIGUSR1), previous)
+
     def test_settleHeap(self) -> None:
         """
         The server C{twistd smtpd} runs settles its start-up heap once the

@@ -5,6 +5,7 @@ processes: binding the shared sockets and reading them back in a worker.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import socket
@@ -18,11 +19,14 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.certs import CertificateAuthority
+from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._twistd.tap import Options
 from twisted_smtpd._twistd.workers import (
     INHERITED,
     PARENT_PIPE,
     ParentWatch,
+    WorkerPool,
+    _Worker,
     bindListener,
     inheritedListeners,
     parentPipe,
@@ -206,3 +210,74 @@ class ParentWatchTests(SynchronousTestCase):
         self.assertEqual(parentPipe({PARENT_PIPE: "5"}), 5)
         self.assertIsNone(parentPipe({}))
         self.assertIsNone(parentPipe({PARENT_PIPE: "x"}))
+
+
+class _Writer(BufferedLogWriter):
+    """
+    A log writer over a string, writing each line at once (no reactor runs).
+    """
+
+    def __init__(self, json: bool = False) -> None:
+        self.stream = io.StringIO()
+        super().__init__(self.stream, json=json, reactor=MemoryReactor())
+
+
+class WorkerLogTests(SynchronousTestCase):
+    """
+    The workers' log lines go into the parent's log writer, whole lines
+    only.
+    """
+
+    def pool(self, json: bool = False) -> tuple[WorkerPool, _Writer]:
+        writer = _Writer(json)
+        return WorkerPool([], 2, [], reactor=MemoryReactor(), logWriter=writer), writer
+
+    def test_wholeLinesOnly(self) -> None:
+        """
+        Lines two workers write, split anywhere and interleaved chunk by
+        chunk, reach the parent's log each whole, in the order each worker
+        finished it; a worker's last, unfinished line is written when its
+        output ends.
+        """
+        first = (
+            b"2026-01-02T10:00:00+0000 [ns#info] one a\n2026-01-02T10:00:00+0000 [ns#info] one b\n"
+        )
+        second = b"2026-01-02T10:00:01+0000 [ns#info] two a\n\ttraceback line\n2026-01-0"
+        for size in range(1, max(len(first), len(second)) + 1):
+            pool, writer = self.pool()
+            workers = [_Worker(pool, 0), _Worker(pool, 1)]
+            for offset in range(0, max(len(first), len(second)), size):
+                workers[0].outReceived(first[offset : offset + size])
+                workers[1].outReceived(second[offset : offset + size])
+            for worker in workers:
+                worker.outConnectionLost()
+            lines = writer.stream.getvalue().splitlines()
+            self.assertEqual(
+                sorted(lines),
+                sorted(
+                    [
+                        "2026-01-02T10:00:00+0000 [ns#info] one a",
+                        "2026-01-02T10:00:00+0000 [ns#info] one b",
+                        "2026-01-02T10:00:01+0000 [ns#info] two a",
+                        "\ttraceback line",
+                        "2026-01-0",
+                    ]
+                ),
+                size,
+            )
+            self.assertLess(
+                lines.index("2026-01-02T10:00:01+0000 [ns#info] two a"),
+                lines.index("\ttraceback line"),
+            )
+
+    def test_strayLine(self) -> None:
+        """
+        A line in another format than the log's (not written by the
+        worker's log writer) is logged as the parent's own line naming the
+        worker, its control characters escaped.
+        """
+        pool, writer = self.pool(json=True)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        _Worker(pool, 1).outReceived(b'{"text": "a"}\nnot json \x1b[2J\n{"text": "b"}\n')
+        self.assertEqual(writer.stream.getvalue(), '{"text": "a"}\n{"text": "b"}\n')
+        self.assertEqual([formatEvent(event) for event in events], ["worker 1: not json \\x1b[2J"])

@@ -94,6 +94,7 @@ class TwistdServer:
         command: Sequence[str] | None = None,
         env: dict[str, str] | None = None,
         passFds: Sequence[int] = (),
+        logfile: str | None = None,
     ) -> None:
         """
         @param args: Options of C{smtpd} besides C{--listen}.
@@ -103,9 +104,15 @@ class TwistdServer:
             of L{twistdCommand}.
         @param env: Variables added to L{twistdEnvironment}.
         @param passFds: File descriptors the process inherits.
+        @param logfile: A path for C{twistd --logfile}, followed (through
+            renames) as the log instead of standard output; by default the
+            log is standard output.
         """
         listening = [part for endpoint in listen for part in ("--listen", endpoint)]
-        options = ["--nodaemon", "--pidfile=", "--logfile=-", "smtpd", *listening, *args]
+        logging = "--logfile=-" if logfile is None else f"--logfile={logfile}"
+        options = ["--nodaemon", "--pidfile=", logging, "smtpd", *listening, *args]
+        self._logfile = logfile
+        self._readers = 0
         self._command = [*command, *options] if command is not None else twistdCommand(*options)
         self._listeners = len(listen)
         self._env = env or {}
@@ -116,6 +123,7 @@ class TwistdServer:
         self._eof = False
         self._process: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
+        self._tailer: threading.Thread | None = None
         self.port = 0
         self.ports: list[int | str] = []
         self.returncode: int | None = None
@@ -137,8 +145,12 @@ class TwistdServer:
             stderr=subprocess.STDOUT,
             pass_fds=self._passFds,
         )
+        self._readers = 1 if self._logfile is None else 2
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        if self._logfile is not None:
+            self._tailer = threading.Thread(target=self._tail, args=(self._logfile,), daemon=True)
+            self._tailer.start()
         try:
             self.waitFor(self._isListening, START_TIMEOUT)
             for port in self.ports:
@@ -233,9 +245,53 @@ class TwistdServer:
             with self._changed:
                 self._lines.append(line)
                 self._changed.notify_all()
+        self._readerDone()
+
+    def _readerDone(self) -> None:
         with self._changed:
-            self._eof = True
+            self._readers -= 1
+            if self._readers == 0:
+                self._eof = True
             self._changed.notify_all()
+
+    def _tail(self, path: str) -> None:
+        """
+        Collect the lines written into the log file C{path} until the
+        process has exited: the file open now is read to its end before
+        one that replaced it (a rotation) is followed.
+        """
+        assert self._process is not None
+        handle: IO[bytes] | None = None
+        partial = b""
+        try:
+            while True:
+                exited = self._process.poll() is not None
+                data = b""
+                if handle is not None:
+                    data = handle.read()
+                    try:
+                        replaced = os.stat(path).st_ino != os.fstat(handle.fileno()).st_ino
+                    except FileNotFoundError:
+                        replaced = False
+                    if replaced and not data:
+                        handle.close()
+                        handle = None
+                if handle is None and os.path.exists(path):
+                    handle = open(path, "rb")  # noqa: SIM115 -- kept open across iterations
+                    data += handle.read()
+                if data:
+                    *lines, partial = (partial + data).split(b"\n")
+                    with self._changed:
+                        self._lines.extend(line + b"\n" for line in lines)
+                        self._changed.notify_all()
+                elif exited:
+                    return
+                else:
+                    time.sleep(0.02)
+        finally:
+            if handle is not None:
+                handle.close()
+            self._readerDone()
 
     @property
     def output(self) -> str:
@@ -262,8 +318,7 @@ class TwistdServer:
         except subprocess.TimeoutExpired:
             self.kill()
             raise ServerFailed(f"server ignored SIGTERM:\n{self.output}") from None
-        if self._reader is not None:
-            self._reader.join(STOP_TIMEOUT)
+        self._joinReaders()
         assert process.stdout is not None
         process.stdout.close()
         return self.returncode
@@ -278,10 +333,14 @@ class TwistdServer:
         if process.poll() is None:
             process.kill()
         self.returncode = process.wait(STOP_TIMEOUT)
-        if self._reader is not None:
-            self._reader.join(STOP_TIMEOUT)
+        self._joinReaders()
         assert process.stdout is not None
         process.stdout.close()
+
+    def _joinReaders(self) -> None:
+        for reader in (self._reader, self._tailer):
+            if reader is not None:
+                reader.join(STOP_TIMEOUT)
 
 
 def startWorkers(

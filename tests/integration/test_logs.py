@@ -321,3 +321,37 @@ class TLSLogTests(ServerTestCase):
             self.server.output,
             r"\] \S+ TLS TLSv1\.3 TLS_\S+ from localhost\[127\.0\.0\.1\] sni=None\n",
         )
+
+
+class LogFileTests(ServerTestCase):
+    """
+    C{--logfile}, rotated by logrotate.
+    """
+
+    def test_sigusr1Reopens(self) -> None:
+        """
+        After logrotate moved the log file, SIGUSR1 has the server log into
+        a new file at the same path and say so; open sessions go on, and
+        the old file ends with the lines logged before.
+        """
+        directory = self.makeDirectory()
+        path = os.path.join(directory, "smtpd.log")
+        self.startServer("--sink", maildir=False, logfile=path)
+        client = self.smtp()
+        client.ehlo()
+        self.server.waitForLog(" connect from ")
+        os.rename(path, path + ".1")
+        self.server.signal(signal.SIGUSR1)
+        self.server.waitForLog(f"Log file {path} reopened (SIGUSR1)")
+        self.assertEqual(client.noop()[0], 250)
+        client.quit()
+        self.server.waitForLog(" close")
+        self.stopServer()
+        with open(path + ".1", encoding="utf-8") as f:
+            rotated = f.read()
+        with open(path, encoding="utf-8") as f:
+            current = f.read()
+        self.assertIn(" connect from ", rotated)
+        self.assertNotIn(" close", rotated)
+        self.assertIn(" close\n", current)
+        self.assertEqual(current.count("reopened (SIGUSR1)"), 1, current)

@@ -180,6 +180,37 @@ class StopTests(SynchronousTestCase):
         busy.send(b"Subject: late\r\n\r\nbody\r\n.\r\n")
         self.assertEqual(busy.getreply()[0], 250)
 
+    def test_processGroupStopped(self) -> None:
+        """
+        SIGTERM to the whole process group (systemd's
+        C{KillMode=control-group}: every worker gets its own, and the one its
+        parent passes on) while a worker finishes a transaction stops every
+        process gracefully; the second SIGTERM leaves no critical line nor
+        traceback.
+        """
+        server, port = startWorkers(self, ["--sink", "--close-timeout", "20"])
+        pids = list(WorkersTests.workerPids(WorkersTests(), server).values())
+        busy = smtplib.SMTP("127.0.0.1", port, timeout=CLIENT_TIMEOUT)
+        self.addCleanup(busy.close)
+        busy.ehlo()
+        busy.mail("a@example.com")
+        busy.rcpt("b@example.com")
+        self.assertEqual(busy.docmd("DATA")[0], 354)
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        server.signal(signal.SIGTERM)
+        server.waitForLog("stopped listening", count=2, timeout=STOP_TIMEOUT)
+        # The worker holding the transaction has had both SIGTERMs by now.
+        server.waitForLog("Received SIGTERM", count=3, timeout=STOP_TIMEOUT)
+        busy.send(b"Subject: late\r\n\r\nbody\r\n.\r\n")
+        self.assertEqual(busy.getreply()[0], 250)
+        server.stop()
+        output = server.output
+        self.assertIn(server.returncode, (0, -signal.SIGTERM), output[-3000:])
+        self.assertNotIn("#critical", output)
+        self.assertNotIn("Traceback", output)
+        self.assertNotIn("ReactorNotRunning", output)
+
 
 def running(pid: int) -> bool:
     """
@@ -304,3 +335,50 @@ class WorkerListenersTests(SynchronousTestCase):
         self.assertEqual(sorted(found), sorted(expected))
         server.stop()
         self.assertIn(server.returncode, (0, -signal.SIGTERM), server.output[-3000:])
+
+
+class WorkerLogFileTests(SynchronousTestCase):
+    """
+    The workers' lines go into the parent's C{--logfile}, which SIGUSR1
+    reopens for all of them.
+    """
+
+    def failedLogin(self, port: int) -> None:
+        with smtplib.SMTP("127.0.0.1", port, timeout=CLIENT_TIMEOUT) as client:
+            client.ehlo()
+            client.user, client.password = "alice", "wrong"
+            with self.assertRaises(smtplib.SMTPAuthenticationError):
+                client.auth("PLAIN", client.auth_plain)
+
+    def test_sessionLinesInLogFile(self) -> None:
+        """
+        The session lines of every worker (here the failed logins fail2ban
+        looks for) are in the log file, in the log's format, every line
+        whole; after logrotate moved the file, SIGUSR1 to the parent has
+        every worker's lines go into the new one.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, "smtpd.log")
+        arguments = ["--sink", "--auth", "memory:alice:secret", "--allow-insecure-auth"]
+        server, port = startWorkers(self, arguments, directory, logfile=path)
+        for _ in range(3):
+            self.failedLogin(port)
+        server.waitForLog(" auth failed: PLAIN from ", count=3)
+        os.rename(path, path + ".1")
+        server.signal(signal.SIGUSR1)
+        server.waitForLog(f"Log file {path} reopened (SIGUSR1)")
+        for _ in range(3):
+            self.failedLogin(port)
+        server.waitForLog(" auth failed: PLAIN from ", count=6)
+        server.stop()
+        self.assertIn(server.returncode, (0, -signal.SIGTERM), server.output[-3000:])
+        with open(path + ".1", encoding="utf-8") as f:
+            rotated = f.read()
+        with open(path, encoding="utf-8") as f:
+            current = f.read()
+        self.assertEqual(rotated.count(" auth failed: "), 3, rotated)
+        self.assertEqual(current.count(" auth failed: "), 3, current)
+        self.assertEqual(rotated.count("worker ready, pid"), 2, rotated)
+        for line in (rotated + current).splitlines():
+            self.assertRegex(line, r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+0000 \[\S+\] |\t)")

@@ -66,6 +66,7 @@ class BufferedLogWriter:
         reactor: Any = None,
         interval: float = 0.5,
         limit: int = 65536,
+        onBrokenPipe: Callable[[], object] | None = None,
     ) -> None:
         """
         @param out: A text file (standard output, or C{twistd}'s C{LogFile}).
@@ -74,8 +75,12 @@ class BufferedLogWriter:
             default.
         @param interval: Seconds a line may wait in the buffer.
         @param limit: Characters buffered before a write regardless.
+        @param onBrokenPipe: Called once when C{out} is a pipe whose reader
+            is gone (a worker's parent, killed); it points C{out} somewhere
+            else, and the lines are written there.
         """
         self._out = out
+        self._onBrokenPipe = onBrokenPipe
         self.json = json
         self._reactor = reactor
         self._interval = interval
@@ -169,6 +174,15 @@ class BufferedLogWriter:
                 text += "\n\t" + failure.getTraceback().rstrip("\n").replace("\n", "\n\t")
         self._add(text + "\n")
 
+    def forward(self, text: str) -> None:
+        """
+        Log lines another process wrote in this writer's format (a worker
+        of C{--workers}), as they are.
+
+        @param text: Whole lines, each ending with a newline.
+        """
+        self._add(text)
+
     def _add(self, text: str) -> None:
         self._buffer.append(text)
         self._size += len(text)
@@ -182,6 +196,30 @@ class BufferedLogWriter:
         self._pending = None
         self.flush()
 
+    @property
+    def path(self) -> str | None:
+        """
+        The path of the file written, or C{None} for a stream (standard
+        output).
+        """
+        if callable(getattr(self._out, "reopen", None)):
+            path: str | None = getattr(self._out, "path", None)
+            return path
+        return None
+
+    def reopen(self) -> None:
+        """
+        Write the buffered lines, then open the log file again (after
+        logrotate moved it); a stream (standard output) stays as it is.
+
+        @raise OSError: The file could not be opened again; lines go on
+            into the one open before.
+        """
+        self.flush()
+        reopen = getattr(self._out, "reopen", None)
+        if callable(reopen):
+            reopen()
+
     def flush(self) -> None:
         """
         Write every buffered line now.
@@ -194,5 +232,13 @@ class BufferedLogWriter:
         data = "".join(self._buffer)
         self._buffer.clear()
         self._size = 0
-        self._out.write(data)
-        self._out.flush()
+        try:
+            self._out.write(data)
+            self._out.flush()
+        except BrokenPipeError:
+            onBrokenPipe, self._onBrokenPipe = self._onBrokenPipe, None
+            if onBrokenPipe is None:
+                raise
+            onBrokenPipe()
+            self._out.write(data)
+            self._out.flush()

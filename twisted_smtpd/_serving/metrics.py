@@ -16,10 +16,14 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from twisted.logger import Logger
+from twisted.protocols.policies import WrappingFactory
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from twisted_smtpd._core.options import AUTH_METHODS
+from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.replies import Reply
 from twisted_smtpd._core.session import Session
 
@@ -279,19 +283,120 @@ class HealthResource(Resource):
         return b"not accepting connections\n"
 
 
-def metricsSite(registry: Any, healthy: Callable[[], bool]) -> Any:
+#: Seconds a request to the metrics listener may take from its first byte
+#: to its last header, and an idle connection may stay open.
+REQUEST_DEADLINE = 10
+
+#: Connections the metrics listener holds at once; more are closed at once.
+MAX_CONNECTIONS = 8
+
+_log = Logger(namespace="twisted_smtpd.metrics")
+
+
+class _MetricsChannel(HTTPChannel):
     """
-    The web site serving C{/metrics} and C{/healthz}.
+    HTTP for C{/metrics} and C{/healthz}: only C{GET} and C{HEAD} without a
+    body, anything else refused (405, 413) and the connection closed before
+    any body is read; a request must be whole within the channel's timeout
+    (L{REQUEST_DEADLINE}) of its first byte, which the bytes that follow do
+    not push back (Twisted's idle timeout, reset by every byte, does).
+    """
+
+    _receiving = False
+    _refused = False
+
+    def resetTimeout(self) -> None:
+        if not self._receiving:
+            super().resetTimeout()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.resetTimeout()
+        self._receiving = True
+        super().dataReceived(data)
+
+    def allHeadersReceived(self) -> None:
+        self._receiving = False
+        if self._command not in (b"GET", b"HEAD"):
+            self._refuse(b"405 Method Not Allowed", b"Allow: GET, HEAD\r\n")
+        elif self.length != 0:
+            self._refuse(b"413 Content Too Large", b"")
+        else:
+            super().allHeadersReceived()
+
+    def _refuse(self, status: bytes, headers: bytes) -> None:
+        self._refused = True
+        assert self.transport is not None
+        _log.info(
+            "metrics: {status} for {method} from {peer}",
+            status=status.decode("ascii"),
+            method=printable(self._command.decode("latin-1")[:20]),
+            peer=formatPeer(self.transport.getPeer()),
+        )
+        self.transport.write(
+            b"HTTP/1.1 " + status + b"\r\n" + headers + b"Content-Length: 0\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        self.transport.loseConnection()
+
+    def allContentReceived(self) -> None:
+        if not self._refused:
+            super().allContentReceived()
+
+
+class _ConnectionLimit(WrappingFactory):
+    """
+    At most C{limit} connections at once; one more is closed at once, with
+    a log line.
+    """
+
+    def __init__(self, wrappedFactory: Any, limit: int) -> None:
+        super().__init__(wrappedFactory)
+        self.limit = limit
+
+    def buildProtocol(self, addr: Any) -> Any:
+        if len(self.protocols) >= self.limit:
+            _log.info(
+                "metrics: connection from {peer} refused: {limit} connections open",
+                peer=formatPeer(addr),
+                limit=self.limit,
+            )
+            return None
+        return super().buildProtocol(addr)
+
+
+def formatPeer(address: Any) -> str:
+    """
+    C{host:port} of an IP address, else its C{repr}.
+    """
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if host is None:
+        return repr(address)
+    return f"{host}:{port}"
+
+
+def metricsSite(registry: Any, healthy: Callable[[], bool], reactor: Any = None) -> Any:
+    """
+    The web site serving C{/metrics} and C{/healthz}, behind a limit of
+    L{MAX_CONNECTIONS} connections; requests other than C{GET} and C{HEAD}
+    without a body are refused before any body is read, and each must be
+    whole within L{REQUEST_DEADLINE} seconds of its first byte.
+
+    @param reactor: What times the connections out; the global reactor by
+        default.
     """
     from twisted.web.server import Site
 
     root = Resource()
     root.putChild(b"metrics", MetricsResource(registry))
     root.putChild(b"healthz", HealthResource(healthy))
-    site = Site(root)
+    site = Site(root, timeout=REQUEST_DEADLINE, reactor=reactor)
+    # Plain HTTP/1.1 (no HTTP/2 negotiation), with the checks above.
+    site.protocol = _MetricsChannel  # type: ignore[method-assign,assignment]
     site.noisy = False
     site.displayTracebacks = False
-    return site
+    factory = _ConnectionLimit(site, MAX_CONNECTIONS)
+    factory.noisy = False
+    return factory
 
 
 def multiprocessRegistry(path: str) -> Any:

@@ -1,12 +1,12 @@
 # -*- test-case-name: tests.test_tap -*-
 """
 L{SMTPDaemon}: the L{SMTPServer} that C{twistd smtpd} runs, with session
-logs, certificate reloading on SIGHUP and the JSON log observer.
+logs, certificate reloading on SIGHUP, the log file reopened on SIGUSR1 and
+the JSON log observer.
 """
 
 from __future__ import annotations
 
-import atexit
 import gc
 import signal
 from typing import Any
@@ -19,6 +19,8 @@ from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._serving.service import SMTPServer, _AdoptedListener
 from twisted_smtpd._serving.summary import logCertificates, logStopped, logSummary
 from twisted_smtpd._twistd.eventdispatch import withoutContext
+from twisted_smtpd._twistd.logfile import GivesLogObserver, ReopenOnSignal
+from twisted_smtpd._twistd.stopsignals import StopOnce
 from twisted_smtpd._twistd.tapconfig import exitWithError, reason
 
 
@@ -40,16 +42,18 @@ def settleStartupHeap() -> None:
     gc.freeze()
 
 
-class SMTPDaemon(SMTPServer):
+class SMTPDaemon(GivesLogObserver, SMTPServer):
     """
     The L{SMTPServer} that C{twistd smtpd} runs: logs sessions, reloads the
-    certificates on SIGHUP, and gives C{twistd} the JSON log observer when
-    asked for one.
+    certificates on SIGHUP, reopens the log file on SIGUSR1, and gives
+    C{twistd} the JSON log observer when asked for one.
 
     @ivar logObserver: The observer to log through instead of C{twistd}'s
         own, or C{None}.
     @ivar settleHeap: Whether to L{settle <settleStartupHeap>} the heap once
         the reactor runs: C{twistd smtpd} does, a test process must not.
+    @ivar stopOnce: Whether a second SIGTERM or SIGINT while the reactor
+        stops is ignored (L{StopOnce}): C{twistd smtpd} does.
     @ivar dispatchWithoutContext: Whether the reactor is to dispatch I/O
         events without a legacy log context (L{withoutContext}) from the
         start on: C{twistd smtpd} does; an embedding program keeps
@@ -66,22 +70,21 @@ class SMTPDaemon(SMTPServer):
         delivery: str = "",
         settleHeap: bool = False,
         dispatchWithoutContext: bool = False,
+        stopOnce: bool = False,
         **kw: Any,
     ) -> None:
         super().__init__(*args, **kw)
         self.logObserver = logObserver
         self.settleHeap = settleHeap
         self.dispatchWithoutContext = dispatchWithoutContext
+        self.stopOnce = stopOnce
         self._delivery = delivery or type(self.factory.handler).__name__
-        if isinstance(logObserver, BufferedLogWriter):
-            # The lines of the last moments, at exit (after the reactor
-            # stopped, lines are written at once).
-            atexit.register(logObserver.flush)
         writer = logObserver if isinstance(logObserver, BufferedLogWriter) else None
         self._writer = writer
         if logSessions:
             self.factory.addObserver(SessionLogger(self.factory.options.ignoredHosts, writer))
         self._previousHandler: Any = None
+        self._reopener: ReopenOnSignal | None = None
 
     def serveMetrics(self, description: str | None) -> None:
         """
@@ -111,16 +114,6 @@ class SMTPDaemon(SMTPServer):
     def _listenerCount(self) -> int:
         return sum(1 for service in self if isinstance(service, _Listener | _AdoptedListener))
 
-    def setServiceParent(self, parent: Any) -> None:
-        """
-        Join C{parent}; when it is C{twistd}'s application and a log
-        observer was given, C{twistd} logs through it.
-        """
-        super().setServiceParent(parent)
-        setComponent = getattr(parent, "setComponent", None)
-        if self.logObserver is not None and setComponent is not None:
-            setComponent(ILogObserver, self.logObserver)
-
     def privilegedStartService(self) -> None:
         """
         Listen (before C{twistd} drops privileges); a listener that cannot
@@ -133,7 +126,8 @@ class SMTPDaemon(SMTPServer):
 
     def startService(self) -> None:
         """
-        Start listening, reload the certificates on SIGHUP, settle the heap
+        Start listening, reload the certificates on SIGHUP, reopen the log
+        file on SIGUSR1 (until stopped), settle the heap
         once the reactor runs (with C{settleHeap}) and dispatch I/O events
         without a log context (with C{dispatchWithoutContext}).
         """
@@ -151,8 +145,12 @@ class SMTPDaemon(SMTPServer):
             # The self-signed certificate, made at its first use.
             self.factory.tls.whenMade(self._certificatesChanged)
         self._previousHandler = signal.signal(signal.SIGHUP, self._hangup)
+        self._reopener = ReopenOnSignal(self._writer, self.reactor)
+        self._reopener.install()
         if self.settleHeap:
             self.reactor.callWhenRunning(settleStartupHeap)
+        if self.stopOnce:
+            StopOnce(self.reactor).install()
 
     def _certificatesChanged(self) -> None:
         logCertificates(self)
@@ -163,12 +161,21 @@ class SMTPDaemon(SMTPServer):
     def stopService(self) -> Any:
         """
         Restore the SIGHUP handler, then close gracefully; the buffered log
-        lines are written when the process exits.
+        lines are written when the process exits.  SIGUSR1 reopens the log
+        file until the sessions are closed.
         """
         if self._previousHandler is not None:
             signal.signal(signal.SIGHUP, self._previousHandler)
             self._previousHandler = None
-        return super().stopService()
+        d = super().stopService()
+
+        def stopped(result: object) -> object:
+            if self._reopener is not None:
+                self._reopener.uninstall()
+                self._reopener = None
+            return result
+
+        return d.addBoth(stopped)
 
     def _stoppedListening(self, listeners: list[tuple[str, Any]]) -> None:
         for description, address in listeners:

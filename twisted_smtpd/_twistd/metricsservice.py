@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted_smtpd._serving.listeners import listenReason
 from twisted_smtpd._serving.metrics import MULTIPROC_ENV, metricsSite, multiprocessRegistry
 from twisted_smtpd._serving.summary import formatAddress
+from twisted_smtpd._twistd.logfile import GivesLogObserver
 from twisted_smtpd._twistd.tapconfig import exitWithError
 
 _log = Logger(namespace="twisted_smtpd.startup")
@@ -79,7 +80,7 @@ class _WorkersCollector:
         )
 
 
-class WorkerMetrics(MultiService):
+class WorkerMetrics(GivesLogObserver, MultiService):
     """
     The parent of C{--workers} with C{--metrics}: the workers write their
     metrics into a private directory (C{PROMETHEUS_MULTIPROC_DIR}), the

@@ -7,33 +7,21 @@ C{--workers} processes, with the log writer and the metrics listener.
 
 from __future__ import annotations
 
-import os
+import atexit
 import sys
 from typing import TYPE_CHECKING, Any
-
-from twisted.python.logfile import LogFile
 
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._serving.resolve import resolverFor
 from twisted_smtpd._twistd.daemon import SMTPDaemon
+from twisted_smtpd._twistd.logfile import logDestination
 from twisted_smtpd._twistd.workercert import SharedCertificate
-from twisted_smtpd._twistd.workers import ParentWatch, WorkerPool, parentPipe
+from twisted_smtpd._twistd.workers import ParentWatch, WorkerPool, parentPipe, stdoutToStderr
 
 if TYPE_CHECKING:
     # Imported when --metrics is given: the web server stays unloaded
     # otherwise (its modules cost about 2 MiB of memory).
     from twisted_smtpd._twistd.metricsservice import WorkerMetrics
-
-
-def _logDestination(config: Any) -> Any:
-    """
-    Where C{twistd} would write text logs: standard output, or its log file.
-    """
-    parent: Any = getattr(config, "parent", None) or {}
-    logfile = parent.get("logfile")
-    if logfile == "-" or (parent.get("nodaemon", True) and not logfile):
-        return sys.stdout
-    return LogFile.fromFullPath(os.path.abspath(logfile or "twistd.log"))
 
 
 def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | SharedCertificate:
@@ -47,6 +35,21 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
         makes one self-signed certificate for all of them when no
         certificate is configured.
     """
+    parent: Any = getattr(config, "parent", None) or {}
+    inherited = config.get("inherited") or []
+    writer = None
+    if config["log-format"] == "json" or not parent.get("syslog"):
+        # Text to syslog stays with twistd's observer; else one buffered
+        # writer takes every line, in order.  A worker's goes to its
+        # parent, through its standard output.
+        writer = BufferedLogWriter(
+            sys.stdout if inherited else logDestination(config),
+            json=config["log-format"] == "json",
+            onBrokenPipe=stdoutToStderr if inherited else None,
+        )
+        # The lines of the last moments, at exit (after the reactor
+        # stopped, lines are written at once).
+        atexit.register(writer.flush)
     if config.get("workerListeners"):
         options = config["serverOptions"]
         directory = None
@@ -54,24 +57,25 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
             from twisted_smtpd._twistd.metricsservice import WorkerMetrics, prepareWorkerMetrics
 
             directory = prepareWorkerMetrics()
+        if writer is None:
+            logging = ["--syslog", f"--prefix={parent.get('prefix') or 'twisted'}"]
+        else:
+            logging = ["--logfile=-"]
         pool = WorkerPool(
             config["workerListeners"],
             int(config["workers"]),
-            ["--nodaemon", "--pidfile=", "--logfile=-", "smtpd", *config["arguments"]],
+            ["--nodaemon", "--pidfile=", *logging, "smtpd", *config["arguments"]],
             stopTimeout=options.closeTimeout + 10,
+            logWriter=writer,
+            stopOnce=True,
         )
-        service: WorkerPool | WorkerMetrics = pool
+        service: WorkerPool | WorkerMetrics | SharedCertificate = pool
         if directory is not None:
             service = WorkerMetrics(pool, config["metrics"], directory)
         if options.certificate is None and "STARTTLS" not in options.disabledCommands:
-            return SharedCertificate(service, pool, options.name)
+            service = SharedCertificate(service, pool, options.name)
+        service.logObserver = writer
         return service
-    writer = None
-    parent: Any = getattr(config, "parent", None) or {}
-    if config["log-format"] == "json" or not parent.get("syslog"):
-        # Text to syslog stays with twistd's observer; else one buffered
-        # writer takes every line, in order.
-        writer = BufferedLogWriter(_logDestination(config), json=config["log-format"] == "json")
     server = SMTPDaemon(
         config["handler"],
         config["serverOptions"],
@@ -82,8 +86,8 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
         resolver=None if config["dns-server"] is None else resolverFor(config["dns-server"]),
         settleHeap=True,
         dispatchWithoutContext=True,
+        stopOnce=True,
     )
-    inherited = config.get("inherited") or []
     if config["metrics"] is not None:
         # A worker of --workers records its metrics for the parent to serve.
         server.serveMetrics(None if inherited else config["metrics"])
@@ -92,7 +96,7 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
     pipe = parentPipe() if inherited else None
     if pipe is not None:
         # A worker of --workers stops when its parent is gone.
-        ParentWatch(pipe).setServiceParent(server)
+        ParentWatch(pipe, logToStderr=writer).setServiceParent(server)
     if not inherited:
         for description in config["listen"]:
             server.addEndpoint(description)

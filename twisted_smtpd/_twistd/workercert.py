@@ -26,6 +26,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
 from twisted_smtpd._serving.selfsigned import selfSignedCertificate
+from twisted_smtpd._twistd.logfile import GivesLogObserver
 
 
 def _writePrivate(path: str, data: bytes) -> None:
@@ -37,7 +38,7 @@ def _writePrivate(path: str, data: bytes) -> None:
         f.write(data)
 
 
-class SharedCertificate(MultiService):
+class SharedCertificate(GivesLogObserver, MultiService):
     """
     Run C{service} (the workers' parent) with a self-signed certificate for
     C{hostname} made for all its workers.

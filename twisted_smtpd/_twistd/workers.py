@@ -13,6 +13,12 @@ parent meanwhile, so connections wait in the backlog rather than being
 refused.  SIGTERM (stopping the service) sends SIGTERM to every worker, which
 closes gracefully, and waits for them.
 
+Each worker writes its log lines, in the parent's format, to a pipe the
+parent reads (its standard output); the parent writes them, whole lines
+only, into its own log with its own lines: the log file, which SIGUSR1
+reopens for all of them, or standard output.  With C{twistd --syslog} and
+text, each worker logs to syslog itself.
+
 Workers never outlive their parent: each is handed the reading end of a pipe
 whose writing end only the parent holds (L{PARENT_PIPE} names it).  When the
 parent dies, even by SIGKILL (the OOM killer), the kernel closes that end,
@@ -37,13 +43,17 @@ from twisted.application.service import Service
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.error import ProcessExitedAlready, ReactorNotRunning
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_smtpd._core.printable import printable
 from twisted_smtpd._serving.listeners import splitDescription
+from twisted_smtpd._serving.logwriter import BufferedLogWriter
+from twisted_smtpd._twistd.logfile import GivesLogObserver, ReopenOnSignal
+from twisted_smtpd._twistd.stopsignals import StopOnce
 
 #: The environment variable that hands a worker its sockets:
 #: C{fd,family,description} entries separated by newlines.
@@ -133,18 +143,53 @@ def inheritedListeners(environ: dict[str, str] | None = None) -> list[tuple[int,
     return out
 
 
+#: The longest piece of a worker's log held back while it waits for the
+#: end of its line.
+_MAX_PARTIAL = 1 << 20
+
+
+def stdoutToStderr() -> None:
+    """
+    In a worker whose parent is gone: standard output (the pipe to the
+    parent) becomes standard error, so that the worker's last lines still
+    reach whoever reads that.
+    """
+    os.dup2(2, 1)
+
+
 class _Worker(ProcessProtocol):
     def __init__(self, pool: WorkerPool, index: int) -> None:
         self.pool = pool
         self.index = index
         self.ended: Deferred[None] = Deferred()
+        self._partial = b""
+
+    def outReceived(self, data: bytes) -> None:
+        """
+        Pass the worker's whole log lines on; the start of a line waits for
+        its end (up to L{_MAX_PARTIAL}).
+        """
+        data = self._partial + data
+        end = data.rfind(b"\n") + 1
+        if end == 0 and len(data) < _MAX_PARTIAL:
+            self._partial = data
+            return
+        if end == 0:
+            end = len(data)
+        self._partial = data[end:]
+        self.pool._workerLog(self, data[:end])
+
+    def outConnectionLost(self) -> None:
+        partial, self._partial = self._partial, b""
+        if partial:
+            self.pool._workerLog(self, partial)
 
     def processEnded(self, reason: Failure) -> None:
         self.ended.callback(None)
         self.pool._workerEnded(self, reason)
 
 
-class WorkerPool(Service):
+class WorkerPool(GivesLogObserver):
     """
     The parent of N worker processes.
 
@@ -164,8 +209,20 @@ class WorkerPool(Service):
         *,
         reactor: Any = None,
         stopTimeout: float = 60.0,
+        logWriter: BufferedLogWriter | None = None,
+        stopOnce: bool = False,
     ) -> None:
+        """
+        @param logWriter: The parent's log writer, into which the workers'
+            lines (their standard output) go; without it (C{twistd --syslog}
+            with text), the workers keep the parent's standard output.
+        @param stopOnce: Whether a second SIGTERM or SIGINT while the
+            reactor stops is ignored (L{StopOnce}): C{twistd smtpd} does.
+        """
+        self._stopOnce = stopOnce
         self._listeners = list(listeners)
+        self._writer = self.logObserver = logWriter
+        self._reopener: ReopenOnSignal | None = None
         self._count = count
         self._arguments = list(workerArguments)
         self._reactor = reactor
@@ -188,7 +245,8 @@ class WorkerPool(Service):
 
     def startService(self) -> None:
         """
-        Start every worker; SIGHUP is passed on to them (certificate reload).
+        Start every worker; SIGHUP is passed on to them (certificate
+        reload), SIGUSR1 reopens the log file the workers' lines go into.
         """
         super().startService()
         for spec in self._listeners:
@@ -204,6 +262,10 @@ class WorkerPool(Service):
             )
         if threading.current_thread() is threading.main_thread():
             self._previousHangup = signal.signal(signal.SIGHUP, self._hangup)
+        self._reopener = ReopenOnSignal(self._writer, self.reactor)
+        self._reopener.install()
+        if self._stopOnce:
+            StopOnce(self.reactor).install()
         for index in range(self._count):
             self._spawn(index)
 
@@ -222,7 +284,7 @@ class WorkerPool(Service):
         self._pending.pop(index, None)
         if self._stopping:
             return
-        childFDs: dict[int, int | str] = {0: "w", 1: 1, 2: 2}
+        childFDs: dict[int, int | str] = {0: "w", 1: 1 if self._writer is None else "r", 2: 2}
         lines = []
         fd = 3
         for spec in self._listeners:
@@ -236,6 +298,9 @@ class WorkerPool(Service):
         env = dict(os.environ)
         env[INHERITED] = "\n".join(lines)
         env[PARENT_PIPE] = str(fd)
+        if self._writer is not None:
+            # Its log lines come through a pipe, in UTF-8 whatever the locale.
+            env["PYTHONIOENCODING"] = "utf-8"
         argv = [sys.executable, "-c", _RUN_TWISTD, *self._arguments, *self.extraArguments]
         protocol = _Worker(self, index)
         process = self.reactor.spawnProcess(
@@ -243,6 +308,37 @@ class WorkerPool(Service):
         )
         self.workers[index] = (process, protocol)
         self._log.info("worker {index} started, pid {pid}", index=index, pid=process.pid)
+
+    def _workerLog(self, worker: _Worker, data: bytes) -> None:
+        """
+        Write lines a worker logged into this process's log; a line not in
+        the log's format (written by something else than the worker's log
+        writer) is logged as this process's own, naming the worker.
+        """
+        if self._writer is None:
+            return
+        text = data.decode("utf-8", "replace")
+        if not text.endswith("\n"):
+            text += "\n"
+        lines = text.split("\n")[:-1]
+        if all(map(self._isLogLine, lines)):
+            self._writer.forward(text)
+            return
+        for line in lines:
+            if self._isLogLine(line):
+                self._writer.forward(line + "\n")
+            elif line:
+                self._log.info("worker {index}: {line}", index=worker.index, line=printable(line))
+
+    def _isLogLine(self, line: str) -> bool:
+        """
+        Whether C{line} is in the log's format: a JSON object, or a line
+        starting with its time or continuing the one before (a tab).
+        """
+        assert self._writer is not None
+        if self._writer.json:
+            return line.startswith("{")
+        return line[:1].isdigit() or line.startswith("\t")
 
     def _workerEnded(self, worker: _Worker, reason: Failure) -> None:
         index = worker.index
@@ -287,6 +383,7 @@ class WorkerPool(Service):
         if self._previousHangup is not None:
             signal.signal(signal.SIGHUP, self._previousHangup)
             self._previousHangup = None
+        reopener, self._reopener = self._reopener, None
         ended = [protocol.ended for _, protocol in self.workers.values()]
         self.signalWorkers("TERM")
         for spec in self._listeners:
@@ -297,6 +394,8 @@ class WorkerPool(Service):
         def done(result: object) -> None:
             if killer.active():
                 killer.cancel()
+            if reopener is not None:
+                reopener.uninstall()
 
         return DeferredList(ended).addCallback(done)
 
@@ -359,13 +458,20 @@ class ParentWatch(Service):
 
     _log = Logger()
 
-    def __init__(self, fd: int, *, reactor: Any = None) -> None:
+    def __init__(
+        self, fd: int, *, reactor: Any = None, logToStderr: BufferedLogWriter | None = None
+    ) -> None:
         """
         @param fd: The worker's end of the pipe from its parent.
         @param reactor: The reactor (the global one by default).
+        @param logToStderr: The worker's log writer, whose standard output
+            goes to the parent: once the parent is gone, standard output
+            becomes standard error (L{stdoutToStderr}) before the writer
+            writes again.
         """
         self._fd = fd
         self._reactor = reactor
+        self._writer = logToStderr
         self._reader: _PipeReader | None = None
         self.parentGone = False
 
@@ -402,6 +508,10 @@ class ParentWatch(Service):
         if self.parentGone:
             return
         self.parentGone = True
+        if self._writer is not None:
+            stdoutToStderr()
         self._log.warn("Parent process gone; this worker stops (pid {pid})", pid=os.getpid())
         if self._reactor.running:
-            self._reactor.stop()
+            # Already stopping (SIGTERM came first): the stop goes on.
+            with suppress(ReactorNotRunning):
+                self._reactor.stop()

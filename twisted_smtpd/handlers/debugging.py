@@ -11,6 +11,7 @@ from typing import TextIO
 
 from twisted.internet.defer import Deferred
 
+from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.session import Session
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.interfaces import IMessageStream
@@ -37,8 +38,13 @@ def _envelopeText(session: Session) -> str:
 
 
 def _messageText(envelopeText: str, body: bytes) -> str:
-    lines = [envelopeText, *body.decode("utf-8", "replace").splitlines(), END, ""]
-    return "\n".join(lines)
+    # Lines end at LF (CRLF on the wire) only: every other control
+    # character, a lone CR, NUL, ESC or a C1 control, is escaped in place.
+    lines = body.decode("utf-8", "replace").split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    shown = [printable(line.removesuffix("\r")) for line in lines]
+    return "\n".join([envelopeText, *shown, END, ""])
 
 
 class DebuggingHandler(BaseHandler):
@@ -46,7 +52,10 @@ class DebuggingHandler(BaseHandler):
     Accept every message and print it to a text stream: a begin marker, the
     envelope (C{mail from:}, one C{rcpt to:} per recipient, C{peer:}), an
     empty line, the message decoded as UTF-8 (undecodable bytes replaced,
-    line endings as C{\\n}), and an end marker.
+    line endings as C{\\n}, every other control character escaped by
+    L{printable <twisted_smtpd._core.printable.printable>}, as C{\\x1b}), and
+    an end marker: what a client sends can neither forge a log line nor
+    drive the terminal showing it.
     """
 
     def __init__(self, out: TextIO | None = None) -> None:

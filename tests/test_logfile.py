@@ -1,0 +1,246 @@
+# -*- test-case-name: tests.test_logfile -*-
+"""
+L{AppendingLogFile} and L{logDestination}: the file C{twistd smtpd} logs
+into.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Callable
+
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_smtpd._serving.logwriter import BufferedLogWriter
+from twisted_smtpd._twistd.logfile import AppendingLogFile, ReopenOnSignal, logDestination
+
+
+class _Config(dict[str, object]):
+    """
+    Parsed C{smtpd} options with C{twistd}'s as C{parent}.
+    """
+
+    def __init__(self, parent: dict[str, object]) -> None:
+        super().__init__()
+        self.parent = parent
+
+
+class AppendingLogFileTests(SynchronousTestCase):
+    """
+    The log file is written at its end as it is at each write.
+    """
+
+    def setUp(self) -> None:
+        self.path = os.path.abspath(self.mktemp())
+
+    def truncate(self) -> None:
+        """
+        Do what logrotate's C{copytruncate} does after copying.
+        """
+        with open(self.path, "r+b") as f:
+            f.truncate(0)
+
+    def test_copytruncate(self) -> None:
+        """
+        After another program truncated the file, the next line is written
+        at its start, not after a hole of NUL bytes as long as the old
+        content.
+        """
+        log = AppendingLogFile.fromFullPath(self.path)
+        self.addCleanup(log.close)
+        log.write("old line\n" * 100)
+        log.flush()
+        self.truncate()
+        log.write("new line\n")
+        log.flush()
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), b"new line\n")
+
+    def test_existingFileKept(self) -> None:
+        """
+        An existing file is appended to.
+        """
+        with open(self.path, "w") as f:
+            f.write("before\n")
+        log = AppendingLogFile.fromFullPath(self.path)
+        self.addCleanup(log.close)
+        log.write("after\n")
+        log.flush()
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), b"before\nafter\n")
+
+    def test_reopenAppends(self) -> None:
+        """
+        The file opened again (L{AppendingLogFile.reopen}, after a move) is
+        appended to as well.
+        """
+        log = AppendingLogFile.fromFullPath(self.path)
+        self.addCleanup(log.close)
+        log.write("first\n")
+        os.rename(self.path, self.path + ".1")
+        log.reopen()
+        log.write("x" * 10 + "\n")
+        log.flush()
+        self.truncate()
+        log.write("second\n")
+        log.flush()
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), b"second\n")
+        with open(self.path + ".1", "rb") as f:
+            self.assertEqual(f.read(), b"first\n")
+
+
+class DestinationTests(SynchronousTestCase):
+    """
+    L{logDestination} follows C{twistd}'s options.
+    """
+
+    def test_logfile(self) -> None:
+        """
+        C{--logfile PATH} is an L{AppendingLogFile} on that path.
+        """
+        path = os.path.abspath(self.mktemp())
+        out = logDestination(_Config({"logfile": path, "nodaemon": False}))
+        self.addCleanup(out.close)
+        self.assertIsInstance(out, AppendingLogFile)
+        self.assertEqual(out.path, path)
+
+    def test_standardOutput(self) -> None:
+        """
+        C{--logfile=-}, or C{--nodaemon} without C{--logfile}, is standard
+        output.
+        """
+        self.assertIs(logDestination(_Config({"logfile": "-", "nodaemon": False})), sys.stdout)
+        self.assertIs(logDestination(_Config({"logfile": None, "nodaemon": True})), sys.stdout)
+
+
+class _Reactor:
+    """
+    Records what a signal handler schedules; never running, so the writer
+    writes each line at once.
+    """
+
+    running = False
+
+    def __init__(self) -> None:
+        self.calls: list[Callable[[], object]] = []
+
+    def callFromThread(self, f: Callable[[], object]) -> None:
+        self.calls.append(f)
+
+
+class ReopenOnSignalTests(SynchronousTestCase):
+    """
+    SIGUSR1 reopens the log file and leaves one line; it never ends the
+    process.
+    """
+
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        self.path = os.path.join(self.directory, "smtpd.log")
+        self.reactor = _Reactor()
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def read(self, path: str) -> str:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+
+    def signalled(self, writer: BufferedLogWriter | None) -> None:
+        """
+        Install the handler, deliver SIGUSR1 to it, and run what it
+        scheduled.
+        """
+        previous = signal.getsignal(signal.SIGUSR1)
+        reopener = ReopenOnSignal(writer, self.reactor)
+        reopener.install()
+        self.addCleanup(reopener.uninstall)
+        handler = signal.getsignal(signal.SIGUSR1)
+        self.assertNotIn(handler, (previous, signal.SIG_DFL, None))
+        assert callable(handler)
+        handler(signal.SIGUSR1, None)
+        self.assertEqual(len(self.reactor.calls), 1)
+        self.reactor.calls.pop()()
+
+    def messages(self) -> list[tuple[LogLevel, str]]:
+        return [(e["log_level"], formatEvent(e)) for e in self.events]
+
+    def test_reopenAfterMove(self) -> None:
+        """
+        After logrotate moved the file, SIGUSR1 has the lines go into a new
+        file at the same path; the buffered lines go into the old one first,
+        and one info line says the file was reopened.
+        """
+        logFile = AppendingLogFile.fromFullPath(self.path)
+        self.addCleanup(logFile.close)
+        writer = BufferedLogWriter(logFile, reactor=self.reactor)
+        writer.line("before", {})
+        os.rename(self.path, self.path + ".1")
+        self.signalled(writer)
+        writer.line("after", {})
+        self.assertIn("] before\n", self.read(self.path + ".1"))
+        self.assertNotIn("after", self.read(self.path + ".1"))
+        self.assertTrue(self.read(self.path).endswith("] after\n"))
+        self.assertEqual(
+            self.messages(), [(LogLevel.info, f"Log file {self.path} reopened (SIGUSR1)")]
+        )
+
+    def test_reopenFails(self) -> None:
+        """
+        A file that cannot be opened again leaves one error line naming it,
+        and the lines go on into the old file.
+        """
+        logFile = AppendingLogFile.fromFullPath(self.path)
+        self.addCleanup(logFile.close)
+        writer = BufferedLogWriter(logFile, reactor=self.reactor)
+        moved = self.directory + ".old"
+        shutil.move(self.directory, moved)
+        self.signalled(writer)
+        writer.line("still here", {})
+        self.assertIn("] still here\n", self.read(os.path.join(moved, "smtpd.log")))
+        [(level, text)] = self.messages()
+        self.assertEqual(level, LogLevel.error)
+        self.assertTrue(
+            text.startswith(
+                f"Reopening the log file {self.path} failed, logging on into the old one: "
+                "No such file or directory"
+            ),
+            text,
+        )
+
+    def test_standardOutput(self) -> None:
+        """
+        Logging to standard output, SIGUSR1 only leaves its line.
+        """
+        out = io.StringIO()
+        self.signalled(BufferedLogWriter(out, reactor=self.reactor))
+        self.assertEqual(
+            self.messages(),
+            [(LogLevel.info, "SIGUSR1: logging to standard output, no log file to reopen")],
+        )
+
+    def test_syslog(self) -> None:
+        """
+        With C{twistd}'s syslog observer (no writer), SIGUSR1 only leaves
+        its line.
+        """
+        self.signalled(None)
+        self.assertEqual(
+            self.messages(), [(LogLevel.info, "SIGUSR1: logging to syslog, no log file to reopen")]
+        )
+
+    def test_uninstall(self) -> None:
+        """
+        L{ReopenOnSignal.uninstall} puts the previous handler back.
+        """
+        previous = signal.getsignal(signal.SIGUSR1)
+        reopener = ReopenOnSignal(None, self.reactor)
+        reopener.install()
+        reopener.uninstall()
+        self.assertEqual(signal.getsignal(signal.SIGUSR1), previous)

@@ -1,0 +1,156 @@
+# -*- test-case-name: tests.test_logfile -*-
+"""
+Where C{twistd smtpd} writes its log: standard output, or C{--logfile}
+opened for appending and opened again on SIGUSR1 (L{ReopenOnSignal}).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.logger import ILogObserver, Logger
+from twisted.python.logfile import LogFile
+
+from twisted_smtpd._serving.logwriter import BufferedLogWriter
+from twisted_smtpd._twistd.tapconfig import reason
+
+
+class AppendingLogFile(LogFile):
+    """
+    C{twistd}'s L{LogFile} (rotated at 1 MB, reopened with L{reopen}),
+    written with C{O_APPEND}: every write lands at the end of the file as
+    it is then, so a file another program truncated (logrotate's
+    C{copytruncate}) goes on from its new end instead of from the old
+    offset, which would leave a hole of NUL bytes.
+    """
+
+    def _openFile(self) -> None:
+        super()._openFile()
+        fd = self._file.fileno()
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
+
+    def reopen(self) -> None:
+        """
+        Open the file at C{path} again (logrotate moved the old one); the
+        old file is closed only once the new one is open.
+
+        @raise OSError: It cannot be opened; writes go on into the old one.
+        """
+        old = self._file
+        try:
+            self._openFile()
+        except OSError:
+            self._file = old
+            raise
+        old.close()
+
+
+class GivesLogObserver(Service):
+    """
+    Base of the service C{twistd smtpd} runs (whichever its options make):
+    joining C{twistd}'s application, it has C{twistd} log through
+    C{logObserver} when one is set.
+
+    @ivar logObserver: The observer to log through instead of C{twistd}'s
+        own, or C{None}.
+    """
+
+    logObserver: ILogObserver | None = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        """
+        Join C{parent}; when it is C{twistd}'s application and a log
+        observer is set, C{twistd} logs through it.
+        """
+        super().setServiceParent(parent)
+        setComponent = getattr(parent, "setComponent", None)
+        if self.logObserver is not None and setComponent is not None:
+            setComponent(ILogObserver, self.logObserver)
+
+
+def logDestination(config: Any) -> Any:
+    """
+    Where C{twistd} would write text logs: standard output, or its log file.
+
+    @param config: The parsed options of C{smtpd}, whose C{parent} holds
+        C{twistd}'s own.
+    """
+    parent: Any = getattr(config, "parent", None) or {}
+    logfile = parent.get("logfile")
+    if logfile == "-" or (parent.get("nodaemon", True) and not logfile):
+        return sys.stdout
+    return AppendingLogFile.fromFullPath(os.path.abspath(logfile or "twistd.log"))
+
+
+class ReopenOnSignal:
+    """
+    SIGUSR1 opens the log file again, for logrotate's
+    C{postrotate kill -USR1}; each time leaves one line.  Without a log file
+    (standard output, or C{twistd}'s syslog observer) there is nothing to
+    reopen, and the signal only leaves its line: it never ends the process.
+    """
+
+    _log = Logger()
+
+    def __init__(self, writer: BufferedLogWriter | None, reactor: Any) -> None:
+        """
+        @param writer: The process's log writer, or C{None} when C{twistd}'s
+            syslog observer writes the log.
+        @param reactor: What runs the reopening, outside the signal handler.
+        """
+        self._writer = writer
+        self._reactor = reactor
+        self._previous: Any = None
+        self._installed = False
+
+    def install(self) -> None:
+        """
+        Handle SIGUSR1 from now on (in the main thread only, where signals
+        can be handled).
+        """
+        if not self._installed and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGUSR1, self._received)
+            self._installed = True
+
+    def uninstall(self) -> None:
+        """
+        Put back the handler SIGUSR1 had before L{install}.
+        """
+        if self._installed:
+            signal.signal(signal.SIGUSR1, self._previous)
+            self._installed = False
+            self._previous = None
+
+    def _received(self, signum: int, frame: object) -> None:
+        self._reactor.callFromThread(self.reopen)
+
+    def reopen(self) -> None:
+        """
+        Open the log file again and say so; a file that cannot be opened
+        leaves an error line and the old file in use.
+        """
+        writer = self._writer
+        path = None if writer is None else writer.path
+        if writer is None or path is None:
+            destination = "syslog" if writer is None else "standard output"
+            self._log.info(
+                "SIGUSR1: logging to {destination}, no log file to reopen",
+                destination=destination,
+            )
+            return
+        try:
+            writer.reopen()
+        except OSError as e:
+            self._log.error(
+                "Reopening the log file {path} failed, logging on into the old one: {error}",
+                path=path,
+                error=reason(e),
+            )
+            return
+        self._log.info("Log file {path} reopened (SIGUSR1)", path=path)
