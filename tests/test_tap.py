@@ -15,6 +15,8 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Application, IServiceCollection, IServiceMaker
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent, globalLogPublisher
 from twisted.plugin import getPlugins
@@ -24,6 +26,7 @@ from zope.interface.verify import verifyObject
 
 from tests.certs import CertificateAuthority
 from tests.integration import recordinghandler
+from tests.test_deadlines import LogCatcher
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.options import HIDEABLE, ServerOptions
 from twisted_smtpd._core.replies import Reply
@@ -1161,6 +1164,21 @@ class FakeReactor:
         self.whenRunning.append(f)
 
 
+class ClockReactor(Clock):
+    """
+    A L{Clock} that also takes calls from threads and for when it runs.
+    """
+
+    def callFromThread(self, f: Callable[..., object], *args: object) -> None:
+        f(*args)
+
+    def callWhenRunning(self, f: Callable[..., object], *args: object) -> None:
+        pass
+
+    def addSystemEventTrigger(self, *args: object) -> None:
+        pass
+
+
 class DaemonTests(SynchronousTestCase):
     """
     The service that C{twistd smtpd} runs.
@@ -1263,6 +1281,49 @@ class DaemonTests(SynchronousTestCase):
         self.assertEqual(len(reactor.calls), 1)
         self.successResultOf(server.stopService())
         self.assertEqual(signal.getsignal(signal.SIGUSR1), previous)
+
+    def stoppingWith(self, closed: Deferred[None]) -> tuple[Any, list[str], Deferred[Any]]:
+        """
+        Start and stop a daemon whose handler's C{close} returns C{closed}.
+        """
+        self.addCleanup(signal.signal, signal.SIGUSR1, signal.getsignal(signal.SIGUSR1))
+        self.addCleanup(signal.signal, signal.SIGHUP, signal.getsignal(signal.SIGHUP))
+        calls: list[str] = []
+
+        class Closing(SinkHandler):
+            def close(self) -> Deferred[None]:
+                calls.append("close")
+                return closed
+
+        clock = ClockReactor()
+        server = _tap.SMTPDaemon(Closing(), ServerOptions(), reactor=clock)
+        server.startService()
+        return clock, calls, server.stopService()
+
+    def test_handlerClosedAtStop(self) -> None:
+        """
+        Once its sessions are closed, stopping closes the handler's own
+        connections (its C{close}), and is done when they are.
+        """
+        closed: Deferred[None] = Deferred()
+        clock, calls, stopping = self.stoppingWith(closed)
+        self.assertEqual(calls, ["close"])
+        self.assertNoResult(stopping)
+        closed.callback(None)
+        self.successResultOf(stopping)
+
+    def test_handlerCloseDeadline(self) -> None:
+        """
+        A handler's C{close} that does not end within
+        C{HANDLER_CLOSE_TIMEOUT} seconds does not hold the stop: one warning.
+        """
+        log = LogCatcher(self)
+        clock, calls, stopping = self.stoppingWith(Deferred())
+        clock.advance(_daemon.HANDLER_CLOSE_TIMEOUT - 1)
+        self.assertNoResult(stopping)
+        clock.advance(1)
+        self.successResultOf(stopping)
+        self.assertEqual(len(log.matching("Closing the delivery's connections failed")), 1)
 
     def test_settleHeap(self) -> None:
         """

@@ -11,8 +11,11 @@ import gc
 import signal
 from typing import Any
 
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import ILogObserver, Logger
+from twisted.python.failure import Failure
 
+from twisted_smtpd._core.printable import printable
 from twisted_smtpd._serving.listeners import ListenFailed, _Listener
 from twisted_smtpd._serving.logging import SessionLogger
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
@@ -40,6 +43,10 @@ def settleStartupHeap() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+#: The most seconds the handler's C{close} may take when C{twistd smtpd} stops.
+HANDLER_CLOSE_TIMEOUT = 10.0
 
 
 class SMTPDaemon(GivesLogObserver, SMTPServer):
@@ -168,6 +175,7 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
             signal.signal(signal.SIGHUP, self._previousHandler)
             self._previousHandler = None
         d = super().stopService()
+        d.addBoth(self._closeHandler)
 
         def stopped(result: object) -> object:
             if self._reopener is not None:
@@ -176,6 +184,26 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
             return result
 
         return d.addBoth(stopped)
+
+    def _closeHandler(self, result: object) -> object:
+        """
+        Once the sessions are closed, close the handler's own connections
+        (a broker's, a next hop's pool, an HTTP pool) when it has a
+        C{close} method, within L{HANDLER_CLOSE_TIMEOUT} seconds.
+        """
+        close = getattr(self.factory.handler, "close", None)
+        if not callable(close):
+            return result
+        closing: Deferred[object] = maybeDeferred(close)
+        closing.addTimeout(HANDLER_CLOSE_TIMEOUT, self.reactor)
+
+        def failed(failure: Failure) -> None:
+            self._log.warn(
+                "Closing the delivery's connections failed: {error}",
+                error=printable(failure.getErrorMessage()),
+            )
+
+        return closing.addErrback(failed).addBoth(lambda _: result)
 
     def _stoppedListening(self, listeners: list[tuple[str, Any]]) -> None:
         for description, address in listeners:

@@ -358,7 +358,6 @@ def _relay(config: Mapping[str, Any], target: str, options: ServerOptions) -> IS
         maxSessions=int(config.get("relay-sessions") or 4),
         idleTimeout=30.0 if config.get("relay-idle") is None else float(config["relay-idle"]),
         logMessages=not config.get("quiet"),
-        closeOnShutdown=True,
     )
 
 
@@ -369,7 +368,6 @@ def _lmtpTo(config: Mapping[str, Any], endpoint: str, options: ServerOptions) ->
         endpoint,
         heloName=options.name,
         logMessages=not config.get("quiet"),
-        closeOnShutdown=True,
     )
 
 
