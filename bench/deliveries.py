@@ -8,7 +8,7 @@ to a local C{twisted.web} receiver, all on 127.0.0.1.
                                          [--rows sink,maildir,amqp,webhook]
 
 Runs with the project's own virtualenv, whose Python also runs the servers
-(they need pika and treq; C{bash bench/run.sh deliveries} uses C{.venv}),
+(they need pika; C{bash bench/run.sh deliveries} uses C{.venv}),
 and RabbitMQ from Debian's rabbitmq-server package for the C{amqp} row.  Each
 row gets a fresh server; the table gives messages per second, wall and
 server CPU time per message, and the CPU of the broker or receiver per
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--rows", default="sink,maildir,amqp,webhook")
     args = parser.parse_args(argv)
-    # The servers need pika and treq: run them with this interpreter.
+    # The servers need pika: run them with this interpreter.
     os.environ.setdefault("OURS_PYTHON", sys.executable)
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     quiet = ("--quiet",)

@@ -259,9 +259,50 @@ class WebhookOptionsTests(SynchronousTestCase):
             usage.UsageError, parse, "--webhook", "http://x/", "--webhook-format", "xml"
         )
 
-    def test_missingExtra(self) -> None:
+    def test_unusableURLs(self) -> None:
         """
-        Without treq, C{--webhook} says which extra to install.
+        A URL that could never be posted to is one usage line at start-up,
+        saying why: a port past 65535 (never taken modulo 65536), a user
+        name or password, no host, a bad IPv6 literal, an empty label, a
+        fragment.
+        """
+        for url, why in [
+            ("http://127.0.0.1:91750/hook", "port 91750 is not from 1 to 65535"),
+            ("http://127.0.0.1:0/hook", "port 0 is not from 1 to 65535"),
+            ("http://api:S3cret@127.0.0.1/hook", "a user name or password"),
+            ("http://api@127.0.0.1/hook", "a user name or password"),
+            ("http://", "the URL names no host"),
+            ("https:///path", "the URL names no host"),
+            ("http://[::1/x", "not a valid URL"),
+            ("http://[::g]/x", "not a valid URL"),
+            ("http://a..b/", "not a valid host name"),
+            ("http://-a.example/", "not a valid host name"),
+            ("http://a.example/x#frag", "a fragment"),
+            ("http://a.example/\u2028", "spaces or control characters"),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, "--webhook", url)
+            self.assertIn(why, str(e), url)
+            self.assertNotIn("\n", str(e))
+
+    def test_usableURLs(self) -> None:
+        """
+        Names, IPv4 and bracketed IPv6 addresses, explicit ports, queries
+        and internationalised names pass; the request goes to the URL in
+        ASCII.
+        """
+        for url, sent in [
+            ("http://127.0.0.1:8080/in", b"http://127.0.0.1:8080/in"),
+            ("https://hooks.example.com/in?key=1", b"https://hooks.example.com/in?key=1"),
+            ("http://[::1]:65535/in", b"http://[::1]:65535/in"),
+            ("http://b\u00fccher.example/in", b"http://xn--bcher-kva.example/in"),
+            ("http://hooks.example./", b"http://hooks.example./"),
+        ]:
+            handler = parse("--webhook", url)["handler"]
+            self.assertEqual(handler._requestURL, sent)
+
+    def test_noExtraNeeded(self) -> None:
+        """
+        C{--webhook} needs no package beyond the core: not treq.
         """
         saved = dict(sys.modules)
 
@@ -272,9 +313,5 @@ class WebhookOptionsTests(SynchronousTestCase):
         self.addCleanup(restore)
         sys.modules["treq"] = None  # type: ignore[assignment]
         sys.modules.pop("twisted_smtpd.handlers.webhook", None)
-        e = self.assertRaises(usage.UsageError, parse, "--webhook", "http://127.0.0.1/")
-        self.assertEqual(
-            str(e),
-            "--webhook needs the webhook extra (treq is missing): "
-            "pip install 'twisted-smtpd[webhook]'",
-        )
+        config = parse("--webhook", "http://127.0.0.1/")
+        self.assertEqual(config["handler"].url, "http://127.0.0.1/")

@@ -17,7 +17,9 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.testing import EventLoggingObserver
 from twisted.internet.threads import deferToThread
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from tests.certs import CertificateAuthority
@@ -236,6 +238,31 @@ class WebhookTests(TestCase):
         e = await self.assertFailure(self.deliver(untrusted), SMTPError)
         self.assertEqual(e.code, 451)
         self.assertEqual(len(receiver.requests), 1)
+
+    async def test_untrustedNamedNotRetried(self) -> None:
+        """
+        A certificate that does not verify is 451 at once, naming
+        OpenSSL's reason in the reply and in the one log line, without
+        further attempts.
+        """
+        logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        ca = CertificateAuthority(self.mktemp())
+        issued = ca.server("localhost")
+        endpoint = f"ssl:0:privateKey={issued.keyPath}:certKey={issued.certificatePath}"
+        url = await self.receiver(WebhookReceiver(), endpoint)
+        handler = self.handler(url, timeout=30)
+        started = time.monotonic()
+        e = await self.assertFailure(self.deliver(handler), SMTPError)
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertEqual(e.code, 451)
+        self.assertEqual(e.message, "Error: webhook unavailable (TLS: certificate verify failed)")
+        lines = [
+            formatEvent(event)
+            for event in logs
+            if event["log_level"] >= LogLevel.info and "webhook" in event.get("log_format", "")
+        ]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("certificate verify failed", lines[0])
 
     async def test_smtpDialogue(self) -> None:
         """

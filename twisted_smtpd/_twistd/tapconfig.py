@@ -399,8 +399,9 @@ def _extra(flag: str, extra: str, module: str) -> Any:
 
 
 def _webhook(config: Mapping[str, Any], url: str, options: ServerOptions) -> ISMTPHandler:
-    module = _extra("webhook", "webhook", "twisted_smtpd.handlers.webhook")
-    handler: ISMTPHandler = module.WebhookHandler(
+    from twisted_smtpd.handlers.webhook import WebhookHandler
+
+    handler: ISMTPHandler = WebhookHandler(
         url,
         secret=config["webhook-secret"],
         format=config["webhook-format"] or "raw",

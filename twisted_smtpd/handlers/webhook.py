@@ -1,27 +1,22 @@
 # -*- test-case-name: tests.test_webhook,tests.integration.test_webhook -*-
 """
 L{WebhookHandler}: POST every accepted message to an HTTP endpoint (a
-mail-to-API gateway), through C{treq}.
-
-Needs the C{webhook} extra: C{pip install 'twisted-smtpd[webhook]'}.
+mail-to-API gateway), through Twisted's L{Agent}.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import IO, Any, cast
+from typing import IO, Any
 
-import treq
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Protocol
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import Cooperator, TaskDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
     BrowserLikePolicyForHTTPS,
     FileBodyProducer,
-    HTTPConnectionPool,
 )
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
@@ -31,6 +26,13 @@ from twisted_smtpd._core.session import Session
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._envelope import envelopeFields, envelopeJSON, messageId, sanitise
 from twisted_smtpd.handlers._signedspool import SignedSpool
+from twisted_smtpd.handlers._webhookclient import (
+    checkURL,
+    describe,
+    discardBody,
+    makePool,
+    readBody,
+)
 from twisted_smtpd.handlers.relay import loadTrustRoot
 from twisted_smtpd.interfaces import IMessageStream
 
@@ -39,6 +41,9 @@ FORMATS = ("raw", "json")
 # is read at most before the connection is dropped.
 _KEEP = 1024
 _READ_LIMIT = 65536
+# Seconds the rest of a 2xx answer's body is read for before the connection
+# is dropped: the status already decided the reply.
+_DRAIN_TIMEOUT = 5.0
 
 TIMESTAMP_HEADER = "X-SMTPD-Timestamp"
 SIGNATURE_HEADER = "X-SMTPD-Signature"
@@ -68,61 +73,23 @@ class _Unclosable:
         """
 
 
-class _BoundedReader(Protocol):
-    """
-    Read a response body, keep its first L{_KEEP} bytes, and drop the
-    connection past L{_READ_LIMIT}.
-    """
-
-    def __init__(self, done: Deferred[bytes]) -> None:
-        self._done = done
-        self._kept = b""
-        self._read = 0
-
-    def dataReceived(self, data: bytes) -> None:
-        self._read += len(data)
-        if len(self._kept) < _KEEP:
-            self._kept += data[: _KEEP - len(self._kept)]
-        if self._read > _READ_LIMIT and self.transport is not None:
-            cast(IPushProducer, self.transport).stopProducing()
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        if not self._done.called:
-            self._done.callback(self._kept)
-
-
 def _stop(producer: FileBodyProducer) -> None:
     """
     Stop C{producer} if it started.
     """
-    with contextlib.suppress(AttributeError):
+    with contextlib.suppress(AttributeError, TaskDone):
         producer.stopProducing()
-
-
-def _readBody(response: IResponse) -> Deferred[bytes]:
-    """
-    The first L{_KEEP} bytes of C{response}'s body, read to its end (or to
-    L{_READ_LIMIT}); cancelling drops the connection.
-    """
-    reader: _BoundedReader
-
-    def cancel(d: Deferred[bytes]) -> None:
-        if reader.transport is not None:
-            cast(IPushProducer, reader.transport).stopProducing()
-
-    d: Deferred[bytes] = Deferred(cancel)
-    reader = _BoundedReader(d)
-    response.deliverBody(reader)
-    return d
 
 
 def _reason(response: IResponse, body: bytes) -> str:
     """
     Why the receiver refused, sanitised: the first line of a C{text/plain}
-    body, else the HTTP reason phrase.
+    body that is not content-coded, else the HTTP reason phrase.
     """
     types = response.headers.getRawHeaders(b"content-type") or [b""]
-    if types[0].lower().startswith(b"text/plain"):
+    codings = response.headers.getRawHeaders(b"content-encoding") or [b"identity"]
+    plain = all(c.strip().lower() == b"identity" for c in codings)
+    if plain and types[0].lower().startswith(b"text/plain"):
         for line in body.splitlines():
             text = sanitise(line)
             if text:
@@ -160,15 +127,26 @@ class WebhookHandler(BaseHandler):
         HMAC-SHA256 of C{TIMESTAMP "." BODY} (the timestamp header and the
         exact body bytes, the envelope among them).
 
-    The HTTP status decides the reply: 2xx is 250; 408, 429, 5xx, a
-    connection failure or no answer in time is tried again, with growing
-    pauses, until C{timeout} seconds after the message ended, then answered
-    451; any other 4xx is 550 with the receiver's reason (the first line of
-    a C{text/plain} body, or the reason phrase), sanitised; anything else
-    (1xx, 3xx) is 451.  The same reply goes to every recipient in LMTP mode.
+    The request is a plain HTTP/1.1 POST: no redirect is followed, no
+    cookie kept, no compressed answer asked for or decoded.
+
+    The HTTP status of the answer to the POST decides the reply, as soon as
+    the status line and headers are in: 2xx is 250 (the rest of the body is
+    read for at most 5 seconds and 64 KiB, then dropped); 408, 429, 5xx, a
+    status outside 100-599, a malformed answer, a connection failure or no
+    answer within C{attemptTimeout} is tried again, with growing pauses,
+    until C{timeout} seconds after the message ended, then answered 451; any
+    other 4xx is 550 with the receiver's reason (the first line of a
+    C{text/plain} body, or the reason phrase), sanitised; 1xx and 3xx
+    (redirects) are 451 at once, naming the status.  The same reply goes to
+    every recipient in LMTP mode.
 
     HTTPS URLs are verified against the system's CAs, or the PEM bundle
-    C{caCertificates}.
+    C{caCertificates}; a certificate that does not verify is 451 at once,
+    naming OpenSSL's reason, without more attempts.
+
+    A message leaves one log line: accepted, refused, or failed with the
+    last attempt's problem; each failed attempt leaves a debug line.
 
     @ivar url: Where messages are posted.
     """
@@ -182,6 +160,7 @@ class WebhookHandler(BaseHandler):
         secret: str | bytes | None = None,
         format: str = "raw",
         timeout: float = 50.0,
+        attemptTimeout: float = 20.0,
         caCertificates: str | None = None,
         spoolDirectory: str | None = None,
         firstRetry: float = 0.25,
@@ -189,13 +168,19 @@ class WebhookHandler(BaseHandler):
         reactor: Any = None,
     ) -> None:
         """
-        @param url: An C{http://} or C{https://} URL.
+        @param url: An C{http://} or C{https://} URL with a host, an
+            optional port from 1 to 65535, and no user name, password or
+            fragment.
         @param secret: The HMAC key signing each request, or C{None}.
         @param format: C{"raw"} or C{"json"}.
         @param timeout: Seconds after the end of a message within which the
             receiver must accept it, retries included; keep it below the
             SMTP client's patience (RFC 5321 section 4.5.3.2.6: 10 minutes)
             and the server's C{socketTimeout} does not apply to it.
+        @param attemptTimeout: Seconds one attempt may take to get the
+            answer's status and headers (within C{timeout}), so that an
+            attempt on a connection that went silent leaves time for
+            another on a new one.
         @param caCertificates: A PEM bundle to verify HTTPS with, instead of
             the system's CAs.
         @param spoolDirectory: Where the temporary files go.
@@ -203,25 +188,26 @@ class WebhookHandler(BaseHandler):
             doubles, up to C{maxRetryDelay}.
         @param maxRetryDelay: The longest pause between attempts.
         @param reactor: The reactor (the global one by default).
-        @raise ValueError: If C{url}, C{format}, C{timeout} or the CA
+        @raise ValueError: If C{url}, C{format}, a timeout or the CA
             bundle is not usable.
         """
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"not an http:// or https:// URL: {url!r}")
-        if any(c in url for c in "\r\n\x00 "):
-            raise ValueError("the URL contains spaces or control characters")
+        requestURL = checkURL(url)
         if format not in FORMATS:
             raise ValueError(f"format must be raw or json, not {format!r}")
         if not timeout > 0:
             raise ValueError("timeout must be positive")
+        if not attemptTimeout > 0:
+            raise ValueError("attemptTimeout must be positive")
         if reactor is None:
             from twisted.internet import reactor as _reactor
 
             reactor = _reactor
         self.url = url
+        self._requestURL = requestURL
         self._secret = secret.encode("utf-8") if isinstance(secret, str) else secret
         self._json = format == "json"
         self._timeout = timeout
+        self._attemptTimeout = attemptTimeout
         self._spoolDirectory = spoolDirectory
         self._firstRetry = firstRetry
         self._maxRetryDelay = maxRetryDelay
@@ -229,11 +215,13 @@ class WebhookHandler(BaseHandler):
         policy = BrowserLikePolicyForHTTPS(
             loadTrustRoot(caCertificates) if caCertificates is not None else None
         )
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
-        self._pool.maxPersistentPerHost = 16
-        self._client = treq.client.HTTPClient(
-            Agent(reactor, contextFactory=policy, pool=self._pool)
-        )
+        self._pool = makePool(reactor)
+        # A plain Agent: no RedirectAgent, CookieAgent or ContentDecoderAgent.
+        self._agent = Agent(reactor, contextFactory=policy, pool=self._pool)
+        self._cooperator = Cooperator(scheduler=self._schedule)
+
+    def _schedule(self, work: Any) -> Any:
+        return self._reactor.callLater(0, work)
 
     def close(self) -> Deferred[None]:
         """
@@ -288,7 +276,9 @@ class WebhookHandler(BaseHandler):
             attempt += 1
             remaining = deadline - self._reactor.seconds()
             try:
-                return await self._attempt(spool, headers, session, remaining)
+                return await self._attempt(
+                    spool, headers, session, min(remaining, self._attemptTimeout)
+                )
             except _TemporaryFailure as e:
                 problem = str(e)
             remaining = deadline - self._reactor.seconds()
@@ -300,7 +290,7 @@ class WebhookHandler(BaseHandler):
                     problem=problem,
                 )
                 raise SMTPError(451, f"Error: webhook unavailable ({problem})", "4.3.0")
-            self._log.info(
+            self._log.debug(
                 "{session} webhook attempt {attempt} failed ({problem}); again in {delay}s",
                 session=session.id,
                 attempt=attempt,
@@ -312,37 +302,57 @@ class WebhookHandler(BaseHandler):
             await pause
             delay = min(delay * 2, self._maxRetryDelay)
 
-    async def _attempt(
-        self, spool: SignedSpool, headers: Headers, session: Session, remaining: float
-    ) -> str:
-        spool.file.seek(0)
-        producer = FileBodyProducer(_Unclosable(spool.file))
+    async def _within(self, d: Deferred[Any], seconds: float) -> Any:
+        """
+        What C{d} fires with, cancelling it after C{seconds}.
 
-        async def exchange() -> tuple[IResponse, bytes]:
-            response: IResponse = await self._client.post(self.url, data=producer, headers=headers)
-            body = await _readBody(response)
-            return response, body
+        @raise CancelledError: If it took too long.
+        """
+        expired = []
 
-        d = Deferred.fromCoroutine(exchange())
-        timedOut = []
-
-        def timeOut() -> None:
-            timedOut.append(True)
+        def expire() -> None:
+            expired.append(True)
             d.cancel()
 
-        timer = self._reactor.callLater(max(remaining, 0), timeOut)
+        timer = self._reactor.callLater(max(seconds, 0), expire)
         try:
-            response, body = await d
-        except Exception as e:
-            _stop(producer)
-            if timedOut:
-                raise _TemporaryFailure("no answer in time") from e
-            raise _TemporaryFailure(sanitise(type(e).__name__)) from e
+            return await d
+        except Exception:
+            if expired:
+                raise CancelledError() from None
+            raise
         finally:
             if timer.active():
                 timer.cancel()
+
+    async def _attempt(
+        self, spool: SignedSpool, headers: Headers, session: Session, seconds: float
+    ) -> str:
+        spool.file.seek(0)
+        producer = FileBodyProducer(_Unclosable(spool.file), cooperator=self._cooperator)
+        started = self._reactor.seconds()
+        try:
+            response: IResponse = await self._within(
+                self._agent.request(b"POST", self._requestURL, headers, producer), seconds
+            )
+        except CancelledError:
+            _stop(producer)
+            raise _TemporaryFailure("no answer in time") from None
+        except Exception:
+            _stop(producer)
+            problem, retry = describe(Failure())
+            if retry:
+                raise _TemporaryFailure(problem) from None
+            self._log.warn(
+                "{session} webhook failed: {problem}", session=session.id, problem=problem
+            )
+            raise SMTPError(451, f"Error: webhook unavailable ({problem})", "4.3.0") from None
         code = response.code
         if 200 <= code < 300:
+            # The status decides: the rest of the body only frees the
+            # connection for the next message.
+            with contextlib.suppress(CancelledError):
+                await self._within(readBody(response, 0, _READ_LIMIT), _DRAIN_TIMEOUT)
             self._log.info(
                 "{session} webhook accepted {id}: HTTP {code}",
                 session=session.id,
@@ -350,8 +360,17 @@ class WebhookHandler(BaseHandler):
                 code=code,
             )
             return f"OK: queued as {messageId(session)}"
+        if not 100 <= code <= 599:
+            discardBody(response)
+            raise _TemporaryFailure(f"HTTP status {code} out of range")
         if code in (408, 429) or code >= 500:
+            discardBody(response)
             raise _TemporaryFailure(f"HTTP {code}")
+        left = seconds - (self._reactor.seconds() - started)
+        try:
+            body = await self._within(readBody(response, _KEEP, _READ_LIMIT), left)
+        except CancelledError:
+            body = b""
         reason = _reason(response, body)
         if 400 <= code < 500:
             self._log.warn(

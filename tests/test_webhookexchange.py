@@ -1,0 +1,371 @@
+# -*- test-case-name: tests.test_webhookexchange -*-
+"""
+L{WebhookHandler}'s HTTP exchanges in memory: the request it writes and
+the SMTP reply each answer gives, on a L{MemoryReactorClock} whose
+connections are L{StringTransport}s.
+"""
+
+from __future__ import annotations
+
+import gzip
+from typing import Any
+
+from OpenSSL import SSL
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IHostnameResolver,
+    IReactorPluggableNameResolver,
+    IResolutionReceiver,
+)
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
+from twisted.logger import LogLevel, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web._newclient import ResponseNeverReceived
+from zope.interface import implementer
+
+from tests.test_handlers import feed, makeSession
+from twisted_smtpd import SMTPError
+from twisted_smtpd._stream import MessageStream
+from twisted_smtpd.handlers._webhookclient import HEADER_LIMIT, IDLE_TIMEOUT, describe
+from twisted_smtpd.handlers.webhook import WebhookHandler
+
+MESSAGE = b"From: alice@example.com\r\nSubject: hook\r\n\r\nhello\r\n"
+URL = "http://receiver.example:8080/hook"
+
+
+@implementer(IHostnameResolver)
+class _Resolver:
+    """
+    Resolves every name to 127.0.0.1 at once.
+    """
+
+    def resolveHostName(
+        self,
+        resolutionReceiver: IResolutionReceiver,
+        hostName: str,
+        portNumber: int = 0,
+        addressTypes: Any = None,
+        transportSemantics: str = "TCP",
+    ) -> IResolutionReceiver:
+        resolutionReceiver.resolutionBegan(None)  # type: ignore[arg-type]
+        resolutionReceiver.addressResolved(IPv4Address("TCP", "127.0.0.1", portNumber))
+        resolutionReceiver.resolutionComplete()
+        return resolutionReceiver
+
+
+@implementer(IReactorPluggableNameResolver)
+class _Reactor(MemoryReactorClock):
+    nameResolver = _Resolver()
+
+    def installNameResolver(self, resolver: IHostnameResolver) -> IHostnameResolver:
+        raise NotImplementedError()
+
+
+class Exchange:
+    """
+    A handler on a memory reactor, and the connections it opened.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.reactor = _Reactor()
+        kwargs.setdefault("timeout", 50.0)
+        self.handler = WebhookHandler(URL, reactor=self.reactor, **kwargs)
+        self.transports: list[StringTransport] = []
+        self.protocols: list[Any] = []
+
+    def deliver(self) -> Deferred[str]:
+        """
+        Hand L{MESSAGE} to the handler as the server would.
+        """
+        stream = MessageStream()
+        d = self.handler.onData(stream, makeSession())
+        feed(stream, MESSAGE, 7)
+        self.reactor.advance(0)
+        return d
+
+    def connect(self) -> StringTransport:
+        """
+        Complete every connection the handler started, and return the last.
+        """
+        while len(self.transports) < len(self.reactor.tcpClients):
+            factory = self.reactor.tcpClients[len(self.transports)][2]
+            protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 8080))
+            transport = StringTransport(
+                hostAddress=IPv4Address("TCP", "127.0.0.1", 40000 + len(self.transports)),
+                peerAddress=IPv4Address("TCP", "127.0.0.1", 8080),
+            )
+            protocol.makeConnection(transport)
+            self.transports.append(transport)
+            self.protocols.append(protocol)
+        for _ in range(10):
+            self.reactor.advance(0)  # the body, a cooperator's steps
+        return self.transports[-1]
+
+    def answer(self, data: bytes, index: int = -1) -> None:
+        """
+        Deliver C{data} from the receiver on connection C{index}.
+        """
+        self.protocols[index].dataReceived(data)
+        self.reactor.advance(0)
+
+
+def requestHead(transport: StringTransport) -> bytes:
+    """
+    The request line and headers written to C{transport}, lower-cased.
+    """
+    return transport.value().partition(b"\r\n\r\n")[0].lower()
+
+
+class RedirectTests(SynchronousTestCase):
+    """
+    A redirect answers the POST: it is never followed nor retried.
+    """
+
+    def test_seeOtherNotFollowed(self) -> None:
+        """
+        A 303 to the POST is 451 naming the status; no GET goes to its
+        C{Location}, so the signed headers go nowhere else.
+        """
+        exchange = Exchange(secret=b"k")
+        d = exchange.deliver()
+        exchange.connect()
+        exchange.answer(
+            b"HTTP/1.1 303 See Other\r\nLocation: http://other.example/login\r\n"
+            b"Content-Length: 0\r\n\r\n"
+        )
+        e = self.failureResultOf(d, SMTPError).value
+        self.assertEqual((e.code, e.enhanced), (451, "4.3.0"))
+        self.assertEqual(e.message, "Error: unexpected answer from the receiver (HTTP 303)")
+        self.assertEqual(len(exchange.reactor.tcpClients), 1)
+
+    def test_redirectsAnsweredAtOnce(self) -> None:
+        """
+        301, 302, 307 and 308 are 451 at once, naming the status, with one
+        log line that names it too.
+        """
+        for code in (301, 302, 307, 308):
+            logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+            exchange = Exchange()
+            d = exchange.deliver()
+            exchange.connect()
+            exchange.answer(
+                b"HTTP/1.1 %d Moved\r\nLocation: http://127.0.0.1:1/moved\r\n"
+                b"Content-Length: 0\r\n\r\n" % code
+            )
+            e = self.failureResultOf(d, SMTPError).value
+            self.assertEqual(e.code, 451)
+            self.assertIn(f"HTTP {code}", e.message)
+            self.assertEqual(len(exchange.reactor.tcpClients), 1)
+            lines = [event for event in logs if event["log_level"] >= LogLevel.info]
+            self.assertEqual(len(lines), 1)
+            self.assertEqual(lines[0]["code"], code)
+
+
+class RequestTests(SynchronousTestCase):
+    """
+    The request carries no state from earlier answers and asks for no
+    content coding.
+    """
+
+    def test_noCookies(self) -> None:
+        """
+        A C{Set-Cookie} in an answer is not sent back with the next message.
+        """
+        exchange = Exchange()
+        d = exchange.deliver()
+        exchange.connect()
+        exchange.answer(
+            b"HTTP/1.1 200 OK\r\nSet-Cookie: session=abc; Max-Age=999999\r\n"
+            b"Content-Length: 0\r\n\r\n"
+        )
+        self.assertEqual(self.successResultOf(d), "OK: queued as s1d.1")
+        exchange.handler._pool.closeCachedConnections()
+        d = exchange.deliver()
+        transport = exchange.connect()
+        self.assertEqual(len(exchange.transports), 2)
+        self.assertNotIn(b"cookie", requestHead(transport))
+        self.assertNotIn(b"session=abc", transport.value())
+
+    def test_noContentCoding(self) -> None:
+        """
+        No C{Accept-Encoding} is sent, and a gzip body is not inflated: a
+        refusal's reason is then the reason phrase.
+        """
+        exchange = Exchange()
+        d = exchange.deliver()
+        transport = exchange.connect()
+        self.assertNotIn(b"accept-encoding", requestHead(transport))
+        body = gzip.compress(b"inflated reason\r\n")
+        exchange.answer(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
+            b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        )
+        e = self.failureResultOf(d, SMTPError).value
+        self.assertEqual(e.message, "Error: refused by the receiver: Bad Request")
+
+
+class ResponseBoundTests(SynchronousTestCase):
+    """
+    What is read of an answer is bounded, and the status decides.
+    """
+
+    def test_headersBounded(self) -> None:
+        """
+        Header lines that never end drop the connection once they pass
+        L{HEADER_LIMIT} octets; the attempt fails naming the bound.
+        """
+        exchange = Exchange(timeout=0.1)
+        d = exchange.deliver()
+        transport = exchange.connect()
+        exchange.answer(b"HTTP/1.1 200 OK\r\n")
+        line = b"X-Pad: " + b"v" * 200 + b"\r\n"
+        sent = 0
+        while not transport.disconnecting and sent < 10 * HEADER_LIMIT:
+            exchange.answer(line * 10)
+            sent += len(line) * 10
+        self.assertTrue(transport.disconnecting)
+        self.assertLessEqual(sent, HEADER_LIMIT + len(line) * 10)
+        e = self.failureResultOf(d, SMTPError).value
+        self.assertEqual(e.code, 451)
+        self.assertEqual(
+            e.message, f"Error: webhook unavailable (response headers over {HEADER_LIMIT} octets)"
+        )
+
+    def test_informationalAnswersCount(self) -> None:
+        """
+        1xx answers before the final one count towards the same bound.
+        """
+        exchange = Exchange(timeout=0.1)
+        d = exchange.deliver()
+        transport = exchange.connect()
+        sent = 0
+        while not transport.disconnecting and sent < 10 * HEADER_LIMIT:
+            exchange.answer(b"HTTP/1.1 102 Processing\r\n\r\n" * 100)
+            sent += 2800
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
+
+    def test_successBodyStalls(self) -> None:
+        """
+        A 2xx whose body stops short is 250 once the body has had its few
+        seconds, and its connection is dropped.
+        """
+        exchange = Exchange()
+        d = exchange.deliver()
+        transport = exchange.connect()
+        exchange.answer(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"ok":'
+        )
+        self.assertNoResult(d)
+        exchange.reactor.advance(5)
+        self.assertEqual(self.successResultOf(d), "OK: queued as s1d.1")
+        self.assertEqual(transport.producerState, "stopped")
+        self.assertEqual(len(exchange.reactor.tcpClients), 1)
+
+    def test_statusOutOfRange(self) -> None:
+        """
+        A status outside 100-599 is a protocol failure, tried again, and
+        named as such when the time is up.
+        """
+        exchange = Exchange(timeout=0.1)
+        d = exchange.deliver()
+        exchange.connect()
+        exchange.answer(b"HTTP/1.1 600 Odd\r\nContent-Length: 0\r\n\r\n")
+        e = self.failureResultOf(d, SMTPError).value
+        self.assertEqual(e.message, "Error: webhook unavailable (HTTP status 600 out of range)")
+
+        exchange = Exchange(firstRetry=1)
+        d = exchange.deliver()
+        exchange.connect()
+        exchange.answer(b"HTTP/1.1 600 Odd\r\nContent-Length: 0\r\n\r\n")
+        self.assertNoResult(d)
+        exchange.reactor.advance(1)
+        exchange.connect()
+        posts = sum(t.value().count(b"POST /hook ") for t in exchange.transports)
+        self.assertEqual(posts, 2)
+        exchange.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(self.successResultOf(d), "OK: queued as s1d.1")
+
+
+class AttemptTests(SynchronousTestCase):
+    """
+    Each attempt has its own deadline within the message's.
+    """
+
+    def test_silentConnectionRetried(self) -> None:
+        """
+        An attempt with no answer gives up after C{attemptTimeout} (20
+        seconds by default), and the next attempt, on a new connection,
+        can still succeed within the message's 50 seconds.
+        """
+        exchange = Exchange(firstRetry=0.25)
+        d = exchange.deliver()
+        first = exchange.connect()
+        exchange.reactor.advance(20)
+        self.assertTrue(first.disconnecting or getattr(first, "aborted", False))
+        self.assertNoResult(d)
+        exchange.reactor.advance(0.25)
+        exchange.connect()
+        self.assertEqual(len(exchange.transports), 2)
+        exchange.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(self.successResultOf(d), "OK: queued as s1d.1")
+
+    def test_idleConnectionsClosed(self) -> None:
+        """
+        A connection left idle in the pool is closed after L{IDLE_TIMEOUT}
+        seconds, not reused for a later message.
+        """
+        exchange = Exchange()
+        d = exchange.deliver()
+        transport = exchange.connect()
+        exchange.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.successResultOf(d)
+        self.assertFalse(transport.disconnecting)
+        exchange.reactor.advance(IDLE_TIMEOUT)
+        self.assertTrue(transport.disconnecting)
+
+    def test_oneLinePerFailedMessage(self) -> None:
+        """
+        A message that fails after several attempts leaves one line at
+        info level or above; each attempt leaves a debug line.
+        """
+        logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        exchange = Exchange(timeout=2, firstRetry=0.25, maxRetryDelay=0.25)
+        d = exchange.deliver()
+        attempts = 0
+        while not d.called:
+            exchange.connect()
+            exchange.answer(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
+            attempts += 1
+            exchange.reactor.advance(0.25)
+        self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
+        self.assertGreater(attempts, 3)
+        levels = [event["log_level"] for event in logs]
+        self.assertEqual([level for level in levels if level >= LogLevel.info], [LogLevel.warn])
+        self.assertEqual(levels.count(LogLevel.debug), attempts - 1)
+
+
+class DescribeTests(SynchronousTestCase):
+    """
+    L{describe} names the cause inside Twisted's wrapper exceptions.
+    """
+
+    def test_certificateNotVerified(self) -> None:
+        """
+        A certificate that does not verify is named with OpenSSL's reason,
+        and not worth another attempt.
+        """
+        error = SSL.Error([("SSL routines", "", "certificate verify failed")])
+        failure = Failure(ResponseNeverReceived([Failure(error)]))
+        self.assertEqual(describe(failure), ("TLS: certificate verify failed", False))
+
+    def test_otherTLSError(self) -> None:
+        """
+        Any other TLS error is named and worth another attempt.
+        """
+        error = SSL.Error([("SSL routines", "", "unexpected eof while reading")])
+        failure = Failure(ResponseNeverReceived([Failure(error)]))
+        self.assertEqual(describe(failure), ("TLS: unexpected eof while reading", True))

@@ -1,0 +1,261 @@
+# -*- test-case-name: tests.test_webhook -*-
+"""
+The HTTP parts of L{twisted_smtpd.handlers.webhook}: the URL checked once,
+a plain L{Agent} (no redirects, no cookies, no content decoding) over a
+connection pool that bounds the response headers it reads, bounded body
+reads, and one line saying why an exchange failed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, cast
+
+import hyperlink
+from OpenSSL import SSL
+from service_identity import VerificationError
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectError
+from twisted.internet.interfaces import IPushProducer, ITCPTransport
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.web._newclient import (
+    HTTP11ClientProtocol,
+    ParseError,
+)
+from twisted.web._newclient import (
+    _WrapperException as WrapperException,
+)
+from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
+from twisted.web.iweb import IResponse
+
+from twisted_smtpd._core.printable import validHostname
+from twisted_smtpd._smtpclient.clientprotocol import failureText
+from twisted_smtpd.handlers._envelope import sanitise
+
+#: The most octets of status lines and headers (any 1xx answers included)
+#: read for one response; nginx's largest default is 4 buffers of 8 KiB.
+HEADER_LIMIT = 65536
+#: Seconds an idle pooled connection is kept for the next message: long
+#: enough for a burst, short enough that a connection a firewall, NAT or
+#: load balancer has silently dropped is seldom reused.
+IDLE_TIMEOUT = 5
+#: Idle connections kept for each receiver.
+MAX_IDLE = 16
+
+
+class ResponseHeadersTooLarge(Exception):
+    """
+    The response's status line and headers passed L{HEADER_LIMIT} octets.
+    """
+
+    def __str__(self) -> str:
+        return f"response headers over {HEADER_LIMIT} octets"
+
+
+class _BoundedHeadersProtocol(HTTP11ClientProtocol):
+    """
+    An L{HTTP11ClientProtocol} that drops the connection once a response's
+    head is longer than L{HEADER_LIMIT} octets, as it does on a parse error.
+    """
+
+    _headerOctets = 0
+
+    def request(self, request: Any) -> Deferred[IResponse]:
+        self._headerOctets = 0
+        response: Deferred[IResponse] = super().request(request)
+        return response
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        parser = self._parser
+        # STATUS and HEADER: the head is not over yet (a 1xx starts again).
+        if parser is None or parser.state not in ("STATUS", "HEADER"):
+            return
+        self._headerOctets += len(data)
+        if self._headerOctets > HEADER_LIMIT:
+            self._giveUp(Failure(ResponseHeadersTooLarge()))
+            assert self.transport is not None
+            cast(ITCPTransport, self.transport).abortConnection()
+
+
+class _BoundedHeadersFactory(_HTTP11ClientFactory):
+    """
+    Builds L{_BoundedHeadersProtocol}s for the pool.
+    """
+
+    def buildProtocol(self, addr: object) -> _BoundedHeadersProtocol:
+        return _BoundedHeadersProtocol(self._quiescentCallback)
+
+
+def makePool(reactor: Any) -> HTTPConnectionPool:
+    """
+    A pool of persistent connections whose responses have bounded heads,
+    keeping at most L{MAX_IDLE} idle connections a receiver for
+    L{IDLE_TIMEOUT} seconds.
+    """
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool._factory = _BoundedHeadersFactory
+    pool.maxPersistentPerHost = MAX_IDLE
+    pool.cachedConnectionTimeout = IDLE_TIMEOUT
+    # Twisted only ever retries idempotent methods; say so for a POST.
+    pool.retryAutomatically = False
+    return pool
+
+
+def checkURL(url: str) -> bytes:
+    """
+    The request URL, in ASCII, of an C{http://} or C{https://} C{url} that
+    names a host (a name, an IPv4 address or a bracketed IPv6 address) and
+    a port from 1 to 65535, without a user name, password or fragment
+    (RFC 9110 section 4.2).
+
+    @raise ValueError: Saying what is wrong with C{url}.
+    """
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"not an http:// or https:// URL: {url!r}")
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ValueError("the URL contains spaces or control characters")
+    try:
+        parsed = hyperlink.URL.from_text(url)
+    except ValueError as e:
+        raise ValueError(f"not a valid URL: {e}") from None
+    if parsed.userinfo:
+        raise ValueError(
+            "a user name or password in the URL is not supported (RFC 9110 section 4.2.4)"
+        )
+    if parsed.fragment or url.endswith("#"):
+        raise ValueError("a fragment (#) in the URL is never sent")
+    host = parsed.host
+    if not host:
+        raise ValueError("the URL names no host")
+    port = parsed.port
+    if port is None or not 0 < port < 65536:
+        raise ValueError(f"port {port} is not from 1 to 65535")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if ":" in host:
+            raise ValueError(f"not an IPv6 address: {host!r}") from None
+        try:
+            uri = parsed.to_uri()
+        except ValueError as e:
+            raise ValueError(f"not a valid host name: {e}") from None
+        name = uri.host[:-1] if uri.host.endswith(".") else uri.host
+        if not validHostname(name):
+            raise ValueError(f"not a valid host name: {host!r}") from None
+    else:
+        # hyperlink's IDNA step refuses address literals: encode the rest.
+        uri = parsed.replace(host="address.invalid").to_uri().replace(host=host)
+    text: str = uri.to_text()
+    return text.encode("ascii")
+
+
+def _causes(failure: Failure) -> list[BaseException]:
+    """
+    C{failure}'s exception, or the exceptions inside Twisted's
+    C{ResponseFailed}, C{RequestTransmissionFailed} and
+    C{ResponseNeverReceived}, innermost first.
+    """
+    value = failure.value
+    assert value is not None
+    if isinstance(value, WrapperException):
+        found: list[BaseException] = []
+        for reason in value.reasons:
+            found.extend(_causes(reason))
+        return found
+    return [value]
+
+
+def describe(failure: Failure) -> tuple[str, bool]:
+    """
+    Why an exchange failed, in one sanitised line, and whether another
+    attempt may go better: a certificate that does not verify will not
+    verify a second later.
+    """
+    causes = _causes(failure)
+    for value in causes:
+        if isinstance(value, VerificationError):
+            return sanitise(f"TLS certificate does not match: {value}"), False
+        if isinstance(value, SSL.Error):
+            text = failureText(Failure(value))
+            return sanitise(f"TLS: {text}"), "certificate verify failed" not in text
+    for value in causes:
+        if isinstance(value, ResponseHeadersTooLarge):
+            return str(value), True
+        if isinstance(value, ParseError):
+            return sanitise(f"malformed HTTP response: {value.args[0]}"), True
+        if isinstance(value, ConnectError | OSError):
+            return sanitise(type(value).__name__), True
+    if causes:
+        return sanitise(type(causes[0]).__name__), True
+    return sanitise(type(failure.value).__name__), True
+
+
+class _BoundedReader(Protocol):
+    """
+    Read a response body into C{keep}, up to C{keep} bytes, and drop the
+    connection past C{limit}.
+    """
+
+    def __init__(self, done: Deferred[bytes], keep: int, limit: int) -> None:
+        self._done = done
+        self._keep = keep
+        self._limit = limit
+        self._kept = b""
+        self._read = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        self._read += len(data)
+        if len(self._kept) < self._keep:
+            self._kept += data[: self._keep - len(self._kept)]
+        if self._read > self._limit:
+            self.abandon()
+
+    def abandon(self) -> None:
+        """
+        Drop the connection: the rest of the body is not wanted.
+        """
+        if self.transport is not None:
+            cast(IPushProducer, self.transport).stopProducing()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        if not self._done.called:
+            self._done.callback(self._kept)
+
+
+class _Discarder(Protocol):
+    """
+    Drop the connection as soon as the body starts: nothing of it is
+    wanted.
+    """
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        cast(IPushProducer, self.transport).stopProducing()
+
+
+def discardBody(response: IResponse) -> None:
+    """
+    Drop C{response}'s connection unless its body was already read whole.
+    """
+    response.deliverBody(_Discarder())
+
+
+def readBody(response: IResponse, keep: int, limit: int) -> Deferred[bytes]:
+    """
+    The first C{keep} bytes of C{response}'s body, read to its end or to
+    C{limit} bytes, then the connection dropped; cancelling drops it too.
+    """
+    reader: _BoundedReader
+
+    def cancel(d: Deferred[bytes]) -> None:
+        reader.abandon()
+
+    d: Deferred[bytes] = Deferred(cancel)
+    reader = _BoundedReader(d, keep, limit)
+    response.deliverBody(reader)
+    return d
+
+
+__all__ = ["HEADER_LIMIT", "checkURL", "describe", "discardBody", "makePool", "readBody"]
