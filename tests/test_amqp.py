@@ -7,6 +7,7 @@ L{tests.integration.test_broker}.
 
 from __future__ import annotations
 
+import struct
 import sys
 
 import pika
@@ -498,5 +499,92 @@ class HandshakeFailureTests(TwistedProtocolConnectionTests):
             [
                 "message broker connection lost: the connection to the broker was lost;"
                 " again in 0.5s"
+            ],
+        )
+
+
+class FrameLimitTests(TwistedProtocolConnectionTests):
+    """
+    pika buffers an inbound frame until it is complete, whatever its size:
+    a frame announcing more than C{frame_max} ends the connection at once,
+    with one line, and the handler reconnects.
+    """
+
+    def test_oversizedFrame(self) -> None:
+        """
+        A 2 GiB frame announced after the handshake ends the connection as
+        soon as its header arrives; what follows is not buffered.
+        """
+        self.connected()
+        self.feed(struct.pack(">BHI", 1, 0, 0x7FFFFFF0))
+        self.assertTrue(self.transport.disconnected)
+        for _ in range(16):
+            self.feed(b"\0" * 65536)
+        self.assertLess(len(self.connection._impl._frame_buffer), 16)
+        self.lose(ConnectionAborted())
+        self.assertEqual(
+            self.lines(),
+            [
+                "message broker connection lost: the broker sent a frame of 2147483640"
+                " octets, over frame_max 131072; again in 0.5s"
+            ],
+        )
+        self.assertFalse(self.handler.ready)
+        self.clock.advance(0.5)
+        self.assertEqual(len(self.endpoint.connections), 2)
+
+    def test_fullSizeFrame(self) -> None:
+        """
+        A frame of exactly C{frame_max} octets, arriving in pieces, is
+        read as usual.
+        """
+        self.connected()
+        body = b"x" * (131072 - 8)
+        returned = methodFrame(spec.Basic.Return(312, "NO_ROUTE", "", "smtpd"), 1)
+        header = bytes(pika.frame.Header(1, len(body), pika.BasicProperties()).marshal())
+        frame = bytes(pika.frame.Body(1, body).marshal())
+        self.assertEqual(len(frame), 131072)
+        data = returned + header + frame
+        for offset in range(0, len(data), 1000):
+            self.feed(data[offset : offset + 1000])
+        self.assertFalse(self.transport.disconnecting)
+        self.assertEqual(self.connection._impl._frame_buffer, b"")
+        self.assertEqual(self.lines(), [])
+
+    def test_negotiatedFrameMax(self) -> None:
+        """
+        The limit is C{frame_max} as the broker tuned it, here lower than
+        asked for.
+        """
+        handshake = list(HANDSHAKE)
+        handshake[1] = methodFrame(spec.Connection.Tune(channel_max=0, frame_max=4096, heartbeat=0))
+        self.feed(*handshake)
+        self.assertTrue(self.handler.ready)
+        self.mark = len(self.events)
+        self.feed(struct.pack(">BHI", 3, 1, 4096 - 8 + 1))
+        self.assertTrue(self.transport.disconnected)
+        self.lose(ConnectionAborted())
+        self.assertEqual(
+            self.lines(),
+            [
+                "message broker connection lost: the broker sent a frame of 4097 octets,"
+                " over frame_max 4096; again in 0.5s"
+            ],
+        )
+
+    def test_notAMQP(self) -> None:
+        """
+        A peer that is not an AMQP broker (an HTTP server's reply) is cut
+        off at once rather than at the handshake's deadline: its first
+        octets announce a frame far over C{frame_max}.
+        """
+        self.feed(b"HTTP/1.1 400 Bad Request\r\n")
+        self.assertTrue(self.transport.disconnected)
+        self.lose(ConnectionAborted())
+        self.assertEqual(
+            self.lines(),
+            [
+                "message broker connection failed: the broker sent a frame of 1345270070"
+                " octets, over frame_max 131072; again in 0.5s"
             ],
         )

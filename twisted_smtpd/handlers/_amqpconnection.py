@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.test_amqp -*-
 """
 L{BrokerConnection}: pika's Twisted protocol with what it leaves out for
-L{twisted_smtpd.handlers.amqp.AMQPHandler}: the reason a connection ended,
-fit for one log line.
+L{twisted_smtpd.handlers.amqp.AMQPHandler}: a bound on the octets held for
+an incomplete inbound frame, and the reason a connection ended, fit for
+one log line.
 """
 
 from __future__ import annotations
@@ -17,14 +18,24 @@ from twisted.python.failure import Failure
 
 from twisted_smtpd.handlers._envelope import sanitise
 
+# AMQP 0-9-1 section 4.2.3: a frame is a 7-octet header (type, channel,
+# payload size), the payload and one frame-end octet.
+_FRAME_HEADER = 7
+_FRAME_OVERHEAD = _FRAME_HEADER + 1
+
 
 class BrokerConnection(TwistedProtocolConnection):  # type: ignore[misc]
     """
     One connection to the broker.
 
-    Inbound data pika cannot parse ends the connection.
+    pika buffers an inbound frame until it is complete, whatever its
+    announced size, and never checks it against C{frame_max} (AMQP 0-9-1
+    section 4.2.1: a peer must not send larger frames): a frame announcing
+    more than the connection's C{frame_max} (as negotiated, or as asked for
+    before the broker's C{Connection.Tune}) ends the connection at once, and
+    so does inbound data pika cannot parse.
 
-    pika's Twisted adapter reports every connection that ends, during
+    pika's Twisted adapter also reports every connection that ends, during
     the handshake or after, without its cause (the broker's
     C{Connection.Close} code and text, a missed heartbeat, ...):
     L{problem} keeps it.
@@ -47,9 +58,17 @@ class BrokerConnection(TwistedProtocolConnection):  # type: ignore[misc]
         if self.transport is not None:
             self.transport.abortConnection()
 
+    def frameMax(self) -> int:
+        """
+        The largest frame the broker may send: C{frame_max} as negotiated
+        once the broker tuned the connection, else as asked for.
+        """
+        return int(self._impl.params.frame_max)
+
     def dataReceived(self, data: bytes) -> None:
         """
-        Hand C{data} to pika; data it cannot parse ends the connection.
+        Hand C{data} to pika, then check what it left unparsed: at most one
+        incomplete frame, announcing no more than L{frameMax}.
         """
         if self._dropped:
             return
@@ -57,6 +76,15 @@ class BrokerConnection(TwistedProtocolConnection):  # type: ignore[misc]
             super().dataReceived(data)
         except Exception as e:
             self.drop(f"unreadable data from the broker ({sanitise(type(e).__name__)})")
+            return
+        # pika's buffer of octets received and not yet parsed.
+        pending: bytes = self._impl._frame_buffer
+        size = len(pending)
+        if size >= _FRAME_HEADER and not pending.startswith(b"AMQP"):
+            size = max(size, int.from_bytes(pending[3:_FRAME_HEADER], "big") + _FRAME_OVERHEAD)
+        limit = self.frameMax()
+        if size > limit:
+            self.drop(f"the broker sent a frame of {size} octets, over frame_max {limit}")
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
