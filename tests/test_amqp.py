@@ -7,12 +7,20 @@ L{tests.integration.test_broker}.
 
 from __future__ import annotations
 
+import struct
 import sys
 
 import pika
-from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from pika import spec
+from pika.adapters.twisted_connection import TwistedProtocolConnection
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
+from twisted.internet.protocol import Factory
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_handlers import makeSession
@@ -253,4 +261,330 @@ class AMQPOptionsTests(SynchronousTestCase):
         self.assertEqual(
             str(e),
             "--amqp needs the amqp extra (pika is missing): pip install 'twisted-smtpd[amqp]'",
+        )
+
+
+def methodFrame(method: object, channel: int = 0) -> bytes:
+    """
+    One AMQP method frame, as a broker sends it.
+    """
+    return bytes(pika.frame.Method(channel, method).marshal())
+
+
+# What a broker answers to bring pika to a confirmed channel with the queue
+# declared (frame_max 128 KiB, no heartbeats).
+START = methodFrame(
+    spec.Connection.Start(
+        server_properties={
+            "product": "test",
+            "capabilities": {"publisher_confirms": True, "basic.nack": True},
+        },
+        mechanisms="PLAIN",
+        locales="en_US",
+    )
+)
+TUNE = methodFrame(spec.Connection.Tune(channel_max=0, frame_max=131072, heartbeat=0))
+HANDSHAKE = (
+    START,
+    TUNE,
+    methodFrame(spec.Connection.OpenOk()),
+    methodFrame(spec.Channel.OpenOk(), 1),
+    methodFrame(spec.Confirm.SelectOk(), 1),
+    methodFrame(spec.Queue.DeclareOk(queue="smtpd", message_count=0, consumer_count=0), 1),
+)
+
+
+class FakeEndpoint:
+    """
+    Connects each protocol asked for to a L{StringTransport} at once.
+
+    @ivar connections: The protocols connected, in order.
+    """
+
+    def __init__(self) -> None:
+        self.connections: list[TwistedProtocolConnection] = []
+
+    def connect(
+        self, factory: Factory[TwistedProtocolConnection]
+    ) -> Deferred[TwistedProtocolConnection]:
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5672))
+        assert protocol is not None
+        protocol.makeConnection(StringTransport())
+        self.connections.append(protocol)
+        return succeed(protocol)
+
+
+class TwistedProtocolConnectionTests(SynchronousTestCase):
+    """
+    The broker connection over an in-memory transport, driven with the
+    frames a broker would send.
+    """
+
+    def setUp(self) -> None:
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.clock = MemoryReactorClock()
+        self.handler = AMQPHandler(URL, reactor=self.clock)
+        self.endpoint = FakeEndpoint()
+        self.handler._endpoint = lambda: self.endpoint  # type: ignore[method-assign]
+        self.handler.start()
+        [self.connection] = self.endpoint.connections
+
+    def feed(self, *frames: bytes) -> None:
+        for data in frames:
+            self.connection.dataReceived(data)
+
+    def lose(self, reason: Exception) -> None:
+        """
+        The transport went away for C{reason}.
+        """
+        self.connection.connectionLost(Failure(reason))
+
+    @property
+    def transport(self) -> StringTransport:
+        transport = self.connection.transport
+        assert isinstance(transport, StringTransport)
+        return transport
+
+    def lines(self) -> list[str]:
+        """
+        The lines logged since the handshake, if it was completed.
+        """
+        return [formatEvent(event) for event in self.events[self.mark :]]
+
+    mark = 0
+
+    def connected(self) -> None:
+        """
+        Complete the handshake.
+        """
+        self.feed(*HANDSHAKE)
+        self.assertTrue(self.handler.ready)
+        self.mark = len(self.events)
+        self.assertFalse(self.transport.disconnecting)
+
+
+class HandshakeFailureTests(TwistedProtocolConnectionTests):
+    """
+    A connection that fails, or is closed, leaves one line naming why:
+    pika's Twisted adapter reports every failed handshake as C{1}, its
+    number of attempts, and a connection the broker closed as closed
+    cleanly.
+    """
+
+    def test_loginRefused(self) -> None:
+        """
+        A broker refusing the login (C{Connection.Close} after
+        C{Connection.Start-Ok}) is named with its reply code and text,
+        sanitised and cut to 200 characters.
+        """
+        self.feed(START)
+        text = "ACCESS_REFUSED - Login was refused\r\nfake line\x1b[31m" + "x" * 200
+        self.feed(methodFrame(spec.Connection.Close(403, text, 0, 0)))
+        self.assertTrue(self.transport.disconnecting)
+        self.lose(ConnectionDone())
+        reason = ("403 ACCESS_REFUSED - Login was refused fake line [31m" + "x" * 200)[:200]
+        self.assertEqual(
+            self.lines(),
+            [f"message broker connection failed: closed by the broker: {reason}; again in 0.5s"],
+        )
+        self.assertFalse(self.handler.ready)
+
+    def test_virtualHostRefused(self) -> None:
+        """
+        A broker refusing the virtual host (C{Connection.Close} after
+        C{Connection.Open}) is named with its reply code and text.
+        """
+        self.feed(START, TUNE)
+        self.feed(methodFrame(spec.Connection.Close(530, "NOT_ALLOWED - vhost x not found", 0, 0)))
+        self.lose(ConnectionDone())
+        self.assertEqual(
+            self.lines(),
+            [
+                "message broker connection failed: closed by the broker:"
+                " 530 NOT_ALLOWED - vhost x not found; again in 0.5s"
+            ],
+        )
+
+    def test_closedDuringHandshake(self) -> None:
+        """
+        A broker closing the TCP connection before the handshake ends is
+        named as such.
+        """
+        self.feed(START)
+        self.lose(ConnectionDone())
+        self.assertEqual(
+            self.lines(),
+            ["message broker connection failed: the broker closed the connection; again in 0.5s"],
+        )
+
+    def test_handshakeDeadline(self) -> None:
+        """
+        A broker that does not complete the handshake within
+        C{connectTimeout} is cut off, and the line names the deadline.
+        """
+        self.feed(START)
+        self.clock.advance(9.9)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(0.1)
+        self.assertTrue(self.transport.disconnected)
+        self.lose(ConnectionAborted())
+        self.assertEqual(
+            self.lines(),
+            ["message broker connection failed: no AMQP handshake within 10s; again in 0.5s"],
+        )
+
+    def test_unreadableData(self) -> None:
+        """
+        A frame pika cannot parse (here, a wrong frame-end octet) ends the
+        connection with one line naming pika's error, not a traceback.
+        """
+        frame = bytearray(START)
+        frame[-1] = 0
+        self.feed(bytes(frame))
+        self.assertTrue(self.transport.disconnected)
+        self.lose(ConnectionAborted())
+        self.assertEqual(
+            self.lines(),
+            [
+                "message broker connection failed: unreadable data from the broker"
+                " (InvalidFrameError); again in 0.5s"
+            ],
+        )
+
+    def test_closedByBroker(self) -> None:
+        """
+        A broker closing an open connection (C{Connection.Close}, as
+        C{rabbitmqctl close_connection} does) is named with its reply code
+        and text, and the handler reconnects.
+        """
+        self.connected()
+        text = "CONNECTION_FORCED - Closed via management plugin"
+        self.feed(methodFrame(spec.Connection.Close(320, text, 0, 0)))
+        self.lose(ConnectionDone())
+        self.assertEqual(
+            self.lines(),
+            [f"message broker connection lost: closed by the broker: 320 {text}; again in 0.5s"],
+        )
+        self.clock.advance(0.5)
+        self.assertEqual(len(self.endpoint.connections), 2)
+
+    def test_channelClosedByBroker(self) -> None:
+        """
+        A broker closing the channel (a missing exchange, say) makes the
+        handler close the connection and reconnect; the line names the
+        broker's reply code and text.
+        """
+        self.connected()
+        text = "NOT_FOUND - no exchange 'mail' in vhost '/'"
+        self.feed(methodFrame(spec.Channel.Close(404, text, 60, 40), 1))
+        self.feed(methodFrame(spec.Connection.CloseOk()))
+        self.assertTrue(self.transport.disconnecting)
+        self.lose(ConnectionDone())
+        self.assertEqual(
+            self.lines(),
+            [
+                f"message broker connection lost: channel closed by the broker: 404 {text};"
+                " again in 0.5s"
+            ],
+        )
+
+    def test_connectionLost(self) -> None:
+        """
+        A connection lost without a word from the broker says so.
+        """
+        self.connected()
+        self.lose(ConnectionLost())
+        self.assertEqual(
+            self.lines(),
+            [
+                "message broker connection lost: the connection to the broker was lost;"
+                " again in 0.5s"
+            ],
+        )
+
+
+class FrameLimitTests(TwistedProtocolConnectionTests):
+    """
+    pika buffers an inbound frame until it is complete, whatever its size:
+    a frame announcing more than C{frame_max} ends the connection at once,
+    with one line, and the handler reconnects.
+    """
+
+    def test_oversizedFrame(self) -> None:
+        """
+        A 2 GiB frame announced after the handshake ends the connection as
+        soon as its header arrives; what follows is not buffered.
+        """
+        self.connected()
+        self.feed(struct.pack(">BHI", 1, 0, 0x7FFFFFF0))
+        self.assertTrue(self.transport.disconnected)
+        for _ in range(16):
+            self.feed(b"\0" * 65536)
+        self.assertLess(len(self.connection._impl._frame_buffer), 16)
+        self.lose(ConnectionAborted())
+        self.assertEqual(
+            self.lines(),
+            [
+                "message broker connection lost: the broker sent a frame of 2147483640"
+                " octets, over frame_max 131072; again in 0.5s"
+            ],
+        )
+        self.assertFalse(self.handler.ready)
+        self.clock.advance(0.5)
+        self.assertEqual(len(self.endpoint.connections), 2)
+
+    def test_fullSizeFrame(self) -> None:
+        """
+        A frame of exactly C{frame_max} octets, arriving in pieces, is
+        read as usual.
+        """
+        self.connected()
+        body = b"x" * (131072 - 8)
+        returned = methodFrame(spec.Basic.Return(312, "NO_ROUTE", "", "smtpd"), 1)
+        header = bytes(pika.frame.Header(1, len(body), pika.BasicProperties()).marshal())
+        frame = bytes(pika.frame.Body(1, body).marshal())
+        self.assertEqual(len(frame), 131072)
+        data = returned + header + frame
+        for offset in range(0, len(data), 1000):
+            self.feed(data[offset : offset + 1000])
+        self.assertFalse(self.transport.disconnecting)
+        self.assertEqual(self.connection._impl._frame_buffer, b"")
+        self.assertEqual(self.lines(), [])
+
+    def test_negotiatedFrameMax(self) -> None:
+        """
+        The limit is C{frame_max} as the broker tuned it, here lower than
+        asked for.
+        """
+        handshake = list(HANDSHAKE)
+        handshake[1] = methodFrame(spec.Connection.Tune(channel_max=0, frame_max=4096, heartbeat=0))
+        self.feed(*handshake)
+        self.assertTrue(self.handler.ready)
+        self.mark = len(self.events)
+        self.feed(struct.pack(">BHI", 3, 1, 4096 - 8 + 1))
+        self.assertTrue(self.transport.disconnected)
+        self.lose(ConnectionAborted())
+        self.assertEqual(
+            self.lines(),
+            [
+                "message broker connection lost: the broker sent a frame of 4097 octets,"
+                " over frame_max 4096; again in 0.5s"
+            ],
+        )
+
+    def test_notAMQP(self) -> None:
+        """
+        A peer that is not an AMQP broker (an HTTP server's reply) is cut
+        off at once rather than at the handshake's deadline: its first
+        octets announce a frame far over C{frame_max}.
+        """
+        self.feed(b"HTTP/1.1 400 Bad Request\r\n")
+        self.assertTrue(self.transport.disconnected)
+        self.lose(ConnectionAborted())
+        self.assertEqual(
+            self.lines(),
+            [
+                "message broker connection failed: the broker sent a frame of 1345270070"
+                " octets, over frame_max 131072; again in 0.5s"
+            ],
         )

@@ -15,7 +15,9 @@ import threading
 import time
 from typing import Any
 
+from twisted.internet.testing import EventLoggingObserver
 from twisted.internet.threads import deferToThread
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from tests.certs import CertificateAuthority
@@ -213,6 +215,37 @@ class BrokerTests(TestCase):
         )
         self.assertLess(time.monotonic() - started, 10)
         self.assertFalse(handler.ready)
+
+    async def test_refusalsNamed(self) -> None:
+        """
+        A wrong password and a missing virtual host each leave one line
+        naming the broker's reply code and text (pika's Twisted adapter
+        reports both as C{1}), and MAIL is answered 451.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        port = self.broker.port
+        cases = [
+            (
+                f"amqp://guest:wrong@127.0.0.1:{port}/%2F",
+                "closed by the broker: 403 ACCESS_REFUSED - Login was refused using"
+                " authentication mechanism PLAIN",
+            ),
+            (
+                f"amqp://guest:guest@127.0.0.1:{port}/nowhere",
+                "closed by the broker: 530 NOT_ALLOWED - vhost nowhere not found",
+            ),
+        ]
+        for url, reason in cases:
+            handler, server = await self.serve(url=url)
+            code, text = await deferToThread(send, server.port)
+            self.assertEqual(code, 451, text)
+            failed = [
+                formatEvent(event)
+                for event in events
+                if formatEvent(event).startswith("message broker connection failed")
+            ]
+            self.assertTrue(failed[-1].startswith(f"message broker connection failed: {reason}"))
+            await handler.close()
 
     async def test_brokerKilledMidLoad(self) -> None:
         """

@@ -12,7 +12,6 @@ import enum
 from typing import Any
 
 import pika
-from pika.adapters.twisted_connection import TwistedProtocolConnection
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory
@@ -22,6 +21,7 @@ from twisted.python.failure import Failure
 
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, Session
+from twisted_smtpd.handlers._amqpconnection import BrokerConnection, describeFailure
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._envelope import envelopeFields, messageId, sanitise
 from twisted_smtpd.handlers.relay import loadTrustRoot
@@ -174,7 +174,7 @@ class AMQPHandler(BaseHandler):
         self._reactor = reactor
         self._state = _State.IDLE
         self._delay = firstRetry
-        self._connection: TwistedProtocolConnection | None = None
+        self._connection: BrokerConnection | None = None
         self._channel: Any = None
         self._retry: Any = None
         self._attempt: Deferred[Any] | None = None
@@ -215,14 +215,16 @@ class AMQPHandler(BaseHandler):
         parameters = self._parameters
         reactor = self._reactor
 
-        def build() -> TwistedProtocolConnection:
-            return TwistedProtocolConnection(parameters, custom_reactor=reactor)
+        def build() -> BrokerConnection:
+            return BrokerConnection(parameters, custom_reactor=reactor)
 
-        connection: TwistedProtocolConnection = await self._endpoint().connect(
-            Factory.forProtocol(build)
-        )
+        connection: BrokerConnection = await self._endpoint().connect(Factory.forProtocol(build))
         self._connection = connection
-        timer = reactor.callLater(self._connectTimeout, connection.transport.abortConnection)
+        timer = reactor.callLater(
+            self._connectTimeout,
+            connection.drop,
+            f"no AMQP handshake within {self._connectTimeout:g}s",
+        )
         try:
             assert connection.ready is not None
             await connection.ready
@@ -252,30 +254,39 @@ class AMQPHandler(BaseHandler):
         self._wake()
 
     def _failed(self, reason: Failure) -> None:
-        if self._connection is not None and self._connection.transport is not None:
-            self._connection.transport.abortConnection()
-        self._connection = None
+        connection, self._connection = self._connection, None
+        # pika fails a handshake with the number of attempts made: the
+        # connection knows the cause.
+        problem = connection.problem if connection is not None else None
+        if connection is not None and connection.transport is not None:
+            connection.transport.abortConnection()
         if self._state is _State.CLOSED:
             return
         self._log.warn(
             "message broker connection failed: {reason}; again in {delay}s",
-            reason=sanitise(str(reason.value) or type(reason.value).__name__),
+            reason=problem or describeFailure(reason.value),
             delay=self._delay,
         )
         self._down()
 
     def _channelClosed(self, reason: object) -> None:
-        if self._connection is not None and not self._connection.is_closed:
-            self._connection.close()
+        connection = self._connection
+        if connection is not None and not connection.is_closed:
+            if isinstance(reason, BaseException) and connection.problem is None:
+                connection.problem = describeFailure(reason)
+            connection.close()
 
     def _lost(self, reason: object) -> None:
-        self._connection = None
+        connection, self._connection = self._connection, None
         self._channel = None
         if self._state is _State.CLOSED:
             return
+        problem = connection.problem if connection is not None else None
+        if problem is None:
+            problem = describeFailure(reason)
         self._log.warn(
             "message broker connection lost: {reason}; again in {delay}s",
-            reason=sanitise(str(reason)),
+            reason=problem,
             delay=self._delay,
         )
         self._down()

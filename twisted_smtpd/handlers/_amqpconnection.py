@@ -1,0 +1,126 @@
+# -*- test-case-name: tests.test_amqp -*-
+"""
+L{BrokerConnection}: pika's Twisted protocol with what it leaves out for
+L{twisted_smtpd.handlers.amqp.AMQPHandler}: a bound on the octets held for
+an incomplete inbound frame, and the reason a connection ended, fit for
+one log line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pika
+from pika.adapters.twisted_connection import TwistedProtocolConnection
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+
+from twisted_smtpd.handlers._envelope import sanitise
+
+# AMQP 0-9-1 section 4.2.3: a frame is a 7-octet header (type, channel,
+# payload size), the payload and one frame-end octet.
+_FRAME_HEADER = 7
+_FRAME_OVERHEAD = _FRAME_HEADER + 1
+
+
+class BrokerConnection(TwistedProtocolConnection):  # type: ignore[misc]
+    """
+    One connection to the broker.
+
+    pika buffers an inbound frame until it is complete, whatever its
+    announced size, and never checks it against C{frame_max} (AMQP 0-9-1
+    section 4.2.1: a peer must not send larger frames): a frame announcing
+    more than the connection's C{frame_max} (as negotiated, or as asked for
+    before the broker's C{Connection.Tune}) ends the connection at once, and
+    so does inbound data pika cannot parse.
+
+    pika's Twisted adapter also reports every connection that ends, during
+    the handshake or after, without its cause (the broker's
+    C{Connection.Close} code and text, a missed heartbeat, ...):
+    L{problem} keeps it.
+
+    @ivar problem: Why the connection ended or is ending, sanitised, or
+        C{None} while nothing went wrong.
+    """
+
+    problem: str | None = None
+    _dropped = False
+
+    def drop(self, problem: str) -> None:
+        """
+        End the connection now, without a C{Connection.Close}, for
+        C{problem} (kept unless a cause is already known).
+        """
+        if self.problem is None:
+            self.problem = problem
+        self._dropped = True
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    def frameMax(self) -> int:
+        """
+        The largest frame the broker may send: C{frame_max} as negotiated
+        once the broker tuned the connection, else as asked for.
+        """
+        return int(self._impl.params.frame_max)
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Hand C{data} to pika, then check what it left unparsed: at most one
+        incomplete frame, announcing no more than L{frameMax}.
+        """
+        if self._dropped:
+            return
+        try:
+            super().dataReceived(data)
+        except Exception as e:
+            self.drop(f"unreadable data from the broker ({sanitise(type(e).__name__)})")
+            return
+        # pika's buffer of octets received and not yet parsed.
+        pending: bytes = self._impl._frame_buffer
+        size = len(pending)
+        if size >= _FRAME_HEADER and not pending.startswith(b"AMQP"):
+            size = max(size, int.from_bytes(pending[3:_FRAME_HEADER], "big") + _FRAME_OVERHEAD)
+        limit = self.frameMax()
+        if size > limit:
+            self.drop(f"the broker sent a frame of {size} octets, over frame_max {limit}")
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Keep why the connection ended, then let pika fail or close it.
+        """
+        if self.problem is None:
+            # Why pika ended the connection itself (the broker's
+            # Connection.Close, a missed heartbeat): its Twisted adapter
+            # replaces it with ConnectionDone below.
+            pending = getattr(self._impl, "_error", None)
+            cause = pending if isinstance(pending, Exception) else reason.value
+            self.problem = describeFailure(cause)
+        super().connectionLost(reason)
+
+
+def describeFailure(error: object) -> str:
+    """
+    A short, safe account of why a connection, a channel or an AMQP method
+    failed, naming the broker's reply code and text when it sent some.
+    """
+    if isinstance(error, pika.exceptions.ConnectionClosedByBroker):
+        return f"closed by the broker: {_reply(error)}"
+    if isinstance(error, pika.exceptions.ChannelClosedByBroker):
+        return f"channel closed by the broker: {_reply(error)}"
+    if isinstance(error, pika.exceptions.AMQPHeartbeatTimeout):
+        return "no heartbeat from the broker"
+    if isinstance(error, ConnectionDone):
+        return "the broker closed the connection"
+    if isinstance(error, ConnectionLost):
+        return "the connection to the broker was lost"
+    return sanitise(str(error)) or sanitise(type(error).__name__)
+
+
+def _reply(error: Any) -> str:
+    """
+    The reply code and text of a pika C{ConnectionClosed} or
+    C{ChannelClosed}, sanitised.
+    """
+    return sanitise(f"{error.reply_code} {error.reply_text}")
