@@ -30,7 +30,7 @@ from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.iweb import IResponse
 
 from twisted_smtpd._core.printable import validHostname
-from twisted_smtpd._smtpclient.clientprotocol import failureText
+from twisted_smtpd._smtpclient.clientwire import failureText
 from twisted_smtpd.handlers._envelope import sanitise
 
 #: The most octets of status lines and headers (any 1xx answers included)
