@@ -688,6 +688,9 @@ class DeliveryFlagTests(SynchronousTestCase):
             _tap.withoutPassword("https://hook:S3cret@[::1]:8443/in"),
             "https://hook:***@[::1]:8443/in",
         )
+        error = self.assertUsageError("--webhook", "http://hook:S3cret@[::1/in")
+        self.assertNotIn("S3cret", error)
+        self.assertIn("hook:***@", error)
         for value in ("amqp://mailer@broker/", "http://127.0.0.1/x", "./Maildir", "host:25"):
             self.assertEqual(_tap.withoutPassword(value), value)
 

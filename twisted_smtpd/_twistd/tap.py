@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import getopt
 import ipaddress
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from twisted.cred.credentials import IUsernameHashedPassword, IUsernamePassword
 from twisted.cred.strcred import AuthOptionMixin
@@ -73,17 +73,26 @@ from twisted_smtpd._twistd.workers import bindListener, inheritedListeners
 from twisted_smtpd.interfaces import ISMTPHandler
 
 
-def withoutPassword(value: str) -> str:
+def withoutPassword(value: str, text: str | None = None) -> str:
     """
-    C{value} for a log line: the password of a URL (C{amqp://user:pw@host/},
-    C{https://user:pw@host/}) replaced by C{***}.
+    C{text} (by default C{value}) for a log line or an error: the password
+    of the URL C{value} (C{amqp://user:pw@host/}, C{https://user:pw@host/})
+    replaced by C{***}, wherever it appears.  A malformed URL is read the
+    same way.
     """
-    parts = urlsplit(value)
-    if not parts.scheme or parts.password is None:
-        return value
-    user, _, host = parts.netloc.rpartition("@")
-    name = user.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{name}:***@{host}"))
+    if text is None:
+        text = value
+    match = _USERINFO.match(value)
+    if match is None or not match.group(2):
+        return text
+    user, password = match.groups()
+    text = text.replace(f"{user}:{password}@", f"{user}:***@")
+    # Quoted bare in an error's reason too, unless too short to tell.
+    return text.replace(password, "***") if len(password) >= 4 else text
+
+
+# scheme://user:password@ at the start of a URL.
+_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^:/@?#]*):([^@/?#]*)@")
 
 
 class Options(AuthOptionMixin, usage.Options):
@@ -583,7 +592,8 @@ class Options(AuthOptionMixin, usage.Options):
         except usage.UsageError:
             raise
         except (OSError, ValueError, TypeError, ImportError, AttributeError) as e:
-            raise usage.UsageError(f"--{delivery} {value!r}: {reason(e)}") from None
+            shown = withoutPassword(str(value), f"--{delivery} {value!r}: {reason(e)}")
+            raise usage.UsageError(shown) from None
 
 
 __all__ = ["Options", "SMTPDaemon", "makeService"]
