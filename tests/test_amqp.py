@@ -363,6 +363,56 @@ class TwistedProtocolConnectionTests(SynchronousTestCase):
         self.assertFalse(self.transport.disconnecting)
 
 
+class BlockedTests(TwistedProtocolConnectionTests):
+    """
+    While the broker blocks the connection (a resource alarm: it reads
+    nothing published), new transactions are refused rather than published
+    into memory; a block lasting longer than C{confirmTimeout} drops the
+    connection.
+    """
+
+    def mail(self) -> Deferred[None]:
+        return self.handler.onMailFrom(Address("a@example.com"), Session("s1"))
+
+    def test_blockedRefusesMail(self) -> None:
+        """
+        MAIL is answered 451 4.3.1 while blocked, with one line each for
+        the block, the refusal and the lifting of the block.
+        """
+        self.connected()
+        self.feed(methodFrame(spec.Connection.Blocked("low on memory\r\nx")))
+        failure = self.failureResultOf(self.mail(), SMTPError)
+        self.assertEqual((failure.value.code, failure.value.enhanced), (451, "4.3.1"))
+        self.feed(methodFrame(spec.Connection.Unblocked()))
+        self.successResultOf(self.mail())
+        self.assertEqual(
+            self.lines(),
+            [
+                "message broker blocked the connection: low on memory x",
+                "s1 refused MAIL: message broker blocked (low on memory x)",
+                "message broker unblocked the connection",
+            ],
+        )
+
+    def test_blockedTooLong(self) -> None:
+        """
+        A block lasting C{confirmTimeout} seconds drops the connection,
+        with one line naming it; the next connection starts unblocked.
+        """
+        self.connected()
+        self.feed(methodFrame(spec.Connection.Blocked("low on disk")))
+        self.clock.advance(29)
+        self.assertFalse(self.transport.disconnecting or self.transport.disconnected)
+        self.clock.advance(1)
+        self.assertTrue(self.transport.disconnecting or self.transport.disconnected)
+        self.lose(ConnectionAborted())
+        self.assertEqual(
+            self.lines()[1:],
+            ["message broker connection lost: blocked by the broker for too long; again in 0.5s"],
+        )
+        self.assertIsNone(self.handler._blockedBy)
+
+
 class HandshakeFailureTests(TwistedProtocolConnectionTests):
     """
     A connection that fails, or is closed, leaves one line naming why:

@@ -58,6 +58,20 @@ class BrokerConnection(TwistedProtocolConnection):  # type: ignore[misc]
         if self.transport is not None:
             self.transport.abortConnection()
 
+    def watchBlocked(self, blocked: Any, unblocked: Any) -> None:
+        """
+        Call C{blocked(reason)} when the broker blocks the connection
+        (C{Connection.Blocked}: a resource alarm, it reads no more of what
+        is published), C{unblocked()} when it lifts the block.
+        """
+        impl = self._impl
+
+        def onBlocked(connection: Any, frame: Any) -> None:
+            blocked(sanitise(str(getattr(frame.method, "reason", "") or "no reason given")))
+
+        impl.add_on_connection_blocked_callback(onBlocked)
+        impl.add_on_connection_unblocked_callback(lambda connection, frame: unblocked())
+
     def frameMax(self) -> int:
         """
         The largest frame the broker may send: C{frame_max} as negotiated
@@ -111,6 +125,8 @@ def describeFailure(error: object) -> str:
         return f"channel closed by the broker: {_reply(error)}"
     if isinstance(error, pika.exceptions.AMQPHeartbeatTimeout):
         return "no heartbeat from the broker"
+    if isinstance(error, pika.exceptions.ConnectionBlockedTimeout):
+        return "blocked by the broker for too long"
     if isinstance(error, ConnectionDone):
         return "the broker closed the connection"
     if isinstance(error, ConnectionLost):

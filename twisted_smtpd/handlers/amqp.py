@@ -155,6 +155,10 @@ class AMQPHandler(BaseHandler):
             maxMessageSize = DEFAULT_MAX_MESSAGE_SIZE
         if maxMessageSize <= 0 or confirmTimeout <= 0 or connectTimeout <= 0:
             raise ValueError("sizes and timeouts must be positive")
+        if self._parameters.blocked_connection_timeout is None:
+            # A connection the broker blocks for longer than a message may
+            # wait for its confirm is dropped, and what it holds with it.
+            self._parameters.blocked_connection_timeout = confirmTimeout
         if reactor is None:
             from twisted.internet import reactor as _reactor
 
@@ -179,6 +183,8 @@ class AMQPHandler(BaseHandler):
         self._retry: Any = None
         self._attempt: Deferred[Any] | None = None
         self._waiting: list[Deferred[None]] = []
+        #: Why the broker blocked the connection, while it does.
+        self._blockedBy: str | None = None
 
     # -- the connection ---------------------------------------------------------
 
@@ -248,6 +254,7 @@ class AMQPHandler(BaseHandler):
         self._state = _State.READY
         self._delay = self._firstRetry
         self._log.info("message broker connected: {host}", host=self._parameters.host)
+        connection.watchBlocked(self._blocked, self._unblocked)
         assert connection.closed is not None
         connection.closed.addBoth(self._lost)
         channel.on_closed.addBoth(self._channelClosed)
@@ -276,9 +283,18 @@ class AMQPHandler(BaseHandler):
                 connection.problem = describeFailure(reason)
             connection.close()
 
+    def _blocked(self, reason: str) -> None:
+        self._blockedBy = reason
+        self._log.warn("message broker blocked the connection: {reason}", reason=reason)
+
+    def _unblocked(self) -> None:
+        self._blockedBy = None
+        self._log.info("message broker unblocked the connection")
+
     def _lost(self, reason: object) -> None:
         connection, self._connection = self._connection, None
         self._channel = None
+        self._blockedBy = None
         if self._state is _State.CLOSED:
             return
         problem = connection.problem if connection is not None else None
@@ -371,6 +387,14 @@ class AMQPHandler(BaseHandler):
         if not await self._available():
             self._log.warn("{session} refused MAIL: message broker unavailable", session=session.id)
             raise SMTPError(451, "Error: message broker unavailable, try again later", "4.3.0")
+        if self._blockedBy is not None:
+            # What would be published now would wait in memory, unread.
+            self._log.warn(
+                "{session} refused MAIL: message broker blocked ({reason})",
+                session=session.id,
+                reason=self._blockedBy,
+            )
+            raise SMTPError(451, "Error: message broker busy, try again later", "4.3.1")
 
     def onRcptTo(self, address: Address, session: Session) -> None:
         """
