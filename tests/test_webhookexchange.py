@@ -19,7 +19,7 @@ from twisted.internet.interfaces import (
     IResolutionReceiver,
 )
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web._newclient import ResponseNeverReceived
@@ -28,7 +28,12 @@ from zope.interface import implementer
 from tests.test_handlers import feed, makeSession
 from twisted_smtpd import SMTPError
 from twisted_smtpd._stream import MessageStream
-from twisted_smtpd.handlers._webhookclient import HEADER_LIMIT, IDLE_TIMEOUT, describe
+from twisted_smtpd.handlers._webhookclient import (
+    HEADER_LIMIT,
+    IDLE_TIMEOUT,
+    MAX_INFORMATIONAL,
+    describe,
+)
 from twisted_smtpd.handlers.webhook import WebhookHandler
 
 MESSAGE = b"From: alice@example.com\r\nSubject: hook\r\n\r\nhello\r\n"
@@ -235,17 +240,36 @@ class ResponseBoundTests(SynchronousTestCase):
 
     def test_informationalAnswersCount(self) -> None:
         """
-        1xx answers before the final one count towards the same bound.
+        More than C{MAX_INFORMATIONAL} 1xx answers before the final one drop
+        the connection and fail the message at once, not tried again, with
+        at most that many of Twisted's lines for them.
         """
-        exchange = Exchange(timeout=0.1)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        exchange = Exchange(timeout=30)
         d = exchange.deliver()
         transport = exchange.connect()
-        sent = 0
-        while not transport.disconnecting and sent < 10 * HEADER_LIMIT:
-            exchange.answer(b"HTTP/1.1 102 Processing\r\n\r\n" * 100)
-            sent += 2800
+        exchange.answer(b"HTTP/1.1 100 Continue\r\n\r\n" * 2500 + b"HTTP/1.1 200 OK\r\n\r\n")
         self.assertTrue(transport.disconnecting)
-        self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
+        e = self.failureResultOf(d, SMTPError).value
+        self.assertEqual(
+            (e.code, e.message),
+            (451, f"Error: webhook unavailable (more than {MAX_INFORMATIONAL} 1xx answers)"),
+        )
+        ignored = [x for x in events if "Ignoring unexpected" in formatEvent(x)]
+        self.assertLessEqual(len(ignored), MAX_INFORMATIONAL)
+        self.assertEqual(len(exchange.reactor.tcpClients), 1)
+
+    def test_fewInformationalAnswers(self) -> None:
+        """
+        Up to C{MAX_INFORMATIONAL} 1xx answers are skipped; the final
+        answer decides.
+        """
+        exchange = Exchange(timeout=30)
+        d = exchange.deliver()
+        exchange.connect()
+        head = b"HTTP/1.1 102 Processing\r\n\r\n" * MAX_INFORMATIONAL
+        exchange.answer(head + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertTrue(self.successResultOf(d).startswith("OK"))
 
     def test_successBodyStalls(self) -> None:
         """

@@ -19,9 +19,11 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.certs import CertificateAuthority
+from tests.test_deadlines import LogCatcher
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._twistd.tap import Options
 from twisted_smtpd._twistd.workers import (
+    _MAX_PARTIAL,
     INHERITED,
     PARENT_PIPE,
     ParentWatch,
@@ -269,6 +271,27 @@ class WorkerLogTests(SynchronousTestCase):
                 lines.index("2026-01-02T10:00:01+0000 [ns#info] two a"),
                 lines.index("\ttraceback line"),
             )
+
+    def test_lineTooLongDropped(self) -> None:
+        """
+        A line over C{_MAX_PARTIAL} octets is dropped whole, with one
+        warning, never passed on in pieces (in JSON, pieces are no JSON);
+        the lines around it are passed on.
+        """
+        log = LogCatcher(self)
+        pool, writer = self.pool(json=True)
+        worker = _Worker(pool, 0)
+        before = b'{"text": "before"}\n'
+        after = b'{"text": "after"}\n'
+        long = b'{"text": "' + b"A" * (_MAX_PARTIAL + 500_000) + b'"}\n'
+        data = before + long + after
+        for offset in range(0, len(data), 65536):
+            worker.outReceived(data[offset : offset + 65536])
+        worker.outConnectionLost()
+        self.assertEqual(
+            writer.stream.getvalue().splitlines(), ['{"text": "before"}', '{"text": "after"}']
+        )
+        self.assertEqual(len(log.matching("worker 0: a log line over")), 1)
 
     def test_strayLine(self) -> None:
         """

@@ -163,25 +163,39 @@ class _Worker(ProcessProtocol):
         self.index = index
         self.ended: Deferred[None] = Deferred()
         self._partial = b""
+        self._dropping = False
 
     def outReceived(self, data: bytes) -> None:
         """
         Pass the worker's whole log lines on; the start of a line waits for
         its end (up to L{_MAX_PARTIAL}).
         """
+        if self._dropping:
+            # The rest of a line too long to pass on, up to its end.
+            end = data.find(b"\n") + 1
+            if end == 0:
+                return
+            self._dropping = False
+            data = data[end:]
         data = self._partial + data
         end = data.rfind(b"\n") + 1
-        if end == 0 and len(data) < _MAX_PARTIAL:
-            self._partial = data
-            return
-        if end == 0:
-            end = len(data)
         self._partial = data[end:]
-        self.pool._workerLog(self, data[:end])
+        if end:
+            self.pool._workerLog(self, data[:end])
+        if len(self._partial) >= _MAX_PARTIAL:
+            # Never passed on in pieces, each of which could pass for a
+            # line of the log (or, in JSON, be no JSON at all).
+            self._partial = b""
+            self._dropping = True
+            self.pool._log.warn(
+                "worker {index}: a log line over {limit} octets dropped",
+                index=self.index,
+                limit=_MAX_PARTIAL,
+            )
 
     def outConnectionLost(self) -> None:
         partial, self._partial = self._partial, b""
-        if partial:
+        if partial and not self._dropping:
             self.pool._workerLog(self, partial)
 
     def processEnded(self, reason: Failure) -> None:

@@ -42,6 +42,9 @@ HEADER_LIMIT = 65536
 IDLE_TIMEOUT = 5
 #: Idle connections kept for each receiver.
 MAX_IDLE = 16
+#: The most 1xx answers taken before the final one (Twisted logs a line for
+#: each): a receiver sending more is broken, and not tried again.
+MAX_INFORMATIONAL = 4
 
 
 class ResponseHeadersTooLarge(Exception):
@@ -53,10 +56,20 @@ class ResponseHeadersTooLarge(Exception):
         return f"response headers over {HEADER_LIMIT} octets"
 
 
+class TooManyInformational(Exception):
+    """
+    The receiver sent more than L{MAX_INFORMATIONAL} 1xx answers.
+    """
+
+    def __str__(self) -> str:
+        return f"more than {MAX_INFORMATIONAL} 1xx answers"
+
+
 class _BoundedHeadersProtocol(HTTP11ClientProtocol):
     """
     An L{HTTP11ClientProtocol} that drops the connection once a response's
-    head is longer than L{HEADER_LIMIT} octets, as it does on a parse error.
+    head is longer than L{HEADER_LIMIT} octets, as it does on a parse error,
+    or after more than L{MAX_INFORMATIONAL} 1xx answers.
     """
 
     _headerOctets = 0
@@ -64,7 +77,30 @@ class _BoundedHeadersProtocol(HTTP11ClientProtocol):
     def request(self, request: Any) -> Deferred[IResponse]:
         self._headerOctets = 0
         response: Deferred[IResponse] = super().request(request)
+        parser = self._parser
+        if parser is not None:
+            parser.allHeadersReceived = self._countInformational(parser)  # type: ignore[method-assign]
         return response
+
+    def _countInformational(self, parser: Any) -> Any:
+        """
+        C{parser}'s C{allHeadersReceived}, counting the 1xx answers first.
+        """
+        allHeadersReceived = parser.allHeadersReceived
+        seen = [0]
+
+        def counted() -> None:
+            if 100 <= parser.response.code < 200:
+                seen[0] += 1
+                if seen[0] > MAX_INFORMATIONAL:
+                    if seen[0] == MAX_INFORMATIONAL + 1:
+                        self._giveUp(Failure(TooManyInformational()))
+                        assert self.transport is not None
+                        cast(ITCPTransport, self.transport).abortConnection()
+                    return
+            allHeadersReceived()
+
+        return counted
 
     def dataReceived(self, data: bytes) -> None:
         super().dataReceived(data)
@@ -183,6 +219,8 @@ def describe(failure: Failure) -> tuple[str, bool]:
     for value in causes:
         if isinstance(value, ResponseHeadersTooLarge):
             return str(value), True
+        if isinstance(value, TooManyInformational):
+            return str(value), False
         if isinstance(value, ParseError):
             return sanitise(f"malformed HTTP response: {value.args[0]}"), True
         if isinstance(value, ConnectError | OSError):
