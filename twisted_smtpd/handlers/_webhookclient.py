@@ -1,9 +1,9 @@
 # -*- test-case-name: tests.test_webhook -*-
 """
 The HTTP parts of L{twisted_smtpd.handlers.webhook}: the URL checked once,
-a plain L{Agent} (no redirects, no cookies, no content decoding) over a
-connection pool that bounds the response headers it reads, bounded body
-reads, and one line saying why an exchange failed.
+a plain C{twisted.web.client.Agent} (no redirects, no cookies, no content
+decoding) over a connection pool that bounds the response headers it
+reads, bounded body reads, and one line saying why an exchange failed.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_webhook,tests.integration.test_webhook -*-
 """
 L{WebhookHandler}: POST every accepted message to an HTTP endpoint (a
-mail-to-API gateway), through Twisted's L{Agent}.
+mail-to-API gateway), through Twisted's C{twisted.web.client.Agent}.
 """
 
 from __future__ import annotations
