@@ -657,6 +657,28 @@ class DialogueTests(SynchronousTestCase):
         self.assertIsNone(endpoint.protocol)
 
 
+def sessionRequest(lmtp: bool = False) -> Request:
+    """
+    How a session opened with L{openSession} talks: plain text, no AUTH,
+    no transaction of its own.
+    """
+    return Request(
+        sender="",
+        recipients=(),
+        stream=None,
+        lmtp=lmtp,
+        heloName="client.example",
+        tls="none",
+        tlsCreator=None,
+        verify=False,
+        username=None,
+        password=None,
+        smtpUtf8=False,
+        requireTls=False,
+        timeout=30.0,
+    )
+
+
 class SessionTests(SynchronousTestCase):
     """
     A L{ClientSession} (the relay's and LMTP delivery's pooled sessions)
@@ -665,22 +687,7 @@ class SessionTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.endpoint = FakeEndpoint()
-        request = Request(
-            sender="",
-            recipients=(),
-            stream=None,
-            lmtp=False,
-            heloName="client.example",
-            tls="none",
-            tlsCreator=None,
-            verify=False,
-            username=None,
-            password=None,
-            smtpUtf8=False,
-            requireTls=False,
-            timeout=30.0,
-        )
-        opening = Deferred.fromCoroutine(openSession(self.endpoint, request, Clock()))
+        opening = Deferred.fromCoroutine(openSession(self.endpoint, sessionRequest(), Clock()))
         self.say(b"220 mx ESMTP\r\n")
         self.say(EHLO_PLAIN)
         self.session = self.successResultOf(opening)

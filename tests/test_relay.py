@@ -17,11 +17,10 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from tests.certs import CertificateAuthority
-from tests.test_client import Recorder, endpointFor, startServer
+from tests.test_client import Recorder, endpointFor, sessionRequest, startServer
 from twisted_smtpd import SMTPError
 from twisted_smtpd._core.session import Envelope, Session
 from twisted_smtpd._smtpclient.client import DeliveryError, DeliveryResult, deliver
-from twisted_smtpd._smtpclient.clientprotocol import Request
 from twisted_smtpd._smtpclient.clientsession import ClientSession, openSession
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers._proxying import ProxyingHandler
@@ -70,22 +69,7 @@ async def clientSession(port: int, lmtp: bool = False) -> ClientSession:
     A session to the front server on C{port}, for tests that send commands
     one by one (with ESMTP parameters, BDAT).
     """
-    request = Request(
-        sender="",
-        recipients=(),
-        stream=None,
-        lmtp=lmtp,
-        heloName="client.example",
-        tls="none",
-        tlsCreator=None,
-        verify=False,
-        username=None,
-        password=None,
-        smtpUtf8=False,
-        requireTls=False,
-        timeout=30.0,
-    )
-    return await openSession(endpointFor(port), request, reactor)
+    return await openSession(endpointFor(port), sessionRequest(lmtp), reactor)
 
 
 def bodyStream(body: bytes) -> MessageStream:
