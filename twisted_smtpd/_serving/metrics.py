@@ -25,7 +25,8 @@ from twisted.web.server import Request
 from twisted_smtpd._core.options import AUTH_METHODS
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.replies import Reply
-from twisted_smtpd._core.session import Session
+from twisted_smtpd._core.session import Session, hostPort
+from twisted_smtpd._serving.logging import formatPeer
 
 if TYPE_CHECKING:
     from twisted_smtpd._serving.service import SMTPServer
@@ -330,7 +331,7 @@ class _MetricsChannel(HTTPChannel):
             "metrics: {status} for {method} from {peer}",
             status=status.decode("ascii"),
             method=printable(self._command.decode("latin-1")[:20]),
-            peer=formatPeer(self.transport.getPeer()),
+            peer=formatPeer(hostPort(self.transport.getPeer())),
         )
         self.transport.write(
             b"HTTP/1.1 " + status + b"\r\n" + headers + b"Content-Length: 0\r\n"
@@ -357,21 +358,11 @@ class _ConnectionLimit(WrappingFactory):
         if len(self.protocols) >= self.limit:
             _log.info(
                 "metrics: connection from {peer} refused: {limit} connections open",
-                peer=formatPeer(addr),
+                peer=formatPeer(hostPort(addr)),
                 limit=self.limit,
             )
             return None
         return super().buildProtocol(addr)
-
-
-def formatPeer(address: Any) -> str:
-    """
-    C{host:port} of an IP address, else its C{repr}.
-    """
-    host, port = getattr(address, "host", None), getattr(address, "port", None)
-    if host is None:
-        return repr(address)
-    return f"{host}:{port}"
 
 
 def metricsSite(registry: Any, healthy: Callable[[], bool], reactor: Any = None) -> Any:
