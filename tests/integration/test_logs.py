@@ -90,10 +90,9 @@ class Fail2banTests(ServerTestCase):
             self.assertIn("127.0.0.1", result.stdout)
         return total
 
-    def test_failedLoginsFound(self) -> None:
+    def startAuthServer(self, *args: str) -> None:
         """
-        The filter finds the four failed logins and nothing else; in its
-        aggressive mode the lockout and every refusal as well.
+        A sink with AUTH against alice/secret, offered in plain text.
         """
         self.startServer(
             "--sink",
@@ -101,8 +100,25 @@ class Fail2banTests(ServerTestCase):
             "memory:alice:secret",
             "--allow-insecure-auth",
             "--auth-optional",
+            *args,
             maildir=False,
         )
+
+    def savedLog(self, output: str) -> str:
+        """
+        C{output} written to a file for C{fail2ban-regex}; its path.
+        """
+        logfile = os.path.join(self.server.directory, "smtpd.log")
+        with open(logfile, "w") as f:
+            f.write(output)
+        return logfile
+
+    def test_failedLoginsFound(self) -> None:
+        """
+        The filter finds the four failed logins and nothing else; in its
+        aggressive mode the lockout and every refusal as well.
+        """
+        self.startAuthServer()
         self.runSessions()
         self.server.waitForLog(" close", count=3)
         self.stopServer()
@@ -110,9 +126,7 @@ class Fail2banTests(ServerTestCase):
         self.assertEqual(output.count(" auth failed: "), 4, output)
         self.assertEqual(output.count(" auth lockout: "), 1, output)
         self.assertIn(" reject: RCPT from localhost[127.0.0.1]: 5", output)
-        logfile = os.path.join(self.server.directory, "smtpd.log")
-        with open(logfile, "w") as f:
-            f.write(output)
+        logfile = self.savedLog(output)
         self.assertEqual(self.fail2ban(logfile), 4)
         # Four failed logins, the lockout, the refused RCPT.
         self.assertEqual(self.fail2ban(logfile, "aggressive"), 4 + 1 + 1)
@@ -123,14 +137,7 @@ class Fail2banTests(ServerTestCase):
         instead of a space, which AUTH accepts, is logged with the mechanism
         alone and no control character, and the filter finds it.
         """
-        self.startServer(
-            "--sink",
-            "--auth",
-            "memory:alice:secret",
-            "--allow-insecure-auth",
-            "--auth-optional",
-            maildir=False,
-        )
+        self.startAuthServer()
         response = base64.b64encode(b"\0alice\0wrong").decode("ascii")
         # Two sessions: a third failure would be the lockout.
         for separators in (("\t", "\r"), ("\x0b", "\x0c")):
@@ -148,9 +155,7 @@ class Fail2banTests(ServerTestCase):
         for line in lines:
             self.assertIn(" auth failed: PLAIN from localhost[127.0.0.1] user=<alice>: 535 ", line)
             self.assertIsNone(re.search("[\x00-\x1f\x7f]", line), repr(line))
-        logfile = os.path.join(self.server.directory, "smtpd.log")
-        with open(logfile, "w") as f:
-            f.write(output)
+        logfile = self.savedLog(output)
         self.assertEqual(self.fail2ban(logfile), 4)
 
     def assertRefusedAtConnect(self, limit: str) -> None:
@@ -189,9 +194,7 @@ class Fail2banTests(ServerTestCase):
         for line in lines:
             session = line.split("] ", 1)[1].split()[0]
             self.assertEqual(output.count(f" {session} "), 1, output)
-        logfile = os.path.join(self.server.directory, "smtpd.log")
-        with open(logfile, "w") as f:
-            f.write(output)
+        logfile = self.savedLog(output)
         self.assertEqual(self.fail2ban(logfile), 0)
         self.assertEqual(self.fail2ban(logfile, "aggressive"), 2)
 
@@ -200,16 +203,7 @@ class Fail2banTests(ServerTestCase):
         In JSON the refusals and failed logins are objects with the
         command, the client, the user name or the address, and the code.
         """
-        self.startServer(
-            "--sink",
-            "--auth",
-            "memory:alice:secret",
-            "--allow-insecure-auth",
-            "--auth-optional",
-            "--log-format",
-            "json",
-            maildir=False,
-        )
+        self.startAuthServer("--log-format", "json")
         self.runSessions()
         self.server.waitForLog(' close"', count=3)
         self.stopServer()

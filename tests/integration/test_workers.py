@@ -145,6 +145,18 @@ class WorkersTests(SynchronousTestCase):
 
 
 class StopTests(SynchronousTestCase):
+    def inData(self, port: int) -> smtplib.SMTP:
+        """
+        A client whose transaction waits in DATA, its body not yet sent.
+        """
+        busy = smtplib.SMTP("127.0.0.1", port, timeout=CLIENT_TIMEOUT)
+        self.addCleanup(busy.close)
+        busy.ehlo()
+        busy.mail("a@example.com")
+        busy.rcpt("b@example.com")
+        self.assertEqual(busy.docmd("DATA")[0], 354)
+        return busy
+
     def test_refusesOnceStopping(self) -> None:
         """
         Once SIGTERM stops the parent, the address refuses new connections
@@ -153,12 +165,7 @@ class StopTests(SynchronousTestCase):
         accepts from.
         """
         server, port = startWorkers(self, ["--sink", "--close-timeout", "20"])
-        busy = smtplib.SMTP("127.0.0.1", port, timeout=CLIENT_TIMEOUT)
-        self.addCleanup(busy.close)
-        busy.ehlo()
-        busy.mail("a@example.com")
-        busy.rcpt("b@example.com")
-        self.assertEqual(busy.docmd("DATA")[0], 354)
+        busy = self.inData(port)
         server.signal(signal.SIGTERM)
         server.waitForLog("stopped listening", count=2, timeout=STOP_TIMEOUT)
         # The workers close their ports in the turn after they log it.
@@ -190,12 +197,7 @@ class StopTests(SynchronousTestCase):
         """
         server, port = startWorkers(self, ["--sink", "--close-timeout", "20"])
         pids = list(WorkersTests.workerPids(WorkersTests(), server).values())
-        busy = smtplib.SMTP("127.0.0.1", port, timeout=CLIENT_TIMEOUT)
-        self.addCleanup(busy.close)
-        busy.ehlo()
-        busy.mail("a@example.com")
-        busy.rcpt("b@example.com")
-        self.assertEqual(busy.docmd("DATA")[0], 354)
+        busy = self.inData(port)
         for pid in pids:
             os.kill(pid, signal.SIGTERM)
         server.signal(signal.SIGTERM)
