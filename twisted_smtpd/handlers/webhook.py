@@ -131,8 +131,9 @@ class WebhookHandler(BaseHandler):
     cookie kept, no compressed answer asked for or decoded.
 
     The HTTP status of the answer to the POST decides the reply, as soon as
-    the status line and headers are in: 2xx is 250 (the rest of the body is
-    read for at most 5 seconds and 64 KiB, then dropped); 408, 429, 5xx, a
+    the status line and headers are in: 2xx is 250 at once (the rest of the
+    body is read afterwards, for at most 5 seconds and 64 KiB, then
+    dropped); 408, 429, 5xx, a
     status outside 100-599, a malformed answer, a connection failure or no
     answer within C{attemptTimeout} is tried again, with growing pauses,
     until C{timeout} seconds after the message ended, then answered 451; any
@@ -216,6 +217,8 @@ class WebhookHandler(BaseHandler):
             loadTrustRoot(caCertificates) if caCertificates is not None else None
         )
         self._pool = makePool(reactor)
+        #: The bodies of 2xx answers being read after the message's reply.
+        self._draining: set[Deferred[None]] = set()
         # A plain Agent: no RedirectAgent, CookieAgent or ContentDecoderAgent.
         self._agent = Agent(reactor, contextFactory=policy, pool=self._pool)
         self._cooperator = Cooperator(scheduler=self._schedule)
@@ -225,9 +228,17 @@ class WebhookHandler(BaseHandler):
 
     def close(self) -> Deferred[None]:
         """
-        Close the idle HTTP connections kept for the next messages.
+        Let the bodies of 2xx answers still being read end (within
+        L{_DRAIN_TIMEOUT} seconds), then close the idle HTTP connections kept
+        for the next messages.
         """
-        return self._pool.closeCachedConnections()  # type: ignore[no-any-return]
+
+        async def closeAll() -> None:
+            while self._draining:
+                await next(iter(self._draining))
+            await self._pool.closeCachedConnections()
+
+        return Deferred.fromCoroutine(closeAll())
 
     def onData(self, stream: IMessageStream, session: Session) -> Deferred[str]:
         """
@@ -302,6 +313,15 @@ class WebhookHandler(BaseHandler):
             await pause
             delay = min(delay * 2, self._maxRetryDelay)
 
+    async def _drain(self, response: IResponse) -> None:
+        """
+        Read what is left of a 2xx answer's body, for at most
+        L{_DRAIN_TIMEOUT} seconds and L{_READ_LIMIT} bytes, then drop its
+        connection unless the body ended.
+        """
+        with contextlib.suppress(CancelledError):
+            await self._within(readBody(response, 0, _READ_LIMIT), _DRAIN_TIMEOUT)
+
     async def _within(self, d: Deferred[Any], seconds: float) -> Any:
         """
         What C{d} fires with, cancelling it after C{seconds}.
@@ -349,10 +369,12 @@ class WebhookHandler(BaseHandler):
             raise SMTPError(451, f"Error: webhook unavailable ({problem})", "4.3.0") from None
         code = response.code
         if 200 <= code < 300:
-            # The status decides: the rest of the body only frees the
-            # connection for the next message.
-            with contextlib.suppress(CancelledError):
-                await self._within(readBody(response, 0, _READ_LIMIT), _DRAIN_TIMEOUT)
+            # The status decides: the rest of the body, read meanwhile,
+            # only frees the connection for the next message.
+            draining = Deferred.fromCoroutine(self._drain(response))
+            if not draining.called:
+                self._draining.add(draining)
+                draining.addBoth(lambda _: self._draining.discard(draining))
             self._log.info(
                 "{session} webhook accepted {id}: HTTP {code}",
                 session=session.id,
