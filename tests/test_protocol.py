@@ -1065,6 +1065,40 @@ class HookTests(SynchronousTestCase):
         self.assertEqual(picky.seen, ["mail", "close"])
         self.assertEqual(everything, ["hook", "rcpt", "close"])
 
+    def test_positiveRefusalIsHandlerError(self) -> None:
+        """
+        A hook refusing with a positive L{SMTPError} (250), raised or as a
+        failed L{Deferred}, is a handler error answered 451 with one
+        logged failure: the client is never told 250 for a recipient that
+        is not kept.
+        """
+
+        class Positive(RecordingHandler):
+            def onRcptTo(self, address: Address, session: Session) -> object:
+                if address.address.startswith("raised"):
+                    raise SMTPError(250, "2.1.5 fine")
+                if address.address.startswith("failed"):
+                    return Deferred.fromCoroutine(self.later())
+                return None
+
+            async def later(self) -> None:
+                raise SMTPError(250, "fine")
+
+        handler = Positive()
+        proto, transport, clock, _ = connect(handler)
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<s@e.com>\r\n")
+        take(transport)
+        proto.dataReceived(
+            b"RCPT TO:<raised@e.com>\r\nRCPT TO:<failed@e.com>\r\nRCPT TO:<kept@e.com>\r\n"
+        )
+        self.assertEqual(
+            take(transport), replies.LOCAL_ERROR + replies.LOCAL_ERROR + replies.RCPT_OK
+        )
+        self.assertEqual([a.address for a in proto.session.envelope.rcptTo], ["kept@e.com"])
+        errors = self.flushLoggedErrors(TypeError)
+        self.assertEqual(len(errors), 2)
+        self.assertIn("onRcptTo refused with a 250 reply", str(errors[0].value))
+
 
 class LMTPTests(SynchronousTestCase):
     def test_lhlo(self) -> None:
