@@ -1099,6 +1099,23 @@ class HookTests(SynchronousTestCase):
         self.assertEqual(len(errors), 2)
         self.assertIn("onRcptTo refused with a 250 reply", str(errors[0].value))
 
+    def test_asyncOnClose(self) -> None:
+        """
+        An C{async def} C{onClose} runs when the connection is gone, and
+        what it raises is logged once.
+        """
+        ran: list[str] = []
+
+        class AsyncClose(BaseHandler):
+            async def onClose(self, session: Session) -> None:
+                ran.append(session.id)
+                raise ValueError("close failed")
+
+        proto, transport, clock, _ = connect(AsyncClose())
+        proto.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(ran, [proto.session.id])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
 
 class LMTPTests(SynchronousTestCase):
     def test_lhlo(self) -> None:

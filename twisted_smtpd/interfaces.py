@@ -97,7 +97,9 @@ class _SMTPHandlerInterface(Interface):
 
     def onClose(session: Session) -> object:
         """
-        The connection is gone.  Informational; the result is ignored.
+        The connection is gone.  Informational: it may be an C{async def}
+        coroutine or return a Deferred like every hook, but the result is
+        ignored and a failure only logged.
         """
 
 

@@ -211,10 +211,11 @@ def runHook(
 def runCloseHook(p: SessionControl) -> None:
     """
     Tell C{onClose} the session is over; what it returns or raises is only
-    logged, as nobody is left to answer.
+    logged, as nobody is left to answer.  An C{async def} C{onClose} (or one
+    returning a coroutine) is run like every other hook.
     """
     try:
-        result = p.handler.onClose(p.session)
+        result = callHook(p.handler.onClose, p.session)
     except Exception:
         p.logFailure(Failure(), "onClose")
     else:
