@@ -1164,6 +1164,32 @@ class LMTPTests(SynchronousTestCase):
             replies.START_DATA + b"250 2.0.0 delivered\r\n552 5.2.2 mailbox full\r\n",
         )
 
+    def test_perRecipientExceptionLogged(self) -> None:
+        """
+        An exception other than L{SMTPError} in onData's list is answered
+        451 for its recipient and logged once, as when onData raises it.
+        """
+        broken = ValueError("no mailbox store")
+
+        class Broken(BaseHandler):
+            def onData(self, stream: IMessageStream, session: Session) -> object:
+                stream.drain()
+                return [broken, "delivered", broken]
+
+        proto, transport, clock, _ = connect(Broken(), lmtp=True)
+        proto.dataReceived(b"LHLO c\r\nMAIL FROM:<s@e.com>\r\nRCPT TO:<a@e.com>\r\n")
+        proto.dataReceived(b"RCPT TO:<b@e.com>\r\nRCPT TO:<c@e.com>\r\n")
+        take(transport)
+        proto.dataReceived(b"DATA\r\nhi\r\n.\r\n")
+        self.assertEqual(
+            take(transport),
+            replies.START_DATA
+            + replies.LOCAL_ERROR
+            + b"250 2.0.0 delivered\r\n"
+            + replies.LOCAL_ERROR,
+        )
+        self.assertEqual([e.value for e in self.flushLoggedErrors(ValueError)], [broken])
+
     def test_enhancedAlwaysOn(self) -> None:
         """
         LMTP sends enhanced status codes even when they are hidden.

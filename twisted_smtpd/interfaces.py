@@ -92,7 +92,8 @@ class _SMTPHandlerInterface(Interface):
 
         @return: A text for the 250 reply (a queue id) or C{None}; in LMTP
             mode, optionally a list with one entry per accepted recipient,
-            each a text or an L{SMTPError}.
+            each a text or an L{SMTPError} (another exception there is
+            answered 451 and logged, as if C{onData} had raised it).
         """
 
     def onClose(session: Session) -> object:
