@@ -206,6 +206,36 @@ class MboxHandlerTests(SynchronousTestCase):
         self.assertFalse(thread.is_alive())
         self.assertEqual(os.path.getsize(self.path), size + 8)
 
+    def test_lockTimeout(self) -> None:
+        """
+        A mailbox another program keeps locked for C{lockTimeout} seconds
+        is left as it is and the message answered 451, with one log line
+        naming the file: the client does not wait without end.
+        """
+        log = DiskErrorLog(self)
+        self.successResultOf(self.deliver(BODY))
+        size = os.path.getsize(self.path)
+        self.handler = MboxHandler(
+            self.path,
+            reactor=ImmediateReactor(),
+            threadpool=self.pool,  # type: ignore[arg-type]
+            lockTimeout=0.05,
+        )
+        with open(self.path, "rb") as other:
+            fcntl.flock(other, fcntl.LOCK_EX)
+            error = self.failureResultOf(self.deliver(BODY), SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
+        self.assertEqual(os.path.getsize(self.path), size)
+        log.assertLines(1, "Appending to ", "mailbox locked by another program for 0.05 s")
+        self.successResultOf(self.deliver(BODY))
+        self.assertGreater(os.path.getsize(self.path), size)
+
+    def test_lockTimeoutPositive(self) -> None:
+        """
+        A C{lockTimeout} that is not positive is refused at construction.
+        """
+        self.assertRaises(ValueError, MboxHandler, self.path, lockTimeout=0)
+
 
 class ImmediateThreadPool:
     """

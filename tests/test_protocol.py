@@ -1065,6 +1065,57 @@ class HookTests(SynchronousTestCase):
         self.assertEqual(picky.seen, ["mail", "close"])
         self.assertEqual(everything, ["hook", "rcpt", "close"])
 
+    def test_positiveRefusalIsHandlerError(self) -> None:
+        """
+        A hook refusing with a positive L{SMTPError} (250), raised or as a
+        failed L{Deferred}, is a handler error answered 451 with one
+        logged failure: the client is never told 250 for a recipient that
+        is not kept.
+        """
+
+        class Positive(RecordingHandler):
+            def onRcptTo(self, address: Address, session: Session) -> object:
+                if address.address.startswith("raised"):
+                    raise SMTPError(250, "2.1.5 fine")
+                if address.address.startswith("failed"):
+                    return Deferred.fromCoroutine(self.later())
+                return None
+
+            async def later(self) -> None:
+                raise SMTPError(250, "fine")
+
+        handler = Positive()
+        proto, transport, clock, _ = connect(handler)
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<s@e.com>\r\n")
+        take(transport)
+        proto.dataReceived(
+            b"RCPT TO:<raised@e.com>\r\nRCPT TO:<failed@e.com>\r\nRCPT TO:<kept@e.com>\r\n"
+        )
+        self.assertEqual(
+            take(transport), replies.LOCAL_ERROR + replies.LOCAL_ERROR + replies.RCPT_OK
+        )
+        self.assertEqual([a.address for a in proto.session.envelope.rcptTo], ["kept@e.com"])
+        errors = self.flushLoggedErrors(TypeError)
+        self.assertEqual(len(errors), 2)
+        self.assertIn("onRcptTo refused with a 250 reply", str(errors[0].value))
+
+    def test_asyncOnClose(self) -> None:
+        """
+        An C{async def} C{onClose} runs when the connection is gone, and
+        what it raises is logged once.
+        """
+        ran: list[str] = []
+
+        class AsyncClose(BaseHandler):
+            async def onClose(self, session: Session) -> None:
+                ran.append(session.id)
+                raise ValueError("close failed")
+
+        proto, transport, clock, _ = connect(AsyncClose())
+        proto.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(ran, [proto.session.id])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
 
 class LMTPTests(SynchronousTestCase):
     def test_lhlo(self) -> None:
@@ -1112,6 +1163,32 @@ class LMTPTests(SynchronousTestCase):
             take(transport),
             replies.START_DATA + b"250 2.0.0 delivered\r\n552 5.2.2 mailbox full\r\n",
         )
+
+    def test_perRecipientExceptionLogged(self) -> None:
+        """
+        An exception other than L{SMTPError} in onData's list is answered
+        451 for its recipient and logged once, as when onData raises it.
+        """
+        broken = ValueError("no mailbox store")
+
+        class Broken(BaseHandler):
+            def onData(self, stream: IMessageStream, session: Session) -> object:
+                stream.drain()
+                return [broken, "delivered", broken]
+
+        proto, transport, clock, _ = connect(Broken(), lmtp=True)
+        proto.dataReceived(b"LHLO c\r\nMAIL FROM:<s@e.com>\r\nRCPT TO:<a@e.com>\r\n")
+        proto.dataReceived(b"RCPT TO:<b@e.com>\r\nRCPT TO:<c@e.com>\r\n")
+        take(transport)
+        proto.dataReceived(b"DATA\r\nhi\r\n.\r\n")
+        self.assertEqual(
+            take(transport),
+            replies.START_DATA
+            + replies.LOCAL_ERROR
+            + b"250 2.0.0 delivered\r\n"
+            + replies.LOCAL_ERROR,
+        )
+        self.assertEqual([e.value for e in self.flushLoggedErrors(ValueError)], [broken])
 
     def test_enhancedAlwaysOn(self) -> None:
         """

@@ -20,9 +20,11 @@ class _SMTPHandlerInterface(Interface):
 
     Every hook may return a plain value, a L{twisted.internet.defer.Deferred}
     or be an C{async def} coroutine.  Raising (or failing with)
-    L{twisted_smtpd.SMTPError} answers the client with that reply; any other
-    exception answers 451, is logged with its traceback, and the session goes
-    on.  L{twisted_smtpd.handlers.BaseHandler} implements every hook with the
+    L{twisted_smtpd.SMTPError} answers the client with that reply (a 4xx or
+    5xx one; only C{onData} may use a 2xx code); any other exception, and
+    an C{SMTPError} with a code below 400 from another hook, answers 451,
+    is logged with its traceback, and the session goes on.
+    L{twisted_smtpd.handlers.BaseHandler} implements every hook with the
     permissive default.
     """
 
@@ -90,12 +92,15 @@ class _SMTPHandlerInterface(Interface):
 
         @return: A text for the 250 reply (a queue id) or C{None}; in LMTP
             mode, optionally a list with one entry per accepted recipient,
-            each a text or an L{SMTPError}.
+            each a text or an L{SMTPError} (another exception there is
+            answered 451 and logged, as if C{onData} had raised it).
         """
 
     def onClose(session: Session) -> object:
         """
-        The connection is gone.  Informational; the result is ignored.
+        The connection is gone.  Informational: it may be an C{async def}
+        coroutine or return a Deferred like every hook, but the result is
+        ignored and a failure only logged.
         """
 
 

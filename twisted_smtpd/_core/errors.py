@@ -14,8 +14,11 @@ class SMTPError(Exception):
     answer the
     client with a specific reply.
 
-    @ivar code: The reply code, 400 to 599 to reject (a 2xx code is allowed
-        where a hook wants to choose its own positive text).
+    @ivar code: The reply code, 400 to 599 to reject.  A 2xx code is
+        allowed only where C{onData} (or an entry of its LMTP list) wants
+        to choose its own positive text; from any other hook it would tell
+        the client yes while the server refuses, so it is taken as the
+        handler's error, logged and answered 451.
     @ivar message: The reply text; line breaks make a multi-line reply, any
         other control character is replaced, so the text can never inject a
         line into the dialogue.

@@ -179,7 +179,7 @@ def runHook(
         result = callHook(fn, *args)
     except SMTPError as e:
         _timed(p, fn, started)
-        refused(e.toReply())
+        refused(e.toReply() if e.code >= 400 else _refusal(p, fn, Failure()))
         return
     except Exception:
         _timed(p, fn, started)
@@ -211,10 +211,11 @@ def runHook(
 def runCloseHook(p: SessionControl) -> None:
     """
     Tell C{onClose} the session is over; what it returns or raises is only
-    logged, as nobody is left to answer.
+    logged, as nobody is left to answer.  An C{async def} C{onClose} (or one
+    returning a coroutine) is run like every other hook.
     """
     try:
-        result = p.handler.onClose(p.session)
+        result = callHook(p.handler.onClose, p.session)
     except Exception:
         p.logFailure(Failure(), "onClose")
     else:
@@ -227,6 +228,24 @@ def _name(fn: Callable[..., object]) -> str:
 
 
 def _refusal(p: SessionControl, fn: Callable[..., object], failure: Failure) -> Reply:
+    """
+    The reply for a hook that failed with C{failure}, which refuses what
+    the hook was asked: an L{SMTPError}'s own reply, unless its code is
+    below 400.  A positive reply there would tell the client its command
+    was accepted while the server drops it (a recipient answered 250 that
+    never gets the message): such an error is logged as the handler's bug
+    and answered 451.
+    """
+    value = failure.value
+    if isinstance(value, SMTPError) and value.code < 400:
+        name = _name(fn)
+        try:
+            raise TypeError(
+                f"{name} refused with a {value.code} reply; a refusal needs a 4xx or 5xx code"
+            ) from value
+        except TypeError:
+            p.logFailure(Failure(), name)
+        return catalogue.LOCAL_ERROR
     return failureReply(failure, lambda f: p.logFailure(f, _name(fn)))
 
 

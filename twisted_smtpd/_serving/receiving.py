@@ -53,16 +53,16 @@ def dataReply(result: object) -> Reply:
     return catalogue.DATA_OK
 
 
-def lmtpReply(item: object) -> Reply:
+def lmtpReply(item: object, log: Callable[[Failure], None]) -> Reply:
     """
-    The reply for one recipient's entry in an LMTP result list.
+    The reply for one recipient's entry in an LMTP result list: an
+    exception other than L{SMTPError} is answered 451 and given to C{log},
+    as it would be raised from C{onData}.
     """
-    if isinstance(item, Failure):
-        item = item.value
-    if isinstance(item, SMTPError):
-        return item.toReply()
     if isinstance(item, BaseException):
-        return catalogue.LOCAL_ERROR
+        item = Failure(item)
+    if isinstance(item, Failure):
+        return failureReply(item, log)
     return dataReply(item)
 
 
@@ -190,7 +190,15 @@ class MessageReceiver:
         elif isinstance(outcome, Failure):
             replies = [failureReply(outcome, self._log)] * count
         elif self._lmtp and isinstance(outcome, list | tuple):
-            replies = [lmtpReply(item) for item in outcome[:count]]
+            logged: set[int] = set()
+
+            def logOnce(failure: Failure) -> None:
+                # An exception shared by several recipients is one error.
+                if id(failure.value) not in logged:
+                    logged.add(id(failure.value))
+                    self._log(failure)
+
+            replies = [lmtpReply(item, logOnce) for item in outcome[:count]]
             replies += [catalogue.DATA_OK] * (count - len(replies))
         else:
             replies = [dataReply(outcome)] * count

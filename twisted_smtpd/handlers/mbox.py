@@ -15,6 +15,7 @@ whatever the message's size.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -42,6 +43,12 @@ _BLOCK = 1 << 16
 
 # An indirection so that tests can break the disk.
 _fsync = os.fsync
+
+#: Seconds an append waits for the mailbox's locks by default (Postfix's
+#: C{local} tries C{deliver_lock_attempts} = 20 times, 1 s apart).
+LOCK_TIMEOUT = 20.0
+# Seconds between two attempts at a lock another program holds.
+_LOCK_POLL = 0.1
 
 
 def fromLine(sender: str, when: float | None = None) -> bytes:
@@ -100,8 +107,11 @@ class MboxHandler(BaseHandler):
     message is appended, so that mail readers using either see whole
     messages; appends from this process are also serialised among
     themselves.  A failed append is cut off again, leaving the file as it
-    was, and answered 452 (disk or quota full) or 451.  In LMTP mode the
-    same reply goes to every recipient.
+    was, and answered 452 (disk or quota full) or 451.  A mailbox another
+    program keeps locked for C{lockTimeout} seconds is not written and the
+    message is answered 451, with one log line, so that the client tries
+    again later instead of waiting without end.  In LMTP mode the same
+    reply goes to every recipient.
 
     @ivar path: The mbox file's absolute path.
     """
@@ -109,18 +119,29 @@ class MboxHandler(BaseHandler):
     _log = Logger()
 
     def __init__(
-        self, path: str, *, reactor: Any = None, threadpool: ThreadPool | None = None
+        self,
+        path: str,
+        *,
+        reactor: Any = None,
+        threadpool: ThreadPool | None = None,
+        lockTimeout: float = LOCK_TIMEOUT,
     ) -> None:
         """
         @param path: The mbox file.
         @param reactor: The reactor (the global one by default).
         @param threadpool: Where disk work runs; C{reactor.getThreadPool()}
             by default.
-        @raise ValueError: C{path} is empty.
+        @param lockTimeout: Seconds an append waits for the mailbox's locks
+            (L{LOCK_TIMEOUT} by default) before the message is answered 451.
+        @raise ValueError: C{path} is empty, or C{lockTimeout} is not
+            positive.
         """
         if not path:
             raise ValueError("mbox path must not be empty")
+        if not lockTimeout > 0:
+            raise ValueError("lockTimeout must be positive")
         self.path = os.path.abspath(path)
+        self._lockTimeout = lockTimeout
         if reactor is None:
             from twisted.internet import reactor as _reactor
 
@@ -171,14 +192,16 @@ class MboxHandler(BaseHandler):
         a time, and fsync; on failure, cut the file back to its former
         length.
         """
+        deadline = time.monotonic() + self._lockTimeout
         try:
-            with self._lock:
+            if not self._lock.acquire(timeout=self._lockTimeout):
+                raise self._locked()
+            try:
                 fd = os.open(
                     self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
                 )
                 try:
-                    fcntl.lockf(fd, fcntl.LOCK_EX)
-                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    self._lockFile(fd, deadline)
                     start = os.lseek(fd, 0, os.SEEK_END)
                     try:
                         _writeAll(fd, header)
@@ -194,8 +217,45 @@ class MboxHandler(BaseHandler):
                 finally:
                     # Closing the file releases both locks.
                     os.close(fd)
+            finally:
+                self._lock.release()
         finally:
             source.close()
+
+    def _lockFile(self, fd: int, deadline: float) -> None:
+        """
+        In a pool thread: take both locks of C{fd}, trying again while
+        another program holds either, until C{deadline}.  Neither is kept
+        while waiting for the other, so that a program taking them in the
+        other order cannot deadlock with this one.
+
+        @raise OSError: C{EAGAIN} when C{deadline} passed; any other error
+            of C{lockf} or C{flock}.
+        """
+        while True:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BaseException:
+                    fcntl.lockf(fd, fcntl.LOCK_UN)
+                    raise
+                return
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._locked()
+            time.sleep(min(_LOCK_POLL, remaining))
+
+    def _locked(self) -> OSError:
+        """
+        The error of a mailbox still locked after C{lockTimeout} seconds.
+        """
+        return OSError(
+            errno.EAGAIN, f"mailbox locked by another program for {self._lockTimeout:g} s"
+        )
 
 
 def _writeAll(fd: int, data: bytes) -> None:
