@@ -1047,7 +1047,7 @@ class MaildirPerRecipientTests(TestCase):
         C{..}, a full-width solidus), invisible or bidirectional formatting
         characters, line separators, NUL, backslashes, and names over 255
         bytes in UTF-8 (multi-byte characters counted in bytes) are refused
-        with 553 5.1.3, with one log line each.
+        with 553 5.1.3, logged by the session alone.
         """
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         session = makeSession()
@@ -1067,8 +1067,8 @@ class MaildirPerRecipientTests(TestCase):
         for address in refused:
             error = self.assertRaises(SMTPError, self.handler.onRcptTo, Address(address), session)
             self.assertEqual((error.code, error.enhanced), (553, "5.1.3"), address)
-        self.assertEqual(len(events), len(refused))
-        self.assertIn("not a safe Maildir name", formatEvent(events[0]))
+        # The session's reject line is the refusal's one line.
+        self.assertEqual([formatEvent(event) for event in events], [])
         for address in ["\u00e9" * 127 + "@example.org", "j\u00fcrgen@m\u00fcnchen.example"]:
             self.assertIsNone(self.handler.onRcptTo(Address(address), session))
 

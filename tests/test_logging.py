@@ -194,6 +194,38 @@ class RefusalLogTests(SynchronousTestCase):
         self.assertEqual(len(lines), 1, lines)
         self.assertIn("reject: BDAT from unknown[192.0.2.7]: 521 ", lines[0])
 
+    def test_handlerRefusalsOneLine(self) -> None:
+        """
+        A sender or recipient the ready handlers refuse for what it is (a
+        leading hyphen for a command, a name no Maildir can have) leaves
+        one line, the session's C{reject}: the handler adds none of its own.
+        """
+        from tests.test_pipe import ProcessReactor
+        from twisted_smtpd.handlers.maildir import MaildirHandler
+        from twisted_smtpd.handlers.pipe import PipeHandler
+
+        client = "unknown[192.0.2.7]"
+        pipe = self.session(PipeHandler("cat", reactor=ProcessReactor()))
+        pipe.dataReceived(b"EHLO c\r\nMAIL FROM:<-oQ@example.org>\r\n")
+        pipe.dataReceived(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<-x@example.com>\r\n")
+        maildir = self.session(
+            MaildirHandler(self.mktemp(), perRecipient=True, hostname="mx.example.com")
+        )
+        maildir.dataReceived(b"EHLO c\r\nMAIL FROM:<a@example.org> SMTPUTF8\r\n")
+        maildir.dataReceived(b"RCPT TO:<b\xe2\x80\xaeob@example.com>\r\n")
+        first, second = pipe.session.id, maildir.session.id
+        self.assertEqual(
+            [formatEvent(e) for e in self.events if e["log_level"] >= LogLevel.info],
+            [
+                f"{first} reject: MAIL from {client}: 553 5.1.7 <-oQ@example.org>:"
+                " Error: sender address must not begin with '-'",
+                f"{first} reject: RCPT from {client}: 553 5.1.3 <-x@example.com>:"
+                " Error: recipient address must not begin with '-'; from=<a@example.org>",
+                f"{second} reject: RCPT from {client}: 553 5.1.3 <b\\u202eob@example.com>:"
+                " Error: mailbox name not allowed; from=<a@example.org>",
+            ],
+        )
+
     def test_acceptedCommandsNotLogged(self) -> None:
         """
         Accepted HELO, MAIL and RCPT commands log nothing.

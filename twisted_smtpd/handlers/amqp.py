@@ -377,12 +377,6 @@ class AMQPHandler(BaseHandler):
     async def _mailFrom(self, address: Address, session: Session) -> None:
         size = address.args.get("SIZE")
         if isinstance(size, str) and size.isdigit() and int(size) > self.maxMessageSize:
-            self._log.info(
-                "{session} refused SIZE={size} over the broker's limit {limit}",
-                session=session.id,
-                size=size,
-                limit=self.maxMessageSize,
-            )
             raise SMTPError(552, "Error: message too big for the message broker", "5.3.4")
         if not await self._available():
             self._log.warn("{session} refused MAIL: message broker unavailable", session=session.id)
@@ -409,11 +403,6 @@ class AMQPHandler(BaseHandler):
         for recipient in (*session.envelope.rcptTo, address):
             size += _PER_RECIPIENT + len(recipient.address.encode("utf-8"))
         if size > self._frameMax():
-            self._log.info(
-                "{session} recipient refused: {count} recipients already fill an AMQP frame",
-                session=session.id,
-                count=len(session.envelope.rcptTo),
-            )
             raise SMTPError(452, "Error: too many recipients", "4.5.3")
 
     def _frameMax(self) -> int:
@@ -450,16 +439,7 @@ class AMQPHandler(BaseHandler):
     async def _deliver(self, stream: IMessageStream, session: Session) -> str:
         body = _Body(self.maxMessageSize)
         piped: Deferred[int] = stream.pipeToFile(body)
-        try:
-            await piped
-        except SMTPError as e:
-            if e.code == 552:
-                self._log.info(
-                    "{session} refused a message over the broker's limit {limit}",
-                    session=session.id,
-                    limit=self.maxMessageSize,
-                )
-            raise
+        await piped
         data = b"".join(body.parts)
         body.parts = []
         fields = envelopeFields(session)

@@ -266,7 +266,7 @@ class MaildirHandler(BaseHandler):
     Both names are normalised (Unicode NFKC and lower case), and a
     recipient whose local part or domain is empty, begins with a dot, holds
     a C{/}, a backslash, a control or invisible formatting character, or is
-    longer than 255 bytes is refused at RCPT with 553 5.1.3 and logged.  A bare local part
+    longer than 255 bytes is refused at RCPT with 553 5.1.3.  A bare local part
     (C{<postmaster>}) belongs to C{hostname}.  The reply comes once every
     copy and every directory it touched is fsynced; if any copy fails, none
     is kept and the message fails as a whole.
@@ -388,15 +388,7 @@ class MaildirHandler(BaseHandler):
             directory.
         """
         if self._perRecipient:
-            try:
-                recipientDirectory(address.address, self._localDomain)
-            except SMTPError:
-                self._log.info(
-                    "{session} recipient {address!r} refused: not a safe Maildir name",
-                    session=session.id,
-                    address=address.address,
-                )
-                raise
+            recipientDirectory(address.address, self._localDomain)
 
     def _targets(self, session: Session) -> list[str]:
         """

@@ -290,11 +290,6 @@ class PipeHandler(BaseHandler):
         @raise SMTPError: 553 5.1.7.
         """
         if _startsWithHyphen(address.address):
-            self._log.info(
-                "{session} sender {address!r} refused: begins with a hyphen",
-                session=session.id,
-                address=address.address,
-            )
             raise SMTPError(553, "Error: sender address must not begin with '-'", "5.1.7")
 
     def onRcptTo(self, address: Address, session: Session) -> None:
@@ -313,19 +308,8 @@ class PipeHandler(BaseHandler):
         @raise SMTPError: 553 5.1.3, or 452 4.5.3.
         """
         if _startsWithHyphen(address.address):
-            self._log.info(
-                "{session} recipient {address!r} refused: begins with a hyphen",
-                session=session.id,
-                address=address.address,
-            )
             raise SMTPError(553, "Error: recipient address must not begin with '-'", "5.1.3")
         if not self._fits(session, address):
-            self._log.info(
-                "{session} recipient refused: {count} recipients already fill the "
-                "delivery command's arguments and environment",
-                session=session.id,
-                count=len(session.envelope.rcptTo),
-            )
             raise SMTPError(452, "Error: too many recipients", "4.5.3")
 
     def _fits(self, session: Session, address: Address) -> bool:
