@@ -75,6 +75,19 @@ def greeted(handler: Any = None, **options: Any) -> tuple[SMTPProtocol, Any, Pas
     return proto, transport, handler
 
 
+class AnsweringHandler(PasswordHandler):
+    """
+    Answers every AUTH with C{answer}, whatever the credentials.
+    """
+
+    def __init__(self, answer: object) -> None:
+        super().__init__()
+        self.answer = answer
+
+    def onAuth(self, auth: AuthRequest, session: Session) -> object:
+        return self.answer
+
+
 class AdvertiseTests(SynchronousTestCase):
     def test_advertisedWhenInsecureAllowed(self) -> None:
         """
@@ -245,6 +258,23 @@ class MechanismTests(SynchronousTestCase):
 
 
 class PolicyTests(SynchronousTestCase):
+    def test_falseOrNoneRefuses(self) -> None:
+        """
+        An C{onAuth} answering C{False} (as aiosmtpd's C{auth_callback}
+        does for bad credentials) or C{None}, at once or through a
+        Deferred, logs nobody in: 535, counted as a failure, and MAIL
+        still needs AUTH.
+        """
+        for answer in (False, None, succeed(False), succeed(None)):
+            handler = AnsweringHandler(answer)
+            proto, transport, _ = greeted(handler)
+            proto.dataReceived(
+                b"AUTH PLAIN " + b64(b"\0alice\0wrong") + b"\r\nMAIL FROM:<a@b.c>\r\n"
+            )
+            self.assertEqual(take(transport), AUTH_FAILED + AUTH_REQUIRED)
+            self.assertIsNone(proto.session.user)
+            self.assertEqual(proto.auth.failures if proto.auth else 0, 1)
+
     def test_alreadyAuthenticated(self) -> None:
         """
         A second AUTH gets 503.

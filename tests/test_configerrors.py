@@ -12,11 +12,13 @@ import io
 import socket
 import sys
 
+from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.internet.error import CannotListenError
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_tap import parse
+from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving.listeners import ListenFailed, listenReason
 from twisted_smtpd._serving.service import SMTPServer
 from twisted_smtpd._twistd import tap as _tap
@@ -82,6 +84,61 @@ class AuthTests(SynchronousTestCase):
         Users and passwords pass.
         """
         parse("--sink", "--auth", "memory:alice:secret:bob:pw")
+
+    def test_noMechanismDecidable(self) -> None:
+        """
+        C{--auth} with C{--auth-methods} naming only mechanisms its checkers
+        cannot decide (XOAUTH2 without a handler's C{onAuth}), or none at
+        all, is refused: the server would neither offer nor require AUTH
+        and take mail from anyone.
+        """
+        for methods, named in [("XOAUTH2", "--auth-methods XOAUTH2"), ("", "--auth-methods")]:
+            e = self.assertRaises(
+                usage.UsageError,
+                parse,
+                "--sink",
+                "--auth",
+                "memory:alice:secret",
+                "--auth-methods",
+                methods,
+            )
+            self.assertIn(named, str(e))
+            self.assertNotIn("\n", str(e))
+
+    def test_authDisabled(self) -> None:
+        """
+        C{--auth} with C{--disable AUTH} is refused for the same reason.
+        """
+        e = self.assertRaises(
+            usage.UsageError,
+            parse,
+            "--sink",
+            "--auth",
+            "memory:alice:secret",
+            "--disable",
+            "AUTH",
+        )
+        self.assertIn("--disable AUTH", str(e))
+
+    def test_someMechanismDecidable(self) -> None:
+        """
+        One mechanism the checkers decide is enough: the others are left
+        out with a warning when the server starts.  XOAUTH2 alone passes
+        when the handler has its own C{onAuth}.
+        """
+        from twisted_smtpd._twistd.tapconfig import checkAuthOffered
+
+        parse("--sink", "--auth", "memory:alice:secret", "--auth-methods", "PLAIN,XOAUTH2")
+
+        class Deciding(SinkHandler):
+            def onAuth(self, auth: object, session: object) -> object:
+                return None
+
+        checkAuthOffered(
+            [InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")],
+            ServerOptions(authMethods=["XOAUTH2"]),
+            Deciding(),
+        )
 
 
 class TwistdOneLineTests(SynchronousTestCase):

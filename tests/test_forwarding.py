@@ -78,6 +78,29 @@ class XClientTests(SynchronousTestCase):
         proto.dataReceived(b"MAIL FROM:<a@b.c>\r\n")
         self.assertEqual(take(transport), replies.NEED_HELO)
 
+    def test_forgetsEarlierAuth(self) -> None:
+        """
+        A session logged in with AUTH (the front end's own login) starts
+        over at XCLIENT without LOGIN as a client that has not
+        authenticated: MAIL needs AUTH again.  With LOGIN, that name is
+        the user.
+        """
+        from tests.test_auth import AUTH_OK, AUTH_REQUIRED, PasswordHandler, b64
+
+        proto, transport, clock, _ = connect(
+            PasswordHandler(), useXClient=True, allowInsecureAuth=True
+        )
+        proto.dataReceived(b"EHLO front\r\nAUTH PLAIN " + b64(b"\0alice\0secret") + b"\r\n")
+        self.assertTrue(take(transport).endswith(AUTH_OK))
+        proto.dataReceived(b"XCLIENT ADDR=203.0.113.5\r\n")
+        self.assertEqual(take(transport), replies.GREETING)
+        self.assertIsNone(proto.session.user)
+        proto.dataReceived(b"EHLO other\r\nMAIL FROM:<a@b.c>\r\n")
+        self.assertTrue(take(transport).endswith(AUTH_REQUIRED))
+        proto.dataReceived(b"XCLIENT LOGIN=bob\r\n")
+        self.assertEqual(take(transport), replies.GREETING)
+        self.assertEqual(proto.session.user, "bob")
+
     def test_refusedByOnConnectStillCloses(self) -> None:
         """
         When C{onConnect} refuses the client an XCLIENT names, the session

@@ -58,7 +58,8 @@ class _SMTPHandlerInterface(Interface):
         @param auth: The L{twisted_smtpd.AuthRequest}.
         @param session: The session.
         @return: An L{twisted_smtpd.AuthResult} to accept; raise
-            L{SMTPError} (535) to refuse.  A PLAIN request whose
+            L{SMTPError} (535) to refuse (C{None} or C{False} refuse too,
+            with C{535 5.7.8}).  A PLAIN request whose
             C{authorizationIdentity} differs from its C{username} is refused
             (535 5.7.8) unless the result's C{authorizationIdentity} is that
             identity: the handler decides who may act as whom.

@@ -402,6 +402,10 @@ class CommandLineTests(ServerTestCase):
             (["--sink", "--auth", "memory:"], "--auth 'memory:'"),
             (["--sink", "--auth", "memory:alice"], "--auth 'memory:alice'"),
             (["--sink", "--auth", f"file:{missing}"], f"--auth 'file:{missing}'"),
+            (
+                ["--sink", "--auth", "memory:alice:secret", "--auth-methods", "XOAUTH2"],
+                "--auth-methods XOAUTH2",
+            ),
             (["--sink", "--hostname", "two words"], "--hostname 'two words'"),
             (["--sink", "--hostname", "[not-an-ip]"], "--hostname '[not-an-ip]'"),
         ]:

@@ -128,7 +128,9 @@ class AuthCommand:
         assert factory is not None
 
         def accepted(result: object) -> None:
-            if result is None:
+            if result is None or result is False:
+                # No login: a hook that forgot to return, or one answering
+                # as aiosmtpd's auth_callback does.
                 refused(catalogue.AUTH_FAILED)
                 return
             if not _mayActAs(request, result):

@@ -22,6 +22,7 @@ from zope.interface import Interface, implementer
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import AuthRequest, AuthResult
+from twisted_smtpd.handlers._base import BaseHandler
 
 _log = Logger()
 
@@ -114,22 +115,40 @@ def portalDecides(portal: Portal, method: str) -> bool:
     return any(i.implementedBy(kind) for i in portal.listCredentialsInterfaces())
 
 
-def offeredMechanisms(
+def ownsOnAuth(handler: object) -> bool:
+    """
+    Whether C{handler} decides AUTH itself rather than inheriting the
+    refusing default of L{BaseHandler}.
+    """
+    method = getattr(handler, "onAuth", None)
+    return method is not None and getattr(method, "__func__", method) is not BaseHandler.onAuth
+
+
+def decidableMechanisms(
     methods: Sequence[str], portal: Portal | None, onAuth: bool
 ) -> tuple[str, ...]:
     """
     The mechanisms of C{methods} something can decide, as
     C{SMTPServerFactory.authenticator} picks it: the portal those it has a
     checker for (L{portalDecides}), the handler's own C{onAuth} (C{onAuth}
-    true) XOAUTH2, or all of them without a portal.  A mechanism a portal
-    cannot decide is left out with one warning: advertised, it could only
-    be answered with 504 (RFC 4954 section 4).
+    true) XOAUTH2, or all of them without a portal.
     """
     if portal is None:
         return tuple(methods) if onAuth else ()
-    offered = tuple(m for m in methods if (onAuth and m == "XOAUTH2") or portalDecides(portal, m))
+    return tuple(m for m in methods if (onAuth and m == "XOAUTH2") or portalDecides(portal, m))
+
+
+def offeredMechanisms(
+    methods: Sequence[str], portal: Portal | None, onAuth: bool
+) -> tuple[str, ...]:
+    """
+    The mechanisms of C{methods} to offer: L{decidableMechanisms}.  A
+    mechanism a portal cannot decide is left out with one warning:
+    advertised, it could only be answered with 504 (RFC 4954 section 4).
+    """
+    offered = decidableMechanisms(methods, portal, onAuth)
     dropped = [m for m in methods if m not in offered]
-    if dropped:
+    if portal is not None and dropped:
         _log.warn(
             "AUTH mechanisms not offered, nothing can decide them: {dropped}"
             " (XOAUTH2 needs a handler's onAuth, the others a checker for their credentials)",

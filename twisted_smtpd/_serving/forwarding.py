@@ -102,9 +102,10 @@ def xclient(p: SessionControl, argument: bytes) -> None:
     helo = attributes.get("HELO")
     if helo is not None:
         session.hostNameAppearsAs = None if helo in _UNAVAILABLE else helo
+    # The session starts over as another client's: logged in as LOGIN names,
+    # never as whoever authenticated before (Postfix resets its SASL state).
     login = attributes.get("LOGIN")
-    if login is not None:
-        session.user = None if login in _UNAVAILABLE else login
+    session.user = None if login is None or login in _UNAVAILABLE else login
     local, localPort = session.localAddress
     destination = attributes.get("DESTADDR")
     if destination is not None and destination not in _UNAVAILABLE:

@@ -26,7 +26,12 @@ from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.replies import Reply
 from twisted_smtpd._core.session import AuthRequest, AuthResult, Session
-from twisted_smtpd._serving.cred import authenticate, offeredMechanisms, portalFromCheckers
+from twisted_smtpd._serving.cred import (
+    authenticate,
+    offeredMechanisms,
+    ownsOnAuth,
+    portalFromCheckers,
+)
 from twisted_smtpd._serving.deadlines import check, interval, shutdown
 from twisted_smtpd._serving.flow import TurnWriter
 from twisted_smtpd._serving.hooks import checkHandler
@@ -36,7 +41,6 @@ from twisted_smtpd._serving.observers import Observer, Observers
 from twisted_smtpd._serving.protocol import SMTPProtocol
 from twisted_smtpd._serving.resolve import ReverseResolver
 from twisted_smtpd._serving.tls import ServerTLS
-from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.interfaces import ISMTPHandler
 
 #: Where a connection refused for a limit is logged: among the sessions' lines.
@@ -86,7 +90,7 @@ class SMTPServerFactory(ServerFactory):
         o = self.options
         #: The configured mechanisms something can decide: the ones offered.
         self.authMechanisms = offeredMechanisms(
-            () if "AUTH" in o.disabledCommands else o.authMethods, portal, _ownsOnAuth(handler)
+            () if "AUTH" in o.disabledCommands else o.authMethods, portal, ownsOnAuth(handler)
         )
         #: Whether AUTH is offered (a portal or the handler's own C{onAuth}).
         self.authEnabled = bool(self.authMechanisms)
@@ -156,7 +160,7 @@ class SMTPServerFactory(ServerFactory):
         check, else the handler's C{onAuth}.
         """
         portal = self.portal
-        if portal is None or (method == "XOAUTH2" and _ownsOnAuth(self.handler)):
+        if portal is None or (method == "XOAUTH2" and ownsOnAuth(self.handler)):
             return self.handler.onAuth
 
         def onAuth(request: AuthRequest, session: Session) -> Deferred[AuthResult]:
@@ -325,12 +329,3 @@ class SMTPServerFactory(ServerFactory):
         waiting, self._closed = self._closed, []
         for d in waiting:
             d.callback(None)
-
-
-def _ownsOnAuth(handler: ISMTPHandler) -> bool:
-    """
-    Whether C{handler} decides AUTH itself rather than inheriting the
-    refusing default of L{BaseHandler}.
-    """
-    method = getattr(handler, "onAuth", None)
-    return method is not None and getattr(method, "__func__", method) is not BaseHandler.onAuth

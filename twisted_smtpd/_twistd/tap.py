@@ -40,6 +40,7 @@ from twisted_smtpd._twistd.tapconfig import (
     asArguments,
     bytesUsers,
     checkAuth,
+    checkAuthOffered,
     checkEndpoint,
     checkHostname,
     checkMetrics,
@@ -499,6 +500,7 @@ class Options(AuthOptionMixin, usage.Options):
         self["serverOptions"] = options = self._serverOptions()
         self._checkTLS(options)
         self["handler"] = self._handler(delivery, options)
+        checkAuthOffered(self.get("credCheckers", []), options, self["handler"])
         value = self[delivery] if delivery not in ("sink", "debug") else None
         self["deliveryDescription"] = (
             delivery if value is None else f"{delivery} {withoutPassword(str(value))}"

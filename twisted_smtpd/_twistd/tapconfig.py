@@ -18,11 +18,12 @@ from collections.abc import Callable, Mapping, Sequence
 from importlib import import_module
 from typing import Any, NoReturn
 
-from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+from twisted.cred.checkers import ICredentialsChecker, InMemoryUsernamePasswordDatabaseDontUse
 from twisted.python import usage
 
 from twisted_smtpd._core.address import literalAddress
 from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._serving.cred import decidableMechanisms, ownsOnAuth, portalFromCheckers
 from twisted_smtpd._serving.hooks import checkHandler
 from twisted_smtpd.interfaces import ISMTPHandler
 
@@ -275,6 +276,34 @@ def checkAuth(description: str) -> None:
                 pass
         except OSError as e:
             raise usage.UsageError(f"--auth {description!r}: {reason(e)}") from None
+
+
+def checkAuthOffered(
+    checkers: Sequence[ICredentialsChecker], options: ServerOptions, handler: object
+) -> None:
+    """
+    Refuse C{--auth} checkers with which the server would offer no AUTH
+    mechanism (C{--disable AUTH}, or C{--auth-methods} naming only
+    mechanisms nothing can decide, see L{decidableMechanisms}): AUTH would
+    then be neither offered nor required, and mail taken from anyone.
+
+    @param handler: The delivery handler, whose own C{onAuth} decides
+        XOAUTH2.
+    @raise usage.UsageError: Saying why no mechanism is left.
+    """
+    if not checkers:
+        return
+    if "AUTH" in options.disabledCommands:
+        raise usage.UsageError("--auth and --disable AUTH exclude each other")
+    methods = options.authMethods
+    if not methods:
+        raise usage.UsageError("--auth needs at least one mechanism in --auth-methods")
+    if not decidableMechanisms(methods, portalFromCheckers(checkers), ownsOnAuth(handler)):
+        raise usage.UsageError(
+            f"--auth-methods {','.join(methods)}: the --auth checkers can decide"
+            " none of them, so mail would be taken without AUTH (XOAUTH2 needs a --handler"
+            " with onAuth, CRAM-MD5 a checker holding plain passwords, such as memory: or file:)"
+        )
 
 
 # -- deliveries ----------------------------------------------------------------
