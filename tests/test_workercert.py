@@ -60,6 +60,9 @@ class SharedCertificateTests(SynchronousTestCase):
         pool = FakePool()
         shared = SharedCertificate(pool, pool, "mx.example.com")
         shared.startService()
+        # The workers stop (after the service is told to), so that the
+        # directory and the private key in it are removed.
+        self.addCleanup(pool.stopped.callback, None)
         self.addCleanup(shared.stopService)
         directory = shared.directory
         assert directory is not None and pool.startedWith is not None
