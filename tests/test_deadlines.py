@@ -593,6 +593,52 @@ class ClientLimitTests(SynchronousTestCase):
         self.assertEqual(transport.value(), TOO_MANY_FROM_ADDRESS)
 
 
+class ImplicitTLSRefusalTests(SynchronousTestCase):
+    """
+    A connection to an implicit TLS listener refused at connect for a limit:
+    its 421 waits for the handshake.
+    """
+
+    def refused(self, clock: Clock) -> tuple[SMTPProtocol, StringTransport, list[str], LogCatcher]:
+        log = LogCatcher(self)
+        factory = factoryFor(clock, maxClients=1)
+        events: list[str] = []
+        factory.addObserver(lambda event, session, data: events.append(event))
+        connectFrom(factory, "192.0.2.7", tls=True)[0].handshakeCompleted()
+        del events[:], log.lines[:]
+        proto, transport = connectFrom(factory, "192.0.2.8", tls=True)
+        return proto, transport, events, log
+
+    def test_handshakeAfterRefusal(self) -> None:
+        """
+        A refused client that finishes the handshake reads its 421 and
+        nothing more: the session does not begin (no C{secure} or
+        C{connect} event, no C{onConnect}, no greeting), and the refusal
+        stays its only log line.
+        """
+        proto, transport, events, log = self.refused(Clock())
+        proto.handshakeCompleted()
+        self.assertEqual(transport.value(), replies.TOO_MANY_CLIENTS)
+        self.assertEqual(events, ["reject"])
+        proto.connectionLost()
+        self.assertEqual(events, ["reject"])
+        self.assertEqual(
+            log.matching(proto.session.id),
+            [f"{proto.session.id} 192.0.2.8 refused: connection limit (1) reached"],
+        )
+
+    def test_handshakeNeverDone(self) -> None:
+        """
+        A refused client that never does the handshake is aborted after
+        L{CLOSE_GRACE} without a second log line.
+        """
+        clock = Clock()
+        proto, transport, events, log = self.refused(clock)
+        clock.advance(CLOSE_GRACE)
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(len(log.matching(proto.session.id)), 1)
+
+
 class ClientLimitsTableTests(SynchronousTestCase):
     def test_windowsExpire(self) -> None:
         """

@@ -51,8 +51,13 @@ def handshakeCompleted(p: SessionControl) -> None:
     """
     Record the TLS session; after STARTTLS forget everything the client
     said before (RFC 3207 section 4.2: a new EHLO is needed, the envelope
-    and any AUTH are gone), then ask C{onSecure}.
+    and any AUTH are gone), then ask C{onSecure}.  A session already
+    closing (an implicit TLS connection refused at connect for a limit or
+    a server shutting down, whose client finished the handshake to read its
+    421) does not begin: its refusal stays its only line and event.
     """
+    if p.closing:
+        return
     session = p.session
     session.secure = True
     session.tls = tlsInfo(p.transport)
