@@ -544,6 +544,7 @@ class ServerFlagTests(SynchronousTestCase):
             (("--tls-cert", cert, "--tls-key", key, "--tls-ca", missing), missing),
             (("--tls-cert", cert, "--tls-key", key, "--sni", f"a.example={missing}"), missing),
             (("--tls-key", key), "--tls-key needs --tls-cert"),
+            (("--sni", f"a\x01b.example={cert},{key}"), r"--sni: invalid SNI host name: 'a\x01b"),
         ]:
             self.assertIn(named, self.assertUsageError(*args))
 

@@ -817,6 +817,20 @@ class ConfigurationErrorTests(_TLSTestCase):
             sniOptions={"mail.example.com": (path, None)},
         )
 
+    def test_invalidSNIName(self) -> None:
+        """
+        An SNI name that is no host name (control characters, white space,
+        an empty label, a wildcard not in front) is refused, shown escaped.
+        """
+        files = (self.default.certificatePath, self.default.keyPath)
+        for name, shown in [
+            ("\x1b[2Kmx\x01.example.com", r"'\x1b[2kmx\x01.example.com'"),
+            ("mail example.com", "'mail example.com'"),
+            ("mail..example.com", "'mail..example.com'"),
+            ("mail.*.example.com", "'mail.*.example.com'"),
+        ]:
+            self.assertRefused(f"invalid SNI host name: {shown}", *files, sniOptions={name: files})
+
 
 class InterfaceTests(_TLSTestCase):
     """

@@ -11,6 +11,7 @@ finished handshake settled.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -102,15 +103,29 @@ def _readAuthorities(path: str) -> tuple[x509.Certificate, ...]:
         raise ValueError(f"cannot read CA certificates {path}: no PEM certificate") from e
 
 
+_LABEL = r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?"
+
+#: A host name in A-labels (labels of letters, digits, hyphens and
+#: underscores; RFC 6066 section 3 names hosts as DNS does), or C{*.}
+#: before one.
+_HOST_NAME = re.compile(rf"(\*\.)?({_LABEL}\.)*{_LABEL}")
+
+
 def _normaliseName(name: str) -> str:
     """
     Lower-case, without a trailing dot, IDNA-encoded (clients send A-labels).
+
+    @raise ValueError: C{name} is not a host name (or C{*.} and one): it
+        holds white space, control characters or an empty label, say.
     """
     name = name.strip().rstrip(".").lower()
     try:
-        return name.encode("idna").decode("ascii")
+        encoded = name.encode("idna").decode("ascii")
     except UnicodeError as e:
         raise ValueError(f"invalid SNI host name: {name!r}") from e
+    if _HOST_NAME.fullmatch(encoded) is None:
+        raise ValueError(f"invalid SNI host name: {name!r}")
+    return encoded
 
 
 @define
