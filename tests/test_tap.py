@@ -624,6 +624,27 @@ class EndpointFlagTests(SynchronousTestCase):
         error = self.assertRaises(usage.UsageError, parse, "--sink", "--listen", description)
         self.assertIn(repr(description), str(error))
 
+    def test_sslDHParametersReadAtParse(self) -> None:
+        """
+        An C{ssl:} endpoint with keys of its own whose C{dhParameters} file
+        is missing or holds no parameters is refused at parse, naming the
+        file, rather than failing every connection.
+        """
+        issued = CertificateAuthority(self.mktemp()).server("mx.example.com")
+        junk = os.path.abspath(self.mktemp())
+        with open(junk, "w") as f:
+            f.write("not DH parameters\n")
+        for path, why in [
+            (os.path.abspath(self.mktemp()), "no such file"),
+            (junk, "no start line"),
+        ]:
+            description = (
+                f"ssl:0:privateKey={issued.keyPath}:certKey={issued.certificatePath}"
+                f":dhParameters={path}"
+            )
+            error = self.assertRaises(usage.UsageError, parse, "--sink", "--listen", description)
+            self.assertIn(f"{description!r}: cannot use dhParameters {path}: {why}", str(error))
+
     def test_systemdWithoutSockets(self) -> None:
         """
         A C{systemd:} endpoint in a process that inherited no socket is a

@@ -24,7 +24,7 @@ from twisted.internet.interfaces import (
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from twisted_smtpd._core.options import ServerOptions
-from twisted_smtpd._serving.listeners import _Listener, splitDescription
+from twisted_smtpd._serving.listeners import _Listener, checkOwnTLS, splitDescription
 from twisted_smtpd._serving.observers import Observer
 from twisted_smtpd._serving.proxy import HEADER_TIMEOUT, ProxyWrappingFactory
 from twisted_smtpd._serving.server import SMTPServerFactory
@@ -163,6 +163,7 @@ class SMTPServer(MultiService):
         """
         base, layers = splitDescription(description)
         endpoint: Any = serverFromString(self.reactor, base)
+        checkOwnTLS(endpoint)
         ownTLS = self._ownTLS(base, endpoint)
         if ownTLS is None or not layers:
             return endpoint, self._wrap(layers)
