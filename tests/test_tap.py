@@ -548,6 +548,24 @@ class ServerFlagTests(SynchronousTestCase):
         ]:
             self.assertIn(named, self.assertUsageError(*args))
 
+    def test_tlsErrorNamesItsFlag(self) -> None:
+        """
+        A TLS file error starts with the flag that named the file: a bad CA
+        bundle is C{--tls-ca}'s, an SNI certificate C{--sni}'s even when its
+        path contains the C{--tls-cert} path or its key is the C{--tls-key}
+        file.
+        """
+        cert, key = self.server.certificatePath, self.server.keyPath
+        withKey = ("--tls-cert", cert, "--tls-key", key)
+        for args, flag in [
+            (("--tls-cert", cert, "--tls-key", self.other.keyPath), "--tls-key"),
+            (("--tls-cert", key, "--tls-key", key), "--tls-cert"),
+            ((*withKey, "--request-cert", "--tls-ca", key), "--tls-ca"),
+            ((*withKey, "--sni", f"a.example={cert}.old"), "--sni"),
+            ((*withKey, "--sni", f"a.example={self.other.certificatePath},{key}"), "--sni"),
+        ]:
+            self.assertTrue(self.assertUsageError(*args).startswith(f"{flag}: "), args)
+
     def test_badValues(self) -> None:
         """
         A malformed SNI entry, network, AUTH method or log format is a
