@@ -105,10 +105,9 @@ def _readAuthorities(path: str) -> tuple[x509.Certificate, ...]:
 
 _LABEL = r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?"
 
-#: A host name in A-labels (labels of letters, digits, hyphens and
-#: underscores; RFC 6066 section 3 names hosts as DNS does), or C{*.}
-#: before one.
-_HOST_NAME = re.compile(rf"(\*\.)?({_LABEL}\.)*{_LABEL}")
+#: A host name in A-labels, lower case: labels of letters, digits, hyphens
+#: and underscores (RFC 6066 section 3 names hosts as DNS does).
+_HOST_NAME = re.compile(rf"({_LABEL}\.)*{_LABEL}")
 
 
 def _normaliseName(name: str) -> str:
@@ -123,7 +122,8 @@ def _normaliseName(name: str) -> str:
         encoded = name.encode("idna").decode("ascii")
     except UnicodeError as e:
         raise ValueError(f"invalid SNI host name: {name!r}") from e
-    if _HOST_NAME.fullmatch(encoded) is None:
+    host = encoded[2:] if encoded.startswith("*.") else encoded
+    if _HOST_NAME.fullmatch(host) is None:
         raise ValueError(f"invalid SNI host name: {name!r}")
     return encoded
 
@@ -255,6 +255,10 @@ class _Generation:
             try:
                 name = servername.decode("ascii").rstrip(".").lower()
             except UnicodeDecodeError:
+                return
+            if _HOST_NAME.fullmatch(name) is None:
+                # The client's bytes, not a host name ("../x", spaces,
+                # control characters): never the callback's to see.
                 return
             context = self._dynamic.contextFor(name)
         if context is not None:
