@@ -55,12 +55,21 @@ class _Credentials:
     key: Any
 
 
+#: The largest certificate, key or CA file read (a CA bundle is some
+#: hundred KiB): a path naming something else, such as C{/dev/zero} or a
+#: log file, is refused before it fills the memory.
+FILE_LIMIT = 16 * 1024 * 1024
+
+
 def _read(path: str, what: str) -> bytes:
     try:
         with open(path, "rb") as f:
-            return f.read()
+            data = f.read(FILE_LIMIT + 1)
     except OSError as e:
         raise ValueError(f"cannot read {what} {path}: {e.strerror or e}") from e
+    if len(data) > FILE_LIMIT:
+        raise ValueError(f"cannot read {what} {path}: larger than {FILE_LIMIT} bytes")
+    return data
 
 
 def _parseCredentials(
