@@ -125,6 +125,25 @@ class TLSHandshakeTimeoutTests(SynchronousTestCase):
                 [f"{sid} 192.0.2.7 TLS handshake failed: {why}"],
             )
 
+    def test_failedHandshakeOfIgnoredHost(self) -> None:
+        """
+        A client of C{ignoredHosts} (a health check opening the implicit
+        TLS port and closing it) leaves no line when its connection ends in
+        the handshake; other clients still do.
+        """
+        from twisted.internet.error import ConnectionLost
+        from twisted.python.failure import Failure
+
+        log = LogCatcher(self)
+        factory = factoryFor(Clock(), ignoredHosts=("192.0.2.7",))
+        for host in ["192.0.2.7", "192.0.2.8"]:
+            proto, transport = connectFrom(factory, host, tls=True)
+            proto.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(
+            [line.split(" ", 1)[1] for line in log.matching("TLS handshake failed")],
+            ["192.0.2.8 TLS handshake failed: ConnectionLost"],
+        )
+
     def test_handshakeTimeoutOption(self) -> None:
         """
         tlsHandshakeTimeout sets the deadline; the socket timeout does not

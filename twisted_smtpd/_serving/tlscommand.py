@@ -79,8 +79,12 @@ def handshakeFailed(p: SessionControl, reason: Failure) -> None:
     """
     The connection ended in the middle of a TLS handshake (a client that
     is not speaking TLS, a protocol or cipher it does not share, or one
-    that went away): one log line saying why.
+    that went away): one log line saying why, but for a client of
+    C{ignoredHosts}, whose sessions leave none (a health check that opens
+    an implicit TLS port and closes it).
     """
+    if p.session.remoteAddress[0] in p.options.ignoredHosts:
+        return
     error = reason.value
     if isinstance(error, SSL.Error) and error.args and isinstance(error.args[0], list):
         # OpenSSL's reasons: (library, function, reason) triples.
