@@ -125,6 +125,30 @@ class TLSHandshakeTimeoutTests(SynchronousTestCase):
                 [f"{sid} 192.0.2.7 TLS handshake failed: {why}"],
             )
 
+    def test_failedHandshakeBeginsNoSession(self) -> None:
+        """
+        An implicit TLS connection whose handshake fails or times out never
+        began a session: no C{close} event and no C{onClose} follow its one
+        line, as none follow a refusal.
+        """
+        from twisted.internet.error import ConnectionLost
+        from twisted.python.failure import Failure
+
+        clock = Clock()
+        factory = factoryFor(clock)
+        events: list[str] = []
+        factory.addObserver(lambda event, session, data: events.append(event))
+        failed, _ = connectFrom(factory, "192.0.2.7", tls=True)
+        failed.connectionLost(Failure(ConnectionLost()))
+        stalled, _ = connectFrom(factory, "192.0.2.8", tls=True)
+        clock.advance(30)
+        stalled.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(events, [])
+        handler = factory.handler
+        assert isinstance(handler, RecordingHandler)
+        self.assertEqual(handler.closed, [])
+        self.assertEqual(factory.connections, set())
+
     def test_failedHandshakeOfIgnoredHost(self) -> None:
         """
         A client of C{ignoredHosts} (a health check opening the implicit

@@ -95,7 +95,9 @@ class _SMTPHandlerInterface(Interface):
 
     def onClose(session: Session) -> object:
         """
-        The connection is gone.  Informational; the result is ignored.
+        The connection is gone.  Informational; the result is ignored.  Not
+        called for a session that never began: refused at connect, or an
+        implicit TLS connection whose handshake never finished.
         """
 
 
