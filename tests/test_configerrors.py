@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import io
+import os
 import socket
 import sys
 
@@ -17,6 +18,7 @@ from twisted.internet.error import CannotListenError
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.certs import CertificateAuthority
 from tests.test_tap import parse
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving.listeners import ListenFailed, listenReason
@@ -188,6 +190,24 @@ class ListenFailedTests(SynchronousTestCase):
         e = self.assertRaises(ListenFailed, server.privilegedStartService)
         self.assertEqual(e.description, description)
         self.assertIn("address already in use", e.why)
+
+    def test_sslContextMadeAtOnce(self) -> None:
+        """
+        L{SMTPServer.addEndpoint} makes the TLS context of an C{ssl:}
+        endpoint with keys of its own at once: a missing C{dhParameters}
+        file is a L{ValueError} naming it, not a traceback for every
+        connection.
+        """
+        issued = CertificateAuthority(self.mktemp()).server("mx.example.com")
+        missing = os.path.abspath(self.mktemp())
+        server = SMTPServer(SinkHandler())
+        e = self.assertRaises(
+            ValueError,
+            server.addEndpoint,
+            f"ssl:0:privateKey={issued.keyPath}:certKey={issued.certificatePath}"
+            f":dhParameters={missing}",
+        )
+        self.assertEqual(str(e), f"cannot use dhParameters {missing}: no such file")
 
     def test_reasons(self) -> None:
         """

@@ -125,6 +125,49 @@ class TLSHandshakeTimeoutTests(SynchronousTestCase):
                 [f"{sid} 192.0.2.7 TLS handshake failed: {why}"],
             )
 
+    def test_failedHandshakeBeginsNoSession(self) -> None:
+        """
+        An implicit TLS connection whose handshake fails or times out never
+        began a session: no C{close} event and no C{onClose} follow its one
+        line, as none follow a refusal.
+        """
+        from twisted.internet.error import ConnectionLost
+        from twisted.python.failure import Failure
+
+        clock = Clock()
+        factory = factoryFor(clock)
+        events: list[str] = []
+        factory.addObserver(lambda event, session, data: events.append(event))
+        failed, _ = connectFrom(factory, "192.0.2.7", tls=True)
+        failed.connectionLost(Failure(ConnectionLost()))
+        stalled, _ = connectFrom(factory, "192.0.2.8", tls=True)
+        clock.advance(30)
+        stalled.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(events, [])
+        handler = factory.handler
+        assert isinstance(handler, RecordingHandler)
+        self.assertEqual(handler.closed, [])
+        self.assertEqual(factory.connections, set())
+
+    def test_failedHandshakeOfIgnoredHost(self) -> None:
+        """
+        A client of C{ignoredHosts} (a health check opening the implicit
+        TLS port and closing it) leaves no line when its connection ends in
+        the handshake; other clients still do.
+        """
+        from twisted.internet.error import ConnectionLost
+        from twisted.python.failure import Failure
+
+        log = LogCatcher(self)
+        factory = factoryFor(Clock(), ignoredHosts=("192.0.2.7",))
+        for host in ["192.0.2.7", "192.0.2.8"]:
+            proto, transport = connectFrom(factory, host, tls=True)
+            proto.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(
+            [line.split(" ", 1)[1] for line in log.matching("TLS handshake failed")],
+            ["192.0.2.8 TLS handshake failed: ConnectionLost"],
+        )
+
     def test_handshakeTimeoutOption(self) -> None:
         """
         tlsHandshakeTimeout sets the deadline; the socket timeout does not
@@ -591,6 +634,52 @@ class ClientLimitTests(SynchronousTestCase):
         connectFrom(factory, "127.0.0.1")
         proto, transport = connectFrom(factory, "127.0.0.1")
         self.assertEqual(transport.value(), TOO_MANY_FROM_ADDRESS)
+
+
+class ImplicitTLSRefusalTests(SynchronousTestCase):
+    """
+    A connection to an implicit TLS listener refused at connect for a limit:
+    its 421 waits for the handshake.
+    """
+
+    def refused(self, clock: Clock) -> tuple[SMTPProtocol, StringTransport, list[str], LogCatcher]:
+        log = LogCatcher(self)
+        factory = factoryFor(clock, maxClients=1)
+        events: list[str] = []
+        factory.addObserver(lambda event, session, data: events.append(event))
+        connectFrom(factory, "192.0.2.7", tls=True)[0].handshakeCompleted()
+        del events[:], log.lines[:]
+        proto, transport = connectFrom(factory, "192.0.2.8", tls=True)
+        return proto, transport, events, log
+
+    def test_handshakeAfterRefusal(self) -> None:
+        """
+        A refused client that finishes the handshake reads its 421 and
+        nothing more: the session does not begin (no C{secure} or
+        C{connect} event, no C{onConnect}, no greeting), and the refusal
+        stays its only log line.
+        """
+        proto, transport, events, log = self.refused(Clock())
+        proto.handshakeCompleted()
+        self.assertEqual(transport.value(), replies.TOO_MANY_CLIENTS)
+        self.assertEqual(events, ["reject"])
+        proto.connectionLost()
+        self.assertEqual(events, ["reject"])
+        self.assertEqual(
+            log.matching(proto.session.id),
+            [f"{proto.session.id} 192.0.2.8 refused: connection limit (1) reached"],
+        )
+
+    def test_handshakeNeverDone(self) -> None:
+        """
+        A refused client that never does the handshake is aborted after
+        L{CLOSE_GRACE} without a second log line.
+        """
+        clock = Clock()
+        proto, transport, events, log = self.refused(clock)
+        clock.advance(CLOSE_GRACE)
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(len(log.matching(proto.session.id)), 1)
 
 
 class ClientLimitsTableTests(SynchronousTestCase):

@@ -98,3 +98,24 @@ class SummaryTests(SynchronousTestCase):
             "TLS certificate for SNI old.example.com: CN=old.example.com", formatEvent(events[1])
         )
         self.assertTrue(formatEvent(events[1]).endswith("renew it"))
+
+    def test_subjectEscaped(self) -> None:
+        """
+        A subject holding a line break, an escape sequence or a bidi
+        override (RFC 4514 escapes none of them) is written escaped, on one
+        line.
+        """
+        ca = CertificateAuthority(self.mktemp())
+        hostile = ca.issue("mx.example.com\n2026 fake line\x1b[2K\u202e")
+        server = SMTPServer(
+            SinkHandler(),
+            ServerOptions(certificate=hostile.certificatePath, privateKey=hostile.keyPath),
+        )
+        logCertificates(server)
+        (line,) = self.startup()
+        self.assertTrue(
+            line.startswith(
+                r"TLS certificate: CN=mx.example.com\x0a2026 fake line\x1b[2K\u202e, expires "
+            ),
+            line,
+        )

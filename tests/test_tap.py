@@ -544,8 +544,27 @@ class ServerFlagTests(SynchronousTestCase):
             (("--tls-cert", cert, "--tls-key", key, "--tls-ca", missing), missing),
             (("--tls-cert", cert, "--tls-key", key, "--sni", f"a.example={missing}"), missing),
             (("--tls-key", key), "--tls-key needs --tls-cert"),
+            (("--sni", f"a\x01b.example={cert},{key}"), r"--sni: invalid SNI host name: 'a\x01b"),
         ]:
             self.assertIn(named, self.assertUsageError(*args))
+
+    def test_tlsErrorNamesItsFlag(self) -> None:
+        """
+        A TLS file error starts with the flag that named the file: a bad CA
+        bundle is C{--tls-ca}'s, an SNI certificate C{--sni}'s even when its
+        path contains the C{--tls-cert} path or its key is the C{--tls-key}
+        file.
+        """
+        cert, key = self.server.certificatePath, self.server.keyPath
+        withKey = ("--tls-cert", cert, "--tls-key", key)
+        for args, flag in [
+            (("--tls-cert", cert, "--tls-key", self.other.keyPath), "--tls-key"),
+            (("--tls-cert", key, "--tls-key", key), "--tls-cert"),
+            ((*withKey, "--request-cert", "--tls-ca", key), "--tls-ca"),
+            ((*withKey, "--sni", f"a.example={cert}.old"), "--sni"),
+            ((*withKey, "--sni", f"a.example={self.other.certificatePath},{key}"), "--sni"),
+        ]:
+            self.assertTrue(self.assertUsageError(*args).startswith(f"{flag}: "), args)
 
     def test_badValues(self) -> None:
         """
@@ -622,6 +641,27 @@ class EndpointFlagTests(SynchronousTestCase):
         description = f"ssl:0:privateKey={os.path.abspath(self.mktemp())}"
         error = self.assertRaises(usage.UsageError, parse, "--sink", "--listen", description)
         self.assertIn(repr(description), str(error))
+
+    def test_sslDHParametersReadAtParse(self) -> None:
+        """
+        An C{ssl:} endpoint with keys of its own whose C{dhParameters} file
+        is missing or holds no parameters is refused at parse, naming the
+        file, rather than failing every connection.
+        """
+        issued = CertificateAuthority(self.mktemp()).server("mx.example.com")
+        junk = os.path.abspath(self.mktemp())
+        with open(junk, "w") as f:
+            f.write("not DH parameters\n")
+        for path, why in [
+            (os.path.abspath(self.mktemp()), "no such file"),
+            (junk, "no start line"),
+        ]:
+            description = (
+                f"ssl:0:privateKey={issued.keyPath}:certKey={issued.certificatePath}"
+                f":dhParameters={path}"
+            )
+            error = self.assertRaises(usage.UsageError, parse, "--sink", "--listen", description)
+            self.assertIn(f"{description!r}: cannot use dhParameters {path}: {why}", str(error))
 
     def test_systemdWithoutSockets(self) -> None:
         """

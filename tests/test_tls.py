@@ -817,6 +817,39 @@ class ConfigurationErrorTests(_TLSTestCase):
             sniOptions={"mail.example.com": (path, None)},
         )
 
+    def test_oversizedFile(self) -> None:
+        """
+        A certificate, key or CA file larger than 16 MiB (a path naming a
+        device or a log file by mistake) is refused without being read
+        whole.
+        """
+        big = os.path.join(self.directory, "big.pem")
+        with open(big, "wb") as f:
+            f.truncate(16 * 1024 * 1024 + 1)
+        cert, key = self.default.certificatePath, self.default.keyPath
+        for args, kwargs, what in [
+            ((big, key), {}, "certificate"),
+            ((cert, big), {}, "private key"),
+            ((cert, key), {"caCertificates": big, "requestCert": True}, "CA certificates"),
+        ]:
+            self.assertRefused(
+                f"cannot read {what} {big}: larger than 16777216 bytes", *args, **kwargs
+            )
+
+    def test_invalidSNIName(self) -> None:
+        """
+        An SNI name that is no host name (control characters, white space,
+        an empty label, a wildcard not in front) is refused, shown escaped.
+        """
+        files = (self.default.certificatePath, self.default.keyPath)
+        for name, shown in [
+            ("\x1b[2Kmx\x01.example.com", r"'\x1b[2kmx\x01.example.com'"),
+            ("mail example.com", "'mail example.com'"),
+            ("mail..example.com", "'mail..example.com'"),
+            ("mail.*.example.com", "'mail.*.example.com'"),
+        ]:
+            self.assertRefused(f"invalid SNI host name: {shown}", *files, sniOptions={name: files})
+
 
 class InterfaceTests(_TLSTestCase):
     """

@@ -141,6 +141,30 @@ class SNICallbackTests(_TLSTestCase):
         handshake(tls.contextFactory(), TLSClient(servername="dyn.example.com"))
         self.assertEqual(self.calls, ["dyn.example.com", "dyn.example.com"])
 
+    def test_notHostNames(self) -> None:
+        """
+        An SNI name that is no host name (a path, white space, control
+        characters) never reaches the callback: the default certificate is
+        served.
+        """
+
+        def callback(name: str) -> object:
+            self.calls.append(name)
+            return _options(self.other)
+
+        tls = ServerTLS(self.default.certificatePath, self.default.keyPath, sniCallback=callback)
+        for name in [
+            "../../etc/passwd",
+            "a b.example.com",
+            "\x1b[2kx.example.com",
+            "*.example.com",
+        ]:
+            result = handshake(tls.contextFactory(), TLSClient(servername=name))
+            self.assertEqual(result.serverCertificate, self.default.certificate)
+        result = handshake(tls.contextFactory(), TLSClient(servername="Dyn.Example.com."))
+        self.assertEqual(result.serverCertificate, self.other.certificate)
+        self.assertEqual(self.calls, ["dyn.example.com"])
+
     def test_failingCallback(self) -> None:
         """
         A callback that raises is logged; the default certificate is served.

@@ -101,7 +101,9 @@ class _SMTPHandlerInterface(Interface):
         """
         The connection is gone.  Informational: it may be an C{async def}
         coroutine or return a Deferred like every hook, but the result is
-        ignored and a failure only logged.
+        ignored and a failure only logged.  Not called for a session that
+        never began: refused at connect, or an implicit TLS connection whose
+        handshake never finished.
         """
 
 

@@ -191,6 +191,45 @@ class TLSAuthTests(TestCase):
         self.assertEqual(handler.sessions[0].transmissionType, "ESMTPS")
 
     @inlineCallbacks
+    def test_implicitTLSRefusedForLimit(self) -> Any:
+        """
+        A client of an C{ssl:} listener refused for C{maxClients} that
+        finishes the handshake reads its 421 and the connection closes; its
+        session never begins (no C{onConnect}, no C{secure} or C{connect}
+        event), the refusal is all the observers hear of it.
+        """
+        connected: list[Session] = []
+        events: list[tuple[str, str]] = []
+
+        class Handler(RecordingHandler):
+            def onConnect(self, session: Session) -> object:
+                connected.append(session)
+                return None
+
+        port = yield self.serve(Handler(), listen="ssl:0:interface=127.0.0.1", maxClients=1)
+        self.server.addObserver(lambda event, session, data: events.append((event, session.id)))
+        ctx = clientContext(self.ca)
+
+        def client() -> bytes:
+            first = ctx.wrap_socket(
+                socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT),
+                server_hostname="mail.example.com",
+            )
+            with first:
+                first.recv(100)
+                second = ctx.wrap_socket(
+                    socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT),
+                    server_hostname="mail.example.com",
+                )
+                with second:
+                    return readReplies(second)
+
+        refused = yield deferToThread(client)
+        self.assertEqual(refused, b"421 4.7.0 Too many connections, try again later\r\n")
+        self.assertEqual(len(connected), 1)
+        self.assertEqual([event for event, sid in events if sid != connected[0].id], ["reject"])
+
+    @inlineCallbacks
     def test_sni(self) -> Any:
         """
         Each SNI name gets its own certificate, checked with the name verified

@@ -271,11 +271,12 @@ class ServerOptions:
     @ivar tlsMinVersion: The lowest TLS version accepted, C{"TLSv1.2"} or
         C{"TLSv1.3"}.
     @ivar sniCallback: C{callback(name)} choosing a certificate for an SNI
-        name that C{sniOptions} does not cover: an C{OpenSSL.SSL.Context}
-        (or an object with C{getContext()}), C{None} for the default
-        certificate, or a Deferred of either.  The handshake cannot wait: a
-        Deferred answer is cached and served from the next handshake for
-        that name on (see C{docs/tls-auth.md}).
+        name that C{sniOptions} does not cover (a host name only: a client's
+        SNI that is none gets the default certificate unasked): an
+        C{OpenSSL.SSL.Context} (or an object with C{getContext()}), C{None}
+        for the default certificate, or a Deferred of either.  The handshake
+        cannot wait: a Deferred answer is cached and served from the next
+        handshake for that name on (see C{docs/tls-auth.md}).
     """
 
     name: str = field(factory=_defaultName, validator=_noLineBreak)

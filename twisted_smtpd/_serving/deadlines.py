@@ -101,12 +101,16 @@ def check(p: SessionControl, now: float) -> None:
     client = p.session.remoteAddress[0]
     if p.closing:
         if now - p.times.closingSince >= CLOSE_GRACE:
-            p.log.info(
-                "{session} {client} close not done after {seconds:g} s: connection aborted",
-                session=session,
-                client=client,
-                seconds=CLOSE_GRACE,
-            )
+            if not p.refused:
+                # A connection refused at connect has its one line, the
+                # refusal: an implicit TLS client that never finishes the
+                # handshake its 421 waits for adds none.
+                p.log.info(
+                    "{session} {client} close not done after {seconds:g} s: connection aborted",
+                    session=session,
+                    client=client,
+                    seconds=CLOSE_GRACE,
+                )
             p.abort()
         return
     options = p.options

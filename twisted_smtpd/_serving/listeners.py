@@ -9,13 +9,14 @@ twisted-smtpd adds to an endpoint string (L{splitDescription}).
 from __future__ import annotations
 
 import errno
+from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 
-__all__ = ["ListenFailed", "_Listener", "listenReason", "splitDescription"]
+__all__ = ["ListenFailed", "_Listener", "checkOwnTLS", "listenReason", "splitDescription"]
 
 
 class ListenFailed(Exception):
@@ -116,3 +117,30 @@ def splitDescription(description: str) -> tuple[str, list[str]]:
             description = "tcp:" + rest
         else:
             return description, layers
+
+
+def checkOwnTLS(endpoint: object) -> None:
+    """
+    Make the TLS context of an C{ssl:} endpoint with keys of its own now.
+    Twisted's parser reads its key and certificate files at once, but a
+    C{dhParameters} file only for the first connection: a file missing or
+    unusable would fail every connection with a traceback.  Other endpoints
+    pass.
+
+    @param endpoint: What C{serverFromString} gave.
+    @raise ValueError: One line saying why the context cannot be made.
+    """
+    factory: Any = getattr(endpoint, "_sslContextFactory", None)
+    if factory is None:
+        return
+    from OpenSSL import SSL
+
+    try:
+        factory.getContext()
+    except SSL.Error as e:
+        reasons = e.args[0] if e.args and isinstance(e.args[0], list) else []
+        why = "; ".join(str(entry[-1]) for entry in reasons if entry and entry[-1]) or str(e)
+        dhFile = getattr(getattr(factory, "dhParameters", None), "_dhFile", None)
+        path = getattr(dhFile, "path", None)
+        what = f"dhParameters {path}" if path else "its TLS settings"
+        raise ValueError(f"cannot use {what}: {why}") from None

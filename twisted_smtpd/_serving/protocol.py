@@ -217,7 +217,11 @@ class SMTPProtocol(LineReceiver):
             factory.forget(self)
         if self.times.handshakeSince is not None and not self.refused:
             _tlscommand.handshakeFailed(self, reason)
-        if not self.refused:
+        # An implicit TLS connection whose handshake never finished never
+        # began a session (no connect event, no onConnect): like a refused
+        # one, it has no close either, its failure was its line.
+        began = not (self.implicitTLS and self.session.tls is None)
+        if began and not self.refused:
             self.emit("close")
             runCloseHook(self)
         if factory is not None:

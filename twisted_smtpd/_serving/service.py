@@ -24,7 +24,7 @@ from twisted.internet.interfaces import (
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from twisted_smtpd._core.options import ServerOptions
-from twisted_smtpd._serving.listeners import _Listener, splitDescription
+from twisted_smtpd._serving.listeners import _Listener, checkOwnTLS, splitDescription
 from twisted_smtpd._serving.observers import Observer
 from twisted_smtpd._serving.proxy import HEADER_TIMEOUT, ProxyWrappingFactory
 from twisted_smtpd._serving.server import SMTPServerFactory
@@ -98,7 +98,9 @@ class SMTPServer(MultiService):
           - C{close}: the session ended.
 
         Sessions refused at connect for a connection limit have a C{reject}
-        event only, and those refused while the server closes none.  New
+        event only, and those refused while the server closes none; nor has
+        an implicit TLS connection whose handshake never finished (its
+        session never began).  New
         events and data keys may be added.
 
         An observer with an C{events} attribute, a set of event names, is
@@ -163,6 +165,7 @@ class SMTPServer(MultiService):
         """
         base, layers = splitDescription(description)
         endpoint: Any = serverFromString(self.reactor, base)
+        checkOwnTLS(endpoint)
         ownTLS = self._ownTLS(base, endpoint)
         if ownTLS is None or not layers:
             return endpoint, self._wrap(layers)

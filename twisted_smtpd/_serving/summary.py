@@ -15,6 +15,7 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.logger import Logger
 
 from twisted_smtpd._core.version import __version__
+from twisted_smtpd._serving.logging import loggable
 
 if TYPE_CHECKING:
     from twisted_smtpd._serving.service import SMTPServer
@@ -105,7 +106,9 @@ def logCertificates(server: SMTPServer, now: datetime.datetime | None = None) ->
     for name, certificate in tls.certificates().items():
         expires: Any = certificate.not_valid_after_utc
         days = (expires - now).days
-        subject = certificate.subject.rfc4514_string()
+        # Read from a file, not trusted: RFC 4514 escapes neither line
+        # breaks nor other control characters.
+        subject = loggable(certificate.subject.rfc4514_string(), 400)
         fields = {
             "subject": subject,
             "servername": name or None,

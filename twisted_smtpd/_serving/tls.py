@@ -11,6 +11,7 @@ finished handshake settled.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -54,12 +55,21 @@ class _Credentials:
     key: Any
 
 
+#: The largest certificate, key or CA file read (a CA bundle is some
+#: hundred KiB): a path naming something else, such as C{/dev/zero} or a
+#: log file, is refused before it fills the memory.
+FILE_LIMIT = 16 * 1024 * 1024
+
+
 def _read(path: str, what: str) -> bytes:
     try:
         with open(path, "rb") as f:
-            return f.read()
+            data = f.read(FILE_LIMIT + 1)
     except OSError as e:
         raise ValueError(f"cannot read {what} {path}: {e.strerror or e}") from e
+    if len(data) > FILE_LIMIT:
+        raise ValueError(f"cannot read {what} {path}: larger than {FILE_LIMIT} bytes")
+    return data
 
 
 def _parseCredentials(
@@ -102,15 +112,29 @@ def _readAuthorities(path: str) -> tuple[x509.Certificate, ...]:
         raise ValueError(f"cannot read CA certificates {path}: no PEM certificate") from e
 
 
+_LABEL = r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?"
+
+#: A host name in A-labels, lower case: labels of letters, digits, hyphens
+#: and underscores (RFC 6066 section 3 names hosts as DNS does).
+_HOST_NAME = re.compile(rf"({_LABEL}\.)*{_LABEL}")
+
+
 def _normaliseName(name: str) -> str:
     """
     Lower-case, without a trailing dot, IDNA-encoded (clients send A-labels).
+
+    @raise ValueError: C{name} is not a host name (or C{*.} and one): it
+        holds white space, control characters or an empty label, say.
     """
     name = name.strip().rstrip(".").lower()
     try:
-        return name.encode("idna").decode("ascii")
+        encoded = name.encode("idna").decode("ascii")
     except UnicodeError as e:
         raise ValueError(f"invalid SNI host name: {name!r}") from e
+    host = encoded[2:] if encoded.startswith("*.") else encoded
+    if _HOST_NAME.fullmatch(host) is None:
+        raise ValueError(f"invalid SNI host name: {name!r}")
+    return encoded
 
 
 @define
@@ -240,6 +264,10 @@ class _Generation:
             try:
                 name = servername.decode("ascii").rstrip(".").lower()
             except UnicodeDecodeError:
+                return
+            if _HOST_NAME.fullmatch(name) is None:
+                # The client's bytes, not a host name ("../x", spaces,
+                # control characters): never the callback's to see.
                 return
             context = self._dynamic.contextFor(name)
         if context is not None:

@@ -51,8 +51,13 @@ def handshakeCompleted(p: SessionControl) -> None:
     """
     Record the TLS session; after STARTTLS forget everything the client
     said before (RFC 3207 section 4.2: a new EHLO is needed, the envelope
-    and any AUTH are gone), then ask C{onSecure}.
+    and any AUTH are gone), then ask C{onSecure}.  A session already
+    closing (an implicit TLS connection refused at connect for a limit or
+    a server shutting down, whose client finished the handshake to read its
+    421) does not begin: its refusal stays its only line and event.
     """
+    if p.closing:
+        return
     session = p.session
     session.secure = True
     session.tls = tlsInfo(p.transport)
@@ -74,8 +79,12 @@ def handshakeFailed(p: SessionControl, reason: Failure) -> None:
     """
     The connection ended in the middle of a TLS handshake (a client that
     is not speaking TLS, a protocol or cipher it does not share, or one
-    that went away): one log line saying why.
+    that went away): one log line saying why, but for a client of
+    C{ignoredHosts}, whose sessions leave none (a health check that opens
+    an implicit TLS port and closes it).
     """
+    if p.session.remoteAddress[0] in p.options.ignoredHosts:
+        return
     error = reason.value
     if isinstance(error, SSL.Error) and error.args and isinstance(error.args[0], list):
         # OpenSSL's reasons: (library, function, reason) triples.

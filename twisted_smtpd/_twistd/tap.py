@@ -571,15 +571,25 @@ class Options(AuthOptionMixin, usage.Options):
                     pass
             except OSError as e:
                 raise usage.UsageError(f"--tls-ca: {reason(e)}") from None
+        if o.certificate is not None:
+            # The certificate and its key alone first: an error then is
+            # theirs, whatever the paths of the other files look like.
+            try:
+                ServerTLS(o.certificate, o.privateKey)
+            except ValueError as e:
+                why = reason(e)
+                flag = "--tls-cert"
+                if o.privateKey is not None and (
+                    why.startswith(f"cannot read private key {o.privateKey}: ")
+                    or why.endswith(f": it does not match {o.privateKey}")
+                ):
+                    flag = "--tls-key"
+                raise usage.UsageError(f"{flag}: {why}") from None
         try:
             ServerTLS.fromOptions(o)
         except ValueError as e:
             why = reason(e)
-            flag = "--sni"
-            if o.privateKey is not None and o.privateKey in why:
-                flag = "--tls-key"
-            elif o.certificate is not None and o.certificate in why:
-                flag = "--tls-cert"
+            flag = "--tls-ca" if why.startswith("cannot read CA certificates ") else "--sni"
             raise usage.UsageError(f"{flag}: {why}") from None
 
     def _handler(self, delivery: str, options: ServerOptions) -> ISMTPHandler:

@@ -166,6 +166,8 @@ def checkEndpoint(description: str) -> None:
     from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
 
+    from twisted_smtpd._serving.listeners import checkOwnTLS
+
     parsed = description
     while parsed.partition(":")[0].strip().lower() == "haproxy":
         parsed = parsed.partition(":")[2]
@@ -184,6 +186,10 @@ def checkEndpoint(description: str) -> None:
         why = "no such socket inherited (LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES)"
         raise usage.UsageError(f"--listen {description!r}: {why}") from None
     except Exception as e:
+        raise usage.UsageError(f"--listen {description!r}: {reason(e)}") from None
+    try:
+        checkOwnTLS(endpoint)
+    except ValueError as e:
         raise usage.UsageError(f"--listen {description!r}: {reason(e)}") from None
     port = getattr(endpoint, "_port", None)
     if isinstance(port, int) and not 0 <= port <= 65535:
