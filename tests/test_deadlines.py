@@ -112,7 +112,7 @@ class TLSHandshakeTimeoutTests(SynchronousTestCase):
         cases = [
             (SSL.Error([("SSL routines", "", "wrong version number")]), "wrong version number"),
             (ConnectionDone(), "connection closed"),
-            (ConnectionLost(), "ConnectionLost"),
+            (ConnectionLost(), "connection lost"),
         ]
         for error, why in cases:
             log = LogCatcher(self)
@@ -165,7 +165,7 @@ class TLSHandshakeTimeoutTests(SynchronousTestCase):
             proto.connectionLost(Failure(ConnectionLost()))
         self.assertEqual(
             [line.split(" ", 1)[1] for line in log.matching("TLS handshake failed")],
-            ["192.0.2.8 TLS handshake failed: ConnectionLost"],
+            ["192.0.2.8 TLS handshake failed: connection lost"],
         )
 
     def test_handshakeTimeoutOption(self) -> None:

@@ -99,6 +99,26 @@ class SummaryTests(SynchronousTestCase):
         )
         self.assertTrue(formatEvent(events[1]).endswith("renew it"))
 
+    def test_expired(self) -> None:
+        """
+        A certificate past its end is logged as expired so many days ago,
+        never as expiring in a negative number of days.
+        """
+        ca = CertificateAuthority(self.mktemp())
+        now = datetime.datetime.now(datetime.UTC)
+        main = ca.server("mx.example.com")
+        server = SMTPServer(
+            SinkHandler(),
+            ServerOptions(certificate=main.certificatePath, privateKey=main.keyPath),
+        )
+        logCertificates(server, now + datetime.timedelta(days=41))
+        (event,) = [e for e in self.events if e["log_namespace"] == "twisted_smtpd.startup"]
+        self.assertEqual((event["log_level"], event["days"]), (LogLevel.warn, -11))
+        self.assertRegex(
+            formatEvent(event),
+            r"^TLS certificate: CN=mx\.example\.com, expired \S+Z \(11 days ago\); renew it$",
+        )
+
     def test_subjectEscaped(self) -> None:
         """
         A subject holding a line break, an escape sequence or a bidi

@@ -105,7 +105,8 @@ def logCertificates(server: SMTPServer, now: datetime.datetime | None = None) ->
     now = now or datetime.datetime.now(datetime.UTC)
     for name, certificate in tls.certificates().items():
         expires: Any = certificate.not_valid_after_utc
-        days = (expires - now).days
+        # Whole days, towards zero: a day and a half ago is one day ago.
+        days = (expires - now).days if expires >= now else -(now - expires).days
         # Read from a file, not trusted: RFC 4514 escapes neither line
         # breaks nor other control characters.
         subject = loggable(certificate.subject.rfc4514_string(), 400)
@@ -119,7 +120,10 @@ def logCertificates(server: SMTPServer, now: datetime.datetime | None = None) ->
         which = f"TLS certificate for SNI {name}" if name else "TLS certificate"
         if tls.selfSigned and not name:
             which += " (self-signed)"
-        text = f"{which}: {subject}, expires {fields['expires']} (in {days} days)"
+        if expires < now:
+            text = f"{which}: {subject}, expired {fields['expires']} ({-days} days ago)"
+        else:
+            text = f"{which}: {subject}, expires {fields['expires']} (in {days} days)"
         if days < EXPIRY_WARNING_DAYS:
             _log.warn("{text}; renew it", text=text, **fields)
         else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from OpenSSL import SSL
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.python.failure import Failure
 
 from twisted_smtpd._core import replies as catalogue
@@ -91,6 +91,8 @@ def handshakeFailed(p: SessionControl, reason: Failure) -> None:
         why = "; ".join(str(entry[-1]) for entry in error.args[0] if entry) or "TLS error"
     elif isinstance(error, ConnectionDone):
         why = "connection closed"
+    elif isinstance(error, ConnectionLost):
+        why = "connection lost"
     else:
         why = type(error).__name__ if error is not None else "connection lost"
     p.log.info(
