@@ -13,6 +13,7 @@ is kept for the allowed ones only.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from twisted.internet import defer, task
@@ -46,7 +47,9 @@ async def main(reactor: object, argv: list[str]) -> None:
 
     server = SMTPServer(AllowListHandler(args.maildir, args.allow), ServerOptions())
     port = await server.listen(args.listen)
-    print(f"listening on port {port.getHost().port}", flush=True)
+    address = port.getHost()  # a unix: listener has a path, not a port
+    where = f"port {address.port}" if hasattr(address, "port") else os.fsdecode(address.name)
+    print(f"listening on {where}", flush=True)
     await defer.Deferred()  # until SIGINT or SIGTERM stops the reactor
 
 

@@ -93,7 +93,9 @@ async def main(reactor: object, argv: list[str]) -> None:
     handler = MailboxHandler(args.root, args.mailbox, args.quota)
     server = SMTPServer(handler, ServerOptions(lmtp=True, size=args.quota))
     port = await server.listen(args.listen)
-    print(f"listening on port {port.getHost().port}", flush=True)
+    address = port.getHost()  # a unix: listener has a path, not a port
+    where = f"port {address.port}" if hasattr(address, "port") else os.fsdecode(address.name)
+    print(f"listening on {where}", flush=True)
     await defer.Deferred()  # until SIGINT or SIGTERM stops the reactor
 
 

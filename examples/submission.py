@@ -17,6 +17,7 @@ them to L{twisted_smtpd.handlers.RelayHandler} instead.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from twisted.cred.checkers import FilePasswordDB
@@ -57,7 +58,9 @@ async def main(reactor: object, argv: list[str]) -> None:
     checker = FilePasswordDB(args.passwords, cache=True)
     server = SMTPServer(SubmissionHandler(args.maildir), options, checkers=[checker])
     port = await server.listen(args.listen)
-    print(f"listening on port {port.getHost().port}", flush=True)
+    address = port.getHost()  # a unix: listener has a path, not a port
+    where = f"port {address.port}" if hasattr(address, "port") else os.fsdecode(address.name)
+    print(f"listening on {where}", flush=True)
     await defer.Deferred()  # until SIGINT or SIGTERM stops the reactor
 
 

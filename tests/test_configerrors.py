@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import io
+import math
 import os
 import socket
 import sys
@@ -220,3 +221,49 @@ class ListenFailedTests(SynchronousTestCase):
         self.assertEqual(listenReason(OverflowError("x")), "port out of range (0-65535)")
         absent = CannotListenError("", 25, OSError(errno.EADDRNOTAVAIL, "Cannot assign"))
         self.assertIn("no interface", listenReason(absent))
+
+
+class ServerOptionsTests(SynchronousTestCase):
+    """
+    L{ServerOptions} refuses at construction, naming the setting, a limit
+    or timeout that would not bound anything.
+    """
+
+    def test_notFinite(self) -> None:
+        """
+        NaN and infinity are refused for timeouts: a session would never
+        time out.
+        """
+        for name in ["socketTimeout", "tlsHandshakeTimeout", "closeTimeout"]:
+            for value in [math.nan, math.inf]:
+                e = self.assertRaises(ValueError, ServerOptions, **{name: value})
+                self.assertEqual(str(e), f"{name} must be finite, got {value!r}")
+
+    def test_countsAreWhole(self) -> None:
+        """
+        A count that is not an C{int} (NaN, infinity, a fraction, a string,
+        C{None}, a C{bool}) is a C{TypeError} naming the setting.
+        """
+        for name in ["size", "maxClients", "maxRecipients", "maxErrors", "maxLineLength"]:
+            for value in [math.nan, math.inf, 1.5, "10", None, True]:
+                e = self.assertRaises(TypeError, ServerOptions, **{name: value})
+                self.assertEqual(str(e), f"{name} must be a whole number, got {value!r}")
+
+    def test_secondsAreNumbers(self) -> None:
+        """
+        A timeout that is not a number is a C{TypeError} naming the setting.
+        """
+        for value in ["60", None, True]:
+            e = self.assertRaises(TypeError, ServerOptions, socketTimeout=value)
+            self.assertEqual(str(e), f"socketTimeout must be a number of seconds, got {value!r}")
+
+    def test_ranges(self) -> None:
+        """
+        Negative values, and 0 where a positive value is needed, are still
+        refused; whole seconds and 0 counts where allowed pass.
+        """
+        self.assertRaises(ValueError, ServerOptions, size=-1)
+        self.assertRaises(ValueError, ServerOptions, maxRecipients=0)
+        self.assertRaises(ValueError, ServerOptions, socketTimeout=0)
+        options = ServerOptions(size=0, socketTimeout=5, closeTimeout=0.5)
+        self.assertEqual((options.size, options.socketTimeout), (0, 5))

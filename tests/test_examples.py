@@ -39,7 +39,7 @@ EXAMPLES = PROJECT / "examples"
 START_TIMEOUT = 60.0
 CLIENT_TIMEOUT = 60.0
 
-_LISTENING = re.compile(rb"listening on port (\d+)")
+_LISTENING = re.compile(rb"listening on (?:port (\d+)|(\S+))")
 
 
 class ExampleProcess(ProcessProtocol):
@@ -61,7 +61,7 @@ class ExampleProcess(ProcessProtocol):
         self.output += data
         match = _LISTENING.search(self.output)
         if match is not None and not self.started.called:
-            self.port = int(match.group(1))
+            self.port = int(match.group(1) or 0)
             self.started.callback(self.port)
 
     errReceived = outReceived
@@ -75,18 +75,22 @@ class ExampleProcess(ProcessProtocol):
 
 
 def startExample(
-    testCase: TestCase, name: str, *args: str, cwd: str
+    testCase: TestCase,
+    name: str,
+    *args: str,
+    cwd: str,
+    listen: str = "tcp:0:interface=127.0.0.1",
 ) -> defer.Deferred[ExampleProcess]:
     """
-    Run C{examples/NAME.py ARGS --listen tcp:0:interface=127.0.0.1} in C{cwd}
-    and wait until it listens; stop it (SIGTERM) when the test ends.
+    Run C{examples/NAME.py ARGS --listen LISTEN} in C{cwd} and wait until it
+    listens; stop it (SIGTERM) when the test ends.
     """
     process = ExampleProcess()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     command = [sys.executable, str(EXAMPLES / f"{name}.py"), *args]
-    command += ["--listen", "tcp:0:interface=127.0.0.1"]
+    command += ["--listen", listen]
     transport = reactor.spawnProcess(process, sys.executable, command, env=env, path=cwd)
 
     def stop() -> defer.Deferred[Any]:
@@ -303,6 +307,39 @@ class LMTPMailboxTests(TestCase):
         self.assertIn(b"5.2.2", replies[1][1])
         self.assertEqual(newFiles(root / "alice"), [body])
         self.assertEqual(newFiles(root / "bob"), [b"x" * 19000])
+
+    @defer.inlineCallbacks
+    def test_unixListener(self) -> Any:
+        """
+        The example runs with the C{unix:} listener its docstring shows: it
+        says the socket's path where a TCP listener says its port, and
+        delivers over that socket.
+        """
+        cwd = os.path.abspath(self.mktemp())
+        os.makedirs(cwd)
+        socketPath = os.path.join(cwd, "lmtp.sock")
+        example = yield startExample(
+            self,
+            "lmtp_mailbox",
+            "--root",
+            "mail",
+            "--mailbox",
+            "alice",
+            cwd=cwd,
+            listen=f"unix:{socketPath}",
+        )
+        self.assertIn(f"listening on {socketPath}".encode(), example.output)
+
+        def deliver() -> tuple[int, bytes]:
+            with smtplib.LMTP(socketPath, timeout=CLIENT_TIMEOUT) as client:
+                client.ehlo()
+                client.mail("sender@example.com")
+                client.rcpt("alice@example.com")
+                return client.data(message("unix"))
+
+        code, _ = yield inThread(deliver)
+        self.assertEqual(code, 250)
+        self.assertEqual(len(newFiles(Path(cwd) / "mail" / "alice")), 1)
 
 
 class _Receiver(Resource):

@@ -34,6 +34,20 @@ class MemorySessionTests(SynchronousTestCase):
         self.assertEqual(message.data, b".dot\r\nhi\r\n")
         self.assertTrue(session.transport.disconnecting)
 
+    def test_ownOptionsWithoutDNS(self) -> None:
+        """
+        With options of the test's own that leave reverse lookups on, the
+        session is greeted at once, and no DNS query waits on the global
+        reactor: the lookup finds no name.
+        """
+        from twisted.internet import reactor
+
+        pending = list(reactor.getDelayedCalls())
+        session = memorySession(None, ServerOptions(name="mx.example", size=100))
+        self.assertEqual(session.read(), b"220 mx.example ESMTP\r\n")
+        self.assertIn(b"Nice to meet you, [192.0.2.1]", session.send(b"EHLO c\r\n"))
+        self.assertEqual(list(reactor.getDelayedCalls()), pending)
+
     def test_largeMessageWithinServerLimit(self) -> None:
         """
         The recorder keeps any message the server's own size limit lets

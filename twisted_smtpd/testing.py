@@ -30,6 +30,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.names.resolve import ResolverChain
 
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.session import Address, Session
@@ -160,13 +161,18 @@ def memorySession(
 
     @param handler: The handler (a L{MessageRecorder} by default).
     @param options: Server options; reverse lookups are turned off when none
-        are given.
+        are given.  Options that leave them on get a resolver that knows no
+        name, answering at once: the greeting is not held back and no DNS
+        query is sent.
     """
     clock = Clock()
     if options is None:
         options = ServerOptions(name="mx.test.invalid", disableReverseLookup=True)
     factory = SMTPServerFactory(
-        handler if handler is not None else MessageRecorder(), options, reactor=clock
+        handler if handler is not None else MessageRecorder(),
+        options,
+        reactor=clock,
+        resolver=ResolverChain([]),
     )
     protocol = factory.buildProtocol(IPv4Address("TCP", *clientAddress))
     transport = StringTransport(

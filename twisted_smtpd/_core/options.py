@@ -8,6 +8,7 @@ Names follow nodemailer's C{smtp-server} in Twisted's camelCase.
 from __future__ import annotations
 
 import ipaddress
+import math
 import socket
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -58,17 +59,40 @@ def _noLineBreak(instance: object, attribute: Any, value: str | None) -> None:
         raise ValueError(f"{attribute.name} must not contain CR, LF or NUL")
 
 
-def _nonNegative(instance: object, attribute: Any, value: float) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must not be negative")
+def _number(*, whole: bool, positive: bool) -> Callable[[object, Any, float], None]:
+    """
+    A validator for a count (C{whole}) or a number of seconds: a finite
+    C{int} (or C{float} for seconds, never a C{bool}), not negative, and
+    above 0 if C{positive}, so that every limit bounds and every deadline
+    comes.
+
+    @raise TypeError: Naming the setting, for a value of another type.
+    @raise ValueError: Naming the setting, for a value out of range.
+    """
+    kinds: tuple[type, ...] = (int,) if whole else (int, float)
+    what = "a whole number" if whole else "a number of seconds"
+
+    def check(instance: object, attribute: Any, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise TypeError(f"{attribute.name} must be {what}, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{attribute.name} must be finite, got {value!r}")
+        if value < 0:
+            raise ValueError(f"{attribute.name} must not be negative")
+        if positive and value == 0:
+            raise ValueError(f"{attribute.name} must be positive")
+
+    return check
 
 
-def _positive(instance: object, attribute: Any, value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be positive")
+_count = _number(whole=True, positive=False)
+_positiveCount = _number(whole=True, positive=True)
+_seconds = _number(whole=False, positive=False)
+_positiveSeconds = _number(whole=False, positive=True)
 
 
 def _prefixLength(instance: object, attribute: Any, value: int) -> None:
+    _count(instance, attribute, value)
     if not 0 <= value <= 128:
         raise ValueError(f"{attribute.name} must be from 0 to 128")
 
@@ -191,7 +215,9 @@ DEFAULT_SIZE = 10_240_000
 class ServerOptions:
     """
     Every setting of an SMTP/LMTP server.  Invalid values raise C{ValueError}
-    at construction, so a server never starts half-configured.
+    (C{TypeError} for a value of the wrong type) at construction, naming the
+    setting, so a server never starts half-configured.  Counts are C{int}s,
+    timeouts C{int}s or C{float}s; both must be finite.
 
     @ivar name: The server's host name in the greeting and replies.
     @ivar banner: Extra text for the 220 greeting.
@@ -282,7 +308,7 @@ class ServerOptions:
     name: str = field(factory=_defaultName, validator=_noLineBreak)
     banner: str | None = field(default=None, validator=_noLineBreak)
     heloResponse: str = field(default="%s Nice to meet you, %s", validator=_checkHelo)
-    size: int = field(default=DEFAULT_SIZE, validator=_nonNegative)
+    size: int = field(default=DEFAULT_SIZE, validator=_count)
     hideSize: bool = False
     lmtp: bool = False
     certificate: str | None = None
@@ -300,8 +326,8 @@ class ServerOptions:
     authRequiredMessage: str = field(
         default="Error: authentication required", validator=_noLineBreak
     )
-    maxAllowedUnauthenticatedCommands: int = field(default=10, validator=_nonNegative)
-    maxAuthFailures: int = field(default=3, validator=_positive)
+    maxAllowedUnauthenticatedCommands: int = field(default=10, validator=_count)
+    maxAuthFailures: int = field(default=3, validator=_positiveCount)
     disabledCommands: tuple[str, ...] = field(
         default=(), converter=_upperTuple, validator=_checkCommands
     )
@@ -312,11 +338,11 @@ class ServerOptions:
     hideDSN: bool = False
     hideREQUIRETLS: bool = False
     hideCHUNKING: bool = False
-    socketTimeout: float = field(default=60.0, validator=_positive)
-    tlsHandshakeTimeout: float = field(default=30.0, validator=_positive)
-    closeTimeout: float = field(default=30.0, validator=_nonNegative)
-    maxClients: int = field(default=0, validator=_nonNegative)
-    maxClientsPerIp: int = field(default=0, validator=_nonNegative)
+    socketTimeout: float = field(default=60.0, validator=_positiveSeconds)
+    tlsHandshakeTimeout: float = field(default=30.0, validator=_positiveSeconds)
+    closeTimeout: float = field(default=30.0, validator=_seconds)
+    maxClients: int = field(default=0, validator=_count)
+    maxClientsPerIp: int = field(default=0, validator=_count)
     maxConnectionRate: tuple[int, float] | None = field(
         default=None, converter=_rate, validator=_checkRate
     )
@@ -325,9 +351,9 @@ class ServerOptions:
     minDataRate: tuple[int, float] | None = field(
         default=None, converter=_rate, validator=_checkRate
     )
-    maxRecipients: int = field(default=1000, validator=_positive)
-    maxErrors: int = field(default=20, validator=_positive)
-    maxLineLength: int = field(default=512, validator=_positive)
+    maxRecipients: int = field(default=1000, validator=_positiveCount)
+    maxErrors: int = field(default=20, validator=_positiveCount)
+    maxLineLength: int = field(default=512, validator=_positiveCount)
     bareNewline: str = field(default="reject", validator=_checkBareNewline)
     lenientAddresses: bool = False
     disableReverseLookup: bool = False
