@@ -223,6 +223,64 @@ class ListenFailedTests(SynchronousTestCase):
         self.assertIn("no interface", listenReason(absent))
 
 
+class LMTPToTests(SynchronousTestCase):
+    """
+    C{--lmtp-to} endpoints that parse but can never connect are refused at
+    start instead of answering every message 451.
+    """
+
+    def test_unusableEndpoint(self) -> None:
+        """
+        A port out of range and an empty UNIX socket path.
+        """
+        for description, why in [
+            ("tcp:127.0.0.1:99999", "port 99999 is out of range (1-65535)"),
+            ("tcp:127.0.0.1:-5", "port -5 is out of range (1-65535)"),
+            ("tcp:host=127.0.0.1:port=0", "port 0 is out of range (1-65535)"),
+            ("unix:", "the UNIX socket path is empty"),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, "--lmtp-to", description)
+            self.assertEqual(str(e), f"--lmtp-to {description!r}: {why}")
+
+    def test_usableEndpoint(self) -> None:
+        """
+        A TCP port in range and a UNIX socket path pass.
+        """
+        parse("--lmtp-to", "tcp:127.0.0.1:24")
+        parse("--lmtp-to", "unix:/run/dovecot/lmtp")
+
+
+class PasswordHiddenTests(SynchronousTestCase):
+    """
+    A delivery URL's password never shows in the ready line or an error.
+    """
+
+    def test_passwordWithAt(self) -> None:
+        """
+        A password holding C{@} (URL parsers read it to the last C{@}) is
+        hidden whole.
+        """
+        config = parse("--amqp", "amqp://mailer:s3cr@tpass@127.0.0.1:5672/")
+        self.assertEqual(config["deliveryDescription"], "amqp amqp://mailer:***@127.0.0.1:5672/")
+
+    def test_passwordWithSlash(self) -> None:
+        """
+        A password holding C{/} or C{?} is hidden in the error that its
+        malformed URL causes.
+        """
+        for url in ["amqp://mailer:pa/ssword@127.0.0.1/", "amqp://mailer:pa?ssword@127.0.0.1/"]:
+            e = self.assertRaises(usage.UsageError, parse, "--amqp", url)
+            self.assertNotIn("ssword", str(e))
+            self.assertIn("mailer:***@", str(e))
+
+    def test_atWithoutPassword(self) -> None:
+        """
+        An C{@} in a URL's path or query, after a port, hides nothing.
+        """
+        url = "https://hooks.example:8443/in?to=a@example.com"
+        self.assertEqual(_tap.withoutPassword(url), url)
+
+
 class ServerOptionsTests(SynchronousTestCase):
     """
     L{ServerOptions} refuses at construction, naming the setting, a limit

@@ -399,11 +399,33 @@ def _relay(config: Mapping[str, Any], target: str, options: ServerOptions) -> IS
 def _lmtpTo(config: Mapping[str, Any], endpoint: str, options: ServerOptions) -> ISMTPHandler:
     from twisted_smtpd.handlers.lmtp import LMTPDeliveryHandler
 
-    return LMTPDeliveryHandler(
+    handler = LMTPDeliveryHandler(
         endpoint,
         heloName=options.name,
         logMessages=not config.get("quiet"),
     )
+    checkClientEndpoint(endpoint)
+    return handler
+
+
+def checkClientEndpoint(description: str) -> None:
+    """
+    Refuse a client endpoint string that parses but can never connect: a
+    port out of range, an empty UNIX socket path.
+
+    @raise ValueError: Saying which.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import clientFromString
+
+    parse: Any = clientFromString  # unannotated in Twisted
+    endpoint = parse(reactor, description)
+    endpoint = getattr(endpoint, "_wrappedEndpoint", endpoint)
+    port = getattr(endpoint, "_port", None)
+    if isinstance(port, int) and not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range (1-65535)")
+    if getattr(endpoint, "_path", None) == "":
+        raise ValueError("the UNIX socket path is empty")
 
 
 def _pipe(config: Mapping[str, Any], command: str, options: ServerOptions) -> ISMTPHandler:
