@@ -273,6 +273,19 @@ class PasswordHiddenTests(SynchronousTestCase):
             self.assertNotIn("ssword", str(e))
             self.assertIn("mailer:***@", str(e))
 
+    def test_passwordQuotedInError(self) -> None:
+        """
+        A password holding a backslash or a quote, which C{repr} escapes in
+        the error quoting the URL, is hidden there too.
+        """
+        for url in [
+            "amqp://mailer:pa\\ssword@127.0.0.1:99999/",
+            "amqp://mailer:it's\"ssword@127.0.0.1:99999/",
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, "--amqp", url)
+            self.assertNotIn("ssword", str(e))
+            self.assertIn("mailer:***@", str(e))
+
     def test_atWithoutPassword(self) -> None:
         """
         An C{@} in a URL's path or query, after a port, hides nothing.
