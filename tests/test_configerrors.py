@@ -210,6 +210,27 @@ class ListenFailedTests(SynchronousTestCase):
         )
         self.assertEqual(str(e), f"cannot use dhParameters {missing}: no such file")
 
+    def test_sslFileTooLarge(self) -> None:
+        """
+        L{SMTPServer.addEndpoint} refuses an C{ssl:} endpoint whose key,
+        certificate, chain or C{dhParameters} file is larger than 16 MiB (a
+        path naming C{/dev/zero} by mistake) before Twisted reads it whole.
+        """
+        issued = CertificateAuthority(self.mktemp()).server("mx.example.com")
+        big = os.path.abspath(self.mktemp())
+        with open(big, "wb") as f:
+            f.truncate(16 * 1024 * 1024 + 1)
+        key, cert = issued.keyPath, issued.certificatePath
+        server = SMTPServer(SinkHandler())
+        for name, description in [
+            ("privateKey", f"ssl:0:privateKey={big}:certKey={cert}"),
+            ("certKey", f"ssl:0:privateKey={key}:certKey={big}"),
+            ("extraCertChain", f"ssl:0:privateKey={key}:certKey={cert}:extraCertChain={big}"),
+            ("dhParameters", f"haproxy:ssl:0:privateKey={key}:certKey={cert}:dhParameters={big}"),
+        ]:
+            e = self.assertRaises(ValueError, server.addEndpoint, description)
+            self.assertEqual(str(e), f"cannot read {name} {big}: larger than 16777216 bytes")
+
     def test_reasons(self) -> None:
         """
         Permission denied carries the hint about port 25; a port out of
@@ -269,6 +290,19 @@ class PasswordHiddenTests(SynchronousTestCase):
         malformed URL causes.
         """
         for url in ["amqp://mailer:pa/ssword@127.0.0.1/", "amqp://mailer:pa?ssword@127.0.0.1/"]:
+            e = self.assertRaises(usage.UsageError, parse, "--amqp", url)
+            self.assertNotIn("ssword", str(e))
+            self.assertIn("mailer:***@", str(e))
+
+    def test_passwordQuotedInError(self) -> None:
+        """
+        A password holding a backslash or a quote, which C{repr} escapes in
+        the error quoting the URL, is hidden there too.
+        """
+        for url in [
+            "amqp://mailer:pa\\ssword@127.0.0.1:99999/",
+            "amqp://mailer:it's\"ssword@127.0.0.1:99999/",
+        ]:
             e = self.assertRaises(usage.UsageError, parse, "--amqp", url)
             self.assertNotIn("ssword", str(e))
             self.assertIn("mailer:***@", str(e))

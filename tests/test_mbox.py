@@ -10,6 +10,7 @@ import fcntl
 import hashlib
 import io
 import mailbox
+import math
 import os
 import stat
 import threading
@@ -235,6 +236,15 @@ class MboxHandlerTests(SynchronousTestCase):
         A C{lockTimeout} that is not positive is refused at construction.
         """
         self.assertRaises(ValueError, MboxHandler, self.path, lockTimeout=0)
+
+    def test_lockTimeoutFinite(self) -> None:
+        """
+        An infinite C{lockTimeout}, or one longer than a lock can be waited
+        for, is refused at construction rather than failing every append.
+        """
+        for timeout in [math.inf, math.nan, threading.TIMEOUT_MAX * 2]:
+            e = self.assertRaises(ValueError, MboxHandler, self.path, lockTimeout=timeout)
+            self.assertIn("lockTimeout must be positive and finite", str(e))
 
 
 class ImmediateThreadPool:

@@ -663,6 +663,22 @@ class EndpointFlagTests(SynchronousTestCase):
             error = self.assertRaises(usage.UsageError, parse, "--sink", "--listen", description)
             self.assertIn(f"{description!r}: cannot use dhParameters {path}: {why}", str(error))
 
+    def test_sslFileTooLarge(self) -> None:
+        """
+        An C{ssl:} endpoint whose certificate or key file is larger than
+        16 MiB (C{certKey=/dev/zero} by mistake) is refused at parse, naming
+        the argument, instead of being read whole into memory.
+        """
+        issued = CertificateAuthority(self.mktemp()).server("mx.example.com")
+        big = os.path.abspath(self.mktemp())
+        with open(big, "wb") as f:
+            f.truncate(16 * 1024 * 1024 + 1)
+        description = f"haproxy:ssl:0:privateKey={issued.keyPath}:certKey={big}"
+        error = self.assertRaises(usage.UsageError, parse, "--sink", "--listen", description)
+        self.assertIn(
+            f"{description!r}: cannot read certKey {big}: larger than 16777216 bytes", str(error)
+        )
+
     def test_systemdWithoutSockets(self) -> None:
         """
         A C{systemd:} endpoint in a process that inherited no socket is a

@@ -16,7 +16,16 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 
-__all__ = ["ListenFailed", "_Listener", "checkOwnTLS", "listenReason", "splitDescription"]
+from twisted_smtpd._serving.tls import FILE_LIMIT
+
+__all__ = [
+    "ListenFailed",
+    "_Listener",
+    "checkOwnTLS",
+    "checkOwnTLSFiles",
+    "listenReason",
+    "splitDescription",
+]
 
 
 class ListenFailed(Exception):
@@ -144,3 +153,36 @@ def checkOwnTLS(endpoint: object) -> None:
         path = getattr(dhFile, "path", None)
         what = f"dhParameters {path}" if path else "its TLS settings"
         raise ValueError(f"cannot use {what}: {why}") from None
+
+
+#: The files an C{ssl:} endpoint string names, in the order of Twisted's
+#: positional arguments after the port.
+_TLS_FILES = ("privateKey", "certKey", "extraCertChain", "dhParameters")
+
+
+def checkOwnTLSFiles(description: str) -> None:
+    """
+    Refuse an C{ssl:} endpoint string whose key, certificate, chain or
+    C{dhParameters} file is larger than L{FILE_LIMIT}, as the server's own
+    TLS files are: Twisted's parser reads each whole, so that a path such as
+    C{/dev/zero} would fill the memory.  A file that cannot be read is left
+    for the parser to report; other endpoints pass.
+
+    @param description: An endpoint string without C{haproxy:} layers.
+    @raise ValueError: Naming the argument and its path.
+    """
+    if description.partition(":")[0].strip().lower() != "ssl":
+        return
+    from twisted.internet.endpoints import _parse
+
+    args, kwargs = _parse(description)
+    paths = dict(zip(_TLS_FILES[:2], args[2:4], strict=False))
+    paths.update((name, kwargs[name]) for name in _TLS_FILES if name in kwargs)
+    for name, path in paths.items():
+        try:
+            with open(path, "rb") as f:
+                size = len(f.read(FILE_LIMIT + 1))
+        except OSError:
+            continue
+        if size > FILE_LIMIT:
+            raise ValueError(f"cannot read {name} {path}: larger than {FILE_LIMIT} bytes")

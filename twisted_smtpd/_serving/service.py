@@ -24,7 +24,12 @@ from twisted.internet.interfaces import (
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from twisted_smtpd._core.options import ServerOptions
-from twisted_smtpd._serving.listeners import _Listener, checkOwnTLS, splitDescription
+from twisted_smtpd._serving.listeners import (
+    _Listener,
+    checkOwnTLS,
+    checkOwnTLSFiles,
+    splitDescription,
+)
 from twisted_smtpd._serving.observers import Observer
 from twisted_smtpd._serving.proxy import HEADER_TIMEOUT, ProxyWrappingFactory
 from twisted_smtpd._serving.server import SMTPServerFactory
@@ -164,6 +169,7 @@ class SMTPServer(MultiService):
         TLS handshake it passes through.
         """
         base, layers = splitDescription(description)
+        checkOwnTLSFiles(base)
         endpoint: Any = serverFromString(self.reactor, base)
         checkOwnTLS(endpoint)
         ownTLS = self._ownTLS(base, endpoint)

@@ -612,7 +612,10 @@ class Options(AuthOptionMixin, usage.Options):
         except usage.UsageError:
             raise
         except (OSError, ValueError, TypeError, ImportError, AttributeError) as e:
-            shown = withoutPassword(str(value), f"--{delivery} {value!r}: {reason(e)}")
+            # Hidden before it is quoted: repr() doubles a backslash or
+            # escapes a quote in the password, which would then not match.
+            hidden = withoutPassword(str(value))
+            shown = withoutPassword(str(value), f"--{delivery} {hidden!r}: {reason(e)}")
             raise usage.UsageError(shown) from None
 
 

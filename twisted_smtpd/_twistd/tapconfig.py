@@ -166,7 +166,7 @@ def checkEndpoint(description: str) -> None:
     from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
 
-    from twisted_smtpd._serving.listeners import checkOwnTLS
+    from twisted_smtpd._serving.listeners import checkOwnTLS, checkOwnTLSFiles
 
     parsed = description
     while parsed.partition(":")[0].strip().lower() == "haproxy":
@@ -179,6 +179,7 @@ def checkEndpoint(description: str) -> None:
         parsed = "tcp:" + rest
     parse: Any = serverFromString  # unannotated in Twisted
     try:
+        checkOwnTLSFiles(parsed)
         endpoint = parse(reactor, parsed)
     except (IndexError, KeyError) as e:
         if kind != "systemd":

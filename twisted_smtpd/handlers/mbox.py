@@ -134,12 +134,14 @@ class MboxHandler(BaseHandler):
         @param lockTimeout: Seconds an append waits for the mailbox's locks
             (L{LOCK_TIMEOUT} by default) before the message is answered 451.
         @raise ValueError: C{path} is empty, or C{lockTimeout} is not
-            positive.
+            positive and finite.
         """
         if not path:
             raise ValueError("mbox path must not be empty")
-        if not lockTimeout > 0:
-            raise ValueError("lockTimeout must be positive")
+        if not 0 < lockTimeout <= threading.TIMEOUT_MAX:
+            # Infinity (or more than a lock can be waited for) would fail
+            # every append: the old wait without end is not to be had.
+            raise ValueError(f"lockTimeout must be positive and finite, got {lockTimeout!r}")
         self.path = os.path.abspath(path)
         self._lockTimeout = lockTimeout
         if reactor is None:
