@@ -15,9 +15,11 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import smtplib
 import ssl
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -317,7 +319,11 @@ class LMTPMailboxTests(TestCase):
         """
         cwd = os.path.abspath(self.mktemp())
         os.makedirs(cwd)
-        socketPath = os.path.join(cwd, "lmtp.sock")
+        # A path of its own, short: the test's directory may be longer than
+        # the 107 octets a UNIX socket's path may have.
+        sockets = tempfile.mkdtemp(prefix="smtpd-")
+        self.addCleanup(shutil.rmtree, sockets, True)
+        socketPath = os.path.join(sockets, "lmtp.sock")
         example = yield startExample(
             self,
             "lmtp_mailbox",
