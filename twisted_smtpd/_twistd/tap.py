@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import getopt
 import ipaddress
-import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -35,6 +34,7 @@ from twisted_smtpd._serving.resolve import parseDNSServer
 from twisted_smtpd._serving.sni import TLSPolicy
 from twisted_smtpd._serving.tls import ServerTLS
 from twisted_smtpd._twistd.daemon import SMTPDaemon
+from twisted_smtpd._twistd.redact import withoutPassword
 from twisted_smtpd._twistd.tapconfig import (
     HANDLERS,
     asArguments,
@@ -72,36 +72,6 @@ from twisted_smtpd._twistd.tapflags import (
 from twisted_smtpd._twistd.tapservice import makeService
 from twisted_smtpd._twistd.workers import bindListener, inheritedListeners
 from twisted_smtpd.interfaces import ISMTPHandler
-
-
-def withoutPassword(value: str, text: str | None = None) -> str:
-    """
-    C{text} (by default C{value}) for a log line or an error: the password
-    of the URL C{value} (C{amqp://user:pw@host/}, C{https://user:pw@host/})
-    replaced by C{***}, wherever it appears.  The password runs to the last
-    C{@}, as URL parsers read it (a password may hold an C{@}); a malformed
-    URL is read the same way.
-    """
-    if text is None:
-        text = value
-    match = _SCHEME.match(value)
-    if match is None:
-        return text
-    userinfo, at, _ = value[match.end() :].rpartition("@")
-    user, colon, password = userinfo.partition(":")
-    if not at or not colon or not password or any(c in user for c in "/?#"):
-        return text
-    beforePath = re.split(r"[/?#]", password, maxsplit=1)
-    if len(beforePath) == 2 and beforePath[0].isdigit():
-        # host:PORT/path?...@...: an "@" after the host, no password.
-        return text
-    text = text.replace(f"{user}:{password}@", f"{user}:***@")
-    # Quoted bare in an error's reason too, unless too short to tell.
-    return text.replace(password, "***") if len(password) >= 4 else text
-
-
-# scheme:// at the start of a URL.
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 class Options(AuthOptionMixin, usage.Options):
