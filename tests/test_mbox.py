@@ -231,6 +231,25 @@ class MboxHandlerTests(SynchronousTestCase):
         self.successResultOf(self.deliver(BODY))
         self.assertGreater(os.path.getsize(self.path), size)
 
+    def test_lockTimeoutWithinServer(self) -> None:
+        """
+        A mailbox another delivery of this server holds for C{lockTimeout}
+        seconds is answered 451 too, and its one log line says so, not that
+        another program holds it.
+        """
+        log = DiskErrorLog(self)
+        self.handler = MboxHandler(
+            self.path,
+            reactor=ImmediateReactor(),
+            threadpool=self.pool,  # type: ignore[arg-type]
+            lockTimeout=0.05,
+        )
+        with self.handler._lock:
+            error = self.failureResultOf(self.deliver(BODY), SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
+        log.assertLines(1, "Appending to ", "mailbox locked by another delivery of this server")
+        self.successResultOf(self.deliver(BODY))
+
     def test_lockTimeoutPositive(self) -> None:
         """
         A C{lockTimeout} that is not positive is refused at construction.

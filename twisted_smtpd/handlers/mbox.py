@@ -197,7 +197,7 @@ class MboxHandler(BaseHandler):
         deadline = time.monotonic() + self._lockTimeout
         try:
             if not self._lock.acquire(timeout=self._lockTimeout):
-                raise self._locked()
+                raise self._locked("another delivery of this server")
             try:
                 fd = os.open(
                     self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
@@ -248,16 +248,17 @@ class MboxHandler(BaseHandler):
                     raise
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise self._locked()
+                raise self._locked("another program")
             time.sleep(min(_LOCK_POLL, remaining))
 
-    def _locked(self) -> OSError:
+    def _locked(self, holder: str) -> OSError:
         """
         The error of a mailbox still locked after C{lockTimeout} seconds.
+
+        @param holder: Who holds it: another program (the file's locks) or
+            another delivery of this server (the handler's own lock).
         """
-        return OSError(
-            errno.EAGAIN, f"mailbox locked by another program for {self._lockTimeout:g} s"
-        )
+        return OSError(errno.EAGAIN, f"mailbox locked by {holder} for {self._lockTimeout:g} s")
 
 
 def _writeAll(fd: int, data: bytes) -> None:
