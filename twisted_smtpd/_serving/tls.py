@@ -11,7 +11,6 @@ finished handshake settled.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -27,6 +26,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._core.printable import validHostname
 from twisted_smtpd._core.session import TLSInfo
 from twisted_smtpd._serving.selfsigned import selfSignedCertificate
 from twisted_smtpd._serving.sni import DynamicSNI, TLSPolicy
@@ -112,13 +112,6 @@ def _readAuthorities(path: str) -> tuple[x509.Certificate, ...]:
         raise ValueError(f"cannot read CA certificates {path}: no PEM certificate") from e
 
 
-_LABEL = r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?"
-
-#: A host name in A-labels, lower case: labels of letters, digits, hyphens
-#: and underscores (RFC 6066 section 3 names hosts as DNS does).
-_HOST_NAME = re.compile(rf"({_LABEL}\.)*{_LABEL}")
-
-
 def _normaliseName(name: str) -> str:
     """
     Lower-case, without a trailing dot, IDNA-encoded (clients send A-labels).
@@ -132,7 +125,7 @@ def _normaliseName(name: str) -> str:
     except UnicodeError as e:
         raise ValueError(f"invalid SNI host name: {name!r}") from e
     host = encoded[2:] if encoded.startswith("*.") else encoded
-    if _HOST_NAME.fullmatch(host) is None:
+    if not validHostname(host, underscore=True):
         raise ValueError(f"invalid SNI host name: {name!r}")
     return encoded
 
@@ -265,9 +258,10 @@ class _Generation:
                 name = servername.decode("ascii").rstrip(".").lower()
             except UnicodeDecodeError:
                 return
-            if _HOST_NAME.fullmatch(name) is None:
+            if not validHostname(name, underscore=True):
                 # The client's bytes, not a host name ("../x", spaces,
-                # control characters): never the callback's to see.
+                # control characters): never the callback's to see (RFC
+                # 6066 section 3 names hosts as DNS does).
                 return
             context = self._dynamic.contextFor(name)
         if context is not None:
