@@ -8,6 +8,7 @@ twisted-smtpd adds to an endpoint string (L{splitDescription}).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 from typing import Any
 
@@ -16,7 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 
-from twisted_smtpd._serving.tls import FILE_LIMIT
+from twisted_smtpd._serving.tls import readBounded
 
 __all__ = [
     "ListenFailed",
@@ -163,10 +164,11 @@ _TLS_FILES = ("privateKey", "certKey", "extraCertChain", "dhParameters")
 def checkOwnTLSFiles(description: str) -> None:
     """
     Refuse an C{ssl:} endpoint string whose key, certificate, chain or
-    C{dhParameters} file is larger than L{FILE_LIMIT}, as the server's own
-    TLS files are: Twisted's parser reads each whole, so that a path such as
-    C{/dev/zero} would fill the memory.  A file that cannot be read is left
-    for the parser to report; other endpoints pass.
+    C{dhParameters} file is larger than the server's own TLS files may be
+    (L{readBounded <twisted_smtpd._serving.tls.readBounded>}): Twisted's
+    parser reads each whole, so that a path such as C{/dev/zero} would fill
+    the memory.  A file that cannot be read is left for the parser to
+    report; other endpoints pass.
 
     @param description: An endpoint string without C{haproxy:} layers.
     @raise ValueError: Naming the argument and its path.
@@ -179,10 +181,5 @@ def checkOwnTLSFiles(description: str) -> None:
     paths = dict(zip(_TLS_FILES[:2], args[2:4], strict=False))
     paths.update((name, kwargs[name]) for name in _TLS_FILES if name in kwargs)
     for name, path in paths.items():
-        try:
-            with open(path, "rb") as f:
-                size = len(f.read(FILE_LIMIT + 1))
-        except OSError:
-            continue
-        if size > FILE_LIMIT:
-            raise ValueError(f"cannot read {name} {path}: larger than {FILE_LIMIT} bytes")
+        with contextlib.suppress(OSError):
+            readBounded(path, name)

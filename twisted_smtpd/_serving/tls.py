@@ -61,15 +61,28 @@ class _Credentials:
 FILE_LIMIT = 16 * 1024 * 1024
 
 
-def _read(path: str, what: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(FILE_LIMIT + 1)
-    except OSError as e:
-        raise ValueError(f"cannot read {what} {path}: {e.strerror or e}") from e
+def readBounded(path: str, what: str) -> bytes:
+    """
+    The contents of a TLS file (a certificate, key, CA bundle or DH
+    parameters) of at most L{FILE_LIMIT} bytes.
+
+    @param what: What the file holds, for the error.
+    @raise ValueError: C{"cannot read <what> <path>: <why>"}, for a file
+        larger than that.
+    @raise OSError: If the file cannot be read.
+    """
+    with open(path, "rb") as f:
+        data = f.read(FILE_LIMIT + 1)
     if len(data) > FILE_LIMIT:
         raise ValueError(f"cannot read {what} {path}: larger than {FILE_LIMIT} bytes")
     return data
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return readBounded(path, what)
+    except OSError as e:
+        raise ValueError(f"cannot read {what} {path}: {e.strerror or e}") from e
 
 
 def _parseCredentials(
