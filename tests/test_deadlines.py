@@ -9,20 +9,28 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import directlyProvides
 
 from tests import replies
 from tests.test_protocol import RecordingHandler, connect, take, transaction
+from twisted_smtpd._core.address import Address
+from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._core.session import Session
 from twisted_smtpd._serving.deadlines import CLOSE_GRACE, pendingBytes
 from twisted_smtpd._serving.limits import ClientLimits
 from twisted_smtpd._serving.protocol import SMTPProtocol
 from twisted_smtpd._serving.server import SMTPServerFactory
+from twisted_smtpd.handlers import BaseHandler
+from twisted_smtpd.interfaces import IMessageStream
 
 TOO_SLOW = b"421 4.4.2 Error: data transfer too slow\r\n"
 TOO_MANY_FROM_ADDRESS = (
@@ -731,3 +739,238 @@ class ClientLimitsTableTests(SynchronousTestCase):
         limits = ClientLimits(0, None, ())
         self.assertEqual(limits.connected("192.0.2.7", 0), (False, None))
         self.assertEqual(limits.open, {})
+
+
+HANDLER_TIMEOUT = b"421 4.3.0 Error: timeout waiting for the mail system, try again later\r\n"
+
+
+class Stuck(BaseHandler):
+    """
+    A handler whose chosen hook answers with a L{Deferred} fired only by
+    the test.
+    """
+
+    def __init__(self, hook: str) -> None:
+        self.hook = hook
+        self.pending: list[Deferred[Any]] = []
+        self.closed = 0
+
+    def _stuck(self) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.pending.append(d)
+        return d
+
+    def onConnect(self, session: Session) -> object:
+        return self._stuck() if self.hook == "onConnect" else None
+
+    def onHelo(self, hostname: str, session: Session) -> object:
+        return self._stuck() if self.hook == "onHelo" else None
+
+    def onRcptTo(self, address: Address, session: Session) -> object:
+        return self._stuck() if self.hook == "onRcptTo" else None
+
+    def onData(self, stream: IMessageStream, session: Session) -> object:
+        if self.hook == "onData":
+            stream.drain()
+        # "unread": the body is never read.
+        return self._stuck() if self.hook in ("onData", "unread") else None
+
+    def onClose(self, session: Session) -> object:
+        self.closed += 1
+        return None
+
+
+class HandlerTimeoutTests(SynchronousTestCase):
+    """
+    A hook that does not answer, or a handler that stops reading a message,
+    ends the session after C{handlerTimeout}: 421 and one log line.
+    """
+
+    def assertTimedOut(
+        self, transport: StringTransport, handler: Stuck, log: LogCatcher, what: str
+    ) -> None:
+        self.assertEqual(take(transport), HANDLER_TIMEOUT)
+        self.assertTrue(transport.disconnecting)
+        lines = log.matching("handler timeout")
+        self.assertEqual(lines, [f"{lines[0].split()[0]} 192.0.2.7 handler timeout: {what} (30 s)"])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_hookTimesOut(self) -> None:
+        """
+        An C{onRcptTo} that does not answer within C{handlerTimeout} gets its
+        RCPT answered 421 and the session closed; its answer, when it comes,
+        is not sent.
+        """
+        log = LogCatcher(self)
+        handler = Stuck("onRcptTo")
+        proto, transport, clock, _ = connect(handler, handlerTimeout=30, socketTimeout=10)
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<s@example.com>\r\nRCPT TO:<r@example.com>\r\n")
+        self.assertEqual(take(transport), replies.EHLO_DEFAULT + replies.MAIL_OK)
+        clock.advance(29)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(2)
+        self.assertTimedOut(transport, handler, log, "onRcptTo did not answer")
+        proto.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(handler.closed, 1)
+        handler.pending[0].callback(None)
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_lateFailureIsLogged(self) -> None:
+        """
+        A hook that fails after its session timed out is logged as failed,
+        once, like one that fails after its client left.
+        """
+        LogCatcher(self)
+        handler = Stuck("onHelo")
+        proto, transport, clock, _ = connect(handler, handlerTimeout=30)
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\n")
+        clock.advance(31)
+        self.assertEqual(take(transport), HANDLER_TIMEOUT)
+        handler.pending[0].errback(RuntimeError("database gone"))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(transport.value(), b"")
+
+    def test_connectHookTimesOut(self) -> None:
+        """
+        An C{onConnect} that does not answer gets the client 421 instead of
+        the greeting.
+        """
+        log = LogCatcher(self)
+        handler = Stuck("onConnect")
+        proto, transport, clock, _ = connect(handler, handlerTimeout=30)
+        self.assertEqual(transport.value(), b"")
+        clock.advance(31)
+        self.assertTimedOut(transport, handler, log, "onConnect did not answer")
+
+    def test_dataTimesOut(self) -> None:
+        """
+        An C{onData} that does not answer after the end of the body gets its
+        message answered 421, not 250; if it accepts the message later, the
+        C{message} event says it went unanswered.
+        """
+        log = LogCatcher(self)
+        handler = Stuck("onData")
+        proto, transport, clock, factory = connect(handler, handlerTimeout=30)
+        messages: list[dict[str, Any]] = []
+        factory.addObserver(_MessageEvents(messages))
+        transaction(proto, transport)
+        proto.dataReceived(b"DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n")
+        self.assertEqual(take(transport), replies.START_DATA)
+        clock.advance(31)
+        self.assertTimedOut(transport, handler, log, "onData did not answer")
+        self.assertEqual(messages, [])
+        handler.pending[0].callback("OK: queued as X2")
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual([m["unanswered"] for m in messages], [True])
+
+    def test_lmtpDataTimesOut(self) -> None:
+        """
+        In LMTP, an C{onData} that does not answer ends the session with one
+        421 for all its recipients.
+        """
+        log = LogCatcher(self)
+        handler = Stuck("onData")
+        proto, transport, clock, _ = connect(handler, handlerTimeout=30, lmtp=True)
+        take(transport)
+        proto.dataReceived(
+            b"LHLO c\r\nMAIL FROM:<s@example.com>\r\n"
+            b"RCPT TO:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n"
+            b"DATA\r\nbody\r\n.\r\n"
+        )
+        self.assertTrue(take(transport).endswith(replies.START_DATA))
+        clock.advance(31)
+        self.assertTimedOut(transport, handler, log, "onData did not answer")
+
+    def test_coroutineHookTimesOut(self) -> None:
+        """
+        An C{async def} hook is bounded like a Deferred.
+        """
+        forever: Deferred[None] = Deferred()
+
+        class Waits(BaseHandler):
+            async def onHelo(self, hostname: str, session: Session) -> object:
+                await forever
+                return None
+
+        log = LogCatcher(self)
+        proto, transport, clock, _ = connect(Waits(), handlerTimeout=30)
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\n")
+        clock.advance(31)
+        self.assertTimedOut(transport, Stuck(""), log, "onHelo did not answer")
+
+    def test_unreadBodyTimesOut(self) -> None:
+        """
+        A handler that stops reading a message body (the client is paused)
+        ends the session after C{handlerTimeout}; the stream it holds fails.
+        """
+        log = LogCatcher(self)
+        streams: list[IMessageStream] = []
+
+        class Unread(Stuck):
+            def onData(self, stream: IMessageStream, session: Session) -> object:
+                streams.append(stream)
+                return super().onData(stream, session)
+
+        handler = Unread("unread")
+        proto, transport, clock, _ = connect(handler, handlerTimeout=30, socketTimeout=10)
+        transaction(proto, transport)
+        proto.dataReceived(b"DATA\r\n")
+        take(transport)
+        for _ in range(5):
+            proto.dataReceived(b"x" * 65000 + b"\r\n")
+        self.assertEqual(transport.producerState, "paused")
+        clock.advance(29)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(2)
+        self.assertTimedOut(transport, handler, log, "onData stopped reading the message")
+        failure = self.failureResultOf(streams[0].drain(), SMTPError)
+        self.assertEqual(failure.value.code, 421)
+
+    def test_eachWaitHasItsOwnDeadline(self) -> None:
+        """
+        Hooks that each answer in time are not cut, however long they take
+        together.
+        """
+        handler = Stuck("onRcptTo")
+        proto, transport, clock, _ = connect(handler, handlerTimeout=30)
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<s@example.com>\r\n")
+        for n in range(4):
+            proto.dataReceived(b"RCPT TO:<r%d@example.com>\r\n" % n)
+            clock.advance(20)
+            handler.pending[-1].callback(None)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(
+            take(transport), replies.EHLO_DEFAULT + replies.MAIL_OK + replies.RCPT_OK * 4
+        )
+
+    def test_clientSilenceAfterAnswerIsItsOwn(self) -> None:
+        """
+        After the hook answers, the client's silence is measured from then,
+        by C{socketTimeout}, not by C{handlerTimeout}.
+        """
+        handler = Stuck("onHelo")
+        proto, transport, clock, _ = connect(handler, handlerTimeout=30, socketTimeout=60)
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\n")
+        clock.advance(25)
+        handler.pending[0].callback(None)
+        clock.advance(50)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(11)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(take(transport), replies.EHLO_DEFAULT + replies.TIMEOUT)
+
+
+class _MessageEvents:
+    events = frozenset({"message"})
+
+    def __init__(self, seen: list[dict[str, Any]]) -> None:
+        self.seen = seen
+
+    def __call__(self, event: str, session: Session, data: dict[str, Any]) -> None:
+        self.seen.append(data)

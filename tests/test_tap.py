@@ -251,13 +251,16 @@ class OptionsTests(SynchronousTestCase):
 
     def test_deadlineAndLimitFlags(self) -> None:
         """
-        The TLS handshake timeout and the per-client limits have flags; the
+        The TLS handshake and handler timeouts and the per-client limits
+        have flags; the
         defaults leave them as L{ServerOptions} has them.
         """
         config = parse(
             "--sink",
             "--tls-handshake-timeout",
             "7.5",
+            "--handler-timeout",
+            "90",
             "--max-clients-per-ip",
             "4",
             "--max-connection-rate",
@@ -271,6 +274,7 @@ class OptionsTests(SynchronousTestCase):
         )
         options = config["serverOptions"]
         self.assertEqual(options.tlsHandshakeTimeout, 7.5)
+        self.assertEqual(options.handlerTimeout, 90.0)
         self.assertEqual(options.maxClientsPerIp, 4)
         self.assertEqual(options.maxConnectionRate, (30, 60.0))
         self.assertEqual(options.minDataRate, (1000, 10.0))
@@ -281,12 +285,13 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(
             (
                 defaults.tlsHandshakeTimeout,
+                defaults.handlerTimeout,
                 defaults.maxClientsPerIp,
                 defaults.maxConnectionRate,
                 defaults.minDataRate,
                 defaults.limitExemptions,
             ),
-            (30.0, 0, None, None, ()),
+            (30.0, 600.0, 0, None, None, ()),
         )
 
     def test_badRates(self) -> None:
@@ -400,6 +405,8 @@ class OptionsTests(SynchronousTestCase):
             ("socket-timeout", "inf"),
             ("close-timeout", "-1"),
             ("tls-handshake-timeout", "0"),
+            ("handler-timeout", "0"),
+            ("handler-timeout", "inf"),
             ("max-clients-per-ip", "-1"),
             ("max-recipients", "0"),
             ("max-recipients", ""),

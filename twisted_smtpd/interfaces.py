@@ -23,7 +23,11 @@ class _SMTPHandlerInterface(Interface):
     L{twisted_smtpd.SMTPError} answers the client with that reply (a 4xx or
     5xx one; only C{onData} may use a 2xx code); any other exception, and
     an C{SMTPError} with a code below 400 from another hook, answers 451,
-    is logged with its traceback, and the session goes on.
+    is logged with its traceback, and the session goes on.  A hook that
+    has not answered within the server's C{handlerTimeout} (600 s) has its
+    command answered 421, which closes the session; the hook is left to
+    finish (as when a client leaves in the middle of it) and its answer is
+    not sent.  C{onClose} has no deadline.
     L{twisted_smtpd.handlers.BaseHandler} implements every hook with the
     permissive default.
     """

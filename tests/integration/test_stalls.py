@@ -341,3 +341,42 @@ class ClientLimitTests(ServerTestCase):
         )
         server.waitForLog("127.0.0.1 refused: connection rate limit (4 per 60 s) reached")
         self.stopServer()
+
+
+class HandlerTimeoutTests(ServerTestCase):
+    """
+    A handler that never answers, against a real C{twistd smtpd}.
+    """
+
+    def test_silentNextHop(self) -> None:
+        """
+        With C{--relay} to a next hop that accepts the connection and never
+        greets, MAIL (where the relay opens its session) is answered
+        C{421 4.3.0} after C{--handler-timeout}, not after the relay's
+        300 s, with one log line naming the hook.
+        """
+        silent = socket.socket()
+        self.addCleanup(silent.close)
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        server = self.startServer(
+            "--relay",
+            f"127.0.0.1:{silent.getsockname()[1]}",
+            "--no-reverse-lookup",
+            "--handler-timeout",
+            str(SHORT),
+            maildir=False,
+        )
+        with self.smtp(server.port) as client:
+            client.ehlo("client.example")
+            started = time.monotonic()
+            code, text = client.mail(SENDER)
+            elapsed = time.monotonic() - started
+        self.assertEqual(
+            (code, text),
+            (421, b"4.3.0 Error: timeout waiting for the mail system, try again later"),
+        )
+        self.assertGreaterEqual(elapsed, SHORT - 0.5)
+        self.assertLess(elapsed, SHORT + 5)
+        server.waitForLog("handler timeout: onMailFrom did not answer (2 s)", timeout=10)
+        self.assertEqual(server.output.count("handler timeout"), 1)

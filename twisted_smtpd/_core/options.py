@@ -256,6 +256,11 @@ class ServerOptions:
     @ivar socketTimeout: Seconds of client silence before 421 and close;
         also how long a client may leave its replies unread (a write that
         makes no progress).
+    @ivar handlerTimeout: Seconds the session waits for its handler (a hook
+        that answers later, or a message body the handler stopped reading)
+        before 421 and close (the hook is left to finish).  The default,
+        10 minutes, is the longest RFC 5321 has a client wait for a reply
+        (section 4.5.3.2.6).
     @ivar tlsHandshakeTimeout: Seconds a whole TLS handshake (STARTTLS or an
         implicit TLS listener) may take before the connection is dropped.
     @ivar closeTimeout: Seconds L{SMTPServer.close} waits for transactions.
@@ -339,6 +344,7 @@ class ServerOptions:
     hideREQUIRETLS: bool = False
     hideCHUNKING: bool = False
     socketTimeout: float = field(default=60.0, validator=_positiveSeconds)
+    handlerTimeout: float = field(default=600.0, validator=_positiveSeconds)
     tlsHandshakeTimeout: float = field(default=30.0, validator=_positiveSeconds)
     closeTimeout: float = field(default=30.0, validator=_seconds)
     maxClients: int = field(default=0, validator=_count)

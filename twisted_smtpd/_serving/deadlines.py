@@ -7,7 +7,9 @@ line one octet at a time does not hold the session), replies the client
 leaves unread (the same timeout, counted while writing
 makes no progress), the TLS handshake (C{tlsHandshakeTimeout}), a message
 transfer slower than C{minDataRate} (from the start of DATA, or from a
-message's first BDAT chunk to its last), and the close itself: a session that
+message's first BDAT chunk to its last), the handler (C{handlerTimeout}: a
+hook that has not answered, or a message body the handler stopped reading),
+and the close itself: a session that
 was told 421 and is still connected L{CLOSE_GRACE} seconds later (its client
 does not read, or a TLS handshake never finished) is aborted.
 
@@ -17,12 +19,14 @@ single timer.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._serving.flow import PAUSE_WRITE
 
 if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+
     from twisted_smtpd._core.options import ServerOptions
     from twisted_smtpd._serving.context import SessionControl
 
@@ -46,6 +50,11 @@ class Times:
     @ivar rateBytes: Octets of the message transfer in that window.
     @ivar pendingSeen: Octets waiting in the send buffer at the last check,
         while the client does not read.
+    @ivar waitSince: When the session began to wait for its handler (a hook
+        answering later, or a message body the handler stopped reading), or
+        C{None}.
+    @ivar waitingFor: What the session waits for since C{waitSince}, for
+        the log line when it times out (C{"onRcptTo did not answer"}).
     """
 
     __slots__ = (
@@ -56,13 +65,28 @@ class Times:
         "pendingSeen",
         "rateBytes",
         "rateSince",
+        "waitSince",
+        "waitingFor",
     )
 
     def __init__(self) -> None:
         self.lastActivity = self.closingSince = self.rateSince = 0.0
         self.handshakeSince: float | None = None
         self.lineSince: float | None = None
+        self.waitSince: float | None = None
+        self.waitingFor = ""
         self.pendingSeen = self.rateBytes = 0
+
+
+class Waiting(Protocol):
+    """
+    A session that may wait for its handler.
+    """
+
+    times: Times
+
+    @property
+    def clock(self) -> IReactorTime: ...
 
 
 def pendingBytes(transport: object) -> int | None:
@@ -85,7 +109,9 @@ def interval(options: ServerOptions) -> float:
     """
     How often the factory's timer should call L{check}.
     """
-    shortest: float = min(options.socketTimeout, options.tlsHandshakeTimeout, CLOSE_GRACE)
+    shortest: float = min(
+        options.socketTimeout, options.tlsHandshakeTimeout, options.handlerTimeout, CLOSE_GRACE
+    )
     if options.minDataRate is not None:
         shortest = min(shortest, options.minDataRate[1])
     return min(1.0, shortest / 4)
@@ -139,7 +165,11 @@ def check(p: SessionControl, now: float) -> None:
     p.times.pendingSeen = 0
     if p.waiting or p.pauses:
         # Waiting for our own hook or a slow handler is not the client's
-        # silence.
+        # silence; the handler has its own deadline.
+        since = p.times.waitSince
+        if since is not None and now - since >= options.handlerTimeout:
+            handlerTimedOut(p)
+            return
         p.times.lastActivity = now
         if p.times.lineSince is not None:
             p.times.lineSince = now
@@ -215,6 +245,45 @@ def timeout(p: SessionControl, what: str) -> None:
     )
     p.abandonMessage(catalogue.TIMEOUT)
     p.closeWith(catalogue.TIMEOUT)
+
+
+def waitForHandler(p: Waiting, what: str) -> None:
+    """
+    The session waits for its handler from now on: for a hook to answer,
+    or for the handler to read more of the message.  L{check} ends the wait
+    after C{handlerTimeout}, logging C{what} it waited for.
+    """
+    times = p.times
+    times.waitSince = p.clock.seconds()
+    times.waitingFor = what
+
+
+def handlerAnswered(p: Waiting) -> None:
+    """
+    The handler answered what the session waited for.
+    """
+    p.times.waitSince = None
+
+
+def handlerTimedOut(p: SessionControl) -> None:
+    """
+    The handler did not answer within C{handlerTimeout}: log it, answer 421
+    and close.  The hook is left to finish, as when a client leaves in the
+    middle of it: what it answers then is not sent, C{onClose} tells the
+    handler the session ended, and a message C{onData} still accepts is a
+    C{message} event marked C{unanswered} (its client was told 421 and will
+    send it again).
+    """
+    handlerAnswered(p)
+    p.log.warn(
+        "{session} {client} handler timeout: {what} ({seconds:g} s)",
+        session=p.session.id,
+        client=p.session.remoteAddress[0],
+        what=p.times.waitingFor,
+        seconds=p.options.handlerTimeout,
+    )
+    p.abandonMessage(catalogue.HANDLER_TIMEOUT)
+    p.closeWith(catalogue.HANDLER_TIMEOUT)
 
 
 def shutdown(p: SessionControl, force: bool) -> None:

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import socket as _socket
 import weakref
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import tcp
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from twisted_smtpd._serving.deadlines import Times
 
 #: Reasons to stop reading from the client, as bits.
 PAUSE_HOOK = 1  # a hook has not answered; replies must stay in order
@@ -33,6 +36,14 @@ class Pausable(Protocol):
 
     @property
     def receiver(self) -> object: ...
+
+    times: Times
+
+    @property
+    def pauses(self) -> int: ...
+
+    @property
+    def clock(self) -> IReactorTime: ...
 
     def setPause(self, reason: int, paused: bool) -> None: ...
 
@@ -65,6 +76,15 @@ class StreamUpstream:
         protocol = self._protocol
         receiver = None if self._receiver is None else self._receiver()
         if receiver is not None and protocol.receiver is receiver:
+            if paused != bool(protocol.pauses & PAUSE_STREAM):
+                # The handler stops or starts reading again: the time it
+                # keeps the client waiting is bounded (handlerTimeout).
+                from twisted_smtpd._serving import deadlines
+
+                if paused:
+                    deadlines.waitForHandler(protocol, "onData stopped reading the message")
+                else:
+                    deadlines.handlerAnswered(protocol)
             protocol.setPause(PAUSE_STREAM, paused)
 
     def pauseProducing(self) -> None:

@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.replies import Reply
+from twisted_smtpd._serving.deadlines import waitForHandler
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.interfaces import ISMTPHandler
 
@@ -190,6 +191,7 @@ def runHook(
         accepted(result)
         return
     token = p.holdForHook()
+    waitForHandler(p, f"{_name(fn)} did not answer")
 
     def ok(value: object) -> None:
         _timed(p, fn, started)

@@ -47,7 +47,7 @@ from twisted_smtpd._serving import forwarding as _forwarding
 from twisted_smtpd._serving import greeting as _greeting
 from twisted_smtpd._serving import tlscommand as _tlscommand
 from twisted_smtpd._serving import transaction as _transaction
-from twisted_smtpd._serving.deadlines import Times, lineStarted
+from twisted_smtpd._serving.deadlines import Times, lineStarted, waitForHandler
 from twisted_smtpd._serving.flow import PAUSE_HOOK, PAUSE_STREAM, PAUSE_WRITE, writeThrough
 from twisted_smtpd._serving.hooks import runCloseHook, runHook
 from twisted_smtpd._serving.logging import refusal
@@ -431,6 +431,7 @@ class SMTPProtocol(LineReceiver):
             # The body is in; the reply waits for onData, and so does
             # everything the client pipelined behind it.
             self.waiting = True
+            waitForHandler(self, "onData did not answer")
             self.setPause(PAUSE_HOOK, True)
             transport: Any = self.transport
             if not self._plainTCP or transport.TLS:
@@ -499,6 +500,7 @@ class SMTPProtocol(LineReceiver):
 
     def _resume(self) -> None:
         self.waiting = False
+        self.times.waitSince = None
         self.setPause(PAUSE_HOOK, False)
         if not self._processing and not self.closing:
             self._processBuffer()
@@ -576,7 +578,7 @@ class SMTPProtocol(LineReceiver):
         """
         if self.closing:
             return
-        if reply.code >= 400 and reply is not catalogue.SHUTDOWN and reply is not catalogue.TIMEOUT:
+        if reply.code >= 400 and reply not in catalogue.LOGGED_APART:
             # A refusal or a limit reached that ends the session.
             self._emitRefusal(reply, True, limit)
         self.reply(reply)

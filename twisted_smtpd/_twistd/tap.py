@@ -158,6 +158,7 @@ class Options(AuthOptionMixin, usage.Options):
         _numeric("socket-timeout", float, True, "Seconds of client silence before 421."),
         _numeric("close-timeout", float, False, "Seconds a stopping server waits for mail."),
         _numeric("tls-handshake-timeout", float, True, "Seconds a TLS handshake may take in all."),
+        _numeric("handler-timeout", float, True, "Seconds a hook may take to answer before 421."),
         _numeric(
             "max-clients-per-ip",
             int,

@@ -33,6 +33,7 @@ _NUMBERS = {
     "socket-timeout": "socketTimeout",
     "close-timeout": "closeTimeout",
     "tls-handshake-timeout": "tlsHandshakeTimeout",
+    "handler-timeout": "handlerTimeout",
     "max-clients-per-ip": "maxClientsPerIp",
     "max-recipients": "maxRecipients",
 }
