@@ -12,13 +12,15 @@ import socket
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.protocol import Factory
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from tests.certs import CertificateAuthority
 from tests.test_client import Recorder, endpointFor, sessionRequest, startServer
 from twisted_smtpd import SMTPError
+from twisted_smtpd._core.address import Address
 from twisted_smtpd._core.session import Envelope, Session
 from twisted_smtpd._smtpclient.client import DeliveryError, DeliveryResult, deliver
 from twisted_smtpd._smtpclient.clientsession import ClientSession, openSession
@@ -174,7 +176,7 @@ class RelayTests(TestCase):
             self,
             RelayHandler(relay.pop("host", "127.0.0.1"), port, heloName="relay.example", **relay),
         )
-        front, frontPort = await startServer(self, self.handler, **(frontOptions or {}))
+        self.frontServer, frontPort = await startServer(self, self.handler, **(frontOptions or {}))
         return frontPort
 
     async def test_relayed(self) -> None:
@@ -302,6 +304,43 @@ class RelayTests(TestCase):
         """
         port = await self.front(Refusing())
         self.assertEqual(await outcome(port), [(451, "4.4.1")])
+
+    async def test_clientLeavesDuringMail(self) -> None:
+        """
+        A client that is gone (or timed out) while its MAIL is on its way
+        to the smarthost does not keep the session to the smarthost: once
+        MAIL is answered there, it serves the next message.
+        """
+        reached: Deferred[None] = Deferred()
+        gate: Deferred[None] = Deferred()
+
+        class SlowMail(Recorder):
+            def onMailFrom(self, address: Address, session: Session) -> object:
+                if reached.called:
+                    return None
+                reached.callback(None)
+                return gate
+
+        port = await self.front(SlowMail(), maxSessions=1, timeout=5)
+        closed: Deferred[None] = Deferred()
+
+        def observe(event: str, session: Session, data: object) -> None:
+            if not closed.called:
+                closed.callback(None)
+
+        observe.events = {"close"}  # type: ignore[attr-defined]
+        self.frontServer.addObserver(observe)
+        leaving = await endpointFor(port).connect(Factory.forProtocol(Protocol))
+        leaving.transport.write(b"EHLO client.example\r\nMAIL FROM:<alice@example.com>\r\n")
+        await reached
+        # Gone at once (a FIN would be answered first, its MAIL included).
+        leaving.transport.abortConnection()
+        await closed
+        gate.callback(None)
+        # Before the fix: the session to the smarthost stayed with the
+        # transaction of the session gone, and this message waited 5 s for
+        # it, then got 451.
+        self.assertEqual(replies(await send(port)), [(250, "2.0.0")])
 
     async def test_unreachable(self) -> None:
         """

@@ -109,6 +109,8 @@ class ProxyingHandler(BaseHandler, ABC):
         self._logMessages = logMessages
         self._reactor = reactor
         self._transactions: dict[str, _Transaction] = {}
+        #: The sessions whose MAIL is on its way to the next hop.
+        self._mailing: set[str] = set()
         self._reports: list[Deferred[None]] = []
         self.pool = SessionPool(
             self.openSession,
@@ -171,6 +173,27 @@ class ProxyingHandler(BaseHandler, ABC):
             5.6.3, 553 5.6.7, 550 5.7.10, 550 5.7.30).
         """
         self._end(session)
+        self._mailing.add(session.id)
+        try:
+            client = await self._mail(address, session)
+        finally:
+            # Gone from the set: the session ended (onClose) meanwhile.
+            stillOpen = session.id in self._mailing
+            self._mailing.discard(session.id)
+        if client is not None and not stillOpen:
+            # Its client left, or it timed out, while MAIL was on its way:
+            # nobody will end this transaction.
+            self.pool.release(client)
+        elif client is not None:
+            self._transactions[session.id] = _Transaction(client, address)
+
+    async def _mail(self, address: Address, session: Session) -> ClientSession | None:
+        """
+        Take a session to the next hop and pass MAIL on.
+
+        @return: The session to the next hop, which accepted MAIL, or
+            C{None} when C{session} ended before one was free.
+        """
         try:
             client = await self.pool.acquire()
         except DeliveryError as e:
@@ -181,6 +204,9 @@ class ProxyingHandler(BaseHandler, ABC):
                 error=" ".join(sanitiseText(str(e))),
             )
             raise remoteFailure(e, self.peer) from None
+        if session.id not in self._mailing:
+            self.pool.release(client)
+            return None
         try:
             parameters = self._mailParameters(address, client)
             reply = await client.mail(address.address, parameters)
@@ -211,7 +237,7 @@ class ProxyingHandler(BaseHandler, ABC):
                 reply=describe(reply),
             )
             raise relayedError(reply)
-        self._transactions[session.id] = _Transaction(client, address)
+        return client
 
     def _mailParameters(self, address: Address, client: ClientSession) -> str:
         """
@@ -336,6 +362,7 @@ class ProxyingHandler(BaseHandler, ABC):
         """
         Give back the session to the next hop of an unfinished transaction.
         """
+        self._mailing.discard(session.id)
         self._end(session)
 
     # The answer after the body.
