@@ -42,6 +42,8 @@ class FuzzHandler(BaseHandler):
         L{Deferred} the fuzzer fires later), C{mixed} (LMTP C{onData}: every
         other recipient refused; elsewhere like C{accept}).
     @ivar pending: The Deferreds of late answers, with how to fire them.
+    @ivar lastLate: When the newest late answer was asked for, by C{now}.
+    @ivar now: The session's clock.
     @ivar calls: C{(hook, argument)} for every hook call.
     @ivar delivered: Message id (as in the 250 reply) to the message.
     @ivar deliveredAfterLoss: The ids delivered after the connection was lost.
@@ -50,6 +52,8 @@ class FuzzHandler(BaseHandler):
     def __init__(self) -> None:
         self.modes: dict[str, str] = dict.fromkeys(HOOKS, "accept")
         self.pending: list[tuple[Deferred[Any], str, Callable[[], object]]] = []
+        self.lastLate = 0.0
+        self.now: Callable[[], float] = lambda: 0.0
         self.calls: list[tuple[str, str]] = []
         self.delivered: dict[str, bytes] = {}
         self.deliveredAfterLoss: set[str] = set()
@@ -66,6 +70,7 @@ class FuzzHandler(BaseHandler):
             raise FuzzError(hook)
         d: Deferred[Any] = Deferred()
         self.pending.append((d, mode, value))
+        self.lastLate = self.now()
         return d
 
     def fireOne(self) -> None:
@@ -141,6 +146,7 @@ class FuzzHandler(BaseHandler):
                 return deliver(data)
 
             self.pending.append((d, mode, value))
+            self.lastLate = self.now()
             return d
 
         return collected.addCallback(got)

@@ -58,6 +58,8 @@ from twisted_smtpd._serving.protocol import AUTH_LINE_LIMIT
 from twisted_smtpd._serving.server import SMTPServerFactory
 
 SOCKET_TIMEOUT = 60.0
+#: How long the server waits for a late hook.
+HANDLER_TIMEOUT = 300.0
 CLOSE_TIMEOUT = 30.0
 CUTS = st.lists(st.integers(0, 1 << 20), max_size=4)
 ACCEPTING = ("accept", "lateAccept", "mixed")
@@ -180,9 +182,11 @@ class SessionMachine(RuleBasedStateMachine):
             closeTimeout=CLOSE_TIMEOUT,
             hideENHANCEDSTATUSCODES=hideEnhanced,
             socketTimeout=SOCKET_TIMEOUT,
+            handlerTimeout=HANDLER_TIMEOUT,
             disabledCommands=("BDAT",) if disableBdat else (),
         )
         self.clock = Clock()
+        self.handler.now = self.clock.seconds
         self.factory = factory = SMTPServerFactory(self.handler, self.options, reactor=self.clock)
         self.shutdownAt: float | None = None
         factory._tls = FakeTLS()  # type: ignore[assignment]
@@ -635,13 +639,17 @@ class SessionMachine(RuleBasedStateMachine):
     def advance(self, seconds: float) -> None:
         """
         Time passes: a session silent for the socket timeout must close,
-        unless it waits for the handler.
+        unless it waits for the handler, which it does for the handler
+        timeout at most.
         """
         self.clock.advance(seconds)
         self.collect()
         if self.live() and not self.handler.pending:
             silent = self.clock.seconds() - self.lastInput
             assert silent < SOCKET_TIMEOUT + 2, f"silent for {silent} s and still open"
+        elif self.live():
+            waited = self.clock.seconds() - self.handler.lastLate
+            assert waited < HANDLER_TIMEOUT + 2, f"waited {waited} s for a hook and still open"
 
     @precondition(lambda self: self.live() and self.shutdownAt is None)
     @rule(now=st.integers(0, 3))
