@@ -189,6 +189,54 @@ class ExtensionTests(TestCase):
             [("rfc822; bob@example.org", "relayed")],
         )
 
+    async def test_relayedReportNotAscii(self) -> None:
+        """
+        An C{ENVID} that decodes to UTF-8 and a sender that is not ASCII do
+        not stop the "relayed" report: the message the next hop accepted is
+        answered 250 (never 451, which would have it sent again), and the
+        report goes from <> with SMTPUTF8, its C{ENVID} escaped.
+        """
+        smarthost = EnvelopeRecorder()
+        port = await self.front(smarthost, hideDSN=True)
+        client = await self.session(port)
+        await client.mail("\u00e4lice@example.com", " SMTPUTF8 ENVID=+C3+A9")
+        await client.rcpt("bob@example.org", " NOTIFY=SUCCESS")
+        [final] = await client.data(bodyStream(BODY), 1)
+        self.assertEqual(final.code, 250)
+        await self.handler.reportsSent()
+        self.assertEqual(len(smarthost.messages), 2)
+        report = smarthost.messages[1]
+        self.assertEqual((report.sender, report.recipients), ("", ["\u00e4lice@example.com"]))
+        self.assertTrue(smarthost.envelopes[1].smtpUtf8)
+        parsed = email.message_from_bytes(report.body)
+        blocks = parsed.get_payload()[1].get_payload()
+        self.assertEqual(blocks[0]["Original-Envelope-Id"], "\\x{E9}")
+
+    async def test_unmadeReportKeepsAcceptance(self) -> None:
+        """
+        A report that cannot be made is logged; the message the next hop
+        accepted is still answered 250.
+        """
+        from twisted_smtpd.handlers import _proxying
+
+        def broken(**kwargs: object) -> bytes:
+            raise UnicodeEncodeError("ascii", "\u00e9", 0, 1, "broken")
+
+        self.patch(_proxying, "buildReport", broken)
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        smarthost = EnvelopeRecorder()
+        port = await self.front(smarthost, hideDSN=True)
+        client = await self.session(port)
+        await client.mail("alice@example.com", "")
+        await client.rcpt("bob@example.org", " NOTIFY=SUCCESS")
+        [final] = await client.data(bodyStream(BODY), 1)
+        self.assertEqual(final.code, 250)
+        self.assertEqual(len(smarthost.messages), 1)
+        self.assertEqual(len(self.flushLoggedErrors(UnicodeEncodeError)), 1)
+        self.assertTrue(
+            any("report could not be made" in e.get("log_format", "") for e in observer)
+        )
+
     async def test_smtpUtf8NotNeeded(self) -> None:
         """
         SMTPUTF8 with ASCII addresses is not required of the next hop: the

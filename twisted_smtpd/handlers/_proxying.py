@@ -419,13 +419,22 @@ class ProxyingHandler(BaseHandler, ABC):
             for a, r in results
         ]
         envid = session.envelope.dsn.envid
-        report = buildReport(
-            reportingMta=self._reporterName,
-            sender=sender,
-            recipients=statuses,
-            envid=envid,
-            received=session.clientHostname or None,
-        )
+        try:
+            report = buildReport(
+                reportingMta=self._reporterName,
+                sender=sender,
+                recipients=statuses,
+                envid=envid,
+                received=session.clientHostname or None,
+            )
+        except Exception:
+            # The next hop has the message: a report that cannot be made
+            # must not turn its acceptance into a failure the client would
+            # send the message again for.
+            self._log.failure(
+                "{session} {action} report could not be made", session=session.id, action=action
+            )
+            return
         d = Deferred.fromCoroutine(self._sendReport(session.id, sender, report, action))
         self._reports.append(d)
 
@@ -478,7 +487,10 @@ class ProxyingHandler(BaseHandler, ABC):
 
         @return: C{None} when the next hop accepted it, else its refusal.
         """
-        reply = await client.mail("", "")
+        # A sender that is not ASCII is written in the report's To field
+        # in UTF-8 and named in RCPT: both need SMTPUTF8 (RFC 6531), which
+        # the next hop offered to take the message from that sender.
+        reply = await client.mail("", "" if sender.isascii() else " SMTPUTF8")
         if reply.positive:
             reply = await client.rcpt(sender, "")
         if not reply.positive:
