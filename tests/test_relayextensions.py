@@ -237,6 +237,58 @@ class ExtensionTests(TestCase):
             any("report could not be made" in e.get("log_format", "") for e in observer)
         )
 
+    async def test_dsnParametersSevenBit(self) -> None:
+        """
+        An C{ENVID} or C{ORCPT} in UTF-8 (allowed with SMTPUTF8) goes to a
+        next hop offering DSN but not SMTPUTF8 in 7-bit form: xtext
+        (RFC 3461 section 4), or C{\\x{HEX}} in a C{utf-8} address
+        (RFC 6533 section 3); never as raw UTF-8, which such a next hop
+        refuses or misreads.
+        """
+        smarthost = EnvelopeRecorder()
+        port = await self.front(smarthost, hideSMTPUTF8=True)
+        client = await self.session(port)
+        reply = await client.mail("alice@example.com", " SMTPUTF8 ENVID=\u00e9t\u00e9")
+        self.assertEqual(reply.code, 250)
+        reply = await client.rcpt("bob@example.org", " ORCPT=rfc822;b\u00f8b@example.org")
+        self.assertEqual(reply.code, 250)
+        reply = await client.rcpt("carol@example.net", " ORCPT=utf-8;c\u00e4rol@example.net")
+        self.assertEqual(reply.code, 250)
+        [final] = await client.data(bodyStream(BODY), 1)
+        self.assertEqual(final.code, 250)
+        [envelope] = smarthost.envelopes
+        assert envelope.mailFrom is not None
+        self.assertEqual(envelope.mailFrom.args["ENVID"], "+C3+A9t+C3+A9")
+        self.assertEqual(envelope.dsn.envid, "\u00e9t\u00e9")
+        self.assertEqual(
+            [r.args["ORCPT"] for r in envelope.rcptTo],
+            ["rfc822;b+C3+B8b@example.org", "utf-8;c\\x{E4}rol@example.net"],
+        )
+
+    async def test_dsnParametersKeptForSmtpUtf8(self) -> None:
+        """
+        To a next hop offering SMTPUTF8, C{ENVID} and C{ORCPT} go on as the
+        client sent them, byte for byte; one whose 7-bit form would pass
+        RFC 3461's bound is refused for a next hop without it (553 5.6.7).
+        """
+        smarthost = EnvelopeRecorder()
+        port = await self.front(smarthost)
+        client = await self.session(port)
+        await client.mail("alice@example.com", " SMTPUTF8 ENVID=\u00e9t\u00e9")
+        await client.rcpt("bob@example.org", " ORCPT=rfc822;b\u00f8b@example.org")
+        [final] = await client.data(bodyStream(BODY), 1)
+        self.assertEqual(final.code, 250)
+        [envelope] = smarthost.envelopes
+        assert envelope.mailFrom is not None
+        self.assertEqual(envelope.mailFrom.args["ENVID"], "\u00e9t\u00e9")
+        self.assertEqual(envelope.rcptTo[0].args["ORCPT"], "rfc822;b\u00f8b@example.org")
+
+        other = EnvelopeRecorder()
+        port = await self.front(other, hideSMTPUTF8=True)
+        client = await self.session(port)
+        reply = await client.mail("alice@example.com", " SMTPUTF8 ENVID=" + "\u00e9" * 20)
+        self.assertEqual((reply.code, reply.enhanced), (553, "5.6.7"))
+
     async def test_smtpUtf8NotNeeded(self) -> None:
         """
         SMTPUTF8 with ASCII addresses is not required of the next hop: the

@@ -23,6 +23,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_smtpd._core.address import MAX_ENVID, MAX_ORCPT
 from twisted_smtpd._core.dsn import RecipientStatus, buildReport
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.replies import sanitiseText
@@ -54,6 +55,38 @@ def describe(reply: ClientReply) -> str:
     """
     text = " ".join(sanitiseText(reply.text))
     return f"{reply.code} {reply.enhanced + ' ' if reply.enhanced else ''}{text}"[:400]
+
+
+def _xtextOctets(character: str) -> str:
+    return "".join(f"+{octet:02X}" for octet in character.encode("utf-8"))
+
+
+def sevenBitParameter(key: str, value: str) -> str:
+    """
+    The value of C{ENVID} or C{ORCPT}, as the client sent it, in the 7-bit
+    form a next hop that is not given C{SMTPUTF8} can take: each non-ASCII
+    character (which RFC 6531 allows only with C{SMTPUTF8}) as xtext, its
+    UTF-8 octets as C{+XX} (RFC 3461 section 4), or, in a C{utf-8} address
+    of C{ORCPT}, as the C{\\x{HEX}} escape of RFC 6533 section 3
+    (C{utf-8-addr-xtext}).  The rest of the value is already xtext.
+
+    @raise SMTPError: 553 5.6.7 when the 7-bit form is longer than RFC 3461
+        allows (100 characters for C{ENVID}, 500 for C{ORCPT}).
+    """
+    if value.isascii():
+        return value
+    if key == "ORCPT":
+        addressType, semicolon, address = value.partition(";")
+        if addressType.lower() == "utf-8":
+            escaped = "".join(c if c.isascii() else f"\\x{{{ord(c):X}}}" for c in address)
+        else:
+            escaped = "".join(c if c.isascii() else _xtextOctets(c) for c in address)
+        value, limit = addressType + semicolon + escaped, MAX_ORCPT
+    else:
+        value, limit = "".join(c if c.isascii() else _xtextOctets(c) for c in value), MAX_ENVID
+    if len(value) > limit:
+        raise SMTPError(553, f"Error: {key} too long for a next hop without SMTPUTF8", "5.6.7")
+    return value
 
 
 def relayedError(reply: ClientReply) -> SMTPError:
@@ -259,6 +292,8 @@ class ProxyingHandler(BaseHandler, ABC):
             for key in ("RET", "ENVID"):
                 value = args.get(key)
                 if isinstance(value, str):
+                    if not client.offers("SMTPUTF8"):
+                        value = sevenBitParameter(key, value)
                     parameters += f" {key}={value}"
         return parameters
 
@@ -277,6 +312,8 @@ class ProxyingHandler(BaseHandler, ABC):
             for key in ("NOTIFY", "ORCPT"):
                 value = address.args.get(key)
                 if isinstance(value, str):
+                    if not client.offers("SMTPUTF8"):
+                        value = sevenBitParameter(key, value)
                     parameters += f" {key}={value}"
         try:
             reply = await client.rcpt(address.address, parameters)
