@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.internet.ssl import Certificate
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from tests.certs import CertificateAuthority
@@ -26,6 +26,7 @@ from tests.test_relay import (
     replies,
     send,
 )
+from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._smtpclient.client import DeliveryError
 from twisted_smtpd._smtpclient.clientsession import ClientSession
 from twisted_smtpd.handlers.lmtp import LMTPDeliveryHandler
@@ -426,3 +427,28 @@ class LogTests(TestCase):
         """
         [event] = await self.relayOnce()
         self.assertIn("queued as Q2", event["reply"])
+
+    async def test_addressesEscaped(self) -> None:
+        """
+        A recipient the next hop refuses is named in the log line with
+        every character that could disguise or break the line escaped
+        (L{printable <twisted_smtpd._core.printable.printable>}): a UTF-8
+        address may hold a bidirectional override or a line separator.
+        """
+        recipient = '"\u202egpj.exe\u2028x"@example.org'
+        smarthost = EnvelopeRecorder()
+        smarthost.refuse[recipient] = SMTPError(550, "No such user", "5.1.1")
+        server, port = await startServer(self, smarthost)
+        handler = closeWith(
+            self, RelayHandler("127.0.0.1", port, tls="none", heloName="relay.example")
+        )
+        front, frontPort = await startServer(self, handler)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        client = await clientSession(frontPort)
+        self.addCleanup(client.quit)
+        await client.mail("alice@example.com", " SMTPUTF8")
+        self.assertEqual((await client.rcpt(recipient, "")).code, 550)
+        [line] = [formatEvent(e) for e in events if "refused {address}" in e["log_format"]]
+        self.assertIn('"\\u202egpj.exe\\u2028x"@example.org', line)
+        self.assertNotIn("\u202e", line)
+        self.assertNotIn("\u2028", line)

@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from twisted_smtpd._core.address import MAX_ENVID, MAX_ORCPT
 from twisted_smtpd._core.dsn import RecipientStatus, buildReport
 from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.replies import sanitiseText
 from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd._smtpclient.clientpool import SessionPool
@@ -331,7 +332,7 @@ class ProxyingHandler(BaseHandler, ABC):
                 "{session} next hop {peer} refused {address}: {reply}",
                 session=session.id,
                 peer=self.peer,
-                address=address.address,
+                address=printable(address.address),
                 reply=describe(reply),
             )
             raise relayedError(reply)
@@ -390,7 +391,7 @@ class ProxyingHandler(BaseHandler, ABC):
                 "{session} next hop {peer} refused the message for {address}: {reply}",
                 session=session.id,
                 peer=self.peer,
-                address=address.address,
+                address=printable(address.address),
                 reply=describe(reply),
             )
         if accepted and self._logMessages:
@@ -490,7 +491,7 @@ class ProxyingHandler(BaseHandler, ABC):
                 "{session} {action} report to {sender} not sent: {error}",
                 session=sessionId,
                 action=action,
-                sender=sender,
+                sender=printable(sender),
                 error=" ".join(sanitiseText(str(e))),
             )
             return
@@ -505,7 +506,7 @@ class ProxyingHandler(BaseHandler, ABC):
                 "{session} {action} report to {sender} refused by {peer}: {reply}",
                 session=sessionId,
                 action=action,
-                sender=sender,
+                sender=printable(sender),
                 peer=self.peer,
                 reply=outcome,
             )
@@ -514,7 +515,7 @@ class ProxyingHandler(BaseHandler, ABC):
                 "{session} {action} report sent to {sender} through {peer}",
                 session=sessionId,
                 action=action,
-                sender=sender,
+                sender=printable(sender),
                 peer=self.peer,
             )
 
