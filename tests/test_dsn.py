@@ -96,3 +96,49 @@ class BuildReportTests(SynchronousTestCase):
         self.assertRaises(
             ValueError, buildReport, reportingMta="mx", sender="a@example.com", recipients=[]
         )
+
+    def test_nonAsciiMadeSevenBit(self) -> None:
+        """
+        A recipient, an C{ORCPT}, an C{ENVID}, a client name and a reply in
+        UTF-8 still make a report: the C{message/delivery-status} part stays
+        US-ASCII (RFC 3464), each non-ASCII character an RFC 6533 C{\\x{HEX}}
+        escape, an address that is not ASCII of type C{utf-8}.
+        """
+        report = buildReport(
+            reportingMta="mx.example.com",
+            sender="alice@example.com",
+            recipients=[
+                RecipientStatus(
+                    "b\u00f8b@example.org",
+                    "rfc822;b\u00f8b@example.org",
+                    "failed",
+                    "5.0.0",
+                    "550 n\u00f6",
+                ),
+                RecipientStatus("carol@example.net", "rfc822;carol@example.net", "failed", "5.0.0"),
+            ],
+            envid="\u00e9t\u00e9",
+            received="h\u00e9lo.example",
+        )
+        message, blocks = parse(report)
+        self.assertEqual(blocks[0]["Original-Envelope-Id"], "\\x{E9}t\\x{E9}")
+        self.assertEqual(blocks[0]["Received-From-MTA"], "dns; h\\x{E9}lo.example")
+        self.assertEqual(blocks[1]["Final-Recipient"], "utf-8; b\\x{F8}b@example.org")
+        self.assertEqual(blocks[1]["Original-Recipient"], "utf-8;b\\x{F8}b@example.org")
+        self.assertEqual(blocks[1]["Diagnostic-Code"], "smtp; 550 n\\x{F6}")
+        self.assertEqual(blocks[2]["Final-Recipient"], "rfc822; carol@example.net")
+        self.assertEqual(blocks[2]["Original-Recipient"], "rfc822;carol@example.net")
+        self.assertTrue(report.isascii())
+
+    def test_nonAsciiSender(self) -> None:
+        """
+        A report to a sender that is not ASCII names it in UTF-8 in its To
+        field (RFC 6532); every other field stays ASCII.
+        """
+        report = buildReport(
+            reportingMta="mx.example.com",
+            sender="\u00e4lice@example.com",
+            recipients=[RecipientStatus("bob@example.org", None, "relayed", "2.0.0")],
+        )
+        self.assertIn("To: <\u00e4lice@example.com>\r\n".encode(), report)
+        self.assertTrue(report.replace("\u00e4".encode(), b"").isascii())

@@ -315,6 +315,20 @@ class ParseHeloTests(SynchronousTestCase):
         self.assertEqual(replies.HELO_REQUIRES_DOMAIN.code, 501)
         self.assertIsNone(replies.HELO_REQUIRES_DOMAIN.enhanced)
 
+    def test_tooLong(self) -> None:
+        """
+        A name of more than 255 octets, longer than any domain (RFC 5321
+        section 4.5.3.1.2), gets 501 HELO_TOO_LONG; 255 octets are accepted.
+        """
+        longest = ("\u061c" * 127 + "a").encode()
+        self.assertEqual(len(longest), _grammar.MAX_HELO)
+        self.assertEqual(parseHelo(longest), longest.decode())
+        self.assertEqual(parseHelo(b"a" * 255 + b" " + b"b" * 300), "a" * 255)
+        for argument in [b"a" * 256, longest + b"a", b"\xff" * 256]:
+            self.assertRefused(argument, replies.HELO_TOO_LONG)
+            self.assertRefused(argument, replies.HELO_TOO_LONG, lenient=True)
+        self.assertEqual(replies.HELO_TOO_LONG.code, 501)
+
     def test_controlCharacters(self) -> None:
         """
         Control characters anywhere in the argument get 501.

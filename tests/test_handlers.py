@@ -841,6 +841,28 @@ class DebuggingHandlerTests(SynchronousTestCase):
             "------------ END MESSAGE ------------\n",
         )
 
+    def test_envelopeEscaped(self) -> None:
+        """
+        A line separator or a bidirectional override in a UTF-8 address is
+        escaped in the envelope lines: no address can print a line of its
+        own (a forged C{rcpt to:}) or reorder the line it is on.
+        """
+        out = io.StringIO()
+        session = makeSession(
+            envelope=Envelope(
+                mailFrom=Address('"a\u202e"@example.com'),
+                rcptTo=[Address('"x\u2028rcpt to: root"@example.org')],
+            )
+        )
+        stream = MessageStream()
+        d = DebuggingHandler(out).onData(stream, session)
+        stream._finish()
+        self.successResultOf(d)
+        lines = out.getvalue().splitlines()
+        self.assertEqual(lines[1], 'mail from: "a\\u202e"@example.com')
+        self.assertEqual(lines[2], 'rcpt to: "x\\u2028rcpt to: root"@example.org')
+        self.assertEqual(lines[3], "peer: 192.0.2.1:40123")
+
     def test_envelopeTakenAtStart(self) -> None:
         """
         The envelope printed is the one of the transaction the body belongs

@@ -303,6 +303,24 @@ class PipeUnitTests(SynchronousTestCase):
         self.assertIsNone(handler.onMailFrom(Address("a-b@example.com"), session))
         self.assertIsNone(handler.onRcptTo(Address("b-@example.org"), session))
 
+    def test_pipeQuotedPairHyphenRefused(self) -> None:
+        """
+        A quoted local part whose first character is the quoted pair
+        C{\\-} is the same mailbox as one beginning with C{"-}: refused
+        too, at MAIL (5.1.7) and at RCPT (5.1.3).
+        """
+        handler = self.handler()
+        session = makeSession()
+        error = self.assertRaises(
+            SMTPError, handler.onMailFrom, Address('"\\-oQ/tmp/x"@example.com'), session
+        )
+        self.assertEqual((error.code, error.enhanced), (553, "5.1.7"))
+        error = self.assertRaises(
+            SMTPError, handler.onRcptTo, Address('"\\-oX"@example.org'), session
+        )
+        self.assertEqual((error.code, error.enhanced), (553, "5.1.3"))
+        self.assertIsNone(handler.onRcptTo(Address('"a\\-b"@example.org'), session))
+
     def test_spoolFailure(self) -> None:
         """
         A spool that cannot be written answers 452 (disk full), logs it and

@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.internet.ssl import Certificate
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from tests.certs import CertificateAuthority
@@ -26,6 +26,7 @@ from tests.test_relay import (
     replies,
     send,
 )
+from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._smtpclient.client import DeliveryError
 from twisted_smtpd._smtpclient.clientsession import ClientSession
 from twisted_smtpd.handlers.lmtp import LMTPDeliveryHandler
@@ -189,6 +190,106 @@ class ExtensionTests(TestCase):
             [("rfc822; bob@example.org", "relayed")],
         )
 
+    async def test_relayedReportNotAscii(self) -> None:
+        """
+        An C{ENVID} that decodes to UTF-8 and a sender that is not ASCII do
+        not stop the "relayed" report: the message the next hop accepted is
+        answered 250 (never 451, which would have it sent again), and the
+        report goes from <> with SMTPUTF8, its C{ENVID} escaped.
+        """
+        smarthost = EnvelopeRecorder()
+        port = await self.front(smarthost, hideDSN=True)
+        client = await self.session(port)
+        await client.mail("\u00e4lice@example.com", " SMTPUTF8 ENVID=+C3+A9")
+        await client.rcpt("bob@example.org", " NOTIFY=SUCCESS")
+        [final] = await client.data(bodyStream(BODY), 1)
+        self.assertEqual(final.code, 250)
+        await self.handler.reportsSent()
+        self.assertEqual(len(smarthost.messages), 2)
+        report = smarthost.messages[1]
+        self.assertEqual((report.sender, report.recipients), ("", ["\u00e4lice@example.com"]))
+        self.assertTrue(smarthost.envelopes[1].smtpUtf8)
+        parsed = email.message_from_bytes(report.body)
+        blocks = parsed.get_payload()[1].get_payload()
+        self.assertEqual(blocks[0]["Original-Envelope-Id"], "\\x{E9}")
+
+    async def test_unmadeReportKeepsAcceptance(self) -> None:
+        """
+        A report that cannot be made is logged; the message the next hop
+        accepted is still answered 250.
+        """
+        from twisted_smtpd.handlers import _proxying
+
+        def broken(**kwargs: object) -> bytes:
+            raise UnicodeEncodeError("ascii", "\u00e9", 0, 1, "broken")
+
+        self.patch(_proxying, "buildReport", broken)
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        smarthost = EnvelopeRecorder()
+        port = await self.front(smarthost, hideDSN=True)
+        client = await self.session(port)
+        await client.mail("alice@example.com", "")
+        await client.rcpt("bob@example.org", " NOTIFY=SUCCESS")
+        [final] = await client.data(bodyStream(BODY), 1)
+        self.assertEqual(final.code, 250)
+        self.assertEqual(len(smarthost.messages), 1)
+        self.assertEqual(len(self.flushLoggedErrors(UnicodeEncodeError)), 1)
+        self.assertTrue(
+            any("report could not be made" in e.get("log_format", "") for e in observer)
+        )
+
+    async def test_dsnParametersSevenBit(self) -> None:
+        """
+        An C{ENVID} or C{ORCPT} in UTF-8 (allowed with SMTPUTF8) goes to a
+        next hop offering DSN but not SMTPUTF8 in 7-bit form: xtext
+        (RFC 3461 section 4), or C{\\x{HEX}} in a C{utf-8} address
+        (RFC 6533 section 3); never as raw UTF-8, which such a next hop
+        refuses or misreads.
+        """
+        smarthost = EnvelopeRecorder()
+        port = await self.front(smarthost, hideSMTPUTF8=True)
+        client = await self.session(port)
+        reply = await client.mail("alice@example.com", " SMTPUTF8 ENVID=\u00e9t\u00e9")
+        self.assertEqual(reply.code, 250)
+        reply = await client.rcpt("bob@example.org", " ORCPT=rfc822;b\u00f8b@example.org")
+        self.assertEqual(reply.code, 250)
+        reply = await client.rcpt("carol@example.net", " ORCPT=utf-8;c\u00e4rol@example.net")
+        self.assertEqual(reply.code, 250)
+        [final] = await client.data(bodyStream(BODY), 1)
+        self.assertEqual(final.code, 250)
+        [envelope] = smarthost.envelopes
+        assert envelope.mailFrom is not None
+        self.assertEqual(envelope.mailFrom.args["ENVID"], "+C3+A9t+C3+A9")
+        self.assertEqual(envelope.dsn.envid, "\u00e9t\u00e9")
+        self.assertEqual(
+            [r.args["ORCPT"] for r in envelope.rcptTo],
+            ["rfc822;b+C3+B8b@example.org", "utf-8;c\\x{E4}rol@example.net"],
+        )
+
+    async def test_dsnParametersKeptForSmtpUtf8(self) -> None:
+        """
+        To a next hop offering SMTPUTF8, C{ENVID} and C{ORCPT} go on as the
+        client sent them, byte for byte; one whose 7-bit form would pass
+        RFC 3461's bound is refused for a next hop without it (553 5.6.7).
+        """
+        smarthost = EnvelopeRecorder()
+        port = await self.front(smarthost)
+        client = await self.session(port)
+        await client.mail("alice@example.com", " SMTPUTF8 ENVID=\u00e9t\u00e9")
+        await client.rcpt("bob@example.org", " ORCPT=rfc822;b\u00f8b@example.org")
+        [final] = await client.data(bodyStream(BODY), 1)
+        self.assertEqual(final.code, 250)
+        [envelope] = smarthost.envelopes
+        assert envelope.mailFrom is not None
+        self.assertEqual(envelope.mailFrom.args["ENVID"], "\u00e9t\u00e9")
+        self.assertEqual(envelope.rcptTo[0].args["ORCPT"], "rfc822;b\u00f8b@example.org")
+
+        other = EnvelopeRecorder()
+        port = await self.front(other, hideSMTPUTF8=True)
+        client = await self.session(port)
+        reply = await client.mail("alice@example.com", " SMTPUTF8 ENVID=" + "\u00e9" * 20)
+        self.assertEqual((reply.code, reply.enhanced), (553, "5.6.7"))
+
     async def test_smtpUtf8NotNeeded(self) -> None:
         """
         SMTPUTF8 with ASCII addresses is not required of the next hop: the
@@ -326,3 +427,28 @@ class LogTests(TestCase):
         """
         [event] = await self.relayOnce()
         self.assertIn("queued as Q2", event["reply"])
+
+    async def test_addressesEscaped(self) -> None:
+        """
+        A recipient the next hop refuses is named in the log line with
+        every character that could disguise or break the line escaped
+        (L{printable <twisted_smtpd._core.printable.printable>}): a UTF-8
+        address may hold a bidirectional override or a line separator.
+        """
+        recipient = '"\u202egpj.exe\u2028x"@example.org'
+        smarthost = EnvelopeRecorder()
+        smarthost.refuse[recipient] = SMTPError(550, "No such user", "5.1.1")
+        server, port = await startServer(self, smarthost)
+        handler = closeWith(
+            self, RelayHandler("127.0.0.1", port, tls="none", heloName="relay.example")
+        )
+        front, frontPort = await startServer(self, handler)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        client = await clientSession(frontPort)
+        self.addCleanup(client.quit)
+        await client.mail("alice@example.com", " SMTPUTF8")
+        self.assertEqual((await client.rcpt(recipient, "")).code, 550)
+        [line] = [formatEvent(e) for e in events if "refused {address}" in e["log_format"]]
+        self.assertIn('"\\u202egpj.exe\\u2028x"@example.org', line)
+        self.assertNotIn("\u202e", line)
+        self.assertNotIn("\u2028", line)

@@ -6,6 +6,7 @@ text log line, the JSON log line), and the address literal of IPv6 clients.
 
 from __future__ import annotations
 
+import email
 import io
 import json
 from typing import Any
@@ -131,6 +132,36 @@ class ReceivedHeaderTests(SynchronousTestCase):
                 " by mx.example with ESMTP id sid1; "
             ),
             lines[1],
+        )
+
+    def test_longReceivedFolded(self) -> None:
+        """
+        The longest HELO name whose every character is escaped, with the
+        longest client name and an IPv6 client, makes a C{Received:} field
+        folded before its clauses: no line is longer than 998 octets (RFC
+        5322 section 2.1.1), and the field reads back whole.
+        """
+        helo = "\u061c" * 127 + "a"
+        rdns = ".".join(["a" * 63] * 3 + ["b" * 61])
+        session = evilSession(
+            remoteAddress=("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", 4000),
+            clientHostname=rdns,
+            hostNameAppearsAs=helo,
+        )
+        data = _traceHeaderLines(session, "mx.example")
+        lines = data.split(b"\r\n")
+        self.assertEqual(lines[-1], b"")
+        for line in lines:
+            self.assertLessEqual(len(line), 998)
+        message = email.message_from_bytes(data + b"\r\nbody\r\n")
+        received = " ".join(message["Received"].split())
+        self.assertTrue(
+            received.startswith(
+                "from " + "\\u061c" * 127 + "a"
+                f" ({rdns} [IPv6:2001:db8:ffff:ffff:ffff:ffff:ffff:ffff])"
+                " by mx.example with ESMTP id sid1; "
+            ),
+            received,
         )
 
     def test_receivedIPv6Literal(self) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from email.policy import SMTP
+from email.policy import SMTP, SMTPUTF8
 
 from attrs import frozen
 
@@ -48,6 +48,33 @@ def _clean(text: str, limit: int = 400) -> str:
     replaced, lines joined, length bounded.
     """
     return " ".join(sanitiseText(text))[:limit]
+
+
+def _ascii(text: str, limit: int = 400) -> str:
+    """
+    Outside text made safe for a field of the C{message/delivery-status}
+    part, which is US-ASCII (RFC 3464 section 2.1.1): L{_clean}, then each
+    non-ASCII character as the C{\\x{HEX}} escape of RFC 6533 section 3
+    (C{"\\x{E9}"} for U+00E9), so that an address, an C{ENVID} or a reply
+    in UTF-8 can neither stop the report from being made nor need an 8-bit
+    header.
+    """
+    text = _clean(text, limit)
+    if text.isascii():
+        return text
+    return "".join(c if c.isascii() else f"\\x{{{ord(c):X}}}" for c in text)
+
+
+def _addressField(addressType: str, separator: str, address: str) -> str:
+    """
+    An C{Original-Recipient} or C{Final-Recipient} value: C{address} after
+    its type; an address that is not ASCII becomes a C{utf-8} address in the
+    7-bit form RFC 6533 section 3 gives for C{message/delivery-status}.
+    """
+    clean = _clean(address)
+    if clean.isascii():
+        return f"{_clean(addressType, 40)}{separator}{clean}"
+    return f"utf-8{separator}{_ascii(address)}"
 
 
 _EXPLANATIONS = {
@@ -89,7 +116,7 @@ def buildReport(
     if not recipients:
         raise ValueError("a DSN reports on at least one recipient")
     action = recipients[0].action
-    name = _clean(reportingMta, 200)
+    name = _ascii(reportingMta, 200)
     lines = [
         f"This is the mail system at {name}.",
         "",
@@ -105,20 +132,21 @@ def buildReport(
     perMessage = Message()
     perMessage["Reporting-MTA"] = f"dns; {name}"
     if envid is not None:
-        perMessage["Original-Envelope-Id"] = _clean(envid, 200)
+        perMessage["Original-Envelope-Id"] = _ascii(envid, 200)
     if received:
-        perMessage["Received-From-MTA"] = f"dns; {_clean(received, 200)}"
+        perMessage["Received-From-MTA"] = f"dns; {_ascii(received, 200)}"
     perMessage["Arrival-Date"] = email.utils.formatdate(localtime=False)
     blocks: list[Message | str] = [perMessage]
     for r in recipients:
         block = Message()
         if r.orcpt:
-            block["Original-Recipient"] = _clean(r.orcpt)
-        block["Final-Recipient"] = f"rfc822; {_clean(r.address)}"
+            addressType, _, original = r.orcpt.partition(";")
+            block["Original-Recipient"] = _addressField(addressType, ";", original)
+        block["Final-Recipient"] = _addressField("rfc822", "; ", r.address)
         block["Action"] = r.action
         block["Status"] = r.status
         if r.diagnostic:
-            block["Diagnostic-Code"] = f"smtp; {_clean(r.diagnostic)}"
+            block["Diagnostic-Code"] = f"smtp; {_ascii(r.diagnostic)}"
         blocks.append(block)
     status = Message()
     status["Content-Type"] = "message/delivery-status"
@@ -140,4 +168,7 @@ def buildReport(
     report["Auto-Submitted"] = "auto-replied"
     report.attach(human)
     report.attach(status)
-    return report.as_bytes(policy=SMTP)
+    # Every field but To is ASCII by now; a sender that is not ASCII can
+    # only be written in UTF-8 (RFC 6532), and the report then goes with
+    # SMTPUTF8 as the message it reports on did.
+    return report.as_bytes(policy=SMTP if sender.isascii() else SMTPUTF8)

@@ -28,6 +28,7 @@ from twisted_smtpd._core.replies import (
     BAD_HELO_HOSTNAME,
     BDAT_SYNTAX,
     HELO_REQUIRES_DOMAIN,
+    HELO_TOO_LONG,
     NEED_HELO,
     NEED_LHLO,
     NEED_MAIL,
@@ -254,6 +255,10 @@ def checkPhase(verb: Verb, phase: Phase, lmtp: bool) -> None:
         raise CommandError(refused)
 
 
+#: The longest HELO, EHLO or LHLO name in octets: a domain or address
+#: literal (RFC 5321 section 4.5.3.1.2).
+MAX_HELO = 255
+
 # C0 controls, DEL and the C1 controls (U+0080 to U+009F, UTF-8 C2 80 to
 # C2 9F), as MAIL and RCPT refuse them.
 _HELO_CONTROL = re.compile(rb"[\x00-\x1f\x7f]|\xc2[\x80-\x9f]")
@@ -267,19 +272,24 @@ def parseHelo(argument: bytes, lenient: bool = False) -> str:
     As permissive as Postfix: any printable name is accepted (underscores,
     trailing dots, bare words such as C{localhost}, unchecked literals), and
     the text after the first space is ignored.  Control characters anywhere
-    in the argument (C0, DEL and C1, as for MAIL and RCPT) are refused.
+    in the argument (C0, DEL and C1, as for MAIL and RCPT) are refused, and
+    so is a name longer than a domain can be (L{MAX_HELO}, 255 octets): it
+    is written into C{Received:} headers and log lines.
 
     @param lenient: Also accept a name that is not UTF-8 (old clients send
         their Windows host name in a legacy encoding); its undecodable bytes
         become U+FFFD.
     @return: The name as sent.
     @raise CommandError: With C{HELO_REQUIRES_DOMAIN} when the argument is
-        empty, or C{BAD_HELO_HOSTNAME} for control characters or (unless
-        lenient) invalid UTF-8.
+        empty, C{BAD_HELO_HOSTNAME} for control characters or (unless
+        lenient) invalid UTF-8, or C{HELO_TOO_LONG} for a name over
+        L{MAX_HELO} octets.
     """
     name = argument.lstrip(b" ").split(b" ", 1)[0]
     if not name:
         raise CommandError(HELO_REQUIRES_DOMAIN)
+    if len(name) > MAX_HELO:
+        raise CommandError(HELO_TOO_LONG)
     if _HELO_CONTROL.search(argument) is not None:
         raise CommandError(BAD_HELO_HOSTNAME)
     try:

@@ -217,6 +217,8 @@ REQUIRETLS_NEEDS_TLS = reply(530, "5.7.10", "REQUIRETLS needs a TLS session")
 # 6531).  Replies to HELO/EHLO/LHLO carry no enhanced code (RFC 2034 section 3).
 HELO_REQUIRES_DOMAIN = reply(501, None, "Syntax: EHLO hostname")
 BAD_HELO_HOSTNAME = reply(501, None, "Error: invalid characters in hostname")
+# RFC 5321 section 4.5.3.1.2: a domain is at most 255 octets.
+HELO_TOO_LONG = reply(501, None, "Error: hostname too long")
 MAIL_SYNTAX = reply(501, "5.5.4", "Syntax: MAIL FROM:<address>")
 RCPT_SYNTAX = reply(501, "5.5.4", "Syntax: RCPT TO:<address>")
 BAD_SENDER_SYNTAX = reply(501, "5.1.7", "Error: bad sender address syntax")

@@ -26,6 +26,8 @@ os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _QUOTED_PAIR = re.compile(r"\\(.)")
 _MAX_NAME = 255
+#: The longest line of a message, CRLF excluded (RFC 5322 section 2.1.1).
+MAX_LINE = 998
 # Unicode categories never allowed in a directory name: controls, format
 # characters (bidirectional overrides, zero-width joiners), surrogates,
 # private use, unassigned code points, space, line and paragraph separators
@@ -61,7 +63,10 @@ def _traceHeaderLines(session: Session, name: str) -> bytes:
     The C{Return-Path:} and C{Received:} header lines (RFC 5321 section 4.4)
     for a message arriving on C{session}: the client's address as an
     address literal (C{[IPv6:2001:db8::7]}, section 4.1.3), every text from
-    outside made L{printable}.
+    outside made L{printable}.  A C{Received:} field that would be longer
+    than a line may be (RFC 5322 section 2.1.1: 998 octets; a long HELO name
+    whose characters are all escaped makes one) is folded before each of
+    its clauses, each of which fits in a line.
 
     @param session: The session, with its envelope complete.
     @param name: The receiving host's name, for the C{by} clause.
@@ -72,14 +77,18 @@ def _traceHeaderLines(session: Session, name: str) -> bytes:
     if not rdns or rdns.startswith("["):
         rdns = "unknown"
     helo = session.hostNameAppearsAs or rdns
-    received = (
-        f"from {helo} ({rdns} {addressLiteral(session.remoteAddress[0])})"
-        f" by {name} with {session.transmissionType}"
-        f" id {session.id}; {formatdate(localtime=True)}"
-    )
     # Every part but the date and the id came from outside (or from a
     # handler): escaped, none can end the header line early.
-    text = f"Return-Path: <{printable(sender)}>\r\nReceived: {printable(received)}\r\n"
+    clauses = (
+        f"from {printable(helo)}",
+        f"({printable(rdns)} {addressLiteral(session.remoteAddress[0])})",
+        f"by {printable(name)} with {printable(session.transmissionType)}",
+        f"id {printable(session.id)}; {formatdate(localtime=True)}",
+    )
+    received = "Received: " + " ".join(clauses)
+    if len(received.encode("utf-8", "backslashreplace")) > MAX_LINE:
+        received = "Received: " + "\r\n\t".join(clauses)
+    text = f"Return-Path: <{printable(sender)}>\r\n{received}\r\n"
     return text.encode("utf-8", "backslashreplace")
 
 

@@ -23,8 +23,10 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_smtpd._core.address import MAX_ENVID, MAX_ORCPT
 from twisted_smtpd._core.dsn import RecipientStatus, buildReport
 from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.replies import sanitiseText
 from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd._smtpclient.clientpool import SessionPool
@@ -54,6 +56,38 @@ def describe(reply: ClientReply) -> str:
     """
     text = " ".join(sanitiseText(reply.text))
     return f"{reply.code} {reply.enhanced + ' ' if reply.enhanced else ''}{text}"[:400]
+
+
+def _xtextOctets(character: str) -> str:
+    return "".join(f"+{octet:02X}" for octet in character.encode("utf-8"))
+
+
+def sevenBitParameter(key: str, value: str) -> str:
+    """
+    The value of C{ENVID} or C{ORCPT}, as the client sent it, in the 7-bit
+    form a next hop that is not given C{SMTPUTF8} can take: each non-ASCII
+    character (which RFC 6531 allows only with C{SMTPUTF8}) as xtext, its
+    UTF-8 octets as C{+XX} (RFC 3461 section 4), or, in a C{utf-8} address
+    of C{ORCPT}, as the C{\\x{HEX}} escape of RFC 6533 section 3
+    (C{utf-8-addr-xtext}).  The rest of the value is already xtext.
+
+    @raise SMTPError: 553 5.6.7 when the 7-bit form is longer than RFC 3461
+        allows (100 characters for C{ENVID}, 500 for C{ORCPT}).
+    """
+    if value.isascii():
+        return value
+    if key == "ORCPT":
+        addressType, semicolon, address = value.partition(";")
+        if addressType.lower() == "utf-8":
+            escaped = "".join(c if c.isascii() else f"\\x{{{ord(c):X}}}" for c in address)
+        else:
+            escaped = "".join(c if c.isascii() else _xtextOctets(c) for c in address)
+        value, limit = addressType + semicolon + escaped, MAX_ORCPT
+    else:
+        value, limit = "".join(c if c.isascii() else _xtextOctets(c) for c in value), MAX_ENVID
+    if len(value) > limit:
+        raise SMTPError(553, f"Error: {key} too long for a next hop without SMTPUTF8", "5.6.7")
+    return value
 
 
 def relayedError(reply: ClientReply) -> SMTPError:
@@ -285,6 +319,8 @@ class ProxyingHandler(BaseHandler, ABC):
             for key in ("RET", "ENVID"):
                 value = args.get(key)
                 if isinstance(value, str):
+                    if not client.offers("SMTPUTF8"):
+                        value = sevenBitParameter(key, value)
                     parameters += f" {key}={value}"
         return parameters
 
@@ -303,6 +339,8 @@ class ProxyingHandler(BaseHandler, ABC):
             for key in ("NOTIFY", "ORCPT"):
                 value = address.args.get(key)
                 if isinstance(value, str):
+                    if not client.offers("SMTPUTF8"):
+                        value = sevenBitParameter(key, value)
                     parameters += f" {key}={value}"
         try:
             reply = await client.rcpt(address.address, parameters)
@@ -320,7 +358,7 @@ class ProxyingHandler(BaseHandler, ABC):
                 "{session} next hop {peer} refused {address}: {reply}",
                 session=session.id,
                 peer=self.peer,
-                address=address.address,
+                address=printable(address.address),
                 reply=describe(reply),
             )
             raise relayedError(reply)
@@ -380,7 +418,7 @@ class ProxyingHandler(BaseHandler, ABC):
                 "{session} next hop {peer} refused the message for {address}: {reply}",
                 session=session.id,
                 peer=self.peer,
-                address=address.address,
+                address=printable(address.address),
                 reply=describe(reply),
             )
         if accepted and self._logMessages:
@@ -446,13 +484,22 @@ class ProxyingHandler(BaseHandler, ABC):
             for a, r in results
         ]
         envid = session.envelope.dsn.envid
-        report = buildReport(
-            reportingMta=self._reporterName,
-            sender=sender,
-            recipients=statuses,
-            envid=envid,
-            received=session.clientHostname or None,
-        )
+        try:
+            report = buildReport(
+                reportingMta=self._reporterName,
+                sender=sender,
+                recipients=statuses,
+                envid=envid,
+                received=session.clientHostname or None,
+            )
+        except Exception:
+            # The next hop has the message: a report that cannot be made
+            # must not turn its acceptance into a failure the client would
+            # send the message again for.
+            self._log.failure(
+                "{session} {action} report could not be made", session=session.id, action=action
+            )
+            return
         d = Deferred.fromCoroutine(self._sendReport(session.id, sender, report, action))
         self._reports.append(d)
 
@@ -471,7 +518,7 @@ class ProxyingHandler(BaseHandler, ABC):
                 "{session} {action} report to {sender} not sent: {error}",
                 session=sessionId,
                 action=action,
-                sender=sender,
+                sender=printable(sender),
                 error=" ".join(sanitiseText(str(e))),
             )
             return
@@ -486,7 +533,7 @@ class ProxyingHandler(BaseHandler, ABC):
                 "{session} {action} report to {sender} refused by {peer}: {reply}",
                 session=sessionId,
                 action=action,
-                sender=sender,
+                sender=printable(sender),
                 peer=self.peer,
                 reply=outcome,
             )
@@ -495,7 +542,7 @@ class ProxyingHandler(BaseHandler, ABC):
                 "{session} {action} report sent to {sender} through {peer}",
                 session=sessionId,
                 action=action,
-                sender=sender,
+                sender=printable(sender),
                 peer=self.peer,
             )
 
@@ -505,7 +552,10 @@ class ProxyingHandler(BaseHandler, ABC):
 
         @return: C{None} when the next hop accepted it, else its refusal.
         """
-        reply = await client.mail("", "")
+        # A sender that is not ASCII is written in the report's To field
+        # in UTF-8 and named in RCPT: both need SMTPUTF8 (RFC 6531), which
+        # the next hop offered to take the message from that sender.
+        reply = await client.mail("", "" if sender.isascii() else " SMTPUTF8")
         if reply.positive:
             reply = await client.rcpt(sender, "")
         if not reply.positive:

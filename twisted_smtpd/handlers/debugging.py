@@ -30,9 +30,12 @@ def _formatPeer(address: tuple[str, int]) -> str:
 def _envelopeText(session: Session) -> str:
     envelope = session.envelope
     mailFrom = envelope.mailFrom
-    lines = [BEGIN, f"mail from: {'' if mailFrom is None else mailFrom.address}"]
-    lines.extend(f"rcpt to: {rcpt.address}" for rcpt in envelope.rcptTo)
-    lines.append(f"peer: {_formatPeer(session.remoteAddress)}")
+    # A UTF-8 address may hold a line separator or a bidirectional
+    # override: escaped as the body's are.
+    sender = "" if mailFrom is None else printable(mailFrom.address)
+    lines = [BEGIN, f"mail from: {sender}"]
+    lines.extend(f"rcpt to: {printable(rcpt.address)}" for rcpt in envelope.rcptTo)
+    lines.append(f"peer: {printable(_formatPeer(session.remoteAddress))}")
     lines.append("")
     return "\n".join(lines)
 
@@ -50,7 +53,8 @@ def _messageText(envelopeText: str, body: bytes) -> str:
 class DebuggingHandler(BaseHandler):
     """
     Accept every message and print it to a text stream: a begin marker, the
-    envelope (C{mail from:}, one C{rcpt to:} per recipient, C{peer:}), an
+    envelope (C{mail from:}, one C{rcpt to:} per recipient, C{peer:}, each
+    escaped as the message's lines are), an
     empty line, the message decoded as UTF-8 (undecodable bytes replaced,
     line endings as C{\\n}, every other control character escaped by
     L{printable <twisted_smtpd._core.printable.printable>}, as C{\\x1b}), and

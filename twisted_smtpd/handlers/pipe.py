@@ -96,9 +96,11 @@ _PLACEHOLDERS = (RECIPIENT_PLACEHOLDER, SENDER_PLACEHOLDER)
 def _startsWithHyphen(address: str) -> bool:
     """
     Whether C{address}, or its quoted local part once unquoted, begins with
-    C{-}: given to a command it could be taken for an option.
+    C{-}: given to a command it could be taken for an option.  In a quoted
+    local part the hyphen may be written as the quoted pair C{\\-} (RFC
+    5321 section 4.1.2), which names the same mailbox.
     """
-    return address.startswith(("-", '"-'))
+    return address.startswith(("-", '"-', '"\\-'))
 
 
 def firstLine(data: bytes) -> str:
@@ -196,8 +198,8 @@ class PipeHandler(BaseHandler):
     (whose quoted local part may hold C{$}, C{;} or backquotes) could run
     as shell code.  Each recipient is thus always exactly one argument.
 
-    A sender or recipient beginning with C{-} (C{"-} for a quoted local
-    part) is refused at MAIL or RCPT with 553
+    A sender or recipient beginning with C{-} (C{"-} or C{"\\-} for a
+    quoted local part) is refused at MAIL or RCPT with 553
     (5.1.7 and 5.1.3) and one log line, so that no address can pass for an
     option, as Postfix does by default (C{allow_min_user = no}).
 
