@@ -544,6 +544,8 @@ class ServerFlagTests(SynchronousTestCase):
             (("--tls-cert", cert, "--tls-key", key, "--tls-ca", missing), missing),
             (("--tls-cert", cert, "--tls-key", key, "--sni", f"a.example={missing}"), missing),
             (("--tls-key", key), "--tls-key needs --tls-cert"),
+            (("--tls-ciphers", "BOGUS"), "--tls-ciphers: the cipher string 'BOGUS' selects no"),
+            (("--tls-ciphers", "!!!"), "--tls-ciphers: the cipher string '!!!' is not valid"),
             (("--sni", f"a\x01b.example={cert},{key}"), r"--sni: invalid SNI host name: 'a\x01b"),
         ]:
             self.assertIn(named, self.assertUsageError(*args))

@@ -395,6 +395,7 @@ class CommandLineTests(ServerTestCase):
             (["--sink", "--listen", "tcp:99999"], "port 99999 is out of range"),
             (["--sink", "--tls-cert", missing], f"--tls-cert: cannot read certificate {missing}"),
             (["--sink", "--tls-ca", missing], "--tls-ca"),
+            (["--sink", "--tls-ciphers", "!!!"], "--tls-ciphers: the cipher string '!!!'"),
             (["--handler", "no_such_module_x:make"], "no_such_module_x"),
             (["--maildir", os.path.join(blocker, "Maildir")], blocker),
             (["--config", config], "unknown option 'colour'"),
