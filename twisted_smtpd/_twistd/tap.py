@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import getopt
 import ipaddress
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +24,7 @@ from twisted.cred.credentials import IUsernameHashedPassword, IUsernamePassword
 from twisted.cred.strcred import AuthOptionMixin
 from twisted.python import usage
 
+from twisted_smtpd._core.files import NotRegularFile, openRegular
 from twisted_smtpd._core.options import (
     BARE_NEWLINE_POLICIES,
     HIDEABLE,
@@ -545,8 +547,11 @@ class Options(AuthOptionMixin, usage.Options):
             return
         if o.caCertificates is not None:
             try:
-                with open(o.caCertificates, "rb"):
-                    pass
+                os.close(openRegular(o.caCertificates))
+            except NotRegularFile as e:
+                raise usage.UsageError(
+                    f"--tls-ca: cannot read CA certificates {o.caCertificates}: {e}"
+                ) from None
             except OSError as e:
                 raise usage.UsageError(f"--tls-ca: {reason(e)}") from None
         if o.certificate is not None:
