@@ -376,8 +376,9 @@ class CommandLineTests(ServerTestCase):
         a Maildir that cannot be created, unknown and malformed keys of a
         configuration file, C{--auth memory:} without users, a missing
         C{--auth file:}, an invalid C{--hostname}, a cipher string OpenSSL
-        cannot parse, and a named pipe as a certificate or password file
-        (which would block the start).
+        cannot parse, a named pipe as a certificate or password file
+        (which would block the start), and C{--auth-optional} without
+        C{--auth}.
         """
         directory = self.makeDirectory()
         blocker = os.path.join(directory, "file")
@@ -402,6 +403,7 @@ class CommandLineTests(ServerTestCase):
             (["--sink", "--tls-ciphers", "!!!"], "--tls-ciphers: the cipher string '!!!'"),
             (["--sink", "--tls-cert", fifo], f"--tls-cert: cannot read certificate {fifo}: not a"),
             (["--sink", "--auth", f"file:{fifo}"], "not a regular file (a named pipe)"),
+            (["--sink", "--auth-optional"], "--auth-optional needs AUTH to be offered"),
             (["--handler", "no_such_module_x:make"], "no_such_module_x"),
             (["--maildir", os.path.join(blocker, "Maildir")], blocker),
             (["--config", config], "unknown option 'colour'"),

@@ -43,6 +43,7 @@ from twisted_smtpd._twistd.tapconfig import (
     bytesUsers,
     checkAuth,
     checkAuthOffered,
+    checkAuthOptional,
     checkEndpoint,
     checkHostname,
     checkMetrics,
@@ -108,7 +109,11 @@ class Options(AuthOptionMixin, usage.Options):
         ["lmtp", None, "Speak LMTP (RFC 2033) instead of SMTP."],
         ["request-cert", None, "Require a client certificate signed by --tls-ca."],
         ["allow-insecure-auth", None, "Offer AUTH before TLS."],
-        ["auth-optional", None, "With --auth, accept mail without AUTH too."],
+        [
+            "auth-optional",
+            None,
+            "With --auth (or a --handler's onAuth), accept mail without AUTH too.",
+        ],
         ["no-reverse-lookup", None, "Do not look up the client's host name."],
         ["quiet", None, "No log line per connection and message (errors are still logged)."],
         [
@@ -481,6 +486,7 @@ class Options(AuthOptionMixin, usage.Options):
         self._checkTLS(options)
         self["handler"] = self._handler(delivery, options)
         checkAuthOffered(self.get("credCheckers", []), options, self["handler"])
+        checkAuthOptional(self.get("credCheckers", []), options, self["handler"])
         value = self[delivery] if delivery not in ("sink", "debug") else None
         self["deliveryDescription"] = (
             delivery if value is None else f"{delivery} {withoutPassword(str(value))}"

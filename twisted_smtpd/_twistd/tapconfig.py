@@ -313,6 +313,30 @@ def checkAuthOffered(
         )
 
 
+def checkAuthOptional(
+    checkers: Sequence[ICredentialsChecker], options: ServerOptions, handler: object
+) -> None:
+    """
+    Refuse C{--auth-optional} when the server offers no AUTH: neither
+    C{--auth} checkers nor a C{--handler} whose own C{onAuth} decides it
+    (or C{--disable AUTH}).  It would change nothing, and an operator who
+    gives it most likely forgot C{--auth}: the server would start taking
+    mail from anyone, with no AUTH to offer.  With checkers,
+    L{checkAuthOffered} has already made sure AUTH is offered.
+
+    @param handler: The delivery handler.
+    @raise usage.UsageError: Saying what it needs.
+    """
+    if not options.authOptional or checkers:
+        return
+    methods = () if "AUTH" in options.disabledCommands else options.authMethods
+    if not decidableMechanisms(methods, None, ownsOnAuth(handler)):
+        raise usage.UsageError(
+            "--auth-optional needs AUTH to be offered: --auth, or a --handler"
+            " whose onAuth decides it"
+        )
+
+
 # -- deliveries ----------------------------------------------------------------
 
 
