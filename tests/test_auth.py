@@ -275,6 +275,54 @@ class PolicyTests(SynchronousTestCase):
             self.assertIsNone(proto.session.user)
             self.assertEqual(proto.auth.failures if proto.auth else 0, 1)
 
+    def test_answerNamingNobody(self) -> None:
+        """
+        An C{onAuth} answer that names no user (C{True}, as aiosmtpd's
+        C{auth_callback} says yes, an empty string, C{0}, or an
+        L{AuthResult} whose C{user} is one of those or C{None}), at once or
+        through a Deferred, is the handler's bug: the client gets 451 (not
+        told its credentials are wrong), nobody is logged in, MAIL still
+        needs AUTH, and a L{TypeError} naming the answer is logged.
+        """
+        answers: list[object] = [
+            True,
+            "",
+            b"",
+            0,
+            AuthResult(user=None),
+            AuthResult(user=True),
+            AuthResult(user=""),
+            succeed(True),
+            succeed(AuthResult(user="")),
+        ]
+        for answer in answers:
+            proto, transport, _ = greeted(AnsweringHandler(answer))
+            proto.dataReceived(
+                b"AUTH PLAIN " + b64(b"\0alice\0secret") + b"\r\nMAIL FROM:<a@b.c>\r\n"
+            )
+            self.assertEqual(take(transport), replies.LOCAL_ERROR + AUTH_REQUIRED, answer)
+            self.assertIsNone(proto.session.user)
+            errors = self.flushLoggedErrors(TypeError)
+            self.assertEqual(len(errors), 1, answer)
+            self.assertIn("names no user", str(errors[0].value))
+
+    def test_answerNamingSomebody(self) -> None:
+        """
+        Any other answer is the user: a name, a number other than 0, an
+        avatar object, directly or as an L{AuthResult}'s C{user}.
+        """
+        avatar = object()
+        for answer, user in [
+            ("alice", "alice"),
+            (7, 7),
+            (avatar, avatar),
+            (AuthResult(user=b"alice"), b"alice"),
+        ]:
+            proto, transport, _ = greeted(AnsweringHandler(answer))
+            proto.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0secret") + b"\r\n")
+            self.assertEqual(take(transport), AUTH_OK)
+            self.assertIs(proto.session.user, user)
+
     def test_alreadyAuthenticated(self) -> None:
         """
         A second AUTH gets 503.

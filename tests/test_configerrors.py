@@ -16,6 +16,7 @@ import sys
 
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.internet.error import CannotListenError
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -242,6 +243,46 @@ class ListenFailedTests(SynchronousTestCase):
         self.assertEqual(listenReason(OverflowError("x")), "port out of range (0-65535)")
         absent = CannotListenError("", 25, OSError(errno.EADDRNOTAVAIL, "Cannot assign"))
         self.assertIn("no interface", listenReason(absent))
+
+
+class ClosedServerTests(SynchronousTestCase):
+    """
+    An L{SMTPServer} serves once: after L{SMTPServer.close} it would refuse
+    every session with 421, so it refuses to listen again.
+    """
+
+    def test_listenAfterClose(self) -> None:
+        """
+        L{SMTPServer.listen} after L{SMTPServer.close} (whether or not the
+        close has finished) raises L{RuntimeError} and listens on nothing.
+        """
+        reactor = MemoryReactorClock()
+        server = SMTPServer(SinkHandler(), reactor=reactor)
+        self.successResultOf(server.listen("tcp:0:interface=127.0.0.1"))
+        closing = server.close()
+        e = self.assertRaises(RuntimeError, server.listen, "tcp:0:interface=127.0.0.1")
+        self.assertEqual(
+            str(e), "this SMTPServer was closed and cannot listen again; make a new one"
+        )
+        self.successResultOf(closing)
+        self.assertRaises(RuntimeError, server.listen, "tcp:0:interface=127.0.0.1")
+        self.assertRaises(RuntimeError, server.addEndpoint, "tcp:0:interface=127.0.0.1")
+        self.assertEqual(len(reactor.tcpServers), 1)
+
+    def test_startAfterStop(self) -> None:
+        """
+        A service stopped (which closes it) refuses to start again with
+        L{RuntimeError}, rather than listen and answer every client 421.
+        """
+        reactor = MemoryReactorClock()
+        server = SMTPServer(SinkHandler(), reactor=reactor)
+        server.addEndpoint("tcp:0:interface=127.0.0.1")
+        server.privilegedStartService()
+        server.startService()
+        self.successResultOf(server.stopService())
+        self.assertRaises(RuntimeError, server.privilegedStartService)
+        self.assertRaises(RuntimeError, server.startService)
+        self.assertEqual(len(reactor.tcpServers), 1)
 
 
 class LMTPToTests(SynchronousTestCase):

@@ -9,6 +9,8 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests import replies
@@ -17,8 +19,10 @@ from twisted_smtpd._core.address import encodeXtext
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.grammar import XCLIENT_ATTRIBUTES, parseAttributes
 from twisted_smtpd._core.replies import CommandError
-from twisted_smtpd._core.session import Session
+from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd._core.xclient import parseXClient, parseXForward
+from twisted_smtpd._serving.logging import NAMESPACE, SessionLogger
+from twisted_smtpd.handlers._maildirnames import _traceHeaderLines as traceHeaderLines
 
 NOT_AUTHORIZED = b"550 5.7.0 Error: insufficient authorization\r\n"
 BAD_ATTRIBUTE = b"501 5.5.4 Error: bad attribute syntax\r\n"
@@ -193,14 +197,14 @@ class XClientValueTests(SynchronousTestCase):
     def test_addrForms(self) -> None:
         """
         IPv4, IPv6 with and without Postfix's C{IPV6:} prefix and
-        C{[UNAVAILABLE]} are accepted.
+        C{[UNAVAILABLE]} (the address unknown) are accepted.
         """
         for good, host in (
             (b"192.0.2.9", "192.0.2.9"),
             (b"IPV6:2001:db8::9", "2001:db8::9"),
             (b"ipv6:2001:db8::9", "2001:db8::9"),
             (b"2001:db8::9", "2001:db8::9"),
-            (b"[UNAVAILABLE]", "192.0.2.7"),
+            (b"[UNAVAILABLE]", "unknown"),
         ):
             proto, written = self.xclient(b"ADDR=" + good)
             self.assertEqual(written, replies.GREETING, good)
@@ -258,6 +262,59 @@ class XClientValueTests(SynchronousTestCase):
         proto, written = self.xclient(b"PROTO=esmtp HELO=[UNAVAILABLE] LOGIN=bob DESTPORT=587")
         self.assertEqual(written, replies.GREETING)
         self.assertEqual(proto.session.localAddress, ("192.0.2.1", 587))
+
+    def test_unavailableIsUnknown(self) -> None:
+        """
+        C{[UNAVAILABLE]} (or C{[TEMPUNAVAIL]} for C{NAME}) makes the
+        attribute unknown, as Postfix does, never leaves the front end's
+        own: C{ADDR} gives the address C{"unknown"} (Postfix's
+        C{client_address}) and the name unknown, C{PORT} the port 0,
+        C{NAME} the name unknown (the address literal).
+        """
+        for argument, address, name in [
+            (b"ADDR=[UNAVAILABLE]", ("unknown", 40000), "[unknown]"),
+            (b"ADDR=[UNAVAILABLE] PORT=[UNAVAILABLE]", ("unknown", 0), "[unknown]"),
+            (b"ADDR=[UNAVAILABLE] NAME=real.example", ("unknown", 40000), "real.example"),
+            (b"NAME=[UNAVAILABLE]", ("192.0.2.7", 40000), "[192.0.2.7]"),
+            (b"NAME=[TEMPUNAVAIL] ADDR=198.51.100.9", ("198.51.100.9", 40000), "[198.51.100.9]"),
+            (b"PORT=[UNAVAILABLE]", ("192.0.2.7", 0), "frontend.example"),
+        ]:
+            proto, transport, clock, _ = connect(useXClient=["192.0.2.0/24"])
+            # The front end's own name, from the reverse lookup at connect.
+            proto.session.clientHostname = "frontend.example"
+            take(transport)
+            proto.dataReceived(b"XCLIENT " + argument + b"\r\n")
+            self.assertEqual(take(transport), replies.GREETING, argument)
+            self.assertEqual(proto.session.remoteAddress, address, argument)
+            self.assertEqual(proto.session.clientHostname, name, argument)
+
+    def test_unavailableAddressLogged(self) -> None:
+        """
+        After C{XCLIENT ADDR=[UNAVAILABLE]}, the session's log lines and
+        its C{Received:} header name the client C{unknown[unknown]}, not
+        the front end that sent XCLIENT.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        proto, transport, clock, factory = connect(useXClient=["192.0.2.0/24"])
+        factory.addObserver(SessionLogger())
+        proto.session.clientHostname = "frontend.example"
+        proto.dataReceived(b"XCLIENT ADDR=[UNAVAILABLE] PORT=[UNAVAILABLE]\r\n")
+        proto.dataReceived(b"EHLO client.example\r\nRCPT TO:<b@example.com>\r\n")
+        sid = proto.session.id
+        lines = [formatEvent(e) for e in events if e["log_namespace"] == NAMESPACE]
+        self.assertEqual(
+            lines,
+            [
+                f"{sid} connect from unknown:0 ([unknown]) to 192.0.2.1:25",
+                f"{sid} reject: RCPT from unknown[unknown]: 503 5.5.1 <b@example.com>:"
+                " Error: need MAIL command",
+            ],
+        )
+        proto.session.envelope.mailFrom = Address("a@example.org")
+        received = traceHeaderLines(proto.session, "mx.example.com").decode()
+        self.assertIn("from client.example (unknown [unknown]) by mx.example.com", received)
+        self.assertNotIn("192.0.2.7", received)
+        self.assertNotIn("frontend", received)
 
     def test_ipv6ClientHostname(self) -> None:
         """

@@ -30,7 +30,7 @@ from tests.test_deadlines import LogCatcher
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.options import HIDEABLE, ServerOptions
 from twisted_smtpd._core.replies import Reply
-from twisted_smtpd._core.session import Address, Envelope, Session
+from twisted_smtpd._core.session import Address, AuthRequest, Envelope, Session
 from twisted_smtpd._serving.logging import NAMESPACE, SessionLogger, jsonLogObserver
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._serving.service import SMTPServer
@@ -46,6 +46,16 @@ def parse(*args: str) -> _tap.Options:
     config = _tap.Options()
     config.parseOptions(list(args))
     return config
+
+
+class DecidingHandler(SinkHandler):
+    """
+    A C{--handler} (C{tests.test_tap:DecidingHandler}) that decides AUTH
+    itself: alice only.
+    """
+
+    def onAuth(self, auth: AuthRequest, session: Session) -> object:
+        return auth.username if auth.username == "alice" else None
 
 
 class PluginTests(SynchronousTestCase):
@@ -504,6 +514,8 @@ class ServerFlagTests(SynchronousTestCase):
             "--allow-insecure-auth",
             "--auth-methods",
             "plain,CRAM-MD5",
+            "--auth",
+            "memory:alice:secret",
             "--auth-optional",
             "--no-reverse-lookup",
             "--proxy-trusted",
@@ -551,6 +563,8 @@ class ServerFlagTests(SynchronousTestCase):
             (("--tls-cert", cert, "--tls-key", key, "--tls-ca", missing), missing),
             (("--tls-cert", cert, "--tls-key", key, "--sni", f"a.example={missing}"), missing),
             (("--tls-key", key), "--tls-key needs --tls-cert"),
+            (("--tls-ciphers", "BOGUS"), "--tls-ciphers: the cipher string 'BOGUS' selects no"),
+            (("--tls-ciphers", "!!!"), "--tls-ciphers: the cipher string '!!!' is not valid"),
             (("--sni", f"a\x01b.example={cert},{key}"), r"--sni: invalid SNI host name: 'a\x01b"),
         ]:
             self.assertIn(named, self.assertUsageError(*args))
@@ -614,6 +628,34 @@ class ServerFlagTests(SynchronousTestCase):
         """
         server = _tap.makeService(
             parse("--sink", "--auth", "memory:alice:secret", "--auth-optional")
+        )
+        self.assertTrue(server.factory.authEnabled)
+        self.assertFalse(server.factory.authRequired)
+
+    def test_authOptionalWithoutAuth(self) -> None:
+        """
+        C{--auth-optional} with nothing to offer AUTH (no C{--auth}, no
+        handler deciding it, or C{--disable AUTH}) is a one-line usage
+        error: it would change nothing, and C{--auth} was most likely
+        forgotten.
+        """
+        for args in [
+            ("--auth-optional",),
+            ("--auth-optional", "--disable", "AUTH"),
+        ]:
+            self.assertEqual(
+                self.assertUsageError(*args),
+                "--auth-optional needs AUTH to be offered: --auth, or a --handler"
+                " whose onAuth decides it",
+            )
+
+    def test_authOptionalWithHandlerOnAuth(self) -> None:
+        """
+        C{--auth-optional} with a C{--handler} whose own C{onAuth} decides
+        AUTH (and no C{--auth}) is accepted: AUTH is offered, not required.
+        """
+        server = _tap.makeService(
+            parse("--handler", "tests.test_tap:DecidingHandler", "--auth-optional")
         )
         self.assertTrue(server.factory.authEnabled)
         self.assertFalse(server.factory.authRequired)
@@ -1011,6 +1053,7 @@ class ConfigFileTests(SynchronousTestCase):
             "listen =\n    tcp:0\n    tcp:0:interface=127.0.0.1\n"
             "hostname = mx.example.com\n"
             "max-clients = 7\n"
+            "auth = memory:alice:secret\n"
             "auth-optional = yes\n"
             "disable = VRFY\n"
             "debug = true\n",

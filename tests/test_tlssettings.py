@@ -14,8 +14,12 @@ from twisted.internet.ssl import CertificateOptions
 
 from tests.certs import IssuedCertificate, TLSClient
 from tests.test_tls import _TLSTestCase, handshake
+from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._serving.server import SMTPServerFactory
+from twisted_smtpd._serving.service import SMTPServer
 from twisted_smtpd._serving.sni import TLSPolicy
 from twisted_smtpd._serving.tls import ServerTLS, tlsInfo
+from twisted_smtpd.handlers import SinkHandler
 
 
 def _options(issued: IssuedCertificate) -> Any:
@@ -66,6 +70,32 @@ class PolicyTests(_TLSTestCase):
         )
         self.assertIn("selects no cipher", str(e))
         self.assertRaises(ValueError, TLSPolicy, None, "1.1")
+
+    def test_settingsRefusedAtConstruction(self) -> None:
+        """
+        A server whose C{tlsCiphers} or C{tlsMinVersion} no TLS context can
+        be made with is refused when it is made, with one line naming the
+        setting, even with no certificate configured (when the contexts
+        would be made only at the first STARTTLS): a cipher string that
+        selects nothing, one OpenSSL cannot parse, or one not in ASCII.
+        """
+        for settings, message in [
+            ({"tlsCiphers": "BOGUS"}, "tlsCiphers: the cipher string 'BOGUS' selects no cipher"),
+            (
+                {"tlsCiphers": "!!!"},
+                "tlsCiphers: the cipher string '!!!' is not valid: invalid command",
+            ),
+            ({"tlsCiphers": "\xe9"}, "tlsCiphers: the cipher string '\xe9' is not ASCII"),
+            (
+                {"tlsMinVersion": "1.1"},
+                "tlsMinVersion: unknown TLS version '1.1'; expected 1.2 or 1.3",
+            ),
+        ]:
+            options = ServerOptions(**settings)
+            for make in (SMTPServerFactory, SMTPServer):
+                e = self.assertRaises(ValueError, make, SinkHandler(), options)
+                self.assertEqual(str(e), message)
+        SMTPServerFactory(SinkHandler(), ServerOptions(tlsCiphers="ECDHE+AESGCM"))
 
 
 class SNICallbackTests(_TLSTestCase):

@@ -61,9 +61,12 @@ class _SMTPHandlerInterface(Interface):
 
         @param auth: The L{twisted_smtpd.AuthRequest}.
         @param session: The session.
-        @return: An L{twisted_smtpd.AuthResult} to accept; raise
-            L{SMTPError} (535) to refuse (C{None} or C{False} refuse too,
-            with C{535 5.7.8}).  A PLAIN request whose
+        @return: An L{twisted_smtpd.AuthResult} (or the user object itself)
+            to accept; raise L{SMTPError} (535) to refuse (C{None} or
+            C{False} refuse too, with C{535 5.7.8}).  A user that names
+            nobody (C{True}, an empty string, C{0}, C{None} in an
+            C{AuthResult}) logs nobody in: it is logged as the handler's
+            bug and the client gets C{451 4.3.0}.  A PLAIN request whose
             C{authorizationIdentity} differs from its C{username} is refused
             (535 5.7.8) unless the result's C{authorizationIdentity} is that
             identity: the handler decides who may act as whom.

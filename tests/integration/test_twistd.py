@@ -375,7 +375,10 @@ class CommandLineTests(ServerTestCase):
         port out of range, missing certificate files, an unknown handler,
         a Maildir that cannot be created, unknown and malformed keys of a
         configuration file, C{--auth memory:} without users, a missing
-        C{--auth file:}, and an invalid C{--hostname}.
+        C{--auth file:}, an invalid C{--hostname}, a cipher string OpenSSL
+        cannot parse, a named pipe as a certificate or password file
+        (which would block the start), and C{--auth-optional} without
+        C{--auth}.
         """
         directory = self.makeDirectory()
         blocker = os.path.join(directory, "file")
@@ -388,6 +391,8 @@ class CommandLineTests(ServerTestCase):
         with open(badValue, "w") as f:
             f.write('size = "big"\n')
         missing = os.path.join(directory, "missing.pem")
+        fifo = os.path.join(directory, "fifo.pem")
+        os.mkfifo(fifo)
         for args, named in [
             (["--sink", "--bogus"], "option --bogus not recognized"),
             (["--sink", "--size", "abc"], "--size"),
@@ -395,6 +400,10 @@ class CommandLineTests(ServerTestCase):
             (["--sink", "--listen", "tcp:99999"], "port 99999 is out of range"),
             (["--sink", "--tls-cert", missing], f"--tls-cert: cannot read certificate {missing}"),
             (["--sink", "--tls-ca", missing], "--tls-ca"),
+            (["--sink", "--tls-ciphers", "!!!"], "--tls-ciphers: the cipher string '!!!'"),
+            (["--sink", "--tls-cert", fifo], f"--tls-cert: cannot read certificate {fifo}: not a"),
+            (["--sink", "--auth", f"file:{fifo}"], "not a regular file (a named pipe)"),
+            (["--sink", "--auth-optional"], "--auth-optional needs AUTH to be offered"),
             (["--handler", "no_such_module_x:make"], "no_such_module_x"),
             (["--maildir", os.path.join(blocker, "Maildir")], blocker),
             (["--config", config], "unknown option 'colour'"),

@@ -122,7 +122,9 @@ class Session:
     @ivar id: A short unique id, used in logs and queue ids.
     @ivar localAddress: C{(host, port)} the client connected to.
     @ivar remoteAddress: C{(host, port)} of the client: the real client when a
-        trusted PROXY header or XCLIENT says so.
+        trusted PROXY header or XCLIENT says so; C{("unknown", port)} when
+        XCLIENT says the address is unavailable (C{ADDR=[UNAVAILABLE]}), as
+        Postfix's C{client_address}, and port 0 when it says so of the port.
     @ivar clientHostname: The client's name by reverse DNS, or the address in
         brackets (C{"[192.0.2.1]"}) when unknown or disabled.
     @ivar openingCommand: C{"HELO"}, C{"EHLO"} or C{"LHLO"} once greeted.

@@ -23,6 +23,7 @@ from twisted_smtpd._core.sasl import (
     xoauth2FailureChallenge,
 )
 from twisted_smtpd._core.session import AuthRequest, AuthResult
+from twisted_smtpd._serving.hooks import handlerBug
 
 if TYPE_CHECKING:
     from twisted_smtpd._serving.context import CommandContext
@@ -133,12 +134,26 @@ class AuthCommand:
                 # as aiosmtpd's auth_callback does.
                 refused(catalogue.AUTH_FAILED)
                 return
+            user = result.user if isinstance(result, AuthResult) else result
+            if _namesNobody(user):
+                # The handler's bug, not the client's credentials: logged,
+                # and a temporary error, so that the client neither gets in
+                # nor is told its password is wrong.
+                refused(
+                    handlerBug(
+                        p,
+                        "onAuth",
+                        f"onAuth answered {result!r}, which names no user: return"
+                        " AuthResult(user=...) to accept; None or False, or raise"
+                        " SMTPError(535, ...), to refuse",
+                    )
+                )
+                return
             if not _mayActAs(request, result):
                 # Logged as a failed login naming the identity asked for.
                 refused(catalogue.AUTH_NOT_AUTHORIZED)
                 return
             self.request = None
-            user = result.user if isinstance(result, AuthResult) else result
             message = result.message if isinstance(result, AuthResult) else None
             p.session.user = user
             updateTransmissionType(p.session)
@@ -166,6 +181,18 @@ class AuthCommand:
         self.request = None
         if self.failures >= p.options.maxAuthFailures:
             p.closeWith(catalogue.TOO_MANY_AUTH_FAILURES)
+
+
+def _namesNobody(user: object) -> bool:
+    """
+    Whether C{user}, what an accepting C{onAuth} gave as the user, names
+    nobody: C{None}, C{True} or C{False} (a yes or no, such as aiosmtpd's
+    C{auth_callback} answers, is no user), an empty string or C{0}.
+    Anything else, a name or an avatar object, is a user.
+    """
+    if user is None or isinstance(user, bool):
+        return True
+    return isinstance(user, str | bytes | int) and not user
 
 
 def _mayActAs(request: AuthRequest, result: object) -> bool:

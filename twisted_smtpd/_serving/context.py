@@ -94,6 +94,11 @@ class CommandContext(Protocol):
         Send C{reply} and end the session.
         """
 
+    def logFailure(self, failure: Failure, hookName: str) -> None:
+        """
+        Log a hook's unexpected failure.
+        """
+
     def hook(
         self,
         fn: Callable[..., object],
@@ -210,11 +215,6 @@ class SessionControl(CommandContext, Protocol):
         """
         The hook that L{holdForHook} returned C{token} for answered: take
         commands again, unless its answer started another hook.
-        """
-
-    def logFailure(self, failure: Failure, hookName: str) -> None:
-        """
-        Log a hook's unexpected failure.
         """
 
     def messageDone(self, replies: list[Reply], size: int) -> None:

@@ -26,10 +26,22 @@ if TYPE_CHECKING:
 
 _UNAVAILABLE = frozenset({UNAVAILABLE, "[TEMPUNAVAIL]"})
 
+#: The client's address when XCLIENT says it is unavailable, as Postfix
+#: writes it (C{CLIENT_ADDR_UNKNOWN}): logged as C{unknown[unknown]}.
+UNKNOWN_ADDRESS = "unknown"
 
-def _port(value: str | None, default: int) -> int:
-    # Values are checked by parseXClient: ASCII digits up to 65535.
-    return default if value is None or value in _UNAVAILABLE else int(value)
+
+def _port(value: str | None, default: int, unavailable: int | None = None) -> int:
+    """
+    A port attribute's value (checked by C{parseXClient}: ASCII digits up
+    to 65535), C{default} when it was not given, C{unavailable} (or
+    C{default} when that is C{None}) for C{[UNAVAILABLE]}.
+    """
+    if value is None:
+        return default
+    if value in _UNAVAILABLE:
+        return default if unavailable is None else unavailable
+    return int(value)
 
 
 def connected(session: Session, transport: Any) -> None:
@@ -83,6 +95,12 @@ def xclient(p: SessionControl, argument: bytes) -> None:
     """
     XCLIENT: take the real client's attributes, then start the session
     again with a new greeting, as Postfix does.
+
+    An attribute the front end says is unavailable (C{[UNAVAILABLE]},
+    C{[TEMPUNAVAIL]}) is unknown, as in Postfix, never the front end's own:
+    C{ADDR} makes the address L{UNKNOWN_ADDRESS} (C{unknown[unknown]} in
+    the logs), C{PORT} the port 0, C{NAME} the name unknown (the address
+    literal, as without a reverse name).
     """
     if not _allowed(p, p.options.useXClient):
         return
@@ -91,14 +109,15 @@ def xclient(p: SessionControl, argument: bytes) -> None:
     session.xClient.update(attributes)
     host, port = session.remoteAddress
     address = attributes.get("ADDR")
-    if address is not None and address not in _UNAVAILABLE:
-        host = unmapped(stripIPv6Prefix(address))
+    if address is not None:
+        unavailable = address in _UNAVAILABLE
+        host = UNKNOWN_ADDRESS if unavailable else unmapped(stripIPv6Prefix(address))
         session.clientHostname = addressLiteral(host)
-    port = _port(attributes.get("PORT"), port)
+    port = _port(attributes.get("PORT"), port, 0)
     session.remoteAddress = (host, port)
     name = attributes.get("NAME")
-    if name is not None and name not in _UNAVAILABLE:
-        session.clientHostname = name
+    if name is not None:
+        session.clientHostname = addressLiteral(host) if name in _UNAVAILABLE else name
     helo = attributes.get("HELO")
     if helo is not None:
         session.hostNameAppearsAs = None if helo in _UNAVAILABLE else helo

@@ -225,6 +225,19 @@ def runCloseHook(p: SessionControl) -> None:
             result.addErrback(p.logFailure, "onClose")
 
 
+def handlerBug(p: CommandContext, hookName: str, problem: str) -> Reply:
+    """
+    The reply to a hook whose answer cannot be used: the handler's bug,
+    logged as a L{TypeError} saying C{problem}, and answered 451 (a
+    temporary error: the client may try again once it is fixed).
+    """
+    try:
+        raise TypeError(problem)
+    except TypeError:
+        p.logFailure(Failure(), hookName)
+    return catalogue.LOCAL_ERROR
+
+
 def _name(fn: Callable[..., object]) -> str:
     return getattr(fn, "__name__", "hook")
 

@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 
-from twisted_smtpd._serving.tls import readBounded
+from twisted_smtpd._core.files import readRegular
 
 __all__ = [
     "ListenFailed",
@@ -164,11 +164,12 @@ _TLS_FILES = ("privateKey", "certKey", "extraCertChain", "dhParameters")
 def checkOwnTLSFiles(description: str) -> None:
     """
     Refuse an C{ssl:} endpoint string whose key, certificate, chain or
-    C{dhParameters} file is larger than the server's own TLS files may be
-    (L{readBounded <twisted_smtpd._serving.tls.readBounded>}): Twisted's
-    parser reads each whole, so that a path such as C{/dev/zero} would fill
-    the memory.  A file that cannot be read is left for the parser to
-    report; other endpoints pass.
+    C{dhParameters} file is not a regular file or is larger than the
+    server's own TLS files may be (L{readRegular
+    <twisted_smtpd._core.files.readRegular>}): Twisted's parser reads each
+    whole, so that a path such as C{/dev/zero} would fill the memory, and a
+    named pipe would block the start.  A file that cannot be read is left
+    for the parser to report; other endpoints pass.
 
     @param description: An endpoint string without C{haproxy:} layers.
     @raise ValueError: Naming the argument and its path.
@@ -182,4 +183,4 @@ def checkOwnTLSFiles(description: str) -> None:
     paths.update((name, kwargs[name]) for name in _TLS_FILES if name in kwargs)
     for name, path in paths.items():
         with contextlib.suppress(OSError):
-            readBounded(path, name)
+            readRegular(path, name)

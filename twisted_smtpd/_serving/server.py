@@ -40,6 +40,7 @@ from twisted_smtpd._serving.logging import NAMESPACE
 from twisted_smtpd._serving.observers import Observer, Observers
 from twisted_smtpd._serving.protocol import SMTPProtocol
 from twisted_smtpd._serving.resolve import ReverseResolver
+from twisted_smtpd._serving.sni import TLSPolicy
 from twisted_smtpd._serving.tls import ServerTLS
 from twisted_smtpd.interfaces import ISMTPHandler
 
@@ -56,7 +57,8 @@ def _defaultReactor() -> Any:
 class SMTPServerFactory(ServerFactory):
     """
     Builds an L{SMTPProtocol} per connection, all sharing one handler and one
-    L{ServerOptions}.
+    L{ServerOptions}.  Making it raises L{ValueError} for a C{tlsCiphers} or
+    C{tlsMinVersion} no TLS context can be made with (L{TLSPolicy.check}).
 
     @ivar handler: The L{ISMTPHandler}.
     @ivar options: The L{ServerOptions}.
@@ -81,6 +83,9 @@ class SMTPServerFactory(ServerFactory):
     ) -> None:
         self.handler = checkHandler(handler)
         self.options = options if options is not None else ServerOptions()
+        # Checked now: with no certificate, the TLS contexts are made only
+        # at the first STARTTLS, too late to refuse the configuration.
+        TLSPolicy.check(self.options)
         self._reactor = reactor
         self._resolverArg = resolver
         if portal is None and checkers:

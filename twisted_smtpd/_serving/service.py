@@ -44,7 +44,13 @@ class SMTPServer(MultiService):
         server = SMTPServer(MyHandler(), ServerOptions(size=10_000_000))
         server.listen("tcp:2525:interface=127.0.0.1")
 
+    A server serves once: after L{close} (or L{stopService}, which calls
+    it), every session it accepted would be refused with C{421}, so it
+    refuses to listen again (L{listen}, L{addEndpoint}, L{addInherited},
+    L{startService} raise L{RuntimeError}); make a new one.
+
     @ivar factory: The L{SMTPServerFactory} behind every listener.
+    @ivar closed: Whether L{close} was called.
     """
 
     def __init__(
@@ -63,6 +69,14 @@ class SMTPServer(MultiService):
             handler, options, reactor=reactor, resolver=resolver, portal=portal, checkers=checkers
         )
         self._ports: list[IListeningPort] = []
+        self.closed = False
+
+    def _checkOpen(self) -> None:
+        """
+        @raise RuntimeError: If L{close} was called.
+        """
+        if self.closed:
+            raise RuntimeError("this SMTPServer was closed and cannot listen again; make a new one")
 
     @property
     def reactor(self) -> Any:
@@ -123,18 +137,32 @@ class SMTPServer(MultiService):
         C{twistd}.
 
         @raise ValueError: The description is not a valid endpoint string.
+        @raise RuntimeError: The server was closed.
         """
+        self._checkOpen()
         endpoint, factory = self._endpoint(description)
         service = _Listener(endpoint, factory)
         service.description = description
         service._raiseSynchronously = True
         service.setServiceParent(self)
 
+    def privilegedStartService(self) -> None:
+        """
+        Start the listeners that bind before C{twistd} drops privileges.
+
+        @raise RuntimeError: The server was closed (stopped before).
+        """
+        self._checkOpen()
+        super().privilegedStartService()
+
     def startService(self) -> None:
         """
         Read the TLS configuration (the self-signed fallback is announced
         with a warning now and made at its first use), then start listening.
+
+        @raise RuntimeError: The server was closed (stopped before).
         """
+        self._checkOpen()
         self._prepareTLS()
         super().startService()
 
@@ -148,7 +176,11 @@ class SMTPServer(MultiService):
 
         @return: A L{Deferred <twisted.internet.defer.Deferred>} firing with the L{IListeningPort
             <twisted.internet.interfaces.IListeningPort>}.
+        @raise ValueError: The description is not a valid endpoint string.
+        @raise RuntimeError: The server was closed: it would refuse every
+            session with C{421}.
         """
+        self._checkOpen()
         self._prepareTLS()
         endpoint, factory = self._endpoint(description)
         d: Deferred[IListeningPort] = endpoint.listen(factory)
@@ -213,7 +245,10 @@ class SMTPServer(MultiService):
         """
         Serve an inherited listening socket while the service runs (a
         C{--workers} process).
+
+        @raise RuntimeError: The server was closed.
         """
+        self._checkOpen()
         _AdoptedListener(self, description, fileno, family).setServiceParent(self)
 
     def adopt(self, description: str, fileno: int, family: int) -> IListeningPort:
@@ -274,6 +309,7 @@ class SMTPServer(MultiService):
         @return: A L{Deferred <twisted.internet.defer.Deferred>} that fires when every connection is
             gone.
         """
+        self.closed = True
         ports, self._ports = self._ports, []
         stopping: list[Deferred[Any]] = [maybeDeferred(port.stopListening) for port in ports]
 

@@ -25,6 +25,8 @@ from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersi
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_smtpd._core.options import ServerOptions
+
 #: The minimum protocol versions C{minVersion} accepts.
 TLS_VERSIONS = {"TLSv1.2": TLSVersion.TLSv1_2, "TLSv1.3": TLSVersion.TLSv1_3}
 
@@ -59,20 +61,60 @@ class TLSPolicy:
 
         @param sessionTickets: Whether the context issues session tickets
             (RFC 5077, RFC 8446 section 4.6.1).
-        @raise ValueError: The cipher string selects no cipher.
+        @raise ValueError: The cipher string is not one OpenSSL can use
+            (see L{check}).
         """
         kwargs: dict[str, Any] = {
             "raiseMinimumTo": TLS_VERSIONS[self.minVersion],
             "enableSessionTickets": sessionTickets,
         }
         if self.ciphers is not None:
-            parse: Any = AcceptableCiphers.fromOpenSSLCipherString
-            acceptable = parse(self.ciphers)
-            if not acceptable._ciphers:
-                raise ValueError(f"the cipher string {self.ciphers!r} selects no cipher")
-            kwargs["acceptableCiphers"] = acceptable
+            kwargs["acceptableCiphers"] = _acceptableCiphers(self.ciphers)
         context: SSL.Context = CertificateOptions(**kwargs).getContext()
         return context
+
+    @classmethod
+    def check(cls, options: ServerOptions) -> None:
+        """
+        Refuse now the C{tlsMinVersion} or C{tlsCiphers} of C{options} that
+        no TLS context could be made with, rather than at the first
+        STARTTLS or implicit TLS handshake (with no certificate configured,
+        the contexts wait for their first use).
+
+        @raise ValueError: One line naming the setting:
+            C{"tlsCiphers: the cipher string 'BOGUS' selects no cipher"}.
+        """
+        try:
+            policy = cls(options.tlsCiphers, options.tlsMinVersion)
+        except ValueError as e:
+            raise ValueError(f"tlsMinVersion: {e}") from None
+        if options.tlsCiphers is not None:
+            try:
+                policy.newContext()
+            except ValueError as e:
+                raise ValueError(f"tlsCiphers: {e}") from None
+
+
+def _acceptableCiphers(ciphers: str) -> Any:
+    """
+    The ciphers an OpenSSL cipher string selects.
+
+    @raise ValueError: It is not ASCII, OpenSSL cannot parse it (C{"!!!"}),
+        or it selects no cipher (C{"BOGUS"}, or only TLS 1.3 suites, which
+        it does not set).
+    """
+    if not ciphers.isascii():
+        raise ValueError(f"the cipher string {ciphers!r} is not ASCII")
+    parse: Any = AcceptableCiphers.fromOpenSSLCipherString
+    try:
+        acceptable = parse(ciphers)
+    except SSL.Error as e:
+        errors = e.args[0] if e.args and isinstance(e.args[0], list) else []
+        why = "; ".join(str(entry[-1]) for entry in errors if entry and entry[-1]) or str(e)
+        raise ValueError(f"the cipher string {ciphers!r} is not valid: {why}") from None
+    if not acceptable._ciphers:
+        raise ValueError(f"the cipher string {ciphers!r} selects no cipher")
+    return acceptable
 
 
 #: What an SNI callback may answer.

@@ -25,6 +25,7 @@ from twisted.internet.interfaces import IOpenSSLContextFactory, IOpenSSLServerCo
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from twisted_smtpd._core.files import readRegular
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.printable import validHostname
 from twisted_smtpd._core.session import TLSInfo
@@ -55,32 +56,17 @@ class _Credentials:
     key: Any
 
 
-#: The largest certificate, key or CA file read (a CA bundle is some
-#: hundred KiB): a path naming something else, such as C{/dev/zero} or a
-#: log file, is refused before it fills the memory.
-FILE_LIMIT = 16 * 1024 * 1024
-
-
-def readBounded(path: str, what: str) -> bytes:
-    """
-    The contents of a TLS file (a certificate, key, CA bundle or DH
-    parameters) of at most L{FILE_LIMIT} bytes.
-
-    @param what: What the file holds, for the error.
-    @raise ValueError: C{"cannot read <what> <path>: <why>"}, for a file
-        larger than that.
-    @raise OSError: If the file cannot be read.
-    """
-    with open(path, "rb") as f:
-        data = f.read(FILE_LIMIT + 1)
-    if len(data) > FILE_LIMIT:
-        raise ValueError(f"cannot read {what} {path}: larger than {FILE_LIMIT} bytes")
-    return data
-
-
 def _read(path: str, what: str) -> bytes:
+    """
+    A certificate, key or CA file: a regular file of at most
+    L{FILE_LIMIT <twisted_smtpd._core.files.FILE_LIMIT>} bytes.  A path
+    naming something else, such as C{/dev/zero}, a log file or a named
+    pipe, is refused before it fills the memory or blocks the start.
+
+    @raise ValueError: C{"cannot read <what> <path>: <why>"}.
+    """
     try:
-        return readBounded(path, what)
+        return readRegular(path, what)
     except OSError as e:
         raise ValueError(f"cannot read {what} {path}: {e.strerror or e}") from e
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import getopt
 import ipaddress
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +24,7 @@ from twisted.cred.credentials import IUsernameHashedPassword, IUsernamePassword
 from twisted.cred.strcred import AuthOptionMixin
 from twisted.python import usage
 
+from twisted_smtpd._core.files import NotRegularFile, openRegular
 from twisted_smtpd._core.options import (
     BARE_NEWLINE_POLICIES,
     HIDEABLE,
@@ -41,6 +43,7 @@ from twisted_smtpd._twistd.tapconfig import (
     bytesUsers,
     checkAuth,
     checkAuthOffered,
+    checkAuthOptional,
     checkEndpoint,
     checkHostname,
     checkMetrics,
@@ -106,7 +109,11 @@ class Options(AuthOptionMixin, usage.Options):
         ["lmtp", None, "Speak LMTP (RFC 2033) instead of SMTP."],
         ["request-cert", None, "Require a client certificate signed by --tls-ca."],
         ["allow-insecure-auth", None, "Offer AUTH before TLS."],
-        ["auth-optional", None, "With --auth, accept mail without AUTH too."],
+        [
+            "auth-optional",
+            None,
+            "With --auth (or a --handler's onAuth), accept mail without AUTH too.",
+        ],
         ["no-reverse-lookup", None, "Do not look up the client's host name."],
         ["quiet", None, "No log line per connection and message (errors are still logged)."],
         [
@@ -480,6 +487,7 @@ class Options(AuthOptionMixin, usage.Options):
         self._checkTLS(options)
         self["handler"] = self._handler(delivery, options)
         checkAuthOffered(self.get("credCheckers", []), options, self["handler"])
+        checkAuthOptional(self.get("credCheckers", []), options, self["handler"])
         value = self[delivery] if delivery not in ("sink", "debug") else None
         self["deliveryDescription"] = (
             delivery if value is None else f"{delivery} {withoutPassword(str(value))}"
@@ -546,8 +554,11 @@ class Options(AuthOptionMixin, usage.Options):
             return
         if o.caCertificates is not None:
             try:
-                with open(o.caCertificates, "rb"):
-                    pass
+                os.close(openRegular(o.caCertificates))
+            except NotRegularFile as e:
+                raise usage.UsageError(
+                    f"--tls-ca: cannot read CA certificates {o.caCertificates}: {e}"
+                ) from None
             except OSError as e:
                 raise usage.UsageError(f"--tls-ca: {reason(e)}") from None
         if o.certificate is not None:

@@ -22,6 +22,7 @@ from twisted.cred.checkers import ICredentialsChecker, InMemoryUsernamePasswordD
 from twisted.python import usage
 
 from twisted_smtpd._core.address import literalAddress
+from twisted_smtpd._core.files import openRegular
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving.cred import decidableMechanisms, ownsOnAuth, portalFromCheckers
 from twisted_smtpd._serving.hooks import checkHandler
@@ -265,7 +266,7 @@ def checkAuth(description: str) -> None:
     """
     Refuse C{--auth} descriptions that would start a server nobody can log
     in to: C{memory:} without users, C{file:} naming a file that cannot be
-    read.
+    read or is not a regular file (a named pipe would block every login).
 
     @raise usage.UsageError: Naming the description and why.
     """
@@ -279,9 +280,8 @@ def checkAuth(description: str) -> None:
             )
     elif kind == "file":
         try:
-            with open(argument, "rb"):
-                pass
-        except OSError as e:
+            os.close(openRegular(argument))
+        except (OSError, ValueError) as e:
             raise usage.UsageError(f"--auth {description!r}: {reason(e)}") from None
 
 
@@ -310,6 +310,30 @@ def checkAuthOffered(
             f"--auth-methods {','.join(methods)}: the --auth checkers can decide"
             " none of them, so mail would be taken without AUTH (XOAUTH2 needs a --handler"
             " with onAuth, CRAM-MD5 a checker holding plain passwords, such as memory: or file:)"
+        )
+
+
+def checkAuthOptional(
+    checkers: Sequence[ICredentialsChecker], options: ServerOptions, handler: object
+) -> None:
+    """
+    Refuse C{--auth-optional} when the server offers no AUTH: neither
+    C{--auth} checkers nor a C{--handler} whose own C{onAuth} decides it
+    (or C{--disable AUTH}).  It would change nothing, and an operator who
+    gives it most likely forgot C{--auth}: the server would start taking
+    mail from anyone, with no AUTH to offer.  With checkers,
+    L{checkAuthOffered} has already made sure AUTH is offered.
+
+    @param handler: The delivery handler.
+    @raise usage.UsageError: Saying what it needs.
+    """
+    if not options.authOptional or checkers:
+        return
+    methods = () if "AUTH" in options.disabledCommands else options.authMethods
+    if not decidableMechanisms(methods, None, ownsOnAuth(handler)):
+        raise usage.UsageError(
+            "--auth-optional needs AUTH to be offered: --auth, or a --handler"
+            " whose onAuth decides it"
         )
 
 
@@ -343,9 +367,10 @@ def _mbox(config: Mapping[str, Any], path: str, options: ServerOptions) -> ISMTP
     from twisted_smtpd.handlers.mbox import MboxHandler
 
     handler = MboxHandler(path)
-    # Fail now, not at the first message, if the file cannot be written or
-    # its directory cannot hold the spool files.
-    os.close(os.open(handler.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    # Fail now, not at the first message, if the file cannot be written (or
+    # is a named pipe, whose opening would wait for a reader) or its
+    # directory cannot hold the spool files.
+    os.close(openRegular(handler.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT))
     tempfile.TemporaryFile(dir=os.path.dirname(handler.path)).close()
     return handler
 

@@ -21,6 +21,7 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import Certificate, optionsForClientTLS, trustRootFromCertificates
 from twisted.logger import Logger
 
+from twisted_smtpd._core.files import readRegular
 from twisted_smtpd._smtpclient.client import TLS_MODES, TLSMode
 from twisted_smtpd._smtpclient.clientprotocol import Request
 from twisted_smtpd._smtpclient.clientsession import ClientSession, ResumingTLS, openSession
@@ -36,11 +37,11 @@ def loadTrustRoot(path: str) -> Any:
     """
     A trust root holding every certificate of the PEM bundle at C{path}.
 
-    @raise ValueError: The file holds no certificate.
+    @raise ValueError: The file holds no certificate, is not a regular file
+        (a named pipe would block the start) or is larger than 16 MiB.
     @raise OSError: It cannot be read.
     """
-    with open(path, "rb") as f:
-        data = f.read()
+    data = readRegular(path, "CA certificates")
     blocks = _PEM_CERTIFICATE.findall(data)
     if not blocks:
         raise ValueError(f"no PEM certificate in {path!r}")
