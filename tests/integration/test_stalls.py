@@ -19,7 +19,13 @@ import threading
 import time
 
 from tests.certs import CertificateAuthority
-from tests.integration.helpers import RECIPIENT, SENDER, ServerTestCase, TwistdServer
+from tests.integration.helpers import (
+    RECIPIENT,
+    SENDER,
+    ServerTestCase,
+    TwistdServer,
+    twistdCommand,
+)
 
 #: Stalled connections of each kind.
 PER_KIND = 100
@@ -380,3 +386,39 @@ class HandlerTimeoutTests(ServerTestCase):
         self.assertLess(elapsed, SHORT + 5)
         server.waitForLog("handler timeout: onMailFrom did not answer (2 s)", timeout=10)
         self.assertEqual(server.output.count("handler timeout"), 1)
+
+
+class OpenFilesTests(ServerTestCase):
+    """
+    The open-files limit of a real C{twistd smtpd}.
+    """
+
+    def test_softLimitRaised(self) -> None:
+        """
+        Started with a soft limit of 256 under a hard one of 1024, the
+        server raises its soft limit to 1024 and, with no --max-clients,
+        warns that the limit is low; the same with --max-clients 500 does
+        not warn.
+        """
+        limits = 'ulimit -Sn 256 && ulimit -Hn 1024 && exec "$@"'
+        server = self.startServer(
+            "--sink",
+            maildir=False,
+            command=["sh", "-c", limits, "sh", *twistdCommand()],
+        )
+        with open(f"/proc/{server.pid}/limits") as f:
+            line = next(line for line in f if line.startswith("Max open files"))
+        self.assertEqual(line.split()[3:5], ["1024", "1024"])
+        server.waitForLog("open files: limit raised from 256 to 1024")
+        server.waitForLog("open files: no --max-clients with a limit of 1024 open files")
+        self.stopServer(server)
+        bounded = self.startServer(
+            "--sink",
+            "--max-clients",
+            "500",
+            maildir=False,
+            command=["sh", "-c", limits, "sh", *twistdCommand()],
+        )
+        bounded.waitForLog("open files: limit raised from 256 to 1024")
+        self.stopServer(bounded)
+        self.assertNotIn("--max-clients", bounded.output)

@@ -15,6 +15,7 @@ from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._serving.resolve import resolverFor
 from twisted_smtpd._twistd.daemon import SMTPDaemon
 from twisted_smtpd._twistd.logfile import logDestination
+from twisted_smtpd._twistd.openfiles import checkOpenFiles
 from twisted_smtpd._twistd.workercert import SharedCertificate
 from twisted_smtpd._twistd.workers import ParentWatch, WorkerPool, parentPipe, stdoutToStderr
 
@@ -50,6 +51,9 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
         # The lines of the last moments, at exit (after the reactor
         # stopped, lines are written at once).
         atexit.register(writer.flush)
+    if not inherited:
+        # A worker of --workers inherits its parent's limit, warned of once.
+        checkOpenFiles(config["serverOptions"].maxClients)
     if config.get("workerListeners"):
         options = config["serverOptions"]
         directory = None

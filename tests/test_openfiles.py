@@ -1,0 +1,127 @@
+"""
+Tests for L{twisted_smtpd._twistd.openfiles}: the soft limit on open files
+raised to the hard one at start, and the warning for a C{--max-clients}
+the limit cannot hold.
+"""
+
+from __future__ import annotations
+
+import resource
+
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_smtpd._twistd.openfiles import CEILING, LOW, RESERVE, clientsWarning, raiseLimit
+
+
+class Limits:
+    """
+    A process's C{RLIMIT_NOFILE}, for L{raiseLimit} to read and set.
+    """
+
+    def __init__(self, soft: int, hard: int, refuse: bool = False) -> None:
+        self.limits = (soft, hard)
+        self.refuse = refuse
+
+    def get(self, which: int) -> tuple[int, int]:
+        assert which == resource.RLIMIT_NOFILE
+        return self.limits
+
+    def set(self, which: int, limits: tuple[int, int]) -> None:
+        assert which == resource.RLIMIT_NOFILE
+        if self.refuse:
+            raise ValueError("not allowed")
+        self.limits = limits
+
+
+class RaiseLimitTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.lines: list[str] = []
+
+        def observe(event: LogEvent) -> None:
+            self.lines.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+
+    def test_raisedToHard(self) -> None:
+        """
+        A soft limit under the hard one is raised to it, in one log line.
+        """
+        limits = Limits(1024, 524288)
+        self.assertEqual(raiseLimit(limits.get, limits.set), 524288)
+        self.assertEqual(limits.limits, (524288, 524288))
+        self.assertEqual(self.lines, ["open files: limit raised from 1024 to 524288"])
+
+    def test_ceiling(self) -> None:
+        """
+        An unlimited or huge hard limit gives a soft limit of L{CEILING}.
+        """
+        for hard in (resource.RLIM_INFINITY, CEILING * 4):
+            limits = Limits(1024, hard)
+            self.assertEqual(raiseLimit(limits.get, limits.set), CEILING)
+            self.assertEqual(limits.limits, (CEILING, hard))
+
+    def test_alreadyHigh(self) -> None:
+        """
+        A soft limit at the hard one (or unlimited) is left, unlogged.
+        """
+        for soft, hard, now in [
+            (20000, 20000, 20000),
+            (resource.RLIM_INFINITY, resource.RLIM_INFINITY, CEILING),
+            (CEILING * 2, CEILING * 4, CEILING * 2),
+        ]:
+            limits = Limits(soft, hard)
+            self.assertEqual(raiseLimit(limits.get, limits.set), now)
+            self.assertEqual(limits.limits, (soft, hard))
+        self.assertEqual(self.lines, [])
+
+    def test_refused(self) -> None:
+        """
+        A limit that cannot be raised stays, with one warning.
+        """
+        limits = Limits(1024, 4096, refuse=True)
+        self.assertEqual(raiseLimit(limits.get, limits.set), 1024)
+        self.assertEqual(
+            self.lines, ["open files: cannot raise the limit from 1024 to 4096: not allowed"]
+        )
+
+    def test_thisProcess(self) -> None:
+        """
+        With the real limits, the soft limit ends at the hard one or at
+        L{CEILING}.
+        """
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        now = raiseLimit()
+        self.assertEqual(resource.getrlimit(resource.RLIMIT_NOFILE)[0], now)
+        wanted = CEILING if hard == resource.RLIM_INFINITY else min(hard, CEILING)
+        self.assertEqual(now, CEILING if soft == resource.RLIM_INFINITY else max(soft, wanted))
+
+
+class WarningTests(SynchronousTestCase):
+    def test_maxClientsWithinLimit(self) -> None:
+        """
+        No warning for a --max-clients the descriptors can hold.
+        """
+        self.assertIsNone(clientsWarning(500, 1024))
+        self.assertIsNone(clientsWarning(1024 - RESERVE, 1024))
+
+    def test_maxClientsOverLimit(self) -> None:
+        """
+        A --max-clients past the limit less L{RESERVE} is warned of, with
+        the value to set.
+        """
+        warning = clientsWarning(2000, 1024)
+        assert warning is not None
+        self.assertIn("--max-clients 2000 with a limit of 1024 open files", warning)
+        self.assertIn(f"set --max-clients {1024 - RESERVE} or less", warning)
+
+    def test_noMaxClients(self) -> None:
+        """
+        No --max-clients is warned of under a limit lower than L{LOW} only.
+        """
+        warning = clientsWarning(0, 1024)
+        assert warning is not None
+        self.assertIn("no --max-clients with a limit of 1024 open files", warning)
+        self.assertIsNone(clientsWarning(0, LOW))

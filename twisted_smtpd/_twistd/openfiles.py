@@ -1,0 +1,93 @@
+# -*- test-case-name: tests.test_openfiles -*-
+"""
+The open-files limit of a C{twistd smtpd} process.
+
+Each connection holds a descriptor, and a process that has none left can
+neither accept a client (Twisted then closes it unanswered: C{EMFILE
+recovery: Closed socket from ...}) nor open a message's file.  Many systems
+start services with a soft limit of 1024 under a much higher hard limit,
+leaving it to the programs that need more to raise their own, as Go's
+runtime does: at start the soft limit is raised to the hard one (at most
+L{CEILING}), and the operator is warned when C{--max-clients} would let the
+connections take every descriptor left: when it is higher than the limit
+allows, or unset under a limit lower than L{LOW}.
+"""
+
+from __future__ import annotations
+
+import resource
+from collections.abc import Callable
+
+from twisted.logger import Logger
+
+__all__ = ["CEILING", "LOW", "RESERVE", "checkOpenFiles", "clientsWarning", "raiseLimit"]
+
+_log = Logger(namespace="twisted_smtpd.startup")
+
+#: The highest soft limit set: more descriptors than any server here
+#: needs, and a bound on what a descriptor table may cost.
+CEILING = 1 << 20
+
+#: A limit under which a server with no C{--max-clients} is warned: a
+#: few thousand connections are within reach of a single flooding host.
+LOW = 4096
+
+#: Descriptors kept out of the sessions' count: listeners, the log, the
+#: reactor, DNS, the files of messages being written, sessions to next hops.
+RESERVE = 64
+
+
+def raiseLimit(
+    getrlimit: Callable[[int], tuple[int, int]] = resource.getrlimit,
+    setrlimit: Callable[[int, tuple[int, int]], None] = resource.setrlimit,
+) -> int:
+    """
+    Raise the soft limit on open files to the hard limit (at most
+    L{CEILING}), logging the change in one line.
+
+    @return: The soft limit now in force.
+    """
+    soft, hard = getrlimit(resource.RLIMIT_NOFILE)
+    wanted = CEILING if hard == resource.RLIM_INFINITY else min(hard, CEILING)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (OSError, ValueError) as e:
+            _log.warn(
+                "open files: cannot raise the limit from {soft} to {wanted}: {error}",
+                soft=soft,
+                wanted=wanted,
+                error=e,
+            )
+            return soft
+        _log.info("open files: limit raised from {soft} to {wanted}", soft=soft, wanted=wanted)
+        return wanted
+    return CEILING if soft == resource.RLIM_INFINITY else soft
+
+
+def clientsWarning(maxClients: int, limit: int) -> str | None:
+    """
+    The warning for a C{--max-clients} (0: no limit) the open-files
+    C{limit} cannot hold, or C{None}: none for no limit under a limit of
+    L{LOW} or more.
+    """
+    room = max(limit - RESERVE, 0)
+    if (maxClients and maxClients <= room) or (not maxClients and limit >= LOW):
+        return None
+    clients = f"--max-clients {maxClients}" if maxClients else "no --max-clients"
+    return (
+        f"open files: {clients} with a limit of {limit} open files: past about {room}"
+        f" connections, new clients are closed unanswered and messages cannot be"
+        f" written; set --max-clients {room} or less, or raise the hard limit"
+        f" (LimitNOFILE= in a systemd unit, ulimit -Hn)"
+    )
+
+
+def checkOpenFiles(maxClients: int) -> None:
+    """
+    Raise the limit (L{raiseLimit}), then log L{clientsWarning} if there is
+    one, at warning level.
+    """
+    warning = clientsWarning(maxClients, raiseLimit())
+    if warning is not None:
+        _log.warn("{warning}", warning=warning)
