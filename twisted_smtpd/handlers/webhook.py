@@ -222,9 +222,10 @@ class WebhookHandler(BaseHandler):
         self._pool = makePool(reactor)
         #: The bodies of 2xx answers being read after the message's reply.
         self._draining: set[Deferred[None]] = set()
-        #: The sessions whose message is being posted, to whether each
-        #: session has ended since (L{onClose}).
-        self._posting: dict[str, bool] = {}
+        #: Session id to how many of its messages are being posted.
+        self._posting: dict[str, int] = {}
+        #: The sessions that ended (L{onClose}) while a message was.
+        self._ended: set[str] = set()
         # A plain Agent: no RedirectAgent, CookieAgent or ContentDecoderAgent.
         self._agent = Agent(reactor, contextFactory=policy, pool=self._pool)
         self._cooperator = Cooperator(scheduler=self._schedule)
@@ -261,14 +262,20 @@ class WebhookHandler(BaseHandler):
         A message of C{session} still being posted is not tried again.
         """
         if session.id in self._posting:
-            self._posting[session.id] = True
+            self._ended.add(session.id)
 
     async def _deliver(self, stream: IMessageStream, session: Session) -> str:
-        self._posting[session.id] = False
+        sid = session.id
+        posting = self._posting
+        posting[sid] = posting.get(sid, 0) + 1
         try:
             return await self._spoolAndPost(stream, session)
         finally:
-            del self._posting[session.id]
+            count = posting.pop(sid) - 1
+            if count:
+                posting[sid] = count
+            else:
+                self._ended.discard(sid)
 
     async def _spoolAndPost(self, stream: IMessageStream, session: Session) -> str:
         fields = envelopeFields(session)
@@ -306,7 +313,7 @@ class WebhookHandler(BaseHandler):
         problem = ""
         while True:
             attempt += 1
-            if attempt > 1 and self._posting.get(session.id):
+            if attempt > 1 and session.id in self._ended:
                 self._log.info(
                     "{session} webhook not tried again, the session ended: {problem}",
                     session=session.id,
