@@ -9,6 +9,8 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
@@ -20,6 +22,7 @@ from twisted_smtpd._smtpclient.client import deliver
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers import BaseHandler
 from twisted_smtpd.handlers.chain import ChainHandler
+from twisted_smtpd.handlers.relay import RelayHandler
 from twisted_smtpd.interfaces import IMessageStream, ISMTPHandler
 
 HOOKS = ("onConnect", "onSecure", "onClose")
@@ -179,6 +182,37 @@ class ChainTests(SynchronousTestCase):
             self.calls, [("slow", "onMailFrom"), ("async", "onMailFrom"), ("d", "onMailFrom")]
         )
 
+    def test_closeStopsChain(self) -> None:
+        """
+        A session that ends while a filter's hook runs is told C{onClose}
+        by every handler at once, and the handlers after that filter are
+        never called for the hook: they were told the session is over.
+        Another session's hook goes on to the end.
+        """
+        slow = Slow("slow", self.calls)
+        chain = ChainHandler(slow, delivery=Logging("d", self.calls))
+        d = chain.onMailFrom(Address("alice@example.com"), self.session)
+        pending = slow.pending
+        other = makeSession(id="s2d")
+        later = chain.onMailFrom(Address("carol@example.com"), other)
+        self.successResultOf(chain.onClose(self.session))
+        pending.callback(None)
+        self.successResultOf(d)
+        slow.pending.callback(None)
+        self.successResultOf(later)
+        self.assertEqual(
+            self.calls,
+            [
+                ("slow", "onMailFrom"),
+                ("slow", "onMailFrom"),
+                ("slow", "onClose"),
+                ("d", "onClose"),
+                ("d", "onMailFrom"),
+            ],
+        )
+        # Nothing is kept for either session.
+        self.assertEqual((chain._running, chain._ended), ({}, set()))
+
     def test_asyncRefusal(self) -> None:
         """
         An C{async def} filter's refusal stops the chain.
@@ -271,3 +305,58 @@ class ChainServerTests(TestCase):
         )
         self.assertEqual([r.reply.code for r in result.recipients], [550, 250])
         self.assertEqual(store.messages[0].recipients, ["bob@example.org"])
+
+    async def test_clientLeavesDuringFilter(self) -> None:
+        """
+        A client gone while a filter's C{onMailFrom} runs does not make the
+        relay behind it take a session to the smarthost once the filter
+        answers: with one session to the smarthost, the next message is
+        relayed at once.
+        """
+        reached: Deferred[None] = Deferred()
+        gate: Deferred[None] = Deferred()
+
+        class SlowFilter(BaseHandler):
+            def onMailFrom(self, address: Address, session: Session) -> object:
+                if reached.called:
+                    return None
+                reached.callback(None)
+                return gate
+
+        smarthost = Recorder()
+        server, port = await startServer(self, smarthost)
+        relay = RelayHandler(
+            "127.0.0.1", port, heloName="relay.example", tls="none", maxSessions=1, timeout=5
+        )
+        self.addCleanup(relay.close)
+        front, frontPort = await startServer(self, ChainHandler(SlowFilter(), delivery=relay))
+        closed: Deferred[None] = Deferred()
+
+        def observe(event: str, session: Session, data: object) -> None:
+            if not closed.called:
+                closed.callback(None)
+
+        observe.events = {"close"}  # type: ignore[attr-defined]
+        front.addObserver(observe)
+        leaving = await endpointFor(frontPort).connect(Factory.forProtocol(Protocol))
+        leaving.transport.write(b"EHLO client.example\r\nMAIL FROM:<alice@example.com>\r\n")
+        await reached
+        leaving.transport.abortConnection()
+        await closed
+        # The close event comes before onClose: let the session end first.
+        await deferLater(reactor, 0, lambda: None)
+        gate.callback(None)
+        # Before the fix: the relay took the only session to the smarthost
+        # for the session gone, for good, and this message waited 5 s for
+        # it, then got 451.
+        result = await deliver(
+            endpointFor(frontPort),
+            sender="alice@example.com",
+            recipients=["bob@example.org"],
+            stream=b"Subject: chained\r\n\r\nhello\r\n",
+            heloName="client.example",
+            tls="none",
+            reactor=reactor,
+        )
+        self.assertEqual([r.reply.code for r in result.recipients], [250])
+        self.assertEqual(len(smarthost.messages), 1)

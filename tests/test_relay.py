@@ -14,6 +14,7 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
@@ -341,6 +342,55 @@ class RelayTests(TestCase):
         # transaction of the session gone, and this message waited 5 s for
         # it, then got 451.
         self.assertEqual(replies(await send(port)), [(250, "2.0.0")])
+
+    async def test_clientLeavesDuringRcpt(self) -> None:
+        """
+        A client gone while its RCPT is on its way to the smarthost does
+        not hand the session to the smarthost to the next message before
+        that RCPT is answered: the next message is relayed on a session
+        of its own, without waiting behind the reply, and the first
+        session goes back to the pool once its RCPT is answered.
+        """
+        reached: Deferred[None] = Deferred()
+        gate: Deferred[None] = Deferred()
+
+        class SlowRcpt(Recorder):
+            def onRcptTo(self, address: Address, session: Session) -> object:
+                if reached.called:
+                    return None
+                reached.callback(None)
+                return gate
+
+        smarthost = SlowRcpt()
+        port = await self.front(smarthost, maxSessions=2, timeout=5)
+        closed: Deferred[None] = Deferred()
+
+        def observe(event: str, session: Session, data: object) -> None:
+            if not closed.called:
+                closed.callback(None)
+
+        observe.events = {"close"}  # type: ignore[attr-defined]
+        self.frontServer.addObserver(observe)
+        leaving = await endpointFor(port).connect(Factory.forProtocol(Protocol))
+        leaving.transport.write(
+            b"EHLO client.example\r\nMAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.org>\r\n"
+        )
+        await reached
+        leaving.transport.abortConnection()
+        await closed
+        # The close event comes before onClose: let the session end first.
+        await deferLater(reactor, 0, lambda: None)
+        # Before the fix: the session was idle in the pool with the RCPT's
+        # reply still to come, and the next message's RSET waited behind
+        # it, 5 s, before a new session was opened.
+        self.assertEqual((self.handler.pool.busy, self.handler.pool.idle), (1, 0))
+        self.assertEqual(replies(await send(port)), [(250, "2.0.0")])
+        self.assertEqual(self.handler.pool.opened, 2)
+        gate.callback(None)
+        while self.handler.pool.idle < 2:
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(self.handler.pool.busy, 0)
+        self.assertEqual(len(smarthost.messages), 1)
 
     async def test_unreachable(self) -> None:
         """

@@ -377,6 +377,55 @@ class AttemptTests(SynchronousTestCase):
         self.assertEqual(levels.count(LogLevel.debug), attempts - 1)
 
 
+class SessionEndTests(SynchronousTestCase):
+    """
+    A message whose session ended is not posted again.
+    """
+
+    def test_noRetryOnceSessionEnded(self) -> None:
+        """
+        An attempt that fails after the session ended (its client left,
+        or the server timed it out) is not tried again: that client was
+        never told 250 and sends the message again.  The message is
+        answered 451 (unsent) with one line at info level.
+        """
+        logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        exchange = Exchange(firstRetry=0.25)
+        stream = MessageStream()
+        session = makeSession()
+        d = exchange.handler.onData(stream, session)
+        feed(stream, MESSAGE, 7)
+        exchange.reactor.advance(0)
+        exchange.connect()
+        exchange.handler.onClose(session)
+        exchange.answer(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
+        exchange.reactor.advance(0.25)
+        exchange.connect()
+        # Before the fix: a second attempt, which the receiver could take.
+        posts = sum(t.value().count(b"POST /hook ") for t in exchange.transports)
+        self.assertEqual(posts, 1)
+        self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
+        lines = [formatEvent(e) for e in logs if e["log_level"] >= LogLevel.info]
+        self.assertEqual(lines, ["s1d webhook not tried again, the session ended: HTTP 503"])
+        self.assertEqual((exchange.handler._posting, exchange.handler._ended), ({}, set()))
+
+    def test_otherSessionsRetried(self) -> None:
+        """
+        The end of a session that has no message being posted changes
+        nothing for the others: their failed attempts are tried again.
+        """
+        exchange = Exchange(firstRetry=0.25)
+        d = exchange.deliver()
+        exchange.connect()
+        exchange.handler.onClose(makeSession(id="other"))
+        exchange.answer(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
+        exchange.reactor.advance(0.25)
+        exchange.connect()
+        exchange.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(self.successResultOf(d), "OK: queued as s1d.1")
+        self.assertEqual((exchange.handler._posting, exchange.handler._ended), ({}, set()))
+
+
 class DescribeTests(SynchronousTestCase):
     """
     L{describe} names the cause inside Twisted's wrapper exceptions.

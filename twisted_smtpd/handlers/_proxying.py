@@ -100,9 +100,19 @@ def relayedError(reply: ClientReply) -> SMTPError:
 
 @define
 class _Transaction:
+    """
+    A transaction passed on to the next hop.
+
+    @ivar busy: Whether a RCPT is on its way to the next hop.
+    @ivar ended: Whether the session ended while it was: the session to the
+        next hop goes back to the pool once that RCPT is answered.
+    """
+
     client: ClientSession
     sender: Address
     accepted: list[Address] = field(factory=list)
+    busy: bool = False
+    ended: bool = False
 
 
 def _status(reply: ClientReply) -> str:
@@ -194,7 +204,13 @@ class ProxyingHandler(BaseHandler, ABC):
         transaction, if any.
         """
         transaction = self._transactions.pop(session.id, None)
-        if transaction is not None:
+        if transaction is None:
+            return
+        if transaction.busy:
+            # Its RCPT's reply is still to come: handed to the next message
+            # now, the session would keep it waiting behind that reply.
+            transaction.ended = True
+        else:
             self.pool.release(transaction.client)
 
     async def onMailFrom(self, address: Address, session: Session) -> None:
@@ -342,6 +358,7 @@ class ProxyingHandler(BaseHandler, ABC):
                     if not client.offers("SMTPUTF8"):
                         value = sevenBitParameter(key, value)
                     parameters += f" {key}={value}"
+        transaction.busy = True
         try:
             reply = await client.rcpt(address.address, parameters)
         except DeliveryError as e:
@@ -353,6 +370,11 @@ class ProxyingHandler(BaseHandler, ABC):
                 error=" ".join(sanitiseText(str(e))),
             )
             raise remoteFailure(e, self.peer) from None
+        finally:
+            transaction.busy = False
+            if transaction.ended:
+                # The session ended (onClose) while RCPT was on its way.
+                self.pool.release(client)
         if not reply.positive:
             self._log.info(
                 "{session} next hop {peer} refused {address}: {reply}",

@@ -35,7 +35,11 @@ class ChainHandler(BaseHandler):
     only runs once it has finished.  The first refusal (an L{SMTPError},
     or any other failure) stops the chain and is the reply.  C{onClose}
     goes to every handler in the same order, even when one fails (the
-    failure is logged).
+    failure is logged).  A session that ends while a hook of the chain is
+    still running (its client left, or the server timed it out) is told
+    C{onClose} at once: the handlers after the one running are then not
+    called for that hook, as none may begin anything (take a session to a
+    next hop) for a session it was told is over.
 
     C{onData} goes to the delivery handler only.  C{onAuth} goes to the
     first handler of the chain that implements it (that does not inherit
@@ -64,20 +68,40 @@ class ChainHandler(BaseHandler):
         self._authHandler: ISMTPHandler | None = next(
             (h for h in self._handlers if _overridesAuth(h)), None
         )
+        #: Session id to how many of its hooks are running.
+        self._running: dict[str, int] = {}
+        #: The sessions told C{onClose} while a hook of theirs was running.
+        self._ended: set[str] = set()
 
-    def _run(self, name: str, *args: object) -> Deferred[object]:
+    def _run(self, name: str, session: Session, *args: object) -> Deferred[object]:
         """
-        Call hook C{name} of every handler in turn, each after the previous
-        one finished, stopping at the first failure.
+        Call hook C{name} of every handler in turn with C{args}, each after
+        the previous one finished, stopping at the first failure, or once
+        C{session} has ended.
 
         @return: A L{Deferred <twisted.internet.defer.Deferred>} firing with the delivery's result.
         """
+        sid = session.id
+        running = self._running
+        running[sid] = running.get(sid, 0) + 1
 
         async def chain() -> object:
             result: object = None
-            for handler in self._handlers:
-                hook: Callable[..., object] = getattr(handler, name)
-                result = await maybeDeferred(hook, *args)
+            try:
+                for handler in self._handlers:
+                    if sid in self._ended:
+                        # The handlers left were told the session is over:
+                        # a hook called now could take what nobody gives
+                        # back (a session to the next hop).
+                        break
+                    hook: Callable[..., object] = getattr(handler, name)
+                    result = await maybeDeferred(hook, *args)
+            finally:
+                count = running.pop(sid) - 1
+                if count:
+                    running[sid] = count
+                else:
+                    self._ended.discard(sid)
             return result
 
         return Deferred.fromCoroutine(chain())
@@ -86,31 +110,31 @@ class ChainHandler(BaseHandler):
         """
         Every handler's C{onConnect}, in order.
         """
-        return self._run("onConnect", session)
+        return self._run("onConnect", session, session)
 
     def onHelo(self, hostname: str, session: Session) -> Deferred[object]:
         """
         Every handler's C{onHelo}, in order.
         """
-        return self._run("onHelo", hostname, session)
+        return self._run("onHelo", session, hostname, session)
 
     def onSecure(self, session: Session) -> Deferred[object]:
         """
         Every handler's C{onSecure}, in order.
         """
-        return self._run("onSecure", session)
+        return self._run("onSecure", session, session)
 
     def onMailFrom(self, address: Address, session: Session) -> Deferred[object]:
         """
         Every handler's C{onMailFrom}, in order.
         """
-        return self._run("onMailFrom", address, session)
+        return self._run("onMailFrom", session, address, session)
 
     def onRcptTo(self, address: Address, session: Session) -> Deferred[object]:
         """
         Every handler's C{onRcptTo}, in order.
         """
-        return self._run("onRcptTo", address, session)
+        return self._run("onRcptTo", session, address, session)
 
     def onData(self, stream: IMessageStream, session: Session) -> object:
         """
@@ -122,6 +146,8 @@ class ChainHandler(BaseHandler):
         """
         Every handler's C{onClose}, in order, whatever each one does.
         """
+        if session.id in self._running:
+            self._ended.add(session.id)
 
         async def closeAll() -> None:
             for handler in self._handlers:

@@ -140,7 +140,10 @@ class WebhookHandler(BaseHandler):
     other 4xx is 550 with the receiver's reason (the first line of a
     C{text/plain} body, or the reason phrase), sanitised; 1xx and 3xx
     (redirects) are 451 at once, naming the status.  The same reply goes to
-    every recipient in LMTP mode.
+    every recipient in LMTP mode.  A failed attempt is not tried again once
+    the session has ended (its client left, or the server timed it out or
+    stopped): that client was never told 250 and will send the message
+    again, so a later attempt taken could only post it twice.
 
     HTTPS URLs are verified against the system's CAs, or the PEM bundle
     C{caCertificates}; a certificate that does not verify is 451 at once,
@@ -219,6 +222,10 @@ class WebhookHandler(BaseHandler):
         self._pool = makePool(reactor)
         #: The bodies of 2xx answers being read after the message's reply.
         self._draining: set[Deferred[None]] = set()
+        #: Session id to how many of its messages are being posted.
+        self._posting: dict[str, int] = {}
+        #: The sessions that ended (L{onClose}) while a message was.
+        self._ended: set[str] = set()
         # A plain Agent: no RedirectAgent, CookieAgent or ContentDecoderAgent.
         self._agent = Agent(reactor, contextFactory=policy, pool=self._pool)
         self._cooperator = Cooperator(scheduler=self._schedule)
@@ -250,7 +257,27 @@ class WebhookHandler(BaseHandler):
         """
         return Deferred.fromCoroutine(self._deliver(stream, session))
 
+    def onClose(self, session: Session) -> None:
+        """
+        A message of C{session} still being posted is not tried again.
+        """
+        if session.id in self._posting:
+            self._ended.add(session.id)
+
     async def _deliver(self, stream: IMessageStream, session: Session) -> str:
+        sid = session.id
+        posting = self._posting
+        posting[sid] = posting.get(sid, 0) + 1
+        try:
+            return await self._spoolAndPost(stream, session)
+        finally:
+            count = posting.pop(sid) - 1
+            if count:
+                posting[sid] = count
+            else:
+                self._ended.discard(sid)
+
+    async def _spoolAndPost(self, stream: IMessageStream, session: Session) -> str:
         fields = envelopeFields(session)
         envelope = envelopeJSON(fields)
         timestamp = str(int(self._reactor.seconds()))
@@ -283,8 +310,16 @@ class WebhookHandler(BaseHandler):
         deadline = self._reactor.seconds() + self._timeout
         delay = self._firstRetry
         attempt = 0
+        problem = ""
         while True:
             attempt += 1
+            if attempt > 1 and session.id in self._ended:
+                self._log.info(
+                    "{session} webhook not tried again, the session ended: {problem}",
+                    session=session.id,
+                    problem=problem,
+                )
+                raise SMTPError(451, f"Error: webhook unavailable ({problem})", "4.3.0")
             remaining = deadline - self._reactor.seconds()
             try:
                 return await self._attempt(
