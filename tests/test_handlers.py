@@ -1169,3 +1169,66 @@ class MaildirPerRecipientTests(TestCase):
             log.assertLines(1, "Delivering ", " failed: ")
 
         return d.addCallbacks(self.fail, failed)
+
+
+class MaildirExistingOnlyTests(TestCase):
+    """
+    L{MaildirHandler} with C{perRecipient} and C{existingOnly}: only the
+    recipients whose Maildir exists are accepted.
+    """
+
+    def setUp(self) -> None:
+        self.path = os.path.abspath(self.mktemp())
+        self.handler = MaildirHandler(
+            self.path, perRecipient=True, existingOnly=True, hostname="mx.example"
+        )
+        for sub in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(self.path, "domains", "example.org", "bob", sub))
+
+    async def rcpt(self, address: str) -> object:
+        return await self.handler.onRcptTo(Address(address), makeSession())  # type: ignore[misc]
+
+    async def test_unknownRefused(self) -> None:
+        """
+        A recipient with no Maildir is refused with 550 5.1.1, and none is
+        made for it.
+        """
+        with self.assertRaises(SMTPError) as raised:
+            await self.rcpt("carol@example.org")
+        self.assertEqual(
+            (raised.exception.code, raised.exception.enhanced, raised.exception.message),
+            (550, "5.1.1", "Recipient address rejected: User unknown"),
+        )
+        self.assertEqual(os.listdir(os.path.join(self.path, "domains", "example.org")), ["bob"])
+
+    async def test_knownAccepted(self) -> None:
+        """
+        A recipient whose Maildir exists is accepted, whatever the case of
+        its address.
+        """
+        self.assertIsNone(await self.rcpt("bob@example.org"))
+        self.assertIsNone(await self.rcpt("Bob@EXAMPLE.org"))
+
+    async def test_domainOrFolderAlone(self) -> None:
+        """
+        A domain directory, or a Maildir without its C{new/}, is no mailbox.
+        """
+        os.makedirs(os.path.join(self.path, "domains", "example.org", "dave"))
+        for address in ("example.org@example.org", "dave@example.org", "x@example.net"):
+            with self.assertRaises(SMTPError):
+                await self.rcpt(address)
+
+    async def test_unsafeNamesStillRefusedFirst(self) -> None:
+        """
+        A name that cannot be a directory is refused with 553 as before.
+        """
+        with self.assertRaises(SMTPError) as raised:
+            await self.rcpt('"../bob"@example.org')
+        self.assertEqual(raised.exception.code, 553)
+
+    def test_needsPerRecipient(self) -> None:
+        """
+        C{existingOnly} without C{perRecipient} is refused.
+        """
+        with self.assertRaises(ValueError):
+            MaildirHandler(self.mktemp(), existingOnly=True)

@@ -780,6 +780,9 @@ class DeliveryFlagTests(SynchronousTestCase):
         os.chdir(directory)
         traced = parse("--maildir-trace", "--hostname", "mx.example")["handler"]
         self.assertTrue(traced._traceHeaders)
+        self.assertFalse(traced._existingOnly)
+        known = parse("--maildir-per-recipient", "--maildir-existing-only")["handler"]
+        self.assertTrue(known._existingOnly)
         self.assertEqual(traced.path, os.path.join(directory, "Maildir"))
 
     def test_descriptionWithoutPassword(self) -> None:
@@ -806,6 +809,11 @@ class DeliveryFlagTests(SynchronousTestCase):
         for args, message in [
             (("--sink", "--maildir-trace"), "--maildir-trace needs --maildir"),
             (("--debug", "--maildir-per-recipient"), "--maildir-per-recipient needs --maildir"),
+            (("--sink", "--maildir-existing-only"), "--maildir-existing-only needs --maildir"),
+            (
+                ("--maildir", self.mktemp(), "--maildir-existing-only"),
+                "--maildir-existing-only needs --maildir-per-recipient",
+            ),
             (("--relay-ca", "ca.pem"), "--relay-ca needs --relay"),
             (("--sink", "--relay-insecure"), "--relay-insecure needs --relay"),
             (("--sink", "--relay-auth", "u:p"), "--relay-auth needs --relay"),

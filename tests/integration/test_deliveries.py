@@ -76,6 +76,29 @@ class MaildirTests(ServerTestCase):
         self.assertEqual(os.listdir(os.path.join(self.maildir, "domains", "example.org")), ["bob"])
         self.stopServer()
 
+    def test_existingOnly(self) -> None:
+        """
+        With C{--maildir-existing-only}, RCPT to a recipient whose Maildir
+        the operator made is accepted and the message lands there; any other
+        is refused with 550 5.1.1, no directory is made for it, and its
+        refusal is logged.
+        """
+        server = self.startServer("--maildir-per-recipient", "--maildir-existing-only")
+        bob = os.path.join(self.maildir, "domains", "example.org", "bob")
+        for sub in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(bob, sub))
+        client = self.smtp()
+        body = message(3)
+        refused = client.sendmail(SENDER, ["bob@example.org", "carol@example.org"], body)
+        self.assertEqual(
+            refused, {"carol@example.org": (550, b"5.1.1 Recipient address rejected: User unknown")}
+        )
+        client.quit()
+        self.assertDelivered([body], bob)
+        self.assertEqual(os.listdir(os.path.join(self.maildir, "domains", "example.org")), ["bob"])
+        server.waitForLog("reject: RCPT from")
+        self.stopServer()
+
     def test_traceHeaders(self) -> None:
         """
         With C{--maildir-trace}, C{Return-Path:} and C{Received:} naming the

@@ -121,6 +121,11 @@ class Options(AuthOptionMixin, usage.Options):
             None,
             "Store a copy per recipient in PATH/domains/DOMAIN/LOCALPART/.",
         ],
+        [
+            "maildir-existing-only",
+            None,
+            "With --maildir-per-recipient, refuse recipients whose Maildir does not exist.",
+        ],
         ["maildir-trace", None, "Prepend Return-Path: and Received: to stored messages."],
         ["relay-insecure", None, "Relay without verifying the relay's certificate."],
         ["relay-require-tls", None, "Refuse a relay that does not offer STARTTLS."],

@@ -343,10 +343,13 @@ def checkAuthOptional(
 def _maildir(config: Mapping[str, Any], path: str, options: ServerOptions) -> ISMTPHandler:
     from twisted_smtpd.handlers.maildir import MaildirHandler
 
+    if config["maildir-existing-only"] and not config["maildir-per-recipient"]:
+        raise usage.UsageError("--maildir-existing-only needs --maildir-per-recipient")
     return MaildirHandler(
         path,
         traceHeaders=bool(config["maildir-trace"]),
         perRecipient=bool(config["maildir-per-recipient"]),
+        existingOnly=bool(config["maildir-existing-only"]),
         hostname=options.name,
     )
 

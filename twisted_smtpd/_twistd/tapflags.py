@@ -75,6 +75,7 @@ DELIVERIES = (
 _PARAMETER_DELIVERIES = ("mbox", "relay", "lmtp-to", "pipe", "webhook", "amqp", "handler")
 _MODIFIERS = {
     "maildir-per-recipient": "maildir",
+    "maildir-existing-only": "maildir",
     "maildir-trace": "maildir",
     "relay-ca": "relay",
     "relay-insecure": "relay",

@@ -115,6 +115,14 @@ def _failedPath(delivery: _Delivery, error: BaseException | None) -> str:
     return delivery.newPath
 
 
+def _known(exists: bool) -> None:
+    """
+    Refuse a recipient whose Maildir does not exist.
+    """
+    if not exists:
+        raise SMTPError(550, "Recipient address rejected: User unknown", "5.1.1")
+
+
 @implementer(IConsumer)
 class _Delivery:
     """
@@ -267,7 +275,10 @@ class MaildirHandler(BaseHandler):
     recipient whose local part or domain is empty, begins with a dot, holds
     a C{/}, a backslash, a control or invisible formatting character, or is
     longer than 255 bytes is refused at RCPT with 553 5.1.3.  A bare local part
-    (C{<postmaster>}) belongs to C{hostname}.  The reply comes once every
+    (C{<postmaster>}) belongs to C{hostname}.  With C{existingOnly}, a
+    recipient whose Maildir does not exist is refused at RCPT with 550
+    5.1.1 instead of having one made: only the operator makes mailboxes.
+    The reply comes once every
     copy and every directory it touched is fsynced; if any copy fails, none
     is kept and the message fails as a whole.
 
@@ -290,6 +301,7 @@ class MaildirHandler(BaseHandler):
         traceHeaders: bool = False,
         hostname: str | None = None,
         perRecipient: bool = False,
+        existingOnly: bool = False,
     ) -> None:
         """
         Create C{path/tmp}, C{path/new} and C{path/cur} (mode 0700) if
@@ -306,13 +318,21 @@ class MaildirHandler(BaseHandler):
             default.
         @param perRecipient: Whether to deliver a copy to each recipient's
             own Maildir under C{path} rather than one to C{path}.
+        @param existingOnly: With C{perRecipient}, accept only the
+            recipients whose Maildir exists (its C{new/} directory); the
+            others are refused at RCPT with 550 5.1.1, as a server that knows
+            its users refuses unknown ones.  Without it, any recipient's
+            Maildir is made at its first message.
         @raise OSError: If the directories cannot be created or are not
             writable.
-        @raise ValueError: If C{path} is empty, or C{perRecipient} is set and
-            C{hostname} cannot be a directory name.
+        @raise ValueError: If C{path} is empty, C{perRecipient} is set and
+            C{hostname} cannot be a directory name, or C{existingOnly} is set
+            without C{perRecipient}.
         """
         if not path:
             raise ValueError("Maildir path must not be empty")
+        if existingOnly and not perRecipient:
+            raise ValueError("existingOnly needs perRecipient: one Maildir has no users")
         self.path = os.path.abspath(path)
         for sub in ("tmp", "new", "cur"):
             directory = os.path.join(self.path, sub)
@@ -352,6 +372,7 @@ class MaildirHandler(BaseHandler):
         if (traceHeaders or perRecipient) and hostname is None:
             self._name = socket.getfqdn()
         self._perRecipient = perRecipient
+        self._existingOnly = existingOnly
         self._localDomain = ""
         if perRecipient:
             assert self._name is not None
@@ -379,16 +400,24 @@ class MaildirHandler(BaseHandler):
     def _inThread(self, f: Any, *args: Any) -> Deferred[Any]:
         return deferToThreadPool(self._reactor, self._pool(), f, *args)
 
-    def onRcptTo(self, address: Address, session: Session) -> None:
+    def onRcptTo(self, address: Address, session: Session) -> Deferred[None] | None:
         """
         Accept any recipient; with C{perRecipient}, only those whose Maildir
-        names are safe.
+        names are safe, and with C{existingOnly}, whose Maildir exists
+        (looked up in the thread pool: a slow disk does not stop the
+        reactor).
 
         @raise SMTPError: 553 5.1.3 for a mailbox name that cannot be a
-            directory.
+            directory; 550 5.1.1 (from the Deferred) for a Maildir that does
+            not exist.
         """
-        if self._perRecipient:
-            recipientDirectory(address.address, self._localDomain)
+        if not self._perRecipient:
+            return None
+        domain, local = recipientDirectory(address.address, self._localDomain)
+        if not self._existingOnly:
+            return None
+        new = os.path.join(self.path, DOMAINS, domain, local, "new")
+        return self._inThread(os.path.isdir, new).addCallback(_known)
 
     def _targets(self, session: Session) -> list[str]:
         """
