@@ -565,17 +565,38 @@ class OfferedMechanismTests(SynchronousTestCase):
 
     def test_onlyUndecidableMechanisms(self) -> None:
         """
-        When the portal can decide none of the configured mechanisms, AUTH
-        is not offered at all (503) and not required.
+        A server whose checkers can decide none of the configured
+        mechanisms (or none at all) is refused when it is made: it would
+        offer no AUTH and take mail from anyone.
         """
         from twisted_smtpd.handlers import BaseHandler
 
-        proto, transport, warnings = self.session(BaseHandler(), PasswordOnlyChecker(), ["XOAUTH2"])
-        ehlo = take(transport)
-        self.assertNotIn(b"AUTH", ehlo)
-        self.assertEqual(len(warnings), 1, warnings)
-        proto.dataReceived(b"AUTH XOAUTH2\r\nMAIL FROM:<a@example.com>\r\n")
-        self.assertEqual(take(transport), AUTH_NOT_ENABLED + replies.MAIL_OK)
+        for methods in (["XOAUTH2"], []):
+            e = self.assertRaises(
+                ValueError, self.session, BaseHandler(), PasswordOnlyChecker(), methods
+            )
+            self.assertIn("mail would be taken without AUTH", str(e))
+            self.assertIn(f"authMethods {','.join(methods) or '()'}:", str(e))
+
+    def test_checkersWithAuthDisabled(self) -> None:
+        """
+        Checkers with AUTH among the disabled commands are refused too.
+        """
+        from twisted.internet.task import Clock
+
+        from twisted_smtpd._core.options import ServerOptions
+        from twisted_smtpd._serving.server import SMTPServerFactory
+        from twisted_smtpd.handlers import BaseHandler
+
+        e = self.assertRaises(
+            ValueError,
+            SMTPServerFactory,
+            BaseHandler(),
+            ServerOptions(disabledCommands=("AUTH",)),
+            reactor=Clock(),
+            checkers=[PasswordOnlyChecker()],
+        )
+        self.assertIn("exclude each other", str(e))
 
 
 def plainOfLength(length: int) -> bytes:

@@ -21,6 +21,7 @@ from zope.interface import Interface, implementer
 
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.session import AuthRequest, AuthResult
 from twisted_smtpd.handlers._base import BaseHandler
 
@@ -136,6 +137,28 @@ def decidableMechanisms(
     if portal is None:
         return tuple(methods) if onAuth else ()
     return tuple(m for m in methods if (onAuth and m == "XOAUTH2") or portalDecides(portal, m))
+
+
+def checkPortalOffered(options: ServerOptions, portal: Portal, onAuth: bool) -> None:
+    """
+    Refuse a portal (the server's checkers) with which no AUTH mechanism
+    would be offered: with C{AUTH} in C{disabledCommands}, or C{authMethods}
+    naming none the portal (or, for XOAUTH2, the handler's own C{onAuth})
+    can decide.  AUTH would then be neither offered nor required, and mail
+    taken from anyone, as C{twistd smtpd} refuses C{--auth} with nothing to
+    offer.
+
+    @raise ValueError: Saying why no mechanism is left.
+    """
+    if "AUTH" in options.disabledCommands:
+        raise ValueError("checkers (a portal) and AUTH in disabledCommands exclude each other")
+    methods = options.authMethods
+    if not decidableMechanisms(methods, portal, onAuth):
+        raise ValueError(
+            f"authMethods {','.join(methods) or '()'}: the checkers (the portal) can decide"
+            " none of them, so mail would be taken without AUTH (XOAUTH2 needs a handler"
+            " with onAuth, CRAM-MD5 a checker holding plain passwords)"
+        )
 
 
 def offeredMechanisms(

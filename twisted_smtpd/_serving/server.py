@@ -28,6 +28,7 @@ from twisted_smtpd._core.replies import Reply
 from twisted_smtpd._core.session import AuthRequest, AuthResult, Session
 from twisted_smtpd._serving.cred import (
     authenticate,
+    checkPortalOffered,
     offeredMechanisms,
     ownsOnAuth,
     portalFromCheckers,
@@ -58,7 +59,10 @@ class SMTPServerFactory(ServerFactory):
     """
     Builds an L{SMTPProtocol} per connection, all sharing one handler and one
     L{ServerOptions}.  Making it raises L{ValueError} for a C{tlsCiphers} or
-    C{tlsMinVersion} no TLS context can be made with (L{TLSPolicy.check}).
+    C{tlsMinVersion} no TLS context can be made with (L{TLSPolicy.check}),
+    and for checkers (or a portal) with which no AUTH mechanism would be
+    offered (L{checkPortalOffered
+    <twisted_smtpd._serving.cred.checkPortalOffered>}).
 
     @ivar handler: The L{ISMTPHandler}.
     @ivar options: The L{ServerOptions}.
@@ -93,6 +97,8 @@ class SMTPServerFactory(ServerFactory):
         self.portal = portal
         self._tls: ServerTLS | None = None
         o = self.options
+        if portal is not None:
+            checkPortalOffered(o, portal, ownsOnAuth(handler))
         #: The configured mechanisms something can decide: the ones offered.
         self.authMechanisms = offeredMechanisms(
             () if "AUTH" in o.disabledCommands else o.authMethods, portal, ownsOnAuth(handler)
