@@ -965,6 +965,127 @@ class HandlerTimeoutTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(take(transport), replies.EHLO_DEFAULT + replies.TIMEOUT)
 
+    def test_unreadRepliesDoNotHoldALateHook(self) -> None:
+        """
+        A hook that does not answer ends its session after C{handlerTimeout}
+        even while the client leaves replies unread and reads them a few
+        octets at a time (progress that keeps the write timeout away).
+        """
+        log = LogCatcher(self)
+        handler = Stuck("onRcptTo")
+        clock = Clock()
+        factory = SMTPServerFactory(
+            handler,
+            ServerOptions(
+                name="mx.example.com",
+                disableReverseLookup=True,
+                handlerTimeout=30,
+                socketTimeout=10,
+            ),
+            reactor=clock,
+        )
+        proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+        transport = BufferedTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 1))
+        proto.makeConnection(transport)
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<s@example.com>\r\nRCPT TO:<r@example.com>\r\n")
+        # The replies fill the send buffer: the transport pauses the session.
+        transport.dataBuffer = b"x" * 100_000
+        proto.pauseProducing()
+        for _ in range(6):
+            clock.pump([1.0] * 5)
+            transport.offset += 10
+        self.assertTrue(transport.disconnecting)
+        self.assertTrue(take(transport).endswith(HANDLER_TIMEOUT))
+        self.assertEqual(len(log.matching("handler timeout: onRcptTo did not answer (30 s)")), 1)
+        self.assertEqual(log.matching("write timeout"), [])
+
+    def bdatPaused(self, handler: _UnreadBdat, after: bytes) -> tuple[SMTPProtocol, Clock]:
+        """
+        A session whose handler does not read its BDAT message: a first
+        chunk larger than the stream keeps pauses the reading, and C{after}
+        follows it.
+        """
+        proto, transport, clock, _ = connect(handler, handlerTimeout=30, socketTimeout=10)
+        proto.dataReceived(b"EHLO c\r\n")
+        handler.answer(None)
+        proto.dataReceived(b"MAIL FROM:<s@example.com>\r\nRCPT TO:<r@example.com>\r\n")
+        proto.dataReceived(b"BDAT 400000\r\n" + b"x" * 400_000 + after)
+        self.assertEqual(transport.producerState, "paused")
+        take(transport)
+        return proto, clock
+
+    def test_hookAnsweringKeepsTheStreamDeadline(self) -> None:
+        """
+        A hook that runs between two BDAT chunks (an C{onHelo} refusing
+        a EHLO) and answers does not end the deadline of a handler that
+        stopped reading the message: the session still ends after
+        C{handlerTimeout} from when it stopped.
+        """
+        log = LogCatcher(self)
+        handler = _UnreadBdat()
+        proto, clock = self.bdatPaused(handler, b"EHLO bad\r\n")
+        transport = proto.transport
+        assert isinstance(transport, StringTransport)
+        clock.advance(5)
+        handler.answer(SMTPError(550, "bad name", "5.7.1"))
+        self.assertFalse(transport.disconnecting)
+        clock.advance(24)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(2)
+        self.assertTrue(transport.disconnecting)
+        self.assertTrue(take(transport).endswith(HANDLER_TIMEOUT))
+        stopped = log.matching("handler timeout: onData stopped reading the message")
+        self.assertEqual(len(stopped), 1)
+
+    def test_streamResumingKeepsTheHookDeadline(self) -> None:
+        """
+        A handler that reads its BDAT message again does not end the
+        deadline of a hook that runs meanwhile (an C{onHelo} that never
+        answers a EHLO sent between two chunks).
+        """
+        log = LogCatcher(self)
+        handler = _UnreadBdat()
+        proto, clock = self.bdatPaused(handler, b"EHLO c\r\n")
+        transport = proto.transport
+        assert isinstance(transport, StringTransport)
+        clock.advance(5)
+        assert handler.stream is not None
+        handler.stream.drain().addErrback(lambda f: None)
+        clock.advance(24)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(2)
+        self.assertTrue(transport.disconnecting)
+        self.assertTrue(take(transport).endswith(HANDLER_TIMEOUT))
+        self.assertEqual(len(log.matching("handler timeout: onHelo did not answer")), 1)
+
+
+class _UnreadBdat(BaseHandler):
+    """
+    A handler whose C{onHelo} answers when the test says, and whose
+    C{onData} never reads the message unless the test does.
+    """
+
+    def __init__(self) -> None:
+        self.helo: list[Deferred[None]] = []
+        self.stream: IMessageStream | None = None
+
+    def answer(self, outcome: Exception | None) -> None:
+        d = self.helo.pop(0)
+        if outcome is None:
+            d.callback(None)
+        else:
+            d.errback(outcome)
+
+    def onHelo(self, hostname: str, session: Session) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self.helo.append(d)
+        return d
+
+    def onData(self, stream: IMessageStream, session: Session) -> Deferred[None]:
+        self.stream = stream
+        return Deferred()
+
 
 class _MessageEvents:
     events = frozenset({"message"})

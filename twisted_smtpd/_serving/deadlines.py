@@ -50,11 +50,15 @@ class Times:
     @ivar rateBytes: Octets of the message transfer in that window.
     @ivar pendingSeen: Octets waiting in the send buffer at the last check,
         while the client does not read.
-    @ivar waitSince: When the session began to wait for its handler (a hook
-        answering later, or a message body the handler stopped reading), or
-        C{None}.
+    @ivar waitSince: When the session began to wait for a hook to answer,
+        or C{None}.
     @ivar waitingFor: What the session waits for since C{waitSince}, for
         the log line when it times out (C{"onRcptTo did not answer"}).
+    @ivar streamSince: When the handler stopped reading the message body
+        (its stream paused the reading), or C{None}.  Apart from
+        C{waitSince}: between two BDAT chunks a hook (C{onHelo}) may run
+        while the stream is paused, and the end of either wait must not end
+        the deadline of the other.
     """
 
     __slots__ = (
@@ -65,6 +69,7 @@ class Times:
         "pendingSeen",
         "rateBytes",
         "rateSince",
+        "streamSince",
         "waitSince",
         "waitingFor",
     )
@@ -75,6 +80,7 @@ class Times:
         self.lineSince: float | None = None
         self.waitSince: float | None = None
         self.waitingFor = ""
+        self.streamSince: float | None = None
         self.pendingSeen = self.rateBytes = 0
 
 
@@ -152,6 +158,13 @@ def check(p: SessionControl, now: float) -> None:
             p.times.handshakeSince = None
             p.abort()
         return
+    late = _handlerLate(p.times, now, options.handlerTimeout)
+    if late is not None:
+        # Before the replies left unread: a client reading them a few
+        # octets at a time would otherwise keep the session, and the late
+        # hook with it, for as long as it likes.
+        handlerTimedOut(p, late)
+        return
     if p.pauses & PAUSE_WRITE:
         # The client does not read its replies: only progress in sending
         # them counts as its activity.
@@ -165,11 +178,7 @@ def check(p: SessionControl, now: float) -> None:
     p.times.pendingSeen = 0
     if p.waiting or p.pauses:
         # Waiting for our own hook or a slow handler is not the client's
-        # silence; the handler has its own deadline.
-        since = p.times.waitSince
-        if since is not None and now - since >= options.handlerTimeout:
-            handlerTimedOut(p)
-            return
+        # silence; the handler has its own deadline (L{_handlerLate}).
         p.times.lastActivity = now
         if p.times.lineSince is not None:
             p.times.lineSince = now
@@ -249,9 +258,8 @@ def timeout(p: SessionControl, what: str) -> None:
 
 def waitForHandler(p: Waiting, what: str) -> None:
     """
-    The session waits for its handler from now on: for a hook to answer,
-    or for the handler to read more of the message.  L{check} ends the wait
-    after C{handlerTimeout}, logging C{what} it waited for.
+    The session waits for a hook of its handler from now on.  L{check}
+    ends the wait after C{handlerTimeout}, logging C{what} it waited for.
     """
     times = p.times
     times.waitSince = p.clock.seconds()
@@ -260,26 +268,55 @@ def waitForHandler(p: Waiting, what: str) -> None:
 
 def handlerAnswered(p: Waiting) -> None:
     """
-    The handler answered what the session waited for.
+    The hook the session waited for answered.
     """
     p.times.waitSince = None
 
 
-def handlerTimedOut(p: SessionControl) -> None:
+#: What a session whose handler stopped reading its message waits for.
+STOPPED_READING = "onData stopped reading the message"
+
+
+def streamPaused(p: Waiting, paused: bool) -> None:
     """
-    The handler did not answer within C{handlerTimeout}: log it, answer 421
-    and close.  The hook is left to finish, as when a client leaves in the
-    middle of it: what it answers then is not sent, C{onClose} tells the
-    handler the session ended, and a message C{onData} still accepts is a
-    C{message} event marked C{unanswered} (its client was told 421 and will
-    send it again).
+    The handler stopped reading the message body (C{paused}), or reads it
+    again: while it does not, L{check} ends the session after
+    C{handlerTimeout}, whatever hooks begin and end meanwhile.
     """
-    handlerAnswered(p)
+    p.times.streamSince = p.clock.seconds() if paused else None
+
+
+def _handlerLate(times: Times, now: float, limit: float) -> str | None:
+    """
+    What the session has waited for from its handler for C{limit} seconds
+    or more at C{now} (a hook's answer, or the reading of the message), or
+    C{None}.
+    """
+    since = times.waitSince
+    if since is not None and now - since >= limit:
+        return times.waitingFor
+    since = times.streamSince
+    if since is not None and now - since >= limit:
+        return STOPPED_READING
+    return None
+
+
+def handlerTimedOut(p: SessionControl, what: str) -> None:
+    """
+    The handler did not answer within C{handlerTimeout}: log C{what} the
+    session waited for, answer 421 and close.  The hook is left to finish,
+    as when a client leaves in the middle of it: what it answers then is
+    not sent, C{onClose} tells the handler the session ended, and a
+    message C{onData} still accepts is a C{message} event marked
+    C{unanswered} (its client was told 421 and will send it again).
+    """
+    times = p.times
+    times.waitSince = times.streamSince = None
     p.log.warn(
         "{session} {client} handler timeout: {what} ({seconds:g} s)",
         session=p.session.id,
         client=p.session.remoteAddress[0],
-        what=p.times.waitingFor,
+        what=what,
         seconds=p.options.handlerTimeout,
     )
     p.abandonMessage(catalogue.HANDLER_TIMEOUT)

@@ -81,10 +81,7 @@ class StreamUpstream:
                 # keeps the client waiting is bounded (handlerTimeout).
                 from twisted_smtpd._serving import deadlines
 
-                if paused:
-                    deadlines.waitForHandler(protocol, "onData stopped reading the message")
-                else:
-                    deadlines.handlerAnswered(protocol)
+                deadlines.streamPaused(protocol, paused)
             protocol.setPause(PAUSE_STREAM, paused)
 
     def pauseProducing(self) -> None:

@@ -426,6 +426,7 @@ class SMTPProtocol(LineReceiver):
             # A BDAT chunk is in; the message goes on.
             self.reply(catalogue.chunkReceived(receiver.decoder.byteLength))
             return
+        self.times.streamSince = None
         self.setPause(PAUSE_STREAM, False)
         if not receiver.finished:
             # The body is in; the reply waits for onData, and so does
