@@ -15,7 +15,9 @@ import socket
 import sys
 
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
@@ -283,6 +285,70 @@ class ClosedServerTests(SynchronousTestCase):
         self.assertRaises(RuntimeError, server.privilegedStartService)
         self.assertRaises(RuntimeError, server.startService)
         self.assertEqual(len(reactor.tcpServers), 1)
+
+    def test_closedWhileListening(self) -> None:
+        """
+        A port that an endpoint makes only after L{SMTPServer.close} was
+        called (an endpoint answering later) is stopped at once, and the
+        Deferred of L{SMTPServer.listen} fails with L{RuntimeError}: nothing
+        would ever stop it, and it would answer every client 421.
+        """
+        reactor = MemoryReactorClock()
+        server = SMTPServer(SinkHandler(), reactor=reactor)
+        later: Deferred[IListeningPort] = Deferred()
+        endpoint = _LateEndpoint(later)
+        server._endpoint = lambda description: (endpoint, server.factory)  # type: ignore[method-assign]
+        listening = server.listen("tcp:0:interface=127.0.0.1")
+        self.successResultOf(server.close())
+        port = _Port()
+        later.callback(port)
+        failure = self.failureResultOf(listening, RuntimeError)
+        self.assertEqual(
+            str(failure.value),
+            "this SMTPServer was closed and cannot listen again; make a new one",
+        )
+        self.assertTrue(port.stopped)
+        self.assertEqual(server._ports, [])
+
+    def test_adoptAfterClose(self) -> None:
+        """
+        L{SMTPServer.adopt} after L{SMTPServer.close} raises
+        L{RuntimeError} and closes the descriptor it was given, which would
+        otherwise stay open, listening, with nothing to accept from it.
+        """
+        reactor = MemoryReactorClock()
+        server = SMTPServer(SinkHandler(), reactor=reactor)
+        self.successResultOf(server.close())
+        readEnd, writeEnd = os.pipe()
+        self.addCleanup(os.close, writeEnd)
+        self.assertRaises(
+            RuntimeError, server.adopt, "tcp:0:interface=127.0.0.1", readEnd, socket.AF_INET
+        )
+        self.assertRaises(OSError, os.fstat, readEnd)
+        self.assertEqual(server.listening(), [])
+
+
+class _LateEndpoint:
+    """
+    An endpoint whose port comes when the test says.
+    """
+
+    def __init__(self, port: Deferred[IListeningPort]) -> None:
+        self.port = port
+
+    def listen(self, factory: object) -> Deferred[IListeningPort]:
+        return self.port
+
+
+class _Port:
+    """
+    A listening port that records being stopped.
+    """
+
+    stopped = False
+
+    def stopListening(self) -> None:
+        self.stopped = True
 
 
 class LMTPToTests(SynchronousTestCase):

@@ -47,7 +47,8 @@ class SMTPServer(MultiService):
     A server serves once: after L{close} (or L{stopService}, which calls
     it), every session it accepted would be refused with C{421}, so it
     refuses to listen again (L{listen}, L{addEndpoint}, L{addInherited},
-    L{startService} raise L{RuntimeError}); make a new one.
+    L{adopt}, L{startService} raise L{RuntimeError}, and a port made after
+    the close is stopped at once); make a new one.
 
     @ivar factory: The L{SMTPServerFactory} behind every listener.
     @ivar closed: Whether L{close} was called.
@@ -178,7 +179,10 @@ class SMTPServer(MultiService):
             <twisted.internet.interfaces.IListeningPort>}.
         @raise ValueError: The description is not a valid endpoint string.
         @raise RuntimeError: The server was closed: it would refuse every
-            session with C{421}.
+            session with C{421}.  The L{Deferred
+            <twisted.internet.defer.Deferred>} fails with it, the port
+            stopped, when the server is closed before the endpoint made the
+            port.
         """
         self._checkOpen()
         self._prepareTLS()
@@ -186,6 +190,11 @@ class SMTPServer(MultiService):
         d: Deferred[IListeningPort] = endpoint.listen(factory)
 
         def listening(port: IListeningPort) -> IListeningPort:
+            if self.closed:
+                # Closed while the endpoint made the port: nothing would
+                # stop it, and it would answer every client 421.
+                port.stopListening()
+                self._checkOpen()
             self._ports.append(port)
             return port
 
@@ -262,7 +271,11 @@ class SMTPServer(MultiService):
             after the port stopped, for as long as this process lives, its
             backlog filling with connections that nothing accepts.
         @param family: Its address family (C{socket.AF_INET}, ...).
+        @raise RuntimeError: The server was closed (C{fileno} is closed).
         """
+        if self.closed:
+            os.close(fileno)
+            self._checkOpen()
         base, layers = splitDescription(description)
         ownTLS = self._ownTLS(base, serverFromString(self.reactor, base))
         # An ssl: endpoint with keys of its own: its TLS inside any PROXY
