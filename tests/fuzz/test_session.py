@@ -251,6 +251,11 @@ class SessionMachine(RuleBasedStateMachine):
     def reply(self, code: int, lines: list[bytes]) -> None:
         self.lastCode = code
         if code == 421:
+            if b"waiting for the mail system" in b" ".join(lines):
+                # The handler timeout: only for a wait as long as it.
+                waited = self.clock.seconds() - self.handler.lastLate
+                assert self.handler.pending, "handler timeout with no hook waited for"
+                assert waited >= HANDLER_TIMEOUT, f"handler timeout after {waited} s"
             self.close()
             return
         assert self.owed, f"unsolicited reply {code} {lines!r}"
