@@ -24,9 +24,11 @@ __all__ = ["CEILING", "LOW", "RESERVE", "checkOpenFiles", "clientsWarning", "rai
 
 _log = Logger(namespace="twisted_smtpd.startup")
 
-#: The highest soft limit set: more descriptors than any server here
-#: needs, and a bound on what a descriptor table may cost.
-CEILING = 1 << 20
+#: The highest soft limit set: more connections than one process serves
+#: (each worker of C{--workers} has its own), and a bound on what the
+#: programs C{--pipe} starts inherit (some close every descriptor up to
+#: the limit).
+CEILING = 65536
 
 #: A limit under which a server with no C{--max-clients} is warned: a
 #: few thousand connections are within reach of a single flooding host.
