@@ -162,6 +162,27 @@ class MailPathTests(MailTestCase):
         ]:
             self.assertEqual(self.mailbox(f"FROM:<u@{domain}>".encode()), "u@" + domain)
 
+    def test_domainsThatCannotBeNames(self) -> None:
+        """
+        A domain of digits and dots only, which reads as an IP address or a
+        number, and a domain with a label over 63 octets (RFC 1035 section
+        2.3.4; a non-ASCII label counted as its A-label) get 501
+        BAD_SENDER_SYNTAX and BAD_RECIPIENT_SYNTAX, as from Postfix.
+        """
+        names = ["123", "192.0.2.1", "1.2.3.4.5", "l" * 64 + ".example", "a." + "l" * 64]
+        for domain in names:
+            self.assertMailRefused(f"FROM:<u@{domain}>".encode(), replies.BAD_SENDER_SYNTAX)
+            self.assertMailRefused(f'FROM:<"u v"@{domain}>'.encode(), replies.BAD_SENDER_SYNTAX)
+            self.assertRcptRefused(f"TO:<u@{domain}>".encode(), replies.BAD_RECIPIENT_SYNTAX)
+        # Sixty non-ASCII letters: 120 octets, an A-label of 66.
+        long = "é" * 60 + ".example"
+        self.assertRcptRefused(f"TO:<u@{long}>".encode(), replies.BAD_RECIPIENT_SYNTAX, True)
+        # A source route's domains are dropped, not checked.
+        for domain in ["a.123", "123.example", "l" * 63 + ".example", "x" + "é" * 50 + ".example"]:
+            self.assertEqual(
+                parseRcpt(f"TO:<@123:u@{domain}>".encode(), True).address, "u@" + domain
+            )
+
     def test_addressLiterals(self) -> None:
         """
         IPv4 and IPv6 address literals are accepted.
@@ -649,7 +670,11 @@ _quoted = st.lists(
     max_size=20,
 ).map(lambda parts: '"' + "".join(parts) + '"')
 _labels = st.from_regex(r"\A[A-Za-z0-9_]([A-Za-z0-9_-]{0,10}[A-Za-z0-9_])?\Z")
-_domains = st.lists(_labels, min_size=1, max_size=5).map(".".join)
+_domains = (
+    st.lists(_labels, min_size=1, max_size=5)
+    .map(".".join)
+    .filter(lambda d: re.fullmatch("[0-9.]+", d) is None)
+)
 _literals = st.one_of(
     st.ip_addresses(v=4).map(lambda a: f"[{a}]"),
     st.ip_addresses(v=6).map(lambda a: f"[IPv6:{a}]"),
@@ -763,7 +788,7 @@ _edgeDomain = st.one_of(
     _domains,
     _literals,
     st.text(alphabet="ab.-_[]é", min_size=0, max_size=6),
-    st.integers(180, 200).map(lambda n: "d" * 63 + "." + "e" * (n - 64)),
+    st.integers(180, 200).map(lambda n: "d" * 63 + "." + "e" * 63 + "." + "f" * (n - 128)),
 )
 _edgePaths = st.one_of(
     st.builds(
@@ -773,10 +798,10 @@ _edgePaths = st.one_of(
         _edgeDomain,
         st.sampled_from([">", "> SIZE=10", ">x", "> ", "", ">>", "> NOTIFY=NEVER"]),
     ),
-    # Plain paths whose local part is 62 to 67 octets and whose whole is
-    # 253 to 263.
+    # Plain paths whose local part is 62 to 67 octets, whose whole is 253
+    # to 263 and whose last label is 58 to 65.
     st.builds(
-        lambda local, domain: f"<{'l' * local}@{'d' * 63}.{'e' * domain}>",
+        lambda local, domain: f"<{'l' * local}@{'d' * 63}.{'e' * 63}.{'f' * (domain - 64)}>",
         st.integers(62, 67),
         st.integers(122, 129),
     ),
@@ -822,7 +847,7 @@ class ShortcutTests(SynchronousTestCase):
         A plain path is parsed by the shortcut alone, parameters or not, up
         to the length limits; beyond them, the full grammar refuses it.
         """
-        local, domain = "l" * 64, "d" * 63 + "." + "e" * 125
+        local, domain = "l" * 64, "d" * 63 + "." + "e" * 63 + "." + "f" * 61
         self.assertEqual(len(f"<{local}@{domain}>"), 256)
         with mock.patch.object(_address, "_PATH", _NEVER):
             self.assertEqual(

@@ -48,6 +48,9 @@ from twisted_smtpd._core.session import Address, AddressDSN, EnvelopeDSN
 MAX_LOCAL_PART = 64
 MAX_DOMAIN = 255
 MAX_PATH = 256
+# RFC 1035 section 2.3.4: a label is at most 63 octets (a non-ASCII one
+# counted as its A-label, RFC 5890 section 2.3.2.1).
+MAX_LABEL = 63
 # RFC 3461 sections 4.2 and 4.4.
 MAX_ENVID = 100
 MAX_ORCPT = 500
@@ -97,6 +100,9 @@ _SIMPLE_PATH = re.compile(
     + _ASCII_LABEL
     + ")*>"
 )
+# A domain of digits and dots only reads as an IP address or a number (RFC
+# 1123 section 2.1: no host name has that form); Postfix refuses it too.
+_NUMERIC_DOMAIN = re.compile("[0-9.]+")
 _LENIENT_KEYWORD = {
     "FROM": re.compile("FROM *: *", re.IGNORECASE),
     "TO": re.compile("TO *: *", re.IGNORECASE),
@@ -334,7 +340,10 @@ def _parsePath(text: str, reverse: bool, badSyntax: Reply, lenient: bool) -> tup
         if end <= MAX_PATH and text.index("@") <= MAX_LOCAL_PART + 1:
             if end < len(text) and text[end] != " ":
                 raise CommandError(badSyntax)
-            return text[1 : end - 1], text[end + 1 :]
+            mailbox = text[1 : end - 1]
+            if not _validDomainName(mailbox[mailbox.index("@") + 1 :]):
+                raise CommandError(badSyntax)
+            return mailbox, text[end + 1 :]
     match = _PATH.match(text)
     if match is not None:
         end = match.end()
@@ -378,9 +387,36 @@ def _mailbox(match: re.Match[str], badSyntax: Reply) -> str:
         domainSize = len(domain.encode("utf-8"))
     if pathSize > MAX_PATH or localSize > MAX_LOCAL_PART or domainSize > MAX_DOMAIN:
         raise CommandError(PATH_TOO_LONG)
-    if domain.startswith("[") and not _validLiteral(domain[1:-1]):
+    if domain.startswith("["):
+        if not _validLiteral(domain[1:-1]):
+            raise CommandError(badSyntax)
+    elif not _validDomainName(domain):
         raise CommandError(badSyntax)
     return local + "@" + domain
+
+
+def _validDomainName(domain: str) -> bool:
+    """
+    Whether C{domain}, which matched the path grammar's C{Domain}, can be a
+    name in the DNS: no label longer than L{MAX_LABEL} octets, and not made
+    of digits and dots only (C{123}, C{192.0.2.1}: an address is written as
+    an address literal, C{[192.0.2.1]}), as Postfix checks it.
+    """
+    if _NUMERIC_DOMAIN.fullmatch(domain) is not None:
+        return False
+    if len(domain) <= MAX_LABEL and domain.isascii():
+        return True
+    return all(_labelSize(label) <= MAX_LABEL for label in domain.split("."))
+
+
+def _labelSize(label: str) -> int:
+    """
+    The length in octets of C{label} in the DNS: its A-label's (C{xn--}
+    and its Punycode, RFC 3492) when it is not ASCII.
+    """
+    if label.isascii():
+        return len(label)
+    return 4 + len(label.lower().encode("punycode"))
 
 
 def literalAddress(domain: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
