@@ -447,6 +447,25 @@ class MailParameterTests(MailTestCase):
         for bad in [b"a+", b"a+2", b"a+2b", b"a+GG", b"+FF"]:
             self.assertMailRefused(b"FROM:<> ENVID=" + bad, replies.BAD_ENVID)
 
+    def test_xtextControlCharacters(self) -> None:
+        """
+        An ENVID, ORCPT or AUTH whose xtext stands for a control character
+        (C0, DEL, C1) gets its 501 (RFC 3461 sections 4.2 and 4.4 want
+        printable text before encoding): it would reach handlers, DSNs and
+        next hops decoded.  Postfix refuses such an ENVID.  A space, C{+},
+        C{=} and a UTF-8 letter (as the relay sends a UTF-8 ENVID to a next
+        hop without SMTPUTF8) are accepted.
+        """
+        for bad in [b"+00", b"a+0D+0Ab", b"+09", b"+1F", b"+7F", b"+C2+85", b"x+2B+0A"]:
+            self.assertMailRefused(b"FROM:<> ENVID=" + bad, replies.BAD_ENVID)
+            self.assertMailRefused(b"FROM:<> AUTH=a" + bad + b"@b", replies.BAD_AUTH_PARAMETER)
+            orcpt = b"TO:<a@b> ORCPT=rfc822;a" + bad + b"@b"
+            self.assertRcptRefused(orcpt, replies.BAD_ORCPT)
+        envid = parseMail(b"FROM:<> ENVID=+20+2B+3D+7E+C3+A9").dsn.envid
+        self.assertEqual(envid, " +=~\u00e9")
+        address = parseRcpt(b"TO:<a@b> ORCPT=rfc822;+C3+A9+20@b", False)
+        self.assertEqual(address.dsn, AddressDSN((), "rfc822;\u00e9 @b"))
+
     def test_auth(self) -> None:
         """
         AUTH takes C{<>} or an xtext mailbox, returned decoded (RFC 4954
@@ -686,14 +705,18 @@ def _case(keyword: str, flips: int) -> str:
     return "".join(c.lower() if flips >> i & 1 else c for i, c in enumerate(keyword))
 
 
+# What xtext parameters may stand for: anything but control characters.
+_printable = st.characters(exclude_categories=("Cc", "Cs"))
 _mailParameters: dict[str, st.SearchStrategy[str | None]] = {
     "SIZE": st.integers(0, 10**20 - 1).map(str),
     "BODY": st.sampled_from(["7BIT", "8BITMIME", "BINARYMIME", "8bitmime"]),
     "SMTPUTF8": st.none(),
     "REQUIRETLS": st.none(),
     "RET": st.sampled_from(["FULL", "HDRS", "hdrs"]),
-    "ENVID": st.text(min_size=1, max_size=15).map(encodeXtext).filter(lambda v: len(v) <= 100),
-    "AUTH": st.one_of(st.just("<>"), st.text(min_size=1, max_size=15).map(encodeXtext)),
+    "ENVID": st.text(_printable, min_size=1, max_size=15)
+    .map(encodeXtext)
+    .filter(lambda v: len(v) <= 100),
+    "AUTH": st.one_of(st.just("<>"), st.text(_printable, min_size=1, max_size=15).map(encodeXtext)),
 }
 
 
@@ -727,7 +750,7 @@ class RoundTripTests(SynchronousTestCase):
             self.assertEqual(str(request.size), expected["SIZE"])
 
     @PROPERTY
-    @given(_mailboxes, st.text(min_size=1, max_size=30))
+    @given(_mailboxes, st.text(_printable, min_size=1, max_size=30))
     def test_rcpt(self, mailbox: str, original: str) -> None:
         """
         C{TO:<mailbox> ORCPT=rfc822;xtext} parses to the same mailbox and the

@@ -483,10 +483,21 @@ def _isDigits(value: str) -> bool:
 
 
 def _xtext(value: str, bad: Reply) -> str:
+    """
+    Decode the xtext of C{ENVID}, C{ORCPT} or C{AUTH}, refusing a value
+    that stands for a control character: RFC 3461 sections 4.2 and 4.4 want
+    printable text before encoding, and RFC 4954 section 5 an address.
+    """
+    if "+" not in value:
+        # The argument holds no raw control character (L{_decode}).
+        return value
     try:
-        return decodeXtext(value)
+        decoded = decodeXtext(value)
     except ValueError:
         raise CommandError(bad) from None
+    if CONTROL.search(decoded) is not None:
+        raise CommandError(bad)
+    return decoded
 
 
 def _parseNotify(value: str) -> tuple[str, ...]:
