@@ -183,6 +183,20 @@ class MailPathTests(MailTestCase):
                 parseRcpt(f"TO:<@123:u@{domain}>".encode(), True).address, "u@" + domain
             )
 
+    def test_domainsWithSpacesOrFormatCharacters(self) -> None:
+        """
+        A non-ASCII domain holding a space, a separator or a format
+        character (a no-break space, a line separator, a zero-width space, a
+        right-to-left override), which no U-label holds (RFC 6531 section
+        3.3, RFC 5892), gets 501, as from Postfix.  The zero-width joiners,
+        which IDNA2008 allows in context, are accepted.
+        """
+        for domain in ["192.0\u00a0.2.1", "a\u2028b.example", "a\u200bb.example", "x\u202e.com"]:
+            argument = f"TO:<u@{domain}>".encode()
+            self.assertRcptRefused(argument, replies.BAD_RECIPIENT_SYNTAX, True)
+        joined = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645.example"
+        self.assertEqual(parseRcpt(f"TO:<u@{joined}>".encode(), True).address, "u@" + joined)
+
     def test_addressLiterals(self) -> None:
         """
         IPv4 and IPv6 address literals are accepted.

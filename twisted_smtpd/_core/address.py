@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 
 from attrs import frozen
 
@@ -103,6 +104,12 @@ _SIMPLE_PATH = re.compile(
 # A domain of digits and dots only reads as an IP address or a number (RFC
 # 1123 section 2.1: no host name has that form); Postfix refuses it too.
 _NUMERIC_DOMAIN = re.compile("[0-9.]+")
+# Unicode categories IDNA2008 disallows in U-labels (RFC 5892 section 2.6):
+# spaces, line and paragraph separators, format characters (bidi overrides,
+# zero-width spaces), except the two joiners it allows in context (U+200C
+# and U+200D, RFC 5892 appendix A.1 and A.2).
+_NOT_IN_U_LABELS = frozenset({"Zs", "Zl", "Zp", "Cf"})
+_JOINERS = "\u200c\u200d"
 _LENIENT_KEYWORD = {
     "FROM": re.compile("FROM *: *", re.IGNORECASE),
     "TO": re.compile("TO *: *", re.IGNORECASE),
@@ -400,12 +407,21 @@ def _validDomainName(domain: str) -> bool:
     Whether C{domain}, which matched the path grammar's C{Domain}, can be a
     name in the DNS: no label longer than L{MAX_LABEL} octets, and not made
     of digits and dots only (C{123}, C{192.0.2.1}: an address is written as
-    an address literal, C{[192.0.2.1]}), as Postfix checks it.
+    an address literal, C{[192.0.2.1]}), and no space, separator or format
+    character (U+00A0, U+200B, U+202E), which no U-label holds (RFC 6531
+    section 3.3, RFC 5892), as Postfix checks it.
     """
     if _NUMERIC_DOMAIN.fullmatch(domain) is not None:
         return False
-    if len(domain) <= MAX_LABEL and domain.isascii():
-        return True
+    if domain.isascii():
+        if len(domain) <= MAX_LABEL:
+            return True
+    elif any(
+        unicodedata.category(c) in _NOT_IN_U_LABELS and c not in _JOINERS
+        for c in domain
+        if not c.isascii()
+    ):
+        return False
     return all(_labelSize(label) <= MAX_LABEL for label in domain.split("."))
 
 
