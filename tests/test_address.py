@@ -162,6 +162,41 @@ class MailPathTests(MailTestCase):
         ]:
             self.assertEqual(self.mailbox(f"FROM:<u@{domain}>".encode()), "u@" + domain)
 
+    def test_domainsThatCannotBeNames(self) -> None:
+        """
+        A domain of digits and dots only, which reads as an IP address or a
+        number, and a domain with a label over 63 octets (RFC 1035 section
+        2.3.4; a non-ASCII label counted as its A-label) get 501
+        BAD_SENDER_SYNTAX and BAD_RECIPIENT_SYNTAX, as from Postfix.
+        """
+        names = ["123", "192.0.2.1", "1.2.3.4.5", "l" * 64 + ".example", "a." + "l" * 64]
+        for domain in names:
+            self.assertMailRefused(f"FROM:<u@{domain}>".encode(), replies.BAD_SENDER_SYNTAX)
+            self.assertMailRefused(f'FROM:<"u v"@{domain}>'.encode(), replies.BAD_SENDER_SYNTAX)
+            self.assertRcptRefused(f"TO:<u@{domain}>".encode(), replies.BAD_RECIPIENT_SYNTAX)
+        # Sixty non-ASCII letters: 120 octets, an A-label of 66.
+        long = "é" * 60 + ".example"
+        self.assertRcptRefused(f"TO:<u@{long}>".encode(), replies.BAD_RECIPIENT_SYNTAX, True)
+        # A source route's domains are dropped, not checked.
+        for domain in ["a.123", "123.example", "l" * 63 + ".example", "x" + "é" * 50 + ".example"]:
+            self.assertEqual(
+                parseRcpt(f"TO:<@123:u@{domain}>".encode(), True).address, "u@" + domain
+            )
+
+    def test_domainsWithSpacesOrFormatCharacters(self) -> None:
+        """
+        A non-ASCII domain holding a space, a separator or a format
+        character (a no-break space, a line separator, a zero-width space, a
+        right-to-left override), which no U-label holds (RFC 6531 section
+        3.3, RFC 5892), gets 501, as from Postfix.  The zero-width joiners,
+        which IDNA2008 allows in context, are accepted.
+        """
+        for domain in ["192.0\u00a0.2.1", "a\u2028b.example", "a\u200bb.example", "x\u202e.com"]:
+            argument = f"TO:<u@{domain}>".encode()
+            self.assertRcptRefused(argument, replies.BAD_RECIPIENT_SYNTAX, True)
+        joined = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645.example"
+        self.assertEqual(parseRcpt(f"TO:<u@{joined}>".encode(), True).address, "u@" + joined)
+
     def test_addressLiterals(self) -> None:
         """
         IPv4 and IPv6 address literals are accepted.
@@ -426,6 +461,25 @@ class MailParameterTests(MailTestCase):
         for bad in [b"a+", b"a+2", b"a+2b", b"a+GG", b"+FF"]:
             self.assertMailRefused(b"FROM:<> ENVID=" + bad, replies.BAD_ENVID)
 
+    def test_xtextControlCharacters(self) -> None:
+        """
+        An ENVID, ORCPT or AUTH whose xtext stands for a control character
+        (C0, DEL, C1) gets its 501 (RFC 3461 sections 4.2 and 4.4 want
+        printable text before encoding): it would reach handlers, DSNs and
+        next hops decoded.  Postfix refuses such an ENVID.  A space, C{+},
+        C{=} and a UTF-8 letter (as the relay sends a UTF-8 ENVID to a next
+        hop without SMTPUTF8) are accepted.
+        """
+        for bad in [b"+00", b"a+0D+0Ab", b"+09", b"+1F", b"+7F", b"+C2+85", b"x+2B+0A"]:
+            self.assertMailRefused(b"FROM:<> ENVID=" + bad, replies.BAD_ENVID)
+            self.assertMailRefused(b"FROM:<> AUTH=a" + bad + b"@b", replies.BAD_AUTH_PARAMETER)
+            orcpt = b"TO:<a@b> ORCPT=rfc822;a" + bad + b"@b"
+            self.assertRcptRefused(orcpt, replies.BAD_ORCPT)
+        envid = parseMail(b"FROM:<> ENVID=+20+2B+3D+7E+C3+A9").dsn.envid
+        self.assertEqual(envid, " +=~\u00e9")
+        address = parseRcpt(b"TO:<a@b> ORCPT=rfc822;+C3+A9+20@b", False)
+        self.assertEqual(address.dsn, AddressDSN((), "rfc822;\u00e9 @b"))
+
     def test_auth(self) -> None:
         """
         AUTH takes C{<>} or an xtext mailbox, returned decoded (RFC 4954
@@ -649,7 +703,11 @@ _quoted = st.lists(
     max_size=20,
 ).map(lambda parts: '"' + "".join(parts) + '"')
 _labels = st.from_regex(r"\A[A-Za-z0-9_]([A-Za-z0-9_-]{0,10}[A-Za-z0-9_])?\Z")
-_domains = st.lists(_labels, min_size=1, max_size=5).map(".".join)
+_domains = (
+    st.lists(_labels, min_size=1, max_size=5)
+    .map(".".join)
+    .filter(lambda d: re.fullmatch("[0-9.]+", d) is None)
+)
 _literals = st.one_of(
     st.ip_addresses(v=4).map(lambda a: f"[{a}]"),
     st.ip_addresses(v=6).map(lambda a: f"[IPv6:{a}]"),
@@ -661,14 +719,18 @@ def _case(keyword: str, flips: int) -> str:
     return "".join(c.lower() if flips >> i & 1 else c for i, c in enumerate(keyword))
 
 
+# What xtext parameters may stand for: anything but control characters.
+_printable = st.characters(exclude_categories=("Cc", "Cs"))
 _mailParameters: dict[str, st.SearchStrategy[str | None]] = {
     "SIZE": st.integers(0, 10**20 - 1).map(str),
     "BODY": st.sampled_from(["7BIT", "8BITMIME", "BINARYMIME", "8bitmime"]),
     "SMTPUTF8": st.none(),
     "REQUIRETLS": st.none(),
     "RET": st.sampled_from(["FULL", "HDRS", "hdrs"]),
-    "ENVID": st.text(min_size=1, max_size=15).map(encodeXtext).filter(lambda v: len(v) <= 100),
-    "AUTH": st.one_of(st.just("<>"), st.text(min_size=1, max_size=15).map(encodeXtext)),
+    "ENVID": st.text(_printable, min_size=1, max_size=15)
+    .map(encodeXtext)
+    .filter(lambda v: len(v) <= 100),
+    "AUTH": st.one_of(st.just("<>"), st.text(_printable, min_size=1, max_size=15).map(encodeXtext)),
 }
 
 
@@ -702,7 +764,7 @@ class RoundTripTests(SynchronousTestCase):
             self.assertEqual(str(request.size), expected["SIZE"])
 
     @PROPERTY
-    @given(_mailboxes, st.text(min_size=1, max_size=30))
+    @given(_mailboxes, st.text(_printable, min_size=1, max_size=30))
     def test_rcpt(self, mailbox: str, original: str) -> None:
         """
         C{TO:<mailbox> ORCPT=rfc822;xtext} parses to the same mailbox and the
@@ -763,7 +825,7 @@ _edgeDomain = st.one_of(
     _domains,
     _literals,
     st.text(alphabet="ab.-_[]é", min_size=0, max_size=6),
-    st.integers(180, 200).map(lambda n: "d" * 63 + "." + "e" * (n - 64)),
+    st.integers(180, 200).map(lambda n: "d" * 63 + "." + "e" * 63 + "." + "f" * (n - 128)),
 )
 _edgePaths = st.one_of(
     st.builds(
@@ -773,10 +835,10 @@ _edgePaths = st.one_of(
         _edgeDomain,
         st.sampled_from([">", "> SIZE=10", ">x", "> ", "", ">>", "> NOTIFY=NEVER"]),
     ),
-    # Plain paths whose local part is 62 to 67 octets and whose whole is
-    # 253 to 263.
+    # Plain paths whose local part is 62 to 67 octets, whose whole is 253
+    # to 263 and whose last label is 58 to 65.
     st.builds(
-        lambda local, domain: f"<{'l' * local}@{'d' * 63}.{'e' * domain}>",
+        lambda local, domain: f"<{'l' * local}@{'d' * 63}.{'e' * 63}.{'f' * (domain - 64)}>",
         st.integers(62, 67),
         st.integers(122, 129),
     ),
@@ -822,7 +884,7 @@ class ShortcutTests(SynchronousTestCase):
         A plain path is parsed by the shortcut alone, parameters or not, up
         to the length limits; beyond them, the full grammar refuses it.
         """
-        local, domain = "l" * 64, "d" * 63 + "." + "e" * 125
+        local, domain = "l" * 64, "d" * 63 + "." + "e" * 63 + "." + "f" * 61
         self.assertEqual(len(f"<{local}@{domain}>"), 256)
         with mock.patch.object(_address, "_PATH", _NEVER):
             self.assertEqual(

@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests import replies
 from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.grammar import PARAMETER_ALLOWANCE
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd._serving import flow
@@ -364,6 +365,29 @@ class CommandTests(SynchronousTestCase):
         """
         out = self.send(b"NOOP " + b"x" * 600 + b"\r\nNOOP\r\n")
         self.assertEqual(out, replies.LINE_TOO_LONG + replies.OK)
+
+    def test_parametersLengthenMailAndRcpt(self) -> None:
+        """
+        MAIL and RCPT lines may pass the command limit by what their ESMTP
+        parameters add (RFC 5321 section 4.5.3.1.4): a 500-character AUTH
+        (RFC 4954 section 5) with SIZE, BODY, RET and a 100-character ENVID
+        (RFC 3461), a 500-character ORCPT with NOTIFY; as Postfix accepts
+        them.  Past L{PARAMETER_ALLOWANCE} more, they get 500.
+        """
+        path = b"<" + b"l" * 64 + b"@" + b"d" * 63 + b".example>"
+        mail = (
+            b"MAIL FROM:" + path + b" SIZE=12345678901234567890 BODY=8BITMIME RET=HDRS"
+            b" ENVID=" + b"e" * 100 + b" AUTH=" + b"a" * 488 + b"@example.com SMTPUTF8"
+        )
+        rcpt = b"RCPT TO:" + path + b" NOTIFY=SUCCESS,FAILURE,DELAY ORCPT=rfc822;"
+        rcpt += b"o" * (500 - len(b"rfc822;") - len(b"@example.com")) + b"@example.com"
+        self.assertGreater(len(mail), 800)
+        self.assertGreater(len(rcpt), 600)
+        out = self.send(b"EHLO c\r\n" + mail + b"\r\n" + rcpt + b"\r\n", size=0)
+        self.assertTrue(out.endswith(replies.MAIL_OK + replies.RCPT_OK), out)
+        tooLong = b"MAIL FROM:<a@b.example> X=" + b"x" * (512 + PARAMETER_ALLOWANCE)
+        out = self.send(b"EHLO c\r\n" + tooLong + b"\r\nNOOP " + b"x" * 600 + b"\r\n")
+        self.assertTrue(out.endswith(replies.LINE_TOO_LONG * 2), out)
 
     def test_lineTooLongWithoutEnd(self) -> None:
         """

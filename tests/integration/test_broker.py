@@ -114,7 +114,7 @@ class BrokerTests(TestCase):
                 client.ehlo("client.example")
                 client.mail("a@example.com")
                 for index in range(1000):
-                    recipient = f"{'a' * 60}{index:04d}@{'d' * 181}.example"
+                    recipient = f"{'a' * 60}{index:04d}@{'d' * 60}.{'d' * 60}.{'d' * 59}.example"
                     reply = client.rcpt(recipient)
                     if reply[0] != 250:
                         break

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 
 from attrs import frozen
 
@@ -48,6 +49,9 @@ from twisted_smtpd._core.session import Address, AddressDSN, EnvelopeDSN
 MAX_LOCAL_PART = 64
 MAX_DOMAIN = 255
 MAX_PATH = 256
+# RFC 1035 section 2.3.4: a label is at most 63 octets (a non-ASCII one
+# counted as its A-label, RFC 5890 section 2.3.2.1).
+MAX_LABEL = 63
 # RFC 3461 sections 4.2 and 4.4.
 MAX_ENVID = 100
 MAX_ORCPT = 500
@@ -97,6 +101,15 @@ _SIMPLE_PATH = re.compile(
     + _ASCII_LABEL
     + ")*>"
 )
+# A domain of digits and dots only reads as an IP address or a number (RFC
+# 1123 section 2.1: no host name has that form); Postfix refuses it too.
+_NUMERIC_DOMAIN = re.compile("[0-9.]+")
+# Unicode categories IDNA2008 disallows in U-labels (RFC 5892 section 2.6):
+# spaces, line and paragraph separators, format characters (bidi overrides,
+# zero-width spaces), except the two joiners it allows in context (U+200C
+# and U+200D, RFC 5892 appendix A.1 and A.2).
+_NOT_IN_U_LABELS = frozenset({"Zs", "Zl", "Zp", "Cf"})
+_JOINERS = "\u200c\u200d"
 _LENIENT_KEYWORD = {
     "FROM": re.compile("FROM *: *", re.IGNORECASE),
     "TO": re.compile("TO *: *", re.IGNORECASE),
@@ -334,7 +347,10 @@ def _parsePath(text: str, reverse: bool, badSyntax: Reply, lenient: bool) -> tup
         if end <= MAX_PATH and text.index("@") <= MAX_LOCAL_PART + 1:
             if end < len(text) and text[end] != " ":
                 raise CommandError(badSyntax)
-            return text[1 : end - 1], text[end + 1 :]
+            mailbox = text[1 : end - 1]
+            if not _validDomainName(mailbox[mailbox.index("@") + 1 :]):
+                raise CommandError(badSyntax)
+            return mailbox, text[end + 1 :]
     match = _PATH.match(text)
     if match is not None:
         end = match.end()
@@ -378,9 +394,45 @@ def _mailbox(match: re.Match[str], badSyntax: Reply) -> str:
         domainSize = len(domain.encode("utf-8"))
     if pathSize > MAX_PATH or localSize > MAX_LOCAL_PART or domainSize > MAX_DOMAIN:
         raise CommandError(PATH_TOO_LONG)
-    if domain.startswith("[") and not _validLiteral(domain[1:-1]):
+    if domain.startswith("["):
+        if not _validLiteral(domain[1:-1]):
+            raise CommandError(badSyntax)
+    elif not _validDomainName(domain):
         raise CommandError(badSyntax)
     return local + "@" + domain
+
+
+def _validDomainName(domain: str) -> bool:
+    """
+    Whether C{domain}, which matched the path grammar's C{Domain}, can be a
+    name in the DNS: no label longer than L{MAX_LABEL} octets, and not made
+    of digits and dots only (C{123}, C{192.0.2.1}: an address is written as
+    an address literal, C{[192.0.2.1]}), and no space, separator or format
+    character (U+00A0, U+200B, U+202E), which no U-label holds (RFC 6531
+    section 3.3, RFC 5892), as Postfix checks it.
+    """
+    if _NUMERIC_DOMAIN.fullmatch(domain) is not None:
+        return False
+    if domain.isascii():
+        if len(domain) <= MAX_LABEL:
+            return True
+    elif any(
+        unicodedata.category(c) in _NOT_IN_U_LABELS and c not in _JOINERS
+        for c in domain
+        if not c.isascii()
+    ):
+        return False
+    return all(_labelSize(label) <= MAX_LABEL for label in domain.split("."))
+
+
+def _labelSize(label: str) -> int:
+    """
+    The length in octets of C{label} in the DNS: its A-label's (C{xn--}
+    and its Punycode, RFC 3492) when it is not ASCII.
+    """
+    if label.isascii():
+        return len(label)
+    return 4 + len(label.lower().encode("punycode"))
 
 
 def literalAddress(domain: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -447,10 +499,21 @@ def _isDigits(value: str) -> bool:
 
 
 def _xtext(value: str, bad: Reply) -> str:
+    """
+    Decode the xtext of C{ENVID}, C{ORCPT} or C{AUTH}, refusing a value
+    that stands for a control character: RFC 3461 sections 4.2 and 4.4 want
+    printable text before encoding, and RFC 4954 section 5 an address.
+    """
+    if "+" not in value:
+        # The argument holds no raw control character (L{_decode}).
+        return value
     try:
-        return decodeXtext(value)
+        decoded = decodeXtext(value)
     except ValueError:
         raise CommandError(bad) from None
+    if CONTROL.search(decoded) is not None:
+        raise CommandError(bad)
+    return decoded
 
 
 def _parseNotify(value: str) -> tuple[str, ...]:

@@ -50,6 +50,7 @@ __all__ = [
     "checkPhase",
     "decodeXtext",
     "encodeXtext",
+    "lineLimit",
     "looksLikeBdat",
     "looksLikeHTTP",
     "parseAttributes",
@@ -142,6 +143,26 @@ def parseCommand(line: bytes) -> Command:
     if verb is None:
         raise CommandError(UNKNOWN_COMMAND)
     return Command(verb, argument)
+
+
+#: How much longer than the configured limit a MAIL or RCPT line may be: ESMTP
+#: parameters raise the limit (RFC 5321 section 4.5.3.1.4), MAIL's by 500
+#: octets for AUTH (RFC 4954 section 5) plus SIZE (RFC 1870), BODY, RET and a
+#: 100-character ENVID (RFC 3461), SMTPUTF8 and REQUIRETLS, RCPT's by NOTIFY
+#: and a 500-character ORCPT (RFC 3461): each under 700 in all.
+PARAMETER_ALLOWANCE = 1024
+
+
+def lineLimit(line: bytes, maxLineLength: int) -> int:
+    """
+    The longest a command line (without its CRLF) may be in octets: the
+    configured C{maxLineLength}, more for MAIL and RCPT by
+    L{PARAMETER_ALLOWANCE}.  (AUTH lines have their own limit.)
+    """
+    word = line[:5].upper()
+    if word == b"MAIL " or word == b"RCPT ":
+        return maxLineLength + PARAMETER_ALLOWANCE
+    return maxLineLength
 
 
 _HTTP_METHODS = frozenset(

@@ -283,7 +283,8 @@ class ServerOptions:
     @ivar maxRecipients: Recipients per transaction.
     @ivar maxErrors: Error replies per connection before 421 and close.
     @ivar maxLineLength: Longest command line in bytes, CRLF excluded
-        (RFC 5321 section 4.5.3.1.4); AUTH lines may be up to 12288 bytes
+        (RFC 5321 section 4.5.3.1.4); MAIL and RCPT lines may be 1024 bytes
+        longer, for their ESMTP parameters, and AUTH lines up to 12288 bytes
         (RFC 4954 section 4).
     @ivar bareNewline: What a bare CR or LF in message text does: C{"reject"}
         the message (550), C{"normalize"} it to CRLF, or keep it as it is

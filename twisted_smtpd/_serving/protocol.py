@@ -34,6 +34,7 @@ from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.grammar import (
     Phase,
     Verb,
+    lineLimit,
     looksLikeBdat,
     looksLikeHTTP,
     parseCommand,
@@ -373,7 +374,12 @@ class SMTPProtocol(LineReceiver):
                 self._closeIfDone()
 
     def _lineReceived(self, line: bytes) -> None:
-        if len(line) > self.options.maxLineLength and not line[:5].upper().startswith(b"AUTH "):
+        limit = self.options.maxLineLength
+        if (
+            len(line) > limit
+            and len(line) > lineLimit(line, limit)
+            and not line[:5].upper().startswith(b"AUTH ")
+        ):
             self._lineTooLong(line)
             return
         try:
