@@ -40,6 +40,7 @@ from twisted_smtpd._core.replies import (
 )
 
 __all__ = [
+    "AUTH_LINE_LIMIT",
     "XCLIENT_ATTRIBUTES",
     "XFORWARD_ATTRIBUTES",
     "Command",
@@ -153,15 +154,22 @@ def parseCommand(line: bytes) -> Command:
 PARAMETER_ALLOWANCE = 1024
 
 
+#: RFC 4954 section 4: an AUTH command line (and each line of its exchange)
+#: may be up to 12288 octets.
+AUTH_LINE_LIMIT = 12288
+
+
 def lineLimit(line: bytes, maxLineLength: int) -> int:
     """
     The longest a command line (without its CRLF) may be in octets: the
     configured C{maxLineLength}, more for MAIL and RCPT by
-    L{PARAMETER_ALLOWANCE}.  (AUTH lines have their own limit.)
+    L{PARAMETER_ALLOWANCE}, and L{AUTH_LINE_LIMIT} for AUTH.
     """
     word = line[:5].upper()
     if word == b"MAIL " or word == b"RCPT ":
         return maxLineLength + PARAMETER_ALLOWANCE
+    if word == b"AUTH ":
+        return max(maxLineLength, AUTH_LINE_LIMIT)
     return maxLineLength
 
 

@@ -32,6 +32,7 @@ from zope.interface import implementer
 
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.grammar import (
+    AUTH_LINE_LIMIT,
     Phase,
     Verb,
     lineLimit,
@@ -59,8 +60,7 @@ if TYPE_CHECKING:
     from twisted_smtpd._serving.authcommand import AuthCommand
     from twisted_smtpd._serving.server import SMTPServerFactory
 
-# RFC 4954 section 4: an AUTH command line may be up to 12288 octets.
-AUTH_LINE_LIMIT = 12288
+
 # Recipients refused with 452 4.5.3 (too many) before each one more counts
 # as an error (Postfix's smtpd_recipient_overshoot_limit).
 RECIPIENT_OVERSHOOT = 1000
@@ -375,11 +375,7 @@ class SMTPProtocol(LineReceiver):
 
     def _lineReceived(self, line: bytes) -> None:
         limit = self.options.maxLineLength
-        if (
-            len(line) > limit
-            and len(line) > lineLimit(line, limit)
-            and not line[:5].upper().startswith(b"AUTH ")
-        ):
+        if len(line) > limit and len(line) > lineLimit(line, limit):
             self._lineTooLong(line)
             return
         try:
