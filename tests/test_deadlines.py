@@ -27,6 +27,7 @@ from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.session import Session
 from twisted_smtpd._serving.deadlines import CLOSE_GRACE, pendingBytes
 from twisted_smtpd._serving.limits import ClientLimits
+from twisted_smtpd._serving.logging import SessionLogger
 from twisted_smtpd._serving.protocol import SMTPProtocol
 from twisted_smtpd._serving.server import SMTPServerFactory
 from twisted_smtpd.handlers import BaseHandler
@@ -443,6 +444,31 @@ class MinDataRateTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(handler.messages, [])
         self.assertEqual(len(log.matching("192.0.2.7 data rate below 1000 bytes per 10 s")), 1)
+
+    def test_slowTransferOneLogLine(self) -> None:
+        """
+        The cut leaves one log line, its own, as the other deadlines do:
+        no C{reject} line (nor event) besides it.
+        """
+        log = LogCatcher(self)
+        proto, transport, clock, factory = connect(socketTimeout=60, minDataRate=(1000, 10))
+        events: list[str] = []
+        factory.addObserver(lambda event, session, data: events.append(event))
+        factory.addObserver(SessionLogger())
+        transaction(proto, transport)
+        proto.dataReceived(b"DATA\r\n")
+        while not transport.disconnecting:
+            proto.dataReceived(b"x" * 40)
+            clock.advance(1)
+        self.assertEqual(take(transport)[-len(TOO_SLOW) :], TOO_SLOW)
+        self.assertNotIn("reject", events)
+        self.assertEqual(
+            log.matching(f"{proto.session.id} "),
+            [
+                f"{proto.session.id} 192.0.2.7 data rate below 1000 bytes per 10 s"
+                " (400 bytes): connection closed"
+            ],
+        )
 
     def test_fastTransferPasses(self) -> None:
         """

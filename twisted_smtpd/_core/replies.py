@@ -191,7 +191,7 @@ TOO_SLOW = reply(421, "4.4.2", "Error: data transfer too slow")
 HANDLER_TIMEOUT = reply(421, "4.3.0", "Error: timeout waiting for the mail system, try again later")
 #: Replies that end a session with a log line of their own (a stop, the
 #: deadlines), not as a refusal.
-LOGGED_APART = frozenset({SHUTDOWN, TIMEOUT, HANDLER_TIMEOUT})
+LOGGED_APART = frozenset({SHUTDOWN, TIMEOUT, HANDLER_TIMEOUT, TOO_SLOW})
 TOO_MANY_ERRORS = reply(421, "4.7.0", "Too many errors, closing connection")
 HTTP_REFUSED = reply(421, "4.7.0", "This is an SMTP server, not an HTTP server")
 LOCAL_ERROR = reply(451, "4.3.0", "Error: internal error, try again later")

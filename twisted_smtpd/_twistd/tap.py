@@ -107,7 +107,11 @@ class Options(AuthOptionMixin, usage.Options):
 
     optFlags = [
         ["lmtp", None, "Speak LMTP (RFC 2033) instead of SMTP."],
-        ["request-cert", None, "Require a client certificate signed by --tls-ca."],
+        [
+            "request-cert",
+            None,
+            "Require a client certificate signed by --tls-ca (or a system CA).",
+        ],
         ["allow-insecure-auth", None, "Offer AUTH before TLS."],
         [
             "auth-optional",
@@ -156,7 +160,7 @@ class Options(AuthOptionMixin, usage.Options):
         [
             "ignored-hosts",
             None,
-            (),
+            None,
             "Client IP addresses, comma-separated, whose sessions are not logged (health checks).",
             ipList,
         ],
@@ -167,7 +171,12 @@ class Options(AuthOptionMixin, usage.Options):
             "Largest message accepted, in bytes (Postfix's default); 0 for no limit.",
         ),
         _numeric("max-clients", int, False, "Concurrent connections; 0 for no limit."),
-        _numeric("socket-timeout", float, True, "Seconds of client silence before 421."),
+        _numeric(
+            "socket-timeout",
+            float,
+            True,
+            "Seconds of client silence, replies unread or a line unfinished before 421.",
+        ),
         _numeric("close-timeout", float, False, "Seconds a stopping server waits for mail."),
         _numeric("tls-handshake-timeout", float, True, "Seconds a TLS handshake may take in all."),
         _numeric("handler-timeout", float, True, "Seconds a hook may take to answer before 421."),
@@ -209,7 +218,12 @@ class Options(AuthOptionMixin, usage.Options):
         ],
         ["tls-cert", None, None, "PEM certificate chain for STARTTLS and ssl: listeners."],
         ["tls-key", None, None, "PEM private key [default: in --tls-cert]."],
-        ["tls-ca", None, None, "PEM CA bundle that signs client certificates."],
+        [
+            "tls-ca",
+            None,
+            None,
+            "PEM CA bundle that signs client certificates [default: system CAs].",
+        ],
         ["tls-ciphers", None, None, "OpenSSL cipher string for TLS 1.2 [default: Twisted's]."],
         [
             "tls-min-version",
@@ -307,10 +321,7 @@ class Options(AuthOptionMixin, usage.Options):
         sys.exit(0)
 
     def opt_auth(self, description: str) -> None:
-        """
-        Add a checker for AUTH (see --help-auth); memory: needs users and
-        file: a readable file.
-        """
+        """Add a checker for AUTH (see --help-auth): memory:USER:PASS, file:PATH, unix."""
         checkAuth(description)
         super().opt_auth(description)
 
@@ -520,7 +531,7 @@ class Options(AuthOptionMixin, usage.Options):
         settings.update({attribute: self[flag] for flag, attribute in _NETWORKS.items()})
         settings.update({attribute: self[flag] for flag, attribute in _RATES.items()})
         settings["bareNewline"] = self["bare-newline"]
-        settings["ignoredHosts"] = tuple(self["ignored-hosts"])
+        settings["ignoredHosts"] = tuple(self["ignored-hosts"] or ())
         settings["tlsCiphers"] = self["tls-ciphers"]
         settings["tlsMinVersion"] = "TLSv" + self["tls-min-version"]
         settings["disabledCommands"] = tuple(self["disable"])
