@@ -19,6 +19,7 @@ import tempfile
 from tests.integration.helpers import (
     CLIENT_TIMEOUT,
     PROJECT,
+    RECIPIENT,
     SENDER,
     ServerTestCase,
     requireProgram,
@@ -197,6 +198,30 @@ class Fail2banTests(ServerTestCase):
         logfile = self.savedLog(output)
         self.assertEqual(self.fail2ban(logfile), 0)
         self.assertEqual(self.fail2ban(logfile, "aggressive"), 2)
+
+    def test_slowTransferFound(self) -> None:
+        """
+        A message cut for C{--min-data-rate} leaves one line, which the
+        aggressive mode finds and the normal one leaves alone.
+        """
+        self.startServer("--sink", "--min-data-rate", "1000/1", maildir=False)
+        client = self.smtp()
+        client.ehlo()
+        client.mail(SENDER)
+        client.rcpt(RECIPIENT)
+        client.putcmd("DATA")
+        self.assertEqual(client.getreply()[0], 354)
+        client.send(b"Subject: slow\r\n")
+        self.assertEqual(client.getreply()[0], 421)
+        self.server.waitForLog(" close")
+        self.stopServer()
+        output = self.server.output
+        lines = [line for line in output.splitlines() if "data rate below" in line]
+        self.assertEqual(len(lines), 1, output)
+        self.assertNotIn(" reject: ", output)
+        logfile = self.savedLog(output)
+        self.assertEqual(self.fail2ban(logfile), 0)
+        self.assertEqual(self.fail2ban(logfile, "aggressive"), 1)
 
     def test_jsonRefusals(self) -> None:
         """
