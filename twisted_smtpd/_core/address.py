@@ -104,6 +104,7 @@ _SIMPLE_PATH = re.compile(
 # A domain of digits and dots only reads as an IP address or a number (RFC
 # 1123 section 2.1: no host name has that form); Postfix refuses it too.
 _NUMERIC_DOMAIN = re.compile("[0-9.]+")
+_DIGITS_AND_DOTS = "0123456789."
 # Unicode categories IDNA2008 disallows in U-labels (RFC 5892 section 2.6):
 # spaces, line and paragraph separators, format characters (bidi overrides,
 # zero-width spaces), except the two joiners it allows in context (U+200C
@@ -343,14 +344,18 @@ def _parsePath(text: str, reverse: bool, badSyntax: Reply, lenient: bool) -> tup
     simple = _SIMPLE_PATH.match(text)
     if simple is not None:
         end = simple.end()
+        at = text.index("@")
         # Its lengths are in characters, which are octets here.
-        if end <= MAX_PATH and text.index("@") <= MAX_LOCAL_PART + 1:
+        if end <= MAX_PATH and at <= MAX_LOCAL_PART + 1:
             if end < len(text) and text[end] != " ":
                 raise CommandError(badSyntax)
-            mailbox = text[1 : end - 1]
-            if not _validDomainName(mailbox[mailbox.index("@") + 1 :]):
+            domain = text[at + 1 : end - 1]
+            # Most domains are one short enough for a label, with a letter.
+            if (len(domain) > MAX_LABEL or not domain.strip(_DIGITS_AND_DOTS)) and (
+                not _validDomainName(domain)
+            ):
                 raise CommandError(badSyntax)
-            return mailbox, text[end + 1 :]
+            return text[1 : end - 1], text[end + 1 :]
     match = _PATH.match(text)
     if match is not None:
         end = match.end()
