@@ -211,7 +211,7 @@ class ChainTests(SynchronousTestCase):
             ],
         )
         # Nothing is kept for either session.
-        self.assertEqual((chain._running, chain._ended), ({}, set()))
+        self.assertEqual((chain._work._running, chain._work._ended), ({}, set()))
 
     def test_asyncRefusal(self) -> None:
         """

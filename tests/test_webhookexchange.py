@@ -407,7 +407,8 @@ class SessionEndTests(SynchronousTestCase):
         self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
         lines = [formatEvent(e) for e in logs if e["log_level"] >= LogLevel.info]
         self.assertEqual(lines, ["s1d webhook not tried again, the session ended: HTTP 503"])
-        self.assertEqual((exchange.handler._posting, exchange.handler._ended), ({}, set()))
+        work = exchange.handler._posting
+        self.assertEqual((work._running, work._ended), ({}, set()))
 
     def test_otherSessionsRetried(self) -> None:
         """
@@ -423,7 +424,8 @@ class SessionEndTests(SynchronousTestCase):
         exchange.connect()
         exchange.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         self.assertEqual(self.successResultOf(d), "OK: queued as s1d.1")
-        self.assertEqual((exchange.handler._posting, exchange.handler._ended), ({}, set()))
+        work = exchange.handler._posting
+        self.assertEqual((work._running, work._ended), ({}, set()))
 
 
 class DescribeTests(SynchronousTestCase):

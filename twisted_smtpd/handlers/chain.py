@@ -12,6 +12,7 @@ from twisted.logger import Logger
 
 from twisted_smtpd._core.session import Address, AuthRequest, Session
 from twisted_smtpd.handlers._base import BaseHandler
+from twisted_smtpd.handlers._sessionwork import SessionWork
 from twisted_smtpd.interfaces import IMessageStream, ISMTPHandler
 
 
@@ -68,10 +69,8 @@ class ChainHandler(BaseHandler):
         self._authHandler: ISMTPHandler | None = next(
             (h for h in self._handlers if _overridesAuth(h)), None
         )
-        #: Session id to how many of its hooks are running.
-        self._running: dict[str, int] = {}
-        #: The sessions told C{onClose} while a hook of theirs was running.
-        self._ended: set[str] = set()
+        #: The hooks running for each session.
+        self._work = SessionWork()
 
     def _run(self, name: str, session: Session, *args: object) -> Deferred[object]:
         """
@@ -82,14 +81,14 @@ class ChainHandler(BaseHandler):
         @return: A L{Deferred <twisted.internet.defer.Deferred>} firing with the delivery's result.
         """
         sid = session.id
-        running = self._running
-        running[sid] = running.get(sid, 0) + 1
+        work = self._work
+        work.begin(sid)
 
         async def chain() -> object:
             result: object = None
             try:
                 for handler in self._handlers:
-                    if sid in self._ended:
+                    if work.ended(sid):
                         # The handlers left were told the session is over:
                         # a hook called now could take what nobody gives
                         # back (a session to the next hop).
@@ -97,11 +96,7 @@ class ChainHandler(BaseHandler):
                     hook: Callable[..., object] = getattr(handler, name)
                     result = await maybeDeferred(hook, *args)
             finally:
-                count = running.pop(sid) - 1
-                if count:
-                    running[sid] = count
-                else:
-                    self._ended.discard(sid)
+                work.finish(sid)
             return result
 
         return Deferred.fromCoroutine(chain())
@@ -146,8 +141,7 @@ class ChainHandler(BaseHandler):
         """
         Every handler's C{onClose}, in order, whatever each one does.
         """
-        if session.id in self._running:
-            self._ended.add(session.id)
+        self._work.close(session.id)
 
         async def closeAll() -> None:
             for handler in self._handlers:

@@ -25,6 +25,7 @@ from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Session
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._envelope import envelopeFields, envelopeJSON, messageId, sanitise
+from twisted_smtpd.handlers._sessionwork import SessionWork
 from twisted_smtpd.handlers._signedspool import SignedSpool
 from twisted_smtpd.handlers._webhookclient import (
     checkURL,
@@ -222,10 +223,8 @@ class WebhookHandler(BaseHandler):
         self._pool = makePool(reactor)
         #: The bodies of 2xx answers being read after the message's reply.
         self._draining: set[Deferred[None]] = set()
-        #: Session id to how many of its messages are being posted.
-        self._posting: dict[str, int] = {}
-        #: The sessions that ended (L{onClose}) while a message was.
-        self._ended: set[str] = set()
+        #: The messages being posted for each session.
+        self._posting = SessionWork()
         # A plain Agent: no RedirectAgent, CookieAgent or ContentDecoderAgent.
         self._agent = Agent(reactor, contextFactory=policy, pool=self._pool)
         self._cooperator = Cooperator(scheduler=self._schedule)
@@ -261,21 +260,14 @@ class WebhookHandler(BaseHandler):
         """
         A message of C{session} still being posted is not tried again.
         """
-        if session.id in self._posting:
-            self._ended.add(session.id)
+        self._posting.close(session.id)
 
     async def _deliver(self, stream: IMessageStream, session: Session) -> str:
-        sid = session.id
-        posting = self._posting
-        posting[sid] = posting.get(sid, 0) + 1
+        self._posting.begin(session.id)
         try:
             return await self._spoolAndPost(stream, session)
         finally:
-            count = posting.pop(sid) - 1
-            if count:
-                posting[sid] = count
-            else:
-                self._ended.discard(sid)
+            self._posting.finish(session.id)
 
     async def _spoolAndPost(self, stream: IMessageStream, session: Session) -> str:
         fields = envelopeFields(session)
@@ -313,7 +305,7 @@ class WebhookHandler(BaseHandler):
         problem = ""
         while True:
             attempt += 1
-            if attempt > 1 and session.id in self._ended:
+            if attempt > 1 and self._posting.ended(session.id):
                 self._log.info(
                     "{session} webhook not tried again, the session ended: {problem}",
                     session=session.id,
