@@ -364,6 +364,8 @@ class LenientMailTests(MailTestCase):
         """
         self.assertMailRefused(b"FROM:a", replies.BAD_SENDER_SYNTAX, True)
         self.assertMailRefused(b"FROM:", replies.BAD_SENDER_SYNTAX, True)
+        # A lone bracket is no path missing its end: not the null sender.
+        self.assertMailRefused(b"FROM:<", replies.BAD_SENDER_SYNTAX, True)
         self.assertMailRefused(b"FROM:a@example.com>", replies.BAD_SENDER_SYNTAX, True)
         self.assertMailRefused(b"<a@example.com>", replies.MAIL_SYNTAX, True)
         self.assertRcptRefused(b"TO:", replies.BAD_RECIPIENT_SYNTAX, lenient=True)

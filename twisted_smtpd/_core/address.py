@@ -364,7 +364,9 @@ def _parsePath(text: str, reverse: bool, badSyntax: Reply, lenient: bool) -> tup
         end, mailbox = 2, ""
     elif not reverse and text[:12].lower() == "<postmaster>":
         end, mailbox = 12, text[1:11]
-    elif lenient and ">" not in text and " " not in text:
+    elif lenient and ">" not in text and " " not in text and text != "<":
+        # A path missing its closing bracket (a lone one is no path, not
+        # the null sender).
         return _parseWhole(text + ">", reverse, badSyntax), ""
     else:
         raise CommandError(badSyntax)
