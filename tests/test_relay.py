@@ -180,6 +180,20 @@ class RelayTests(TestCase):
         self.frontServer, frontPort = await startServer(self, self.handler, **(frontOptions or {}))
         return frontPort
 
+    def firstClose(self) -> Deferred[None]:
+        """
+        A L{Deferred} firing when the front server's first session closes.
+        """
+        closed: Deferred[None] = Deferred()
+
+        def observe(event: str, session: Session, data: object) -> None:
+            if not closed.called:
+                closed.callback(None)
+
+        observe.events = {"close"}  # type: ignore[attr-defined]
+        self.frontServer.addObserver(observe)
+        return closed
+
     async def test_relayed(self) -> None:
         """
         The smarthost gets the message byte for byte with its envelope; the
@@ -323,14 +337,7 @@ class RelayTests(TestCase):
                 return gate
 
         port = await self.front(SlowMail(), maxSessions=1, timeout=5)
-        closed: Deferred[None] = Deferred()
-
-        def observe(event: str, session: Session, data: object) -> None:
-            if not closed.called:
-                closed.callback(None)
-
-        observe.events = {"close"}  # type: ignore[attr-defined]
-        self.frontServer.addObserver(observe)
+        closed = self.firstClose()
         leaving = await endpointFor(port).connect(Factory.forProtocol(Protocol))
         leaving.transport.write(b"EHLO client.example\r\nMAIL FROM:<alice@example.com>\r\n")
         await reached
@@ -363,14 +370,7 @@ class RelayTests(TestCase):
 
         smarthost = SlowRcpt()
         port = await self.front(smarthost, maxSessions=2, timeout=5)
-        closed: Deferred[None] = Deferred()
-
-        def observe(event: str, session: Session, data: object) -> None:
-            if not closed.called:
-                closed.callback(None)
-
-        observe.events = {"close"}  # type: ignore[attr-defined]
-        self.frontServer.addObserver(observe)
+        closed = self.firstClose()
         leaving = await endpointFor(port).connect(Factory.forProtocol(Protocol))
         leaving.transport.write(
             b"EHLO client.example\r\nMAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.org>\r\n"
