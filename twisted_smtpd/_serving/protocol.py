@@ -41,7 +41,7 @@ from twisted_smtpd._core.grammar import (
     parseCommand,
 )
 from twisted_smtpd._core.options import ServerOptions
-from twisted_smtpd._core.replies import CommandError, Reply, formatReply
+from twisted_smtpd._core.replies import CommandError, Reply
 from twisted_smtpd._core.session import Session, hostPort, newSessionId
 from twisted_smtpd._serving import commands as _commands
 from twisted_smtpd._serving import flow as _flow
@@ -50,9 +50,9 @@ from twisted_smtpd._serving import greeting as _greeting
 from twisted_smtpd._serving import tlscommand as _tlscommand
 from twisted_smtpd._serving import transaction as _transaction
 from twisted_smtpd._serving.deadlines import Times, lineStarted, waitForHandler
-from twisted_smtpd._serving.flow import PAUSE_HOOK, PAUSE_STREAM, PAUSE_WRITE, writeThrough
+from twisted_smtpd._serving.flow import PAUSE_HOOK, PAUSE_STREAM, PAUSE_WRITE
 from twisted_smtpd._serving.hooks import runCloseHook, runHook
-from twisted_smtpd._serving.logging import refusal
+from twisted_smtpd._serving.output import SessionOutput
 from twisted_smtpd._serving.receiving import MessageReceiver
 from twisted_smtpd.interfaces import ISMTPHandler
 
@@ -61,15 +61,8 @@ if TYPE_CHECKING:
     from twisted_smtpd._serving.server import SMTPServerFactory
 
 
-# Recipients refused with 452 4.5.3 (too many) before each one more counts
-# as an error (Postfix's smtpd_recipient_overshoot_limit).
-RECIPIENT_OVERSHOOT = 1000
-# Replies to pipelined commands written at once, at most.
-REPLY_BATCH = 64
-
-
 @implementer(IHandshakeListener, IHalfCloseableProtocol)
-class SMTPProtocol(LineReceiver):
+class SMTPProtocol(SessionOutput, LineReceiver):
     """
     One SMTP or LMTP session.
 
@@ -511,125 +504,6 @@ class SMTPProtocol(LineReceiver):
     def logFailure(self, failure: Failure, hookName: str) -> None:
         self.log.failure("{session} {hook} failed", failure, session=self.session.id, hook=hookName)
         self.emit("error", hook=hookName)
-
-    # -- output and state ------------------------------------------------------
-
-    def reply(self, reply: Reply) -> None:
-        data = self._wire.get(reply)
-        if data is None:
-            data = formatReply(reply, self._enhanced)
-            if len(self._wire) < 512:
-                self._wire[reply] = data
-        if self._processing:
-            # Replies to pipelined commands leave together, in one send per
-            # batch; a full send buffer then stops the processing.
-            self._out.append(data)
-            if len(self._out) >= REPLY_BATCH:
-                self._flush(more=True)
-        else:
-            self._write(data)
-
-    def _flush(self, more: bool = False) -> None:
-        out = self._out
-        if out or self._held:
-            # Held replies leave with these, or alone when the run ended on
-            # a full batch.
-            data = out[0] if len(out) == 1 else b"".join(out)
-            out.clear()
-            self._write(data, more)
-
-    def _write(self, data: bytes, more: bool = False) -> None:
-        # The server's only session sends at once: no other reply would join.
-        alone = self.server is None or len(self.server.connections) < 2
-        transport = self._socket if self._plainTCP else self.transport
-        self._held = writeThrough(transport, data, self._socket, more, self._writer, alone)
-
-    def fail(self, reply: Reply) -> None:
-        """
-        Send an error reply and count it; too many errors end the session
-        (Postfix's C{smtpd_hard_error_limit}).
-        """
-        self.reply(reply)
-        self._emitRefusal(reply)
-        if reply.enhanced == "4.5.3" and self._overshoot < RECIPIENT_OVERSHOOT:
-            # Recipients past a limit (452 4.5.3) are the client's to send
-            # later, not errors, up to Postfix's smtpd_recipient_overshoot_limit.
-            self._overshoot += 1
-            return
-        self._countError()
-
-    def _countError(self) -> None:
-        self._errors += 1
-        if self._errors >= self.options.maxErrors:
-            self.closeWith(catalogue.TOO_MANY_ERRORS)
-
-    def _emitRefusal(self, reply: Reply, closing: bool = False, limit: str | None = None) -> None:
-        """
-        Tell the observers of a refused command (C{reject}).
-        """
-        if self.server is not None and "reject" in self.server.wanted:
-            data = refusal(reply, self._verb, self._argument, self.auth, closing)
-            if limit is not None:
-                data["limit"] = limit
-            self.emit("reject", **data)
-
-    def closeWith(self, reply: Reply, limit: str | None = None) -> None:
-        """
-        Send C{reply}, then close once the replies are sent.
-
-        @param limit: The connection limit refused, as the factory logged it.
-        """
-        if self.closing:
-            return
-        if reply.code >= 400 and reply not in catalogue.LOGGED_APART:
-            # A refusal or a limit reached that ends the session.
-            self._emitRefusal(reply, True, limit)
-        self.reply(reply)
-        self._close()
-
-    def _close(self) -> None:
-        self._flush()
-        # The last replies leave now, before the close begins: a reactor
-        # shutting down drops its connections before the turn ends.
-        self._writer.sendNow(self._socket)
-        self.closing = True
-        self.times.closingSince = self.clock.seconds()
-        self._buffer = b""
-        transport: Any = self.transport
-        # A TLS transport shuts down only once no producer is registered, and
-        # must read to see the peer go.
-        transport.unregisterProducer()
-        if transport is self._socket and not transport.TLS:
-            # Plain TCP: closed at the end of the turn, after the replies
-            # (TurnWriter.closeAtEnd).
-            self._writer.closeAtEnd(transport)
-            return
-        if self._transportPaused and not self._readClosed:
-            self._transportPaused = False
-            transport.resumeProducing()
-        transport.loseConnection()
-
-    def emit(self, event: str, **data: Any) -> None:
-        """
-        Tell the factory's observers of C{event}, when one wants it.
-        """
-        factory = self.server
-        if factory is not None and event in factory.wanted:
-            factory.emit(event, self.session, data)
-
-    # -- graceful close and timeouts ---------------------------------------------
-
-    def abort(self) -> None:
-        """
-        Drop the connection now, whatever is still queued.
-        """
-        self.abandonMessage(catalogue.TIMEOUT)
-        self._writer.drop(self._socket)
-        self.closing = True
-        self.times.closingSince = self.clock.seconds()
-        self._buffer = b""
-        transport: Any = self.transport
-        transport.abortConnection()
 
     # -- TLS -------------------------------------------------------------------
 

@@ -1,0 +1,190 @@
+# -*- test-case-name: tests.test_protocol -*-
+"""
+How a session's replies leave and how it ends: replies to pipelined
+commands gathered into one send, refusals counted and told to the
+observers, the close after the last reply and the abort of a dead one.
+
+L{SessionOutput} is a part of L{SMTPProtocol
+<twisted_smtpd._serving.protocol.SMTPProtocol>}, kept in a module of its
+own; it declares the protocol's state it uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted_smtpd._core import replies as catalogue
+from twisted_smtpd._core.replies import Reply, formatReply
+from twisted_smtpd._serving.flow import writeThrough
+from twisted_smtpd._serving.logging import refusal
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime, ITransport
+
+    from twisted_smtpd._core.grammar import Verb
+    from twisted_smtpd._core.options import ServerOptions
+    from twisted_smtpd._core.session import Session
+    from twisted_smtpd._serving.authcommand import AuthCommand
+    from twisted_smtpd._serving.deadlines import Times
+    from twisted_smtpd._serving.flow import TurnWriter
+    from twisted_smtpd._serving.server import SMTPServerFactory
+
+
+# Recipients refused with 452 4.5.3 (too many) before each one more counts
+# as an error (Postfix's smtpd_recipient_overshoot_limit).
+RECIPIENT_OVERSHOOT = 1000
+# Replies to pipelined commands written at once, at most.
+REPLY_BATCH = 64
+
+
+class SessionOutput:
+    """
+    The replies and the end of one session.
+    """
+
+    # The protocol's state, as this part uses it (its slots are the
+    # protocol class's).
+    transport: ITransport | None
+    server: SMTPServerFactory | None
+    options: ServerOptions
+    clock: IReactorTime
+    session: Session
+    auth: AuthCommand | None
+    times: Times
+    closing: bool
+    _wire: dict[Reply, bytes]
+    _writer: TurnWriter
+    _enhanced: bool
+    _processing: bool
+    _out: list[bytes]
+    _held: bool
+    _socket: Any
+    _plainTCP: bool
+    _buffer: bytes
+    _errors: int
+    _overshoot: int
+    _verb: Verb | None
+    _argument: bytes | None
+    _transportPaused: bool
+    _readClosed: bool
+    abandonMessage: Callable[[Reply], None]
+
+    def reply(self, reply: Reply) -> None:
+        """
+        Send C{reply}: with the replies to the other commands of a
+        pipelined batch, or at once.
+        """
+        data = self._wire.get(reply)
+        if data is None:
+            data = formatReply(reply, self._enhanced)
+            if len(self._wire) < 512:
+                self._wire[reply] = data
+        if self._processing:
+            # Replies to pipelined commands leave together, in one send per
+            # batch; a full send buffer then stops the processing.
+            self._out.append(data)
+            if len(self._out) >= REPLY_BATCH:
+                self._flush(more=True)
+        else:
+            self._write(data)
+
+    def _flush(self, more: bool = False) -> None:
+        out = self._out
+        if out or self._held:
+            # Held replies leave with these, or alone when the run ended on
+            # a full batch.
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            self._write(data, more)
+
+    def _write(self, data: bytes, more: bool = False) -> None:
+        # The server's only session sends at once: no other reply would join.
+        alone = self.server is None or len(self.server.connections) < 2
+        transport = self._socket if self._plainTCP else self.transport
+        self._held = writeThrough(transport, data, self._socket, more, self._writer, alone)
+
+    def fail(self, reply: Reply) -> None:
+        """
+        Send an error reply and count it; too many errors end the session
+        (Postfix's C{smtpd_hard_error_limit}).
+        """
+        self.reply(reply)
+        self._emitRefusal(reply)
+        if reply.enhanced == "4.5.3" and self._overshoot < RECIPIENT_OVERSHOOT:
+            # Recipients past a limit (452 4.5.3) are the client's to send
+            # later, not errors, up to Postfix's smtpd_recipient_overshoot_limit.
+            self._overshoot += 1
+            return
+        self._countError()
+
+    def _countError(self) -> None:
+        self._errors += 1
+        if self._errors >= self.options.maxErrors:
+            self.closeWith(catalogue.TOO_MANY_ERRORS)
+
+    def _emitRefusal(self, reply: Reply, closing: bool = False, limit: str | None = None) -> None:
+        """
+        Tell the observers of a refused command (C{reject}).
+        """
+        if self.server is not None and "reject" in self.server.wanted:
+            data = refusal(reply, self._verb, self._argument, self.auth, closing)
+            if limit is not None:
+                data["limit"] = limit
+            self.emit("reject", **data)
+
+    def closeWith(self, reply: Reply, limit: str | None = None) -> None:
+        """
+        Send C{reply}, then close once the replies are sent.
+
+        @param limit: The connection limit refused, as the factory logged it.
+        """
+        if self.closing:
+            return
+        if reply.code >= 400 and reply not in catalogue.LOGGED_APART:
+            # A refusal or a limit reached that ends the session.
+            self._emitRefusal(reply, True, limit)
+        self.reply(reply)
+        self._close()
+
+    def _close(self) -> None:
+        self._flush()
+        # The last replies leave now, before the close begins: a reactor
+        # shutting down drops its connections before the turn ends.
+        self._writer.sendNow(self._socket)
+        self.closing = True
+        self.times.closingSince = self.clock.seconds()
+        self._buffer = b""
+        transport: Any = self.transport
+        # A TLS transport shuts down only once no producer is registered, and
+        # must read to see the peer go.
+        transport.unregisterProducer()
+        if transport is self._socket and not transport.TLS:
+            # Plain TCP: closed at the end of the turn, after the replies
+            # (TurnWriter.closeAtEnd).
+            self._writer.closeAtEnd(transport)
+            return
+        if self._transportPaused and not self._readClosed:
+            self._transportPaused = False
+            transport.resumeProducing()
+        transport.loseConnection()
+
+    def emit(self, event: str, **data: Any) -> None:
+        """
+        Tell the factory's observers of C{event}, when one wants it.
+        """
+        factory = self.server
+        if factory is not None and event in factory.wanted:
+            factory.emit(event, self.session, data)
+
+    def abort(self) -> None:
+        """
+        Drop the connection now, whatever is still queued.
+        """
+        self.abandonMessage(catalogue.TIMEOUT)
+        self._writer.drop(self._socket)
+        self.closing = True
+        self.times.closingSince = self.clock.seconds()
+        self._buffer = b""
+        transport: Any = self.transport
+        transport.abortConnection()
