@@ -302,7 +302,7 @@ class PipelinedFloodTests(SynchronousTestCase):
         behind wait, unread, until it reads; then they are answered.
         """
         clock = Clock()
-        factory = factoryFor(clock)
+        factory = factoryFor(clock, maxJunkCommands=0)
         proto = factory.buildProtocol(None)  # type: ignore[arg-type]
         transport = PausingTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 1))
         proto.makeConnection(transport)

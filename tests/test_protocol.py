@@ -5,6 +5,7 @@ L{StringTransport} with a L{task.Clock}.
 
 from __future__ import annotations
 
+import re
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred, succeed
@@ -430,6 +431,71 @@ class CommandTests(SynchronousTestCase):
         proto.dataReceived(b"FROB\r\nFROB\r\nFROB\r\nNOOP\r\n")
         self.assertEqual(take(transport), replies.UNKNOWN_COMMAND * 3 + replies.TOO_MANY_ERRORS)
         self.assertTrue(transport.disconnecting)
+
+
+class JunkCommandTests(SynchronousTestCase):
+    """
+    Commands that move no message on (Postfix's junk commands) count as
+    errors past C{maxJunkCommands}, until a message is accepted.
+    """
+
+    JUNK = (b"NOOP", b"RSET", b"HELO c", b"EHLO c", b"VRFY a", b"HELP")
+
+    def test_junkPastTheLimitCounts(self) -> None:
+        """
+        Each junk command past C{maxJunkCommands} is one error: with
+        C{maxErrors=2}, the second past the limit gets 421 instead of its
+        reply, and one refusal line names it.
+        """
+        for junk in self.JUNK:
+            events: list[tuple[str, dict[str, Any]]] = []
+            proto, transport, clock, factory = connect(maxJunkCommands=3, maxErrors=2)
+            factory.addObserver(
+                lambda event, session, data, events=events: events.append((event, data))
+            )
+            take(transport)
+            proto.dataReceived((junk + b"\r\n") * 4)
+            self.assertFalse(transport.disconnecting, junk)
+            self.assertEqual(len(re.findall(rb"^2\d\d ", take(transport), re.M)), 4, junk)
+            proto.dataReceived(junk + b"\r\n" + junk + b"\r\n")
+            self.assertEqual(take(transport), replies.TOO_MANY_ERRORS, junk)
+            self.assertTrue(transport.disconnecting, junk)
+            rejects = [data for event, data in events if event == "reject"]
+            self.assertEqual(len(rejects), 1, junk)
+            self.assertEqual(rejects[0]["command"], junk.split()[0].decode(), junk)
+
+    def test_acceptedMessageResetsCount(self) -> None:
+        """
+        A message accepted starts the count again.
+        """
+        handler = RecordingHandler()
+        proto, transport, clock, _ = connect(handler, maxJunkCommands=3, maxErrors=1)
+        message = b"MAIL FROM:<s@e.com>\r\nRCPT TO:<r@e.com>\r\nDATA\r\nhi\r\n.\r\n"
+        proto.dataReceived(b"EHLO c\r\n" + message)
+        for _ in range(5):
+            proto.dataReceived(b"NOOP\r\n" * 2 + b"RSET\r\n" + message)
+        self.assertEqual(len(handler.messages), 6)
+        self.assertFalse(transport.disconnecting)
+
+    def test_transactionCommandsAreNotJunk(self) -> None:
+        """
+        MAIL, RCPT, DATA and QUIT never count.
+        """
+        proto, transport, clock, _ = connect(maxJunkCommands=1, maxErrors=1)
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<s@e.com>\r\n" + b"RCPT TO:<r@e.com>\r\n" * 5)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(take(transport).count(b"250 2.1.5"), 5)
+
+    def test_noLimit(self) -> None:
+        """
+        C{maxJunkCommands=0} counts none.
+        """
+        proto, transport, clock, _ = connect(maxJunkCommands=0, maxErrors=1)
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\n" + b"NOOP\r\n" * 500)
+        self.assertEqual(take(transport).count(b"250 2.0.0 OK\r\n"), 500)
+        self.assertFalse(transport.disconnecting)
 
 
 def transaction(proto: SMTPProtocol, transport: StringTransport, *rcpts: bytes) -> None:
@@ -1724,7 +1790,7 @@ class WriteThroughTests(SynchronousTestCase):
         through the TLS layer together: the layer's held writes go down to
         the connection, and the connection is written, once, after the run.
         """
-        proto, _, _, _ = connect()
+        proto, _, _, _ = connect(maxJunkCommands=0)
         connection, tls = _overTLS(proto)
         proto.dataReceived(b"EHLO c\r\n" + b"NOOP\r\n" * 199)
         self.assertEqual(connection.doWrites, 1)
@@ -1740,7 +1806,7 @@ class WriteThroughTests(SynchronousTestCase):
         shutdown resets the connection rather than leaving a FIN behind
         data it never reads.
         """
-        proto, _, _, _ = connect()
+        proto, _, _, _ = connect(maxJunkCommands=0)
         connection = _Connection()
         proto.transport = connection  # type: ignore[assignment]
         proto._socket = connection
@@ -1757,7 +1823,7 @@ class WriteThroughTests(SynchronousTestCase):
         FIN read next would end the session before they left.
         """
         for commands in (63, 127):
-            proto, _, _, _ = connect()
+            proto, _, _, _ = connect(maxJunkCommands=0)
             connection, tls = _overTLS(proto)
             proto.dataReceived(b"EHLO c\r\n" + b"NOOP\r\n" * commands)
             self.assertEqual(tls._aggregator.held, [])
@@ -2338,6 +2404,48 @@ class RefusedMessageErrorTests(SynchronousTestCase):
             proto.dataReceived(self.MESSAGE + b"DATA\r\nhi\r\n.\r\n")
         self.assertEqual(take(transport).count(b"250 2.0.0 OK: queued as X1\r\n"), 5)
         self.assertFalse(transport.disconnecting)
+
+    def test_acceptedMessageForgivesErrors(self) -> None:
+        """
+        A message accepted forgives the errors before it, as Postfix does:
+        a connection kept for many messages, each with one recipient
+        refused, is never cut for refusals spread over all of them.
+        """
+
+        class OneUnknown(RecordingHandler):
+            def onRcptTo(self, address: Address, session: Session) -> object:
+                if address.address.startswith("unknown"):
+                    raise SMTPError(550, "User unknown", "5.1.1")
+                return super().onRcptTo(address, session)
+
+        handler = OneUnknown()
+        proto, transport, clock, _ = connect(handler, maxErrors=3)
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\n")
+        for _ in range(10):
+            proto.dataReceived(
+                self.MESSAGE + b"RCPT TO:<unknown@example.com>\r\nFROB\r\nDATA\r\nhi\r\n.\r\n"
+            )
+        out = take(transport)
+        self.assertEqual(len(handler.messages), 10)
+        self.assertEqual(out.count(b"550 5.1.1 User unknown\r\n"), 10)
+        self.assertNotIn(replies.TOO_MANY_ERRORS, out)
+        self.assertFalse(transport.disconnecting)
+        # Without an accepted message between them, the errors add up.
+        proto.dataReceived(b"FROB\r\nFROB\r\nFROB\r\n")
+        self.assertTrue(take(transport).endswith(replies.TOO_MANY_ERRORS))
+        self.assertTrue(transport.disconnecting)
+
+    def test_refusedMessageForgivesNothing(self) -> None:
+        """
+        A message refused after its end (here by C{onData}) forgives
+        nothing: it is one more error.
+        """
+        proto, transport, clock, _ = connect(RefusingDataHandler(), maxErrors=3)
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\nFROB\r\n" + self.MESSAGE + b"DATA\r\nhi\r\n.\r\n")
+        proto.dataReceived(b"FROB\r\n")
+        self.assertTrue(take(transport).endswith(replies.TOO_MANY_ERRORS))
 
     def test_lmtpMessageCountsOnce(self) -> None:
         """

@@ -99,6 +99,26 @@ class MaildirTests(ServerTestCase):
         server.waitForLog("reject: RCPT from")
         self.stopServer()
 
+    def test_refusalsSpreadOverAKeptConnection(self) -> None:
+        """
+        A client that keeps its connection for 30 messages, each with one
+        recipient refused as unknown, delivers all of them: an accepted
+        message forgives the refusals before it, as Postfix does, so the
+        30 refusals never reach the 20 errors that end a session.
+        """
+        self.startServer("--maildir-per-recipient", "--maildir-existing-only")
+        bob = os.path.join(self.maildir, "domains", "example.org", "bob")
+        for sub in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(bob, sub))
+        client = self.smtp()
+        bodies = [message(n) for n in range(30)]
+        for body in bodies:
+            refused = client.sendmail(SENDER, ["carol@example.org", "bob@example.org"], body)
+            self.assertEqual(list(refused), ["carol@example.org"])
+        client.quit()
+        self.assertDelivered(bodies, bob)
+        self.stopServer()
+
     def test_traceHeaders(self) -> None:
         """
         With C{--maildir-trace}, C{Return-Path:} and C{Received:} naming the

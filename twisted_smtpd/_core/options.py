@@ -281,7 +281,13 @@ class ServerOptions:
         bring at least C{bytes} every C{seconds}, or is cut with 421; C{None}
         (the default) for no minimum.
     @ivar maxRecipients: Recipients per transaction.
-    @ivar maxErrors: Error replies per connection before 421 and close.
+    @ivar maxErrors: Error replies before 421 and close, counted since the
+        connection or since the last message accepted (Postfix's
+        C{smtpd_hard_error_limit}).
+    @ivar maxJunkCommands: Commands that move no message on (HELO, EHLO,
+        LHLO, RSET, NOOP, VRFY, HELP, XCLIENT, XFORWARD) taken before each
+        further one counts as an error, counted like C{maxErrors} (Postfix's
+        C{smtpd_junk_command_limit}); 0 for no limit.
     @ivar maxLineLength: Longest command line in bytes, CRLF excluded
         (RFC 5321 section 4.5.3.1.4); MAIL and RCPT lines may be 1024 bytes
         longer, for their ESMTP parameters, and AUTH lines up to 12288 bytes
@@ -360,6 +366,7 @@ class ServerOptions:
     )
     maxRecipients: int = field(default=1000, validator=_positiveCount)
     maxErrors: int = field(default=20, validator=_positiveCount)
+    maxJunkCommands: int = field(default=100, validator=_count)
     maxLineLength: int = field(default=512, validator=_positiveCount)
     bareNewline: str = field(default="reject", validator=_checkBareNewline)
     lenientAddresses: bool = False

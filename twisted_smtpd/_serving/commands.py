@@ -147,24 +147,42 @@ def lineTooLong(p: CommandContext, line: bytes) -> None:
         p.fail(catalogue.LINE_TOO_LONG)
 
 
+Action = Callable[["SessionControl", bytes], None]
+
+
+def _junk(action: Action) -> Action:
+    """
+    C{action}, for a command a client can repeat without end and move no
+    message on: counted first (L{SessionControl.countJunk}), and not run
+    when the count ended the session.
+    """
+
+    def counted(p: SessionControl, argument: bytes) -> None:
+        p.countJunk()
+        if not p.closing:
+            action(p, argument)
+
+    return counted
+
+
 #: The function for each command verb.
-DISPATCH: dict[Verb, Callable[[SessionControl, bytes], None]] = {
-    Verb.EHLO: ehlo,
-    Verb.LHLO: ehlo,
-    Verb.HELO: helo,
+DISPATCH: dict[Verb, Action] = {
+    Verb.EHLO: _junk(ehlo),
+    Verb.LHLO: _junk(ehlo),
+    Verb.HELO: _junk(helo),
     Verb.MAIL: _transaction.mail,
     Verb.RCPT: _transaction.rcpt,
     Verb.DATA: _transaction.data,
     Verb.BDAT: _transaction.bdat,
-    Verb.RSET: _transaction.rset,
-    Verb.NOOP: noop,
+    Verb.RSET: _junk(_transaction.rset),
+    Verb.NOOP: _junk(noop),
     Verb.QUIT: quit,
-    Verb.VRFY: vrfy,
-    Verb.HELP: help,
+    Verb.VRFY: _junk(vrfy),
+    Verb.HELP: _junk(help),
     Verb.STARTTLS: _tlscommand.startTLS,
     Verb.AUTH: auth,
-    Verb.XCLIENT: _forwarding.xclient,
-    Verb.XFORWARD: _forwarding.xforward,
+    Verb.XCLIENT: _junk(_forwarding.xclient),
+    Verb.XFORWARD: _junk(_forwarding.xforward),
 }
 
 

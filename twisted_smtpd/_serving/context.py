@@ -94,6 +94,12 @@ class CommandContext(Protocol):
         Send C{reply} and end the session.
         """
 
+    def countJunk(self) -> None:
+        """
+        Count a command that moves no message on; past
+        C{maxJunkCommands}, each counts towards C{maxErrors}.
+        """
+
     def logFailure(self, failure: Failure, hookName: str) -> None:
         """
         Log a hook's unexpected failure.

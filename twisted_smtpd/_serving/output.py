@@ -63,6 +63,7 @@ class SessionOutput:
     _plainTCP: bool
     _buffer: bytes
     _errors: int
+    _junk: int
     _overshoot: int
     _verb: Verb | None
     _argument: bytes | None
@@ -122,6 +123,24 @@ class SessionOutput:
         self._errors += 1
         if self._errors >= self.options.maxErrors:
             self.closeWith(catalogue.TOO_MANY_ERRORS)
+
+    def countJunk(self) -> None:
+        """
+        Count a command that moves no message on (Postfix's
+        C{smtpd_junk_command_limit}): past C{maxJunkCommands} since the
+        connection or the last message accepted, each counts as an error.
+        """
+        self._junk += 1
+        limit = self.options.maxJunkCommands
+        if limit and self._junk > limit:
+            self._countError()
+
+    def _forgiveErrors(self) -> None:
+        # A message accepted: the client works, and its earlier errors and
+        # junk commands are forgiven (Postfix does the same), so that a
+        # connection kept for many messages is not cut for refusals spread
+        # over all of them.
+        self._errors = self._junk = 0
 
     def _emitRefusal(self, reply: Reply, closing: bool = False, limit: str | None = None) -> None:
         """

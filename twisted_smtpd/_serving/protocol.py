@@ -89,11 +89,11 @@ class SMTPProtocol(SessionOutput, LineReceiver):
     # fmt: off
     __slots__ = (
         "_argument", "_bodyEnded", "_buffer", "_disabled", "_discardingLine", "_enhanced",
-        "_errors", "_held", "_hookToken", "_out", "_overshoot", "_plainTCP", "_processing",
-        "_readClosed", "_socket", "_transportPaused", "_unauthenticated", "_verb", "_wire",
-        "_writer", "auth", "clock", "closing", "connected", "connectedFrom", "discard", "draining",
-        "handler", "implicitTLS", "limitHost", "options", "pauses", "phase", "receiver",
-        "refused", "server", "session", "times", "waiting",
+        "_errors", "_held", "_hookToken", "_junk", "_out", "_overshoot", "_plainTCP",
+        "_processing", "_readClosed", "_socket", "_transportPaused", "_unauthenticated", "_verb",
+        "_wire", "_writer", "auth", "clock", "closing", "connected", "connectedFrom", "discard",
+        "draining", "handler", "implicitTLS", "limitHost", "options", "pauses", "phase",
+        "receiver", "refused", "server", "session", "times", "waiting",
     )
     # fmt: on
 
@@ -126,7 +126,8 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         self.draining = False
         self.implicitTLS = False
         self.phase = Phase.CONNECTED
-        self._errors = self._overshoot = self._hookToken = self._unauthenticated = 0
+        self._errors = self._junk = self._overshoot = self._hookToken = 0
+        self._unauthenticated = 0
         self.times = Times()
         self.limitHost: str | None = None
         self.receiver: MessageReceiver | None = None
@@ -464,6 +465,8 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         self.resetTransaction()
         if any(reply.code >= 400 for reply in replies):
             self._countError()
+        else:
+            self._forgiveErrors()
         if self.draining:
             self.closeWith(catalogue.SHUTDOWN)
             return
