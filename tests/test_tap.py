@@ -569,6 +569,18 @@ class ServerFlagTests(SynchronousTestCase):
         ]:
             self.assertIn(named, self.assertUsageError(*args))
 
+    def test_tlsCiphersBelowSecurityLevel(self) -> None:
+        """
+        A C{--tls-ciphers} string OpenSSL parses but whose ciphers its
+        security level does not allow (C{eNULL}) is one line naming the
+        flag, not a traceback.
+        """
+        self.assertTrue(
+            self.assertUsageError("--tls-ciphers", "eNULL").startswith(
+                "--tls-ciphers: the cipher string 'eNULL' is refused: "
+            )
+        )
+
     def test_tlsErrorNamesItsFlag(self) -> None:
         """
         A TLS file error starts with the flag that named the file: a bad CA

@@ -97,6 +97,20 @@ class PolicyTests(_TLSTestCase):
                 self.assertEqual(str(e), message)
         SMTPServerFactory(SinkHandler(), ServerOptions(tlsCiphers="ECDHE+AESGCM"))
 
+    def test_cipherBelowSecurityLevelRefused(self) -> None:
+        """
+        A cipher string OpenSSL parses but whose ciphers its security level
+        does not allow (C{eNULL}) is a L{ValueError} naming the setting, not
+        an C{OpenSSL.SSL.Error}.
+        """
+        for make in (SMTPServerFactory, SMTPServer):
+            e = self.assertRaises(
+                ValueError, make, SinkHandler(), ServerOptions(tlsCiphers="eNULL")
+            )
+            self.assertTrue(
+                str(e).startswith("tlsCiphers: the cipher string 'eNULL' is refused: "), str(e)
+            )
+
 
 class SNICallbackTests(_TLSTestCase):
     """

@@ -70,7 +70,13 @@ class TLSPolicy:
         }
         if self.ciphers is not None:
             kwargs["acceptableCiphers"] = _acceptableCiphers(self.ciphers)
-        context: SSL.Context = CertificateOptions(**kwargs).getContext()
+        try:
+            context: SSL.Context = CertificateOptions(**kwargs).getContext()
+        except SSL.Error as e:
+            if self.ciphers is None:
+                raise
+            # Parsed, but nothing left at OpenSSL's security level ("eNULL").
+            raise ValueError(f"the cipher string {self.ciphers!r} is refused: {_why(e)}") from None
         return context
 
     @classmethod
@@ -109,12 +115,18 @@ def _acceptableCiphers(ciphers: str) -> Any:
     try:
         acceptable = parse(ciphers)
     except SSL.Error as e:
-        errors = e.args[0] if e.args and isinstance(e.args[0], list) else []
-        why = "; ".join(str(entry[-1]) for entry in errors if entry and entry[-1]) or str(e)
-        raise ValueError(f"the cipher string {ciphers!r} is not valid: {why}") from None
+        raise ValueError(f"the cipher string {ciphers!r} is not valid: {_why(e)}") from None
     if not acceptable._ciphers:
         raise ValueError(f"the cipher string {ciphers!r} selects no cipher")
     return acceptable
+
+
+def _why(error: SSL.Error) -> str:
+    """
+    OpenSSL's reasons for C{error}, on one line.
+    """
+    errors = error.args[0] if error.args and isinstance(error.args[0], list) else []
+    return "; ".join(str(entry[-1]) for entry in errors if entry and entry[-1]) or str(error)
 
 
 #: What an SNI callback may answer.
