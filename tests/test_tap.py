@@ -581,6 +581,29 @@ class ServerFlagTests(SynchronousTestCase):
             )
         )
 
+    def test_tlsCiphersWithoutCertificateCipher(self) -> None:
+        """
+        A C{--tls-ciphers} string leaving no cipher a certificate can be
+        used with is one line naming the flag, with or without a
+        certificate; with C{--tls-min-version 1.3} it is not used and not
+        refused.
+        """
+        cert, key = self.server.certificatePath, self.server.keyPath
+        for ciphers in ("PSK", "aNULL"):
+            expected = (
+                f"--tls-ciphers: the cipher string {ciphers!r} selects no cipher usable"
+                " with a certificate"
+            )
+            self.assertEqual(self.assertUsageError("--tls-ciphers", ciphers), expected)
+            self.assertEqual(
+                self.assertUsageError(
+                    "--tls-cert", cert, "--tls-key", key, "--tls-ciphers", ciphers
+                ),
+                expected,
+            )
+        options = parse("--sink", "--tls-ciphers", "PSK", "--tls-min-version", "1.3")
+        self.assertEqual(options["serverOptions"].tlsCiphers, "PSK")
+
     def test_tlsErrorNamesItsFlag(self) -> None:
         """
         A TLS file error starts with the flag that named the file: a bad CA

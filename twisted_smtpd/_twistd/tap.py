@@ -373,7 +373,7 @@ class Options(AuthOptionMixin, usage.Options):
         """
         if o.tlsCiphers is not None:
             try:
-                TLSPolicy(o.tlsCiphers, o.tlsMinVersion).newContext()
+                TLSPolicy(o.tlsCiphers, o.tlsMinVersion).checkCiphers()
             except ValueError as e:
                 raise usage.UsageError(f"--tls-ciphers: {reason(e)}") from None
         if o.certificate is None and o.caCertificates is None and not o.sniOptions:
