@@ -569,6 +569,41 @@ class ServerFlagTests(SynchronousTestCase):
         ]:
             self.assertIn(named, self.assertUsageError(*args))
 
+    def test_tlsCiphersBelowSecurityLevel(self) -> None:
+        """
+        A C{--tls-ciphers} string OpenSSL parses but whose ciphers its
+        security level does not allow (C{eNULL}) is one line naming the
+        flag, not a traceback.
+        """
+        self.assertTrue(
+            self.assertUsageError("--tls-ciphers", "eNULL").startswith(
+                "--tls-ciphers: the cipher string 'eNULL' is refused: "
+            )
+        )
+
+    def test_tlsCiphersWithoutCertificateCipher(self) -> None:
+        """
+        A C{--tls-ciphers} string leaving no cipher a certificate can be
+        used with is one line naming the flag, with or without a
+        certificate; with C{--tls-min-version 1.3} it is not used and not
+        refused.
+        """
+        cert, key = self.server.certificatePath, self.server.keyPath
+        for ciphers in ("PSK", "aNULL"):
+            expected = (
+                f"--tls-ciphers: the cipher string {ciphers!r} selects no cipher usable"
+                " with a certificate"
+            )
+            self.assertEqual(self.assertUsageError("--tls-ciphers", ciphers), expected)
+            self.assertEqual(
+                self.assertUsageError(
+                    "--tls-cert", cert, "--tls-key", key, "--tls-ciphers", ciphers
+                ),
+                expected,
+            )
+        options = parse("--sink", "--tls-ciphers", "PSK", "--tls-min-version", "1.3")
+        self.assertEqual(options["serverOptions"].tlsCiphers, "PSK")
+
     def test_tlsErrorNamesItsFlag(self) -> None:
         """
         A TLS file error starts with the flag that named the file: a bad CA

@@ -6,6 +6,7 @@ memory (L{tests.test_tls.handshake}).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from OpenSSL import SSL
@@ -15,6 +16,7 @@ from twisted.internet.ssl import CertificateOptions
 from tests.certs import IssuedCertificate, TLSClient
 from tests.test_tls import _TLSTestCase, handshake
 from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._serving.cipherprobe import certificateCipher
 from twisted_smtpd._serving.server import SMTPServerFactory
 from twisted_smtpd._serving.service import SMTPServer
 from twisted_smtpd._serving.sni import TLSPolicy
@@ -96,6 +98,71 @@ class PolicyTests(_TLSTestCase):
                 e = self.assertRaises(ValueError, make, SinkHandler(), options)
                 self.assertEqual(str(e), message)
         SMTPServerFactory(SinkHandler(), ServerOptions(tlsCiphers="ECDHE+AESGCM"))
+
+    def test_noCertificateCipherRefusedAtConstruction(self) -> None:
+        """
+        A cipher string selecting only ciphers that no certificate can be
+        used with (PSK, SRP, anonymous) makes a context OpenSSL accepts,
+        and then refuses every TLS 1.2 client: it is refused when the
+        server is made, with one line naming the setting.  With TLS 1.3 as
+        the minimum the string is not used, and it is accepted.
+        """
+        for ciphers in ("PSK", "aPSK", "kPSK", "SRP", "aNULL"):
+            tls = ServerTLS(self.default.certificatePath, self.default.keyPath, ciphers=ciphers)
+            refused = handshake(tls.contextFactory(), TLSClient(maximumVersion=SSL.TLS1_2_VERSION))
+            self.assertHandshakeRefused(refused)
+            options = ServerOptions(tlsCiphers=ciphers)
+            for make in (SMTPServerFactory, SMTPServer):
+                e = self.assertRaises(ValueError, make, SinkHandler(), options)
+                self.assertEqual(
+                    str(e),
+                    f"tlsCiphers: the cipher string {ciphers!r} selects no cipher usable"
+                    " with a certificate",
+                )
+        SMTPServerFactory(SinkHandler(), ServerOptions(tlsCiphers="PSK", tlsMinVersion="TLSv1.3"))
+
+    def test_cipherForOneKindOfKeyAccepted(self) -> None:
+        """
+        A cipher string for the certificates of one kind of key only (EC,
+        RSA or DSA) is accepted: the certificate configured may be of that
+        kind.
+        """
+        for ciphers in ("aECDSA", "aRSA", "aDSS", "kRSA", "ECDHE-ECDSA-AES128-GCM-SHA256:PSK"):
+            SMTPServerFactory(SinkHandler(), ServerOptions(tlsCiphers=ciphers))
+
+    def test_cipherBelowSecurityLevelRefused(self) -> None:
+        """
+        A cipher string OpenSSL parses but whose ciphers its security level
+        does not allow (C{eNULL}) is a L{ValueError} naming the setting, not
+        an C{OpenSSL.SSL.Error}.
+        """
+        for make in (SMTPServerFactory, SMTPServer):
+            e = self.assertRaises(
+                ValueError, make, SinkHandler(), ServerOptions(tlsCiphers="eNULL")
+            )
+            self.assertTrue(
+                str(e).startswith("tlsCiphers: the cipher string 'eNULL' is refused: "), str(e)
+            )
+
+    def test_probeLeavesOutCiphersWithoutCertificate(self) -> None:
+        """
+        The probe does not count a handshake finished without the
+        certificate (an anonymous cipher its server prefers): it tries
+        again without that cipher, and finds the certificate's one behind
+        it, or none.
+        """
+
+        def contexts(ciphers: bytes) -> Callable[[], SSL.Context]:
+            def newContext() -> SSL.Context:
+                context = SSL.Context(SSL.TLS_METHOD)
+                context.set_cipher_list(ciphers)
+                return context
+
+            return newContext
+
+        rsaBehind = contexts(b"aNULL:ECDHE-RSA-AES128-GCM-SHA256:@SECLEVEL=0")
+        self.assertEqual(certificateCipher(rsaBehind), "ECDHE-RSA-AES128-GCM-SHA256")
+        self.assertIsNone(certificateCipher(contexts(b"aNULL:@SECLEVEL=0")))
 
 
 class SNICallbackTests(_TLSTestCase):

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
+from twisted.logger import LogLevel
+
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._serving.flow import PAUSE_WRITE
 
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
 
     from twisted_smtpd._core.options import ServerOptions
+    from twisted_smtpd._core.replies import Reply
     from twisted_smtpd._serving.context import SessionControl
 
 #: Seconds a polite close (421, then closing once the replies are sent) may
@@ -245,15 +248,39 @@ def timeout(p: SessionControl, what: str) -> None:
     """
     Log C{what} timed out, answer 421 and close.
     """
-    p.log.info(
+    _closeLate(
+        p,
+        catalogue.TIMEOUT,
+        LogLevel.info,
         "{session} {client} {what} ({seconds:g} s)",
+        what,
+        p.options.socketTimeout,
+    )
+
+
+def _closeLate(
+    p: SessionControl,
+    reply: Reply,
+    level: LogLevel,
+    text: str,
+    what: str,
+    seconds: float,
+) -> None:
+    """
+    End C{p} on a deadline: one log line at C{level} (C{text} gets the
+    session, the client, C{what} was late and the deadline's C{seconds}),
+    the message in progress dropped with C{reply}, then C{reply} and close.
+    """
+    p.log.emit(
+        level,
+        text,
         session=p.session.id,
         client=p.session.remoteAddress[0],
         what=what,
-        seconds=p.options.socketTimeout,
+        seconds=seconds,
     )
-    p.abandonMessage(catalogue.TIMEOUT)
-    p.closeWith(catalogue.TIMEOUT)
+    p.abandonMessage(reply)
+    p.closeWith(reply)
 
 
 def waitForHandler(p: Waiting, what: str) -> None:
@@ -312,15 +339,14 @@ def handlerTimedOut(p: SessionControl, what: str) -> None:
     """
     times = p.times
     times.waitSince = times.streamSince = None
-    p.log.warn(
+    _closeLate(
+        p,
+        catalogue.HANDLER_TIMEOUT,
+        LogLevel.warn,
         "{session} {client} handler timeout: {what} ({seconds:g} s)",
-        session=p.session.id,
-        client=p.session.remoteAddress[0],
-        what=what,
-        seconds=p.options.handlerTimeout,
+        what,
+        p.options.handlerTimeout,
     )
-    p.abandonMessage(catalogue.HANDLER_TIMEOUT)
-    p.closeWith(catalogue.HANDLER_TIMEOUT)
 
 
 def shutdown(p: SessionControl, force: bool) -> None:

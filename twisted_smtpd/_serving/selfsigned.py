@@ -11,10 +11,13 @@ import ipaddress
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from twisted_smtpd._core.address import literalAddress
+
+#: The keys L{selfSignedBuilder} makes certificates for.
+SelfSignableKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | dsa.DSAPrivateKey
 
 
 def _subjectAlternativeName(hostname: str) -> x509.GeneralName:
@@ -55,17 +58,9 @@ def selfSignedCertificate(hostname: str = "localhost") -> tuple[bytes, bytes]:
         commonName = ""
     if not 0 < len(commonName) <= 64:
         commonName = "twisted-smtpd"
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, commonName)])
     alternative = _subjectAlternativeName(hostname)
-    now = datetime.datetime.now(datetime.UTC)
     certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=365))
+        selfSignedBuilder(key, commonName)
         .add_extension(x509.SubjectAlternativeName([alternative]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -78,4 +73,23 @@ def selfSignedCertificate(hostname: str = "localhost") -> tuple[bytes, bytes]:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         ),
+    )
+
+
+def selfSignedBuilder(key: SelfSignableKey, commonName: str) -> x509.CertificateBuilder:
+    """
+    A certificate of C{key}'s public key issued by itself to C{commonName},
+    valid for a year from an hour ago, with a random serial number, to be
+    signed with C{key}.
+    """
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, commonName)])
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=365))
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 from attrs import field, frozen
@@ -26,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._serving.cipherprobe import certificateCipher
 
 #: The minimum protocol versions C{minVersion} accepts.
 TLS_VERSIONS = {"TLSv1.2": TLSVersion.TLSv1_2, "TLSv1.3": TLSVersion.TLSv1_3}
@@ -70,8 +72,32 @@ class TLSPolicy:
         }
         if self.ciphers is not None:
             kwargs["acceptableCiphers"] = _acceptableCiphers(self.ciphers)
-        context: SSL.Context = CertificateOptions(**kwargs).getContext()
+        try:
+            context: SSL.Context = CertificateOptions(**kwargs).getContext()
+        except SSL.Error as e:
+            if self.ciphers is None:
+                raise
+            # Parsed, but nothing left at OpenSSL's security level ("eNULL").
+            raise ValueError(f"the cipher string {self.ciphers!r} is refused: {_why(e)}") from None
         return context
+
+    def checkCiphers(self) -> None:
+        """
+        Refuse now a cipher string that no TLS context can be made with
+        (L{newContext}), or that leaves TLS 1.2 no cipher a certificate can
+        be used with (C{"PSK"}, C{"SRP"}, C{"aNULL"}): OpenSSL takes it, and
+        every TLS 1.2 handshake would then fail.  With C{minVersion}
+        C{"TLSv1.3"} no TLS 1.2 handshake is made: only L{newContext} is
+        asked.
+
+        @raise ValueError: One line saying what is wrong with the string.
+        """
+        self.newContext()
+        usedFor12 = self.ciphers is not None and self.minVersion == "TLSv1.2"
+        if usedFor12 and _certificateCipher(self) is None:
+            raise ValueError(
+                f"the cipher string {self.ciphers!r} selects no cipher usable with a certificate"
+            )
 
     @classmethod
     def check(cls, options: ServerOptions) -> None:
@@ -82,7 +108,8 @@ class TLSPolicy:
         the contexts wait for their first use).
 
         @raise ValueError: One line naming the setting:
-            C{"tlsCiphers: the cipher string 'BOGUS' selects no cipher"}.
+            C{"tlsCiphers: the cipher string 'BOGUS' selects no cipher"}
+            (see L{checkCiphers}).
         """
         try:
             policy = cls(options.tlsCiphers, options.tlsMinVersion)
@@ -90,7 +117,7 @@ class TLSPolicy:
             raise ValueError(f"tlsMinVersion: {e}") from None
         if options.tlsCiphers is not None:
             try:
-                policy.newContext()
+                policy.checkCiphers()
             except ValueError as e:
                 raise ValueError(f"tlsCiphers: {e}") from None
 
@@ -109,12 +136,26 @@ def _acceptableCiphers(ciphers: str) -> Any:
     try:
         acceptable = parse(ciphers)
     except SSL.Error as e:
-        errors = e.args[0] if e.args and isinstance(e.args[0], list) else []
-        why = "; ".join(str(entry[-1]) for entry in errors if entry and entry[-1]) or str(e)
-        raise ValueError(f"the cipher string {ciphers!r} is not valid: {why}") from None
+        raise ValueError(f"the cipher string {ciphers!r} is not valid: {_why(e)}") from None
     if not acceptable._ciphers:
         raise ValueError(f"the cipher string {ciphers!r} selects no cipher")
     return acceptable
+
+
+def _why(error: SSL.Error) -> str:
+    """
+    OpenSSL's reasons for C{error}, on one line.
+    """
+    errors = error.args[0] if error.args and isinstance(error.args[0], list) else []
+    return "; ".join(str(entry[-1]) for entry in errors if entry and entry[-1]) or str(error)
+
+
+@lru_cache(maxsize=64)
+def _certificateCipher(policy: TLSPolicy) -> str | None:
+    """
+    L{certificateCipher} for C{policy}, asked once per policy.
+    """
+    return certificateCipher(policy.newContext)
 
 
 #: What an SNI callback may answer.

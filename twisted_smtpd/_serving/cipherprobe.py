@@ -1,0 +1,121 @@
+# -*- test-case-name: tests.test_tlssettings -*-
+"""
+Whether a TLS 1.2 cipher string leaves a cipher that a server's
+certificate can authenticate, as OpenSSL itself answers it: a handshake in
+memory between a server context made with the cipher string and a
+throwaway certificate, and a client offering every cipher it has.
+
+A string selecting only ciphers that need no certificate or something else
+instead (PSK, SRP, anonymous ones) makes a context OpenSSL accepts, and
+then every TLS 1.2 handshake fails with C{no shared cipher}; clients of
+TLS 1.3 alone get through, their suites being OpenSSL's.  The certificate
+is tried with each kind of key a TLS 1.2 certificate carries (EC, RSA,
+DSA), so that a string meant for one of them is not refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from functools import cache
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+from OpenSSL import SSL, crypto
+
+from twisted_smtpd._serving.selfsigned import SelfSignableKey, selfSignedBuilder
+
+#: What the probing client offers: every cipher its OpenSSL has.
+_EVERY_CIPHER = b"ALL:COMPLEMENTOFALL:@SECLEVEL=0"
+
+#: Flights exchanged before a handshake in memory is given up.
+_ROUNDS = 8
+
+#: The kinds of key a TLS 1.2 certificate carries, cheapest first: a key is
+#: made only when the ones before it did not do.
+_KEYS: tuple[Callable[[], SelfSignableKey], ...] = (
+    lambda: ec.generate_private_key(ec.SECP256R1()),
+    lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
+    lambda: dsa.generate_private_key(key_size=2048),
+)
+
+
+@cache
+def _credentials(index: int) -> tuple[crypto.X509, crypto.PKey]:
+    """
+    A throwaway self-signed certificate and its key, of the kind
+    C{_KEYS[index]} makes; made once per process.
+    """
+    key = _KEYS[index]()
+    certificate = selfSignedBuilder(key, "cipher probe").sign(key, hashes.SHA256())
+    return crypto.X509.from_cryptography(certificate), crypto.PKey.from_cryptography_key(key)
+
+
+def _allCredentials() -> Iterator[tuple[crypto.X509, crypto.PKey]]:
+    for index in range(len(_KEYS)):
+        yield _credentials(index)
+
+
+def _handshake(server: SSL.Context, offer: bytes) -> tuple[bytes, bool] | None:
+    """
+    A TLS 1.2 handshake in memory with a client offering C{offer}.
+
+    @return: The cipher the server chose and whether the client was shown
+        a certificate, or C{None} if the handshake failed.
+    """
+    client = SSL.Context(SSL.TLS_METHOD)
+    client.set_min_proto_version(SSL.TLS1_2_VERSION)
+    client.set_max_proto_version(SSL.TLS1_2_VERSION)
+    try:
+        client.set_cipher_list(offer)
+    except SSL.Error:
+        return None
+    serving = SSL.Connection(server, None)
+    serving.set_accept_state()
+    asking = SSL.Connection(client, None)
+    asking.set_connect_state()
+    for _ in range(_ROUNDS):
+        finished = True
+        for connection in (asking, serving):
+            try:
+                connection.do_handshake()
+            except SSL.WantReadError:
+                finished = False
+            except SSL.Error:
+                return None
+        if finished:
+            cipher = serving.get_cipher_name()
+            if cipher is None:
+                return None
+            return cipher.encode("ascii"), asking.get_peer_certificate() is not None
+        for source, destination in ((asking, serving), (serving, asking)):
+            with suppress(SSL.WantReadError):
+                destination.bio_write(source.bio_read(1 << 16))
+    return None
+
+
+def certificateCipher(newContext: Callable[[], SSL.Context]) -> str | None:
+    """
+    The TLS 1.2 cipher a server whose contexts C{newContext} makes chooses
+    with a certificate, or C{None} if it chooses none whatever its key.
+
+    @param newContext: Makes a server context before its certificate, with
+        the cipher string to judge.
+    """
+    for certificate, key in _allCredentials():
+        context = newContext()
+        context.use_certificate(certificate)
+        context.use_privatekey(key)
+        offer = _EVERY_CIPHER
+        # Each round leaves out a cipher chosen without the certificate
+        # (one a server may prefer when its string allows it): bounded by
+        # the ciphers the context has.
+        for _ in range(len(SSL.Connection(context, None).get_cipher_list()) + 1):
+            chosen = _handshake(context, offer)
+            if chosen is None:
+                break
+            cipher, certified = chosen
+            if certified:
+                return cipher.decode("ascii")
+            offer += b":!" + cipher
+    return None

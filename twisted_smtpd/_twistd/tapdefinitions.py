@@ -1,0 +1,214 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The flags of C{twistd smtpd} as L{twisted.python.usage.Options} declares
+them: each flag's name, default, help text and coercer, and the long
+description of C{--help}.  The flags that run code as they are parsed
+(repeatable ones, deliveries without a value) are methods of
+L{twisted_smtpd._twistd.tap.Options}, and so are the shell completions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted_smtpd._core.options import BARE_NEWLINE_POLICIES
+from twisted_smtpd._twistd.tapconfig import checkHostname, ipList
+from twisted_smtpd._twistd.tapflags import (
+    _DEFAULTS,
+    LOG_FORMATS,
+    _choice,
+    _number,
+    _numeric,
+    _rate,
+)
+
+LONGDESC = (
+    "Run an SMTP (or, with --lmtp, LMTP) server. Without a delivery option "
+    "every accepted message is stored in the Maildir ./Maildir; --maildir, "
+    "--mbox, --relay, --lmtp-to, --pipe, --webhook, --amqp, --debug, --sink and "
+    "--handler exclude "
+    "each other. ENDPOINT is any Twisted server endpoint string: tcp:PORT, "
+    "ssl:PORT (implicit TLS with --tls-cert), unix:PATH, "
+    "systemd:domain=INET:index=0, haproxy:tcp:PORT. --hide takes STARTTLS, "
+    "SIZE, PIPELINING, 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES, DSN, "
+    "REQUIRETLS or CHUNKING; a hidden SIZE limit still applies. --config FILE "
+    "reads the same options (long names as keys) from a TOML file (*.toml) "
+    "or the [smtpd] section of an INI file; the command line wins. SIGHUP "
+    "reloads the TLS certificates."
+)
+
+FLAGS: list[list[Any]] = [
+    ["lmtp", None, "Speak LMTP (RFC 2033) instead of SMTP."],
+    [
+        "request-cert",
+        None,
+        "Require a client certificate signed by --tls-ca (or a system CA).",
+    ],
+    ["allow-insecure-auth", None, "Offer AUTH before TLS."],
+    [
+        "auth-optional",
+        None,
+        "With --auth (or a --handler's onAuth), accept mail without AUTH too.",
+    ],
+    ["no-reverse-lookup", None, "Do not look up the client's host name."],
+    ["quiet", None, "No log line per connection and message (errors are still logged)."],
+    [
+        "maildir-per-recipient",
+        None,
+        "Store a copy per recipient in PATH/domains/DOMAIN/LOCALPART/.",
+    ],
+    [
+        "maildir-existing-only",
+        None,
+        "With --maildir-per-recipient, refuse recipients whose Maildir does not exist.",
+    ],
+    ["maildir-trace", None, "Prepend Return-Path: and Received: to stored messages."],
+    ["relay-insecure", None, "Relay without verifying the relay's certificate."],
+    ["relay-require-tls", None, "Refuse a relay that does not offer STARTTLS."],
+]
+
+PARAMETERS: list[list[Any]] = [
+    [
+        "hostname",
+        None,
+        None,
+        "The server's name in greetings [default: this host's FQDN].",
+        checkHostname,
+    ],
+    ["banner", None, None, "Extra text for the 220 greeting."],
+    [
+        "dns-server",
+        None,
+        None,
+        "Ask this DNS server, HOST[:PORT], for client names [default: /etc/resolv.conf's].",
+    ],
+    [
+        "metrics",
+        None,
+        None,
+        "Serve Prometheus /metrics and /healthz on this endpoint, e.g."
+        " tcp:9101:interface=127.0.0.1 (needs the metrics extra).",
+    ],
+    [
+        "ignored-hosts",
+        None,
+        None,
+        "Client IP addresses, comma-separated, whose sessions are not logged (health checks).",
+        ipList,
+    ],
+    _numeric(
+        "size",
+        int,
+        False,
+        "Largest message accepted, in bytes (Postfix's default); 0 for no limit.",
+    ),
+    _numeric("max-clients", int, False, "Concurrent connections; 0 for no limit."),
+    _numeric(
+        "socket-timeout",
+        float,
+        True,
+        "Seconds of client silence, replies unread or a line unfinished before 421.",
+    ),
+    _numeric("close-timeout", float, False, "Seconds a stopping server waits for mail."),
+    _numeric("tls-handshake-timeout", float, True, "Seconds a TLS handshake may take in all."),
+    _numeric("handler-timeout", float, True, "Seconds a hook may take to answer before 421."),
+    _numeric(
+        "max-clients-per-ip",
+        int,
+        False,
+        "Concurrent connections from one client address; 0 for no limit.",
+    ),
+    [
+        "max-connection-rate",
+        None,
+        None,
+        "Connections one client address may open: COUNT/SECONDS [default: no limit].",
+        _rate("max-connection-rate", "COUNT"),
+    ],
+    [
+        "min-data-rate",
+        None,
+        None,
+        "Cut DATA/BDAT transfers slower than BYTES/SECONDS [default: no minimum].",
+        _rate("min-data-rate", "BYTES"),
+    ],
+    _numeric("max-recipients", int, True, "Recipients per transaction."),
+    [
+        "workers",
+        None,
+        1,
+        "Serve the listeners from N processes; the parent binds the sockets.",
+        _number("workers", int, positive=True),
+    ],
+    [
+        "bare-newline",
+        None,
+        _DEFAULTS["bareNewline"],
+        "What a bare CR or LF in message text does: reject the message, "
+        "normalize it to CRLF, or keep it (legacy). It never ends a message.",
+        _choice("bare-newline", sorted(BARE_NEWLINE_POLICIES)),
+    ],
+    ["tls-cert", None, None, "PEM certificate chain for STARTTLS and ssl: listeners."],
+    ["tls-key", None, None, "PEM private key [default: in --tls-cert]."],
+    [
+        "tls-ca",
+        None,
+        None,
+        "PEM CA bundle that signs client certificates [default: system CAs].",
+    ],
+    ["tls-ciphers", None, None, "OpenSSL cipher string for TLS 1.2 [default: Twisted's]."],
+    [
+        "tls-min-version",
+        None,
+        "1.2",
+        "Lowest TLS version accepted (1.2, 1.3).",
+        _choice("tls-min-version", ("1.2", "1.3")),
+    ],
+    ["auth-methods", None, "PLAIN,LOGIN", "AUTH mechanisms (also CRAM-MD5, XOAUTH2)."],
+    ["mbox", None, None, "Append every message to this mbox file."],
+    ["relay", None, None, "Relay every message to this smarthost, HOST[:PORT]."],
+    ["relay-ca", None, None, "PEM CA bundle to verify the relay [default: system CAs]."],
+    ["relay-user", None, None, "User name for AUTH at the relay."],
+    ["relay-password", None, None, "Password for AUTH at the relay."],
+    ["relay-auth", None, None, "USER:PASSWORD for AUTH at the relay."],
+    [
+        "relay-sessions",
+        None,
+        None,
+        "Sessions open to the relay at once, reused from message to message [default: 4].",
+        _number("relay-sessions", int, positive=True),
+    ],
+    [
+        "relay-idle",
+        None,
+        None,
+        "Seconds an unused session to the relay stays open; 0 for none [default: 30].",
+        _number("relay-idle", float, positive=False),
+    ],
+    ["lmtp-to", None, None, "Deliver every message over LMTP to this client endpoint."],
+    ["pipe", None, None, "Pipe every message into this command (split like a shell)."],
+    ["pipe-spool", None, None, "Where --pipe spools messages [default: $TMPDIR]."],
+    ["webhook", None, None, "POST every message to this http:// or https:// URL."],
+    ["webhook-secret", None, None, "Sign webhook requests with HMAC-SHA256 and this key."],
+    [
+        "webhook-format",
+        None,
+        None,
+        "Webhook body: raw (multipart/form-data: envelope, message) or json [default: raw].",
+        _choice("webhook-format", ("raw", "json")),
+    ],
+    ["webhook-ca", None, None, "PEM CA bundle to verify the webhook [default: system CAs]."],
+    ["amqp", None, None, "Publish every message to RabbitMQ: amqp[s]://USER:PASS@HOST/VHOST."],
+    ["amqp-exchange", None, None, "Exchange to publish to [default: the default exchange]."],
+    ["amqp-routing-key", None, None, "Routing key [default: the queue's name]."],
+    ["amqp-queue", None, None, "Durable queue declared at connection [default: smtpd]."],
+    ["amqp-ca", None, None, "PEM CA bundle to verify amqps:// [default: system CAs]."],
+    ["handler", None, None, "Use the handler made by MODULE:CALLABLE(**handler-options)."],
+    [
+        "log-format",
+        None,
+        "text",
+        "Log as text lines or as JSON lines (text, json).",
+        _choice("log-format", LOG_FORMATS),
+    ],
+]
