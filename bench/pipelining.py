@@ -342,6 +342,11 @@ def oursFor(mode: str, flags: str, folder: str) -> tuple[list[str], str]:
     tlsArgs = ["--tls-cert", certificate[0], "--tls-key", certificate[1]] if certificate else []
     if mode in ("starttls", "resumed", "tlsnoops"):
         note = "--tls-cert (EC P-256)" if certificate else "self-signed fallback (EC P-256)"
+        if mode == "tlsnoops" and "--max-junk-commands" in flags:
+            # Runs of 1000 NOOPs on one connection: past the junk command
+            # limit, each would count as an error.
+            tlsArgs = [*tlsArgs, "--max-junk-commands", "0"]
+            note += ", --max-junk-commands 0"
         return oursCommand(("--sink",), tlsArgs), note
     if "--auth" in flags and "--allow-insecure-auth" in flags:
         extra = [*tlsArgs, "--auth", f"memory:{USER}:{PASSWORD}", "--allow-insecure-auth"]

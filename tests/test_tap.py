@@ -281,8 +281,11 @@ class OptionsTests(SynchronousTestCase):
             "10.0.0.0/8,192.0.2.1",
             "--limit-exempt",
             "::1",
+            "--max-junk-commands",
+            "0",
         )
         options = config["serverOptions"]
+        self.assertEqual(options.maxJunkCommands, 0)
         self.assertEqual(options.tlsHandshakeTimeout, 7.5)
         self.assertEqual(options.handlerTimeout, 90.0)
         self.assertEqual(options.maxClientsPerIp, 4)
@@ -300,8 +303,9 @@ class OptionsTests(SynchronousTestCase):
                 defaults.maxConnectionRate,
                 defaults.minDataRate,
                 defaults.limitExemptions,
+                defaults.maxJunkCommands,
             ),
-            (30.0, 600.0, 0, None, None, ()),
+            (30.0, 600.0, 0, None, None, (), 100),
         )
 
     def test_badRates(self) -> None:
@@ -420,6 +424,8 @@ class OptionsTests(SynchronousTestCase):
             ("max-clients-per-ip", "-1"),
             ("max-recipients", "0"),
             ("max-recipients", ""),
+            ("max-junk-commands", "-1"),
+            ("max-junk-commands", "2.5"),
         ]:
             message = self.assertUsageError("--sink", f"--{flag}", value)
             self.assertIn(f"--{flag}", message)

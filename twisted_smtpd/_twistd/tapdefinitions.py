@@ -133,6 +133,13 @@ PARAMETERS: list[list[Any]] = [
         _rate("min-data-rate", "BYTES"),
     ],
     _numeric("max-recipients", int, True, "Recipients per transaction."),
+    _numeric(
+        "max-junk-commands",
+        int,
+        False,
+        "HELO, EHLO, RSET, NOOP, VRFY and HELP taken before each further one "
+        "counts as an error, since the last message accepted (0: no limit).",
+    ),
     [
         "workers",
         None,

@@ -36,6 +36,7 @@ _NUMBERS = {
     "handler-timeout": "handlerTimeout",
     "max-clients-per-ip": "maxClientsPerIp",
     "max-recipients": "maxRecipients",
+    "max-junk-commands": "maxJunkCommands",
 }
 
 # COUNT/SECONDS flags and the ServerOptions attribute each one sets.
