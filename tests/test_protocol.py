@@ -1396,6 +1396,39 @@ class BdatTests(SynchronousTestCase):
             self.assertEqual(take(transport), expected, cut)
             self.assertEqual(handler.messages[0][2], b"hello world\n", cut)
 
+    def test_tinyChunksPauseTheClient(self) -> None:
+        """
+        A handler that stops reading while the client sends the body in
+        BDAT chunks of two octets pauses the reading after a few thousand
+        chunks, not after C{maxBuffer} octets of them (each chunk kept costs
+        memory of its own); the body arrives whole once the handler reads
+        again.
+        """
+        from twisted.internet.testing import StringTransport as Consumer
+
+        sink = Consumer()
+
+        class Piping(BaseHandler):
+            def onData(self, stream: IMessageStream, session: Session) -> object:
+                return stream.pipe(sink)
+
+        proto, transport, clock, _ = connect(Piping())
+        transaction(proto, transport)
+        proto.dataReceived(b"BDAT 2\r\nab")
+        sink.producer.pauseProducing()
+        sent = 1
+        while transport.producerState == "producing" and sent < 20000:
+            proto.dataReceived(b"BDAT 2\r\nab" * 100)
+            sent += 100
+        self.assertEqual(transport.producerState, "paused")
+        self.assertLess(sent, 10000)
+        sink.producer.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+        take(transport)
+        proto.dataReceived(b"BDAT 0 LAST\r\n")
+        self.assertEqual(take(transport), replies.DATA_OK)
+        self.assertEqual(sink.value(), b"ab" * sent)
+
     def test_sequence(self) -> None:
         """
         BDAT needs recipients (its chunk is still read); RCPT and DATA cannot
