@@ -194,6 +194,21 @@ class RefusalLogTests(SynchronousTestCase):
         self.assertEqual(len(lines), 1, lines)
         self.assertIn("reject: BDAT from unknown[192.0.2.7]: 521 ", lines[0])
 
+    def test_refusedBdatOneLine(self) -> None:
+        """
+        A BDAT refused with its chunk (here before MAIL) leaves one line,
+        its refusal, which names the chunk's size as the command's
+        argument; a refused C{BDAT 0} too.
+        """
+        proto = self.session()
+        sid = proto.session.id
+        proto.dataReceived(b"EHLO c\r\nBDAT 5\r\nhelloBDAT 0 LAST\r\n")
+        self.assertEqual(self.transport.value().count(b"503 5.5.1"), 2)
+        lines = [formatEvent(e) for e in self.events if sid in formatEvent(e)]
+        self.assertEqual(len(lines), 2, lines)
+        self.assertIn("reject: BDAT from unknown[192.0.2.7]: 503 5.5.1 <5>: ", lines[0])
+        self.assertIn("reject: BDAT from unknown[192.0.2.7]: 503 5.5.1 <0 LAST>: ", lines[1])
+
     def test_handlerRefusalsOneLine(self) -> None:
         """
         A sender or recipient the ready handlers refuse for what it is (a

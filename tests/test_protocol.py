@@ -1189,6 +1189,29 @@ class HookTests(SynchronousTestCase):
         self.assertEqual(len(errors), 2)
         self.assertIn("onRcptTo refused with a 250 reply", str(errors[0].value))
 
+    def test_intermediateCodeFromOnDataIsHandlerError(self) -> None:
+        """
+        C{onData} failing with a 3xx L{SMTPError} (354) after a DATA or BDAT
+        body is a handler error answered 451 with one logged failure: the
+        client is never told to go on sending once its message has ended.
+        """
+
+        class GoOn(BaseHandler):
+            def onData(self, stream: IMessageStream, session: Session) -> object:
+                stream.drain()
+                raise SMTPError(354, "go on")
+
+        proto, transport, clock, _ = connect(GoOn())
+        transaction(proto, transport)
+        proto.dataReceived(b"DATA\r\nhi\r\n.\r\nNOOP\r\n")
+        self.assertEqual(take(transport), replies.START_DATA + replies.LOCAL_ERROR + replies.OK)
+        transaction(proto, transport)
+        proto.dataReceived(b"BDAT 2 LAST\r\nhiNOOP\r\n")
+        self.assertEqual(take(transport), replies.LOCAL_ERROR + replies.OK)
+        errors = self.flushLoggedErrors(TypeError)
+        self.assertEqual(len(errors), 2)
+        self.assertIn("onData answered with a 354 reply", str(errors[0].value))
+
     def test_asyncOnClose(self) -> None:
         """
         An C{async def} C{onClose} runs when the connection is gone, and
@@ -1279,6 +1302,32 @@ class LMTPTests(SynchronousTestCase):
             + replies.LOCAL_ERROR,
         )
         self.assertEqual([e.value for e in self.flushLoggedErrors(ValueError)], [broken])
+
+    def test_perRecipientIntermediateCode(self) -> None:
+        """
+        A 3xx L{SMTPError} in onData's list is answered 451 for its
+        recipient, one recipient's 250 left as it is, and logged once
+        however many recipients share it.
+        """
+        goOn = SMTPError(354, "go on")
+
+        class GoOn(BaseHandler):
+            def onData(self, stream: IMessageStream, session: Session) -> object:
+                stream.drain()
+                return [goOn, "delivered", goOn]
+
+        proto, transport, clock, _ = connect(GoOn(), lmtp=True)
+        proto.dataReceived(b"LHLO c\r\nMAIL FROM:<s@e.com>\r\nRCPT TO:<a@e.com>\r\n")
+        proto.dataReceived(b"RCPT TO:<b@e.com>\r\nRCPT TO:<c@e.com>\r\n")
+        take(transport)
+        proto.dataReceived(b"BDAT 2 LAST\r\nhi")
+        self.assertEqual(
+            take(transport),
+            replies.LOCAL_ERROR + b"250 2.0.0 delivered\r\n" + replies.LOCAL_ERROR,
+        )
+        errors = self.flushLoggedErrors(TypeError)
+        self.assertEqual(len(errors), 1)
+        self.assertIs(errors[0].value.__cause__, goOn)
 
     def test_enhancedAlwaysOn(self) -> None:
         """
@@ -1461,6 +1510,39 @@ class BdatTests(SynchronousTestCase):
             proto.dataReceived(session[cut:])
             self.assertEqual(take(transport), expected, cut)
             self.assertEqual(handler.messages[0][2], b"hello world\n", cut)
+
+    def test_tinyChunksPauseTheClient(self) -> None:
+        """
+        A handler that stops reading while the client sends the body in
+        BDAT chunks of two octets pauses the reading after a few thousand
+        chunks, not after C{maxBuffer} octets of them (each chunk kept costs
+        memory of its own); the body arrives whole once the handler reads
+        again.
+        """
+        from twisted.internet.testing import StringTransport as Consumer
+
+        sink = Consumer()
+
+        class Piping(BaseHandler):
+            def onData(self, stream: IMessageStream, session: Session) -> object:
+                return stream.pipe(sink)
+
+        proto, transport, clock, _ = connect(Piping())
+        transaction(proto, transport)
+        proto.dataReceived(b"BDAT 2\r\nab")
+        sink.producer.pauseProducing()
+        sent = 1
+        while transport.producerState == "producing" and sent < 20000:
+            proto.dataReceived(b"BDAT 2\r\nab" * 100)
+            sent += 100
+        self.assertEqual(transport.producerState, "paused")
+        self.assertLess(sent, 10000)
+        sink.producer.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+        take(transport)
+        proto.dataReceived(b"BDAT 0 LAST\r\n")
+        self.assertEqual(take(transport), replies.DATA_OK)
+        self.assertEqual(sink.value(), b"ab" * sent)
 
     def test_sequence(self) -> None:
         """

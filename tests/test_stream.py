@@ -21,7 +21,7 @@ from tests import replies
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.session import Session
-from twisted_smtpd._stream import COLLECT_LIMIT, MessageStream
+from twisted_smtpd._stream import COLLECT_LIMIT, MAX_KEPT_CHUNKS, MessageStream
 from twisted_smtpd.handlers import BaseHandler
 from twisted_smtpd.interfaces import IMessageStream
 from twisted_smtpd.testing import MessageRecorder, memorySession
@@ -203,6 +203,28 @@ class PipeTests(SynchronousTestCase):
         stream.resumeProducing()
         self.assertEqual(upstream.events, ["pause", "resume"])
         self.assertEqual(transport.value(), b"x" * 10 + b"yz")
+
+    def test_manySmallChunksReachUpstream(self) -> None:
+        """
+        More than L{MAX_KEPT_CHUNKS} chunks kept for a paused consumer pause
+        upstream, however few bytes they hold (each chunk costs memory of its
+        own: a body in BDAT chunks of two octets took ten times C{maxBuffer});
+        upstream is resumed and the body handed on whole once the consumer
+        resumes.
+        """
+        upstream = FakeUpstream()
+        stream = MessageStream(upstream)
+        transport = StringTransport()
+        stream.pipe(transport)
+        stream.pauseProducing()
+        for _ in range(MAX_KEPT_CHUNKS):
+            stream._write(b"ab")
+        self.assertEqual(upstream.events, [])
+        stream._write(b"cd")
+        self.assertEqual(upstream.events, ["pause"])
+        stream.resumeProducing()
+        self.assertEqual(upstream.events, ["pause", "resume"])
+        self.assertEqual(transport.value(), b"ab" * MAX_KEPT_CHUNKS + b"cd")
 
     def test_consumerPausesDuringFlush(self) -> None:
         """

@@ -24,6 +24,13 @@ from twisted_smtpd.interfaces import _MessageStreamInterface
 #: default size limit.
 COLLECT_LIMIT = DEFAULT_SIZE
 
+#: How many chunks L{MessageStream} keeps, whatever their size, before it
+#: pauses its upstream producer.  Each kept chunk costs about 40 bytes of
+#: its own (its object and its place in the queue): a body sent as BDAT
+#: chunks of a few octets each would otherwise take ten times C{maxBuffer}
+#: in memory before the client is paused.
+MAX_KEPT_CHUNKS = 4096
+
 _T = TypeVar("_T")
 
 
@@ -54,8 +61,9 @@ class MessageStream:
     body has been handed on in full, or fails if it will not arrive whole.
 
     Nothing is lost while no consumer is attached yet: chunks are kept, and
-    once more than C{maxBuffer} bytes are kept the upstream producer (the
-    connection) is paused until a consumer takes them.  A consumer given to
+    once more than C{maxBuffer} bytes (or more than L{MAX_KEPT_CHUNKS}
+    chunks) are kept the upstream producer (the connection) is paused until
+    a consumer takes them.  A consumer given to
     L{pipe} pauses and resumes the stream as an L{IPushProducer}, which pauses
     the connection the same way.  The stream calls
     C{upstream.resumeProducing()} once for each C{upstream.pauseProducing()}
@@ -79,7 +87,8 @@ class MessageStream:
         @param upstream: What to pause while the body cannot be handed on:
             the protocol reading the body from the client.
         @param maxBuffer: How many bytes may wait for a slow or missing
-            consumer before C{upstream} is paused.
+            consumer before C{upstream} is paused (so may
+            L{MAX_KEPT_CHUNKS} chunks, whatever their size).
         """
         self.byteLength = 0
         self.sizeExceeded = False
@@ -227,7 +236,8 @@ class MessageStream:
     def pauseProducing(self) -> None:
         """
         Stop handing chunks on; keep them, and pause the upstream producer
-        once more than C{maxBuffer} bytes are kept.
+        once more than C{maxBuffer} bytes (or L{MAX_KEPT_CHUNKS} chunks) are
+        kept.
         """
         if self._stopped or self._done:
             return
@@ -343,12 +353,13 @@ class MessageStream:
     def _hold(self, chunk: bytes) -> None:
         """
         Keep a chunk the consumer cannot take yet; pause upstream if too much
-        is kept.
+        is kept: too many bytes, or too many chunks.
         """
-        self._buffer.append(chunk)
+        buffer = self._buffer
+        buffer.append(chunk)
         self._buffered += len(chunk)
         if (
-            self._buffered > self._maxBuffer
+            (self._buffered > self._maxBuffer or len(buffer) > MAX_KEPT_CHUNKS)
             and not self._upstreamPaused
             and self._upstream is not None
         ):

@@ -21,8 +21,9 @@ class _SMTPHandlerInterface(Interface):
     Every hook may return a plain value, a L{twisted.internet.defer.Deferred}
     or be an C{async def} coroutine.  Raising (or failing with)
     L{twisted_smtpd.SMTPError} answers the client with that reply (a 4xx or
-    5xx one; only C{onData} may use a 2xx code); any other exception, and
-    an C{SMTPError} with a code below 400 from another hook, answers 451,
+    5xx one; only C{onData} may use a 2xx code); any other exception, an
+    C{SMTPError} with a code below 400 from another hook, and one with a 3xx
+    code from C{onData}, answers 451,
     is logged with its traceback, and the session goes on.  A hook that
     has not answered within the server's C{handlerTimeout} (600 s) has its
     command answered 421, which closes the session; the hook is left to

@@ -18,7 +18,8 @@ class SMTPError(Exception):
         allowed only where C{onData} (or an entry of its LMTP list) wants
         to choose its own positive text; from any other hook it would tell
         the client yes while the server refuses, so it is taken as the
-        handler's error, logged and answered 451.
+        handler's error, logged and answered 451, and so is a 3xx code
+        from any hook.
     @ivar message: The reply text; line breaks make a multi-line reply, any
         other control character is replaced, so the text can never inject a
         line into the dialogue.

@@ -53,6 +53,27 @@ def dataReply(result: object) -> Reply:
     return catalogue.DATA_OK
 
 
+def bodyFailureReply(failure: Failure, log: Callable[[Failure], None]) -> Reply:
+    """
+    The reply for C{onData} (or an entry of its LMTP list) failing with
+    C{failure}: an L{SMTPError}'s own reply, 2xx included, unless its code
+    is 3xx.  A 354 or any other intermediate reply after a message's end
+    would tell the client to go on sending: it is logged as the handler's
+    bug and answered 451.  Any other exception is answered 451 and given to
+    C{log}.
+    """
+    value = failure.value
+    if isinstance(value, SMTPError) and 300 <= value.code < 400:
+        try:
+            raise TypeError(
+                f"onData answered with a {value.code} reply; a message needs a 2xx, 4xx or 5xx one"
+            ) from value
+        except TypeError:
+            log(Failure())
+        return catalogue.LOCAL_ERROR
+    return failureReply(failure, log)
+
+
 def lmtpReply(item: object, log: Callable[[Failure], None]) -> Reply:
     """
     The reply for one recipient's entry in an LMTP result list: an
@@ -62,7 +83,7 @@ def lmtpReply(item: object, log: Callable[[Failure], None]) -> Reply:
     if isinstance(item, BaseException):
         item = Failure(item)
     if isinstance(item, Failure):
-        return failureReply(item, log)
+        return bodyFailureReply(item, log)
     return dataReply(item)
 
 
@@ -188,7 +209,7 @@ class MessageReceiver:
         elif self._rejectBareNewline and decoder.bareNewlineSeen:
             replies = [catalogue.BARE_NEWLINE] * count
         elif isinstance(outcome, Failure):
-            replies = [failureReply(outcome, self._log)] * count
+            replies = [bodyFailureReply(outcome, self._log)] * count
         elif self._lmtp and isinstance(outcome, list | tuple):
             logged: set[int] = set()
 
@@ -198,7 +219,14 @@ class MessageReceiver:
                     logged.add(id(failure.value))
                     self._log(failure)
 
-            replies = [lmtpReply(item, logOnce) for item in outcome[:count]]
+            # An entry shared by several recipients is answered once.
+            answered: dict[int, Reply] = {}
+            replies = []
+            for item in outcome[:count]:
+                reply = answered.get(id(item))
+                if reply is None:
+                    reply = answered[id(item)] = lmtpReply(item, logOnce)
+                replies.append(reply)
             replies += [catalogue.DATA_OK] * (count - len(replies))
         else:
             replies = [dataReply(outcome)] * count

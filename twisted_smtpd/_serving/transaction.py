@@ -240,21 +240,16 @@ def refuseBdat(p: SessionControl, argument: bytes, reply: Reply) -> None:
 
     RFC 3030 section 2: the octets announced follow the command whatever the
     reply, so they are read and dropped (never buffered, never taken as
-    commands) and C{reply} is sent after the last of them.  When the size
-    cannot be read, where the chunk ends is unknown: the session ends with
-    C{521}, as Postfix does.
+    commands) and C{reply} is sent after the last of them; its C{reject}
+    event, which names the size as the command's argument, is the one log
+    line.  When the size cannot be read, where the chunk ends is unknown:
+    the session ends with C{521}, as Postfix does.
     """
     try:
         size = parseBdat(argument)[0]
     except CommandError:
         malformedBdat(p)
         return
-    p.log.info(
-        "{session} BDAT refused with {code}: discarding {size} octets",
-        session=p.session.id,
-        code=reply.code,
-        size=size,
-    )
     if size == 0:
         p.fail(reply)
         return
