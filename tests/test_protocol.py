@@ -1155,6 +1155,68 @@ class HookTests(SynchronousTestCase):
         self.assertEqual(picky.seen, ["mail", "close"])
         self.assertEqual(everything, ["hook", "rcpt", "close"])
 
+    def test_closingRefusalCloses(self) -> None:
+        """
+        A hook refusing with 421 or 521, raised or later, closes the
+        session after the reply (RFC 5321 section 3.8, RFC 7504): the
+        commands pipelined behind it are never answered, and its one
+        refusal event says the session is closing.
+        """
+        for code, enhanced in ((421, "4.3.0"), (521, "5.3.2")):
+
+            class Closing(RecordingHandler):
+                refusal = SMTPError(code, "go away", enhanced)
+
+                def onRcptTo(self, address: Address, session: Session) -> object:
+                    raise self.refusal
+
+            events: list[tuple[str, dict[str, Any]]] = []
+            proto, transport, clock, factory = connect(Closing())
+            factory.addObserver(
+                lambda event, session, data, events=events: events.append((event, data))
+            )
+            proto.dataReceived(b"EHLO c\r\nMAIL FROM:<s@e.com>\r\n")
+            take(transport)
+            proto.dataReceived(b"RCPT TO:<a@e.com>\r\nNOOP\r\n")
+            self.assertEqual(take(transport), b"%d %s go away\r\n" % (code, enhanced.encode()))
+            self.assertTrue(transport.disconnecting, code)
+            rejects = [data for event, data in events if event == "reject"]
+            self.assertEqual([(r["reply"].code, r["closing"]) for r in rejects], [(code, True)])
+
+    def test_closingRefusalOfMessageCloses(self) -> None:
+        """
+        C{onData} refusing with 421 closes the session after the reply, in
+        SMTP and, after every recipient's reply, in LMTP.
+        """
+        closing = SMTPError(421, "shutting down", "4.3.2")
+
+        class Closing(RecordingHandler):
+            def onData(self, stream: IMessageStream, session: Session) -> object:
+                stream.drain()
+                raise closing
+
+        proto, transport, clock, _ = connect(Closing())
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<s@e.com>\r\nRCPT TO:<a@e.com>\r\n")
+        take(transport)
+        proto.dataReceived(b"DATA\r\nhi\r\n.\r\nNOOP\r\n")
+        self.assertEqual(
+            take(transport), b"354 End data with <CR><LF>.<CR><LF>\r\n421 4.3.2 shutting down\r\n"
+        )
+        self.assertTrue(transport.disconnecting)
+
+        handler = RefusingDataHandler(["delivered", closing])
+        proto, transport, clock, _ = connect(handler, lmtp=True)
+        proto.dataReceived(
+            b"LHLO c\r\nMAIL FROM:<s@e.com>\r\nRCPT TO:<a@e.com>\r\nRCPT TO:<b@e.com>\r\n"
+        )
+        take(transport)
+        proto.dataReceived(b"DATA\r\nhi\r\n.\r\nNOOP\r\n")
+        out = take(transport)
+        self.assertTrue(
+            out.endswith(b"\r\n250 2.0.0 delivered\r\n421 4.3.2 shutting down\r\n"), out
+        )
+        self.assertTrue(transport.disconnecting)
+
     def test_positiveRefusalIsHandlerError(self) -> None:
         """
         A hook refusing with a positive L{SMTPError} (250), raised or as a

@@ -21,7 +21,9 @@ class _SMTPHandlerInterface(Interface):
     Every hook may return a plain value, a L{twisted.internet.defer.Deferred}
     or be an C{async def} coroutine.  Raising (or failing with)
     L{twisted_smtpd.SMTPError} answers the client with that reply (a 4xx or
-    5xx one; only C{onData} may use a 2xx code); any other exception, an
+    5xx one; only C{onData} may use a 2xx code); a 421 or 521 then closes
+    the session, as those codes say (RFC 5321 section 3.8, RFC 7504).  Any
+    other exception, an
     C{SMTPError} with a code below 400 from another hook, and one with a 3xx
     code from C{onData}, answers 451,
     is logged with its traceback, and the session goes on.  A hook that

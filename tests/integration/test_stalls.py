@@ -205,6 +205,10 @@ class StallTests(ServerTestCase):
             issued.certificatePath,
             "--tls-key",
             issued.keyPath,
+            # The clients that never read flood EHLOs: what cuts them here
+            # is their unread replies, not the junk command limit.
+            "--max-junk-commands",
+            "0",
             *timeouts,
             maildir=False,
             listen=_LISTEN,
@@ -302,6 +306,43 @@ class StallTests(ServerTestCase):
         self.assertLess(elapsed, bound, server.output[-3000:])
         self.assertEqual(closed, len(sockets))
         print(f"\nSIGTERM with {len(sockets)} stalled clients: exited in {elapsed:.1f} s")
+        self.stopServer()
+
+
+def closingConnections(port: int) -> int:
+    """
+    How many TCP connections from local C{port} the kernel holds closed by
+    their server but with its data still unsent (C{FIN_WAIT1}), from
+    C{/proc/net/tcp}.
+    """
+    count = 0
+    with open("/proc/net/tcp", encoding="ascii") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if int(fields[1].split(":")[1], 16) == port and fields[3] == "04":
+                count += 1
+    return count
+
+
+class JunkFloodTests(ServerTestCase):
+    def test_unreadRepliesLeaveNoOrphan(self) -> None:
+        """
+        A client flooding EHLOs without reading its replies is cut past the
+        junk command limit, while its replies still fill the kernel's send
+        buffer: the server's side of the connection is gone from the kernel
+        within twice the close grace, not kept for as long as the client
+        keeps its window shut.
+        """
+        server = self.startServer("--sink", "--no-reverse-lookup", maildir=False)
+        port = int(server.ports[0])
+        client = _connect(port, small=True)
+        _sendSome(client, _PIPELINED_EHLO)
+        server.waitForLog("421 4.7.0 <x>: Too many errors")
+        deadline = time.monotonic() + 2 * CLOSE_GRACE + 5
+        while closingConnections(port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self.assertEqual(closingConnections(port), 0)
+        client.close()
         self.stopServer()
 
 

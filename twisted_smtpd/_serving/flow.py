@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket as _socket
 import weakref
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import tcp
@@ -126,6 +127,23 @@ def noDelay(socket: Any) -> None:
     """
     if socket is not None and socket.socket.family in (_socket.AF_INET, _socket.AF_INET6):
         socket.setTcpNoDelay(True)
+
+
+def giveUpUnreadAfter(socket: Any, seconds: float) -> None:
+    """
+    Have the kernel reset the TCP connection C{socket} (L{socketUnder}) once
+    what it sends has gone unread for C{seconds} (C{TCP_USER_TIMEOUT}, where
+    the system has it), before a close after a refusal.  Closed with replies
+    its client does not read still in the kernel's send buffer, the
+    connection would otherwise linger there, out of the server's sight,
+    for as long as the client keeps its window shut.
+    """
+    option = getattr(_socket, "TCP_USER_TIMEOUT", None)
+    if option is None or socket is None:
+        return
+    if socket.socket.family in (_socket.AF_INET, _socket.AF_INET6):
+        with suppress(OSError):
+            socket.socket.setsockopt(_socket.IPPROTO_TCP, option, int(seconds * 1000))
 
 
 #: What Twisted reads from a connection at a time.

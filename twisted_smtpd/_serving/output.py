@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.replies import Reply, formatReply
-from twisted_smtpd._serving.flow import writeThrough
+from twisted_smtpd._serving.deadlines import CLOSE_GRACE
+from twisted_smtpd._serving.flow import giveUpUnreadAfter, writeThrough
 from twisted_smtpd._serving.logging import refusal
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 RECIPIENT_OVERSHOOT = 1000
 # Replies to pipelined commands written at once, at most.
 REPLY_BATCH = 64
+# The codes of replies after which the server closes the connection.
+CLOSING_CODES = frozenset((421, 521))
 
 
 class SessionOutput:
@@ -108,8 +111,13 @@ class SessionOutput:
     def fail(self, reply: Reply) -> None:
         """
         Send an error reply and count it; too many errors end the session
-        (Postfix's C{smtpd_hard_error_limit}).
+        (Postfix's C{smtpd_hard_error_limit}).  A 421 or 521 (a handler's)
+        says the server closes the connection (RFC 5321 section 3.8, RFC
+        7504), so it does.
         """
+        if reply.code in CLOSING_CODES:
+            self.closeWith(reply)
+            return
         self.reply(reply)
         self._emitRefusal(reply)
         if reply.enhanced == "4.5.3" and self._overshoot < RECIPIENT_OVERSHOOT:
@@ -160,9 +168,15 @@ class SessionOutput:
         """
         if self.closing:
             return
-        if reply.code >= 400 and reply not in catalogue.LOGGED_APART:
-            # A refusal or a limit reached that ends the session.
-            self._emitRefusal(reply, True, limit)
+        if reply.code >= 400:
+            # Replies a refused client leaves unread must not keep its
+            # connection in the kernel for long once the server closed its
+            # socket; while the session holds them itself, its abort after
+            # the close's grace (a reset the client sees) comes first.
+            giveUpUnreadAfter(self._socket, 2 * CLOSE_GRACE)
+            if reply not in catalogue.LOGGED_APART:
+                # A refusal or a limit reached that ends the session.
+                self._emitRefusal(reply, True, limit)
         self.reply(reply)
         self._close()
 

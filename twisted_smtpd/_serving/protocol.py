@@ -52,7 +52,7 @@ from twisted_smtpd._serving import transaction as _transaction
 from twisted_smtpd._serving.deadlines import Times, lineStarted, waitForHandler
 from twisted_smtpd._serving.flow import PAUSE_HOOK, PAUSE_STREAM, PAUSE_WRITE
 from twisted_smtpd._serving.hooks import runCloseHook, runHook
-from twisted_smtpd._serving.output import SessionOutput
+from twisted_smtpd._serving.output import CLOSING_CODES, SessionOutput
 from twisted_smtpd._serving.receiving import MessageReceiver
 from twisted_smtpd.interfaces import ISMTPHandler
 
@@ -464,6 +464,10 @@ class SMTPProtocol(SessionOutput, LineReceiver):
             self.reply(reply)
         self.resetTransaction()
         if any(reply.code >= 400 for reply in replies):
+            if any(reply.code in CLOSING_CODES for reply in replies):
+                # onData's 421 or 521 closes the session, as any hook's.
+                self._close()
+                return
             self._countError()
         else:
             self._forgiveErrors()
