@@ -12,8 +12,8 @@ import socket
 import tempfile
 
 from twisted.internet import reactor
-from twisted.internet.error import ConnectionDone
-from twisted.internet.testing import EventLoggingObserver, MemoryReactor
+from twisted.internet.error import ConnectionDone, ProcessTerminated
+from twisted.internet.testing import EventLoggingObserver, MemoryReactor, MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -24,6 +24,7 @@ from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._twistd.tap import Options
 from twisted_smtpd._twistd.workers import (
     _MAX_PARTIAL,
+    _STABLE,
     INHERITED,
     PARENT_PIPE,
     ParentWatch,
@@ -304,3 +305,95 @@ class WorkerLogTests(SynchronousTestCase):
         _Worker(pool, 1).outReceived(b'{"text": "a"}\nnot json \x1b[2J\n{"text": "b"}\n')
         self.assertEqual(writer.stream.getvalue(), '{"text": "a"}\n{"text": "b"}\n')
         self.assertEqual([formatEvent(event) for event in events], ["worker 1: not json \\x1b[2J"])
+
+
+class _Process:
+    """
+    A process L{_ProcessReactor} started: its pid and the signals sent to it.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.signals: list[str] = []
+
+    def signalProcess(self, name: str) -> None:
+        self.signals.append(name)
+
+
+class _ProcessReactor(MemoryReactorClock):
+    """
+    A reactor whose processes are recorded, never run.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spawned: list[tuple[_Worker, _Process]] = []
+
+    def spawnProcess(self, protocol: _Worker, *args: object, **kw: object) -> _Process:
+        process = _Process(1000 + len(self.spawned))
+        self.spawned.append((protocol, process))
+        return process
+
+
+def _exited(code: int | None = None, signal: int | None = None) -> Failure:
+    return Failure(ProcessTerminated(code, signal))
+
+
+class RestartTests(SynchronousTestCase):
+    """
+    A worker that ends is started again after a pause that grows while it
+    keeps ending.
+    """
+
+    def pool(self) -> tuple[WorkerPool, _ProcessReactor, LogCatcher]:
+        log = LogCatcher(self)
+        clock = _ProcessReactor()
+        pool = WorkerPool([], 1, [], reactor=clock)
+        pool._spawn(0)
+        return pool, clock, log
+
+    def endLatest(self, clock: _ProcessReactor, reason: Failure) -> None:
+        worker, _ = clock.spawned[-1]
+        worker.processEnded(reason)
+
+    def test_pauseGrows(self) -> None:
+        """
+        A worker ending at once each time is started again after 0.5, 1,
+        2, ... seconds, at most 30.
+        """
+        pool, clock, log = self.pool()
+        pauses = []
+        for _ in range(9):
+            self.endLatest(clock, _exited(1))
+            (call,) = clock.getDelayedCalls()
+            pauses.append(call.getTime() - clock.seconds())
+            clock.advance(pauses[-1])
+        self.assertEqual(pauses, [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0])
+        self.assertEqual(len(clock.spawned), 10)
+        self.assertEqual(pool.restarts, 9)
+
+    def test_pauseShortAgainAfterRunningWell(self) -> None:
+        """
+        Once a worker has run a minute, its end is a new failure: it is
+        started again after half a second, however many ends came before
+        (the pause would otherwise stay at its longest for good after a
+        few ends over the server's life, such as an occasional OOM kill).
+        """
+        pool, clock, log = self.pool()
+        for _ in range(8):
+            self.endLatest(clock, _exited(1))
+            (call,) = clock.getDelayedCalls()
+            clock.advance(call.getTime() - clock.seconds())
+        clock.advance(_STABLE)
+        self.endLatest(clock, _exited(None, 9))
+        (call,) = clock.getDelayedCalls()
+        self.assertEqual(call.getTime() - clock.seconds(), 0.5)
+        self.assertEqual(
+            log.matching("worker 0 ended")[-1],
+            "worker 0 ended (exit None, signal 9); restarting in 0.5s",
+        )
+        # Ending at once again, it is one more of a new series.
+        clock.advance(0.5)
+        self.endLatest(clock, _exited(1))
+        (call,) = clock.getDelayedCalls()
+        self.assertEqual(call.getTime() - clock.seconds(), 1.0)

@@ -8,7 +8,8 @@ to the same address with C{SO_REUSEPORT}, so the kernel spreads connections
 across the workers; other kinds (C{unix:}) share one socket.  Each worker is
 C{twistd smtpd} again, run with the same options, that adopts its sockets
 (C{adoptStreamPort}) instead of binding.  A worker that dies is started again
-(after a pause that grows while it keeps dying); the sockets stay open in the
+(after a pause that grows while it keeps dying, from half a second to 30
+seconds, and starts again from half a second once it ran a minute); the sockets stay open in the
 parent meanwhile, so connections wait in the backlog rather than being
 refused.  SIGTERM (stopping the service) sends SIGTERM to every worker, which
 closes gracefully, and waits for them.
@@ -147,6 +148,11 @@ def inheritedListeners(environ: dict[str, str] | None = None) -> list[tuple[int,
 #: end of its line.
 _MAX_PARTIAL = 1 << 20
 
+#: Seconds a worker must run for its end to count as a new failure rather
+#: than one more of a series: its restart pause starts again from the
+#: shortest.
+_STABLE = 60.0
+
 
 def stdoutToStderr() -> None:
     """
@@ -162,6 +168,8 @@ class _Worker(ProcessProtocol):
         self.pool = pool
         self.index = index
         self.ended: Deferred[None] = Deferred()
+        #: When it was started (the reactor's time).
+        self.started = 0.0
         self._partial = b""
         self._dropping = False
 
@@ -317,6 +325,7 @@ class WorkerPool(GivesLogObserver):
             env["PYTHONIOENCODING"] = "utf-8"
         argv = [sys.executable, "-c", _RUN_TWISTD, *self._arguments, *self.extraArguments]
         protocol = _Worker(self, index)
+        protocol.started = self.reactor.seconds()
         process = self.reactor.spawnProcess(
             protocol, sys.executable, argv, env=env, childFDs=childFDs
         )
@@ -361,6 +370,10 @@ class WorkerPool(GivesLogObserver):
             del self.workers[index]
         if self._stopping:
             return
+        if self.reactor.seconds() - worker.started >= _STABLE:
+            # It had been running well: an end now (the OOM killer, once a
+            # week) is not one more of the ends before it.
+            self._failures.pop(index, None)
         failures = self._failures.get(index, 0) + 1
         self._failures[index] = failures
         delay = min(30.0, 0.5 * 2 ** min(failures - 1, 6))
