@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import tempfile
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.error import ConnectionDone, ProcessTerminated
@@ -22,6 +23,7 @@ from tests.certs import CertificateAuthority
 from tests.test_deadlines import LogCatcher
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._twistd.tap import Options
+from twisted_smtpd._twistd.workercert import SHARED_CERTIFICATE, removeSharedCertificate
 from twisted_smtpd._twistd.workers import (
     _MAX_PARTIAL,
     _STABLE,
@@ -197,6 +199,44 @@ class ParentWatchTests(SynchronousTestCase):
         self.assertTrue(watch.parentGone)
         self.assertTrue(memory.hasStopped)
 
+    def test_parentGoneRemovesSharedCertificate(self) -> None:
+        """
+        Once the parent is gone (killed, it could not remove them), the
+        worker removes the certificate and key its parent made for the
+        workers, and their directory; not before.
+        """
+        directory = tempfile.mkdtemp(prefix="smtpd-tls-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        for name in ("cert.pem", "key.pem"):
+            with open(os.path.join(directory, name), "w") as f:
+                f.write(name)
+        readEnd, writeEnd = os.pipe()
+        self.addCleanup(os.close, readEnd)
+        memory = MemoryReactor()
+        memory.running = True
+        memory.hasStopped = False
+        ParentWatch(readEnd, reactor=memory, sharedCertificate=directory).startService()
+        (reader,) = memory.getReaders()
+        reader.doRead()  # type: ignore[attr-defined]
+        self.assertEqual(sorted(os.listdir(directory)), ["cert.pem", "key.pem"])
+        os.close(writeEnd)
+        reader.doRead()  # type: ignore[attr-defined]
+        self.assertFalse(os.path.exists(directory))
+
+    def test_removesOnlyCertificateFiles(self) -> None:
+        """
+        Only the certificate, the key and their directory are removed: a
+        directory holding anything else stays, with that.
+        """
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory, True)
+        for name in ("cert.pem", "key.pem", "other"):
+            with open(os.path.join(directory, name), "w") as f:
+                f.write(name)
+        removeSharedCertificate(directory)
+        self.assertEqual(os.listdir(directory), ["other"])
+        removeSharedCertificate(os.path.join(directory, "missing"))
+
     def test_stopServiceStopsWatching(self) -> None:
         """
         Stopping the service removes the reader.
@@ -328,10 +368,12 @@ class _ProcessReactor(MemoryReactorClock):
     def __init__(self) -> None:
         super().__init__()
         self.spawned: list[tuple[_Worker, _Process]] = []
+        self.environments: list[dict[str, str]] = []
 
-    def spawnProcess(self, protocol: _Worker, *args: object, **kw: object) -> _Process:
+    def spawnProcess(self, protocol: _Worker, *args: object, **kw: Any) -> _Process:
         process = _Process(1000 + len(self.spawned))
         self.spawned.append((protocol, process))
+        self.environments.append(kw["env"])
         return process
 
 
@@ -397,3 +439,25 @@ class RestartTests(SynchronousTestCase):
         self.endLatest(clock, _exited(1))
         (call,) = clock.getDelayedCalls()
         self.assertEqual(call.getTime() - clock.seconds(), 1.0)
+
+
+class EnvironmentTests(SynchronousTestCase):
+    """
+    What a worker finds in its environment.
+    """
+
+    def test_sharedCertificateDirectory(self) -> None:
+        """
+        A worker is told the directory of the certificate its parent made
+        (to remove once the parent is gone) only when its parent made one:
+        never one this process was itself told of.
+        """
+        clock = _ProcessReactor()
+        pool = WorkerPool([], 1, [], reactor=clock)
+        os.environ[SHARED_CERTIFICATE] = "/somewhere"
+        self.addCleanup(os.environ.pop, SHARED_CERTIFICATE, None)
+        pool._spawn(0)
+        self.assertNotIn(SHARED_CERTIFICATE, clock.environments[-1])
+        pool.extraEnvironment = {SHARED_CERTIFICATE: "/tmp/smtpd-tls-x"}
+        pool._spawn(0)
+        self.assertEqual(clock.environments[-1][SHARED_CERTIFICATE], "/tmp/smtpd-tls-x")

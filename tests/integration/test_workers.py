@@ -234,11 +234,17 @@ class ParentDeathTests(SynchronousTestCase):
         """
         When the parent is killed with SIGKILL (as the OOM killer does), each
         worker logs that its parent is gone and exits within
-        C{exitBound} seconds, and the port then refuses connections.
+        C{exitBound} seconds, and the port then refuses connections.  The
+        directory holding the self-signed certificate and private key the
+        parent made for its workers is gone too.
         """
         server, port = startWorkers(self, ["--sink"])
         pids = list(WorkersTests.workerPids(WorkersTests(), server).values())
         self.assertEqual(len(pids), 2)
+        with open(f"/proc/{pids[0]}/cmdline", "rb") as f:
+            arguments = f.read().split(b"\0")
+        key = os.fsdecode(arguments[arguments.index(b"--tls-key") + 1])
+        self.assertTrue(os.path.exists(key))
 
         def killWorkers() -> None:
             for pid in pids:
@@ -256,6 +262,7 @@ class ParentDeathTests(SynchronousTestCase):
         self.assertEqual([pid for pid in pids if running(pid)], [], server.output[-3000:])
         with self.assertRaises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT).close()
+        self.assertFalse(os.path.exists(os.path.dirname(key)))
 
 
 class WorkerListenersTests(SynchronousTestCase):

@@ -55,6 +55,7 @@ from twisted_smtpd._serving.listeners import splitDescription
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._twistd.logfile import GivesLogObserver, ReopenOnSignal
 from twisted_smtpd._twistd.stopsignals import StopOnce
+from twisted_smtpd._twistd.workercert import SHARED_CERTIFICATE, removeSharedCertificate
 
 #: The environment variable that hands a worker its sockets:
 #: C{fd,family,description} entries separated by newlines.
@@ -219,6 +220,8 @@ class WorkerPool(GivesLogObserver):
     @ivar restarts: How many times a worker was started again.
     @ivar extraArguments: Arguments added after C{workerArguments} for
         workers started from now on.
+    @ivar extraEnvironment: Variables added to the environment of workers
+        started from now on.
     """
 
     _log = Logger()
@@ -255,6 +258,7 @@ class WorkerPool(GivesLogObserver):
         self.workers: dict[int, Any] = {}
         self.restarts = 0
         self.extraArguments: list[str] = []
+        self.extraEnvironment: dict[str, str] = {}
         self._previousHangup: Any = None
 
     @property
@@ -320,6 +324,9 @@ class WorkerPool(GivesLogObserver):
         env = dict(os.environ)
         env[INHERITED] = "\n".join(lines)
         env[PARENT_PIPE] = str(fd)
+        # Only the directory this process made, never one it was told of.
+        env.pop(SHARED_CERTIFICATE, None)
+        env.update(self.extraEnvironment)
         if self._writer is not None:
             # Its log lines come through a pipe, in UTF-8 whatever the locale.
             env["PYTHONIOENCODING"] = "utf-8"
@@ -486,7 +493,12 @@ class ParentWatch(Service):
     _log = Logger()
 
     def __init__(
-        self, fd: int, *, reactor: Any = None, logToStderr: BufferedLogWriter | None = None
+        self,
+        fd: int,
+        *,
+        reactor: Any = None,
+        logToStderr: BufferedLogWriter | None = None,
+        sharedCertificate: str | None = None,
     ) -> None:
         """
         @param fd: The worker's end of the pipe from its parent.
@@ -495,7 +507,13 @@ class ParentWatch(Service):
             goes to the parent: once the parent is gone, standard output
             becomes standard error (L{stdoutToStderr}) before the writer
             writes again.
+        @param sharedCertificate: The directory of the certificate the
+            parent made for its workers (L{SharedCertificate
+            <twisted_smtpd._twistd.workercert.SharedCertificate>}), which
+            the worker has read: removed once the parent is gone, since a
+            parent killed by SIGKILL cannot remove it.
         """
+        self._sharedCertificate = sharedCertificate
         self._fd = fd
         self._reactor = reactor
         self._writer = logToStderr
@@ -538,6 +556,8 @@ class ParentWatch(Service):
         if self._writer is not None:
             stdoutToStderr()
         self._log.warn("Parent process gone; this worker stops (pid {pid})", pid=os.getpid())
+        if self._sharedCertificate is not None:
+            removeSharedCertificate(self._sharedCertificate)
         if self._reactor.running:
             # Already stopping (SIGTERM came first): the stop goes on.
             with suppress(ReactorNotRunning):
