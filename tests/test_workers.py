@@ -29,13 +29,12 @@ from twisted_smtpd._twistd.workers import (
     _STABLE,
     INHERITED,
     PARENT_PIPE,
-    ParentWatch,
     WorkerPool,
     _Worker,
     bindListener,
     inheritedListeners,
-    parentPipe,
 )
+from twisted_smtpd._twistd.workerside import ParentWatch, parentPipe
 
 
 class BindTests(SynchronousTestCase):

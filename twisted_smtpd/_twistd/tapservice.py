@@ -18,7 +18,8 @@ from twisted_smtpd._twistd.daemon import SMTPDaemon
 from twisted_smtpd._twistd.logfile import logDestination
 from twisted_smtpd._twistd.openfiles import checkOpenFiles
 from twisted_smtpd._twistd.workercert import SHARED_CERTIFICATE, SharedCertificate
-from twisted_smtpd._twistd.workers import ParentWatch, WorkerPool, parentPipe, stdoutToStderr
+from twisted_smtpd._twistd.workers import WorkerPool
+from twisted_smtpd._twistd.workerside import ParentWatch, parentPipe, stdoutToStderr
 
 if TYPE_CHECKING:
     # Imported when --metrics is given: the web server stays unloaded

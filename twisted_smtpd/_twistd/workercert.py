@@ -11,7 +11,7 @@ a private directory and hands both files to every worker with C{--tls-cert}
 and C{--tls-key}; the directory is removed once the workers have stopped.
 A parent killed outright (SIGKILL, the OOM killer) cannot remove it: its
 workers, which learn of its death (L{ParentWatch
-<twisted_smtpd._twistd.workers.ParentWatch>}) and are told the directory
+<twisted_smtpd._twistd.workerside.ParentWatch>}) and are told the directory
 (L{SHARED_CERTIFICATE}), remove it then, so that no copy of the private key
 stays behind.
 """
