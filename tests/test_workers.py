@@ -185,6 +185,23 @@ class ParentWatchTests(SynchronousTestCase):
         self.assertEqual(len(events), 1)
         self.assertEqual(formatEvent(events[0]), f"worker ready, pid {os.getpid()}")
 
+    def test_announceReadyOnceReactorRuns(self) -> None:
+        """
+        The worker tells its parent it is ready (closing its standard
+        input) once the reactor runs, and once.
+        """
+        readEnd, writeEnd = os.pipe()
+        self.addCleanup(os.close, readEnd)
+        self.addCleanup(os.close, writeEnd)
+        memory = MemoryReactor()
+        memory.hasStopped = False
+        announced: list[None] = []
+        watch = ParentWatch(readEnd, reactor=memory, announceReady=lambda: announced.append(None))
+        watch.startService()
+        self.assertEqual(announced, [])
+        memory.run()
+        self.assertEqual(announced, [None])
+
     def test_hangUpStopsReactor(self) -> None:
         """
         A reactor that reports the hang-up as a lost connection (epoll does,
@@ -460,3 +477,33 @@ class EnvironmentTests(SynchronousTestCase):
         pool.extraEnvironment = {SHARED_CERTIFICATE: "/tmp/smtpd-tls-x"}
         pool._spawn(0)
         self.assertEqual(clock.environments[-1][SHARED_CERTIFICATE], "/tmp/smtpd-tls-x")
+
+
+class SignalTests(SynchronousTestCase):
+    """
+    The signals the parent passes on to its workers.
+    """
+
+    def test_hangupOnceReady(self) -> None:
+        """
+        SIGHUP goes at once to a worker that is ready (it closed its
+        standard input); one still starting, which SIGHUP would end, gets
+        it once it is ready, once.  SIGTERM goes to every worker.
+        """
+        clock = _ProcessReactor()
+        pool = WorkerPool([], 2, [], reactor=clock)
+        pool._spawn(0)
+        pool._spawn(1)
+        (first, firstProcess), (second, secondProcess) = clock.spawned
+        first.inConnectionLost()
+        pool.signalWorkers("HUP")
+        self.assertEqual(firstProcess.signals, ["HUP"])
+        self.assertEqual(secondProcess.signals, [])
+        second.inConnectionLost()
+        self.assertEqual(secondProcess.signals, ["HUP"])
+        second.inConnectionLost()
+        self.assertEqual(secondProcess.signals, ["HUP"])
+        pool._spawn(1)
+        pool.signalWorkers("TERM")
+        self.assertEqual(firstProcess.signals, ["HUP", "TERM"])
+        self.assertEqual(clock.spawned[-1][1].signals, ["TERM"])

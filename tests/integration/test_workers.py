@@ -214,6 +214,27 @@ class StopTests(SynchronousTestCase):
         self.assertNotIn("ReactorNotRunning", output)
 
 
+class HangupTests(SynchronousTestCase):
+    def test_hangupWhileWorkersStart(self) -> None:
+        """
+        SIGHUP to the parent while its workers are still starting (as a
+        certificate renewal's C{systemctl reload} may come during a
+        restart) ends none of them: each reloads its certificates once it
+        is ready.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        server = TwistdServer(["--workers", "2", "--no-reverse-lookup", "--sink"], directory)
+        self.addCleanup(server.kill)
+        server.start()
+        server.waitForLog("worker 1 started")
+        server.signal(signal.SIGHUP)
+        server.waitForLog("worker ready", count=2, timeout=START_TIMEOUT)
+        server.waitForLog("TLS certificates reloaded", count=2, timeout=START_TIMEOUT)
+        self.assertNotIn("ended", server.output)
+        self.assertEqual(len(WorkersTests.workerPids(WorkersTests(), server)), 2)
+
+
 def running(pid: int) -> bool:
     """
     Whether process C{pid} exists and is not a zombie waiting to be reaped.

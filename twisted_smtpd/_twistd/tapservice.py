@@ -19,7 +19,12 @@ from twisted_smtpd._twistd.logfile import logDestination
 from twisted_smtpd._twistd.openfiles import checkOpenFiles
 from twisted_smtpd._twistd.workercert import SHARED_CERTIFICATE, SharedCertificate
 from twisted_smtpd._twistd.workers import WorkerPool
-from twisted_smtpd._twistd.workerside import ParentWatch, parentPipe, stdoutToStderr
+from twisted_smtpd._twistd.workerside import (
+    ParentWatch,
+    closeStandardInput,
+    parentPipe,
+    stdoutToStderr,
+)
 
 if TYPE_CHECKING:
     # Imported when --metrics is given: the web server stays unloaded
@@ -103,7 +108,10 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
     if pipe is not None:
         # A worker of --workers stops when its parent is gone.
         ParentWatch(
-            pipe, logToStderr=writer, sharedCertificate=os.environ.get(SHARED_CERTIFICATE)
+            pipe,
+            logToStderr=writer,
+            sharedCertificate=os.environ.get(SHARED_CERTIFICATE),
+            announceReady=closeStandardInput,
         ).setServiceParent(server)
     if not inherited:
         for description in config["listen"]:

@@ -156,6 +156,11 @@ class _Worker(ProcessProtocol):
         self.ended: Deferred[None] = Deferred()
         #: When it was started (the reactor's time).
         self.started = 0.0
+        #: Whether it said it is ready (its reactor runs, its signal
+        #: handlers are in place) by closing its standard input.
+        self.ready = False
+        #: Whether a SIGHUP came before it was ready, to pass on once it is.
+        self.hangupPending = False
         self._partial = b""
         self._dropping = False
 
@@ -186,6 +191,15 @@ class _Worker(ProcessProtocol):
                 index=self.index,
                 limit=_MAX_PARTIAL,
             )
+
+    def inConnectionLost(self) -> None:
+        """
+        The worker closed its standard input: it is ready
+        (L{closeStandardInput
+        <twisted_smtpd._twistd.workerside.closeStandardInput>}), or gone.
+        """
+        self.ready = True
+        self.pool._workerReady(self)
 
     def outConnectionLost(self) -> None:
         partial, self._partial = self._partial, b""
@@ -286,10 +300,24 @@ class WorkerPool(GivesLogObserver):
     def signalWorkers(self, name: str) -> None:
         """
         Send signal C{name} (C{"HUP"}, C{"TERM"}, ...) to every worker.
+
+        A worker still starting gets SIGHUP once it is ready: until its
+        handler is in place, SIGHUP would end it.
         """
-        for process, _ in list(self.workers.values()):
+        for process, protocol in list(self.workers.values()):
+            if name == "HUP" and not protocol.ready:
+                protocol.hangupPending = True
+                continue
             with suppress(ProcessExitedAlready):
                 process.signalProcess(name)
+
+    def _workerReady(self, worker: _Worker) -> None:
+        current = self.workers.get(worker.index)
+        if current is None or current[1] is not worker or not worker.hangupPending:
+            return
+        worker.hangupPending = False
+        with suppress(ProcessExitedAlready):
+            current[0].signalProcess("HUP")
 
     def _spawn(self, index: int) -> None:
         self._pending.pop(index, None)

@@ -16,6 +16,7 @@ cannot miss a parent that died before the worker started watching.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
@@ -37,6 +38,18 @@ def stdoutToStderr() -> None:
     reach whoever reads that.
     """
     os.dup2(2, 1)
+
+
+def closeStandardInput() -> None:
+    """
+    In a worker that is ready: close the pipe from the parent that is its
+    standard input (standard input becomes C{/dev/null}), which tells the
+    parent it is ready.
+    """
+    fd = os.open(os.devnull, os.O_RDONLY)
+    if fd != 0:
+        os.dup2(fd, 0)
+        os.close(fd)
 
 
 def parentPipe(environ: dict[str, str] | None = None) -> int | None:
@@ -101,6 +114,7 @@ class ParentWatch(Service):
         reactor: Any = None,
         logToStderr: BufferedLogWriter | None = None,
         sharedCertificate: str | None = None,
+        announceReady: Callable[[], object] | None = None,
     ) -> None:
         """
         @param fd: The worker's end of the pipe from its parent.
@@ -114,7 +128,10 @@ class ParentWatch(Service):
             <twisted_smtpd._twistd.workercert.SharedCertificate>}), which
             the worker has read: removed once the parent is gone, since a
             parent killed by SIGKILL cannot remove it.
+        @param announceReady: Called once the reactor runs, to tell the
+            parent the worker is ready (L{closeStandardInput}).
         """
+        self._announceReady = announceReady
         self._sharedCertificate = sharedCertificate
         self._fd = fd
         self._reactor = reactor
@@ -141,6 +158,8 @@ class ParentWatch(Service):
 
     def _ready(self) -> None:
         self._log.info("worker ready, pid {pid}", pid=os.getpid())
+        if self._announceReady is not None:
+            self._announceReady()
 
     def stopService(self) -> None:
         """
