@@ -507,3 +507,28 @@ class SignalTests(SynchronousTestCase):
         pool.signalWorkers("TERM")
         self.assertEqual(firstProcess.signals, ["HUP", "TERM"])
         self.assertEqual(clock.spawned[-1][1].signals, ["TERM"])
+
+
+class EndedTests(SynchronousTestCase):
+    """
+    What the pool tells of a worker that ended.
+    """
+
+    def test_endedCallbacks(self) -> None:
+        """
+        Each worker that ends while the pool runs is reported by its
+        process id (the metrics drop what it counted as open); not while
+        the pool stops.
+        """
+        clock = _ProcessReactor()
+        pool = WorkerPool([], 2, [], reactor=clock)
+        ended: list[int] = []
+        pool.onWorkerEnded.append(ended.append)
+        pool._spawn(0)
+        pool._spawn(1)
+        (first, firstProcess), (second, secondProcess) = clock.spawned
+        first.processEnded(_exited(None, 9))
+        self.assertEqual(ended, [firstProcess.pid])
+        pool.stopService()
+        second.processEnded(_exited(0))
+        self.assertEqual(ended, [firstProcess.pid])

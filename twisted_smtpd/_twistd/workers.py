@@ -32,7 +32,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -156,6 +156,8 @@ class _Worker(ProcessProtocol):
         self.ended: Deferred[None] = Deferred()
         #: When it was started (the reactor's time).
         self.started = 0.0
+        #: Its process id, once started.
+        self.pid: int | None = None
         #: Whether it said it is ready (its reactor runs, its signal
         #: handlers are in place) by closing its standard input.
         self.ready = False
@@ -221,6 +223,8 @@ class WorkerPool(GivesLogObserver):
         workers started from now on.
     @ivar extraEnvironment: Variables added to the environment of workers
         started from now on.
+    @ivar onWorkerEnded: Called with the process id of each worker that
+        ended (while running, not while stopping).
     """
 
     _log = Logger()
@@ -258,6 +262,7 @@ class WorkerPool(GivesLogObserver):
         self.restarts = 0
         self.extraArguments: list[str] = []
         self.extraEnvironment: dict[str, str] = {}
+        self.onWorkerEnded: list[Callable[[int], object]] = []
         self._previousHangup: Any = None
 
     @property
@@ -350,6 +355,7 @@ class WorkerPool(GivesLogObserver):
             protocol, sys.executable, argv, env=env, childFDs=childFDs
         )
         self.workers[index] = (process, protocol)
+        protocol.pid = process.pid
         self._log.info("worker {index} started, pid {pid}", index=index, pid=process.pid)
 
     def _workerLog(self, worker: _Worker, data: bytes) -> None:
@@ -390,6 +396,9 @@ class WorkerPool(GivesLogObserver):
             del self.workers[index]
         if self._stopping:
             return
+        if worker.pid is not None:
+            for callback in self.onWorkerEnded:
+                callback(worker.pid)
         if self.reactor.seconds() - worker.started >= _STABLE:
             # It had been running well: an end now (the OOM killer, once a
             # week) is not one more of the ends before it.
