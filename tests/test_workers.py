@@ -9,6 +9,7 @@ import io
 import os
 import shutil
 import socket
+import sys
 import tempfile
 from typing import Any
 
@@ -22,7 +23,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.certs import CertificateAuthority
 from tests.test_deadlines import LogCatcher
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
+from twisted_smtpd._twistd import tapconfig
 from twisted_smtpd._twistd.tap import Options
+from twisted_smtpd._twistd.tapconfig import exitWithError
 from twisted_smtpd._twistd.workercert import SHARED_CERTIFICATE, removeSharedCertificate
 from twisted_smtpd._twistd.workers import (
     _MAX_PARTIAL,
@@ -532,3 +535,52 @@ class EndedTests(SynchronousTestCase):
         pool.stopService()
         second.processEnded(_exited(0))
         self.assertEqual(ended, [firstProcess.pid])
+
+
+class StartErrorTests(SynchronousTestCase):
+    """
+    A configuration error ends a worker with one line on its standard
+    error and, for its parent's log, on its standard output.
+    """
+
+    def exit(self, stdout: object, stderr: object) -> None:
+        self.patch(sys, "__stdout__", stdout)
+        self.patch(sys, "__stderr__", stderr)
+        with self.assertRaises(SystemExit):
+            exitWithError("--config 'x': unknown option 'y'")
+
+    def test_workerLogsStartError(self) -> None:
+        """
+        In a worker, the line goes to standard output (the pipe to its
+        parent) as well as standard error.
+        """
+        self.patch(os, "environ", {**os.environ, INHERITED: "3,2,tcp:25"})
+        stdout, stderr = io.StringIO(), io.StringIO()
+        self.exit(stdout, stderr)
+        line = "twistd smtpd: --config 'x': unknown option 'y'; see --help\n"
+        self.assertEqual((stdout.getvalue(), stderr.getvalue()), (line, line))
+        self.assertEqual(tapconfig._INHERITED, INHERITED)
+
+    def test_sameFileOnce(self) -> None:
+        """
+        When standard output and standard error are the same file (a
+        terminal, the journal), the line is written once.
+        """
+        self.patch(os, "environ", {**os.environ, INHERITED: "3,2,tcp:25"})
+        path = self.mktemp()
+        with open(path, "w") as stdout, open(path, "a") as stderr:
+            self.exit(stdout, stderr)
+        with open(path) as f:
+            self.assertEqual(f.read().count("twistd smtpd:"), 1)
+
+    def test_notInWorker(self) -> None:
+        """
+        Outside a worker, standard output gets nothing.
+        """
+        environ = dict(os.environ)
+        environ.pop(INHERITED, None)
+        self.patch(os, "environ", environ)
+        stdout, stderr = io.StringIO(), io.StringIO()
+        self.exit(stdout, stderr)
+        self.assertEqual(stdout.getvalue(), "")
+        self.assertIn("unknown option", stderr.getvalue())

@@ -412,3 +412,28 @@ class WorkerLogFileTests(SynchronousTestCase):
         self.assertEqual(rotated.count("worker ready, pid"), 2, rotated)
         for line in (rotated + current).splitlines():
             self.assertRegex(line, r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+0000 \[\S+\] |\t)")
+
+    def test_workerStartErrorInLogFile(self) -> None:
+        """
+        A worker that cannot start (its configuration file was changed to
+        something wrong after the parent read it) says why in the log file,
+        named, beside the parent's line saying it ended, not only on
+        standard error.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, "smtpd.log")
+        config = os.path.join(directory, "smtpd.toml")
+        with open(config, "w") as f:
+            f.write("sink = true\n")
+        server, port = startWorkers(self, ["--config", config], directory, logfile=path)
+        with open(config, "a") as f:
+            f.write("bogus = 1\n")
+        os.kill(WorkersTests.workerPids(WorkersTests(), server)[0], signal.SIGKILL)
+        server.waitForLog("worker 0 ended (exit 1, signal None)")
+        with open(path, encoding="utf-8") as f:
+            log = f.read()
+        self.assertIn(
+            f"worker 0: twistd smtpd: --config {config!r}: unknown option 'bogus'; see --help",
+            log,
+        )
