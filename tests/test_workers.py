@@ -97,6 +97,34 @@ class BindTests(SynchronousTestCase):
         self.assertEqual(len(spec.sockets), 1)
         self.assertEqual(spec.sockets[0].getsockname(), path)
 
+    def test_unixPathInUse(self) -> None:
+        """
+        A UNIX listener's path holding a file, or the socket of a server
+        still listening, is refused as in use and left as it is; a socket
+        nothing listens on any more (its server was killed) is replaced.
+        """
+        directory = tempfile.mkdtemp(prefix="smtpd-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "w.sock")
+        with open(path, "w") as f:
+            f.write("precious")
+        error = self.assertRaises(OSError, bindListener, reactor, f"unix:{path}", 2)
+        self.assertEqual(error.filename, path)
+        with open(path) as f:
+            self.assertEqual(f.read(), "precious")
+        os.unlink(path)
+        live = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(live.close)
+        live.bind(path)
+        live.listen(5)
+        self.assertRaises(OSError, bindListener, reactor, f"unix:{path}", 2)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(path)
+        live.close()
+        spec = bindListener(reactor, f"unix:{path}", 2)
+        self.addCleanup(spec.sockets[0].close)
+        self.assertEqual(spec.sockets[0].getsockname(), path)
+
     def test_unsupported(self) -> None:
         """
         Other endpoint kinds are refused with a clear error.

@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -116,14 +117,40 @@ def bindListener(reactor: Any, description: str, count: int) -> ListenerSpec:
         return ListenerSpec(description, sockets)
     address = getattr(endpoint, "_address", None)
     if kind == "unix" and isinstance(address, str):
-        if os.path.exists(address):
-            os.unlink(address)
+        _removeStaleSocket(address)
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.bind(address)
+        try:
+            s.bind(address)
+        except OSError as e:
+            s.close()
+            raise OSError(e.errno, e.strerror, address) from None
         s.listen(backlog)
         s.setblocking(False)
         return ListenerSpec(description, [s])
     raise ValueError(f"--workers cannot serve {description!r}: only tcp:, ssl: and unix: listeners")
+
+
+def _removeStaleSocket(path: str) -> None:
+    """
+    Remove the UNIX socket at C{path} if nothing accepts connections on it
+    (one left by a server that was killed).  Anything else there stays, and
+    binding refuses it as in use: a file named by mistake, or the socket of
+    a server still running, which would otherwise lose its address.
+    """
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return
+    except OSError:
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.setblocking(False)
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            os.unlink(path)
+        except OSError:
+            # Listening, its backlog full (EAGAIN), or not ours to probe.
+            pass
 
 
 def inheritedListeners(environ: dict[str, str] | None = None) -> list[tuple[int, int, str]]:
