@@ -19,7 +19,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_smtpd._twistd.tap import Options, makeService
-from twisted_smtpd._twistd.workercert import SharedCertificate
+from twisted_smtpd._twistd.workercert import SHARED_CERTIFICATE, SharedCertificate
 from twisted_smtpd._twistd.workers import WorkerPool
 
 
@@ -31,6 +31,7 @@ class FakePool(Service):
 
     def __init__(self) -> None:
         self.extraArguments: list[str] = []
+        self.extraEnvironment: dict[str, str] = {}
         self.startedWith: list[str] | None = None
         self.stopped: Deferred[None] = Deferred()
 
@@ -69,6 +70,8 @@ class SharedCertificateTests(SynchronousTestCase):
         self.assertEqual(stat.S_IMODE(os.stat(directory).st_mode), 0o700)
         flag, certificatePath, keyFlag, keyPath = pool.startedWith
         self.assertEqual((flag, keyFlag), ("--tls-cert", "--tls-key"))
+        # Told to the workers, which remove it if this process is killed.
+        self.assertEqual(pool.extraEnvironment, {SHARED_CERTIFICATE: directory})
         for path in (certificatePath, keyPath):
             self.assertEqual(os.path.dirname(path), directory)
             self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)

@@ -9,11 +9,13 @@ import io
 import os
 import shutil
 import socket
+import sys
 import tempfile
+from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.error import ConnectionDone
-from twisted.internet.testing import EventLoggingObserver, MemoryReactor
+from twisted.internet.error import ConnectionDone, ProcessTerminated
+from twisted.internet.testing import EventLoggingObserver, MemoryReactor, MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -21,18 +23,21 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.certs import CertificateAuthority
 from tests.test_deadlines import LogCatcher
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
+from twisted_smtpd._twistd import tapconfig
 from twisted_smtpd._twistd.tap import Options
+from twisted_smtpd._twistd.tapconfig import exitWithError
+from twisted_smtpd._twistd.workercert import SHARED_CERTIFICATE, removeSharedCertificate
 from twisted_smtpd._twistd.workers import (
     _MAX_PARTIAL,
+    _STABLE,
     INHERITED,
     PARENT_PIPE,
-    ParentWatch,
     WorkerPool,
     _Worker,
     bindListener,
     inheritedListeners,
-    parentPipe,
 )
+from twisted_smtpd._twistd.workerside import ParentWatch, parentPipe
 
 
 class BindTests(SynchronousTestCase):
@@ -90,6 +95,34 @@ class BindTests(SynchronousTestCase):
         spec = bindListener(reactor, f"unix:{path}", 2)
         self.addCleanup(spec.sockets[0].close)
         self.assertEqual(len(spec.sockets), 1)
+        self.assertEqual(spec.sockets[0].getsockname(), path)
+
+    def test_unixPathInUse(self) -> None:
+        """
+        A UNIX listener's path holding a file, or the socket of a server
+        still listening, is refused as in use and left as it is; a socket
+        nothing listens on any more (its server was killed) is replaced.
+        """
+        directory = tempfile.mkdtemp(prefix="smtpd-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "w.sock")
+        with open(path, "w") as f:
+            f.write("precious")
+        error = self.assertRaises(OSError, bindListener, reactor, f"unix:{path}", 2)
+        self.assertEqual(error.filename, path)
+        with open(path) as f:
+            self.assertEqual(f.read(), "precious")
+        os.unlink(path)
+        live = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(live.close)
+        live.bind(path)
+        live.listen(5)
+        self.assertRaises(OSError, bindListener, reactor, f"unix:{path}", 2)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(path)
+        live.close()
+        spec = bindListener(reactor, f"unix:{path}", 2)
+        self.addCleanup(spec.sockets[0].close)
         self.assertEqual(spec.sockets[0].getsockname(), path)
 
     def test_unsupported(self) -> None:
@@ -183,6 +216,23 @@ class ParentWatchTests(SynchronousTestCase):
         self.assertEqual(len(events), 1)
         self.assertEqual(formatEvent(events[0]), f"worker ready, pid {os.getpid()}")
 
+    def test_announceReadyOnceReactorRuns(self) -> None:
+        """
+        The worker tells its parent it is ready (closing its standard
+        input) once the reactor runs, and once.
+        """
+        readEnd, writeEnd = os.pipe()
+        self.addCleanup(os.close, readEnd)
+        self.addCleanup(os.close, writeEnd)
+        memory = MemoryReactor()
+        memory.hasStopped = False
+        announced: list[None] = []
+        watch = ParentWatch(readEnd, reactor=memory, announceReady=lambda: announced.append(None))
+        watch.startService()
+        self.assertEqual(announced, [])
+        memory.run()
+        self.assertEqual(announced, [None])
+
     def test_hangUpStopsReactor(self) -> None:
         """
         A reactor that reports the hang-up as a lost connection (epoll does,
@@ -195,6 +245,44 @@ class ParentWatchTests(SynchronousTestCase):
         reader.doRead()  # type: ignore[attr-defined]
         self.assertTrue(watch.parentGone)
         self.assertTrue(memory.hasStopped)
+
+    def test_parentGoneRemovesSharedCertificate(self) -> None:
+        """
+        Once the parent is gone (killed, it could not remove them), the
+        worker removes the certificate and key its parent made for the
+        workers, and their directory; not before.
+        """
+        directory = tempfile.mkdtemp(prefix="smtpd-tls-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        for name in ("cert.pem", "key.pem"):
+            with open(os.path.join(directory, name), "w") as f:
+                f.write(name)
+        readEnd, writeEnd = os.pipe()
+        self.addCleanup(os.close, readEnd)
+        memory = MemoryReactor()
+        memory.running = True
+        memory.hasStopped = False
+        ParentWatch(readEnd, reactor=memory, sharedCertificate=directory).startService()
+        (reader,) = memory.getReaders()
+        reader.doRead()  # type: ignore[attr-defined]
+        self.assertEqual(sorted(os.listdir(directory)), ["cert.pem", "key.pem"])
+        os.close(writeEnd)
+        reader.doRead()  # type: ignore[attr-defined]
+        self.assertFalse(os.path.exists(directory))
+
+    def test_removesOnlyCertificateFiles(self) -> None:
+        """
+        Only the certificate, the key and their directory are removed: a
+        directory holding anything else stays, with that.
+        """
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory, True)
+        for name in ("cert.pem", "key.pem", "other"):
+            with open(os.path.join(directory, name), "w") as f:
+                f.write(name)
+        removeSharedCertificate(directory)
+        self.assertEqual(os.listdir(directory), ["other"])
+        removeSharedCertificate(os.path.join(directory, "missing"))
 
     def test_stopServiceStopsWatching(self) -> None:
         """
@@ -304,3 +392,223 @@ class WorkerLogTests(SynchronousTestCase):
         _Worker(pool, 1).outReceived(b'{"text": "a"}\nnot json \x1b[2J\n{"text": "b"}\n')
         self.assertEqual(writer.stream.getvalue(), '{"text": "a"}\n{"text": "b"}\n')
         self.assertEqual([formatEvent(event) for event in events], ["worker 1: not json \\x1b[2J"])
+
+
+class _Process:
+    """
+    A process L{_ProcessReactor} started: its pid and the signals sent to it.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.signals: list[str] = []
+
+    def signalProcess(self, name: str) -> None:
+        self.signals.append(name)
+
+
+class _ProcessReactor(MemoryReactorClock):
+    """
+    A reactor whose processes are recorded, never run.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spawned: list[tuple[_Worker, _Process]] = []
+        self.environments: list[dict[str, str]] = []
+
+    def spawnProcess(self, protocol: _Worker, *args: object, **kw: Any) -> _Process:
+        process = _Process(1000 + len(self.spawned))
+        self.spawned.append((protocol, process))
+        self.environments.append(kw["env"])
+        return process
+
+
+def _exited(code: int | None = None, signal: int | None = None) -> Failure:
+    return Failure(ProcessTerminated(code, signal))
+
+
+class RestartTests(SynchronousTestCase):
+    """
+    A worker that ends is started again after a pause that grows while it
+    keeps ending.
+    """
+
+    def pool(self) -> tuple[WorkerPool, _ProcessReactor, LogCatcher]:
+        log = LogCatcher(self)
+        clock = _ProcessReactor()
+        pool = WorkerPool([], 1, [], reactor=clock)
+        pool._spawn(0)
+        return pool, clock, log
+
+    def endLatest(self, clock: _ProcessReactor, reason: Failure) -> None:
+        worker, _ = clock.spawned[-1]
+        worker.processEnded(reason)
+
+    def test_pauseGrows(self) -> None:
+        """
+        A worker ending at once each time is started again after 0.5, 1,
+        2, ... seconds, at most 30.
+        """
+        pool, clock, log = self.pool()
+        pauses = []
+        for _ in range(9):
+            self.endLatest(clock, _exited(1))
+            (call,) = clock.getDelayedCalls()
+            pauses.append(call.getTime() - clock.seconds())
+            clock.advance(pauses[-1])
+        self.assertEqual(pauses, [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0])
+        self.assertEqual(len(clock.spawned), 10)
+        self.assertEqual(pool.restarts, 9)
+
+    def test_pauseShortAgainAfterRunningWell(self) -> None:
+        """
+        Once a worker has run a minute, its end is a new failure: it is
+        started again after half a second, however many ends came before
+        (the pause would otherwise stay at its longest for good after a
+        few ends over the server's life, such as an occasional OOM kill).
+        """
+        pool, clock, log = self.pool()
+        for _ in range(8):
+            self.endLatest(clock, _exited(1))
+            (call,) = clock.getDelayedCalls()
+            clock.advance(call.getTime() - clock.seconds())
+        clock.advance(_STABLE)
+        self.endLatest(clock, _exited(None, 9))
+        (call,) = clock.getDelayedCalls()
+        self.assertEqual(call.getTime() - clock.seconds(), 0.5)
+        self.assertEqual(
+            log.matching("worker 0 ended")[-1],
+            "worker 0 ended (exit None, signal 9); restarting in 0.5s",
+        )
+        # Ending at once again, it is one more of a new series.
+        clock.advance(0.5)
+        self.endLatest(clock, _exited(1))
+        (call,) = clock.getDelayedCalls()
+        self.assertEqual(call.getTime() - clock.seconds(), 1.0)
+
+
+class EnvironmentTests(SynchronousTestCase):
+    """
+    What a worker finds in its environment.
+    """
+
+    def test_sharedCertificateDirectory(self) -> None:
+        """
+        A worker is told the directory of the certificate its parent made
+        (to remove once the parent is gone) only when its parent made one:
+        never one this process was itself told of.
+        """
+        clock = _ProcessReactor()
+        pool = WorkerPool([], 1, [], reactor=clock)
+        os.environ[SHARED_CERTIFICATE] = "/somewhere"
+        self.addCleanup(os.environ.pop, SHARED_CERTIFICATE, None)
+        pool._spawn(0)
+        self.assertNotIn(SHARED_CERTIFICATE, clock.environments[-1])
+        pool.extraEnvironment = {SHARED_CERTIFICATE: "/tmp/smtpd-tls-x"}
+        pool._spawn(0)
+        self.assertEqual(clock.environments[-1][SHARED_CERTIFICATE], "/tmp/smtpd-tls-x")
+
+
+class SignalTests(SynchronousTestCase):
+    """
+    The signals the parent passes on to its workers.
+    """
+
+    def test_hangupOnceReady(self) -> None:
+        """
+        SIGHUP goes at once to a worker that is ready (it closed its
+        standard input); one still starting, which SIGHUP would end, gets
+        it once it is ready, once.  SIGTERM goes to every worker.
+        """
+        clock = _ProcessReactor()
+        pool = WorkerPool([], 2, [], reactor=clock)
+        pool._spawn(0)
+        pool._spawn(1)
+        (first, firstProcess), (second, secondProcess) = clock.spawned
+        first.inConnectionLost()
+        pool.signalWorkers("HUP")
+        self.assertEqual(firstProcess.signals, ["HUP"])
+        self.assertEqual(secondProcess.signals, [])
+        second.inConnectionLost()
+        self.assertEqual(secondProcess.signals, ["HUP"])
+        second.inConnectionLost()
+        self.assertEqual(secondProcess.signals, ["HUP"])
+        pool._spawn(1)
+        pool.signalWorkers("TERM")
+        self.assertEqual(firstProcess.signals, ["HUP", "TERM"])
+        self.assertEqual(clock.spawned[-1][1].signals, ["TERM"])
+
+
+class EndedTests(SynchronousTestCase):
+    """
+    What the pool tells of a worker that ended.
+    """
+
+    def test_endedCallbacks(self) -> None:
+        """
+        Each worker that ends while the pool runs is reported by its
+        process id (the metrics drop what it counted as open); not while
+        the pool stops.
+        """
+        clock = _ProcessReactor()
+        pool = WorkerPool([], 2, [], reactor=clock)
+        ended: list[int] = []
+        pool.onWorkerEnded.append(ended.append)
+        pool._spawn(0)
+        pool._spawn(1)
+        (first, firstProcess), (second, secondProcess) = clock.spawned
+        first.processEnded(_exited(None, 9))
+        self.assertEqual(ended, [firstProcess.pid])
+        pool.stopService()
+        second.processEnded(_exited(0))
+        self.assertEqual(ended, [firstProcess.pid])
+
+
+class StartErrorTests(SynchronousTestCase):
+    """
+    A configuration error ends a worker with one line on its standard
+    error and, for its parent's log, on its standard output.
+    """
+
+    def exit(self, stdout: object, stderr: object) -> None:
+        self.patch(sys, "__stdout__", stdout)
+        self.patch(sys, "__stderr__", stderr)
+        with self.assertRaises(SystemExit):
+            exitWithError("--config 'x': unknown option 'y'")
+
+    def test_workerLogsStartError(self) -> None:
+        """
+        In a worker, the line goes to standard output (the pipe to its
+        parent) as well as standard error.
+        """
+        self.patch(os, "environ", {**os.environ, INHERITED: "3,2,tcp:25"})
+        stdout, stderr = io.StringIO(), io.StringIO()
+        self.exit(stdout, stderr)
+        line = "twistd smtpd: --config 'x': unknown option 'y'; see --help\n"
+        self.assertEqual((stdout.getvalue(), stderr.getvalue()), (line, line))
+        self.assertEqual(tapconfig._INHERITED, INHERITED)
+
+    def test_sameFileOnce(self) -> None:
+        """
+        When standard output and standard error are the same file (a
+        terminal, the journal), the line is written once.
+        """
+        self.patch(os, "environ", {**os.environ, INHERITED: "3,2,tcp:25"})
+        path = self.mktemp()
+        with open(path, "w") as stdout, open(path, "a") as stderr:
+            self.exit(stdout, stderr)
+        with open(path) as f:
+            self.assertEqual(f.read().count("twistd smtpd:"), 1)
+
+    def test_notInWorker(self) -> None:
+        """
+        Outside a worker, standard output gets nothing.
+        """
+        environ = dict(os.environ)
+        environ.pop(INHERITED, None)
+        self.patch(os, "environ", environ)
+        stdout, stderr = io.StringIO(), io.StringIO()
+        self.exit(stdout, stderr)
+        self.assertEqual(stdout.getvalue(), "")
+        self.assertIn("unknown option", stderr.getvalue())

@@ -7,6 +7,10 @@ C{/healthz}.
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -156,5 +160,43 @@ class MetricsTests(ServerTestCase):
         # The last worker to see its client go may count it a moment later.
         found = self.waitFor(metricsPort, ("smtpd_connections_open", ()), 0)
         self.assertCounts(found)
+        self.assertEqual(found[("smtpd_workers_alive", ())], 2)
+        self.stopServer()
+
+    def test_workerKilledWithConnectionsOpen(self) -> None:
+        """
+        Workers killed with SIGKILL while connections are open (the OOM
+        killer) no longer count them as open once they have ended; what
+        they counted stays.
+        """
+        metricsPort = freePort()
+        self.startServer(
+            "--sink",
+            "--workers",
+            "2",
+            "--no-reverse-lookup",
+            "--metrics",
+            f"tcp:{metricsPort}:interface=127.0.0.1",
+            maildir=False,
+        )
+        self.server.waitForLog("worker ready", count=2)
+        pids = [
+            int(pid) for pid in re.findall(r"worker \d+ started, pid (\d+)", self.server.output)
+        ]
+        self.assertEqual(len(pids), 2)
+        clients = []
+        for _ in range(4):
+            client = socket.create_connection(("127.0.0.1", self.server.port), CLIENT_TIMEOUT)
+            self.addCleanup(client.close)
+            client.recv(1000)
+            clients.append(client)
+        found = self.waitFor(metricsPort, ("smtpd_connections_open", ()), 4)
+        self.assertEqual(found[("smtpd_connections_open", ())], 4)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        self.server.waitForLog("worker ready", count=4)
+        found = self.waitFor(metricsPort, ("smtpd_connections_open", ()), 0)
+        self.assertEqual(found[("smtpd_connections_open", ())], 0)
+        self.assertEqual(found[("smtpd_connections_total", ())], 4)
         self.assertEqual(found[("smtpd_workers_alive", ())], 2)
         self.stopServer()

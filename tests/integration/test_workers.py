@@ -214,6 +214,27 @@ class StopTests(SynchronousTestCase):
         self.assertNotIn("ReactorNotRunning", output)
 
 
+class HangupTests(SynchronousTestCase):
+    def test_hangupWhileWorkersStart(self) -> None:
+        """
+        SIGHUP to the parent while its workers are still starting (as a
+        certificate renewal's C{systemctl reload} may come during a
+        restart) ends none of them: each reloads its certificates once it
+        is ready.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        server = TwistdServer(["--workers", "2", "--no-reverse-lookup", "--sink"], directory)
+        self.addCleanup(server.kill)
+        server.start()
+        server.waitForLog("worker 1 started")
+        server.signal(signal.SIGHUP)
+        server.waitForLog("worker ready", count=2, timeout=START_TIMEOUT)
+        server.waitForLog("TLS certificates reloaded", count=2, timeout=START_TIMEOUT)
+        self.assertNotIn("ended", server.output)
+        self.assertEqual(len(WorkersTests.workerPids(WorkersTests(), server)), 2)
+
+
 def running(pid: int) -> bool:
     """
     Whether process C{pid} exists and is not a zombie waiting to be reaped.
@@ -234,11 +255,17 @@ class ParentDeathTests(SynchronousTestCase):
         """
         When the parent is killed with SIGKILL (as the OOM killer does), each
         worker logs that its parent is gone and exits within
-        C{exitBound} seconds, and the port then refuses connections.
+        C{exitBound} seconds, and the port then refuses connections.  The
+        directory holding the self-signed certificate and private key the
+        parent made for its workers is gone too.
         """
         server, port = startWorkers(self, ["--sink"])
         pids = list(WorkersTests.workerPids(WorkersTests(), server).values())
         self.assertEqual(len(pids), 2)
+        with open(f"/proc/{pids[0]}/cmdline", "rb") as f:
+            arguments = f.read().split(b"\0")
+        key = os.fsdecode(arguments[arguments.index(b"--tls-key") + 1])
+        self.assertTrue(os.path.exists(key))
 
         def killWorkers() -> None:
             for pid in pids:
@@ -256,6 +283,7 @@ class ParentDeathTests(SynchronousTestCase):
         self.assertEqual([pid for pid in pids if running(pid)], [], server.output[-3000:])
         with self.assertRaises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT).close()
+        self.assertFalse(os.path.exists(os.path.dirname(key)))
 
 
 class WorkerListenersTests(SynchronousTestCase):
@@ -384,3 +412,28 @@ class WorkerLogFileTests(SynchronousTestCase):
         self.assertEqual(rotated.count("worker ready, pid"), 2, rotated)
         for line in (rotated + current).splitlines():
             self.assertRegex(line, r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+0000 \[\S+\] |\t)")
+
+    def test_workerStartErrorInLogFile(self) -> None:
+        """
+        A worker that cannot start (its configuration file was changed to
+        something wrong after the parent read it) says why in the log file,
+        named, beside the parent's line saying it ended, not only on
+        standard error.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, "smtpd.log")
+        config = os.path.join(directory, "smtpd.toml")
+        with open(config, "w") as f:
+            f.write("sink = true\n")
+        server, port = startWorkers(self, ["--config", config], directory, logfile=path)
+        with open(config, "a") as f:
+            f.write("bogus = 1\n")
+        os.kill(WorkersTests.workerPids(WorkersTests(), server)[0], signal.SIGKILL)
+        server.waitForLog("worker 0 ended (exit 1, signal None)")
+        with open(path, encoding="utf-8") as f:
+            log = f.read()
+        self.assertIn(
+            f"worker 0: twistd smtpd: --config {config!r}: unknown option 'bogus'; see --help",
+            log,
+        )

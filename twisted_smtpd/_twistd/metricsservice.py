@@ -92,12 +92,23 @@ class WorkerMetrics(GivesLogObserver, MultiService):
         self.pool = pool
         self._directory = directory
         pool.setServiceParent(self)
+        pool.onWorkerEnded.append(self._workerEnded)
         registry = multiprocessRegistry(directory)
         registry.register(_WorkersCollector(pool))
         MetricsListener(description, registry, self._healthy).setServiceParent(self)
 
     def _healthy(self) -> bool:
         return bool(self.running and self.pool.workers)
+
+    def _workerEnded(self, pid: int) -> None:
+        """
+        A worker ended, perhaps killed with connections open: its share of
+        the gauges that count what is open now (C{livesum}) goes.  Its
+        counters stay: they count what it did.
+        """
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, self._directory)
 
     def stopService(self) -> Any:
         d = super().stopService()

@@ -9,6 +9,7 @@ delivery flag names.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
@@ -27,6 +28,10 @@ from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving.cred import decidableMechanisms, ownsOnAuth, portalFromCheckers
 from twisted_smtpd._serving.hooks import checkHandler
 from twisted_smtpd.interfaces import ISMTPHandler
+
+#: Set in a worker of C{--workers} (L{INHERITED
+#: <twisted_smtpd._twistd.workers.INHERITED>}, which imports this module).
+_INHERITED = "TWISTED_SMTPD_INHERITED"
 
 
 def _oneLine(text: str) -> str:
@@ -52,11 +57,34 @@ def exitWithError(message: str) -> NoReturn:
     """
     End C{twistd smtpd} with status 1 and one line on the process's
     standard error (not the log): C{twistd smtpd: MESSAGE; see --help}.
+
+    A worker of C{--workers} writes the line to its standard output too,
+    the pipe to its parent, which logs it naming the worker: the reason a
+    worker cannot start (a configuration file changed since the parent
+    read it) is in the log beside the parent's line saying it ended.
     """
+    line = f"twistd smtpd: {_oneLine(message)}; see --help\n"
     stream = sys.__stderr__ if sys.__stderr__ is not None else sys.stderr
-    stream.write(f"twistd smtpd: {_oneLine(message)}; see --help\n")
+    stream.write(line)
     stream.flush()
+    if os.environ.get(_INHERITED) and not _sameFile(sys.__stdout__, stream):
+        with contextlib.suppress(OSError, ValueError):
+            assert sys.__stdout__ is not None
+            sys.__stdout__.write(line)
+            sys.__stdout__.flush()
     raise SystemExit(1)
+
+
+def _sameFile(first: Any, second: Any) -> bool:
+    """
+    Whether two streams write to the same file (a terminal, the journal):
+    C{False} when either has none.
+    """
+    try:
+        a, b = os.fstat(first.fileno()), os.fstat(second.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def asArguments(name: str, value: object, takesValue: bool, repeatable: bool) -> list[str]:

@@ -8,6 +8,7 @@ C{--workers} processes, with the log writer and the metrics listener.
 from __future__ import annotations
 
 import atexit
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +17,14 @@ from twisted_smtpd._serving.resolve import resolverFor
 from twisted_smtpd._twistd.daemon import SMTPDaemon
 from twisted_smtpd._twistd.logfile import logDestination
 from twisted_smtpd._twistd.openfiles import checkOpenFiles
-from twisted_smtpd._twistd.workercert import SharedCertificate
-from twisted_smtpd._twistd.workers import ParentWatch, WorkerPool, parentPipe, stdoutToStderr
+from twisted_smtpd._twistd.workercert import SHARED_CERTIFICATE, SharedCertificate
+from twisted_smtpd._twistd.workers import WorkerPool
+from twisted_smtpd._twistd.workerside import (
+    ParentWatch,
+    closeStandardInput,
+    parentPipe,
+    stdoutToStderr,
+)
 
 if TYPE_CHECKING:
     # Imported when --metrics is given: the web server stays unloaded
@@ -100,7 +107,12 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
     pipe = parentPipe() if inherited else None
     if pipe is not None:
         # A worker of --workers stops when its parent is gone.
-        ParentWatch(pipe, logToStderr=writer).setServiceParent(server)
+        ParentWatch(
+            pipe,
+            logToStderr=writer,
+            sharedCertificate=os.environ.get(SHARED_CERTIFICATE),
+            announceReady=closeStandardInput,
+        ).setServiceParent(server)
     if not inherited:
         for description in config["listen"]:
             server.addEndpoint(description)

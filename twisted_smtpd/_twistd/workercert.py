@@ -9,6 +9,11 @@ one it saw (or an operator publishing the fingerprint) would see it change
 from one connection to the next.  The parent makes one instead, writes it to
 a private directory and hands both files to every worker with C{--tls-cert}
 and C{--tls-key}; the directory is removed once the workers have stopped.
+A parent killed outright (SIGKILL, the OOM killer) cannot remove it: its
+workers, which learn of its death (L{ParentWatch
+<twisted_smtpd._twistd.workerside.ParentWatch>}) and are told the directory
+(L{SHARED_CERTIFICATE}), remove it then, so that no copy of the private key
+stays behind.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from contextlib import suppress
 from typing import Any
 
 from cryptography import x509
@@ -27,6 +33,25 @@ from twisted.logger import Logger
 
 from twisted_smtpd._serving.selfsigned import selfSignedCertificate
 from twisted_smtpd._twistd.logfile import GivesLogObserver
+
+#: The environment variable naming, to each worker, the directory its
+#: parent made for the shared certificate.
+SHARED_CERTIFICATE = "TWISTED_SMTPD_SHARED_CERTIFICATE"
+
+#: The files in that directory.
+_FILES = ("cert.pem", "key.pem")
+
+
+def removeSharedCertificate(directory: str) -> None:
+    """
+    Remove the certificate and key files L{SharedCertificate} wrote, then
+    their directory; only those (a directory holding anything else stays).
+    """
+    for name in _FILES:
+        with suppress(OSError):
+            os.unlink(os.path.join(directory, name))
+    with suppress(OSError):
+        os.rmdir(directory)
 
 
 def _writePrivate(path: str, data: bytes) -> None:
@@ -86,6 +111,7 @@ class SharedCertificate(GivesLogObserver, MultiService):
             fingerprint=fingerprint,
         )
         self._pool.extraArguments = ["--tls-cert", certificate, "--tls-key", key]
+        self._pool.extraEnvironment = {SHARED_CERTIFICATE: directory}
         super().startService()
 
     def stopService(self) -> Deferred[None]:

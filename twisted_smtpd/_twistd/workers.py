@@ -8,7 +8,8 @@ to the same address with C{SO_REUSEPORT}, so the kernel spreads connections
 across the workers; other kinds (C{unix:}) share one socket.  Each worker is
 C{twistd smtpd} again, run with the same options, that adopts its sockets
 (C{adoptStreamPort}) instead of binding.  A worker that dies is started again
-(after a pause that grows while it keeps dying); the sockets stay open in the
+(after a pause that grows while it keeps dying, from half a second to 30
+seconds, and starts again from half a second once it ran a minute); the sockets stay open in the
 parent meanwhile, so connections wait in the backlog rather than being
 refused.  SIGTERM (stopping the service) sends SIGTERM to every worker, which
 closes gracefully, and waits for them.
@@ -20,12 +21,8 @@ reopens for all of them, or standard output.  With C{twistd --syslog} and
 text, each worker logs to syslog itself.
 
 Workers never outlive their parent: each is handed the reading end of a pipe
-whose writing end only the parent holds (L{PARENT_PIPE} names it).  When the
-parent dies, even by SIGKILL (the OOM killer), the kernel closes that end,
-the worker reads end-of-file (L{ParentWatch}) and stops: it stops accepting
-at once, lets its transactions finish within the close timeout, and exits.
-Unlike Linux's C{PR_SET_PDEATHSIG}, a pipe works on every POSIX system and
-cannot miss a parent that died before the worker started watching.
+whose writing end only the parent holds (L{PARENT_PIPE} names it); the
+worker's side (L{twisted_smtpd._twistd.workerside}) stops when it ends.
 """
 
 from __future__ import annotations
@@ -33,17 +30,16 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Any
 
-from twisted.application.service import Service
-from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import ProcessExitedAlready, ReactorNotRunning
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
@@ -54,6 +50,7 @@ from twisted_smtpd._serving.listeners import splitDescription
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._twistd.logfile import GivesLogObserver, ReopenOnSignal
 from twisted_smtpd._twistd.stopsignals import StopOnce
+from twisted_smtpd._twistd.workercert import SHARED_CERTIFICATE
 
 #: The environment variable that hands a worker its sockets:
 #: C{fd,family,description} entries separated by newlines.
@@ -120,14 +117,40 @@ def bindListener(reactor: Any, description: str, count: int) -> ListenerSpec:
         return ListenerSpec(description, sockets)
     address = getattr(endpoint, "_address", None)
     if kind == "unix" and isinstance(address, str):
-        if os.path.exists(address):
-            os.unlink(address)
+        _removeStaleSocket(address)
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.bind(address)
+        try:
+            s.bind(address)
+        except OSError as e:
+            s.close()
+            raise OSError(e.errno, e.strerror, address) from None
         s.listen(backlog)
         s.setblocking(False)
         return ListenerSpec(description, [s])
     raise ValueError(f"--workers cannot serve {description!r}: only tcp:, ssl: and unix: listeners")
+
+
+def _removeStaleSocket(path: str) -> None:
+    """
+    Remove the UNIX socket at C{path} if nothing accepts connections on it
+    (one left by a server that was killed).  Anything else there stays, and
+    binding refuses it as in use: a file named by mistake, or the socket of
+    a server still running, which would otherwise lose its address.
+    """
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return
+    except OSError:
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.setblocking(False)
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            os.unlink(path)
+        except OSError:
+            # Listening, its backlog full (EAGAIN), or not ours to probe.
+            pass
 
 
 def inheritedListeners(environ: dict[str, str] | None = None) -> list[tuple[int, int, str]]:
@@ -147,14 +170,10 @@ def inheritedListeners(environ: dict[str, str] | None = None) -> list[tuple[int,
 #: end of its line.
 _MAX_PARTIAL = 1 << 20
 
-
-def stdoutToStderr() -> None:
-    """
-    In a worker whose parent is gone: standard output (the pipe to the
-    parent) becomes standard error, so that the worker's last lines still
-    reach whoever reads that.
-    """
-    os.dup2(2, 1)
+#: Seconds a worker must run for its end to count as a new failure rather
+#: than one more of a series: its restart pause starts again from the
+#: shortest.
+_STABLE = 60.0
 
 
 class _Worker(ProcessProtocol):
@@ -162,6 +181,15 @@ class _Worker(ProcessProtocol):
         self.pool = pool
         self.index = index
         self.ended: Deferred[None] = Deferred()
+        #: When it was started (the reactor's time).
+        self.started = 0.0
+        #: Its process id, once started.
+        self.pid: int | None = None
+        #: Whether it said it is ready (its reactor runs, its signal
+        #: handlers are in place) by closing its standard input.
+        self.ready = False
+        #: Whether a SIGHUP came before it was ready, to pass on once it is.
+        self.hangupPending = False
         self._partial = b""
         self._dropping = False
 
@@ -193,6 +221,15 @@ class _Worker(ProcessProtocol):
                 limit=_MAX_PARTIAL,
             )
 
+    def inConnectionLost(self) -> None:
+        """
+        The worker closed its standard input: it is ready
+        (L{closeStandardInput
+        <twisted_smtpd._twistd.workerside.closeStandardInput>}), or gone.
+        """
+        self.ready = True
+        self.pool._workerReady(self)
+
     def outConnectionLost(self) -> None:
         partial, self._partial = self._partial, b""
         if partial and not self._dropping:
@@ -211,6 +248,10 @@ class WorkerPool(GivesLogObserver):
     @ivar restarts: How many times a worker was started again.
     @ivar extraArguments: Arguments added after C{workerArguments} for
         workers started from now on.
+    @ivar extraEnvironment: Variables added to the environment of workers
+        started from now on.
+    @ivar onWorkerEnded: Called with the process id of each worker that
+        ended (while running, not while stopping).
     """
 
     _log = Logger()
@@ -247,6 +288,8 @@ class WorkerPool(GivesLogObserver):
         self.workers: dict[int, Any] = {}
         self.restarts = 0
         self.extraArguments: list[str] = []
+        self.extraEnvironment: dict[str, str] = {}
+        self.onWorkerEnded: list[Callable[[int], object]] = []
         self._previousHangup: Any = None
 
     @property
@@ -289,10 +332,24 @@ class WorkerPool(GivesLogObserver):
     def signalWorkers(self, name: str) -> None:
         """
         Send signal C{name} (C{"HUP"}, C{"TERM"}, ...) to every worker.
+
+        A worker still starting gets SIGHUP once it is ready: until its
+        handler is in place, SIGHUP would end it.
         """
-        for process, _ in list(self.workers.values()):
+        for process, protocol in list(self.workers.values()):
+            if name == "HUP" and not protocol.ready:
+                protocol.hangupPending = True
+                continue
             with suppress(ProcessExitedAlready):
                 process.signalProcess(name)
+
+    def _workerReady(self, worker: _Worker) -> None:
+        current = self.workers.get(worker.index)
+        if current is None or current[1] is not worker or not worker.hangupPending:
+            return
+        worker.hangupPending = False
+        with suppress(ProcessExitedAlready):
+            current[0].signalProcess("HUP")
 
     def _spawn(self, index: int) -> None:
         self._pending.pop(index, None)
@@ -312,15 +369,20 @@ class WorkerPool(GivesLogObserver):
         env = dict(os.environ)
         env[INHERITED] = "\n".join(lines)
         env[PARENT_PIPE] = str(fd)
+        # Only the directory this process made, never one it was told of.
+        env.pop(SHARED_CERTIFICATE, None)
+        env.update(self.extraEnvironment)
         if self._writer is not None:
             # Its log lines come through a pipe, in UTF-8 whatever the locale.
             env["PYTHONIOENCODING"] = "utf-8"
         argv = [sys.executable, "-c", _RUN_TWISTD, *self._arguments, *self.extraArguments]
         protocol = _Worker(self, index)
+        protocol.started = self.reactor.seconds()
         process = self.reactor.spawnProcess(
             protocol, sys.executable, argv, env=env, childFDs=childFDs
         )
         self.workers[index] = (process, protocol)
+        protocol.pid = process.pid
         self._log.info("worker {index} started, pid {pid}", index=index, pid=process.pid)
 
     def _workerLog(self, worker: _Worker, data: bytes) -> None:
@@ -361,6 +423,13 @@ class WorkerPool(GivesLogObserver):
             del self.workers[index]
         if self._stopping:
             return
+        if worker.pid is not None:
+            for callback in self.onWorkerEnded:
+                callback(worker.pid)
+        if self.reactor.seconds() - worker.started >= _STABLE:
+            # It had been running well: an end now (the OOM killer, once a
+            # week) is not one more of the ends before it.
+            self._failures.pop(index, None)
         failures = self._failures.get(index, 0) + 1
         self._failures[index] = failures
         delay = min(30.0, 0.5 * 2 ** min(failures - 1, 6))
@@ -415,117 +484,3 @@ class WorkerPool(GivesLogObserver):
 
     def _killAll(self) -> None:
         self.signalWorkers("KILL")
-
-
-def parentPipe(environ: dict[str, str] | None = None) -> int | None:
-    """
-    The descriptor of the pipe from a worker's parent, or C{None} outside a
-    worker.
-    """
-    value = (environ if environ is not None else os.environ).get(PARENT_PIPE, "")
-    return int(value) if value.isdigit() else None
-
-
-class _PipeReader(FileDescriptor):
-    """
-    Reads the pipe from the parent, which never writes: any end of it means
-    the parent is gone.
-    """
-
-    def __init__(self, fd: int, gone: Any, reactor: Any) -> None:
-        super().__init__(reactor)
-        self._fd = fd
-        self._gone = gone
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def doRead(self) -> Any:
-        try:
-            data = os.read(self._fd, 4096)
-        except BlockingIOError:
-            return None
-        except OSError:
-            data = b""
-        if not data:
-            self.stopReading()
-            self._gone()
-        return None
-
-    def connectionLost(self, reason: Failure) -> None:
-        """
-        The reactor saw the pipe hang up (the parent's end closed) without
-        anything to read: the parent is gone.
-        """
-        self.stopReading()
-        self._gone()
-
-
-class ParentWatch(Service):
-    """
-    In a worker: stop the reactor (a graceful stop: listeners close at once,
-    transactions get the close timeout) when the parent is gone, which the
-    pipe from it says by its end.
-
-    @ivar parentGone: Whether the parent was seen gone.
-    """
-
-    _log = Logger()
-
-    def __init__(
-        self, fd: int, *, reactor: Any = None, logToStderr: BufferedLogWriter | None = None
-    ) -> None:
-        """
-        @param fd: The worker's end of the pipe from its parent.
-        @param reactor: The reactor (the global one by default).
-        @param logToStderr: The worker's log writer, whose standard output
-            goes to the parent: once the parent is gone, standard output
-            becomes standard error (L{stdoutToStderr}) before the writer
-            writes again.
-        """
-        self._fd = fd
-        self._reactor = reactor
-        self._writer = logToStderr
-        self._reader: _PipeReader | None = None
-        self.parentGone = False
-
-    def startService(self) -> None:
-        """
-        Watch the pipe.
-        """
-        super().startService()
-        if self._reactor is None:
-            from twisted.internet import reactor
-
-            self._reactor = reactor
-        os.set_blocking(self._fd, False)
-        self._reader = _PipeReader(self._fd, self._gone, self._reactor)
-        self._reader.startReading()
-        # Once the reactor runs, its signal handlers are in place: from then
-        # on SIGTERM stops this worker gracefully.  Say so, so that whoever
-        # watches the log knows when the worker is ready.
-        self._reactor.callWhenRunning(self._ready)
-
-    def _ready(self) -> None:
-        self._log.info("worker ready, pid {pid}", pid=os.getpid())
-
-    def stopService(self) -> None:
-        """
-        Stop watching.
-        """
-        super().stopService()
-        if self._reader is not None:
-            self._reader.stopReading()
-            self._reader = None
-
-    def _gone(self) -> None:
-        if self.parentGone:
-            return
-        self.parentGone = True
-        if self._writer is not None:
-            stdoutToStderr()
-        self._log.warn("Parent process gone; this worker stops (pid {pid})", pid=os.getpid())
-        if self._reactor.running:
-            # Already stopping (SIGTERM came first): the stop goes on.
-            with suppress(ReactorNotRunning):
-                self._reactor.stop()
