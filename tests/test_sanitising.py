@@ -134,6 +134,23 @@ class ReceivedHeaderTests(SynchronousTestCase):
             lines[1],
         )
 
+    def test_utf8TransmissionTypes(self) -> None:
+        """
+        A message sent with C{SMTPUTF8} names the RFC 6531 (section 4.3)
+        protocol in its C{Received:} field: C{UTF8SMTP}, C{UTF8SMTPSA},
+        C{UTF8LMTPS}; one sent without it keeps the RFC 3848 name.
+        """
+        for kind, utf8, expected in (
+            ("ESMTP", True, "UTF8SMTP"),
+            ("ESMTPSA", True, "UTF8SMTPSA"),
+            ("LMTPS", True, "UTF8LMTPS"),
+            ("ESMTPS", False, "ESMTPS"),
+        ):
+            envelope = Envelope(mailFrom=Address("s@example.com"), smtpUtf8=utf8)
+            session = evilSession(transmissionType=kind, envelope=envelope)
+            received = _traceHeaderLines(session, "mx.example").split(b"\r\n")[1]
+            self.assertIn(b" by mx.example with %s id " % expected.encode(), received)
+
     def test_longReceivedFolded(self) -> None:
         """
         The longest HELO name whose every character is escaped, with the

@@ -66,6 +66,19 @@ def transmissionType(openingCommand: str | None, secure: bool, authenticated: bo
     return base + ("S" if secure else "") + ("A" if authenticated else "")
 
 
+def messageTransmissionType(session: Session) -> str:
+    """
+    The C{with} keyword of a C{Received:} field for the message of
+    C{session}'s transaction: its C{transmissionType}, or for a message
+    sent with C{SMTPUTF8} the RFC 6531 (section 4.3) one: C{UTF8SMTP},
+    C{UTF8SMTPS}, C{UTF8SMTPA}, C{UTF8SMTPSA}, C{UTF8LMTP}, ...
+    """
+    kind = session.transmissionType
+    if session.envelope.smtpUtf8 and kind != "SMTP":
+        return "UTF8" + kind.removeprefix("E")
+    return kind
+
+
 def updateTransmissionType(session: Session) -> None:
     """
     Recompute C{session.transmissionType} after a change of greeting, TLS

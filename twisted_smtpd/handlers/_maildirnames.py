@@ -16,6 +16,7 @@ import unicodedata
 from email.utils import formatdate
 
 from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.features import messageTransmissionType
 from twisted_smtpd._core.printable import addressLiteral, printable
 from twisted_smtpd._core.session import Session
 
@@ -82,7 +83,7 @@ def _traceHeaderLines(session: Session, name: str) -> bytes:
     clauses = (
         f"from {printable(helo)}",
         f"({printable(rdns)} {addressLiteral(session.remoteAddress[0])})",
-        f"by {printable(name)} with {printable(session.transmissionType)}",
+        f"by {printable(name)} with {printable(messageTransmissionType(session))}",
         f"id {printable(session.id)}; {formatdate(localtime=True)}",
     )
     received = "Received: " + " ".join(clauses)
