@@ -60,14 +60,20 @@ class PipeSessionEndTests(ServerTestCase):
         with open(self.script, "w") as f:
             f.write(SCRIPT)
 
-    def startSlow(self, *options: str) -> tuple[smtplib.SMTP, int]:
+    def startSlow(self, *options: str, shell: bool = False) -> tuple[smtplib.SMTP, int]:
         """
         Start a server piping to the slow script and send a message whose
         command is left running; return the client, waiting for the reply
-        to the body, and the command's pid.
+        to the body, and the script's pid.
+
+        @param shell: Whether the script runs as a child of C{sh}, the
+            command, rather than as the command itself.
         """
+        command = f"{sys.executable} {self.script} {self.work}"
+        if shell:
+            command = f"sh -c '{command}; exit 0'"
         self.startServer(
-            "--pipe", f"{sys.executable} {self.script} {self.work}",
+            "--pipe", command,
             "--close-timeout", "1",
             *options,
             maildir=False,
@@ -133,4 +139,16 @@ class PipeSessionEndTests(ServerTestCase):
         client = self.smtp()
         self.assertEqual(client.noop()[0], 250)
         client.quit()
+        self.stopServer()
+
+    def test_killReachesCommandsChildren(self) -> None:
+        """
+        A C{sh -c} command killed at C{--handler-timeout} takes the program
+        it started with it: that program never delivers the message.
+        """
+        client, pid = self.startSlow("--handler-timeout", "1", shell=True)
+        code, text = client.getreply()
+        self.assertEqual((code, text[:5]), (421, b"4.3.0"))
+        self.assertGone(pid)
+        self.server.waitForLog("pipe command killed: the session ended", timeout=WAIT)
         self.stopServer()

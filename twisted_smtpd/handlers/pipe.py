@@ -32,6 +32,7 @@ from twisted.python.threadpool import ThreadPool
 
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, Session
+from twisted_smtpd.handlers import _processtree
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._diskfailure import diskError, logDiskFailure
 from twisted_smtpd.handlers._spool import Spool
@@ -162,9 +163,16 @@ class _Run(ProcessProtocol):
         self.ended.callback(None)
 
     def kill(self) -> None:
+        """
+        Kill the command and the processes it started (on Linux), or close
+        the pipes an exited command left open.
+        """
         if self.exited is None and self.transport is not None:
+            pid = getattr(self.transport, "pid", None)
+            below = _processtree.stopDescendants(pid) if pid is not None else []
             with contextlib.suppress(ProcessExitedAlready):
                 self.transport.signalProcess("KILL")
+            _processtree.kill(below)
         elif self._closer is not None:
             # It exited but something holds its pipes: close them now.
             self._closer.cancel()
@@ -229,7 +237,8 @@ class PipeHandler(BaseHandler):
     in LMTP mode.  A spool that cannot be written is answered 452 (disk
     full) or 451.
 
-    A command running longer than C{timeout} is killed (C{SIGKILL}) and
+    A command running longer than C{timeout} is killed (C{SIGKILL}, with
+    every process below it, on Linux) and
     answered 451 4.3.0.  One still running when its session ends (the
     client left, the server's C{handlerTimeout}, or its stop past
     C{closeTimeout}: the client was told 421 or nothing, and will send the
