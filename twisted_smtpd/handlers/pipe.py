@@ -32,6 +32,7 @@ from twisted.python.threadpool import ThreadPool
 
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, Session
+from twisted_smtpd.handlers import _processtree
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._diskfailure import diskError, logDiskFailure
 from twisted_smtpd.handlers._spool import Spool
@@ -162,13 +163,34 @@ class _Run(ProcessProtocol):
         self.ended.callback(None)
 
     def kill(self) -> None:
+        """
+        Kill the command and the processes it started (on Linux), or close
+        the pipes an exited command left open.
+        """
         if self.exited is None and self.transport is not None:
+            pid = getattr(self.transport, "pid", None)
+            below = _processtree.stopDescendants(pid) if pid is not None else []
             with contextlib.suppress(ProcessExitedAlready):
                 self.transport.signalProcess("KILL")
+            _processtree.kill(below)
         elif self._closer is not None:
             # It exited but something holds its pipes: close them now.
             self._closer.cancel()
             self._closePipes()
+
+
+class _Delivery:
+    """
+    The delivery in flight for one session: whether the session ended, the
+    command's run once started, and whether its time limit or the
+    session's end killed it.
+    """
+
+    def __init__(self) -> None:
+        self.sessionEnded = False
+        self.run: _Run | None = None
+        self.timedOut = False
+        self.killed = False
 
 
 class PipeHandler(BaseHandler):
@@ -215,8 +237,14 @@ class PipeHandler(BaseHandler):
     in LMTP mode.  A spool that cannot be written is answered 452 (disk
     full) or 451.
 
-    A command running longer than C{timeout} is killed (C{SIGKILL}) and
-    answered 451 4.3.0.
+    A command running longer than C{timeout} is killed (C{SIGKILL}, with
+    every process below it, on Linux) and
+    answered 451 4.3.0.  One still running when its session ends (the
+    client left, the server's C{handlerTimeout}, or its stop past
+    C{closeTimeout}: the client was told 421 or nothing, and will send the
+    message again) is killed too (C{SIGKILL}, in L{onClose}, with one log
+    line), and a message whose session ended before its command started
+    never starts one: no delivery goes on that the client was not told of.
 
     The kernel bounds a command's arguments and environment
     (L{MAX_ARG_STRLEN} for one string, C{ARG_MAX} for all): a recipient
@@ -280,6 +308,7 @@ class PipeHandler(BaseHandler):
         self.spoolDirectory = spoolDirectory
         self._argMax = _argMax()
         self._recipientArguments = self.argv.count(RECIPIENT_PLACEHOLDER)
+        self._deliveries: dict[str, _Delivery] = {}
 
     def _inThread(self, f: Any, *args: Any) -> Deferred[Any]:
         pool = self._threadpool or self._reactor.getThreadPool()
@@ -390,9 +419,37 @@ class PipeHandler(BaseHandler):
             the body did not arrive whole (the command is then never
             started).
         """
-        return Deferred.fromCoroutine(self._deliver(stream, session))
+        delivery = self._deliveries[session.id] = _Delivery()
 
-    async def _deliver(self, stream: IMessageStream, session: Session) -> str:
+        def forget(result: object) -> object:
+            if self._deliveries.get(session.id) is delivery:
+                del self._deliveries[session.id]
+            return result
+
+        return Deferred.fromCoroutine(self._deliver(stream, session, delivery)).addBoth(forget)
+
+    def onClose(self, session: Session) -> None:
+        """
+        Kill the command still running for C{session}'s message (its client
+        will never hear the verdict, and sends the message again), and keep
+        one not started yet from starting.
+        """
+        delivery = self._deliveries.pop(session.id, None)
+        if delivery is None:
+            return
+        delivery.sessionEnded = True
+        run = delivery.run
+        if run is None:
+            return
+        if run.exited is None and not delivery.timedOut:
+            delivery.killed = True
+            self._log.warn(
+                "{session} pipe command killed: the session ended before it exited",
+                session=session.id,
+            )
+        run.kill()
+
+    async def _deliver(self, stream: IMessageStream, session: Session, delivery: _Delivery) -> str:
         spool = Spool(self.spoolDirectory, self._inThread)
         piped: Deferred[int] = stream.pipe(spool)
         try:
@@ -411,7 +468,13 @@ class PipeHandler(BaseHandler):
                 directory=self.spoolDirectory or tempfile.gettempdir(),
             )
             raise diskError(e) from None
-        run = _Run(self._reactor)
+        if delivery.sessionEnded:
+            source.close()
+            self._log.info(
+                "{session} pipe command not started: the session ended", session=session.id
+            )
+            raise SMTPError(451, "Error: the session ended", "4.3.0")
+        run = delivery.run = _Run(self._reactor)
         try:
             self._reactor.spawnProcess(
                 run,
@@ -431,10 +494,9 @@ class PipeHandler(BaseHandler):
         finally:
             # The command has its own copy of the descriptor.
             source.close()
-        timedOut = []
 
         def timeOut() -> None:
-            timedOut.append(True)
+            delivery.timedOut = True
             run.kill()
 
         timer: IDelayedCall = self._reactor.callLater(self._timeout, timeOut)
@@ -443,10 +505,13 @@ class PipeHandler(BaseHandler):
         finally:
             if timer.active():
                 timer.cancel()
-        if timedOut:
+        if delivery.timedOut:
             self._log.warn("{session} pipe command timed out", session=session.id)
             raise SMTPError(451, "Error: delivery command timed out", "4.3.0")
         assert run.exited is not None
+        if delivery.killed:
+            # Logged by onClose.
+            raise SMTPError(451, "Error: the session ended", "4.3.0")
         return self._verdict(run.exited, run.stderr, session)
 
     def _verdict(self, reason: Failure, stderr: bytes, session: Session) -> str:

@@ -1,0 +1,139 @@
+# -*- test-case-name: tests.test_pipesession -*-
+"""
+Tests for L{PipeHandler} when the session ends while its message is being
+delivered: the command is killed, or never started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.test_handlers import Upstream, feed, makeSession
+from tests.test_pipe import BODY, ProcessReactor
+from twisted_smtpd import SMTPError
+from twisted_smtpd._stream import MessageStream
+from twisted_smtpd.handlers.pipe import PipeHandler
+
+
+class HeldThreadPool:
+    """
+    A thread pool that runs its jobs only when told to.
+    """
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[Callable[[bool, object], None], Callable[..., object], Any]] = []
+
+    def callInThreadWithCallback(
+        self, onResult: Callable[[bool, object], None], func: Callable[..., object], *args: Any
+    ) -> None:
+        self.jobs.append((onResult, func, args))
+
+    def runAll(self) -> None:
+        while self.jobs:
+            onResult, func, args = self.jobs.pop(0)
+            try:
+                result = func(*args)
+            except BaseException:
+                onResult(False, Failure())
+            else:
+                onResult(True, result)
+
+
+class PipeSessionEndTests(SynchronousTestCase):
+    """
+    L{PipeHandler.onClose} against a fake process.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = ProcessReactor()
+        self.session = makeSession()
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def lines(self) -> list[str]:
+        return [
+            formatEvent(event)
+            for event in self.events
+            if event.get("log_namespace", "").endswith("PipeHandler")
+        ]
+
+    def start(self, **kwargs: Any) -> tuple[PipeHandler, Any, Any]:
+        handler = PipeHandler("cat -u", reactor=self.reactor, **kwargs)
+        stream = MessageStream(upstream=Upstream(), maxBuffer=10)
+        d = handler.onData(stream, self.session)
+        feed(stream, BODY)
+        return handler, d, self.reactor.spawned[0][3] if self.reactor.spawned else None
+
+    def test_sessionEndKillsCommand(self) -> None:
+        """
+        A command still running when its session ends is killed at once,
+        with one log line; its Deferred fails with a 451 nobody hears, and
+        no other line is logged for it.
+        """
+        handler, d, process = self.start()
+        self.assertEqual(process.signals, [])
+        handler.onClose(self.session)
+        self.assertEqual(process.signals, ["KILL"])
+        self.assertEqual(
+            self.lines(), ["s1d pipe command killed: the session ended before it exited"]
+        )
+        process.exit(None, 9)
+        error = self.failureResultOf(d, SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
+        self.assertEqual(len(self.lines()), 1)
+        # Its timer is gone too.
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_sessionEndBeforeStartRunsNothing(self) -> None:
+        """
+        A session that ends after its message was received whole but before
+        the spool was ready starts no command.
+        """
+        pool = HeldThreadPool()
+        handler, d, process = self.start(threadpool=pool)
+        self.assertIsNone(process)
+        self.assertNoResult(d)
+        handler.onClose(self.session)
+        pool.runAll()
+        self.assertEqual(self.reactor.spawned, [])
+        self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
+        self.assertEqual(self.lines(), ["s1d pipe command not started: the session ended"])
+
+    def test_closeAfterVerdictKillsNothing(self) -> None:
+        """
+        C{onClose} after the command's verdict signals nothing and logs
+        nothing.
+        """
+        handler, d, process = self.start()
+        process.exit(0)
+        self.assertEqual(self.successResultOf(d), "OK: delivered to cat")
+        handler.onClose(self.session)
+        self.assertEqual(process.signals, [])
+        self.assertEqual(self.lines(), [])
+
+    def test_otherSessionUntouched(self) -> None:
+        """
+        The end of another session kills nothing.
+        """
+        handler, d, process = self.start()
+        handler.onClose(makeSession(id="other"))
+        self.assertEqual(process.signals, [])
+        process.exit(0)
+        self.successResultOf(d)
+
+    def test_closeAfterTimeoutOneLine(self) -> None:
+        """
+        A command killed at its time limit whose session then ends is logged
+        once, as timed out.
+        """
+        handler, d, process = self.start(timeout=10)
+        self.reactor.advance(10)
+        handler.onClose(self.session)
+        process.exit(None, 9)
+        self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
+        self.assertEqual(self.lines(), ["s1d pipe command timed out"])
