@@ -487,6 +487,34 @@ class JunkCommandTests(SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
         self.assertEqual(take(transport).count(b"250 2.1.5"), 5)
 
+    def test_emptyChunksAreJunk(self) -> None:
+        """
+        An empty BDAT chunk that is not the last moves nothing on: repeated
+        in one transaction, it counts like NOOP, and the session ends with
+        one refusal line naming BDAT.  Chunks with octets, and C{BDAT 0
+        LAST}, never count.
+        """
+        events: list[tuple[str, dict[str, Any]]] = []
+        handler = RecordingHandler()
+        proto, transport, clock, factory = connect(handler, maxJunkCommands=3, maxErrors=2)
+        factory.addObserver(lambda event, session, data: events.append((event, data)))
+        proto.dataReceived(b"EHLO c\r\n")
+        transaction(proto, transport)
+        proto.dataReceived(b"BDAT 1\r\na" * 10 + b"BDAT 0\r\n" * 2)
+        proto.dataReceived(b"BDAT 0 LAST\r\n")
+        self.assertEqual(len(handler.messages), 1)
+        self.assertFalse(transport.disconnecting)
+        transaction(proto, transport)
+        # The message accepted forgave the count; EHLO is the first again,
+        # the fourth chunk the first past the limit, the fifth the second.
+        proto.dataReceived(b"BDAT 0\r\n" * 10)
+        out = take(transport)
+        self.assertEqual(out.count(b"250 2.0.0 OK: 0 octets received\r\n"), 3)
+        self.assertTrue(out.endswith(replies.TOO_MANY_ERRORS), out)
+        self.assertTrue(transport.disconnecting)
+        rejects = [data for event, data in events if event == "reject"]
+        self.assertEqual([r["command"] for r in rejects], ["BDAT"])
+
     def test_noLimit(self) -> None:
         """
         C{maxJunkCommands=0} counts none.
