@@ -1245,6 +1245,33 @@ class HookTests(SynchronousTestCase):
         )
         self.assertTrue(transport.disconnecting)
 
+    def test_closingRefusalOfMessageBoundsUnreadReplies(self) -> None:
+        """
+        A close after C{onData}'s 421 is a close after a refusal, as one
+        after any other hook's: the kernel is told to give up replies left
+        unread (L{flow.giveUpUnreadAfter}), before the close.
+        """
+        from twisted_smtpd._serving import output
+
+        calls: list[tuple[object, float, bool]] = []
+
+        class Closing(RecordingHandler):
+            def onData(self, stream: IMessageStream, session: Session) -> object:
+                stream.drain()
+                raise SMTPError(421, "shutting down", "4.3.2")
+
+        proto, transport, clock, _ = connect(Closing())
+        self.patch(
+            output,
+            "giveUpUnreadAfter",
+            lambda socket, seconds: calls.append((socket, seconds, proto.closing)),
+        )
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<s@e.com>\r\nRCPT TO:<a@e.com>\r\n")
+        self.assertEqual(calls, [])
+        proto.dataReceived(b"DATA\r\nhi\r\n.\r\n")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(calls, [(proto._socket, 10.0, False)])
+
     def test_positiveRefusalIsHandlerError(self) -> None:
         """
         A hook refusing with a positive L{SMTPError} (250), raised or as a
