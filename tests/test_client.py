@@ -192,6 +192,19 @@ class RemoteFailureTests(SynchronousTestCase):
         error = remoteFailure(DeliveryError(421, "x", stage="data", reply=reply), "h")
         self.assertEqual(error.code, 451)
 
+    def test_closingPermanentBecomes550(self) -> None:
+        """
+        A 521 from the next hop (RFC 7504) to MAIL, RCPT or the data is not
+        passed on as our own 521, which would close our client's session:
+        it becomes 550, its enhanced code and words kept.
+        """
+        reply = ClientReply(521, "5.3.2", "No mail here")
+        for stage in ("mail", "rcpt", "data"):
+            error = remoteFailure(DeliveryError(521, "x", stage=stage, reply=reply), "h")
+            self.assertEqual(
+                (error.code, error.enhanced, error.message), (550, "5.3.2", "No mail here")
+            )
+
 
 class UnexpectedReplyTests(SynchronousTestCase):
     """

@@ -89,6 +89,52 @@ class PipeSessionEndTests(SynchronousTestCase):
         # Its timer is gone too.
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
+    def test_unkillableCommandLeavesNothingStopped(self) -> None:
+        """
+        A command the server may not signal (a setuid program that took
+        another real user: C{EPERM}) does not make C{onClose} or the time
+        limit fail: the processes below it that were stopped are killed
+        all the same, never left stopped, and one line says the command
+        could not be killed.
+        """
+        from twisted_smtpd.handlers import _processtree
+
+        killed: list[list[int]] = []
+        self.patch(_processtree, "stopDescendants", lambda pid: [pid + 1, pid + 2])
+        self.patch(_processtree, "kill", killed.append)
+
+        def refuse(signal: str) -> None:
+            raise PermissionError(1, "Operation not permitted")
+
+        handler, d, process = self.start(timeout=10)
+        process.pid = 4000
+        process.signalProcess = refuse
+        handler.onClose(self.session)
+        self.assertEqual(killed, [[4001, 4002]])
+        self.assertEqual(
+            self.lines(),
+            [
+                "s1d pipe command could not be killed (Operation not permitted):"
+                " the session ended before it exited"
+            ],
+        )
+        process.exit(None, 9)
+        self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
+
+        self.session = makeSession(id="s2")
+        handler, d, _ = self.start(timeout=10)
+        process = self.reactor.spawned[-1][3]
+        process.pid = 5000
+        process.signalProcess = refuse
+        self.reactor.advance(10)
+        self.assertEqual(killed[1:], [[5001, 5002]])
+        self.assertEqual(
+            self.lines()[1:],
+            ["s2 pipe command could not be killed at its time limit (Operation not permitted)"],
+        )
+        process.exit(None, 9)
+        self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
+
     def test_sessionEndBeforeStartRunsNothing(self) -> None:
         """
         A session that ends after its message was received whole but before

@@ -487,6 +487,34 @@ class JunkCommandTests(SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
         self.assertEqual(take(transport).count(b"250 2.1.5"), 5)
 
+    def test_emptyChunksAreJunk(self) -> None:
+        """
+        An empty BDAT chunk that is not the last moves nothing on: repeated
+        in one transaction, it counts like NOOP, and the session ends with
+        one refusal line naming BDAT.  Chunks with octets, and C{BDAT 0
+        LAST}, never count.
+        """
+        events: list[tuple[str, dict[str, Any]]] = []
+        handler = RecordingHandler()
+        proto, transport, clock, factory = connect(handler, maxJunkCommands=3, maxErrors=2)
+        factory.addObserver(lambda event, session, data: events.append((event, data)))
+        proto.dataReceived(b"EHLO c\r\n")
+        transaction(proto, transport)
+        proto.dataReceived(b"BDAT 1\r\na" * 10 + b"BDAT 0\r\n" * 2)
+        proto.dataReceived(b"BDAT 0 LAST\r\n")
+        self.assertEqual(len(handler.messages), 1)
+        self.assertFalse(transport.disconnecting)
+        transaction(proto, transport)
+        # The message accepted forgave the count; EHLO is the first again,
+        # the fourth chunk the first past the limit, the fifth the second.
+        proto.dataReceived(b"BDAT 0\r\n" * 10)
+        out = take(transport)
+        self.assertEqual(out.count(b"250 2.0.0 OK: 0 octets received\r\n"), 3)
+        self.assertTrue(out.endswith(replies.TOO_MANY_ERRORS), out)
+        self.assertTrue(transport.disconnecting)
+        rejects = [data for event, data in events if event == "reject"]
+        self.assertEqual([r["command"] for r in rejects], ["BDAT"])
+
     def test_noLimit(self) -> None:
         """
         C{maxJunkCommands=0} counts none.
@@ -1216,6 +1244,33 @@ class HookTests(SynchronousTestCase):
             out.endswith(b"\r\n250 2.0.0 delivered\r\n421 4.3.2 shutting down\r\n"), out
         )
         self.assertTrue(transport.disconnecting)
+
+    def test_closingRefusalOfMessageBoundsUnreadReplies(self) -> None:
+        """
+        A close after C{onData}'s 421 is a close after a refusal, as one
+        after any other hook's: the kernel is told to give up replies left
+        unread (L{flow.giveUpUnreadAfter}), before the close.
+        """
+        from twisted_smtpd._serving import output
+
+        calls: list[tuple[object, float, bool]] = []
+
+        class Closing(RecordingHandler):
+            def onData(self, stream: IMessageStream, session: Session) -> object:
+                stream.drain()
+                raise SMTPError(421, "shutting down", "4.3.2")
+
+        proto, transport, clock, _ = connect(Closing())
+        self.patch(
+            output,
+            "giveUpUnreadAfter",
+            lambda socket, seconds: calls.append((socket, seconds, proto.closing)),
+        )
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<s@e.com>\r\nRCPT TO:<a@e.com>\r\n")
+        self.assertEqual(calls, [])
+        proto.dataReceived(b"DATA\r\nhi\r\n.\r\n")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(calls, [(proto._socket, 10.0, False)])
 
     def test_positiveRefusalIsHandlerError(self) -> None:
         """

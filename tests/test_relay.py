@@ -253,6 +253,30 @@ class RelayTests(TestCase):
         self.assertEqual(final.code, 250)
         self.assertEqual(smarthost.messages[0].recipients, ["carol@example.net"])
 
+    async def test_closingRefusalAtRcptIsNotOurs(self) -> None:
+        """
+        A smarthost refusing a recipient with 521 (and closing) refuses it
+        to our client with 550 and the smarthost's words: a 521 of our own
+        would close our client's session.  The session goes on: the next
+        recipient is deferred (the smarthost is gone), and a new
+        transaction delivers.
+        """
+        smarthost = Recorder()
+        smarthost.refuse["bob@example.org"] = SMTPError(521, "Not here", "5.3.2")
+        port = await self.front(smarthost)
+        client = await clientSession(port)
+        self.addCleanup(client.quit)
+        self.assertEqual((await client.mail("alice@example.com", "")).code, 250)
+        refused = await client.rcpt("bob@example.org", "")
+        self.assertEqual((refused.code, refused.enhanced, refused.text), (550, "5.3.2", "Not here"))
+        self.assertEqual((await client.rcpt("carol@example.net", "")).code, 451)
+        self.assertEqual((await client.rset()).code, 250)
+        self.assertEqual((await client.mail("alice@example.com", "")).code, 250)
+        self.assertEqual((await client.rcpt("carol@example.net", "")).code, 250)
+        [final] = await client.data(bodyStream(BODY), 1)
+        self.assertEqual(final.code, 250)
+        self.assertEqual(smarthost.messages[0].recipients, ["carol@example.net"])
+
     async def test_temporaryRefusalAtRcpt(self) -> None:
         """
         A recipient the smarthost defers with 4xx gets that 4xx at RCPT, so

@@ -169,15 +169,25 @@ class SessionOutput:
         if self.closing:
             return
         if reply.code >= 400:
-            # Replies a refused client leaves unread must not keep its
-            # connection in the kernel for long once the server closed its
-            # socket; while the session holds them itself, its abort after
-            # the close's grace (a reset the client sees) comes first.
-            giveUpUnreadAfter(self._socket, 2 * CLOSE_GRACE)
             if reply not in catalogue.LOGGED_APART:
                 # A refusal or a limit reached that ends the session.
                 self._emitRefusal(reply, True, limit)
+            self.reply(reply)
+            self.closeRefused()
+            return
         self.reply(reply)
+        self._close()
+
+    def closeRefused(self) -> None:
+        """
+        Close once the replies are sent, the last of them a refusal that
+        ends the session (its log line already told).
+        """
+        # Replies a refused client leaves unread must not keep its
+        # connection in the kernel for long once the server closed its
+        # socket; while the session holds them itself, its abort after the
+        # close's grace (a reset the client sees) comes first.
+        giveUpUnreadAfter(self._socket, 2 * CLOSE_GRACE)
         self._close()
 
     def _close(self) -> None:

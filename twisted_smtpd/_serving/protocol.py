@@ -466,7 +466,7 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         if any(reply.code >= 400 for reply in replies):
             if any(reply.code in CLOSING_CODES for reply in replies):
                 # onData's 421 or 521 closes the session, as any hook's.
-                self._close()
+                self.closeRefused()
                 return
             self._countError()
         else:

@@ -185,13 +185,20 @@ def bdat(p: SessionControl, argument: bytes) -> None:
     """
     BDAT (RFC 3030): read the announced octets as they are.  The first chunk
     starts C{onData}; every chunk but the last gets 250 at once, the last one
-    the message's reply.
+    the message's reply.  An empty chunk that is not the last counts as a
+    junk command (L{SessionControl.countJunk}).
     """
     try:
         size, last = parseBdat(argument)
     except CommandError:
         malformedBdat(p)
         return
+    if not (size or last):
+        # An empty chunk that does not end its message moves nothing on: a
+        # junk command, or a client could send it without end.
+        p.countJunk()
+        if p.closing:
+            return
     options = p.options
     receiver = p.receiver
     if receiver is None:

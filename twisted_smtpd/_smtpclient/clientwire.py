@@ -324,18 +324,24 @@ def remoteFailure(error: DeliveryError, peer: str) -> SMTPError:
     return replyError(reply)
 
 
+#: A next hop's replies that say it closes, and what our own client is told
+#: instead: our server does not close.
+_CLOSING = {421: 451, 521: 550}
+
+
 def replyError(reply: ClientReply) -> SMTPError:
     """
-    The L{SMTPError} repeating a next hop's refusal to our own client; 421,
-    which would announce that our own server is closing, becomes 451.  A
-    reply that refuses nothing (2xx, 3xx where no such reply belongs, such
+    The L{SMTPError} repeating a next hop's refusal to our own client; 421
+    and 521, which would announce that our own server is closing (and close
+    our client's session, RFC 5321 section 3.8, RFC 7504), become 451 and
+    550.  A reply that refuses nothing (2xx, 3xx where no such reply belongs, such
     as C{354} to MAIL or after the end of the data) is the next hop's
     protocol error: 451 4.5.0, its words quoted.
     """
     if not 400 <= reply.code < 600:
         text = f"Error: unexpected reply from the server: {reply.code} {reply.text}"
         return SMTPError(451, text, "4.5.0")
-    code = 451 if reply.code == 421 else reply.code
+    code = _CLOSING.get(reply.code, reply.code)
     return SMTPError(code, reply.text, reply.enhanced)
 
 

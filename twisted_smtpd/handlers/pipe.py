@@ -12,7 +12,6 @@ refused.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shlex
@@ -162,21 +161,32 @@ class _Run(ProcessProtocol):
         self.exited = reason
         self.ended.callback(None)
 
-    def kill(self) -> None:
+    def kill(self) -> str | None:
         """
         Kill the command and the processes it started (on Linux), or close
         the pipes an exited command left open.
+
+        @return: Why the command could not be killed (a setuid program that
+            took another real user), or C{None}.  The processes below it
+            that could be stopped are killed all the same, never left
+            stopped.
         """
         if self.exited is None and self.transport is not None:
             pid = getattr(self.transport, "pid", None)
             below = _processtree.stopDescendants(pid) if pid is not None else []
-            with contextlib.suppress(ProcessExitedAlready):
+            try:
                 self.transport.signalProcess("KILL")
-            _processtree.kill(below)
+            except ProcessExitedAlready:
+                pass
+            except OSError as e:
+                return e.strerror or type(e).__name__
+            finally:
+                _processtree.kill(below)
         elif self._closer is not None:
             # It exited but something holds its pipes: close them now.
             self._closer.cancel()
             self._closePipes()
+        return None
 
 
 class _Delivery:
@@ -443,10 +453,20 @@ class PipeHandler(BaseHandler):
             return
         if run.exited is None and not delivery.timedOut:
             delivery.killed = True
-            self._log.warn(
-                "{session} pipe command killed: the session ended before it exited",
-                session=session.id,
-            )
+            problem = run.kill()
+            if problem is None:
+                self._log.warn(
+                    "{session} pipe command killed: the session ended before it exited",
+                    session=session.id,
+                )
+            else:
+                self._log.warn(
+                    "{session} pipe command could not be killed ({problem}):"
+                    " the session ended before it exited",
+                    session=session.id,
+                    problem=problem,
+                )
+            return
         run.kill()
 
     async def _deliver(self, stream: IMessageStream, session: Session, delivery: _Delivery) -> str:
@@ -497,7 +517,13 @@ class PipeHandler(BaseHandler):
 
         def timeOut() -> None:
             delivery.timedOut = True
-            run.kill()
+            problem = run.kill()
+            if problem is not None:
+                self._log.warn(
+                    "{session} pipe command could not be killed at its time limit ({problem})",
+                    session=session.id,
+                    problem=problem,
+                )
 
         timer: IDelayedCall = self._reactor.callLater(self._timeout, timeOut)
         try:
