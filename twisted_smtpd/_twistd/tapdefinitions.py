@@ -137,8 +137,9 @@ PARAMETERS: list[list[Any]] = [
         "max-junk-commands",
         int,
         False,
-        "HELO, EHLO, RSET, NOOP, VRFY and HELP taken before each further one "
-        "counts as an error, since the last message accepted (0: no limit).",
+        "Commands that move no message on (HELO, EHLO, LHLO, RSET, NOOP, VRFY, "
+        "HELP, XCLIENT, XFORWARD, BDAT 0) taken before each further one counts "
+        "as an error, since the last message accepted (0: no limit).",
     ),
     [
         "workers",
