@@ -777,6 +777,35 @@ class ClientLimitsTableTests(SynchronousTestCase):
         clock.pump([1.0] * 11)
         self.assertEqual(factory.limits.windows, {})
 
+    def test_windowsExpireWhenIdle(self) -> None:
+        """
+        With no connection left, the rate windows are still forgotten once
+        over, and then the factory's timer stops: an idle server holds no
+        table of the addresses that came, and no timer.
+        """
+        clock = Clock()
+        factory = factoryFor(clock, maxConnectionRate=(5, 10))
+        for i in range(3):
+            proto, transport = connectFrom(factory, f"192.0.2.{i}")
+            proto.connectionLost()
+        self.assertEqual(len(factory.limits.windows), 3)
+        clock.pump([1.0] * 11)
+        self.assertEqual(factory.limits.windows, {})
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_closedKeepsNoTimer(self) -> None:
+        """
+        A closed factory keeps no timer for its rate windows once its last
+        session is gone.
+        """
+        clock = Clock()
+        factory = factoryFor(clock, maxConnectionRate=(5, 10))
+        proto, transport = connectFrom(factory, "192.0.2.1")
+        d = factory.close()
+        proto.connectionLost()
+        self.successResultOf(d)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def test_tableBounded(self) -> None:
         """
         The rate table never holds more than maxTracked addresses: the
