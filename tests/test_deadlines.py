@@ -423,6 +423,51 @@ class CloseBoundTests(SynchronousTestCase):
         self.successResultOf(d)
 
 
+class ShutdownLogTests(SynchronousTestCase):
+    """
+    A session cut by a stopping server leaves one log line when a
+    transaction was cut; an idle one, closed at once, none.
+    """
+
+    CUT = "shutdown: transaction cut after the close timeout"
+
+    def test_transactionCutLogged(self) -> None:
+        """
+        A session whose message is still coming when C{closeTimeout} is over
+        gets 421 and leaves one line naming the session, the client and the
+        timeout.
+        """
+        log = LogCatcher(self)
+        proto, transport, clock, factory = connect(closeTimeout=30)
+        transaction(proto, transport)
+        proto.dataReceived(b"DATA\r\nSubject: cut\r\n\r\npart")
+        take(transport)
+        factory.close()
+        self.assertEqual(log.matching(self.CUT), [])
+        clock.advance(30)
+        self.assertEqual(take(transport), replies.SHUTDOWN)
+        self.assertEqual(
+            log.matching(self.CUT), [f"{proto.session.id} 192.0.2.7 {self.CUT} (30 s)"]
+        )
+
+    def test_idleAndFinishedNotLogged(self) -> None:
+        """
+        An idle session closed at once, and one whose transaction ended
+        within C{closeTimeout}, leave no such line.
+        """
+        log = LogCatcher(self)
+        clock = Clock()
+        idle, idleTransport, _, factory = connect(clock=clock, closeTimeout=30)
+        busy, busyTransport = connectFrom(factory, "192.0.2.8")
+        transaction(busy, busyTransport)
+        factory.close()
+        self.assertTrue(idleTransport.value().endswith(replies.SHUTDOWN))
+        busy.dataReceived(b"DATA\r\nSubject: done\r\n\r\nbody\r\n.\r\n")
+        self.assertTrue(busyTransport.value().endswith(replies.SHUTDOWN))
+        clock.advance(30)
+        self.assertEqual(log.matching("shutdown"), [])
+
+
 class MinDataRateTests(SynchronousTestCase):
     def test_slowTransferCut(self) -> None:
         """
@@ -731,6 +776,35 @@ class ClientLimitsTableTests(SynchronousTestCase):
         connectFrom(factory, "192.0.2.99")
         clock.pump([1.0] * 11)
         self.assertEqual(factory.limits.windows, {})
+
+    def test_windowsExpireWhenIdle(self) -> None:
+        """
+        With no connection left, the rate windows are still forgotten once
+        over, and then the factory's timer stops: an idle server holds no
+        table of the addresses that came, and no timer.
+        """
+        clock = Clock()
+        factory = factoryFor(clock, maxConnectionRate=(5, 10))
+        for i in range(3):
+            proto, transport = connectFrom(factory, f"192.0.2.{i}")
+            proto.connectionLost()
+        self.assertEqual(len(factory.limits.windows), 3)
+        clock.pump([1.0] * 11)
+        self.assertEqual(factory.limits.windows, {})
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_closedKeepsNoTimer(self) -> None:
+        """
+        A closed factory keeps no timer for its rate windows once its last
+        session is gone.
+        """
+        clock = Clock()
+        factory = factoryFor(clock, maxConnectionRate=(5, 10))
+        proto, transport = connectFrom(factory, "192.0.2.1")
+        d = factory.close()
+        proto.connectionLost()
+        self.successResultOf(d)
+        self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_tableBounded(self) -> None:
         """

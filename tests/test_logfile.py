@@ -6,6 +6,7 @@ into.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import shutil
@@ -13,6 +14,7 @@ import signal
 import sys
 from collections.abc import Callable
 
+from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -129,10 +131,44 @@ class _Reactor:
     running = False
 
     def __init__(self) -> None:
-        self.calls: list[Callable[[], object]] = []
+        self.fromThread: list[Callable[[], object]] = []
 
     def callFromThread(self, f: Callable[[], object]) -> None:
-        self.calls.append(f)
+        self.fromThread.append(f)
+
+
+class _RunningReactor(Clock):
+    """
+    A running reactor's clock: the writer buffers lines until it advances.
+    """
+
+    running = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fromThread: list[Callable[[], object]] = []
+
+    def callFromThread(self, f: Callable[[], object]) -> None:
+        self.fromThread.append(f)
+
+
+class _FullLogFile(AppendingLogFile):
+    """
+    A log file on a disk that fills up: with C{full} set, writes into the
+    file open now fail as they would with C{ENOSPC}; a file opened again
+    (logrotate moved the full one away and compressed it) has room.
+    """
+
+    full = False
+
+    def _openFile(self) -> None:
+        super()._openFile()
+        self.full = False
+
+    def write(self, data: str) -> None:
+        if self.full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        super().write(data)
 
 
 class ReopenOnSignalTests(SynchronousTestCase):
@@ -145,7 +181,7 @@ class ReopenOnSignalTests(SynchronousTestCase):
         self.directory = os.path.abspath(self.mktemp())
         os.makedirs(self.directory)
         self.path = os.path.join(self.directory, "smtpd.log")
-        self.reactor = _Reactor()
+        self.reactor: _Reactor | _RunningReactor = _Reactor()
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
     def read(self, path: str) -> str:
@@ -165,8 +201,8 @@ class ReopenOnSignalTests(SynchronousTestCase):
         self.assertNotIn(handler, (previous, signal.SIG_DFL, None))
         assert callable(handler)
         handler(signal.SIGUSR1, None)
-        self.assertEqual(len(self.reactor.calls), 1)
-        self.reactor.calls.pop()()
+        self.assertEqual(len(self.reactor.fromThread), 1)
+        self.reactor.fromThread.pop()()
 
     def messages(self) -> list[tuple[LogLevel, str]]:
         return [(e["log_level"], formatEvent(e)) for e in self.events]
@@ -213,6 +249,78 @@ class ReopenOnSignalTests(SynchronousTestCase):
             ),
             text,
         )
+
+    def fullWriter(self) -> tuple[_FullLogFile, BufferedLogWriter, _RunningReactor]:
+        """
+        A writer buffering lines for a file whose disk filled up after
+        C{"before"} was written into it.
+        """
+        logFile = _FullLogFile.fromFullPath(self.path)
+        self.addCleanup(logFile.close)
+        self.reactor = reactor = _RunningReactor()
+        writer = BufferedLogWriter(logFile, reactor=reactor)
+        writer.line("before", {})
+        reactor.advance(1)
+        logFile.full = True
+        return logFile, writer, reactor
+
+    def test_reopenWhenFull(self) -> None:
+        """
+        When the disk is full, the buffered lines cannot go into the old
+        file, but SIGUSR1 still opens the new one (logrotate moved the full
+        one away to compress it): they go into it.
+        """
+        logFile, writer, reactor = self.fullWriter()
+        writer.line("buffered", {})
+        os.rename(self.path, self.path + ".1")
+        self.signalled(writer)
+        reactor.advance(1)
+        self.assertEqual(self.read(self.path + ".1").count("\n"), 1)
+        lines = self.read(self.path).splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertTrue(lines[0].endswith("] buffered"), lines)
+        self.assertEqual(
+            self.messages(), [(LogLevel.info, f"Log file {self.path} reopened (SIGUSR1)")]
+        )
+
+    def test_reopenAfterFailedRotation(self) -> None:
+        """
+        A log file left closed (its rotation could not open the next one)
+        is opened again on SIGUSR1, the buffered lines written into it.
+        """
+        logFile = AppendingLogFile.fromFullPath(self.path)
+        self.addCleanup(logFile.close)
+        reactor = self.reactor = _RunningReactor()
+        writer = BufferedLogWriter(logFile, reactor=reactor)
+        logFile._file.close()
+        writer.line("buffered", {})
+        self.signalled(writer)
+        reactor.advance(1)
+        lines = self.read(self.path).splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertTrue(lines[0].endswith("] buffered"), lines)
+        self.assertEqual(
+            self.messages(), [(LogLevel.info, f"Log file {self.path} reopened (SIGUSR1)")]
+        )
+
+    def test_reopenFailsWhenFull(self) -> None:
+        """
+        When the disk is full and the file cannot be opened again either,
+        the buffered lines are kept for the next write and the failure
+        leaves its error line.
+        """
+        logFile, writer, reactor = self.fullWriter()
+        writer.line("buffered", {})
+        shutil.move(self.directory, self.directory + ".old")
+        self.signalled(writer)
+        [(level, text)] = self.messages()
+        self.assertEqual(level, LogLevel.error)
+        self.assertTrue(text.startswith(f"Reopening the log file {self.path} failed"), text)
+        logFile.full = False
+        reactor.advance(1)
+        lines = self.read(os.path.join(self.directory + ".old", "smtpd.log")).splitlines()
+        self.assertEqual(len(lines), 2, lines)
+        self.assertTrue(lines[1].endswith("] buffered"), lines)
 
     def test_standardOutput(self) -> None:
         """

@@ -1535,6 +1535,45 @@ class CloseTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"")
         self.assertEqual(connected, [])
 
+    def goneDuringReverseLookup(self, closing: bool) -> None:
+        """
+        A session ending during its reverse lookup, the server C{closing}
+        or not, never began: no C{connect}, no C{close} event (so no log
+        line), no C{onConnect}, no C{onClose}.
+        """
+        lookup: Deferred[str | None] = Deferred()
+        handler = RecordingHandler()
+        hooks: list[str] = []
+        handler.onConnect = lambda session: hooks.append("onConnect")  # type: ignore[method-assign]
+        handler.onClose = lambda session: hooks.append("onClose")  # type: ignore[method-assign]
+        factory = SMTPServerFactory(handler, ServerOptions(name="mx.example.com"), reactor=Clock())
+        events: list[str] = []
+        factory.addObserver(lambda event, session, data: events.append(event))
+        factory.knownName = lambda ip: None  # type: ignore[method-assign]
+        factory.reverseLookup = lambda ip: lookup  # type: ignore[method-assign]
+        proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+        transport = StringTransport(peerAddress=_ipv4(*PEER), hostAddress=_ipv4("192.0.2.1", 25))
+        proto.makeConnection(transport)
+        if closing:
+            factory.close()
+        proto.connectionLost(Failure(ConnectionDone()))
+        lookup.callback(None)
+        self.assertEqual((events, hooks), ([], []))
+
+    def test_goneDuringReverseLookup(self) -> None:
+        """
+        A client gone during its reverse lookup (a TCP health check) never
+        began a session.
+        """
+        self.goneDuringReverseLookup(closing=False)
+
+    def test_closedDuringReverseLookup(self) -> None:
+        """
+        A session a stopping server closes during its reverse lookup never
+        began.
+        """
+        self.goneDuringReverseLookup(closing=True)
+
     def test_transactionFinishes(self) -> None:
         """
         A session inside a transaction may finish it; then it gets 421.

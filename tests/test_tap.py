@@ -1420,6 +1420,24 @@ class DaemonTests(SynchronousTestCase):
         self.successResultOf(server.stopService())
         self.assertEqual(signal.getsignal(signal.SIGHUP), previous)
 
+    def test_sighupWhileStopping(self) -> None:
+        """
+        Until the sessions and the handler are closed, SIGHUP still
+        schedules a reload: the previous handler (the default one ends
+        the process) is put back only then, so that a reload during the
+        stop does not cut the transactions it waits for.
+        """
+        previous = signal.getsignal(signal.SIGHUP)
+        closed: Deferred[None] = Deferred()
+        clock, calls, stopping = self.stoppingWith(closed)
+        self.assertEqual(calls, ["close"])
+        self.assertNoResult(stopping)
+        handler = signal.getsignal(signal.SIGHUP)
+        self.assertNotIn(handler, (previous, signal.SIG_DFL, None))
+        closed.callback(None)
+        self.successResultOf(stopping)
+        self.assertEqual(signal.getsignal(signal.SIGHUP), previous)
+
     def test_sigusr1(self) -> None:
         """
         While running, and until its sessions are closed, SIGUSR1 schedules

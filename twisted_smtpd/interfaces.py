@@ -112,8 +112,10 @@ class _SMTPHandlerInterface(Interface):
         The connection is gone.  Informational: it may be an C{async def}
         coroutine or return a Deferred like every hook, but the result is
         ignored and a failure only logged.  Not called for a session that
-        never began: refused at connect, or an implicit TLS connection whose
-        handshake never finished.
+        never began (whose C{onConnect} was never called): refused at
+        connect, an implicit TLS connection whose handshake never finished,
+        or a connection gone (or closed by a stopping server) during the
+        reverse lookup of its client.
         """
 
 

@@ -141,6 +141,10 @@ class SessionControl(CommandContext, Protocol):
         after its transaction.
     @ivar refused: Whether the session was refused before it began (by
         C{onConnect} or a connection limit): C{onClose} is not called.
+    @ivar began: Whether the session began (its C{connect} event, then
+        C{onConnect}): one that ends before (its client gone, or the server
+        closing, during the reverse lookup or an implicit TLS handshake)
+        has no C{close} event and no C{onClose} either.
     """
 
     receiver: MessageReceiver | None
@@ -148,6 +152,7 @@ class SessionControl(CommandContext, Protocol):
     times: Times
     draining: bool
     refused: bool
+    began: bool
 
     @property
     def transport(self) -> Any:

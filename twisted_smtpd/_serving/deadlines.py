@@ -353,7 +353,9 @@ def shutdown(p: SessionControl, force: bool) -> None:
     """
     The server is closing: end C{p} with 421 now when it is idle (or when
     C{force}), else once its transaction is over; abort it at once in the
-    middle of a TLS handshake, where no 421 can reach the client.
+    middle of a TLS handshake, where no 421 can reach the client.  A
+    transaction cut by C{force} (C{closeTimeout} is over) leaves one log
+    line: its message, if any, was not accepted.
     """
     p.draining = True
     if p.closing:
@@ -366,6 +368,15 @@ def shutdown(p: SessionControl, force: bool) -> None:
         )
         p.times.handshakeSince = None
         p.abort()
-    elif force or not p.inTransaction():
+    elif not p.inTransaction():
+        p.abandonMessage(catalogue.SHUTDOWN)
+        p.closeWith(catalogue.SHUTDOWN)
+    elif force:
+        p.log.info(
+            "{session} {client} shutdown: transaction cut after the close timeout ({seconds:g} s)",
+            session=p.session.id,
+            client=p.session.remoteAddress[0],
+            seconds=p.options.closeTimeout,
+        )
         p.abandonMessage(catalogue.SHUTDOWN)
         p.closeWith(catalogue.SHUTDOWN)

@@ -52,6 +52,7 @@ def runConnectHooks(p: SessionControl, again: bool = False) -> None:
         another client's (XCLIENT): refused now, it still ends with C{onClose}
         and a C{close} event.
     """
+    p.began = True
     p.emit("connect")
 
     def refused(reply: Reply) -> None:

@@ -211,27 +211,62 @@ class BufferedLogWriter:
         """
         Write the buffered lines, then open the log file again (after
         logrotate moved it); a stream (standard output) stays as it is.
+        Lines the old file cannot take (the disk is full, a file size limit
+        is reached) go into the new one: a full file is no reason not to
+        open its successor.
 
         @raise OSError: The file could not be opened again; lines go on
             into the one open before.
         """
-        self.flush()
         reopen = getattr(self._out, "reopen", None)
-        if callable(reopen):
+        if not callable(reopen):
+            self.flush()
+            return
+        data = self._take()
+        try:
+            if data:
+                self._write(data)
+                data = ""
+        except (OSError, ValueError):
+            # ValueError: the old file was closed by a rotation that could
+            # not open the next one.
+            pass
+        try:
             reopen()
+        finally:
+            if data:
+                # Written with the next batch, into whichever file is open.
+                self._buffer.insert(0, data)
+                self._size += len(data)
+                reactor = self._reactor or self.reactor
+                if self._pending is None and getattr(reactor, "running", False):
+                    self._pending = reactor.callLater(self._interval, self._timed)
 
-    def flush(self) -> None:
+    def _take(self) -> str:
         """
-        Write every buffered line now.
+        Cancel the timed flush and empty the buffer.
+
+        @return: The buffered lines.
         """
         pending, self._pending = self._pending, None
         if pending is not None and pending.active():
             pending.cancel()
         if not self._buffer:
-            return
+            return ""
         data = "".join(self._buffer)
         self._buffer.clear()
         self._size = 0
+        return data
+
+    def flush(self) -> None:
+        """
+        Write every buffered line now.
+        """
+        data = self._take()
+        if data:
+            self._write(data)
+
+    def _write(self, data: str) -> None:
         try:
             self._out.write(data)
             self._out.flush()

@@ -91,9 +91,9 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         "_argument", "_bodyEnded", "_buffer", "_disabled", "_discardingLine", "_enhanced",
         "_errors", "_held", "_hookToken", "_junk", "_out", "_overshoot", "_plainTCP",
         "_processing", "_readClosed", "_socket", "_transportPaused", "_unauthenticated", "_verb",
-        "_wire", "_writer", "auth", "clock", "closing", "connected", "connectedFrom", "discard",
-        "draining", "handler", "implicitTLS", "limitHost", "options", "pauses", "phase",
-        "receiver", "refused", "server", "session", "times", "waiting",
+        "_wire", "_writer", "auth", "began", "clock", "closing", "connected", "connectedFrom",
+        "discard", "draining", "handler", "implicitTLS", "limitHost", "options", "pauses",
+        "phase", "receiver", "refused", "server", "session", "times", "waiting",
     )
     # fmt: on
 
@@ -119,7 +119,7 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         self._out: list[bytes] = []
         self._held = False  # whether the TLS layer holds a full batch of replies
         self._socket: Any = None  # the TCP connection under the transport
-        self.waiting = self.closing = self.connected = self.refused = False
+        self.waiting = self.closing = self.connected = self.refused = self.began = False
         self.pauses = 0
         self._transportPaused = self._discardingLine = self._readClosed = False
         self.discard: _transaction.RefusedChunk | None = None
@@ -212,11 +212,10 @@ class SMTPProtocol(SessionOutput, LineReceiver):
             factory.forget(self)
         if self.times.handshakeSince is not None and not self.refused:
             _tlscommand.handshakeFailed(self, reason)
-        # An implicit TLS connection whose handshake never finished never
-        # began a session (no connect event, no onConnect): like a refused
-        # one, it has no close either, its failure was its line.
-        began = not (self.implicitTLS and self.session.tls is None)
-        if began and not self.refused:
+        # A session that never began (no connect event, no onConnect: an
+        # implicit TLS handshake never finished, or the client or server
+        # left during the reverse lookup) has no close either.
+        if self.began and not self.refused:
             self.emit("close")
             runCloseHook(self)
         if factory is not None:

@@ -291,15 +291,25 @@ class SMTPServerFactory(ServerFactory):
         for protocol in list(self.connections):
             check(protocol, now)
         self.limits.expire(now)
+        if not self.connections and not self.limits.windows:
+            self._stopSweeper()
+
+    def _stopSweeper(self) -> None:
+        if self._sweeper is not None and self._sweeper.running:
+            self._sweeper.stop()
+        self._sweeper = None
 
     def connectionGone(self, protocol: SMTPProtocol) -> None:
         """
         A session ended; fire L{close}'s Deferreds when it was the last.
+        The timer goes on, with no session left, until the connection
+        rate windows are over and forgotten: an idle server keeps no table
+        of the addresses that came (unless it is closing: then it keeps
+        no timer).
         """
         if not self.connections:
-            if self._sweeper is not None and self._sweeper.running:
-                self._sweeper.stop()
-            self._sweeper = None
+            if self.closing or not self.limits.windows:
+                self._stopSweeper()
             if self.closing:
                 self._allGone()
 

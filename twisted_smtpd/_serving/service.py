@@ -119,8 +119,9 @@ class SMTPServer(MultiService):
 
         Sessions refused at connect for a connection limit have a C{reject}
         event only, and those refused while the server closes none; nor has
-        an implicit TLS connection whose handshake never finished (its
-        session never began).  New
+        an implicit TLS connection whose handshake never finished, nor one
+        gone during the reverse lookup of its client (its session never
+        began).  New
         events and data keys may be added.
 
         An observer with an C{events} attribute, a set of event names, is

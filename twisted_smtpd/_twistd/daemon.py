@@ -167,17 +167,20 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
 
     def stopService(self) -> Any:
         """
-        Restore the SIGHUP handler, then close gracefully; the buffered log
-        lines are written when the process exits.  SIGUSR1 reopens the log
-        file until the sessions are closed.
+        Close gracefully; the buffered log lines are written when the
+        process exits.  Until the sessions and the handler are closed,
+        SIGHUP reloads the certificates and SIGUSR1 reopens the log file
+        (their previous handlers, put back then, may end the process: a
+        reload during the stop must not cut the transactions it waits
+        for).
         """
-        if self._previousHandler is not None:
-            signal.signal(signal.SIGHUP, self._previousHandler)
-            self._previousHandler = None
         d = super().stopService()
         d.addBoth(self._closeHandler)
 
         def stopped(result: object) -> object:
+            if self._previousHandler is not None:
+                signal.signal(signal.SIGHUP, self._previousHandler)
+                self._previousHandler = None
             if self._reopener is not None:
                 self._reopener.uninstall()
                 self._reopener = None
