@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -538,6 +539,29 @@ class SignalTests(SynchronousTestCase):
         pool.signalWorkers("TERM")
         self.assertEqual(firstProcess.signals, ["HUP", "TERM"])
         self.assertEqual(clock.spawned[-1][1].signals, ["TERM"])
+
+    def test_hangupWhileStopping(self) -> None:
+        """
+        While the workers stop, SIGHUP is still theirs: the previous
+        handler (the default one ends the parent) comes back only once
+        every worker has ended.
+        """
+        previous = signal.getsignal(signal.SIGHUP)
+        self.addCleanup(signal.signal, signal.SIGHUP, previous)
+        clock = _ProcessReactor()
+        pool = WorkerPool([], 1, [], reactor=clock)
+        pool.startService()
+        ((worker, process),) = clock.spawned
+        worker.inConnectionLost()
+        stopping = pool.stopService()
+        self.assertEqual(process.signals, ["TERM"])
+        handler = signal.getsignal(signal.SIGHUP)
+        self.assertNotIn(handler, (previous, signal.SIG_DFL, None))
+        pool.signalWorkers("HUP")
+        self.assertEqual(process.signals, ["TERM", "HUP"])
+        worker.processEnded(_exited(0))
+        self.successResultOf(stopping)
+        self.assertEqual(signal.getsignal(signal.SIGHUP), previous)
 
 
 class EndedTests(SynchronousTestCase):

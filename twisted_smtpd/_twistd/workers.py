@@ -450,6 +450,7 @@ class WorkerPool(GivesLogObserver):
         """
         Close the listening sockets and ask every worker to close
         gracefully; kill the ones still running after the stop timeout.
+        SIGHUP is passed on until they are gone.
 
         The parent's copies of the sockets close at once: each worker stops
         listening as soon as it is told to, and a socket still open here
@@ -463,9 +464,6 @@ class WorkerPool(GivesLogObserver):
             if call.active():
                 call.cancel()
         self._pending.clear()
-        if self._previousHangup is not None:
-            signal.signal(signal.SIGHUP, self._previousHangup)
-            self._previousHangup = None
         reopener, self._reopener = self._reopener, None
         ended = [protocol.ended for _, protocol in self.workers.values()]
         self.signalWorkers("TERM")
@@ -477,6 +475,12 @@ class WorkerPool(GivesLogObserver):
         def done(result: object) -> None:
             if killer.active():
                 killer.cancel()
+            # Until the workers are gone SIGHUP goes on reaching them (a
+            # reload racing the stop): the previous handler, the default
+            # one ending this process, comes back only now.
+            if self._previousHangup is not None:
+                signal.signal(signal.SIGHUP, self._previousHangup)
+                self._previousHangup = None
             if reopener is not None:
                 reopener.uninstall()
 
