@@ -11,13 +11,16 @@ C{HYPOTHESIS_PROFILE}:
 
         HYPOTHESIS_PROFILE=long trial tests.fuzz
 
-C{FUZZ_EXAMPLES} overrides the number of examples of either profile.
+C{FUZZ_EXAMPLES} overrides the number of examples of either profile, and
+C{FUZZ_SEED} sets the seed of a C{long} run (to run one again), C{FUZZ_STEPS}
+its steps per session.
 """
 
 from __future__ import annotations
 
 import os
 
+import hypothesis.core
 from hypothesis import HealthCheck, Phase, settings
 
 _EXAMPLES = os.environ.get("FUZZ_EXAMPLES")
@@ -36,12 +39,18 @@ settings.register_profile(
 settings.register_profile(
     "long",
     max_examples=int(_EXAMPLES or 5000),
-    stateful_step_count=80,
+    stateful_step_count=int(os.environ.get("FUZZ_STEPS") or 80),
     deadline=None,
     database=None,
+    # FUZZ_NOSHRINK: report the first failure as found (a quick rerun).
+    phases=[Phase.generate] if os.environ.get("FUZZ_NOSHRINK") else list(Phase),
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
+
+if os.environ.get("FUZZ_SEED"):
+    # What pytest's --hypothesis-seed sets; trial has no such option.
+    hypothesis.core.global_force_seed = int(os.environ["FUZZ_SEED"])
 
 #: The settings the fuzz tests run with.
 PROFILE = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from base64 import b64encode
 from collections.abc import Callable
+from inspect import iscoroutine
 from typing import Any
 
 from hypothesis import strategies as st
@@ -20,7 +21,22 @@ from twisted_smtpd.handlers import BaseHandler
 from twisted_smtpd.interfaces import IMessageStream
 
 HOOKS = ("onConnect", "onHelo", "onSecure", "onAuth", "onMailFrom", "onRcptTo", "onData")
-MODES = ("accept", "refuse", "raise", "lateAccept", "lateRefuse", "lateRaise", "mixed")
+#: When a hook answers: at once, through a Deferred fired later, or through
+#: a coroutine awaiting one.
+TIMINGS = ("sync", "late", "coro")
+#: What it answers: accept, raise L{FuzzError}, or refuse with an
+#: L{SMTPError} of that code (2xx and 3xx are a handler's bug: 451).
+OUTCOMES = ("accept", "raise", "250", "354", "451", "554", "421", "521")
+MODES = (
+    *(f"{t}:{o}" for t in TIMINGS for o in OUTCOMES),
+    # LMTP onData: every other recipient refused 550, or the second one 421.
+    "sync:mixed",
+    "sync:mixed421",
+    # onData: the stream is read only once the fuzzer fires the answer.
+    "lazy:accept",
+)
+#: The enhanced code of each refusal the fuzzer makes.
+ENHANCED = {250: "2.0.0", 354: None, 451: "4.7.1", 554: "5.7.1", 421: "4.7.0", 521: "5.7.0"}
 
 #: What the fuzzer never sends as a command: any hook call naming it proves
 #: that body text or discarded input was run as a command.
@@ -33,72 +49,110 @@ class FuzzError(Exception):
     """
 
 
+def fuzzRefusal(hook: str, code: int) -> SMTPError:
+    """
+    The refusal a hook makes with C{code}.
+    """
+    return SMTPError(code, f"{hook} refused {code} by the fuzzer", ENHANCED[code])
+
+
 class FuzzHandler(BaseHandler):
     """
     A handler whose every hook does what C{modes} says.
 
-    @ivar modes: Hook name to mode: C{accept}, C{refuse} (L{SMTPError}),
-        C{raise} (L{FuzzError}), C{lateAccept}/C{lateRefuse}/C{lateRaise} (a
-        L{Deferred} the fuzzer fires later), C{mixed} (LMTP C{onData}: every
-        other recipient refused; elsewhere like C{accept}).
-    @ivar pending: The Deferreds of late answers, with how to fire them.
+    @ivar modes: Hook name to mode, C{timing:outcome} (L{MODES}).
+    @ivar pending: The Deferreds of late answers: C{(deferred, hook,
+        outcome, value)}.
     @ivar lastLate: When the newest late answer was asked for, by C{now}.
     @ivar now: The session's clock.
     @ivar calls: C{(hook, argument)} for every hook call.
+    @ivar issued: C{(hook, code)} of every L{SMTPError} the handler raised
+        or failed a Deferred with, when it did.
+    @ivar raised: How many L{FuzzError}s it raised or failed with.
+    @ivar dataOutcomes: The outcome of each C{onData} call, in order.
+    @ivar closed: Set by the fuzzer once the session is over: no hook but
+        C{onClose} may be called then.
+    @ivar lateCalls: Hooks called after C{closed}.
+    @ivar closes: How many times C{onClose} was called.
     @ivar delivered: Message id (as in the 250 reply) to the message.
     @ivar deliveredAfterLoss: The ids delivered after the connection was lost.
     """
 
     def __init__(self) -> None:
-        self.modes: dict[str, str] = dict.fromkeys(HOOKS, "accept")
-        self.pending: list[tuple[Deferred[Any], str, Callable[[], object]]] = []
+        self.modes: dict[str, str] = dict.fromkeys(HOOKS, "sync:accept")
+        self.pending: list[tuple[Deferred[Any], str, str, Callable[[], object]]] = []
         self.lastLate = 0.0
         self.now: Callable[[], float] = lambda: 0.0
         self.calls: list[tuple[str, str]] = []
+        self.issued: list[tuple[str, int]] = []
+        self.raised = 0
+        self.dataOutcomes: list[str] = []
+        self.closed = False
+        self.lateCalls: list[str] = []
+        self.closes = 0
         self.delivered: dict[str, bytes] = {}
         self.deliveredAfterLoss: set[str] = set()
         self.connectionLost = False
         self._next = 0
 
+    def _called(self, hook: str, argument: str) -> None:
+        self.calls.append((hook, argument))
+        if self.closed:
+            self.lateCalls.append(hook)
+
+    def _fail(self, hook: str, outcome: str) -> BaseException:
+        if outcome == "raise":
+            self.raised += 1
+            return FuzzError(hook)
+        code = int(outcome)
+        self.issued.append((hook, code))
+        return fuzzRefusal(hook, code)
+
     def _answer(self, hook: str, value: Callable[[], object]) -> object:
-        mode = self.modes[hook]
-        if mode in ("accept", "mixed"):
-            return value()
-        if mode == "refuse":
-            raise SMTPError(554, f"{hook} refused by the fuzzer", "5.7.1")
-        if mode == "raise":
-            raise FuzzError(hook)
+        timing, outcome = self.modes[hook].split(":")
+        if timing == "sync" or timing == "lazy":
+            if outcome in ("accept", "mixed", "mixed421"):
+                return value()
+            raise self._fail(hook, outcome)
         d: Deferred[Any] = Deferred()
-        self.pending.append((d, mode, value))
+        self.pending.append((d, hook, outcome, value))
         self.lastLate = self.now()
-        return d
+        if timing == "late":
+            return d
+
+        async def waiting() -> object:
+            return await d
+
+        return waiting()
 
     def fireOne(self) -> None:
         """
         Fire the oldest late answer as its mode says.
         """
-        d, mode, value = self.pending.pop(0)
-        if mode == "lateAccept":
-            d.callback(value())
-        elif mode == "lateRefuse":
-            d.errback(SMTPError(451, "refused late by the fuzzer", "4.7.1"))
+        d, hook, outcome, value = self.pending.pop(0)
+        if outcome == "accept":
+            result = value()
+            if isinstance(result, Deferred):
+                result.chainDeferred(d)
+            else:
+                d.callback(result)
         else:
-            d.errback(FuzzError("late"))
+            d.errback(self._fail(hook, outcome))
 
     def onConnect(self, session: Session) -> object:
-        self.calls.append(("onConnect", ""))
+        self._called("onConnect", "")
         return self._answer("onConnect", _none)
 
     def onHelo(self, hostname: str, session: Session) -> object:
-        self.calls.append(("onHelo", hostname))
+        self._called("onHelo", hostname)
         return self._answer("onHelo", _none)
 
     def onSecure(self, session: Session) -> object:
-        self.calls.append(("onSecure", ""))
+        self._called("onSecure", "")
         return self._answer("onSecure", _none)
 
     def onAuth(self, auth: AuthRequest, session: Session) -> object:
-        self.calls.append(("onAuth", auth.username))
+        self._called("onAuth", auth.username)
 
         def user() -> object:
             return AuthResult(user=auth.username)
@@ -106,23 +160,25 @@ class FuzzHandler(BaseHandler):
         return self._answer("onAuth", user)
 
     def onMailFrom(self, address: Address, session: Session) -> object:
-        self.calls.append(("onMailFrom", address.address))
+        self._called("onMailFrom", address.address)
         return self._answer("onMailFrom", _none)
 
     def onRcptTo(self, address: Address, session: Session) -> object:
-        self.calls.append(("onRcptTo", address.address))
+        self._called("onRcptTo", address.address)
         return self._answer("onRcptTo", _none)
 
+    def onClose(self, session: Session) -> object:
+        self.closes += 1
+        return None
+
     def onData(self, stream: IMessageStream, session: Session) -> object:
-        self.calls.append(("onData", ""))
-        mode = self.modes["onData"]
+        self._called("onData", "")
+        timing, outcome = self.modes["onData"].split(":")
         count = len(session.envelope.rcptTo)
         lmtp = session.transmissionType == "LMTP" or session.openingCommand == "LHLO"
-        if mode == "refuse":
-            raise SMTPError(554, "onData refused by the fuzzer", "5.6.0")
-        if mode == "raise":
-            raise FuzzError("onData")
-        collected: Deferred[bytes] = stream.collect()  # type: ignore[assignment]
+        self.dataOutcomes.append(outcome if lmtp or "mixed" not in outcome else "accept")
+        if timing == "sync" and outcome not in ("accept", "mixed", "mixed421"):
+            raise self._fail("onData", outcome)
 
         def deliver(data: bytes) -> object:
             self._next += 1
@@ -131,23 +187,39 @@ class FuzzHandler(BaseHandler):
                 return self._keep(str(n), data)
             results: list[object] = []
             for k in range(count):
-                if mode == "mixed" and k % 2:
+                if outcome == "mixed" and k % 2:
                     results.append(SMTPError(550, "mailbox refused by the fuzzer", "5.1.1"))
+                elif outcome == "mixed421" and k == 1:
+                    self.issued.append(("onData", 421))
+                    results.append(fuzzRefusal("onData", 421))
                 else:
                     results.append(self._keep(f"{n}.{k}", data))
             return results
 
-        def got(data: bytes) -> object:
-            if mode in ("accept", "mixed"):
-                return deliver(data)
+        if timing == "lazy":
             d: Deferred[Any] = Deferred()
+
+            def later() -> object:
+                return stream.collect().addCallback(deliver)
+
+            self.pending.append((d, "onData", "accept", later))
+            self.lastLate = self.now()
+            return d
+
+        collected: Deferred[bytes] = stream.collect()  # type: ignore[assignment]
+
+        def got(data: bytes) -> object:
+            if timing == "sync":
+                return deliver(data)
 
             def value() -> object:
                 return deliver(data)
 
-            self.pending.append((d, mode, value))
-            self.lastLate = self.now()
-            return d
+            answer = self._answer("onData", value)
+            if iscoroutine(answer):
+                # A callback's coroutine is not awaited by the Deferred.
+                return Deferred.fromCoroutine(answer)
+            return answer
 
         return collected.addCallback(got)
 
@@ -156,6 +228,31 @@ class FuzzHandler(BaseHandler):
         if self.connectionLost:
             self.deliveredAfterLoss.add(ident)
         return f"OK id={ident}"
+
+
+class AsyncFuzzHandler(FuzzHandler):
+    """
+    L{FuzzHandler} with C{async def} hooks (run through C{txaio}, not as a
+    coroutine a plain function returns): a synchronous refusal becomes a
+    failed coroutine.
+    """
+
+    async def onHelo(self, hostname: str, session: Session) -> object:  # type: ignore[override]
+        return await _awaitable(FuzzHandler.onHelo(self, hostname, session))
+
+    async def onMailFrom(self, address: Address, session: Session) -> object:  # type: ignore[override]
+        return await _awaitable(FuzzHandler.onMailFrom(self, address, session))
+
+    async def onRcptTo(self, address: Address, session: Session) -> object:  # type: ignore[override]
+        return await _awaitable(FuzzHandler.onRcptTo(self, address, session))
+
+
+async def _awaitable(result: object) -> object:
+    if isinstance(result, Deferred):
+        return await result
+    if hasattr(result, "__await__"):
+        return await result  # type: ignore[misc]
+    return result
 
 
 def _none() -> None:

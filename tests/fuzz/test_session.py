@@ -4,13 +4,25 @@ and binary commands, DATA and BDAT bodies, STARTTLS and AUTH exchanges,
 pipelined and split at random byte boundaries, in SMTP and LMTP mode, against
 a handler whose hooks accept, refuse, raise or answer late.
 
+Hooks answer at once, through a Deferred fired later or through a
+coroutine (some C{async def}), accept, raise, or refuse with an SMTPError of
+every class (2xx, 3xx, 4xx, 5xx, 421 and 521); the client's bytes are split
+at random places or at every byte; the reverse lookup may answer late.
+
 After every step it checks that every reply is well formed (RFC 5321 section
 4.2), that each command got exactly one reply in order (one per accepted
 recipient after an LMTP body), that no error was logged but the ones the
 handler raised on purpose, that an idle session times out, that the messages
 delivered are exactly those that got 250, byte for byte, and that nothing
 from a body, from a refused BDAT chunk or from input discarded after STARTTLS
-ever reaches a hook.
+ever reaches a hook.  The model (L{tests.fuzz.oracle}) also counts errors and
+junk commands as docs/behaviour.md does, so that C{421 Too many errors}
+comes exactly when it says, and every other 421 or 521 has a cause it knows
+(a handler's, closing the session after its reply); each refusal has one log
+event; no hook is called after the close; C{onClose} and the close event
+come once for a session that began, never for one that did not; MessageStream
+pauses the client past 4096 kept chunks; a transaction cut at the close
+timeout leaves one log line.
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
@@ -37,7 +50,7 @@ from twisted.python.failure import Failure
 from twisted.trial._synctest import _logObserver
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.fuzz import PROFILE
+from tests.fuzz import PROFILE, oracle
 from tests.fuzz.model import (
     BODY_LINES,
     COMMANDS,
@@ -45,6 +58,7 @@ from tests.fuzz.model import (
     EVIL,
     HOOKS,
     MODES,
+    AsyncFuzzHandler,
     FuzzError,
     FuzzHandler,
     dotStuff,
@@ -52,7 +66,9 @@ from tests.fuzz.model import (
     parseReplies,
     replyIds,
 )
+from tests.fuzz.oracle import Events, Tally, isJunk
 from tests.test_starttls import FakeTLS, TLSStringTransport
+from twisted_smtpd._core.grammar import looksLikeHTTP
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving.protocol import AUTH_LINE_LIMIT
 from twisted_smtpd._serving.server import SMTPServerFactory
@@ -61,8 +77,20 @@ SOCKET_TIMEOUT = 60.0
 #: How long the server waits for a late hook.
 HANDLER_TIMEOUT = 300.0
 CLOSE_TIMEOUT = 30.0
-CUTS = st.lists(st.integers(0, 1 << 20), max_size=4)
-ACCEPTING = ("accept", "lateAccept", "mixed")
+#: Where a client's bytes are split: a few random places, or (EVERY) at
+#: every byte boundary.
+EVERY = [-1]
+_SOME_CUTS = st.lists(st.integers(0, 1 << 20), max_size=4)
+CUTS = st.one_of(_SOME_CUTS, _SOME_CUTS, _SOME_CUTS, st.just(EVERY))
+
+
+def accepting(mode: str) -> bool:
+    """
+    Whether a hook in C{mode} accepts.
+    """
+    return mode.split(":")[1] in ("accept", "mixed", "mixed421")
+
+
 #: BDAT lines whose chunk size cannot be read: 521 and a close.
 BAD_BDAT = st.sampled_from(
     [
@@ -110,6 +138,9 @@ class SessionMachine(RuleBasedStateMachine):
         super().__init__()
         self.handler = FuzzHandler()
         self.errors: list[dict[str, Any]] = []
+        self.loggedFuzzErrors = 0
+        self.loggedBugs = 0
+        self.cutLines = 0
         self.started = False
         self.closed = False
         self.owed: deque[tuple[Any, ...]] = deque()
@@ -124,14 +155,31 @@ class SessionMachine(RuleBasedStateMachine):
         self.secure = False
         self.bdatOpen = False
         self.bdatChunks: list[bytes] = []
+        self.messageCodes: list[int] = []
+        self.closingSeen = 0
+        self.connectRefused = False
+        self.advancing = False
+        self.lookups: list[Any] = []
+        self.events = Events()
         globalLogPublisher.addObserver(self._observe)
 
     def _observe(self, event: dict[str, Any]) -> None:
         failure = event.get("log_failure")
         text = str(event.get("log_format") or "")
+        if "transaction cut after the close timeout" in text:
+            self.cutLines += 1
         if failure is not None:
-            if failure.check(FuzzError) and "Unhandled" not in text:
-                return
+            if "Unhandled" not in text:
+                if failure.check(FuzzError):
+                    self.loggedFuzzErrors += 1
+                    return
+                message = str(failure.value)
+                if failure.check(TypeError) and (
+                    "refused with a" in message or "onData answered with a" in message
+                ):
+                    # A handler's 2xx or 3xx refusal: its bug, logged.
+                    self.loggedBugs += 1
+                    return
             self.errors.append(event)
         elif event.get("log_level") in (LogLevel.error, LogLevel.critical):
             self.errors.append(event)
@@ -144,12 +192,15 @@ class SessionMachine(RuleBasedStateMachine):
         bare=st.sampled_from(["reject", "normalize", "legacy"]),
         insecureAuth=st.booleans(),
         authOptional=st.sampled_from([True, True, True, False]),
-        maxErrors=st.sampled_from([20, 10000]),
+        maxErrors=st.sampled_from([3, 8, 20, 20, 10000]),
+        maxJunk=st.sampled_from([0, 1, 3, 100, 100]),
         maxRecipients=st.sampled_from([1000, 2]),
         hideEnhanced=st.booleans(),
-        connectMode=st.sampled_from(["accept"] * 20 + list(MODES)),
-        dataMode=st.sampled_from(("accept",) * 3 + MODES),
+        connectMode=st.sampled_from(["sync:accept"] * 20 + list(MODES)),
+        dataMode=st.sampled_from(("sync:accept",) * 6 + MODES),
         disableBdat=st.sampled_from([False] * 5 + [True]),
+        asyncHooks=st.sampled_from([False, False, True]),
+        lookup=st.sampled_from([False] * 5 + [True]),
     )
     def connect(
         self,
@@ -159,25 +210,32 @@ class SessionMachine(RuleBasedStateMachine):
         insecureAuth: bool,
         authOptional: bool,
         maxErrors: int,
+        maxJunk: int,
         maxRecipients: int,
         hideEnhanced: bool,
         connectMode: str,
         dataMode: str,
         disableBdat: bool,
+        asyncHooks: bool,
+        lookup: bool,
     ) -> None:
+        if asyncHooks:
+            self.handler = AsyncFuzzHandler()
         self.lmtp = lmtp
         self.bdatDisabled = disableBdat
         self.size = size
         self.bare = bare
+        self.tally = Tally(maxErrors, maxJunk)
         self.options = ServerOptions(
             name="mx.example.com",
-            disableReverseLookup=True,
+            disableReverseLookup=not lookup,
             lmtp=lmtp,
             size=size,
             bareNewline=bare,
             allowInsecureAuth=insecureAuth,
             authOptional=authOptional,
             maxErrors=maxErrors,
+            maxJunkCommands=maxJunk,
             maxRecipients=maxRecipients,
             closeTimeout=CLOSE_TIMEOUT,
             hideENHANCEDSTATUSCODES=hideEnhanced,
@@ -188,6 +246,11 @@ class SessionMachine(RuleBasedStateMachine):
         self.clock = Clock()
         self.handler.now = self.clock.seconds
         self.factory = factory = SMTPServerFactory(self.handler, self.options, reactor=self.clock)
+        factory.addObserver(self.events)
+        if lookup:
+            # The reverse lookup answers when the fuzzer says.
+            factory.knownName = lambda ip: None  # type: ignore[method-assign]
+            factory.reverseLookup = self._lookup  # type: ignore[method-assign]
         self.shutdownAt: float | None = None
         factory._tls = FakeTLS()  # type: ignore[assignment]
         self.proto = factory.buildProtocol(None)
@@ -202,6 +265,21 @@ class SessionMachine(RuleBasedStateMachine):
         self.proto.makeConnection(self.transport)
         self.collect()
 
+    def _lookup(self, ip: str) -> Deferred[str | None]:
+        d: Deferred[str | None] = Deferred()
+        self.lookups.append(d)
+        return d
+
+    @precondition(lambda self: bool(self.lookups))
+    @rule(name=st.sampled_from([None, "client.example.net"]))
+    def lookedUp(self, name: str | None) -> None:
+        """
+        The reverse lookup of the client answers.
+        """
+        self.lookups.pop(0).callback(name)
+        self.lastInput = self.clock.seconds()
+        self.collect()
+
     def live(self) -> bool:
         return self.started and not self.closed
 
@@ -209,10 +287,13 @@ class SessionMachine(RuleBasedStateMachine):
 
     def feed(self, data: bytes, cuts: list[int], fireBetween: bool = False) -> None:
         """
-        Send C{data} in pieces cut at C{cuts}, firing a late hook between
-        pieces when asked.
+        Send C{data} in pieces cut at C{cuts} (at every byte for L{EVERY}),
+        firing a late hook between pieces when asked.
         """
-        points = sorted({c % (len(data) + 1) for c in cuts} | {len(data)})
+        if cuts == EVERY:
+            points: Any = range(1, len(data) + 1)
+        else:
+            points = sorted({c % (len(data) + 1) for c in cuts} | {len(data)})
         previous = 0
         for point in points:
             if point > previous:
@@ -225,20 +306,27 @@ class SessionMachine(RuleBasedStateMachine):
 
     def collect(self) -> None:
         """
-        Read what the server wrote and match it with what is owed.
+        Read what the server wrote and match it with what is owed; every
+        refusal it logged must have been matched with its reply.
         """
         data = self.transport.value()
         self.transport.clear()
         if self.closed:
             assert data == b"", f"output after the connection closed: {data!r}"
-            return
-        replies, self.out = parseReplies(self.out + data)
-        for code, lines in replies:
-            assert not self.closed, f"reply after the connection closed: {code} {lines!r}"
-            self.reply(code, lines)
+        else:
+            replies, self.out = parseReplies(self.out + data)
+            for code, lines in replies:
+                assert not self.closed, f"reply after the connection closed: {code} {lines!r}"
+                self.reply(code, lines)
+            if not self.closed:
+                assert not self.tally.closeDue, "maxErrors reached, and no 421 Too many errors"
+        self.events.dropUnanswered()
+        assert not self.events.refusals, f"refusals logged with no reply: {self.events.refusals!r}"
+        assert not self.handler.lateCalls, f"hooks called after the close: {self.handler.lateCalls}"
 
     def close(self) -> None:
         self.closed = True
+        self.handler.closed = True
         self.owed.clear()
         assert self.transport.disconnecting, "connection not closed after its last reply"
 
@@ -250,19 +338,29 @@ class SessionMachine(RuleBasedStateMachine):
 
     def reply(self, code: int, lines: list[bytes]) -> None:
         self.lastCode = code
-        if code == 421:
-            if b"waiting for the mail system" in b" ".join(lines):
-                # The handler timeout: only for a wait as long as it.
-                waited = self.clock.seconds() - self.handler.lastLate
-                assert self.handler.pending, "handler timeout with no hook waited for"
-                assert waited >= HANDLER_TIMEOUT, f"handler timeout after {waited} s"
+        text = b" ".join(lines)
+        if self.tally.closeDue:
+            # The reply before reached maxErrors.
+            assert code == 421 and oracle.TOO_MANY_ERRORS in text, (
+                f"{code} {lines!r} after maxErrors was reached"
+            )
+            self.events.take("reject")
             self.close()
+            return
+        head = self.owed[0] if self.owed else ("none",)
+        if code in (421, 521) and not (head[0] == "body" and oracle.FUZZER in text):
+            self.closingReply(code, text, head)
             return
         assert self.owed, f"unsolicited reply {code} {lines!r}"
         item = self.owed.popleft()
         kind = item[0]
+        if kind not in ("body",) and code >= 400:
+            # One log line for each refused command.
+            logged = self.events.take("reject")
+            assert logged["reply"].code == code, (logged, code)
         if kind == "greeting":
             if code != 220:
+                self.connectRefused = True
                 self.close()
         elif kind == "closing":
             assert code >= 400, f"{code} {lines!r}"
@@ -271,17 +369,71 @@ class SessionMachine(RuleBasedStateMachine):
             assert code == 221, f"{code} {lines!r}"
             self.close()
         elif kind == "line":
+            if not self.authActive and isJunk(item[1], self.lmtp, self.options.maxLineLength):
+                self.tally.countJunk()
+                assert not self.tally.closeDue or self.closed, (
+                    f"junk command {item[1][:40]!r} past the limits answered {code}, not 421"
+                )
             self.lineReplied(item[1], code, lines)
+            self.tally.refused(code, lines)
         elif kind == "refusedBdat":
             expected = 502 if self.bdatDisabled else 503
             assert code == expected, f"refused BDAT answered {code} {lines!r}, not {expected}"
+            self.tally.refused(code, lines)
         elif kind == "body":
             self.bodyReplied(code, lines, *item[1:])
-        elif kind == "starttls" and code == 220:
-            self.resetTransaction()
-            self.authActive = False
-            self.greeted = False
-            self.secure = True
+        elif kind == "starttls":
+            if code == 220:
+                self.resetTransaction()
+                self.authActive = False
+                self.greeted = False
+                self.secure = True
+            self.tally.refused(code, lines)
+
+    def closingReply(self, code: int, text: bytes, head: tuple[Any, ...]) -> None:
+        """
+        A 421 or 521 that is not a message's: it must have a cause the
+        model knows, and the session closes.
+        """
+        line = head[1] if head[0] == "line" else b""
+        logged = True
+        if oracle.TOO_MANY_ERRORS in text:
+            # In place of the reply to a junk command past both limits.
+            assert not self.authActive and isJunk(line, self.lmtp, self.options.maxLineLength)
+            assert self.tally.junkWouldClose(), (line, vars(self.tally))
+        elif oracle.FUZZER in text:
+            closing = [c for _, c in self.handler.issued if c in (421, 521)]
+            assert len(closing) > self.closingSeen, f"{code} {text!r} never issued"
+            assert closing[self.closingSeen] == code, (closing, code)
+            self.closingSeen += 1
+            if head[0] == "greeting":
+                self.connectRefused = True
+        elif oracle.HANDLER_TIMEOUT in text:
+            # The handler timeout: only for a wait as long as it.
+            waited = self.clock.seconds() - self.handler.lastLate
+            assert self.handler.pending, "handler timeout with no hook waited for"
+            assert waited >= HANDLER_TIMEOUT, f"handler timeout after {waited} s"
+            logged = False
+        elif oracle.TIMEOUT in text:
+            assert self.advancing, f"{code} {text!r} while no time passed"
+            logged = False
+        elif oracle.SHUTDOWN in text:
+            assert self.shutdownAt is not None, f"{code} {text!r} with no shutdown"
+            forced = self.clock.seconds() - self.shutdownAt >= CLOSE_TIMEOUT
+            cut = forced and (self.mailOk or self.bdatOpen or head[0] == "body")
+            assert self.cutLines == int(cut), (self.cutLines, forced, head)
+            logged = False
+        elif oracle.HTTP in text:
+            assert looksLikeHTTP(line), line
+        elif oracle.AUTH_FAILURES in text or oracle.UNAUTHENTICATED in text:
+            pass
+        elif oracle.BDAT_SYNTAX in text:
+            assert code == 521 and head[0] == "closing", head
+        else:
+            raise AssertionError(f"{code} {text!r}: a close the model cannot explain")
+        if logged:
+            self.events.take("reject")
+        self.close()
 
     def lineReplied(self, line: bytes, code: int, lines: list[bytes]) -> None:
         if b"BDAT transfer in progress" in b" ".join(lines):
@@ -311,7 +463,29 @@ class SessionMachine(RuleBasedStateMachine):
     def bodyReplied(
         self, code: int, lines: list[bytes], expected: bytes, bare: bool, index: int, count: int
     ) -> None:
-        if code == 250:
+        if index == 0:
+            # One log line (a message event) for the message, whatever its
+            # replies.
+            self.events.take("message")
+            self.messageCodes = []
+        self.messageCodes.append(code)
+        oversize = bool(self.size) and len(expected) > self.size
+        outcome = self.handler.dataOutcomes[-1]
+        if oversize:
+            assert code == 552, f"{len(expected)} octets over {self.size} answered {code}"
+        elif bare and self.bare == "reject":
+            assert code == 550, f"bare newline answered {code}"
+        elif outcome in ("raise", "354"):
+            assert code == 451, f"onData {outcome} answered {code} {lines!r}"
+        elif outcome in ("250", "451", "554", "421", "521"):
+            assert code == int(outcome), f"onData {outcome} answered {code} {lines!r}"
+        elif outcome == "mixed" and index % 2:
+            assert code == 550, f"onData mixed answered {code} for recipient {index}"
+        elif outcome == "mixed421" and index == 1:
+            assert code == 421, f"onData mixed421 answered {code} for recipient {index}"
+        else:
+            assert code == 250, f"onData {outcome} answered {code} {lines!r}"
+        if code == 250 and oracle.FUZZER not in b" ".join(lines):
             ids = replyIds(lines)
             assert len(ids) == 1, f"250 to a body names {ids!r}"
             ident = ids[0]
@@ -325,18 +499,26 @@ class SessionMachine(RuleBasedStateMachine):
                 )
             if self.lmtp:
                 assert ident.endswith(f".{index}"), f"LMTP reply {index} names {ident}"
-        oversize = bool(self.size) and len(expected) > self.size
-        if bare and self.bare == "reject":
-            assert code == 550 or (oversize and code == 552), f"bare newline answered {code}"
-        if not bare and self.size and len(expected) > self.size:
-            assert code == 552, f"{len(expected)} octets over {self.size} answered {code}"
+        if code in (421, 521):
+            closing = [c for _, c in self.handler.issued if c in (421, 521)]
+            if index == 0 or self.messageCodes.count(code) == 1:
+                # One refusal, shared by every recipient, or one entry.
+                assert len(closing) > self.closingSeen, f"{code} never issued"
+                self.closingSeen += 1
         if index == count - 1:
             self.resetTransaction()
+            self.tally.message(self.messageCodes)
+            if any(c in (421, 521) for c in self.messageCodes):
+                # onData's 421 or 521 closes the session after the replies.
+                self.close()
 
     def settle(self) -> None:
         """
         Fire every late hook; then every command must have its reply.
         """
+        while self.lookups:
+            self.lookups.pop(0).callback(None)
+            self.collect()
         for _ in range(1000):
             if not self.handler.pending:
                 break
@@ -351,7 +533,7 @@ class SessionMachine(RuleBasedStateMachine):
 
     # -- rules -------------------------------------------------------------------
 
-    @rule(hook=st.sampled_from(HOOKS), mode=st.sampled_from(("accept",) * 4 + MODES))
+    @rule(hook=st.sampled_from(HOOKS), mode=st.sampled_from(("sync:accept",) * 8 + MODES))
     def setMode(self, hook: str, mode: str) -> None:
         self.handler.modes[hook] = mode
 
@@ -472,7 +654,7 @@ class SessionMachine(RuleBasedStateMachine):
             assert self.handler.calls[calls:] == [], self.handler.calls[calls:]
         elif command == b"AUTH PLAIN" and answer == LONG_PLAIN:
             self.settle()
-            if self.handler.modes["onAuth"] in ("accept", "lateAccept", "mixed"):
+            if accepting(self.handler.modes["onAuth"]):
                 assert self.closed or self.lastCode == 235, self.lastCode
 
     @precondition(lambda self: self.live() and not self.authActive)
@@ -546,7 +728,7 @@ class SessionMachine(RuleBasedStateMachine):
                 continue
             self.bdatChunks.append(chunk)
             if not final:
-                self.owed.append(("line", b"BDAT"))
+                self.owed.append(("line", b"BDAT %d" % len(chunk)))
                 continue
             expected = b"".join(self.bdatChunks)
             count = self.rcpts if self.lmtp else 1
@@ -563,6 +745,49 @@ class SessionMachine(RuleBasedStateMachine):
             self.settle()
             if self.live() and not self.authActive:
                 self.restartInsideBdat(restart, cuts)
+
+    @precondition(
+        lambda self: (
+            self.live() and not self.authActive and not self.bdatOpen and not self.bdatDisabled
+        )
+    )
+    @rule(now=st.integers(0, 15), chunks=st.sampled_from([4095, 4100]))
+    def slowReader(self, now: int, chunks: int) -> None:
+        """
+        A message in thousands of one-octet BDAT chunks to an C{onData} that
+        reads its stream only later (drawn rarely): past 4096 chunks kept,
+        the client is paused, and read again once the stream is read.
+        """
+        if now:
+            return
+        mode = self.handler.modes["onData"]
+        self.handler.modes["onData"] = "lazy:accept"
+        try:
+            self.settle()
+            if self.live() and not self.authActive and not (self.mailOk and self.rcpts):
+                self.sendEnvelope(True, b"<a@example.com>", 1, [], False)
+                self.settle()
+            if not self.live() or self.authActive or not (self.mailOk and self.rcpts):
+                return
+            for _ in range(chunks):
+                self.owed.append(("line", b"BDAT 1"))
+            count = self.rcpts if self.lmtp else 1
+            expected = b"x" * chunks
+            for index in range(count):
+                self.owed.append(("body", expected, False, index, count))
+            self.feed(b"BDAT 1\r\nx" * chunks, [])
+            if self.live() and not (self.size and self.size < chunks):
+                # Past the size limit, chunks are dropped, not kept.
+                paused = self.transport.producerState == "paused"
+                assert paused == (chunks > 4096), (chunks, self.transport.producerState)
+            # The body's end: reading stops until onData answers.
+            self.feed(b"BDAT 0 LAST\r\n", [])
+            if self.live() and self.handler.pending:
+                self.settle()
+                if self.live():
+                    assert self.transport.producerState == "producing"
+        finally:
+            self.handler.modes["onData"] = mode
 
     def restartInsideBdat(self, verb: bytes, cuts: list[int]) -> None:
         """
@@ -614,7 +839,7 @@ class SessionMachine(RuleBasedStateMachine):
             assert len(self.transport.tlsStarted) == started
             return
         assert len(self.transport.tlsStarted) == started + 1
-        if self.handler.modes["onSecure"] not in ACCEPTING:
+        if not accepting(self.handler.modes["onSecure"]):
             self.owed.append(("closing",))
         self.proto.handshakeCompleted()
         self.collect()
@@ -647,8 +872,14 @@ class SessionMachine(RuleBasedStateMachine):
         unless it waits for the handler, which it does for the handler
         timeout at most.
         """
-        self.clock.advance(seconds)
-        self.collect()
+        self.advancing = True
+        try:
+            self.clock.advance(seconds)
+            self.collect()
+        finally:
+            self.advancing = False
+        if self.lookups:
+            return
         if self.live() and not self.handler.pending:
             silent = self.clock.seconds() - self.lastInput
             assert silent < SOCKET_TIMEOUT + 2, f"silent for {silent} s and still open"
@@ -686,6 +917,7 @@ class SessionMachine(RuleBasedStateMachine):
             return
         self.handler.connectionLost = True
         self.closed = True
+        self.handler.closed = True
         self.owed.clear()
         self.proto.connectionLost(Failure(ConnectionLost()))
         self.settle()
@@ -726,13 +958,34 @@ class SessionMachine(RuleBasedStateMachine):
             self.settle()
             gc.collect()
             self.nothingLogged()
+            self.closedOnce()
             unacked = set(self.handler.delivered) - self.acked
             assert unacked <= self.handler.deliveredAfterLoss, f"delivered, never 250: {unacked}"
         finally:
             globalLogPublisher.removeObserver(self._observe)
             # Trial keeps every logged failure until the test ends; the
             # handler's own would hold every session of a long run.
-            _logObserver.flushErrors(FuzzError)
+            _logObserver.flushErrors(FuzzError, TypeError)
+
+    def closedOnce(self) -> None:
+        """
+        C{onClose} and the close event come once for a session that began
+        (C{onConnect} called, and it did not refuse), else never; the
+        handler's own errors were logged once at most each.
+        """
+        if not self.started:
+            return
+        began = ("onConnect", "") in self.handler.calls and not self.connectRefused
+        assert self.handler.closes == int(began), (self.handler.closes, began)
+        assert self.events.closes == int(began), (self.events.closes, began)
+        assert self.events.connects == int(("onConnect", "") in self.handler.calls)
+        assert self.loggedFuzzErrors <= self.handler.raised, (
+            self.loggedFuzzErrors,
+            self.handler.raised,
+        )
+        bugs = [c for _, c in self.handler.issued if c in (250, 354)]
+        assert self.loggedBugs <= len(bugs), (self.loggedBugs, bugs)
+        assert self.cutLines <= 1, self.cutLines
 
     def finish(self) -> None:
         """
@@ -771,4 +1024,4 @@ class SessionFuzzTests(SynchronousTestCase):
             run_state_machine_as_test(SessionMachine, settings=PROFILE)
         finally:
             # The handler's own exceptions are logged on purpose.
-            self.flushLoggedErrors(FuzzError)
+            self.flushLoggedErrors(FuzzError, TypeError)
