@@ -112,10 +112,12 @@ class _SMTPHandlerInterface(Interface):
         The connection is gone.  Informational: it may be an C{async def}
         coroutine or return a Deferred like every hook, but the result is
         ignored and a failure only logged.  Not called for a session that
-        never began (whose C{onConnect} was never called): refused at
-        connect, an implicit TLS connection whose handshake never finished,
-        or a connection gone (or closed by a stopping server) during the
-        reverse lookup of its client.
+        never began: refused at connect (by a connection limit, or by
+        C{onConnect} itself, whose refusal is then the end of the session
+        for the handler), an implicit TLS connection whose handshake never
+        finished, or a connection gone (or closed by a stopping server)
+        during the reverse lookup of its client (C{onConnect} was never
+        called).
         """
 
 
