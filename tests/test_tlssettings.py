@@ -123,11 +123,14 @@ class PolicyTests(_TLSTestCase):
 
     def test_cipherForOneKindOfKeyAccepted(self) -> None:
         """
-        A cipher string for the certificates of one kind of key only (EC,
-        RSA or DSA) is accepted: the certificate configured may be of that
-        kind.
+        A cipher string for the certificates of one kind of key only (EC or
+        RSA) is accepted: the certificate configured may be of that kind.
+        (C{aDSS} is left out: its ciphers all need Diffie-Hellman
+        parameters, which OpenSSL 3.2, the dependency floor's, does not
+        choose by itself; there it is refused, rightly, and accepted by
+        newer ones.)
         """
-        for ciphers in ("aECDSA", "aRSA", "aDSS", "kRSA", "ECDHE-ECDSA-AES128-GCM-SHA256:PSK"):
+        for ciphers in ("aECDSA", "aRSA", "kRSA", "ECDHE-ECDSA-AES128-GCM-SHA256:PSK"):
             SMTPServerFactory(SinkHandler(), ServerOptions(tlsCiphers=ciphers))
 
     def test_cipherBelowSecurityLevelRefused(self) -> None:
