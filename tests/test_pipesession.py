@@ -6,43 +6,17 @@ delivered: the command is killed, or never started.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_handlers import Upstream, feed, makeSession
+from tests.test_handlers import ManualThreadPool, Upstream, feed, makeSession
 from tests.test_pipe import BODY, ProcessReactor
 from twisted_smtpd import SMTPError
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers.pipe import PipeHandler
-
-
-class HeldThreadPool:
-    """
-    A thread pool that runs its jobs only when told to.
-    """
-
-    def __init__(self) -> None:
-        self.jobs: list[tuple[Callable[[bool, object], None], Callable[..., object], Any]] = []
-
-    def callInThreadWithCallback(
-        self, onResult: Callable[[bool, object], None], func: Callable[..., object], *args: Any
-    ) -> None:
-        self.jobs.append((onResult, func, args))
-
-    def runAll(self) -> None:
-        while self.jobs:
-            onResult, func, args = self.jobs.pop(0)
-            try:
-                result = func(*args)
-            except BaseException:
-                onResult(False, Failure())
-            else:
-                onResult(True, result)
 
 
 class PipeSessionEndTests(SynchronousTestCase):
@@ -140,7 +114,7 @@ class PipeSessionEndTests(SynchronousTestCase):
         A session that ends after its message was received whole but before
         the spool was ready starts no command.
         """
-        pool = HeldThreadPool()
+        pool = ManualThreadPool()
         handler, d, process = self.start(threadpool=pool)
         self.assertIsNone(process)
         self.assertNoResult(d)
