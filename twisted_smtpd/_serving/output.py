@@ -143,13 +143,6 @@ class SessionOutput:
         if limit and self._junk > limit:
             self._countError()
 
-    def _forgiveErrors(self) -> None:
-        # A message accepted: the client works, and its earlier errors and
-        # junk commands are forgiven (Postfix does the same), so that a
-        # connection kept for many messages is not cut for refusals spread
-        # over all of them.
-        self._errors = self._junk = 0
-
     def _emitRefusal(self, reply: Reply, closing: bool = False, limit: str | None = None) -> None:
         """
         Tell the observers of a refused command (C{reject}).

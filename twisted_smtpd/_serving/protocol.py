@@ -469,7 +469,11 @@ class SMTPProtocol(SessionOutput, LineReceiver):
                 return
             self._countError()
         else:
-            self._forgiveErrors()
+            # A message accepted: the client works, and its earlier errors
+            # and junk commands are forgiven (Postfix does the same), so that
+            # a connection kept for many messages is not cut for refusals
+            # spread over all of them.
+            self._errors = self._junk = 0
         if self.draining:
             self.closeWith(catalogue.SHUTDOWN)
             return
