@@ -161,28 +161,34 @@ class _Run(ProcessProtocol):
         self.exited = reason
         self.ended.callback(None)
 
-    def kill(self) -> str | None:
+    def kill(self, inThread: Any) -> str | None:
         """
         Kill the command and the processes it started (on Linux), or close
         the pipes an exited command left open.
 
-        @return: Why the command could not be killed (a setuid program that
-            took another real user), or C{None}.  The processes below it
-            that could be stopped are killed all the same, never left
-            stopped.
+        The command is stopped (C{SIGSTOP}) here, at once; the processes
+        below it are looked for (a walk of C{/proc}), stopped and killed
+        with it in a thread, by C{inThread}.
+
+        @return: Why the command could not be stopped nor killed (a setuid
+            program that took another real user), or C{None}.  The
+            processes below it that could be stopped are killed all the
+            same, never left stopped.
         """
-        if self.exited is None and self.transport is not None:
-            pid = getattr(self.transport, "pid", None)
-            below = _processtree.stopDescendants(pid) if pid is not None else []
+        transport = self.transport
+        if self.exited is None and transport is not None:
             try:
-                self.transport.signalProcess("KILL")
+                transport.signalProcess("STOP")
             except ProcessExitedAlready:
-                pass
+                return None
             except OSError as e:
-                return e.strerror or type(e).__name__
-            finally:
-                _processtree.kill(below)
-        elif self._closer is not None:
+                problem: str | None = e.strerror or type(e).__name__
+            else:
+                problem = None
+            pid = getattr(transport, "pid", None)
+            inThread(_processtree.killTree, pid, lambda: transport.signalProcess("KILL"))
+            return problem
+        if self._closer is not None:
             # It exited but something holds its pipes: close them now.
             self._closer.cancel()
             self._closePipes()
@@ -248,7 +254,7 @@ class PipeHandler(BaseHandler):
     full) or 451.
 
     A command running longer than C{timeout} is killed (C{SIGKILL}, with
-    every process below it, on Linux) and
+    every process below it, on Linux, found in a thread: see L{_Run.kill}) and
     answered 451 4.3.0.  One still running when its session ends (the
     client left, the server's C{handlerTimeout}, or its stop past
     C{closeTimeout}: the client was told 421 or nothing, and will send the
@@ -453,7 +459,7 @@ class PipeHandler(BaseHandler):
             return
         if run.exited is None and not delivery.timedOut:
             delivery.killed = True
-            problem = run.kill()
+            problem = run.kill(self._inThread)
             if problem is None:
                 self._log.warn(
                     "{session} pipe command killed: the session ended before it exited",
@@ -467,7 +473,7 @@ class PipeHandler(BaseHandler):
                     problem=problem,
                 )
             return
-        run.kill()
+        run.kill(self._inThread)
 
     async def _deliver(self, stream: IMessageStream, session: Session, delivery: _Delivery) -> str:
         spool = Spool(self.spoolDirectory, self._inThread)
@@ -517,7 +523,7 @@ class PipeHandler(BaseHandler):
 
         def timeOut() -> None:
             delivery.timedOut = True
-            problem = run.kill()
+            problem = run.kill(self._inThread)
             if problem is not None:
                 self._log.warn(
                     "{session} pipe command could not be killed at its time limit ({problem})",
