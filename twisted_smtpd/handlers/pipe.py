@@ -33,6 +33,7 @@ from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd.handlers import _processtree
 from twisted_smtpd.handlers._base import BaseHandler
+from twisted_smtpd.handlers._childlimit import limited
 from twisted_smtpd.handlers._diskfailure import diskError, logDiskFailure
 from twisted_smtpd.handlers._spool import Spool
 from twisted_smtpd.interfaces import IMessageStream
@@ -283,6 +284,7 @@ class PipeHandler(BaseHandler):
         reactor: Any = None,
         threadpool: ThreadPool | None = None,
         spoolDirectory: str | None = None,
+        openFiles: int | None = None,
     ) -> None:
         """
         @param command: The command line, split like a POSIX shell would
@@ -296,6 +298,10 @@ class PipeHandler(BaseHandler):
             by default.
         @param spoolDirectory: Where the spool files are made; the system's
             temporary directory (C{TMPDIR}) by default.
+        @param openFiles: The soft limit on open files the command runs
+            with, if not ours (C{twistd smtpd}: the one it was started with,
+            before it raised its own); the command is then run through
+            C{/bin/sh}, its C{argv[0]} the program's path.
         @raise ValueError: C{command} is empty, its program is not found, or
             a placeholder is part of a longer argument.
         """
@@ -322,6 +328,7 @@ class PipeHandler(BaseHandler):
         self._reactor = reactor
         self._threadpool = threadpool
         self.spoolDirectory = spoolDirectory
+        self._openFiles = openFiles
         self._argMax = _argMax()
         self._recipientArguments = self.argv.count(RECIPIENT_PLACEHOLDER)
         self._deliveries: dict[str, _Delivery] = {}
@@ -367,7 +374,8 @@ class PipeHandler(BaseHandler):
         recipients = [r.address for r in session.envelope.rcptTo]
         recipients.append(address.address)
         # Everything but the recipients, measured exactly.
-        fixed, longest = spawnSize(self._expand(session, []), self._environment(session, []))
+        env = self._environment(session, [])
+        fixed, longest = spawnSize(self._command(self._expand(session, []), env, True)[1], env)
         sizes = [_size(r) for r in recipients]
         digits = len(str(len(sizes)))
         joined = sum(sizes) + len(sizes) - 1
@@ -401,6 +409,11 @@ class PipeHandler(BaseHandler):
             else:
                 argv.append(argument)
         return [_envValue(argument) for argument in argv]
+
+    def _command(self, argv: list[str], env: dict[str, str], always: bool) -> tuple[str, list[str]]:
+        if self._openFiles is None:
+            return self._executable, argv
+        return limited(self._executable, argv, self._openFiles, env, always=always)
 
     def environment(self, session: Session) -> dict[str, str]:
         """
@@ -501,12 +514,14 @@ class PipeHandler(BaseHandler):
             )
             raise SMTPError(451, "Error: the session ended", "4.3.0")
         run = delivery.run = _Run(self._reactor)
+        env = self.environment(session)
+        executable, argv = self._command(self.arguments(session), env, False)
         try:
             self._reactor.spawnProcess(
                 run,
-                self._executable,
-                self.arguments(session),
-                env=self.environment(session),
+                executable,
+                argv,
+                env=env,
                 childFDs={0: source.fileno(), 1: "r", 2: "r"},
             )
         except OSError as e:
