@@ -403,7 +403,7 @@ class PipeUnitTests(SynchronousTestCase):
         self.reactor.advance(59)
         self.assertEqual(process.signals, [])
         self.reactor.advance(1)
-        self.assertEqual(process.signals, ["KILL"])
+        self.assertEqual(process.signals, ["STOP", "KILL"])
         process.exit(None, 9)
         error = self.failureResultOf(d, SMTPError).value
         self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))

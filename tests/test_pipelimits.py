@@ -8,13 +8,16 @@ cannot be started.
 from __future__ import annotations
 
 import errno
+import json
 import os
+import resource
+import sys
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tests.test_handlers import feed, makeSession
 from tests.test_pipe import ProcessReactor
@@ -195,3 +198,97 @@ class RecipientBoundProcessTests(TestCase):
             [formatEvent(event) for event in events],
             ["s1d pipe command could not be started: Argument list too long"],
         )
+
+
+class OpenFilesTests(TestCase):
+    """
+    C{openFiles}: the soft limit on open files the command runs with, lower
+    than ours (C{twistd smtpd} raises its own at start).
+    """
+
+    def setUp(self) -> None:
+        self.soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if not 0 < self.soft <= 65536:
+            raise SkipTest(f"no lower soft limit to test with than {self.soft}")
+        directory = self.mktemp()
+        os.makedirs(directory)
+        self.out = os.path.join(directory, "out")
+
+    async def deliver(self, handler: PipeHandler, session: Session | None = None) -> str:
+        stream = MessageStream()
+        d = handler.onData(stream, session or makeSession())
+        feed(stream, b"Subject: x\r\n\r\nx\r\n")
+        return await d
+
+    async def test_limitAndEnvironment(self) -> None:
+        """
+        The command runs with C{openFiles} as its soft limit, the message
+        on its standard input and exactly the environment
+        L{PipeHandler.environment} gives, nothing the shell that lowered
+        the limit would add (C{PWD}).
+        """
+        script = (
+            "import json, os, resource, sys\n"
+            "seen = [resource.getrlimit(resource.RLIMIT_NOFILE)[0], dict(os.environ),"
+            " sys.stdin.read()]\n"
+            "with open(os.environ['OUT'], 'w') as f: json.dump(seen, f)\n"
+        )
+        handler = PipeHandler(
+            [sys.executable, "-c", script],
+            # Else Python sets LC_CTYPE in its own environment (PEP 538).
+            env={"OUT": self.out, "PYTHONCOERCECLOCALE": "0"},
+            reactor=reactor,
+            openFiles=128,
+        )
+        self.assertEqual(
+            await self.deliver(handler), "OK: delivered to " + os.path.basename(sys.executable)
+        )
+        with open(self.out) as f:
+            limit, environment, body = json.load(f)
+        self.assertEqual((limit, body), (128, "Subject: x\r\n\r\nx\r\n"))
+        self.assertEqual(environment, handler.environment(makeSession()))
+
+    def test_sameLimitRunsCommandItself(self) -> None:
+        """
+        With C{openFiles} our own limit, the command is run directly, no
+        shell in between.
+        """
+        fake = ProcessReactor()
+        handler = PipeHandler("cat -u", reactor=fake, openFiles=self.soft)
+        handler.onData(MessageStream(), makeSession())
+        stream = MessageStream()
+        handler.onData(stream, makeSession(id="s2"))
+        feed(stream, b"x\r\n")
+        self.assertEqual(fake.spawned[0][:2], (handler._executable, ["cat", "-u"]))
+
+    async def test_programGoneIsTemporary(self) -> None:
+        """
+        A program gone since it was looked up is a temporary failure, as
+        its failed start is without C{openFiles}: 451 4.3.0.
+        """
+        program = os.path.join(os.path.dirname(self.out), "deliver")
+        with open(program, "w") as f:
+            f.write("#!/bin/sh\ncat > /dev/null\n")
+        os.chmod(program, 0o755)
+        handler = PipeHandler([program], reactor=reactor, openFiles=128)
+        os.remove(program)
+        with self.assertRaises(SMTPError) as caught:
+            await self.deliver(handler)
+        self.assertEqual((caught.exception.code, caught.exception.enhanced), (451, "4.3.0"))
+
+    async def test_acceptedRecipientsDelivered(self) -> None:
+        """
+        The bound on recipients counts the shell's arguments: the most
+        long recipients accepted at RCPT reach the command.
+        """
+        handler = PipeHandler(
+            ["/bin/sh", "-c", 'echo "$#" > "$OUT"; cat > /dev/null', "sh", "${recipient}"],
+            env={"OUT": self.out},
+            reactor=reactor,
+            openFiles=128,
+        )
+        session = emptySession()
+        self.assertIsNotNone(accept(handler, session, 1000))
+        self.assertEqual(await self.deliver(handler, session), "OK: delivered to sh")
+        with open(self.out) as f:
+            self.assertEqual(int(f.read()), len(session.envelope.rcptTo))

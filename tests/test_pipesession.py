@@ -52,7 +52,7 @@ class PipeSessionEndTests(SynchronousTestCase):
         handler, d, process = self.start()
         self.assertEqual(process.signals, [])
         handler.onClose(self.session)
-        self.assertEqual(process.signals, ["KILL"])
+        self.assertEqual(process.signals, ["STOP", "KILL"])
         self.assertEqual(
             self.lines(), ["s1d pipe command killed: the session ended before it exited"]
         )
@@ -108,6 +108,59 @@ class PipeSessionEndTests(SynchronousTestCase):
         )
         process.exit(None, 9)
         self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
+
+    def test_treeWalkInThread(self) -> None:
+        """
+        The command is stopped at once, on the reactor's thread, but the
+        walk of C{/proc} for the processes below it, and their death and
+        its, happen in the handler's thread pool: with 300 processes on the
+        system, the walk takes milliseconds in which no session would be
+        served.  That holds at the session's end and at the time limit.
+        """
+        from twisted_smtpd.handlers import _processtree
+
+        walked: list[int] = []
+        killed: list[list[int]] = []
+
+        def stopDescendants(pid: int) -> list[int]:
+            walked.append(pid)
+            return [pid + 1]
+
+        self.patch(_processtree, "stopDescendants", stopDescendants)
+        self.patch(_processtree, "kill", killed.append)
+        pool = ManualThreadPool()
+        handler, d, process = self.start(threadpool=pool, timeout=10)
+        while process is None:
+            pool.runOne()
+            process = self.reactor.spawned[0][3] if self.reactor.spawned else None
+        pool.runAll()
+        process.pid = 4000
+        handler.onClose(self.session)
+        self.assertEqual((process.signals, walked, killed), (["STOP"], [], []))
+        self.assertEqual(
+            self.lines(), ["s1d pipe command killed: the session ended before it exited"]
+        )
+        pool.runAll()
+        self.assertEqual((process.signals, walked, killed), (["STOP", "KILL"], [4000], [[4001]]))
+        process.exit(None, 9)
+        self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
+
+        self.session = makeSession(id="s2")
+        handler, d, _ = self.start(threadpool=pool, timeout=10)
+        while len(self.reactor.spawned) < 2:
+            pool.runOne()
+        process = self.reactor.spawned[1][3]
+        pool.runAll()
+        process.pid = 5000
+        self.reactor.advance(10)
+        self.assertEqual((process.signals, walked[1:]), (["STOP"], []))
+        pool.runAll()
+        self.assertEqual(
+            (process.signals, walked[1:], killed[1:]), (["STOP", "KILL"], [5000], [[5001]])
+        )
+        process.exit(None, 9)
+        self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
+        self.assertEqual(self.lines()[1:], ["s2 pipe command timed out"])
 
     def test_sessionEndBeforeStartRunsNothing(self) -> None:
         """

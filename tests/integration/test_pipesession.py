@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import smtplib
 import sys
 import time
 
-from tests.integration.helpers import RECIPIENT, SENDER, ServerTestCase, message
+from twisted.trial.unittest import SkipTest
+
+from tests.integration.helpers import RECIPIENT, SENDER, ServerTestCase, message, twistdCommand
 
 #: Writes its pid, then delivers (copies its input) only a minute later.
 SCRIPT = """\
@@ -152,3 +155,59 @@ class PipeSessionEndTests(ServerTestCase):
         self.assertGone(pid)
         self.server.waitForLog("pipe command killed: the session ended", timeout=WAIT)
         self.stopServer()
+
+
+class PipeOpenFilesTests(ServerTestCase):
+    """
+    The programs C{--pipe} runs get the soft limit on open files the server
+    was started with, not the one it raised its own to.
+    """
+
+    #: The soft limit the server is started with.
+    SOFT = 256
+
+    def setUp(self) -> None:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard <= self.SOFT:
+            raise SkipTest(f"the hard limit on open files ({hard}) leaves nothing to raise")
+        self.work = self.makeDirectory()
+
+    def limitsSeen(self, *options: str) -> tuple[str, str]:
+        """
+        Send a message through a server started with a soft limit of
+        L{SOFT}, piping to a command that writes its soft and hard limits;
+        return them.
+        """
+        out = os.path.join(self.work, "limits")
+        script = f"ulimit -S -n > {out}.tmp; ulimit -H -n >> {out}.tmp; mv {out}.tmp {out}"
+        self.startServer(
+            "--pipe", f"/bin/sh -c '{script}'",
+            *options,
+            maildir=False,
+            command=[
+                "/bin/sh", "-c", f'ulimit -S -n {self.SOFT}; exec "$@"', "sh", *twistdCommand()
+            ],
+        )  # fmt: skip
+        self.server.waitForLog(f"open files: limit raised from {self.SOFT}")
+        client = self.smtp()
+        self.assertEqual(client.sendmail(SENDER, [RECIPIENT], message(1)), {})
+        client.quit()
+        self.stopServer()
+        with open(out) as f:
+            return tuple(f.read().split())  # type: ignore[return-value]
+
+    def test_commandGetsStartingLimit(self) -> None:
+        """
+        A server started with a soft limit of 256 raises its own; its
+        command runs with 256 again, under the same hard limit.
+        """
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        hardText = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
+        self.assertEqual(self.limitsSeen(), (str(self.SOFT), hardText))
+
+    def test_workersCommandGetsStartingLimit(self) -> None:
+        """
+        With C{--workers}, the command a worker runs gets the limit the
+        parent was started with too.
+        """
+        self.assertEqual(self.limitsSeen("--workers", "2")[0], str(self.SOFT))

@@ -15,12 +15,22 @@ allows, or unset under a limit lower than L{LOW}.
 
 from __future__ import annotations
 
+import os
 import resource
 from collections.abc import Callable
 
 from twisted.logger import Logger
 
-__all__ = ["CEILING", "LOW", "RESERVE", "checkOpenFiles", "clientsWarning", "raiseLimit"]
+__all__ = [
+    "CEILING",
+    "LOW",
+    "RESERVE",
+    "STARTED_WITH",
+    "checkOpenFiles",
+    "clientsWarning",
+    "raiseLimit",
+    "startingLimit",
+]
 
 _log = Logger(namespace="twisted_smtpd.startup")
 
@@ -37,6 +47,11 @@ LOW = 4096
 #: Descriptors kept out of the sessions' count: listeners, the log, the
 #: reactor, DNS, the files of messages being written, sessions to next hops.
 RESERVE = 64
+
+#: The environment variable holding the soft limit the server was started
+#: with once it raised it: the workers of C{--workers} inherit it, and the
+#: programs C{--pipe} starts run with that limit (L{startingLimit}).
+STARTED_WITH = "TWISTED_SMTPD_OPEN_FILES"
 
 
 def raiseLimit(
@@ -87,9 +102,24 @@ def clientsWarning(maxClients: int, limit: int) -> str | None:
 
 def checkOpenFiles(maxClients: int) -> None:
     """
-    Raise the limit (L{raiseLimit}), then log L{clientsWarning} if there is
-    one, at warning level.
+    Raise the limit (L{raiseLimit}), noting the one it replaced in
+    L{STARTED_WITH}, then log L{clientsWarning} if there is one, at warning
+    level.
     """
-    warning = clientsWarning(maxClients, raiseLimit())
+    before = startingLimit()
+    limit = raiseLimit()
+    if 0 <= before < limit:
+        os.environ[STARTED_WITH] = str(before)
+    warning = clientsWarning(maxClients, limit)
     if warning is not None:
         _log.warn("{warning}", warning=warning)
+
+
+def startingLimit() -> int:
+    """
+    The soft limit on open files the server was started with: the one
+    L{checkOpenFiles} noted in L{STARTED_WITH} (in a worker, its parent's),
+    or the one now in force if it noted none.
+    """
+    value = os.environ.get(STARTED_WITH, "")
+    return int(value) if value.isdigit() else resource.getrlimit(resource.RLIMIT_NOFILE)[0]

@@ -486,13 +486,14 @@ def checkClientEndpoint(description: str) -> None:
 
 
 def _pipe(config: Mapping[str, Any], command: str, options: ServerOptions) -> ISMTPHandler:
+    from twisted_smtpd._twistd.openfiles import startingLimit
     from twisted_smtpd.handlers.pipe import PipeHandler
 
     spool = config["pipe-spool"]
     if spool is not None:
         # Fail now, not at the first message, if spool files cannot be made.
         tempfile.TemporaryFile(dir=spool).close()
-    return PipeHandler(command, spoolDirectory=spool)
+    return PipeHandler(command, spoolDirectory=spool, openFiles=startingLimit())
 
 
 def _extra(flag: str, extra: str, module: str) -> Any:

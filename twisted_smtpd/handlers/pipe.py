@@ -33,6 +33,7 @@ from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd.handlers import _processtree
 from twisted_smtpd.handlers._base import BaseHandler
+from twisted_smtpd.handlers._childlimit import limited
 from twisted_smtpd.handlers._diskfailure import diskError, logDiskFailure
 from twisted_smtpd.handlers._spool import Spool
 from twisted_smtpd.interfaces import IMessageStream
@@ -161,28 +162,34 @@ class _Run(ProcessProtocol):
         self.exited = reason
         self.ended.callback(None)
 
-    def kill(self) -> str | None:
+    def kill(self, inThread: Any) -> str | None:
         """
         Kill the command and the processes it started (on Linux), or close
         the pipes an exited command left open.
 
-        @return: Why the command could not be killed (a setuid program that
-            took another real user), or C{None}.  The processes below it
-            that could be stopped are killed all the same, never left
-            stopped.
+        The command is stopped (C{SIGSTOP}) here, at once; the processes
+        below it are looked for (a walk of C{/proc}), stopped and killed
+        with it in a thread, by C{inThread}.
+
+        @return: Why the command could not be stopped nor killed (a setuid
+            program that took another real user), or C{None}.  The
+            processes below it that could be stopped are killed all the
+            same, never left stopped.
         """
-        if self.exited is None and self.transport is not None:
-            pid = getattr(self.transport, "pid", None)
-            below = _processtree.stopDescendants(pid) if pid is not None else []
+        transport = self.transport
+        if self.exited is None and transport is not None:
             try:
-                self.transport.signalProcess("KILL")
+                transport.signalProcess("STOP")
             except ProcessExitedAlready:
-                pass
+                return None
             except OSError as e:
-                return e.strerror or type(e).__name__
-            finally:
-                _processtree.kill(below)
-        elif self._closer is not None:
+                problem: str | None = e.strerror or type(e).__name__
+            else:
+                problem = None
+            pid = getattr(transport, "pid", None)
+            inThread(_processtree.killTree, pid, lambda: transport.signalProcess("KILL"))
+            return problem
+        if self._closer is not None:
             # It exited but something holds its pipes: close them now.
             self._closer.cancel()
             self._closePipes()
@@ -248,7 +255,7 @@ class PipeHandler(BaseHandler):
     full) or 451.
 
     A command running longer than C{timeout} is killed (C{SIGKILL}, with
-    every process below it, on Linux) and
+    every process below it, on Linux, found in a thread: see L{_Run.kill}) and
     answered 451 4.3.0.  One still running when its session ends (the
     client left, the server's C{handlerTimeout}, or its stop past
     C{closeTimeout}: the client was told 421 or nothing, and will send the
@@ -277,6 +284,7 @@ class PipeHandler(BaseHandler):
         reactor: Any = None,
         threadpool: ThreadPool | None = None,
         spoolDirectory: str | None = None,
+        openFiles: int | None = None,
     ) -> None:
         """
         @param command: The command line, split like a POSIX shell would
@@ -290,6 +298,10 @@ class PipeHandler(BaseHandler):
             by default.
         @param spoolDirectory: Where the spool files are made; the system's
             temporary directory (C{TMPDIR}) by default.
+        @param openFiles: The soft limit on open files the command runs
+            with, if not ours (C{twistd smtpd}: the one it was started with,
+            before it raised its own); the command is then run through
+            C{/bin/sh}, its C{argv[0]} the program's path.
         @raise ValueError: C{command} is empty, its program is not found, or
             a placeholder is part of a longer argument.
         """
@@ -316,6 +328,7 @@ class PipeHandler(BaseHandler):
         self._reactor = reactor
         self._threadpool = threadpool
         self.spoolDirectory = spoolDirectory
+        self._openFiles = openFiles
         self._argMax = _argMax()
         self._recipientArguments = self.argv.count(RECIPIENT_PLACEHOLDER)
         self._deliveries: dict[str, _Delivery] = {}
@@ -361,7 +374,8 @@ class PipeHandler(BaseHandler):
         recipients = [r.address for r in session.envelope.rcptTo]
         recipients.append(address.address)
         # Everything but the recipients, measured exactly.
-        fixed, longest = spawnSize(self._expand(session, []), self._environment(session, []))
+        env = self._environment(session, [])
+        fixed, longest = spawnSize(self._command(self._expand(session, []), env, True)[1], env)
         sizes = [_size(r) for r in recipients]
         digits = len(str(len(sizes)))
         joined = sum(sizes) + len(sizes) - 1
@@ -395,6 +409,11 @@ class PipeHandler(BaseHandler):
             else:
                 argv.append(argument)
         return [_envValue(argument) for argument in argv]
+
+    def _command(self, argv: list[str], env: dict[str, str], always: bool) -> tuple[str, list[str]]:
+        if self._openFiles is None:
+            return self._executable, argv
+        return limited(self._executable, argv, self._openFiles, env, always=always)
 
     def environment(self, session: Session) -> dict[str, str]:
         """
@@ -453,7 +472,7 @@ class PipeHandler(BaseHandler):
             return
         if run.exited is None and not delivery.timedOut:
             delivery.killed = True
-            problem = run.kill()
+            problem = run.kill(self._inThread)
             if problem is None:
                 self._log.warn(
                     "{session} pipe command killed: the session ended before it exited",
@@ -467,7 +486,7 @@ class PipeHandler(BaseHandler):
                     problem=problem,
                 )
             return
-        run.kill()
+        run.kill(self._inThread)
 
     async def _deliver(self, stream: IMessageStream, session: Session, delivery: _Delivery) -> str:
         spool = Spool(self.spoolDirectory, self._inThread)
@@ -495,12 +514,14 @@ class PipeHandler(BaseHandler):
             )
             raise SMTPError(451, "Error: the session ended", "4.3.0")
         run = delivery.run = _Run(self._reactor)
+        env = self.environment(session)
+        executable, argv = self._command(self.arguments(session), env, False)
         try:
             self._reactor.spawnProcess(
                 run,
-                self._executable,
-                self.arguments(session),
-                env=self.environment(session),
+                executable,
+                argv,
+                env=env,
                 childFDs={0: source.fileno(), 1: "r", 2: "r"},
             )
         except OSError as e:
@@ -517,7 +538,7 @@ class PipeHandler(BaseHandler):
 
         def timeOut() -> None:
             delivery.timedOut = True
-            problem = run.kill()
+            problem = run.kill(self._inThread)
             if problem is not None:
                 self._log.warn(
                     "{session} pipe command could not be killed at its time limit ({problem})",
