@@ -116,6 +116,41 @@ class BufferingTests(SynchronousTestCase):
         self.assertIn("ValueError: bad", out.getvalue())
 
 
+class NoiseTests(SynchronousTestCase):
+    """
+    Twisted's legacy lines about its own ports and protocols are left out.
+    """
+
+    def legacy(self, writer: BufferedLogWriter, text: str) -> None:
+        from twisted.logger._legacy import publishToNewObserver
+        from twisted.python.log import textFromEventDict
+
+        event = {"message": (text,), "isError": 0, "system": "-", "time": 0.0}
+        publishToNewObserver(writer, event, textFromEventDict)
+
+    def test_datagramProtocol(self) -> None:
+        """
+        The DNS resolver's UDP port, opened and closed around each reverse
+        lookup and at the stop, leaves no line; other legacy lines stay.
+        """
+        out = io.StringIO()
+        writer = BufferedLogWriter(out, reactor=Clock())
+        protocol = "<twisted.names.dns.DNSDatagramProtocol object at 0x7f7480ccedd0>"
+        for text in (
+            f"Starting protocol {protocol}",
+            "(UDP Port 44837 Closed)",
+            f"Stopping protocol {protocol}",
+            "(TCP Port 2525 Closed)",
+        ):
+            self.legacy(writer, text)
+        self.assertEqual(out.getvalue(), "")
+        self.legacy(writer, "Stopping protocol soon")
+        self.legacy(writer, "(UDP Port 1 Closed) twice")
+        lines = out.getvalue().splitlines()
+        self.assertEqual(len(lines), 2, lines)
+        self.assertTrue(lines[0].endswith(" [-] Stopping protocol soon"), lines)
+
+
 class JSONTests(SynchronousTestCase):
     """
     JSON lines of the writer: one flat object per line.

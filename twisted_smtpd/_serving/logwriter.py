@@ -33,7 +33,12 @@ _string: Callable[[str], str] = encode_basestring_ascii
 
 
 _NOISE = frozenset({"Starting factory {factory!r}", "Stopping factory {factory!r}"})
-_PORT_NOISE = re.compile(r"^(\S.{0,200} starting on \S+|\((TCP |UNIX )?Port \S+ Closed\))$")
+# The last two: the UDP port of twisted.names' resolver (reverse lookups),
+# opened and closed around its queries.
+_PORT_NOISE = re.compile(
+    r"^(\S.{0,200} starting on \S+|\((TCP |UNIX |UDP )?Port \S+ Closed\)"
+    r"|(Starting|Stopping) protocol <.{1,200}>)$"
+)
 
 
 def _isPortNoise(event: LogEvent) -> bool:
@@ -149,8 +154,9 @@ class BufferedLogWriter:
     def __call__(self, event: LogEvent) -> None:
         """
         Log any C{twisted.logger} event, except Twisted's own noise about
-        factories and ports (the startup summary says where the server
-        listens).
+        factories, ports and datagram protocols (the startup summary says
+        where the server listens; the DNS resolver's UDP port opens and
+        closes around its queries).
         """
         if event.get("log_format") in _NOISE or (
             event.get("log_namespace") == "log_legacy" and _isPortNoise(event)
