@@ -219,6 +219,21 @@ class UnwritableLogTests(SynchronousTestCase):
         )
         self.assertEqual(second["text"], "kept")
 
+    def test_readerGone(self) -> None:
+        """
+        Standard output whose reader is gone (a closed pipe) loses its lines
+        the same way, when nothing else is to take them (a worker's).
+        """
+
+        class Closed(io.StringIO):
+            def write(self, text: str) -> int:
+                raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+        writer = BufferedLogWriter(Closed(), reactor=self.clock)
+        Logger(namespace="other", observer=writer).info("lost")
+        self.clock.advance(1)
+        self.assertIn("Broken pipe (EPIPE); lines lost so far: 1,", self.errors.getvalue())
+
     def test_notRunning(self) -> None:
         """
         A line written at once (the reactor not running, or at exit) into a
