@@ -11,6 +11,7 @@ import errno
 import io
 import math
 import os
+import signal
 import socket
 import sys
 
@@ -159,6 +160,12 @@ class TwistdOneLineTests(SynchronousTestCase):
         """
         err = io.StringIO()
         self.patch(sys, "__stderr__", err)
+        # Under twistd SIGHUP and SIGUSR1 are kept from now on: not in here.
+        from twisted_smtpd._twistd.heldsignals import HeldSignals
+
+        self.patch(_tap, "HELD", HeldSignals())
+        for number in HeldSignals.numbers:
+            self.addCleanup(signal.signal, number, signal.getsignal(number))
         options = _tap.Options()
         options.parent = object()  # type: ignore[attr-defined]
         exit = self.assertRaises(SystemExit, options.parseOptions, ["--sink", "--bogus"])

@@ -5,9 +5,12 @@ L{BufferedLogWriter}: the buffered text and JSON log of C{twistd smtpd}.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
 import re
+import sys
 
 from twisted.internet.task import Clock
 from twisted.logger import Logger
@@ -114,6 +117,167 @@ class BufferingTests(SynchronousTestCase):
         self.assertTrue(first.endswith("[x#critical] it broke"), first)
         self.assertTrue(all(line.startswith("\t") for line in rest), rest)
         self.assertIn("ValueError: bad", out.getvalue())
+
+
+class FullDisk(io.StringIO):
+    """
+    A log file on a disk that is full until L{full} is false.
+    """
+
+    full = True
+
+    def write(self, text: str) -> int:
+        if self.full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(text)
+
+
+class UnwritableLogTests(SynchronousTestCase):
+    """
+    A log that cannot be written (a full disk) loses lines, counted, and
+    says so on standard error at most once a minute; it never raises into
+    the reactor.
+    """
+
+    def setUp(self) -> None:
+        self.out = FullDisk()
+        self.errors = io.StringIO()
+        self.clock = RunningClock()
+        self.patch(sys, "__stderr__", self.errors)
+        self.writer = BufferedLogWriter(self.out, reactor=self.clock, interval=0.5)
+        self.log = Logger(namespace="other", observer=self.writer)
+
+    def test_timedFlushes(self) -> None:
+        """
+        Timed flushes into a full disk raise nothing (Twisted would log each
+        as an unhandled error's traceback) and leave one line on standard
+        error per minute, not one per flush; the lost lines are counted.
+        """
+        for second in range(130):
+            self.log.info("line {n}", n=second)
+            self.clock.advance(1)
+        self.assertEqual(self.out.getvalue(), "")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        lines = self.errors.getvalue().splitlines()
+        self.assertEqual(
+            lines,
+            [
+                "twisted-smtpd: cannot write the log to standard output:"
+                f" No space left on device (ENOSPC); lines lost so far: {lost},"
+                " more until it can be written again"
+                for lost in (1, 61, 121)
+            ],
+        )
+
+    def test_recovered(self) -> None:
+        """
+        Once the disk takes writes again, the log says how many lines were
+        lost before the lines that follow; standard error hears no more.
+        """
+        for n in range(3):
+            self.log.info("lost {n}", n=n)
+            self.clock.advance(1)
+        self.out.full = False
+        self.log.info("kept")
+        self.clock.advance(1)
+        self.log.info("kept too")
+        self.clock.advance(1)
+        lines = self.out.getvalue().splitlines()
+        self.assertEqual(len(lines), 3, lines)
+        self.assertTrue(
+            lines[0].endswith(
+                " [twisted_smtpd.log#warn] log lines lost while the log could not be written"
+                " (No space left on device (ENOSPC)): 3"
+            ),
+            lines,
+        )
+        self.assertTrue(lines[1].endswith(" [other#info] kept"), lines)
+        self.assertTrue(lines[2].endswith(" [other#info] kept too"), lines)
+        self.assertEqual(len(self.errors.getvalue().splitlines()), 1)
+        # Full again: standard error hears of it at once.
+        self.out.full = True
+        self.log.info("lost again")
+        self.clock.advance(1)
+        self.assertEqual(len(self.errors.getvalue().splitlines()), 2)
+
+    def test_json(self) -> None:
+        """
+        In JSON the line about the lost lines is a JSON object with the
+        count and the reason as fields.
+        """
+        self.writer.json = True
+        self.log.info("lost")
+        self.clock.advance(1)
+        self.out.full = False
+        self.writer.flush()
+        self.log.info("kept")
+        self.clock.advance(1)
+        first, second = (json.loads(line) for line in self.out.getvalue().splitlines())
+        self.assertEqual(
+            (first["namespace"], first["level"], first["lost"], first["error"]),
+            ("twisted_smtpd.log", "warn", 1, "No space left on device (ENOSPC)"),
+        )
+        self.assertEqual(second["text"], "kept")
+
+    def test_readerGone(self) -> None:
+        """
+        Standard output whose reader is gone (a closed pipe) loses its lines
+        the same way, when nothing else is to take them (a worker's).
+        """
+
+        class Closed(io.StringIO):
+            def write(self, text: str) -> int:
+                raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+        writer = BufferedLogWriter(Closed(), reactor=self.clock)
+        Logger(namespace="other", observer=writer).info("lost")
+        self.clock.advance(1)
+        self.assertIn("Broken pipe (EPIPE); lines lost so far: 1,", self.errors.getvalue())
+
+    def test_notRunning(self) -> None:
+        """
+        A line written at once (the reactor not running, or at exit) into a
+        full disk raises nothing either.
+        """
+        writer = BufferedLogWriter(self.out, reactor=Clock())
+        Logger(namespace="other", observer=writer).info("at exit")
+        writer.flush()
+        self.assertIn("lines lost so far: 1,", self.errors.getvalue())
+
+
+class NoiseTests(SynchronousTestCase):
+    """
+    Twisted's legacy lines about its own ports and protocols are left out.
+    """
+
+    def legacy(self, writer: BufferedLogWriter, text: str) -> None:
+        from twisted.logger._legacy import publishToNewObserver
+        from twisted.python.log import textFromEventDict
+
+        event = {"message": (text,), "isError": 0, "system": "-", "time": 0.0}
+        publishToNewObserver(writer, event, textFromEventDict)
+
+    def test_datagramProtocol(self) -> None:
+        """
+        The DNS resolver's UDP port, opened and closed around each reverse
+        lookup and at the stop, leaves no line; other legacy lines stay.
+        """
+        out = io.StringIO()
+        writer = BufferedLogWriter(out, reactor=Clock())
+        protocol = "<twisted.names.dns.DNSDatagramProtocol object at 0x7f7480ccedd0>"
+        for text in (
+            f"Starting protocol {protocol}",
+            "(UDP Port 44837 Closed)",
+            f"Stopping protocol {protocol}",
+            "(TCP Port 2525 Closed)",
+        ):
+            self.legacy(writer, text)
+        self.assertEqual(out.getvalue(), "")
+        self.legacy(writer, "Stopping protocol soon")
+        self.legacy(writer, "(UDP Port 1 Closed) twice")
+        lines = out.getvalue().splitlines()
+        self.assertEqual(len(lines), 2, lines)
+        self.assertTrue(lines[0].endswith(" [-] Stopping protocol soon"), lines)
 
 
 class JSONTests(SynchronousTestCase):

@@ -81,3 +81,38 @@ class StopOnceTests(SynchronousTestCase):
         """
         self.deliver(signal.SIGINT)
         self.assertEqual(self.received, [signal.SIGINT])
+
+
+class HeldSignalsTests(SynchronousTestCase):
+    """
+    L{HeldSignals}: SIGHUP and SIGUSR1 are kept while no server handles
+    them, and handed to the server's handler when it takes over.
+    """
+
+    def setUp(self) -> None:
+        for number in (signal.SIGHUP, signal.SIGUSR1):
+            self.addCleanup(signal.signal, number, signal.getsignal(number))
+
+    def test_keptThenHandled(self) -> None:
+        """
+        Once installed, the signals are kept (the process lives); the
+        handler that takes over is called once for a kept signal, and the
+        handler it replaced is returned, to be put back at the stop.
+        """
+        from twisted_smtpd._twistd.heldsignals import HeldSignals
+
+        held = HeldSignals()
+        held.install()
+        signal.raise_signal(signal.SIGHUP)
+        signal.raise_signal(signal.SIGHUP)
+        signal.raise_signal(signal.SIGUSR1)
+        calls: list[int] = []
+        previous = held.handle(signal.SIGHUP, lambda number, frame: calls.append(number))
+        self.assertEqual(calls, [signal.SIGHUP])
+        signal.raise_signal(signal.SIGHUP)
+        self.assertEqual(calls, [signal.SIGHUP, signal.SIGHUP])
+        signal.signal(signal.SIGHUP, previous)
+        signal.raise_signal(signal.SIGHUP)
+        self.assertEqual(calls, [signal.SIGHUP, signal.SIGHUP])
+        held.handle(signal.SIGUSR1, lambda number, frame: calls.append(number))
+        self.assertEqual(calls, [signal.SIGHUP, signal.SIGHUP, signal.SIGUSR1])

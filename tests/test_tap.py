@@ -1174,6 +1174,58 @@ class ConfigFileTests(SynchronousTestCase):
         path = self.write(".toml", "size = -5\nsink = true\n")
         self.assertIn("--size", self.assertUsageError("--config", path))
 
+    def assertRefusedQuickly(self, path: str) -> str:
+        """
+        C{--config path} is a one-line usage error naming the file, given
+        within 10 seconds (an alarm ends a read that would block for ever).
+        """
+
+        def expired(signum: int, frame: object) -> None:
+            raise AssertionError(f"--config {path!r} still being read after 10 s")
+
+        previous = signal.signal(signal.SIGALRM, expired)
+        signal.alarm(10)
+        try:
+            message = self.assertUsageError("--config", path)
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+        self.assertIn(repr(path), message)
+        return message
+
+    def test_namedPipe(self) -> None:
+        """
+        A named pipe (FIFO) is refused at once instead of blocking the
+        start until something writes into it.
+        """
+        path = self.mktemp() + ".toml"
+        os.mkfifo(path)
+        self.assertIn("not a regular file (a named pipe)", self.assertRefusedQuickly(path))
+
+    def test_device(self) -> None:
+        """
+        A device (C{/dev/zero}, which never ends) is refused, not read.
+        """
+        for path in ("/dev/zero", "/dev/null"):
+            message = self.assertRefusedQuickly(path)
+            self.assertIn("not a regular file (a character device)", message)
+
+    def test_directory(self) -> None:
+        """
+        A directory is refused as not a regular file.
+        """
+        path = self.mktemp() + ".toml"
+        os.mkdir(path)
+        self.assertIn("not a regular file (a directory)", self.assertRefusedQuickly(path))
+
+    def test_tooLarge(self) -> None:
+        """
+        A file larger than 1 MiB is refused without being read whole.
+        """
+        path = self.write(".toml", "sink = true\n")
+        os.truncate(path, 1024 * 1024 + 1)
+        self.assertIn("larger than 1048576 bytes", self.assertRefusedQuickly(path))
+
 
 def session(**kwargs: Any) -> Session:
     """

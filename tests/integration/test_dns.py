@@ -101,6 +101,32 @@ class DNSServerTests(ServerTestCase):
         self.assertIn(b"client.dns-test.example", text)
         self.assertIn("(client.dns-test.example) to 127.0.0.1:", self.server.output)
 
+    def test_noDatagramNoise(self) -> None:
+        """
+        The resolver's UDP port, opened for a lookup and closed after it
+        and at the stop, leaves no Twisted lines (C{Starting protocol},
+        C{(UDP Port N Closed)}, C{Stopping protocol}) in the log.
+        """
+        responder = PointerResponder("client.dns-test.example", ("127.0.0.2",))
+        self.addCleanup(responder.stop)
+        self.startServer("--sink", "--dns-server", f"127.0.0.1:{responder.port}", maildir=False)
+        for _ in range(2):
+            client = smtplib.SMTP(
+                "127.0.0.1",
+                self.server.port,
+                timeout=CLIENT_TIMEOUT,
+                source_address=("127.0.0.2", 0),
+            )
+            self.addCleanup(client.close)
+            self.assertEqual(client.ehlo()[0], 250)
+            client.quit()
+        self.server.waitForLog(" close", count=2)
+        self.stopServer()
+        output = self.server.output
+        self.assertIn("(client.dns-test.example) to 127.0.0.1:", output)
+        for noise in ("Starting protocol", "Stopping protocol", "UDP Port", "DNSDatagramProtocol"):
+            self.assertNotIn(noise, output)
+
     def test_unconfirmedPointerAnswer(self) -> None:
         """
         A PTR name whose A records do not hold the client's address is not

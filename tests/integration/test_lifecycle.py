@@ -141,6 +141,46 @@ class GracefulStopTests(ServerTestCase):
         self.stopServer()
 
 
+class ReloadSignalTimingTests(ServerTestCase):
+    """
+    SIGHUP and SIGUSR1 never end the process, even when they come before
+    the server started or after it stopped (a reload racing a restart).
+    """
+
+    def test_beforeStart(self) -> None:
+        """
+        SIGHUP and SIGUSR1 received while the options are parsed are acted
+        upon once the server runs: the certificates are reloaded, the log
+        file reopened (here: standard output, so only the line).
+        """
+        self.startServer(
+            "--handler",
+            "tests.integration.signallinghandler:make",
+            "--handler-option",
+            "when=parse",
+            maildir=False,
+        )
+        self.server.waitForLog("Reloading TLS certificates")
+        self.server.waitForLog("SIGUSR1: logging to standard output, no log file to reopen")
+        self.assertEqual(self.smtp().noop()[0], 250)
+        self.stopServer()
+
+    def test_afterStop(self) -> None:
+        """
+        SIGHUP and SIGUSR1 received once the server stopped (its own
+        handlers gone) do not end it: it exits as SIGTERM has it exit.
+        """
+        self.startServer(
+            "--handler",
+            "tests.integration.signallinghandler:make",
+            "--handler-option",
+            "when=exit",
+            maildir=False,
+        )
+        self.assertEqual(self.smtp().noop()[0], 250)
+        self.stopServer()
+
+
 class DurabilityTests(ServerTestCase):
     """
     A 250 means the message is on disk, whatever happens next.

@@ -11,12 +11,20 @@ written together, at most C{interval} seconds later (and at once when the
 buffer passes C{limit} characters, when the reactor is not running, and at
 shutdown).  A process killed with SIGKILL loses the lines of its last
 C{interval}.
+
+A log that cannot be written (a full disk, a file size limit, a reader of
+standard output gone) loses the lines of the writes that fail, counted:
+standard error gets one line saying so at most every
+L{FAILURE_REPORT_INTERVAL} seconds, and the first write that succeeds
+again starts with a line saying how many were lost.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -24,16 +32,25 @@ from json.encoder import encode_basestring_ascii
 from typing import IO, Any
 
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import ILogObserver, LogEvent, formatEvent
+from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent
 from zope.interface import implementer
 
 from twisted_smtpd._serving.logging import NAMESPACE, jsonDefault, jsonEvent
 
 _string: Callable[[str], str] = encode_basestring_ascii
 
+#: The least seconds between two lines on standard error about a log that
+#: cannot be written.
+FAILURE_REPORT_INTERVAL = 60.0
+
 
 _NOISE = frozenset({"Starting factory {factory!r}", "Stopping factory {factory!r}"})
-_PORT_NOISE = re.compile(r"^(\S.{0,200} starting on \S+|\((TCP |UNIX )?Port \S+ Closed\))$")
+# The last two: the UDP port of twisted.names' resolver (reverse lookups),
+# opened and closed around its queries.
+_PORT_NOISE = re.compile(
+    r"^(\S.{0,200} starting on \S+|\((TCP |UNIX |UDP )?Port \S+ Closed\)"
+    r"|(Starting|Stopping) protocol <.{1,200}>)$"
+)
 
 
 def _isPortNoise(event: LogEvent) -> bool:
@@ -92,6 +109,10 @@ class BufferedLogWriter:
         self._textPrefix = ""
         self._sessionPrefix = ""
         self._jsonTime = ""
+        #: Lines lost since the log last took a write, and why.
+        self._lost = 0
+        self._lostBecause = ""
+        self._reportedAt: float | None = None
 
     @property
     def reactor(self) -> Any:
@@ -149,13 +170,17 @@ class BufferedLogWriter:
     def __call__(self, event: LogEvent) -> None:
         """
         Log any C{twisted.logger} event, except Twisted's own noise about
-        factories and ports (the startup summary says where the server
-        listens).
+        factories, ports and datagram protocols (the startup summary says
+        where the server listens; the DNS resolver's UDP port opens and
+        closes around its queries).
         """
         if event.get("log_format") in _NOISE or (
             event.get("log_namespace") == "log_legacy" and _isPortNoise(event)
         ):
             return
+        self._add(self._format(event) + "\n")
+
+    def _format(self, event: LogEvent) -> str:
         if self.json:
             try:
                 text = json.dumps(jsonEvent(event), default=jsonDefault)
@@ -172,7 +197,7 @@ class BufferedLogWriter:
             failure = event.get("log_failure")
             if failure is not None:
                 text += "\n\t" + failure.getTraceback().rstrip("\n").replace("\n", "\n\t")
-        self._add(text + "\n")
+        return text
 
     def forward(self, text: str) -> None:
         """
@@ -260,11 +285,61 @@ class BufferedLogWriter:
 
     def flush(self) -> None:
         """
-        Write every buffered line now.
+        Write every buffered line now; if the log cannot take them, they
+        are lost and counted (L{_failed}).
         """
         data = self._take()
-        if data:
-            self._write(data)
+        if not data:
+            return
+        notice = self._lostNotice() if self._lost else ""
+        try:
+            self._write(notice + data)
+        except (OSError, ValueError) as e:
+            # ValueError: a file closed by a rotation that failed.
+            self._failed(data.count("\n"), e)
+            return
+        self._lost = 0
+        self._reportedAt = None
+
+    def _lostNotice(self) -> str:
+        """
+        The line saying how many lines were lost, and why.
+        """
+        event = {
+            "log_namespace": "twisted_smtpd.log",
+            "log_level": LogLevel.warn,
+            "log_format": "log lines lost while the log could not be written ({error}): {lost}",
+            "log_time": time.time(),
+            "lost": self._lost,
+            "error": self._lostBecause,
+        }
+        return self._format(event) + "\n"
+
+    def _failed(self, lines: int, error: BaseException) -> None:
+        """
+        Count C{lines} lost because writing failed with C{error}; say so on
+        standard error at the first failure, then at most every
+        L{FAILURE_REPORT_INTERVAL} seconds while the failures go on.
+        """
+        self._lost += lines
+        why = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        code = errno.errorcode.get(getattr(error, "errno", None) or 0)
+        self._lostBecause = f"{why} ({code})" if code else why
+        now = (self._reactor or self.reactor).seconds()
+        if self._reportedAt is not None and now - self._reportedAt < FAILURE_REPORT_INTERVAL:
+            return
+        self._reportedAt = now
+        where = self.path or "standard output"
+        try:
+            # Not sys.stderr: twistd points it into the log itself.
+            errors: Any = sys.__stderr__
+            errors.write(
+                f"twisted-smtpd: cannot write the log to {where}: {self._lostBecause};"
+                f" lines lost so far: {self._lost}, more until it can be written again\n"
+            )
+            errors.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
 
     def _write(self, data: str) -> None:
         try:

@@ -22,6 +22,7 @@ from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._serving.service import SMTPServer, _AdoptedListener
 from twisted_smtpd._serving.summary import logCertificates, logStopped, logSummary
 from twisted_smtpd._twistd.eventdispatch import withoutContext
+from twisted_smtpd._twistd.heldsignals import HELD
 from twisted_smtpd._twistd.logfile import GivesLogObserver, ReopenOnSignal
 from twisted_smtpd._twistd.stopsignals import StopOnce
 from twisted_smtpd._twistd.tapconfig import exitWithError, reason
@@ -151,7 +152,7 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
         if self.factory.startTLSAvailable:
             # The self-signed certificate, made at its first use.
             self.factory.tls.whenMade(self._certificatesChanged)
-        self._previousHandler = signal.signal(signal.SIGHUP, self._hangup)
+        self._previousHandler = HELD.handle(signal.SIGHUP, self._hangup)
         self._reopener = ReopenOnSignal(self._writer, self.reactor)
         self._reopener.install()
         if self.settleHeap:
@@ -169,10 +170,9 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
         """
         Close gracefully; the buffered log lines are written when the
         process exits.  Until the sessions and the handler are closed,
-        SIGHUP reloads the certificates and SIGUSR1 reopens the log file
-        (their previous handlers, put back then, may end the process: a
-        reload during the stop must not cut the transactions it waits
-        for).
+        SIGHUP reloads the certificates and SIGUSR1 reopens the log file;
+        then their previous handlers come back (under C{twistd}, those of
+        L{HELD}, which keep the signals: they never end the process).
         """
         d = super().stopService()
         d.addBoth(self._closeHandler)

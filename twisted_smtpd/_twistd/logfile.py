@@ -18,6 +18,7 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python.logfile import LogFile
 
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
+from twisted_smtpd._twistd.heldsignals import HELD
 from twisted_smtpd._twistd.tapconfig import reason
 
 
@@ -115,7 +116,7 @@ class ReopenOnSignal:
         can be handled).
         """
         if not self._installed and threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGUSR1, self._received)
+            self._previous = HELD.handle(signal.SIGUSR1, self._received)
             self._installed = True
 
     def uninstall(self) -> None:

@@ -38,6 +38,7 @@ from twisted_smtpd._serving.resolve import parseDNSServer
 from twisted_smtpd._serving.sni import TLSPolicy
 from twisted_smtpd._serving.tls import ServerTLS
 from twisted_smtpd._twistd.daemon import SMTPDaemon
+from twisted_smtpd._twistd.heldsignals import HELD
 from twisted_smtpd._twistd.redact import withoutPassword
 from twisted_smtpd._twistd.tapconfig import (
     HANDLERS,
@@ -220,6 +221,9 @@ class Options(AuthOptionMixin, usage.Options):
 
         @raise usage.UsageError: With one line saying what is wrong.
         """
+        if getattr(self, "parent", None) is not None:
+            # Under twistd: SIGHUP and SIGUSR1 no longer end the process.
+            HELD.install()
         arguments = list(sys.argv[1:] if options is None else options)
         # A --workers parent starts its workers with the same command line.
         self["arguments"] = list(arguments)

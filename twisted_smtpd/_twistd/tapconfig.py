@@ -113,6 +113,10 @@ def asArguments(name: str, value: object, takesValue: bool, repeatable: bool) ->
     return arguments
 
 
+#: The largest configuration file read (a real one is a few KiB).
+CONFIG_LIMIT = 1024 * 1024
+
+
 def readConfig(path: str) -> dict[str, object]:
     """
     Read a C{twistd smtpd} configuration file.
@@ -125,18 +129,26 @@ def readConfig(path: str) -> dict[str, object]:
     @return: Option names (as written) to values; INI values are strings,
         lists of strings for several lines, or booleans for words like
         C{true}.
+    Only a regular file of at most L{CONFIG_LIMIT} bytes is read: a named
+    pipe would block the start, a device such as C{/dev/zero} never ends.
+
     @raise OSError: If the file cannot be read.
-    @raise ValueError: If it does not parse.
+    @raise ValueError: If it does not parse, is not a regular file or is
+        too large.
     """
+    with os.fdopen(openRegular(path), "rb") as f:
+        data = f.read(CONFIG_LIMIT + 1)
+    if len(data) > CONFIG_LIMIT:
+        raise ValueError(f"larger than {CONFIG_LIMIT} bytes")
+    text = data.decode("utf-8")
     # Their parsers are imported only for a configuration file.
     if path.endswith(".toml"):
         import tomllib
 
-        with open(path, "rb") as f:
-            try:
-                document: dict[str, object] = tomllib.load(f)
-            except tomllib.TOMLDecodeError as e:
-                raise ValueError(f"not valid TOML: {e}") from None
+        try:
+            document: dict[str, object] = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"not valid TOML: {e}") from None
         section = document.pop("smtpd", None)
         if isinstance(section, dict):
             for key in section.keys() & document.keys():
@@ -148,11 +160,10 @@ def readConfig(path: str) -> dict[str, object]:
     import configparser
 
     parser = configparser.ConfigParser(interpolation=None)
-    with open(path, encoding="utf-8") as f:
-        try:
-            parser.read_file(f)
-        except configparser.Error as e:
-            raise ValueError(f"not a valid INI file: {_oneLine(str(e))}") from None
+    try:
+        parser.read_string(text, path)
+    except configparser.Error as e:
+        raise ValueError(f"not a valid INI file: {_oneLine(str(e))}") from None
     if not parser.has_section("smtpd"):
         raise ValueError("no [smtpd] section")
     settings: dict[str, object] = {}

@@ -48,6 +48,7 @@ from twisted.python.failure import Failure
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._serving.listeners import splitDescription
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
+from twisted_smtpd._twistd.heldsignals import HELD
 from twisted_smtpd._twistd.logfile import GivesLogObserver, ReopenOnSignal
 from twisted_smtpd._twistd.stopsignals import StopOnce
 from twisted_smtpd._twistd.workercert import SHARED_CERTIFICATE
@@ -318,7 +319,7 @@ class WorkerPool(GivesLogObserver):
                 count=self._count,
             )
         if threading.current_thread() is threading.main_thread():
-            self._previousHangup = signal.signal(signal.SIGHUP, self._hangup)
+            self._previousHangup = HELD.handle(signal.SIGHUP, self._hangup)
         self._reopener = ReopenOnSignal(self._writer, self.reactor)
         self._reopener.install()
         if self._stopOnce:
@@ -476,8 +477,8 @@ class WorkerPool(GivesLogObserver):
             if killer.active():
                 killer.cancel()
             # Until the workers are gone SIGHUP goes on reaching them (a
-            # reload racing the stop): the previous handler, the default
-            # one ending this process, comes back only now.
+            # reload racing the stop); the previous handler (HELD's, which
+            # keeps the signal) comes back only now.
             if self._previousHangup is not None:
                 signal.signal(signal.SIGHUP, self._previousHangup)
                 self._previousHangup = None
