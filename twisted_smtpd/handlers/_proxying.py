@@ -74,6 +74,9 @@ class _Transaction:
     @ivar busy: Whether a RCPT is on its way to the next hop.
     @ivar ended: Whether the session ended while it was: the session to the
         next hop goes back to the pool once that RCPT is answered.
+    @ivar gone: Whether the session to the next hop closed (421, 521) or
+        failed during the transaction: it is given back already, and the
+        rest of the transaction is refused (L{lostError}).
     """
 
     client: ClientSession
@@ -81,6 +84,21 @@ class _Transaction:
     accepted: list[Address] = field(factory=list)
     busy: bool = False
     ended: bool = False
+    gone: bool = False
+
+
+#: The next hop's replies that say it closes the session (RFC 5321 section
+#: 3.8, RFC 7504).
+_CLOSING_CODES = (421, 521)
+
+
+def lostError() -> SMTPError:
+    """
+    The refusal of what is left of a transaction whose session to the next
+    hop is gone: later recipients, and the message itself (after its body:
+    the server asks for the body before C{onData} answers).
+    """
+    return SMTPError(451, "Error: the session to the next hop was lost", "4.4.2")
 
 
 def _status(reply: ClientReply) -> str:
@@ -172,7 +190,7 @@ class ProxyingHandler(BaseHandler, ABC):
         transaction, if any.
         """
         transaction = self._transactions.pop(session.id, None)
-        if transaction is None:
+        if transaction is None or transaction.gone:
             return
         if transaction.busy:
             # Its RCPT's reply is still to come: handed to the next message
@@ -247,6 +265,9 @@ class ProxyingHandler(BaseHandler, ABC):
             )
             raise
         if not reply.positive:
+            if reply.code in _CLOSING_CODES:
+                # It closes: not kept for the next message.
+                client.abort()
             self.pool.release(client)
             self._log.info(
                 "{session} next hop {peer} refused MAIL: {reply}",
@@ -264,6 +285,9 @@ class ProxyingHandler(BaseHandler, ABC):
         transaction = self._transactions.get(session.id)
         if transaction is None:
             raise SMTPError(451, "Error: no session to the next hop", "4.4.1")
+        if transaction.gone:
+            # Logged once, when it went.
+            raise lostError()
         client = transaction.client
         parameters = ""
         if not address.address.isascii() and "SMTPUTF8" not in client.extensions:
@@ -279,7 +303,8 @@ class ProxyingHandler(BaseHandler, ABC):
         try:
             reply = await client.rcpt(address.address, parameters)
         except DeliveryError as e:
-            self._end(session)
+            transaction.busy = False
+            self._lose(transaction)
             self._log.warn(
                 "{session} next hop {peer} failed at RCPT: {error}",
                 session=session.id,
@@ -287,11 +312,27 @@ class ProxyingHandler(BaseHandler, ABC):
                 error=" ".join(sanitiseText(str(e))),
             )
             raise remoteFailure(e, self.peer) from None
-        finally:
+        except BaseException:
             transaction.busy = False
             if transaction.ended:
-                # The session ended (onClose) while RCPT was on its way.
                 self.pool.release(client)
+            raise
+        transaction.busy = False
+        if reply.code in _CLOSING_CODES:
+            # The next hop ends the session (Postfix's smtp client then
+            # defers the rest): so is the rest of this transaction.
+            self._lose(transaction)
+            self._log.warn(
+                "{session} next hop {peer} closed the session at RCPT {address}: {reply}",
+                session=session.id,
+                peer=self.peer,
+                address=printable(address.address),
+                reply=describe(reply),
+            )
+            raise relayedError(reply)
+        if transaction.ended:
+            # The session ended (onClose) while RCPT was on its way.
+            self.pool.release(client)
         if not reply.positive:
             self._log.info(
                 "{session} next hop {peer} refused {address}: {reply}",
@@ -310,11 +351,11 @@ class ProxyingHandler(BaseHandler, ABC):
         """
         transaction = self._transactions.pop(session.id, None)
         recipients = list(session.envelope.rcptTo)
-        if transaction is None or transaction.accepted != recipients:
-            if transaction is not None:
+        if transaction is None or transaction.gone or transaction.accepted != recipients:
+            if transaction is not None and not transaction.gone:
                 self.pool.release(transaction.client)
             # The server drains a stream the handler leaves alone.
-            raise SMTPError(451, "Error: the session to the next hop was lost", "4.4.2")
+            raise lostError()
         client = transaction.client
         try:
             if client.offers("CHUNKING", "PIPELINING"):
@@ -334,6 +375,16 @@ class ProxyingHandler(BaseHandler, ABC):
         if len(finals) != len(recipients):
             finals = [finals[0]] * len(recipients)
         return self._answer(session, transaction, list(zip(recipients, finals, strict=True)))
+
+    def _lose(self, transaction: _Transaction) -> None:
+        """
+        The session to the next hop of C{transaction} closed or failed: drop
+        it (once), and refuse the rest of the transaction.
+        """
+        if not transaction.gone:
+            transaction.gone = True
+            transaction.client.abort()
+            self.pool.release(transaction.client)
 
     def onClose(self, session: Session) -> None:
         """
