@@ -8,8 +8,9 @@ certificates for host names, client certificates, written as PEM files.
     client = ca.client("alice")                  # signed for clientAuth
     ServerTLS(server.certificatePath, server.keyPath, caCertificates=ca.certificatePath)
 
-Keys are EC P-256, quick to make.  Every file lands in the directory given to
-the CA, named after the certificate.  L{TLSClient} is a client connection
+Keys are EC P-256, quick to make (RSA 2048 when asked, C{rsaKey=True}).
+Every file lands in the directory given to the CA, named after the
+certificate.  L{TLSClient} is a client connection
 creator for in-memory handshakes (C{TLSMemoryBIOFactory} with
 C{twisted.test.iosim}).
 """
@@ -24,7 +25,7 @@ import re
 from attrs import frozen
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
@@ -33,7 +34,7 @@ from zope.interface import implementer
 _counter = itertools.count(1)
 
 
-def _pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+def _pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -61,7 +62,7 @@ class IssuedCertificate:
     """
 
     certificate: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
     certificatePath: str
     keyPath: str
     combinedPath: str
@@ -143,6 +144,7 @@ class CertificateAuthority:
         chain: bool = False,
         notBefore: datetime.datetime | None = None,
         notAfter: datetime.datetime | None = None,
+        rsaKey: bool = False,
     ) -> IssuedCertificate:
         """
         Sign a new certificate and write its files.
@@ -153,8 +155,13 @@ class CertificateAuthority:
         @param chain: Append the CA certificate to the certificate file.
         @param notBefore: Start of validity (default: a day ago).
         @param notAfter: End of validity (default: in 30 days).
+        @param rsaKey: An RSA key rather than an EC one.
         """
-        key = ec.generate_private_key(ec.SECP256R1())
+        key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+        if rsaKey:
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        else:
+            key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
         builder = (

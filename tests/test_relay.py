@@ -319,6 +319,25 @@ class RelayTests(TestCase):
         self.assertEqual((reply.code, reply.enhanced), (553, "5.7.1"))
         self.assertEqual(reply.text, "Sender rejected\n221 injected")
 
+    async def test_closingRefusalAtMailDropsTheSession(self) -> None:
+        """
+        A smarthost refusing MAIL with 421 (and closing) refuses it to our
+        client with 451 and its words, and its session is dropped at once,
+        not kept in the pool for the next message.
+        """
+        smarthost = Recorder()
+
+        def closing(address: Any, session: Session) -> None:
+            raise SMTPError(421, "Shutting down", "4.3.2")
+
+        smarthost.onMailFrom = closing  # type: ignore[method-assign]
+        port = await self.front(smarthost)
+        client = await clientSession(port)
+        self.addCleanup(client.quit)
+        reply = await client.mail("alice@example.com", "")
+        self.assertEqual((reply.code, reply.enhanced, reply.text), (451, "4.3.2", "Shutting down"))
+        self.assertEqual((self.handler.pool.busy, self.handler.pool.idle), (0, 0))
+
     async def test_messageRefused(self) -> None:
         """
         A refusal after the body is passed on.

@@ -610,6 +610,30 @@ class ServerFlagTests(SynchronousTestCase):
         options = parse("--sink", "--tls-ciphers", "PSK", "--tls-min-version", "1.3")
         self.assertEqual(options["serverOptions"].tlsCiphers, "PSK")
 
+    def test_tlsCiphersForAnotherKindOfKey(self) -> None:
+        """
+        A C{--tls-ciphers} string leaving no TLS 1.2 cipher usable with the
+        key of the certificate given (C{aECDSA} with an RSA certificate,
+        C{aRSA} with an EC one) is one line naming the flag and the
+        certificate; a string matching the key is taken.
+        """
+        rsaServer = self.ca.issue("rsa.example.com", ("rsa.example.com",), rsaKey=True)
+        ec = (self.server.certificatePath, self.server.keyPath)
+        rsa = (rsaServer.certificatePath, rsaServer.keyPath)
+        for ciphers, (cert, key), kind in [("aECDSA", rsa, "RSA"), ("aRSA", ec, "EC")]:
+            self.assertEqual(
+                self.assertUsageError(
+                    "--tls-cert", cert, "--tls-key", key, "--tls-ciphers", ciphers
+                ),
+                f"--tls-ciphers: the cipher string {ciphers!r} selects no TLS 1.2 cipher"
+                f" usable with the {kind} key of certificate {cert}",
+            )
+        for ciphers, (cert, key) in [("aECDSA", ec), ("aRSA", rsa)]:
+            options = parse(
+                "--sink", "--tls-cert", cert, "--tls-key", key, "--tls-ciphers", ciphers
+            )
+            self.assertEqual(options["serverOptions"].tlsCiphers, ciphers)
+
     def test_tlsErrorNamesItsFlag(self) -> None:
         """
         A TLS file error starts with the flag that named the file: a bad CA

@@ -121,17 +121,53 @@ class PolicyTests(_TLSTestCase):
                 )
         SMTPServerFactory(SinkHandler(), ServerOptions(tlsCiphers="PSK", tlsMinVersion="TLSv1.3"))
 
-    def test_cipherForOneKindOfKeyAccepted(self) -> None:
+    def test_cipherForTheCertificatesKey(self) -> None:
         """
-        A cipher string for the certificates of one kind of key only (EC or
-        RSA) is accepted: the certificate configured may be of that kind.
-        (C{aDSS} is left out: its ciphers all need Diffie-Hellman
-        parameters, which OpenSSL 3.2, the dependency floor's, does not
-        choose by itself; there it is refused, rightly, and accepted by
-        newer ones.)
+        A cipher string for the certificates of one kind of key only is
+        accepted when the certificate served has a key of that kind, and
+        refused, naming the certificate, when it has not: C{aECDSA} with
+        an RSA certificate, C{aRSA} with an EC one, or with the self-signed
+        certificate (EC) made when none is configured; an SNI certificate
+        is checked too.  (C{aDSS} is left out: its ciphers all need
+        Diffie-Hellman parameters, which OpenSSL 3.2, the dependency
+        floor's, does not choose by itself.)
         """
-        for ciphers in ("aECDSA", "aRSA", "kRSA", "ECDHE-ECDSA-AES128-GCM-SHA256:PSK"):
-            SMTPServerFactory(SinkHandler(), ServerOptions(tlsCiphers=ciphers))
+        rsaCertificate = self.ca.issue("rsa.example.com", ("rsa.example.com",), rsaKey=True)
+        ecPath, rsaPath = self.default.certificatePath, rsaCertificate.certificatePath
+        for ciphers, certificate in [
+            ("aECDSA", ecPath),
+            ("ECDHE-ECDSA-AES128-GCM-SHA256:PSK", ecPath),
+            ("aRSA", rsaPath),
+            ("kRSA", rsaPath),
+            ("aECDSA", None),
+        ]:
+            options = ServerOptions(tlsCiphers=ciphers, certificate=certificate)
+            SMTPServerFactory(SinkHandler(), options)
+        for ciphers, certificate, kind, what in [
+            ("aECDSA", rsaPath, "RSA", f"certificate {rsaPath}"),
+            ("aRSA", ecPath, "EC", f"certificate {ecPath}"),
+            ("kRSA", ecPath, "EC", f"certificate {ecPath}"),
+            ("aRSA", None, "EC", "the self-signed certificate (no certificate is configured)"),
+        ]:
+            options = ServerOptions(tlsCiphers=ciphers, certificate=certificate)
+            for make in (SMTPServerFactory, SMTPServer):
+                e = self.assertRaises(ValueError, make, SinkHandler(), options)
+                self.assertEqual(
+                    str(e),
+                    f"tlsCiphers: the cipher string {ciphers!r} selects no TLS 1.2 cipher"
+                    f" usable with the {kind} key of {what}",
+                )
+        sni = {"rsa.example.com": (rsaPath, rsaCertificate.keyPath)}
+        options = ServerOptions(tlsCiphers="aECDSA", certificate=ecPath, sniOptions=sni)
+        e = self.assertRaises(ValueError, SMTPServerFactory, SinkHandler(), options)
+        self.assertEqual(
+            str(e),
+            "tlsCiphers: the cipher string 'aECDSA' selects no TLS 1.2 cipher usable with"
+            f" the RSA key of certificate {rsaPath} (SNI rsa.example.com)",
+        )
+        SMTPServerFactory(
+            SinkHandler(), ServerOptions(tlsCiphers="aRSA", certificate=ecPath, tlsMinVersion="1.3")
+        )
 
     def test_cipherBelowSecurityLevelRefused(self) -> None:
         """

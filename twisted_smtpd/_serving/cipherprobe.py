@@ -9,8 +9,9 @@ A string selecting only ciphers that need no certificate or something else
 instead (PSK, SRP, anonymous ones) makes a context OpenSSL accepts, and
 then every TLS 1.2 handshake fails with C{no shared cipher}; clients of
 TLS 1.3 alone get through, their suites being OpenSSL's.  The certificate
-is tried with each kind of key a TLS 1.2 certificate carries (EC, RSA,
-DSA), so that a string meant for one of them is not refused.
+is tried with the kind of key of the certificate the server will serve
+(L{keyKind}), or, when that is not known, with each kind a TLS 1.2
+certificate carries (EC, RSA, DSA).
 """
 
 from __future__ import annotations
@@ -33,27 +34,42 @@ _ROUNDS = 8
 
 #: The kinds of key a TLS 1.2 certificate carries, cheapest first: a key is
 #: made only when the ones before it did not do.
-_KEYS: tuple[Callable[[], SelfSignableKey], ...] = (
-    lambda: ec.generate_private_key(ec.SECP256R1()),
-    lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
-    lambda: dsa.generate_private_key(key_size=2048),
-)
+_KEYS: dict[str, Callable[[], SelfSignableKey]] = {
+    "EC": lambda: ec.generate_private_key(ec.SECP256R1()),
+    "RSA": lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
+    "DSA": lambda: dsa.generate_private_key(key_size=2048),
+}
+
+
+def keyKind(key: object) -> str | None:
+    """
+    The kind of a certificate's public (or private) key as the probe knows
+    it, C{"EC"}, C{"RSA"} or C{"DSA"}; C{None} for another (Ed25519,
+    Ed448), which is then probed with every kind.
+    """
+    if isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey):
+        return "EC"
+    if isinstance(key, rsa.RSAPublicKey | rsa.RSAPrivateKey):
+        return "RSA"
+    if isinstance(key, dsa.DSAPublicKey | dsa.DSAPrivateKey):
+        return "DSA"
+    return None
 
 
 @cache
-def _credentials(index: int) -> tuple[crypto.X509, crypto.PKey]:
+def _credentials(kind: str) -> tuple[crypto.X509, crypto.PKey]:
     """
     A throwaway self-signed certificate and its key, of the kind
-    C{_KEYS[index]} makes; made once per process.
+    C{_KEYS[kind]} makes; made once per process.
     """
-    key = _KEYS[index]()
+    key = _KEYS[kind]()
     certificate = selfSignedBuilder(key, "cipher probe").sign(key, hashes.SHA256())
     return crypto.X509.from_cryptography(certificate), crypto.PKey.from_cryptography_key(key)
 
 
-def _allCredentials() -> Iterator[tuple[crypto.X509, crypto.PKey]]:
-    for index in range(len(_KEYS)):
-        yield _credentials(index)
+def _kindsCredentials(kind: str | None) -> Iterator[tuple[crypto.X509, crypto.PKey]]:
+    for each in _KEYS if kind is None else (kind,):
+        yield _credentials(each)
 
 
 def _handshake(server: SSL.Context, offer: bytes) -> tuple[bytes, bool] | None:
@@ -94,15 +110,18 @@ def _handshake(server: SSL.Context, offer: bytes) -> tuple[bytes, bool] | None:
     return None
 
 
-def certificateCipher(newContext: Callable[[], SSL.Context]) -> str | None:
+def certificateCipher(newContext: Callable[[], SSL.Context], kind: str | None = None) -> str | None:
     """
     The TLS 1.2 cipher a server whose contexts C{newContext} makes chooses
-    with a certificate, or C{None} if it chooses none whatever its key.
+    with a certificate whose key is of C{kind}, or C{None} if it chooses
+    none.
 
     @param newContext: Makes a server context before its certificate, with
         the cipher string to judge.
+    @param kind: C{"EC"}, C{"RSA"} or C{"DSA"} (L{keyKind}); C{None} for
+        any of them.
     """
-    for certificate, key in _allCredentials():
+    for certificate, key in _kindsCredentials(kind):
         context = newContext()
         context.use_certificate(certificate)
         context.use_privatekey(key)

@@ -14,8 +14,9 @@ the first handshake too.  The cache is bounded and emptied by a reload.
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -26,8 +27,9 @@ from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersi
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_smtpd._core.files import readRegular
 from twisted_smtpd._core.options import ServerOptions
-from twisted_smtpd._serving.cipherprobe import certificateCipher
+from twisted_smtpd._serving.cipherprobe import certificateCipher, keyKind
 
 #: The minimum protocol versions C{minVersion} accepts.
 TLS_VERSIONS = {"TLSv1.2": TLSVersion.TLSv1_2, "TLSv1.3": TLSVersion.TLSv1_3}
@@ -81,22 +83,36 @@ class TLSPolicy:
             raise ValueError(f"the cipher string {self.ciphers!r} is refused: {_why(e)}") from None
         return context
 
-    def checkCiphers(self) -> None:
+    def checkCiphers(self, certificates: Sequence[tuple[str | None, str]] = ()) -> None:
         """
         Refuse now a cipher string that no TLS context can be made with
         (L{newContext}), or that leaves TLS 1.2 no cipher a certificate can
-        be used with (C{"PSK"}, C{"SRP"}, C{"aNULL"}): OpenSSL takes it, and
-        every TLS 1.2 handshake would then fail.  With C{minVersion}
-        C{"TLSv1.3"} no TLS 1.2 handshake is made: only L{newContext} is
-        asked.
+        be used with (C{"PSK"}, C{"SRP"}, C{"aNULL"}), or none the key of a
+        certificate the server serves can be used with (C{"aECDSA"} for an
+        RSA key): OpenSSL takes it, and every TLS 1.2 handshake would then
+        fail.  With C{minVersion} C{"TLSv1.3"} no TLS 1.2 handshake is made:
+        only L{newContext} is asked.
 
+        @param certificates: The kind of key (L{keyKind
+            <twisted_smtpd._serving.cipherprobe.keyKind>}, C{None} when not
+            known) and a description of each certificate served
+            (L{certificateKinds}); none: any kind of key will do.
         @raise ValueError: One line saying what is wrong with the string.
         """
         self.newContext()
-        usedFor12 = self.ciphers is not None and self.minVersion == "TLSv1.2"
-        if usedFor12 and _certificateCipher(self) is None:
+        if self.ciphers is None or self.minVersion != "TLSv1.2":
+            return
+        for kind, what in certificates or ((None, ""),):
+            if _certificateCipher(self, kind) is not None:
+                continue
+            if kind is None or _certificateCipher(self, None) is None:
+                raise ValueError(
+                    f"the cipher string {self.ciphers!r} selects no cipher usable with a"
+                    " certificate"
+                )
             raise ValueError(
-                f"the cipher string {self.ciphers!r} selects no cipher usable with a certificate"
+                f"the cipher string {self.ciphers!r} selects no TLS 1.2 cipher usable with"
+                f" the {kind} key of {what}"
             )
 
     @classmethod
@@ -117,7 +133,7 @@ class TLSPolicy:
             raise ValueError(f"tlsMinVersion: {e}") from None
         if options.tlsCiphers is not None:
             try:
-                policy.checkCiphers()
+                policy.checkCiphers(certificateKinds(options))
             except ValueError as e:
                 raise ValueError(f"tlsCiphers: {e}") from None
 
@@ -151,11 +167,52 @@ def _why(error: SSL.Error) -> str:
 
 
 @lru_cache(maxsize=64)
-def _certificateCipher(policy: TLSPolicy) -> str | None:
+def _certificateCipher(policy: TLSPolicy, kind: str | None) -> str | None:
     """
-    L{certificateCipher} for C{policy}, asked once per policy.
+    L{certificateCipher} for C{policy} and a kind of key, asked once each.
     """
-    return certificateCipher(policy.newContext)
+    return certificateCipher(policy.newContext, kind)
+
+
+def certificateKinds(options: ServerOptions) -> list[tuple[str | None, str]]:
+    """
+    The kind of key of each certificate the contexts of C{options} serve,
+    with its description: the configured one, or the self-signed one made
+    on first use (an EC key, L{selfSignedCertificate
+    <twisted_smtpd._serving.selfsigned.selfSignedCertificate>}), and those
+    of C{sniOptions}.  Only the leaf certificate is parsed, for its public
+    key; a file that cannot be read or parsed gives C{None} (any kind), its
+    error being reported where the file is loaded.
+    """
+    kinds: list[tuple[str | None, str]] = []
+    if options.certificate is None:
+        kinds.append(("EC", "the self-signed certificate (no certificate is configured)"))
+    else:
+        kinds.append((_leafKind(options.certificate), f"certificate {options.certificate}"))
+    for name, (path, _) in options.sniOptions.items():
+        kinds.append((_leafKind(path), f"certificate {path} (SNI {name})"))
+    return kinds
+
+
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL
+)
+
+
+def _leafKind(path: str) -> str | None:
+    """
+    The kind of key of the first certificate in the PEM file C{path}, or
+    C{None} if it cannot be read.
+    """
+    from cryptography import x509
+
+    try:
+        match = _PEM_CERTIFICATE.search(readRegular(path, "certificate"))
+        if match is None:
+            return None
+        return keyKind(x509.load_pem_x509_certificate(match.group()).public_key())
+    except (OSError, ValueError):
+        return None
 
 
 #: What an SNI callback may answer.

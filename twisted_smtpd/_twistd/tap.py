@@ -35,7 +35,7 @@ from twisted_smtpd._core.options import (
 )
 from twisted_smtpd._core.version import __version__
 from twisted_smtpd._serving.resolve import parseDNSServer
-from twisted_smtpd._serving.sni import TLSPolicy
+from twisted_smtpd._serving.sni import TLSPolicy, certificateKinds
 from twisted_smtpd._serving.tls import ServerTLS
 from twisted_smtpd._twistd.daemon import SMTPDaemon
 from twisted_smtpd._twistd.heldsignals import HELD
@@ -377,7 +377,7 @@ class Options(AuthOptionMixin, usage.Options):
         """
         if o.tlsCiphers is not None:
             try:
-                TLSPolicy(o.tlsCiphers, o.tlsMinVersion).checkCiphers()
+                TLSPolicy(o.tlsCiphers, o.tlsMinVersion).checkCiphers(certificateKinds(o))
             except ValueError as e:
                 raise usage.UsageError(f"--tls-ciphers: {reason(e)}") from None
         if o.certificate is None and o.caCertificates is None and not o.sniOptions:

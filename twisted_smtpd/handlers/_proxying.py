@@ -23,7 +23,6 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_smtpd._core.address import MAX_ENVID, MAX_ORCPT
 from twisted_smtpd._core.dsn import RecipientStatus, buildReport
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.printable import printable
@@ -39,6 +38,7 @@ from twisted_smtpd._smtpclient.clientwire import (
 )
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers._base import BaseHandler
+from twisted_smtpd.handlers._proxyparams import mailParameters, sevenBitParameter
 from twisted_smtpd.interfaces import IMessageStream
 
 
@@ -58,38 +58,6 @@ def describe(reply: ClientReply) -> str:
     return f"{reply.code} {reply.enhanced + ' ' if reply.enhanced else ''}{text}"[:400]
 
 
-def _xtextOctets(character: str) -> str:
-    return "".join(f"+{octet:02X}" for octet in character.encode("utf-8"))
-
-
-def sevenBitParameter(key: str, value: str) -> str:
-    """
-    The value of C{ENVID} or C{ORCPT}, as the client sent it, in the 7-bit
-    form a next hop that is not given C{SMTPUTF8} can take: each non-ASCII
-    character (which RFC 6531 allows only with C{SMTPUTF8}) as xtext, its
-    UTF-8 octets as C{+XX} (RFC 3461 section 4), or, in a C{utf-8} address
-    of C{ORCPT}, as the C{\\x{HEX}} escape of RFC 6533 section 3
-    (C{utf-8-addr-xtext}).  The rest of the value is already xtext.
-
-    @raise SMTPError: 553 5.6.7 when the 7-bit form is longer than RFC 3461
-        allows (100 characters for C{ENVID}, 500 for C{ORCPT}).
-    """
-    if value.isascii():
-        return value
-    if key == "ORCPT":
-        addressType, semicolon, address = value.partition(";")
-        if addressType.lower() == "utf-8":
-            escaped = "".join(c if c.isascii() else f"\\x{{{ord(c):X}}}" for c in address)
-        else:
-            escaped = "".join(c if c.isascii() else _xtextOctets(c) for c in address)
-        value, limit = addressType + semicolon + escaped, MAX_ORCPT
-    else:
-        value, limit = "".join(c if c.isascii() else _xtextOctets(c) for c in value), MAX_ENVID
-    if len(value) > limit:
-        raise SMTPError(553, f"Error: {key} too long for a next hop without SMTPUTF8", "5.6.7")
-    return value
-
-
 def relayedError(reply: ClientReply) -> SMTPError:
     """
     The refusal to give our client for a next hop's refusal: its code (421
@@ -106,6 +74,9 @@ class _Transaction:
     @ivar busy: Whether a RCPT is on its way to the next hop.
     @ivar ended: Whether the session ended while it was: the session to the
         next hop goes back to the pool once that RCPT is answered.
+    @ivar gone: Whether the session to the next hop closed (421, 521) or
+        failed during the transaction: it is given back already, and the
+        rest of the transaction is refused (L{lostError}).
     """
 
     client: ClientSession
@@ -113,6 +84,21 @@ class _Transaction:
     accepted: list[Address] = field(factory=list)
     busy: bool = False
     ended: bool = False
+    gone: bool = False
+
+
+#: The next hop's replies that say it closes the session (RFC 5321 section
+#: 3.8, RFC 7504).
+_CLOSING_CODES = (421, 521)
+
+
+def lostError() -> SMTPError:
+    """
+    The refusal of what is left of a transaction whose session to the next
+    hop is gone: later recipients, and the message itself (after its body:
+    the server asks for the body before C{onData} answers).
+    """
+    return SMTPError(451, "Error: the session to the next hop was lost", "4.4.2")
 
 
 def _status(reply: ClientReply) -> str:
@@ -204,7 +190,7 @@ class ProxyingHandler(BaseHandler, ABC):
         transaction, if any.
         """
         transaction = self._transactions.pop(session.id, None)
-        if transaction is None:
+        if transaction is None or transaction.gone:
             return
         if transaction.busy:
             # Its RCPT's reply is still to come: handed to the next message
@@ -258,7 +244,7 @@ class ProxyingHandler(BaseHandler, ABC):
             self.pool.release(client)
             return None
         try:
-            parameters = self._mailParameters(address, client)
+            parameters = mailParameters(address, client)
             reply = await client.mail(address.address, parameters)
         except SMTPError as e:
             self.pool.release(client)
@@ -279,6 +265,9 @@ class ProxyingHandler(BaseHandler, ABC):
             )
             raise
         if not reply.positive:
+            if reply.code in _CLOSING_CODES:
+                # It closes: not kept for the next message.
+                client.abort()
             self.pool.release(client)
             self._log.info(
                 "{session} next hop {peer} refused MAIL: {reply}",
@@ -289,57 +278,6 @@ class ProxyingHandler(BaseHandler, ABC):
             raise relayedError(reply)
         return client
 
-    def _mailParameters(self, address: Address, client: ClientSession) -> str:
-        """
-        The MAIL parameters to pass on, or the refusal when the next hop
-        lacks an extension the message needs.
-        """
-        args = address.args
-        parameters = ""
-        body = str(args.get("BODY", "")).upper()
-        if body == "BINARYMIME":
-            # RFC 3030 section 3: a binary message cannot be sent to a
-            # server without BINARYMIME (nor, here, without PIPELINING for
-            # the chunks): refused before the body.
-            if not client.offers("CHUNKING", "BINARYMIME", "PIPELINING"):
-                raise SMTPError(
-                    554, "Error: the next hop does not accept binary messages (BINARYMIME)", "5.6.3"
-                )
-            parameters += " BODY=BINARYMIME"
-        elif body == "8BITMIME":
-            if not client.offers("8BITMIME"):
-                raise SMTPError(
-                    554, "Error: the next hop does not accept 8-bit messages (8BITMIME)", "5.6.3"
-                )
-            parameters += " BODY=8BITMIME"
-        elif body == "7BIT" and client.offers("8BITMIME"):
-            parameters += " BODY=7BIT"
-        if isinstance(args.get("SIZE"), str) and client.offers("SIZE"):
-            parameters += f" SIZE={args['SIZE']}"
-        if not address.address.isascii():
-            if not client.offers("SMTPUTF8"):
-                raise SMTPError(553, "Error: the next hop does not support SMTPUTF8", "5.6.7")
-            parameters += " SMTPUTF8"
-        elif "SMTPUTF8" in args and client.offers("SMTPUTF8"):
-            parameters += " SMTPUTF8"
-        if "REQUIRETLS" in args:
-            # RFC 8689 section 4.2.1.
-            if not client.verified:
-                raise SMTPError(
-                    550, "Error: REQUIRETLS: no verified TLS session to the next hop", "5.7.10"
-                )
-            if not client.offers("REQUIRETLS"):
-                raise SMTPError(550, "Error: the next hop does not support REQUIRETLS", "5.7.30")
-            parameters += " REQUIRETLS"
-        if client.offers("DSN"):
-            for key in ("RET", "ENVID"):
-                value = args.get(key)
-                if isinstance(value, str):
-                    if not client.offers("SMTPUTF8"):
-                        value = sevenBitParameter(key, value)
-                    parameters += f" {key}={value}"
-        return parameters
-
     async def onRcptTo(self, address: Address, session: Session) -> None:
         """
         Pass RCPT on; answer with the next hop's verdict.
@@ -347,6 +285,9 @@ class ProxyingHandler(BaseHandler, ABC):
         transaction = self._transactions.get(session.id)
         if transaction is None:
             raise SMTPError(451, "Error: no session to the next hop", "4.4.1")
+        if transaction.gone:
+            # Logged once, when it went.
+            raise lostError()
         client = transaction.client
         parameters = ""
         if not address.address.isascii() and "SMTPUTF8" not in client.extensions:
@@ -362,7 +303,8 @@ class ProxyingHandler(BaseHandler, ABC):
         try:
             reply = await client.rcpt(address.address, parameters)
         except DeliveryError as e:
-            self._end(session)
+            transaction.busy = False
+            self._lose(transaction)
             self._log.warn(
                 "{session} next hop {peer} failed at RCPT: {error}",
                 session=session.id,
@@ -370,11 +312,27 @@ class ProxyingHandler(BaseHandler, ABC):
                 error=" ".join(sanitiseText(str(e))),
             )
             raise remoteFailure(e, self.peer) from None
-        finally:
+        except BaseException:
             transaction.busy = False
             if transaction.ended:
-                # The session ended (onClose) while RCPT was on its way.
                 self.pool.release(client)
+            raise
+        transaction.busy = False
+        if reply.code in _CLOSING_CODES:
+            # The next hop ends the session (Postfix's smtp client then
+            # defers the rest): so is the rest of this transaction.
+            self._lose(transaction)
+            self._log.warn(
+                "{session} next hop {peer} closed the session at RCPT {address}: {reply}",
+                session=session.id,
+                peer=self.peer,
+                address=printable(address.address),
+                reply=describe(reply),
+            )
+            raise relayedError(reply)
+        if transaction.ended:
+            # The session ended (onClose) while RCPT was on its way.
+            self.pool.release(client)
         if not reply.positive:
             self._log.info(
                 "{session} next hop {peer} refused {address}: {reply}",
@@ -393,11 +351,11 @@ class ProxyingHandler(BaseHandler, ABC):
         """
         transaction = self._transactions.pop(session.id, None)
         recipients = list(session.envelope.rcptTo)
-        if transaction is None or transaction.accepted != recipients:
-            if transaction is not None:
+        if transaction is None or transaction.gone or transaction.accepted != recipients:
+            if transaction is not None and not transaction.gone:
                 self.pool.release(transaction.client)
             # The server drains a stream the handler leaves alone.
-            raise SMTPError(451, "Error: the session to the next hop was lost", "4.4.2")
+            raise lostError()
         client = transaction.client
         try:
             if client.offers("CHUNKING", "PIPELINING"):
@@ -417,6 +375,16 @@ class ProxyingHandler(BaseHandler, ABC):
         if len(finals) != len(recipients):
             finals = [finals[0]] * len(recipients)
         return self._answer(session, transaction, list(zip(recipients, finals, strict=True)))
+
+    def _lose(self, transaction: _Transaction) -> None:
+        """
+        The session to the next hop of C{transaction} closed or failed: drop
+        it (once), and refuse the rest of the transaction.
+        """
+        if not transaction.gone:
+            transaction.gone = True
+            transaction.client.abort()
+            self.pool.release(transaction.client)
 
     def onClose(self, session: Session) -> None:
         """

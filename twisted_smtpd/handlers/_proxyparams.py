@@ -1,0 +1,98 @@
+# -*- test-case-name: tests.test_relayextensions -*-
+"""
+The ESMTP parameters a proxying handler (L{twisted_smtpd.handlers._proxying})
+passes on to its next hop: those of MAIL, as the next hop can take them,
+and the 7-bit form of C{ENVID} and C{ORCPT} for a next hop without
+C{SMTPUTF8}.
+"""
+
+from __future__ import annotations
+
+from twisted_smtpd._core.address import MAX_ENVID, MAX_ORCPT
+from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.session import Address
+from twisted_smtpd._smtpclient.clientsession import ClientSession
+
+
+def _xtextOctets(character: str) -> str:
+    return "".join(f"+{octet:02X}" for octet in character.encode("utf-8"))
+
+
+def sevenBitParameter(key: str, value: str) -> str:
+    """
+    The value of C{ENVID} or C{ORCPT}, as the client sent it, in the 7-bit
+    form a next hop that is not given C{SMTPUTF8} can take: each non-ASCII
+    character (which RFC 6531 allows only with C{SMTPUTF8}) as xtext, its
+    UTF-8 octets as C{+XX} (RFC 3461 section 4), or, in a C{utf-8} address
+    of C{ORCPT}, as the C{\\x{HEX}} escape of RFC 6533 section 3
+    (C{utf-8-addr-xtext}).  The rest of the value is already xtext.
+
+    @raise SMTPError: 553 5.6.7 when the 7-bit form is longer than RFC 3461
+        allows (100 characters for C{ENVID}, 500 for C{ORCPT}).
+    """
+    if value.isascii():
+        return value
+    if key == "ORCPT":
+        addressType, semicolon, address = value.partition(";")
+        if addressType.lower() == "utf-8":
+            escaped = "".join(c if c.isascii() else f"\\x{{{ord(c):X}}}" for c in address)
+        else:
+            escaped = "".join(c if c.isascii() else _xtextOctets(c) for c in address)
+        value, limit = addressType + semicolon + escaped, MAX_ORCPT
+    else:
+        value, limit = "".join(c if c.isascii() else _xtextOctets(c) for c in value), MAX_ENVID
+    if len(value) > limit:
+        raise SMTPError(553, f"Error: {key} too long for a next hop without SMTPUTF8", "5.6.7")
+    return value
+
+
+def mailParameters(address: Address, client: ClientSession) -> str:
+    """
+    The MAIL parameters to pass on, or the refusal when the next hop
+    lacks an extension the message needs.
+    """
+    args = address.args
+    parameters = ""
+    body = str(args.get("BODY", "")).upper()
+    if body == "BINARYMIME":
+        # RFC 3030 section 3: a binary message cannot be sent to a
+        # server without BINARYMIME (nor, here, without PIPELINING for
+        # the chunks): refused before the body.
+        if not client.offers("CHUNKING", "BINARYMIME", "PIPELINING"):
+            raise SMTPError(
+                554, "Error: the next hop does not accept binary messages (BINARYMIME)", "5.6.3"
+            )
+        parameters += " BODY=BINARYMIME"
+    elif body == "8BITMIME":
+        if not client.offers("8BITMIME"):
+            raise SMTPError(
+                554, "Error: the next hop does not accept 8-bit messages (8BITMIME)", "5.6.3"
+            )
+        parameters += " BODY=8BITMIME"
+    elif body == "7BIT" and client.offers("8BITMIME"):
+        parameters += " BODY=7BIT"
+    if isinstance(args.get("SIZE"), str) and client.offers("SIZE"):
+        parameters += f" SIZE={args['SIZE']}"
+    if not address.address.isascii():
+        if not client.offers("SMTPUTF8"):
+            raise SMTPError(553, "Error: the next hop does not support SMTPUTF8", "5.6.7")
+        parameters += " SMTPUTF8"
+    elif "SMTPUTF8" in args and client.offers("SMTPUTF8"):
+        parameters += " SMTPUTF8"
+    if "REQUIRETLS" in args:
+        # RFC 8689 section 4.2.1.
+        if not client.verified:
+            raise SMTPError(
+                550, "Error: REQUIRETLS: no verified TLS session to the next hop", "5.7.10"
+            )
+        if not client.offers("REQUIRETLS"):
+            raise SMTPError(550, "Error: the next hop does not support REQUIRETLS", "5.7.30")
+        parameters += " REQUIRETLS"
+    if client.offers("DSN"):
+        for key in ("RET", "ENVID"):
+            value = args.get(key)
+            if isinstance(value, str):
+                if not client.offers("SMTPUTF8"):
+                    value = sevenBitParameter(key, value)
+                parameters += f" {key}={value}"
+    return parameters
