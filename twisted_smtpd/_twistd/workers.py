@@ -49,6 +49,7 @@ from twisted_smtpd._core.printable import printable
 from twisted_smtpd._serving.listeners import splitDescription
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._twistd.logfile import GivesLogObserver, ReopenOnSignal
+from twisted_smtpd._twistd.openfiles import RESERVE, raiseLimit
 from twisted_smtpd._twistd.stopsignals import StopOnce
 from twisted_smtpd._twistd.workercert import SHARED_CERTIFICATE
 
@@ -59,6 +60,14 @@ INHERITED = "TWISTED_SMTPD_INHERITED"
 #: The environment variable naming the worker's end of the pipe from its
 #: parent (a file descriptor number).
 PARENT_PIPE = "TWISTED_SMTPD_PARENT_PIPE"
+
+#: The most processes C{--workers} starts: well past the cores of any host
+#: the server runs on, and each worker is a whole Python process.
+MAX_WORKERS = 256
+
+#: The descriptors the parent holds for each worker besides its sockets:
+#: the pipes of its standard input and output and the one it watches.
+_PIPES_PER_WORKER = 3
 
 _RUN_TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
 
@@ -79,6 +88,38 @@ class ListenerSpec:
         return self.sockets[index % len(self.sockets)]
 
 
+def _kind(description: str) -> str:
+    base, _ = splitDescription(description)
+    return base.partition(":")[0].strip().lower()
+
+
+def checkWorkers(
+    count: int, descriptions: Sequence[str], limit: Callable[[], int] | None = None
+) -> None:
+    """
+    Check that the parent of C{count} workers serving C{descriptions} can
+    hold their sockets and pipes within its open-files limit, before it
+    binds anything.
+
+    @param limit: Raises the open-files limit as far as it goes and
+        returns it: L{raiseLimit} by default.
+    @raise ValueError: With one line naming the limit exceeded.
+    """
+    if count > MAX_WORKERS:
+        raise ValueError(f"at most {MAX_WORKERS} workers, got {count}")
+    shared = sum(1 for d in descriptions if _kind(d) == "unix")
+    perWorker = _PIPES_PER_WORKER + len(descriptions) - shared
+    needed = count * perWorker + shared + RESERVE
+    available = (limit or raiseLimit)()
+    if needed > available:
+        raise ValueError(
+            f"{count} workers need about {needed} open files in the parent"
+            f" ({perWorker} per worker), more than its limit of {available};"
+            f" start fewer workers or raise the hard limit"
+            f" (LimitNOFILE= in a systemd unit, ulimit -Hn)"
+        )
+
+
 def bindListener(reactor: Any, description: str, count: int) -> ListenerSpec:
     """
     Bind the sockets for one C{--listen} description.
@@ -90,7 +131,7 @@ def bindListener(reactor: Any, description: str, count: int) -> ListenerSpec:
         own) its certificate files cannot be read.
     """
     base, _ = splitDescription(description)
-    kind = base.partition(":")[0].strip().lower()
+    kind = _kind(description)
     if kind not in ("tcp", "tcp6", "unix", "ssl"):
         raise ValueError(
             f"--workers cannot serve {description!r}: only tcp:, ssl: and unix: listeners"
