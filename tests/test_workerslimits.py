@@ -6,12 +6,17 @@ bound or started.
 
 from __future__ import annotations
 
+import errno
+from typing import Any
+
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.test_deadlines import LogCatcher
+from tests.test_workers import _exited, _ProcessReactor
 from twisted_smtpd._twistd import workers
 from twisted_smtpd._twistd.tap import Options
-from twisted_smtpd._twistd.workers import MAX_WORKERS, checkWorkers
+from twisted_smtpd._twistd.workers import MAX_WORKERS, WorkerPool, checkWorkers
 
 
 class CountTests(SynchronousTestCase):
@@ -99,3 +104,74 @@ class OpenFilesTests(SynchronousTestCase):
             ["--workers", "10", "--sink", "--listen", "tcp:0:interface=127.0.0.1"],
         )
         self.assertTrue(str(error).startswith("--workers: 10 workers need about 104 open files"))
+
+
+class _RefusingReactor(_ProcessReactor):
+    """
+    A L{_ProcessReactor} whose next C{refusals} starts fail as C{fork}
+    does under a process limit.
+    """
+
+    refusals = 0
+
+    def spawnProcess(self, *args: Any, **kw: Any) -> Any:
+        if self.refusals:
+            self.refusals -= 1
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+        return super().spawnProcess(*args, **kw)
+
+
+class SpawnFailureTests(SynchronousTestCase):
+    """
+    A worker whose process cannot be made (fork refused by a process or
+    memory limit, no descriptor left for its pipes) is tried again like a
+    worker that ended at once, with one log line each time.
+    """
+
+    def test_startRefused(self) -> None:
+        """
+        At start, a refused worker does not stop the others from starting
+        nor raise out of C{startService} (ending C{twistd} with a traceback
+        and its shared certificate left behind); it is started once the
+        pause is over.
+        """
+        log = LogCatcher(self)
+        clock = _RefusingReactor()
+        clock.refusals = 1
+        pool = WorkerPool([], 2, [], reactor=clock)
+        pool._spawn(0)
+        pool._spawn(1)
+        self.assertEqual(sorted(pool.workers), [1])
+        self.assertEqual(
+            log.matching("could not be started"),
+            [
+                "worker 0 could not be started (Resource temporarily unavailable);"
+                " trying again in 0.5s"
+            ],
+        )
+        clock.advance(0.5)
+        self.assertEqual(sorted(pool.workers), [0, 1])
+
+    def test_restartRefused(self) -> None:
+        """
+        A worker that ended and cannot be started again is tried again
+        after a growing pause, never left unstarted for good, and each
+        refusal is one log line, no traceback.
+        """
+        log = LogCatcher(self)
+        clock = _RefusingReactor()
+        pool = WorkerPool([], 1, [], reactor=clock)
+        pool._spawn(0)
+        worker, _ = clock.spawned[-1]
+        clock.refusals = 3
+        worker.processEnded(_exited(None, 9))
+        pauses = []
+        for _ in range(4):
+            (call,) = clock.getDelayedCalls()
+            pauses.append(call.getTime() - clock.seconds())
+            clock.advance(pauses[-1])
+        self.assertEqual(pauses, [0.5, 1.0, 2.0, 4.0])
+        self.assertEqual(sorted(pool.workers), [0])
+        self.assertEqual(len(log.matching("could not be started")), 3)
+        self.assertEqual(log.matching("Unhandled"), [])
+        self.assertEqual(clock.getDelayedCalls(), [])

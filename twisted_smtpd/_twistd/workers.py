@@ -48,6 +48,7 @@ from twisted.python.failure import Failure
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._serving.listeners import splitDescription
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
+from twisted_smtpd._twistd import tapconfig
 from twisted_smtpd._twistd.logfile import GivesLogObserver, ReopenOnSignal
 from twisted_smtpd._twistd.openfiles import RESERVE, raiseLimit
 from twisted_smtpd._twistd.stopsignals import StopOnce
@@ -419,9 +420,23 @@ class WorkerPool(GivesLogObserver):
         argv = [sys.executable, "-c", _RUN_TWISTD, *self._arguments, *self.extraArguments]
         protocol = _Worker(self, index)
         protocol.started = self.reactor.seconds()
-        process = self.reactor.spawnProcess(
-            protocol, sys.executable, argv, env=env, childFDs=childFDs
-        )
+        try:
+            process = self.reactor.spawnProcess(
+                protocol, sys.executable, argv, env=env, childFDs=childFDs
+            )
+        except OSError as e:
+            # No process (fork refused: a process or memory limit; no
+            # descriptor left for its pipes): tried again like a worker
+            # that ended at once, never left unstarted for good.
+            delay = self._pause(index, protocol.started)
+            self._log.warn(
+                "worker {index} could not be started ({error}); trying again in {delay}s",
+                index=index,
+                error=tapconfig.reason(e),
+                delay=delay,
+            )
+            self._pending[index] = self.reactor.callLater(delay, self._spawn, index)
+            return
         self.workers[index] = (process, protocol)
         protocol.pid = process.pid
         self._log.info("worker {index} started, pid {pid}", index=index, pid=process.pid)
@@ -467,13 +482,7 @@ class WorkerPool(GivesLogObserver):
         if worker.pid is not None:
             for callback in self.onWorkerEnded:
                 callback(worker.pid)
-        if self.reactor.seconds() - worker.started >= _STABLE:
-            # It had been running well: an end now (the OOM killer, once a
-            # week) is not one more of the ends before it.
-            self._failures.pop(index, None)
-        failures = self._failures.get(index, 0) + 1
-        self._failures[index] = failures
-        delay = min(30.0, 0.5 * 2 ** min(failures - 1, 6))
+        delay = self._pause(index, worker.started)
         status = reason.value
         code = getattr(status, "exitCode", None)
         signal = getattr(status, "signal", None)
@@ -486,6 +495,19 @@ class WorkerPool(GivesLogObserver):
         )
         self.restarts += 1
         self._pending[index] = self.reactor.callLater(delay, self._spawn, index)
+
+    def _pause(self, index: int, started: float) -> float:
+        """
+        Count one more failure of worker C{index}, started at C{started},
+        and return the pause before it is started again.
+        """
+        if self.reactor.seconds() - started >= _STABLE:
+            # It had been running well: an end now (the OOM killer, once a
+            # week) is not one more of the ends before it.
+            self._failures.pop(index, None)
+        failures = self._failures.get(index, 0) + 1
+        self._failures[index] = failures
+        return min(30.0, 0.5 * 2.0 ** min(failures - 1, 6))
 
     def stopService(self) -> Deferred[Any]:
         """
