@@ -11,11 +11,22 @@ worker reads end-of-file (L{ParentWatch}) and stops: it stops accepting at
 once, lets its transactions finish within the close timeout, and exits.
 Unlike Linux's C{PR_SET_PDEATHSIG}, a pipe works on every POSIX system and
 cannot miss a parent that died before the worker started watching.
+
+With C{--metrics}, the parent and every worker hold a shared lock on a file
+in the directory the workers write their metrics into
+(L{holdMetricsDirectory}) while they live.  A parent killed outright cannot
+remove that directory; each of its workers, on its way out, releases its
+lock and removes the directory if no other process still holds one
+(L{removeMetricsDirectory}): the last worker out removes it, once nothing
+writes there any more.
 """
 
 from __future__ import annotations
 
+import atexit
+import fcntl
 import os
+import shutil
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
@@ -29,6 +40,66 @@ from twisted.python.failure import Failure
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._twistd.workercert import removeSharedCertificate
 from twisted_smtpd._twistd.workers import PARENT_PIPE
+
+#: The file in the workers' metrics directory that the parent and every
+#: worker hold a shared lock on while they live.
+METRICS_LOCK = "processes.lock"
+
+
+def holdMetricsDirectory(directory: str, *, create: bool = False) -> int | None:
+    """
+    Take a shared lock on the lock file of the metrics directory
+    C{directory}, held until the descriptor returned is closed or this
+    process ends, however it ends.
+
+    @param create: Make the lock file (the parent, which made the
+        directory); a worker only locks the file its parent made, so that a
+        directory without one is never removed.
+    @return: The descriptor holding the lock, or C{None} if it could not
+        be taken.
+    """
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+    if create:
+        flags |= os.O_CREAT | os.O_EXCL
+    try:
+        fd = os.open(os.path.join(directory, METRICS_LOCK), flags, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def removeMetricsDirectory(directory: str, fd: int) -> bool:
+    """
+    Release this process's lock on the metrics directory C{directory}
+    (L{holdMetricsDirectory}), then remove the directory if no other
+    process holds a lock on it any more: neither the parent nor another
+    worker, which may still be writing there while its transactions end.
+
+    Of workers leaving at the same moment at least one finds the others'
+    locks gone, since a process that fails to take the lock holds none.
+
+    @return: Whether the directory was removed.
+    """
+    os.close(fd)
+    try:
+        probe = os.open(os.path.join(directory, METRICS_LOCK), os.O_RDWR | os.O_NOFOLLOW)
+    except OSError:
+        # Removed already, by the last of the others.
+        return False
+    try:
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    else:
+        shutil.rmtree(directory, ignore_errors=True)
+        return True
+    finally:
+        os.close(probe)
 
 
 def stdoutToStderr() -> None:
@@ -115,6 +186,8 @@ class ParentWatch(Service):
         logToStderr: BufferedLogWriter | None = None,
         sharedCertificate: str | None = None,
         announceReady: Callable[[], object] | None = None,
+        metricsDirectory: str | None = None,
+        atExit: Callable[..., object] = atexit.register,
     ) -> None:
         """
         @param fd: The worker's end of the pipe from its parent.
@@ -130,7 +203,18 @@ class ParentWatch(Service):
             parent killed by SIGKILL cannot remove it.
         @param announceReady: Called once the reactor runs, to tell the
             parent the worker is ready (L{closeStandardInput}).
+        @param metricsDirectory: The directory the parent made for its
+            workers' metrics (C{PROMETHEUS_MULTIPROC_DIR}), locked while
+            this worker lives (L{holdMetricsDirectory}): once the parent is
+            gone, the last worker to exit removes it
+            (L{removeMetricsDirectory}), since a parent killed by SIGKILL
+            cannot.
+        @param atExit: Registers a function to call when this process exits
+            (L{atexit.register}).
         """
+        self._metricsDirectory = metricsDirectory
+        self._metricsLock: int | None = None
+        self._atExit = atExit
         self._announceReady = announceReady
         self._sharedCertificate = sharedCertificate
         self._fd = fd
@@ -148,6 +232,8 @@ class ParentWatch(Service):
             from twisted.internet import reactor
 
             self._reactor = reactor
+        if self._metricsDirectory is not None:
+            self._metricsLock = holdMetricsDirectory(self._metricsDirectory)
         os.set_blocking(self._fd, False)
         self._reader = _PipeReader(self._fd, self._gone, self._reactor)
         self._reader.startReading()
@@ -179,6 +265,10 @@ class ParentWatch(Service):
         self._log.warn("Parent process gone; this worker stops (pid {pid})", pid=os.getpid())
         if self._sharedCertificate is not None:
             removeSharedCertificate(self._sharedCertificate)
+        if self._metricsDirectory is not None and self._metricsLock is not None:
+            # At exit, once this worker's transactions have ended and it
+            # writes its metrics no more.
+            self._atExit(removeMetricsDirectory, self._metricsDirectory, self._metricsLock)
         if self._reactor.running:
             # Already stopping (SIGTERM came first): the stop goes on.
             with suppress(ReactorNotRunning):
