@@ -7,7 +7,9 @@ bound or started.
 from __future__ import annotations
 
 import errno
-from typing import Any
+import io
+import sys
+from typing import Any, NoReturn
 
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
@@ -17,6 +19,7 @@ from tests.test_workers import _exited, _ProcessReactor
 from twisted_smtpd._twistd import workers
 from twisted_smtpd._twistd.tap import Options
 from twisted_smtpd._twistd.workers import MAX_WORKERS, WorkerPool, checkWorkers
+from twisted_smtpd._twistd.workerside import runWorker
 
 
 class CountTests(SynchronousTestCase):
@@ -175,3 +178,51 @@ class SpawnFailureTests(SynchronousTestCase):
         self.assertEqual(len(log.matching("could not be started")), 3)
         self.assertEqual(log.matching("Unhandled"), [])
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class RunWorkerTests(SynchronousTestCase):
+    """
+    L{runWorker}: an exception ending a worker's C{twistd} is one line on
+    its standard output (the pipe to its parent's log) besides the
+    traceback on standard error.
+    """
+
+    def streams(self) -> tuple[io.StringIO, io.StringIO]:
+        stdout, stderr = io.StringIO(), io.StringIO()
+        self.patch(sys, "__stdout__", stdout)
+        self.patch(sys, "__stderr__", stderr)
+        self.patch(sys, "argv", ["-c"])
+        return stdout, stderr
+
+    def test_exceptionOneLine(self) -> None:
+        """
+        The exception is raised on (C{twistd}'s traceback and status 1)
+        after one line naming it, bounded in length, on standard output.
+        """
+        stdout, _ = self.streams()
+
+        def run() -> NoReturn:
+            raise RuntimeError("no\nspool " + "x" * 5000)
+
+        self.assertRaises(RuntimeError, runWorker, run)
+        (line,) = stdout.getvalue().splitlines()
+        self.assertTrue(
+            line.startswith("twistd smtpd: worker cannot start: RuntimeError: no spool x")
+        )
+        self.assertLess(len(line), 1100)
+        self.assertEqual(sys.argv[0], "twistd")
+
+    def test_exitPassesSilently(self) -> None:
+        """
+        C{SystemExit} (a configuration error already said in one line, or
+        the end of a worker that ran) adds nothing.
+        """
+        stdout, _ = self.streams()
+
+        def run() -> NoReturn:
+            raise SystemExit(1)
+
+        self.assertRaises(SystemExit, runWorker, run)
+        self.assertEqual(stdout.getvalue(), "")
+        runWorker(lambda: None)
+        self.assertEqual(stdout.getvalue(), "")

@@ -70,7 +70,7 @@ MAX_WORKERS = 256
 #: the pipes of its standard input and output and the one it watches.
 _PIPES_PER_WORKER = 3
 
-_RUN_TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+_RUN_TWISTD = "from twisted_smtpd._twistd.workerside import runWorker; runWorker()"
 
 
 class ListenerSpec:

@@ -27,6 +27,7 @@ import atexit
 import fcntl
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
@@ -38,6 +39,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
+from twisted_smtpd._twistd.tapconfig import _sameFile as sameFile
+from twisted_smtpd._twistd.tapconfig import reason
 from twisted_smtpd._twistd.workercert import removeSharedCertificate
 from twisted_smtpd._twistd.workers import PARENT_PIPE
 
@@ -100,6 +103,42 @@ def removeMetricsDirectory(directory: str, fd: int) -> bool:
         return True
     finally:
         os.close(probe)
+
+
+#: The longest reason L{runWorker} passes on.
+_MAX_REASON = 1000
+
+
+def runWorker(run: Callable[[], object] | None = None) -> None:
+    """
+    Run C{twistd} in a worker (the command its parent starts).
+
+    An exception that ends it before it serves (its C{--handler} cannot be
+    made, say) is written to standard error with its traceback, as
+    C{twistd} does; the parent's log, where standard error does not go,
+    gets one line saying why besides: it is written to standard output,
+    the pipe to the parent, which logs it naming the worker, just before
+    its line saying the worker ended.
+
+    @param run: C{twistd}'s entry point (L{twisted.scripts.twistd.run}).
+    """
+    if run is None:
+        from twisted.scripts import twistd
+
+        run = twistd.run
+    sys.argv[0] = "twistd"
+    try:
+        run()
+    except Exception as e:
+        text = f"{type(e).__name__}: {reason(e)}"
+        if len(text) > _MAX_REASON:
+            text = text[:_MAX_REASON] + "..."
+        stdout, stderr = sys.__stdout__, sys.__stderr__
+        if stdout is not None and not sameFile(stdout, stderr):
+            with suppress(OSError, ValueError):
+                stdout.write(f"twistd smtpd: worker cannot start: {text}\n")
+                stdout.flush()
+        raise
 
 
 def stdoutToStderr() -> None:
