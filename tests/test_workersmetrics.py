@@ -1,7 +1,7 @@
 """
 Tests for the directory the workers of C{--workers} write their metrics
 into: removed by the last worker out once their parent is gone, never while
-the parent or another worker still holds it.
+the parent lives or another worker still holds it.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.testing import MemoryReactor
@@ -19,113 +18,135 @@ from twisted_smtpd._twistd.workerside import (
     METRICS_LOCK,
     ParentWatch,
     holdMetricsDirectory,
+    markMetricsDirectory,
     removeMetricsDirectory,
 )
+
+
+def directory(case: SynchronousTestCase, marked: bool = True) -> str:
+    """
+    A metrics directory holding one worker's file, marked by its parent
+    (L{markMetricsDirectory}) unless C{marked} is false.
+    """
+    path = tempfile.mkdtemp(prefix="smtpd-metrics-")
+    case.addCleanup(shutil.rmtree, path, True)
+    with open(os.path.join(path, "counter_1.db"), "wb") as f:
+        f.write(b"x")
+    if marked:
+        markMetricsDirectory(path)
+    return path
 
 
 class MetricsDirectoryTests(SynchronousTestCase):
     """
     L{holdMetricsDirectory} and L{removeMetricsDirectory}: a shared lock
-    per living process, the directory removed by the last to leave.
+    per living worker, the directory removed by the last to leave.
     """
-
-    def directory(self) -> str:
-        directory = tempfile.mkdtemp(prefix="smtpd-metrics-")
-        self.addCleanup(shutil.rmtree, directory, True)
-        with open(os.path.join(directory, "counter_1.db"), "wb") as f:
-            f.write(b"x")
-        return directory
 
     def test_lastWorkerRemoves(self) -> None:
         """
-        Once the parent's lock is gone (killed, its descriptors closed by
-        the kernel), the first worker to leave keeps the directory, which
-        the other still writes into; the last removes it.
+        The first worker to leave keeps the directory, which the other
+        still writes into; the last removes it.
         """
-        directory = self.directory()
-        parent = holdMetricsDirectory(directory, create=True)
-        first = holdMetricsDirectory(directory)
-        second = holdMetricsDirectory(directory)
-        assert parent is not None and first is not None and second is not None
-        os.close(parent)
-        self.assertFalse(removeMetricsDirectory(directory, first))
-        self.assertTrue(os.path.isdir(directory))
-        self.assertTrue(removeMetricsDirectory(directory, second))
-        self.assertFalse(os.path.exists(directory))
+        path = directory(self)
+        first = holdMetricsDirectory(path)
+        second = holdMetricsDirectory(path)
+        assert first is not None and second is not None
+        self.assertFalse(removeMetricsDirectory(path, first))
+        self.assertTrue(os.path.isdir(path))
+        self.assertTrue(removeMetricsDirectory(path, second))
+        self.assertFalse(os.path.exists(path))
 
-    def test_parentAlive(self) -> None:
+    def test_notMarkedByParent(self) -> None:
         """
-        While the parent holds its lock, no worker removes the directory,
-        however many leave (they are started again).
+        A directory without its parent's lock file (one the worker was not
+        given by its parent) is never locked, so never removed; the lock
+        file is never followed through a symbolic link, nor made through
+        one.
         """
-        directory = self.directory()
-        parent = holdMetricsDirectory(directory, create=True)
-        assert parent is not None
-        self.addCleanup(os.close, parent)
-        for _ in range(2):
-            worker = holdMetricsDirectory(directory)
-            assert worker is not None
-            self.assertFalse(removeMetricsDirectory(directory, worker))
-        self.assertEqual(sorted(os.listdir(directory)), ["counter_1.db", METRICS_LOCK])
+        path = directory(self, marked=False)
+        self.assertIsNone(holdMetricsDirectory(path))
+        self.assertEqual(os.listdir(path), ["counter_1.db"])
+        elsewhere = directory(self, marked=False)
+        target = os.path.join(elsewhere, "target")
+        os.symlink(target, os.path.join(path, METRICS_LOCK))
+        self.assertIsNone(holdMetricsDirectory(path))
+        markMetricsDirectory(path)
+        self.assertFalse(os.path.exists(target))
 
-    def test_notLockedByParent(self) -> None:
-        """
-        A directory without the parent's lock file (one the worker was
-        not given by its parent) is never locked, so never removed; the
-        lock file is never followed through a symbolic link.
-        """
-        directory = self.directory()
-        self.assertIsNone(holdMetricsDirectory(directory))
-        self.assertEqual(os.listdir(directory), ["counter_1.db"])
-        elsewhere = self.directory()
-        os.symlink(os.path.join(elsewhere, "counter_1.db"), os.path.join(directory, METRICS_LOCK))
-        self.assertIsNone(holdMetricsDirectory(directory))
-        self.assertIsNone(holdMetricsDirectory(directory, create=True))
 
-    def watch(self, directory: str) -> tuple[ParentWatch, Any, int, list[tuple[Any, ...]]]:
+class ParentWatchMetricsTests(SynchronousTestCase):
+    """
+    L{ParentWatch} with a metrics directory: held from the worker's start,
+    removed once its reactor has stopped if its parent is gone by then.
+    """
+
+    def watch(self, path: str) -> tuple[ParentWatch, MemoryReactor, Any, int]:
         readEnd, writeEnd = os.pipe()
         self.addCleanup(os.close, readEnd)
         memory = MemoryReactor()
         memory.running = True
         memory.hasStopped = False
-        registered: list[tuple[Any, ...]] = []
-
-        def atExit(function: Callable[..., object], *args: object) -> None:
-            registered.append((function, *args))
-
-        watch = ParentWatch(readEnd, reactor=memory, metricsDirectory=directory, atExit=atExit)
+        watch = ParentWatch(readEnd, reactor=memory, metricsDirectory=path)
         watch.startService()
         (reader,) = memory.getReaders()
-        return watch, reader, writeEnd, registered
+        return watch, memory, reader, writeEnd
 
-    def test_workerRemovesAtExitOnceParentGone(self) -> None:
+    def stopped(self, memory: MemoryReactor) -> None:
         """
-        A worker holds the metrics directory from its start; once its
-        parent is gone it removes it at exit (after its transactions have
-        ended), if it is the last.
+        Run what the reactor runs once it has stopped.
         """
-        directory = self.directory()
-        parent = holdMetricsDirectory(directory, create=True)
-        assert parent is not None
-        watch, reader, writeEnd, registered = self.watch(directory)
-        reader.doRead()
-        self.assertEqual(registered, [])
-        os.close(parent)
+        for function, args, kw in memory.triggers.get("after", {}).get("shutdown", []):
+            function(*args, **kw)
+
+    def test_parentGone(self) -> None:
+        """
+        A worker whose parent is gone removes the directory once its
+        reactor has stopped (its transactions have ended), not before.
+        """
+        path = directory(self)
+        watch, memory, reader, writeEnd = self.watch(path)
         os.close(writeEnd)
         reader.doRead()
-        (call,) = registered
-        self.assertTrue(os.path.isdir(directory))
-        call[0](*call[1:])
-        self.assertFalse(os.path.exists(directory))
+        self.assertTrue(watch.parentGone)
+        self.assertTrue(os.path.isdir(path))
+        self.stopped(memory)
+        self.assertFalse(os.path.exists(path))
 
-    def test_workerWithoutParentLock(self) -> None:
+    def test_parentGoneWhileStopping(self) -> None:
         """
-        A worker given a directory its parent did not lock does nothing
+        A worker already stopping (SIGTERM) goes on watching its parent:
+        a parent killed then is seen, and the directory removed once the
+        reactor has stopped, even if the pipe's end was not read by then.
+        """
+        path = directory(self)
+        watch, memory, reader, writeEnd = self.watch(path)
+        watch.stopService()
+        self.assertEqual(memory.getReaders(), [reader])
+        os.close(writeEnd)
+        self.assertFalse(watch.parentGone)
+        self.stopped(memory)
+        self.assertFalse(os.path.exists(path))
+
+    def test_parentAlive(self) -> None:
+        """
+        A worker that stops while its parent lives (stopped by it, or
+        started again) leaves the directory to the parent.
+        """
+        path = directory(self)
+        watch, memory, reader, writeEnd = self.watch(path)
+        self.addCleanup(os.close, writeEnd)
+        self.stopped(memory)
+        self.assertEqual(sorted(os.listdir(path)), ["counter_1.db", METRICS_LOCK])
+
+    def test_notMarked(self) -> None:
+        """
+        A worker given a directory its parent did not mark does nothing
         with it when the parent is gone.
         """
-        directory = self.directory()
-        watch, reader, writeEnd, registered = self.watch(directory)
+        path = directory(self, marked=False)
+        watch, memory, reader, writeEnd = self.watch(path)
         os.close(writeEnd)
         reader.doRead()
-        self.assertEqual(registered, [])
-        self.assertEqual(os.listdir(directory), ["counter_1.db"])
+        self.stopped(memory)
+        self.assertEqual(os.listdir(path), ["counter_1.db"])

@@ -24,7 +24,7 @@ from twisted_smtpd._serving.metrics import MULTIPROC_ENV, metricsSite, multiproc
 from twisted_smtpd._serving.summary import formatAddress
 from twisted_smtpd._twistd.logfile import GivesLogObserver
 from twisted_smtpd._twistd.tapconfig import exitWithError
-from twisted_smtpd._twistd.workerside import holdMetricsDirectory
+from twisted_smtpd._twistd.workerside import markMetricsDirectory
 
 _log = Logger(namespace="twisted_smtpd.startup")
 
@@ -88,16 +88,16 @@ class WorkerMetrics(GivesLogObserver, MultiService):
     parent serves their sum and the number of workers alive.
 
     The parent removes the directory once its workers have stopped; killed
-    outright, it leaves that to them (L{holdMetricsDirectory}).
+    outright, it leaves that to them (L{markMetricsDirectory}).
     """
 
     def __init__(self, pool: Any, description: str, directory: str) -> None:
         super().__init__()
         self.pool = pool
         self._directory = directory
-        # Held while this process lives: its workers leave the directory to
-        # it while it does, and remove it themselves once it is gone.
-        self._lock = holdMetricsDirectory(directory, create=True)
+        # Its workers remove the directory themselves once this process is
+        # gone, if this file says it is one made for them.
+        markMetricsDirectory(directory)
         pool.setServiceParent(self)
         pool.onWorkerEnded.append(self._workerEnded)
         registry = multiprocessRegistry(directory)
@@ -122,9 +122,6 @@ class WorkerMetrics(GivesLogObserver, MultiService):
 
         def cleanUp(result: object) -> object:
             shutil.rmtree(self._directory, ignore_errors=True)
-            if self._lock is not None:
-                os.close(self._lock)
-                self._lock = None
             return result
 
         return d.addBoth(cleanUp)

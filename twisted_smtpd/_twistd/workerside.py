@@ -12,18 +12,16 @@ once, lets its transactions finish within the close timeout, and exits.
 Unlike Linux's C{PR_SET_PDEATHSIG}, a pipe works on every POSIX system and
 cannot miss a parent that died before the worker started watching.
 
-With C{--metrics}, the parent and every worker hold a shared lock on a file
-in the directory the workers write their metrics into
-(L{holdMetricsDirectory}) while they live.  A parent killed outright cannot
-remove that directory; each of its workers, on its way out, releases its
-lock and removes the directory if no other process still holds one
-(L{removeMetricsDirectory}): the last worker out removes it, once nothing
-writes there any more.
+With C{--metrics}, every worker holds a shared lock on a file in the
+directory the workers write their metrics into (L{holdMetricsDirectory})
+while it lives.  A parent killed outright cannot remove that directory;
+each of its workers, once stopped, releases its lock and removes the
+directory if no other worker still holds one (L{removeMetricsDirectory}):
+the last worker out removes it, once nothing writes there any more.
 """
 
 from __future__ import annotations
 
-import atexit
 import fcntl
 import os
 import shutil
@@ -44,28 +42,39 @@ from twisted_smtpd._twistd.tapconfig import reason
 from twisted_smtpd._twistd.workercert import removeSharedCertificate
 from twisted_smtpd._twistd.workers import PARENT_PIPE
 
-#: The file in the workers' metrics directory that the parent and every
-#: worker hold a shared lock on while they live.
+#: The file in the workers' metrics directory that every worker holds a
+#: shared lock on while it lives; its parent makes it.
 METRICS_LOCK = "processes.lock"
 
 
-def holdMetricsDirectory(directory: str, *, create: bool = False) -> int | None:
+def markMetricsDirectory(directory: str) -> None:
     """
-    Take a shared lock on the lock file of the metrics directory
-    C{directory}, held until the descriptor returned is closed or this
-    process ends, however it ends.
+    In the parent, which made the metrics directory C{directory}: make its
+    lock file, which its workers lock (L{holdMetricsDirectory}).  The
+    parent holds no lock itself: its workers learn of its end from the
+    pipe from it, and a lock it held would be released only as its other
+    descriptors close, after that pipe's.
+    """
+    with suppress(OSError):
+        path = os.path.join(directory, METRICS_LOCK)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
 
-    @param create: Make the lock file (the parent, which made the
-        directory); a worker only locks the file its parent made, so that a
-        directory without one is never removed.
+
+def holdMetricsDirectory(directory: str) -> int | None:
+    """
+    In a worker: take a shared lock on the lock file its parent made in
+    the metrics directory C{directory}, held until the descriptor returned
+    is closed or this process ends, however it ends.  A directory without
+    that file (not made by a parent for its workers) is never locked, so
+    never removed.
+
     @return: The descriptor holding the lock, or C{None} if it could not
         be taken.
     """
-    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
-    if create:
-        flags |= os.O_CREAT | os.O_EXCL
     try:
-        fd = os.open(os.path.join(directory, METRICS_LOCK), flags, 0o600)
+        fd = os.open(
+            os.path.join(directory, METRICS_LOCK), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+        )
     except OSError:
         return None
     try:
@@ -80,8 +89,8 @@ def removeMetricsDirectory(directory: str, fd: int) -> bool:
     """
     Release this process's lock on the metrics directory C{directory}
     (L{holdMetricsDirectory}), then remove the directory if no other
-    process holds a lock on it any more: neither the parent nor another
-    worker, which may still be writing there while its transactions end.
+    worker holds a lock on it any more: one that still writes there while
+    its transactions end.  Called only once the parent is gone.
 
     Of workers leaving at the same moment at least one finds the others'
     locks gone, since a process that fails to take the lock holds none.
@@ -226,7 +235,6 @@ class ParentWatch(Service):
         sharedCertificate: str | None = None,
         announceReady: Callable[[], object] | None = None,
         metricsDirectory: str | None = None,
-        atExit: Callable[..., object] = atexit.register,
     ) -> None:
         """
         @param fd: The worker's end of the pipe from its parent.
@@ -248,12 +256,9 @@ class ParentWatch(Service):
             gone, the last worker to exit removes it
             (L{removeMetricsDirectory}), since a parent killed by SIGKILL
             cannot.
-        @param atExit: Registers a function to call when this process exits
-            (L{atexit.register}).
         """
         self._metricsDirectory = metricsDirectory
         self._metricsLock: int | None = None
-        self._atExit = atExit
         self._announceReady = announceReady
         self._sharedCertificate = sharedCertificate
         self._fd = fd
@@ -276,6 +281,11 @@ class ParentWatch(Service):
         os.set_blocking(self._fd, False)
         self._reader = _PipeReader(self._fd, self._gone, self._reactor)
         self._reader.startReading()
+        if self._sharedCertificate is not None or self._metricsLock is not None:
+            # Once the reactor has stopped, not at exit: a worker stopped by
+            # a signal ends by that signal again (as twistd does), running
+            # no exit handlers.
+            self._reactor.addSystemEventTrigger("after", "shutdown", self._stopped)
         # Once the reactor runs, its signal handlers are in place: from then
         # on SIGTERM stops this worker gracefully.  Say so, so that whoever
         # watches the log knows when the worker is ready.
@@ -288,12 +298,32 @@ class ParentWatch(Service):
 
     def stopService(self) -> None:
         """
-        Stop watching.
+        Go on watching while the worker stops: a parent killed while its
+        workers finish their transactions (after it passed SIGTERM on)
+        cannot remove what it made for them either.
         """
         super().stopService()
-        if self._reader is not None:
-            self._reader.stopReading()
-            self._reader = None
+
+    def _stopped(self) -> None:
+        """
+        Once the worker's reactor has stopped, and it writes its metrics
+        no more: if the
+        parent is gone (seen by now, or in the last moments of the stop),
+        remove the shared certificate, and the metrics directory if this
+        worker is the last to leave it.
+        """
+        if not self.parentGone:
+            try:
+                if os.read(self._fd, 1):
+                    return
+            except OSError:
+                # Nothing to read: the parent is alive and will clean up.
+                return
+        if self._sharedCertificate is not None:
+            removeSharedCertificate(self._sharedCertificate)
+        lock, self._metricsLock = self._metricsLock, None
+        if self._metricsDirectory is not None and lock is not None:
+            removeMetricsDirectory(self._metricsDirectory, lock)
 
     def _gone(self) -> None:
         if self.parentGone:
@@ -304,10 +334,8 @@ class ParentWatch(Service):
         self._log.warn("Parent process gone; this worker stops (pid {pid})", pid=os.getpid())
         if self._sharedCertificate is not None:
             removeSharedCertificate(self._sharedCertificate)
-        if self._metricsDirectory is not None and self._metricsLock is not None:
-            # At exit, once this worker's transactions have ended and it
-            # writes its metrics no more.
-            self._atExit(removeMetricsDirectory, self._metricsDirectory, self._metricsLock)
+        # The metrics directory goes once this worker's transactions have
+        # ended and its reactor stopped (L{_stopped}).
         if self._reactor.running:
             # Already stopping (SIGTERM came first): the stop goes on.
             with suppress(ReactorNotRunning):
