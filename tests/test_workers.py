@@ -285,14 +285,19 @@ class ParentWatchTests(SynchronousTestCase):
         self.assertEqual(os.listdir(directory), ["other"])
         removeSharedCertificate(os.path.join(directory, "missing"))
 
-    def test_stopServiceStopsWatching(self) -> None:
+    def test_watchesWhileStopping(self) -> None:
         """
-        Stopping the service removes the reader.
+        Stopping the service (SIGTERM: the worker finishes its
+        transactions) leaves the reader in place: a parent killed meanwhile
+        is still seen gone, and what it made for its workers removed.
         """
         watch, memory, writeEnd = self.watch()
-        self.addCleanup(os.close, writeEnd)
+        (reader,) = memory.getReaders()
         watch.stopService()
-        self.assertEqual(memory.getReaders(), [])
+        self.assertEqual(memory.getReaders(), [reader])
+        os.close(writeEnd)
+        reader.doRead()  # type: ignore[attr-defined]
+        self.assertTrue(watch.parentGone)
 
     def test_parentPipeVariable(self) -> None:
         """

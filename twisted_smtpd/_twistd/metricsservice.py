@@ -24,6 +24,7 @@ from twisted_smtpd._serving.metrics import MULTIPROC_ENV, metricsSite, multiproc
 from twisted_smtpd._serving.summary import formatAddress
 from twisted_smtpd._twistd.logfile import GivesLogObserver
 from twisted_smtpd._twistd.tapconfig import exitWithError
+from twisted_smtpd._twistd.workerside import markMetricsDirectory
 
 _log = Logger(namespace="twisted_smtpd.startup")
 
@@ -85,12 +86,18 @@ class WorkerMetrics(GivesLogObserver, MultiService):
     The parent of C{--workers} with C{--metrics}: the workers write their
     metrics into a private directory (C{PROMETHEUS_MULTIPROC_DIR}), the
     parent serves their sum and the number of workers alive.
+
+    The parent removes the directory once its workers have stopped; killed
+    outright, it leaves that to them (L{markMetricsDirectory}).
     """
 
     def __init__(self, pool: Any, description: str, directory: str) -> None:
         super().__init__()
         self.pool = pool
         self._directory = directory
+        # Its workers remove the directory themselves once this process is
+        # gone, if this file says it is one made for them.
+        markMetricsDirectory(directory)
         pool.setServiceParent(self)
         pool.onWorkerEnded.append(self._workerEnded)
         registry = multiprocessRegistry(directory)

@@ -70,7 +70,7 @@ from twisted_smtpd._twistd.tapflags import (
     LOG_FORMATS,
 )
 from twisted_smtpd._twistd.tapservice import makeService
-from twisted_smtpd._twistd.workers import bindListener, inheritedListeners
+from twisted_smtpd._twistd.workers import bindListener, checkWorkers, inheritedListeners
 from twisted_smtpd.interfaces import ISMTPHandler
 
 
@@ -328,6 +328,7 @@ class Options(AuthOptionMixin, usage.Options):
             from twisted.internet import reactor
 
             try:
+                checkWorkers(int(self["workers"]), self["listen"])
                 self["workerListeners"] = [
                     bindListener(reactor, d, int(self["workers"])) for d in self["listen"]
                 ]

@@ -106,12 +106,18 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
         server.addInherited(description, fileno, family)
     pipe = parentPipe() if inherited else None
     if pipe is not None:
+        metricsDirectory = None
+        if config["metrics"] is not None:
+            from twisted_smtpd._serving.metrics import MULTIPROC_ENV
+
+            metricsDirectory = os.environ.get(MULTIPROC_ENV)
         # A worker of --workers stops when its parent is gone.
         ParentWatch(
             pipe,
             logToStderr=writer,
             sharedCertificate=os.environ.get(SHARED_CERTIFICATE),
             announceReady=closeStandardInput,
+            metricsDirectory=metricsDirectory,
         ).setServiceParent(server)
     if not inherited:
         for description in config["listen"]:

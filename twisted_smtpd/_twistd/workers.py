@@ -48,8 +48,10 @@ from twisted.python.failure import Failure
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._serving.listeners import splitDescription
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
+from twisted_smtpd._twistd import tapconfig
 from twisted_smtpd._twistd.heldsignals import HELD
 from twisted_smtpd._twistd.logfile import GivesLogObserver, ReopenOnSignal
+from twisted_smtpd._twistd.openfiles import RESERVE, raiseLimit
 from twisted_smtpd._twistd.stopsignals import StopOnce
 from twisted_smtpd._twistd.workercert import SHARED_CERTIFICATE
 
@@ -61,7 +63,15 @@ INHERITED = "TWISTED_SMTPD_INHERITED"
 #: parent (a file descriptor number).
 PARENT_PIPE = "TWISTED_SMTPD_PARENT_PIPE"
 
-_RUN_TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+#: The most processes C{--workers} starts: well past the cores of any host
+#: the server runs on, and each worker is a whole Python process.
+MAX_WORKERS = 256
+
+#: The descriptors the parent holds for each worker besides its sockets:
+#: the pipes of its standard input and output and the one it watches.
+_PIPES_PER_WORKER = 3
+
+_RUN_TWISTD = "from twisted_smtpd._twistd.workerside import runWorker; runWorker()"
 
 
 class ListenerSpec:
@@ -80,6 +90,38 @@ class ListenerSpec:
         return self.sockets[index % len(self.sockets)]
 
 
+def _kind(description: str) -> str:
+    base, _ = splitDescription(description)
+    return base.partition(":")[0].strip().lower()
+
+
+def checkWorkers(
+    count: int, descriptions: Sequence[str], limit: Callable[[], int] | None = None
+) -> None:
+    """
+    Check that the parent of C{count} workers serving C{descriptions} can
+    hold their sockets and pipes within its open-files limit, before it
+    binds anything.
+
+    @param limit: Raises the open-files limit as far as it goes and
+        returns it: L{raiseLimit} by default.
+    @raise ValueError: With one line naming the limit exceeded.
+    """
+    if count > MAX_WORKERS:
+        raise ValueError(f"at most {MAX_WORKERS} workers, got {count}")
+    shared = sum(1 for d in descriptions if _kind(d) == "unix")
+    perWorker = _PIPES_PER_WORKER + len(descriptions) - shared
+    needed = count * perWorker + shared + RESERVE
+    available = (limit or raiseLimit)()
+    if needed > available:
+        raise ValueError(
+            f"{count} workers need about {needed} open files in the parent"
+            f" ({perWorker} per worker), more than its limit of {available};"
+            f" start fewer workers or raise the hard limit"
+            f" (LimitNOFILE= in a systemd unit, ulimit -Hn)"
+        )
+
+
 def bindListener(reactor: Any, description: str, count: int) -> ListenerSpec:
     """
     Bind the sockets for one C{--listen} description.
@@ -91,7 +133,7 @@ def bindListener(reactor: Any, description: str, count: int) -> ListenerSpec:
         own) its certificate files cannot be read.
     """
     base, _ = splitDescription(description)
-    kind = base.partition(":")[0].strip().lower()
+    kind = _kind(description)
     if kind not in ("tcp", "tcp6", "unix", "ssl"):
         raise ValueError(
             f"--workers cannot serve {description!r}: only tcp:, ssl: and unix: listeners"
@@ -379,9 +421,23 @@ class WorkerPool(GivesLogObserver):
         argv = [sys.executable, "-c", _RUN_TWISTD, *self._arguments, *self.extraArguments]
         protocol = _Worker(self, index)
         protocol.started = self.reactor.seconds()
-        process = self.reactor.spawnProcess(
-            protocol, sys.executable, argv, env=env, childFDs=childFDs
-        )
+        try:
+            process = self.reactor.spawnProcess(
+                protocol, sys.executable, argv, env=env, childFDs=childFDs
+            )
+        except OSError as e:
+            # No process (fork refused: a process or memory limit; no
+            # descriptor left for its pipes): tried again like a worker
+            # that ended at once, never left unstarted for good.
+            delay = self._pause(index, protocol.started)
+            self._log.warn(
+                "worker {index} could not be started ({error}); trying again in {delay}s",
+                index=index,
+                error=tapconfig.reason(e),
+                delay=delay,
+            )
+            self._pending[index] = self.reactor.callLater(delay, self._spawn, index)
+            return
         self.workers[index] = (process, protocol)
         protocol.pid = process.pid
         self._log.info("worker {index} started, pid {pid}", index=index, pid=process.pid)
@@ -427,13 +483,7 @@ class WorkerPool(GivesLogObserver):
         if worker.pid is not None:
             for callback in self.onWorkerEnded:
                 callback(worker.pid)
-        if self.reactor.seconds() - worker.started >= _STABLE:
-            # It had been running well: an end now (the OOM killer, once a
-            # week) is not one more of the ends before it.
-            self._failures.pop(index, None)
-        failures = self._failures.get(index, 0) + 1
-        self._failures[index] = failures
-        delay = min(30.0, 0.5 * 2 ** min(failures - 1, 6))
+        delay = self._pause(index, worker.started)
         status = reason.value
         code = getattr(status, "exitCode", None)
         signal = getattr(status, "signal", None)
@@ -446,6 +496,19 @@ class WorkerPool(GivesLogObserver):
         )
         self.restarts += 1
         self._pending[index] = self.reactor.callLater(delay, self._spawn, index)
+
+    def _pause(self, index: int, started: float) -> float:
+        """
+        Count one more failure of worker C{index}, started at C{started},
+        and return the pause before it is started again.
+        """
+        if self.reactor.seconds() - started >= _STABLE:
+            # It had been running well: an end now (the OOM killer, once a
+            # week) is not one more of the ends before it.
+            self._failures.pop(index, None)
+        failures = self._failures.get(index, 0) + 1
+        self._failures[index] = failures
+        return min(30.0, 0.5 * 2.0 ** min(failures - 1, 6))
 
     def stopService(self) -> Deferred[Any]:
         """

@@ -11,11 +11,21 @@ worker reads end-of-file (L{ParentWatch}) and stops: it stops accepting at
 once, lets its transactions finish within the close timeout, and exits.
 Unlike Linux's C{PR_SET_PDEATHSIG}, a pipe works on every POSIX system and
 cannot miss a parent that died before the worker started watching.
+
+With C{--metrics}, every worker holds a shared lock on a file in the
+directory the workers write their metrics into (L{holdMetricsDirectory})
+while it lives.  A parent killed outright cannot remove that directory;
+each of its workers, once stopped, releases its lock and removes the
+directory if no other worker still holds one (L{removeMetricsDirectory}):
+the last worker out removes it, once nothing writes there any more.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
+import sys
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
@@ -27,8 +37,117 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
+from twisted_smtpd._twistd.tapconfig import _sameFile as sameFile
+from twisted_smtpd._twistd.tapconfig import reason
 from twisted_smtpd._twistd.workercert import removeSharedCertificate
 from twisted_smtpd._twistd.workers import PARENT_PIPE
+
+#: The file in the workers' metrics directory that every worker holds a
+#: shared lock on while it lives; its parent makes it.
+METRICS_LOCK = "processes.lock"
+
+
+def markMetricsDirectory(directory: str) -> None:
+    """
+    In the parent, which made the metrics directory C{directory}: make its
+    lock file, which its workers lock (L{holdMetricsDirectory}).  The
+    parent holds no lock itself: its workers learn of its end from the
+    pipe from it, and a lock it held would be released only as its other
+    descriptors close, after that pipe's.
+    """
+    with suppress(OSError):
+        path = os.path.join(directory, METRICS_LOCK)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+
+
+def holdMetricsDirectory(directory: str) -> int | None:
+    """
+    In a worker: take a shared lock on the lock file its parent made in
+    the metrics directory C{directory}, held until the descriptor returned
+    is closed or this process ends, however it ends.  A directory without
+    that file (not made by a parent for its workers) is never locked, so
+    never removed.
+
+    @return: The descriptor holding the lock, or C{None} if it could not
+        be taken.
+    """
+    try:
+        fd = os.open(
+            os.path.join(directory, METRICS_LOCK), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+        )
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def removeMetricsDirectory(directory: str, fd: int) -> bool:
+    """
+    Release this process's lock on the metrics directory C{directory}
+    (L{holdMetricsDirectory}), then remove the directory if no other
+    worker holds a lock on it any more: one that still writes there while
+    its transactions end.  Called only once the parent is gone.
+
+    Of workers leaving at the same moment at least one finds the others'
+    locks gone, since a process that fails to take the lock holds none.
+
+    @return: Whether the directory was removed.
+    """
+    os.close(fd)
+    try:
+        probe = os.open(os.path.join(directory, METRICS_LOCK), os.O_RDWR | os.O_NOFOLLOW)
+    except OSError:
+        # Removed already, by the last of the others.
+        return False
+    try:
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    else:
+        shutil.rmtree(directory, ignore_errors=True)
+        return True
+    finally:
+        os.close(probe)
+
+
+#: The longest reason L{runWorker} passes on.
+_MAX_REASON = 1000
+
+
+def runWorker(run: Callable[[], object] | None = None) -> None:
+    """
+    Run C{twistd} in a worker (the command its parent starts).
+
+    An exception that ends it before it serves (its C{--handler} cannot be
+    made, say) is written to standard error with its traceback, as
+    C{twistd} does; the parent's log, where standard error does not go,
+    gets one line saying why besides: it is written to standard output,
+    the pipe to the parent, which logs it naming the worker, just before
+    its line saying the worker ended.
+
+    @param run: C{twistd}'s entry point (L{twisted.scripts.twistd.run}).
+    """
+    if run is None:
+        from twisted.scripts import twistd
+
+        run = twistd.run
+    sys.argv[0] = "twistd"
+    try:
+        run()
+    except Exception as e:
+        text = f"{type(e).__name__}: {reason(e)}"
+        if len(text) > _MAX_REASON:
+            text = text[:_MAX_REASON] + "..."
+        stdout, stderr = sys.__stdout__, sys.__stderr__
+        if stdout is not None and not sameFile(stdout, stderr):
+            with suppress(OSError, ValueError):
+                stdout.write(f"twistd smtpd: worker cannot start: {text}\n")
+                stdout.flush()
+        raise
 
 
 def stdoutToStderr() -> None:
@@ -115,6 +234,7 @@ class ParentWatch(Service):
         logToStderr: BufferedLogWriter | None = None,
         sharedCertificate: str | None = None,
         announceReady: Callable[[], object] | None = None,
+        metricsDirectory: str | None = None,
     ) -> None:
         """
         @param fd: The worker's end of the pipe from its parent.
@@ -130,7 +250,15 @@ class ParentWatch(Service):
             parent killed by SIGKILL cannot remove it.
         @param announceReady: Called once the reactor runs, to tell the
             parent the worker is ready (L{closeStandardInput}).
+        @param metricsDirectory: The directory the parent made for its
+            workers' metrics (C{PROMETHEUS_MULTIPROC_DIR}), locked while
+            this worker lives (L{holdMetricsDirectory}): once the parent is
+            gone, the last worker to exit removes it
+            (L{removeMetricsDirectory}), since a parent killed by SIGKILL
+            cannot.
         """
+        self._metricsDirectory = metricsDirectory
+        self._metricsLock: int | None = None
         self._announceReady = announceReady
         self._sharedCertificate = sharedCertificate
         self._fd = fd
@@ -148,9 +276,16 @@ class ParentWatch(Service):
             from twisted.internet import reactor
 
             self._reactor = reactor
+        if self._metricsDirectory is not None:
+            self._metricsLock = holdMetricsDirectory(self._metricsDirectory)
         os.set_blocking(self._fd, False)
         self._reader = _PipeReader(self._fd, self._gone, self._reactor)
         self._reader.startReading()
+        if self._sharedCertificate is not None or self._metricsLock is not None:
+            # Once the reactor has stopped, not at exit: a worker stopped by
+            # a signal ends by that signal again (as twistd does), running
+            # no exit handlers.
+            self._reactor.addSystemEventTrigger("after", "shutdown", self._stopped)
         # Once the reactor runs, its signal handlers are in place: from then
         # on SIGTERM stops this worker gracefully.  Say so, so that whoever
         # watches the log knows when the worker is ready.
@@ -163,12 +298,32 @@ class ParentWatch(Service):
 
     def stopService(self) -> None:
         """
-        Stop watching.
+        Go on watching while the worker stops: a parent killed while its
+        workers finish their transactions (after it passed SIGTERM on)
+        cannot remove what it made for them either.
         """
         super().stopService()
-        if self._reader is not None:
-            self._reader.stopReading()
-            self._reader = None
+
+    def _stopped(self) -> None:
+        """
+        Once the worker's reactor has stopped, and it writes its metrics
+        no more: if the
+        parent is gone (seen by now, or in the last moments of the stop),
+        remove the shared certificate, and the metrics directory if this
+        worker is the last to leave it.
+        """
+        if not self.parentGone:
+            try:
+                if os.read(self._fd, 1):
+                    return
+            except OSError:
+                # Nothing to read: the parent is alive and will clean up.
+                return
+        if self._sharedCertificate is not None:
+            removeSharedCertificate(self._sharedCertificate)
+        lock, self._metricsLock = self._metricsLock, None
+        if self._metricsDirectory is not None and lock is not None:
+            removeMetricsDirectory(self._metricsDirectory, lock)
 
     def _gone(self) -> None:
         if self.parentGone:
@@ -179,6 +334,8 @@ class ParentWatch(Service):
         self._log.warn("Parent process gone; this worker stops (pid {pid})", pid=os.getpid())
         if self._sharedCertificate is not None:
             removeSharedCertificate(self._sharedCertificate)
+        # The metrics directory goes once this worker's transactions have
+        # ended and its reactor stopped (L{_stopped}).
         if self._reactor.running:
             # Already stopping (SIGTERM came first): the stop goes on.
             with suppress(ReactorNotRunning):

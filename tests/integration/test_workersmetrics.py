@@ -1,0 +1,129 @@
+"""
+C{twistd smtpd --workers N --metrics ...} over real processes: the
+directories the parent makes for its workers (their metrics, the shared
+self-signed certificate and its key) do not outlive them.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import signal
+import smtplib
+import socket
+import time
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.integration.helpers import CLIENT_TIMEOUT, STOP_TIMEOUT, freePort, startWorkers
+from tests.integration.test_workers import running
+
+
+class MetricsDirectoryTests(SynchronousTestCase):
+    #: How long the workers may outlive their parent, in seconds.
+    exitBound = 20.0
+
+    def test_removedWhenParentKilled(self) -> None:
+        """
+        When the parent of two workers serving C{--metrics} is killed with
+        SIGKILL (it cannot remove the metrics directory it made), the
+        directory is removed once the last worker has exited, and not while
+        a worker still finishing its transactions writes there.
+        """
+        directory = os.path.abspath(self.mktemp())
+        temporary = os.path.join(directory, "tmp")
+        os.makedirs(temporary)
+        server, port = startWorkers(
+            self,
+            [
+                "--sink",
+                "--close-timeout",
+                "3",
+                "--metrics",
+                f"tcp:{freePort()}:interface=127.0.0.1",
+            ],
+            directory,
+            env={"TMPDIR": temporary},
+        )
+        pids = [int(pid) for pid in re.findall(r"worker \d+ started, pid (\d+)", server.output)]
+        self.assertEqual(len(pids), 2)
+
+        def killWorkers() -> None:
+            for pid in pids:
+                if running(pid):
+                    os.kill(pid, signal.SIGKILL)
+
+        self.addCleanup(killWorkers)
+        (metrics,) = glob.glob(os.path.join(temporary, "smtpd-metrics-*"))
+        # A session in the middle of a transaction keeps its worker up to
+        # the close timeout after the other has exited.
+        client = socket.create_connection(("127.0.0.1", port), CLIENT_TIMEOUT)
+        self.addCleanup(client.close)
+        client.recv(1000)
+        client.sendall(b"EHLO client.example.com\r\nMAIL FROM:<a@example.com>\r\n")
+        os.kill(server.pid, signal.SIGKILL)
+        server.waitForLog("Parent process gone", count=2, timeout=self.exitBound)
+        deadline = time.monotonic() + self.exitBound
+        while all(running(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if any(running(pid) for pid in pids):
+            # One worker is gone, the other still ends its transaction.
+            self.assertTrue(os.path.isdir(metrics))
+        while any(running(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual([pid for pid in pids if running(pid)], [], server.output[-3000:])
+        self.assertEqual(glob.glob(os.path.join(temporary, "smtpd-*")), [])
+
+    def test_removedWhenParentKilledWhileStopping(self) -> None:
+        """
+        When the parent, stopping (SIGTERM), is killed with SIGKILL while a
+        worker still finishes a transaction (systemd's stop timeout, an
+        impatient operator), the worker still learns that its parent is
+        gone: once it has exited, neither the metrics directory nor the
+        shared certificate's private key is left behind.
+        """
+        directory = os.path.abspath(self.mktemp())
+        temporary = os.path.join(directory, "tmp")
+        os.makedirs(temporary)
+        server, port = startWorkers(
+            self,
+            [
+                "--sink",
+                "--close-timeout",
+                "20",
+                "--metrics",
+                f"tcp:{freePort()}:interface=127.0.0.1",
+            ],
+            directory,
+            env={"TMPDIR": temporary},
+        )
+        pids = [int(pid) for pid in re.findall(r"worker \d+ started, pid (\d+)", server.output)]
+        self.assertEqual(len(pids), 2)
+
+        def killWorkers() -> None:
+            for pid in pids:
+                if running(pid):
+                    os.kill(pid, signal.SIGKILL)
+
+        self.addCleanup(killWorkers)
+        self.assertEqual(len(glob.glob(os.path.join(temporary, "smtpd-*"))), 2)
+        busy = smtplib.SMTP("127.0.0.1", port, timeout=CLIENT_TIMEOUT)
+        self.addCleanup(busy.close)
+        busy.ehlo()
+        busy.mail("a@example.com")
+        busy.rcpt("b@example.com")
+        self.assertEqual(busy.docmd("DATA")[0], 354)
+        server.signal(signal.SIGTERM)
+        server.waitForLog("stopped listening", count=2, timeout=STOP_TIMEOUT)
+        os.kill(server.pid, signal.SIGKILL)
+        deadline = time.monotonic() + self.exitBound
+        while sum(map(running, pids)) > 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        busy.send(b"Subject: late\r\n\r\nbody\r\n.\r\n")
+        self.assertEqual(busy.getreply()[0], 250)
+        busy.quit()
+        while any(running(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual([pid for pid in pids if running(pid)], [], server.output[-3000:])
+        self.assertEqual(glob.glob(os.path.join(temporary, "smtpd-*")), [])
