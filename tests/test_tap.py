@@ -10,6 +10,7 @@ import io
 import json
 import os
 import signal
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -1049,6 +1050,27 @@ class DeliveryFlagTests(SynchronousTestCase):
             (("--handler", f"{module}:make", "--handler-option", "novalue"), "KEY=VALUE"),
         ]:
             self.assertIn(named, self.assertUsageError(*args))
+
+    def test_handlerRaises(self) -> None:
+        """
+        A handler module or callable that raises something else than the
+        usual configuration errors (its own C{RuntimeError}, a
+        C{SyntaxError}) is a one-line usage error too, naming what raised
+        it, its type and its message (made printable), not a traceback.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        with open(os.path.join(directory, "failinghandler.py"), "w") as f:
+            f.write("def make():\n    raise RuntimeError('the spool database is gone\\x1b[2J')\n")
+        with open(os.path.join(directory, "brokenhandler.py"), "w") as f:
+            f.write("def make(:\n")
+        sys.path.insert(0, directory)
+        self.addCleanup(sys.path.remove, directory)
+        error = self.assertUsageError("--handler", "failinghandler:make")
+        self.assertIn("make() raised RuntimeError: the spool database is gone", error)
+        self.assertNotIn("\x1b", error)
+        error = self.assertUsageError("--handler", "brokenhandler:make")
+        self.assertIn("importing brokenhandler raised SyntaxError", error)
 
 
 class ConfigFileTests(SynchronousTestCase):

@@ -25,6 +25,7 @@ from twisted.python import usage
 from twisted_smtpd._core.address import literalAddress
 from twisted_smtpd._core.files import openRegular
 from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._core.printable import printable
 from twisted_smtpd._serving.cred import decidableMechanisms, ownsOnAuth, portalFromCheckers
 from twisted_smtpd._serving.hooks import checkHandler
 from twisted_smtpd.interfaces import ISMTPHandler
@@ -36,9 +37,10 @@ _INHERITED = "TWISTED_SMTPD_INHERITED"
 
 def _oneLine(text: str) -> str:
     """
-    Collapse C{text} onto a single line.
+    Collapse C{text} onto a single line, its control characters escaped
+    (L{printable}).
     """
-    return " ".join(text.split())
+    return printable(" ".join(text.split()))
 
 
 def reason(error: BaseException) -> str:
@@ -549,6 +551,26 @@ def _amqp(config: Mapping[str, Any], url: str, options: ServerOptions) -> ISMTPH
     return handler
 
 
+#: What a C{--handler} module or callable may raise that L{_custom}'s caller
+#: reports as it is (its message names the problem).
+_REPORTED = (OSError, ValueError, TypeError, ImportError, AttributeError)
+
+
+def _calling(what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """
+    C{call(*args, **kwargs)}, any other exception than L{_REPORTED} (a
+    handler's own C{RuntimeError}, a C{SyntaxError} in its module) turned
+    into a C{ValueError} naming C{what} raised it, so that it is one line
+    like every other configuration error, not a traceback.
+    """
+    try:
+        return call(*args, **kwargs)
+    except _REPORTED:
+        raise
+    except Exception as e:
+        raise ValueError(f"{what} raised {type(e).__name__}: {e}") from None
+
+
 def _custom(config: Mapping[str, Any], spec: str, options: ServerOptions) -> ISMTPHandler:
     """
     Call C{module:callable} with the C{--handler-option}s as keyword
@@ -557,12 +579,12 @@ def _custom(config: Mapping[str, Any], spec: str, options: ServerOptions) -> ISM
     module, colon, name = spec.partition(":")
     if not colon or not module or not name:
         raise ValueError("expected MODULE:CALLABLE")
-    target: Any = import_module(module)
+    target: Any = _calling(f"importing {module}", import_module, module)
     for part in name.split("."):
         target = getattr(target, part)
     if not callable(target):
         raise TypeError(f"{name} is not callable")
-    handler = target(**config["handler-option"])
+    handler = _calling(f"{name}()", target, **config["handler-option"])
     try:
         return checkHandler(handler)
     except TypeError as e:
