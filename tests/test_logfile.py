@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 import shutil
 import signal
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
@@ -352,3 +354,60 @@ class ReopenOnSignalTests(SynchronousTestCase):
         reopener.install()
         reopener.uninstall()
         self.assertEqual(signal.getsignal(signal.SIGUSR1), previous)
+
+
+class _FillingFile:
+    """
+    A raw file on a disk with C{room} bytes left: a write takes what fits
+    (as C{write(2)} does), then fails with C{ENOSPC}.
+    """
+
+    def __init__(self, real: Any, room: int) -> None:
+        self.real = real
+        self.room = room
+
+    def write(self, data: bytes) -> int:
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        count = self.real.write(bytes(data[: self.room]))
+        self.room -= count
+        return int(count)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+class PartialWriteTests(SynchronousTestCase):
+    """
+    A write the disk takes only part of (it fills up) is an error, and the
+    line cut short is not glued to the next one.
+    """
+
+    def test_cutLineNotGlued(self) -> None:
+        """
+        Lines written into a disk that fills up part way through a batch
+        are lost, counted, all of them; once it has room again the lines
+        that follow (the count of the lost ones first) each start a line of
+        their own: every line of a JSON log is JSON or the piece of a line
+        cut short, never two glued together.
+        """
+        path = os.path.abspath(self.mktemp())
+        log = AppendingLogFile.fromFullPath(path)
+        self.addCleanup(log.close)
+        self.patch(sys, "__stderr__", io.StringIO())
+        filling = _FillingFile(log._file, 300)
+        log._file = filling  # type: ignore[assignment]
+        writer = BufferedLogWriter(log, json=True, reactor=Clock())
+        for n in range(5):
+            writer.line(f"line {n} " + "y" * 100, {"n": n})
+        self.assertEqual(writer._lost, 4)
+        filling.room = 1 << 20
+        writer.line("after", {"n": 5})
+        with open(path, "rb") as f:
+            lines = f.read().split(b"\n")
+        self.assertEqual(lines[-1], b"")
+        self.assertEqual(json.loads(lines[0])["n"], 0)
+        self.assertFalse(lines[1].endswith(b"}"), lines[1])
+        self.assertEqual(json.loads(lines[2])["lost"], 4)
+        self.assertEqual(json.loads(lines[3])["n"], 5)
+        self.assertEqual(len(lines), 5)

@@ -11,7 +11,17 @@ import resource
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_smtpd._twistd.openfiles import CEILING, LOW, RESERVE, clientsWarning, raiseLimit
+from twisted_smtpd._twistd.openfiles import (
+    CEILING,
+    LOW,
+    RESERVE,
+    STARTED_WITH,
+    checkOpenFiles,
+    clientsWarning,
+    raiseLimit,
+    startingLimit,
+)
+from twisted_smtpd._twistd.workers import INHERITED
 
 
 class Limits:
@@ -98,6 +108,44 @@ class RaiseLimitTests(SynchronousTestCase):
         self.assertEqual(resource.getrlimit(resource.RLIMIT_NOFILE)[0], now)
         wanted = CEILING if hard == resource.RLIM_INFINITY else min(hard, CEILING)
         self.assertEqual(now, CEILING if soft == resource.RLIM_INFINITY else max(soft, wanted))
+
+
+class StartingLimitTests(SynchronousTestCase):
+    """
+    The limit the server was started with, handed to its workers in
+    L{STARTED_WITH}.
+    """
+
+    def test_notedWhenRaised(self) -> None:
+        """
+        L{checkOpenFiles} notes the limit it raised, replacing a value the
+        process was started with; it removes one when it raised none.
+        """
+        environ = {STARTED_WITH: "12"}
+        checkOpenFiles(100, Limits(1024, 20000).get, Limits(1024, 20000).set, environ)
+        self.assertEqual(environ, {STARTED_WITH: "1024"})
+        limits = Limits(20000, 20000)
+        checkOpenFiles(100, limits.get, limits.set, environ)
+        self.assertEqual(environ, {})
+
+    def test_ownEnvironmentIgnored(self) -> None:
+        """
+        Outside a worker, L{STARTED_WITH} is not the server's: the limit in
+        force is.
+        """
+        for value in ["12", "0", "\u00b2", "x"]:
+            self.assertEqual(startingLimit({STARTED_WITH: value}, Limits(1024, 20000).get), 1024)
+
+    def test_worker(self) -> None:
+        """
+        A worker takes its parent's L{STARTED_WITH}; one that is not a
+        number in ASCII digits is ignored.
+        """
+        get = Limits(20000, 20000).get
+        self.assertEqual(startingLimit({INHERITED: "", STARTED_WITH: "1024"}, get), 1024)
+        for value in ["\u00b2", "-1", "", "1e3"]:
+            self.assertEqual(startingLimit({INHERITED: "", STARTED_WITH: value}, get), 20000)
+        self.assertEqual(startingLimit({INHERITED: ""}, get), 20000)
 
 
 class WarningTests(SynchronousTestCase):

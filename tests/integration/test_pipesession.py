@@ -18,6 +18,7 @@ import time
 from twisted.trial.unittest import SkipTest
 
 from tests.integration.helpers import RECIPIENT, SENDER, ServerTestCase, message, twistdCommand
+from twisted_smtpd._twistd.openfiles import STARTED_WITH
 
 #: Writes its pid, then delivers (copies its input) only a minute later.
 SCRIPT = """\
@@ -172,11 +173,11 @@ class PipeOpenFilesTests(ServerTestCase):
             raise SkipTest(f"the hard limit on open files ({hard}) leaves nothing to raise")
         self.work = self.makeDirectory()
 
-    def limitsSeen(self, *options: str) -> tuple[str, str]:
+    def limitsSeen(self, *options: str, environment: str = "") -> tuple[str, str]:
         """
         Send a message through a server started with a soft limit of
-        L{SOFT}, piping to a command that writes its soft and hard limits;
-        return them.
+        L{SOFT} (and C{environment}, shell assignments to export), piping
+        to a command that writes its soft and hard limits; return them.
         """
         out = os.path.join(self.work, "limits")
         script = f"ulimit -S -n > {out}.tmp; ulimit -H -n >> {out}.tmp; mv {out}.tmp {out}"
@@ -185,7 +186,8 @@ class PipeOpenFilesTests(ServerTestCase):
             *options,
             maildir=False,
             command=[
-                "/bin/sh", "-c", f'ulimit -S -n {self.SOFT}; exec "$@"', "sh", *twistdCommand()
+                "/bin/sh", "-c", f'ulimit -S -n {self.SOFT}; {environment} exec "$@"', "sh",
+                *twistdCommand(),
             ],
         )  # fmt: skip
         self.server.waitForLog(f"open files: limit raised from {self.SOFT}")
@@ -211,3 +213,18 @@ class PipeOpenFilesTests(ServerTestCase):
         parent was started with too.
         """
         self.assertEqual(self.limitsSeen("--workers", "2")[0], str(self.SOFT))
+
+    def test_startingLimitNotTakenFromEnvironment(self) -> None:
+        """
+        A C{TWISTED_SMTPD_OPEN_FILES} in the environment the server is
+        started with (garbage, 0, or a limit of another process) is not
+        the limit it was started with: the command gets the real one, with
+        C{--workers} too, and the server starts.
+        """
+        for value in ["12", "0", "\u00b2"]:
+            environment = f"export {STARTED_WITH}={value};"
+            self.assertEqual(self.limitsSeen(environment=environment)[0], str(self.SOFT))
+        self.assertEqual(
+            self.limitsSeen("--workers", "2", environment=f"export {STARTED_WITH}=12;")[0],
+            str(self.SOFT),
+        )

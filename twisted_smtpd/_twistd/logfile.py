@@ -6,6 +6,7 @@ opened for appending and opened again on SIGUSR1 (L{ReopenOnSignal}).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import signal
@@ -31,10 +32,44 @@ class AppendingLogFile(LogFile):
     offset, which would leave a hole of NUL bytes.
     """
 
+    #: Whether the last write stopped in the middle of a line (the disk
+    #: filled up, or a file size limit was reached, part way through it).
+    _cut = False
+
     def _openFile(self) -> None:
         super()._openFile()
+        self._cut = False
         fd = self._file.fileno()
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
+
+    def write(self, data: str | bytes) -> None:
+        """
+        Write all of C{data}, or raise: the file is unbuffered, and a write
+        the disk takes only part of (it filled up, C{ENOSPC}, or the file
+        reached C{RLIMIT_FSIZE}, C{EFBIG}) otherwise loses the rest
+        silently.  The first write after one cut short starts on a line of
+        its own, not glued to the cut one.
+
+        @raise OSError: The disk took none of it, or only part.
+        """
+        if self.shouldRotate():
+            self.flush()
+            self.rotate()
+        raw = data.encode("utf-8") if isinstance(data, str) else data
+        if self._cut:
+            raw = b"\n" + raw
+        view = memoryview(raw)
+        written = 0
+        try:
+            while written < len(raw):
+                count = self._file.write(view[written:])
+                if not count:
+                    raise OSError(errno.EIO, "the log file took no bytes")
+                written += count
+        finally:
+            if written:
+                self._cut = raw[written - 1] != 0x0A
+                self.size += written
 
     def reopen(self) -> None:
         """

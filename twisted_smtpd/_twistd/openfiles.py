@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import resource
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, MutableMapping
 
 from twisted.logger import Logger
 
@@ -100,26 +100,43 @@ def clientsWarning(maxClients: int, limit: int) -> str | None:
     )
 
 
-def checkOpenFiles(maxClients: int) -> None:
+def checkOpenFiles(
+    maxClients: int,
+    getrlimit: Callable[[int], tuple[int, int]] = resource.getrlimit,
+    setrlimit: Callable[[int, tuple[int, int]], None] = resource.setrlimit,
+    environ: MutableMapping[str, str] = os.environ,
+) -> None:
     """
     Raise the limit (L{raiseLimit}), noting the one it replaced in
-    L{STARTED_WITH}, then log L{clientsWarning} if there is one, at warning
-    level.
+    L{STARTED_WITH} (removed if it raised none: a value this process was
+    started with is never handed on), then log L{clientsWarning} if there
+    is one, at warning level.
     """
-    before = startingLimit()
-    limit = raiseLimit()
+    before = getrlimit(resource.RLIMIT_NOFILE)[0]
+    limit = raiseLimit(getrlimit, setrlimit)
     if 0 <= before < limit:
-        os.environ[STARTED_WITH] = str(before)
+        environ[STARTED_WITH] = str(before)
+    else:
+        environ.pop(STARTED_WITH, None)
     warning = clientsWarning(maxClients, limit)
     if warning is not None:
         _log.warn("{warning}", warning=warning)
 
 
-def startingLimit() -> int:
+def startingLimit(
+    environ: Mapping[str, str] = os.environ,
+    getrlimit: Callable[[int], tuple[int, int]] = resource.getrlimit,
+) -> int:
     """
-    The soft limit on open files the server was started with: the one
-    L{checkOpenFiles} noted in L{STARTED_WITH} (in a worker, its parent's),
-    or the one now in force if it noted none.
+    The soft limit on open files the server was started with: in a worker
+    of C{--workers}, the one its parent noted in L{STARTED_WITH}
+    (L{checkOpenFiles}); else, or if it noted none, the one now in force.
+    A C{STARTED_WITH} in the server's own environment was not set by a
+    parent that raised its limit: ignored.
     """
-    value = os.environ.get(STARTED_WITH, "")
-    return int(value) if value.isdigit() else resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    from twisted_smtpd._twistd.workers import INHERITED
+
+    value = environ.get(STARTED_WITH, "") if INHERITED in environ else ""
+    if value.isascii() and value.isdigit():
+        return int(value)
+    return getrlimit(resource.RLIMIT_NOFILE)[0]
