@@ -11,6 +11,7 @@ import resource
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted_smtpd._twistd import openfiles
 from twisted_smtpd._twistd.openfiles import (
     CEILING,
     LOW,
@@ -46,6 +47,8 @@ class Limits:
 
 class RaiseLimitTests(SynchronousTestCase):
     def setUp(self) -> None:
+        # What raiseLimit notes of the fake limits stays in these tests.
+        self.patch(openfiles, "_raisedFrom", None)
         self.lines: list[str] = []
 
         def observe(event: LogEvent) -> None:
@@ -121,12 +124,27 @@ class StartingLimitTests(SynchronousTestCase):
         L{checkOpenFiles} notes the limit it raised, replacing a value the
         process was started with; it removes one when it raised none.
         """
+        self.patch(openfiles, "_raisedFrom", None)
         environ = {STARTED_WITH: "12"}
         checkOpenFiles(100, Limits(1024, 20000).get, Limits(1024, 20000).set, environ)
         self.assertEqual(environ, {STARTED_WITH: "1024"})
+        self.patch(openfiles, "_raisedFrom", None)
         limits = Limits(20000, 20000)
         checkOpenFiles(100, limits.get, limits.set, environ)
         self.assertEqual(environ, {})
+
+    def test_notedWhenRaisedEarlier(self) -> None:
+        """
+        The limit noted is the one from before the first raise, even when
+        that was earlier than L{checkOpenFiles} (C{--workers} raises it at
+        option parsing, before it binds its sockets).
+        """
+        self.patch(openfiles, "_raisedFrom", None)
+        limits = Limits(1024, 20000)
+        raiseLimit(limits.get, limits.set)
+        environ: dict[str, str] = {}
+        checkOpenFiles(100, limits.get, limits.set, environ)
+        self.assertEqual(environ, {STARTED_WITH: "1024"})
 
     def test_ownEnvironmentIgnored(self) -> None:
         """

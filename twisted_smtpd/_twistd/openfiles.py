@@ -54,6 +54,12 @@ RESERVE = 64
 STARTED_WITH = "TWISTED_SMTPD_OPEN_FILES"
 
 
+#: The soft limit this process had before L{raiseLimit} first raised it
+#: (at option parsing for C{--workers}, else at L{checkOpenFiles}), or
+#: C{None} while it raised none.
+_raisedFrom: int | None = None
+
+
 def raiseLimit(
     getrlimit: Callable[[int], tuple[int, int]] = resource.getrlimit,
     setrlimit: Callable[[int, tuple[int, int]], None] = resource.setrlimit,
@@ -77,6 +83,9 @@ def raiseLimit(
                 error=e,
             )
             return soft
+        global _raisedFrom
+        if _raisedFrom is None:
+            _raisedFrom = soft
         _log.info("open files: limit raised from {soft} to {wanted}", soft=soft, wanted=wanted)
         return wanted
     return CEILING if soft == resource.RLIM_INFINITY else soft
@@ -107,15 +116,16 @@ def checkOpenFiles(
     environ: MutableMapping[str, str] = os.environ,
 ) -> None:
     """
-    Raise the limit (L{raiseLimit}), noting the one it replaced in
-    L{STARTED_WITH} (removed if it raised none: a value this process was
-    started with is never handed on), then log L{clientsWarning} if there
-    is one, at warning level.
+    Raise the limit (L{raiseLimit}), noting in L{STARTED_WITH} the one
+    this process had before it first raised it, here or earlier (C{--workers}
+    raises it at option parsing, before it binds), then log
+    L{clientsWarning} if there is one, at warning level.  A process that
+    raised none removes L{STARTED_WITH}: a value it was started with is
+    never handed on.
     """
-    before = getrlimit(resource.RLIMIT_NOFILE)[0]
     limit = raiseLimit(getrlimit, setrlimit)
-    if 0 <= before < limit:
-        environ[STARTED_WITH] = str(before)
+    if _raisedFrom is not None and 0 <= _raisedFrom < limit:
+        environ[STARTED_WITH] = str(_raisedFrom)
     else:
         environ.pop(STARTED_WITH, None)
     warning = clientsWarning(maxClients, limit)
