@@ -2704,3 +2704,53 @@ class RefusedMessageErrorTests(SynchronousTestCase):
         out = take(transport)
         self.assertTrue(out.endswith(replies.TOO_MANY_ERRORS), out)
         self.assertTrue(transport.disconnecting)
+
+
+class ReplyCacheTests(SynchronousTestCase):
+    """
+    The factory's cache of encoded replies holds the fixed replies only:
+    replies naming a client never fill it.
+    """
+
+    def test_clientNamesNeverFillCache(self) -> None:
+        """
+        After more sessions than the cache ever held, each from another
+        client (so each reply to HELO and EHLO names another one), a fixed
+        reply sent for the first time is still served from the cache,
+        never formatted again, and the cache holds no client's name.
+        """
+        from twisted_smtpd._core import replies as catalogue
+        from twisted_smtpd._serving import output
+
+        factory = SMTPServerFactory(
+            RecordingHandler(),
+            ServerOptions(name="mx.example.com", disableReverseLookup=True),
+            reactor=Clock(),
+        )
+        for n in range(700):
+            proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+            peer = _ipv4(f"10.0.{n // 250}.{n % 250 + 1}", 40000)
+            transport = StringTransport(peerAddress=peer, hostAddress=_ipv4("192.0.2.1", 25))
+            proto.makeConnection(transport)
+            proto.dataReceived(b"HELO a.example\r\nEHLO b.example\r\nQUIT\r\n")
+            self.assertIn(f"[10.0.{n // 250}.{n % 250 + 1}]".encode(), transport.value())
+        naming = [r for r in factory.wireCache if "[10.0." in " ".join(r.lines)]
+        self.assertEqual(len(naming), 0)
+        formatted: list[object] = []
+        original = output.formatReply
+
+        def counting(reply: Any, enhanced: bool) -> bytes:
+            formatted.append(reply)
+            return original(reply, enhanced)
+
+        proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+        transport = StringTransport(peerAddress=_ipv4(*PEER), hostAddress=_ipv4("192.0.2.1", 25))
+        proto.makeConnection(transport)
+        transport.clear()
+        self.patch(output, "formatReply", counting)
+        proto.dataReceived(b"HELP\r\n")
+        self.assertEqual(
+            transport.value(), b"214 2.0.0 See https://www.rfc-editor.org/rfc/rfc5321\r\n"
+        )
+        self.assertEqual(len(formatted), 0)
+        self.assertIn(catalogue.HELP, factory.wireCache)
