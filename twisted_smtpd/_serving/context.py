@@ -102,6 +102,12 @@ class CommandContext(Protocol):
         C{maxJunkCommands}, each counts towards C{maxErrors}.
         """
 
+    def countError(self) -> None:
+        """
+        Count an error towards C{maxErrors} without a refused command (a
+        message refused before its end).
+        """
+
     def logFailure(self, failure: Failure, hookName: str) -> None:
         """
         Log a hook's unexpected failure.

@@ -159,6 +159,13 @@ class SessionOutput:
             return
         self._countError()
 
+    def countError(self) -> None:
+        """
+        Count an error that was not a refused command's (a message refused
+        before its end); too many end the session.
+        """
+        self._countError()
+
     def _countError(self) -> None:
         self._errors += 1
         if self._errors >= self.options.maxErrors:
