@@ -82,6 +82,30 @@ class XClientTests(SynchronousTestCase):
         proto.dataReceived(b"MAIL FROM:<a@b.c>\r\n")
         self.assertEqual(take(transport), replies.NEED_HELO)
 
+    def test_keepsErrorAndJunkCounts(self) -> None:
+        """
+        XCLIENT starts the session over as another client's but keeps its
+        error and junk counts, as Postfix's C{xclient_cmd} does (only a
+        message accepted forgives them): refusals before and after it
+        together reach C{maxErrors}, and junk commands before and after it
+        together pass C{maxJunkCommands}.
+        """
+        trusted = ["192.0.2.0/24"]
+        proto, transport, clock, _ = connect(useXClient=trusted, maxErrors=3)
+        proto.dataReceived(b"EHLO c\r\nFROB\r\nXCLIENT ADDR=203.0.113.5\r\nEHLO d\r\nFROB\r\n")
+        self.assertFalse(transport.disconnecting)
+        proto.dataReceived(b"FROB\r\n")
+        self.assertTrue(take(transport).endswith(replies.TOO_MANY_ERRORS))
+        self.assertTrue(transport.disconnecting)
+
+        proto, transport, clock, _ = connect(useXClient=trusted, maxErrors=1, maxJunkCommands=3)
+        # EHLO, XCLIENT and NOOP: three junk commands; the fourth is past the limit.
+        proto.dataReceived(b"EHLO c\r\nXCLIENT ADDR=203.0.113.5\r\nNOOP\r\n")
+        self.assertFalse(transport.disconnecting)
+        proto.dataReceived(b"NOOP\r\n")
+        self.assertTrue(take(transport).endswith(replies.TOO_MANY_ERRORS))
+        self.assertTrue(transport.disconnecting)
+
     def test_forgetsEarlierAuth(self) -> None:
         """
         A session logged in with AUTH (the front end's own login) starts

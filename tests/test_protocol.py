@@ -1605,6 +1605,7 @@ class CloseTests(SynchronousTestCase):
 
 
 CHUNK_OK = b"250 2.0.0 OK: %d octets received\r\n"
+BDAT_DISCARDED = b"552 5.3.4 Error: chunk discarded, message exceeds fixed maximum message size\r\n"
 BDAT_IN_PROGRESS = b"503 5.5.1 Error: BDAT transfer in progress\r\n"
 QUEUED = b"250 2.0.0 OK: queued as X1\r\n"
 
@@ -1726,6 +1727,67 @@ class BdatTests(SynchronousTestCase):
         proto.dataReceived(b"BDAT 8\r\n12345678BDAT 8 LAST\r\n12345678NOOP\r\n")
         self.assertEqual(take(transport), CHUNK_OK % 8 + replies.SIZE_EXCEEDED + replies.OK)
         self.assertEqual(handler.messages, [])
+
+    def test_chunkPastSizeLimitRefused(self) -> None:
+        """
+        The chunk that takes a message past the size limit gets 552 5.3.4
+        once its octets are read (RFC 3030 section 4.2), never a 250; the
+        handler's stream fails then.  The chunks after it are read and
+        dropped with their own 552 until LAST; the message leaves one log
+        event and counts as one error; the session goes on in sync.
+        """
+        from twisted_smtpd._core import replies as catalogue
+
+        failures: list[Failure] = []
+
+        class Handler(RecordingHandler):
+            def onData(self, stream: IMessageStream, session: Session) -> object:
+                d = stream.collect()
+                d.addErrback(failures.append)  # type: ignore[attr-defined]
+                return d
+
+        proto, transport, clock, factory = connect(Handler(), size=10, maxErrors=2)
+        events: list[tuple[str, dict[str, Any]]] = []
+        factory.addObserver(lambda event, session, data: events.append((event, data)))
+        transaction(proto, transport)
+        proto.dataReceived(b"BDAT 8\r\n12345678")
+        self.assertEqual(take(transport), CHUNK_OK % 8)
+        self.assertEqual(failures, [])
+        proto.dataReceived(b"BDAT 8\r\n1234")
+        self.assertEqual(take(transport), b"")
+        self.assertEqual(len(failures), 1)
+        self.assertEqual(failures[0].value.code, 552)
+        proto.dataReceived(b"5678BDAT 4\r\nRS")
+        self.assertEqual(take(transport), replies.SIZE_EXCEEDED)
+        proto.dataReceived(b"ET")
+        self.assertEqual(take(transport), BDAT_DISCARDED)
+        proto.dataReceived(b"BDAT 0\r\nBDAT 4 LAST\r\nQUITNOOP\r\n")
+        self.assertEqual(take(transport), BDAT_DISCARDED * 2 + replies.OK)
+        self.assertEqual([e for e, _ in events if e in ("message", "reject")], ["message"])
+        [data] = [d for e, d in events if e == "message"]
+        self.assertEqual((data["size"], data["replies"]), (16, (catalogue.SIZE_EXCEEDED,)))
+        self.assertEqual(proto.receiver, None)
+        self.assertEqual(proto.discard, None)
+        self.assertFalse(transport.disconnecting)
+        proto.dataReceived(b"MAIL FROM:<s@example.com>\r\nRCPT TO:<r@example.com>\r\n")
+        proto.dataReceived(b"BDAT 2 LAST\r\nhi")
+        self.assertEqual(
+            take(transport), replies.MAIL_OK + replies.RCPT_OK + b"250 2.0.0 OK: message queued\r\n"
+        )
+        self.assertEqual(len(failures), 1)
+
+    def test_firstChunkPastSizeLimitLMTP(self) -> None:
+        """
+        In LMTP, a LAST chunk past the size limit gets one 552 per
+        recipient, and the transaction ends.
+        """
+        proto, transport, clock, _ = connect(size=10, lmtp=True)
+        take(transport)
+        proto.dataReceived(b"LHLO c\r\nMAIL FROM:<s@example.com>\r\n")
+        proto.dataReceived(b"RCPT TO:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n")
+        take(transport)
+        proto.dataReceived(b"BDAT 11 LAST\r\n12345678901RSET\r\n")
+        self.assertEqual(take(transport), replies.SIZE_EXCEEDED * 2 + replies.RESET)
 
     def test_rsetDropsTransfer(self) -> None:
         """
@@ -2704,3 +2766,53 @@ class RefusedMessageErrorTests(SynchronousTestCase):
         out = take(transport)
         self.assertTrue(out.endswith(replies.TOO_MANY_ERRORS), out)
         self.assertTrue(transport.disconnecting)
+
+
+class ReplyCacheTests(SynchronousTestCase):
+    """
+    The factory's cache of encoded replies holds the fixed replies only:
+    replies naming a client never fill it.
+    """
+
+    def test_clientNamesNeverFillCache(self) -> None:
+        """
+        After more sessions than the cache ever held, each from another
+        client (so each reply to HELO and EHLO names another one), a fixed
+        reply sent for the first time is still served from the cache,
+        never formatted again, and the cache holds no client's name.
+        """
+        from twisted_smtpd._core import replies as catalogue
+        from twisted_smtpd._serving import output
+
+        factory = SMTPServerFactory(
+            RecordingHandler(),
+            ServerOptions(name="mx.example.com", disableReverseLookup=True),
+            reactor=Clock(),
+        )
+        for n in range(700):
+            proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+            peer = _ipv4(f"10.0.{n // 250}.{n % 250 + 1}", 40000)
+            transport = StringTransport(peerAddress=peer, hostAddress=_ipv4("192.0.2.1", 25))
+            proto.makeConnection(transport)
+            proto.dataReceived(b"HELO a.example\r\nEHLO b.example\r\nQUIT\r\n")
+            self.assertIn(f"[10.0.{n // 250}.{n % 250 + 1}]".encode(), transport.value())
+        naming = [r for r in factory.wireCache if "[10.0." in " ".join(r.lines)]
+        self.assertEqual(len(naming), 0)
+        formatted: list[object] = []
+        original = output.formatReply
+
+        def counting(reply: Any, enhanced: bool) -> bytes:
+            formatted.append(reply)
+            return original(reply, enhanced)
+
+        proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+        transport = StringTransport(peerAddress=_ipv4(*PEER), hostAddress=_ipv4("192.0.2.1", 25))
+        proto.makeConnection(transport)
+        transport.clear()
+        self.patch(output, "formatReply", counting)
+        proto.dataReceived(b"HELP\r\n")
+        self.assertEqual(
+            transport.value(), b"214 2.0.0 See https://www.rfc-editor.org/rfc/rfc5321\r\n"
+        )
+        self.assertEqual(len(formatted), 0)
+        self.assertIn(catalogue.HELP, factory.wireCache)

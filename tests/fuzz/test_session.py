@@ -155,6 +155,10 @@ class SessionMachine(RuleBasedStateMachine):
         self.secure = False
         self.bdatOpen = False
         self.bdatChunks: list[bytes] = []
+        # Octets kept of the BDAT message, and whether a chunk took it past
+        # the size limit (its chunks since are dropped).
+        self.bdatLength = 0
+        self.bdatTooBig = False
         self.messageCodes: list[int] = []
         self.closingSeen = 0
         self.connectRefused = False
@@ -335,6 +339,8 @@ class SessionMachine(RuleBasedStateMachine):
         self.rcpts = 0
         self.bdatOpen = False
         self.bdatChunks = []
+        self.bdatLength = 0
+        self.bdatTooBig = False
 
     def reply(self, code: int, lines: list[bytes]) -> None:
         self.lastCode = code
@@ -354,7 +360,7 @@ class SessionMachine(RuleBasedStateMachine):
         assert self.owed, f"unsolicited reply {code} {lines!r}"
         item = self.owed.popleft()
         kind = item[0]
-        if kind not in ("body",) and code >= 400:
+        if kind not in ("body", "oversize") and code >= 400:
             # One log line for each refused command.
             logged = self.events.take("reject")
             assert logged["reply"].code == code, (logged, code)
@@ -382,6 +388,8 @@ class SessionMachine(RuleBasedStateMachine):
             self.tally.refused(code, lines)
         elif kind == "body":
             self.bodyReplied(code, lines, *item[1:])
+        elif kind == "oversize":
+            self.oversizeReplied(code, lines, *item[1:])
         elif kind == "starttls":
             if code == 220:
                 self.resetTransaction()
@@ -395,7 +403,7 @@ class SessionMachine(RuleBasedStateMachine):
         A 421 or 521 that is not a message's: it must have a cause the
         model knows, and the session closes.
         """
-        line = head[1] if head[0] == "line" else b""
+        line = head[1] if head[0] in ("line", "oversize") else b""
         logged = True
         if oracle.TOO_MANY_ERRORS in text:
             # In place of the reply to a junk command past both limits.
@@ -511,6 +519,49 @@ class SessionMachine(RuleBasedStateMachine):
             if any(c in (421, 521) for c in self.messageCodes):
                 # onData's 421 or 521 closes the session after the replies.
                 self.close()
+
+    def oversize(self, line: bytes, length: int, final: bool) -> bool:
+        """
+        Whether a chunk of an accepted BDAT transfer is dropped for the size
+        limit: it takes the message past it, or an earlier chunk did.  If so,
+        the replies it owes: 552 after its octets (one per recipient for
+        the LAST chunk in LMTP); the first one's message event is the
+        message's one log line and its one error.
+        """
+        if not self.bdatTooBig and not (self.size and self.bdatLength + length > self.size):
+            self.bdatLength += length
+            return False
+        count = self.rcpts if self.lmtp and final else 1
+        first = not self.bdatTooBig
+        self.bdatTooBig = True
+        for index in range(count):
+            self.owed.append(("oversize", line, first, final, index, count))
+        return True
+
+    def oversizeReplied(
+        self,
+        code: int,
+        lines: list[bytes],
+        line: bytes,
+        first: bool,
+        final: bool,
+        index: int,
+        count: int,
+    ) -> None:
+        if index == 0 and isJunk(line, self.lmtp, self.options.maxLineLength):
+            # BDAT 0 without LAST: a junk command, dropped or not.
+            self.tally.countJunk()
+            assert not self.tally.closeDue or self.closed, (
+                f"junk command {line!r} past the limits answered {code}, not 421"
+            )
+        assert code == 552, f"chunk past the size limit answered {code} {lines!r}"
+        if first and index == 0:
+            self.events.take("message")
+        if index == count - 1:
+            if final:
+                self.resetTransaction()
+            if first:
+                self.tally.message([code] * count)
 
     def settle(self) -> None:
         """
@@ -722,9 +773,14 @@ class SessionMachine(RuleBasedStateMachine):
         for i, lines in enumerate(chunks):
             chunk = b"\r\n".join(lines)
             final = i == lastAt
-            data += b"BDAT %d%s\r\n" % (len(chunk), b" LAST" if final else b"") + chunk
+            line = b"BDAT %d%s" % (len(chunk), b" LAST" if final else b"")
+            data += line + b"\r\n" + chunk
             if not accepted:
                 self.owed.append(("refusedBdat",))
+                continue
+            if self.oversize(line, len(chunk), final):
+                # Dropped; after LAST there is no transaction.
+                accepted = accepted and not final
                 continue
             self.bdatChunks.append(chunk)
             if not final:
@@ -770,11 +826,13 @@ class SessionMachine(RuleBasedStateMachine):
             if not self.live() or self.authActive or not (self.mailOk and self.rcpts):
                 return
             for _ in range(chunks):
-                self.owed.append(("line", b"BDAT 1"))
-            count = self.rcpts if self.lmtp else 1
-            expected = b"x" * chunks
-            for index in range(count):
-                self.owed.append(("body", expected, False, index, count))
+                if not self.oversize(b"BDAT 1", 1, False):
+                    self.owed.append(("line", b"BDAT 1"))
+            if not self.oversize(b"BDAT 0 LAST", 0, True):
+                count = self.rcpts if self.lmtp else 1
+                expected = b"x" * chunks
+                for index in range(count):
+                    self.owed.append(("body", expected, False, index, count))
             self.feed(b"BDAT 1\r\nx" * chunks, [])
             if self.live() and not (self.size and self.size < chunks):
                 # Past the size limit, chunks are dropped, not kept.

@@ -135,3 +135,46 @@ class BdatTests(TestCase):
                 self.assertEqual(codes, expected, (lmtp, disabled, got))
                 delivered = [] if disabled else [b"hi"]
                 self.assertEqual([m.data for m in recorder.messages], delivered)
+
+    @inlineCallbacks
+    def test_chunkPastSizeLimit(self) -> Any:
+        """
+        Over a real socket: pipelined chunks of a message past the size
+        limit, each holding command text, get 250 until the chunk that
+        passes the limit, 552 5.3.4 for it and for every chunk after it; no
+        chunk runs as a command, nothing is delivered, and the next message
+        in the same connection is.
+        """
+        recorder = MessageRecorder()
+        options = ServerOptions(name="mx.test.invalid", disableReverseLookup=True, size=100)
+        server = yield listenForTests(recorder, options)
+        self.addCleanup(server.close)
+        smuggled = b"RSET\r\nMAIL FROM:<evil@example.com>\r\n"
+        envelope = b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n"
+        request = envelope + b"BDAT 90\r\n" + b"x" * 90
+        request += b"BDAT %d\r\n" % len(smuggled) + smuggled
+        request += b"BDAT 60\r\n" + b"y" * 60
+        request += b"BDAT %d LAST\r\n" % len(smuggled) + smuggled
+        request += envelope + b"BDAT 2 LAST\r\nhiQUIT\r\n"
+
+        def client() -> list[bytes]:
+            with socket.create_connection((server.host, server.port), timeout=30) as s:
+                f = s.makefile("rb")
+                f.readline()
+                s.sendall(b"EHLO c\r\n")
+                replies(f, 1)
+                for i in range(0, len(request), 11):
+                    s.sendall(request[i : i + 11])
+                return replies(f, 10)
+
+        got = yield deferToThread(client)
+        self.assertEqual(
+            [r[:9] for r in got],
+            [b"250 2.1.0", b"250 2.1.5", b"250 2.0.0"]
+            + [b"552 5.3.4"] * 3
+            + [b"250 2.1.0", b"250 2.1.5", b"250 2.0.0", b"221 2.0.0"],
+            got,
+        )
+        self.assertIn(b"message exceeds", got[4])
+        self.assertIn(b"chunk discarded", got[5])
+        self.assertEqual([m.data for m in recorder.messages], [b"hi"])

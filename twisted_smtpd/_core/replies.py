@@ -297,6 +297,10 @@ def badAttributeValue(name: str, value: str) -> Reply:
 # CHUNKING (RFC 3030)
 BDAT_SYNTAX = reply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]")
 BDAT_IN_PROGRESS = reply(503, "5.5.1", "Error: BDAT transfer in progress")
+# A chunk after the one that took its message past the size limit.
+BDAT_DISCARDED = reply(
+    552, "5.3.4", "Error: chunk discarded, message exceeds fixed maximum message size"
+)
 # A BDAT line whose size cannot be read: the octets that follow cannot be
 # told from commands, so the session ends (as Postfix does).
 BDAT_SYNTAX_CLOSE = reply(521, "5.5.4", "Syntax: BDAT chunk-size [LAST]")

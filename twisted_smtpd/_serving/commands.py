@@ -41,7 +41,7 @@ def ehlo(p: CommandContext, argument: bytes) -> None:
             chunking=True,
         )
         ext += _forwarding.advertised(p)
-        p.reply(catalogue.ehlo(options.name, _heloText(p), ext))
+        p.reply(catalogue.ehlo(options.name, _heloText(p), ext), perText=True)
 
     p.hook(p.handler.onHelo, (hostname, p.session), accepted, p.fail)
 
@@ -68,7 +68,7 @@ def helo(p: CommandContext, argument: bytes) -> None:
 
     def accepted(result: object) -> None:
         _greeted(p, "HELO", hostname)
-        p.reply(catalogue.helo(_heloText(p)))
+        p.reply(catalogue.helo(_heloText(p)), perText=True)
 
     p.hook(p.handler.onHelo, (hostname, p.session), accepted, p.fail)
 

@@ -79,9 +79,11 @@ class CommandContext(Protocol):
         or PROXY rewrite of C{session.remoteAddress}.
         """
 
-    def reply(self, reply: Reply) -> None:
+    def reply(self, reply: Reply, perText: bool = False) -> None:
         """
-        Send C{reply}; replies leave in command order.
+        Send C{reply}; replies leave in command order.  C{perText} says it
+        is made once per text from outside (the replies to HELO and EHLO):
+        its encoded form is cached apart from the fixed replies'.
         """
 
     def fail(self, reply: Reply) -> None:
@@ -98,6 +100,12 @@ class CommandContext(Protocol):
         """
         Count a command that moves no message on; past
         C{maxJunkCommands}, each counts towards C{maxErrors}.
+        """
+
+    def countError(self) -> None:
+        """
+        Count an error towards C{maxErrors} without a refused command (a
+        message refused before its end).
         """
 
     def logFailure(self, failure: Failure, hookName: str) -> None:

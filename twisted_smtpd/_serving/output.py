@@ -12,6 +12,7 @@ own; it declares the protocol's state it uses.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from twisted_smtpd._core import replies as catalogue
@@ -39,6 +40,31 @@ RECIPIENT_OVERSHOOT = 1000
 REPLY_BATCH = 64
 # The codes of replies after which the server closes the connection.
 CLOSING_CODES = frozenset((421, 521))
+
+
+def fixedReplies(options: ServerOptions) -> dict[Reply, bytes]:
+    """
+    The encoded form of every reply whose text is fixed for a server: the
+    catalogue's, the greeting, the reply to QUIT and the 530 before AUTH.
+    Its sessions share it (the factory's C{wireCache}) and it never grows:
+    a reply holding text from outside (the client's name in the reply to
+    HELO or EHLO, a handler's text, a SASL challenge, a chunk's octet
+    count) is never kept in it, so that clients can never fill it.
+    """
+    fixed = [value for value in vars(catalogue).values() if type(value) is Reply]
+    fixed.append(catalogue.greeting(options.name, options.banner, options.lmtp))
+    fixed.append(catalogue.closing(options.name))
+    fixed.append(catalogue.authRequired(options.authRequiredMessage))
+    enhanced = options.enhancedStatusCodes
+    return {reply: formatReply(reply, enhanced) for reply in fixed}
+
+
+@lru_cache(maxsize=256)
+def _perText(reply: Reply, enhanced: bool) -> bytes:
+    # Replies made once per text of the client's (L{catalogue.helo},
+    # L{catalogue.ehlo}): a client seen again costs no formatting, and the
+    # least recently used make room for others.
+    return formatReply(reply, enhanced)
 
 
 class SessionOutput:
@@ -74,16 +100,22 @@ class SessionOutput:
     _readClosed: bool
     abandonMessage: Callable[[Reply], None]
 
-    def reply(self, reply: Reply) -> None:
+    def reply(self, reply: Reply, perText: bool = False) -> None:
         """
         Send C{reply}: with the replies to the other commands of a
         pipelined batch, or at once.
+
+        @param perText: Whether C{reply} is made once per text from outside
+            (the replies to HELO and EHLO, which name the client): its
+            encoded form is kept in a small cache of its own, never among
+            the fixed replies (L{fixedReplies}).
         """
         data = self._wire.get(reply)
         if data is None:
-            data = formatReply(reply, self._enhanced)
-            if len(self._wire) < 512:
-                self._wire[reply] = data
+            if perText:
+                data = _perText(reply, self._enhanced)
+            else:
+                data = formatReply(reply, self._enhanced)
         if self._processing:
             # Replies to pipelined commands leave together, in one send per
             # batch; a full send buffer then stops the processing.
@@ -125,6 +157,13 @@ class SessionOutput:
             # later, not errors, up to Postfix's smtpd_recipient_overshoot_limit.
             self._overshoot += 1
             return
+        self._countError()
+
+    def countError(self) -> None:
+        """
+        Count an error that was not a refused command's (a message refused
+        before its end); too many end the session.
+        """
         self._countError()
 
     def _countError(self) -> None:

@@ -171,6 +171,18 @@ class MessageReceiver:
             self._finish()
         return rest
 
+    def refuse(self, reply: Reply) -> None:
+        """
+        The message is refused before its end (a BDAT chunk past the size
+        limit): its stream fails with C{reply}'s error, and the session
+        answers the client itself; C{onData}'s answer is ignored.
+        """
+        self.finished = True
+        stream = self.stream
+        if not stream.ended:
+            stream.sizeExceeded = True
+            stream._fail(errorFromReply(reply))
+
     def abandon(self, reason: Failure) -> None:
         """
         The connection is gone: fail the stream, never reply.

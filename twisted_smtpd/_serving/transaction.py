@@ -7,6 +7,7 @@ protocol, so that a connection carries no per-command objects.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -186,7 +187,9 @@ def bdat(p: SessionControl, argument: bytes) -> None:
     BDAT (RFC 3030): read the announced octets as they are.  The first chunk
     starts C{onData}; every chunk but the last gets 250 at once, the last one
     the message's reply.  An empty chunk that is not the last counts as a
-    junk command (L{SessionControl.countJunk}).
+    junk command (L{SessionControl.countJunk}).  A chunk that takes the
+    message past the size limit, and every chunk after it, is dropped
+    (L{oversized}).
     """
     try:
         size, last = parseBdat(argument)
@@ -208,10 +211,61 @@ def bdat(p: SessionControl, argument: bytes) -> None:
         receiver.start(p.handler.onData, session)
     decoder = receiver.decoder
     assert isinstance(decoder, ChunkDecoder)
+    if decoder.sizeExceeded or (options.size and size > options.size - decoder.byteLength):
+        oversized(p, receiver, decoder, size, last)
+        return
     decoder.expect(size, last)
     receiver.reading = True
     if size == 0:
         p.bodyReceived(receiver, b"")
+
+
+def oversized(
+    p: SessionControl, receiver: MessageReceiver, decoder: ChunkDecoder, size: int, last: bool
+) -> None:
+    """
+    A BDAT chunk of a message that it takes past the size limit, or that
+    came after the one that did: its octets are read and dropped (never
+    decoded, never buffered), then it is answered 552 5.3.4, as RFC 3030
+    section 4.2 allows and Postfix does, and the client learns at once that
+    sending more is useless.
+
+    The chunk that passes the limit refuses the message: its stream fails
+    with the 552, its C{message} event is its one log line, and it counts
+    once towards C{maxErrors}, as a message refused after its end does.
+    The chunks after it (sent before the client read the 552, RFC 3030
+    section 2) get L{catalogue.BDAT_DISCARDED}, with no log line of their
+    own; the LAST chunk (one reply per recipient in LMTP), or RSET, ends
+    the transaction.
+    """
+    # The chunk's octets go to the discard, never to the decoder (a new
+    # receiver starts reading).
+    receiver.reading = False
+    first = not decoder.sizeExceeded
+    if first:
+        decoder.sizeExceeded = True
+        receiver.refuse(catalogue.SIZE_EXCEEDED)
+    total = decoder.byteLength + size
+
+    def read(p: SessionControl) -> None:
+        count = len(p.session.envelope.rcptTo) if last and p.options.lmtp else 1
+        reply = catalogue.SIZE_EXCEEDED if first else catalogue.BDAT_DISCARDED
+        if first:
+            replies = (reply,) * count
+            p.emit("message", size=total, replies=replies, seconds=None, unanswered=False)
+        for _ in range(count):
+            p.reply(reply)
+        if last:
+            p.resetTransaction()
+        if first:
+            p.countError()
+        if last and p.draining:
+            p.closeWith(catalogue.SHUTDOWN)
+
+    if size:
+        p.discard = RefusedChunk(size, catalogue.BDAT_DISCARDED, read)
+    else:
+        read(p)
 
 
 class RefusedChunk:
@@ -221,13 +275,21 @@ class RefusedChunk:
 
     @ivar remaining: Octets still to drop.
     @ivar reply: The refusal, sent after the last octet.
+    @ivar done: What answers the chunk after its last octet, in place of
+        sending C{reply} as a refused command's.
     """
 
-    __slots__ = ("remaining", "reply")
+    __slots__ = ("done", "remaining", "reply")
 
-    def __init__(self, remaining: int, reply: Reply) -> None:
+    def __init__(
+        self,
+        remaining: int,
+        reply: Reply,
+        done: Callable[[SessionControl], None] | None = None,
+    ) -> None:
         self.remaining = remaining
         self.reply = reply
+        self.done = done
 
 
 def refuse(p: SessionControl, verb: Verb, argument: bytes, reply: Reply) -> None:
@@ -277,7 +339,10 @@ def discardRefused(p: SessionControl, refused: RefusedChunk, buffer: bytes) -> b
     p.times.rateBytes += take
     if not refused.remaining:
         p.discard = None
-        p.fail(refused.reply)
+        if refused.done is None:
+            p.fail(refused.reply)
+        else:
+            refused.done(p)
     return buffer[take:]
 
 
