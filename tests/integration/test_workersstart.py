@@ -30,9 +30,10 @@ class WorkerStartFailureTests(SynchronousTestCase):
     def test_exceptionReasonInLog(self) -> None:
         """
         A worker ended by an exception while it starts (its handler cannot
-        be made) says why in the parent's log file, in one line naming it
-        and sanitised, before each of the parent's lines saying it ended;
-        not only on standard error, which the log file does not hold.
+        be made: a usage error in the worker) says why in the parent's log
+        file, in one line naming it and sanitised, before each of the
+        parent's lines saying it ended; not only on standard error, which
+        the log file does not hold.
         """
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
@@ -49,8 +50,8 @@ class WorkerStartFailureTests(SynchronousTestCase):
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
         reason = (
-            "worker 0: twistd smtpd: worker cannot start: RuntimeError: the spool"
-            " database is gone \\x1b[2J"
+            f"worker 0: twistd smtpd: --handler {FAILING!r}: failInWorkers() raised"
+            " RuntimeError: the spool database is gone \\x1b[2J; see --help"
         )
         ends = [i for i, line in enumerate(lines) if "worker 0 ended (exit 1," in line]
         reasons = [i for i, line in enumerate(lines) if line.endswith(reason)]
