@@ -89,6 +89,13 @@ def _parseCredentials(
     if not isinstance(key, _PRIVATE_KEY_TYPES):
         raise ValueError(f"cannot read private key {keyName}: unsupported key type")
     if certificates[0].public_key() != key.public_key():
+        matching = [c.public_key() == key.public_key() for c in certificates]
+        if any(matching):
+            raise ValueError(
+                f"cannot read certificate {certificateName}: the certificate of {keyName} is"
+                f" number {matching.index(True) + 1} of {len(certificates)}; the file must"
+                " start with it, its chain after it"
+            )
         raise ValueError(f"cannot read certificate {certificateName}: it does not match {keyName}")
     return _Credentials(certificates[0], tuple(certificates[1:]), key, certificateName)
 
