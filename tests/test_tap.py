@@ -611,6 +611,32 @@ class ServerFlagTests(SynchronousTestCase):
         options = parse("--sink", "--tls-ciphers", "PSK", "--tls-min-version", "1.3")
         self.assertEqual(options["serverOptions"].tlsCiphers, "PSK")
 
+    def test_tlsCiphersSecurityLevel(self) -> None:
+        """
+        The C{@SECLEVEL=N} of C{--tls-ciphers} is applied: a certificate
+        whose key it refuses (EC P-256 at level 4) is one line naming
+        C{--tls-cert}, the file and the level; without a certificate, one
+        naming C{--tls-ciphers} and the self-signed certificate.  A level
+        the key reaches is taken.
+        """
+        cert, key = self.server.certificatePath, self.server.keyPath
+        ciphers = "DEFAULT:@SECLEVEL=4"
+        self.assertEqual(
+            self.assertUsageError("--tls-cert", cert, "--tls-key", key, "--tls-ciphers", ciphers),
+            f"--tls-cert: cannot use certificate {cert} at the security level 4 of the cipher"
+            " string: ee key too small",
+        )
+        self.assertEqual(
+            self.assertUsageError("--tls-ciphers", ciphers),
+            f"--tls-ciphers: the cipher string {ciphers!r} sets a security level that refuses"
+            " the EC P-256 key of the self-signed certificate (no certificate is configured):"
+            " ee key too small",
+        )
+        options = parse(
+            "--sink", "--tls-cert", cert, "--tls-key", key, "--tls-ciphers", "DEFAULT:@SECLEVEL=3"
+        )
+        self.assertEqual(options["serverOptions"].tlsCiphers, "DEFAULT:@SECLEVEL=3")
+
     def test_tlsCiphersForAnotherKindOfKey(self) -> None:
         """
         A C{--tls-ciphers} string leaving no TLS 1.2 cipher usable with the

@@ -791,6 +791,29 @@ class ConfigurationErrorTests(_TLSTestCase):
         other = self.ca.server("other.example.com")
         self.assertRefused("does not match", self.default.certificatePath, other.keyPath)
 
+    def test_chainBeforeLeaf(self) -> None:
+        """
+        A certificate file with its chain before the leaf certificate is
+        refused with one line saying where the key's certificate is and
+        that it must come first, not only that the key does not match;
+        in the order leaf first, it is served with its chain.
+        """
+        leaf = self.default.certificate.public_bytes(serialization.Encoding.PEM)
+        authority = self.ca.certificate.public_bytes(serialization.Encoding.PEM)
+        path = os.path.join(self.directory, "reversed.pem")
+        with open(path, "wb") as f:
+            f.write(authority + leaf)
+        error = self.assertRaises(ValueError, ServerTLS, path, self.default.keyPath)
+        self.assertEqual(
+            str(error),
+            f"cannot read certificate {path}: the certificate of {self.default.keyPath} is"
+            " number 2 of 2; the file must start with it, its chain after it",
+        )
+        with open(path, "wb") as f:
+            f.write(leaf + authority)
+        result = handshake(ServerTLS(path, self.default.keyPath).contextFactory())
+        self.assertEqual(result.serverCertificate, self.default.certificate)
+
     def test_missingCA(self) -> None:
         """
         A missing CA bundle is refused when client certificates are asked

@@ -313,3 +313,145 @@ class SNICallbackTests(_TLSTestCase):
         result = handshake(tls.contextFactory(), TLSClient(servername="x.example.com"))
         self.assertEqual(result.serverCertificate, self.default.certificate)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+def _selfSignedFiles(directory: str, key: Any, digest: Any) -> tuple[str, str]:
+    """
+    Write a self-signed certificate for C{key}, signed with C{digest}, and
+    the key; return their paths.
+    """
+    import os
+
+    from cryptography.hazmat.primitives import serialization
+
+    from twisted_smtpd._serving.selfsigned import selfSignedBuilder
+
+    os.makedirs(directory, exist_ok=True)
+    certificate = selfSignedBuilder(key, "level.example.com").sign(key, digest)
+    paths = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    with open(paths[0], "wb") as f:
+        f.write(certificate.public_bytes(serialization.Encoding.PEM))
+    with open(paths[1], "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return paths
+
+
+class _CipherClient(TLSClient):
+    """
+    A TLS 1.2 client offering only C{ciphers}, at security level 0.
+    """
+
+    def __init__(self, ciphers: bytes) -> None:
+        super().__init__(maximumVersion=SSL.TLS1_2_VERSION)
+        self.ciphers = ciphers
+
+    def clientConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
+        context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+        context.set_max_proto_version(SSL.TLS1_2_VERSION)
+        context.set_cipher_list(self.ciphers + b":@SECLEVEL=0")
+        return SSL.Connection(context, None)
+
+
+class SecurityLevelTests(_TLSTestCase):
+    """
+    C{@SECLEVEL=N} in the cipher string is OpenSSL's security level of every
+    context: keys, groups and ciphers below it are refused.
+    """
+
+    def test_keyBelowLevelRefused(self) -> None:
+        """
+        A certificate whose key is weaker than the security level the
+        cipher string sets is refused when the contexts are made, with one
+        line naming the file and the level: an EC P-256 key (128 bits) at
+        levels 4 and 5, an RSA 2048-bit one (112 bits) at level 3.  At a
+        level it reaches, it is served.
+        """
+        rsaCertificate = self.ca.issue("rsa.example.com", ("rsa.example.com",), rsaKey=True)
+        for issued, ciphers, level in [
+            (self.default, "DEFAULT:@SECLEVEL=4", 4),
+            (self.default, "DEFAULT@SECLEVEL=5", 5),
+            (rsaCertificate, "ECDHE+AESGCM:@SECLEVEL=3", 3),
+        ]:
+            e = self.assertRaises(
+                ValueError, ServerTLS, issued.certificatePath, issued.keyPath, ciphers=ciphers
+            )
+            self.assertEqual(
+                str(e),
+                f"cannot use certificate {issued.certificatePath} at the security level"
+                f" {level} of the cipher string: ee key too small",
+            )
+        for issued, ciphers in [
+            (self.default, "DEFAULT:@SECLEVEL=3"),
+            (rsaCertificate, "ECDHE+AESGCM:@SECLEVEL=2"),
+        ]:
+            tls = ServerTLS(issued.certificatePath, issued.keyPath, ciphers=ciphers)
+            result = handshake(tls.contextFactory(), TLSClient(maximumVersion=SSL.TLS1_2_VERSION))
+            self.assertTrue(result.server.handshakeDone)
+
+    def test_levelLowered(self) -> None:
+        """
+        A level below OpenSSL's default is applied too: an RSA 1024-bit key
+        (80 bits) is served at level 1, and refused at level 2.
+        """
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+        certificate, keyPath = _selfSignedFiles(self.mktemp(), key, hashes.SHA256())
+        tls = ServerTLS(certificate, keyPath, ciphers="DEFAULT:@SECLEVEL=1")
+        result = handshake(tls.contextFactory(), TLSClient(maximumVersion=SSL.TLS1_2_VERSION))
+        self.assertTrue(result.server.handshakeDone)
+        self.assertRaises(
+            ValueError, ServerTLS, certificate, keyPath, ciphers="DEFAULT:@SECLEVEL=2"
+        )
+
+    def test_ciphersBelowLevelRefusedInHandshake(self) -> None:
+        """
+        With an EC P-384 certificate at level 4 (192 bits), a TLS 1.2
+        client offering only a 128-bit cipher is refused, one offering a
+        256-bit one accepted; the last C{@SECLEVEL} of the string counts.
+        """
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        key = ec.generate_private_key(ec.SECP384R1())
+        certificate, keyPath = _selfSignedFiles(self.mktemp(), key, hashes.SHA384())
+        tls = ServerTLS(certificate, keyPath, ciphers="DEFAULT:@SECLEVEL=1:@SECLEVEL=4")
+        weak = handshake(tls.contextFactory(), _CipherClient(b"ECDHE-ECDSA-AES128-GCM-SHA256"))
+        self.assertHandshakeRefused(weak)
+        strong = handshake(tls.contextFactory(), _CipherClient(b"ECDHE-ECDSA-AES256-GCM-SHA384"))
+        self.assertEqual(tlsInfo(strong.server.transport).cipher, "ECDHE-ECDSA-AES256-GCM-SHA384")
+
+    def test_selfSignedBelowLevelRefusedAtConstruction(self) -> None:
+        """
+        With no certificate configured, a level the self-signed
+        certificate's EC P-256 key does not reach is refused when the
+        server is made, with one line naming the setting, rather than at
+        the first STARTTLS; a certificate with a key strong enough passes
+        the cipher check at that level.
+        """
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        ciphers = "DEFAULT:@SECLEVEL=4"
+        for make in (SMTPServerFactory, SMTPServer):
+            e = self.assertRaises(
+                ValueError, make, SinkHandler(), ServerOptions(tlsCiphers=ciphers)
+            )
+            self.assertEqual(
+                str(e),
+                f"tlsCiphers: the cipher string {ciphers!r} sets a security level that refuses"
+                " the EC P-256 key of the self-signed certificate (no certificate is"
+                " configured): ee key too small",
+            )
+        SMTPServerFactory(SinkHandler(), ServerOptions(tlsCiphers="DEFAULT:@SECLEVEL=3"))
+        key = ec.generate_private_key(ec.SECP384R1())
+        certificate, keyPath = _selfSignedFiles(self.mktemp(), key, hashes.SHA384())
+        options = ServerOptions(tlsCiphers=ciphers, certificate=certificate, privateKey=keyPath)
+        SMTPServerFactory(SinkHandler(), options)

@@ -191,6 +191,61 @@ class TLSAuthTests(TestCase):
         self.assertEqual(handler.sessions[0].transmissionType, "ESMTPS")
 
     @inlineCallbacks
+    def test_securityLevelOfCipherString(self) -> Any:
+        """
+        The C{@SECLEVEL=4} of C{tlsCiphers} holds for STARTTLS and for an
+        C{ssl:} listener using the server's certificate: with an EC P-384
+        certificate, a TLS 1.2 client offering only a 128-bit cipher fails
+        its handshake, one offering a 256-bit cipher gets through.
+        """
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        from tests.test_tlssettings import _selfSignedFiles
+
+        key = ec.generate_private_key(ec.SECP384R1())
+        certificate, keyPath = _selfSignedFiles(self.mktemp(), key, hashes.SHA384())
+        options = {
+            "certificate": certificate,
+            "privateKey": keyPath,
+            "tlsCiphers": "DEFAULT:@SECLEVEL=4",
+        }
+        starttls = yield self.serve(**options)
+        implicit = yield self.serve(listen="ssl:0:interface=127.0.0.1", **options)
+
+        def context(cipher: str) -> ssl.SSLContext:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+            ctx.set_ciphers(cipher + ":@SECLEVEL=0")
+            return ctx
+
+        def client(cipher: str) -> list[str]:
+            outcomes = []
+            try:
+                with smtplib.SMTP("127.0.0.1", starttls, timeout=TIMEOUT) as s:
+                    s.starttls(context=context(cipher))
+                    s.ehlo("c")
+                    outcomes.append("starttls")
+            except (ssl.SSLError, smtplib.SMTPException, OSError):
+                outcomes.append("starttls refused")
+            try:
+                with smtplib.SMTP_SSL(
+                    "127.0.0.1", implicit, timeout=TIMEOUT, context=context(cipher)
+                ) as s:
+                    s.ehlo("c")
+                    outcomes.append("implicit")
+            except (ssl.SSLError, smtplib.SMTPException, OSError):
+                outcomes.append("implicit refused")
+            return outcomes
+
+        weak = yield deferToThread(client, "ECDHE-ECDSA-AES128-GCM-SHA256")
+        self.assertEqual(weak, ["starttls refused", "implicit refused"])
+        strong = yield deferToThread(client, "ECDHE-ECDSA-AES256-GCM-SHA384")
+        self.assertEqual(strong, ["starttls", "implicit"])
+
+    @inlineCallbacks
     def test_implicitTLSRefusedForLimit(self) -> Any:
         """
         A client of an C{ssl:} listener refused for C{maxClients} that

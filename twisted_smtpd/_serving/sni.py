@@ -29,10 +29,23 @@ from twisted.python.failure import Failure
 
 from twisted_smtpd._core.files import readRegular
 from twisted_smtpd._core.options import ServerOptions
-from twisted_smtpd._serving.cipherprobe import certificateCipher, keyKind
+from twisted_smtpd._serving.cipherprobe import certificateCipher, keyKind, selfSignedRefusal
 
 #: The minimum protocol versions C{minVersion} accepts.
 TLS_VERSIONS = {"TLSv1.2": TLSVersion.TLSv1_2, "TLSv1.3": TLSVersion.TLSv1_3}
+
+
+#: OpenSSL's security level command in a cipher string; the last one counts.
+_SECURITY_LEVEL = re.compile(r"@SECLEVEL=([0-9]+)")
+
+
+def securityLevel(ciphers: str | None) -> int | None:
+    """
+    The security level a cipher string sets (C{"DEFAULT:@SECLEVEL=3"}), or
+    C{None} when it sets none and OpenSSL's default applies.
+    """
+    levels = _SECURITY_LEVEL.findall(ciphers or "")
+    return int(levels[-1]) if levels else None
 
 
 def _version(value: str) -> str:
@@ -52,7 +65,8 @@ class TLSPolicy:
 
     @ivar ciphers: An OpenSSL cipher string for TLS 1.2
         (C{"ECDHE+AESGCM:ECDHE+CHACHA20"}), or C{None} for Twisted's
-        defaults; TLS 1.3 suites are OpenSSL's.
+        defaults; TLS 1.3 suites are OpenSSL's.  Its C{@SECLEVEL=N}, if
+        any, is the security level of every context.
     @ivar minVersion: C{"TLSv1.2"} or C{"TLSv1.3"}.
     """
 
@@ -75,7 +89,14 @@ class TLSPolicy:
         if self.ciphers is not None:
             kwargs["acceptableCiphers"] = _acceptableCiphers(self.ciphers)
         try:
-            context: SSL.Context = CertificateOptions(**kwargs).getContext()
+            options: Any = CertificateOptions(**kwargs)
+            context: SSL.Context = options.getContext()
+            level = securityLevel(self.ciphers)
+            if level is not None:
+                # Twisted expands the string into the names of its ciphers,
+                # which leaves out its @SECLEVEL=N: set again with it, so
+                # that keys, groups and ciphers below it are refused.
+                context.set_cipher_list(f"{options._cipherString}:@SECLEVEL={level}".encode())
         except SSL.Error as e:
             if self.ciphers is None:
                 raise
@@ -91,7 +112,9 @@ class TLSPolicy:
         certificate the server serves can be used with (C{"aECDSA"} for an
         RSA key): OpenSSL takes it, and every TLS 1.2 handshake would then
         fail.  With C{minVersion} C{"TLSv1.3"} no TLS 1.2 handshake is made:
-        only L{newContext} is asked.
+        only L{newContext} is asked.  With no certificate configured, a
+        security level (C{@SECLEVEL=N}) the self-signed certificate's EC
+        P-256 key does not reach is refused, whatever the version.
 
         @param certificates: The kind of key (L{keyKind
             <twisted_smtpd._serving.cipherprobe.keyKind>}, C{None} when not
@@ -100,7 +123,16 @@ class TLSPolicy:
         @raise ValueError: One line saying what is wrong with the string.
         """
         self.newContext()
-        if self.ciphers is None or self.minVersion != "TLSv1.2":
+        if self.ciphers is None:
+            return
+        if any(what == SELF_SIGNED for _, what in certificates):
+            why = selfSignedRefusal(self.newContext)
+            if why is not None:
+                raise ValueError(
+                    f"the cipher string {self.ciphers!r} sets a security level that refuses"
+                    f" the EC P-256 key of {SELF_SIGNED}: {why}"
+                )
+        if self.minVersion != "TLSv1.2":
             return
         for kind, what in certificates or ((None, ""),):
             if _certificateCipher(self, kind) is not None:
@@ -171,7 +203,11 @@ def _certificateCipher(policy: TLSPolicy, kind: str | None) -> str | None:
     """
     L{certificateCipher} for C{policy} and a kind of key, asked once each.
     """
-    return certificateCipher(policy.newContext, kind)
+    return certificateCipher(policy.newContext, kind, securityLevel(policy.ciphers))
+
+
+#: How L{certificateKinds} names the self-signed certificate.
+SELF_SIGNED = "the self-signed certificate (no certificate is configured)"
 
 
 def certificateKinds(options: ServerOptions) -> list[tuple[str | None, str]]:
@@ -186,7 +222,7 @@ def certificateKinds(options: ServerOptions) -> list[tuple[str | None, str]]:
     """
     kinds: list[tuple[str | None, str]] = []
     if options.certificate is None:
-        kinds.append(("EC", "the self-signed certificate (no certificate is configured)"))
+        kinds.append(("EC", SELF_SIGNED))
     else:
         kinds.append((_leafKind(options.certificate), f"certificate {options.certificate}"))
     for name, (path, _) in options.sniOptions.items():

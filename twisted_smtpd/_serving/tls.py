@@ -30,7 +30,7 @@ from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.printable import validHostname
 from twisted_smtpd._core.session import TLSInfo
 from twisted_smtpd._serving.selfsigned import selfSignedCertificate
-from twisted_smtpd._serving.sni import DynamicSNI, TLSPolicy
+from twisted_smtpd._serving.sni import DynamicSNI, TLSPolicy, _why, securityLevel
 
 _PRIVATE_KEY_TYPES = (
     rsa.RSAPrivateKey,
@@ -49,11 +49,13 @@ class _Credentials:
     @ivar certificate: The leaf certificate.
     @ivar chain: The certificates that follow it in the file.
     @ivar key: The private key.
+    @ivar name: The certificate file's path, for errors.
     """
 
     certificate: x509.Certificate
     chain: tuple[x509.Certificate, ...]
     key: Any
+    name: str = ""
 
 
 def _read(path: str, what: str) -> bytes:
@@ -87,8 +89,15 @@ def _parseCredentials(
     if not isinstance(key, _PRIVATE_KEY_TYPES):
         raise ValueError(f"cannot read private key {keyName}: unsupported key type")
     if certificates[0].public_key() != key.public_key():
+        matching = [c.public_key() == key.public_key() for c in certificates]
+        if any(matching):
+            raise ValueError(
+                f"cannot read certificate {certificateName}: the certificate of {keyName} is"
+                f" number {matching.index(True) + 1} of {len(certificates)}; the file must"
+                " start with it, its chain after it"
+            )
         raise ValueError(f"cannot read certificate {certificateName}: it does not match {keyName}")
-    return _Credentials(certificates[0], tuple(certificates[1:]), key)
+    return _Credentials(certificates[0], tuple(certificates[1:]), key, certificateName)
 
 
 def _readCredentials(certificatePath: str, keyPath: str | None) -> _Credentials:
@@ -199,11 +208,19 @@ class _Generation:
         # a session resumes whichever SNI context it was made with.
         context.set_session_id(self._sessionContext)
         loader: Any = context
-        loader.use_certificate(credentials.certificate)
-        loader.use_privatekey(credentials.key)
-        for extra in credentials.chain:
-            loader.add_extra_chain_cert(extra)
-        context.check_privatekey()
+        try:
+            loader.use_certificate(credentials.certificate)
+            loader.use_privatekey(credentials.key)
+            for extra in credentials.chain:
+                loader.add_extra_chain_cert(extra)
+            context.check_privatekey()
+        except SSL.Error as e:
+            # "ee key too small", "ca md too weak": OpenSSL's security level.
+            level = securityLevel(self._policy.ciphers)
+            where = "" if level is None else f" at the security level {level} of the cipher string"
+            raise ValueError(
+                f"cannot use certificate {credentials.name}{where}: {_why(e)}"
+            ) from None
         if self._requestCert:
             mode = SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE
             if self._rejectUnauthorized:

@@ -396,7 +396,12 @@ class Options(AuthOptionMixin, usage.Options):
             # The certificate and its key alone first: an error then is
             # theirs, whatever the paths of the other files look like.
             try:
-                ServerTLS(o.certificate, o.privateKey)
+                ServerTLS(
+                    o.certificate,
+                    o.privateKey,
+                    ciphers=o.tlsCiphers,
+                    minVersion=o.tlsMinVersion,
+                )
             except ValueError as e:
                 why = reason(e)
                 flag = "--tls-cert"
