@@ -96,7 +96,10 @@ class TLSPolicy:
                 # Twisted expands the string into the names of its ciphers,
                 # which leaves out its @SECLEVEL=N: set again with it, so
                 # that keys, groups and ciphers below it are refused.
-                context.set_cipher_list(f"{options._cipherString}:@SECLEVEL={level}".encode())
+                # (Twisted 23.10 to 26.10 keep those names in _cipherString;
+                # without it, the operator's own string says the same.)
+                names = getattr(options, "_cipherString", None) or self.ciphers
+                context.set_cipher_list(f"{names}:@SECLEVEL={level}".encode())
         except SSL.Error as e:
             if self.ciphers is None:
                 raise
