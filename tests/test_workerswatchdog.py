@@ -170,19 +170,24 @@ class HeartbeatTests(SynchronousTestCase):
     def test_signsOnceReactorRuns(self) -> None:
         """
         L{ParentWatch} starts the signs once the reactor runs: one at once,
-        then one every interval.
+        then one every interval, on a pipe no process the worker starts
+        inherits.
         """
         readEnd, writeEnd = self.pipe()
         self.addCleanup(os.close, readEnd)
         parentRead, parentWrite = os.pipe()
         self.addCleanup(os.close, parentRead)
         self.addCleanup(os.close, parentWrite)
+        # As the worker gets it from its parent.
+        os.set_inheritable(writeEnd, True)
         clock = MemoryReactorClock()
         clock.hasStopped = False
         ParentWatch(parentRead, reactor=clock, heartbeat=(writeEnd, 5.0)).startService()
         self.assertRaises(BlockingIOError, os.read, readEnd, 10)
         clock.run()
         self.assertEqual(os.read(readEnd, 10), b".")
+        # Never held by a process the worker starts.
+        self.assertFalse(os.get_inheritable(writeEnd))
         clock.advance(4.9)
         self.assertRaises(BlockingIOError, os.read, readEnd, 10)
         clock.advance(0.1)

@@ -78,6 +78,10 @@ class Heartbeat:
 
     def start(self) -> None:
         os.set_blocking(self._fd, False)
+        # A process this worker starts never holds the pipe: once this
+        # worker is killed, its parent learns of its end only when every
+        # copy of its pipes is closed.
+        os.set_inheritable(self._fd, False)
         self._call.start(self._interval, now=True)
 
     def _beat(self) -> None:
