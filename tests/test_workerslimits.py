@@ -51,14 +51,14 @@ class CountTests(SynchronousTestCase):
 class OpenFilesTests(SynchronousTestCase):
     """
     The parent of C{--workers} holds one socket per worker for each TCP
-    listener and three pipes per worker: a count its open-files limit
+    listener and four pipes per worker: a count its open-files limit
     cannot hold is refused with one line at start, not met later as
     C{Too many open files} while sockets are bound or workers started.
     """
 
     def test_refusedOverLimit(self) -> None:
         """
-        200 workers on two TCP listeners need 200 * (2 + 3) + 64 open files:
+        200 workers on two TCP listeners need 200 * (2 + 4) + 64 open files:
         refused under a limit of 1024, naming both numbers and the remedy.
         """
         error = self.assertRaises(
@@ -66,19 +66,19 @@ class OpenFilesTests(SynchronousTestCase):
         )
         self.assertEqual(
             str(error),
-            "200 workers need about 1064 open files in the parent (5 per worker), more"
+            "200 workers need about 1264 open files in the parent (6 per worker), more"
             " than its limit of 1024; start fewer workers or raise the hard limit"
             " (LimitNOFILE= in a systemd unit, ulimit -Hn)",
         )
-        checkWorkers(200, ["tcp:25", "haproxy:tcp:587"], lambda: 1064)
+        checkWorkers(200, ["tcp:25", "haproxy:tcp:587"], lambda: 1264)
 
     def test_unixListenerShared(self) -> None:
         """
         A C{unix:} listener is one socket for all workers.
         """
-        checkWorkers(100, ["unix:/run/smtpd.sock"], lambda: 100 * 3 + 1 + 64)
+        checkWorkers(100, ["unix:/run/smtpd.sock"], lambda: 100 * 4 + 1 + 64)
         self.assertRaises(
-            ValueError, checkWorkers, 100, ["unix:/run/smtpd.sock"], lambda: 100 * 3 + 64
+            ValueError, checkWorkers, 100, ["unix:/run/smtpd.sock"], lambda: 100 * 4 + 64
         )
 
     def test_limitRaisedFirst(self) -> None:
@@ -106,7 +106,7 @@ class OpenFilesTests(SynchronousTestCase):
             Options().parseOptions,
             ["--workers", "10", "--sink", "--listen", "tcp:0:interface=127.0.0.1"],
         )
-        self.assertTrue(str(error).startswith("--workers: 10 workers need about 104 open files"))
+        self.assertTrue(str(error).startswith("--workers: 10 workers need about 114 open files"))
 
 
 class _RefusingReactor(_ProcessReactor):

@@ -149,6 +149,14 @@ PARAMETERS: list[list[Any]] = [
         _number("workers", int, positive=True),
     ],
     [
+        "worker-timeout",
+        None,
+        60.0,
+        "Seconds a --workers worker may give no sign of life before it is killed "
+        "and started again; 0 for never.",
+        _number("worker-timeout", float, positive=False),
+    ],
+    [
         "bare-newline",
         None,
         _DEFAULTS["bareNewline"],

@@ -25,6 +25,7 @@ from twisted_smtpd._twistd.workerside import (
     parentPipe,
     stdoutToStderr,
 )
+from twisted_smtpd._twistd.workerwatchdog import heartbeatPipe
 
 if TYPE_CHECKING:
     # Imported when --metrics is given: the web server stays unloaded
@@ -79,6 +80,7 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
             stopTimeout=options.closeTimeout + 10,
             logWriter=writer,
             stopOnce=True,
+            workerTimeout=config["worker-timeout"],
         )
         service: WorkerPool | WorkerMetrics | SharedCertificate = pool
         if directory is not None:
@@ -118,6 +120,7 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
             sharedCertificate=os.environ.get(SHARED_CERTIFICATE),
             announceReady=closeStandardInput,
             metricsDirectory=metricsDirectory,
+            heartbeat=heartbeatPipe(),
         ).setServiceParent(server)
     if not inherited:
         for description in config["listen"]:

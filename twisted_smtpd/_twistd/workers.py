@@ -23,6 +23,8 @@ text, each worker logs to syslog itself.
 Workers never outlive their parent: each is handed the reading end of a pipe
 whose writing end only the parent holds (L{PARENT_PIPE} names it); the
 worker's side (L{twisted_smtpd._twistd.workerside}) stops when it ends.
+A worker that gives no sign of life for C{--worker-timeout} seconds is
+killed and started again (L{Watchdog}).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from twisted_smtpd._twistd.logfile import GivesLogObserver, ReopenOnSignal
 from twisted_smtpd._twistd.openfiles import RESERVE, raiseLimit
 from twisted_smtpd._twistd.stopsignals import StopOnce
 from twisted_smtpd._twistd.workercert import SHARED_CERTIFICATE
+from twisted_smtpd._twistd.workerwatchdog import DEFAULT_TIMEOUT, HEARTBEAT, Watchdog
 
 #: The environment variable that hands a worker its sockets:
 #: C{fd,family,description} entries separated by newlines.
@@ -68,8 +71,9 @@ PARENT_PIPE = "TWISTED_SMTPD_PARENT_PIPE"
 MAX_WORKERS = 256
 
 #: The descriptors the parent holds for each worker besides its sockets:
-#: the pipes of its standard input and output and the one it watches.
-_PIPES_PER_WORKER = 3
+#: the pipes of its standard input and output, the one it watches and the
+#: one of its signs of life (L{Watchdog}).
+_PIPES_PER_WORKER = 4
 
 _RUN_TWISTD = "from twisted_smtpd._twistd.workerside import runWorker; runWorker()"
 
@@ -233,6 +237,12 @@ class _Worker(ProcessProtocol):
         self.ready = False
         #: Whether a SIGHUP came before it was ready, to pass on once it is.
         self.hangupPending = False
+        #: When it was started, said it is ready or gave a sign of life
+        #: (L{Watchdog}), and whether the watchdog killed it.
+        self.lastSign = 0.0
+        self.killed = False
+        #: The descriptor of its signs of life, if it gives any.
+        self.heartbeatFD: int | None = None
         self._partial = b""
         self._dropping = False
 
@@ -264,6 +274,12 @@ class _Worker(ProcessProtocol):
                 limit=_MAX_PARTIAL,
             )
 
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == self.heartbeatFD:
+            self.lastSign = self.pool.reactor.seconds()
+        else:
+            super().childDataReceived(childFD, data)
+
     def inConnectionLost(self) -> None:
         """
         The worker closed its standard input: it is ready
@@ -271,6 +287,7 @@ class _Worker(ProcessProtocol):
         <twisted_smtpd._twistd.workerside.closeStandardInput>}), or gone.
         """
         self.ready = True
+        self.lastSign = self.pool.reactor.seconds()
         self.pool._workerReady(self)
 
     def outConnectionLost(self) -> None:
@@ -309,6 +326,7 @@ class WorkerPool(GivesLogObserver):
         stopTimeout: float = 60.0,
         logWriter: BufferedLogWriter | None = None,
         stopOnce: bool = False,
+        workerTimeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         """
         @param logWriter: The parent's log writer, into which the workers'
@@ -316,6 +334,8 @@ class WorkerPool(GivesLogObserver):
             with text), the workers keep the parent's standard output.
         @param stopOnce: Whether a second SIGTERM or SIGINT while the
             reactor stops is ignored (L{StopOnce}): C{twistd smtpd} does.
+        @param workerTimeout: Seconds a worker may give no sign of life
+            before it is killed and started again (L{Watchdog}); 0: never.
         """
         self._stopOnce = stopOnce
         self._listeners = list(listeners)
@@ -334,6 +354,8 @@ class WorkerPool(GivesLogObserver):
         self.extraEnvironment: dict[str, str] = {}
         self.onWorkerEnded: list[Callable[[int], object]] = []
         self._previousHangup: Any = None
+        self._workerTimeout = workerTimeout
+        self._watchdog: Watchdog | None = None
 
     @property
     def reactor(self) -> Any:
@@ -366,8 +388,14 @@ class WorkerPool(GivesLogObserver):
         self._reopener.install()
         if self._stopOnce:
             StopOnce(self.reactor).install()
+        if self._workerTimeout > 0:
+            self._watchdog = Watchdog(
+                self._workerTimeout, lambda: self.workers.values(), self.reactor
+            )
         for index in range(self._count):
             self._spawn(index)
+        if self._watchdog is not None:
+            self._watchdog.start()
 
     def _hangup(self, signum: int, frame: object) -> None:
         self.reactor.callFromThread(self.signalWorkers, "HUP")
@@ -410,6 +438,14 @@ class WorkerPool(GivesLogObserver):
         # end, so the worker reads end-of-file once this process is gone.
         childFDs[fd] = "w"
         env = dict(os.environ)
+        env.pop(HEARTBEAT, None)
+        protocol = _Worker(self, index)
+        if self._watchdog is not None:
+            # Its signs of life, written by its reactor.
+            protocol.heartbeatFD = fd + 1
+            childFDs[fd + 1] = "r"
+            env[HEARTBEAT] = f"{fd + 1},{self._watchdog.interval}"
+
         env[INHERITED] = "\n".join(lines)
         env[PARENT_PIPE] = str(fd)
         # Only the directory this process made, never one it was told of.
@@ -419,8 +455,7 @@ class WorkerPool(GivesLogObserver):
             # Its log lines come through a pipe, in UTF-8 whatever the locale.
             env["PYTHONIOENCODING"] = "utf-8"
         argv = [sys.executable, "-c", _RUN_TWISTD, *self._arguments, *self.extraArguments]
-        protocol = _Worker(self, index)
-        protocol.started = self.reactor.seconds()
+        protocol.started = protocol.lastSign = self.reactor.seconds()
         try:
             process = self.reactor.spawnProcess(
                 protocol, sys.executable, argv, env=env, childFDs=childFDs
@@ -524,6 +559,10 @@ class WorkerPool(GivesLogObserver):
         """
         super().stopService()
         self._stopping = True
+        if self._watchdog is not None:
+            # From now on a worker that does not stop is killed after the
+            # stop timeout, stopped by SIGSTOP or not.
+            self._watchdog.stop()
         for call in self._pending.values():
             if call.active():
                 call.cancel()

@@ -41,6 +41,7 @@ from twisted_smtpd._twistd.tapconfig import _sameFile as sameFile
 from twisted_smtpd._twistd.tapconfig import reason
 from twisted_smtpd._twistd.workercert import removeSharedCertificate
 from twisted_smtpd._twistd.workers import PARENT_PIPE
+from twisted_smtpd._twistd.workerwatchdog import Heartbeat
 
 #: The file in the workers' metrics directory that every worker holds a
 #: shared lock on while it lives; its parent makes it.
@@ -235,6 +236,7 @@ class ParentWatch(Service):
         sharedCertificate: str | None = None,
         announceReady: Callable[[], object] | None = None,
         metricsDirectory: str | None = None,
+        heartbeat: tuple[int, float] | None = None,
     ) -> None:
         """
         @param fd: The worker's end of the pipe from its parent.
@@ -256,7 +258,13 @@ class ParentWatch(Service):
             gone, the last worker to exit removes it
             (L{removeMetricsDirectory}), since a parent killed by SIGKILL
             cannot.
+        @param heartbeat: The pipe to the parent for this worker's signs of
+            life and their interval (L{heartbeatPipe
+            <twisted_smtpd._twistd.workerwatchdog.heartbeatPipe>}): written
+            from the time the reactor runs, so that the parent kills this
+            worker if its reactor stops running.
         """
+        self._heartbeat = heartbeat
         self._metricsDirectory = metricsDirectory
         self._metricsLock: int | None = None
         self._announceReady = announceReady
@@ -293,6 +301,8 @@ class ParentWatch(Service):
 
     def _ready(self) -> None:
         self._log.info("worker ready, pid {pid}", pid=os.getpid())
+        if self._heartbeat is not None:
+            Heartbeat(*self._heartbeat, self._reactor).start()
         if self._announceReady is not None:
             self._announceReady()
 
