@@ -11,11 +11,13 @@ smuggling tricks (CVE-2023-51764, CVE-2023-51765, CVE-2023-51766) that hide a
 second message behind C{LF . LF} and similar sequences find nothing to end
 here.
 
-The decoder works on whole chunks with C{bytes.find}, C{bytes.split},
-C{bytes.replace}, two compiled searches for bare line breaks and slicing: no
-Python code runs per byte or per line, and periods starting lines cost a
-bounded number of Python steps per feed, so even a body made only of
-dot-stuffed lines costs a few passes in C.
+The decoder works on whole chunks with C{bytes.find}, C{bytes.replace},
+compiled searches for periods starting lines and bare line breaks, and
+slicing: no Python code runs per byte or per line, and periods starting lines
+cost a bounded number of Python steps per feed, so even a body made only of
+dot-stuffed lines costs a few passes in C.  The bytes after the end of a
+body are neither searched nor copied: L{DataDecoder.feedFrom} tells where
+they start.
 """
 
 from __future__ import annotations
@@ -47,9 +49,9 @@ _BARE_LF = re.compile(rb"\n(?<!\r.)", re.DOTALL)
 # bytes.find looks for the three bytes.
 _CRLF_DOT = re.compile(rb"\r\n\.")
 
-# Up to this many periods starting lines in one feed are removed by splitting
-# the feed on them (one pass); more, and bytes.replace does it (two passes, but
-# no object per period).
+# Up to this many periods starting lines in one feed are removed by cutting
+# the feed at each (one match of one search, one slice per period); more, and
+# bytes.replace does it (two passes, but no object per period).
 _SPLIT_LIMIT = 128
 
 
@@ -165,36 +167,49 @@ class DataDecoder:
             the end marker in C{data} (possibly C{b""}).
         @raise RuntimeError: If the body has already ended.
         """
+        chunks, end = self.feedFrom(data, 0)
+        return chunks, None if end < 0 else data[end:]
+
+    def feedFrom(self, data: bytes, begin: int) -> tuple[list[bytes], int]:
+        """
+        Decode C{data[begin:]}, the next bytes of the body, as L{feed} does,
+        without copying what follows the end marker.
+
+        @return: C{(chunks, end)}: the decoded body bytes, and C{-1} while
+            the body goes on, or, once it has ended, where the bytes that
+            followed the end marker start in C{data}.
+        @raise RuntimeError: If the body has already ended.
+        """
         if self.ended:
             raise RuntimeError("the message body has already ended")
         n = len(data)
-        if n == 0:
-            return [], None
+        if n == begin:
+            return [], -1
         state = self._state
         lead = b""  # what a byte held back by the last feed decodes to
-        start = 0  # the raw body of this feed is data[start:stop]
+        start = begin  # the raw body of this feed is data[start:stop]
         stop = n
 
         # Settle what the last feed left open, with the first bytes.
         if state == _HELD_CR:
-            if data[0] == _LF:
+            if data[begin] == _LF:
                 lead = b"\r\n"
-                start = 1
+                start = begin + 1
                 state = _LINE_START
             else:
                 lead = self._bareCR()
                 state = _MID_LINE
         elif state == _LINE_DOT:
-            if data[0] == _CR:
-                if n == 1:
+            if data[begin] == _CR:
+                if n == begin + 1:
                     self._state = _LINE_DOT_CR
-                    return [], None
-                if data[1] == _LF:
-                    return self._end([], data, 2)
+                    return [], -1
+                if data[begin + 1] == _LF:
+                    return self._end([], begin + 2)
             state = _MID_LINE
         elif state == _LINE_DOT_CR:
-            if data[0] == _LF:
-                return self._end([], data, 1)
+            if data[begin] == _LF:
+                return self._end([], begin + 1)
             lead = self._bareCR()
             state = _MID_LINE
 
@@ -203,17 +218,17 @@ class DataDecoder:
             start += 1
             if start == n:
                 self._state = _LINE_DOT
-                return self._emit(lead, b"", data, -1)
+                return self._emit(lead, b"", -1)
             if data[start] == _CR:
                 if start + 1 == n:
                     self._state = _LINE_DOT_CR
-                    return self._emit(lead, b"", data, -1)
+                    return self._emit(lead, b"", -1)
                 if data[start + 1] == _LF:
-                    return self._emit(lead, b"", data, start + 2)
+                    return self._emit(lead, b"", start + 2)
         elif start == n:
             # Only the LF of a held CR came.
             self._state = _LINE_START
-            return self._emit(lead, b"", data, -1)
+            return self._emit(lead, b"", -1)
 
         # The rest of the feed: find the end marker and the periods starting
         # lines, and what to hold back for the next feed.
@@ -227,21 +242,25 @@ class DataDecoder:
                 state = _LINE_START
             self._state = state
             body = data if start == 0 and stop == n else data[start:stop]
-            return self._emit(lead, body, data, -1)
-        parts = data[i + 3 :].split(b"\r\n.", _SPLIT_LIMIT)
-        if len(parts) > _SPLIT_LIMIT:
-            return self._denseFeed(lead, data, start, i)
-
-        # Every CRLF . of the feed split parts off; one followed by a part
-        # starting with CRLF is the end marker, and so is one followed by an
-        # empty part that is not the last: the next CRLF . came at once.
-        pos = i  # where the CRLF before parts[k] starts
-        lastK = len(parts) - 1
-        for k, part in enumerate(parts):
-            if part.startswith(b"\r\n") or (not part and k < lastK):
-                body = b"\r\n".join([data[start:i], *parts[:k], b""])
-                return self._emit(lead, body, data, pos + 5)
-            pos += 3 + len(part)
+            return self._emit(lead, body, -1)
+        if data.startswith(b"\r\n", i + 3):
+            # The end marker (the usual case: no line started with a period).
+            return self._emit(lead, data[start : i + 2], i + 5)
+        # Every CRLF . splits a part off, up to the end marker (a CRLF . then
+        # CRLF): what follows the end (pipelined commands, however many) is
+        # neither searched nor copied.
+        parts = [data[start:i]]
+        k = i + 3
+        for found in _CRLF_DOT.finditer(data, k):
+            i = found.start()
+            parts.append(data[k:i])
+            k = i + 3
+            if data.startswith(b"\r\n", k):
+                parts.append(b"")
+                return self._emit(lead, b"\r\n".join(parts), i + 5)
+            if len(parts) > _SPLIT_LIMIT:
+                return self._denseFeed(lead, data, start, i)
+        parts.append(data[k:])
         last = parts[-1]
         if not last:
             state = _LINE_DOT
@@ -256,11 +275,9 @@ class DataDecoder:
         else:
             state = _MID_LINE
         self._state = state
-        return self._emit(lead, b"\r\n".join([data[start:i], *parts]), data, -1)
+        return self._emit(lead, b"\r\n".join(parts), -1)
 
-    def _denseFeed(
-        self, lead: bytes, data: bytes, start: int, i: int
-    ) -> tuple[list[bytes], bytes | None]:
+    def _denseFeed(self, lead: bytes, data: bytes, start: int, i: int) -> tuple[list[bytes], int]:
         """
         Decode a feed with many periods starting lines, the first after the
         CRLF at C{i}: C{bytes.replace} removes them all at once.
@@ -287,18 +304,15 @@ class DataDecoder:
             state = _LINE_START
         self._state = state
         body = data[start:stop].replace(b"\r\n.", b"\r\n")
-        return self._emit(lead, body, data, restStart)
+        return self._emit(lead, body, restStart)
 
-    def _emit(
-        self, lead: bytes, body: bytes, data: bytes, restStart: int
-    ) -> tuple[list[bytes], bytes | None]:
+    def _emit(self, lead: bytes, body: bytes, restStart: int) -> tuple[list[bytes], int]:
         """
         Check and account for the decoded C{lead} and C{body} (unstuffed, not
         yet normalised) and hand them on.
 
-        @param data: The whole feed.
-        @param restStart: Where the bytes after the end marker start in
-            C{data}, or -1 if the body goes on.
+        @param restStart: Where the bytes after the end marker start in the
+            feed, or -1 if the body goes on.
         """
         chunks: list[bytes] = []
         total = len(lead)
@@ -319,8 +333,8 @@ class DataDecoder:
         if self.sizeExceeded:
             chunks = []
         if restStart < 0:
-            return chunks, None
-        return self._end(chunks, data, restStart)
+            return chunks, -1
+        return self._end(chunks, restStart)
 
     def _bareCR(self) -> bytes:
         """
@@ -329,14 +343,13 @@ class DataDecoder:
         self.bareNewlineSeen = True
         return b"\r\n" if self._normalize else b"\r"
 
-    def _end(
-        self, chunks: list[bytes], data: bytes, restStart: int
-    ) -> tuple[list[bytes], bytes | None]:
+    def _end(self, chunks: list[bytes], restStart: int) -> tuple[list[bytes], int]:
         """
-        Record the end of the body; C{data[restStart:]} followed it.
+        Record the end of the body; the feed's bytes from C{restStart} on
+        followed it.
         """
         self.ended = True
-        return chunks, data[restStart:]
+        return chunks, restStart
 
 
 class ChunkDecoder:
@@ -380,8 +393,21 @@ class ChunkDecoder:
             limit), and C{None} while the chunk goes on, else the bytes after
             it.
         """
-        take = min(self._remaining, len(data))
-        piece = data if take == len(data) else data[:take]
+        chunks, end = self.feedFrom(data, 0)
+        return chunks, None if end < 0 else data[end:]
+
+    def feedFrom(self, data: bytes, begin: int) -> tuple[list[bytes], int]:
+        """
+        Take C{data[begin:]}, bytes of the current chunk, as L{feed} does,
+        without copying what follows the chunk.
+
+        @return: C{(chunks, end)}: body bytes to hand on, and C{-1} while the
+            chunk goes on, else where the bytes after it start in C{data}.
+        """
+        n = len(data)
+        take = min(self._remaining, n - begin)
+        end = begin + take
+        piece = data if take == n else data[begin:end]
         self._remaining -= take
         self.byteLength += take
         chunks: list[bytes] = []
@@ -391,7 +417,7 @@ class ChunkDecoder:
             elif piece:
                 chunks.append(piece)
         if self._remaining:
-            return chunks, None
+            return chunks, -1
         if self.final:
             self.ended = True
-        return chunks, data[take:]
+        return chunks, end

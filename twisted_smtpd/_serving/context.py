@@ -241,9 +241,9 @@ class SessionControl(CommandContext, Protocol):
         A message's replies are known (one, or one per LMTP recipient).
         """
 
-    def bodyReceived(self, receiver: MessageReceiver, data: bytes) -> None:
+    def bodyReceived(self, receiver: MessageReceiver, data: bytes, begin: int) -> None:
         """
-        Hand C{data}, read from the connection, to the message receiver.
+        Hand C{data[begin:]}, read from the connection, to the message receiver.
         """
 
     def abandonMessage(self, reply: Reply) -> None:

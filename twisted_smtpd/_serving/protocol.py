@@ -89,7 +89,7 @@ class SMTPProtocol(SessionOutput, LineReceiver):
     # fmt: off
     __slots__ = (
         "_argument", "_bodyEnded", "_buffer", "_disabled", "_discardingLine", "_enhanced",
-        "_errors", "_held", "_hookToken", "_junk", "_out", "_overshoot", "_plainTCP",
+        "_errors", "_held", "_hookToken", "_junk", "_out", "_overshoot", "_plainTCP", "_pos",
         "_processing", "_readClosed", "_socket", "_transportPaused", "_unauthenticated", "_verb",
         "_wire", "_writer", "auth", "began", "clock", "closing", "connected", "connectedFrom",
         "discard", "draining", "handler", "implicitTLS", "limitHost", "options", "pauses",
@@ -114,7 +114,10 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         )
         self._wire: dict[Reply, bytes] = factory.wireCache if factory is not None else {}
         self._writer = factory.turnWriter if factory is not None else _flow.TurnWriter()
+        # What is read and not yet handled: _buffer from _pos on.  _pos is
+        # set whenever _buffer gets new bytes; an empty _buffer holds none.
         self._buffer = b""
+        self._pos = 0
         self._processing = self._plainTCP = False
         self._out: list[bytes] = []
         self._held = False  # whether the TLS layer holds a full batch of replies
@@ -308,50 +311,60 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         if self.pauses:
             # Bytes while a hook holds (setPause): keep them, read no more.
             self._stopReading()
-        if self._buffer:
-            self._buffer += data
-        else:
-            self._buffer = data
+        buf = self._buffer
+        # Only what is left of the last read is copied again, not the read.
+        self._buffer = buf[self._pos :] + data if buf else data
+        self._pos = 0
         if not self._processing:
             self._processBuffer()
 
     def _processBuffer(self) -> None:
+        # Each command line, body and chunk moves _pos on: the rest of a
+        # read is never copied per command (which made a read of many small
+        # commands cost its square).
         self._processing = True
         try:
             # Not while the client leaves its replies unread: their amount
             # stays bounded by what one batch adds to a full send buffer.
             while self._buffer and not (self.waiting or self.closing or self.pauses & PAUSE_WRITE):
+                buf = self._buffer
+                pos = self._pos
                 receiver = self.receiver
                 if receiver is not None and receiver.reading:
-                    data, self._buffer = self._buffer, b""
-                    self.bodyReceived(receiver, data)
+                    self._buffer = b""
+                    self.bodyReceived(receiver, buf, pos)
                     continue
                 if self.discard is not None:
-                    self._buffer = _transaction.discardRefused(self, self.discard, self._buffer)
+                    self._skipTo(buf, _transaction.discardRefused(self, self.discard, buf, pos))
                     continue
-                buf = self._buffer
                 if self._discardingLine:
                     # The rest of a line refused as too long, up to its end.
-                    end = buf.find(b"\n")
-                    self._buffer = b"" if end < 0 else buf[end + 1 :]
+                    end = buf.find(b"\n", pos)
+                    self._skipTo(buf, len(buf) if end < 0 else end + 1)
                     self._discardingLine = end < 0
                     lineStarted(self, end < 0)
                     continue
                 # No line is ever longer than AUTH_LINE_LIMIT octets (plus
                 # CRLF), however its bytes arrive.
-                end = buf.find(b"\n", 0, AUTH_LINE_LIMIT + 2)
+                end = buf.find(b"\n", pos, pos + AUTH_LINE_LIMIT + 2)
                 if end < 0:
-                    if len(buf) < AUTH_LINE_LIMIT + 2:
+                    if len(buf) - pos < AUTH_LINE_LIMIT + 2:
+                        if pos:
+                            # Only the line's start is kept, not the read.
+                            self._buffer, self._pos = buf[pos:], 0
                         # Its end must come within the timeout of its start.
                         lineStarted(self, True)
                         break
                     self._discardingLine = True
-                    self._lineTooLong(buf)
+                    self._lineTooLong(buf[pos:])
                     continue
-                self._buffer = buf[end + 1 :]
+                if end + 1 < len(buf):
+                    self._pos = end + 1
+                else:
+                    self._buffer = b""
                 if self.times.lineSince is not None:
                     self.times.lineSince = None
-                line = buf[: end - 1] if end and buf[end - 1] == 13 else buf[:end]
+                line = buf[pos : end - 1] if end > pos and buf[end - 1] == 13 else buf[pos:end]
                 if len(line) > AUTH_LINE_LIMIT:
                     self._lineTooLong(line)
                     continue
@@ -365,6 +378,13 @@ class SMTPProtocol(SessionOutput, LineReceiver):
             self._flush()
             if self._readClosed:
                 self._closeIfDone()
+
+    def _skipTo(self, buf: bytes, pos: int) -> None:
+        # What is left of buf, from pos on, is what is left to handle.
+        if pos < len(buf):
+            self._buffer, self._pos = buf, pos
+        else:
+            self._buffer = b""
 
     def _lineReceived(self, line: bytes) -> None:
         limit = self.options.maxLineLength
@@ -404,19 +424,26 @@ class SMTPProtocol(SessionOutput, LineReceiver):
             self._argument = line
         _commands.lineTooLong(self, line)
 
-    def bodyReceived(self, receiver: MessageReceiver, data: bytes) -> None:
-        self.times.rateBytes += len(data)
+    def bodyReceived(self, receiver: MessageReceiver, data: bytes, begin: int) -> None:
+        size = len(data)
+        self.times.rateBytes += size - begin
         factory = self.server
         if factory is not None and "message" in factory.wanted:
             # When this data ends the body: the start of the delivery time.
             self._bodyEnded = perf_counter()
-        rest = receiver.feed(data)
-        if rest is None:
-            if len(data) >= _flow.READ_SIZE:
+        rest = receiver.feed(data, begin)
+        if rest < 0:
+            if size - begin >= _flow.READ_SIZE:
                 _flow.readLarger(self._socket)
             return
         _flow.readNormal(self._socket)
-        self._buffer = rest + self._buffer
+        if rest < size:
+            if self._buffer:
+                # Read while the body was handed on: after what followed it.
+                self._buffer = data[rest:] + self._buffer
+                self._pos = 0
+            else:
+                self._buffer, self._pos = data, rest
         if not receiver.ended:
             # A BDAT chunk is in; the message goes on.
             self.reply(catalogue.chunkReceived(receiver.decoder.byteLength))

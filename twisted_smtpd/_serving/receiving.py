@@ -34,7 +34,7 @@ class BodyDecoder(Protocol):
     bareNewlineSeen: bool
     final: bool
 
-    def feed(self, data: bytes) -> tuple[list[bytes], bytes | None]: ...
+    def feedFrom(self, data: bytes, begin: int) -> tuple[list[bytes], int]: ...
 
 
 def errorFromReply(reply: Reply) -> SMTPError:
@@ -140,23 +140,24 @@ class MessageReceiver:
         else:
             self._answered(result)
 
-    def feed(self, data: bytes) -> bytes | None:
+    def feed(self, data: bytes, begin: int) -> int:
         """
-        Take raw bytes of the body.
+        Take raw bytes of the body, C{data[begin:]}.
 
-        @return: C{None} while the body goes on; once it ended, the bytes that
-            followed its end (the next pipelined commands).
+        @return: C{-1} while the body goes on; once it ended, where the bytes
+            that followed its end (the next pipelined commands) start in
+            C{data}.
         """
         decoder = self._decoder
         stream = self.stream
-        chunks, rest = decoder.feed(data)
+        chunks, rest = decoder.feedFrom(data, begin)
         for chunk in chunks:
             stream._write(chunk)
         if decoder.sizeExceeded and not stream.sizeExceeded:
             stream.sizeExceeded = True
             stream._fail(errorFromReply(catalogue.SIZE_EXCEEDED))
-        if rest is None:
-            return None
+        if rest < 0:
+            return rest
         self.reading = False
         if not decoder.final:
             # A BDAT chunk ended; the message goes on.

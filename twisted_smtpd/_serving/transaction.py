@@ -217,7 +217,7 @@ def bdat(p: SessionControl, argument: bytes) -> None:
     decoder.expect(size, last)
     receiver.reading = True
     if size == 0:
-        p.bodyReceived(receiver, b"")
+        p.bodyReceived(receiver, b"", 0)
 
 
 def oversized(
@@ -327,14 +327,14 @@ def refuseBdat(p: SessionControl, argument: bytes, reply: Reply) -> None:
         transferStarted(p)
 
 
-def discardRefused(p: SessionControl, refused: RefusedChunk, buffer: bytes) -> bytes:
+def discardRefused(p: SessionControl, refused: RefusedChunk, buffer: bytes, begin: int) -> int:
     """
-    Drop what C{buffer} holds of a refused BDAT chunk; once it is all gone,
-    send the refusal (and take commands again).
+    Drop what C{buffer[begin:]} holds of a refused BDAT chunk; once it is
+    all gone, send the refusal (and take commands again).
 
-    @return: What is left of C{buffer}.
+    @return: Where what is left of C{buffer} starts.
     """
-    take = min(refused.remaining, len(buffer))
+    take = min(refused.remaining, len(buffer) - begin)
     refused.remaining -= take
     p.times.rateBytes += take
     if not refused.remaining:
@@ -343,7 +343,7 @@ def discardRefused(p: SessionControl, refused: RefusedChunk, buffer: bytes) -> b
             p.fail(refused.reply)
         else:
             refused.done(p)
-    return buffer[take:]
+    return begin + take
 
 
 def malformedBdat(p: CommandContext) -> None:
