@@ -99,12 +99,31 @@ class XClientTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
 
         proto, transport, clock, _ = connect(useXClient=trusted, maxErrors=1, maxJunkCommands=3)
-        # EHLO, XCLIENT and NOOP: three junk commands; the fourth is past the limit.
-        proto.dataReceived(b"EHLO c\r\nXCLIENT ADDR=203.0.113.5\r\nNOOP\r\n")
+        # EHLO, then XCLIENT (not junk, as in Postfix), then EHLO and NOOP:
+        # three junk commands; the fourth is past the limit.
+        proto.dataReceived(b"EHLO c\r\nXCLIENT ADDR=203.0.113.5\r\nEHLO d\r\nNOOP\r\n")
         self.assertFalse(transport.disconnecting)
         proto.dataReceived(b"NOOP\r\n")
         self.assertTrue(take(transport).endswith(replies.TOO_MANY_ERRORS))
         self.assertTrue(transport.disconnecting)
+
+    def test_notJunk(self) -> None:
+        """
+        XCLIENT and XFORWARD, which only trusted front ends may send, are
+        not junk commands, as in Postfix's command table: a front end
+        passing on many clients' sessions over one connection is not cut
+        for them.
+        """
+        trusted = ["192.0.2.0/24"]
+        proto, transport, clock, _ = connect(
+            useXClient=trusted, useXForward=trusted, maxErrors=1, maxJunkCommands=2
+        )
+        proto.dataReceived(b"EHLO c\r\n")
+        for n in range(10):
+            proto.dataReceived(f"XCLIENT ADDR=203.0.113.{n}\r\n".encode())
+            proto.dataReceived(f"XFORWARD NAME=h{n}.example\r\n".encode())
+        self.assertFalse(transport.disconnecting)
+        self.assertNotIn(replies.TOO_MANY_ERRORS, take(transport))
 
     def test_forgetsEarlierAuth(self) -> None:
         """

@@ -24,8 +24,6 @@ JUNK = frozenset(
         Verb.NOOP,
         Verb.VRFY,
         Verb.HELP,
-        Verb.XCLIENT,
-        Verb.XFORWARD,
     }
 )
 #: Recipients refused for being too many before each one counts.

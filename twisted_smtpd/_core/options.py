@@ -285,8 +285,8 @@ class ServerOptions:
         connection or since the last message accepted (Postfix's
         C{smtpd_hard_error_limit}).
     @ivar maxJunkCommands: Commands that move no message on (HELO, EHLO,
-        LHLO, RSET, NOOP, VRFY, HELP, XCLIENT, XFORWARD, and BDAT 0 when it is
-        not the last chunk) taken before each
+        LHLO, RSET, NOOP, VRFY, HELP, and BDAT 0 when it is not the last
+        chunk; not XCLIENT and XFORWARD, as in Postfix) taken before each
         further one counts as an error, counted like C{maxErrors} (Postfix's
         C{smtpd_junk_command_limit}); 0 for no limit.
     @ivar maxLineLength: Longest command line in bytes, CRLF excluded

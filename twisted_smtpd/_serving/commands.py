@@ -181,8 +181,8 @@ DISPATCH: dict[Verb, Action] = {
     Verb.HELP: _junk(help),
     Verb.STARTTLS: _tlscommand.startTLS,
     Verb.AUTH: auth,
-    Verb.XCLIENT: _junk(_forwarding.xclient),
-    Verb.XFORWARD: _junk(_forwarding.xforward),
+    Verb.XCLIENT: _forwarding.xclient,
+    Verb.XFORWARD: _forwarding.xforward,
 }
 
 
