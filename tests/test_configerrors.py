@@ -218,7 +218,7 @@ class ListenFailedTests(SynchronousTestCase):
             f"ssl:0:privateKey={issued.keyPath}:certKey={issued.certificatePath}"
             f":dhParameters={missing}",
         )
-        self.assertEqual(str(e), f"cannot use dhParameters {missing}: no such file")
+        self.assertEqual(str(e), f"cannot read dhParameters {missing}: No such file or directory")
 
     def test_sslFileTooLarge(self) -> None:
         """

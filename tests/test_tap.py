@@ -793,16 +793,16 @@ class EndpointFlagTests(SynchronousTestCase):
         junk = os.path.abspath(self.mktemp())
         with open(junk, "w") as f:
             f.write("not DH parameters\n")
-        for path, why in [
-            (os.path.abspath(self.mktemp()), "no such file"),
-            (junk, "no start line"),
+        for path, verb, why in [
+            (os.path.abspath(self.mktemp()), "read", "No such file or directory"),
+            (junk, "use", "no start line"),
         ]:
             description = (
                 f"ssl:0:privateKey={issued.keyPath}:certKey={issued.certificatePath}"
                 f":dhParameters={path}"
             )
             error = self.assertRaises(usage.UsageError, parse, "--sink", "--listen", description)
-            self.assertIn(f"{description!r}: cannot use dhParameters {path}: {why}", str(error))
+            self.assertIn(f"{description!r}: cannot {verb} dhParameters {path}: {why}", str(error))
 
     def test_sslFileTooLarge(self) -> None:
         """

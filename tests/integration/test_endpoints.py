@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import smtplib
 import socket
 import ssl
@@ -182,6 +183,105 @@ class ProxiedOwnTLSTests(ServerTestCase):
         tls.sendall(b"QUIT\r\n")
         self.assertEqual(readReply(replies)[0], 221)
         tls.close()
+        self.stopServer()
+
+
+def _implicitTLS(
+    port: int, context: ssl.SSLContext, name: str = "submission.example.com"
+) -> x509.Certificate:
+    """
+    Make a TLS handshake with C{context} on C{port} of 127.0.0.1 and read
+    the greeting: the certificate the server sent.
+
+    @raise ssl.SSLError: The server refused the handshake.
+    """
+    with connect(port) as raw, context.wrap_socket(raw, server_hostname=name) as tls:
+        peer = tls.getpeercert(binary_form=True)
+        assert peer is not None
+        replies = tls.makefile("rb")
+        assert readReply(replies)[0] == 220
+        return x509.load_der_x509_certificate(peer)
+
+
+class OwnKeysPolicyTests(ServerTestCase):
+    """
+    An C{ssl:} listener with keys of its own serves its own certificate
+    with the server's C{--tls-min-version} and C{--tls-ciphers}, as STARTTLS
+    does, and SIGHUP reloads its files.
+    """
+
+    def setUp(self) -> None:
+        self.ca = CertificateAuthority(os.path.abspath(self.mktemp()))
+        self.shared = self.ca.server("mail.example.com")
+        self.own = self.ca.server("submission.example.com")
+
+    def startWithOwnKeys(self, *args: str) -> int:
+        self.startServer(
+            "--tls-cert",
+            self.shared.certificatePath,
+            "--tls-key",
+            self.shared.keyPath,
+            *args,
+            listen=[
+                "ssl:0:interface=127.0.0.1"
+                f":privateKey={self.own.keyPath}:certKey={self.own.certificatePath}"
+            ],
+        )
+        port = self.server.port
+        assert isinstance(port, int)
+        return port
+
+    def test_minimumVersion(self) -> None:
+        """
+        With C{--tls-min-version 1.3}, a client held to TLS 1.2 is refused;
+        a TLS 1.3 client gets the listener's own certificate.
+        """
+        port = self.startWithOwnKeys("--tls-min-version", "1.3")
+        old = ssl.create_default_context(cafile=self.ca.certificatePath)
+        old.maximum_version = ssl.TLSVersion.TLSv1_2
+        self.assertRaises(ssl.SSLError, _implicitTLS, port, old)
+        context = ssl.create_default_context(cafile=self.ca.certificatePath)
+        self.assertEqual(_implicitTLS(port, context), self.own.certificate)
+        self.stopServer()
+
+    def test_ciphers(self) -> None:
+        """
+        A TLS 1.2 client offering only a cipher outside C{--tls-ciphers} is
+        refused; one offering a cipher inside it gets that cipher.
+        """
+        port = self.startWithOwnKeys("--tls-ciphers", "ECDHE-ECDSA-AES256-GCM-SHA384")
+        outside = ssl.create_default_context(cafile=self.ca.certificatePath)
+        outside.maximum_version = ssl.TLSVersion.TLSv1_2
+        outside.set_ciphers("ECDHE-ECDSA-AES128-SHA")
+        self.assertRaises(ssl.SSLError, _implicitTLS, port, outside)
+        inside = ssl.create_default_context(cafile=self.ca.certificatePath)
+        inside.maximum_version = ssl.TLSVersion.TLSv1_2
+        inside.set_ciphers("ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-GCM-SHA384")
+        self.assertEqual(_implicitTLS(port, inside), self.own.certificate)
+        self.stopServer()
+
+    def test_sighupReload(self) -> None:
+        """
+        After its files are replaced and SIGHUP, new handshakes get the new
+        certificate; a file that cannot be read then keeps the last one,
+        with one line naming the listener.
+        """
+        port = self.startWithOwnKeys()
+        context = ssl.create_default_context(cafile=self.ca.certificatePath)
+        self.assertEqual(_implicitTLS(port, context), self.own.certificate)
+        renewed = self.ca.server("submission.example.com")
+        shutil.copy(renewed.certificatePath, self.own.certificatePath)
+        shutil.copy(renewed.keyPath, self.own.keyPath)
+        self.server.signal(signal.SIGHUP)
+        self.server.waitForLog("TLS certificates reloaded")
+        self.assertEqual(_implicitTLS(port, context), renewed.certificate)
+        self.assertIn("TLS certificates of ssl:0:interface=127.0.0.1", self.server.output)
+        with open(self.own.certificatePath, "wb") as f:
+            f.write(b"-----BEGIN CERTIFICATE-----\nbroken\n")
+        self.server.signal(signal.SIGHUP)
+        self.server.waitForLog("Reloading TLS certificates failed")
+        self.assertIn(f"cannot read certKey {self.own.certificatePath}", self.server.output)
+        self.assertEqual(_implicitTLS(port, context), renewed.certificate)
         self.stopServer()
 
 

@@ -367,6 +367,56 @@ class WorkerListenersTests(SynchronousTestCase):
         self.assertIn(server.returncode, (0, -signal.SIGTERM), server.output[-3000:])
 
 
+class WorkerOwnKeysPolicyTests(SynchronousTestCase):
+    """
+    Every worker serves an C{ssl:} listener with keys of its own, under
+    C{haproxy:} too, with the server's C{--tls-min-version}.
+    """
+
+    def test_minimumVersion(self) -> None:
+        """
+        With C{--tls-min-version 1.3}, a client held to TLS 1.2 is refused on
+        every connection (whichever worker takes it); a TLS 1.3 client gets
+        the listener's own certificate, behind a PROXY header too.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        ca = CertificateAuthority(os.path.join(directory, "ca"))
+        own = ca.server("submission.example.com")
+        keys = f"privateKey={own.keyPath}:certKey={own.certificatePath}"
+        server, port = startWorkers(
+            self,
+            ["--tls-min-version", "1.3", "--proxy-trusted", "127.0.0.1/32"],
+            directory,
+            listen=[
+                f"ssl:0:interface=127.0.0.1:{keys}",
+                f"haproxy:ssl:0:interface=127.0.0.1:{keys}",
+            ],
+        )
+        proxied = server.ports[1]
+        assert isinstance(proxied, int)
+        old = ssl.create_default_context(cafile=ca.certificatePath)
+        old.maximum_version = ssl.TLSVersion.TLSv1_2
+        context = ssl.create_default_context(cafile=ca.certificatePath)
+        for _ in range(4):
+            for header in (b"", b"PROXY TCP4 192.0.2.9 127.0.0.1 40000 25\r\n"):
+                for tls, refused in ((old, True), (context, False)):
+                    with socket.create_connection(
+                        ("127.0.0.1", proxied if header else port), CLIENT_TIMEOUT
+                    ) as raw:
+                        raw.sendall(header)
+                        if refused:
+                            with self.assertRaises(ssl.SSLError):
+                                tls.wrap_socket(raw, server_hostname="submission.example.com")
+                            continue
+                        with tls.wrap_socket(raw, server_hostname="submission.example.com") as t:
+                            peer = t.getpeercert(binary_form=True)
+                            assert peer is not None
+                            self.assertEqual(x509.load_der_x509_certificate(peer), own.certificate)
+        server.stop()
+        self.assertIn(server.returncode, (0, -signal.SIGTERM), server.output[-3000:])
+
+
 class WorkerLogFileTests(SynchronousTestCase):
     """
     The workers' lines go into the parent's C{--logfile}, which SIGUSR1

@@ -2,28 +2,26 @@
 """
 Listeners of L{SMTPServer.addEndpoint} that fail with one line saying why
 (L{ListenFailed}): the address in use, a privileged port, an address the
-host does not have; and the layers (PROXY header, implicit TLS) that
-twisted-smtpd adds to an endpoint string (L{splitDescription}).
+host does not have; and the layers (PROXY header, implicit TLS, with the
+server's certificates or keys of its own) that twisted-smtpd adds to an
+endpoint string (L{splitDescription}).
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
-from typing import Any
+import re
 
+from attrs import frozen
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 
-from twisted_smtpd._core.files import readRegular
-
 __all__ = [
     "ListenFailed",
+    "OwnKeys",
     "_Listener",
-    "checkOwnTLS",
-    "checkOwnTLSFiles",
     "listenReason",
     "splitDescription",
 ]
@@ -101,86 +99,122 @@ class _Listener(StreamServerEndpointService):
         return d
 
 
-def splitDescription(description: str) -> tuple[str, list[str]]:
+@frozen
+class OwnKeys:
+    """
+    The files of an C{ssl:} endpoint string with keys of its own, served
+    with the server's TLS policy (L{splitDescription}).
+
+    @ivar privateKey: The private key file (Twisted's default:
+        C{server.pem}).
+    @ivar certKey: The certificate file, leaf first and its chain after it;
+        C{privateKey} when not given.
+    @ivar extraCertChain: A file of more chain certificates, or C{None}.
+    @ivar dhParameters: A file of Diffie-Hellman parameters for the C{DHE}
+        ciphers of TLS 1.2, or C{None}.
+    """
+
+    privateKey: str
+    certKey: str
+    extraCertChain: str | None = None
+    dhParameters: str | None = None
+
+
+#: The arguments of Twisted's C{ssl:} endpoint string after the port, in
+#: the order it takes them positionally.
+_SSL_ARGUMENTS = (
+    "privateKey",
+    "certKey",
+    "sslmethod",
+    "interface",
+    "backlog",
+    "extraCertChain",
+    "dhParameters",
+)
+
+#: The values of C{sslmethod=} that leave the version to the server's
+#: minimum (any version OpenSSL and the policy allow).
+_ANY_VERSION = ("SSLv23_METHOD", "TLS_METHOD", "TLS_SERVER_METHOD")
+
+
+def _escape(value: str) -> str:
+    return re.sub(r"([\\:=])", r"\\\1", value)
+
+
+def _ownKeys(rest: str) -> tuple[str, OwnKeys] | None:
+    """
+    The C{tcp:} description and the files of the C{ssl:} endpoint string
+    C{"ssl:" + rest}, or C{None} when it names no key of its own.
+
+    @raise ValueError: An argument Twisted's C{ssl:} parser does not take,
+        or an C{sslmethod} other than one allowing every version.
+    """
+    from twisted.internet.endpoints import _parse
+
+    args, kwargs = _parse("ssl:" + rest)
+    values: dict[str, str] = dict(zip(_SSL_ARGUMENTS, args[2:], strict=False))
+    if len(args) > 2 + len(_SSL_ARGUMENTS):
+        raise ValueError("too many arguments for ssl:")
+    for name, value in kwargs.items():
+        if name not in _SSL_ARGUMENTS:
+            raise ValueError(f"ssl: takes no argument {name!r}")
+        if name in values:
+            raise ValueError(f"ssl: {name} given twice")
+        values[name] = value
+    if "privateKey" not in values and "certKey" not in values:
+        return None
+    method = values.get("sslmethod")
+    if method is not None and method not in _ANY_VERSION:
+        raise ValueError(
+            f"sslmethod={method} is refused: the server's minimum TLS version"
+            " (tlsMinVersion, --tls-min-version) applies to every listener"
+        )
+    if len(args) < 2:
+        raise ValueError("ssl: needs a port")
+    tcp = "tcp:" + _escape(args[1])
+    for name in ("interface", "backlog"):
+        if name in values:
+            tcp += f":{name}={_escape(values[name])}"
+    privateKey = values.get("privateKey", "server.pem")
+    keys = OwnKeys(
+        privateKey,
+        values.get("certKey", privateKey),
+        values.get("extraCertChain"),
+        values.get("dhParameters"),
+    )
+    return tcp, keys
+
+
+def splitDescription(description: str) -> tuple[str, list[str | OwnKeys]]:
     """
     Take the layers twisted-smtpd adds off an endpoint string.
 
     C{haproxy:} before any description reads a PROXY header (v1 or v2) first,
     believed only from C{useProxy} networks when they are set.  An C{ssl:}
-    endpoint that names no key of its own serves implicit TLS (RFC 8314) with
-    the server's TLS configuration, SNI and reloading included.
+    endpoint serves implicit TLS (RFC 8314) on a TCP listener with the
+    server's TLS policy (ciphers, minimum version, client certificates):
+    with the server's certificates, SNI and reloading included, when it
+    names no key of its own; with its own (L{OwnKeys}) otherwise.
 
     @return: The description Twisted listens on, and the layers from the
-        outermost (C{"haproxy"}, C{"tls"}).
+        outermost (C{"haproxy"}, C{"tls"}, or an L{OwnKeys}).
+    @raise ValueError: An C{ssl:} string with keys of its own takes an
+        argument Twisted's C{ssl:} parser does not, or an C{sslmethod}
+        that would set the protocol version.
     """
-    layers: list[str] = []
+    layers: list[str | OwnKeys] = []
     while True:
         kind, _, rest = description.partition(":")
         kind = kind.strip().lower()
         if kind == "haproxy":
             layers.append("haproxy")
             description = rest
-        elif kind == "ssl" and not any(
-            part.split("=", 1)[0].strip() in ("privateKey", "certKey") for part in rest.split(":")
-        ):
-            layers.append("tls")
-            description = "tcp:" + rest
+        elif kind == "ssl":
+            own = _ownKeys(rest)
+            if own is None:
+                layers.append("tls")
+                return "tcp:" + rest, layers
+            layers.append(own[1])
+            return own[0], layers
         else:
             return description, layers
-
-
-def checkOwnTLS(endpoint: object) -> None:
-    """
-    Make the TLS context of an C{ssl:} endpoint with keys of its own now.
-    Twisted's parser reads its key and certificate files at once, but a
-    C{dhParameters} file only for the first connection: a file missing or
-    unusable would fail every connection with a traceback.  Other endpoints
-    pass.
-
-    @param endpoint: What C{serverFromString} gave.
-    @raise ValueError: One line saying why the context cannot be made.
-    """
-    factory: Any = getattr(endpoint, "_sslContextFactory", None)
-    if factory is None:
-        return
-    from OpenSSL import SSL
-
-    try:
-        factory.getContext()
-    except SSL.Error as e:
-        reasons = e.args[0] if e.args and isinstance(e.args[0], list) else []
-        why = "; ".join(str(entry[-1]) for entry in reasons if entry and entry[-1]) or str(e)
-        dhFile = getattr(getattr(factory, "dhParameters", None), "_dhFile", None)
-        path = getattr(dhFile, "path", None)
-        what = f"dhParameters {path}" if path else "its TLS settings"
-        raise ValueError(f"cannot use {what}: {why}") from None
-
-
-#: The files an C{ssl:} endpoint string names, in the order of Twisted's
-#: positional arguments after the port.
-_TLS_FILES = ("privateKey", "certKey", "extraCertChain", "dhParameters")
-
-
-def checkOwnTLSFiles(description: str) -> None:
-    """
-    Refuse an C{ssl:} endpoint string whose key, certificate, chain or
-    C{dhParameters} file is not a regular file or is larger than the
-    server's own TLS files may be (L{readRegular
-    <twisted_smtpd._core.files.readRegular>}): Twisted's parser reads each
-    whole, so that a path such as C{/dev/zero} would fill the memory, and a
-    named pipe would block the start.  A file that cannot be read is left
-    for the parser to report; other endpoints pass.
-
-    @param description: An endpoint string without C{haproxy:} layers.
-    @raise ValueError: Naming the argument and its path.
-    """
-    if description.partition(":")[0].strip().lower() != "ssl":
-        return
-    from twisted.internet.endpoints import _parse
-
-    args, kwargs = _parse(description)
-    paths = dict(zip(_TLS_FILES[:2], args[2:4], strict=False))
-    paths.update((name, kwargs[name]) for name in _TLS_FILES if name in kwargs)
-    for name, path in paths.items():
-        with contextlib.suppress(OSError):
-            readRegular(path, name)

@@ -14,7 +14,7 @@ from twisted.application.service import MultiService, Service
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
-from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IAddress,
     IListeningPort,
@@ -24,12 +24,7 @@ from twisted.internet.interfaces import (
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from twisted_smtpd._core.options import ServerOptions
-from twisted_smtpd._serving.listeners import (
-    _Listener,
-    checkOwnTLS,
-    checkOwnTLSFiles,
-    splitDescription,
-)
+from twisted_smtpd._serving.listeners import OwnKeys, _Listener, splitDescription
 from twisted_smtpd._serving.observers import Observer
 from twisted_smtpd._serving.proxy import HEADER_TIMEOUT, ProxyWrappingFactory
 from twisted_smtpd._serving.server import SMTPServerFactory
@@ -70,6 +65,8 @@ class SMTPServer(MultiService):
             handler, options, reactor=reactor, resolver=resolver, portal=portal, checkers=checkers
         )
         self._ports: list[IListeningPort] = []
+        #: The TLS configurations of C{ssl:} listeners with keys of their own.
+        self._listenerTLS: list[Any] = []
         self.closed = False
 
     def _checkOpen(self) -> None:
@@ -205,39 +202,27 @@ class SMTPServer(MultiService):
     def _endpoint(self, description: str) -> tuple[IStreamServerEndpoint, IProtocolFactory]:
         """
         Parse an endpoint string into the endpoint to listen on and the
-        factory, wrapped as L{splitDescription} says.  An C{ssl:} endpoint
-        with keys of its own under C{haproxy:} listens on plain TCP, and its
-        TLS goes inside the PROXY layer: a proxy sends the header before the
-        TLS handshake it passes through.
+        factory, wrapped as L{splitDescription} says: every C{ssl:} endpoint
+        listens on TCP, its TLS inside any C{haproxy:} layer (a proxy sends
+        the header before the TLS handshake it passes through).
+
+        @raise ValueError: The description does not parse, or the files of
+            an C{ssl:} endpoint with keys of its own cannot be used.
         """
         base, layers = splitDescription(description)
-        checkOwnTLSFiles(base)
         endpoint: Any = serverFromString(self.reactor, base)
-        checkOwnTLS(endpoint)
-        ownTLS = self._ownTLS(base, endpoint)
-        if ownTLS is None or not layers:
-            return endpoint, self._wrap(layers)
-        tcp = TCP4ServerEndpoint(
-            self.reactor, endpoint._port, endpoint._backlog, endpoint._interface
-        )
-        return tcp, self._wrap(layers, TLSMemoryBIOFactory(ownTLS, False, self.factory))
+        return endpoint, self._wrap(layers, description)
 
-    @staticmethod
-    def _ownTLS(base: str, endpoint: Any) -> Any:
-        """
-        The TLS context factory of an C{ssl:} endpoint with keys of its own,
-        or C{None} for any other endpoint.
-        """
-        if base.partition(":")[0].strip().lower() != "ssl":
-            return None
-        return endpoint._sslContextFactory
-
-    def _wrap(
-        self, layers: Sequence[str], inner: IProtocolFactory | None = None
-    ) -> IProtocolFactory:
-        factory: IProtocolFactory = self.factory if inner is None else inner
+    def _wrap(self, layers: Sequence[str | OwnKeys], description: str) -> IProtocolFactory:
+        factory: IProtocolFactory = self.factory
         for layer in reversed(layers):
-            if layer == "tls":
+            if isinstance(layer, OwnKeys):
+                from twisted_smtpd._serving.listenertls import ListenerTLS
+
+                own = ListenerTLS(self.factory.options, layer, description)
+                self._listenerTLS.append(own)
+                factory = TLSMemoryBIOFactory(own.contextFactory(), False, factory)
+            elif layer == "tls":
                 factory = TLSMemoryBIOFactory(self.factory.tls.contextFactory(), False, factory)
             else:
                 options = self.factory.options
@@ -277,12 +262,8 @@ class SMTPServer(MultiService):
         if self.closed:
             os.close(fileno)
             self._checkOpen()
-        base, layers = splitDescription(description)
-        ownTLS = self._ownTLS(base, serverFromString(self.reactor, base))
-        # An ssl: endpoint with keys of its own: its TLS inside any PROXY
-        # layer, outermost without one, as listen() would put it.
-        inner = None if ownTLS is None else TLSMemoryBIOFactory(ownTLS, False, self.factory)
-        factory = self._wrap(layers, inner)
+        _, layers = splitDescription(description)
+        factory = self._wrap(layers, description)
         port: IListeningPort = self.reactor.adoptStreamPort(fileno, family, factory)
         os.close(fileno)
         self._ports.append(port)
@@ -308,12 +289,21 @@ class SMTPServer(MultiService):
 
     def reloadCertificates(self) -> None:
         """
-        Read every certificate file again (SIGHUP under C{twistd}); new
+        Read every certificate file again (SIGHUP under C{twistd}), those
+        of C{ssl:} listeners with keys of their own included; new
         handshakes, STARTTLS and implicit TLS alike, use the new ones.
 
-        @raise ValueError: A file cannot be read; the old ones stay in use.
+        @raise ValueError: A file cannot be read; the old ones stay in use
+            where one could not (the others are reloaded all the same).
         """
-        self.factory.reloadCertificates()
+        errors = []
+        for reload in [self.factory.reloadCertificates] + [t.reload for t in self._listenerTLS]:
+            try:
+                reload()
+            except ValueError as e:
+                errors.append(str(e))
+        if errors:
+            raise ValueError("; ".join(errors))
 
     def close(self) -> Deferred[None]:
         """

@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 from twisted_smtpd._core.files import readRegular
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving.cipherprobe import certificateCipher, keyKind, selfSignedRefusal
+from twisted_smtpd._serving.listeners import OwnKeys
 
 #: The minimum protocol versions C{minVersion} accepts.
 TLS_VERSIONS = {"TLSv1.2": TLSVersion.TLSv1_2, "TLSv1.3": TLSVersion.TLSv1_3}
@@ -213,13 +214,16 @@ def _certificateCipher(policy: TLSPolicy, kind: str | None) -> str | None:
 SELF_SIGNED = "the self-signed certificate (no certificate is configured)"
 
 
-def certificateKinds(options: ServerOptions) -> list[tuple[str | None, str]]:
+def certificateKinds(
+    options: ServerOptions, ownKeys: Sequence[OwnKeys] = ()
+) -> list[tuple[str | None, str]]:
     """
     The kind of key of each certificate the contexts of C{options} serve,
     with its description: the configured one, or the self-signed one made
     on first use (an EC key, L{selfSignedCertificate
-    <twisted_smtpd._serving.selfsigned.selfSignedCertificate>}), and those
-    of C{sniOptions}.  Only the leaf certificate is parsed, for its public
+    <twisted_smtpd._serving.selfsigned.selfSignedCertificate>}), those of
+    C{sniOptions}, and those of the C{ssl:} listeners with keys of their
+    own, C{ownKeys} (L{ownCertificateKinds}).  Only the leaf certificate is parsed, for its public
     key; a file that cannot be read or parsed gives C{None} (any kind), its
     error being reported where the file is loaded.
     """
@@ -230,7 +234,18 @@ def certificateKinds(options: ServerOptions) -> list[tuple[str | None, str]]:
         kinds.append((_leafKind(options.certificate), f"certificate {options.certificate}"))
     for name, (path, _) in options.sniOptions.items():
         kinds.append((_leafKind(path), f"certificate {path} (SNI {name})"))
-    return kinds
+    return kinds + ownCertificateKinds(ownKeys)
+
+
+def ownCertificateKinds(ownKeys: Sequence[OwnKeys]) -> list[tuple[str | None, str]]:
+    """
+    The kind of key of the certificate of each C{ssl:} listener with keys
+    of its own, with its description (see L{certificateKinds}).
+    """
+    return [
+        (_leafKind(keys.certKey), f"certificate {keys.certKey} of an ssl: listener")
+        for keys in ownKeys
+    ]
 
 
 _PEM_CERTIFICATE = re.compile(

@@ -74,42 +74,56 @@ def _read(path: str, what: str) -> bytes:
 
 
 def _parseCredentials(
-    certificatePEM: bytes, keyPEM: bytes, certificateName: str, keyName: str
+    certificatePEM: bytes,
+    keyPEM: bytes,
+    certificateName: str,
+    keyName: str,
+    what: tuple[str, str] = ("certificate", "private key"),
 ) -> _Credentials:
+    certificateWhat, keyWhat = what
     try:
         certificates = x509.load_pem_x509_certificates(certificatePEM)
     except ValueError as e:
-        raise ValueError(f"cannot read certificate {certificateName}: no PEM certificate") from e
+        raise ValueError(
+            f"cannot read {certificateWhat} {certificateName}: no PEM certificate"
+        ) from e
     try:
         key = serialization.load_pem_private_key(keyPEM, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
-        raise ValueError(
-            f"cannot read private key {keyName}: no unencrypted PEM private key"
-        ) from e
+        raise ValueError(f"cannot read {keyWhat} {keyName}: no unencrypted PEM private key") from e
     if not isinstance(key, _PRIVATE_KEY_TYPES):
-        raise ValueError(f"cannot read private key {keyName}: unsupported key type")
+        raise ValueError(f"cannot read {keyWhat} {keyName}: unsupported key type")
     if certificates[0].public_key() != key.public_key():
         matching = [c.public_key() == key.public_key() for c in certificates]
         if any(matching):
             raise ValueError(
-                f"cannot read certificate {certificateName}: the certificate of {keyName} is"
+                f"cannot read {certificateWhat} {certificateName}: the certificate of {keyName} is"
                 f" number {matching.index(True) + 1} of {len(certificates)}; the file must"
                 " start with it, its chain after it"
             )
-        raise ValueError(f"cannot read certificate {certificateName}: it does not match {keyName}")
+        raise ValueError(
+            f"cannot read {certificateWhat} {certificateName}: it does not match {keyName}"
+        )
     return _Credentials(certificates[0], tuple(certificates[1:]), key, certificateName)
 
 
-def _readCredentials(certificatePath: str, keyPath: str | None) -> _Credentials:
+def _readCredentials(
+    certificatePath: str,
+    keyPath: str | None,
+    what: tuple[str, str] = ("certificate", "private key"),
+) -> _Credentials:
     """
     Load a certificate chain file and its key (from C{keyPath}, or from the
     certificate file when C{None}).
 
+    @param what: How errors name the certificate file and the key file.
     @raise ValueError: Naming the file that cannot be read or used.
     """
-    certificatePEM = _read(certificatePath, "certificate")
-    keyPEM = certificatePEM if keyPath is None else _read(keyPath, "private key")
-    return _parseCredentials(certificatePEM, keyPEM, certificatePath, keyPath or certificatePath)
+    certificatePEM = _read(certificatePath, what[0])
+    keyPEM = certificatePEM if keyPath is None else _read(keyPath, what[1])
+    return _parseCredentials(
+        certificatePEM, keyPEM, certificatePath, keyPath or certificatePath, what
+    )
 
 
 def _readAuthorities(path: str) -> tuple[x509.Certificate, ...]:
@@ -171,8 +185,10 @@ class _Generation:
         policy: TLSPolicy | None = None,
         dynamic: DynamicSNI | None = None,
         sessionContext: bytes = b"twisted-smtpd",
+        prepare: Callable[[SSL.Context], object] | None = None,
     ) -> None:
         self._policy = policy if policy is not None else TLSPolicy()
+        self._prepare = prepare
         self._dynamic = dynamic
         self._sessionContext = sessionContext
         self._authorities = authorities
@@ -207,6 +223,8 @@ class _Generation:
         # One session id context for every context of the server, so that
         # a session resumes whichever SNI context it was made with.
         context.set_session_id(self._sessionContext)
+        if self._prepare is not None:
+            self._prepare(context)
         loader: Any = context
         try:
             loader.use_certificate(credentials.certificate)
@@ -420,15 +438,21 @@ class ServerTLS:
         """
         self._madeObservers.append(observer)
 
-    def _build(self) -> _Generation:
+    def _defaultCredentials(self) -> _Credentials:
         if self.selfSigned:
             if self._selfSignedPEM is None:
                 self._selfSignedPEM = selfSignedCertificate(self._hostname)
             certificatePEM, keyPEM = self._selfSignedPEM
-            default = _parseCredentials(certificatePEM, keyPEM, "(self-signed)", "(self-signed)")
-        else:
-            assert self._certificatePath is not None
-            default = _readCredentials(self._certificatePath, self._privateKeyPath)
+            return _parseCredentials(certificatePEM, keyPEM, "(self-signed)", "(self-signed)")
+        assert self._certificatePath is not None
+        return _readCredentials(self._certificatePath, self._privateKeyPath)
+
+    #: Called with each new context before its certificate (a listener's
+    #: own Diffie-Hellman parameters).
+    _prepare: Callable[[SSL.Context], object] | None = None
+
+    def _build(self) -> _Generation:
+        default = self._defaultCredentials()
         named = {
             _normaliseName(name): _readCredentials(certificate, key)
             for name, (certificate, key) in self._sniOptions.items()
@@ -446,6 +470,7 @@ class ServerTLS:
                 self._policy,
                 self._dynamic,
                 self._sessionContext,
+                self._prepare,
             )
         except SSL.Error as e:
             raise ValueError(f"cannot use the TLS certificates: {e}") from e
@@ -486,6 +511,9 @@ class ServerTLS:
             self._generation = self._build()
         if self._dynamic is not None:
             self._dynamic.clear()
+        self._logReloaded()
+
+    def _logReloaded(self) -> None:
         self._log.info("TLS certificates reloaded")
 
     def certificates(self) -> dict[str, x509.Certificate]:

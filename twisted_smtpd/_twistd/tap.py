@@ -34,6 +34,7 @@ from twisted_smtpd._core.options import (
     ServerOptions,
 )
 from twisted_smtpd._core.version import __version__
+from twisted_smtpd._serving.listeners import OwnKeys, splitDescription
 from twisted_smtpd._serving.resolve import parseDNSServer
 from twisted_smtpd._serving.sni import TLSPolicy, certificateKinds
 from twisted_smtpd._serving.tls import ServerTLS
@@ -315,6 +316,7 @@ class Options(AuthOptionMixin, usage.Options):
         bytesUsers(self.get("credCheckers", []))
         self["serverOptions"] = options = self._serverOptions()
         self._checkTLS(options)
+        self._checkOwnKeys(options)
         self["handler"] = self._handler(delivery, options)
         checkAuthOffered(self.get("credCheckers", []), options, self["handler"])
         checkAuthOptional(self.get("credCheckers", []), options, self["handler"])
@@ -370,6 +372,33 @@ class Options(AuthOptionMixin, usage.Options):
         except ValueError as e:
             raise usage.UsageError(reason(e)) from None
 
+    def _ownKeys(self) -> list[tuple[str, OwnKeys]]:
+        """
+        The C{--listen} descriptions of C{ssl:} listeners with keys of their
+        own, with their files (the descriptions parse: L{checkEndpoint}).
+        """
+        found = []
+        for description in self["listen"]:
+            for layer in splitDescription(description)[1]:
+                if isinstance(layer, OwnKeys):
+                    found.append((description, layer))
+        return found
+
+    def _checkOwnKeys(self, o: ServerOptions) -> None:
+        """
+        Read the files of the C{ssl:} listeners with keys of their own now,
+        with the server's TLS policy, as the server will at start.
+
+        @raise usage.UsageError: Naming the listener, if one cannot be used.
+        """
+        for description, keys in self._ownKeys():
+            from twisted_smtpd._serving.listenertls import ListenerTLS
+
+            try:
+                ListenerTLS(o, keys, description)
+            except ValueError as e:
+                raise usage.UsageError(f"--listen {description!r}: {reason(e)}") from None
+
     def _checkTLS(self, o: ServerOptions) -> None:
         """
         Read the certificate files now, as the server will at start.
@@ -377,8 +406,9 @@ class Options(AuthOptionMixin, usage.Options):
         @raise usage.UsageError: If one cannot be read or used.
         """
         if o.tlsCiphers is not None:
+            own = [keys for _, keys in self._ownKeys()]
             try:
-                TLSPolicy(o.tlsCiphers, o.tlsMinVersion).checkCiphers(certificateKinds(o))
+                TLSPolicy(o.tlsCiphers, o.tlsMinVersion).checkCiphers(certificateKinds(o, own))
             except ValueError as e:
                 raise usage.UsageError(f"--tls-ciphers: {reason(e)}") from None
         if o.certificate is None and o.caCertificates is None and not o.sniOptions:

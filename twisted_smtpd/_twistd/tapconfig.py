@@ -200,28 +200,24 @@ def bytesUsers(checkers: Sequence[object]) -> None:
 def checkEndpoint(description: str) -> None:
     """
     Parse an endpoint string as L{SMTPServer.addEndpoint} will: C{haproxy:}
-    wraps any other description, and an C{ssl:} endpoint without a key of
-    its own is a TCP one wrapped in the server's TLS.
+    wraps any other description, and an C{ssl:} endpoint is a TCP one
+    wrapped in TLS (the files of one with keys of its own are read with
+    the server's certificates, once its TLS policy is known).
 
     @raise usage.UsageError: If it does not parse.
     """
     from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
 
-    from twisted_smtpd._serving.listeners import checkOwnTLS, checkOwnTLSFiles
+    from twisted_smtpd._serving.listeners import splitDescription
 
-    parsed = description
-    while parsed.partition(":")[0].strip().lower() == "haproxy":
-        parsed = parsed.partition(":")[2]
-    kind, _, rest = parsed.partition(":")
-    kind = kind.strip().lower()
-    if kind == "ssl" and not any(
-        part.split("=", 1)[0].strip() in ("privateKey", "certKey") for part in rest.split(":")
-    ):
-        parsed = "tcp:" + rest
+    kind = description
+    while kind.partition(":")[0].strip().lower() == "haproxy":
+        kind = kind.partition(":")[2]
+    kind = kind.partition(":")[0].strip().lower()
     parse: Any = serverFromString  # unannotated in Twisted
     try:
-        checkOwnTLSFiles(parsed)
+        parsed, _ = splitDescription(description)
         endpoint = parse(reactor, parsed)
     except (IndexError, KeyError) as e:
         if kind != "systemd":
@@ -229,10 +225,6 @@ def checkEndpoint(description: str) -> None:
         why = "no such socket inherited (LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES)"
         raise usage.UsageError(f"--listen {description!r}: {why}") from None
     except Exception as e:
-        raise usage.UsageError(f"--listen {description!r}: {reason(e)}") from None
-    try:
-        checkOwnTLS(endpoint)
-    except ValueError as e:
         raise usage.UsageError(f"--listen {description!r}: {reason(e)}") from None
     port = getattr(endpoint, "_port", None)
     if isinstance(port, int) and not 0 <= port <= 65535:

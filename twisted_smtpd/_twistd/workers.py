@@ -133,8 +133,7 @@ def bindListener(reactor: Any, description: str, count: int) -> ListenerSpec:
     @raise ValueError: The description cannot be served by workers (only
         TCP and UNIX listeners, possibly under C{haproxy:}, and C{ssl:}
         ones, with the server's certificate or keys of their own, can).
-    @raise OSError: The address cannot be bound, or (C{ssl:} with keys of its
-        own) its certificate files cannot be read.
+    @raise OSError: The address cannot be bound.
     """
     base, _ = splitDescription(description)
     kind = _kind(description)
@@ -142,8 +141,10 @@ def bindListener(reactor: Any, description: str, count: int) -> ListenerSpec:
         raise ValueError(
             f"--workers cannot serve {description!r}: only tcp:, ssl: and unix: listeners"
         )
-    # An ssl: endpoint with keys of its own reads them here: a file that
-    # cannot be read stops the parent before any worker starts.
+    # Every ssl: endpoint is a TCP one here; the files of one with keys of
+    # its own were read with the options (a file that cannot be used stops
+    # the parent before any worker starts), and each worker reads them
+    # again to make its TLS contexts.
     endpoint = serverFromString(reactor, base)
     port = getattr(endpoint, "_port", None)
     interface = getattr(endpoint, "_interface", None)

@@ -1,0 +1,233 @@
+# -*- test-case-name: tests.test_tlslisteners -*-
+"""
+C{ssl:} listeners with keys of their own (C{ssl:465:privateKey=...:certKey=...})
+get the server's TLS policy, their own certificate, and reloading, with real
+handshakes in memory (L{tests.test_tls.handshake}).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+from OpenSSL import SSL
+from twisted.python import usage
+
+from tests.certs import CertificateAuthority, IssuedCertificate, TLSClient
+from tests.test_tls import _TLSTestCase, handshake
+from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._serving.listeners import OwnKeys, splitDescription
+from twisted_smtpd._serving.service import SMTPServer
+from twisted_smtpd._serving.tls import tlsInfo
+from twisted_smtpd._twistd.tap import Options
+from twisted_smtpd.handlers import SinkHandler
+
+
+def _own(issued: IssuedCertificate, more: str = "") -> str:
+    keys = f"privateKey={issued.keyPath}:certKey={issued.certificatePath}"
+    return f"ssl:0:interface=127.0.0.1:{keys}{more}"
+
+
+def _creator(server: SMTPServer, description: str) -> Any:
+    """
+    Add the listener of C{description} to C{server}; what it makes its TLS
+    connections with (the TLS configuration it was given).
+    """
+    server.addEndpoint(description)
+    return server._listenerTLS[-1]
+
+
+class SplitTests(_TLSTestCase):
+    """
+    L{splitDescription} takes an C{ssl:} string with keys of its own apart
+    into a TCP listener and the listener's files.
+    """
+
+    def test_ownKeysLayer(self) -> None:
+        """
+        The files become an L{OwnKeys} layer, inside any C{haproxy:} one,
+        and the port, interface and backlog a C{tcp:} description (an IPv6
+        interface escaped again).
+        """
+        self.assertEqual(
+            splitDescription(
+                "haproxy:ssl:465:interface=\\:\\:1:privateKey=k.pem:certKey=c.pem"
+                ":backlog=5:extraCertChain=x.pem:dhParameters=d.pem"
+            ),
+            (
+                "tcp:465:interface=\\:\\:1:backlog=5",
+                ["haproxy", OwnKeys("k.pem", "c.pem", "x.pem", "d.pem")],
+            ),
+        )
+        self.assertEqual(
+            splitDescription("ssl:465:k.pem"), ("tcp:465", [OwnKeys("k.pem", "k.pem")])
+        )
+        self.assertEqual(
+            splitDescription("ssl:465:interface=127.0.0.1"),
+            ("tcp:465:interface=127.0.0.1", ["tls"]),
+        )
+
+    def test_refusedArguments(self) -> None:
+        """
+        An argument Twisted's C{ssl:} parser does not take, or an
+        C{sslmethod} that would pin the protocol version below the server's
+        minimum, is refused with one line; C{SSLv23_METHOD} (any version)
+        is accepted.
+        """
+        server = SMTPServer(SinkHandler())
+        issued = self.default
+        for more, why in [
+            (":privatekey=x", "ssl: takes no argument 'privatekey'"),
+            (":sslmethod=TLSv1_METHOD", "sslmethod=TLSv1_METHOD is refused"),
+        ]:
+            e = self.assertRaises(ValueError, server.addEndpoint, _own(issued, more))
+            self.assertIn(why, str(e))
+        server.addEndpoint(_own(issued, ":sslmethod=SSLv23_METHOD"))
+
+
+class PolicyTests(_TLSTestCase):
+    """
+    The server's C{tlsMinVersion} and C{tlsCiphers} hold on a listener with
+    keys of its own, which serves its own certificate.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.own = self.ca.server("submission.example.com")
+
+    def test_minimumVersion(self) -> None:
+        """
+        With C{tlsMinVersion="TLSv1.3"}, a TLS 1.2 client is refused; a TLS
+        1.3 client gets the listener's certificate, not the server's.
+        """
+        options = ServerOptions(
+            certificate=self.default.certificatePath,
+            privateKey=self.default.keyPath,
+            tlsMinVersion="TLSv1.3",
+        )
+        creator = _creator(SMTPServer(SinkHandler(), options), _own(self.own))
+        refused = handshake(creator, TLSClient(maximumVersion=SSL.TLS1_2_VERSION))
+        self.assertHandshakeRefused(refused)
+        accepted = handshake(creator)
+        self.assertEqual(tlsInfo(accepted.server.transport).protocol, "TLSv1.3")
+        self.assertEqual(accepted.serverCertificate, self.own.certificate)
+
+    def test_ciphers(self) -> None:
+        """
+        The cipher string chooses the TLS 1.2 cipher of the listener.
+        """
+        for cipher in ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305"):
+            server = SMTPServer(SinkHandler(), ServerOptions(tlsCiphers=cipher))
+            creator = _creator(server, _own(self.own))
+            result = handshake(creator, TLSClient(maximumVersion=SSL.TLS1_2_VERSION))
+            self.assertEqual(tlsInfo(result.server.transport).cipher, cipher)
+
+    def test_securityLevel(self) -> None:
+        """
+        The cipher string's C{@SECLEVEL} holds for the listener's key: at
+        level 3 its RSA 2048-bit key is refused when the listener is added,
+        an EC P-256 one accepted.
+        """
+        options = ServerOptions(
+            certificate=self.default.certificatePath,
+            privateKey=self.default.keyPath,
+            tlsCiphers="DEFAULT:@SECLEVEL=3",
+        )
+        server = SMTPServer(SinkHandler(), options)
+        server.addEndpoint(_own(self.own))
+        weak = self.ca.issue("rsa.example.com", rsaKey=True)
+        e = self.assertRaises(ValueError, server.addEndpoint, _own(weak))
+        self.assertEqual(
+            str(e),
+            f"cannot use certificate {weak.certificatePath} at the security level 3 of the"
+            " cipher string: ee key too small",
+        )
+
+    def test_extraCertChain(self) -> None:
+        """
+        The certificates of C{extraCertChain} follow the listener's own.
+        """
+        chainPath = os.path.join(self.directory, "chain.pem")
+        shutil.copy(self.ca.certificatePath, chainPath)
+        creator = _creator(
+            SMTPServer(SinkHandler()), _own(self.own, f":extraCertChain={chainPath}")
+        )
+        result = handshake(creator)
+        assert result.client.transport is not None
+        chain = result.client.transport.getHandle().get_peer_cert_chain()
+        self.assertEqual(
+            [c.to_cryptography() for c in chain], [self.own.certificate, self.ca.certificate]
+        )
+
+
+class ReloadTests(_TLSTestCase):
+    """
+    L{SMTPServer.reloadCertificates} reads a listener's own files again.
+    """
+
+    def test_reload(self) -> None:
+        """
+        New handshakes get the certificate written since; a file that
+        cannot be read keeps the last one, with one line naming the
+        listener and the file.
+        """
+        own = self.ca.server("one.example.com")
+        server = SMTPServer(SinkHandler())
+        description = _own(own)
+        creator = _creator(server, description)
+        self.assertEqual(handshake(creator).serverCertificate, own.certificate)
+        other = self.ca.server("two.example.com")
+        shutil.copy(other.certificatePath, own.certificatePath)
+        shutil.copy(other.keyPath, own.keyPath)
+        server.reloadCertificates()
+        self.assertEqual(handshake(creator).serverCertificate, other.certificate)
+        with open(own.keyPath, "w") as f:
+            f.write("no key\n")
+        e = self.assertRaises(ValueError, server.reloadCertificates)
+        self.assertEqual(
+            str(e),
+            f"{description}: cannot read privateKey {own.keyPath}: no unencrypted PEM private key",
+        )
+        self.assertEqual(handshake(creator).serverCertificate, other.certificate)
+
+
+class OptionsTests(_TLSTestCase):
+    """
+    C{twistd smtpd} reads a listener's own files with the server's TLS
+    policy when it parses its options.
+    """
+
+    def parse(self, *args: str) -> Options:
+        options = Options()
+        options.parseOptions(["--sink", *args])
+        return options
+
+    def test_cipherCheckIncludesOwnKey(self) -> None:
+        """
+        A cipher string that leaves no TLS 1.2 cipher for the RSA key of a
+        listener's own certificate is refused, naming it.
+        """
+        own = CertificateAuthority(self.mktemp()).issue("rsa.example.com", rsaKey=True)
+        error = self.assertRaises(
+            usage.UsageError, self.parse, "--tls-ciphers", "aECDSA", "--listen", _own(own)
+        )
+        self.assertEqual(
+            str(error),
+            "--tls-ciphers: the cipher string 'aECDSA' selects no TLS 1.2 cipher usable with"
+            f" the RSA key of certificate {own.certificatePath} of an ssl: listener",
+        )
+
+    def test_mismatchedKeyOneLine(self) -> None:
+        """
+        A key that is not the certificate's is one line naming the listener,
+        the argument and the paths, as for the server's own certificate.
+        """
+        other = self.ca.server("other.example.com")
+        description = f"ssl:0:privateKey={other.keyPath}:certKey={self.default.certificatePath}"
+        error = self.assertRaises(usage.UsageError, self.parse, "--listen", description)
+        self.assertEqual(
+            str(error),
+            f"--listen {description!r}: cannot read certKey {self.default.certificatePath}:"
+            f" it does not match {other.keyPath}",
+        )

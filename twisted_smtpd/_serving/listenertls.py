@@ -1,0 +1,112 @@
+# -*- test-case-name: tests.test_tlslisteners -*-
+"""
+The TLS of an C{ssl:} listener with keys of its own
+(C{ssl:465:privateKey=...:certKey=...}): its key, certificate and chain,
+with the server's TLS policy (ciphers and their C{@SECLEVEL}, minimum
+version, client certificates, session tickets), read and checked as the
+server's own certificates are, and reloaded with them.
+"""
+
+from __future__ import annotations
+
+from cryptography import x509
+from OpenSSL import SSL
+
+from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._serving.listeners import OwnKeys
+from twisted_smtpd._serving.sni import TLSPolicy, _why, ownCertificateKinds
+from twisted_smtpd._serving.tls import ServerTLS, _Credentials, _read, _readCredentials
+
+__all__ = ["ListenerTLS"]
+
+
+def _readChain(path: str) -> tuple[x509.Certificate, ...]:
+    """
+    The certificates of an C{extraCertChain} file.
+
+    @raise ValueError: It cannot be read or holds no PEM certificate.
+    """
+    data = _read(path, "extraCertChain")
+    try:
+        return tuple(x509.load_pem_x509_certificates(data))
+    except ValueError as e:
+        raise ValueError(f"cannot read extraCertChain {path}: no PEM certificate") from e
+
+
+class ListenerTLS(ServerTLS):
+    """
+    The TLS configuration of one C{ssl:} listener with keys of its own: the
+    server's policy from C{ServerOptions}, this listener's certificate
+    alone (no SNI certificates).  Its files are read at once, and again by
+    L{reload}.
+    """
+
+    def __init__(self, options: ServerOptions, keys: OwnKeys, description: str = "") -> None:
+        """
+        @param options: The server's options, for its TLS policy.
+        @param keys: The listener's files.
+        @param description: The listener's endpoint string, for the log.
+        @raise ValueError: One line naming the file that cannot be read or
+            used, or the cipher string that leaves its key no TLS 1.2
+            cipher (C{"tlsCiphers: ..."}).
+        """
+        self._keys = keys
+        self._description = description
+        if keys.dhParameters is not None:
+            self._prepare = self._loadParameters
+        if options.tlsCiphers is not None:
+            policy = TLSPolicy(options.tlsCiphers, options.tlsMinVersion)
+            try:
+                policy.checkCiphers(ownCertificateKinds([keys]))
+            except ValueError as e:
+                raise ValueError(f"tlsCiphers: {e}") from None
+        super().__init__(
+            keys.certKey,
+            keys.privateKey,
+            options.caCertificates,
+            requestCert=options.requestCert,
+            rejectUnauthorized=options.rejectUnauthorized,
+            hostname=options.name,
+            ciphers=options.tlsCiphers,
+            minVersion=options.tlsMinVersion,
+        )
+
+    def _defaultCredentials(self) -> _Credentials:
+        keys = self._keys
+        credentials = _readCredentials(keys.certKey, keys.privateKey, ("certKey", "privateKey"))
+        if self._keys.extraCertChain is None:
+            return credentials
+        chain = credentials.chain + _readChain(self._keys.extraCertChain)
+        return _Credentials(credentials.certificate, chain, credentials.key, credentials.name)
+
+    def _loadParameters(self, context: SSL.Context) -> None:
+        """
+        Give C{context} the listener's Diffie-Hellman parameters.
+
+        @raise ValueError: The file cannot be read or holds none.
+        """
+        path = self._keys.dhParameters
+        assert path is not None
+        _read(path, "dhParameters")
+        try:
+            context.load_tmp_dh(path)
+        except SSL.Error as e:
+            raise ValueError(f"cannot use dhParameters {path}: {_why(e)}") from None
+
+    def reload(self) -> None:
+        """
+        Read the listener's files again (see L{ServerTLS.reload}).
+
+        @raise ValueError: Naming the listener and the file that cannot be
+            read or used; the previous configuration stays in use.
+        """
+        try:
+            super().reload()
+        except ValueError as e:
+            raise ValueError(f"{self._description or 'ssl: listener'}: {e}") from None
+
+    def _logReloaded(self) -> None:
+        self._log.info(
+            "TLS certificates of {listener} reloaded",
+            listener=self._description or self._keys.certKey,
+        )
