@@ -509,7 +509,7 @@ class PendingHeaderLimitTests(SynchronousTestCase):
                     socketTimeout=socketTimeout,
                 ),
             )
-            wrapping = server._wrap(["haproxy"])
+            wrapping = server._wrap(["haproxy"], "haproxy:tcp:0")
             assert isinstance(wrapping, ProxyWrappingFactory)
             self.assertEqual(wrapping.headerTimeout, expected)
             self.assertIs(wrapping.server, server.factory)
