@@ -138,6 +138,19 @@ class LinearInputTests(SynchronousTestCase):
         proto.dataReceived(b"OP\r\n")
         self.assertEqual(take(transport), replies.OK)
 
+    def test_closedSessionKeepsNothing(self) -> None:
+        """
+        A session closed while it handles a read (the error limit reached
+        at the end of a refused chunk, or at a message's end) keeps none of
+        what followed in that read: nothing will handle it.
+        """
+        proto, transport, _, _ = connect(maxErrors=1)
+        proto.dataReceived(b"EHLO c\r\n")
+        take(transport)
+        proto.dataReceived(b"BDAT 3\r\nabc" + b"NOOP\r\n" * 100)
+        self.assertTrue(take(transport).endswith(replies.TOO_MANY_ERRORS))
+        self.assertEqual(proto._buffer, b"")
+
     def test_bdatChunks(self) -> None:
         """
         C{BDAT 1} chunks: each chunk's octet is handed on, and what follows

@@ -380,8 +380,9 @@ class SMTPProtocol(SessionOutput, LineReceiver):
                 self._closeIfDone()
 
     def _skipTo(self, buf: bytes, pos: int) -> None:
-        # What is left of buf, from pos on, is what is left to handle.
-        if pos < len(buf):
+        # What is left of buf, from pos on, is what is left to handle (none
+        # once the session closed while it was handled: nothing will).
+        if pos < len(buf) and not self.closing:
             self._buffer, self._pos = buf, pos
         else:
             self._buffer = b""
@@ -437,7 +438,7 @@ class SMTPProtocol(SessionOutput, LineReceiver):
                 _flow.readLarger(self._socket)
             return
         _flow.readNormal(self._socket)
-        if rest < size:
+        if rest < size and not self.closing:
             if self._buffer:
                 # Read while the body was handed on: after what followed it.
                 self._buffer = data[rest:] + self._buffer
