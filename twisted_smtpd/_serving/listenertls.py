@@ -52,6 +52,9 @@ class ListenerTLS(ServerTLS):
         """
         self._keys = keys
         self._description = description
+        #: How the start summary, the log and the metrics name it: its
+        #: endpoint string (its certificate file without one).
+        self.label = description or keys.certKey
         if keys.dhParameters is not None:
             self._prepare = self._loadParameters
         if options.tlsCiphers is not None:
@@ -108,5 +111,5 @@ class ListenerTLS(ServerTLS):
     def _logReloaded(self) -> None:
         self._log.info(
             "TLS certificates of {listener} reloaded",
-            listener=self._description or self._keys.certKey,
+            listener=self.label,
         )
