@@ -15,7 +15,8 @@ from OpenSSL import SSL
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving.listeners import OwnKeys
 from twisted_smtpd._serving.sni import TLSPolicy, _why, ownCertificateKinds
-from twisted_smtpd._serving.tls import ServerTLS, _Credentials, _read, _readCredentials
+from twisted_smtpd._serving.tls import ServerTLS
+from twisted_smtpd._serving.tlsfiles import _Credentials, _read, _readCredentials
 
 __all__ = ["ListenerTLS"]
 
