@@ -71,7 +71,7 @@ from twisted_smtpd._twistd.tapflags import (
 )
 from twisted_smtpd._twistd.taphandlers import HANDLERS
 from twisted_smtpd._twistd.tapservice import makeService
-from twisted_smtpd._twistd.workers import bindListener, checkWorkers, inheritedListeners
+from twisted_smtpd._twistd.workerlisteners import bindListener, checkWorkers, inheritedListeners
 from twisted_smtpd.interfaces import ISMTPHandler
 
 

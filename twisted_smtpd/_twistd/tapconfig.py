@@ -28,7 +28,7 @@ from twisted_smtpd._core.printable import printable
 from twisted_smtpd._serving.cred import decidableMechanisms, ownsOnAuth, portalFromCheckers
 
 #: Set in a worker of C{--workers} (L{INHERITED
-#: <twisted_smtpd._twistd.workers.INHERITED>}, which imports this module).
+#: <twisted_smtpd._twistd.workerlisteners.INHERITED>}, which imports this module).
 _INHERITED = "TWISTED_SMTPD_INHERITED"
 
 
