@@ -22,7 +22,7 @@ from twisted_smtpd._twistd.openfiles import (
     raiseLimit,
     startingLimit,
 )
-from twisted_smtpd._twistd.workers import INHERITED
+from twisted_smtpd._twistd.workerlisteners import INHERITED
 
 
 class Limits:

@@ -28,15 +28,13 @@ from twisted_smtpd._twistd import tapconfig
 from twisted_smtpd._twistd.tap import Options
 from twisted_smtpd._twistd.tapconfig import exitWithError
 from twisted_smtpd._twistd.workercert import SHARED_CERTIFICATE, removeSharedCertificate
+from twisted_smtpd._twistd.workerlisteners import INHERITED, bindListener, inheritedListeners
 from twisted_smtpd._twistd.workers import (
     _MAX_PARTIAL,
     _STABLE,
-    INHERITED,
     PARENT_PIPE,
     WorkerPool,
     _Worker,
-    bindListener,
-    inheritedListeners,
 )
 from twisted_smtpd._twistd.workerside import ParentWatch, parentPipe
 

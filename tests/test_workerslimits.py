@@ -16,9 +16,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_deadlines import LogCatcher
 from tests.test_workers import _exited, _ProcessReactor
-from twisted_smtpd._twistd import workers
+from twisted_smtpd._twistd import workerlisteners
 from twisted_smtpd._twistd.tap import Options
-from twisted_smtpd._twistd.workers import MAX_WORKERS, WorkerPool, checkWorkers
+from twisted_smtpd._twistd.workerlisteners import MAX_WORKERS, checkWorkers
+from twisted_smtpd._twistd.workers import WorkerPool
 from twisted_smtpd._twistd.workerside import runWorker
 
 
@@ -100,7 +101,7 @@ class OpenFilesTests(SynchronousTestCase):
         Under the options, a limit the workers exceed is one L{UsageError}
         line starting with C{--workers:}.
         """
-        self.patch(workers, "raiseLimit", lambda: 100)
+        self.patch(workerlisteners, "raiseLimit", lambda: 100)
         error = self.assertRaises(
             UsageError,
             Options().parseOptions,

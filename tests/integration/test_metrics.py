@@ -7,8 +7,10 @@ C{/healthz}.
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
+import shutil
 import signal
 import socket
 import time
@@ -17,6 +19,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.certs import CertificateAuthority, IssuedCertificate
 from tests.integration.helpers import (
     CLIENT_TIMEOUT,
     RECIPIENT,
@@ -127,7 +130,10 @@ class MetricsTests(ServerTestCase):
         found = self.waitFor(metricsPort, ("smtpd_connections_open", ()), 0)
         self.assertCounts(found)
         # The self-signed certificate is made at the first STARTTLS.
-        expiry = ("smtpd_certificate_expiry_timestamp_seconds", (("servername", ""),))
+        expiry = (
+            "smtpd_certificate_expiry_timestamp_seconds",
+            (("listener", ""), ("servername", "")),
+        )
         self.assertNotIn(expiry, found)
         client = self.smtp(self.server.port)
         client.starttls(context=unverifiedContext())
@@ -199,4 +205,95 @@ class MetricsTests(ServerTestCase):
         self.assertEqual(found[("smtpd_connections_open", ())], 0)
         self.assertEqual(found[("smtpd_connections_total", ())], 4)
         self.assertEqual(found[("smtpd_workers_alive", ())], 2)
+        self.stopServer()
+
+
+class OwnKeysCertificateTests(ServerTestCase):
+    """
+    The certificate of an C{ssl:} listener with keys of its own is in the
+    start summary, with its warning when it has expired or expires soon,
+    again after SIGHUP, and in C{smtpd_certificate_expiry_timestamp_seconds}
+    under the label C{listener}.
+    """
+
+    def setUp(self) -> None:
+        self.ca = CertificateAuthority(os.path.abspath(self.mktemp()))
+
+    def startWithOwnKeys(self, own: IssuedCertificate) -> tuple[str, int]:
+        """
+        Serve C{own} on an C{ssl:} listener with C{--metrics}.
+
+        @return: The listener's endpoint string and the metrics port.
+        """
+        metricsPort = freePort()
+        endpoint = (
+            f"ssl:0:interface=127.0.0.1:privateKey={own.keyPath}:certKey={own.certificatePath}"
+        )
+        self.startServer(
+            "--sink",
+            "--metrics",
+            f"tcp:{metricsPort}:interface=127.0.0.1",
+            maildir=False,
+            listen=[endpoint],
+        )
+        self.server.waitForLog(f"metrics: /metrics and /healthz on 127.0.0.1:{metricsPort}")
+        return endpoint, metricsPort
+
+    def expiry(self, metricsPort: int, endpoint: str) -> float | None:
+        """
+        The listener's sample of the expiry gauge, if any.
+        """
+        status, text = scrape(metricsPort)
+        self.assertEqual(status, 200, text)
+        key = (
+            "smtpd_certificate_expiry_timestamp_seconds",
+            (("listener", endpoint), ("servername", "")),
+        )
+        return samples(text).get(key)
+
+    def test_expiresSoon(self) -> None:
+        """
+        A certificate that expires in 5 days is logged at start with its
+        warning, and its expiry is exported.
+        """
+        notAfter = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+        notAfter += datetime.timedelta(days=5, hours=1)
+        own = self.ca.issue("submission.example.com", notAfter=notAfter)
+        endpoint, metricsPort = self.startWithOwnKeys(own)
+        stamp = notAfter.strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.server.waitForLog(
+            f"TLS certificate of {endpoint}: CN=submission.example.com,"
+            f" expires {stamp} (in 5 days); renew it"
+        )
+        self.assertEqual(self.expiry(metricsPort, endpoint), notAfter.timestamp())
+        self.stopServer()
+
+    def test_expiredThenRenewed(self) -> None:
+        """
+        An expired certificate is logged at start with its warning; renewed
+        in place and reloaded by SIGHUP, the new one is logged and exported.
+        """
+        now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+        expired = now - datetime.timedelta(days=2, hours=1)
+        own = self.ca.issue(
+            "submission.example.com",
+            notBefore=now - datetime.timedelta(days=30),
+            notAfter=expired,
+        )
+        endpoint, metricsPort = self.startWithOwnKeys(own)
+        self.server.waitForLog(
+            f"TLS certificate of {endpoint}: CN=submission.example.com,"
+            f" expired {expired.strftime('%Y-%m-%dT%H:%M:%SZ')} (2 days ago); renew it"
+        )
+        self.assertEqual(self.expiry(metricsPort, endpoint), expired.timestamp())
+        renewedAt = now + datetime.timedelta(days=60, hours=1)
+        renewed = self.ca.issue("renewed.example.com", notAfter=renewedAt)
+        shutil.copyfile(renewed.certificatePath, own.certificatePath)
+        shutil.copyfile(renewed.keyPath, own.keyPath)
+        self.server.signal(signal.SIGHUP)
+        self.server.waitForLog(
+            f"TLS certificate of {endpoint}: CN=renewed.example.com,"
+            f" expires {renewedAt.strftime('%Y-%m-%dT%H:%M:%SZ')} (in 60 days)"
+        )
+        self.assertEqual(self.expiry(metricsPort, endpoint), renewedAt.timestamp())
         self.stopServer()

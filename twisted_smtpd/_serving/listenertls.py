@@ -15,7 +15,8 @@ from OpenSSL import SSL
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving.listeners import OwnKeys
 from twisted_smtpd._serving.sni import TLSPolicy, _why, ownCertificateKinds
-from twisted_smtpd._serving.tls import ServerTLS, _Credentials, _read, _readCredentials
+from twisted_smtpd._serving.tls import ServerTLS
+from twisted_smtpd._serving.tlsfiles import _Credentials, _read, _readCredentials
 
 __all__ = ["ListenerTLS"]
 
@@ -52,6 +53,9 @@ class ListenerTLS(ServerTLS):
         """
         self._keys = keys
         self._description = description
+        #: How the start summary, the log and the metrics name it: its
+        #: endpoint string (its certificate file without one).
+        self.label = description or keys.certKey
         if keys.dhParameters is not None:
             self._prepare = self._loadParameters
         if options.tlsCiphers is not None:
@@ -108,5 +112,5 @@ class ListenerTLS(ServerTLS):
     def _logReloaded(self) -> None:
         self._log.info(
             "TLS certificates of {listener} reloaded",
-            listener=self._description or self._keys.certKey,
+            listener=self.label,
         )

@@ -140,8 +140,9 @@ class ServerMetrics:
         )
         self.certificateExpiry = Gauge(
             "smtpd_certificate_expiry_timestamp_seconds",
-            "When each TLS certificate expires (Unix time), by SNI name ('' for the default).",
-            ["servername"],
+            "When each TLS certificate expires (Unix time), by SNI name ('' for the default)"
+            " and ssl: listener with keys of its own ('' for the server's certificates).",
+            ["servername", "listener"],
             registry=r,
             multiprocess_mode="max",
         )
@@ -236,13 +237,17 @@ class ServerMetrics:
 
     def certificates(self, server: SMTPServer) -> None:
         """
-        Set the certificate expiry gauge from C{server}'s TLS configuration.
+        Set the certificate expiry gauge from C{server}'s TLS configurations,
+        those of C{ssl:} listeners with keys of their own included (see
+        L{servedCertificates <twisted_smtpd._serving.summary.servedCertificates>}).
         """
-        if not server.factory.startTLSAvailable:
-            return
-        for name, certificate in server.factory.tls.certificates().items():
-            expires: datetime.datetime = certificate.not_valid_after_utc
-            self.certificateExpiry.labels(name).set(expires.timestamp())
+        from twisted_smtpd._serving.summary import servedCertificates
+
+        for served in servedCertificates(server):
+            expires: datetime.datetime = served.certificate.not_valid_after_utc
+            self.certificateExpiry.labels(served.servername, served.listener).set(
+                expires.timestamp()
+            )
 
 
 class MetricsResource(Resource):

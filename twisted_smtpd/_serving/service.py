@@ -281,6 +281,13 @@ class SMTPServer(MultiService):
                 found.append((service.description, service.port))
         return found
 
+    def listenerTLS(self) -> list[Any]:
+        """
+        The TLS configurations of the C{ssl:} listeners with keys of their
+        own (C{ListenerTLS}), in the order added, one per endpoint string.
+        """
+        return list({tls.label: tls for tls in self._listenerTLS}.values())
+
     def _stoppedListening(self, listeners: list[tuple[str, IAddress]]) -> None:
         """
         Called by L{stopService} once C{listeners} (endpoint strings and

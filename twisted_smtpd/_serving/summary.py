@@ -3,14 +3,16 @@
 The startup summary of C{twistd smtpd}: one line per listener with its
 address, one with the settings that matter (delivery, size limit, AUTH),
 one per TLS certificate with its subject and expiry (a warning when it is
-near), in the C{twisted_smtpd.startup} namespace.
+near), those of C{ssl:} listeners with keys of their own included, in the
+C{twisted_smtpd.startup} namespace.
 """
 
 from __future__ import annotations
 
 import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from cryptography import x509
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.logger import Logger
 
@@ -92,18 +94,53 @@ def logSummary(server: SMTPServer, delivery: str, now: datetime.datetime | None 
         auth=auth,
         clients=options.maxClients or "unlimited",
     )
-    if factory.startTLSAvailable:
-        logCertificates(server, now)
+    logCertificates(server, now)
+
+
+class Served(NamedTuple):
+    """
+    A leaf certificate the server serves.
+
+    @ivar listener: C{""} for the server's own certificates (STARTTLS and
+        every C{ssl:} listener without keys of its own), else the endpoint
+        string of the C{ssl:} listener with keys of its own that serves it.
+    @ivar servername: C{""} for the default certificate, else its SNI name.
+    @ivar certificate: The certificate.
+    @ivar selfSigned: Whether it is the self-signed one made for want of a
+        configured certificate.
+    """
+
+    listener: str
+    servername: str
+    certificate: x509.Certificate
+    selfSigned: bool
+
+
+def servedCertificates(server: SMTPServer) -> list[Served]:
+    """
+    The leaf certificates C{server} serves: its own (when STARTTLS is
+    available; none while the self-signed one waits for its first use),
+    then one per C{ssl:} listener with keys of its own.
+    """
+    served = []
+    if server.factory.startTLSAvailable:
+        tls = server.factory.tls
+        for name, certificate in tls.certificates().items():
+            served.append(Served("", name, certificate, tls.selfSigned and not name))
+    for own in server.listenerTLS():
+        for _, certificate in own.certificates().items():
+            served.append(Served(own.label, "", certificate, False))
+    return served
 
 
 def logCertificates(server: SMTPServer, now: datetime.datetime | None = None) -> None:
     """
-    Log each TLS certificate's subject and expiry; at warning level when it
-    expires within L{EXPIRY_WARNING_DAYS} days or has expired.
+    Log each TLS certificate's subject and expiry (see
+    L{servedCertificates}); at warning level when it expires within
+    L{EXPIRY_WARNING_DAYS} days or has expired.
     """
-    tls = server.factory.tls
     now = now or datetime.datetime.now(datetime.UTC)
-    for name, certificate in tls.certificates().items():
+    for listener, name, certificate, selfSigned in servedCertificates(server):
         expires: Any = certificate.not_valid_after_utc
         # Whole days, towards zero: a day and a half ago is one day ago.
         days = (expires - now).days if expires >= now else -(now - expires).days
@@ -115,10 +152,13 @@ def logCertificates(server: SMTPServer, now: datetime.datetime | None = None) ->
             "servername": name or None,
             "expires": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "days": days,
-            "selfSigned": tls.selfSigned and not name,
+            "selfSigned": selfSigned,
+            "listener": listener or None,
         }
         which = f"TLS certificate for SNI {name}" if name else "TLS certificate"
-        if tls.selfSigned and not name:
+        if listener:
+            which = f"TLS certificate of {listener}"
+        if selfSigned:
             which += " (self-signed)"
         if expires < now:
             text = f"{which}: {subject}, expired {fields['expires']} ({-days} days ago)"

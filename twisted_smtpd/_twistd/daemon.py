@@ -225,8 +225,9 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
             if self.factory.options.certificate is not None:
                 self.factory.tls  # noqa: B018 -- read them now if not yet used
             self.reloadCertificates()
-            if self.factory.startTLSAvailable:
-                self._certificatesChanged()
+            # The server's own and those of ssl: listeners with keys of
+            # their own (STARTTLS may be off).
+            self._certificatesChanged()
         except ValueError as e:
             self._log.error(
                 "Reloading TLS certificates failed, the old ones stay in use: {error}",

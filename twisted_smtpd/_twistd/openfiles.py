@@ -144,7 +144,7 @@ def startingLimit(
     A C{STARTED_WITH} in the server's own environment was not set by a
     parent that raised its limit: ignored.
     """
-    from twisted_smtpd._twistd.workers import INHERITED
+    from twisted_smtpd._twistd.workerlisteners import INHERITED
 
     value = environ.get(STARTED_WITH, "") if INHERITED in environ else ""
     if value.isascii() and value.isdigit():

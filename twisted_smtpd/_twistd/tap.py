@@ -42,7 +42,6 @@ from twisted_smtpd._twistd.daemon import SMTPDaemon
 from twisted_smtpd._twistd.heldsignals import HELD
 from twisted_smtpd._twistd.redact import withoutPassword
 from twisted_smtpd._twistd.tapconfig import (
-    HANDLERS,
     asArguments,
     bytesUsers,
     checkAuth,
@@ -70,8 +69,9 @@ from twisted_smtpd._twistd.tapflags import (
     DELIVERIES,
     LOG_FORMATS,
 )
+from twisted_smtpd._twistd.taphandlers import HANDLERS
 from twisted_smtpd._twistd.tapservice import makeService
-from twisted_smtpd._twistd.workers import bindListener, checkWorkers, inheritedListeners
+from twisted_smtpd._twistd.workerlisteners import bindListener, checkWorkers, inheritedListeners
 from twisted_smtpd.interfaces import ISMTPHandler
 
 

@@ -1,0 +1,139 @@
+# -*- test-case-name: tests.test_tls -*-
+"""
+The files of the server's TLS configuration: certificate chains and their
+private keys, CA bundles, read (regular files of bounded size only) and
+checked (the key matches the first certificate, a supported key type),
+and the SNI host names they are served for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attrs import frozen
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+
+from twisted_smtpd._core.files import readRegular
+from twisted_smtpd._core.printable import validHostname
+
+_PRIVATE_KEY_TYPES = (
+    rsa.RSAPrivateKey,
+    ec.EllipticCurvePrivateKey,
+    dsa.DSAPrivateKey,
+    ed25519.Ed25519PrivateKey,
+    ed448.Ed448PrivateKey,
+)
+
+
+@frozen
+class _Credentials:
+    """
+    A certificate chain and its private key, loaded and checked.
+
+    @ivar certificate: The leaf certificate.
+    @ivar chain: The certificates that follow it in the file.
+    @ivar key: The private key.
+    @ivar name: The certificate file's path, for errors.
+    """
+
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+    key: Any
+    name: str = ""
+
+
+def _read(path: str, what: str) -> bytes:
+    """
+    A certificate, key or CA file: a regular file of at most
+    L{FILE_LIMIT <twisted_smtpd._core.files.FILE_LIMIT>} bytes.  A path
+    naming something else, such as C{/dev/zero}, a log file or a named
+    pipe, is refused before it fills the memory or blocks the start.
+
+    @raise ValueError: C{"cannot read <what> <path>: <why>"}.
+    """
+    try:
+        return readRegular(path, what)
+    except OSError as e:
+        raise ValueError(f"cannot read {what} {path}: {e.strerror or e}") from e
+
+
+def _parseCredentials(
+    certificatePEM: bytes,
+    keyPEM: bytes,
+    certificateName: str,
+    keyName: str,
+    what: tuple[str, str] = ("certificate", "private key"),
+) -> _Credentials:
+    certificateWhat, keyWhat = what
+    try:
+        certificates = x509.load_pem_x509_certificates(certificatePEM)
+    except ValueError as e:
+        raise ValueError(
+            f"cannot read {certificateWhat} {certificateName}: no PEM certificate"
+        ) from e
+    try:
+        key = serialization.load_pem_private_key(keyPEM, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise ValueError(f"cannot read {keyWhat} {keyName}: no unencrypted PEM private key") from e
+    if not isinstance(key, _PRIVATE_KEY_TYPES):
+        raise ValueError(f"cannot read {keyWhat} {keyName}: unsupported key type")
+    if certificates[0].public_key() != key.public_key():
+        matching = [c.public_key() == key.public_key() for c in certificates]
+        if any(matching):
+            raise ValueError(
+                f"cannot read {certificateWhat} {certificateName}: the certificate of {keyName} is"
+                f" number {matching.index(True) + 1} of {len(certificates)}; the file must"
+                " start with it, its chain after it"
+            )
+        raise ValueError(
+            f"cannot read {certificateWhat} {certificateName}: it does not match {keyName}"
+        )
+    return _Credentials(certificates[0], tuple(certificates[1:]), key, certificateName)
+
+
+def _readCredentials(
+    certificatePath: str,
+    keyPath: str | None,
+    what: tuple[str, str] = ("certificate", "private key"),
+) -> _Credentials:
+    """
+    Load a certificate chain file and its key (from C{keyPath}, or from the
+    certificate file when C{None}).
+
+    @param what: How errors name the certificate file and the key file.
+    @raise ValueError: Naming the file that cannot be read or used.
+    """
+    certificatePEM = _read(certificatePath, what[0])
+    keyPEM = certificatePEM if keyPath is None else _read(keyPath, what[1])
+    return _parseCredentials(
+        certificatePEM, keyPEM, certificatePath, keyPath or certificatePath, what
+    )
+
+
+def _readAuthorities(path: str) -> tuple[x509.Certificate, ...]:
+    data = _read(path, "CA certificates")
+    try:
+        return tuple(x509.load_pem_x509_certificates(data))
+    except ValueError as e:
+        raise ValueError(f"cannot read CA certificates {path}: no PEM certificate") from e
+
+
+def _normaliseName(name: str) -> str:
+    """
+    Lower-case, without a trailing dot, IDNA-encoded (clients send A-labels).
+
+    @raise ValueError: C{name} is not a host name (or C{*.} and one): it
+        holds white space, control characters or an empty label, say.
+    """
+    name = name.strip().rstrip(".").lower()
+    try:
+        encoded = name.encode("idna").decode("ascii")
+    except UnicodeError as e:
+        raise ValueError(f"invalid SNI host name: {name!r}") from e
+    host = encoded[2:] if encoded.startswith("*.") else encoded
+    if not validHostname(host, underscore=True):
+        raise ValueError(f"invalid SNI host name: {name!r}")
+    return encoded

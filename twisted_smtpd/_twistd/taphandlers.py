@@ -1,0 +1,246 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The delivery handler each delivery flag of C{twistd smtpd} names
+(C{--maildir}, C{--relay}, C{--pipe}, C{--handler}, ...), built from the
+parsed configuration: L{HANDLERS}.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from importlib import import_module
+from typing import Any
+
+from twisted.python import usage
+
+from twisted_smtpd._core.files import openRegular
+from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._serving.hooks import checkHandler
+from twisted_smtpd.interfaces import ISMTPHandler
+
+
+def _maildir(config: Mapping[str, Any], path: str, options: ServerOptions) -> ISMTPHandler:
+    from twisted_smtpd.handlers.maildir import MaildirHandler
+
+    if config["maildir-existing-only"] and not config["maildir-per-recipient"]:
+        raise usage.UsageError("--maildir-existing-only needs --maildir-per-recipient")
+    return MaildirHandler(
+        path,
+        traceHeaders=bool(config["maildir-trace"]),
+        perRecipient=bool(config["maildir-per-recipient"]),
+        existingOnly=bool(config["maildir-existing-only"]),
+        hostname=options.name,
+    )
+
+
+def _sink(config: Mapping[str, Any], value: None, options: ServerOptions) -> ISMTPHandler:
+    from twisted_smtpd.handlers.sink import SinkHandler
+
+    return SinkHandler()
+
+
+def _debug(config: Mapping[str, Any], value: None, options: ServerOptions) -> ISMTPHandler:
+    from twisted_smtpd.handlers.debugging import DebuggingHandler
+
+    return DebuggingHandler()
+
+
+def _mbox(config: Mapping[str, Any], path: str, options: ServerOptions) -> ISMTPHandler:
+    from twisted_smtpd.handlers.mbox import MboxHandler
+
+    handler = MboxHandler(path)
+    # Fail now, not at the first message, if the file cannot be written (or
+    # is a named pipe, whose opening would wait for a reader) or its
+    # directory cannot hold the spool files.
+    os.close(openRegular(handler.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT))
+    tempfile.TemporaryFile(dir=os.path.dirname(handler.path)).close()
+    return handler
+
+
+def splitHostPort(text: str, defaultPort: int) -> tuple[str, int]:
+    """
+    Split C{HOST[:PORT]}; an IPv6 address with a port is written in
+    brackets (C{[::1]:25}).
+
+    @raise ValueError: If the port is not a number.
+    """
+    host, port = text.strip(), str(defaultPort)
+    if host.startswith("["):
+        host, _, rest = host[1:].partition("]")
+        if rest:
+            port = rest.removeprefix(":")
+    elif host.count(":") == 1:
+        host, _, port = host.partition(":")
+    if not port.isdigit():
+        raise ValueError(f"invalid port {port!r}")
+    return host, int(port)
+
+
+def _relay(config: Mapping[str, Any], target: str, options: ServerOptions) -> ISMTPHandler:
+    from twisted_smtpd.handlers.relay import RelayHandler
+
+    host, port = splitHostPort(target, 25)
+    user, password = config["relay-user"], config["relay-password"]
+    if config["relay-auth"] is not None:
+        if user is not None or password is not None:
+            raise usage.UsageError("--relay-auth excludes --relay-user and --relay-password")
+        user, colon, password = config["relay-auth"].partition(":")
+        if not colon:
+            raise usage.UsageError("--relay-auth: expected USER:PASSWORD")
+    if config["relay-insecure"] and config["relay-ca"] is not None:
+        raise usage.UsageError("--relay-insecure excludes --relay-ca")
+    return RelayHandler(
+        host,
+        port,
+        tls="required" if config.get("relay-require-tls") else "opportunistic",
+        caCertificates=config["relay-ca"],
+        verify=not config["relay-insecure"],
+        username=user,
+        password=password,
+        heloName=options.name,
+        maxSessions=int(config.get("relay-sessions") or 4),
+        idleTimeout=30.0 if config.get("relay-idle") is None else float(config["relay-idle"]),
+        logMessages=not config.get("quiet"),
+    )
+
+
+def _lmtpTo(config: Mapping[str, Any], endpoint: str, options: ServerOptions) -> ISMTPHandler:
+    from twisted_smtpd.handlers.lmtp import LMTPDeliveryHandler
+
+    handler = LMTPDeliveryHandler(
+        endpoint,
+        heloName=options.name,
+        logMessages=not config.get("quiet"),
+    )
+    checkClientEndpoint(endpoint)
+    return handler
+
+
+def checkClientEndpoint(description: str) -> None:
+    """
+    Refuse a client endpoint string that parses but can never connect: a
+    port out of range, an empty UNIX socket path.
+
+    @raise ValueError: Saying which.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import clientFromString
+
+    parse: Any = clientFromString  # unannotated in Twisted
+    endpoint = parse(reactor, description)
+    endpoint = getattr(endpoint, "_wrappedEndpoint", endpoint)
+    port = getattr(endpoint, "_port", None)
+    if isinstance(port, int) and not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range (1-65535)")
+    if getattr(endpoint, "_path", None) == "":
+        raise ValueError("the UNIX socket path is empty")
+
+
+def _pipe(config: Mapping[str, Any], command: str, options: ServerOptions) -> ISMTPHandler:
+    from twisted_smtpd._twistd.openfiles import startingLimit
+    from twisted_smtpd.handlers.pipe import PipeHandler
+
+    spool = config["pipe-spool"]
+    if spool is not None:
+        # Fail now, not at the first message, if spool files cannot be made.
+        tempfile.TemporaryFile(dir=spool).close()
+    return PipeHandler(command, spoolDirectory=spool, openFiles=startingLimit())
+
+
+def _extra(flag: str, extra: str, module: str) -> Any:
+    """
+    Import C{module}, the handler of an optional delivery.
+
+    @raise usage.UsageError: Naming the extra to install if a package it
+        needs is missing.
+    """
+    try:
+        return import_module(module)
+    except ImportError as e:
+        missing = e.name or "a package"
+        raise usage.UsageError(
+            f"--{flag} needs the {extra} extra ({missing} is missing): "
+            f"pip install 'twisted-smtpd[{extra}]'"
+        ) from None
+
+
+def _webhook(config: Mapping[str, Any], url: str, options: ServerOptions) -> ISMTPHandler:
+    from twisted_smtpd.handlers.webhook import WebhookHandler
+
+    handler: ISMTPHandler = WebhookHandler(
+        url,
+        secret=config["webhook-secret"],
+        format=config["webhook-format"] or "raw",
+        caCertificates=config["webhook-ca"],
+    )
+    return handler
+
+
+def _amqp(config: Mapping[str, Any], url: str, options: ServerOptions) -> ISMTPHandler:
+    module = _extra("amqp", "amqp", "twisted_smtpd.handlers.amqp")
+    handler: ISMTPHandler = module.AMQPHandler(
+        url,
+        exchange=config["amqp-exchange"] or "",
+        routingKey=config["amqp-routing-key"],
+        queue=config["amqp-queue"] or "smtpd",
+        caCertificates=config["amqp-ca"],
+        maxMessageSize=options.size or None,
+    )
+    return handler
+
+
+#: What a C{--handler} module or callable may raise that L{_custom}'s caller
+#: reports as it is (its message names the problem).
+_REPORTED = (OSError, ValueError, TypeError, ImportError, AttributeError)
+
+
+def _calling(what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """
+    C{call(*args, **kwargs)}, any other exception than L{_REPORTED} (a
+    handler's own C{RuntimeError}, a C{SyntaxError} in its module) turned
+    into a C{ValueError} naming C{what} raised it, so that it is one line
+    like every other configuration error, not a traceback.
+    """
+    try:
+        return call(*args, **kwargs)
+    except _REPORTED:
+        raise
+    except Exception as e:
+        raise ValueError(f"{what} raised {type(e).__name__}: {e}") from None
+
+
+def _custom(config: Mapping[str, Any], spec: str, options: ServerOptions) -> ISMTPHandler:
+    """
+    Call C{module:callable} with the C{--handler-option}s as keyword
+    arguments.
+    """
+    module, colon, name = spec.partition(":")
+    if not colon or not module or not name:
+        raise ValueError("expected MODULE:CALLABLE")
+    target: Any = _calling(f"importing {module}", import_module, module)
+    for part in name.split("."):
+        target = getattr(target, part)
+    if not callable(target):
+        raise TypeError(f"{name} is not callable")
+    handler = _calling(f"{name}()", target, **config["handler-option"])
+    try:
+        return checkHandler(handler)
+    except TypeError as e:
+        kind = type(handler).__name__
+        raise TypeError(f"{name} returned {kind}, not an ISMTPHandler: {e}") from None
+
+
+HANDLERS: dict[str, Callable[[Mapping[str, Any], Any, ServerOptions], ISMTPHandler]] = {
+    "maildir": _maildir,
+    "mbox": _mbox,
+    "relay": _relay,
+    "lmtp-to": _lmtpTo,
+    "pipe": _pipe,
+    "webhook": _webhook,
+    "amqp": _amqp,
+    "sink": _sink,
+    "debug": _debug,
+    "handler": _custom,
+}
