@@ -191,6 +191,38 @@ class ReloadTests(_TLSTestCase):
         )
         self.assertEqual(handshake(creator).serverCertificate, other.certificate)
 
+    def test_reloadedWhenServerCertificateUnreadable(self) -> None:
+        """
+        A SIGHUP reload whose server certificate, not used yet, cannot be
+        read still reloads the listeners' own; its one error line names
+        the server's file.
+        """
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+        from tests.test_tap import FakeReactor
+        from twisted_smtpd._twistd import tap as _tap
+
+        main = self.ca.server("mail.example.com")
+        own = self.ca.server("one.example.com")
+        server = _tap.SMTPDaemon(
+            SinkHandler(),
+            ServerOptions(certificate=main.certificatePath, privateKey=main.keyPath),
+            reactor=FakeReactor(),
+        )
+        creator = _creator(server, _own(own))
+        other = self.ca.server("two.example.com")
+        shutil.copy(other.certificatePath, own.certificatePath)
+        shutil.copy(other.keyPath, own.keyPath)
+        with open(main.keyPath, "w") as f:
+            f.write("no key\n")
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        server.reload()
+        self.assertEqual(handshake(creator).serverCertificate, other.certificate)
+        errors = [e for e in events if e["log_level"] == LogLevel.error]
+        self.assertEqual(len(errors), 1)
+        self.assertIn(main.keyPath, formatEvent(errors[0]))
+
 
 class OptionsTests(_TLSTestCase):
     """

@@ -221,15 +221,23 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
         configuration, a failure here.
         """
         self._log.info("Reloading TLS certificates")
-        try:
-            if self.factory.options.certificate is not None:
+        errors: list[str] = []
+        if self.factory.options.certificate is not None:
+            try:
                 self.factory.tls  # noqa: B018 -- read them now if not yet used
+            except ValueError as e:
+                # The listeners' own are reloaded all the same.
+                errors.append(reason(e))
+        try:
             self.reloadCertificates()
-            # The server's own and those of ssl: listeners with keys of
-            # their own (STARTTLS may be off).
-            self._certificatesChanged()
         except ValueError as e:
+            errors.append(reason(e))
+        if errors:
             self._log.error(
                 "Reloading TLS certificates failed, the old ones stay in use: {error}",
-                error=reason(e),
+                error="; ".join(errors),
             )
+            return
+        # The server's own and those of ssl: listeners with keys of their
+        # own (STARTTLS may be off).
+        self._certificatesChanged()
