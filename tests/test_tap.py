@@ -1098,6 +1098,45 @@ class DeliveryFlagTests(SynchronousTestCase):
         error = self.assertUsageError("--handler", "brokenhandler:make")
         self.assertIn("importing brokenhandler raised SyntaxError", error)
 
+    def test_handlerRaisesAnything(self) -> None:
+        """
+        A handler callable raising C{SystemExit}, C{KeyboardInterrupt} or a
+        C{BaseException} of its own, an exception whose message cannot be
+        made, a module attribute lookup that raises, or an object whose
+        hooks raise when looked up, is a one-line usage error too: never a
+        silent exit or a traceback.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        with open(os.path.join(directory, "wildhandler.py"), "w") as f:
+            f.write(
+                "import sys\n"
+                "class Mute(Exception):\n"
+                "    def __str__(self): raise RuntimeError('no message')\n"
+                "class Own(BaseException): pass\n"
+                "class Hooks:\n"
+                "    def __getattr__(self, name): raise RuntimeError('no ' + name)\n"
+                "def leave(): sys.exit(3)\n"
+                "def interrupt(): raise KeyboardInterrupt\n"
+                "def own(): raise Own('its own')\n"
+                "def mute(): raise Mute()\n"
+                "def hooks(): return Hooks()\n"
+                "def __getattr__(name): raise RuntimeError('no attribute ' + name)\n"
+            )
+        sys.path.insert(0, directory)
+        self.addCleanup(sys.path.remove, directory)
+        self.addCleanup(sys.modules.pop, "wildhandler", None)
+        for name, said in [
+            ("leave", "leave() raised SystemExit: 3"),
+            ("interrupt", "interrupt() raised KeyboardInterrupt"),
+            ("own", "own() raised Own: its own"),
+            ("mute", "mute() raised Mute"),
+            ("hooks", "checking hooks()'s result raised RuntimeError: no onConnect"),
+            ("lazy", "looking up lazy raised RuntimeError: no attribute lazy"),
+        ]:
+            error = self.assertUsageError("--handler", f"wildhandler:{name}")
+            self.assertIn(said, error)
+
 
 class ConfigFileTests(SynchronousTestCase):
     """
