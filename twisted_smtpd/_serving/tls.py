@@ -209,9 +209,8 @@ class _Generation:
         self.default = self._makeContext(default, selectsByName=bool(named) or dynamic is not None)
 
     def _makeContext(self, credentials: _Credentials, selectsByName: bool) -> SSL.Context:
-        # CertificateOptions gives Twisted's cipher list and the TLS 1.2 floor;
-        # the certificate goes in as a cryptography object, which pyOpenSSL
-        # takes without its deprecated wrappers (the type stubs predate that).
+        # CertificateOptions gives Twisted's ciphers and the TLS 1.2 floor; the
+        # certificate goes in as a cryptography object (newer than the stubs).
         # Session tickets (RFC 5077, RFC 8446 section 4.6.1) let a client
         # resume with an abbreviated handshake; they are encrypted with keys
         # of the generation's default context (OpenSSL takes them from the
@@ -232,6 +231,7 @@ class _Generation:
             for extra in credentials.chain:
                 loader.add_extra_chain_cert(extra)
             context.check_privatekey()
+            self._policy.checkKey(credentials.key, credentials.name)
         except SSL.Error as e:
             # "ee key too small", "ca md too weak": OpenSSL's security level.
             level = securityLevel(self._policy.ciphers)
