@@ -49,6 +49,18 @@ def parse(*args: str) -> _tap.Options:
     return config
 
 
+class _UnprintableHandler(SinkHandler):
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def _unprintableHandler() -> SinkHandler:
+    """
+    A C{--handler} whose C{repr()} raises.
+    """
+    return _UnprintableHandler()
+
+
 class DecidingHandler(SinkHandler):
     """
     A C{--handler} (C{tests.test_tap:DecidingHandler}) that decides AUTH
@@ -1097,6 +1109,23 @@ class DeliveryFlagTests(SynchronousTestCase):
         self.assertNotIn("\x1b", error)
         error = self.assertUsageError("--handler", "brokenhandler:make")
         self.assertIn("importing brokenhandler raised SyntaxError", error)
+
+    def test_handlerDescription(self) -> None:
+        """
+        The delivery the C{ready} line names is C{--handler}'s
+        C{MODULE:CALLABLE}, not the handler object it made (whose
+        C{__repr__} may raise or hold a line break); any delivery's value
+        is made printable.
+        """
+        config = parse("--handler", "tests.test_tap:_unprintableHandler")
+        self.assertEqual(
+            config["deliveryDescription"], "handler tests.test_tap:_unprintableHandler"
+        )
+        directory = os.path.join(self.mktemp(), "a\nb")
+        config = parse("--maildir", directory)
+        self.assertEqual(
+            config["deliveryDescription"], "maildir " + directory.replace("\n", "\\x0a")
+        )
 
     def test_handlerRaisesAnything(self) -> None:
         """
