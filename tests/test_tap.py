@@ -49,6 +49,18 @@ def parse(*args: str) -> _tap.Options:
     return config
 
 
+class _UnprintableHandler(SinkHandler):
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def _unprintableHandler() -> SinkHandler:
+    """
+    A C{--handler} whose C{repr()} raises.
+    """
+    return _UnprintableHandler()
+
+
 class DecidingHandler(SinkHandler):
     """
     A C{--handler} (C{tests.test_tap:DecidingHandler}) that decides AUTH
@@ -1097,6 +1109,62 @@ class DeliveryFlagTests(SynchronousTestCase):
         self.assertNotIn("\x1b", error)
         error = self.assertUsageError("--handler", "brokenhandler:make")
         self.assertIn("importing brokenhandler raised SyntaxError", error)
+
+    def test_handlerDescription(self) -> None:
+        """
+        The delivery the C{ready} line names is C{--handler}'s
+        C{MODULE:CALLABLE}, not the handler object it made (whose
+        C{__repr__} may raise or hold a line break); any delivery's value
+        is made printable.
+        """
+        config = parse("--handler", "tests.test_tap:_unprintableHandler")
+        self.assertEqual(
+            config["deliveryDescription"], "handler tests.test_tap:_unprintableHandler"
+        )
+        directory = os.path.join(self.mktemp(), "a\nb")
+        config = parse("--maildir", directory)
+        self.assertEqual(
+            config["deliveryDescription"], "maildir " + directory.replace("\n", "\\x0a")
+        )
+
+    def test_handlerRaisesAnything(self) -> None:
+        """
+        A handler callable raising C{SystemExit}, C{KeyboardInterrupt} or a
+        C{BaseException} of its own, an exception whose message cannot be
+        made, a module attribute lookup that raises, or an object whose
+        hooks raise when looked up, is a one-line usage error too: never a
+        silent exit or a traceback.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        with open(os.path.join(directory, "wildhandler.py"), "w") as f:
+            f.write(
+                "import sys\n"
+                "class Mute(Exception):\n"
+                "    def __str__(self): raise RuntimeError('no message')\n"
+                "class Own(BaseException): pass\n"
+                "class Hooks:\n"
+                "    def __getattr__(self, name): raise RuntimeError('no ' + name)\n"
+                "def leave(): sys.exit(3)\n"
+                "def interrupt(): raise KeyboardInterrupt\n"
+                "def own(): raise Own('its own')\n"
+                "def mute(): raise Mute()\n"
+                "def hooks(): return Hooks()\n"
+                "def __getattr__(name): raise RuntimeError('no attribute ' + name)\n"
+            )
+        sys.path.insert(0, directory)
+        self.addCleanup(sys.path.remove, directory)
+        self.addCleanup(sys.modules.pop, "wildhandler", None)
+        for name, said in [
+            ("leave", "leave() raised SystemExit: 3"),
+            ("interrupt", "interrupt() raised KeyboardInterrupt"),
+            ("own", "own() raised Own: its own"),
+            ("mute", "mute() raised Mute"),
+            ("hooks", "checking hooks()'s result raised RuntimeError: no onConnect"),
+            ("lazy", "looking up lazy raised RuntimeError: no attribute lazy"),
+        ]:
+            error = self.assertUsageError("--handler", f"wildhandler:{name}")
+            self.assertIn(said, error)
 
 
 class ConfigFileTests(SynchronousTestCase):

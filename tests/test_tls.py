@@ -498,6 +498,27 @@ class ReloadTests(_TLSTestCase):
             handshake(tls.contextFactory()).serverCertificate, self.default.certificate
         )
 
+    def test_reloadKeyTheCiphersRefuseKeepsConfiguration(self) -> None:
+        """
+        A certificate replaced by one whose kind of key no TLS 1.2 cipher of
+        C{ciphers} can be used with (an RSA key under C{aECDSA}), refused
+        at start, is refused by L{ServerTLS.reload} too, with one line
+        naming it, and the old certificate stays in use: every TLS 1.2
+        handshake would otherwise fail.
+        """
+        ciphers = "ECDHE-ECDSA-AES128-GCM-SHA256"
+        tls = ServerTLS(self.default.certificatePath, self.default.keyPath, ciphers=ciphers)
+        rsa = self.ca.issue("default.example.com", ("default.example.com",), rsaKey=True)
+        self.replace(self.default, rsa)
+        error = self.assertRaises(ValueError, tls.reload)
+        self.assertEqual(
+            str(error),
+            f"the cipher string {ciphers!r} selects no TLS 1.2 cipher usable with the RSA"
+            f" key of certificate {self.default.certificatePath}",
+        )
+        result = handshake(tls.contextFactory(), TLSClient(maximumVersion=SSL.TLS1_2_VERSION))
+        self.assertEqual(result.serverCertificate, self.default.certificate)
+
     def test_handshakeInProgressSurvivesReload(self) -> None:
         """
         A handshake that started before L{ServerTLS.reload} finishes with the

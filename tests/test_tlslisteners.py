@@ -85,6 +85,26 @@ class SplitTests(_TLSTestCase):
             self.assertIn(why, str(e))
         server.addEndpoint(_own(issued, ":sslmethod=SSLv23_METHOD"))
 
+    def test_serverCertificatesArguments(self) -> None:
+        """
+        An C{ssl:} string with no key of its own (served with the server's
+        certificates) refuses a version-pinning C{sslmethod} as one with
+        keys does, drops one allowing every version, and refuses
+        C{extraCertChain} and C{dhParameters}, which would belong to a key
+        of its own, each in one line naming the argument.
+        """
+        self.assertEqual(
+            splitDescription("ssl:465:interface=\\:\\:1:sslmethod=TLS_METHOD:backlog=5"),
+            ("tcp:465:interface=\\:\\:1:backlog=5", ["tls"]),
+        )
+        for more, why in [
+            (":sslmethod=TLSv1_2_METHOD", "sslmethod=TLSv1_2_METHOD is refused"),
+            (":extraCertChain=x.pem", "ssl: extraCertChain= needs a key of its own"),
+            (":dhParameters=d.pem", "ssl: dhParameters= needs a key of its own"),
+        ]:
+            e = self.assertRaises(ValueError, splitDescription, "ssl:465" + more)
+            self.assertIn(why, str(e))
+
 
 class PolicyTests(_TLSTestCase):
     """

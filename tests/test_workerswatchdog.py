@@ -240,3 +240,23 @@ class OptionTests(SynchronousTestCase):
                 UsageError, Options().parseOptions, ["--worker-timeout", bad, *listen]
             )
             self.assertTrue(str(error).startswith("--worker-timeout: "), str(error))
+
+    def test_workerTimeoutTooShort(self) -> None:
+        """
+        A C{--worker-timeout} above 0 but under a second, in which no worker
+        gets to start (every worker killed and started again for ever, its
+        signs of life and its parent's checks a busy loop), is one line; a
+        second is taken.
+        """
+        listen = ["--sink", "--listen", "tcp:0:interface=127.0.0.1"]
+        for bad in ("0.001", "0.999", "1e-300"):
+            error = self.assertRaises(
+                UsageError, Options().parseOptions, ["--worker-timeout", bad, *listen]
+            )
+            self.assertEqual(
+                str(error),
+                f"--worker-timeout: must be 0 (never) or at least 1, got {bad!r}",
+            )
+        options = Options()
+        options.parseOptions(["--worker-timeout", "1", *listen])
+        self.assertEqual(options["worker-timeout"], 1.0)

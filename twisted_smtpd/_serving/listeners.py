@@ -141,13 +141,14 @@ def _escape(value: str) -> str:
     return re.sub(r"([\\:=])", r"\\\1", value)
 
 
-def _ownKeys(rest: str) -> tuple[str, OwnKeys] | None:
+def _ownKeys(rest: str) -> tuple[str, OwnKeys | None]:
     """
     The C{tcp:} description and the files of the C{ssl:} endpoint string
-    C{"ssl:" + rest}, or C{None} when it names no key of its own.
+    C{"ssl:" + rest}, C{None} for files when it names no key of its own.
 
     @raise ValueError: An argument Twisted's C{ssl:} parser does not take,
-        or an C{sslmethod} other than one allowing every version.
+        an C{sslmethod} other than one allowing every version, or a chain
+        or Diffie-Hellman parameters for no key of its own.
     """
     from twisted.internet.endpoints import _parse
 
@@ -161,8 +162,6 @@ def _ownKeys(rest: str) -> tuple[str, OwnKeys] | None:
         if name in values:
             raise ValueError(f"ssl: {name} given twice")
         values[name] = value
-    if "privateKey" not in values and "certKey" not in values:
-        return None
     method = values.get("sslmethod")
     if method is not None and method not in _ANY_VERSION:
         raise ValueError(
@@ -175,6 +174,11 @@ def _ownKeys(rest: str) -> tuple[str, OwnKeys] | None:
     for name in ("interface", "backlog"):
         if name in values:
             tcp += f":{name}={_escape(values[name])}"
+    if "privateKey" not in values and "certKey" not in values:
+        for name in ("extraCertChain", "dhParameters"):
+            if name in values:
+                raise ValueError(f"ssl: {name}= needs a key of its own (privateKey=, certKey=)")
+        return tcp, None
     privateKey = values.get("privateKey", "server.pem")
     keys = OwnKeys(
         privateKey,
@@ -198,9 +202,10 @@ def splitDescription(description: str) -> tuple[str, list[str | OwnKeys]]:
 
     @return: The description Twisted listens on, and the layers from the
         outermost (C{"haproxy"}, C{"tls"}, or an L{OwnKeys}).
-    @raise ValueError: An C{ssl:} string with keys of its own takes an
-        argument Twisted's C{ssl:} parser does not, or an C{sslmethod}
-        that would set the protocol version.
+    @raise ValueError: An C{ssl:} string takes an argument Twisted's
+        C{ssl:} parser does not, an C{sslmethod} that would set the
+        protocol version, or C{extraCertChain}/C{dhParameters} without a
+        key of its own.
     """
     layers: list[str | OwnKeys] = []
     while True:
@@ -210,11 +215,8 @@ def splitDescription(description: str) -> tuple[str, list[str | OwnKeys]]:
             layers.append("haproxy")
             description = rest
         elif kind == "ssl":
-            own = _ownKeys(rest)
-            if own is None:
-                layers.append("tls")
-                return "tcp:" + rest, layers
-            layers.append(own[1])
-            return own[0], layers
+            tcp, own = _ownKeys(rest)
+            layers.append("tls" if own is None else own)
+            return tcp, layers
         else:
             return description, layers

@@ -151,6 +151,23 @@ class TLSPolicy:
                 f" the {kind} key of {what}"
             )
 
+    def checkKey(self, key: object, name: str) -> None:
+        """
+        Refuse the certificate C{name}, of key C{key}, that no TLS 1.2
+        cipher of this policy can be used with (an EC key under C{"aRSA"}),
+        when its contexts are made: a reload as at start (L{checkCiphers}).
+
+        @raise ValueError: One line naming the certificate.
+        """
+        kind = keyKind(key)
+        if self.ciphers is None or self.minVersion != "TLSv1.2" or kind is None:
+            return
+        if _certificateCipher(self, kind) is None:
+            raise ValueError(
+                f"the cipher string {self.ciphers!r} selects no TLS 1.2 cipher usable with"
+                f" the {kind} key of certificate {name}"
+            )
+
     @classmethod
     def check(cls, options: ServerOptions) -> None:
         """

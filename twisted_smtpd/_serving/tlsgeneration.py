@@ -101,6 +101,7 @@ class _Generation:
             for extra in credentials.chain:
                 loader.add_extra_chain_cert(extra)
             context.check_privatekey()
+            self._policy.checkKey(credentials.key, credentials.name)
         except SSL.Error as e:
             # "ee key too small", "ca md too weak": OpenSSL's security level.
             level = securityLevel(self._policy.ciphers)

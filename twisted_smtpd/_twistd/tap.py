@@ -33,6 +33,7 @@ from twisted_smtpd._core.options import (
     KNOWN_COMMANDS,
     ServerOptions,
 )
+from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.version import __version__
 from twisted_smtpd._serving.listeners import OwnKeys, splitDescription
 from twisted_smtpd._serving.resolve import parseDNSServer
@@ -317,11 +318,12 @@ class Options(AuthOptionMixin, usage.Options):
         self["serverOptions"] = options = self._serverOptions()
         self._checkTLS(options)
         self._checkOwnKeys(options)
+        # Before "handler" holds the handler made (--handler's MODULE:CALLABLE).
+        value = self[delivery] if delivery not in ("sink", "debug") else None
         self["handler"] = self._handler(delivery, options)
         checkAuthOffered(self.get("credCheckers", []), options, self["handler"])
         checkAuthOptional(self.get("credCheckers", []), options, self["handler"])
-        value = self[delivery] if delivery not in ("sink", "debug") else None
-        self["deliveryDescription"] = (
+        self["deliveryDescription"] = printable(
             delivery if value is None else f"{delivery} {withoutPassword(str(value))}"
         )
         self["inherited"] = inheritedListeners()

@@ -44,7 +44,10 @@ def reason(error: BaseException) -> str:
     """
     One line saying what C{error} is about.
     """
-    text = str(error)
+    try:
+        text = str(error)
+    except Exception:  # A handler's own exception, its message failing.
+        text = ""
     if isinstance(error, OSError) and error.strerror:
         text = error.strerror
         if error.filename is not None and str(error.filename) not in text:

@@ -20,6 +20,7 @@ from twisted_smtpd._twistd.tapflags import (
     _number,
     _numeric,
     _rate,
+    _timeout,
 )
 
 LONGDESC = (
@@ -153,8 +154,8 @@ PARAMETERS: list[list[Any]] = [
         None,
         60.0,
         "Seconds a --workers worker may give no sign of life before it is killed "
-        "and started again; 0 for never.",
-        _number("worker-timeout", float, positive=False),
+        "and started again; 0 for never, else at least 1.",
+        _timeout("worker-timeout", 1.0),
     ],
     [
         "bare-newline",

@@ -128,6 +128,24 @@ def _number(flag: str, kind: Callable[[str], float], *, positive: bool) -> Calla
     return coerce
 
 
+def _timeout(flag: str, minimum: float) -> Callable[[str], float]:
+    """
+    A coercer for seconds that are 0 (never) or at least C{minimum}: less
+    than that (C{0.001}) leaves nothing the time to start.
+    """
+    number = _number(flag, float, positive=False)
+
+    def coerce(text: str) -> float:
+        value = number(text)
+        if 0 < value < minimum:
+            raise usage.UsageError(
+                f"--{flag}: must be 0 (never) or at least {minimum:g}, got {text!r}"
+            )
+        return value
+
+    return coerce
+
+
 def _rate(flag: str, what: str) -> Callable[[str], str]:
     """
     A coercer for a C{COUNT/SECONDS} flag: a whole number above 0, a slash,

@@ -18,6 +18,7 @@ from twisted.python import usage
 from twisted_smtpd._core.files import openRegular
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving.hooks import checkHandler
+from twisted_smtpd._twistd.tapconfig import reason
 from twisted_smtpd.interfaces import ISMTPHandler
 
 
@@ -198,17 +199,17 @@ _REPORTED = (OSError, ValueError, TypeError, ImportError, AttributeError)
 
 def _calling(what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """
-    C{call(*args, **kwargs)}, any other exception than L{_REPORTED} (a
-    handler's own C{RuntimeError}, a C{SyntaxError} in its module) turned
-    into a C{ValueError} naming C{what} raised it, so that it is one line
-    like every other configuration error, not a traceback.
+    C{call(*args, **kwargs)}, any other exception than L{_REPORTED} (its
+    own C{RuntimeError}, a C{SyntaxError}, even C{SystemExit}) turned into
+    a C{ValueError} naming C{what} raised it: one line, not a traceback.
     """
     try:
         return call(*args, **kwargs)
     except _REPORTED:
         raise
-    except Exception as e:
-        raise ValueError(f"{what} raised {type(e).__name__}: {e}") from None
+    except BaseException as e:
+        kind, text = type(e).__name__, reason(e)
+        raise ValueError(f"{what} raised {kind}" + (f": {text}" * (text != kind))) from None
 
 
 def _custom(config: Mapping[str, Any], spec: str, options: ServerOptions) -> ISMTPHandler:
@@ -221,15 +222,16 @@ def _custom(config: Mapping[str, Any], spec: str, options: ServerOptions) -> ISM
         raise ValueError("expected MODULE:CALLABLE")
     target: Any = _calling(f"importing {module}", import_module, module)
     for part in name.split("."):
-        target = getattr(target, part)
+        target = _calling(f"looking up {name}", getattr, target, part)
     if not callable(target):
         raise TypeError(f"{name} is not callable")
     handler = _calling(f"{name}()", target, **config["handler-option"])
     try:
-        return checkHandler(handler)
+        checked: ISMTPHandler = _calling(f"checking {name}()'s result", checkHandler, handler)
     except TypeError as e:
         kind = type(handler).__name__
         raise TypeError(f"{name} returned {kind}, not an ISMTPHandler: {e}") from None
+    return checked
 
 
 HANDLERS: dict[str, Callable[[Mapping[str, Any], Any, ServerOptions], ISMTPHandler]] = {
