@@ -13,6 +13,7 @@ import signal
 import smtplib
 import socket
 import time
+from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -24,12 +25,13 @@ class MetricsDirectoryTests(SynchronousTestCase):
     #: How long the workers may outlive their parent, in seconds.
     exitBound = 20.0
 
-    def test_removedWhenParentKilled(self) -> None:
+    def startWorkers(self, closeTimeout: int) -> tuple[Any, int, list[int], str]:
         """
-        When the parent of two workers serving C{--metrics} is killed with
-        SIGKILL (it cannot remove the metrics directory it made), the
-        directory is removed once the last worker has exited, and not while
-        a worker still finishing its transactions writes there.
+        Start two workers serving C{--metrics}, their temporary files (the
+        metrics directory, the shared certificate) in a directory of the
+        test's, killed at the end of the test if still running.
+
+        @return: The server, its port, the workers' pids, the directory.
         """
         directory = os.path.abspath(self.mktemp())
         temporary = os.path.join(directory, "tmp")
@@ -39,7 +41,7 @@ class MetricsDirectoryTests(SynchronousTestCase):
             [
                 "--sink",
                 "--close-timeout",
-                "3",
+                str(closeTimeout),
                 "--metrics",
                 f"tcp:{freePort()}:interface=127.0.0.1",
             ],
@@ -55,6 +57,16 @@ class MetricsDirectoryTests(SynchronousTestCase):
                     os.kill(pid, signal.SIGKILL)
 
         self.addCleanup(killWorkers)
+        return server, port, pids, temporary
+
+    def test_removedWhenParentKilled(self) -> None:
+        """
+        When the parent of two workers serving C{--metrics} is killed with
+        SIGKILL (it cannot remove the metrics directory it made), the
+        directory is removed once the last worker has exited, and not while
+        a worker still finishing its transactions writes there.
+        """
+        server, port, pids, temporary = self.startWorkers(closeTimeout=3)
         (metrics,) = glob.glob(os.path.join(temporary, "smtpd-metrics-*"))
         # A session in the middle of a transaction keeps its worker up to
         # the close timeout after the other has exited.
@@ -83,30 +95,7 @@ class MetricsDirectoryTests(SynchronousTestCase):
         gone: once it has exited, neither the metrics directory nor the
         shared certificate's private key is left behind.
         """
-        directory = os.path.abspath(self.mktemp())
-        temporary = os.path.join(directory, "tmp")
-        os.makedirs(temporary)
-        server, port = startWorkers(
-            self,
-            [
-                "--sink",
-                "--close-timeout",
-                "20",
-                "--metrics",
-                f"tcp:{freePort()}:interface=127.0.0.1",
-            ],
-            directory,
-            env={"TMPDIR": temporary},
-        )
-        pids = [int(pid) for pid in re.findall(r"worker \d+ started, pid (\d+)", server.output)]
-        self.assertEqual(len(pids), 2)
-
-        def killWorkers() -> None:
-            for pid in pids:
-                if running(pid):
-                    os.kill(pid, signal.SIGKILL)
-
-        self.addCleanup(killWorkers)
+        server, port, pids, temporary = self.startWorkers(closeTimeout=20)
         self.assertEqual(len(glob.glob(os.path.join(temporary, "smtpd-*"))), 2)
         busy = smtplib.SMTP("127.0.0.1", port, timeout=CLIENT_TIMEOUT)
         self.addCleanup(busy.close)
