@@ -879,6 +879,32 @@ class ConfigurationErrorTests(_TLSTestCase):
             requestCert=True,
         )
 
+    def test_corruptCAWithoutClientCertificates(self) -> None:
+        """
+        A CA bundle that holds no certificate is refused, naming it, also
+        when no client certificate is asked for (with a certificate, or
+        the self-signed one made on first use), and at a reload.
+        """
+        path = os.path.join(self.directory, "corrupt-ca.pem")
+        with open(path, "wb") as f:
+            f.write(b"not a certificate\n")
+        message = f"cannot read CA certificates {path}: no PEM certificate"
+        self.assertRefused(
+            message, self.default.certificatePath, self.default.keyPath, caCertificates=path
+        )
+        self.assertRefused(message, None, caCertificates=path)
+        for certificate, key in [
+            (self.default.certificatePath, self.default.keyPath),
+            (None, None),
+        ]:
+            with open(path, "wb") as f:
+                f.write(self.ca.certificate.public_bytes(serialization.Encoding.PEM))
+            tls = ServerTLS(certificate, key, caCertificates=path)
+            with open(path, "wb") as f:
+                f.write(b"not a certificate\n")
+            error = self.assertRaises(ValueError, tls.reload)
+            self.assertEqual(str(error), message)
+
     def test_missingSNICertificate(self) -> None:
         """
         A missing SNI certificate is refused.

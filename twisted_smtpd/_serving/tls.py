@@ -81,7 +81,8 @@ class ServerTLS:
         @param privateKey: Path of the unencrypted PEM private key; C{None}
             when it is in the certificate file.
         @param caCertificates: Path of a PEM bundle of the CAs that sign client
-            certificates; without it, the system's default CAs.
+            certificates; without it, the system's default CAs.  It is read
+            and checked (by L{reload} too) even without C{requestCert}.
         @param sniOptions: Host name (or C{*.domain} wildcard, one label) to
             C{(certificate, privateKey)} paths served to clients asking for
             that name (RFC 6066 section 3); names match case-insensitively.
@@ -124,6 +125,10 @@ class ServerTLS:
         self._generation: _Generation | None = None
         if not self._onFirstUse():
             self._generation = self._build()
+        elif caCertificates is not None:
+            # Read at start all the same, so that a broken one is reported
+            # now, not when client certificates are first asked for.
+            _readAuthorities(caCertificates)
 
     def _onFirstUse(self) -> bool:
         """
@@ -180,9 +185,8 @@ class ServerTLS:
             _normaliseName(name): _readCredentials(certificate, key)
             for name, (certificate, key) in self._sniOptions.items()
         }
-        authorities = None
-        if self._requestCert and self._caPath is not None:
-            authorities = _readAuthorities(self._caPath)
+        # Read and checked even when no client certificate is asked for.
+        authorities = None if self._caPath is None else _readAuthorities(self._caPath)
         try:
             return _Generation(
                 default,
@@ -232,6 +236,8 @@ class ServerTLS:
         """
         if self._generation is not None or not self._onFirstUse():
             self._generation = self._build()
+        elif self._caPath is not None:
+            _readAuthorities(self._caPath)
         if self._dynamic is not None:
             self._dynamic.clear()
         self._logReloaded()
