@@ -9,6 +9,7 @@ C{twisted_smtpd.startup} namespace.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -123,8 +124,12 @@ def servedCertificates(server: SMTPServer) -> list[Served]:
     then one per C{ssl:} listener with keys of its own.
     """
     served = []
+    tls = None
     if server.factory.startTLSAvailable:
-        tls = server.factory.tls
+        # None if its files could never be read (a reload says why).
+        with contextlib.suppress(ValueError):
+            tls = server.factory.tls
+    if tls is not None:
         for name, certificate in tls.certificates().items():
             served.append(Served("", name, certificate, tls.selfSigned and not name))
     for own in server.listenerTLS():
