@@ -145,6 +145,7 @@ def logCertificates(server: SMTPServer, now: datetime.datetime | None = None) ->
     L{EXPIRY_WARNING_DAYS} days or has expired.
     """
     now = now or datetime.datetime.now(datetime.UTC)
+    _logWarnings(server)
     for listener, name, certificate, selfSigned in servedCertificates(server):
         expires: Any = certificate.not_valid_after_utc
         # Whole days, towards zero: a day and a half ago is one day ago.
@@ -173,3 +174,18 @@ def logCertificates(server: SMTPServer, now: datetime.datetime | None = None) ->
             _log.warn("{text}; renew it", text=text, **fields)
         else:
             _log.info("{text}", text=text, **fields)
+
+
+def _logWarnings(server: SMTPServer) -> None:
+    """
+    Log, once each, the warnings of the TLS configurations in use (a CA of
+    client certificates no chain can verify to), those of C{ssl:}
+    listeners with keys of their own included.
+    """
+    configurations = list(server.listenerTLS())
+    if server.factory.startTLSAvailable:
+        with contextlib.suppress(ValueError):
+            configurations.insert(0, server.factory.tls)
+    warnings = [text for tls in configurations for text in tls.warnings()]
+    for text in dict.fromkeys(warnings):
+        _log.warn("{text}", text=text)

@@ -32,7 +32,7 @@ from twisted_smtpd._serving.tlsfiles import (
     _readAuthorities,
     _readCredentials,
 )
-from twisted_smtpd._serving.tlsgeneration import _Generation, _states
+from twisted_smtpd._serving.tlsgeneration import _Generation, _states, weakAuthorities
 
 
 @implementer(IOpenSSLServerConnectionCreator, IOpenSSLContextFactory)
@@ -188,7 +188,7 @@ class ServerTLS:
         # Read and checked even when no client certificate is asked for.
         authorities = None if self._caPath is None else _readAuthorities(self._caPath)
         try:
-            return _Generation(
+            generation = _Generation(
                 default,
                 named,
                 authorities,
@@ -201,6 +201,9 @@ class ServerTLS:
             )
         except SSL.Error as e:
             raise ValueError(f"cannot use the TLS certificates: {e}") from e
+        if self._requestCert and authorities is not None and self._caPath is not None:
+            generation.warnings = weakAuthorities(self._policy, authorities, self._caPath)
+        return generation
 
     @classmethod
     def fromOptions(cls, options: ServerOptions) -> ServerTLS:
@@ -254,6 +257,14 @@ class ServerTLS:
         if self._generation is None:
             return {}
         return dict(self._generation.certificates)
+
+    def warnings(self) -> list[str]:
+        """
+        What the start summary warns of in the files in use: a CA of the
+        client certificates no chain can verify to (see
+        L{weakAuthorities <twisted_smtpd._serving.tlsgeneration.weakAuthorities>}).
+        """
+        return [] if self._generation is None else list(self._generation.warnings)
 
     def contextFactory(self) -> ServerTLS:
         """
