@@ -139,3 +139,63 @@ class SummaryTests(SynchronousTestCase):
             ),
             line,
         )
+
+    def test_weakClientCertificateAuthority(self) -> None:
+        """
+        With client certificates asked for, a CA whose key the cipher
+        string's security level refuses (RSA-1024 at C{@SECLEVEL=2}), so
+        that no client chain to it can verify, is one warning line naming
+        the file and why, at start and after each reload; none at a level
+        that accepts it.
+        """
+        import os
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.x509.oid import NameOID
+
+        directory = self.mktemp()
+        issued = CertificateAuthority(directory).server("mx.example.com")
+        key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "weak CA")])
+        now = datetime.datetime.now(datetime.UTC)
+        authority = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(1)
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        path = os.path.join(directory, "weak-ca.pem")
+        with open(path, "wb") as f:
+            f.write(authority.public_bytes(serialization.Encoding.PEM))
+        warning = (
+            f"CA certificates {path}: number 1 (CN=weak CA) can verify no client certificate"
+            " at the security level 2 of the cipher string: key too small"
+        )
+        for level, expected in [(2, [warning]), (1, [])]:
+            start = len(self.events)
+            server = SMTPServer(
+                SinkHandler(),
+                ServerOptions(
+                    certificate=issued.certificatePath,
+                    privateKey=issued.keyPath,
+                    caCertificates=path,
+                    requestCert=True,
+                    tlsCiphers=f"DEFAULT:@SECLEVEL={level}",
+                ),
+            )
+            logSummary(server, "sink")
+            server.reloadCertificates()
+            logCertificates(server)
+            warnings = [
+                formatEvent(e)
+                for e in list(self.events)[start:]
+                if e["log_level"] == LogLevel.warn and formatEvent(e).startswith("CA ")
+            ]
+            self.assertEqual(warnings, expected * 2)

@@ -1747,7 +1747,7 @@ class DaemonTests(SynchronousTestCase):
         """
         A reload that reads new certificates is logged at info level, with
         the certificate's subject and expiry; one that fails logs an error
-        naming the file, and the old certificates stay.
+        naming the file, and the old certificates stay, logged as in use.
         """
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         ca = CertificateAuthority(self.mktemp())
@@ -1770,7 +1770,8 @@ class DaemonTests(SynchronousTestCase):
         self.assertEqual(failed["log_level"], LogLevel.error)
         self.assertIn(issued.certificatePath, formatEvent(failed))
         self.assertTrue(formatEvent(failed).startswith("Reloading TLS certificates failed"))
-        self.assertEqual(len(events), 5)
+        self.assertEqual(len(events), 6)
+        self.assertEqual(formatEvent(events[5]), formatEvent(events[2]))
 
     def test_reloadBeforeFirstUse(self) -> None:
         """

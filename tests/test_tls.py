@@ -835,6 +835,36 @@ class ConfigurationErrorTests(_TLSTestCase):
         result = handshake(ServerTLS(path, self.default.keyPath).contextFactory())
         self.assertEqual(result.serverCertificate, self.default.certificate)
 
+    def test_corruptCertificateInChain(self) -> None:
+        """
+        A certificate file whose leaf reads but whose next block is corrupt
+        or cut short is refused with one line naming that block, not as
+        holding no certificate, and not served without its chain; a CA
+        bundle likewise.
+        """
+        leaf = self.default.certificate.public_bytes(serialization.Encoding.PEM)
+        authority = self.ca.certificate.public_bytes(serialization.Encoding.PEM)
+        corrupt = b"-----BEGIN CERTIFICATE-----\nMII!!!\n-----END CERTIFICATE-----\n"
+        path = os.path.join(self.directory, "chain.pem")
+        for tail in [corrupt, authority[:-60], corrupt + authority]:
+            with open(path, "wb") as f:
+                f.write(leaf + tail)
+            error = self.assertRaises(ValueError, ServerTLS, path, self.default.keyPath)
+            count = 2 + (tail == corrupt + authority)
+            self.assertEqual(
+                str(error),
+                f"cannot read certificate {path}: its certificate number 2 (of {count})"
+                " is corrupt or truncated",
+            )
+        self.assertRefused(
+            f"cannot read CA certificates {path}: its certificate number 2 (of 3)"
+            " is corrupt or truncated",
+            self.default.certificatePath,
+            self.default.keyPath,
+            caCertificates=path,
+            requestCert=True,
+        )
+
     def test_missingCA(self) -> None:
         """
         A missing CA bundle is refused when client certificates are asked
@@ -848,6 +878,32 @@ class ConfigurationErrorTests(_TLSTestCase):
             caCertificates=path,
             requestCert=True,
         )
+
+    def test_corruptCAWithoutClientCertificates(self) -> None:
+        """
+        A CA bundle that holds no certificate is refused, naming it, also
+        when no client certificate is asked for (with a certificate, or
+        the self-signed one made on first use), and at a reload.
+        """
+        path = os.path.join(self.directory, "corrupt-ca.pem")
+        with open(path, "wb") as f:
+            f.write(b"not a certificate\n")
+        message = f"cannot read CA certificates {path}: no PEM certificate"
+        self.assertRefused(
+            message, self.default.certificatePath, self.default.keyPath, caCertificates=path
+        )
+        self.assertRefused(message, None, caCertificates=path)
+        for certificate, key in [
+            (self.default.certificatePath, self.default.keyPath),
+            (None, None),
+        ]:
+            with open(path, "wb") as f:
+                f.write(self.ca.certificate.public_bytes(serialization.Encoding.PEM))
+            tls = ServerTLS(certificate, key, caCertificates=path)
+            with open(path, "wb") as f:
+                f.write(b"not a certificate\n")
+            error = self.assertRaises(ValueError, tls.reload)
+            self.assertEqual(str(error), message)
 
     def test_missingSNICertificate(self) -> None:
         """

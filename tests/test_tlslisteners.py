@@ -243,6 +243,64 @@ class ReloadTests(_TLSTestCase):
         self.assertEqual(len(errors), 1)
         self.assertIn(main.keyPath, formatEvent(errors[0]))
 
+    def test_failedReloadLogsEachAndCertificatesInUse(self) -> None:
+        """
+        A SIGHUP reload that fails for the server's own certificate and for
+        one listener's logs one error line for each, and then, as a reload
+        that succeeds, the certificates in use (the one reloaded, the old
+        ones kept) and their expiry metric.
+        """
+        import datetime
+
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+        from tests.test_tap import FakeReactor
+        from twisted_smtpd._twistd import tap as _tap
+
+        main = self.ca.server("mail.example.com")
+        one = self.ca.server("one.example.com")
+        broken = self.ca.server("broken.example.com")
+        server = _tap.SMTPDaemon(
+            SinkHandler(),
+            ServerOptions(certificate=main.certificatePath, privateKey=main.keyPath),
+            reactor=FakeReactor(),
+        )
+        server.serveMetrics(None)
+        server.factory.tls  # noqa: B018 -- in use
+        oneDescription, brokenDescription = _own(one), _own(broken)
+        creator = _creator(server, oneDescription)
+        _creator(server, brokenDescription)
+        later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=60)
+        other = self.ca.issue("two.example.com", notAfter=later)
+        shutil.copy(other.certificatePath, one.certificatePath)
+        shutil.copy(other.keyPath, one.keyPath)
+        for path in [main.keyPath, broken.keyPath]:
+            with open(path, "w") as f:
+                f.write("no key\n")
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        server.reload()
+        self.assertEqual(handshake(creator).serverCertificate, other.certificate)
+        errors = [formatEvent(e) for e in events if e["log_level"] == LogLevel.error]
+        self.assertEqual(len(errors), 2)
+        self.assertIn(main.keyPath, errors[0])
+        self.assertIn(f"{brokenDescription}: cannot read privateKey {broken.keyPath}", errors[1])
+        lines = [formatEvent(e) for e in events if formatEvent(e).startswith("TLS certificate")]
+        self.assertEqual(
+            [line.split(",")[0] for line in lines],
+            [
+                "TLS certificates of " + oneDescription + " reloaded",
+                "TLS certificate: CN=mail.example.com",
+                f"TLS certificate of {oneDescription}: CN=two.example.com",
+                f"TLS certificate of {brokenDescription}: CN=broken.example.com",
+            ],
+        )
+        expiry = server.metrics.registry.get_sample_value(
+            "smtpd_certificate_expiry_timestamp_seconds",
+            {"servername": "", "listener": oneDescription},
+        )
+        self.assertEqual(expiry, other.certificate.not_valid_after_utc.timestamp())
+
 
 class OptionsTests(_TLSTestCase):
     """

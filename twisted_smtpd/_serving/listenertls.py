@@ -16,7 +16,12 @@ from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving.listeners import OwnKeys
 from twisted_smtpd._serving.sni import TLSPolicy, _why, ownCertificateKinds
 from twisted_smtpd._serving.tls import ServerTLS
-from twisted_smtpd._serving.tlsfiles import _Credentials, _read, _readCredentials
+from twisted_smtpd._serving.tlsfiles import (
+    _Credentials,
+    _loadCertificates,
+    _read,
+    _readCredentials,
+)
 
 __all__ = ["ListenerTLS"]
 
@@ -27,11 +32,7 @@ def _readChain(path: str) -> tuple[x509.Certificate, ...]:
 
     @raise ValueError: It cannot be read or holds no PEM certificate.
     """
-    data = _read(path, "extraCertChain")
-    try:
-        return tuple(x509.load_pem_x509_certificates(data))
-    except ValueError as e:
-        raise ValueError(f"cannot read extraCertChain {path}: no PEM certificate") from e
+    return tuple(_loadCertificates(_read(path, "extraCertChain"), "extraCertChain", path))
 
 
 class ListenerTLS(ServerTLS):

@@ -9,6 +9,7 @@ C{twisted_smtpd.startup} namespace.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -123,8 +124,12 @@ def servedCertificates(server: SMTPServer) -> list[Served]:
     then one per C{ssl:} listener with keys of its own.
     """
     served = []
+    tls = None
     if server.factory.startTLSAvailable:
-        tls = server.factory.tls
+        # None if its files could never be read (a reload says why).
+        with contextlib.suppress(ValueError):
+            tls = server.factory.tls
+    if tls is not None:
         for name, certificate in tls.certificates().items():
             served.append(Served("", name, certificate, tls.selfSigned and not name))
     for own in server.listenerTLS():
@@ -140,6 +145,7 @@ def logCertificates(server: SMTPServer, now: datetime.datetime | None = None) ->
     L{EXPIRY_WARNING_DAYS} days or has expired.
     """
     now = now or datetime.datetime.now(datetime.UTC)
+    _logWarnings(server)
     for listener, name, certificate, selfSigned in servedCertificates(server):
         expires: Any = certificate.not_valid_after_utc
         # Whole days, towards zero: a day and a half ago is one day ago.
@@ -168,3 +174,18 @@ def logCertificates(server: SMTPServer, now: datetime.datetime | None = None) ->
             _log.warn("{text}; renew it", text=text, **fields)
         else:
             _log.info("{text}", text=text, **fields)
+
+
+def _logWarnings(server: SMTPServer) -> None:
+    """
+    Log, once each, the warnings of the TLS configurations in use (a CA of
+    client certificates no chain can verify to), those of C{ssl:}
+    listeners with keys of their own included.
+    """
+    configurations = list(server.listenerTLS())
+    if server.factory.startTLSAvailable:
+        with contextlib.suppress(ValueError):
+            configurations.insert(0, server.factory.tls)
+    warnings = [text for tls in configurations for text in tls.warnings()]
+    for text in dict.fromkeys(warnings):
+        _log.warn("{text}", text=text)

@@ -32,7 +32,7 @@ from twisted_smtpd._serving.tlsfiles import (
     _readAuthorities,
     _readCredentials,
 )
-from twisted_smtpd._serving.tlsgeneration import _Generation, _states
+from twisted_smtpd._serving.tlsgeneration import _Generation, _states, weakAuthorities
 
 
 @implementer(IOpenSSLServerConnectionCreator, IOpenSSLContextFactory)
@@ -81,7 +81,8 @@ class ServerTLS:
         @param privateKey: Path of the unencrypted PEM private key; C{None}
             when it is in the certificate file.
         @param caCertificates: Path of a PEM bundle of the CAs that sign client
-            certificates; without it, the system's default CAs.
+            certificates; without it, the system's default CAs.  It is read
+            and checked (by L{reload} too) even without C{requestCert}.
         @param sniOptions: Host name (or C{*.domain} wildcard, one label) to
             C{(certificate, privateKey)} paths served to clients asking for
             that name (RFC 6066 section 3); names match case-insensitively.
@@ -124,6 +125,10 @@ class ServerTLS:
         self._generation: _Generation | None = None
         if not self._onFirstUse():
             self._generation = self._build()
+        elif caCertificates is not None:
+            # Read at start all the same, so that a broken one is reported
+            # now, not when client certificates are first asked for.
+            _readAuthorities(caCertificates)
 
     def _onFirstUse(self) -> bool:
         """
@@ -180,11 +185,10 @@ class ServerTLS:
             _normaliseName(name): _readCredentials(certificate, key)
             for name, (certificate, key) in self._sniOptions.items()
         }
-        authorities = None
-        if self._requestCert and self._caPath is not None:
-            authorities = _readAuthorities(self._caPath)
+        # Read and checked even when no client certificate is asked for.
+        authorities = None if self._caPath is None else _readAuthorities(self._caPath)
         try:
-            return _Generation(
+            generation = _Generation(
                 default,
                 named,
                 authorities,
@@ -197,6 +201,9 @@ class ServerTLS:
             )
         except SSL.Error as e:
             raise ValueError(f"cannot use the TLS certificates: {e}") from e
+        if self._requestCert and authorities is not None and self._caPath is not None:
+            generation.warnings = weakAuthorities(self._policy, authorities, self._caPath)
+        return generation
 
     @classmethod
     def fromOptions(cls, options: ServerOptions) -> ServerTLS:
@@ -232,6 +239,8 @@ class ServerTLS:
         """
         if self._generation is not None or not self._onFirstUse():
             self._generation = self._build()
+        elif self._caPath is not None:
+            _readAuthorities(self._caPath)
         if self._dynamic is not None:
             self._dynamic.clear()
         self._logReloaded()
@@ -248,6 +257,14 @@ class ServerTLS:
         if self._generation is None:
             return {}
         return dict(self._generation.certificates)
+
+    def warnings(self) -> list[str]:
+        """
+        What the start summary warns of in the files in use: a CA of the
+        client certificates no chain can verify to (see
+        L{weakAuthorities <twisted_smtpd._serving.tlsgeneration.weakAuthorities>}).
+        """
+        return [] if self._generation is None else list(self._generation.warnings)
 
     def contextFactory(self) -> ServerTLS:
         """

@@ -8,6 +8,7 @@ and the SNI host names they are served for.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from attrs import frozen
@@ -60,6 +61,41 @@ def _read(path: str, what: str) -> bytes:
         raise ValueError(f"cannot read {what} {path}: {e.strerror or e}") from e
 
 
+#: Where a PEM certificate block starts (OpenSSL reads both labels).
+_BEGIN_CERTIFICATE = re.compile(rb"-----BEGIN (?:X509 )?CERTIFICATE-----")
+
+
+def _loadCertificates(data: bytes, what: str, path: str) -> list[x509.Certificate]:
+    """
+    Every certificate of a PEM file, in order: all of them or none, as
+    OpenSSL reads a chain file.  A block that cannot be read (corrupt, or
+    truncated by a copy cut short) is an error naming it, not one
+    certificate fewer or "no PEM certificate" for the whole file.
+
+    @param what: How errors name the file (C{"certificate"}).
+    @raise ValueError: C{"cannot read <what> <path>: ..."}.
+    """
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        certificates = []
+    starts = [match.start() for match in _BEGIN_CERTIFICATE.finditer(data)]
+    if certificates and len(certificates) == len(starts):
+        return certificates
+    bounds = [*starts, len(data)]
+    for number in range(1, len(starts) + 1):
+        try:
+            x509.load_pem_x509_certificate(data[bounds[number - 1] : bounds[number]])
+        except ValueError:
+            raise ValueError(
+                f"cannot read {what} {path}: its certificate number {number} (of {len(starts)})"
+                " is corrupt or truncated"
+            ) from None
+    if certificates:
+        return certificates
+    raise ValueError(f"cannot read {what} {path}: no PEM certificate")
+
+
 def _parseCredentials(
     certificatePEM: bytes,
     keyPEM: bytes,
@@ -68,12 +104,7 @@ def _parseCredentials(
     what: tuple[str, str] = ("certificate", "private key"),
 ) -> _Credentials:
     certificateWhat, keyWhat = what
-    try:
-        certificates = x509.load_pem_x509_certificates(certificatePEM)
-    except ValueError as e:
-        raise ValueError(
-            f"cannot read {certificateWhat} {certificateName}: no PEM certificate"
-        ) from e
+    certificates = _loadCertificates(certificatePEM, certificateWhat, certificateName)
     try:
         key = serialization.load_pem_private_key(keyPEM, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
@@ -114,11 +145,7 @@ def _readCredentials(
 
 
 def _readAuthorities(path: str) -> tuple[x509.Certificate, ...]:
-    data = _read(path, "CA certificates")
-    try:
-        return tuple(x509.load_pem_x509_certificates(data))
-    except ValueError as e:
-        raise ValueError(f"cannot read CA certificates {path}: no PEM certificate") from e
+    return tuple(_loadCertificates(_read(path, "CA certificates"), "CA certificates", path))
 
 
 def _normaliseName(name: str) -> str:

@@ -17,6 +17,7 @@ from cryptography import x509
 from OpenSSL import SSL, crypto
 
 from twisted_smtpd._core.printable import validHostname
+from twisted_smtpd._serving.logging import loggable
 from twisted_smtpd._serving.sni import DynamicSNI, TLSPolicy, _why, securityLevel
 from twisted_smtpd._serving.tlsfiles import _Credentials
 
@@ -37,6 +38,32 @@ class _ConnectionState:
 
 
 _states: WeakKeyDictionary[SSL.Connection, _ConnectionState] = WeakKeyDictionary()
+
+
+def weakAuthorities(
+    policy: TLSPolicy, authorities: tuple[x509.Certificate, ...], path: str
+) -> list[str]:
+    """
+    One warning per CA of C{path} that OpenSSL's security level (the
+    cipher string's C{@SECLEVEL}, else OpenSSL's own) refuses in a client's
+    chain (a key too small, a weak digest): no client certificate it signs
+    can verify.  Checked the way OpenSSL checks a certificate of its own.
+    """
+    warnings = []
+    probe: Any = policy.newContext()
+    level = securityLevel(policy.ciphers)
+    where = "OpenSSL's security level" if level is None else f"the security level {level}"
+    for number, authority in enumerate(authorities, 1):
+        try:
+            probe.use_certificate(authority)
+        except SSL.Error as e:
+            subject = loggable(authority.subject.rfc4514_string(), 200)
+            warnings.append(
+                f"CA certificates {path}: number {number} ({subject}) can verify no client"
+                f" certificate at {where} of the cipher string:"
+                f" {_why(e).replace('ee key', 'key')}"
+            )
+    return warnings
 
 
 class _Generation:
@@ -63,6 +90,8 @@ class _Generation:
         self._authorities = authorities
         self._requestCert = requestCert
         self._rejectUnauthorized = rejectUnauthorized
+        #: Warnings about these files (see L{weakAuthorities}).
+        self.warnings: list[str] = []
         self._exact: dict[str, SSL.Context] = {}
         self._wildcards: dict[str, SSL.Context] = {}
         #: The leaf certificates: C{""} for the default one, then by name.

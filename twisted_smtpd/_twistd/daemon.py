@@ -218,7 +218,10 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
     def reload(self) -> None:
         """
         Read the certificate files again; success is logged by the TLS
-        configuration, a failure here.
+        configuration, each failure here, one line apiece (the server's
+        own, each C{ssl:} listener's own: one failing leaves the others
+        reloaded).  Then the certificates in use, new and old alike, are
+        logged and exported as after the start.
         """
         self._log.info("Reloading TLS certificates")
         errors: list[str] = []
@@ -228,16 +231,16 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
             except ValueError as e:
                 # The listeners' own are reloaded all the same.
                 errors.append(reason(e))
-        try:
-            self.reloadCertificates()
-        except ValueError as e:
-            errors.append(reason(e))
-        if errors:
+        for reload in [self.factory.reloadCertificates, *(t.reload for t in self._listenerTLS)]:
+            try:
+                reload()
+            except ValueError as e:
+                errors.append(reason(e))
+        for error in errors:
             self._log.error(
                 "Reloading TLS certificates failed, the old ones stay in use: {error}",
-                error="; ".join(errors),
+                error=error,
             )
-            return
         # The server's own and those of ssl: listeners with keys of their
-        # own (STARTTLS may be off).
+        # own (STARTTLS may be off), those a failure left in use included.
         self._certificatesChanged()
