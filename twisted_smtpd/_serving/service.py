@@ -303,14 +303,24 @@ class SMTPServer(MultiService):
         @raise ValueError: A file cannot be read; the old ones stay in use
             where one could not (the others are reloaded all the same).
         """
+        errors = self._reloadEach()
+        if errors:
+            raise ValueError("; ".join(str(e) for e in errors))
+
+    def _reloadEach(self) -> list[ValueError]:
+        """
+        Reload the server's own certificates, then each C{ssl:} listener's
+        own, whatever fails before.
+
+        @return: Why each that failed did (its old files stay in use).
+        """
         errors = []
         for reload in [self.factory.reloadCertificates] + [t.reload for t in self._listenerTLS]:
             try:
                 reload()
             except ValueError as e:
-                errors.append(str(e))
-        if errors:
-            raise ValueError("; ".join(errors))
+                errors.append(e)
+        return errors
 
     def close(self) -> Deferred[None]:
         """

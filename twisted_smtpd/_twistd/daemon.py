@@ -231,11 +231,7 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
             except ValueError as e:
                 # The listeners' own are reloaded all the same.
                 errors.append(reason(e))
-        for reload in [self.factory.reloadCertificates, *(t.reload for t in self._listenerTLS)]:
-            try:
-                reload()
-            except ValueError as e:
-                errors.append(reason(e))
+        errors.extend(reason(e) for e in self._reloadEach())
         for error in errors:
             self._log.error(
                 "Reloading TLS certificates failed, the old ones stay in use: {error}",
