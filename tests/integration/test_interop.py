@@ -4,7 +4,8 @@ Real mail software through paths the suite otherwise tests with Python
 clients or stand-ins: Postfix relaying over implicit TLS into an C{ssl:}
 listener with keys of its own, a Postfix next hop that answers 421 at RCPT
 to C{--relay}, and Dovecot's LMTP proxy, a client that sends BDAT, past the
-C{--size} limit of C{twistd smtpd --lmtp}.
+C{--size} limit of C{twistd smtpd --lmtp}, and C{--pipe} into Dovecot's
+C{dovecot-lda} under C{--workers 2}.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import socket
 from cryptography.hazmat.primitives import hashes
 
 from tests.certs import CertificateAuthority
-from tests.integration.helpers import CLIENT_TIMEOUT, ServerTestCase, readReply
+from tests.integration.helpers import CLIENT_TIMEOUT, ServerTestCase, readReply, startWorkers
 from tests.integration.nexthops import DELIVERY_TIMEOUT, Dovecot, Postfix, waitUntil
 from tests.integration.test_relaying import maildir
 
@@ -180,3 +181,42 @@ class DovecotProxyBdatTests(ServerTestCase):
         self.assertEqual(maildir(self.back), [])
         self.assertEqual([c for c, _ in self.lmtp(["bob@example.org"], BODY)], [250])
         self.assertEqual(len(maildir(self.back)), 1)
+
+
+class DovecotLdaPipeTests(ServerTestCase):
+    """
+    C{--pipe} into Dovecot's C{dovecot-lda} under C{--workers 2}: its exit
+    codes reach the client, 0 as 250, C{EX_TEMPFAIL} (a full mailbox) as
+    451 and C{EX_NOUSER} as 554, each message in a mailbox once.
+    """
+
+    def test_exitCodes(self) -> None:
+        Dovecot.require(self)
+        lda = "/usr/lib/dovecot/dovecot-lda"
+        if not os.access(lda, os.X_OK):
+            self.fail(f"{lda} is missing: the Debian package dovecot-core installs it")
+        dovecot = Dovecot({"bob": "", "carol": "userdb_quota_rule=*:storage=1B"})
+        dovecot.start(self)
+        server, port = startWorkers(
+            self, ["--pipe", f"{lda} -c {dovecot.config} -f ${{sender}} -d ${{recipient}}"]
+        )
+        answers = {}
+        for recipient in ["bob", "carol", "nobody-here", "bob"]:
+            client = self.smtp(port)
+            client.ehlo("client.example")
+            self.assertEqual(client.mail(SENDER)[0], 250)
+            self.assertEqual(client.rcpt(f"{recipient}@example.org")[0], 250)
+            code, text = client.data(BODY)
+            answers.setdefault(recipient, []).append((code, text[:5]))
+            client.quit()
+        self.assertEqual(
+            answers,
+            {
+                "bob": [(250, b"2.0.0")] * 2,
+                "carol": [(451, b"4.3.0")],
+                "nobody-here": [(554, b"5.3.0")],
+            },
+        )
+        self.assertEqual(len(dovecot.mailbox("bob")), 2)
+        self.assertEqual(dovecot.mailbox("carol"), [])
+        server.waitForLog("pipe command failed (exit 67, signal None)")
