@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import re
 
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_smtpd._serving.commands import DISPATCH
+from twisted_smtpd._twistd.tap import Options
 from twisted_smtpd._twistd.tapdefinitions import PARAMETERS
 
 
@@ -30,3 +32,18 @@ class JunkCommandsHelpTests(SynchronousTestCase):
         self.assertEqual(named, counted)
         self.assertNotIn("XCLIENT", help)
         self.assertNotIn("XFORWARD", help)
+
+
+class NonFiniteNumberTests(SynchronousTestCase):
+    def test_saysFinite(self) -> None:
+        """
+        C{inf} or C{nan} given to a numeric flag is refused as not a finite
+        number, not as a number below the flag's bound, which it is not.
+        """
+        for flag in ("socket-timeout", "worker-timeout", "handler-timeout", "close-timeout"):
+            for value in ("inf", "nan", "1e999"):
+                with self.assertRaises(usage.UsageError) as raised:
+                    Options().parseOptions(["--sink", f"--{flag}", value])
+                self.assertEqual(
+                    str(raised.exception), f"--{flag}: expected a finite number, got {value!r}"
+                )
