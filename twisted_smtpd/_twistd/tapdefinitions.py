@@ -139,8 +139,8 @@ PARAMETERS: list[list[Any]] = [
         int,
         False,
         "Commands that move no message on (HELO, EHLO, LHLO, RSET, NOOP, VRFY, "
-        "HELP, XCLIENT, XFORWARD, BDAT 0) taken before each further one counts "
-        "as an error, since the last message accepted (0: no limit).",
+        "HELP, BDAT 0) taken before each further one counts as an error, since "
+        "the last message accepted (0: no limit).",
     ),
     [
         "workers",

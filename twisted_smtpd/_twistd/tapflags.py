@@ -121,7 +121,9 @@ def _number(flag: str, kind: Callable[[str], float], *, positive: bool) -> Calla
             value = kind(text)
         except ValueError:
             raise usage.UsageError(f"--{flag}: expected {what}, got {text!r}") from None
-        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        if not math.isfinite(value):
+            raise usage.UsageError(f"--{flag}: expected a finite number, got {text!r}")
+        if value < 0 or (positive and value == 0):
             raise usage.UsageError(f"--{flag}: must be {bound}, got {text!r}")
         return value
 
