@@ -369,6 +369,28 @@ class PipeUnitTests(SynchronousTestCase):
         self.assertEqual(len(detail), 200)
         self.assertNotIn("\x1b", detail)
 
+    def test_failureLogLine(self) -> None:
+        """
+        A failed command leaves one warning saying how it ended, its exit
+        status or the signal that killed it, and the first line of its
+        standard error when it wrote one.
+        """
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        for stderr, code, signal, line in [
+            (b"", 75, None, "pipe command failed (exit 75)"),
+            (b"no such user\n", 67, None, "pipe command failed (exit 67): no such user"),
+            (b"segfault\n", None, 11, "pipe command failed (signal 11): segfault"),
+        ]:
+            events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+            d, stream, process = self.start()
+            process.protocol.errReceived(stderr)
+            process.exit(code, signal)
+            self.failureResultOf(d, SMTPError)
+            texts = [formatEvent(e) for e in events if "pipe command" in formatEvent(e)]
+            self.assertEqual([t.split(" ", 1)[1] for t in texts], [line])
+
     def test_signal(self) -> None:
         """
         A command killed by a signal is a temporary failure (Postfix's

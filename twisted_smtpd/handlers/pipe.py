@@ -569,11 +569,10 @@ class PipeHandler(BaseHandler):
         signal = getattr(value, "signal", None)
         detail = firstLine(stderr)
         self._log.warn(
-            "{session} pipe command failed (exit {code}, signal {signal}): {detail}",
+            "{session} pipe command failed ({how}){detail}",
             session=session.id,
-            code=code,
-            signal=signal,
-            detail=detail,
+            how=f"exit {code}" if code is not None else f"signal {signal}",
+            detail=f": {detail}" if detail else "",
         )
         if isinstance(value, ProcessTerminated) and code == EX_TEMPFAIL:
             raise SMTPError(451, detail or "Error: temporary failure, try again later", "4.3.0")
