@@ -29,6 +29,7 @@ from tests.fuzz.model import (
     FuzzHandler,
     dotStuff,
 )
+from tests.fuzz.test_splits import finish, start
 from tests.test_starttls import FakeTLS, TLSStringTransport
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving.server import SMTPServerFactory
@@ -122,19 +123,8 @@ def run(
     C{fires}, fire the late answers pending then, picked by the given
     indices; fire the rest once the input is in; end the connection.
     """
-    handler = FuzzHandler()
-    handler.modes.update(modes)
-    clock = Clock()
-    factory = SMTPServerFactory(handler, options, reactor=clock)
-    factory._tls = FakeTLS()  # type: ignore[assignment]
     events = _Events()
-    factory.addObserver(events)
-    proto = factory.buildProtocol(None)
-    transport = TLSStringTransport(
-        peerAddress=IPv4Address("TCP", "192.0.2.7", 40000),
-        hostAddress=IPv4Address("TCP", "192.0.2.1", 25),
-    )
-    proto.makeConnection(transport)
+    handler, proto, transport = start(modes, options, events)
     previous = 0
     for point in [*points, len(data)]:
         if point > previous:
@@ -143,12 +133,7 @@ def run(
         for pick in (fires or {}).get(point, []):
             if handler.pending:
                 _fire(handler, pick % len(handler.pending))
-    for _ in range(200):
-        if not handler.pending:
-            break
-        handler.fireOne()
-    closed = transport.disconnecting
-    proto.connectionLost()
+    closed = finish(handler, proto, transport)
     return (
         transport.value(),
         handler.calls,

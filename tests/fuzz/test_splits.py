@@ -64,31 +64,52 @@ def run(
     Feed C{data} cut at C{points}; fire every late answer once the input
     is in; then end the connection.
     """
+    events = _Events()
+    handler, proto, transport = start(modes, options, events)
+    previous = 0
+    for point in [*points, len(data)]:
+        if point > previous:
+            proto.dataReceived(data[previous:point])
+            previous = point
+    closed = finish(handler, proto, transport)
+    return transport.value(), handler.calls, events.seen, closed, handler.closes
+
+
+def start(
+    modes: dict[str, str], options: ServerOptions, observer: Any
+) -> tuple[FuzzHandler, Any, TLSStringTransport]:
+    """
+    A session of a L{FuzzHandler} answering in C{modes}, its events seen
+    by C{observer}, connected to a L{TLSStringTransport}.
+    """
     handler = FuzzHandler()
     handler.modes.update(modes)
-    clock = Clock()
-    factory = SMTPServerFactory(handler, options, reactor=clock)
+    factory = SMTPServerFactory(handler, options, reactor=Clock())
     factory._tls = FakeTLS()  # type: ignore[assignment]
-    events = _Events()
-    factory.addObserver(events)
+    factory.addObserver(observer)
     proto = factory.buildProtocol(None)
     transport = TLSStringTransport(
         peerAddress=IPv4Address("TCP", "192.0.2.7", 40000),
         hostAddress=IPv4Address("TCP", "192.0.2.1", 25),
     )
     proto.makeConnection(transport)
-    previous = 0
-    for point in [*points, len(data)]:
-        if point > previous:
-            proto.dataReceived(data[previous:point])
-            previous = point
+    return handler, proto, transport
+
+
+def finish(handler: FuzzHandler, proto: Any, transport: TLSStringTransport) -> bool:
+    """
+    Fire the late answers still pending (at most 200), then end the
+    connection.
+
+    @return: Whether the server had closed it.
+    """
     for _ in range(200):
         if not handler.pending:
             break
         handler.fireOne()
-    closed = transport.disconnecting
+    closed: bool = transport.disconnecting
     proto.connectionLost()
-    return transport.value(), handler.calls, events.seen, closed, handler.closes
+    return closed
 
 
 class SplitFuzzTests(SynchronousTestCase):
