@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.features import updateTransmissionType
-from twisted_smtpd._core.grammar import Phase
+from twisted_smtpd._core.grammar import Phase, Verb
 from twisted_smtpd._core.replies import Reply
 from twisted_smtpd._core.sasl import (
     Challenge,
@@ -24,6 +24,7 @@ from twisted_smtpd._core.sasl import (
 )
 from twisted_smtpd._core.session import AuthRequest, AuthResult
 from twisted_smtpd._serving.hooks import handlerBug
+from twisted_smtpd._serving.logging import refusal
 
 if TYPE_CHECKING:
     from twisted_smtpd._serving.context import CommandContext
@@ -92,9 +93,11 @@ class AuthCommand:
         """
         pending = self._pendingFailure
         if pending is not None:
-            # The client's (empty) answer to the XOAUTH2 error challenge.
+            # The client's (empty) answer to the XOAUTH2 error challenge:
+            # the failure it ends was counted and logged with the challenge.
             self._pendingFailure = None
-            self._failed(pending)
+            self._protocol.reply(pending)
+            self._afterFailure()
             return
         mechanism = self._mechanism
         assert mechanism is not None
@@ -106,7 +109,13 @@ class AuthCommand:
         client's line could not be an answer (it was too long).
         """
         self._mechanism = None
-        self._pendingFailure = None
+        if self._pendingFailure is not None:
+            # The attempt was counted and logged with the XOAUTH2 error
+            # challenge: only the line is refused.
+            self._pendingFailure = None
+            self._protocol.reply(reply)
+            self._afterFailure()
+            return
         self._failed(reply)
 
     def _advance(self, mechanism: Mechanism, step: Step) -> None:
@@ -167,6 +176,11 @@ class AuthCommand:
         def refused(reply: Reply) -> None:
             if request.method == "XOAUTH2" and reply.code == 535:
                 # Google's dialogue: an error challenge first, then 535.
+                # The attempt has failed now, whether or not the client
+                # answers the challenge: counted and logged now.
+                self.failures += 1
+                p.emit("reject", **refusal(reply, Verb.AUTH, b"", self, False))
+                self.request = None
                 self._pendingFailure = reply
                 p.reply(catalogue.challenge(xoauth2FailureChallenge().text))
                 return
@@ -179,6 +193,16 @@ class AuthCommand:
         self.failures += 1
         p.fail(reply)
         self.request = None
+        if self.failures >= p.options.maxAuthFailures:
+            p.closeWith(catalogue.TOO_MANY_AUTH_FAILURES)
+
+    def _afterFailure(self) -> None:
+        """
+        The refusal of an attempt already counted and logged was sent: it
+        counts towards C{maxErrors}, and the lockout comes after it.
+        """
+        p = self._protocol
+        p.countError()
         if self.failures >= p.options.maxAuthFailures:
             p.closeWith(catalogue.TOO_MANY_AUTH_FAILURES)
 

@@ -1,0 +1,121 @@
+# -*- test-case-name: tests.test_authfailures -*-
+"""
+Every failed AUTH attempt is counted and logged once, however the client
+ends the exchange: the C{auth failed} lines fail2ban reads must not depend
+on the client staying to read its refusal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.test_auth import AUTH_FAILED, TOO_MANY_AUTH_FAILURES, PasswordHandler, b64
+from tests.test_protocol import connect, take
+from twisted_smtpd._serving.logging import NAMESPACE, SessionLogger
+from twisted_smtpd._serving.protocol import SMTPProtocol
+
+CLIENT = "unknown[192.0.2.7]"
+XOAUTH2_BAD = b"AUTH XOAUTH2 " + b64(b"user=mallory\x01auth=Bearer guess\x01\x01") + b"\r\n"
+
+
+class _Logged(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def lines(self) -> list[str]:
+        return [formatEvent(e) for e in self.events if e["log_namespace"] == NAMESPACE]
+
+    def session(self, handler: Any = None, **options: Any) -> tuple[SMTPProtocol, Any]:
+        options.setdefault("allowInsecureAuth", True)
+        options.setdefault("authMethods", ["PLAIN", "XOAUTH2"])
+        proto, transport, clock, factory = connect(
+            handler if handler is not None else PasswordHandler(), **options
+        )
+        factory.addObserver(SessionLogger())
+        proto.dataReceived(b"EHLO c\r\n")
+        take(transport)
+        return proto, transport
+
+    def failed(self, proto: SMTPProtocol, mechanism: str, user: str) -> str:
+        return (
+            f"{proto.session.id} auth failed: {mechanism} from {CLIENT} user=<{user}>:"
+            " 535 5.7.8 Error: authentication credentials invalid"
+        )
+
+
+class XOAuth2FailureTests(_Logged):
+    """
+    A refused XOAUTH2 token is a failed attempt when the error challenge is
+    sent, not only once the client answers it.
+    """
+
+    def test_loggedWhenClientLeaves(self) -> None:
+        """
+        A client that leaves after the XOAUTH2 error challenge, without the
+        empty line that would fetch its 535, still leaves its C{auth failed}
+        line.
+        """
+        proto, transport = self.session()
+        proto.dataReceived(XOAUTH2_BAD)
+        self.assertTrue(take(transport).startswith(b"334 "))
+        proto.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(
+            [line for line in self.lines() if " auth " in line],
+            [self.failed(proto, "XOAUTH2", "mallory")],
+        )
+
+    def test_loggedOnceWhenAnswered(self) -> None:
+        """
+        A client that answers the error challenge gets its 535, and the
+        attempt is still logged once.
+        """
+        proto, transport = self.session()
+        proto.dataReceived(XOAUTH2_BAD)
+        take(transport)
+        proto.dataReceived(b"\r\n")
+        self.assertEqual(take(transport), AUTH_FAILED)
+        self.assertEqual(
+            [line for line in self.lines() if " auth " in line],
+            [self.failed(proto, "XOAUTH2", "mallory")],
+        )
+
+    def test_lockoutAfterAnswer(self) -> None:
+        """
+        The attempt that reaches C{maxAuthFailures} is answered 535 after the
+        client's empty line, then the lockout closes the session.
+        """
+        proto, transport = self.session(maxAuthFailures=2)
+        proto.dataReceived(XOAUTH2_BAD + b"\r\n")
+        self.assertEqual(take(transport).splitlines()[-1] + b"\r\n", AUTH_FAILED)
+        proto.dataReceived(XOAUTH2_BAD)
+        take(transport)
+        self.assertFalse(transport.disconnecting)
+        proto.dataReceived(b"\r\n")
+        self.assertEqual(take(transport), AUTH_FAILED + TOO_MANY_AUTH_FAILURES)
+        self.assertTrue(transport.disconnecting)
+        lines = [line for line in self.lines() if " auth " in line]
+        self.assertEqual(lines[:2], [self.failed(proto, "XOAUTH2", "mallory")] * 2)
+        self.assertEqual(len(lines), 3)
+        self.assertIn(" auth lockout: ", lines[2])
+
+    def test_lineTooLongAfterChallenge(self) -> None:
+        """
+        A line too long in answer to the error challenge is refused as too
+        long and does not count the attempt a second time.
+        """
+        proto, transport = self.session(maxAuthFailures=2)
+        proto.dataReceived(XOAUTH2_BAD)
+        take(transport)
+        proto.dataReceived(b"x" * 13000 + b"\r\n")
+        self.assertEqual(take(transport), b"500 5.5.6 Error: line too long\r\n")
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(
+            [line for line in self.lines() if " auth " in line],
+            [self.failed(proto, "XOAUTH2", "mallory")],
+        )
