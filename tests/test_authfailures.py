@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.test_authfailures -*-
 """
-Every failed AUTH attempt is counted and logged once, however the client
-ends the exchange: the C{auth failed} lines fail2ban reads must not depend
-on the client staying to read its refusal.
+AUTH against a hostile client: every failed attempt is counted and logged
+once, however the client ends the exchange (the C{auth failed} lines
+fail2ban reads must not depend on the client staying to read its refusal),
+and no credential shows where a request is printed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_auth import AUTH_FAILED, TOO_MANY_AUTH_FAILURES, PasswordHandler, b64
 from tests.test_protocol import connect, take
+from twisted_smtpd._core.session import AuthRequest
 from twisted_smtpd._serving.logging import NAMESPACE, SessionLogger
 from twisted_smtpd._serving.protocol import SMTPProtocol
 
@@ -119,3 +121,41 @@ class XOAuth2FailureTests(_Logged):
             [line for line in self.lines() if " auth " in line],
             [self.failed(proto, "XOAUTH2", "mallory")],
         )
+
+
+class CredentialReprTests(SynchronousTestCase):
+    """
+    An L{AuthRequest} printed (a handler's log line, a test's failure
+    message) shows which credentials it carries, never their values.
+    """
+
+    def test_passwordHidden(self) -> None:
+        """
+        The password of a PLAIN or LOGIN request is not in its C{repr}.
+        """
+        text = repr(AuthRequest(method="PLAIN", username="alice", password="hunter2-secret"))
+        self.assertNotIn("hunter2-secret", text)
+        self.assertIn("username='alice'", text)
+        self.assertIn("password=<hidden>", text)
+
+    def test_tokenAndDigestHidden(self) -> None:
+        """
+        Neither an XOAUTH2 bearer token nor a CRAM-MD5 digest is in the
+        C{repr}; absent credentials still show as C{None}.
+        """
+        token = repr(AuthRequest(method="XOAUTH2", username="a", accessToken="ya29.tok-value"))
+        self.assertNotIn("ya29.tok-value", token)
+        self.assertIn("password=None", token)
+        digest = "0123456789abcdef0123456789abcdef"
+        cram = repr(
+            AuthRequest(method="CRAM-MD5", username="a", challenge=b"<1@x>", response=digest)
+        )
+        self.assertNotIn(digest, cram)
+        self.assertIn("challenge=b'<1@x>'", cram)
+
+    def test_stillCompared(self) -> None:
+        """
+        Hiding the values in the C{repr} leaves equality as it was.
+        """
+        self.assertEqual(AuthRequest("PLAIN", "a", "pw"), AuthRequest("PLAIN", "a", "pw"))
+        self.assertNotEqual(AuthRequest("PLAIN", "a", "pw"), AuthRequest("PLAIN", "a", "other"))
