@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
@@ -18,7 +19,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_auth import AUTH_FAILED, TOO_MANY_AUTH_FAILURES, PasswordHandler, b64
 from tests.test_protocol import connect, take
-from twisted_smtpd._core.session import AuthRequest
+from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.session import AuthRequest, AuthResult, Session
 from twisted_smtpd._serving.logging import NAMESPACE, SessionLogger
 from twisted_smtpd._serving.protocol import SMTPProtocol
 
@@ -159,3 +161,115 @@ class CredentialReprTests(SynchronousTestCase):
         """
         self.assertEqual(AuthRequest("PLAIN", "a", "pw"), AuthRequest("PLAIN", "a", "pw"))
         self.assertNotEqual(AuthRequest("PLAIN", "a", "pw"), AuthRequest("PLAIN", "a", "other"))
+
+
+class LateHandler(PasswordHandler):
+    """
+    Answers every AUTH later, through the Deferred in C{pending}.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[Deferred[object]] = []
+
+    def onAuth(self, auth: AuthRequest, session: Session) -> object:
+        self.requests.append(auth)
+        d: Deferred[object] = Deferred()
+        self.pending.append(d)
+        return d
+
+
+class LateAnswerTests(_Logged):
+    """
+    A refusal that comes after the session ended is a failed login all the
+    same: with a handler slow to refuse (one that delays failures to slow
+    guessing), a client that gives up waiting has learnt its guess was
+    wrong.
+    """
+
+    WRONG = b"AUTH PLAIN " + b64(b"\0mallory\0guess") + b"\r\n"
+
+    def leave(self, proto: SMTPProtocol) -> None:
+        proto.connectionLost(Failure(ConnectionDone()))
+
+    def authLines(self) -> list[str]:
+        return [line for line in self.lines() if " auth " in line]
+
+    def test_refusedAfterClientLeft(self) -> None:
+        """
+        C{onAuth} refusing with L{SMTPError} after the client left logs its
+        C{auth failed} line.
+        """
+        handler = LateHandler()
+        proto, transport = self.session(handler)
+        proto.dataReceived(self.WRONG)
+        self.leave(proto)
+        handler.pending[0].errback(
+            SMTPError(535, "Error: authentication credentials invalid", "5.7.8")
+        )
+        self.assertEqual(self.authLines(), [self.failed(proto, "PLAIN", "mallory")])
+
+    def test_noneAfterClientLeft(self) -> None:
+        """
+        C{onAuth} answering C{None} (no login) after the client left logs its
+        C{auth failed} line.
+        """
+        handler = LateHandler()
+        proto, transport = self.session(handler)
+        proto.dataReceived(self.WRONG)
+        self.leave(proto)
+        handler.pending[0].callback(None)
+        self.assertEqual(self.authLines(), [self.failed(proto, "PLAIN", "mallory")])
+
+    def test_refusedAfterHandlerTimeout(self) -> None:
+        """
+        A refusal after the session gave up waiting for C{onAuth} (421 at
+        C{handlerTimeout}) is still logged as the failed login it is.
+        """
+        handler = LateHandler()
+        proto, transport = self.session(handler, handlerTimeout=30)
+        proto.dataReceived(self.WRONG)
+        proto.clock.advance(31)
+        self.assertTrue(take(transport).startswith(b"421 "))
+        handler.pending[0].errback(
+            SMTPError(535, "Error: authentication credentials invalid", "5.7.8")
+        )
+        self.assertEqual(self.authLines(), [self.failed(proto, "PLAIN", "mallory")])
+
+    def test_acceptedAfterClientLeftNotLogged(self) -> None:
+        """
+        A login accepted after the client left is neither a failed login
+        nor a login: nothing is logged for it.
+        """
+        handler = LateHandler()
+        proto, transport = self.session(handler)
+        proto.dataReceived(self.WRONG)
+        self.leave(proto)
+        handler.pending[0].callback(AuthResult(user="mallory"))
+        self.assertEqual(self.authLines(), [])
+
+    def test_handlerErrorAfterClientLeftNotAFailedLogin(self) -> None:
+        """
+        C{onAuth} failing with an unexpected exception after the client left
+        is the handler's error, logged as such, not a failed login.
+        """
+        handler = LateHandler()
+        proto, transport = self.session(handler)
+        proto.dataReceived(self.WRONG)
+        self.leave(proto)
+        handler.pending[0].errback(RuntimeError("database down"))
+        self.assertEqual(self.authLines(), [])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_refusedInTimeLoggedOnce(self) -> None:
+        """
+        A late refusal while the client waits is answered and logged once.
+        """
+        handler = LateHandler()
+        proto, transport = self.session(handler)
+        proto.dataReceived(self.WRONG)
+        handler.pending[0].errback(
+            SMTPError(535, "Error: authentication credentials invalid", "5.7.8")
+        )
+        self.assertEqual(take(transport), AUTH_FAILED)
+        self.assertEqual(self.authLines(), [self.failed(proto, "PLAIN", "mallory")])

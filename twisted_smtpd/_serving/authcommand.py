@@ -7,9 +7,14 @@ portal).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
 from twisted_smtpd._core import replies as catalogue
+from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.features import updateTransmissionType
 from twisted_smtpd._core.grammar import Phase, Verb
 from twisted_smtpd._core.replies import Reply
@@ -22,8 +27,8 @@ from twisted_smtpd._core.sasl import (
     createMechanism,
     xoauth2FailureChallenge,
 )
-from twisted_smtpd._core.session import AuthRequest, AuthResult
-from twisted_smtpd._serving.hooks import handlerBug
+from twisted_smtpd._core.session import AuthRequest, AuthResult, Session
+from twisted_smtpd._serving.hooks import callHook, handlerBug
 from twisted_smtpd._serving.logging import refusal
 
 if TYPE_CHECKING:
@@ -41,6 +46,7 @@ class AuthCommand:
         self._protocol = protocol
         self._mechanism: Mechanism | None = None
         self._pendingFailure: Reply | None = None
+        self._authenticator: Callable[[AuthRequest, Session], object] | None = None
         self.failures = 0
         #: The request being decided, for the log line of its refusal;
         #: C{None} once it is decided.
@@ -186,7 +192,47 @@ class AuthCommand:
                 return
             self._failed(reply)
 
-        p.hook(factory.authenticator(request.method), (request, p.session), accepted, refused)
+        self._authenticator = factory.authenticator(request.method)
+        p.hook(self.onAuth, (request, p.session), accepted, refused)
+
+    def onAuth(self, request: AuthRequest, session: Session) -> object:
+        """
+        Ask what decides AUTH (C{onAuth} or the portal), under its name for
+        the log lines; a late answer is still heard when the session is
+        gone by then (L{_answeredLate}).
+        """
+        authenticator = self._authenticator
+        assert authenticator is not None
+        result = callHook(authenticator, request, session)
+        if isinstance(result, Deferred):
+            result.addBoth(self._answeredLate, request)
+        return result
+
+    def _answeredLate(self, result: object, request: AuthRequest) -> object:
+        """
+        Log a refusal of C{request} that came after its session ended (the
+        client left, or the session timed out waiting): a failed login all
+        the same, which the client may have guessed from the wait.  Nothing
+        else is done with it; C{result} passes on unchanged.
+        """
+        p = self._protocol
+        if p.connected and not p.closing:
+            return result
+        if isinstance(result, Failure):
+            error = result.value
+            if not isinstance(error, SMTPError) or error.code < 400:
+                # Logged as the handler's failure.
+                return result
+            reply = error.toReply()
+        elif result is None or result is False:
+            reply = catalogue.AUTH_FAILED
+        else:
+            return result
+        self.failures += 1
+        self.request = request
+        p.emit("reject", **refusal(reply, Verb.AUTH, b"", self, False))
+        self.request = None
+        return result
 
     def _failed(self, reply: Reply) -> None:
         p = self._protocol
