@@ -159,6 +159,59 @@ class Fail2banTests(ServerTestCase):
         logfile = self.savedLog(output)
         self.assertEqual(self.fail2ban(logfile), 4)
 
+    def test_clientLeavingBeforeRefusalFound(self) -> None:
+        """
+        Over STARTTLS, a client that hangs up on a refusal it has not read
+        (after the XOAUTH2 error challenge; while a handler slow to refuse
+        still decides) leaves its failed login in the log all the same, and
+        the filter finds both.
+        """
+        self.startServer(
+            "--handler",
+            "tests.integration.slowauthhandler:make",
+            "--handler-option",
+            "delay=0.5",
+            "--auth-methods",
+            "PLAIN,XOAUTH2",
+            "--auth-optional",
+            maildir=False,
+        )
+        token = base64.b64encode(b"user=mallory\x01auth=Bearer guess\x01\x01").decode("ascii")
+        client = self.smtp()
+        client.starttls(context=unverifiedContext())
+        client.ehlo()
+        client.putcmd("AUTH", f"XOAUTH2 {token}")
+        self.assertEqual(client.getreply()[0], 334)
+        client.close()
+        client = self.smtp()
+        client.starttls(context=unverifiedContext())
+        client.ehlo()
+        client.putcmd("AUTH", "PLAIN " + base64.b64encode(b"\0bob\0guess").decode("ascii"))
+        client.close()
+        self.server.waitForLog(" auth failed: ", count=2)
+        good = self.smtp()
+        good.starttls(context=unverifiedContext())
+        good.ehlo()
+        self.assertEqual(
+            good.docmd("AUTH", "PLAIN " + base64.b64encode(b"\0alice\0secret").decode())[0], 235
+        )
+        good.quit()
+        self.server.waitForLog(" close", count=3)
+        self.stopServer()
+        output = self.server.output
+        lines = [line for line in output.splitlines() if " auth failed: " in line]
+        self.assertEqual(len(lines), 2, output)
+        for expected in (
+            "XOAUTH2 from localhost[127.0.0.1] user=<mallory>",
+            "PLAIN from localhost[127.0.0.1] user=<bob>",
+        ):
+            self.assertEqual(
+                len([line for line in lines if f" auth failed: {expected}: 535 " in line]),
+                1,
+                output,
+            )
+        self.assertEqual(self.fail2ban(self.savedLog(output)), 2)
+
     def assertRefusedAtConnect(self, limit: str) -> None:
         """
         A new connection gets 421 for C{limit}, which the log names.

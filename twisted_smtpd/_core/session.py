@@ -158,6 +158,15 @@ class Session:
     proxy: ProxyInfo | None = None
 
 
+def _secret(value: object) -> str:
+    """
+    The C{repr} of a credential: whether there is one, never what it is,
+    so that an L{AuthRequest} logged by a handler (or in a traceback's
+    message) shows no password, token or CRAM-MD5 digest.
+    """
+    return "None" if value is None else "<hidden>"
+
+
 @frozen
 class AuthRequest:
     """
@@ -170,15 +179,17 @@ class AuthRequest:
     @ivar accessToken: The OAuth 2.0 bearer token (XOAUTH2), else C{None}.
     @ivar challenge: The CRAM-MD5 challenge sent, else C{None}.
     @ivar response: The CRAM-MD5 digest received (hex), else C{None}.
+
+    Its C{repr} hides C{password}, C{accessToken} and C{response}.
     """
 
     method: str
     username: str
-    password: str | None = None
+    password: str | None = field(default=None, repr=_secret)
     authorizationIdentity: str | None = None
-    accessToken: str | None = None
+    accessToken: str | None = field(default=None, repr=_secret)
     challenge: bytes | None = None
-    response: str | None = None
+    response: str | None = field(default=None, repr=_secret)
 
     def validatePassword(self, password: str) -> bool:
         """

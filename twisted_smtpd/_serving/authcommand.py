@@ -7,11 +7,16 @@ portal).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
 from twisted_smtpd._core import replies as catalogue
+from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.features import updateTransmissionType
-from twisted_smtpd._core.grammar import Phase
+from twisted_smtpd._core.grammar import Phase, Verb
 from twisted_smtpd._core.replies import Reply
 from twisted_smtpd._core.sasl import (
     Challenge,
@@ -22,8 +27,9 @@ from twisted_smtpd._core.sasl import (
     createMechanism,
     xoauth2FailureChallenge,
 )
-from twisted_smtpd._core.session import AuthRequest, AuthResult
-from twisted_smtpd._serving.hooks import handlerBug
+from twisted_smtpd._core.session import AuthRequest, AuthResult, Session
+from twisted_smtpd._serving.hooks import callHook, handlerBug
+from twisted_smtpd._serving.logging import refusal
 
 if TYPE_CHECKING:
     from twisted_smtpd._serving.context import CommandContext
@@ -40,6 +46,7 @@ class AuthCommand:
         self._protocol = protocol
         self._mechanism: Mechanism | None = None
         self._pendingFailure: Reply | None = None
+        self._authenticator: Callable[[AuthRequest, Session], object] | None = None
         self.failures = 0
         #: The request being decided, for the log line of its refusal;
         #: C{None} once it is decided.
@@ -92,9 +99,11 @@ class AuthCommand:
         """
         pending = self._pendingFailure
         if pending is not None:
-            # The client's (empty) answer to the XOAUTH2 error challenge.
+            # The client's (empty) answer to the XOAUTH2 error challenge:
+            # the failure it ends was counted and logged with the challenge.
             self._pendingFailure = None
-            self._failed(pending)
+            self._protocol.reply(pending)
+            self._afterFailure()
             return
         mechanism = self._mechanism
         assert mechanism is not None
@@ -106,7 +115,13 @@ class AuthCommand:
         client's line could not be an answer (it was too long).
         """
         self._mechanism = None
-        self._pendingFailure = None
+        if self._pendingFailure is not None:
+            # The attempt was counted and logged with the XOAUTH2 error
+            # challenge: only the line is refused.
+            self._pendingFailure = None
+            self._protocol.reply(reply)
+            self._afterFailure()
+            return
         self._failed(reply)
 
     def _advance(self, mechanism: Mechanism, step: Step) -> None:
@@ -167,18 +182,73 @@ class AuthCommand:
         def refused(reply: Reply) -> None:
             if request.method == "XOAUTH2" and reply.code == 535:
                 # Google's dialogue: an error challenge first, then 535.
+                # The attempt has failed now, whether or not the client
+                # answers the challenge: counted and logged now.
+                self.failures += 1
+                p.emit("reject", **refusal(reply, Verb.AUTH, b"", self, False))
+                self.request = None
                 self._pendingFailure = reply
                 p.reply(catalogue.challenge(xoauth2FailureChallenge().text))
                 return
             self._failed(reply)
 
-        p.hook(factory.authenticator(request.method), (request, p.session), accepted, refused)
+        self._authenticator = factory.authenticator(request.method)
+        p.hook(self.onAuth, (request, p.session), accepted, refused)
+
+    def onAuth(self, request: AuthRequest, session: Session) -> object:
+        """
+        Ask what decides AUTH (C{onAuth} or the portal), under its name for
+        the log lines; a late answer is still heard when the session is
+        gone by then (L{_answeredLate}).
+        """
+        authenticator = self._authenticator
+        assert authenticator is not None
+        result = callHook(authenticator, request, session)
+        if isinstance(result, Deferred):
+            result.addBoth(self._answeredLate, request)
+        return result
+
+    def _answeredLate(self, result: object, request: AuthRequest) -> object:
+        """
+        Log a refusal of C{request} that came after its session ended (the
+        client left, or the session timed out waiting): a failed login all
+        the same, which the client may have guessed from the wait.  Nothing
+        else is done with it; C{result} passes on unchanged.
+        """
+        p = self._protocol
+        if p.connected and not p.closing:
+            return result
+        if isinstance(result, Failure):
+            error = result.value
+            if not isinstance(error, SMTPError) or error.code < 400:
+                # Logged as the handler's failure.
+                return result
+            reply = error.toReply()
+        elif result is None or result is False:
+            reply = catalogue.AUTH_FAILED
+        else:
+            return result
+        self.failures += 1
+        self.request = request
+        p.emit("reject", **refusal(reply, Verb.AUTH, b"", self, False))
+        self.request = None
+        return result
 
     def _failed(self, reply: Reply) -> None:
         p = self._protocol
         self.failures += 1
         p.fail(reply)
         self.request = None
+        if self.failures >= p.options.maxAuthFailures:
+            p.closeWith(catalogue.TOO_MANY_AUTH_FAILURES)
+
+    def _afterFailure(self) -> None:
+        """
+        The refusal of an attempt already counted and logged was sent: it
+        counts towards C{maxErrors}, and the lockout comes after it.
+        """
+        p = self._protocol
+        p.countError()
         if self.failures >= p.options.maxAuthFailures:
             p.closeWith(catalogue.TOO_MANY_AUTH_FAILURES)
 

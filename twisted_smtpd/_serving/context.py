@@ -73,6 +73,18 @@ class CommandContext(Protocol):
         """
 
     @property
+    def connected(self) -> bool:
+        """
+        Whether the connection is still up.
+        """
+
+    @property
+    def closing(self) -> bool:
+        """
+        Whether the session is ending: nothing more is read.
+        """
+
+    @property
     def connectedFrom(self) -> str:
         """
         The IP address the connection really came from, before any XCLIENT
@@ -172,18 +184,6 @@ class SessionControl(CommandContext, Protocol):
     def clock(self) -> IReactorTime:
         """
         The time source of the deadlines.
-        """
-
-    @property
-    def connected(self) -> bool:
-        """
-        Whether the connection is still up.
-        """
-
-    @property
-    def closing(self) -> bool:
-        """
-        Whether the session is ending: nothing more is read.
         """
 
     @property
