@@ -120,7 +120,9 @@ class XClientTests(SynchronousTestCase):
         )
         proto.dataReceived(b"EHLO c\r\n")
         for n in range(10):
-            proto.dataReceived(f"XCLIENT ADDR=203.0.113.{n}\r\n".encode())
+            # Clients inside the trusted network: XCLIENT naming any other
+            # ends the front end's trust (XClientTrustTests).
+            proto.dataReceived(f"XCLIENT ADDR=192.0.2.{n + 10}\r\n".encode())
             proto.dataReceived(f"XFORWARD NAME=h{n}.example\r\n".encode())
         self.assertFalse(transport.disconnecting)
         self.assertNotIn(replies.TOO_MANY_ERRORS, take(transport))
@@ -190,6 +192,79 @@ class XClientTests(SynchronousTestCase):
         take(transport)
         proto.dataReceived(b"XCLIENT FOO=bar\r\n")
         self.assertEqual(take(transport), BAD_ATTRIBUTE)
+
+
+class XClientTrustTests(SynchronousTestCase):
+    """
+    XCLIENT and XFORWARD are trusted by the address the last XCLIENT named,
+    as Postfix's C{xclient_cmd} matches C{smtpd_authorized_xclient_hosts}
+    again (XCLIENT_README: "Once ADDR is sent, the client is usually no
+    longer authorized to send XCLIENT commands"): a front end that passes
+    its client's commands on after XCLIENT (nginx's mail proxy) does not
+    lend that client its trust.
+    """
+
+    def test_namedClientCannotSendXClient(self) -> None:
+        """
+        After XCLIENT names a client outside C{useXClient}, an XCLIENT from
+        that client gets 550, is not advertised, and changes neither the
+        address (logs, C{Received:}, fail2ban) nor the login.
+        """
+        proto, transport, clock, _ = connect(useXClient=["192.0.2.0/24"])
+        proto.dataReceived(b"EHLO front\r\nXCLIENT ADDR=203.0.113.5 PORT=1234\r\n")
+        take(transport)
+        proto.dataReceived(b"EHLO client\r\n")
+        self.assertNotIn(b"XCLIENT", take(transport))
+        proto.dataReceived(b"XCLIENT ADDR=198.51.100.66 LOGIN=postmaster\r\n")
+        self.assertEqual(take(transport), NOT_AUTHORIZED)
+        self.assertEqual(proto.session.remoteAddress, ("203.0.113.5", 1234))
+        self.assertIsNone(proto.session.user)
+
+    def test_namedClientCannotSendXForward(self) -> None:
+        """
+        After XCLIENT names a client outside C{useXForward}, XFORWARD from
+        that client gets 550 and records nothing.
+        """
+        trusted = ["192.0.2.0/24"]
+        proto, transport, clock, _ = connect(useXClient=trusted, useXForward=trusted)
+        proto.dataReceived(b"EHLO front\r\nXCLIENT ADDR=IPV6:2001:db8::5\r\n")
+        take(transport)
+        proto.dataReceived(b"EHLO client\r\n")
+        self.assertNotIn(b"XFORWARD", take(transport))
+        proto.dataReceived(b"XFORWARD ADDR=198.51.100.66 NAME=victim.example\r\n")
+        self.assertEqual(take(transport), NOT_AUTHORIZED)
+        self.assertEqual(proto.session.xForward, {})
+
+    def test_unavailableAddressNotTrusted(self) -> None:
+        """
+        An address XCLIENT says is unavailable is trusted by no network.
+        """
+        proto, transport, clock, _ = connect(useXClient=True)
+        proto.dataReceived(b"EHLO front\r\nXCLIENT ADDR=[UNAVAILABLE]\r\n")
+        take(transport)
+        proto.dataReceived(b"XCLIENT ADDR=198.51.100.66\r\n")
+        self.assertEqual(take(transport), NOT_AUTHORIZED)
+        self.assertEqual(proto.session.remoteAddress[0], "unknown")
+
+    def test_trustedClientStaysTrusted(self) -> None:
+        """
+        XCLIENT naming a client inside the trusted networks, or naming no
+        address (only C{NAME}, C{HELO}, C{LOGIN}), keeps the trust: the
+        front end may send its attributes over several commands, C{ADDR}
+        last, as XCLIENT_README advises.
+        """
+        proto, transport, clock, _ = connect(useXClient=["192.0.2.0/24"])
+        proto.dataReceived(b"EHLO front\r\nXCLIENT NAME=real.example HELO=real\r\n")
+        self.assertEqual(take(transport)[-len(replies.GREETING) :], replies.GREETING)
+        proto.dataReceived(b"XCLIENT ADDR=192.0.2.99\r\n")
+        self.assertEqual(take(transport), replies.GREETING)
+        proto.dataReceived(b"XCLIENT LOGIN=bob ADDR=203.0.113.5\r\n")
+        self.assertEqual(take(transport), replies.GREETING)
+        self.assertEqual(proto.session.remoteAddress[0], "203.0.113.5")
+        self.assertEqual(proto.session.clientHostname, "[203.0.113.5]")
+        self.assertEqual(proto.session.user, "bob")
+        proto.dataReceived(b"XCLIENT ADDR=192.0.2.99\r\n")
+        self.assertEqual(take(transport), NOT_AUTHORIZED)
 
 
 class XForwardTests(SynchronousTestCase):
