@@ -281,6 +281,33 @@ class XForwardTests(SynchronousTestCase):
         proto.dataReceived(b"MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nx\r\n.\r\n")
         self.assertEqual(proto.session.xForward, {})
 
+    def test_resetAsPostfix(self) -> None:
+        """
+        XFORWARD attributes apply to the next transaction only: RSET, HELO,
+        EHLO and a sender the handler refuses drop them even before any
+        MAIL was accepted, as Postfix's C{mail_reset} does; an accepted
+        MAIL keeps them for its message.
+        """
+
+        class Refusing(RecordingHandler):
+            def onMailFrom(self, address: Address, session: Session) -> object:
+                if address.address == "refused@example.com":
+                    raise SMTPError(550, "no", "5.7.1")
+                return None
+
+        proto, transport, clock, _ = connect(Refusing(), useXForward=["192.0.2.7/32"])
+        proto.dataReceived(b"EHLO c\r\n")
+        take(transport)
+        for after in (b"RSET", b"EHLO c", b"HELO c", b"MAIL FROM:<refused@example.com>"):
+            proto.dataReceived(b"XFORWARD NAME=orig.example ADDR=198.51.100.2\r\n")
+            self.assertEqual(take(transport), replies.OK)
+            proto.dataReceived(after + b"\r\n")
+            take(transport)
+            self.assertEqual(proto.session.xForward, {}, after)
+        proto.dataReceived(b"XFORWARD NAME=orig.example\r\nMAIL FROM:<a@b.c>\r\n")
+        self.assertEqual(take(transport), replies.OK + replies.MAIL_OK)
+        self.assertEqual(proto.session.xForward, {"NAME": "orig.example"})
+
     def test_untrusted(self) -> None:
         """
         XFORWARD from an untrusted client gets 550.
