@@ -433,6 +433,25 @@ class XClientValueTests(SynchronousTestCase):
             self.assertEqual(proto.session.remoteAddress, address, argument)
             self.assertEqual(proto.session.clientHostname, name, argument)
 
+    def test_unavailableInAnyCase(self) -> None:
+        """
+        C{[UNAVAILABLE]} and C{[TEMPUNAVAIL]} may be written in any case
+        (XCLIENT_README, note 2), in XCLIENT and XFORWARD alike: they are
+        taken as the upper-case forms, not refused as bad values.
+        """
+        proto, reply = self.xclient(
+            b"ADDR=[unavailable] PORT=[Unavailable] NAME=[tempunavail] HELO=[uNaVaIlAbLe]"
+        )
+        self.assertEqual(reply, replies.GREETING)
+        self.assertEqual(proto.session.remoteAddress, ("unknown", 0))
+        self.assertEqual(proto.session.clientHostname, "[unknown]")
+        self.assertIsNone(proto.session.hostNameAppearsAs)
+        self.assertEqual(proto.session.xClient["NAME"], "[TEMPUNAVAIL]")
+        self.assertEqual(
+            parseXForward(b"NAME=[unavailable] ADDR=[Unavailable] SOURCE=[unavailable]"),
+            {"NAME": "[UNAVAILABLE]", "ADDR": "[UNAVAILABLE]", "SOURCE": "[UNAVAILABLE]"},
+        )
+
     def test_unavailableAddressLogged(self) -> None:
         """
         After C{XCLIENT ADDR=[UNAVAILABLE]}, the session's log lines and

@@ -5,7 +5,8 @@ checked value by value as Postfix's C{smtpd} checks them (XCLIENT_README,
 XFORWARD_README): addresses are IP addresses (IPv6 with or without the
 C{IPV6:} prefix), ports are 0 to 65535 in ASCII digits, names are host
 names, and C{[UNAVAILABLE]} (C{[TEMPUNAVAIL]} too for C{NAME}) says a value
-is unknown.  Anything else is refused with C{501 5.5.4}.
+is unknown, in any case (C{[unavailable]}).  Anything else is refused
+with C{501 5.5.4}.
 """
 
 from __future__ import annotations
@@ -105,6 +106,10 @@ assert frozenset(_XFORWARD) == XFORWARD_ATTRIBUTES
 def _parse(argument: bytes, checks: Mapping[str, _Check]) -> dict[str, str]:
     attributes = parseAttributes(argument, frozenset(checks))
     for name, value in attributes.items():
+        # XCLIENT_README, note 2: "[UNAVAILABLE], [TEMPUNAVAIL] and IPV6:
+        # may be specified in upper case, lower case or mixed case".
+        if value[:1] == "[" and value.upper() in (UNAVAILABLE, TEMPUNAVAIL):
+            value = attributes[name] = value.upper()
         if not checks[name](value):
             raise CommandError(catalogue.badAttributeValue(name, value))
     return attributes
