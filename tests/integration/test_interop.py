@@ -86,6 +86,12 @@ class PostfixXForwardTests(ServerTestCase):
     """
 
     def test_originalClientNamed(self) -> None:
+        """
+        The stored message's C{Received:} field names the client that
+        greeted Postfix (its HELO name, address), then Postfix in a
+        C{forwarded by} comment; the message's log line has that HELO name
+        and Postfix's queue id (C{orig_queue_id=}).
+        """
         Postfix.require(self)
         self.startServer(
             "--xforward",
