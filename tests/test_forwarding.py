@@ -120,7 +120,9 @@ class XClientTests(SynchronousTestCase):
         )
         proto.dataReceived(b"EHLO c\r\n")
         for n in range(10):
-            proto.dataReceived(f"XCLIENT ADDR=203.0.113.{n}\r\n".encode())
+            # Clients inside the trusted network: XCLIENT naming any other
+            # ends the front end's trust (XClientTrustTests).
+            proto.dataReceived(f"XCLIENT ADDR=192.0.2.{n + 10}\r\n".encode())
             proto.dataReceived(f"XFORWARD NAME=h{n}.example\r\n".encode())
         self.assertFalse(transport.disconnecting)
         self.assertNotIn(replies.TOO_MANY_ERRORS, take(transport))
@@ -192,6 +194,79 @@ class XClientTests(SynchronousTestCase):
         self.assertEqual(take(transport), BAD_ATTRIBUTE)
 
 
+class XClientTrustTests(SynchronousTestCase):
+    """
+    XCLIENT and XFORWARD are trusted by the address the last XCLIENT named,
+    as Postfix's C{xclient_cmd} matches C{smtpd_authorized_xclient_hosts}
+    again (XCLIENT_README: "Once ADDR is sent, the client is usually no
+    longer authorized to send XCLIENT commands"): a front end that passes
+    its client's commands on after XCLIENT (nginx's mail proxy) does not
+    lend that client its trust.
+    """
+
+    def test_namedClientCannotSendXClient(self) -> None:
+        """
+        After XCLIENT names a client outside C{useXClient}, an XCLIENT from
+        that client gets 550, is not advertised, and changes neither the
+        address (logs, C{Received:}, fail2ban) nor the login.
+        """
+        proto, transport, clock, _ = connect(useXClient=["192.0.2.0/24"])
+        proto.dataReceived(b"EHLO front\r\nXCLIENT ADDR=203.0.113.5 PORT=1234\r\n")
+        take(transport)
+        proto.dataReceived(b"EHLO client\r\n")
+        self.assertNotIn(b"XCLIENT", take(transport))
+        proto.dataReceived(b"XCLIENT ADDR=198.51.100.66 LOGIN=postmaster\r\n")
+        self.assertEqual(take(transport), NOT_AUTHORIZED)
+        self.assertEqual(proto.session.remoteAddress, ("203.0.113.5", 1234))
+        self.assertIsNone(proto.session.user)
+
+    def test_namedClientCannotSendXForward(self) -> None:
+        """
+        After XCLIENT names a client outside C{useXForward}, XFORWARD from
+        that client gets 550 and records nothing.
+        """
+        trusted = ["192.0.2.0/24"]
+        proto, transport, clock, _ = connect(useXClient=trusted, useXForward=trusted)
+        proto.dataReceived(b"EHLO front\r\nXCLIENT ADDR=IPV6:2001:db8::5\r\n")
+        take(transport)
+        proto.dataReceived(b"EHLO client\r\n")
+        self.assertNotIn(b"XFORWARD", take(transport))
+        proto.dataReceived(b"XFORWARD ADDR=198.51.100.66 NAME=victim.example\r\n")
+        self.assertEqual(take(transport), NOT_AUTHORIZED)
+        self.assertEqual(proto.session.xForward, {})
+
+    def test_unavailableAddressNotTrusted(self) -> None:
+        """
+        An address XCLIENT says is unavailable is trusted by no network.
+        """
+        proto, transport, clock, _ = connect(useXClient=True)
+        proto.dataReceived(b"EHLO front\r\nXCLIENT ADDR=[UNAVAILABLE]\r\n")
+        take(transport)
+        proto.dataReceived(b"XCLIENT ADDR=198.51.100.66\r\n")
+        self.assertEqual(take(transport), NOT_AUTHORIZED)
+        self.assertEqual(proto.session.remoteAddress[0], "unknown")
+
+    def test_trustedClientStaysTrusted(self) -> None:
+        """
+        XCLIENT naming a client inside the trusted networks, or naming no
+        address (only C{NAME}, C{HELO}, C{LOGIN}), keeps the trust: the
+        front end may send its attributes over several commands, C{ADDR}
+        last, as XCLIENT_README advises.
+        """
+        proto, transport, clock, _ = connect(useXClient=["192.0.2.0/24"])
+        proto.dataReceived(b"EHLO front\r\nXCLIENT NAME=real.example HELO=real\r\n")
+        self.assertEqual(take(transport)[-len(replies.GREETING) :], replies.GREETING)
+        proto.dataReceived(b"XCLIENT ADDR=192.0.2.99\r\n")
+        self.assertEqual(take(transport), replies.GREETING)
+        proto.dataReceived(b"XCLIENT LOGIN=bob ADDR=203.0.113.5\r\n")
+        self.assertEqual(take(transport), replies.GREETING)
+        self.assertEqual(proto.session.remoteAddress[0], "203.0.113.5")
+        self.assertEqual(proto.session.clientHostname, "[203.0.113.5]")
+        self.assertEqual(proto.session.user, "bob")
+        proto.dataReceived(b"XCLIENT ADDR=192.0.2.99\r\n")
+        self.assertEqual(take(transport), NOT_AUTHORIZED)
+
+
 class XForwardTests(SynchronousTestCase):
     def test_trusted(self) -> None:
         """
@@ -205,6 +280,33 @@ class XForwardTests(SynchronousTestCase):
         self.assertEqual(proto.session.xForward, {"NAME": "orig.example", "ADDR": "198.51.100.2"})
         proto.dataReceived(b"MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nx\r\n.\r\n")
         self.assertEqual(proto.session.xForward, {})
+
+    def test_resetAsPostfix(self) -> None:
+        """
+        XFORWARD attributes apply to the next transaction only: RSET, HELO,
+        EHLO and a sender the handler refuses drop them even before any
+        MAIL was accepted, as Postfix's C{mail_reset} does; an accepted
+        MAIL keeps them for its message.
+        """
+
+        class Refusing(RecordingHandler):
+            def onMailFrom(self, address: Address, session: Session) -> object:
+                if address.address == "refused@example.com":
+                    raise SMTPError(550, "no", "5.7.1")
+                return None
+
+        proto, transport, clock, _ = connect(Refusing(), useXForward=["192.0.2.7/32"])
+        proto.dataReceived(b"EHLO c\r\n")
+        take(transport)
+        for after in (b"RSET", b"EHLO c", b"HELO c", b"MAIL FROM:<refused@example.com>"):
+            proto.dataReceived(b"XFORWARD NAME=orig.example ADDR=198.51.100.2\r\n")
+            self.assertEqual(take(transport), replies.OK)
+            proto.dataReceived(after + b"\r\n")
+            take(transport)
+            self.assertEqual(proto.session.xForward, {}, after)
+        proto.dataReceived(b"XFORWARD NAME=orig.example\r\nMAIL FROM:<a@b.c>\r\n")
+        self.assertEqual(take(transport), replies.OK + replies.MAIL_OK)
+        self.assertEqual(proto.session.xForward, {"NAME": "orig.example"})
 
     def test_untrusted(self) -> None:
         """
@@ -330,6 +432,25 @@ class XClientValueTests(SynchronousTestCase):
             self.assertEqual(take(transport), replies.GREETING, argument)
             self.assertEqual(proto.session.remoteAddress, address, argument)
             self.assertEqual(proto.session.clientHostname, name, argument)
+
+    def test_unavailableInAnyCase(self) -> None:
+        """
+        C{[UNAVAILABLE]} and C{[TEMPUNAVAIL]} may be written in any case
+        (XCLIENT_README, note 2), in XCLIENT and XFORWARD alike: they are
+        taken as the upper-case forms, not refused as bad values.
+        """
+        proto, reply = self.xclient(
+            b"ADDR=[unavailable] PORT=[Unavailable] NAME=[tempunavail] HELO=[uNaVaIlAbLe]"
+        )
+        self.assertEqual(reply, replies.GREETING)
+        self.assertEqual(proto.session.remoteAddress, ("unknown", 0))
+        self.assertEqual(proto.session.clientHostname, "[unknown]")
+        self.assertIsNone(proto.session.hostNameAppearsAs)
+        self.assertEqual(proto.session.xClient["NAME"], "[TEMPUNAVAIL]")
+        self.assertEqual(
+            parseXForward(b"NAME=[unavailable] ADDR=[Unavailable] SOURCE=[unavailable]"),
+            {"NAME": "[UNAVAILABLE]", "ADDR": "[UNAVAILABLE]", "SOURCE": "[UNAVAILABLE]"},
+        )
 
     def test_unavailableAddressLogged(self) -> None:
         """

@@ -3,14 +3,16 @@
 Real mail software through paths the suite otherwise tests with Python
 clients or stand-ins: Postfix relaying over implicit TLS into an C{ssl:}
 listener with keys of its own, a Postfix next hop that answers 421 at RCPT
-to C{--relay}, and Dovecot's LMTP proxy, a client that sends BDAT, past the
-C{--size} limit of C{twistd smtpd --lmtp}, and C{--pipe} into Dovecot's
-C{dovecot-lda} under C{--workers 2}.
+to C{--relay}, Postfix sending XFORWARD, and Dovecot's LMTP proxy, a
+client that sends BDAT, past the C{--size} limit of C{twistd smtpd
+--lmtp}, and C{--pipe} into Dovecot's C{dovecot-lda} under C{--workers 2}.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import smtplib
 import socket
 
 from cryptography.hazmat.primitives import hashes
@@ -72,6 +74,63 @@ class PostfixImplicitTLSTests(ServerTestCase):
         self.assertIn(": TLSv1.3 with cipher", postfix.log)
         [stored] = maildir(self.server)
         self.assertTrue(stored.endswith(b"\r\n\r\nbody\r\n"), stored)
+        self.stopServer()
+
+
+class PostfixXForwardTests(ServerTestCase):
+    """
+    Postfix as an XFORWARD client (C{smtp_send_xforward_command}) relaying
+    to C{twistd smtpd --xforward 127.0.0.1/32 --maildir-trace}: the
+    original client Postfix names is in the message's C{Received:} field
+    and log line.
+    """
+
+    def test_originalClientNamed(self) -> None:
+        """
+        The stored message's C{Received:} field names the client that
+        greeted Postfix (its HELO name, address), then Postfix in a
+        C{forwarded by} comment; the message's log line has that HELO name
+        and Postfix's queue id (C{orig_queue_id=}).
+        """
+        Postfix.require(self)
+        self.startServer(
+            "--xforward",
+            "127.0.0.1/32",
+            "--maildir-trace",
+            "--hostname",
+            "mx.example.com",
+            "--no-reverse-lookup",
+        )
+        postfix = Postfix(
+            relayhost=self.server.port, settings={"smtp_send_xforward_command": "yes"}
+        )
+        postfix.start(self)
+        client = smtplib.SMTP(
+            "127.0.0.1",
+            postfix.port,
+            local_hostname="original-helo.example",
+            timeout=CLIENT_TIMEOUT,
+        )
+        self.addCleanup(client.close)
+        self.assertEqual(client.sendmail(SENDER, ["bob@example.org"], BODY), {})
+        client.quit()
+        waitUntil(lambda: postfix.count("status=") >= 1, DELIVERY_TIMEOUT, "the delivery")
+        self.assertEqual(postfix.count("status=sent"), 1, postfix.log)
+        match = re.search(r"\]: ([0-9A-Za-z]+): client=", postfix.log)
+        assert match is not None, postfix.log
+        queueId = match.group(1)
+        [stored] = maildir(self.server)
+        text = stored.decode("utf-8")
+        received = " ".join(text.split("\r\nReceived: ", 1)[1].split("\r\n")[0].split())
+        self.assertRegex(
+            received,
+            r"^from original-helo\.example \(\S+ \[127\.0\.0\.1\]\)"
+            r" \(forwarded by \S+ \[127\.0\.0\.1\]\) by mx\.example\.com with ESMTP id ",
+        )
+        self.server.waitForLog(
+            f"orig_helo=original-helo.example orig_queue_id={queueId}: 250 ",
+            timeout=DELIVERY_TIMEOUT,
+        )
         self.stopServer()
 
 

@@ -5,7 +5,8 @@ checked value by value as Postfix's C{smtpd} checks them (XCLIENT_README,
 XFORWARD_README): addresses are IP addresses (IPv6 with or without the
 C{IPV6:} prefix), ports are 0 to 65535 in ASCII digits, names are host
 names, and C{[UNAVAILABLE]} (C{[TEMPUNAVAIL]} too for C{NAME}) says a value
-is unknown.  Anything else is refused with C{501 5.5.4}.
+is unknown, in any case (C{[unavailable]}).  Anything else is refused
+with C{501 5.5.4}.
 """
 
 from __future__ import annotations
@@ -14,12 +15,22 @@ import ipaddress
 import re
 from collections.abc import Callable, Mapping
 
+from attrs import frozen
+
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.grammar import XCLIENT_ATTRIBUTES, XFORWARD_ATTRIBUTES, parseAttributes
 from twisted_smtpd._core.printable import validHostname
 from twisted_smtpd._core.replies import CommandError
+from twisted_smtpd._core.session import unmapped
 
-__all__ = ["UNAVAILABLE", "parseXClient", "parseXForward", "stripIPv6Prefix"]
+__all__ = [
+    "UNAVAILABLE",
+    "ForwardedClient",
+    "forwardedClient",
+    "parseXClient",
+    "parseXForward",
+    "stripIPv6Prefix",
+]
 
 UNAVAILABLE = "[UNAVAILABLE]"
 TEMPUNAVAIL = "[TEMPUNAVAIL]"
@@ -105,6 +116,10 @@ assert frozenset(_XFORWARD) == XFORWARD_ATTRIBUTES
 def _parse(argument: bytes, checks: Mapping[str, _Check]) -> dict[str, str]:
     attributes = parseAttributes(argument, frozenset(checks))
     for name, value in attributes.items():
+        # XCLIENT_README, note 2: "[UNAVAILABLE], [TEMPUNAVAIL] and IPV6:
+        # may be specified in upper case, lower case or mixed case".
+        if value[:1] == "[" and value.upper() in (UNAVAILABLE, TEMPUNAVAIL):
+            value = attributes[name] = value.upper()
         if not checks[name](value):
             raise CommandError(catalogue.badAttributeValue(name, value))
     return attributes
@@ -122,13 +137,82 @@ def parseXClient(argument: bytes) -> dict[str, str]:
     return _parse(argument, _XCLIENT)
 
 
+#: The characters Postfix's C{smtpd} replaces with C{?} in the XFORWARD
+#: values it writes into headers and logs (C{NEUTER_CHARACTERS}): none can
+#: then close a comment of a C{Received:} field, open another, or pass for
+#: an address.
+NEUTER_CHARACTERS = ' <>()\\";@'
+_NEUTER = str.maketrans(dict.fromkeys(NEUTER_CHARACTERS, "?"))
+#: The free-text XFORWARD attributes, neutered as Postfix's C{xforward_cmd}
+#: neuters them (C{NAME} and C{ADDR} are checked whole instead).
+_NEUTERED = ("HELO", "IDENT", "PROTO")
+
+
 def parseXForward(argument: bytes) -> dict[str, str]:
     """
     Parse and check the arguments of XFORWARD.
 
     @return: The attributes, names upper case, values xtext-decoded and
-        valid.
+        valid; in C{HELO}, C{IDENT} and C{PROTO} each of
+        L{NEUTER_CHARACTERS} replaced with C{?}, as Postfix stores them.
     @raise CommandError: C{501 5.5.4} for bad syntax, an unknown attribute
         or an invalid value.
     """
-    return _parse(argument, _XFORWARD)
+    attributes = _parse(argument, _XFORWARD)
+    for name in _NEUTERED:
+        value = attributes.get(name)
+        if value is not None and value != UNAVAILABLE:
+            attributes[name] = value.translate(_NEUTER)
+    return attributes
+
+
+#: The XFORWARD attributes that describe the original client (Postfix's
+#: C{SMTPD_STATE_XFORWARD_CLIENT_MASK}).
+_CLIENT_ATTRIBUTES = frozenset({"NAME", "ADDR", "PORT", "PROTO", "HELO"})
+#: The name and address of an original client XFORWARD says nothing of, or
+#: says are unavailable, as Postfix writes them (C{CLIENT_NAME_UNKNOWN},
+#: C{CLIENT_ADDR_UNKNOWN}).
+UNKNOWN = "unknown"
+
+
+@frozen
+class ForwardedClient:
+    """
+    The original client an XFORWARD command described, for the log line of
+    its message and the C{Received:} field.
+
+    @ivar name: Its host name, or C{"unknown"}.
+    @ivar address: Its IP address (an IPv4-mapped one in IPv4 form, no
+        C{IPV6:} prefix), or C{"unknown"}.
+    @ivar port: Its port, or C{None} when unknown.
+    @ivar helo: The name it greeted with (neutered), or C{None}.
+    """
+
+    name: str
+    address: str
+    port: int | None
+    helo: str | None
+
+
+def forwardedClient(attributes: Mapping[str, str]) -> ForwardedClient | None:
+    """
+    The original client the XFORWARD C{attributes} (as L{parseXForward}
+    returns them) describe, or C{None} when they describe none (only
+    C{IDENT} or C{SOURCE}, or nothing).
+
+    As in Postfix's C{FORWARD_CLIENT_ATTR}, once any client attribute is
+    given, none of the connected client's own is mixed in: those not given
+    are unknown.
+    """
+    if not _CLIENT_ATTRIBUTES.intersection(attributes):
+        return None
+    name = attributes.get("NAME", UNAVAILABLE)
+    address = attributes.get("ADDR", UNAVAILABLE)
+    port = attributes.get("PORT", UNAVAILABLE)
+    helo = attributes.get("HELO", UNAVAILABLE)
+    return ForwardedClient(
+        name=UNKNOWN if name in (UNAVAILABLE, TEMPUNAVAIL) else name,
+        address=UNKNOWN if address == UNAVAILABLE else unmapped(stripIPv6Prefix(address)),
+        port=None if port == UNAVAILABLE else int(port),
+        helo=None if helo == UNAVAILABLE else helo,
+    )

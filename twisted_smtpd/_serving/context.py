@@ -41,11 +41,18 @@ class CommandContext(Protocol):
     @ivar session: The L{Session} handlers see.
     @ivar phase: Where the session is in the command sequence.
     @ivar auth: The AUTH exchange, made on the first AUTH command.
+    @ivar connectedFrom: The IP address XCLIENT and XFORWARD are trusted
+        by: the client the connection came from (the one a PROXY header
+        named), until an XCLIENT names another address: then that one, as
+        Postfix's C{xclient_cmd} decides C{smtpd_authorized_xclient_hosts}
+        again, so that a client behind a front end that passes its commands
+        on cannot send XCLIENT or XFORWARD itself.
     """
 
     session: Session
     phase: Phase
     auth: AuthCommand | None
+    connectedFrom: str
 
     @property
     def options(self) -> ServerOptions:
@@ -82,13 +89,6 @@ class CommandContext(Protocol):
     def closing(self) -> bool:
         """
         Whether the session is ending: nothing more is read.
-        """
-
-    @property
-    def connectedFrom(self) -> str:
-        """
-        The IP address the connection really came from, before any XCLIENT
-        or PROXY rewrite of C{session.remoteAddress}.
         """
 
     def reply(self, reply: Reply, perText: bool = False) -> None:

@@ -96,6 +96,9 @@ def xclient(p: SessionControl, argument: bytes) -> None:
     XCLIENT: take the real client's attributes, then start the session
     again with a new greeting, as Postfix does.
 
+    Once it names an address, XCLIENT and XFORWARD are trusted by that
+    address (L{CommandContext.connectedFrom}), no longer by the front end's.
+
     An attribute the front end says is unavailable (C{[UNAVAILABLE]},
     C{[TEMPUNAVAIL]}) is unknown, as in Postfix, never the front end's own:
     C{ADDR} makes the address L{UNKNOWN_ADDRESS} (C{unknown[unknown]} in
@@ -115,6 +118,13 @@ def xclient(p: SessionControl, argument: bytes) -> None:
         session.clientHostname = addressLiteral(host)
     port = _port(attributes.get("PORT"), port, 0)
     session.remoteAddress = (host, port)
+    if address is not None:
+        # Trust follows the client XCLIENT named, as Postfix's xclient_cmd
+        # matches smtpd_authorized_xclient_hosts again: a client outside
+        # the trusted networks, whose commands the front end now passes
+        # on, can send neither XCLIENT nor XFORWARD (XCLIENT_README: "Once
+        # ADDR is sent, the client is usually no longer authorized").
+        p.connectedFrom = host
     name = attributes.get("NAME")
     if name is not None:
         session.clientHostname = addressLiteral(host) if name in _UNAVAILABLE else name

@@ -32,6 +32,7 @@ from twisted_smtpd._core.options import normaliseHosts
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.replies import TOO_MANY_AUTH_FAILURES, Reply
 from twisted_smtpd._core.session import Session, TLSInfo
+from twisted_smtpd._core.xclient import UNAVAILABLE, forwardedClient
 
 if TYPE_CHECKING:
     from twisted_smtpd._serving.logwriter import BufferedLogWriter
@@ -323,10 +324,11 @@ class SessionLogger:
         sid = session.id
         unanswered = bool(data.get("unanswered"))
         late = " (session ended before this answer: not sent)" if unanswered else ""
-        self._emit(
-            f"{sid} message {size} bytes from <{sender}> to <{'>,<'.join(recipients)}>:"
-            f" {codeText} {reply}{late}",
-            {
+        origin = _forwarded(session.xForward) if session.xForward else {}
+        forwarded = "".join(f" {key}={value}" for key, value in origin.items() if value)
+        fields: Mapping[str, Any] = _NO_FIELDS
+        if self._structured:
+            fields = {
                 "unanswered": unanswered,
                 "session": sid,
                 "size": size,
@@ -335,9 +337,34 @@ class SessionLogger:
                 "codes": codes,
                 "reply": reply,
             }
-            if self._structured
-            else _NO_FIELDS,
+            if origin:
+                fields.update(
+                    origClient=origin.get("orig_client"),
+                    origHelo=origin.get("orig_helo"),
+                    origQueueId=origin.get("orig_queue_id"),
+                )
+        self._emit(
+            f"{sid} message {size} bytes from <{sender}> to <{'>,<'.join(recipients)}>"
+            f"{forwarded}: {codeText} {reply}{late}",
+            fields,
         )
+
+
+def _forwarded(attributes: Mapping[str, str]) -> dict[str, str | None]:
+    """
+    What XFORWARD said of a message's origin, for its log line, as Postfix
+    logs it (C{orig_client=name[address]}, C{orig_queue_id=}), with the
+    original client's HELO name (C{orig_helo=}); every value escaped.
+    """
+    client = forwardedClient(attributes)
+    ident = attributes.get("IDENT")
+    out: dict[str, str | None] = {}
+    if client is not None:
+        out["orig_client"] = f"{loggable(client.name, 255)}[{loggable(client.address)}]"
+        out["orig_helo"] = None if client.helo is None else loggable(client.helo, 255)
+    if ident is not None and ident != UNAVAILABLE:
+        out["orig_queue_id"] = loggable(ident, 255)
+    return out
 
 
 def jsonDefault(value: object) -> object:

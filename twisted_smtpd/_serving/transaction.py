@@ -35,10 +35,13 @@ def resetTransaction(p: SessionControl) -> None:
     # (RFC 5321 section 4.1.4): its stream fails, its state is gone.
     p.abandonMessage(catalogue.RESET)
     session = p.session
+    if session.xForward:
+        # XFORWARD attributes apply to the next transaction only: RSET,
+        # HELO, EHLO, STARTTLS, XCLIENT and the end of a message drop them,
+        # with or without a MAIL before, as Postfix's mail_reset does.
+        session.xForward = {}
     if session.envelope.mailFrom is not None:
         session.transaction += 1
-        # XFORWARD attributes apply to one transaction.
-        session.xForward = {}
         # A new object: handlers may keep the old one.
         session.envelope = Envelope()
     if p.phase is Phase.MAIL or p.phase is Phase.RCPT:
@@ -97,7 +100,13 @@ def mail(p: SessionControl, argument: bytes) -> None:
         p.emit("mail", address=request.address)
         p.reply(catalogue.MAIL_OK)
 
-    p.hook(p.handler.onMailFrom, (request.address, session), accepted, p.fail)
+    def refused(reply: Reply) -> None:
+        # A sender the handler refuses ends what XFORWARD said of it, as
+        # Postfix's mail_cmd resets after a refusing restriction.
+        session.xForward = {}
+        p.fail(reply)
+
+    p.hook(p.handler.onMailFrom, (request.address, session), accepted, refused)
 
 
 def rcpt(p: SessionControl, argument: bytes) -> None:
