@@ -139,8 +139,8 @@ def parseXClient(argument: bytes) -> dict[str, str]:
 
 #: The characters Postfix's C{smtpd} replaces with C{?} in the XFORWARD
 #: values it writes into headers and logs (C{NEUTER_CHARACTERS}): none can
-#: then close a comment of a C{Received:} field, open another, or pass for
-#: an address.
+#: then start a field of a log line of its own, close or open a comment, or
+#: pass for an address.
 NEUTER_CHARACTERS = ' <>()\\";@'
 _NEUTER = str.maketrans(dict.fromkeys(NEUTER_CHARACTERS, "?"))
 #: The free-text XFORWARD attributes, neutered as Postfix's C{xforward_cmd}
@@ -179,7 +179,7 @@ UNKNOWN = "unknown"
 class ForwardedClient:
     """
     The original client an XFORWARD command described, for the log line of
-    its message and the C{Received:} field.
+    its message.
 
     @ivar name: Its host name, or C{"unknown"}.
     @ivar address: Its IP address (an IPv4-mapped one in IPv4 form, no

@@ -19,7 +19,6 @@ from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.features import messageTransmissionType
 from twisted_smtpd._core.printable import addressLiteral, printable
 from twisted_smtpd._core.session import Session
-from twisted_smtpd._core.xclient import forwardedClient
 
 _counter = itertools.count(1)
 # The pid, read once per process rather than by a getpid(2) per message.
@@ -65,11 +64,7 @@ def _traceHeaderLines(session: Session, name: str) -> bytes:
     The C{Return-Path:} and C{Received:} header lines (RFC 5321 section 4.4)
     for a message arriving on C{session}: the client's address as an
     address literal (C{[IPv6:2001:db8::7]}, section 4.1.3), every text from
-    outside made L{printable}.  When a trusted XFORWARD named the original
-    client, the C{from} clause names it (its HELO name, host name and
-    address, as Postfix logs them), followed by a comment naming the front
-    end that sent it: C{from helo (name [address]) (forwarded by front
-    [address]) by ...}.  A C{Received:} field that would be longer
+    outside made L{printable}.  A C{Received:} field that would be longer
     than a line may be (RFC 5322 section 2.1.1: 998 octets; a long HELO name
     whose characters are all escaped makes one) is folded before each of
     its clauses, each of which fits in a line.
@@ -83,22 +78,11 @@ def _traceHeaderLines(session: Session, name: str) -> bytes:
     if not rdns or rdns.startswith("["):
         rdns = "unknown"
     helo = session.hostNameAppearsAs or rdns
-    literal = addressLiteral(session.remoteAddress[0])
-    forwarded = forwardedClient(session.xForward) if session.xForward else None
     # Every part but the date and the id came from outside (or from a
     # handler): escaped, none can end the header line early.
-    if forwarded is None:
-        origin: tuple[str, ...] = (f"from {printable(helo)}", f"({printable(rdns)} {literal})")
-    else:
-        # The original client XFORWARD named (its HELO name neutered, no
-        # parenthesis or space in it), then the front end that named it.
-        origin = (
-            f"from {printable(forwarded.helo or forwarded.name)}",
-            f"({printable(forwarded.name)} {addressLiteral(forwarded.address)})",
-            f"(forwarded by {printable(rdns)} {literal})",
-        )
     clauses = (
-        *origin,
+        f"from {printable(helo)}",
+        f"({printable(rdns)} {addressLiteral(session.remoteAddress[0])})",
         f"by {printable(name)} with {printable(messageTransmissionType(session))}",
         f"id {printable(session.id)}; {formatdate(localtime=True)}",
     )
