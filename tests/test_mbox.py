@@ -207,6 +207,81 @@ class MboxHandlerTests(SynchronousTestCase):
         self.assertFalse(thread.is_alive())
         self.assertEqual(os.path.getsize(self.path), size + 8)
 
+    def appendWhileLocked(self, meanwhile: Callable[[], None]) -> None:
+        """
+        Start an append of a small message while another program holds the
+        mailbox's C{flock}, call C{meanwhile}, let the lock go and wait for
+        the append.
+        """
+        with open(self.path, "rb") as other:
+            fcntl.flock(other, fcntl.LOCK_EX)
+            thread = threading.Thread(
+                target=self.handler._append, args=(b"From x\n", io.BytesIO(b"late\r\n"))
+            )
+            thread.start()
+            thread.join(0.3)
+            self.assertTrue(thread.is_alive())
+            meanwhile()
+            fcntl.flock(other, fcntl.LOCK_UN)
+        thread.join(30)
+        self.assertFalse(thread.is_alive())
+
+    def test_removedWhileWaitingForLock(self) -> None:
+        """
+        A mailbox removed by the program holding its lock (C{movemail}
+        takes the messages, then removes the file) while an append waits
+        for the lock gets the message in a new file at its path, not in the
+        removed one, where it would be lost after its 250.
+        """
+        self.successResultOf(self.deliver(BODY))
+        self.appendWhileLocked(lambda: os.unlink(self.path))
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), b"From x\nlate\n\n")
+
+    def test_replacedWhileWaitingForLock(self) -> None:
+        """
+        A mailbox renamed away and replaced by the program holding its lock
+        while an append waits for the lock gets the message in the file now
+        at its path.
+        """
+        self.successResultOf(self.deliver(BODY))
+        size = os.path.getsize(self.path)
+        moved = self.path + ".1"
+
+        def replace() -> None:
+            os.rename(self.path, moved)
+            with open(self.path, "wb"):
+                pass
+
+        self.appendWhileLocked(replace)
+        self.assertEqual(os.path.getsize(moved), size)
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), b"From x\nlate\n\n")
+
+    def test_replacedWithoutEnd(self) -> None:
+        """
+        A mailbox replaced again every time its locks are taken, for
+        C{lockTimeout} seconds, is answered 451 with one log line, not
+        tried without end.
+        """
+        log = DiskErrorLog(self)
+        self.handler = MboxHandler(
+            self.path,
+            reactor=ImmediateReactor(),
+            threadpool=self.pool,  # type: ignore[arg-type]
+            lockTimeout=0.05,
+        )
+        lockFile = self.handler._lockFile
+
+        def lockThenReplace(fd: int, deadline: float) -> None:
+            lockFile(fd, deadline)
+            os.unlink(self.path)
+
+        self.patch(self.handler, "_lockFile", lockThenReplace)
+        error = self.failureResultOf(self.deliver(BODY), SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
+        log.assertLines(1, "Appending to ", "mailbox replaced while locking")
+
     def test_lockTimeout(self) -> None:
         """
         A mailbox another program keeps locked for C{lockTimeout} seconds

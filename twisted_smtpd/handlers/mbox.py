@@ -106,7 +106,9 @@ class MboxHandler(BaseHandler):
     The file is locked with both C{fcntl} (C{lockf}) and C{flock} while a
     message is appended, so that mail readers using either see whole
     messages; appends from this process are also serialised among
-    themselves.  A failed append is cut off again, leaving the file as it
+    themselves.  A mailbox removed or replaced at its path while an append
+    waited for its locks is opened again at its path.  A failed append is
+    cut off again, leaving the file as it
     was, and answered 452 (disk or quota full) or 451.  A mailbox another
     program keeps locked for C{lockTimeout} seconds is not written and the
     message is answered 451, with one log line, so that the client tries
@@ -199,11 +201,8 @@ class MboxHandler(BaseHandler):
             if not self._lock.acquire(timeout=self._lockTimeout):
                 raise self._locked("another delivery of this server")
             try:
-                fd = os.open(
-                    self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
-                )
+                fd = self._openLocked(deadline)
                 try:
-                    self._lockFile(fd, deadline)
                     start = os.lseek(fd, 0, os.SEEK_END)
                     try:
                         _writeAll(fd, header)
@@ -223,6 +222,45 @@ class MboxHandler(BaseHandler):
                 self._lock.release()
         finally:
             source.close()
+
+    def _openLocked(self, deadline: float) -> int:
+        """
+        In a pool thread: open the mailbox (creating it if missing) and take
+        its locks, until C{deadline}.  A mailbox removed or replaced at its
+        path while this waited for the locks (a mail reader such as
+        C{movemail} takes the messages, then removes the file, before it
+        lets go) is opened again: a message appended to the file it held
+        would be lost, or land where no one looks for it.
+
+        @return: The descriptor, open for appending, both locks held.
+        @raise OSError: C{EAGAIN} when C{deadline} passed; any error of
+            C{open}, C{lockf} or C{flock}.
+        """
+        while True:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                self._lockFile(fd, deadline)
+                opened = os.fstat(fd)
+                try:
+                    named = os.stat(self.path)
+                except FileNotFoundError:
+                    named = None
+            except BaseException:
+                os.close(fd)
+                raise
+            if (
+                named is not None
+                and opened.st_nlink > 0
+                and (opened.st_dev, opened.st_ino) == (named.st_dev, named.st_ino)
+            ):
+                return fd
+            # Closing the file releases both locks.
+            os.close(fd)
+            if time.monotonic() >= deadline:
+                raise OSError(
+                    errno.EAGAIN,
+                    f"mailbox replaced while locking, again for {self._lockTimeout:g} s",
+                )
 
     def _lockFile(self, fd: int, deadline: float) -> None:
         """
