@@ -18,6 +18,8 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.error import ConnectionLost
 from twisted.python.failure import Failure
@@ -95,6 +97,64 @@ class EncoderTests(SynchronousTestCase):
         """
         self.assertEqual(encode([b"From x\r\nend"]), b">From x\nend\n\n")
         self.assertEqual(encode([]), b"\n")
+
+    @given(
+        st.lists(st.sampled_from([b">", b"From ", b"Fr", b"om ", b"\r", b"\n", b"x", b" "])),
+        st.lists(st.integers(min_value=0, max_value=64)),
+    )
+    def test_sameAsWhole(self, pieces: list[bytes], cuts: list[int]) -> None:
+        """
+        A message made of quoting marks, C{From } and its pieces, CR, LF
+        and other bytes, cut into chunks anywhere, converts to the mboxrd
+        form of the whole message: each line with CRLF turned into LF and
+        one more C{>} if it is a C{>*From } line, a line end added to an
+        unfinished last line, then the blank line.
+        """
+        message = b"".join(pieces)
+        lines = message.replace(b"\r\n", b"\n").split(b"\n")
+        expected = b"\n".join(
+            b">" + line if line.lstrip(b">").startswith(b"From ") else line for line in lines
+        )
+        if expected and not expected.endswith(b"\n"):
+            expected += b"\n"
+        expected += b"\n"
+        chunks = []
+        rest = message
+        for cut in cuts:
+            chunks.append(rest[:cut])
+            rest = rest[cut:]
+        chunks.append(rest)
+        self.assertEqual(encode(chunks), expected)
+
+    def test_longLineHeldBackBounded(self) -> None:
+        """
+        A message of one 16 MiB line, fed 64 KiB at a time (a body in
+        C{BINARYMIME} needs no line ends), is passed on as it comes: the
+        encoder holds back no more than a few bytes, and memory peaks under
+        1 MiB (the whole line was held, and copied again with each chunk,
+        before).
+        """
+        for line in [b"x" * (1 << 16), b">" * (1 << 16)]:
+            encoder = MboxrdEncoder()
+            tracemalloc.start()
+            self.addCleanup(tracemalloc.stop)
+            tracemalloc.reset_peak()
+            size = 0
+            for _ in range(256):
+                size += len(encoder.encode(line))
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            self.assertLess(peak, 1 << 20)
+            self.assertGreaterEqual(size, 255 * len(line))
+            self.assertEqual(size + len(encoder.end()), 256 * len(line) + 2)
+
+    def test_quoteAfterLongRun(self) -> None:
+        """
+        A line of many C{>} passed on before C{From } arrives still gets
+        its one more C{>}; one ending in something else does not.
+        """
+        self.assertEqual(encode([b">" * 5, b">" * 5, b"From x\r\n"]), b">" * 11 + b"From x\n\n")
+        self.assertEqual(encode([b">" * 5, b"Fro", b"mage\r\n"]), b">" * 5 + b"Fromage\n\n")
 
     def test_fromLine(self) -> None:
         """

@@ -37,6 +37,8 @@ from twisted_smtpd.interfaces import IMessageStream
 
 # mboxrd: a line made of any number of ">" then "From " gets one more ">".
 _FROM_LINE = re.compile(rb"^(>*From )", re.MULTILINE)
+# The first byte of a line that is not a quoting ">".
+_NOT_QUOTE = re.compile(rb"[^>]")
 _UNSAFE_SENDER = re.compile(r"[\x00-\x20\x7f]")
 # How much of the spool is read, converted and written at a time.
 _BLOCK = 1 << 16
@@ -64,32 +66,98 @@ def fromLine(sender: str, when: float | None = None) -> bytes:
 class MboxrdEncoder:
     """
     Converts a message to its mboxrd form chunk by chunk: CRLF becomes LF,
-    lines starting with C{>*From } get one more C{>}.  Only complete lines
-    are converted; the last partial line waits for the next chunk.
+    lines starting with C{>*From } get one more C{>}.
+
+    What it holds back between chunks is bounded, however long a line is
+    (a message of one line, as C{BINARYMIME} allows, is not kept whole):
+    the start of a line that may still become C{>*From } (its C{>} run is
+    passed on at once, the quoting C{>} put after it, which reads the
+    same), or a CR that may be the start of a CRLF.
     """
 
     def __init__(self) -> None:
-        self._partial = b""
+        # Bytes not converted yet: at most "From" while the current line
+        # may still start with ">*From ", else at most a CR.
+        self._held = b""
+        # Whether the current line, as far as it was passed on, is made of
+        # ">" only (none at its start): "From " may still follow.
+        self._atHead = True
+        # Whether what was passed on so far ends a line (or is nothing).
+        self._endsLine = True
 
     def encode(self, chunk: bytes) -> bytes:
         """
-        Convert the complete lines that C{chunk} completes.
+        Convert C{chunk}, holding back only what the next chunk decides.
         """
-        data = self._partial + chunk
-        end = data.rfind(b"\n") + 1
-        self._partial = data[end:]
-        return self._convert(data[:end])
+        data = self._held + chunk
+        self._held = b""
+        out: list[bytes] = []
+        position = 0
+        if self._atHead:
+            position = self._head(data, 0, out)
+        if position >= 0:
+            newline = data.find(b"\n", position)
+            if newline < 0:
+                self._midLine(data, position, out)
+            else:
+                # The rest of the current line, then every complete line.
+                end = data.rfind(b"\n") + 1
+                out.append(data[position : newline + 1].replace(b"\r\n", b"\n"))
+                out.append(self._convert(data[newline + 1 : end]))
+                self._atHead = True
+                position = self._head(data, end, out)
+                if position >= 0:
+                    self._midLine(data, position, out)
+        converted = b"".join(out)
+        if converted:
+            self._endsLine = converted.endswith(b"\n")
+        return converted
 
     def end(self) -> bytes:
         """
         The rest of the message, ending with a newline, then the blank line
         separating it from the next.
         """
-        rest = self._convert(self._partial)
-        self._partial = b""
-        if rest and not rest.endswith(b"\n"):
-            rest += b"\n"
-        return rest + b"\n"
+        rest, self._held = self._held, b""
+        if rest or not self._endsLine:
+            return rest + b"\n\n"
+        return b"\n"
+
+    def _head(self, data: bytes, position: int, out: list[bytes]) -> int:
+        """
+        Pass on the start of a line at C{position}, quoted if it is a
+        C{>*From } line.
+
+        @return: Where the rest of the line starts, now decided, or -1 when
+            C{data} ended before that (what may still become C{From } is
+            then held back).
+        """
+        match = _NOT_QUOTE.search(data, position)
+        if match is None:
+            out.append(data[position:])
+            return -1
+        first = match.start()
+        candidate = data[first : first + 5]
+        if candidate == b"From ":
+            out.append(data[position:first] + b">")
+        elif len(candidate) < 5 and b"From ".startswith(candidate):
+            out.append(data[position:first])
+            self._held = data[first:]
+            return -1
+        else:
+            out.append(data[position:first])
+        self._atHead = False
+        return first
+
+    def _midLine(self, data: bytes, position: int, out: list[bytes]) -> None:
+        """
+        Pass on C{data} from C{position}, inside a line that no newline
+        ends, but for a last CR, held back.
+        """
+        rest = data[position:]
+        if rest.endswith(b"\r"):
+            rest, self._held = rest[:-1], b"\r"
+        out.append(rest.replace(b"\r\n", b"\n"))
 
     @staticmethod
     def _convert(data: bytes) -> bytes:
