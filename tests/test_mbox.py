@@ -216,6 +216,29 @@ class MboxHandlerTests(SynchronousTestCase):
         self.assertEqual(messages[1].get_payload(), "no final newline\n")
         self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
 
+    def test_afterCutShortMessage(self) -> None:
+        """
+        A message appended to a mailbox whose last message was cut short
+        in the middle of a line (its writer killed in the middle of an
+        append) starts after a blank line, and reads back as a message of
+        its own, not as the end of the one cut short.
+        """
+        cut = b"From bob@example.com Thu Jan  1 00:00:00 1970\nSubject: cut\n\nhalf a li"
+        for previous, separator in [(cut, b"\n\n"), (cut + b"ne\n", b"\n"), (b"\n", b"")]:
+            with open(self.path, "wb") as f:
+                f.write(previous)
+            self.successResultOf(self.deliver(BODY))
+            with open(self.path, "rb") as f:
+                content = f.read()
+            self.assertEqual(
+                content[: len(previous) + len(separator) + 5], previous + separator + b"From "
+            )
+            box = mailbox.mbox(self.path, create=False)
+            messages = list(box)
+            box.close()
+            self.assertEqual(messages[-1].as_bytes(), CONVERTED)
+            self.assertEqual(len(messages), 2 if previous.startswith(b"From ") else 1)
+
     def test_streamFailure(self) -> None:
         """
         A body that does not arrive whole writes nothing and passes the

@@ -273,7 +273,7 @@ class MboxHandler(BaseHandler):
                 try:
                     start = os.lseek(fd, 0, os.SEEK_END)
                     try:
-                        _writeAll(fd, header)
+                        _writeAll(fd, _separator(fd, start) + header)
                         encoder = MboxrdEncoder()
                         while block := source.read(_BLOCK):
                             _writeAll(fd, encoder.encode(block))
@@ -305,7 +305,8 @@ class MboxHandler(BaseHandler):
             C{open}, C{lockf} or C{flock}.
         """
         while True:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            # Read too: the end of the file tells whether a separator is due.
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 self._lockFile(fd, deadline)
                 opened = os.fstat(fd)
@@ -365,6 +366,25 @@ class MboxHandler(BaseHandler):
             another delivery of this server (the handler's own lock).
         """
         return OSError(errno.EAGAIN, f"mailbox locked by {holder} for {self._lockTimeout:g} s")
+
+
+def _separator(fd: int, end: int) -> bytes:
+    """
+    What must come before a message appended at C{end} so that its C{From }
+    line starts a line after a blank one: nothing for an empty mailbox or
+    one ending with a blank line, else the line ends it lacks.  A mailbox
+    whose last message was cut short (a writer killed in the middle of an
+    append, or a program that does not end its messages) would otherwise
+    take the new message's C{From } line into its last line, and hide the
+    new message inside the one before it.
+    """
+    if end == 0:
+        return b""
+    tail = os.pread(fd, 2, max(0, end - 2))
+    if tail == b"\n\n" or tail == b"\n":
+        # A file of a single newline counts as an empty mailbox.
+        return b""
+    return b"\n" if tail.endswith(b"\n") else b"\n\n"
 
 
 def _writeAll(fd: int, data: bytes) -> None:
