@@ -225,6 +225,80 @@ class UnnamedTmpFileTests(_CommitHarness):
         self.assertEqual(listDir(self.tmp), [])
 
 
+class RemovedDirectoriesTests(_CommitHarness):
+    """
+    A Maildir whose C{tmp/}, C{new/} or C{cur/} were removed while the
+    handler runs has them made again by the next message, durably before
+    its reply; one removed whole is not made again.
+    """
+
+    def deliverAlone(self, body: bytes = b"alone\r\n") -> Any:
+        stream = MessageStream()
+        d = self.handler.onData(stream, makeSession())
+        feed(stream, body)
+        self.pool.runAll()
+        return d
+
+    def test_subdirectoriesMadeAgain(self) -> None:
+        """
+        With C{tmp/}, C{new/} and C{cur/} removed (a clean-up of empty
+        directories), the next message makes them again (mode 0700) and is
+        answered 250 once the Maildir's own entries are durable too, not
+        451 until the server is restarted.
+        """
+        for sub in ("tmp", "new", "cur"):
+            os.rmdir(os.path.join(self.path, sub))
+        d = self.deliverAlone()
+        name = self.successResultOf(d).removeprefix("OK: queued as ")
+        self.assertEqual(readFile(os.path.join(self.new, name)), b"alone\r\n")
+        for sub in ("tmp", "new", "cur"):
+            mode = os.stat(os.path.join(self.path, sub)).st_mode
+            self.assertEqual(stat.S_IMODE(mode), 0o700)
+        self.assertEqual(self.kinds()[-1:], ["syncfs"])
+        self.assertEqual(listDir(self.tmp), [])
+
+    def test_newMadeAgainAtTheRename(self) -> None:
+        """
+        A C{new/} removed while the message arrives is made again at its
+        rename (or link), and the Maildir's entries made durable with the
+        message's name, each directory fsynced where C{syncfs} is missing.
+        """
+        self.patch(_maildirdisk, "_syncfs", None)
+        stream = MessageStream()
+        d = self.handler.onData(stream, makeSession())
+        feed(stream, b"late\r\n")
+        os.rmdir(self.new)
+        self.pool.runAll()
+        name = self.successResultOf(d).removeprefix("OK: queued as ")
+        self.assertEqual(readFile(os.path.join(self.new, name)), b"late\r\n")
+        self.assertEqual(sorted(self.events[-2:]), [("dir", self.path), ("dir", self.new)])
+        self.assertEqual(self.events[-3][1], os.path.join(self.new, name))
+
+    def test_maildirGoneNotMadeAgain(self) -> None:
+        """
+        A Maildir removed whole (or a file system not mounted under it) is
+        not made again: the message is answered 451 with one log line, and
+        waits with its sender; once the Maildir is back, mail is taken
+        again.
+        """
+        log = DiskErrorLog(self)
+        shutil.rmtree(self.path)
+        error = self.failureResultOf(self.deliverAlone(), SMTPError).value
+        self.assertEqual(error.code, 451)
+        log.assertLines(1, "Delivering ", "No such file or directory (ENOENT)")
+        self.assertFalse(os.path.exists(self.path))
+        os.mkdir(self.path)
+        self.successResultOf(self.deliverAlone())
+
+
+class UnnamedRemovedDirectoriesTests(RemovedDirectoriesTests):
+    """
+    L{RemovedDirectoriesTests} with unnamed tmp files (C{O_TMPFILE}).
+    """
+
+    unnamed = True
+
+
 class GroupCommitTests(_CommitHarness):
     """
     One batch of many messages with named tmp files, with every flush
@@ -511,18 +585,17 @@ class GroupCommitTests(_CommitHarness):
         """
         A C{new/} moved away between the link of a message into it and the
         flush meant to make that link durable keeps the message, answered
-        250 in the moved directory; a message of the next cycle, with no
-        C{new/} to go to, fails alone (451) and leaves nothing behind.
+        250 in the moved directory; a message of the next cycle goes to a
+        C{new/} made again, and leaves nothing behind in C{tmp/}.
         """
-        log = DiskErrorLog(self)
         results = self.deliverAll([b"one\r\n"])
         moved = os.path.join(self.path, "moved")
         os.rename(self.new, moved)
         self.pool.runAll()
         self.assertEqual(self.successResultOf(self.lead), f"OK: queued as {self.leadName}")
         self.assertEqual(listDir(moved), [self.leadName])
-        self.assertEqual(self.failureResultOf(results[0], SMTPError).value.code, 451)
-        log.assertLines(1, "Delivering ", "No such file or directory (ENOENT)")
+        name = self.successResultOf(results[0]).removeprefix("OK: queued as ")
+        self.assertEqual(listDir(self.new), [name])
         self.assertEqual(listDir(self.tmp), [])
 
     def test_replacedNewDirectoryFsyncedWhereTheLinkIs(self) -> None:

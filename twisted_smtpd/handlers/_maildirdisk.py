@@ -143,14 +143,48 @@ def _openTmp(delivery: _Delivery) -> int:
     """
     fd = delivery.fd
     if fd is None:
-        if delivery.unnamed:
-            directory = delivery.tmpPath.rpartition("/")[0]
-            fd = os.open(directory, os.O_WRONLY | _O_TMPFILE | os.O_CLOEXEC, 0o600)
-        else:
-            fd = _createTmp(delivery.tmpPath)
+        try:
+            fd = _newTmp(delivery)
+        except FileNotFoundError:
+            # tmp/ removed since the handler started: made again (the next
+            # flush makes that durable), if the Maildir itself is there.
+            delivery.created.extend(restoreMaildir(delivery.tmpPath.rpartition("/")[0]))
+            fd = _newTmp(delivery)
         delivery.fd = fd
         delivery.openedAt = next(_opened)
     return fd
+
+
+def _newTmp(delivery: _Delivery) -> int:
+    if delivery.unnamed:
+        directory = delivery.tmpPath.rpartition("/")[0]
+        return os.open(directory, os.O_WRONLY | _O_TMPFILE | os.O_CLOEXEC, 0o600)
+    return _createTmp(delivery.tmpPath)
+
+
+def restoreMaildir(subdirectory: str) -> list[str]:
+    """
+    Make again the C{tmp/}, C{new/} and C{cur/} directories of the Maildir
+    that C{subdirectory} (one of them) belongs to, those removed since the
+    handler made them (mode 0700): a Maildir emptied of its directories
+    takes mail again, as Postfix's C{local} and Dovecot do.  The Maildir
+    itself is never made here: one that is gone may be a file system not
+    mounted, whose mail is better left with its senders until it is back
+    than hidden under its mount point.
+
+    @return: The directories whose entries changed (the Maildir), to be
+        fsynced.
+    @raise FileNotFoundError: If the Maildir is gone too.
+    """
+    root = subdirectory.rpartition("/")[0]
+    created = False
+    for sub in ("tmp", "new", "cur"):
+        try:
+            os.mkdir(os.path.join(root, sub), 0o700)
+        except FileExistsError:
+            continue
+        created = True
+    return [root] if created else []
 
 
 def _writeAll(fd: int, chunks: list[bytes]) -> None:
@@ -231,8 +265,17 @@ def _placeAll(delivery: _Delivery, opened: dict[str, Directory]) -> None:
     (C{opened}).  The directories to fsync for the message to be safe are
     then in its C{toSync}, even when this fails.
     """
+    created, delivery.created = delivery.created, []
+    for changed in created:
+        _open(opened, changed, delivery)
     if not delivery.targets:
-        directory = _open(opened, delivery.newPath.rpartition("/")[0], delivery)
+        newPath = delivery.newPath.rpartition("/")[0]
+        try:
+            directory = _open(opened, newPath, delivery)
+        except FileNotFoundError:
+            for changed in restoreMaildir(newPath):
+                _open(opened, changed, delivery)
+            directory = _open(opened, newPath, delivery)
         if delivery.unnamed:
             fd = delivery.fd
             assert fd is not None
