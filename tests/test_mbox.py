@@ -5,6 +5,7 @@ Tests for L{MboxHandler} and its mboxrd conversion.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -364,6 +365,34 @@ class MboxHandlerTests(SynchronousTestCase):
         error = self.failureResultOf(self.deliver(BODY), SMTPError).value
         self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
         log.assertLines(1, "Appending to ", "mailbox replaced while locking")
+
+    def test_namedPipeRefused(self) -> None:
+        """
+        A named pipe found at the mbox path (the mailbox replaced while the
+        server runs) is not written: the message is answered 451 with one
+        log line naming it, at once, rather than the append waiting without
+        end for a reader, holding the handler's lock.
+        """
+        log = DiskErrorLog(self)
+        os.mkfifo(self.path)
+        result: list[object] = []
+        thread = threading.Thread(
+            target=lambda: result.append(self.deliver(BODY * 5000)), daemon=True
+        )
+        thread.start()
+        thread.join(10)
+        if thread.is_alive():
+            # Let the blocked append go, so that no thread is left behind.
+            reader = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+            self.addCleanup(os.close, reader)
+            while thread.is_alive():
+                with contextlib.suppress(BlockingIOError):
+                    os.read(reader, 1 << 16)
+                thread.join(0.01)
+            self.fail("the append waited on the named pipe")
+        error = self.failureResultOf(result[0], SMTPError).value  # type: ignore[arg-type]
+        self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
+        log.assertLines(1, "Appending to ", "not a regular file (a named pipe) (EINVAL)")
 
     def test_lockTimeout(self) -> None:
         """

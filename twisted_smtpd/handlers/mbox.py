@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from twisted_smtpd._core.files import NotRegularFile, openRegular
 from twisted_smtpd._core.session import Session
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._diskfailure import diskError, logDiskFailure
@@ -301,12 +302,18 @@ class MboxHandler(BaseHandler):
         would be lost, or land where no one looks for it.
 
         @return: The descriptor, open for appending, both locks held.
-        @raise OSError: C{EAGAIN} when C{deadline} passed; any error of
-            C{open}, C{lockf} or C{flock}.
+        @raise OSError: C{EAGAIN} when C{deadline} passed; C{EINVAL} when
+            the path names something other than a regular file (a named
+            pipe, a directory); any error of C{open}, C{lockf} or C{flock}.
         """
         while True:
-            # Read too: the end of the file tells whether a separator is due.
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                # Read too: the end of the file tells whether a separator is
+                # due.  Anything but a regular file (a named pipe would hold
+                # the thread, and the lock, without end) is refused.
+                fd = openRegular(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            except NotRegularFile as e:
+                raise OSError(errno.EINVAL, str(e), self.path) from None
             try:
                 self._lockFile(fd, deadline)
                 opened = os.fstat(fd)
