@@ -34,6 +34,7 @@ from twisted_smtpd._core.session import Address, Envelope
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers import MaildirHandler, _maildirdirs, _maildirdisk, maildir
 from twisted_smtpd.handlers._diskfailure import describe, diskError, logDiskFailure
+from twisted_smtpd.handlers._maildirnames import recipientDirectory
 from twisted_smtpd.handlers.maildir import _Delivery
 
 
@@ -1058,3 +1059,86 @@ class HeldDirectoryTests(SynchronousTestCase):
         pool.runAll()
         self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
         log.assertLines(1, f"Delivering {os.path.join(self.carol, 'new')} failed: Not a directory")
+
+
+class UnicodeDomainTests(SynchronousTestCase):
+    """
+    With C{perRecipient}, a domain spelled in Unicode (C{SMTPUTF8}) and
+    its A-label, as clients without C{SMTPUTF8} spell it, name one
+    Maildir: the A-label's.
+    """
+
+    def test_oneDirectoryForBothSpellings(self) -> None:
+        """
+        C{bücher.example}, its full-width and upper-case forms, and
+        C{xn--bcher-kva.example} in any case all name
+        C{xn--bcher-kva.example}; labels separated by the ideographic full
+        stop are labels too; an ASCII domain is left as it was.
+        """
+        for address in [
+            "a@bücher.example",
+            "a@BÜCHER.example",
+            "a@ｂüｃｈｅｒ\uff0eexample",
+            "a@xn--bcher-kva.example",
+            "a@XN--BCHER-KVA.EXAMPLE",
+        ]:
+            self.assertEqual(
+                recipientDirectory(address, "mx.example"), ("xn--bcher-kva.example", "a")
+            )
+        self.assertEqual(
+            recipientDirectory("a@例え。テスト", "mx.example"), ("xn--r8jz45g.xn--zckzah", "a")
+        )
+        self.assertEqual(recipientDirectory("a@Example.ORG", "mx.example"), ("example.org", "a"))
+
+    def test_noIDNA2003Mapping(self) -> None:
+        """
+        No IDNA 2003 mapping merges two domains: C{faß.de} is not
+        C{fass.de}.
+        """
+        self.assertEqual(recipientDirectory("a@faß.de", "mx.example"), ("xn--fa-hia.de", "a"))
+        self.assertEqual(recipientDirectory("a@fass.de", "mx.example"), ("fass.de", "a"))
+
+    def test_unsafeOrTooLongRefused(self) -> None:
+        """
+        A Unicode domain with an empty label, or whose A-labels are longer
+        than a directory name may be, is refused with 553 5.1.3, as its
+        Unicode form would be.
+        """
+        for address in ["a@bücher..example", "a@" + "ü" * 100 + "." + "ä" * 100]:
+            error = self.assertRaises(SMTPError, recipientDirectory, address, "mx.example")
+            self.assertEqual((error.code, error.enhanced), (553, "5.1.3"))
+
+    def test_existingMailboxFoundBySMTPUTF8Spelling(self) -> None:
+        """
+        With C{existingOnly}, a mailbox made under the A-label (as
+        operators type it) is found for a recipient spelled in Unicode,
+        and the message delivered there; before, the recipient was refused
+        550 5.1.1, permanently.
+        """
+        path = os.path.abspath(self.mktemp())
+        pool = ManualThreadPool()
+        handler = MaildirHandler(
+            path,
+            reactor=ImmediateReactor(),
+            threadpool=pool,  # type: ignore[arg-type]
+            perRecipient=True,
+            existingOnly=True,
+            hostname="mx.example",
+        )
+        mailbox = os.path.join(path, "domains", "xn--bcher-kva.example", "alice")
+        for sub in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(mailbox, sub))
+        recipient = Address("Alice@Bücher.example")
+        checked = handler.onRcptTo(recipient, makeSession())
+        pool.runAll()
+        self.assertIsNone(self.successResultOf(checked))  # type: ignore[arg-type]
+        session = makeSession(
+            envelope=Envelope(mailFrom=Address("b@example.com"), rcptTo=[recipient])
+        )
+        stream = MessageStream()
+        d = handler.onData(stream, session)
+        feed(stream, b"Subject: hi\r\n\r\nbody\r\n")
+        pool.runAll()
+        name = self.successResultOf(d).removeprefix("OK: queued as ")
+        self.assertEqual(listDir(os.path.join(mailbox, "new")), [name])
+        self.assertEqual(os.listdir(os.path.join(path, "domains")), ["xn--bcher-kva.example"])
