@@ -394,6 +394,83 @@ class MboxHandlerTests(SynchronousTestCase):
         self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
         log.assertLines(1, "Appending to ", "not a regular file (a named pipe) (EINVAL)")
 
+    def test_dotLockHeldWhileAppending(self) -> None:
+        """
+        The mailbox's dot lock (C{<mbox>.lock}, as procmail and Postfix's
+        C{local} make it) exists while the message is written and fsynced,
+        and is removed after.
+        """
+        seen: list[bool] = []
+        realFsync = mbox._fsync
+
+        def fsync(fd: int) -> None:
+            seen.append(os.path.exists(self.path + ".lock"))
+            realFsync(fd)
+
+        self.patch(mbox, "_fsync", fsync)
+        self.successResultOf(self.deliver(BODY))
+        self.assertEqual(seen, [True])
+        self.assertEqual(listDir(os.path.dirname(self.path)), ["mbox"])
+
+    def test_waitsForDotLock(self) -> None:
+        """
+        An append waits while another program holds the mailbox's dot lock
+        (a writer that takes no kernel lock), and goes on once it is
+        removed.
+        """
+        self.successResultOf(self.deliver(BODY))
+        size = os.path.getsize(self.path)
+        lock = self.path + ".lock"
+        os.close(os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        thread = threading.Thread(target=self.handler._append, args=(b"From x\n", io.BytesIO(b"")))
+        thread.start()
+        thread.join(0.3)
+        self.assertTrue(thread.is_alive())
+        self.assertEqual(os.path.getsize(self.path), size)
+        os.unlink(lock)
+        thread.join(30)
+        self.assertFalse(thread.is_alive())
+        self.assertEqual(os.path.getsize(self.path), size + 8)
+        self.assertFalse(os.path.exists(lock))
+
+    def test_dotLockTimeout(self) -> None:
+        """
+        A dot lock another program keeps for C{lockTimeout} seconds leaves
+        the mailbox as it is and the message answered 451, with one log
+        line saying so; the other program's lock is left in place.
+        """
+        log = DiskErrorLog(self)
+        self.successResultOf(self.deliver(BODY))
+        size = os.path.getsize(self.path)
+        self.handler = MboxHandler(
+            self.path,
+            reactor=ImmediateReactor(),
+            threadpool=self.pool,  # type: ignore[arg-type]
+            lockTimeout=0.05,
+        )
+        lock = self.path + ".lock"
+        os.close(os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        error = self.failureResultOf(self.deliver(BODY), SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
+        self.assertEqual(os.path.getsize(self.path), size)
+        self.assertTrue(os.path.exists(lock))
+        log.assertLines(
+            1, "Appending to ", "mailbox locked by another program (its dot lock) for 0.05 s"
+        )
+
+    def test_staleDotLockRemoved(self) -> None:
+        """
+        A dot lock older than 500 seconds (left by a program killed while
+        it held it) is removed, and the message appended.
+        """
+        lock = self.path + ".lock"
+        os.close(os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        old = os.stat(lock).st_mtime - 501
+        os.utime(lock, (old, old))
+        self.successResultOf(self.deliver(BODY))
+        self.assertFalse(os.path.exists(lock))
+        self.assertGreater(os.path.getsize(self.path), len(CONVERTED))
+
     def test_lockTimeout(self) -> None:
         """
         A mailbox another program keeps locked for C{lockTimeout} seconds

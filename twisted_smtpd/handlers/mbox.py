@@ -33,6 +33,7 @@ from twisted_smtpd._core.files import NotRegularFile, openRegular
 from twisted_smtpd._core.session import Session
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._diskfailure import diskError, logDiskFailure
+from twisted_smtpd.handlers._dotlock import releaseDotLock, takeDotLock
 from twisted_smtpd.handlers._spool import Spool
 from twisted_smtpd.interfaces import IMessageStream
 
@@ -172,17 +173,20 @@ class MboxHandler(BaseHandler):
     Append every message to the mbox file at C{path} (created with mode
     0600 if missing).
 
-    The file is locked with both C{fcntl} (C{lockf}) and C{flock} while a
-    message is appended, so that mail readers using either see whole
-    messages; appends from this process are also serialised among
-    themselves.  A mailbox removed or replaced at its path while an append
-    waited for its locks is opened again at its path.  A failed append is
-    cut off again, leaving the file as it
-    was, and answered 452 (disk or quota full) or 451.  A mailbox another
-    program keeps locked for C{lockTimeout} seconds is not written and the
-    message is answered 451, with one log line, so that the client tries
-    again later instead of waiting without end.  In LMTP mode the same
-    reply goes to every recipient.
+    The mailbox is locked with its dot lock (C{<path>.lock}, made with
+    C{O_EXCL} as procmail and Postfix's C{local} do; one older than 500
+    seconds is taken for stale and removed), then with both C{fcntl}
+    (C{lockf}) and C{flock}, while a message is appended, so that mail
+    programs using any of them see whole messages; appends from this
+    process are also serialised among themselves.  A mailbox removed or
+    replaced at its path while an append waited for its locks is opened
+    again at its path; anything but a regular file there is refused.  A
+    failed append is cut off again, leaving the file as it was, and
+    answered 452 (disk or quota full) or 451.  A mailbox another program
+    keeps locked for C{lockTimeout} seconds is not written and the message
+    is answered 451, with one log line, so that the client tries again
+    later instead of waiting without end.  In LMTP mode the same reply goes
+    to every recipient.
 
     @ivar path: The mbox file's absolute path.
     """
@@ -270,27 +274,38 @@ class MboxHandler(BaseHandler):
             if not self._lock.acquire(timeout=self._lockTimeout):
                 raise self._locked("another delivery of this server")
             try:
-                fd = self._openLocked(deadline)
+                dotLock = takeDotLock(self.path, deadline, self._dotLocked)
                 try:
-                    start = os.lseek(fd, 0, os.SEEK_END)
-                    try:
-                        _writeAll(fd, _separator(fd, start) + header)
-                        encoder = MboxrdEncoder()
-                        while block := source.read(_BLOCK):
-                            _writeAll(fd, encoder.encode(block))
-                        _writeAll(fd, encoder.end())
-                        _fsync(fd)
-                    except BaseException:
-                        with contextlib.suppress(OSError):
-                            os.ftruncate(fd, start)
-                        raise
+                    self._appendLocked(deadline, header, source)
                 finally:
-                    # Closing the file releases both locks.
-                    os.close(fd)
+                    releaseDotLock(dotLock)
             finally:
                 self._lock.release()
         finally:
             source.close()
+
+    def _appendLocked(self, deadline: float, header: bytes, source: IO[bytes]) -> None:
+        """
+        In a pool thread, the dot lock held: open the mailbox, take its
+        kernel locks, append and fsync; on failure, cut the file back.
+        """
+        fd = self._openLocked(deadline)
+        try:
+            start = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                _writeAll(fd, _separator(fd, start) + header)
+                encoder = MboxrdEncoder()
+                while block := source.read(_BLOCK):
+                    _writeAll(fd, encoder.encode(block))
+                _writeAll(fd, encoder.end())
+                _fsync(fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise
+        finally:
+            # Closing the file releases both locks.
+            os.close(fd)
 
     def _openLocked(self, deadline: float) -> int:
         """
@@ -364,6 +379,9 @@ class MboxHandler(BaseHandler):
             if remaining <= 0:
                 raise self._locked("another program")
             time.sleep(min(_LOCK_POLL, remaining))
+
+    def _dotLocked(self) -> OSError:
+        return self._locked("another program (its dot lock)")
 
     def _locked(self, holder: str) -> OSError:
         """

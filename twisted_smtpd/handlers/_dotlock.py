@@ -1,0 +1,68 @@
+# -*- test-case-name: tests.test_mbox -*-
+"""
+The dot lock of an mbox: the file C{<mbox>.lock}, made with C{O_EXCL}, that
+mail programs (procmail, mutt, Postfix's C{local}, Emacs's C{movemail})
+take before they touch the mailbox, some of them without any kernel lock.
+Used by L{MboxHandler <twisted_smtpd.handlers.MboxHandler>}, in a pool
+thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+
+#: Seconds after which a dot lock is taken for one its holder left behind
+#: (it was killed) and removed: Postfix's C{stale_lock_time}.
+STALE_LOCK_SECONDS = 500.0
+
+# Seconds between two attempts at a dot lock another program holds.
+_POLL = 0.1
+
+
+def takeDotLock(
+    path: str, deadline: float, locked: Callable[[], OSError], now: Callable[[], float] = time.time
+) -> str:
+    """
+    Make the dot lock of the mbox at C{path}, trying again while another
+    program holds it, until C{deadline} (of C{time.monotonic}); one older
+    than L{STALE_LOCK_SECONDS} is removed first.
+
+    @param locked: Makes the error raised when C{deadline} passes.
+    @param now: The wall clock the lock's age is read with.
+    @return: The dot lock's path, for L{releaseDotLock}.
+    @raise OSError: C{locked()} when C{deadline} passed; any error making
+        the lock file but its existence (a directory not writable, a full
+        disk).
+    """
+    lock = path + ".lock"
+    while True:
+        try:
+            os.close(os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+            return lock
+        except FileExistsError:
+            pass
+        try:
+            age = now() - os.stat(lock).st_mtime
+        except FileNotFoundError:
+            continue
+        if age > STALE_LOCK_SECONDS:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock)
+            continue
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise locked()
+        time.sleep(min(_POLL, remaining))
+
+
+def releaseDotLock(lock: str) -> None:
+    """
+    Remove the dot lock C{lock}, made by L{takeDotLock}.  A failure to
+    remove it does not undo the append it guarded: the lock is then taken
+    for stale after L{STALE_LOCK_SECONDS}.
+    """
+    with contextlib.suppress(OSError):
+        os.unlink(lock)
