@@ -13,7 +13,9 @@ import io
 import mailbox
 import math
 import os
+import socket
 import stat
+import subprocess
 import threading
 import tracemalloc
 from collections.abc import Callable
@@ -470,6 +472,69 @@ class MboxHandlerTests(SynchronousTestCase):
         self.successResultOf(self.deliver(BODY))
         self.assertFalse(os.path.exists(lock))
         self.assertGreater(os.path.getsize(self.path), len(CONVERTED))
+
+    def quickHandler(self) -> None:
+        """
+        Make the handler give up waiting for locks after 0.05 s.
+        """
+        self.handler = MboxHandler(
+            self.path,
+            reactor=ImmediateReactor(),
+            threadpool=self.pool,  # type: ignore[arg-type]
+            lockTimeout=0.05,
+        )
+
+    def dotLock(self, content: bytes) -> str:
+        lock = self.path + ".lock"
+        with open(lock, "xb") as f:
+            f.write(content)
+        return lock
+
+    def test_deadServersDotLockRemoved(self) -> None:
+        """
+        A dot lock left by a process of this server that is gone (killed in
+        the middle of an append) is removed at once, not after 500 s: the
+        server restarted after a crash appends again without waiting.
+        """
+        self.quickHandler()
+        seen: list[bytes] = []
+        realFsync = mbox._fsync
+
+        def fsync(fd: int) -> None:
+            with open(self.path + ".lock", "rb") as f:
+                seen.append(f.read())
+            realFsync(fd)
+
+        self.patch(mbox, "_fsync", fsync)
+        self.successResultOf(self.deliver(BODY))
+        (mark,) = seen
+        self.assertEqual(mark.split(b" ")[0], str(os.getpid()).encode())
+        child = subprocess.Popen(["true"])
+        child.wait()
+        self.dotLock(mark.replace(str(os.getpid()).encode(), str(child.pid).encode(), 1))
+        self.successResultOf(self.deliver(BODY))
+        self.assertFalse(os.path.exists(self.path + ".lock"))
+
+    def test_livingOrForeignDotLockKept(self) -> None:
+        """
+        A dot lock of a process of this server still running, or one whose
+        content is another program's (a pid alone, as liblockfile writes
+        it, even of a process gone), is not taken for stale before 500 s.
+        """
+        log = DiskErrorLog(self)
+        self.quickHandler()
+        child = subprocess.Popen(["true"])
+        child.wait()
+        for content in [
+            f"{os.getpid()} {socket.gethostname()} twisted-smtpd\n".encode(),
+            f"{child.pid}\n".encode(),
+            f"{child.pid} elsewhere.example twisted-smtpd\n".encode(),
+        ]:
+            lock = self.dotLock(content)
+            error = self.failureResultOf(self.deliver(BODY), SMTPError).value
+            self.assertEqual(error.code, 451)
+            os.unlink(lock)
+        log.assertLines(3, "Appending to ", "its dot lock")
 
     def test_lockTimeout(self) -> None:
         """

@@ -5,12 +5,17 @@ mail programs (procmail, mutt, Postfix's C{local}, Emacs's C{movemail})
 take before they touch the mailbox, some of them without any kernel lock.
 Used by L{MboxHandler <twisted_smtpd.handlers.MboxHandler>}, in a pool
 thread.
+
+Two processes finding one stale lock at once may both take it, as with
+Postfix's C{local}: their C{fcntl} and C{flock} locks, taken next, still
+keep their appends apart.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import time
 from collections.abc import Callable
 
@@ -28,7 +33,8 @@ def takeDotLock(
     """
     Make the dot lock of the mbox at C{path}, trying again while another
     program holds it, until C{deadline} (of C{time.monotonic}); one older
-    than L{STALE_LOCK_SECONDS} is removed first.
+    than L{STALE_LOCK_SECONDS}, or left by a process of this server that is
+    gone, is removed first.
 
     @param locked: Makes the error raised when C{deadline} passes.
     @param now: The wall clock the lock's age is read with.
@@ -38,17 +44,27 @@ def takeDotLock(
         disk).
     """
     lock = path + ".lock"
+    mark = _mark(os.getpid())
     while True:
         try:
-            os.close(os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
-            return lock
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except FileExistsError:
             pass
+        else:
+            try:
+                os.write(fd, mark)
+            except OSError:
+                # The lock stands without its mark (a full disk): it is
+                # then taken for stale by its age only.
+                pass
+            finally:
+                os.close(fd)
+            return lock
         try:
             age = now() - os.stat(lock).st_mtime
         except FileNotFoundError:
             continue
-        if age > STALE_LOCK_SECONDS:
+        if age > STALE_LOCK_SECONDS or _leftByDeadServer(lock):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(lock)
             continue
@@ -56,6 +72,40 @@ def takeDotLock(
         if remaining <= 0:
             raise locked()
         time.sleep(min(_POLL, remaining))
+
+
+def _mark(pid: int) -> bytes:
+    """
+    What a dot lock made by the process C{pid} of this server on this host
+    holds: its pid first, as liblockfile writes it, then the host and the
+    server's name, so that only its own locks are ever taken for those of
+    a dead process.
+    """
+    return f"{pid} {socket.gethostname()} twisted-smtpd\n".encode()
+
+
+def _leftByDeadServer(lock: str) -> bool:
+    """
+    Whether C{lock} was made by a process of this server on this host that
+    is gone (killed in the middle of an append): such a lock is removed at
+    once rather than after L{STALE_LOCK_SECONDS}, so that the server
+    restarted after a crash takes mail for its mailbox again.
+    """
+    try:
+        with open(lock, "rb") as f:
+            content = f.read(256)
+    except OSError:
+        return False
+    pid = content.partition(b" ")[0]
+    if not pid.isdigit() or content != _mark(int(pid)):
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def releaseDotLock(lock: str) -> None:
