@@ -1060,6 +1060,46 @@ class HeldDirectoryTests(SynchronousTestCase):
         self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
         log.assertLines(1, f"Delivering {os.path.join(self.carol, 'new')} failed: Not a directory")
 
+    def test_logNamesTheRecipientCopy(self) -> None:
+        """
+        A message whose link into a recipient's C{new/} fails (the
+        recipient's file system full), or whose copy there fails (no link
+        possible, then no space for the copy), is logged naming its file in
+        that recipient's C{new/}, not the root's C{tmp/} file nor the root's
+        C{new/}, where it never goes; the reply is 452.
+        """
+        pool = ManualThreadPool()
+        handler = MaildirHandler(
+            self.path,
+            reactor=ImmediateReactor(),
+            threadpool=pool,  # type: ignore[arg-type]
+            perRecipient=True,
+            hostname="localhost",
+        )
+        envelope = Envelope(mailFrom=Address("a@example.com"), rcptTo=[Address("carol@localhost")])
+        full = os.strerror(errno.ENOSPC)
+
+        def linkFull(source: str, directory: _maildirdirs.Directory, name: str) -> None:
+            raise OSError(errno.ENOSPC, full, source, None, name)
+
+        def noLink(source: str, directory: _maildirdirs.Directory, name: str) -> None:
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), source, None, name)
+
+        def copyFull(source: object, target: object) -> None:
+            raise OSError(errno.ENOSPC, full)
+
+        for link, copy in [(linkFull, shutil.copyfileobj), (noLink, copyFull)]:
+            log = DiskErrorLog(self)
+            self.patch(_maildirdisk, "linkInto", link)
+            self.patch(shutil, "copyfileobj", copy)
+            d = handler.onData(stream := MessageStream(), makeSession(envelope=envelope))
+            feed(stream, b"body\r\n")
+            pool.runAll()
+            self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 452)
+            log.assertLines(1, f"Delivering {os.path.join(self.carol, 'new')}/", f"{full} (ENOSPC)")
+            self.assertEqual(listDir(os.path.join(self.carol, "tmp")), [])
+            self.assertEqual(listDir(os.path.join(self.path, "tmp")), [])
+
 
 class UnicodeDomainTests(SynchronousTestCase):
     """

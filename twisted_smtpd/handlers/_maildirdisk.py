@@ -331,21 +331,31 @@ def _place(delivery: _Delivery, target: str, newDirectory: Directory) -> None:
     """
     name = delivery.unique
     try:
-        linkInto(delivery.tmpPath, newDirectory, name)
-    except OSError as e:
-        if e.errno not in _NO_LINK:
-            raise
-        copy = os.path.join(target, "tmp", name)
         try:
-            with open(delivery.tmpPath, "rb") as source, os.fdopen(_createTmp(copy), "wb") as f:
-                shutil.copyfileobj(source, f)
-                f.flush()
-                _fsync(f.fileno())
-            _rename(copy, newDirectory, name)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(copy)
-            raise
+            linkInto(delivery.tmpPath, newDirectory, name)
+        except OSError as e:
+            if e.errno not in _NO_LINK:
+                raise
+            copy = os.path.join(target, "tmp", name)
+            try:
+                with (
+                    open(delivery.tmpPath, "rb") as source,
+                    os.fdopen(_createTmp(copy), "wb") as f,
+                ):
+                    shutil.copyfileobj(source, f)
+                    f.flush()
+                    _fsync(f.fileno())
+                _rename(copy, newDirectory, name)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(copy)
+                raise
+    except OSError as e:
+        # The log line names the recipient's file: not the root's tmp file
+        # that a failed link names, nor nothing, as a copy's writes do.
+        if not (isinstance(e.filename, str) and e.filename.startswith(target + "/")):
+            e.filename = os.path.join(newDirectory.path, name)
+        raise
     delivery.delivered.append((newDirectory, name))
 
 
