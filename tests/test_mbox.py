@@ -242,6 +242,28 @@ class MboxHandlerTests(SynchronousTestCase):
             self.assertEqual(messages[-1].as_bytes(), CONVERTED)
             self.assertEqual(len(messages), 2 if previous.startswith(b"From ") else 1)
 
+    def test_writableButNotReadable(self) -> None:
+        """
+        A mailbox the server may write but not read (mode 0620, its group
+        allowed to write only) still gets its messages, without the look
+        at its end that a separator needs.
+        """
+        self.successResultOf(self.deliver(BODY))
+        size = os.path.getsize(self.path)
+        realOpen = mbox.openRegular
+
+        def openRegular(path: str, flags: int, mode: int) -> int:
+            if flags & os.O_RDWR:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+            return realOpen(path, flags, mode)
+
+        self.patch(mbox, "openRegular", openRegular)
+        self.successResultOf(self.deliver(BODY))
+        box = mailbox.mbox(self.path, create=False)
+        self.assertEqual([m.as_bytes() for m in box], [CONVERTED, CONVERTED])
+        box.close()
+        self.assertGreater(os.path.getsize(self.path), size)
+
     def test_streamFailure(self) -> None:
         """
         A body that does not arrive whole writes nothing and passes the

@@ -326,7 +326,12 @@ class MboxHandler(BaseHandler):
                 # Read too: the end of the file tells whether a separator is
                 # due.  Anything but a regular file (a named pipe would hold
                 # the thread, and the lock, without end) is refused.
-                fd = openRegular(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    fd = openRegular(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+                except PermissionError:
+                    # A mailbox the server may write but not read (mode
+                    # 0620): appended to without that look at its end.
+                    fd = openRegular(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             except NotRegularFile as e:
                 raise OSError(errno.EINVAL, str(e), self.path) from None
             try:
@@ -405,7 +410,11 @@ def _separator(fd: int, end: int) -> bytes:
     """
     if end == 0:
         return b""
-    tail = os.pread(fd, 2, max(0, end - 2))
+    try:
+        tail = os.pread(fd, 2, max(0, end - 2))
+    except OSError:
+        # Open for writing only: its end cannot be told.
+        return b""
     if tail == b"\n\n" or tail == b"\n":
         # A file of a single newline counts as an empty mailbox.
         return b""
