@@ -34,6 +34,7 @@ from twisted_smtpd._core.session import Address, Envelope
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers import MaildirHandler, _maildirdirs, _maildirdisk, maildir
 from twisted_smtpd.handlers._diskfailure import describe, diskError, logDiskFailure
+from twisted_smtpd.handlers._maildirnames import recipientDirectory
 from twisted_smtpd.handlers.maildir import _Delivery
 
 
@@ -223,6 +224,80 @@ class UnnamedTmpFileTests(_CommitHarness):
         name = self.successResultOf(d).removeprefix("OK: queued as ")
         self.assertEqual(readFile(os.path.join(self.new, name)), b"a" * 1500 + b"b" * 10)
         self.assertEqual(listDir(self.tmp), [])
+
+
+class RemovedDirectoriesTests(_CommitHarness):
+    """
+    A Maildir whose C{tmp/}, C{new/} or C{cur/} were removed while the
+    handler runs has them made again by the next message, durably before
+    its reply; one removed whole is not made again.
+    """
+
+    def deliverAlone(self, body: bytes = b"alone\r\n") -> Any:
+        stream = MessageStream()
+        d = self.handler.onData(stream, makeSession())
+        feed(stream, body)
+        self.pool.runAll()
+        return d
+
+    def test_subdirectoriesMadeAgain(self) -> None:
+        """
+        With C{tmp/}, C{new/} and C{cur/} removed (a clean-up of empty
+        directories), the next message makes them again (mode 0700) and is
+        answered 250 once the Maildir's own entries are durable too, not
+        451 until the server is restarted.
+        """
+        for sub in ("tmp", "new", "cur"):
+            os.rmdir(os.path.join(self.path, sub))
+        d = self.deliverAlone()
+        name = self.successResultOf(d).removeprefix("OK: queued as ")
+        self.assertEqual(readFile(os.path.join(self.new, name)), b"alone\r\n")
+        for sub in ("tmp", "new", "cur"):
+            mode = os.stat(os.path.join(self.path, sub)).st_mode
+            self.assertEqual(stat.S_IMODE(mode), 0o700)
+        self.assertEqual(self.kinds()[-1:], ["syncfs"])
+        self.assertEqual(listDir(self.tmp), [])
+
+    def test_newMadeAgainAtTheRename(self) -> None:
+        """
+        A C{new/} removed while the message arrives is made again at its
+        rename (or link), and the Maildir's entries made durable with the
+        message's name, each directory fsynced where C{syncfs} is missing.
+        """
+        self.patch(_maildirdisk, "_syncfs", None)
+        stream = MessageStream()
+        d = self.handler.onData(stream, makeSession())
+        feed(stream, b"late\r\n")
+        os.rmdir(self.new)
+        self.pool.runAll()
+        name = self.successResultOf(d).removeprefix("OK: queued as ")
+        self.assertEqual(readFile(os.path.join(self.new, name)), b"late\r\n")
+        self.assertEqual(sorted(self.events[-2:]), [("dir", self.path), ("dir", self.new)])
+        self.assertEqual(self.events[-3][1], os.path.join(self.new, name))
+
+    def test_maildirGoneNotMadeAgain(self) -> None:
+        """
+        A Maildir removed whole (or a file system not mounted under it) is
+        not made again: the message is answered 451 with one log line, and
+        waits with its sender; once the Maildir is back, mail is taken
+        again.
+        """
+        log = DiskErrorLog(self)
+        shutil.rmtree(self.path)
+        error = self.failureResultOf(self.deliverAlone(), SMTPError).value
+        self.assertEqual(error.code, 451)
+        log.assertLines(1, "Delivering ", "No such file or directory (ENOENT)")
+        self.assertFalse(os.path.exists(self.path))
+        os.mkdir(self.path)
+        self.successResultOf(self.deliverAlone())
+
+
+class UnnamedRemovedDirectoriesTests(RemovedDirectoriesTests):
+    """
+    L{RemovedDirectoriesTests} with unnamed tmp files (C{O_TMPFILE}).
+    """
+
+    unnamed = True
 
 
 class GroupCommitTests(_CommitHarness):
@@ -511,18 +586,17 @@ class GroupCommitTests(_CommitHarness):
         """
         A C{new/} moved away between the link of a message into it and the
         flush meant to make that link durable keeps the message, answered
-        250 in the moved directory; a message of the next cycle, with no
-        C{new/} to go to, fails alone (451) and leaves nothing behind.
+        250 in the moved directory; a message of the next cycle goes to a
+        C{new/} made again, and leaves nothing behind in C{tmp/}.
         """
-        log = DiskErrorLog(self)
         results = self.deliverAll([b"one\r\n"])
         moved = os.path.join(self.path, "moved")
         os.rename(self.new, moved)
         self.pool.runAll()
         self.assertEqual(self.successResultOf(self.lead), f"OK: queued as {self.leadName}")
         self.assertEqual(listDir(moved), [self.leadName])
-        self.assertEqual(self.failureResultOf(results[0], SMTPError).value.code, 451)
-        log.assertLines(1, "Delivering ", "No such file or directory (ENOENT)")
+        name = self.successResultOf(results[0]).removeprefix("OK: queued as ")
+        self.assertEqual(listDir(self.new), [name])
         self.assertEqual(listDir(self.tmp), [])
 
     def test_replacedNewDirectoryFsyncedWhereTheLinkIs(self) -> None:
@@ -985,3 +1059,126 @@ class HeldDirectoryTests(SynchronousTestCase):
         pool.runAll()
         self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
         log.assertLines(1, f"Delivering {os.path.join(self.carol, 'new')} failed: Not a directory")
+
+    def test_logNamesTheRecipientCopy(self) -> None:
+        """
+        A message whose link into a recipient's C{new/} fails (the
+        recipient's file system full), or whose copy there fails (no link
+        possible, then no space for the copy), is logged naming its file in
+        that recipient's C{new/}, not the root's C{tmp/} file nor the root's
+        C{new/}, where it never goes; the reply is 452.
+        """
+        pool = ManualThreadPool()
+        handler = MaildirHandler(
+            self.path,
+            reactor=ImmediateReactor(),
+            threadpool=pool,  # type: ignore[arg-type]
+            perRecipient=True,
+            hostname="localhost",
+        )
+        envelope = Envelope(mailFrom=Address("a@example.com"), rcptTo=[Address("carol@localhost")])
+        full = os.strerror(errno.ENOSPC)
+
+        def linkFull(source: str, directory: _maildirdirs.Directory, name: str) -> None:
+            raise OSError(errno.ENOSPC, full, source, None, name)
+
+        def noLink(source: str, directory: _maildirdirs.Directory, name: str) -> None:
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), source, None, name)
+
+        def copyFull(source: object, target: object) -> None:
+            raise OSError(errno.ENOSPC, full)
+
+        for link, copy in [(linkFull, shutil.copyfileobj), (noLink, copyFull)]:
+            log = DiskErrorLog(self)
+            self.patch(_maildirdisk, "linkInto", link)
+            self.patch(shutil, "copyfileobj", copy)
+            d = handler.onData(stream := MessageStream(), makeSession(envelope=envelope))
+            feed(stream, b"body\r\n")
+            pool.runAll()
+            self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 452)
+            log.assertLines(1, f"Delivering {os.path.join(self.carol, 'new')}/", f"{full} (ENOSPC)")
+            self.assertEqual(listDir(os.path.join(self.carol, "tmp")), [])
+            self.assertEqual(listDir(os.path.join(self.path, "tmp")), [])
+
+
+class UnicodeDomainTests(SynchronousTestCase):
+    """
+    With C{perRecipient}, a domain spelled in Unicode (C{SMTPUTF8}) and
+    its A-label, as clients without C{SMTPUTF8} spell it, name one
+    Maildir: the A-label's.
+    """
+
+    def test_oneDirectoryForBothSpellings(self) -> None:
+        """
+        C{bücher.example}, its full-width and upper-case forms, and
+        C{xn--bcher-kva.example} in any case all name
+        C{xn--bcher-kva.example}; labels separated by the ideographic full
+        stop are labels too; an ASCII domain is left as it was.
+        """
+        for address in [
+            "a@bücher.example",
+            "a@BÜCHER.example",
+            "a@ｂüｃｈｅｒ\uff0eexample",
+            "a@xn--bcher-kva.example",
+            "a@XN--BCHER-KVA.EXAMPLE",
+        ]:
+            self.assertEqual(
+                recipientDirectory(address, "mx.example"), ("xn--bcher-kva.example", "a")
+            )
+        self.assertEqual(
+            recipientDirectory("a@例え。テスト", "mx.example"), ("xn--r8jz45g.xn--zckzah", "a")
+        )
+        self.assertEqual(recipientDirectory("a@Example.ORG", "mx.example"), ("example.org", "a"))
+
+    def test_noIDNA2003Mapping(self) -> None:
+        """
+        No IDNA 2003 mapping merges two domains: C{faß.de} is not
+        C{fass.de}.
+        """
+        self.assertEqual(recipientDirectory("a@faß.de", "mx.example"), ("xn--fa-hia.de", "a"))
+        self.assertEqual(recipientDirectory("a@fass.de", "mx.example"), ("fass.de", "a"))
+
+    def test_unsafeOrTooLongRefused(self) -> None:
+        """
+        A Unicode domain with an empty label, or whose A-labels are longer
+        than a directory name may be, is refused with 553 5.1.3, as its
+        Unicode form would be.
+        """
+        for address in ["a@bücher..example", "a@" + "ü" * 100 + "." + "ä" * 100]:
+            error = self.assertRaises(SMTPError, recipientDirectory, address, "mx.example")
+            self.assertEqual((error.code, error.enhanced), (553, "5.1.3"))
+
+    def test_existingMailboxFoundBySMTPUTF8Spelling(self) -> None:
+        """
+        With C{existingOnly}, a mailbox made under the A-label (as
+        operators type it) is found for a recipient spelled in Unicode,
+        and the message delivered there; before, the recipient was refused
+        550 5.1.1, permanently.
+        """
+        path = os.path.abspath(self.mktemp())
+        pool = ManualThreadPool()
+        handler = MaildirHandler(
+            path,
+            reactor=ImmediateReactor(),
+            threadpool=pool,  # type: ignore[arg-type]
+            perRecipient=True,
+            existingOnly=True,
+            hostname="mx.example",
+        )
+        mailbox = os.path.join(path, "domains", "xn--bcher-kva.example", "alice")
+        for sub in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(mailbox, sub))
+        recipient = Address("Alice@Bücher.example")
+        checked = handler.onRcptTo(recipient, makeSession())
+        pool.runAll()
+        self.assertIsNone(self.successResultOf(checked))  # type: ignore[arg-type]
+        session = makeSession(
+            envelope=Envelope(mailFrom=Address("b@example.com"), rcptTo=[recipient])
+        )
+        stream = MessageStream()
+        d = handler.onData(stream, session)
+        feed(stream, b"Subject: hi\r\n\r\nbody\r\n")
+        pool.runAll()
+        name = self.successResultOf(d).removeprefix("OK: queued as ")
+        self.assertEqual(listDir(os.path.join(mailbox, "new")), [name])
+        self.assertEqual(os.listdir(os.path.join(path, "domains")), ["xn--bcher-kva.example"])

@@ -5,6 +5,7 @@ Tests for L{MboxHandler} and its mboxrd conversion.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -12,12 +13,16 @@ import io
 import mailbox
 import math
 import os
+import socket
 import stat
+import subprocess
 import threading
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.error import ConnectionLost
 from twisted.python.failure import Failure
@@ -96,6 +101,64 @@ class EncoderTests(SynchronousTestCase):
         self.assertEqual(encode([b"From x\r\nend"]), b">From x\nend\n\n")
         self.assertEqual(encode([]), b"\n")
 
+    @given(
+        st.lists(st.sampled_from([b">", b"From ", b"Fr", b"om ", b"\r", b"\n", b"x", b" "])),
+        st.lists(st.integers(min_value=0, max_value=64)),
+    )
+    def test_sameAsWhole(self, pieces: list[bytes], cuts: list[int]) -> None:
+        """
+        A message made of quoting marks, C{From } and its pieces, CR, LF
+        and other bytes, cut into chunks anywhere, converts to the mboxrd
+        form of the whole message: each line with CRLF turned into LF and
+        one more C{>} if it is a C{>*From } line, a line end added to an
+        unfinished last line, then the blank line.
+        """
+        message = b"".join(pieces)
+        lines = message.replace(b"\r\n", b"\n").split(b"\n")
+        expected = b"\n".join(
+            b">" + line if line.lstrip(b">").startswith(b"From ") else line for line in lines
+        )
+        if expected and not expected.endswith(b"\n"):
+            expected += b"\n"
+        expected += b"\n"
+        chunks = []
+        rest = message
+        for cut in cuts:
+            chunks.append(rest[:cut])
+            rest = rest[cut:]
+        chunks.append(rest)
+        self.assertEqual(encode(chunks), expected)
+
+    def test_longLineHeldBackBounded(self) -> None:
+        """
+        A message of one 16 MiB line, fed 64 KiB at a time (a body in
+        C{BINARYMIME} needs no line ends), is passed on as it comes: the
+        encoder holds back no more than a few bytes, and memory peaks under
+        1 MiB (the whole line was held, and copied again with each chunk,
+        before).
+        """
+        for line in [b"x" * (1 << 16), b">" * (1 << 16)]:
+            encoder = MboxrdEncoder()
+            tracemalloc.start()
+            self.addCleanup(tracemalloc.stop)
+            tracemalloc.reset_peak()
+            size = 0
+            for _ in range(256):
+                size += len(encoder.encode(line))
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            self.assertLess(peak, 1 << 20)
+            self.assertGreaterEqual(size, 255 * len(line))
+            self.assertEqual(size + len(encoder.end()), 256 * len(line) + 2)
+
+    def test_quoteAfterLongRun(self) -> None:
+        """
+        A line of many C{>} passed on before C{From } arrives still gets
+        its one more C{>}; one ending in something else does not.
+        """
+        self.assertEqual(encode([b">" * 5, b">" * 5, b"From x\r\n"]), b">" * 11 + b"From x\n\n")
+        self.assertEqual(encode([b">" * 5, b"Fro", b"mage\r\n"]), b">" * 5 + b"Fromage\n\n")
+
     def test_fromLine(self) -> None:
         """
         The separator names the sender (C{MAILER-DAEMON} for C{<>}) and the
@@ -156,6 +219,51 @@ class MboxHandlerTests(SynchronousTestCase):
         self.assertEqual(messages[1].get_payload(), "no final newline\n")
         self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
 
+    def test_afterCutShortMessage(self) -> None:
+        """
+        A message appended to a mailbox whose last message was cut short
+        in the middle of a line (its writer killed in the middle of an
+        append) starts after a blank line, and reads back as a message of
+        its own, not as the end of the one cut short.
+        """
+        cut = b"From bob@example.com Thu Jan  1 00:00:00 1970\nSubject: cut\n\nhalf a li"
+        for previous, separator in [(cut, b"\n\n"), (cut + b"ne\n", b"\n"), (b"\n", b"")]:
+            with open(self.path, "wb") as f:
+                f.write(previous)
+            self.successResultOf(self.deliver(BODY))
+            with open(self.path, "rb") as f:
+                content = f.read()
+            self.assertEqual(
+                content[: len(previous) + len(separator) + 5], previous + separator + b"From "
+            )
+            box = mailbox.mbox(self.path, create=False)
+            messages = list(box)
+            box.close()
+            self.assertEqual(messages[-1].as_bytes(), CONVERTED)
+            self.assertEqual(len(messages), 2 if previous.startswith(b"From ") else 1)
+
+    def test_writableButNotReadable(self) -> None:
+        """
+        A mailbox the server may write but not read (mode 0620, its group
+        allowed to write only) still gets its messages, without the look
+        at its end that a separator needs.
+        """
+        self.successResultOf(self.deliver(BODY))
+        size = os.path.getsize(self.path)
+        realOpen = mbox.openRegular
+
+        def openRegular(path: str, flags: int, mode: int) -> int:
+            if flags & os.O_RDWR:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+            return realOpen(path, flags, mode)
+
+        self.patch(mbox, "openRegular", openRegular)
+        self.successResultOf(self.deliver(BODY))
+        box = mailbox.mbox(self.path, create=False)
+        self.assertEqual([m.as_bytes() for m in box], [CONVERTED, CONVERTED])
+        box.close()
+        self.assertGreater(os.path.getsize(self.path), size)
+
     def test_streamFailure(self) -> None:
         """
         A body that does not arrive whole writes nothing and passes the
@@ -206,6 +314,249 @@ class MboxHandlerTests(SynchronousTestCase):
             thread.join(30)
         self.assertFalse(thread.is_alive())
         self.assertEqual(os.path.getsize(self.path), size + 8)
+
+    def appendWhileLocked(self, meanwhile: Callable[[], None]) -> None:
+        """
+        Start an append of a small message while another program holds the
+        mailbox's C{flock}, call C{meanwhile}, let the lock go and wait for
+        the append.
+        """
+        with open(self.path, "rb") as other:
+            fcntl.flock(other, fcntl.LOCK_EX)
+            thread = threading.Thread(
+                target=self.handler._append, args=(b"From x\n", io.BytesIO(b"late\r\n"))
+            )
+            thread.start()
+            thread.join(0.3)
+            self.assertTrue(thread.is_alive())
+            meanwhile()
+            fcntl.flock(other, fcntl.LOCK_UN)
+        thread.join(30)
+        self.assertFalse(thread.is_alive())
+
+    def test_removedWhileWaitingForLock(self) -> None:
+        """
+        A mailbox removed by the program holding its lock (C{movemail}
+        takes the messages, then removes the file) while an append waits
+        for the lock gets the message in a new file at its path, not in the
+        removed one, where it would be lost after its 250.
+        """
+        self.successResultOf(self.deliver(BODY))
+        self.appendWhileLocked(lambda: os.unlink(self.path))
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), b"From x\nlate\n\n")
+
+    def test_replacedWhileWaitingForLock(self) -> None:
+        """
+        A mailbox renamed away and replaced by the program holding its lock
+        while an append waits for the lock gets the message in the file now
+        at its path.
+        """
+        self.successResultOf(self.deliver(BODY))
+        size = os.path.getsize(self.path)
+        moved = self.path + ".1"
+
+        def replace() -> None:
+            os.rename(self.path, moved)
+            with open(self.path, "wb"):
+                pass
+
+        self.appendWhileLocked(replace)
+        self.assertEqual(os.path.getsize(moved), size)
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), b"From x\nlate\n\n")
+
+    def test_replacedWithoutEnd(self) -> None:
+        """
+        A mailbox replaced again every time its locks are taken, for
+        C{lockTimeout} seconds, is answered 451 with one log line, not
+        tried without end.
+        """
+        log = DiskErrorLog(self)
+        self.handler = MboxHandler(
+            self.path,
+            reactor=ImmediateReactor(),
+            threadpool=self.pool,  # type: ignore[arg-type]
+            lockTimeout=0.05,
+        )
+        lockFile = self.handler._lockFile
+
+        def lockThenReplace(fd: int, deadline: float) -> None:
+            lockFile(fd, deadline)
+            os.unlink(self.path)
+
+        self.patch(self.handler, "_lockFile", lockThenReplace)
+        error = self.failureResultOf(self.deliver(BODY), SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
+        log.assertLines(1, "Appending to ", "mailbox replaced while locking")
+
+    def test_namedPipeRefused(self) -> None:
+        """
+        A named pipe found at the mbox path (the mailbox replaced while the
+        server runs) is not written: the message is answered 451 with one
+        log line naming it, at once, rather than the append waiting without
+        end for a reader, holding the handler's lock.
+        """
+        log = DiskErrorLog(self)
+        os.mkfifo(self.path)
+        result: list[object] = []
+        thread = threading.Thread(
+            target=lambda: result.append(self.deliver(BODY * 5000)), daemon=True
+        )
+        thread.start()
+        thread.join(10)
+        if thread.is_alive():
+            # Let the blocked append go, so that no thread is left behind.
+            reader = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+            self.addCleanup(os.close, reader)
+            while thread.is_alive():
+                with contextlib.suppress(BlockingIOError):
+                    os.read(reader, 1 << 16)
+                thread.join(0.01)
+            self.fail("the append waited on the named pipe")
+        error = self.failureResultOf(result[0], SMTPError).value  # type: ignore[arg-type]
+        self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
+        log.assertLines(1, "Appending to ", "not a regular file (a named pipe) (EINVAL)")
+
+    def test_dotLockHeldWhileAppending(self) -> None:
+        """
+        The mailbox's dot lock (C{<mbox>.lock}, as procmail and Postfix's
+        C{local} make it) exists while the message is written and fsynced,
+        and is removed after.
+        """
+        seen: list[bool] = []
+        realFsync = mbox._fsync
+
+        def fsync(fd: int) -> None:
+            seen.append(os.path.exists(self.path + ".lock"))
+            realFsync(fd)
+
+        self.patch(mbox, "_fsync", fsync)
+        self.successResultOf(self.deliver(BODY))
+        self.assertEqual(seen, [True])
+        self.assertEqual(listDir(os.path.dirname(self.path)), ["mbox"])
+
+    def test_waitsForDotLock(self) -> None:
+        """
+        An append waits while another program holds the mailbox's dot lock
+        (a writer that takes no kernel lock), and goes on once it is
+        removed.
+        """
+        self.successResultOf(self.deliver(BODY))
+        size = os.path.getsize(self.path)
+        lock = self.path + ".lock"
+        os.close(os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        thread = threading.Thread(target=self.handler._append, args=(b"From x\n", io.BytesIO(b"")))
+        thread.start()
+        thread.join(0.3)
+        self.assertTrue(thread.is_alive())
+        self.assertEqual(os.path.getsize(self.path), size)
+        os.unlink(lock)
+        thread.join(30)
+        self.assertFalse(thread.is_alive())
+        self.assertEqual(os.path.getsize(self.path), size + 8)
+        self.assertFalse(os.path.exists(lock))
+
+    def test_dotLockTimeout(self) -> None:
+        """
+        A dot lock another program keeps for C{lockTimeout} seconds leaves
+        the mailbox as it is and the message answered 451, with one log
+        line saying so; the other program's lock is left in place.
+        """
+        log = DiskErrorLog(self)
+        self.successResultOf(self.deliver(BODY))
+        size = os.path.getsize(self.path)
+        self.handler = MboxHandler(
+            self.path,
+            reactor=ImmediateReactor(),
+            threadpool=self.pool,  # type: ignore[arg-type]
+            lockTimeout=0.05,
+        )
+        lock = self.path + ".lock"
+        os.close(os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        error = self.failureResultOf(self.deliver(BODY), SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
+        self.assertEqual(os.path.getsize(self.path), size)
+        self.assertTrue(os.path.exists(lock))
+        log.assertLines(
+            1, "Appending to ", "mailbox locked by another program (its dot lock) for 0.05 s"
+        )
+
+    def test_staleDotLockRemoved(self) -> None:
+        """
+        A dot lock older than 500 seconds (left by a program killed while
+        it held it) is removed, and the message appended.
+        """
+        lock = self.path + ".lock"
+        os.close(os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        old = os.stat(lock).st_mtime - 501
+        os.utime(lock, (old, old))
+        self.successResultOf(self.deliver(BODY))
+        self.assertFalse(os.path.exists(lock))
+        self.assertGreater(os.path.getsize(self.path), len(CONVERTED))
+
+    def quickHandler(self) -> None:
+        """
+        Make the handler give up waiting for locks after 0.05 s.
+        """
+        self.handler = MboxHandler(
+            self.path,
+            reactor=ImmediateReactor(),
+            threadpool=self.pool,  # type: ignore[arg-type]
+            lockTimeout=0.05,
+        )
+
+    def dotLock(self, content: bytes) -> str:
+        lock = self.path + ".lock"
+        with open(lock, "xb") as f:
+            f.write(content)
+        return lock
+
+    def test_deadServersDotLockRemoved(self) -> None:
+        """
+        A dot lock left by a process of this server that is gone (killed in
+        the middle of an append) is removed at once, not after 500 s: the
+        server restarted after a crash appends again without waiting.
+        """
+        self.quickHandler()
+        seen: list[bytes] = []
+        realFsync = mbox._fsync
+
+        def fsync(fd: int) -> None:
+            with open(self.path + ".lock", "rb") as f:
+                seen.append(f.read())
+            realFsync(fd)
+
+        self.patch(mbox, "_fsync", fsync)
+        self.successResultOf(self.deliver(BODY))
+        (mark,) = seen
+        self.assertEqual(mark.split(b" ")[0], str(os.getpid()).encode())
+        child = subprocess.Popen(["true"])
+        child.wait()
+        self.dotLock(mark.replace(str(os.getpid()).encode(), str(child.pid).encode(), 1))
+        self.successResultOf(self.deliver(BODY))
+        self.assertFalse(os.path.exists(self.path + ".lock"))
+
+    def test_livingOrForeignDotLockKept(self) -> None:
+        """
+        A dot lock of a process of this server still running, or one whose
+        content is another program's (a pid alone, as liblockfile writes
+        it, even of a process gone), is not taken for stale before 500 s.
+        """
+        log = DiskErrorLog(self)
+        self.quickHandler()
+        child = subprocess.Popen(["true"])
+        child.wait()
+        for content in [
+            f"{os.getpid()} {socket.gethostname()} twisted-smtpd\n".encode(),
+            f"{child.pid}\n".encode(),
+            f"{child.pid} elsewhere.example twisted-smtpd\n".encode(),
+        ]:
+            lock = self.dotLock(content)
+            error = self.failureResultOf(self.deliver(BODY), SMTPError).value
+            self.assertEqual(error.code, 451)
+            os.unlink(lock)
+        log.assertLines(3, "Appending to ", "its dot lock")
 
     def test_lockTimeout(self) -> None:
         """

@@ -143,14 +143,48 @@ def _openTmp(delivery: _Delivery) -> int:
     """
     fd = delivery.fd
     if fd is None:
-        if delivery.unnamed:
-            directory = delivery.tmpPath.rpartition("/")[0]
-            fd = os.open(directory, os.O_WRONLY | _O_TMPFILE | os.O_CLOEXEC, 0o600)
-        else:
-            fd = _createTmp(delivery.tmpPath)
+        try:
+            fd = _newTmp(delivery)
+        except FileNotFoundError:
+            # tmp/ removed since the handler started: made again (the next
+            # flush makes that durable), if the Maildir itself is there.
+            delivery.created.extend(restoreMaildir(delivery.tmpPath.rpartition("/")[0]))
+            fd = _newTmp(delivery)
         delivery.fd = fd
         delivery.openedAt = next(_opened)
     return fd
+
+
+def _newTmp(delivery: _Delivery) -> int:
+    if delivery.unnamed:
+        directory = delivery.tmpPath.rpartition("/")[0]
+        return os.open(directory, os.O_WRONLY | _O_TMPFILE | os.O_CLOEXEC, 0o600)
+    return _createTmp(delivery.tmpPath)
+
+
+def restoreMaildir(subdirectory: str) -> list[str]:
+    """
+    Make again the C{tmp/}, C{new/} and C{cur/} directories of the Maildir
+    that C{subdirectory} (one of them) belongs to, those removed since the
+    handler made them (mode 0700): a Maildir emptied of its directories
+    takes mail again, as Postfix's C{local} and Dovecot do.  The Maildir
+    itself is never made here: one that is gone may be a file system not
+    mounted, whose mail is better left with its senders until it is back
+    than hidden under its mount point.
+
+    @return: The directories whose entries changed (the Maildir), to be
+        fsynced.
+    @raise FileNotFoundError: If the Maildir is gone too.
+    """
+    root = subdirectory.rpartition("/")[0]
+    created = False
+    for sub in ("tmp", "new", "cur"):
+        try:
+            os.mkdir(os.path.join(root, sub), 0o700)
+        except FileExistsError:
+            continue
+        created = True
+    return [root] if created else []
 
 
 def _writeAll(fd: int, chunks: list[bytes]) -> None:
@@ -231,8 +265,17 @@ def _placeAll(delivery: _Delivery, opened: dict[str, Directory]) -> None:
     (C{opened}).  The directories to fsync for the message to be safe are
     then in its C{toSync}, even when this fails.
     """
+    created, delivery.created = delivery.created, []
+    for changed in created:
+        _open(opened, changed, delivery)
     if not delivery.targets:
-        directory = _open(opened, delivery.newPath.rpartition("/")[0], delivery)
+        newPath = delivery.newPath.rpartition("/")[0]
+        try:
+            directory = _open(opened, newPath, delivery)
+        except FileNotFoundError:
+            for changed in restoreMaildir(newPath):
+                _open(opened, changed, delivery)
+            directory = _open(opened, newPath, delivery)
         if delivery.unnamed:
             fd = delivery.fd
             assert fd is not None
@@ -288,21 +331,31 @@ def _place(delivery: _Delivery, target: str, newDirectory: Directory) -> None:
     """
     name = delivery.unique
     try:
-        linkInto(delivery.tmpPath, newDirectory, name)
-    except OSError as e:
-        if e.errno not in _NO_LINK:
-            raise
-        copy = os.path.join(target, "tmp", name)
         try:
-            with open(delivery.tmpPath, "rb") as source, os.fdopen(_createTmp(copy), "wb") as f:
-                shutil.copyfileobj(source, f)
-                f.flush()
-                _fsync(f.fileno())
-            _rename(copy, newDirectory, name)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(copy)
-            raise
+            linkInto(delivery.tmpPath, newDirectory, name)
+        except OSError as e:
+            if e.errno not in _NO_LINK:
+                raise
+            copy = os.path.join(target, "tmp", name)
+            try:
+                with (
+                    open(delivery.tmpPath, "rb") as source,
+                    os.fdopen(_createTmp(copy), "wb") as f,
+                ):
+                    shutil.copyfileobj(source, f)
+                    f.flush()
+                    _fsync(f.fileno())
+                _rename(copy, newDirectory, name)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(copy)
+                raise
+    except OSError as e:
+        # The log line names the recipient's file: not the root's tmp file
+        # that a failed link names, nor nothing, as a copy's writes do.
+        if not (isinstance(e.filename, str) and e.filename.startswith(target + "/")):
+            e.filename = os.path.join(newDirectory.path, name)
+        raise
     delivery.delivered.append((newDirectory, name))
 
 

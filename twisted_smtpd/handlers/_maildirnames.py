@@ -161,6 +161,10 @@ def recipientDirectory(address: str, localDomain: str) -> tuple[str, str]:
     @param localDomain: The domain for a bare local part.
     @raise SMTPError: 553 5.1.3 when either part cannot be a safe directory
         name.
+
+    The domain's directory holds its labels in ASCII: a label in Unicode
+    is named by its A-label (L{_aLabels}), as clients without C{SMTPUTF8}
+    name it.
     """
     local, at, domain = address.rpartition("@")
     if not at:
@@ -169,6 +173,33 @@ def recipientDirectory(address: str, localDomain: str) -> tuple[str, str]:
         # A quoted local part names the same mailbox as its content.
         local = _QUOTED_PAIR.sub(r"\1", local[1:-1])
     safeLocal, safeDomain = _safeName(local), _safeName(_canonicalLiteral(domain))
+    if safeDomain is not None and not safeDomain.isascii():
+        safeDomain = _aLabels(safeDomain)
     if safeLocal is None or safeDomain is None:
         raise SMTPError(553, "Error: mailbox name not allowed", "5.1.3")
     return safeDomain, safeLocal
+
+
+def _aLabels(domain: str) -> str | None:
+    """
+    C{domain}, a safe name already normalised, with each label that is not
+    ASCII as its A-label (C{xn--} and its Punycode, RFC 5891 section
+    4.4), so that a domain spelled in Unicode by a client using
+    C{SMTPUTF8} (RFC 6531) names the directory that clients without it
+    reach by the A-label: C{bücher.example} and C{xn--bcher-kva.example}
+    share C{xn--bcher-kva.example}.  The labels are encoded as they are,
+    with no IDNA 2003 mapping (which would make C{faß.example} the other
+    domain C{fass.example}); the ideographic full stop separates labels
+    (RFC 3490 section 3.1).
+
+    @return: The name, or C{None} when it is longer than a directory name
+        may be, or has an empty label.
+    """
+    labels = domain.replace("\u3002", ".").split(".")
+    if not all(labels):
+        return None
+    encoded = ".".join(
+        label if label.isascii() else "xn--" + label.encode("punycode").decode("ascii")
+        for label in labels
+    )
+    return encoded if len(encoded) <= _MAX_NAME else None

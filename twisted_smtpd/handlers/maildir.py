@@ -146,6 +146,9 @@ class _Delivery:
         #: The directories whose entries must be made durable for it, open
         #: until it is answered.
         self.toSync: list[_maildirdirs.Directory] = []
+        #: The directories whose entries changed when its tmp file was
+        #: opened (C{tmp/} made again), to be fsynced for it.
+        self.created: list[str] = []
         self.chunks: list[bytes] = []
         self.buffered = 0
         #: The descriptor of its tmp file, once created.
@@ -265,13 +268,18 @@ class MaildirHandler(BaseHandler):
     (size limit, lost connection) leaves nothing behind and its failure is
     passed on.  A disk failure answers 452 (disk or quota full) or 451, and
     is logged.  In LMTP mode, one file is written for the message and the
-    same reply given for every recipient.
+    same reply given for every recipient.  A C{tmp/}, C{new/} or C{cur/}
+    removed while the handler runs is made again by the next message; the
+    Maildir itself is not (one removed whole may be a file system not
+    mounted): its messages are answered 451 until it is back.
 
     With C{perRecipient}, every distinct recipient gets a copy in the Maildir
     C{<path>/domains/<domain>/<localpart>/}, created when first needed: the
     domains live in their own directory, so that none of them (C{tmp},
     C{new}, C{cur}) can land in the folders of the Maildir at C{path}.
-    Both names are normalised (Unicode NFKC and lower case), and a
+    Both names are normalised (Unicode NFKC and lower case; a domain in
+    Unicode is named by its A-label, as clients without C{SMTPUTF8} spell
+    it), and a
     recipient whose local part or domain is empty, begins with a dot, holds
     a C{/}, a backslash, a control or invisible formatting character, or is
     longer than 255 bytes is refused at RCPT with 553 5.1.3.  A bare local part

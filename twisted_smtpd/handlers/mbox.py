@@ -29,14 +29,18 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from twisted_smtpd._core.files import NotRegularFile, openRegular
 from twisted_smtpd._core.session import Session
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._diskfailure import diskError, logDiskFailure
+from twisted_smtpd.handlers._dotlock import releaseDotLock, takeDotLock
 from twisted_smtpd.handlers._spool import Spool
 from twisted_smtpd.interfaces import IMessageStream
 
 # mboxrd: a line made of any number of ">" then "From " gets one more ">".
 _FROM_LINE = re.compile(rb"^(>*From )", re.MULTILINE)
+# The first byte of a line that is not a quoting ">".
+_NOT_QUOTE = re.compile(rb"[^>]")
 _UNSAFE_SENDER = re.compile(r"[\x00-\x20\x7f]")
 # How much of the spool is read, converted and written at a time.
 _BLOCK = 1 << 16
@@ -64,32 +68,98 @@ def fromLine(sender: str, when: float | None = None) -> bytes:
 class MboxrdEncoder:
     """
     Converts a message to its mboxrd form chunk by chunk: CRLF becomes LF,
-    lines starting with C{>*From } get one more C{>}.  Only complete lines
-    are converted; the last partial line waits for the next chunk.
+    lines starting with C{>*From } get one more C{>}.
+
+    What it holds back between chunks is bounded, however long a line is
+    (a message of one line, as C{BINARYMIME} allows, is not kept whole):
+    the start of a line that may still become C{>*From } (its C{>} run is
+    passed on at once, the quoting C{>} put after it, which reads the
+    same), or a CR that may be the start of a CRLF.
     """
 
     def __init__(self) -> None:
-        self._partial = b""
+        # Bytes not converted yet: at most "From" while the current line
+        # may still start with ">*From ", else at most a CR.
+        self._held = b""
+        # Whether the current line, as far as it was passed on, is made of
+        # ">" only (none at its start): "From " may still follow.
+        self._atHead = True
+        # Whether what was passed on so far ends a line (or is nothing).
+        self._endsLine = True
 
     def encode(self, chunk: bytes) -> bytes:
         """
-        Convert the complete lines that C{chunk} completes.
+        Convert C{chunk}, holding back only what the next chunk decides.
         """
-        data = self._partial + chunk
-        end = data.rfind(b"\n") + 1
-        self._partial = data[end:]
-        return self._convert(data[:end])
+        data = self._held + chunk
+        self._held = b""
+        out: list[bytes] = []
+        position = 0
+        if self._atHead:
+            position = self._head(data, 0, out)
+        if position >= 0:
+            newline = data.find(b"\n", position)
+            if newline < 0:
+                self._midLine(data, position, out)
+            else:
+                # The rest of the current line, then every complete line.
+                end = data.rfind(b"\n") + 1
+                out.append(data[position : newline + 1].replace(b"\r\n", b"\n"))
+                out.append(self._convert(data[newline + 1 : end]))
+                self._atHead = True
+                position = self._head(data, end, out)
+                if position >= 0:
+                    self._midLine(data, position, out)
+        converted = b"".join(out)
+        if converted:
+            self._endsLine = converted.endswith(b"\n")
+        return converted
 
     def end(self) -> bytes:
         """
         The rest of the message, ending with a newline, then the blank line
         separating it from the next.
         """
-        rest = self._convert(self._partial)
-        self._partial = b""
-        if rest and not rest.endswith(b"\n"):
-            rest += b"\n"
-        return rest + b"\n"
+        rest, self._held = self._held, b""
+        if rest or not self._endsLine:
+            return rest + b"\n\n"
+        return b"\n"
+
+    def _head(self, data: bytes, position: int, out: list[bytes]) -> int:
+        """
+        Pass on the start of a line at C{position}, quoted if it is a
+        C{>*From } line.
+
+        @return: Where the rest of the line starts, now decided, or -1 when
+            C{data} ended before that (what may still become C{From } is
+            then held back).
+        """
+        match = _NOT_QUOTE.search(data, position)
+        if match is None:
+            out.append(data[position:])
+            return -1
+        first = match.start()
+        candidate = data[first : first + 5]
+        if candidate == b"From ":
+            out.append(data[position:first] + b">")
+        elif len(candidate) < 5 and b"From ".startswith(candidate):
+            out.append(data[position:first])
+            self._held = data[first:]
+            return -1
+        else:
+            out.append(data[position:first])
+        self._atHead = False
+        return first
+
+    def _midLine(self, data: bytes, position: int, out: list[bytes]) -> None:
+        """
+        Pass on C{data} from C{position}, inside a line that no newline
+        ends, but for a last CR, held back.
+        """
+        rest = data[position:]
+        if rest.endswith(b"\r"):
+            rest, self._held = rest[:-1], b"\r"
+        out.append(rest.replace(b"\r\n", b"\n"))
 
     @staticmethod
     def _convert(data: bytes) -> bytes:
@@ -103,15 +173,20 @@ class MboxHandler(BaseHandler):
     Append every message to the mbox file at C{path} (created with mode
     0600 if missing).
 
-    The file is locked with both C{fcntl} (C{lockf}) and C{flock} while a
-    message is appended, so that mail readers using either see whole
-    messages; appends from this process are also serialised among
-    themselves.  A failed append is cut off again, leaving the file as it
-    was, and answered 452 (disk or quota full) or 451.  A mailbox another
-    program keeps locked for C{lockTimeout} seconds is not written and the
-    message is answered 451, with one log line, so that the client tries
-    again later instead of waiting without end.  In LMTP mode the same
-    reply goes to every recipient.
+    The mailbox is locked with its dot lock (C{<path>.lock}, made with
+    C{O_EXCL} as procmail and Postfix's C{local} do; one older than 500
+    seconds is taken for stale and removed), then with both C{fcntl}
+    (C{lockf}) and C{flock}, while a message is appended, so that mail
+    programs using any of them see whole messages; appends from this
+    process are also serialised among themselves.  A mailbox removed or
+    replaced at its path while an append waited for its locks is opened
+    again at its path; anything but a regular file there is refused.  A
+    failed append is cut off again, leaving the file as it was, and
+    answered 452 (disk or quota full) or 451.  A mailbox another program
+    keeps locked for C{lockTimeout} seconds is not written and the message
+    is answered 451, with one log line, so that the client tries again
+    later instead of waiting without end.  In LMTP mode the same reply goes
+    to every recipient.
 
     @ivar path: The mbox file's absolute path.
     """
@@ -199,30 +274,89 @@ class MboxHandler(BaseHandler):
             if not self._lock.acquire(timeout=self._lockTimeout):
                 raise self._locked("another delivery of this server")
             try:
-                fd = os.open(
-                    self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
-                )
+                dotLock = takeDotLock(self.path, deadline, self._dotLocked)
                 try:
-                    self._lockFile(fd, deadline)
-                    start = os.lseek(fd, 0, os.SEEK_END)
-                    try:
-                        _writeAll(fd, header)
-                        encoder = MboxrdEncoder()
-                        while block := source.read(_BLOCK):
-                            _writeAll(fd, encoder.encode(block))
-                        _writeAll(fd, encoder.end())
-                        _fsync(fd)
-                    except BaseException:
-                        with contextlib.suppress(OSError):
-                            os.ftruncate(fd, start)
-                        raise
+                    self._appendLocked(deadline, header, source)
                 finally:
-                    # Closing the file releases both locks.
-                    os.close(fd)
+                    releaseDotLock(dotLock)
             finally:
                 self._lock.release()
         finally:
             source.close()
+
+    def _appendLocked(self, deadline: float, header: bytes, source: IO[bytes]) -> None:
+        """
+        In a pool thread, the dot lock held: open the mailbox, take its
+        kernel locks, append and fsync; on failure, cut the file back.
+        """
+        fd = self._openLocked(deadline)
+        try:
+            start = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                _writeAll(fd, _separator(fd, start) + header)
+                encoder = MboxrdEncoder()
+                while block := source.read(_BLOCK):
+                    _writeAll(fd, encoder.encode(block))
+                _writeAll(fd, encoder.end())
+                _fsync(fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise
+        finally:
+            # Closing the file releases both locks.
+            os.close(fd)
+
+    def _openLocked(self, deadline: float) -> int:
+        """
+        In a pool thread: open the mailbox (creating it if missing) and take
+        its locks, until C{deadline}.  A mailbox removed or replaced at its
+        path while this waited for the locks (a mail reader such as
+        C{movemail} takes the messages, then removes the file, before it
+        lets go) is opened again: a message appended to the file it held
+        would be lost, or land where no one looks for it.
+
+        @return: The descriptor, open for appending, both locks held.
+        @raise OSError: C{EAGAIN} when C{deadline} passed; C{EINVAL} when
+            the path names something other than a regular file (a named
+            pipe, a directory); any error of C{open}, C{lockf} or C{flock}.
+        """
+        while True:
+            try:
+                # Read too: the end of the file tells whether a separator is
+                # due.  Anything but a regular file (a named pipe would hold
+                # the thread, and the lock, without end) is refused.
+                try:
+                    fd = openRegular(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+                except PermissionError:
+                    # A mailbox the server may write but not read (mode
+                    # 0620): appended to without that look at its end.
+                    fd = openRegular(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            except NotRegularFile as e:
+                raise OSError(errno.EINVAL, str(e), self.path) from None
+            try:
+                self._lockFile(fd, deadline)
+                opened = os.fstat(fd)
+                try:
+                    named = os.stat(self.path)
+                except FileNotFoundError:
+                    named = None
+            except BaseException:
+                os.close(fd)
+                raise
+            if (
+                named is not None
+                and opened.st_nlink > 0
+                and (opened.st_dev, opened.st_ino) == (named.st_dev, named.st_ino)
+            ):
+                return fd
+            # Closing the file releases both locks.
+            os.close(fd)
+            if time.monotonic() >= deadline:
+                raise OSError(
+                    errno.EAGAIN,
+                    f"mailbox replaced while locking, again for {self._lockTimeout:g} s",
+                )
 
     def _lockFile(self, fd: int, deadline: float) -> None:
         """
@@ -251,6 +385,9 @@ class MboxHandler(BaseHandler):
                 raise self._locked("another program")
             time.sleep(min(_LOCK_POLL, remaining))
 
+    def _dotLocked(self) -> OSError:
+        return self._locked("another program (its dot lock)")
+
     def _locked(self, holder: str) -> OSError:
         """
         The error of a mailbox still locked after C{lockTimeout} seconds.
@@ -259,6 +396,29 @@ class MboxHandler(BaseHandler):
             another delivery of this server (the handler's own lock).
         """
         return OSError(errno.EAGAIN, f"mailbox locked by {holder} for {self._lockTimeout:g} s")
+
+
+def _separator(fd: int, end: int) -> bytes:
+    """
+    What must come before a message appended at C{end} so that its C{From }
+    line starts a line after a blank one: nothing for an empty mailbox or
+    one ending with a blank line, else the line ends it lacks.  A mailbox
+    whose last message was cut short (a writer killed in the middle of an
+    append, or a program that does not end its messages) would otherwise
+    take the new message's C{From } line into its last line, and hide the
+    new message inside the one before it.
+    """
+    if end == 0:
+        return b""
+    try:
+        tail = os.pread(fd, 2, max(0, end - 2))
+    except OSError:
+        # Open for writing only: its end cannot be told.
+        return b""
+    if tail == b"\n\n" or tail == b"\n":
+        # A file of a single newline counts as an empty mailbox.
+        return b""
+    return b"\n" if tail.endswith(b"\n") else b"\n\n"
 
 
 def _writeAll(fd: int, data: bytes) -> None:

@@ -1,0 +1,118 @@
+# -*- test-case-name: tests.test_mbox -*-
+"""
+The dot lock of an mbox: the file C{<mbox>.lock}, made with C{O_EXCL}, that
+mail programs (procmail, mutt, Postfix's C{local}, Emacs's C{movemail})
+take before they touch the mailbox, some of them without any kernel lock.
+Used by L{MboxHandler <twisted_smtpd.handlers.MboxHandler>}, in a pool
+thread.
+
+Two processes finding one stale lock at once may both take it, as with
+Postfix's C{local}: their C{fcntl} and C{flock} locks, taken next, still
+keep their appends apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable
+
+#: Seconds after which a dot lock is taken for one its holder left behind
+#: (it was killed) and removed: Postfix's C{stale_lock_time}.
+STALE_LOCK_SECONDS = 500.0
+
+# Seconds between two attempts at a dot lock another program holds.
+_POLL = 0.1
+
+
+def takeDotLock(
+    path: str, deadline: float, locked: Callable[[], OSError], now: Callable[[], float] = time.time
+) -> str:
+    """
+    Make the dot lock of the mbox at C{path}, trying again while another
+    program holds it, until C{deadline} (of C{time.monotonic}); one older
+    than L{STALE_LOCK_SECONDS}, or left by a process of this server that is
+    gone, is removed first.
+
+    @param locked: Makes the error raised when C{deadline} passes.
+    @param now: The wall clock the lock's age is read with.
+    @return: The dot lock's path, for L{releaseDotLock}.
+    @raise OSError: C{locked()} when C{deadline} passed; any error making
+        the lock file but its existence (a directory not writable, a full
+        disk).
+    """
+    lock = path + ".lock"
+    mark = _mark(os.getpid())
+    while True:
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            try:
+                os.write(fd, mark)
+            except OSError:
+                # The lock stands without its mark (a full disk): it is
+                # then taken for stale by its age only.
+                pass
+            finally:
+                os.close(fd)
+            return lock
+        try:
+            age = now() - os.stat(lock).st_mtime
+        except FileNotFoundError:
+            continue
+        if age > STALE_LOCK_SECONDS or _leftByDeadServer(lock):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock)
+            continue
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise locked()
+        time.sleep(min(_POLL, remaining))
+
+
+def _mark(pid: int) -> bytes:
+    """
+    What a dot lock made by the process C{pid} of this server on this host
+    holds: its pid first, as liblockfile writes it, then the host and the
+    server's name, so that only its own locks are ever taken for those of
+    a dead process.
+    """
+    return f"{pid} {socket.gethostname()} twisted-smtpd\n".encode()
+
+
+def _leftByDeadServer(lock: str) -> bool:
+    """
+    Whether C{lock} was made by a process of this server on this host that
+    is gone (killed in the middle of an append): such a lock is removed at
+    once rather than after L{STALE_LOCK_SECONDS}, so that the server
+    restarted after a crash takes mail for its mailbox again.
+    """
+    try:
+        with open(lock, "rb") as f:
+            content = f.read(256)
+    except OSError:
+        return False
+    pid = content.partition(b" ")[0]
+    if not pid.isdigit() or content != _mark(int(pid)):
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def releaseDotLock(lock: str) -> None:
+    """
+    Remove the dot lock C{lock}, made by L{takeDotLock}.  A failure to
+    remove it does not undo the append it guarded: the lock is then taken
+    for stale after L{STALE_LOCK_SECONDS}.
+    """
+    with contextlib.suppress(OSError):
+        os.unlink(lock)
