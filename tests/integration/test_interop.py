@@ -221,7 +221,10 @@ class DovecotProxyBdatTests(ServerTestCase):
         answers = self.lmtp(recipients, big)
         self.assertEqual([(c, t[:5]) for c, t in answers], [(552, b"5.3.4")] * 2, answers)
         self.assertEqual(len(maildir(self.back)), 1)
-        self.assertIn("Sent: BDAT ", self.dovecot.log)
+        # Dovecot writes its debug lines after its reply has left.
+        waitUntil(
+            lambda: "Sent: BDAT " in self.dovecot.log, DELIVERY_TIMEOUT, "Dovecot's BDAT line"
+        )
         self.back.waitForLog("552,552 Error: message exceeds fixed maximum message size")
 
     def test_chunkOfSeveralPastLimit(self) -> None:
@@ -232,7 +235,12 @@ class DovecotProxyBdatTests(ServerTestCase):
         """
         answers = self.lmtp(["bob@example.org"], BODY + (b"x" * 998 + b"\r\n") * 400)
         self.assertEqual([(c, t[:5]) for c, t in answers], [(552, b"5.3.4")], answers)
-        self.assertRegex(self.dovecot.log, r"Sent: BDAT \d+\n")
+        # Dovecot writes its debug lines after its reply has left.
+        waitUntil(
+            lambda: re.search(r"Sent: BDAT \d+\n", self.dovecot.log) is not None,
+            DELIVERY_TIMEOUT,
+            "Dovecot's BDAT line",
+        )
         self.assertEqual(maildir(self.back), [])
         self.assertEqual([c for c, _ in self.lmtp(["bob@example.org"], BODY)], [250])
         self.assertEqual(len(maildir(self.back)), 1)
