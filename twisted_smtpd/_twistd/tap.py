@@ -266,11 +266,12 @@ class Options(AuthOptionMixin, usage.Options):
         @raise usage.UsageError: If the file cannot be read or holds an
             unknown option or a value of the wrong kind.
         """
+        flags = {name.rstrip("="): name.endswith("=") for name in self.longOpt}
+        switches = {name for name, takesValue in flags.items() if not takesValue}
         try:
-            settings = readConfig(path)
+            settings = readConfig(path, switches)
         except (OSError, ValueError) as e:
             raise usage.UsageError(f"--config {path!r}: {reason(e)}") from None
-        flags = {name.rstrip("="): name.endswith("=") for name in self.longOpt}
         replaced = set(given)
         if replaced & set(DELIVERIES):
             replaced |= set(DELIVERIES) | set(_MODIFIERS)
