@@ -61,16 +61,24 @@ class MissingExtraTests(SynchronousTestCase):
         Make C{modules} impossible to import for this test, and forget the
         modules of twisted-smtpd that imported them.
         """
-        saved = dict(sys.modules)
+        touched = [
+            name
+            for name in sys.modules
+            if name.startswith(("twisted_smtpd.handlers.amqp", "twisted_smtpd.handlers._amqp"))
+        ]
+        touched += modules
+        saved = {name: sys.modules[name] for name in touched if name in sys.modules}
 
         def restore() -> None:
-            sys.modules.clear()
+            # Only what was changed: a module imported meanwhile stays, as
+            # importing it again could register its adapters twice.
+            for name in touched:
+                sys.modules.pop(name, None)
             sys.modules.update(saved)
 
         self.addCleanup(restore)
-        for name in list(sys.modules):
-            if name.startswith(("twisted_smtpd.handlers.amqp", "twisted_smtpd.handlers._amqp")):
-                del sys.modules[name]
+        for name in touched:
+            sys.modules.pop(name, None)
         for module in modules:
             sys.modules[module] = None  # type: ignore[assignment]
 
