@@ -332,3 +332,39 @@ class FlagMeaningTests(SynchronousTestCase):
             self.assertEqual(changed, expected, f"{row[3]} ({arguments})")
             checked += 1
         self.assertGreater(checked, 35)
+
+
+class FieldErrorTests(SynchronousTestCase):
+    def test_errorsNameTheFlag(self) -> None:
+        """
+        A value that L{ServerOptions} refuses, though the flag's own check
+        let it through, is one usage line naming the flag, as
+        C{docs/operator.md} promises: a CR in C{--banner}, an unknown
+        mechanism in C{--auth-methods} (with the ones it knows).
+        """
+        for arguments, expected in [
+            (["--banner", "hi\r\n250 forged"], "--banner: banner must not contain CR, LF or NUL"),
+            (
+                ["--auth-methods", "PLAIN,GSSAPI"],
+                "--auth-methods: unknown AUTH methods: GSSAPI;"
+                " one of: CRAM-MD5 LOGIN PLAIN XOAUTH2",
+            ),
+        ]:
+            config = Options()
+            e = self.assertRaises(usage.UsageError, config.parseOptions, [*arguments, "--sink"])
+            self.assertEqual(str(e), expected)
+
+    def test_everyFieldWithAFlag(self) -> None:
+        """
+        The errors of every field that the options page gives a flag of its
+        own name that flag.
+        """
+        from twisted_smtpd._twistd.tapflags import FIELD_FLAGS
+
+        named = {}
+        for field, row in fieldRows().items():
+            flag = re.match(r"^`--([\w-]+)", row[3])
+            if flag is not None and flag.group(1) != "hide":
+                named[field] = flag.group(1)
+        self.assertGreater(len(named), 30)
+        self.assertEqual({f: FIELD_FLAGS.get(f) for f in named}, named)
