@@ -265,14 +265,23 @@ class CodeBlockTests(SynchronousTestCase):
 
     def test_twistdCommands(self) -> None:
         """
-        Every C{twistd ... smtpd} command shown uses options C{twistd smtpd}
-        has, with their values.
+        Every C{twistd ... smtpd} command shown (in a shell block, or as the
+        C{ExecStart=} of a systemd unit) uses options C{twistd smtpd} has,
+        with their values.
         """
         checked = 0
         for block in allBlocks():
-            if block.language not in SHELL:
+            if block.language in SHELL:
+                commands = commandLines(block.text)
+            elif block.language == "ini":
+                commands = [
+                    line.removeprefix("ExecStart=")
+                    for line in commandLines(block.text)
+                    if line.startswith("ExecStart=")
+                ]
+            else:
                 continue
-            for command in commandLines(block.text):
+            for command in commands:
                 arguments = smtpdArguments(command)
                 if arguments is None:
                     continue

@@ -87,6 +87,23 @@ def formatClient(session: Session) -> str:
     return f"{loggable(name, 255)}[{session.remoteAddress[0] or 'unix'}]"
 
 
+def commandWord(word: bytes) -> str:
+    """
+    The first word of a command line that did not parse, for the C{reject:}
+    line: upper-cased and L{loggable}, and every white-space character left
+    in it (a no-break or em space: the line was split at ASCII white space
+    only) escaped, so that the word stays one word to a reader and to a
+    filter such as fail2ban's (C{\\S+}, which Unicode white space ends).
+    """
+    text = loggable(word.upper(), 16)
+    if not any(c.isspace() for c in text):
+        return text
+    return "".join(
+        (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}") if c.isspace() else c
+        for c in text
+    )
+
+
 def _namedAddress(argument: bytes) -> str:
     """
     The C{<address>} a MAIL or RCPT argument names, or the argument of other
@@ -282,10 +299,7 @@ class SessionLogger:
             # The line did not parse: its first word stands for the command;
             # no line at all is a refusal at connect.
             word = argument.split(None, 1)[0] if argument.strip() else b""
-            if data.get("connect"):
-                command = "CONNECT"
-            else:
-                command = loggable(word.upper(), 16) or "(empty line)"
+            command = "CONNECT" if data.get("connect") else commandWord(word) or "(empty line)"
             named = ""
         elif command in ("MAIL", "RCPT"):
             address = _namedAddress(argument)

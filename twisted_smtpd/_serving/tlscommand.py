@@ -36,6 +36,13 @@ def startTLS(p: SessionControl, argument: bytes) -> None:
     if factory is None or not factory.startTLSAvailable:
         p.fail(catalogue.NOT_IMPLEMENTED)
         return
+    if getattr(p.transport, "startTLS", None) is None:
+        # A connection that cannot switch (twisted_smtpd.testing's memory
+        # session, a factory served over stdio): 454 rather than a 220
+        # followed by an exception.
+        p.log.warn("STARTTLS refused: this connection cannot switch to TLS")
+        p.fail(catalogue.TLS_UNAVAILABLE)
+        return
     try:
         contextFactory = factory.tls.contextFactory()
     except ValueError as e:

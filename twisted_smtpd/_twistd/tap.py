@@ -28,6 +28,7 @@ from twisted.python import usage
 
 from twisted_smtpd._core.files import NotRegularFile, openRegular
 from twisted_smtpd._core.options import (
+    AUTH_METHODS,
     BARE_NEWLINE_POLICIES,
     HIDEABLE,
     KNOWN_COMMANDS,
@@ -68,6 +69,7 @@ from twisted_smtpd._twistd.tapflags import (
     DEFAULT_LISTEN,
     DEFAULT_MAILDIR,
     DELIVERIES,
+    FIELD_FLAGS,
     LOG_FORMATS,
 )
 from twisted_smtpd._twistd.taphandlers import HANDLERS
@@ -266,11 +268,12 @@ class Options(AuthOptionMixin, usage.Options):
         @raise usage.UsageError: If the file cannot be read or holds an
             unknown option or a value of the wrong kind.
         """
+        flags = {name.rstrip("="): name.endswith("=") for name in self.longOpt}
+        switches = {name for name, takesValue in flags.items() if not takesValue}
         try:
-            settings = readConfig(path)
+            settings = readConfig(path, switches)
         except (OSError, ValueError) as e:
             raise usage.UsageError(f"--config {path!r}: {reason(e)}") from None
-        flags = {name.rstrip("="): name.endswith("=") for name in self.longOpt}
         replaced = set(given)
         if replaced & set(DELIVERIES):
             replaced |= set(DELIVERIES) | set(_MODIFIERS)
@@ -372,7 +375,14 @@ class Options(AuthOptionMixin, usage.Options):
         try:
             return ServerOptions(**settings)
         except ValueError as e:
-            raise usage.UsageError(reason(e)) from None
+            why = reason(e)
+            field = why.partition(" ")[0]
+            if why.startswith("unknown AUTH methods: "):
+                field = "authMethods"
+                why += "; one of: " + " ".join(sorted(AUTH_METHODS))
+            if field in FIELD_FLAGS:
+                why = f"--{FIELD_FLAGS[field]}: {why}"
+            raise usage.UsageError(why) from None
 
     def _ownKeys(self) -> list[tuple[str, OwnKeys]]:
         """

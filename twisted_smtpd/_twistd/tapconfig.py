@@ -15,7 +15,7 @@ import ipaddress
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, NoReturn
 
 from twisted.cred.checkers import ICredentialsChecker, InMemoryUsernamePasswordDatabaseDontUse
@@ -119,7 +119,7 @@ def asArguments(name: str, value: object, takesValue: bool, repeatable: bool) ->
 CONFIG_LIMIT = 1024 * 1024
 
 
-def readConfig(path: str) -> dict[str, object]:
+def readConfig(path: str, switches: Collection[str] = ()) -> dict[str, object]:
     """
     Read a C{twistd smtpd} configuration file.
 
@@ -128,9 +128,12 @@ def readConfig(path: str) -> dict[str, object]:
     other file is INI, section C{[smtpd]}: repeatable options take one value
     per line, flags C{true}/C{false} (or yes/no, on/off, 1/0).
 
+    @param switches: The long names of the flags that take no value: only
+        their INI values are read as booleans, so that C{max-clients = 0},
+        C{workers = 1} or C{banner = yes} keep their text.
     @return: Option names (as written) to values; INI values are strings,
-        lists of strings for several lines, or booleans for words like
-        C{true}.
+        lists of strings for several lines, or booleans for the words like
+        C{true} given to a switch.
     Only a regular file of at most L{CONFIG_LIMIT} bytes is read: a named
     pipe would block the start, a device such as C{/dev/zero} never ends.
 
@@ -172,7 +175,7 @@ def readConfig(path: str) -> dict[str, object]:
     for key, text in parser.items("smtpd"):
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         lowered = text.strip().lower()
-        if lowered in parser.BOOLEAN_STATES:
+        if key.replace("_", "-") in switches and lowered in parser.BOOLEAN_STATES:
             settings[key] = parser.BOOLEAN_STATES[lowered]
         else:
             settings[key] = lines[0] if len(lines) == 1 else lines

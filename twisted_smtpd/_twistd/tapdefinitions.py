@@ -165,7 +165,13 @@ PARAMETERS: list[list[Any]] = [
         "normalize it to CRLF, or keep it (legacy). It never ends a message.",
         _choice("bare-newline", sorted(BARE_NEWLINE_POLICIES)),
     ],
-    ["tls-cert", None, None, "PEM certificate chain for STARTTLS and ssl: listeners."],
+    [
+        "tls-cert",
+        None,
+        None,
+        "PEM certificate chain for STARTTLS and ssl: listeners [default: a"
+        " self-signed one for --hostname, with a warning].",
+    ],
     ["tls-key", None, None, "PEM private key [default: in --tls-cert]."],
     [
         "tls-ca",

@@ -59,6 +59,28 @@ _NETWORKS = {
     "limit-exempt": "limitExemptions",
 }
 
+# The ServerOptions fields set by flags of their own, with the flag: an error
+# ServerOptions gives about a field ("banner must not contain CR, LF or NUL")
+# names the flag instead.
+FIELD_FLAGS = {
+    **{attribute: flag for flag, attribute in _NUMBERS.items()},
+    **{attribute: flag for flag, attribute in _RATES.items()},
+    **{attribute: flag for flag, attribute in _SWITCHES.items()},
+    **{attribute: flag for flag, attribute in _NETWORKS.items()},
+    "name": "hostname",
+    "banner": "banner",
+    "certificate": "tls-cert",
+    "privateKey": "tls-key",
+    "caCertificates": "tls-ca",
+    "sniOptions": "sni",
+    "tlsCiphers": "tls-ciphers",
+    "tlsMinVersion": "tls-min-version",
+    "bareNewline": "bare-newline",
+    "ignoredHosts": "ignored-hosts",
+    "disabledCommands": "disable",
+    "authMethods": "auth-methods",
+}
+
 # The flags choosing where messages go, and the flags that only make sense
 # with one of them.
 DELIVERIES = (

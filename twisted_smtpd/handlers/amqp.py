@@ -11,7 +11,17 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-import pika
+try:
+    import pika
+except ImportError as e:
+    # One line naming the extra, for a program importing this module as
+    # for --amqp (which reports the missing package from e.name).
+    missing = e.name or "pika"
+    raise ImportError(
+        f"AMQPHandler needs the amqp extra ({missing} is missing):"
+        " pip install 'twisted-smtpd[amqp]'",
+        name=e.name,
+    ) from None
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory
