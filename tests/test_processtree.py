@@ -120,12 +120,12 @@ class KillTreeTests(TestCase):
     def deliver(self, script: str, **kwargs: Any) -> Deferred[str]:
         """
         Run C{sh -c script}, C{$OUT} the pid file written with C{mv}, past
-        a time limit of half a second.
+        a time limit of two seconds (time for the shell to write it first).
         """
         handler = PipeHandler(
             ["sh", "-c", script],
             env={"OUT": self.pidFile, "TMP": self.pidFile + ".tmp"},
-            timeout=0.5,
+            timeout=2.0,
             reactor=reactor,
             **kwargs,
         )
