@@ -118,6 +118,13 @@ class ProcessReactor(Clock):
         return process
 
 
+def runNow(f: Any, *args: Any) -> None:
+    """
+    Start a kill's thread: run it at once, in the calling thread.
+    """
+    f(*args)
+
+
 class PipeUnitTests(SynchronousTestCase):
     """
     L{PipeHandler} against a fake process.
@@ -125,7 +132,9 @@ class PipeUnitTests(SynchronousTestCase):
 
     def handler(self, command: Any = "cat -u", **kwargs: Any) -> PipeHandler:
         self.reactor = ProcessReactor()
-        return PipeHandler(command, reactor=self.reactor, **kwargs)
+        handler = PipeHandler(command, reactor=self.reactor, **kwargs)
+        handler._startKill = runNow
+        return handler
 
     def start(
         self, command: Any = "cat -u", body: bytes = BODY, session: Any = None, **kwargs: Any

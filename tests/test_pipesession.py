@@ -6,6 +6,7 @@ delivered: the command is killed, or never started.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.testing import EventLoggingObserver
@@ -19,6 +20,28 @@ from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers.pipe import PipeHandler
 
 
+class ManualThreads:
+    """
+    Starts the threads a kill runs in: at once in the calling thread, or
+    only when told.
+    """
+
+    def __init__(self, runAtOnce: bool) -> None:
+        self.runAtOnce = runAtOnce
+        self.pending: list[tuple[Callable[..., object], tuple[object, ...]]] = []
+
+    def start(self, f: Callable[..., object], *args: object) -> None:
+        if self.runAtOnce:
+            f(*args)
+        else:
+            self.pending.append((f, args))
+
+    def runAll(self) -> None:
+        while self.pending:
+            f, args = self.pending.pop(0)
+            f(*args)
+
+
 class PipeSessionEndTests(SynchronousTestCase):
     """
     L{PipeHandler.onClose} against a fake process.
@@ -28,6 +51,7 @@ class PipeSessionEndTests(SynchronousTestCase):
         self.reactor = ProcessReactor()
         self.session = makeSession()
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.threads = ManualThreads(runAtOnce=True)
 
     def lines(self) -> list[str]:
         return [
@@ -38,6 +62,7 @@ class PipeSessionEndTests(SynchronousTestCase):
 
     def start(self, **kwargs: Any) -> tuple[PipeHandler, Any, Any]:
         handler = PipeHandler("cat -u", reactor=self.reactor, **kwargs)
+        handler._startKill = self.threads.start
         stream = MessageStream(upstream=Upstream(), maxBuffer=10)
         d = handler.onData(stream, self.session)
         feed(stream, BODY)
@@ -74,8 +99,18 @@ class PipeSessionEndTests(SynchronousTestCase):
         from twisted_smtpd.handlers import _processtree
 
         killed: list[list[int]] = []
-        self.patch(_processtree, "stopDescendants", lambda pid: [pid + 1, pid + 2])
-        self.patch(_processtree, "kill", killed.append)
+
+        def stopDescendants(
+            root: _processtree.Process, stopped: list[_processtree.Process]
+        ) -> list[_processtree.Process]:
+            stopped.extend([_processtree.Process(root.pid + 1), _processtree.Process(root.pid + 2)])
+            return stopped
+
+        def kill(processes: list[_processtree.Process]) -> None:
+            killed.append([process.pid for process in processes])
+
+        self.patch(_processtree, "stopDescendants", stopDescendants)
+        self.patch(_processtree, "kill", kill)
 
         def refuse(signal: str) -> None:
             raise PermissionError(1, "Operation not permitted")
@@ -109,39 +144,52 @@ class PipeSessionEndTests(SynchronousTestCase):
         process.exit(None, 9)
         self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
 
-    def test_treeWalkInThread(self) -> None:
+    def test_treeWalkInThreadOfItsOwn(self) -> None:
         """
         The command is stopped at once, on the reactor's thread, but the
         walk of C{/proc} for the processes below it, and their death and
-        its, happen in the handler's thread pool: with 300 processes on the
-        system, the walk takes milliseconds in which no session would be
-        served.  That holds at the session's end and at the time limit.
+        its, happen in a thread started for that kill: with 300 processes
+        on the system, the walk takes milliseconds in which no session
+        would be served.  Not in the handler's thread pool, whose threads
+        may all be held by spool writes to a disk that hangs: the kill of a
+        command past its time limit would wait for one, the command left
+        stopped and its client unanswered.  That holds at the session's end
+        and at the time limit.
         """
         from twisted_smtpd.handlers import _processtree
 
         walked: list[int] = []
         killed: list[list[int]] = []
 
-        def stopDescendants(pid: int) -> list[int]:
-            walked.append(pid)
-            return [pid + 1]
+        def stopDescendants(
+            root: _processtree.Process, stopped: list[_processtree.Process]
+        ) -> list[_processtree.Process]:
+            walked.append(root.pid)
+            stopped.append(_processtree.Process(root.pid + 1))
+            return stopped
+
+        def kill(processes: list[_processtree.Process]) -> None:
+            killed.append([process.pid for process in processes])
 
         self.patch(_processtree, "stopDescendants", stopDescendants)
-        self.patch(_processtree, "kill", killed.append)
+        self.patch(_processtree, "kill", kill)
+        self.threads.runAtOnce = False
         pool = ManualThreadPool()
         handler, d, process = self.start(threadpool=pool, timeout=10)
         while process is None:
             pool.runOne()
             process = self.reactor.spawned[0][3] if self.reactor.spawned else None
         pool.runAll()
+        # From here on the pool is taken: nothing queued there ever runs.
         process.pid = 4000
         handler.onClose(self.session)
         self.assertEqual((process.signals, walked, killed), (["STOP"], [], []))
         self.assertEqual(
             self.lines(), ["s1d pipe command killed: the session ended before it exited"]
         )
-        pool.runAll()
+        self.threads.runAll()
         self.assertEqual((process.signals, walked, killed), (["STOP", "KILL"], [4000], [[4001]]))
+        self.assertEqual(pool.jobs, [])
         process.exit(None, 9)
         self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
 
@@ -154,13 +202,29 @@ class PipeSessionEndTests(SynchronousTestCase):
         process.pid = 5000
         self.reactor.advance(10)
         self.assertEqual((process.signals, walked[1:]), (["STOP"], []))
-        pool.runAll()
+        self.threads.runAll()
         self.assertEqual(
             (process.signals, walked[1:], killed[1:]), (["STOP", "KILL"], [5000], [[5001]])
         )
+        self.assertEqual(pool.jobs, [])
         process.exit(None, 9)
         self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
         self.assertEqual(self.lines()[1:], ["s2 pipe command timed out"])
+
+    def test_oneKillPerCommand(self) -> None:
+        """
+        A command killed at its time limit whose session then ends before
+        it is reaped is not stopped nor walked a second time.
+        """
+        self.threads.runAtOnce = False
+        handler, d, process = self.start(timeout=10)
+        self.reactor.advance(10)
+        handler.onClose(self.session)
+        self.assertEqual((process.signals, len(self.threads.pending)), (["STOP"], 1))
+        self.threads.runAll()
+        self.assertEqual(process.signals, ["STOP", "KILL"])
+        process.exit(None, 9)
+        self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
 
     def test_sessionEndBeforeStartRunsNothing(self) -> None:
         """

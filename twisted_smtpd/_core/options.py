@@ -306,7 +306,9 @@ class ServerOptions:
     @ivar useXClient: Networks whose XCLIENT commands are trusted.
     @ivar useXForward: Networks whose XFORWARD commands are trusted.
     @ivar tlsCiphers: An OpenSSL cipher string for TLS 1.2, or C{None} for
-        Twisted's defaults.
+        Twisted's defaults; the TLS 1.3 suites named in it
+        (C{TLS_AES_256_GCM_SHA384}) are the TLS 1.3 suites, OpenSSL's
+        without any.
     @ivar tlsMinVersion: The lowest TLS version accepted, C{"TLSv1.2"} or
         C{"TLSv1.3"}.
     @ivar sniCallback: C{callback(name)} choosing a certificate for an SNI

@@ -66,8 +66,10 @@ class TLSPolicy:
 
     @ivar ciphers: An OpenSSL cipher string for TLS 1.2
         (C{"ECDHE+AESGCM:ECDHE+CHACHA20"}), or C{None} for Twisted's
-        defaults; TLS 1.3 suites are OpenSSL's.  Its C{@SECLEVEL=N}, if
-        any, is the security level of every context.
+        defaults.  TLS 1.3 suites named in it (C{TLS_AES_256_GCM_SHA384}:
+        names beginning with C{TLS_}, see L{splitCiphers}) are the TLS 1.3
+        suites of every context; without any they are OpenSSL's.  Its
+        C{@SECLEVEL=N}, if any, is the security level of every context.
     @ivar minVersion: C{"TLSv1.2"} or C{"TLSv1.3"}.
     """
 
@@ -87,8 +89,17 @@ class TLSPolicy:
             "raiseMinimumTo": TLS_VERSIONS[self.minVersion],
             "enableSessionTickets": sessionTickets,
         }
+        tls12, suites = splitCiphers(self.ciphers or "")
         if self.ciphers is not None:
-            kwargs["acceptableCiphers"] = _acceptableCiphers(self.ciphers)
+            _checkSuites(self.ciphers, suites)
+        if not any(not element.startswith("@") for element in tls12.split(":") if element):
+            if suites and self.minVersion == "TLSv1.2":
+                raise ValueError(
+                    f"the cipher string {self.ciphers!r} names only TLS 1.3 suites: add TLS 1.2"
+                    " ciphers, or raise the minimum version to TLS 1.3"
+                )
+        elif self.ciphers is not None:
+            kwargs["acceptableCiphers"] = _acceptableCiphers(tls12)
         try:
             options: Any = CertificateOptions(**kwargs)
             context: SSL.Context = options.getContext()
@@ -99,8 +110,10 @@ class TLSPolicy:
                 # that keys, groups and ciphers below it are refused.
                 # (Twisted 23.10 to 26.10 keep those names in _cipherString;
                 # without it, the operator's own string says the same.)
-                names = getattr(options, "_cipherString", None) or self.ciphers
+                names = getattr(options, "_cipherString", None) or tls12
                 context.set_cipher_list(f"{names}:@SECLEVEL={level}".encode())
+            if suites:
+                context.set_tls13_ciphersuites(":".join(suites).encode())
         except SSL.Error as e:
             if self.ciphers is None:
                 raise
@@ -189,6 +202,61 @@ class TLSPolicy:
                 policy.checkCiphers(certificateKinds(options))
             except ValueError as e:
                 raise ValueError(f"tlsCiphers: {e}") from None
+
+
+#: What separates the elements of an OpenSSL cipher string.
+_SEPARATORS = re.compile(r"[:, ]+")
+
+
+def splitCiphers(ciphers: str) -> tuple[str, tuple[str, ...]]:
+    """
+    Split a cipher string in two: the OpenSSL cipher string for TLS 1.2
+    and older, and the TLS 1.3 suites it names (C{TLS_AES_256_GCM_SHA384},
+    C{TLS_CHACHA20_POLY1305_SHA256}: the names beginning with C{TLS_}; no
+    TLS 1.2 cipher's does), in order.  OpenSSL keeps the two apart
+    (C{SSL_CTX_set_cipher_list}, C{SSL_CTX_set_ciphersuites}), and its
+    cipher string silently ignores a TLS 1.3 name.
+    """
+    tls12: list[str] = []
+    suites: list[str] = []
+    for element in _SEPARATORS.split(ciphers.strip()):
+        if element:
+            (suites if element.upper().startswith("TLS_") else tls12).append(element)
+    return ":".join(tls12), tuple(suites)
+
+
+@lru_cache(maxsize=16)
+def _checkSuites(ciphers: str, suites: tuple[str, ...]) -> None:
+    """
+    Refuse TLS 1.3 suites that cannot be set: a name OpenSSL does not know
+    (it would drop it silently), or any name when this pyOpenSSL cannot
+    set TLS 1.3 suites (C{Context.set_tls13_ciphersuites}, pyOpenSSL 25.2).
+    Also refuse a TLS 1.3 name excluded or moved (C{!TLS_...}, C{-TLS_...},
+    C{+TLS_...}): the TLS 1.3 suites are a plain list of those kept.
+
+    @raise ValueError: One line naming the suite.
+    """
+    for element in _SEPARATORS.split(ciphers.strip()):
+        if element[:1] in ("!", "-", "+") and element[1:].upper().startswith("TLS_"):
+            raise ValueError(
+                f"{element!r} in the cipher string {ciphers!r} cannot exclude nor move a TLS 1.3"
+                " suite: list the TLS 1.3 suites to keep"
+            )
+    if not suites:
+        return
+    if not hasattr(SSL.Context, "set_tls13_ciphersuites"):
+        raise ValueError(
+            f"the cipher string {ciphers!r} names TLS 1.3 suites, which this pyOpenSSL cannot"
+            " set (25.2 or later can): leave them out to keep OpenSSL's"
+        )
+    for suite in suites:
+        context = SSL.Context(SSL.TLS_METHOD)
+        try:
+            context.set_tls13_ciphersuites(suite.encode("ascii"))
+        except (SSL.Error, UnicodeEncodeError):
+            raise ValueError(
+                f"the cipher string {ciphers!r} names an unknown TLS 1.3 suite {suite!r}"
+            ) from None
 
 
 def _acceptableCiphers(ciphers: str) -> Any:

@@ -93,6 +93,9 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
             self.factory.addObserver(SessionLogger(self.factory.options.ignoredHosts, writer))
         self._previousHandler: Any = None
         self._reopener: ReopenOnSignal | None = None
+        #: How this process's lines name it when it is a worker of
+        #: C{--workers} (C{"worker 1, pid 4242"}), else C{None}.
+        self.workerName: str | None = None
 
     def serveMetrics(self, description: str | None) -> None:
         """
@@ -232,9 +235,12 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
                 # The listeners' own are reloaded all the same.
                 errors.append(reason(e))
         errors.extend(reason(e) for e in self._reloadEach())
+        where = f" in {self.workerName}" if self.workerName else ""
         for error in errors:
+            # A worker's line goes into its parent's log among the others'.
             self._log.error(
-                "Reloading TLS certificates failed, the old ones stay in use: {error}",
+                "Reloading TLS certificates failed{where}, the old ones stay in use: {error}",
+                where=where,
                 error=error,
             )
         # The server's own and those of ssl: listeners with keys of their

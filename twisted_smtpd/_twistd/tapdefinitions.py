@@ -179,7 +179,13 @@ PARAMETERS: list[list[Any]] = [
         None,
         "PEM CA bundle that signs client certificates [default: system CAs].",
     ],
-    ["tls-ciphers", None, None, "OpenSSL cipher string for TLS 1.2 [default: Twisted's]."],
+    [
+        "tls-ciphers",
+        None,
+        None,
+        "OpenSSL cipher string for TLS 1.2; TLS_* names in it set the TLS 1.3"
+        " suites [default: Twisted's, and OpenSSL's for TLS 1.3].",
+    ],
     [
         "tls-min-version",
         None,

@@ -24,6 +24,7 @@ from twisted_smtpd._twistd.workerside import (
     closeStandardInput,
     parentPipe,
     stdoutToStderr,
+    workerName,
 )
 from twisted_smtpd._twistd.workerwatchdog import heartbeatPipe
 
@@ -113,6 +114,11 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
             from twisted_smtpd._serving.metrics import MULTIPROC_ENV
 
             metricsDirectory = os.environ.get(MULTIPROC_ENV)
+        server.workerName = workerName()
+
+        def sessions() -> int:
+            return len(server.factory.connections)
+
         # A worker of --workers stops when its parent is gone.
         ParentWatch(
             pipe,
@@ -121,6 +127,7 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
             announceReady=closeStandardInput,
             metricsDirectory=metricsDirectory,
             heartbeat=heartbeatPipe(),
+            sessions=sessions,
         ).setServiceParent(server)
     if not inherited:
         for description in config["listen"]:

@@ -59,6 +59,14 @@ from twisted_smtpd._twistd.workerwatchdog import DEFAULT_TIMEOUT, HEARTBEAT, Wat
 #: parent (a file descriptor number).
 PARENT_PIPE = "TWISTED_SMTPD_PARENT_PIPE"
 
+#: The environment variable giving a worker its index, so that its own
+#: log lines can name it as its parent's do (C{worker 1, pid 4242}).
+WORKER_INDEX = "TWISTED_SMTPD_WORKER_INDEX"
+
+#: The longest sign of life kept while it waits for its end: a session
+#: count of up to 16 digits.
+_MAX_SIGN = 17
+
 _RUN_TWISTD = "from twisted_smtpd._twistd.workerside import runWorker; runWorker()"
 
 
@@ -92,6 +100,11 @@ class _Worker(ProcessProtocol):
         self.killed = False
         #: The descriptor of its signs of life, if it gives any.
         self.heartbeatFD: int | None = None
+        #: How many sessions it said it held at its last sign of life, and
+        #: when (the reactor's time); C{None} before its first count.
+        self.sessions: int | None = None
+        self.sessionsAt = 0.0
+        self._sign = b""
         self._partial = b""
         self._dropping = False
 
@@ -126,8 +139,24 @@ class _Worker(ProcessProtocol):
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         if childFD == self.heartbeatFD:
             self.lastSign = self.pool.reactor.seconds()
+            self._countSessions(data)
         else:
             super().childDataReceived(childFD, data)
+
+    def _countSessions(self, data: bytes) -> None:
+        """
+        Keep the last session count the worker's signs of life gave (each
+        a number and a line end, L{Heartbeat
+        <twisted_smtpd._twistd.workerwatchdog.Heartbeat>}); anything else
+        is a sign of life and nothing more.
+        """
+        *lines, rest = (self._sign + data).split(b"\n")
+        self._sign = rest if len(rest) < _MAX_SIGN else b""
+        for line in reversed(lines):
+            if line.isdigit() and len(line) < _MAX_SIGN:
+                self.sessions = int(line)
+                self.sessionsAt = self.lastSign
+                return
 
     def inConnectionLost(self) -> None:
         """
@@ -297,6 +326,7 @@ class WorkerPool(GivesLogObserver):
 
         env[INHERITED] = "\n".join(lines)
         env[PARENT_PIPE] = str(fd)
+        env[WORKER_INDEX] = str(index)
         # Only the directory this process made, never one it was told of.
         env.pop(SHARED_CERTIFICATE, None)
         env.update(self.extraEnvironment)
@@ -367,6 +397,20 @@ class WorkerPool(GivesLogObserver):
         if worker.pid is not None:
             for callback in self.onWorkerEnded:
                 callback(worker.pid)
+        if worker.sessions:
+            # Connections still open ended with it, reset (a graceful stop
+            # closed them before): their clients were answered nothing
+            # more and send their messages again later (one told 250 was
+            # delivered); a message whose reply was not sent yet may come
+            # twice, as after any connection lost.
+            self._log.warn(
+                "worker {index} (pid {pid}) held {sessions} sessions at its last sign of life,"
+                " {ago}s before it ended: any still open were cut",
+                index=index,
+                pid=worker.pid,
+                sessions=worker.sessions,
+                ago=round(self.reactor.seconds() - worker.sessionsAt),
+            )
         delay = self._pause(index, worker.started)
         status = reason.value
         code = getattr(status, "exitCode", None)

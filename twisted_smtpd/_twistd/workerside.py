@@ -40,7 +40,7 @@ from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._twistd.tapconfig import _sameFile as sameFile
 from twisted_smtpd._twistd.tapconfig import reason
 from twisted_smtpd._twistd.workercert import removeSharedCertificate
-from twisted_smtpd._twistd.workers import PARENT_PIPE
+from twisted_smtpd._twistd.workers import PARENT_PIPE, WORKER_INDEX
 from twisted_smtpd._twistd.workerwatchdog import Heartbeat
 
 #: The file in the workers' metrics directory that every worker holds a
@@ -181,6 +181,21 @@ def parentPipe(environ: dict[str, str] | None = None) -> int | None:
     return int(value) if value.isdigit() else None
 
 
+def workerName(environ: dict[str, str] | None = None) -> str | None:
+    """
+    How a worker's log lines name it, as its parent's do: C{"worker 1,
+    pid 4242"} (its index from L{WORKER_INDEX}, digits only, and its
+    pid), or C{None} outside a worker.
+    """
+    variables = environ if environ is not None else os.environ
+    if PARENT_PIPE not in variables:
+        return None
+    index = variables.get(WORKER_INDEX, "")
+    if index.isdigit() and index.isascii() and len(index) <= 6:
+        return f"worker {int(index)}, pid {os.getpid()}"
+    return f"worker pid {os.getpid()}"
+
+
 class _PipeReader(FileDescriptor):
     """
     Reads the pipe from the parent, which never writes: any end of it means
@@ -237,6 +252,7 @@ class ParentWatch(Service):
         announceReady: Callable[[], object] | None = None,
         metricsDirectory: str | None = None,
         heartbeat: tuple[int, float] | None = None,
+        sessions: Callable[[], int] | None = None,
     ) -> None:
         """
         @param fd: The worker's end of the pipe from its parent.
@@ -263,7 +279,10 @@ class ParentWatch(Service):
             <twisted_smtpd._twistd.workerwatchdog.heartbeatPipe>}): written
             from the time the reactor runs, so that the parent kills this
             worker if its reactor stops running.
+        @param sessions: Gives how many sessions the worker holds, told to
+            the parent with each sign of life (L{Heartbeat}).
         """
+        self._sessions = sessions
         self._heartbeat = heartbeat
         self._metricsDirectory = metricsDirectory
         self._metricsLock: int | None = None
@@ -302,7 +321,7 @@ class ParentWatch(Service):
     def _ready(self) -> None:
         self._log.info("worker ready, pid {pid}", pid=os.getpid())
         if self._heartbeat is not None:
-            Heartbeat(*self._heartbeat, self._reactor).start()
+            Heartbeat(*self._heartbeat, self._reactor, self._sessions).start()
         if self._announceReady is not None:
             self._announceReady()
 

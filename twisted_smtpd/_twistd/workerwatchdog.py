@@ -7,8 +7,9 @@ ends) is killed and started again.
 Each worker's socket is its own (C{SO_REUSEPORT}): the kernel goes on
 handing a worker that no longer runs its share of new connections, which
 would wait for ever for their greeting.  So every worker's reactor writes a
-sign of life (one octet) on a pipe to its parent every few seconds
-(L{Heartbeat}); the parent (L{Watchdog}) kills with SIGKILL a worker it has
+sign of life (the number of sessions it holds, so that the parent can say
+how many a worker that died took with it) on a pipe to its parent every
+few seconds (L{Heartbeat}); the parent (L{Watchdog}) kills with SIGKILL a worker it has
 heard nothing from, not even that it is ready, for C{--worker-timeout}
 seconds, with one line naming the worker, its pid and how long it was
 silent, and starts it again as any worker that ended.  Its socket stays
@@ -64,13 +65,22 @@ def heartbeatPipe(environ: dict[str, str] | None = None) -> tuple[int, float] | 
 
 class Heartbeat:
     """
-    In a worker: write one octet on the pipe to the parent every
+    In a worker: write a sign of life on the pipe to the parent every
     C{interval} seconds, from the reactor, so that a reactor that runs
     nothing any more writes nothing.  A parent that does not read (the pipe
     full) or is gone costs nothing but the failed write.
     """
 
-    def __init__(self, fd: int, interval: float, reactor: Any) -> None:
+    def __init__(
+        self, fd: int, interval: float, reactor: Any, sessions: Callable[[], int] | None = None
+    ) -> None:
+        """
+        @param sessions: Gives how many sessions the worker holds: each
+            sign of life is then that number and a line end (C{b"3\\n"}),
+            so that the parent can say how many a worker that died took
+            with it; without it, one octet.
+        """
+        self._sessions = sessions
         self._fd = fd
         self._interval = interval
         self._call = LoopingCall(self._beat)
@@ -85,8 +95,11 @@ class Heartbeat:
         self._call.start(self._interval, now=True)
 
     def _beat(self) -> None:
+        sign = b"."
+        if self._sessions is not None:
+            sign = b"%d\n" % self._sessions()
         try:
-            os.write(self._fd, b".")
+            os.write(self._fd, sign)
         except BlockingIOError:
             pass
         except OSError:

@@ -17,13 +17,12 @@ import re
 import shlex
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
+from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -31,21 +30,17 @@ from twisted.python.threadpool import ThreadPool
 
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, Session
-from twisted_smtpd.handlers import _processtree
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._childlimit import limited
 from twisted_smtpd.handlers._diskfailure import diskError, logDiskFailure
+from twisted_smtpd.handlers._piperun import CommandRun, KillThreads
 from twisted_smtpd.handlers._spool import Spool
 from twisted_smtpd.interfaces import IMessageStream
 
 # sysexits.h: a temporary failure, try again later.
 EX_TEMPFAIL = 75
-# How much standard error is kept to find its first line.
-_STDERR_KEEP = 4096
 _MAX_REASON = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-# Seconds an exited command's output pipes may stay open.
-_PIPE_GRACE = 1.0
 # Linux's limit on one argument or environment string, its NUL included
 # (MAX_ARG_STRLEN, 32 pages of 4 KiB): C{RECIPIENT} must stay under it.
 MAX_ARG_STRLEN = 32 * 4096
@@ -120,82 +115,6 @@ def _envValue(value: str) -> str:
     return value.replace("\x00", "")
 
 
-class _Run(ProcessProtocol):
-    """
-    One run of the command for one message.
-
-    Once the command has exited, its output pipes are given
-    L{_PIPE_GRACE} seconds to be read to their end, then closed: a process
-    it left running in the background with them open cannot hold the reply
-    back.
-    """
-
-    def __init__(self, clock: Any) -> None:
-        self.stderr = b""
-        self.exited: Failure | None = None
-        self.ended: Deferred[None] = Deferred()
-        self._clock = clock
-        self._closer: IDelayedCall | None = None
-
-    def errReceived(self, data: bytes) -> None:
-        if len(self.stderr) < _STDERR_KEEP:
-            self.stderr += data[: _STDERR_KEEP - len(self.stderr)]
-
-    def outReceived(self, data: bytes) -> None:
-        """
-        Standard output is discarded.
-        """
-
-    def processExited(self, reason: Failure) -> None:
-        self.exited = reason
-        self._closer = self._clock.callLater(_PIPE_GRACE, self._closePipes)
-
-    def _closePipes(self) -> None:
-        self._closer = None
-        if self.transport is not None:
-            self.transport.loseConnection()
-
-    def processEnded(self, reason: Failure) -> None:
-        if self._closer is not None and self._closer.active():
-            self._closer.cancel()
-        self._closer = None
-        self.exited = reason
-        self.ended.callback(None)
-
-    def kill(self, inThread: Any) -> str | None:
-        """
-        Kill the command and the processes it started (on Linux), or close
-        the pipes an exited command left open.
-
-        The command is stopped (C{SIGSTOP}) here, at once; the processes
-        below it are looked for (a walk of C{/proc}), stopped and killed
-        with it in a thread, by C{inThread}.
-
-        @return: Why the command could not be stopped nor killed (a setuid
-            program that took another real user), or C{None}.  The
-            processes below it that could be stopped are killed all the
-            same, never left stopped.
-        """
-        transport = self.transport
-        if self.exited is None and transport is not None:
-            try:
-                transport.signalProcess("STOP")
-            except ProcessExitedAlready:
-                return None
-            except OSError as e:
-                problem: str | None = e.strerror or type(e).__name__
-            else:
-                problem = None
-            pid = getattr(transport, "pid", None)
-            inThread(_processtree.killTree, pid, lambda: transport.signalProcess("KILL"))
-            return problem
-        if self._closer is not None:
-            # It exited but something holds its pipes: close them now.
-            self._closer.cancel()
-            self._closePipes()
-        return None
-
-
 class _Delivery:
     """
     The delivery in flight for one session: whether the session ended, the
@@ -205,7 +124,7 @@ class _Delivery:
 
     def __init__(self) -> None:
         self.sessionEnded = False
-        self.run: _Run | None = None
+        self.run: CommandRun | None = None
         self.timedOut = False
         self.killed = False
 
@@ -255,7 +174,8 @@ class PipeHandler(BaseHandler):
     full) or 451.
 
     A command running longer than C{timeout} is killed (C{SIGKILL}, with
-    every process below it, on Linux, found in a thread: see L{_Run.kill}) and
+    every process below it, on Linux, found in a thread of its own: see
+    L{CommandRun.kill <twisted_smtpd.handlers._piperun.CommandRun.kill>}) and
     answered 451 4.3.0.  One still running when its session ends (the
     client left, the server's C{handlerTimeout}, or its stop past
     C{closeTimeout}: the client was told 421 or nothing, and will send the
@@ -332,6 +252,8 @@ class PipeHandler(BaseHandler):
         self._argMax = _argMax()
         self._recipientArguments = self.argv.count(RECIPIENT_PLACEHOLDER)
         self._deliveries: dict[str, _Delivery] = {}
+        #: Runs a kill's walk of the command's processes in a thread.
+        self._startKill: Callable[..., object] = KillThreads(reactor).start
 
     def _inThread(self, f: Any, *args: Any) -> Deferred[Any]:
         pool = self._threadpool or self._reactor.getThreadPool()
@@ -472,7 +394,7 @@ class PipeHandler(BaseHandler):
             return
         if run.exited is None and not delivery.timedOut:
             delivery.killed = True
-            problem = run.kill(self._inThread)
+            problem = run.kill(self._startKill)
             if problem is None:
                 self._log.warn(
                     "{session} pipe command killed: the session ended before it exited",
@@ -486,7 +408,7 @@ class PipeHandler(BaseHandler):
                     problem=problem,
                 )
             return
-        run.kill(self._inThread)
+        run.kill(self._startKill)
 
     async def _deliver(self, stream: IMessageStream, session: Session, delivery: _Delivery) -> str:
         spool = Spool(self.spoolDirectory, self._inThread)
@@ -513,7 +435,7 @@ class PipeHandler(BaseHandler):
                 "{session} pipe command not started: the session ended", session=session.id
             )
             raise SMTPError(451, "Error: the session ended", "4.3.0")
-        run = delivery.run = _Run(self._reactor)
+        run = delivery.run = CommandRun(self._reactor)
         env = self.environment(session)
         executable, argv = self._command(self.arguments(session), env, False)
         try:
@@ -538,7 +460,7 @@ class PipeHandler(BaseHandler):
 
         def timeOut() -> None:
             delivery.timedOut = True
-            problem = run.kill(self._inThread)
+            problem = run.kill(self._startKill)
             if problem is not None:
                 self._log.warn(
                     "{session} pipe command could not be killed at its time limit ({problem})",
@@ -566,12 +488,12 @@ class PipeHandler(BaseHandler):
             return f"OK: delivered to {os.path.basename(self.argv[0])}"
         value = reason.value
         code = getattr(value, "exitCode", None)
-        signal = getattr(value, "signal", None)
+        signum = getattr(value, "signal", None)
         detail = firstLine(stderr)
         self._log.warn(
             "{session} pipe command failed ({how}){detail}",
             session=session.id,
-            how=f"exit {code}" if code is not None else f"signal {signal}",
+            how=f"exit {code}" if code is not None else f"signal {signum}",
             detail=f": {detail}" if detail else "",
         )
         if isinstance(value, ProcessTerminated) and code == EX_TEMPFAIL:
@@ -580,7 +502,7 @@ class PipeHandler(BaseHandler):
             # Killed (the OOM killer, a crash): nothing says the message is
             # at fault, so the client tries again later, as Postfix's pipe
             # (pipe_command.c) defers with "Command died with signal N".
-            raise SMTPError(451, f"Error: command died with signal {signal}", "4.3.0")
+            raise SMTPError(451, f"Error: command died with signal {signum}", "4.3.0")
         text = f"Error: delivery command failed (exit status {code})"
         if detail:
             text += f": {detail}"
