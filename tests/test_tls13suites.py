@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from OpenSSL import SSL
 from twisted.python import usage
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.certs import TLSClient
 from tests.test_tap import parse
 from tests.test_tls import _TLSTestCase, handshake
 from tests.test_tlsresume import ResumingClient, _connection, reused
 from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._serving import sni
 from twisted_smtpd._serving.server import SMTPServerFactory
 from twisted_smtpd._serving.tls import ServerTLS, tlsInfo
 from twisted_smtpd.handlers import SinkHandler
@@ -38,8 +40,14 @@ class _SuiteClient(TLSClient):
 
 class TLS13SuiteTests(_TLSTestCase):
     """
-    C{tlsCiphers} names TLS 1.3 suites as well as TLS 1.2 ciphers.
+    C{tlsCiphers} names TLS 1.3 suites as well as TLS 1.2 ciphers, with a
+    pyOpenSSL that can set them (L{OlderPyOpenSSLTests} covers the others).
     """
+
+    def setUp(self) -> None:
+        if not sni.SETS_TLS13_SUITES:
+            raise SkipTest("this pyOpenSSL (before 25.2) cannot set TLS 1.3 suites")
+        super().setUp()
 
     def tls(self, ciphers: str, minVersion: str = "TLSv1.2") -> ServerTLS:
         return ServerTLS(
@@ -111,6 +119,44 @@ class TLS13SuiteTests(_TLSTestCase):
             self.assertEqual(str(e), message)
             e = self.assertRaises(usage.UsageError, parse, "--sink", "--tls-ciphers", ciphers)
             self.assertEqual(str(e), "--" + message.replace("tlsCiphers", "tls-ciphers", 1))
+
+
+class OlderPyOpenSSLTests(_TLSTestCase):
+    """
+    With a pyOpenSSL that cannot set TLS 1.3 suites (before 25.2; the
+    declared floor is older), naming one is refused at start with one line,
+    and a cipher string without any still works.  Runs with every
+    pyOpenSSL: a newer one is told it cannot.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.patch(sni, "SETS_TLS13_SUITES", False)
+        sni._checkSuites.cache_clear()
+        self.addCleanup(sni._checkSuites.cache_clear)
+
+    def test_suiteNamedRefused(self) -> None:
+        ciphers = "ECDHE+AESGCM:TLS_AES_256_GCM_SHA384"
+        message = (
+            f"tlsCiphers: the cipher string {ciphers!r} names TLS 1.3 suites, which this"
+            " pyOpenSSL cannot set (25.2 or later can): leave them out to keep OpenSSL's"
+        )
+        options = ServerOptions(tlsCiphers=ciphers)
+        e = self.assertRaises(ValueError, SMTPServerFactory, SinkHandler(), options)
+        self.assertEqual(str(e), message)
+        e = self.assertRaises(usage.UsageError, parse, "--sink", "--tls-ciphers", ciphers)
+        self.assertEqual(str(e), "--" + message.replace("tlsCiphers", "tls-ciphers", 1))
+
+    def test_withoutSuitesServed(self) -> None:
+        tls = ServerTLS(self.default.certificatePath, self.default.keyPath, ciphers="ECDHE+AESGCM")
+        result = handshake(tls.contextFactory())
+        self.assertTrue(result.server.handshakeDone)
+
+
+class CipherStringTests(SynchronousTestCase):
+    """
+    How a cipher string is split, whatever pyOpenSSL can set.
+    """
 
     def test_split(self) -> None:
         """

@@ -225,6 +225,11 @@ def splitCiphers(ciphers: str) -> tuple[str, tuple[str, ...]]:
     return ":".join(tls12), tuple(suites)
 
 
+#: Whether this pyOpenSSL can set the TLS 1.3 suites
+#: (C{Context.set_tls13_ciphersuites}, pyOpenSSL 25.2 and later).
+SETS_TLS13_SUITES = hasattr(SSL.Context, "set_tls13_ciphersuites")
+
+
 @lru_cache(maxsize=16)
 def _checkSuites(ciphers: str, suites: tuple[str, ...]) -> None:
     """
@@ -244,7 +249,7 @@ def _checkSuites(ciphers: str, suites: tuple[str, ...]) -> None:
             )
     if not suites:
         return
-    if not hasattr(SSL.Context, "set_tls13_ciphersuites"):
+    if not SETS_TLS13_SUITES:
         raise ValueError(
             f"the cipher string {ciphers!r} names TLS 1.3 suites, which this pyOpenSSL cannot"
             " set (25.2 or later can): leave them out to keep OpenSSL's"
