@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, Session
-from twisted_smtpd.handlers._amqpconnection import BrokerConnection, describeFailure
+from twisted_smtpd.handlers._amqpconnection import BrokerConnection, Confirms, describeFailure
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._envelope import envelopeFields, messageId, sanitise
 from twisted_smtpd.handlers.relay import loadTrustRoot
@@ -180,6 +180,7 @@ class AMQPHandler(BaseHandler):
         self._delay = firstRetry
         self._connection: BrokerConnection | None = None
         self._channel: Any = None
+        self._confirms: Confirms | None = None
         self._retry: Any = None
         self._attempt: Deferred[Any] | None = None
         self._waiting: list[Deferred[None]] = []
@@ -236,6 +237,7 @@ class AMQPHandler(BaseHandler):
             await connection.ready
             channel = await connection.channel()
             await channel.confirm_delivery()
+            confirms = Confirms(channel)
             if self.queue:
                 await channel.queue_declare(
                     queue=self.queue, durable=True, arguments=self._queueArguments or None
@@ -251,6 +253,7 @@ class AMQPHandler(BaseHandler):
             connection.close()
             return
         self._channel = channel
+        self._confirms = confirms
         self._state = _State.READY
         self._delay = self._firstRetry
         self._log.info("message broker connected: {host}", host=self._parameters.host)
@@ -294,6 +297,7 @@ class AMQPHandler(BaseHandler):
     def _lost(self, reason: object) -> None:
         connection, self._connection = self._connection, None
         self._channel = None
+        self._confirms = None
         self._blockedBy = None
         if self._state is _State.CLOSED:
             return
@@ -310,6 +314,7 @@ class AMQPHandler(BaseHandler):
     def _down(self) -> None:
         self._state = _State.DOWN
         self._channel = None
+        self._confirms = None
         self._wake()
         self._retry = self._reactor.callLater(self._delay, self._connect)
         self._delay = min(self._delay * 2, self._maxRetryDelay)
@@ -455,12 +460,13 @@ class AMQPHandler(BaseHandler):
                 count=len(fields["recipients"]),
             )
             raise SMTPError(451, "Error: envelope too large for the message broker", "4.3.0")
-        channel = self._channel
-        if self._state is not _State.READY or channel is None:
+        channel, confirms = self._channel, self._confirms
+        if self._state is not _State.READY or channel is None or confirms is None:
             self._log.warn(
                 "{session} message broker unavailable at the end of DATA", session=session.id
             )
             raise SMTPError(451, "Error: message broker unavailable, try again later", "4.3.0")
+        confirms.expect(identifier)
         try:
             confirmed: Deferred[Any] = channel.basic_publish(
                 exchange=self.exchange,
@@ -480,10 +486,17 @@ class AMQPHandler(BaseHandler):
             confirmed.cancel()
 
         timer = self._reactor.callLater(self._confirmTimeout, timeOut)
+        error: Exception | None = None
         try:
             await confirmed
         except Exception as e:
-            problem = "no confirm in time" if timedOut else _describe(e)
+            error = e
+        finally:
+            if timer.active():
+                timer.cancel()
+        error = confirms.settle(identifier, error)
+        if error is not None:
+            problem = "no confirm in time" if timedOut else _describe(error)
             self._log.warn(
                 "{session} message {id} not confirmed by the broker: {problem}",
                 session=session.id,
@@ -492,10 +505,7 @@ class AMQPHandler(BaseHandler):
             )
             raise SMTPError(
                 451, f"Error: message broker did not take the message ({problem})", "4.3.0"
-            ) from None
-        finally:
-            if timer.active():
-                timer.cancel()
+            )
         self._log.info("{session} published {id}", session=session.id, id=identifier)
         return f"OK: queued as {identifier}"
 

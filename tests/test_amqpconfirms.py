@@ -1,0 +1,137 @@
+# -*- test-case-name: tests.test_amqpconfirms -*-
+"""
+Which message a publisher confirm is for: L{AMQPHandler} answers 250 to a
+message the broker acknowledged and did not return, and 451 to one it
+returned (unroutable) or refused, whatever the order the broker sends its
+C{Basic.Return}, C{Basic.Ack} and C{Basic.Nack} frames in and whether an
+ack covers several messages (C{multiple}).
+"""
+
+from __future__ import annotations
+
+import pika
+from pika import spec
+from twisted.internet.defer import Deferred
+from twisted.logger import formatEvent
+
+from tests.test_amqp import TwistedProtocolConnectionTests, methodFrame
+from tests.test_handlers import makeSession
+from twisted_smtpd import SMTPError
+from twisted_smtpd._stream import MessageStream
+from twisted_smtpd.handlers._envelope import messageId
+
+
+def returnFrames(messageIdentifier: str, body: bytes) -> bytes:
+    """
+    The frames of a C{Basic.Return} (RFC: AMQP 0-9-1 section 1.8.3.10) of
+    the message published with C{message_id} C{messageIdentifier}.
+    """
+    method = methodFrame(spec.Basic.Return(312, "NO_ROUTE", "", "smtpd"), 1)
+    properties = spec.BasicProperties(message_id=messageIdentifier, delivery_mode=2)
+    header = bytes(pika.frame.Header(1, len(body), properties).marshal())
+    content = bytes(pika.frame.Body(1, body).marshal())
+    return method + header + content
+
+
+class ConfirmAttributionTests(TwistedProtocolConnectionTests):
+    """
+    Two messages in flight on the one channel; the second is returned.
+    """
+
+    def publishTwo(self) -> tuple[Deferred[str], Deferred[str], str, str]:
+        """
+        Publish two messages from two sessions, both awaiting confirms.
+        """
+        self.connected()
+        results = []
+        identifiers = []
+        for name in ("first", "second"):
+            session = makeSession(id=name)
+            stream = MessageStream()
+            d = self.handler.onData(stream, session)
+            stream._write(b"Subject: " + name.encode() + b"\r\n\r\nx\r\n")
+            stream._finish()
+            self.assertNoResult(d)
+            results.append(d)
+            identifiers.append(messageId(session))
+        return results[0], results[1], identifiers[0], identifiers[1]
+
+    def assertVerdicts(self, first: Deferred[str], second: Deferred[str]) -> None:
+        """
+        The first message is taken (250), the second, returned, is not
+        (451 4.3.0 naming the missing queue), with one line each.
+        """
+        error = self.failureResultOf(second, SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
+        self.assertIn("no queue bound", error.message)
+        self.assertEqual(self.successResultOf(first), "OK: queued as first.1")
+        self.assertEqual(
+            self.lines(),
+            [
+                "first published first.1",
+                "second message second.1 not confirmed by the broker: no queue bound",
+            ],
+        )
+
+    def test_returnThenSingleAcks(self) -> None:
+        """
+        The second message is returned, then the broker acknowledges the
+        first, then the second, one ack each (RabbitMQ acks an unroutable
+        message at once and a persisted one later): the return is the
+        second's, not the first's.
+        """
+        first, second, one, two = self.publishTwo()
+        self.feed(returnFrames(two, b"Subject: second\r\n\r\nx\r\n"))
+        self.feed(methodFrame(spec.Basic.Ack(delivery_tag=1), 1))
+        self.feed(methodFrame(spec.Basic.Ack(delivery_tag=2), 1))
+        self.assertVerdicts(first, second)
+
+    def test_returnThenMultipleAck(self) -> None:
+        """
+        The second message is returned, then one ack with C{multiple}
+        covers both: the first is taken, the second is not.
+        """
+        first, second, one, two = self.publishTwo()
+        self.feed(returnFrames(two, b"Subject: second\r\n\r\nx\r\n"))
+        self.feed(methodFrame(spec.Basic.Ack(delivery_tag=2, multiple=True), 1))
+        self.assertVerdicts(first, second)
+
+    def test_returnedFirstAckedOutOfOrder(self) -> None:
+        """
+        The first message is returned and acknowledged after the second:
+        the second's ack, arriving while the first's return is pending,
+        still means the second is taken.
+        """
+        first, second, one, two = self.publishTwo()
+        self.feed(returnFrames(one, b"Subject: first\r\n\r\nx\r\n"))
+        self.feed(methodFrame(spec.Basic.Ack(delivery_tag=2), 1))
+        self.feed(methodFrame(spec.Basic.Ack(delivery_tag=1), 1))
+        error = self.failureResultOf(first, SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
+        self.assertEqual(self.successResultOf(second), "OK: queued as second.1")
+        self.assertEqual(
+            [line.split(" ", 1)[0] for line in self.lines()],
+            ["second", "first"],
+        )
+
+    def test_lateReturnForgotten(self) -> None:
+        """
+        A return for a message no longer awaiting its confirm (it timed
+        out) is not kept, and does not touch the next message.
+        """
+        first, second, one, two = self.publishTwo()
+        self.clock.advance(30)
+        for d in (first, second):
+            self.failureResultOf(d, SMTPError)
+        self.feed(returnFrames(one, b"Subject: first\r\n\r\nx\r\n"))
+        self.feed(methodFrame(spec.Basic.Ack(delivery_tag=2, multiple=True), 1))
+        self.assertEqual(
+            [formatEvent(e) for e in self.events[self.mark :]][-2:],
+            [
+                "first message first.1 not confirmed by the broker: no confirm in time",
+                "second message second.1 not confirmed by the broker: no confirm in time",
+            ],
+        )
+        confirms = self.handler._confirms
+        assert confirms is not None
+        self.assertEqual((confirms.awaiting, confirms.returned), (set(), set()))
