@@ -4,7 +4,8 @@ Which message a publisher confirm is for: L{AMQPHandler} answers 250 to a
 message the broker acknowledged and did not return, and 451 to one it
 returned (unroutable) or refused, whatever the order the broker sends its
 C{Basic.Return}, C{Basic.Ack} and C{Basic.Nack} frames in and whether an
-ack covers several messages (C{multiple}).
+ack covers several messages (C{multiple}); and names the broker could
+never take, refused at start.
 """
 
 from __future__ import annotations
@@ -12,13 +13,18 @@ from __future__ import annotations
 import pika
 from pika import spec
 from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_amqp import TwistedProtocolConnectionTests, methodFrame
+from tests.test_amqp import URL, TwistedProtocolConnectionTests, methodFrame
 from tests.test_handlers import makeSession
+from tests.test_tap import parse
 from twisted_smtpd import SMTPError
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers._envelope import messageId
+from twisted_smtpd.handlers.amqp import AMQPHandler
 
 
 def returnFrames(messageIdentifier: str, body: bytes) -> bytes:
@@ -135,3 +141,37 @@ class ConfirmAttributionTests(TwistedProtocolConnectionTests):
         confirms = self.handler._confirms
         assert confirms is not None
         self.assertEqual((confirms.awaiting, confirms.returned), (set(), set()))
+
+
+class NameLengthTests(SynchronousTestCase):
+    """
+    Exchange, queue and routing key names are AMQP short strings (at most
+    255 octets): a longer one is a configuration error found at start, not
+    a failure of every connection or publish.
+    """
+
+    def test_longNamesRefused(self) -> None:
+        """
+        A name over 255 octets in UTF-8 is refused with a C{ValueError}
+        naming which one; 255 octets are accepted.
+        """
+        for keyword, what in (
+            ("exchange", "exchange"),
+            ("queue", "queue"),
+            ("routingKey", "routing key"),
+        ):
+            AMQPHandler(URL, reactor=MemoryReactorClock(), **{keyword: "n" * 255})
+            e = self.assertRaises(
+                ValueError, AMQPHandler, URL, reactor=MemoryReactorClock(), **{keyword: "é" * 128}
+            )
+            self.assertEqual(str(e), f"the {what} name is over 255 octets")
+
+    def test_longQueueIsOneUsageLine(self) -> None:
+        """
+        C{twistd smtpd --amqp-queue} with too long a name is one usage line
+        (the URL's password hidden).
+        """
+        e = self.assertRaises(usage.UsageError, parse, "--amqp", URL, "--amqp-queue", "q" * 256)
+        self.assertEqual(
+            str(e), "--amqp 'amqp://***:***@127.0.0.1:5672/%2F': the queue name is over 255 octets"
+        )

@@ -35,6 +35,9 @@ DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
 # frame_max: the frame's type, channel and size (7 octets), class id,
 # weight and body size (12), the properties, the frame end (1).
 _HEADER_FRAME_OVERHEAD = 7 + 12 + 1
+# AMQP 0-9-1 section 4.2.5.3: the longest short string (exchange, queue and
+# routing key names).
+_SHORT_STRING = 255
 # What one recipient adds to the headers' array: its type and length.
 _PER_RECIPIENT = 1 + 4
 # Kept free for what may still change between RCPT and the publish.
@@ -142,8 +145,8 @@ class AMQPHandler(BaseHandler):
         @param firstRetry: Seconds before the first reconnection attempt.
         @param maxRetryDelay: The longest pause between attempts.
         @param reactor: The reactor (the global one by default).
-        @raise ValueError: If C{url} is not an AMQP URL or a value is out of
-            range.
+        @raise ValueError: If C{url} is not an AMQP URL, a value is out of
+            range, or a name is longer than 255 octets in UTF-8.
         """
         if not url.startswith(("amqp://", "amqps://")):
             raise ValueError(f"not an amqp:// or amqps:// URL: {sanitise(url)!r}")
@@ -155,6 +158,12 @@ class AMQPHandler(BaseHandler):
             maxMessageSize = DEFAULT_MAX_MESSAGE_SIZE
         if maxMessageSize <= 0 or confirmTimeout <= 0 or connectTimeout <= 0:
             raise ValueError("sizes and timeouts must be positive")
+        resolvedKey = routingKey if routingKey is not None else queue
+        for what, name in (("exchange", exchange), ("queue", queue), ("routing key", resolvedKey)):
+            # AMQP 0-9-1 section 4.2.5.3: a short string, at most 255 octets;
+            # pika fails every declare or publish of a longer one.
+            if len(name.encode("utf-8")) > _SHORT_STRING:
+                raise ValueError(f"the {what} name is over {_SHORT_STRING} octets")
         if self._parameters.blocked_connection_timeout is None:
             # A connection the broker blocks for longer than a message may
             # wait for its confirm is dropped, and what it holds with it.
@@ -167,7 +176,7 @@ class AMQPHandler(BaseHandler):
         self._tls = url.startswith("amqps://")
         self._trustRoot = loadTrustRoot(caCertificates) if caCertificates is not None else None
         self.exchange = exchange
-        self.routingKey = routingKey if routingKey is not None else queue
+        self.routingKey = resolvedKey
         self.queue = queue
         self._queueArguments = dict(queueArguments or {})
         self.maxMessageSize = maxMessageSize
