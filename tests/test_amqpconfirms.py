@@ -18,10 +18,17 @@ from twisted.logger import formatEvent
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_amqp import URL, TwistedProtocolConnectionTests, methodFrame
+from tests.test_amqp import (
+    HANDSHAKE,
+    URL,
+    TwistedProtocolConnectionTests,
+    longRecipient,
+    methodFrame,
+)
 from tests.test_handlers import makeSession
 from tests.test_tap import parse
 from twisted_smtpd import SMTPError
+from twisted_smtpd._core.session import Address, Envelope
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers._envelope import messageId
 from twisted_smtpd.handlers.amqp import AMQPHandler
@@ -175,3 +182,56 @@ class NameLengthTests(SynchronousTestCase):
         self.assertEqual(
             str(e), "--amqp 'amqp://***:***@127.0.0.1:5672/%2F': the queue name is over 255 octets"
         )
+
+
+class NegotiatedFrameMaxTests(TwistedProtocolConnectionTests):
+    """
+    A broker may tune the connection to a smaller C{frame_max} than the one
+    asked for: the envelope's bound at RCPT and at the end of DATA follows
+    the negotiated value, so that no header frame the broker would refuse
+    (closing the connection every transaction shares) is published.
+    """
+
+    def tuned(self) -> None:
+        """
+        Complete the handshake with a broker tuning C{frame_max} to 8 KiB.
+        """
+        small = methodFrame(spec.Connection.Tune(channel_max=0, frame_max=8192, heartbeat=0))
+        self.feed(HANDSHAKE[0], small, *HANDSHAKE[2:])
+        self.assertTrue(self.handler.ready)
+        self.mark = len(self.events)
+
+    def test_recipientsBoundedByNegotiatedFrame(self) -> None:
+        """
+        Recipients are refused with 452 4.5.3 once the headers would not
+        fit in the negotiated 8 KiB, not the 128 KiB asked for.
+        """
+        self.tuned()
+        session = makeSession(envelope=Envelope(mailFrom=Address("a@example.com"), rcptTo=[]))
+        with self.assertRaises(SMTPError) as caught:
+            for index in range(100):
+                self.handler.onRcptTo(longRecipient(index), session)
+                session.envelope.rcptTo.append(longRecipient(index))
+        self.assertEqual((caught.exception.code, caught.exception.enhanced), (452, "4.5.3"))
+        self.assertGreater(len(session.envelope.rcptTo), 20)
+        self.assertLess(len(session.envelope.rcptTo), 32)
+
+    def test_oversizedEnvelopeNotPublished(self) -> None:
+        """
+        An envelope that fits 128 KiB but not the negotiated 8 KiB is
+        answered 451 at the end of DATA, and nothing is published.
+        """
+        self.tuned()
+        sent = len(self.transport.value())
+        session = makeSession(
+            envelope=Envelope(
+                mailFrom=Address("a@example.com"), rcptTo=[longRecipient(i) for i in range(40)]
+            )
+        )
+        stream = MessageStream()
+        d = self.handler.onData(stream, session)
+        stream._write(b"Subject: x\r\n\r\nx\r\n")
+        stream._finish()
+        error = self.failureResultOf(d, SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
+        self.assertEqual(len(self.transport.value()), sent)

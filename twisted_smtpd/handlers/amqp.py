@@ -425,8 +425,9 @@ class AMQPHandler(BaseHandler):
         connected, else as asked for.
         """
         connection = self._connection
-        params = getattr(connection, "params", None) or self._parameters
-        return int(params.frame_max)
+        if connection is not None:
+            return connection.frameMax()
+        return int(self._parameters.frame_max)
 
     def _properties(self, fields: dict[str, Any], timestamp: int) -> pika.BasicProperties:
         """
