@@ -117,8 +117,12 @@ class _BoundedHeadersProtocol(HTTP11ClientProtocol):
 
 class _BoundedHeadersFactory(_HTTP11ClientFactory):
     """
-    Builds L{_BoundedHeadersProtocol}s for the pool.
+    Builds L{_BoundedHeadersProtocol}s for the pool, silently: a message
+    leaves the handler's one line, not Twisted's C{Starting factory} and
+    C{Stopping factory} for each connection besides.
     """
+
+    noisy = False
 
     def buildProtocol(self, addr: object) -> _BoundedHeadersProtocol:
         return _BoundedHeadersProtocol(self._quiescentCallback)

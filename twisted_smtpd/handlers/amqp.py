@@ -234,7 +234,10 @@ class AMQPHandler(BaseHandler):
         def build() -> BrokerConnection:
             return BrokerConnection(parameters, custom_reactor=reactor)
 
-        connection: BrokerConnection = await self._endpoint().connect(Factory.forProtocol(build))
+        factory = Factory.forProtocol(build)
+        # One line per attempt, the handler's, not Twisted's two besides.
+        factory.noisy = False
+        connection: BrokerConnection = await self._endpoint().connect(factory)
         self._connection = connection
         timer = reactor.callLater(
             self._connectTimeout,
