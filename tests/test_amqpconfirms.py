@@ -4,8 +4,8 @@ Which message a publisher confirm is for: L{AMQPHandler} answers 250 to a
 message the broker acknowledged and did not return, and 451 to one it
 returned (unroutable) or refused, whatever the order the broker sends its
 C{Basic.Return}, C{Basic.Ack} and C{Basic.Nack} frames in and whether an
-ack covers several messages (C{multiple}); and names the broker could
-never take, refused at start.
+ack covers several messages (C{multiple}); names the broker could never
+take, refused at start; the negotiated C{frame_max}; a missing exchange.
 """
 
 from __future__ import annotations
@@ -13,14 +13,15 @@ from __future__ import annotations
 import pika
 from pika import spec
 from twisted.internet.defer import Deferred
-from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import formatEvent
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_amqp import (
     HANDSHAKE,
     URL,
+    FakeEndpoint,
     TwistedProtocolConnectionTests,
     longRecipient,
     methodFrame,
@@ -235,3 +236,57 @@ class NegotiatedFrameMaxTests(TwistedProtocolConnectionTests):
         error = self.failureResultOf(d, SMTPError).value
         self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
         self.assertEqual(len(self.transport.value()), sent)
+
+
+class MissingExchangeTests(TwistedProtocolConnectionTests):
+    """
+    With an exchange and no queue to declare (C{queue=""}), the handler
+    checks at each connection that the exchange exists (a passive
+    C{Exchange.Declare}): publishing to a missing one would make the
+    broker close the channel under every message, each sent whole before
+    its 451.
+    """
+
+    def setUp(self) -> None:
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.clock = MemoryReactorClock()
+        self.handler = AMQPHandler(URL, exchange="mail", queue="", reactor=self.clock)
+        self.endpoint = FakeEndpoint()
+        self.handler._endpoint = lambda: self.endpoint  # type: ignore[method-assign]
+        self.handler.start()
+        [self.connection] = self.endpoint.connections
+
+    def test_missingExchangeIsUnavailable(self) -> None:
+        """
+        A broker answering the check with C{404 NOT_FOUND} leaves the
+        handler unavailable (MAIL 451 at once) with one line naming the
+        broker's reply, and it tries again later.
+        """
+        self.feed(*HANDSHAKE[:5])
+        self.assertFalse(self.handler.ready)
+        declared = self.transport.value()
+        self.assertIn(b"mail", declared[-40:])
+        text = "NOT_FOUND - no exchange 'mail' in vhost '/'"
+        self.feed(methodFrame(spec.Channel.Close(404, text, 40, 10), 1))
+        self.assertFalse(self.handler.ready)
+        failure = self.failureResultOf(
+            self.handler.onMailFrom(Address("a@example.com"), makeSession()), SMTPError
+        )
+        self.assertEqual((failure.value.code, failure.value.enhanced), (451, "4.3.0"))
+        self.assertEqual(
+            [formatEvent(e) for e in self.events][:1],
+            [
+                f"message broker connection failed: channel closed by the broker: 404 {text};"
+                " again in 0.5s"
+            ],
+        )
+        self.clock.advance(0.5)
+        self.assertEqual(len(self.endpoint.connections), 2)
+
+    def test_existingExchange(self) -> None:
+        """
+        A broker answering the check with C{Exchange.DeclareOk} leaves the
+        handler ready.
+        """
+        self.feed(*HANDSHAKE[:5], methodFrame(spec.Exchange.DeclareOk(), 1))
+        self.assertTrue(self.handler.ready)

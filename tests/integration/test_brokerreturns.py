@@ -11,6 +11,8 @@ import smtplib
 import threading
 from typing import Any
 
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
 from twisted.internet.testing import EventLoggingObserver
 from twisted.internet.threads import deferToThread
 from twisted.logger import formatEvent, globalLogPublisher
@@ -136,6 +138,68 @@ class ReturnsTests(TestCase):
         self.assertEqual(
             lost, set(), f"{len(lost)} of {len(accepted)} messages answered 250 not queued"
         )
+
+
+class MissingExchangeTests(TestCase):
+    """
+    An exchange to publish to that the broker does not have.
+    """
+
+    timeout = 120
+
+    async def test_missingExchangeRefusedAtMail(self) -> None:
+        """
+        With no queue to declare, a missing exchange is found at connection
+        (one line naming the broker's 404), and MAIL is answered 451 before
+        any message is sent; once the exchange exists, messages are
+        published to it.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        broker = sharedBroker()
+        name = "missing-" + self.id().rsplit(".", 1)[-1]
+        handler = AMQPHandler(
+            broker.url, exchange=name, queue="", routingKey="k", firstRetry=0.1, maxRetryDelay=0.2
+        )
+        self.addCleanup(handler.close)
+        server = await listenForTests(handler)
+        self.addCleanup(server.close)
+
+        def mail() -> tuple[int, bytes]:
+            with smtplib.SMTP("127.0.0.1", server.port, timeout=60) as client:
+                client.ehlo("client.example")
+                return client.mail("a@example.com")
+
+        self.assertEqual(
+            await deferToThread(mail),
+            (451, b"4.3.0 Error: message broker unavailable, try again later"),
+        )
+        failed = [
+            formatEvent(event)
+            for event in events
+            if formatEvent(event).startswith("message broker connection failed")
+        ]
+        self.assertEqual(
+            failed[0],
+            "message broker connection failed: channel closed by the broker: 404 NOT_FOUND"
+            f" - no exchange '{name}' in vhost '/'; again in 0.1s",
+        )
+
+        def declare() -> None:
+            import pika
+
+            connection = pika.BlockingConnection(pika.URLParameters(broker.url))
+            channel = connection.channel()
+            channel.exchange_declare(name, "direct")
+            channel.queue_declare(name)
+            channel.queue_bind(name, name, routing_key="k")
+            connection.close()
+
+        await deferToThread(declare)
+        while not handler.ready:
+            await deferLater(reactor, 0.05, lambda: None)
+        code, text = await deferToThread(deliver, server.port, numbered(1, name))
+        self.assertEqual(code, 250, text)
+        self.assertEqual(await deferToThread(broker.depth, name), 1)
 
 
 class FrameMaxTests(TestCase):

@@ -78,7 +78,9 @@ class AMQPHandler(BaseHandler):
     At the first connection the handler opens a channel in publisher-confirm
     mode and declares C{queue} as a durable queue (with C{queueArguments});
     if C{exchange} is not the default exchange, the queue is bound to it with
-    C{routingKey}.  Each message is published with C{delivery_mode} 2
+    C{routingKey} (with no queue to declare, the exchange is checked to
+    exist).  A connection that fails one of these steps is retried as any
+    other.  Each message is published with C{delivery_mode} 2
     (persistent), C{mandatory} set, the raw message as the body, and:
 
       - properties: C{content_type} C{message/rfc822}, C{message_id} (the
@@ -258,6 +260,10 @@ class AMQPHandler(BaseHandler):
                     await channel.queue_bind(
                         queue=self.queue, exchange=self.exchange, routing_key=self.routingKey
                     )
+            elif self.exchange:
+                # Publishing to a missing exchange would close the channel
+                # under every message: find it out here, once an attempt.
+                await channel.exchange_declare(exchange=self.exchange, passive=True)
         finally:
             if timer.active():
                 timer.cancel()
