@@ -5,7 +5,8 @@ message the broker acknowledged and did not return, and 451 to one it
 returned (unroutable) or refused, whatever the order the broker sends its
 C{Basic.Return}, C{Basic.Ack} and C{Basic.Nack} frames in and whether an
 ack covers several messages (C{multiple}); names the broker could never
-take, refused at start; the negotiated C{frame_max}; a missing exchange.
+take, refused at start; the negotiated C{frame_max}; a missing exchange;
+the queue declared again once a message comes back.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import pika
 from pika import spec
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
@@ -84,6 +86,7 @@ class ConfirmAttributionTests(TwistedProtocolConnectionTests):
             [
                 "first published first.1",
                 "second message second.1 not confirmed by the broker: no queue bound",
+                "message broker returned a message as unroutable; declaring queue smtpd again",
             ],
         )
 
@@ -125,7 +128,7 @@ class ConfirmAttributionTests(TwistedProtocolConnectionTests):
         self.assertEqual(self.successResultOf(second), "OK: queued as second.1")
         self.assertEqual(
             [line.split(" ", 1)[0] for line in self.lines()],
-            ["second", "first"],
+            ["second", "first", "message"],
         )
 
     def test_lateReturnForgotten(self) -> None:
@@ -290,3 +293,78 @@ class MissingExchangeTests(TwistedProtocolConnectionTests):
         """
         self.feed(*HANDSHAKE[:5], methodFrame(spec.Exchange.DeclareOk(), 1))
         self.assertTrue(self.handler.ready)
+
+
+class RedeclareTests(TwistedProtocolConnectionTests):
+    """
+    A message returned as unroutable means the queue the handler declared
+    at connection is gone or unbound (deleted, or expired with
+    C{x-expires}): the handler declares it again, so that the next
+    messages are taken rather than refused until the next reconnection.
+    """
+
+    def publish(self, name: str) -> Deferred[str]:
+        session = makeSession(id=name)
+        stream = MessageStream()
+        d = self.handler.onData(stream, session)
+        stream._write(b"Subject: x\r\n\r\nx\r\n")
+        stream._finish()
+        return d
+
+    def test_queueDeclaredAgain(self) -> None:
+        """
+        After a return, the next frame the handler sends is a
+        C{Queue.Declare} of its queue, once however many messages come
+        back meanwhile; with the queue back, the next message is taken.
+        """
+        self.connected()
+        first, second = self.publish("first"), self.publish("second")
+        self.transport.clear()
+        for tag, name in ((1, "first"), (2, "second")):
+            self.feed(returnFrames(f"{name}.1", b"x"))
+            self.feed(methodFrame(spec.Basic.Ack(delivery_tag=tag), 1))
+        for d in (first, second):
+            self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
+        declare = methodFrame(spec.Queue.Declare(queue="smtpd", durable=True, arguments=None), 1)
+        self.assertEqual(self.transport.value(), declare)
+        self.feed(methodFrame(spec.Queue.DeclareOk("smtpd", 0, 0), 1))
+        third = self.publish("third")
+        self.feed(methodFrame(spec.Basic.Ack(delivery_tag=3), 1))
+        self.assertEqual(self.successResultOf(third), "OK: queued as third.1")
+        self.assertEqual(
+            self.lines().count(
+                "message broker returned a message as unroutable; declaring queue smtpd again"
+            ),
+            1,
+        )
+        # Another return later declares it again.
+        self.transport.clear()
+        fourth = self.publish("fourth")
+        self.transport.clear()
+        self.feed(returnFrames("fourth.1", b"x"))
+        self.feed(methodFrame(spec.Basic.Ack(delivery_tag=4), 1))
+        self.failureResultOf(fourth, SMTPError)
+        self.assertEqual(self.transport.value(), declare)
+
+    def test_declareRefused(self) -> None:
+        """
+        A broker refusing the declaration (the queue now exists with other
+        arguments) closes the channel: the handler reconnects, with one
+        line naming the broker's reply.
+        """
+        self.connected()
+        d = self.publish("first")
+        self.feed(returnFrames("first.1", b"x"))
+        self.feed(methodFrame(spec.Basic.Ack(delivery_tag=1), 1))
+        self.failureResultOf(d, SMTPError)
+        text = "PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'smtpd'"
+        self.feed(methodFrame(spec.Channel.Close(406, text, 50, 10), 1))
+        self.feed(methodFrame(spec.Connection.CloseOk()))
+        self.lose(ConnectionDone())
+        self.assertEqual(
+            self.lines()[-1],
+            f"message broker connection lost: channel closed by the broker: 406 {text};"
+            " again in 0.5s",
+        )
+        self.clock.advance(0.5)
+        self.assertEqual(len(self.endpoint.connections), 2)

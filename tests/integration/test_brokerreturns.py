@@ -140,6 +140,47 @@ class ReturnsTests(TestCase):
         )
 
 
+class QueueDeletedTests(TestCase):
+    """
+    The handler's queue deleted while it is connected.
+    """
+
+    timeout = 120
+
+    async def test_queueDeclaredAgain(self) -> None:
+        """
+        After its queue is deleted (by an operator, or expired), the
+        message the broker returns is 451, the handler declares the queue
+        again, and the next message is taken and queued.
+        """
+        broker = sharedBroker()
+        queue = "deleted-" + self.id().rsplit(".", 1)[-1]
+        handler = AMQPHandler(broker.url, queue=queue, firstRetry=0.1, maxRetryDelay=0.2)
+        self.addCleanup(handler.close)
+        server = await listenForTests(handler)
+        self.addCleanup(server.close)
+        code, text = await deferToThread(deliver, server.port, numbered(1, queue))
+        self.assertEqual(code, 250, text)
+
+        def delete() -> None:
+            import pika
+
+            connection = pika.BlockingConnection(pika.URLParameters(broker.url))
+            connection.channel().queue_delete(queue)
+            connection.close()
+
+        await deferToThread(delete)
+        code, text = await deferToThread(deliver, server.port, numbered(2, queue))
+        self.assertEqual(
+            (code, text),
+            (451, b"4.3.0 Error: message broker did not take the message (no queue bound)"),
+        )
+        code, text = await deferToThread(deliver, server.port, numbered(3, queue))
+        self.assertEqual(code, 250, text)
+        [(properties, body)] = await deferToThread(broker.consume, queue, 1)
+        self.assertEqual(body, numbered(3, queue))
+
+
 class MissingExchangeTests(TestCase):
     """
     An exchange to publish to that the broker does not have.

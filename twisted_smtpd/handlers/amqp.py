@@ -80,7 +80,9 @@ class AMQPHandler(BaseHandler):
     if C{exchange} is not the default exchange, the queue is bound to it with
     C{routingKey} (with no queue to declare, the exchange is checked to
     exist).  A connection that fails one of these steps is retried as any
-    other.  Each message is published with C{delivery_mode} 2
+    other.  A message the broker returns as unroutable makes the handler
+    declare and bind its queue again (it may have been deleted, or have
+    expired).  Each message is published with C{delivery_mode} 2
     (persistent), C{mandatory} set, the raw message as the body, and:
 
       - properties: C{content_type} C{message/rfc822}, C{message_id} (the
@@ -192,6 +194,7 @@ class AMQPHandler(BaseHandler):
         self._connection: BrokerConnection | None = None
         self._channel: Any = None
         self._confirms: Confirms | None = None
+        self._redeclaring = False
         self._retry: Any = None
         self._attempt: Deferred[Any] | None = None
         self._waiting: list[Deferred[None]] = []
@@ -252,18 +255,7 @@ class AMQPHandler(BaseHandler):
             channel = await connection.channel()
             await channel.confirm_delivery()
             confirms = Confirms(channel)
-            if self.queue:
-                await channel.queue_declare(
-                    queue=self.queue, durable=True, arguments=self._queueArguments or None
-                )
-                if self.exchange:
-                    await channel.queue_bind(
-                        queue=self.queue, exchange=self.exchange, routing_key=self.routingKey
-                    )
-            elif self.exchange:
-                # Publishing to a missing exchange would close the channel
-                # under every message: find it out here, once an attempt.
-                await channel.exchange_declare(exchange=self.exchange, passive=True)
+            await self._declare(channel)
         finally:
             if timer.active():
                 timer.cancel()
@@ -280,6 +272,44 @@ class AMQPHandler(BaseHandler):
         connection.closed.addBoth(self._lost)
         channel.on_closed.addBoth(self._channelClosed)
         self._wake()
+
+    async def _declare(self, channel: Any) -> None:
+        """
+        Declare the queue and bind it to the exchange, or, with no queue,
+        check that the exchange exists: publishing to a missing one would
+        close the channel under every message.
+        """
+        if self.queue:
+            await channel.queue_declare(
+                queue=self.queue, durable=True, arguments=self._queueArguments or None
+            )
+            if self.exchange:
+                await channel.queue_bind(
+                    queue=self.queue, exchange=self.exchange, routing_key=self.routingKey
+                )
+        elif self.exchange:
+            await channel.exchange_declare(exchange=self.exchange, passive=True)
+
+    def _redeclare(self, channel: Any) -> None:
+        """
+        The broker returned a message as unroutable on C{channel}: the queue
+        declared at connection is gone (deleted, or expired with
+        C{x-expires}) or unbound.  Declare and bind it again, one at a time;
+        if the broker refuses, it closes the channel and the handler
+        reconnects.
+        """
+        if not self.queue or self._redeclaring or channel is not self._channel:
+            return
+        self._redeclaring = True
+        self._log.warn(
+            "message broker returned a message as unroutable; declaring queue {queue} again",
+            queue=sanitise(self.queue),
+        )
+
+        def done(result: object) -> None:
+            self._redeclaring = False
+
+        Deferred.fromCoroutine(self._declare(channel)).addBoth(done)
 
     def _failed(self, reason: Failure) -> None:
         connection, self._connection = self._connection, None
@@ -522,6 +552,8 @@ class AMQPHandler(BaseHandler):
                 id=identifier,
                 problem=problem,
             )
+            if isinstance(error, pika.exceptions.UnroutableError):
+                self._redeclare(channel)
             raise SMTPError(
                 451, f"Error: message broker did not take the message ({problem})", "4.3.0"
             )
