@@ -368,3 +368,22 @@ class RedeclareTests(TwistedProtocolConnectionTests):
         )
         self.clock.advance(0.5)
         self.assertEqual(len(self.endpoint.connections), 2)
+
+    def test_otherQueueNotDeclared(self) -> None:
+        """
+        Publishing through the default exchange with a routing key that
+        names another queue than the one declared, a return is that other
+        queue's absence: nothing is declared.
+        """
+        handler = AMQPHandler(URL, routingKey="elsewhere", reactor=self.clock)
+        handler._endpoint = lambda: self.endpoint  # type: ignore[method-assign]
+        handler.start()
+        self.connection = self.endpoint.connections[-1]
+        self.handler = handler
+        self.connected()
+        d = self.publish("first")
+        self.transport.clear()
+        self.feed(returnFrames("first.1", b"x"))
+        self.feed(methodFrame(spec.Basic.Ack(delivery_tag=1), 1))
+        self.failureResultOf(d, SMTPError)
+        self.assertEqual(self.transport.value(), b"")

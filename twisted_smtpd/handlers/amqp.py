@@ -300,6 +300,10 @@ class AMQPHandler(BaseHandler):
         """
         if not self.queue or self._redeclaring or channel is not self._channel:
             return
+        if not self.exchange and self.routingKey != self.queue:
+            # The default exchange routes to the queue the key names: not
+            # the one declared here.
+            return
         self._redeclaring = True
         self._log.warn(
             "message broker returned a message as unroutable; declaring queue {queue} again",
