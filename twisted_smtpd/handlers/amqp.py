@@ -150,7 +150,8 @@ class AMQPHandler(BaseHandler):
         @param maxRetryDelay: The longest pause between attempts.
         @param reactor: The reactor (the global one by default).
         @raise ValueError: If C{url} is not an AMQP URL, a value is out of
-            range, or a name is longer than 255 octets in UTF-8.
+            range, a name is longer than 255 octets in UTF-8, or
+            C{caCertificates} is given with an C{amqp://} URL.
         """
         if not url.startswith(("amqp://", "amqps://")):
             raise ValueError(f"not an amqp:// or amqps:// URL: {sanitise(url)!r}")
@@ -158,6 +159,9 @@ class AMQPHandler(BaseHandler):
             self._parameters = pika.URLParameters(url)
         except Exception as e:
             raise ValueError(f"invalid AMQP URL: {sanitise(str(e))}") from None
+        if caCertificates is not None and not url.startswith("amqps://"):
+            # Verified TLS was asked for, and would silently not be used.
+            raise ValueError("a CA bundle needs an amqps:// URL")
         if maxMessageSize is None:
             maxMessageSize = DEFAULT_MAX_MESSAGE_SIZE
         if maxMessageSize <= 0 or confirmTimeout <= 0 or connectTimeout <= 0:

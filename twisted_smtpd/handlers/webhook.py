@@ -188,7 +188,7 @@ class WebhookHandler(BaseHandler):
             attempt on a connection that went silent leaves time for
             another on a new one.
         @param caCertificates: A PEM bundle to verify HTTPS with, instead of
-            the system's CAs.
+            the system's CAs (only with an C{https://} URL).
         @param spoolDirectory: Where the temporary files go.
         @param firstRetry: Seconds before the first retry; each pause
             doubles, up to C{maxRetryDelay}.
@@ -204,6 +204,9 @@ class WebhookHandler(BaseHandler):
             raise ValueError("timeout must be positive")
         if not attemptTimeout > 0:
             raise ValueError("attemptTimeout must be positive")
+        if caCertificates is not None and not url.startswith("https://"):
+            # Verified TLS was asked for, and would silently not be used.
+            raise ValueError("a CA bundle needs an https:// URL")
         if secret is not None and not secret:
             # An HMAC keyed with nothing is a signature anyone can make.
             raise ValueError("the webhook secret is empty")
