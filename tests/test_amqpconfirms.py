@@ -14,7 +14,7 @@ from __future__ import annotations
 import pika
 from pika import spec
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
@@ -387,3 +387,42 @@ class RedeclareTests(TwistedProtocolConnectionTests):
         self.feed(methodFrame(spec.Basic.Ack(delivery_tag=1), 1))
         self.failureResultOf(d, SMTPError)
         self.assertEqual(self.transport.value(), b"")
+
+
+class CloseDeadlineTests(TwistedProtocolConnectionTests):
+    """
+    Closing the handler waits for the broker's C{Connection.CloseOk} for
+    at most C{connectTimeout} seconds: a broker that stopped answering
+    (its processes stopped, heartbeats off) does not hold the close for
+    ever.
+    """
+
+    def test_silentBrokerDropped(self) -> None:
+        """
+        With no answer to the close, the connection is dropped after 10
+        seconds and the close completes; nothing is logged for it.
+        """
+        self.connected()
+        d = self.handler.close()
+        self.assertNoResult(d)
+        self.clock.advance(9.9)
+        self.assertNoResult(d)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(0.1)
+        self.assertTrue(self.transport.disconnecting)
+        self.lose(ConnectionAborted())
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(self.lines(), [])
+
+    def test_answeredClose(self) -> None:
+        """
+        A broker answering the close ends it at once, with no timer left
+        behind.
+        """
+        self.connected()
+        d = self.handler.close()
+        self.feed(methodFrame(spec.Channel.CloseOk(), 1))
+        self.feed(methodFrame(spec.Connection.CloseOk()))
+        self.lose(ConnectionDone())
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -192,6 +192,17 @@ def describeFailure(error: object) -> str:
     return sanitise(str(error)) or sanitise(type(error).__name__)
 
 
+def describePublishFailure(error: BaseException) -> str:
+    """
+    A short, safe name for a publish failure.
+    """
+    if isinstance(error, pika.exceptions.NackError):
+        return "refused by the broker"
+    if isinstance(error, pika.exceptions.UnroutableError):
+        return "no queue bound"
+    return sanitise(type(error).__name__)
+
+
 def _reply(error: Any) -> str:
     """
     The reply code and text of a pika C{ConnectionClosed} or

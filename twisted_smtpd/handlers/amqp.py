@@ -21,7 +21,12 @@ from twisted.python.failure import Failure
 
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, Session
-from twisted_smtpd.handlers._amqpconnection import BrokerConnection, Confirms, describeFailure
+from twisted_smtpd.handlers._amqpconnection import (
+    BrokerConnection,
+    Confirms,
+    describeFailure,
+    describePublishFailure,
+)
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._envelope import envelopeFields, messageId, sanitise
 from twisted_smtpd.handlers.relay import loadTrustRoot
@@ -382,7 +387,9 @@ class AMQPHandler(BaseHandler):
 
     def close(self) -> Deferred[None]:
         """
-        Close the connection and stop reconnecting.
+        Close the connection and stop reconnecting; a broker that does not
+        answer the close within C{connectTimeout} seconds has its connection
+        dropped.
         """
         self._state = _State.CLOSED
         self._wake()
@@ -398,8 +405,18 @@ class AMQPHandler(BaseHandler):
                 connection.transport.abortConnection()
             return Deferred.fromCoroutine(self._settle())
         connection.close()
+        # A broker that stopped answering would hold the close for ever.
+        timer = self._reactor.callLater(
+            self._connectTimeout, connection.drop, "no answer to the close"
+        )
         d: Deferred[None] = Deferred()
-        closed.addBoth(lambda _: d.callback(None))
+
+        def done(result: object) -> None:
+            if timer.active():
+                timer.cancel()
+            d.callback(None)
+
+        closed.addBoth(done)
         return d
 
     async def _settle(self) -> None:
@@ -553,7 +570,7 @@ class AMQPHandler(BaseHandler):
                 timer.cancel()
         error = confirms.settle(identifier, error)
         if error is not None:
-            problem = "no confirm in time" if timedOut else _describe(error)
+            problem = "no confirm in time" if timedOut else describePublishFailure(error)
             self._log.warn(
                 "{session} message {id} not confirmed by the broker: {problem}",
                 session=session.id,
@@ -574,14 +591,3 @@ def _encodedSize(properties: pika.BasicProperties) -> int:
     The octets C{properties} take in a content header frame.
     """
     return sum(len(part) for part in properties.encode())
-
-
-def _describe(error: BaseException) -> str:
-    """
-    A short, safe name for a publish failure.
-    """
-    if isinstance(error, pika.exceptions.NackError):
-        return "refused by the broker"
-    if isinstance(error, pika.exceptions.UnroutableError):
-        return "no queue bound"
-    return sanitise(type(error).__name__)
