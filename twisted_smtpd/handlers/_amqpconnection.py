@@ -114,6 +114,64 @@ class BrokerConnection(TwistedProtocolConnection):  # type: ignore[misc]
         super().connectionLost(reason)
 
 
+class Confirms:
+    """
+    Which message a publisher confirm on one channel is for, where pika's
+    Twisted adapter guesses.
+
+    A broker returns an unroutable C{mandatory} message (C{Basic.Return},
+    which names no delivery tag) before it acknowledges it, but it may
+    acknowledge other messages in between, or all at once (C{multiple}):
+    pika hands its one kept return to whichever message the next ack is
+    for, so that a message returned could be reported taken, and one taken
+    reported returned.  This matches returns by the C{message_id} each
+    message is published with instead.
+
+    @ivar awaiting: The message ids published and not yet settled.
+    @ivar returned: Those of them the broker returned.
+    """
+
+    def __init__(self, channel: Any) -> None:
+        """
+        @param channel: The confirmed L{TwistedChannel} the messages are
+            published on.
+        """
+        self.awaiting: set[str] = set()
+        self.returned: set[str] = set()
+        channel.add_on_return_callback(self._returned)
+
+    def _returned(self, message: Any) -> None:
+        identifier = message.properties.message_id
+        if identifier in self.awaiting:
+            self.returned.add(identifier)
+
+    def expect(self, identifier: str) -> None:
+        """
+        The message with C{identifier} is about to be published.
+        """
+        self.awaiting.add(identifier)
+
+    def settle(self, identifier: str, error: Exception | None) -> Exception | None:
+        """
+        How the publish of the message with C{identifier} really ended, once
+        pika fired its L{Deferred}: with C{error} (C{None} for an ack), as
+        corrected by the returns seen, and forget it.
+
+        @return: C{None} if the broker took the message, else the error.
+        """
+        self.awaiting.discard(identifier)
+        returned = identifier in self.returned
+        self.returned.discard(identifier)
+        unroutable = isinstance(error, pika.exceptions.UnroutableError)
+        if returned and (error is None or unroutable):
+            unroutableError: Exception = pika.exceptions.UnroutableError([])
+            return unroutableError
+        if unroutable and not returned:
+            # An ack for this message, given another's return.
+            return None
+        return error
+
+
 def describeFailure(error: object) -> str:
     """
     A short, safe account of why a connection, a channel or an AMQP method
@@ -132,6 +190,17 @@ def describeFailure(error: object) -> str:
     if isinstance(error, ConnectionLost):
         return "the connection to the broker was lost"
     return sanitise(str(error)) or sanitise(type(error).__name__)
+
+
+def describePublishFailure(error: BaseException) -> str:
+    """
+    A short, safe name for a publish failure.
+    """
+    if isinstance(error, pika.exceptions.NackError):
+        return "refused by the broker"
+    if isinstance(error, pika.exceptions.UnroutableError):
+        return "no queue bound"
+    return sanitise(type(error).__name__)
 
 
 def _reply(error: Any) -> str:

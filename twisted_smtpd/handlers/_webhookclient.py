@@ -69,7 +69,8 @@ class _BoundedHeadersProtocol(HTTP11ClientProtocol):
     """
     An L{HTTP11ClientProtocol} that drops the connection once a response's
     head is longer than L{HEADER_LIMIT} octets, as it does on a parse error,
-    or after more than L{MAX_INFORMATIONAL} 1xx answers.
+    or after more than L{MAX_INFORMATIONAL} 1xx answers, and at once when a
+    whole response arrives before the request body was sent.
     """
 
     _headerOctets = 0
@@ -102,6 +103,18 @@ class _BoundedHeadersProtocol(HTTP11ClientProtocol):
 
         return counted
 
+    def _finishResponse_TRANSMITTING(self, rest: bytes) -> None:
+        """
+        The whole answer came before the whole request body was sent (a
+        receiver may answer early, then read on): end the connection now,
+        which stops the body's producer, rather than let it send the rest
+        slowly into a connection Twisted will not reuse, reading the spool
+        the next attempt reads, or after it is closed.
+        """
+        super()._finishResponse_TRANSMITTING(rest)
+        assert self.transport is not None
+        cast(ITCPTransport, self.transport).abortConnection()
+
     def dataReceived(self, data: bytes) -> None:
         super().dataReceived(data)
         parser = self._parser
@@ -117,8 +130,12 @@ class _BoundedHeadersProtocol(HTTP11ClientProtocol):
 
 class _BoundedHeadersFactory(_HTTP11ClientFactory):
     """
-    Builds L{_BoundedHeadersProtocol}s for the pool.
+    Builds L{_BoundedHeadersProtocol}s for the pool, silently: a message
+    leaves the handler's one line, not Twisted's C{Starting factory} and
+    C{Stopping factory} for each connection besides.
     """
+
+    noisy = False
 
     def buildProtocol(self, addr: object) -> _BoundedHeadersProtocol:
         return _BoundedHeadersProtocol(self._quiescentCallback)

@@ -31,7 +31,12 @@ from twisted.python.failure import Failure
 
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, Session
-from twisted_smtpd.handlers._amqpconnection import BrokerConnection, describeFailure
+from twisted_smtpd.handlers._amqpconnection import (
+    BrokerConnection,
+    Confirms,
+    describeFailure,
+    describePublishFailure,
+)
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._envelope import envelopeFields, messageId, sanitise
 from twisted_smtpd.handlers.relay import loadTrustRoot
@@ -45,6 +50,9 @@ DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
 # frame_max: the frame's type, channel and size (7 octets), class id,
 # weight and body size (12), the properties, the frame end (1).
 _HEADER_FRAME_OVERHEAD = 7 + 12 + 1
+# AMQP 0-9-1 section 4.2.5.3: the longest short string (exchange, queue and
+# routing key names).
+_SHORT_STRING = 255
 # What one recipient adds to the headers' array: its type and length.
 _PER_RECIPIENT = 1 + 4
 # Kept free for what may still change between RCPT and the publish.
@@ -85,7 +93,11 @@ class AMQPHandler(BaseHandler):
     At the first connection the handler opens a channel in publisher-confirm
     mode and declares C{queue} as a durable queue (with C{queueArguments});
     if C{exchange} is not the default exchange, the queue is bound to it with
-    C{routingKey}.  Each message is published with C{delivery_mode} 2
+    C{routingKey} (with no queue to declare, the exchange is checked to
+    exist).  A connection that fails one of these steps is retried as any
+    other.  A message the broker returns as unroutable makes the handler
+    declare and bind its queue again (it may have been deleted, or have
+    expired).  Each message is published with C{delivery_mode} 2
     (persistent), C{mandatory} set, the raw message as the body, and:
 
       - properties: C{content_type} C{message/rfc822}, C{message_id} (the
@@ -152,8 +164,9 @@ class AMQPHandler(BaseHandler):
         @param firstRetry: Seconds before the first reconnection attempt.
         @param maxRetryDelay: The longest pause between attempts.
         @param reactor: The reactor (the global one by default).
-        @raise ValueError: If C{url} is not an AMQP URL or a value is out of
-            range.
+        @raise ValueError: If C{url} is not an AMQP URL, a value is out of
+            range, a name is longer than 255 octets in UTF-8, or
+            C{caCertificates} is given with an C{amqp://} URL.
         """
         if not url.startswith(("amqp://", "amqps://")):
             raise ValueError(f"not an amqp:// or amqps:// URL: {sanitise(url)!r}")
@@ -161,10 +174,19 @@ class AMQPHandler(BaseHandler):
             self._parameters = pika.URLParameters(url)
         except Exception as e:
             raise ValueError(f"invalid AMQP URL: {sanitise(str(e))}") from None
+        if caCertificates is not None and not url.startswith("amqps://"):
+            # Verified TLS was asked for, and would silently not be used.
+            raise ValueError("a CA bundle needs an amqps:// URL")
         if maxMessageSize is None:
             maxMessageSize = DEFAULT_MAX_MESSAGE_SIZE
         if maxMessageSize <= 0 or confirmTimeout <= 0 or connectTimeout <= 0:
             raise ValueError("sizes and timeouts must be positive")
+        resolvedKey = routingKey if routingKey is not None else queue
+        for what, name in (("exchange", exchange), ("queue", queue), ("routing key", resolvedKey)):
+            # AMQP 0-9-1 section 4.2.5.3: a short string, at most 255 octets;
+            # pika fails every declare or publish of a longer one.
+            if len(name.encode("utf-8")) > _SHORT_STRING:
+                raise ValueError(f"the {what} name is over {_SHORT_STRING} octets")
         if self._parameters.blocked_connection_timeout is None:
             # A connection the broker blocks for longer than a message may
             # wait for its confirm is dropped, and what it holds with it.
@@ -177,7 +199,7 @@ class AMQPHandler(BaseHandler):
         self._tls = url.startswith("amqps://")
         self._trustRoot = loadTrustRoot(caCertificates) if caCertificates is not None else None
         self.exchange = exchange
-        self.routingKey = routingKey if routingKey is not None else queue
+        self.routingKey = resolvedKey
         self.queue = queue
         self._queueArguments = dict(queueArguments or {})
         self.maxMessageSize = maxMessageSize
@@ -190,6 +212,8 @@ class AMQPHandler(BaseHandler):
         self._delay = firstRetry
         self._connection: BrokerConnection | None = None
         self._channel: Any = None
+        self._confirms: Confirms | None = None
+        self._redeclaring = False
         self._retry: Any = None
         self._attempt: Deferred[Any] | None = None
         self._waiting: list[Deferred[None]] = []
@@ -234,7 +258,10 @@ class AMQPHandler(BaseHandler):
         def build() -> BrokerConnection:
             return BrokerConnection(parameters, custom_reactor=reactor)
 
-        connection: BrokerConnection = await self._endpoint().connect(Factory.forProtocol(build))
+        factory = Factory.forProtocol(build)
+        # One line per attempt, the handler's, not Twisted's two besides.
+        factory.noisy = False
+        connection: BrokerConnection = await self._endpoint().connect(factory)
         self._connection = connection
         timer = reactor.callLater(
             self._connectTimeout,
@@ -246,14 +273,8 @@ class AMQPHandler(BaseHandler):
             await connection.ready
             channel = await connection.channel()
             await channel.confirm_delivery()
-            if self.queue:
-                await channel.queue_declare(
-                    queue=self.queue, durable=True, arguments=self._queueArguments or None
-                )
-                if self.exchange:
-                    await channel.queue_bind(
-                        queue=self.queue, exchange=self.exchange, routing_key=self.routingKey
-                    )
+            confirms = Confirms(channel)
+            await self._declare(channel)
         finally:
             if timer.active():
                 timer.cancel()
@@ -261,6 +282,7 @@ class AMQPHandler(BaseHandler):
             connection.close()
             return
         self._channel = channel
+        self._confirms = confirms
         self._state = _State.READY
         self._delay = self._firstRetry
         self._log.info("message broker connected: {host}", host=self._parameters.host)
@@ -269,6 +291,48 @@ class AMQPHandler(BaseHandler):
         connection.closed.addBoth(self._lost)
         channel.on_closed.addBoth(self._channelClosed)
         self._wake()
+
+    async def _declare(self, channel: Any) -> None:
+        """
+        Declare the queue and bind it to the exchange, or, with no queue,
+        check that the exchange exists: publishing to a missing one would
+        close the channel under every message.
+        """
+        if self.queue:
+            await channel.queue_declare(
+                queue=self.queue, durable=True, arguments=self._queueArguments or None
+            )
+            if self.exchange:
+                await channel.queue_bind(
+                    queue=self.queue, exchange=self.exchange, routing_key=self.routingKey
+                )
+        elif self.exchange:
+            await channel.exchange_declare(exchange=self.exchange, passive=True)
+
+    def _redeclare(self, channel: Any) -> None:
+        """
+        The broker returned a message as unroutable on C{channel}: the queue
+        declared at connection is gone (deleted, or expired with
+        C{x-expires}) or unbound.  Declare and bind it again, one at a time;
+        if the broker refuses, it closes the channel and the handler
+        reconnects.
+        """
+        if not self.queue or self._redeclaring or channel is not self._channel:
+            return
+        if not self.exchange and self.routingKey != self.queue:
+            # The default exchange routes to the queue the key names: not
+            # the one declared here.
+            return
+        self._redeclaring = True
+        self._log.warn(
+            "message broker returned a message as unroutable; declaring queue {queue} again",
+            queue=sanitise(self.queue),
+        )
+
+        def done(result: object) -> None:
+            self._redeclaring = False
+
+        Deferred.fromCoroutine(self._declare(channel)).addBoth(done)
 
     def _failed(self, reason: Failure) -> None:
         connection, self._connection = self._connection, None
@@ -304,6 +368,7 @@ class AMQPHandler(BaseHandler):
     def _lost(self, reason: object) -> None:
         connection, self._connection = self._connection, None
         self._channel = None
+        self._confirms = None
         self._blockedBy = None
         if self._state is _State.CLOSED:
             return
@@ -320,6 +385,7 @@ class AMQPHandler(BaseHandler):
     def _down(self) -> None:
         self._state = _State.DOWN
         self._channel = None
+        self._confirms = None
         self._wake()
         self._retry = self._reactor.callLater(self._delay, self._connect)
         self._delay = min(self._delay * 2, self._maxRetryDelay)
@@ -331,7 +397,9 @@ class AMQPHandler(BaseHandler):
 
     def close(self) -> Deferred[None]:
         """
-        Close the connection and stop reconnecting.
+        Close the connection and stop reconnecting; a broker that does not
+        answer the close within C{connectTimeout} seconds has its connection
+        dropped.
         """
         self._state = _State.CLOSED
         self._wake()
@@ -347,8 +415,18 @@ class AMQPHandler(BaseHandler):
                 connection.transport.abortConnection()
             return Deferred.fromCoroutine(self._settle())
         connection.close()
+        # A broker that stopped answering would hold the close for ever.
+        timer = self._reactor.callLater(
+            self._connectTimeout, connection.drop, "no answer to the close"
+        )
         d: Deferred[None] = Deferred()
-        closed.addBoth(lambda _: d.callback(None))
+
+        def done(result: object) -> None:
+            if timer.active():
+                timer.cancel()
+            d.callback(None)
+
+        closed.addBoth(done)
         return d
 
     async def _settle(self) -> None:
@@ -421,8 +499,9 @@ class AMQPHandler(BaseHandler):
         connected, else as asked for.
         """
         connection = self._connection
-        params = getattr(connection, "params", None) or self._parameters
-        return int(params.frame_max)
+        if connection is not None:
+            return connection.frameMax()
+        return int(self._parameters.frame_max)
 
     def _properties(self, fields: dict[str, Any], timestamp: int) -> pika.BasicProperties:
         """
@@ -465,12 +544,13 @@ class AMQPHandler(BaseHandler):
                 count=len(fields["recipients"]),
             )
             raise SMTPError(451, "Error: envelope too large for the message broker", "4.3.0")
-        channel = self._channel
-        if self._state is not _State.READY or channel is None:
+        channel, confirms = self._channel, self._confirms
+        if self._state is not _State.READY or channel is None or confirms is None:
             self._log.warn(
                 "{session} message broker unavailable at the end of DATA", session=session.id
             )
             raise SMTPError(451, "Error: message broker unavailable, try again later", "4.3.0")
+        confirms.expect(identifier)
         try:
             confirmed: Deferred[Any] = channel.basic_publish(
                 exchange=self.exchange,
@@ -490,22 +570,28 @@ class AMQPHandler(BaseHandler):
             confirmed.cancel()
 
         timer = self._reactor.callLater(self._confirmTimeout, timeOut)
+        error: Exception | None = None
         try:
             await confirmed
         except Exception as e:
-            problem = "no confirm in time" if timedOut else _describe(e)
+            error = e
+        finally:
+            if timer.active():
+                timer.cancel()
+        error = confirms.settle(identifier, error)
+        if error is not None:
+            problem = "no confirm in time" if timedOut else describePublishFailure(error)
             self._log.warn(
                 "{session} message {id} not confirmed by the broker: {problem}",
                 session=session.id,
                 id=identifier,
                 problem=problem,
             )
+            if isinstance(error, pika.exceptions.UnroutableError):
+                self._redeclare(channel)
             raise SMTPError(
                 451, f"Error: message broker did not take the message ({problem})", "4.3.0"
-            ) from None
-        finally:
-            if timer.active():
-                timer.cancel()
+            )
         self._log.info("{session} published {id}", session=session.id, id=identifier)
         return f"OK: queued as {identifier}"
 
@@ -515,14 +601,3 @@ def _encodedSize(properties: pika.BasicProperties) -> int:
     The octets C{properties} take in a content header frame.
     """
     return sum(len(part) for part in properties.encode())
-
-
-def _describe(error: BaseException) -> str:
-    """
-    A short, safe name for a publish failure.
-    """
-    if isinstance(error, pika.exceptions.NackError):
-        return "refused by the broker"
-    if isinstance(error, pika.exceptions.UnroutableError):
-        return "no queue bound"
-    return sanitise(type(error).__name__)

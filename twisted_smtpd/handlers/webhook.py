@@ -176,7 +176,8 @@ class WebhookHandler(BaseHandler):
         @param url: An C{http://} or C{https://} URL with a host, an
             optional port from 1 to 65535, and no user name, password or
             fragment.
-        @param secret: The HMAC key signing each request, or C{None}.
+        @param secret: The HMAC key signing each request (not empty), or
+            C{None}.
         @param format: C{"raw"} or C{"json"}.
         @param timeout: Seconds after the end of a message within which the
             receiver must accept it, retries included; keep it below the
@@ -187,14 +188,14 @@ class WebhookHandler(BaseHandler):
             attempt on a connection that went silent leaves time for
             another on a new one.
         @param caCertificates: A PEM bundle to verify HTTPS with, instead of
-            the system's CAs.
+            the system's CAs (only with an C{https://} URL).
         @param spoolDirectory: Where the temporary files go.
         @param firstRetry: Seconds before the first retry; each pause
             doubles, up to C{maxRetryDelay}.
         @param maxRetryDelay: The longest pause between attempts.
         @param reactor: The reactor (the global one by default).
-        @raise ValueError: If C{url}, C{format}, a timeout or the CA
-            bundle is not usable.
+        @raise ValueError: If C{url}, C{format}, a timeout, the secret or
+            the CA bundle is not usable.
         """
         requestURL = checkURL(url)
         if format not in FORMATS:
@@ -203,6 +204,12 @@ class WebhookHandler(BaseHandler):
             raise ValueError("timeout must be positive")
         if not attemptTimeout > 0:
             raise ValueError("attemptTimeout must be positive")
+        if caCertificates is not None and not url.startswith("https://"):
+            # Verified TLS was asked for, and would silently not be used.
+            raise ValueError("a CA bundle needs an https:// URL")
+        if secret is not None and not secret:
+            # An HMAC keyed with nothing is a signature anyone can make.
+            raise ValueError("the webhook secret is empty")
         if reactor is None:
             from twisted.internet import reactor as _reactor
 
