@@ -51,7 +51,9 @@ def handshakeCompleted(p: SessionControl) -> None:
     """
     Record the TLS session; after STARTTLS forget everything the client
     said before (RFC 3207 section 4.2: a new EHLO is needed, the envelope
-    and any AUTH are gone), then ask C{onSecure}.  A session already
+    and any AUTH are gone), then ask C{onSecure}.  On an implicit TLS
+    connection the session begins instead (L{beginSession}), and its
+    C{secure} event comes after its C{connect} one.  A session already
     closing (an implicit TLS connection refused at connect for a limit or
     a server shutting down, whose client finished the handshake to read its
     421) does not begin: its refusal stays its only line and event.
@@ -61,10 +63,12 @@ def handshakeCompleted(p: SessionControl) -> None:
     session = p.session
     session.secure = True
     session.tls = tlsInfo(p.transport)
-    p.emit("secure", tls=session.tls)
     if p.implicitTLS:
+        # The session begins now: its C{secure} event follows its
+        # C{connect} (L{runConnectHooks}), once the client is named.
         beginSession(p)
         return
+    p.emit("secure", tls=session.tls)
     p.resetTransaction()
     p.phase = Phase.CONNECTED
     session.user = None

@@ -1,0 +1,102 @@
+# -*- test-case-name: tests.test_hostileclients -*-
+"""
+Regression tests for what hostile clients of C{twistd smtpd} on real sockets
+showed: the order and naming of an implicit TLS session's lines, and the
+line a message cut off by its client leaves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.test_deadlines import LogCatcher, connectFrom
+from tests.test_protocol import RecordingHandler
+from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._core.session import Session
+from twisted_smtpd._serving.logging import SessionLogger
+from twisted_smtpd._serving.server import SMTPServerFactory
+
+
+def _lookingUp(clock: Clock, **options: Any) -> tuple[SMTPServerFactory, list[Deferred[Any]]]:
+    """
+    A factory whose reverse lookups answer only when the test fires them.
+    """
+    options.setdefault("name", "mx.example.com")
+    factory = SMTPServerFactory(RecordingHandler(), ServerOptions(**options), reactor=clock)
+    lookups: list[Deferred[Any]] = []
+
+    def reverseLookup(ip: str) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        lookups.append(d)
+        return d
+
+    factory.knownName = lambda ip: None  # type: ignore[method-assign]
+    factory.reverseLookup = reverseLookup  # type: ignore[method-assign]
+    return factory, lookups
+
+
+class ImplicitTLSEventOrderTests(SynchronousTestCase):
+    """
+    On an C{ssl:} listener the handshake ends before the session begins (the
+    reverse lookup, C{onConnect}): its C{secure} event must still follow the
+    C{connect} one and name the client as the lookup found it, as the log
+    lines of a STARTTLS session do (docs/operator.md, "Sessions").
+    """
+
+    def test_secureAfterConnect(self) -> None:
+        """
+        The C{secure} event of an implicit TLS session comes after its
+        C{connect} event, once the client's reverse name is known.
+        """
+        factory, lookups = _lookingUp(Clock())
+        events: list[tuple[str, str | None]] = []
+
+        def observe(event: str, session: Session, data: dict[str, Any]) -> None:
+            events.append((event, session.clientHostname))
+
+        factory.addObserver(observe)
+        proto, transport = connectFrom(factory, "192.0.2.7", tls=True)
+        proto.handshakeCompleted()
+        lookups[0].callback("mail.example.org")
+        self.assertEqual(
+            events[:2], [("connect", "mail.example.org"), ("secure", "mail.example.org")]
+        )
+        self.assertTrue(transport.value().startswith(b"220 "))
+
+    def test_logLineNamesClient(self) -> None:
+        """
+        The C{TLS} log line of an implicit TLS session follows its
+        C{connect from} line and names the client by its reverse name,
+        not C{unknown}.
+        """
+        log = LogCatcher(self)
+        factory, lookups = _lookingUp(Clock())
+        factory.addObserver(SessionLogger())
+        proto, transport = connectFrom(factory, "192.0.2.7", tls=True)
+        proto.handshakeCompleted()
+        lookups[0].callback("mail.example.org")
+        sid = proto.session.id
+        lines = [line for line in log.lines if line.startswith(sid + " ")]
+        self.assertEqual(
+            [line.split(" ")[1] for line in lines[:2]],
+            ["connect", "TLS"],
+        )
+        self.assertIn(" from mail.example.org[192.0.2.7] sni=", lines[1])
+
+    def test_goneDuringLookupLeavesNoSecureEvent(self) -> None:
+        """
+        An implicit TLS client gone during its reverse lookup never began a
+        session: no C{secure} event, as no C{connect} and no C{close} one.
+        """
+        factory, lookups = _lookingUp(Clock())
+        events: list[str] = []
+        factory.addObserver(lambda event, session, data: events.append(event))
+        proto, transport = connectFrom(factory, "192.0.2.7", tls=True)
+        proto.handshakeCompleted()
+        proto.connectionLost()
+        lookups[0].callback(None)
+        self.assertEqual(events, [])
