@@ -10,11 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_deadlines import LogCatcher, connectFrom
-from tests.test_protocol import RecordingHandler
+from tests.test_protocol import RecordingHandler, connect, transaction
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.session import Session
 from twisted_smtpd._serving.logging import SessionLogger
@@ -100,3 +102,96 @@ class ImplicitTLSEventOrderTests(SynchronousTestCase):
         proto.connectionLost()
         lookups[0].callback(None)
         self.assertEqual(events, [])
+
+
+class MessageLostTests(SynchronousTestCase):
+    """
+    A client that goes away in the middle of a message (a reset, or a FIN
+    before the final dot) leaves one line saying so, as Postfix's C{lost
+    connection after DATA}: until now its session logged only C{close}.
+    """
+
+    def _lost(self, body: bytes, halfClose: bool, **options: Any) -> tuple[str, list[str]]:
+        log = LogCatcher(self)
+        proto, transport, clock, factory = connect(**options)
+        transaction(proto, transport)
+        proto.dataReceived(body)
+        if halfClose:
+            proto.readConnectionLost()
+        proto.connectionLost(Failure(ConnectionLost()))
+        return proto.session.id, log.matching("connection lost during")
+
+    def test_resetDuringData(self) -> None:
+        """
+        A reset in the middle of a DATA body: one line, with the client
+        address and the octets of the message received.
+        """
+        body = b"Subject: x\r\n\r\nhello"
+        sid, lines = self._lost(b"DATA\r\n" + body, False)
+        self.assertEqual(
+            lines,
+            [
+                f"{sid} 192.0.2.7 connection lost during DATA after {len(body)} bytes:"
+                " message dropped"
+            ],
+        )
+
+    def test_finDuringData(self) -> None:
+        """
+        A FIN before the final dot loses the message too: the same line.
+        """
+        body = b"Subject: x\r\n\r\nhello"
+        sid, lines = self._lost(b"DATA\r\n" + body, True)
+        self.assertEqual(
+            lines,
+            [
+                f"{sid} 192.0.2.7 connection lost during DATA after {len(body)} bytes:"
+                " message dropped"
+            ],
+        )
+
+    def test_resetInsideBdatChunk(self) -> None:
+        """
+        A reset inside a BDAT chunk, and one between two chunks, each
+        leave the line, naming BDAT and the octets received.
+        """
+        sid, lines = self._lost(b"BDAT 10 LAST\r\nabc", False)
+        self.assertEqual(
+            lines,
+            [f"{sid} 192.0.2.7 connection lost during BDAT after 3 bytes: message dropped"],
+        )
+        sid, lines = self._lost(b"BDAT 4\r\nabcd", False)
+        self.assertEqual(
+            lines,
+            [f"{sid} 192.0.2.7 connection lost during BDAT after 4 bytes: message dropped"],
+        )
+
+    def test_noLineOnceTheBodyEnded(self) -> None:
+        """
+        A client gone after its final dot lost nothing this line would
+        tell: the message's own line says what became of it.
+        """
+        sid, lines = self._lost(b"DATA\r\nhello\r\n.\r\n", False)
+        self.assertEqual(lines, [])
+
+    def test_noLineWhenTheServerClosed(self) -> None:
+        """
+        A transfer the server cut (the data rate too low: logged already)
+        adds no line when the connection then ends.
+        """
+        log = LogCatcher(self)
+        proto, transport, clock, factory = connect(minDataRate=(1000, 5))
+        transaction(proto, transport)
+        proto.dataReceived(b"DATA\r\nhello")
+        clock.advance(6)
+        self.assertTrue(transport.disconnecting)
+        proto.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(log.matching("connection lost during"), [])
+        self.assertEqual(len(log.matching("data rate below")), 1)
+
+    def test_ignoredHostLeavesNoLine(self) -> None:
+        """
+        A client of C{ignoredHosts} leaves no line, as it leaves no other.
+        """
+        sid, lines = self._lost(b"DATA\r\nhello", False, ignoredHosts=("192.0.2.7",))
+        self.assertEqual(lines, [])

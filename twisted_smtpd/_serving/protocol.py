@@ -206,9 +206,15 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         """
         Fail a message in flight, forget the connection, tell C{onClose}.
         """
+        # Closed by the server (a timeout, a 421: logged already), or by the
+        # client, a FIN included.
+        serverClosed = self.closing and not self._readClosed
         self.connected, self.closing = False, True
-        if self.receiver is not None:
-            self.receiver.abandon(reason)
+        receiver = self.receiver
+        if receiver is not None:
+            if not (serverClosed or receiver.ended or receiver.finished):
+                _transaction.messageLost(self, receiver)
+            receiver.abandon(reason)
             self.receiver = None
         factory = self.server
         if factory is not None:
