@@ -9,18 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from OpenSSL import SSL
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionLost
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
+from twisted.logger import LogEvent, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_deadlines import LogCatcher, connectFrom
+from tests.test_deadlines import LogCatcher, connectFrom, factoryFor
 from tests.test_protocol import RecordingHandler, connect, transaction
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.session import Session
 from twisted_smtpd._serving.logging import SessionLogger
 from twisted_smtpd._serving.server import SMTPServerFactory
+from twisted_smtpd.interfaces import IMessageStream
 
 
 def _lookingUp(clock: Clock, **options: Any) -> tuple[SMTPServerFactory, list[Deferred[Any]]]:
@@ -195,3 +198,86 @@ class MessageLostTests(SynchronousTestCase):
         """
         sid, lines = self._lost(b"DATA\r\nhello", False, ignoredHosts=("192.0.2.7",))
         self.assertEqual(lines, [])
+
+
+class TLSSessionErrorTests(SynchronousTestCase):
+    """
+    A TLS session the TLS layer ends after its handshake (a client writing
+    a record that does not decrypt under the session's keys) leaves one
+    line with OpenSSL's reason, as a failed handshake does: until now only
+    C{close}.
+    """
+
+    def _ended(self, reason: Failure, **options: Any) -> tuple[str, list[str]]:
+        log = LogCatcher(self)
+        factory = factoryFor(Clock(), **options)
+        proto, transport = connectFrom(factory, "192.0.2.7", tls=True)
+        proto.handshakeCompleted()
+        self.assertTrue(transport.value().startswith(b"220 "))
+        proto.dataReceived(b"EHLO c\r\n")
+        proto.connectionLost(reason)
+        return proto.session.id, [line for line in log.lines if "TLS error" in line]
+
+    def test_badRecordLogged(self) -> None:
+        """
+        An OpenSSL error ending the session: one line with its reason.
+        """
+        error = SSL.Error([("SSL routines", "", "bad record mac")])
+        sid, lines = self._ended(Failure(error))
+        self.assertEqual(lines, [f"{sid} 192.0.2.7 TLS error: bad record mac: connection closed"])
+
+    def test_plainEndsLeaveNoLine(self) -> None:
+        """
+        A session ended by a FIN or a reset adds no such line.
+        """
+        for reason in [Failure(ConnectionDone()), Failure(ConnectionLost())]:
+            sid, lines = self._ended(reason)
+            self.assertEqual(lines, [])
+
+    def test_ignoredHost(self) -> None:
+        """
+        A client of C{ignoredHosts} leaves no line.
+        """
+        error = SSL.Error([("SSL routines", "", "bad record mac")])
+        sid, lines = self._ended(Failure(error), ignoredHosts=("192.0.2.7",))
+        self.assertEqual(lines, [])
+
+    def test_handlerPassingTheErrorOnIsQuiet(self) -> None:
+        """
+        A TLS error in the middle of a message reaches the handler as a lost
+        connection: a handler passing its stream's failure on (as the
+        Maildir handler does) is not logged as failing, with a traceback at
+        level critical; the session's lines say what happened.
+        """
+        levels: list[object] = []
+
+        def observe(event: LogEvent) -> None:
+            levels.append(event.get("log_level"))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        log = LogCatcher(self)
+        handler = RecordingHandler()
+        failures: list[Failure] = []
+        collect = handler.onData
+
+        def onData(stream: IMessageStream, session: Session) -> object:
+            def failed(failure: Failure) -> Failure:
+                failures.append(failure)
+                return failure
+
+            d: Any = collect(stream, session)
+            return d.addErrback(failed)
+
+        handler.onData = onData  # type: ignore[method-assign]
+        proto, transport, clock, factory = connect(handler)
+        transaction(proto, transport)
+        proto.dataReceived(b"DATA\r\nSubject: x\r\n\r\nhello")
+        error = SSL.Error([("SSL routines", "", "bad record mac")])
+        proto.connectionLost(Failure(error))
+        self.assertEqual(log.matching("onData failed"), [])
+        self.assertNotIn(LogLevel.critical, levels)
+        self.assertEqual(len(failures), 1)
+        self.assertTrue(failures[0].check(ConnectionLost))
+        self.assertIn("bad record mac", failures[0].getErrorMessage())
+        self.assertEqual(len(log.matching("connection lost during DATA")), 1)

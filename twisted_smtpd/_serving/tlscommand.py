@@ -89,22 +89,47 @@ def handshakeFailed(p: SessionControl, reason: Failure) -> None:
     """
     if p.session.remoteAddress[0] in p.options.ignoredHosts:
         return
-    error = reason.value
-    if isinstance(error, SSL.Error) and error.args and isinstance(error.args[0], list):
-        # OpenSSL's reasons: (library, function, reason) triples.
-        why = "; ".join(str(entry[-1]) for entry in error.args[0] if entry) or "TLS error"
-    elif isinstance(error, ConnectionDone):
-        why = "connection closed"
-    elif isinstance(error, ConnectionLost):
-        why = "connection lost"
-    else:
-        why = type(error).__name__ if error is not None else "connection lost"
     p.log.info(
         "{session} {client} TLS handshake failed: {error}",
         session=p.session.id,
         client=p.session.remoteAddress[0],
-        error=loggable(why, 120),
+        error=loggable(_why(reason.value), 120),
     )
+
+
+def sessionFailed(p: SessionControl, reason: Failure) -> None:
+    """
+    A TLS session ended on an error of the TLS layer after its handshake (a
+    record that does not decrypt, a malformed one, a fatal alert from the
+    client): one line with OpenSSL's reason, as for a failed handshake, but
+    for a client of C{ignoredHosts}.  A session that simply ended (a FIN,
+    a reset, the server's own close) adds none.
+    """
+    error = reason.value
+    if not isinstance(error, SSL.Error):
+        return
+    if p.session.remoteAddress[0] in p.options.ignoredHosts:
+        return
+    p.log.info(
+        "{session} {client} TLS error: {error}: connection closed",
+        session=p.session.id,
+        client=p.session.remoteAddress[0],
+        error=loggable(_why(error), 120),
+    )
+
+
+def _why(error: BaseException | None) -> str:
+    """
+    What ended a TLS connection, for a log line.
+    """
+    if isinstance(error, SSL.Error) and error.args and isinstance(error.args[0], list):
+        # OpenSSL's reasons: (library, function, reason) triples.
+        return "; ".join(str(entry[-1]) for entry in error.args[0] if entry) or "TLS error"
+    if isinstance(error, ConnectionDone):
+        return "connection closed"
+    if isinstance(error, ConnectionLost):
+        return "connection lost"
+    return type(error).__name__ if error is not None else "connection lost"
 
 
 def _accept(result: object) -> None:
