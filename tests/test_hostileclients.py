@@ -17,10 +17,12 @@ from twisted.logger import LogEvent, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests import replies
 from tests.test_deadlines import LogCatcher, connectFrom, factoryFor
 from tests.test_protocol import RecordingHandler, connect, transaction
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.session import Session
+from twisted_smtpd._serving.deadlines import CLOSE_GRACE
 from twisted_smtpd._serving.logging import SessionLogger
 from twisted_smtpd._serving.server import SMTPServerFactory
 from twisted_smtpd.interfaces import IMessageStream
@@ -281,3 +283,49 @@ class TLSSessionErrorTests(SynchronousTestCase):
         self.assertTrue(failures[0].check(ConnectionLost))
         self.assertIn("bad record mac", failures[0].getErrorMessage())
         self.assertEqual(len(log.matching("connection lost during DATA")), 1)
+
+
+class RefusedConnectionsTakeNoSlotTests(SynchronousTestCase):
+    """
+    Connections refused at connect are still open while their 421 waits
+    (on an implicit TLS listener, for a handshake, up to C{CLOSE_GRACE}):
+    they must not fill C{maxClients}, or one address flooding past its own
+    limit (C{maxClientsPerIp}, C{maxConnectionRate}) locks every other
+    client out with C{421 Too many connections}.
+    """
+
+    def test_floodPastPerAddressLimit(self) -> None:
+        """
+        A client address holding its one allowed session and opening many
+        more implicit TLS connections that never finish their handshake
+        (each refused for its address) leaves the other slot to another
+        client, who is greeted; C{maxClients} still counts the sessions
+        served.
+        """
+        clock = Clock()
+        factory = factoryFor(clock, maxClients=2, maxClientsPerIp=1)
+        first, _ = connectFrom(factory, "192.0.2.7", tls=True)
+        first.handshakeCompleted()
+        flood = [connectFrom(factory, "192.0.2.7", tls=True) for _ in range(10)]
+        for proto, transport in flood:
+            self.assertTrue(proto.closing)
+            self.assertFalse(transport.disconnected)
+        other, transport = connectFrom(factory, "198.51.100.9")
+        self.assertTrue(transport.value().startswith(b"220 "), transport.value())
+        third, transport = connectFrom(factory, "203.0.113.5")
+        self.assertEqual(transport.value(), replies.TOO_MANY_CLIENTS)
+
+    def test_refusalsForgotten(self) -> None:
+        """
+        A refused connection that ends is forgotten with the others: the
+        set of connections being refused empties.
+        """
+        clock = Clock()
+        factory = factoryFor(clock, maxClients=1)
+        connectFrom(factory, "192.0.2.7")
+        proto, transport = connectFrom(factory, "192.0.2.8", tls=True)
+        self.assertEqual(factory.refusing, {proto})
+        clock.advance(CLOSE_GRACE)
+        self.assertTrue(transport.disconnected)
+        proto.connectionLost()
+        self.assertEqual(factory.refusing, set())
