@@ -54,6 +54,11 @@ def runConnectHooks(p: SessionControl, again: bool = False) -> None:
     """
     p.began = True
     p.emit("connect")
+    if p.implicitTLS and not again:
+        # The handshake finished before the session began: told now, so
+        # that observers see it after the connect event, with the client
+        # named by its reverse lookup.
+        p.emit("secure", tls=p.session.tls)
 
     def refused(reply: Reply) -> None:
         if not again:

@@ -206,15 +206,24 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         """
         Fail a message in flight, forget the connection, tell C{onClose}.
         """
+        # Closed by the server (a timeout, a 421: logged already), or by the
+        # client, a FIN included.
+        serverClosed = self.closing and not self._readClosed
         self.connected, self.closing = False, True
-        if self.receiver is not None:
-            self.receiver.abandon(reason)
+        # Why, then what was lost.
+        if self.times.handshakeSince is not None and not self.refused:
+            _tlscommand.handshakeFailed(self, reason)
+        elif self.session.tls is not None and not serverClosed:
+            _tlscommand.sessionFailed(self, reason)
+        receiver = self.receiver
+        if receiver is not None:
+            if not (serverClosed or receiver.ended or receiver.finished):
+                _transaction.messageLost(self, receiver)
+            receiver.abandon(reason)
             self.receiver = None
         factory = self.server
         if factory is not None:
             factory.forget(self)
-        if self.times.handshakeSince is not None and not self.refused:
-            _tlscommand.handshakeFailed(self, reason)
         # A session that never began (no connect event, no onConnect: an
         # implicit TLS handshake never finished, or the client or server
         # left during the reverse lookup) has no close either.

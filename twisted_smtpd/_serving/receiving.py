@@ -187,9 +187,18 @@ class MessageReceiver:
     def abandon(self, reason: Failure) -> None:
         """
         The connection is gone: fail the stream, never reply.
+
+        The handler's stream fails with C{reason} when it is an
+        L{SMTPError}, L{ConnectionDone} or L{ConnectionLost}; any other
+        cause the transport gives (an C{OpenSSL.SSL.Error}: a client's TLS
+        record that does not decrypt) becomes a L{ConnectionLost} carrying
+        its text, so that a handler passing it on is not taken for one
+        failing with a traceback: for the handler, the connection was lost.
         """
         self.abandoned = True
         if not self.stream.ended:
+            if not reason.check(SMTPError, ConnectionDone, ConnectionLost):
+                reason = Failure(ConnectionLost(reason.getErrorMessage()))
             self.stream._fail(reason)
 
     def _answered(self, outcome: object) -> None:

@@ -112,6 +112,10 @@ class SMTPServerFactory(ServerFactory):
         self.startTLSAvailable = "STARTTLS" not in o.disabledCommands
         self._reverse: ReverseResolver | None = None
         self.connections: set[SMTPProtocol] = set()
+        #: The connections refused at connect and not yet gone (an implicit
+        #: TLS one waits up to CLOSE_GRACE for the handshake its 421 needs):
+        #: they take no slot of C{maxClients}.
+        self.refusing: set[SMTPProtocol] = set()
         self._observing = Observers()
         #: The events at least one observer wants (L{addObserver}): the
         #: session emits no other.
@@ -253,7 +257,12 @@ class SMTPServerFactory(ServerFactory):
         if counted:
             protocol.limitHost = host
         refusal = None
-        if self.options.maxClients and len(self.connections) > self.options.maxClients:
+        # Connections being refused do not count: else one address over its
+        # own limit, flooding an implicit TLS listener whose refusals wait
+        # for a handshake, would hold every slot and lock every other
+        # client out.
+        active = len(self.connections) - len(self.refusing)
+        if self.options.maxClients and active > self.options.maxClients:
             limit = f"connection limit ({self.options.maxClients})"
             refusal = catalogue.TOO_MANY_CLIENTS
         elif limit is not None:
@@ -263,9 +272,11 @@ class SMTPServerFactory(ServerFactory):
                 else catalogue.TOO_MANY_FROM_ADDRESS
             )
         elif self.closing:
+            self.refusing.add(protocol)
             return catalogue.SHUTDOWN, None
         if refusal is None:
             return None
+        self.refusing.add(protocol)
         _sessionLog.info(
             "{session} {client} refused: {limit} reached",
             session=protocol.session.id,
@@ -279,6 +290,7 @@ class SMTPServerFactory(ServerFactory):
         A session's connection is gone: stop counting it.
         """
         self.connections.discard(protocol)
+        self.refusing.discard(protocol)
         host, protocol.limitHost = protocol.limitHost, None
         if host is not None:
             self.limits.disconnected(host)

@@ -58,7 +58,9 @@ def handshakeCompleted(p: SessionControl) -> None:
     """
     Record the TLS session; after STARTTLS forget everything the client
     said before (RFC 3207 section 4.2: a new EHLO is needed, the envelope
-    and any AUTH are gone), then ask C{onSecure}.  A session already
+    and any AUTH are gone), then ask C{onSecure}.  On an implicit TLS
+    connection the session begins instead (L{beginSession}), and its
+    C{secure} event comes after its C{connect} one.  A session already
     closing (an implicit TLS connection refused at connect for a limit or
     a server shutting down, whose client finished the handshake to read its
     421) does not begin: its refusal stays its only line and event.
@@ -68,10 +70,12 @@ def handshakeCompleted(p: SessionControl) -> None:
     session = p.session
     session.secure = True
     session.tls = tlsInfo(p.transport)
-    p.emit("secure", tls=session.tls)
     if p.implicitTLS:
+        # The session begins now: its C{secure} event follows its
+        # C{connect} (L{runConnectHooks}), once the client is named.
         beginSession(p)
         return
+    p.emit("secure", tls=session.tls)
     p.resetTransaction()
     p.phase = Phase.CONNECTED
     session.user = None
@@ -92,22 +96,47 @@ def handshakeFailed(p: SessionControl, reason: Failure) -> None:
     """
     if p.session.remoteAddress[0] in p.options.ignoredHosts:
         return
-    error = reason.value
-    if isinstance(error, SSL.Error) and error.args and isinstance(error.args[0], list):
-        # OpenSSL's reasons: (library, function, reason) triples.
-        why = "; ".join(str(entry[-1]) for entry in error.args[0] if entry) or "TLS error"
-    elif isinstance(error, ConnectionDone):
-        why = "connection closed"
-    elif isinstance(error, ConnectionLost):
-        why = "connection lost"
-    else:
-        why = type(error).__name__ if error is not None else "connection lost"
     p.log.info(
         "{session} {client} TLS handshake failed: {error}",
         session=p.session.id,
         client=p.session.remoteAddress[0],
-        error=loggable(why, 120),
+        error=loggable(_why(reason.value), 120),
     )
+
+
+def sessionFailed(p: SessionControl, reason: Failure) -> None:
+    """
+    A TLS session ended on an error of the TLS layer after its handshake (a
+    record that does not decrypt, a malformed one, a fatal alert from the
+    client): one line with OpenSSL's reason, as for a failed handshake, but
+    for a client of C{ignoredHosts}.  A session that simply ended (a FIN,
+    a reset, the server's own close) adds none.
+    """
+    error = reason.value
+    if not isinstance(error, SSL.Error):
+        return
+    if p.session.remoteAddress[0] in p.options.ignoredHosts:
+        return
+    p.log.info(
+        "{session} {client} TLS error: {error}: connection closed",
+        session=p.session.id,
+        client=p.session.remoteAddress[0],
+        error=loggable(_why(error), 120),
+    )
+
+
+def _why(error: BaseException | None) -> str:
+    """
+    What ended a TLS connection, for a log line.
+    """
+    if isinstance(error, SSL.Error) and error.args and isinstance(error.args[0], list):
+        # OpenSSL's reasons: (library, function, reason) triples.
+        return "; ".join(str(entry[-1]) for entry in error.args[0] if entry) or "TLS error"
+    if isinstance(error, ConnectionDone):
+        return "connection closed"
+    if isinstance(error, ConnectionLost):
+        return "connection lost"
+    return type(error).__name__ if error is not None else "connection lost"
 
 
 def _accept(result: object) -> None:

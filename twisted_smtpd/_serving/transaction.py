@@ -64,6 +64,25 @@ def abandonMessage(p: SessionControl, reply: Reply) -> None:
         p.receiver = None
 
 
+def messageLost(p: SessionControl, receiver: MessageReceiver) -> None:
+    """
+    The client went away in the middle of a message (its body, or between
+    two BDAT chunks): one line saying so and how much had come, as Postfix
+    logs C{lost connection after DATA}, but for a client of
+    C{ignoredHosts}.  Nothing was delivered and no reply was sent.
+    """
+    session = p.session
+    if session.remoteAddress[0] in p.options.ignoredHosts:
+        return
+    p.log.info(
+        "{session} {client} connection lost during {command} after {size} bytes: message dropped",
+        session=session.id,
+        client=session.remoteAddress[0],
+        command="BDAT" if isinstance(receiver.decoder, ChunkDecoder) else "DATA",
+        size=receiver.decoder.byteLength,
+    )
+
+
 def mail(p: SessionControl, argument: bytes) -> None:
     """
     MAIL FROM: check policy and the size, ask C{onMailFrom}, start the
