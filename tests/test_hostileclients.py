@@ -309,11 +309,25 @@ class RefusedConnectionsTakeNoSlotTests(SynchronousTestCase):
         flood = [connectFrom(factory, "192.0.2.7", tls=True) for _ in range(10)]
         for proto, transport in flood:
             self.assertTrue(proto.closing)
-            self.assertFalse(transport.disconnected)
+        # Two wait for their handshake (test_refusalsWaitingBounded).
+        self.assertEqual([t.disconnected for _, t in flood], [False] * 2 + [True] * 8)
         other, transport = connectFrom(factory, "198.51.100.9")
         self.assertTrue(transport.value().startswith(b"220 "), transport.value())
         third, transport = connectFrom(factory, "203.0.113.5")
         self.assertEqual(transport.value(), replies.TOO_MANY_CLIENTS)
+
+    def test_refusalsWaitingBounded(self) -> None:
+        """
+        Refused implicit TLS connections wait for their handshake only up to
+        C{maxClients} of them at once; past that each is dropped at once, so
+        that a flood holds no more sockets than the sessions may.
+        """
+        clock = Clock()
+        factory = factoryFor(clock, maxClients=3, maxClientsPerIp=1)
+        connectFrom(factory, "192.0.2.7", tls=True)[0].handshakeCompleted()
+        flood = [connectFrom(factory, "192.0.2.7", tls=True) for _ in range(6)]
+        self.assertEqual([t.disconnected for _, t in flood], [False] * 3 + [True] * 3)
+        self.assertTrue(all(proto.closing for proto, _ in flood))
 
     def test_refusalsForgotten(self) -> None:
         """

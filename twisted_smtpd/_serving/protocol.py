@@ -179,6 +179,11 @@ class SMTPProtocol(SessionOutput, LineReceiver):
             if refused is not None:
                 self.refused = True
                 self.closeWith(*refused)
+                if self.implicitTLS and factory.refusingTooMany():
+                    # Its 421 would wait for a handshake: with as many
+                    # refusals waiting as maxClients allows sessions, the
+                    # connection goes at once, bounding their sockets.
+                    transport.abortConnection()
                 return
         self.connectedFrom = session.remoteAddress[0]
         _forwarding.connected(session, transport)

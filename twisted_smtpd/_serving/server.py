@@ -237,6 +237,17 @@ class SMTPServerFactory(ServerFactory):
             self._sweeper.clock = self.reactor
             self._sweeper.start(interval(self.options), now=False)
 
+    def refusingTooMany(self) -> bool:
+        """
+        Whether more connections are being refused than C{maxClients}
+        allows sessions (never without that limit): a refused implicit TLS
+        connection then goes at once, its 421 unsent, instead of waiting up
+        to C{CLOSE_GRACE} for a handshake, so that a flood of refused
+        connections holds no more sockets than the sessions may.
+        """
+        limit = self.options.maxClients
+        return bool(limit) and len(self.refusing) > limit
+
     def admit(self, protocol: SMTPProtocol) -> tuple[Reply, str | None] | None:
         """
         Count and watch a new session (L{watch}) and apply the connection
