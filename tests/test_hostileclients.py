@@ -307,7 +307,7 @@ class RefusedConnectionsTakeNoSlotTests(SynchronousTestCase):
         first, _ = connectFrom(factory, "192.0.2.7", tls=True)
         first.handshakeCompleted()
         flood = [connectFrom(factory, "192.0.2.7", tls=True) for _ in range(10)]
-        for proto, transport in flood:
+        for proto, _ in flood:
             self.assertTrue(proto.closing)
         # Two wait for their handshake (test_refusalsWaitingBounded).
         self.assertEqual([t.disconnected for _, t in flood], [False] * 2 + [True] * 8)
