@@ -338,8 +338,12 @@ class SessionLogger:
         sid = session.id
         unanswered = bool(data.get("unanswered"))
         late = " (session ended before this answer: not sent)" if unanswered else ""
-        origin = _forwarded(session.xForward) if session.xForward else {}
-        forwarded = "".join(f" {key}={value}" for key, value in origin.items() if value)
+        # What a trusted XFORWARD said of the message's origin (mostly
+        # nothing: then no work).
+        origin = _forwarded(session.xForward) if session.xForward else None
+        forwarded = (
+            "".join(f" {key}={value}" for key, value in origin.items() if value) if origin else ""
+        )
         fields: Mapping[str, Any] = _NO_FIELDS
         if self._structured:
             fields = {
