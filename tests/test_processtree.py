@@ -9,6 +9,7 @@ processes, the real reactor.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import subprocess
@@ -215,6 +216,25 @@ class KillTreeTests(TestCase):
         d = self.deliver('echo "$$" > "$TMP"; mv "$TMP" "$OUT"; exec sleep 60', threadpool=pool)
         (command,) = await self.pids()
         pool.callInThread(release.wait, WAIT * 2)
+        await self.assertTimedOut(d)
+        await self.assertGone(command)
+
+    async def test_noDescriptorForKill(self) -> None:
+        """
+        A command past its time limit whose pidfd cannot be duplicated for
+        the kill's thread (the server is out of file descriptors: C{EMFILE})
+        is still killed, by number, and answered 451: it is not left
+        stopped for ever, its client waiting without end.
+        """
+        if not _PIDFDS:
+            raise SkipTest("no pidfds here (Python 3.9+ on Linux 5.3+)")
+
+        def duplicate(process: _processtree.Process) -> _processtree.Process:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        self.patch(_processtree.Process, "duplicate", duplicate)
+        d = self.deliver('echo "$$" > "$TMP"; mv "$TMP" "$OUT"; exec sleep 60')
+        (command,) = await self.pids()
         await self.assertTimedOut(d)
         await self.assertGone(command)
 
