@@ -46,6 +46,7 @@ def takeDotLock(
     """
     lock = path + ".lock"
     mark = _mark(os.getpid())
+    late = False
     while True:
         try:
             fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -73,11 +74,12 @@ def takeDotLock(
             age = None
         remaining = deadline - time.monotonic()
         if age is None:
-            # Gone, or removed as stale: tried again at once, but never
-            # past the deadline, whatever the directory does meanwhile.
-            if remaining <= 0:
-                raise locked()
-            continue
+            # Gone, or removed as stale: tried again at once, but past the
+            # deadline only once more, whatever the directory does meanwhile.
+            if remaining > 0 or not late:
+                late = remaining <= 0
+                continue
+            raise locked()
         if remaining <= 0:
             raise locked()
         time.sleep(min(_POLL, remaining))
