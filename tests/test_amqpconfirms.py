@@ -153,6 +153,32 @@ class ConfirmAttributionTests(TwistedProtocolConnectionTests):
         assert confirms is not None
         self.assertEqual((confirms.awaiting, confirms.returned), (set(), set()))
 
+    def test_timedOutPublishesForgotten(self) -> None:
+        """
+        Publishes whose confirm did not come in time are forgotten by pika
+        too, not only by the handler: a broker that confirms nothing for a
+        long time (a quorum queue without its majority) does not grow the
+        server's memory by each message it times out.  A late ack for them
+        leaves the next message's verdict alone.
+        """
+        first, second, one, two = self.publishTwo()
+        channel = self.handler._channel
+        self.assertEqual(len(channel._deliveries), 2)
+        self.clock.advance(30)
+        for d in (first, second):
+            self.failureResultOf(d, SMTPError)
+        self.assertEqual(channel._deliveries, {})
+        self.feed(methodFrame(spec.Basic.Ack(delivery_tag=2, multiple=True), 1))
+        session = makeSession(id="third")
+        stream = MessageStream()
+        third = self.handler.onData(stream, session)
+        stream._write(b"Subject: third\r\n\r\nx\r\n")
+        stream._finish()
+        self.assertNoResult(third)
+        self.feed(methodFrame(spec.Basic.Ack(delivery_tag=3), 1))
+        self.assertEqual(self.successResultOf(third), "OK: queued as third.1")
+        self.assertEqual(channel._deliveries, {})
+
 
 class NameLengthTests(SynchronousTestCase):
     """

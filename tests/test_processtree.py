@@ -9,7 +9,9 @@ processes, the real reactor.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import resource
 import signal
 import subprocess
 import threading
@@ -217,6 +219,52 @@ class KillTreeTests(TestCase):
         pool.callInThread(release.wait, WAIT * 2)
         await self.assertTimedOut(d)
         await self.assertGone(command)
+
+    async def test_noDescriptorForKill(self) -> None:
+        """
+        A command past its time limit whose pidfd cannot be duplicated for
+        the kill's thread (the server is out of file descriptors: C{EMFILE})
+        is still killed, by number, and answered 451: it is not left
+        stopped for ever, its client waiting without end.
+        """
+        if not _PIDFDS:
+            raise SkipTest("no pidfds here (Python 3.9+ on Linux 5.3+)")
+
+        def duplicate(process: _processtree.Process) -> _processtree.Process:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        self.patch(_processtree.Process, "duplicate", duplicate)
+        d = self.deliver('echo "$$" > "$TMP"; mv "$TMP" "$OUT"; exec sleep 60')
+        (command,) = await self.pids()
+        await self.assertTimedOut(d)
+        await self.assertGone(command)
+
+    async def test_moreProcessesThanDescriptors(self) -> None:
+        """
+        A command that forked more processes than the server has file
+        descriptors left has every one of them killed: the kill holds
+        pidfds for the first L{_processtree.PIDFD_BUDGET} only and signals
+        the others by number, rather than take every descriptor and then
+        fail to read C{/proc} for the rest, leaving them running.
+        """
+        if not _PIDFDS:
+            raise SkipTest("no pidfds here (Python 3.9+ on Linux 5.3+)")
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        # 100 descriptors free (and none open above the limit, which the
+        # spawn of the command may use); 100 processes more than that.
+        names = [int(name) for name in os.listdir("/proc/self/fd")]
+        limit = max(max(names) + 1, len(names) + 100)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+        count = limit - len(names) + 100
+        d = self.deliver(
+            f'for i in $(seq {count}); do sleep 60 & echo "$!" >> "$TMP"; done;'
+            ' echo "$$" >> "$TMP"; mv "$TMP" "$OUT"; wait'
+        )
+        pids = await self.pids()
+        self.assertEqual(len(pids), count + 1)
+        await self.assertTimedOut(d)
+        await self.assertGone(*pids)
 
 
 class ProcessHandleTests(TestCase):

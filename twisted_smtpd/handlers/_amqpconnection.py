@@ -12,6 +12,7 @@ from typing import Any
 
 import pika
 from pika.adapters.twisted_connection import TwistedProtocolConnection
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
@@ -150,6 +151,24 @@ class Confirms:
         The message with C{identifier} is about to be published.
         """
         self.awaiting.add(identifier)
+
+    @staticmethod
+    def abandon(channel: Any, confirmed: Deferred[Any]) -> None:
+        """
+        Stop waiting for the confirm C{confirmed} of a publish on
+        C{channel} (it is cancelled), and make pika forget it too: pika
+        keeps every publish awaiting its confirm until one comes or the
+        channel closes, so that a broker confirming nothing (a quorum queue
+        without its majority) would grow the server's memory by each
+        message timed out, for as long as the connection lasts.
+        """
+        deliveries = getattr(channel, "_deliveries", None)
+        if isinstance(deliveries, dict):
+            for tag, pending in list(deliveries.items()):
+                if pending is confirmed:
+                    del deliveries[tag]
+                    break
+        confirmed.cancel()
 
     def settle(self, identifier: str, error: Exception | None) -> Exception | None:
         """

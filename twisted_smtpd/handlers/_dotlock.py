@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import stat
 import time
 from collections.abc import Callable
 
@@ -45,6 +46,7 @@ def takeDotLock(
     """
     lock = path + ".lock"
     mark = _mark(os.getpid())
+    late = False
     while True:
         try:
             fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -61,14 +63,23 @@ def takeDotLock(
                 os.close(fd)
             return lock
         try:
-            age = now() - os.stat(lock).st_mtime
+            # The lock itself, not what it may point to: a symbolic link
+            # whose target is missing exists as a lock all the same.
+            age = now() - os.lstat(lock).st_mtime
         except FileNotFoundError:
-            continue
-        if age > STALE_LOCK_SECONDS or _leftByDeadServer(lock):
+            age = None
+        if age is not None and (age > STALE_LOCK_SECONDS or _leftByDeadServer(lock)):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(lock)
-            continue
+            age = None
         remaining = deadline - time.monotonic()
+        if age is None:
+            # Gone, or removed as stale: tried again at once, but past the
+            # deadline only once more, whatever the directory does meanwhile.
+            if remaining > 0 or not late:
+                late = remaining <= 0
+                continue
+            raise locked()
         if remaining <= 0:
             raise locked()
         time.sleep(min(_POLL, remaining))
@@ -92,10 +103,19 @@ def _leftByDeadServer(lock: str) -> bool:
     restarted after a crash takes mail for its mailbox again.
     """
     try:
-        with open(lock, "rb") as f:
-            content = f.read(256)
+        # Without following a link, and without waiting on a named pipe
+        # put there: only a regular file can be one of this server's locks.
+        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        content = os.read(fd, 256)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
     pid = content.partition(b" ")[0]
     if not pid.isdigit() or content != _mark(int(pid)):
         return False
@@ -103,7 +123,9 @@ def _leftByDeadServer(lock: str) -> bool:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return True
-    except OSError:
+    except (OSError, OverflowError):
+        # Not ours to judge, or a number no process has: kept, until it
+        # is stale by its age.
         return False
     return False
 

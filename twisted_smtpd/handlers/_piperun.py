@@ -129,7 +129,12 @@ class CommandRun(ProcessProtocol):
                 # The thread gets a pidfd of its own, closed when it is
                 # done: ours is closed when the command is reaped, maybe
                 # before, and its number could then name another file.
-                target = root.duplicate()
+                try:
+                    target = root.duplicate()
+                except OSError:
+                    # No descriptor to be had (EMFILE): by number, as
+                    # without pidfds, rather than left stopped for ever.
+                    target = _processtree.Process(root.pid)
                 inThread(_processtree.killTree, target, partial(target.send, signal.SIGKILL))
             else:
                 pid = getattr(transport, "pid", None)

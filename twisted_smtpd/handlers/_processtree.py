@@ -13,7 +13,9 @@ the process it was found under while both are alive: a signal sent
 through a pidfd reaches that process or none, never another that took
 its number after it ended and was reaped.  Where pidfds are missing (an
 older kernel, another system) the parent is checked the same way and the
-signal goes by number, as C{kill(2)} does, with the window that leaves.
+signal goes by number, as C{kill(2)} does, with the window that leaves;
+so do they past the L{PIDFD_BUDGET} first processes of one kill, so that a
+command that forked thousands cannot take every file descriptor.
 """
 
 from __future__ import annotations
@@ -29,6 +31,13 @@ import attrs
 #: Walks of the tree after the first, for children forked while it was
 #: being stopped.
 _ROUNDS = 3
+
+#: The most pidfds one kill holds at once: past them, the processes below
+#: are signalled by number, as without pidfds.  A command that forked more
+#: processes than the server has file descriptors left would otherwise
+#: take every one of them, and the reading of C{/proc} that finds the rest
+#: would fail: those would be left running.
+PIDFD_BUDGET = 64
 
 #: Whether pidfds may be tried: false once the kernel said it has none.
 _pidfdsWork = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
@@ -153,7 +162,7 @@ def childrenByParent() -> dict[int, list[int]]:
     return tree
 
 
-def adopt(pid: int, parent: Process) -> Process | None:
+def adopt(pid: int, parent: Process, pidfd: bool = True) -> Process | None:
     """
     A handle on C{pid} if it is still a child of C{parent}, which a walk of
     C{/proc} said it was: between that walk and now it may have ended and
@@ -163,10 +172,12 @@ def adopt(pid: int, parent: Process) -> Process | None:
     checked alive: a process not reaped keeps its number, so the C{/proc}
     entry read was the pidfd's process's, and its parent was C{parent}.
 
+    @param pidfd: Whether to hold the process by a pidfd; if not, its
+        signals go by number.
     @return: The handle, or C{None} (gone, or no longer below C{parent}).
     """
     try:
-        fd = openPidfd(pid)
+        fd = openPidfd(pid) if pidfd else None
     except ProcessLookupError:
         return None
     process = Process(pid, fd)
@@ -189,6 +200,7 @@ def stopDescendants(root: Process, stopped: list[Process]) -> list[Process]:
     with contextlib.suppress(OSError):
         root.send(signal.SIGSTOP)
     seen = {root.pid}
+    held = 0
     for _ in range(1 + _ROUNDS):
         tree = childrenByParent()
         pending = [root, *stopped]
@@ -199,9 +211,11 @@ def stopDescendants(root: Process, stopped: list[Process]) -> list[Process]:
                 if pid in seen:
                     continue
                 seen.add(pid)
-                child = adopt(pid, parent)
+                child = adopt(pid, parent, pidfd=held < PIDFD_BUDGET)
                 if child is None:
                     continue
+                if child.fd is not None:
+                    held += 1
                 new = True
                 with contextlib.suppress(OSError):
                     child.send(signal.SIGSTOP)

@@ -567,7 +567,7 @@ class AMQPHandler(BaseHandler):
 
         def timeOut() -> None:
             timedOut.append(True)
-            confirmed.cancel()
+            confirms.abandon(channel, confirmed)
 
         timer = self._reactor.callLater(self._confirmTimeout, timeOut)
         error: Exception | None = None

@@ -1,0 +1,181 @@
+# -*- test-case-name: tests.test_dotlock -*-
+"""
+Tests for the mbox dot lock against what another user of the mail
+directory may leave at C{<mbox>.lock}: a symbolic link, a named pipe, a
+forged mark.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import threading
+import time
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.disklog import DiskErrorLog
+from tests.test_handlers import ImmediateReactor, ManualThreadPool, feed, makeSession
+from twisted_smtpd import SMTPError
+from twisted_smtpd._core.session import Address, Envelope
+from twisted_smtpd._stream import MessageStream
+from twisted_smtpd.handlers._dotlock import takeDotLock
+from twisted_smtpd.handlers.mbox import MboxHandler
+
+
+class Locked(OSError):
+    """
+    The error a test's C{takeDotLock} raises when its deadline passes.
+    """
+
+
+def locked() -> OSError:
+    return Locked(errno.EAGAIN, "locked")
+
+
+class HostileDotLockTests(SynchronousTestCase):
+    """
+    Whatever sits at the dot lock's path, taking it ends by its deadline.
+    """
+
+    def setUp(self) -> None:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        self.path = os.path.join(directory, "mbox")
+        self.lock = self.path + ".lock"
+        self.threads: list[threading.Thread] = []
+        # Registered first, run last: after the cleanups that let a thread
+        # still waiting on the lock go.
+        self.addCleanup(self.joinThreads)
+
+    def joinThreads(self) -> None:
+        for thread in self.threads:
+            thread.join(10)
+
+    def take(self, seconds: float = 0.2) -> BaseException | str | None:
+        """
+        Take the dot lock in a thread, with C{seconds} to wait, and wait up
+        to 10 s for the outcome.
+
+        @return: The error raised, the lock's path, or C{None} when the
+            thread was still at it after 10 s.
+        """
+        outcome: list[BaseException | str] = []
+
+        def run() -> None:
+            try:
+                outcome.append(takeDotLock(self.path, time.monotonic() + seconds, locked))
+            except BaseException as e:
+                outcome.append(e)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+        thread.join(10)
+        return outcome[0] if outcome else None
+
+    def test_danglingSymlink(self) -> None:
+        """
+        A symbolic link to nothing at the lock's path is a lock held: the
+        taking waits and fails at its deadline, rather than spinning in its
+        thread without end.
+        """
+        os.symlink(os.path.join(os.path.dirname(self.path), "missing"), self.lock)
+        # On failure the thread spins on; the link removed, it takes the
+        # lock and stops.
+        self.addCleanup(os.unlink, self.lock)
+        outcome = self.take()
+        self.assertIsInstance(outcome, Locked)
+        self.assertTrue(os.path.islink(self.lock))
+
+    def test_staleDanglingSymlink(self) -> None:
+        """
+        A symbolic link to nothing older than 500 s is a stale lock: the
+        link is removed (its target never touched) and the lock taken.
+        """
+        os.symlink("missing", self.lock)
+        old = time.time() - 501
+        os.utime(self.lock, (old, old), follow_symlinks=False)
+        self.addCleanup(lambda: os.path.lexists(self.lock) and os.unlink(self.lock))
+        self.assertEqual(self.take(), self.lock)
+        self.assertFalse(os.path.islink(self.lock))
+
+    def test_staleLockTakenAtDeadline(self) -> None:
+        """
+        A stale lock found when the deadline has just passed (the wait for
+        the server's own appends took it) is still removed and the lock
+        taken: the bound on retries does not cost that append.
+        """
+        with open(self.lock, "xb"):
+            pass
+        old = time.time() - 501
+        os.utime(self.lock, (old, old))
+        self.assertEqual(takeDotLock(self.path, time.monotonic() - 1, locked), self.lock)
+
+    def test_namedPipe(self) -> None:
+        """
+        A named pipe at the lock's path is a lock held: reading it for a
+        mark of this server does not wait for a writer without end.
+        """
+        os.mkfifo(self.lock)
+
+        def unblock() -> None:
+            # On failure the thread waits in open(); a writer lets it go.
+            try:
+                fd = os.open(self.lock, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                return
+            os.close(fd)
+
+        self.addCleanup(unblock)
+        outcome = self.take()
+        self.assertIsInstance(outcome, Locked)
+
+    def test_symlinkToMark(self) -> None:
+        """
+        A symbolic link to a file holding the mark of a dead process of
+        this server is not a lock this server made: it is kept until it is
+        stale by its age.
+        """
+        target = os.path.abspath(os.path.join(os.path.dirname(self.path), "target"))
+        with open(target, "wb") as f:
+            f.write(f"999999 {socket.gethostname()} twisted-smtpd\n".encode())
+        os.symlink(target, self.lock)
+        self.assertIsInstance(self.take(), Locked)
+        self.assertTrue(os.path.islink(self.lock))
+
+
+class ForgedMarkTests(SynchronousTestCase):
+    """
+    A dot lock whose mark names a process number no process can have.
+    """
+
+    def test_pidTooLarge(self) -> None:
+        """
+        The mark of this server with a pid too large for the system is
+        another program's lock, kept: the message is answered 451 at the
+        lock's timeout with one log line, not a traceback.
+        """
+        log = DiskErrorLog(self)
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.path.join(directory, "mbox")
+        with open(path + ".lock", "xb") as f:
+            f.write(f"{'9' * 30} {socket.gethostname()} twisted-smtpd\n".encode())
+        pool = ManualThreadPool()
+        handler = MboxHandler(
+            path,
+            reactor=ImmediateReactor(),
+            threadpool=pool,  # type: ignore[arg-type]
+            lockTimeout=0.05,
+        )
+        stream = MessageStream()
+        session = makeSession(envelope=Envelope(mailFrom=Address("alice@example.com")))
+        d = handler.onData(stream, session)
+        feed(stream, b"Subject: x\r\n\r\nbody\r\n", chunkSize=7)
+        pool.runAll()
+        error = self.failureResultOf(d, SMTPError).value
+        self.assertEqual(error.code, 451)
+        log.assertLines(1, "Appending to ", "its dot lock")
+        self.assertTrue(os.path.exists(path + ".lock"))
