@@ -37,6 +37,14 @@ from twisted_smtpd.handlers._amqpconnection import (
     describeFailure,
     describePublishFailure,
 )
+from twisted_smtpd.handlers._amqpframes import (
+    HEADER_FRAME_OVERHEAD,
+    HEADER_MARGIN,
+    PER_RECIPIENT,
+    SHORT_STRING,
+    Body,
+    encodedSize,
+)
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._envelope import envelopeFields, messageId, sanitise
 from twisted_smtpd.handlers.relay import loadTrustRoot
@@ -45,18 +53,6 @@ from twisted_smtpd.interfaces import IMessageStream
 # RabbitMQ's own default max_message_size since 3.8 (128 MiB); the broker
 # refuses larger messages.
 DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
-# AMQP 0-9-1 section 4.2.6: the properties (the envelope in their headers)
-# travel in one content header frame, which may not exceed the connection's
-# frame_max: the frame's type, channel and size (7 octets), class id,
-# weight and body size (12), the properties, the frame end (1).
-_HEADER_FRAME_OVERHEAD = 7 + 12 + 1
-# AMQP 0-9-1 section 4.2.5.3: the longest short string (exchange, queue and
-# routing key names).
-_SHORT_STRING = 255
-# What one recipient adds to the headers' array: its type and length.
-_PER_RECIPIENT = 1 + 4
-# Kept free for what may still change between RCPT and the publish.
-_HEADER_MARGIN = 64
 
 
 class _State(enum.Enum):
@@ -65,25 +61,6 @@ class _State(enum.Enum):
     READY = "ready"
     DOWN = "down"  # waiting before the next attempt
     CLOSED = "closed"  # close() was called
-
-
-class _Body:
-    """
-    The message gathered in memory for one publish (pika publishes whole
-    bodies), refused with 552 past the size limit.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.parts: list[bytes] = []
-        self.size = 0
-        self._limit = limit
-
-    def write(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if self.size > self._limit:
-            self.parts = []
-            raise SMTPError(552, "Error: message too big for the message broker", "5.3.4")
-        self.parts.append(chunk)
 
 
 class AMQPHandler(BaseHandler):
@@ -185,8 +162,8 @@ class AMQPHandler(BaseHandler):
         for what, name in (("exchange", exchange), ("queue", queue), ("routing key", resolvedKey)):
             # AMQP 0-9-1 section 4.2.5.3: a short string, at most 255 octets;
             # pika fails every declare or publish of a longer one.
-            if len(name.encode("utf-8")) > _SHORT_STRING:
-                raise ValueError(f"the {what} name is over {_SHORT_STRING} octets")
+            if len(name.encode("utf-8")) > SHORT_STRING:
+                raise ValueError(f"the {what} name is over {SHORT_STRING} octets")
         if self._parameters.blocked_connection_timeout is None:
             # A connection the broker blocks for longer than a message may
             # wait for its confirm is dropped, and what it holds with it.
@@ -487,9 +464,9 @@ class AMQPHandler(BaseHandler):
         """
         fields = envelopeFields(session)
         fields["recipients"] = []
-        size = _HEADER_FRAME_OVERHEAD + _HEADER_MARGIN + _encodedSize(self._properties(fields, 0))
+        size = HEADER_FRAME_OVERHEAD + HEADER_MARGIN + encodedSize(self._properties(fields, 0))
         for recipient in (*session.envelope.rcptTo, address):
-            size += _PER_RECIPIENT + len(recipient.address.encode("utf-8"))
+            size += PER_RECIPIENT + len(recipient.address.encode("utf-8"))
         if size > self._frameMax():
             raise SMTPError(452, "Error: too many recipients", "4.5.3")
 
@@ -526,7 +503,7 @@ class AMQPHandler(BaseHandler):
         return Deferred.fromCoroutine(self._deliver(stream, session))
 
     async def _deliver(self, stream: IMessageStream, session: Session) -> str:
-        body = _Body(self.maxMessageSize)
+        body = Body(self.maxMessageSize)
         piped: Deferred[int] = stream.pipeToFile(body)
         await piped
         data = b"".join(body.parts)
@@ -534,7 +511,7 @@ class AMQPHandler(BaseHandler):
         fields = envelopeFields(session)
         identifier = messageId(session)
         properties = self._properties(fields, int(self._reactor.seconds()))
-        if _HEADER_FRAME_OVERHEAD + _encodedSize(properties) > self._frameMax():
+        if HEADER_FRAME_OVERHEAD + encodedSize(properties) > self._frameMax():
             # Not checked at RCPT (or the broker lowered frame_max since):
             # such a frame would make the broker close the connection, and
             # every transaction publishing on it would fail.
@@ -594,10 +571,3 @@ class AMQPHandler(BaseHandler):
             )
         self._log.info("{session} published {id}", session=session.id, id=identifier)
         return f"OK: queued as {identifier}"
-
-
-def _encodedSize(properties: pika.BasicProperties) -> int:
-    """
-    The octets C{properties} take in a content header frame.
-    """
-    return sum(len(part) for part in properties.encode())

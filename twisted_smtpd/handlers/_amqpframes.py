@@ -1,0 +1,56 @@
+# -*- test-case-name: tests.test_amqp -*-
+"""
+What an AMQP 0-9-1 publish may hold: the sizes of its frames and names, and
+the body gathered for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted_smtpd._core.errors import SMTPError
+
+# AMQP 0-9-1 section 4.2.6: the properties (the envelope in their headers)
+# travel in one content header frame, which may not exceed the connection's
+# frame_max: the frame's type, channel and size (7 octets), class id,
+# weight and body size (12), the properties, the frame end (1).
+HEADER_FRAME_OVERHEAD = 7 + 12 + 1
+# AMQP 0-9-1 section 4.2.5.3: the longest short string (exchange, queue and
+# routing key names).
+SHORT_STRING = 255
+# What one recipient adds to the headers' array: its type and length.
+PER_RECIPIENT = 1 + 4
+# Kept free for what may still change between RCPT and the publish.
+HEADER_MARGIN = 64
+
+
+class Body:
+    """
+    The message gathered in memory for one publish (pika publishes whole
+    bodies), refused with 552 past the size limit.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+        self._limit = limit
+
+    def write(self, chunk: bytes) -> None:
+        """
+        Add C{chunk}.
+
+        @raise SMTPError: 552: the body is now past the limit.
+        """
+        self.size += len(chunk)
+        if self.size > self._limit:
+            self.parts = []
+            raise SMTPError(552, "Error: message too big for the message broker", "5.3.4")
+        self.parts.append(chunk)
+
+
+def encodedSize(properties: Any) -> int:
+    """
+    The octets C{properties} (a C{pika.BasicProperties}) take in a content
+    header frame.
+    """
+    return sum(len(part) for part in properties.encode())
