@@ -297,3 +297,61 @@ class OwnKeysCertificateTests(ServerTestCase):
         )
         self.assertEqual(self.expiry(metricsPort, endpoint), renewedAt.timestamp())
         self.stopServer()
+
+
+class WorkersCertificateTests(ServerTestCase):
+    """
+    Under C{--workers}, C{smtpd_certificate_expiry_timestamp_seconds} is
+    that of the certificate the live workers serve.
+    """
+
+    def test_earlierCertificateAfterWorkerReplaced(self) -> None:
+        """
+        A worker killed and replaced, then the certificate replaced by one
+        that expires sooner and reloaded by SIGHUP: the gauge gives the new
+        expiry, not the old one the dead worker last recorded.
+        """
+        ca = CertificateAuthority(os.path.abspath(self.mktemp()))
+        now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+        laterAt = now + datetime.timedelta(days=300, hours=1)
+        soonerAt = now + datetime.timedelta(days=20, hours=1)
+        first = ca.issue("mail.example.com", ("mail.example.com",), notAfter=laterAt)
+        metricsPort = freePort()
+        self.startServer(
+            "--sink",
+            "--workers",
+            "2",
+            "--no-reverse-lookup",
+            "--tls-cert",
+            first.certificatePath,
+            "--tls-key",
+            first.keyPath,
+            "--metrics",
+            f"tcp:{metricsPort}:interface=127.0.0.1",
+            maildir=False,
+        )
+        self.server.waitForLog("worker ready", count=2)
+        key = (
+            "smtpd_certificate_expiry_timestamp_seconds",
+            (("listener", ""), ("servername", "")),
+        )
+        self.assertEqual(samples(scrape(metricsPort)[1]).get(key), laterAt.timestamp())
+        pid = int(re.findall(r"worker \d+ started, pid (\d+)", self.server.output)[0])
+        os.kill(pid, signal.SIGKILL)
+        self.server.waitForLog("worker ready", count=3)
+        sooner = ca.issue("mail.example.com", ("mail.example.com",), notAfter=soonerAt)
+        shutil.copyfile(sooner.certificatePath, first.certificatePath)
+        shutil.copyfile(sooner.keyPath, first.keyPath)
+        self.server.signal(signal.SIGHUP)
+        self.server.waitForLog("TLS certificates reloaded", count=2)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            value = samples(scrape(metricsPort)[1]).get(key)
+            if value == soonerAt.timestamp() or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        self.assertEqual(
+            datetime.datetime.fromtimestamp(value or 0, datetime.UTC),
+            soonerAt,
+        )
+        self.stopServer()

@@ -144,7 +144,9 @@ class ServerMetrics:
             " and ssl: listener with keys of its own ('' for the server's certificates).",
             ["servername", "listener"],
             registry=r,
-            multiprocess_mode="max",
+            # Of the live workers only: a dead worker's file keeps the
+            # expiry it last saw, perhaps of a certificate since replaced.
+            multiprocess_mode="livemax",
         )
         self._delivered: set[str] = set()
         # Sessions counted in connectionsOpen (one refused by onConnect
