@@ -497,3 +497,57 @@ class ListenerTests(SynchronousTestCase):
         protocol, _ = held[0]
         protocol.connectionLost(Failure(ConnectionDone()))
         self.assertIsNotNone(self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50001)))
+
+
+class UnreadResponsesTests(SynchronousTestCase):
+    """
+    A client that sends requests but leaves the responses unread cannot
+    make the metrics listener pile responses up.
+    """
+
+    def setUp(self) -> None:
+        from twisted.internet.task import Clock
+
+        self.factory = metricsSite(ServerMetrics().registry, lambda: True, reactor=Clock())
+        self.factory.doStart()
+        self.addCleanup(self.factory.doStop)
+        protocol = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+        protocol.makeConnection(self.transport)
+        self.protocol = protocol
+
+    def test_pipelinedWhileUnread(self) -> None:
+        """
+        Once the transport pauses the channel (its send buffer is full: the
+        client does not read), requests pipelined behind are not answered:
+        the connection is aborted, with one log line.
+        """
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import globalLogPublisher
+
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+        self.protocol.dataReceived(request)
+        self.assertEqual(self.transport.value().count(b"HTTP/1.1 200 OK"), 1)
+        self.assertIsNotNone(self.transport.producer)
+        self.transport.producer.pauseProducing()
+        self.protocol.dataReceived(request * 200)
+        self.assertEqual(self.transport.value().count(b"HTTP/1.1 200 OK"), 1)
+        self.assertTrue(self.transport.disconnecting)
+        lines = [
+            e["log_format"] for e in logged if "responses before it" in e.get("log_format", "")
+        ]
+        self.assertEqual(len(lines), 1)
+
+    def test_readAgain(self) -> None:
+        """
+        A client that reads its responses again (the transport resumes the
+        channel) is answered as usual.
+        """
+        request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        self.protocol.dataReceived(request)
+        self.transport.producer.pauseProducing()
+        self.transport.producer.resumeProducing()
+        self.protocol.dataReceived(request * 3)
+        self.assertEqual(self.transport.value().count(b"HTTP/1.1 200 OK"), 4)
+        self.assertFalse(self.transport.disconnecting)

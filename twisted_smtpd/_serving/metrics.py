@@ -308,10 +308,24 @@ class _MetricsChannel(HTTPChannel):
     any body is read; a request must be whole within the channel's timeout
     (L{REQUEST_DEADLINE}) of its first byte, which the bytes that follow do
     not push back (Twisted's idle timeout, reset by every byte, does).
+
+    A request that comes while the client leaves the responses before it
+    unread (the transport paused this channel: its send buffer is full)
+    closes the connection at once: Twisted's channel would answer every
+    request pipelined behind it into that buffer, without bound.
     """
 
     _receiving = False
     _refused = False
+    _clientBehind = False
+
+    def pauseProducing(self) -> None:
+        self._clientBehind = True
+        super().pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._clientBehind = False
+        super().resumeProducing()
 
     def resetTimeout(self) -> None:
         if not self._receiving:
@@ -324,7 +338,9 @@ class _MetricsChannel(HTTPChannel):
 
     def allHeadersReceived(self) -> None:
         self._receiving = False
-        if self._command not in (b"GET", b"HEAD"):
+        if self._clientBehind:
+            self._abandon()
+        elif self._command not in (b"GET", b"HEAD"):
             self._refuse(b"405 Method Not Allowed", b"Allow: GET, HEAD\r\n")
         elif self.length != 0:
             self._refuse(b"413 Content Too Large", b"")
@@ -345,6 +361,18 @@ class _MetricsChannel(HTTPChannel):
             b"Connection: close\r\n\r\n"
         )
         self.transport.loseConnection()
+
+    def _abandon(self) -> None:
+        self._refused = True
+        assert self.transport is not None
+        _log.info(
+            "metrics: connection from {peer} closed: a request came while"
+            " the responses before it were unread",
+            peer=formatPeer(hostPort(self.transport.getPeer())),
+        )
+        # Sets the wrapper's disconnecting flag: no further line is parsed.
+        self.transport.loseConnection()
+        self.transport.abortConnection()
 
     def allContentReceived(self) -> None:
         if not self._refused:
