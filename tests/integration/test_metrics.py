@@ -7,6 +7,7 @@ C{/healthz}.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import os
 import re
@@ -354,4 +355,79 @@ class WorkersCertificateTests(ServerTestCase):
             datetime.datetime.fromtimestamp(value or 0, datetime.UTC),
             soonerAt,
         )
+        self.stopServer()
+
+
+def plain(username: str, password: str) -> str:
+    """
+    The initial response of C{AUTH PLAIN} (RFC 4616).
+    """
+    return base64.b64encode(f"\0{username}\0{password}".encode()).decode("ascii")
+
+
+class SessionCountsTests(ServerTestCase):
+    """
+    TLS handshakes, AUTH decisions and the refusals they make, counted as
+    C{docs/operator.md} says, after real sessions over STARTTLS.
+    """
+
+    def test_tlsAndAuth(self) -> None:
+        """
+        Two STARTTLS sessions: one AUTH failure (535) then a success and a
+        message, and one without AUTH; a plaintext session refused AUTH
+        (no TLS).  Each counter moves by exactly that.
+        """
+        metricsPort = freePort()
+        self.startServer(
+            "--sink",
+            "--no-reverse-lookup",
+            "--auth",
+            "memory:alice:secret",
+            "--auth-optional",
+            "--metrics",
+            f"tcp:{metricsPort}:interface=127.0.0.1",
+            maildir=False,
+        )
+        self.server.waitForLog(f"metrics: /metrics and /healthz on 127.0.0.1:{metricsPort}")
+        client = self.smtp(self.server.port)
+        client.starttls(context=unverifiedContext())
+        client.ehlo()
+        self.assertEqual(client.docmd("AUTH", "PLAIN " + plain("alice", "wrong"))[0], 535)
+        self.assertEqual(client.docmd("AUTH", "PLAIN " + plain("alice", "secret"))[0], 235)
+        self.assertEqual(client.sendmail(SENDER, [RECIPIENT], message(1)), {})
+        client.quit()
+        client = self.smtp(self.server.port)
+        client.starttls(context=unverifiedContext())
+        client.ehlo()
+        client.quit()
+        client = self.smtp(self.server.port)
+        client.ehlo()
+        self.assertEqual(client.docmd("AUTH", "PLAIN " + plain("alice", "secret"))[0], 538)
+        client.quit()
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            found = samples(scrape(metricsPort)[1])
+            closed = sum(
+                value for (name, _), value in found.items() if name == "smtpd_sessions_total"
+            )
+            if closed == 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        tls = {
+            dict(labels)["version"]: value
+            for (name, labels), value in found.items()
+            if name == "smtpd_tls_sessions_total"
+        }
+        self.assertEqual(sum(tls.values()), 2, tls)
+        expected = {
+            ("smtpd_connections_total", ()): 3,
+            ("smtpd_auth_total", (("mechanism", "PLAIN"), ("result", "failure"))): 1,
+            ("smtpd_auth_total", (("mechanism", "PLAIN"), ("result", "success"))): 1,
+            ("smtpd_refusals_total", (("code", "535"), ("command", "AUTH"))): 1,
+            ("smtpd_refusals_total", (("code", "538"), ("command", "AUTH"))): 1,
+            ("smtpd_sessions_total", (("outcome", "message"),)): 1,
+            ("smtpd_sessions_total", (("outcome", "no_message"),)): 2,
+            ("smtpd_messages_total", (("code", "250"), ("reply_class", "2xx"))): 1,
+        }
+        self.assertEqual({key: found.get(key) for key in expected}, expected)
         self.stopServer()
