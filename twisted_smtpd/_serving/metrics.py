@@ -370,9 +370,10 @@ class _MetricsChannel(HTTPChannel):
             " the responses before it were unread",
             peer=formatPeer(hostPort(self.transport.getPeer())),
         )
+        transport: Any = self.transport
         # Sets the wrapper's disconnecting flag: no further line is parsed.
-        self.transport.loseConnection()
-        self.transport.abortConnection()
+        transport.loseConnection()
+        transport.abortConnection()
 
     def allContentReceived(self) -> None:
         if not self._refused:
