@@ -431,3 +431,41 @@ class SessionCountsTests(ServerTestCase):
         }
         self.assertEqual({key: found.get(key) for key in expected}, expected)
         self.stopServer()
+
+
+class ForeignMultiprocessDirectoryTests(ServerTestCase):
+    """
+    C{PROMETHEUS_MULTIPROC_DIR} in the environment, set for some other
+    program, does not reach one C{twistd smtpd --metrics} process.
+    """
+
+    def test_oneProcessIgnoresIt(self) -> None:
+        """
+        With the variable naming a directory that does not exist, and with
+        it naming another program's directory, the server starts, counts a
+        session and writes nothing into that directory.
+        """
+        foreign = self.makeDirectory()
+        for directory in (os.path.join(foreign, "missing"), foreign):
+            metricsPort = freePort()
+            server = self.spawn(
+                "--sink",
+                "--no-reverse-lookup",
+                "--metrics",
+                f"tcp:{metricsPort}:interface=127.0.0.1",
+                maildir=False,
+                env={"PROMETHEUS_MULTIPROC_DIR": directory},
+            )
+            server.waitForLog(f"metrics: /metrics and /healthz on 127.0.0.1:{metricsPort}")
+            self.smtp(server.port).quit()
+            deadline = time.monotonic() + START_TIMEOUT
+            while True:
+                found = samples(scrape(metricsPort)[1])
+                key = ("smtpd_sessions_total", (("outcome", "no_message"),))
+                if found.get(key) == 1 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            self.assertEqual(found.get(key), 1)
+            self.assertEqual(found.get(("smtpd_connections_total", ())), 1)
+            self.stopServer(server)
+            self.assertEqual(os.listdir(foreign), [])

@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
+#: The variables that put C{prometheus_client} into multiprocess mode when
+#: it is imported (the second is its older spelling).
+MULTIPROC_VARIABLES = (MULTIPROC_ENV, "prometheus_multiproc_dir")
+
 #: Buckets of the latency histograms, in seconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
