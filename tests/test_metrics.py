@@ -128,6 +128,42 @@ class MetricsTests(SynchronousTestCase):
         self.assertEqual(self.value("smtpd_connections_open"), 0)
         self.assertEqual(self.value("smtpd_sessions_total", outcome="refused"), 1)
 
+    def test_refusedForLimitIsAConnection(self) -> None:
+        """
+        A connection refused at connect for a limit (C{maxClients}) is
+        counted as a connection, as one refused by C{onConnect} is: every
+        connection accepted ends as exactly one session outcome.
+        """
+        from twisted.internet.task import Clock
+
+        from twisted_smtpd._core.options import ServerOptions
+        from twisted_smtpd._serving.server import SMTPServerFactory
+
+        factory = SMTPServerFactory(
+            Refusing(),
+            ServerOptions(name="mx.example.com", disableReverseLookup=True, maxClients=1),
+            reactor=Clock(),
+        )
+        factory.addObserver(self.metrics)
+        sessions = []
+        for port in (4000, 4001):
+            proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+            transport = StringTransport(
+                peerAddress=IPv4Address("TCP", "192.0.2.7", port),
+                hostAddress=IPv4Address("TCP", "192.0.2.1", 25),
+            )
+            proto.makeConnection(transport)
+            sessions.append((proto, transport))
+        self.assertIn(b"421 4.7.0", sessions[1][1].value())
+        self.assertEqual(self.value("smtpd_connections_open"), 1)
+        for proto, _ in sessions:
+            proto.connectionLost()
+        self.assertEqual(self.value("smtpd_connections_total"), 2)
+        self.assertEqual(self.value("smtpd_connections_open"), 0)
+        self.assertEqual(self.value("smtpd_sessions_total", outcome="refused"), 1)
+        self.assertEqual(self.value("smtpd_sessions_total", outcome="no_message"), 1)
+        self.assertEqual(self.value("smtpd_refusals_total", command="CONNECT", code="421"), 1)
+
     def test_refusedLinesAreNotConnects(self) -> None:
         """
         Refused lines that did not parse (blank or unknown) are counted

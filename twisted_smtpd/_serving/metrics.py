@@ -87,7 +87,11 @@ class ServerMetrics:
             registry=r,
             multiprocess_mode="livesum",
         )
-        self.connections = Counter("smtpd_connections", "SMTP connections accepted.", registry=r)
+        self.connections = Counter(
+            "smtpd_connections",
+            "SMTP connections accepted, those then refused at connect included.",
+            registry=r,
+        )
         self.sessions = Counter(
             "smtpd_sessions",
             "Sessions ended, by outcome: message (at least one message accepted),"
@@ -232,6 +236,10 @@ class ServerMetrics:
             self.auth.labels(mechanismLabel(data.get("mechanism")), "failure").inc()
         if data.get("closing") and data.get("connect"):
             # Refused at connect: no close event follows.
+            if session.id not in self._open:
+                # Refused for a limit, before any connect event: still a
+                # connection accepted, so that each ends as one session.
+                self.connections.inc()
             self.sessions.labels("refused").inc()
             self._gone(session)
 
