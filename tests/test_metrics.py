@@ -544,7 +544,8 @@ class UnreadResponsesTests(SynchronousTestCase):
     def setUp(self) -> None:
         from twisted.internet.task import Clock
 
-        self.factory = metricsSite(ServerMetrics().registry, lambda: True, reactor=Clock())
+        self.clock = Clock()
+        self.factory = metricsSite(ServerMetrics().registry, lambda: True, reactor=self.clock)
         self.factory.doStart()
         self.addCleanup(self.factory.doStop)
         protocol = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
@@ -556,7 +557,8 @@ class UnreadResponsesTests(SynchronousTestCase):
         """
         Once the transport pauses the channel (its send buffer is full: the
         client does not read), requests pipelined behind are not answered:
-        the connection is aborted, with one log line.
+        the connection is closed once the responses written are sent, with
+        one log line, and aborted by the timeout while they are not.
         """
         from twisted.internet.testing import EventLoggingObserver
         from twisted.logger import globalLogPublisher
@@ -570,6 +572,11 @@ class UnreadResponsesTests(SynchronousTestCase):
         self.protocol.dataReceived(request * 200)
         self.assertEqual(self.transport.value().count(b"HTTP/1.1 200 OK"), 1)
         self.assertTrue(self.transport.disconnecting)
+        self.assertFalse(self.transport.disconnected)
+        self.clock.advance(REQUEST_DEADLINE)
+        self.assertFalse(self.transport.disconnected)
+        self.clock.advance(self.protocol.wrappedProtocol.abortTimeout)
+        self.assertTrue(self.transport.disconnected)
         lines = [
             e["log_format"] for e in logged if "responses before it" in e.get("log_format", "")
         ]

@@ -322,8 +322,9 @@ class _MetricsChannel(HTTPChannel):
     not push back (Twisted's idle timeout, reset by every byte, does).
 
     A request that comes while the client leaves the responses before it
-    unread (the transport paused this channel: its send buffer is full)
-    closes the connection at once: Twisted's channel would answer every
+    unread (the transport paused this channel: its send buffer is full) is
+    not answered and the connection is closed once those responses are
+    sent, or aborted by the timeout: Twisted's channel would answer every
     request pipelined behind it into that buffer, without bound.
     """
 
@@ -382,10 +383,10 @@ class _MetricsChannel(HTTPChannel):
             " the responses before it were unread",
             peer=formatPeer(hostPort(self.transport.getPeer())),
         )
-        transport: Any = self.transport
-        # Sets the wrapper's disconnecting flag: no further line is parsed.
-        transport.loseConnection()
-        transport.abortConnection()
+        # The responses written go out if the client reads them; if it does
+        # not, the channel's timeout aborts the connection.  The wrapper's
+        # disconnecting flag stops the parsing of further lines.
+        self.transport.loseConnection()
 
     def allContentReceived(self) -> None:
         if not self._refused:
