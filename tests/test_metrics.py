@@ -128,6 +128,42 @@ class MetricsTests(SynchronousTestCase):
         self.assertEqual(self.value("smtpd_connections_open"), 0)
         self.assertEqual(self.value("smtpd_sessions_total", outcome="refused"), 1)
 
+    def test_refusedForLimitIsAConnection(self) -> None:
+        """
+        A connection refused at connect for a limit (C{maxClients}) is
+        counted as a connection, as one refused by C{onConnect} is: every
+        connection accepted ends as exactly one session outcome.
+        """
+        from twisted.internet.task import Clock
+
+        from twisted_smtpd._core.options import ServerOptions
+        from twisted_smtpd._serving.server import SMTPServerFactory
+
+        factory = SMTPServerFactory(
+            Refusing(),
+            ServerOptions(name="mx.example.com", disableReverseLookup=True, maxClients=1),
+            reactor=Clock(),
+        )
+        factory.addObserver(self.metrics)
+        sessions = []
+        for port in (4000, 4001):
+            proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+            transport = StringTransport(
+                peerAddress=IPv4Address("TCP", "192.0.2.7", port),
+                hostAddress=IPv4Address("TCP", "192.0.2.1", 25),
+            )
+            proto.makeConnection(transport)
+            sessions.append((proto, transport))
+        self.assertIn(b"421 4.7.0", sessions[1][1].value())
+        self.assertEqual(self.value("smtpd_connections_open"), 1)
+        for proto, _ in sessions:
+            proto.connectionLost()
+        self.assertEqual(self.value("smtpd_connections_total"), 2)
+        self.assertEqual(self.value("smtpd_connections_open"), 0)
+        self.assertEqual(self.value("smtpd_sessions_total", outcome="refused"), 1)
+        self.assertEqual(self.value("smtpd_sessions_total", outcome="no_message"), 1)
+        self.assertEqual(self.value("smtpd_refusals_total", command="CONNECT", code="421"), 1)
+
     def test_refusedLinesAreNotConnects(self) -> None:
         """
         Refused lines that did not parse (blank or unknown) are counted
@@ -497,3 +533,64 @@ class ListenerTests(SynchronousTestCase):
         protocol, _ = held[0]
         protocol.connectionLost(Failure(ConnectionDone()))
         self.assertIsNotNone(self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50001)))
+
+
+class UnreadResponsesTests(SynchronousTestCase):
+    """
+    A client that sends requests but leaves the responses unread cannot
+    make the metrics listener pile responses up.
+    """
+
+    def setUp(self) -> None:
+        from twisted.internet.task import Clock
+
+        self.clock = Clock()
+        self.factory = metricsSite(ServerMetrics().registry, lambda: True, reactor=self.clock)
+        self.factory.doStart()
+        self.addCleanup(self.factory.doStop)
+        protocol = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+        protocol.makeConnection(self.transport)
+        self.protocol = protocol
+
+    def test_pipelinedWhileUnread(self) -> None:
+        """
+        Once the transport pauses the channel (its send buffer is full: the
+        client does not read), requests pipelined behind are not answered:
+        the connection is closed once the responses written are sent, with
+        one log line, and aborted by the timeout while they are not.
+        """
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import globalLogPublisher
+
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+        self.protocol.dataReceived(request)
+        self.assertEqual(self.transport.value().count(b"HTTP/1.1 200 OK"), 1)
+        self.assertIsNotNone(self.transport.producer)
+        self.transport.producer.pauseProducing()
+        self.protocol.dataReceived(request * 200)
+        self.assertEqual(self.transport.value().count(b"HTTP/1.1 200 OK"), 1)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertFalse(self.transport.disconnected)
+        self.clock.advance(REQUEST_DEADLINE)
+        self.assertFalse(self.transport.disconnected)
+        self.clock.advance(self.protocol.wrappedProtocol.abortTimeout)
+        self.assertTrue(self.transport.disconnected)
+        lines = [
+            e["log_format"] for e in logged if "responses before it" in e.get("log_format", "")
+        ]
+        self.assertEqual(len(lines), 1)
+
+    def test_readAgain(self) -> None:
+        """
+        A client that reads its responses again (the transport resumes the
+        channel) is answered as usual.
+        """
+        request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        self.protocol.dataReceived(request)
+        self.transport.producer.pauseProducing()
+        self.transport.producer.resumeProducing()
+        self.protocol.dataReceived(request * 3)
+        self.assertEqual(self.transport.value().count(b"HTTP/1.1 200 OK"), 4)
+        self.assertFalse(self.transport.disconnecting)

@@ -7,6 +7,7 @@ C{/healthz}.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import os
 import re
@@ -297,3 +298,174 @@ class OwnKeysCertificateTests(ServerTestCase):
         )
         self.assertEqual(self.expiry(metricsPort, endpoint), renewedAt.timestamp())
         self.stopServer()
+
+
+class WorkersCertificateTests(ServerTestCase):
+    """
+    Under C{--workers}, C{smtpd_certificate_expiry_timestamp_seconds} is
+    that of the certificate the live workers serve.
+    """
+
+    def test_earlierCertificateAfterWorkerReplaced(self) -> None:
+        """
+        A worker killed and replaced, then the certificate replaced by one
+        that expires sooner and reloaded by SIGHUP: the gauge gives the new
+        expiry, not the old one the dead worker last recorded.
+        """
+        ca = CertificateAuthority(os.path.abspath(self.mktemp()))
+        now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+        laterAt = now + datetime.timedelta(days=300, hours=1)
+        soonerAt = now + datetime.timedelta(days=20, hours=1)
+        first = ca.issue("mail.example.com", ("mail.example.com",), notAfter=laterAt)
+        metricsPort = freePort()
+        self.startServer(
+            "--sink",
+            "--workers",
+            "2",
+            "--no-reverse-lookup",
+            "--tls-cert",
+            first.certificatePath,
+            "--tls-key",
+            first.keyPath,
+            "--metrics",
+            f"tcp:{metricsPort}:interface=127.0.0.1",
+            maildir=False,
+        )
+        self.server.waitForLog("worker ready", count=2)
+        key = (
+            "smtpd_certificate_expiry_timestamp_seconds",
+            (("listener", ""), ("servername", "")),
+        )
+        self.assertEqual(samples(scrape(metricsPort)[1]).get(key), laterAt.timestamp())
+        pid = int(re.findall(r"worker \d+ started, pid (\d+)", self.server.output)[0])
+        os.kill(pid, signal.SIGKILL)
+        self.server.waitForLog("worker ready", count=3)
+        sooner = ca.issue("mail.example.com", ("mail.example.com",), notAfter=soonerAt)
+        shutil.copyfile(sooner.certificatePath, first.certificatePath)
+        shutil.copyfile(sooner.keyPath, first.keyPath)
+        self.server.signal(signal.SIGHUP)
+        self.server.waitForLog("TLS certificates reloaded", count=2)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            value = samples(scrape(metricsPort)[1]).get(key)
+            if value == soonerAt.timestamp() or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        self.assertEqual(
+            datetime.datetime.fromtimestamp(value or 0, datetime.UTC),
+            soonerAt,
+        )
+        self.stopServer()
+
+
+def plain(username: str, password: str) -> str:
+    """
+    The initial response of C{AUTH PLAIN} (RFC 4616).
+    """
+    return base64.b64encode(f"\0{username}\0{password}".encode()).decode("ascii")
+
+
+class SessionCountsTests(ServerTestCase):
+    """
+    TLS handshakes, AUTH decisions and the refusals they make, counted as
+    C{docs/operator.md} says, after real sessions over STARTTLS.
+    """
+
+    def test_tlsAndAuth(self) -> None:
+        """
+        Two STARTTLS sessions: one AUTH failure (535) then a success and a
+        message, and one without AUTH; a plaintext session refused AUTH
+        (no TLS).  Each counter moves by exactly that.
+        """
+        metricsPort = freePort()
+        self.startServer(
+            "--sink",
+            "--no-reverse-lookup",
+            "--auth",
+            "memory:alice:secret",
+            "--auth-optional",
+            "--metrics",
+            f"tcp:{metricsPort}:interface=127.0.0.1",
+            maildir=False,
+        )
+        self.server.waitForLog(f"metrics: /metrics and /healthz on 127.0.0.1:{metricsPort}")
+        client = self.smtp(self.server.port)
+        client.starttls(context=unverifiedContext())
+        client.ehlo()
+        self.assertEqual(client.docmd("AUTH", "PLAIN " + plain("alice", "wrong"))[0], 535)
+        self.assertEqual(client.docmd("AUTH", "PLAIN " + plain("alice", "secret"))[0], 235)
+        self.assertEqual(client.sendmail(SENDER, [RECIPIENT], message(1)), {})
+        client.quit()
+        client = self.smtp(self.server.port)
+        client.starttls(context=unverifiedContext())
+        client.ehlo()
+        client.quit()
+        client = self.smtp(self.server.port)
+        client.ehlo()
+        self.assertEqual(client.docmd("AUTH", "PLAIN " + plain("alice", "secret"))[0], 538)
+        client.quit()
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            found = samples(scrape(metricsPort)[1])
+            closed = sum(
+                value for (name, _), value in found.items() if name == "smtpd_sessions_total"
+            )
+            if closed == 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        tls = {
+            dict(labels)["version"]: value
+            for (name, labels), value in found.items()
+            if name == "smtpd_tls_sessions_total"
+        }
+        self.assertEqual(sum(tls.values()), 2, tls)
+        expected = {
+            ("smtpd_connections_total", ()): 3,
+            ("smtpd_auth_total", (("mechanism", "PLAIN"), ("result", "failure"))): 1,
+            ("smtpd_auth_total", (("mechanism", "PLAIN"), ("result", "success"))): 1,
+            ("smtpd_refusals_total", (("code", "535"), ("command", "AUTH"))): 1,
+            ("smtpd_refusals_total", (("code", "538"), ("command", "AUTH"))): 1,
+            ("smtpd_sessions_total", (("outcome", "message"),)): 1,
+            ("smtpd_sessions_total", (("outcome", "no_message"),)): 2,
+            ("smtpd_messages_total", (("code", "250"), ("reply_class", "2xx"))): 1,
+        }
+        self.assertEqual({key: found.get(key) for key in expected}, expected)
+        self.stopServer()
+
+
+class ForeignMultiprocessDirectoryTests(ServerTestCase):
+    """
+    C{PROMETHEUS_MULTIPROC_DIR} in the environment, set for some other
+    program, does not reach one C{twistd smtpd --metrics} process.
+    """
+
+    def test_oneProcessIgnoresIt(self) -> None:
+        """
+        With the variable naming a directory that does not exist, and with
+        it naming another program's directory, the server starts, counts a
+        session and writes nothing into that directory.
+        """
+        foreign = self.makeDirectory()
+        for directory in (os.path.join(foreign, "missing"), foreign):
+            metricsPort = freePort()
+            server = self.spawn(
+                "--sink",
+                "--no-reverse-lookup",
+                "--metrics",
+                f"tcp:{metricsPort}:interface=127.0.0.1",
+                maildir=False,
+                env={"PROMETHEUS_MULTIPROC_DIR": directory},
+            )
+            server.waitForLog(f"metrics: /metrics and /healthz on 127.0.0.1:{metricsPort}")
+            self.smtp(server.port).quit()
+            deadline = time.monotonic() + START_TIMEOUT
+            while True:
+                found = samples(scrape(metricsPort)[1])
+                key = ("smtpd_sessions_total", (("outcome", "no_message"),))
+                if found.get(key) == 1 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            self.assertEqual(found.get(key), 1)
+            self.assertEqual(found.get(("smtpd_connections_total", ())), 1)
+            self.stopServer(server)
+            self.assertEqual(os.listdir(foreign), [])

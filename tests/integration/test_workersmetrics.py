@@ -12,6 +12,7 @@ import re
 import signal
 import smtplib
 import socket
+import subprocess
 import time
 from typing import Any
 
@@ -115,4 +116,45 @@ class MetricsDirectoryTests(SynchronousTestCase):
         while any(running(pid) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
         self.assertEqual([pid for pid in pids if running(pid)], [], server.output[-3000:])
+        self.assertEqual(glob.glob(os.path.join(temporary, "smtpd-*")), [])
+
+
+class FailedStartTests(SynchronousTestCase):
+    def test_metricsListenerCannotListen(self) -> None:
+        """
+        C{--workers 2 --metrics} on an address another program listens on:
+        the parent ends with its one line and leaves no directory behind
+        in C{$TMPDIR}.
+        """
+        from tests.integration.helpers import twistdCommand, twistdEnvironment
+
+        temporary = os.path.abspath(self.mktemp())
+        os.makedirs(temporary)
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = twistdEnvironment()
+        env["TMPDIR"] = temporary
+        result = subprocess.run(
+            twistdCommand(
+                "--nodaemon",
+                "--pidfile=",
+                "smtpd",
+                "--sink",
+                "--workers",
+                "2",
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+                "--metrics",
+                f"tcp:{port}:interface=127.0.0.1",
+            ),
+            env=env,
+            cwd=temporary,
+            capture_output=True,
+            timeout=STOP_TIMEOUT,
+        )
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertIn(b"address already in use", result.stderr)
         self.assertEqual(glob.glob(os.path.join(temporary, "smtpd-*")), [])

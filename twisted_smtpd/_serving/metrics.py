@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
+#: The variables that put C{prometheus_client} into multiprocess mode when
+#: it is imported (the second is its older spelling).
+MULTIPROC_VARIABLES = (MULTIPROC_ENV, "prometheus_multiproc_dir")
+
 #: Buckets of the latency histograms, in seconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -83,7 +87,11 @@ class ServerMetrics:
             registry=r,
             multiprocess_mode="livesum",
         )
-        self.connections = Counter("smtpd_connections", "SMTP connections accepted.", registry=r)
+        self.connections = Counter(
+            "smtpd_connections",
+            "SMTP connections accepted, those then refused at connect included.",
+            registry=r,
+        )
         self.sessions = Counter(
             "smtpd_sessions",
             "Sessions ended, by outcome: message (at least one message accepted),"
@@ -144,7 +152,9 @@ class ServerMetrics:
             " and ssl: listener with keys of its own ('' for the server's certificates).",
             ["servername", "listener"],
             registry=r,
-            multiprocess_mode="max",
+            # Of the live workers only: a dead worker's file keeps the
+            # expiry it last saw, perhaps of a certificate since replaced.
+            multiprocess_mode="livemax",
         )
         self._delivered: set[str] = set()
         # Sessions counted in connectionsOpen (one refused by onConnect
@@ -226,6 +236,10 @@ class ServerMetrics:
             self.auth.labels(mechanismLabel(data.get("mechanism")), "failure").inc()
         if data.get("closing") and data.get("connect"):
             # Refused at connect: no close event follows.
+            if session.id not in self._open:
+                # Refused for a limit, before any connect event: still a
+                # connection accepted, so that each ends as one session.
+                self.connections.inc()
             self.sessions.labels("refused").inc()
             self._gone(session)
 
@@ -306,10 +320,25 @@ class _MetricsChannel(HTTPChannel):
     any body is read; a request must be whole within the channel's timeout
     (L{REQUEST_DEADLINE}) of its first byte, which the bytes that follow do
     not push back (Twisted's idle timeout, reset by every byte, does).
+
+    A request that comes while the client leaves the responses before it
+    unread (the transport paused this channel: its send buffer is full) is
+    not answered and the connection is closed once those responses are
+    sent, or aborted by the timeout: Twisted's channel would answer every
+    request pipelined behind it into that buffer, without bound.
     """
 
     _receiving = False
     _refused = False
+    _clientBehind = False
+
+    def pauseProducing(self) -> None:
+        self._clientBehind = True
+        super().pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._clientBehind = False
+        super().resumeProducing()
 
     def resetTimeout(self) -> None:
         if not self._receiving:
@@ -322,7 +351,9 @@ class _MetricsChannel(HTTPChannel):
 
     def allHeadersReceived(self) -> None:
         self._receiving = False
-        if self._command not in (b"GET", b"HEAD"):
+        if self._clientBehind:
+            self._abandon()
+        elif self._command not in (b"GET", b"HEAD"):
             self._refuse(b"405 Method Not Allowed", b"Allow: GET, HEAD\r\n")
         elif self.length != 0:
             self._refuse(b"413 Content Too Large", b"")
@@ -342,6 +373,19 @@ class _MetricsChannel(HTTPChannel):
             b"HTTP/1.1 " + status + b"\r\n" + headers + b"Content-Length: 0\r\n"
             b"Connection: close\r\n\r\n"
         )
+        self.transport.loseConnection()
+
+    def _abandon(self) -> None:
+        self._refused = True
+        assert self.transport is not None
+        _log.info(
+            "metrics: connection from {peer} closed: a request came while"
+            " the responses before it were unread",
+            peer=formatPeer(hostPort(self.transport.getPeer())),
+        )
+        # The responses written go out if the client reads them; if it does
+        # not, the channel's timeout aborts the connection.  The wrapper's
+        # disconnecting flag stops the parsing of further lines.
         self.transport.loseConnection()
 
     def allContentReceived(self) -> None:

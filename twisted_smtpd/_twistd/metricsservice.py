@@ -117,6 +117,18 @@ class WorkerMetrics(GivesLogObserver, MultiService):
 
         multiprocess.mark_process_dead(pid, self._directory)
 
+    def privilegedStartService(self) -> None:
+        """
+        Listen; a listener that cannot start ends C{twistd} (one line, see
+        L{MetricsListener}), and the directory made for the workers goes
+        first, as no worker ever started to write into it.
+        """
+        try:
+            super().privilegedStartService()
+        except BaseException:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            raise
+
     def stopService(self) -> Any:
         d = super().stopService()
 

@@ -261,14 +261,25 @@ def checkHostname(name: str) -> str:
 def checkMetrics(description: str) -> None:
     """
     C{--metrics}: an endpoint string, and the C{prometheus_client} library.
+    Outside a worker of C{--workers}, C{PROMETHEUS_MULTIPROC_DIR} is
+    removed from the environment before that library is imported.
 
     @raise usage.UsageError: Naming the flag and what is wrong.
     """
     from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
 
-    from twisted_smtpd._serving.metrics import requirePrometheus
+    from twisted_smtpd._serving.metrics import MULTIPROC_VARIABLES, requirePrometheus
+    from twisted_smtpd._twistd.workerlisteners import INHERITED
 
+    if INHERITED not in os.environ:
+        # One process, or the parent of --workers (which names its own
+        # directory for its workers later): its metrics stay in memory.
+        # The variable, set for another program, would have
+        # prometheus_client write them into that program's directory, or
+        # fail at the first metric when there is none.
+        for name in MULTIPROC_VARIABLES:
+            os.environ.pop(name, None)
     try:
         requirePrometheus()
     except ImportError as e:
