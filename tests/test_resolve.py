@@ -243,7 +243,9 @@ class DNSTests(SynchronousTestCase):
         resolver = ReverseResolver(clock, dnsResolver, hostsFile="/nonexistent")
         d = resolver.lookup("192.0.2.7")
         clock.advance(2)
-        record = dns.RRHeader("x", dns.PTR, payload=dns.Record_PTR(b"client.example.net"))
+        record = dns.RRHeader(
+            "7.2.0.192.in-addr.arpa", dns.PTR, payload=dns.Record_PTR(b"client.example.net")
+        )
         ptr.callback(([record], [], []))
         self.assertEqual(
             dnsResolver.forward, [("A", "client.example.net", (resolver.timeout - 2,))]

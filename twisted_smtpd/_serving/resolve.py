@@ -121,13 +121,14 @@ class ReverseResolver:
         d: Deferred[Any] = maybeDeferred(resolver.lookupPointer, ptr, timeout=(self.timeout,))
 
         def found(result: object) -> Deferred[str | None] | None:
-            name = ptrAnswer(result)
+            name = ptrAnswer(result, ptr)
             if name is None:
-                if _answerNames(result):
+                names = _answerNames(result, ptr)
+                if names:
                     self._log.warn(
                         "reverse lookup of {ip}: invalid host name {names} ignored",
                         ip=canonical,
-                        names=", ".join(_answerNames(result)),
+                        names=", ".join(names),
                     )
                 return None
             left = deadline - self._clock.seconds()
@@ -189,39 +190,57 @@ _EXPECTED = (
 )
 
 
-def _answerNames(result: object) -> list[str]:
+def _pointerNames(result: object, pointer: str) -> list[bytes]:
     """
-    The names in the answer records of C{result}, made L{printable}, for a
-    log line.
-    """
-    if not isinstance(result, tuple) or not result or not isinstance(result[0], list):
-        return []
-    names = []
-    for record in result[0][:4]:
-        raw = getattr(getattr(getattr(record, "payload", None), "name", None), "name", None)
-        if isinstance(raw, bytes):
-            names.append(printable(raw[:300].decode("ascii", "backslashreplace")))
-    return names
-
-
-def ptrAnswer(result: object) -> str | None:
-    """
-    The host name in the answer to a PTR query, or C{None} when it has no
-    answer record whose name is a valid host name (L{validHostname}: ASCII
-    letters, digits and hyphens, length limits), so that no control
-    character, non-ASCII byte or numeric name posing as an address is ever
-    taken as a client's name.
+    The names the PTR records of C{pointer} in the answer to its PTR query
+    give, in order: the records owned by C{pointer} or by the target of a
+    CNAME record leading from it (RFC 2317 classless delegation), never
+    those of another owner nor the targets of the CNAME records themselves.
 
     @param result: What C{twisted.names} resolvers give:
         C{(answers, authority, additional)}.
     """
     if not isinstance(result, tuple) or not result or not isinstance(result[0], list):
-        return None
-    for record in result[0]:
-        payload = getattr(record, "payload", None)
-        raw = getattr(getattr(payload, "name", None), "name", None)
-        if not isinstance(raw, bytes):
-            continue
+        return []
+    from twisted.names.dns import Record_PTR, RRHeader
+
+    records = [r for r in result[0][:_MAX_RECORDS] if isinstance(r, RRHeader)]
+    owners = _owners(records, pointer)
+    names: list[bytes] = []
+    for r in records:
+        if isinstance(r.payload, Record_PTR) and _key(r.name) in owners:
+            raw = getattr(r.payload.name, "name", None)
+            if isinstance(raw, bytes):
+                names.append(raw)
+    return names
+
+
+def _answerNames(result: object, pointer: str) -> list[str]:
+    """
+    The names in the PTR records of C{pointer} in C{result}, made
+    L{printable}, for a log line.
+    """
+    return [
+        printable(raw[:300].decode("ascii", "backslashreplace"))
+        for raw in _pointerNames(result, pointer)[:4]
+    ]
+
+
+def ptrAnswer(result: object, pointer: str) -> str | None:
+    """
+    The host name in the answer to the PTR query for C{pointer}, or C{None}
+    when none of its PTR records (L{_pointerNames}: those of C{pointer} or
+    of a CNAME target leading from it) gives a valid host name
+    (L{validHostname}: ASCII letters, digits and hyphens, length limits),
+    so that no control character, non-ASCII byte, numeric name posing as an
+    address, nor a name given for another owner is ever taken as a
+    client's name.
+
+    @param result: What C{twisted.names} resolvers give:
+        C{(answers, authority, additional)}.
+    @param pointer: The name asked for (C{2.0.0.192.in-addr.arpa}).
+    """
+    for raw in _pointerNames(result, pointer):
         try:
             text = raw.decode("ascii")
         except UnicodeDecodeError:
@@ -231,6 +250,25 @@ def ptrAnswer(result: object) -> str | None:
         if validHostname(text):
             return text
     return None
+
+
+def _owners(records: list[Any], name: str) -> set[str]:
+    """
+    C{name} and the targets of the CNAME records among C{records} leading
+    from it, at most 8 links away (a loop ends too), as L{_key}s.
+    """
+    from twisted.names.dns import Record_CNAME
+
+    owners = {_key(name)}
+    for _ in range(8):
+        more: set[str] = set()
+        for r in records:
+            if isinstance(r.payload, Record_CNAME) and _key(r.name) in owners:
+                more.add(_key(r.payload.name))
+        if more <= owners:
+            break
+        owners |= more
+    return owners
 
 
 def forwardAddresses(
@@ -248,18 +286,10 @@ def forwardAddresses(
         return set()
     # Imported here, where a DNS answer is read: a server whose clients the
     # hosts file names never needs the module (about 1 MiB of memory).
-    from twisted.names.dns import Record_A, Record_AAAA, Record_CNAME, RRHeader
+    from twisted.names.dns import Record_A, Record_AAAA, RRHeader
 
     records = [r for r in result[0][:_MAX_RECORDS] if isinstance(r, RRHeader)]
-    owners = {_key(name)}
-    for _ in range(8):
-        more: set[str] = set()
-        for r in records:
-            if isinstance(r.payload, Record_CNAME) and _key(r.name) in owners:
-                more.add(_key(r.payload.name))
-        if more <= owners:
-            break
-        owners |= more
+    owners = _owners(records, name)
     addresses: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
     for r in records:
         payload = r.payload
@@ -275,7 +305,8 @@ def forwardAddresses(
     return addresses
 
 
-#: The most answer records a forward lookup's answer is searched through.
+#: The most answer records a PTR or forward lookup's answer is searched
+#: through.
 _MAX_RECORDS = 64
 
 

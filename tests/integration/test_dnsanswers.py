@@ -1,0 +1,252 @@
+# -*- test-case-name: tests.integration.test_dnsanswers -*-
+"""
+C{twistd smtpd --dns-server HOST:PORT} against a DNS server on 127.0.0.1
+whose answers are hostile or unusual: CNAME chains, truncated answers,
+names with control characters, error codes, silence.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+
+from twisted.names import dns
+
+from tests.integration.helpers import CLIENT_TIMEOUT, ServerTestCase
+
+#: The client's address and the name of its PTR record.
+CLIENT = "127.0.0.2"
+POINTER = "2.0.0.127.in-addr.arpa"
+
+#: What a responder does with a query: the answer message to send (its id,
+#: flags and question are filled in), or C{None} to stay silent.
+Answering = Callable[[dns.Query, bool], dns.Message | None]
+
+
+class Responder:
+    """
+    A DNS server on 127.0.0.1, over UDP and TCP on one port, answering each
+    query as C{answering} says, in a thread, until L{stop}.
+
+    @ivar queries: C{(transport, name, type)} of each query.
+    """
+
+    def __init__(self, answering: Answering) -> None:
+        self.answering = answering
+        self.queries: list[tuple[str, str, int]] = []
+        for _ in range(20):
+            self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.udp.bind(("127.0.0.1", 0))
+            self.port = self.udp.getsockname()[1]
+            self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                self.tcp.bind(("127.0.0.1", self.port))
+            except OSError:
+                self.udp.close()
+                self.tcp.close()
+                continue
+            break
+        self.tcp.listen(8)
+        self.udp.settimeout(0.2)
+        self.tcp.settimeout(0.2)
+        self._stopped = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._serveUDP, daemon=True),
+            threading.Thread(target=self._serveTCP, daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _answer(self, data: bytes, overTCP: bool) -> bytes | None:
+        query = dns.Message()
+        query.fromStr(data)
+        q = query.queries[0]
+        self.queries.append(("tcp" if overTCP else "udp", q.name.name.decode("ascii"), q.type))
+        answer = self.answering(q, overTCP)
+        if answer is None:
+            return None
+        answer.id = query.id
+        answer.answer = 1
+        answer.queries = query.queries
+        # Over TCP, the whole answer (Message truncates at 512 octets).
+        answer.maxSize = 65535 if overTCP else 512
+        return answer.toStr()
+
+    def _serveUDP(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                data, peer = self.udp.recvfrom(512)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            reply = self._answer(data, False)
+            if reply is not None:
+                self.udp.sendto(reply, peer)
+
+    def _serveTCP(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                connection, _ = self.tcp.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with connection:
+                connection.settimeout(2)
+                try:
+                    size = struct.unpack("!H", connection.recv(2))[0]
+                    data = b""
+                    while len(data) < size:
+                        data += connection.recv(size - len(data))
+                except (OSError, struct.error):
+                    continue
+                reply = self._answer(data, True)
+                if reply is not None:
+                    connection.sendall(struct.pack("!H", len(reply)) + reply)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        for thread in self._threads:
+            thread.join(5)
+        self.udp.close()
+        self.tcp.close()
+
+
+def message(*records: dns.RRHeader, rCode: int = dns.OK, trunc: bool = False) -> dns.Message:
+    m = dns.Message(auth=1, rCode=rCode, trunc=int(trunc))
+    m.answers = list(records)
+    return m
+
+
+def addressOf(name: bytes, *addresses: str) -> list[dns.RRHeader]:
+    return [dns.RRHeader(name=name, type=dns.A, payload=dns.Record_A(a)) for a in addresses]
+
+
+class HostileAnswerTests(ServerTestCase):
+    """
+    Whatever the DNS server answers, the client is greeted in time, named
+    by a confirmed valid name or its address literal, and no text of the
+    answer reaches a reply or a log line unescaped.
+    """
+
+    def session(self, answering: Answering) -> tuple[Responder, bytes, bytes, float]:
+        """
+        Start a server asking a L{Responder}, connect from L{CLIENT}, say
+        EHLO and QUIT; the responder, the greeting, the EHLO reply and the
+        seconds the greeting took.
+        """
+        responder = Responder(answering)
+        self.addCleanup(responder.stop)
+        self.startServer("--sink", "--dns-server", f"127.0.0.1:{responder.port}", maildir=False)
+        started = time.monotonic()
+        client = smtplib.SMTP(timeout=CLIENT_TIMEOUT, source_address=(CLIENT, 0))
+        self.addCleanup(client.close)
+        code, banner = client.connect("127.0.0.1", self.server.port)
+        waited = time.monotonic() - started
+        self.assertEqual(code, 220)
+        code, text = client.ehlo()
+        self.assertEqual(code, 250)
+        client.quit()
+        self.server.waitForLog(" close")
+        self.stopServer()
+        return responder, banner, text, waited
+
+    def test_classlessDelegation(self) -> None:
+        """
+        A PTR answer through an RFC 2317 CNAME names the client by the
+        PTR record at the CNAME's target, once confirmed.
+        """
+        delegated = b"2.0-25.0.0.127.in-addr.arpa"
+
+        def answering(q: dns.Query, overTCP: bool) -> dns.Message:
+            if q.type == dns.PTR:
+                return message(
+                    dns.RRHeader(q.name.name, dns.CNAME, payload=dns.Record_CNAME(delegated)),
+                    dns.RRHeader(delegated, dns.PTR, payload=dns.Record_PTR(b"client.example")),
+                )
+            if q.name.name == b"client.example":
+                return message(*addressOf(q.name.name, CLIENT))
+            return message(rCode=dns.ENAME)
+
+        responder, _, text, _ = self.session(answering)
+        self.assertIn(b"client.example", text)
+        self.assertIn("(client.example) to 127.0.0.1:", self.server.output)
+        self.assertEqual(
+            [(name, kind) for _, name, kind in responder.queries],
+            [(POINTER, dns.PTR), ("client.example", dns.A)],
+        )
+
+    def test_truncatedAnswersAskedOverTCP(self) -> None:
+        """
+        Truncated UDP answers (many PTR records, many addresses) are asked
+        again over TCP, and the full answer confirms the name.
+        """
+
+        def answering(q: dns.Query, overTCP: bool) -> dns.Message:
+            if not overTCP:
+                return message(trunc=True)
+            if q.type == dns.PTR:
+                return message(
+                    *(
+                        dns.RRHeader(q.name.name, dns.PTR, payload=dns.Record_PTR(f"x{i}.example"))
+                        for i in range(40)
+                    )
+                )
+            addresses = [f"127.0.1.{i}" for i in range(30)] + [CLIENT]
+            return message(*addressOf(q.name.name, *addresses))
+
+        responder, _, text, _ = self.session(answering)
+        self.assertIn(b"x0.example", text)
+        self.assertEqual(
+            [(t, kind) for t, _, kind in responder.queries],
+            [("udp", dns.PTR), ("tcp", dns.PTR), ("udp", dns.A), ("tcp", dns.A)],
+        )
+
+    def test_controlCharactersNeverShown(self) -> None:
+        """
+        A PTR name holding CR LF, NUL, brackets, spaces or UTF-8 never
+        names the client: the replies carry its address literal, and the
+        one warning shows the name escaped.
+        """
+
+        def answering(q: dns.Query, overTCP: bool) -> dns.Message:
+            return message(
+                dns.RRHeader(
+                    q.name.name,
+                    dns.PTR,
+                    payload=dns.Record_PTR(b"a\r\n250 [x] (y)\x00\xc3\xa9.example"),
+                )
+            )
+
+        _, banner, text, _ = self.session(answering)
+        self.assertNotIn(b"250 [x]", text)
+        self.assertIn(b"[127.0.0.2]", text)
+        output = self.server.output
+        self.assertIn("([127.0.0.2]) to 127.0.0.1:", output)
+        self.assertIn("invalid host name a\\x0d\\x0a250 [x] (y)\\x00\\xc3\\xa9.example", output)
+        self.assertNotIn("\r\n250 [x]", output)
+
+    def test_errorsGiveAddressLiteral(self) -> None:
+        """
+        SERVFAIL, NXDOMAIN and REFUSED answers name the client by its
+        address literal, without a traceback.
+        """
+        for rCode in (dns.ESERVER, dns.ENAME, dns.EREFUSED):
+            _, _, text, _ = self.session(lambda q, overTCP, rCode=rCode: message(rCode=rCode))
+            self.assertIn(b"[127.0.0.2]", text)
+            self.assertNotIn("Traceback", self.server.output)
+
+    def test_silentServerBoundsGreeting(self) -> None:
+        """
+        A DNS server that never answers delays the greeting by the lookup's
+        bound (3 seconds and its half-second margin), no longer.
+        """
+        _, _, text, waited = self.session(lambda q, overTCP: None)
+        self.assertIn(b"[127.0.0.2]", text)
+        self.assertGreaterEqual(waited, 2.9)
+        self.assertLess(waited, 3.5 + 1.5)
