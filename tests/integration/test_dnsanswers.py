@@ -14,9 +14,14 @@ import threading
 import time
 from collections.abc import Callable
 
-from twisted.names import dns
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.names import client, dns
+from twisted.trial.unittest import TestCase
 
 from tests.integration.helpers import CLIENT_TIMEOUT, ServerTestCase
+from twisted_smtpd._serving.resolve import ReverseResolver
 
 #: The client's address and the name of its PTR record.
 CLIENT = "127.0.0.2"
@@ -115,6 +120,18 @@ class Responder:
             thread.join(5)
         self.udp.close()
         self.tcp.close()
+
+
+def confirming(q: dns.Query, overTCP: bool) -> dns.Message:
+    """
+    Answer the PTR query with C{client.example}, and its A query with
+    L{CLIENT}.
+    """
+    if q.type == dns.PTR:
+        return message(
+            dns.RRHeader(q.name.name, dns.PTR, payload=dns.Record_PTR(b"client.example"))
+        )
+    return message(*addressOf(q.name.name, CLIENT))
 
 
 def message(*records: dns.RRHeader, rCode: int = dns.OK, trunc: bool = False) -> dns.Message:
@@ -250,3 +267,64 @@ class HostileAnswerTests(ServerTestCase):
         self.assertIn(b"[127.0.0.2]", text)
         self.assertGreaterEqual(waited, 2.9)
         self.assertLess(waited, 3.5 + 1.5)
+
+    def test_lostDatagramAskedAgain(self) -> None:
+        """
+        A query (or its answer) lost once is asked again within the bound:
+        the client is still named.
+        """
+        seen: set[tuple[str, int]] = set()
+
+        def answering(q: dns.Query, overTCP: bool) -> dns.Message | None:
+            key = (q.name.name.decode("ascii"), q.type)
+            if key not in seen:
+                seen.add(key)
+                return None
+            return confirming(q, overTCP)
+
+        responder, _, text, waited = self.session(answering)
+        self.assertIn(b"client.example", text)
+        self.assertIn("(client.example) to 127.0.0.1:", self.server.output)
+        self.assertEqual(
+            [(name, kind) for _, name, kind in responder.queries],
+            [(POINTER, dns.PTR)] * 2 + [("client.example", dns.A)] * 2,
+        )
+        self.assertLess(waited, 3.5 + 1.5)
+
+
+class ServersTests(TestCase):
+    """
+    A resolver with several servers (those of C{/etc/resolv.conf}), the
+    first of which never answers.
+    """
+
+    def test_secondServerAsked(self) -> None:
+        """
+        When the first server is silent, the second one is asked in time for
+        both lookups: the client is named within the bound.
+        """
+        silent = Responder(lambda q, overTCP: None)
+        self.addCleanup(silent.stop)
+        answering = Responder(confirming)
+        self.addCleanup(answering.stop)
+        resolver = client.Resolver(
+            resolv=None,
+            servers=[("127.0.0.1", silent.port), ("127.0.0.1", answering.port)],
+            reactor=reactor,
+        )
+        reverse = ReverseResolver(reactor, resolver, hostsFile="/nonexistent")
+        started = time.monotonic()
+        d: Deferred[str | None] = reverse.lookup(CLIENT)
+
+        def named(name: str | None) -> None:
+            self.assertEqual(name, "client.example")
+            self.assertLess(time.monotonic() - started, 3.5)
+            self.assertEqual(
+                [(name, kind) for _, name, kind in answering.queries],
+                [(POINTER, dns.PTR), ("client.example", dns.A)],
+            )
+
+        d.addCallback(named)
+        # Let the resolver's UDP ports, closed when their queries ended, go.
+        d.addCallback(lambda _: deferLater(reactor, 0, lambda: None))
+        return d

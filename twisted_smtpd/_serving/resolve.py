@@ -95,7 +95,8 @@ class ReverseResolver:
         Find the name for C{ip}: the name of its PTR record, once a forward
         lookup of that name (A for an IPv4 address, AAAA for IPv6) gives
         C{ip} back.  Both lookups together take at most C{timeout} seconds
-        (and a half-second margin).
+        (and a half-second margin); each asks its servers in two rounds
+        (L{attempts}).
 
         @return: A L{Deferred} firing with the name, or C{None} when there is
             none, it is not confirmed, a lookup failed or took too long; it
@@ -118,7 +119,9 @@ class ReverseResolver:
             self._resolver = createResolver()
         resolver = self._resolver
         deadline = self._clock.seconds() + self.timeout
-        d: Deferred[Any] = maybeDeferred(resolver.lookupPointer, ptr, timeout=(self.timeout,))
+        d: Deferred[Any] = maybeDeferred(
+            resolver.lookupPointer, ptr, timeout=attempts(self.timeout)
+        )
 
         def found(result: object) -> Deferred[str | None] | None:
             name = ptrAnswer(result, ptr)
@@ -136,9 +139,9 @@ class ReverseResolver:
                 unconfirmed(name, "no time left for its forward lookup")
                 return None
             if address.version == 6:
-                forward = maybeDeferred(resolver.lookupIPV6Address, name, timeout=(left,))
+                forward = maybeDeferred(resolver.lookupIPV6Address, name, timeout=attempts(left))
             else:
-                forward = maybeDeferred(resolver.lookupAddress, name, timeout=(left,))
+                forward = maybeDeferred(resolver.lookupAddress, name, timeout=attempts(left))
 
             def answered(result: object) -> str | None:
                 if address in forwardAddresses(result, name):
@@ -176,6 +179,18 @@ class ReverseResolver:
         d.addTimeout(self.timeout + 0.5, self._clock)
         d.addErrback(failed)
         return d
+
+
+def attempts(seconds: float) -> tuple[float, float]:
+    """
+    The seconds each round of queries of a lookup waits (C{twisted.names}
+    asks every server once per round): a third of C{seconds}, then the rest.
+
+    A lost datagram is asked again within the bound, and a second or third
+    server (C{/etc/resolv.conf}) is asked when the first one is silent,
+    instead of the first one alone taking the whole bound.
+    """
+    return (seconds / 3, seconds - seconds / 3)
 
 
 #: The failures of a lookup that are no news: no such name, no answer in
