@@ -9,13 +9,15 @@ import itertools
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.names import dns
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_smtpd._serving.resolve import ReverseResolver
+from twisted_smtpd._serving.dnsclient import DNSClient
+from twisted_smtpd._serving.resolve import AnswerUnusable, ReverseResolver
 
 POINTER = "7.2.0.192.in-addr.arpa"
 
@@ -47,6 +49,18 @@ class AnswerResolver:
     def lookupAddress(self, name: str, timeout: Any = None) -> Deferred[Any]:
         self.forward.append(name)
         return succeed(([dns.RRHeader(name, dns.A, payload=dns.Record_A("192.0.2.7"))], [], []))
+
+
+class FailingResolver:
+    """
+    Fails every PTR query with C{error}.
+    """
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def lookupPointer(self, name: str, timeout: Any = None) -> Deferred[Any]:
+        return fail(self.error)
 
 
 class PointerOwnerTests(SynchronousTestCase):
@@ -151,3 +165,69 @@ class PointerOwnerTests(SynchronousTestCase):
             [formatEvent(e) for e in events],
             ["reverse lookup of 192.0.2.7: invalid host name bad\\x0d\\x0aname.example ignored"],
         )
+
+
+class DNSClientTests(SynchronousTestCase):
+    """
+    L{DNSClient} asks again over TCP for a truncated UDP answer, once.
+    """
+
+    def client(self, overTCP: dns.Message) -> tuple[DNSClient, list[Any]]:
+        resolver = DNSClient(resolv=None, servers=[("127.0.0.1", 53)], reactor=Clock())
+        asked: list[Any] = []
+
+        def queryTCP(queries: Any, timeout: Any = 10) -> Deferred[dns.Message]:
+            asked.append(queries)
+            return succeed(overTCP)
+
+        resolver.queryTCP = queryTCP  # type: ignore[method-assign]
+        return resolver, asked
+
+    def test_truncatedOverTCPFails(self) -> None:
+        """
+        A TCP answer truncated too fails the lookup with L{AnswerUnusable},
+        after one TCP query.
+        """
+        query = dns.Query(POINTER, dns.PTR)
+        resolver, asked = self.client(dns.Message(answer=1, trunc=1))
+        udp = dns.Message(answer=1, trunc=1)
+        udp.queries = [query]
+        d = resolver.filterAnswers(udp)
+        self.failureResultOf(d, AnswerUnusable)
+        self.assertEqual(asked, [[query]])
+
+    def test_truncatedOverUDPAnsweredOverTCP(self) -> None:
+        """
+        A truncated UDP answer gives the records of the TCP answer.
+        """
+        full = dns.Message(answer=1)
+        full.answers = [ptr(POINTER, "client.example.net")]
+        resolver, asked = self.client(full)
+        d = resolver.filterAnswers(dns.Message(answer=1, trunc=1))
+        self.assertEqual(self.successResultOf(d), (full.answers, [], []))
+        self.assertEqual(len(asked), 1)
+
+
+class TroubleTests(SynchronousTestCase):
+    """
+    A DNS server that cannot be reached or misbehaves leaves one warning
+    line, without a traceback.
+    """
+
+    def test_connectionRefusedOneLine(self) -> None:
+        """
+        A refused TCP connection (for a truncated answer) is one warning.
+        """
+        for error in (
+            ConnectionRefusedError("111: Connection refused."),
+            ConnectionLost(),
+            AnswerUnusable("the DNS server's answer over TCP is truncated"),
+        ):
+            events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+            resolver = ReverseResolver(Clock(), FailingResolver(error), hostsFile="/nonexistent")
+            self.assertIsNone(self.successResultOf(resolver.lookup("192.0.2.7")))
+            self.assertEqual(
+                [formatEvent(e) for e in events],
+                [f"reverse lookup of 192.0.2.7 failed: {error}"],
+            )
+            self.assertEqual([e.get("log_failure") for e in events], [None])

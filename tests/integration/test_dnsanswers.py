@@ -34,13 +34,14 @@ Answering = Callable[[dns.Query, bool], dns.Message | None]
 
 class Responder:
     """
-    A DNS server on 127.0.0.1, over UDP and TCP on one port, answering each
-    query as C{answering} says, in a thread, until L{stop}.
+    A DNS server on 127.0.0.1, over UDP and (unless C{tcp} is false) TCP on
+    one port, answering each query as C{answering} says, in threads, until
+    L{stop}.  A TCP connection is kept for more queries, as DNS servers do.
 
     @ivar queries: C{(transport, name, type)} of each query.
     """
 
-    def __init__(self, answering: Answering) -> None:
+    def __init__(self, answering: Answering, tcp: bool = True) -> None:
         self.answering = answering
         self.queries: list[tuple[str, str, int]] = []
         for _ in range(20):
@@ -55,14 +56,16 @@ class Responder:
                 self.tcp.close()
                 continue
             break
-        self.tcp.listen(8)
+        if tcp:
+            # Without it the port stays bound, never listening: connections
+            # to it are refused.
+            self.tcp.listen(8)
         self.udp.settimeout(0.2)
         self.tcp.settimeout(0.2)
         self._stopped = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._serveUDP, daemon=True),
-            threading.Thread(target=self._serveTCP, daemon=True),
-        ]
+        self._threads = [threading.Thread(target=self._serveUDP, daemon=True)]
+        if tcp:
+            self._threads.append(threading.Thread(target=self._serveTCP, daemon=True))
         for thread in self._threads:
             thread.start()
 
@@ -101,22 +104,38 @@ class Responder:
                 continue
             except OSError:
                 return
-            with connection:
-                connection.settimeout(2)
+            thread = threading.Thread(target=self._serveConnection, args=(connection,))
+            thread.daemon = True
+            self._threads.append(thread)
+            thread.start()
+
+    def _serveConnection(self, connection: socket.socket) -> None:
+        connection.settimeout(0.2)
+        buffer = b""
+        with connection:
+            while not self._stopped.is_set():
                 try:
-                    size = struct.unpack("!H", connection.recv(2))[0]
-                    data = b""
-                    while len(data) < size:
-                        data += connection.recv(size - len(data))
-                except (OSError, struct.error):
+                    data = connection.recv(4096)
+                except TimeoutError:
                     continue
-                reply = self._answer(data, True)
-                if reply is not None:
-                    connection.sendall(struct.pack("!H", len(reply)) + reply)
+                except OSError:
+                    return
+                if not data:
+                    return
+                buffer += data
+                while len(buffer) >= 2 and len(buffer) >= 2 + struct.unpack("!H", buffer[:2])[0]:
+                    size = struct.unpack("!H", buffer[:2])[0]
+                    query, buffer = buffer[2 : 2 + size], buffer[2 + size :]
+                    reply = self._answer(query, True)
+                    if reply is not None:
+                        try:
+                            connection.sendall(struct.pack("!H", len(reply)) + reply)
+                        except OSError:
+                            return
 
     def stop(self) -> None:
         self._stopped.set()
-        for thread in self._threads:
+        for thread in list(self._threads):
             thread.join(5)
         self.udp.close()
         self.tcp.close()
@@ -151,13 +170,15 @@ class HostileAnswerTests(ServerTestCase):
     answer reaches a reply or a log line unescaped.
     """
 
-    def session(self, answering: Answering) -> tuple[Responder, bytes, bytes, float]:
+    def session(
+        self, answering: Answering, tcp: bool = True
+    ) -> tuple[Responder, bytes, bytes, float]:
         """
         Start a server asking a L{Responder}, connect from L{CLIENT}, say
         EHLO and QUIT; the responder, the greeting, the EHLO reply and the
         seconds the greeting took.
         """
-        responder = Responder(answering)
+        responder = Responder(answering, tcp)
         self.addCleanup(responder.stop)
         self.startServer("--sink", "--dns-server", f"127.0.0.1:{responder.port}", maildir=False)
         started = time.monotonic()
@@ -290,6 +311,40 @@ class HostileAnswerTests(ServerTestCase):
             [(POINTER, dns.PTR)] * 2 + [("client.example", dns.A)] * 2,
         )
         self.assertLess(waited, 3.5 + 1.5)
+
+    def test_truncatedOverTCPAskedOnce(self) -> None:
+        """
+        A server answering truncated over TCP too is asked over TCP once:
+        the client is greeted within the bound, named by its address
+        literal, with one warning and no traceback (the resolver used to
+        ask again forever, and the lookup never ended).
+        """
+        _, _, text, waited = self.session(lambda q, overTCP: message(trunc=True))
+        self.assertIn(b"[127.0.0.2]", text)
+        self.assertLess(waited, 3.5 + 1.5)
+        output = self.server.output
+        self.assertEqual(
+            output.count(
+                "reverse lookup of 127.0.0.2 failed: the DNS server's answer over TCP is truncated"
+            ),
+            1,
+        )
+        self.assertNotIn("Traceback", output)
+
+    def test_truncatedWithoutTCP(self) -> None:
+        """
+        A truncated answer from a server refusing TCP connections leaves
+        the client named by its address literal, with one warning line and
+        no traceback.
+        """
+        _, _, text, _ = self.session(lambda q, overTCP: message(trunc=True), tcp=False)
+        self.assertIn(b"[127.0.0.2]", text)
+        output = self.server.output
+        self.assertEqual(
+            output.count("reverse lookup of 127.0.0.2 failed: Connection was refused"), 1
+        )
+        self.assertNotIn("Traceback", output)
+        self.assertNotIn("critical", output)
 
 
 class ServersTests(TestCase):

@@ -15,7 +15,12 @@ import ipaddress
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, maybeDeferred, succeed
-from twisted.internet.error import DNSLookupError
+from twisted.internet.error import (
+    CannotListenError,
+    ConnectError,
+    ConnectionClosed,
+    DNSLookupError,
+)
 from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -114,9 +119,9 @@ class ReverseResolver:
             return succeed(known)
         ptr = address.reverse_pointer
         if self._resolver is None:
-            from twisted.names.client import createResolver
+            from twisted_smtpd._serving.dnsclient import defaultResolver
 
-            self._resolver = createResolver()
+            self._resolver = defaultResolver()
         resolver = self._resolver
         deadline = self._clock.seconds() + self.timeout
         d: Deferred[Any] = maybeDeferred(
@@ -169,7 +174,15 @@ class ReverseResolver:
         def failed(failure: Failure) -> None:
             # Every failure, of the lookups or of reading their answers, is
             # "no name": the session must be greeted whatever DNS said.
-            if failure.check(*_EXPECTED) is None:
+            if failure.check(*_EXPECTED) is not None:
+                return None
+            if failure.check(*_TROUBLE) is not None:
+                self._log.warn(
+                    "reverse lookup of {ip} failed: {why}",
+                    ip=canonical,
+                    why=printable(str(failure.value)[:200]),
+                )
+            else:
                 self._log.failure("reverse lookup of {ip} failed", failure, ip=canonical)
             return None
 
@@ -193,6 +206,12 @@ def attempts(seconds: float) -> tuple[float, float]:
     return (seconds / 3, seconds - seconds / 3)
 
 
+class AnswerUnusable(Exception):
+    """
+    A DNS server's answer that cannot be used (truncated over TCP).
+    """
+
+
 #: The failures of a lookup that are no news: no such name, no answer in
 #: time, a server failure.  Anything else is logged with its traceback.
 _EXPECTED = (
@@ -203,6 +222,11 @@ _EXPECTED = (
     CancelledError,
     DNSLookupError,
 )
+
+#: The failures that say a DNS server is unreachable or misbehaves (no TCP
+#: listener for a truncated answer, a connection closed, no socket left):
+#: one warning line each, without a traceback.
+_TROUBLE = (ConnectError, ConnectionClosed, CannotListenError, AnswerUnusable)
 
 
 def _pointerNames(result: object, pointer: str) -> list[bytes]:
@@ -366,6 +390,6 @@ def resolverFor(server: str, reactor: Any = None) -> Any:
 
     @raise ValueError: If C{server} is not C{HOST[:PORT]}.
     """
-    from twisted.names.client import Resolver
+    from twisted_smtpd._serving.dnsclient import serverResolver
 
-    return Resolver(resolv=None, servers=[parseDNSServer(server)], reactor=reactor)
+    return serverResolver(parseDNSServer(server), reactor)
