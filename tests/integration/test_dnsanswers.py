@@ -21,7 +21,7 @@ from twisted.names import client, dns
 from twisted.trial.unittest import TestCase
 
 from tests.integration.helpers import CLIENT_TIMEOUT, ServerTestCase
-from twisted_smtpd._serving.resolve import ReverseResolver
+from twisted_smtpd._serving.resolve import ReverseResolver, resolverFor
 
 #: The client's address and the name of its PTR record.
 CLIENT = "127.0.0.2"
@@ -92,9 +92,15 @@ class Responder:
                 continue
             except OSError:
                 return
+            self.received(data, peer)
             reply = self._answer(data, False)
             if reply is not None:
                 self.udp.sendto(reply, peer)
+
+    def received(self, data: bytes, peer: tuple[str, int]) -> None:
+        """
+        Called with each UDP query before it is answered.
+        """
 
     def _serveTCP(self) -> None:
         while not self._stopped.is_set():
@@ -345,6 +351,75 @@ class HostileAnswerTests(ServerTestCase):
         )
         self.assertNotIn("Traceback", output)
         self.assertNotIn("critical", output)
+
+
+class SpoofingResponder(Responder):
+    """
+    A L{Responder} that, before each answer, sends a forged one with the
+    query's id to the querying port from another port of 127.0.0.1: PTR
+    C{forged.example}, whose A record is L{CLIENT}.
+    """
+
+    def __init__(self, answering: Answering) -> None:
+        self.other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.other.bind(("127.0.0.1", 0))
+        super().__init__(answering)
+
+    def received(self, data: bytes, peer: tuple[str, int]) -> None:
+        query = dns.Message()
+        query.fromStr(data)
+        q = query.queries[0]
+        if q.type == dns.PTR:
+            forged = message(
+                dns.RRHeader(q.name.name, dns.PTR, payload=dns.Record_PTR(b"forged.example"))
+            )
+        else:
+            forged = message(*addressOf(q.name.name, CLIENT))
+        forged.id = query.id
+        forged.answer = 1
+        forged.queries = query.queries
+        self.other.sendto(forged.toStr(), peer)
+
+    def stop(self) -> None:
+        super().stop()
+        self.other.close()
+
+
+class SpoofingTests(TestCase):
+    """
+    An answer from another address or port than the server asked is not
+    taken (twisted.names checks the source of each UDP answer).
+    """
+
+    def test_answerFromOtherPortIgnored(self) -> None:
+        """
+        A forged answer with the right id, sent to the query's port before
+        the server's from another port, does not name the client.
+        """
+        responder = SpoofingResponder(confirming)
+        self.addCleanup(responder.stop)
+        reverse = ReverseResolver(
+            reactor, resolverFor(f"127.0.0.1:{responder.port}", reactor), hostsFile="/nonexistent"
+        )
+        d = reverse.lookup(CLIENT)
+        d.addCallback(self.assertEqual, "client.example")
+        d.addCallback(lambda _: deferLater(reactor, 0, lambda: None))
+        return d
+
+    def test_answerFromOtherPortIgnoredWithoutTwistedCheck(self) -> None:
+        """
+        The forged answer is not taken either by a C{twisted.names} that
+        matches UDP answers by their id alone, as before Twisted 26 (which
+        C{setup.cfg} allows): the query's port is connected to the server.
+        """
+
+        def datagramReceived(
+            protocol: dns.DNSDatagramProtocol, data: bytes, address: tuple[str, int]
+        ) -> None:
+            protocol._handleResponse(data, address, lambda m: None, lambda m: True)
+
+        self.patch(dns.DNSDatagramProtocol, "datagramReceived", datagramReceived)
+        return self.test_answerFromOtherPortIgnored()
 
 
 class ServersTests(TestCase):

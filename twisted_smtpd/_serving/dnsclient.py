@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.abstract import isIPv6Address
 from twisted.names import client, dns, hosts
 from twisted.names.resolve import ResolverChain
 from twisted.python.failure import Failure
@@ -20,15 +21,41 @@ from twisted_smtpd._serving.resolve import AnswerUnusable
 
 class DNSClient(client.Resolver):
     """
-    A C{twisted.names} client whose answer truncated over UDP is asked
-    again over TCP once only.
+    A C{twisted.names} client whose UDP queries take answers from the
+    server asked only, and whose answer truncated over UDP is asked again
+    over TCP once only.
 
     C{client.Resolver} asks again over TCP for every truncated answer, TCP
     ones included: a server answering every TCP query truncated made it
     ask forever, as fast as the server answered, and the chain of
     L{Deferred}s it built overflowed the stack when the lookup's deadline
     cancelled it, so that the lookup never ended.
+
+    Each UDP query has a port of its own, as in C{client.Resolver},
+    I{connected} to the server it asks: the system drops a datagram from
+    any other address or port, so that an answer forged with the query's
+    id is never taken, even with a Twisted older than 26 (whose
+    C{twisted.names} matched answers by their id alone).
     """
+
+    def _query(
+        self, address: tuple[str, int], queries: list[dns.Query], timeout: float, *args: Any
+    ) -> Any:
+        """
+        Ask C{queries} of the server at C{address} from a new port connected
+        to it, closed once answered or timed out.
+        """
+        interface = "::" if isIPv6Address(address[0]) else ""
+        protocol = self._connectedProtocol(interface=interface)
+        protocol.transport.connect(*address)
+        d = protocol.query(address, queries, timeout, *args)
+
+        def queried(result: object) -> object:
+            protocol.transport.stopListening()
+            return result
+
+        d.addBoth(queried)
+        return d
 
     def filterAnswers(self, message: dns.Message) -> Any:
         """
