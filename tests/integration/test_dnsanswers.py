@@ -409,8 +409,8 @@ class SpoofingTests(TestCase):
     def test_answerFromOtherPortIgnoredWithoutTwistedCheck(self) -> None:
         """
         The forged answer is not taken either by a C{twisted.names} that
-        matches UDP answers by their id alone, as before Twisted 26 (which
-        C{setup.cfg} allows): the query's port is connected to the server.
+        matches UDP answers by their id alone, as before twisted/twisted#12696
+        (releases that C{setup.cfg} allows): the query's port is connected to the server.
         """
 
         def datagramReceived(

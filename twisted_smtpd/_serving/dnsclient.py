@@ -34,8 +34,9 @@ class DNSClient(client.Resolver):
     Each UDP query has a port of its own, as in C{client.Resolver},
     I{connected} to the server it asks: the system drops a datagram from
     any other address or port, so that an answer forged with the query's
-    id is never taken, even with a Twisted older than 26 (whose
-    C{twisted.names} matched answers by their id alone).
+    id is never taken, even with a Twisted released before the fix of
+    twisted/twisted#12696 (2026), whose C{twisted.names} matched answers by
+    their id alone.
     """
 
     def _query(
