@@ -213,7 +213,8 @@ class AnswerUnusable(Exception):
 
 
 #: The failures of a lookup that are no news: no such name, no answer in
-#: time, a server failure.  Anything else is logged with its traceback.
+#: time, a server failure.  Those of L{_TROUBLE} are one warning line;
+#: anything else is logged with its traceback.
 _EXPECTED = (
     DomainError,
     ResolverError,
