@@ -16,11 +16,13 @@ from collections.abc import Callable
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.error import InvalidAddressError
 from twisted.internet.task import deferLater
 from twisted.names import client, dns
 from twisted.trial.unittest import TestCase
 
 from tests.integration.helpers import CLIENT_TIMEOUT, ServerTestCase
+from twisted_smtpd._serving.dnsclient import serverResolver
 from twisted_smtpd._serving.resolve import ReverseResolver, resolverFor
 
 #: The client's address and the name of its PTR record.
@@ -456,5 +458,19 @@ class ServersTests(TestCase):
 
         d.addCallback(named)
         # Let the resolver's UDP ports, closed when their queries ended, go.
+        d.addCallback(lambda _: deferLater(reactor, 0, lambda: None))
+        return d
+
+    def test_serverNotAnAddressLeavesNoPort(self) -> None:
+        """
+        A server that is not an IP address (a bad C{nameserver} line) fails
+        the lookup, and leaves no UDP port open (the reactor is clean).
+        """
+        resolver = serverResolver(("not-an-address.example", 53), reactor)
+        reverse = ReverseResolver(reactor, resolver, hostsFile="/nonexistent")
+        d = reverse.lookup(CLIENT)
+        d.addCallback(self.assertIsNone)
+        d.addCallback(lambda _: self.flushLoggedErrors(InvalidAddressError))
+        d.addCallback(lambda errors: self.assertEqual(len(errors), 1))
         d.addCallback(lambda _: deferLater(reactor, 0, lambda: None))
         return d

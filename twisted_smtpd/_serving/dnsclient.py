@@ -48,7 +48,11 @@ class DNSClient(client.Resolver):
         """
         interface = "::" if isIPv6Address(address[0]) else ""
         protocol = self._connectedProtocol(interface=interface)
-        protocol.transport.connect(*address)
+        try:
+            protocol.transport.connect(*address)
+        except BaseException:
+            protocol.transport.stopListening()
+            raise
         d = protocol.query(address, queries, timeout, *args)
 
         def queried(result: object) -> object:
