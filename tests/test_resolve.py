@@ -142,7 +142,8 @@ class DNSTests(SynchronousTestCase):
     def test_forwardConfirmed(self) -> None:
         """
         The PTR name is asked for its A records (IPv4 client) with the
-        whole timeout left, and kept because they hold the client's
+        whole timeout left (a third of it for a first round of queries, the
+        rest for a second), and kept because they hold the client's
         address.
         """
         dnsResolver = FakeResolver(
@@ -151,7 +152,7 @@ class DNSTests(SynchronousTestCase):
         )
         resolver = ReverseResolver(Clock(), dnsResolver, hostsFile="/nonexistent")
         self.assertEqual(self.successResultOf(resolver.lookup("192.0.2.5")), "client.example.net")
-        self.assertEqual(dnsResolver.forward, [("A", "client.example.net", (resolver.timeout,))])
+        self.assertEqual(dnsResolver.forward, [("A", "client.example.net", (1.0, 2.0))])
 
     def test_forwardConfirmedIPv6(self) -> None:
         """
@@ -233,8 +234,9 @@ class DNSTests(SynchronousTestCase):
     def test_forwardTimeoutSharesDeadline(self) -> None:
         """
         A PTR answer after 2 seconds leaves the forward lookup the rest of
-        the timeout; if it never answers, the whole lookup gives no name at
-        the timeout and its margin, counted from the start.
+        the timeout, in two rounds of queries; if it never answers, the
+        whole lookup gives no name at the timeout and its margin, counted
+        from the start.
         """
         clock = Clock()
         ptr: Deferred[Any] = Deferred()
@@ -243,11 +245,11 @@ class DNSTests(SynchronousTestCase):
         resolver = ReverseResolver(clock, dnsResolver, hostsFile="/nonexistent")
         d = resolver.lookup("192.0.2.7")
         clock.advance(2)
-        record = dns.RRHeader("x", dns.PTR, payload=dns.Record_PTR(b"client.example.net"))
-        ptr.callback(([record], [], []))
-        self.assertEqual(
-            dnsResolver.forward, [("A", "client.example.net", (resolver.timeout - 2,))]
+        record = dns.RRHeader(
+            "7.2.0.192.in-addr.arpa", dns.PTR, payload=dns.Record_PTR(b"client.example.net")
         )
+        ptr.callback(([record], [], []))
+        self.assertEqual(dnsResolver.forward, [("A", "client.example.net", (1 / 3, 1 - 1 / 3))])
         clock.advance(resolver.timeout + 0.5 - 2 - 0.01)
         self.assertNoResult(d)
         clock.advance(0.01)

@@ -125,8 +125,11 @@ class Session:
         trusted PROXY header or XCLIENT says so; C{("unknown", port)} when
         XCLIENT says the address is unavailable (C{ADDR=[UNAVAILABLE]}), as
         Postfix's C{client_address}, and port 0 when it says so of the port.
-    @ivar clientHostname: The client's name by reverse DNS, or the address in
-        brackets (C{"[192.0.2.1]"}) when unknown or disabled.
+    @ivar clientHostname: The client's name by reverse DNS (from the hosts
+        file, or a forward-confirmed PTR name: valid host name syntax,
+        chosen by whoever owns the client's address, so never proof of
+        anything else), or as a trusted XCLIENT front end names it, or the
+        address in brackets (C{"[192.0.2.1]"}) when unknown or disabled.
     @ivar openingCommand: C{"HELO"}, C{"EHLO"} or C{"LHLO"} once greeted.
     @ivar hostNameAppearsAs: The name the client gave in its greeting.
     @ivar envelope: The current transaction.

@@ -15,7 +15,12 @@ import ipaddress
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, maybeDeferred, succeed
-from twisted.internet.error import DNSLookupError
+from twisted.internet.error import (
+    CannotListenError,
+    ConnectError,
+    ConnectionClosed,
+    DNSLookupError,
+)
 from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -95,7 +100,8 @@ class ReverseResolver:
         Find the name for C{ip}: the name of its PTR record, once a forward
         lookup of that name (A for an IPv4 address, AAAA for IPv6) gives
         C{ip} back.  Both lookups together take at most C{timeout} seconds
-        (and a half-second margin).
+        (and a half-second margin); each asks its servers in two rounds
+        (L{attempts}).
 
         @return: A L{Deferred} firing with the name, or C{None} when there is
             none, it is not confirmed, a lookup failed or took too long; it
@@ -113,21 +119,24 @@ class ReverseResolver:
             return succeed(known)
         ptr = address.reverse_pointer
         if self._resolver is None:
-            from twisted.names.client import createResolver
+            from twisted_smtpd._serving.dnsclient import defaultResolver
 
-            self._resolver = createResolver()
+            self._resolver = defaultResolver()
         resolver = self._resolver
         deadline = self._clock.seconds() + self.timeout
-        d: Deferred[Any] = maybeDeferred(resolver.lookupPointer, ptr, timeout=(self.timeout,))
+        d: Deferred[Any] = maybeDeferred(
+            resolver.lookupPointer, ptr, timeout=attempts(self.timeout)
+        )
 
         def found(result: object) -> Deferred[str | None] | None:
-            name = ptrAnswer(result)
+            name = ptrAnswer(result, ptr)
             if name is None:
-                if _answerNames(result):
+                names = _answerNames(result, ptr)
+                if names:
                     self._log.warn(
                         "reverse lookup of {ip}: invalid host name {names} ignored",
                         ip=canonical,
-                        names=", ".join(_answerNames(result)),
+                        names=", ".join(names),
                     )
                 return None
             left = deadline - self._clock.seconds()
@@ -135,9 +144,9 @@ class ReverseResolver:
                 unconfirmed(name, "no time left for its forward lookup")
                 return None
             if address.version == 6:
-                forward = maybeDeferred(resolver.lookupIPV6Address, name, timeout=(left,))
+                forward = maybeDeferred(resolver.lookupIPV6Address, name, timeout=attempts(left))
             else:
-                forward = maybeDeferred(resolver.lookupAddress, name, timeout=(left,))
+                forward = maybeDeferred(resolver.lookupAddress, name, timeout=attempts(left))
 
             def answered(result: object) -> str | None:
                 if address in forwardAddresses(result, name):
@@ -165,7 +174,15 @@ class ReverseResolver:
         def failed(failure: Failure) -> None:
             # Every failure, of the lookups or of reading their answers, is
             # "no name": the session must be greeted whatever DNS said.
-            if failure.check(*_EXPECTED) is None:
+            if failure.check(*_EXPECTED) is not None:
+                return None
+            if failure.check(*_TROUBLE) is not None:
+                self._log.warn(
+                    "reverse lookup of {ip} failed: {why}",
+                    ip=canonical,
+                    why=printable(str(failure.value)[:200]),
+                )
+            else:
                 self._log.failure("reverse lookup of {ip} failed", failure, ip=canonical)
             return None
 
@@ -177,8 +194,27 @@ class ReverseResolver:
         return d
 
 
+def attempts(seconds: float) -> tuple[float, float]:
+    """
+    The seconds each round of queries of a lookup waits (C{twisted.names}
+    asks every server once per round): a third of C{seconds}, then the rest.
+
+    A lost datagram is asked again within the bound, and a second or third
+    server (C{/etc/resolv.conf}) is asked when the first one is silent,
+    instead of the first one alone taking the whole bound.
+    """
+    return (seconds / 3, seconds - seconds / 3)
+
+
+class AnswerUnusable(Exception):
+    """
+    A DNS server's answer that cannot be used (truncated over TCP).
+    """
+
+
 #: The failures of a lookup that are no news: no such name, no answer in
-#: time, a server failure.  Anything else is logged with its traceback.
+#: time, a server failure.  Those of L{_TROUBLE} are one warning line;
+#: anything else is logged with its traceback.
 _EXPECTED = (
     DomainError,
     ResolverError,
@@ -188,40 +224,63 @@ _EXPECTED = (
     DNSLookupError,
 )
 
-
-def _answerNames(result: object) -> list[str]:
-    """
-    The names in the answer records of C{result}, made L{printable}, for a
-    log line.
-    """
-    if not isinstance(result, tuple) or not result or not isinstance(result[0], list):
-        return []
-    names = []
-    for record in result[0][:4]:
-        raw = getattr(getattr(getattr(record, "payload", None), "name", None), "name", None)
-        if isinstance(raw, bytes):
-            names.append(printable(raw[:300].decode("ascii", "backslashreplace")))
-    return names
+#: The failures that say a DNS server is unreachable or misbehaves (no TCP
+#: listener for a truncated answer, a connection closed, no socket left):
+#: one warning line each, without a traceback.
+_TROUBLE = (ConnectError, ConnectionClosed, CannotListenError, AnswerUnusable)
 
 
-def ptrAnswer(result: object) -> str | None:
+def _pointerNames(result: object, pointer: str) -> list[bytes]:
     """
-    The host name in the answer to a PTR query, or C{None} when it has no
-    answer record whose name is a valid host name (L{validHostname}: ASCII
-    letters, digits and hyphens, length limits), so that no control
-    character, non-ASCII byte or numeric name posing as an address is ever
-    taken as a client's name.
+    The names the PTR records of C{pointer} in the answer to its PTR query
+    give, in order: the records owned by C{pointer} or by the target of a
+    CNAME record leading from it (RFC 2317 classless delegation), never
+    those of another owner nor the targets of the CNAME records themselves.
 
     @param result: What C{twisted.names} resolvers give:
         C{(answers, authority, additional)}.
     """
     if not isinstance(result, tuple) or not result or not isinstance(result[0], list):
-        return None
-    for record in result[0]:
-        payload = getattr(record, "payload", None)
-        raw = getattr(getattr(payload, "name", None), "name", None)
-        if not isinstance(raw, bytes):
-            continue
+        return []
+    from twisted.names.dns import Record_PTR, RRHeader
+
+    records = [r for r in result[0][:_MAX_RECORDS] if isinstance(r, RRHeader)]
+    owners = _owners(records, pointer)
+    names: list[bytes] = []
+    for r in records:
+        if isinstance(r.payload, Record_PTR) and _key(r.name) in owners:
+            raw = getattr(r.payload.name, "name", None)
+            if isinstance(raw, bytes):
+                names.append(raw)
+    return names
+
+
+def _answerNames(result: object, pointer: str) -> list[str]:
+    """
+    The names in the PTR records of C{pointer} in C{result}, made
+    L{printable}, for a log line.
+    """
+    return [
+        printable(raw[:300].decode("ascii", "backslashreplace"))
+        for raw in _pointerNames(result, pointer)[:4]
+    ]
+
+
+def ptrAnswer(result: object, pointer: str) -> str | None:
+    """
+    The host name in the answer to the PTR query for C{pointer}, or C{None}
+    when none of its PTR records (L{_pointerNames}: those of C{pointer} or
+    of a CNAME target leading from it) gives a valid host name
+    (L{validHostname}: ASCII letters, digits and hyphens, length limits),
+    so that no control character, non-ASCII byte, numeric name posing as an
+    address, nor a name given for another owner is ever taken as a
+    client's name.
+
+    @param result: What C{twisted.names} resolvers give:
+        C{(answers, authority, additional)}.
+    @param pointer: The name asked for (C{2.0.0.192.in-addr.arpa}).
+    """
+    for raw in _pointerNames(result, pointer):
         try:
             text = raw.decode("ascii")
         except UnicodeDecodeError:
@@ -231,6 +290,25 @@ def ptrAnswer(result: object) -> str | None:
         if validHostname(text):
             return text
     return None
+
+
+def _owners(records: list[Any], name: str) -> set[str]:
+    """
+    C{name} and the targets of the CNAME records among C{records} leading
+    from it, at most 8 links away (a loop ends too), as L{_key}s.
+    """
+    from twisted.names.dns import Record_CNAME
+
+    owners = {_key(name)}
+    for _ in range(8):
+        more: set[str] = set()
+        for r in records:
+            if isinstance(r.payload, Record_CNAME) and _key(r.name) in owners:
+                more.add(_key(r.payload.name))
+        if more <= owners:
+            break
+        owners |= more
+    return owners
 
 
 def forwardAddresses(
@@ -248,18 +326,10 @@ def forwardAddresses(
         return set()
     # Imported here, where a DNS answer is read: a server whose clients the
     # hosts file names never needs the module (about 1 MiB of memory).
-    from twisted.names.dns import Record_A, Record_AAAA, Record_CNAME, RRHeader
+    from twisted.names.dns import Record_A, Record_AAAA, RRHeader
 
     records = [r for r in result[0][:_MAX_RECORDS] if isinstance(r, RRHeader)]
-    owners = {_key(name)}
-    for _ in range(8):
-        more: set[str] = set()
-        for r in records:
-            if isinstance(r.payload, Record_CNAME) and _key(r.name) in owners:
-                more.add(_key(r.payload.name))
-        if more <= owners:
-            break
-        owners |= more
+    owners = _owners(records, name)
     addresses: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
     for r in records:
         payload = r.payload
@@ -275,7 +345,8 @@ def forwardAddresses(
     return addresses
 
 
-#: The most answer records a forward lookup's answer is searched through.
+#: The most answer records a PTR or forward lookup's answer is searched
+#: through.
 _MAX_RECORDS = 64
 
 
@@ -320,6 +391,6 @@ def resolverFor(server: str, reactor: Any = None) -> Any:
 
     @raise ValueError: If C{server} is not C{HOST[:PORT]}.
     """
-    from twisted.names.client import Resolver
+    from twisted_smtpd._serving.dnsclient import serverResolver
 
-    return Resolver(resolv=None, servers=[parseDNSServer(server)], reactor=reactor)
+    return serverResolver(parseDNSServer(server), reactor)
