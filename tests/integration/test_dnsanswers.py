@@ -415,12 +415,16 @@ class SpoofingTests(TestCase):
         (releases that C{setup.cfg} allows): the query's port is connected to the server.
         """
 
-        def datagramReceived(
-            protocol: dns.DNSDatagramProtocol, data: bytes, address: tuple[str, int]
-        ) -> None:
-            protocol._handleResponse(data, address, lambda m: None, lambda m: True)
+        if hasattr(dns.DNSDatagramProtocol, "_handleResponse"):
+            # A Twisted with the source check: take it away.  An older one
+            # (the declared floor) matches by the id alone as it is.
 
-        self.patch(dns.DNSDatagramProtocol, "datagramReceived", datagramReceived)
+            def datagramReceived(
+                protocol: dns.DNSDatagramProtocol, data: bytes, address: tuple[str, int]
+            ) -> None:
+                protocol._handleResponse(data, address, lambda m: None, lambda m: True)
+
+            self.patch(dns.DNSDatagramProtocol, "datagramReceived", datagramReceived)
         return self.test_answerFromOtherPortIgnored()
 
 
