@@ -30,12 +30,13 @@ MESSAGE = b"Subject: big\r\n\r\n" + os.urandom(3 * 1024 * 1024).hex().encode() +
 
 class _EarlyRefusal(Protocol):
     """
-    Answer 503 as soon as the request head is in, then read the rest a
-    little at a time.
+    Answer (503 unless told) as soon as the request head is in, then read
+    the rest a little at a time.
     """
 
-    def __init__(self, server: _Receiver) -> None:
+    def __init__(self, server: _Receiver, status: bytes = b"503 Busy") -> None:
         self._server = server
+        self._status = status
         self._head = b""
         self._answered = False
         self._pace: LoopingCall | None = None
@@ -48,7 +49,7 @@ class _EarlyRefusal(Protocol):
         self._head += data
         if b"\r\n\r\n" in self._head:
             self._answered = True
-            self.transport.write(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
+            self.transport.write(b"HTTP/1.1 " + self._status + b"\r\nContent-Length: 0\r\n\r\n")
             self.transport.pauseProducing()  # type: ignore[attr-defined]
             self._pace = LoopingCall(self.transport.resumeProducing)  # type: ignore[attr-defined]
             self._pace.start(0.01, now=False)
@@ -90,14 +91,16 @@ class _Accepting(Protocol):
 
 class _Receiver(Factory):
     """
-    The first connection refuses early and reads slowly; the others accept.
+    The first connection answers early (503 unless told) and reads
+    slowly; the others accept.
 
     @ivar bodies: The request bodies accepted, whole.
     """
 
     noisy = False
 
-    def __init__(self) -> None:
+    def __init__(self, early: bytes = b"503 Busy") -> None:
+        self.early = early
         self.connections = 0
         self.bodies: list[bytes] = []
         self.open = 0
@@ -107,7 +110,7 @@ class _Receiver(Factory):
         self.connections += 1
         self.open += 1
         if self.connections == 1:
-            return _EarlyRefusal(self)
+            return _EarlyRefusal(self, self.early)
         return _Accepting(self)
 
     def lost(self) -> None:
@@ -159,3 +162,24 @@ class EarlyAnswerTests(TestCase):
         self.assertIn(MESSAGE, body)
         errors = [formatEvent(e) for e in events if e["log_level"] >= LogLevel.error]
         self.assertEqual(errors, [])
+
+    async def test_earlySuccessNotTaken(self) -> None:
+        """
+        A 200 that comes whole before the request body was sent cannot mean
+        the receiver took the message: the attempt counts as failed and the
+        next one, sending the body whole, is the one accepted.
+        """
+        receiver = _Receiver(early=b"200 OK")
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(receiver)
+        self.addCleanup(port.stopListening)
+        url = f"http://127.0.0.1:{port.getHost().port}/hook"
+        handler = WebhookHandler(url, firstRetry=0.05, timeout=30)
+        stream = MessageStream()
+        d = handler.onData(stream, makeSession())
+        feed(stream, MESSAGE)
+        self.assertEqual(await d, "OK: queued as s1d.1")
+        await handler.close()
+        await receiver.closed()
+        self.assertEqual(receiver.connections, 2)
+        [body] = receiver.bodies
+        self.assertIn(MESSAGE, body)

@@ -65,6 +65,20 @@ class TooManyInformational(Exception):
         return f"more than {MAX_INFORMATIONAL} 1xx answers"
 
 
+#: The attribute marking a response that came whole before the request's
+#: body was all sent.
+_EARLY = "_answeredBeforeTheBody"
+
+
+def answeredEarly(response: object) -> bool:
+    """
+    Whether C{response} came whole before its request's body was all sent:
+    the receiver answered without the whole message, so that even a 2xx
+    cannot mean it took the message.
+    """
+    return bool(getattr(response, _EARLY, False))
+
+
 class _BoundedHeadersProtocol(HTTP11ClientProtocol):
     """
     An L{HTTP11ClientProtocol} that drops the connection once a response's
@@ -106,11 +120,15 @@ class _BoundedHeadersProtocol(HTTP11ClientProtocol):
     def _finishResponse_TRANSMITTING(self, rest: bytes) -> None:
         """
         The whole answer came before the whole request body was sent (a
-        receiver may answer early, then read on): end the connection now,
-        which stops the body's producer, rather than let it send the rest
-        slowly into a connection Twisted will not reuse, reading the spool
-        the next attempt reads, or after it is closed.
+        receiver may answer early, then read on): the answer is marked so
+        (L{answeredEarly}), and the connection ends now, which stops the
+        body's producer, rather than let it send the rest slowly into a
+        connection Twisted will not reuse, reading the spool the next
+        attempt reads, or after it is closed.
         """
+        parser = self._parser
+        if parser is not None and parser.response is not None:
+            setattr(parser.response, _EARLY, True)
         super()._finishResponse_TRANSMITTING(rest)
         assert self.transport is not None
         cast(ITCPTransport, self.transport).abortConnection()

@@ -28,6 +28,7 @@ from twisted_smtpd.handlers._envelope import envelopeFields, envelopeJSON, messa
 from twisted_smtpd.handlers._sessionwork import SessionWork
 from twisted_smtpd.handlers._signedspool import SignedSpool
 from twisted_smtpd.handlers._webhookclient import (
+    answeredEarly,
     checkURL,
     describe,
     discardBody,
@@ -134,7 +135,9 @@ class WebhookHandler(BaseHandler):
     The HTTP status of the answer to the POST decides the reply, as soon as
     the status line and headers are in: 2xx is 250 at once (the rest of the
     body is read afterwards, for at most 5 seconds and 64 KiB, then
-    dropped); 408, 429, 5xx, a
+    dropped), but a whole answer that came before the request body was all
+    sent counts as a failed attempt (the receiver had not read the
+    message); 408, 429, 5xx, a
     status outside 100-599, a malformed answer, a connection failure or no
     answer within C{attemptTimeout} is tried again, with growing pauses,
     until C{timeout} seconds after the message ended, then answered 451; any
@@ -402,6 +405,11 @@ class WebhookHandler(BaseHandler):
             )
             raise SMTPError(451, f"Error: webhook unavailable ({problem})", "4.3.0") from None
         code = response.code
+        if 200 <= code < 300 and answeredEarly(response):
+            # The receiver cannot have taken what it had not read; the
+            # connection is cut (the rest of the body is not sent).
+            discardBody(response)
+            raise _TemporaryFailure(f"HTTP {code} before the whole message was sent")
         if 200 <= code < 300:
             # The status decides: the rest of the body, read meanwhile,
             # only frees the connection for the next message.
