@@ -472,6 +472,22 @@ class ListenerTests(SynchronousTestCase):
         self.assertTrue(transport.value().endswith(b"\r\n\r\nok\n"))
         self.assertFalse(transport.disconnecting)
 
+    def test_noAccessLine(self) -> None:
+        """
+        A scrape leaves no line in the log (Twisted's access log would add
+        one per request, with the client's User-Agent).
+        """
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import globalLogPublisher
+
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nUser-Agent: " + b"u" * 8000 + b"\r\n\r\n"
+        )
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertEqual([e for e in logged if "uuuu" in str(e)], [])
+
     def test_bodyRefused(self) -> None:
         """
         A request announcing a body (a length, or chunks) gets 413 and the
