@@ -204,8 +204,9 @@ class TLSPolicy:
                 raise ValueError(f"tlsCiphers: {e}") from None
 
 
-#: What separates the elements of an OpenSSL cipher string.
-_SEPARATORS = re.compile(r"[:, ]+")
+#: What separates the elements of an OpenSSL cipher string: a colon, and
+#: as OpenSSL also takes (its C{ITEM_SEP}), a semicolon, a comma or a space.
+_SEPARATORS = re.compile(r"[:;, ]+")
 
 
 def splitCiphers(ciphers: str) -> tuple[str, tuple[str, ...]]:
