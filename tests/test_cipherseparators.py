@@ -3,17 +3,24 @@
 Every separator OpenSSL takes in a cipher string (colon, semicolon, comma,
 space) separates the TLS 1.3 suites named in C{tlsCiphers} too: a suite
 after a semicolon is never left in the TLS 1.2 string, where OpenSSL
-would ignore it silently and keep all its TLS 1.3 suites on.
+would ignore it silently and keep all its TLS 1.3 suites on.  And a cipher
+string naming no cipher at all is refused, never taken for Twisted's
+defaults.
 """
 
 from __future__ import annotations
 
+from twisted.python import usage
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from tests.test_tap import parse
 from tests.test_tls import _TLSTestCase, handshake
 from tests.test_tls13suites import _SuiteClient
+from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving import sni
+from twisted_smtpd._serving.server import SMTPServerFactory
 from twisted_smtpd._serving.tls import ServerTLS, tlsInfo
+from twisted_smtpd.handlers import SinkHandler
 
 
 class SemicolonSplitTests(SynchronousTestCase):
@@ -63,3 +70,21 @@ class SemicolonSuiteTests(_TLSTestCase):
             tls.contextFactory(), _SuiteClient(b"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384")
         )
         self.assertEqual(tlsInfo(accepted.server.transport).cipher, "TLS_AES_256_GCM_SHA384")
+
+
+class NoCipherTests(SynchronousTestCase):
+    def test_refused(self) -> None:
+        """
+        A cipher string that names no cipher and no TLS 1.3 suite (empty,
+        separators only, a command alone: an unset variable in a unit
+        file's C{--tls-ciphers "$CIPHERS"}) is refused when the server is
+        made, with one line; under C{twistd}, one line naming the flag.
+        It is not served with Twisted's default ciphers.
+        """
+        for ciphers in ("", " ", ":", ";", "@SECLEVEL=3"):
+            message = f"tlsCiphers: the cipher string {ciphers!r} selects no cipher"
+            options = ServerOptions(tlsCiphers=ciphers)
+            e = self.assertRaises(ValueError, SMTPServerFactory, SinkHandler(), options)
+            self.assertEqual(str(e), message)
+            e = self.assertRaises(usage.UsageError, parse, "--sink", "--tls-ciphers", ciphers)
+            self.assertEqual(str(e), "--" + message.replace("tlsCiphers", "tls-ciphers", 1))
