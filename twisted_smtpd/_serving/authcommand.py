@@ -212,7 +212,9 @@ class AuthCommand:
         """
         Log a refusal of C{request} that came after its session ended (the
         client left, or the session timed out waiting): a failed login all
-        the same, which the client may have guessed from the wait.  Nothing
+        the same, which the client may have guessed from the wait.  A login
+        that may not act as the authorization identity it asked for is one
+        too, as in a session that waited.  Nothing
         else is done with it; C{result} passes on unchanged.
         """
         p = self._protocol
@@ -226,6 +228,12 @@ class AuthCommand:
             reply = error.toReply()
         elif result is None or result is False:
             reply = catalogue.AUTH_FAILED
+        elif not _namesNobody(
+            result.user if isinstance(result, AuthResult) else result
+        ) and not _mayActAs(request, result):
+            # A login that may not act as the identity it asked for: the
+            # failed login the session would have logged.
+            reply = catalogue.AUTH_NOT_AUTHORIZED
         else:
             return result
         self.failures += 1

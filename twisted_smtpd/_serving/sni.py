@@ -93,6 +93,10 @@ class TLSPolicy:
         if self.ciphers is not None:
             _checkSuites(self.ciphers, suites)
         if not any(not element.startswith("@") for element in tls12.split(":") if element):
+            if self.ciphers is not None and not suites:
+                # Empty, separators or commands only (@SECLEVEL=3): as
+                # OpenSSL's own parser, no cipher, not Twisted's defaults.
+                raise ValueError(f"the cipher string {self.ciphers!r} selects no cipher")
             if suites and self.minVersion == "TLSv1.2":
                 raise ValueError(
                     f"the cipher string {self.ciphers!r} names only TLS 1.3 suites: add TLS 1.2"
@@ -204,8 +208,9 @@ class TLSPolicy:
                 raise ValueError(f"tlsCiphers: {e}") from None
 
 
-#: What separates the elements of an OpenSSL cipher string.
-_SEPARATORS = re.compile(r"[:, ]+")
+#: What separates the elements of an OpenSSL cipher string: a colon, and
+#: as OpenSSL also takes (its C{ITEM_SEP}), a semicolon, a comma or a space.
+_SEPARATORS = re.compile(r"[:;, ]+")
 
 
 def splitCiphers(ciphers: str) -> tuple[str, tuple[str, ...]]:
