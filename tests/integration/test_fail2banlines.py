@@ -70,6 +70,7 @@ class ContinuationLineTests(ServerTestCase):
                 timeout=CLIENT_TIMEOUT,
                 check=False,
                 text=True,
+                env=test_logs.systemPythonEnvironment(),
             )
             self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
             self.assertIn("Failregex: 0 total", result.stdout, (mode, result.stdout))

@@ -29,6 +29,17 @@ from tests.integration.helpers import (
 FILTER = PROJECT / "docs" / "fail2ban" / "twisted-smtpd.conf"
 
 
+def systemPythonEnvironment() -> dict[str, str]:
+    """
+    This process's environment without C{PYTHONPATH} and C{PYTHONHOME}, for
+    a program of the system's own Python (C{fail2ban-regex}): a path given
+    to this interpreter (C{trial -j} gives its workers its whole
+    C{sys.path}) would make that one load another version's standard
+    library.
+    """
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+
+
 class Fail2banTests(ServerTestCase):
     """
     fail2ban finds every failed login in the text log.
@@ -82,6 +93,7 @@ class Fail2banTests(ServerTestCase):
             timeout=CLIENT_TIMEOUT,
             check=False,
             text=True,
+            env=systemPythonEnvironment(),
         )
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         match = re.search(r"^Failregex: (\d+) total", result.stdout, re.M)
