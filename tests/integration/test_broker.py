@@ -185,7 +185,7 @@ class BrokerTests(TestCase):
         broker = RabbitMQ(self.mktemp())
         self.addCleanup(broker.shutdown)
         await deferToThread(broker.start)
-        handler, server = await self.serve(url=broker.url, confirmTimeout=1.0)
+        handler, server = await self.serve(url=broker.url, confirmTimeout=3.0)
         self.assertEqual((await deferToThread(send, server.port))[0], 250)
         assert broker.process is not None
         os.killpg(broker.process.pid, signal.SIGSTOP)
