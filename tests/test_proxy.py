@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import tcp
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
@@ -362,6 +362,28 @@ class WrapperTests(SynchronousTestCase):
         wrapper, transport, clock = proxied("198.51.100.9", useProxy=["127.0.0.0/8"])
         self.assertEqual(transport.value(), UNTRUSTED_PROXY)
         self.assertTrue(transport.disconnecting)
+
+    def test_unixFrontEndTrusted(self) -> None:
+        """
+        C{useProxy} names IP networks; a front end on a C{haproxy:unix:}
+        listener has no address to match, and the socket file's permissions
+        decide who reaches it (as for Postfix, which trusts any peer of a
+        PROXY listener), so its header is read and its client served.
+        """
+        clock = Clock()
+        serverOptions = ServerOptions(
+            name="mx.example.com", disableReverseLookup=True, useProxy=["10.0.0.5/32"]
+        )
+        factory = SMTPServerFactory(RecordingHandler(), serverOptions, reactor=clock)
+        wrapping = ProxyWrappingFactory(factory, serverOptions.useProxy, clock)
+        wrapper = wrapping.buildProtocol(UNIXAddress(None))
+        transport = StringTransport(
+            peerAddress=UNIXAddress(None), hostAddress=UNIXAddress(b"/run/smtpd.sock")
+        )
+        wrapper.makeConnection(transport)
+        wrapper.dataReceived(V1 + b"NOOP\r\n")
+        self.assertEqual(transport.value(), replies.GREETING + replies.OK)
+        self.assertEqual(wrapper.wrappedProtocol.session.remoteAddress, ("203.0.113.5", 5555))
 
     def test_badHeader(self) -> None:
         """

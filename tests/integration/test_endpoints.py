@@ -353,7 +353,12 @@ class HAProxy:
     version 2 on the second (with a CRC32c TLV after the addresses).
     """
 
-    def __init__(self, executable: str, directory: str, backend: int) -> None:
+    def __init__(self, executable: str, directory: str, backend: int | str) -> None:
+        """
+        @param backend: The backend's port on 127.0.0.1, or the path of its
+            UNIX socket.
+        """
+        server = f"unix@{backend}" if isinstance(backend, str) else f"127.0.0.1:{backend}"
         self.v1 = freePort()
         self.v2 = freePort()
         self.config = os.path.join(directory, "haproxy.cfg")
@@ -368,8 +373,8 @@ class HAProxy:
                 "    timeout server 60s\n"
                 f"frontend v1\n    bind 127.0.0.1:{self.v1}\n    default_backend smtpv1\n"
                 f"frontend v2\n    bind 127.0.0.1:{self.v2}\n    default_backend smtpv2\n"
-                f"backend smtpv1\n    server s1 127.0.0.1:{backend} send-proxy\n"
-                f"backend smtpv2\n    server s2 127.0.0.1:{backend} send-proxy-v2"
+                f"backend smtpv1\n    server s1 {server} send-proxy\n"
+                f"backend smtpv2\n    server s2 {server} send-proxy-v2"
                 " proxy-v2-options crc32c\n"
             )
         self.process = subprocess.Popen(
@@ -454,6 +459,47 @@ class HAProxyTests(ServerTestCase):
             )
             self.assertEqual(error.smtp_code, 421)
         self.assertEqual(recordinghandler.readRecords(records), [])
+        proxy.stop()
+        self.stopServer()
+
+    def test_unixBackendWithTrustedNetworks(self) -> None:
+        """
+        A C{haproxy:unix:} listener takes HAProxy's connections over its
+        socket file although C{--proxy-trusted} names only IP networks
+        (for the server's C{haproxy:tcp:} listeners): a UNIX socket peer has
+        no address to match, and the file's permissions decide who connects.
+        """
+        executable = requireProgram(self, "haproxy", "haproxy")
+        records = os.path.join(self.makeDirectory(), "records")
+        # Socket paths are limited to about 100 bytes: keep it short.
+        directory = tempfile.mkdtemp(prefix="smtpd-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "smtp.sock")
+        self.startServer(
+            "--handler",
+            HANDLER,
+            "--handler-option",
+            f"directory={records}",
+            "--proxy-trusted",
+            "192.0.2.0/24",
+            maildir=False,
+            listen=[f"haproxy:unix:{path}"],
+        )
+        proxy = HAProxy(executable, self.directory, path)
+        self.addCleanup(proxy.stop)
+        proxy.waitListening()
+        expected = []
+        for index, port in enumerate([proxy.v1, proxy.v2]):
+            client = self.smtp(port)
+            clientAddress = list(client.sock.getsockname())
+            body = message(index)
+            self.assertEqual(client.sendmail(SENDER, [RECIPIENT], body), {})
+            client.quit()
+            expected.append((clientAddress, body.decode("ascii")))
+        found = sorted(
+            (r["remoteAddress"], r["body"]) for r in recordinghandler.readRecords(records)
+        )
+        self.assertEqual(found, sorted(expected))
         proxy.stop()
         self.stopServer()
 

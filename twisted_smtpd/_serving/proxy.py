@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -79,9 +79,14 @@ class ProxyProtocolWrapper(ProtocolWrapper):
         self.transport = transport
         self.factory.registerProtocol(self)
         self.proxyPeer = transport.getPeer()
-        host = getattr(self.proxyPeer, "host", "")
         networks = self.factory.trustedNetworks
-        if networks and not trusted(networks, host):
+        # A front end on a UNIX socket has no address to match: the socket
+        # file's permissions decide who reaches it.
+        if (
+            networks
+            and not isinstance(self.proxyPeer, UNIXAddress)
+            and not trusted(networks, getattr(self.proxyPeer, "host", ""))
+        ):
             self._log.warn("PROXY connection from untrusted {peer}", peer=self._peerText())
             self._refuse(catalogue.UNTRUSTED_PROXY)
             return
