@@ -159,6 +159,9 @@ class PostfixClosingAtRcptTests(ServerTestCase):
         self.assertEqual(client.sendmail(SENDER, ["carol@example.org"], BODY), {})
         client.quit()
         waitUntil(lambda: len(maildir(sink)) >= 1, DELIVERY_TIMEOUT, "the delivery")
+        # Postfix logs the delivery once the sink's 250 has reached it,
+        # after the message is in the sink's Maildir.
+        waitUntil(lambda: postfix.count("status=") >= 1, DELIVERY_TIMEOUT, "Postfix's log line")
         self.assertEqual(postfix.count("status=sent"), 1, postfix.log)
         self.assertIn("to=<carol@example.org>", postfix.log)
         self.assertNotIn("to=<bob@example.org>", postfix.log)

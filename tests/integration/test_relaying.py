@@ -111,7 +111,10 @@ class PostfixTests(ServerTestCase):
         waitUntil(lambda: len(maildir(self.sink)) >= 1, DELIVERY_TIMEOUT, "the delivery")
         [stored] = maildir(self.sink)
         self.assertTrue(stored.endswith(b".a dotted line\r\nend\r\n"), stored)
-        self.assertEqual(self.postfix.count("status=sent"), 1, self.postfix.log)
+        # Postfix logs the delivery once the sink's 250 has reached it.
+        postfix = self.postfix
+        waitUntil(lambda: postfix.count("status=") >= 1, DELIVERY_TIMEOUT, "Postfix's log line")
+        self.assertEqual(postfix.count("status=sent"), 1, postfix.log)
         self.assertIn("to=<bob@example.org>", self.postfix.log)
 
     def test_sizeRefusedAtMail(self) -> None:
