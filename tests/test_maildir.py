@@ -887,7 +887,7 @@ class FailureTypeTests(SynchronousTestCase):
         handler = MaildirHandler(path)
         first = _Delivery(handler, "first")
         second = _Delivery(handler, "second")
-        second.tmpPath = os.path.join(path, "missing", "second")
+        second.tmpDirectory = os.path.join(path, "missing")
         first.chunks, second.chunks = [b"1"], [b"2"]
         results, placed, settled = _maildirdisk._commitCycle([first, second], [], path)
         self.assertEqual(placed, [])

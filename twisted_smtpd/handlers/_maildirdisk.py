@@ -148,7 +148,7 @@ def _openTmp(delivery: _Delivery) -> int:
         except FileNotFoundError:
             # tmp/ removed since the handler started: made again (the next
             # flush makes that durable), if the Maildir itself is there.
-            delivery.created.extend(restoreMaildir(delivery.tmpPath.rpartition("/")[0]))
+            delivery.created.extend(restoreMaildir(delivery.tmpDirectory))
             fd = _newTmp(delivery)
         delivery.fd = fd
         delivery.openedAt = next(_opened)
@@ -157,8 +157,7 @@ def _openTmp(delivery: _Delivery) -> int:
 
 def _newTmp(delivery: _Delivery) -> int:
     if delivery.unnamed:
-        directory = delivery.tmpPath.rpartition("/")[0]
-        return os.open(directory, os.O_WRONLY | _O_TMPFILE | os.O_CLOEXEC, 0o600)
+        return os.open(delivery.tmpDirectory, os.O_WRONLY | _O_TMPFILE | os.O_CLOEXEC, 0o600)
     return _createTmp(delivery.tmpPath)
 
 
@@ -255,7 +254,7 @@ def _release(delivery: _Delivery) -> None:
     """
     for directory in delivery.toSync:
         directory.release()
-    delivery.toSync = []
+    delivery.toSync.clear()
 
 
 def _placeAll(delivery: _Delivery, opened: dict[str, Directory]) -> None:
@@ -265,11 +264,12 @@ def _placeAll(delivery: _Delivery, opened: dict[str, Directory]) -> None:
     (C{opened}).  The directories to fsync for the message to be safe are
     then in its C{toSync}, even when this fails.
     """
-    created, delivery.created = delivery.created, []
-    for changed in created:
-        _open(opened, changed, delivery)
+    if delivery.created:
+        created, delivery.created = delivery.created, []
+        for changed in created:
+            _open(opened, changed, delivery)
     if not delivery.targets:
-        newPath = delivery.newPath.rpartition("/")[0]
+        newPath = delivery.handler._newDirectory
         try:
             directory = _open(opened, newPath, delivery)
         except FileNotFoundError:
@@ -426,7 +426,11 @@ def _flush(
     directories: dict[Directory, list[int]] = {}
     for position, delivery in enumerate(placed):
         for directory in delivery.toSync:
-            directories.setdefault(directory, []).append(position)
+            positions = directories.get(directory)
+            if positions is None:
+                directories[directory] = [position]
+            else:
+                positions.append(position)
     for directory in list(directories):
         if directory.removed():
             # Its messages are gone with it: the clients send them again,
@@ -445,7 +449,9 @@ def _flush(
         # directory and cycle, not an fstat per file.
         devices: dict[str, int] = {}
         for index in written:
-            onDevice = _onDevice(batch[index].tmpPath.rpartition("/")[0], devices)
+            onDevice = devices.get(batch[index].tmpDirectory)
+            if onDevice is None:
+                onDevice = _onDevice(batch[index].tmpDirectory, devices)
             (covered if onDevice == device else alone).append(index)
         for directory in directories:
             # One reached by its path and gone since fails its own messages
