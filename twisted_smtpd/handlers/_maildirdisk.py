@@ -192,9 +192,12 @@ def _writeAll(fd: int, chunks: list[bytes]) -> None:
     buffered file object in between (its C{fstat}, C{lseek} and C{ioctl}
     calls cost more than the write).
     """
-    data = memoryview(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-    while data:
-        data = data[os.write(fd, data) :]
+    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    written = os.write(fd, data)
+    if written < len(data):
+        rest = memoryview(data)[written:]
+        while rest:
+            rest = rest[os.write(fd, rest) :]
 
 
 def _writeChunks(delivery: _Delivery, chunks: list[bytes]) -> None:
@@ -460,7 +463,8 @@ def _flush(
             (coveredDirectories if onRoot else aloneDirectories).append(directory)
         try:
             if covered:
-                first = batch[min(covered, key=lambda i: batch[i].openedAt)].fd
+                openings = [batch[index].openedAt for index in covered]
+                first = batch[covered[openings.index(min(openings))]].fd
                 assert first is not None
                 syncfs(first)
             elif coveredDirectories:
