@@ -219,16 +219,6 @@ def _discard(delivery: _Delivery) -> None:
         os.unlink(delivery.tmpPath)
 
 
-def _writeRest(delivery: _Delivery) -> None:
-    """
-    Write what is left of the message to its tmp file, leaving it open.
-    """
-    fd = _openTmp(delivery)
-    if delivery.chunks:
-        _writeAll(fd, delivery.chunks)
-        delivery.chunks = []
-
-
 def _close(delivery: _Delivery) -> None:
     fd, delivery.fd = delivery.fd, None
     if fd is not None:
@@ -283,7 +273,8 @@ def _placeAll(delivery: _Delivery, opened: dict[str, Directory]) -> None:
             fd = delivery.fd
             assert fd is not None
             _link(fd, directory, delivery.unique)
-            _close(delivery)
+            delivery.fd = None
+            os.close(fd)
         else:
             _rename(delivery.tmpPath, directory, delivery.unique)
         delivery.delivered.append((directory, delivery.unique))
@@ -532,8 +523,12 @@ def _commitCycle(
     placedResults: list[Failure | None] = [None] * len(placed)
     written: list[int] = []
     for index, delivery in enumerate(batch):
+        # What is left of the message, written to its tmp file left open.
         try:
-            _writeRest(delivery)
+            fd = _openTmp(delivery)
+            if delivery.chunks:
+                _writeAll(fd, delivery.chunks)
+                delivery.chunks.clear()
         except Exception:
             results[index] = Failure()
         else:

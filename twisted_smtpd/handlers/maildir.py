@@ -272,9 +272,13 @@ class _Delivery:
 
     def bodyEnded(self, byteCount: int) -> None:
         self.ended = True
-        self.handler._receiving -= 1
+        handler = self.handler
+        handler._receiving -= 1
         if not self.writing:
-            self._finish()
+            if self.failure is None:
+                handler._submit(self)
+            else:
+                self._finish()
 
     def bodyFailed(self, failure: Failure) -> None:
         self.ended = True
