@@ -887,7 +887,7 @@ class FailureTypeTests(SynchronousTestCase):
         handler = MaildirHandler(path)
         first = _Delivery(handler, "first")
         second = _Delivery(handler, "second")
-        second.tmpPath = os.path.join(path, "missing", "second")
+        second.tmpDirectory = os.path.join(path, "missing")
         first.chunks, second.chunks = [b"1"], [b"2"]
         results, placed, settled = _maildirdisk._commitCycle([first, second], [], path)
         self.assertEqual(placed, [])
@@ -897,6 +897,37 @@ class FailureTypeTests(SynchronousTestCase):
         assert isinstance(failure, Failure)
         self.assertIsInstance(failure.value, FileNotFoundError)
         self.assertEqual(listDir(os.path.join(path, "new")), ["first"])
+
+
+class WriteAllTests(SynchronousTestCase):
+    """
+    L{_maildirdisk._writeAll} writes a message whole, however little each
+    C{write(2)} takes.
+    """
+
+    def test_shortWrites(self) -> None:
+        """
+        Writes that take only part of what they are given are followed by
+        writes of the rest, in order, for one chunk as for several.
+        """
+        realWrite = os.write
+        sizes: list[int] = []
+
+        def write(fd: int, data: Any) -> int:
+            sizes.append(len(data))
+            return realWrite(fd, bytes(data)[:3])
+
+        path = self.mktemp()
+        for chunks in ([b"0123456789"], [b"0123", b"456789"]):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            self.addCleanup(os.close, fd)
+            sizes.clear()
+            patched = self.patch(os, "write", write)
+            _maildirdisk._writeAll(fd, chunks)
+            patched.restore()
+            with open(path, "rb") as f:
+                self.assertEqual(f.read(), b"0123456789")
+            self.assertEqual(sizes, [10, 7, 4, 1])
 
 
 class DiskFailureLogTests(SynchronousTestCase):

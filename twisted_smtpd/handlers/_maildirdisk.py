@@ -148,7 +148,7 @@ def _openTmp(delivery: _Delivery) -> int:
         except FileNotFoundError:
             # tmp/ removed since the handler started: made again (the next
             # flush makes that durable), if the Maildir itself is there.
-            delivery.created.extend(restoreMaildir(delivery.tmpPath.rpartition("/")[0]))
+            delivery.created.extend(restoreMaildir(delivery.tmpDirectory))
             fd = _newTmp(delivery)
         delivery.fd = fd
         delivery.openedAt = next(_opened)
@@ -157,8 +157,7 @@ def _openTmp(delivery: _Delivery) -> int:
 
 def _newTmp(delivery: _Delivery) -> int:
     if delivery.unnamed:
-        directory = delivery.tmpPath.rpartition("/")[0]
-        return os.open(directory, os.O_WRONLY | _O_TMPFILE | os.O_CLOEXEC, 0o600)
+        return os.open(delivery.tmpDirectory, os.O_WRONLY | _O_TMPFILE | os.O_CLOEXEC, 0o600)
     return _createTmp(delivery.tmpPath)
 
 
@@ -193,9 +192,12 @@ def _writeAll(fd: int, chunks: list[bytes]) -> None:
     buffered file object in between (its C{fstat}, C{lseek} and C{ioctl}
     calls cost more than the write).
     """
-    data = memoryview(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-    while data:
-        data = data[os.write(fd, data) :]
+    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    written = os.write(fd, data)
+    if written < len(data):
+        rest = memoryview(data)[written:]
+        while rest:
+            rest = rest[os.write(fd, rest) :]
 
 
 def _writeChunks(delivery: _Delivery, chunks: list[bytes]) -> None:
@@ -215,16 +217,6 @@ def _discard(delivery: _Delivery) -> None:
             os.close(fd)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(delivery.tmpPath)
-
-
-def _writeRest(delivery: _Delivery) -> None:
-    """
-    Write what is left of the message to its tmp file, leaving it open.
-    """
-    fd = _openTmp(delivery)
-    if delivery.chunks:
-        _writeAll(fd, delivery.chunks)
-        delivery.chunks = []
 
 
 def _close(delivery: _Delivery) -> None:
@@ -255,7 +247,7 @@ def _release(delivery: _Delivery) -> None:
     """
     for directory in delivery.toSync:
         directory.release()
-    delivery.toSync = []
+    delivery.toSync.clear()
 
 
 def _placeAll(delivery: _Delivery, opened: dict[str, Directory]) -> None:
@@ -265,11 +257,12 @@ def _placeAll(delivery: _Delivery, opened: dict[str, Directory]) -> None:
     (C{opened}).  The directories to fsync for the message to be safe are
     then in its C{toSync}, even when this fails.
     """
-    created, delivery.created = delivery.created, []
-    for changed in created:
-        _open(opened, changed, delivery)
+    if delivery.created:
+        created, delivery.created = delivery.created, []
+        for changed in created:
+            _open(opened, changed, delivery)
     if not delivery.targets:
-        newPath = delivery.newPath.rpartition("/")[0]
+        newPath = delivery.handler._newDirectory
         try:
             directory = _open(opened, newPath, delivery)
         except FileNotFoundError:
@@ -280,7 +273,8 @@ def _placeAll(delivery: _Delivery, opened: dict[str, Directory]) -> None:
             fd = delivery.fd
             assert fd is not None
             _link(fd, directory, delivery.unique)
-            _close(delivery)
+            delivery.fd = None
+            os.close(fd)
         else:
             _rename(delivery.tmpPath, directory, delivery.unique)
         delivery.delivered.append((directory, delivery.unique))
@@ -426,7 +420,11 @@ def _flush(
     directories: dict[Directory, list[int]] = {}
     for position, delivery in enumerate(placed):
         for directory in delivery.toSync:
-            directories.setdefault(directory, []).append(position)
+            positions = directories.get(directory)
+            if positions is None:
+                directories[directory] = [position]
+            else:
+                positions.append(position)
     for directory in list(directories):
         if directory.removed():
             # Its messages are gone with it: the clients send them again,
@@ -445,7 +443,9 @@ def _flush(
         # directory and cycle, not an fstat per file.
         devices: dict[str, int] = {}
         for index in written:
-            onDevice = _onDevice(batch[index].tmpPath.rpartition("/")[0], devices)
+            onDevice = devices.get(batch[index].tmpDirectory)
+            if onDevice is None:
+                onDevice = _onDevice(batch[index].tmpDirectory, devices)
             (covered if onDevice == device else alone).append(index)
         for directory in directories:
             # One reached by its path and gone since fails its own messages
@@ -454,7 +454,8 @@ def _flush(
             (coveredDirectories if onRoot else aloneDirectories).append(directory)
         try:
             if covered:
-                first = batch[min(covered, key=lambda i: batch[i].openedAt)].fd
+                openings = [batch[index].openedAt for index in covered]
+                first = batch[covered[openings.index(min(openings))]].fd
                 assert first is not None
                 syncfs(first)
             elif coveredDirectories:
@@ -522,8 +523,12 @@ def _commitCycle(
     placedResults: list[Failure | None] = [None] * len(placed)
     written: list[int] = []
     for index, delivery in enumerate(batch):
+        # What is left of the message, written to its tmp file left open.
         try:
-            _writeRest(delivery)
+            fd = _openTmp(delivery)
+            if delivery.chunks:
+                _writeAll(fd, delivery.chunks)
+                delivery.chunks.clear()
         except Exception:
             results[index] = Failure()
         else:

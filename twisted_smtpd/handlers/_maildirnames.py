@@ -54,7 +54,22 @@ def _uniqueName(hostname: str | None = None) -> str:
     """
     if hostname is None:
         hostname = socket.gethostname()
-    host = hostname.replace("/", "\\057").replace(":", "\\072")
+    return _nameOn(_hostPart(hostname))
+
+
+def _hostPart(hostname: str) -> str:
+    """
+    C{hostname} as the host part of a Maildir file name: C{/} and C{:}
+    escaped as C{\\057} and C{\\072}.
+    """
+    return hostname.replace("/", "\\057").replace(":", "\\072")
+
+
+def _nameOn(host: str) -> str:
+    """
+    A new Maildir file name (L{_uniqueName}) with the host part C{host},
+    already escaped (L{_hostPart}).
+    """
     seconds, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
     return f"{seconds}.M{nanoseconds // 1000}P{_pid[0]}Q{next(_counter)}.{host}"
 

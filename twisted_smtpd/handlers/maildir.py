@@ -40,6 +40,7 @@ import errno
 import os
 import socket
 import time
+from collections.abc import Sequence
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred
@@ -64,11 +65,13 @@ from twisted_smtpd.handlers._maildirdisk import (
 )
 from twisted_smtpd.handlers._maildirnames import (
     DOMAINS,
+    _hostPart,
+    _nameOn,
     _safeName,
     _traceHeaderLines,
-    _uniqueName,
     recipientDirectory,
 )
+from twisted_smtpd.handlers._maildirnames import _uniqueName as _uniqueName
 from twisted_smtpd.interfaces import IMessageStream
 
 #: Files in C{tmp/} older than this are left over from a crash and removed
@@ -133,13 +136,35 @@ class _Delivery:
     commit, or the clean-up), never to two at once.
     """
 
+    __slots__ = (
+        "buffered",
+        "chunks",
+        "created",
+        "delivered",
+        "ended",
+        "failure",
+        "fd",
+        "handler",
+        "openedAt",
+        "paused",
+        "producer",
+        "result",
+        "spilled",
+        "targets",
+        "tmpDirectory",
+        "toSync",
+        "unique",
+        "unnamed",
+        "writing",
+    )
+
     def __init__(self, handler: MaildirHandler, unique: str) -> None:
         self.handler = handler
         self.unique = unique
-        self.tmpPath = handler._tmpPrefix + unique
-        self.newPath = handler._newPrefix + unique
+        #: The directory of its tmp file: C{tmp/} of the handler's Maildir.
+        self.tmpDirectory = handler._tmpDirectory
         #: The per-recipient Maildirs to deliver to; empty for C{path} itself.
-        self.targets: list[str] = []
+        self.targets: Sequence[str] = ()
         #: The files committed into C{new/} directories so far: each
         #: directory and name.
         self.delivered: list[tuple[_maildirdirs.Directory, str]] = []
@@ -160,17 +185,32 @@ class _Delivery:
         self.openedAt = 0
         self.spilled = False
         self.writing = False
-        self.producer: IPushProducer | None = None
+        #: Registered as streaming: it can be paused and resumed.
+        self.producer: IProducer | None = None
         self.paused = False
         self.ended = False
         self.failure: Failure | None = None
         self.result: Deferred[str] = Deferred()
 
+    @property
+    def tmpPath(self) -> str:
+        """
+        Its file's path in C{tmp/}: the file itself where it is named, the
+        name of its (unnamed) file otherwise.
+        """
+        return self.tmpDirectory + "/" + self.unique
+
+    @property
+    def newPath(self) -> str:
+        """
+        Its file's path in the handler's C{new/}.
+        """
+        return self.handler._newPrefix + self.unique
+
     # IConsumer, fed by the message stream.
 
     def registerProducer(self, producer: IProducer, streaming: bool) -> None:
-        # Registered as streaming: it can be paused and resumed.
-        self.producer = cast(IPushProducer, producer)
+        self.producer = producer
 
     def unregisterProducer(self) -> None:
         self.producer = None
@@ -185,7 +225,7 @@ class _Delivery:
                 self._spill()
             elif not self.paused and self.producer is not None:
                 self.paused = True
-                self.producer.pauseProducing()
+                cast(IPushProducer, self.producer).pauseProducing()
 
     # Spilling a large body to its tmp file.
 
@@ -199,7 +239,7 @@ class _Delivery:
         if self.paused:
             self.paused = False
             if self.producer is not None:
-                self.producer.resumeProducing()
+                cast(IPushProducer, self.producer).resumeProducing()
 
     def _spillDone(self, ignored: None) -> None:
         self.writing = False
@@ -217,7 +257,7 @@ class _Delivery:
             failure,
             "Writing message {name} into {directory} failed",
             name=self.unique,
-            directory=self.tmpPath.rpartition("/")[0],
+            directory=self.tmpDirectory,
         )
         if self.failure is None:
             self.failure = Failure(diskError(failure.value))
@@ -232,9 +272,13 @@ class _Delivery:
 
     def bodyEnded(self, byteCount: int) -> None:
         self.ended = True
-        self.handler._receiving -= 1
+        handler = self.handler
+        handler._receiving -= 1
         if not self.writing:
-            self._finish()
+            if self.failure is None:
+                handler._submit(self)
+            else:
+                self._finish()
 
     def bodyFailed(self, failure: Failure) -> None:
         self.ended = True
@@ -355,8 +399,9 @@ class MaildirHandler(BaseHandler):
                     errno.EACCES, f"Maildir directory {directory!r} is not writable"
                 )
         tmp = os.path.join(self.path, "tmp")
-        self._tmpPrefix = os.path.join(tmp, "")
-        self._newPrefix = os.path.join(self.path, "new", "")
+        self._tmpDirectory = tmp
+        self._newDirectory = os.path.join(self.path, "new")
+        self._newPrefix = os.path.join(self._newDirectory, "")
         #: Whether messages are written as unnamed files in C{tmp/}
         #: (C{O_TMPFILE}) and linked into C{new/}, rather than named in
         #: C{tmp/} and renamed: one directory entry less per message.
@@ -388,7 +433,7 @@ class MaildirHandler(BaseHandler):
             if localDomain is None:
                 raise ValueError(f"host name {self._name!r} cannot be a directory name")
             self._localDomain = localDomain
-        self._host = socket.gethostname()
+        self._host = _hostPart(socket.gethostname())
         self._pending: list[_Delivery] = []
         self._placed: list[_Delivery] = []
         self._committing = False
@@ -448,7 +493,7 @@ class MaildirHandler(BaseHandler):
             the stream's failure if the body did not arrive whole, or with
             L{SMTPError} 451/452 on a disk failure.
         """
-        delivery = _Delivery(self, _uniqueName(self._host))
+        delivery = _Delivery(self, _nameOn(self._host))
         if self._perRecipient:
             # One file linked into several Maildirs, or copied: by its name.
             delivery.unnamed = False
