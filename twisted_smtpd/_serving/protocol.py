@@ -464,7 +464,9 @@ class SMTPProtocol(SessionOutput, LineReceiver):
             self.reply(catalogue.chunkReceived(receiver.decoder.byteLength))
             return
         self.times.streamSince = None
-        self.setPause(PAUSE_STREAM, False)
+        if self.pauses or self._transportPaused:
+            # (Without either, there is nothing to undo.)
+            self.setPause(PAUSE_STREAM, False)
         if not receiver.finished:
             # The body is in; the reply waits for onData, and so does
             # everything the client pipelined behind it.
@@ -501,11 +503,15 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         )
         if unanswered:
             return
+        refused = closes = False
         for reply in replies:
             self.reply(reply)
+            if reply.code >= 400:
+                refused = True
+                closes = closes or reply.code in CLOSING_CODES
         self.resetTransaction()
-        if any(reply.code >= 400 for reply in replies):
-            if any(reply.code in CLOSING_CODES for reply in replies):
+        if refused:
+            if closes:
                 # onData's 421 or 521 closes the session, as any hook's.
                 self.closeRefused()
                 return
@@ -549,7 +555,8 @@ class SMTPProtocol(SessionOutput, LineReceiver):
     def _resume(self) -> None:
         self.waiting = False
         self.times.waitSince = None
-        self.setPause(PAUSE_HOOK, False)
+        if self.pauses or self._transportPaused:
+            self.setPause(PAUSE_HOOK, False)
         if not self._processing and not self.closing:
             self._processBuffer()
 
