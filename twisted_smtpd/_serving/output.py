@@ -116,14 +116,15 @@ class SessionOutput:
                 data = _perText(reply, self._enhanced)
             else:
                 data = formatReply(reply, self._enhanced)
-        if self._processing:
+        out = self._out
+        out.append(data)
+        if not self._processing:
+            # At once (nothing else waits in out outside a run of commands).
+            self._flush()
+        elif len(out) >= REPLY_BATCH:
             # Replies to pipelined commands leave together, in one send per
             # batch; a full send buffer then stops the processing.
-            self._out.append(data)
-            if len(self._out) >= REPLY_BATCH:
-                self._flush(more=True)
-        else:
-            self._write(data)
+            self._flush(more=True)
 
     def _flush(self, more: bool = False) -> None:
         out = self._out
@@ -132,13 +133,13 @@ class SessionOutput:
             # a full batch.
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
-            self._write(data, more)
-
-    def _write(self, data: bytes, more: bool = False) -> None:
-        # The server's only session sends at once: no other reply would join.
-        alone = self.server is None or len(self.server.connections) < 2
-        transport = self._socket if self._plainTCP else self.transport
-        self._held = writeThrough(transport, data, self._socket, more, self._writer, alone)
+            # The server's only session sends at once: no other reply
+            # would join.
+            server = self.server
+            alone = server is None or len(server.connections) < 2
+            socket = self._socket
+            transport = socket if self._plainTCP else self.transport
+            self._held = writeThrough(transport, data, socket, more, self._writer, alone)
 
     def fail(self, reply: Reply) -> None:
         """
