@@ -251,7 +251,7 @@ class SessionOutput:
         """
         factory = self.server
         if factory is not None and event in factory.wanted:
-            factory.emit(event, self.session, data)
+            factory.tellObservers(event, self.session, data)
 
     def abort(self) -> None:
         """

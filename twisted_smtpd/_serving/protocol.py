@@ -451,7 +451,9 @@ class SMTPProtocol(SessionOutput, LineReceiver):
             if size - begin >= _flow.READ_SIZE:
                 _flow.readLarger(self._socket)
             return
-        _flow.readNormal(self._socket)
+        socket = self._socket
+        if socket is not None and socket.bufferSize != _flow.READ_SIZE:
+            _flow.readNormal(socket)
         if rest < size and not self.closing:
             if self._buffer:
                 # Read while the body was handed on: after what followed it.

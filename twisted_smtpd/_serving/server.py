@@ -117,6 +117,8 @@ class SMTPServerFactory(ServerFactory):
         #: they take no slot of C{maxClients}.
         self.refusing: set[SMTPProtocol] = set()
         self._observing = Observers()
+        #: What L{emit} calls, for the sessions to call without it.
+        self.tellObservers = self._observing.emit
         #: The events at least one observer wants (L{addObserver}): the
         #: session emits no other.
         self.wanted = self._observing.wanted
