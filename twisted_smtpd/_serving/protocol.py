@@ -281,7 +281,7 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         self.times.lastActivity = self.clock.seconds()
         self.setPause(PAUSE_WRITE, False)
         if self._buffer and not (self._processing or self.waiting or self.closing):
-            self._processBuffer()
+            self.dataReceived()
 
     def stopProducing(self) -> None:
         """
@@ -315,27 +315,27 @@ class SMTPProtocol(SessionOutput, LineReceiver):
 
     # -- input -------------------------------------------------------------
 
-    def dataReceived(self, data: bytes) -> None:
+    def dataReceived(self, data: bytes | None = None) -> None:
         """
-        Take bytes from the connection and handle what can be handled now.
+        Take bytes from the connection and handle what can be handled now;
+        without bytes (C{None}: a hook answered, the client read its
+        replies), handle what was read before.
         """
-        self.times.lastActivity = self.clock.seconds()
-        if self.closing:
-            return
-        if self.pauses:
-            # Bytes while a hook holds (setPause): keep them, read no more.
-            self._stopReading()
-        buf = self._buffer
-        # Only what is left of the last read is copied again, not the read.
-        self._buffer = buf[self._pos :] + data if buf else data
-        self._pos = 0
-        if not self._processing:
-            self._processBuffer()
-
-    def _processBuffer(self) -> None:
-        # Each command line, body and chunk moves _pos on: the rest of a
-        # read is never copied per command (which made a read of many small
-        # commands cost its square).
+        if data is not None:
+            self.times.lastActivity = self.clock.seconds()
+            if self.closing:
+                return
+            if self.pauses:
+                # Bytes while a hook holds (setPause): keep them, read no more.
+                self._stopReading()
+            buf = self._buffer
+            # Only what is left of the last read is copied again, not the read.
+            self._buffer = buf[self._pos :] + data if buf else data
+            self._pos = 0
+            if self._processing:
+                return
+        # Each command line, body and chunk moves _pos on: the rest of a read
+        # is never copied per command (a read of many commands cost its square).
         self._processing = True
         try:
             # Not while the client leaves its replies unread: their amount
@@ -560,7 +560,7 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         if self.pauses or self._transportPaused:
             self.setPause(PAUSE_HOOK, False)
         if not self._processing and not self.closing:
-            self._processBuffer()
+            self.dataReceived()
 
     def logFailure(self, failure: Failure, hookName: str) -> None:
         self.log.failure("{session} {hook} failed", failure, session=self.session.id, hook=hookName)
