@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from twisted_smtpd._core import replies as catalogue
+from twisted_smtpd._core.grammar import Verb
 from twisted_smtpd._core.replies import Reply, formatReply
 from twisted_smtpd._serving.deadlines import CLOSE_GRACE
 from twisted_smtpd._serving.flow import giveUpUnreadAfter, writeThrough
@@ -24,7 +25,6 @@ from twisted_smtpd._serving.logging import refusal
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime, ITransport
 
-    from twisted_smtpd._core.grammar import Verb
     from twisted_smtpd._core.options import ServerOptions
     from twisted_smtpd._core.session import Session
     from twisted_smtpd._serving.authcommand import AuthCommand
@@ -57,6 +57,13 @@ def fixedReplies(options: ServerOptions) -> dict[Reply, bytes]:
     fixed.append(catalogue.authRequired(options.authRequiredMessage))
     enhanced = options.enhancedStatusCodes
     return {reply: formatReply(reply, enhanced) for reply in fixed}
+
+
+def disabledVerbs(options: ServerOptions) -> frozenset[Verb]:
+    """
+    The commands C{options} disables (C{disabledCommands}), those known.
+    """
+    return frozenset(Verb(c) for c in options.disabledCommands if c in Verb.__members__)
 
 
 @lru_cache(maxsize=256)

@@ -52,7 +52,7 @@ from twisted_smtpd._serving import transaction as _transaction
 from twisted_smtpd._serving.deadlines import Times, lineStarted, waitForHandler
 from twisted_smtpd._serving.flow import PAUSE_HOOK, PAUSE_STREAM, PAUSE_WRITE
 from twisted_smtpd._serving.hooks import runCloseHook, runHook
-from twisted_smtpd._serving.output import CLOSING_CODES, SessionOutput
+from twisted_smtpd._serving.output import CLOSING_CODES, SessionOutput, disabledVerbs
 from twisted_smtpd._serving.receiving import MessageReceiver
 from twisted_smtpd.interfaces import ISMTPHandler
 
@@ -109,9 +109,10 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         self.clock = clock
         self.server = factory
         self._enhanced = options.enhancedStatusCodes
-        self._disabled = frozenset(
-            Verb(c) for c in options.disabledCommands if c in Verb.__members__
-        )
+        if factory is not None and options is factory.options:
+            self._disabled = factory.disabledVerbs  # made once per server
+        else:
+            self._disabled = disabledVerbs(options)
         self._wire: dict[Reply, bytes] = factory.wireCache if factory is not None else {}
         self._writer = factory.turnWriter if factory is not None else _flow.TurnWriter()
         # What is read and not yet handled: _buffer from _pos on.  _pos is
