@@ -221,7 +221,10 @@ class MessageStream:
             failing if the body does not arrive whole.
         @raise RuntimeError: If a consumer was already attached.
         """
-        self._checkNotAttached()
+        if self.attached:
+            # Checked inline: a drained body (C{--sink}, a body the handler
+            # leaves unread) costs no call for it.
+            self._checkNotAttached()
         d: Deferred[int] = Deferred()
 
         def done() -> None:
@@ -281,6 +284,8 @@ class MessageStream:
         sink = self._sink
         if sink is None:
             self._hold(chunk)
+            return
+        if sink is _discard:
             return
         try:
             sink(chunk)
@@ -391,8 +396,10 @@ class MessageStream:
                 return
             if not self._paused:
                 self._sink = target
-        self._resumeUpstream()
-        self._maybeComplete()
+        if self._upstreamPaused:
+            self._resumeUpstream()
+        if self.ended:
+            self._maybeComplete()
 
     def _dropBuffer(self) -> None:
         """

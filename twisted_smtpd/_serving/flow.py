@@ -373,7 +373,7 @@ def writeThrough(
                 transport.write(data)
             return False
         if writer is None or more or alone:
-            if writer is not None:
+            if writer is not None and writer._waiting:
                 writer.sendNow(socket)
             _send(socket, [data])
         else:

@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from twisted_smtpd._core import replies as catalogue
+from twisted_smtpd._core.grammar import Verb
 from twisted_smtpd._core.replies import Reply, formatReply
 from twisted_smtpd._serving.deadlines import CLOSE_GRACE
 from twisted_smtpd._serving.flow import giveUpUnreadAfter, writeThrough
@@ -24,7 +25,6 @@ from twisted_smtpd._serving.logging import refusal
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime, ITransport
 
-    from twisted_smtpd._core.grammar import Verb
     from twisted_smtpd._core.options import ServerOptions
     from twisted_smtpd._core.session import Session
     from twisted_smtpd._serving.authcommand import AuthCommand
@@ -57,6 +57,13 @@ def fixedReplies(options: ServerOptions) -> dict[Reply, bytes]:
     fixed.append(catalogue.authRequired(options.authRequiredMessage))
     enhanced = options.enhancedStatusCodes
     return {reply: formatReply(reply, enhanced) for reply in fixed}
+
+
+def disabledVerbs(options: ServerOptions) -> frozenset[Verb]:
+    """
+    The commands C{options} disables (C{disabledCommands}), those known.
+    """
+    return frozenset(Verb(c) for c in options.disabledCommands if c in Verb.__members__)
 
 
 @lru_cache(maxsize=256)
@@ -116,14 +123,15 @@ class SessionOutput:
                 data = _perText(reply, self._enhanced)
             else:
                 data = formatReply(reply, self._enhanced)
-        if self._processing:
+        out = self._out
+        out.append(data)
+        if not self._processing:
+            # At once (nothing else waits in out outside a run of commands).
+            self._flush()
+        elif len(out) >= REPLY_BATCH:
             # Replies to pipelined commands leave together, in one send per
             # batch; a full send buffer then stops the processing.
-            self._out.append(data)
-            if len(self._out) >= REPLY_BATCH:
-                self._flush(more=True)
-        else:
-            self._write(data)
+            self._flush(more=True)
 
     def _flush(self, more: bool = False) -> None:
         out = self._out
@@ -132,13 +140,13 @@ class SessionOutput:
             # a full batch.
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
-            self._write(data, more)
-
-    def _write(self, data: bytes, more: bool = False) -> None:
-        # The server's only session sends at once: no other reply would join.
-        alone = self.server is None or len(self.server.connections) < 2
-        transport = self._socket if self._plainTCP else self.transport
-        self._held = writeThrough(transport, data, self._socket, more, self._writer, alone)
+            # The server's only session sends at once: no other reply
+            # would join.
+            server = self.server
+            alone = server is None or len(server.connections) < 2
+            socket = self._socket
+            transport = socket if self._plainTCP else self.transport
+            self._held = writeThrough(transport, data, socket, more, self._writer, alone)
 
     def fail(self, reply: Reply) -> None:
         """
@@ -250,7 +258,7 @@ class SessionOutput:
         """
         factory = self.server
         if factory is not None and event in factory.wanted:
-            factory.emit(event, self.session, data)
+            factory.tellObservers(event, self.session, data)
 
     def abort(self) -> None:
         """

@@ -52,7 +52,7 @@ from twisted_smtpd._serving import transaction as _transaction
 from twisted_smtpd._serving.deadlines import Times, lineStarted, waitForHandler
 from twisted_smtpd._serving.flow import PAUSE_HOOK, PAUSE_STREAM, PAUSE_WRITE
 from twisted_smtpd._serving.hooks import runCloseHook, runHook
-from twisted_smtpd._serving.output import CLOSING_CODES, SessionOutput
+from twisted_smtpd._serving.output import CLOSING_CODES, SessionOutput, disabledVerbs
 from twisted_smtpd._serving.receiving import MessageReceiver
 from twisted_smtpd.interfaces import ISMTPHandler
 
@@ -109,9 +109,10 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         self.clock = clock
         self.server = factory
         self._enhanced = options.enhancedStatusCodes
-        self._disabled = frozenset(
-            Verb(c) for c in options.disabledCommands if c in Verb.__members__
-        )
+        if factory is not None and options is factory.options:
+            self._disabled = factory.disabledVerbs  # made once per server
+        else:
+            self._disabled = disabledVerbs(options)
         self._wire: dict[Reply, bytes] = factory.wireCache if factory is not None else {}
         self._writer = factory.turnWriter if factory is not None else _flow.TurnWriter()
         # What is read and not yet handled: _buffer from _pos on.  _pos is
@@ -281,7 +282,7 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         self.times.lastActivity = self.clock.seconds()
         self.setPause(PAUSE_WRITE, False)
         if self._buffer and not (self._processing or self.waiting or self.closing):
-            self._processBuffer()
+            self.dataReceived()
 
     def stopProducing(self) -> None:
         """
@@ -315,27 +316,27 @@ class SMTPProtocol(SessionOutput, LineReceiver):
 
     # -- input -------------------------------------------------------------
 
-    def dataReceived(self, data: bytes) -> None:
+    def dataReceived(self, data: bytes | None = None) -> None:
         """
-        Take bytes from the connection and handle what can be handled now.
+        Take bytes from the connection and handle what can be handled now;
+        without bytes (C{None}: a hook answered, the client read its
+        replies), handle what was read before.
         """
-        self.times.lastActivity = self.clock.seconds()
-        if self.closing:
-            return
-        if self.pauses:
-            # Bytes while a hook holds (setPause): keep them, read no more.
-            self._stopReading()
-        buf = self._buffer
-        # Only what is left of the last read is copied again, not the read.
-        self._buffer = buf[self._pos :] + data if buf else data
-        self._pos = 0
-        if not self._processing:
-            self._processBuffer()
-
-    def _processBuffer(self) -> None:
-        # Each command line, body and chunk moves _pos on: the rest of a
-        # read is never copied per command (which made a read of many small
-        # commands cost its square).
+        if data is not None:
+            self.times.lastActivity = self.clock.seconds()
+            if self.closing:
+                return
+            if self.pauses:
+                # Bytes while a hook holds (setPause): keep them, read no more.
+                self._stopReading()
+            buf = self._buffer
+            # Only what is left of the last read is copied again, not the read.
+            self._buffer = buf[self._pos :] + data if buf else data
+            self._pos = 0
+            if self._processing:
+                return
+        # Each command line, body and chunk moves _pos on: the rest of a read
+        # is never copied per command (a read of many commands cost its square).
         self._processing = True
         try:
             # Not while the client leaves its replies unread: their amount
@@ -451,7 +452,9 @@ class SMTPProtocol(SessionOutput, LineReceiver):
             if size - begin >= _flow.READ_SIZE:
                 _flow.readLarger(self._socket)
             return
-        _flow.readNormal(self._socket)
+        socket = self._socket
+        if socket is not None and socket.bufferSize != _flow.READ_SIZE:
+            _flow.readNormal(socket)
         if rest < size and not self.closing:
             if self._buffer:
                 # Read while the body was handed on: after what followed it.
@@ -464,7 +467,9 @@ class SMTPProtocol(SessionOutput, LineReceiver):
             self.reply(catalogue.chunkReceived(receiver.decoder.byteLength))
             return
         self.times.streamSince = None
-        self.setPause(PAUSE_STREAM, False)
+        if self.pauses or self._transportPaused:
+            # (Without either, there is nothing to undo.)
+            self.setPause(PAUSE_STREAM, False)
         if not receiver.finished:
             # The body is in; the reply waits for onData, and so does
             # everything the client pipelined behind it.
@@ -501,11 +506,15 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         )
         if unanswered:
             return
+        refused = closes = False
         for reply in replies:
             self.reply(reply)
+            if reply.code >= 400:
+                refused = True
+                closes = closes or reply.code in CLOSING_CODES
         self.resetTransaction()
-        if any(reply.code >= 400 for reply in replies):
-            if any(reply.code in CLOSING_CODES for reply in replies):
+        if refused:
+            if closes:
                 # onData's 421 or 521 closes the session, as any hook's.
                 self.closeRefused()
                 return
@@ -549,9 +558,10 @@ class SMTPProtocol(SessionOutput, LineReceiver):
     def _resume(self) -> None:
         self.waiting = False
         self.times.waitSince = None
-        self.setPause(PAUSE_HOOK, False)
+        if self.pauses or self._transportPaused:
+            self.setPause(PAUSE_HOOK, False)
         if not self._processing and not self.closing:
-            self._processBuffer()
+            self.dataReceived()
 
     def logFailure(self, failure: Failure, hookName: str) -> None:
         self.log.failure("{session} {hook} failed", failure, session=self.session.id, hook=hookName)

@@ -251,7 +251,7 @@ class MessageReceiver:
                 replies.append(reply)
             replies += [catalogue.DATA_OK] * (count - len(replies))
         else:
-            replies = [dataReply(outcome)] * count
+            replies = [catalogue.DATA_OK if outcome is None else dataReply(outcome)] * count
         self._done(replies, decoder.byteLength)
 
 

@@ -39,7 +39,7 @@ from twisted_smtpd._serving.hooks import checkHandler
 from twisted_smtpd._serving.limits import ClientLimits
 from twisted_smtpd._serving.logging import NAMESPACE
 from twisted_smtpd._serving.observers import Observer, Observers
-from twisted_smtpd._serving.output import fixedReplies
+from twisted_smtpd._serving.output import disabledVerbs, fixedReplies
 from twisted_smtpd._serving.protocol import SMTPProtocol
 from twisted_smtpd._serving.resolve import ReverseResolver
 from twisted_smtpd._serving.sni import TLSPolicy
@@ -117,9 +117,13 @@ class SMTPServerFactory(ServerFactory):
         #: they take no slot of C{maxClients}.
         self.refusing: set[SMTPProtocol] = set()
         self._observing = Observers()
+        #: What L{emit} calls, for the sessions to call without it.
+        self.tellObservers = self._observing.emit
         #: The events at least one observer wants (L{addObserver}): the
         #: session emits no other.
         self.wanted = self._observing.wanted
+        #: The commands disabled, for the sessions (L{disabledVerbs}).
+        self.disabledVerbs = disabledVerbs(o)
         #: The encoded fixed replies (L{fixedReplies}), shared by the sessions.
         self.wireCache: dict[Reply, bytes] = fixedReplies(o)
         #: The sessions' replies on plain TCP waiting for the end of the
