@@ -17,9 +17,10 @@ from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.data import ChunkDecoder, DataDecoder
 from twisted_smtpd._core.grammar import Phase, Verb, parseBdat, parseMail, parseRcpt
 from twisted_smtpd._core.replies import CommandError, Reply
-from twisted_smtpd._core.session import Envelope
+from twisted_smtpd._core.session import Address, Envelope
 from twisted_smtpd._serving.deadlines import transferStarted
 from twisted_smtpd._serving.flow import StreamUpstream
+from twisted_smtpd._serving.hooks import ACCEPTING_DEFAULTS
 from twisted_smtpd._serving.receiving import MessageReceiver, errorFromReply
 from twisted_smtpd._stream import MessageStream
 
@@ -123,12 +124,15 @@ def mail(p: SessionControl, argument: bytes) -> None:
         request.requireTls,
         request.size,
     )
+    onMailFrom = p.handler.onMailFrom
+    if getattr(onMailFrom, "__func__", None) in ACCEPTING_DEFAULTS:
+        # BaseHandler's default accepts, as runHook would say: no hook to
+        # call, no callbacks to make.
+        _mailAccepted(p, envelope)
+        return
 
     def accepted(result: object) -> None:
-        session.envelope = envelope
-        p.phase = _MAIL
-        p.emit("mail", address=request.address)
-        p.reply(catalogue.MAIL_OK)
+        _mailAccepted(p, envelope)
 
     def refused(reply: Reply) -> None:
         # A sender the handler refuses ends what XFORWARD said of it, as
@@ -136,7 +140,17 @@ def mail(p: SessionControl, argument: bytes) -> None:
         session.xForward = {}
         p.fail(reply)
 
-    p.hook(p.handler.onMailFrom, (request.address, session), accepted, refused)
+    p.hook(onMailFrom, (request.address, session), accepted, refused)
+
+
+def _mailAccepted(p: SessionControl, envelope: Envelope) -> None:
+    """
+    MAIL accepted: the transaction starts with C{envelope}.
+    """
+    p.session.envelope = envelope
+    p.phase = _MAIL
+    p.emit("mail", address=envelope.mailFrom)
+    p.reply(catalogue.MAIL_OK)
 
 
 def rcpt(p: SessionControl, argument: bytes) -> None:
@@ -152,15 +166,28 @@ def rcpt(p: SessionControl, argument: bytes) -> None:
     if len(envelope.rcptTo) >= p.options.maxRecipients:
         p.fail(catalogue.TOO_MANY_RECIPIENTS)
         return
+    onRcptTo = p.handler.onRcptTo
+    if getattr(onRcptTo, "__func__", None) in ACCEPTING_DEFAULTS:
+        # BaseHandler's default accepts, as runHook would say.
+        _rcptAccepted(p, envelope, address)
+        return
 
     def accepted(result: object) -> None:
-        if session.envelope is envelope:
-            envelope.rcptTo.append(address)
-            p.phase = _RCPT
-        p.emit("rcpt", address=address)
-        p.reply(catalogue.RCPT_OK)
+        _rcptAccepted(p, envelope, address)
 
-    p.hook(p.handler.onRcptTo, (address, session), accepted, p.fail)
+    p.hook(onRcptTo, (address, session), accepted, p.fail)
+
+
+def _rcptAccepted(p: SessionControl, envelope: Envelope, address: Address) -> None:
+    """
+    RCPT accepted: C{address} joins C{envelope}, unless the transaction
+    ended while the hook decided.
+    """
+    if p.session.envelope is envelope:
+        envelope.rcptTo.append(address)
+        p.phase = _RCPT
+    p.emit("rcpt", address=address)
+    p.reply(catalogue.RCPT_OK)
 
 
 def rset(p: SessionControl, argument: bytes) -> None:
