@@ -237,7 +237,8 @@ def _newReceiver(
     upstream = StreamUpstream(p)
     receiver = MessageReceiver(
         decoder,
-        MessageStream(upstream=upstream),
+        # Positional: a keyword costs a class's call about 800 instructions.
+        MessageStream(upstream),
         replyCount=len(p.session.envelope.rcptTo) if options.lmtp else 1,
         lmtp=options.lmtp,
         rejectBareNewline=rejectBareNewline,
