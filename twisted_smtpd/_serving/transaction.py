@@ -40,7 +40,8 @@ def resetTransaction(p: SessionControl) -> None:
     """
     # RSET, HELO/EHLO/LHLO, STARTTLS and XCLIENT end any BDAT transfer too
     # (RFC 5321 section 4.1.4): its stream fails, its state is gone.
-    p.abandonMessage(catalogue.RESET)
+    if p.receiver is not None:
+        p.abandonMessage(catalogue.RESET)
     session = p.session
     if session.xForward:
         # XFORWARD attributes apply to the next transaction only: RSET,
