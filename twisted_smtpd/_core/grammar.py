@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import enum
 import re
-
-from attrs import frozen
+from collections.abc import Mapping
+from typing import NamedTuple
 
 from twisted_smtpd._core.address import (
     MailRequest,
@@ -41,6 +41,8 @@ from twisted_smtpd._core.replies import (
 
 __all__ = [
     "AUTH_LINE_LIMIT",
+    "LMTP_REFUSED",
+    "SMTP_REFUSED",
     "XCLIENT_ATTRIBUTES",
     "XFORWARD_ATTRIBUTES",
     "Command",
@@ -103,10 +105,10 @@ class Verb(enum.Enum):
     XFORWARD = "XFORWARD"
 
 
-@frozen
-class Command:
+class Command(NamedTuple):
     """
-    One command line, split.
+    One command line, split.  A named tuple: made once per command line,
+    it costs less than an attrs class.
 
     @ivar verb: The command.
     @ivar argument: The text after the verb and the spaces separating it,
@@ -260,8 +262,11 @@ def _phaseTable(lmtp: bool) -> dict[tuple[Verb, Phase], Reply]:
     return table
 
 
-_SMTP_REFUSED = _phaseTable(False)
-_LMTP_REFUSED = _phaseTable(True)
+#: The commands refused in each phase of an SMTP session, with the reply
+#: (L{checkPhase}'s table, for a caller that looks it up itself).
+SMTP_REFUSED: Mapping[tuple[Verb, Phase], Reply] = _phaseTable(False)
+#: The same for an LMTP session.
+LMTP_REFUSED: Mapping[tuple[Verb, Phase], Reply] = _phaseTable(True)
 
 
 def checkPhase(verb: Verb, phase: Phase, lmtp: bool) -> None:
@@ -279,7 +284,7 @@ def checkPhase(verb: Verb, phase: Phase, lmtp: bool) -> None:
         C{NESTED_MAIL}, C{NEED_MAIL}, C{NEED_RCPT}), or C{UNKNOWN_COMMAND}
         for the greeting of the other protocol.
     """
-    refused = (_LMTP_REFUSED if lmtp else _SMTP_REFUSED).get((verb, phase))
+    refused = (LMTP_REFUSED if lmtp else SMTP_REFUSED).get((verb, phase))
     if refused is not None:
         raise CommandError(refused)
 

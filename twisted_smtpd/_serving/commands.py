@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING
 
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.features import extensions, updateTransmissionType
-from twisted_smtpd._core.grammar import Phase, Verb, checkPhase, looksLikeBdat, parseHelo
+from twisted_smtpd._core.grammar import (
+    LMTP_REFUSED,
+    SMTP_REFUSED,
+    Phase,
+    Verb,
+    looksLikeBdat,
+    parseHelo,
+)
 from twisted_smtpd._core.replies import CommandError
 from twisted_smtpd._serving import forwarding as _forwarding
 from twisted_smtpd._serving import tlscommand as _tlscommand
@@ -194,10 +201,10 @@ def run(p: SessionControl, verb: Verb, argument: bytes, disabled: frozenset[Verb
     if verb in disabled:
         _transaction.refuse(p, verb, argument, catalogue.NOT_IMPLEMENTED)
         return
-    try:
-        checkPhase(verb, p.phase, p.options.lmtp)
-    except CommandError as e:
-        _transaction.refuse(p, verb, argument, e.reply)
+    # checkPhase's lookup, without its call and exception on every command.
+    refused = (LMTP_REFUSED if p.options.lmtp else SMTP_REFUSED).get((verb, p.phase))
+    if refused is not None:
+        _transaction.refuse(p, verb, argument, refused)
         return
     action = DISPATCH.get(verb)
     if action is None:

@@ -9,8 +9,9 @@ is waited for.  And checking a handler when the server is built
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from inspect import iscoroutine, iscoroutinefunction
+from inspect import iscoroutinefunction
 from time import perf_counter
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, cast
 
 import txaio as _txaio_module
@@ -53,11 +54,16 @@ def callHook(fn: Callable[..., object], *args: object) -> object:
         function).
     @raise Exception: Whatever the hook raised synchronously.
     """
-    if _isAsync(fn):
+    # _isAsync, inline: every message's onData comes this way.
+    key = getattr(fn, "__func__", fn)
+    known = _ASYNC.get(key)
+    if known is None:
+        known = _isAsync(fn)
+    if known:
         d: Deferred[Any] = txaio.as_future(fn, *args)
         return d
     result = fn(*args)
-    if iscoroutine(result):
+    if isinstance(result, CoroutineType):
         return Deferred.fromCoroutine(result)
     return result
 

@@ -326,14 +326,29 @@ class SessionLogger:
 
     def _message(self, session: Session, data: dict[str, Any]) -> None:
         replies: tuple[Reply, ...] = data.get("replies", ())
-        codes = [reply.code for reply in replies]
-        # One reply, nearly always (LMTP gives one per recipient).
-        codeText = str(codes[0]) if len(codes) == 1 else ",".join(map(str, codes))
+        # One reply and one recipient, nearly always (LMTP gives a reply
+        # per recipient): then no list is made for the text line.
+        codeText = (
+            str(replies[0].code)
+            if len(replies) == 1
+            else ",".join([str(item.code) for item in replies])
+        )
         envelope = session.envelope
         mailFrom = envelope.mailFrom
-        sender = "" if mailFrom is None else printable(mailFrom.address)
+        # printable's test, inline: most texts are printable as they are.
+        sender = "" if mailFrom is None else mailFrom.address
+        if not sender.isprintable():
+            sender = printable(sender)
         size = data.get("size", 0)
-        recipients = [printable(rcpt.address) for rcpt in envelope.rcptTo]
+        rcptTo = envelope.rcptTo
+        recipients = None
+        if len(rcptTo) == 1 and not self._structured:
+            recipientText = rcptTo[0].address
+            if not recipientText.isprintable():
+                recipientText = printable(recipientText)
+        else:
+            recipients = [printable(rcpt.address) for rcpt in rcptTo]
+            recipientText = ">,<".join(recipients)
         reply = printable(" ".join(replies[0].lines)) if replies else ""
         sid = session.id
         unanswered = bool(data.get("unanswered"))
@@ -352,7 +367,7 @@ class SessionLogger:
                 "size": size,
                 "sender": sender,
                 "recipients": recipients,
-                "codes": codes,
+                "codes": [item.code for item in replies],
                 "reply": reply,
             }
             if origin:
@@ -362,7 +377,7 @@ class SessionLogger:
                     origQueueId=origin.get("orig_queue_id"),
                 )
         self._emit(
-            f"{sid} message {size} bytes from <{sender}> to <{'>,<'.join(recipients)}>"
+            f"{sid} message {size} bytes from <{sender}> to <{recipientText}>"
             f"{forwarded}: {codeText} {reply}{late}",
             fields,
         )

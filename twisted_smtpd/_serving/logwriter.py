@@ -165,7 +165,15 @@ class BufferedLogWriter:
                     parts.append(f'"{key}":{json.dumps(value, default=jsonDefault)}')
             self._add(",".join(parts) + "}\n")
         else:
-            self._add(self._sessionPrefix + text + "\n")
+            # _add, inline: one line per connection and per message.
+            line = self._sessionPrefix + text + "\n"
+            self._buffer.append(line)
+            self._size += len(line)
+            reactor = self._reactor or self.reactor
+            if self._size >= self._limit or not getattr(reactor, "running", False):
+                self.flush()
+            elif self._pending is None:
+                self._pending = reactor.callLater(self._interval, self._timed)
 
     def __call__(self, event: LogEvent) -> None:
         """
