@@ -102,12 +102,11 @@ class MessageReceiver:
         self,
         decoder: BodyDecoder,
         stream: MessageStream,
-        *,
         replyCount: int,
         lmtp: bool,
         rejectBareNewline: bool,
         done: Callable[[list[Reply], int], None],
-        log: Callable[[Failure], None],
+        logFailure: Callable[[Failure, str], None],
     ) -> None:
         self._decoder = decoder
         #: The decoder (L{twisted_smtpd._core.data.ChunkDecoder} for BDAT).
@@ -117,7 +116,7 @@ class MessageReceiver:
         self._lmtp = lmtp
         self._rejectBareNewline = rejectBareNewline
         self._done = done
-        self._log = log
+        self._logFailure = logFailure
         self._outcome: object = _PENDING
         self.ended = False
         self.finished = False
@@ -125,6 +124,13 @@ class MessageReceiver:
         #: chunk at a time).
         self.reading = True
         self.abandoned = False
+
+    def _log(self, failure: Failure) -> None:
+        """
+        Log C{onData}'s unexpected failure (with the session's
+        C{logFailure}).
+        """
+        self._logFailure(failure, "onData")
 
     def start(self, onData: Callable[..., object], session: Session) -> None:
         """

@@ -8,7 +8,6 @@ protocol, so that a connection carries no per-command objects.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING
 
 from twisted.python.failure import Failure
@@ -243,15 +242,16 @@ def _newReceiver(
     """
     options = p.options
     upstream = StreamUpstream(p)
+    lmtp = options.lmtp
+    # Positional: a keyword costs a class's call about 800 instructions.
     receiver = MessageReceiver(
         decoder,
-        # Positional: a keyword costs a class's call about 800 instructions.
         MessageStream(upstream),
-        replyCount=len(p.session.envelope.rcptTo) if options.lmtp else 1,
-        lmtp=options.lmtp,
-        rejectBareNewline=rejectBareNewline,
-        done=p.messageDone,
-        log=partial(p.logFailure, hookName="onData"),
+        len(p.session.envelope.rcptTo) if lmtp else 1,
+        lmtp,
+        rejectBareNewline,
+        p.messageDone,
+        p.logFailure,
     )
     upstream.carries(receiver)
     return receiver
