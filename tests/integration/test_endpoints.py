@@ -462,6 +462,27 @@ class HAProxyTests(ServerTestCase):
         proxy.stop()
         self.stopServer()
 
+    def assertClientsSeen(self, proxy: HAProxy, records: str) -> None:
+        """
+        Send a message through each of C{proxy}'s frontends; the handler
+        recording into C{records} must see each client's own address and
+        port, not HAProxy's.  Then stop HAProxy and the server.
+        """
+        expected = []
+        for index, port in enumerate([proxy.v1, proxy.v2]):
+            client = self.smtp(port)
+            clientAddress = list(client.sock.getsockname())
+            body = message(index)
+            self.assertEqual(client.sendmail(SENDER, [RECIPIENT], body), {})
+            client.quit()
+            expected.append((clientAddress, body.decode("ascii")))
+        found = sorted(
+            (r["remoteAddress"], r["body"]) for r in recordinghandler.readRecords(records)
+        )
+        self.assertEqual(found, sorted(expected))
+        proxy.stop()
+        self.stopServer()
+
     def test_unixBackendWithTrustedNetworks(self) -> None:
         """
         A C{haproxy:unix:} listener takes HAProxy's connections over its
@@ -488,20 +509,7 @@ class HAProxyTests(ServerTestCase):
         proxy = HAProxy(executable, self.directory, path)
         self.addCleanup(proxy.stop)
         proxy.waitListening()
-        expected = []
-        for index, port in enumerate([proxy.v1, proxy.v2]):
-            client = self.smtp(port)
-            clientAddress = list(client.sock.getsockname())
-            body = message(index)
-            self.assertEqual(client.sendmail(SENDER, [RECIPIENT], body), {})
-            client.quit()
-            expected.append((clientAddress, body.decode("ascii")))
-        found = sorted(
-            (r["remoteAddress"], r["body"]) for r in recordinghandler.readRecords(records)
-        )
-        self.assertEqual(found, sorted(expected))
-        proxy.stop()
-        self.stopServer()
+        self.assertClientsSeen(proxy, records)
 
     def test_proxyProtocol(self) -> None:
         """
@@ -523,17 +531,4 @@ class HAProxyTests(ServerTestCase):
         proxy = HAProxy(executable, self.directory, self.server.port)
         self.addCleanup(proxy.stop)
         proxy.waitListening()
-        expected = []
-        for index, port in enumerate([proxy.v1, proxy.v2]):
-            client = self.smtp(port)
-            clientAddress = list(client.sock.getsockname())
-            body = message(index)
-            self.assertEqual(client.sendmail(SENDER, [RECIPIENT], body), {})
-            client.quit()
-            expected.append((clientAddress, body.decode("ascii")))
-        found = sorted(
-            (r["remoteAddress"], r["body"]) for r in recordinghandler.readRecords(records)
-        )
-        self.assertEqual(found, sorted(expected))
-        proxy.stop()
-        self.stopServer()
+        self.assertClientsSeen(proxy, records)
