@@ -165,15 +165,7 @@ class BufferedLogWriter:
                     parts.append(f'"{key}":{json.dumps(value, default=jsonDefault)}')
             self._add(",".join(parts) + "}\n")
         else:
-            # _add, inline: one line per connection and per message.
-            line = self._sessionPrefix + text + "\n"
-            self._buffer.append(line)
-            self._size += len(line)
-            reactor = self._reactor or self.reactor
-            if self._size >= self._limit or not getattr(reactor, "running", False):
-                self.flush()
-            elif self._pending is None:
-                self._pending = reactor.callLater(self._interval, self._timed)
+            self._add(self._sessionPrefix + text + "\n")
 
     def __call__(self, event: LogEvent) -> None:
         """
