@@ -439,17 +439,7 @@ class HAProxyTests(ServerTestCase):
         HAProxy on 127.0.0.1 are refused with 421 and reach no handler.
         """
         executable = requireProgram(self, "haproxy", "haproxy")
-        records = os.path.join(self.makeDirectory(), "records")
-        self.startServer(
-            "--handler",
-            HANDLER,
-            "--handler-option",
-            f"directory={records}",
-            "--proxy-trusted",
-            "192.0.2.0/24",
-            maildir=False,
-            listen=["haproxy:tcp:0:interface=127.0.0.1"],
-        )
+        records = self.startRecording("192.0.2.0/24", "haproxy:tcp:0:interface=127.0.0.1")
         proxy = HAProxy(executable, self.directory, self.server.port)
         self.addCleanup(proxy.stop)
         proxy.waitListening()
@@ -461,6 +451,26 @@ class HAProxyTests(ServerTestCase):
         self.assertEqual(recordinghandler.readRecords(records), [])
         proxy.stop()
         self.stopServer()
+
+    def startRecording(self, trusted: str, listen: str) -> str:
+        """
+        Start a server on C{listen} trusting PROXY headers from C{trusted},
+        whose handler records each message.
+
+        @return: The file of its records (L{recordinghandler.readRecords}).
+        """
+        records = os.path.join(self.makeDirectory(), "records")
+        self.startServer(
+            "--handler",
+            HANDLER,
+            "--handler-option",
+            f"directory={records}",
+            "--proxy-trusted",
+            trusted,
+            maildir=False,
+            listen=[listen],
+        )
+        return records
 
     def assertClientsSeen(self, proxy: HAProxy, records: str) -> None:
         """
@@ -491,21 +501,11 @@ class HAProxyTests(ServerTestCase):
         no address to match, and the file's permissions decide who connects.
         """
         executable = requireProgram(self, "haproxy", "haproxy")
-        records = os.path.join(self.makeDirectory(), "records")
         # Socket paths are limited to about 100 bytes: keep it short.
         directory = tempfile.mkdtemp(prefix="smtpd-")
         self.addCleanup(shutil.rmtree, directory, True)
         path = os.path.join(directory, "smtp.sock")
-        self.startServer(
-            "--handler",
-            HANDLER,
-            "--handler-option",
-            f"directory={records}",
-            "--proxy-trusted",
-            "192.0.2.0/24",
-            maildir=False,
-            listen=[f"haproxy:unix:{path}"],
-        )
+        records = self.startRecording("192.0.2.0/24", f"haproxy:unix:{path}")
         proxy = HAProxy(executable, self.directory, path)
         self.addCleanup(proxy.stop)
         proxy.waitListening()
@@ -517,17 +517,7 @@ class HAProxyTests(ServerTestCase):
         handler sees the real client's address and port, not HAProxy's.
         """
         executable = requireProgram(self, "haproxy", "haproxy")
-        records = os.path.join(self.makeDirectory(), "records")
-        self.startServer(
-            "--handler",
-            HANDLER,
-            "--handler-option",
-            f"directory={records}",
-            "--proxy-trusted",
-            "127.0.0.1/32",
-            maildir=False,
-            listen=["haproxy:tcp:0:interface=127.0.0.1"],
-        )
+        records = self.startRecording("127.0.0.1/32", "haproxy:tcp:0:interface=127.0.0.1")
         proxy = HAProxy(executable, self.directory, self.server.port)
         self.addCleanup(proxy.stop)
         proxy.waitListening()
