@@ -46,6 +46,7 @@ import time
 from _benchlib import MAILDIR, cpus, emptyMaildir, machineLine, settleAfterRemoval
 
 from twisted_smtpd.handlers import _maildirdisk
+from twisted_smtpd.handlers._maildirdirs import Directory, linkUnnamed
 from twisted_smtpd.handlers._maildirnames import _uniqueName
 from twisted_smtpd.handlers.maildir import MaildirHandler, _Delivery
 
@@ -70,7 +71,10 @@ def rawLoop(path: str, messages: int, batch: int, body: bytes) -> dict[str, list
     unnamed = _maildirdisk.unnamedFilesWork(tmp)
     syncfs = _maildirdisk._syncfs
     times: dict[str, list[float]] = {step: [] for step in (*STEPS, "wall data", "wall new/")}
-    newFd = os.open(new, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    newDirectory = Directory(new)
+    newDirectory.users = 1
+    newFd = newDirectory.fd
+    assert newFd is not None
     clock = time.thread_time
     try:
         for first in range(0, messages, batch):
@@ -99,7 +103,7 @@ def rawLoop(path: str, messages: int, batch: int, body: bytes) -> dict[str, list
             t2, w2 = clock(), time.perf_counter()
             for name, fd in zip(names, fds, strict=True):
                 if unnamed:
-                    _maildirdisk._linkUnnamed(fd, os.path.join(new, name))
+                    linkUnnamed(fd, newDirectory, name)
                 else:
                     os.rename(os.path.join(tmp, name), os.path.join(new, name))
                 os.close(fd)
@@ -111,7 +115,7 @@ def rawLoop(path: str, messages: int, batch: int, body: bytes) -> dict[str, list
             times["wall data"].append(w2 - w1)
             times["wall new/"].append(w4 - w3)
     finally:
-        os.close(newFd)
+        newDirectory.release()
     return times
 
 
