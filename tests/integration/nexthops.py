@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Protocol
 from unittest import SkipTest
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -29,6 +30,18 @@ from tests.integration.helpers import START_TIMEOUT, STOP_TIMEOUT, freePort, req
 
 # How long mail may take to pass through a queue.
 DELIVERY_TIMEOUT = 60.0
+
+
+class Cleanups(Protocol):
+    """
+    What L{Postfix.start} needs of a test case: somewhere to register the
+    stop (a L{SynchronousTestCase}, or a benchmark's own list of cleanups).
+    """
+
+    def addCleanup(self, f: Callable[[], object], /) -> None:
+        """
+        Call C{f} when the test, or the benchmark, ends.
+        """
 
 
 def requireRoot(testCase: SynchronousTestCase, what: str) -> None:
@@ -220,7 +233,7 @@ class Postfix:
         requireProgram(testCase, "script", "bsdutils")
         requireRoot(testCase, "Postfix")
 
-    def start(self, testCase: SynchronousTestCase) -> None:
+    def start(self, testCase: Cleanups) -> None:
         """
         Start it, stopped after the test; wait until it accepts connections.
         """
