@@ -35,7 +35,7 @@ def perChunk(readSize: int, chunks: int) -> float:
     clock = Clock()
     options = ServerOptions(name="mx.example.com", disableReverseLookup=True, size=0)
     factory = SMTPServerFactory(Drain(), options, reactor=clock)
-    proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+    proto = factory.buildProtocol(None)
     transport = StringTransport(
         peerAddress=IPv4Address("TCP", "192.0.2.7", 40000),
         hostAddress=IPv4Address("TCP", "192.0.2.1", 25),

@@ -88,12 +88,20 @@ def main() -> None:
     results = {}
     for kind in ("buffered text", "buffered JSON"):
         logfile = LogFile("smtpd.log", directory, rotateLength=10**12)
-        writer = BufferedLogWriter(logfile, json=kind.endswith("JSON"), reactor=_RunningReactor())
+        # LogFile is the file-like object twistd writes its log to, not an
+        # IO: it has the write and flush the writer and observer call.
+        writer = BufferedLogWriter(
+            logfile,  # type: ignore[arg-type]
+            json=kind.endswith("JSON"),
+            reactor=_RunningReactor(),
+        )
         results[kind] = measure(SessionLogger(writer=writer), args.lines, writer.flush)
         logfile.close()
     logfile = LogFile("twisted.log", directory, rotateLength=10**12)
     globalLogBeginner.beginLoggingTo(
-        [textFileLogObserver(logfile)], discardBuffer=True, redirectStandardIO=False
+        [textFileLogObserver(logfile)],  # type: ignore[arg-type]
+        discardBuffer=True,
+        redirectStandardIO=False,
     )
     results["twisted.logger"] = measure(SessionLogger(), args.lines)
     logfile.close()

@@ -183,7 +183,9 @@ def resumedConnection(port: int, tls: ssl.SSLContext, previous: list[ssl.SSLSess
             secure.sendall(b"QUIT\r\n")
             expect(b"221")
             reader.close()
-            resumed = secure.session_reused
+            # session_reused is None only on a socket with no TLS
+            # connection (never connected, or unwrapped).
+            resumed = bool(secure.session_reused)
             if secure.session is not None:
                 previous[:] = [secure.session]
     return resumed

@@ -102,9 +102,9 @@ def _twistedMailFactory() -> Any:
     from twisted.logger import globalLogBeginner
 
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers"))
-    from twisted_mail_sink import Factory
+    from twisted_mail_sink import Factory, discard
 
-    globalLogBeginner.beginLoggingTo([lambda event: None], redirectStandardIO=False)
+    globalLogBeginner.beginLoggingTo([discard], redirectStandardIO=False)
     return Factory()
 
 
