@@ -9,6 +9,8 @@ message object that drops each line.  Logging is off (no per-connection log
 lines), and no C{Received:} header is built.
 """
 
+from __future__ import annotations
+
 import sys
 from collections.abc import Callable
 
