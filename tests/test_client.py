@@ -35,6 +35,7 @@ from twisted_smtpd._smtpclient.clientwire import (
     MAX_REPLY_LINES,
     ClientReply,
     DotStuffer,
+    MalformedReply,
     ReplyParser,
     remoteFailure,
     replyError,
@@ -88,6 +89,26 @@ class ReplyParserTests(SynchronousTestCase):
         self.assertRaises(ValueError, ReplyParser().feed, b"hello\r\n")
         self.assertRaises(ValueError, ReplyParser().feed, b"250-a\r\n251 b\r\n")
         self.assertRaises(ValueError, ReplyParser().feed, b"250 " + b"x" * 70000)
+
+    def test_repliesBeforeTheFault(self) -> None:
+        """
+        The replies completed before a malformed line come with the error
+        (L{MalformedReply.replies}), in order; once malformed, the parser
+        refuses everything after.
+        """
+        parser = ReplyParser()
+        with self.assertRaises(MalformedReply) as raised:
+            parser.feed(b"250-a\r\n250 b\r\n554 c\r\ngarbage\r\n250 d\r\n")
+        self.assertEqual(
+            raised.exception.replies,
+            [ClientReply(250, None, "a\nb"), ClientReply(554, None, "c")],
+        )
+        with self.assertRaises(MalformedReply) as again:
+            parser.feed(b"250 e\r\n")
+        self.assertEqual(again.exception.replies, [])
+        with self.assertRaises(MalformedReply) as endless:
+            ReplyParser().feed(b"250 ok\r\n" + b"x" * (MAX_REPLY_LINE + 1))
+        self.assertEqual(endless.exception.replies, [ClientReply(250, None, "ok")])
 
     def test_codesOutOfRange(self) -> None:
         """
@@ -731,6 +752,20 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual((error.code, error.enhanced), (451, "4.5.0"))
         self.assertNotIn(b"body", self.endpoint.transport.value())
         self.assertFalse(self.session.usable)
+
+    def test_finalReplyThenGarbage(self) -> None:
+        """
+        A 250 after the body followed, in the same read, by a line that is
+        no reply: the 250 stands (the next hop has the message), then the
+        session ends.
+        """
+        self.command(self.session.mail("a@example.com", ""), b"250 ok\r\n")
+        self.command(self.session.rcpt("b@example.org", ""), b"250 ok\r\n")
+        d = self.command(self.session.data(self.body(), 1), b"354 go\r\n")
+        self.say(b"250 2.0.0 queued\r\n\x1b[2Jgarbage\r\n")
+        self.assertEqual([r.text for r in self.successResultOf(d)], ["queued"])
+        self.assertFalse(self.session.usable)
+        self.assertTrue(self.endpoint.transport.disconnected)
 
     def test_strayReplyWhileIdle(self) -> None:
         """

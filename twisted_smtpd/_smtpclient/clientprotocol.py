@@ -30,6 +30,7 @@ from twisted_smtpd._smtpclient.clientwire import (
     DeliveryError,
     DeliveryResult,
     DotStuffer,
+    MalformedReply,
     RecipientResult,
     ReplyParser,
     failureText,
@@ -129,15 +130,24 @@ class ClientProtocol(Protocol):
         self._resetTimer()
 
     def dataReceived(self, data: bytes) -> None:
+        error = None
         try:
             replies = self._parser.feed(data)
-        except ValueError as e:
-            self._fail(str(e))
-            return
-        if not replies:
-            # The deadline runs per reply, not per read: a server trickling
-            # a reply octet by octet does not hold the session.
-            return
+        except MalformedReply as e:
+            # The replies completed before the fault are handed on first:
+            # a 250 to the end of the data stands, whatever follows it.
+            replies, error = e.replies, str(e)
+        # The deadline runs per reply, not per read: a server trickling
+        # a reply octet by octet does not hold the session.
+        if replies:
+            self._handOn(replies)
+        if error is not None:
+            self._fail(error)
+
+    def _handOn(self, replies: list[ClientReply]) -> None:
+        """
+        Hand complete replies to the commands waiting for them, in order.
+        """
         self._resetTimer()
         # Replies beyond those to the commands sent are the server's error,
         # or text injected into the connection: the session is out of step,

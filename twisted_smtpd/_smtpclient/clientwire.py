@@ -161,17 +161,35 @@ class DeliveryError(SMTPError):
         return f"{self.code} {self.enhanced or ''} {self.message} ({self.stage})"
 
 
+class MalformedReply(ValueError):
+    """
+    The bytes a server sent are not a well-formed reply.
+
+    @ivar replies: The replies completed before the malformed part, in
+        order: they were answers to commands, and stand (a 250 after the
+        body means the server has the message, whatever follows it).
+    """
+
+    def __init__(self, message: str, replies: list[ClientReply]) -> None:
+        super().__init__(message)
+        self.replies = replies
+
+
 class ReplyParser:
     """
     Splits the bytes a server sends into L{ClientReply}s (RFC 5321 section
     4.2.1: C{"250-"} continues a reply, C{"250 "} ends it).  Lines may end
     with CRLF or a bare LF.
+
+    Once the bytes are malformed, every later call raises too: nothing
+    after the fault is parsed.
     """
 
     def __init__(self) -> None:
         self._buffer = b""
         self._code: bytes | None = None
         self._lines: list[str] = []
+        self._error: str | None = None
 
     @property
     def pending(self) -> bool:
@@ -185,27 +203,35 @@ class ReplyParser:
         Add received bytes.
 
         @return: The replies completed by them, in order.
-        @raise ValueError: The bytes are not a well-formed reply.
+        @raise MalformedReply: The bytes are not a well-formed reply; it
+            carries the replies completed before the fault.
         """
+        if self._error is not None:
+            raise MalformedReply(self._error, [])
         buffer = self._buffer + data
-        replies = []
+        replies: list[ClientReply] = []
         start = 0
-        while True:
-            end = buffer.find(b"\n", start)
-            if end < 0:
-                break
-            line = buffer[start:end]
-            start = end + 1
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if len(line) > MAX_REPLY_LINE:
+        try:
+            while True:
+                end = buffer.find(b"\n", start)
+                if end < 0:
+                    break
+                line = buffer[start:end]
+                start = end + 1
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                if len(line) > MAX_REPLY_LINE:
+                    raise ValueError("reply line too long")
+                reply = self._line(line)
+                if reply is not None:
+                    replies.append(reply)
+            self._buffer = buffer[start:]
+            if len(self._buffer) > MAX_REPLY_LINE:
                 raise ValueError("reply line too long")
-            reply = self._line(line)
-            if reply is not None:
-                replies.append(reply)
-        self._buffer = buffer[start:]
-        if len(self._buffer) > MAX_REPLY_LINE:
-            raise ValueError("reply line too long")
+        except ValueError as e:
+            self._error = str(e)
+            self._buffer, self._lines = b"", []
+            raise MalformedReply(self._error, replies) from None
         return replies
 
     def _line(self, line: bytes) -> ClientReply | None:
