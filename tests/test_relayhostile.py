@@ -44,7 +44,7 @@ DEFAULTS: dict[str, bytes] = {
 }
 
 _STEPS = {b"EHLO": "ehlo", b"LHLO": "ehlo", b"MAIL": "mail", b"RCPT": "rcpt"}
-_STEPS.update({b"DATA": "data", b"RSET": "rset", b"QUIT": "quit"})
+_STEPS.update({b"DATA": "data", b"RSET": "rset", b"QUIT": "quit", b"STAR": "starttls"})
 
 Action = bytes | Callable[["HostileNextHop"], None]
 
@@ -178,7 +178,7 @@ class HostileTestsMixin:
 
     lmtpFront = False
 
-    async def start(self: Any, script: dict[str, Any], lmtp: bool = False) -> int:
+    async def start(self: Any, script: dict[str, Any], lmtp: bool = False, **relay: Any) -> int:
         """
         Start the next hop with C{script}, and a front server passing mail
         on to it (with the LMTP-delivery handler if C{lmtp}); return the
@@ -196,9 +196,8 @@ class HostileTestsMixin:
                 f"tcp:127.0.0.1:{port}", heloName="relay.example", timeout=10
             )
         else:
-            handler = RelayHandler(
-                "127.0.0.1", port, tls="none", heloName="relay.example", timeout=10
-            )
+            relay.setdefault("tls", "none")
+            handler = RelayHandler("127.0.0.1", port, heloName="relay.example", timeout=10, **relay)
         self.handler = closeWith(self, handler)
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         server, frontPort = await startServer(self, handler, lmtp=self.lmtpFront)
@@ -353,6 +352,37 @@ class HostileRelayTests(HostileTestsMixin, TestCase):
         client = await self.client(port)
         [reply] = await self.transaction(client)
         self.assertEqual(code(reply), b"451 4.5.0")
+
+    async def test_plaintextAfterStartTLS(self) -> None:
+        """
+        A next hop answering STARTTLS with 220, then plain-text replies
+        instead of a handshake: the handshake fails, 451 4.7.5, and
+        no MAIL is ever sent, whether TLS was required or opportunistic.
+        """
+
+        ehlo = b"250-nexthop.example\r\n250 STARTTLS\r\n"
+        injected = b"250-injected\r\n250 PIPELINING\r\n"
+        for mode in ("required", "opportunistic"):
+            # The ClientHello is taken for commands, answered in plain text.
+            script = {"ehlo": ehlo, "starttls": b"220 2.0.0 Ready\r\n", "unknown": injected}
+            port = await self.start(script, tls=mode, verify=False)
+            client = await self.client(port)
+            [reply] = await self.transaction(client)
+            self.assertEqual(code(reply), b"451 4.7.5", mode)
+            self.assertEqual([c for c in self.hop.commands if c.startswith(b"MAIL")], [])
+
+    async def test_closedAfterStartTLS(self) -> None:
+        """
+        A next hop closing right after its 220 to STARTTLS: 451 4.7.5, no
+        MAIL sent in plain text.
+        """
+        ehlo = b"250-nexthop.example\r\n250 STARTTLS\r\n"
+        script = {"ehlo": ehlo, "starttls": thenClose(b"220 2.0.0 Ready\r\n")}
+        port = await self.start(script, tls="opportunistic", verify=False)
+        client = await self.client(port)
+        [reply] = await self.transaction(client)
+        self.assertEqual(code(reply), b"451 4.7.5")
+        self.assertEqual([c for c in self.hop.commands if c.startswith(b"MAIL")], [])
 
 
 class HostileLMTPTests(HostileTestsMixin, TestCase):
