@@ -29,7 +29,7 @@ from twisted_smtpd import ServerOptions, SMTPError, SMTPServer
 from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd._smtpclient.client import DeliveryError, DeliveryResult, deliver
 from twisted_smtpd._smtpclient.clientprotocol import Request
-from twisted_smtpd._smtpclient.clientsession import openSession
+from twisted_smtpd._smtpclient.clientsession import CHUNK_SIZE, openSession
 from twisted_smtpd._smtpclient.clientwire import (
     MAX_REPLY_LINE,
     MAX_REPLY_LINES,
@@ -766,6 +766,37 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual([r.text for r in self.successResultOf(d)], ["queued"])
         self.assertFalse(self.session.usable)
         self.assertTrue(self.endpoint.transport.disconnected)
+
+    def test_chunkRepliesNotKept(self) -> None:
+        """
+        The replies to BDAT chunks are read as they arrive: a next hop
+        answering every chunk with the longest reply allowed makes the
+        client keep none of them while the body streams (memory bounded
+        whatever the size of the message); the reply after the last chunk
+        is the message's.
+        """
+        endpoint = FakeEndpoint()
+        opening = Deferred.fromCoroutine(openSession(endpoint, sessionRequest(), Clock()))
+        endpoint.protocol.dataReceived(b"220 mx ESMTP\r\n")
+        endpoint.protocol.dataReceived(b"250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n")
+        session = self.successResultOf(opening)
+        for call in (session.mail("a@example.com", ""), session.rcpt("b@example.org", "")):
+            d = Deferred.fromCoroutine(call)
+            endpoint.protocol.dataReceived(b"250 ok\r\n")
+            self.successResultOf(d)
+        longest = b"250-" + b"x" * (MAX_REPLY_LINE - 4) + b"\r\n"
+        reply = longest * (MAX_REPLY_LINES - 1) + b"250 chunk ok\r\n"
+        stream = MessageStream()
+        sent = Deferred.fromCoroutine(session.bdat(stream, 1))
+        for _ in range(4):
+            stream._write(b"y" * CHUNK_SIZE)
+            endpoint.protocol.dataReceived(reply)
+            self.assertEqual(endpoint.protocol._replies, [])
+        stream._finish()
+        self.assertNoResult(sent)
+        endpoint.protocol.dataReceived(b"250 2.0.0 queued\r\n")
+        self.assertEqual([r.text for r in self.successResultOf(sent)], ["queued"])
+        self.assertTrue(session.usable)
 
     def test_strayReplyWhileIdle(self) -> None:
         """

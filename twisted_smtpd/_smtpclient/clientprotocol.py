@@ -282,13 +282,16 @@ class ClientProtocol(Protocol):
         d.addBoth(done)
         return waiter
 
-    def writeChunk(self, data: bytes) -> None:
+    def writeChunk(self, data: bytes) -> Deferred[ClientReply]:
         """
-        Send one BDAT chunk: the command, then the octets, whose reply is
-        read later (the chunks of a message are pipelined).
+        Send one BDAT chunk: the command, then the octets (the chunks of a
+        message are pipelined).
+
+        @return: Its reply, to come after those of the chunks before it.
         """
         self._outstanding += 1
         self.writeBody(b"BDAT %d\r\n" % len(data) + data)
+        return self._reply()
 
     def writeBody(self, data: bytes) -> None:
         """
