@@ -39,6 +39,7 @@ DEFAULTS: dict[str, bytes] = {
     "rcpt": b"250 2.1.5 Recipient ok\r\n",
     "data": b"354 Go ahead\r\n",
     "final": b"250 2.0.0 Queued as HOSTILE1\r\n",
+    "bdat": b"250 2.0.0 Chunk received\r\n",
     "rset": b"250 2.0.0 Flushed\r\n",
     "quit": b"221 2.0.0 Bye\r\n",
 }
@@ -49,6 +50,19 @@ _STEPS.update({b"DATA": "data", b"RSET": "rset", b"QUIT": "quit", b"STAR": "star
 Action = bytes | Callable[["HostileNextHop"], None]
 
 BODY = b"Subject: hostile\r\n\r\nbody\r\n.\r\n"
+
+#: Line and paragraph separators, a bidirectional override.
+UNSAFE_UTF8 = ("\u2028".encode(), "\u2029".encode(), "\u202e".encode())
+
+#: Reply text a terminal or a log reader would act on: escape sequences
+#: (7-bit and C1), NUL, BEL, DEL, a bare CR, separators, a bidirectional
+#: override, an invalid octet, and length.
+POISON = (
+    b"\x1b[2J\x1b]0;owned\x07 \xc2\x9b31m \x00nul \x7f \rcr "
+    + b"".join(UNSAFE_UTF8)
+    + b" \xff "
+    + b"y" * 3000
+)
 
 
 class HostileNextHop(Protocol):
@@ -63,6 +77,8 @@ class HostileNextHop(Protocol):
     def __init__(self) -> None:
         self._buffer = b""
         self._inData = False
+        # The size of the BDAT chunk being read, and whether it is the last.
+        self._chunk: tuple[int, bool] | None = None
         self.lost: Deferred[None] = Deferred()
 
     def connectionMade(self) -> None:
@@ -78,7 +94,16 @@ class HostileNextHop(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self._buffer += data
-        while b"\n" in self._buffer and self.connected:
+        while self.connected:
+            if self._chunk is not None:
+                size, last = self._chunk
+                if len(self._buffer) < size:
+                    return
+                self._buffer, self._chunk = self._buffer[size:], None
+                self.act("final" if last else "bdat")
+                continue
+            if b"\n" not in self._buffer:
+                return
             line, self._buffer = self._buffer.split(b"\n", 1)
             line = line.rstrip(b"\r")
             if self._inData:
@@ -87,6 +112,10 @@ class HostileNextHop(Protocol):
                     self.act("final")
                 continue
             self.factory.commands.append(line)
+            if line[:5].upper() == b"BDAT ":
+                words = line.split()
+                self._chunk = (int(words[1]), len(words) > 2)
+                continue
             step = _STEPS.get(line[:4].upper(), "unknown")
             self.act(step)
             if step == "data":
@@ -130,10 +159,11 @@ def thenClose(data: bytes) -> Action:
     return act
 
 
-def silent(hop: HostileNextHop) -> None:
+def reset(hop: HostileNextHop) -> None:
     """
-    An action answering nothing.
+    An action resetting the connection (RST).
     """
+    hop.transport.abortConnection()  # type: ignore[union-attr]
 
 
 class RawClient(Protocol):
@@ -247,7 +277,7 @@ class HostileTestsMixin:
         """
         if isinstance(data, str):
             data = data.encode("utf-8")
-        for control in (b"\x1b", b"\x00", b"\x07", b"\r\r", b"\x7f"):
+        for control in (b"\x1b", b"\x00", b"\x07", b"\x7f", b"\xc2\x9b", *UNSAFE_UTF8):
             self.assertNotIn(control, data)
         lines = data.split(b"\r\n")
         for line in lines:
@@ -316,6 +346,72 @@ class HostileRelayTests(HostileTestsMixin, TestCase):
             self.assertEqual(code(reply), b"451 4.5.0", answer[:20])
             self.assertClean(reply)
             await self.hop.sessions[-1].lost
+
+    async def test_poisonedTexts(self) -> None:
+        """
+        Refusals at MAIL, at RCPT and after the body, and the 250 after the
+        body, carrying escape sequences, controls, separators and 3,000
+        octets: the client gets each verdict's code with the text made
+        safe (no control, no separator, no line over 512 octets), and so
+        does every log line.
+        """
+        steps = [
+            ("mail", b"550 5.7.1 ", b"550 5.7.1", 0),
+            ("rcpt", b"550 5.1.1 ", b"550 5.1.1", 1),
+            ("final", b"554 5.6.0 ", b"554 5.6.0", 3),
+            ("final", b"250 2.0.0 ", b"250 2.0.0", 3),
+        ]
+        for step, prefix, expected, index in steps:
+            port = await self.start({step: prefix + POISON + b"\r\n"})
+            client = await self.client(port)
+            replies = await self.transaction(client)
+            self.assertEqual(code(replies[index]), expected, step)
+            for reply in replies:
+                self.assertClean(reply)
+                for line in reply.split(b"\r\n"):
+                    self.assertLessEqual(len(line), 512)
+        for line in self.logLines():
+            self.assertClean(line)
+
+    async def test_chunkRefusedThenAccepted(self) -> None:
+        """
+        BDAT to a next hop refusing a chunk, then answering the last one
+        with 250: the message was refused (RFC 3030 section 2: the
+        transaction failed), the client gets the refusal, never a 250.
+        """
+        ehlo = b"250-nexthop.example\r\n250-PIPELINING\r\n250 CHUNKING\r\n"
+        port = await self.start({"ehlo": ehlo, "bdat": b"552 5.3.4 Too much\r\n"})
+        client = await self.client(port)
+        body = b"Subject: big\r\n\r\n" + b"z" * 998 + b"\r\n" * 200 + b".\r\n"
+        replies = await self.transaction(client, body=body)
+        self.assertEqual(code(replies[-1]), b"552 5.3.4")
+        self.assertIn(b"BDAT", b" ".join(self.hop.commands))
+        await self.hop.sessions[-1].lost
+
+    async def test_resetAtEveryStage(self) -> None:
+        """
+        A connection reset instead of the greeting, or of the reply to
+        EHLO, MAIL, RCPT, DATA or the body: the client gets 451 4.4.2 where
+        the reset happened (after the body for DATA, which the front server
+        answers with 354 itself), never a 250 after the body; its next
+        transaction goes to a new session.
+        """
+        script: dict[str, Any] = {}
+        # A session per message: each one is greeted and says EHLO.
+        port = await self.start(script, idleTimeout=0)
+        client = await self.client(port)
+        stages = [("greeting", 0), ("ehlo", 0), ("mail", 0), ("rcpt", 1), ("data", 3)]
+        stages.append(("final", 3))
+        for stage, index in stages:
+            script.clear()
+            script[stage] = reset
+            replies = await self.transaction(client)
+            self.assertEqual(code(replies[index]), b"451 4.4.2", (stage, replies))
+            self.assertFalse(any(r.startswith(b"250 2.0.0") for r in replies[3:]), stage)
+            if index:
+                self.assertEqual((await client.send(b"RSET\r\n"))[:3], b"250")
+            script.clear()
+            self.assertEqual(code((await self.transaction(client))[-1]), b"250 2.0.0", stage)
 
     async def test_replyBeforeCommand(self) -> None:
         """
@@ -428,3 +524,19 @@ class HostileLMTPTests(HostileTestsMixin, TestCase):
         self.assertEqual([code(r) for r in replies[-2:]], [b"250 2.0.0", b"250 2.0.0"])
         self.assertNotIn(b"stray", b"".join(replies))
         await self.hop.sessions[-1].lost
+
+    async def test_poisonedPerRecipient(self) -> None:
+        """
+        Per-recipient replies after the body carrying escape sequences,
+        controls and separators: each recipient gets its own code with the
+        text made safe, and so does every log line.
+        """
+        final = b"250 2.0.0 " + POISON + b"\r\n452 4.2.2 " + POISON + b"\r\n"
+        port = await self.start({"final": final}, lmtp=True)
+        client = await self.client(port)
+        replies = await self.transaction(client, recipients=2)
+        self.assertEqual([code(r) for r in replies[-2:]], [b"250 2.0.0", b"452 4.2.2"])
+        for reply in replies:
+            self.assertClean(reply)
+        for line in self.logLines():
+            self.assertClean(line)
