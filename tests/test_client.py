@@ -572,14 +572,16 @@ class DialogueTests(SynchronousTestCase):
         """
         Text behind the 220 to STARTTLS (a reply injected before the
         handshake) is never read as an answer to a command sent over TLS:
-        the session ends, whether the text is a whole reply or a part.
+        the session ends, whether the text is a whole reply, a part, or
+        not a reply at all; the handshake is never begun.
         """
-        for injected in (b"250 injected\r\n", b"250-inj"):
+        for injected in (b"250 injected\r\n", b"250-inj", b"garbage\r\n"):
             talk = Dialogue(tls="required", tlsHostname="mx.example.com")
             talk.say(b"220 mx ESMTP\r\n")
             talk.say(b"250-mx\r\n250 STARTTLS\r\n")
             talk.say(b"220 2.0.0 go ahead\r\n" + injected)
             self.assertTrue(talk.transport.disconnected, injected)
+            self.assertIsNone(talk.transport.tlsStarted, injected)
             error = self.failureResultOf(talk.result, DeliveryError).value
             self.assertEqual((error.code, error.enhanced), (451, "4.5.0"))
 
@@ -766,6 +768,27 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual([r.text for r in self.successResultOf(d)], ["queued"])
         self.assertFalse(self.session.usable)
         self.assertTrue(self.endpoint.transport.disconnected)
+
+    def test_strayReplyWithFinal(self) -> None:
+        """
+        A reply too many in the same read as the reply after the body: the
+        message's reply stands, and when it is handed on the session is
+        already known to be ending, so that the pool never gives it to the
+        next message.
+        """
+        self.command(self.session.mail("a@example.com", ""), b"250 ok\r\n")
+        self.command(self.session.rcpt("b@example.org", ""), b"250 ok\r\n")
+        d = self.command(self.session.data(self.body(), 1), b"354 go\r\n")
+        usable = []
+
+        def handedOn(replies: object) -> object:
+            usable.append(self.session.usable)
+            return replies
+
+        d.addCallback(handedOn)
+        self.say(b"250 2.0.0 queued\r\n250 2.0.0 stray\r\n")
+        self.assertEqual([r.text for r in self.successResultOf(d)], ["queued"])
+        self.assertEqual(usable, [False])
 
     def test_chunkRepliesNotKept(self) -> None:
         """

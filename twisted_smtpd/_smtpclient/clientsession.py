@@ -206,11 +206,17 @@ class ClientSession:
     @property
     def usable(self) -> bool:
         """
-        Whether the connection is up and no reply is outstanding, so that a
-        new command may be sent.
+        Whether the connection is up, the next hop has not broken the
+        protocol, and no reply is outstanding, so that a new command may be
+        sent.
         """
         protocol = self._protocol
-        return not self._broken and bool(protocol.connected) and protocol._outstanding == 0
+        return (
+            not self._broken
+            and bool(protocol.connected)
+            and not protocol.failed
+            and protocol._outstanding == 0
+        )
 
     def offers(self, *keywords: str) -> bool:
         """

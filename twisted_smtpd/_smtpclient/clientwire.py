@@ -194,9 +194,10 @@ class ReplyParser:
     @property
     def pending(self) -> bool:
         """
-        Whether part of a reply was received and not yet completed.
+        Whether part of a reply was received and not yet completed (or
+        bytes that are no reply at all).
         """
-        return bool(self._buffer or self._lines)
+        return bool(self._buffer or self._lines or self._error)
 
     def feed(self, data: bytes) -> list[ClientReply]:
         """
