@@ -33,6 +33,7 @@ from twisted_smtpd._smtpclient.clientsession import CHUNK_SIZE, openSession
 from twisted_smtpd._smtpclient.clientwire import (
     MAX_REPLY_LINE,
     MAX_REPLY_LINES,
+    MAX_REPLY_TEXT,
     ClientReply,
     DotStuffer,
     MalformedReply,
@@ -89,6 +90,23 @@ class ReplyParserTests(SynchronousTestCase):
         self.assertRaises(ValueError, ReplyParser().feed, b"hello\r\n")
         self.assertRaises(ValueError, ReplyParser().feed, b"250-a\r\n251 b\r\n")
         self.assertRaises(ValueError, ReplyParser().feed, b"250 " + b"x" * 70000)
+
+    def test_textKeptBounded(self) -> None:
+        """
+        Of the longest reply allowed (C{MAX_REPLY_LINES} lines of
+        C{MAX_REPLY_LINE} octets, 400 KB), at most C{MAX_REPLY_TEXT}
+        characters of text are kept, the first lines whole with their
+        enhanced code; the parser reads on after it.
+        """
+        longest = b"550-5.1.1 " + b"x" * (MAX_REPLY_LINE - 10) + b"\r\n"
+        data = longest * (MAX_REPLY_LINES - 1) + b"550 5.1.1 last\r\n"
+        parser = ReplyParser()
+        [reply] = parser.feed(data)
+        self.assertEqual((reply.code, reply.enhanced), (550, "5.1.1"))
+        self.assertLessEqual(len(reply.text), MAX_REPLY_TEXT)
+        self.assertTrue(reply.text.startswith("x" * (MAX_REPLY_LINE - 10) + "\n"))
+        self.assertFalse(parser.pending)
+        self.assertEqual(parser.feed(b"250 ok\r\n"), [ClientReply(250, None, "ok")])
 
     def test_repliesBeforeTheFault(self) -> None:
         """

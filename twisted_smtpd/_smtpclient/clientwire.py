@@ -28,6 +28,12 @@ from twisted_smtpd._core.errors import SMTPError
 # allows 512 octets per line; EHLO replies hold a few dozen lines.
 MAX_REPLY_LINE = 4096
 MAX_REPLY_LINES = 100
+# The most characters of text kept of one reply (lines beyond are read and
+# dropped): more than any EHLO reply holds, and more than a reply passed on
+# (20 lines of 480 octets) or logged shows; so that an LMTP server
+# answering each of a thousand recipients at the greatest length allowed
+# makes the client hold megabytes, not hundreds of them.
+MAX_REPLY_TEXT = 16384
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
 # The stages after which a refusal concerns the session, not the message.
@@ -189,6 +195,9 @@ class ReplyParser:
         self._buffer = b""
         self._code: bytes | None = None
         self._lines: list[str] = []
+        # Lines of the reply being read, and characters of text kept.
+        self._count = 0
+        self._kept = 0
         self._error: str | None = None
 
     @property
@@ -197,7 +206,7 @@ class ReplyParser:
         Whether part of a reply was received and not yet completed (or
         bytes that are no reply at all).
         """
-        return bool(self._buffer or self._lines or self._error)
+        return bool(self._buffer or self._count or self._error)
 
     def feed(self, data: bytes) -> list[ClientReply]:
         """
@@ -231,7 +240,7 @@ class ReplyParser:
                 raise ValueError("reply line too long")
         except ValueError as e:
             self._error = str(e)
-            self._buffer, self._lines = b"", []
+            self._buffer, self._lines, self._count = b"", [], 0
             raise MalformedReply(self._error, replies) from None
         return replies
 
@@ -246,12 +255,17 @@ class ReplyParser:
         if self._code is not None and code != self._code:
             raise ValueError("reply code changed inside a multi-line reply")
         self._code = code
-        self._lines.append(line[4:].decode("utf-8", "replace"))
-        if len(self._lines) > MAX_REPLY_LINES:
+        self._count += 1
+        if self._kept < MAX_REPLY_TEXT:
+            text = line[4:].decode("utf-8", "replace")[: MAX_REPLY_TEXT - self._kept]
+            self._kept += len(text) + 1
+            self._lines.append(text)
+        if self._count > MAX_REPLY_LINES:
             raise ValueError("reply has too many lines")
         if separator == b"-":
             return None
         lines, self._lines, self._code = self._lines, [], None
+        self._count = self._kept = 0
         return _makeReply(int(code), lines)
 
 
