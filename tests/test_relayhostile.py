@@ -439,15 +439,35 @@ class HostileRelayTests(HostileTestsMixin, TestCase):
         self.assertEqual(code(replies[-1]), b"250 2.0.0")
         self.assertEqual(len(self.hop.sessions), 2)
 
-    async def test_notARefusal(self) -> None:
+    async def test_notARefusalToMail(self) -> None:
         """
-        A 354 to MAIL or RCPT (a reply that refuses nothing and accepts
-        nothing) is never taken for an acceptance: 451 4.5.0.
+        A 354 to MAIL (a reply that refuses nothing and accepts nothing) is
+        never taken for an acceptance: 451 4.5.0; the session, out of step,
+        is dropped, and the next transaction goes to a new one.
         """
-        port = await self.start({"mail": b"354 go ahead\r\n"})
+        script: dict[str, Any] = {"mail": b"354 go ahead\r\n"}
+        port = await self.start(script)
         client = await self.client(port)
         [reply] = await self.transaction(client)
         self.assertEqual(code(reply), b"451 4.5.0")
+        del script["mail"]
+        self.assertEqual(code((await self.transaction(client))[-1]), b"250 2.0.0")
+        self.assertEqual(len(self.hop.sessions), 2)
+        self.assertNotIn(b"RSET", self.hop.commands)
+        await self.hop.sessions[0].lost
+
+    async def test_notARefusalToRcpt(self) -> None:
+        """
+        A 354 to RCPT: 451 4.5.0, and the session, out of step (what is sent
+        next would be read as message text), is dropped: the later RCPT
+        gets 451 4.4.2 at once, without being sent.
+        """
+        port = await self.start({"rcpt": b"354 go ahead\r\n"})
+        client = await self.client(port)
+        replies = await self.transaction(client, recipients=2)
+        self.assertEqual([code(r) for r in replies[1:3]], [b"451 4.5.0", b"451 4.4.2"])
+        self.assertEqual(len([c for c in self.hop.commands if c.startswith(b"RCPT")]), 1)
+        await self.hop.sessions[0].lost
 
     async def test_plaintextAfterStartTLS(self) -> None:
         """
