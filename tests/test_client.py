@@ -29,12 +29,14 @@ from twisted_smtpd import ServerOptions, SMTPError, SMTPServer
 from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd._smtpclient.client import DeliveryError, DeliveryResult, deliver
 from twisted_smtpd._smtpclient.clientprotocol import Request
-from twisted_smtpd._smtpclient.clientsession import openSession
+from twisted_smtpd._smtpclient.clientsession import CHUNK_SIZE, openSession
 from twisted_smtpd._smtpclient.clientwire import (
     MAX_REPLY_LINE,
     MAX_REPLY_LINES,
+    MAX_REPLY_TEXT,
     ClientReply,
     DotStuffer,
+    MalformedReply,
     ReplyParser,
     remoteFailure,
     replyError,
@@ -88,6 +90,43 @@ class ReplyParserTests(SynchronousTestCase):
         self.assertRaises(ValueError, ReplyParser().feed, b"hello\r\n")
         self.assertRaises(ValueError, ReplyParser().feed, b"250-a\r\n251 b\r\n")
         self.assertRaises(ValueError, ReplyParser().feed, b"250 " + b"x" * 70000)
+
+    def test_textKeptBounded(self) -> None:
+        """
+        Of the longest reply allowed (C{MAX_REPLY_LINES} lines of
+        C{MAX_REPLY_LINE} octets, 400 KB), at most C{MAX_REPLY_TEXT}
+        characters of text are kept, the first lines whole with their
+        enhanced code; the parser reads on after it.
+        """
+        longest = b"550-5.1.1 " + b"x" * (MAX_REPLY_LINE - 10) + b"\r\n"
+        data = longest * (MAX_REPLY_LINES - 1) + b"550 5.1.1 last\r\n"
+        parser = ReplyParser()
+        [reply] = parser.feed(data)
+        self.assertEqual((reply.code, reply.enhanced), (550, "5.1.1"))
+        self.assertLessEqual(len(reply.text), MAX_REPLY_TEXT)
+        self.assertTrue(reply.text.startswith("x" * (MAX_REPLY_LINE - 10) + "\n"))
+        self.assertFalse(parser.pending)
+        self.assertEqual(parser.feed(b"250 ok\r\n"), [ClientReply(250, None, "ok")])
+
+    def test_repliesBeforeTheFault(self) -> None:
+        """
+        The replies completed before a malformed line come with the error
+        (L{MalformedReply.replies}), in order; once malformed, the parser
+        refuses everything after.
+        """
+        parser = ReplyParser()
+        with self.assertRaises(MalformedReply) as raised:
+            parser.feed(b"250-a\r\n250 b\r\n554 c\r\ngarbage\r\n250 d\r\n")
+        self.assertEqual(
+            raised.exception.replies,
+            [ClientReply(250, None, "a\nb"), ClientReply(554, None, "c")],
+        )
+        with self.assertRaises(MalformedReply) as again:
+            parser.feed(b"250 e\r\n")
+        self.assertEqual(again.exception.replies, [])
+        with self.assertRaises(MalformedReply) as endless:
+            ReplyParser().feed(b"250 ok\r\n" + b"x" * (MAX_REPLY_LINE + 1))
+        self.assertEqual(endless.exception.replies, [ClientReply(250, None, "ok")])
 
     def test_codesOutOfRange(self) -> None:
         """
@@ -551,14 +590,16 @@ class DialogueTests(SynchronousTestCase):
         """
         Text behind the 220 to STARTTLS (a reply injected before the
         handshake) is never read as an answer to a command sent over TLS:
-        the session ends, whether the text is a whole reply or a part.
+        the session ends, whether the text is a whole reply, a part, or
+        not a reply at all; the handshake is never begun.
         """
-        for injected in (b"250 injected\r\n", b"250-inj"):
+        for injected in (b"250 injected\r\n", b"250-inj", b"garbage\r\n"):
             talk = Dialogue(tls="required", tlsHostname="mx.example.com")
             talk.say(b"220 mx ESMTP\r\n")
             talk.say(b"250-mx\r\n250 STARTTLS\r\n")
             talk.say(b"220 2.0.0 go ahead\r\n" + injected)
             self.assertTrue(talk.transport.disconnected, injected)
+            self.assertIsNone(talk.transport.tlsStarted, injected)
             error = self.failureResultOf(talk.result, DeliveryError).value
             self.assertEqual((error.code, error.enhanced), (451, "4.5.0"))
 
@@ -731,6 +772,72 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual((error.code, error.enhanced), (451, "4.5.0"))
         self.assertNotIn(b"body", self.endpoint.transport.value())
         self.assertFalse(self.session.usable)
+
+    def test_finalReplyThenGarbage(self) -> None:
+        """
+        A 250 after the body followed, in the same read, by a line that is
+        no reply: the 250 stands (the next hop has the message), then the
+        session ends.
+        """
+        self.command(self.session.mail("a@example.com", ""), b"250 ok\r\n")
+        self.command(self.session.rcpt("b@example.org", ""), b"250 ok\r\n")
+        d = self.command(self.session.data(self.body(), 1), b"354 go\r\n")
+        self.say(b"250 2.0.0 queued\r\n\x1b[2Jgarbage\r\n")
+        self.assertEqual([r.text for r in self.successResultOf(d)], ["queued"])
+        self.assertFalse(self.session.usable)
+        self.assertTrue(self.endpoint.transport.disconnected)
+
+    def test_strayReplyWithFinal(self) -> None:
+        """
+        A reply too many in the same read as the reply after the body: the
+        message's reply stands, and when it is handed on the session is
+        already known to be ending, so that the pool never gives it to the
+        next message.
+        """
+        self.command(self.session.mail("a@example.com", ""), b"250 ok\r\n")
+        self.command(self.session.rcpt("b@example.org", ""), b"250 ok\r\n")
+        d = self.command(self.session.data(self.body(), 1), b"354 go\r\n")
+        usable = []
+
+        def handedOn(replies: object) -> object:
+            usable.append(self.session.usable)
+            return replies
+
+        d.addCallback(handedOn)
+        self.say(b"250 2.0.0 queued\r\n250 2.0.0 stray\r\n")
+        self.assertEqual([r.text for r in self.successResultOf(d)], ["queued"])
+        self.assertEqual(usable, [False])
+
+    def test_chunkRepliesNotKept(self) -> None:
+        """
+        The replies to BDAT chunks are read as they arrive: a next hop
+        answering every chunk with the longest reply allowed makes the
+        client keep none of them while the body streams (memory bounded
+        whatever the size of the message); the reply after the last chunk
+        is the message's.
+        """
+        endpoint = FakeEndpoint()
+        opening = Deferred.fromCoroutine(openSession(endpoint, sessionRequest(), Clock()))
+        endpoint.protocol.dataReceived(b"220 mx ESMTP\r\n")
+        endpoint.protocol.dataReceived(b"250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n")
+        session = self.successResultOf(opening)
+        for call in (session.mail("a@example.com", ""), session.rcpt("b@example.org", "")):
+            d = Deferred.fromCoroutine(call)
+            endpoint.protocol.dataReceived(b"250 ok\r\n")
+            self.successResultOf(d)
+        longest = b"250-" + b"x" * (MAX_REPLY_LINE - 4) + b"\r\n"
+        reply = longest * (MAX_REPLY_LINES - 1) + b"250 chunk ok\r\n"
+        stream = MessageStream()
+        sent = Deferred.fromCoroutine(session.bdat(stream, 1))
+        for _ in range(4):
+            stream._write(b"y" * CHUNK_SIZE)
+            endpoint.protocol.dataReceived(reply)
+            self.assertEqual(endpoint.protocol._replies, [])
+        stream._finish()
+        self.assertNoResult(sent)
+        endpoint.protocol.dataReceived(b"250 2.0.0 queued\r\n")
+        self.assertEqual([r.text for r in self.successResultOf(sent)], ["queued"])
+        self.assertTrue(session.usable)
 
     def test_strayReplyWhileIdle(self) -> None:
         """

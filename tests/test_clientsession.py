@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_smtpd._smtpclient.clientsession import CHUNK_SIZE, ResumingTLS, _ChunkWriter
@@ -24,9 +25,10 @@ class RecordingProtocol:
         self.transport = None
         self.connected = True
 
-    def writeChunk(self, data: bytes) -> None:
+    def writeChunk(self, data: bytes) -> Deferred[Any]:
         self.chunks += 1
         self.written.append(b"BDAT %d\r\n" % len(data) + data)
+        return Deferred()
 
 
 class ChunkWriterTests(SynchronousTestCase):

@@ -958,6 +958,15 @@ class DeliveryFlagTests(SynchronousTestCase):
             self.assertIsInstance(handler, RelayHandler)
             self.assertEqual((handler.host, handler.port), expected)
 
+    def test_relayMalformedTarget(self) -> None:
+        """
+        A C{--relay} target with an unclosed bracket, a port not after a
+        colon, or colons in a host that is no IPv6 address is refused with
+        one line naming it, never taken for some other host or port.
+        """
+        for target in ["[::1", "[::1]25", "[::1]:", "mx:25:26", "mx:25:"]:
+            self.assertIn(f"--relay {target!r}", self.assertUsageError("--relay", target))
+
     def test_relayTLSAndPool(self) -> None:
         """
         C{--relay-require-tls} refuses a smarthost without STARTTLS;

@@ -30,6 +30,7 @@ from twisted_smtpd._smtpclient.clientwire import (
     DeliveryError,
     DeliveryResult,
     DotStuffer,
+    MalformedReply,
     RecipientResult,
     ReplyParser,
     failureText,
@@ -129,28 +130,43 @@ class ClientProtocol(Protocol):
         self._resetTimer()
 
     def dataReceived(self, data: bytes) -> None:
+        error = None
         try:
             replies = self._parser.feed(data)
-        except ValueError as e:
-            self._fail(str(e))
-            return
-        if not replies:
+        except MalformedReply as e:
+            # The replies completed before the fault are handed on first:
+            # a 250 to the end of the data stands, whatever follows it.
+            replies, error = e.replies, str(e)
+        if replies:
             # The deadline runs per reply, not per read: a server trickling
             # a reply octet by octet does not hold the session.
-            return
-        self._resetTimer()
-        # Replies beyond those to the commands sent are the server's error,
-        # or text injected into the connection: the session is out of step,
-        # and ends once the replies due are handed on.
-        expected = max(self._outstanding + len(self._waiters) - len(self._replies), 0)
-        extra = replies[expected:]
-        self._replies.extend(replies[:expected])
+            self._resetTimer()
+            # Replies beyond those to the commands sent are the server's
+            # error, or text injected into the connection: the session is
+            # out of step, and ends once the replies due are handed on.
+            expected = max(self._outstanding + len(self._waiters) - len(self._replies), 0)
+            if len(replies) > expected:
+                error = f"a reply to no command: {replies[expected].code}"
+                replies = replies[:expected]
+        if error is not None and self._protocolError is None:
+            # Known before the replies due are handed on: what they resume
+            # (STARTTLS, giving the session back for the next message)
+            # sees that the session is ending.
+            self._protocolError = error
+        self._replies.extend(replies)
         # Each waiter's callback may send and wait again (taking a queued
         # reply at once): queued replies are handed on strictly in order.
         while self._waiters and self._replies:
             self._waiters.pop(0).callback(self._replies.pop(0))
-        if extra:
-            self._fail(f"a reply to no command: {extra[0].code}")
+        if error is not None:
+            self.abort()
+
+    @property
+    def failed(self) -> bool:
+        """
+        Whether the server broke the protocol: the session is ending.
+        """
+        return self._protocolError is not None
 
     def _fail(self, error: str) -> None:
         """
@@ -272,13 +288,16 @@ class ClientProtocol(Protocol):
         d.addBoth(done)
         return waiter
 
-    def writeChunk(self, data: bytes) -> None:
+    def writeChunk(self, data: bytes) -> Deferred[ClientReply]:
         """
-        Send one BDAT chunk: the command, then the octets, whose reply is
-        read later (the chunks of a message are pipelined).
+        Send one BDAT chunk: the command, then the octets (the chunks of a
+        message are pipelined).
+
+        @return: Its reply, to come after those of the chunks before it.
         """
         self._outstanding += 1
         self.writeBody(b"BDAT %d\r\n" % len(data) + data)
+        return self._reply()
 
     def writeBody(self, data: bytes) -> None:
         """
@@ -412,7 +431,7 @@ class ClientProtocol(Protocol):
                 raise DeliveryError(451, text, "4.7.5", stage="starttls", reply=reply)
             return extensions
         self._stage = "tls"
-        if self._replies or self._parser.pending:
+        if self._replies or self._parser.pending or self.failed:
             # Plain text behind the 220 would be read as answers to the
             # commands sent over TLS: refused, as text injected before the
             # handshake (RFC 3207 section 4.2 drops all it knew).

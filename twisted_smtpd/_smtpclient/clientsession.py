@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from OpenSSL import SSL
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IConsumer,
     IOpenSSLClientConnectionCreator,
@@ -23,6 +24,7 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import ClientFactory
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_smtpd._smtpclient.clientconnect import connectWithin
@@ -64,6 +66,17 @@ class _ChunkWriter:
     The L{IConsumer} a message stream is piped into for BDAT (RFC 3030):
     every chunk of the stream leaves as one C{BDAT <size>} command followed
     by its octets, unchanged, so that binary content arrives byte for byte.
+
+    Each chunk's reply is read as it arrives and only its verdict kept, so
+    that a next hop answering every chunk with a long reply makes the
+    client hold none of them, however long the message.
+
+    @ivar refusal: The first chunk's reply that was not positive.
+    @ivar lost: The failure that ended the session before every chunk was
+        answered.
+    @ivar last: The last chunk's reply, with nothing in it (the verdicts
+        are in L{refusal} and L{lost}): fired once every chunk is
+        answered, the replies coming in order.
     """
 
     def __init__(self, protocol: ClientProtocol) -> None:
@@ -72,6 +85,9 @@ class _ChunkWriter:
         self._buffer: list[bytes] = []
         self._buffered = 0
         self.chunks = 0
+        self.refusal: ClientReply | None = None
+        self.lost: DeliveryError | None = None
+        self.last: Deferred[None] | None = None
 
     def registerProducer(self, producer: IProducer, streaming: bool) -> None:
         self._body.registerProducer(producer, streaming)
@@ -97,7 +113,19 @@ class _ChunkWriter:
         data = b"".join(self._buffer)
         self._buffer, self._buffered = [], 0
         self.chunks += 1
-        self._protocol.writeChunk(data)
+        self.last = self._protocol.writeChunk(data).addCallbacks(self._verdict, self._lost)
+
+    def _verdict(self, reply: ClientReply) -> None:
+        if self.refusal is None and not reply.positive:
+            self.refusal = reply
+
+    def _lost(self, failure: Failure) -> Failure | None:
+        error = failure.value
+        if not isinstance(error, DeliveryError):
+            return failure
+        if self.lost is None:
+            self.lost = error
+        return None
 
 
 @implementer(IOpenSSLClientConnectionCreator)
@@ -178,11 +206,17 @@ class ClientSession:
     @property
     def usable(self) -> bool:
         """
-        Whether the connection is up and no reply is outstanding, so that a
-        new command may be sent.
+        Whether the connection is up, the next hop has not broken the
+        protocol, and no reply is outstanding, so that a new command may be
+        sent.
         """
         protocol = self._protocol
-        return not self._broken and bool(protocol.connected) and protocol._outstanding == 0
+        return (
+            not self._broken
+            and bool(protocol.connected)
+            and not protocol.failed
+            and protocol._outstanding == 0
+        )
 
     def offers(self, *keywords: str) -> bool:
         """
@@ -271,18 +305,14 @@ class ClientSession:
         protocol._outstanding += count
         protocol.writeBody(b"BDAT 0 LAST\r\n")
         protocol._stage = "reply"
-        refusal = None
-        try:
-            for _ in range(writer.chunks):
-                reply = await protocol._reply()
-                if refusal is None and not reply.positive:
-                    refusal = reply
-        except DeliveryError:
+        if writer.last is not None:
+            await writer.last
+        if writer.lost is not None:
             self._broken = True
-            raise
-        if refusal is not None:
+            raise writer.lost
+        if writer.refusal is not None:
             self.abort()
-            return [refusal]
+            return [writer.refusal]
         return await self._finals(count)
 
     async def _finals(self, count: int) -> list[ClientReply]:

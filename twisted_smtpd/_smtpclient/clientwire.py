@@ -28,6 +28,12 @@ from twisted_smtpd._core.errors import SMTPError
 # allows 512 octets per line; EHLO replies hold a few dozen lines.
 MAX_REPLY_LINE = 4096
 MAX_REPLY_LINES = 100
+# The most characters of text kept of one reply (lines beyond are read and
+# dropped): more than any EHLO reply holds, and more than a reply passed on
+# (20 lines of 480 octets) or logged shows; so that an LMTP server
+# answering each of a thousand recipients at the greatest length allowed
+# makes the client hold megabytes, not hundreds of them.
+MAX_REPLY_TEXT = 16384
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
 # The stages after which a refusal concerns the session, not the message.
@@ -161,51 +167,81 @@ class DeliveryError(SMTPError):
         return f"{self.code} {self.enhanced or ''} {self.message} ({self.stage})"
 
 
+class MalformedReply(ValueError):
+    """
+    The bytes a server sent are not a well-formed reply.
+
+    @ivar replies: The replies completed before the malformed part, in
+        order: they were answers to commands, and stand (a 250 after the
+        body means the server has the message, whatever follows it).
+    """
+
+    def __init__(self, message: str, replies: list[ClientReply]) -> None:
+        super().__init__(message)
+        self.replies = replies
+
+
 class ReplyParser:
     """
     Splits the bytes a server sends into L{ClientReply}s (RFC 5321 section
     4.2.1: C{"250-"} continues a reply, C{"250 "} ends it).  Lines may end
     with CRLF or a bare LF.
+
+    Once the bytes are malformed, every later call raises too: nothing
+    after the fault is parsed.
     """
 
     def __init__(self) -> None:
         self._buffer = b""
         self._code: bytes | None = None
         self._lines: list[str] = []
+        # Lines of the reply being read, and characters of text kept.
+        self._count = 0
+        self._kept = 0
+        self._error: str | None = None
 
     @property
     def pending(self) -> bool:
         """
-        Whether part of a reply was received and not yet completed.
+        Whether part of a reply was received and not yet completed (or
+        bytes that are no reply at all).
         """
-        return bool(self._buffer or self._lines)
+        return bool(self._buffer or self._count or self._error)
 
     def feed(self, data: bytes) -> list[ClientReply]:
         """
         Add received bytes.
 
         @return: The replies completed by them, in order.
-        @raise ValueError: The bytes are not a well-formed reply.
+        @raise MalformedReply: The bytes are not a well-formed reply; it
+            carries the replies completed before the fault.
         """
+        if self._error is not None:
+            raise MalformedReply(self._error, [])
         buffer = self._buffer + data
-        replies = []
+        replies: list[ClientReply] = []
         start = 0
-        while True:
-            end = buffer.find(b"\n", start)
-            if end < 0:
-                break
-            line = buffer[start:end]
-            start = end + 1
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if len(line) > MAX_REPLY_LINE:
+        try:
+            while True:
+                end = buffer.find(b"\n", start)
+                if end < 0:
+                    break
+                line = buffer[start:end]
+                start = end + 1
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                if len(line) > MAX_REPLY_LINE:
+                    raise ValueError("reply line too long")
+                reply = self._line(line)
+                if reply is not None:
+                    replies.append(reply)
+            self._buffer = buffer[start:]
+            if len(self._buffer) > MAX_REPLY_LINE:
                 raise ValueError("reply line too long")
-            reply = self._line(line)
-            if reply is not None:
-                replies.append(reply)
-        self._buffer = buffer[start:]
-        if len(self._buffer) > MAX_REPLY_LINE:
-            raise ValueError("reply line too long")
+        except ValueError as e:
+            self._error = str(e)
+            self._buffer, self._lines, self._count = b"", [], 0
+            raise MalformedReply(self._error, replies) from None
         return replies
 
     def _line(self, line: bytes) -> ClientReply | None:
@@ -219,12 +255,17 @@ class ReplyParser:
         if self._code is not None and code != self._code:
             raise ValueError("reply code changed inside a multi-line reply")
         self._code = code
-        self._lines.append(line[4:].decode("utf-8", "replace"))
-        if len(self._lines) > MAX_REPLY_LINES:
+        self._count += 1
+        if self._kept < MAX_REPLY_TEXT:
+            text = line[4:].decode("utf-8", "replace")[: MAX_REPLY_TEXT - self._kept]
+            self._kept += len(text) + 1
+            self._lines.append(text)
+        if self._count > MAX_REPLY_LINES:
             raise ValueError("reply has too many lines")
         if separator == b"-":
             return None
         lines, self._lines, self._code = self._lines, [], None
+        self._count = self._kept = 0
         return _makeReply(int(code), lines)
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from importlib import import_module
 from typing import Any
 
+from twisted.internet.abstract import isIPv6Address
 from twisted.python import usage
 
 from twisted_smtpd._core.files import openRegular
@@ -65,15 +66,21 @@ def splitHostPort(text: str, defaultPort: int) -> tuple[str, int]:
     Split C{HOST[:PORT]}; an IPv6 address with a port is written in
     brackets (C{[::1]:25}).
 
-    @raise ValueError: If the port is not a number.
+    @raise ValueError: If the port is not a number, a bracket is not
+        closed or not followed by C{:PORT}, or a host with colons is not an
+        IPv6 address (C{host:25:26}).
     """
     host, port = text.strip(), str(defaultPort)
     if host.startswith("["):
-        host, _, rest = host[1:].partition("]")
+        host, bracket, rest = host[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError("expected HOST[:PORT], or [IPV6-ADDRESS][:PORT]")
         if rest:
-            port = rest.removeprefix(":")
+            port = rest[1:]
     elif host.count(":") == 1:
         host, _, port = host.partition(":")
+    if ":" in host and not isIPv6Address(host):
+        raise ValueError(f"not an IPv6 address: {host!r} (expected HOST[:PORT])")
     if not port.isdigit():
         raise ValueError(f"invalid port {port!r}")
     return host, int(port)

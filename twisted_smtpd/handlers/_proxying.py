@@ -92,6 +92,17 @@ class _Transaction:
 _CLOSING_CODES = (421, 521)
 
 
+def _sessionEnds(reply: ClientReply) -> bool:
+    """
+    Whether the session to the next hop cannot go on after C{reply} to MAIL
+    or RCPT: the next hop closes it (421, 521), or answered with neither a
+    verdict nor an acceptance (a 354 there means it waits for a message
+    no command asked for: the session is out of step, what is sent next
+    would be read as message text).
+    """
+    return reply.code in _CLOSING_CODES or not (reply.positive or 400 <= reply.code < 600)
+
+
 def lostError() -> SMTPError:
     """
     The refusal of what is left of a transaction whose session to the next
@@ -265,8 +276,8 @@ class ProxyingHandler(BaseHandler, ABC):
             )
             raise
         if not reply.positive:
-            if reply.code in _CLOSING_CODES:
-                # It closes: not kept for the next message.
+            if _sessionEnds(reply):
+                # It closes, or is out of step: not kept for the next message.
                 client.abort()
             self.pool.release(client)
             self._log.info(
@@ -318,14 +329,18 @@ class ProxyingHandler(BaseHandler, ABC):
                 self.pool.release(client)
             raise
         transaction.busy = False
-        if reply.code in _CLOSING_CODES:
+        if _sessionEnds(reply):
             # The next hop ends the session (Postfix's smtp client then
-            # defers the rest): so is the rest of this transaction.
+            # defers the rest), or is out of step: so is the rest of this
+            # transaction.
             self._lose(transaction)
             self._log.warn(
-                "{session} next hop {peer} closed the session at RCPT {address}: {reply}",
+                "{session} next hop {peer} {what} at RCPT {address}: {reply}",
                 session=session.id,
                 peer=self.peer,
+                what="closed the session"
+                if reply.code in _CLOSING_CODES
+                else "out of step, session dropped,",
                 address=printable(address.address),
                 reply=describe(reply),
             )
