@@ -839,6 +839,32 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual([r.text for r in self.successResultOf(sent)], ["queued"])
         self.assertTrue(session.usable)
 
+    def test_idleWithoutReplyDeadline(self) -> None:
+        """
+        Once every reply has come, the session waits for its next command
+        without a deadline of its own: kept idle (by the pool, for
+        C{--relay-idle}) longer than the reply timeout, it is neither
+        aborted nor spoilt, and a command sent later has its deadline again.
+        """
+        clock = Clock()
+        endpoint = FakeEndpoint()
+        request = sessionRequest()
+        opening = Deferred.fromCoroutine(openSession(endpoint, request, clock))
+        endpoint.protocol.dataReceived(b"220 mx ESMTP\r\n")
+        endpoint.protocol.dataReceived(EHLO_PLAIN)
+        session = self.successResultOf(opening)
+        d = Deferred.fromCoroutine(session.mail("a@example.com", ""))
+        endpoint.protocol.dataReceived(b"250 ok\r\n")
+        self.successResultOf(d)
+        clock.advance(request.timeout * 3)
+        self.assertFalse(endpoint.transport.disconnected)
+        self.assertTrue(session.usable)
+        d = Deferred.fromCoroutine(session.rcpt("b@example.org", ""))
+        clock.advance(request.timeout)
+        self.assertTrue(endpoint.transport.disconnected)
+        error = self.failureResultOf(d, DeliveryError).value
+        self.assertEqual((error.code, error.enhanced), (451, "4.4.2"))
+
     def test_strayReplyWhileIdle(self) -> None:
         """
         A reply arriving while no command waits ends the session: the next

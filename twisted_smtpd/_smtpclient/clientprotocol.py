@@ -160,6 +160,11 @@ class ClientProtocol(Protocol):
             self._waiters.pop(0).callback(self._replies.pop(0))
         if error is not None:
             self.abort()
+        elif self._outstanding + len(self._waiters) <= len(self._replies):
+            # Every reply has come: an idle session waits for its next
+            # command (and the pool's idle limit), not for the server.  The
+            # next command sent arms the deadline again.
+            self._stopTimer()
 
     @property
     def failed(self) -> bool:
@@ -191,9 +196,7 @@ class ClientProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.connected = False
         self._lost = reason
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._stopTimer()
         waiters: list[Deferred[Any]] = [*self._waiters, *self._races]
         self._waiters, self._races = [], []
         for d in waiters:
@@ -209,6 +212,11 @@ class ClientProtocol(Protocol):
             self._timer.reset(self._timeout)
         else:
             self._timer = self._clock.callLater(self._timeout, self._timeOut)
+
+    def _stopTimer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
 
     def _timeOut(self) -> None:
         self._timer = None
