@@ -30,6 +30,8 @@ from twisted_smtpd._core.proxyheader import (
     ProxyHeaderError,
     parseProxyHeader,
 )
+from twisted_smtpd._serving.logging import SessionLogger
+from twisted_smtpd._serving.metrics import ServerMetrics
 from twisted_smtpd._serving.proxy import ProxyWrappingFactory
 from twisted_smtpd._serving.server import SMTPServerFactory
 
@@ -486,10 +488,14 @@ class PendingHeaderLimitTests(SynchronousTestCase):
         self.assertEqual(thirdTransport.value(), replies.TOO_MANY_CLIENTS)
         self.assertTrue(thirdTransport.disconnecting)
         third.connectionLost()
-        self.assertEqual(
-            [formatEvent(e) for e in events],
-            ["127.0.0.1:1000 refused: connection limit (2) reached, PROXY header pending"],
+        (line,) = [formatEvent(e) for e in events]
+        self.assertRegex(
+            line,
+            r"^[a-z2-7]{8} 127\.0\.0\.1 refused: connection limit \(2\) reached,"
+            r" PROXY header pending$",
         )
+        (event,) = events
+        self.assertEqual(event["log_namespace"], "twisted_smtpd.session")
         second.connectionLost()
         fourth, fourthTransport = self.connect()
         self.assertEqual(fourthTransport.value(), b"")
@@ -498,6 +504,40 @@ class PendingHeaderLimitTests(SynchronousTestCase):
         self.assertEqual((self.wrapping.pending, len(self.server.connections)), (1, 1))
         fifth, fifthTransport = self.connect()
         self.assertEqual(fifthTransport.value(), replies.TOO_MANY_CLIENTS)
+
+    def test_limitRefusalCounted(self) -> None:
+        """
+        A connection refused for C{maxClients} while others wait for their
+        header is counted as the server counts a connection it refuses at
+        connect for that limit: a connection, a session refused and a
+        C{CONNECT} refusal; and it leaves its one line only, the session
+        logger adding none.
+        """
+        metrics = ServerMetrics()
+        self.server.addObserver(metrics)
+        self.server.addObserver(SessionLogger())
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.connect()
+        self.connect()
+        refused, transport = self.connect()
+        self.assertEqual(transport.value(), replies.TOO_MANY_CLIENTS)
+        refused.connectionLost()
+
+        def value(name: str, **labels: str) -> float | None:
+            found: float | None = metrics.registry.get_sample_value(name, labels)
+            return found
+
+        self.assertEqual(
+            (
+                value("smtpd_connections_total"),
+                value("smtpd_sessions_total", outcome="refused"),
+                value("smtpd_refusals_total", command="CONNECT", code="421"),
+                value("smtpd_connections_open"),
+            ),
+            (1.0, 1.0, 1.0, 0.0),
+        )
+        (line,) = [formatEvent(e) for e in events]
+        self.assertIn(" refused: connection limit (2) reached", line)
 
     def test_pendingCountReturnsToZero(self) -> None:
         """
