@@ -91,7 +91,11 @@ class ProxyProtocolWrapper(ProtocolWrapper):
             and not isinstance(self.proxyPeer, UNIXAddress)
             and not trusted(networks, getattr(self.proxyPeer, "host", ""))
         ):
-            self._log.warn("PROXY connection from untrusted {peer}", peer=self._peerText())
+            self._log.warn(
+                "{session} PROXY connection from untrusted {peer}",
+                session=newSessionId(),
+                peer=self._peerText(),
+            )
             self._refuse(catalogue.UNTRUSTED_PROXY)
             return
         limit = self.factory.clientLimit()
@@ -143,7 +147,8 @@ class ProxyProtocolWrapper(ProtocolWrapper):
     def _timedOut(self) -> None:
         self._timer = None
         self._log.warn(
-            "no PROXY header from {peer} within {timeout:g} seconds",
+            "{session} no PROXY header from {peer} within {timeout:g} seconds",
+            session=newSessionId(),
             peer=self._peerText(),
             timeout=self.factory.headerTimeout,
         )
@@ -174,7 +179,10 @@ class ProxyProtocolWrapper(ProtocolWrapper):
             header, length = parseProxyHeader(self._buffer)
         except ProxyHeaderError as e:
             self._log.warn(
-                "malformed PROXY header from {peer}: {error}", peer=self._peerText(), error=str(e)
+                "{session} malformed PROXY header from {peer}: {error}",
+                session=newSessionId(),
+                peer=self._peerText(),
+                error=str(e),
             )
             self._refuse(catalogue.MALFORMED_PROXY)
             return
