@@ -210,14 +210,19 @@ class _PipeReader(FileDescriptor):
     def fileno(self) -> int:
         return self._fd
 
-    def doRead(self) -> Any:
+    def _ended(self) -> bool:
+        """
+        Whether the pipe has ended: the parent's end is closed.
+        """
         try:
-            data = os.read(self._fd, 4096)
+            return not os.read(self._fd, 4096)
         except BlockingIOError:
-            return None
+            return False
         except OSError:
-            data = b""
-        if not data:
+            return True
+
+    def doRead(self) -> Any:
+        if self._ended():
             self.stopReading()
             self._gone()
         return None
@@ -225,10 +230,14 @@ class _PipeReader(FileDescriptor):
     def connectionLost(self, reason: Failure) -> None:
         """
         The reactor saw the pipe hang up (the parent's end closed) without
-        anything to read: the parent is gone.
+        anything to read: the parent is gone.  Or the reactor is shutting
+        down and disconnects every reader (a worker stopping on its
+        parent's SIGTERM): the pipe is still open, and the parent there,
+        which L{ParentWatch} checks again once the reactor has stopped.
         """
         self.stopReading()
-        self._gone()
+        if self._ended():
+            self._gone()
 
 
 class ParentWatch(Service):
