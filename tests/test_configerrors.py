@@ -202,6 +202,22 @@ class ListenFailedTests(SynchronousTestCase):
         self.assertEqual(e.description, description)
         self.assertIn("address already in use", e.why)
 
+    def test_unixSocketInMissingDirectory(self) -> None:
+        """
+        A UNIX socket in a directory that does not exist: the reason names
+        the path (its lock file's, the first file made), not the process
+        id Twisted writes into that lock file.
+        """
+        directory = os.path.abspath(self.mktemp())
+        path = os.path.join(directory, "smtpd.sock")
+        server = SMTPServer(SinkHandler())
+        server.addEndpoint(f"unix:{path}")
+        e = self.assertRaises(ListenFailed, server.privilegedStartService)
+        self.assertEqual(e.description, f"unix:{path}")
+        self.assertTrue(e.why.startswith("no such file or directory: "), e.why)
+        self.assertIn(directory, e.why)
+        self.assertNotRegex(e.why, r": \d+$")
+
     def test_sslContextMadeAtOnce(self) -> None:
         """
         L{SMTPServer.addEndpoint} makes the TLS context of an C{ssl:}
@@ -252,6 +268,17 @@ class ListenFailedTests(SynchronousTestCase):
         self.assertEqual(listenReason(OverflowError("x")), "port out of range (0-65535)")
         absent = CannotListenError("", 25, OSError(errno.EADDRNOTAVAIL, "Cannot assign"))
         self.assertIn("no interface", listenReason(absent))
+
+    def test_unixSocketPermission(self) -> None:
+        """
+        Permission denied on a UNIX socket's path names the path; the hint
+        about ports below 1024 is for TCP ports only.
+        """
+        path = "/run/smtpd/smtpd.sock"
+        denied = CannotListenError(None, path, OSError(errno.EACCES, "Permission denied"))
+        self.assertEqual(listenReason(denied), f"permission denied: {path}")
+        lock = PermissionError(errno.EACCES, "Permission denied", "4242", None, f"{path}.lock")
+        self.assertEqual(listenReason(lock), f"permission denied: {path}.lock")
 
 
 class ClosedServerTests(SynchronousTestCase):

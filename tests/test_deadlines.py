@@ -468,6 +468,63 @@ class ShutdownLogTests(SynchronousTestCase):
         self.assertEqual(log.matching("shutdown"), [])
 
 
+class MessageTimeoutTests(SynchronousTestCase):
+    """
+    A client silent for C{socketTimeout} in the middle of a message: its
+    one log line says the message was dropped and how much of it had come
+    (Postfix: C{timeout after DATA (N bytes)}).
+    """
+
+    def silent(self, *lines: bytes) -> tuple[list[str], SMTPProtocol, RecordingHandler]:
+        log = LogCatcher(self)
+        handler = RecordingHandler()
+        proto, transport, clock, factory = connect(handler, socketTimeout=60)
+        transaction(proto, transport)
+        for line in lines:
+            proto.dataReceived(line)
+        take(transport)
+        for _ in range(61):
+            clock.advance(1)
+        self.assertEqual(take(transport), replies.TIMEOUT)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(handler.messages, [])
+        return log.matching(f"{proto.session.id} "), proto, handler
+
+    def test_silentInData(self) -> None:
+        """
+        Silent after part of a DATA body: 421, the message dropped, and one
+        line naming DATA and the octets received.
+        """
+        lines, proto, handler = self.silent(b"DATA\r\n", b"Subject: half\r\n")
+        self.assertEqual(
+            lines,
+            [
+                f"{proto.session.id} 192.0.2.7 timeout during DATA after 15 bytes (60 s):"
+                " message dropped"
+            ],
+        )
+
+    def test_silentBetweenChunks(self) -> None:
+        """
+        Silent between two BDAT chunks of a message: the same, naming BDAT.
+        """
+        lines, proto, handler = self.silent(b"BDAT 3\r\nabc")
+        self.assertEqual(
+            lines,
+            [
+                f"{proto.session.id} 192.0.2.7 timeout during BDAT after 3 bytes (60 s):"
+                " message dropped"
+            ],
+        )
+
+    def test_silentOutsideMessage(self) -> None:
+        """
+        Silent with no message in progress: the plain timeout line.
+        """
+        lines, proto, handler = self.silent()
+        self.assertEqual(lines, [f"{proto.session.id} 192.0.2.7 timeout (60 s)"])
+
+
 class MinDataRateTests(SynchronousTestCase):
     def test_slowTransferCut(self) -> None:
         """

@@ -352,7 +352,8 @@ class MaildirFlowTests(SynchronousTestCase):
     def test_spillWriteFailure(self) -> None:
         """
         A disk error while spilling keeps reading the body (discarding it)
-        and answers 452 for a full disk; the tmp file is removed.
+        and answers 452 for a full disk, with one log line naming the
+        session; the tmp file is removed.
         """
         log = DiskErrorLog(self)
 
@@ -374,7 +375,7 @@ class MaildirFlowTests(SynchronousTestCase):
         error = self.failureResultOf(d, SMTPError).value
         self.assertEqual((error.code, error.enhanced), (452, "4.3.1"))
         self.assertEqual(self.dirs(), ([], []))
-        log.assertLines(1, "Writing message ", "No space left on device (ENOSPC)")
+        log.assertLines(1, "s1d Writing message ", "No space left on device (ENOSPC)")
 
     def test_batchesWaitForRunningCommit(self) -> None:
         """

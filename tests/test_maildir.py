@@ -278,15 +278,15 @@ class RemovedDirectoriesTests(_CommitHarness):
     def test_maildirGoneNotMadeAgain(self) -> None:
         """
         A Maildir removed whole (or a file system not mounted under it) is
-        not made again: the message is answered 451 with one log line, and
-        waits with its sender; once the Maildir is back, mail is taken
+        not made again: the message is answered 451 with one log line
+        naming its session, and waits with its sender; once the Maildir is back, mail is taken
         again.
         """
         log = DiskErrorLog(self)
         shutil.rmtree(self.path)
         error = self.failureResultOf(self.deliverAlone(), SMTPError).value
         self.assertEqual(error.code, 451)
-        log.assertLines(1, "Delivering ", "No such file or directory (ENOENT)")
+        log.assertLines(1, "s1d Delivering ", "No such file or directory (ENOENT)")
         self.assertFalse(os.path.exists(self.path))
         os.mkdir(self.path)
         self.successResultOf(self.deliverAlone())

@@ -279,8 +279,8 @@ class MboxHandlerTests(SynchronousTestCase):
 
     def test_diskFull(self) -> None:
         """
-        A failed append is answered 452 when the disk is full, and the file
-        is cut back to what it was.
+        A failed append is answered 452 when the disk is full, with one log
+        line naming the session, and the file is cut back to what it was.
         """
         log = DiskErrorLog(self)
         self.successResultOf(self.deliver(BODY))
@@ -293,7 +293,7 @@ class MboxHandlerTests(SynchronousTestCase):
         error = self.failureResultOf(self.deliver(BODY), SMTPError).value
         self.assertEqual((error.code, error.enhanced), (452, "4.3.1"))
         self.assertEqual(os.path.getsize(self.path), size)
-        log.assertLines(1, "Appending to ", "No space left on device (ENOSPC)")
+        log.assertLines(1, "s1d Appending to ", "No space left on device (ENOSPC)")
 
     def test_waitsForLock(self) -> None:
         """

@@ -30,11 +30,15 @@ from twisted_smtpd._core.proxyheader import (
     ProxyHeaderError,
     parseProxyHeader,
 )
+from twisted_smtpd._serving.logging import SessionLogger
+from twisted_smtpd._serving.metrics import ServerMetrics
 from twisted_smtpd._serving.proxy import ProxyWrappingFactory
 from twisted_smtpd._serving.server import SMTPServerFactory
 
 UNTRUSTED_PROXY = b"421 4.7.0 Error: PROXY header from an untrusted address\r\n"
 MALFORMED_PROXY = b"421 4.5.0 Error: malformed PROXY header\r\n"
+#: A session id at the start of a line.
+SESSION = r"^[a-z2-7]{8}"
 PROXY_TIMEOUT = b"421 4.4.2 Error: timeout waiting for the PROXY header\r\n"
 V1 = b"PROXY TCP4 203.0.113.5 192.0.2.1 5555 25\r\n"
 
@@ -397,9 +401,8 @@ class WrapperTests(SynchronousTestCase):
         self.assertEqual(transport.value(), MALFORMED_PROXY)
         self.assertTrue(transport.disconnecting)
         (event,) = events
-        self.assertTrue(
-            formatEvent(event).startswith("malformed PROXY header from 127.0.0.1:1000: "),
-            formatEvent(event),
+        self.assertRegex(
+            formatEvent(event), SESSION + r" malformed PROXY header from 127\.0\.0\.1:1000: "
         )
 
     def test_malformedHeaderFromTrustedPeer(self) -> None:
@@ -417,13 +420,13 @@ class WrapperTests(SynchronousTestCase):
 
     def test_untrustedLogged(self) -> None:
         """
-        A connection from outside useProxy leaves one log line naming it.
+        A connection from outside useProxy leaves one log line naming it,
+        with a session id as every refusal's line.
         """
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         proxied("198.51.100.9", useProxy=["127.0.0.0/8"])
-        self.assertEqual(
-            [formatEvent(e) for e in events], ["PROXY connection from untrusted 198.51.100.9:1000"]
-        )
+        (line,) = [formatEvent(e) for e in events]
+        self.assertRegex(line, SESSION + r" PROXY connection from untrusted 198\.51\.100\.9:1000$")
 
     def test_headerTimeout(self) -> None:
         """
@@ -438,9 +441,9 @@ class WrapperTests(SynchronousTestCase):
         clock.advance(0.1)
         self.assertEqual(transport.value(), PROXY_TIMEOUT)
         self.assertTrue(transport.disconnecting)
-        self.assertEqual(
-            [formatEvent(e) for e in events],
-            ["no PROXY header from 127.0.0.1:1000 within 10 seconds"],
+        (line,) = [formatEvent(e) for e in events]
+        self.assertRegex(
+            line, SESSION + r" no PROXY header from 127\.0\.0\.1:1000 within 10 seconds$"
         )
 
 
@@ -486,10 +489,14 @@ class PendingHeaderLimitTests(SynchronousTestCase):
         self.assertEqual(thirdTransport.value(), replies.TOO_MANY_CLIENTS)
         self.assertTrue(thirdTransport.disconnecting)
         third.connectionLost()
-        self.assertEqual(
-            [formatEvent(e) for e in events],
-            ["127.0.0.1:1000 refused: connection limit (2) reached, PROXY header pending"],
+        (line,) = [formatEvent(e) for e in events]
+        self.assertRegex(
+            line,
+            SESSION + r" 127\.0\.0\.1 refused: connection limit \(2\) reached,"
+            r" PROXY header pending$",
         )
+        (event,) = events
+        self.assertEqual(event["log_namespace"], "twisted_smtpd.session")
         second.connectionLost()
         fourth, fourthTransport = self.connect()
         self.assertEqual(fourthTransport.value(), b"")
@@ -498,6 +505,40 @@ class PendingHeaderLimitTests(SynchronousTestCase):
         self.assertEqual((self.wrapping.pending, len(self.server.connections)), (1, 1))
         fifth, fifthTransport = self.connect()
         self.assertEqual(fifthTransport.value(), replies.TOO_MANY_CLIENTS)
+
+    def test_limitRefusalCounted(self) -> None:
+        """
+        A connection refused for C{maxClients} while others wait for their
+        header is counted as the server counts a connection it refuses at
+        connect for that limit: a connection, a session refused and a
+        C{CONNECT} refusal; and it leaves its one line only, the session
+        logger adding none.
+        """
+        metrics = ServerMetrics()
+        self.server.addObserver(metrics)
+        self.server.addObserver(SessionLogger())
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.connect()
+        self.connect()
+        refused, transport = self.connect()
+        self.assertEqual(transport.value(), replies.TOO_MANY_CLIENTS)
+        refused.connectionLost()
+
+        def value(name: str, **labels: str) -> float | None:
+            found: float | None = metrics.registry.get_sample_value(name, labels)
+            return found
+
+        self.assertEqual(
+            (
+                value("smtpd_connections_total"),
+                value("smtpd_sessions_total", outcome="refused"),
+                value("smtpd_refusals_total", command="CONNECT", code="421"),
+                value("smtpd_connections_open"),
+            ),
+            (1.0, 1.0, 1.0, 0.0),
+        )
+        (line,) = [formatEvent(e) for e in events]
+        self.assertIn(" refused: connection limit (2) reached", line)
 
     def test_pendingCountReturnsToZero(self) -> None:
         """

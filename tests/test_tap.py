@@ -1552,11 +1552,15 @@ class DaemonTests(SynchronousTestCase):
 
     def test_quiet(self) -> None:
         """
-        With C{--quiet}, sessions are not logged: no observer at all, so the
-        per-message path does no logging work.
+        With C{--quiet}, the lines of every connection and message are not
+        logged: the one observer, a L{SessionLogger}, wants the refusals
+        only (which fail2ban reads), so the per-message path does no
+        logging work.
         """
         server = _tap.makeService(parse("--sink", "--quiet"))
-        self.assertEqual(server.factory.observers, ())
+        (observer,) = server.factory.observers
+        self.assertIsInstance(observer, SessionLogger)
+        self.assertEqual(server.factory.wanted, frozenset({"reject"}))
 
     def test_jsonObserverGivenToTwistd(self) -> None:
         """

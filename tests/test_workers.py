@@ -15,7 +15,7 @@ import tempfile
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.error import ConnectionDone, ProcessTerminated
+from twisted.internet.error import ConnectionDone, ConnectionLost, ProcessTerminated
 from twisted.internet.testing import EventLoggingObserver, MemoryReactor, MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
@@ -242,6 +242,22 @@ class ParentWatchTests(SynchronousTestCase):
         reader.doRead()  # type: ignore[attr-defined]
         self.assertTrue(watch.parentGone)
         self.assertTrue(memory.hasStopped)
+
+    def test_shutdownIsNotParentGone(self) -> None:
+        """
+        The reactor disconnecting every reader as it shuts down (a worker
+        stopping on its parent's SIGTERM) while the parent's end of the
+        pipe is open: no "Parent process gone" warning, and the worker's
+        lines still go to its parent.
+        """
+        watch, memory, writeEnd = self.watch()
+        self.addCleanup(os.close, writeEnd)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        (reader,) = memory.getReaders()
+        reader.connectionLost(Failure(ConnectionLost()))  # type: ignore[attr-defined]
+        self.assertFalse(watch.parentGone)
+        self.assertFalse(memory.hasStopped)
+        self.assertEqual([formatEvent(e) for e in events], [])
 
     def test_parentGoneRemovesSharedCertificate(self) -> None:
         """

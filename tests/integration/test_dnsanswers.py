@@ -22,7 +22,7 @@ from twisted.names import client, dns
 from twisted.trial.unittest import TestCase
 
 from tests.integration.helpers import CLIENT_TIMEOUT, ServerTestCase
-from twisted_smtpd._serving.dnsclient import serverResolver
+from twisted_smtpd._serving.dnsclient import DNSClient, serverResolver
 from twisted_smtpd._serving.resolve import ReverseResolver, resolverFor
 
 #: The client's address and the name of its PTR record.
@@ -462,6 +462,31 @@ class ServersTests(TestCase):
 
         d.addCallback(named)
         # Let the resolver's UDP ports, closed when their queries ended, go.
+        d.addCallback(lambda _: deferLater(reactor, 0, lambda: None))
+        return d
+
+    def test_refusingServerThenSecondAsked(self) -> None:
+        """
+        When the first server refuses (nothing listens on its port: the
+        system reads the ICMP port unreachable as a refusal and the reactor
+        closes the query's port), the lookup still goes on to the second
+        server, and nothing is logged as an error.
+        """
+        closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        closed.bind(("127.0.0.1", 0))
+        refusingPort = closed.getsockname()[1]
+        closed.close()
+        answering = Responder(confirming)
+        self.addCleanup(answering.stop)
+        resolver = DNSClient(
+            resolv=None,
+            servers=[("127.0.0.1", refusingPort), ("127.0.0.1", answering.port)],
+            reactor=reactor,
+        )
+        reverse = ReverseResolver(reactor, resolver, hostsFile="/nonexistent")
+        d: Deferred[str | None] = reverse.lookup(CLIENT)
+        d.addCallback(self.assertEqual, "client.example")
+        d.addCallback(lambda _: self.assertEqual(self.flushLoggedErrors(), []))
         d.addCallback(lambda _: deferLater(reactor, 0, lambda: None))
         return d
 

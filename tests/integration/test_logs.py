@@ -144,6 +144,27 @@ class Fail2banTests(ServerTestCase):
         # Four failed logins, the lockout, the refused RCPT.
         self.assertEqual(self.fail2ban(logfile, "aggressive"), 4 + 1 + 1)
 
+    def test_quietStillFound(self) -> None:
+        """
+        With C{--quiet}, which drops the lines of every connection and
+        message, the failed logins, the lockout and the refused command are
+        still logged, one line each, and the filter finds them.
+        """
+        self.startAuthServer("--quiet")
+        self.runSessions()
+        # The last session's refused RCPT: its line is written once refused.
+        self.server.waitForLog(" reject: RCPT ")
+        self.stopServer()
+        output = self.server.output
+        self.assertEqual(output.count(" auth failed: "), 4, output)
+        self.assertEqual(output.count(" auth lockout: "), 1, output)
+        self.assertEqual(output.count(" reject: RCPT from localhost[127.0.0.1]: 5"), 1, output)
+        self.assertNotIn(" connect from ", output)
+        self.assertNotIn(" close\n", output)
+        logfile = self.savedLog(output)
+        self.assertEqual(self.fail2ban(logfile), 4)
+        self.assertEqual(self.fail2ban(logfile, "aggressive"), 4 + 1 + 1)
+
     def test_controlSeparatorFound(self) -> None:
         """
         A failed login whose mechanism is followed by a TAB (or CR, VT, FF)

@@ -274,7 +274,11 @@ class StallTests(ServerTestCase):
         output = server.output
         self.assertEqual(output.count("TLS handshake timeout"), 2 * PER_KIND, output[-3000:])
         self.assertEqual(output.count("write timeout: replies unread"), PER_KIND)
-        self.assertEqual(output.count("127.0.0.1 timeout (2 s)"), 2 * PER_KIND)
+        self.assertEqual(output.count("127.0.0.1 timeout (2 s)"), PER_KIND)
+        self.assertEqual(
+            output.count("127.0.0.1 timeout during DATA after 28 bytes (2 s): message dropped"),
+            PER_KIND,
+        )
         self.assertNotIn("Traceback", output)
         print(
             f"\n{len(sockets)} stalled clients opened in {opened:.1f} s, "

@@ -193,7 +193,7 @@ class StopTests(SynchronousTestCase):
         C{KillMode=control-group}: every worker gets its own, and the one its
         parent passes on) while a worker finishes a transaction stops every
         process gracefully; the second SIGTERM leaves no critical line nor
-        traceback.
+        traceback, and no worker takes its parent, still there, for gone.
         """
         server, port = startWorkers(self, ["--sink", "--close-timeout", "20"])
         pids = list(WorkersTests.workerPids(WorkersTests(), server).values())
@@ -212,6 +212,7 @@ class StopTests(SynchronousTestCase):
         self.assertNotIn("#critical", output)
         self.assertNotIn("Traceback", output)
         self.assertNotIn("ReactorNotRunning", output)
+        self.assertNotIn("Parent process gone", output)
 
 
 class HangupTests(SynchronousTestCase):

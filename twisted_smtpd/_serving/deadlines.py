@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from twisted.logger import LogLevel
 
 from twisted_smtpd._core import replies as catalogue
+from twisted_smtpd._core.data import ChunkDecoder
 from twisted_smtpd._serving.flow import PAUSE_WRITE
 
 if TYPE_CHECKING:
@@ -246,16 +247,17 @@ def transferStarted(p: SessionControl) -> None:
 
 def timeout(p: SessionControl, what: str) -> None:
     """
-    Log C{what} timed out, answer 421 and close.
+    Log C{what} timed out, answer 421 and close.  A message in progress is
+    dropped, and the line says so, with how much of it had come, as
+    Postfix logs C{timeout after DATA (N bytes)}.
     """
-    _closeLate(
-        p,
-        catalogue.TIMEOUT,
-        LogLevel.info,
-        "{session} {client} {what} ({seconds:g} s)",
-        what,
-        p.options.socketTimeout,
-    )
+    text = "{session} {client} {what} ({seconds:g} s)"
+    receiver = p.receiver
+    if receiver is not None:
+        command = "BDAT" if isinstance(receiver.decoder, ChunkDecoder) else "DATA"
+        what += f" during {command} after {receiver.decoder.byteLength} bytes"
+        text += ": message dropped"
+    _closeLate(p, catalogue.TIMEOUT, LogLevel.info, text, what, p.options.socketTimeout)
 
 
 def _closeLate(

@@ -56,7 +56,12 @@ class DNSClient(client.Resolver):
         d = protocol.query(address, queries, timeout, *args)
 
         def queried(result: object) -> object:
-            protocol.transport.stopListening()
+            # A server that refuses (an ICMP port unreachable read as
+            # ECONNREFUSED) makes the reactor close the port at once: its
+            # transport is gone, and the query ends with its timeout, after
+            # which the next server is asked.
+            if protocol.transport is not None:
+                protocol.transport.stopListening()
             return result
 
         d.addBoth(queried)

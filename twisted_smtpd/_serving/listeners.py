@@ -10,6 +10,7 @@ endpoint string (L{splitDescription}).
 from __future__ import annotations
 
 import errno
+import os
 import re
 
 from attrs import frozen
@@ -55,20 +56,28 @@ def listenReason(error: BaseException) -> str:
     """
     One line saying why a listener could not start.
     """
+    # A UNIX socket's CannotListenError carries its path as the port.
+    port = getattr(error, "port", None)
+    path = port if isinstance(port, str) else None
     socketError = getattr(error, "socketError", None)
     if isinstance(socketError, BaseException):
         error = socketError
     if isinstance(error, OverflowError):
         return "port out of range (0-65535)"
     if isinstance(error, OSError):
+        # The lock file of a UNIX socket is made with symlink(PID, LOCK):
+        # the path is then filename2, filename being the process id.
+        named = error.filename2 if error.filename2 is not None else error.filename
+        if named is not None:
+            path = os.fsdecode(named) if isinstance(named, (str, bytes)) else str(named)
         if error.errno == errno.EADDRINUSE:
             return "address already in use (another program listens on it)"
-        if error.errno == errno.EACCES:
+        if error.errno == errno.EACCES and path is None:
             return _PRIVILEGED_PORT_HINT
         if error.errno == errno.EADDRNOTAVAIL:
             return "no interface of this host has this address"
         if error.strerror:
-            return error.strerror.lower() + (f": {error.filename}" if error.filename else "")
+            return error.strerror.lower() + (f": {path}" if path else "")
     return " ".join(str(error).split()) or type(error).__name__
 
 

@@ -177,8 +177,16 @@ class SessionLogger:
     #: (L{SMTPServer.addObserver <twisted_smtpd.SMTPServer.addObserver>}).
     events = frozenset({"connect", "message", "close", "auth", "reject", "secure"})
 
+    #: The events it logs with C{refusalsOnly} (C{twistd smtpd --quiet}):
+    #: refused commands, failed AUTH and its lockout, limits closing a
+    #: session; never the lines of every connection and message.
+    refusals = frozenset({"reject"})
+
     def __init__(
-        self, ignoredHosts: Iterable[str] = (), writer: BufferedLogWriter | None = None
+        self,
+        ignoredHosts: Iterable[str] = (),
+        writer: BufferedLogWriter | None = None,
+        refusalsOnly: bool = False,
     ) -> None:
         """
         @param ignoredHosts: Client IP addresses whose sessions are not
@@ -187,7 +195,12 @@ class SessionLogger:
             skipping C{twisted.logger}'s publisher; by default they are
             C{twisted.logger} events in the C{twisted_smtpd.session}
             namespace.
+        @param refusalsOnly: Log the L{refusals} only, which fail2ban and
+            audits read: no line per connection, TLS session, AUTH success
+            and message.
         """
+        if refusalsOnly:
+            self.events = self.refusals
         self._ignored = frozenset(normaliseHosts(ignoredHosts))
         self._writer = writer
         # Only JSON lines and twisted.logger events carry the fields: for

@@ -29,8 +29,12 @@ from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.options import IPNetwork, trusted
 from twisted_smtpd._core.proxyheader import ProxyHeader, ProxyHeaderError, parseProxyHeader
 from twisted_smtpd._core.replies import Reply, formatReply
-from twisted_smtpd._core.session import hostPort
-from twisted_smtpd._serving.logging import formatPeer
+from twisted_smtpd._core.session import Session, hostPort, newSessionId
+from twisted_smtpd._serving.logging import NAMESPACE, formatPeer, refusal
+
+#: Where a connection refused for C{maxClients} is logged: among the
+#: sessions' lines, as the server logs its own refusals for a limit.
+_sessionLog = Logger(namespace=NAMESPACE)
 
 #: Seconds a front end has to send its header.
 HEADER_TIMEOUT = 10.0
@@ -87,21 +91,50 @@ class ProxyProtocolWrapper(ProtocolWrapper):
             and not isinstance(self.proxyPeer, UNIXAddress)
             and not trusted(networks, getattr(self.proxyPeer, "host", ""))
         ):
-            self._log.warn("PROXY connection from untrusted {peer}", peer=self._peerText())
+            self._log.warn(
+                "{session} PROXY connection from untrusted {peer}",
+                session=newSessionId(),
+                peer=self._peerText(),
+            )
             self._refuse(catalogue.UNTRUSTED_PROXY)
             return
         limit = self.factory.clientLimit()
         if limit is not None:
-            self._log.info(
-                "{peer} refused: connection limit ({limit}) reached, PROXY header pending",
-                peer=self._peerText(),
-                limit=limit,
-            )
-            self._refuse(catalogue.TOO_MANY_CLIENTS)
+            self._refuseForLimit(limit)
             return
         self._pending = True
         self.factory.pending += 1
         self._timer = self.factory.clock.callLater(self.factory.headerTimeout, self._timedOut)
+
+    def _refuseForLimit(self, limit: int) -> None:
+        """
+        Refuse a connection past C{maxClients} as the server refuses one at
+        connect (L{SMTPServerFactory.admit
+        <twisted_smtpd._serving.server.SMTPServerFactory.admit>}): one line
+        in the sessions' namespace, with a session id and the front end's
+        address, and a C{reject} event at connect carrying the C{limit}, so
+        that the metrics count a connection refused.
+        """
+        assert self.transport is not None
+        host = hostPort(self.proxyPeer)[0]
+        session = Session(
+            id=newSessionId(),
+            remoteAddress=hostPort(self.proxyPeer),
+            localAddress=hostPort(self.transport.getHost()),
+        )
+        described = f"connection limit ({limit})"
+        _sessionLog.info(
+            "{session} {client} refused: {limit} reached, PROXY header pending",
+            session=session.id,
+            client=host,
+            limit=described,
+        )
+        server = self.factory.server
+        if server is not None and "reject" in server.wanted:
+            data = refusal(catalogue.TOO_MANY_CLIENTS, None, None, None, True)
+            data["limit"] = described
+            server.emit("reject", session, data)
+        self._refuse(catalogue.TOO_MANY_CLIENTS)
 
     def _notPending(self) -> None:
         if self._pending:
@@ -114,7 +147,8 @@ class ProxyProtocolWrapper(ProtocolWrapper):
     def _timedOut(self) -> None:
         self._timer = None
         self._log.warn(
-            "no PROXY header from {peer} within {timeout:g} seconds",
+            "{session} no PROXY header from {peer} within {timeout:g} seconds",
+            session=newSessionId(),
             peer=self._peerText(),
             timeout=self.factory.headerTimeout,
         )
@@ -145,7 +179,10 @@ class ProxyProtocolWrapper(ProtocolWrapper):
             header, length = parseProxyHeader(self._buffer)
         except ProxyHeaderError as e:
             self._log.warn(
-                "malformed PROXY header from {peer}: {error}", peer=self._peerText(), error=str(e)
+                "{session} malformed PROXY header from {peer}: {error}",
+                session=newSessionId(),
+                peer=self._peerText(),
+                error=str(e),
             )
             self._refuse(catalogue.MALFORMED_PROXY)
             return

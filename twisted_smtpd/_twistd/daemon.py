@@ -89,8 +89,11 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
         self._delivery = delivery or type(self.factory.handler).__name__
         writer = logObserver if isinstance(logObserver, BufferedLogWriter) else None
         self._writer = writer
-        if logSessions:
-            self.factory.addObserver(SessionLogger(self.factory.options.ignoredHosts, writer))
+        # Without the lines of every session (--quiet), its refusals are
+        # still logged: fail2ban and audits read them.
+        self.factory.addObserver(
+            SessionLogger(self.factory.options.ignoredHosts, writer, refusalsOnly=not logSessions)
+        )
         self._previousHandler: Any = None
         self._reopener: ReopenOnSignal | None = None
         #: How this process's lines name it when it is a worker of

@@ -52,7 +52,12 @@ FLAGS: list[list[Any]] = [
         "With --auth (or a --handler's onAuth), accept mail without AUTH too.",
     ],
     ["no-reverse-lookup", None, "Do not look up the client's host name."],
-    ["quiet", None, "No log line per connection and message (errors are still logged)."],
+    [
+        "quiet",
+        None,
+        "No log line per connection and message (refusals, failed AUTH and errors"
+        " are still logged).",
+    ],
     [
         "maildir-per-recipient",
         None,

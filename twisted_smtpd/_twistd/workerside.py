@@ -202,22 +202,28 @@ class _PipeReader(FileDescriptor):
     the parent is gone.
     """
 
-    def __init__(self, fd: int, gone: Any, reactor: Any) -> None:
+    def __init__(self, fd: int, gone: Any, reactor: Any, disconnected: Any = None) -> None:
         super().__init__(reactor)
         self._fd = fd
         self._gone = gone
+        self._disconnected = disconnected
 
     def fileno(self) -> int:
         return self._fd
 
-    def doRead(self) -> Any:
+    def _ended(self) -> bool:
+        """
+        Whether the pipe has ended: the parent's end is closed.
+        """
         try:
-            data = os.read(self._fd, 4096)
+            return not os.read(self._fd, 4096)
         except BlockingIOError:
-            return None
+            return False
         except OSError:
-            data = b""
-        if not data:
+            return True
+
+    def doRead(self) -> Any:
+        if self._ended():
             self.stopReading()
             self._gone()
         return None
@@ -225,10 +231,16 @@ class _PipeReader(FileDescriptor):
     def connectionLost(self, reason: Failure) -> None:
         """
         The reactor saw the pipe hang up (the parent's end closed) without
-        anything to read: the parent is gone.
+        anything to read: the parent is gone.  Or the reactor is shutting
+        down and disconnects every reader (a worker stopping on its
+        parent's SIGTERM): the pipe is still open, the parent (as a rule)
+        still there, and nothing is logged.
         """
         self.stopReading()
-        self._gone()
+        if self._ended():
+            self._gone()
+        elif self._disconnected is not None:
+            self._disconnected()
 
 
 class ParentWatch(Service):
@@ -293,6 +305,8 @@ class ParentWatch(Service):
         self._writer = logToStderr
         self._reader: _PipeReader | None = None
         self.parentGone = False
+        #: Whether the reactor, shutting down, stopped watching the pipe.
+        self._unwatched = False
 
     def startService(self) -> None:
         """
@@ -306,7 +320,7 @@ class ParentWatch(Service):
         if self._metricsDirectory is not None:
             self._metricsLock = holdMetricsDirectory(self._metricsDirectory)
         os.set_blocking(self._fd, False)
-        self._reader = _PipeReader(self._fd, self._gone, self._reactor)
+        self._reader = _PipeReader(self._fd, self._gone, self._reactor, self._disconnected)
         self._reader.startReading()
         if self._sharedCertificate is not None or self._metricsLock is not None:
             # Once the reactor has stopped, not at exit: a worker stopped by
@@ -338,10 +352,11 @@ class ParentWatch(Service):
         Once the worker's reactor has stopped, and it writes its metrics
         no more: if the
         parent is gone (seen by now, or in the last moments of the stop),
-        remove the shared certificate, and the metrics directory if this
-        worker is the last to leave it.
+        or may go in them (the reactor stopped watching its pipe), remove
+        the shared certificate, and the metrics directory if this worker is
+        the last to leave it.
         """
-        if not self.parentGone:
+        if not self.parentGone and not self._unwatched:
             try:
                 if os.read(self._fd, 1):
                     return
@@ -353,6 +368,13 @@ class ParentWatch(Service):
         lock, self._metricsLock = self._metricsLock, None
         if self._metricsDirectory is not None and lock is not None:
             removeMetricsDirectory(self._metricsDirectory, lock)
+
+    def _disconnected(self) -> None:
+        # The parent may die in these last moments, its pipe closing just
+        # after this look at it: what it made for the workers is removed
+        # (L{_stopped}) as when it is seen gone; the parent, if alive,
+        # removes what is left the same way.
+        self._unwatched = True
 
     def _gone(self) -> None:
         if self.parentGone:

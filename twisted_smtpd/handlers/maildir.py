@@ -149,6 +149,7 @@ class _Delivery:
         "paused",
         "producer",
         "result",
+        "session",
         "spilled",
         "targets",
         "tmpDirectory",
@@ -158,9 +159,10 @@ class _Delivery:
         "writing",
     )
 
-    def __init__(self, handler: MaildirHandler, unique: str) -> None:
+    def __init__(self, handler: MaildirHandler, unique: str, session: str = "") -> None:
         self.handler = handler
         self.unique = unique
+        self.session = session  # The id of its session, for its log lines.
         #: The directory of its tmp file: C{tmp/} of the handler's Maildir.
         self.tmpDirectory = handler._tmpDirectory
         #: The per-recipient Maildirs to deliver to; empty for C{path} itself.
@@ -255,7 +257,8 @@ class _Delivery:
         logDiskFailure(
             self.handler._log,
             failure,
-            "Writing message {name} into {directory} failed",
+            "{session} Writing message {name} into {directory} failed",
+            session=self.session,
             name=self.unique,
             directory=self.tmpDirectory,
         )
@@ -493,7 +496,7 @@ class MaildirHandler(BaseHandler):
             the stream's failure if the body did not arrive whole, or with
             L{SMTPError} 451/452 on a disk failure.
         """
-        delivery = _Delivery(self, _nameOn(self._host))
+        delivery = _Delivery(self, _nameOn(self._host), session.id)
         if self._perRecipient:
             # One file linked into several Maildirs, or copied: by its name.
             delivery.unnamed = False
@@ -588,5 +591,6 @@ class MaildirHandler(BaseHandler):
             delivery.result.callback(f"OK: queued as {delivery.unique}")
         else:
             path = _failedPath(delivery, failure.value)
-            logDiskFailure(self._log, failure, "Delivering {path} failed", path=path)
+            line, sid = "{session} Delivering {path} failed", delivery.session
+            logDiskFailure(self._log, failure, line, session=sid, path=path)
             delivery.result.errback(diskError(failure.value))

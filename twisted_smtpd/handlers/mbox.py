@@ -243,9 +243,9 @@ class MboxHandler(BaseHandler):
         """
         mailFrom = session.envelope.mailFrom
         header = fromLine(mailFrom.address if mailFrom is not None else "")
-        return Deferred.fromCoroutine(self._deliver(stream, header))
+        return Deferred.fromCoroutine(self._deliver(stream, header, session.id))
 
-    async def _deliver(self, stream: IMessageStream, header: bytes) -> str:
+    async def _deliver(self, stream: IMessageStream, header: bytes, session: str) -> str:
         spool = Spool(os.path.dirname(self.path), self._inThread)
         piped: Deferred[int] = stream.pipe(spool)
         try:
@@ -258,7 +258,13 @@ class MboxHandler(BaseHandler):
             await self._inThread(self._append, header, source)
         except OSError:
             failure = Failure()
-            logDiskFailure(self._log, failure, "Appending to {path} failed", path=self.path)
+            logDiskFailure(
+                self._log,
+                failure,
+                "{session} Appending to {path} failed",
+                session=session,
+                path=self.path,
+            )
             raise diskError(failure.value) from None
         return "OK: delivered to mbox"
 
