@@ -774,9 +774,24 @@ class ServerFlagTests(SynchronousTestCase):
 
     def test_authUnknownType(self) -> None:
         """
-        An unknown C{--auth} type is a one-line usage error.
+        An unknown C{--auth} type is a one-line usage error naming the flag
+        and the type.
         """
-        self.assertIn("bogus", self.assertUsageError("--auth", "bogus:x"))
+        message = self.assertUsageError("--auth", "bogus:x")
+        self.assertTrue(message.startswith("--auth"), message)
+        self.assertIn("bogus", message)
+
+    def test_authMalformedMemoryHidesPasswords(self) -> None:
+        """
+        A malformed C{--auth memory:} description is refused in one line
+        that repeats none of the passwords in it: the line goes to the
+        terminal and the service's log.
+        """
+        for description in ("memory:alice:s3cret:bob", "memory:alice:s3cret::pw2"):
+            message = self.assertUsageError("--auth", description)
+            self.assertTrue(message.startswith("--auth memory:"), message)
+            self.assertNotIn("s3cret", message)
+            self.assertNotIn("pw2", message)
 
 
 class EndpointFlagTests(SynchronousTestCase):

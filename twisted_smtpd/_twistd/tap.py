@@ -138,7 +138,12 @@ class Options(AuthOptionMixin, usage.Options):
     def opt_auth(self, description: str) -> None:
         """Add a checker for AUTH (see --help-auth): memory:USER:PASS, file:PATH, unix."""
         checkAuth(description)
-        super().opt_auth(description)
+        try:
+            super().opt_auth(description)
+        except usage.UsageError as e:
+            # twisted.cred's own text (an unknown checker type): the flag
+            # named, and not the description, which may hold a password.
+            raise usage.UsageError(f"--auth: {e}") from None
 
     def opt_listen(self, description: str) -> None:
         """Listen on this endpoint; repeatable [default: tcp:2525:interface=127.0.0.1]"""

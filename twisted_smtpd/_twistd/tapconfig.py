@@ -322,8 +322,11 @@ def checkAuth(description: str) -> None:
     if kind == "memory":
         parts = argument.split(":")
         if not argument or len(parts) % 2 or not all(parts[::2]):
+            # Not repeated: the description holds passwords, and this line
+            # goes to the terminal and the service's log.
             raise usage.UsageError(
-                f"--auth {description!r}: expected memory:USER:PASSWORD[:USER:PASSWORD...]"
+                f"--auth memory:...: {len(parts) if argument else 0} fields, expected"
+                " memory:USER:PASSWORD[:USER:PASSWORD...] with no empty user name"
             )
     elif kind == "file":
         try:
