@@ -578,6 +578,74 @@ class PendingHeaderLimitTests(SynchronousTestCase):
             self.assertIs(wrapping.server, server.factory)
 
 
+class ProxyRefusalCountTests(SynchronousTestCase):
+    """
+    A connection refused at the PROXY layer (a front end outside
+    C{--proxy-trusted}, a malformed header, no header in time) is counted
+    as the server counts a connection it refuses at connect: a connection,
+    a session refused, a C{CONNECT} refusal with the reply's code; and it
+    leaves the wrapper's one line only, the session logger adding none.
+    """
+
+    def refuse(self, trustedNetwork: str, act: Callable[[Any, Clock], None]) -> tuple[bytes, Any]:
+        clock = Clock()
+        options = ServerOptions(
+            name="mx.example.com", disableReverseLookup=True, useProxy=[trustedNetwork]
+        )
+        server = SMTPServerFactory(RecordingHandler(), options, reactor=clock)
+        wrapping = ProxyWrappingFactory(server, options.useProxy, clock, server=server)
+        metrics = ServerMetrics()
+        server.addObserver(metrics)
+        server.addObserver(SessionLogger())
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        wrapper = wrapping.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1000))
+        transport = StringTransport(
+            peerAddress=IPv4Address("TCP", "127.0.0.1", 1000),
+            hostAddress=IPv4Address("TCP", "10.0.0.1", 25),
+        )
+        wrapper.makeConnection(transport)
+        act(wrapper, clock)
+        wrapper.connectionLost()
+        counts = tuple(
+            metrics.registry.get_sample_value(name, labels)
+            for name, labels in (
+                ("smtpd_connections_total", {}),
+                ("smtpd_sessions_total", {"outcome": "refused"}),
+                ("smtpd_refusals_total", {"command": "CONNECT", "code": "421"}),
+                ("smtpd_connections_open", {}),
+            )
+        )
+        self.assertEqual(counts, (1.0, 1.0, 1.0, 0.0))
+        (line,) = [formatEvent(e) for e in events]
+        return transport.value(), line
+
+    def test_untrusted(self) -> None:
+        """
+        A front end outside C{--proxy-trusted}.
+        """
+        reply, line = self.refuse("192.0.2.0/24", lambda wrapper, clock: None)
+        self.assertEqual(reply, UNTRUSTED_PROXY)
+        self.assertRegex(line, SESSION + r" PROXY connection from untrusted 127\.0\.0\.1:1000$")
+
+    def test_malformed(self) -> None:
+        """
+        A header that is no PROXY header.
+        """
+        reply, line = self.refuse(
+            "127.0.0.0/8", lambda wrapper, clock: wrapper.dataReceived(b"GARBAGE\r\n")
+        )
+        self.assertEqual(reply, MALFORMED_PROXY)
+        self.assertRegex(line, SESSION + r" malformed PROXY header from 127\.0\.0\.1:1000: ")
+
+    def test_timeout(self) -> None:
+        """
+        No header within the deadline.
+        """
+        reply, line = self.refuse("127.0.0.0/8", lambda wrapper, clock: clock.advance(10))
+        self.assertEqual(reply, PROXY_TIMEOUT)
+        self.assertRegex(line, SESSION + r" no PROXY header from 127\.0\.0\.1:1000 within 10")
+
+
 class ProxiedTurnTests(SynchronousTestCase):
     """
     Sessions behind PROXY wrappers straight over real TCP connections.

@@ -265,8 +265,9 @@ class SessionLogger:
             self._emit(f"{sid} close", {"session": sid} if self._structured else _NO_FIELDS)
 
     def _reject(self, session: Session, data: dict[str, Any]) -> None:
-        if "limit" in data:
-            # A connection limit: the factory logged its one line.
+        if "limit" in data or "proxy" in data:
+            # A connection limit, or a refusal at the PROXY layer: the
+            # factory or the PROXY wrapper logged its one line.
             return
         reply: Reply = data["reply"]
         command = data.get("command")

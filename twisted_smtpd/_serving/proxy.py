@@ -91,12 +91,11 @@ class ProxyProtocolWrapper(ProtocolWrapper):
             and not isinstance(self.proxyPeer, UNIXAddress)
             and not trusted(networks, getattr(self.proxyPeer, "host", ""))
         ):
-            self._log.warn(
+            self._refuseAtConnect(
+                catalogue.UNTRUSTED_PROXY,
+                "untrusted front end",
                 "{session} PROXY connection from untrusted {peer}",
-                session=newSessionId(),
-                peer=self._peerText(),
             )
-            self._refuse(catalogue.UNTRUSTED_PROXY)
             return
         limit = self.factory.clientLimit()
         if limit is not None:
@@ -146,13 +145,34 @@ class ProxyProtocolWrapper(ProtocolWrapper):
 
     def _timedOut(self) -> None:
         self._timer = None
-        self._log.warn(
+        self._refuseAtConnect(
+            catalogue.PROXY_TIMEOUT,
+            "header timeout",
             "{session} no PROXY header from {peer} within {timeout:g} seconds",
-            session=newSessionId(),
-            peer=self._peerText(),
             timeout=self.factory.headerTimeout,
         )
-        self._refuse(catalogue.PROXY_TIMEOUT)
+
+    def _refuseAtConnect(self, reply: Reply, reason: str, format: str, **fields: Any) -> None:
+        """
+        Refuse the connection with C{reply} for C{reason} at the PROXY
+        layer: one line at level warn (C{format}, with the C{session} id and
+        the front end's C{peer}), and a C{reject} event at connect carrying
+        the C{proxy} reason, so that the metrics count a connection refused
+        (the session logger leaves it to this line).
+        """
+        assert self.transport is not None
+        session = Session(
+            id=newSessionId(),
+            remoteAddress=hostPort(self.proxyPeer),
+            localAddress=hostPort(self.transport.getHost()),
+        )
+        self._log.warn(format, session=session.id, peer=self._peerText(), **fields)
+        server = self.factory.server
+        if server is not None and "reject" in server.wanted:
+            data = refusal(reply, None, None, None, True)
+            data["proxy"] = reason
+            server.emit("reject", session, data)
+        self._refuse(reply)
 
     def _refuse(self, reply: Reply) -> None:
         if self._timer is not None and self._timer.active():
@@ -178,13 +198,12 @@ class ProxyProtocolWrapper(ProtocolWrapper):
         try:
             header, length = parseProxyHeader(self._buffer)
         except ProxyHeaderError as e:
-            self._log.warn(
+            self._refuseAtConnect(
+                catalogue.MALFORMED_PROXY,
+                "malformed header",
                 "{session} malformed PROXY header from {peer}: {error}",
-                session=newSessionId(),
-                peer=self._peerText(),
                 error=str(e),
             )
-            self._refuse(catalogue.MALFORMED_PROXY)
             return
         if header is None:
             return

@@ -101,7 +101,9 @@ class SMTPServer(MultiService):
             parse, or for a refusal at connect), C{argument} (bytes),
             C{closing}, C{connect} (refused before any line), C{limit} for
             a connection refused for a connection limit (its description),
-            and for AUTH C{mechanism}, C{username} (C{None} before
+            C{proxy} for one refused at the PROXY layer of a C{haproxy:}
+            listener (C{"untrusted front end"}, C{"malformed header"},
+            C{"header timeout"}), and for AUTH C{mechanism}, C{username} (C{None} before
             credentials were checked) and C{failures};
           - C{message}: a message's reply was sent; C{size}, C{replies}
             (one L{Reply} per recipient in LMTP), C{seconds} from the end
@@ -114,8 +116,8 @@ class SMTPServer(MultiService):
           - C{error}: a hook failed unexpectedly; C{hook};
           - C{close}: the session ended.
 
-        Sessions refused at connect for a connection limit have a C{reject}
-        event only, and those refused while the server closes none; nor has
+        Sessions refused at connect for a connection limit or at the PROXY
+        layer have a C{reject} event only, and those refused while the server closes none; nor has
         an implicit TLS connection whose handshake never finished, nor one
         gone during the reverse lookup of its client (its session never
         began).  New
