@@ -16,8 +16,10 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -26,7 +28,13 @@ from unittest import SkipTest
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.integration.helpers import START_TIMEOUT, STOP_TIMEOUT, freePort, requireProgram
+from tests.integration.helpers import (
+    CLIENT_TIMEOUT,
+    START_TIMEOUT,
+    STOP_TIMEOUT,
+    freePort,
+    requireProgram,
+)
 
 # How long mail may take to pass through a queue.
 DELIVERY_TIMEOUT = 60.0
@@ -435,3 +443,48 @@ service lmtp {{
         """
         path = self.directory / "dovecot.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+class ThreadedNextHop:
+    """
+    A scripted SMTP server in a thread of the test, on an ephemeral port of
+    127.0.0.1, one session at a time, every wait bounded by
+    L{CLIENT_TIMEOUT}: subclasses answer a session in L{_session}.
+
+    @ivar port: The port it listens on.
+    """
+
+    def __init__(self) -> None:
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(8)
+        self._listener.settimeout(CLIENT_TIMEOUT)
+        self.port: int = self._listener.getsockname()[1]
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """
+        Stop listening and wait for the thread (bounded).
+        """
+        self._stopped.set()
+        # Wakes the accept() of the thread (a close alone does not).
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        self._thread.join(CLIENT_TIMEOUT)
+
+    def _serve(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            with connection:
+                connection.settimeout(CLIENT_TIMEOUT)
+                with contextlib.suppress(OSError):
+                    self._session(connection)
+
+    def _session(self, connection: socket.socket) -> None:
+        raise NotImplementedError

@@ -13,13 +13,11 @@ bounded.
 
 from __future__ import annotations
 
-import contextlib
 import smtplib
 import socket
-import threading
 
 from tests.integration.helpers import CLIENT_TIMEOUT, ServerTestCase
-from tests.integration.nexthops import waitUntil
+from tests.integration.nexthops import ThreadedNextHop, waitUntil
 
 SENDER = "alice@example.com"
 #: The recipient the next hop refuses, with a poisoned text.
@@ -30,7 +28,7 @@ POISON = b"\x1b[2J\x1b]0;owned\x07 \xc2\x9b31m \x00 \x7f \rcr"
 MAX_LINES = 50
 
 
-class PoisoningNextHop:
+class PoisoningNextHop(ThreadedNextHop):
     """
     A next hop taking EHLO (PIPELINING only), MAIL, RSET and RCPT with
     250, refusing L{REFUSED} with a poisoned 550, and answering the end of
@@ -39,33 +37,7 @@ class PoisoningNextHop:
 
     def __init__(self) -> None:
         self.messages = 0
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(8)
-        self._listener.settimeout(CLIENT_TIMEOUT)
-        self.port: int = self._listener.getsockname()[1]
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        # Wakes the accept() of the thread (a close alone does not).
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        self._thread.join(CLIENT_TIMEOUT)
-
-    def _serve(self) -> None:
-        while not self._stopped.is_set():
-            try:
-                connection, _ = self._listener.accept()
-            except OSError:
-                return
-            with connection:
-                connection.settimeout(CLIENT_TIMEOUT)
-                with contextlib.suppress(OSError):
-                    self._session(connection)
+        super().__init__()
 
     def _session(self, connection: socket.socket) -> None:
         reader = connection.makefile("rb")
