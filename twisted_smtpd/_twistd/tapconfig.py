@@ -324,8 +324,9 @@ def checkAuth(description: str) -> None:
         if not argument or len(parts) % 2 or not all(parts[::2]):
             # Not repeated: the description holds passwords, and this line
             # goes to the terminal and the service's log.
+            fields = len(parts) if argument else 0
             raise usage.UsageError(
-                f"--auth memory:...: {len(parts) if argument else 0} fields, expected"
+                f"--auth memory:...: {fields} field{'' if fields == 1 else 's'}, expected"
                 " memory:USER:PASSWORD[:USER:PASSWORD...] with no empty user name"
             )
     elif kind == "file":
