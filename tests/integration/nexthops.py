@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 from unittest import SkipTest
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -454,6 +454,9 @@ class ThreadedNextHop:
     @ivar port: The port it listens on.
     """
 
+    #: The most command lines read in one session.
+    MAX_SESSION_LINES = 50
+
     def __init__(self) -> None:
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.bind(("127.0.0.1", 0))
@@ -487,4 +490,20 @@ class ThreadedNextHop:
                     self._session(connection)
 
     def _session(self, connection: socket.socket) -> None:
+        # The greeting, then at most MAX_SESSION_LINES command lines of at
+        # most 1,024 octets, each answered by _command.
+        reader = connection.makefile("rb")
+        connection.sendall(b"220 nexthop.example ESMTP\r\n")
+        for _ in range(self.MAX_SESSION_LINES):
+            line = reader.readline(1024)
+            if not line or not self._command(connection, reader, line):
+                return
+
+    def _command(self, connection: socket.socket, reader: BinaryIO, line: bytes) -> bool:
+        """
+        Answer the command C{line} (CRLF included) on C{connection}, reading
+        any more it needs (a message's text) from C{reader}.
+
+        @return: Whether the session goes on.
+        """
         raise NotImplementedError

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import smtplib
 import socket
+from typing import BinaryIO
 
 from tests.integration.helpers import CLIENT_TIMEOUT, ServerTestCase
 from tests.integration.nexthops import ThreadedNextHop, waitUntil
@@ -22,8 +23,6 @@ from tests.integration.nexthops import ThreadedNextHop, waitUntil
 SENDER = "alice@example.com"
 #: The recipient the next hop answers 421 for.
 CLOSER = b"carol@example.net"
-#: The most command lines the next hop reads in one session.
-MAX_LINES = 50
 
 
 class ClosingNextHop(ThreadedNextHop):
@@ -40,29 +39,24 @@ class ClosingNextHop(ThreadedNextHop):
         self.commands: list[bytes] = []
         super().__init__()
 
-    def _session(self, connection: socket.socket) -> None:
-        reader = connection.makefile("rb")
-        connection.sendall(b"220 nexthop.example ESMTP\r\n")
-        for _ in range(MAX_LINES):
-            line = reader.readline(1024)
-            if not line:
-                return
-            command = line.rstrip(b"\r\n")
-            self.commands.append(command)
-            verb = command[:4].upper()
-            if verb == b"EHLO":
-                connection.sendall(b"250-nexthop.example\r\n250 PIPELINING\r\n")
-            elif verb == b"RCPT" and CLOSER in command:
-                connection.sendall(b"421 4.3.2 Shutting down\r\n")
-                return
-            elif verb == b"QUIT":
-                connection.sendall(b"221 2.0.0 Bye\r\n")
-                return
-            elif verb in (b"DATA", b"BDAT"):
-                connection.sendall(b"554 5.5.1 Not in this test\r\n")
-                return
-            else:
-                connection.sendall(b"250 2.0.0 OK\r\n")
+    def _command(self, connection: socket.socket, reader: BinaryIO, line: bytes) -> bool:
+        command = line.rstrip(b"\r\n")
+        self.commands.append(command)
+        verb = command[:4].upper()
+        if verb == b"EHLO":
+            connection.sendall(b"250-nexthop.example\r\n250 PIPELINING\r\n")
+        elif verb == b"RCPT" and CLOSER in command:
+            connection.sendall(b"421 4.3.2 Shutting down\r\n")
+            return False
+        elif verb == b"QUIT":
+            connection.sendall(b"221 2.0.0 Bye\r\n")
+            return False
+        elif verb in (b"DATA", b"BDAT"):
+            connection.sendall(b"554 5.5.1 Not in this test\r\n")
+            return False
+        else:
+            connection.sendall(b"250 2.0.0 OK\r\n")
+        return True
 
 
 class ClosingNextHopTests(ServerTestCase):

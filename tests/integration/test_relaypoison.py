@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import smtplib
 import socket
+from typing import BinaryIO
 
 from tests.integration.helpers import CLIENT_TIMEOUT, ServerTestCase
 from tests.integration.nexthops import ThreadedNextHop, waitUntil
@@ -24,8 +25,6 @@ SENDER = "alice@example.com"
 REFUSED = b"mallory@example.net"
 #: Escape sequences (7-bit and C1), BEL, NUL, DEL, a bare CR.
 POISON = b"\x1b[2J\x1b]0;owned\x07 \xc2\x9b31m \x00 \x7f \rcr"
-#: The most command lines the next hop reads in one session.
-MAX_LINES = 50
 
 
 class PoisoningNextHop(ThreadedNextHop):
@@ -39,29 +38,24 @@ class PoisoningNextHop(ThreadedNextHop):
         self.messages = 0
         super().__init__()
 
-    def _session(self, connection: socket.socket) -> None:
-        reader = connection.makefile("rb")
-        connection.sendall(b"220 nexthop.example ESMTP\r\n")
-        for _ in range(MAX_LINES):
-            line = reader.readline(1024)
-            if not line:
-                return
-            verb = line[:4].upper()
-            if verb == b"EHLO":
-                connection.sendall(b"250-nexthop.example\r\n250 PIPELINING\r\n")
-            elif verb == b"RCPT" and REFUSED in line:
-                connection.sendall(b"550 5.1.1 " + POISON + b" unknown\r\n")
-            elif verb == b"QUIT":
-                connection.sendall(b"221 2.0.0 Bye\r\n")
-                return
-            elif verb == b"DATA":
-                connection.sendall(b"354 Go ahead\r\n")
-                while line not in (b".\r\n", b""):
-                    line = reader.readline(4096)
-                self.messages += 1
-                connection.sendall(b"250 2.0.0 Queued as P1\r\n" + POISON + b"\r\n")
-            else:
-                connection.sendall(b"250 2.0.0 OK\r\n")
+    def _command(self, connection: socket.socket, reader: BinaryIO, line: bytes) -> bool:
+        verb = line[:4].upper()
+        if verb == b"EHLO":
+            connection.sendall(b"250-nexthop.example\r\n250 PIPELINING\r\n")
+        elif verb == b"RCPT" and REFUSED in line:
+            connection.sendall(b"550 5.1.1 " + POISON + b" unknown\r\n")
+        elif verb == b"QUIT":
+            connection.sendall(b"221 2.0.0 Bye\r\n")
+            return False
+        elif verb == b"DATA":
+            connection.sendall(b"354 Go ahead\r\n")
+            while line not in (b".\r\n", b""):
+                line = reader.readline(4096)
+            self.messages += 1
+            connection.sendall(b"250 2.0.0 Queued as P1\r\n" + POISON + b"\r\n")
+        else:
+            connection.sendall(b"250 2.0.0 OK\r\n")
+        return True
 
 
 class PoisoningNextHopTests(ServerTestCase):
