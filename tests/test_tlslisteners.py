@@ -68,6 +68,24 @@ class SplitTests(_TLSTestCase):
             ("tcp:465:interface=127.0.0.1", ["tls"]),
         )
 
+    def test_portNamed(self) -> None:
+        """
+        The port may be named (C{port=465}), as Twisted's C{ssl:} parser
+        takes it, with keys of its own or without; named and given first
+        too, it is refused with one line.
+        """
+        self.assertEqual(
+            splitDescription("ssl:port=465:privateKey=k.pem:interface=127.0.0.1"),
+            ("tcp:465:interface=127.0.0.1", [OwnKeys("k.pem", "k.pem")]),
+        )
+        self.assertEqual(
+            splitDescription("haproxy:ssl:privateKey=k.pem:port=465"),
+            ("tcp:465", ["haproxy", OwnKeys("k.pem", "k.pem")]),
+        )
+        self.assertEqual(splitDescription("ssl:port=465"), ("tcp:465", ["tls"]))
+        e = self.assertRaises(ValueError, splitDescription, "ssl:465:port=587")
+        self.assertEqual(str(e), "ssl: port given twice")
+
     def test_refusedArguments(self) -> None:
         """
         An argument Twisted's C{ssl:} parser does not take, or an

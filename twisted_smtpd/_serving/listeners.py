@@ -162,6 +162,11 @@ def _ownKeys(rest: str) -> tuple[str, OwnKeys | None]:
     from twisted.internet.endpoints import _parse
 
     args, kwargs = _parse("ssl:" + rest)
+    if "port" in kwargs:
+        # ssl:port=465:... as Twisted takes it: the port named, not first.
+        if len(args) > 1:
+            raise ValueError("ssl: port given twice")
+        args = [*args, kwargs.pop("port")]
     values: dict[str, str] = dict(zip(_SSL_ARGUMENTS, args[2:], strict=False))
     if len(args) > 2 + len(_SSL_ARGUMENTS):
         raise ValueError("too many arguments for ssl:")
