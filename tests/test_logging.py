@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from typing import Any
 
 from twisted.internet.address import IPv4Address
@@ -91,6 +92,23 @@ class RefusalLogTests(SynchronousTestCase):
             line,
         )
         self.assertIn("<bad address@x>: ", line)
+
+    def test_emptyPathRefused(self) -> None:
+        """
+        A MAIL or RCPT command with nothing after its colon is logged with
+        the empty address it names, not with its keyword; one without a
+        colon is logged with what it holds.
+        """
+        proto = self.session()
+        proto.dataReceived(
+            b"EHLO c\r\nMAIL FROM:\r\nMAIL FROM:<a@example.org>\r\nRCPT TO: \r\nRCPT x@y\r\n"
+        )
+        refused = [line for line in self.lines() if "reject" in line]
+        self.assertEqual(
+            [re.search(r"[0-9.]+ (<[^>]*>):", line)[1] for line in refused],  # type: ignore[index]
+            ["<>", "<>", "<x@y>"],
+            refused,
+        )
 
     def test_unknownCommandAndControlCharacters(self) -> None:
         """

@@ -106,15 +106,17 @@ def commandWord(word: bytes) -> str:
 
 def _namedAddress(argument: bytes) -> str:
     """
-    The C{<address>} a MAIL or RCPT argument names, or the argument of other
-    commands, for a log line.
+    The C{<address>} a MAIL or RCPT argument names, for a log line: what
+    follows its colon (nothing for C{FROM:} alone, as for C{FROM:<>}), or the
+    whole argument when it has no colon.
     """
     start = argument.find(b"<")
     if start >= 0:
         end = argument.find(b">", start)
         if end > 0:
             return loggable(argument[start + 1 : end])
-    return loggable(argument.partition(b":")[2].strip() or argument)
+    head, colon, rest = argument.partition(b":")
+    return loggable(rest.strip() if colon else head.strip())
 
 
 def refusal(
