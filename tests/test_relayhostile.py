@@ -27,6 +27,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.test_client import startServer
 from tests.test_relay import closeWith
+from twisted_smtpd._smtpclient.clientprotocol import QUIT_TIMEOUT
 from twisted_smtpd._smtpclient.clientwire import MAX_REPLY_LINE, MAX_REPLY_LINES
 from twisted_smtpd.handlers.lmtp import LMTPDeliveryHandler
 from twisted_smtpd.handlers.relay import RelayHandler
@@ -121,7 +122,7 @@ class HostileNextHop(Protocol):
             if step == "data":
                 answer = self.factory.script.get("data", DEFAULTS["data"])
                 self._inData = not isinstance(answer, bytes) or answer.startswith(b"354")
-            if step == "quit":
+            if step == "quit" and isinstance(self.factory.script.get("quit", b""), bytes):
                 self.transport.loseConnection()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -157,6 +158,12 @@ def thenClose(data: bytes) -> Action:
         hop.transport.loseConnection()  # type: ignore[union-attr]
 
     return act
+
+
+def silent(hop: HostileNextHop) -> None:
+    """
+    An action answering nothing and keeping the connection open.
+    """
 
 
 def reset(hop: HostileNextHop) -> None:
@@ -329,6 +336,21 @@ class HostileRelayTests(HostileTestsMixin, TestCase):
         lines = [line for line in self.logLines() if "next hop" in line]
         self.assertEqual(len(lines), 1, lines)
         self.assertClean(lines[0])
+
+    async def test_refusedGreetingQuitUnanswered(self) -> None:
+        """
+        A next hop refusing its greeting, then never answering QUIT: the
+        client's MAIL gets 451 4.4.1 without waiting for a reply to QUIT
+        (well before the 10 s the relay would wait for it), and the
+        connection to the next hop is closed all the same.
+        """
+        port = await self.start({"greeting": b"554 5.7.1 not now\r\n", "quit": silent})
+        client = await self.client(port)
+        answered = Deferred.fromCoroutine(client.send(b"MAIL FROM:<alice@example.com>\r\n"))
+        reply = await answered.addTimeout(QUIT_TIMEOUT / 2, reactor)
+        self.assertEqual(code(reply), b"451 4.4.1")
+        await self.hop.sessions[-1].lost.addTimeout(QUIT_TIMEOUT / 2, reactor)
+        self.assertEqual(self.hop.commands, [b"QUIT"])
 
     async def test_malformedReplies(self) -> None:
         """

@@ -330,20 +330,42 @@ class ClientProtocol(Protocol):
         try:
             result = await self._dialogue()
         except DeliveryError:
-            if self.connected and self._outstanding == 0:
-                await self._quit()
-            else:
-                self.abort()
-                await self._closed
+            self.end()
             raise
         except Exception:
             self.abort()
             await self._closed
             raise
-        await self._quit()
+        self.end()
         return result
 
+    def end(self) -> None:
+        """
+        Close the session without delaying the outcome: with QUIT when the
+        server is in step (its reply is not read, as Postfix's
+        C{smtp_skip_quit_response}), else at once.  A server that does not
+        read what is left to write is cut off after L{QUIT_TIMEOUT}.
+        """
+        if self._lost is not None:
+            return
+        if not self.connected or self.transport is None:
+            return
+        if self._outstanding != 0 or self.failed:
+            self.abort()
+            return
+        self._timeout = min(self._timeout, QUIT_TIMEOUT)
+        self._stage = "quit"
+        self._send(b"QUIT")
+        # The reply to QUIT is not waited for; the deadline now bounds the
+        # close itself (a send buffer the server never drains).
+        self.transport.loseConnection()
+
     async def _quit(self) -> None:
+        """
+        Say QUIT, wait for its reply (within L{QUIT_TIMEOUT}) and close: for
+        an idle session closed when nothing waits on it (the pool's idle
+        limit, a shutdown).
+        """
         self._timeout = min(self._timeout, QUIT_TIMEOUT)
         self._stage = "quit"
         try:

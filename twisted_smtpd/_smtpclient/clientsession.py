@@ -370,11 +370,9 @@ async def openSession(
     try:
         extensions = await protocol.open()
     except DeliveryError:
-        if protocol.connected and protocol._outstanding == 0:
-            await protocol._quit()
-        else:
-            protocol.abort()
-            await protocol._closed
+        # The refusal is the outcome: the close (QUIT, its reply not
+        # waited for) goes on behind it, within its deadline.
+        protocol.end()
         raise
     except BaseException:
         protocol.abort()
