@@ -410,6 +410,26 @@ class HostileRelayTests(HostileTestsMixin, TestCase):
         self.assertIn(b"BDAT", b" ".join(self.hop.commands))
         await self.hop.sessions[-1].lost
 
+    async def test_chunkRefusedThenClosed(self) -> None:
+        """
+        BDAT to a next hop refusing the first chunk with a poisoned 552 and
+        closing the connection behind it, while later chunks are on their
+        way: its permanent refusal, received before the close, is the
+        client's answer (with its text made safe), not a 451 for the lost
+        connection.
+        """
+        ehlo = b"250-nexthop.example\r\n250-PIPELINING\r\n250 CHUNKING\r\n"
+        refusal = b"552 5.3.4 " + POISON + b"\r\n"
+        port = await self.start({"ehlo": ehlo, "bdat": thenClose(refusal)})
+        client = await self.client(port)
+        body = b"Subject: big\r\n\r\n" + (b"z" * 998 + b"\r\n") * 300 + b".\r\n"
+        replies = await self.transaction(client, body=body)
+        self.assertEqual(code(replies[-1]), b"552 5.3.4", replies[-1][:100])
+        self.assertClean(replies[-1])
+        self.assertEqual(len(self.hop.sessions), 1)
+        for line in self.logLines():
+            self.assertClean(line)
+
     async def test_resetAtEveryStage(self) -> None:
         """
         A connection reset instead of the greeting, or of the reply to

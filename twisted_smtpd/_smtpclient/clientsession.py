@@ -296,8 +296,12 @@ class ClientSession:
         writer = _ChunkWriter(protocol)
         try:
             await protocol._race(stream.pipe(writer))
-        except BaseException:
+        except BaseException as e:
             self.abort()
+            if isinstance(e, DeliveryError) and writer.refusal is not None:
+                # The next hop refused a chunk, then closed: its verdict,
+                # received first, is the answer.
+                return [writer.refusal]
             raise
         count = recipients if self.lmtp else 1
         writer.flush()
@@ -307,12 +311,14 @@ class ClientSession:
         protocol._stage = "reply"
         if writer.last is not None:
             await writer.last
+        if writer.refusal is not None:
+            # A refused chunk is the verdict, even when the next hop closed
+            # the connection behind it (RFC 3030 section 2).
+            self.abort()
+            return [writer.refusal]
         if writer.lost is not None:
             self._broken = True
             raise writer.lost
-        if writer.refusal is not None:
-            self.abort()
-            return [writer.refusal]
         return await self._finals(count)
 
     async def _finals(self, count: int) -> list[ClientReply]:
