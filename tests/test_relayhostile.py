@@ -52,6 +52,10 @@ Action = bytes | Callable[["HostileNextHop"], None]
 
 BODY = b"Subject: hostile\r\n\r\nbody\r\n.\r\n"
 
+#: TLS modes and whether the certificate is verified: only the last falls
+#: back to plain text after a failed handshake.
+TLS_CASES = (("required", False), ("opportunistic", True), ("opportunistic", False))
+
 #: Line and paragraph separators, a bidirectional override.
 UNSAFE_UTF8 = ("\u2028".encode(), "\u2029".encode(), "\u202e".encode())
 
@@ -514,33 +518,62 @@ class HostileRelayTests(HostileTestsMixin, TestCase):
     async def test_plaintextAfterStartTLS(self) -> None:
         """
         A next hop answering STARTTLS with 220, then plain-text replies
-        instead of a handshake: the handshake fails, 451 4.7.5, and
-        no MAIL is ever sent, whether TLS was required or opportunistic.
+        instead of a handshake: the handshake fails, and no MAIL is sent on
+        that connection.  With TLS required, or opportunistic with the
+        certificate to be verified, the client gets 451 4.7.5; opportunistic
+        without verification tries once more in plain text on a new
+        connection (as Postfix at level C{may}), where the message goes.
         """
 
         ehlo = b"250-nexthop.example\r\n250 STARTTLS\r\n"
         injected = b"250-injected\r\n250 PIPELINING\r\n"
-        for mode in ("required", "opportunistic"):
+        for mode, verify in TLS_CASES:
             # The ClientHello is taken for commands, answered in plain text.
             script = {"ehlo": ehlo, "starttls": b"220 2.0.0 Ready\r\n", "unknown": injected}
-            port = await self.start(script, tls=mode, verify=False)
-            client = await self.client(port)
-            [reply] = await self.transaction(client)
-            self.assertEqual(code(reply), b"451 4.7.5", mode)
-            self.assertEqual([c for c in self.hop.commands if c.startswith(b"MAIL")], [])
+            port = await self.start(script, tls=mode, verify=verify)
+            await self.assertHandshakeFailed(port, fallback=not verify and mode != "required")
 
     async def test_closedAfterStartTLS(self) -> None:
         """
-        A next hop closing right after its 220 to STARTTLS: 451 4.7.5, no
-        MAIL sent in plain text.
+        A next hop closing right after its 220 to STARTTLS: no MAIL on that
+        connection; 451 4.7.5 unless TLS is opportunistic without
+        verification, which tries once more in plain text.
         """
         ehlo = b"250-nexthop.example\r\n250 STARTTLS\r\n"
-        script = {"ehlo": ehlo, "starttls": thenClose(b"220 2.0.0 Ready\r\n")}
-        port = await self.start(script, tls="opportunistic", verify=False)
+        for mode, verify in TLS_CASES:
+            script = {"ehlo": ehlo, "starttls": thenClose(b"220 2.0.0 Ready\r\n")}
+            port = await self.start(script, tls=mode, verify=verify)
+            await self.assertHandshakeFailed(port, fallback=not verify and mode != "required")
+
+    async def assertHandshakeFailed(self, port: int, fallback: bool) -> None:
+        """
+        A transaction through the front server on C{port}, whose next hop
+        fails the TLS handshake of its first session: 451 4.7.5 without a
+        fallback; with one, the message goes over a second session that
+        never sent STARTTLS, and one log line says so.
+        """
         client = await self.client(port)
-        [reply] = await self.transaction(client)
-        self.assertEqual(code(reply), b"451 4.7.5")
-        self.assertEqual([c for c in self.hop.commands if c.startswith(b"MAIL")], [])
+        replies = await self.transaction(client)
+        first = self.hop.sessions[0]
+        await first.lost
+        lines = [line for line in self.logLines() if "trying again in plain text" in line]
+        if not fallback:
+            self.assertEqual(code(replies[0]), b"451 4.7.5")
+            self.assertEqual(len(self.hop.sessions), 1)
+            self.assertEqual([c for c in self.hop.commands if c.startswith(b"MAIL")], [])
+            self.assertEqual(lines, [])
+            return
+        self.assertEqual(code(replies[-1]), b"250 2.0.0", replies)
+        self.assertEqual(len(self.hop.sessions), 2)
+        commands = self.hop.commands
+        self.assertEqual(commands.count(b"STARTTLS"), 1)
+        # The first session ended at the handshake; the second said EHLO
+        # again, then MAIL, never STARTTLS.
+        starttls = commands.index(b"STARTTLS")
+        mail = commands.index(b"MAIL FROM:<alice@example.com>")
+        self.assertIn(b"EHLO relay.example", commands[starttls + 1 : mail])
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("127.0.0.1:", lines[0])
 
 
 class HostileLMTPTests(HostileTestsMixin, TestCase):

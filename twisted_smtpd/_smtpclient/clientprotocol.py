@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-from attrs import frozen
 from OpenSSL import SSL
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
-    IConsumer,
     IDelayedCall,
-    IOpenSSLClientConnectionCreator,
-    IProducer,
+    IHandshakeListener,
     IReactorTime,
     ITLSTransport,
 )
@@ -25,11 +22,12 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_smtpd._smtpclient.clientrequest import Request, TLSMode, _BodyWriter
 from twisted_smtpd._smtpclient.clientwire import (
     ClientReply,
     DeliveryError,
     DeliveryResult,
-    DotStuffer,
+    HandshakeError,
     MalformedReply,
     RecipientResult,
     ReplyParser,
@@ -38,59 +36,15 @@ from twisted_smtpd._smtpclient.clientwire import (
 )
 from twisted_smtpd.interfaces import IMessageStream
 
-_T = TypeVar("_T")
+__all__ = ["QUIT_TIMEOUT", "ClientProtocol", "Request", "TLSMode", "_BodyWriter"]
 
-TLSMode = Literal["required", "opportunistic", "none"]
+_T = TypeVar("_T")
 
 # How long a polite QUIT may take once the outcome is known.
 QUIT_TIMEOUT = 10.0
 
 
-@frozen
-class Request:
-    sender: str
-    recipients: tuple[str, ...]
-    stream: IMessageStream | None
-    lmtp: bool
-    heloName: str
-    tls: str
-    tlsCreator: IOpenSSLClientConnectionCreator | None
-    verify: bool
-    username: str | None
-    password: str | None
-    smtpUtf8: bool
-    requireTls: bool
-    timeout: float
-
-
-@implementer(IConsumer)
-class _BodyWriter:
-    """
-    The L{IConsumer} a message stream is piped into: stuffs each chunk and
-    writes it to the connection, registering the stream as the connection's
-    streaming producer so that a full send buffer pauses it.
-    """
-
-    def __init__(self, protocol: ClientProtocol) -> None:
-        self._protocol = protocol
-        self.stuffer = DotStuffer()
-
-    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
-        transport = self._protocol.transport
-        if transport is not None and self._protocol.connected:
-            transport.registerProducer(producer, streaming)  # type: ignore[attr-defined]
-        else:
-            producer.stopProducing()
-
-    def unregisterProducer(self) -> None:
-        transport = self._protocol.transport
-        if transport is not None and self._protocol.connected:
-            transport.unregisterProducer()  # type: ignore[attr-defined]
-
-    def write(self, data: bytes) -> None:
-        self._protocol.writeBody(self.stuffer.encode(data))
-
-
+@implementer(IHandshakeListener)
 class ClientProtocol(Protocol):
     """
     One client session.  L{run} drives the dialogue as a coroutine; replies
@@ -115,6 +69,8 @@ class ClientProtocol(Protocol):
         self._secure = False
         #: Whether STARTTLS resumed an earlier TLS session.
         self.resumed = False
+        # Whether the TLS handshake after STARTTLS completed.
+        self._handshaken = False
         self._stage = "greeting"
 
     # Protocol.
@@ -130,6 +86,9 @@ class ClientProtocol(Protocol):
         self._resetTimer()
 
     def dataReceived(self, data: bytes) -> None:
+        if self._secure:
+            # Only what the handshake protects reaches here after STARTTLS.
+            self._handshaken = True
         error = None
         try:
             replies = self._parser.feed(data)
@@ -165,6 +124,12 @@ class ClientProtocol(Protocol):
             # command (and the pool's idle limit), not for the server.  The
             # next command sent arms the deadline again.
             self._stopTimer()
+
+    def handshakeCompleted(self) -> None:
+        """
+        The TLS handshake after STARTTLS is over (L{IHandshakeListener}).
+        """
+        self._handshaken = True
 
     @property
     def failed(self) -> bool:
@@ -473,7 +438,18 @@ class ClientProtocol(Protocol):
         self._secure = True
         # The certificate is checked during the handshake; a failure loses the
         # connection while the new EHLO waits for its reply.
-        extensions = await self._hello()
+        try:
+            extensions = await self._hello()
+        except DeliveryError as e:
+            if e.reply is not None or self._handshaken:
+                raise
+            # No reply came over TLS: the handshake itself failed.
+            reason = failureText(self._lost) if self._lost is not None else e.message
+            if self._timedOut:
+                reason = "timeout"
+            elif self._protocolError is not None:
+                reason = self._protocolError
+            raise HandshakeError(e.message, reason) from None
         # The handshake is over: remember its session for the next
         # connection, when the creator keeps sessions (ResumingTLS).
         remember = getattr(request.tlsCreator, "remember", None)

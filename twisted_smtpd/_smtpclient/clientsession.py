@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from attrs import evolve
 from OpenSSL import SSL
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
@@ -24,16 +25,18 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import ClientFactory
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_smtpd._core.replies import sanitiseText
 from twisted_smtpd._smtpclient.clientconnect import connectWithin
 from twisted_smtpd._smtpclient.clientprotocol import (
     ClientProtocol,
     Request,
     _BodyWriter,
 )
-from twisted_smtpd._smtpclient.clientwire import ClientReply, DeliveryError
+from twisted_smtpd._smtpclient.clientwire import ClientReply, DeliveryError, HandshakeError
 from twisted_smtpd.interfaces import IMessageStream
 
 #: The most octets gathered before a BDAT chunk leaves.
@@ -358,18 +361,72 @@ class ClientSession:
         self._protocol.abort()
 
 
+_log = Logger()
+
+
+def plaintextFallback(request: Request) -> Request | None:
+    """
+    How to try again in plain text, on a new connection, after the TLS
+    handshake that followed STARTTLS failed: as Postfix's smtp client at
+    security level C{may} (C{PLAINTEXT_FALLBACK_OK_AFTER_STARTTLS_FAILURE}),
+    only for opportunistic TLS, never when the certificate was to be
+    verified, when the message carries REQUIRETLS (RFC 8689) or when
+    credentials were to be sent over TLS.
+
+    @return: The plain-text request, or C{None} when there is no fallback.
+    """
+    if (
+        request.tls != "opportunistic"
+        or request.verify
+        or request.requireTls
+        or request.username is not None
+    ):
+        return None
+    return evolve(request, tls="none", tlsCreator=None)
+
+
+def logFallback(peer: str, error: HandshakeError) -> None:
+    """
+    Say, in one line, that the handshake with C{peer} failed and the
+    delivery is tried again in plain text.
+    """
+    _log.warn(
+        "STARTTLS handshake with {peer} failed ({error}); trying again in plain text"
+        " (opportunistic TLS)",
+        peer=" ".join(sanitiseText(peer)),
+        error=" ".join(sanitiseText(error.reason)),
+    )
+
+
 async def openSession(
-    endpoint: IStreamClientEndpoint, request: Request, clock: Any
+    endpoint: IStreamClientEndpoint, request: Request, clock: Any, peer: str = "the next hop"
 ) -> ClientSession:
     """
-    Connect to C{endpoint} and get a session ready for a transaction.
+    Connect to C{endpoint} and get a session ready for a transaction.  With
+    opportunistic TLS and no certificate verification, a failed TLS
+    handshake is followed by one more connection in plain text
+    (L{plaintextFallback}), logged once.
 
     @param request: How to talk to the next hop (C{lmtp}, C{heloName}, TLS,
         credentials, C{timeout}); its C{sender}, C{recipients} and C{stream}
         are not used.
+    @param peer: The next hop's name, for the log line of a fallback.
     @raise DeliveryError: The connection failed, or the next hop refused
         the session; the connection is then closed.
     """
+    try:
+        return await _openSession(endpoint, request, clock)
+    except HandshakeError as e:
+        plain = plaintextFallback(request)
+        if plain is None:
+            raise
+        logFallback(peer, e)
+        return await _openSession(endpoint, plain, clock)
+
+
+async def _openSession(
+    endpoint: IStreamClientEndpoint, request: Request, clock: Any
+) -> ClientSession:
     protocol: ClientProtocol = await connectWithin(
         endpoint, ProtocolFactory(request, clock), clock, request.timeout
     )
