@@ -114,6 +114,8 @@ class QuitNotAwaitedTests(SynchronousTestCase):
         protocol.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
         protocol.dataReceived(b"250 2.0.0 queued\r\n")
         self.assertEqual(self.successResultOf(result).recipients[0].reply.code, 250)
+        # The reply to QUIT coming does not lift the deadline of the close.
+        protocol.dataReceived(b"221 2.0.0 bye\r\n")
         self.assertClosedByDeadline(endpoint.transport, clock)
 
     def test_sessionRefused(self) -> None:

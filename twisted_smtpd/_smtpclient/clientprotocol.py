@@ -61,6 +61,7 @@ class ClientProtocol(Protocol):
         self._lost: Failure | None = None
         self._closed: Deferred[None] = Deferred()
         self._timer: IDelayedCall | None = None
+        self._closeTimer: IDelayedCall | None = None
         self._timeout = request.timeout
         self._timedOut = False
         self._protocolError: str | None = None
@@ -162,6 +163,8 @@ class ClientProtocol(Protocol):
         self.connected = False
         self._lost = reason
         self._stopTimer()
+        if self._closeTimer is not None and self._closeTimer.active():
+            self._closeTimer.cancel()
         waiters: list[Deferred[Any]] = [*self._waiters, *self._races]
         self._waiters, self._races = [], []
         for d in waiters:
@@ -321,8 +324,9 @@ class ClientProtocol(Protocol):
         self._timeout = min(self._timeout, QUIT_TIMEOUT)
         self._stage = "quit"
         self._send(b"QUIT")
-        # The reply to QUIT is not waited for; the deadline now bounds the
-        # close itself (a send buffer the server never drains).
+        # Its reply is not waited for; the close has a deadline of its own
+        # (a send buffer never drained, a TLS close never answered).
+        self._closeTimer = self._clock.callLater(QUIT_TIMEOUT, self.abort)
         self.transport.loseConnection()
 
     async def _quit(self) -> None:
@@ -444,11 +448,9 @@ class ClientProtocol(Protocol):
             if e.reply is not None or self._handshaken:
                 raise
             # No reply came over TLS: the handshake itself failed.
-            reason = failureText(self._lost) if self._lost is not None else e.message
-            if self._timedOut:
-                reason = "timeout"
-            elif self._protocolError is not None:
-                reason = self._protocolError
+            reason = "timeout" if self._timedOut else self._protocolError
+            if reason is None:
+                reason = failureText(self._lost) if self._lost is not None else e.message
             raise HandshakeError(e.message, reason) from None
         # The handshake is over: remember its session for the next
         # connection, when the creator keeps sessions (ResumingTLS).
