@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from attrs import evolve
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
@@ -18,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.test_client import EHLO_PIPELINING, FakeEndpoint, TLSStringTransport, sessionRequest
 from twisted_smtpd._smtpclient.client import DeliveryError, DeliveryResult, deliver
 from twisted_smtpd._smtpclient.clientprotocol import QUIT_TIMEOUT
-from twisted_smtpd._smtpclient.clientsession import ClientSession, openSession
+from twisted_smtpd._smtpclient.clientsession import RSET_TIMEOUT, ClientSession, openSession
 
 
 class StuckTransport(TLSStringTransport):
@@ -131,3 +132,40 @@ class QuitNotAwaitedTests(SynchronousTestCase):
         error = self.failureResultOf(opened, DeliveryError).value
         self.assertEqual((error.code, error.stage), (421, "hello"))
         self.assertClosedByDeadline(endpoint.transport, clock)
+
+
+class RsetDeadlineTests(SynchronousTestCase):
+    """
+    The RSET that checks an idle session before the next message has a
+    deadline of its own, Postfix's C{smtp_rset_timeout}.
+    """
+
+    def test_silentNextHop(self) -> None:
+        """
+        A next hop that no longer answers (a session a firewall dropped
+        while idle): the RSET fails after L{RSET_TIMEOUT} seconds, not
+        after the reply timeout, and the session is dropped; the commands
+        of a session that answered keep the reply timeout.
+        """
+        clock = Clock()
+        endpoint = FakeEndpoint()
+        request = evolve(sessionRequest(), timeout=300.0)
+        opening = Deferred.fromCoroutine(openSession(endpoint, request, clock))  # type: ignore[arg-type]
+        endpoint.protocol.dataReceived(b"220 mx ESMTP\r\n")
+        endpoint.protocol.dataReceived(b"250 mx\r\n")
+        session = self.successResultOf(opening)
+        answered = Deferred.fromCoroutine(session.rset())
+        endpoint.protocol.dataReceived(b"250 2.0.0 ok\r\n")
+        self.assertEqual(self.successResultOf(answered).code, 250)
+        mail = Deferred.fromCoroutine(session.mail("a@example.com", ""))
+        clock.advance(RSET_TIMEOUT * 2)
+        self.assertNoResult(mail)
+        endpoint.protocol.dataReceived(b"250 ok\r\n")
+        self.successResultOf(mail)
+        checked = Deferred.fromCoroutine(session.rset())
+        clock.advance(RSET_TIMEOUT - 0.1)
+        self.assertNoResult(checked)
+        clock.advance(0.1)
+        error = self.failureResultOf(checked, DeliveryError).value
+        self.assertEqual((error.code, error.enhanced, error.stage), (451, "4.4.2", "rset"))
+        self.assertFalse(session.usable)

@@ -42,6 +42,11 @@ from twisted_smtpd.interfaces import IMessageStream
 #: The most octets gathered before a BDAT chunk leaves.
 CHUNK_SIZE = 65536
 
+#: Seconds the RSET checking an idle session may take (Postfix's
+#: C{smtp_rset_timeout}): a session the next hop or a firewall dropped
+#: silently is given up on soon, not after the whole reply timeout.
+RSET_TIMEOUT = 20.0
+
 
 class ProtocolFactory(ClientFactory):
     """
@@ -256,9 +261,16 @@ class ClientSession:
 
     async def rset(self) -> ClientReply:
         """
-        C{RSET}: end any transaction, before the next message.
+        C{RSET}: end any transaction, before the next message; its reply
+        is waited for L{RSET_TIMEOUT} seconds at most.
         """
-        return await self.command("RSET", "rset")
+        protocol = self._protocol
+        timeout = protocol._timeout
+        protocol._timeout = min(timeout, RSET_TIMEOUT)
+        try:
+            return await self.command("RSET", "rset")
+        finally:
+            protocol._timeout = timeout
 
     async def data(self, stream: IMessageStream, recipients: int) -> list[ClientReply]:
         """
