@@ -27,6 +27,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.test_client import startServer
 from tests.test_relay import closeWith
+from twisted_smtpd._smtpclient.clientprotocol import QUIT_TIMEOUT
 from twisted_smtpd._smtpclient.clientwire import MAX_REPLY_LINE, MAX_REPLY_LINES
 from twisted_smtpd.handlers.lmtp import LMTPDeliveryHandler
 from twisted_smtpd.handlers.relay import RelayHandler
@@ -50,6 +51,10 @@ _STEPS.update({b"DATA": "data", b"RSET": "rset", b"QUIT": "quit", b"STAR": "star
 Action = bytes | Callable[["HostileNextHop"], None]
 
 BODY = b"Subject: hostile\r\n\r\nbody\r\n.\r\n"
+
+#: TLS modes and whether the certificate is verified: only the last falls
+#: back to plain text after a failed handshake.
+TLS_CASES = (("required", False), ("opportunistic", True), ("opportunistic", False))
 
 #: Line and paragraph separators, a bidirectional override.
 UNSAFE_UTF8 = ("\u2028".encode(), "\u2029".encode(), "\u202e".encode())
@@ -121,7 +126,7 @@ class HostileNextHop(Protocol):
             if step == "data":
                 answer = self.factory.script.get("data", DEFAULTS["data"])
                 self._inData = not isinstance(answer, bytes) or answer.startswith(b"354")
-            if step == "quit":
+            if step == "quit" and isinstance(self.factory.script.get("quit", b""), bytes):
                 self.transport.loseConnection()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -157,6 +162,12 @@ def thenClose(data: bytes) -> Action:
         hop.transport.loseConnection()  # type: ignore[union-attr]
 
     return act
+
+
+def silent(hop: HostileNextHop) -> None:
+    """
+    An action answering nothing and keeping the connection open.
+    """
 
 
 def reset(hop: HostileNextHop) -> None:
@@ -330,6 +341,21 @@ class HostileRelayTests(HostileTestsMixin, TestCase):
         self.assertEqual(len(lines), 1, lines)
         self.assertClean(lines[0])
 
+    async def test_refusedGreetingQuitUnanswered(self) -> None:
+        """
+        A next hop refusing its greeting, then never answering QUIT: the
+        client's MAIL gets 451 4.4.1 without waiting for a reply to QUIT
+        (well before the 10 s the relay would wait for it), and the
+        connection to the next hop is closed all the same.
+        """
+        port = await self.start({"greeting": b"554 5.7.1 not now\r\n", "quit": silent})
+        client = await self.client(port)
+        answered = Deferred.fromCoroutine(client.send(b"MAIL FROM:<alice@example.com>\r\n"))
+        reply = await answered.addTimeout(QUIT_TIMEOUT / 2, reactor)
+        self.assertEqual(code(reply), b"451 4.4.1")
+        await self.hop.sessions[-1].lost.addTimeout(QUIT_TIMEOUT / 2, reactor)
+        self.assertEqual(self.hop.commands, [b"QUIT"])
+
     async def test_malformedReplies(self) -> None:
         """
         A reply to MAIL that is not a well-formed reply (a code with a
@@ -387,6 +413,26 @@ class HostileRelayTests(HostileTestsMixin, TestCase):
         self.assertEqual(code(replies[-1]), b"552 5.3.4")
         self.assertIn(b"BDAT", b" ".join(self.hop.commands))
         await self.hop.sessions[-1].lost
+
+    async def test_chunkRefusedThenClosed(self) -> None:
+        """
+        BDAT to a next hop refusing the first chunk with a poisoned 552 and
+        closing the connection behind it, while later chunks are on their
+        way: its permanent refusal, received before the close, is the
+        client's answer (with its text made safe), not a 451 for the lost
+        connection.
+        """
+        ehlo = b"250-nexthop.example\r\n250-PIPELINING\r\n250 CHUNKING\r\n"
+        refusal = b"552 5.3.4 " + POISON + b"\r\n"
+        port = await self.start({"ehlo": ehlo, "bdat": thenClose(refusal)})
+        client = await self.client(port)
+        body = b"Subject: big\r\n\r\n" + (b"z" * 998 + b"\r\n") * 300 + b".\r\n"
+        replies = await self.transaction(client, body=body)
+        self.assertEqual(code(replies[-1]), b"552 5.3.4", replies[-1][:100])
+        self.assertClean(replies[-1])
+        self.assertEqual(len(self.hop.sessions), 1)
+        for line in self.logLines():
+            self.assertClean(line)
 
     async def test_resetAtEveryStage(self) -> None:
         """
@@ -472,33 +518,62 @@ class HostileRelayTests(HostileTestsMixin, TestCase):
     async def test_plaintextAfterStartTLS(self) -> None:
         """
         A next hop answering STARTTLS with 220, then plain-text replies
-        instead of a handshake: the handshake fails, 451 4.7.5, and
-        no MAIL is ever sent, whether TLS was required or opportunistic.
+        instead of a handshake: the handshake fails, and no MAIL is sent on
+        that connection.  With TLS required, or opportunistic with the
+        certificate to be verified, the client gets 451 4.7.5; opportunistic
+        without verification tries once more in plain text on a new
+        connection (as Postfix at level C{may}), where the message goes.
         """
 
         ehlo = b"250-nexthop.example\r\n250 STARTTLS\r\n"
         injected = b"250-injected\r\n250 PIPELINING\r\n"
-        for mode in ("required", "opportunistic"):
+        for mode, verify in TLS_CASES:
             # The ClientHello is taken for commands, answered in plain text.
             script = {"ehlo": ehlo, "starttls": b"220 2.0.0 Ready\r\n", "unknown": injected}
-            port = await self.start(script, tls=mode, verify=False)
-            client = await self.client(port)
-            [reply] = await self.transaction(client)
-            self.assertEqual(code(reply), b"451 4.7.5", mode)
-            self.assertEqual([c for c in self.hop.commands if c.startswith(b"MAIL")], [])
+            port = await self.start(script, tls=mode, verify=verify)
+            await self.assertHandshakeFailed(port, fallback=not verify and mode != "required")
 
     async def test_closedAfterStartTLS(self) -> None:
         """
-        A next hop closing right after its 220 to STARTTLS: 451 4.7.5, no
-        MAIL sent in plain text.
+        A next hop closing right after its 220 to STARTTLS: no MAIL on that
+        connection; 451 4.7.5 unless TLS is opportunistic without
+        verification, which tries once more in plain text.
         """
         ehlo = b"250-nexthop.example\r\n250 STARTTLS\r\n"
-        script = {"ehlo": ehlo, "starttls": thenClose(b"220 2.0.0 Ready\r\n")}
-        port = await self.start(script, tls="opportunistic", verify=False)
+        for mode, verify in TLS_CASES:
+            script = {"ehlo": ehlo, "starttls": thenClose(b"220 2.0.0 Ready\r\n")}
+            port = await self.start(script, tls=mode, verify=verify)
+            await self.assertHandshakeFailed(port, fallback=not verify and mode != "required")
+
+    async def assertHandshakeFailed(self, port: int, fallback: bool) -> None:
+        """
+        A transaction through the front server on C{port}, whose next hop
+        fails the TLS handshake of its first session: 451 4.7.5 without a
+        fallback; with one, the message goes over a second session that
+        never sent STARTTLS, and one log line says so.
+        """
         client = await self.client(port)
-        [reply] = await self.transaction(client)
-        self.assertEqual(code(reply), b"451 4.7.5")
-        self.assertEqual([c for c in self.hop.commands if c.startswith(b"MAIL")], [])
+        replies = await self.transaction(client)
+        first = self.hop.sessions[0]
+        await first.lost
+        lines = [line for line in self.logLines() if "trying again in plain text" in line]
+        if not fallback:
+            self.assertEqual(code(replies[0]), b"451 4.7.5")
+            self.assertEqual(len(self.hop.sessions), 1)
+            self.assertEqual([c for c in self.hop.commands if c.startswith(b"MAIL")], [])
+            self.assertEqual(lines, [])
+            return
+        self.assertEqual(code(replies[-1]), b"250 2.0.0", replies)
+        self.assertEqual(len(self.hop.sessions), 2)
+        commands = self.hop.commands
+        self.assertEqual(commands.count(b"STARTTLS"), 1)
+        # The first session ended at the handshake; the second said EHLO
+        # again, then MAIL, never STARTTLS.
+        starttls = commands.index(b"STARTTLS")
+        mail = commands.index(b"MAIL FROM:<alice@example.com>")
+        self.assertIn(b"EHLO relay.example", commands[starttls + 1 : mail])
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("127.0.0.1:", lines[0])
 
 
 class HostileLMTPTests(HostileTestsMixin, TestCase):

@@ -35,11 +35,16 @@ from twisted.internet.ssl import Certificate, optionsForClientTLS
 
 from twisted_smtpd._smtpclient.clientconnect import connectWithin
 from twisted_smtpd._smtpclient.clientprotocol import ClientProtocol, Request, TLSMode
-from twisted_smtpd._smtpclient.clientsession import ProtocolFactory
+from twisted_smtpd._smtpclient.clientsession import (
+    ProtocolFactory,
+    logFallback,
+    plaintextFallback,
+)
 from twisted_smtpd._smtpclient.clientwire import (
     ClientReply,
     DeliveryError,
     DeliveryResult,
+    HandshakeError,
     RecipientResult,
     UnverifiedClientTLS,
 )
@@ -92,8 +97,11 @@ def deliver(
     with C{"none"} it is never used.  Once STARTTLS is used the server's
     certificate must be valid for C{tlsHostname} (checked with
     C{service_identity}); a failed check fails the delivery (451 4.7.5),
-    there is no fall back to plain text.  Credentials are only sent over TLS,
-    unless C{tls="none"} says plain text is intended.
+    there is no fall back to plain text.  Only with C{"opportunistic"},
+    C{verify=False} and no credentials is a failed handshake followed by one
+    more try in plain text on a new connection (as Postfix at security level
+    C{may}).  Credentials are only sent over TLS, unless C{tls="none"} says
+    plain text is intended.
 
     @param endpoint: Where the server listens.
     @param sender: The reverse-path (C{""} for C{<>}).
@@ -178,6 +186,18 @@ def deliver(
 async def _connectAndRun(
     endpoint: IStreamClientEndpoint, request: Request, clock: Any
 ) -> DeliveryResult:
+    try:
+        return await _run(endpoint, request, clock)
+    except HandshakeError as e:
+        # Nothing of the message was sent: try once more in plain text.
+        plain = plaintextFallback(request)
+        if plain is None:
+            raise
+        logFallback(str(endpoint), e)
+        return await _run(endpoint, plain, clock)
+
+
+async def _run(endpoint: IStreamClientEndpoint, request: Request, clock: Any) -> DeliveryResult:
     protocol: ClientProtocol = await connectWithin(
         endpoint, ProtocolFactory(request, clock), clock, request.timeout
     )

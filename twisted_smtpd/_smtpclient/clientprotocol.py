@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-from attrs import frozen
 from OpenSSL import SSL
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
-    IConsumer,
     IDelayedCall,
-    IOpenSSLClientConnectionCreator,
-    IProducer,
+    IHandshakeListener,
     IReactorTime,
     ITLSTransport,
 )
@@ -25,11 +22,12 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_smtpd._smtpclient.clientrequest import Request, TLSMode, _BodyWriter
 from twisted_smtpd._smtpclient.clientwire import (
     ClientReply,
     DeliveryError,
     DeliveryResult,
-    DotStuffer,
+    HandshakeError,
     MalformedReply,
     RecipientResult,
     ReplyParser,
@@ -38,59 +36,15 @@ from twisted_smtpd._smtpclient.clientwire import (
 )
 from twisted_smtpd.interfaces import IMessageStream
 
-_T = TypeVar("_T")
+__all__ = ["QUIT_TIMEOUT", "ClientProtocol", "Request", "TLSMode", "_BodyWriter"]
 
-TLSMode = Literal["required", "opportunistic", "none"]
+_T = TypeVar("_T")
 
 # How long a polite QUIT may take once the outcome is known.
 QUIT_TIMEOUT = 10.0
 
 
-@frozen
-class Request:
-    sender: str
-    recipients: tuple[str, ...]
-    stream: IMessageStream | None
-    lmtp: bool
-    heloName: str
-    tls: str
-    tlsCreator: IOpenSSLClientConnectionCreator | None
-    verify: bool
-    username: str | None
-    password: str | None
-    smtpUtf8: bool
-    requireTls: bool
-    timeout: float
-
-
-@implementer(IConsumer)
-class _BodyWriter:
-    """
-    The L{IConsumer} a message stream is piped into: stuffs each chunk and
-    writes it to the connection, registering the stream as the connection's
-    streaming producer so that a full send buffer pauses it.
-    """
-
-    def __init__(self, protocol: ClientProtocol) -> None:
-        self._protocol = protocol
-        self.stuffer = DotStuffer()
-
-    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
-        transport = self._protocol.transport
-        if transport is not None and self._protocol.connected:
-            transport.registerProducer(producer, streaming)  # type: ignore[attr-defined]
-        else:
-            producer.stopProducing()
-
-    def unregisterProducer(self) -> None:
-        transport = self._protocol.transport
-        if transport is not None and self._protocol.connected:
-            transport.unregisterProducer()  # type: ignore[attr-defined]
-
-    def write(self, data: bytes) -> None:
-        self._protocol.writeBody(self.stuffer.encode(data))
-
-
+@implementer(IHandshakeListener)
 class ClientProtocol(Protocol):
     """
     One client session.  L{run} drives the dialogue as a coroutine; replies
@@ -107,6 +61,7 @@ class ClientProtocol(Protocol):
         self._lost: Failure | None = None
         self._closed: Deferred[None] = Deferred()
         self._timer: IDelayedCall | None = None
+        self._closeTimer: IDelayedCall | None = None
         self._timeout = request.timeout
         self._timedOut = False
         self._protocolError: str | None = None
@@ -115,6 +70,8 @@ class ClientProtocol(Protocol):
         self._secure = False
         #: Whether STARTTLS resumed an earlier TLS session.
         self.resumed = False
+        # Whether the TLS handshake after STARTTLS completed.
+        self._handshaken = False
         self._stage = "greeting"
 
     # Protocol.
@@ -130,6 +87,9 @@ class ClientProtocol(Protocol):
         self._resetTimer()
 
     def dataReceived(self, data: bytes) -> None:
+        if self._secure:
+            # Only what the handshake protects reaches here after STARTTLS.
+            self._handshaken = True
         error = None
         try:
             replies = self._parser.feed(data)
@@ -166,6 +126,12 @@ class ClientProtocol(Protocol):
             # next command sent arms the deadline again.
             self._stopTimer()
 
+    def handshakeCompleted(self) -> None:
+        """
+        The TLS handshake after STARTTLS is over (L{IHandshakeListener}).
+        """
+        self._handshaken = True
+
     @property
     def failed(self) -> bool:
         """
@@ -197,6 +163,8 @@ class ClientProtocol(Protocol):
         self.connected = False
         self._lost = reason
         self._stopTimer()
+        if self._closeTimer is not None and self._closeTimer.active():
+            self._closeTimer.cancel()
         waiters: list[Deferred[Any]] = [*self._waiters, *self._races]
         self._waiters, self._races = [], []
         for d in waiters:
@@ -330,20 +298,43 @@ class ClientProtocol(Protocol):
         try:
             result = await self._dialogue()
         except DeliveryError:
-            if self.connected and self._outstanding == 0:
-                await self._quit()
-            else:
-                self.abort()
-                await self._closed
+            self.end()
             raise
         except Exception:
             self.abort()
             await self._closed
             raise
-        await self._quit()
+        self.end()
         return result
 
+    def end(self) -> None:
+        """
+        Close the session without delaying the outcome: with QUIT when the
+        server is in step (its reply is not read, as Postfix's
+        C{smtp_skip_quit_response}), else at once.  A server that does not
+        read what is left to write is cut off after L{QUIT_TIMEOUT}.
+        """
+        if self._lost is not None:
+            return
+        if not self.connected or self.transport is None:
+            return
+        if self._outstanding != 0 or self.failed:
+            self.abort()
+            return
+        self._timeout = min(self._timeout, QUIT_TIMEOUT)
+        self._stage = "quit"
+        self._send(b"QUIT")
+        # Its reply is not waited for; the close has a deadline of its own
+        # (a send buffer never drained, a TLS close never answered).
+        self._closeTimer = self._clock.callLater(QUIT_TIMEOUT, self.abort)
+        self.transport.loseConnection()
+
     async def _quit(self) -> None:
+        """
+        Say QUIT, wait for its reply (within L{QUIT_TIMEOUT}) and close: for
+        an idle session closed when nothing waits on it (the pool's idle
+        limit, a shutdown).
+        """
         self._timeout = min(self._timeout, QUIT_TIMEOUT)
         self._stage = "quit"
         try:
@@ -451,7 +442,16 @@ class ClientProtocol(Protocol):
         self._secure = True
         # The certificate is checked during the handshake; a failure loses the
         # connection while the new EHLO waits for its reply.
-        extensions = await self._hello()
+        try:
+            extensions = await self._hello()
+        except DeliveryError as e:
+            if e.reply is not None or self._handshaken:
+                raise
+            # No reply came over TLS: the handshake itself failed.
+            reason = "timeout" if self._timedOut else self._protocolError
+            if reason is None:
+                reason = failureText(self._lost) if self._lost is not None else e.message
+            raise HandshakeError(e.message, reason) from None
         # The handshake is over: remember its session for the next
         # connection, when the creator keeps sessions (ResumingTLS).
         remember = getattr(request.tlsCreator, "remember", None)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from attrs import evolve
 from OpenSSL import SSL
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
@@ -24,20 +25,27 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import ClientFactory
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_smtpd._core.replies import sanitiseText
 from twisted_smtpd._smtpclient.clientconnect import connectWithin
 from twisted_smtpd._smtpclient.clientprotocol import (
     ClientProtocol,
     Request,
     _BodyWriter,
 )
-from twisted_smtpd._smtpclient.clientwire import ClientReply, DeliveryError
+from twisted_smtpd._smtpclient.clientwire import ClientReply, DeliveryError, HandshakeError
 from twisted_smtpd.interfaces import IMessageStream
 
 #: The most octets gathered before a BDAT chunk leaves.
 CHUNK_SIZE = 65536
+
+#: Seconds the RSET checking an idle session may take (Postfix's
+#: C{smtp_rset_timeout}): a session the next hop or a firewall dropped
+#: silently is given up on soon, not after the whole reply timeout.
+RSET_TIMEOUT = 20.0
 
 
 class ProtocolFactory(ClientFactory):
@@ -253,9 +261,16 @@ class ClientSession:
 
     async def rset(self) -> ClientReply:
         """
-        C{RSET}: end any transaction, before the next message.
+        C{RSET}: end any transaction, before the next message; its reply
+        is waited for L{RSET_TIMEOUT} seconds at most.
         """
-        return await self.command("RSET", "rset")
+        protocol = self._protocol
+        timeout = protocol._timeout
+        protocol._timeout = min(timeout, RSET_TIMEOUT)
+        try:
+            return await self.command("RSET", "rset")
+        finally:
+            protocol._timeout = timeout
 
     async def data(self, stream: IMessageStream, recipients: int) -> list[ClientReply]:
         """
@@ -296,8 +311,12 @@ class ClientSession:
         writer = _ChunkWriter(protocol)
         try:
             await protocol._race(stream.pipe(writer))
-        except BaseException:
+        except BaseException as e:
             self.abort()
+            if isinstance(e, DeliveryError) and writer.refusal is not None:
+                # The next hop refused a chunk, then closed: its verdict,
+                # received first, is the answer.
+                return [writer.refusal]
             raise
         count = recipients if self.lmtp else 1
         writer.flush()
@@ -307,12 +326,14 @@ class ClientSession:
         protocol._stage = "reply"
         if writer.last is not None:
             await writer.last
+        if writer.refusal is not None:
+            # A refused chunk is the verdict, even when the next hop closed
+            # the connection behind it (RFC 3030 section 2).
+            self.abort()
+            return [writer.refusal]
         if writer.lost is not None:
             self._broken = True
             raise writer.lost
-        if writer.refusal is not None:
-            self.abort()
-            return [writer.refusal]
         return await self._finals(count)
 
     async def _finals(self, count: int) -> list[ClientReply]:
@@ -352,29 +373,81 @@ class ClientSession:
         self._protocol.abort()
 
 
+_log = Logger()
+
+
+def plaintextFallback(request: Request) -> Request | None:
+    """
+    How to try again in plain text, on a new connection, after the TLS
+    handshake that followed STARTTLS failed: as Postfix's smtp client at
+    security level C{may} (C{PLAINTEXT_FALLBACK_OK_AFTER_STARTTLS_FAILURE}),
+    only for opportunistic TLS, never when the certificate was to be
+    verified, when the message carries REQUIRETLS (RFC 8689) or when
+    credentials were to be sent over TLS.
+
+    @return: The plain-text request, or C{None} when there is no fallback.
+    """
+    if (
+        request.tls != "opportunistic"
+        or request.verify
+        or request.requireTls
+        or request.username is not None
+    ):
+        return None
+    return evolve(request, tls="none", tlsCreator=None)
+
+
+def logFallback(peer: str, error: HandshakeError) -> None:
+    """
+    Say, in one line, that the handshake with C{peer} failed and the
+    delivery is tried again in plain text.
+    """
+    _log.warn(
+        "STARTTLS handshake with {peer} failed ({error}); trying again in plain text"
+        " (opportunistic TLS)",
+        peer=" ".join(sanitiseText(peer)),
+        error=" ".join(sanitiseText(error.reason)),
+    )
+
+
 async def openSession(
-    endpoint: IStreamClientEndpoint, request: Request, clock: Any
+    endpoint: IStreamClientEndpoint, request: Request, clock: Any, peer: str = "the next hop"
 ) -> ClientSession:
     """
-    Connect to C{endpoint} and get a session ready for a transaction.
+    Connect to C{endpoint} and get a session ready for a transaction.  With
+    opportunistic TLS and no certificate verification, a failed TLS
+    handshake is followed by one more connection in plain text
+    (L{plaintextFallback}), logged once.
 
     @param request: How to talk to the next hop (C{lmtp}, C{heloName}, TLS,
         credentials, C{timeout}); its C{sender}, C{recipients} and C{stream}
         are not used.
+    @param peer: The next hop's name, for the log line of a fallback.
     @raise DeliveryError: The connection failed, or the next hop refused
         the session; the connection is then closed.
     """
+    try:
+        return await _openSession(endpoint, request, clock)
+    except HandshakeError as e:
+        plain = plaintextFallback(request)
+        if plain is None:
+            raise
+        logFallback(peer, e)
+        return await _openSession(endpoint, plain, clock)
+
+
+async def _openSession(
+    endpoint: IStreamClientEndpoint, request: Request, clock: Any
+) -> ClientSession:
     protocol: ClientProtocol = await connectWithin(
         endpoint, ProtocolFactory(request, clock), clock, request.timeout
     )
     try:
         extensions = await protocol.open()
     except DeliveryError:
-        if protocol.connected and protocol._outstanding == 0:
-            await protocol._quit()
-        else:
-            protocol.abort()
-            await protocol._closed
+        # The refusal is the outcome: the close (QUIT, its reply not
+        # waited for) goes on behind it, within its deadline.
+        protocol.end()
         raise
     except BaseException:
         protocol.abort()

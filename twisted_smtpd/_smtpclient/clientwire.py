@@ -167,6 +167,20 @@ class DeliveryError(SMTPError):
         return f"{self.code} {self.enhanced or ''} {self.message} ({self.stage})"
 
 
+class HandshakeError(DeliveryError):
+    """
+    The TLS handshake after the server's 220 to STARTTLS failed (the
+    connection was lost, timed out or broke the protocol before the
+    handshake completed): 451 4.7.5, stage C{"tls"}.
+
+    @ivar reason: What went wrong, for a log line (not yet sanitised).
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(451, message, "4.7.5", stage="tls")
+        self.reason = reason
+
+
 class MalformedReply(ValueError):
     """
     The bytes a server sent are not a well-formed reply.

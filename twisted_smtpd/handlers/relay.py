@@ -106,9 +106,11 @@ class RelayHandler(ProxyingHandler):
         @param host: The smarthost; its certificate must be valid for this
             name when STARTTLS is used.
         @param port: Its port.
-        @param tls: C{"opportunistic"} (STARTTLS when offered),
-            C{"required"} (refuse a smarthost that does not offer it: 451
-            4.7.5) or C{"none"}.
+        @param tls: C{"opportunistic"} (STARTTLS when offered; with
+            C{verify=False} and no credentials, a failed handshake is
+            followed by one more try in plain text on a new connection, as
+            Postfix at security level C{may}), C{"required"} (refuse a
+            smarthost that does not offer it: 451 4.7.5) or C{"none"}.
         @param caCertificates: A PEM bundle of the CAs to trust; the
             platform's CAs by default.
         @param verify: C{False} accepts any certificate: INSECURE, it only
@@ -189,7 +191,7 @@ class RelayHandler(ProxyingHandler):
             requireTls=False,
             timeout=self._timeout,
         )
-        return Deferred.fromCoroutine(openSession(endpoint, request, self._reactor))
+        return Deferred.fromCoroutine(openSession(endpoint, request, self._reactor, self.peer))
 
 
 __all__ = ["RelayHandler", "defaultHeloName", "describe", "isLMTP", "loadTrustRoot"]
