@@ -17,6 +17,7 @@ from twisted_smtpd._serving.flow import PAUSE_HOOK
 from twisted_smtpd._serving.greeting import beginSession
 from twisted_smtpd._serving.logging import loggable
 from twisted_smtpd._serving.tls import tlsInfo
+from twisted_smtpd._serving.tlsfailures import failureReason, tellHandshakeFailed
 
 if TYPE_CHECKING:
     from twisted_smtpd._serving.context import SessionControl
@@ -90,18 +91,22 @@ def handshakeFailed(p: SessionControl, reason: Failure) -> None:
     """
     The connection ended in the middle of a TLS handshake (a client that
     is not speaking TLS, a protocol or cipher it does not share, or one
-    that went away): one log line saying why, but for a client of
-    C{ignoredHosts}, whose sessions leave none (a health check that opens
-    an implicit TLS port and closes it).
+    that went away): one log line saying why, and a C{tlsfailed} event
+    (L{tellHandshakeFailed
+    <twisted_smtpd._serving.tlsfailures.tellHandshakeFailed>}), but for a
+    client of C{ignoredHosts}, whose sessions leave neither (a health
+    check that opens an implicit TLS port and closes it).
     """
     if p.session.remoteAddress[0] in p.options.ignoredHosts:
         return
+    error = _why(reason.value)
     p.log.info(
         "{session} {client} TLS handshake failed: {error}",
         session=p.session.id,
         client=p.session.remoteAddress[0],
-        error=loggable(_why(reason.value), 120),
+        error=loggable(error, 120),
     )
+    tellHandshakeFailed(p, failureReason(reason.value), error)
 
 
 def sessionFailed(p: SessionControl, reason: Failure) -> None:
