@@ -9,6 +9,7 @@ deadline.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
@@ -54,3 +55,32 @@ class QuitWithoutCloseNotifyTests(ServerCase):
         After STARTTLS on a C{tcp:} listener.
         """
         return self.check(starttls=True)
+
+
+class RefusedWithoutCloseNotifyTests(ServerCase):
+    @inlineCallbacks
+    def test_refusedAtConnect(self) -> Any:
+        """
+        An implicit TLS client refused at connect (C{maxClients} reached)
+        that finishes the handshake gets its 421 and the server's
+        close_notify, and the server closes at once, although the client
+        sends no close_notify.
+        """
+        implicit, plain = yield self.serve(maxClients=2)
+        held = []
+        for _ in range(2):
+            s = yield deferToThread(socket.create_connection, ("127.0.0.1", plain), 10)
+            self.addCleanup(s.close)
+            greeting = yield deferToThread(s.recv, 1000)
+            self.assertTrue(greeting.startswith(b"220 "))
+            held.append(s)
+        replies, closeNotify, seconds = yield deferToThread(
+            quitWithoutCloseNotify, implicit, False, 2 * CLOSE_GRACE, quit=False
+        )
+        self.assertTrue(replies.startswith(b"421 4.7.0 "), replies)
+        self.assertTrue(closeNotify)
+        self.assertLess(seconds, PROMPT)
+        for s in held:
+            s.close()
+        yield self.waitForSessionsGone()
+        self.assertEqual([line for line in self.lines if "close not done" in line], [])

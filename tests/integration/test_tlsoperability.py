@@ -36,11 +36,13 @@ PLAIN = "tcp:0:interface=127.0.0.1"
 class ServerCase(TestCase):
     timeout = 60
 
-    def serve(self) -> Any:
+    def serve(self, **options: Any) -> Any:
         """
         Start a server with a certificate of a CA made for the test, metrics
         and a log catcher; fire with the ports of its C{ssl:} and C{tcp:}
         listeners.
+
+        @param options: More L{ServerOptions}.
         """
         ca = CertificateAuthority(os.path.abspath(self.mktemp()))
         issued = ca.server("mx.example.com")
@@ -51,6 +53,7 @@ class ServerCase(TestCase):
                 disableReverseLookup=True,
                 certificate=issued.certificatePath,
                 privateKey=issued.keyPath,
+                **options,
             ),
         )
         self.metrics = ServerMetrics()

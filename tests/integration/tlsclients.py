@@ -117,11 +117,15 @@ FAILING: list[tuple[Callable[..., object], str]] = [
 ]
 
 
-def quitWithoutCloseNotify(port: int, starttls: bool, bound: float) -> tuple[bytes, bool, float]:
+def quitWithoutCloseNotify(
+    port: int, starttls: bool, bound: float, quit: bool = True
+) -> tuple[bytes, bool, float]:
     """
     Over TLS (after STARTTLS, or from the start), read the greeting, send
     QUIT, then read the server's records and never send a close_notify:
     wait at most C{bound} seconds after QUIT for the server to close.
+    Without C{quit}, only finish the handshake and read what comes (a
+    refusal at connect), for C{bound} seconds from the handshake's end.
 
     @return: The replies decrypted, whether the server's close_notify came,
         and the seconds from QUIT to the end of the connection (C{inf} if
@@ -151,12 +155,13 @@ def quitWithoutCloseNotify(port: int, starttls: bool, bound: float) -> tuple[byt
                 return result
 
         exchange(tls.do_handshake)
-        if starttls:
-            exchange(lambda: tls.write(b"EHLO client.example.com\r\n"))
         replies = b""
-        while not replies.endswith(b"\r\n") or (starttls and b"250 " not in replies):
-            replies += exchange(lambda: tls.read(65536))
-        exchange(lambda: tls.write(b"QUIT\r\n"))
+        if quit:
+            if starttls:
+                exchange(lambda: tls.write(b"EHLO client.example.com\r\n"))
+            while not replies.endswith(b"\r\n") or (starttls and b"250 " not in replies):
+                replies += exchange(lambda: tls.read(65536))
+            exchange(lambda: tls.write(b"QUIT\r\n"))
         sent = time.monotonic()
         raw.settimeout(bound)
         closeNotify = False

@@ -363,8 +363,10 @@ def closeAfterCloseNotify(transport: object) -> bool:
     server's close_notify alert has been written to it, without waiting
     for the client's: Twisted's TLS layer waits for the client's alert
     before it closes, and a client that sends none (most do not after
-    QUIT) would hold the connection until the close's deadline.  Postfix's
-    smtpd does the same (C{tls_session_stop}: one C{SSL_shutdown}, then the
+    QUIT) would hold the connection until the close's deadline.  Nothing
+    requires the wait (RFC 8446 section 6.1, RFC 5246 section 7.2.1), and
+    Postfix's smtpd does not wait either (C{tls_session_stop} with its
+    default C{tls_fast_shutdown = yes}: one C{SSL_shutdown}, then the
     close).  The replies and the alert still go first: the connection below
     closes once what it holds is sent.
 

@@ -16,7 +16,7 @@ from twisted_smtpd._core.grammar import Phase
 from twisted_smtpd._serving.flow import PAUSE_HOOK
 from twisted_smtpd._serving.greeting import beginSession
 from twisted_smtpd._serving.logging import loggable
-from twisted_smtpd._serving.tls import tlsInfo
+from twisted_smtpd._serving.tls import closeAfterCloseNotify, tlsInfo
 from twisted_smtpd._serving.tlsfailures import failureReason, tellHandshakeFailed
 
 if TYPE_CHECKING:
@@ -64,9 +64,13 @@ def handshakeCompleted(p: SessionControl) -> None:
     C{secure} event comes after its C{connect} one.  A session already
     closing (an implicit TLS connection refused at connect for a limit or
     a server shutting down, whose client finished the handshake to read its
-    421) does not begin: its refusal stays its only line and event.
+    421) does not begin: its refusal stays its only line and event, and
+    its connection closes once the TLS layer has sent the 421 and the
+    server's close_notify, in this same turn, after this call
+    (L{closeAfterCloseNotify}).
     """
     if p.closing:
+        p.clock.callLater(0, closeAfterCloseNotify, p.transport)
         return
     session = p.session
     session.secure = True
