@@ -84,3 +84,28 @@ class RefusedWithoutCloseNotifyTests(ServerCase):
             s.close()
         yield self.waitForSessionsGone()
         self.assertEqual([line for line in self.lines if "close not done" in line], [])
+
+
+class BehindProxyTests(ServerCase):
+    @inlineCallbacks
+    def test_quitOnProxiedTLS(self) -> Any:
+        """
+        On a C{haproxy:ssl:} listener, the connection under the PROXY and
+        TLS layers closes at once after QUIT's 221 and the server's
+        close_notify.
+        """
+        yield self.serve(useProxy=["127.0.0.0/8"])
+        port = yield self.server.listen("haproxy:ssl:0:interface=127.0.0.1")
+        self.addCleanup(port.stopListening)
+        replies, closeNotify, seconds = yield deferToThread(
+            quitWithoutCloseNotify,
+            port.getHost().port,
+            False,
+            2 * CLOSE_GRACE,
+            header=b"PROXY TCP4 192.0.2.9 192.0.2.1 4000 465\r\n",
+        )
+        self.assertTrue(replies.endswith(b"221 2.0.0 mx.example.com Closing connection\r\n"))
+        self.assertTrue(closeNotify)
+        self.assertLess(seconds, PROMPT)
+        yield self.waitForSessionsGone()
+        self.assertEqual([line for line in self.lines if "close not done" in line], [])

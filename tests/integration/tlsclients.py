@@ -118,7 +118,7 @@ FAILING: list[tuple[Callable[..., object], str]] = [
 
 
 def quitWithoutCloseNotify(
-    port: int, starttls: bool, bound: float, quit: bool = True
+    port: int, starttls: bool, bound: float, quit: bool = True, header: bytes = b""
 ) -> tuple[bytes, bool, float]:
     """
     Over TLS (after STARTTLS, or from the start), read the greeting, send
@@ -126,6 +126,7 @@ def quitWithoutCloseNotify(
     wait at most C{bound} seconds after QUIT for the server to close.
     Without C{quit}, only finish the handshake and read what comes (a
     refusal at connect), for C{bound} seconds from the handshake's end.
+    C{header} (a PROXY header) is sent first.
 
     @return: The replies decrypted, whether the server's close_notify came,
         and the seconds from QUIT to the end of the connection (C{inf} if
@@ -135,6 +136,7 @@ def quitWithoutCloseNotify(
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     with _connect(port) as raw:
+        raw.sendall(header)
         if starttls:
             _starttls(raw)
         incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
