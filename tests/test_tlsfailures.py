@@ -74,10 +74,17 @@ class FailureReasonTests(SynchronousTestCase):
 
     def test_notOpenSSL(self) -> None:
         """
-        The connection's end (a FIN, a reset, an abort) is C{closed}; an
+        The connection's end (a FIN, a reset, an abort, an end of file
+        under OpenSSL) is C{closed}; an
         error without reasons, or of another kind, is C{other}.
         """
-        for error in (ConnectionDone(), ConnectionLost(), ConnectionAborted()):
+        for error in (
+            ConnectionDone(),
+            ConnectionLost(),
+            ConnectionAborted(),
+            SSL.SysCallError(-1, "Unexpected EOF"),
+            SSL.SysCallError(104, "ECONNRESET"),
+        ):
             self.assertEqual(failureReason(error), "closed")
         self.assertEqual(failureReason(SSL.Error()), "other")
         self.assertEqual(failureReason(SSL.Error("text")), "other")

@@ -67,6 +67,10 @@ def failureReason(error: BaseException | None) -> str:
     @param error: What ended the handshake: an C{OpenSSL.SSL.Error} with
         OpenSSL's reasons, or the loss of the connection.
     """
+    if isinstance(error, SSL.SysCallError):
+        # An end of file or a socket error under OpenSSL: (-1,
+        # "Unexpected EOF"), (errno, text).
+        return CLOSED
     if isinstance(error, SSL.Error):
         texts = [
             str(entry[-1]).lower()
