@@ -109,3 +109,24 @@ class BehindProxyTests(ServerCase):
         self.assertLess(seconds, PROMPT)
         yield self.waitForSessionsGone()
         self.assertEqual([line for line in self.lines if "close not done" in line], [])
+
+    @inlineCallbacks
+    def test_quitAfterSTARTTLSBehindProxy(self) -> Any:
+        """
+        On a C{haproxy:tcp:} listener, after STARTTLS, the same.
+        """
+        yield self.serve(useProxy=["127.0.0.0/8"])
+        port = yield self.server.listen("haproxy:tcp:0:interface=127.0.0.1")
+        self.addCleanup(port.stopListening)
+        replies, closeNotify, seconds = yield deferToThread(
+            quitWithoutCloseNotify,
+            port.getHost().port,
+            True,
+            2 * CLOSE_GRACE,
+            header=b"PROXY TCP4 192.0.2.9 192.0.2.1 4000 25\r\n",
+        )
+        self.assertTrue(replies.endswith(b"221 2.0.0 mx.example.com Closing connection\r\n"))
+        self.assertTrue(closeNotify)
+        self.assertLess(seconds, PROMPT)
+        yield self.waitForSessionsGone()
+        self.assertEqual([line for line in self.lines if "close not done" in line], [])
