@@ -219,3 +219,28 @@ class FailureMetricTests(SynchronousTestCase):
         self.assertEqual(value("ssl:465", "other"), 1)
         self.assertEqual(value("starttls", "closed"), 1)
         self.assertIn("tlsfailed", metrics.events)
+
+    def test_stalledHandshakeCounted(self) -> None:
+        """
+        A handshake stalled past C{tlsHandshakeTimeout} (with C{task.Clock})
+        and one lost mid-way are counted by a server's L{ServerMetrics},
+        under their reasons, and the stalled one only once when its aborted
+        connection is then lost.
+        """
+        clock = Clock()
+        factory = factoryFor(clock, tlsHandshakeTimeout=5)
+        metrics = ServerMetrics()
+        factory.addObserver(metrics)
+        stalled, _ = connectFrom(factory, "192.0.2.7", tls=True)
+        gone, _ = connectFrom(factory, "192.0.2.8", tls=True)
+        gone.connectionLost(Failure(ConnectionLost()))
+        clock.advance(5)
+        stalled.connectionLost(Failure(ConnectionAborted()))
+
+        def value(reason: str) -> float | None:
+            result: float | None = metrics.registry.get_sample_value(
+                "smtpd_tls_handshake_failures_total", {"listener": "", "reason": reason}
+            )
+            return result
+
+        self.assertEqual((value("timeout"), value("closed")), (1, 1))
