@@ -138,7 +138,7 @@ class TLSHandshakeTimeoutTests(SynchronousTestCase):
         """
         An implicit TLS connection whose handshake fails or times out never
         began a session: no C{close} event and no C{onClose} follow its one
-        line, as none follow a refusal.
+        line, as none follow a refusal; its only event is C{tlsfailed}.
         """
         from twisted.internet.error import ConnectionLost
         from twisted.python.failure import Failure
@@ -152,7 +152,7 @@ class TLSHandshakeTimeoutTests(SynchronousTestCase):
         stalled, _ = connectFrom(factory, "192.0.2.8", tls=True)
         clock.advance(30)
         stalled.connectionLost(Failure(ConnectionLost()))
-        self.assertEqual(events, [])
+        self.assertEqual(events, ["tlsfailed", "tlsfailed"])
         handler = factory.handler
         assert isinstance(handler, RecordingHandler)
         self.assertEqual(handler.closed, [])

@@ -31,6 +31,7 @@ from tests.integration.helpers import (
     message,
     unverifiedContext,
 )
+from tests.integration.tlsclients import FAILING
 
 
 def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
@@ -469,3 +470,60 @@ class ForeignMultiprocessDirectoryTests(ServerTestCase):
             self.assertEqual(found.get(("smtpd_connections_total", ())), 1)
             self.stopServer(server)
             self.assertEqual(os.listdir(foreign), [])
+
+
+class HandshakeFailureTests(ServerTestCase):
+    """
+    C{smtpd_tls_handshake_failures_total} over HTTP, with C{--workers 2}:
+    the parent serves the sum of what each worker counted in its
+    multiprocess file.
+    """
+
+    def test_workers(self) -> None:
+        """
+        Failing clients of every kind, on an C{ssl:} listener and after
+        STARTTLS, spread over two workers, are each counted once under
+        their listener and reason.
+        """
+        metricsPort = freePort()
+        implicit = "ssl:0:interface=127.0.0.1"
+        self.startServer(
+            "--sink",
+            "--workers",
+            "2",
+            "--no-reverse-lookup",
+            "--metrics",
+            f"tcp:{metricsPort}:interface=127.0.0.1",
+            maildir=False,
+            listen=[implicit, "tcp:0:interface=127.0.0.1"],
+        )
+        self.server.waitForLog("worker ready", count=2)
+        tlsPort, plainPort = self.server.ports
+        assert isinstance(tlsPort, int) and isinstance(plainPort, int)
+        rounds = 3
+        for _ in range(rounds):
+            for client, _reason in FAILING:
+                client(tlsPort)
+                client(plainPort, starttls=True)
+        expected: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        for _client, reason in FAILING:
+            for listener in (implicit, "starttls"):
+                key = (
+                    "smtpd_tls_handshake_failures_total",
+                    (("listener", listener), ("reason", reason)),
+                )
+                expected[key] = expected.get(key, 0) + rounds
+        total = sum(expected.values())
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            found = samples(scrape(metricsPort)[1])
+            failures = {
+                key: value
+                for key, value in found.items()
+                if key[0] == "smtpd_tls_handshake_failures_total"
+            }
+            if sum(failures.values()) >= total or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        self.assertEqual(failures, expected)
+        self.stopServer()

@@ -26,6 +26,7 @@ from twisted.logger import LogLevel
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.data import ChunkDecoder
 from twisted_smtpd._serving.flow import PAUSE_WRITE
+from twisted_smtpd._serving.tlsfailures import TIMEOUT, tellHandshakeFailed
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
@@ -160,6 +161,8 @@ def check(p: SessionControl, now: float) -> None:
             )
             # Logged: not again as a failed handshake.
             p.times.handshakeSince = None
+            if client not in options.ignoredHosts:
+                tellHandshakeFailed(p, TIMEOUT, "handshake timeout")
             p.abort()
         return
     late = _handlerLate(p.times, now, options.handlerTimeout)

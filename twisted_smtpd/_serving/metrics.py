@@ -27,6 +27,7 @@ from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.replies import Reply
 from twisted_smtpd._core.session import Session, hostPort
 from twisted_smtpd._serving.logging import formatPeer
+from twisted_smtpd._serving.tlsfailures import REASONS
 
 if TYPE_CHECKING:
     from twisted_smtpd._serving.service import SMTPServer
@@ -121,6 +122,14 @@ class ServerMetrics:
             ["version"],
             registry=r,
         )
+        self.tlsFailures = Counter(
+            "smtpd_tls_handshake_failures",
+            "TLS handshakes that failed, by listener (the endpoint string of an ssl:"
+            " listener, starttls after STARTTLS) and reason (timeout, protocol,"
+            " certificate, closed, other).",
+            ["listener", "reason"],
+            registry=r,
+        )
         self.auth = Counter(
             "smtpd_auth",
             "AUTH decisions, by mechanism (other for one the server does not know) and result.",
@@ -166,6 +175,7 @@ class ServerMetrics:
             "message": self._message,
             "rcpt": self._rcpt,
             "secure": self._secure,
+            "tlsfailed": self._tlsFailed,
             "auth": self._auth,
             "reject": self._reject,
             "hook": self._hook,
@@ -222,6 +232,13 @@ class ServerMetrics:
     def _secure(self, session: Session, data: dict[str, Any]) -> None:
         tls = session.tls
         self.tls.labels(str(None if tls is None else tls.protocol)).inc()
+
+    def _tlsFailed(self, session: Session, data: dict[str, Any]) -> None:
+        reason = data.get("reason")
+        # Both from bounded sets: the server's listeners, and REASONS.
+        self.tlsFailures.labels(
+            str(data.get("listener", "")), reason if reason in REASONS else "other"
+        ).inc()
 
     def _auth(self, session: Session, data: dict[str, Any]) -> None:
         self.auth.labels(mechanismLabel(data.get("method")), "success").inc()

@@ -21,6 +21,7 @@ from twisted_smtpd._core.replies import Reply, formatReply
 from twisted_smtpd._serving.deadlines import CLOSE_GRACE
 from twisted_smtpd._serving.flow import giveUpUnreadAfter, writeThrough
 from twisted_smtpd._serving.logging import refusal
+from twisted_smtpd._serving.tls import closeAfterCloseNotify
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime, ITransport
@@ -251,6 +252,9 @@ class SessionOutput:
             self._transportPaused = False
             transport.resumeProducing()
         transport.loseConnection()
+        # The replies and the server's close_notify are written: close
+        # without waiting for the client's (a TLS layer would wait).
+        closeAfterCloseNotify(transport)
 
     def emit(self, event: str, **data: Any) -> None:
         """

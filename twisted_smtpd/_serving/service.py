@@ -21,13 +21,13 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IStreamServerEndpoint,
 )
-from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving.listeners import OwnKeys, _Listener, splitDescription
 from twisted_smtpd._serving.observers import Observer
 from twisted_smtpd._serving.proxy import HEADER_TIMEOUT, ProxyWrappingFactory
 from twisted_smtpd._serving.server import SMTPServerFactory
+from twisted_smtpd._serving.tlsfailures import ListenerTLSFactory
 from twisted_smtpd.interfaces import ISMTPHandler
 
 
@@ -114,13 +114,19 @@ class SMTPServer(MultiService):
           - C{hook}: a handler hook answered; C{hook} (its name),
             C{seconds};
           - C{error}: a hook failed unexpectedly; C{hook};
+          - C{tlsfailed}: a TLS handshake failed (implicit TLS or after
+            STARTTLS); C{reason} (C{timeout}, C{protocol}, C{certificate},
+            C{closed} or C{other}), C{listener} (the endpoint string of the
+            C{ssl:} listener, C{starttls} after STARTTLS), C{error}
+            (OpenSSL's reason, as logged: too varied for a label);
           - C{close}: the session ended.
 
         Sessions refused at connect for a connection limit or at the PROXY
-        layer have a C{reject} event only, and those refused while the server closes none; nor has
-        an implicit TLS connection whose handshake never finished, nor one
-        gone during the reverse lookup of its client (its session never
-        began).  New
+        layer have a C{reject} event only, and those refused while the server closes none; an
+        implicit TLS connection whose handshake never finished has a
+        C{tlsfailed} event only (none when the server cut it at shutdown), and one
+        gone during the reverse lookup of its client none (its session
+        never began).  New
         events and data keys may be added.
 
         An observer with an C{events} attribute, a set of event names, is
@@ -223,9 +229,11 @@ class SMTPServer(MultiService):
 
                 own = ListenerTLS(self.factory.options, layer, description)
                 self._listenerTLS.append(own)
-                factory = TLSMemoryBIOFactory(own.contextFactory(), False, factory)
+                factory = ListenerTLSFactory(own.contextFactory(), factory, description)
             elif layer == "tls":
-                factory = TLSMemoryBIOFactory(self.factory.tls.contextFactory(), False, factory)
+                factory = ListenerTLSFactory(
+                    self.factory.tls.contextFactory(), factory, description
+                )
             else:
                 options = self.factory.options
                 factory = ProxyWrappingFactory(

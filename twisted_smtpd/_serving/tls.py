@@ -19,6 +19,7 @@ from cryptography import x509
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLContextFactory, IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
 from twisted_smtpd._core.options import ServerOptions
@@ -337,3 +338,48 @@ def peerCertificateVerified(transport: object) -> bool:
         return False
     state = _states.get(connection)
     return state is not None and state.verified is True
+
+
+def _tlsLayer(transport: object) -> TLSMemoryBIOProtocol | None:
+    """
+    The TLS layer of C{transport}: itself on an implicit TLS connection
+    (under the session, over any PROXY layer), the protocol of the TCP
+    connection after C{startTLS}.
+    """
+    for _ in range(4):
+        if isinstance(transport, TLSMemoryBIOProtocol):
+            return transport
+        if getattr(transport, "TLS", False) is True:
+            layer = getattr(transport, "protocol", None)
+            if isinstance(layer, TLSMemoryBIOProtocol):
+                return layer
+        transport = getattr(transport, "transport", None)
+    return None
+
+
+def closeAfterCloseNotify(transport: object) -> bool:
+    """
+    Close the connection under the TLS layer of C{transport} once the
+    server's close_notify alert has been written to it, without waiting
+    for the client's: Twisted's TLS layer waits for the client's alert
+    before it closes, and a client that sends none (most do not after
+    QUIT) would hold the connection until the close's deadline.  Nothing
+    requires the wait (RFC 8446 section 6.1, RFC 5246 section 7.2.1), and
+    Postfix's smtpd does not wait either (C{tls_session_stop} with its
+    default C{tls_fast_shutdown = yes}: one C{SSL_shutdown}, then the
+    close).  The replies and the alert still go first: the connection below
+    closes once what it holds is sent.
+
+    @return: Whether the connection below was told to close: not when no
+        close_notify was sent yet (a handshake not finished, replies the
+        TLS layer still holds).
+    """
+    connection = _connection(transport)
+    if connection is None or not connection.get_shutdown() & SSL.SENT_SHUTDOWN:
+        return False
+    layer = _tlsLayer(transport)
+    below = None if layer is None else layer.transport
+    if below is None:
+        return False
+    below.loseConnection()
+    return True

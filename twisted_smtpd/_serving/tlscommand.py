@@ -16,7 +16,8 @@ from twisted_smtpd._core.grammar import Phase
 from twisted_smtpd._serving.flow import PAUSE_HOOK
 from twisted_smtpd._serving.greeting import beginSession
 from twisted_smtpd._serving.logging import loggable
-from twisted_smtpd._serving.tls import tlsInfo
+from twisted_smtpd._serving.tls import closeAfterCloseNotify, tlsInfo
+from twisted_smtpd._serving.tlsfailures import failureReason, tellHandshakeFailed
 
 if TYPE_CHECKING:
     from twisted_smtpd._serving.context import SessionControl
@@ -63,9 +64,13 @@ def handshakeCompleted(p: SessionControl) -> None:
     C{secure} event comes after its C{connect} one.  A session already
     closing (an implicit TLS connection refused at connect for a limit or
     a server shutting down, whose client finished the handshake to read its
-    421) does not begin: its refusal stays its only line and event.
+    421) does not begin: its refusal stays its only line and event, and
+    its connection closes once the TLS layer has sent the 421 and the
+    server's close_notify, in this same turn, after this call
+    (L{closeAfterCloseNotify}).
     """
     if p.closing:
+        p.clock.callLater(0, closeAfterCloseNotify, p.transport)
         return
     session = p.session
     session.secure = True
@@ -90,18 +95,22 @@ def handshakeFailed(p: SessionControl, reason: Failure) -> None:
     """
     The connection ended in the middle of a TLS handshake (a client that
     is not speaking TLS, a protocol or cipher it does not share, or one
-    that went away): one log line saying why, but for a client of
-    C{ignoredHosts}, whose sessions leave none (a health check that opens
-    an implicit TLS port and closes it).
+    that went away): one log line saying why, and a C{tlsfailed} event
+    (L{tellHandshakeFailed
+    <twisted_smtpd._serving.tlsfailures.tellHandshakeFailed>}), but for a
+    client of C{ignoredHosts}, whose sessions leave neither (a health
+    check that opens an implicit TLS port and closes it).
     """
     if p.session.remoteAddress[0] in p.options.ignoredHosts:
         return
+    error = _why(reason.value)
     p.log.info(
         "{session} {client} TLS handshake failed: {error}",
         session=p.session.id,
         client=p.session.remoteAddress[0],
-        error=loggable(_why(reason.value), 120),
+        error=loggable(error, 120),
     )
+    tellHandshakeFailed(p, failureReason(reason.value), error)
 
 
 def sessionFailed(p: SessionControl, reason: Failure) -> None:

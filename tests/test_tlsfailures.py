@@ -1,0 +1,246 @@
+"""
+Tests for the failed TLS handshakes an operator sees: their kinds
+(L{twisted_smtpd._serving.tlsfailures}), the C{tlsfailed} event a session
+emits, and C{smtpd_tls_handshake_failures_total}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from OpenSSL import SSL
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.test_deadlines import LogCatcher, connectFrom, factoryFor
+from twisted_smtpd._core.session import Session
+from twisted_smtpd._serving.metrics import ServerMetrics
+from twisted_smtpd._serving.tls import ServerTLS
+from twisted_smtpd._serving.tlsfailures import (
+    REASONS,
+    ListenerTLSFactory,
+    failureReason,
+    listenerLabel,
+)
+
+
+def _openssl(*reasons: str) -> SSL.Error:
+    """
+    An error as pyOpenSSL raises it, with OpenSSL's C{reasons}.
+    """
+    return SSL.Error([("SSL routines", "", reason) for reason in reasons])
+
+
+class FailureReasonTests(SynchronousTestCase):
+    def test_openSSLReasons(self) -> None:
+        """
+        OpenSSL's reasons map onto a few fixed kinds: version and cipher
+        mismatches and plaintext are C{protocol}, a certificate refused on
+        either side C{certificate}, an end of file C{closed}, anything else
+        C{other}.
+        """
+        cases = {
+            "unsupported protocol": "protocol",
+            "tlsv1 alert protocol version": "protocol",
+            "no shared cipher": "protocol",
+            "wrong version number": "protocol",
+            "http request": "protocol",
+            "packet length too long": "protocol",
+            "version too low": "protocol",
+            "sslv3 alert handshake failure": "protocol",
+            "no suitable signature algorithm": "protocol",
+            "tlsv1 alert unknown ca": "certificate",
+            "sslv3 alert bad certificate": "certificate",
+            "sslv3 alert certificate expired": "certificate",
+            "peer did not return a certificate": "certificate",
+            "certificate verify failed": "certificate",
+            "tlsv13 alert certificate required": "certificate",
+            "unexpected eof while reading": "closed",
+            "bad record mac": "other",
+            "something OpenSSL says one day": "other",
+        }
+        self.assertEqual({why: failureReason(_openssl(why)) for why in cases}, cases)
+
+    def test_severalReasons(self) -> None:
+        """
+        With several reasons, a certificate one wins.
+        """
+        self.assertEqual(
+            failureReason(_openssl("wrong version number", "certificate verify failed")),
+            "certificate",
+        )
+
+    def test_notOpenSSL(self) -> None:
+        """
+        The connection's end (a FIN, a reset, an abort, an end of file
+        under OpenSSL) is C{closed}; an
+        error without reasons, or of another kind, is C{other}.
+        """
+        for error in (
+            ConnectionDone(),
+            ConnectionLost(),
+            ConnectionAborted(),
+            SSL.SysCallError(-1, "Unexpected EOF"),
+            SSL.SysCallError(104, "ECONNRESET"),
+        ):
+            self.assertEqual(failureReason(error), "closed")
+        self.assertEqual(failureReason(SSL.Error()), "other")
+        self.assertEqual(failureReason(SSL.Error("text")), "other")
+        self.assertEqual(failureReason(ValueError("x")), "other")
+        self.assertEqual(failureReason(None), "other")
+
+    def test_fixedSet(self) -> None:
+        """
+        Whatever the text, the kind is one of L{REASONS}.
+        """
+        for text in ["", "\x00", "a" * 5000, "certificate\r\nhttp request", "\u00e9"]:
+            self.assertIn(failureReason(_openssl(text)), REASONS)
+
+
+class ListenerLabelTests(SynchronousTestCase):
+    def test_labels(self) -> None:
+        """
+        A handshake after STARTTLS is C{starttls}; one on an implicit TLS
+        connection is named by its listener's endpoint string, C{""} when
+        its TLS layer was not made by a listener of the server.
+        """
+
+        class Layer:
+            factory: Any = None
+
+        layer = Layer()
+        self.assertEqual(listenerLabel(layer, implicitTLS=False), "starttls")
+        self.assertEqual(listenerLabel(layer, implicitTLS=True), "")
+        tls = ServerTLS(None, hostname="mx.example.com")
+        layer.factory = ListenerTLSFactory(tls, None, "ssl:465:interface=127.0.0.1")
+        self.assertEqual(listenerLabel(layer, implicitTLS=True), "ssl:465:interface=127.0.0.1")
+        self.assertEqual(listenerLabel(object(), implicitTLS=True), "")
+
+
+class FailedEventTests(SynchronousTestCase):
+    def events(self, factory: Any) -> list[tuple[str, dict[str, Any]]]:
+        seen: list[tuple[str, dict[str, Any]]] = []
+
+        def observer(event: str, session: Session, data: dict[str, Any]) -> None:
+            seen.append((event, data))
+
+        factory.addObserver(observer)
+        return seen
+
+    def test_failedHandshake(self) -> None:
+        """
+        A connection lost in the middle of its handshake emits one
+        C{tlsfailed} event with the kind, the listener and OpenSSL's text,
+        and leaves one log line.
+        """
+        log = LogCatcher(self)
+        factory = factoryFor(Clock())
+        seen = self.events(factory)
+        proto, transport = connectFrom(factory, "192.0.2.7", tls=True)
+        proto.connectionLost(Failure(_openssl("unsupported protocol")))
+        self.assertEqual(
+            seen,
+            [
+                (
+                    "tlsfailed",
+                    {"reason": "protocol", "listener": "", "error": "unsupported protocol"},
+                )
+            ],
+        )
+        self.assertEqual(len(log.matching("TLS handshake failed")), 1)
+
+    def test_stalledHandshake(self) -> None:
+        """
+        A handshake that does not finish within C{tlsHandshakeTimeout} emits
+        one C{tlsfailed} event of kind C{timeout}, and no other when the
+        aborted connection is then lost.
+        """
+        clock = Clock()
+        factory = factoryFor(clock, tlsHandshakeTimeout=5)
+        seen = self.events(factory)
+        proto, transport = connectFrom(factory, "192.0.2.7", tls=True)
+        clock.advance(4)
+        self.assertEqual(seen, [])
+        clock.advance(1)
+        self.assertEqual(
+            seen,
+            [("tlsfailed", {"reason": "timeout", "listener": "", "error": "handshake timeout"})],
+        )
+        proto.connectionLost(Failure(ConnectionAborted()))
+        self.assertEqual(len(seen), 1)
+
+    def test_ignoredHosts(self) -> None:
+        """
+        A client of C{ignoredHosts} (a health check) emits none.
+        """
+        clock = Clock()
+        factory = factoryFor(clock, ignoredHosts=("192.0.2.7",), tlsHandshakeTimeout=5)
+        seen = self.events(factory)
+        proto, transport = connectFrom(factory, "192.0.2.7", tls=True)
+        proto.connectionLost(Failure(ConnectionLost()))
+        connectFrom(factory, "192.0.2.7", tls=True)
+        clock.advance(5)
+        self.assertEqual(seen, [])
+
+    def test_finishedHandshake(self) -> None:
+        """
+        A connection lost after its handshake finished emits none.
+        """
+        factory = factoryFor(Clock())
+        seen = self.events(factory)
+        proto, transport = connectFrom(factory, "192.0.2.7", tls=True)
+        proto.handshakeCompleted()
+        proto.connectionLost(Failure(ConnectionDone()))
+        self.assertNotIn("tlsfailed", [event for event, data in seen])
+
+
+class FailureMetricTests(SynchronousTestCase):
+    def test_counted(self) -> None:
+        """
+        Each C{tlsfailed} event counts once under its listener and kind; a
+        kind outside the fixed set counts as C{other}.
+        """
+        metrics = ServerMetrics()
+        session = Session(id="s1")
+        for reason in ["protocol", "protocol", "timeout", "made up by someone"]:
+            metrics("tlsfailed", session, {"reason": reason, "listener": "ssl:465", "error": "x"})
+        metrics("tlsfailed", session, {"reason": "closed", "listener": "starttls", "error": "x"})
+
+        def value(listener: str, reason: str) -> float | None:
+            result: float | None = metrics.registry.get_sample_value(
+                "smtpd_tls_handshake_failures_total", {"listener": listener, "reason": reason}
+            )
+            return result
+
+        self.assertEqual(value("ssl:465", "protocol"), 2)
+        self.assertEqual(value("ssl:465", "timeout"), 1)
+        self.assertEqual(value("ssl:465", "other"), 1)
+        self.assertEqual(value("starttls", "closed"), 1)
+        self.assertIn("tlsfailed", metrics.events)
+
+    def test_stalledHandshakeCounted(self) -> None:
+        """
+        A handshake stalled past C{tlsHandshakeTimeout} (with C{task.Clock})
+        and one lost mid-way are counted by a server's L{ServerMetrics},
+        under their reasons, and the stalled one only once when its aborted
+        connection is then lost.
+        """
+        clock = Clock()
+        factory = factoryFor(clock, tlsHandshakeTimeout=5)
+        metrics = ServerMetrics()
+        factory.addObserver(metrics)
+        stalled, _ = connectFrom(factory, "192.0.2.7", tls=True)
+        gone, _ = connectFrom(factory, "192.0.2.8", tls=True)
+        gone.connectionLost(Failure(ConnectionLost()))
+        clock.advance(5)
+        stalled.connectionLost(Failure(ConnectionAborted()))
+
+        def value(reason: str) -> float | None:
+            result: float | None = metrics.registry.get_sample_value(
+                "smtpd_tls_handshake_failures_total", {"listener": "", "reason": reason}
+            )
+            return result
+
+        self.assertEqual((value("timeout"), value("closed")), (1, 1))
