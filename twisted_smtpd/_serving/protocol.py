@@ -54,6 +54,8 @@ from twisted_smtpd._serving.flow import PAUSE_HOOK, PAUSE_STREAM, PAUSE_WRITE
 from twisted_smtpd._serving.hooks import runCloseHook, runHook
 from twisted_smtpd._serving.output import CLOSING_CODES, SessionOutput, disabledVerbs
 from twisted_smtpd._serving.receiving import MessageReceiver
+from twisted_smtpd._serving.tls import _tlsLayer
+from twisted_smtpd._serving.tlshalfclose import halfClosing
 from twisted_smtpd.interfaces import ISMTPHandler
 
 if TYPE_CHECKING:
@@ -584,6 +586,8 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         self.times.handshakeSince = self.clock.seconds()
         transport: Any = self.transport
         transport.startTLS(contextFactory)
+        # A close_notify after STARTTLS is a half-close too.
+        halfClosing(_tlsLayer(transport))
 
     def handshakeCompleted(self) -> None:
         """

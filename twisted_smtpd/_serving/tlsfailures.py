@@ -15,6 +15,8 @@ from OpenSSL import SSL
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from twisted_smtpd._serving.tlshalfclose import HalfClosingTLS
+
 if TYPE_CHECKING:
     from twisted_smtpd._serving.context import SessionControl
 
@@ -94,10 +96,13 @@ def failureReason(error: BaseException | None) -> str:
 class ListenerTLSFactory(TLSMemoryBIOFactory):
     """
     The TLS layer of an C{ssl:} listener, which knows the listener's
-    endpoint string, for the C{listener} label of its failed handshakes.
+    endpoint string, for the C{listener} label of its failed handshakes,
+    and reads a client's close_notify as a half-close (L{HalfClosingTLS}).
 
     @ivar listener: The endpoint string.
     """
+
+    protocol = HalfClosingTLS
 
     def __init__(self, contextFactory: Any, wrappedFactory: Any, listener: str) -> None:
         super().__init__(contextFactory, False, wrappedFactory)

@@ -1,0 +1,71 @@
+# -*- test-case-name: tests.integration.test_tlshalfclose -*-
+"""
+A client's close_notify read as the end of what it sends, not of the
+session: the TLS counterpart of a FIN on plain TCP.
+
+Twisted's TLS layer answers a close_notify with its own and closes at once,
+dropping whatever the session had still to answer: a client that pipelines
+its message's end and QUIT, then its close_notify (a half-close, which TLS
+1.3 allows: RFC 8446 section 6.1), lost the 250 of a message its handler
+was still delivering, and the 221.  Here the session is told its client's
+side is shut (L{IHalfCloseableProtocol.readConnectionLost}), answers what
+it read before, then closes with its own close_notify, as after a FIN.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from OpenSSL.SSL import Error, WantReadError, ZeroReturnError
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.protocols.policies import ProtocolWrapper
+from twisted.protocols.tls import BufferingTLSTransport
+from twisted.python.failure import Failure
+
+
+class HalfClosingTLS(BufferingTLSTransport):
+    """
+    A TLS layer that reads its client's close_notify as a half-close when
+    the protocol it wraps takes one, and reads nothing more after it.
+    """
+
+    _readEnded = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._readEnded:
+            # After the client's close_notify nothing it sends counts, nor is
+            # kept.
+            return
+        super().dataReceived(data)  # type: ignore[no-untyped-call]
+
+    def _flushReceiveBIO(self) -> None:
+        # Twisted's loop, but for the close_notify of a client whose session
+        # is still open (it has not begun its own close).
+        while not self._lostTLSConnection and not self._readEnded:
+            try:
+                data = self._tlsConnection.recv(2**15)
+            except WantReadError:
+                break
+            except ZeroReturnError:
+                wrapped: Any = self.wrappedProtocol
+                if self.disconnecting or not IHalfCloseableProtocol.providedBy(wrapped):
+                    self._shutdownTLS()  # type: ignore[no-untyped-call]
+                    self._tlsShutdownFinished(None)  # type: ignore[no-untyped-call]
+                else:
+                    self._readEnded = True
+                    wrapped.readConnectionLost()
+            except Error:
+                self._tlsShutdownFinished(Failure())  # type: ignore[no-untyped-call]
+            else:
+                if not self._aborted:
+                    ProtocolWrapper.dataReceived(self, data)  # type: ignore[no-untyped-call]
+        self._flushSendBIO()  # type: ignore[no-untyped-call]
+
+
+def halfClosing(layer: object) -> None:
+    """
+    Make the TLS layer Twisted's C{startTLS} made (a L{BufferingTLSTransport})
+    a L{HalfClosingTLS}, before its handshake.
+    """
+    if type(layer) is BufferingTLSTransport:
+        layer.__class__ = HalfClosingTLS
