@@ -131,7 +131,12 @@ class HandshakeFailureTests(ServerCase):
             self.assertTrue(rest.startswith("TLS handshake failed: "), line)
         whys = sorted(line.split(": ", 1)[1] for line in logged)
         self.assertIn("unsupported protocol", whys)
-        self.assertIn("wrong version number", whys)
+        # Garbage instead of a ClientHello: OpenSSL's words differ between
+        # releases (3.0 to 3.2: a record too long; later: a wrong version).
+        self.assertTrue(
+            {"wrong version number", "packet length too long; record layer failure"} & set(whys),
+            whys,
+        )
         self.assertIn("tlsv1 alert unknown ca", whys)
         # No handshake finished, and no session was counted as secure.
         self.assertFalse([key for key in found if key[0] == "smtpd_tls_sessions_total"])
