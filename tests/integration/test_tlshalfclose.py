@@ -21,6 +21,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from tests.integration.test_tlsoperability import ServerCase
+from tests.integration.tlsclients import readToClose
 from twisted_smtpd import Session, SMTPError
 from twisted_smtpd._serving.deadlines import CLOSE_GRACE
 from twisted_smtpd.handlers import BaseHandler
@@ -92,33 +93,7 @@ def sendThenCloseNotify(port: int, starttls: bool, commands: bytes) -> tuple[byt
         with contextlib.suppress(ssl.SSLWantReadError):
             tls.unwrap()
         raw.sendall(outgoing.read())
-        sent = time.monotonic()
-        replies = b""
-        closeNotify = False
-        ended = float("inf")
-        while True:
-            try:
-                data = raw.recv(65536)
-            except TimeoutError:
-                break
-            except OSError:
-                ended = time.monotonic() - sent
-                break
-            if not data:
-                ended = time.monotonic() - sent
-                break
-            incoming.write(data)
-            with contextlib.suppress(ssl.SSLWantReadError):
-                while True:
-                    try:
-                        chunk = tls.read(65536)
-                    except ssl.SSLZeroReturnError:
-                        chunk = b""
-                    if not chunk:
-                        closeNotify = True
-                        break
-                    replies += chunk
-        return replies, closeNotify, ended
+        return readToClose(raw, tls, incoming, time.monotonic())
 
 
 class CloseNotifyAfterQuitTests(ServerCase):

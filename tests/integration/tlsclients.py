@@ -166,30 +166,42 @@ def quitWithoutCloseNotify(
             exchange(lambda: tls.write(b"QUIT\r\n"))
         sent = time.monotonic()
         raw.settimeout(bound)
-        closeNotify = False
-        ended = float("inf")
-        while True:
-            try:
-                data = raw.recv(65536)
-            except TimeoutError:
-                break
-            except OSError:
-                # A reset: the server gave up on the close.
-                ended = time.monotonic() - sent
-                break
-            if not data:
-                ended = time.monotonic() - sent
-                break
-            incoming.write(data)
-            with contextlib.suppress(ssl.SSLWantReadError):
-                while True:
-                    try:
-                        chunk = tls.read(65536)
-                    except ssl.SSLZeroReturnError:
-                        chunk = b""
-                    if not chunk:
-                        # Python's reading of the close_notify.
-                        closeNotify = True
-                        break
-                    replies += chunk
-        return replies, closeNotify, ended
+        more, closeNotify, ended = readToClose(raw, tls, incoming, sent)
+        return replies + more, closeNotify, ended
+
+
+def readToClose(
+    raw: socket.socket, tls: ssl.SSLObject, incoming: ssl.MemoryBIO, sent: float
+) -> tuple[bytes, bool, float]:
+    """
+    Read what the server sends over C{tls} until it closes C{raw} or the
+    socket's timeout passes.
+
+    @return: The bytes read, whether the server's close_notify came, and
+        the seconds from C{sent} to the close (a FIN or a reset), infinite
+        if the timeout passed first.
+    """
+    replies = b""
+    closeNotify = False
+    while True:
+        try:
+            data = raw.recv(65536)
+        except TimeoutError:
+            return replies, closeNotify, float("inf")
+        except OSError:
+            # A reset: the server gave up on the close.
+            return replies, closeNotify, time.monotonic() - sent
+        if not data:
+            return replies, closeNotify, time.monotonic() - sent
+        incoming.write(data)
+        with contextlib.suppress(ssl.SSLWantReadError):
+            while True:
+                try:
+                    chunk = tls.read(65536)
+                except ssl.SSLZeroReturnError:
+                    chunk = b""
+                if not chunk:
+                    # Python's reading of the close_notify.
+                    closeNotify = True
+                    break
+                replies += chunk
