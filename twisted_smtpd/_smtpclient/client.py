@@ -35,16 +35,11 @@ from twisted.internet.ssl import Certificate, optionsForClientTLS
 
 from twisted_smtpd._smtpclient.clientconnect import connectWithin
 from twisted_smtpd._smtpclient.clientprotocol import ClientProtocol, Request, TLSMode
-from twisted_smtpd._smtpclient.clientsession import (
-    ProtocolFactory,
-    logFallback,
-    plaintextFallback,
-)
+from twisted_smtpd._smtpclient.clientsession import ProtocolFactory, withFallback
 from twisted_smtpd._smtpclient.clientwire import (
     ClientReply,
     DeliveryError,
     DeliveryResult,
-    HandshakeError,
     RecipientResult,
     UnverifiedClientTLS,
 )
@@ -186,15 +181,8 @@ def deliver(
 async def _connectAndRun(
     endpoint: IStreamClientEndpoint, request: Request, clock: Any
 ) -> DeliveryResult:
-    try:
-        return await _run(endpoint, request, clock)
-    except HandshakeError as e:
-        # Nothing of the message was sent: try once more in plain text.
-        plain = plaintextFallback(request)
-        if plain is None:
-            raise
-        logFallback(str(endpoint), e)
-        return await _run(endpoint, plain, clock)
+    # A failed handshake sent nothing of the message: plain text may follow.
+    return await withFallback(lambda r: _run(endpoint, r, clock), request, str(endpoint))
 
 
 async def _run(endpoint: IStreamClientEndpoint, request: Request, clock: Any) -> DeliveryResult:

@@ -13,7 +13,8 @@ sessions for the next messages.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from attrs import evolve
 from OpenSSL import SSL
@@ -375,6 +376,8 @@ class ClientSession:
 
 _log = Logger()
 
+_T = TypeVar("_T")
+
 
 def plaintextFallback(request: Request) -> Request | None:
     """
@@ -397,17 +400,27 @@ def plaintextFallback(request: Request) -> Request | None:
     return evolve(request, tls="none", tlsCreator=None)
 
 
-def logFallback(peer: str, error: HandshakeError) -> None:
+async def withFallback(
+    attempt: Callable[[Request], Awaitable[_T]], request: Request, peer: str
+) -> _T:
     """
-    Say, in one line, that the handshake with C{peer} failed and the
-    delivery is tried again in plain text.
+    C{attempt(request)}, and when its TLS handshake failed and
+    L{plaintextFallback} allows it, once more in plain text, with one log
+    line saying so (naming C{peer} and the TLS error, sanitised).
     """
-    _log.warn(
-        "STARTTLS handshake with {peer} failed ({error}); trying again in plain text"
-        " (opportunistic TLS)",
-        peer=" ".join(sanitiseText(peer)),
-        error=" ".join(sanitiseText(error.reason)),
-    )
+    try:
+        return await attempt(request)
+    except HandshakeError as e:
+        plain = plaintextFallback(request)
+        if plain is None:
+            raise
+        _log.warn(
+            "STARTTLS handshake with {peer} failed ({error}); trying again in plain text"
+            " (opportunistic TLS)",
+            peer=" ".join(sanitiseText(peer)),
+            error=" ".join(sanitiseText(e.reason)),
+        )
+        return await attempt(plain)
 
 
 async def openSession(
@@ -426,14 +439,7 @@ async def openSession(
     @raise DeliveryError: The connection failed, or the next hop refused
         the session; the connection is then closed.
     """
-    try:
-        return await _openSession(endpoint, request, clock)
-    except HandshakeError as e:
-        plain = plaintextFallback(request)
-        if plain is None:
-            raise
-        logFallback(peer, e)
-        return await _openSession(endpoint, plain, clock)
+    return await withFallback(lambda r: _openSession(endpoint, r, clock), request, peer)
 
 
 async def _openSession(
