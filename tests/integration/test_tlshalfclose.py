@@ -21,7 +21,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from tests.integration.test_tlsoperability import ServerCase
-from tests.integration.tlsclients import readToClose
+from tests.integration.tlsclients import readToClose, startTLS
 from twisted_smtpd import Session, SMTPError
 from twisted_smtpd._serving.deadlines import CLOSE_GRACE
 from twisted_smtpd.handlers import BaseHandler
@@ -73,13 +73,7 @@ def sendThenCloseNotify(port: int, starttls: bool, commands: bytes) -> tuple[byt
     ctx.verify_mode = ssl.CERT_NONE
     with socket.create_connection(("127.0.0.1", port), timeout=2 * CLOSE_GRACE) as raw:
         if starttls:
-            reader = raw.makefile("rb")
-            reader.readline()
-            raw.sendall(b"EHLO client.example.com\r\n")
-            while reader.readline()[3:4] != b" ":
-                pass
-            raw.sendall(b"STARTTLS\r\n")
-            assert reader.readline().startswith(b"220 ")
+            startTLS(raw)
         incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         tls = ctx.wrap_bio(incoming, outgoing)
         while True:

@@ -29,7 +29,7 @@ def _readAll(s: socket.socket) -> bytes:
     return out
 
 
-def _starttls(s: socket.socket) -> None:
+def startTLS(s: socket.socket) -> None:
     """
     Read the greeting, say EHLO and STARTTLS, and read up to the 220.
     """
@@ -60,7 +60,7 @@ def oldClient(port: int, starttls: bool = False) -> str:
     ctx.maximum_version = ssl.TLSVersion.TLSv1
     with _connect(port) as s:
         if starttls:
-            _starttls(s)
+            startTLS(s)
         try:
             ctx.wrap_socket(s).close()
         except (ssl.SSLError, OSError) as e:
@@ -75,7 +75,7 @@ def garbage(port: int, starttls: bool = False) -> bytes:
     """
     with _connect(port) as s:
         if starttls:
-            _starttls(s)
+            startTLS(s)
         s.sendall(b"EHLO client.example.com\r\n\x1b[31mjunk\r\n")
         return _readAll(s)
 
@@ -86,7 +86,7 @@ def closeMidHandshake(port: int, starttls: bool = False) -> None:
     """
     with _connect(port) as s:
         if starttls:
-            _starttls(s)
+            startTLS(s)
         s.sendall(bytes.fromhex("1603010200"))
 
 
@@ -100,7 +100,7 @@ def distrustful(port: int, starttls: bool = False) -> str:
     ctx = ssl.create_default_context()
     with _connect(port) as s:
         if starttls:
-            _starttls(s)
+            startTLS(s)
         try:
             ctx.wrap_socket(s, server_hostname="mx.example.com").close()
         except (ssl.SSLError, OSError) as e:
@@ -138,7 +138,7 @@ def quitWithoutCloseNotify(
     with _connect(port) as raw:
         raw.sendall(header)
         if starttls:
-            _starttls(raw)
+            startTLS(raw)
         incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         tls = ctx.wrap_bio(incoming, outgoing)
 
