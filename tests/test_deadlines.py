@@ -1252,3 +1252,78 @@ class _MessageEvents:
 
     def __call__(self, event: str, session: Session, data: dict[str, Any]) -> None:
         self.seen.append(data)
+
+
+class IgnoredHostDeadlineTests(SynchronousTestCase):
+    """
+    A client of C{ignoredHosts} leaves no log line when it misses a
+    deadline (docs/operator.md: its sessions leave no line), but is cut all
+    the same; any other client's line stays.
+    """
+
+    def _lines(self, ignored: bool, run: Any) -> tuple[list[str], StringTransport]:
+        log = LogCatcher(self)
+        hosts = ("192.0.2.7",) if ignored else ()
+        proto, transport, clock, factory = connect(
+            socketTimeout=60, minDataRate=(1000, 10), ignoredHosts=hosts
+        )
+        run(proto, transport, clock, factory)
+        return [line for line in log.lines if proto.session.id in line], transport
+
+    def test_idleTimeoutAndCloseGrace(self) -> None:
+        """
+        A client silent past the socket timeout, then not closing after its
+        421: cut and aborted, without a line.
+        """
+
+        def run(proto: SMTPProtocol, transport: StringTransport, clock: Clock, f: Any) -> None:
+            clock.advance(60)
+            clock.advance(CLOSE_GRACE)
+
+        for ignored, count in [(False, 2), (True, 0)]:
+            lines, transport = self._lines(ignored, run)
+            self.assertEqual(
+                len([line for line in lines if "timeout" in line or "close" in line]), count
+            )
+            self.assertTrue(transport.value().endswith(replies.TIMEOUT))
+            self.assertTrue(transport.disconnected)
+
+    def test_dataRate(self) -> None:
+        """
+        A message trickled below C{minDataRate}: cut with 421, no line.
+        """
+
+        def run(proto: SMTPProtocol, transport: StringTransport, clock: Clock, f: Any) -> None:
+            transaction(proto, transport)
+            proto.dataReceived(b"DATA\r\n")
+            for _ in range(12):
+                proto.dataReceived(b"x")
+                clock.advance(1)
+
+        for ignored, count in [(False, 1), (True, 0)]:
+            lines, transport = self._lines(ignored, run)
+            self.assertEqual(len([line for line in lines if "data rate below" in line]), count)
+            self.assertTrue(transport.value().endswith(TOO_SLOW))
+
+    def test_handshakeTimeoutAndShutdown(self) -> None:
+        """
+        An implicit TLS handshake never finished, past its deadline or at
+        the server's shutdown: aborted, no line and no C{tlsfailed} event.
+        """
+        for ignored in [False, True]:
+            log = LogCatcher(self)
+            clock = Clock()
+            factory = factoryFor(clock, ignoredHosts=("192.0.2.7",) if ignored else ())
+            events: list[str] = []
+            factory.addObserver(lambda event, session, data: events.append(event))
+            stalled, stalledTransport = connectFrom(factory, "192.0.2.7", tls=True)
+            clock.advance(30)
+            self.assertTrue(stalledTransport.disconnected)
+            stalled.connectionLost()
+            stopped, stoppedTransport = connectFrom(factory, "192.0.2.7", tls=True)
+            factory.close()
+            self.assertTrue(stoppedTransport.disconnected)
+            stopped.connectionLost()
+            lines = log.matching("TLS handshake")
+            self.assertEqual(len(lines), 0 if ignored else 2, lines)
+            self.assertEqual(events, [] if ignored else ["tlsfailed"])

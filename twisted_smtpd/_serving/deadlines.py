@@ -128,6 +128,17 @@ def interval(options: ServerOptions) -> float:
     return min(1.0, shortest / 4)
 
 
+def _ignored(p: SessionControl) -> bool:
+    """
+    Whether C{p}'s client is one of C{ignoredHosts}, whose sessions leave
+    no log line: not even for a deadline it missed (a health check that
+    connects and goes quiet, or never finishes a TLS handshake).  The
+    handler's own deadline is the server's affair and is logged for every
+    client.
+    """
+    return p.session.remoteAddress[0] in p.options.ignoredHosts
+
+
 def check(p: SessionControl, now: float) -> None:
     """
     Enforce C{p}'s deadlines at time C{now}.
@@ -138,7 +149,7 @@ def check(p: SessionControl, now: float) -> None:
     client = p.session.remoteAddress[0]
     if p.closing:
         if now - p.times.closingSince >= CLOSE_GRACE:
-            if not p.refused:
+            if not p.refused and not _ignored(p):
                 # A connection refused at connect has its one line, the
                 # refusal: an implicit TLS client that never finishes the
                 # handshake its 421 waits for adds none.
@@ -153,15 +164,15 @@ def check(p: SessionControl, now: float) -> None:
     options = p.options
     if p.times.handshakeSince is not None:
         if now - p.times.handshakeSince >= options.tlsHandshakeTimeout:
-            p.log.info(
-                "{session} {client} TLS handshake timeout ({seconds:g} s): connection aborted",
-                session=session,
-                client=client,
-                seconds=options.tlsHandshakeTimeout,
-            )
-            # Logged: not again as a failed handshake.
+            # Logged here: not again as a failed handshake.
             p.times.handshakeSince = None
-            if client not in options.ignoredHosts:
+            if not _ignored(p):
+                p.log.info(
+                    "{session} {client} TLS handshake timeout ({seconds:g} s): connection aborted",
+                    session=session,
+                    client=client,
+                    seconds=options.tlsHandshakeTimeout,
+                )
                 tellHandshakeFailed(p, TIMEOUT, "handshake timeout")
             p.abort()
         return
@@ -209,15 +220,16 @@ def check(p: SessionControl, now: float) -> None:
     least, seconds = rate
     if now - p.times.rateSince >= seconds:
         if p.times.rateBytes < least:
-            p.log.info(
-                "{session} {client} data rate below {least} bytes per {seconds:g} s "
-                "({received} bytes): connection closed",
-                session=session,
-                client=client,
-                least=least,
-                seconds=seconds,
-                received=p.times.rateBytes,
-            )
+            if not _ignored(p):
+                p.log.info(
+                    "{session} {client} data rate below {least} bytes per {seconds:g} s "
+                    "({received} bytes): connection closed",
+                    session=session,
+                    client=client,
+                    least=least,
+                    seconds=seconds,
+                    received=p.times.rateBytes,
+                )
             p.abandonMessage(catalogue.TOO_SLOW)
             p.closeWith(catalogue.TOO_SLOW)
             return
@@ -260,30 +272,33 @@ def timeout(p: SessionControl, what: str) -> None:
         command = "BDAT" if isinstance(receiver.decoder, ChunkDecoder) else "DATA"
         what += f" during {command} after {receiver.decoder.byteLength} bytes"
         text += ": message dropped"
-    _closeLate(p, catalogue.TIMEOUT, LogLevel.info, text, what, p.options.socketTimeout)
+    level = None if _ignored(p) else LogLevel.info
+    _closeLate(p, catalogue.TIMEOUT, level, text, what, p.options.socketTimeout)
 
 
 def _closeLate(
     p: SessionControl,
     reply: Reply,
-    level: LogLevel,
+    level: LogLevel | None,
     text: str,
     what: str,
     seconds: float,
 ) -> None:
     """
     End C{p} on a deadline: one log line at C{level} (C{text} gets the
-    session, the client, C{what} was late and the deadline's C{seconds}),
-    the message in progress dropped with C{reply}, then C{reply} and close.
+    session, the client, C{what} was late and the deadline's C{seconds};
+    none when C{level} is C{None}), the message in progress dropped with
+    C{reply}, then C{reply} and close.
     """
-    p.log.emit(
-        level,
-        text,
-        session=p.session.id,
-        client=p.session.remoteAddress[0],
-        what=what,
-        seconds=seconds,
-    )
+    if level is not None:
+        p.log.emit(
+            level,
+            text,
+            session=p.session.id,
+            client=p.session.remoteAddress[0],
+            what=what,
+            seconds=seconds,
+        )
     p.abandonMessage(reply)
     p.closeWith(reply)
 
@@ -366,11 +381,12 @@ def shutdown(p: SessionControl, force: bool) -> None:
     if p.closing:
         return
     if p.times.handshakeSince is not None:
-        p.log.info(
-            "{session} {client} shutdown during the TLS handshake: connection aborted",
-            session=p.session.id,
-            client=p.session.remoteAddress[0],
-        )
+        if not _ignored(p):
+            p.log.info(
+                "{session} {client} shutdown during the TLS handshake: connection aborted",
+                session=p.session.id,
+                client=p.session.remoteAddress[0],
+            )
         p.times.handshakeSince = None
         p.abort()
     elif not p.inTransaction():
