@@ -1315,7 +1315,7 @@ class IgnoredHostDeadlineTests(SynchronousTestCase):
             clock = Clock()
             factory = factoryFor(clock, ignoredHosts=("192.0.2.7",) if ignored else ())
             events: list[str] = []
-            factory.addObserver(lambda event, session, data: events.append(event))
+            factory.addObserver(_eventNames(events))
             stalled, stalledTransport = connectFrom(factory, "192.0.2.7", tls=True)
             clock.advance(30)
             self.assertTrue(stalledTransport.disconnected)
@@ -1327,3 +1327,10 @@ class IgnoredHostDeadlineTests(SynchronousTestCase):
             lines = log.matching("TLS handshake")
             self.assertEqual(len(lines), 0 if ignored else 2, lines)
             self.assertEqual(events, [] if ignored else ["tlsfailed"])
+
+
+def _eventNames(names: list[str]) -> Any:
+    """
+    An observer of a factory's events that appends their names to C{names}.
+    """
+    return lambda event, session, data: names.append(event)
