@@ -59,11 +59,14 @@ class SlowDelivery(BaseHandler):
         return deferLater(reactor, DELIVERY, delivered)
 
 
-def sendThenCloseNotify(port: int, starttls: bool, commands: bytes) -> tuple[bytes, bool, float]:
+def sendThenCloseNotify(
+    port: int, starttls: bool, commands: bytes, header: bytes = b""
+) -> tuple[bytes, bool, float]:
     """
     Over TLS (after STARTTLS, or from the start), send C{commands} and the
     client's close_notify in one write, without reading the greeting first,
-    then read until the server closes (at most 2 * L{CLOSE_GRACE}).
+    then read until the server closes (at most 2 * L{CLOSE_GRACE}).  A
+    PROXY C{header}, if any, goes first, in plain text.
 
     @return: The replies decrypted, whether the server's close_notify came,
         and the seconds until the server closed (C{inf} if it did not).
@@ -72,6 +75,7 @@ def sendThenCloseNotify(port: int, starttls: bool, commands: bytes) -> tuple[byt
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     with socket.create_connection(("127.0.0.1", port), timeout=2 * CLOSE_GRACE) as raw:
+        raw.sendall(header)
         if starttls:
             startTLS(raw)
         incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -92,18 +96,26 @@ def sendThenCloseNotify(port: int, starttls: bool, commands: bytes) -> tuple[byt
 
 class CloseNotifyAfterQuitTests(ServerCase):
     @inlineCallbacks
-    def check(self, starttls: bool, refuse: bool) -> Any:
+    def check(self, starttls: bool, refuse: bool, proxied: bool = False) -> Any:
         """
         The message's reply (250, or the handler's 451) and QUIT's 221
         reach a client whose close_notify followed its QUIT, the handler
         delivered the message once, and the server closed with its own
-        close_notify, well before the close's deadline.
+        close_notify, well before the close's deadline.  With C{proxied},
+        on a C{haproxy:ssl:} listener, behind a PROXY header.
         """
-        implicit, plain = yield self.serve()
+        implicit, plain = yield self.serve(useProxy=["127.0.0.0/8"] if proxied else [])
         handler = SlowDelivery(refuse)
         self.server.factory.handler = handler
+        header = b""
+        port = plain if starttls else implicit
+        if proxied:
+            listening = yield self.server.listen("haproxy:ssl:0:interface=127.0.0.1")
+            self.addCleanup(listening.stopListening)
+            port = listening.getHost().port
+            header = b"PROXY TCP4 192.0.2.9 192.0.2.1 4000 465\r\n"
         replies, closeNotify, seconds = yield deferToThread(
-            sendThenCloseNotify, plain if starttls else implicit, starttls, MESSAGE
+            sendThenCloseNotify, port, starttls, MESSAGE, header
         )
         outcome = b"451 4.3.0 Error: try again later\r\n" if refuse else b"250 2.0.0 "
         self.assertIn(b"354 ", replies)
@@ -134,6 +146,12 @@ class CloseNotifyAfterQuitTests(ServerCase):
         After STARTTLS on a C{tcp:} listener.
         """
         return self.check(starttls=True, refuse=False)
+
+    def test_behindProxyAccepted(self) -> Any:
+        """
+        On a C{haproxy:ssl:} listener, TLS inside the PROXY layer.
+        """
+        return self.check(starttls=False, refuse=False, proxied=True)
 
     @inlineCallbacks
     def test_idleCloses(self) -> Any:
