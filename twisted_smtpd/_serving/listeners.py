@@ -24,6 +24,7 @@ __all__ = [
     "OwnKeys",
     "_Listener",
     "listenReason",
+    "servesServerTLS",
     "splitDescription",
 ]
 
@@ -234,3 +235,21 @@ def splitDescription(description: str) -> tuple[str, list[str | OwnKeys]]:
             return tcp, layers
         else:
             return description, layers
+
+
+def servesServerTLS(description: str, startTLS: bool) -> bool:
+    """
+    Whether the listener of C{description} can serve the server's own
+    certificates: an C{ssl:} listener without keys of its own, or one
+    without TLS of its own when STARTTLS is offered (C{startTLS}).  An
+    C{ssl:} listener with keys of its own cannot: STARTTLS is not offered
+    inside TLS.
+
+    @raise ValueError: The description does not parse (L{splitDescription}).
+    """
+    layers = splitDescription(description)[1]
+    if "tls" in layers:
+        return True
+    if any(isinstance(layer, OwnKeys) for layer in layers):
+        return False
+    return startTLS

@@ -119,13 +119,15 @@ class Served(NamedTuple):
 
 def servedCertificates(server: SMTPServer) -> list[Served]:
     """
-    The leaf certificates C{server} serves: its own (when STARTTLS is
-    available; none while the self-signed one waits for its first use),
+    The leaf certificates C{server} serves: its own (when in use,
+    L{SMTPServer.usesOwnCertificates
+    <twisted_smtpd._serving.service.SMTPServer.usesOwnCertificates>}; none
+    while the self-signed one waits for its first use),
     then one per C{ssl:} listener with keys of its own.
     """
     served = []
     tls = None
-    if server.factory.startTLSAvailable:
+    if server.usesOwnCertificates():
         # None if its files could never be read (a reload says why).
         with contextlib.suppress(ValueError):
             tls = server.factory.tls
@@ -183,7 +185,7 @@ def _logWarnings(server: SMTPServer) -> None:
     listeners with keys of their own included.
     """
     configurations = list(server.listenerTLS())
-    if server.factory.startTLSAvailable:
+    if server.usesOwnCertificates():
         with contextlib.suppress(ValueError):
             configurations.insert(0, server.factory.tls)
     warnings = [text for tls in configurations for text in tls.warnings()]

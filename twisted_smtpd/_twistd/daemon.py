@@ -155,7 +155,7 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
         metrics = getattr(self, "metrics", None)
         if metrics is not None:
             metrics.certificates(self)
-        if self.factory.startTLSAvailable:
+        if self.usesOwnCertificates():
             # The self-signed certificate, made at its first use.
             self.factory.tls.whenMade(self._certificatesChanged)
         self._previousHandler = HELD.handle(signal.SIGHUP, self._hangup)
