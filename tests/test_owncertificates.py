@@ -138,3 +138,28 @@ class SelfSignedTests(SynchronousTestCase):
         server.startService()
         self.addCleanup(server.stopService)
         self.assertEqual(len(self.warnings()), 1)
+
+
+class ParseTests(SynchronousTestCase):
+    """
+    C{twistd smtpd} checks the certificate files when it parses its
+    options without announcing the self-signed certificate: the server
+    does, once, when it starts.
+    """
+
+    def test_checkedQuietly(self) -> None:
+        """
+        With C{--sni} or C{--tls-ca} but no C{--tls-cert}, the files are
+        read while parsing, and nothing is logged.
+        """
+        from twisted_smtpd._twistd.tap import Options
+
+        ca = CertificateAuthority(self.mktemp())
+        issued = ca.server("mx.example.com")
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        for extra in [
+            ["--sni", f"mx.example.com={issued.certificatePath},{issued.keyPath}"],
+            ["--tls-ca", ca.certificatePath, "--request-cert"],
+        ]:
+            Options().parseOptions(["--sink", "--listen", "tcp:0:interface=127.0.0.1", *extra])
+        self.assertEqual([formatEvent(e) for e in events if SELF_SIGNED in formatEvent(e)], [])

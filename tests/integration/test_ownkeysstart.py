@@ -125,3 +125,17 @@ class OwnKeysStartTests(ServerTestCase):
         )
         self.stopServer()
         self.assertNotIn(SELF_SIGNED, self.server.output)
+
+    def test_sniAnnouncedOnce(self) -> None:
+        """
+        With C{--sni} (or C{--tls-ca}) but no C{--tls-cert}, the
+        self-signed default is announced once, by the server that starts,
+        not also while the options are checked; with only C{ssl:}
+        listeners with keys of their own, not at all.
+        """
+        sni = f"mx.example.com={self.issued.certificatePath},{self.issued.keyPath}"
+        for extra in [["--sni", sni], ["--tls-ca", self.ca.certificatePath, "--request-cert"]]:
+            for listen, count in [(["tcp:0:interface=127.0.0.1"], 1), ([self.ownKeys()], 0)]:
+                server = self.startServer("--sink", *extra, maildir=False, listen=listen)
+                self.stopServer()
+                self.assertEqual(server.output.count(SELF_SIGNED), count, server.output)

@@ -459,7 +459,9 @@ class Options(AuthOptionMixin, usage.Options):
                     flag = "--tls-key"
                 raise usage.UsageError(f"{flag}: {why}") from None
         try:
-            ServerTLS.fromOptions(o)
+            # Checked only: the server announces a self-signed certificate
+            # when it starts, if a listener can serve it.
+            ServerTLS.fromOptions(o, announce=False)
         except ValueError as e:
             why = reason(e)
             flag = "--tls-ca" if why.startswith("cannot read CA certificates ") else "--sni"
