@@ -9,6 +9,7 @@ serve it, in one process and with C{--workers 2}.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import ssl
 
@@ -139,3 +140,39 @@ class OwnKeysStartTests(ServerTestCase):
                 server = self.startServer("--sink", *extra, maildir=False, listen=listen)
                 self.stopServer()
                 self.assertEqual(server.output.count(SELF_SIGNED), count, server.output)
+
+    def checkEscaped(self, workers: bool) -> None:
+        escape = "\x1b[2J"
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        certificate = os.path.join(directory, f"cert{escape}.pem")
+        key = os.path.join(directory, f"key{escape}.pem")
+        shutil.copy(self.issued.certificatePath, certificate)
+        shutil.copy(self.issued.keyPath, key)
+        listen = [f"ssl:0:interface=127.0.0.1:certKey={certificate}:privateKey={key}"]
+        server = self.start(listen, workers)
+        server.signal(signal.SIGHUP)
+        server.waitForLog(" reloaded", count=2 if workers else 1)
+        self.stopServer()
+        output = server.output
+        self.assertNotIn("\x1b", output)
+        shown = f"certKey={certificate}:privateKey={key}".replace(escape, "\\x1b[2J")
+        for line in ["listening: ssl:0", "TLS certificate of ssl:0", "stopped listening: ssl:0"]:
+            self.assertIn(f"{line}:interface=127.0.0.1:{shown}", output)
+        self.assertIn(f"TLS certificates of ssl:0:interface=127.0.0.1:{shown} reloaded", output)
+        if workers:
+            self.assertIn(f"{shown} on 127.0.0.1:{server.port} (2 workers)", output)
+
+    def test_controlCharactersEscaped(self) -> None:
+        """
+        An endpoint string holding control characters (here, in the paths
+        of its files) is written escaped in every line naming the listener:
+        listening, its certificate, its reload, stopped listening.
+        """
+        self.checkEscaped(workers=False)
+
+    def test_controlCharactersEscapedWorkers(self) -> None:
+        """
+        So too with C{--workers 2}, the parent's line included.
+        """
+        self.checkEscaped(workers=True)

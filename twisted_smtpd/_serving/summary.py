@@ -17,6 +17,7 @@ from cryptography import x509
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.logger import Logger
 
+from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.version import __version__
 from twisted_smtpd._serving.logging import loggable
 
@@ -47,12 +48,13 @@ def formatAddress(address: object) -> str:
 
 def logListener(description: str, address: object, note: str = "") -> None:
     """
-    Log that C{description} listens on C{address}.
+    Log that C{description} listens on C{address}; its control characters
+    escaped (it comes from the command line or a configuration file).
     """
     where = formatAddress(address)
     _log.info(
         "listening: {description} on {address}{note}",
-        description=description,
+        description=printable(description),
         address=where,
         note=f" ({note})" if note else "",
     )
@@ -64,7 +66,7 @@ def logStopped(description: str, address: object) -> None:
     """
     _log.info(
         "stopped listening: {description} on {address}",
-        description=description,
+        description=printable(description),
         address=formatAddress(address),
     )
 
@@ -149,6 +151,8 @@ def logCertificates(server: SMTPServer, now: datetime.datetime | None = None) ->
     now = now or datetime.datetime.now(datetime.UTC)
     _logWarnings(server)
     for listener, name, certificate, selfSigned in servedCertificates(server):
+        # The endpoint string, from the command line.
+        listener = printable(listener)
         expires: Any = certificate.not_valid_after_utc
         # Whole days, towards zero: a day and a half ago is one day ago.
         days = (expires - now).days if expires >= now else -(now - expires).days
