@@ -36,7 +36,7 @@ from twisted_smtpd._core.options import (
 )
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.version import __version__
-from twisted_smtpd._serving.listeners import OwnKeys, splitDescription
+from twisted_smtpd._serving.listeners import OwnKeys, listenReason, splitDescription
 from twisted_smtpd._serving.resolve import parseDNSServer
 from twisted_smtpd._serving.sni import TLSPolicy, certificateKinds
 from twisted_smtpd._serving.tls import ServerTLS
@@ -341,11 +341,22 @@ class Options(AuthOptionMixin, usage.Options):
 
             try:
                 checkWorkers(int(self["workers"]), self["listen"])
-                self["workerListeners"] = [
-                    bindListener(reactor, d, int(self["workers"])) for d in self["listen"]
-                ]
             except (OSError, ValueError) as e:
                 raise usage.UsageError(f"--workers: {reason(e)}") from e
+            bound = self["workerListeners"]
+            for description in self["listen"]:
+                try:
+                    bound.append(bindListener(reactor, description, int(self["workers"])))
+                except (OSError, ValueError) as e:
+                    for spec in bound:
+                        for s in spec.sockets:
+                            s.close()
+                    self["workerListeners"] = []
+                    if isinstance(e, ValueError):
+                        raise usage.UsageError(f"--workers: {reason(e)}") from e
+                    # As one process says it (address in use, privileged port).
+                    why = listenReason(e)
+                    raise usage.UsageError(f"--listen {description!r}: {why}") from e
 
     def _serverOptions(self) -> ServerOptions:
         """
