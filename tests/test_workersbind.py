@@ -61,21 +61,3 @@ class InUseTests(SynchronousTestCase):
             str(e),
             f"--listen {description!r}: address already in use (another program listens on it)",
         )
-
-    def test_listenedTwice(self) -> None:
-        """
-        So is the same address given twice to C{--listen}: each worker
-        would have served it twice.
-        """
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-        probe.close()
-        description = f"tcp:{port}:interface=127.0.0.1"
-        options = Options()
-        e = self.assertRaises(
-            usage.UsageError,
-            options.parseOptions,
-            ["--sink", "--workers", "2", "--listen", description, "--listen", description],
-        )
-        self.assertIn(f"--listen {description!r}: address already in use", str(e))

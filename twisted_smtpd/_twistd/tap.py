@@ -49,6 +49,7 @@ from twisted_smtpd._twistd.tapconfig import (
     checkAuth,
     checkAuthOffered,
     checkAuthOptional,
+    checkDistinctAddresses,
     checkEndpoint,
     checkMetrics,
     exitWithError,
@@ -313,6 +314,7 @@ class Options(AuthOptionMixin, usage.Options):
                 raise usage.UsageError(f"--dns-server {e}") from None
         for description in self["listen"]:
             checkEndpoint(description)
+        checkDistinctAddresses(self["listen"], self["metrics"])
         chosen = set(self["delivery"])
         chosen.update(d for d in _PARAMETER_DELIVERIES if self[d] is not None)
         if len(chosen) > 1:
