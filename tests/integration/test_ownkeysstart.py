@@ -176,3 +176,15 @@ class OwnKeysStartTests(ServerTestCase):
         So too with C{--workers 2}, the parent's line included.
         """
         self.checkEscaped(workers=True)
+
+    def test_workersSelfSignedMarked(self) -> None:
+        """
+        With C{--workers 2} and no C{--tls-cert}, each worker's line for the
+        self-signed certificate its parent made says it is self-signed, as
+        one process's does.
+        """
+        server = self.start(["tcp:0:interface=127.0.0.1"], workers=True)
+        self.stopServer()
+        output = server.output
+        self.assertEqual(output.count("TLS certificate (self-signed): CN=localhost, "), 2, output)
+        self.assertNotIn("TLS certificate: CN=localhost", output)

@@ -135,7 +135,9 @@ def servedCertificates(server: SMTPServer) -> list[Served]:
             tls = server.factory.tls
     if tls is not None:
         for name, certificate in tls.certificates().items():
-            served.append(Served("", name, certificate, tls.selfSigned and not name))
+            # A worker of --workers serves its parent's, as a file.
+            selfSigned = tls.selfSigned or getattr(server, "sharedSelfSigned", False)
+            served.append(Served("", name, certificate, selfSigned and not name))
     for own in server.listenerTLS():
         for _, certificate in own.certificates().items():
             served.append(Served(own.label, "", certificate, False))

@@ -96,6 +96,9 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
         )
         self._previousHandler: Any = None
         self._reopener: ReopenOnSignal | None = None
+        #: Whether the certificate configured is the self-signed one the
+        #: parent of C{--workers} made for its workers (its lines say so).
+        self.sharedSelfSigned = False
         #: How this process's lines name it when it is a worker of
         #: C{--workers} (C{"worker 1, pid 4242"}), else C{None}.
         self.workerName: str | None = None

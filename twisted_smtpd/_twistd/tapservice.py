@@ -122,6 +122,7 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
 
             metricsDirectory = os.environ.get(MULTIPROC_ENV)
         server.workerName = workerName()
+        server.sharedSelfSigned = os.environ.get(SHARED_CERTIFICATE) is not None
 
         def sessions() -> int:
             return len(server.factory.connections)
