@@ -12,6 +12,8 @@ from __future__ import annotations
 import errno
 import os
 import re
+import socket
+import stat
 
 from attrs import frozen
 from twisted.application.internet import StreamServerEndpointService
@@ -59,11 +61,15 @@ def listenReason(error: BaseException) -> str:
     """
     # A UNIX socket's CannotListenError carries its path as the port.
     port = getattr(error, "port", None)
-    path = port if isinstance(port, str) else None
+    path = os.fsdecode(port) if isinstance(port, str | bytes) else None
     socketError = getattr(error, "socketError", None)
     if isinstance(socketError, BaseException):
         error = socketError
     if isinstance(error, OverflowError):
+        # bind() says "port must be 0-65535"; listen() that its C int
+        # overflows ("signed integer is greater than maximum").
+        if "signed integer" in str(error):
+            return "backlog out of range"
         return "port out of range (0-65535)"
     if isinstance(error, OSError):
         # The lock file of a UNIX socket is made with symlink(PID, LOCK):
@@ -72,7 +78,7 @@ def listenReason(error: BaseException) -> str:
         if named is not None:
             path = os.fsdecode(named) if isinstance(named, (str, bytes)) else str(named)
         if error.errno == errno.EADDRINUSE:
-            return "address already in use (another program listens on it)"
+            return _inUse(path)
         if error.errno == errno.EACCES and path is None:
             return _PRIVILEGED_PORT_HINT
         if error.errno == errno.EADDRNOTAVAIL:
@@ -80,6 +86,30 @@ def listenReason(error: BaseException) -> str:
         if error.strerror:
             return error.strerror.lower() + (f": {path}" if path else "")
     return " ".join(str(error).split()) or type(error).__name__
+
+
+def _inUse(path: str | None) -> str:
+    """
+    Why an address is in use: for a UNIX socket's C{path}, what is in the
+    way, a file or a socket nothing listens on any more, if not a server.
+    """
+    inUse = "address already in use (another program listens on it)"
+    if path is None:
+        return inUse
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return f"a file that is not a socket is in the way: {path}"
+    except OSError:
+        return inUse
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.setblocking(False)
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            return f"a socket nothing listens on is in the way (remove it): {path}"
+        except OSError:
+            pass
+    return inUse
 
 
 class _Listener(StreamServerEndpointService):

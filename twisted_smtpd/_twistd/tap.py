@@ -349,7 +349,7 @@ class Options(AuthOptionMixin, usage.Options):
             for description in self["listen"]:
                 try:
                     bound.append(bindListener(reactor, description, int(self["workers"])))
-                except (OSError, ValueError) as e:
+                except (OSError, OverflowError, ValueError) as e:
                     for spec in bound:
                         for s in spec.sockets:
                             s.close()
