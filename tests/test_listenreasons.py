@@ -103,3 +103,24 @@ class BacklogTests(SynchronousTestCase):
             ["--sink", "--workers", "2", "--listen", description],
         )
         self.assertEqual(str(e), f"--listen {description!r}: backlog out of range")
+
+
+class HAProxyTwiceTests(SynchronousTestCase):
+    def test_refused(self) -> None:
+        """
+        C{haproxy:} given twice (which would wait for two PROXY headers on
+        each connection, so that no proxy's connection could be served) is
+        one usage error naming the endpoint.
+        """
+        for description in [
+            "haproxy:haproxy:tcp:0:interface=127.0.0.1",
+            "haproxy: HAProxy:ssl:0:interface=127.0.0.1",
+        ]:
+            e = self.assertRaises(
+                usage.UsageError, Options().parseOptions, ["--sink", "--listen", description]
+            )
+            self.assertEqual(
+                str(e),
+                f"--listen {description!r}: haproxy: given twice (one PROXY header per"
+                " connection)",
+            )

@@ -247,16 +247,19 @@ def splitDescription(description: str) -> tuple[str, list[str | OwnKeys]]:
 
     @return: The description Twisted listens on, and the layers from the
         outermost (C{"haproxy"}, C{"tls"}, or an L{OwnKeys}).
-    @raise ValueError: An C{ssl:} string takes an argument Twisted's
-        C{ssl:} parser does not, an C{sslmethod} that would set the
-        protocol version, or C{extraCertChain}/C{dhParameters} without a
-        key of its own.
+    @raise ValueError: C{haproxy:} is given twice, an C{ssl:} string
+        takes an argument Twisted's C{ssl:} parser does not, an
+        C{sslmethod} that would set the protocol version, or
+        C{extraCertChain}/C{dhParameters} without a key of its own.
     """
     layers: list[str | OwnKeys] = []
     while True:
         kind, _, rest = description.partition(":")
         kind = kind.strip().lower()
         if kind == "haproxy":
+            if "haproxy" in layers:
+                # Each connection would have to send two PROXY headers.
+                raise ValueError("haproxy: given twice (one PROXY header per connection)")
             layers.append("haproxy")
             description = rest
         elif kind == "ssl":
