@@ -121,6 +121,5 @@ class HAProxyTwiceTests(SynchronousTestCase):
             )
             self.assertEqual(
                 str(e),
-                f"--listen {description!r}: haproxy: given twice (one PROXY header per"
-                " connection)",
+                f"--listen {description!r}: haproxy: given twice (one PROXY header per connection)",
             )
