@@ -41,6 +41,24 @@ class SummaryTests(SynchronousTestCase):
         self.assertEqual(formatAddress(IPv6Address("TCP", "::1", 25)), "[::1]:25")
         self.assertEqual(formatAddress(UNIXAddress(b"/run/s.sock")), "'/run/s.sock'")
 
+    def test_descriptionEscaped(self) -> None:
+        """
+        An endpoint string from the command line is written with its control
+        characters escaped, in the listening and stopped listening lines.
+        """
+        from twisted_smtpd._serving.summary import logListener, logStopped
+
+        address = IPv4Address("TCP", "127.0.0.1", 25)
+        logListener("unix:/run/a\x1b[2J\u202e.sock", address)
+        logStopped("unix:/run/a\x1b[2J\u202e.sock", address)
+        self.assertEqual(
+            self.startup(),
+            [
+                "listening: unix:/run/a\\x1b[2J\\u202e.sock on 127.0.0.1:25",
+                "stopped listening: unix:/run/a\\x1b[2J\\u202e.sock on 127.0.0.1:25",
+            ],
+        )
+
     def test_ready(self) -> None:
         """
         The ready line has the version, protocol, name, delivery, size

@@ -91,6 +91,22 @@ _seconds = _number(whole=False, positive=False)
 _positiveSeconds = _number(whole=False, positive=True)
 
 
+#: The largest C{size}: the EHLO keyword SIZE and the MAIL parameter SIZE=
+#: take at most 20 digits (RFC 1870 section 4); a larger limit would be
+#: advertised in a form clients may refuse, and no client could declare a
+#: message that large.
+MAX_SIZE = 10**20 - 1
+
+
+def _size(instance: object, attribute: Any, value: int) -> None:
+    _count(instance, attribute, value)
+    if value > MAX_SIZE:
+        raise ValueError(
+            f"{attribute.name} must be at most {MAX_SIZE} (20 digits, RFC 1870), or 0 for"
+            f" no limit, got {value}"
+        )
+
+
 def _prefixLength(instance: object, attribute: Any, value: int) -> None:
     _count(instance, attribute, value)
     if not 0 <= value <= 128:
@@ -323,7 +339,7 @@ class ServerOptions:
     name: str = field(factory=_defaultName, validator=_noLineBreak)
     banner: str | None = field(default=None, validator=_noLineBreak)
     heloResponse: str = field(default="%s Nice to meet you, %s", validator=_checkHelo)
-    size: int = field(default=DEFAULT_SIZE, validator=_count)
+    size: int = field(default=DEFAULT_SIZE, validator=_size)
     hideSize: bool = False
     lmtp: bool = False
     certificate: str | None = None

@@ -12,6 +12,8 @@ from __future__ import annotations
 import errno
 import os
 import re
+import socket
+import stat
 
 from attrs import frozen
 from twisted.application.internet import StreamServerEndpointService
@@ -24,6 +26,7 @@ __all__ = [
     "OwnKeys",
     "_Listener",
     "listenReason",
+    "servesServerTLS",
     "splitDescription",
 ]
 
@@ -58,11 +61,15 @@ def listenReason(error: BaseException) -> str:
     """
     # A UNIX socket's CannotListenError carries its path as the port.
     port = getattr(error, "port", None)
-    path = port if isinstance(port, str) else None
+    path = os.fsdecode(port) if isinstance(port, str | bytes) else None
     socketError = getattr(error, "socketError", None)
     if isinstance(socketError, BaseException):
         error = socketError
     if isinstance(error, OverflowError):
+        # bind() says "port must be 0-65535"; listen() that its C int
+        # overflows ("signed integer is greater than maximum").
+        if "signed integer" in str(error):
+            return "backlog out of range"
         return "port out of range (0-65535)"
     if isinstance(error, OSError):
         # The lock file of a UNIX socket is made with symlink(PID, LOCK):
@@ -71,7 +78,7 @@ def listenReason(error: BaseException) -> str:
         if named is not None:
             path = os.fsdecode(named) if isinstance(named, (str, bytes)) else str(named)
         if error.errno == errno.EADDRINUSE:
-            return "address already in use (another program listens on it)"
+            return _inUse(path)
         if error.errno == errno.EACCES and path is None:
             return _PRIVILEGED_PORT_HINT
         if error.errno == errno.EADDRNOTAVAIL:
@@ -79,6 +86,30 @@ def listenReason(error: BaseException) -> str:
         if error.strerror:
             return error.strerror.lower() + (f": {path}" if path else "")
     return " ".join(str(error).split()) or type(error).__name__
+
+
+def _inUse(path: str | None) -> str:
+    """
+    Why an address is in use: for a UNIX socket's C{path}, what is in the
+    way, a file or a socket nothing listens on any more, if not a server.
+    """
+    inUse = "address already in use (another program listens on it)"
+    if path is None:
+        return inUse
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return f"a file that is not a socket is in the way: {path}"
+    except OSError:
+        return inUse
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.setblocking(False)
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            return f"a socket nothing listens on is in the way (remove it): {path}"
+        except OSError:
+            pass
+    return inUse
 
 
 class _Listener(StreamServerEndpointService):
@@ -216,16 +247,19 @@ def splitDescription(description: str) -> tuple[str, list[str | OwnKeys]]:
 
     @return: The description Twisted listens on, and the layers from the
         outermost (C{"haproxy"}, C{"tls"}, or an L{OwnKeys}).
-    @raise ValueError: An C{ssl:} string takes an argument Twisted's
-        C{ssl:} parser does not, an C{sslmethod} that would set the
-        protocol version, or C{extraCertChain}/C{dhParameters} without a
-        key of its own.
+    @raise ValueError: C{haproxy:} is given twice, an C{ssl:} string
+        takes an argument Twisted's C{ssl:} parser does not, an
+        C{sslmethod} that would set the protocol version, or
+        C{extraCertChain}/C{dhParameters} without a key of its own.
     """
     layers: list[str | OwnKeys] = []
     while True:
         kind, _, rest = description.partition(":")
         kind = kind.strip().lower()
         if kind == "haproxy":
+            if "haproxy" in layers:
+                # Each connection would have to send two PROXY headers.
+                raise ValueError("haproxy: given twice (one PROXY header per connection)")
             layers.append("haproxy")
             description = rest
         elif kind == "ssl":
@@ -234,3 +268,21 @@ def splitDescription(description: str) -> tuple[str, list[str | OwnKeys]]:
             return tcp, layers
         else:
             return description, layers
+
+
+def servesServerTLS(description: str, startTLS: bool) -> bool:
+    """
+    Whether the listener of C{description} can serve the server's own
+    certificates: an C{ssl:} listener without keys of its own, or one
+    without TLS of its own when STARTTLS is offered (C{startTLS}).  An
+    C{ssl:} listener with keys of its own cannot: STARTTLS is not offered
+    inside TLS.
+
+    @raise ValueError: The description does not parse (L{splitDescription}).
+    """
+    layers = splitDescription(description)[1]
+    if "tls" in layers:
+        return True
+    if any(isinstance(layer, OwnKeys) for layer in layers):
+        return False
+    return startTLS

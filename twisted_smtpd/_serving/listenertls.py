@@ -13,6 +13,7 @@ from cryptography import x509
 from OpenSSL import SSL
 
 from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._core.printable import printable
 from twisted_smtpd._serving.listeners import OwnKeys
 from twisted_smtpd._serving.sni import TLSPolicy, _why, ownCertificateKinds
 from twisted_smtpd._serving.tls import ServerTLS
@@ -113,5 +114,5 @@ class ListenerTLS(ServerTLS):
     def _logReloaded(self) -> None:
         self._log.info(
             "TLS certificates of {listener} reloaded",
-            listener=self.label,
+            listener=printable(self.label),
         )

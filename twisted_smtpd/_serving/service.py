@@ -23,7 +23,12 @@ from twisted.internet.interfaces import (
 )
 
 from twisted_smtpd._core.options import ServerOptions
-from twisted_smtpd._serving.listeners import OwnKeys, _Listener, splitDescription
+from twisted_smtpd._serving.listeners import (
+    OwnKeys,
+    _Listener,
+    servesServerTLS,
+    splitDescription,
+)
 from twisted_smtpd._serving.observers import Observer
 from twisted_smtpd._serving.proxy import HEADER_TIMEOUT, ProxyWrappingFactory
 from twisted_smtpd._serving.server import SMTPServerFactory
@@ -67,6 +72,8 @@ class SMTPServer(MultiService):
         self._ports: list[IListeningPort] = []
         #: The TLS configurations of C{ssl:} listeners with keys of their own.
         self._listenerTLS: list[Any] = []
+        #: The endpoint strings L{listen} and L{adopt} listen on.
+        self._listened: list[str] = []
         self.closed = False
 
     def _checkOpen(self) -> None:
@@ -174,8 +181,40 @@ class SMTPServer(MultiService):
         super().startService()
 
     def _prepareTLS(self) -> None:
-        if self.factory.startTLSAvailable:
+        if self.usesOwnCertificates():
             self.factory.tls  # noqa: B018 - files read now, not at the first STARTTLS
+
+    def usesOwnCertificates(self) -> bool:
+        """
+        Whether the server's own certificates are read at start, logged
+        and reloaded: when a listener can serve them
+        (L{servesOwnCertificates}), and configured ones whenever STARTTLS is
+        offered.  The self-signed fallback is made (and announced) only
+        when a listener can serve it.
+        """
+        return self.servesOwnCertificates() or self._configuredInUse()
+
+    def _configuredInUse(self) -> bool:
+        return self.factory.startTLSAvailable and self.factory.options.certificate is not None
+
+    def servesOwnCertificates(self) -> bool:
+        """
+        Whether a client can be served the server's own certificates (the
+        configured ones, or the self-signed fallback): some listener offers
+        STARTTLS, or is an C{ssl:} listener without keys of its own.  An
+        C{ssl:} listener with keys of its own serves only those (STARTTLS is
+        not offered inside TLS).  Before any listener is added, whether
+        STARTTLS is offered.
+        """
+        startTLS = self.factory.startTLSAvailable
+        descriptions = [
+            service.description
+            for service in self
+            if isinstance(service, _Listener | _AdoptedListener)
+        ] + self._listened
+        if not descriptions:
+            return startTLS
+        return any(servesServerTLS(description, startTLS) for description in descriptions)
 
     def listen(self, description: str) -> Deferred[IListeningPort]:
         """
@@ -191,8 +230,9 @@ class SMTPServer(MultiService):
             port.
         """
         self._checkOpen()
-        self._prepareTLS()
         endpoint, factory = self._endpoint(description)
+        if servesServerTLS(description, self.factory.startTLSAvailable) or self._configuredInUse():
+            self.factory.tls  # noqa: B018 - files read now, not at the first STARTTLS
         d: Deferred[IListeningPort] = endpoint.listen(factory)
 
         def listening(port: IListeningPort) -> IListeningPort:
@@ -202,6 +242,7 @@ class SMTPServer(MultiService):
                 port.stopListening()
                 self._checkOpen()
             self._ports.append(port)
+            self._listened.append(description)
             return port
 
         d.addCallback(listening)
@@ -277,6 +318,7 @@ class SMTPServer(MultiService):
         port: IListeningPort = self.reactor.adoptStreamPort(fileno, family, factory)
         os.close(fileno)
         self._ports.append(port)
+        self._listened.append(description)
         return port
 
     def listening(self) -> list[tuple[str, IListeningPort]]:

@@ -17,6 +17,7 @@ from cryptography import x509
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.logger import Logger
 
+from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.version import __version__
 from twisted_smtpd._serving.logging import loggable
 
@@ -47,12 +48,13 @@ def formatAddress(address: object) -> str:
 
 def logListener(description: str, address: object, note: str = "") -> None:
     """
-    Log that C{description} listens on C{address}.
+    Log that C{description} listens on C{address}; its control characters
+    escaped (it comes from the command line or a configuration file).
     """
     where = formatAddress(address)
     _log.info(
         "listening: {description} on {address}{note}",
-        description=description,
+        description=printable(description),
         address=where,
         note=f" ({note})" if note else "",
     )
@@ -64,7 +66,7 @@ def logStopped(description: str, address: object) -> None:
     """
     _log.info(
         "stopped listening: {description} on {address}",
-        description=description,
+        description=printable(description),
         address=formatAddress(address),
     )
 
@@ -119,19 +121,23 @@ class Served(NamedTuple):
 
 def servedCertificates(server: SMTPServer) -> list[Served]:
     """
-    The leaf certificates C{server} serves: its own (when STARTTLS is
-    available; none while the self-signed one waits for its first use),
+    The leaf certificates C{server} serves: its own (when in use,
+    L{SMTPServer.usesOwnCertificates
+    <twisted_smtpd._serving.service.SMTPServer.usesOwnCertificates>}; none
+    while the self-signed one waits for its first use),
     then one per C{ssl:} listener with keys of its own.
     """
     served = []
     tls = None
-    if server.factory.startTLSAvailable:
+    if server.usesOwnCertificates():
         # None if its files could never be read (a reload says why).
         with contextlib.suppress(ValueError):
             tls = server.factory.tls
     if tls is not None:
         for name, certificate in tls.certificates().items():
-            served.append(Served("", name, certificate, tls.selfSigned and not name))
+            # A worker of --workers serves its parent's, as a file.
+            selfSigned = tls.selfSigned or getattr(server, "sharedSelfSigned", False)
+            served.append(Served("", name, certificate, selfSigned and not name))
     for own in server.listenerTLS():
         for _, certificate in own.certificates().items():
             served.append(Served(own.label, "", certificate, False))
@@ -147,6 +153,8 @@ def logCertificates(server: SMTPServer, now: datetime.datetime | None = None) ->
     now = now or datetime.datetime.now(datetime.UTC)
     _logWarnings(server)
     for listener, name, certificate, selfSigned in servedCertificates(server):
+        # The endpoint string, from the command line.
+        listener = printable(listener)
         expires: Any = certificate.not_valid_after_utc
         # Whole days, towards zero: a day and a half ago is one day ago.
         days = (expires - now).days if expires >= now else -(now - expires).days
@@ -183,7 +191,7 @@ def _logWarnings(server: SMTPServer) -> None:
     listeners with keys of their own included.
     """
     configurations = list(server.listenerTLS())
-    if server.factory.startTLSAvailable:
+    if server.usesOwnCertificates():
         with contextlib.suppress(ValueError):
             configurations.insert(0, server.factory.tls)
     warnings = [text for tls in configurations for text in tls.warnings()]

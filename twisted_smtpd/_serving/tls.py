@@ -72,6 +72,8 @@ class ServerTLS:
         ciphers: str | None = None,
         minVersion: str = "TLSv1.2",
         sniCallback: Callable[[str], object] | None = None,
+        *,
+        announce: bool = True,
     ) -> None:
         """
         Read every file and build the contexts.
@@ -99,6 +101,9 @@ class ServerTLS:
         @param sniCallback: Chooses a context for SNI names that
             C{sniOptions} does not cover; see L{DynamicSNI} (a Deferred
             answer serves the name from the next handshake on).
+        @param announce: Whether to warn that a self-signed certificate is
+            served; C{False} to check the files only (C{twistd smtpd} does
+            while it parses its options; the server warns when it starts).
         @raise ValueError: When a file is missing or unusable
             (C{"cannot read certificate ..."}), or the cipher string or
             version is not usable.
@@ -117,7 +122,7 @@ class ServerTLS:
         self._madeObservers: list[Callable[[], object]] = []
         # At most 32 bytes (SSL_MAX_SID_CTX_LENGTH).
         self._sessionContext = os.urandom(16).hex().encode("ascii")
-        if certificate is None:
+        if certificate is None and announce:
             self._log.warn(
                 "No TLS certificate configured: serving a self-signed certificate for "
                 "{hostname}; clients that verify certificates will refuse it",
@@ -207,10 +212,13 @@ class ServerTLS:
         return generation
 
     @classmethod
-    def fromOptions(cls, options: ServerOptions) -> ServerTLS:
+    def fromOptions(cls, options: ServerOptions, *, announce: bool = True) -> ServerTLS:
         """
         The TLS configuration C{options} describe: certificate, key, client
         certificate CAs, SNI, ciphers, minimum version and SNI callback.
+
+        @param announce: Whether to warn that a self-signed certificate is
+            served (see L{__init__}).
 
         @raise OSError: If a file cannot be read.
         @raise ValueError: If a file does not hold what it should.
@@ -226,6 +234,7 @@ class ServerTLS:
             ciphers=options.tlsCiphers,
             minVersion=options.tlsMinVersion,
             sniCallback=options.sniCallback,
+            announce=announce,
         )
 
     def reload(self) -> None:

@@ -96,6 +96,9 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
         )
         self._previousHandler: Any = None
         self._reopener: ReopenOnSignal | None = None
+        #: Whether the certificate configured is the self-signed one the
+        #: parent of C{--workers} made for its workers (its lines say so).
+        self.sharedSelfSigned = False
         #: How this process's lines name it when it is a worker of
         #: C{--workers} (C{"worker 1, pid 4242"}), else C{None}.
         self.workerName: str | None = None
@@ -155,7 +158,7 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
         metrics = getattr(self, "metrics", None)
         if metrics is not None:
             metrics.certificates(self)
-        if self.factory.startTLSAvailable:
+        if self.usesOwnCertificates():
             # The self-signed certificate, made at its first use.
             self.factory.tls.whenMade(self._certificatesChanged)
         self._previousHandler = HELD.handle(signal.SIGHUP, self._hangup)

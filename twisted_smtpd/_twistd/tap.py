@@ -36,7 +36,7 @@ from twisted_smtpd._core.options import (
 )
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.version import __version__
-from twisted_smtpd._serving.listeners import OwnKeys, splitDescription
+from twisted_smtpd._serving.listeners import OwnKeys, listenReason, splitDescription
 from twisted_smtpd._serving.resolve import parseDNSServer
 from twisted_smtpd._serving.sni import TLSPolicy, certificateKinds
 from twisted_smtpd._serving.tls import ServerTLS
@@ -49,6 +49,7 @@ from twisted_smtpd._twistd.tapconfig import (
     checkAuth,
     checkAuthOffered,
     checkAuthOptional,
+    checkDistinctAddresses,
     checkEndpoint,
     checkMetrics,
     exitWithError,
@@ -313,6 +314,7 @@ class Options(AuthOptionMixin, usage.Options):
                 raise usage.UsageError(f"--dns-server {e}") from None
         for description in self["listen"]:
             checkEndpoint(description)
+        checkDistinctAddresses(self["listen"], self["metrics"])
         chosen = set(self["delivery"])
         chosen.update(d for d in _PARAMETER_DELIVERIES if self[d] is not None)
         if len(chosen) > 1:
@@ -341,11 +343,22 @@ class Options(AuthOptionMixin, usage.Options):
 
             try:
                 checkWorkers(int(self["workers"]), self["listen"])
-                self["workerListeners"] = [
-                    bindListener(reactor, d, int(self["workers"])) for d in self["listen"]
-                ]
             except (OSError, ValueError) as e:
                 raise usage.UsageError(f"--workers: {reason(e)}") from e
+            bound = self["workerListeners"]
+            for description in self["listen"]:
+                try:
+                    bound.append(bindListener(reactor, description, int(self["workers"])))
+                except (OSError, OverflowError, ValueError) as e:
+                    for spec in bound:
+                        for s in spec.sockets:
+                            s.close()
+                    self["workerListeners"] = []
+                    if isinstance(e, ValueError):
+                        raise usage.UsageError(f"--workers: {reason(e)}") from e
+                    # As one process says it (address in use, privileged port).
+                    why = listenReason(e)
+                    raise usage.UsageError(f"--listen {description!r}: {why}") from e
 
     def _serverOptions(self) -> ServerOptions:
         """
@@ -459,7 +472,9 @@ class Options(AuthOptionMixin, usage.Options):
                     flag = "--tls-key"
                 raise usage.UsageError(f"{flag}: {why}") from None
         try:
-            ServerTLS.fromOptions(o)
+            # Checked only: the server announces a self-signed certificate
+            # when it starts, if a listener can serve it.
+            ServerTLS.fromOptions(o, announce=False)
         except ValueError as e:
             why = reason(e)
             flag = "--tls-ca" if why.startswith("cannot read CA certificates ") else "--sni"

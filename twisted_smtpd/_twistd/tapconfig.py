@@ -234,6 +234,66 @@ def checkEndpoint(description: str) -> None:
         raise usage.UsageError(f"--listen {description!r}: port {port} is out of range (0-65535)")
 
 
+def _bound(description: str) -> tuple[str, str, int | str] | None:
+    """
+    What the listener of a description that parses binds: C{("tcp",
+    interface, port)} (C{"tcp6"} for IPv6), C{("unix", "", path)}, or
+    C{None} when it cannot be told beforehand (port 0, another endpoint).
+    """
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    from twisted_smtpd._serving.listeners import splitDescription
+
+    parse: Any = serverFromString
+    try:
+        endpoint = parse(reactor, splitDescription(description)[0])
+    except Exception:
+        return None
+    port = getattr(endpoint, "_port", None)
+    interface = getattr(endpoint, "_interface", None)
+    address = getattr(endpoint, "_address", None)
+    if isinstance(port, int) and port != 0 and isinstance(interface, str):
+        family = "tcp6" if ":" in interface else "tcp"
+        return (family, interface, port)
+    if isinstance(address, str) and address and not address.startswith("\0"):
+        return ("unix", "", os.path.abspath(address))
+    return None
+
+
+#: The interfaces that take every address of their family.
+_WILDCARDS = ("", "0.0.0.0", "::")  # noqa: S104 -- compared, not bound
+
+
+def checkDistinctAddresses(listen: Sequence[str], metrics: str | None) -> None:
+    """
+    Refuse two C{--listen} endpoints (or C{--metrics} and one) that bind
+    the same address, which would fail as in use, said to be another
+    program's: the same TCP port on the same interface, or on the
+    wildcard of its family and one of its addresses, or the same UNIX
+    socket path.
+
+    @raise usage.UsageError: Naming both.
+    """
+    seen: list[tuple[str, tuple[str, str, int | str]]] = []
+    named = [f"--listen {d!r}" for d in listen]
+    if metrics is not None:
+        named.append(f"--metrics {metrics!r}")
+    for flag, description in zip(named, [*listen, *([metrics] if metrics else [])], strict=True):
+        bound = _bound(description)
+        if bound is None:
+            continue
+        family, interface, where = bound
+        for earlier, (otherFamily, otherInterface, otherWhere) in seen:
+            if (family, where) != (otherFamily, otherWhere):
+                continue
+            if interface == otherInterface or _WILDCARDS.count(interface) + _WILDCARDS.count(
+                otherInterface
+            ):
+                raise usage.UsageError(f"{flag}: the same address as {earlier}")
+        seen.append((flag, bound))
+
+
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 

@@ -12,6 +12,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from twisted_smtpd._serving.listeners import servesServerTLS
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._serving.resolve import resolverFor
 from twisted_smtpd._twistd.daemon import SMTPDaemon
@@ -43,7 +44,8 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
         C{--listen} endpoint; they start listening when it starts.  With
         C{--workers}, their parent; wrapped in a L{SharedCertificate} that
         makes one self-signed certificate for all of them when no
-        certificate is configured.
+        certificate is configured and a listener can serve it (not an
+        C{ssl:} listener with keys of its own).
     """
     parent: Any = getattr(config, "parent", None) or {}
     inherited = config.get("inherited") or []
@@ -86,7 +88,12 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
         service: WorkerPool | WorkerMetrics | SharedCertificate = pool
         if directory is not None:
             service = WorkerMetrics(pool, config["metrics"], directory)
-        if options.certificate is None and "STARTTLS" not in options.disabledCommands:
+        startTLS = "STARTTLS" not in options.disabledCommands
+        if options.certificate is None and any(
+            servesServerTLS(description, startTLS) for description in config["listen"]
+        ):
+            # Not for ssl: listeners with keys of their own only: no client
+            # could be served it.
             service = SharedCertificate(service, pool, options.name)
         service.logObserver = writer
         return service
@@ -115,6 +122,7 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
 
             metricsDirectory = os.environ.get(MULTIPROC_ENV)
         server.workerName = workerName()
+        server.sharedSelfSigned = os.environ.get(SHARED_CERTIFICATE) is not None
 
         def sessions() -> int:
             return len(server.factory.connections)

@@ -108,12 +108,15 @@ def bindListener(reactor: Any, description: str, count: int) -> ListenerSpec:
     backlog = int(getattr(endpoint, "_backlog", 50))
     if kind in ("tcp", "tcp6", "ssl") and isinstance(port, int) and isinstance(interface, str):
         family = socket.AF_INET6 if kind == "tcp6" or ":" in interface else socket.AF_INET
+        host = interface or ("::" if family == socket.AF_INET6 else "")
+        if port != 0:
+            _refuseInUse(family, host, port)
         sockets = []
         for _ in range(count):
             s = socket.socket(family, socket.SOCK_STREAM)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            s.bind((interface or ("::" if family == socket.AF_INET6 else ""), port))
+            s.bind((host, port))
             s.listen(backlog)
             s.setblocking(False)
             # Port 0: every worker must share the port the first one got.
@@ -133,6 +136,22 @@ def bindListener(reactor: Any, description: str, count: int) -> ListenerSpec:
         s.setblocking(False)
         return ListenerSpec(description, [s])
     raise ValueError(f"--workers cannot serve {description!r}: only tcp:, ssl: and unix: listeners")
+
+
+def _refuseInUse(family: int, host: str, port: int) -> None:
+    """
+    Bind C{(host, port)} as a single-process server would (without
+    C{SO_REUSEPORT}), then let it go.  The workers' sockets share their
+    port with C{SO_REUSEPORT}, which another socket bound with it (another
+    C{twistd smtpd --workers} of the same user, still running or started
+    twice) may share too: the kernel would then hand the connections to
+    both servers, and neither would say so.
+
+    @raise OSError: C{EADDRINUSE} when something listens there already.
+    """
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
 
 
 def _removeStaleSocket(path: str) -> None:

@@ -255,7 +255,9 @@ class WorkerPool(GivesLogObserver):
             port = where[1] if isinstance(where, tuple) else where
             self._log.info(
                 "listening: {description} on {address} ({count} workers)",
-                description=spec.description,
+                # From the command line: a control character would reach
+                # the terminal or the log file.
+                description=printable(spec.description),
                 address=f"{where[0]}:{port}" if isinstance(where, tuple) else repr(port),
                 port=port,
                 count=self._count,
