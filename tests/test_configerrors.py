@@ -65,6 +65,49 @@ class HostnameTests(SynchronousTestCase):
             self.assertEqual(parse("--sink", "--hostname", name)["serverOptions"].name, name)
 
 
+class DisabledCommandsTests(SynchronousTestCase):
+    """
+    C{--disable} cannot take away what every transaction needs.
+    """
+
+    def test_refused(self) -> None:
+        """
+        The greeting (LHLO under C{--lmtp}; EHLO and HELO both otherwise),
+        MAIL, RCPT, or DATA and BDAT both: refused in one line naming the
+        flag and what must stay.
+        """
+        for lmtp, commands, named in [
+            (True, ["LHLO"], "LHLO"),
+            (False, ["EHLO", "helo"], "EHLO or HELO"),
+            (False, ["MAIL"], "MAIL"),
+            (False, ["RCPT"], "RCPT"),
+            (False, ["DATA", "BDAT"], "DATA or BDAT"),
+        ]:
+            args = ["--sink", *(["--lmtp"] if lmtp else [])]
+            for command in commands:
+                args += ["--disable", command]
+            e = self.assertRaises(usage.UsageError, parse, *args)
+            self.assertEqual(
+                str(e),
+                f"--disable: disabledCommands must leave {named} enabled:"
+                " no transaction could be made without it",
+            )
+
+    def test_accepted(self) -> None:
+        """
+        One of two ways left is enough; LHLO may be disabled in SMTP and
+        EHLO in LMTP, where they are not the greeting.
+        """
+        for args in [
+            ["--disable", "EHLO"],
+            ["--disable", "BDAT"],
+            ["--disable", "DATA"],
+            ["--disable", "LHLO"],
+            ["--lmtp", "--disable", "EHLO", "--disable", "HELO"],
+        ]:
+            parse("--sink", *args)
+
+
 class AuthTests(SynchronousTestCase):
     """
     C{--auth} descriptions that would let nobody in are refused.

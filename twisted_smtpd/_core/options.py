@@ -207,6 +207,16 @@ def _checkCommands(instance: object, attribute: Any, value: tuple[str, ...]) -> 
     unknown = set(value) - KNOWN_COMMANDS
     if unknown:
         raise ValueError(f"unknown commands: {', '.join(sorted(unknown))}")
+    # What every transaction needs: a server without it takes no mail.
+    disabled = set(value)
+    greetings = ("LHLO",) if getattr(instance, "lmtp", False) else ("EHLO", "HELO")
+    needed = [greetings, ("MAIL",), ("RCPT",), ("DATA", "BDAT")]
+    for commands in needed:
+        if disabled.issuperset(commands):
+            raise ValueError(
+                f"{attribute.name} must leave {' or '.join(commands)} enabled:"
+                " no transaction could be made without it"
+            )
 
 
 def _checkBareNewline(instance: object, attribute: Any, value: str) -> None:
