@@ -80,6 +80,25 @@ _MAX_PARTIAL = 1 << 20
 _STABLE = 60.0
 
 
+def howEnded(status: object) -> str:
+    """
+    How a process ended, for a log line: C{"exit status 1"}, C{"killed by
+    SIGKILL, signal 9"}.
+
+    @param status: The reason C{processEnded} was given
+        (L{ProcessTerminated <twisted.internet.error.ProcessTerminated>},
+        L{ProcessDone <twisted.internet.error.ProcessDone>}).
+    """
+    number = getattr(status, "signal", None)
+    if isinstance(number, int):
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            return f"killed by signal {number}"
+        return f"killed by {name}, signal {number}"
+    return f"exit status {getattr(status, 'exitCode', None)}"
+
+
 class _Worker(ProcessProtocol):
     def __init__(self, pool: WorkerPool, index: int) -> None:
         self.pool = pool
@@ -412,14 +431,11 @@ class WorkerPool(GivesLogObserver):
                 ago=round(self.reactor.seconds() - worker.sessionsAt),
             )
         delay = self._pause(index, worker.started)
-        status = reason.value
-        code = getattr(status, "exitCode", None)
-        signal = getattr(status, "signal", None)
         self._log.warn(
-            "worker {index} ended (exit {code}, signal {signal}); restarting in {delay}s",
+            "worker {index} ended (pid {pid}, {how}); restarting in {delay}s",
             index=index,
-            code=code,
-            signal=signal,
+            pid=worker.pid,
+            how=howEnded(reason.value),
             delay=delay,
         )
         self.restarts += 1
