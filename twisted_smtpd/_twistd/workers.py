@@ -30,6 +30,7 @@ by the workers, by L{twisted_smtpd._twistd.workerlisteners}.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -78,6 +79,18 @@ _MAX_PARTIAL = 1 << 20
 #: than one more of a series: its restart pause starts again from the
 #: shortest.
 _STABLE = 60.0
+
+
+#: The most of a worker's unfinished last line logged (L{WorkerPool._workerLog}).
+_MAX_CUT = 1000
+
+
+def _isJSONObject(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except (ValueError, RecursionError):
+        # Not JSON; or nested too deep to read, so no line of this log.
+        return False
 
 
 def howEnded(status: object) -> str:
@@ -188,9 +201,13 @@ class _Worker(ProcessProtocol):
         self.pool._workerReady(self)
 
     def outConnectionLost(self) -> None:
+        """
+        The worker's output ended (as a rule, the worker did): its last
+        line, unfinished if it died while writing it, is passed on.
+        """
         partial, self._partial = self._partial, b""
         if partial and not self._dropping:
-            self.pool._workerLog(self, partial)
+            self.pool._workerLog(self, partial, cut=True)
 
     def processEnded(self, reason: Failure) -> None:
         self.ended.callback(None)
@@ -375,15 +392,28 @@ class WorkerPool(GivesLogObserver):
         protocol.pid = process.pid
         self._log.info("worker {index} started, pid {pid}", index=index, pid=process.pid)
 
-    def _workerLog(self, worker: _Worker, data: bytes) -> None:
+    def _workerLog(self, worker: _Worker, data: bytes, cut: bool = False) -> None:
         """
         Write lines a worker logged into this process's log; a line not in
         the log's format (written by something else than the worker's log
         writer) is logged as this process's own, naming the worker.
+
+        @param cut: Whether C{data} is the worker's last line, left
+            unfinished by its end.  In JSON it is passed on only if it is
+            a whole JSON object; the start of one (a worker killed while
+            it wrote a line) is no JSON, so it is logged as this process's
+            own line, at most L{_MAX_CUT} characters of it.
         """
         if self._writer is None:
             return
         text = data.decode("utf-8", "replace")
+        if cut and self._writer.json and not _isJSONObject(text):
+            self._log.info(
+                "worker {index}: its last line, cut off at its end: {line}",
+                index=worker.index,
+                line=printable(text[:_MAX_CUT]) + ("..." if len(text) > _MAX_CUT else ""),
+            )
+            return
         if not text.endswith("\n"):
             text += "\n"
         lines = text.split("\n")[:-1]
