@@ -19,7 +19,36 @@ from twisted_smtpd._twistd import workers
 from twisted_smtpd._twistd.workers import WorkerPool, _Worker
 
 
-class EndedLineTests(SynchronousTestCase):
+def _exited(code: int | None = None, number: int | None = None) -> Failure:
+    if code == 0:
+        return Failure(ProcessDone(0))
+    return Failure(ProcessTerminated(code, number))
+
+
+class _PoolTestCase(SynchronousTestCase):
+    def pool(self, **kw: float) -> tuple[WorkerPool, _ProcessReactor, LogCatcher]:
+        """
+        A pool of two workers, started, its processes recorded; stopped
+        at the end of the test, every process still there exiting.
+        """
+        previous = signal.getsignal(signal.SIGHUP)
+        self.addCleanup(signal.signal, signal.SIGHUP, previous)
+        log = LogCatcher(self)
+        clock = _ProcessReactor()
+        pool = WorkerPool([], 2, [], reactor=clock, **kw)
+        pool.startService()
+        self.addCleanup(self.stop, pool, clock)
+        return pool, clock, log
+
+    def stop(self, pool: WorkerPool, clock: _ProcessReactor) -> None:
+        stopping = pool.stopService()
+        for worker, _ in clock.spawned:
+            if not worker.ended.called:
+                worker.processEnded(_exited(0))
+        self.successResultOf(stopping)
+
+
+class EndedLineTests(_PoolTestCase):
     """
     One line per worker that ends, naming it, its pid and how it ended.
     """
@@ -30,18 +59,14 @@ class EndedLineTests(SynchronousTestCase):
         ended: its exit status, or the signal that killed it by name and
         number (SIGKILL from the OOM killer, SIGSEGV from a crash).
         """
-        log = LogCatcher(self)
-        clock = _ProcessReactor()
-        pool = WorkerPool([], 2, [], reactor=clock)
-        pool.startService()
-        self.addCleanup(pool.stopService)
+        _, clock, log = self.pool()
         (first, _), (second, _) = clock.spawned
-        first.processEnded(Failure(ProcessTerminated(None, signal.SIGKILL)))
-        second.processEnded(Failure(ProcessTerminated(None, signal.SIGSEGV)))
+        first.processEnded(_exited(None, signal.SIGKILL))
+        second.processEnded(_exited(None, signal.SIGSEGV))
         clock.advance(0.5)
         (third, _), (fourth, _) = clock.spawned[2:]
-        third.processEnded(Failure(ProcessTerminated(1)))
-        fourth.processEnded(Failure(ProcessDone(0)))
+        third.processEnded(_exited(1))
+        fourth.processEnded(_exited(0))
         self.assertEqual(
             log.matching(" ended "),
             [
@@ -70,7 +95,7 @@ class CutLineTests(SynchronousTestCase):
     killed while it wrote it).
     """
 
-    def pool(self, json: bool) -> tuple[WorkerPool, _Writer]:
+    def logPool(self, json: bool) -> tuple[WorkerPool, _Writer]:
         writer = _Writer(json)
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         return WorkerPool([], 1, [], reactor=_ProcessReactor(), logWriter=writer), writer
@@ -88,7 +113,7 @@ class CutLineTests(SynchronousTestCase):
         parent's own saying the worker's last line was cut, with that
         start, its control characters escaped.
         """
-        pool, writer = self.pool(json=True)
+        pool, writer = self.logPool(json=True)
         worker = _Worker(pool, 0)
         worker.outReceived(b'{"text": "a"}\n{"text": "b \x1b[2J')
         worker.outConnectionLost()
@@ -102,7 +127,7 @@ class CutLineTests(SynchronousTestCase):
         """
         Of a long unfinished line, the first 1000 characters are logged.
         """
-        pool, writer = self.pool(json=True)
+        pool, writer = self.logPool(json=True)
         worker = _Worker(pool, 0)
         worker.outReceived(b'{"text": "' + b"A" * 100_000)
         worker.outConnectionLost()
@@ -115,7 +140,7 @@ class CutLineTests(SynchronousTestCase):
         A start of JSON nested too deep for the parser to read is no whole
         line either, and does not end the parent.
         """
-        pool, writer = self.pool(json=True)
+        pool, writer = self.logPool(json=True)
         worker = _Worker(pool, 0)
         worker.outReceived(b'{"a": ' + b"[" * 200_000)
         worker.outConnectionLost()
@@ -127,9 +152,57 @@ class CutLineTests(SynchronousTestCase):
         A last line that is a whole JSON object, only without its line
         end, is passed on as a line of the log.
         """
-        pool, writer = self.pool(json=True)
+        pool, writer = self.logPool(json=True)
         worker = _Worker(pool, 0)
         worker.outReceived(b'{"text": "a"}')
         worker.outConnectionLost()
         self.assertEqual(writer.stream.getvalue(), '{"text": "a"}\n')
         self.assertEqual(self.logged(), [])
+
+
+class StopTests(_PoolTestCase):
+    """
+    While the workers stop (SIGTERM to the parent): a worker killed at the
+    stop timeout, or ending otherwise than told, is logged.
+    """
+
+    def test_killedAtStopTimeout(self) -> None:
+        """
+        A worker still running at the stop timeout is killed with one line
+        naming it and its pid, saying its open sessions were cut; one that
+        stopped as told (by SIGTERM, as C{twistd} ends) adds no line, and
+        the killed one's end adds none either.
+        """
+        pool, clock, log = self.pool(stopTimeout=70)
+        (first, firstProcess), (second, secondProcess) = clock.spawned
+        stopping = pool.stopService()
+        self.assertEqual(firstProcess.signals, ["TERM"])
+        first.processEnded(_exited(None, signal.SIGTERM))
+        clock.advance(70)
+        self.assertEqual(secondProcess.signals, ["TERM", "KILL"])
+        second.processEnded(_exited(None, signal.SIGKILL))
+        self.successResultOf(stopping)
+        self.assertEqual(
+            [line for line in log.matching("worker ") if " started, pid " not in line],
+            [
+                "worker 1 (pid 1001) still running 70s after SIGTERM; killed, any sessions still"
+                " open were cut"
+            ],
+        )
+
+    def test_crashWhileStopping(self) -> None:
+        """
+        A worker that ends while stopping otherwise than told (a crash, an
+        error) is logged with how it ended; one that exits with status 0
+        is not.
+        """
+        pool, clock, log = self.pool()
+        (first, _), (second, _) = clock.spawned
+        stopping = pool.stopService()
+        first.processEnded(_exited(None, signal.SIGSEGV))
+        second.processEnded(_exited(0))
+        self.successResultOf(stopping)
+        self.assertEqual(
+            [line for line in log.matching("worker ") if " started, pid " not in line],
+            ["worker 0 ended (pid 1000, killed by SIGSEGV, signal 11) while stopping"],
+        )

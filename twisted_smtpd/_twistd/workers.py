@@ -93,6 +93,17 @@ def _isJSONObject(text: str) -> bool:
         return False
 
 
+def _stoppedAsTold(status: object) -> bool:
+    """
+    Whether a worker told to stop (SIGTERM) ended as it should: by exiting
+    with status 0, or by SIGTERM again (C{twistd} ends by the signal that
+    stopped it).
+    """
+    return getattr(status, "signal", None) == signal.SIGTERM or (
+        getattr(status, "signal", None) is None and getattr(status, "exitCode", None) == 0
+    )
+
+
 def howEnded(status: object) -> str:
     """
     How a process ended, for a log line: C{"exit status 1"}, C{"killed by
@@ -442,6 +453,15 @@ class WorkerPool(GivesLogObserver):
         if current is not None and current[1] is worker:
             del self.workers[index]
         if self._stopping:
+            if not worker.killed and not _stoppedAsTold(reason.value):
+                # Not by SIGTERM, as told, nor killed at the stop timeout
+                # (logged then): a crash while its transactions ended.
+                self._log.warn(
+                    "worker {index} ended (pid {pid}, {how}) while stopping",
+                    index=index,
+                    pid=worker.pid,
+                    how=howEnded(reason.value),
+                )
             return
         if worker.pid is not None:
             for callback in self.onWorkerEnded:
@@ -529,4 +549,19 @@ class WorkerPool(GivesLogObserver):
         return DeferredList(ended).addCallback(done)
 
     def _killAll(self) -> None:
-        self.signalWorkers("KILL")
+        """
+        Kill the workers still running at the stop timeout, one line each:
+        the sessions they still held are cut.
+        """
+        for process, worker in list(self.workers.values()):
+            if not worker.killed:
+                worker.killed = True
+                self._log.warn(
+                    "worker {index} (pid {pid}) still running {timeout}s after SIGTERM; killed,"
+                    " any sessions still open were cut",
+                    index=worker.index,
+                    pid=worker.pid,
+                    timeout=f"{self._stopTimeout:g}",
+                )
+            with suppress(ProcessExitedAlready):
+                process.signalProcess("KILL")
