@@ -14,9 +14,13 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_deadlines import LogCatcher
+from tests.test_tap import FakeReactor
 from tests.test_workers import _ProcessReactor, _Writer
+from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._twistd import workers
+from twisted_smtpd._twistd.daemon import SMTPDaemon
 from twisted_smtpd._twistd.workers import WorkerPool, _Worker
+from twisted_smtpd.handlers import SinkHandler
 
 
 def _exited(code: int | None = None, number: int | None = None) -> Failure:
@@ -206,3 +210,17 @@ class StopTests(_PoolTestCase):
             [line for line in log.matching("worker ") if " started, pid " not in line],
             ["worker 0 ended (pid 1000, killed by SIGSEGV, signal 11) while stopping"],
         )
+
+
+class ReloadLineTests(SynchronousTestCase):
+    def test_workerNamed(self) -> None:
+        """
+        A worker's line saying it reloads its certificates (its parent
+        passed SIGHUP on) names it, so that the parent's log, holding one
+        such line per worker, says which workers the signal reached.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        server = SMTPDaemon(SinkHandler(), ServerOptions(), reactor=FakeReactor())
+        server.workerName = "worker 1, pid 4242"
+        server.reload()
+        self.assertEqual(formatEvent(events[0]), "Reloading TLS certificates in worker 1, pid 4242")
