@@ -211,6 +211,21 @@ class StopTests(_PoolTestCase):
             ["worker 0 ended (pid 1000, killed by SIGSEGV, signal 11) while stopping"],
         )
 
+    def test_toldEndsNotLogged(self) -> None:
+        """
+        Workers that end while stopping as they were told add no line: by
+        SIGTERM (C{twistd} ends by the signal that stopped it), by SIGINT
+        (Ctrl-C reaches the parent and its workers alike), or exiting with
+        status 0.
+        """
+        for ends in [(signal.SIGTERM, signal.SIGINT), (None, signal.SIGTERM)]:
+            pool, clock, log = self.pool()
+            stopping = pool.stopService()
+            for (worker, _), number in zip(clock.spawned, ends, strict=True):
+                worker.processEnded(_exited(0 if number is None else None, number))
+            self.successResultOf(stopping)
+            self.assertEqual(log.matching(" ended "), [], ends)
+
 
 class ReloadLineTests(SynchronousTestCase):
     def test_workerNamed(self) -> None:

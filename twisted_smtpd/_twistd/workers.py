@@ -96,12 +96,14 @@ def _isJSONObject(text: str) -> bool:
 def _stoppedAsTold(status: object) -> bool:
     """
     Whether a worker told to stop (SIGTERM) ended as it should: by exiting
-    with status 0, or by SIGTERM again (C{twistd} ends by the signal that
-    stopped it).
+    with status 0, or by the signal that stopped it (C{twistd} ends by it
+    again): SIGTERM, or SIGINT, which Ctrl-C sends to the parent and its
+    workers alike.
     """
-    return getattr(status, "signal", None) == signal.SIGTERM or (
-        getattr(status, "signal", None) is None and getattr(status, "exitCode", None) == 0
-    )
+    number = getattr(status, "signal", None)
+    if number is None:
+        return getattr(status, "exitCode", None) == 0
+    return number in (signal.SIGTERM, signal.SIGINT)
 
 
 def howEnded(status: object) -> str:
