@@ -497,7 +497,7 @@ class RestartTests(SynchronousTestCase):
         self.assertEqual(call.getTime() - clock.seconds(), 0.5)
         self.assertEqual(
             log.matching("worker 0 ended")[-1],
-            "worker 0 ended (exit None, signal 9); restarting in 0.5s",
+            "worker 0 ended (pid 1008, killed by SIGKILL, signal 9); restarting in 0.5s",
         )
         # Ending at once again, it is one more of a new series.
         clock.advance(0.5)

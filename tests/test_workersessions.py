@@ -68,7 +68,9 @@ class DeadWorkerSessionsTests(SynchronousTestCase):
                 " ended: any still open were cut"
             ],
         )
-        self.assertEqual(len(self.log.matching("worker 0 ended (exit None, signal 9)")), 1)
+        self.assertEqual(
+            len(self.log.matching("worker 0 ended (pid 1000, killed by SIGKILL, signal 9)")), 1
+        )
 
     def test_signsBounded(self) -> None:
         """

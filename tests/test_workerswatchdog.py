@@ -76,7 +76,7 @@ class WatchdogTests(SynchronousTestCase):
         second.processEnded(_exited(None, signal.SIGKILL))
         self.assertEqual(
             log.matching("worker 1 ended"),
-            ["worker 1 ended (exit None, signal 9); restarting in 0.5s"],
+            ["worker 1 ended (pid 1001, killed by SIGKILL, signal 9); restarting in 0.5s"],
         )
         clock.advance(0.5)
         third, thirdProcess = clock.spawned[-1]

@@ -481,10 +481,12 @@ class WorkerLogFileTests(SynchronousTestCase):
         with open(config, "a") as f:
             f.write("bogus = 1\n")
         os.kill(WorkersTests.workerPids(WorkersTests(), server)[0], signal.SIGKILL)
-        server.waitForLog("worker 0 ended (exit 1, signal None)")
+        # Its end by SIGKILL, then its successor's at start.
+        server.waitForLog("worker 0 ended (pid ", count=2)
         with open(path, encoding="utf-8") as f:
             log = f.read()
         self.assertIn(
             f"worker 0: twistd smtpd: --config {config!r}: unknown option 'bogus'; see --help",
             log,
         )
+        self.assertIn(", exit status 1); restarting in", log)

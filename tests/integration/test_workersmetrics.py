@@ -158,3 +158,47 @@ class FailedStartTests(SynchronousTestCase):
         self.assertEqual(result.returncode, 1, result.stderr)
         self.assertIn(b"address already in use", result.stderr)
         self.assertEqual(glob.glob(os.path.join(temporary, "smtpd-*")), [])
+
+
+class EndedWorkersTests(SynchronousTestCase):
+    def test_endedWorkersFilesFolded(self) -> None:
+        """
+        A worker killed again and again (SIGKILL, the OOM killer): what it
+        counted stays in the sums the parent serves, while its own files
+        leave the metrics directory, which holds no more files than before
+        the first end.
+        """
+        from tests.integration.test_metrics import scrape
+
+        directory = os.path.abspath(self.mktemp())
+        temporary = os.path.join(directory, "tmp")
+        os.makedirs(temporary)
+        metricsPort = freePort()
+        server, port = startWorkers(
+            self,
+            ["--sink", "--metrics", f"tcp:{metricsPort}:interface=127.0.0.1"],
+            directory,
+            env={"TMPDIR": temporary},
+        )
+        (metrics,) = glob.glob(os.path.join(temporary, "smtpd-metrics-*"))
+        for _ in range(2):
+            with smtplib.SMTP("127.0.0.1", port, timeout=CLIENT_TIMEOUT) as client:
+                client.sendmail("a@example.com", ["b@example.com"], b"Subject: x\r\n\r\nbody\r\n")
+        before = len(os.listdir(metrics))
+        killed = []
+        for turn in range(3):
+            pid = int(re.findall(r"worker 0 started, pid (\d+)", server.output)[-1])
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            server.waitForLog("worker 0 started, pid", count=turn + 2)
+            new = re.findall(r"worker 0 started, pid (\d+)", server.output)[-1]
+            server.waitForLog(f"worker ready, pid {new}")
+        status, text = scrape(metricsPort)
+        self.assertEqual(status, 200)
+        self.assertIn("\nsmtpd_connections_total 2.0\n", text)
+        self.assertIn("\nsmtpd_workers_alive 2.0\n", text)
+        names = os.listdir(metrics)
+        self.assertEqual(
+            [name for name in names if any(f"_{pid}.db" in name for pid in killed)], [], names
+        )
+        self.assertLessEqual(len(names), before + 2, names)

@@ -45,7 +45,7 @@ class WorkerStartFailureTests(SynchronousTestCase):
         )
         self.addCleanup(server.kill)
         server.start()
-        server.waitForLog("worker 0 ended (exit 1, signal None)", count=2)
+        server.waitForLog("worker 0 ended (pid ", count=2)
         server.stop()
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
@@ -53,7 +53,11 @@ class WorkerStartFailureTests(SynchronousTestCase):
             f"worker 0: twistd smtpd: --handler {FAILING!r}: failInWorkers() raised"
             " RuntimeError: the spool database is gone \\x1b[2J; see --help"
         )
-        ends = [i for i, line in enumerate(lines) if "worker 0 ended (exit 1," in line]
+        ends = [
+            i
+            for i, line in enumerate(lines)
+            if "worker 0 ended (pid " in line and ", exit status 1); restarting in" in line
+        ]
         reasons = [i for i, line in enumerate(lines) if line.endswith(reason)]
         self.assertGreaterEqual(len(ends), 2, "\n".join(lines))
         # One reason line before each end, in the log file.

@@ -232,7 +232,10 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
         reloaded).  Then the certificates in use, new and old alike, are
         logged and exported as after the start.
         """
-        self._log.info("Reloading TLS certificates")
+        # A worker names itself: its parent's log says which of its
+        # workers the signal reached.
+        where = f" in {self.workerName}" if self.workerName else ""
+        self._log.info("Reloading TLS certificates{where}", where=where)
         errors: list[str] = []
         if self.factory.options.certificate is not None:
             try:
@@ -241,7 +244,6 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
                 # The listeners' own are reloaded all the same.
                 errors.append(reason(e))
         errors.extend(reason(e) for e in self._reloadEach())
-        where = f" in {self.workerName}" if self.workerName else ""
         for error in errors:
             # A worker's line goes into its parent's log among the others'.
             self._log.error(

@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -23,7 +24,7 @@ from twisted_smtpd._serving.listeners import listenReason
 from twisted_smtpd._serving.metrics import MULTIPROC_ENV, metricsSite, multiprocessRegistry
 from twisted_smtpd._serving.summary import formatAddress
 from twisted_smtpd._twistd.logfile import GivesLogObserver
-from twisted_smtpd._twistd.tapconfig import exitWithError
+from twisted_smtpd._twistd.tapconfig import exitWithError, reason
 from twisted_smtpd._twistd.workerside import markMetricsDirectory
 
 _log = Logger(namespace="twisted_smtpd.startup")
@@ -111,11 +112,21 @@ class WorkerMetrics(GivesLogObserver, MultiService):
         """
         A worker ended, perhaps killed with connections open: its share of
         the gauges that count what is open now (C{livesum}) goes.  Its
-        counters stay: they count what it did.
+        counters stay: they count what it did, added into those of the
+        workers that ended before it (L{foldEndedWorker}).
         """
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid, self._directory)
+        try:
+            foldEndedWorker(self._directory, pid)
+        except (OSError, ValueError) as e:
+            # Its files stay, counted as they are; none is counted twice.
+            _log.warn(
+                "metrics of ended worker pid {pid} could not be added to the others': {error}",
+                pid=pid,
+                error=reason(e),
+            )
 
     def privilegedStartService(self) -> None:
         """
@@ -137,6 +148,58 @@ class WorkerMetrics(GivesLogObserver, MultiService):
             return result
 
         return d.addBoth(cleanUp)
+
+
+#: The kinds of C{prometheus_client}'s files whose values stay in the sums
+#: once the worker that wrote them has ended.
+_KEPT = ("counter", "histogram", "summary")
+
+
+def foldEndedWorker(directory: str, pid: int) -> None:
+    """
+    Add the counters, histograms and summaries of the ended worker C{pid}
+    into the files holding those of every worker that ended before it
+    (C{counter_ended.db}, ...) and remove its own, so that the directory
+    holds a bounded number of files however many workers end (a worker
+    that dies at once, started again every 30 seconds, would otherwise
+    leave thousands a day, every one read by each scrape).
+
+    Each sum is written whole to a new file which then replaces the old
+    one, before the worker's own file goes: a failure (the disk full)
+    leaves the old sum and the worker's file, never a value counted twice.
+    The parent is the only process that writes these files, from its
+    reactor, as it serves the scrapes that read them.
+    """
+    from prometheus_client.mmap_dict import MmapedDict
+
+    for kind in _KEPT:
+        path = os.path.join(directory, f"{kind}_{pid}.db")
+        try:
+            values = MmapedDict.read_all_values_from_file(path)
+        except FileNotFoundError:
+            continue
+        ended = os.path.join(directory, f"{kind}_ended.db")
+        sums: dict[str, list[float]] = {}
+        if os.path.exists(ended):
+            for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(ended):
+                sums[key] = [value, timestamp]
+        for key, value, timestamp, _ in values:
+            total = sums.setdefault(key, [0.0, 0.0])
+            total[0] += value
+            total[1] = max(total[1], timestamp)
+        # Not a .db file: never read by a scrape before it replaces the
+        # sum.
+        new = ended[: -len(".db")] + ".new"
+        with suppress(FileNotFoundError):
+            os.remove(new)
+        written = MmapedDict(new)
+        try:
+            for key, (value, timestamp) in sums.items():
+                written.write_value(key, value, timestamp)
+        finally:
+            written.close()
+        os.replace(new, ended)
+        os.remove(path)
 
 
 def prepareWorkerMetrics() -> str:

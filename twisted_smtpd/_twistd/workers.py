@@ -30,6 +30,7 @@ by the workers, by L{twisted_smtpd._twistd.workerlisteners}.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -78,6 +79,50 @@ _MAX_PARTIAL = 1 << 20
 #: than one more of a series: its restart pause starts again from the
 #: shortest.
 _STABLE = 60.0
+
+
+#: The most of a worker's unfinished last line logged (L{WorkerPool._workerLog}).
+_MAX_CUT = 1000
+
+
+def _isJSONObject(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except (ValueError, RecursionError):
+        # Not JSON; or nested too deep to read, so no line of this log.
+        return False
+
+
+def _stoppedAsTold(status: object) -> bool:
+    """
+    Whether a worker told to stop (SIGTERM) ended as it should: by exiting
+    with status 0, or by the signal that stopped it (C{twistd} ends by it
+    again): SIGTERM, or SIGINT, which Ctrl-C sends to the parent and its
+    workers alike.
+    """
+    number = getattr(status, "signal", None)
+    if number is None:
+        return getattr(status, "exitCode", None) == 0
+    return number in (signal.SIGTERM, signal.SIGINT)
+
+
+def howEnded(status: object) -> str:
+    """
+    How a process ended, for a log line: C{"exit status 1"}, C{"killed by
+    SIGKILL, signal 9"}.
+
+    @param status: The reason C{processEnded} was given
+        (L{ProcessTerminated <twisted.internet.error.ProcessTerminated>},
+        L{ProcessDone <twisted.internet.error.ProcessDone>}).
+    """
+    number = getattr(status, "signal", None)
+    if isinstance(number, int):
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            return f"killed by signal {number}"
+        return f"killed by {name}, signal {number}"
+    return f"exit status {getattr(status, 'exitCode', None)}"
 
 
 class _Worker(ProcessProtocol):
@@ -169,9 +214,13 @@ class _Worker(ProcessProtocol):
         self.pool._workerReady(self)
 
     def outConnectionLost(self) -> None:
+        """
+        The worker's output ended (as a rule, the worker did): its last
+        line, unfinished if it died while writing it, is passed on.
+        """
         partial, self._partial = self._partial, b""
         if partial and not self._dropping:
-            self.pool._workerLog(self, partial)
+            self.pool._workerLog(self, partial, cut=True)
 
     def processEnded(self, reason: Failure) -> None:
         self.ended.callback(None)
@@ -358,15 +407,28 @@ class WorkerPool(GivesLogObserver):
         protocol.pid = process.pid
         self._log.info("worker {index} started, pid {pid}", index=index, pid=process.pid)
 
-    def _workerLog(self, worker: _Worker, data: bytes) -> None:
+    def _workerLog(self, worker: _Worker, data: bytes, cut: bool = False) -> None:
         """
         Write lines a worker logged into this process's log; a line not in
         the log's format (written by something else than the worker's log
         writer) is logged as this process's own, naming the worker.
+
+        @param cut: Whether C{data} is the worker's last line, left
+            unfinished by its end.  In JSON it is passed on only if it is
+            a whole JSON object; the start of one (a worker killed while
+            it wrote a line) is no JSON, so it is logged as this process's
+            own line, at most L{_MAX_CUT} characters of it.
         """
         if self._writer is None:
             return
         text = data.decode("utf-8", "replace")
+        if cut and self._writer.json and not _isJSONObject(text):
+            self._log.info(
+                "worker {index}: its last line, cut off at its end: {line}",
+                index=worker.index,
+                line=printable(text[:_MAX_CUT]) + ("..." if len(text) > _MAX_CUT else ""),
+            )
+            return
         if not text.endswith("\n"):
             text += "\n"
         lines = text.split("\n")[:-1]
@@ -395,6 +457,15 @@ class WorkerPool(GivesLogObserver):
         if current is not None and current[1] is worker:
             del self.workers[index]
         if self._stopping:
+            if not worker.killed and not _stoppedAsTold(reason.value):
+                # Not by SIGTERM, as told, nor killed at the stop timeout
+                # (logged then): a crash while its transactions ended.
+                self._log.warn(
+                    "worker {index} ended (pid {pid}, {how}) while stopping",
+                    index=index,
+                    pid=worker.pid,
+                    how=howEnded(reason.value),
+                )
             return
         if worker.pid is not None:
             for callback in self.onWorkerEnded:
@@ -414,14 +485,11 @@ class WorkerPool(GivesLogObserver):
                 ago=round(self.reactor.seconds() - worker.sessionsAt),
             )
         delay = self._pause(index, worker.started)
-        status = reason.value
-        code = getattr(status, "exitCode", None)
-        signal = getattr(status, "signal", None)
         self._log.warn(
-            "worker {index} ended (exit {code}, signal {signal}); restarting in {delay}s",
+            "worker {index} ended (pid {pid}, {how}); restarting in {delay}s",
             index=index,
-            code=code,
-            signal=signal,
+            pid=worker.pid,
+            how=howEnded(reason.value),
             delay=delay,
         )
         self.restarts += 1
@@ -485,4 +553,19 @@ class WorkerPool(GivesLogObserver):
         return DeferredList(ended).addCallback(done)
 
     def _killAll(self) -> None:
-        self.signalWorkers("KILL")
+        """
+        Kill the workers still running at the stop timeout, one line each:
+        the sessions they still held are cut.
+        """
+        for process, worker in list(self.workers.values()):
+            if not worker.killed:
+                worker.killed = True
+                self._log.warn(
+                    "worker {index} (pid {pid}) still running {timeout}s after SIGTERM; killed,"
+                    " any sessions still open were cut",
+                    index=worker.index,
+                    pid=worker.pid,
+                    timeout=f"{self._stopTimeout:g}",
+                )
+            with suppress(ProcessExitedAlready):
+                process.signalProcess("KILL")
