@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.test_deadlines import LogCatcher
 from tests.test_workers import _ProcessReactor
 from twisted_smtpd._serving.metrics import multiprocessRegistry
-from twisted_smtpd._twistd.metricsservice import WorkerMetrics
+from twisted_smtpd._twistd.metricsservice import WorkerMetrics, writeMetricsValue
 from twisted_smtpd._twistd.workers import WorkerPool
 
 _COUNTER = mmap_key("smtpd_test_total", "smtpd_test_total", [], [], "Things counted.")
@@ -35,7 +35,7 @@ def record(directory: str, name: str, values: dict[str, float]) -> None:
     d = MmapedDict(os.path.join(directory, name))
     try:
         for key, value in values.items():
-            d.write_value(key, value, 0.0)
+            writeMetricsValue(d, key, value, 0.0)
     finally:
         d.close()
 

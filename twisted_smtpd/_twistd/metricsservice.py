@@ -175,15 +175,15 @@ def foldEndedWorker(directory: str, pid: int) -> None:
     for kind in _KEPT:
         path = os.path.join(directory, f"{kind}_{pid}.db")
         try:
-            values = MmapedDict.read_all_values_from_file(path)
+            values = readMetricsFile(path)
         except FileNotFoundError:
             continue
         ended = os.path.join(directory, f"{kind}_ended.db")
         sums: dict[str, list[float]] = {}
         if os.path.exists(ended):
-            for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(ended):
+            for key, value, timestamp in readMetricsFile(ended):
                 sums[key] = [value, timestamp]
-        for key, value, timestamp, _ in values:
+        for key, value, timestamp in values:
             total = sums.setdefault(key, [0.0, 0.0])
             total[0] += value
             total[1] = max(total[1], timestamp)
@@ -195,11 +195,37 @@ def foldEndedWorker(directory: str, pid: int) -> None:
         written = MmapedDict(new)
         try:
             for key, (value, timestamp) in sums.items():
-                written.write_value(key, value, timestamp)
+                writeMetricsValue(written, key, value, timestamp)
         finally:
             written.close()
         os.replace(new, ended)
         os.remove(path)
+
+
+def readMetricsFile(path: str) -> list[tuple[str, float, float]]:
+    """
+    The values of a C{prometheus_client} multiprocess file: each key, value
+    and timestamp (0 where the release of C{prometheus_client} keeps none,
+    as the older ones the package allows).
+    """
+    from prometheus_client.mmap_dict import MmapedDict
+
+    entries: list[Any] = MmapedDict.read_all_values_from_file(path)
+    return [(e[0], e[1], e[2] if len(e) == 4 else 0.0) for e in entries]
+
+
+def writeMetricsValue(d: Any, key: str, value: float, timestamp: float) -> None:
+    """
+    Write C{value} under C{key} into the opened multiprocess file C{d}
+    (a C{prometheus_client} C{MmapedDict}), with its timestamp where the
+    release of C{prometheus_client} keeps one.
+    """
+    import inspect
+
+    if len(inspect.signature(d.write_value).parameters) >= 3:
+        d.write_value(key, value, timestamp)
+    else:
+        d.write_value(key, value)
 
 
 def prepareWorkerMetrics() -> str:
