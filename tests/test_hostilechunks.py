@@ -1,0 +1,103 @@
+"""
+Hostile BDAT (RFC 3030) clients against the memory and the replies of a
+session: tests over a L{StringTransport} with a L{task.Clock}.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.test_protocol import RecordingHandler, connect, take
+from twisted_smtpd._stream import MessageStream
+
+ENVELOPE = b"EHLO c.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n"
+
+
+def _heldAfter(action: object) -> int:
+    """
+    The memory Python objects made by C{action()} still take once it
+    returned.
+    """
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        action()  # type: ignore[operator]
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+class CollectTinyChunksTests(SynchronousTestCase):
+    """
+    C{collect} holds about the bytes it gathers, however small the chunks
+    they came in: a client sending its body as BDAT chunks of two octets
+    makes one chunk object per two octets.
+    """
+
+    def test_tinyChunksHeldCompactly(self) -> None:
+        """
+        200,000 chunks of two octets (400,000 octets) take less than twice
+        their size while C{collect} gathers them, not about twenty times.
+        """
+        stream = MessageStream()
+        d = stream.collect()
+        source = b"0123456789"
+
+        def feed() -> None:
+            for i in range(200_000):
+                k = i % 5 * 2
+                # A new two-octet object each time, as slicing a read makes.
+                stream._write(source[k : k + 2])
+
+        held = _heldAfter(feed)
+        self.assertLess(held, 800_000, f"{held} bytes held for 400,000 octets of body")
+        stream._finish()
+        self.assertEqual(self.successResultOf(d), source * 40_000)
+
+    def test_orderKeptAcrossSizes(self) -> None:
+        """
+        Short and long chunks mixed come out joined in their order.
+        """
+        stream = MessageStream()
+        d = stream.collect()
+        pieces = [b"a", b"B" * 4096, b"cd", b"e" * (4095), b"f", b"g" * 3]
+        for piece in pieces:
+            stream._write(piece)
+        stream._finish()
+        self.assertEqual(self.successResultOf(d), b"".join(pieces))
+
+    def test_limitCountsShortChunks(self) -> None:
+        """
+        Short chunks count towards C{maxBytes} as they come.
+        """
+        stream = MessageStream()
+        d = stream.collect(maxBytes=10)
+        for _ in range(6):
+            stream._write(b"xy")
+        stream._finish()
+        self.assertEqual(self.failureResultOf(d).value.code, 552)  # type: ignore[attr-defined]
+
+    def test_bdatTwoOctetChunks(self) -> None:
+        """
+        Over a session, a body sent as 60,000 BDAT chunks of two octets to a
+        handler that collects it costs the server less than twice the
+        body's size, and arrives whole.
+        """
+        handler = RecordingHandler()
+        proto, transport, clock, factory = connect(handler)
+        proto.dataReceived(ENVELOPE)
+        take(transport)
+        batch = b"BDAT 2\r\nxy" * 6000
+
+        def send() -> None:
+            for _ in range(10):
+                proto.dataReceived(batch)
+                transport.clear()
+
+        held = _heldAfter(send)
+        self.assertLess(held, 240_000, f"{held} bytes held for 120,000 octets of body")
+        proto.dataReceived(b"BDAT 0 LAST\r\n")
+        self.assertEqual(take(transport), b"250 2.0.0 OK: queued as X1\r\n")
+        self.assertEqual(handler.messages[0][2], b"xy" * 60_000)
