@@ -173,3 +173,35 @@ class ShortChunksJoinedTests(SynchronousTestCase):
         self.assertEqual(
             bytes(handler.file.data), b"a" * 10000 + b"b" * 9990 + b"c" * 10 + b"d" * 10000
         )
+
+
+class AMQPBodyTinyChunksTests(SynchronousTestCase):
+    """
+    The AMQP handler gathers each message in memory for its publish: a body
+    read a few octets at a time (tiny TLS records of a DATA body) must take
+    about its own size there, not twenty times it, up to the broker's
+    message size limit.
+    """
+
+    def test_tinyChunksHeldCompactly(self) -> None:
+        """
+        200,000 chunks of two octets take less than twice their size while
+        the body is gathered, and come out whole and in order.
+        """
+        from twisted_smtpd.handlers._amqpframes import Body
+
+        body = Body(10_000_000)
+        source = b"0123456789"
+
+        def feed() -> None:
+            for i in range(200_000):
+                k = i % 5 * 2
+                body.write(source[k : k + 2])
+
+        held = _heldAfter(feed)
+        self.assertLess(held, 800_000, f"{held} bytes held for 400,000 octets of body")
+        pieces = [b"a", b"B" * 4096, b"cd"]
+        for piece in pieces:
+            body.write(piece)
+        data = body.take() if hasattr(body, "take") else b"".join(body.parts)
+        self.assertEqual(data, source * 40_000 + b"".join(pieces))
