@@ -203,5 +203,5 @@ class AMQPBodyTinyChunksTests(SynchronousTestCase):
         pieces = [b"a", b"B" * 4096, b"cd"]
         for piece in pieces:
             body.write(piece)
-        data = body.take() if hasattr(body, "take") else b"".join(body.parts)
+        data = body.take()
         self.assertEqual(data, source * 40_000 + b"".join(pieces))
