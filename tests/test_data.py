@@ -627,13 +627,36 @@ class ChunkDecoderTests(SynchronousTestCase):
 
         decoder = ChunkDecoder()
         decoder.expect(4, False)
-        self.assertEqual(decoder.feed(b"ab"), ([b"ab"], None))
-        self.assertEqual(decoder.feed(b"cdBDAT"), ([b"cd"], b"BDAT"))
+        # Short pieces are held back and joined (SHORT_PIECE).
+        self.assertEqual(decoder.feed(b"ab"), ([], None))
+        self.assertEqual(decoder.feed(b"cdBDAT"), ([], b"BDAT"))
         self.assertFalse(decoder.ended)
         decoder.expect(2, True)
-        self.assertEqual(decoder.feed(b"\n.rest"), ([b"\n."], b"rest"))
+        self.assertEqual(decoder.feed(b"\n.rest"), ([b"abcd\n."], b"rest"))
         self.assertTrue(decoder.ended)
         self.assertEqual(decoder.byteLength, 6)
+
+    def test_shortPiecesJoined(self) -> None:
+        """
+        Pieces shorter than C{SHORT_PIECE} are handed on joined, once they
+        make C{SHORT_PIECE} octets, before a longer piece, or at the end of
+        the LAST chunk; longer pieces are handed on as they are.
+        """
+        from twisted_smtpd._core.data import SHORT_PIECE, ChunkDecoder
+
+        decoder = ChunkDecoder()
+        for _ in range(SHORT_PIECE // 2 - 1):
+            decoder.expect(2, False)
+            self.assertEqual(decoder.feed(b"xy"), ([], b""))
+        decoder.expect(2, False)
+        self.assertEqual(decoder.feed(b"xy"), ([b"xy" * (SHORT_PIECE // 2)], b""))
+        decoder.expect(1, False)
+        self.assertEqual(decoder.feed(b"a"), ([], b""))
+        big = b"B" * SHORT_PIECE
+        decoder.expect(SHORT_PIECE + 1, True)
+        self.assertEqual(decoder.feed(big), ([b"a", big], None))
+        self.assertEqual(decoder.feed(b"zNOOP"), ([b"z"], b"NOOP"))
+        self.assertTrue(decoder.ended)
 
     def test_sizeLimit(self) -> None:
         """
@@ -644,7 +667,7 @@ class ChunkDecoderTests(SynchronousTestCase):
 
         decoder = ChunkDecoder(maxSize=5)
         decoder.expect(4, False)
-        self.assertEqual(decoder.feed(b"abcd"), ([b"abcd"], b""))
+        self.assertEqual(decoder.feed(b"abcd"), ([], b""))
         decoder.expect(4, True)
         self.assertEqual(decoder.feed(b"efghX"), ([], b"X"))
         self.assertTrue(decoder.sizeExceeded)

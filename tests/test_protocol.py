@@ -1671,10 +1671,10 @@ class BdatTests(SynchronousTestCase):
     def test_tinyChunksPauseTheClient(self) -> None:
         """
         A handler that stops reading while the client sends the body in
-        BDAT chunks of two octets pauses the reading after a few thousand
-        chunks, not after C{maxBuffer} octets of them (each chunk kept costs
-        memory of its own); the body arrives whole once the handler reads
-        again.
+        BDAT chunks of two octets pauses the reading once C{maxBuffer}
+        octets are kept: the short chunks reach the stream joined, so that
+        none costs memory of its own; the body arrives whole once the
+        handler reads again.
         """
         from twisted.internet.testing import StringTransport as Consumer
 
@@ -1689,11 +1689,15 @@ class BdatTests(SynchronousTestCase):
         proto.dataReceived(b"BDAT 2\r\nab")
         sink.producer.pauseProducing()
         sent = 1
-        while transport.producerState == "producing" and sent < 20000:
-            proto.dataReceived(b"BDAT 2\r\nab" * 100)
-            sent += 100
+        batch = b"BDAT 2\r\nab" * 1000
+        while transport.producerState == "producing" and sent < 200000:
+            proto.dataReceived(batch)
+            sent += 1000
         self.assertEqual(transport.producerState, "paused")
-        self.assertLess(sent, 10000)
+        # maxBuffer (262,144 octets), what the decoder joins (4,096) and
+        # the last batches.
+        self.assertLess(sent, (262144 + 4096) // 2 + 3000)
+        self.assertLess(len(sink.producer._buffer), 100)
         sink.producer.resumeProducing()
         self.assertEqual(transport.producerState, "producing")
         take(transport)

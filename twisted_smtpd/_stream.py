@@ -31,6 +31,13 @@ COLLECT_LIMIT = DEFAULT_SIZE
 #: in memory before the client is paused.
 MAX_KEPT_CHUNKS = 4096
 
+#: Chunks shorter than this are gathered by L{MessageStream.collect} into
+#: pieces of at least this size rather than kept one object each: a body
+#: sent as BDAT chunks of two octets would otherwise take about twenty
+#: times C{maxBytes} in memory (each chunk's object and its place in the
+#: list), and one of single octets eight times.
+COLLECT_PIECE = 4096
+
 _T = TypeVar("_T")
 
 
@@ -193,20 +200,35 @@ class MessageStream:
         self._checkNotAttached()
         d: Deferred[bytes] = Deferred()
         parts: list[bytes] = []
+        # Short chunks are joined here first (COLLECT_PIECE).
+        small = bytearray()
         kept = [0]
 
         def keep(chunk: bytes) -> None:
-            kept[0] += len(chunk)
+            size = len(chunk)
+            kept[0] += size
             if maxBytes and kept[0] > maxBytes:
                 parts.clear()
+                small.clear()
                 self._log.warn(
                     "Message body refused: more than {limit} bytes to collect in memory",
                     limit=maxBytes,
                 )
                 raise SMTPError(552, "Error: message too big to be held in memory", "5.3.4")
+            if size < COLLECT_PIECE:
+                small.extend(chunk)
+                if len(small) < COLLECT_PIECE:
+                    return
+                chunk = bytes(small)
+                small.clear()
+            elif small:
+                parts.append(bytes(small))
+                small.clear()
             parts.append(chunk)
 
         def done() -> None:
+            if small:
+                parts.append(bytes(small))
             d.callback(b"".join(parts))
 
         if self._attach(keep, done, d.errback, d):

@@ -54,6 +54,10 @@ _CRLF_DOT = re.compile(rb"\r\n\.")
 # bytes.replace does it (two passes, but no object per period).
 _SPLIT_LIMIT = 128
 
+#: BDAT pieces shorter than this are joined before they are handed on
+#: (L{ChunkDecoder}).
+SHORT_PIECE = 4096
+
 
 def _findCrlfDot(data: bytes, start: int) -> int:
     """
@@ -361,6 +365,15 @@ class ChunkDecoder:
     Call L{expect} for each BDAT command, then L{feed} until it returns the
     bytes that followed the chunk.
 
+    Pieces shorter than L{SHORT_PIECE} octets (a chunk of a few octets,
+    or the end of a chunk that a read cut short) are joined before they are
+    handed on, until they make L{SHORT_PIECE} octets, a longer piece comes,
+    or the message ends: a client sending its body as BDAT chunks of two
+    octets would otherwise make the handler keep one object per two octets
+    (about twenty times the body's size in memory, whatever limit in
+    octets the handler's buffers have).  At most L{SHORT_PIECE} octets are
+    held back so.
+
     @ivar final: Whether the chunk being read is the C{LAST} one.
     """
 
@@ -375,6 +388,8 @@ class ChunkDecoder:
         self.ended = False
         self.final = False
         self._remaining = 0
+        # Short pieces not yet handed on (SHORT_PIECE).
+        self._held = bytearray()
 
     def expect(self, size: int, last: bool) -> None:
         """
@@ -411,13 +426,26 @@ class ChunkDecoder:
         self._remaining -= take
         self.byteLength += take
         chunks: list[bytes] = []
+        held = self._held
         if not self.sizeExceeded:
             if self.maxSize and self.byteLength > self.maxSize:
                 self.sizeExceeded = True
-            elif piece:
+                held.clear()
+            elif take >= SHORT_PIECE:
+                if held:
+                    chunks.append(bytes(held))
+                    held.clear()
                 chunks.append(piece)
+            elif piece:
+                held += piece
+                if len(held) >= SHORT_PIECE:
+                    chunks.append(bytes(held))
+                    held.clear()
         if self._remaining:
             return chunks, -1
         if self.final:
             self.ended = True
+            if held and not self.sizeExceeded:
+                chunks.append(bytes(held))
+                held.clear()
         return chunks, end

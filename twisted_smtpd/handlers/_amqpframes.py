@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._stream import COLLECT_PIECE
 
 # AMQP 0-9-1 section 4.2.6: the properties (the envelope in their headers)
 # travel in one content header frame, which may not exceed the connection's
@@ -28,12 +29,17 @@ class Body:
     """
     The message gathered in memory for one publish (pika publishes whole
     bodies), refused with 552 past the size limit.
+
+    Chunks shorter than L{COLLECT_PIECE} (a body read a few octets at a
+    time: tiny TLS records) are joined as they come, so that the memory
+    held stays close to the body's size rather than twenty times it.
     """
 
     def __init__(self, limit: int) -> None:
         self.parts: list[bytes] = []
         self.size = 0
         self._limit = limit
+        self._short = bytearray()
 
     def write(self, chunk: bytes) -> None:
         """
@@ -41,11 +47,33 @@ class Body:
 
         @raise SMTPError: 552: the body is now past the limit.
         """
-        self.size += len(chunk)
+        length = len(chunk)
+        self.size += length
         if self.size > self._limit:
             self.parts = []
+            self._short.clear()
             raise SMTPError(552, "Error: message too big for the message broker", "5.3.4")
+        short = self._short
+        if length < COLLECT_PIECE:
+            short += chunk
+            if len(short) >= COLLECT_PIECE:
+                self.parts.append(bytes(short))
+                short.clear()
+            return
+        if short:
+            self.parts.append(bytes(short))
+            short.clear()
         self.parts.append(chunk)
+
+    def take(self) -> bytes:
+        """
+        The whole body gathered, joined; the parts are forgotten.
+        """
+        parts, self.parts = self.parts, []
+        if self._short:
+            parts.append(bytes(self._short))
+            self._short.clear()
+        return b"".join(parts)
 
 
 def encodedSize(properties: Any) -> int:

@@ -506,8 +506,7 @@ class AMQPHandler(BaseHandler):
         body = Body(self.maxMessageSize)
         piped: Deferred[int] = stream.pipeToFile(body)
         await piped
-        data = b"".join(body.parts)
-        body.parts = []
+        data = body.take()
         fields = envelopeFields(session)
         identifier = messageId(session)
         properties = self._properties(fields, int(self._reactor.seconds()))
