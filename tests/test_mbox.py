@@ -737,6 +737,34 @@ class MboxStreamingTests(SynchronousTestCase):
             self.assertEqual(f.read(), (b"x" * 65536 + b"\n") * 9 + b"\n")
         self.assertEqual(listDir(self.directory), ["mbox"])
 
+    def test_spoolTinyPieces(self) -> None:
+        """
+        A body arriving two octets at a time (tiny TLS records) is written
+        out once the memory its pieces take reaches the spool's threshold,
+        not only their octets (about twenty times as much); the mbox gets
+        it whole.
+        """
+        pool = ManualThreadPool()
+        handler = self.handler(pool)
+        stream = MessageStream(Upstream())
+        d = handler.onData(stream, makeSession())
+        pieces = 8_000
+        written = False
+        for _ in range(pieces):
+            stream._write(b"xy")
+            if pool.jobs:
+                pool.runOne()
+                written = True
+        # 16,000 octets, far below the threshold in octets: written out.
+        self.assertTrue(written)
+        stream._write(b"\r\n")
+        stream._finish()
+        pool.runAll()
+        self.assertEqual(self.successResultOf(d), "OK: delivered to mbox")
+        with open(self.path, "rb") as f:
+            f.readline()
+            self.assertEqual(f.read(), b"xy" * pieces + b"\n\n")
+
     def test_spoolWriteFailure(self) -> None:
         """
         A spool that cannot be written answers 451 (452 for a full disk),

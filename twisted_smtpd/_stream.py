@@ -38,6 +38,14 @@ MAX_KEPT_CHUNKS = 4096
 #: list), and one of single octets eight times.
 COLLECT_PIECE = 4096
 
+#: What a chunk a handler keeps costs in memory beyond its octets: the
+#: bytes object's header and its place in a list.  The handlers that keep
+#: chunks until a threshold (the Maildir's, the spools') count it into
+#: their thresholds, so that a body read a few octets at a time (tiny TLS
+#: records) is held up to the threshold in memory, not in octets, which
+#: would be about twenty times as much.
+CHUNK_OVERHEAD = 56
+
 _T = TypeVar("_T")
 
 

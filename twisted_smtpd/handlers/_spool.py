@@ -16,6 +16,8 @@ from twisted.internet.interfaces import IConsumer, IProducer, IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_smtpd._stream import CHUNK_OVERHEAD
+
 #: Bytes kept in memory before they are written out, and the most that may
 #: wait while a write is in flight before the client is paused.
 SPOOL_THRESHOLD = 1 << 18
@@ -128,7 +130,8 @@ class Spool:
         if self._failure is not None:
             return
         self._chunks.append(data)
-        self._buffered += len(data)
+        # The memory it takes (CHUNK_OVERHEAD), not only its octets.
+        self._buffered += len(data) + CHUNK_OVERHEAD
         if self._buffered >= self._threshold:
             if self._writing is None:
                 self._spill()

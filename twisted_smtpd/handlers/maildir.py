@@ -53,6 +53,7 @@ from zope.interface import implementer
 
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, Session
+from twisted_smtpd._stream import CHUNK_OVERHEAD
 from twisted_smtpd.handlers import _maildirdirs, _maildirdisk
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._diskfailure import diskError, logDiskFailure
@@ -221,7 +222,8 @@ class _Delivery:
         if self.failure is not None:
             return
         self.chunks.append(data)
-        self.buffered += len(data)
+        # The memory it takes (CHUNK_OVERHEAD), not only its octets.
+        self.buffered += len(data) + CHUNK_OVERHEAD
         if self.buffered >= self.handler.spillThreshold:
             if not self.writing:
                 self._spill()
