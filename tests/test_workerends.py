@@ -13,9 +13,8 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_deadlines import LogCatcher
 from tests.test_tap import FakeReactor
-from tests.test_workers import _ProcessReactor, _Writer
+from tests.test_workers import _PoolTestCase, _ProcessReactor, _Writer
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._twistd import workers
 from twisted_smtpd._twistd.daemon import SMTPDaemon
@@ -27,29 +26,6 @@ def _exited(code: int | None = None, number: int | None = None) -> Failure:
     if code == 0:
         return Failure(ProcessDone(0))
     return Failure(ProcessTerminated(code, number))
-
-
-class _PoolTestCase(SynchronousTestCase):
-    def pool(self, **kw: float) -> tuple[WorkerPool, _ProcessReactor, LogCatcher]:
-        """
-        A pool of two workers, started, its processes recorded; stopped
-        at the end of the test, every process still there exiting.
-        """
-        previous = signal.getsignal(signal.SIGHUP)
-        self.addCleanup(signal.signal, signal.SIGHUP, previous)
-        log = LogCatcher(self)
-        clock = _ProcessReactor()
-        pool = WorkerPool([], 2, [], reactor=clock, **kw)
-        pool.startService()
-        self.addCleanup(self.stop, pool, clock)
-        return pool, clock, log
-
-    def stop(self, pool: WorkerPool, clock: _ProcessReactor) -> None:
-        stopping = pool.stopService()
-        for worker, _ in clock.spawned:
-            if not worker.ended.called:
-                worker.processEnded(_exited(0))
-        self.successResultOf(stopping)
 
 
 class EndedLineTests(_PoolTestCase):

@@ -15,7 +15,7 @@ import tempfile
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.error import ConnectionDone, ConnectionLost, ProcessTerminated
+from twisted.internet.error import ConnectionDone, ConnectionLost, ProcessDone, ProcessTerminated
 from twisted.internet.testing import EventLoggingObserver, MemoryReactor, MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
@@ -444,6 +444,33 @@ class _ProcessReactor(MemoryReactorClock):
 
 def _exited(code: int | None = None, signal: int | None = None) -> Failure:
     return Failure(ProcessTerminated(code, signal))
+
+
+class _PoolTestCase(SynchronousTestCase):
+    """
+    Tests of a L{WorkerPool} whose processes are recorded, not started.
+    """
+
+    def pool(self, count: int = 2, **kw: float) -> tuple[WorkerPool, _ProcessReactor, LogCatcher]:
+        """
+        A pool of C{count} workers, started, its processes recorded;
+        stopped at the end of the test, every process still there exiting.
+        """
+        previous = signal.getsignal(signal.SIGHUP)
+        self.addCleanup(signal.signal, signal.SIGHUP, previous)
+        log = LogCatcher(self)
+        clock = _ProcessReactor()
+        pool = WorkerPool([], count, [], reactor=clock, **kw)
+        pool.startService()
+        self.addCleanup(self.stop, pool, clock)
+        return pool, clock, log
+
+    def stop(self, pool: WorkerPool, clock: _ProcessReactor) -> None:
+        stopping = pool.stopService()
+        for worker, _ in clock.spawned:
+            if not worker.ended.called:
+                worker.processEnded(Failure(ProcessDone(0)))
+        self.successResultOf(stopping)
 
 
 class RestartTests(SynchronousTestCase):

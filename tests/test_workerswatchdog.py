@@ -12,35 +12,16 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_deadlines import LogCatcher
-from tests.test_workers import _exited, _ProcessReactor
+from tests.test_workers import _exited, _PoolTestCase
 from twisted_smtpd._twistd.tap import Options
-from twisted_smtpd._twistd.workers import WorkerPool
 from twisted_smtpd._twistd.workerside import ParentWatch
 from twisted_smtpd._twistd.workerwatchdog import HEARTBEAT, Heartbeat, heartbeatPipe
 
 
-class WatchdogTests(SynchronousTestCase):
+class WatchdogTests(_PoolTestCase):
     """
     The parent kills a worker silent for the timeout, once, with one line.
     """
-
-    def pool(self, count: int = 2, **kw: float) -> tuple[WorkerPool, _ProcessReactor, LogCatcher]:
-        previous = signal.getsignal(signal.SIGHUP)
-        self.addCleanup(signal.signal, signal.SIGHUP, previous)
-        log = LogCatcher(self)
-        clock = _ProcessReactor()
-        pool = WorkerPool([], count, [], reactor=clock, **kw)
-        pool.startService()
-        self.addCleanup(self.stop, pool, clock)
-        return pool, clock, log
-
-    def stop(self, pool: WorkerPool, clock: _ProcessReactor) -> None:
-        stopping = pool.stopService()
-        for worker, _ in clock.spawned:
-            if not worker.ended.called:
-                worker.processEnded(_exited(0))
-        self.successResultOf(stopping)
 
     def test_silentWorkerKilled(self) -> None:
         """
