@@ -1328,6 +1328,23 @@ class IgnoredHostDeadlineTests(SynchronousTestCase):
             self.assertEqual(len(lines), 0 if ignored else 2, lines)
             self.assertEqual(events, [] if ignored else ["tlsfailed"])
 
+    def test_transactionCutAtShutdown(self) -> None:
+        """
+        A transaction still going on when the close timeout of a stopping
+        server is over: cut with 421, no line.
+        """
+        for ignored, count in [(False, 1), (True, 0)]:
+            log = LogCatcher(self)
+            hosts = ("192.0.2.7",) if ignored else ()
+            proto, transport, clock, factory = connect(closeTimeout=30, ignoredHosts=hosts)
+            transaction(proto, transport)
+            proto.dataReceived(b"DATA\r\nSubject: cut\r\n\r\npart")
+            factory.close()
+            clock.advance(30)
+            self.assertTrue(transport.value().endswith(replies.SHUTDOWN))
+            lines = log.matching(ShutdownLogTests.CUT)
+            self.assertEqual(len(lines), count, lines)
+
 
 def _eventNames(names: list[str]) -> Any:
     """

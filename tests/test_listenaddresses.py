@@ -6,11 +6,15 @@ one line naming both, rather than failing as if another program held it.
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
+from unittest import SkipTest
 
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted_smtpd._twistd import tapconfig
 from twisted_smtpd._twistd.tap import Options
 
 
@@ -80,3 +84,83 @@ class SameAddressTests(SynchronousTestCase):
         ]:
             options = self.parse(*[a for d in listen for a in ("--listen", d)])
             self.assertEqual(options["listen"], listen)
+
+
+def _kernelDualStack() -> bool:
+    """
+    Whether binding says IPv6 listeners take IPv4 connections here: an IPv6
+    socket on C{::} cannot bind the port an IPv4 one listens on (both with
+    C{SO_REUSEADDR}, as Twisted binds).
+    """
+    if not socket.has_ipv6:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as four:
+        four.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        four.bind(("127.0.0.1", 0))
+        four.listen(1)
+        port = four.getsockname()[1]
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as six:
+            six.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                six.bind(("::", port))
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE:
+                    raise
+                return True
+    return False
+
+
+class DualStackTests(SynchronousTestCase):
+    """
+    Where IPv6 listeners take IPv4 connections too (Linux's default), an
+    IPv6 listener on C{::} binds the IPv4 addresses of its port as well.
+    """
+
+    def parse(self, *listen: str) -> Options:
+        options = Options()
+        options.parseOptions(["--sink", *[a for d in listen for a in ("--listen", d)]])
+        return options
+
+    def test_refusedWhereDualStack(self) -> None:
+        """
+        On a dual-stack host (as binding tells), C{tcp:25} and C{tcp6:25}
+        (or C{::} and one IPv4 address, or an IPv4-mapped address and its
+        IPv4 one) are refused naming both, not left to fail at start as if
+        another program listened there.
+        """
+        if not _kernelDualStack():
+            raise SkipTest("IPv6 listeners take IPv6 connections only here")
+        note = " (IPv6 listeners take IPv4 connections too: net.ipv6.bindv6only is 0)"
+        for listen in [
+            ["tcp:2525", "tcp6:2525"],
+            ["tcp6:2525", "tcp:2525:interface=127.0.0.1"],
+            ["tcp:2525:interface=\\:\\:", "tcp:2525:interface=127.0.0.1"],
+            ["tcp:2525:interface=127.0.0.1", "tcp6:2525:interface=\\:\\:ffff\\:127.0.0.1"],
+            ["tcp6:2525:interface=\\:\\:ffff\\:127.0.0.1", "tcp:2525"],
+        ]:
+            e = self.assertRaises(usage.UsageError, self.parse, *listen)
+            self.assertEqual(
+                str(e), f"--listen {listen[1]!r}: the same address as --listen {listen[0]!r}{note}"
+            )
+
+    def test_acceptedWhereNot(self) -> None:
+        """
+        Where IPv6 listeners take IPv6 connections only, and for IPv6
+        addresses that map no IPv4 one, IPv4 and IPv6 listeners of one
+        port are distinct.
+        """
+        self.patch(tapconfig, "_dualStack", lambda: False)
+        listen = ["tcp:2525", "tcp6:2525"]
+        self.assertEqual(self.parse(*listen)["listen"], listen)
+        self.patch(tapconfig, "_dualStack", lambda: True)
+        for listen in [
+            ["tcp:2525", "tcp6:2525:interface=\\:\\:1"],
+            ["tcp:2525:interface=127.0.0.1", "tcp6:2525:interface=\\:\\:ffff\\:127.0.0.2"],
+        ]:
+            self.assertEqual(self.parse(*listen)["listen"], listen)
+
+    def test_kernelAgrees(self) -> None:
+        """
+        What L{tapconfig._dualStack} reads is what binding says.
+        """
+        self.assertEqual(tapconfig._dualStack(), _kernelDualStack())

@@ -375,7 +375,8 @@ def shutdown(p: SessionControl, force: bool) -> None:
     C{force}), else once its transaction is over; abort it at once in the
     middle of a TLS handshake, where no 421 can reach the client.  A
     transaction cut by C{force} (C{closeTimeout} is over) leaves one log
-    line: its message, if any, was not accepted.
+    line (none for a client of C{ignoredHosts}): its message, if any, was
+    not accepted.
     """
     p.draining = True
     if p.closing:
@@ -393,11 +394,13 @@ def shutdown(p: SessionControl, force: bool) -> None:
         p.abandonMessage(catalogue.SHUTDOWN)
         p.closeWith(catalogue.SHUTDOWN)
     elif force:
-        p.log.info(
-            "{session} {client} shutdown: transaction cut after the close timeout ({seconds:g} s)",
-            session=p.session.id,
-            client=p.session.remoteAddress[0],
-            seconds=p.options.closeTimeout,
-        )
+        if not _ignored(p):
+            p.log.info(
+                "{session} {client} shutdown: transaction cut after the close timeout"
+                " ({seconds:g} s)",
+                session=p.session.id,
+                client=p.session.remoteAddress[0],
+                seconds=p.options.closeTimeout,
+            )
         p.abandonMessage(catalogue.SHUTDOWN)
         p.closeWith(catalogue.SHUTDOWN)

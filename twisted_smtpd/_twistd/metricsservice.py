@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import tempfile
 from collections.abc import Callable
 from contextlib import suppress
@@ -121,7 +122,8 @@ class WorkerMetrics(GivesLogObserver, MultiService):
         try:
             foldEndedWorker(self._directory, pid)
         except (OSError, ValueError) as e:
-            # Its files stay, counted as they are; none is counted twice.
+            # Its readable files stay, counted as they are; none is counted
+            # twice (an unreadable one is set aside, foldEndedWorker).
             _log.warn(
                 "metrics of ended worker pid {pid} could not be added to the others': {error}",
                 pid=pid,
@@ -169,14 +171,28 @@ def foldEndedWorker(directory: str, pid: int) -> None:
     leaves the old sum and the worker's file, never a value counted twice.
     The parent is the only process that writes these files, from its
     reactor, as it serves the scrapes that read them.
+
+    A file of the worker's that cannot be read (cut short: the worker was
+    killed while it made it) is renamed out of the scrapes' way, to
+    C{counter_PID.unreadable}: every scrape would fail on it, and its
+    counts are lost to them anyway.  The worker's other files are added.
+
+    @raise ValueError: A file could not be read (after the others were
+        added).
+    @raise OSError: A file could not be read or written.
     """
     from prometheus_client.mmap_dict import MmapedDict
 
+    unreadable: ValueError | None = None
     for kind in _KEPT:
         path = os.path.join(directory, f"{kind}_{pid}.db")
         try:
             values = readMetricsFile(path)
         except FileNotFoundError:
+            continue
+        except ValueError as e:
+            os.replace(path, path[: -len(".db")] + ".unreadable")
+            unreadable = unreadable or e
             continue
         ended = os.path.join(directory, f"{kind}_ended.db")
         sums: dict[str, list[float]] = {}
@@ -200,6 +216,8 @@ def foldEndedWorker(directory: str, pid: int) -> None:
             written.close()
         os.replace(new, ended)
         os.remove(path)
+    if unreadable is not None:
+        raise unreadable
 
 
 def readMetricsFile(path: str) -> list[tuple[str, float, float]]:
@@ -207,10 +225,17 @@ def readMetricsFile(path: str) -> list[tuple[str, float, float]]:
     The values of a C{prometheus_client} multiprocess file: each key, value
     and timestamp (0 where the release of C{prometheus_client} keeps none,
     as the older ones the package allows).
+
+    @raise ValueError: The file is cut short or holds no such values (a
+        worker killed while it made it); C{prometheus_client} says so with
+        C{struct.error} or C{RuntimeError}.
     """
     from prometheus_client.mmap_dict import MmapedDict
 
-    entries: list[Any] = MmapedDict.read_all_values_from_file(path)
+    try:
+        entries: list[Any] = list(MmapedDict.read_all_values_from_file(path))
+    except (struct.error, RuntimeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{os.path.basename(path)} is unreadable ({e})") from e
     return [(e[0], e[1], e[2] if len(e) == 4 else 0.0) for e in entries]
 
 

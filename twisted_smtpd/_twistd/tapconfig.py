@@ -264,6 +264,38 @@ def _bound(description: str) -> tuple[str, str, int | str] | None:
 #: The interfaces that take every address of their family.
 _WILDCARDS = ("", "0.0.0.0", "::")  # noqa: S104 -- compared, not bound
 
+#: Where Linux says whether IPv6 sockets take IPv4 connections too.
+_BINDV6ONLY = "/proc/sys/net/ipv6/bindv6only"
+
+
+def _dualStack() -> bool:
+    """
+    Whether a TCP listener on an IPv6 address takes the IPv4 connections
+    of the addresses it maps too (and so binds them): Linux's
+    C{net.ipv6.bindv6only} is 0, its default, and Twisted leaves
+    C{IPV6_V6ONLY} as that says.
+    """
+    try:
+        with open(_BINDV6ONLY, encoding="ascii") as f:
+            return f.read().strip() == "0"
+    except (OSError, ValueError):
+        return False
+
+
+def _takesIPv4(interface6: str, interface4: str) -> bool:
+    """
+    Whether a dual-stack IPv6 listener on C{interface6} binds the IPv4
+    address C{interface4} of the same port: C{::} takes every IPv4
+    address, C{::ffff:A} the address C{A} (and conflicts with the IPv4
+    wildcard).
+    """
+    if interface6 in _WILDCARDS:
+        return True
+    head, _, mapped = interface6.lower().rpartition(":")
+    if head not in ("::ffff", "0:0:0:0:0:ffff"):
+        return False
+    return mapped == interface4 or interface4 in _WILDCARDS
+
 
 def checkDistinctAddresses(listen: Sequence[str], metrics: str | None) -> None:
     """
@@ -271,7 +303,9 @@ def checkDistinctAddresses(listen: Sequence[str], metrics: str | None) -> None:
     the same address, which would fail as in use, said to be another
     program's: the same TCP port on the same interface, or on the
     wildcard of its family and one of its addresses, or the same UNIX
-    socket path.
+    socket path.  Where IPv6 listeners take IPv4 connections too
+    (L{_dualStack}), an IPv6 one on C{::} and an IPv4 one on the same port
+    (C{tcp:25} and C{tcp6:25}) bind the same addresses as well.
 
     @raise usage.UsageError: Naming both.
     """
@@ -285,12 +319,22 @@ def checkDistinctAddresses(listen: Sequence[str], metrics: str | None) -> None:
             continue
         family, interface, where = bound
         for earlier, (otherFamily, otherInterface, otherWhere) in seen:
-            if (family, where) != (otherFamily, otherWhere):
+            if where != otherWhere:
                 continue
-            if interface == otherInterface or _WILDCARDS.count(interface) + _WILDCARDS.count(
-                otherInterface
-            ):
-                raise usage.UsageError(f"{flag}: the same address as {earlier}")
+            note = ""
+            if family == otherFamily:
+                same = (
+                    interface == otherInterface
+                    or interface in _WILDCARDS
+                    or otherInterface in _WILDCARDS
+                )
+            else:
+                # tcp and tcp6 (a UNIX path is never a port).
+                six, four = (interface, otherInterface)[:: 1 if family == "tcp6" else -1]
+                same = _takesIPv4(six, four) and _dualStack()
+                note = " (IPv6 listeners take IPv4 connections too: net.ipv6.bindv6only is 0)"
+            if same:
+                raise usage.UsageError(f"{flag}: the same address as {earlier}{note}")
         seen.append((flag, bound))
 
 
