@@ -9,9 +9,20 @@ from __future__ import annotations
 import os
 
 from twisted.python import usage
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from twisted_smtpd._twistd.tap import Options
+
+
+def _bindV6Only() -> str | None:
+    """
+    This host's C{net.ipv6.bindv6only}, or C{None} where there is none.
+    """
+    try:
+        with open("/proc/sys/net/ipv6/bindv6only") as f:
+            return f.read().strip()
+    except OSError:
+        return None
 
 
 class SameAddressTests(SynchronousTestCase):
@@ -65,6 +76,40 @@ class SameAddressTests(SynchronousTestCase):
                 args += ["--metrics", metrics]
             e = self.assertRaises(usage.UsageError, self.parse, *args)
             self.assertEqual(str(e), expected)
+
+    def test_dualStackWildcard(self) -> None:
+        """
+        Where an IPv6 listener on C{::} takes IPv4 connections too (Linux's
+        default, C{net.ipv6.bindv6only} at 0, as on this host), it binds the
+        IPv4 addresses of its port: an IPv4 listener on that port, on any of
+        them, is refused naming both, in either order.
+        """
+        if _bindV6Only() != "0":
+            raise SkipTest("IPv6 sockets take no IPv4 connection here (bindv6only)")
+        six = "tcp6:2525:interface=\\:\\:"
+        for listen, expected in [
+            (["tcp:2525", six], f"--listen {six!r}: the same address as --listen 'tcp:2525'"),
+            (
+                [six, "tcp:2525:interface=127.0.0.1"],
+                f"--listen 'tcp:2525:interface=127.0.0.1': the same address as --listen {six!r}",
+            ),
+        ]:
+            args = [a for d in listen for a in ("--listen", d)]
+            e = self.assertRaises(usage.UsageError, self.parse, *args)
+            self.assertEqual(str(e), expected)
+        # ::1 takes no IPv4 connection.
+        self.parse("--listen", "tcp:2525", "--listen", "tcp6:2525:interface=\\:\\:1")
+
+    def test_notDualStack(self) -> None:
+        """
+        Where an IPv6 socket takes no IPv4 connection, an IPv4 listener and
+        an IPv6 one on C{::} of the same port are distinct.
+        """
+        from twisted_smtpd._twistd import tapconfig
+
+        self.patch(tapconfig, "_dualStack", lambda: False)
+        options = self.parse("--listen", "tcp:2525", "--listen", "tcp6:2525:interface=\\:\\:")
+        self.assertEqual(len(options["listen"]), 2)
 
     def test_accepted(self) -> None:
         """

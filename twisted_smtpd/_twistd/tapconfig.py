@@ -283,15 +283,45 @@ def checkDistinctAddresses(listen: Sequence[str], metrics: str | None) -> None:
         bound = _bound(description)
         if bound is None:
             continue
-        family, interface, where = bound
-        for earlier, (otherFamily, otherInterface, otherWhere) in seen:
-            if (family, where) != (otherFamily, otherWhere):
-                continue
-            if interface == otherInterface or _WILDCARDS.count(interface) + _WILDCARDS.count(
-                otherInterface
-            ):
+        for earlier, other in seen:
+            if _overlap(bound, other):
                 raise usage.UsageError(f"{flag}: the same address as {earlier}")
         seen.append((flag, bound))
+
+
+def _overlap(one: tuple[str, str, int | str], other: tuple[str, str, int | str]) -> bool:
+    """
+    Whether two bound addresses (L{_bound}) take the same connections: the
+    same port on the same interface, or on the wildcard of its family and
+    one of its addresses; or an IPv4 port and the IPv6 wildcard of the same
+    port where that takes IPv4 too (L{_dualStack}).
+    """
+    (family, interface, where), (otherFamily, otherInterface, otherWhere) = one, other
+    if where != otherWhere:
+        return False
+    if family == otherFamily:
+        return interface == otherInterface or bool(
+            _WILDCARDS.count(interface) + _WILDCARDS.count(otherInterface)
+        )
+    if {family, otherFamily} == {"tcp", "tcp6"}:
+        six = interface if family == "tcp6" else otherInterface
+        return six == "::" and _dualStack()
+    return False
+
+
+def _dualStack() -> bool:
+    """
+    Whether an IPv6 socket bound to C{::} takes IPv4 connections too, as
+    Twisted's C{tcp6:} listeners do where the system's default says so
+    (Linux's C{net.ipv6.bindv6only} at 0, its default): then it binds
+    every IPv4 address of its port as well.
+    """
+    try:
+        with open("/proc/sys/net/ipv6/bindv6only") as f:
+            return f.read().strip() == "0"
+    except OSError:
+        # Not Linux: the bind itself says whether they collide.
+        return False
 
 
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
