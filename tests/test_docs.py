@@ -3,7 +3,8 @@
 The documentation in C{docs/}: every Python code block is either a file of
 the repository included with C{literalinclude} or a doctest, and the
 doctests pass; every C{twistd smtpd} command line and configuration file
-shown parses; the options reference names every L{ServerOptions} field and
+shown parses, and a refusal shown after one is the line it gives; the
+options reference names every L{ServerOptions} field and
 every C{twistd smtpd} flag; the concurrency chart's data agrees with its
 table.
 
@@ -20,10 +21,12 @@ import os
 import re
 import shlex
 import textwrap
+from itertools import pairwise
 from pathlib import Path
 
 import attrs
 from attrs import frozen
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_smtpd import ServerOptions
@@ -326,6 +329,44 @@ class CodeBlockTests(SynchronousTestCase):
             checkSmtpdArguments(arguments)
             checked += 1
         self.assertGreater(checked, 0)
+
+
+def quotedRefusals() -> list[tuple[CodeBlock, list[str], str]]:
+    """
+    The C{twistd smtpd} commands of the text blocks followed by the line
+    they are shown to end with (C{twistd smtpd: ...; see --help}): each
+    block, the command's arguments after C{smtpd}, and the message.
+    """
+    found = []
+    for block in allBlocks():
+        if block.language != "text":
+            continue
+        lines = block.text.splitlines()
+        for command, output in pairwise(lines):
+            if not command.startswith("$ ") or not output.startswith("twistd smtpd: "):
+                continue
+            arguments = smtpdArguments(command[2:])
+            if arguments is not None and output.endswith("; see --help"):
+                message = output.removeprefix("twistd smtpd: ").removesuffix("; see --help")
+                found.append((block, arguments, message))
+    return found
+
+
+class RefusalExampleTests(SynchronousTestCase):
+    def test_refusalsAreTheRealLines(self) -> None:
+        """
+        Every refusal shown after a C{twistd smtpd} command is the line the
+        options give for it, when they refuse it (one found only when the
+        listeners start, a port in use, is checked by the listener tests).
+        """
+        checked = 0
+        for block, arguments, message in quotedRefusals():
+            try:
+                Options().parseOptions(arguments)
+            except usage.UsageError as e:
+                self.assertEqual(str(e), message, f"{block.page}:{block.line}: {arguments}")
+                checked += 1
+        self.assertGreaterEqual(checked, 4)
 
 
 _CITED = re.compile(r"`([\w.-]+(?:/[\w.-]+)*\.(?:md|rst|py|sh|json|png))`")

@@ -96,7 +96,8 @@ class ServerMetrics:
         self.sessions = Counter(
             "smtpd_sessions",
             "Sessions ended, by outcome: message (at least one message accepted),"
-            " no_message, refused (closed at connect by a limit or onConnect).",
+            " no_message, refused (closed at connect by a limit, onConnect, or a PROXY"
+            " header refused or missing).",
             ["outcome"],
             registry=r,
         )

@@ -69,7 +69,12 @@ FLAGS: list[list[Any]] = [
         "With --maildir-per-recipient, refuse recipients whose Maildir does not exist.",
     ],
     ["maildir-trace", None, "Prepend Return-Path: and Received: to stored messages."],
-    ["relay-insecure", None, "Relay without verifying the relay's certificate."],
+    [
+        "relay-insecure",
+        None,
+        "Relay without verifying the relay's certificate; a failed STARTTLS handshake"
+        " is then tried once more in plain text.",
+    ],
     ["relay-require-tls", None, "Refuse a relay that does not offer STARTTLS."],
 ]
 
