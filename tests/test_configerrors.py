@@ -93,6 +93,25 @@ class DisabledCommandsTests(SynchronousTestCase):
                 " no transaction could be made without it",
             )
 
+    def test_dataWithoutChunking(self) -> None:
+        """
+        DATA disabled where CHUNKING is not offered (hidden, or EHLO
+        disabled in SMTP): no client would send BDAT; refused in one line.
+        """
+        for args, why in [
+            (["--disable", "DATA", "--hide", "CHUNKING"], "CHUNKING is hidden"),
+            (["--lmtp", "--disable", "DATA", "--hide", "CHUNKING"], "CHUNKING is hidden"),
+            (["--disable", "DATA", "--disable", "EHLO"], "EHLO is disabled"),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, "--sink", *args)
+            self.assertEqual(
+                str(e),
+                f"--disable: disabledCommands must leave DATA enabled when {why}:"
+                " clients send BDAT only where the EHLO or LHLO reply offers CHUNKING",
+            )
+        # In LMTP, EHLO is not the greeting: CHUNKING is offered in LHLO's reply.
+        parse("--sink", "--lmtp", "--disable", "DATA", "--disable", "EHLO")
+
     def test_accepted(self) -> None:
         """
         One of two ways left is enough; LHLO may be disabled in SMTP and

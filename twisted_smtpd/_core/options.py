@@ -217,6 +217,19 @@ def _checkCommands(instance: object, attribute: Any, value: tuple[str, ...]) -> 
                 f"{attribute.name} must leave {' or '.join(commands)} enabled:"
                 " no transaction could be made without it"
             )
+    # Without DATA, a message comes by BDAT only, which clients use only
+    # where EHLO's (or LHLO's) reply offers CHUNKING (RFC 3030 section 2).
+    if "DATA" in disabled:
+        why = None
+        if getattr(instance, "hideCHUNKING", False):
+            why = "CHUNKING is hidden"
+        elif not getattr(instance, "lmtp", False) and "EHLO" in disabled:
+            why = "EHLO is disabled"
+        if why is not None:
+            raise ValueError(
+                f"{attribute.name} must leave DATA enabled when {why}:"
+                " clients send BDAT only where the EHLO or LHLO reply offers CHUNKING"
+            )
 
 
 def _checkBareNewline(instance: object, attribute: Any, value: str) -> None:
