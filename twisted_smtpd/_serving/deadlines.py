@@ -26,6 +26,7 @@ from twisted.logger import LogLevel
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.data import ChunkDecoder
 from twisted_smtpd._serving.flow import PAUSE_WRITE
+from twisted_smtpd._serving.logging import unlogged
 from twisted_smtpd._serving.tlsfailures import TIMEOUT, tellHandshakeFailed
 
 if TYPE_CHECKING:
@@ -128,17 +129,6 @@ def interval(options: ServerOptions) -> float:
     return min(1.0, shortest / 4)
 
 
-def _ignored(p: SessionControl) -> bool:
-    """
-    Whether C{p}'s client is one of C{ignoredHosts}, whose sessions leave
-    no log line: not even for a deadline it missed (a health check that
-    connects and goes quiet, or never finishes a TLS handshake).  The
-    handler's own deadline is the server's affair and is logged for every
-    client.
-    """
-    return p.session.remoteAddress[0] in p.options.ignoredHosts
-
-
 def check(p: SessionControl, now: float) -> None:
     """
     Enforce C{p}'s deadlines at time C{now}.
@@ -149,7 +139,7 @@ def check(p: SessionControl, now: float) -> None:
     client = p.session.remoteAddress[0]
     if p.closing:
         if now - p.times.closingSince >= CLOSE_GRACE:
-            if not p.refused and not _ignored(p):
+            if not p.refused and not unlogged(p):
                 # A connection refused at connect has its one line, the
                 # refusal: an implicit TLS client that never finishes the
                 # handshake its 421 waits for adds none.
@@ -166,7 +156,7 @@ def check(p: SessionControl, now: float) -> None:
         if now - p.times.handshakeSince >= options.tlsHandshakeTimeout:
             # Logged here: not again as a failed handshake.
             p.times.handshakeSince = None
-            if not _ignored(p):
+            if not unlogged(p):
                 p.log.info(
                     "{session} {client} TLS handshake timeout ({seconds:g} s): connection aborted",
                     session=session,
@@ -220,7 +210,7 @@ def check(p: SessionControl, now: float) -> None:
     least, seconds = rate
     if now - p.times.rateSince >= seconds:
         if p.times.rateBytes < least:
-            if not _ignored(p):
+            if not unlogged(p):
                 p.log.info(
                     "{session} {client} data rate below {least} bytes per {seconds:g} s "
                     "({received} bytes): connection closed",
@@ -272,7 +262,7 @@ def timeout(p: SessionControl, what: str) -> None:
         command = "BDAT" if isinstance(receiver.decoder, ChunkDecoder) else "DATA"
         what += f" during {command} after {receiver.decoder.byteLength} bytes"
         text += ": message dropped"
-    level = None if _ignored(p) else LogLevel.info
+    level = None if unlogged(p) else LogLevel.info
     _closeLate(p, catalogue.TIMEOUT, level, text, what, p.options.socketTimeout)
 
 
@@ -382,7 +372,7 @@ def shutdown(p: SessionControl, force: bool) -> None:
     if p.closing:
         return
     if p.times.handshakeSince is not None:
-        if not _ignored(p):
+        if not unlogged(p):
             p.log.info(
                 "{session} {client} shutdown during the TLS handshake: connection aborted",
                 session=p.session.id,
@@ -394,7 +384,7 @@ def shutdown(p: SessionControl, force: bool) -> None:
         p.abandonMessage(catalogue.SHUTDOWN)
         p.closeWith(catalogue.SHUTDOWN)
     elif force:
-        if not _ignored(p):
+        if not unlogged(p):
             p.log.info(
                 "{session} {client} shutdown: transaction cut after the close timeout"
                 " ({seconds:g} s)",

@@ -35,6 +35,7 @@ from twisted_smtpd._core.session import Session, TLSInfo
 from twisted_smtpd._core.xclient import UNAVAILABLE, forwardedClient
 
 if TYPE_CHECKING:
+    from twisted_smtpd._serving.context import SessionControl
     from twisted_smtpd._serving.logwriter import BufferedLogWriter
 
 NAMESPACE = "twisted_smtpd.session"
@@ -44,6 +45,17 @@ _log = Logger(namespace=NAMESPACE)
 #: The fields of a text line: none, since only its text is written
 #: (read-only, shared by every line).
 _NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
+
+
+def unlogged(p: SessionControl) -> bool:
+    """
+    Whether C{p}'s client is one of C{ignoredHosts}, whose sessions leave
+    no log line (a health check): not for a deadline it missed, a TLS
+    handshake or session it broke off, or a message it dropped.  A
+    handler's own deadline is the server's affair and is logged for every
+    client.
+    """
+    return p.session.remoteAddress[0] in p.options.ignoredHosts
 
 
 def formatPeer(address: tuple[str, int]) -> str:

@@ -15,7 +15,7 @@ from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.grammar import Phase
 from twisted_smtpd._serving.flow import PAUSE_HOOK
 from twisted_smtpd._serving.greeting import beginSession
-from twisted_smtpd._serving.logging import loggable
+from twisted_smtpd._serving.logging import loggable, unlogged
 from twisted_smtpd._serving.tls import closeAfterCloseNotify, tlsInfo
 from twisted_smtpd._serving.tlsfailures import failureReason, tellHandshakeFailed
 
@@ -101,7 +101,7 @@ def handshakeFailed(p: SessionControl, reason: Failure) -> None:
     client of C{ignoredHosts}, whose sessions leave neither (a health
     check that opens an implicit TLS port and closes it).
     """
-    if p.session.remoteAddress[0] in p.options.ignoredHosts:
+    if unlogged(p):
         return
     error = _why(reason.value)
     p.log.info(
@@ -124,7 +124,7 @@ def sessionFailed(p: SessionControl, reason: Failure) -> None:
     error = reason.value
     if not isinstance(error, SSL.Error):
         return
-    if p.session.remoteAddress[0] in p.options.ignoredHosts:
+    if unlogged(p):
         return
     p.log.info(
         "{session} {client} TLS error: {error}: connection closed",

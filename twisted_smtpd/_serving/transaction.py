@@ -20,6 +20,7 @@ from twisted_smtpd._core.session import Address, Envelope
 from twisted_smtpd._serving.deadlines import transferStarted
 from twisted_smtpd._serving.flow import StreamUpstream
 from twisted_smtpd._serving.hooks import ACCEPTING_DEFAULTS
+from twisted_smtpd._serving.logging import unlogged
 from twisted_smtpd._serving.receiving import MessageReceiver, errorFromReply
 from twisted_smtpd._stream import MessageStream
 
@@ -81,7 +82,7 @@ def messageLost(p: SessionControl, receiver: MessageReceiver) -> None:
     C{ignoredHosts}.  Nothing was delivered and no reply was sent.
     """
     session = p.session
-    if session.remoteAddress[0] in p.options.ignoredHosts:
+    if unlogged(p):
         return
     p.log.info(
         "{session} {client} connection lost during {command} after {size} bytes: message dropped",
