@@ -13,13 +13,16 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_smtpd._core import data as _data
-from twisted_smtpd._core.data import DataDecoder
+from twisted_smtpd._core.data import SHORT_PIECE, DataDecoder
 
 POLICIES = ("reject", "normalize", "legacy")
 
 
 def decode(
-    pieces: Iterable[bytes], maxSize: int = 0, bareNewline: str = "reject"
+    pieces: Iterable[bytes],
+    maxSize: int = 0,
+    bareNewline: str = "reject",
+    shortPiece: int = SHORT_PIECE,
 ) -> tuple[bytes, bytes | None, DataDecoder]:
     """
     Feed C{pieces} one by one until the body ends; the pieces after that
@@ -27,7 +30,7 @@ def decode(
 
     @return: The decoded body, the rest (or C{None}) and the decoder.
     """
-    decoder = DataDecoder(maxSize, bareNewline)
+    decoder = DataDecoder(maxSize, bareNewline, shortPiece)
     out: list[bytes] = []
     rest = None
     for piece in pieces:
@@ -136,7 +139,7 @@ class EndOfDataTests(SynchronousTestCase):
         """
         Without the end marker the rest is C{None} and C{ended} is false.
         """
-        decoder = DataDecoder()
+        decoder = DataDecoder(shortPiece=0)
         chunks, rest = decoder.feed(b"a\r\nb\r\n")
         self.assertEqual((b"".join(chunks), rest), (b"a\r\nb\r\n", None))
         self.assertFalse(decoder.ended)
@@ -145,7 +148,7 @@ class EndOfDataTests(SynchronousTestCase):
         """
         A period that does not start a line ends nothing and stays.
         """
-        body, rest, decoder = decode([b"a.\r\nb .\r\n"])
+        body, rest, decoder = decode([b"a.\r\nb .\r\n"], shortPiece=0)
         self.assertEqual((body, rest), (b"a.\r\nb .\r\n", None))
         self.assertFalse(decoder.ended)
 
@@ -292,7 +295,7 @@ class SmugglingTests(SynchronousTestCase):
         A CR ending one feed and an LF starting the next are a CRLF, not bare
         line breaks, and start a line.
         """
-        decoder = DataDecoder(bareNewline="normalize")
+        decoder = DataDecoder(bareNewline="normalize", shortPiece=0)
         self.assertEqual(decoder.feed(b"a\r"), ([b"a"], None))
         self.assertEqual(decoder.feed(b"\n..b\r"), ([b"\r\n", b".b"], None))
         self.assertEqual(decoder.feed(b"\n.\r"), ([b"\r\n"], None))
@@ -304,7 +307,7 @@ class SmugglingTests(SynchronousTestCase):
         A CR ending a feed is bare if the next feed does not start with LF.
         """
         for policy, expected in [("legacy", b"\r"), ("reject", b"\r"), ("normalize", b"\r\n")]:
-            decoder = DataDecoder(bareNewline=policy)
+            decoder = DataDecoder(bareNewline=policy, shortPiece=0)
             decoder.feed(b"a\r")
             chunks, _ = decoder.feed(b"b")
             self.assertEqual(chunks, [expected, b"b"])
@@ -316,7 +319,7 @@ class SmugglingTests(SynchronousTestCase):
         removed and the CR is bare.
         """
         for policy, expected in [("legacy", b"a\r\n\rb"), ("normalize", b"a\r\n\r\nb")]:
-            body, rest, decoder = decode([b"a\r\n.", b"\r", b"b"], bareNewline=policy)
+            body, rest, decoder = decode([b"a\r\n.", b"\r", b"b"], bareNewline=policy, shortPiece=0)
             self.assertEqual((body, rest), (expected, None))
             self.assertTrue(decoder.bareNewlineSeen)
 
@@ -599,10 +602,10 @@ class ChunkTests(SynchronousTestCase):
 
     def test_atMostTwoChunks(self) -> None:
         """
-        A feed gives at most two chunks: the byte held back by the last one
-        and its own body.
+        Short pieces not joined (C{shortPiece=0}), a feed gives at most two
+        chunks: the byte held back by the last one and its own body.
         """
-        decoder = DataDecoder(bareNewline="normalize")
+        decoder = DataDecoder(bareNewline="normalize", shortPiece=0)
         decoder.feed(b"a\r")
         chunks, _ = decoder.feed(b"\n..b\r\n..c\nd\r\n.e\r")
         self.assertEqual(chunks, [b"\r\n", b".b\r\n.c\r\nd\r\ne"])
@@ -615,6 +618,89 @@ class ChunkTests(SynchronousTestCase):
             body, _, decoder = decode([b"a\nb\rc\r\n.\r\n"], bareNewline=policy)
             self.assertEqual(body, b"a\nb\rc\r\n")
             self.assertTrue(decoder.bareNewlineSeen)
+
+
+class ShortPieceTests(SynchronousTestCase):
+    """
+    A body read a few octets at a time (tiny TLS records, TCP segments) is
+    handed on in pieces of at least L{SHORT_PIECE} octets, not one object
+    per read: a handler keeping the pieces it is given keeps about the
+    body's size.
+    """
+
+    def test_tinyFeedsJoined(self) -> None:
+        """
+        One-octet feeds come out in pieces of L{SHORT_PIECE} octets, the
+        last shorter one with the end of the body, whole and in order.
+        """
+        body = b"".join(b"line %d\r\n" % i for i in range(2000))
+        decoder = DataDecoder()
+        out: list[bytes] = []
+        rest = None
+        for i, octet in enumerate(body + b".\r\nQUIT\r\n"):
+            chunks, rest = decoder.feed(bytes([octet]))
+            out.extend(chunks)
+            if rest is not None:
+                self.assertEqual(i, len(body) + 2)
+                break
+        self.assertEqual(rest, b"")
+        self.assertEqual(b"".join(out), body)
+        self.assertEqual([len(chunk) for chunk in out[:-1]], [SHORT_PIECE] * (len(out) - 1))
+        self.assertLessEqual(len(out[-1]), SHORT_PIECE)
+
+    def test_longPieceAfterShortOnes(self) -> None:
+        """
+        A long feed after short ones hands on what was held, then the long
+        feed itself, not a copy of both.
+        """
+        decoder = DataDecoder()
+        self.assertEqual(decoder.feed(b"ab"), ([], None))
+        self.assertEqual(decoder.feed(b"cd\r\n"), ([], None))
+        long = b"x" * SHORT_PIECE
+        chunks, rest = decoder.feed(long)
+        self.assertEqual(chunks, [b"abcd\r\n", long])
+        self.assertIs(chunks[1], long)
+        self.assertIsNone(rest)
+
+    def test_heldHandedOnAtTheEnd(self) -> None:
+        """
+        What is held is handed on with the end of the body, whichever way
+        the end marker comes: in a feed of its own, split, or behind more
+        body.
+        """
+        for pieces in (
+            [b"a\r\n", b".\r\n"],
+            [b"a\r\n", b".", b"\r", b"\n"],
+            [b"a\r\n.", b"\r\n"],
+            [b"a", b"b\r\n.\r\nNOOP\r\n"],
+        ):
+            body, rest, decoder = decode(pieces)
+            self.assertEqual(body, b"a\r\n" if pieces[0] != b"a" else b"ab\r\n", pieces)
+            self.assertTrue(decoder.ended)
+            self.assertEqual(rest, b"NOOP\r\n" if pieces[0] == b"a" else b"", pieces)
+
+    def test_sizeLimitDropsHeld(self) -> None:
+        """
+        Once the body passes the size limit, what is held is dropped with
+        the rest: nothing of it is handed on, even at the end.
+        """
+        decoder = DataDecoder(maxSize=10)
+        self.assertEqual(decoder.feed(b"abcde"), ([], None))
+        self.assertEqual(decoder.feed(b"fghijkl"), ([], None))
+        self.assertTrue(decoder.sizeExceeded)
+        self.assertEqual(decoder.feed(b"\r\n.\r\n"), ([], b""))
+
+    def test_bareNewlinesAcrossJoinedFeeds(self) -> None:
+        """
+        Joining does not hide a bare CR or LF, nor make one: each feed is
+        checked as it comes, and normalised ones are joined normalised.
+        """
+        body, _, decoder = decode([b"a\r", b"b", b"c\n", b"d\r\n.\r\n"], bareNewline="normalize")
+        self.assertEqual(body, b"a\r\nbc\r\nd\r\n")
+        self.assertTrue(decoder.bareNewlineSeen)
+        body, _, decoder = decode([b"a\r", b"\nb\r", b"\n.\r\n"])
+        self.assertEqual(body, b"a\r\nb\r\n")
+        self.assertFalse(decoder.bareNewlineSeen)
 
 
 class ChunkDecoderTests(SynchronousTestCase):

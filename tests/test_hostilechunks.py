@@ -175,6 +175,32 @@ class ShortChunksJoinedTests(SynchronousTestCase):
         )
 
 
+class DataTinyReadsTests(SynchronousTestCase):
+    """
+    A DATA body read a few octets at a time (tiny TLS records, TCP
+    segments a client sends one by one) reaches the handler in pieces of
+    thousands of octets, as a BDAT body in tiny chunks does: a handler
+    keeping each piece it is given keeps about the body's size.
+    """
+
+    def test_oneOctetReadsReachTheHandlerJoined(self) -> None:
+        """
+        A 40,960-octet body read one octet at a time makes ten writes to
+        the handler's file, and arrives whole and in order.
+        """
+        handler = _PipingToFile()
+        proto, transport, clock, factory = connect(handler)
+        proto.dataReceived(ENVELOPE + b"DATA\r\n")
+        line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ\r\n"
+        body = line * 640
+        for i in range(len(body)):
+            proto.dataReceived(body[i : i + 1])
+        self.assertEqual(handler.file.writes, 10)
+        proto.dataReceived(b".\r\n")
+        self.assertEqual(bytes(handler.file.data), body)
+        self.assertTrue(take(transport).endswith(b"250 2.0.0 OK: message queued\r\n"))
+
+
 class AMQPBodyTinyChunksTests(SynchronousTestCase):
     """
     The AMQP handler gathers each message in memory for its publish: a body

@@ -54,8 +54,8 @@ _CRLF_DOT = re.compile(rb"\r\n\.")
 # bytes.replace does it (two passes, but no object per period).
 _SPLIT_LIMIT = 128
 
-#: BDAT pieces shorter than this are joined before they are handed on
-#: (L{ChunkDecoder}).
+#: Body pieces shorter than this are joined before they are handed on
+#: (L{DataDecoder}, L{ChunkDecoder}).
 SHORT_PIECE = 4096
 
 
@@ -115,10 +115,16 @@ class DataDecoder:
     the CRLF of its last line: C{b"a\\r\\n.\\r\\n"} decodes to
     C{b"a\\r\\n"}.  A message that is just C{b".\\r\\n"} is empty.
 
-    At most one byte (a CR whose LF may come next) is held back between
-    feeds.  Each feed hands on at most two chunks; a feed with no period
-    starting a line and no bare line break is handed on as a slice of the
-    input, and a feed that is all body as the input object itself.
+    Besides at most one byte (a CR whose LF may come next), what a feed
+    decodes to is held back only while it is shorter than C{shortPiece}
+    octets (L{SHORT_PIECE}): such short pieces (a body read a few octets at
+    a time, in tiny TLS records or TCP segments) are joined until they make
+    C{shortPiece} octets, a longer piece comes, or the body ends, as L{ChunkDecoder}
+    does for BDAT, so that a handler keeping the pieces does not keep one
+    object per few octets.  Each feed hands on at most three chunks; a feed
+    with no period starting a line and no bare line break is handed on as a
+    slice of the input, and a feed that is all body as the input object
+    itself.
 
     @ivar maxSize: The size limit in bytes, 0 for none.
     @ivar bareNewline: The bare newline policy: C{"reject"} passes bare CR
@@ -139,10 +145,14 @@ class DataDecoder:
     @ivar ended: Whether the end of the body has been seen.
     """
 
-    def __init__(self, maxSize: int = 0, bareNewline: str = "reject") -> None:
+    def __init__(
+        self, maxSize: int = 0, bareNewline: str = "reject", shortPiece: int = SHORT_PIECE
+    ) -> None:
         """
         @param maxSize: The size limit in bytes, 0 for none.
         @param bareNewline: C{"reject"}, C{"normalize"} or C{"legacy"}.
+        @param shortPiece: Pieces shorter than this are joined before they
+            are handed on; 0 hands on each feed's pieces as they come.
         @raise ValueError: For a negative size or an unknown policy.
         """
         if maxSize < 0:
@@ -159,6 +169,9 @@ class DataDecoder:
         #: Its end marker always ends the message (unlike a BDAT chunk).
         self.final = True
         self._state = _LINE_START
+        # Short pieces not yet handed on (shortPiece), made when needed.
+        self._shortPiece = shortPiece
+        self._held: bytearray | None = None
 
     def feed(self, data: bytes) -> tuple[list[bytes], bytes | None]:
         """
@@ -335,10 +348,25 @@ class DataDecoder:
         if self.maxSize and self.byteLength > self.maxSize:
             self.sizeExceeded = True
         if self.sizeExceeded:
+            self._held = None
             chunks = []
-        if restStart < 0:
-            return chunks, -1
-        return self._end(chunks, restStart)
+        if restStart >= 0:
+            return self._end(chunks, restStart)
+        held = self._held
+        if total < self._shortPiece:
+            # A short piece while the body goes on: joined with the next.
+            if held is None:
+                held = self._held = bytearray()
+            for chunk in chunks:
+                held += chunk
+            if len(held) < self._shortPiece:
+                return [], -1
+            chunks = [bytes(held)]
+            held.clear()
+        elif held:
+            chunks.insert(0, bytes(held))
+            held.clear()
+        return chunks, -1
 
     def _bareCR(self) -> bytes:
         """
@@ -353,6 +381,11 @@ class DataDecoder:
         followed it.
         """
         self.ended = True
+        held = self._held
+        if held:
+            # Dropped when the size limit was passed: held bytes are body.
+            chunks.insert(0, bytes(held))
+            held.clear()
         return chunks, restStart
 
 
