@@ -41,6 +41,11 @@ NAMESPACE = "twisted_smtpd.session"
 
 _log = Logger(namespace=NAMESPACE)
 
+#: The most recipients a C{message} line names; the others are counted
+#: (C{to <a@example.com>,...,<j@example.com> and 990 more}), so that the line
+#: stays a few kilobytes long however many recipients a message has.
+MAX_LOGGED_RECIPIENTS = 10
+
 #: The fields of a text line: none, since only its text is written
 #: (read-only, shared by every line).
 _NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
@@ -358,13 +363,17 @@ class SessionLogger:
         size = data.get("size", 0)
         rcptTo = envelope.rcptTo
         recipients = None
-        if len(rcptTo) == 1 and not self._structured:
+        count = len(rcptTo)
+        if count == 1 and not self._structured:
             recipientText = rcptTo[0].address
             if not recipientText.isprintable():
                 recipientText = printable(recipientText)
         else:
-            recipients = [printable(rcpt.address) for rcpt in rcptTo]
+            # At most MAX_LOGGED_RECIPIENTS named: a thousand recipients of
+            # 256 octets would make one line of 256 KB.
+            recipients = [printable(rcpt.address) for rcpt in rcptTo[:MAX_LOGGED_RECIPIENTS]]
             recipientText = ">,<".join(recipients)
+        more = f" and {count - MAX_LOGGED_RECIPIENTS} more" if count > MAX_LOGGED_RECIPIENTS else ""
         reply = printable(" ".join(replies[0].lines)) if replies else ""
         sid = session.id
         unanswered = bool(data.get("unanswered"))
@@ -383,6 +392,7 @@ class SessionLogger:
                 "size": size,
                 "sender": sender,
                 "recipients": recipients,
+                "recipientCount": count,
                 "codes": [item.code for item in replies],
                 "reply": reply,
             }
@@ -393,7 +403,7 @@ class SessionLogger:
                     origQueueId=origin.get("orig_queue_id"),
                 )
         self._emit(
-            f"{sid} message {size} bytes from <{sender}> to <{recipientText}>"
+            f"{sid} message {size} bytes from <{sender}> to <{recipientText}>{more}"
             f"{forwarded}: {codeText} {reply}{late}",
             fields,
         )
