@@ -31,10 +31,11 @@ def _recipient(n: int) -> Address:
     return Address(f"{local}@{domain}"[:254])
 
 
-def _lines(count: int, asJson: bool, first: Address | None = None) -> list[str]:
+def _lines(count: int, asJson: bool, first: Address | None = None, lmtp: bool = False) -> list[str]:
     """
     What C{twistd smtpd}'s writer logs for a message to C{count}
-    recipients (C{first} in place of the first one).
+    recipients (C{first} in place of the first one), with one reply per
+    recipient for C{lmtp}.
     """
     recipients = [_recipient(n) for n in range(count)]
     if first is not None:
@@ -49,7 +50,10 @@ def _lines(count: int, asJson: bool, first: Address | None = None) -> list[str]:
     SessionLogger(writer=writer)(
         "message",
         session,
-        {"size": 120, "replies": (Reply(250, "2.0.0", ("OK: queued as X1",)),)},
+        {
+            "size": 120,
+            "replies": (Reply(250, "2.0.0", ("OK: queued as X1",)),) * (count if lmtp else 1),
+        },
     )
     writer.flush()
     return out.getvalue().splitlines()
@@ -101,3 +105,14 @@ class ManyRecipientsTests(SynchronousTestCase):
         [line] = _lines(1000, asJson=False, first=hostile)
         self.assertIn("<a\\u2028m1n2o3p4 reject:", line)
         self.assertNotIn("\u2028", line)
+
+    def test_lmtpCodes(self) -> None:
+        """
+        In LMTP, with a reply per recipient, the codes of the first ten are
+        named and the others counted too; the JSON C{codes} keep them all.
+        """
+        [line] = _lines(1000, asJson=False, lmtp=True)
+        self.assertLess(len(line), BOUND)
+        self.assertIn(" and 990 more: " + ",".join(["250"] * 10) + " and 990 more OK:", line)
+        [jsonLine] = _lines(1000, asJson=True, lmtp=True)
+        self.assertEqual(json.loads(jsonLine)["codes"], [250] * 1000)

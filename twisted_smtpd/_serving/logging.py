@@ -41,9 +41,10 @@ NAMESPACE = "twisted_smtpd.session"
 
 _log = Logger(namespace=NAMESPACE)
 
-#: The most recipients a C{message} line names; the others are counted
-#: (C{to <a@example.com>,...,<j@example.com> and 990 more}), so that the line
-#: stays a few kilobytes long however many recipients a message has.
+#: The most recipients (and, in LMTP, their reply codes) a C{message} line
+#: names; the others are counted (C{to <a@example.com>,...,<j@example.com>
+#: and 990 more: 250,...,250 and 990 more}), so that the line stays a few
+#: kilobytes long however many recipients a message has.
 MAX_LOGGED_RECIPIENTS = 10
 
 #: The fields of a text line: none, since only its text is written
@@ -352,8 +353,11 @@ class SessionLogger:
         codeText = (
             str(replies[0].code)
             if len(replies) == 1
-            else ",".join([str(item.code) for item in replies])
+            else ",".join([str(item.code) for item in replies[:MAX_LOGGED_RECIPIENTS]])
         )
+        if len(replies) > MAX_LOGGED_RECIPIENTS:
+            # As for the recipients: the codes of the first ten named.
+            codeText += f" and {len(replies) - MAX_LOGGED_RECIPIENTS} more"
         envelope = session.envelope
         mailFrom = envelope.mailFrom
         # printable's test, inline: most texts are printable as they are.
