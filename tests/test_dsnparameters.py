@@ -215,3 +215,32 @@ class UntrustedAuthTests(SynchronousTestCase):
         for line in (b"MAIL FROM:<s@example.org> AUTH=a+4\r\n", b"MAIL FROM:<> AUTH=\r\n"):
             proto.dataReceived(line)
             self.assertTrue(take(transport).startswith(b"501 5.5.4 "), line)
+
+
+class Utf8EnvidTests(SynchronousTestCase):
+    """
+    UTF-8 in C{ENVID}: as it is only with SMTPUTF8 (RFC 6531 section 3.3),
+    in xtext hex with or without it; never a control character.
+    """
+
+    def test_raw(self) -> None:
+        """
+        A raw UTF-8 ENVID is accepted with SMTPUTF8 and refused with
+        C{501 5.5.4} without it.
+        """
+        request = parseMail("FROM:<> SMTPUTF8 ENVID=\u00e9t\u00e9-1".encode())
+        self.assertEqual(request.dsn.envid, "\u00e9t\u00e9-1")
+        with self.assertRaises(CommandError) as e:
+            parseMail("FROM:<> ENVID=\u00e9t\u00e9-1".encode())
+        self.assertEqual(e.exception.reply, replies.NON_ASCII_PARAMETER)
+
+    def test_hex(self) -> None:
+        """
+        UTF-8 octets in xtext hex are decoded (the relay sends a UTF-8
+        ENVID so to a next hop without SMTPUTF8); a C1 control so written
+        (U+0085, C{+C2+85}) is refused.
+        """
+        self.assertEqual(parseMail(b"FROM:<> ENVID=+C3+A9t+c3+a9").dsn.envid, "\u00e9t\u00e9")
+        with self.assertRaises(CommandError) as e:
+            parseMail(b"FROM:<> SMTPUTF8 ENVID=a+C2+85b")
+        self.assertEqual(e.exception.reply, replies.BAD_ENVID)
