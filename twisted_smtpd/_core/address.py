@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.test_address -*-
 """
 Pure parsing of the MAIL and RCPT arguments: the reverse-path and
-forward-path (RFC 5321 section 4.1.2), their ESMTP parameters (RFC 5321
-section 4.1.1.11) and xtext (RFC 3461 section 4).
+forward-path (RFC 5321 section 4.1.2) and their ESMTP parameters (RFC 5321
+section 4.1.1.11), whose xtext (RFC 3461 section 4) and C{utf-8} addresses
+(RFC 6533 section 3) L{twisted_smtpd._core.xtext} decodes.
 
 The parameters understood are C{SIZE} (RFC 1870), C{BODY} (RFC 6152, RFC
 3030), C{SMTPUTF8} (RFC 6531), C{RET} and C{ENVID} (RFC 3461), C{REQUIRETLS}
