@@ -20,7 +20,8 @@ from twisted_smtpd.interfaces import IMessageStream
 class RecordingHandler(BaseHandler):
     """
     Write one JSON file per message into C{directory}: the session's remote
-    and local addresses, the envelope and the body; reply with C{reply}.
+    and local addresses, the envelope (each recipient's C{ORCPT} decoded
+    and as sent) and the body; reply with C{reply}.
     """
 
     def __init__(self, directory: str, reply: str) -> None:
@@ -40,6 +41,8 @@ class RecordingHandler(BaseHandler):
             "localAddress": list(session.localAddress),
             "mailFrom": envelope.mailFrom.address if envelope.mailFrom else None,
             "rcptTo": [address.address for address in envelope.rcptTo],
+            "orcpt": [address.dsn.orcpt if address.dsn else None for address in envelope.rcptTo],
+            "orcptSent": [address.args.get("ORCPT") for address in envelope.rcptTo],
         }
 
         def write(body: bytes) -> str:

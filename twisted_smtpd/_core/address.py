@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.test_address -*-
 """
 Pure parsing of the MAIL and RCPT arguments: the reverse-path and
-forward-path (RFC 5321 section 4.1.2), their ESMTP parameters (RFC 5321
-section 4.1.1.11) and xtext (RFC 3461 section 4).
+forward-path (RFC 5321 section 4.1.2) and their ESMTP parameters (RFC 5321
+section 4.1.1.11), whose xtext (RFC 3461 section 4) and C{utf-8} addresses
+(RFC 6533 section 3) L{twisted_smtpd._core.xtext} decodes.
 
 The parameters understood are C{SIZE} (RFC 1870), C{BODY} (RFC 6152, RFC
 3030), C{SMTPUTF8} (RFC 6531), C{RET} and C{ENVID} (RFC 3461), C{REQUIRETLS}
@@ -43,6 +44,18 @@ from twisted_smtpd._core.replies import (
     Reply,
 )
 from twisted_smtpd._core.session import Address, AddressDSN, EnvelopeDSN
+from twisted_smtpd._core.xtext import decodeUtf8Address, decodeXtext, encodeXtext
+
+__all__ = [
+    "MAX_ENVID",
+    "MAX_ORCPT",
+    "MailRequest",
+    "decodeXtext",
+    "encodeXtext",
+    "literalAddress",
+    "parseMail",
+    "parseRcpt",
+]
 
 # RFC 5321 section 4.5.3.1.
 MAX_LOCAL_PART = 64
@@ -116,52 +129,12 @@ _LENIENT_KEYWORD = {
 }
 
 _PARAMETER = re.compile("([A-Za-z0-9][A-Za-z0-9-]*)(?:=([^= ]+))?")
-_XTEXT = re.compile("(?:[^+]|\\+[0-9A-F]{2})*")
-_HEXCHAR = re.compile(b"\\+([0-9A-F]{2})")
-_NOT_XCHAR = re.compile(b"[^!-*,-<>-~]")
 _ADDR_TYPE = re.compile("[A-Za-z0-9!#$%&'*+/?^_`{|}~-]+")
 _BODY_TYPES = {"7BIT": "7bit", "8BITMIME": "8bitmime", "BINARYMIME": "binarymime"}
 _NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 # Shared by every path without DSN parameters: they are immutable.
 _NO_ENVELOPE_DSN = EnvelopeDSN()
 _NO_ADDRESS_DSN = AddressDSN()
-
-
-def decodeXtext(value: str) -> str:
-    """
-    Decode RFC 3461 section 4 xtext: each C{+XX} (two upper-case hex digits)
-    stands for one octet; the octets are then read as UTF-8.  Characters
-    other than C{+} pass through unchanged, so raw UTF-8 text (which RFC 6533
-    allows when SMTPUTF8 is in effect) survives.
-
-    @raise ValueError: If a C{+} is not followed by two upper-case hex digits,
-        or the octets are not UTF-8.
-    """
-    if "+" not in value:
-        return value
-    if _XTEXT.fullmatch(value) is None:
-        raise ValueError(f"malformed xtext: {value!r}")
-    raw = _HEXCHAR.sub(_unhex, value.encode("utf-8"))
-    return raw.decode("utf-8")
-
-
-def _unhex(match: re.Match[bytes]) -> bytes:
-    return bytes((int(match.group(1), 16),))
-
-
-def encodeXtext(value: str) -> str:
-    """
-    Encode C{value} as RFC 3461 section 4 xtext: its UTF-8 octets outside
-    C{"!"} to C{"~"}, and C{"+"} and C{"="}, become C{+XX}.
-    """
-    raw = value.encode("utf-8")
-    if _NOT_XCHAR.search(raw) is None:
-        return value
-    return _NOT_XCHAR.sub(_hex, raw).decode("ascii")
-
-
-def _hex(match: re.Match[bytes]) -> bytes:
-    return b"+%02X" % (match.group(0)[0],)
 
 
 class MailRequest(NamedTuple):
@@ -271,9 +244,9 @@ def parseRcpt(argument: bytes, smtpUtf8: bool, lenient: bool = False) -> Address
         allows a non-ASCII path and parameter values.
     @param lenient: As for L{parseMail}.
     @return: The forward-path with its parameters; C{dsn} is always set
-        (C{NOTIFY} values upper case, C{ORCPT} xtext-decoded after its
-        address type, C{"\\x{...}"} escapes of C{utf-8} addresses kept as
-        sent).
+        (C{NOTIFY} values upper case, C{ORCPT} decoded after its address
+        type: xtext, or the C{"\\x{...}"} escapes of a C{utf-8} address);
+        C{args} keeps every value as sent.
 
     @raise CommandError: With C{RCPT_SYNTAX} when C{TO:} is missing,
         C{BAD_RECIPIENT_SYNTAX} or C{PATH_TOO_LONG} for a bad path, a 501 for
@@ -546,7 +519,11 @@ def _parseNotify(value: str) -> tuple[str, ...]:
 
 def _parseOrcpt(value: str | bool) -> str:
     """
-    Parse C{ORCPT} (RFC 3461 section 4.2): C{addr-type ";" xtext}.
+    Parse C{ORCPT} (RFC 3461 section 4.2): C{addr-type ";" xtext}; for the
+    C{utf-8} type (any case), C{";"} and a C{utf-8-addr-xtext} or
+    C{utf-8-addr-unitext} instead (RFC 6533 section 3), checked as
+    L{decodeUtf8Address} checks it, so that no malformed or forbidden
+    C{\\x{HEX}} escape (one standing for NUL or CR) is passed on.
 
     @return: The address type as sent, C{";"}, and the decoded address.
     """
@@ -555,4 +532,9 @@ def _parseOrcpt(value: str | bool) -> str:
     addrType, semicolon, address = value.partition(";")
     if not semicolon or not address or _ADDR_TYPE.fullmatch(addrType) is None:
         raise CommandError(BAD_ORCPT)
-    return addrType + ";" + _xtext(address, BAD_ORCPT)
+    if addrType.lower() != "utf-8":
+        return addrType + ";" + _xtext(address, BAD_ORCPT)
+    try:
+        return addrType + ";" + decodeUtf8Address(address)
+    except ValueError:
+        raise CommandError(BAD_ORCPT) from None

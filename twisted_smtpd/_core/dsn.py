@@ -19,6 +19,7 @@ from email.policy import SMTP, SMTPUTF8
 from attrs import frozen
 
 from twisted_smtpd._core.replies import sanitiseText
+from twisted_smtpd._core.xtext import encodeUtf8Address
 
 
 @frozen
@@ -69,12 +70,14 @@ def _addressField(addressType: str, separator: str, address: str) -> str:
     """
     An C{Original-Recipient} or C{Final-Recipient} value: C{address} after
     its type; an address that is not ASCII becomes a C{utf-8} address in the
-    7-bit form RFC 6533 section 3 gives for C{message/delivery-status}.
+    7-bit form RFC 6533 section 3 gives for C{message/delivery-status}
+    (C{utf-8-addr-xtext}), as does a C{utf-8} address (a decoded C{ORCPT}),
+    whose space, C{"+"}, C{"="} and C{"\\"} are escaped too.
     """
     clean = _clean(address)
-    if clean.isascii():
+    if clean.isascii() and addressType.lower() != "utf-8":
         return f"{_clean(addressType, 40)}{separator}{clean}"
-    return f"utf-8{separator}{_ascii(address)}"
+    return f"utf-8{separator}{encodeUtf8Address(clean)}"
 
 
 _EXPLANATIONS = {

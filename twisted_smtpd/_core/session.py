@@ -23,8 +23,9 @@ class AddressDSN:
 
     @ivar notify: C{NOTIFY} values, upper case (C{("SUCCESS", "FAILURE")} or
         C{("NEVER",)}); empty when not given.
-    @ivar orcpt: The C{ORCPT} value, xtext-decoded (C{"rfc822;a@example.com"}),
-        or C{None}.
+    @ivar orcpt: The C{ORCPT} value, its address decoded
+        (C{"rfc822;a@example.com"}: xtext; C{"utf-8;j\u00f6rg@example.com"}:
+        the C{\\x{HEX}} escapes of RFC 6533 section 3), or C{None}.
     """
 
     notify: tuple[str, ...] = ()

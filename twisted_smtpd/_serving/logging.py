@@ -42,6 +42,12 @@ NAMESPACE = "twisted_smtpd.session"
 
 _log = Logger(namespace=NAMESPACE)
 
+#: The most recipients (and, in LMTP, their reply codes) a C{message} line
+#: names; the others are counted (C{to <a@example.com>,...,<j@example.com>
+#: and 990 more: 250,...,250 and 990 more}), so that the line stays a few
+#: kilobytes long however many recipients a message has.
+MAX_LOGGED_RECIPIENTS = 10
+
 #: The fields of a text line: none, since only its text is written
 #: (read-only, shared by every line).
 _NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
@@ -359,8 +365,11 @@ class SessionLogger:
         codeText = (
             str(replies[0].code)
             if len(replies) == 1
-            else ",".join([str(item.code) for item in replies])
+            else ",".join([str(item.code) for item in replies[:MAX_LOGGED_RECIPIENTS]])
         )
+        if len(replies) > MAX_LOGGED_RECIPIENTS:
+            # As for the recipients: the codes of the first ten named.
+            codeText += f" and {len(replies) - MAX_LOGGED_RECIPIENTS} more"
         envelope = session.envelope
         mailFrom = envelope.mailFrom
         # printable's test, inline: most texts are printable as they are.
@@ -370,13 +379,17 @@ class SessionLogger:
         size = data.get("size", 0)
         rcptTo = envelope.rcptTo
         recipients = None
-        if len(rcptTo) == 1 and not self._structured:
+        count = len(rcptTo)
+        if count == 1 and not self._structured:
             recipientText = rcptTo[0].address
             if not recipientText.isprintable():
                 recipientText = printable(recipientText)
         else:
-            recipients = [printable(rcpt.address) for rcpt in rcptTo]
+            # At most MAX_LOGGED_RECIPIENTS named: a thousand recipients of
+            # 256 octets would make one line of 256 KB.
+            recipients = [printable(rcpt.address) for rcpt in rcptTo[:MAX_LOGGED_RECIPIENTS]]
             recipientText = ">,<".join(recipients)
+        more = f" and {count - MAX_LOGGED_RECIPIENTS} more" if count > MAX_LOGGED_RECIPIENTS else ""
         reply = printable(" ".join(replies[0].lines)) if replies else ""
         sid = session.id
         unanswered = bool(data.get("unanswered"))
@@ -395,6 +408,7 @@ class SessionLogger:
                 "size": size,
                 "sender": sender,
                 "recipients": recipients,
+                "recipientCount": count,
                 "codes": [item.code for item in replies],
                 "reply": reply,
             }
@@ -405,7 +419,7 @@ class SessionLogger:
                     origQueueId=origin.get("orig_queue_id"),
                 )
         self._emit(
-            f"{sid} message {size} bytes from <{sender}> to <{recipientText}>"
+            f"{sid} message {size} bytes from <{sender}> to <{recipientText}>{more}"
             f"{forwarded}: {codeText} {reply}{late}",
             fields,
         )
