@@ -327,18 +327,21 @@ class HostileRelayTests(HostileTestsMixin, TestCase):
     async def test_refusedGreetingSanitised(self) -> None:
         """
         A greeting refusing the session with escape sequences, NUL and 8-bit
-        octets in its text: the client's MAIL gets 451 4.4.1 quoting it
-        with none of those characters, and so does the one log line.
+        octets in its text: the client's MAIL gets 451 4.4.1 giving its
+        code, not its words; the one log line quotes them, with none of
+        those characters.
         """
         greeting = b"554 5.7.1 \x1b[31mgo\x00away\x07\xff\x1b]0;title\x07\r\n"
         port = await self.start({"greeting": greeting})
         client = await self.client(port)
         [reply] = await self.transaction(client)
         self.assertEqual(code(reply), b"451 4.4.1")
-        self.assertIn(b"refused the session: 554", reply)
+        self.assertIn(b"refused the session (554)", reply)
+        self.assertNotIn(b"away", reply)
         self.assertClean(reply)
         lines = [line for line in self.logLines() if "next hop" in line]
         self.assertEqual(len(lines), 1, lines)
+        self.assertIn("away", lines[0])
         self.assertClean(lines[0])
 
     async def test_refusedGreetingQuitUnanswered(self) -> None:
