@@ -329,23 +329,6 @@ class ClientProtocol(Protocol):
         self._closeTimer = self._clock.callLater(QUIT_TIMEOUT, self.abort)
         self.transport.loseConnection()
 
-    async def _quit(self) -> None:
-        """
-        Say QUIT, wait for its reply (within L{QUIT_TIMEOUT}) and close: for
-        an idle session closed when nothing waits on it (the pool's idle
-        limit, a shutdown).
-        """
-        self._timeout = min(self._timeout, QUIT_TIMEOUT)
-        self._stage = "quit"
-        try:
-            self._send(b"QUIT")
-            await self._reply()
-        except DeliveryError:
-            pass
-        if self.transport is not None:
-            self.transport.loseConnection()
-        await self._closed
-
     async def _dialogue(self) -> DeliveryResult:
         extensions = await self.open()
         return await self._transaction(extensions)

@@ -13,6 +13,7 @@ sessions for the next messages.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -33,6 +34,7 @@ from zope.interface import implementer
 from twisted_smtpd._core.replies import sanitiseText
 from twisted_smtpd._smtpclient.clientconnect import connectWithin
 from twisted_smtpd._smtpclient.clientprotocol import (
+    QUIT_TIMEOUT,
     ClientProtocol,
     Request,
     _BodyWriter,
@@ -357,14 +359,26 @@ class ClientSession:
 
     async def quit(self) -> None:
         """
-        Say QUIT and close, politely when possible.
+        Say QUIT, wait for its reply and close, politely when possible, all
+        within L{QUIT_TIMEOUT}: for an idle session closed when nothing
+        waits on it (the pool's idle limit, a shutdown).  A next hop that
+        answers QUIT, then reads nothing more (its TLS close alert never
+        answered, a send buffer never drained) is cut off at that deadline,
+        as one that never answers: the close completing is not left to it.
         """
         protocol = self._protocol
-        if self.usable:
-            await protocol._quit()
-        else:
+        if not self.usable:
             self.abort()
             await protocol._closed
+            return
+        protocol._timeout = min(protocol._timeout, QUIT_TIMEOUT)
+        protocol._closeTimer = protocol._clock.callLater(QUIT_TIMEOUT, protocol.abort)
+        with contextlib.suppress(DeliveryError):
+            # Not answered in time: the deadline aborts the connection.
+            await self.command("QUIT", "quit")
+        if protocol.transport is not None:
+            protocol.transport.loseConnection()
+        await protocol._closed
 
     def abort(self) -> None:
         """
