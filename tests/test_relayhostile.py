@@ -222,8 +222,8 @@ class HostileTestsMixin:
     async def start(self: Any, script: dict[str, Any], lmtp: bool = False, **relay: Any) -> int:
         """
         Start the next hop with C{script}, and a front server passing mail
-        on to it (with the LMTP-delivery handler if C{lmtp}); return the
-        front server's port.
+        on to it (with the LMTP-delivery handler if C{lmtp}, given the
+        handler's arguments C{relay}); return the front server's port.
         """
         self.hop = HostileFactory(script)
         listening: IListeningPort = reactor.listenTCP(  # type: ignore[attr-defined]
@@ -232,13 +232,14 @@ class HostileTestsMixin:
         self.addCleanup(listening.stopListening)
         port = listening.getHost().port  # type: ignore[attr-defined]
         handler: Any
+        relay.setdefault("timeout", 10)
         if lmtp:
             handler = LMTPDeliveryHandler(
-                f"tcp:127.0.0.1:{port}", heloName="relay.example", timeout=10
+                f"tcp:127.0.0.1:{port}", heloName="relay.example", **relay
             )
         else:
             relay.setdefault("tls", "none")
-            handler = RelayHandler("127.0.0.1", port, heloName="relay.example", timeout=10, **relay)
+            handler = RelayHandler("127.0.0.1", port, heloName="relay.example", **relay)
         self.handler = closeWith(self, handler)
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         server, frontPort = await startServer(self, handler, lmtp=self.lmtpFront)
