@@ -93,8 +93,8 @@ class _ChunkWriter:
     def __init__(self, protocol: ClientProtocol) -> None:
         self._protocol = protocol
         self._body = _BodyWriter(protocol)
-        self._buffer: list[bytes] = []
-        self._buffered = 0
+        # The pieces gathered for the next chunk, joined as they come.
+        self._buffer = bytearray()
         self.chunks = 0
         self.refusal: ClientReply | None = None
         self.lost: DeliveryError | None = None
@@ -109,20 +109,28 @@ class _ChunkWriter:
     def write(self, data: bytes) -> None:
         # Small pieces are gathered into chunks of CHUNK_SIZE octets, so that
         # a client sending its message in tiny packets does not make one
-        # BDAT command (and one reply to keep) per packet.
-        self._buffer.append(data)
-        self._buffered += len(data)
-        if self._buffered >= CHUNK_SIZE:
+        # BDAT command (and one reply to keep) per packet.  They are joined
+        # as they come (as the server joins short BDAT pieces, SHORT_PIECE):
+        # kept as a list, pieces of a few octets (a DATA body in tiny TLS
+        # records) would cost about twenty times their size in objects.
+        if not self._buffer and len(data) >= CHUNK_SIZE:
+            self._send(data)
+            return
+        self._buffer += data
+        if len(self._buffer) >= CHUNK_SIZE:
             self.flush()
 
     def flush(self) -> None:
         """
         Send what is gathered as one chunk.
         """
-        if not self._buffered:
+        if not self._buffer:
             return
-        data = b"".join(self._buffer)
-        self._buffer, self._buffered = [], 0
+        data = bytes(self._buffer)
+        self._buffer = bytearray()
+        self._send(data)
+
+    def _send(self, data: bytes) -> None:
         self.chunks += 1
         self.last = self._protocol.writeChunk(data).addCallbacks(self._verdict, self._lost)
 
