@@ -2,17 +2,31 @@
 """
 A body reaching the relay in pieces of a few octets (a DATA body in tiny
 TLS records) is gathered for its next BDAT chunk without costing more
-memory than the octets themselves.
+memory than the octets themselves, and without leaving the next hop
+waiting for them longer than a few seconds.
 """
 
 from __future__ import annotations
 
 import tracemalloc
 
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.test_client import FakeEndpoint, sessionRequest
 from tests.test_clientsession import RecordingProtocol
-from twisted_smtpd._smtpclient.clientsession import CHUNK_SIZE, _ChunkWriter
+from twisted_smtpd._smtpclient.clientsession import (
+    CHUNK_SIZE,
+    ClientSession,
+    _ChunkWriter,
+    openSession,
+)
+from twisted_smtpd._stream import MessageStream
+
+#: Seconds within which the next hop must hear of a body that trickles
+#: in: well under the 300 s (10 s under stress) Postfix's smtpd waits.
+HEARD_WITHIN = 5.0
 
 
 class TinyPiecesTests(SynchronousTestCase):
@@ -62,3 +76,66 @@ class TinyPiecesTests(SynchronousTestCase):
                 b"BDAT %d\r\n" % (CHUNK_SIZE + 3) + b"y" * 3 + b"z" * CHUNK_SIZE,
             ],
         )
+
+
+class TrickledBodyTests(SynchronousTestCase):
+    """
+    L{ClientSession.bdat} with a body that comes slowly.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.endpoint = FakeEndpoint()
+        request = sessionRequest()
+        opening = Deferred.fromCoroutine(openSession(self.endpoint, request, self.clock))  # type: ignore[arg-type]
+        self.say(b"220 mx ESMTP\r\n")
+        self.say(b"250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n")
+        self.session: ClientSession = self.successResultOf(opening)
+        for call in (
+            self.session.mail("a@example.com", ""),
+            self.session.rcpt("b@example.org", ""),
+        ):
+            d = Deferred.fromCoroutine(call)
+            self.say(b"250 ok\r\n")
+            self.successResultOf(d)
+        self.endpoint.transport.clear()
+
+    def say(self, data: bytes) -> None:
+        self.endpoint.protocol.dataReceived(data)
+
+    def test_fewOctetsLeaveSoon(self) -> None:
+        """
+        A few octets of body, then nothing for a while (a client sending
+        slowly): they leave as a chunk within a few seconds, not once
+        C{CHUNK_SIZE} octets have come; the message then ends as usual,
+        its reply the verdict.
+        """
+        stream = MessageStream()
+        sent = Deferred.fromCoroutine(self.session.bdat(stream, 1))
+        stream._write(b"Subject: slow\r\n")
+        self.assertEqual(self.endpoint.transport.value(), b"")
+        self.clock.advance(HEARD_WITHIN)
+        self.assertEqual(self.endpoint.transport.value(), b"BDAT 15\r\nSubject: slow\r\n")
+        self.say(b"250 2.0.0 chunk ok\r\n")
+        stream._write(b"\r\nbody\r\n")
+        stream._finish()
+        self.assertTrue(
+            self.endpoint.transport.value().endswith(b"BDAT 8\r\n\r\nbody\r\nBDAT 0 LAST\r\n")
+        )
+        self.say(b"250 2.0.0 chunk ok\r\n250 2.0.0 queued\r\n")
+        [reply] = self.successResultOf(sent)
+        self.assertEqual((reply.code, reply.text), (250, "queued"))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_noChunkAfterFailure(self) -> None:
+        """
+        The client's body fails while octets are gathered: the connection
+        is dropped, and nothing is sent for them later.
+        """
+        stream = MessageStream()
+        sent = Deferred.fromCoroutine(self.session.bdat(stream, 1))
+        stream._write(b"Subject: cut\r\n")
+        stream._fail(RuntimeError("client gone"))
+        self.failureResultOf(sent, RuntimeError)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertNotIn(b"BDAT", self.endpoint.transport.value())

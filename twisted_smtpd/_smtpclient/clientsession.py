@@ -22,6 +22,7 @@ from OpenSSL import SSL
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IConsumer,
+    IDelayedCall,
     IOpenSSLClientConnectionCreator,
     IProducer,
     IStreamClientEndpoint,
@@ -44,6 +45,13 @@ from twisted_smtpd.interfaces import IMessageStream
 
 #: The most octets gathered before a BDAT chunk leaves.
 CHUNK_SIZE = 65536
+
+#: The most seconds octets gathered wait before their BDAT chunk leaves,
+#: however few they are: a body trickling in slower than L{CHUNK_SIZE}
+#: octets a few minutes would otherwise leave the next hop without a word
+#: for longer than it waits (Postfix's C{smtpd_timeout} is 300 s, 10 s
+#: under stress), and it would drop the session.
+CHUNK_WAIT = 1.0
 
 #: Seconds the RSET checking an idle session may take (Postfix's
 #: C{smtp_rset_timeout}): a session the next hop or a firewall dropped
@@ -95,6 +103,8 @@ class _ChunkWriter:
         self._body = _BodyWriter(protocol)
         # The pieces gathered for the next chunk, joined as they come.
         self._buffer = bytearray()
+        # Sends them after CHUNK_WAIT seconds, if they do not fill a chunk.
+        self._timer: IDelayedCall | None = None
         self.chunks = 0
         self.refusal: ClientReply | None = None
         self.lost: DeliveryError | None = None
@@ -119,16 +129,27 @@ class _ChunkWriter:
         self._buffer += data
         if len(self._buffer) >= CHUNK_SIZE:
             self.flush()
+        elif self._timer is None:
+            self._timer = self._protocol._clock.callLater(CHUNK_WAIT, self.flush)
 
     def flush(self) -> None:
         """
         Send what is gathered as one chunk.
         """
+        self.stop()
         if not self._buffer:
             return
         data = bytes(self._buffer)
         self._buffer = bytearray()
         self._send(data)
+
+    def stop(self) -> None:
+        """
+        Send nothing more by itself (what is gathered waits for L{flush}).
+        """
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
 
     def _send(self, data: bytes) -> None:
         self.chunks += 1
@@ -323,6 +344,7 @@ class ClientSession:
         try:
             await protocol._race(stream.pipe(writer))
         except BaseException as e:
+            writer.stop()
             self.abort()
             if isinstance(e, DeliveryError) and writer.refusal is not None:
                 # The next hop refused a chunk, then closed: its verdict,
