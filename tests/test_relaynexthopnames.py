@@ -127,7 +127,7 @@ class CertificateForAnotherNameTests(TestCase):
         The certificate, from a trusted CA, names another host: nothing is
         sent in plain text instead (the smarthost got no message, and no
         second connection); the client gets 451 4.7.5 without the names
-        the certificate error gives; one log line gives them.
+        the certificate error gives; one log line gives them, in words.
         """
         ca = CertificateAuthority(self.mktemp())
         issued = ca.server(INTERNAL.decode())
@@ -163,3 +163,5 @@ class CertificateForAnotherNameTests(TestCase):
         [line] = [line for line in lines if "next hop" in line]
         self.assertIn(f"localhost:{smarthostPort}", line)
         self.assertIn("4.7.5", line)
+        self.assertIn("the certificate is not valid for localhost", line)
+        self.assertNotIn("DNS_ID", line)

@@ -16,6 +16,7 @@ from typing import Any
 
 from attrs import frozen
 from OpenSSL import SSL
+from service_identity import VerificationError
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import CertificateOptions
@@ -457,9 +458,23 @@ def sessionReused(connection: SSL.Connection) -> bool:
 def failureText(failure: Failure) -> str:
     """
     A failure's message as plain words for a reply text or a log line: an
-    OpenSSL error's reasons rather than the repr of its error stack.
+    OpenSSL error's reasons rather than the repr of its error stack, a
+    certificate for another name as the name it is not valid for rather
+    than the repr of C{service_identity}'s error.
     """
     value = failure.value
+    if isinstance(value, VerificationError):
+        # Its repr names the classes of service_identity; the words are these.
+        names = []
+        for error in value.errors:
+            identity = getattr(error, "mismatched_id", None)
+            name = getattr(identity, "hostname", None) or getattr(identity, "ip", None)
+            if isinstance(name, bytes):
+                name = name.decode("ascii", "replace")
+            if name is not None:
+                names.append(str(name))
+        wanted = ", ".join(names) or "the name asked for"
+        return f"certificate verify failed: the certificate is not valid for {wanted}"
     if isinstance(value, SSL.Error) and value.args and isinstance(value.args[0], list):
         reasons = [str(e[-1]) for e in value.args[0] if isinstance(e, tuple) and e and e[-1]]
         if reasons:
