@@ -25,7 +25,7 @@ class RecordingProtocol:
         self.chunks = 0
         self.transport = None
         self.connected = True
-        self._clock = Clock()
+        self.clock = Clock()
 
     def writeChunk(self, data: bytes) -> Deferred[Any]:
         self.chunks += 1

@@ -133,6 +133,13 @@ class ClientProtocol(Protocol):
         self._handshaken = True
 
     @property
+    def clock(self) -> IReactorTime:
+        """
+        The clock of this session's timers, for those of its users.
+        """
+        return self._clock
+
+    @property
     def failed(self) -> bool:
         """
         Whether the server broke the protocol: the session is ending.

@@ -130,7 +130,7 @@ class _ChunkWriter:
         if len(self._buffer) >= CHUNK_SIZE:
             self.flush()
         elif self._timer is None:
-            self._timer = self._protocol._clock.callLater(CHUNK_WAIT, self.flush)
+            self._timer = self._protocol.clock.callLater(CHUNK_WAIT, self.flush)
 
     def flush(self) -> None:
         """
@@ -402,7 +402,7 @@ class ClientSession:
             await protocol._closed
             return
         protocol._timeout = min(protocol._timeout, QUIT_TIMEOUT)
-        protocol._closeTimer = protocol._clock.callLater(QUIT_TIMEOUT, protocol.abort)
+        protocol._closeTimer = protocol.clock.callLater(QUIT_TIMEOUT, protocol.abort)
         with contextlib.suppress(DeliveryError):
             # Not answered in time: the deadline aborts the connection.
             await self.command("QUIT", "quit")
