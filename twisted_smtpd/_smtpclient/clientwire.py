@@ -418,7 +418,8 @@ def replyError(reply: ClientReply) -> SMTPError:
     our client's session, RFC 5321 section 3.8, RFC 7504), become 451 and
     550.  A reply that refuses nothing (2xx, 3xx where no such reply belongs, such
     as C{354} to MAIL or after the end of the data) is the next hop's
-    protocol error: 451 4.5.0, its words quoted.
+    protocol error: 451 4.5.0 giving its code, not its words (the caller's
+    log line quotes them).
     """
     if not 400 <= reply.code < 600:
         # Not passed on (as Postfix since 2.6): the log line quotes it.
