@@ -210,25 +210,47 @@ class RemoteFailureTests(SynchronousTestCase):
         A refusal of the message keeps the server's code and text.
         """
         reply = ClientReply(554, "5.7.1", "Spam")
-        error = remoteFailure(DeliveryError(554, "Spam", "5.7.1", stage="mail", reply=reply), "h")
+        error = remoteFailure(DeliveryError(554, "Spam", "5.7.1", stage="mail", reply=reply))
         self.assertEqual((error.code, error.enhanced, error.message), (554, "5.7.1", "Spam"))
 
     def test_sessionRefusalIsTemporary(self) -> None:
         """
-        A refusal of the session is answered 451, whatever the code.
+        A refusal of the session is answered 451, whatever the code, in
+        generic words: the next hop's own (a greeting starts with its host
+        name) are for the log line.
         """
-        reply = ClientReply(535, "5.7.8", "Bad credentials")
-        failure = DeliveryError(535, "Bad credentials", "5.7.8", stage="auth", reply=reply)
-        error = remoteFailure(failure, "smarthost")
+        reply = ClientReply(535, "5.7.8", "smarthost.internal Bad credentials")
+        failure = DeliveryError(535, reply.text, "5.7.8", stage="auth", reply=reply)
+        error = remoteFailure(failure)
         self.assertEqual((error.code, error.enhanced), (451, "4.4.1"))
-        self.assertIn("smarthost", error.message)
+        self.assertIn("refused the session (535)", error.message)
+        self.assertNotIn("smarthost", error.message)
+
+    def test_localFailureGeneric(self) -> None:
+        """
+        A failure without a reply (connection, DNS, TLS, timeout) keeps its
+        code and enhanced code; its text says in general terms what failed,
+        never the details, which name hosts.
+        """
+        cases = [
+            ("4.4.1", "Error: cannot connect to the server: no results for relay.internal"),
+            ("4.7.5", "Error: TLS negotiation failed: DNSMismatch(relay.internal)"),
+            ("4.4.2", "Error: connection lost (mail): relay.internal"),
+            ("4.5.0", "Error: bad reply from the server: relay.internal"),
+            ("4.9.9", "relay.internal"),
+        ]
+        for enhanced, message in cases:
+            error = remoteFailure(DeliveryError(451, message, enhanced, stage="connect"))
+            self.assertEqual((error.code, error.enhanced), (451, enhanced))
+            self.assertIn("next hop", error.message)
+            self.assertNotIn("relay.internal", error.message)
 
     def test_closingBecomes451(self) -> None:
         """
         A 421 from the next hop is not passed on as our own 421.
         """
         reply = ClientReply(421, "4.3.2", "Shutting down")
-        error = remoteFailure(DeliveryError(421, "x", stage="data", reply=reply), "h")
+        error = remoteFailure(DeliveryError(421, "x", stage="data", reply=reply))
         self.assertEqual(error.code, 451)
 
     def test_closingPermanentBecomes550(self) -> None:
@@ -239,7 +261,7 @@ class RemoteFailureTests(SynchronousTestCase):
         """
         reply = ClientReply(521, "5.3.2", "No mail here")
         for stage in ("mail", "rcpt", "data"):
-            error = remoteFailure(DeliveryError(521, "x", stage=stage, reply=reply), "h")
+            error = remoteFailure(DeliveryError(521, "x", stage=stage, reply=reply))
             self.assertEqual(
                 (error.code, error.enhanced, error.message), (550, "5.3.2", "No mail here")
             )
@@ -253,12 +275,14 @@ class UnexpectedReplyTests(SynchronousTestCase):
     def test_notARefusal(self) -> None:
         """
         A 3xx or 2xx reply where a refusal is looked for (354 to MAIL, or
-        after the end of the data) becomes 451 4.5.0 quoting it.
+        after the end of the data) becomes 451 4.5.0 giving its code, not
+        its words (as Postfix's before-queue proxy since 2.6).
         """
         for code in (354, 334, 250):
             error = replyError(ClientReply(code, None, "go ahead"))
             self.assertEqual((error.code, error.enhanced), (451, "4.5.0"))
-            self.assertIn(f"{code} go ahead", error.message)
+            self.assertIn(f"({code})", error.message)
+            self.assertNotIn("go ahead", error.message)
         self.assertEqual(replyError(ClientReply(550, "5.1.1", "no")).code, 550)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_smtpd._smtpclient.clientsession import CHUNK_SIZE, ResumingTLS, _ChunkWriter
@@ -24,6 +25,7 @@ class RecordingProtocol:
         self.chunks = 0
         self.transport = None
         self.connected = True
+        self.clock = Clock()
 
     def writeChunk(self, data: bytes) -> Deferred[Any]:
         self.chunks += 1

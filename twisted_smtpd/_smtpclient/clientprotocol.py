@@ -133,6 +133,13 @@ class ClientProtocol(Protocol):
         self._handshaken = True
 
     @property
+    def clock(self) -> IReactorTime:
+        """
+        The clock of this session's timers, for those of its users.
+        """
+        return self._clock
+
+    @property
     def failed(self) -> bool:
         """
         Whether the server broke the protocol: the session is ending.
@@ -328,23 +335,6 @@ class ClientProtocol(Protocol):
         # (a send buffer never drained, a TLS close never answered).
         self._closeTimer = self._clock.callLater(QUIT_TIMEOUT, self.abort)
         self.transport.loseConnection()
-
-    async def _quit(self) -> None:
-        """
-        Say QUIT, wait for its reply (within L{QUIT_TIMEOUT}) and close: for
-        an idle session closed when nothing waits on it (the pool's idle
-        limit, a shutdown).
-        """
-        self._timeout = min(self._timeout, QUIT_TIMEOUT)
-        self._stage = "quit"
-        try:
-            self._send(b"QUIT")
-            await self._reply()
-        except DeliveryError:
-            pass
-        if self.transport is not None:
-            self.transport.loseConnection()
-        await self._closed
 
     async def _dialogue(self) -> DeliveryResult:
         extensions = await self.open()

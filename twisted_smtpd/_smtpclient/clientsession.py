@@ -13,6 +13,7 @@ sessions for the next messages.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -21,6 +22,7 @@ from OpenSSL import SSL
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IConsumer,
+    IDelayedCall,
     IOpenSSLClientConnectionCreator,
     IProducer,
     IStreamClientEndpoint,
@@ -33,6 +35,7 @@ from zope.interface import implementer
 from twisted_smtpd._core.replies import sanitiseText
 from twisted_smtpd._smtpclient.clientconnect import connectWithin
 from twisted_smtpd._smtpclient.clientprotocol import (
+    QUIT_TIMEOUT,
     ClientProtocol,
     Request,
     _BodyWriter,
@@ -42,6 +45,13 @@ from twisted_smtpd.interfaces import IMessageStream
 
 #: The most octets gathered before a BDAT chunk leaves.
 CHUNK_SIZE = 65536
+
+#: The most seconds octets gathered wait before their BDAT chunk leaves,
+#: however few they are: a body trickling in slower than L{CHUNK_SIZE}
+#: octets a few minutes would otherwise leave the next hop without a word
+#: for longer than it waits (Postfix's C{smtpd_timeout} is 300 s, 10 s
+#: under stress), and it would drop the session.
+CHUNK_WAIT = 1.0
 
 #: Seconds the RSET checking an idle session may take (Postfix's
 #: C{smtp_rset_timeout}): a session the next hop or a firewall dropped
@@ -91,8 +101,10 @@ class _ChunkWriter:
     def __init__(self, protocol: ClientProtocol) -> None:
         self._protocol = protocol
         self._body = _BodyWriter(protocol)
-        self._buffer: list[bytes] = []
-        self._buffered = 0
+        # The pieces gathered for the next chunk, joined as they come.
+        self._buffer = bytearray()
+        # Sends them after CHUNK_WAIT seconds, if they do not fill a chunk.
+        self._timer: IDelayedCall | None = None
         self.chunks = 0
         self.refusal: ClientReply | None = None
         self.lost: DeliveryError | None = None
@@ -107,20 +119,39 @@ class _ChunkWriter:
     def write(self, data: bytes) -> None:
         # Small pieces are gathered into chunks of CHUNK_SIZE octets, so that
         # a client sending its message in tiny packets does not make one
-        # BDAT command (and one reply to keep) per packet.
-        self._buffer.append(data)
-        self._buffered += len(data)
-        if self._buffered >= CHUNK_SIZE:
+        # BDAT command (and one reply to keep) per packet.  They are joined
+        # as they come (as the server joins short BDAT pieces, SHORT_PIECE):
+        # kept as a list, pieces of a few octets (a DATA body in tiny TLS
+        # records) would cost about twenty times their size in objects.
+        if not self._buffer and len(data) >= CHUNK_SIZE:
+            self._send(data)
+            return
+        self._buffer += data
+        if len(self._buffer) >= CHUNK_SIZE:
             self.flush()
+        elif self._timer is None:
+            self._timer = self._protocol.clock.callLater(CHUNK_WAIT, self.flush)
 
     def flush(self) -> None:
         """
         Send what is gathered as one chunk.
         """
-        if not self._buffered:
+        self.stop()
+        if not self._buffer:
             return
-        data = b"".join(self._buffer)
-        self._buffer, self._buffered = [], 0
+        data = bytes(self._buffer)
+        self._buffer = bytearray()
+        self._send(data)
+
+    def stop(self) -> None:
+        """
+        Send nothing more by itself (what is gathered waits for L{flush}).
+        """
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _send(self, data: bytes) -> None:
         self.chunks += 1
         self.last = self._protocol.writeChunk(data).addCallbacks(self._verdict, self._lost)
 
@@ -313,6 +344,7 @@ class ClientSession:
         try:
             await protocol._race(stream.pipe(writer))
         except BaseException as e:
+            writer.stop()
             self.abort()
             if isinstance(e, DeliveryError) and writer.refusal is not None:
                 # The next hop refused a chunk, then closed: its verdict,
@@ -357,14 +389,26 @@ class ClientSession:
 
     async def quit(self) -> None:
         """
-        Say QUIT and close, politely when possible.
+        Say QUIT, wait for its reply and close, politely when possible, all
+        within L{QUIT_TIMEOUT}: for an idle session closed when nothing
+        waits on it (the pool's idle limit, a shutdown).  A next hop that
+        answers QUIT, then reads nothing more (its TLS close alert never
+        answered, a send buffer never drained) is cut off at that deadline,
+        as one that never answers: the close completing is not left to it.
         """
         protocol = self._protocol
-        if self.usable:
-            await protocol._quit()
-        else:
+        if not self.usable:
             self.abort()
             await protocol._closed
+            return
+        protocol._timeout = min(protocol._timeout, QUIT_TIMEOUT)
+        protocol._closeTimer = protocol.clock.callLater(QUIT_TIMEOUT, protocol.abort)
+        with contextlib.suppress(DeliveryError):
+            # Not answered in time: the deadline aborts the connection.
+            await self.command("QUIT", "quit")
+        if protocol.transport is not None:
+            protocol.transport.loseConnection()
+        await protocol._closed
 
     def abort(self) -> None:
         """

@@ -16,6 +16,7 @@ from typing import Any
 
 from attrs import frozen
 from OpenSSL import SSL
+from service_identity import VerificationError
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import CertificateOptions
@@ -359,7 +360,27 @@ class UnverifiedClientTLS:
         return connection
 
 
-def remoteFailure(error: DeliveryError, peer: str) -> SMTPError:
+#: The words our own client is told when the next hop failed without a
+#: refusal of its own (by the enhanced code of the failure): what went
+#: wrong in general terms, never the next hop's name or address, nor the
+#: details of the failure (a DNS or certificate error names hosts), which
+#: the log line gives, as Postfix's before-queue proxy answers
+#: C{451 4.3.0 Error: queue file write error} whatever happened.
+LOCAL_FAILURES = {
+    "4.3.2": "Error: shutting down, try again later",
+    "4.4.1": "Error: the next hop cannot be reached, try again later",
+    "4.4.2": "Error: the connection to the next hop failed, try again later",
+    "4.4.5": "Error: the next hop is busy, try again later",
+    "4.5.0": "Error: the next hop broke the protocol, try again later",
+    "4.7.0": "Error: cannot authenticate to the next hop, try again later",
+    "4.7.5": "Error: no secure session with the next hop, try again later",
+}
+
+#: The words for any other failure of the next hop without a reply.
+NEXT_HOP_FAILED = "Error: the next hop failed, try again later"
+
+
+def remoteFailure(error: DeliveryError) -> SMTPError:
     """
     The reply a handler passing mail on gives its own client when the next
     hop failed: a refusal of the session (greeting, EHLO, TLS, AUTH) or a
@@ -367,14 +388,20 @@ def remoteFailure(error: DeliveryError, peer: str) -> SMTPError:
     configuration must be fixed, the message is fine); a refusal of the
     message keeps the server's code and text, so a 5xx stays permanent.
 
+    The text of a local failure or of a refused session is generic
+    (L{LOCAL_FAILURES}): it never names the next hop (an internal host,
+    which the client has no business knowing) nor quotes what it said
+    before the transaction (a greeting or an EHLO reply starts with its
+    host name); the caller's log line says all of it.
+
     @param error: The failure of L{deliver}.
-    @param peer: The next hop's name, for the text.
     """
     reply = error.reply
     if reply is None:
-        return SMTPError(error.code, f"{error.message} ({peer})", error.enhanced)
+        text = LOCAL_FAILURES.get(error.enhanced or "", NEXT_HOP_FAILED)
+        return SMTPError(error.code, text, error.enhanced)
     if error.stage in SESSION_STAGES:
-        text = f"Error: {peer} refused the session: {reply.code} {reply.text}"
+        text = f"Error: the next hop refused the session ({reply.code}), try again later"
         return SMTPError(451, text, reply.enhanced if reply.temporary else "4.4.1")
     return replyError(reply)
 
@@ -391,10 +418,12 @@ def replyError(reply: ClientReply) -> SMTPError:
     our client's session, RFC 5321 section 3.8, RFC 7504), become 451 and
     550.  A reply that refuses nothing (2xx, 3xx where no such reply belongs, such
     as C{354} to MAIL or after the end of the data) is the next hop's
-    protocol error: 451 4.5.0, its words quoted.
+    protocol error: 451 4.5.0 giving its code, not its words (the caller's
+    log line quotes them).
     """
     if not 400 <= reply.code < 600:
-        text = f"Error: unexpected reply from the server: {reply.code} {reply.text}"
+        # Not passed on (as Postfix since 2.6): the log line quotes it.
+        text = f"Error: unexpected reply from the next hop ({reply.code}), try again later"
         return SMTPError(451, text, "4.5.0")
     code = _CLOSING.get(reply.code, reply.code)
     return SMTPError(code, reply.text, reply.enhanced)
@@ -430,9 +459,23 @@ def sessionReused(connection: SSL.Connection) -> bool:
 def failureText(failure: Failure) -> str:
     """
     A failure's message as plain words for a reply text or a log line: an
-    OpenSSL error's reasons rather than the repr of its error stack.
+    OpenSSL error's reasons rather than the repr of its error stack, a
+    certificate for another name as the name it is not valid for rather
+    than the repr of C{service_identity}'s error.
     """
     value = failure.value
+    if isinstance(value, VerificationError):
+        # Its repr names the classes of service_identity; the words are these.
+        names = []
+        for error in value.errors:
+            identity = getattr(error, "mismatched_id", None)
+            name = getattr(identity, "hostname", None) or getattr(identity, "ip", None)
+            if isinstance(name, bytes):
+                name = name.decode("ascii", "replace")
+            if name is not None:
+                names.append(str(name))
+        wanted = ", ".join(names) or "the name asked for"
+        return f"certificate verify failed: the certificate is not valid for {wanted}"
     if isinstance(value, SSL.Error) and value.args and isinstance(value.args[0], list):
         reasons = [str(e[-1]) for e in value.args[0] if isinstance(e, tuple) and e and e[-1]]
         if reasons:

@@ -145,6 +145,8 @@ class ProxyingHandler(BaseHandler, ABC):
         reactor: Any,
     ) -> None:
         self.peer = peer
+        # For log lines: the operator's words, escaped all the same.
+        self._peerText = printable(peer)
         self._reporterName = reporterName
         self._timeout = timeout
         self._logMessages = logMessages
@@ -247,10 +249,10 @@ class ProxyingHandler(BaseHandler, ABC):
             self._log.warn(
                 "{session} next hop {peer} unavailable: {error}",
                 session=session.id,
-                peer=self.peer,
+                peer=self._peerText,
                 error=" ".join(sanitiseText(str(e))),
             )
-            raise remoteFailure(e, self.peer) from None
+            raise remoteFailure(e) from None
         if session.id not in self._mailing:
             self.pool.release(client)
             return None
@@ -263,14 +265,14 @@ class ProxyingHandler(BaseHandler, ABC):
                 self._log.warn(
                     "{session} next hop {peer} failed at MAIL: {error}",
                     session=session.id,
-                    peer=self.peer,
+                    peer=self._peerText,
                     error=" ".join(sanitiseText(str(e))),
                 )
-                raise remoteFailure(e, self.peer) from None
+                raise remoteFailure(e) from None
             self._log.info(
                 "{session} MAIL refused for the next hop {peer}: {code} {text}",
                 session=session.id,
-                peer=self.peer,
+                peer=self._peerText,
                 code=e.code,
                 text=e.message,
             )
@@ -283,7 +285,7 @@ class ProxyingHandler(BaseHandler, ABC):
             self._log.info(
                 "{session} next hop {peer} refused MAIL: {reply}",
                 session=session.id,
-                peer=self.peer,
+                peer=self._peerText,
                 reply=describe(reply),
             )
             raise relayedError(reply)
@@ -319,10 +321,10 @@ class ProxyingHandler(BaseHandler, ABC):
             self._log.warn(
                 "{session} next hop {peer} failed at RCPT: {error}",
                 session=session.id,
-                peer=self.peer,
+                peer=self._peerText,
                 error=" ".join(sanitiseText(str(e))),
             )
-            raise remoteFailure(e, self.peer) from None
+            raise remoteFailure(e) from None
         except BaseException:
             transaction.busy = False
             if transaction.ended:
@@ -337,7 +339,7 @@ class ProxyingHandler(BaseHandler, ABC):
             self._log.warn(
                 "{session} next hop {peer} {what} at RCPT {address}: {reply}",
                 session=session.id,
-                peer=self.peer,
+                peer=self._peerText,
                 what="closed the session"
                 if reply.code in _CLOSING_CODES
                 else "out of step, session dropped,",
@@ -352,7 +354,7 @@ class ProxyingHandler(BaseHandler, ABC):
             self._log.info(
                 "{session} next hop {peer} refused {address}: {reply}",
                 session=session.id,
-                peer=self.peer,
+                peer=self._peerText,
                 address=printable(address.address),
                 reply=describe(reply),
             )
@@ -381,10 +383,10 @@ class ProxyingHandler(BaseHandler, ABC):
             self._log.warn(
                 "{session} next hop {peer} failed during the message: {error}",
                 session=session.id,
-                peer=self.peer,
+                peer=self._peerText,
                 error=" ".join(sanitiseText(str(e))),
             )
-            raise remoteFailure(e, self.peer) from None
+            raise remoteFailure(e) from None
         finally:
             self.pool.release(client)
         if len(finals) != len(recipients):
@@ -422,7 +424,7 @@ class ProxyingHandler(BaseHandler, ABC):
             self._log.warn(
                 "{session} next hop {peer} refused the message for {address}: {reply}",
                 session=session.id,
-                peer=self.peer,
+                peer=self._peerText,
                 address=printable(address.address),
                 reply=describe(reply),
             )
@@ -430,7 +432,7 @@ class ProxyingHandler(BaseHandler, ABC):
             self._log.info(
                 "{session} passed to {peer} for {count} recipients: {reply}",
                 session=session.id,
-                peer=self.peer,
+                peer=self._peerText,
                 count=len(accepted),
                 reply=describe(accepted[0][1]),
             )
@@ -539,7 +541,7 @@ class ProxyingHandler(BaseHandler, ABC):
                 session=sessionId,
                 action=action,
                 sender=printable(sender),
-                peer=self.peer,
+                peer=self._peerText,
                 reply=outcome,
             )
         else:
@@ -548,7 +550,7 @@ class ProxyingHandler(BaseHandler, ABC):
                 session=sessionId,
                 action=action,
                 sender=printable(sender),
-                peer=self.peer,
+                peer=self._peerText,
             )
 
     async def _inject(self, client: ClientSession, sender: str, report: bytes) -> str | None:
