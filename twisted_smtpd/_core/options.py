@@ -59,6 +59,27 @@ def _noLineBreak(instance: object, attribute: Any, value: str | None) -> None:
         raise ValueError(f"{attribute.name} must not contain CR, LF or NUL")
 
 
+def _replyText(instance: object, attribute: Any, value: str | None) -> None:
+    """
+    A text the server writes into its replies: printable US-ASCII only, as
+    RFC 5321 section 4.2 has reply text (a client may refuse or mangle
+    other bytes, and a control character would reach its terminal or log).
+
+    @raise ValueError: Naming the setting and the first character refused,
+        escaped.
+    """
+    _noLineBreak(instance, attribute, value)
+    if value is None:
+        return
+    for character in value:
+        if not " " <= character <= "~":
+            shown = ascii(character)
+            raise ValueError(
+                f"{attribute.name} must be printable US-ASCII (RFC 5321 section 4.2),"
+                f" got {shown} at position {value.index(character)}"
+            )
+
+
 def _number(*, whole: bool, positive: bool) -> Callable[[object, Any, float], None]:
     """
     A validator for a count (C{whole}) or a number of seconds: a finite
@@ -238,7 +259,7 @@ def _checkBareNewline(instance: object, attribute: Any, value: str) -> None:
 
 
 def _checkHelo(instance: object, attribute: Any, value: str) -> None:
-    _noLineBreak(instance, attribute, value)
+    _replyText(instance, attribute, value)
     try:
         value % ("a", "b")
     except (TypeError, ValueError) as e:
@@ -259,7 +280,9 @@ class ServerOptions:
     timeouts C{int}s or C{float}s; both must be finite.
 
     @ivar name: The server's host name in the greeting and replies.
-    @ivar banner: Extra text for the 220 greeting.
+    @ivar banner: Extra text for the 220 greeting.  Like C{name},
+        C{heloResponse} and C{authRequiredMessage}, printable US-ASCII only
+        (RFC 5321 section 4.2): anything else raises C{ValueError}.
     @ivar heloResponse: The 250 text for HELO/EHLO, with two C{%s}: the
         server's name and the client's.
     @ivar size: The largest message accepted in bytes; 0 for no limit.
@@ -359,8 +382,8 @@ class ServerOptions:
         handshake for that name on (see C{docs/tls-auth.md}).
     """
 
-    name: str = field(factory=_defaultName, validator=_noLineBreak)
-    banner: str | None = field(default=None, validator=_noLineBreak)
+    name: str = field(factory=_defaultName, validator=_replyText)
+    banner: str | None = field(default=None, validator=_replyText)
     heloResponse: str = field(default="%s Nice to meet you, %s", validator=_checkHelo)
     size: int = field(default=DEFAULT_SIZE, validator=_size)
     hideSize: bool = False
@@ -377,9 +400,7 @@ class ServerOptions:
         default=("PLAIN", "LOGIN"), converter=_upperTuple, validator=_checkAuthMethods
     )
     authOptional: bool = False
-    authRequiredMessage: str = field(
-        default="Error: authentication required", validator=_noLineBreak
-    )
+    authRequiredMessage: str = field(default="Error: authentication required", validator=_replyText)
     maxAllowedUnauthenticatedCommands: int = field(default=10, validator=_count)
     maxAuthFailures: int = field(default=3, validator=_positiveCount)
     disabledCommands: tuple[str, ...] = field(
