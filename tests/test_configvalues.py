@@ -67,3 +67,112 @@ class ReplyTextTests(SynchronousTestCase):
             self.assertIn(f"{name} must be printable US-ASCII", str(e))
         ServerOptions(banner="plain ASCII", name="mx.example.com")
 
+
+class WholeNumberFlagTests(SynchronousTestCase):
+    """
+    Numeric flags take ASCII digits only: not the other spellings Python's
+    C{int()} and C{float()} take.
+    """
+
+    def test_countsRefused(self) -> None:
+        """
+        Arabic-Indic and full-width digits, underscores, spaces and a plus
+        sign are refused by every whole-number flag, the value escaped.
+        """
+        for flag in [
+            "size",
+            "max-clients",
+            "max-clients-per-ip",
+            "max-recipients",
+            "max-junk-commands",
+            "workers",
+        ]:
+            for value, shown in [
+                ("\u0661\u0662\u0663", "'\\u0661\\u0662\\u0663'"),
+                ("\uff13", "'\\uff13'"),
+                ("1_000", "'1_000'"),
+                (" 12 ", "' 12 '"),
+                ("+5", "'+5'"),
+            ]:
+                e = self.assertRaises(usage.UsageError, parse, "--sink", f"--{flag}", value)
+                self.assertEqual(str(e), f"--{flag}: expected a whole number, got {shown}")
+
+    def test_relayNumbers(self) -> None:
+        """
+        C{--relay-sessions} and C{--relay-idle} too.
+        """
+        for flag, what in [("relay-sessions", "a whole number"), ("relay-idle", "a number")]:
+            for value in ["\uff12", "+2", "2_0"]:
+                e = self.assertRaises(usage.UsageError, parse, "--relay", "mx", f"--{flag}", value)
+                self.assertEqual(str(e), f"--{flag}: expected {what}, got {value!a}")
+
+    def test_secondsRefused(self) -> None:
+        """
+        Seconds in other digits, with underscores, spaces or a plus sign
+        are refused.
+        """
+        for flag in ["socket-timeout", "close-timeout", "handler-timeout", "worker-timeout"]:
+            for value in ["\u0663", "\uff11\uff10", "1_0", " 5", "+1", "0x10"]:
+                e = self.assertRaises(usage.UsageError, parse, "--sink", f"--{flag}", value)
+                self.assertEqual(str(e), f"--{flag}: expected a number, got {value!a}")
+
+    def test_accepted(self) -> None:
+        """
+        ASCII digits pass, with a decimal point or an exponent for seconds.
+        """
+        options = parse(
+            "--sink",
+            "--size",
+            "1000",
+            "--max-clients",
+            "0",
+            "--socket-timeout",
+            "2.5",
+            "--close-timeout",
+            "1e1",
+            "--handler-timeout",
+            ".5",
+        )["serverOptions"]
+        self.assertEqual(
+            (options.size, options.maxClients, options.socketTimeout, options.closeTimeout),
+            (1000, 0, 2.5, 10.0),
+        )
+        self.assertEqual(options.handlerTimeout, 0.5)
+
+    def test_negativeStillSaysBound(self) -> None:
+        """
+        A negative number is still refused as below the flag's bound.
+        """
+        e = self.assertRaises(usage.UsageError, parse, "--sink", "--max-clients", "-1")
+        self.assertEqual(str(e), "--max-clients: must be 0 or more, got '-1'")
+
+    def test_rates(self) -> None:
+        """
+        C{COUNT/SECONDS} flags take ASCII digits, no spaces.
+        """
+        for flag, what in [("max-connection-rate", "COUNT"), ("min-data-rate", "BYTES")]:
+            for value in ["\uff11/\uff16", "1_0/6", " 10/ 6", "+1/6", "1/+6"]:
+                e = self.assertRaises(usage.UsageError, parse, "--sink", f"--{flag}", value)
+                self.assertEqual(str(e), f"--{flag}: expected {what}/SECONDS, got {value!a}")
+            parse("--sink", f"--{flag}", "30/1.5")
+
+    def test_relayPort(self) -> None:
+        """
+        The port of C{--relay HOST:PORT} is ASCII digits.
+        """
+        for target in ["mx:\uff12\uff15", "mx:\u0662\u0665", "[::1]:\uff12\uff15"]:
+            e = self.assertRaises(usage.UsageError, parse, "--relay", target)
+            self.assertTrue(str(e).endswith(f"invalid port {target.rpartition(':')[2]!a}"))
+        self.assertEqual(splitHostPort("mx:2525", 25), ("mx", 2525))
+
+    def test_webhookPort(self) -> None:
+        """
+        The port of a C{--webhook} URL is ASCII digits: hyperlink would take
+        C{+8080} and full-width digits as a port.
+        """
+        for url in ["http://127.0.0.1:\uff18\uff10\uff18\uff10/in", "http://127.0.0.1:+8080/in"]:
+            e = self.assertRaises(usage.UsageError, parse, "--webhook", url)
+            self.assertIn("the port is not ASCII digits", str(e))
+        self.assertEqual(checkURL("http://[::1]:8080/in?a=b:c"), b"http://[::1]:8080/in?a=b:c")
+        self.assertEqual(checkURL("https://h.example/a:b"), b"https://h.example/a:b")
+

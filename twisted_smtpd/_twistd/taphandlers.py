@@ -66,7 +66,7 @@ def splitHostPort(text: str, defaultPort: int) -> tuple[str, int]:
     Split C{HOST[:PORT]}; an IPv6 address with a port is written in
     brackets (C{[::1]:25}).
 
-    @raise ValueError: If the port is not a number, a bracket is not
+    @raise ValueError: If the port is not ASCII digits, a bracket is not
         closed or not followed by C{:PORT}, or a host with colons is not an
         IPv6 address (C{host:25:26}).
     """
@@ -81,8 +81,9 @@ def splitHostPort(text: str, defaultPort: int) -> tuple[str, int]:
         host, _, port = host.partition(":")
     if ":" in host and not isIPv6Address(host):
         raise ValueError(f"not an IPv6 address: {host!r} (expected HOST[:PORT])")
-    if not port.isdigit():
-        raise ValueError(f"invalid port {port!r}")
+    if not (port.isascii() and port.isdigit()):
+        # Not int()'s other spellings (Arabic-Indic or full-width digits).
+        raise ValueError(f"invalid port {port!a}")
     return host, int(port)
 
 
