@@ -176,3 +176,111 @@ class WholeNumberFlagTests(SynchronousTestCase):
         self.assertEqual(checkURL("http://[::1]:8080/in?a=b:c"), b"http://[::1]:8080/in?a=b:c")
         self.assertEqual(checkURL("https://h.example/a:b"), b"https://h.example/a:b")
 
+
+class EndpointParameterTests(SynchronousTestCase):
+    """
+    The parameters of C{--listen}, C{--metrics} and C{--lmtp-to} endpoint
+    strings, in the server's own words.
+    """
+
+    def test_numbers(self) -> None:
+        """
+        A port, backlog, mode or index that is not ASCII digits is refused
+        naming the flag, the kind of endpoint, the parameter and the value,
+        escaped; not with Twisted's "invalid literal for int()".
+        """
+        for args, line in [
+            (
+                ("--listen", "ssl:port=abc"),
+                "--listen 'ssl:port=abc': ssl: port must be ASCII digits, got 'abc'",
+            ),
+            (
+                ("--listen", "tcp:25:backlog=abc"),
+                "--listen 'tcp:25:backlog=abc': tcp: backlog must be ASCII digits, got 'abc'",
+            ),
+            (
+                ("--listen", "ssl:465:backlog=x"),
+                "--listen 'ssl:465:backlog=x': ssl: backlog must be ASCII digits, got 'x'",
+            ),
+            (
+                ("--listen", "tcp:\uff12\uff15"),
+                "--listen 'tcp:\uff12\uff15': tcp: port must be ASCII digits, got '\\uff12\\uff15'",
+            ),
+            (
+                ("--listen", "haproxy:tcp:x"),
+                "--listen 'haproxy:tcp:x': tcp: port must be ASCII digits, got 'x'",
+            ),
+            (
+                ("--listen", "tcp:+25"),
+                "--listen 'tcp:+25': tcp: port must be ASCII digits, got '+25'",
+            ),
+            (
+                ("--listen", "unix:/tmp/s:mode=9"),
+                "--listen 'unix:/tmp/s:mode=9': unix: mode must be octal digits (0-7), got '9'",
+            ),
+            (
+                ("--listen", "systemd:domain=INET:index=x"),
+                "--listen 'systemd:domain=INET:index=x': systemd: index must be ASCII digits,"
+                " got 'x'",
+            ),
+            (("--listen", "tcp:"), "--listen 'tcp:': tcp: port is empty"),
+            (("--metrics", "tcp:x"), "--metrics 'tcp:x': tcp: port must be ASCII digits, got 'x'"),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, "--sink", *args)
+            self.assertEqual(str(e), line)
+
+    def test_givenTwice(self) -> None:
+        """
+        A parameter given twice, by name or by place and by name, is
+        refused: Twisted keeps the last one silently.
+        """
+        for args, line in [
+            (
+                ("--listen", "ssl:port=1:port=2"),
+                "--listen 'ssl:port=1:port=2': ssl: port given twice",
+            ),
+            (
+                ("--listen", "tcp:port=1:port=2"),
+                "--listen 'tcp:port=1:port=2': tcp: port given twice",
+            ),
+            (("--listen", "tcp:1:port=2"), "--listen 'tcp:1:port=2': tcp: port given twice"),
+            (
+                ("--listen", "haproxy:tcp:25:interface=127.0.0.2:interface=::1"),
+                "--listen 'haproxy:tcp:25:interface=127.0.0.2:interface=::1':"
+                " tcp: interface given twice",
+            ),
+            (
+                ("--metrics", "tcp:9101:port=9102"),
+                "--metrics 'tcp:9101:port=9102': tcp: port given twice",
+            ),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, "--sink", *args)
+            self.assertEqual(str(e), line)
+
+    def test_lmtpTo(self) -> None:
+        """
+        C{--lmtp-to}: a missing port, a port or timeout in other digits, a
+        parameter given twice.
+        """
+        for description, why in [
+            ("tcp:", "tcp: needs a port"),
+            ("tcp:h:x", "tcp: port must be ASCII digits, got 'x'"),
+            ("tcp:h:\uff12\uff14", "tcp: port must be ASCII digits, got '\\uff12\\uff14'"),
+            ("tcp:h:24:timeout=x", "tcp: timeout must be ASCII digits, got 'x'"),
+            ("tcp:h:24:port=25", "tcp: port given twice"),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, "--lmtp-to", description)
+            self.assertEqual(str(e), f"--lmtp-to {description!r}: {why}")
+
+    def test_accepted(self) -> None:
+        """
+        Ordinary endpoint strings still parse, keywords in any order.
+        """
+        parse("--sink", "--listen", "tcp:0:interface=127.0.0.1:backlog=10")
+        parse("--sink", "--listen", "tcp:interface=127.0.0.1:port=0")
+        parse("--sink", "--listen", "haproxy:tcp:0:interface=127.0.0.1")
+        parse("--sink", "--listen", "unix:/tmp/smtpd.sock:mode=660:lockfile=0")
+        parse("--lmtp-to", "tcp:host=127.0.0.1:24")
+        parse("--lmtp-to", "tcp:127.0.0.1:24:timeout=5")
+        parse("--lmtp-to", "unix:path=/run/dovecot/lmtp")
+

@@ -20,6 +20,7 @@ from twisted_smtpd._core.files import openRegular
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving.hooks import checkHandler
 from twisted_smtpd._twistd.tapconfig import reason
+from twisted_smtpd._twistd.tapendpoints import checkParameters
 from twisted_smtpd.interfaces import ISMTPHandler
 
 
@@ -118,6 +119,7 @@ def _relay(config: Mapping[str, Any], target: str, options: ServerOptions) -> IS
 def _lmtpTo(config: Mapping[str, Any], endpoint: str, options: ServerOptions) -> ISMTPHandler:
     from twisted_smtpd.handlers.lmtp import LMTPDeliveryHandler
 
+    checkParameters("lmtp-to", endpoint, client=True)
     handler = LMTPDeliveryHandler(
         endpoint,
         heloName=options.name,
