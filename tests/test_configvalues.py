@@ -284,3 +284,56 @@ class EndpointParameterTests(SynchronousTestCase):
         parse("--lmtp-to", "tcp:127.0.0.1:24:timeout=5")
         parse("--lmtp-to", "unix:path=/run/dovecot/lmtp")
 
+
+class SubFlagNamingTests(SynchronousTestCase):
+    """
+    An error about a flag that only modifies a delivery names that flag,
+    not the delivery flag.
+    """
+
+    def test_caBundles(self) -> None:
+        """
+        A missing, empty or non-PEM C{--relay-ca}, C{--webhook-ca} or
+        C{--amqp-ca} is named as such.
+        """
+        missing = os.path.abspath(self.mktemp())
+        notPEM = os.path.abspath(self.mktemp())
+        with open(notPEM, "w") as f:
+            f.write("not a certificate\n")
+        for delivery, flag in [
+            (("--relay", "mx.example"), "relay-ca"),
+            (("--webhook", "https://127.0.0.1/in"), "webhook-ca"),
+            (("--amqp", "amqps://u:p@127.0.0.1/%2F"), "amqp-ca"),
+        ]:
+            for path, why in [
+                (missing, f"No such file or directory: {missing}"),
+                ("", "the path is empty"),
+                (notPEM, f"no PEM certificate in {notPEM!r}"),
+            ]:
+                e = self.assertRaises(usage.UsageError, parse, *delivery, f"--{flag}", path)
+                self.assertEqual(str(e), f"--{flag}: {why}")
+
+    def test_caForPlainURL(self) -> None:
+        """
+        C{--webhook-ca} with an C{http://} URL and C{--amqp-ca} with an
+        C{amqp://} URL name the CA flag.
+        """
+        ca = CertificateAuthority(self.mktemp()).certificatePath
+        e = self.assertRaises(
+            usage.UsageError, parse, "--webhook", "http://127.0.0.1/in", "--webhook-ca", ca
+        )
+        self.assertEqual(str(e), "--webhook-ca needs an https:// --webhook URL")
+        e = self.assertRaises(
+            usage.UsageError, parse, "--amqp", "amqp://127.0.0.1/%2F", "--amqp-ca", ca
+        )
+        self.assertEqual(str(e), "--amqp-ca needs an amqps:// --amqp URL")
+
+    def test_relayCredentialsHalf(self) -> None:
+        """
+        C{--relay-user} without C{--relay-password}, and the other way
+        round, name the flag given and the one missing.
+        """
+        e = self.assertRaises(usage.UsageError, parse, "--relay", "mx", "--relay-user", "u")
+        self.assertEqual(str(e), "--relay-user needs --relay-password")
+        e = self.assertRaises(usage.UsageError, parse, "--relay", "mx", "--relay-password", "p")
+        self.assertEqual(str(e), "--relay-password needs --relay-user")

@@ -88,6 +88,26 @@ def splitHostPort(text: str, defaultPort: int) -> tuple[str, int]:
     return host, int(port)
 
 
+def _checkCA(flag: str, path: str | None) -> None:
+    """
+    Read the CA bundle of C{--relay-ca}, C{--webhook-ca} or C{--amqp-ca}
+    now, so that what is wrong with it names that flag, not the delivery
+    flag it serves.
+
+    @raise usage.UsageError: C{--FLAG: why}.
+    """
+    from twisted_smtpd.handlers.relay import loadTrustRoot
+
+    if path is None:
+        return
+    if not path:
+        raise usage.UsageError(f"--{flag}: the path is empty")
+    try:
+        loadTrustRoot(path)
+    except (OSError, ValueError) as e:
+        raise usage.UsageError(f"--{flag}: {reason(e)}") from None
+
+
 def _relay(config: Mapping[str, Any], target: str, options: ServerOptions) -> ISMTPHandler:
     from twisted_smtpd.handlers.relay import RelayHandler
 
@@ -99,8 +119,13 @@ def _relay(config: Mapping[str, Any], target: str, options: ServerOptions) -> IS
         user, colon, password = config["relay-auth"].partition(":")
         if not colon:
             raise usage.UsageError("--relay-auth: expected USER:PASSWORD")
+    elif user is not None and password is None:
+        raise usage.UsageError("--relay-user needs --relay-password")
+    elif password is not None and user is None:
+        raise usage.UsageError("--relay-password needs --relay-user")
     if config["relay-insecure"] and config["relay-ca"] is not None:
         raise usage.UsageError("--relay-insecure excludes --relay-ca")
+    _checkCA("relay-ca", config["relay-ca"])
     return RelayHandler(
         host,
         port,
@@ -180,6 +205,9 @@ def _extra(flag: str, extra: str, module: str) -> Any:
 def _webhook(config: Mapping[str, Any], url: str, options: ServerOptions) -> ISMTPHandler:
     from twisted_smtpd.handlers.webhook import WebhookHandler
 
+    if config["webhook-ca"] is not None and url.startswith("http://"):
+        raise usage.UsageError("--webhook-ca needs an https:// --webhook URL")
+    _checkCA("webhook-ca", config["webhook-ca"])
     handler: ISMTPHandler = WebhookHandler(
         url,
         secret=config["webhook-secret"],
@@ -191,6 +219,9 @@ def _webhook(config: Mapping[str, Any], url: str, options: ServerOptions) -> ISM
 
 def _amqp(config: Mapping[str, Any], url: str, options: ServerOptions) -> ISMTPHandler:
     module = _extra("amqp", "amqp", "twisted_smtpd.handlers.amqp")
+    if config["amqp-ca"] is not None and url.startswith("amqp://"):
+        raise usage.UsageError("--amqp-ca needs an amqps:// --amqp URL")
+    _checkCA("amqp-ca", config["amqp-ca"])
     handler: ISMTPHandler = module.AMQPHandler(
         url,
         exchange=config["amqp-exchange"] or "",
