@@ -15,8 +15,10 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.certs import CertificateAuthority
+from tests.test_deadlines import LogCatcher
 from tests.test_tap import parse
 from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._twistd import tap as _tap
 from twisted_smtpd._twistd.taphandlers import splitHostPort
 from twisted_smtpd.handlers._webhookclient import checkURL
 
@@ -337,3 +339,186 @@ class SubFlagNamingTests(SynchronousTestCase):
         self.assertEqual(str(e), "--relay-user needs --relay-password")
         e = self.assertRaises(usage.UsageError, parse, "--relay", "mx", "--relay-password", "p")
         self.assertEqual(str(e), "--relay-password needs --relay-user")
+
+
+class UnusedFlagTests(SynchronousTestCase):
+    """
+    A flag given where it changes nothing is accepted, and warned of in one
+    line at start.
+    """
+
+    def setUp(self) -> None:
+        self.ca = CertificateAuthority(self.mktemp())
+        self.server = self.ca.server("mx.example.com")
+
+    def test_tlsWithoutTLS(self) -> None:
+        """
+        With STARTTLS disabled and no C{ssl:} listener, the TLS flags
+        change nothing: one line each, logged once at start.
+        """
+        noTLS = "no listener offers TLS (STARTTLS is disabled and there is no ssl: listener)"
+        config = parse(
+            "--sink",
+            "--disable",
+            "STARTTLS",
+            "--request-cert",
+            "--tls-ciphers",
+            "HIGH",
+            "--tls-cert",
+            self.server.combinedPath,
+            "--tls-ca",
+            self.ca.certificatePath,
+        )
+        expected = [
+            f"--request-cert has no effect: {noTLS}",
+            f"--tls-ciphers has no effect: {noTLS}",
+            f"--tls-cert has no effect: {noTLS}",
+            f"--tls-ca has no effect: {noTLS}",
+        ]
+        self.assertEqual(config["unused"], expected)
+        log = LogCatcher(self)
+        _tap.makeService(config)
+        for line in expected:
+            self.assertEqual(log.matching(line), [line])
+
+    def test_ownKeysOnly(self) -> None:
+        """
+        With STARTTLS disabled and only an C{ssl:} listener with keys of
+        its own, the server's certificate changes nothing; C{--request-cert}
+        applies to that listener and is not warned of.
+        """
+        own = self.ca.server("own.example.com")
+        listen = f"ssl:0:interface=127.0.0.1:privateKey={own.keyPath}:certKey={own.certificatePath}"
+        config = parse(
+            "--sink",
+            "--listen",
+            listen,
+            "--disable",
+            "STARTTLS",
+            "--request-cert",
+            "--tls-ca",
+            self.ca.certificatePath,
+            "--tls-cert",
+            self.server.combinedPath,
+        )
+        self.assertEqual(
+            config["unused"],
+            [
+                "--tls-cert has no effect: no listener offers the server's TLS (STARTTLS is"
+                " disabled and every ssl: listener has keys of its own)"
+            ],
+        )
+
+    def test_tlsCAWithoutRequestCert(self) -> None:
+        """
+        C{--tls-ca} without C{--request-cert}: no client certificate is
+        asked for.
+        """
+        config = parse("--sink", "--tls-ca", self.ca.certificatePath)
+        self.assertEqual(
+            config["unused"],
+            ["--tls-ca has no effect: no client certificate is asked for without --request-cert"],
+        )
+
+    def test_authFlagsWithoutAuth(self) -> None:
+        """
+        C{--allow-insecure-auth} and C{--auth-methods} without AUTH offered.
+        """
+        why = "AUTH is not offered (no --auth, no --handler whose onAuth decides it)"
+        for args in [(), ("--disable", "AUTH")]:
+            config = parse("--sink", *args, "--allow-insecure-auth", "--auth-methods", "PLAIN")
+            self.assertEqual(
+                config["unused"],
+                [
+                    f"--allow-insecure-auth has no effect: {why}",
+                    f"--auth-methods has no effect: {why}",
+                ],
+            )
+
+    def test_others(self) -> None:
+        """
+        C{--proxy-trusted} without a C{haproxy:} listener, C{--xclient}
+        with XCLIENT disabled, C{--limit-exempt} without a per-address
+        limit, C{--dns-server} with C{--no-reverse-lookup},
+        C{--worker-timeout} without C{--workers}.
+        """
+        config = parse(
+            "--sink",
+            "--proxy-trusted",
+            "10.0.0.0/8",
+            "--xclient",
+            "10.0.0.0/8",
+            "--disable",
+            "XCLIENT",
+            "--limit-exempt",
+            "10.0.0.0/8",
+            "--no-reverse-lookup",
+            "--dns-server",
+            "127.0.0.1",
+            "--worker-timeout",
+            "5",
+        )
+        self.assertEqual(
+            config["unused"],
+            [
+                "--proxy-trusted has no effect: no haproxy: listener reads PROXY headers",
+                "--xclient has no effect: XCLIENT is disabled",
+                "--limit-exempt has no effect: no per-address limit (--max-clients-per-ip,"
+                " --max-connection-rate)",
+                "--dns-server has no effect: --no-reverse-lookup: no client name is looked up",
+                "--worker-timeout has no effect: no --workers",
+            ],
+        )
+
+    def test_configFile(self) -> None:
+        """
+        A flag given in a configuration file counts as given.
+        """
+        path = self.mktemp() + ".toml"
+        with open(path, "w") as f:
+            f.write('sink = true\nallow-insecure-auth = true\ndisable = ["STARTTLS"]\n')
+        self.assertEqual(
+            [line.partition(" ")[0] for line in parse("--config", path)["unused"]],
+            ["--allow-insecure-auth"],
+        )
+
+    def test_usedNotWarned(self) -> None:
+        """
+        The same flags where they do something give no line, nor do the
+        defaults.
+        """
+        self.assertEqual(parse("--sink")["unused"], [])
+        config = parse(
+            "--sink",
+            "--listen",
+            "haproxy:tcp:0:interface=127.0.0.1",
+            "--request-cert",
+            "--tls-ca",
+            self.ca.certificatePath,
+            "--tls-cert",
+            self.server.combinedPath,
+            "--tls-ciphers",
+            "HIGH",
+            "--auth",
+            "memory:alice:secret",
+            "--allow-insecure-auth",
+            "--proxy-trusted",
+            "127.0.0.1/32",
+            "--max-clients-per-ip",
+            "5",
+            "--limit-exempt",
+            "127.0.0.1/32",
+            "--dns-server",
+            "127.0.0.1",
+        )
+        self.assertEqual(config["unused"], [])
+        config = parse(
+            "--sink",
+            "--disable",
+            "STARTTLS",
+            "--listen",
+            "ssl:0",
+            "--tls-cert",
+            self.server.combinedPath,
+        )
+        self.assertEqual(config["unused"], [])
