@@ -158,6 +158,17 @@ class WholeNumberFlagTests(SynchronousTestCase):
                 self.assertEqual(str(e), f"--{flag}: expected {what}/SECONDS, got {value!a}")
             parse("--sink", f"--{flag}", "30/1.5")
 
+    def test_libraryRates(self) -> None:
+        """
+        L{ServerOptions} takes a C{"COUNT/SECONDS"} rate in ASCII digits
+        only, as the flags do.
+        """
+        for name in ["maxConnectionRate", "minDataRate"]:
+            for value in ["\uff13/6", " 3 / 6 ", "3_0/6", "+3/6"]:
+                e = self.assertRaises(ValueError, ServerOptions, **{name: value})
+                self.assertEqual(str(e), f"expected COUNT/SECONDS in ASCII digits, got {value!a}")
+            self.assertEqual(getattr(ServerOptions(**{name: "30/1.5"}), name), (30, 1.5))
+
     def test_relayPort(self) -> None:
         """
         The port of C{--relay HOST:PORT} is ASCII digits.

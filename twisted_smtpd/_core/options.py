@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 import socket
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -188,21 +189,33 @@ def normaliseHosts(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+#: A whole number as a text setting or a numeric flag takes it: ASCII
+#: digits, a minus sign allowed only to be refused as below the bound.  Not
+#: the other spellings C{int()} takes (C{+5}, C{1_000}, C{" 12 "},
+#: Arabic-Indic or full-width digits), which a reader of the configuration
+#: would not read as the number the server uses.
+WHOLE = re.compile(r"-?[0-9]+")
+
+#: A number of seconds: ASCII digits with an optional decimal point and
+#: exponent, or the words C{float()} takes for infinity and NaN (refused
+#: later as not finite).
+DECIMAL = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?|-?(inf|infinity|nan)", re.I)
+
+
 def _rate(value: str | tuple[int, float] | None) -> tuple[int, float] | None:
     """
     Normalise a rate setting: C{None} (no limit), a C{(count, seconds)} pair,
-    or the text C{"COUNT/SECONDS"} (C{"30/60"}).
+    or the text C{"COUNT/SECONDS"} (C{"30/60"}) in ASCII digits (L{WHOLE},
+    L{DECIMAL}).
     """
     if value is None:
         return None
     if isinstance(value, str):
         count, slash, seconds = value.partition("/")
-        if not slash:
-            raise ValueError(f"expected COUNT/SECONDS, got {value!r}")
-        try:
-            return int(count), float(seconds)
-        except ValueError:
-            raise ValueError(f"expected COUNT/SECONDS, got {value!r}") from None
+        written = value.isascii() and WHOLE.fullmatch(count) and DECIMAL.fullmatch(seconds)
+        if not (slash and written):
+            raise ValueError(f"expected COUNT/SECONDS in ASCII digits, got {value!a}")
+        return int(count), float(seconds)
     return int(value[0]), float(value[1])
 
 

@@ -9,14 +9,13 @@ one L{usage.UsageError} line naming the flag).
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 from twisted.python import usage
 
-from twisted_smtpd._core.options import HIDEABLE, ServerOptions
+from twisted_smtpd._core.options import DECIMAL, HIDEABLE, WHOLE, ServerOptions
 
 DEFAULT_LISTEN = "tcp:2525:interface=127.0.0.1"
 DEFAULT_MAILDIR = "./Maildir"
@@ -124,19 +123,6 @@ _MODIFIERS = {
 _REPEATABLE = frozenset({"listen", "sni", "disable", "hide", "auth", "handler-option", *_NETWORKS})
 # Options that cannot appear in a configuration file.
 _NOT_IN_FILE = frozenset({"config", "help", "version", "help-auth", "help-auth-type"})
-
-
-#: A whole number as the numeric flags take it: ASCII digits, a minus sign
-#: allowed only to be refused as below the flag's bound.  Not the other
-#: spellings C{int()} takes (C{+5}, C{1_000}, C{" 12 "}, Arabic-Indic or
-#: full-width digits), which a reader of the configuration would not read
-#: as the number the server uses.
-WHOLE = re.compile(r"-?[0-9]+")
-
-#: A number of seconds: ASCII digits with an optional decimal point and
-#: exponent, or the words C{float()} takes for infinity and NaN (refused
-#: later as not finite).
-DECIMAL = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?|-?(inf|infinity|nan)", re.I)
 
 
 def _number(flag: str, kind: Callable[[str], float], *, positive: bool) -> Callable[[str], float]:
