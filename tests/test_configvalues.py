@@ -451,7 +451,8 @@ class UnusedFlagTests(SynchronousTestCase):
         C{--proxy-trusted} without a C{haproxy:} listener, C{--xclient}
         with XCLIENT disabled, C{--limit-exempt} without a per-address
         limit, C{--dns-server} with C{--no-reverse-lookup},
-        C{--worker-timeout} without C{--workers}.
+        C{--worker-timeout} without C{--workers}, C{--hide STARTTLS} with
+        STARTTLS disabled.
         """
         config = parse(
             "--sink",
@@ -468,10 +469,15 @@ class UnusedFlagTests(SynchronousTestCase):
             "127.0.0.1",
             "--worker-timeout",
             "5",
+            "--disable",
+            "STARTTLS",
+            "--hide",
+            "STARTTLS",
         )
         self.assertEqual(
             config["unused"],
             [
+                "--hide STARTTLS has no effect: STARTTLS is disabled",
                 "--proxy-trusted has no effect: no haproxy: listener reads PROXY headers",
                 "--xclient has no effect: XCLIENT is disabled",
                 "--limit-exempt has no effect: no per-address limit (--max-clients-per-ip,"

@@ -82,6 +82,8 @@ def unusedFlags(
     if not checkers and not decidableMechanisms(methods, None, ownsOnAuth(handler)):
         for flag in _AUTH:
             unused(flag, "AUTH is not offered (no --auth, no --handler whose onAuth decides it)")
+    if not startTLS and options.hideSTARTTLS and "hide" in given:
+        lines.append("--hide STARTTLS has no effect: STARTTLS is disabled")
     if "haproxy" not in layers:
         unused("proxy-trusted", "no haproxy: listener reads PROXY headers")
     if "XCLIENT" in options.disabledCommands:
