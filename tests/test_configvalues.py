@@ -270,6 +270,38 @@ class EndpointParameterTests(SynchronousTestCase):
             e = self.assertRaises(usage.UsageError, parse, "--sink", *args)
             self.assertEqual(str(e), line)
 
+    def test_unknownAndTooMany(self) -> None:
+        """
+        An unknown parameter, or more values by place than the kind takes,
+        is named in the server's words, not as a TypeError of Twisted's
+        private function.
+        """
+        for args, why in [
+            (
+                ("--sink", "--listen", "tcp:25:foo=1"),
+                "tcp: unknown parameter 'foo'; known: port, interface, backlog",
+            ),
+            (
+                ("--sink", "--listen", "tcp:0:127.0.0.1:50:9"),
+                "tcp: 4 values by place, at most 3: port, interface, backlog",
+            ),
+            (
+                ("--sink", "--listen", "unix:/tmp/s:bogus=1"),
+                "unix: unknown parameter 'bogus'; known: address, mode, backlog, lockfile",
+            ),
+            (
+                ("--lmtp-to", "tcp:h:24:foo=1"),
+                "tcp: unknown parameter 'foo'; known: host, port, timeout, bindAddress",
+            ),
+            (
+                ("--lmtp-to", "unix:/x:checkPID=0"),
+                "unix: unknown parameter 'checkPID'; known: path, timeout, lockfile",
+            ),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, *args)
+            self.assertEqual(str(e), f"{args[-2]} {args[-1]!r}: {why}")
+        parse("--lmtp-to", "tcp:127.0.0.1:24:bindAddress=127.0.0.1")
+
     def test_lmtpTo(self) -> None:
         """
         C{--lmtp-to}: a missing port, a port or timeout in other digits, a

@@ -5,7 +5,8 @@ C{--metrics}, C{--lmtp-to}) checked before Twisted parses them, so that a
 mistake is one line in the server's own words: a parameter given twice
 (Twisted keeps the last one silently), a number that is not ASCII digits
 (Twisted's C{int()} takes C{+25}, C{2_5} or full-width digits, and says
-"invalid literal for int()" of the rest), a required parameter missing.
+"invalid literal for int()" of the rest), a required parameter missing,
+an unknown one (Twisted names its own private function).
 
 Only the endpoint kinds listed here are checked; the strings are split
 with Twisted's own tokenizer, so quoting (C{\\:}) means what it means to
@@ -15,7 +16,7 @@ Twisted.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.python import usage
 
@@ -25,13 +26,31 @@ __all__ = ["checkParameters"]
 _DIGITS = re.compile(r"-?[0-9]+")
 _OCTAL = re.compile(r"[0-7]+")
 
-#: Per server endpoint kind: its parameters in the order Twisted takes
-#: them positionally, the ones that must be given, and the numeric ones
-#: with the digits each takes.
-_SERVER: dict[str, tuple[tuple[str, ...], tuple[str, ...], dict[str, re.Pattern[str]]]] = {
-    "tcp": (("port", "interface", "backlog"), ("port",), {"port": _DIGITS, "backlog": _DIGITS}),
-    "tcp6": (("port", "backlog", "interface"), ("port",), {"port": _DIGITS, "backlog": _DIGITS}),
-    "ssl": (
+
+class _Kind(NamedTuple):
+    """
+    What one kind of endpoint string takes.
+
+    @ivar order: Its parameters in the order Twisted takes them by place.
+    @ivar required: Those that must be given.
+    @ivar numbers: The numeric ones, with the digits each takes.
+    @ivar more: The parameters taken by name only; C{None} when the kind
+        takes more than are checked here (names are then left to Twisted).
+    """
+
+    order: tuple[str, ...]
+    required: tuple[str, ...]
+    numbers: dict[str, re.Pattern[str]]
+    more: tuple[str, ...] | None = ()
+
+
+_TCP_NUMBERS = {"port": _DIGITS, "backlog": _DIGITS}
+
+#: The server endpoint kinds checked (C{ssl:} before it becomes C{tcp:}).
+_SERVER = {
+    "tcp": _Kind(("port", "interface", "backlog"), ("port",), _TCP_NUMBERS),
+    "tcp6": _Kind(("port", "backlog", "interface"), ("port",), _TCP_NUMBERS),
+    "ssl": _Kind(
         (
             "port",
             "privateKey",
@@ -43,22 +62,29 @@ _SERVER: dict[str, tuple[tuple[str, ...], tuple[str, ...], dict[str, re.Pattern[
             "dhParameters",
         ),
         ("port",),
-        {"port": _DIGITS, "backlog": _DIGITS},
+        _TCP_NUMBERS,
     ),
-    "unix": (
+    "unix": _Kind(
         ("address", "mode", "backlog", "lockfile"),
         ("address",),
         {"mode": _OCTAL, "backlog": _DIGITS, "lockfile": _DIGITS},
     ),
-    "systemd": (("domain", "index", "name"), ("domain",), {"index": _DIGITS}),
+    "systemd": _Kind(("domain", "index", "name"), ("domain",), {"index": _DIGITS}),
 }
 
-#: The same for the client endpoints of C{--lmtp-to}.
-_CLIENT: dict[str, tuple[tuple[str, ...], tuple[str, ...], dict[str, re.Pattern[str]]]] = {
-    "tcp": (("host", "port"), ("host", "port"), {"port": _DIGITS, "timeout": _DIGITS}),
-    "ssl": (("host", "port"), ("host", "port"), {"port": _DIGITS, "timeout": _DIGITS}),
-    "tls": (("host", "port"), ("host", "port"), {"port": _DIGITS, "timeout": _DIGITS}),
-    "unix": (("path",), ("path",), {"timeout": _DIGITS, "lockfile": _DIGITS}),
+#: The client endpoint kinds of C{--lmtp-to} checked.
+_CLIENT = {
+    "tcp": _Kind(
+        ("host", "port"),
+        ("host", "port"),
+        {"port": _DIGITS, "timeout": _DIGITS},
+        ("timeout", "bindAddress"),
+    ),
+    "ssl": _Kind(("host", "port"), ("host", "port"), {"port": _DIGITS, "timeout": _DIGITS}, None),
+    "tls": _Kind(("host", "port"), ("host", "port"), {"port": _DIGITS, "timeout": _DIGITS}, None),
+    "unix": _Kind(
+        ("path",), ("path",), {"timeout": _DIGITS, "lockfile": _DIGITS}, ("timeout", "lockfile")
+    ),
 }
 
 _DIGIT_WORDS = {_DIGITS: "ASCII digits", _OCTAL: "octal digits (0-7)"}
@@ -100,13 +126,19 @@ def _problem(description: str, client: bool) -> str | None:
     table = _CLIENT if client else _SERVER
     if kind not in table:
         return None
-    order, required, numbers = table[kind]
+    order, required, numbers, more = table[kind]
     given: dict[str, str] = {}
     for name, value in pairs:
         if name in given:
             return f"{kind}: {name} given twice"
+        if more is not None and name not in order + more:
+            return f"{kind}: unknown parameter {name!a}; known: {', '.join(order + more)}"
         given[name] = value
     positional = args[1:]
+    if len(positional) > len(order):
+        return (
+            f"{kind}: {len(positional)} values by place, at most {len(order)}: {', '.join(order)}"
+        )
     names = list(order)
     if client and kind in ("tcp", "ssl", "tls") and len(positional) == 1 and "host" in given:
         # tcp:host=H:25: Twisted takes the lone positional value as the port.
@@ -134,7 +166,8 @@ def checkParameters(flag: str, description: str, *, client: bool = False) -> Non
     Refuse an endpoint string whose parameters Twisted would take wrongly
     or refuse in its own words: a parameter given twice (C{tcp:port=25:port=26},
     C{tcp:25:port=26}), a number (port, backlog, mode, index, timeout) not
-    written in ASCII digits, a required parameter missing.  C{haproxy:}
+    written in ASCII digits, a required parameter missing, an unknown
+    parameter, more values by place than the kind takes.  C{haproxy:}
     before a server endpoint is looked through.
 
     @param flag: The flag's name without the dashes, for the message.
