@@ -57,6 +57,33 @@ class ReplyTextTests(SynchronousTestCase):
         text = "ESMTP ready; see https://example.com/policy (no UCE) ~"
         self.assertEqual(parse("--sink", "--banner", text)["serverOptions"].banner, text)
 
+    def test_greetingLineLength(self) -> None:
+        """
+        A banner that would make the 220 greeting longer than a reply line
+        may be (512 octets with CRLF, RFC 5321 section 4.5.3.1.5) is
+        refused naming the flag; one that fits exactly is kept.  In the
+        library, a name alone that long is refused too.
+        """
+        fits = "x" * (512 - len("220 mx.example.com ESMTP \r\n"))
+        options = parse("--sink", "--hostname", "mx.example.com", "--banner", fits)
+        self.assertEqual(options["serverOptions"].banner, fits)
+        e = self.assertRaises(
+            usage.UsageError,
+            parse,
+            "--sink",
+            "--hostname",
+            "mx.example.com",
+            "--banner",
+            fits + "x",
+        )
+        self.assertEqual(
+            str(e),
+            "--banner: banner makes a 220 greeting of 513 octets, more than the 512 of a"
+            " reply line (RFC 5321 section 4.5.3.1.5)",
+        )
+        e = self.assertRaises(ValueError, ServerOptions, name="a" * 600)
+        self.assertTrue(str(e).startswith("name makes a 220 greeting of 612 octets"))
+
     def test_libraryRefuses(self) -> None:
         """
         L{ServerOptions} refuses with C{ValueError}, naming the setting, any

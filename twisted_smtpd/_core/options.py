@@ -266,6 +266,28 @@ def _checkCommands(instance: object, attribute: Any, value: tuple[str, ...]) -> 
             )
 
 
+#: The longest reply line, its code and CRLF included (RFC 5321 section
+#: 4.5.3.1.5).
+MAX_REPLY_LINE = 512
+
+
+def _checkBanner(instance: object, attribute: Any, value: str | None) -> None:
+    """
+    The banner as reply text (L{_replyText}), short enough (with the name)
+    that the 220 greeting (C{220 NAME ESMTP BANNER}) fits in one reply line.
+    """
+    _replyText(instance, attribute, value)
+    kind = "LMTP" if getattr(instance, "lmtp", False) else "ESMTP"
+    line = f"220 {getattr(instance, 'name', '')} {kind}" + (f" {value}" if value else "") + "\r\n"
+    if len(line) > MAX_REPLY_LINE:
+        # The name alone can make it too long, in the library.
+        what = attribute.name if value else "name"
+        raise ValueError(
+            f"{what} makes a 220 greeting of {len(line)} octets, more than the"
+            f" {MAX_REPLY_LINE} of a reply line (RFC 5321 section 4.5.3.1.5)"
+        )
+
+
 def _checkBareNewline(instance: object, attribute: Any, value: str) -> None:
     if value not in BARE_NEWLINE_POLICIES:
         raise ValueError(f"bareNewline must be one of {', '.join(sorted(BARE_NEWLINE_POLICIES))}")
@@ -396,7 +418,7 @@ class ServerOptions:
     """
 
     name: str = field(factory=_defaultName, validator=_replyText)
-    banner: str | None = field(default=None, validator=_replyText)
+    banner: str | None = field(default=None, validator=_checkBanner)
     heloResponse: str = field(default="%s Nice to meet you, %s", validator=_checkHelo)
     size: int = field(default=DEFAULT_SIZE, validator=_size)
     hideSize: bool = False
