@@ -410,6 +410,44 @@ class SubFlagNamingTests(SynchronousTestCase):
         e = self.assertRaises(usage.UsageError, parse, "--relay", "mx", "--relay-password", "p")
         self.assertEqual(str(e), "--relay-password needs --relay-user")
 
+    def test_otherModifiers(self) -> None:
+        """
+        An empty C{--webhook-secret}, an unusable C{--pipe-spool}, an empty
+        or too long C{--amqp-queue}, a too long C{--amqp-routing-key} or
+        C{--amqp-exchange}, and an empty relay user name each name their
+        own flag.
+        """
+        missing = os.path.abspath(self.mktemp())
+        amqp = ("--amqp", "amqp://u:p@127.0.0.1/%2F")
+        for args, line in [
+            (
+                ("--webhook", "https://127.0.0.1/in", "--webhook-secret", ""),
+                "--webhook-secret: the secret is empty",
+            ),
+            (
+                ("--pipe", "cat", "--pipe-spool", missing),
+                f"--pipe-spool {missing!r}: No such file or directory",
+            ),
+            ((*amqp, "--amqp-queue", ""), "--amqp-queue: the queue name is empty"),
+            ((*amqp, "--amqp-queue", "q" * 256), "--amqp-queue: the queue name is over 255 octets"),
+            (
+                (*amqp, "--amqp-routing-key", "\xe9" * 128),
+                "--amqp-routing-key: the routing key name is over 255 octets",
+            ),
+            (
+                (*amqp, "--amqp-exchange", "x" * 256),
+                "--amqp-exchange: the exchange name is over 255 octets",
+            ),
+            (("--relay", "mx", "--relay-auth", ":pw"), "--relay-auth: the user name is empty"),
+            (
+                ("--relay", "mx", "--relay-user", "", "--relay-password", "pw"),
+                "--relay-user: the user name is empty",
+            ),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, *args)
+            self.assertEqual(str(e), line)
+        parse(*amqp, "--amqp-exchange", "fanout", "--amqp-routing-key", "")
+
 
 class UnusedFlagTests(SynchronousTestCase):
     """

@@ -123,6 +123,10 @@ def _relay(config: Mapping[str, Any], target: str, options: ServerOptions) -> IS
         raise usage.UsageError("--relay-user needs --relay-password")
     elif password is not None and user is None:
         raise usage.UsageError("--relay-password needs --relay-user")
+    if user == "":
+        # AUTH with an empty authentication identity: refused by any relay.
+        flag = "relay-auth" if config["relay-auth"] is not None else "relay-user"
+        raise usage.UsageError(f"--{flag}: the user name is empty")
     if config["relay-insecure"] and config["relay-ca"] is not None:
         raise usage.UsageError("--relay-insecure excludes --relay-ca")
     _checkCA("relay-ca", config["relay-ca"])
@@ -181,7 +185,11 @@ def _pipe(config: Mapping[str, Any], command: str, options: ServerOptions) -> IS
     spool = config["pipe-spool"]
     if spool is not None:
         # Fail now, not at the first message, if spool files cannot be made.
-        tempfile.TemporaryFile(dir=spool).close()
+        try:
+            tempfile.TemporaryFile(dir=spool).close()
+        except OSError as e:
+            why = os.strerror(e.errno) if e.errno else reason(e)
+            raise usage.UsageError(f"--pipe-spool {spool!r}: {why}") from None
     return PipeHandler(command, spoolDirectory=spool, openFiles=startingLimit())
 
 
@@ -205,6 +213,9 @@ def _extra(flag: str, extra: str, module: str) -> Any:
 def _webhook(config: Mapping[str, Any], url: str, options: ServerOptions) -> ISMTPHandler:
     from twisted_smtpd.handlers.webhook import WebhookHandler
 
+    if config["webhook-secret"] == "":
+        # An HMAC keyed with nothing is a signature anyone can make.
+        raise usage.UsageError("--webhook-secret: the secret is empty")
     if config["webhook-ca"] is not None and url.startswith("http://"):
         raise usage.UsageError("--webhook-ca needs an https:// --webhook URL")
     _checkCA("webhook-ca", config["webhook-ca"])
@@ -221,6 +232,19 @@ def _amqp(config: Mapping[str, Any], url: str, options: ServerOptions) -> ISMTPH
     module = _extra("amqp", "amqp", "twisted_smtpd.handlers.amqp")
     if config["amqp-ca"] is not None and url.startswith("amqp://"):
         raise usage.UsageError("--amqp-ca needs an amqps:// --amqp URL")
+    if config["amqp-queue"] == "":
+        # Not the default queue, which an empty value would silently be.
+        raise usage.UsageError("--amqp-queue: the queue name is empty")
+    for flag, what in [
+        ("amqp-exchange", "exchange"),
+        ("amqp-queue", "queue"),
+        ("amqp-routing-key", "routing key"),
+    ]:
+        name = config[flag]
+        if name is not None and len(name.encode("utf-8", "surrogateescape")) > module.SHORT_STRING:
+            raise usage.UsageError(
+                f"--{flag}: the {what} name is over {module.SHORT_STRING} octets"
+            )
     _checkCA("amqp-ca", config["amqp-ca"])
     handler: ISMTPHandler = module.AMQPHandler(
         url,
