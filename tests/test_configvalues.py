@@ -448,6 +448,31 @@ class SubFlagNamingTests(SynchronousTestCase):
             self.assertEqual(str(e), line)
         parse(*amqp, "--amqp-exchange", "fanout", "--amqp-routing-key", "")
 
+    def test_undecodableBytes(self) -> None:
+        """
+        A text value holding a byte that is not UTF-8 (a lone surrogate in
+        Python's C{sys.argv}) is refused naming the flag, without showing
+        the value (it may be a password), instead of failing at each use
+        or, for C{--auth memory:}, with a traceback.
+        """
+        amqp = ("--amqp", "amqp://u:p@127.0.0.1/%2F")
+        for args, flag in [
+            (("--sink", "--auth", "memory:alice:s\udcffcret"), "--auth memory:..."),
+            (("--relay", "mx", "--relay-auth", "alice:s\udcffcret"), "--relay-auth"),
+            (
+                ("--relay", "mx", "--relay-user", "alice", "--relay-password", "s\udcff"),
+                "--relay-password",
+            ),
+            (
+                ("--webhook", "https://127.0.0.1/in", "--webhook-secret", "k\udcffey"),
+                "--webhook-secret",
+            ),
+            ((*amqp, "--amqp-queue", "q\udcff"), "--amqp-queue"),
+            (("--amqp", "amqp://u:p\udcff@127.0.0.1/%2F"), "--amqp"),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, *args)
+            self.assertEqual(str(e), f"{flag}: not UTF-8 text (a byte of it is not UTF-8)")
+
 
 class UnusedFlagTests(SynchronousTestCase):
     """

@@ -30,8 +30,9 @@ class RefusedValueTests(SynchronousTestCase):
     def test_oneLine(self) -> None:
         """
         A non-ASCII banner, a port given twice, a count in full-width
-        digits and a relay CA that cannot be read each stop the start with
-        one line on standard error, escaped, naming the flag at fault.
+        digits, a relay CA that cannot be read and an C{--auth memory:}
+        password that is not UTF-8 each stop the start with one line on
+        standard error, escaped, naming the flag at fault; no traceback.
         """
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
@@ -53,6 +54,11 @@ class RefusedValueTests(SynchronousTestCase):
             (
                 ["--relay", "mx.example", "--relay-ca", missing],
                 f"--relay-ca: No such file or directory: {missing}",
+            ),
+            (
+                # A password typed in Latin-1: the byte 0xff, not UTF-8.
+                ["--sink", "--auth", "memory:alice:s\udcffcret"],
+                "--auth memory:...: not UTF-8 text (a byte of it is not UTF-8)",
             ),
         ]:
             result = subprocess.run(

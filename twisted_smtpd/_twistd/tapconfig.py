@@ -428,6 +428,9 @@ def checkAuth(description: str) -> None:
     """
     kind, _, argument = description.partition(":")
     kind = kind.strip().lower()
+    if kind == "memory" and not _encodes(argument):
+        # AUTH compares UTF-8 bytes; not repeated, it holds passwords.
+        raise usage.UsageError("--auth memory:...: not UTF-8 text (a byte of it is not UTF-8)")
     if kind == "memory":
         parts = argument.split(":")
         if not argument or len(parts) % 2 or not all(parts[::2]):
@@ -443,6 +446,18 @@ def checkAuth(description: str) -> None:
             os.close(openRegular(argument))
         except (OSError, ValueError) as e:
             raise usage.UsageError(f"--auth {description!r}: {reason(e)}") from None
+
+
+def _encodes(text: str) -> bool:
+    """
+    Whether C{text} encodes as UTF-8 (it holds no lone surrogate, as a byte
+    of the command line that is not UTF-8 becomes).
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def checkAuthOffered(

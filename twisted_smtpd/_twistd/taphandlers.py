@@ -88,6 +88,28 @@ def splitHostPort(text: str, defaultPort: int) -> tuple[str, int]:
     return host, int(port)
 
 
+def _checkText(config: Mapping[str, Any], *flags: str) -> None:
+    """
+    Refuse a value of C{flags} that does not encode as UTF-8: a byte of the
+    command line that was not UTF-8 (Python keeps it as a lone surrogate),
+    which would fail each time the value is sent (AUTH at the relay, a
+    webhook's signature, an AMQP name), not at start.  The value is not
+    shown: it may be a password.
+
+    @raise usage.UsageError: C{--FLAG: not UTF-8 text}.
+    """
+    for flag in flags:
+        value = config[flag]
+        if value is None:
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise usage.UsageError(
+                f"--{flag}: not UTF-8 text (a byte of it is not UTF-8)"
+            ) from None
+
+
 def _checkCA(flag: str, path: str | None) -> None:
     """
     Read the CA bundle of C{--relay-ca}, C{--webhook-ca} or C{--amqp-ca}
@@ -112,6 +134,7 @@ def _relay(config: Mapping[str, Any], target: str, options: ServerOptions) -> IS
     from twisted_smtpd.handlers.relay import RelayHandler
 
     host, port = splitHostPort(target, 25)
+    _checkText(config, "relay-user", "relay-password", "relay-auth")
     user, password = config["relay-user"], config["relay-password"]
     if config["relay-auth"] is not None:
         if user is not None or password is not None:
@@ -213,6 +236,7 @@ def _extra(flag: str, extra: str, module: str) -> Any:
 def _webhook(config: Mapping[str, Any], url: str, options: ServerOptions) -> ISMTPHandler:
     from twisted_smtpd.handlers.webhook import WebhookHandler
 
+    _checkText(config, "webhook-secret")
     if config["webhook-secret"] == "":
         # An HMAC keyed with nothing is a signature anyone can make.
         raise usage.UsageError("--webhook-secret: the secret is empty")
@@ -232,6 +256,7 @@ def _amqp(config: Mapping[str, Any], url: str, options: ServerOptions) -> ISMTPH
     module = _extra("amqp", "amqp", "twisted_smtpd.handlers.amqp")
     if config["amqp-ca"] is not None and url.startswith("amqp://"):
         raise usage.UsageError("--amqp-ca needs an amqps:// --amqp URL")
+    _checkText(config, "amqp", "amqp-exchange", "amqp-queue", "amqp-routing-key")
     if config["amqp-queue"] == "":
         # Not the default queue, which an empty value would silently be.
         raise usage.UsageError("--amqp-queue: the queue name is empty")
