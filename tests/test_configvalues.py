@@ -568,6 +568,20 @@ class UnusedFlagTests(SynchronousTestCase):
                 ],
             )
 
+    def test_insecureAuthOnlyTLS(self) -> None:
+        """
+        C{--allow-insecure-auth} where every listener is C{ssl:}: nothing
+        is said before TLS.  With a plain listener beside it, no line.
+        """
+        args = ("--sink", "--tls-cert", self.server.combinedPath, "--auth", "memory:a:b")
+        config = parse(*args, "--listen", "ssl:0", "--allow-insecure-auth")
+        self.assertEqual(
+            config["unused"],
+            ["--allow-insecure-auth has no effect: every listener is TLS from the start (ssl:)"],
+        )
+        config = parse(*args, "--listen", "ssl:0", "--listen", "tcp:0", "--allow-insecure-auth")
+        self.assertEqual(config["unused"], [])
+
     def test_others(self) -> None:
         """
         C{--proxy-trusted} without a C{haproxy:} listener, C{--xclient}

@@ -31,6 +31,16 @@ _SERVER_TLS = ("tls-cert", "tls-key", "sni")
 _AUTH = ("allow-insecure-auth", "auth-methods")
 
 
+def _implicitTLS(description: str) -> bool:
+    """
+    Whether the listener of C{description} is TLS from the first byte
+    (C{ssl:}, behind C{haproxy:} too): nothing is ever said before TLS.
+    """
+    return any(
+        layer == "tls" or isinstance(layer, OwnKeys) for layer in splitDescription(description)[1]
+    )
+
+
 def unusedFlags(
     given: Collection[str],
     listen: Sequence[str],
@@ -82,6 +92,8 @@ def unusedFlags(
     if not checkers and not decidableMechanisms(methods, None, ownsOnAuth(handler)):
         for flag in _AUTH:
             unused(flag, "AUTH is not offered (no --auth, no --handler whose onAuth decides it)")
+    elif all(_implicitTLS(description) for description in listen):
+        unused("allow-insecure-auth", "every listener is TLS from the start (ssl:)")
     if not startTLS and options.hideSTARTTLS and "hide" in given:
         lines.append("--hide STARTTLS has no effect: STARTTLS is disabled")
     if "haproxy" not in layers:
