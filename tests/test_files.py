@@ -198,8 +198,7 @@ class NamedPipeOptionTests(_FileTestCase):
         """
         Under C{twistd}, each is a usage error of one line naming the flag
         and the path: C{--tls-cert}, C{--tls-key}, C{--tls-ca}, C{--sni},
-        C{--auth file:}, C{--mbox}, and C{--relay-ca} (named by the
-        C{--relay} it serves, as its other errors are).
+        C{--auth file:}, C{--mbox}, and C{--relay-ca}.
         """
         cert = self.server.certificatePath
         pipe = "not a regular file (a named pipe)"
@@ -215,7 +214,7 @@ class NamedPipeOptionTests(_FileTestCase):
             (("--mbox", self.fifo), f"--mbox '{self.fifo}':"),
             (
                 ("--relay", "mx.example", "--relay-ca", self.fifo),
-                "--relay 'mx.example': cannot read CA certificates",
+                "--relay-ca: cannot read CA certificates",
             ),
         ]:
             e = self.assertRaises(usage.UsageError, parse, *args)

@@ -1034,7 +1034,8 @@ class DeliveryFlagTests(SynchronousTestCase):
             (("--relay", "mx.example.com:0"), "port"),
             (("--relay", "mx", "--relay-auth", "nopassword"), "USER:PASSWORD"),
             (("--relay", "mx", "--relay-auth", "u:p", "--relay-user", "u"), "--relay-auth"),
-            (("--relay", "mx", "--relay-user", "u"), "--relay 'mx'"),
+            (("--relay", "mx", "--relay-user", "u"), "--relay-user needs --relay-password"),
+            (("--relay", "mx", "--relay-password", "p"), "--relay-password needs --relay-user"),
             (("--relay", "mx", "--relay-ca", missing), missing),
             (("--relay", "mx", "--relay-insecure", "--relay-ca", ca.certificatePath), "excludes"),
         ]:

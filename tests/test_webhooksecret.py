@@ -45,4 +45,4 @@ class EmptySecretTests(SynchronousTestCase):
         e = self.assertRaises(
             usage.UsageError, parse, "--webhook", "http://127.0.0.1/in", "--webhook-secret", ""
         )
-        self.assertEqual(str(e), "--webhook 'http://127.0.0.1/in': the webhook secret is empty")
+        self.assertEqual(str(e), "--webhook-secret: the secret is empty")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 import socket
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -57,6 +58,27 @@ KNOWN_COMMANDS = frozenset(
 def _noLineBreak(instance: object, attribute: Any, value: str | None) -> None:
     if value is not None and any(c in value for c in "\r\n\x00"):
         raise ValueError(f"{attribute.name} must not contain CR, LF or NUL")
+
+
+def _replyText(instance: object, attribute: Any, value: str | None) -> None:
+    """
+    A text the server writes into its replies: printable US-ASCII only, as
+    RFC 5321 section 4.2 has reply text (a client may refuse or mangle
+    other bytes, and a control character would reach its terminal or log).
+
+    @raise ValueError: Naming the setting and the first character refused,
+        escaped.
+    """
+    _noLineBreak(instance, attribute, value)
+    if value is None:
+        return
+    for character in value:
+        if not " " <= character <= "~":
+            shown = ascii(character)
+            raise ValueError(
+                f"{attribute.name} must be printable US-ASCII (RFC 5321 section 4.2),"
+                f" got {shown} at position {value.index(character)}"
+            )
 
 
 def _number(*, whole: bool, positive: bool) -> Callable[[object, Any, float], None]:
@@ -167,21 +189,33 @@ def normaliseHosts(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+#: A whole number as a text setting or a numeric flag takes it: ASCII
+#: digits, a minus sign allowed only to be refused as below the bound.  Not
+#: the other spellings C{int()} takes (C{+5}, C{1_000}, C{" 12 "},
+#: Arabic-Indic or full-width digits), which a reader of the configuration
+#: would not read as the number the server uses.
+WHOLE = re.compile(r"-?[0-9]+")
+
+#: A number of seconds: ASCII digits with an optional decimal point and
+#: exponent, or the words C{float()} takes for infinity and NaN (refused
+#: later as not finite).
+DECIMAL = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?|-?(inf|infinity|nan)", re.I)
+
+
 def _rate(value: str | tuple[int, float] | None) -> tuple[int, float] | None:
     """
     Normalise a rate setting: C{None} (no limit), a C{(count, seconds)} pair,
-    or the text C{"COUNT/SECONDS"} (C{"30/60"}).
+    or the text C{"COUNT/SECONDS"} (C{"30/60"}) in ASCII digits (L{WHOLE},
+    L{DECIMAL}).
     """
     if value is None:
         return None
     if isinstance(value, str):
         count, slash, seconds = value.partition("/")
-        if not slash:
-            raise ValueError(f"expected COUNT/SECONDS, got {value!r}")
-        try:
-            return int(count), float(seconds)
-        except ValueError:
-            raise ValueError(f"expected COUNT/SECONDS, got {value!r}") from None
+        written = value.isascii() and WHOLE.fullmatch(count) and DECIMAL.fullmatch(seconds)
+        if not (slash and written):
+            raise ValueError(f"expected COUNT/SECONDS in ASCII digits, got {value!a}")
+        return int(count), float(seconds)
     return int(value[0]), float(value[1])
 
 
@@ -232,13 +266,35 @@ def _checkCommands(instance: object, attribute: Any, value: tuple[str, ...]) -> 
             )
 
 
+#: The longest reply line, its code and CRLF included (RFC 5321 section
+#: 4.5.3.1.5).
+MAX_REPLY_LINE = 512
+
+
+def _checkBanner(instance: object, attribute: Any, value: str | None) -> None:
+    """
+    The banner as reply text (L{_replyText}), short enough (with the name)
+    that the 220 greeting (C{220 NAME ESMTP BANNER}) fits in one reply line.
+    """
+    _replyText(instance, attribute, value)
+    kind = "LMTP" if getattr(instance, "lmtp", False) else "ESMTP"
+    line = f"220 {getattr(instance, 'name', '')} {kind}" + (f" {value}" if value else "") + "\r\n"
+    if len(line) > MAX_REPLY_LINE:
+        # The name alone can make it too long, in the library.
+        what = attribute.name if value else "name"
+        raise ValueError(
+            f"{what} makes a 220 greeting of {len(line)} octets, more than the"
+            f" {MAX_REPLY_LINE} of a reply line (RFC 5321 section 4.5.3.1.5)"
+        )
+
+
 def _checkBareNewline(instance: object, attribute: Any, value: str) -> None:
     if value not in BARE_NEWLINE_POLICIES:
         raise ValueError(f"bareNewline must be one of {', '.join(sorted(BARE_NEWLINE_POLICIES))}")
 
 
 def _checkHelo(instance: object, attribute: Any, value: str) -> None:
-    _noLineBreak(instance, attribute, value)
+    _replyText(instance, attribute, value)
     try:
         value % ("a", "b")
     except (TypeError, ValueError) as e:
@@ -259,7 +315,9 @@ class ServerOptions:
     timeouts C{int}s or C{float}s; both must be finite.
 
     @ivar name: The server's host name in the greeting and replies.
-    @ivar banner: Extra text for the 220 greeting.
+    @ivar banner: Extra text for the 220 greeting.  Like C{name},
+        C{heloResponse} and C{authRequiredMessage}, printable US-ASCII only
+        (RFC 5321 section 4.2): anything else raises C{ValueError}.
     @ivar heloResponse: The 250 text for HELO/EHLO, with two C{%s}: the
         server's name and the client's.
     @ivar size: The largest message accepted in bytes; 0 for no limit.
@@ -359,8 +417,8 @@ class ServerOptions:
         handshake for that name on (see C{docs/tls-auth.md}).
     """
 
-    name: str = field(factory=_defaultName, validator=_noLineBreak)
-    banner: str | None = field(default=None, validator=_noLineBreak)
+    name: str = field(factory=_defaultName, validator=_replyText)
+    banner: str | None = field(default=None, validator=_checkBanner)
     heloResponse: str = field(default="%s Nice to meet you, %s", validator=_checkHelo)
     size: int = field(default=DEFAULT_SIZE, validator=_size)
     hideSize: bool = False
@@ -377,9 +435,7 @@ class ServerOptions:
         default=("PLAIN", "LOGIN"), converter=_upperTuple, validator=_checkAuthMethods
     )
     authOptional: bool = False
-    authRequiredMessage: str = field(
-        default="Error: authentication required", validator=_noLineBreak
-    )
+    authRequiredMessage: str = field(default="Error: authentication required", validator=_replyText)
     maxAllowedUnauthenticatedCommands: int = field(default=10, validator=_count)
     maxAuthFailures: int = field(default=3, validator=_positiveCount)
     disabledCommands: tuple[str, ...] = field(

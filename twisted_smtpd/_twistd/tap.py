@@ -75,6 +75,7 @@ from twisted_smtpd._twistd.tapflags import (
 )
 from twisted_smtpd._twistd.taphandlers import HANDLERS
 from twisted_smtpd._twistd.tapservice import makeService
+from twisted_smtpd._twistd.tapunused import unusedFlags
 from twisted_smtpd._twistd.workerlisteners import bindListener, checkWorkers, inheritedListeners
 from twisted_smtpd.interfaces import ISMTPHandler
 
@@ -85,8 +86,10 @@ class Options(AuthOptionMixin, usage.Options):
 
     After L{parseOptions}: C{self["listen"]} holds the endpoint strings,
     C{self["handler"]} the L{ISMTPHandler} chosen by the delivery flags,
-    C{self["serverOptions"]} the L{ServerOptions}, and
-    C{self.get("credCheckers", [])} the checkers of C{--auth}.
+    C{self["serverOptions"]} the L{ServerOptions},
+    C{self.get("credCheckers", [])} the checkers of C{--auth}, and
+    C{self["unused"]} a warning line for each flag given that changes
+    nothing (L{unusedFlags}), logged at start.
     """
 
     synopsis = "[options]"
@@ -242,6 +245,9 @@ class Options(AuthOptionMixin, usage.Options):
             path = given.get("config")
             if path is not None:
                 arguments = self._fileArguments(path, set(given)) + arguments
+            # The flags given, here or in the file: those that change
+            # nothing are warned of at start (L{unusedFlags}).
+            self["given"] = set(self._givenOptions(arguments))
             super().parseOptions(arguments)
         except usage.UsageError as e:
             if getattr(self, "parent", None) is None:
@@ -333,6 +339,14 @@ class Options(AuthOptionMixin, usage.Options):
         self["handler"] = self._handler(delivery, options)
         checkAuthOffered(self.get("credCheckers", []), options, self["handler"])
         checkAuthOptional(self.get("credCheckers", []), options, self["handler"])
+        self["unused"] = unusedFlags(
+            self.get("given", ()),
+            self["listen"],
+            options,
+            self.get("credCheckers", []),
+            self["handler"],
+            int(self["workers"]),
+        )
         self["deliveryDescription"] = printable(
             delivery if value is None else f"{delivery} {withoutPassword(str(value))}"
         )

@@ -26,6 +26,7 @@ from twisted_smtpd._core.files import openRegular
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._serving.cred import decidableMechanisms, ownsOnAuth, portalFromCheckers
+from twisted_smtpd._twistd.tapendpoints import checkParameters
 
 #: Set in a worker of C{--workers} (L{INHERITED
 #: <twisted_smtpd._twistd.workerlisteners.INHERITED>}, which imports this module).
@@ -205,7 +206,9 @@ def checkEndpoint(description: str) -> None:
     Parse an endpoint string as L{SMTPServer.addEndpoint} will: C{haproxy:}
     wraps any other description, and an C{ssl:} endpoint is a TCP one
     wrapped in TLS (the files of one with keys of its own are read with
-    the server's certificates, once its TLS policy is known).
+    the server's certificates, once its TLS policy is known).  Its
+    parameters are checked first (L{checkParameters}): given once, numbers
+    in ASCII digits.
 
     @raise usage.UsageError: If it does not parse.
     """
@@ -214,6 +217,7 @@ def checkEndpoint(description: str) -> None:
 
     from twisted_smtpd._serving.listeners import splitDescription
 
+    checkParameters("listen", description)
     kind = description
     while kind.partition(":")[0].strip().lower() == "haproxy":
         kind = kind.partition(":")[2]
@@ -388,6 +392,7 @@ def checkMetrics(description: str) -> None:
         requirePrometheus()
     except ImportError as e:
         raise usage.UsageError(str(e)) from None
+    checkParameters("metrics", description)
     parse: Any = serverFromString
     try:
         parse(reactor, description)
@@ -423,6 +428,9 @@ def checkAuth(description: str) -> None:
     """
     kind, _, argument = description.partition(":")
     kind = kind.strip().lower()
+    if kind == "memory" and not _encodes(argument):
+        # AUTH compares UTF-8 bytes; not repeated, it holds passwords.
+        raise usage.UsageError("--auth memory:...: not UTF-8 text (a byte of it is not UTF-8)")
     if kind == "memory":
         parts = argument.split(":")
         if not argument or len(parts) % 2 or not all(parts[::2]):
@@ -438,6 +446,18 @@ def checkAuth(description: str) -> None:
             os.close(openRegular(argument))
         except (OSError, ValueError) as e:
             raise usage.UsageError(f"--auth {description!r}: {reason(e)}") from None
+
+
+def _encodes(text: str) -> bool:
+    """
+    Whether C{text} encodes as UTF-8 (it holds no lone surrogate, as a byte
+    of the command line that is not UTF-8 becomes).
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def checkAuthOffered(

@@ -86,7 +86,7 @@ PARAMETERS: list[list[Any]] = [
         "The server's name in greetings [default: this host's FQDN].",
         checkHostname,
     ],
-    ["banner", None, None, "Extra text for the 220 greeting."],
+    ["banner", None, None, "Extra text for the 220 greeting (printable US-ASCII)."],
     [
         "dns-server",
         None,

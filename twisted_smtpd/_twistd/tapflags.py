@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 from twisted.python import usage
 
-from twisted_smtpd._core.options import HIDEABLE, ServerOptions
+from twisted_smtpd._core.options import DECIMAL, HIDEABLE, WHOLE, ServerOptions
 
 DEFAULT_LISTEN = "tcp:2525:interface=127.0.0.1"
 DEFAULT_MAILDIR = "./Maildir"
@@ -128,7 +128,8 @@ _NOT_IN_FILE = frozenset({"config", "help", "version", "help-auth", "help-auth-t
 def _number(flag: str, kind: Callable[[str], float], *, positive: bool) -> Callable[[str], float]:
     """
     A coercer for a numeric flag that rejects anything but a finite number in
-    range with a L{usage.UsageError} naming the flag.
+    range, written in ASCII digits (L{WHOLE}, L{DECIMAL}), with a
+    L{usage.UsageError} naming the flag.
 
     @param flag: The flag's name, without the dashes.
     @param kind: L{int} or L{float}.
@@ -138,11 +139,15 @@ def _number(flag: str, kind: Callable[[str], float], *, positive: bool) -> Calla
     what = "a whole number" if kind is int else "a number"
     bound = "greater than 0" if positive else "0 or more"
 
+    grammar = WHOLE if kind is int else DECIMAL
+
     def coerce(text: str) -> float:
         try:
+            if not (text.isascii() and grammar.fullmatch(text)):
+                raise ValueError(text)
             value = kind(text)
         except ValueError:
-            raise usage.UsageError(f"--{flag}: expected {what}, got {text!r}") from None
+            raise usage.UsageError(f"--{flag}: expected {what}, got {text!a}") from None
         if not math.isfinite(value):
             raise usage.UsageError(f"--{flag}: expected a finite number, got {text!r}")
         if value < 0 or (positive and value == 0):
@@ -173,17 +178,18 @@ def _timeout(flag: str, minimum: float) -> Callable[[str], float]:
 def _rate(flag: str, what: str) -> Callable[[str], str]:
     """
     A coercer for a C{COUNT/SECONDS} flag: a whole number above 0, a slash,
-    a finite number of seconds above 0.
+    a finite number of seconds above 0, in ASCII digits without spaces.
     """
 
     def coerce(text: str) -> str:
         count, slash, seconds = text.partition("/")
         try:
-            good = slash and int(count) > 0 and 0 < float(seconds) < math.inf
+            written = text.isascii() and WHOLE.fullmatch(count) and DECIMAL.fullmatch(seconds)
+            good = written and slash and int(count) > 0 and 0 < float(seconds) < math.inf
         except ValueError:
             good = False
         if not good:
-            raise usage.UsageError(f"--{flag}: expected {what}/SECONDS, got {text!r}")
+            raise usage.UsageError(f"--{flag}: expected {what}/SECONDS, got {text!a}")
         return text
 
     return coerce

@@ -20,6 +20,7 @@ from twisted_smtpd._core.files import openRegular
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving.hooks import checkHandler
 from twisted_smtpd._twistd.tapconfig import reason
+from twisted_smtpd._twistd.tapendpoints import checkParameters
 from twisted_smtpd.interfaces import ISMTPHandler
 
 
@@ -66,7 +67,7 @@ def splitHostPort(text: str, defaultPort: int) -> tuple[str, int]:
     Split C{HOST[:PORT]}; an IPv6 address with a port is written in
     brackets (C{[::1]:25}).
 
-    @raise ValueError: If the port is not a number, a bracket is not
+    @raise ValueError: If the port is not ASCII digits, a bracket is not
         closed or not followed by C{:PORT}, or a host with colons is not an
         IPv6 address (C{host:25:26}).
     """
@@ -81,15 +82,59 @@ def splitHostPort(text: str, defaultPort: int) -> tuple[str, int]:
         host, _, port = host.partition(":")
     if ":" in host and not isIPv6Address(host):
         raise ValueError(f"not an IPv6 address: {host!r} (expected HOST[:PORT])")
-    if not port.isdigit():
-        raise ValueError(f"invalid port {port!r}")
+    if not (port.isascii() and port.isdigit()):
+        # Not int()'s other spellings (Arabic-Indic or full-width digits).
+        raise ValueError(f"invalid port {port!a}")
     return host, int(port)
+
+
+def _checkText(config: Mapping[str, Any], *flags: str) -> None:
+    """
+    Refuse a value of C{flags} that does not encode as UTF-8: a byte of the
+    command line that was not UTF-8 (Python keeps it as a lone surrogate),
+    which would fail each time the value is sent (AUTH at the relay, a
+    webhook's signature, an AMQP name), not at start.  The value is not
+    shown: it may be a password.
+
+    @raise usage.UsageError: C{--FLAG: not UTF-8 text}.
+    """
+    for flag in flags:
+        value = config[flag]
+        if value is None:
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise usage.UsageError(
+                f"--{flag}: not UTF-8 text (a byte of it is not UTF-8)"
+            ) from None
+
+
+def _checkCA(flag: str, path: str | None) -> None:
+    """
+    Read the CA bundle of C{--relay-ca}, C{--webhook-ca} or C{--amqp-ca}
+    now, so that what is wrong with it names that flag, not the delivery
+    flag it serves.
+
+    @raise usage.UsageError: C{--FLAG: why}.
+    """
+    from twisted_smtpd.handlers.relay import loadTrustRoot
+
+    if path is None:
+        return
+    if not path:
+        raise usage.UsageError(f"--{flag}: the path is empty")
+    try:
+        loadTrustRoot(path)
+    except (OSError, ValueError) as e:
+        raise usage.UsageError(f"--{flag}: {reason(e)}") from None
 
 
 def _relay(config: Mapping[str, Any], target: str, options: ServerOptions) -> ISMTPHandler:
     from twisted_smtpd.handlers.relay import RelayHandler
 
     host, port = splitHostPort(target, 25)
+    _checkText(config, "relay-user", "relay-password", "relay-auth")
     user, password = config["relay-user"], config["relay-password"]
     if config["relay-auth"] is not None:
         if user is not None or password is not None:
@@ -97,8 +142,17 @@ def _relay(config: Mapping[str, Any], target: str, options: ServerOptions) -> IS
         user, colon, password = config["relay-auth"].partition(":")
         if not colon:
             raise usage.UsageError("--relay-auth: expected USER:PASSWORD")
+    elif user is not None and password is None:
+        raise usage.UsageError("--relay-user needs --relay-password")
+    elif password is not None and user is None:
+        raise usage.UsageError("--relay-password needs --relay-user")
+    if user == "":
+        # AUTH with an empty authentication identity: refused by any relay.
+        flag = "relay-auth" if config["relay-auth"] is not None else "relay-user"
+        raise usage.UsageError(f"--{flag}: the user name is empty")
     if config["relay-insecure"] and config["relay-ca"] is not None:
         raise usage.UsageError("--relay-insecure excludes --relay-ca")
+    _checkCA("relay-ca", config["relay-ca"])
     return RelayHandler(
         host,
         port,
@@ -117,6 +171,7 @@ def _relay(config: Mapping[str, Any], target: str, options: ServerOptions) -> IS
 def _lmtpTo(config: Mapping[str, Any], endpoint: str, options: ServerOptions) -> ISMTPHandler:
     from twisted_smtpd.handlers.lmtp import LMTPDeliveryHandler
 
+    checkParameters("lmtp-to", endpoint, client=True)
     handler = LMTPDeliveryHandler(
         endpoint,
         heloName=options.name,
@@ -153,7 +208,11 @@ def _pipe(config: Mapping[str, Any], command: str, options: ServerOptions) -> IS
     spool = config["pipe-spool"]
     if spool is not None:
         # Fail now, not at the first message, if spool files cannot be made.
-        tempfile.TemporaryFile(dir=spool).close()
+        try:
+            tempfile.TemporaryFile(dir=spool).close()
+        except OSError as e:
+            why = os.strerror(e.errno) if e.errno else reason(e)
+            raise usage.UsageError(f"--pipe-spool {spool!r}: {why}") from None
     return PipeHandler(command, spoolDirectory=spool, openFiles=startingLimit())
 
 
@@ -177,6 +236,13 @@ def _extra(flag: str, extra: str, module: str) -> Any:
 def _webhook(config: Mapping[str, Any], url: str, options: ServerOptions) -> ISMTPHandler:
     from twisted_smtpd.handlers.webhook import WebhookHandler
 
+    _checkText(config, "webhook-secret")
+    if config["webhook-secret"] == "":
+        # An HMAC keyed with nothing is a signature anyone can make.
+        raise usage.UsageError("--webhook-secret: the secret is empty")
+    if config["webhook-ca"] is not None and url.startswith("http://"):
+        raise usage.UsageError("--webhook-ca needs an https:// --webhook URL")
+    _checkCA("webhook-ca", config["webhook-ca"])
     handler: ISMTPHandler = WebhookHandler(
         url,
         secret=config["webhook-secret"],
@@ -188,6 +254,23 @@ def _webhook(config: Mapping[str, Any], url: str, options: ServerOptions) -> ISM
 
 def _amqp(config: Mapping[str, Any], url: str, options: ServerOptions) -> ISMTPHandler:
     module = _extra("amqp", "amqp", "twisted_smtpd.handlers.amqp")
+    if config["amqp-ca"] is not None and url.startswith("amqp://"):
+        raise usage.UsageError("--amqp-ca needs an amqps:// --amqp URL")
+    _checkText(config, "amqp", "amqp-exchange", "amqp-queue", "amqp-routing-key")
+    if config["amqp-queue"] == "":
+        # Not the default queue, which an empty value would silently be.
+        raise usage.UsageError("--amqp-queue: the queue name is empty")
+    for flag, what in [
+        ("amqp-exchange", "exchange"),
+        ("amqp-queue", "queue"),
+        ("amqp-routing-key", "routing key"),
+    ]:
+        name = config[flag]
+        if name is not None and len(name.encode("utf-8", "surrogateescape")) > module.SHORT_STRING:
+            raise usage.UsageError(
+                f"--{flag}: the {what} name is over {module.SHORT_STRING} octets"
+            )
+    _checkCA("amqp-ca", config["amqp-ca"])
     handler: ISMTPHandler = module.AMQPHandler(
         url,
         exchange=config["amqp-exchange"] or "",

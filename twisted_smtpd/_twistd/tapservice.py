@@ -12,6 +12,8 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from twisted.logger import Logger
+
 from twisted_smtpd._serving.listeners import servesServerTLS
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._serving.resolve import resolverFor
@@ -28,6 +30,8 @@ from twisted_smtpd._twistd.workerside import (
     workerName,
 )
 from twisted_smtpd._twistd.workerwatchdog import heartbeatPipe
+
+_log = Logger(namespace="twisted_smtpd.startup")
 
 if TYPE_CHECKING:
     # Imported when --metrics is given: the web server stays unloaded
@@ -63,8 +67,11 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
         # stopped, lines are written at once).
         atexit.register(writer.flush)
     if not inherited:
-        # A worker of --workers inherits its parent's limit, warned of once.
+        # A worker of --workers inherits its parent's limit, warned of once;
+        # and its parent warns of the flags that change nothing.
         checkOpenFiles(config["serverOptions"].maxClients)
+        for line in config.get("unused") or ():
+            _log.warn("{text}", text=line)
     if config.get("workerListeners"):
         options = config["serverOptions"]
         directory = None

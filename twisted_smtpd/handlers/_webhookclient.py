@@ -187,6 +187,15 @@ def checkURL(url: str) -> bytes:
         raise ValueError(f"not an http:// or https:// URL: {url!r}")
     if any(c.isspace() or not c.isprintable() for c in url):
         raise ValueError("the URL contains spaces or control characters")
+    authority = url.partition("://")[2]
+    for end in "/?#":
+        authority = authority.partition(end)[0]
+    hostPort = authority.rpartition("@")[2]
+    written = hostPort.rpartition(":")[2]
+    digits = written.isascii() and written.isdigit()
+    if ":" in hostPort and written and "]" not in written and not digits:
+        # hyperlink reads it with int(): +80, full-width digits.
+        raise ValueError(f"the port is not ASCII digits: {written!a}")
     try:
         parsed = hyperlink.URL.from_text(url)
     except ValueError as e:

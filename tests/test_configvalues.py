@@ -1,0 +1,677 @@
+# -*- test-case-name: tests.test_configvalues -*-
+"""
+Values of C{twistd smtpd} flags (and of L{ServerOptions}) written in a
+form the server would take differently from what its reader sees: reply
+text that is not US-ASCII, numbers in other digits or spellings than
+ASCII digits, endpoint parameters given twice.  Each is one line naming
+the flag.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.certs import CertificateAuthority
+from tests.test_deadlines import LogCatcher
+from tests.test_tap import parse
+from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._twistd import tap as _tap
+from twisted_smtpd._twistd.taphandlers import splitHostPort
+from twisted_smtpd.handlers._webhookclient import checkURL
+
+
+class ReplyTextTests(SynchronousTestCase):
+    """
+    Text the server writes into its replies is printable US-ASCII (RFC 5321
+    section 4.2): C{--banner}, and in the library every reply text setting.
+    """
+
+    def test_bannerRefused(self) -> None:
+        """
+        A C{--banner} with a non-ASCII letter, a tab, an escape character
+        or a C1 control is refused in one line naming the flag, the
+        character shown escaped.
+        """
+        for banner, shown, position in [
+            ("h\xe9llo", "'\\xe9'", 1),
+            ("a\tb", "'\\t'", 1),
+            ("ab\x1b[2Jb", "'\\x1b'", 2),
+            ("a\x85b", "'\\x85'", 1),
+            ("\u202eevil", "'\\u202e'", 0),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, "--sink", "--banner", banner)
+            self.assertEqual(
+                str(e),
+                "--banner: banner must be printable US-ASCII (RFC 5321 section 4.2),"
+                f" got {shown} at position {position}",
+            )
+            self.assertTrue(str(e).isascii())
+
+    def test_bannerAccepted(self) -> None:
+        """
+        Printable US-ASCII, spaces and punctuation included, is kept.
+        """
+        text = "ESMTP ready; see https://example.com/policy (no UCE) ~"
+        self.assertEqual(parse("--sink", "--banner", text)["serverOptions"].banner, text)
+
+    def test_greetingLineLength(self) -> None:
+        """
+        A banner that would make the 220 greeting longer than a reply line
+        may be (512 octets with CRLF, RFC 5321 section 4.5.3.1.5) is
+        refused naming the flag; one that fits exactly is kept.  In the
+        library, a name alone that long is refused too.
+        """
+        fits = "x" * (512 - len("220 mx.example.com ESMTP \r\n"))
+        options = parse("--sink", "--hostname", "mx.example.com", "--banner", fits)
+        self.assertEqual(options["serverOptions"].banner, fits)
+        e = self.assertRaises(
+            usage.UsageError,
+            parse,
+            "--sink",
+            "--hostname",
+            "mx.example.com",
+            "--banner",
+            fits + "x",
+        )
+        self.assertEqual(
+            str(e),
+            "--banner: banner makes a 220 greeting of 513 octets, more than the 512 of a"
+            " reply line (RFC 5321 section 4.5.3.1.5)",
+        )
+        e = self.assertRaises(ValueError, ServerOptions, name="a" * 600)
+        self.assertTrue(str(e).startswith("name makes a 220 greeting of 612 octets"))
+
+    def test_libraryRefuses(self) -> None:
+        """
+        L{ServerOptions} refuses with C{ValueError}, naming the setting, any
+        reply text that is not printable US-ASCII: the banner, the server's
+        name, the HELO reply and the AUTH-required reply.
+        """
+        for name in ["banner", "name", "heloResponse", "authRequiredMessage"]:
+            value = "%s caf\xe9 %s"
+            e = self.assertRaises(ValueError, ServerOptions, **{name: value})
+            self.assertIn(f"{name} must be printable US-ASCII", str(e))
+        ServerOptions(banner="plain ASCII", name="mx.example.com")
+
+
+class WholeNumberFlagTests(SynchronousTestCase):
+    """
+    Numeric flags take ASCII digits only: not the other spellings Python's
+    C{int()} and C{float()} take.
+    """
+
+    def test_countsRefused(self) -> None:
+        """
+        Arabic-Indic and full-width digits, underscores, spaces and a plus
+        sign are refused by every whole-number flag, the value escaped.
+        """
+        for flag in [
+            "size",
+            "max-clients",
+            "max-clients-per-ip",
+            "max-recipients",
+            "max-junk-commands",
+            "workers",
+        ]:
+            for value, shown in [
+                ("\u0661\u0662\u0663", "'\\u0661\\u0662\\u0663'"),
+                ("\uff13", "'\\uff13'"),
+                ("1_000", "'1_000'"),
+                (" 12 ", "' 12 '"),
+                ("+5", "'+5'"),
+            ]:
+                e = self.assertRaises(usage.UsageError, parse, "--sink", f"--{flag}", value)
+                self.assertEqual(str(e), f"--{flag}: expected a whole number, got {shown}")
+
+    def test_relayNumbers(self) -> None:
+        """
+        C{--relay-sessions} and C{--relay-idle} too.
+        """
+        for flag, what in [("relay-sessions", "a whole number"), ("relay-idle", "a number")]:
+            for value in ["\uff12", "+2", "2_0"]:
+                e = self.assertRaises(usage.UsageError, parse, "--relay", "mx", f"--{flag}", value)
+                self.assertEqual(str(e), f"--{flag}: expected {what}, got {value!a}")
+
+    def test_secondsRefused(self) -> None:
+        """
+        Seconds in other digits, with underscores, spaces or a plus sign
+        are refused.
+        """
+        for flag in ["socket-timeout", "close-timeout", "handler-timeout", "worker-timeout"]:
+            for value in ["\u0663", "\uff11\uff10", "1_0", " 5", "+1", "0x10"]:
+                e = self.assertRaises(usage.UsageError, parse, "--sink", f"--{flag}", value)
+                self.assertEqual(str(e), f"--{flag}: expected a number, got {value!a}")
+
+    def test_accepted(self) -> None:
+        """
+        ASCII digits pass, with a decimal point or an exponent for seconds.
+        """
+        options = parse(
+            "--sink",
+            "--size",
+            "1000",
+            "--max-clients",
+            "0",
+            "--socket-timeout",
+            "2.5",
+            "--close-timeout",
+            "1e1",
+            "--handler-timeout",
+            ".5",
+        )["serverOptions"]
+        self.assertEqual(
+            (options.size, options.maxClients, options.socketTimeout, options.closeTimeout),
+            (1000, 0, 2.5, 10.0),
+        )
+        self.assertEqual(options.handlerTimeout, 0.5)
+
+    def test_negativeStillSaysBound(self) -> None:
+        """
+        A negative number is still refused as below the flag's bound.
+        """
+        e = self.assertRaises(usage.UsageError, parse, "--sink", "--max-clients", "-1")
+        self.assertEqual(str(e), "--max-clients: must be 0 or more, got '-1'")
+
+    def test_rates(self) -> None:
+        """
+        C{COUNT/SECONDS} flags take ASCII digits, no spaces.
+        """
+        for flag, what in [("max-connection-rate", "COUNT"), ("min-data-rate", "BYTES")]:
+            for value in ["\uff11/\uff16", "1_0/6", " 10/ 6", "+1/6", "1/+6"]:
+                e = self.assertRaises(usage.UsageError, parse, "--sink", f"--{flag}", value)
+                self.assertEqual(str(e), f"--{flag}: expected {what}/SECONDS, got {value!a}")
+            parse("--sink", f"--{flag}", "30/1.5")
+
+    def test_libraryRates(self) -> None:
+        """
+        L{ServerOptions} takes a C{"COUNT/SECONDS"} rate in ASCII digits
+        only, as the flags do.
+        """
+        for name in ["maxConnectionRate", "minDataRate"]:
+            for value in ["\uff13/6", " 3 / 6 ", "3_0/6", "+3/6"]:
+                e = self.assertRaises(ValueError, ServerOptions, **{name: value})
+                self.assertEqual(str(e), f"expected COUNT/SECONDS in ASCII digits, got {value!a}")
+            self.assertEqual(getattr(ServerOptions(**{name: "30/1.5"}), name), (30, 1.5))
+
+    def test_relayPort(self) -> None:
+        """
+        The port of C{--relay HOST:PORT} is ASCII digits.
+        """
+        for target in ["mx:\uff12\uff15", "mx:\u0662\u0665", "[::1]:\uff12\uff15"]:
+            e = self.assertRaises(usage.UsageError, parse, "--relay", target)
+            self.assertTrue(str(e).endswith(f"invalid port {target.rpartition(':')[2]!a}"))
+        self.assertEqual(splitHostPort("mx:2525", 25), ("mx", 2525))
+
+    def test_webhookPort(self) -> None:
+        """
+        The port of a C{--webhook} URL is ASCII digits: hyperlink would take
+        C{+8080} and full-width digits as a port.
+        """
+        for url in ["http://127.0.0.1:\uff18\uff10\uff18\uff10/in", "http://127.0.0.1:+8080/in"]:
+            e = self.assertRaises(usage.UsageError, parse, "--webhook", url)
+            self.assertIn("the port is not ASCII digits", str(e))
+        self.assertEqual(checkURL("http://[::1]:8080/in?a=b:c"), b"http://[::1]:8080/in?a=b:c")
+        self.assertEqual(checkURL("https://h.example/a:b"), b"https://h.example/a:b")
+
+
+class EndpointParameterTests(SynchronousTestCase):
+    """
+    The parameters of C{--listen}, C{--metrics} and C{--lmtp-to} endpoint
+    strings, in the server's own words.
+    """
+
+    def test_numbers(self) -> None:
+        """
+        A port, backlog, mode or index that is not ASCII digits is refused
+        naming the flag, the kind of endpoint, the parameter and the value,
+        escaped; not with Twisted's "invalid literal for int()".
+        """
+        for args, line in [
+            (
+                ("--listen", "ssl:port=abc"),
+                "--listen 'ssl:port=abc': ssl: port must be ASCII digits, got 'abc'",
+            ),
+            (
+                ("--listen", "tcp:25:backlog=abc"),
+                "--listen 'tcp:25:backlog=abc': tcp: backlog must be ASCII digits, got 'abc'",
+            ),
+            (
+                ("--listen", "ssl:465:backlog=x"),
+                "--listen 'ssl:465:backlog=x': ssl: backlog must be ASCII digits, got 'x'",
+            ),
+            (
+                ("--listen", "tcp:\uff12\uff15"),
+                "--listen 'tcp:\uff12\uff15': tcp: port must be ASCII digits, got '\\uff12\\uff15'",
+            ),
+            (
+                ("--listen", "haproxy:tcp:x"),
+                "--listen 'haproxy:tcp:x': tcp: port must be ASCII digits, got 'x'",
+            ),
+            (
+                ("--listen", "tcp:+25"),
+                "--listen 'tcp:+25': tcp: port must be ASCII digits, got '+25'",
+            ),
+            (
+                ("--listen", "unix:/tmp/s:mode=9"),
+                "--listen 'unix:/tmp/s:mode=9': unix: mode must be octal digits (0-7), got '9'",
+            ),
+            (
+                ("--listen", "systemd:domain=INET:index=x"),
+                "--listen 'systemd:domain=INET:index=x': systemd: index must be ASCII digits,"
+                " got 'x'",
+            ),
+            (("--listen", "tcp:"), "--listen 'tcp:': tcp: port is empty"),
+            (("--metrics", "tcp:x"), "--metrics 'tcp:x': tcp: port must be ASCII digits, got 'x'"),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, "--sink", *args)
+            self.assertEqual(str(e), line)
+
+    def test_givenTwice(self) -> None:
+        """
+        A parameter given twice, by name or by place and by name, is
+        refused: Twisted keeps the last one silently.
+        """
+        for args, line in [
+            (
+                ("--listen", "ssl:port=1:port=2"),
+                "--listen 'ssl:port=1:port=2': ssl: port given twice",
+            ),
+            (
+                ("--listen", "tcp:port=1:port=2"),
+                "--listen 'tcp:port=1:port=2': tcp: port given twice",
+            ),
+            (("--listen", "tcp:1:port=2"), "--listen 'tcp:1:port=2': tcp: port given twice"),
+            (
+                ("--listen", "haproxy:tcp:25:interface=127.0.0.2:interface=::1"),
+                "--listen 'haproxy:tcp:25:interface=127.0.0.2:interface=::1':"
+                " tcp: interface given twice",
+            ),
+            (
+                ("--metrics", "tcp:9101:port=9102"),
+                "--metrics 'tcp:9101:port=9102': tcp: port given twice",
+            ),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, "--sink", *args)
+            self.assertEqual(str(e), line)
+
+    def test_unknownAndTooMany(self) -> None:
+        """
+        An unknown parameter, or more values by place than the kind takes,
+        is named in the server's words, not as a TypeError of Twisted's
+        private function.
+        """
+        for args, why in [
+            (
+                ("--sink", "--listen", "tcp:25:foo=1"),
+                "tcp: unknown parameter 'foo'; known: port, interface, backlog",
+            ),
+            (
+                ("--sink", "--listen", "tcp:0:127.0.0.1:50:9"),
+                "tcp: 4 values by place, at most 3: port, interface, backlog",
+            ),
+            (
+                ("--sink", "--listen", "unix:/tmp/s:bogus=1"),
+                "unix: unknown parameter 'bogus'; known: address, mode, backlog, lockfile",
+            ),
+            (
+                ("--lmtp-to", "tcp:h:24:foo=1"),
+                "tcp: unknown parameter 'foo'; known: host, port, timeout, bindAddress",
+            ),
+            (
+                ("--lmtp-to", "unix:/x:checkPID=0"),
+                "unix: unknown parameter 'checkPID'; known: path, timeout, lockfile",
+            ),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, *args)
+            self.assertEqual(str(e), f"{args[-2]} {args[-1]!r}: {why}")
+        parse("--lmtp-to", "tcp:127.0.0.1:24:bindAddress=127.0.0.1")
+
+    def test_lmtpTo(self) -> None:
+        """
+        C{--lmtp-to}: a missing port, a port or timeout in other digits, a
+        parameter given twice.
+        """
+        for description, why in [
+            ("tcp:", "tcp: needs a port"),
+            ("tcp:h:x", "tcp: port must be ASCII digits, got 'x'"),
+            ("tcp:h:\uff12\uff14", "tcp: port must be ASCII digits, got '\\uff12\\uff14'"),
+            ("tcp:h:24:timeout=x", "tcp: timeout must be ASCII digits, got 'x'"),
+            ("tcp:h:24:port=25", "tcp: port given twice"),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, "--lmtp-to", description)
+            self.assertEqual(str(e), f"--lmtp-to {description!r}: {why}")
+
+    def test_accepted(self) -> None:
+        """
+        Ordinary endpoint strings still parse, keywords in any order.
+        """
+        parse("--sink", "--listen", "tcp:0:interface=127.0.0.1:backlog=10")
+        parse("--sink", "--listen", "tcp:interface=127.0.0.1:port=0")
+        parse("--sink", "--listen", "haproxy:tcp:0:interface=127.0.0.1")
+        parse("--sink", "--listen", "unix:/tmp/smtpd.sock:mode=660:lockfile=0")
+        parse("--lmtp-to", "tcp:host=127.0.0.1:24")
+        parse("--lmtp-to", "tcp:127.0.0.1:24:timeout=5")
+        parse("--lmtp-to", "unix:path=/run/dovecot/lmtp")
+
+
+class SubFlagNamingTests(SynchronousTestCase):
+    """
+    An error about a flag that only modifies a delivery names that flag,
+    not the delivery flag.
+    """
+
+    def test_caBundles(self) -> None:
+        """
+        A missing, empty or non-PEM C{--relay-ca}, C{--webhook-ca} or
+        C{--amqp-ca} is named as such.
+        """
+        missing = os.path.abspath(self.mktemp())
+        notPEM = os.path.abspath(self.mktemp())
+        with open(notPEM, "w") as f:
+            f.write("not a certificate\n")
+        for delivery, flag in [
+            (("--relay", "mx.example"), "relay-ca"),
+            (("--webhook", "https://127.0.0.1/in"), "webhook-ca"),
+            (("--amqp", "amqps://u:p@127.0.0.1/%2F"), "amqp-ca"),
+        ]:
+            for path, why in [
+                (missing, f"No such file or directory: {missing}"),
+                ("", "the path is empty"),
+                (notPEM, f"no PEM certificate in {notPEM!r}"),
+            ]:
+                e = self.assertRaises(usage.UsageError, parse, *delivery, f"--{flag}", path)
+                self.assertEqual(str(e), f"--{flag}: {why}")
+
+    def test_caForPlainURL(self) -> None:
+        """
+        C{--webhook-ca} with an C{http://} URL and C{--amqp-ca} with an
+        C{amqp://} URL name the CA flag.
+        """
+        ca = CertificateAuthority(self.mktemp()).certificatePath
+        e = self.assertRaises(
+            usage.UsageError, parse, "--webhook", "http://127.0.0.1/in", "--webhook-ca", ca
+        )
+        self.assertEqual(str(e), "--webhook-ca needs an https:// --webhook URL")
+        e = self.assertRaises(
+            usage.UsageError, parse, "--amqp", "amqp://127.0.0.1/%2F", "--amqp-ca", ca
+        )
+        self.assertEqual(str(e), "--amqp-ca needs an amqps:// --amqp URL")
+
+    def test_relayCredentialsHalf(self) -> None:
+        """
+        C{--relay-user} without C{--relay-password}, and the other way
+        round, name the flag given and the one missing.
+        """
+        e = self.assertRaises(usage.UsageError, parse, "--relay", "mx", "--relay-user", "u")
+        self.assertEqual(str(e), "--relay-user needs --relay-password")
+        e = self.assertRaises(usage.UsageError, parse, "--relay", "mx", "--relay-password", "p")
+        self.assertEqual(str(e), "--relay-password needs --relay-user")
+
+    def test_otherModifiers(self) -> None:
+        """
+        An empty C{--webhook-secret}, an unusable C{--pipe-spool}, an empty
+        or too long C{--amqp-queue}, a too long C{--amqp-routing-key} or
+        C{--amqp-exchange}, and an empty relay user name each name their
+        own flag.
+        """
+        missing = os.path.abspath(self.mktemp())
+        amqp = ("--amqp", "amqp://u:p@127.0.0.1/%2F")
+        for args, line in [
+            (
+                ("--webhook", "https://127.0.0.1/in", "--webhook-secret", ""),
+                "--webhook-secret: the secret is empty",
+            ),
+            (
+                ("--pipe", "cat", "--pipe-spool", missing),
+                f"--pipe-spool {missing!r}: No such file or directory",
+            ),
+            ((*amqp, "--amqp-queue", ""), "--amqp-queue: the queue name is empty"),
+            ((*amqp, "--amqp-queue", "q" * 256), "--amqp-queue: the queue name is over 255 octets"),
+            (
+                (*amqp, "--amqp-routing-key", "\xe9" * 128),
+                "--amqp-routing-key: the routing key name is over 255 octets",
+            ),
+            (
+                (*amqp, "--amqp-exchange", "x" * 256),
+                "--amqp-exchange: the exchange name is over 255 octets",
+            ),
+            (("--relay", "mx", "--relay-auth", ":pw"), "--relay-auth: the user name is empty"),
+            (
+                ("--relay", "mx", "--relay-user", "", "--relay-password", "pw"),
+                "--relay-user: the user name is empty",
+            ),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, *args)
+            self.assertEqual(str(e), line)
+        parse(*amqp, "--amqp-exchange", "fanout", "--amqp-routing-key", "")
+
+    def test_undecodableBytes(self) -> None:
+        """
+        A text value holding a byte that is not UTF-8 (a lone surrogate in
+        Python's C{sys.argv}) is refused naming the flag, without showing
+        the value (it may be a password), instead of failing at each use
+        or, for C{--auth memory:}, with a traceback.
+        """
+        amqp = ("--amqp", "amqp://u:p@127.0.0.1/%2F")
+        for args, flag in [
+            (("--sink", "--auth", "memory:alice:s\udcffcret"), "--auth memory:..."),
+            (("--relay", "mx", "--relay-auth", "alice:s\udcffcret"), "--relay-auth"),
+            (
+                ("--relay", "mx", "--relay-user", "alice", "--relay-password", "s\udcff"),
+                "--relay-password",
+            ),
+            (
+                ("--webhook", "https://127.0.0.1/in", "--webhook-secret", "k\udcffey"),
+                "--webhook-secret",
+            ),
+            ((*amqp, "--amqp-queue", "q\udcff"), "--amqp-queue"),
+            (("--amqp", "amqp://u:p\udcff@127.0.0.1/%2F"), "--amqp"),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, *args)
+            self.assertEqual(str(e), f"{flag}: not UTF-8 text (a byte of it is not UTF-8)")
+
+
+class UnusedFlagTests(SynchronousTestCase):
+    """
+    A flag given where it changes nothing is accepted, and warned of in one
+    line at start.
+    """
+
+    def setUp(self) -> None:
+        self.ca = CertificateAuthority(self.mktemp())
+        self.server = self.ca.server("mx.example.com")
+
+    def test_tlsWithoutTLS(self) -> None:
+        """
+        With STARTTLS disabled and no C{ssl:} listener, the TLS flags
+        change nothing: one line each, logged once at start.
+        """
+        noTLS = "no listener offers TLS (STARTTLS is disabled and there is no ssl: listener)"
+        config = parse(
+            "--sink",
+            "--disable",
+            "STARTTLS",
+            "--request-cert",
+            "--tls-ciphers",
+            "HIGH",
+            "--tls-cert",
+            self.server.combinedPath,
+            "--tls-ca",
+            self.ca.certificatePath,
+        )
+        expected = [
+            f"--request-cert has no effect: {noTLS}",
+            f"--tls-ciphers has no effect: {noTLS}",
+            f"--tls-cert has no effect: {noTLS}",
+            f"--tls-ca has no effect: {noTLS}",
+        ]
+        self.assertEqual(config["unused"], expected)
+        log = LogCatcher(self)
+        _tap.makeService(config)
+        for line in expected:
+            self.assertEqual(log.matching(line), [line])
+
+    def test_ownKeysOnly(self) -> None:
+        """
+        With STARTTLS disabled and only an C{ssl:} listener with keys of
+        its own, the server's certificate changes nothing; C{--request-cert}
+        applies to that listener and is not warned of.
+        """
+        own = self.ca.server("own.example.com")
+        listen = f"ssl:0:interface=127.0.0.1:privateKey={own.keyPath}:certKey={own.certificatePath}"
+        config = parse(
+            "--sink",
+            "--listen",
+            listen,
+            "--disable",
+            "STARTTLS",
+            "--request-cert",
+            "--tls-ca",
+            self.ca.certificatePath,
+            "--tls-cert",
+            self.server.combinedPath,
+        )
+        self.assertEqual(
+            config["unused"],
+            [
+                "--tls-cert has no effect: no listener offers the server's TLS (STARTTLS is"
+                " disabled and every ssl: listener has keys of its own)"
+            ],
+        )
+
+    def test_tlsCAWithoutRequestCert(self) -> None:
+        """
+        C{--tls-ca} without C{--request-cert}: no client certificate is
+        asked for.
+        """
+        config = parse("--sink", "--tls-ca", self.ca.certificatePath)
+        self.assertEqual(
+            config["unused"],
+            ["--tls-ca has no effect: no client certificate is asked for without --request-cert"],
+        )
+
+    def test_authFlagsWithoutAuth(self) -> None:
+        """
+        C{--allow-insecure-auth} and C{--auth-methods} without AUTH offered.
+        """
+        why = "AUTH is not offered (no --auth, no --handler whose onAuth decides it)"
+        for args in [(), ("--disable", "AUTH")]:
+            config = parse("--sink", *args, "--allow-insecure-auth", "--auth-methods", "PLAIN")
+            self.assertEqual(
+                config["unused"],
+                [
+                    f"--allow-insecure-auth has no effect: {why}",
+                    f"--auth-methods has no effect: {why}",
+                ],
+            )
+
+    def test_insecureAuthOnlyTLS(self) -> None:
+        """
+        C{--allow-insecure-auth} where every listener is C{ssl:}: nothing
+        is said before TLS.  With a plain listener beside it, no line.
+        """
+        args = ("--sink", "--tls-cert", self.server.combinedPath, "--auth", "memory:a:b")
+        config = parse(*args, "--listen", "ssl:0", "--allow-insecure-auth")
+        self.assertEqual(
+            config["unused"],
+            ["--allow-insecure-auth has no effect: every listener is TLS from the start (ssl:)"],
+        )
+        config = parse(*args, "--listen", "ssl:0", "--listen", "tcp:0", "--allow-insecure-auth")
+        self.assertEqual(config["unused"], [])
+
+    def test_others(self) -> None:
+        """
+        C{--proxy-trusted} without a C{haproxy:} listener, C{--xclient}
+        with XCLIENT disabled, C{--limit-exempt} without a per-address
+        limit, C{--dns-server} with C{--no-reverse-lookup},
+        C{--worker-timeout} without C{--workers}, C{--hide STARTTLS} with
+        STARTTLS disabled.
+        """
+        config = parse(
+            "--sink",
+            "--proxy-trusted",
+            "10.0.0.0/8",
+            "--xclient",
+            "10.0.0.0/8",
+            "--disable",
+            "XCLIENT",
+            "--limit-exempt",
+            "10.0.0.0/8",
+            "--no-reverse-lookup",
+            "--dns-server",
+            "127.0.0.1",
+            "--worker-timeout",
+            "5",
+            "--disable",
+            "STARTTLS",
+            "--hide",
+            "STARTTLS",
+        )
+        self.assertEqual(
+            config["unused"],
+            [
+                "--hide STARTTLS has no effect: STARTTLS is disabled",
+                "--proxy-trusted has no effect: no haproxy: listener reads PROXY headers",
+                "--xclient has no effect: XCLIENT is disabled",
+                "--limit-exempt has no effect: no per-address limit (--max-clients-per-ip,"
+                " --max-connection-rate)",
+                "--dns-server has no effect: --no-reverse-lookup: no client name is looked up",
+                "--worker-timeout has no effect: no --workers",
+            ],
+        )
+
+    def test_configFile(self) -> None:
+        """
+        A flag given in a configuration file counts as given.
+        """
+        path = self.mktemp() + ".toml"
+        with open(path, "w") as f:
+            f.write('sink = true\nallow-insecure-auth = true\ndisable = ["STARTTLS"]\n')
+        self.assertEqual(
+            [line.partition(" ")[0] for line in parse("--config", path)["unused"]],
+            ["--allow-insecure-auth"],
+        )
+
+    def test_usedNotWarned(self) -> None:
+        """
+        The same flags where they do something give no line, nor do the
+        defaults.
+        """
+        self.assertEqual(parse("--sink")["unused"], [])
+        config = parse(
+            "--sink",
+            "--listen",
+            "haproxy:tcp:0:interface=127.0.0.1",
+            "--request-cert",
+            "--tls-ca",
+            self.ca.certificatePath,
+            "--tls-cert",
+            self.server.combinedPath,
+            "--tls-ciphers",
+            "HIGH",
+            "--auth",
+            "memory:alice:secret",
+            "--allow-insecure-auth",
+            "--proxy-trusted",
+            "127.0.0.1/32",
+            "--max-clients-per-ip",
+            "5",
+            "--limit-exempt",
+            "127.0.0.1/32",
+            "--dns-server",
+            "127.0.0.1",
+        )
+        self.assertEqual(config["unused"], [])
+        config = parse(
+            "--sink",
+            "--disable",
+            "STARTTLS",
+            "--listen",
+            "ssl:0",
+            "--tls-cert",
+            self.server.combinedPath,
+        )
+        self.assertEqual(config["unused"], [])

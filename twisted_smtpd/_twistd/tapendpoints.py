@@ -1,0 +1,183 @@
+# -*- test-case-name: tests.test_configvalues -*-
+"""
+The parameters of the endpoint strings of C{twistd smtpd} (C{--listen},
+C{--metrics}, C{--lmtp-to}) checked before Twisted parses them, so that a
+mistake is one line in the server's own words: a parameter given twice
+(Twisted keeps the last one silently), a number that is not ASCII digits
+(Twisted's C{int()} takes C{+25}, C{2_5} or full-width digits, and says
+"invalid literal for int()" of the rest), a required parameter missing,
+an unknown one (Twisted names its own private function).
+
+Only the endpoint kinds listed here are checked; the strings are split
+with Twisted's own tokenizer, so quoting (C{\\:}) means what it means to
+Twisted.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, NamedTuple
+
+from twisted.python import usage
+
+__all__ = ["checkParameters"]
+
+#: A minus sign is let through, for the port's range check to name.
+_DIGITS = re.compile(r"-?[0-9]+")
+_OCTAL = re.compile(r"[0-7]+")
+
+
+class _Kind(NamedTuple):
+    """
+    What one kind of endpoint string takes.
+
+    @ivar order: Its parameters in the order Twisted takes them by place.
+    @ivar required: Those that must be given.
+    @ivar numbers: The numeric ones, with the digits each takes.
+    @ivar more: The parameters taken by name only; C{None} when the kind
+        takes more than are checked here (names are then left to Twisted).
+    """
+
+    order: tuple[str, ...]
+    required: tuple[str, ...]
+    numbers: dict[str, re.Pattern[str]]
+    more: tuple[str, ...] | None = ()
+
+
+_TCP_NUMBERS = {"port": _DIGITS, "backlog": _DIGITS}
+
+#: The server endpoint kinds checked (C{ssl:} before it becomes C{tcp:}).
+_SERVER = {
+    "tcp": _Kind(("port", "interface", "backlog"), ("port",), _TCP_NUMBERS),
+    "tcp6": _Kind(("port", "backlog", "interface"), ("port",), _TCP_NUMBERS),
+    "ssl": _Kind(
+        (
+            "port",
+            "privateKey",
+            "certKey",
+            "sslmethod",
+            "interface",
+            "backlog",
+            "extraCertChain",
+            "dhParameters",
+        ),
+        ("port",),
+        _TCP_NUMBERS,
+    ),
+    "unix": _Kind(
+        ("address", "mode", "backlog", "lockfile"),
+        ("address",),
+        {"mode": _OCTAL, "backlog": _DIGITS, "lockfile": _DIGITS},
+    ),
+    "systemd": _Kind(("domain", "index", "name"), ("domain",), {"index": _DIGITS}),
+}
+
+#: The client endpoint kinds of C{--lmtp-to} checked.
+_CLIENT = {
+    "tcp": _Kind(
+        ("host", "port"),
+        ("host", "port"),
+        {"port": _DIGITS, "timeout": _DIGITS},
+        ("timeout", "bindAddress"),
+    ),
+    "ssl": _Kind(("host", "port"), ("host", "port"), {"port": _DIGITS, "timeout": _DIGITS}, None),
+    "tls": _Kind(("host", "port"), ("host", "port"), {"port": _DIGITS, "timeout": _DIGITS}, None),
+    "unix": _Kind(
+        ("path",), ("path",), {"timeout": _DIGITS, "lockfile": _DIGITS}, ("timeout", "lockfile")
+    ),
+}
+
+_DIGIT_WORDS = {_DIGITS: "ASCII digits", _OCTAL: "octal digits (0-7)"}
+
+
+def _split(description: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """
+    The positional and the keyword parameters of C{description}, as
+    Twisted's C{_parse} splits them, but keeping every keyword given.
+    """
+    from twisted.internet import endpoints
+
+    tokenize: Any = endpoints._tokenize  # unannotated in Twisted
+    tokens = tokenize(description)
+    string: Any = endpoints._STRING
+    args: list[str] = []
+    pairs: list[tuple[str, str]] = []
+    sofar: list[str] = []
+    for kind, value in [*tokens, (None, ":")]:
+        if kind is string:
+            sofar.append(value)
+        elif value == ":":
+            if len(sofar) == 1:
+                args.append(sofar[0])
+            elif sofar:
+                pairs.append((sofar[0], sofar[1]))
+            sofar = []
+    return args, pairs
+
+
+def _problem(description: str, client: bool) -> str | None:
+    """
+    What is wrong with the parameters of C{description}, or C{None}.
+    """
+    args, pairs = _split(description)
+    if not args:
+        return None
+    kind = args[0].strip().lower()
+    table = _CLIENT if client else _SERVER
+    if kind not in table:
+        return None
+    order, required, numbers, more = table[kind]
+    given: dict[str, str] = {}
+    for name, value in pairs:
+        if name in given:
+            return f"{kind}: {name} given twice"
+        if more is not None and name not in order + more:
+            return f"{kind}: unknown parameter {name!a}; known: {', '.join(order + more)}"
+        given[name] = value
+    positional = args[1:]
+    if len(positional) > len(order):
+        return (
+            f"{kind}: {len(positional)} values by place, at most {len(order)}: {', '.join(order)}"
+        )
+    names = list(order)
+    if client and kind in ("tcp", "ssl", "tls") and len(positional) == 1 and "host" in given:
+        # tcp:host=H:25: Twisted takes the lone positional value as the port.
+        names = ["port"]
+    for name, value in zip(names, positional, strict=False):
+        if name in given:
+            return f"{kind}: {name} given twice"
+        given[name] = value
+    for name in required:
+        if name not in given:
+            return f"{kind}: needs a {name}"
+    for name, grammar in numbers.items():
+        if name not in given:
+            continue
+        value = given[name]
+        if value == "":
+            return f"{kind}: {name} is empty"
+        if not (value.isascii() and grammar.fullmatch(value)):
+            return f"{kind}: {name} must be {_DIGIT_WORDS[grammar]}, got {value!a}"
+    return None
+
+
+def checkParameters(flag: str, description: str, *, client: bool = False) -> None:
+    """
+    Refuse an endpoint string whose parameters Twisted would take wrongly
+    or refuse in its own words: a parameter given twice (C{tcp:port=25:port=26},
+    C{tcp:25:port=26}), a number (port, backlog, mode, index, timeout) not
+    written in ASCII digits, a required parameter missing, an unknown
+    parameter, more values by place than the kind takes.  C{haproxy:}
+    before a server endpoint is looked through.
+
+    @param flag: The flag's name without the dashes, for the message.
+    @param client: Whether C{description} is a client endpoint string.
+    @raise usage.UsageError: C{--FLAG 'DESCRIPTION': KIND: what is wrong}.
+    """
+    inner = description
+    if not client:
+        while inner.partition(":")[0].strip().lower() == "haproxy":
+            inner = inner.partition(":")[2]
+    why = _problem(inner, client)
+    if why is not None:
+        raise usage.UsageError(f"--{flag} {description!r}: {why}")

@@ -1,0 +1,111 @@
+# -*- test-case-name: tests.test_configvalues -*-
+"""
+The flags of C{twistd smtpd} given where they change nothing: TLS settings
+with no listener offering TLS, AUTH settings with no AUTH offered, and the
+like (L{unusedFlags}).  They are not refused (a configuration that starts
+keeps starting, a listener may be added later): the server logs one
+warning line for each at start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+from twisted.cred.checkers import ICredentialsChecker
+
+from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._serving.cred import decidableMechanisms, ownsOnAuth
+from twisted_smtpd._serving.listeners import OwnKeys, servesServerTLS, splitDescription
+
+__all__ = ["unusedFlags"]
+
+#: Flags that set the TLS of every listener offering TLS, the server's own
+#: or an C{ssl:} listener's with keys of its own.
+_ANY_TLS = ("request-cert", "tls-ciphers", "tls-min-version", "tls-handshake-timeout")
+
+#: Flags that set the server's own certificates (STARTTLS, C{ssl:}
+#: listeners without keys of their own).
+_SERVER_TLS = ("tls-cert", "tls-key", "sni")
+
+#: Flags that only matter when AUTH is offered.
+_AUTH = ("allow-insecure-auth", "auth-methods")
+
+
+def _implicitTLS(description: str) -> bool:
+    """
+    Whether the listener of C{description} is TLS from the first byte
+    (C{ssl:}, behind C{haproxy:} too): nothing is ever said before TLS.
+    """
+    return any(
+        layer == "tls" or isinstance(layer, OwnKeys) for layer in splitDescription(description)[1]
+    )
+
+
+def unusedFlags(
+    given: Collection[str],
+    listen: Sequence[str],
+    options: ServerOptions,
+    checkers: Sequence[ICredentialsChecker],
+    handler: object,
+    workers: int,
+) -> list[str]:
+    """
+    One line for each flag of C{given} that has no effect in this
+    configuration, in the order of the checks.
+
+    @param given: The long names of the flags given, on the command line
+        or in the configuration file.
+    @param listen: The C{--listen} endpoint strings (they parse).
+    @param options: The server's options.
+    @param checkers: The C{--auth} checkers.
+    @param handler: The delivery handler (its own C{onAuth} offers AUTH).
+    @param workers: The number of processes (C{--workers}).
+    """
+    lines: list[str] = []
+    startTLS = "STARTTLS" not in options.disabledCommands
+    serverTLS = any(servesServerTLS(description, startTLS) for description in listen)
+    layers = [layer for description in listen for layer in splitDescription(description)[1]]
+    anyTLS = serverTLS or any(isinstance(layer, OwnKeys) for layer in layers)
+
+    def unused(flag: str, why: str) -> None:
+        if flag in given:
+            lines.append(f"--{flag} has no effect: {why}")
+
+    noTLS = "no listener offers TLS (STARTTLS is disabled and there is no ssl: listener)"
+    for flag in _ANY_TLS:
+        if not anyTLS:
+            unused(flag, noTLS)
+    for flag in _SERVER_TLS:
+        if not anyTLS:
+            unused(flag, noTLS)
+        elif not serverTLS:
+            unused(
+                flag,
+                "no listener offers the server's TLS (STARTTLS is disabled and every"
+                " ssl: listener has keys of its own)",
+            )
+    if anyTLS and not options.requestCert:
+        unused("tls-ca", "no client certificate is asked for without --request-cert")
+    elif not anyTLS:
+        unused("tls-ca", noTLS)
+    methods = () if "AUTH" in options.disabledCommands else options.authMethods
+    if not checkers and not decidableMechanisms(methods, None, ownsOnAuth(handler)):
+        for flag in _AUTH:
+            unused(flag, "AUTH is not offered (no --auth, no --handler whose onAuth decides it)")
+    elif all(_implicitTLS(description) for description in listen):
+        unused("allow-insecure-auth", "every listener is TLS from the start (ssl:)")
+    if not startTLS and options.hideSTARTTLS and "hide" in given:
+        lines.append("--hide STARTTLS has no effect: STARTTLS is disabled")
+    if "haproxy" not in layers:
+        unused("proxy-trusted", "no haproxy: listener reads PROXY headers")
+    if "XCLIENT" in options.disabledCommands:
+        unused("xclient", "XCLIENT is disabled")
+    if "XFORWARD" in options.disabledCommands:
+        unused("xforward", "XFORWARD is disabled")
+    if not options.maxClientsPerIp and options.maxConnectionRate is None:
+        unused("limit-exempt", "no per-address limit (--max-clients-per-ip, --max-connection-rate)")
+    if options.disableReverseLookup:
+        unused("dns-server", "--no-reverse-lookup: no client name is looked up")
+    if workers <= 1:
+        unused("worker-timeout", "no --workers")
+    return lines
