@@ -159,14 +159,46 @@ class WorkerMetrics(GivesLogObserver, MultiService):
 
 #: The kinds of C{prometheus_client}'s files whose values stay in the sums
 #: once the worker that wrote them has ended.
-_KEPT = ("counter", "histogram", "summary")
+#: A handler's own gauges stay too, in the modes that sum, or keep the
+#: least, the greatest or the latest value of, every process, alive or
+#: ended (C{prometheus_client}'s documented modes; a scrape reads them
+#: without the pid): each is kept the same way in its own sum.  Those
+#: that give a series per pid (C{all}) stay as their workers left them.
+_KEPT = (
+    "counter",
+    "histogram",
+    "summary",
+    "gauge_sum",
+    "gauge_max",
+    "gauge_min",
+    "gauge_mostrecent",
+)
+
+
+def _combine(kind: str, total: list[float], value: float, timestamp: float) -> None:
+    """
+    Add the ended worker's C{value} at C{timestamp} into C{total}, the
+    value and timestamp of the workers that ended before it, as a scrape
+    would combine them (C{kind}, L{_KEPT}).
+    """
+    if kind == "gauge_max":
+        total[0] = max(total[0], value)
+    elif kind == "gauge_min":
+        total[0] = min(total[0], value)
+    elif kind == "gauge_mostrecent":
+        if timestamp >= total[1]:
+            total[0] = value
+    else:
+        total[0] += value
+    total[1] = max(total[1], timestamp)
 
 
 def foldEndedWorker(directory: str, pid: int) -> None:
     """
-    Add the counters, histograms and summaries of the ended worker C{pid}
-    into the files holding those of every worker that ended before it
-    (C{counter_ended.db}, ...) and remove its own, so that the directory
+    Add the counters, histograms and summaries of the ended worker C{pid},
+    and the gauges kept once a worker ends (L{_KEPT}), into the files
+    holding those of every worker that ended before it
+    (C{counter_ended.db}, C{gauge_max_ended.db}, ...) and remove its own, so that the directory
     holds a bounded number of files however many workers end (a worker
     that dies at once, started again every 30 seconds, would otherwise
     leave thousands a day, every one read by each scrape).
@@ -219,9 +251,10 @@ def foldEndedWorker(directory: str, pid: int) -> None:
             setAsideEnded(ended, e.strerror if isinstance(e, OSError) and e.strerror else e)
             sums.clear()
         for key, value, timestamp in values:
-            total = sums.setdefault(key, [0.0, 0.0])
-            total[0] += value
-            total[1] = max(total[1], timestamp)
+            if key in sums:
+                _combine(kind, sums[key], value, timestamp)
+            else:
+                sums[key] = [value, timestamp]
         # Not a .db file: never read by a scrape before it replaces the
         # sum.
         new = ended[: -len(".db")] + ".new"
