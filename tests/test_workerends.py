@@ -215,3 +215,36 @@ class ReloadLineTests(SynchronousTestCase):
         server.workerName = "worker 1, pid 4242"
         server.reload()
         self.assertEqual(formatEvent(events[0]), "Reloading TLS certificates in worker 1, pid 4242")
+
+
+class StrayJSONTests(SynchronousTestCase):
+    """
+    In JSON, a line a worker's standard output carries that starts like
+    JSON but is none (a handler printing a Python C{dict}, a cut object)
+    never reaches the parent's JSON log as it is: log shippers read that
+    log one JSON object a line.
+    """
+
+    def test_notJSONNotPassedOn(self) -> None:
+        """
+        Such a line is logged as the parent's own line naming the worker,
+        its control characters escaped; the JSON lines around it are
+        passed on as they are.
+        """
+        writer = _Writer(True)
+        pool = WorkerPool([], 2, [], reactor=FakeReactor(), logWriter=writer)
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        _Worker(pool, 0).outReceived(
+            b'{"text": "a"}\n'
+            b"{'queue': 1}\n"
+            b'{"looks": "like json" but \x1b[2J is not\n'
+            b"{" + b"[" * 100_000 + b"\n"
+            b'["a list"]\n'
+            b'{"text": "b"}\n'
+        )
+        self.assertEqual(writer.stream.getvalue(), '{"text": "a"}\n{"text": "b"}\n')
+        logged = [formatEvent(event) for event in observer]
+        self.assertEqual(len(logged), 4)
+        self.assertEqual(logged[0], "worker 0: {'queue': 1}")
+        self.assertEqual(logged[1], 'worker 0: {"looks": "like json" but \\x1b[2J is not')
+        self.assertEqual(logged[3], 'worker 0: ["a list"]')

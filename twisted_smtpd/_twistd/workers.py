@@ -334,12 +334,14 @@ class WorkerPool(GivesLogObserver):
 
     def _isLogLine(self, line: str) -> bool:
         """
-        Whether C{line} is in the log's format: a JSON object, or a line
-        starting with its time or continuing the one before (a tab).
+        Whether C{line} is in the log's format: a JSON object (whole: the
+        start of one, or a Python C{dict} a handler printed, would be a
+        line of the JSON log that is no JSON), or a line starting with its
+        time or continuing the one before (a tab).
         """
         assert self._writer is not None
         if self._writer.json:
-            return line.startswith("{")
+            return line.startswith("{") and _isJSONObject(line)
         return line[:1].isdigit() or line.startswith("\t")
 
     def _workerExited(self, worker: _Worker) -> None:
