@@ -337,12 +337,18 @@ class WorkerPool(GivesLogObserver):
         Whether C{line} is in the log's format: a JSON object (whole: the
         start of one, or a Python C{dict} a handler printed, would be a
         line of the JSON log that is no JSON), or a line starting with its
-        time or continuing the one before (a tab).
+        time or continuing the one before (a tab), with no character that
+        could disguise a line (a terminal's escape: a handler's C{print}
+        that happened to start with a digit).
         """
         assert self._writer is not None
         if self._writer.json:
             return line.startswith("{") and _isJSONObject(line)
-        return line[:1].isdigit() or line.startswith("\t")
+        if line.startswith("\t"):
+            line = line[1:]
+        elif not line[:1].isdigit():
+            return False
+        return printable(line) == line
 
     def _workerExited(self, worker: _Worker) -> None:
         """
