@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import struct
+from typing import Any
 
 from prometheus_client import generate_latest
 from twisted.internet.error import ProcessTerminated
@@ -153,10 +154,27 @@ class UnreadableSumTests(SynchronousTestCase):
 
     def test_notReadableAtScrape(self) -> None:
         """
-        Mode 000 (this process not root).
+        Mode 000: reading it fails with C{PermissionError} (for root, which
+        reads it all the same, C{prometheus_client}'s C{open} is made to
+        fail so for that file).
         """
-        if os.geteuid() == 0:
-            raise self.skipTest("root reads a file of mode 000")
+        if os.geteuid() != 0:
+            self.assertSetAsideAtScrape(lambda path: os.chmod(path, 0))
+            return
+        from prometheus_client import mmap_dict
+
+        def refuse(path: str, *args: Any) -> Any:
+            if (
+                os.path.basename(path) == "counter_ended.db"
+                and os.path.isfile(path)
+                and os.stat(path).st_mode & 0o777 == 0
+            ):
+                raise PermissionError(13, "Permission denied", path)
+            return open(path, *args)
+
+        # The module's own name, found before the builtin.
+        setattr(mmap_dict, "open", refuse)  # noqa: B010
+        self.addCleanup(delattr, mmap_dict, "open")
         self.assertSetAsideAtScrape(lambda path: os.chmod(path, 0))
 
     def test_setAsideAtFold(self) -> None:
