@@ -158,3 +158,17 @@ class HeldPipesTests(_PoolTestCase):
         self.assertEqual(sorted(transport.closed), sorted(worker.childPipes))
         worker.processEnded(Failure(ProcessTerminated(None, signal.SIGTERM)))
         self.successResultOf(stopping)
+
+    def test_notKilledByWatchdog(self) -> None:
+        """
+        While its pipes stay open, a worker that has ended is not taken
+        for a silent one by the watchdog (no line saying it was killed).
+        """
+        pool, clock, log = self.pool(count=1, workerTimeout=1.0)
+        (worker, process) = clock.spawned[0]
+        worker.makeConnection(_Transport())
+        worker.processExited(_killed())
+        for _ in range(8):
+            clock.advance(0.25)
+        self.assertEqual(log.matching("gave no sign of life"), [])
+        self.assertEqual(process.signals, [])
