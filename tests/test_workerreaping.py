@@ -172,3 +172,17 @@ class HeldPipesTests(_PoolTestCase):
             clock.advance(0.25)
         self.assertEqual(log.matching("gave no sign of life"), [])
         self.assertEqual(process.signals, [])
+
+    def test_notCountedAlive(self) -> None:
+        """
+        While its pipes stay open, a worker that has ended is not counted
+        in C{smtpd_workers_alive}.
+        """
+        from twisted_smtpd._twistd.metricsservice import _WorkersCollector
+
+        pool, clock, _ = self.pool()
+        (worker, _), _ = clock.spawned
+        worker.makeConnection(_Transport())
+        worker.processExited(_killed())
+        (family,) = _WorkersCollector(pool).collect()
+        self.assertEqual(family.samples[0].value, 1.0)

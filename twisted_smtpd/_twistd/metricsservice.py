@@ -83,8 +83,10 @@ class _WorkersCollector:
     def collect(self) -> Any:
         from prometheus_client.core import GaugeMetricFamily
 
+        # Not one that has ended, its pipes not closed yet.
+        alive = [w for _, w in self._pool.workers.values() if not getattr(w, "exited", False)]
         yield GaugeMetricFamily(
-            "smtpd_workers_alive", "Worker processes running now.", value=len(self._pool.workers)
+            "smtpd_workers_alive", "Worker processes running now.", value=len(alive)
         )
 
 
