@@ -248,6 +248,8 @@ class StrayJSONTests(SynchronousTestCase):
         self.assertEqual(logged[0], "worker 0: {'queue': 1}")
         self.assertEqual(logged[1], 'worker 0: {"looks": "like json" but \\x1b[2J is not')
         self.assertEqual(logged[3], 'worker 0: ["a list"]')
+        # The first 2000 characters of the one nested too deep to read.
+        self.assertEqual(logged[2], "worker 0: {" + "[" * 1999 + "...")
 
 
 class StrayTextTests(SynchronousTestCase):

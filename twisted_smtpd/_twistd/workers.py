@@ -76,6 +76,11 @@ _STABLE = 60.0
 #: The most of a worker's unfinished last line logged (L{WorkerPool._workerLog}).
 _MAX_CUT = 1000
 
+#: The most of a line of a worker's output that is no line of the log
+#: logged: room for a worker's own line saying why it cannot start
+#: (L{runWorker <twisted_smtpd._twistd.workerside.runWorker>}).
+_MAX_STRAY = 2000
+
 
 def _isJSONObject(text: str) -> bool:
     try:
@@ -330,7 +335,12 @@ class WorkerPool(GivesLogObserver):
             if self._isLogLine(line):
                 self._writer.forward(line + "\n")
             elif line:
-                self._log.info("worker {index}: {line}", index=worker.index, line=printable(line))
+                # It may be anything up to _MAX_PARTIAL.
+                self._log.info(
+                    "worker {index}: {line}",
+                    index=worker.index,
+                    line=printable(line[:_MAX_STRAY]) + ("..." if len(line) > _MAX_STRAY else ""),
+                )
 
     def _isLogLine(self, line: str) -> bool:
         """
