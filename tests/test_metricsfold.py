@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 
 from prometheus_client import generate_latest
 from twisted.internet.error import ProcessTerminated
@@ -119,22 +120,36 @@ class UnreadableFileTests(SynchronousTestCase):
         """
         self.assertRestartedAfter(b"\x20\x00\x00\x00\x00\x00\x00\x00\xff\xff\x00\x00" + b"x" * 20)
 
+    def test_keyNotJSON(self) -> None:
+        """
+        An entry whose key is no metric's (no JSON): added into the sum, it
+        would fail every scrape from then on.
+        """
+        key = b"not json"
+        padded = key + b" " * (8 - (len(key) + 4) % 8)
+        entry = struct.pack(f"i{len(padded)}sdd", len(key), padded, 1.0, 0.0)
+        self.assertRestartedAfter(struct.pack("i", 8 + len(entry)) + b"\0" * 4 + entry)
+
     def test_unreadableSum(self) -> None:
         """
-        The sum of the workers that ended before is unreadable: the ended
-        worker's file stays, counted as it is, and the worker is started
-        again.
+        The sum of the workers that ended before is unreadable: it is set
+        aside, with one line, and the ended worker's counts start a new
+        sum; its own file goes; the worker is started again.
         """
         pool, clock = self.pool()
-        with open(os.path.join(self.directory, "counter_ended.db"), "wb") as f:
+        ended = os.path.join(self.directory, "counter_ended.db")
+        with open(ended, "wb") as f:
             f.write(b"\x01")
         worker, _ = clock.spawned[0]
         path = _counterFile(self.directory, f"counter_{worker.pid}.db", 2.0)
         worker.processEnded(Failure(ProcessTerminated(None, signal.SIGKILL)))
         clock.advance(0.5)
         self.assertEqual(len(clock.spawned), 2)
-        self.assertEqual(len(self.log.matching("could not be added")), 1)
-        self.assertEqual([value for _, value, _ in readMetricsFile(path)], [2.0])
+        self.assertEqual(self.log.matching("could not be added"), [])
+        self.assertEqual(len(self.log.matching("counter_ended.db is unreadable")), 1)
+        self.assertEqual([value for _, value, _ in readMetricsFile(ended)], [2.0])
+        self.assertFalse(os.path.exists(path))
+        self.assertTrue(os.path.exists(os.path.join(self.directory, "counter_ended.unreadable")))
 
     def test_foldStillAdds(self) -> None:
         """

@@ -215,3 +215,77 @@ class ReloadLineTests(SynchronousTestCase):
         server.workerName = "worker 1, pid 4242"
         server.reload()
         self.assertEqual(formatEvent(events[0]), "Reloading TLS certificates in worker 1, pid 4242")
+
+
+class StrayJSONTests(SynchronousTestCase):
+    """
+    In JSON, a line a worker's standard output carries that starts like
+    JSON but is none (a handler printing a Python C{dict}, a cut object)
+    never reaches the parent's JSON log as it is: log shippers read that
+    log one JSON object a line.
+    """
+
+    def test_notJSONNotPassedOn(self) -> None:
+        """
+        Such a line is logged as the parent's own line naming the worker,
+        its control characters escaped; the JSON lines around it are
+        passed on as they are.
+        """
+        writer = _Writer(True)
+        pool = WorkerPool([], 2, [], reactor=FakeReactor(), logWriter=writer)
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        _Worker(pool, 0).outReceived(
+            b'{"text": "a"}\n'
+            b"{'queue': 1}\n"
+            b'{"looks": "like json" but \x1b[2J is not\n'
+            b"{" + b"[" * 100_000 + b"\n"
+            b'["a list"]\n'
+            b'{"text": "b"}\n'
+        )
+        self.assertEqual(writer.stream.getvalue(), '{"text": "a"}\n{"text": "b"}\n')
+        logged = [formatEvent(event) for event in observer]
+        self.assertEqual(len(logged), 4)
+        self.assertEqual(logged[0], "worker 0: {'queue': 1}")
+        self.assertEqual(logged[1], 'worker 0: {"looks": "like json" but \\x1b[2J is not')
+        self.assertEqual(logged[3], 'worker 0: ["a list"]')
+        # The first 2000 characters of the one nested too deep to read.
+        self.assertEqual(logged[2], "worker 0: {" + "[" * 1999 + "...")
+
+
+class StrayTextTests(SynchronousTestCase):
+    """
+    In text, a line a worker's standard output carries that starts like a
+    line of the log (a digit, a tab) but holds a character that could
+    disguise a line (a terminal's escape, a carriage return) is not
+    written into the parent's log as it is.
+    """
+
+    def test_controlsEscaped(self) -> None:
+        """
+        Such a line is logged as the parent's own line naming the worker,
+        its control characters escaped; the lines of the log around it
+        are passed on as they are.
+        """
+        writer = _Writer(False)
+        pool = WorkerPool([], 2, [], reactor=FakeReactor(), logWriter=writer)
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        _Worker(pool, 0).outReceived(
+            b"2026-01-02T10:00:00+0000 [ns#info] one \xc3\xa9\n"
+            b"\ttraceback line\n"
+            b"2026 forged \x1b]0;title\x07 line\n"
+            b"\tforged\rcontinuation\n"
+            b"2026-01-02T10:00:01+0000 [ns#info] two\n"
+        )
+        self.assertEqual(
+            writer.stream.getvalue(),
+            "2026-01-02T10:00:00+0000 [ns#info] one \xe9\n"
+            "\ttraceback line\n"
+            "2026-01-02T10:00:01+0000 [ns#info] two\n",
+        )
+        self.assertEqual(
+            [formatEvent(event) for event in observer],
+            [
+                "worker 0: 2026 forged \\x1b]0;title\\x07 line",
+                "worker 0: \\x09forged\\x0dcontinuation",
+            ],
+        )

@@ -29,8 +29,8 @@ from twisted_smtpd._twistd.tap import Options
 from twisted_smtpd._twistd.tapconfig import exitWithError
 from twisted_smtpd._twistd.workercert import SHARED_CERTIFICATE, removeSharedCertificate
 from twisted_smtpd._twistd.workerlisteners import INHERITED, bindListener, inheritedListeners
+from twisted_smtpd._twistd.workerprocess import _MAX_PARTIAL
 from twisted_smtpd._twistd.workers import (
-    _MAX_PARTIAL,
     _STABLE,
     PARENT_PIPE,
     WorkerPool,

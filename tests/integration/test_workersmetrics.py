@@ -202,3 +202,46 @@ class EndedWorkersTests(SynchronousTestCase):
             [name for name in names if any(f"_{pid}.db" in name for pid in killed)], [], names
         )
         self.assertLessEqual(len(names), before + 2, names)
+
+    def test_unreadableSumSetAside(self) -> None:
+        """
+        The sum of the workers that ended found unreadable (cut short,
+        garbage): the scrapes of the real C{/metrics} still answer 200 with
+        the live workers' counts, one line says it was set aside, and a
+        worker killed afterwards starts a new sum.
+        """
+        from tests.integration.test_metrics import scrape
+
+        directory = os.path.abspath(self.mktemp())
+        temporary = os.path.join(directory, "tmp")
+        os.makedirs(temporary)
+        metricsPort = freePort()
+        server, port = startWorkers(
+            self,
+            ["--sink", "--metrics", f"tcp:{metricsPort}:interface=127.0.0.1"],
+            directory,
+            env={"TMPDIR": temporary},
+        )
+        (metrics,) = glob.glob(os.path.join(temporary, "smtpd-metrics-*"))
+        with smtplib.SMTP("127.0.0.1", port, timeout=CLIENT_TIMEOUT) as client:
+            client.sendmail("a@example.com", ["b@example.com"], b"Subject: x\r\n\r\nbody\r\n")
+        with open(os.path.join(metrics, "counter_ended.db"), "wb") as f:
+            f.write(b"\x10\0\0\0" + b"\xff" * 100)
+        for _ in range(2):
+            status, text = scrape(metricsPort)
+            self.assertEqual(status, 200, text)
+            self.assertIn("\nsmtpd_connections_total 1.0\n", text)
+            self.assertIn("\nsmtpd_workers_alive 2.0\n", text)
+        server.waitForLog("counter_ended.db is unreadable")
+        self.assertEqual(server.output.count("counter_ended.db is unreadable"), 1)
+        self.assertTrue(os.path.exists(os.path.join(metrics, "counter_ended.unreadable")))
+        pid = int(re.findall(r"worker 0 started, pid (\d+)", server.output)[-1])
+        os.kill(pid, signal.SIGKILL)
+        server.waitForLog("worker 0 started, pid", count=2)
+        new = re.findall(r"worker 0 started, pid (\d+)", server.output)[-1]
+        server.waitForLog(f"worker ready, pid {new}")
+        self.assertTrue(os.path.exists(os.path.join(metrics, "counter_ended.db")))
+        status, text = scrape(metricsPort)
+        self.assertEqual(status, 200, text)
+        self.assertIn("\nsmtpd_connections_total 1.0\n", text)
+        self.assertEqual(server.output.count("is unreadable"), 1, server.output[-3000:])

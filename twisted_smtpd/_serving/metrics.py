@@ -469,13 +469,15 @@ def metricsSite(registry: Any, healthy: Callable[[], bool], reactor: Any = None)
 
 def multiprocessRegistry(path: str) -> Any:
     """
-    A registry with the sum of every worker's metrics in C{path}.
+    A registry with the sum of every worker's metrics in C{path}; a file
+    there that cannot be read fails no scrape (L{MultiprocessCollector
+    <twisted_smtpd._serving.metricsfiles.MultiprocessCollector>}).
     """
-    prometheus = requirePrometheus()
-    from prometheus_client import multiprocess
+    from twisted_smtpd._serving.metricsfiles import MultiprocessCollector
 
+    prometheus = requirePrometheus()
     registry = prometheus.CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=path)
+    registry.register(MultiprocessCollector(path))
     return registry
 
 

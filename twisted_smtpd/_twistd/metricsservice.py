@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import struct
 import tempfile
 from collections.abc import Callable
 from contextlib import suppress
@@ -23,6 +22,12 @@ from twisted.logger import Logger
 
 from twisted_smtpd._serving.listeners import listenReason
 from twisted_smtpd._serving.metrics import MULTIPROC_ENV, metricsSite, multiprocessRegistry
+from twisted_smtpd._serving.metricsfiles import (
+    readMetricsFile,
+    setAside,
+    setAsideEnded,
+    writeMetricsValue,
+)
 from twisted_smtpd._serving.summary import formatAddress
 from twisted_smtpd._twistd.logfile import GivesLogObserver
 from twisted_smtpd._twistd.tapconfig import exitWithError, reason
@@ -78,8 +83,10 @@ class _WorkersCollector:
     def collect(self) -> Any:
         from prometheus_client.core import GaugeMetricFamily
 
+        # Not one that has ended, its pipes not closed yet.
+        alive = [w for _, w in self._pool.workers.values() if not getattr(w, "exited", False)]
         yield GaugeMetricFamily(
-            "smtpd_workers_alive", "Worker processes running now.", value=len(self._pool.workers)
+            "smtpd_workers_alive", "Worker processes running now.", value=len(alive)
         )
 
 
@@ -154,14 +161,46 @@ class WorkerMetrics(GivesLogObserver, MultiService):
 
 #: The kinds of C{prometheus_client}'s files whose values stay in the sums
 #: once the worker that wrote them has ended.
-_KEPT = ("counter", "histogram", "summary")
+#: A handler's own gauges stay too, in the modes that sum, or keep the
+#: least, the greatest or the latest value of, every process, alive or
+#: ended (C{prometheus_client}'s documented modes; a scrape reads them
+#: without the pid): each is kept the same way in its own sum.  Those
+#: that give a series per pid (C{all}) stay as their workers left them.
+_KEPT = (
+    "counter",
+    "histogram",
+    "summary",
+    "gauge_sum",
+    "gauge_max",
+    "gauge_min",
+    "gauge_mostrecent",
+)
+
+
+def _combine(kind: str, total: list[float], value: float, timestamp: float) -> None:
+    """
+    Add the ended worker's C{value} at C{timestamp} into C{total}, the
+    value and timestamp of the workers that ended before it, as a scrape
+    would combine them (C{kind}, L{_KEPT}).
+    """
+    if kind == "gauge_max":
+        total[0] = max(total[0], value)
+    elif kind == "gauge_min":
+        total[0] = min(total[0], value)
+    elif kind == "gauge_mostrecent":
+        if timestamp >= total[1]:
+            total[0] = value
+    else:
+        total[0] += value
+    total[1] = max(total[1], timestamp)
 
 
 def foldEndedWorker(directory: str, pid: int) -> None:
     """
-    Add the counters, histograms and summaries of the ended worker C{pid}
-    into the files holding those of every worker that ended before it
-    (C{counter_ended.db}, ...) and remove its own, so that the directory
+    Add the counters, histograms and summaries of the ended worker C{pid},
+    and the gauges kept once a worker ends (L{_KEPT}), into the files
+    holding those of every worker that ended before it
+    (C{counter_ended.db}, C{gauge_max_ended.db}, ...) and remove its own, so that the directory
     holds a bounded number of files however many workers end (a worker
     that dies at once, started again every 30 seconds, would otherwise
     leave thousands a day, every one read by each scrape).
@@ -170,12 +209,17 @@ def foldEndedWorker(directory: str, pid: int) -> None:
     one, before the worker's own file goes: a failure (the disk full)
     leaves the old sum and the worker's file, never a value counted twice.
     The parent is the only process that writes these files, from its
-    reactor, as it serves the scrapes that read them.
+    reactor, as it serves the scrapes that read them: a scrape comes
+    before or after a fold, never in the middle of one, and the new sum
+    (C{counter_ended.new}) is no file a scrape reads.
 
     A file of the worker's that cannot be read (cut short: the worker was
     killed while it made it) is renamed out of the scrapes' way, to
     C{counter_PID.unreadable}: every scrape would fail on it, and its
     counts are lost to them anyway.  The worker's other files are added.
+    An unreadable sum (C{counter_ended.db}) is set aside the same way, with
+    one line, and the sum starts again from the worker's counts
+    (L{setAsideEnded}).
 
     @raise ValueError: A file could not be read (after the others were
         added).
@@ -190,19 +234,29 @@ def foldEndedWorker(directory: str, pid: int) -> None:
             values = readMetricsFile(path)
         except FileNotFoundError:
             continue
-        except ValueError as e:
-            os.replace(path, path[: -len(".db")] + ".unreadable")
+        except (OSError, ValueError) as e:
+            setAside(path)
+            if isinstance(e, OSError):
+                e = ValueError(f"{os.path.basename(path)} is unreadable ({e.strerror})")
             unreadable = unreadable or e
             continue
         ended = os.path.join(directory, f"{kind}_ended.db")
         sums: dict[str, list[float]] = {}
-        if os.path.exists(ended):
+        try:
             for key, value, timestamp in readMetricsFile(ended):
                 sums[key] = [value, timestamp]
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as e:
+            # Every scrape would fail on it: out of their way, and the
+            # sums start again from this worker's.
+            setAsideEnded(ended, e.strerror if isinstance(e, OSError) and e.strerror else e)
+            sums.clear()
         for key, value, timestamp in values:
-            total = sums.setdefault(key, [0.0, 0.0])
-            total[0] += value
-            total[1] = max(total[1], timestamp)
+            if key in sums:
+                _combine(kind, sums[key], value, timestamp)
+            else:
+                sums[key] = [value, timestamp]
         # Not a .db file: never read by a scrape before it replaces the
         # sum.
         new = ended[: -len(".db")] + ".new"
@@ -218,39 +272,6 @@ def foldEndedWorker(directory: str, pid: int) -> None:
         os.remove(path)
     if unreadable is not None:
         raise unreadable
-
-
-def readMetricsFile(path: str) -> list[tuple[str, float, float]]:
-    """
-    The values of a C{prometheus_client} multiprocess file: each key, value
-    and timestamp (0 where the release of C{prometheus_client} keeps none,
-    as the older ones the package allows).
-
-    @raise ValueError: The file is cut short or holds no such values (a
-        worker killed while it made it); C{prometheus_client} says so with
-        C{struct.error} or C{RuntimeError}.
-    """
-    from prometheus_client.mmap_dict import MmapedDict
-
-    try:
-        entries: list[Any] = list(MmapedDict.read_all_values_from_file(path))
-    except (struct.error, RuntimeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{os.path.basename(path)} is unreadable ({e})") from e
-    return [(e[0], e[1], e[2] if len(e) == 4 else 0.0) for e in entries]
-
-
-def writeMetricsValue(d: Any, key: str, value: float, timestamp: float) -> None:
-    """
-    Write C{value} under C{key} into the opened multiprocess file C{d}
-    (a C{prometheus_client} C{MmapedDict}), with its timestamp where the
-    release of C{prometheus_client} keeps one.
-    """
-    import inspect
-
-    if len(inspect.signature(d.write_value).parameters) >= 3:
-        d.write_value(key, value, timestamp)
-    else:
-        d.write_value(key, value)
 
 
 def prepareWorkerMetrics() -> str:

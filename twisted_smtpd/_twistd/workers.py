@@ -42,7 +42,6 @@ from typing import Any
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -54,6 +53,7 @@ from twisted_smtpd._twistd.logfile import GivesLogObserver, ReopenOnSignal
 from twisted_smtpd._twistd.stopsignals import StopOnce
 from twisted_smtpd._twistd.workercert import SHARED_CERTIFICATE
 from twisted_smtpd._twistd.workerlisteners import INHERITED, ListenerSpec
+from twisted_smtpd._twistd.workerprocess import _Worker
 from twisted_smtpd._twistd.workerwatchdog import DEFAULT_TIMEOUT, HEARTBEAT, Watchdog
 
 #: The environment variable naming the worker's end of the pipe from its
@@ -64,16 +64,8 @@ PARENT_PIPE = "TWISTED_SMTPD_PARENT_PIPE"
 #: log lines can name it as its parent's do (C{worker 1, pid 4242}).
 WORKER_INDEX = "TWISTED_SMTPD_WORKER_INDEX"
 
-#: The longest sign of life kept while it waits for its end: a session
-#: count of up to 16 digits.
-_MAX_SIGN = 17
-
 _RUN_TWISTD = "from twisted_smtpd._twistd.workerside import runWorker; runWorker()"
 
-
-#: The longest piece of a worker's log held back while it waits for the
-#: end of its line.
-_MAX_PARTIAL = 1 << 20
 
 #: Seconds a worker must run for its end to count as a new failure rather
 #: than one more of a series: its restart pause starts again from the
@@ -83,6 +75,11 @@ _STABLE = 60.0
 
 #: The most of a worker's unfinished last line logged (L{WorkerPool._workerLog}).
 _MAX_CUT = 1000
+
+#: The most of a line of a worker's output that is no line of the log
+#: logged: room for a worker's own line saying why it cannot start
+#: (L{runWorker <twisted_smtpd._twistd.workerside.runWorker>}).
+_MAX_STRAY = 2000
 
 
 def _isJSONObject(text: str) -> bool:
@@ -123,108 +120,6 @@ def howEnded(status: object) -> str:
             return f"killed by signal {number}"
         return f"killed by {name}, signal {number}"
     return f"exit status {getattr(status, 'exitCode', None)}"
-
-
-class _Worker(ProcessProtocol):
-    def __init__(self, pool: WorkerPool, index: int) -> None:
-        self.pool = pool
-        self.index = index
-        self.ended: Deferred[None] = Deferred()
-        #: When it was started (the reactor's time).
-        self.started = 0.0
-        #: Its process id, once started.
-        self.pid: int | None = None
-        #: Whether it said it is ready (its reactor runs, its signal
-        #: handlers are in place) by closing its standard input.
-        self.ready = False
-        #: Whether a SIGHUP came before it was ready, to pass on once it is.
-        self.hangupPending = False
-        #: When it was started, said it is ready or gave a sign of life
-        #: (L{Watchdog}), and whether the watchdog killed it.
-        self.lastSign = 0.0
-        self.killed = False
-        #: The descriptor of its signs of life, if it gives any.
-        self.heartbeatFD: int | None = None
-        #: How many sessions it said it held at its last sign of life, and
-        #: when (the reactor's time); C{None} before its first count.
-        self.sessions: int | None = None
-        self.sessionsAt = 0.0
-        self._sign = b""
-        self._partial = b""
-        self._dropping = False
-
-    def outReceived(self, data: bytes) -> None:
-        """
-        Pass the worker's whole log lines on; the start of a line waits for
-        its end (up to L{_MAX_PARTIAL}).
-        """
-        if self._dropping:
-            # The rest of a line too long to pass on, up to its end.
-            end = data.find(b"\n") + 1
-            if end == 0:
-                return
-            self._dropping = False
-            data = data[end:]
-        data = self._partial + data
-        end = data.rfind(b"\n") + 1
-        self._partial = data[end:]
-        if end:
-            self.pool._workerLog(self, data[:end])
-        if len(self._partial) >= _MAX_PARTIAL:
-            # Never passed on in pieces, each of which could pass for a
-            # line of the log (or, in JSON, be no JSON at all).
-            self._partial = b""
-            self._dropping = True
-            self.pool._log.warn(
-                "worker {index}: a log line over {limit} octets dropped",
-                index=self.index,
-                limit=_MAX_PARTIAL,
-            )
-
-    def childDataReceived(self, childFD: int, data: bytes) -> None:
-        if childFD == self.heartbeatFD:
-            self.lastSign = self.pool.reactor.seconds()
-            self._countSessions(data)
-        else:
-            super().childDataReceived(childFD, data)
-
-    def _countSessions(self, data: bytes) -> None:
-        """
-        Keep the last session count the worker's signs of life gave (each
-        a number and a line end, L{Heartbeat
-        <twisted_smtpd._twistd.workerwatchdog.Heartbeat>}); anything else
-        is a sign of life and nothing more.
-        """
-        *lines, rest = (self._sign + data).split(b"\n")
-        self._sign = rest if len(rest) < _MAX_SIGN else b""
-        for line in reversed(lines):
-            if line.isdigit() and len(line) < _MAX_SIGN:
-                self.sessions = int(line)
-                self.sessionsAt = self.lastSign
-                return
-
-    def inConnectionLost(self) -> None:
-        """
-        The worker closed its standard input: it is ready
-        (L{closeStandardInput
-        <twisted_smtpd._twistd.workerside.closeStandardInput>}), or gone.
-        """
-        self.ready = True
-        self.lastSign = self.pool.reactor.seconds()
-        self.pool._workerReady(self)
-
-    def outConnectionLost(self) -> None:
-        """
-        The worker's output ended (as a rule, the worker did): its last
-        line, unfinished if it died while writing it, is passed on.
-        """
-        partial, self._partial = self._partial, b""
-        if partial and not self._dropping:
-            self.pool._workerLog(self, partial, cut=True)
-
-    def processEnded(self, reason: Failure) -> None:
-        self.ended.callback(None)
-        self.pool._workerEnded(self, reason)
 
 
 class WorkerPool(GivesLogObserver):
@@ -375,6 +270,7 @@ class WorkerPool(GivesLogObserver):
             childFDs[fd + 1] = "r"
             env[HEARTBEAT] = f"{fd + 1},{self._watchdog.interval}"
 
+        protocol.childPipes = [fd for fd, kind in childFDs.items() if isinstance(kind, str)]
         env[INHERITED] = "\n".join(lines)
         env[PARENT_PIPE] = str(fd)
         env[WORKER_INDEX] = str(index)
@@ -439,17 +335,40 @@ class WorkerPool(GivesLogObserver):
             if self._isLogLine(line):
                 self._writer.forward(line + "\n")
             elif line:
-                self._log.info("worker {index}: {line}", index=worker.index, line=printable(line))
+                # It may be anything up to _MAX_PARTIAL.
+                self._log.info(
+                    "worker {index}: {line}",
+                    index=worker.index,
+                    line=printable(line[:_MAX_STRAY]) + ("..." if len(line) > _MAX_STRAY else ""),
+                )
 
     def _isLogLine(self, line: str) -> bool:
         """
-        Whether C{line} is in the log's format: a JSON object, or a line
-        starting with its time or continuing the one before (a tab).
+        Whether C{line} is in the log's format: a JSON object (whole: the
+        start of one, or a Python C{dict} a handler printed, would be a
+        line of the JSON log that is no JSON), or a line starting with its
+        time or continuing the one before (a tab), with no character that
+        could disguise a line (a terminal's escape: a handler's C{print}
+        that happened to start with a digit).
         """
         assert self._writer is not None
         if self._writer.json:
-            return line.startswith("{")
-        return line[:1].isdigit() or line.startswith("\t")
+            return line.startswith("{") and _isJSONObject(line)
+        if line.startswith("\t"):
+            line = line[1:]
+        elif not line[:1].isdigit():
+            return False
+        return printable(line) == line
+
+    def _workerExited(self, worker: _Worker) -> None:
+        """
+        The process of C{worker} ended and was reaped, its pipes perhaps
+        still open (L{_Worker.processExited}): the callbacks of
+        L{onWorkerEnded} get its pid while no other process can have it.
+        """
+        if not self._stopping and worker.pid is not None:
+            for callback in self.onWorkerEnded:
+                callback(worker.pid)
 
     def _workerEnded(self, worker: _Worker, reason: Failure) -> None:
         index = worker.index
@@ -467,9 +386,6 @@ class WorkerPool(GivesLogObserver):
                     how=howEnded(reason.value),
                 )
             return
-        if worker.pid is not None:
-            for callback in self.onWorkerEnded:
-                callback(worker.pid)
         if worker.sessions:
             # Connections still open ended with it, reset (a graceful stop
             # closed them before): their clients were answered nothing

@@ -41,7 +41,7 @@ from twisted_smtpd._twistd.tapconfig import _sameFile as sameFile
 from twisted_smtpd._twistd.tapconfig import reason
 from twisted_smtpd._twistd.workercert import removeSharedCertificate
 from twisted_smtpd._twistd.workers import PARENT_PIPE, WORKER_INDEX
-from twisted_smtpd._twistd.workerwatchdog import Heartbeat
+from twisted_smtpd._twistd.workerwatchdog import Heartbeat, heartbeatPipe
 
 #: The file in the workers' metrics directory that every worker holds a
 #: shared lock on while it lives; its parent makes it.
@@ -137,6 +137,8 @@ def runWorker(run: Callable[[], object] | None = None) -> None:
 
         run = twistd.run
     sys.argv[0] = "twistd"
+    if parentPipe() is not None:
+        keepPipesFromChildren()
     try:
         run()
     except Exception as e:
@@ -160,12 +162,47 @@ def stdoutToStderr() -> None:
     os.dup2(2, 1)
 
 
+#: The worker's own copy of the pipe from its parent that was its standard
+#: input, once moved aside (L{keepPipesFromChildren}).
+_readiness: list[int] = []
+
+
+def keepPipesFromChildren(environ: dict[str, str] | None = None) -> None:
+    """
+    In a worker, before its handler is made: the processes it starts (a
+    handler's command) inherit none of the pipes from its parent but its
+    standard output and error.  A copy held by such a process for as long
+    as it runs would hide what the parent learns from their ends: that the
+    worker is ready (the parent passes SIGHUP only to a worker it saw
+    ready), or gone (L{ParentWatch}).
+
+    Standard input, the pipe whose end tells the parent the worker is
+    ready (L{closeStandardInput}), moves to a descriptor of its own that
+    no process started inherits; standard input becomes C{/dev/null}.
+    """
+    heartbeat = heartbeatPipe(environ)
+    for fd in (parentPipe(environ), heartbeat[0] if heartbeat else None):
+        if fd is not None:
+            with suppress(OSError):
+                os.set_inheritable(fd, False)
+    with suppress(OSError):
+        kept = os.dup(0)
+        _readiness.append(kept)
+        null = os.open(os.devnull, os.O_RDONLY)
+        if null != 0:
+            os.dup2(null, 0)
+            os.close(null)
+
+
 def closeStandardInput() -> None:
     """
     In a worker that is ready: close the pipe from the parent that is its
-    standard input (standard input becomes C{/dev/null}), which tells the
-    parent it is ready.
+    standard input (or was, L{keepPipesFromChildren}; standard input
+    becomes C{/dev/null}), which tells the parent it is ready.
     """
+    while _readiness:
+        with suppress(OSError):
+            os.close(_readiness.pop())
     fd = os.open(os.devnull, os.O_RDONLY)
     if fd != 0:
         os.dup2(fd, 0)

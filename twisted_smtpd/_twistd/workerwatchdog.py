@@ -156,7 +156,9 @@ class Watchdog:
             return
         for process, worker in list(self._workers()):
             silent = now - worker.lastSign
-            if worker.killed or silent < self.timeout:
+            # One that has ended already, its pipes still open, is not
+            # silent: it waits for them to close.
+            if worker.killed or getattr(worker, "exited", False) or silent < self.timeout:
                 continue
             worker.killed = True
             self._log.warn(
