@@ -107,6 +107,12 @@ class TLSPolicy:
         try:
             options: Any = CertificateOptions(**kwargs)
             context: SSL.Context = options.getContext()
+            # A TLS 1.2 client's renegotiation is refused (a no_renegotiation
+            # alert) whatever the OpenSSL below: 3.0 and later refuse it by
+            # default, 1.1.1 (which cryptography still builds against) lets a
+            # client renegotiate without end, each a full handshake for the
+            # server, and change its certificate in the middle of a session.
+            context.set_options(SSL.OP_NO_RENEGOTIATION)
             level = securityLevel(self.ciphers)
             if level is not None:
                 # Twisted expands the string into the names of its ciphers,
