@@ -59,6 +59,11 @@ def _version(value: str) -> str:
     return name
 
 
+#: OpenSSL's option refusing renegotiation (1.1.0h and later); pyOpenSSL
+#: leaves the name out where the library has none.
+_NO_RENEGOTIATION: int = getattr(SSL, "OP_NO_RENEGOTIATION", 0)
+
+
 @frozen
 class TLSPolicy:
     """
@@ -107,6 +112,13 @@ class TLSPolicy:
         try:
             options: Any = CertificateOptions(**kwargs)
             context: SSL.Context = options.getContext()
+            # A TLS 1.2 client's renegotiation is refused (a no_renegotiation
+            # alert) whatever the OpenSSL below: 3.0 and later refuse it by
+            # default, 1.1.1 (which cryptography still builds against) lets a
+            # client renegotiate without end, each a full handshake for the
+            # server, and change its certificate in the middle of a session.
+            if _NO_RENEGOTIATION:
+                context.set_options(_NO_RENEGOTIATION)
             level = securityLevel(self.ciphers)
             if level is not None:
                 # Twisted expands the string into the names of its ciphers,
