@@ -22,6 +22,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 
 __all__ = [
+    "SSL_ARGUMENTS",
     "ListenFailed",
     "OwnKeys",
     "_Listener",
@@ -162,7 +163,7 @@ class OwnKeys:
 
 #: The arguments of Twisted's C{ssl:} endpoint string after the port, in
 #: the order it takes them positionally.
-_SSL_ARGUMENTS = (
+SSL_ARGUMENTS = (
     "privateKey",
     "certKey",
     "sslmethod",
@@ -198,11 +199,11 @@ def _ownKeys(rest: str) -> tuple[str, OwnKeys | None]:
         if len(args) > 1:
             raise ValueError("ssl: port given twice")
         args = [*args, kwargs.pop("port")]
-    values: dict[str, str] = dict(zip(_SSL_ARGUMENTS, args[2:], strict=False))
-    if len(args) > 2 + len(_SSL_ARGUMENTS):
+    values: dict[str, str] = dict(zip(SSL_ARGUMENTS, args[2:], strict=False))
+    if len(args) > 2 + len(SSL_ARGUMENTS):
         raise ValueError("too many arguments for ssl:")
     for name, value in kwargs.items():
-        if name not in _SSL_ARGUMENTS:
+        if name not in SSL_ARGUMENTS:
             raise ValueError(f"ssl: takes no argument {name!r}")
         if name in values:
             raise ValueError(f"ssl: {name} given twice")

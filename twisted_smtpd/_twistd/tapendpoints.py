@@ -20,6 +20,8 @@ from typing import Any, NamedTuple
 
 from twisted.python import usage
 
+from twisted_smtpd._serving.listeners import SSL_ARGUMENTS
+
 __all__ = ["checkParameters"]
 
 #: A minus sign is let through, for the port's range check to name.
@@ -50,20 +52,7 @@ _TCP_NUMBERS = {"port": _DIGITS, "backlog": _DIGITS}
 _SERVER = {
     "tcp": _Kind(("port", "interface", "backlog"), ("port",), _TCP_NUMBERS),
     "tcp6": _Kind(("port", "backlog", "interface"), ("port",), _TCP_NUMBERS),
-    "ssl": _Kind(
-        (
-            "port",
-            "privateKey",
-            "certKey",
-            "sslmethod",
-            "interface",
-            "backlog",
-            "extraCertChain",
-            "dhParameters",
-        ),
-        ("port",),
-        _TCP_NUMBERS,
-    ),
+    "ssl": _Kind(("port", *SSL_ARGUMENTS), ("port",), _TCP_NUMBERS),
     "unix": _Kind(
         ("address", "mode", "backlog", "lockfile"),
         ("address",),
