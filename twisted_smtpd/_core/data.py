@@ -119,12 +119,12 @@ class DataDecoder:
     decodes to is held back only while it is shorter than C{shortPiece}
     octets (L{SHORT_PIECE}): such short pieces (a body read a few octets at
     a time, in tiny TLS records or TCP segments) are joined until they make
-    C{shortPiece} octets, a longer piece comes, or the body ends, as L{ChunkDecoder}
-    does for BDAT, so that a handler keeping the pieces does not keep one
-    object per few octets.  Each feed hands on at most three chunks; a feed
-    with no period starting a line and no bare line break is handed on as a
-    slice of the input, and a feed that is all body as the input object
-    itself.
+    C{shortPiece} octets, a longer piece comes, the body ends, or L{flush}
+    is called (about once a second), as L{ChunkDecoder} does for BDAT, so
+    that a handler keeping the pieces does not keep one object per few
+    octets.  Each feed hands on at most three chunks; a feed with no period
+    starting a line and no bare line break is handed on as a slice of the
+    input, and a feed that is all body as the input object itself.
 
     @ivar maxSize: The size limit in bytes, 0 for none.
     @ivar bareNewline: The bare newline policy: C{"reject"} passes bare CR
@@ -368,6 +368,25 @@ class DataDecoder:
             held.clear()
         return chunks, -1
 
+    def flush(self) -> bytes:
+        """
+        Hand on the short pieces held (L{SHORT_PIECE}) now, however few.
+        The session does about once a second (L{MessageReceiver.flushHeld
+        <twisted_smtpd._serving.receiving.MessageReceiver.flushHeld>}), so
+        that a body trickling in slower than C{shortPiece} octets a second
+        still reaches the handler as it comes: a handler passing it on has
+        a next hop that gives up after a few minutes without a word.  A CR
+        whose LF may come next stays held.
+
+        @return: The body bytes held, C{b""} for none.
+        """
+        held = self._held
+        if not held:
+            return b""
+        data = bytes(held)
+        held.clear()
+        return data
+
     def _bareCR(self) -> bytes:
         """
         Note that a held-back CR turned out bare; return what it decodes to.
@@ -401,11 +420,11 @@ class ChunkDecoder:
     Pieces shorter than L{SHORT_PIECE} octets (a chunk of a few octets,
     or the end of a chunk that a read cut short) are joined before they are
     handed on, until they make L{SHORT_PIECE} octets, a longer piece comes,
-    or the message ends: a client sending its body as BDAT chunks of two
-    octets would otherwise make the handler keep one object per two octets
-    (about twenty times the body's size in memory, whatever limit in
-    octets the handler's buffers have).  At most L{SHORT_PIECE} octets are
-    held back so.
+    the message ends, or L{flush} is called (about once a second): a client
+    sending its body as BDAT chunks of two octets would otherwise make the
+    handler keep one object per two octets (about twenty times the body's
+    size in memory, whatever limit in octets the handler's buffers have).
+    At most L{SHORT_PIECE} octets are held back so.
 
     @ivar final: Whether the chunk being read is the C{LAST} one.
     """
@@ -482,3 +501,17 @@ class ChunkDecoder:
                 chunks.append(bytes(held))
                 held.clear()
         return chunks, end
+
+    def flush(self) -> bytes:
+        """
+        Hand on the short pieces held now, however few, as
+        L{DataDecoder.flush} does.
+
+        @return: The body bytes held, C{b""} for none.
+        """
+        held = self._held
+        if not held:
+            return b""
+        data = bytes(held)
+        held.clear()
+        return data

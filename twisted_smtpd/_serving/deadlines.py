@@ -173,6 +173,12 @@ def check(p: SessionControl, now: float) -> None:
         # hook with it, for as long as it likes.
         handlerTimedOut(p, late)
         return
+    receiver = p.receiver
+    if receiver is not None:
+        # Short body pieces held to be joined wait a second at most: a
+        # handler passing the body on does not leave its next hop waiting
+        # past its own timeout for the next 4 KiB of a trickling body.
+        receiver.flushHeld()
     if p.pauses & PAUSE_WRITE:
         # The client does not read its replies: only progress in sending
         # them counts as its activity.

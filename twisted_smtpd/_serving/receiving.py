@@ -36,6 +36,8 @@ class BodyDecoder(Protocol):
 
     def feedFrom(self, data: bytes, begin: int) -> tuple[list[bytes], int]: ...
 
+    def flush(self) -> bytes: ...
+
 
 def errorFromReply(reply: Reply) -> SMTPError:
     """
@@ -177,6 +179,18 @@ class MessageReceiver:
         if self._outcome is not _PENDING and not self.finished:
             self._finish()
         return rest
+
+    def flushHeld(self) -> None:
+        """
+        Hand the short pieces the decoder holds to be joined on to the
+        stream now, however few (the session's deadline sweep does, about
+        once a second): a body trickling in reaches the handler as it
+        comes, not once 4 KiB of it are in.
+        """
+        if not self.ended:
+            piece = self._decoder.flush()
+            if piece:
+                self.stream._write(piece)
 
     def refuse(self, reply: Reply) -> None:
         """

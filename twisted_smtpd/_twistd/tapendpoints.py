@@ -26,7 +26,9 @@ __all__ = ["checkParameters"]
 
 #: A minus sign is let through, for the port's range check to name.
 _DIGITS = re.compile(r"-?[0-9]+")
-_OCTAL = re.compile(r"[0-7]+")
+#: A UNIX socket's mode: octal digits, after C{0o} as in Python (Twisted
+#: reads it with C{int(mode, 8)}, which takes C{0o660} as C{660}).
+_OCTAL = re.compile(r"(?:0[oO])?[0-7]+")
 
 
 class _Kind(NamedTuple):
