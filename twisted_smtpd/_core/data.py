@@ -76,6 +76,18 @@ def _findCrlfDot(data: bytes, start: int) -> int:
     return -1 if found is None else found.start()
 
 
+def _takeHeld(held: bytearray | None) -> bytes:
+    """
+    The short pieces a decoder holds (L{SHORT_PIECE}), taken out of
+    C{held}: C{b""} for none.
+    """
+    if not held:
+        return b""
+    data = bytes(held)
+    held.clear()
+    return data
+
+
 def _hasBareNewline(region: bytes) -> bool:
     """
     Whether C{region} holds a CR not followed by LF or an LF not preceded by
@@ -380,12 +392,7 @@ class DataDecoder:
 
         @return: The body bytes held, C{b""} for none.
         """
-        held = self._held
-        if not held:
-            return b""
-        data = bytes(held)
-        held.clear()
-        return data
+        return _takeHeld(self._held)
 
     def _bareCR(self) -> bytes:
         """
@@ -509,9 +516,4 @@ class ChunkDecoder:
 
         @return: The body bytes held, C{b""} for none.
         """
-        held = self._held
-        if not held:
-            return b""
-        data = bytes(held)
-        held.clear()
-        return data
+        return _takeHeld(self._held)
