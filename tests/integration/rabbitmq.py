@@ -176,6 +176,39 @@ class RabbitMQ:
             time.sleep(0.1)
         raise BrokerFailed("rabbitmq-server still listening after stopping")
 
+    def pause(self) -> None:
+        """
+        Stop every process of the broker (C{SIGSTOP} to its process group)
+        and wait until each of their threads is stopped.
+
+        C{kill} only marks the signal pending: the group stop begins when
+        one chosen thread next runs, and until then the broker's other
+        threads may go on.  The wait also shows that the Erlang VM is in
+        the group the signal went to.
+
+        @raise BrokerFailed: If some thread is not stopped within
+            L{STOP_TIMEOUT} seconds.
+        """
+        assert self.process is not None
+        group = self.process.pid
+        os.killpg(group, signal.SIGSTOP)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while True:
+            threads = _groupThreads(group)
+            running = [t for t, (_, state) in threads.items() if state not in (b"T", b"t")]
+            if not running and any(name == b"beam.smp" for name, _ in threads.values()):
+                return
+            if time.monotonic() > deadline:
+                raise BrokerFailed(f"broker not stopped: {sorted(threads.items())}")
+            time.sleep(0.01)
+
+    def resume(self) -> None:
+        """
+        Let the broker run again after L{pause}.
+        """
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGCONT)
+
     def shutdown(self) -> None:
         """
         Stop the broker and its C{epmd}, and remove its directory.
@@ -227,6 +260,26 @@ class RabbitMQ:
             return int(result.method.message_count)
         finally:
             connection.close()
+
+
+def _groupThreads(group: int) -> dict[str, tuple[bytes, bytes]]:
+    """
+    The threads (C{pid/tid}) of the processes in process group C{group},
+    each with its process's name and its state (C{T} when stopped).
+    """
+    threads = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                    # pid (comm) state ppid pgrp ...; comm may hold ")".
+                    head, tail = f.read().rsplit(b")", 1)
+                fields = tail.split()
+                if int(fields[2]) == group:
+                    threads[f"{pid}/{tid}"] = (head.split(b"(", 1)[1], fields[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return threads
 
 
 _shared: RabbitMQ | None = None
