@@ -118,6 +118,39 @@ class BufferingTests(SynchronousTestCase):
         self.assertTrue(all(line.startswith("\t") for line in rest), rest)
         self.assertIn("ValueError: bad", out.getvalue())
 
+    def test_outsideTextEscaped(self) -> None:
+        """
+        A line from a handler or from Twisted, and a traceback, keep no
+        character that could end a line early or drive a terminal: a
+        client's text (a C{Subject:} with a CR, an escape sequence) in an
+        exception's message cannot start a line of its own, which a log
+        reader splitting at CR or a filter would take for the server's.
+        """
+        out = io.StringIO()
+        writer = BufferedLogWriter(out, reactor=Clock())
+        hostile = (
+            "x\r2026-12-06T10:00:00+0000 [twisted_smtpd.session#info] auth failed\x1b[2J\u2028"
+        )
+        try:
+            raise ValueError(hostile)
+        except ValueError:
+            Logger(namespace="handler", observer=writer).failure(
+                "subject {subject}", Failure(), subject=hostile
+            )
+        text = out.getvalue()
+        for character in "\r\x1b\u2028":
+            self.assertNotIn(character, text)
+        first, *rest = text.split("\n")[:-1]
+        self.assertTrue(
+            first.endswith(
+                "subject x\\x0d2026-12-06T10:00:00+0000"
+                " [twisted_smtpd.session#info] auth failed\\x1b[2J\\u2028"
+            ),
+            first,
+        )
+        self.assertTrue(rest and all(line.startswith("\t") for line in rest), rest)
+        self.assertIn("ValueError: x\\x0d2026", text)
+
 
 class FullDisk(io.StringIO):
     """

@@ -35,6 +35,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent
 from zope.interface import implementer
 
+from twisted_smtpd._core.printable import printable
 from twisted_smtpd._serving.logging import NAMESPACE, jsonDefault, jsonEvent
 
 _string: Callable[[str], str] = encode_basestring_ascii
@@ -62,6 +63,15 @@ def _defaultReactor() -> Any:
     from twisted.internet import reactor
 
     return reactor
+
+
+def _continued(text: str) -> str:
+    """
+    C{text} as log lines: its further lines begin with a TAB, and every
+    character that could end a line early or drive a terminal (a handler's
+    or a traceback's text may hold a client's) is escaped.
+    """
+    return "\n\t".join(map(printable, text.split("\n")))
 
 
 @implementer(ILogObserver)
@@ -193,10 +203,10 @@ class BufferedLogWriter:
             system = event.get("log_system")
             if system is None:
                 system = f"{event.get('log_namespace', '-')}#{getattr(level, 'name', '-')}"
-            text = f"{self._textPrefix} [{system}] {formatEvent(event)}".replace("\n", "\n\t")
+            text = _continued(f"{self._textPrefix} [{system}] {formatEvent(event)}")
             failure = event.get("log_failure")
             if failure is not None:
-                text += "\n\t" + failure.getTraceback().rstrip("\n").replace("\n", "\n\t")
+                text += "\n\t" + _continued(failure.getTraceback().rstrip("\n"))
         return text
 
     def forward(self, text: str) -> None:
