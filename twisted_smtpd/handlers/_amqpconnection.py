@@ -36,6 +36,12 @@ class BrokerConnection(TwistedProtocolConnection):  # type: ignore[misc]
     before the broker's C{Connection.Tune}) ends the connection at once, and
     so does inbound data pika cannot parse.
 
+    pika also gathers the body of a message the broker sends (a
+    C{Basic.Return}, a C{Basic.Deliver}) in memory up to the size its
+    content header announces, which may be 2**64 octets: a content header
+    announcing more than L{maxContent} octets ends the connection at once,
+    before its body arrives.
+
     pika's Twisted adapter also reports every connection that ends, during
     the handshake or after, without its cause (the broker's
     C{Connection.Close} code and text, a missed heartbeat, ...):
@@ -43,9 +49,13 @@ class BrokerConnection(TwistedProtocolConnection):  # type: ignore[misc]
 
     @ivar problem: Why the connection ended or is ending, sanitised, or
         C{None} while nothing went wrong.
+    @ivar maxContent: The largest message body the broker may send, or
+        C{None} for no limit: a message it returns is one the handler
+        published, no larger than the handler's C{maxMessageSize}.
     """
 
     problem: str | None = None
+    maxContent: int | None = None
     _dropped = False
 
     def drop(self, problem: str) -> None:
@@ -100,6 +110,22 @@ class BrokerConnection(TwistedProtocolConnection):  # type: ignore[misc]
         limit = self.frameMax()
         if size > limit:
             self.drop(f"the broker sent a frame of {size} octets, over frame_max {limit}")
+            return
+        if self.maxContent is not None:
+            self._checkContent(self.maxContent)
+
+    def _checkContent(self, limit: int) -> None:
+        """
+        Drop the connection if a channel is gathering a message body
+        announced larger than C{limit} octets.
+        """
+        for channel in self._impl._channels.values():
+            header = getattr(channel, "_content_assembler", None)
+            header = getattr(header, "_header_frame", None)
+            size = getattr(header, "body_size", 0)
+            if size > limit:
+                self.drop(f"the broker sent a message of {size} octets, over {limit}")
+                return
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """

@@ -233,7 +233,10 @@ class AMQPHandler(BaseHandler):
         reactor = self._reactor
 
         def build() -> BrokerConnection:
-            return BrokerConnection(parameters, custom_reactor=reactor)
+            connection = BrokerConnection(parameters, custom_reactor=reactor)
+            # What it returns is a message published here.
+            connection.maxContent = self.maxMessageSize
+            return connection
 
         factory = Factory.forProtocol(build)
         # One line per attempt, the handler's, not Twisted's two besides.
