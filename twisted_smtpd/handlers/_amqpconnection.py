@@ -12,10 +12,13 @@ from typing import Any
 
 import pika
 from pika.adapters.twisted_connection import TwistedProtocolConnection
+from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from twisted_smtpd.handlers._envelope import sanitise
 
@@ -23,6 +26,58 @@ from twisted_smtpd.handlers._envelope import sanitise
 # payload size), the payload and one frame-end octet.
 _FRAME_HEADER = 7
 _FRAME_OVERHEAD = _FRAME_HEADER + 1
+
+
+@implementer(IPushProducer)
+class SendWatch:
+    """
+    The flow control of a broker connection's transport, which buffers
+    whatever is written to it, without bound: registered on it as a
+    streaming producer, this is paused while its send buffer is full, that
+    is while the broker reads less than is published to it.
+
+    @ivar paused: Whether the send buffer is full now.
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self.paused = False
+        self._waiting: list[Deferred[None]] = []
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        if getattr(self._transport, "disconnecting", False):
+            # A closing transport that resumes a paused producer waits for
+            # it to go before it closes.
+            self._transport.unregisterProducer()
+        self._wake()
+
+    def stopProducing(self) -> None:
+        self.paused = False
+        self._wake()
+
+    def _wake(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
+
+    def drained(self) -> Deferred[None]:
+        """
+        Fire once the send buffer is no longer full (at once if it is not),
+        or the connection ended.
+        """
+        if not self.paused:
+            return Deferred.fromCoroutine(_nothing())
+        d: Deferred[None] = Deferred(self._waiting.remove)
+        self._waiting.append(d)
+        return d
+
+
+async def _nothing() -> None:
+    return None
 
 
 class BrokerConnection(TwistedProtocolConnection):  # type: ignore[misc]
@@ -56,7 +111,31 @@ class BrokerConnection(TwistedProtocolConnection):  # type: ignore[misc]
 
     problem: str | None = None
     maxContent: int | None = None
+    sending: SendWatch | None = None
     _dropped = False
+
+    def connectionMade(self) -> None:
+        """
+        Watch the transport's send buffer (L{sending}).
+        """
+        super().connectionMade()
+        assert self.transport is not None
+        self.sending = SendWatch(self.transport)
+        self.transport.registerProducer(self.sending, True)
+
+    async def drained(self, seconds: float, clock: Any) -> bool:
+        """
+        Whether the send buffer is not full, or stops being full within
+        C{seconds} (the broker reads again).
+        """
+        sending = self.sending
+        if sending is None or not sending.paused:
+            return True
+        try:
+            await sending.drained().addTimeout(seconds, clock)
+        except defer.TimeoutError:
+            return False
+        return True
 
     def drop(self, problem: str) -> None:
         """
