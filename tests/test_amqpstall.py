@@ -13,13 +13,20 @@ freed.
 from __future__ import annotations
 
 from pika import spec
+from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionAborted
+from twisted.internet.protocol import Factory
+from twisted.internet.ssl import optionsForClientTLS
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_amqp import TwistedProtocolConnectionTests, methodFrame
+from tests.test_amqp import URL, TwistedProtocolConnectionTests, methodFrame
 from tests.test_handlers import makeSession
 from twisted_smtpd import SMTPError
 from twisted_smtpd._stream import MessageStream
-from twisted_smtpd.handlers._amqpconnection import SendWatch
+from twisted_smtpd.handlers._amqpconnection import BrokerConnection, SendWatch
+from twisted_smtpd.handlers.amqp import AMQPHandler
 
 BODY = b"Subject: stalled\r\n\r\n" + b"x" * 1000 + b"\r\n"
 
@@ -118,3 +125,32 @@ class StalledBrokerTests(TwistedProtocolConnectionTests):
         self.transport.loseConnection()
         producer.resumeProducing()
         self.assertIsNone(self.transport.producer)
+
+
+class TLSTransportTests(SynchronousTestCase):
+    """
+    Over TLS (C{amqps://}) the send buffer watched is the TCP
+    transport's.
+    """
+
+    def test_watchBelowTLS(self) -> None:
+        """
+        The watch is registered on the transport below TLS, not on TLS's:
+        a TLS transport with a producer registered sends no close alert,
+        and so does not close, when the connection is closed politely.
+        """
+        handler = AMQPHandler(URL.replace("amqp://", "amqps://"), reactor=MemoryReactorClock())
+        factory = TLSMemoryBIOFactory(
+            optionsForClientTLS("localhost"),
+            True,
+            Factory.forProtocol(lambda: BrokerConnection(handler._parameters)),
+        )
+        tls = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5671))
+        assert tls is not None
+        tcp = StringTransport()
+        tls.makeConnection(tcp)
+        connection = tls.wrappedProtocol
+        self.assertIs(connection.transport, tls)
+        self.assertIsInstance(tcp.producer, SendWatch)
+        self.assertIs(tcp.producer, connection.sending)
+        self.assertIsNone(tls._producer)

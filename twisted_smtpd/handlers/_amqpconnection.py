@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import connectionDone
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -116,12 +117,16 @@ class BrokerConnection(TwistedProtocolConnection):  # type: ignore[misc]
 
     def connectionMade(self) -> None:
         """
-        Watch the transport's send buffer (L{sending}).
+        Watch the send buffer (L{sending}) of the TCP transport, below TLS
+        for C{amqps://}: a TLS transport with a producer registered would
+        not close until it went.
         """
         super().connectionMade()
-        assert self.transport is not None
-        self.sending = SendWatch(self.transport)
-        self.transport.registerProducer(self.sending, True)
+        transport: Any = self.transport
+        while isinstance(transport, ProtocolWrapper) and transport.transport is not None:
+            transport = transport.transport
+        self.sending = SendWatch(transport)
+        transport.registerProducer(self.sending, True)
 
     async def drained(self, seconds: float, clock: Any) -> bool:
         """
