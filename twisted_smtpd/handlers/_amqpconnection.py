@@ -13,7 +13,7 @@ from typing import Any
 import pika
 from pika.adapters.twisted_connection import TwistedProtocolConnection
 from twisted.internet import defer
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import connectionDone
@@ -71,14 +71,10 @@ class SendWatch:
         or the connection ended.
         """
         if not self.paused:
-            return Deferred.fromCoroutine(_nothing())
+            return succeed(None)
         d: Deferred[None] = Deferred(self._waiting.remove)
         self._waiting.append(d)
         return d
-
-
-async def _nothing() -> None:
-    return None
 
 
 class BrokerConnection(TwistedProtocolConnection):  # type: ignore[misc]
@@ -203,7 +199,8 @@ class BrokerConnection(TwistedProtocolConnection):  # type: ignore[misc]
         Drop the connection if a channel is gathering a message body
         announced larger than C{limit} octets.
         """
-        for channel in self._impl._channels.values():
+        channels = getattr(self._impl, "_channels", None) or {}
+        for channel in channels.values():
             header = getattr(channel, "_content_assembler", None)
             header = getattr(header, "_header_frame", None)
             size = getattr(header, "body_size", 0)
