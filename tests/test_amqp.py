@@ -636,3 +636,57 @@ class FrameLimitTests(TwistedProtocolConnectionTests):
                 " octets, over frame_max 131072; again in 0.5s"
             ],
         )
+
+
+class ContentLimitTests(TwistedProtocolConnectionTests):
+    """
+    pika gathers the body of a message the broker sends in memory, up to
+    the size its content header announces: a header announcing more than
+    the handler's C{maxMessageSize} (larger than any message it published
+    and could have returned) ends the connection at once, with one line.
+    """
+
+    def returned(self, size: int) -> bytes:
+        """
+        A C{Basic.Return} and the content header of a body of C{size}
+        octets.
+        """
+        method = methodFrame(spec.Basic.Return(312, "NO_ROUTE", "", "smtpd"), 1)
+        properties = pika.BasicProperties(message_id="unknown")
+        return method + bytes(pika.frame.Header(1, size, properties).marshal())
+
+    def test_hugeReturnedBody(self) -> None:
+        """
+        A returned message announcing 1 TiB is refused at its header: the
+        body frames that follow are not gathered.
+        """
+        self.connected()
+        self.feed(self.returned(1 << 40))
+        self.assertTrue(self.transport.disconnected)
+        frame = bytes(pika.frame.Body(1, b"x" * (131072 - 8)).marshal())
+        for _ in range(8):
+            self.feed(frame)
+        channel = self.connection._impl._channels[1]
+        self.assertEqual(channel._content_assembler._body_fragments, [])
+        self.lose(ConnectionAborted())
+        self.assertEqual(
+            self.lines(),
+            [
+                f"message broker connection lost: the broker sent a message of {1 << 40}"
+                f" octets, over {DEFAULT_MAX_MESSAGE_SIZE}; again in 0.5s"
+            ],
+        )
+
+    def test_returnedBodyAtLimit(self) -> None:
+        """
+        A returned message announcing C{maxMessageSize} octets, as large as
+        one the handler publishes, is read as usual.
+        """
+        self.connected()
+        self.feed(self.returned(DEFAULT_MAX_MESSAGE_SIZE))
+        frame = bytes(pika.frame.Body(1, b"x" * (131072 - 8)).marshal())
+        self.feed(frame, frame)
+        self.assertFalse(self.transport.disconnecting)
+        channel = self.connection._impl._channels[1]
+        self.assertEqual(channel._content_assembler._seen_so_far, 2 * (131072 - 8))
+        self.assertEqual(self.lines(), [])

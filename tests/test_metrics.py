@@ -510,6 +510,34 @@ class ListenerTests(SynchronousTestCase):
             self.assertTrue(transport.disconnecting, head)
             self.assertEqual([r.content for r in protocol.wrappedProtocol.requests], [None])
 
+    def test_malformedRequestLogged(self) -> None:
+        """
+        A malformed request, one with too many headers, and a request line
+        longer than Twisted reads, each get 400, their connection closed,
+        and one line in the listener's log, as its other refusals do;
+        nothing the client sent is quoted.
+        """
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        for request in [
+            b"G\x1b[31mET\r\n / HTTP/1.1\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\n" + b"X: \x1b[2J\r\n" * 600 + b"\r\n",
+            b"GET /" + b"\x1b" * 100000 + b" HTTP/1.1\r\n\r\n",
+        ]:
+            logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+            protocol, transport = self.connect()
+            protocol.dataReceived(request)
+            self.assertEqual(transport.value(), b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            self.assertTrue(transport.disconnecting)
+            self.assertEqual(
+                [formatEvent(e) for e in logged],
+                [
+                    "metrics: 400 Bad Request for a malformed or oversized request"
+                    " from 127.0.0.1:40000"
+                ],
+            )
+
     def test_requestDeadline(self) -> None:
         """
         A request trickled in, one header line every 4 seconds, is closed

@@ -453,6 +453,17 @@ class PipeUnitTests(SynchronousTestCase):
         self.assertEqual(firstLine(b"\n \r\n\tuser unknown\x00!\nnext"), "user unknown !")
         self.assertEqual(firstLine(b""), "")
 
+    def test_firstLineUnicodeControls(self) -> None:
+        """
+        L{firstLine} also replaces what a command's standard error could
+        use to forge or disguise the log line quoting it: the C1 controls
+        (C{U+009B} starts an ANSI escape sequence, C{U+0085} is a line
+        break to some readers), the line and paragraph separators and the
+        bidirectional controls.
+        """
+        stderr = "a\u009b31mred\u0085b\u2028c\u2029d\u202ee\n".encode()
+        self.assertEqual(firstLine(stderr), "a 31mred b c d e")
+
 
 class PipeProcessTests(TestCase):
     """

@@ -410,6 +410,29 @@ class _MetricsChannel(HTTPChannel):
         if not self._refused:
             super().allContentReceived()
 
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """
+        A request line or header line over C{MAX_LENGTH} octets: 400, as
+        for any other malformed request, rather than the silent close of
+        Twisted's C{LineReceiver}.
+        """
+        self._respondToBadRequestAndDisconnect()
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        """
+        Twisted's answer to a malformed request (a bad request line or
+        header, too many headers, headers too long): 400 and close, with
+        one log line, as every refusal of this listener has.
+        """
+        if not self._refused:
+            self._refused = True
+            assert self.transport is not None
+            _log.info(
+                "metrics: 400 Bad Request for a malformed or oversized request from {peer}",
+                peer=formatPeer(hostPort(self.transport.getPeer())),
+            )
+        super()._respondToBadRequestAndDisconnect()
+
 
 class _ConnectionLimit(WrappingFactory):
     """

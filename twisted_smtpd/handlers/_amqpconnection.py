@@ -12,10 +12,14 @@ from typing import Any
 
 import pika
 from pika.adapters.twisted_connection import TwistedProtocolConnection
-from twisted.internet.defer import Deferred
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import connectionDone
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from twisted_smtpd.handlers._envelope import sanitise
 
@@ -23,6 +27,54 @@ from twisted_smtpd.handlers._envelope import sanitise
 # payload size), the payload and one frame-end octet.
 _FRAME_HEADER = 7
 _FRAME_OVERHEAD = _FRAME_HEADER + 1
+
+
+@implementer(IPushProducer)
+class SendWatch:
+    """
+    The flow control of a broker connection's transport, which buffers
+    whatever is written to it, without bound: registered on it as a
+    streaming producer, this is paused while its send buffer is full, that
+    is while the broker reads less than is published to it.
+
+    @ivar paused: Whether the send buffer is full now.
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self.paused = False
+        self._waiting: list[Deferred[None]] = []
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        if getattr(self._transport, "disconnecting", False):
+            # A closing transport that resumes a paused producer waits for
+            # it to go before it closes.
+            self._transport.unregisterProducer()
+        self._wake()
+
+    def stopProducing(self) -> None:
+        self.paused = False
+        self._wake()
+
+    def _wake(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
+
+    def drained(self) -> Deferred[None]:
+        """
+        Fire once the send buffer is no longer full (at once if it is not),
+        or the connection ended.
+        """
+        if not self.paused:
+            return succeed(None)
+        d: Deferred[None] = Deferred(self._waiting.remove)
+        self._waiting.append(d)
+        return d
 
 
 class BrokerConnection(TwistedProtocolConnection):  # type: ignore[misc]
@@ -36,6 +88,12 @@ class BrokerConnection(TwistedProtocolConnection):  # type: ignore[misc]
     before the broker's C{Connection.Tune}) ends the connection at once, and
     so does inbound data pika cannot parse.
 
+    pika also gathers the body of a message the broker sends (a
+    C{Basic.Return}, a C{Basic.Deliver}) in memory up to the size its
+    content header announces, which may be 2**64 octets: a content header
+    announcing more than L{maxContent} octets ends the connection at once,
+    before its body arrives.
+
     pika's Twisted adapter also reports every connection that ends, during
     the handshake or after, without its cause (the broker's
     C{Connection.Close} code and text, a missed heartbeat, ...):
@@ -43,10 +101,42 @@ class BrokerConnection(TwistedProtocolConnection):  # type: ignore[misc]
 
     @ivar problem: Why the connection ended or is ending, sanitised, or
         C{None} while nothing went wrong.
+    @ivar maxContent: The largest message body the broker may send, or
+        C{None} for no limit: a message it returns is one the handler
+        published, no larger than the handler's C{maxMessageSize}.
     """
 
     problem: str | None = None
+    maxContent: int | None = None
+    sending: SendWatch | None = None
     _dropped = False
+
+    def connectionMade(self) -> None:
+        """
+        Watch the send buffer (L{sending}) of the TCP transport, below TLS
+        for C{amqps://}: a TLS transport with a producer registered would
+        not close until it went.
+        """
+        super().connectionMade()
+        transport: Any = self.transport
+        while isinstance(transport, ProtocolWrapper) and transport.transport is not None:
+            transport = transport.transport
+        self.sending = SendWatch(transport)
+        transport.registerProducer(self.sending, True)
+
+    async def drained(self, seconds: float, clock: Any) -> bool:
+        """
+        Whether the send buffer is not full, or stops being full within
+        C{seconds} (the broker reads again).
+        """
+        sending = self.sending
+        if sending is None or not sending.paused:
+            return True
+        try:
+            await sending.drained().addTimeout(seconds, clock)
+        except defer.TimeoutError:
+            return False
+        return True
 
     def drop(self, problem: str) -> None:
         """
@@ -100,6 +190,23 @@ class BrokerConnection(TwistedProtocolConnection):  # type: ignore[misc]
         limit = self.frameMax()
         if size > limit:
             self.drop(f"the broker sent a frame of {size} octets, over frame_max {limit}")
+            return
+        if self.maxContent is not None:
+            self._checkContent(self.maxContent)
+
+    def _checkContent(self, limit: int) -> None:
+        """
+        Drop the connection if a channel is gathering a message body
+        announced larger than C{limit} octets.
+        """
+        channels = getattr(self._impl, "_channels", None) or {}
+        for channel in channels.values():
+            header = getattr(channel, "_content_assembler", None)
+            header = getattr(header, "_header_frame", None)
+            size = getattr(header, "body_size", 0)
+            if size > limit:
+                self.drop(f"the broker sent a message of {size} octets, over {limit}")
+                return
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """

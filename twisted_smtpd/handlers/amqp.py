@@ -88,6 +88,10 @@ class AMQPHandler(BaseHandler):
     C{confirmTimeout} seconds answers 451, so the client tries again: a
     message may then reach the queue twice (at least once delivery; the
     C{Message-ID} header or the message id let a consumer drop duplicates).
+    A message is published only once the connection's send buffer has
+    room: a broker that reads nothing of what was sent for C{confirmTimeout}
+    seconds has its connection dropped (and what waited unsent with it) and
+    the message answered 451.
 
     The connection is made at the first client connection and remade after
     any loss, with pauses doubling from C{firstRetry} to C{maxRetryDelay}
@@ -233,7 +237,10 @@ class AMQPHandler(BaseHandler):
         reactor = self._reactor
 
         def build() -> BrokerConnection:
-            return BrokerConnection(parameters, custom_reactor=reactor)
+            connection = BrokerConnection(parameters, custom_reactor=reactor)
+            # What it returns is a message published here.
+            connection.maxContent = self.maxMessageSize
+            return connection
 
         factory = Factory.forProtocol(build)
         # One line per attempt, the handler's, not Twisted's two besides.
@@ -520,8 +527,15 @@ class AMQPHandler(BaseHandler):
                 count=len(fields["recipients"]),
             )
             raise SMTPError(451, "Error: envelope too large for the message broker", "4.3.0")
+        connection = self._connection
+        stalled = connection is not None and not await connection.drained(
+            self._confirmTimeout, self._reactor
+        )
+        if stalled and connection is not None:
+            # What was published waits in memory, unread, and so would this.
+            connection.drop(f"the broker read nothing for {self._confirmTimeout:g}s")
         channel, confirms = self._channel, self._confirms
-        if self._state is not _State.READY or channel is None or confirms is None:
+        if stalled or self._state is not _State.READY or channel is None or confirms is None:
             self._log.warn(
                 "{session} message broker unavailable at the end of DATA", session=session.id
             )

@@ -13,7 +13,6 @@ refused.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import shutil
 import tempfile
@@ -29,6 +28,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.printable import UNSAFE
 from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._childlimit import limited
@@ -40,7 +40,6 @@ from twisted_smtpd.interfaces import IMessageStream
 # sysexits.h: a temporary failure, try again later.
 EX_TEMPFAIL = 75
 _MAX_REASON = 200
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Linux's limit on one argument or environment string, its NUL included
 # (MAX_ARG_STRLEN, 32 pages of 4 KiB): C{RECIPIENT} must stay under it.
 MAX_ARG_STRLEN = 32 * 4096
@@ -101,11 +100,13 @@ def _startsWithHyphen(address: str) -> bool:
 
 def firstLine(data: bytes) -> str:
     """
-    The first non-empty line of C{data}, decoded, control characters
-    replaced, at most 200 characters: safe to put in a reply.
+    The first non-empty line of C{data}, decoded, every character that
+    could break or disguise a line (L{UNSAFE}: C0 and C1 controls, line and
+    paragraph separators, bidirectional controls) replaced by a space, at
+    most 200 characters: safe to put in a reply and a log line.
     """
     for raw in data.splitlines():
-        line = _CONTROL.sub(" ", raw.decode("utf-8", "replace")).strip()
+        line = UNSAFE.sub(" ", raw.decode("utf-8", "replace")).strip()
         if line:
             return line[:_MAX_REASON]
     return ""

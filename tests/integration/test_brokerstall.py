@@ -1,0 +1,139 @@
+# -*- test-case-name: tests.integration.test_brokerstall -*-
+"""
+L{AMQPHandler} against a broker that stops reading, over real TCP on
+127.0.0.1: a fake broker (RabbitMQ cannot be made to) completes the
+handshake, then reads nothing more, its socket open.  Whatever the handler
+published past the kernel's buffers would wait in memory, unread; the
+handler waits for the send buffer to drain for C{confirmTimeout} seconds
+at most, then drops the connection, and what it left unsent with it.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import struct
+from typing import Any
+
+import pika
+from pika import spec
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import EventLoggingObserver
+from twisted.internet.threads import deferToThread
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial.unittest import TestCase
+
+from twisted_smtpd import ServerOptions
+from twisted_smtpd.handlers.amqp import AMQPHandler
+from twisted_smtpd.testing import listenForTests
+
+# Larger than what the loopback's socket buffers take on both sides.
+MESSAGE = b"Subject: large\r\n\r\n" + (b"x" * 998 + b"\r\n") * 16000
+
+
+def methodFrame(method: object, channel: int = 0) -> bytes:
+    return bytes(pika.frame.Method(channel, method).marshal())
+
+
+class DeafBroker(Protocol):
+    """
+    Answers the handshake of pika's publisher (to a confirmed channel with
+    its queue declared), then reads nothing more.
+    """
+
+    def connectionMade(self) -> None:
+        self.buffer = b""
+        self.frames = 0
+        self.factory.connections += 1  # type: ignore[attr-defined]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        if self.buffer.startswith(b"AMQP"):
+            self.buffer = self.buffer[8:]
+            self.transport.write(  # type: ignore[union-attr]
+                methodFrame(
+                    spec.Connection.Start(
+                        server_properties={
+                            "capabilities": {"publisher_confirms": True, "basic.nack": True}
+                        },
+                        mechanisms="PLAIN",
+                        locales="en_US",
+                    )
+                )
+            )
+        answers = {
+            1: spec.Connection.Tune(channel_max=0, frame_max=131072, heartbeat=0),
+            3: spec.Connection.OpenOk(),
+            4: spec.Channel.OpenOk(),
+            5: spec.Confirm.SelectOk(),
+            6: spec.Queue.DeclareOk(queue="smtpd", message_count=0, consumer_count=0),
+        }
+        while len(self.buffer) >= 7:
+            size = struct.unpack(">I", self.buffer[3:7])[0]
+            if len(self.buffer) < size + 8:
+                return
+            self.buffer = self.buffer[size + 8 :]
+            self.frames += 1
+            answer = answers.get(self.frames)
+            if answer is not None:
+                self.transport.write(methodFrame(answer, 0 if self.frames < 4 else 1))  # type: ignore[union-attr]
+            if self.frames == 6:
+                # Deaf from now on.
+                self.transport.pauseProducing()  # type: ignore[union-attr]
+                return
+
+
+class StalledBrokerTests(TestCase):
+    """
+    The handler in front of a broker that stopped reading.
+    """
+
+    timeout = 60
+
+    async def test_deafBrokerDropped(self) -> None:
+        """
+        Messages larger than the sockets' buffers: the first fills them,
+        the next waits for them to drain, is answered 451 after
+        C{confirmTimeout}, and the connection is dropped with one line
+        naming the cause, then made again.
+        """
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        factory = Factory.forProtocol(DeafBroker)
+        factory.connections = 0  # type: ignore[attr-defined]
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        handler = AMQPHandler(
+            f"amqp://guest:guest@127.0.0.1:{port.getHost().port}/%2F",
+            confirmTimeout=1.0,
+            firstRetry=0.1,
+        )
+        self.addCleanup(handler.close)
+        options = ServerOptions(name="mx.test.invalid", disableReverseLookup=True, size=1 << 26)
+        server = await listenForTests(handler, options)
+        self.addCleanup(server.close)
+
+        def send() -> list[Any]:
+            replies = []
+            for _ in range(3):
+                try:
+                    with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as client:
+                        client.sendmail("a@example.com", ["b@example.com"], MESSAGE)
+                    replies.append(250)
+                except smtplib.SMTPResponseException as e:
+                    replies.append(e.smtp_code)
+            return replies
+
+        replies = await deferToThread(send)
+        self.assertEqual(replies, [451, 451, 451])
+        lines = [formatEvent(e) for e in logged]
+        dropped = [line for line in lines if "the broker read nothing for 1s" in line]
+        self.assertEqual(len(dropped), 1, lines)
+        # Made again after the drop.
+        for _ in range(100):
+            if factory.connections >= 2:  # type: ignore[attr-defined]
+                break
+            pause: Deferred[None] = Deferred()
+            reactor.callLater(0.05, pause.callback, None)
+            await pause
+        self.assertGreaterEqual(factory.connections, 2)  # type: ignore[attr-defined]
