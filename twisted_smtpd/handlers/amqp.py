@@ -89,7 +89,7 @@ class AMQPHandler(BaseHandler):
     message may then reach the queue twice (at least once delivery; the
     C{Message-ID} header or the message id let a consumer drop duplicates).
     A message is published only once the connection's send buffer has
-    room: a broker that reads nothing of what was sent for C{confirmTimeout}
+    room: a broker that has not read what was sent within C{confirmTimeout}
     seconds has its connection dropped (and what waited unsent with it) and
     the message answered 451.
 
@@ -533,7 +533,7 @@ class AMQPHandler(BaseHandler):
         )
         if stalled and connection is not None:
             # What was published waits in memory, unread, and so would this.
-            connection.drop(f"the broker read nothing for {self._confirmTimeout:g}s")
+            connection.drop(f"the broker did not read what was sent within {self._confirmTimeout:g}s")
         channel, confirms = self._channel, self._confirms
         if stalled or self._state is not _State.READY or channel is None or confirms is None:
             self._log.warn(
