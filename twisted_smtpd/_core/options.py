@@ -10,11 +10,12 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-import socket
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from attrs import field, frozen
+
+from twisted_smtpd._core.hostname import machineName
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -228,7 +229,13 @@ def _checkRate(instance: object, attribute: Any, value: tuple[int, float] | None
 
 
 def _defaultName() -> str:
-    return socket.getfqdn()
+    """
+    This machine's name as an ASCII domain (L{machineName}): U-labels as
+    A-labels.
+
+    @raise UnusableMachineName: A C{ValueError} saying to set C{name}.
+    """
+    return machineName()
 
 
 def _checkAuthMethods(instance: object, attribute: Any, value: tuple[str, ...]) -> None:
@@ -314,7 +321,9 @@ class ServerOptions:
     setting, so a server never starts half-configured.  Counts are C{int}s,
     timeouts C{int}s or C{float}s; both must be finite.
 
-    @ivar name: The server's host name in the greeting and replies.
+    @ivar name: The server's host name in the greeting and replies; by
+        default this machine's fully qualified name, a name in U-labels
+        written in A-labels (C{xn--...}), as a domain in SMTP is ASCII.
     @ivar banner: Extra text for the 220 greeting.  Like C{name},
         C{heloResponse} and C{authRequiredMessage}, printable US-ASCII only
         (RFC 5321 section 4.2): anything else raises C{ValueError}.

@@ -27,6 +27,7 @@ from twisted.cred.strcred import AuthOptionMixin
 from twisted.python import usage
 
 from twisted_smtpd._core.files import NotRegularFile, openRegular
+from twisted_smtpd._core.hostname import UnusableMachineName, machineName
 from twisted_smtpd._core.options import (
     AUTH_METHODS,
     BARE_NEWLINE_POLICIES,
@@ -404,6 +405,13 @@ class Options(AuthOptionMixin, usage.Options):
             if self[flag] is not None:
                 settings[attribute] = self[flag]
         settings["sniOptions"] = dict(self["sni"])
+        if "name" not in settings:
+            # The default, said here so that a machine name that cannot
+            # be used asks for --hostname without blaming the flag.
+            try:
+                settings["name"] = machineName()
+            except UnusableMachineName as e:
+                raise usage.UsageError(e.advice("--hostname")) from None
         try:
             return ServerOptions(**settings)
         except ValueError as e:
