@@ -16,6 +16,7 @@ from typing import Any
 from attrs import field, frozen
 
 from twisted_smtpd._core.hostname import machineName
+from twisted_smtpd._core.replies import MAX_TEXT_OCTETS
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -285,12 +286,20 @@ def _checkBanner(instance: object, attribute: Any, value: str | None) -> None:
     """
     _replyText(instance, attribute, value)
     kind = "LMTP" if getattr(instance, "lmtp", False) else "ESMTP"
-    line = f"220 {getattr(instance, 'name', '')} {kind}" + (f" {value}" if value else "") + "\r\n"
+    name = getattr(instance, "name", "")
+    line = f"220 {name} {kind}" + (f" {value}" if value else "") + "\r\n"
     if len(line) > MAX_REPLY_LINE:
         # The name alone can make it too long, in the library.
         what = attribute.name if value else "name"
         raise ValueError(
             f"{what} makes a 220 greeting of {len(line)} octets, more than the"
+            f" {MAX_REPLY_LINE} of a reply line (RFC 5321 section 4.5.3.1.5)"
+        )
+    # The other reply naming the server (replies.closing).
+    line = f"221 2.0.0 {name} Closing connection\r\n"
+    if len(line) > MAX_REPLY_LINE:
+        raise ValueError(
+            f"name makes a 221 reply of {len(line)} octets, more than the"
             f" {MAX_REPLY_LINE} of a reply line (RFC 5321 section 4.5.3.1.5)"
         )
 
@@ -300,12 +309,56 @@ def _checkBareNewline(instance: object, attribute: Any, value: str) -> None:
         raise ValueError(f"bareNewline must be one of {', '.join(sorted(BARE_NEWLINE_POLICIES))}")
 
 
+#: The room a HELO or EHLO reply keeps for the client's name (the second
+#: C{%s} of C{heloResponse}): the longest address literal,
+#: C{[IPv6:ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]}, the name of a client
+#: without a reverse name.  A longer client name is cut at run time where
+#: the line would pass 512 octets.
+CLIENT_NAME_ROOM = len("[IPv6:]") + 39
+
+#: The longest text of a HELO or EHLO reply's first line (C{250 TEXT} or
+#: C{250-TEXT}, CRLF): a reply line is 512 octets (RFC 5321 section
+#: 4.5.3.1.5).
+MAX_HELO_TEXT = 512 - len("250 \r\n")
+
+DEFAULT_HELO_RESPONSE = "%s Nice to meet you, %s"
+
+
 def _checkHelo(instance: object, attribute: Any, value: str) -> None:
+    """
+    The HELO/EHLO reply text: reply text (L{_replyText}) with two C{%s},
+    short enough that with the server's name and an address literal
+    (L{CLIENT_NAME_ROOM}) the reply's first line fits in one reply line.
+    """
     _replyText(instance, attribute, value)
     try:
         value % ("a", "b")
     except (TypeError, ValueError) as e:
         raise ValueError("heloResponse must hold two %s placeholders") from e
+    line = "250 " + value % (getattr(instance, "name", ""), "x" * CLIENT_NAME_ROOM) + "\r\n"
+    if len(line) > MAX_REPLY_LINE:
+        what = attribute.name if value != DEFAULT_HELO_RESPONSE else "name"
+        raise ValueError(
+            f"{what} makes a 250 reply to HELO or EHLO of {len(line)} octets with a client"
+            f" name of {CLIENT_NAME_ROOM}, more than the {MAX_REPLY_LINE} of a reply line"
+            " (RFC 5321 section 4.5.3.1.5)"
+        )
+
+
+def _checkAuthRequired(instance: object, attribute: Any, value: str) -> None:
+    """
+    The 530 text: reply text (L{_replyText}) of at most
+    L{MAX_TEXT_OCTETS}, as every reply text from outside is (a reply line
+    is at most 512 octets with its codes and CRLF, RFC 5321 section
+    4.5.3.1.5), so that it is never cut.
+    """
+    _replyText(instance, attribute, value)
+    if len(value) > MAX_TEXT_OCTETS:
+        raise ValueError(
+            f"{attribute.name} is {len(value)} octets, more than the {MAX_TEXT_OCTETS} of a"
+            f" reply text (a reply line is at most {MAX_REPLY_LINE} octets, RFC 5321"
+            " section 4.5.3.1.5)"
+        )
 
 
 #: The default message size limit in bytes: Postfix's C{message_size_limit}
@@ -328,7 +381,10 @@ class ServerOptions:
         C{heloResponse} and C{authRequiredMessage}, printable US-ASCII only
         (RFC 5321 section 4.2): anything else raises C{ValueError}.
     @ivar heloResponse: The 250 text for HELO/EHLO, with two C{%s}: the
-        server's name and the client's.
+        server's name and the client's; with the name and an address
+        literal (L{CLIENT_NAME_ROOM}) it must fit in a reply line (512
+        octets, RFC 5321 section 4.5.3.1.5), and a client name too long
+        for what is left is cut (C{...}).
     @ivar size: The largest message accepted in bytes; 0 for no limit.
         L{DEFAULT_SIZE} (10,240,000 bytes, Postfix's C{message_size_limit})
         by default, so that a handler keeping a message in memory is
@@ -346,7 +402,8 @@ class ServerOptions:
     @ivar allowInsecureAuth: Allow AUTH before TLS.
     @ivar authMethods: AUTH mechanisms offered.
     @ivar authOptional: Allow MAIL without AUTH.
-    @ivar authRequiredMessage: The 530 text for MAIL before AUTH.
+    @ivar authRequiredMessage: The 530 text for MAIL before AUTH, at most
+        L{MAX_TEXT_OCTETS} (480) octets.
     @ivar maxAllowedUnauthenticatedCommands: Commands allowed before AUTH when
         AUTH is required; 0 for no limit.
     @ivar maxAuthFailures: Failed AUTH attempts before 421 and close.
@@ -428,7 +485,7 @@ class ServerOptions:
 
     name: str = field(factory=_defaultName, validator=_replyText)
     banner: str | None = field(default=None, validator=_checkBanner)
-    heloResponse: str = field(default="%s Nice to meet you, %s", validator=_checkHelo)
+    heloResponse: str = field(default=DEFAULT_HELO_RESPONSE, validator=_checkHelo)
     size: int = field(default=DEFAULT_SIZE, validator=_size)
     hideSize: bool = False
     lmtp: bool = False
@@ -444,7 +501,9 @@ class ServerOptions:
         default=("PLAIN", "LOGIN"), converter=_upperTuple, validator=_checkAuthMethods
     )
     authOptional: bool = False
-    authRequiredMessage: str = field(default="Error: authentication required", validator=_replyText)
+    authRequiredMessage: str = field(
+        default="Error: authentication required", validator=_checkAuthRequired
+    )
     maxAllowedUnauthenticatedCommands: int = field(default=10, validator=_count)
     maxAuthFailures: int = field(default=3, validator=_positiveCount)
     disabledCommands: tuple[str, ...] = field(
