@@ -7,18 +7,22 @@ Names follow nodemailer's C{smtp-server} in Twisted's camelCase.
 
 from __future__ import annotations
 
-import ipaddress
 import math
-import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from attrs import field, frozen
 
 from twisted_smtpd._core.hostname import machineName
+from twisted_smtpd._core.optionvalues import (
+    IPNetwork,
+    networks,
+    normaliseHosts,
+    rate,
+    upperWords,
+)
+from twisted_smtpd._core.optionvalues import trusted as trusted
 from twisted_smtpd._core.replies import MAX_TEXT_OCTETS
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 AUTH_METHODS = frozenset({"PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2"})
 BARE_NEWLINE_POLICIES = frozenset({"reject", "normalize", "legacy"})
@@ -58,6 +62,8 @@ KNOWN_COMMANDS = frozenset(
 
 
 def _noLineBreak(instance: object, attribute: Any, value: str | None) -> None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{attribute.name} must be a string, got {type(value).__name__}")
     if value is not None and any(c in value for c in "\r\n\x00"):
         raise ValueError(f"{attribute.name} must not contain CR, LF or NUL")
 
@@ -137,90 +143,6 @@ def _prefixLength(instance: object, attribute: Any, value: int) -> None:
         raise ValueError(f"{attribute.name} must be from 0 to 128")
 
 
-def _upperTuple(value: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    return tuple(v.strip().upper() for v in value if v.strip())
-
-
-def _networks(value: bool | Iterable[str | IPNetwork] | None) -> tuple[IPNetwork, ...]:
-    """
-    Normalise a trusted-network setting: C{True} trusts every address, C{False}
-    or C{None} none, otherwise a list of CIDR strings or networks.
-    """
-    if value is None or value is False:
-        return ()
-    if value is True:
-        return (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
-    if isinstance(value, str):
-        value = [value]
-    return tuple(_unmappedNetwork(ipaddress.ip_network(v, strict=False)) for v in value)
-
-
-def _unmappedNetwork(network: IPNetwork) -> IPNetwork:
-    """
-    An IPv6 network inside C{::ffff:0:0/96} (IPv4-mapped addresses) as the
-    IPv4 network it maps: clients are matched in their IPv4 form
-    (L{trusted}), so C{::ffff:192.0.2.0/120} means C{192.0.2.0/24}.
-    """
-    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
-        address = network.network_address.ipv4_mapped
-        if address is not None:
-            return ipaddress.IPv4Network((address, network.prefixlen - 96))
-    return network
-
-
-def normaliseHosts(value: Iterable[str]) -> tuple[str, ...]:
-    """
-    Normalise C{ignoredHosts}: each IP address in the form a session's
-    C{remoteAddress} has (IPv4-mapped addresses as IPv4, IPv6 compressed
-    and lower case); other entries (a UNIX socket path) as they are.
-    """
-    if isinstance(value, str):
-        value = [value]
-    out = []
-    for host in value:
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            out.append(host)
-            continue
-        if address.version == 6 and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        out.append(str(address))
-    return tuple(out)
-
-
-#: A whole number as a text setting or a numeric flag takes it: ASCII
-#: digits, a minus sign allowed only to be refused as below the bound.  Not
-#: the other spellings C{int()} takes (C{+5}, C{1_000}, C{" 12 "},
-#: Arabic-Indic or full-width digits), which a reader of the configuration
-#: would not read as the number the server uses.
-WHOLE = re.compile(r"-?[0-9]+")
-
-#: A number of seconds: ASCII digits with an optional decimal point and
-#: exponent, or the words C{float()} takes for infinity and NaN (refused
-#: later as not finite).
-DECIMAL = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?|-?(inf|infinity|nan)", re.I)
-
-
-def _rate(value: str | tuple[int, float] | None) -> tuple[int, float] | None:
-    """
-    Normalise a rate setting: C{None} (no limit), a C{(count, seconds)} pair,
-    or the text C{"COUNT/SECONDS"} (C{"30/60"}) in ASCII digits (L{WHOLE},
-    L{DECIMAL}).
-    """
-    if value is None:
-        return None
-    if isinstance(value, str):
-        count, slash, seconds = value.partition("/")
-        written = value.isascii() and WHOLE.fullmatch(count) and DECIMAL.fullmatch(seconds)
-        if not (slash and written):
-            raise ValueError(f"expected COUNT/SECONDS in ASCII digits, got {value!a}")
-        return int(count), float(seconds)
-    return int(value[0]), float(value[1])
-
-
 def _checkRate(instance: object, attribute: Any, value: tuple[int, float] | None) -> None:
     if value is None:
         return
@@ -242,13 +164,15 @@ def _defaultName() -> str:
 def _checkAuthMethods(instance: object, attribute: Any, value: tuple[str, ...]) -> None:
     unknown = set(value) - AUTH_METHODS
     if unknown:
-        raise ValueError(f"unknown AUTH methods: {', '.join(sorted(unknown))}")
+        shown = ", ".join(ascii(m)[1:-1] for m in sorted(unknown))
+        raise ValueError(f"{attribute.name}: unknown AUTH methods: {shown}")
 
 
 def _checkCommands(instance: object, attribute: Any, value: tuple[str, ...]) -> None:
     unknown = set(value) - KNOWN_COMMANDS
     if unknown:
-        raise ValueError(f"unknown commands: {', '.join(sorted(unknown))}")
+        shown = ", ".join(ascii(c)[1:-1] for c in sorted(unknown))
+        raise ValueError(f"{attribute.name}: unknown commands: {shown}")
     # What every transaction needs: a server without it takes no mail.
     disabled = set(value)
     greetings = ("LHLO",) if getattr(instance, "lmtp", False) else ("EHLO", "HELO")
@@ -305,7 +229,7 @@ def _checkBanner(instance: object, attribute: Any, value: str | None) -> None:
 
 
 def _checkBareNewline(instance: object, attribute: Any, value: str) -> None:
-    if value not in BARE_NEWLINE_POLICIES:
+    if not isinstance(value, str) or value not in BARE_NEWLINE_POLICIES:
         raise ValueError(f"bareNewline must be one of {', '.join(sorted(BARE_NEWLINE_POLICIES))}")
 
 
@@ -359,6 +283,45 @@ def _checkAuthRequired(instance: object, attribute: Any, value: str) -> None:
             f" reply text (a reply line is at most {MAX_REPLY_LINE} octets, RFC 5321"
             " section 4.5.3.1.5)"
         )
+
+
+# The converters of settings given in more than one form, each naming its
+# setting in its errors (attrs gives a converter the value only).
+
+
+def _authMethods(value: Iterable[str]) -> tuple[str, ...]:
+    return upperWords("authMethods", value)
+
+
+def _disabledCommands(value: Iterable[str]) -> tuple[str, ...]:
+    return upperWords("disabledCommands", value)
+
+
+def _maxConnectionRate(value: str | tuple[int, float] | None) -> tuple[int, float] | None:
+    return rate("maxConnectionRate", value)
+
+
+def _minDataRate(value: str | tuple[int, float] | None) -> tuple[int, float] | None:
+    return rate("minDataRate", value)
+
+
+_NetworksValue = bool | Iterable[str | IPNetwork] | None
+
+
+def _limitExemptions(value: _NetworksValue) -> tuple[IPNetwork, ...]:
+    return networks("limitExemptions", value)
+
+
+def _useProxy(value: _NetworksValue) -> tuple[IPNetwork, ...]:
+    return networks("useProxy", value)
+
+
+def _useXClient(value: _NetworksValue) -> tuple[IPNetwork, ...]:
+    return networks("useXClient", value)
+
+
+def _useXForward(value: _NetworksValue) -> tuple[IPNetwork, ...]:
+    return networks("useXForward", value)
 
 
 #: The default message size limit in bytes: Postfix's C{message_size_limit}
@@ -498,7 +461,7 @@ class ServerOptions:
     hideSTARTTLS: bool = False
     allowInsecureAuth: bool = False
     authMethods: tuple[str, ...] = field(
-        default=("PLAIN", "LOGIN"), converter=_upperTuple, validator=_checkAuthMethods
+        default=("PLAIN", "LOGIN"), converter=_authMethods, validator=_checkAuthMethods
     )
     authOptional: bool = False
     authRequiredMessage: str = field(
@@ -507,7 +470,7 @@ class ServerOptions:
     maxAllowedUnauthenticatedCommands: int = field(default=10, validator=_count)
     maxAuthFailures: int = field(default=3, validator=_positiveCount)
     disabledCommands: tuple[str, ...] = field(
-        default=(), converter=_upperTuple, validator=_checkCommands
+        default=(), converter=_disabledCommands, validator=_checkCommands
     )
     hidePIPELINING: bool = False
     hide8BITMIME: bool = False
@@ -523,12 +486,12 @@ class ServerOptions:
     maxClients: int = field(default=0, validator=_count)
     maxClientsPerIp: int = field(default=0, validator=_count)
     maxConnectionRate: tuple[int, float] | None = field(
-        default=None, converter=_rate, validator=_checkRate
+        default=None, converter=_maxConnectionRate, validator=_checkRate
     )
-    limitExemptions: tuple[IPNetwork, ...] = field(default=(), converter=_networks)
+    limitExemptions: tuple[IPNetwork, ...] = field(default=(), converter=_limitExemptions)
     clientIpv6PrefixLength: int = field(default=84, validator=_prefixLength)
     minDataRate: tuple[int, float] | None = field(
-        default=None, converter=_rate, validator=_checkRate
+        default=None, converter=_minDataRate, validator=_checkRate
     )
     maxRecipients: int = field(default=1000, validator=_positiveCount)
     maxErrors: int = field(default=20, validator=_positiveCount)
@@ -537,10 +500,10 @@ class ServerOptions:
     bareNewline: str = field(default="reject", validator=_checkBareNewline)
     lenientAddresses: bool = False
     disableReverseLookup: bool = False
-    useProxy: tuple[IPNetwork, ...] = field(default=(), converter=_networks)
+    useProxy: tuple[IPNetwork, ...] = field(default=(), converter=_useProxy)
     ignoredHosts: tuple[str, ...] = field(default=(), converter=normaliseHosts)
-    useXClient: tuple[IPNetwork, ...] = field(default=(), converter=_networks)
-    useXForward: tuple[IPNetwork, ...] = field(default=(), converter=_networks)
+    useXClient: tuple[IPNetwork, ...] = field(default=(), converter=_useXClient)
+    useXForward: tuple[IPNetwork, ...] = field(default=(), converter=_useXForward)
     tlsCiphers: str | None = None
     tlsMinVersion: str = "TLSv1.2"
     sniCallback: Callable[[str], object] | None = None
@@ -552,21 +515,3 @@ class ServerOptions:
         (RFC 2033 section 4.3 requires them), else unless hidden.
         """
         return self.lmtp or not self.hideENHANCEDSTATUSCODES
-
-
-def trusted(networks: tuple[IPNetwork, ...], host: str) -> bool:
-    """
-    Whether C{host} (an IP address string) lies in one of C{networks}.
-
-    An IPv4-mapped IPv6 address (C{::ffff:192.0.2.7}, an IPv4 client of a
-    dual-stack listener) is matched in its IPv4 form, as Postfix matches
-    it: against IPv4 networks only, so that C{::/0} does not take in every
-    IPv4 client.
-    """
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if addr.version == 6 and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return any(addr.version == n.version and addr in n for n in networks)

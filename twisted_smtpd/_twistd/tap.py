@@ -416,9 +416,11 @@ class Options(AuthOptionMixin, usage.Options):
             return ServerOptions(**settings)
         except ValueError as e:
             why = reason(e)
-            field = why.partition(" ")[0]
+            field, _, rest = why.partition(" ")
+            if field.endswith(":") and field[:-1] in FIELD_FLAGS:
+                # "authMethods: unknown AUTH methods: X": the flag says it.
+                field, why = field[:-1], rest
             if why.startswith("unknown AUTH methods: "):
-                field = "authMethods"
                 why += "; one of: " + " ".join(sorted(AUTH_METHODS))
             if field in FIELD_FLAGS:
                 why = f"--{FIELD_FLAGS[field]}: {why}"
