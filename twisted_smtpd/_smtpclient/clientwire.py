@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 from OpenSSL import SSL
 from service_identity import VerificationError
 from twisted.internet.abstract import isIPAddress, isIPv6Address
@@ -49,11 +49,16 @@ class ClientReply:
     @ivar code: The three-digit reply code.
     @ivar enhanced: The RFC 3463 enhanced status code, if the reply had one.
     @ivar text: The text, lines joined with C{"\\n"}, enhanced codes removed.
+    @ivar detail: For a reply made here, standing for one that never came
+        (L{localReply}): what went wrong, for the log line only (it may
+        quote the server's words or name it); C{None} for a reply the
+        server sent.
     """
 
     code: int
     enhanced: str | None
     text: str
+    detail: str | None = field(default=None, kw_only=True)
 
     @property
     def positive(self) -> bool:
@@ -380,6 +385,20 @@ LOCAL_FAILURES = {
 NEXT_HOP_FAILED = "Error: the next hop failed, try again later"
 
 
+def localReply(error: DeliveryError) -> ClientReply:
+    """
+    The reply standing for an LMTP recipient's final reply that never came
+    (the session failed after some had theirs, RFC 2033 section 4.2): the
+    server's own reply if the failure was one, else the generic words of
+    L{LOCAL_FAILURES}, the failure itself (which may quote what the server
+    sent, or name it) kept as its C{detail} for the log line.
+    """
+    if error.reply is not None:
+        return error.reply
+    text = LOCAL_FAILURES.get(error.enhanced or "", NEXT_HOP_FAILED)
+    return ClientReply(error.code, error.enhanced, text, detail=error.message)
+
+
 def remoteFailure(error: DeliveryError) -> SMTPError:
     """
     The reply a handler passing mail on gives its own client when the next
@@ -421,6 +440,9 @@ def replyError(reply: ClientReply) -> SMTPError:
     protocol error: 451 4.5.0 giving its code, not its words (the caller's
     log line quotes them).
     """
+    if reply.detail is not None:
+        # Made here (localReply): its text is the generic one already.
+        return SMTPError(reply.code, reply.text, reply.enhanced)
     if not 400 <= reply.code < 600:
         # Not passed on (as Postfix since 2.6): the log line quotes it.
         text = f"Error: unexpected reply from the next hop ({reply.code}), try again later"
