@@ -340,6 +340,62 @@ class DotStuffer:
         return b".\r\n" if self._tail == b"\r\n" else b"\r\n.\r\n"
 
 
+#: OpenSSL's option refusing renegotiation (1.1.0h and later); pyOpenSSL
+#: leaves the name out where the library has none.
+NO_RENEGOTIATION: int = getattr(SSL, "OP_NO_RENEGOTIATION", 0)
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class RenegotiationRefusing:
+    """
+    A client TLS connection creator whose connections refuse a
+    renegotiation the server starts (a TLS 1.2 HelloRequest is answered
+    with a no_renegotiation alert), as the server's own contexts refuse a
+    client's (L{twisted_smtpd._serving.sni.TLSPolicy.newContext}): OpenSSL
+    lets a client renegotiate when its server asks, a full handshake each
+    time, the server's certificate changing in the middle of a session.
+
+    The option is set on each connection (pyOpenSSL 25 and later, whose
+    contexts cannot change once used).  With an older pyOpenSSL, which has
+    no options per connection, it is set on the context of the wrapped
+    creator's first connection (Twisted's C{optionsForClientTLS} keeps its
+    context to itself), which is then made again, as OpenSSL copies a
+    context's options into a connection when it is made.  The certificate
+    checks are the wrapped creator's.
+    """
+
+    def __init__(self, creator: IOpenSSLClientConnectionCreator) -> None:
+        self._creator = creator
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        """
+        A new client connection (L{IOpenSSLClientConnectionCreator}).
+        """
+        connection: SSL.Connection = self._creator.clientConnectionForTLS(tlsProtocol)
+        if not NO_RENEGOTIATION:
+            return connection
+        setOptions = getattr(connection, "set_options", None)
+        if setOptions is not None:
+            setOptions(NO_RENEGOTIATION)
+            return connection
+        context = connection.get_context()
+        # set_options(0) changes nothing and gives the options set.
+        if not context.set_options(0) & NO_RENEGOTIATION:
+            context.set_options(NO_RENEGOTIATION)
+            connection = self._creator.clientConnectionForTLS(tlsProtocol)
+        return connection
+
+
+def refuseRenegotiation(
+    creator: IOpenSSLClientConnectionCreator,
+) -> IOpenSSLClientConnectionCreator:
+    """
+    C{creator}, its connections refusing the server's renegotiation
+    (L{RenegotiationRefusing}).
+    """
+    return RenegotiationRefusing(creator)
+
+
 @implementer(IOpenSSLClientConnectionCreator)
 class UnverifiedClientTLS:
     """
@@ -352,6 +408,9 @@ class UnverifiedClientTLS:
     def __init__(self, hostname: str | None) -> None:
         self._hostname = hostname
         self._options = CertificateOptions()
+        if NO_RENEGOTIATION:
+            # The server's renegotiation is refused (L{refuseRenegotiation}).
+            self._options.getContext().set_options(NO_RENEGOTIATION)
 
     def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         """

@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, Session
+from twisted_smtpd._smtpclient.clientwire import refuseRenegotiation
 from twisted_smtpd.handlers._amqpconnection import (
     BrokerConnection,
     Confirms,
@@ -224,7 +225,7 @@ class AMQPHandler(BaseHandler):
         host, port = self._parameters.host, self._parameters.port
         endpoint: Any = HostnameEndpoint(self._reactor, host, port, timeout=self._connectTimeout)
         if self._tls:
-            options = optionsForClientTLS(host, trustRoot=self._trustRoot)
+            options = refuseRenegotiation(optionsForClientTLS(host, trustRoot=self._trustRoot))
             endpoint = wrapClientTLS(options, endpoint)
         return endpoint
 

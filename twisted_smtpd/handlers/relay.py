@@ -25,7 +25,7 @@ from twisted_smtpd._core.hostname import UnusableMachineName, machineName
 from twisted_smtpd._smtpclient.client import TLS_MODES, TLSMode
 from twisted_smtpd._smtpclient.clientprotocol import Request
 from twisted_smtpd._smtpclient.clientsession import ClientSession, ResumingTLS, openSession
-from twisted_smtpd._smtpclient.clientwire import UnverifiedClientTLS
+from twisted_smtpd._smtpclient.clientwire import UnverifiedClientTLS, refuseRenegotiation
 from twisted_smtpd.handlers._proxying import ProxyingHandler, describe, isLMTP
 
 _PEM_CERTIFICATE = re.compile(
@@ -164,7 +164,7 @@ class RelayHandler(ProxyingHandler):
         self._creator: IOpenSSLClientConnectionCreator | None = None
         if self._tls != "none":
             if verify:
-                creator = optionsForClientTLS(host, trustRoot=self._trustRoot)
+                creator = refuseRenegotiation(optionsForClientTLS(host, trustRoot=self._trustRoot))
             else:
                 creator = UnverifiedClientTLS(host)
             self._creator = ResumingTLS(creator)
