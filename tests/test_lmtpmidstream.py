@@ -9,9 +9,16 @@ said is in the log line only, escaped.
 
 from __future__ import annotations
 
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.test_relayhostile import HostileTestsMixin, code, thenClose
+from twisted_smtpd._smtpclient.clientwire import (
+    ClientReply,
+    DeliveryError,
+    localReply,
+    replyError,
+)
+from twisted_smtpd.handlers._proxying import describe
 
 #: A host name the next hop puts in its words.
 INTERNAL = b"lmtp.internal.example"
@@ -59,3 +66,33 @@ class MidStreamTests(HostileTestsMixin, TestCase):
         self.assertNotIn(b"connection lost (reply)", replies[-1])
         [line] = [line for line in self.logLines() if "failed before its reply for r1" in line]
         self.assertIn("connection lost (reply)", line)
+
+
+class LocalReplyTests(SynchronousTestCase):
+    """
+    The reply made for a recipient whose reply never came (L{localReply}).
+    """
+
+    def test_wordsKeptForTheLogOnly(self) -> None:
+        """
+        Its text is the generic one, which the client's reply and a delivery
+        report to the sender carry; what went wrong (the next hop's words)
+        is its C{detail}, which the log line gives.
+        """
+        failure = "Error: bad reply from the server: malformed reply line: b'XYZ lmtp.internal'"
+        error = DeliveryError(451, failure, "4.5.0", stage="reply")
+        reply = localReply(error)
+        generic = "Error: the next hop broke the protocol, try again later"
+        self.assertEqual((reply.code, reply.enhanced, reply.text), (451, "4.5.0", generic))
+        refusal = replyError(reply)
+        self.assertEqual((refusal.code, refusal.enhanced, refusal.message), (451, "4.5.0", generic))
+        self.assertEqual(describe(reply, detail=False), f"451 4.5.0 {generic}")
+        self.assertIn("lmtp.internal", describe(reply))
+
+    def test_serverReplyKept(self) -> None:
+        """
+        A failure that was the server's own reply stands for itself.
+        """
+        served = ClientReply(452, "4.2.2", "mailbox full")
+        error = DeliveryError(452, "mailbox full", "4.2.2", stage="reply", reply=served)
+        self.assertIs(localReply(error), served)
