@@ -193,7 +193,9 @@ class WholeNumberFlagTests(SynchronousTestCase):
         for name in ["maxConnectionRate", "minDataRate"]:
             for value in ["\uff13/6", " 3 / 6 ", "3_0/6", "+3/6"]:
                 e = self.assertRaises(ValueError, ServerOptions, **{name: value})
-                self.assertEqual(str(e), f"expected COUNT/SECONDS in ASCII digits, got {value!a}")
+                self.assertEqual(
+                    str(e), f"{name} must be COUNT/SECONDS in ASCII digits, got {value!a}"
+                )
             self.assertEqual(getattr(ServerOptions(**{name: "30/1.5"}), name), (30, 1.5))
 
     def test_relayPort(self) -> None:

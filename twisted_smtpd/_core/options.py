@@ -7,16 +7,22 @@ Names follow nodemailer's C{smtp-server} in Twisted's camelCase.
 
 from __future__ import annotations
 
-import ipaddress
 import math
-import re
-import socket
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from attrs import field, frozen
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from twisted_smtpd._core.hostname import machineName
+from twisted_smtpd._core.optionvalues import (
+    IPNetwork,
+    networks,
+    normaliseHosts,
+    rate,
+    upperWords,
+)
+from twisted_smtpd._core.optionvalues import trusted as trusted
+from twisted_smtpd._core.replies import MAX_TEXT_OCTETS
 
 AUTH_METHODS = frozenset({"PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2"})
 BARE_NEWLINE_POLICIES = frozenset({"reject", "normalize", "legacy"})
@@ -56,6 +62,8 @@ KNOWN_COMMANDS = frozenset(
 
 
 def _noLineBreak(instance: object, attribute: Any, value: str | None) -> None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{attribute.name} must be a string, got {type(value).__name__}")
     if value is not None and any(c in value for c in "\r\n\x00"):
         raise ValueError(f"{attribute.name} must not contain CR, LF or NUL")
 
@@ -135,90 +143,6 @@ def _prefixLength(instance: object, attribute: Any, value: int) -> None:
         raise ValueError(f"{attribute.name} must be from 0 to 128")
 
 
-def _upperTuple(value: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    return tuple(v.strip().upper() for v in value if v.strip())
-
-
-def _networks(value: bool | Iterable[str | IPNetwork] | None) -> tuple[IPNetwork, ...]:
-    """
-    Normalise a trusted-network setting: C{True} trusts every address, C{False}
-    or C{None} none, otherwise a list of CIDR strings or networks.
-    """
-    if value is None or value is False:
-        return ()
-    if value is True:
-        return (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
-    if isinstance(value, str):
-        value = [value]
-    return tuple(_unmappedNetwork(ipaddress.ip_network(v, strict=False)) for v in value)
-
-
-def _unmappedNetwork(network: IPNetwork) -> IPNetwork:
-    """
-    An IPv6 network inside C{::ffff:0:0/96} (IPv4-mapped addresses) as the
-    IPv4 network it maps: clients are matched in their IPv4 form
-    (L{trusted}), so C{::ffff:192.0.2.0/120} means C{192.0.2.0/24}.
-    """
-    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
-        address = network.network_address.ipv4_mapped
-        if address is not None:
-            return ipaddress.IPv4Network((address, network.prefixlen - 96))
-    return network
-
-
-def normaliseHosts(value: Iterable[str]) -> tuple[str, ...]:
-    """
-    Normalise C{ignoredHosts}: each IP address in the form a session's
-    C{remoteAddress} has (IPv4-mapped addresses as IPv4, IPv6 compressed
-    and lower case); other entries (a UNIX socket path) as they are.
-    """
-    if isinstance(value, str):
-        value = [value]
-    out = []
-    for host in value:
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            out.append(host)
-            continue
-        if address.version == 6 and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        out.append(str(address))
-    return tuple(out)
-
-
-#: A whole number as a text setting or a numeric flag takes it: ASCII
-#: digits, a minus sign allowed only to be refused as below the bound.  Not
-#: the other spellings C{int()} takes (C{+5}, C{1_000}, C{" 12 "},
-#: Arabic-Indic or full-width digits), which a reader of the configuration
-#: would not read as the number the server uses.
-WHOLE = re.compile(r"-?[0-9]+")
-
-#: A number of seconds: ASCII digits with an optional decimal point and
-#: exponent, or the words C{float()} takes for infinity and NaN (refused
-#: later as not finite).
-DECIMAL = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?|-?(inf|infinity|nan)", re.I)
-
-
-def _rate(value: str | tuple[int, float] | None) -> tuple[int, float] | None:
-    """
-    Normalise a rate setting: C{None} (no limit), a C{(count, seconds)} pair,
-    or the text C{"COUNT/SECONDS"} (C{"30/60"}) in ASCII digits (L{WHOLE},
-    L{DECIMAL}).
-    """
-    if value is None:
-        return None
-    if isinstance(value, str):
-        count, slash, seconds = value.partition("/")
-        written = value.isascii() and WHOLE.fullmatch(count) and DECIMAL.fullmatch(seconds)
-        if not (slash and written):
-            raise ValueError(f"expected COUNT/SECONDS in ASCII digits, got {value!a}")
-        return int(count), float(seconds)
-    return int(value[0]), float(value[1])
-
-
 def _checkRate(instance: object, attribute: Any, value: tuple[int, float] | None) -> None:
     if value is None:
         return
@@ -228,19 +152,27 @@ def _checkRate(instance: object, attribute: Any, value: tuple[int, float] | None
 
 
 def _defaultName() -> str:
-    return socket.getfqdn()
+    """
+    This machine's name as an ASCII domain (L{machineName}): U-labels as
+    A-labels.
+
+    @raise UnusableMachineName: A C{ValueError} saying to set C{name}.
+    """
+    return machineName()
 
 
 def _checkAuthMethods(instance: object, attribute: Any, value: tuple[str, ...]) -> None:
     unknown = set(value) - AUTH_METHODS
     if unknown:
-        raise ValueError(f"unknown AUTH methods: {', '.join(sorted(unknown))}")
+        shown = ", ".join(ascii(m)[1:-1] for m in sorted(unknown))
+        raise ValueError(f"{attribute.name}: unknown AUTH methods: {shown}")
 
 
 def _checkCommands(instance: object, attribute: Any, value: tuple[str, ...]) -> None:
     unknown = set(value) - KNOWN_COMMANDS
     if unknown:
-        raise ValueError(f"unknown commands: {', '.join(sorted(unknown))}")
+        shown = ", ".join(ascii(c)[1:-1] for c in sorted(unknown))
+        raise ValueError(f"{attribute.name}: unknown commands: {shown}")
     # What every transaction needs: a server without it takes no mail.
     disabled = set(value)
     greetings = ("LHLO",) if getattr(instance, "lmtp", False) else ("EHLO", "HELO")
@@ -278,7 +210,8 @@ def _checkBanner(instance: object, attribute: Any, value: str | None) -> None:
     """
     _replyText(instance, attribute, value)
     kind = "LMTP" if getattr(instance, "lmtp", False) else "ESMTP"
-    line = f"220 {getattr(instance, 'name', '')} {kind}" + (f" {value}" if value else "") + "\r\n"
+    name = getattr(instance, "name", "")
+    line = f"220 {name} {kind}" + (f" {value}" if value else "") + "\r\n"
     if len(line) > MAX_REPLY_LINE:
         # The name alone can make it too long, in the library.
         what = attribute.name if value else "name"
@@ -286,19 +219,109 @@ def _checkBanner(instance: object, attribute: Any, value: str | None) -> None:
             f"{what} makes a 220 greeting of {len(line)} octets, more than the"
             f" {MAX_REPLY_LINE} of a reply line (RFC 5321 section 4.5.3.1.5)"
         )
+    # The other reply naming the server (replies.closing).
+    line = f"221 2.0.0 {name} Closing connection\r\n"
+    if len(line) > MAX_REPLY_LINE:
+        raise ValueError(
+            f"name makes a 221 reply of {len(line)} octets, more than the"
+            f" {MAX_REPLY_LINE} of a reply line (RFC 5321 section 4.5.3.1.5)"
+        )
 
 
 def _checkBareNewline(instance: object, attribute: Any, value: str) -> None:
-    if value not in BARE_NEWLINE_POLICIES:
+    if not isinstance(value, str) or value not in BARE_NEWLINE_POLICIES:
         raise ValueError(f"bareNewline must be one of {', '.join(sorted(BARE_NEWLINE_POLICIES))}")
 
 
+#: The room a HELO or EHLO reply keeps for the client's name (the second
+#: C{%s} of C{heloResponse}): the longest address literal,
+#: C{[IPv6:ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]}, the name of a client
+#: without a reverse name.  A longer client name is cut at run time where
+#: the line would pass 512 octets.
+CLIENT_NAME_ROOM = len("[IPv6:]") + 39
+
+#: The longest text of a HELO or EHLO reply's first line (C{250 TEXT} or
+#: C{250-TEXT}, CRLF): a reply line is 512 octets (RFC 5321 section
+#: 4.5.3.1.5).
+MAX_HELO_TEXT = 512 - len("250 \r\n")
+
+DEFAULT_HELO_RESPONSE = "%s Nice to meet you, %s"
+
+
 def _checkHelo(instance: object, attribute: Any, value: str) -> None:
+    """
+    The HELO/EHLO reply text: reply text (L{_replyText}) with two C{%s},
+    short enough that with the server's name and an address literal
+    (L{CLIENT_NAME_ROOM}) the reply's first line fits in one reply line.
+    """
     _replyText(instance, attribute, value)
     try:
         value % ("a", "b")
     except (TypeError, ValueError) as e:
         raise ValueError("heloResponse must hold two %s placeholders") from e
+    line = "250 " + value % (getattr(instance, "name", ""), "x" * CLIENT_NAME_ROOM) + "\r\n"
+    if len(line) > MAX_REPLY_LINE:
+        what = attribute.name if value != DEFAULT_HELO_RESPONSE else "name"
+        raise ValueError(
+            f"{what} makes a 250 reply to HELO or EHLO of {len(line)} octets with a client"
+            f" name of {CLIENT_NAME_ROOM}, more than the {MAX_REPLY_LINE} of a reply line"
+            " (RFC 5321 section 4.5.3.1.5)"
+        )
+
+
+def _checkAuthRequired(instance: object, attribute: Any, value: str) -> None:
+    """
+    The 530 text: reply text (L{_replyText}) of at most
+    L{MAX_TEXT_OCTETS}, as every reply text from outside is (a reply line
+    is at most 512 octets with its codes and CRLF, RFC 5321 section
+    4.5.3.1.5), so that it is never cut.
+    """
+    _replyText(instance, attribute, value)
+    if len(value) > MAX_TEXT_OCTETS:
+        raise ValueError(
+            f"{attribute.name} is {len(value)} octets, more than the {MAX_TEXT_OCTETS} of a"
+            f" reply text (a reply line is at most {MAX_REPLY_LINE} octets, RFC 5321"
+            " section 4.5.3.1.5)"
+        )
+
+
+# The converters of settings given in more than one form, each naming its
+# setting in its errors (attrs gives a converter the value only).
+
+
+def _authMethods(value: Iterable[str]) -> tuple[str, ...]:
+    return upperWords("authMethods", value)
+
+
+def _disabledCommands(value: Iterable[str]) -> tuple[str, ...]:
+    return upperWords("disabledCommands", value)
+
+
+def _maxConnectionRate(value: str | tuple[int, float] | None) -> tuple[int, float] | None:
+    return rate("maxConnectionRate", value)
+
+
+def _minDataRate(value: str | tuple[int, float] | None) -> tuple[int, float] | None:
+    return rate("minDataRate", value)
+
+
+_NetworksValue = bool | Iterable[str | IPNetwork] | None
+
+
+def _limitExemptions(value: _NetworksValue) -> tuple[IPNetwork, ...]:
+    return networks("limitExemptions", value)
+
+
+def _useProxy(value: _NetworksValue) -> tuple[IPNetwork, ...]:
+    return networks("useProxy", value)
+
+
+def _useXClient(value: _NetworksValue) -> tuple[IPNetwork, ...]:
+    return networks("useXClient", value)
+
+
+def _useXForward(value: _NetworksValue) -> tuple[IPNetwork, ...]:
+    return networks("useXForward", value)
 
 
 #: The default message size limit in bytes: Postfix's C{message_size_limit}
@@ -314,12 +337,17 @@ class ServerOptions:
     setting, so a server never starts half-configured.  Counts are C{int}s,
     timeouts C{int}s or C{float}s; both must be finite.
 
-    @ivar name: The server's host name in the greeting and replies.
+    @ivar name: The server's host name in the greeting and replies; by
+        default this machine's fully qualified name, a name in U-labels
+        written in A-labels (C{xn--...}), as a domain in SMTP is ASCII.
     @ivar banner: Extra text for the 220 greeting.  Like C{name},
         C{heloResponse} and C{authRequiredMessage}, printable US-ASCII only
         (RFC 5321 section 4.2): anything else raises C{ValueError}.
     @ivar heloResponse: The 250 text for HELO/EHLO, with two C{%s}: the
-        server's name and the client's.
+        server's name and the client's; with the name and an address
+        literal (L{CLIENT_NAME_ROOM}) it must fit in a reply line (512
+        octets, RFC 5321 section 4.5.3.1.5), and a client name too long
+        for what is left is cut (C{...}).
     @ivar size: The largest message accepted in bytes; 0 for no limit.
         L{DEFAULT_SIZE} (10,240,000 bytes, Postfix's C{message_size_limit})
         by default, so that a handler keeping a message in memory is
@@ -337,7 +365,8 @@ class ServerOptions:
     @ivar allowInsecureAuth: Allow AUTH before TLS.
     @ivar authMethods: AUTH mechanisms offered.
     @ivar authOptional: Allow MAIL without AUTH.
-    @ivar authRequiredMessage: The 530 text for MAIL before AUTH.
+    @ivar authRequiredMessage: The 530 text for MAIL before AUTH, at most
+        L{MAX_TEXT_OCTETS} (480) octets.
     @ivar maxAllowedUnauthenticatedCommands: Commands allowed before AUTH when
         AUTH is required; 0 for no limit.
     @ivar maxAuthFailures: Failed AUTH attempts before 421 and close.
@@ -419,7 +448,7 @@ class ServerOptions:
 
     name: str = field(factory=_defaultName, validator=_replyText)
     banner: str | None = field(default=None, validator=_checkBanner)
-    heloResponse: str = field(default="%s Nice to meet you, %s", validator=_checkHelo)
+    heloResponse: str = field(default=DEFAULT_HELO_RESPONSE, validator=_checkHelo)
     size: int = field(default=DEFAULT_SIZE, validator=_size)
     hideSize: bool = False
     lmtp: bool = False
@@ -432,14 +461,16 @@ class ServerOptions:
     hideSTARTTLS: bool = False
     allowInsecureAuth: bool = False
     authMethods: tuple[str, ...] = field(
-        default=("PLAIN", "LOGIN"), converter=_upperTuple, validator=_checkAuthMethods
+        default=("PLAIN", "LOGIN"), converter=_authMethods, validator=_checkAuthMethods
     )
     authOptional: bool = False
-    authRequiredMessage: str = field(default="Error: authentication required", validator=_replyText)
+    authRequiredMessage: str = field(
+        default="Error: authentication required", validator=_checkAuthRequired
+    )
     maxAllowedUnauthenticatedCommands: int = field(default=10, validator=_count)
     maxAuthFailures: int = field(default=3, validator=_positiveCount)
     disabledCommands: tuple[str, ...] = field(
-        default=(), converter=_upperTuple, validator=_checkCommands
+        default=(), converter=_disabledCommands, validator=_checkCommands
     )
     hidePIPELINING: bool = False
     hide8BITMIME: bool = False
@@ -455,12 +486,12 @@ class ServerOptions:
     maxClients: int = field(default=0, validator=_count)
     maxClientsPerIp: int = field(default=0, validator=_count)
     maxConnectionRate: tuple[int, float] | None = field(
-        default=None, converter=_rate, validator=_checkRate
+        default=None, converter=_maxConnectionRate, validator=_checkRate
     )
-    limitExemptions: tuple[IPNetwork, ...] = field(default=(), converter=_networks)
+    limitExemptions: tuple[IPNetwork, ...] = field(default=(), converter=_limitExemptions)
     clientIpv6PrefixLength: int = field(default=84, validator=_prefixLength)
     minDataRate: tuple[int, float] | None = field(
-        default=None, converter=_rate, validator=_checkRate
+        default=None, converter=_minDataRate, validator=_checkRate
     )
     maxRecipients: int = field(default=1000, validator=_positiveCount)
     maxErrors: int = field(default=20, validator=_positiveCount)
@@ -469,10 +500,10 @@ class ServerOptions:
     bareNewline: str = field(default="reject", validator=_checkBareNewline)
     lenientAddresses: bool = False
     disableReverseLookup: bool = False
-    useProxy: tuple[IPNetwork, ...] = field(default=(), converter=_networks)
+    useProxy: tuple[IPNetwork, ...] = field(default=(), converter=_useProxy)
     ignoredHosts: tuple[str, ...] = field(default=(), converter=normaliseHosts)
-    useXClient: tuple[IPNetwork, ...] = field(default=(), converter=_networks)
-    useXForward: tuple[IPNetwork, ...] = field(default=(), converter=_networks)
+    useXClient: tuple[IPNetwork, ...] = field(default=(), converter=_useXClient)
+    useXForward: tuple[IPNetwork, ...] = field(default=(), converter=_useXForward)
     tlsCiphers: str | None = None
     tlsMinVersion: str = "TLSv1.2"
     sniCallback: Callable[[str], object] | None = None
@@ -484,21 +515,3 @@ class ServerOptions:
         (RFC 2033 section 4.3 requires them), else unless hidden.
         """
         return self.lmtp or not self.hideENHANCEDSTATUSCODES
-
-
-def trusted(networks: tuple[IPNetwork, ...], host: str) -> bool:
-    """
-    Whether C{host} (an IP address string) lies in one of C{networks}.
-
-    An IPv4-mapped IPv6 address (C{::ffff:192.0.2.7}, an IPv4 client of a
-    dual-stack listener) is matched in its IPv4 form, as Postfix matches
-    it: against IPv4 networks only, so that C{::/0} does not take in every
-    IPv4 client.
-    """
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if addr.version == 6 and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return any(addr.version == n.version and addr in n for n in networks)

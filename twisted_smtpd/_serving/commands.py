@@ -20,6 +20,7 @@ from twisted_smtpd._core.grammar import (
     looksLikeBdat,
     parseHelo,
 )
+from twisted_smtpd._core.options import MAX_HELO_TEXT
 from twisted_smtpd._core.replies import CommandError
 from twisted_smtpd._serving import forwarding as _forwarding
 from twisted_smtpd._serving import tlscommand as _tlscommand
@@ -81,7 +82,20 @@ def helo(p: CommandContext, argument: bytes) -> None:
 
 
 def _heloText(p: CommandContext) -> str:
-    return p.options.heloResponse % (p.options.name, p.session.clientHostname)
+    """
+    The HELO/EHLO reply text, the client's name cut (C{...}) where the
+    reply's first line would pass 512 octets (RFC 5321 section 4.5.3.1.5):
+    L{ServerOptions} keeps room for an address literal, not for every
+    name.
+    """
+    options = p.options
+    client = p.session.clientHostname
+    text = options.heloResponse % (options.name, client)
+    over = len(text.encode("utf-8", "replace")) - MAX_HELO_TEXT
+    if over > 0:
+        client = client.encode("utf-8", "replace")[: -over - 3].decode("utf-8", "ignore")
+        text = options.heloResponse % (options.name, client + "...")
+    return text
 
 
 def _greeted(p: CommandContext, verb: str, hostname: str) -> None:

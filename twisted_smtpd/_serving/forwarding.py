@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.features import updateTransmissionType
 from twisted_smtpd._core.grammar import XCLIENT_ATTRIBUTES, XFORWARD_ATTRIBUTES, Phase
-from twisted_smtpd._core.options import trusted
+from twisted_smtpd._core.optionvalues import trusted
 from twisted_smtpd._core.printable import addressLiteral
 from twisted_smtpd._core.session import ProxyInfo, Session, unmapped
 from twisted_smtpd._core.xclient import UNAVAILABLE, parseXClient, parseXForward, stripIPv6Prefix

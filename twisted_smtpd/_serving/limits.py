@@ -15,7 +15,8 @@ from __future__ import annotations
 import functools
 import ipaddress
 
-from twisted_smtpd._core.options import IPNetwork, ServerOptions, trusted
+from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._core.optionvalues import IPNetwork, trusted
 
 #: IPv6 clients are counted by this prefix (Postfix 3.8's
 #: C{smtpd_client_ipv6_prefix_length} default): one host or site has many

@@ -28,7 +28,7 @@ from twisted.logger import ILogObserver, LogEvent, Logger, formatEvent
 from zope.interface import provider
 
 from twisted_smtpd._core.grammar import Verb
-from twisted_smtpd._core.options import normaliseHosts
+from twisted_smtpd._core.optionvalues import normaliseHosts
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.replies import TOO_MANY_AUTH_FAILURES, Reply
 from twisted_smtpd._core.session import Session, TLSInfo

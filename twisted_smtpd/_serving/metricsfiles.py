@@ -105,6 +105,34 @@ def setAside(path: str) -> str:
     return aside
 
 
+def setAsideWorkerFile(directory: str, kind: str, pid: int) -> tuple[str, list[str]]:
+    """
+    Set aside the unreadable file of kind C{kind} (C{counter}) of the
+    ended worker C{pid} (L{setAside}: C{counter_PID.unreadable}), and
+    remove those of that kind set aside before for other workers, so that
+    the directory keeps one per kind, the latest: a worker started again
+    and again, leaving an unreadable file each time, does not fill it.
+
+    @return: The new path, and the names of the files removed.
+    @raise OSError: It could not be renamed.
+    """
+    aside = setAside(os.path.join(directory, f"{kind}_{pid}.db"))
+    removed = []
+    for other in glob.glob(os.path.join(glob.escape(directory), f"{kind}_*.unreadable")):
+        number = os.path.basename(other)[len(kind) + 1 : -len(".unreadable")]
+        if other == aside or not (number.isascii() and number.isdigit()):
+            # The sum's (counter_ended.unreadable), or another kind's
+            # (gauge_max_1.unreadable is no gauge_ file).
+            continue
+        with suppress(OSError):
+            if os.path.isdir(other) and not os.path.islink(other):
+                shutil.rmtree(other)
+            else:
+                os.remove(other)
+            removed.append(os.path.basename(other))
+    return aside, removed
+
+
 def setAsideEnded(path: str, error: object) -> None:
     """
     Set aside the unreadable sums of the workers that ended (L{setAside}),

@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_smtpd._core import replies as catalogue
-from twisted_smtpd._core.options import IPNetwork, trusted
+from twisted_smtpd._core.optionvalues import IPNetwork, trusted
 from twisted_smtpd._core.proxyheader import ProxyHeader, ProxyHeaderError, parseProxyHeader
 from twisted_smtpd._core.replies import Reply, formatReply
 from twisted_smtpd._core.session import Session, hostPort, newSessionId

@@ -42,6 +42,7 @@ from twisted_smtpd._smtpclient.clientwire import (
     DeliveryResult,
     RecipientResult,
     UnverifiedClientTLS,
+    refuseRenegotiation,
 )
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.interfaces import IMessageStream
@@ -148,7 +149,7 @@ def deliver(
         if verify:
             if not tlsHostname:
                 raise ValueError("tlsHostname is needed to verify the server's certificate")
-            creator = optionsForClientTLS(tlsHostname, trustRoot=trustRoot)
+            creator = refuseRenegotiation(optionsForClientTLS(tlsHostname, trustRoot=trustRoot))
         else:
             creator = UnverifiedClientTLS(tlsHostname)
     if isinstance(stream, bytes):

@@ -32,6 +32,7 @@ from twisted_smtpd._smtpclient.clientwire import (
     RecipientResult,
     ReplyParser,
     failureText,
+    localReply,
     sessionReused,
 )
 from twisted_smtpd.interfaces import IMessageStream
@@ -550,7 +551,7 @@ class ClientProtocol(Protocol):
                     raise
                 # Some recipients have their message: do not let the rest
                 # make the whole delivery fail (RFC 2033 section 4.2).
-                finals[index] = ClientReply(e.code, e.enhanced, e.message)
+                finals[index] = localReply(e)
         return self._result(rcptReplies, finals, None)
 
     async def _abandonData(self, dataReply: ClientReply) -> None:

@@ -40,7 +40,12 @@ from twisted_smtpd._smtpclient.clientprotocol import (
     Request,
     _BodyWriter,
 )
-from twisted_smtpd._smtpclient.clientwire import ClientReply, DeliveryError, HandshakeError
+from twisted_smtpd._smtpclient.clientwire import (
+    ClientReply,
+    DeliveryError,
+    HandshakeError,
+    localReply,
+)
 from twisted_smtpd.interfaces import IMessageStream
 
 #: The most octets gathered before a BDAT chunk leaves.
@@ -384,7 +389,7 @@ class ClientSession:
                 # Some recipients have their message: the others get this
                 # temporary failure, not a failure of the whole delivery
                 # (RFC 2033 section 4.2).
-                finals.append(ClientReply(e.code, e.enhanced, e.message))
+                finals.append(localReply(e))
         return finals
 
     async def quit(self) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 from OpenSSL import SSL
 from service_identity import VerificationError
 from twisted.internet.abstract import isIPAddress, isIPv6Address
@@ -49,11 +49,16 @@ class ClientReply:
     @ivar code: The three-digit reply code.
     @ivar enhanced: The RFC 3463 enhanced status code, if the reply had one.
     @ivar text: The text, lines joined with C{"\\n"}, enhanced codes removed.
+    @ivar detail: For a reply made here, standing for one that never came
+        (L{localReply}): what went wrong, for the log line only (it may
+        quote the server's words or name it); C{None} for a reply the
+        server sent.
     """
 
     code: int
     enhanced: str | None
     text: str
+    detail: str | None = field(default=None, kw_only=True)
 
     @property
     def positive(self) -> bool:
@@ -335,6 +340,62 @@ class DotStuffer:
         return b".\r\n" if self._tail == b"\r\n" else b"\r\n.\r\n"
 
 
+#: OpenSSL's option refusing renegotiation (1.1.0h and later); pyOpenSSL
+#: leaves the name out where the library has none.
+NO_RENEGOTIATION: int = getattr(SSL, "OP_NO_RENEGOTIATION", 0)
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class RenegotiationRefusing:
+    """
+    A client TLS connection creator whose connections refuse a
+    renegotiation the server starts (a TLS 1.2 HelloRequest is answered
+    with a no_renegotiation alert), as the server's own contexts refuse a
+    client's (L{twisted_smtpd._serving.sni.TLSPolicy.newContext}): OpenSSL
+    lets a client renegotiate when its server asks, a full handshake each
+    time, the server's certificate changing in the middle of a session.
+
+    The option is set on each connection (pyOpenSSL 25 and later, whose
+    contexts cannot change once used).  With an older pyOpenSSL, which has
+    no options per connection, it is set on the context of the wrapped
+    creator's first connection (Twisted's C{optionsForClientTLS} keeps its
+    context to itself), which is then made again, as OpenSSL copies a
+    context's options into a connection when it is made.  The certificate
+    checks are the wrapped creator's.
+    """
+
+    def __init__(self, creator: IOpenSSLClientConnectionCreator) -> None:
+        self._creator = creator
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        """
+        A new client connection (L{IOpenSSLClientConnectionCreator}).
+        """
+        connection: SSL.Connection = self._creator.clientConnectionForTLS(tlsProtocol)
+        if not NO_RENEGOTIATION:
+            return connection
+        setOptions = getattr(connection, "set_options", None)
+        if setOptions is not None:
+            setOptions(NO_RENEGOTIATION)
+            return connection
+        context = connection.get_context()
+        # set_options(0) changes nothing and gives the options set.
+        if not context.set_options(0) & NO_RENEGOTIATION:
+            context.set_options(NO_RENEGOTIATION)
+            connection = self._creator.clientConnectionForTLS(tlsProtocol)
+        return connection
+
+
+def refuseRenegotiation(
+    creator: IOpenSSLClientConnectionCreator,
+) -> IOpenSSLClientConnectionCreator:
+    """
+    C{creator}, its connections refusing the server's renegotiation
+    (L{RenegotiationRefusing}).
+    """
+    return RenegotiationRefusing(creator)
+
+
 @implementer(IOpenSSLClientConnectionCreator)
 class UnverifiedClientTLS:
     """
@@ -347,6 +408,9 @@ class UnverifiedClientTLS:
     def __init__(self, hostname: str | None) -> None:
         self._hostname = hostname
         self._options = CertificateOptions()
+        if NO_RENEGOTIATION:
+            # The server's renegotiation is refused (L{refuseRenegotiation}).
+            self._options.getContext().set_options(NO_RENEGOTIATION)
 
     def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         """
@@ -378,6 +442,20 @@ LOCAL_FAILURES = {
 
 #: The words for any other failure of the next hop without a reply.
 NEXT_HOP_FAILED = "Error: the next hop failed, try again later"
+
+
+def localReply(error: DeliveryError) -> ClientReply:
+    """
+    The reply standing for an LMTP recipient's final reply that never came
+    (the session failed after some had theirs, RFC 2033 section 4.2): the
+    server's own reply if the failure was one, else the generic words of
+    L{LOCAL_FAILURES}, the failure itself (which may quote what the server
+    sent, or name it) kept as its C{detail} for the log line.
+    """
+    if error.reply is not None:
+        return error.reply
+    text = LOCAL_FAILURES.get(error.enhanced or "", NEXT_HOP_FAILED)
+    return ClientReply(error.code, error.enhanced, text, detail=error.message)
 
 
 def remoteFailure(error: DeliveryError) -> SMTPError:
@@ -421,6 +499,9 @@ def replyError(reply: ClientReply) -> SMTPError:
     protocol error: 451 4.5.0 giving its code, not its words (the caller's
     log line quotes them).
     """
+    if reply.detail is not None:
+        # Made here (localReply): its text is the generic one already.
+        return SMTPError(reply.code, reply.text, reply.enhanced)
     if not 400 <= reply.code < 600:
         # Not passed on (as Postfix since 2.6): the log line quotes it.
         text = f"Error: unexpected reply from the next hop ({reply.code}), try again later"

@@ -23,9 +23,10 @@ from twisted.logger import Logger
 from twisted_smtpd._serving.listeners import listenReason
 from twisted_smtpd._serving.metrics import MULTIPROC_ENV, metricsSite, multiprocessRegistry
 from twisted_smtpd._serving.metricsfiles import (
+    printableName,
     readMetricsFile,
-    setAside,
     setAsideEnded,
+    setAsideWorkerFile,
     writeMetricsValue,
 )
 from twisted_smtpd._serving.summary import formatAddress
@@ -130,7 +131,8 @@ class WorkerMetrics(GivesLogObserver, MultiService):
             foldEndedWorker(self._directory, pid)
         except (OSError, ValueError) as e:
             # Its readable files stay, counted as they are; none is counted
-            # twice (an unreadable one is set aside, foldEndedWorker).
+            # twice (an unreadable one is set aside, with its own line,
+            # foldEndedWorker).
             _log.warn(
                 "metrics of ended worker pid {pid} could not be added to the others': {error}",
                 pid=pid,
@@ -215,19 +217,18 @@ def foldEndedWorker(directory: str, pid: int) -> None:
 
     A file of the worker's that cannot be read (cut short: the worker was
     killed while it made it) is renamed out of the scrapes' way, to
-    C{counter_PID.unreadable}: every scrape would fail on it, and its
-    counts are lost to them anyway.  The worker's other files are added.
+    C{counter_PID.unreadable}, with one line: every scrape would fail on
+    it, and its counts are lost to them anyway.  Only the latest of each
+    kind is kept (L{setAsideWorkerFile}).  The worker's other files are
+    added.
     An unreadable sum (C{counter_ended.db}) is set aside the same way, with
     one line, and the sum starts again from the worker's counts
     (L{setAsideEnded}).
 
-    @raise ValueError: A file could not be read (after the others were
-        added).
-    @raise OSError: A file could not be read or written.
+    @raise OSError: A sum could not be written.
     """
     from prometheus_client.mmap_dict import MmapedDict
 
-    unreadable: ValueError | None = None
     for kind in _KEPT:
         path = os.path.join(directory, f"{kind}_{pid}.db")
         try:
@@ -235,10 +236,7 @@ def foldEndedWorker(directory: str, pid: int) -> None:
         except FileNotFoundError:
             continue
         except (OSError, ValueError) as e:
-            setAside(path)
-            if isinstance(e, OSError):
-                e = ValueError(f"{os.path.basename(path)} is unreadable ({e.strerror})")
-            unreadable = unreadable or e
+            _setAsideUnreadable(directory, kind, pid, e)
             continue
         ended = os.path.join(directory, f"{kind}_ended.db")
         sums: dict[str, list[float]] = {}
@@ -270,8 +268,43 @@ def foldEndedWorker(directory: str, pid: int) -> None:
             written.close()
         os.replace(new, ended)
         os.remove(path)
-    if unreadable is not None:
-        raise unreadable
+
+
+def _setAsideUnreadable(directory: str, kind: str, pid: int, error: Exception) -> None:
+    """
+    Set aside the unreadable file of kind C{kind} of the ended worker
+    C{pid} (L{setAsideWorkerFile}), with one line; one that cannot be
+    renamed stays, left out of the scrapes
+    (L{twisted_smtpd._serving.metricsfiles.MultiprocessCollector}).
+    """
+    name = printableName(os.path.join(directory, f"{kind}_{pid}.db"))
+    if isinstance(error, OSError) and error.strerror:
+        why = error.strerror
+    else:
+        why = ascii(str(error))[1:-1][:200]
+    try:
+        aside, removed = setAsideWorkerFile(directory, kind, pid)
+    except OSError as e:
+        _log.warn(
+            "metrics of ended worker pid {pid} could not be added to the others': {name} is"
+            " unreadable ({error}) and could not be set aside: {why}",
+            pid=pid,
+            name=name,
+            error=why,
+            why=e.strerror or e,
+        )
+        return
+    _log.warn(
+        "metrics of ended worker pid {pid} could not be added to the others': {name} is"
+        " unreadable ({error}); set aside as {aside}{replacing}",
+        pid=pid,
+        name=name,
+        error=why,
+        aside=printableName(aside),
+        replacing=(
+            f", replacing {', '.join(printableName(r) for r in removed)}" if removed else ""
+        ),
+    )
 
 
 def prepareWorkerMetrics() -> str:

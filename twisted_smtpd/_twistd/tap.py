@@ -27,6 +27,7 @@ from twisted.cred.strcred import AuthOptionMixin
 from twisted.python import usage
 
 from twisted_smtpd._core.files import NotRegularFile, openRegular
+from twisted_smtpd._core.hostname import UnusableMachineName, machineName
 from twisted_smtpd._core.options import (
     AUTH_METHODS,
     BARE_NEWLINE_POLICIES,
@@ -404,13 +405,22 @@ class Options(AuthOptionMixin, usage.Options):
             if self[flag] is not None:
                 settings[attribute] = self[flag]
         settings["sniOptions"] = dict(self["sni"])
+        if "name" not in settings:
+            # The default, said here so that a machine name that cannot
+            # be used asks for --hostname without blaming the flag.
+            try:
+                settings["name"] = machineName()
+            except UnusableMachineName as e:
+                raise usage.UsageError(e.advice("--hostname")) from None
         try:
             return ServerOptions(**settings)
         except ValueError as e:
             why = reason(e)
-            field = why.partition(" ")[0]
+            field, _, rest = why.partition(" ")
+            if field.endswith(":") and field[:-1] in FIELD_FLAGS:
+                # "authMethods: unknown AUTH methods: X": the flag says it.
+                field, why = field[:-1], rest
             if why.startswith("unknown AUTH methods: "):
-                field = "authMethods"
                 why += "; one of: " + " ".join(sorted(AUTH_METHODS))
             if field in FIELD_FLAGS:
                 why = f"--{FIELD_FLAGS[field]}: {why}"

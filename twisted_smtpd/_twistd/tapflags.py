@@ -15,7 +15,8 @@ from typing import Any
 import attrs
 from twisted.python import usage
 
-from twisted_smtpd._core.options import DECIMAL, HIDEABLE, WHOLE, ServerOptions
+from twisted_smtpd._core.options import HIDEABLE, ServerOptions
+from twisted_smtpd._core.optionvalues import DECIMAL, WHOLE
 
 DEFAULT_LISTEN = "tcp:2525:interface=127.0.0.1"
 DEFAULT_MAILDIR = "./Maildir"

@@ -50,11 +50,16 @@ def isLMTP(session: Session) -> bool:
     return session.transmissionType.startswith("LMTP")
 
 
-def describe(reply: ClientReply) -> str:
+def describe(reply: ClientReply, detail: bool = True) -> str:
     """
     A next hop's reply as one safe line for logs and reports.
+
+    @param detail: For a reply made here for one that never came, give
+        what went wrong (for a log line), not the generic words (for a
+        report to the sender).
     """
-    text = " ".join(sanitiseText(reply.text))
+    words = reply.detail if detail and reply.detail is not None else reply.text
+    text = " ".join(sanitiseText(words))
     return f"{reply.code} {reply.enhanced + ' ' if reply.enhanced else ''}{text}"[:400]
 
 
@@ -421,6 +426,16 @@ class ProxyingHandler(BaseHandler, ABC):
         accepted = [(a, r) for a, r in results if r.positive]
         refused = [(a, r) for a, r in results if not r.positive]
         for address, reply in refused:
+            if reply.detail is not None:
+                # No reply came for it (LMTP, RFC 2033 section 4.2).
+                self._log.warn(
+                    "{session} next hop {peer} failed before its reply for {address}: {reply}",
+                    session=session.id,
+                    peer=self._peerText,
+                    address=printable(address.address),
+                    reply=describe(reply),
+                )
+                continue
             self._log.warn(
                 "{session} next hop {peer} refused the message for {address}: {reply}",
                 session=session.id,
@@ -486,7 +501,7 @@ class ProxyingHandler(BaseHandler, ABC):
                 orcpt=a.dsn.orcpt if a.dsn else None,
                 action=action,
                 status=_status(r),
-                diagnostic=describe(r),
+                diagnostic=describe(r, detail=False),
             )
             for a, r in results
         ]

@@ -26,11 +26,12 @@ from twisted.web._newclient import (
 from twisted.web._newclient import (
     _WrapperException as WrapperException,
 )
-from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
-from twisted.web.iweb import IResponse
+from twisted.web.client import BrowserLikePolicyForHTTPS, HTTPConnectionPool, _HTTP11ClientFactory
+from twisted.web.iweb import IPolicyForHTTPS, IResponse
+from zope.interface import implementer
 
 from twisted_smtpd._core.printable import validHostname
-from twisted_smtpd._smtpclient.clientwire import failureText
+from twisted_smtpd._smtpclient.clientwire import failureText, refuseRenegotiation
 from twisted_smtpd.handlers._envelope import sanitise
 
 #: The most octets of status lines and headers (any 1xx answers included)
@@ -341,3 +342,35 @@ def readBody(response: IResponse, keep: int, limit: int) -> Deferred[bytes]:
 
 
 __all__ = ["HEADER_LIMIT", "checkURL", "describe", "discardBody", "makePool", "readBody"]
+
+
+@implementer(IPolicyForHTTPS)
+class RenegotiationRefusingPolicy:
+    """
+    Twisted's browser-like HTTPS policy (the server's certificate checked
+    against C{trustRoot}, or the system's CAs, for the URL's host), whose
+    connections refuse a renegotiation the server starts
+    (L{refuseRenegotiation}).  One connection creator, one TLS context, per
+    host and port, not one per request as the policy makes them: the
+    webhook posts to one URL.
+    """
+
+    #: The most hosts and ports whose creators are kept.
+    MAX_CREATORS = 16
+
+    def __init__(self, trustRoot: Any = None) -> None:
+        self._policy = BrowserLikePolicyForHTTPS(trustRoot)
+        self._creators: dict[tuple[bytes, int], Any] = {}
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+        """
+        The connection creator for C{hostname}:C{port} (L{IPolicyForHTTPS}).
+        """
+        key = (hostname, port)
+        creator = self._creators.get(key)
+        if creator is None:
+            creator = refuseRenegotiation(self._policy.creatorForNetloc(hostname, port))
+            if len(self._creators) >= self.MAX_CREATORS:
+                self._creators.clear()
+            self._creators[key] = creator
+        return creator

@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, Session
+from twisted_smtpd._smtpclient.clientwire import refuseRenegotiation
 from twisted_smtpd.handlers._amqpconnection import (
     BrokerConnection,
     Confirms,
@@ -45,6 +46,7 @@ from twisted_smtpd.handlers._amqpframes import (
     Body,
     encodedSize,
 )
+from twisted_smtpd.handlers._amqpurl import checkURLNumbers
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._envelope import envelopeFields, messageId, sanitise
 from twisted_smtpd.handlers.relay import loadTrustRoot
@@ -145,12 +147,14 @@ class AMQPHandler(BaseHandler):
         @param firstRetry: Seconds before the first reconnection attempt.
         @param maxRetryDelay: The longest pause between attempts.
         @param reactor: The reactor (the global one by default).
-        @raise ValueError: If C{url} is not an AMQP URL, a value is out of
-            range, a name is longer than 255 octets in UTF-8, or
+        @raise ValueError: If C{url} is not an AMQP URL, its port or a
+            number of its query is not in ASCII digits (or not finite), a
+            value is out of range, a name is longer than 255 octets in UTF-8, or
             C{caCertificates} is given with an C{amqp://} URL.
         """
         if not url.startswith(("amqp://", "amqps://")):
             raise ValueError(f"not an amqp:// or amqps:// URL: {sanitise(url)!r}")
+        checkURLNumbers(url)
         try:
             self._parameters = pika.URLParameters(url)
         except Exception as e:
@@ -228,7 +232,7 @@ class AMQPHandler(BaseHandler):
         host, port = self._parameters.host, self._parameters.port
         endpoint: Any = HostnameEndpoint(self._reactor, host, port, timeout=self._connectTimeout)
         if self._tls:
-            options = optionsForClientTLS(host, trustRoot=self._trustRoot)
+            options = refuseRenegotiation(optionsForClientTLS(host, trustRoot=self._trustRoot))
             endpoint = wrapClientTLS(options, endpoint)
         return endpoint
 

@@ -12,7 +12,6 @@ are kept open and reused (L{twisted_smtpd._smtpclient.clientpool.SessionPool}).
 from __future__ import annotations
 
 import re
-import socket
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred
@@ -22,10 +21,11 @@ from twisted.internet.ssl import Certificate, optionsForClientTLS, trustRootFrom
 from twisted.logger import Logger
 
 from twisted_smtpd._core.files import readRegular
+from twisted_smtpd._core.hostname import UnusableMachineName, machineName
 from twisted_smtpd._smtpclient.client import TLS_MODES, TLSMode
 from twisted_smtpd._smtpclient.clientprotocol import Request
 from twisted_smtpd._smtpclient.clientsession import ClientSession, ResumingTLS, openSession
-from twisted_smtpd._smtpclient.clientwire import UnverifiedClientTLS
+from twisted_smtpd._smtpclient.clientwire import UnverifiedClientTLS, refuseRenegotiation
 from twisted_smtpd.handlers._proxying import ProxyingHandler, describe, isLMTP
 
 _PEM_CERTIFICATE = re.compile(
@@ -50,9 +50,17 @@ def loadTrustRoot(path: str) -> Any:
 
 def defaultHeloName() -> str:
     """
-    This host's fully qualified name, for EHLO.
+    This host's fully qualified name, for EHLO, as an ASCII domain: a name
+    in U-labels is given in A-labels (RFC 5321 section 4.1.2, RFC 6531
+    section 3.7.1).
+
+    @raise ValueError: If it cannot be written so, saying to set
+        C{heloName}.
     """
-    return socket.getfqdn()
+    try:
+        return machineName()
+    except UnusableMachineName as e:
+        raise ValueError(e.advice("heloName")) from None
 
 
 class RelayHandler(ProxyingHandler):
@@ -156,7 +164,7 @@ class RelayHandler(ProxyingHandler):
         self._creator: IOpenSSLClientConnectionCreator | None = None
         if self._tls != "none":
             if verify:
-                creator = optionsForClientTLS(host, trustRoot=self._trustRoot)
+                creator = refuseRenegotiation(optionsForClientTLS(host, trustRoot=self._trustRoot))
             else:
                 creator = UnverifiedClientTLS(host)
             self._creator = ResumingTLS(creator)

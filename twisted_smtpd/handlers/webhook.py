@@ -15,7 +15,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
-    BrowserLikePolicyForHTTPS,
     FileBodyProducer,
 )
 from twisted.web.http_headers import Headers
@@ -28,6 +27,7 @@ from twisted_smtpd.handlers._envelope import envelopeFields, envelopeJSON, messa
 from twisted_smtpd.handlers._sessionwork import SessionWork
 from twisted_smtpd.handlers._signedspool import SignedSpool
 from twisted_smtpd.handlers._webhookclient import (
+    RenegotiationRefusingPolicy,
     answeredEarly,
     checkURL,
     describe,
@@ -227,7 +227,7 @@ class WebhookHandler(BaseHandler):
         self._firstRetry = firstRetry
         self._maxRetryDelay = maxRetryDelay
         self._reactor = reactor
-        policy = BrowserLikePolicyForHTTPS(
+        policy = RenegotiationRefusingPolicy(
             loadTrustRoot(caCertificates) if caCertificates is not None else None
         )
         self._pool = makePool(reactor)

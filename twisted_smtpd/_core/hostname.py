@@ -1,0 +1,81 @@
+# -*- test-case-name: tests.test_machinename -*-
+"""
+Pure: this machine's host name, in the form a greeting, an EHLO or a trace
+header can carry.
+
+A domain in an SMTP greeting, EHLO or LHLO is ASCII (RFC 5321 section
+4.1.2; RFC 6531 section 3.7.1 keeps the EHLO domain in A-labels even with
+SMTPUTF8).  A machine may be named in U-labels (C{bücher.example}): that
+name is given in its A-label form (C{xn--bcher-kva.example}), as IDNA 2008
+(RFC 5891) writes it.  The C{idna} package does the conversion: Twisted's
+C{tls} extra, which twisted-smtpd requires, installs it.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import idna
+
+__all__ = ["UnusableMachineName", "asciiHostName", "machineName"]
+
+
+class UnusableMachineName(ValueError):
+    """
+    This machine's host name cannot be written as an ASCII domain: the
+    server's name must be given.
+
+    @ivar hostName: The name the system gave, as it gave it.
+    @ivar why: Why it cannot be used, in printable US-ASCII.
+    """
+
+    def __init__(self, hostName: str, why: str) -> None:
+        self.hostName = hostName
+        self.why = "".join(c if " " <= c <= "~" else ascii(c)[1:-1] for c in why)
+        super().__init__(self.advice("name"))
+
+    def advice(self, setting: str) -> str:
+        """
+        One line saying what is wrong and that C{setting} must be set.
+
+        @param setting: The setting giving the server's name (C{name} in
+            L{ServerOptions}, C{--hostname} on the command line).
+        """
+        return (
+            f"this machine's host name {self.hostName!a} (socket.getfqdn()) is not usable"
+            f" as the server's name ({self.why}): set {setting}"
+        )
+
+
+def asciiHostName(name: str) -> str:
+    """
+    C{name} as an ASCII domain: an ASCII name as it is, a name holding
+    U-labels with them written as A-labels (IDNA 2008 with the UTS 46
+    mapping, so upper case letters are folded, and the STD 3 rules: letters,
+    digits and hyphens only).
+
+    @raise UnusableMachineName: If C{name} is empty, holds a space or a
+        control character, or a character no host name may hold, or a
+        label too long once written as an A-label.
+    """
+    if not name:
+        raise UnusableMachineName(name, "it is empty")
+    if name.isascii():
+        for character in name:
+            if not "!" <= character <= "~":
+                raise UnusableMachineName(name, f"it holds {character!a}")
+        return name
+    try:
+        return idna.encode(name, uts46=True, std3_rules=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError) as e:
+        raise UnusableMachineName(name, str(e) or type(e).__name__) from None
+
+
+def machineName() -> str:
+    """
+    This machine's fully qualified name (C{socket.getfqdn()}) as an ASCII
+    domain (L{asciiHostName}).
+
+    @raise UnusableMachineName: If it cannot be one.
+    """
+    return asciiHostName(socket.getfqdn())

@@ -1,0 +1,196 @@
+# -*- test-case-name: tests.test_optionnames -*-
+"""
+Pure: the converters of L{ServerOptions} settings given in more than one
+form (rates, trusted networks, lists of words, client addresses), and the
+syntax of numbers written as text.
+
+A converter does not learn which setting it converts (attrs hands it the
+value only), so each takes the setting's name from a small converter of
+L{ServerOptions}: every error it raises names the setting, as the
+validators' do.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = [
+    "DECIMAL",
+    "WHOLE",
+    "IPNetwork",
+    "networks",
+    "normaliseHosts",
+    "rate",
+    "trusted",
+    "upperWords",
+]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: A whole number as a text setting or a numeric flag takes it: ASCII
+#: digits, a minus sign allowed only to be refused as below the bound.  Not
+#: the other spellings C{int()} takes (C{+5}, C{1_000}, C{" 12 "},
+#: Arabic-Indic or full-width digits), which a reader of the configuration
+#: would not read as the number the server uses.
+WHOLE = re.compile(r"-?[0-9]+")
+
+#: A number of seconds: ASCII digits with an optional decimal point and
+#: exponent, or the words C{float()} takes for infinity and NaN (refused
+#: later as not finite).
+DECIMAL = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?|-?(inf|infinity|nan)", re.I)
+
+
+def _shown(value: object) -> str:
+    """
+    C{value} for an error message: its C{ascii()} form, at most 80
+    characters of it.
+    """
+    text = ascii(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def upperWords(name: str, value: Iterable[str]) -> tuple[str, ...]:
+    """
+    Convert the list setting C{name} (C{authMethods}, C{disabledCommands}):
+    one word or an iterable of words, each stripped and upper-cased, empty
+    ones left out.
+
+    @raise TypeError: Naming the setting, for anything but strings.
+    """
+    if isinstance(value, str):
+        value = [value]
+    try:
+        words = list(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a list of strings, got {_shown(value)}") from None
+    for word in words:
+        if not isinstance(word, str):
+            raise TypeError(f"{name} must hold strings only, got {_shown(word)}")
+    return tuple(w.strip().upper() for w in words if w.strip())
+
+
+def networks(name: str, value: bool | Iterable[str | IPNetwork] | None) -> tuple[IPNetwork, ...]:
+    """
+    Convert the trusted-network setting C{name}: C{True} trusts every
+    address, C{False} or C{None} none, otherwise a CIDR string or network,
+    or an iterable of them.
+
+    @raise ValueError: Naming the setting, for a network that is none.
+    @raise TypeError: Naming the setting, for a value of another type.
+    """
+    if value is None or value is False:
+        return ()
+    if value is True:
+        return (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+    if isinstance(value, str | ipaddress.IPv4Network | ipaddress.IPv6Network):
+        value = [value]
+    try:
+        items = list(value)
+    except TypeError:
+        raise TypeError(f"{name} must be networks, got {_shown(value)}") from None
+    out = []
+    for item in items:
+        if not isinstance(item, str | ipaddress.IPv4Network | ipaddress.IPv6Network):
+            raise TypeError(f"{name} must hold CIDR strings or networks, got {_shown(item)}")
+        try:
+            network = ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"{name}: {_shown(item)} is not an IPv4 or IPv6 network (CIDR)"
+            ) from None
+        out.append(_unmappedNetwork(network))
+    return tuple(out)
+
+
+def _unmappedNetwork(network: IPNetwork) -> IPNetwork:
+    """
+    An IPv6 network inside C{::ffff:0:0/96} (IPv4-mapped addresses) as the
+    IPv4 network it maps: clients are matched in their IPv4 form
+    (L{trusted}), so C{::ffff:192.0.2.0/120} means C{192.0.2.0/24}.
+    """
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
+        address = network.network_address.ipv4_mapped
+        if address is not None:
+            return ipaddress.IPv4Network((address, network.prefixlen - 96))
+    return network
+
+
+def normaliseHosts(value: Iterable[str]) -> tuple[str, ...]:
+    """
+    Normalise C{ignoredHosts}: each IP address in the form a session's
+    C{remoteAddress} has (IPv4-mapped addresses as IPv4, IPv6 compressed
+    and lower case); other entries (a UNIX socket path) as they are.
+
+    @raise TypeError: Naming C{ignoredHosts}, for anything but strings.
+    """
+    if isinstance(value, str):
+        value = [value]
+    try:
+        hosts = list(value)
+    except TypeError:
+        raise TypeError(f"ignoredHosts must be a list of strings, got {_shown(value)}") from None
+    out = []
+    for host in hosts:
+        if not isinstance(host, str):
+            raise TypeError(f"ignoredHosts must hold strings only, got {_shown(host)}")
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            out.append(host)
+            continue
+        if address.version == 6 and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        out.append(str(address))
+    return tuple(out)
+
+
+def rate(name: str, value: str | tuple[int, float] | None) -> tuple[int, float] | None:
+    """
+    Convert the rate setting C{name}: C{None} (no limit), a C{(count,
+    seconds)} pair of numbers, or the text C{"COUNT/SECONDS"} (C{"30/60"})
+    in ASCII digits (L{WHOLE}, L{DECIMAL}).
+
+    @raise ValueError: Naming the setting, for a text in another form.
+    @raise TypeError: Naming the setting, for a value of another type (a
+        count that is not an C{int}, a pair holding text).
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        count, slash, seconds = value.partition("/")
+        written = value.isascii() and WHOLE.fullmatch(count) and DECIMAL.fullmatch(seconds)
+        if not (slash and written):
+            raise ValueError(f"{name} must be COUNT/SECONDS in ASCII digits, got {_shown(value)}")
+        return int(count), float(seconds)
+    pair: Any = value
+    if not isinstance(pair, tuple | list) or len(pair) != 2:
+        raise TypeError(
+            f"{name} must be a (count, seconds) pair or COUNT/SECONDS, got {_shown(value)}"
+        )
+    number, period = pair
+    if isinstance(number, bool) or not isinstance(number, int):
+        raise TypeError(f"{name} must have a whole number as its count, got {_shown(number)}")
+    if isinstance(period, bool) or not isinstance(period, int | float):
+        raise TypeError(f"{name} must have a number of seconds, got {_shown(period)}")
+    return number, float(period)
+
+
+def trusted(networks: tuple[IPNetwork, ...], host: str) -> bool:
+    """
+    Whether C{host} (an IP address string) lies in one of C{networks}.
+
+    An IPv4-mapped IPv6 address (C{::ffff:192.0.2.7}, an IPv4 client of a
+    dual-stack listener) is matched in its IPv4 form, as Postfix matches
+    it: against IPv4 networks only, so that C{::/0} does not take in every
+    IPv4 client.
+    """
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return any(addr.version == n.version and addr in n for n in networks)
