@@ -81,7 +81,8 @@ class StalledBrokerTests(TwistedProtocolConnectionTests):
             self.lines(),
             [
                 "stalled message broker unavailable at the end of DATA",
-                "message broker connection lost: the broker did not read what was sent within 30s; again in 0.5s",
+                "message broker connection lost: the broker did not read what was sent"
+                " within 30s; again in 0.5s",
             ],
         )
         self.clock.advance(0.5)

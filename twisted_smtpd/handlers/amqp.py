@@ -537,7 +537,8 @@ class AMQPHandler(BaseHandler):
         )
         if stalled and connection is not None:
             # What was published waits in memory, unread, and so would this.
-            connection.drop(f"the broker did not read what was sent within {self._confirmTimeout:g}s")
+            seconds = self._confirmTimeout
+            connection.drop(f"the broker did not read what was sent within {seconds:g}s")
         channel, confirms = self._channel, self._confirms
         if stalled or self._state is not _State.READY or channel is None or confirms is None:
             self._log.warn(
