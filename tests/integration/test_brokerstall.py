@@ -11,6 +11,7 @@ at most, then drops the connection, and what it left unsent with it.
 from __future__ import annotations
 
 import smtplib
+import socket
 import struct
 from typing import Any
 
@@ -28,8 +29,13 @@ from twisted_smtpd import ServerOptions
 from twisted_smtpd.handlers.amqp import AMQPHandler
 from twisted_smtpd.testing import listenForTests
 
-# Larger than what the loopback's socket buffers take on both sides.
-MESSAGE = b"Subject: large\r\n\r\n" + (b"x" * 998 + b"\r\n") * 16000
+#: The fake broker's receive buffer, fixed (no autotuning, which on this
+#: machine lets a loopback socket take up to C{tcp_rmem}'s 32 MiB unread).
+RECEIVE_BUFFER = 65536
+
+# Larger than what the sockets' buffers take on both sides: the fake
+# broker's fixed one and the handler's send buffer (C{tcp_wmem}, 4 MiB).
+MESSAGE = b"Subject: large\r\n\r\n" + (b"x" * 998 + b"\r\n") * 8000
 
 
 def methodFrame(method: object, channel: int = 0) -> bytes:
@@ -102,6 +108,8 @@ class StalledBrokerTests(TestCase):
         factory = Factory.forProtocol(DeafBroker)
         factory.connections = 0  # type: ignore[attr-defined]
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        # Inherited by the connections it accepts.
+        port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         self.addCleanup(port.stopListening)
         handler = AMQPHandler(
             f"amqp://guest:guest@127.0.0.1:{port.getHost().port}/%2F",
