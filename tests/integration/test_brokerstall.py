@@ -10,6 +10,7 @@ at most, then drops the connection, and what it left unsent with it.
 
 from __future__ import annotations
 
+import gc
 import smtplib
 import socket
 import struct
@@ -104,6 +105,11 @@ class StalledBrokerTests(TestCase):
         C{confirmTimeout}, and the connection is dropped with one line
         naming the cause, then made again.
         """
+        # Objects earlier tests left for the garbage collector go now, not
+        # while this test's sockets are open: one of them, seen closing a
+        # descriptor number it no longer held when collected, closed the
+        # fake broker's socket in the middle of this test.
+        gc.collect()
         logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         factory = Factory.forProtocol(DeafBroker)
         factory.connections = 0  # type: ignore[attr-defined]
