@@ -22,11 +22,15 @@ C{/tmp/smtpdiff-report.json}.
 from __future__ import annotations
 
 import enum
+import json
 import re
+import shutil
+import signal
 import socket
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import attrs
@@ -295,35 +299,39 @@ def runBoth(
         return list(pool.map(one, sessions))
 
 
-def main(argv: list[str]) -> int:  # pragma: no cover - a tool
-    import json
-    import tempfile
+class _Cleanups:
+    """
+    Where L{Postfix.start} registers its stop, outside a test.
+    """
 
+    def __init__(self) -> None:
+        self.calls: list[Callable[[], object]] = []
+
+    def addCleanup(self, f: Callable[[], object], /) -> None:
+        self.calls.append(f)
+
+
+def _stop(number: int, frame: object) -> None:
+    raise SystemExit(1)
+
+
+def main(argv: list[str]) -> int:  # pragma: no cover - a tool
+    """
+    Play the corpus (or the sessions whose names hold an argument) against
+    a new Postfix and a new C{twistd smtpd}, print the differences.
+    """
     from tests.integration.helpers import TwistdServer
     from tests.integration.nexthops import Postfix
+    from tests.integration.smtpdiffcorpus import DOCUMENTED, corpus
 
     verbose = "--verbose" in argv
     only = [a for a in argv if not a.startswith("--")]
-    from tests.integration.smtpdiffcorpus import DOCUMENTED, corpus
-
     sessions = corpus()
     if only:
         sessions = [s for s in sessions if any(o in s.name for o in only)]
-
-    class Cleanups:
-        def __init__(self) -> None:
-            self.calls: list = []
-
-        def addCleanup(self, f) -> None:  # type: ignore[no-untyped-def]
-            self.calls.append(f)
-
-    import signal
-
-    def stop(number: int, frame: object) -> None:
-        raise SystemExit(1)
-
-    signal.signal(signal.SIGTERM, stop)
-    cleanups = Cleanups()
+    # SIGTERM stops both servers as an exception does.
+    signal.signal(signal.SIGTERM, _stop)
+    cleanups = _Cleanups()
     postfix = Postfix(relayhost=1, settings=POSTFIX_SETTINGS)
     directory = tempfile.mkdtemp(prefix="smtpdiff-")
     ours = TwistdServer(["--maildir", f"{directory}/Maildir", *TWISTD_ARGUMENTS], directory)
@@ -335,6 +343,7 @@ def main(argv: list[str]) -> int:  # pragma: no cover - a tool
         ours.stop()
         for f in reversed(cleanups.calls):
             f()
+        shutil.rmtree(directory, ignore_errors=True)
     same = documented = 0
     report = []
     for session, p, o in results:

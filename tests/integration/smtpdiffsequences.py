@@ -138,6 +138,42 @@ def sequencing() -> Iterator[Session]:
 
 
 def pipelining() -> Iterator[Session]:
+    yield _s("MAIL no space param", EHLO, command("MAIL FROM:<u@e.example>SIZE=10"), RCPT)
+    yield _s("RCPT no space param", EHLO, MAIL, command("RCPT TO:<u@e.example>NOTIFY=NEVER"))
+    yield _s("HELO resets", EHLO, MAIL, RCPT, command("HELO c.example"), RCPT, DATA)
+    yield _s("EHLO resets", EHLO, MAIL, RCPT, EHLO, DATA, body(MESSAGE))
+    yield _s(
+        "NOOP in BDAT",
+        EHLO,
+        MAIL,
+        RCPT,
+        raw(b"BDAT 3\r\nabc"),
+        command("NOOP"),
+        raw(b"BDAT 0 LAST\r\n"),
+    )
+    yield _s("QUIT in BDAT", EHLO, MAIL, RCPT, raw(b"BDAT 3\r\nabc"), command("QUIT"))
+    yield _s("VRFY 8bit", EHLO, command("VRFY j\xf6rg"), MAIL)
+    yield _s("VRFY long", EHLO, command("VRFY " + "x" * 400), MAIL)
+    yield _s("DATA after BDAT message", EHLO, MAIL, RCPT, raw(b"BDAT 3 LAST\r\nabc"), DATA)
+    yield _s(
+        "many RCPT",
+        EHLO,
+        MAIL,
+        Step(
+            Kind.PIPELINED, b"".join(b"RCPT TO:<r%d@e.example>\r\n" % i for i in range(1002)), 1002
+        ),
+        DATA,
+        body(MESSAGE),
+    )
+    yield _s("ENVID plus", EHLO, command("MAIL FROM:<u@e.example> ENVID=+"), RCPT)
+    yield _s("route utf8", EHLO, command("MAIL FROM:<@a.example:j\xf6rg@e.example> SMTPUTF8"), RCPT)
+    yield _s(
+        "NUL in body header", EHLO, MAIL, RCPT, DATA, body(b"Sub\x00ject: x\r\n\r\nb\r\n.\r\n")
+    )
+    yield _s("RSET in DATA refused", EHLO, MAIL, DATA, command("RSET"), MAIL, RCPT)
+    yield _s(
+        "second EHLO arg", EHLO, command("EHLO other.example"), MAIL, RCPT, DATA, body(MESSAGE)
+    )
     yield _s("pipe whole", EHLO, pipelined(MAIL.data[:-2], RCPT.data[:-2], "DATA"), body(MESSAGE))
     yield _s(
         "pipe bad RCPT DATA",
