@@ -445,6 +445,8 @@ DOCUMENTED: dict[str, str] = {
     "DATA lone CR": "Bare CR in DATA",
     "DATA CR at end of line": "Bare CR in DATA",
     "DATA received loop": "Mail loops",
+    "DATA at size limit": "Size limit",
+    "DATA stuffed at size limit": "Size limit",
     "DATA CR dot CR inside": "Bare CR in DATA",
     "DATA end CR dot CR": "Bare CR in DATA",
     "DATA end CRLF dot CR": "Bare CR in DATA",

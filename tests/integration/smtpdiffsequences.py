@@ -325,6 +325,22 @@ def content() -> Iterator[Session]:
         body(b"Subject: x\r\n\r\n" + (b"y" * 998 + b"\r\n") * 10300 + b".\r\n"),
         MAIL,
     )
+    # The size limit (10240000 octets) counts the message as received.
+    yield _s("DATA at size limit", *start, body(b"x" * 10239998 + b"\r\n.\r\n"), MAIL)
+    yield _s("DATA over size limit", *start, body(b"x" * 10239999 + b"\r\n.\r\n"), MAIL)
+    yield _s(
+        "DATA stuffed at size limit",
+        *start,
+        body((b".." + b"x" * 97 + b"\r\n") * 102399 + b"x" * 98 + b"\r\n.\r\n"),
+        MAIL,
+    )
+    yield _s(
+        "BDAT SIZE smaller than chunk",
+        EHLO,
+        command("MAIL FROM:<u@e.example> SIZE=100"),
+        RCPT,
+        raw(b"BDAT 200 LAST\r\n" + b"x" * 200),
+    )
     yield _s(
         "DATA SIZE exact",
         EHLO,
