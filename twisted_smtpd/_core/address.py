@@ -426,7 +426,8 @@ def _labelSize(label: str) -> int:
 def literalAddress(domain: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """
     The IP address an address literal names (RFC 5321 section 4.1.3):
-    C{[192.0.2.1]}, C{[IPv6:2001:db8::1]}; C{None} for a domain name, a
+    C{[192.0.2.1]}, C{[IPv6:2001:db8::1]}; numbers with leading zeros are
+    decimal (C{[010.0.0.1]} is 10.0.0.1).  C{None} for a domain name, a
     general address literal, or a literal that is no valid address.
     """
     if not (domain.startswith("[") and domain.endswith("]")):
