@@ -230,6 +230,24 @@ def pipelining() -> Iterator[Session]:
     yield _s("RCPT POSTMASTER", EHLO, MAIL, command("RCPT TO:<POSTMASTER>"))
     yield _s("RCPT postmaster params", EHLO, MAIL, command("RCPT TO:<Postmaster> NOTIFY=NEVER"))
     yield _s("MAIL null SIZE", EHLO, command("MAIL FROM:<> SIZE=100 BODY=8BITMIME"), RCPT)
+    for name, line in {
+        "ORCPT 8bit no SMTPUTF8": "RCPT TO:<u@e.example> ORCPT=rfc822;j\xf6rg@e.example",
+        "NOTIFY trailing comma": "RCPT TO:<u@e.example> NOTIFY=SUCCESS,",
+        "NOTIFY DELAY only": "RCPT TO:<u@e.example> NOTIFY=DELAY",
+        "ORCPT space in type": "RCPT TO:<u@e.example> ORCPT=rfc 822;u@e.example",
+        "RCPT null with params": "RCPT TO:<> NOTIFY=NEVER",
+        "RCPT postmaster 8bit": "RCPT TO:<P\xf6stmaster>",
+    }.items():
+        yield _s(name, EHLO, MAIL, command(line), DATA, body(MESSAGE))
+    for name, line in {
+        "ENVID 8bit no SMTPUTF8": "MAIL FROM:<u@e.example> ENVID=j\xf6rg",
+        "AUTH bad xtext": "MAIL FROM:<u@e.example> AUTH=a+zz",
+        "AUTH 600": "MAIL FROM:<u@e.example> AUTH=" + "a" * 600,
+        "param underscore": "MAIL FROM:<u@e.example> X_Y=1",
+        "param value with =": "MAIL FROM:<u@e.example> FOO=a=b",
+        "MAIL params no path": "MAIL FROM: SIZE=10",
+    }.items():
+        yield _s(name, EHLO, command(line), RCPT)
     yield _s(
         "RCPT lower params",
         EHLO,
