@@ -207,6 +207,8 @@ class MailPathTests(MailTestCase):
             "[IPv6:2001:db8::1]",
             "[ipv6:::1]",
             "[IPv6:::ffff:192.0.2.1]",
+            # Snum is one to three digits (RFC 5321 section 4.1.3).
+            "[192.0.2.01]",
         ]:
             self.assertEqual(self.mailbox(f"FROM:<u@{literal}>".encode()), "u@" + literal)
 
@@ -217,7 +219,7 @@ class MailPathTests(MailTestCase):
         for literal in [
             "[192.0.2]",
             "[192.0.2.256]",
-            "[192.0.2.01]",
+            "[192.0.2.0001]",
             "[2001:db8::1]",
             "[IPv6:2001:db8::g]",
             "[IPv6:192.0.2.1]",

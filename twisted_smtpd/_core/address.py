@@ -426,7 +426,8 @@ def _labelSize(label: str) -> int:
 def literalAddress(domain: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """
     The IP address an address literal names (RFC 5321 section 4.1.3):
-    C{[192.0.2.1]}, C{[IPv6:2001:db8::1]}; C{None} for a domain name, a
+    C{[192.0.2.1]}, C{[IPv6:2001:db8::1]}; numbers with leading zeros are
+    decimal (C{[010.0.0.1]} is 10.0.0.1).  C{None} for a domain name, a
     general address literal, or a literal that is no valid address.
     """
     if not (domain.startswith("[") and domain.endswith("]")):
@@ -434,11 +435,39 @@ def literalAddress(domain: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address
     return _literalAddress(domain[1:-1])
 
 
+# IPv4-address-literal (RFC 5321 section 4.1.3): four Snum, each one to three
+# decimal digits, leading zeros allowed (C{[192.0.002.1]}), which Python's
+# ipaddress refuses.
+_SNUM_IPV4 = re.compile("([0-9]{1,3})\\.([0-9]{1,3})\\.([0-9]{1,3})\\.([0-9]{1,3})")
+
+
+def _ipv4Literal(text: str) -> ipaddress.IPv4Address | None:
+    """
+    The address of an IPv4-address-literal of four decimal C{Snum} (RFC
+    5321 section 4.1.3), each at most 255; C{None} for anything else.
+    """
+    match = _SNUM_IPV4.fullmatch(text)
+    if match is None:
+        return None
+    octets = [int(snum) for snum in match.groups()]
+    if max(octets) > 255:
+        return None
+    return ipaddress.IPv4Address(bytes(octets))
+
+
 def _literalAddress(literal: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if literal[:5].upper() != "IPV6:":
+        return _ipv4Literal(literal)
+    text = literal[5:]
+    head, colon, tail = text.rpartition(":")
+    if colon and "." in tail:
+        # IPv6v4-full and IPv6v4-comp end in an IPv4-address-literal.
+        ipv4 = _ipv4Literal(tail)
+        if ipv4 is None:
+            return None
+        text = f"{head}:{ipv4}"
     try:
-        if literal[:5].upper() == "IPV6:":
-            return ipaddress.IPv6Address(literal[5:])
-        return ipaddress.IPv4Address(literal)
+        return ipaddress.IPv6Address(text)
     except ValueError:
         return None
 

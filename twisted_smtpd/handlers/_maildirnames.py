@@ -6,7 +6,6 @@ trace headers, and the per-recipient folders of C{perRecipient} delivery.
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import os
 import re
@@ -15,6 +14,7 @@ import time
 import unicodedata
 from email.utils import formatdate
 
+from twisted_smtpd._core.address import literalAddress
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.features import messageTransmissionType
 from twisted_smtpd._core.printable import addressLiteral, printable
@@ -154,10 +154,9 @@ def _canonicalLiteral(domain: str) -> str:
         return domain
     inner = domain[1:-1]
     if inner[:5].lower() == "ipv6:":
-        try:
-            return f"[ipv6:{ipaddress.IPv6Address(inner[5:]).compressed}]"
-        except ValueError:
-            return domain
+        # Its IPv4 tail may have leading zeros too (C{[IPv6:::ffff:192.0.02.1]}).
+        address = literalAddress(domain)
+        return domain if address is None else f"[ipv6:{address.compressed}]"
     if _IPV4_LITERAL.fullmatch(inner) is not None:
         octets = [int(octet) for octet in inner.split(".")]
         if all(octet <= 255 for octet in octets):

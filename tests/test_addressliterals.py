@@ -1,0 +1,83 @@
+"""
+Address literals in MAIL and RCPT paths, as RFC 5321 section 4.1.3 writes
+them: an IPv4 literal is four C{Snum}, each one to three decimal digits, so
+leading zeros (C{[192.0.002.1]}) are valid, in IPv4 literals and in the IPv4
+tail of an IPv6 one, as Postfix accepts them.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests import replies
+from tests.test_protocol import RecordingHandler, connect, take
+from twisted_smtpd._core.address import literalAddress
+from twisted_smtpd.handlers._maildirnames import recipientDirectory
+
+BAD_SENDER = b"501 5.1.7 Error: bad sender address syntax\r\n"
+BAD_RECIPIENT = b"501 5.1.3 Error: bad recipient address syntax\r\n"
+
+
+class AddressLiteralTests(SynchronousTestCase):
+    """
+    MAIL and RCPT with address literals over a L{StringTransport}.
+    """
+
+    def session(self, sender: bytes, recipient: bytes) -> tuple[bytes, RecordingHandler]:
+        """
+        Greet, send MAIL with C{sender} and RCPT with C{recipient}; return
+        the two replies and the handler.
+        """
+        handler = RecordingHandler()
+        proto, transport, _, _ = connect(handler)
+        proto.dataReceived(b"EHLO client.example\r\n")
+        take(transport)
+        proto.dataReceived(b"MAIL FROM:<" + sender + b">\r\nRCPT TO:<" + recipient + b">\r\n")
+        return take(transport), handler
+
+    def test_ipv4LeadingZeros(self) -> None:
+        """
+        An IPv4 literal whose numbers have leading zeros is a valid domain
+        (C{Snum = 1*3DIGIT}), accepted at MAIL and RCPT as written.
+        """
+        for literal in (b"[192.0.002.1]", b"[192.000.002.001]", b"[010.0.0.1]"):
+            written, _ = self.session(b"s@" + literal, b"r@" + literal)
+            self.assertEqual(written, replies.MAIL_OK + replies.RCPT_OK, literal)
+
+    def test_ipv6WithIPv4TailLeadingZeros(self) -> None:
+        """
+        The IPv4 tail of an IPv6 literal (C{IPv6v4-comp}) may have leading
+        zeros too.
+        """
+        literal = b"[IPv6:::ffff:192.0.02.1]"
+        written, _ = self.session(b"s@" + literal, b"r@" + literal)
+        self.assertEqual(written, replies.MAIL_OK + replies.RCPT_OK)
+
+    def test_invalidLiteralsStillRefused(self) -> None:
+        """
+        A number over 255, over three digits, or three numbers, is still no
+        IPv4 literal.
+        """
+        for literal in (b"[192.0.2.256]", b"[0192.0.2.1]", b"[192.0.2]", b"[IPv6:::1.2.3.999]"):
+            written, _ = self.session(b"s@" + literal, b"r@example.com")
+            self.assertEqual(written, BAD_SENDER + replies.NEED_MAIL, literal)
+            written, _ = self.session(b"s@example.com", b"r@" + literal)
+            self.assertEqual(written, replies.MAIL_OK + BAD_RECIPIENT, literal)
+
+    def test_leadingZerosAreDecimal(self) -> None:
+        """
+        C{Snum} is decimal: C{[010.0.0.1]} is 10.0.0.1, never the octal
+        reading 8.0.0.1.
+        """
+        self.assertEqual(str(literalAddress("[010.0.0.1]")), "10.0.0.1")
+        self.assertEqual(str(literalAddress("[IPv6:::ffff:010.0.0.1]")), "::ffff:a00:1")
+
+    def test_ipv6TailsShareOneDirectory(self) -> None:
+        """
+        The per-recipient Maildir of an IPv6 literal with a zero-padded IPv4
+        tail is that of the same address written without the zeros.
+        """
+        self.assertEqual(
+            recipientDirectory("a@[IPv6:::ffff:192.0.02.1]", "mx.example.com"),
+            recipientDirectory("a@[IPv6:::ffff:192.0.2.1]", "mx.example.com"),
+        )
