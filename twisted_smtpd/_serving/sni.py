@@ -31,7 +31,6 @@ from twisted_smtpd._core.files import readRegular
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving.cipherprobe import certificateCipher, keyKind, selfSignedRefusal
 from twisted_smtpd._serving.listeners import OwnKeys
-from twisted_smtpd._serving.renegotiation import infoCallback
 
 #: The minimum protocol versions C{minVersion} accepts.
 TLS_VERSIONS = {"TLSv1.2": TLSVersion.TLSv1_2, "TLSv1.3": TLSVersion.TLSv1_3}
@@ -120,8 +119,6 @@ class TLSPolicy:
             # server, and change its certificate in the middle of a session.
             if _NO_RENEGOTIATION:
                 context.set_options(_NO_RENEGOTIATION)
-                # The refusal is silent: seen here, logged by its session.
-                context.set_info_callback(infoCallback)
             level = securityLevel(self.ciphers)
             if level is not None:
                 # Twisted expands the string into the names of its ciphers,

@@ -305,11 +305,7 @@ class ServerTLS:
         return self._current().default
 
 
-def tlsConnection(transport: object) -> SSL.Connection | None:
-    """
-    The TLS connection of C{transport} (a TLS transport's handle), or
-    C{None} for one without TLS.
-    """
+def _connection(transport: object) -> SSL.Connection | None:
     getHandle = getattr(transport, "getHandle", None)
     if getHandle is None:
         return None
@@ -327,7 +323,7 @@ def tlsInfo(transport: object) -> TLSInfo:
         listener: its C{getHandle()} gives the C{OpenSSL.SSL.Connection}.
     @return: The details; all C{None} if C{transport} is not a TLS transport.
     """
-    connection = tlsConnection(transport)
+    connection = _connection(transport)
     if connection is None:
         return TLSInfo()
     servername = connection.get_servername()
@@ -346,7 +342,7 @@ def peerCertificateVerified(transport: object) -> bool:
     with C{rejectUnauthorized}; with C{rejectUnauthorized=False}, C{False} for
     one accepted although it did not verify.
     """
-    connection = tlsConnection(transport)
+    connection = _connection(transport)
     if connection is None or connection.get_peer_certificate() is None:
         return False
     state = _states.get(connection)
@@ -387,7 +383,7 @@ def closeAfterCloseNotify(transport: object) -> bool:
         close_notify was sent yet (a handshake not finished, replies the
         TLS layer still holds).
     """
-    connection = tlsConnection(transport)
+    connection = _connection(transport)
     if connection is None or not connection.get_shutdown() & SSL.SENT_SHUTDOWN:
         return False
     layer = _tlsLayer(transport)

@@ -16,8 +16,7 @@ from twisted_smtpd._core.grammar import Phase
 from twisted_smtpd._serving.flow import PAUSE_HOOK
 from twisted_smtpd._serving.greeting import beginSession
 from twisted_smtpd._serving.logging import loggable, unlogged
-from twisted_smtpd._serving.renegotiation import watchRenegotiation
-from twisted_smtpd._serving.tls import closeAfterCloseNotify, tlsConnection, tlsInfo
+from twisted_smtpd._serving.tls import closeAfterCloseNotify, tlsInfo
 from twisted_smtpd._serving.tlsfailures import failureReason, tellHandshakeFailed
 
 if TYPE_CHECKING:
@@ -76,9 +75,6 @@ def handshakeCompleted(p: SessionControl) -> None:
     session = p.session
     session.secure = True
     session.tls = tlsInfo(p.transport)
-    connection = tlsConnection(p.transport)
-    if connection is not None:
-        watchRenegotiation(connection, p, renegotiationRefused)
     if p.implicitTLS:
         # The session begins now: its C{secure} event follows its
         # C{connect} (L{runConnectHooks}), once the client is named.
@@ -93,16 +89,6 @@ def handshakeCompleted(p: SessionControl) -> None:
     session.transmissionType = "SMTP"
     p.setPause(PAUSE_HOOK, True)
     p.hookThenResume(p.handler.onSecure, _accept, p.closeWith)
-
-
-def renegotiationRefused(p: SessionControl) -> None:
-    """
-    The client asked to renegotiate (TLS 1.2), which OpenSSL refused with a
-    no_renegotiation alert (L{watchRenegotiation}): one line, once per
-    session, but for a client of C{ignoredHosts}.
-    """
-    if not unlogged(p):
-        p.log.info("{session} TLS renegotiation refused", session=p.session.id)
 
 
 def handshakeFailed(p: SessionControl, reason: Failure) -> None:
