@@ -14,37 +14,16 @@ import signal
 
 from twisted.internet.error import ProcessTerminated
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_deadlines import LogCatcher
-from tests.test_metricsfold import _counterFile
-from tests.test_workers import _ProcessReactor
-from twisted_smtpd._twistd.metricsservice import WorkerMetrics, foldEndedWorker
-from twisted_smtpd._twistd.workers import WorkerPool
+from tests.test_metricsfold import OneWorkerPool, _counterFile
+from twisted_smtpd._twistd.metricsservice import foldEndedWorker
 
 
-class SetAsideBoundTests(SynchronousTestCase):
+class SetAsideBoundTests(OneWorkerPool):
     """
     A worker that leaves an unreadable file each time it ends, started
     again and again.
     """
-
-    def setUp(self) -> None:
-        self.directory = os.path.abspath(self.mktemp())
-        os.makedirs(self.directory)
-        self.log = LogCatcher(self)
-
-    def pool(self) -> tuple[WorkerPool, _ProcessReactor]:
-        """
-        A pool of one worker with C{--metrics} in L{directory}, started.
-        """
-        previous = signal.getsignal(signal.SIGHUP)
-        self.addCleanup(signal.signal, signal.SIGHUP, previous)
-        clock = _ProcessReactor()
-        pool = WorkerPool([], 1, [], reactor=clock)
-        WorkerMetrics(pool, "tcp:0:interface=127.0.0.1", self.directory)
-        pool.startService()
-        return pool, clock
 
     def corrupt(self, pid: int) -> None:
         """

@@ -45,13 +45,10 @@ def _counterFile(directory: str, name: str, value: float) -> str:
     return path
 
 
-class UnreadableFileTests(SynchronousTestCase):
+class OneWorkerPool(SynchronousTestCase):
     """
-    A worker's file the parent cannot read (cut short: a worker killed
-    while it made it, a disk that filled) costs its own counts at most:
-    one line says so, the worker is started again, the sums of the others
-    stay whole and nothing is counted twice; the unreadable file is set
-    aside, so that the scrapes still serve the others' sums.
+    A metrics directory, a log catcher, and a pool of one worker with
+    C{--metrics} (L{pool}).
     """
 
     def setUp(self) -> None:
@@ -70,6 +67,16 @@ class UnreadableFileTests(SynchronousTestCase):
         WorkerMetrics(pool, "tcp:0:interface=127.0.0.1", self.directory)
         pool.startService()
         return pool, clock
+
+
+class UnreadableFileTests(OneWorkerPool):
+    """
+    A worker's file the parent cannot read (cut short: a worker killed
+    while it made it, a disk that filled) costs its own counts at most:
+    one line says so, the worker is started again, the sums of the others
+    stay whole and nothing is counted twice; the unreadable file is set
+    aside, so that the scrapes still serve the others' sums.
+    """
 
     def corrupt(self, pid: int, data: bytes) -> str:
         """
