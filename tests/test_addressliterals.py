@@ -78,6 +78,24 @@ class AddressLiteralTests(SynchronousTestCase):
             literalAddress("[IPv6:::ffff:010.0.0.1]"), ipaddress.IPv6Address("::ffff:a00:1")
         )
 
+    def test_ipv4MappedDirectoryStable(self) -> None:
+        """
+        The per-recipient Maildir of an IPv4-mapped IPv6 literal is named in
+        hex whatever the Python: 3.13 writes such an address with its IPv4
+        tail, and an upgrade must not move a recipient's mail elsewhere.
+        """
+        for literal in (
+            "[IPv6:::ffff:192.0.2.1]",
+            "[IPv6:::FFFF:c000:0201]",
+            "[IPv6:::ffff:192.0.002.1]",
+        ):
+            self.assertEqual(
+                recipientDirectory(f"a@{literal}", "mx.example.com")[0], "[ipv6:::ffff:c000:201]"
+            )
+        self.assertEqual(
+            recipientDirectory("a@[IPv6:::ffff:0.0.0.1]", "mx.example.com")[0], "[ipv6:::ffff:0:1]"
+        )
+
     def test_ipv6TailsShareOneDirectory(self) -> None:
         """
         The per-recipient Maildir of an IPv6 literal with a zero-padded IPv4

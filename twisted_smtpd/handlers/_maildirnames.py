@@ -156,7 +156,15 @@ def _canonicalLiteral(domain: str) -> str:
     if inner[:5].lower() == "ipv6:":
         # Its IPv4 tail may have leading zeros too (C{[IPv6:::ffff:192.0.02.1]}).
         address = literalAddress(domain)
-        return domain if address is None else f"[ipv6:{address.compressed}]"
+        if address is None:
+            return domain
+        mapped = getattr(address, "ipv4_mapped", None)
+        if mapped is not None:
+            # As every Python before 3.13 writes it (3.13 writes the IPv4
+            # tail, ::ffff:192.0.2.1): the folder must not move with Python.
+            number = int(mapped)
+            return f"[ipv6:::ffff:{number >> 16:x}:{number & 0xFFFF:x}]"
+        return f"[ipv6:{address.compressed}]"
     if _IPV4_LITERAL.fullmatch(inner) is not None:
         octets = [int(octet) for octet in inner.split(".")]
         if all(octet <= 255 for octet in octets):
