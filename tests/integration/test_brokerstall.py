@@ -152,3 +152,53 @@ class StalledBrokerTests(TestCase):
             reactor.callLater(0.05, pause.callback, None)
             await pause
         self.assertGreaterEqual(factory.connections, 2)  # type: ignore[attr-defined]
+
+
+class ClosingBroker(DeafBroker):
+    """
+    L{DeafBroker} that fires its factory's C{answered} once it has answered
+    its C{at}-th frame of the handshake.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        answered: Deferred[None] = self.factory.answered  # type: ignore[attr-defined]
+        if self.frames >= self.factory.at and not answered.called:  # type: ignore[attr-defined]
+            answered.callback(None)
+
+
+class ClosedDuringHandshakeTests(TestCase):
+    """
+    The handler closed in the middle of its handshake with the broker.
+    """
+
+    timeout = 60
+
+    async def closeAt(self, frame: int) -> None:
+        factory = Factory.forProtocol(ClosingBroker)
+        factory.connections = 0  # type: ignore[attr-defined]
+        factory.at = frame  # type: ignore[attr-defined]
+        factory.answered = Deferred()  # type: ignore[attr-defined]
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        handler = AMQPHandler(
+            f"amqp://guest:guest@127.0.0.1:{port.getHost().port}/%2F", connectTimeout=0.5
+        )
+        handler.start()
+        await factory.answered  # type: ignore[attr-defined]
+        # At once, before the handler reads the broker's answer.
+        await handler.close()
+        self.assertFalse(handler.ready)
+        gc.collect()
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    async def test_closedAtEveryFrame(self) -> None:
+        """
+        Closed right after the broker answered any step of the handshake
+        (the last one, C{Queue.DeclareOk}, included), the handler leaves no
+        call to the broker failing unheard: with C{Confirm.SelectOk}
+        answered, pika failed the queue's declaration on the closing
+        channel, and its error was logged as unhandled when collected.
+        """
+        for frame in range(1, 7):
+            await self.closeAt(frame)

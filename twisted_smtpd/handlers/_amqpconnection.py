@@ -13,7 +13,7 @@ from typing import Any
 import pika
 from pika.adapters.twisted_connection import TwistedProtocolConnection
 from twisted.internet import defer
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import connectionDone
@@ -296,6 +296,24 @@ class Confirms:
             # An ack for this message, given another's return.
             return None
         return error
+
+
+def callOpen(channel: Any, name: str, **kwargs: Any) -> Deferred[Any]:
+    """
+    Call the method C{name} of the pika L{TwistedChannel} C{channel} if the
+    channel is open, else fail at once.
+
+    Asked for a method of a channel that is closing (the handler was
+    closed, the broker closed the channel, in the middle of the
+    handshake), pika's Twisted adapter fails the call at once but keeps the
+    L{Deferred} it made for it, and fails that one too when the channel has
+    closed: with nothing waiting for it, its error is logged as unhandled
+    when it is collected.
+    """
+    if not channel.is_open:
+        return fail(pika.exceptions.ChannelWrongStateError("Channel is closed."))
+    method: Any = getattr(channel, name)
+    return method(**kwargs)  # type: ignore[no-any-return]
 
 
 def describeFailure(error: object) -> str:

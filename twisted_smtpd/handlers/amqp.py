@@ -35,6 +35,7 @@ from twisted_smtpd._smtpclient.clientwire import refuseRenegotiation
 from twisted_smtpd.handlers._amqpconnection import (
     BrokerConnection,
     Confirms,
+    callOpen,
     describeFailure,
     describePublishFailure,
 )
@@ -260,7 +261,7 @@ class AMQPHandler(BaseHandler):
             assert connection.ready is not None
             await connection.ready
             channel = await connection.channel()
-            await channel.confirm_delivery()
+            await callOpen(channel, "confirm_delivery")
             confirms = Confirms(channel)
             await self._declare(channel)
         finally:
@@ -287,15 +288,23 @@ class AMQPHandler(BaseHandler):
         close the channel under every message.
         """
         if self.queue:
-            await channel.queue_declare(
-                queue=self.queue, durable=True, arguments=self._queueArguments or None
+            await callOpen(
+                channel,
+                "queue_declare",
+                queue=self.queue,
+                durable=True,
+                arguments=self._queueArguments or None,
             )
             if self.exchange:
-                await channel.queue_bind(
-                    queue=self.queue, exchange=self.exchange, routing_key=self.routingKey
+                await callOpen(
+                    channel,
+                    "queue_bind",
+                    queue=self.queue,
+                    exchange=self.exchange,
+                    routing_key=self.routingKey,
                 )
         elif self.exchange:
-            await channel.exchange_declare(exchange=self.exchange, passive=True)
+            await callOpen(channel, "exchange_declare", exchange=self.exchange, passive=True)
 
     def _redeclare(self, channel: Any) -> None:
         """
