@@ -67,6 +67,18 @@ def _sessions(port: int, ctx: ssl.SSLContext) -> list[bytes]:
             client.close()
 
 
+class ClosingHandler(BaseHandler):
+    """
+    Counts the sessions that ended.
+    """
+
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def onClose(self, session: Any) -> None:
+        self.closed += 1
+
+
 class TurnWriterTests(TestCase):
     timeout = 30
 
@@ -74,12 +86,23 @@ class TurnWriterTests(TestCase):
     def test_sessionsShareTurns(self) -> Any:
         """
         Four sessions open at once all get their replies, whole and in
-        order.
+        order, and all end once their clients have closed.
         """
-        server, ctx = tlsServer(self.mktemp(), BaseHandler())
+        from twisted.internet import reactor
+
+        handler = ClosingHandler()
+        server, ctx = tlsServer(self.mktemp(), handler)
         port = yield server.listen("tcp:0:interface=127.0.0.1")
         self.addCleanup(port.stopListening)
         got = yield deferToThread(_sessions, port.getHost().port, ctx)
+        # The server may see the last of the four closes after the clients
+        # returned: a session still open would be left to the next test.
+        for _ in range(200):
+            if handler.closed == 4:
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(handler.closed, 4)
+        self.assertEqual(server.factory.connections, set())
         pipelined, halfClosed, starting, secure, quitting, after = got
         self.assertTrue(pipelined.startswith(b"250-mx.example.com"), pipelined)
         self.assertTrue(pipelined.endswith(b"250 2.0.0 OK\r\n250 2.0.0 OK\r\n"), pipelined)
@@ -91,18 +114,6 @@ class TurnWriterTests(TestCase):
         self.assertTrue(secure.startswith(b"250-mx.example.com"), secure)
         self.assertEqual(quitting, b"221 2.0.0 mx.example.com Closing connection\r\n")
         self.assertEqual(after, b"")
-
-
-class ClosingHandler(BaseHandler):
-    """
-    Counts the sessions that ended.
-    """
-
-    def __init__(self) -> None:
-        self.closed = 0
-
-    def onClose(self, session: Any) -> None:
-        self.closed += 1
 
 
 def _quitAmongOthers(port: int) -> tuple[list[bytes], list[bytes]]:
