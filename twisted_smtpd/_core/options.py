@@ -8,6 +8,7 @@ Names follow nodemailer's C{smtp-server} in Twisted's camelCase.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -16,9 +17,14 @@ from attrs import field, frozen
 from twisted_smtpd._core.hostname import machineName
 from twisted_smtpd._core.optionvalues import (
     IPNetwork,
+    callableOrNone,
+    filePath,
     networks,
     normaliseHosts,
     rate,
+    sniCertificates,
+    switch,
+    textOrNone,
     upperWords,
 )
 from twisted_smtpd._core.optionvalues import trusted as trusted
@@ -324,6 +330,27 @@ def _useXForward(value: _NetworksValue) -> tuple[IPNetwork, ...]:
     return networks("useXForward", value)
 
 
+_PathValue = str | os.PathLike[str] | None
+
+
+def _certificate(value: _PathValue) -> str | None:
+    return filePath("certificate", value)
+
+
+def _privateKey(value: _PathValue) -> str | None:
+    return filePath("privateKey", value)
+
+
+def _caCertificates(value: _PathValue) -> str | None:
+    return filePath("caCertificates", value)
+
+
+def _sniOptions(
+    value: Mapping[str, tuple[str, str | None]] | None,
+) -> dict[str, tuple[str, str | None]]:
+    return sniCertificates("sniOptions", value)
+
+
 #: The default message size limit in bytes: Postfix's C{message_size_limit}
 #: default, about 10 MB.
 DEFAULT_SIZE = 10_240_000
@@ -450,20 +477,20 @@ class ServerOptions:
     banner: str | None = field(default=None, validator=_checkBanner)
     heloResponse: str = field(default=DEFAULT_HELO_RESPONSE, validator=_checkHelo)
     size: int = field(default=DEFAULT_SIZE, validator=_size)
-    hideSize: bool = False
-    lmtp: bool = False
-    certificate: str | None = None
-    privateKey: str | None = None
-    caCertificates: str | None = None
-    sniOptions: Mapping[str, tuple[str, str | None]] = field(factory=dict)
-    requestCert: bool = False
-    rejectUnauthorized: bool = True
-    hideSTARTTLS: bool = False
-    allowInsecureAuth: bool = False
+    hideSize: bool = field(default=False, validator=switch)
+    lmtp: bool = field(default=False, validator=switch)
+    certificate: str | None = field(default=None, converter=_certificate)
+    privateKey: str | None = field(default=None, converter=_privateKey)
+    caCertificates: str | None = field(default=None, converter=_caCertificates)
+    sniOptions: Mapping[str, tuple[str, str | None]] = field(factory=dict, converter=_sniOptions)
+    requestCert: bool = field(default=False, validator=switch)
+    rejectUnauthorized: bool = field(default=True, validator=switch)
+    hideSTARTTLS: bool = field(default=False, validator=switch)
+    allowInsecureAuth: bool = field(default=False, validator=switch)
     authMethods: tuple[str, ...] = field(
         default=("PLAIN", "LOGIN"), converter=_authMethods, validator=_checkAuthMethods
     )
-    authOptional: bool = False
+    authOptional: bool = field(default=False, validator=switch)
     authRequiredMessage: str = field(
         default="Error: authentication required", validator=_checkAuthRequired
     )
@@ -472,13 +499,13 @@ class ServerOptions:
     disabledCommands: tuple[str, ...] = field(
         default=(), converter=_disabledCommands, validator=_checkCommands
     )
-    hidePIPELINING: bool = False
-    hide8BITMIME: bool = False
-    hideSMTPUTF8: bool = False
-    hideENHANCEDSTATUSCODES: bool = False
-    hideDSN: bool = False
-    hideREQUIRETLS: bool = False
-    hideCHUNKING: bool = False
+    hidePIPELINING: bool = field(default=False, validator=switch)
+    hide8BITMIME: bool = field(default=False, validator=switch)
+    hideSMTPUTF8: bool = field(default=False, validator=switch)
+    hideENHANCEDSTATUSCODES: bool = field(default=False, validator=switch)
+    hideDSN: bool = field(default=False, validator=switch)
+    hideREQUIRETLS: bool = field(default=False, validator=switch)
+    hideCHUNKING: bool = field(default=False, validator=switch)
     socketTimeout: float = field(default=60.0, validator=_positiveSeconds)
     handlerTimeout: float = field(default=600.0, validator=_positiveSeconds)
     tlsHandshakeTimeout: float = field(default=30.0, validator=_positiveSeconds)
@@ -498,15 +525,15 @@ class ServerOptions:
     maxJunkCommands: int = field(default=100, validator=_count)
     maxLineLength: int = field(default=512, validator=_positiveCount)
     bareNewline: str = field(default="reject", validator=_checkBareNewline)
-    lenientAddresses: bool = False
-    disableReverseLookup: bool = False
+    lenientAddresses: bool = field(default=False, validator=switch)
+    disableReverseLookup: bool = field(default=False, validator=switch)
     useProxy: tuple[IPNetwork, ...] = field(default=(), converter=_useProxy)
     ignoredHosts: tuple[str, ...] = field(default=(), converter=normaliseHosts)
     useXClient: tuple[IPNetwork, ...] = field(default=(), converter=_useXClient)
     useXForward: tuple[IPNetwork, ...] = field(default=(), converter=_useXForward)
-    tlsCiphers: str | None = None
-    tlsMinVersion: str = "TLSv1.2"
-    sniCallback: Callable[[str], object] | None = None
+    tlsCiphers: str | None = field(default=None, validator=textOrNone)
+    tlsMinVersion: str = field(default="TLSv1.2", validator=textOrNone)
+    sniCallback: Callable[[str], object] | None = field(default=None, validator=callableOrNone)
 
     @property
     def enhancedStatusCodes(self) -> bool:
