@@ -14,7 +14,7 @@ from typing import Any
 
 from attrs import field, frozen
 
-from twisted_smtpd._core.hostname import machineName
+from twisted_smtpd._core.hostname import aLabels, machineName
 from twisted_smtpd._core.optionvalues import (
     IPNetwork,
     callableOrNone,
@@ -165,6 +165,28 @@ def _defaultName() -> str:
     @raise UnusableMachineName: A C{ValueError} saying to set C{name}.
     """
     return machineName()
+
+
+def _name(value: str) -> str:
+    """
+    Convert C{name}: a name in U-labels (C{b\xfccher.example}) written in
+    A-labels (C{xn--bcher-kva.example}) with the same IDNA rules as the
+    machine's name (L{aLabels}), as a domain in SMTP is ASCII (RFC 5321
+    section 4.1.2); an ASCII name (or another type) as it is, for
+    L{_replyText} to check.
+
+    @raise ValueError: Naming the setting, for a name with non-ASCII
+        characters that cannot be written in A-labels.
+    """
+    if not isinstance(value, str) or value.isascii():
+        return value
+    try:
+        return aLabels(value)
+    except ValueError as e:
+        raise ValueError(
+            "name must be printable US-ASCII (RFC 5321 section 4.2) or a domain IDNA can"
+            f" write in A-labels: {ascii(value)[:80]} is neither ({e})"
+        ) from None
 
 
 def _checkAuthMethods(instance: object, attribute: Any, value: tuple[str, ...]) -> None:
@@ -365,8 +387,9 @@ class ServerOptions:
     timeouts C{int}s or C{float}s; both must be finite.
 
     @ivar name: The server's host name in the greeting and replies; by
-        default this machine's fully qualified name, a name in U-labels
-        written in A-labels (C{xn--...}), as a domain in SMTP is ASCII.
+        default this machine's fully qualified name.  A name in U-labels,
+        given or the machine's, is written in A-labels (C{xn--...}), as a
+        domain in SMTP is ASCII; one that cannot be raises C{ValueError}.
     @ivar banner: Extra text for the 220 greeting.  Like C{name},
         C{heloResponse} and C{authRequiredMessage}, printable US-ASCII only
         (RFC 5321 section 4.2): anything else raises C{ValueError}.
@@ -473,7 +496,7 @@ class ServerOptions:
         handshake for that name on (see C{docs/tls-auth.md}).
     """
 
-    name: str = field(factory=_defaultName, validator=_replyText)
+    name: str = field(factory=_defaultName, converter=_name, validator=_replyText)
     banner: str | None = field(default=None, validator=_checkBanner)
     heloResponse: str = field(default=DEFAULT_HELO_RESPONSE, validator=_checkHelo)
     size: int = field(default=DEFAULT_SIZE, validator=_size)
