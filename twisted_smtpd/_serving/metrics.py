@@ -406,6 +406,46 @@ class _MetricsChannel(HTTPChannel):
         # disconnecting flag stops the parsing of further lines.
         self.transport.loseConnection()
 
+    def timeoutConnection(self) -> None:
+        """
+        The channel's timeout (L{REQUEST_DEADLINE}): close the connection,
+        and abort it if it is not gone C{abortTimeout} seconds later, as
+        Twisted's channel does, with one line of this listener's log in
+        place of Twisted's own (C{"Timing out client: ..."}).
+        """
+        assert self.transport is not None
+        if self._receiving:
+            why = f"its request was not whole {REQUEST_DEADLINE} s after its first byte"
+        elif self._refused:
+            why = "the responses written before it was closed were still unread"
+        else:
+            why = f"idle for {REQUEST_DEADLINE} s"
+        _log.info(
+            "metrics: connection from {peer} timed out: {why}",
+            peer=formatPeer(hostPort(self.transport.getPeer())),
+            why=why,
+        )
+        if self.abortTimeout is not None:
+            # What Twisted's HTTPChannel.timeoutConnection does; its
+            # connectionLost cancels the call.
+            self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+        self.loseConnection()
+
+    def forceAbortClient(self) -> None:
+        """
+        Abort the connection still open C{abortTimeout} seconds after its
+        timeout (its client reads nothing), with one line of this
+        listener's log in place of Twisted's own.
+        """
+        transport: Any = self.transport
+        _log.info(
+            "metrics: connection from {peer} aborted: still open {seconds} s after its timeout",
+            peer=formatPeer(hostPort(transport.getPeer())),
+            seconds=self.abortTimeout,
+        )
+        self._abortingCall = None
+        transport.abortConnection()
+
     def allContentReceived(self) -> None:
         if not self._refused:
             super().allContentReceived()
