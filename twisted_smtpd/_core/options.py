@@ -384,7 +384,9 @@ class ServerOptions:
     Every setting of an SMTP/LMTP server.  Invalid values raise C{ValueError}
     (C{TypeError} for a value of the wrong type) at construction, naming the
     setting, so a server never starts half-configured.  Counts are C{int}s,
-    timeouts C{int}s or C{float}s; both must be finite.
+    timeouts C{int}s or C{float}s; both must be finite.  Switches are
+    C{True} or C{False} only (a text such as C{"no"} is refused, not taken
+    for C{True}); file paths are strings or path objects, kept as strings.
 
     @ivar name: The server's host name in the greeting and replies; by
         default this machine's fully qualified name.  A name in U-labels,
