@@ -501,6 +501,40 @@ def _noAccessLine(request: object) -> None:
     """
 
 
+class _Bodyless(Resource):
+    """
+    A resource answering C{HEAD} as its C{GET}, with that body's length in
+    C{Content-Length}, but no body.
+    """
+
+    isLeaf = True
+
+    def __init__(self, wrapped: Any) -> None:
+        super().__init__()
+        self._wrapped = wrapped
+
+    def render(self, request: Request) -> Any:
+        body = self._wrapped.render(request)
+        if request.method == b"HEAD" and isinstance(body, bytes):
+            request.setHeader(b"Content-Length", b"%d" % (len(body),))
+            return b""
+        return body
+
+
+class _MetricsRequest(Request):
+    """
+    A request of the metrics listener: a C{HEAD} (of C{/metrics},
+    C{/healthz} or a path not found) is answered without Twisted's line
+    (C{"Warning: HEAD request <Request ... uri=...> ... I think I'll eat
+    it."}, in its own namespace, quoting a URI of up to 16 KiB from the
+    client) that a resource rendering a body for it makes, once per
+    request: a HEAD is answered, as a GET is, without any line.
+    """
+
+    def render(self, resrc: Any) -> None:
+        super().render(_Bodyless(resrc) if self.method == b"HEAD" else resrc)
+
+
 def metricsSite(registry: Any, healthy: Callable[[], bool], reactor: Any = None) -> Any:
     """
     The web site serving C{/metrics} and C{/healthz}, behind a limit of
@@ -516,7 +550,7 @@ def metricsSite(registry: Any, healthy: Callable[[], bool], reactor: Any = None)
     root = Resource()
     root.putChild(b"metrics", MetricsResource(registry))
     root.putChild(b"healthz", HealthResource(healthy))
-    site = Site(root, timeout=REQUEST_DEADLINE, reactor=reactor)
+    site = Site(root, requestFactory=_MetricsRequest, timeout=REQUEST_DEADLINE, reactor=reactor)
     # Plain HTTP/1.1 (no HTTP/2 negotiation), with the checks above.
     site.protocol = _MetricsChannel  # type: ignore[method-assign,assignment]
     site.noisy = False
