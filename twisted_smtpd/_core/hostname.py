@@ -17,7 +17,7 @@ import socket
 
 import idna
 
-__all__ = ["UnusableMachineName", "asciiHostName", "machineName"]
+__all__ = ["UnusableMachineName", "aLabels", "asciiHostName", "machineName"]
 
 
 class UnusableMachineName(ValueError):
@@ -47,6 +47,23 @@ class UnusableMachineName(ValueError):
         )
 
 
+def aLabels(name: str) -> str:
+    """
+    C{name}, a domain holding U-labels, with them written as A-labels
+    (IDNA 2008 with the UTS 46 mapping, so upper case letters are folded,
+    and the STD 3 rules: letters, digits and hyphens only).
+
+    @raise ValueError: Saying why, in printable US-ASCII, if it cannot be:
+        it holds a space, a control character or a character no host name
+        may hold, or a label too long once written as an A-label.
+    """
+    try:
+        return idna.encode(name, uts46=True, std3_rules=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError) as e:
+        why = str(e) or type(e).__name__
+        raise ValueError("".join(c if " " <= c <= "~" else ascii(c)[1:-1] for c in why)) from None
+
+
 def asciiHostName(name: str) -> str:
     """
     C{name} as an ASCII domain: an ASCII name as it is, a name holding
@@ -66,9 +83,9 @@ def asciiHostName(name: str) -> str:
                 raise UnusableMachineName(name, f"it holds {character!a}")
         return name
     try:
-        return idna.encode(name, uts46=True, std3_rules=True).decode("ascii")
-    except (idna.IDNAError, UnicodeError) as e:
-        raise UnusableMachineName(name, str(e) or type(e).__name__) from None
+        return aLabels(name)
+    except ValueError as e:
+        raise UnusableMachineName(name, str(e)) from None
 
 
 def machineName() -> str:

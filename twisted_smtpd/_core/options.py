@@ -8,17 +8,23 @@ Names follow nodemailer's C{smtp-server} in Twisted's camelCase.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from attrs import field, frozen
 
-from twisted_smtpd._core.hostname import machineName
+from twisted_smtpd._core.hostname import aLabels, machineName
 from twisted_smtpd._core.optionvalues import (
     IPNetwork,
+    callableOrNone,
+    filePath,
     networks,
     normaliseHosts,
     rate,
+    sniCertificates,
+    switch,
+    textOrNone,
     upperWords,
 )
 from twisted_smtpd._core.optionvalues import trusted as trusted
@@ -159,6 +165,28 @@ def _defaultName() -> str:
     @raise UnusableMachineName: A C{ValueError} saying to set C{name}.
     """
     return machineName()
+
+
+def _name(value: str) -> str:
+    """
+    Convert C{name}: a name in U-labels (C{b\xfccher.example}) written in
+    A-labels (C{xn--bcher-kva.example}) with the same IDNA rules as the
+    machine's name (L{aLabels}), as a domain in SMTP is ASCII (RFC 5321
+    section 4.1.2); an ASCII name (or another type) as it is, for
+    L{_replyText} to check.
+
+    @raise ValueError: Naming the setting, for a name with non-ASCII
+        characters that cannot be written in A-labels.
+    """
+    if not isinstance(value, str) or value.isascii():
+        return value
+    try:
+        return aLabels(value)
+    except ValueError as e:
+        raise ValueError(
+            "name must be printable US-ASCII (RFC 5321 section 4.2) or a domain IDNA can"
+            f" write in A-labels: {ascii(value)[:80]} is neither ({e})"
+        ) from None
 
 
 def _checkAuthMethods(instance: object, attribute: Any, value: tuple[str, ...]) -> None:
@@ -324,6 +352,27 @@ def _useXForward(value: _NetworksValue) -> tuple[IPNetwork, ...]:
     return networks("useXForward", value)
 
 
+_PathValue = str | os.PathLike[str] | None
+
+
+def _certificate(value: _PathValue) -> str | None:
+    return filePath("certificate", value)
+
+
+def _privateKey(value: _PathValue) -> str | None:
+    return filePath("privateKey", value)
+
+
+def _caCertificates(value: _PathValue) -> str | None:
+    return filePath("caCertificates", value)
+
+
+def _sniOptions(
+    value: Mapping[str, tuple[str, str | None]] | None,
+) -> dict[str, tuple[str, str | None]]:
+    return sniCertificates("sniOptions", value)
+
+
 #: The default message size limit in bytes: Postfix's C{message_size_limit}
 #: default, about 10 MB.
 DEFAULT_SIZE = 10_240_000
@@ -335,11 +384,14 @@ class ServerOptions:
     Every setting of an SMTP/LMTP server.  Invalid values raise C{ValueError}
     (C{TypeError} for a value of the wrong type) at construction, naming the
     setting, so a server never starts half-configured.  Counts are C{int}s,
-    timeouts C{int}s or C{float}s; both must be finite.
+    timeouts C{int}s or C{float}s; both must be finite.  Switches are
+    C{True} or C{False} only (a text such as C{"no"} is refused, not taken
+    for C{True}); file paths are strings or path objects, kept as strings.
 
     @ivar name: The server's host name in the greeting and replies; by
-        default this machine's fully qualified name, a name in U-labels
-        written in A-labels (C{xn--...}), as a domain in SMTP is ASCII.
+        default this machine's fully qualified name.  A name in U-labels,
+        given or the machine's, is written in A-labels (C{xn--...}), as a
+        domain in SMTP is ASCII; one that cannot be raises C{ValueError}.
     @ivar banner: Extra text for the 220 greeting.  Like C{name},
         C{heloResponse} and C{authRequiredMessage}, printable US-ASCII only
         (RFC 5321 section 4.2): anything else raises C{ValueError}.
@@ -446,24 +498,24 @@ class ServerOptions:
         handshake for that name on (see C{docs/tls-auth.md}).
     """
 
-    name: str = field(factory=_defaultName, validator=_replyText)
+    name: str = field(factory=_defaultName, converter=_name, validator=_replyText)
     banner: str | None = field(default=None, validator=_checkBanner)
     heloResponse: str = field(default=DEFAULT_HELO_RESPONSE, validator=_checkHelo)
     size: int = field(default=DEFAULT_SIZE, validator=_size)
-    hideSize: bool = False
-    lmtp: bool = False
-    certificate: str | None = None
-    privateKey: str | None = None
-    caCertificates: str | None = None
-    sniOptions: Mapping[str, tuple[str, str | None]] = field(factory=dict)
-    requestCert: bool = False
-    rejectUnauthorized: bool = True
-    hideSTARTTLS: bool = False
-    allowInsecureAuth: bool = False
+    hideSize: bool = field(default=False, validator=switch)
+    lmtp: bool = field(default=False, validator=switch)
+    certificate: str | None = field(default=None, converter=_certificate)
+    privateKey: str | None = field(default=None, converter=_privateKey)
+    caCertificates: str | None = field(default=None, converter=_caCertificates)
+    sniOptions: Mapping[str, tuple[str, str | None]] = field(factory=dict, converter=_sniOptions)
+    requestCert: bool = field(default=False, validator=switch)
+    rejectUnauthorized: bool = field(default=True, validator=switch)
+    hideSTARTTLS: bool = field(default=False, validator=switch)
+    allowInsecureAuth: bool = field(default=False, validator=switch)
     authMethods: tuple[str, ...] = field(
         default=("PLAIN", "LOGIN"), converter=_authMethods, validator=_checkAuthMethods
     )
-    authOptional: bool = False
+    authOptional: bool = field(default=False, validator=switch)
     authRequiredMessage: str = field(
         default="Error: authentication required", validator=_checkAuthRequired
     )
@@ -472,13 +524,13 @@ class ServerOptions:
     disabledCommands: tuple[str, ...] = field(
         default=(), converter=_disabledCommands, validator=_checkCommands
     )
-    hidePIPELINING: bool = False
-    hide8BITMIME: bool = False
-    hideSMTPUTF8: bool = False
-    hideENHANCEDSTATUSCODES: bool = False
-    hideDSN: bool = False
-    hideREQUIRETLS: bool = False
-    hideCHUNKING: bool = False
+    hidePIPELINING: bool = field(default=False, validator=switch)
+    hide8BITMIME: bool = field(default=False, validator=switch)
+    hideSMTPUTF8: bool = field(default=False, validator=switch)
+    hideENHANCEDSTATUSCODES: bool = field(default=False, validator=switch)
+    hideDSN: bool = field(default=False, validator=switch)
+    hideREQUIRETLS: bool = field(default=False, validator=switch)
+    hideCHUNKING: bool = field(default=False, validator=switch)
     socketTimeout: float = field(default=60.0, validator=_positiveSeconds)
     handlerTimeout: float = field(default=600.0, validator=_positiveSeconds)
     tlsHandshakeTimeout: float = field(default=30.0, validator=_positiveSeconds)
@@ -498,15 +550,15 @@ class ServerOptions:
     maxJunkCommands: int = field(default=100, validator=_count)
     maxLineLength: int = field(default=512, validator=_positiveCount)
     bareNewline: str = field(default="reject", validator=_checkBareNewline)
-    lenientAddresses: bool = False
-    disableReverseLookup: bool = False
+    lenientAddresses: bool = field(default=False, validator=switch)
+    disableReverseLookup: bool = field(default=False, validator=switch)
     useProxy: tuple[IPNetwork, ...] = field(default=(), converter=_useProxy)
     ignoredHosts: tuple[str, ...] = field(default=(), converter=normaliseHosts)
     useXClient: tuple[IPNetwork, ...] = field(default=(), converter=_useXClient)
     useXForward: tuple[IPNetwork, ...] = field(default=(), converter=_useXForward)
-    tlsCiphers: str | None = None
-    tlsMinVersion: str = "TLSv1.2"
-    sniCallback: Callable[[str], object] | None = None
+    tlsCiphers: str | None = field(default=None, validator=textOrNone)
+    tlsMinVersion: str = field(default="TLSv1.2", validator=textOrNone)
+    sniCallback: Callable[[str], object] | None = field(default=None, validator=callableOrNone)
 
     @property
     def enhancedStatusCodes(self) -> bool:

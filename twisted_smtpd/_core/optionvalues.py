@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.test_optionnames -*-
 """
 Pure: the converters of L{ServerOptions} settings given in more than one
-form (rates, trusted networks, lists of words, client addresses), and the
-syntax of numbers written as text.
+form (rates, trusted networks, lists of words, client addresses, file
+paths, SNI certificates), the validators of its switches and its other
+typed settings, and the syntax of numbers written as text.
 
 A converter does not learn which setting it converts (attrs hands it the
 value only), so each takes the setting's name from a small converter of
@@ -13,17 +14,26 @@ validators' do.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+from twisted_smtpd._core.printable import validHostname
 
 __all__ = [
     "DECIMAL",
     "WHOLE",
     "IPNetwork",
+    "callableOrNone",
+    "filePath",
     "networks",
     "normaliseHosts",
     "rate",
+    "sniCertificates",
+    "sniName",
+    "switch",
+    "textOrNone",
     "trusted",
     "upperWords",
 ]
@@ -194,3 +204,119 @@ def trusted(networks: tuple[IPNetwork, ...], host: str) -> bool:
     if addr.version == 6 and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
     return any(addr.version == n.version and addr in n for n in networks)
+
+
+def switch(instance: object, attribute: Any, value: object) -> None:
+    """
+    Validate a switch (C{requestCert}, C{disableReverseLookup}, the
+    C{hide...} settings): C{True} or C{False} only, so that a text such as
+    C{"no"} or C{"false"}, true as any non-empty text is, is never taken
+    for C{True}.
+
+    @raise TypeError: Naming the setting, for anything but a C{bool}.
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"{attribute.name} must be True or False, got {_shown(value)}")
+
+
+def textOrNone(instance: object, attribute: Any, value: object) -> None:
+    """
+    Validate a text setting read later (C{tlsCiphers}, C{tlsMinVersion}):
+    a string (or C{None} where the setting has no default).
+
+    @raise TypeError: Naming the setting, for a value of another type.
+    """
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{attribute.name} must be a string, got {_shown(value)}")
+    if value is None and attribute.default is not None:
+        raise TypeError(f"{attribute.name} must be a string, got None")
+
+
+def callableOrNone(instance: object, attribute: Any, value: object) -> None:
+    """
+    Validate a callback setting (C{sniCallback}): a callable or C{None}.
+
+    @raise TypeError: Naming the setting, for anything else.
+    """
+    if value is not None and not callable(value):
+        raise TypeError(f"{attribute.name} must be callable or None, got {_shown(value)}")
+
+
+def filePath(name: str, value: str | os.PathLike[str] | None) -> str | None:
+    """
+    Convert the file setting C{name} (C{certificate}, C{privateKey},
+    C{caCertificates}): C{None}, or a path as a string or path object,
+    kept as a string.  The file is read when the server is made.
+
+    @raise TypeError: Naming the setting, for a value of another type.
+    @raise ValueError: Naming the setting, for an empty path or one
+        holding NUL, which no file has.
+    """
+    if value is None:
+        return None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a file path or None, got {_shown(value)}")
+    if not value or "\x00" in value:
+        raise ValueError(f"{name} must be a file path, got {_shown(value)}")
+    return value
+
+
+def sniName(name: str) -> str:
+    """
+    An SNI host name (or C{*.} and one) as it is matched: lower-case,
+    without a trailing dot, IDNA-encoded (clients send A-labels).
+
+    @raise ValueError: C{name} is not a host name: it holds white space,
+        control characters or an empty label, say.
+    """
+    name = name.strip().rstrip(".").lower()
+    try:
+        encoded = name.encode("idna").decode("ascii")
+    except UnicodeError as e:
+        raise ValueError(f"invalid SNI host name: {name!r}") from e
+    host = encoded[2:] if encoded.startswith("*.") else encoded
+    if not validHostname(host, underscore=True):
+        raise ValueError(f"invalid SNI host name: {name!r}")
+    return encoded
+
+
+def sniCertificates(
+    name: str, value: Mapping[str, tuple[str, str | None]] | None
+) -> dict[str, tuple[str, str | None]]:
+    """
+    Convert the SNI setting C{name} (C{sniOptions}): a mapping of host
+    names (L{sniName}) to C{(certificate, privateKey)} file paths
+    (L{filePath}; the key C{None} when it is in the certificate file), or
+    C{None} for none; a copy, with the paths as strings.
+
+    @raise TypeError: Naming the setting, for a value of another shape.
+    @raise ValueError: Naming the setting, for a host name that is none or
+        a path no file has.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"{name} must map host names to (certificate, key) paths, got {_shown(value)}"
+        )
+    out: dict[str, tuple[str, str | None]] = {}
+    for host, files in value.items():
+        if not isinstance(host, str):
+            raise TypeError(f"{name} must have host names as keys, got {_shown(host)}")
+        try:
+            sniName(host)
+        except ValueError as e:
+            raise ValueError(f"{name}: {e}") from None
+        pair: Any = files
+        if not isinstance(pair, tuple | list) or len(pair) != 2:
+            raise TypeError(
+                f"{name} must give {_shown(host)} a (certificate, key) pair of paths, the key"
+                f" None when it is in the certificate file; got {_shown(files)}"
+            )
+        certificate = filePath(f"{name} certificate of {_shown(host)}", pair[0])
+        if certificate is None:
+            raise TypeError(f"{name} must give {_shown(host)} a certificate path, got None")
+        out[host] = (certificate, filePath(f"{name} key of {_shown(host)}", pair[1]))
+    return out

@@ -406,6 +406,46 @@ class _MetricsChannel(HTTPChannel):
         # disconnecting flag stops the parsing of further lines.
         self.transport.loseConnection()
 
+    def timeoutConnection(self) -> None:
+        """
+        The channel's timeout (L{REQUEST_DEADLINE}): close the connection,
+        and abort it if it is not gone C{abortTimeout} seconds later, as
+        Twisted's channel does, with one line of this listener's log in
+        place of Twisted's own (C{"Timing out client: ..."}).
+        """
+        assert self.transport is not None
+        if self._receiving:
+            why = f"its request was not whole {REQUEST_DEADLINE} s after its first byte"
+        elif self._refused:
+            why = "the responses written before it was closed were still unread"
+        else:
+            why = f"idle for {REQUEST_DEADLINE} s"
+        _log.info(
+            "metrics: connection from {peer} timed out: {why}",
+            peer=formatPeer(hostPort(self.transport.getPeer())),
+            why=why,
+        )
+        if self.abortTimeout is not None:
+            # What Twisted's HTTPChannel.timeoutConnection does; its
+            # connectionLost cancels the call.
+            self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+        self.loseConnection()
+
+    def forceAbortClient(self) -> None:
+        """
+        Abort the connection still open C{abortTimeout} seconds after its
+        timeout (its client reads nothing), with one line of this
+        listener's log in place of Twisted's own.
+        """
+        transport: Any = self.transport
+        _log.info(
+            "metrics: connection from {peer} aborted: still open {seconds} s after its timeout",
+            peer=formatPeer(hostPort(transport.getPeer())),
+            seconds=self.abortTimeout,
+        )
+        self._abortingCall = None
+        transport.abortConnection()
+
     def allContentReceived(self) -> None:
         if not self._refused:
             super().allContentReceived()
@@ -461,6 +501,40 @@ def _noAccessLine(request: object) -> None:
     """
 
 
+class _Bodyless(Resource):
+    """
+    A resource answering C{HEAD} as its C{GET}, with that body's length in
+    C{Content-Length}, but no body.
+    """
+
+    isLeaf = True
+
+    def __init__(self, wrapped: Any) -> None:
+        super().__init__()
+        self._wrapped = wrapped
+
+    def render(self, request: Request) -> Any:
+        body = self._wrapped.render(request)
+        if request.method == b"HEAD" and isinstance(body, bytes):
+            request.setHeader(b"Content-Length", b"%d" % (len(body),))
+            return b""
+        return body
+
+
+class _MetricsRequest(Request):
+    """
+    A request of the metrics listener: a C{HEAD} (of C{/metrics},
+    C{/healthz} or a path not found) is answered without Twisted's line
+    (C{"Warning: HEAD request <Request ... uri=...> ... I think I'll eat
+    it."}, in its own namespace, quoting a URI of up to 16 KiB from the
+    client) that a resource rendering a body for it makes, once per
+    request: a HEAD is answered, as a GET is, without any line.
+    """
+
+    def render(self, resrc: Any) -> None:
+        super().render(_Bodyless(resrc) if self.method == b"HEAD" else resrc)
+
+
 def metricsSite(registry: Any, healthy: Callable[[], bool], reactor: Any = None) -> Any:
     """
     The web site serving C{/metrics} and C{/healthz}, behind a limit of
@@ -476,7 +550,7 @@ def metricsSite(registry: Any, healthy: Callable[[], bool], reactor: Any = None)
     root = Resource()
     root.putChild(b"metrics", MetricsResource(registry))
     root.putChild(b"healthz", HealthResource(healthy))
-    site = Site(root, timeout=REQUEST_DEADLINE, reactor=reactor)
+    site = Site(root, requestFactory=_MetricsRequest, timeout=REQUEST_DEADLINE, reactor=reactor)
     # Plain HTTP/1.1 (no HTTP/2 negotiation), with the checks above.
     site.protocol = _MetricsChannel  # type: ignore[method-assign,assignment]
     site.noisy = False

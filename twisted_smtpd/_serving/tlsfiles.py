@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
 from twisted_smtpd._core.files import readRegular
-from twisted_smtpd._core.printable import validHostname
+from twisted_smtpd._core.optionvalues import sniName
 
 _PRIVATE_KEY_TYPES = (
     rsa.RSAPrivateKey,
@@ -150,17 +150,10 @@ def _readAuthorities(path: str) -> tuple[x509.Certificate, ...]:
 
 def _normaliseName(name: str) -> str:
     """
-    Lower-case, without a trailing dot, IDNA-encoded (clients send A-labels).
+    Lower-case, without a trailing dot, IDNA-encoded (clients send A-labels):
+    L{sniName}, as C{sniOptions} is checked when C{ServerOptions} is made.
 
     @raise ValueError: C{name} is not a host name (or C{*.} and one): it
         holds white space, control characters or an empty label, say.
     """
-    name = name.strip().rstrip(".").lower()
-    try:
-        encoded = name.encode("idna").decode("ascii")
-    except UnicodeError as e:
-        raise ValueError(f"invalid SNI host name: {name!r}") from e
-    host = encoded[2:] if encoded.startswith("*.") else encoded
-    if not validHostname(host, underscore=True):
-        raise ValueError(f"invalid SNI host name: {name!r}")
-    return encoded
+    return sniName(name)

@@ -23,6 +23,7 @@ from twisted.python import usage
 
 from twisted_smtpd._core.address import literalAddress
 from twisted_smtpd._core.files import openRegular
+from twisted_smtpd._core.hostname import aLabels
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._serving.cred import decidableMechanisms, ownsOnAuth, portalFromCheckers
@@ -349,10 +350,20 @@ def checkHostname(name: str) -> str:
     """
     The C{--hostname} value when it is a domain name (RFC 5321 section
     4.1.2, letters, digits and hyphens in dot-separated labels) or an
-    address literal (C{[192.0.2.1]}, C{[IPv6:2001:db8::1]}).
+    address literal (C{[192.0.2.1]}, C{[IPv6:2001:db8::1]}); a name in
+    U-labels (C{b\xfccher.example}) written in A-labels
+    (C{xn--bcher-kva.example}) with the rules of the machine's name
+    (L{aLabels}).
 
     @raise usage.UsageError: Otherwise, saying why.
     """
+    if not name.isascii():
+        try:
+            name = aLabels(name)
+        except ValueError as e:
+            raise usage.UsageError(
+                f"--hostname {name!a}: not a domain IDNA can write in A-labels ({e})"
+            ) from None
     if name.startswith("[") and name.endswith("]"):
         if literalAddress(name) is None:
             raise usage.UsageError(f"--hostname {name!r}: not an IPv4 or IPv6 address literal")

@@ -83,7 +83,7 @@ PARAMETERS: list[list[Any]] = [
         "hostname",
         None,
         None,
-        "The server's name in greetings [default: this host's FQDN].",
+        "The server's name in greetings, U-labels as A-labels [default: this host's FQDN].",
         checkHostname,
     ],
     ["banner", None, None, "Extra text for the 220 greeting (printable US-ASCII)."],
