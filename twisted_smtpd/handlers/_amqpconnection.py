@@ -316,6 +316,31 @@ def callOpen(channel: Any, name: str, **kwargs: Any) -> Deferred[Any]:
     return method(**kwargs)  # type: ignore[no-any-return]
 
 
+def declare(
+    channel: Any, queue: str, exchange: str, routingKey: str, arguments: dict[str, Any]
+) -> Deferred[None]:
+    """
+    Declare the durable C{queue} (with C{arguments}) on C{channel} and bind
+    it to C{exchange} with C{routingKey}, or, with no queue, check that the
+    exchange exists: publishing to a missing one would close the channel
+    under every message.
+    """
+
+    async def steps() -> None:
+        if queue:
+            await callOpen(
+                channel, "queue_declare", queue=queue, durable=True, arguments=arguments or None
+            )
+            if exchange:
+                await callOpen(
+                    channel, "queue_bind", queue=queue, exchange=exchange, routing_key=routingKey
+                )
+        elif exchange:
+            await callOpen(channel, "exchange_declare", exchange=exchange, passive=True)
+
+    return Deferred.fromCoroutine(steps())
+
+
 def describeFailure(error: object) -> str:
     """
     A short, safe account of why a connection, a channel or an AMQP method

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pika
+
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._stream import COLLECT_PIECE
 
@@ -82,3 +84,17 @@ def encodedSize(properties: Any) -> int:
     header frame.
     """
     return sum(len(part) for part in properties.encode())
+
+
+def publishProperties(fields: dict[str, Any], timestamp: int) -> pika.BasicProperties:
+    """
+    The properties a message with envelope C{fields} is published with.
+    """
+    return pika.BasicProperties(
+        content_type="message/rfc822",
+        delivery_mode=2,
+        message_id=fields["messageId"],
+        timestamp=timestamp,
+        app_id="twisted-smtpd",
+        headers=fields,
+    )

@@ -36,6 +36,7 @@ from twisted_smtpd.handlers._amqpconnection import (
     BrokerConnection,
     Confirms,
     callOpen,
+    declare,
     describeFailure,
     describePublishFailure,
 )
@@ -46,6 +47,7 @@ from twisted_smtpd.handlers._amqpframes import (
     SHORT_STRING,
     Body,
     encodedSize,
+    publishProperties,
 )
 from twisted_smtpd.handlers._amqpurl import checkURLNumbers
 from twisted_smtpd.handlers._base import BaseHandler
@@ -281,30 +283,8 @@ class AMQPHandler(BaseHandler):
         channel.on_closed.addBoth(self._channelClosed)
         self._wake()
 
-    async def _declare(self, channel: Any) -> None:
-        """
-        Declare the queue and bind it to the exchange, or, with no queue,
-        check that the exchange exists: publishing to a missing one would
-        close the channel under every message.
-        """
-        if self.queue:
-            await callOpen(
-                channel,
-                "queue_declare",
-                queue=self.queue,
-                durable=True,
-                arguments=self._queueArguments or None,
-            )
-            if self.exchange:
-                await callOpen(
-                    channel,
-                    "queue_bind",
-                    queue=self.queue,
-                    exchange=self.exchange,
-                    routing_key=self.routingKey,
-                )
-        elif self.exchange:
-            await callOpen(channel, "exchange_declare", exchange=self.exchange, passive=True)
+    def _declare(self, channel: Any) -> Deferred[None]:
+        return declare(channel, self.queue, self.exchange, self.routingKey, self._queueArguments)
 
     def _redeclare(self, channel: Any) -> None:
         """
@@ -329,7 +309,7 @@ class AMQPHandler(BaseHandler):
         def done(result: object) -> None:
             self._redeclaring = False
 
-        Deferred.fromCoroutine(self._declare(channel)).addBoth(done)
+        self._declare(channel).addBoth(done)
 
     def _failed(self, reason: Failure) -> None:
         connection, self._connection = self._connection, None
@@ -484,7 +464,7 @@ class AMQPHandler(BaseHandler):
         """
         fields = envelopeFields(session)
         fields["recipients"] = []
-        size = HEADER_FRAME_OVERHEAD + HEADER_MARGIN + encodedSize(self._properties(fields, 0))
+        size = HEADER_FRAME_OVERHEAD + HEADER_MARGIN + encodedSize(publishProperties(fields, 0))
         for recipient in (*session.envelope.rcptTo, address):
             size += PER_RECIPIENT + len(recipient.address.encode("utf-8"))
         if size > self._frameMax():
@@ -499,19 +479,6 @@ class AMQPHandler(BaseHandler):
         if connection is not None:
             return connection.frameMax()
         return int(self._parameters.frame_max)
-
-    def _properties(self, fields: dict[str, Any], timestamp: int) -> pika.BasicProperties:
-        """
-        The properties a message with envelope C{fields} is published with.
-        """
-        return pika.BasicProperties(
-            content_type="message/rfc822",
-            delivery_mode=2,
-            message_id=fields["messageId"],
-            timestamp=timestamp,
-            app_id="twisted-smtpd",
-            headers=fields,
-        )
 
     def onData(self, stream: IMessageStream, session: Session) -> Deferred[str]:
         """
@@ -529,7 +496,7 @@ class AMQPHandler(BaseHandler):
         data = body.take()
         fields = envelopeFields(session)
         identifier = messageId(session)
-        properties = self._properties(fields, int(self._reactor.seconds()))
+        properties = publishProperties(fields, int(self._reactor.seconds()))
         if HEADER_FRAME_OVERHEAD + encodedSize(properties) > self._frameMax():
             # Not checked at RCPT (or the broker lowered frame_max since):
             # such a frame would make the broker close the connection, and
