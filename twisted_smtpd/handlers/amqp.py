@@ -204,6 +204,7 @@ class AMQPHandler(BaseHandler):
         self._redeclaring = False
         self._retry: Any = None
         self._attempt: Deferred[Any] | None = None
+        self._connecting: Deferred[BrokerConnection] | None = None
         self._waiting: list[Deferred[None]] = []
         #: Why the broker blocked the connection, while it does.
         self._blockedBy: str | None = None
@@ -252,8 +253,17 @@ class AMQPHandler(BaseHandler):
         factory = Factory.forProtocol(build)
         # One line per attempt, the handler's, not Twisted's two besides.
         factory.noisy = False
-        connection: BrokerConnection = await self._endpoint().connect(factory)
+        connecting: Deferred[BrokerConnection] = self._endpoint().connect(factory)
+        self._connecting = connecting
+        try:
+            connection = await connecting
+        finally:
+            self._connecting = None
         self._connection = connection
+        if self._state is _State.CLOSED:
+            # Closed while connecting, by an endpoint that connected all
+            # the same: the handshake below fails at once.
+            connection.drop("the handler was closed")
         timer = reactor.callLater(
             self._connectTimeout,
             connection.drop,
@@ -382,6 +392,9 @@ class AMQPHandler(BaseHandler):
         self._wake()
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
+        if self._connecting is not None:
+            # A TCP connect may last connectTimeout seconds.
+            self._connecting.cancel()
         connection, self._connection = self._connection, None
         self._channel = None
         if connection is None:

@@ -1,0 +1,101 @@
+# -*- test-case-name: tests.test_amqplifecycle -*-
+"""
+L{AMQPHandler} closed at any point of its connection's life: the close
+completes within its deadline and leaves no connection open, no timer
+pending and no failure unheard.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionAborted
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.test_amqp import HANDSHAKE, URL
+from twisted_smtpd.handlers.amqp import AMQPHandler
+
+
+class PendingEndpoint:
+    """
+    An endpoint whose connection attempts stay pending until the test
+    ends them (a host that drops the SYN: the TCP connect lasts until
+    C{connectTimeout}).
+
+    @ivar attempts: The L{Deferred} of each attempt.
+    @ivar cancelled: How many attempts were cancelled.
+    """
+
+    def __init__(self) -> None:
+        self.attempts: list[Deferred[Any]] = []
+        self.cancelled = 0
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        def cancel(d: Deferred[Any]) -> None:
+            self.cancelled += 1
+
+        d: Deferred[Any] = Deferred(cancel)
+        d.factory = factory  # type: ignore[attr-defined]
+        self.attempts.append(d)
+        return d
+
+
+class CloseDuringConnectTests(SynchronousTestCase):
+    """
+    The handler closed while its TCP connection to the broker is being
+    made.
+    """
+
+    def setUp(self) -> None:
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.clock = MemoryReactorClock()
+        self.handler = AMQPHandler(URL, reactor=self.clock)
+        self.endpoint = PendingEndpoint()
+        self.handler._endpoint = lambda: self.endpoint  # type: ignore[method-assign]
+
+    def test_connectCancelled(self) -> None:
+        """
+        The pending connect is cancelled and the close completes at once,
+        with no line logged and no timer left: before, the close waited
+        for the connect (up to C{connectTimeout}), then for the whole
+        handshake, and then fired while the connection it had just made
+        was still open, with no deadline for the broker's answer.
+        """
+        self.handler.start()
+        [attempt] = self.endpoint.attempts
+        d = self.handler.close()
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(self.endpoint.cancelled, 1)
+        self.assertFalse(self.handler.ready)
+        self.assertEqual([formatEvent(e) for e in self.events], [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_connectedAfterClose(self) -> None:
+        """
+        An endpoint that connects all the same (its attempt cannot be
+        cancelled) has the connection dropped at once, before any
+        handshake.
+        """
+        self.handler.start()
+        [attempt] = self.endpoint.attempts
+        attempt.cancel = lambda: None  # type: ignore[method-assign]
+        d = self.handler.close()
+        protocol = attempt.factory.buildProtocol(  # type: ignore[attr-defined]
+            IPv4Address("TCP", "127.0.0.1", 5672)
+        )
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        attempt.callback(protocol)
+        self.assertTrue(transport.disconnecting)
+        for frame in HANDSHAKE:
+            protocol.dataReceived(frame)
+        protocol.connectionLost(Failure(ConnectionAborted()))
+        self.assertIsNone(self.successResultOf(d))
+        self.assertFalse(self.handler.ready)
+        self.assertEqual([formatEvent(e) for e in self.events], [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
