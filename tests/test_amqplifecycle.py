@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from pika import spec
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionAborted
+from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_amqp import HANDSHAKE, URL
+from tests.test_amqp import HANDSHAKE, URL, TwistedProtocolConnectionTests, methodFrame
+from tests.test_handlers import makeSession
+from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers.amqp import AMQPHandler
 
 
@@ -99,3 +102,74 @@ class CloseDuringConnectTests(SynchronousTestCase):
         self.assertFalse(self.handler.ready)
         self.assertEqual([formatEvent(e) for e in self.events], [])
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class FlappingBrokerTests(TwistedProtocolConnectionTests):
+    """
+    A broker that completes the handshake, then drops the connection.
+    """
+
+    def flap(self) -> None:
+        """
+        Complete the handshake on the newest connection, then lose it.
+        """
+        self.connection = self.endpoint.connections[-1]
+        self.feed(*HANDSHAKE)
+        self.assertTrue(self.handler.ready)
+        self.lose(ConnectionDone())
+
+    def delays(self) -> list[str]:
+        return [
+            line.rsplit(" again in ", 1)[1]
+            for line in (formatEvent(e) for e in self.events)
+            if line.startswith("message broker connection lost")
+        ]
+
+    def test_backsOff(self) -> None:
+        """
+        The pauses between attempts double up to C{maxRetryDelay} while
+        every connection is dropped right after its handshake: before,
+        each handshake completed started them again from C{firstRetry},
+        so that such a broker was reconnected to twice a second, and two
+        lines logged each time, for ever.
+        """
+        for delay in (0.5, 1, 2, 4, 8, 16, 30, 30):
+            self.flap()
+            self.clock.advance(delay)
+        self.assertEqual(
+            self.delays(), ["0.5s", "1.0s", "2.0s", "4.0s", "8.0s", "16.0s", "30.0s", "30.0s"]
+        )
+        self.assertEqual(len(self.endpoint.connections), 9)
+
+    def test_lastingConnectionResets(self) -> None:
+        """
+        A connection lost after lasting C{maxRetryDelay} seconds is
+        retried after C{firstRetry} again.
+        """
+        for delay in (0.5, 1, 2):
+            self.flap()
+            self.clock.advance(delay)
+        self.connection = self.endpoint.connections[-1]
+        self.feed(*HANDSHAKE)
+        self.clock.advance(30)
+        self.lose(ConnectionDone())
+        self.assertEqual(self.delays(), ["0.5s", "1.0s", "2.0s", "0.5s"])
+
+    def test_confirmedMessageResets(self) -> None:
+        """
+        A connection that had a message confirmed, however short it
+        lasted, is retried after C{firstRetry} again.
+        """
+        for delay in (0.5, 1, 2):
+            self.flap()
+            self.clock.advance(delay)
+        self.connection = self.endpoint.connections[-1]
+        self.feed(*HANDSHAKE)
+        stream = MessageStream()
+        d = self.handler.onData(stream, makeSession(id="s1"))
+        stream._write(b"Subject: x\r\n\r\nx\r\n")
+        stream._finish()
+        self.feed(methodFrame(spec.Basic.Ack(delivery_tag=1), 1))
+        self.assertEqual(self.successResultOf(d), "OK: queued as s1.1")
+        self.lose(ConnectionDone())
+        self.assertEqual(self.delays(), ["0.5s", "1.0s", "2.0s", "0.5s"])

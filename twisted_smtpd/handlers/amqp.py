@@ -100,7 +100,9 @@ class AMQPHandler(BaseHandler):
 
     The connection is made at the first client connection and remade after
     any loss, with pauses doubling from C{firstRetry} to C{maxRetryDelay}
-    seconds.  While the broker is unreachable, MAIL is answered 451 at once.
+    seconds; they start again from C{firstRetry} once a connection had a
+    message confirmed or lasted C{maxRetryDelay} seconds.  While the broker
+    is unreachable, MAIL is answered 451 at once.
 
     The body is gathered in memory (one message per transaction) and
     limited to C{maxMessageSize}: a larger C{SIZE=} at MAIL, or body, is
@@ -198,6 +200,10 @@ class AMQPHandler(BaseHandler):
         self._reactor = reactor
         self._state = _State.IDLE
         self._delay = firstRetry
+        #: When the connection became ready, and whether a message was
+        #: confirmed on it since.
+        self._readySince = 0.0
+        self._proven = False
         self._connection: BrokerConnection | None = None
         self._channel: Any = None
         self._confirms: Confirms | None = None
@@ -285,7 +291,12 @@ class AMQPHandler(BaseHandler):
         self._channel = channel
         self._confirms = confirms
         self._state = _State.READY
-        self._delay = self._firstRetry
+        # The pauses start again from firstRetry once this connection
+        # proves good (see _lost), not now: a broker that completes the
+        # handshake and then drops every connection is retried less and
+        # less often.
+        self._readySince = reactor.seconds()
+        self._proven = False
         self._log.info("message broker connected: {host}", host=self._parameters.host)
         connection.watchBlocked(self._blocked, self._unblocked)
         assert connection.closed is not None
@@ -362,6 +373,9 @@ class AMQPHandler(BaseHandler):
         problem = connection.problem if connection is not None else None
         if problem is None:
             problem = describeFailure(reason)
+        lasted = self._reactor.seconds() - self._readySince
+        if self._proven or lasted >= self._maxRetryDelay:
+            self._delay = self._firstRetry
         self._log.warn(
             "message broker connection lost: {reason}; again in {delay}s",
             reason=problem,
@@ -576,5 +590,6 @@ class AMQPHandler(BaseHandler):
             raise SMTPError(
                 451, f"Error: message broker did not take the message ({problem})", "4.3.0"
             )
+        self._proven = True
         self._log.info("{session} published {id}", session=session.id, id=identifier)
         return f"OK: queued as {identifier}"
