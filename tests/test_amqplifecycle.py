@@ -20,6 +20,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_amqp import HANDSHAKE, URL, TwistedProtocolConnectionTests, methodFrame
 from tests.test_handlers import makeSession
+from twisted_smtpd import SMTPError
+from twisted_smtpd._core.session import Address
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers.amqp import AMQPHandler
 
@@ -173,3 +175,46 @@ class FlappingBrokerTests(TwistedProtocolConnectionTests):
         self.assertEqual(self.successResultOf(d), "OK: queued as s1.1")
         self.lose(ConnectionDone())
         self.assertEqual(self.delays(), ["0.5s", "1.0s", "2.0s", "0.5s"])
+
+
+class ChannelClosedTests(TwistedProtocolConnectionTests):
+    """
+    The broker closes the channel: the handler closes the connection and
+    reconnects.
+    """
+
+    def test_unansweredCloseDropped(self) -> None:
+        """
+        A broker that closes the channel, then does not answer the
+        handler's C{Connection.Close}, has its connection dropped after
+        C{connectTimeout} seconds, and the handler reconnects; meanwhile
+        MAIL is refused at once.  Before, the connection stayed half
+        closed for as long as the broker kept its socket open (for ever,
+        heartbeats off): every MAIL accepted, every message answered 451,
+        no reconnection.
+        """
+        self.connected()
+        text = "PRECONDITION_FAILED - unknown delivery tag 9"
+        self.feed(methodFrame(spec.Channel.Close(406, text, 60, 80), 1))
+        self.assertIn(b"\x00\x0a\x00\x32", self.transport.value())  # Connection.Close
+        mail = self.handler.onMailFrom(Address("a@example.com"), makeSession(id="s1"))
+        self.assertEqual(self.failureResultOf(mail, SMTPError).value.code, 451)
+        self.clock.advance(9.9)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(0.1)
+        self.assertTrue(self.transport.disconnecting)
+        self.lose(ConnectionAborted())
+        self.assertEqual(
+            self.lines(),
+            [
+                "s1 refused MAIL: message broker unavailable",
+                f"message broker connection lost: channel closed by the broker: 406 {text};"
+                " again in 0.5s",
+            ],
+        )
+        self.clock.advance(0.5)
+        self.assertEqual(len(self.endpoint.connections), 2)
+        self.connection = self.endpoint.connections[-1]
+        self.feed(*HANDSHAKE)
+        self.assertTrue(self.handler.ready)
+        self.assertEqual(self.clock.getDelayedCalls(), [])

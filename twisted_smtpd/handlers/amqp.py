@@ -42,11 +42,10 @@ from twisted_smtpd.handlers._amqpconnection import (
 )
 from twisted_smtpd.handlers._amqpframes import (
     HEADER_FRAME_OVERHEAD,
-    HEADER_MARGIN,
-    PER_RECIPIENT,
     SHORT_STRING,
     Body,
     encodedSize,
+    headerFrameSize,
     publishProperties,
 )
 from twisted_smtpd.handlers._amqpurl import checkURLNumbers
@@ -209,6 +208,7 @@ class AMQPHandler(BaseHandler):
         self._confirms: Confirms | None = None
         self._redeclaring = False
         self._retry: Any = None
+        self._closing: Any = None
         self._attempt: Deferred[Any] | None = None
         self._connecting: Deferred[BrokerConnection] | None = None
         self._waiting: list[Deferred[None]] = []
@@ -353,7 +353,13 @@ class AMQPHandler(BaseHandler):
         if connection is not None and not connection.is_closed:
             if isinstance(reason, BaseException) and connection.problem is None:
                 connection.problem = describeFailure(reason)
+            self._channel = None
+            self._confirms = None
             connection.close()
+            # Else a broker not answering would hold it half closed for ever.
+            self._closing = self._reactor.callLater(
+                self._connectTimeout, connection.drop, "no answer to the close"
+            )
 
     def _blocked(self, reason: str) -> None:
         self._blockedBy = reason
@@ -364,6 +370,9 @@ class AMQPHandler(BaseHandler):
         self._log.info("message broker unblocked the connection")
 
     def _lost(self, reason: object) -> None:
+        if self._closing is not None and self._closing.active():
+            self._closing.cancel()
+        self._closing = None
         connection, self._connection = self._connection, None
         self._channel = None
         self._confirms = None
@@ -457,7 +466,7 @@ class AMQPHandler(BaseHandler):
             d: Deferred[None] = Deferred()
             self._waiting.append(d)
             await d
-        return self._state is _State.READY
+        return self._state is _State.READY and self._channel is not None
 
     def onMailFrom(self, address: Address, session: Session) -> Deferred[None]:
         """
@@ -489,12 +498,7 @@ class AMQPHandler(BaseHandler):
 
         @raise SMTPError: 452 4.5.3.
         """
-        fields = envelopeFields(session)
-        fields["recipients"] = []
-        size = HEADER_FRAME_OVERHEAD + HEADER_MARGIN + encodedSize(publishProperties(fields, 0))
-        for recipient in (*session.envelope.rcptTo, address):
-            size += PER_RECIPIENT + len(recipient.address.encode("utf-8"))
-        if size > self._frameMax():
+        if headerFrameSize(session, address) > self._frameMax():
             raise SMTPError(452, "Error: too many recipients", "4.5.3")
 
     def _frameMax(self) -> int:
