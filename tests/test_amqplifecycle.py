@@ -218,3 +218,35 @@ class ChannelClosedTests(TwistedProtocolConnectionTests):
         self.feed(*HANDSHAKE)
         self.assertTrue(self.handler.ready)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_closedWhileClosing(self) -> None:
+        """
+        The handler closed while its connection's close, begun when the
+        broker closed the channel, waits for the broker's answer: the
+        close completes once the broker answers, or the connection is
+        dropped after C{connectTimeout}.  Before, pika refused the second
+        close of a closing connection, and the handler's close raised
+        C{ConnectionWrongStateError}.
+        """
+        self.connected()
+        self.feed(methodFrame(spec.Channel.Close(406, "PRECONDITION_FAILED", 60, 40), 1))
+        d = self.handler.close()
+        self.assertNoResult(d)
+        self.clock.advance(10)
+        self.assertTrue(self.transport.disconnecting)
+        self.lose(ConnectionAborted())
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.lines(), [])
+
+    def test_closedWhileClosingAnswered(self) -> None:
+        """
+        The same, with the broker answering: the close completes then.
+        """
+        self.connected()
+        self.feed(methodFrame(spec.Channel.Close(406, "PRECONDITION_FAILED", 60, 40), 1))
+        d = self.handler.close()
+        self.feed(methodFrame(spec.Connection.CloseOk()))
+        self.lose(ConnectionDone())
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(self.clock.getDelayedCalls(), [])

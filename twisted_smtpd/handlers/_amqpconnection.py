@@ -149,6 +149,17 @@ class BrokerConnection(TwistedProtocolConnection):  # type: ignore[misc]
         if self.transport is not None:
             self.transport.abortConnection()
 
+    def close(self, reply_code: int = 200, reply_text: str = "Normal shutdown") -> Any:
+        """
+        Close the connection, unless it is closing already: pika refuses
+        a second close, raising C{ConnectionWrongStateError}.
+
+        @return: L{closed}.
+        """
+        if self._impl.is_closing:
+            return self.closed
+        return super().close(reply_code, reply_text)
+
     def watchBlocked(self, blocked: Any, unblocked: Any) -> None:
         """
         Call C{blocked(reason)} when the broker blocks the connection
