@@ -197,6 +197,7 @@ class ChannelClosedTests(TwistedProtocolConnectionTests):
         text = "PRECONDITION_FAILED - unknown delivery tag 9"
         self.feed(methodFrame(spec.Channel.Close(406, text, 60, 80), 1))
         self.assertIn(b"\x00\x0a\x00\x32", self.transport.value())  # Connection.Close
+        self.assertFalse(self.handler.ready)
         mail = self.handler.onMailFrom(Address("a@example.com"), makeSession(id="s1"))
         self.assertEqual(self.failureResultOf(mail, SMTPError).value.code, 451)
         self.clock.advance(9.9)

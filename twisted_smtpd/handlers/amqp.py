@@ -222,7 +222,7 @@ class AMQPHandler(BaseHandler):
         """
         Whether a confirmed channel to the broker is open.
         """
-        return self._state is _State.READY
+        return self._state is _State.READY and self._channel is not None
 
     def start(self) -> None:
         """
@@ -466,7 +466,7 @@ class AMQPHandler(BaseHandler):
             d: Deferred[None] = Deferred()
             self._waiting.append(d)
             await d
-        return self._state is _State.READY and self._channel is not None
+        return self.ready
 
     def onMailFrom(self, address: Address, session: Session) -> Deferred[None]:
         """
