@@ -145,17 +145,20 @@ class FlappingBrokerTests(TwistedProtocolConnectionTests):
 
     def test_lastingConnectionResets(self) -> None:
         """
-        A connection lost after lasting C{maxRetryDelay} seconds is
-        retried after C{firstRetry} again.
+        A connection lost after lasting as long as the next pause would
+        is retried after C{firstRetry} again (lost after 8 seconds, the
+        next pause 8); one lost sooner is not (after 3.9, the next 4).
         """
         for delay in (0.5, 1, 2):
             self.flap()
             self.clock.advance(delay)
-        self.connection = self.endpoint.connections[-1]
-        self.feed(*HANDSHAKE)
-        self.clock.advance(30)
-        self.lose(ConnectionDone())
-        self.assertEqual(self.delays(), ["0.5s", "1.0s", "2.0s", "0.5s"])
+        for lasted in (3.9, 8):
+            self.connection = self.endpoint.connections[-1]
+            self.feed(*HANDSHAKE)
+            self.clock.advance(lasted)
+            self.lose(ConnectionDone())
+            self.clock.advance(30)
+        self.assertEqual(self.delays(), ["0.5s", "1.0s", "2.0s", "4.0s", "0.5s"])
 
     def test_confirmedMessageResets(self) -> None:
         """

@@ -100,8 +100,8 @@ class AMQPHandler(BaseHandler):
     The connection is made at the first client connection and remade after
     any loss, with pauses doubling from C{firstRetry} to C{maxRetryDelay}
     seconds; they start again from C{firstRetry} once a connection had a
-    message confirmed or lasted C{maxRetryDelay} seconds.  While the broker
-    is unreachable, MAIL is answered 451 at once.
+    message confirmed or lasted as long as the next pause.  While the
+    broker is unreachable, MAIL is answered 451 at once.
 
     The body is gathered in memory (one message per transaction) and
     limited to C{maxMessageSize}: a larger C{SIZE=} at MAIL, or body, is
@@ -383,7 +383,7 @@ class AMQPHandler(BaseHandler):
         if problem is None:
             problem = describeFailure(reason)
         lasted = self._reactor.seconds() - self._readySince
-        if self._proven or lasted >= self._maxRetryDelay:
+        if self._proven or lasted >= self._delay:
             self._delay = self._firstRetry
         self._log.warn(
             "message broker connection lost: {reason}; again in {delay}s",
