@@ -14,13 +14,16 @@ import pika
 from pika.adapters.twisted_connection import TwistedProtocolConnection
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import connectionDone
+from twisted.internet.ssl import optionsForClientTLS
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_smtpd._smtpclient.clientwire import refuseRenegotiation
 from twisted_smtpd.handlers._envelope import sanitise
 
 # AMQP 0-9-1 section 4.2.3: a frame is a 7-octet header (type, channel,
@@ -307,6 +310,20 @@ class Confirms:
             # An ack for this message, given another's return.
             return None
         return error
+
+
+def brokerEndpoint(reactor: Any, parameters: Any, tls: bool, trustRoot: Any, timeout: float) -> Any:
+    """
+    The endpoint connecting to the broker C{parameters} (pika's) names,
+    within C{timeout} seconds; over TLS verified against C{trustRoot} (the
+    system's CAs if C{None}), renegotiation refused, if C{tls}.
+    """
+    host, port = parameters.host, parameters.port
+    endpoint: Any = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    if tls:
+        options = refuseRenegotiation(optionsForClientTLS(host, trustRoot=trustRoot))
+        endpoint = wrapClientTLS(options, endpoint)
+    return endpoint
 
 
 def callOpen(channel: Any, name: str, **kwargs: Any) -> Deferred[Any]:

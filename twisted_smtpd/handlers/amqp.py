@@ -23,18 +23,16 @@ except ImportError as e:
         name=e.name,
     ) from None
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory
-from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, Session
-from twisted_smtpd._smtpclient.clientwire import refuseRenegotiation
 from twisted_smtpd.handlers._amqpconnection import (
     BrokerConnection,
     Confirms,
+    brokerEndpoint,
     callOpen,
     declare,
     describeFailure,
@@ -239,12 +237,8 @@ class AMQPHandler(BaseHandler):
         self._attempt.addErrback(self._failed)
 
     def _endpoint(self) -> Any:
-        host, port = self._parameters.host, self._parameters.port
-        endpoint: Any = HostnameEndpoint(self._reactor, host, port, timeout=self._connectTimeout)
-        if self._tls:
-            options = refuseRenegotiation(optionsForClientTLS(host, trustRoot=self._trustRoot))
-            endpoint = wrapClientTLS(options, endpoint)
-        return endpoint
+        parameters, timeout = self._parameters, self._connectTimeout
+        return brokerEndpoint(self._reactor, parameters, self._tls, self._trustRoot, timeout)
 
     async def _open(self) -> None:
         parameters = self._parameters
