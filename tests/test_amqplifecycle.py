@@ -254,3 +254,28 @@ class ChannelClosedTests(TwistedProtocolConnectionTests):
         self.lose(ConnectionDone())
         self.assertIsNone(self.successResultOf(d))
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class CloseTwiceTests(TwistedProtocolConnectionTests):
+    """
+    The handler closed twice (by the server's shutdown and by the
+    application, say).
+    """
+
+    def test_secondCloseWaits(self) -> None:
+        """
+        A second close fires when the first does, once the connection is
+        closed: before, it fired at once, the broker's socket still open.
+        """
+        self.connected()
+        first = self.handler.close()
+        second = self.handler.close()
+        self.assertNoResult(first)
+        self.assertNoResult(second)
+        self.feed(methodFrame(spec.Channel.CloseOk(), 1))
+        self.feed(methodFrame(spec.Connection.CloseOk()))
+        self.lose(ConnectionDone())
+        self.assertIsNone(self.successResultOf(first))
+        self.assertIsNone(self.successResultOf(second))
+        self.assertIsNone(self.successResultOf(self.handler.close()))
+        self.assertEqual(self.clock.getDelayedCalls(), [])

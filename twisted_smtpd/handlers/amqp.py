@@ -207,6 +207,7 @@ class AMQPHandler(BaseHandler):
         self._redeclaring = False
         self._retry: Any = None
         self._closing: Any = None
+        self._shutdown: Deferred[None] | None = None
         self._attempt: Deferred[Any] | None = None
         self._connecting: Deferred[BrokerConnection] | None = None
         self._waiting: list[Deferred[None]] = []
@@ -403,8 +404,15 @@ class AMQPHandler(BaseHandler):
         """
         Close the connection and stop reconnecting; a broker that does not
         answer the close within C{connectTimeout} seconds has its connection
-        dropped.
+        dropped.  Every call fires once that is done.
         """
+        if self._shutdown is None:
+            self._shutdown = self._close()
+        d: Deferred[None] = Deferred()
+        self._shutdown.addBoth(d.callback)
+        return d
+
+    def _close(self) -> Deferred[None]:
         self._state = _State.CLOSED
         self._wake()
         if self._retry is not None and self._retry.active():
@@ -437,9 +445,7 @@ class AMQPHandler(BaseHandler):
         return d
 
     async def _settle(self) -> None:
-        """
-        Wait for a connection attempt in progress to end.
-        """
+        """Wait for a connection attempt in progress to end."""
         attempt = self._attempt
         if attempt is not None and not attempt.called:
             await attempt
