@@ -28,6 +28,7 @@ from tests.test_tap import parse
 from twisted_smtpd import SMTPError
 from twisted_smtpd._core.session import Address, Envelope, Session
 from twisted_smtpd._stream import MessageStream
+from twisted_smtpd.handlers._amqpframes import publishProperties
 from twisted_smtpd.handlers._envelope import envelopeFields
 from twisted_smtpd.handlers.amqp import DEFAULT_MAX_MESSAGE_SIZE, AMQPHandler
 
@@ -127,7 +128,7 @@ class AMQPFrameBoundTests(SynchronousTestCase):
         The octets of the content header frame pika sends for C{session}'s
         envelope.
         """
-        properties = handler._properties(envelopeFields(session), 1700000000)
+        properties = publishProperties(envelopeFields(session), 1700000000)
         return len(pika.frame.Header(1, 10_000_000, properties).marshal())
 
     def test_recipientsBoundedByFrame(self) -> None:

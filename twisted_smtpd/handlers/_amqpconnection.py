@@ -14,13 +14,16 @@ import pika
 from pika.adapters.twisted_connection import TwistedProtocolConnection
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import connectionDone
+from twisted.internet.ssl import optionsForClientTLS
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_smtpd._smtpclient.clientwire import refuseRenegotiation
 from twisted_smtpd.handlers._envelope import sanitise
 
 # AMQP 0-9-1 section 4.2.3: a frame is a 7-octet header (type, channel,
@@ -148,6 +151,17 @@ class BrokerConnection(TwistedProtocolConnection):  # type: ignore[misc]
         self._dropped = True
         if self.transport is not None:
             self.transport.abortConnection()
+
+    def close(self, reply_code: int = 200, reply_text: str = "Normal shutdown") -> Any:
+        """
+        Close the connection, unless it is closing already: pika refuses
+        a second close, raising C{ConnectionWrongStateError}.
+
+        @return: L{closed}.
+        """
+        if self._impl.is_closing:
+            return self.closed
+        return super().close(reply_code, reply_text)
 
     def watchBlocked(self, blocked: Any, unblocked: Any) -> None:
         """
@@ -298,6 +312,20 @@ class Confirms:
         return error
 
 
+def brokerEndpoint(reactor: Any, parameters: Any, tls: bool, trustRoot: Any, timeout: float) -> Any:
+    """
+    The endpoint connecting to the broker C{parameters} (pika's) names,
+    within C{timeout} seconds; over TLS verified against C{trustRoot} (the
+    system's CAs if C{None}), renegotiation refused, if C{tls}.
+    """
+    host, port = parameters.host, parameters.port
+    endpoint: Any = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    if tls:
+        options = refuseRenegotiation(optionsForClientTLS(host, trustRoot=trustRoot))
+        endpoint = wrapClientTLS(options, endpoint)
+    return endpoint
+
+
 def callOpen(channel: Any, name: str, **kwargs: Any) -> Deferred[Any]:
     """
     Call the method C{name} of the pika L{TwistedChannel} C{channel} if the
@@ -314,6 +342,31 @@ def callOpen(channel: Any, name: str, **kwargs: Any) -> Deferred[Any]:
         return fail(pika.exceptions.ChannelWrongStateError("Channel is closed."))
     method: Any = getattr(channel, name)
     return method(**kwargs)  # type: ignore[no-any-return]
+
+
+def declare(
+    channel: Any, queue: str, exchange: str, routingKey: str, arguments: dict[str, Any]
+) -> Deferred[None]:
+    """
+    Declare the durable C{queue} (with C{arguments}) on C{channel} and bind
+    it to C{exchange} with C{routingKey}, or, with no queue, check that the
+    exchange exists: publishing to a missing one would close the channel
+    under every message.
+    """
+
+    async def steps() -> None:
+        if queue:
+            await callOpen(
+                channel, "queue_declare", queue=queue, durable=True, arguments=arguments or None
+            )
+            if exchange:
+                await callOpen(
+                    channel, "queue_bind", queue=queue, exchange=exchange, routing_key=routingKey
+                )
+        elif exchange:
+            await callOpen(channel, "exchange_declare", exchange=exchange, passive=True)
+
+    return Deferred.fromCoroutine(steps())
 
 
 def describeFailure(error: object) -> str:

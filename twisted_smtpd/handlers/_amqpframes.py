@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pika
+
 from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd._stream import COLLECT_PIECE
+from twisted_smtpd.handlers._envelope import envelopeFields
 
 # AMQP 0-9-1 section 4.2.6: the properties (the envelope in their headers)
 # travel in one content header frame, which may not exceed the connection's
@@ -82,3 +86,30 @@ def encodedSize(properties: Any) -> int:
     header frame.
     """
     return sum(len(part) for part in properties.encode())
+
+
+def publishProperties(fields: dict[str, Any], timestamp: int) -> pika.BasicProperties:
+    """
+    The properties a message with envelope C{fields} is published with.
+    """
+    return pika.BasicProperties(
+        content_type="message/rfc822",
+        delivery_mode=2,
+        message_id=fields["messageId"],
+        timestamp=timestamp,
+        app_id="twisted-smtpd",
+        headers=fields,
+    )
+
+
+def headerFrameSize(session: Session, address: Address) -> int:
+    """
+    The octets the content header frame of C{session}'s message would take
+    with C{address} as one more recipient, with L{HEADER_MARGIN} to spare.
+    """
+    fields = envelopeFields(session)
+    fields["recipients"] = []
+    size = HEADER_FRAME_OVERHEAD + HEADER_MARGIN + encodedSize(publishProperties(fields, 0))
+    for recipient in (*session.envelope.rcptTo, address):
+        size += PER_RECIPIENT + len(recipient.address.encode("utf-8"))
+    return size

@@ -23,29 +23,28 @@ except ImportError as e:
         name=e.name,
     ) from None
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory
-from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, Session
-from twisted_smtpd._smtpclient.clientwire import refuseRenegotiation
 from twisted_smtpd.handlers._amqpconnection import (
     BrokerConnection,
     Confirms,
+    brokerEndpoint,
     callOpen,
+    declare,
     describeFailure,
     describePublishFailure,
 )
 from twisted_smtpd.handlers._amqpframes import (
     HEADER_FRAME_OVERHEAD,
-    HEADER_MARGIN,
-    PER_RECIPIENT,
     SHORT_STRING,
     Body,
     encodedSize,
+    headerFrameSize,
+    publishProperties,
 )
 from twisted_smtpd.handlers._amqpurl import checkURLNumbers
 from twisted_smtpd.handlers._base import BaseHandler
@@ -98,7 +97,9 @@ class AMQPHandler(BaseHandler):
 
     The connection is made at the first client connection and remade after
     any loss, with pauses doubling from C{firstRetry} to C{maxRetryDelay}
-    seconds.  While the broker is unreachable, MAIL is answered 451 at once.
+    seconds; they start again from C{firstRetry} once a connection had a
+    message confirmed or lasted as long as the next pause.  While the
+    broker is unreachable, MAIL is answered 451 at once.
 
     The body is gathered in memory (one message per transaction) and
     limited to C{maxMessageSize}: a larger C{SIZE=} at MAIL, or body, is
@@ -196,12 +197,19 @@ class AMQPHandler(BaseHandler):
         self._reactor = reactor
         self._state = _State.IDLE
         self._delay = firstRetry
+        #: When the connection became ready, and whether a message was
+        #: confirmed on it since.
+        self._readySince = 0.0
+        self._proven = False
         self._connection: BrokerConnection | None = None
         self._channel: Any = None
         self._confirms: Confirms | None = None
         self._redeclaring = False
         self._retry: Any = None
+        self._closing: Any = None
+        self._shutdown: Deferred[None] | None = None
         self._attempt: Deferred[Any] | None = None
+        self._connecting: Deferred[BrokerConnection] | None = None
         self._waiting: list[Deferred[None]] = []
         #: Why the broker blocked the connection, while it does.
         self._blockedBy: str | None = None
@@ -213,7 +221,7 @@ class AMQPHandler(BaseHandler):
         """
         Whether a confirmed channel to the broker is open.
         """
-        return self._state is _State.READY
+        return self._state is _State.READY and self._channel is not None
 
     def start(self) -> None:
         """
@@ -230,12 +238,8 @@ class AMQPHandler(BaseHandler):
         self._attempt.addErrback(self._failed)
 
     def _endpoint(self) -> Any:
-        host, port = self._parameters.host, self._parameters.port
-        endpoint: Any = HostnameEndpoint(self._reactor, host, port, timeout=self._connectTimeout)
-        if self._tls:
-            options = refuseRenegotiation(optionsForClientTLS(host, trustRoot=self._trustRoot))
-            endpoint = wrapClientTLS(options, endpoint)
-        return endpoint
+        parameters, timeout = self._parameters, self._connectTimeout
+        return brokerEndpoint(self._reactor, parameters, self._tls, self._trustRoot, timeout)
 
     async def _open(self) -> None:
         parameters = self._parameters
@@ -250,8 +254,17 @@ class AMQPHandler(BaseHandler):
         factory = Factory.forProtocol(build)
         # One line per attempt, the handler's, not Twisted's two besides.
         factory.noisy = False
-        connection: BrokerConnection = await self._endpoint().connect(factory)
+        connecting: Deferred[BrokerConnection] = self._endpoint().connect(factory)
+        self._connecting = connecting
+        try:
+            connection = await connecting
+        finally:
+            self._connecting = None
         self._connection = connection
+        if self._state is _State.CLOSED:
+            # Closed while connecting, by an endpoint that connected all
+            # the same: the handshake below fails at once.
+            connection.drop("the handler was closed")
         timer = reactor.callLater(
             self._connectTimeout,
             connection.drop,
@@ -273,7 +286,12 @@ class AMQPHandler(BaseHandler):
         self._channel = channel
         self._confirms = confirms
         self._state = _State.READY
-        self._delay = self._firstRetry
+        # The pauses start again from firstRetry once this connection
+        # proves good (see _lost), not now: a broker that completes the
+        # handshake and then drops every connection is retried less and
+        # less often.
+        self._readySince = reactor.seconds()
+        self._proven = False
         self._log.info("message broker connected: {host}", host=self._parameters.host)
         connection.watchBlocked(self._blocked, self._unblocked)
         assert connection.closed is not None
@@ -281,30 +299,8 @@ class AMQPHandler(BaseHandler):
         channel.on_closed.addBoth(self._channelClosed)
         self._wake()
 
-    async def _declare(self, channel: Any) -> None:
-        """
-        Declare the queue and bind it to the exchange, or, with no queue,
-        check that the exchange exists: publishing to a missing one would
-        close the channel under every message.
-        """
-        if self.queue:
-            await callOpen(
-                channel,
-                "queue_declare",
-                queue=self.queue,
-                durable=True,
-                arguments=self._queueArguments or None,
-            )
-            if self.exchange:
-                await callOpen(
-                    channel,
-                    "queue_bind",
-                    queue=self.queue,
-                    exchange=self.exchange,
-                    routing_key=self.routingKey,
-                )
-        elif self.exchange:
-            await callOpen(channel, "exchange_declare", exchange=self.exchange, passive=True)
+    def _declare(self, channel: Any) -> Deferred[None]:
+        return declare(channel, self.queue, self.exchange, self.routingKey, self._queueArguments)
 
     def _redeclare(self, channel: Any) -> None:
         """
@@ -329,7 +325,7 @@ class AMQPHandler(BaseHandler):
         def done(result: object) -> None:
             self._redeclaring = False
 
-        Deferred.fromCoroutine(self._declare(channel)).addBoth(done)
+        self._declare(channel).addBoth(done)
 
     def _failed(self, reason: Failure) -> None:
         connection, self._connection = self._connection, None
@@ -352,7 +348,13 @@ class AMQPHandler(BaseHandler):
         if connection is not None and not connection.is_closed:
             if isinstance(reason, BaseException) and connection.problem is None:
                 connection.problem = describeFailure(reason)
+            self._channel = None
+            self._confirms = None
             connection.close()
+            # Else a broker not answering would hold it half closed for ever.
+            self._closing = self._reactor.callLater(
+                self._connectTimeout, connection.drop, "no answer to the close"
+            )
 
     def _blocked(self, reason: str) -> None:
         self._blockedBy = reason
@@ -363,6 +365,9 @@ class AMQPHandler(BaseHandler):
         self._log.info("message broker unblocked the connection")
 
     def _lost(self, reason: object) -> None:
+        if self._closing is not None and self._closing.active():
+            self._closing.cancel()
+        self._closing = None
         connection, self._connection = self._connection, None
         self._channel = None
         self._confirms = None
@@ -372,6 +377,9 @@ class AMQPHandler(BaseHandler):
         problem = connection.problem if connection is not None else None
         if problem is None:
             problem = describeFailure(reason)
+        lasted = self._reactor.seconds() - self._readySince
+        if self._proven or lasted >= self._delay:
+            self._delay = self._firstRetry
         self._log.warn(
             "message broker connection lost: {reason}; again in {delay}s",
             reason=problem,
@@ -396,12 +404,22 @@ class AMQPHandler(BaseHandler):
         """
         Close the connection and stop reconnecting; a broker that does not
         answer the close within C{connectTimeout} seconds has its connection
-        dropped.
+        dropped.  Every call fires once that is done.
         """
+        if self._shutdown is None:
+            self._shutdown = self._close()
+        d: Deferred[None] = Deferred()
+        self._shutdown.addBoth(d.callback)
+        return d
+
+    def _close(self) -> Deferred[None]:
         self._state = _State.CLOSED
         self._wake()
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
+        if self._connecting is not None:
+            # A TCP connect may last connectTimeout seconds.
+            self._connecting.cancel()
         connection, self._connection = self._connection, None
         self._channel = None
         if connection is None:
@@ -427,9 +445,7 @@ class AMQPHandler(BaseHandler):
         return d
 
     async def _settle(self) -> None:
-        """
-        Wait for a connection attempt in progress to end.
-        """
+        """Wait for a connection attempt in progress to end."""
         attempt = self._attempt
         if attempt is not None and not attempt.called:
             await attempt
@@ -450,7 +466,7 @@ class AMQPHandler(BaseHandler):
             d: Deferred[None] = Deferred()
             self._waiting.append(d)
             await d
-        return self._state is _State.READY
+        return self.ready
 
     def onMailFrom(self, address: Address, session: Session) -> Deferred[None]:
         """
@@ -482,12 +498,7 @@ class AMQPHandler(BaseHandler):
 
         @raise SMTPError: 452 4.5.3.
         """
-        fields = envelopeFields(session)
-        fields["recipients"] = []
-        size = HEADER_FRAME_OVERHEAD + HEADER_MARGIN + encodedSize(self._properties(fields, 0))
-        for recipient in (*session.envelope.rcptTo, address):
-            size += PER_RECIPIENT + len(recipient.address.encode("utf-8"))
-        if size > self._frameMax():
+        if headerFrameSize(session, address) > self._frameMax():
             raise SMTPError(452, "Error: too many recipients", "4.5.3")
 
     def _frameMax(self) -> int:
@@ -499,19 +510,6 @@ class AMQPHandler(BaseHandler):
         if connection is not None:
             return connection.frameMax()
         return int(self._parameters.frame_max)
-
-    def _properties(self, fields: dict[str, Any], timestamp: int) -> pika.BasicProperties:
-        """
-        The properties a message with envelope C{fields} is published with.
-        """
-        return pika.BasicProperties(
-            content_type="message/rfc822",
-            delivery_mode=2,
-            message_id=fields["messageId"],
-            timestamp=timestamp,
-            app_id="twisted-smtpd",
-            headers=fields,
-        )
 
     def onData(self, stream: IMessageStream, session: Session) -> Deferred[str]:
         """
@@ -529,7 +527,7 @@ class AMQPHandler(BaseHandler):
         data = body.take()
         fields = envelopeFields(session)
         identifier = messageId(session)
-        properties = self._properties(fields, int(self._reactor.seconds()))
+        properties = publishProperties(fields, int(self._reactor.seconds()))
         if HEADER_FRAME_OVERHEAD + encodedSize(properties) > self._frameMax():
             # Not checked at RCPT (or the broker lowered frame_max since):
             # such a frame would make the broker close the connection, and
@@ -596,5 +594,6 @@ class AMQPHandler(BaseHandler):
             raise SMTPError(
                 451, f"Error: message broker did not take the message ({problem})", "4.3.0"
             )
+        self._proven = True
         self._log.info("{session} published {id}", session=session.id, id=identifier)
         return f"OK: queued as {identifier}"
