@@ -54,9 +54,12 @@ def readReply(data: bytes, enhancedCodes: bool) -> Reply:
     return Reply(code, enhanced, tuple(lines))
 
 
+# What formatReply sends as it is: not the controls, separators and
+# bidirectional format controls it escapes (printable.UNSAFE).
 _safeText = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), max_size=40
-)
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cc", "Cs", "Zl", "Zp")),
+    max_size=40,
+).filter(lambda text: UNSAFE.search(text) is None)
 _replies = st.builds(
     lambda code, detail, lines: Reply(code, f"{code // 100}.{detail[0]}.{detail[1]}", lines),
     st.integers(200, 599),
