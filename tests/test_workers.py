@@ -5,6 +5,7 @@ processes: binding the shared sockets and reading them back in a worker.
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import shutil
@@ -12,6 +13,7 @@ import signal
 import socket
 import sys
 import tempfile
+import warnings
 from typing import Any
 
 from twisted.internet import reactor
@@ -79,6 +81,27 @@ class BindTests(SynchronousTestCase):
             self.addCleanup(s.close)
         self.assertEqual(len(spec.sockets), 2)
         self.assertEqual(len({s.getsockname()[1] for s in spec.sockets}), 1)
+
+    def test_refusedBacklogClosesSockets(self) -> None:
+        """
+        A listener whose backlog the kernel refuses keeps none of the
+        sockets made for it open: each is closed before the error goes up,
+        not left for the garbage collector (which closes a descriptor that
+        is by then perhaps another's, and warns).
+        """
+        directory = tempfile.mkdtemp(prefix="smtpd-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "w.sock")
+        for description in (
+            "tcp:0:interface=127.0.0.1:backlog=99999999999",
+            f"unix:{path}:backlog=99999999999",
+        ):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ResourceWarning)
+                self.assertRaises(OverflowError, bindListener, reactor, description, 2)
+                gc.collect()
+            unclosed = [w for w in caught if issubclass(w.category, ResourceWarning)]
+            self.assertEqual(unclosed, [], description)
 
     def test_unixShared(self) -> None:
         """

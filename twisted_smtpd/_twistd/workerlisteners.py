@@ -111,17 +111,23 @@ def bindListener(reactor: Any, description: str, count: int) -> ListenerSpec:
         host = interface or ("::" if family == socket.AF_INET6 else "")
         if port != 0:
             _refuseInUse(family, host, port)
-        sockets = []
-        for _ in range(count):
-            s = socket.socket(family, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            s.bind((host, port))
-            s.listen(backlog)
-            s.setblocking(False)
-            # Port 0: every worker must share the port the first one got.
-            port = s.getsockname()[1]
-            sockets.append(s)
+        sockets: list[socket.socket] = []
+        try:
+            for _ in range(count):
+                s = socket.socket(family, socket.SOCK_STREAM)
+                sockets.append(s)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                s.bind((host, port))
+                s.listen(backlog)
+                s.setblocking(False)
+                # Port 0: every worker must share the port the first one got.
+                port = s.getsockname()[1]
+        except BaseException:
+            # A backlog or an address the kernel refuses: none is kept.
+            for s in sockets:
+                s.close()
+            raise
         return ListenerSpec(description, sockets)
     address = getattr(endpoint, "_address", None)
     if kind == "unix" and isinstance(address, str):
@@ -132,7 +138,11 @@ def bindListener(reactor: Any, description: str, count: int) -> ListenerSpec:
         except OSError as e:
             s.close()
             raise OSError(e.errno, e.strerror, address) from None
-        s.listen(backlog)
+        try:
+            s.listen(backlog)
+        except BaseException:
+            s.close()
+            raise
         s.setblocking(False)
         return ListenerSpec(description, [s])
     raise ValueError(f"--workers cannot serve {description!r}: only tcp:, ssl: and unix: listeners")
