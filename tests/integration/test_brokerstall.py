@@ -53,6 +53,7 @@ class DeafBroker(Protocol):
         self.buffer = b""
         self.frames = 0
         self.factory.connections += 1  # type: ignore[attr-defined]
+        self.factory.accepted.append(self.transport)  # type: ignore[attr-defined]
 
     def dataReceived(self, data: bytes) -> None:
         self.buffer += data
@@ -91,6 +92,24 @@ class DeafBroker(Protocol):
                 return
 
 
+def brokerFactory(test: TestCase, protocol: type[DeafBroker]) -> Factory:
+    """
+    A factory of C{protocol} whose connections are closed when C{test}
+    ends: deaf, one would not see the handler close its end, and would be
+    left open for the garbage collector to close.
+    """
+    factory = Factory.forProtocol(protocol)
+    factory.connections = 0  # type: ignore[attr-defined]
+    factory.accepted = []  # type: ignore[attr-defined]
+
+    def closeAll() -> None:
+        for transport in factory.accepted:  # type: ignore[attr-defined]
+            transport.abortConnection()
+
+    test.addCleanup(closeAll)
+    return factory
+
+
 class StalledBrokerTests(TestCase):
     """
     The handler in front of a broker that stopped reading.
@@ -111,8 +130,7 @@ class StalledBrokerTests(TestCase):
         # fake broker's socket in the middle of this test.
         gc.collect()
         logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-        factory = Factory.forProtocol(DeafBroker)
-        factory.connections = 0  # type: ignore[attr-defined]
+        factory = brokerFactory(self, DeafBroker)
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         # Inherited by the connections it accepts.
         port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
@@ -175,8 +193,7 @@ class ClosedDuringHandshakeTests(TestCase):
     timeout = 60
 
     async def closeAt(self, frame: int) -> None:
-        factory = Factory.forProtocol(ClosingBroker)
-        factory.connections = 0  # type: ignore[attr-defined]
+        factory = brokerFactory(self, ClosingBroker)
         factory.at = frame  # type: ignore[attr-defined]
         factory.answered = Deferred()  # type: ignore[attr-defined]
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
