@@ -151,9 +151,9 @@ class TLSAuthTests(TestCase):
                 pass
             raw.sendall(b"STARTTLS\r\nNOOP\r\n")
             ready = f.readline()
-            tls = ctx.wrap_socket(raw, server_hostname="mail.example.com")
-            tls.sendall(b"QUIT\r\n")
-            return ready, readReplies(tls)
+            with ctx.wrap_socket(raw, server_hostname="mail.example.com") as tls:
+                tls.sendall(b"QUIT\r\n")
+                return ready, readReplies(tls)
 
         ready, after = yield deferToThread(client)
         self.assertEqual(ready, b"220 2.0.0 Ready to start TLS\r\n")
@@ -390,8 +390,8 @@ class TLSAuthTests(TestCase):
             f.readline()
             raw.sendall(b"STARTTLS\r\n")
             f.readline()
-            tls = ctx.wrap_socket(raw, server_hostname="mail.example.com")
-            return readReplies(tls)
+            with ctx.wrap_socket(raw, server_hostname="mail.example.com") as tls:
+                return readReplies(tls)
 
         out = yield deferToThread(client)
         self.assertEqual(out, b"554 5.7.1 certificate not allowed here\r\n")

@@ -53,9 +53,9 @@ def _sessions(port: int, ctx: ssl.SSLContext) -> list[bytes]:
         _readUntil(starting, b"250 2.0.0 OK\r\n250 2.0.0 OK\r\n")
         starting.sendall(b"STARTTLS\r\n")
         got.append(_readUntil(starting, b"\r\n"))
-        secure = ctx.wrap_socket(starting)
-        secure.sendall(b"EHLO c\r\n")
-        got.append(_readUntil(secure, b"250 "))
+        with ctx.wrap_socket(starting) as secure:
+            secure.sendall(b"EHLO c\r\n")
+            got.append(_readUntil(secure, b"250 "))
         quitting = clients[3]
         _readUntil(quitting, b"250 2.0.0 OK\r\n250 2.0.0 OK\r\n")
         quitting.sendall(b"QUIT\r\n")
