@@ -368,3 +368,48 @@ class FieldErrorTests(SynchronousTestCase):
                 named[field] = flag.group(1)
         self.assertGreater(len(named), 30)
         self.assertEqual({f: FIELD_FLAGS.get(f) for f in named}, named)
+
+
+def migrationRows() -> list[list[str]]:
+    """
+    The rows of the options table of C{docs/migrating-smtp-server.md}: an
+    C{smtp-server} option, then its L{ServerOptions} counterpart.
+    """
+    page = DOCS / "migrating-smtp-server.md"
+    section = page.read_text(encoding="utf-8").split("\n## Options\n", 1)[1]
+    rows = []
+    for line in section.splitlines():
+        if line.startswith("| ") and not re.match(r"^\|[\s|:-]+\|$", line):
+            rows.append(cells(line))
+    return rows
+
+
+def missingCounterparts() -> list[str]:
+    """
+    The fields that the options page gives an C{smtp-server} counterpart
+    (the first name in backquotes of its C{smtp-server} column) but that
+    the migration page's options table does not pair with it.
+    """
+    rows = migrationRows()
+    missing = []
+    for name, row in fieldRows().items():
+        theirs = re.match(r"^`(\w+)`", row[4])
+        if theirs is None:
+            continue
+        paired = any(
+            f"`{theirs.group(1)}`" in left
+            and (f"`{name}`" in right or right.startswith("the same names"))
+            for left, right in rows
+        )
+        if not paired:
+            missing.append(f"{theirs.group(1)} -> {name}")
+    return missing
+
+
+class MigrationTableTests(SynchronousTestCase):
+    def test_everyCounterpartPaired(self) -> None:
+        """
+        Every L{ServerOptions} field the options page says has an
+        C{smtp-server} counterpart is paired with it on the migration page.
+        """
+        self.assertEqual(missingCounterparts(), [])
