@@ -413,3 +413,36 @@ class MigrationTableTests(SynchronousTestCase):
         C{smtp-server} counterpart is paired with it on the migration page.
         """
         self.assertEqual(missingCounterparts(), [])
+
+
+#: A field of L{ServerOptions} in backquotes and, in brackets after it,
+#: the default a migration page gives it: a number or "no limit".
+_MIGRATION_DEFAULT = re.compile(r"`(\w+)` \(((?:\d[\d,.]*)|no limit)")
+
+
+def migrationDefaultsDisagreeing() -> list[str]:
+    """
+    The defaults that the migration pages give L{ServerOptions} fields
+    (C{`socketTimeout` (60 s)}) and that are not the fields' defaults.
+    """
+    built = ServerOptions()
+    fields = {f.name for f in attrs.fields(ServerOptions)}
+    wrong = []
+    for name in ("migrating-aiosmtpd.md", "migrating-smtp-server.md"):
+        for field, given in _MIGRATION_DEFAULT.findall((DOCS / name).read_text(encoding="utf-8")):
+            if field not in fields:
+                continue
+            actual = getattr(built, field)
+            documented = 0 if given == "no limit" else float(given.replace(",", ""))
+            if (actual or 0) != documented:
+                wrong.append(f"{name}: {field}: documented {given!r}, is {actual!r}")
+    return wrong
+
+
+class MigrationDefaultsTests(SynchronousTestCase):
+    def test_defaultsAreServerOptions(self) -> None:
+        """
+        A default the migration pages give a L{ServerOptions} field, in
+        brackets after its name, is the field's default.
+        """
+        self.assertEqual(migrationDefaultsDisagreeing(), [])
