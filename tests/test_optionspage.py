@@ -23,6 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.certs import CertificateAuthority
 from twisted_smtpd import ServerOptions
 from twisted_smtpd._twistd.tap import Options
+from twisted_smtpd.testing import memorySession
 
 PROJECT = Path(__file__).resolve().parents[1]
 DOCS = PROJECT / "docs"
@@ -446,3 +447,36 @@ class MigrationDefaultsTests(SynchronousTestCase):
         brackets after its name, is the field's default.
         """
         self.assertEqual(migrationDefaultsDisagreeing(), [])
+
+
+def ehloKeywords(**options: object) -> set[str]:
+    """
+    The extension keywords a server built with C{options} advertises in
+    its EHLO reply.
+    """
+    settings: dict[str, object] = {"name": "mx.test.invalid", "disableReverseLookup": True}
+    settings.update(options)
+    session = memorySession(None, ServerOptions(**settings))  # type: ignore[arg-type]
+    session.read()
+    lines = session.send(b"EHLO client.example.org\r\n").decode("ascii").splitlines()
+    return {line[4:].split(" ")[0] for line in lines[1:]}
+
+
+class HideRowsTests(SynchronousTestCase):
+    def test_hiddenIsNotAdvertised(self) -> None:
+        """
+        Each C{hide*} row of the options page says its extension is not
+        advertised, and a server with that switch on advertises its
+        keyword in no EHLO line, while one without it does (REQUIRETLS
+        aside: a session in memory has no TLS, the only kind it is
+        advertised on).
+        """
+        rows = {name: row for name, row in fieldRows().items() if name.startswith("hide")}
+        self.assertIn("hideSize", rows)
+        shown = ehloKeywords()
+        for name, row in rows.items():
+            keyword = name.removeprefix("hide").upper()
+            self.assertRegex(row[5], r"^(do not advertise|neither advertise) ", name)
+            if keyword != "REQUIRETLS":  # advertised under TLS only
+                self.assertIn(keyword, shown, name)
+            self.assertNotIn(keyword, ehloKeywords(**{name: True}), name)
