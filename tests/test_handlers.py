@@ -831,6 +831,7 @@ class DebuggingHandlerTests(SynchronousTestCase):
             "rcpt to: bob@example.org\n"
             "rcpt to: carol@example.net\n"
             "peer: 192.0.2.1:40123\n"
+            "session: s1d\n"
             "\n"
             "Subject: caf\u00e9\n"
             "\n"

@@ -123,3 +123,29 @@ class HAProxyTwiceTests(SynchronousTestCase):
                 str(e),
                 f"--listen {description!r}: haproxy: given twice (one PROXY header per connection)",
             )
+
+
+class UnixLockTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        # Short: a UNIX socket's path has at most 107 bytes.
+        self.directory = tempfile.mkdtemp(prefix="smtpd-")
+        self.addCleanup(shutil.rmtree, self.directory, True)
+
+    def test_lockHeld(self) -> None:
+        """
+        A path whose lock file (Twisted's C{PATH.lock}) names a running
+        process, as another server listening there leaves it, is said to be
+        in use, naming the lock file and the process, not with Twisted's
+        C{Couldn't listen on any:b'PATH': Cannot acquire lock.}.
+        """
+        path = os.path.join(self.directory, "smtpd.sock")
+        os.symlink(str(os.getpid()), path + ".lock")
+        server = SMTPServer(SinkHandler())
+        server.addEndpoint(f"unix:{path}")
+        e = self.assertRaises(ListenFailed, server.privilegedStartService)
+        self.addCleanup(server.stopService)
+        self.assertEqual(
+            e.why,
+            f"address already in use (its lock file {path}.lock names process"
+            f" {os.getpid()}, still running)",
+        )

@@ -23,6 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.certs import CertificateAuthority
 from twisted_smtpd import ServerOptions
 from twisted_smtpd._twistd.tap import Options
+from twisted_smtpd.testing import memorySession
 
 PROJECT = Path(__file__).resolve().parents[1]
 DOCS = PROJECT / "docs"
@@ -368,3 +369,114 @@ class FieldErrorTests(SynchronousTestCase):
                 named[field] = flag.group(1)
         self.assertGreater(len(named), 30)
         self.assertEqual({f: FIELD_FLAGS.get(f) for f in named}, named)
+
+
+def migrationRows() -> list[list[str]]:
+    """
+    The rows of the options table of C{docs/migrating-smtp-server.md}: an
+    C{smtp-server} option, then its L{ServerOptions} counterpart.
+    """
+    page = DOCS / "migrating-smtp-server.md"
+    section = page.read_text(encoding="utf-8").split("\n## Options\n", 1)[1]
+    rows = []
+    for line in section.splitlines():
+        if line.startswith("| ") and not re.match(r"^\|[\s|:-]+\|$", line):
+            rows.append(cells(line))
+    return rows
+
+
+def missingCounterparts() -> list[str]:
+    """
+    The fields that the options page gives an C{smtp-server} counterpart
+    (the first name in backquotes of its C{smtp-server} column) but that
+    the migration page's options table does not pair with it.
+    """
+    rows = migrationRows()
+    missing = []
+    for name, row in fieldRows().items():
+        theirs = re.match(r"^`(\w+)`", row[4])
+        if theirs is None:
+            continue
+        paired = any(
+            f"`{theirs.group(1)}`" in left
+            and (f"`{name}`" in right or right.startswith("the same names"))
+            for left, right in rows
+        )
+        if not paired:
+            missing.append(f"{theirs.group(1)} -> {name}")
+    return missing
+
+
+class MigrationTableTests(SynchronousTestCase):
+    def test_everyCounterpartPaired(self) -> None:
+        """
+        Every L{ServerOptions} field the options page says has an
+        C{smtp-server} counterpart is paired with it on the migration page.
+        """
+        self.assertEqual(missingCounterparts(), [])
+
+
+#: A field of L{ServerOptions} in backquotes and, in brackets after it,
+#: the default a migration page gives it: a number or "no limit".
+_MIGRATION_DEFAULT = re.compile(r"`(\w+)` \(((?:\d[\d,.]*)|no limit)")
+
+
+def migrationDefaultsDisagreeing() -> list[str]:
+    """
+    The defaults that the migration pages give L{ServerOptions} fields
+    (C{`socketTimeout` (60 s)}) and that are not the fields' defaults.
+    """
+    built = ServerOptions()
+    fields = {f.name for f in attrs.fields(ServerOptions)}
+    wrong = []
+    for name in ("migrating-aiosmtpd.md", "migrating-smtp-server.md"):
+        for field, given in _MIGRATION_DEFAULT.findall((DOCS / name).read_text(encoding="utf-8")):
+            if field not in fields:
+                continue
+            actual = getattr(built, field)
+            documented = 0 if given == "no limit" else float(given.replace(",", ""))
+            if (actual or 0) != documented:
+                wrong.append(f"{name}: {field}: documented {given!r}, is {actual!r}")
+    return wrong
+
+
+class MigrationDefaultsTests(SynchronousTestCase):
+    def test_defaultsAreServerOptions(self) -> None:
+        """
+        A default the migration pages give a L{ServerOptions} field, in
+        brackets after its name, is the field's default.
+        """
+        self.assertEqual(migrationDefaultsDisagreeing(), [])
+
+
+def ehloKeywords(**options: object) -> set[str]:
+    """
+    The extension keywords a server built with C{options} advertises in
+    its EHLO reply.
+    """
+    settings: dict[str, object] = {"name": "mx.test.invalid", "disableReverseLookup": True}
+    settings.update(options)
+    session = memorySession(None, ServerOptions(**settings))  # type: ignore[arg-type]
+    session.read()
+    lines = session.send(b"EHLO client.example.org\r\n").decode("ascii").splitlines()
+    return {line[4:].split(" ")[0] for line in lines[1:]}
+
+
+class HideRowsTests(SynchronousTestCase):
+    def test_hiddenIsNotAdvertised(self) -> None:
+        """
+        Each C{hide*} row of the options page says its extension is not
+        advertised, and a server with that switch on advertises its
+        keyword in no EHLO line, while one without it does (REQUIRETLS
+        aside: a session in memory has no TLS, the only kind it is
+        advertised on).
+        """
+        rows = {name: row for name, row in fieldRows().items() if name.startswith("hide")}
+        self.assertIn("hideSize", rows)
+        shown = ehloKeywords()
+        for name, row in rows.items():
+            keyword = name.removeprefix("hide").upper()
+            self.assertRegex(row[5], r"^(do not advertise|neither advertise) ", name)
+            if keyword != "REQUIRETLS":  # advertised under TLS only
+                self.assertIn(keyword, shown, name)
+            self.assertNotIn(keyword, ehloKeywords(**{name: True}), name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from collections.abc import Iterator
 
@@ -178,7 +179,8 @@ class OtherLocalDeliveryTests(ServerTestCase):
 
     def test_debug(self) -> None:
         """
-        C{--debug} prints each message with its envelope on standard output.
+        C{--debug} prints each message with its envelope on standard output,
+        naming the session with the id of its log lines.
         """
         self.startServer("--debug", maildir=False)
         self.assertEqual(self.smtp().sendmail(SENDER, [RECIPIENT], message(5)), {})
@@ -192,6 +194,9 @@ class OtherLocalDeliveryTests(ServerTestCase):
             "Subject: message 5",
         ]:
             self.assertIn(expected, output)
+        session = re.search(r"\] (\S+) connect from ", output)
+        assert session is not None, output
+        self.assertIn(f"session: {session.group(1)}\n", output)
         self.assertFalse(os.path.exists(os.path.join(self.server.directory, "Maildir")))
         self.stopServer()
 

@@ -64,6 +64,8 @@ def listenReason(error: BaseException) -> str:
     port = getattr(error, "port", None)
     path = os.fsdecode(port) if isinstance(port, str | bytes) else None
     socketError = getattr(error, "socketError", None)
+    if socketError == "Cannot acquire lock" and path is not None:
+        return _locked(path)
     if isinstance(socketError, BaseException):
         error = socketError
     if isinstance(error, OverflowError):
@@ -87,6 +89,25 @@ def listenReason(error: BaseException) -> str:
         if error.strerror:
             return error.strerror.lower() + (f": {path}" if path else "")
     return " ".join(str(error).split()) or type(error).__name__
+
+
+def _locked(path: str) -> str:
+    """
+    Why a UNIX socket's C{path} is in use when Twisted could not take its
+    lock file (C{PATH.lock}, a symbolic link to the process id of the
+    server holding it): that process is running, most likely a server on
+    that path already.
+    """
+    lock = path + ".lock"
+    try:
+        holder = os.readlink(lock)
+    except OSError:
+        holder = ""
+    if holder.isdigit() and holder.isascii():
+        return (
+            f"address already in use (its lock file {lock} names process {holder}, still running)"
+        )
+    return f"address already in use (its lock file {lock} is held)"
 
 
 def _inUse(path: str | None) -> str:

@@ -36,6 +36,9 @@ def _envelopeText(session: Session) -> str:
     lines = [BEGIN, f"mail from: {sender}"]
     lines.extend(f"rcpt to: {printable(rcpt.address)}" for rcpt in envelope.rcptTo)
     lines.append(f"peer: {printable(_formatPeer(session.remoteAddress))}")
+    # The id of the session's log lines and Received: header, to tie the
+    # printed message to them.
+    lines.append(f"session: {printable(session.id)}")
     lines.append("")
     return "\n".join(lines)
 
@@ -53,8 +56,9 @@ def _messageText(envelopeText: str, body: bytes) -> str:
 class DebuggingHandler(BaseHandler):
     """
     Accept every message and print it to a text stream: a begin marker, the
-    envelope (C{mail from:}, one C{rcpt to:} per recipient, C{peer:}, each
-    escaped as the message's lines are), an
+    envelope (C{mail from:}, one C{rcpt to:} per recipient, C{peer:} and
+    C{session:}, the session id of the log lines, each escaped as the
+    message's lines are), an
     empty line, the message decoded as UTF-8 (undecodable bytes replaced,
     line endings as C{\\n}, every other control character escaped by
     L{printable <twisted_smtpd._core.printable.printable>}, as C{\\x1b}), and

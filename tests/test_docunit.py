@@ -1,0 +1,42 @@
+# -*- test-case-name: tests.test_docunit -*-
+"""
+The systemd service unit of C{docs/operator.md} gives the server the time
+its graceful stop may take before systemd kills it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_smtpd import ServerOptions
+from twisted_smtpd._serving.deadlines import CLOSE_GRACE
+from twisted_smtpd._twistd.daemon import HANDLER_CLOSE_TIMEOUT
+
+OPERATOR = Path(__file__).resolve().parents[1] / "docs" / "operator.md"
+
+
+def serviceUnit() -> str:
+    """
+    The C{smtpd.service} unit the operator's guide shows.
+    """
+    text = OPERATOR.read_text(encoding="utf-8")
+    start = text.index("# /etc/systemd/system/smtpd.service")
+    return text[start : text.index("```", start)]
+
+
+class ServiceUnitTests(SynchronousTestCase):
+    def test_stopTimeoutLongerThanTheStop(self) -> None:
+        """
+        C{TimeoutStopSec=} is longer than the longest graceful stop with
+        the default C{--close-timeout}: the close timeout, the grace after
+        its 421, and the time the delivery gets to close its connections;
+        systemd's SIGKILL at that moment would lose the last buffered log
+        lines.
+        """
+        found = re.search(r"^TimeoutStopSec=(\d+)$", serviceUnit(), re.M)
+        assert found is not None
+        longest = ServerOptions().closeTimeout + CLOSE_GRACE + HANDLER_CLOSE_TIMEOUT
+        self.assertGreater(int(found.group(1)), longest)
