@@ -81,3 +81,14 @@ class HeadTests(SynchronousTestCase):
             response = self.request(b"HEAD", path + b"?" + b"q" * 8000)
             self.assertTrue(response.startswith(b"HTTP/1.1 "), response[:40])
         self.assertEqual([formatEvent(e)[:200] for e in logged], [])
+
+    def test_noServerVersion(self) -> None:
+        """
+        No answer (found, not found, HEAD or GET) names the web server and
+        its version in a C{Server} header.
+        """
+        for method in (b"GET", b"HEAD"):
+            for path in (b"/healthz", b"/metrics", b"/nope"):
+                status, headers, _ = split(self.request(method, path))
+                self.assertTrue(status.startswith(b"HTTP/1.1 "), status)
+                self.assertNotIn(b"server", headers, (method, path))

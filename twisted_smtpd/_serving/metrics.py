@@ -528,10 +528,12 @@ class _MetricsRequest(Request):
     (C{"Warning: HEAD request <Request ... uri=...> ... I think I'll eat
     it."}, in its own namespace, quoting a URI of up to 16 KiB from the
     client) that a resource rendering a body for it makes, once per
-    request: a HEAD is answered, as a GET is, without any line.
+    request: a HEAD is answered, as a GET is, without any line.  No answer
+    names the web server and its version (Twisted's C{Server} header).
     """
 
     def render(self, resrc: Any) -> None:
+        self.responseHeaders.removeHeader(b"server")
         super().render(_Bodyless(resrc) if self.method == b"HEAD" else resrc)
 
 
