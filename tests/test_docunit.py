@@ -40,3 +40,27 @@ class ServiceUnitTests(SynchronousTestCase):
         assert found is not None
         longest = ServerOptions().closeTimeout + CLOSE_GRACE + HANDLER_CLOSE_TIMEOUT
         self.assertGreater(int(found.group(1)), longest)
+
+    def test_networkWanted(self) -> None:
+        """
+        The unit that starts after C{network-online.target} also wants it:
+        C{After=} alone orders, it pulls nothing in, and the target is
+        reached without waiting for the network unless a unit wants it.
+        """
+        unit = serviceUnit()
+        after = re.search(r"^After=(.*)$", unit, re.M)
+        assert after is not None
+        wanted = " ".join(re.findall(r"^Wants=(.*)$", unit, re.M)).split()
+        for target in after.group(1).split():
+            if target.endswith("-online.target"):
+                self.assertIn(target, wanted)
+
+    def test_writableTemporaryFiles(self) -> None:
+        """
+        Under C{ProtectSystem=strict}, where C{/tmp} is read-only, the unit
+        gives the server a C{/tmp} of its own (C{PrivateTmp=true}) for the
+        spool files of C{--pipe} and C{--webhook}.
+        """
+        unit = serviceUnit()
+        if re.search(r"^ProtectSystem=strict$", unit, re.M):
+            self.assertRegex(unit, r"(?m)^PrivateTmp=(true|yes)$")
