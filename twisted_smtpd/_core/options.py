@@ -21,6 +21,7 @@ from twisted_smtpd._core.optionvalues import (
     filePath,
     networks,
     normaliseHosts,
+    plainText,
     rate,
     sniCertificates,
     switch,
@@ -178,6 +179,7 @@ def _name(value: str) -> str:
     @raise ValueError: Naming the setting, for a name with non-ASCII
         characters that cannot be written in A-labels.
     """
+    value = plainText(value)  # type: ignore[assignment]
     if not isinstance(value, str) or value.isascii():
         return value
     try:
@@ -499,8 +501,10 @@ class ServerOptions:
     """
 
     name: str = field(factory=_defaultName, converter=_name, validator=_replyText)
-    banner: str | None = field(default=None, validator=_checkBanner)
-    heloResponse: str = field(default=DEFAULT_HELO_RESPONSE, validator=_checkHelo)
+    banner: str | None = field(default=None, converter=plainText, validator=_checkBanner)
+    heloResponse: str = field(
+        default=DEFAULT_HELO_RESPONSE, converter=plainText, validator=_checkHelo
+    )
     size: int = field(default=DEFAULT_SIZE, validator=_size)
     hideSize: bool = field(default=False, validator=switch)
     lmtp: bool = field(default=False, validator=switch)
@@ -517,7 +521,7 @@ class ServerOptions:
     )
     authOptional: bool = field(default=False, validator=switch)
     authRequiredMessage: str = field(
-        default="Error: authentication required", validator=_checkAuthRequired
+        default="Error: authentication required", converter=plainText, validator=_checkAuthRequired
     )
     maxAllowedUnauthenticatedCommands: int = field(default=10, validator=_count)
     maxAuthFailures: int = field(default=3, validator=_positiveCount)

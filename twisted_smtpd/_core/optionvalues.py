@@ -29,6 +29,7 @@ __all__ = [
     "filePath",
     "networks",
     "normaliseHosts",
+    "plainText",
     "rate",
     "sniCertificates",
     "sniName",
@@ -204,6 +205,20 @@ def trusted(networks: tuple[IPNetwork, ...], host: str) -> bool:
     if addr.version == 6 and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
     return any(addr.version == n.version and addr in n for n in networks)
+
+
+def plainText(value: str | None) -> str | None:
+    """
+    Convert a text setting the server writes or reads as text (C{name},
+    C{banner}, C{heloResponse}, C{authRequiredMessage}): a C{str} subclass
+    becomes a plain C{str} of the same characters, so that what its
+    validator checked is what the server writes, whatever the subclass's
+    C{__str__}, C{__format__} or C{__mod__} would make of it; anything else
+    is kept for the validator to refuse.
+    """
+    if isinstance(value, str) and type(value) is not str:
+        return str.__str__(value)
+    return value
 
 
 def switch(instance: object, attribute: Any, value: object) -> None:
