@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from twisted_smtpd._core.hostname import aLabels
 from twisted_smtpd._core.printable import validHostname
 
 __all__ = [
@@ -288,8 +289,14 @@ def sniName(name: str) -> str:
     """
     name = name.strip().rstrip(".").lower()
     try:
-        encoded = name.encode("idna").decode("ascii")
-    except UnicodeError as e:
+        # A label in U-labels as the server's name is written (IDNA 2008,
+        # L{aLabels}), as clients write it: Python's codec (IDNA 2003)
+        # would make "strasse" of "stra\xdfe", a name no client sends.
+        # ASCII labels (C{*}, C{_sip}) as they are, checked below.
+        encoded = ".".join(
+            label if label.isascii() else aLabels(label) for label in name.split(".")
+        )
+    except ValueError as e:
         raise ValueError(f"invalid SNI host name: {name!r}") from e
     host = encoded[2:] if encoded.startswith("*.") else encoded
     if not validHostname(host, underscore=True):
