@@ -110,6 +110,33 @@ def _locked(path: str) -> str:
     return f"address already in use (its lock file {lock} is held)"
 
 
+#: The largest process id C{kill} takes (a C{pid_t}, a C int).
+_MAX_PID = 2**31 - 1
+
+
+def badLock(endpoint: object) -> str | None:
+    """
+    Why the UNIX socket C{endpoint} listens on cannot be taken when its lock
+    file (C{PATH.lock}) is a symbolic link to no process id Twisted can check
+    (it raises C{ValueError} or C{OverflowError} reading it), or C{None}
+    for another endpoint or lock file.
+    """
+    path = getattr(endpoint, "_address", None)
+    if not isinstance(path, str):
+        return None
+    lock = path + ".lock"
+    try:
+        holder = os.readlink(lock)
+    except OSError:
+        return None
+    if holder.isascii() and holder.isdigit() and int(holder) <= _MAX_PID:
+        return None
+    return (
+        f"its lock file {lock} names no process ({holder[:40]!a}); remove it"
+        " if no server listens on that path"
+    )
+
+
 def _inUse(path: str | None) -> str:
     """
     Why an address is in use: for a UNIX socket's C{path}, what is in the
@@ -145,8 +172,11 @@ class _Listener(StreamServerEndpointService):
     def privilegedStartService(self) -> None:
         try:
             super().privilegedStartService()
-        except (CannotListenError, OSError, OverflowError) as e:
-            raise ListenFailed(self.description, listenReason(e)) from None
+        except (CannotListenError, OSError, OverflowError, ValueError) as e:
+            why = badLock(self.endpoint)
+            if why is None and isinstance(e, ValueError):
+                raise
+            raise ListenFailed(self.description, why or listenReason(e)) from None
         waiting: Deferred[IListeningPort] | None = self._waitingForPort
         if waiting is not None:
             waiting.addCallback(self._listening)

@@ -20,7 +20,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
-from twisted_smtpd._serving.listeners import listenReason
+from twisted_smtpd._serving.listeners import badLock, listenReason
 from twisted_smtpd._serving.metrics import MULTIPROC_ENV, metricsSite, multiprocessRegistry
 from twisted_smtpd._serving.metricsfiles import (
     printableName,
@@ -58,8 +58,11 @@ class MetricsListener(StreamServerEndpointService):
     def privilegedStartService(self) -> None:
         try:
             super().privilegedStartService()
-        except (CannotListenError, OSError, OverflowError) as e:
-            exitWithError(f"--metrics {self.description!r}: {listenReason(e)}")
+        except (CannotListenError, OSError, OverflowError, ValueError) as e:
+            why = badLock(self.endpoint)
+            if why is None and isinstance(e, ValueError):
+                raise
+            exitWithError(f"--metrics {self.description!r}: {why or listenReason(e)}")
         waiting = self._waitingForPort
         if waiting is not None:
             waiting.addCallback(self._listening)
