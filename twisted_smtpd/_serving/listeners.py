@@ -91,27 +91,38 @@ def listenReason(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+#: The largest process id C{kill} takes (a C{pid_t}, a C int).
+_MAX_PID = 2**31 - 1
+
+
+def _lockTarget(path: str) -> str | None:
+    """
+    What the lock file of the UNIX socket C{path} (C{PATH.lock}, which
+    Twisted makes a symbolic link to the process id of the server holding
+    the path) points to, or C{None} if there is none.
+    """
+    try:
+        return os.readlink(path + ".lock")
+    except OSError:
+        return None
+
+
+def _isProcessId(text: str) -> bool:
+    return text.isascii() and text.isdigit() and int(text) <= _MAX_PID
+
+
 def _locked(path: str) -> str:
     """
     Why a UNIX socket's C{path} is in use when Twisted could not take its
-    lock file (C{PATH.lock}, a symbolic link to the process id of the
-    server holding it): that process is running, most likely a server on
+    lock file: the process it names is running, most likely a server on
     that path already.
     """
-    lock = path + ".lock"
-    try:
-        holder = os.readlink(lock)
-    except OSError:
-        holder = ""
-    if holder.isdigit() and holder.isascii():
+    lock, holder = path + ".lock", _lockTarget(path)
+    if holder is not None and _isProcessId(holder):
         return (
             f"address already in use (its lock file {lock} names process {holder}, still running)"
         )
     return f"address already in use (its lock file {lock} is held)"
-
-
-#: The largest process id C{kill} takes (a C{pid_t}, a C int).
-_MAX_PID = 2**31 - 1
 
 
 def badLock(endpoint: object) -> str | None:
@@ -124,15 +135,11 @@ def badLock(endpoint: object) -> str | None:
     path = getattr(endpoint, "_address", None)
     if not isinstance(path, str):
         return None
-    lock = path + ".lock"
-    try:
-        holder = os.readlink(lock)
-    except OSError:
-        return None
-    if holder.isascii() and holder.isdigit() and int(holder) <= _MAX_PID:
+    holder = _lockTarget(path)
+    if holder is None or _isProcessId(holder):
         return None
     return (
-        f"its lock file {lock} names no process ({holder[:40]!a}); remove it"
+        f"its lock file {path}.lock names no process ({holder[:40]!a}); remove it"
         " if no server listens on that path"
     )
 
