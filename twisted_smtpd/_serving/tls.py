@@ -23,12 +23,12 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
 from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._core.optionvalues import sniName
 from twisted_smtpd._core.session import TLSInfo
 from twisted_smtpd._serving.selfsigned import selfSignedCertificate
 from twisted_smtpd._serving.sni import DynamicSNI, TLSPolicy
 from twisted_smtpd._serving.tlsfiles import (
     _Credentials,
-    _normaliseName,
     _parseCredentials,
     _readAuthorities,
     _readCredentials,
@@ -188,7 +188,7 @@ class ServerTLS:
     def _build(self) -> _Generation:
         default = self._defaultCredentials()
         named = {
-            _normaliseName(name): _readCredentials(certificate, key)
+            sniName(name): _readCredentials(certificate, key)
             for name, (certificate, key) in self._sniOptions.items()
         }
         # Read and checked even when no client certificate is asked for.

@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
 from twisted_smtpd._core.files import readRegular
-from twisted_smtpd._core.optionvalues import sniName
 
 _PRIVATE_KEY_TYPES = (
     rsa.RSAPrivateKey,
@@ -146,14 +145,3 @@ def _readCredentials(
 
 def _readAuthorities(path: str) -> tuple[x509.Certificate, ...]:
     return tuple(_loadCertificates(_read(path, "CA certificates"), "CA certificates", path))
-
-
-def _normaliseName(name: str) -> str:
-    """
-    Lower-case, without a trailing dot, IDNA-encoded (clients send A-labels):
-    L{sniName}, as C{sniOptions} is checked when C{ServerOptions} is made.
-
-    @raise ValueError: C{name} is not a host name (or C{*.} and one): it
-        holds white space, control characters or an empty label, say.
-    """
-    return sniName(name)
