@@ -5,7 +5,7 @@ never pipelines, so these are measured here.
 
     python bench/pipelining.py [--conns 20] [--seconds 5] [--reps 3]
                                [--modes connect,helo,ehlo,lockstep,pipelined,starttls,
-                                        resumed,tlsnoops,auth]
+                                        fulltls,resumed,tlsnoops,auth]
                                [--servers twisted-smtpd,aiosmtpd,twisted.mail]
 
 Modes (each a fresh server per repetition, 1 s of warm-up, then C{--seconds}
@@ -20,10 +20,13 @@ of load):
   - C{starttls}: greeting, EHLO, STARTTLS, the TLS handshake, EHLO, QUIT (TLS
     1.3, an EC P-256 certificate: the one given with C{--tls-cert} when the
     plugin has that flag, else the server's self-signed fallback).
+  - C{fulltls}: as C{starttls}, with the blocking client of C{resumed}
+    offering no session: every handshake is a full one.  The baseline of
+    C{resumed}, with the same client.
   - C{resumed}: as C{starttls}, but each client connection offers the TLS
     session of its previous one (Python's C{ssl} with C{session=}), so that
     the server resumes it from its session ticket; the share of handshakes
-    that resumed is printed.
+    that resumed is printed (for C{fulltls} too: none).
   - C{tlsnoops}: on connections kept open after STARTTLS, runs of 1000
     NOOPs in one write, each run's replies read before the next: the cost
     of pipelined replies through TLS.  NOOPs.
@@ -72,11 +75,12 @@ MODES = (
     "lockstep",
     "pipelined",
     "starttls",
+    "fulltls",
     "resumed",
     "tlsnoops",
     "auth",
 )
-OURS_ONLY = {"starttls", "resumed", "tlsnoops", "auth"}
+OURS_ONLY = {"starttls", "fulltls", "resumed", "tlsnoops", "auth"}
 NOOP_RUN = 1000
 NOOP_REPLY = b"250 2.0.0 OK\r\n"
 PER_MESSAGE = {"lockstep", "pipelined"}
@@ -152,9 +156,10 @@ async def oneConnection(mode: str, port: int, tls: ssl.SSLContext) -> None:
 
 def resumedConnection(port: int, tls: ssl.SSLContext, previous: list[ssl.SSLSession]) -> bool:
     """
-    One C{resumed} connection with blocking sockets (asyncio's C{start_tls}
-    cannot offer a session): greeting, EHLO, STARTTLS, the handshake offering
-    C{previous[0]} if any, EHLO, QUIT.  Keep the new session in C{previous}.
+    One C{resumed} or C{fulltls} connection with blocking sockets (asyncio's
+    C{start_tls} cannot offer a session): greeting, EHLO, STARTTLS, the
+    handshake offering C{previous[0]} if any, EHLO, QUIT.  Keep the new
+    session in C{previous}.
 
     @return: Whether the handshake resumed the session offered.
     """
@@ -264,6 +269,8 @@ async def load(mode: str, port: int, conns: int, seconds: float, maxOps: int) ->
         previous: list[ssl.SSLSession] = []
         while time.monotonic() < deadline and budget[0] > 0:
             budget[0] -= 1
+            if mode == "fulltls":
+                previous.clear()
             resumed[0 if resumedConnection(port, tls, previous) else 1] += 1
             done += 1
         return done
@@ -273,12 +280,12 @@ async def load(mode: str, port: int, conns: int, seconds: float, maxOps: int) ->
         workers = [messages(mode, port, deadline, budget) for _ in range(conns)]
     elif mode == "tlsnoops":
         workers = [noops(port, tls, deadline, budget) for _ in range(conns)]
-    elif mode == "resumed":
+    elif mode in ("fulltls", "resumed"):
         workers = [asyncio.to_thread(resumer) for _ in range(conns)]
     else:
         workers = [connector() for _ in range(conns)]
     results = await asyncio.wait_for(asyncio.gather(*workers), seconds + 30)
-    if mode == "resumed":
+    if mode in ("fulltls", "resumed"):
         print(f"  resumed {resumed[0]} of {sum(resumed)} handshakes", flush=True)
     return sum(results)
 
@@ -342,7 +349,7 @@ def oursFor(mode: str, flags: str, folder: str) -> tuple[list[str], str]:
     hasTls = "--tls-cert" in flags
     certificate = makeCertificate(folder) if hasTls else None
     tlsArgs = ["--tls-cert", certificate[0], "--tls-key", certificate[1]] if certificate else []
-    if mode in ("starttls", "resumed", "tlsnoops"):
+    if mode in ("starttls", "fulltls", "resumed", "tlsnoops"):
         note = "--tls-cert (EC P-256)" if certificate else "self-signed fallback (EC P-256)"
         if mode == "tlsnoops" and "--max-junk-commands" in flags:
             # Runs of 1000 NOOPs on one connection: past the junk command
