@@ -1472,6 +1472,16 @@ class LMTPTests(SynchronousTestCase):
         proto.dataReceived(b"NOOP\r\n")
         self.assertEqual(take(transport), replies.OK)
 
+    def test_pipeliningAlwaysAdvertised(self) -> None:
+        """
+        LHLO lists PIPELINING even when it is hidden: an LMTP server must
+        implement it (RFC 2033 section 5), as it must enhanced status codes.
+        """
+        proto, transport, clock, _ = connect(lmtp=True, hidePIPELINING=True)
+        take(transport)
+        proto.dataReceived(b"LHLO c\r\n")
+        self.assertIn(b"250-PIPELINING\r\n", take(transport))
+
 
 class TimeoutTests(SynchronousTestCase):
     def test_idleTimeout(self) -> None:
