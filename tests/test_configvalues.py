@@ -597,6 +597,23 @@ class UnusedFlagTests(SynchronousTestCase):
         tls = ("--tls-cert", self.server.combinedPath)
         self.assertEqual(parse(*args, *tls, "--listen", "ssl:0", "--listen", "tcp:0")["unused"], [])
 
+    def test_hiddenInLMTP(self) -> None:
+        """
+        C{--hide PIPELINING} and C{--hide ENHANCEDSTATUSCODES} with
+        C{--lmtp}: an LMTP server always offers both (RFC 2033 section 5).
+        Without C{--lmtp}, no line.
+        """
+        args = ("--sink", "--hide", "PIPELINING", "--hide", "ENHANCEDSTATUSCODES")
+        why = "LMTP always offers it (RFC 2033 section 5)"
+        self.assertEqual(
+            parse(*args, "--lmtp")["unused"],
+            [
+                f"--hide PIPELINING has no effect: {why}",
+                f"--hide ENHANCEDSTATUSCODES has no effect: {why}",
+            ],
+        )
+        self.assertEqual(parse(*args)["unused"], [])
+
     def test_insecureAuthOnlyTLS(self) -> None:
         """
         C{--allow-insecure-auth} where every listener is C{ssl:}: nothing

@@ -102,6 +102,15 @@ def unusedFlags(
         unused("auth", why)
     if not startTLS and options.hideSTARTTLS and "hide" in given:
         lines.append("--hide STARTTLS has no effect: STARTTLS is disabled")
+    if options.lmtp and "hide" in given:
+        for keyword, hidden in (
+            ("PIPELINING", options.hidePIPELINING),
+            ("ENHANCEDSTATUSCODES", options.hideENHANCEDSTATUSCODES),
+        ):
+            if hidden:
+                lines.append(
+                    f"--hide {keyword} has no effect: LMTP always offers it (RFC 2033 section 5)"
+                )
     if "haproxy" not in layers:
         unused("proxy-trusted", "no haproxy: listener reads PROXY headers")
     if "XCLIENT" in options.disabledCommands:
