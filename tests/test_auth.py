@@ -111,6 +111,20 @@ class AdvertiseTests(SynchronousTestCase):
         proto.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0secret") + b"\r\n")
         self.assertEqual(take(transport), AUTH_NEEDS_TLS)
 
+    def test_notEnabledWithoutStartTLS(self) -> None:
+        """
+        Without TLS, without allowInsecureAuth and with STARTTLS disabled,
+        AUTH cannot be used on the session: it is refused as not enabled
+        (503, as Postfix refuses it), not with a 538 sending the client to
+        a STARTTLS the server answers 502.
+        """
+        proto, transport, clock, _ = connect(PasswordHandler(), disabledCommands=["STARTTLS"])
+        proto.dataReceived(b"EHLO c\r\n")
+        self.assertNotIn(b"AUTH", transport.value())
+        take(transport)
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0secret") + b"\r\n")
+        self.assertEqual(take(transport), AUTH_NOT_ENABLED)
+
     def test_disabledWithoutBackend(self) -> None:
         """
         With BaseHandler and no portal, AUTH is neither offered nor required.

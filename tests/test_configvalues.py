@@ -570,6 +570,50 @@ class UnusedFlagTests(SynchronousTestCase):
                 ],
             )
 
+    def test_authWithoutTLS(self) -> None:
+        """
+        C{--auth} where no listener offers TLS (STARTTLS disabled, no
+        C{ssl:} listener) and AUTH is not allowed in plain text: no client
+        can authenticate, and with AUTH required every MAIL is refused.
+        With C{--allow-insecure-auth} or an C{ssl:} listener, no line.
+        """
+        noTLS = "no listener offers TLS (STARTTLS is disabled and there is no ssl: listener)"
+        args = ("--sink", "--disable", "STARTTLS", "--auth", "memory:a:b")
+        self.assertEqual(
+            parse(*args)["unused"],
+            [
+                "--auth has no effect: AUTH is offered only over TLS (no --allow-insecure-auth)"
+                f" and {noTLS}; AUTH being required (no --auth-optional), all mail is refused"
+            ],
+        )
+        self.assertEqual(
+            parse(*args, "--auth-optional")["unused"],
+            [
+                "--auth has no effect: AUTH is offered only over TLS (no --allow-insecure-auth)"
+                f" and {noTLS}"
+            ],
+        )
+        self.assertEqual(parse(*args, "--allow-insecure-auth")["unused"], [])
+        tls = ("--tls-cert", self.server.combinedPath)
+        self.assertEqual(parse(*args, *tls, "--listen", "ssl:0", "--listen", "tcp:0")["unused"], [])
+
+    def test_hiddenInLMTP(self) -> None:
+        """
+        C{--hide PIPELINING} and C{--hide ENHANCEDSTATUSCODES} with
+        C{--lmtp}: an LMTP server always offers both (RFC 2033 section 5).
+        Without C{--lmtp}, no line.
+        """
+        args = ("--sink", "--hide", "PIPELINING", "--hide", "ENHANCEDSTATUSCODES")
+        why = "LMTP always offers it (RFC 2033 section 5)"
+        self.assertEqual(
+            parse(*args, "--lmtp")["unused"],
+            [
+                f"--hide PIPELINING has no effect: {why}",
+                f"--hide ENHANCEDSTATUSCODES has no effect: {why}",
+            ],
+        )
+        self.assertEqual(parse(*args)["unused"], [])
+
     def test_insecureAuthOnlyTLS(self) -> None:
         """
         C{--allow-insecure-auth} where every listener is C{ssl:}: nothing

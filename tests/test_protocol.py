@@ -694,6 +694,23 @@ class TransactionTests(SynchronousTestCase):
         proto.dataReceived(b"DATA\r\n")
         self.assertEqual(take(transport), replies.BINARYMIME_NEEDS_BDAT)
 
+    def test_binarymimeRefusedWithBdatDisabled(self) -> None:
+        """
+        With BDAT in disabledCommands, BINARYMIME is not offered and its
+        body could be sent neither with DATA nor with BDAT: MAIL's
+        BODY=BINARYMIME gets 555, as a parameter the server does not
+        support (RFC 5321 section 4.1.1.11, Postfix's answer), in SMTP and
+        LMTP; the other body types are still accepted.
+        """
+        for lmtp in (False, True):
+            proto, transport, clock, _ = connect(lmtp=lmtp, disabledCommands=["BDAT"])
+            proto.dataReceived(b"LHLO c\r\n" if lmtp else b"EHLO c\r\n")
+            take(transport)
+            proto.dataReceived(b"MAIL FROM:<s@example.com> BODY=BINARYMIME\r\n")
+            self.assertEqual(take(transport), replies.UNKNOWN_PARAMETER)
+            proto.dataReceived(b"MAIL FROM:<s@example.com> BODY=8BITMIME\r\n")
+            self.assertEqual(take(transport), replies.MAIL_OK)
+
     def test_dataArgument(self) -> None:
         """
         DATA takes no argument.
@@ -1454,6 +1471,16 @@ class LMTPTests(SynchronousTestCase):
         take(transport)
         proto.dataReceived(b"NOOP\r\n")
         self.assertEqual(take(transport), replies.OK)
+
+    def test_pipeliningAlwaysAdvertised(self) -> None:
+        """
+        LHLO lists PIPELINING even when it is hidden: an LMTP server must
+        implement it (RFC 2033 section 5), as it must enhanced status codes.
+        """
+        proto, transport, clock, _ = connect(lmtp=True, hidePIPELINING=True)
+        take(transport)
+        proto.dataReceived(b"LHLO c\r\n")
+        self.assertIn(b"250-PIPELINING\r\n", take(transport))
 
 
 class TimeoutTests(SynchronousTestCase):

@@ -31,7 +31,8 @@ def extensions(
     """
     o = options
     ext: list[str] = []
-    if not o.hidePIPELINING:
+    if o.lmtp or not o.hidePIPELINING:
+        # An LMTP server must implement PIPELINING (RFC 2033 section 5).
         ext.append("PIPELINING")
     if not o.hideSize:
         ext.append(f"SIZE {o.size}" if o.size else "SIZE")

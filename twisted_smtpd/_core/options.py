@@ -425,7 +425,8 @@ class ServerOptions:
         AUTH is required; 0 for no limit.
     @ivar maxAuthFailures: Failed AUTH attempts before 421 and close.
     @ivar disabledCommands: Commands answered with 502.
-    @ivar hidePIPELINING: Do not advertise PIPELINING.
+    @ivar hidePIPELINING: Do not advertise PIPELINING (never hidden in LMTP
+        mode).
     @ivar hide8BITMIME: Do not advertise 8BITMIME.
     @ivar hideSMTPUTF8: Do not advertise SMTPUTF8.
     @ivar hideENHANCEDSTATUSCODES: Do not advertise nor send enhanced status

@@ -80,7 +80,11 @@ class AuthCommand:
             p.fail(catalogue.AUTH_IN_TRANSACTION)
             return
         if not (p.session.secure or options.allowInsecureAuth):
-            p.fail(catalogue.AUTH_NEEDS_TLS)
+            # Not offered before TLS (RFC 4954 section 4: 538); without
+            # STARTTLS the session cannot get there, and AUTH is not
+            # enabled on it at all (Postfix's answer).
+            startTLS = factory.startTLSAvailable
+            p.fail(catalogue.AUTH_NEEDS_TLS if startTLS else catalogue.AUTH_NOT_ENABLED)
             return
         parts = argument.split(None, 1)
         if not parts or len(parts[0]) > 20:

@@ -108,6 +108,11 @@ def mail(p: SessionControl, argument: bytes) -> None:
         p.fail(catalogue.authRequired(options.authRequiredMessage))
         return
     request = parseMail(argument, options.lenientAddresses)
+    if request.bodyType == "binarymime" and "BDAT" in options.disabledCommands:
+        # RFC 3030 section 3: a BINARYMIME body needs BDAT.  Without it the
+        # parameter is one the server does not offer (Postfix: 555).
+        p.fail(catalogue.UNKNOWN_PARAMETER)
+        return
     if options.size and request.size is not None and request.size > options.size:
         p.fail(catalogue.SIZE_EXCEEDED_MAIL)
         return

@@ -94,8 +94,23 @@ def unusedFlags(
             unused(flag, "AUTH is not offered (no --auth, no --handler whose onAuth decides it)")
     elif all(_implicitTLS(description) for description in listen):
         unused("allow-insecure-auth", "every listener is TLS from the start (ssl:)")
+    elif not anyTLS and not options.allowInsecureAuth:
+        # No session is ever encrypted, and AUTH waits for one.
+        why = f"AUTH is offered only over TLS (no --allow-insecure-auth) and {noTLS}"
+        if not options.authOptional:
+            why += "; AUTH being required (no --auth-optional), all mail is refused"
+        unused("auth", why)
     if not startTLS and options.hideSTARTTLS and "hide" in given:
         lines.append("--hide STARTTLS has no effect: STARTTLS is disabled")
+    if options.lmtp and "hide" in given:
+        for keyword, hidden in (
+            ("PIPELINING", options.hidePIPELINING),
+            ("ENHANCEDSTATUSCODES", options.hideENHANCEDSTATUSCODES),
+        ):
+            if hidden:
+                lines.append(
+                    f"--hide {keyword} has no effect: LMTP always offers it (RFC 2033 section 5)"
+                )
     if "haproxy" not in layers:
         unused("proxy-trusted", "no haproxy: listener reads PROXY headers")
     if "XCLIENT" in options.disabledCommands:
