@@ -458,6 +458,25 @@ class XClientValueTests(SynchronousTestCase):
             self.assertEqual(proto.session.remoteAddress, address, argument)
             self.assertEqual(proto.session.clientHostname, name, argument)
 
+    def test_unavailableDestinationIsUnknown(self) -> None:
+        """
+        C{DESTADDR=[UNAVAILABLE]} and C{DESTPORT=[UNAVAILABLE]} make the
+        address the client connected to unknown, as Postfix makes them
+        (C{unknown}), never the address the front end connected to: the
+        address C{"unknown"}, the port 0.
+        """
+        for argument, local in [
+            (b"DESTADDR=[UNAVAILABLE]", ("unknown", 25)),
+            (b"DESTPORT=[unavailable]", ("192.0.2.1", 0)),
+            (b"DESTADDR=[UNAVAILABLE] DESTPORT=[UNAVAILABLE]", ("unknown", 0)),
+            (b"DESTADDR=198.51.100.25 DESTPORT=587", ("198.51.100.25", 587)),
+        ]:
+            proto, transport, clock, _ = connect(useXClient=["192.0.2.0/24"])
+            take(transport)
+            proto.dataReceived(b"XCLIENT " + argument + b"\r\n")
+            self.assertEqual(take(transport), replies.GREETING, argument)
+            self.assertEqual(proto.session.localAddress, local, argument)
+
     def test_unavailableInAnyCase(self) -> None:
         """
         C{[UNAVAILABLE]} and C{[TEMPUNAVAIL]} may be written in any case
