@@ -397,6 +397,31 @@ class XClientValueTests(SynchronousTestCase):
             proto, written = self.xclient(b"NAME=" + good)
             self.assertEqual(written, replies.GREETING, good)
 
+    def test_badValueReplyBounded(self) -> None:
+        """
+        The 501 naming a bad value fits one reply line of RFC 5321 section
+        4.5.3.1.5 (512 octets with the code and CRLF) however long the
+        value and however many of its characters are escaped: its text is
+        cut, marked with C{...}.
+        """
+        room = 512 - len(b"XCLIENT ")
+        for bad in (
+            b"NAME=" + b"a" * (room - len(b"NAME=")),
+            b"LOGIN=" + b"+01" * ((room - len(b"LOGIN=")) // 3),
+        ):
+            proto, written = self.xclient(bad)
+            name = bad.split(b"=")[0]
+            self.assertTrue(written.startswith(b"501 5.5.4 Bad " + name + b" syntax: "), written)
+            self.assertEqual(written.count(b"\r\n"), 1, written)
+            self.assertLessEqual(len(written), 512, written)
+            self.assertTrue(written.endswith(b"...\r\n"), written)
+        proto, transport, clock, _ = connect(useXForward=True)
+        take(transport)
+        proto.dataReceived(b"XFORWARD IDENT=" + b"+01" * 165 + b"\r\n")
+        written = take(transport)
+        self.assertTrue(written.startswith(b"501 5.5.4 Bad IDENT syntax: \\x01"), written)
+        self.assertLessEqual(len(written), 512, written)
+
     def test_otherValues(self) -> None:
         """
         C{PROTO} is SMTP or ESMTP; C{HELO} and C{LOGIN} are printable text.
@@ -432,6 +457,25 @@ class XClientValueTests(SynchronousTestCase):
             self.assertEqual(take(transport), replies.GREETING, argument)
             self.assertEqual(proto.session.remoteAddress, address, argument)
             self.assertEqual(proto.session.clientHostname, name, argument)
+
+    def test_unavailableDestinationIsUnknown(self) -> None:
+        """
+        C{DESTADDR=[UNAVAILABLE]} and C{DESTPORT=[UNAVAILABLE]} make the
+        address the client connected to unknown, as Postfix makes them
+        (C{unknown}), never the address the front end connected to: the
+        address C{"unknown"}, the port 0.
+        """
+        for argument, local in [
+            (b"DESTADDR=[UNAVAILABLE]", ("unknown", 25)),
+            (b"DESTPORT=[unavailable]", ("192.0.2.1", 0)),
+            (b"DESTADDR=[UNAVAILABLE] DESTPORT=[UNAVAILABLE]", ("unknown", 0)),
+            (b"DESTADDR=198.51.100.25 DESTPORT=587", ("198.51.100.25", 587)),
+        ]:
+            proto, transport, clock, _ = connect(useXClient=["192.0.2.0/24"])
+            take(transport)
+            proto.dataReceived(b"XCLIENT " + argument + b"\r\n")
+            self.assertEqual(take(transport), replies.GREETING, argument)
+            self.assertEqual(proto.session.localAddress, local, argument)
 
     def test_unavailableInAnyCase(self) -> None:
         """

@@ -578,6 +578,56 @@ class PendingHeaderLimitTests(SynchronousTestCase):
             self.assertIs(wrapping.server, server.factory)
 
 
+class FrontEndLimitTests(SynchronousTestCase):
+    """
+    A connection whose PROXY header names no client (C{LOCAL}, C{UNKNOWN},
+    a UNIX socket's family: the front end's health checks) is the front
+    end's own: the per-address limits, which count clients, leave it out,
+    as they leave out a UNIX socket's clients.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        options = ServerOptions(
+            name="mx.example.com",
+            disableReverseLookup=True,
+            useProxy=["127.0.0.0/8"],
+            maxClientsPerIp=1,
+            maxConnectionRate=(2, 60.0),
+        )
+        self.server = SMTPServerFactory(RecordingHandler(), options, reactor=self.clock)
+        self.wrapping = ProxyWrappingFactory(
+            self.server, options.useProxy, self.clock, server=self.server
+        )
+
+    def connect(self, header: bytes) -> tuple[Any, StringTransport]:
+        wrapper = self.wrapping.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1000))
+        transport = StringTransport(
+            peerAddress=IPv4Address("TCP", "127.0.0.1", 1000),
+            hostAddress=IPv4Address("TCP", "10.0.0.1", 25),
+        )
+        wrapper.makeConnection(transport)
+        wrapper.dataReceived(header)
+        return wrapper, transport
+
+    def test_healthChecksNotLimited(self) -> None:
+        """
+        Health checks, however many and however often, are greeted, and
+        the limit tables hold nothing for them; the clients the front end
+        names are still limited.
+        """
+        local = V2_SIGNATURE + bytes([0x20, 0x00]) + struct.pack("!H", 0)
+        unix = V2_SIGNATURE + bytes([0x21, 0x31]) + struct.pack("!H", 216) + b"\0" * 216
+        for header in [local] * 3 + [b"PROXY UNKNOWN\r\n"] * 2 + [unix]:
+            _, transport = self.connect(header)
+            self.assertEqual(transport.value(), replies.GREETING, header)
+        self.assertEqual((self.server.limits.open, self.server.limits.windows), ({}, {}))
+        _, transport = self.connect(V1)
+        self.assertEqual(transport.value(), replies.GREETING)
+        _, transport = self.connect(V1)
+        self.assertTrue(transport.value().startswith(b"421 4.7.0 "), transport.value())
+
+
 class ProxyRefusalCountTests(SynchronousTestCase):
     """
     A connection refused at the PROXY layer (a front end outside

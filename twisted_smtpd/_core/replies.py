@@ -289,9 +289,11 @@ def badAttributeValue(name: str, value: str) -> Reply:
     """
     The 501 reply to an XCLIENT or XFORWARD attribute whose value is
     invalid, naming it as Postfix does (C{Bad ADDR syntax: ...}); the value
-    is made L{printable}.
+    is made L{printable}, and the text cut to L{MAX_TEXT_OCTETS} (marked
+    with C{...}) so that the reply is one line of at most 512 octets
+    however long the value and its escapes.
     """
-    return Reply(501, "5.5.4", (f"Bad {name} syntax: {printable(value)}",))
+    return Reply(501, "5.5.4", (_cut(f"Bad {name} syntax: {printable(value)}"),))
 
 
 # CHUNKING (RFC 3030)

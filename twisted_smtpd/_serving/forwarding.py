@@ -103,7 +103,9 @@ def xclient(p: SessionControl, argument: bytes) -> None:
     C{[TEMPUNAVAIL]}) is unknown, as in Postfix, never the front end's own:
     C{ADDR} makes the address L{UNKNOWN_ADDRESS} (C{unknown[unknown]} in
     the logs), C{PORT} the port 0, C{NAME} the name unknown (the address
-    literal, as without a reverse name).
+    literal, as without a reverse name); C{DESTADDR} and C{DESTPORT} make
+    the address the client connected to L{UNKNOWN_ADDRESS} and port 0
+    (Postfix's C{SERVER_ADDR_UNKNOWN}, C{SERVER_PORT_UNKNOWN}).
     """
     if not _allowed(p, p.options.useXClient):
         return
@@ -137,9 +139,13 @@ def xclient(p: SessionControl, argument: bytes) -> None:
     session.user = None if login is None or login in _UNAVAILABLE else login
     local, localPort = session.localAddress
     destination = attributes.get("DESTADDR")
-    if destination is not None and destination not in _UNAVAILABLE:
-        local = unmapped(stripIPv6Prefix(destination))
-    session.localAddress = (local, _port(attributes.get("DESTPORT"), localPort))
+    if destination is not None:
+        local = (
+            UNKNOWN_ADDRESS
+            if destination in _UNAVAILABLE
+            else unmapped(stripIPv6Prefix(destination))
+        )
+    session.localAddress = (local, _port(attributes.get("DESTPORT"), localPort, 0))
     p.resetTransaction()
     p.phase = Phase.CONNECTED
     session.openingCommand = None

@@ -344,3 +344,14 @@ def proxyDetails(transport: Any) -> tuple[IAddress, ProxyHeader] | None:
             return transport.proxyPeer, transport.proxyHeader
         transport = getattr(transport, "transport", None)
     return None
+
+
+def namesNoClient(transport: Any) -> bool:
+    """
+    Whether C{transport} is a PROXY connection whose header names no client
+    (C{LOCAL}, C{UNKNOWN}, or a family other than TCP over IPv4 or IPv6):
+    the front end's own connection, a health check, which the per-address
+    limits do not count, as they do not count a UNIX socket's clients.
+    """
+    details = proxyDetails(transport)
+    return details is not None and details[1].source is None

@@ -41,6 +41,7 @@ from twisted_smtpd._serving.logging import NAMESPACE
 from twisted_smtpd._serving.observers import Observer, Observers
 from twisted_smtpd._serving.output import disabledVerbs, fixedReplies
 from twisted_smtpd._serving.protocol import SMTPProtocol
+from twisted_smtpd._serving.proxy import namesNoClient
 from twisted_smtpd._serving.resolve import ReverseResolver
 from twisted_smtpd._serving.sni import TLSPolicy
 from twisted_smtpd._serving.tls import ServerTLS
@@ -255,8 +256,9 @@ class SMTPServerFactory(ServerFactory):
     def admit(self, protocol: SMTPProtocol) -> tuple[Reply, str | None] | None:
         """
         Count and watch a new session (L{watch}) and apply the connection
-        limits: C{maxClients}, C{maxClientsPerIp}, C{maxConnectionRate}, and
-        refusal while closing.
+        limits: C{maxClients}, C{maxClientsPerIp}, C{maxConnectionRate}
+        (which leave out a PROXY connection naming no client, the front
+        end's own), and refusal while closing.
 
         @return: The 421 reply refusing it and the limit it reached (C{None}
             for a refusal while closing), or C{None} to serve it.  Each
@@ -268,7 +270,12 @@ class SMTPServerFactory(ServerFactory):
         """
         self.watch(protocol)
         host = protocol.session.remoteAddress[0]
-        counted, limit = self.limits.connected(host, self.reactor.seconds())
+        counted, limit = False, None
+        if self.limits.active and not namesNoClient(protocol.transport):
+            # A front end's own connection (its health checks) is no
+            # client's: counted under its address, frequent checks would
+            # reach the limits and have the front end take the server down.
+            counted, limit = self.limits.connected(host, self.reactor.seconds())
         if counted:
             protocol.limitHost = host
         refusal = None
