@@ -130,7 +130,8 @@ class Session:
         file, or a forward-confirmed PTR name: valid host name syntax,
         chosen by whoever owns the client's address, so never proof of
         anything else), or as a trusted XCLIENT front end names it, or the
-        address in brackets (C{"[192.0.2.1]"}) when unknown or disabled.
+        address in brackets (C{"[192.0.2.1]"}) when unknown or disabled;
+        C{"localhost"} for a UNIX socket's client (L{LOCAL_CLIENT_NAME}).
     @ivar openingCommand: C{"HELO"}, C{"EHLO"} or C{"LHLO"} once greeted.
     @ivar hostNameAppearsAs: The name the client gave in its greeting.
     @ivar envelope: The current transaction.
@@ -305,6 +306,28 @@ def newSessionId() -> str:
     process and unpredictable from outside it (L{_SessionIds}).
     """
     return _sessionIds()
+
+
+#: The name of a client connected over a UNIX socket, which has no IP
+#: address to look up: the local machine's, as Postfix names such clients.
+LOCAL_CLIENT_NAME = "localhost"
+
+
+def unixPeer(address: tuple[str, int]) -> bool:
+    """
+    Whether C{address}, as L{hostPort} gives it, is a UNIX socket client's:
+    port 0 and, for a host, no IP address (an empty string, or the path the
+    client bound) nor XCLIENT's C{unknown}.  Only port 0 costs more than one
+    test.
+    """
+    host, port = address
+    if port or host == "unknown":
+        return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return True
+    return False
 
 
 def unmapped(host: str) -> str:

@@ -15,7 +15,13 @@ from twisted_smtpd._core.features import updateTransmissionType
 from twisted_smtpd._core.grammar import XCLIENT_ATTRIBUTES, XFORWARD_ATTRIBUTES, Phase
 from twisted_smtpd._core.optionvalues import trusted
 from twisted_smtpd._core.printable import addressLiteral
-from twisted_smtpd._core.session import ProxyInfo, Session, unmapped
+from twisted_smtpd._core.session import (
+    LOCAL_CLIENT_NAME,
+    ProxyInfo,
+    Session,
+    unixPeer,
+    unmapped,
+)
 from twisted_smtpd._core.xclient import UNAVAILABLE, parseXClient, parseXForward, stripIPv6Prefix
 from twisted_smtpd._serving.flow import PAUSE_HOOK
 from twisted_smtpd._serving.greeting import runConnectHooks
@@ -49,11 +55,13 @@ def connected(session: Session, transport: Any) -> None:
     Note in C{session} what a PROXY header (already checked against
     C{useProxy} by L{twisted_smtpd._serving.proxy}) said; until a reverse
     lookup or XCLIENT names it, the client's name is its address literal
-    (C{[192.0.2.1]}, C{[IPv6:2001:db8::1]}).  Addresses are in the form
+    (C{[192.0.2.1]}, C{[IPv6:2001:db8::1]}), or C{localhost} for a UNIX
+    socket's client, as Postfix names it.  Addresses are in the form
     L{twisted_smtpd._core.session.hostPort} gives them: an IPv4-mapped
     address as IPv4.
     """
-    session.clientHostname = addressLiteral(session.remoteAddress[0])
+    address = session.remoteAddress
+    session.clientHostname = LOCAL_CLIENT_NAME if unixPeer(address) else addressLiteral(address[0])
     details = proxyDetails(transport)
     if details is not None:
         frontEnd, header = details

@@ -18,7 +18,7 @@ from twisted_smtpd._core.address import literalAddress
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.features import messageTransmissionType
 from twisted_smtpd._core.printable import addressLiteral, printable
-from twisted_smtpd._core.session import Session
+from twisted_smtpd._core.session import Session, unixPeer
 
 _counter = itertools.count(1)
 # The pid, read once per process rather than by a getpid(2) per message.
@@ -78,7 +78,8 @@ def _traceHeaderLines(session: Session, name: str) -> bytes:
     """
     The C{Return-Path:} and C{Received:} header lines (RFC 5321 section 4.4)
     for a message arriving on C{session}: the client's address as an
-    address literal (C{[IPv6:2001:db8::7]}, section 4.1.3), every text from
+    address literal (C{[IPv6:2001:db8::7]}, section 4.1.3; C{[127.0.0.1]} for
+    a UNIX socket's client, as Postfix writes it), every text from
     outside made L{printable}.  A C{Received:} field that would be longer
     than a line may be (RFC 5322 section 2.1.1: 998 octets; a long HELO name
     whose characters are all escaped makes one) is folded before each of
@@ -92,12 +93,16 @@ def _traceHeaderLines(session: Session, name: str) -> bytes:
     rdns = session.clientHostname
     if not rdns or rdns.startswith("["):
         rdns = "unknown"
+    address = session.remoteAddress
+    # A UNIX socket's client has no IP address: the loopback address
+    # stands for the local machine, as Postfix writes it.
+    literal = "[127.0.0.1]" if unixPeer(address) else addressLiteral(address[0])
     helo = session.hostNameAppearsAs or rdns
     # Every part but the date and the id came from outside (or from a
     # handler): escaped, none can end the header line early.
     clauses = (
         f"from {printable(helo)}",
-        f"({printable(rdns)} {addressLiteral(session.remoteAddress[0])})",
+        f"({printable(rdns)} {literal})",
         f"by {printable(name)} with {printable(messageTransmissionType(session))}",
         f"id {printable(session.id)}; {formatdate(localtime=True)}",
     )
