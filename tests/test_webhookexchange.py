@@ -8,7 +8,10 @@ connections are L{StringTransport}s.
 from __future__ import annotations
 
 import gzip
-from typing import Any
+import os
+import tempfile
+from typing import IO, Any
+from unittest import skipIf
 
 from OpenSSL import SSL
 from twisted.internet.address import IPv4Address
@@ -25,6 +28,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web._newclient import ResponseNeverReceived
 from zope.interface import implementer
 
+from tests.disklog import DiskErrorLog
 from tests.test_handlers import feed, makeSession
 from twisted_smtpd import SMTPError
 from twisted_smtpd._stream import MessageStream
@@ -449,3 +453,46 @@ class DescribeTests(SynchronousTestCase):
         error = SSL.Error([("SSL routines", "", "unexpected eof while reading")])
         failure = Failure(ResponseNeverReceived([Failure(error)]))
         self.assertEqual(describe(failure), ("TLS: unexpected eof while reading", True))
+
+
+class SpoolFailureTests(SynchronousTestCase):
+    """
+    A request body that cannot be spooled is a local disk failure: no
+    request is made, and the reply and log line say so, as for the other
+    handlers that spool.
+    """
+
+    @skipIf(not os.path.exists("/dev/full"), "no /dev/full")
+    def test_diskFull(self) -> None:
+        """
+        A spool on a full disk (C{/dev/full}: every write that reaches it
+        fails with C{ENOSPC}, the last one when the spool is closed too) is
+        answered 452 4.3.1 with one error line naming the directory and the
+        error, no traceback, and no connection to the receiver.
+        """
+        log = DiskErrorLog(self)
+
+        def full(dir: str | None = None) -> IO[bytes]:
+            return open("/dev/full", "w+b")
+
+        self.patch(tempfile, "TemporaryFile", full)
+        exchange = Exchange()
+        d = exchange.deliver()
+        error = self.failureResultOf(d, SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (452, "4.3.1"))
+        self.assertEqual(exchange.reactor.tcpClients, [])
+        log.assertLines(1, "s1d webhook spooling the message into ", "(ENOSPC)")
+
+    def test_directoryMissing(self) -> None:
+        """
+        A spool directory that is gone is answered 451 4.3.0 with one error
+        line, no traceback, and no connection to the receiver.
+        """
+        log = DiskErrorLog(self)
+        missing = os.path.join(self.mktemp(), "missing")
+        exchange = Exchange(spoolDirectory=missing)
+        d = exchange.deliver()
+        error = self.failureResultOf(d, SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
+        self.assertEqual(exchange.reactor.tcpClients, [])
+        log.assertLines(1, f"spooling the message into {missing} failed", "(ENOENT)")
