@@ -84,19 +84,23 @@ class Exchange:
         self.transports: list[StringTransport] = []
         self.protocols: list[Any] = []
 
-    def deliver(self) -> Deferred[str]:
+    def deliver(self, message: bytes = MESSAGE) -> Deferred[str]:
         """
-        Hand L{MESSAGE} to the handler as the server would.
+        Hand C{message} to the handler as the server would.
         """
         stream = MessageStream()
         d = self.handler.onData(stream, makeSession())
-        feed(stream, MESSAGE, 7)
+        feed(stream, message, 7 if message is MESSAGE else 65536)
         self.reactor.advance(0)
         return d
 
-    def connect(self) -> StringTransport:
+    def connect(self, pause: bool = False) -> StringTransport:
         """
         Complete every connection the handler started, and return the last.
+
+        @param pause: Whether to pause the request body's producer at once,
+            as a receiver that does not read would: the request then stays
+            unsent.
         """
         while len(self.transports) < len(self.reactor.tcpClients):
             factory = self.reactor.tcpClients[len(self.transports)][2]
@@ -106,6 +110,8 @@ class Exchange:
                 peerAddress=IPv4Address("TCP", "127.0.0.1", 8080),
             )
             protocol.makeConnection(transport)
+            if pause:
+                transport.producer.pauseProducing()
             self.transports.append(transport)
             self.protocols.append(protocol)
         for _ in range(10):
@@ -496,3 +502,79 @@ class SpoolFailureTests(SynchronousTestCase):
         self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
         self.assertEqual(exchange.reactor.tcpClients, [])
         log.assertLines(1, f"spooling the message into {missing} failed", "(ENOENT)")
+
+
+#: A message whose request body takes more than one write.
+LARGE = b"Subject: large\r\n\r\n" + b"x" * (2 * 1024 * 1024) + b"\r\n"
+
+
+class AnswerWhileSendingTests(SynchronousTestCase):
+    """
+    An answer that comes, or goes wrong, while the request body is still
+    being sent ends the attempt at once, with its own reason, and nothing
+    is logged as unhandled.
+    """
+
+    def setUp(self) -> None:
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.exchange = Exchange(firstRetry=0.25)
+        self.result = self.exchange.deliver(LARGE)
+        self.transport = self.exchange.connect(pause=True)
+        self.assertEqual(self.exchange.protocols[0]._wrappedProtocol.state, "TRANSMITTING")
+
+    def assertNothingUnhandled(self) -> None:
+        """
+        Nothing was logged above a warning.
+        """
+        loud = [formatEvent(e) for e in self.events if e["log_level"] > LogLevel.warn]
+        self.assertEqual(loud, [])
+
+    def assertRetried(self, problem: str) -> None:
+        """
+        The first attempt failed at once, its connection cut, for
+        C{problem}; the second, answered 200 once its body is sent, is the
+        one accepted.
+        """
+        self.assertTrue(self.transport.disconnecting)
+        self.assertNoResult(self.result)
+        debug = [formatEvent(e) for e in self.events if e["log_level"] == LogLevel.debug]
+        self.assertEqual(len(debug), 1, debug)
+        self.assertIn(f"attempt 1 failed ({problem})", debug[0])
+        self.exchange.reactor.advance(0.25)
+        self.exchange.connect()
+        while self.exchange.protocols[1]._wrappedProtocol.state == "TRANSMITTING":
+            self.exchange.reactor.advance(0)
+        self.exchange.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(self.successResultOf(self.result), "OK: queued as s1d.1")
+        self.assertNothingUnhandled()
+
+    def test_headersBounded(self) -> None:
+        """
+        Headers past L{HEADER_LIMIT} octets while the body is being sent
+        fail the attempt at once, naming the bound.
+        """
+        line = b"X-Pad: " + b"v" * 200 + b"\r\n"
+        self.exchange.answer(b"HTTP/1.1 200 OK\r\n" + line * (HEADER_LIMIT // len(line) + 1))
+        self.assertRetried(f"response headers over {HEADER_LIMIT} octets")
+
+    def test_malformed(self) -> None:
+        """
+        A malformed status line while the body is being sent fails the
+        attempt at once, saying so.
+        """
+        self.exchange.answer(b"garbage\r\n")
+        self.assertRetried("malformed HTTP response: wrong number of parts")
+
+    def test_informationalAnswersCount(self) -> None:
+        """
+        More than C{MAX_INFORMATIONAL} 1xx answers while the body is being
+        sent fail the message at once, not tried again.
+        """
+        self.exchange.answer(b"HTTP/1.1 102 Processing\r\n\r\n" * (MAX_INFORMATIONAL + 1))
+        self.assertTrue(self.transport.disconnecting)
+        e = self.failureResultOf(self.result, SMTPError).value
+        self.assertEqual(
+            (e.code, e.message),
+            (451, f"Error: webhook unavailable (more than {MAX_INFORMATIONAL} 1xx answers)"),
+        )
+        self.assertNothingUnhandled()

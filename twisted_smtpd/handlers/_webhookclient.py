@@ -86,6 +86,11 @@ class _BoundedHeadersProtocol(HTTP11ClientProtocol):
     head is longer than L{HEADER_LIMIT} octets, as it does on a parse error,
     or after more than L{MAX_INFORMATIONAL} 1xx answers, and at once when a
     whole response arrives before the request body was sent.
+
+    Whatever ends a response while the request body is still being sent
+    fails or answers the request at once, with its own reason: Twisted,
+    left to itself, forgets the request then, and logs its reason as an
+    unhandled error.
     """
 
     _headerOctets = 0
@@ -106,7 +111,8 @@ class _BoundedHeadersProtocol(HTTP11ClientProtocol):
         seen = [0]
 
         def counted() -> None:
-            if 100 <= parser.response.code < 200:
+            code = parser.response.code
+            if 100 <= code < 200:
                 seen[0] += 1
                 if seen[0] > MAX_INFORMATIONAL:
                     if seen[0] == MAX_INFORMATIONAL + 1:
@@ -117,6 +123,23 @@ class _BoundedHeadersProtocol(HTTP11ClientProtocol):
             allHeadersReceived()
 
         return counted
+
+    def _giveUp(self, reason: Failure) -> None:
+        """
+        Drop the connection and end the response with C{reason}, while the
+        request body is still being sent too: the request's L{Deferred} is
+        then given the response, or the response's failure, as Twisted
+        does for a whole response that came before the body was sent.
+        """
+        response, request = self._responseDeferred, self._finishedRequest
+        if self._state != "TRANSMITTING" or response is None or request is None:
+            super()._giveUp(reason)
+            return
+        self._state = "TRANSMITTING_AFTER_RECEIVING_RESPONSE"
+        # The parser let go of first, so that the request's user, called
+        # back at once, finds the response's body ended.
+        super()._giveUp(reason)
+        response.chainDeferred(request)
 
     def _finishResponse_TRANSMITTING(self, rest: bytes) -> None:
         """
