@@ -548,6 +548,16 @@ class AnswerWhileSendingTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(self.result), "OK: queued as s1d.1")
         self.assertNothingUnhandled()
 
+    def test_successHeadBeforeBody(self) -> None:
+        """
+        A 2xx status and headers that come before the request body was all
+        sent, the answer's body still to come, cannot mean the receiver
+        took the message, no more than a whole answer would: the
+        connection is cut and the attempt counts as failed.
+        """
+        self.exchange.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+        self.assertRetried("HTTP 200 before the whole message was sent")
+
     def test_headersBounded(self) -> None:
         """
         Headers past L{HEADER_LIMIT} octets while the body is being sent

@@ -15,7 +15,7 @@ import hyperlink
 from OpenSSL import SSL
 from service_identity import VerificationError
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectError
+from twisted.internet.error import ConnectError, ConnectionDone
 from twisted.internet.interfaces import IPushProducer, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
@@ -85,7 +85,8 @@ class _BoundedHeadersProtocol(HTTP11ClientProtocol):
     An L{HTTP11ClientProtocol} that drops the connection once a response's
     head is longer than L{HEADER_LIMIT} octets, as it does on a parse error,
     or after more than L{MAX_INFORMATIONAL} 1xx answers, and at once when a
-    whole response arrives before the request body was sent.
+    whole response, or the status and headers of a 2xx one, arrives before
+    the request body was sent.
 
     Whatever ends a response while the request body is still being sent
     fails or answers the request at once, with its own reason: Twisted,
@@ -121,6 +122,14 @@ class _BoundedHeadersProtocol(HTTP11ClientProtocol):
                         cast(ITCPTransport, self.transport).abortConnection()
                     return
             allHeadersReceived()
+            if 200 <= code < 300 and self._state == "TRANSMITTING":
+                # The receiver said yes before it had the message: the
+                # answer is marked, as a whole one would be, and the rest
+                # of the request is not sent.
+                setattr(parser.response, _EARLY, True)
+                self._giveUp(Failure(ConnectionDone("answered before the body was sent")))
+                assert self.transport is not None
+                cast(ITCPTransport, self.transport).abortConnection()
 
         return counted
 

@@ -139,9 +139,9 @@ class WebhookHandler(BaseHandler):
     The HTTP status of the answer to the POST decides the reply, as soon as
     the status line and headers are in: 2xx is 250 at once (the rest of the
     body is read afterwards, for at most 5 seconds and 64 KiB, then
-    dropped), but a whole answer that came before the request body was all
-    sent counts as a failed attempt (the receiver had not read the
-    message); 408, 429, 5xx, a
+    dropped), but a whole answer, or a 2xx status and headers, that came
+    before the request body was all sent counts as a failed attempt (the
+    receiver had not read the message); 408, 429, 5xx, a
     status outside 100-599, a malformed answer, a connection failure or no
     answer within C{attemptTimeout} is tried again, with growing pauses,
     until C{timeout} seconds after the message ended, then answered 451; any
