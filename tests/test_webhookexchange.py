@@ -328,6 +328,25 @@ class ResponseBoundTests(SynchronousTestCase):
         exchange.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         self.assertEqual(self.successResultOf(d), "OK: queued as s1d.1")
 
+    def test_statusNotThreeDigits(self) -> None:
+        """
+        A status code that is not three ASCII digits (RFC 9112 section 4),
+        although Python's C{int} reads it as 200, is a malformed answer,
+        tried again, never a 250.
+        """
+        for code in [b"0200", b"+200", b"2_00", b"200\t", b"20"]:
+            exchange = Exchange(timeout=0.1)
+            d = exchange.deliver()
+            exchange.connect()
+            exchange.answer(b"HTTP/1.1 " + code + b" OK\r\nContent-Length: 0\r\n\r\n")
+            e = self.failureResultOf(d, SMTPError).value
+            self.assertEqual(
+                e.message,
+                "Error: webhook unavailable"
+                " (malformed HTTP response: status code not three digits)",
+                code,
+            )
+
 
 class AttemptTests(SynchronousTestCase):
     """

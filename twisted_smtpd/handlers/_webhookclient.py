@@ -80,6 +80,23 @@ def answeredEarly(response: object) -> bool:
     return bool(getattr(response, _EARLY, False))
 
 
+def _checkStatus(parser: Any) -> Any:
+    """
+    C{parser}'s C{statusReceived}, refusing first a status code that is not
+    three ASCII digits (RFC 9112 section 4): Twisted reads it with C{int},
+    which takes C{0200}, C{+200} or C{2_00} for 200.
+    """
+    statusReceived = parser.statusReceived
+
+    def checked(status: bytes) -> None:
+        parts = status.split(b" ", 2)
+        if len(parts) > 1 and not (len(parts[1]) == 3 and parts[1].isdigit()):
+            raise ParseError("status code not three digits", status)
+        statusReceived(status)
+
+    return checked
+
+
 class _BoundedHeadersProtocol(HTTP11ClientProtocol):
     """
     An L{HTTP11ClientProtocol} that drops the connection once a response's
@@ -101,6 +118,7 @@ class _BoundedHeadersProtocol(HTTP11ClientProtocol):
         response: Deferred[IResponse] = super().request(request)
         parser = self._parser
         if parser is not None:
+            parser.statusReceived = _checkStatus(parser)  # type: ignore[method-assign]
             parser.allHeadersReceived = self._countInformational(parser)  # type: ignore[method-assign]
         return response
 
