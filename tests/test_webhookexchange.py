@@ -347,6 +347,33 @@ class ResponseBoundTests(SynchronousTestCase):
                 code,
             )
 
+    def test_malformedHeadersNamed(self) -> None:
+        """
+        Headers Twisted cannot make sense of (an unknown transfer coding,
+        two lengths, a header name that is not a token) are named as a
+        malformed answer saying what is wrong, not by a bare exception
+        class name.
+        """
+        for head, problem in [
+            (b"Transfer-Encoding: gzip", "unknown transfer coding gzip"),
+            # Twisted's own words, which vary with its version.
+            (b"Content-Length: 5\r\nContent-Length: 7", ""),
+            (b"Content-Length: -1", ""),
+            (b"X-\x1b[2J: x\r\nContent-Length: 0", "invalid header name"),
+        ]:
+            exchange = Exchange(timeout=0.1)
+            d = exchange.deliver()
+            exchange.connect()
+            exchange.answer(b"HTTP/1.1 200 OK\r\n" + head + b"\r\n\r\nhello")
+            e = self.failureResultOf(d, SMTPError).value
+            self.assertTrue(
+                e.message.startswith(
+                    f"Error: webhook unavailable (malformed HTTP response: {problem}"
+                ),
+                e.message,
+            )
+            self.assertNotIn("Error)", e.message)
+
 
 class AttemptTests(SynchronousTestCase):
     """

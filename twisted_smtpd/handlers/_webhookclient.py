@@ -22,11 +22,14 @@ from twisted.python.failure import Failure
 from twisted.web._newclient import (
     HTTP11ClientProtocol,
     ParseError,
+    ResponseFailed,
+    ResponseNeverReceived,
 )
 from twisted.web._newclient import (
     _WrapperException as WrapperException,
 )
 from twisted.web.client import BrowserLikePolicyForHTTPS, HTTPConnectionPool, _HTTP11ClientFactory
+from twisted.web.http_headers import InvalidHeaderName
 from twisted.web.iweb import IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
@@ -305,6 +308,9 @@ def describe(failure: Failure) -> tuple[str, bool]:
     verify a second later.
     """
     causes = _causes(failure)
+    # The receiver's answer was being read: a ValueError or KeyError is
+    # Twisted's word for headers it cannot use.
+    answered = isinstance(failure.value, ResponseFailed | ResponseNeverReceived)
     for value in causes:
         if isinstance(value, VerificationError):
             return sanitise(f"TLS certificate does not match: {value}"), False
@@ -318,11 +324,29 @@ def describe(failure: Failure) -> tuple[str, bool]:
             return str(value), False
         if isinstance(value, ParseError):
             return sanitise(f"malformed HTTP response: {value.args[0]}"), True
+        if answered and isinstance(value, ValueError | KeyError):
+            return sanitise(f"malformed HTTP response: {_headersProblem(value)}"), True
         if isinstance(value, ConnectError | OSError):
             return sanitise(type(value).__name__), True
     if causes:
         return sanitise(type(causes[0]).__name__), True
     return sanitise(type(failure.value).__name__), True
+
+
+def _headersProblem(error: ValueError | KeyError) -> str:
+    """
+    What is wrong with the response headers that made Twisted raise
+    C{error}: a header name that is not a token, a transfer coding it does
+    not know (the only C{KeyError} it raises), or its own text.
+    """
+    if isinstance(error, InvalidHeaderName):
+        return "invalid header name"
+    if isinstance(error, KeyError):
+        coding = error.args[0] if error.args else b""
+        if isinstance(coding, bytes):
+            coding = coding.decode("latin-1")
+        return f"unknown transfer coding {coding}"
+    return str(error)
 
 
 class _BoundedReader(Protocol):
