@@ -34,6 +34,7 @@ from twisted_smtpd import SMTPError
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers._webhookclient import (
     HEADER_LIMIT,
+    HEADER_LINE_LIMIT,
     IDLE_TIMEOUT,
     MAX_INFORMATIONAL,
     describe,
@@ -247,6 +248,25 @@ class ResponseBoundTests(SynchronousTestCase):
         self.assertEqual(
             e.message, f"Error: webhook unavailable (response headers over {HEADER_LIMIT} octets)"
         )
+
+    def test_headerLineBounded(self) -> None:
+        """
+        A status or header line longer than L{HEADER_LINE_LIMIT} octets
+        drops the connection, and the attempt fails naming that bound, not
+        as if the receiver had closed it.
+        """
+        for head in [b"HTTP/1.1 200 ", b"HTTP/1.1 200 OK\r\nX-Pad: "]:
+            exchange = Exchange(timeout=0.1)
+            d = exchange.deliver()
+            transport = exchange.connect()
+            exchange.answer(head + b"v" * (HEADER_LINE_LIMIT + 1))
+            self.assertTrue(transport.disconnecting)
+            e = self.failureResultOf(d, SMTPError).value
+            self.assertEqual(
+                e.message,
+                "Error: webhook unavailable"
+                f" (a response header line over {HEADER_LINE_LIMIT} octets)",
+            )
 
     def test_informationalAnswersCount(self) -> None:
         """

@@ -40,6 +40,8 @@ from twisted_smtpd.handlers._envelope import sanitise
 #: The most octets of status lines and headers (any 1xx answers included)
 #: read for one response; nginx's largest default is 4 buffers of 8 KiB.
 HEADER_LIMIT = 65536
+#: The most octets of one status or header line (Twisted's own default).
+HEADER_LINE_LIMIT = 16384
 #: Seconds an idle pooled connection is kept for the next message: long
 #: enough for a burst, short enough that a connection a firewall, NAT or
 #: load balancer has silently dropped is seldom reused.
@@ -58,6 +60,16 @@ class ResponseHeadersTooLarge(Exception):
 
     def __str__(self) -> str:
         return f"response headers over {HEADER_LIMIT} octets"
+
+
+class ResponseLineTooLong(Exception):
+    """
+    A status or header line of the response passed L{HEADER_LINE_LIMIT}
+    octets.
+    """
+
+    def __str__(self) -> str:
+        return f"a response header line over {HEADER_LINE_LIMIT} octets"
 
 
 class TooManyInformational(Exception):
@@ -100,11 +112,23 @@ def _checkStatus(parser: Any) -> Any:
     return checked
 
 
+def _lineTooLong(line: bytes) -> None:
+    """
+    A parser's C{lineLengthExceeded}: fail, so that the connection is
+    dropped and the attempt names the bound (Twisted's own drops it as if
+    the receiver had closed it).
+
+    @raise ResponseLineTooLong: Always.
+    """
+    raise ResponseLineTooLong()
+
+
 class _BoundedHeadersProtocol(HTTP11ClientProtocol):
     """
     An L{HTTP11ClientProtocol} that drops the connection once a response's
-    head is longer than L{HEADER_LIMIT} octets, as it does on a parse error,
-    or after more than L{MAX_INFORMATIONAL} 1xx answers, and at once when a
+    head is longer than L{HEADER_LIMIT} octets or one of its lines longer
+    than L{HEADER_LINE_LIMIT}, as it does on a parse error, or after more
+    than L{MAX_INFORMATIONAL} 1xx answers, and at once when a
     whole response, or the status and headers of a 2xx one, arrives before
     the request body was sent.
 
@@ -122,6 +146,8 @@ class _BoundedHeadersProtocol(HTTP11ClientProtocol):
         parser = self._parser
         if parser is not None:
             parser.statusReceived = _checkStatus(parser)  # type: ignore[method-assign]
+            parser.MAX_LENGTH = HEADER_LINE_LIMIT
+            parser.lineLengthExceeded = _lineTooLong  # type: ignore[method-assign]
             parser.allHeadersReceived = self._countInformational(parser)  # type: ignore[method-assign]
         return response
 
@@ -166,8 +192,8 @@ class _BoundedHeadersProtocol(HTTP11ClientProtocol):
             super()._giveUp(reason)
             return
         self._state = "TRANSMITTING_AFTER_RECEIVING_RESPONSE"
-        # The parser let go of first, so that the request's user, called
-        # back at once, finds the response's body ended.
+        # The parser is disconnected first, so that the request's user,
+        # called back at once, finds the response's body ended.
         super()._giveUp(reason)
         response.chainDeferred(request)
 
@@ -318,7 +344,7 @@ def describe(failure: Failure) -> tuple[str, bool]:
             text = failureText(Failure(value))
             return sanitise(f"TLS: {text}"), "certificate verify failed" not in text
     for value in causes:
-        if isinstance(value, ResponseHeadersTooLarge):
+        if isinstance(value, ResponseHeadersTooLarge | ResponseLineTooLong):
             return str(value), True
         if isinstance(value, TooManyInformational):
             return str(value), False
@@ -415,7 +441,15 @@ def readBody(response: IResponse, keep: int, limit: int) -> Deferred[bytes]:
     return d
 
 
-__all__ = ["HEADER_LIMIT", "checkURL", "describe", "discardBody", "makePool", "readBody"]
+__all__ = [
+    "HEADER_LIMIT",
+    "HEADER_LINE_LIMIT",
+    "checkURL",
+    "describe",
+    "discardBody",
+    "makePool",
+    "readBody",
+]
 
 
 @implementer(IPolicyForHTTPS)
