@@ -8,7 +8,10 @@ connections are L{StringTransport}s.
 from __future__ import annotations
 
 import gzip
-from typing import Any
+import os
+import tempfile
+from typing import IO, Any
+from unittest import skipIf
 
 from OpenSSL import SSL
 from twisted.internet.address import IPv4Address
@@ -25,11 +28,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web._newclient import ResponseNeverReceived
 from zope.interface import implementer
 
+from tests.disklog import DiskErrorLog
 from tests.test_handlers import feed, makeSession
 from twisted_smtpd import SMTPError
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers._webhookclient import (
     HEADER_LIMIT,
+    HEADER_LINE_LIMIT,
     IDLE_TIMEOUT,
     MAX_INFORMATIONAL,
     describe,
@@ -80,19 +85,23 @@ class Exchange:
         self.transports: list[StringTransport] = []
         self.protocols: list[Any] = []
 
-    def deliver(self) -> Deferred[str]:
+    def deliver(self, message: bytes = MESSAGE) -> Deferred[str]:
         """
-        Hand L{MESSAGE} to the handler as the server would.
+        Hand C{message} to the handler as the server would.
         """
         stream = MessageStream()
         d = self.handler.onData(stream, makeSession())
-        feed(stream, MESSAGE, 7)
+        feed(stream, message, 7 if message is MESSAGE else 65536)
         self.reactor.advance(0)
         return d
 
-    def connect(self) -> StringTransport:
+    def connect(self, pause: bool = False) -> StringTransport:
         """
         Complete every connection the handler started, and return the last.
+
+        @param pause: Whether to pause the request body's producer at once,
+            as a receiver that does not read would: the request then stays
+            unsent.
         """
         while len(self.transports) < len(self.reactor.tcpClients):
             factory = self.reactor.tcpClients[len(self.transports)][2]
@@ -102,6 +111,8 @@ class Exchange:
                 peerAddress=IPv4Address("TCP", "127.0.0.1", 8080),
             )
             protocol.makeConnection(transport)
+            if pause:
+                transport.producer.pauseProducing()
             self.transports.append(transport)
             self.protocols.append(protocol)
         for _ in range(10):
@@ -238,6 +249,25 @@ class ResponseBoundTests(SynchronousTestCase):
             e.message, f"Error: webhook unavailable (response headers over {HEADER_LIMIT} octets)"
         )
 
+    def test_headerLineBounded(self) -> None:
+        """
+        A status or header line longer than L{HEADER_LINE_LIMIT} octets
+        drops the connection, and the attempt fails naming that bound, not
+        as if the receiver had closed it.
+        """
+        for head in [b"HTTP/1.1 200 ", b"HTTP/1.1 200 OK\r\nX-Pad: "]:
+            exchange = Exchange(timeout=0.1)
+            d = exchange.deliver()
+            transport = exchange.connect()
+            exchange.answer(head + b"v" * (HEADER_LINE_LIMIT + 1))
+            self.assertTrue(transport.disconnecting)
+            e = self.failureResultOf(d, SMTPError).value
+            self.assertEqual(
+                e.message,
+                "Error: webhook unavailable"
+                f" (a response header line over {HEADER_LINE_LIMIT} octets)",
+            )
+
     def test_informationalAnswersCount(self) -> None:
         """
         More than C{MAX_INFORMATIONAL} 1xx answers before the final one drop
@@ -317,6 +347,52 @@ class ResponseBoundTests(SynchronousTestCase):
         self.assertEqual(posts, 2)
         exchange.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         self.assertEqual(self.successResultOf(d), "OK: queued as s1d.1")
+
+    def test_statusNotThreeDigits(self) -> None:
+        """
+        A status code that is not three ASCII digits (RFC 9112 section 4),
+        although Python's C{int} reads it as 200, is a malformed answer,
+        tried again, never a 250.
+        """
+        for code in [b"0200", b"+200", b"2_00", b"200\t", b"20"]:
+            exchange = Exchange(timeout=0.1)
+            d = exchange.deliver()
+            exchange.connect()
+            exchange.answer(b"HTTP/1.1 " + code + b" OK\r\nContent-Length: 0\r\n\r\n")
+            e = self.failureResultOf(d, SMTPError).value
+            self.assertEqual(
+                e.message,
+                "Error: webhook unavailable"
+                " (malformed HTTP response: status code not three digits)",
+                code,
+            )
+
+    def test_malformedHeadersNamed(self) -> None:
+        """
+        Headers Twisted cannot make sense of (an unknown transfer coding,
+        two lengths, a header name that is not a token) are named as a
+        malformed answer saying what is wrong, not by a bare exception
+        class name.
+        """
+        for head, problem in [
+            (b"Transfer-Encoding: gzip", "unknown transfer coding gzip"),
+            # Twisted's own words, which vary with its version.
+            (b"Content-Length: 5\r\nContent-Length: 7", ""),
+            (b"Content-Length: -1", ""),
+            (b"X-\x1b[2J: x\r\nContent-Length: 0", "invalid header name"),
+        ]:
+            exchange = Exchange(timeout=0.1)
+            d = exchange.deliver()
+            exchange.connect()
+            exchange.answer(b"HTTP/1.1 200 OK\r\n" + head + b"\r\n\r\nhello")
+            e = self.failureResultOf(d, SMTPError).value
+            self.assertTrue(
+                e.message.startswith(
+                    f"Error: webhook unavailable (malformed HTTP response: {problem}"
+                ),
+                e.message,
+            )
+            self.assertNotIn("Error)", e.message)
 
 
 class AttemptTests(SynchronousTestCase):
@@ -449,3 +525,132 @@ class DescribeTests(SynchronousTestCase):
         error = SSL.Error([("SSL routines", "", "unexpected eof while reading")])
         failure = Failure(ResponseNeverReceived([Failure(error)]))
         self.assertEqual(describe(failure), ("TLS: unexpected eof while reading", True))
+
+
+class SpoolFailureTests(SynchronousTestCase):
+    """
+    A request body that cannot be spooled is a local disk failure: no
+    request is made, and the reply and log line say so, as for the other
+    handlers that spool.
+    """
+
+    @skipIf(not os.path.exists("/dev/full"), "no /dev/full")
+    def test_diskFull(self) -> None:
+        """
+        A spool on a full disk (C{/dev/full}: every write that reaches it
+        fails with C{ENOSPC}, the last one when the spool is closed too) is
+        answered 452 4.3.1 with one error line naming the directory and the
+        error, no traceback, and no connection to the receiver.
+        """
+        log = DiskErrorLog(self)
+
+        def full(dir: str | None = None) -> IO[bytes]:
+            return open("/dev/full", "w+b")
+
+        self.patch(tempfile, "TemporaryFile", full)
+        exchange = Exchange()
+        d = exchange.deliver()
+        error = self.failureResultOf(d, SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (452, "4.3.1"))
+        self.assertEqual(exchange.reactor.tcpClients, [])
+        log.assertLines(1, "s1d webhook spooling the message into ", "(ENOSPC)")
+
+    def test_directoryMissing(self) -> None:
+        """
+        A spool directory that is gone is answered 451 4.3.0 with one error
+        line, no traceback, and no connection to the receiver.
+        """
+        log = DiskErrorLog(self)
+        missing = os.path.join(self.mktemp(), "missing")
+        exchange = Exchange(spoolDirectory=missing)
+        d = exchange.deliver()
+        error = self.failureResultOf(d, SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
+        self.assertEqual(exchange.reactor.tcpClients, [])
+        log.assertLines(1, f"spooling the message into {missing} failed", "(ENOENT)")
+
+
+#: A message whose request body takes more than one write.
+LARGE = b"Subject: large\r\n\r\n" + b"x" * (2 * 1024 * 1024) + b"\r\n"
+
+
+class AnswerWhileSendingTests(SynchronousTestCase):
+    """
+    An answer that comes, or goes wrong, while the request body is still
+    being sent ends the attempt at once, with its own reason, and nothing
+    is logged as unhandled.
+    """
+
+    def setUp(self) -> None:
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.exchange = Exchange(firstRetry=0.25)
+        self.result = self.exchange.deliver(LARGE)
+        self.transport = self.exchange.connect(pause=True)
+        self.assertEqual(self.exchange.protocols[0]._wrappedProtocol.state, "TRANSMITTING")
+
+    def assertNothingUnhandled(self) -> None:
+        """
+        Nothing was logged above a warning.
+        """
+        loud = [formatEvent(e) for e in self.events if e["log_level"] > LogLevel.warn]
+        self.assertEqual(loud, [])
+
+    def assertRetried(self, problem: str) -> None:
+        """
+        The first attempt failed at once, its connection cut, for
+        C{problem}; the second, answered 200 once its body is sent, is the
+        one accepted.
+        """
+        self.assertTrue(self.transport.disconnecting)
+        self.assertNoResult(self.result)
+        debug = [formatEvent(e) for e in self.events if e["log_level"] == LogLevel.debug]
+        self.assertEqual(len(debug), 1, debug)
+        self.assertIn(f"attempt 1 failed ({problem})", debug[0])
+        self.exchange.reactor.advance(0.25)
+        self.exchange.connect()
+        while self.exchange.protocols[1]._wrappedProtocol.state == "TRANSMITTING":
+            self.exchange.reactor.advance(0)
+        self.exchange.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(self.successResultOf(self.result), "OK: queued as s1d.1")
+        self.assertNothingUnhandled()
+
+    def test_successHeadBeforeBody(self) -> None:
+        """
+        A 2xx status and headers that come before the request body was all
+        sent, the answer's body still to come, cannot mean the receiver
+        took the message, no more than a whole answer would: the
+        connection is cut and the attempt counts as failed.
+        """
+        self.exchange.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+        self.assertRetried("HTTP 200 before the whole message was sent")
+
+    def test_headersBounded(self) -> None:
+        """
+        Headers past L{HEADER_LIMIT} octets while the body is being sent
+        fail the attempt at once, naming the bound.
+        """
+        line = b"X-Pad: " + b"v" * 200 + b"\r\n"
+        self.exchange.answer(b"HTTP/1.1 200 OK\r\n" + line * (HEADER_LIMIT // len(line) + 1))
+        self.assertRetried(f"response headers over {HEADER_LIMIT} octets")
+
+    def test_malformed(self) -> None:
+        """
+        A malformed status line while the body is being sent fails the
+        attempt at once, saying so.
+        """
+        self.exchange.answer(b"garbage\r\n")
+        self.assertRetried("malformed HTTP response: wrong number of parts")
+
+    def test_informationalAnswersCount(self) -> None:
+        """
+        More than C{MAX_INFORMATIONAL} 1xx answers while the body is being
+        sent fail the message at once, not tried again.
+        """
+        self.exchange.answer(b"HTTP/1.1 102 Processing\r\n\r\n" * (MAX_INFORMATIONAL + 1))
+        self.assertTrue(self.transport.disconnecting)
+        e = self.failureResultOf(self.result, SMTPError).value
+        self.assertEqual(
+            (e.code, e.message),
+            (451, f"Error: webhook unavailable (more than {MAX_INFORMATIONAL} 1xx answers)"),
+        )
+        self.assertNothingUnhandled()

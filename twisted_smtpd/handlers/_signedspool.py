@@ -7,6 +7,7 @@ message arrives, with its HMAC-SHA256 signature computed on the way.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -141,9 +142,11 @@ class SignedSpool:
 
     def close(self) -> None:
         """
-        Remove the file.
+        Remove the file.  What a failed write left in its buffer is
+        dropped: closing cannot fail, even on a full disk.
         """
-        self.file.close()
+        with contextlib.suppress(OSError):
+            self.file.close()
 
 
 def verifySignature(secret: bytes, timestamp: bytes, body: bytes, signature: bytes) -> bool:

@@ -15,18 +15,21 @@ import hyperlink
 from OpenSSL import SSL
 from service_identity import VerificationError
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectError
+from twisted.internet.error import ConnectError, ConnectionDone
 from twisted.internet.interfaces import IPushProducer, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web._newclient import (
     HTTP11ClientProtocol,
     ParseError,
+    ResponseFailed,
+    ResponseNeverReceived,
 )
 from twisted.web._newclient import (
     _WrapperException as WrapperException,
 )
 from twisted.web.client import BrowserLikePolicyForHTTPS, HTTPConnectionPool, _HTTP11ClientFactory
+from twisted.web.http_headers import InvalidHeaderName
 from twisted.web.iweb import IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
@@ -37,6 +40,8 @@ from twisted_smtpd.handlers._envelope import sanitise
 #: The most octets of status lines and headers (any 1xx answers included)
 #: read for one response; nginx's largest default is 4 buffers of 8 KiB.
 HEADER_LIMIT = 65536
+#: The most octets of one status or header line (Twisted's own default).
+HEADER_LINE_LIMIT = 16384
 #: Seconds an idle pooled connection is kept for the next message: long
 #: enough for a burst, short enough that a connection a firewall, NAT or
 #: load balancer has silently dropped is seldom reused.
@@ -55,6 +60,16 @@ class ResponseHeadersTooLarge(Exception):
 
     def __str__(self) -> str:
         return f"response headers over {HEADER_LIMIT} octets"
+
+
+class ResponseLineTooLong(Exception):
+    """
+    A status or header line of the response passed L{HEADER_LINE_LIMIT}
+    octets.
+    """
+
+    def __str__(self) -> str:
+        return f"a response header line over {HEADER_LINE_LIMIT} octets"
 
 
 class TooManyInformational(Exception):
@@ -80,12 +95,47 @@ def answeredEarly(response: object) -> bool:
     return bool(getattr(response, _EARLY, False))
 
 
+def _checkStatus(parser: Any) -> Any:
+    """
+    C{parser}'s C{statusReceived}, refusing first a status code that is not
+    three ASCII digits (RFC 9112 section 4): Twisted reads it with C{int},
+    which takes C{0200}, C{+200} or C{2_00} for 200.
+    """
+    statusReceived = parser.statusReceived
+
+    def checked(status: bytes) -> None:
+        parts = status.split(b" ", 2)
+        if len(parts) > 1 and not (len(parts[1]) == 3 and parts[1].isdigit()):
+            raise ParseError("status code not three digits", status)
+        statusReceived(status)
+
+    return checked
+
+
+def _lineTooLong(line: bytes) -> None:
+    """
+    A parser's C{lineLengthExceeded}: fail, so that the connection is
+    dropped and the attempt names the bound (Twisted's own drops it as if
+    the receiver had closed it).
+
+    @raise ResponseLineTooLong: Always.
+    """
+    raise ResponseLineTooLong()
+
+
 class _BoundedHeadersProtocol(HTTP11ClientProtocol):
     """
     An L{HTTP11ClientProtocol} that drops the connection once a response's
-    head is longer than L{HEADER_LIMIT} octets, as it does on a parse error,
-    or after more than L{MAX_INFORMATIONAL} 1xx answers, and at once when a
-    whole response arrives before the request body was sent.
+    head is longer than L{HEADER_LIMIT} octets or one of its lines longer
+    than L{HEADER_LINE_LIMIT}, as it does on a parse error, or after more
+    than L{MAX_INFORMATIONAL} 1xx answers, and at once when a
+    whole response, or the status and headers of a 2xx one, arrives before
+    the request body was sent.
+
+    Whatever ends a response while the request body is still being sent
+    fails or answers the request at once, with its own reason: Twisted,
+    left to itself, forgets the request then, and logs its reason as an
+    unhandled error.
     """
 
     _headerOctets = 0
@@ -95,6 +145,9 @@ class _BoundedHeadersProtocol(HTTP11ClientProtocol):
         response: Deferred[IResponse] = super().request(request)
         parser = self._parser
         if parser is not None:
+            parser.statusReceived = _checkStatus(parser)  # type: ignore[method-assign]
+            parser.MAX_LENGTH = HEADER_LINE_LIMIT
+            parser.lineLengthExceeded = _lineTooLong  # type: ignore[method-assign]
             parser.allHeadersReceived = self._countInformational(parser)  # type: ignore[method-assign]
         return response
 
@@ -106,7 +159,8 @@ class _BoundedHeadersProtocol(HTTP11ClientProtocol):
         seen = [0]
 
         def counted() -> None:
-            if 100 <= parser.response.code < 200:
+            code = parser.response.code
+            if 100 <= code < 200:
                 seen[0] += 1
                 if seen[0] > MAX_INFORMATIONAL:
                     if seen[0] == MAX_INFORMATIONAL + 1:
@@ -115,8 +169,33 @@ class _BoundedHeadersProtocol(HTTP11ClientProtocol):
                         cast(ITCPTransport, self.transport).abortConnection()
                     return
             allHeadersReceived()
+            if 200 <= code < 300 and self._state == "TRANSMITTING":
+                # The receiver said yes before it had the message: the
+                # answer is marked, as a whole one would be, and the rest
+                # of the request is not sent.
+                setattr(parser.response, _EARLY, True)
+                self._giveUp(Failure(ConnectionDone("answered before the body was sent")))
+                assert self.transport is not None
+                cast(ITCPTransport, self.transport).abortConnection()
 
         return counted
+
+    def _giveUp(self, reason: Failure) -> None:
+        """
+        Drop the connection and end the response with C{reason}, while the
+        request body is still being sent too: the request's L{Deferred} is
+        then given the response, or the response's failure, as Twisted
+        does for a whole response that came before the body was sent.
+        """
+        response, request = self._responseDeferred, self._finishedRequest
+        if self._state != "TRANSMITTING" or response is None or request is None:
+            super()._giveUp(reason)
+            return
+        self._state = "TRANSMITTING_AFTER_RECEIVING_RESPONSE"
+        # The parser is disconnected first, so that the request's user,
+        # called back at once, finds the response's body ended.
+        super()._giveUp(reason)
+        response.chainDeferred(request)
 
     def _finishResponse_TRANSMITTING(self, rest: bytes) -> None:
         """
@@ -255,6 +334,9 @@ def describe(failure: Failure) -> tuple[str, bool]:
     verify a second later.
     """
     causes = _causes(failure)
+    # The receiver's answer was being read: a ValueError or KeyError is
+    # Twisted's word for headers it cannot use.
+    answered = isinstance(failure.value, ResponseFailed | ResponseNeverReceived)
     for value in causes:
         if isinstance(value, VerificationError):
             return sanitise(f"TLS certificate does not match: {value}"), False
@@ -262,17 +344,35 @@ def describe(failure: Failure) -> tuple[str, bool]:
             text = failureText(Failure(value))
             return sanitise(f"TLS: {text}"), "certificate verify failed" not in text
     for value in causes:
-        if isinstance(value, ResponseHeadersTooLarge):
+        if isinstance(value, ResponseHeadersTooLarge | ResponseLineTooLong):
             return str(value), True
         if isinstance(value, TooManyInformational):
             return str(value), False
         if isinstance(value, ParseError):
             return sanitise(f"malformed HTTP response: {value.args[0]}"), True
+        if answered and isinstance(value, ValueError | KeyError):
+            return sanitise(f"malformed HTTP response: {_headersProblem(value)}"), True
         if isinstance(value, ConnectError | OSError):
             return sanitise(type(value).__name__), True
     if causes:
         return sanitise(type(causes[0]).__name__), True
     return sanitise(type(failure.value).__name__), True
+
+
+def _headersProblem(error: ValueError | KeyError) -> str:
+    """
+    What is wrong with the response headers that made Twisted raise
+    C{error}: a header name that is not a token, a transfer coding it does
+    not know (the only C{KeyError} it raises), or its own text.
+    """
+    if isinstance(error, InvalidHeaderName):
+        return "invalid header name"
+    if isinstance(error, KeyError):
+        coding = error.args[0] if error.args else b""
+        if isinstance(coding, bytes):
+            coding = coding.decode("latin-1")
+        return f"unknown transfer coding {coding}"
+    return str(error)
 
 
 class _BoundedReader(Protocol):
@@ -341,7 +441,15 @@ def readBody(response: IResponse, keep: int, limit: int) -> Deferred[bytes]:
     return d
 
 
-__all__ = ["HEADER_LIMIT", "checkURL", "describe", "discardBody", "makePool", "readBody"]
+__all__ = [
+    "HEADER_LIMIT",
+    "HEADER_LINE_LIMIT",
+    "checkURL",
+    "describe",
+    "discardBody",
+    "makePool",
+    "readBody",
+]
 
 
 @implementer(IPolicyForHTTPS)

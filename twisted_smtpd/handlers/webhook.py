@@ -7,6 +7,7 @@ mail-to-API gateway), through Twisted's C{twisted.web.client.Agent}.
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from typing import IO, Any
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -23,6 +24,7 @@ from twisted.web.iweb import IResponse
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Session
 from twisted_smtpd.handlers._base import BaseHandler
+from twisted_smtpd.handlers._diskfailure import diskError, logDiskFailure
 from twisted_smtpd.handlers._envelope import envelopeFields, envelopeJSON, messageId, sanitise
 from twisted_smtpd.handlers._sessionwork import SessionWork
 from twisted_smtpd.handlers._signedspool import SignedSpool
@@ -120,7 +122,9 @@ class WebhookHandler(BaseHandler):
     limit (8 KiB a line in nginx and Apache, 16 KiB in all in
     C{twisted.web}): every header is small and bounded.  The body is
     spooled to a temporary file while the message arrives, then streamed
-    from it; it is never held in memory.  Besides C{Content-Type} and
+    from it; it is never held in memory (a file that cannot be written
+    is answered 452 when the disk or quota is full, else 451, with one log
+    line, and nothing is posted).  Besides C{Content-Type} and
     C{User-Agent}, every request has these headers:
 
       - C{X-SMTPD-Timestamp}: seconds since the epoch when the message
@@ -135,9 +139,9 @@ class WebhookHandler(BaseHandler):
     The HTTP status of the answer to the POST decides the reply, as soon as
     the status line and headers are in: 2xx is 250 at once (the rest of the
     body is read afterwards, for at most 5 seconds and 64 KiB, then
-    dropped), but a whole answer that came before the request body was all
-    sent counts as a failed attempt (the receiver had not read the
-    message); 408, 429, 5xx, a
+    dropped), but a whole answer, or a 2xx status and headers, that came
+    before the request body was all sent counts as a failed attempt (the
+    receiver had not read the message); 408, 429, 5xx, a
     status outside 100-599, a malformed answer, a connection failure or no
     answer within C{attemptTimeout} is tried again, with growing pauses,
     until C{timeout} seconds after the message ended, then answered 451; any
@@ -283,17 +287,23 @@ class WebhookHandler(BaseHandler):
         fields = envelopeFields(session)
         envelope = envelopeJSON(fields)
         timestamp = str(int(self._reactor.seconds()))
-        spool = SignedSpool(
-            secret=self._secret,
-            timestamp=timestamp,
-            envelope=envelope,
-            jsonFormat=self._json,
-            directory=self._spoolDirectory,
-        )
+        try:
+            spool = SignedSpool(
+                secret=self._secret,
+                timestamp=timestamp,
+                envelope=envelope,
+                jsonFormat=self._json,
+                directory=self._spoolDirectory,
+            )
+        except OSError:
+            raise self._spoolFailed(session) from None
         try:
             piped: Deferred[int] = stream.pipeToFile(spool)
-            await piped
-            spool.finish()
+            try:
+                await piped
+                spool.finish()
+            except OSError:
+                raise self._spoolFailed(session) from None
             headers = Headers(
                 {
                     "Content-Type": [spool.contentType],
@@ -307,6 +317,21 @@ class WebhookHandler(BaseHandler):
             return await self._post(spool, headers, session)
         finally:
             spool.close()
+
+    def _spoolFailed(self, session: Session) -> SMTPError:
+        """
+        Log the spool's failure being handled (a full disk, a missing
+        directory) in one line, and return its reply: 452 or 451.
+        """
+        failure = Failure()
+        logDiskFailure(
+            self._log,
+            failure,
+            "{session} webhook spooling the message into {directory} failed",
+            session=session.id,
+            directory=self._spoolDirectory or tempfile.gettempdir(),
+        )
+        return diskError(failure.value)
 
     async def _post(self, spool: SignedSpool, headers: Headers, session: Session) -> str:
         deadline = self._reactor.seconds() + self._timeout
