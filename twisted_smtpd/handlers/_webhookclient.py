@@ -19,6 +19,7 @@ from twisted.internet.error import ConnectError, ConnectionDone
 from twisted.internet.interfaces import IPushProducer, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
+from twisted.web import http_headers
 from twisted.web._newclient import (
     HTTP11ClientProtocol,
     ParseError,
@@ -29,7 +30,6 @@ from twisted.web._newclient import (
     _WrapperException as WrapperException,
 )
 from twisted.web.client import BrowserLikePolicyForHTTPS, HTTPConnectionPool, _HTTP11ClientFactory
-from twisted.web.http_headers import InvalidHeaderName
 from twisted.web.iweb import IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
@@ -359,13 +359,20 @@ def describe(failure: Failure) -> tuple[str, bool]:
     return sanitise(type(failure.value).__name__), True
 
 
+#: Twisted's error for a header name that is not a token (a C{ValueError}),
+#: where its version has one: older ones take such a name.
+_INVALID_HEADER_NAME: tuple[type[Exception], ...] = (
+    (http_headers.InvalidHeaderName,) if hasattr(http_headers, "InvalidHeaderName") else ()
+)
+
+
 def _headersProblem(error: ValueError | KeyError) -> str:
     """
     What is wrong with the response headers that made Twisted raise
     C{error}: a header name that is not a token, a transfer coding it does
     not know (the only C{KeyError} it raises), or its own text.
     """
-    if isinstance(error, InvalidHeaderName):
+    if isinstance(error, _INVALID_HEADER_NAME):
         return "invalid header name"
     if isinstance(error, KeyError):
         coding = error.args[0] if error.args else b""
