@@ -219,6 +219,10 @@ class WholeNumberFlagTests(SynchronousTestCase):
         self.assertEqual(checkURL("https://h.example/a:b"), b"https://h.example/a:b")
 
 
+_LISTEN_USE = "use ssl:PORT for implicit TLS (RFC 8314) with the server's TLS settings"
+_METRICS_USE = "use ssl:PORT:privateKey=KEY:certKey=CERT for HTTPS"
+
+
 class EndpointParameterTests(SynchronousTestCase):
     """
     The parameters of C{--listen}, C{--metrics} and C{--lmtp-to} endpoint
@@ -345,6 +349,28 @@ class EndpointParameterTests(SynchronousTestCase):
         ]:
             e = self.assertRaises(usage.UsageError, parse, "--lmtp-to", description)
             self.assertEqual(str(e), f"--lmtp-to {description!r}: {why}")
+
+    def test_tlsEndpointRefused(self) -> None:
+        """
+        Twisted's C{tls:} server endpoint (a directory of certificates
+        first, port 443 of every address by default, TLS settings of its
+        own) is refused in one line pointing to C{ssl:}, behind
+        C{haproxy:} and in any case too, for C{--listen} and for
+        C{--metrics}: C{tls:465} would listen on port 443.
+        """
+        refused = (
+            "tls: is not supported (Twisted's tls: server endpoint reads a directory of"
+            " certificates first and listens on port 443 of every address by default)"
+        )
+        for flag, description, use in [
+            ("--listen", "tls:465", _LISTEN_USE),
+            ("--listen", "haproxy:tls:465", _LISTEN_USE),
+            ("--listen", "TLS:465:port=465:interface=127.0.0.1", _LISTEN_USE),
+            ("--metrics", "tls:9101", _METRICS_USE),
+            ("--metrics", "haproxy:tls:/etc/certs:port=9101", _METRICS_USE),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, "--sink", flag, description)
+            self.assertEqual(str(e), f"{flag} {description!r}: {refused}; {use}")
 
     def test_accepted(self) -> None:
         """
