@@ -198,6 +198,33 @@ class WholeNumberFlagTests(SynchronousTestCase):
                 )
             self.assertEqual(getattr(ServerOptions(**{name: "30/1.5"}), name), (30, 1.5))
 
+    def test_rateWindowTooShort(self) -> None:
+        """
+        A C{COUNT/SECONDS} window shorter than a second (C{1/0.0000001}) is
+        refused in one line naming the flag or setting: the deadline sweeper
+        wakes every quarter of the C{minDataRate} window, so it would spin
+        while a client is connected.  One second passes.
+        """
+        for flag, name, what in [
+            ("min-data-rate", "minDataRate", "BYTES"),
+            ("max-connection-rate", "maxConnectionRate", "COUNT"),
+        ]:
+            for value in ["1/0.0000001", "500/0.5", "1/1e-300"]:
+                e = self.assertRaises(usage.UsageError, parse, "--sink", f"--{flag}", value)
+                self.assertEqual(
+                    str(e), f"--{flag}: SECONDS of {what}/SECONDS must be at least 1, got {value!a}"
+                )
+            for rate in ["1/0.0000001", (1, 1e-7), (500, 0.999)]:
+                e = self.assertRaises(ValueError, ServerOptions, **{name: rate})
+                seconds = 1e-7 if rate != (500, 0.999) else 0.999
+                self.assertEqual(
+                    str(e), f"{name} must be per at least 1 second, got per {seconds!r} s"
+                )
+            self.assertEqual(getattr(ServerOptions(**{name: (1, 1)}), name), (1, 1.0))
+            self.assertEqual(
+                getattr(parse("--sink", f"--{flag}", "1/1")["serverOptions"], name), (1, 1.0)
+            )
+
     def test_relayPort(self) -> None:
         """
         The port of C{--relay HOST:PORT} is ASCII digits.

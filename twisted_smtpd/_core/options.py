@@ -16,6 +16,7 @@ from attrs import field, frozen
 
 from twisted_smtpd._core.hostname import aLabels, machineName
 from twisted_smtpd._core.optionvalues import (
+    MIN_RATE_WINDOW,
     IPNetwork,
     callableOrNone,
     filePath,
@@ -156,6 +157,12 @@ def _checkRate(instance: object, attribute: Any, value: tuple[int, float] | None
     count, seconds = value
     if count <= 0 or not seconds > 0 or seconds == float("inf"):
         raise ValueError(f"{attribute.name} must be a positive count per positive seconds")
+    if seconds < MIN_RATE_WINDOW:
+        # The deadline sweeper would wake every quarter of it.
+        raise ValueError(
+            f"{attribute.name} must be per at least {MIN_RATE_WINDOW:g} second,"
+            f" got per {seconds!r} s"
+        )
 
 
 def _defaultName() -> str:
@@ -449,8 +456,9 @@ class ServerOptions:
     @ivar maxClientsPerIp: Concurrent connections from one client address;
         0 for no limit (Postfix's C{smtpd_client_connection_count_limit}).
     @ivar maxConnectionRate: C{(count, seconds)}: connections one client
-        address may open per C{seconds}, or C{None} for no limit (Postfix's
-        C{smtpd_client_connection_rate_limit}); C{"30/60"} is accepted too.
+        address may open per C{seconds} (at least 1), or C{None} for no
+        limit (Postfix's C{smtpd_client_connection_rate_limit}); C{"30/60"}
+        is accepted too.
     @ivar limitExemptions: Networks exempt from C{maxClientsPerIp} and
         C{maxConnectionRate} (Postfix exempts C{mynetworks}); none by default,
         not even the loopback addresses.
@@ -459,8 +467,9 @@ class ServerOptions:
         84 by default, as Postfix 3.8's C{smtpd_client_ipv6_prefix_length};
         128 counts each address alone.
     @ivar minDataRate: C{(bytes, seconds)}: a DATA or BDAT transfer must
-        bring at least C{bytes} every C{seconds}, or is cut with 421; C{None}
-        (the default) for no minimum.
+        bring at least C{bytes} every C{seconds} (at least 1: the deadline
+        timer wakes every quarter of it), or is cut with 421; C{None} (the
+        default) for no minimum.
     @ivar maxRecipients: Recipients per transaction.
     @ivar maxErrors: Error replies before 421 and close, counted since the
         connection or since the last message accepted (Postfix's

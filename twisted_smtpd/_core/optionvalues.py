@@ -24,6 +24,7 @@ from twisted_smtpd._core.printable import validHostname
 
 __all__ = [
     "DECIMAL",
+    "MIN_RATE_WINDOW",
     "WHOLE",
     "IPNetwork",
     "callableOrNone",
@@ -41,6 +42,13 @@ __all__ = [
 ]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: The shortest window of a rate setting (C{minDataRate},
+#: C{maxConnectionRate}), in seconds.  The deadline sweeper wakes every
+#: quarter of the C{minDataRate} window (at most every second): a shorter
+#: window would have it wake continuously while a client is connected,
+#: and Postfix's rates are per second or longer.
+MIN_RATE_WINDOW = 1.0
 
 #: A whole number as a text setting or a numeric flag takes it: ASCII
 #: digits, a minus sign allowed only to be refused as below the bound.  Not

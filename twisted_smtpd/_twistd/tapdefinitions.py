@@ -133,14 +133,16 @@ PARAMETERS: list[list[Any]] = [
         "max-connection-rate",
         None,
         None,
-        "Connections one client address may open: COUNT/SECONDS [default: no limit].",
+        "Connections one client address may open: COUNT/SECONDS, SECONDS at least 1 "
+        "[default: no limit].",
         _rate("max-connection-rate", "COUNT"),
     ],
     [
         "min-data-rate",
         None,
         None,
-        "Cut DATA/BDAT transfers slower than BYTES/SECONDS [default: no minimum].",
+        "Cut DATA/BDAT transfers slower than BYTES/SECONDS, SECONDS at least 1 "
+        "[default: no minimum].",
         _rate("min-data-rate", "BYTES"),
     ],
     _numeric("max-recipients", int, True, "Recipients per transaction."),

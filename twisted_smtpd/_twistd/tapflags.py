@@ -16,7 +16,7 @@ import attrs
 from twisted.python import usage
 
 from twisted_smtpd._core.options import HIDEABLE, ServerOptions
-from twisted_smtpd._core.optionvalues import DECIMAL, WHOLE
+from twisted_smtpd._core.optionvalues import DECIMAL, MIN_RATE_WINDOW, WHOLE
 
 DEFAULT_LISTEN = "tcp:2525:interface=127.0.0.1"
 DEFAULT_MAILDIR = "./Maildir"
@@ -179,7 +179,8 @@ def _timeout(flag: str, minimum: float) -> Callable[[str], float]:
 def _rate(flag: str, what: str) -> Callable[[str], str]:
     """
     A coercer for a C{COUNT/SECONDS} flag: a whole number above 0, a slash,
-    a finite number of seconds above 0, in ASCII digits without spaces.
+    a finite number of seconds above 0, in ASCII digits without spaces;
+    the seconds at least L{MIN_RATE_WINDOW}.
     """
 
     def coerce(text: str) -> str:
@@ -191,6 +192,11 @@ def _rate(flag: str, what: str) -> Callable[[str], str]:
             good = False
         if not good:
             raise usage.UsageError(f"--{flag}: expected {what}/SECONDS, got {text!a}")
+        if float(seconds) < MIN_RATE_WINDOW:
+            raise usage.UsageError(
+                f"--{flag}: SECONDS of {what}/SECONDS must be at least {MIN_RATE_WINDOW:g},"
+                f" got {text!a}"
+            )
         return text
 
     return coerce
