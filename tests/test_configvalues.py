@@ -160,13 +160,13 @@ class WholeNumberFlagTests(SynchronousTestCase):
             "--close-timeout",
             "1e1",
             "--handler-timeout",
-            ".5",
+            ".5e1",
         )["serverOptions"]
         self.assertEqual(
             (options.size, options.maxClients, options.socketTimeout, options.closeTimeout),
             (1000, 0, 2.5, 10.0),
         )
-        self.assertEqual(options.handlerTimeout, 0.5)
+        self.assertEqual(options.handlerTimeout, 5.0)
 
     def test_negativeStillSaysBound(self) -> None:
         """
@@ -224,6 +224,29 @@ class WholeNumberFlagTests(SynchronousTestCase):
             self.assertEqual(
                 getattr(parse("--sink", f"--{flag}", "1/1")["serverOptions"], name), (1, 1.0)
             )
+
+    def test_timeoutTooShort(self) -> None:
+        """
+        C{--socket-timeout}, C{--handler-timeout} and
+        C{--tls-handshake-timeout} (C{socketTimeout}, C{handlerTimeout},
+        C{tlsHandshakeTimeout}) below 1 second are refused in one line
+        naming the flag or setting: the deadline sweeper wakes every
+        quarter of the shortest, so C{1e-7} would have it spin while a
+        client is connected.  One second passes.
+        """
+        for flag, name in [
+            ("socket-timeout", "socketTimeout"),
+            ("handler-timeout", "handlerTimeout"),
+            ("tls-handshake-timeout", "tlsHandshakeTimeout"),
+        ]:
+            for value in ["1e-7", "0.5", "0"]:
+                e = self.assertRaises(usage.UsageError, parse, "--sink", f"--{flag}", value)
+                self.assertEqual(str(e), f"--{flag}: must be at least 1, got {value!r}")
+            for seconds in [1e-7, 0.999, 0, -1]:
+                e = self.assertRaises(ValueError, ServerOptions, **{name: seconds})
+                self.assertEqual(str(e), f"{name} must be at least 1 second, got {seconds!r}")
+            self.assertEqual(getattr(ServerOptions(**{name: 1}), name), 1)
+            self.assertEqual(getattr(parse("--sink", f"--{flag}", "1")["serverOptions"], name), 1)
 
     def test_relayPort(self) -> None:
         """

@@ -25,6 +25,7 @@ from twisted_smtpd._core.printable import validHostname
 __all__ = [
     "DECIMAL",
     "MIN_RATE_WINDOW",
+    "MIN_TIMEOUT",
     "WHOLE",
     "IPNetwork",
     "callableOrNone",
@@ -49,6 +50,12 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: window would have it wake continuously while a client is connected,
 #: and Postfix's rates are per second or longer.
 MIN_RATE_WINDOW = 1.0
+
+#: The shortest session timeout (C{socketTimeout}, C{handlerTimeout},
+#: C{tlsHandshakeTimeout}), in seconds, for the same reason: the deadline
+#: sweeper wakes every quarter of the shortest.  Postfix's timeouts are
+#: whole seconds, at least 1.
+MIN_TIMEOUT = 1.0
 
 #: A whole number as a text setting or a numeric flag takes it: ASCII
 #: digits, a minus sign allowed only to be refused as below the bound.  Not

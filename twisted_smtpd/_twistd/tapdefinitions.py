@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted_smtpd._core.options import BARE_NEWLINE_POLICIES
+from twisted_smtpd._core.optionvalues import MIN_TIMEOUT
 from twisted_smtpd._twistd.tapconfig import checkHostname, ipList
 from twisted_smtpd._twistd.tapflags import (
     _DEFAULTS,
@@ -118,11 +119,24 @@ PARAMETERS: list[list[Any]] = [
         "socket-timeout",
         float,
         True,
-        "Seconds of client silence, replies unread or a line unfinished before 421.",
+        "Seconds of client silence, replies unread or a line unfinished before 421 (at least 1).",
+        MIN_TIMEOUT,
     ),
     _numeric("close-timeout", float, False, "Seconds a stopping server waits for mail."),
-    _numeric("tls-handshake-timeout", float, True, "Seconds a TLS handshake may take in all."),
-    _numeric("handler-timeout", float, True, "Seconds a hook may take to answer before 421."),
+    _numeric(
+        "tls-handshake-timeout",
+        float,
+        True,
+        "Seconds a TLS handshake may take in all (at least 1).",
+        MIN_TIMEOUT,
+    ),
+    _numeric(
+        "handler-timeout",
+        float,
+        True,
+        "Seconds a hook may take to answer before 421 (at least 1).",
+        MIN_TIMEOUT,
+    ),
     _numeric(
         "max-clients-per-ip",
         int,
