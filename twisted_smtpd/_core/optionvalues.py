@@ -14,6 +14,7 @@ validators' do.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -30,6 +31,7 @@ __all__ = [
     "IPNetwork",
     "callableOrNone",
     "filePath",
+    "handlerSeconds",
     "networks",
     "normaliseHosts",
     "plainText",
@@ -172,6 +174,22 @@ def normaliseHosts(value: Iterable[str]) -> tuple[str, ...]:
             address = address.ipv4_mapped
         out.append(str(address))
     return tuple(out)
+
+
+def handlerSeconds(name: str, value: float, *, zero: bool = False) -> float:
+    """
+    Check the number of seconds C{value} of a handler's argument C{name} (a
+    timeout, a pause between attempts): finite and above 0 (or 0 as well,
+    with C{zero}), so that its timer can be set and fires.  Twisted's
+    C{callLater} refuses NaN and a negative delay, at each use; infinity
+    never fires, and 0 between attempts makes them a busy loop.
+
+    @raise ValueError: Naming the argument.
+    """
+    if not (math.isfinite(value) and (value > 0 or (zero and value == 0))):
+        bound = "0 or more" if zero else "positive"
+        raise ValueError(f"{name} must be {bound} and finite, got {value!r}")
+    return value
 
 
 def rate(name: str, value: str | tuple[int, float] | None) -> tuple[int, float] | None:
