@@ -566,3 +566,54 @@ class ServerOptionsTests(SynchronousTestCase):
         self.assertRaises(ValueError, ServerOptions, socketTimeout=0)
         options = ServerOptions(size=0, socketTimeout=5, closeTimeout=0.5)
         self.assertEqual((options.size, options.socketTimeout), (0, 5))
+
+
+class HandlerSecondsTests(SynchronousTestCase):
+    """
+    The handlers refuse at construction, naming the argument, a number of
+    seconds their timers could not be set with or would never fire:
+    before, C{PipeHandler(timeout=math.nan)} was taken, and every message
+    then failed with a traceback from Twisted's C{callLater} and 451.
+    """
+
+    def test_refused(self) -> None:
+        """
+        NaN, infinity, a negative number, and 0 where a pause or timeout
+        must pass, are refused with one line naming the argument.
+        """
+        from twisted_smtpd.handlers import LMTPDeliveryHandler, PipeHandler, RelayHandler
+        from twisted_smtpd.handlers.amqp import AMQPHandler
+        from twisted_smtpd.handlers.webhook import WebhookHandler
+
+        clock = MemoryReactorClock()
+        makers = {
+            "pipe": lambda **kw: PipeHandler(["cat"], reactor=clock, **kw),
+            "relay": lambda **kw: RelayHandler("127.0.0.1", reactor=clock, **kw),
+            "lmtp": lambda **kw: LMTPDeliveryHandler("tcp:127.0.0.1:24", reactor=clock, **kw),
+            "amqp": lambda **kw: AMQPHandler("amqp://u:p@127.0.0.1/", reactor=clock, **kw),
+            "webhook": lambda **kw: WebhookHandler("http://127.0.0.1/in", reactor=clock, **kw),
+        }
+        for handler, name in [
+            ("pipe", "timeout"),
+            ("relay", "timeout"),
+            ("lmtp", "timeout"),
+            ("amqp", "confirmTimeout"),
+            ("amqp", "connectTimeout"),
+            ("amqp", "firstRetry"),
+            ("amqp", "maxRetryDelay"),
+            ("webhook", "timeout"),
+            ("webhook", "attemptTimeout"),
+            ("webhook", "firstRetry"),
+            ("webhook", "maxRetryDelay"),
+        ]:
+            for value in [math.nan, math.inf, -1.0, 0]:
+                e = self.assertRaises(ValueError, makers[handler], **{name: value})
+                self.assertEqual(str(e), f"{name} must be positive and finite, got {value!r}")
+        for handler in ["relay", "lmtp"]:
+            for value in [math.nan, math.inf, -1.0]:
+                e = self.assertRaises(ValueError, makers[handler], idleTimeout=value)
+                self.assertEqual(str(e), f"idleTimeout must be 0 or more and finite, got {value!r}")
+            makers[handler](idleTimeout=0, timeout=0.5)
+        makers["pipe"](timeout=0.5)
+        makers["amqp"](firstRetry=0.05, maxRetryDelay=0.1)
+        makers["webhook"](firstRetry=0.05, maxRetryDelay=0.1, timeout=1, attemptTimeout=1)

@@ -160,13 +160,13 @@ class WholeNumberFlagTests(SynchronousTestCase):
             "--close-timeout",
             "1e1",
             "--handler-timeout",
-            ".5",
+            ".5e1",
         )["serverOptions"]
         self.assertEqual(
             (options.size, options.maxClients, options.socketTimeout, options.closeTimeout),
             (1000, 0, 2.5, 10.0),
         )
-        self.assertEqual(options.handlerTimeout, 0.5)
+        self.assertEqual(options.handlerTimeout, 5.0)
 
     def test_negativeStillSaysBound(self) -> None:
         """
@@ -198,6 +198,56 @@ class WholeNumberFlagTests(SynchronousTestCase):
                 )
             self.assertEqual(getattr(ServerOptions(**{name: "30/1.5"}), name), (30, 1.5))
 
+    def test_rateWindowTooShort(self) -> None:
+        """
+        A C{COUNT/SECONDS} window shorter than a second (C{1/0.0000001}) is
+        refused in one line naming the flag or setting: the deadline sweeper
+        wakes every quarter of the C{minDataRate} window, so it would spin
+        while a client is connected.  One second passes.
+        """
+        for flag, name, what in [
+            ("min-data-rate", "minDataRate", "BYTES"),
+            ("max-connection-rate", "maxConnectionRate", "COUNT"),
+        ]:
+            for value in ["1/0.0000001", "500/0.5", "1/1e-300"]:
+                e = self.assertRaises(usage.UsageError, parse, "--sink", f"--{flag}", value)
+                self.assertEqual(
+                    str(e), f"--{flag}: SECONDS of {what}/SECONDS must be at least 1, got {value!a}"
+                )
+            for rate in ["1/0.0000001", (1, 1e-7), (500, 0.999)]:
+                e = self.assertRaises(ValueError, ServerOptions, **{name: rate})
+                seconds = 1e-7 if rate != (500, 0.999) else 0.999
+                self.assertEqual(
+                    str(e), f"{name} must be per at least 1 second, got per {seconds!r} s"
+                )
+            self.assertEqual(getattr(ServerOptions(**{name: (1, 1)}), name), (1, 1.0))
+            self.assertEqual(
+                getattr(parse("--sink", f"--{flag}", "1/1")["serverOptions"], name), (1, 1.0)
+            )
+
+    def test_timeoutTooShort(self) -> None:
+        """
+        C{--socket-timeout}, C{--handler-timeout} and
+        C{--tls-handshake-timeout} (C{socketTimeout}, C{handlerTimeout},
+        C{tlsHandshakeTimeout}) below 1 second are refused in one line
+        naming the flag or setting: the deadline sweeper wakes every
+        quarter of the shortest, so C{1e-7} would have it spin while a
+        client is connected.  One second passes.
+        """
+        for flag, name in [
+            ("socket-timeout", "socketTimeout"),
+            ("handler-timeout", "handlerTimeout"),
+            ("tls-handshake-timeout", "tlsHandshakeTimeout"),
+        ]:
+            for value in ["1e-7", "0.5", "0"]:
+                e = self.assertRaises(usage.UsageError, parse, "--sink", f"--{flag}", value)
+                self.assertEqual(str(e), f"--{flag}: must be at least 1, got {value!r}")
+            for seconds in [1e-7, 0.999, 0, -1]:
+                e = self.assertRaises(ValueError, ServerOptions, **{name: seconds})
+                self.assertEqual(str(e), f"{name} must be at least 1 second, got {seconds!r}")
+            self.assertEqual(getattr(ServerOptions(**{name: 1}), name), 1)
+            self.assertEqual(getattr(parse("--sink", f"--{flag}", "1")["serverOptions"], name), 1)
+
     def test_relayPort(self) -> None:
         """
         The port of C{--relay HOST:PORT} is ASCII digits.
@@ -217,6 +267,10 @@ class WholeNumberFlagTests(SynchronousTestCase):
             self.assertIn("the port is not ASCII digits", str(e))
         self.assertEqual(checkURL("http://[::1]:8080/in?a=b:c"), b"http://[::1]:8080/in?a=b:c")
         self.assertEqual(checkURL("https://h.example/a:b"), b"https://h.example/a:b")
+
+
+_LISTEN_USE = "use ssl:PORT for implicit TLS (RFC 8314) with the server's TLS settings"
+_METRICS_USE = "use ssl:PORT:privateKey=KEY:certKey=CERT for HTTPS"
 
 
 class EndpointParameterTests(SynchronousTestCase):
@@ -345,6 +399,28 @@ class EndpointParameterTests(SynchronousTestCase):
         ]:
             e = self.assertRaises(usage.UsageError, parse, "--lmtp-to", description)
             self.assertEqual(str(e), f"--lmtp-to {description!r}: {why}")
+
+    def test_tlsEndpointRefused(self) -> None:
+        """
+        Twisted's C{tls:} server endpoint (a directory of certificates
+        first, port 443 of every address by default, TLS settings of its
+        own) is refused in one line pointing to C{ssl:}, behind
+        C{haproxy:} and in any case too, for C{--listen} and for
+        C{--metrics}: C{tls:465} would listen on port 443.
+        """
+        refused = (
+            "tls: is not supported (Twisted's tls: server endpoint reads a directory of"
+            " certificates first and listens on port 443 of every address by default)"
+        )
+        for flag, description, use in [
+            ("--listen", "tls:465", _LISTEN_USE),
+            ("--listen", "haproxy:tls:465", _LISTEN_USE),
+            ("--listen", "TLS:465:port=465:interface=127.0.0.1", _LISTEN_USE),
+            ("--metrics", "tls:9101", _METRICS_USE),
+            ("--metrics", "haproxy:tls:/etc/certs:port=9101", _METRICS_USE),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, "--sink", flag, description)
+            self.assertEqual(str(e), f"{flag} {description!r}: {refused}; {use}")
 
     def test_accepted(self) -> None:
         """

@@ -123,6 +123,29 @@ class SplitTests(_TLSTestCase):
             e = self.assertRaises(ValueError, splitDescription, "ssl:465" + more)
             self.assertIn(why, str(e))
 
+    def test_tlsEndpointRefused(self) -> None:
+        """
+        Twisted's C{tls:} server endpoint is refused with one line pointing
+        to C{ssl:}, behind C{haproxy:} too, by L{splitDescription},
+        L{SMTPServer.addEndpoint} and L{SMTPServer.listen}: C{tls:465} would
+        listen on port 443 of every address, its certificates read from a
+        directory named C{465}, without the server's TLS settings.
+        """
+        refused = (
+            "tls: is not supported (Twisted's tls: server endpoint reads a directory of"
+            " certificates first and listens on port 443 of every address by default);"
+            " use ssl:PORT for implicit TLS (RFC 8314) with the server's TLS settings"
+        )
+        for description in ["tls:465", "haproxy:tls:465", "Tls:465"]:
+            e = self.assertRaises(ValueError, splitDescription, description)
+            self.assertEqual(str(e), refused)
+        server = SMTPServer(SinkHandler())
+        e = self.assertRaises(ValueError, server.addEndpoint, "tls:465")
+        self.assertEqual(str(e), refused)
+        e = self.assertRaises(ValueError, server.listen, "tls:465:port=0:interface=127.0.0.1")
+        self.assertEqual(str(e), refused)
+        self.assertEqual(list(server), [])
+
 
 class PolicyTests(_TLSTestCase):
     """

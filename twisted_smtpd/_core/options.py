@@ -16,6 +16,8 @@ from attrs import field, frozen
 
 from twisted_smtpd._core.hostname import aLabels, machineName
 from twisted_smtpd._core.optionvalues import (
+    MIN_RATE_WINDOW,
+    MIN_TIMEOUT,
     IPNetwork,
     callableOrNone,
     filePath,
@@ -125,7 +127,21 @@ def _number(*, whole: bool, positive: bool) -> Callable[[object, Any, float], No
 _count = _number(whole=True, positive=False)
 _positiveCount = _number(whole=True, positive=True)
 _seconds = _number(whole=False, positive=False)
-_positiveSeconds = _number(whole=False, positive=True)
+
+
+def _timeout(instance: object, attribute: Any, value: float) -> None:
+    """
+    A session timeout: a finite number of seconds (L{_number}), at least
+    L{MIN_TIMEOUT}: the deadline sweeper wakes every quarter of the
+    shortest, and would spin on less.
+
+    @raise TypeError: Naming the setting, for a value of another type.
+    @raise ValueError: Naming the setting, for a shorter one or one not
+        finite.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool) and value < MIN_TIMEOUT:
+        raise ValueError(f"{attribute.name} must be at least {MIN_TIMEOUT:g} second, got {value!r}")
+    _seconds(instance, attribute, value)
 
 
 #: The largest C{size}: the EHLO keyword SIZE and the MAIL parameter SIZE=
@@ -156,6 +172,12 @@ def _checkRate(instance: object, attribute: Any, value: tuple[int, float] | None
     count, seconds = value
     if count <= 0 or not seconds > 0 or seconds == float("inf"):
         raise ValueError(f"{attribute.name} must be a positive count per positive seconds")
+    if seconds < MIN_RATE_WINDOW:
+        # The deadline sweeper would wake every quarter of it.
+        raise ValueError(
+            f"{attribute.name} must be per at least {MIN_RATE_WINDOW:g} second,"
+            f" got per {seconds!r} s"
+        )
 
 
 def _defaultName() -> str:
@@ -436,7 +458,9 @@ class ServerOptions:
     @ivar hideCHUNKING: Do not advertise CHUNKING and BINARYMIME.
     @ivar socketTimeout: Seconds of client silence before 421 and close;
         also how long a client may leave its replies unread (a write that
-        makes no progress).
+        makes no progress).  At least 1, as C{handlerTimeout} and
+        C{tlsHandshakeTimeout}: the deadline timer wakes every quarter of
+        the shortest.
     @ivar handlerTimeout: Seconds the session waits for its handler (a hook
         that answers later, or a message body the handler stopped reading)
         before 421 and close (the hook is left to finish).  The default,
@@ -449,8 +473,9 @@ class ServerOptions:
     @ivar maxClientsPerIp: Concurrent connections from one client address;
         0 for no limit (Postfix's C{smtpd_client_connection_count_limit}).
     @ivar maxConnectionRate: C{(count, seconds)}: connections one client
-        address may open per C{seconds}, or C{None} for no limit (Postfix's
-        C{smtpd_client_connection_rate_limit}); C{"30/60"} is accepted too.
+        address may open per C{seconds} (at least 1), or C{None} for no
+        limit (Postfix's C{smtpd_client_connection_rate_limit}); C{"30/60"}
+        is accepted too.
     @ivar limitExemptions: Networks exempt from C{maxClientsPerIp} and
         C{maxConnectionRate} (Postfix exempts C{mynetworks}); none by default,
         not even the loopback addresses.
@@ -459,8 +484,9 @@ class ServerOptions:
         84 by default, as Postfix 3.8's C{smtpd_client_ipv6_prefix_length};
         128 counts each address alone.
     @ivar minDataRate: C{(bytes, seconds)}: a DATA or BDAT transfer must
-        bring at least C{bytes} every C{seconds}, or is cut with 421; C{None}
-        (the default) for no minimum.
+        bring at least C{bytes} every C{seconds} (at least 1: the deadline
+        timer wakes every quarter of it), or is cut with 421; C{None} (the
+        default) for no minimum.
     @ivar maxRecipients: Recipients per transaction.
     @ivar maxErrors: Error replies before 421 and close, counted since the
         connection or since the last message accepted (Postfix's
@@ -536,9 +562,9 @@ class ServerOptions:
     hideDSN: bool = field(default=False, validator=switch)
     hideREQUIRETLS: bool = field(default=False, validator=switch)
     hideCHUNKING: bool = field(default=False, validator=switch)
-    socketTimeout: float = field(default=60.0, validator=_positiveSeconds)
-    handlerTimeout: float = field(default=600.0, validator=_positiveSeconds)
-    tlsHandshakeTimeout: float = field(default=30.0, validator=_positiveSeconds)
+    socketTimeout: float = field(default=60.0, validator=_timeout)
+    handlerTimeout: float = field(default=600.0, validator=_timeout)
+    tlsHandshakeTimeout: float = field(default=30.0, validator=_timeout)
     closeTimeout: float = field(default=30.0, validator=_seconds)
     maxClients: int = field(default=0, validator=_count)
     maxClientsPerIp: int = field(default=0, validator=_count)

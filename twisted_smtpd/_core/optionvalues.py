@@ -14,6 +14,7 @@ validators' do.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -24,10 +25,13 @@ from twisted_smtpd._core.printable import validHostname
 
 __all__ = [
     "DECIMAL",
+    "MIN_RATE_WINDOW",
+    "MIN_TIMEOUT",
     "WHOLE",
     "IPNetwork",
     "callableOrNone",
     "filePath",
+    "handlerSeconds",
     "networks",
     "normaliseHosts",
     "plainText",
@@ -41,6 +45,19 @@ __all__ = [
 ]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: The shortest window of a rate setting (C{minDataRate},
+#: C{maxConnectionRate}), in seconds.  The deadline sweeper wakes every
+#: quarter of the C{minDataRate} window (at most every second): a shorter
+#: window would have it wake continuously while a client is connected,
+#: and Postfix's rates are per second or longer.
+MIN_RATE_WINDOW = 1.0
+
+#: The shortest session timeout (C{socketTimeout}, C{handlerTimeout},
+#: C{tlsHandshakeTimeout}), in seconds, for the same reason: the deadline
+#: sweeper wakes every quarter of the shortest.  Postfix's timeouts are
+#: whole seconds, at least 1.
+MIN_TIMEOUT = 1.0
 
 #: A whole number as a text setting or a numeric flag takes it: ASCII
 #: digits, a minus sign allowed only to be refused as below the bound.  Not
@@ -157,6 +174,22 @@ def normaliseHosts(value: Iterable[str]) -> tuple[str, ...]:
             address = address.ipv4_mapped
         out.append(str(address))
     return tuple(out)
+
+
+def handlerSeconds(name: str, value: float, *, zero: bool = False) -> float:
+    """
+    Check the number of seconds C{value} of a handler's argument C{name} (a
+    timeout, a pause between attempts): finite and above 0 (or 0 as well,
+    with C{zero}), so that its timer can be set and fires.  Twisted's
+    C{callLater} refuses NaN and a negative delay, at each use; infinity
+    never fires, and 0 between attempts makes them a busy loop.
+
+    @raise ValueError: Naming the argument.
+    """
+    if not (math.isfinite(value) and (value > 0 or (zero and value == 0))):
+        bound = "0 or more" if zero else "positive"
+        raise ValueError(f"{name} must be {bound} and finite, got {value!r}")
+    return value
 
 
 def rate(name: str, value: str | tuple[int, float] | None) -> tuple[int, float] | None:

@@ -23,9 +23,11 @@ from twisted.internet.interfaces import IListeningPort
 
 __all__ = [
     "SSL_ARGUMENTS",
+    "TLS_ENDPOINT_REFUSED",
     "ListenFailed",
     "OwnKeys",
     "_Listener",
+    "endpointKind",
     "listenReason",
     "servesServerTLS",
     "splitDescription",
@@ -293,6 +295,26 @@ def _ownKeys(rest: str) -> tuple[str, OwnKeys | None]:
     return tcp, keys
 
 
+#: Why Twisted's C{tls:} server endpoint is refused: C{tls:465}, meant as
+#: implicit TLS on port 465, would read its certificates from a directory
+#: named C{465} and listen on port 443 of every address.
+TLS_ENDPOINT_REFUSED = (
+    "tls: is not supported (Twisted's tls: server endpoint reads a directory of"
+    " certificates first and listens on port 443 of every address by default)"
+)
+
+
+def endpointKind(description: str) -> str:
+    """
+    The kind of the endpoint string C{description} behind any C{haproxy:}
+    layers, as the layers are told apart: stripped, in lower case.
+    """
+    kind, _, rest = description.partition(":")
+    while kind.strip().lower() == "haproxy":
+        kind, _, rest = rest.partition(":")
+    return kind.strip().lower()
+
+
 def splitDescription(description: str) -> tuple[str, list[str | OwnKeys]]:
     """
     Take the layers twisted-smtpd adds off an endpoint string.
@@ -306,8 +328,10 @@ def splitDescription(description: str) -> tuple[str, list[str | OwnKeys]]:
 
     @return: The description Twisted listens on, and the layers from the
         outermost (C{"haproxy"}, C{"tls"}, or an L{OwnKeys}).
-    @raise ValueError: C{haproxy:} is given twice, an C{ssl:} string
-        takes an argument Twisted's C{ssl:} parser does not, an
+    @raise ValueError: C{haproxy:} is given twice, Twisted's C{tls:}
+        endpoint is named (L{TLS_ENDPOINT_REFUSED}: it would bypass the
+        server's TLS settings, and C{tls:465} listens on port 443), an
+        C{ssl:} string takes an argument Twisted's C{ssl:} parser does not, an
         C{sslmethod} that would set the protocol version, or
         C{extraCertChain}/C{dhParameters} without a key of its own.
     """
@@ -325,6 +349,11 @@ def splitDescription(description: str) -> tuple[str, list[str | OwnKeys]]:
             tcp, own = _ownKeys(rest)
             layers.append("tls" if own is None else own)
             return tcp, layers
+        elif kind == "tls":
+            raise ValueError(
+                f"{TLS_ENDPOINT_REFUSED}; use ssl:PORT for implicit TLS (RFC 8314)"
+                " with the server's TLS settings"
+            )
         else:
             return description, layers
 

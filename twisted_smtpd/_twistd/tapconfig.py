@@ -207,7 +207,8 @@ def checkEndpoint(description: str) -> None:
     Parse an endpoint string as L{SMTPServer.addEndpoint} will: C{haproxy:}
     wraps any other description, and an C{ssl:} endpoint is a TCP one
     wrapped in TLS (the files of one with keys of its own are read with
-    the server's certificates, once its TLS policy is known).  Its
+    the server's certificates, once its TLS policy is known); Twisted's
+    C{tls:} is refused (L{splitDescription}).  Its
     parameters are checked first (L{checkParameters}): given once, numbers
     in ASCII digits.
 
@@ -216,13 +217,10 @@ def checkEndpoint(description: str) -> None:
     from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
 
-    from twisted_smtpd._serving.listeners import splitDescription
+    from twisted_smtpd._serving.listeners import endpointKind, splitDescription
 
     checkParameters("listen", description)
-    kind = description
-    while kind.partition(":")[0].strip().lower() == "haproxy":
-        kind = kind.partition(":")[2]
-    kind = kind.partition(":")[0].strip().lower()
+    kind = endpointKind(description)
     parse: Any = serverFromString  # unannotated in Twisted
     try:
         parsed, _ = splitDescription(description)
@@ -379,7 +377,8 @@ def checkHostname(name: str) -> str:
 
 def checkMetrics(description: str) -> None:
     """
-    C{--metrics}: an endpoint string, and the C{prometheus_client} library.
+    C{--metrics}: an endpoint string (not Twisted's C{tls:}, refused as for
+    C{--listen}), and the C{prometheus_client} library.
     Outside a worker of C{--workers}, C{PROMETHEUS_MULTIPROC_DIR} is
     removed from the environment before that library is imported.
 
@@ -388,6 +387,7 @@ def checkMetrics(description: str) -> None:
     from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
 
+    from twisted_smtpd._serving.listeners import TLS_ENDPOINT_REFUSED, endpointKind
     from twisted_smtpd._serving.metrics import MULTIPROC_VARIABLES, requirePrometheus
     from twisted_smtpd._twistd.workerlisteners import INHERITED
 
@@ -404,6 +404,10 @@ def checkMetrics(description: str) -> None:
     except ImportError as e:
         raise usage.UsageError(str(e)) from None
     checkParameters("metrics", description)
+    if endpointKind(description) == "tls":
+        # tls:9101 would serve the metrics on port 443 of every address.
+        why = f"{TLS_ENDPOINT_REFUSED}; use ssl:PORT:privateKey=KEY:certKey=CERT for HTTPS"
+        raise usage.UsageError(f"--metrics {description!r}: {why}")
     parse: Any = serverFromString
     try:
         parse(reactor, description)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted_smtpd._core.options import BARE_NEWLINE_POLICIES
+from twisted_smtpd._core.optionvalues import MIN_TIMEOUT
 from twisted_smtpd._twistd.tapconfig import checkHostname, ipList
 from twisted_smtpd._twistd.tapflags import (
     _DEFAULTS,
@@ -28,8 +29,8 @@ LONGDESC = (
     "every accepted message is stored in the Maildir ./Maildir; --maildir, "
     "--mbox, --relay, --lmtp-to, --pipe, --webhook, --amqp, --debug, --sink and "
     "--handler exclude "
-    "each other. ENDPOINT is any Twisted server endpoint string: tcp:PORT, "
-    "ssl:PORT (implicit TLS with --tls-cert), unix:PATH, "
+    "each other. ENDPOINT is a Twisted server endpoint string: tcp:PORT, "
+    "ssl:PORT (implicit TLS with --tls-cert; not tls:), unix:PATH, "
     "systemd:domain=INET:index=0, haproxy:tcp:PORT. --hide takes STARTTLS, "
     "SIZE, PIPELINING, 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES, DSN, "
     "REQUIRETLS or CHUNKING; a hidden SIZE limit still applies. --config FILE "
@@ -118,11 +119,24 @@ PARAMETERS: list[list[Any]] = [
         "socket-timeout",
         float,
         True,
-        "Seconds of client silence, replies unread or a line unfinished before 421.",
+        "Seconds of client silence, replies unread or a line unfinished before 421 (at least 1).",
+        MIN_TIMEOUT,
     ),
     _numeric("close-timeout", float, False, "Seconds a stopping server waits for mail."),
-    _numeric("tls-handshake-timeout", float, True, "Seconds a TLS handshake may take in all."),
-    _numeric("handler-timeout", float, True, "Seconds a hook may take to answer before 421."),
+    _numeric(
+        "tls-handshake-timeout",
+        float,
+        True,
+        "Seconds a TLS handshake may take in all (at least 1).",
+        MIN_TIMEOUT,
+    ),
+    _numeric(
+        "handler-timeout",
+        float,
+        True,
+        "Seconds a hook may take to answer before 421 (at least 1).",
+        MIN_TIMEOUT,
+    ),
     _numeric(
         "max-clients-per-ip",
         int,
@@ -133,14 +147,16 @@ PARAMETERS: list[list[Any]] = [
         "max-connection-rate",
         None,
         None,
-        "Connections one client address may open: COUNT/SECONDS [default: no limit].",
+        "Connections one client address may open: COUNT/SECONDS, SECONDS at least 1 "
+        "[default: no limit].",
         _rate("max-connection-rate", "COUNT"),
     ],
     [
         "min-data-rate",
         None,
         None,
-        "Cut DATA/BDAT transfers slower than BYTES/SECONDS [default: no minimum].",
+        "Cut DATA/BDAT transfers slower than BYTES/SECONDS, SECONDS at least 1 "
+        "[default: no minimum].",
         _rate("min-data-rate", "BYTES"),
     ],
     _numeric("max-recipients", int, True, "Recipients per transaction."),

@@ -16,7 +16,7 @@ import attrs
 from twisted.python import usage
 
 from twisted_smtpd._core.options import HIDEABLE, ServerOptions
-from twisted_smtpd._core.optionvalues import DECIMAL, WHOLE
+from twisted_smtpd._core.optionvalues import DECIMAL, MIN_RATE_WINDOW, WHOLE
 
 DEFAULT_LISTEN = "tcp:2525:interface=127.0.0.1"
 DEFAULT_MAILDIR = "./Maildir"
@@ -126,7 +126,9 @@ _REPEATABLE = frozenset({"listen", "sni", "disable", "hide", "auth", "handler-op
 _NOT_IN_FILE = frozenset({"config", "help", "version", "help-auth", "help-auth-type"})
 
 
-def _number(flag: str, kind: Callable[[str], float], *, positive: bool) -> Callable[[str], float]:
+def _number(
+    flag: str, kind: Callable[[str], float], *, positive: bool, minimum: float | None = None
+) -> Callable[[str], float]:
     """
     A coercer for a numeric flag that rejects anything but a finite number in
     range, written in ASCII digits (L{WHOLE}, L{DECIMAL}), with a
@@ -136,9 +138,13 @@ def _number(flag: str, kind: Callable[[str], float], *, positive: bool) -> Calla
     @param kind: L{int} or L{float}.
     @param positive: Whether zero is refused too (otherwise only negative
         numbers are).
+    @param minimum: The least value taken, if above 0.
     """
     what = "a whole number" if kind is int else "a number"
     bound = "greater than 0" if positive else "0 or more"
+    least = 0.0
+    if minimum is not None:
+        bound, least = f"at least {minimum:g}", minimum
 
     grammar = WHOLE if kind is int else DECIMAL
 
@@ -151,7 +157,7 @@ def _number(flag: str, kind: Callable[[str], float], *, positive: bool) -> Calla
             raise usage.UsageError(f"--{flag}: expected {what}, got {text!a}") from None
         if not math.isfinite(value):
             raise usage.UsageError(f"--{flag}: expected a finite number, got {text!r}")
-        if value < 0 or (positive and value == 0):
+        if value < least or (positive and value == 0):
             raise usage.UsageError(f"--{flag}: must be {bound}, got {text!r}")
         return value
 
@@ -179,7 +185,8 @@ def _timeout(flag: str, minimum: float) -> Callable[[str], float]:
 def _rate(flag: str, what: str) -> Callable[[str], str]:
     """
     A coercer for a C{COUNT/SECONDS} flag: a whole number above 0, a slash,
-    a finite number of seconds above 0, in ASCII digits without spaces.
+    a finite number of seconds above 0, in ASCII digits without spaces;
+    the seconds at least L{MIN_RATE_WINDOW}.
     """
 
     def coerce(text: str) -> str:
@@ -191,6 +198,11 @@ def _rate(flag: str, what: str) -> Callable[[str], str]:
             good = False
         if not good:
             raise usage.UsageError(f"--{flag}: expected {what}/SECONDS, got {text!a}")
+        if float(seconds) < MIN_RATE_WINDOW:
+            raise usage.UsageError(
+                f"--{flag}: SECONDS of {what}/SECONDS must be at least {MIN_RATE_WINDOW:g},"
+                f" got {text!a}"
+            )
         return text
 
     return coerce
@@ -210,6 +222,9 @@ def _choice(flag: str, choices: Sequence[str]) -> Callable[[str], str]:
     return coerce
 
 
-def _numeric(flag: str, kind: Callable[[str], float], positive: bool, doc: str) -> list[Any]:
+def _numeric(
+    flag: str, kind: Callable[[str], float], positive: bool, doc: str, minimum: float | None = None
+) -> list[Any]:
     attribute = _NUMBERS[flag]
-    return [flag, None, _DEFAULTS[attribute], doc, _number(flag, kind, positive=positive)]
+    coerce = _number(flag, kind, positive=positive, minimum=minimum)
+    return [flag, None, _DEFAULTS[attribute], doc, coerce]

@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 
 from twisted_smtpd._core.dsn import RecipientStatus, buildReport
 from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.optionvalues import handlerSeconds
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.replies import sanitiseText
 from twisted_smtpd._core.session import Address, Session
@@ -149,6 +150,8 @@ class ProxyingHandler(BaseHandler, ABC):
         closeOnShutdown: bool,
         reactor: Any,
     ) -> None:
+        handlerSeconds("timeout", timeout)
+        handlerSeconds("idleTimeout", idleTimeout, zero=True)
         self.peer = peer
         # For log lines: the operator's words, escaped all the same.
         self._peerText = printable(peer)

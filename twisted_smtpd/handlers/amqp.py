@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.optionvalues import handlerSeconds
 from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd.handlers._amqpconnection import (
     BrokerConnection,
@@ -166,8 +167,15 @@ class AMQPHandler(BaseHandler):
             raise ValueError("a CA bundle needs an amqps:// URL")
         if maxMessageSize is None:
             maxMessageSize = DEFAULT_MAX_MESSAGE_SIZE
-        if maxMessageSize <= 0 or confirmTimeout <= 0 or connectTimeout <= 0:
+        if maxMessageSize <= 0:
             raise ValueError("sizes and timeouts must be positive")
+        for name, seconds in [
+            ("confirmTimeout", confirmTimeout),
+            ("connectTimeout", connectTimeout),
+            ("firstRetry", firstRetry),
+            ("maxRetryDelay", maxRetryDelay),
+        ]:
+            handlerSeconds(name, seconds)
         resolvedKey = routingKey if routingKey is not None else queue
         for what, name in (("exchange", exchange), ("queue", queue), ("routing key", resolvedKey)):
             # AMQP 0-9-1 section 4.2.5.3: a short string, at most 255 octets;

@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.optionvalues import handlerSeconds
 from twisted_smtpd._core.printable import UNSAFE
 from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd.handlers._base import BaseHandler
@@ -223,9 +224,11 @@ class PipeHandler(BaseHandler):
             with, if not ours (C{twistd smtpd}: the one it was started with,
             before it raised its own); the command is then run through
             C{/bin/sh}, its C{argv[0]} the program's path.
-        @raise ValueError: C{command} is empty, its program is not found, or
-            a placeholder is part of a longer argument.
+        @raise ValueError: C{command} is empty, its program is not found,
+            a placeholder is part of a longer argument, or C{timeout} is not
+            positive and finite.
         """
+        handlerSeconds("timeout", timeout)
         argv = shlex.split(command) if isinstance(command, str) else list(command)
         if not argv:
             raise ValueError("pipe command must not be empty")

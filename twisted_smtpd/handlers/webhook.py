@@ -22,6 +22,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
 from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.optionvalues import handlerSeconds
 from twisted_smtpd._core.session import Session
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._diskfailure import diskError, logDiskFailure
@@ -207,10 +208,13 @@ class WebhookHandler(BaseHandler):
         requestURL = checkURL(url)
         if format not in FORMATS:
             raise ValueError(f"format must be raw or json, not {format!r}")
-        if not timeout > 0:
-            raise ValueError("timeout must be positive")
-        if not attemptTimeout > 0:
-            raise ValueError("attemptTimeout must be positive")
+        for name, seconds in [
+            ("timeout", timeout),
+            ("attemptTimeout", attemptTimeout),
+            ("firstRetry", firstRetry),
+            ("maxRetryDelay", maxRetryDelay),
+        ]:
+            handlerSeconds(name, seconds)
         if caCertificates is not None and not url.startswith("https://"):
             # Verified TLS was asked for, and would silently not be used.
             raise ValueError("a CA bundle needs an https:// URL")
