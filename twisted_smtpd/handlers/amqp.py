@@ -168,14 +168,11 @@ class AMQPHandler(BaseHandler):
         if maxMessageSize is None:
             maxMessageSize = DEFAULT_MAX_MESSAGE_SIZE
         if maxMessageSize <= 0:
-            raise ValueError("sizes and timeouts must be positive")
-        for name, seconds in [
-            ("confirmTimeout", confirmTimeout),
-            ("connectTimeout", connectTimeout),
-            ("firstRetry", firstRetry),
-            ("maxRetryDelay", maxRetryDelay),
-        ]:
-            handlerSeconds(name, seconds)
+            raise ValueError(f"maxMessageSize must be positive, got {maxMessageSize!r}")
+        handlerSeconds("confirmTimeout", confirmTimeout)
+        handlerSeconds("connectTimeout", connectTimeout)
+        handlerSeconds("firstRetry", firstRetry)
+        handlerSeconds("maxRetryDelay", maxRetryDelay)
         resolvedKey = routingKey if routingKey is not None else queue
         for what, name in (("exchange", exchange), ("queue", queue), ("routing key", resolvedKey)):
             # AMQP 0-9-1 section 4.2.5.3: a short string, at most 255 octets;
