@@ -2,13 +2,15 @@
 Profile twisted-smtpd (C{--sink} by default) under load: where the CPU goes
 per message.
 
-    python bench/hotpaths.py [--tool cprofile|py-spy] [--workloads W2,W3,W4]
+    python bench/hotpaths.py [--tool cprofile|py-spy] [--workloads W1,W2,W3,W4]
                              [--top 25] [--out /tmp/twisted-smtpd-profiles]
                              [--delivery "--maildir /tmp/Maildir"]
 
 The server runs alone on one vCPU while smtp-source drives it from the other
-with a fixed amount of work:
+with a fixed amount of work (W1: both on the same vCPU, as C{peers} runs it):
 
+  - W1: 1 KiB messages over one kept connection, each command waiting for
+    its reply (C{-d -s 1 -l 1024}).
   - W2: 1 KiB messages over 50 kept connections (C{-d -s 50 -l 1024}).
   - W3: 1 MiB messages over 4 kept connections (C{-d -s 4 -l 1048576}).
   - W4: one 1 KiB message per new connection, 20 at a time (C{-s 20 -l 1024}).
@@ -45,6 +47,7 @@ from _benchlib import REPO, Server, cpus, machineLine, oursCommand, serverEnv, s
 
 # name: (smtp-source arguments, messages, per-message unit)
 WORKLOADS = {
+    "W1": (["-d", "-s", "1", "-l", "1024"], 60_000, "msg"),
     "W2": (["-d", "-s", "50", "-l", "1024"], 150_000, "msg"),
     "W3": (["-d", "-s", "4", "-l", "1048576"], 6_000, "MiB"),
     "W4": (["-s", "20", "-l", "1024"], 30_000, "conn"),
@@ -135,6 +138,8 @@ def profile(
     args, count, unit = WORKLOADS[workload]
     vcpus = cpus()
     serverCpu, clientCpu = (vcpus[0], vcpus[1]) if len(vcpus) >= 2 else (None, None)
+    if workload == "W1":
+        clientCpu = serverCpu
     command = oursCommand(delivery)
     if command[0] == "sh":
         raise SystemExit("hotpaths.py profiles the built-in command; unset OURS")
@@ -190,7 +195,7 @@ def profile(
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tool", choices=("cprofile", "py-spy"), default="cprofile")
-    parser.add_argument("--workloads", default="W2,W3,W4")
+    parser.add_argument("--workloads", default="W1,W2,W3,W4")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", default="/tmp/twisted-smtpd-profiles")
     parser.add_argument("--logs", default="/tmp/twisted-smtpd-bench-logs")

@@ -10,7 +10,7 @@
 #   bash bench/run.sh pair --a SNAPSHOT --b SNAPSHOT [--workload W4]   # two servers at
 #                                     # once on one vCPU: an A/B of their CPU per unit of
 #                                     # work that the machine's drift cancels out of
-#   bash bench/run.sh hotpaths [--tool py-spy]   # profiles of twisted-smtpd under W2, W3, W4
+#   bash bench/run.sh hotpaths [--tool py-spy]   # profiles of twisted-smtpd under W1-W4
 #   bash bench/run.sh protocol [--instructions]   # the protocol code's CPU (or instructions,
 #                                     # counted by Valgrind) per message and per connection,
 #                                     # in memory, against twisted.mail.smtp
