@@ -114,6 +114,10 @@ def xclient(p: SessionControl, argument: bytes) -> None:
     literal, as without a reverse name); C{DESTADDR} and C{DESTPORT} make
     the address the client connected to L{UNKNOWN_ADDRESS} and port 0
     (Postfix's C{SERVER_ADDR_UNKNOWN}, C{SERVER_PORT_UNKNOWN}).
+
+    A C{NAME} an earlier XCLIENT sent stays the client's name when a later
+    one sends only C{ADDR}, as in Postfix ("XCLIENT attributes persist
+    until the end of an SMTP session", XCLIENT_README).
     """
     if not _allowed(p, p.options.useXClient):
         return
@@ -135,7 +139,9 @@ def xclient(p: SessionControl, argument: bytes) -> None:
         # on, can send neither XCLIENT nor XFORWARD (XCLIENT_README: "Once
         # ADDR is sent, the client is usually no longer authorized").
         p.connectedFrom = host
-    name = attributes.get("NAME")
+    # A NAME persists, as in Postfix, whose xclient_cmd changes the name
+    # only for NAME: a later XCLIENT sending only ADDR keeps it.
+    name = session.xClient.get("NAME")
     if name is not None:
         session.clientHostname = addressLiteral(host) if name in _UNAVAILABLE else name
     helo = attributes.get("HELO")
