@@ -150,6 +150,29 @@ class XClientTests(SynchronousTestCase):
         self.assertEqual(take(transport), replies.GREETING)
         self.assertEqual(proto.session.user, "bob")
 
+    def test_forgetsEarlierGreeting(self) -> None:
+        """
+        XCLIENT without C{HELO} starts the session over with no greeting
+        name, as Postfix's C{xclient_cmd} resets it: the name the front end
+        (or the client before) gave in its EHLO is not the new client's,
+        not even for C{onConnect}.  A C{HELO} an XCLIENT sent stays.
+        """
+        seen: list[str | None] = []
+
+        class Connecting(RecordingHandler):
+            def onConnect(self, session: Session) -> object:
+                seen.append(session.hostNameAppearsAs)
+                return None
+
+        proto, transport, clock, _ = connect(Connecting(), useXClient=True)
+        proto.dataReceived(b"EHLO front.example\r\nXCLIENT ADDR=203.0.113.5\r\n")
+        self.assertTrue(take(transport).endswith(replies.GREETING))
+        self.assertIsNone(proto.session.hostNameAppearsAs)
+        self.assertEqual(seen, [None, None])
+        proto.dataReceived(b"XCLIENT HELO=real.example\r\nEHLO other\r\nXCLIENT PORT=2525\r\n")
+        self.assertEqual(proto.session.hostNameAppearsAs, "real.example")
+        self.assertEqual(seen[-2:], ["real.example", "real.example"])
+
     def test_refusedByOnConnectStillCloses(self) -> None:
         """
         When C{onConnect} refuses the client an XCLIENT names, the session

@@ -117,7 +117,9 @@ def xclient(p: SessionControl, argument: bytes) -> None:
 
     A C{NAME} an earlier XCLIENT sent stays the client's name when a later
     one sends only C{ADDR}, as in Postfix ("XCLIENT attributes persist
-    until the end of an SMTP session", XCLIENT_README).
+    until the end of an SMTP session", XCLIENT_README); so does a C{HELO},
+    while the name given in an EHLO before XCLIENT is forgotten, as
+    Postfix forgets it.
     """
     if not _allowed(p, p.options.useXClient):
         return
@@ -144,9 +146,11 @@ def xclient(p: SessionControl, argument: bytes) -> None:
     name = session.xClient.get("NAME")
     if name is not None:
         session.clientHostname = addressLiteral(host) if name in _UNAVAILABLE else name
-    helo = attributes.get("HELO")
-    if helo is not None:
-        session.hostNameAppearsAs = None if helo in _UNAVAILABLE else helo
+    # The greeting name is the HELO an XCLIENT gave, never the one the
+    # front end (or the client before) sent in its EHLO: Postfix's
+    # xclient_cmd resets it (helo_reset).
+    helo = session.xClient.get("HELO")
+    session.hostNameAppearsAs = None if helo is None or helo in _UNAVAILABLE else helo
     # The session starts over as another client's: logged in as LOGIN names,
     # never as whoever authenticated before (Postfix resets its SASL state).
     login = attributes.get("LOGIN")
