@@ -36,6 +36,7 @@ AUTH_BAD_BASE64 = b"501 5.5.2 Error: invalid base64\r\n"
 AUTH_UNRECOGNIZED = b"504 5.5.4 Unrecognized authentication type\r\n"
 TOO_MANY_AUTH_FAILURES = b"421 4.7.0 Error: too many failed authentication attempts\r\n"
 TOO_MANY_UNAUTHENTICATED = b"421 4.7.0 Error: too many unauthenticated commands\r\n"
+AUTH_TEMPORARY_FAILURE = b"454 4.7.0 Temporary authentication failure\r\n"
 
 
 def b64(data: bytes) -> bytes:
@@ -294,9 +295,10 @@ class PolicyTests(SynchronousTestCase):
         An C{onAuth} answer that names no user (C{True}, as aiosmtpd's
         C{auth_callback} says yes, an empty string, C{0}, or an
         L{AuthResult} whose C{user} is one of those or C{None}), at once or
-        through a Deferred, is the handler's bug: the client gets 451 (not
-        told its credentials are wrong), nobody is logged in, MAIL still
-        needs AUTH, and a L{TypeError} naming the answer is logged.
+        through a Deferred, is the handler's bug: the client gets RFC 4954's
+        C{454 4.7.0} (not told its credentials are wrong), nobody is logged
+        in, MAIL still needs AUTH, and a L{TypeError} naming the answer is
+        logged.
         """
         answers: list[object] = [
             True,
@@ -314,11 +316,42 @@ class PolicyTests(SynchronousTestCase):
             proto.dataReceived(
                 b"AUTH PLAIN " + b64(b"\0alice\0secret") + b"\r\nMAIL FROM:<a@b.c>\r\n"
             )
-            self.assertEqual(take(transport), replies.LOCAL_ERROR + AUTH_REQUIRED, answer)
+            self.assertEqual(take(transport), AUTH_TEMPORARY_FAILURE + AUTH_REQUIRED, answer)
             self.assertIsNone(proto.session.user)
             errors = self.flushLoggedErrors(TypeError)
             self.assertEqual(len(errors), 1, answer)
             self.assertIn("names no user", str(errors[0].value))
+
+    def test_handlerFailureIsTemporaryAuthFailure(self) -> None:
+        """
+        An C{onAuth} that raises, or whose Deferred fails, with anything
+        but an L{SMTPError} is answered as RFC 4954 section 6 answers a
+        temporary server failure, C{454 4.7.0 Temporary authentication
+        failure} (as Postfix does), not with the generic 451: nobody is
+        logged in and the failure is logged.  An L{SMTPError} the handler
+        raises keeps its own reply.
+        """
+
+        class Failing(PasswordHandler):
+            def __init__(self, answer: object) -> None:
+                super().__init__()
+                self.answer = answer
+
+            def onAuth(self, auth: AuthRequest, session: Session) -> object:
+                if isinstance(self.answer, Exception):
+                    raise self.answer
+                return self.answer
+
+        for answer, written in [
+            (RuntimeError("database down"), AUTH_TEMPORARY_FAILURE),
+            (fail(RuntimeError("database down")), AUTH_TEMPORARY_FAILURE),
+            (SMTPError(451, "try later", "4.3.0"), b"451 4.3.0 try later\r\n"),
+        ]:
+            proto, transport, _ = greeted(Failing(answer))
+            proto.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0secret") + b"\r\n")
+            self.assertEqual(take(transport), written, answer)
+            self.assertIsNone(proto.session.user)
+            self.flushLoggedErrors(RuntimeError)
 
     def test_answerNamingSomebody(self) -> None:
         """

@@ -150,6 +150,29 @@ class XClientTests(SynchronousTestCase):
         self.assertEqual(take(transport), replies.GREETING)
         self.assertEqual(proto.session.user, "bob")
 
+    def test_forgetsEarlierGreeting(self) -> None:
+        """
+        XCLIENT without C{HELO} starts the session over with no greeting
+        name, as Postfix's C{xclient_cmd} resets it: the name the front end
+        (or the client before) gave in its EHLO is not the new client's,
+        not even for C{onConnect}.  A C{HELO} an XCLIENT sent stays.
+        """
+        seen: list[str | None] = []
+
+        class Connecting(RecordingHandler):
+            def onConnect(self, session: Session) -> object:
+                seen.append(session.hostNameAppearsAs)
+                return None
+
+        proto, transport, clock, _ = connect(Connecting(), useXClient=True)
+        proto.dataReceived(b"EHLO front.example\r\nXCLIENT ADDR=203.0.113.5\r\n")
+        self.assertTrue(take(transport).endswith(replies.GREETING))
+        self.assertIsNone(proto.session.hostNameAppearsAs)
+        self.assertEqual(seen, [None, None])
+        proto.dataReceived(b"XCLIENT HELO=real.example\r\nEHLO other\r\nXCLIENT PORT=2525\r\n")
+        self.assertEqual(proto.session.hostNameAppearsAs, "real.example")
+        self.assertEqual(seen[-2:], ["real.example", "real.example"])
+
     def test_refusedByOnConnectStillCloses(self) -> None:
         """
         When C{onConnect} refuses the client an XCLIENT names, the session
@@ -261,7 +284,8 @@ class XClientTrustTests(SynchronousTestCase):
         proto.dataReceived(b"XCLIENT LOGIN=bob ADDR=203.0.113.5\r\n")
         self.assertEqual(take(transport), replies.GREETING)
         self.assertEqual(proto.session.remoteAddress[0], "203.0.113.5")
-        self.assertEqual(proto.session.clientHostname, "[203.0.113.5]")
+        # The NAME of the first command, not dropped by the others.
+        self.assertEqual(proto.session.clientHostname, "real.example")
         self.assertEqual(proto.session.user, "bob")
         proto.dataReceived(b"XCLIENT ADDR=192.0.2.99\r\n")
         self.assertEqual(take(transport), NOT_AUTHORIZED)
@@ -457,6 +481,27 @@ class XClientValueTests(SynchronousTestCase):
             self.assertEqual(take(transport), replies.GREETING, argument)
             self.assertEqual(proto.session.remoteAddress, address, argument)
             self.assertEqual(proto.session.clientHostname, name, argument)
+
+    def test_nameKeptWhenOnlyAddressChanges(self) -> None:
+        """
+        A C{NAME} sent with an earlier XCLIENT stays the client's name when
+        a later one sends C{ADDR} without C{NAME}, as in Postfix (whose
+        C{xclient_cmd} changes the name only for C{NAME}; XCLIENT_README:
+        "XCLIENT attributes persist until the end of an SMTP session"), so
+        that C{session.clientHostname} agrees with C{session.xClient}.  An
+        earlier C{NAME=[UNAVAILABLE]} still leaves the new address's literal.
+        """
+        for first, name in [
+            (b"NAME=real.example", "real.example"),
+            (b"NAME=[UNAVAILABLE]", "[198.51.100.9]"),
+            (b"HELO=real", "[198.51.100.9]"),
+        ]:
+            proto, transport, clock, _ = connect(useXClient=["192.0.2.0/24"])
+            take(transport)
+            proto.dataReceived(b"XCLIENT " + first + b"\r\nXCLIENT ADDR=198.51.100.9\r\n")
+            self.assertEqual(take(transport), replies.GREETING * 2, first)
+            self.assertEqual(proto.session.remoteAddress[0], "198.51.100.9", first)
+            self.assertEqual(proto.session.clientHostname, name, first)
 
     def test_unavailableDestinationIsUnknown(self) -> None:
         """

@@ -256,6 +256,10 @@ AUTH_FAILED = reply(535, "5.7.8", "Error: authentication credentials invalid")
 # RFC 4616 section 2: the authentication identity may not act as the
 # authorization identity asked for (Postfix with Cyrus SASL's text).
 AUTH_NOT_AUTHORIZED = reply(535, "5.7.8", "Error: authentication failed: authorization failure")
+# RFC 4954 section 6: what decides AUTH failed (the handler's bug, its
+# database down), not the credentials; the client should not ask for
+# another password.
+AUTH_TEMPORARY_FAILURE = reply(454, "4.7.0", "Temporary authentication failure")
 AUTH_NOT_ENABLED = reply(503, "5.5.1", "Error: authentication not enabled")
 ALREADY_AUTHENTICATED = reply(503, "5.5.1", "Error: already authenticated")
 AUTH_IN_TRANSACTION = reply(503, "5.5.1", "Error: MAIL transaction in progress")

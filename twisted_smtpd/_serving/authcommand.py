@@ -184,6 +184,11 @@ class AuthCommand:
             )
 
         def refused(reply: Reply) -> None:
+            if reply is catalogue.LOCAL_ERROR:
+                # The decision failed unexpectedly (already logged): a
+                # temporary authentication failure (RFC 4954 section 6),
+                # as Postfix answers one.  An SMTPError keeps its reply.
+                reply = catalogue.AUTH_TEMPORARY_FAILURE
             if request.method == "XOAUTH2" and reply.code == 535:
                 # Google's dialogue: an error challenge first, then 535.
                 # The attempt has failed now, whether or not the client

@@ -201,7 +201,7 @@ def authenticate(portal: Portal, request: AuthRequest) -> Deferred[AuthResult]:
     @return: A L{Deferred} firing with the L{AuthResult}, or failing with
         L{SMTPError} 535 for bad credentials and 504 for a mechanism the
         portal cannot check; any other failure passes through (and becomes
-        451).
+        C{454 4.7.0}, a temporary authentication failure).
     """
     credentials = credentialsFor(request)
     if credentials is None:

@@ -114,6 +114,12 @@ def xclient(p: SessionControl, argument: bytes) -> None:
     literal, as without a reverse name); C{DESTADDR} and C{DESTPORT} make
     the address the client connected to L{UNKNOWN_ADDRESS} and port 0
     (Postfix's C{SERVER_ADDR_UNKNOWN}, C{SERVER_PORT_UNKNOWN}).
+
+    A C{NAME} an earlier XCLIENT sent stays the client's name when a later
+    one sends only C{ADDR}, as in Postfix ("XCLIENT attributes persist
+    until the end of an SMTP session", XCLIENT_README); so does a C{HELO},
+    while the name given in an EHLO before XCLIENT is forgotten, as
+    Postfix forgets it.
     """
     if not _allowed(p, p.options.useXClient):
         return
@@ -135,12 +141,16 @@ def xclient(p: SessionControl, argument: bytes) -> None:
         # on, can send neither XCLIENT nor XFORWARD (XCLIENT_README: "Once
         # ADDR is sent, the client is usually no longer authorized").
         p.connectedFrom = host
-    name = attributes.get("NAME")
+    # A NAME persists, as in Postfix, whose xclient_cmd changes the name
+    # only for NAME: a later XCLIENT sending only ADDR keeps it.
+    name = session.xClient.get("NAME")
     if name is not None:
         session.clientHostname = addressLiteral(host) if name in _UNAVAILABLE else name
-    helo = attributes.get("HELO")
-    if helo is not None:
-        session.hostNameAppearsAs = None if helo in _UNAVAILABLE else helo
+    # The greeting name is the HELO an XCLIENT gave, never the one the
+    # front end (or the client before) sent in its EHLO: Postfix's
+    # xclient_cmd resets it (helo_reset).
+    helo = session.xClient.get("HELO")
+    session.hostNameAppearsAs = None if helo is None or helo in _UNAVAILABLE else helo
     # The session starts over as another client's: logged in as LOGIN names,
     # never as whoever authenticated before (Postfix resets its SASL state).
     login = attributes.get("LOGIN")
