@@ -569,6 +569,29 @@ class XClientValueTests(SynchronousTestCase):
         self.assertNotIn("192.0.2.7", received)
         self.assertNotIn("frontend", received)
 
+    def test_loginLogged(self) -> None:
+        """
+        A session XCLIENT starts over as a client its front end logged in
+        (C{LOGIN}) says so on its C{connect from} line, as Postfix logs
+        C{sasl_method=XCLIENT, sasl_username=}; a later XCLIENT without
+        C{LOGIN} logs the session out, and its line names no user.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        proto, transport, clock, factory = connect(useXClient=["192.0.2.0/24"])
+        factory.addObserver(SessionLogger())
+        proto.dataReceived(b"XCLIENT ADDR=192.0.2.50 NAME=c.example LOGIN=alice\r\n")
+        proto.dataReceived(b"XCLIENT ADDR=192.0.2.51\r\n")
+        sid = proto.session.id
+        lines = [formatEvent(e) for e in events if e["log_namespace"] == NAMESPACE]
+        self.assertEqual(
+            lines,
+            [
+                f"{sid} connect from 192.0.2.50:40000 (c.example) to 192.0.2.1:25"
+                " as 'alice' (XCLIENT LOGIN)",
+                f"{sid} connect from 192.0.2.51:40000 (c.example) to 192.0.2.1:25",
+            ],
+        )
+
     def test_ipv6ClientHostname(self) -> None:
         """
         An IPv6 ADDR without NAME makes the client's name the RFC 5321

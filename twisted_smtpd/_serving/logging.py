@@ -252,12 +252,17 @@ class SessionLogger:
             client = formatPeer(session.remoteAddress)
             name = loggable(session.clientHostname, 255)
             local = formatPeer(session.localAddress)
-            self._emit(
-                f"{sid} connect from {client} ({name}) to {local}",
-                {"session": sid, "client": client, "clientHostname": name, "local": local}
-                if self._structured
-                else _NO_FIELDS,
-            )
+            # Only an XCLIENT LOGIN (a session starting over as a client
+            # its front end authenticated) has a user here, as Postfix
+            # logs sasl_username for it.
+            user = None if session.user is None else loggable(str(session.user))
+            login = "" if user is None else f" as '{user}' (XCLIENT LOGIN)"
+            fields: Mapping[str, Any] = _NO_FIELDS
+            if self._structured:
+                fields = {"session": sid, "client": client, "clientHostname": name, "local": local}
+                if user is not None:
+                    fields["username"] = user
+            self._emit(f"{sid} connect from {client} ({name}) to {local}{login}", fields)
         elif event == "reject":
             self._reject(session, data)
         elif event == "auth":
