@@ -581,6 +581,8 @@ class XClientValueTests(SynchronousTestCase):
         factory.addObserver(SessionLogger())
         proto.dataReceived(b"XCLIENT ADDR=192.0.2.50 NAME=c.example LOGIN=alice\r\n")
         proto.dataReceived(b"XCLIENT ADDR=192.0.2.51\r\n")
+        self.assertIsNone(proto.session.user)
+        self.assertNotIn("LOGIN", proto.session.xClient)
         sid = proto.session.id
         lines = [formatEvent(e) for e in events if e["log_namespace"] == NAMESPACE]
         self.assertEqual(

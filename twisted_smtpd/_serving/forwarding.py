@@ -155,6 +155,9 @@ def xclient(p: SessionControl, argument: bytes) -> None:
     # never as whoever authenticated before (Postfix resets its SASL state).
     login = attributes.get("LOGIN")
     session.user = None if login is None or login in _UNAVAILABLE else login
+    if login is None:
+        # Logged out: xClient no longer names a login that is over.
+        session.xClient.pop("LOGIN", None)
     local, localPort = session.localAddress
     destination = attributes.get("DESTADDR")
     if destination is not None:
