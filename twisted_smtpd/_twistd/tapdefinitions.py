@@ -243,6 +243,13 @@ PARAMETERS: list[list[Any]] = [
     ["lmtp-to", None, None, "Deliver every message over LMTP to this client endpoint."],
     ["pipe", None, None, "Pipe every message into this command (split like a shell)."],
     ["pipe-spool", None, None, "Where --pipe spools messages [default: $TMPDIR]."],
+    [
+        "pipe-concurrency",
+        None,
+        None,
+        "Commands --pipe runs at once; more messages wait for one [default: 20].",
+        _number("pipe-concurrency", int, positive=True),
+    ],
     ["webhook", None, None, "POST every message to this http:// or https:// URL."],
     ["webhook-secret", None, None, "Sign webhook requests with HMAC-SHA256 and this key."],
     [
@@ -253,6 +260,13 @@ PARAMETERS: list[list[Any]] = [
         _choice("webhook-format", ("raw", "json")),
     ],
     ["webhook-ca", None, None, "PEM CA bundle to verify the webhook [default: system CAs]."],
+    [
+        "webhook-concurrency",
+        None,
+        None,
+        "Messages --webhook posts at once; more wait for one [default: 20].",
+        _number("webhook-concurrency", int, positive=True),
+    ],
     ["amqp", None, None, "Publish every message to RabbitMQ: amqp[s]://USER:PASS@HOST/VHOST."],
     ["amqp-exchange", None, None, "Exchange to publish to [default: the default exchange]."],
     ["amqp-routing-key", None, None, "Routing key [default: the queue's name]."],

@@ -213,7 +213,12 @@ def _pipe(config: Mapping[str, Any], command: str, options: ServerOptions) -> IS
         except OSError as e:
             why = os.strerror(e.errno) if e.errno else reason(e)
             raise usage.UsageError(f"--pipe-spool {spool!r}: {why}") from None
-    return PipeHandler(command, spoolDirectory=spool, openFiles=startingLimit())
+    return PipeHandler(
+        command,
+        spoolDirectory=spool,
+        openFiles=startingLimit(),
+        maxConcurrent=int(config.get("pipe-concurrency") or 20),
+    )
 
 
 def _extra(flag: str, extra: str, module: str) -> Any:
@@ -248,6 +253,7 @@ def _webhook(config: Mapping[str, Any], url: str, options: ServerOptions) -> ISM
         secret=config["webhook-secret"],
         format=config["webhook-format"] or "raw",
         caCertificates=config["webhook-ca"],
+        maxConcurrent=int(config.get("webhook-concurrency") or 20),
     )
     return handler
 

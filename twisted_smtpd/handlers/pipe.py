@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.threads import deferToThreadPool
@@ -33,6 +33,7 @@ from twisted_smtpd._core.printable import UNSAFE
 from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._childlimit import limited
+from twisted_smtpd.handlers._concurrency import DeliveryBound, checkConcurrency
 from twisted_smtpd.handlers._diskfailure import diskError, logDiskFailure
 from twisted_smtpd.handlers._piperun import CommandRun, KillThreads
 from twisted_smtpd.handlers._spool import Spool
@@ -119,13 +120,14 @@ def _envValue(value: str) -> str:
 
 class _Delivery:
     """
-    The delivery in flight for one session: whether the session ended, the
-    command's run once started, and whether its time limit or the
-    session's end killed it.
+    The delivery in flight for one session: whether the session ended, its
+    wait for a turn to run, the command's run once started, and whether
+    its time limit or the session's end killed it.
     """
 
     def __init__(self) -> None:
         self.sessionEnded = False
+        self.turn: Deferred[bool] | None = None
         self.run: CommandRun | None = None
         self.timedOut = False
         self.killed = False
@@ -185,6 +187,14 @@ class PipeHandler(BaseHandler):
     line), and a message whose session ended before its command started
     never starts one: no delivery goes on that the client was not told of.
 
+    At most C{maxConcurrent} commands run at once (Postfix bounds a
+    transport's processes with C{maxproc}): a message beyond waits for one
+    of them to end, that wait counting within its C{timeout} (the command
+    gets what is left of it); one that gets no turn in time is answered
+    451 4.4.5 with one log line, and a line says when the bound is reached
+    (not one for each message waiting).  A message whose session ends
+    while it waits never starts its command.
+
     The kernel bounds a command's arguments and environment
     (L{MAX_ARG_STRLEN} for one string, C{ARG_MAX} for all): a recipient
     that would take them past is refused at RCPT with 452 4.5.3 (see
@@ -207,6 +217,7 @@ class PipeHandler(BaseHandler):
         threadpool: ThreadPool | None = None,
         spoolDirectory: str | None = None,
         openFiles: int | None = None,
+        maxConcurrent: int = 20,
     ) -> None:
         """
         @param command: The command line, split like a POSIX shell would
@@ -214,7 +225,8 @@ class PipeHandler(BaseHandler):
             The program is looked up in C{PATH} now.
         @param env: More environment variables (they override C{PATH}; the
             message's variables override them).
-        @param timeout: Seconds the command may run.
+        @param timeout: Seconds the command may run, its wait for a turn
+            to run (C{maxConcurrent}) included.
         @param reactor: The reactor (the global one by default).
         @param threadpool: Where spool writes run; C{reactor.getThreadPool()}
             by default.
@@ -224,11 +236,13 @@ class PipeHandler(BaseHandler):
             with, if not ours (C{twistd smtpd}: the one it was started with,
             before it raised its own); the command is then run through
             C{/bin/sh}, its C{argv[0]} the program's path.
+        @param maxConcurrent: The most commands running at once (above 0).
         @raise ValueError: C{command} is empty, its program is not found,
-            a placeholder is part of a longer argument, or C{timeout} is not
-            positive and finite.
+            a placeholder is part of a longer argument, C{timeout} is not
+            positive and finite, or C{maxConcurrent} is not above 0.
         """
         handlerSeconds("timeout", timeout)
+        checkConcurrency("maxConcurrent", maxConcurrent)
         argv = shlex.split(command) if isinstance(command, str) else list(command)
         if not argv:
             raise ValueError("pipe command must not be empty")
@@ -256,6 +270,7 @@ class PipeHandler(BaseHandler):
         self._argMax = _argMax()
         self._recipientArguments = self.argv.count(RECIPIENT_PLACEHOLDER)
         self._deliveries: dict[str, _Delivery] = {}
+        self._bound = DeliveryBound("pipe commands", maxConcurrent, reactor)
         #: Runs a kill's walk of the command's processes in a thread.
         self._startKill: Callable[..., object] = KillThreads(reactor).start
 
@@ -393,6 +408,8 @@ class PipeHandler(BaseHandler):
         if delivery is None:
             return
         delivery.sessionEnded = True
+        if delivery.turn is not None:
+            delivery.turn.cancel()
         run = delivery.run
         if run is None:
             return
@@ -439,6 +456,54 @@ class PipeHandler(BaseHandler):
                 "{session} pipe command not started: the session ended", session=session.id
             )
             raise SMTPError(451, "Error: the session ended", "4.3.0")
+        deadline = self._reactor.seconds() + self._timeout
+        try:
+            await self._turn(session, delivery, deadline)
+        except BaseException:
+            source.close()
+            raise
+        try:
+            return await self._run(session, delivery, source, deadline)
+        finally:
+            self._bound.release()
+
+    async def _turn(self, session: Session, delivery: _Delivery, deadline: float) -> None:
+        """
+        Wait, until C{deadline}, for fewer than C{maxConcurrent} commands
+        running: a turn that comes with no time left is not taken.
+
+        @raise SMTPError: 451 4.4.5 if none ended in time, 451 4.3.0 if
+            the session ended meanwhile.
+        """
+        turn = delivery.turn = self._bound.acquire(self._timeout)
+        try:
+            taken = await turn
+        except CancelledError:
+            self._log.info(
+                "{session} pipe command not started: the session ended before its turn",
+                session=session.id,
+            )
+            raise SMTPError(451, "Error: the session ended", "4.3.0") from None
+        finally:
+            delivery.turn = None
+        if taken and self._reactor.seconds() >= deadline:
+            self._bound.release()
+            taken = False
+        if not taken:
+            self._log.warn(
+                "{session} pipe command not started: no turn in {seconds}s ({limit} running)",
+                session=session.id,
+                limit=self._bound.limit,
+                seconds=self._timeout,
+            )
+            raise SMTPError(451, "Error: too many delivery commands running", "4.4.5")
+
+    async def _run(
+        self, session: Session, delivery: _Delivery, source: IO[bytes], deadline: float
+    ) -> str:
+        """
+        Run the command, C{source} its standard input, until C{deadline}.
+        """
         run = delivery.run = CommandRun(self._reactor)
         env = self.environment(session)
         executable, argv = self._command(self.arguments(session), env, False)
@@ -472,7 +537,8 @@ class PipeHandler(BaseHandler):
                     problem=problem,
                 )
 
-        timer: IDelayedCall = self._reactor.callLater(self._timeout, timeOut)
+        left = max(deadline - self._reactor.seconds(), 0)
+        timer: IDelayedCall = self._reactor.callLater(left, timeOut)
         try:
             await run.ended
         finally:

@@ -25,6 +25,7 @@ from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.optionvalues import handlerSeconds
 from twisted_smtpd._core.session import Session
 from twisted_smtpd.handlers._base import BaseHandler
+from twisted_smtpd.handlers._concurrency import DeliveryBound, checkConcurrency
 from twisted_smtpd.handlers._diskfailure import diskError, logDiskFailure
 from twisted_smtpd.handlers._envelope import envelopeFields, envelopeJSON, messageId, sanitise
 from twisted_smtpd.handlers._sessionwork import SessionWork
@@ -154,6 +155,14 @@ class WebhookHandler(BaseHandler):
     stopped): that client was never told 250 and will send the message
     again, so a later attempt taken could only post it twice.
 
+    At most C{maxConcurrent} messages are posted at once (Postfix's
+    C{default_destination_concurrency_limit} is 20 as well): a message
+    beyond waits for one of them to end, that wait counting within its
+    C{timeout}; one that gets no turn in time is answered 451 4.4.5 with
+    one log line, and a line says when the bound is reached (not one for
+    each message waiting).  A message whose session ends while it waits is
+    never posted.
+
     HTTPS URLs are verified against the system's CAs, or the PEM bundle
     C{caCertificates}; a certificate that does not verify is 451 at once,
     naming OpenSSL's reason, without more attempts.
@@ -178,6 +187,7 @@ class WebhookHandler(BaseHandler):
         spoolDirectory: str | None = None,
         firstRetry: float = 0.25,
         maxRetryDelay: float = 5.0,
+        maxConcurrent: int = 20,
         reactor: Any = None,
     ) -> None:
         """
@@ -201,9 +211,10 @@ class WebhookHandler(BaseHandler):
         @param firstRetry: Seconds before the first retry; each pause
             doubles, up to C{maxRetryDelay}.
         @param maxRetryDelay: The longest pause between attempts.
+        @param maxConcurrent: The most messages posted at once (above 0).
         @param reactor: The reactor (the global one by default).
-        @raise ValueError: If C{url}, C{format}, a timeout, the secret or
-            the CA bundle is not usable.
+        @raise ValueError: If C{url}, C{format}, a timeout, the secret,
+            the CA bundle or C{maxConcurrent} is not usable.
         """
         requestURL = checkURL(url)
         if format not in FORMATS:
@@ -215,6 +226,7 @@ class WebhookHandler(BaseHandler):
             ("maxRetryDelay", maxRetryDelay),
         ]:
             handlerSeconds(name, seconds)
+        checkConcurrency("maxConcurrent", maxConcurrent)
         if caCertificates is not None and not url.startswith("https://"):
             # Verified TLS was asked for, and would silently not be used.
             raise ValueError("a CA bundle needs an https:// URL")
@@ -243,6 +255,10 @@ class WebhookHandler(BaseHandler):
         self._draining: set[Deferred[None]] = set()
         #: The messages being posted for each session.
         self._posting = SessionWork()
+        #: The messages posted at once, and the wait of each session's
+        #: message for its turn.
+        self._bound = DeliveryBound("webhook requests", maxConcurrent, reactor)
+        self._turns: dict[str, Deferred[bool]] = {}
         # A plain Agent: no RedirectAgent, CookieAgent or ContentDecoderAgent.
         self._agent = Agent(reactor, contextFactory=policy, pool=self._pool)
         self._cooperator = Cooperator(scheduler=self._schedule)
@@ -276,9 +292,13 @@ class WebhookHandler(BaseHandler):
 
     def onClose(self, session: Session) -> None:
         """
-        A message of C{session} still being posted is not tried again.
+        A message of C{session} still being posted is not tried again, and
+        one still waiting for its turn is not posted.
         """
         self._posting.close(session.id)
+        turn = self._turns.pop(session.id, None)
+        if turn is not None:
+            turn.cancel()
 
     async def _deliver(self, stream: IMessageStream, session: Session) -> str:
         self._posting.begin(session.id)
@@ -339,6 +359,56 @@ class WebhookHandler(BaseHandler):
 
     async def _post(self, spool: SignedSpool, headers: Headers, session: Session) -> str:
         deadline = self._reactor.seconds() + self._timeout
+        await self._turn(session, deadline)
+        try:
+            return await self._attempts(spool, headers, session, deadline)
+        finally:
+            self._bound.release()
+
+    async def _turn(self, session: Session, deadline: float) -> None:
+        """
+        Wait, until C{deadline}, for fewer than C{maxConcurrent} messages
+        being posted: a turn that comes with no time left is not taken.
+
+        @raise SMTPError: 451 4.4.5 if none ended in time, 451 4.3.0 if
+            the session ended meanwhile.
+        """
+        if self._posting.ended(session.id):
+            raise self._notPosted(session)
+        turn = self._turns[session.id] = self._bound.acquire(self._timeout)
+        try:
+            taken = await turn
+        except CancelledError:
+            raise self._notPosted(session) from None
+        finally:
+            if self._turns.get(session.id) is turn:
+                del self._turns[session.id]
+        if taken and self._reactor.seconds() >= deadline:
+            self._bound.release()
+            taken = False
+        if not taken:
+            self._log.warn(
+                "{session} webhook not posted: no turn in {seconds}s ({limit} requests in flight)",
+                session=session.id,
+                limit=self._bound.limit,
+                seconds=self._timeout,
+            )
+            raise SMTPError(451, "Error: webhook busy, too many messages in flight", "4.4.5")
+
+    def _notPosted(self, session: Session) -> SMTPError:
+        """
+        Log that the message of C{session} is not posted, its session
+        having ended before its turn came, and return its reply.
+        """
+        self._log.info(
+            "{session} webhook not posted: the session ended before its turn",
+            session=session.id,
+        )
+        return SMTPError(451, "Error: the session ended", "4.3.0")
+
+    async def _attempts(
+        self, spool: SignedSpool, headers: Headers, session: Session, deadline: float
+    ) -> str:
         delay = self._firstRetry
         attempt = 0
         problem = ""
