@@ -580,6 +580,8 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         self._writer.sendNow(self._socket)
         # RFC 3207 section 4.2 and CVE-2011-0411: whatever the client
         # pipelined behind STARTTLS in plaintext is discarded, never run.
+        if self._buffer:
+            _tlscommand.pipelinedDiscarded(self, len(self._buffer) - self._pos)
         self._buffer = b""
         # Hold commands, but keep reading: the handshake needs it.
         self.waiting = True
