@@ -335,3 +335,82 @@ class StartTLSResetsBdatTests(SynchronousTestCase):
         )
         self.assertEqual(take(transport), replies.MAIL_OK + replies.RCPT_OK + QUEUED)
         self.assertEqual(handler.messages, [("t@example.com", ["u@example.com"], b"hi")])
+
+
+#: A TLS 1.2 ClientHello's first octets: a handshake record, its length,
+#: a ClientHello and its length (no line feed among them).
+CLIENT_HELLO = bytes.fromhex("16030100c8010000c40303") + b"\x5a" * 32
+#: An SSL 2.0 style ClientHello offering TLS 1.0.
+SSLV2_HELLO = bytes.fromhex("802e0103010015000000100100800300800700c0060040020080040080") + bytes(
+    range(16)
+)
+NO_STARTTLS = b"421 4.7.0 Error: TLS handshake without STARTTLS\r\n"
+
+
+class HandshakeWithoutStartTLSTests(SynchronousTestCase):
+    """
+    A client beginning a TLS handshake on a plaintext session (one meant
+    for an implicit TLS port, or a scanner) gets 421 and is closed at once,
+    with one refusal line, however its octets arrive.
+    """
+
+    def refused(self, *reads: bytes) -> list[dict[str, Any]]:
+        proto, transport = connect()
+        rejected: list[dict[str, Any]] = []
+        proto.factory.addObserver(  # type: ignore[union-attr]
+            lambda event, session, data: rejected.append(data) if event == "reject" else None
+        )
+        for data in reads:
+            proto.dataReceived(data)
+        self.assertEqual(take(transport), NO_STARTTLS)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.tlsStarted, [])
+        return rejected
+
+    def test_withLineFeed(self) -> None:
+        """
+        A ClientHello holding a line feed (most do: the supported_groups
+        extension is numbered 10).
+        """
+        rejected = self.refused(CLIENT_HELLO + b"\x00\x0a\x00\x08more")
+        self.assertEqual([data["reply"].code for data in rejected], [421])
+
+    def test_withoutLineFeed(self) -> None:
+        """
+        A ClientHello without a line feed is refused as soon as its first
+        octets are read, not at the socket timeout.
+        """
+        self.refused(CLIENT_HELLO)
+
+    def test_byteByByte(self) -> None:
+        """
+        Its octets one at a time.
+        """
+        self.refused(*[CLIENT_HELLO[i : i + 1] for i in range(len(CLIENT_HELLO))])
+
+    def test_sslv2(self) -> None:
+        """
+        An SSL 2.0 style ClientHello.
+        """
+        self.refused(SSLV2_HELLO)
+
+    def test_afterCommands(self) -> None:
+        """
+        After EHLO, the same.
+        """
+        proto, transport = connect()
+        proto.dataReceived(b"EHLO c\r\n")
+        take(transport)
+        proto.dataReceived(CLIENT_HELLO)
+        self.assertEqual(take(transport), NO_STARTTLS)
+        self.assertTrue(transport.disconnecting)
+
+    def test_otherBinaryLine(self) -> None:
+        """
+        Other octets that are not a command are still refused one line at
+        a time.
+        """
+        proto, transport = connect()
+        proto.dataReceived(b"\x16\x02junk\r\n\x80\x01\x02\x03\r\n")
+        self.assertEqual(take(transport), replies.UNKNOWN_COMMAND * 2)
+        self.assertFalse(transport.disconnecting)

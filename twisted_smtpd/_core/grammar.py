@@ -56,6 +56,7 @@ __all__ = [
     "lineLimit",
     "looksLikeBdat",
     "looksLikeHTTP",
+    "looksLikeTLS",
     "parseAttributes",
     "parseBdat",
     "parseCommand",
@@ -230,6 +231,24 @@ def looksLikeHTTP(line: bytes) -> bool:
     if _HTTP_VERSION.search(line) is not None:
         return True
     return word.lower() in _HTTP_HEADERS
+
+
+def looksLikeTLS(line: bytes) -> bool:
+    """
+    Whether a line the server could not parse as a command, or the start
+    of one, is a TLS ClientHello: a client speaking TLS at once (one meant
+    for an implicit TLS port, a scanner) to a session that wants STARTTLS
+    first, to be answered with 421 and disconnected, as Postfix's
+    C{smtpd_forbidden_commands} does for a line that does not begin with a
+    letter.
+
+    @return: C{True} for a TLS handshake record (content type 22, version
+        3.x), or an SSL 2.0 style ClientHello (a two-octet length with its
+        high bit set, message type 1, version 2 or 3.x).
+    """
+    if line[:2] == b"\x16\x03":
+        return True
+    return len(line) >= 4 and line[0] & 0x80 != 0 and line[2] == 1 and line[3] in (0, 3)
 
 
 def looksLikeBdat(line: bytes) -> bool:

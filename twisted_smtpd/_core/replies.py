@@ -194,6 +194,7 @@ HANDLER_TIMEOUT = reply(421, "4.3.0", "Error: timeout waiting for the mail syste
 LOGGED_APART = frozenset({SHUTDOWN, TIMEOUT, HANDLER_TIMEOUT, TOO_SLOW})
 TOO_MANY_ERRORS = reply(421, "4.7.0", "Too many errors, closing connection")
 HTTP_REFUSED = reply(421, "4.7.0", "This is an SMTP server, not an HTTP server")
+TLS_WITHOUT_STARTTLS = reply(421, "4.7.0", "Error: TLS handshake without STARTTLS")
 LOCAL_ERROR = reply(451, "4.3.0", "Error: internal error, try again later")
 TOO_MANY_RECIPIENTS = reply(452, "4.5.3", "Error: too many recipients")
 

@@ -91,7 +91,8 @@ class TLSInfo:
     """
     What the TLS handshake settled.
 
-    @ivar servername: The SNI name the client asked for, or C{None}.
+    @ivar servername: The SNI name the client asked for, or C{None}; an
+        octet that is not ASCII is written as its escape (C{\\xff}).
     @ivar protocol: The protocol version (C{"TLSv1.3"}).
     @ivar cipher: The cipher suite name.
     @ivar peerCertificate: The client's certificate

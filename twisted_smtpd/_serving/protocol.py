@@ -38,6 +38,7 @@ from twisted_smtpd._core.grammar import (
     lineLimit,
     looksLikeBdat,
     looksLikeHTTP,
+    looksLikeTLS,
     parseCommand,
 )
 from twisted_smtpd._core.options import ServerOptions
@@ -365,6 +366,12 @@ class SMTPProtocol(SessionOutput, LineReceiver):
                 # CRLF), however its bytes arrive.
                 end = buf.find(b"\n", pos, pos + AUTH_LINE_LIMIT + 2)
                 if end < 0:
+                    if looksLikeTLS(buf[pos : pos + 4]):
+                        # A ClientHello need not hold a line feed: refused
+                        # now, not at the socket timeout.
+                        self._buffer = b""
+                        self._refuseTLS(buf[pos:])
+                        break
                     if len(buf) - pos < AUTH_LINE_LIMIT + 2:
                         if pos:
                             # Only the line's start is kept, not the read.
@@ -416,6 +423,8 @@ class SMTPProtocol(SessionOutput, LineReceiver):
             self._argument = line
             if looksLikeHTTP(line):
                 self.closeWith(catalogue.HTTP_REFUSED)
+            elif looksLikeTLS(line):
+                self._refuseTLS(line)
             elif looksLikeBdat(line):
                 _transaction.malformedBdat(self)
             else:
@@ -431,6 +440,13 @@ class SMTPProtocol(SessionOutput, LineReceiver):
                 self.closeWith(catalogue.TOO_MANY_UNAUTHENTICATED)
                 return
         _commands.run(self, verb, command.argument, self._disabled)
+
+    def _refuseTLS(self, line: bytes) -> None:
+        # A TLS handshake where a command should be: its refusal is logged
+        # as a line that did not parse.
+        self._verb = None
+        self._argument = line
+        self.closeWith(catalogue.TLS_WITHOUT_STARTTLS)
 
     def _lineTooLong(self, line: bytes) -> None:
         auth = self.auth
@@ -580,6 +596,8 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         self._writer.sendNow(self._socket)
         # RFC 3207 section 4.2 and CVE-2011-0411: whatever the client
         # pipelined behind STARTTLS in plaintext is discarded, never run.
+        if self._buffer:
+            _tlscommand.pipelinedDiscarded(self, len(self._buffer) - self._pos)
         self._buffer = b""
         # Hold commands, but keep reading: the handshake needs it.
         self.waiting = True

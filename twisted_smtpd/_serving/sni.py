@@ -426,6 +426,10 @@ class DynamicSNI:
                 self._pending.add(name)
                 result.addCallback(self._answered, name)
                 result.addErrback(self._failed, name)
+            else:
+                # Not waited for, but its failure is still the callback's
+                # to log, never left unhandled in the Deferred.
+                result.addErrback(self._logFailure, name)
             return None
         return self._store(name, result)
 
@@ -435,6 +439,9 @@ class DynamicSNI:
 
     def _failed(self, failure: Failure, name: str) -> None:
         self._pending.discard(name)
+        self._logFailure(failure, name)
+
+    def _logFailure(self, failure: Failure, name: str) -> None:
         self._log.failure("sniCallback({name!r}) failed", failure, name=name)
 
     def _store(self, name: str, result: object) -> SSL.Context | None:

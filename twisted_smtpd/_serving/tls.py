@@ -328,7 +328,10 @@ def tlsInfo(transport: object) -> TLSInfo:
         return TLSInfo()
     servername = connection.get_servername()
     return TLSInfo(
-        servername=servername.decode("ascii", "replace") if servername else None,
+        # A host name is ASCII (RFC 6066 section 3); any other octet a
+        # client sent is kept as its escape (\xff), not a U+FFFD that hides
+        # what it was.
+        servername=servername.decode("ascii", "backslashreplace") if servername else None,
         protocol=connection.get_protocol_version_name(),
         cipher=connection.get_cipher_name(),
         peerCertificate=connection.get_peer_certificate(),

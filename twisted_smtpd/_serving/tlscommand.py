@@ -55,6 +55,23 @@ def startTLS(p: SessionControl, argument: bytes) -> None:
     p.beginTLS(contextFactory)
 
 
+def pipelinedDiscarded(p: SessionControl, octets: int) -> None:
+    """
+    Log that C{octets} the client sent in plaintext right behind STARTTLS
+    were discarded (RFC 3207 section 4.2; the command injection of
+    CVE-2011-0411), as Postfix's smtpd does: one line naming the client
+    and the count, never the bytes, but for a client of C{ignoredHosts}.
+    """
+    if octets <= 0 or unlogged(p):
+        return
+    p.log.warn(
+        "{session} {client} improper command pipelining after STARTTLS: {octets} octets discarded",
+        session=p.session.id,
+        client=p.session.remoteAddress[0],
+        octets=octets,
+    )
+
+
 def handshakeCompleted(p: SessionControl) -> None:
     """
     Record the TLS session; after STARTTLS forget everything the client
