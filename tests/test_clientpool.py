@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -149,6 +149,25 @@ class PoolTests(SynchronousTestCase):
         C{maxSessions} must be at least 1.
         """
         self.assertRaises(ValueError, SessionPool, lambda: succeed(None), self.clock, maxSessions=0)
+
+    def test_cancelledWaitLeavesQueue(self) -> None:
+        """
+        A request cancelled while it waits leaves the queue at once: the
+        next session given back goes to the request behind it, not lost on
+        the cancelled one.
+        """
+        first = self.successResultOf(self.pool.acquire())
+        self.successResultOf(self.pool.acquire())
+        cancelled = self.pool.acquire()
+        behind = self.pool.acquire()
+        cancelled.cancel()
+        self.failureResultOf(cancelled, CancelledError)
+        self.pool.release(first)
+        self.assertIs(self.successResultOf(behind), first)
+        self.assertEqual((self.pool.busy, self.pool.idle, len(self.made)), (2, 0, 2))
+        # No timer is left for it either.
+        self.clock.advance(60)
+        self.assertEqual((self.pool.busy, self.pool.idle), (2, 0))
 
 
 class LoopbackPoolTests(TestCase):

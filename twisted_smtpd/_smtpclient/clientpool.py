@@ -118,8 +118,6 @@ class SessionPool:
         self._waiters.append(waiter)
 
         def timeOut() -> None:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
             self._log.warn(
                 "no session to the next hop free after {seconds} s ({limit} busy)",
                 seconds=self._waitTimeout,
@@ -135,6 +133,9 @@ class SessionPool:
         try:
             await waiter
         finally:
+            # Timed out or cancelled: a wake-up must not be spent on it.
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
             if timer.active():
                 timer.cancel()
 
