@@ -11,13 +11,24 @@ from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.test_client import Recorder, startServer
 from tests.test_relay import closeWith, outcome, replies, send
+from twisted_smtpd._core.address import Address
+from twisted_smtpd._core.session import Session
 from twisted_smtpd._smtpclient.clientpool import SessionPool
 from twisted_smtpd._smtpclient.clientwire import ClientReply, DeliveryError
 from twisted_smtpd.handlers.relay import RelayHandler
+
+
+def logged(events: EventLoggingObserver, start: int = 0) -> list[str]:
+    """
+    The lines logged from the C{start}th event on.
+    """
+    return [formatEvent(events[i]) for i in range(start, len(events))]
 
 
 class FakeSession:
@@ -150,6 +161,22 @@ class PoolTests(SynchronousTestCase):
         """
         self.assertRaises(ValueError, SessionPool, lambda: succeed(None), self.clock, maxSessions=0)
 
+    def test_cancelWhileOpening(self) -> None:
+        """
+        A request cancelled while its session is being opened fails at
+        once; the session, once open, is kept for the next message rather
+        than lost with its place in the pool.
+        """
+        opening: Deferred[Any] = Deferred()
+        pool = SessionPool(lambda: opening, self.clock, maxSessions=1)
+        request = pool.acquire()
+        request.cancel()
+        self.failureResultOf(request, CancelledError)
+        session = FakeSession()
+        opening.callback(session)
+        self.assertEqual((pool.busy, pool.idle), (0, 1))
+        self.assertIs(self.successResultOf(pool.acquire()), session)
+
     def test_cancelledWaitLeavesQueue(self) -> None:
         """
         A request cancelled while it waits leaves the queue at once: the
@@ -168,6 +195,45 @@ class PoolTests(SynchronousTestCase):
         # No timer is left for it either.
         self.clock.advance(60)
         self.assertEqual((self.pool.busy, self.pool.idle), (2, 0))
+
+
+class HandlerWaitTests(SynchronousTestCase):
+    """
+    A L{RelayHandler} whose MAIL waits for a session of its pool.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.handler = RelayHandler(
+            "127.0.0.1", 1, tls="none", heloName="relay.example", reactor=self.clock
+        )
+        self.made: list[FakeSession] = []
+
+        def connect() -> Deferred[Any]:
+            session = FakeSession()
+            self.made.append(session)
+            return succeed(session)
+
+        self.handler.pool = SessionPool(connect, self.clock, maxSessions=1, waitTimeout=60)
+        self.held = self.successResultOf(self.handler.pool.acquire())
+        self.start = len(self.events)
+
+    def test_closeWhileWaiting(self) -> None:
+        """
+        A session that ends while its MAIL waits for a session to the next
+        hop leaves the queue at once: its MAIL ends, and the session given
+        back later stays free for the next message.
+        """
+        session = Session(id="s1")
+        mail = Deferred.fromCoroutine(self.handler.onMailFrom(Address("a@example.com"), session))
+        self.assertNoResult(mail)
+        self.handler.onClose(session)
+        self.successResultOf(mail)
+        self.handler.pool.release(self.held)
+        self.assertEqual((self.handler.pool.busy, self.handler.pool.idle), (0, 1))
+        self.assertEqual(self.held.rsets, 0)
+        self.assertEqual(logged(self.events, self.start), [])
 
 
 class LoopbackPoolTests(TestCase):

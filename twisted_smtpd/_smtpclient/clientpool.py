@@ -19,6 +19,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from twisted_smtpd._smtpclient.clientsession import ClientSession
 from twisted_smtpd._smtpclient.clientwire import DeliveryError
@@ -71,11 +72,35 @@ class SessionPool:
         gives it back with L{release}.
 
         @return: A L{Deferred} failing with L{DeliveryError} (451) when no
-            session can be had.
+            session can be had.  Cancelling it while it waits for a busy
+            session leaves the queue at once; once a session is being
+            checked or opened for it, that session is given back when
+            ready.
         """
-        return Deferred.fromCoroutine(self._acquire())
+        # The request's place in the queue, while it waits.
+        waiting: list[Deferred[None]] = []
 
-    async def _acquire(self) -> ClientSession:
+        def cancel(result: Deferred[ClientSession]) -> None:
+            if waiting:
+                waiting[0].cancel()
+
+        result: Deferred[ClientSession] = Deferred(cancel)
+
+        def done(outcome: ClientSession | Failure) -> None:
+            if not result.called:
+                if isinstance(outcome, Failure):
+                    result.errback(outcome)
+                else:
+                    result.callback(outcome)
+            elif not isinstance(outcome, Failure):
+                # Cancelled while its session was checked or opened: the
+                # session is for the next message (a failure, for nobody).
+                self.release(outcome)
+
+        Deferred.fromCoroutine(self._acquire(waiting)).addBoth(done)
+        return result
+
+    async def _acquire(self, waiting: list[Deferred[None]]) -> ClientSession:
         while True:
             if self._closed:
                 raise DeliveryError(451, "Error: shutting down", "4.3.2", stage="connect")
@@ -87,7 +112,7 @@ class SessionPool:
                     return session
             if self._open < self.maxSessions:
                 break
-            await self._wait()
+            await self._wait(waiting)
         self._open += 1
         try:
             session = await self._connect()
@@ -113,9 +138,16 @@ class SessionPool:
         self._drop(session)
         return False
 
-    async def _wait(self) -> None:
+    async def _wait(self, waiting: list[Deferred[None]]) -> None:
+        """
+        Wait in the queue for a session given back, for at most
+        C{waitTimeout} seconds.
+
+        @param waiting: Holds the place in the queue while it waits.
+        """
         waiter: Deferred[None] = Deferred()
         self._waiters.append(waiter)
+        waiting.append(waiter)
 
         def timeOut() -> None:
             self._log.warn(
@@ -133,6 +165,7 @@ class SessionPool:
         try:
             await waiter
         finally:
+            waiting.clear()
             # Timed out or cancelled: a wake-up must not be spent on it.
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
