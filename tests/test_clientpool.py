@@ -196,6 +196,62 @@ class PoolTests(SynchronousTestCase):
         self.clock.advance(60)
         self.assertEqual((self.pool.busy, self.pool.idle), (2, 0))
 
+    def test_limitReachedLogged(self) -> None:
+        """
+        One warning when every session is busy, on reaching the bound from
+        below: none for each message then waiting, one again after the
+        bound was left.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.pool = SessionPool(
+            self.pool._connect,
+            self.clock,
+            maxSessions=2,
+            idleTimeout=30,
+            waitTimeout=60,
+            name="the next hop mx.example:25",
+        )
+        first = self.successResultOf(self.pool.acquire())
+        second = self.successResultOf(self.pool.acquire())
+        waiting = [self.pool.acquire() for _ in range(3)]
+        self.pool.release(first)
+        self.pool.release(self.successResultOf(waiting[0]))
+        lines = logged(events)
+        self.assertEqual(
+            lines,
+            [
+                "sessions to the next hop mx.example:25 reached 2, the most at once:"
+                " more messages wait for one to end"
+            ],
+        )
+        for d in waiting[1:]:
+            self.pool.release(self.successResultOf(d))
+        self.pool.release(second)
+        self.assertEqual((self.pool.busy, self.pool.idle), (0, 2))
+        self.successResultOf(self.pool.acquire())
+        self.successResultOf(self.pool.acquire())
+        self.assertEqual(len(events), 2)
+
+    def test_waitTimeoutOneLine(self) -> None:
+        """
+        A request that times out waiting logs nothing itself (the caller's
+        line names the session); its error says how long it waited, and
+        for how many busy sessions.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.successResultOf(self.pool.acquire())
+        self.successResultOf(self.pool.acquire())
+        start = len(events)
+        waiting = self.pool.acquire()
+        self.clock.advance(60)
+        error = self.failureResultOf(waiting, DeliveryError).value
+        self.assertEqual(logged(events, start), [])
+        self.assertEqual(
+            (error.code, error.enhanced, error.message),
+            (451, "4.4.5", "no session to the next hop free after 60 s (2 busy)"),
+        )
+        self.assertEqual((self.pool.busy, self.pool.idle), (2, 0))
+
 
 class HandlerWaitTests(SynchronousTestCase):
     """
@@ -217,6 +273,7 @@ class HandlerWaitTests(SynchronousTestCase):
 
         self.handler.pool = SessionPool(connect, self.clock, maxSessions=1, waitTimeout=60)
         self.held = self.successResultOf(self.handler.pool.acquire())
+        # After the line saying the one session is busy.
         self.start = len(self.events)
 
     def test_closeWhileWaiting(self) -> None:
@@ -234,6 +291,25 @@ class HandlerWaitTests(SynchronousTestCase):
         self.assertEqual((self.handler.pool.busy, self.handler.pool.idle), (0, 1))
         self.assertEqual(self.held.rsets, 0)
         self.assertEqual(logged(self.events, self.start), [])
+
+    def test_waitTimeoutLine(self) -> None:
+        """
+        A MAIL that waited too long for a session is refused 451 4.4.5 with
+        one log line naming the session and the wait.
+        """
+        session = Session(id="s1")
+        mail = Deferred.fromCoroutine(self.handler.onMailFrom(Address("a@example.com"), session))
+        self.clock.advance(60)
+        error = self.failureResultOf(mail).value
+        self.assertEqual((error.code, error.enhanced), (451, "4.4.5"))
+        self.assertEqual(
+            logged(self.events, self.start),
+            [
+                "s1 next hop 127.0.0.1:1 unavailable: 451 4.4.5 no session to the next hop"
+                " free after 60 s (1 busy) (connect)"
+            ],
+        )
+        self.assertEqual((self.handler.pool.busy, self.handler.pool.idle), (1, 0))
 
 
 class LoopbackPoolTests(TestCase):

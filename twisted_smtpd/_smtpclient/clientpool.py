@@ -7,7 +7,8 @@ A session handed out is checked with RSET first (RFC 5321 section 4.1.1.5),
 which also ends anything a previous message left behind; one that fails it
 is dropped and another is used or opened.  At most C{maxSessions} are open
 at once; a message arriving when all are busy waits for one, for at most
-C{waitTimeout} seconds.  An idle session is closed with QUIT after
+C{waitTimeout} seconds (one log line when all become busy, from fewer: not
+one a waiting message).  An idle session is closed with QUIT after
 C{idleTimeout} seconds, and every one when the pool closes.
 """
 
@@ -43,6 +44,7 @@ class SessionPool:
         maxSessions: int = 4,
         idleTimeout: float = 30.0,
         waitTimeout: float = 60.0,
+        name: str = "the next hop",
     ) -> None:
         """
         @param connect: Opens a new session.
@@ -51,6 +53,7 @@ class SessionPool:
         @param idleTimeout: Seconds an unused session stays open; 0 closes
             each session after its message.
         @param waitTimeout: Seconds a message waits for a busy session.
+        @param name: The next hop, for the log line (safe to log).
         """
         if maxSessions < 1:
             raise ValueError("maxSessions must be at least 1")
@@ -64,6 +67,9 @@ class SessionPool:
         self._open = 0
         self._closing: list[Deferred[None]] = []
         self._closed = False
+        self._name = name
+        #: Whether every session is busy since the log line said so.
+        self._full = False
         self.opened = 0
 
     def acquire(self) -> Deferred[ClientSession]:
@@ -109,6 +115,7 @@ class SessionPool:
                 if timer is not None and timer.active():
                     timer.cancel()
                 if await self._check(session):
+                    self._handedOut()
                     return session
             if self._open < self.maxSessions:
                 break
@@ -121,7 +128,21 @@ class SessionPool:
             self._wake()
             raise
         self.opened += 1
+        self._handedOut()
         return session
+
+    def _handedOut(self) -> None:
+        """
+        A session was handed out: log once when that makes every one busy.
+        """
+        if self.busy >= self.maxSessions and not self._full:
+            self._full = True
+            self._log.warn(
+                "sessions to {name} reached {limit}, the most at once:"
+                " more messages wait for one to end",
+                name=self._name,
+                limit=self.maxSessions,
+            )
 
     async def _check(self, session: ClientSession) -> bool:
         """
@@ -141,7 +162,8 @@ class SessionPool:
     async def _wait(self, waiting: list[Deferred[None]]) -> None:
         """
         Wait in the queue for a session given back, for at most
-        C{waitTimeout} seconds.
+        C{waitTimeout} seconds (the caller logs the failure, naming its
+        message).
 
         @param waiting: Holds the place in the queue while it waits.
         """
@@ -150,14 +172,13 @@ class SessionPool:
         waiting.append(waiter)
 
         def timeOut() -> None:
-            self._log.warn(
-                "no session to the next hop free after {seconds} s ({limit} busy)",
-                seconds=self._waitTimeout,
-                limit=self.maxSessions,
-            )
             waiter.errback(
                 DeliveryError(
-                    451, "Error: too many sessions to the server", "4.4.5", stage="connect"
+                    451,
+                    f"no session to the next hop free after {self._waitTimeout:g} s"
+                    f" ({self.maxSessions} busy)",
+                    "4.4.5",
+                    stage="connect",
                 )
             )
 
@@ -183,10 +204,12 @@ class SessionPool:
         """
         if self._closed or not session.usable or self._idleTimeout <= 0:
             self._drop(session)
-            return
-        timer = self._clock.callLater(self._idleTimeout, self._expire, session)
-        self._idle.append((session, timer))
-        self._wake()
+        else:
+            timer = self._clock.callLater(self._idleTimeout, self._expire, session)
+            self._idle.append((session, timer))
+            self._wake()
+        if self.busy < self.maxSessions:
+            self._full = False
 
     def _expire(self, session: ClientSession) -> None:
         for index, (idle, _timer) in enumerate(self._idle):

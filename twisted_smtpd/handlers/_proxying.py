@@ -171,6 +171,7 @@ class ProxyingHandler(BaseHandler, ABC):
             maxSessions=maxSessions,
             idleTimeout=idleTimeout,
             waitTimeout=timeout,
+            name=f"the next hop {self._peerText}",
         )
         if closeOnShutdown:
             reactor.addSystemEventTrigger("before", "shutdown", self.close)
