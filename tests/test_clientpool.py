@@ -161,6 +161,24 @@ class PoolTests(SynchronousTestCase):
         """
         self.assertRaises(ValueError, SessionPool, lambda: succeed(None), self.clock, maxSessions=0)
 
+    def test_failedRsetKeepsTurn(self) -> None:
+        """
+        A waiting request handed a session that then fails its RSET keeps
+        its turn: it opens the new session in its place, rather than going
+        behind the requests after it (and waiting all over again).
+        """
+        pool = SessionPool(self.pool._connect, self.clock, maxSessions=1, waitTimeout=60)
+        held = self.successResultOf(pool.acquire())
+        first = pool.acquire()
+        self.clock.advance(30)
+        second = pool.acquire()
+        held.rsetReply = ClientReply(421, "4.4.2", "Timeout")
+        pool.release(held)
+        self.assertEqual(held.quits, 1)
+        self.assertIs(self.successResultOf(first), self.made[-1])
+        self.assertNoResult(second)
+        self.assertEqual((pool.busy, pool.idle, len(self.made)), (1, 0, 2))
+
     def test_cancelWhileOpening(self) -> None:
         """
         A request cancelled while its session is being opened fails at

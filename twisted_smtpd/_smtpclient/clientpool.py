@@ -115,6 +115,9 @@ class SessionPool:
                 if timer is not None and timer.active():
                     timer.cancel()
                 if await self._check(session):
+                    if self._open < self.maxSessions:
+                        # A place freed by a failed RSET, not needed now.
+                        self._wake()
                     self._handedOut()
                     return session
             if self._open < self.maxSessions:
@@ -146,7 +149,8 @@ class SessionPool:
 
     async def _check(self, session: ClientSession) -> bool:
         """
-        RSET a session taken from the idle ones; drop it if that fails.
+        RSET a session taken from the idle ones; drop it if that fails,
+        its place kept for the caller (not handed to a request behind it).
         """
         if session.usable:
             try:
@@ -156,7 +160,7 @@ class SessionPool:
             else:
                 if reply.positive:
                     return True
-        self._drop(session)
+        self._drop(session, wake=False)
         return False
 
     async def _wait(self, waiting: list[Deferred[None]]) -> None:
@@ -218,9 +222,11 @@ class SessionPool:
                 self._drop(session)
                 return
 
-    def _drop(self, session: ClientSession) -> None:
+    def _drop(self, session: ClientSession, wake: bool = True) -> None:
         """
         Close a session (QUIT when possible) and free its place.
+
+        @param wake: Whether to hand the place to the first request waiting.
         """
         self._open -= 1
         d = Deferred.fromCoroutine(session.quit())
@@ -230,7 +236,8 @@ class SessionPool:
             self._closing.remove(d)
 
         d.addBoth(closed)
-        self._wake()
+        if wake:
+            self._wake()
 
     def close(self) -> Deferred[None]:
         """
