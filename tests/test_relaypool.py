@@ -7,6 +7,7 @@ line says what went wrong, and no session of the pool is left taken.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import reactor
@@ -22,6 +23,17 @@ from tests.test_relayhostile import (
     reset,
     silent,
 )
+
+
+async def settled(condition: Callable[[], bool]) -> bool:
+    """
+    Whether C{condition} holds within 5 seconds (checked every 10 ms).
+    """
+    for _ in range(500):
+        if condition():
+            return True
+        await deferLater(reactor, 0.01, lambda: None)
+    return condition()
 
 
 def hopLines(lines: list[str]) -> list[str]:
@@ -89,6 +101,16 @@ class FailingNextHopTests(HostileTestsMixin, TestCase):
         self.assertFalse(any(r.startswith(b"250") for r in replies[2:]), replies)
         self.assertEqual(len(lines), 1, lines)
         self.assertIn("failed at RCPT", lines[0])
+
+    async def test_stallsAtData(self) -> None:
+        """
+        A next hop that never answers DATA: 451 after the body, never 250,
+        one line.
+        """
+        replies, lines = await self.failOnce({"data": silent})
+        self.assertEqual(code(replies[-1]), b"451 4.4.2", replies)
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("during the message", lines[0])
 
     async def test_closesAtMail(self) -> None:
         """
@@ -158,11 +180,36 @@ class ManyClientsTests(HostileTestsMixin, TestCase):
         )
         self.assertEqual({code(r[-1]) for r in results}, {b"250 2.0.0"})
         self.assertLessEqual(self.handler.pool.opened, 4)
-        self.assertEqual((self.handler.pool.busy, self.handler.pool.idle), (0, 4))
+        pool = self.handler.pool
+        self.assertEqual((pool.busy, pool.idle), (0, pool.opened))
         reached = [line for line in self.logLines() if "the most at once" in line]
         self.assertGreaterEqual(len(reached), 1)
         self.assertLess(len(reached), 16)
         self.assertNotIn("unavailable", " ".join(self.logLines()))
+
+    async def test_waitTimesOut(self) -> None:
+        """
+        A MAIL that waits longer than the timeout for the only session,
+        held by another client's transaction: 451 4.4.5, and one line
+        naming its session and the wait; the held session stays with its
+        client.
+        """
+        port = await self.start({}, maxSessions=1, timeout=0.3)
+        first = await self.client(port)
+        self.assertEqual(code(await first.send(b"MAIL FROM:<a@example.com>\r\n")), b"250 2.1.0")
+        second = await self.client(port)
+        reply = await second.send(b"MAIL FROM:<c@example.com>\r\n")
+        self.assertEqual(code(reply), b"451 4.4.5", reply)
+        [line] = [line for line in hopLines(self.logLines()) if "the most at once" not in line]
+        self.assertRegex(
+            line,
+            r"^\S+ next hop 127\.0\.0\.1:\d+ unavailable: 451 4\.4\.5 no session to"
+            r" the next hop free after 0\.3 s \(1 busy\) \(connect\)$",
+        )
+        self.assertEqual((self.handler.pool.busy, self.handler.pool.idle), (1, 0))
+        self.assertEqual(code(await first.send(b"QUIT\r\n")), b"221 2.0.0")
+        pool = self.handler.pool
+        self.assertTrue(await settled(lambda: (pool.busy, pool.idle) == (0, 1)))
 
     async def test_leavesWhileWaiting(self) -> None:
         """
@@ -175,16 +222,16 @@ class ManyClientsTests(HostileTestsMixin, TestCase):
         self.assertEqual(code(await first.send(b"MAIL FROM:<a@example.com>\r\n")), b"250 2.1.0")
         second = await self.client(port)
         second.transport.write(b"MAIL FROM:<c@example.com>\r\n")  # type: ignore[union-attr]
-        await deferLater(reactor, 0.05, lambda: None)
+        pool = self.handler.pool
+        self.assertTrue(await settled(lambda: len(pool._waiters) == 1))
         # Reset: after a FIN what was sent is still answered, hooks
         # included (docs/behaviour.md), so MAIL would still wait its turn.
         second.transport.abortConnection()  # type: ignore[union-attr]
-        await deferLater(reactor, 0.05, lambda: None)
-        self.assertEqual(self.handler.pool._waiters, [])
+        self.assertTrue(await settled(lambda: not pool._waiters))
         self.assertEqual(code(await first.send(b"RSET\r\n")), b"250 2.0.0")
         self.assertEqual(code(await first.send(b"QUIT\r\n")), b"221 2.0.0")
-        await deferLater(reactor, 0.05, lambda: None)
-        self.assertEqual((self.handler.pool.busy, self.handler.pool.idle), (0, 1))
+        pool = self.handler.pool
+        self.assertTrue(await settled(lambda: (pool.busy, pool.idle) == (0, 1)))
         self.assertEqual(self.hop.commands.count(b"MAIL FROM:<c@example.com>"), 0)
         self.assertEqual(self.hop.commands.count(b"RSET"), 0)
         self.assertEqual(
