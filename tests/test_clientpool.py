@@ -9,15 +9,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.test_client import Recorder, startServer
 from tests.test_relay import closeWith, outcome, replies, send
+from twisted_smtpd._core.address import Address
+from twisted_smtpd._core.session import Session
 from twisted_smtpd._smtpclient.clientpool import SessionPool
 from twisted_smtpd._smtpclient.clientwire import ClientReply, DeliveryError
 from twisted_smtpd.handlers.relay import RelayHandler
+
+
+def logged(events: EventLoggingObserver, start: int = 0) -> list[str]:
+    """
+    The lines logged from the C{start}th event on.
+    """
+    return [formatEvent(events[i]) for i in range(start, len(events))]
 
 
 class FakeSession:
@@ -149,6 +160,174 @@ class PoolTests(SynchronousTestCase):
         C{maxSessions} must be at least 1.
         """
         self.assertRaises(ValueError, SessionPool, lambda: succeed(None), self.clock, maxSessions=0)
+
+    def test_failedRsetKeepsTurn(self) -> None:
+        """
+        A waiting request handed a session that then fails its RSET keeps
+        its turn: it opens the new session in its place, rather than going
+        behind the requests after it (and waiting all over again).
+        """
+        pool = SessionPool(self.pool._connect, self.clock, maxSessions=1, waitTimeout=60)
+        held = self.successResultOf(pool.acquire())
+        first = pool.acquire()
+        self.clock.advance(30)
+        second = pool.acquire()
+        held.rsetReply = ClientReply(421, "4.4.2", "Timeout")
+        pool.release(held)
+        self.assertEqual(held.quits, 1)
+        self.assertIs(self.successResultOf(first), self.made[-1])
+        self.assertNoResult(second)
+        self.assertEqual((pool.busy, pool.idle, len(self.made)), (1, 0, 2))
+
+    def test_cancelWhileOpening(self) -> None:
+        """
+        A request cancelled while its session is being opened fails at
+        once; the session, once open, is kept for the next message rather
+        than lost with its place in the pool.
+        """
+        opening: Deferred[Any] = Deferred()
+        pool = SessionPool(lambda: opening, self.clock, maxSessions=1)
+        request = pool.acquire()
+        request.cancel()
+        self.failureResultOf(request, CancelledError)
+        session = FakeSession()
+        opening.callback(session)
+        self.assertEqual((pool.busy, pool.idle), (0, 1))
+        self.assertIs(self.successResultOf(pool.acquire()), session)
+
+    def test_cancelledWaitLeavesQueue(self) -> None:
+        """
+        A request cancelled while it waits leaves the queue at once: the
+        next session given back goes to the request behind it, not lost on
+        the cancelled one.
+        """
+        first = self.successResultOf(self.pool.acquire())
+        self.successResultOf(self.pool.acquire())
+        cancelled = self.pool.acquire()
+        behind = self.pool.acquire()
+        cancelled.cancel()
+        self.failureResultOf(cancelled, CancelledError)
+        self.pool.release(first)
+        self.assertIs(self.successResultOf(behind), first)
+        self.assertEqual((self.pool.busy, self.pool.idle, len(self.made)), (2, 0, 2))
+        # No timer is left for it either.
+        self.clock.advance(60)
+        self.assertEqual((self.pool.busy, self.pool.idle), (2, 0))
+
+    def test_limitReachedLogged(self) -> None:
+        """
+        One warning when every session is busy, on reaching the bound from
+        below: none for each message then waiting, one again after the
+        bound was left.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.pool = SessionPool(
+            self.pool._connect,
+            self.clock,
+            maxSessions=2,
+            idleTimeout=30,
+            waitTimeout=60,
+            name="the next hop mx.example:25",
+        )
+        first = self.successResultOf(self.pool.acquire())
+        second = self.successResultOf(self.pool.acquire())
+        waiting = [self.pool.acquire() for _ in range(3)]
+        self.pool.release(first)
+        self.pool.release(self.successResultOf(waiting[0]))
+        lines = logged(events)
+        self.assertEqual(
+            lines,
+            [
+                "sessions to the next hop mx.example:25 reached 2, the most at once:"
+                " more messages wait for one to end"
+            ],
+        )
+        for d in waiting[1:]:
+            self.pool.release(self.successResultOf(d))
+        self.pool.release(second)
+        self.assertEqual((self.pool.busy, self.pool.idle), (0, 2))
+        self.successResultOf(self.pool.acquire())
+        self.successResultOf(self.pool.acquire())
+        self.assertEqual(len(events), 2)
+
+    def test_waitTimeoutOneLine(self) -> None:
+        """
+        A request that times out waiting logs nothing itself (the caller's
+        line names the session); its error says how long it waited, and
+        for how many busy sessions.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.successResultOf(self.pool.acquire())
+        self.successResultOf(self.pool.acquire())
+        start = len(events)
+        waiting = self.pool.acquire()
+        self.clock.advance(60)
+        error = self.failureResultOf(waiting, DeliveryError).value
+        self.assertEqual(logged(events, start), [])
+        self.assertEqual(
+            (error.code, error.enhanced, error.message),
+            (451, "4.4.5", "no session to the next hop free after 60 s (2 busy)"),
+        )
+        self.assertEqual((self.pool.busy, self.pool.idle), (2, 0))
+
+
+class HandlerWaitTests(SynchronousTestCase):
+    """
+    A L{RelayHandler} whose MAIL waits for a session of its pool.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.handler = RelayHandler(
+            "127.0.0.1", 1, tls="none", heloName="relay.example", reactor=self.clock
+        )
+        self.made: list[FakeSession] = []
+
+        def connect() -> Deferred[Any]:
+            session = FakeSession()
+            self.made.append(session)
+            return succeed(session)
+
+        self.handler.pool = SessionPool(connect, self.clock, maxSessions=1, waitTimeout=60)
+        self.held = self.successResultOf(self.handler.pool.acquire())
+        # After the line saying the one session is busy.
+        self.start = len(self.events)
+
+    def test_closeWhileWaiting(self) -> None:
+        """
+        A session that ends while its MAIL waits for a session to the next
+        hop leaves the queue at once: its MAIL ends, and the session given
+        back later stays free for the next message.
+        """
+        session = Session(id="s1")
+        mail = Deferred.fromCoroutine(self.handler.onMailFrom(Address("a@example.com"), session))
+        self.assertNoResult(mail)
+        self.handler.onClose(session)
+        self.successResultOf(mail)
+        self.handler.pool.release(self.held)
+        self.assertEqual((self.handler.pool.busy, self.handler.pool.idle), (0, 1))
+        self.assertEqual(self.held.rsets, 0)
+        self.assertEqual(logged(self.events, self.start), [])
+
+    def test_waitTimeoutLine(self) -> None:
+        """
+        A MAIL that waited too long for a session is refused 451 4.4.5 with
+        one log line naming the session and the wait.
+        """
+        session = Session(id="s1")
+        mail = Deferred.fromCoroutine(self.handler.onMailFrom(Address("a@example.com"), session))
+        self.clock.advance(60)
+        error = self.failureResultOf(mail).value
+        self.assertEqual((error.code, error.enhanced), (451, "4.4.5"))
+        self.assertEqual(
+            logged(self.events, self.start),
+            [
+                "s1 next hop 127.0.0.1:1 unavailable: 451 4.4.5 no session to the next hop"
+                " free after 60 s (1 busy) (connect)"
+            ],
+        )
+        self.assertEqual((self.handler.pool.busy, self.handler.pool.idle), (1, 0))
 
 
 class LoopbackPoolTests(TestCase):

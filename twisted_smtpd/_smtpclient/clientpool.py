@@ -7,7 +7,8 @@ A session handed out is checked with RSET first (RFC 5321 section 4.1.1.5),
 which also ends anything a previous message left behind; one that fails it
 is dropped and another is used or opened.  At most C{maxSessions} are open
 at once; a message arriving when all are busy waits for one, for at most
-C{waitTimeout} seconds.  An idle session is closed with QUIT after
+C{waitTimeout} seconds (one log line when all become busy, from fewer: not
+one a waiting message).  An idle session is closed with QUIT after
 C{idleTimeout} seconds, and every one when the pool closes.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from twisted_smtpd._smtpclient.clientsession import ClientSession
 from twisted_smtpd._smtpclient.clientwire import DeliveryError
@@ -42,6 +44,7 @@ class SessionPool:
         maxSessions: int = 4,
         idleTimeout: float = 30.0,
         waitTimeout: float = 60.0,
+        name: str = "the next hop",
     ) -> None:
         """
         @param connect: Opens a new session.
@@ -50,6 +53,7 @@ class SessionPool:
         @param idleTimeout: Seconds an unused session stays open; 0 closes
             each session after its message.
         @param waitTimeout: Seconds a message waits for a busy session.
+        @param name: The next hop, for the log line (safe to log).
         """
         if maxSessions < 1:
             raise ValueError("maxSessions must be at least 1")
@@ -63,6 +67,9 @@ class SessionPool:
         self._open = 0
         self._closing: list[Deferred[None]] = []
         self._closed = False
+        self._name = name
+        #: Whether every session is busy since the log line said so.
+        self._full = False
         self.opened = 0
 
     def acquire(self) -> Deferred[ClientSession]:
@@ -71,11 +78,35 @@ class SessionPool:
         gives it back with L{release}.
 
         @return: A L{Deferred} failing with L{DeliveryError} (451) when no
-            session can be had.
+            session can be had.  Cancelling it while it waits for a busy
+            session leaves the queue at once; once a session is being
+            checked or opened for it, that session is given back when
+            ready.
         """
-        return Deferred.fromCoroutine(self._acquire())
+        # The request's place in the queue, while it waits.
+        waiting: list[Deferred[None]] = []
 
-    async def _acquire(self) -> ClientSession:
+        def cancel(result: Deferred[ClientSession]) -> None:
+            if waiting:
+                waiting[0].cancel()
+
+        result: Deferred[ClientSession] = Deferred(cancel)
+
+        def done(outcome: ClientSession | Failure) -> None:
+            if not result.called:
+                if isinstance(outcome, Failure):
+                    result.errback(outcome)
+                else:
+                    result.callback(outcome)
+            elif not isinstance(outcome, Failure):
+                # Cancelled while its session was checked or opened: the
+                # session is for the next message (a failure, for nobody).
+                self.release(outcome)
+
+        Deferred.fromCoroutine(self._acquire(waiting)).addBoth(done)
+        return result
+
+    async def _acquire(self, waiting: list[Deferred[None]]) -> ClientSession:
         while True:
             if self._closed:
                 raise DeliveryError(451, "Error: shutting down", "4.3.2", stage="connect")
@@ -84,10 +115,14 @@ class SessionPool:
                 if timer is not None and timer.active():
                     timer.cancel()
                 if await self._check(session):
+                    if self._open < self.maxSessions:
+                        # A place freed by a failed RSET, not needed now.
+                        self._wake()
+                    self._handedOut()
                     return session
             if self._open < self.maxSessions:
                 break
-            await self._wait()
+            await self._wait(waiting)
         self._open += 1
         try:
             session = await self._connect()
@@ -96,11 +131,26 @@ class SessionPool:
             self._wake()
             raise
         self.opened += 1
+        self._handedOut()
         return session
+
+    def _handedOut(self) -> None:
+        """
+        A session was handed out: log once when that makes every one busy.
+        """
+        if self.busy >= self.maxSessions and not self._full:
+            self._full = True
+            self._log.warn(
+                "sessions to {name} reached {limit}, the most at once:"
+                " more messages wait for one to end",
+                name=self._name,
+                limit=self.maxSessions,
+            )
 
     async def _check(self, session: ClientSession) -> bool:
         """
-        RSET a session taken from the idle ones; drop it if that fails.
+        RSET a session taken from the idle ones; drop it if that fails,
+        its place kept for the caller (not handed to a request behind it).
         """
         if session.usable:
             try:
@@ -110,24 +160,29 @@ class SessionPool:
             else:
                 if reply.positive:
                     return True
-        self._drop(session)
+        self._drop(session, wake=False)
         return False
 
-    async def _wait(self) -> None:
+    async def _wait(self, waiting: list[Deferred[None]]) -> None:
+        """
+        Wait in the queue for a session given back, for at most
+        C{waitTimeout} seconds (the caller logs the failure, naming its
+        message).
+
+        @param waiting: Holds the place in the queue while it waits.
+        """
         waiter: Deferred[None] = Deferred()
         self._waiters.append(waiter)
+        waiting.append(waiter)
 
         def timeOut() -> None:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
-            self._log.warn(
-                "no session to the next hop free after {seconds} s ({limit} busy)",
-                seconds=self._waitTimeout,
-                limit=self.maxSessions,
-            )
             waiter.errback(
                 DeliveryError(
-                    451, "Error: too many sessions to the server", "4.4.5", stage="connect"
+                    451,
+                    f"no session to the next hop free after {self._waitTimeout:g} s"
+                    f" ({self.maxSessions} busy)",
+                    "4.4.5",
+                    stage="connect",
                 )
             )
 
@@ -135,6 +190,10 @@ class SessionPool:
         try:
             await waiter
         finally:
+            waiting.clear()
+            # Timed out or cancelled: a wake-up must not be spent on it.
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
             if timer.active():
                 timer.cancel()
 
@@ -149,10 +208,12 @@ class SessionPool:
         """
         if self._closed or not session.usable or self._idleTimeout <= 0:
             self._drop(session)
-            return
-        timer = self._clock.callLater(self._idleTimeout, self._expire, session)
-        self._idle.append((session, timer))
-        self._wake()
+        else:
+            timer = self._clock.callLater(self._idleTimeout, self._expire, session)
+            self._idle.append((session, timer))
+            self._wake()
+        if self.busy < self.maxSessions:
+            self._full = False
 
     def _expire(self, session: ClientSession) -> None:
         for index, (idle, _timer) in enumerate(self._idle):
@@ -161,9 +222,11 @@ class SessionPool:
                 self._drop(session)
                 return
 
-    def _drop(self, session: ClientSession) -> None:
+    def _drop(self, session: ClientSession, wake: bool = True) -> None:
         """
         Close a session (QUIT when possible) and free its place.
+
+        @param wake: Whether to hand the place to the first request waiting.
         """
         self._open -= 1
         d = Deferred.fromCoroutine(session.quit())
@@ -173,7 +236,8 @@ class SessionPool:
             self._closing.remove(d)
 
         d.addBoth(closed)
-        self._wake()
+        if wake:
+            self._wake()
 
     def close(self) -> Deferred[None]:
         """

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from attrs import define, field
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -162,6 +162,8 @@ class ProxyingHandler(BaseHandler, ABC):
         self._transactions: dict[str, _Transaction] = {}
         #: The sessions whose MAIL is on its way to the next hop.
         self._mailing: set[str] = set()
+        #: The requests for a session to the next hop, by session.
+        self._acquiring: dict[str, Deferred[ClientSession]] = {}
         self._reports: list[Deferred[None]] = []
         self.pool = SessionPool(
             self.openSession,
@@ -169,6 +171,7 @@ class ProxyingHandler(BaseHandler, ABC):
             maxSessions=maxSessions,
             idleTimeout=idleTimeout,
             waitTimeout=timeout,
+            name=f"the next hop {self._peerText}",
         )
         if closeOnShutdown:
             reactor.addSystemEventTrigger("before", "shutdown", self.close)
@@ -251,8 +254,9 @@ class ProxyingHandler(BaseHandler, ABC):
         @return: The session to the next hop, which accepted MAIL, or
             C{None} when C{session} ended before one was free.
         """
+        acquiring = self._acquiring[session.id] = self.pool.acquire()
         try:
-            client = await self.pool.acquire()
+            client = await acquiring
         except DeliveryError as e:
             self._log.warn(
                 "{session} next hop {peer} unavailable: {error}",
@@ -261,6 +265,14 @@ class ProxyingHandler(BaseHandler, ABC):
                 error=" ".join(sanitiseText(str(e))),
             )
             raise remoteFailure(e) from None
+        except CancelledError:
+            if session.id in self._mailing:
+                raise
+            # The session ended (onClose) while it waited.
+            return None
+        finally:
+            if self._acquiring.get(session.id) is acquiring:
+                del self._acquiring[session.id]
         if session.id not in self._mailing:
             self.pool.release(client)
             return None
@@ -413,9 +425,13 @@ class ProxyingHandler(BaseHandler, ABC):
 
     def onClose(self, session: Session) -> None:
         """
-        Give back the session to the next hop of an unfinished transaction.
+        Give back the session to the next hop of an unfinished transaction,
+        or leave the queue for one.
         """
         self._mailing.discard(session.id)
+        acquiring = self._acquiring.pop(session.id, None)
+        if acquiring is not None:
+            acquiring.cancel()
         self._end(session)
 
     # The answer after the body.
