@@ -12,7 +12,9 @@ import hashlib
 import hmac
 import json
 import sys
+from typing import Any
 
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -24,6 +26,13 @@ from twisted_smtpd.handlers._signedspool import SignedSpool, verifySignature
 from twisted_smtpd.handlers.webhook import WebhookHandler
 
 MESSAGE = b"From: alice@example.com\r\nSubject: hook\r\n\r\n" + bytes(range(256)) * 7 + b"\r\n"
+
+
+def inThreadNow(f: Any, *args: Any) -> Deferred[Any]:
+    """
+    Run a spool's thread job at once, in the calling thread.
+    """
+    return maybeDeferred(f, *args)
 
 
 def spool(
@@ -38,12 +47,21 @@ def spool(
         timestamp="1700000000",
         envelope='{"a":1}',
         jsonFormat=jsonFormat,
+        inThread=inThreadNow,
         boundary="smtpd-" + "0" * 32,
     )
     for start in range(0, len(message), chunkSize):
         s.write(message[start : start + chunkSize])
     s.finish()
     return s
+
+
+def read(s: SignedSpool) -> bytes:
+    """
+    The request body in the finished spool C{s}.
+    """
+    assert s.file is not None
+    return s.file.read()
 
 
 class EnvelopeTests(SynchronousTestCase):
@@ -123,7 +141,7 @@ class SignedSpoolTests(SynchronousTestCase):
         marker = b"smtpd-" + b"0" * 32
         for size in (1, 2, 3, 5, 64, 65536):
             s = spool(MESSAGE, size, jsonFormat=False)
-            body = s.file.read()
+            body = read(s)
             self.assertEqual(
                 body,
                 b"--" + marker + b"\r\n"
@@ -151,11 +169,17 @@ class SignedSpoolTests(SynchronousTestCase):
 
         contentTypes = set()
         for _ in range(2):
-            s = SignedSpool(secret=None, timestamp="1", envelope='{"a":1}', jsonFormat=False)
+            s = SignedSpool(
+                secret=None,
+                timestamp="1",
+                envelope='{"a":1}',
+                jsonFormat=False,
+                inThread=inThreadNow,
+            )
             s.write(b"Subject: x\r\n\r\nbody\r\n")
             s.finish()
             head = f"MIME-Version: 1.0\r\nContent-Type: {s.contentType}\r\n\r\n"
-            document = message_from_bytes(head.encode("ascii") + s.file.read(), policy=HTTP)
+            document = message_from_bytes(head.encode("ascii") + read(s), policy=HTTP)
             envelope, message = document.get_payload()  # type: ignore[misc]
             self.assertEqual(envelope.get_param("name", header="content-disposition"), "envelope")
             self.assertEqual(json.loads(envelope.get_payload()), {"a": 1})
@@ -173,7 +197,7 @@ class SignedSpoolTests(SynchronousTestCase):
         bodies = set()
         for size in (1, 2, 3, 4, 7, 64, 65536):
             s = spool(MESSAGE, size, jsonFormat=True)
-            body = s.file.read()
+            body = read(s)
             document = json.loads(body)
             self.assertEqual(document["envelope"], {"a": 1})
             self.assertEqual(base64.b64decode(document["message"], validate=True), MESSAGE)
@@ -189,7 +213,7 @@ class SignedSpoolTests(SynchronousTestCase):
         An empty message is an empty string in JSON.
         """
         s = spool(b"", 1, jsonFormat=True)
-        self.assertEqual(json.loads(s.file.read())["message"], "")
+        self.assertEqual(json.loads(read(s))["message"], "")
 
     def test_noSecret(self) -> None:
         """
@@ -204,7 +228,7 @@ class SignedSpoolTests(SynchronousTestCase):
         """
         for jsonFormat in (False, True):
             s = spool(MESSAGE, 100, jsonFormat=jsonFormat)
-            body = s.file.read()
+            body = read(s)
             sig = (s.signature() or "").encode("ascii")
             args = (b"k", b"1700000000", body)
             self.assertTrue(verifySignature(*args, sig))

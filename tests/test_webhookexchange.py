@@ -16,6 +16,7 @@ from unittest import skipIf
 from OpenSSL import SSL
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import (
     IHostnameResolver,
     IReactorPluggableNameResolver,
@@ -30,9 +31,12 @@ from twisted.web._newclient import ResponseNeverReceived
 from zope.interface import implementer
 
 from tests.disklog import DiskErrorLog
-from tests.test_handlers import feed, makeSession
+from tests.test_handlers import ManualThreadPool, Upstream, feed, makeSession
+from tests.test_mbox import ImmediateThreadPool
 from twisted_smtpd import SMTPError
 from twisted_smtpd._stream import MessageStream
+from twisted_smtpd.handlers import _spool
+from twisted_smtpd.handlers._spool import SPOOL_THRESHOLD
 from twisted_smtpd.handlers._webhookclient import (
     HEADER_LIMIT,
     HEADER_LINE_LIMIT,
@@ -68,10 +72,21 @@ class _Resolver:
 
 @implementer(IReactorPluggableNameResolver)
 class _Reactor(MemoryReactorClock):
+    """
+    A memory reactor resolving every name to 127.0.0.1 and running thread
+    pool jobs (the spool's writes) at once.
+    """
+
     nameResolver = _Resolver()
 
     def installNameResolver(self, resolver: IHostnameResolver) -> IHostnameResolver:
         raise NotImplementedError()
+
+    def getThreadPool(self) -> ImmediateThreadPool:
+        return ImmediateThreadPool()
+
+    def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
+        f(*args, **kwargs)
 
 
 class Exchange:
@@ -572,6 +587,81 @@ class SpoolFailureTests(SynchronousTestCase):
         self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
         self.assertEqual(exchange.reactor.tcpClients, [])
         log.assertLines(1, f"spooling the message into {missing} failed", "(ENOENT)")
+
+
+class SpoolFlowTests(SynchronousTestCase):
+    """
+    The request body is written in the thread pool, a few chunks at a
+    time: while the disk is behind, the client is paused.
+    """
+
+    def test_boundedWhileDiskBehind(self) -> None:
+        """
+        A 4 MiB message, its writes run only when the client is paused (a
+        slow disk), keeps at most one write job in flight, holding at most
+        a threshold's worth of chunks, plus a chunk; the request then
+        carries the whole message.
+        """
+        pool = ManualThreadPool()
+        exchange = Exchange(threadpool=pool)
+        upstream = Upstream()
+        stream = MessageStream(upstream)
+        d = exchange.handler.onData(stream, makeSession())
+        chunk = b"x" * 65534 + b"\r\n"
+        held: list[tuple[int, int]] = []
+        for _ in range(64):
+            while upstream.paused:
+                queued = sum(len(c) for _, _, args in pool.jobs for c in args[1])
+                held.append((len(pool.jobs), queued))
+                pool.runOne()
+            stream._write(chunk)
+        stream._finish()
+        pool.runAll()
+        self.assertTrue(held)
+        self.assertLessEqual(max(jobs for jobs, _ in held), 1)
+        self.assertLessEqual(max(queued for _, queued in held), SPOOL_THRESHOLD + len(chunk))
+        transport = exchange.connect()
+        for _ in range(1000):
+            exchange.reactor.advance(0)
+        self.assertIn(b"\r\n\r\n" + chunk * 64 + b"\r\n--", transport.value())
+        exchange.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        pool.runAll()
+        self.assertEqual(self.successResultOf(d), "OK: queued as s1d.1")
+        self.assertEqual(pool.jobs, [])
+
+    def test_closedOnEveryEnd(self) -> None:
+        """
+        A body that does not arrive whole (the connection lost, the size
+        limit, the session ended by the server stopping) while a spool
+        write is in flight is answered once that write is done, with the
+        stream's failure; the spool file is closed, and nothing is posted.
+        """
+        made: list[IO[bytes]] = []
+        real = _spool._createSpool
+
+        def record(directory: str | None) -> IO[bytes]:
+            made.append(real(directory))
+            return made[-1]
+
+        self.patch(_spool, "_createSpool", record)
+        for reason in [ConnectionLost(), SMTPError(552, "Error: too big", "5.3.4"), None]:
+            pool = ManualThreadPool()
+            exchange = Exchange(threadpool=pool)
+            stream = MessageStream()
+            session = makeSession()
+            d = exchange.handler.onData(stream, session)
+            stream._write(b"x" * 600000)
+            self.assertEqual(len(pool.jobs), 1)
+            if reason is None:
+                exchange.handler.onClose(session)
+                reason = ConnectionLost()
+            stream._fail(reason)
+            self.assertNoResult(d)
+            pool.runAll()
+            self.failureResultOf(d, type(reason))
+            self.assertTrue(made[-1].closed)
+            self.assertEqual(exchange.reactor.tcpClients, [])
+        self.assertEqual(len(made), 3)
 
 
 #: A message whose request body takes more than one write.

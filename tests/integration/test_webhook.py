@@ -11,8 +11,11 @@ import base64
 import json
 import os
 import smtplib
+import tempfile
+import threading
 import time
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import IO, Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -20,11 +23,13 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.testing import EventLoggingObserver
 from twisted.internet.threads import deferToThread
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.python.threadable import isInIOThread
 from twisted.trial.unittest import TestCase
 
 from tests.certs import CertificateAuthority
 from tests.integration.helpers import TwistdServer
 from tests.integration.webhookreceiver import (
+    ReceivedRequest,
     TrackingSite,
     WebhookReceiver,
     stopReceiver,
@@ -38,6 +43,41 @@ from twisted_smtpd.testing import listenForTests
 
 MESSAGE = b"From: alice@example.com\r\nSubject: hook\r\n\r\nhello\r\n.dot\r\n"
 SECRET = b"the shared secret"
+
+
+class _WatchedFile:
+    """
+    A temporary file that shows every write to C{watch} before making it.
+    """
+
+    def __init__(self, file: IO[bytes], watch: Callable[[bytes], None]) -> None:
+        self._file = file
+        self._watch = watch
+
+    def write(self, data: bytes) -> int:
+        self._watch(bytes(data))
+        return self._file.write(data)
+
+    def writelines(self, lines: Iterable[bytes]) -> None:
+        lines = list(lines)
+        self._watch(b"".join(lines))
+        self._file.writelines(lines)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+
+def watchSpoolWrites(case: TestCase, watch: Callable[[bytes], None]) -> None:
+    """
+    Have every temporary file made during C{case} show its writes to
+    C{watch}.
+    """
+    original = tempfile.TemporaryFile
+
+    def make(*args: Any, **kwargs: Any) -> Any:
+        return _WatchedFile(original(*args, **kwargs), watch)
+
+    case.patch(tempfile, "TemporaryFile", make)
 
 
 class WebhookTests(TestCase):
@@ -264,10 +304,10 @@ class WebhookTests(TestCase):
         self.assertEqual(len(lines), 1, lines)
         self.assertIn("certificate verify failed", lines[0])
 
-    async def test_smtpDialogue(self) -> None:
+    async def dialogue(self) -> ReceivedRequest:
         """
-        Through a real SMTP server, the client's envelope reaches the
-        receiver, and the receiver's 200 is the client's 250.
+        Send L{MESSAGE} through a real SMTP server to a receiver checking
+        signatures, and return the request it got.
         """
         receiver = WebhookReceiver(secret=SECRET)
         handler = self.handler(await self.receiver(receiver), secret=SECRET)
@@ -281,6 +321,14 @@ class WebhookTests(TestCase):
 
         await deferToThread(send)
         [request] = receiver.requests
+        return request
+
+    async def test_smtpDialogue(self) -> None:
+        """
+        Through a real SMTP server, the client's envelope reaches the
+        receiver, and the receiver's 200 is the client's 250.
+        """
+        request = await self.dialogue()
         envelope = request.envelope
         self.assertEqual(envelope["sender"], "a@example.com")
         self.assertEqual(envelope["recipients"], ["x@example.org"])
@@ -346,3 +394,79 @@ class WebhookTests(TestCase):
         self.assertEqual(document["envelope"]["sender"], "a@example.com")
         self.assertEqual(text.decode(), f"2.0.0 OK: queued as {document['envelope']['messageId']}")
         await deferToThread(server.stop)
+
+
+class SpoolThreadTests(TestCase):
+    """
+    The request body is written to its spool file in a thread pool, never
+    on the reactor thread: a slow disk under the spool stalls its own
+    message only, not every session of the server.
+    """
+
+    timeout = 60
+    receiver = WebhookTests.receiver
+    handler = WebhookTests.handler
+    dialogue = WebhookTests.dialogue
+
+    async def test_spoolWritesOffReactorThread(self) -> None:
+        """
+        Through a real SMTP server, no write to the spool file of a
+        message runs on the reactor thread, and the message arrives whole.
+        """
+        onReactor: list[bool] = []
+        watchSpoolWrites(self, lambda data: onReactor.append(isInIOThread()))
+        request = await self.dialogue()
+        self.assertEqual(request.message, MESSAGE)
+        self.assertTrue(onReactor)
+        self.assertNotIn(True, onReactor)
+
+    async def test_stalledSpoolKeepsServing(self) -> None:
+        """
+        While the spool write of one session's message is blocked (a stalled
+        disk), another session of the same server gets its greeting and its
+        250s, its message included; the stalled one is answered 250 once
+        the write goes through.
+        """
+        entered, release = threading.Event(), threading.Event()
+
+        def watch(data: bytes) -> None:
+            if b"stall here" in data:
+                entered.set()
+                release.wait(20)
+
+        watchSpoolWrites(self, watch)
+        receiver = WebhookReceiver()
+        handler = self.handler(await self.receiver(receiver))
+        server = await listenForTests(handler)
+        self.addCleanup(server.close)
+
+        def stalled() -> Any:
+            with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as client:
+                client.ehlo("client.example")
+                client.mail("a@example.com")
+                client.rcpt("x@example.org")
+                return client.data(b"Subject: stall here\r\n\r\nbody\r\n")
+
+        def other() -> list[int]:
+            try:
+                if not entered.wait(10):
+                    raise AssertionError("the stalled write never started")
+                client = smtplib.SMTP(timeout=5)
+                try:
+                    codes = [client.connect("127.0.0.1", server.port)[0]]
+                    codes.append(client.ehlo("other.example")[0])
+                    codes.append(client.mail("b@example.com")[0])
+                    codes.append(client.rcpt("y@example.org")[0])
+                    codes.append(client.data(MESSAGE)[0])
+                    client.quit()
+                finally:
+                    client.close()
+                return codes
+            finally:
+                release.set()
+
+        first = deferToThread(stalled)
+        self.assertEqual(await deferToThread(other), [220, 250, 250, 250, 250])
+        code, _ = await first
+        self.assertEqual(code, 250)
+        self.assertEqual(len(receiver.requests), 2)

@@ -1,18 +1,24 @@
 # -*- test-case-name: tests.test_webhook -*-
 """
 L{SignedSpool}: a temporary file receiving an HTTP request body while the
-message arrives, with its HMAC-SHA256 signature computed on the way.
+message arrives, with its HMAC-SHA256 signature computed on the way; the
+file is written in a thread pool by a L{Spool}.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import secrets
-import tempfile
-from typing import IO
+from collections.abc import Callable
+from typing import IO, Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer, IProducer
+from zope.interface import implementer
+
+from twisted_smtpd.handlers._spool import Spool
 
 #: The version tag of the signature header's value: C{v2=HEX}, the HMAC of
 #: the timestamp and the body, which carries the envelope.
@@ -29,9 +35,12 @@ def newBoundary() -> str:
     return "smtpd-" + secrets.token_hex(16)
 
 
+@implementer(IConsumer)
 class SignedSpool:
     """
-    The body of one webhook request, written to an unnamed temporary file.
+    The body of one webhook request, written to an unnamed temporary file:
+    an L{IConsumer} for L{IMessageStream.pipe
+    <twisted_smtpd.interfaces.IMessageStream.pipe>}.
 
     Both formats carry the envelope in the body, so that no header grows
     with the recipients:
@@ -43,12 +52,16 @@ class SignedSpool:
       - C{json}: C{{"envelope": ENVELOPE, "message": "BASE64"}}, the
         message encoded as it arrives.
 
-    The message is never held whole in memory either way.  The signature is
-    the hexadecimal HMAC-SHA256, keyed with the secret, of C{TIMESTAMP + "."
-    + BODY}: the timestamp header and the exact bytes of the request body,
-    envelope included.
+    The message is never held whole in memory either way: the body is
+    encoded and signed on the reactor thread as it arrives, and written by
+    a L{Spool} in a thread pool, in bounded memory (the stream paused while
+    the disk is behind), so that a slow disk never stalls the reactor.  The
+    signature is the hexadecimal HMAC-SHA256, keyed with the secret, of
+    C{TIMESTAMP + "." + BODY}: the timestamp header and the exact bytes of
+    the request body, envelope included.
 
-    @ivar file: The file; after L{finish}, positioned at its start.
+    @ivar file: The file once L{finish} succeeded, positioned at its start;
+        C{None} before.
     @ivar length: Bytes of request body written.
     @ivar contentType: The request's C{Content-Type} header.
     """
@@ -60,6 +73,7 @@ class SignedSpool:
         timestamp: str,
         envelope: str,
         jsonFormat: bool,
+        inThread: Callable[..., Deferred[Any]],
         directory: str | None = None,
         boundary: str | None = None,
     ) -> None:
@@ -69,12 +83,16 @@ class SignedSpool:
         @param envelope: The envelope as ASCII JSON.
         @param jsonFormat: Whether to write the JSON body instead of the
             multipart one.
+        @param inThread: Runs a function with arguments in a thread pool,
+            returning a L{Deferred} of its result: where the file is made
+            and written.
         @param directory: Where the temporary file goes (the system's
             temporary directory by default).
         @param boundary: The multipart boundary; a new random one
             (L{newBoundary}) by default.
         """
-        self.file: IO[bytes] = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 (closed by close())
+        self.file: IO[bytes] | None = None
+        self._spool = Spool(directory, inThread)
         self.length = 0
         self._mac = None
         if secret is not None:
@@ -102,10 +120,24 @@ class SignedSpool:
         self._end = b"\r\n--" + marker + b"--\r\n"
 
     def _put(self, data: bytes) -> None:
-        self.file.write(data)
+        self._spool.write(data)
         self.length += len(data)
         if self._mac is not None:
             self._mac.update(data)
+
+    # IConsumer
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        """
+        Keep the stream, to pause it while the disk is behind.
+        """
+        self._spool.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        """
+        Forget the stream.
+        """
+        self._spool.unregisterProducer()
 
     def write(self, chunk: bytes) -> None:
         """
@@ -120,16 +152,25 @@ class SignedSpool:
         if len(data) > keep:
             self._put(base64.b64encode(data[: len(data) - keep]))
 
-    def finish(self) -> None:
+    def finish(self) -> Deferred[IO[bytes]]:
         """
-        The message has ended: close the body and rewind the file.
+        The message has ended: close the body, write what is left and
+        rewind the file.
+
+        @return: A L{Deferred} firing with L{file}, or failing with the
+            L{OSError} of the first write that failed (the file is then
+            gone).
         """
         if self._json:
             self._put(base64.b64encode(self._carry))
             self._carry = b""
         self._put(self._end)
-        self.file.flush()
-        self.file.seek(0)
+
+        def rewound(file: IO[bytes]) -> IO[bytes]:
+            self.file = file
+            return file
+
+        return self._spool.finish().addCallback(rewound)
 
     def signature(self) -> str | None:
         """
@@ -140,13 +181,17 @@ class SignedSpool:
             return None
         return f"{SIGNATURE_VERSION}={self._mac.hexdigest()}"
 
-    def close(self) -> None:
+    def close(self) -> Deferred[None]:
         """
-        Remove the file.  What a failed write left in its buffer is
-        dropped: closing cannot fail, even on a full disk.
+        Remove the file, once a write in flight is done.  What a failed
+        write left in its buffer is dropped: closing cannot fail, even on a
+        full disk.
+
+        @return: A L{Deferred} firing once the file is closed; it never
+            fails.
         """
-        with contextlib.suppress(OSError):
-            self.file.close()
+        self.file = None
+        return self._spool.close()
 
 
 def verifySignature(secret: bytes, timestamp: bytes, body: bytes, signature: bytes) -> bool:

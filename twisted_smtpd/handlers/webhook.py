@@ -12,8 +12,10 @@ from typing import IO, Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Cooperator, TaskDone
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 from twisted.web.client import (
     Agent,
     FileBodyProducer,
@@ -123,8 +125,9 @@ class WebhookHandler(BaseHandler):
     that a message to many recipients never meets a receiver's header size
     limit (8 KiB a line in nginx and Apache, 16 KiB in all in
     C{twisted.web}): every header is small and bounded.  The body is
-    spooled to a temporary file while the message arrives, then streamed
-    from it; it is never held in memory (a file that cannot be written
+    spooled to a temporary file while the message arrives, written in a
+    thread pool (a slow disk pauses that client only), then streamed from
+    it; it is never held in memory (a file that cannot be written
     is answered 452 when the disk or quota is full, else 451, with one log
     line, and nothing is posted).  Besides C{Content-Type} and
     C{User-Agent}, every request has these headers:
@@ -189,6 +192,7 @@ class WebhookHandler(BaseHandler):
         maxRetryDelay: float = 5.0,
         maxConcurrent: int = 20,
         reactor: Any = None,
+        threadpool: ThreadPool | None = None,
     ) -> None:
         """
         @param url: An C{http://} or C{https://} URL with a host, an
@@ -213,6 +217,8 @@ class WebhookHandler(BaseHandler):
         @param maxRetryDelay: The longest pause between attempts.
         @param maxConcurrent: The most messages posted at once (above 0).
         @param reactor: The reactor (the global one by default).
+        @param threadpool: Where spool writes run; C{reactor.getThreadPool()}
+            by default.
         @raise ValueError: If C{url}, C{format}, a timeout, the secret,
             the CA bundle or C{maxConcurrent} is not usable.
         """
@@ -247,6 +253,7 @@ class WebhookHandler(BaseHandler):
         self._firstRetry = firstRetry
         self._maxRetryDelay = maxRetryDelay
         self._reactor = reactor
+        self._threadpool = threadpool
         policy = RenegotiationRefusingPolicy(
             loadTrustRoot(caCertificates) if caCertificates is not None else None
         )
@@ -265,6 +272,10 @@ class WebhookHandler(BaseHandler):
 
     def _schedule(self, work: Any) -> Any:
         return self._reactor.callLater(0, work)
+
+    def _inThread(self, f: Any, *args: Any) -> Deferred[Any]:
+        pool = self._threadpool or self._reactor.getThreadPool()
+        return deferToThreadPool(self._reactor, pool, f, *args)
 
     def close(self) -> Deferred[None]:
         """
@@ -311,21 +322,18 @@ class WebhookHandler(BaseHandler):
         fields = envelopeFields(session)
         envelope = envelopeJSON(fields)
         timestamp = str(int(self._reactor.seconds()))
+        spool = SignedSpool(
+            secret=self._secret,
+            timestamp=timestamp,
+            envelope=envelope,
+            jsonFormat=self._json,
+            inThread=self._inThread,
+            directory=self._spoolDirectory,
+        )
         try:
-            spool = SignedSpool(
-                secret=self._secret,
-                timestamp=timestamp,
-                envelope=envelope,
-                jsonFormat=self._json,
-                directory=self._spoolDirectory,
-            )
-        except OSError:
-            raise self._spoolFailed(session) from None
-        try:
-            piped: Deferred[int] = stream.pipeToFile(spool)
+            await stream.pipe(spool)
             try:
-                await piped
-                spool.finish()
+                body = await spool.finish()
             except OSError:
                 raise self._spoolFailed(session) from None
             headers = Headers(
@@ -338,9 +346,9 @@ class WebhookHandler(BaseHandler):
             signature = spool.signature()
             if signature is not None:
                 headers.addRawHeader(SIGNATURE_HEADER, signature)
-            return await self._post(spool, headers, session)
+            return await self._post(body, headers, session)
         finally:
-            spool.close()
+            await spool.close()
 
     def _spoolFailed(self, session: Session) -> SMTPError:
         """
@@ -357,11 +365,11 @@ class WebhookHandler(BaseHandler):
         )
         return diskError(failure.value)
 
-    async def _post(self, spool: SignedSpool, headers: Headers, session: Session) -> str:
+    async def _post(self, body: IO[bytes], headers: Headers, session: Session) -> str:
         deadline = self._reactor.seconds() + self._timeout
         await self._turn(session, deadline)
         try:
-            return await self._attempts(spool, headers, session, deadline)
+            return await self._attempts(body, headers, session, deadline)
         finally:
             self._bound.release()
 
@@ -407,7 +415,7 @@ class WebhookHandler(BaseHandler):
         return SMTPError(451, "Error: the session ended", "4.3.0")
 
     async def _attempts(
-        self, spool: SignedSpool, headers: Headers, session: Session, deadline: float
+        self, body: IO[bytes], headers: Headers, session: Session, deadline: float
     ) -> str:
         delay = self._firstRetry
         attempt = 0
@@ -424,7 +432,7 @@ class WebhookHandler(BaseHandler):
             remaining = deadline - self._reactor.seconds()
             try:
                 return await self._attempt(
-                    spool, headers, session, min(remaining, self._attemptTimeout)
+                    body, headers, session, min(remaining, self._attemptTimeout)
                 )
             except _TemporaryFailure as e:
                 problem = str(e)
@@ -482,10 +490,10 @@ class WebhookHandler(BaseHandler):
                 timer.cancel()
 
     async def _attempt(
-        self, spool: SignedSpool, headers: Headers, session: Session, seconds: float
+        self, source: IO[bytes], headers: Headers, session: Session, seconds: float
     ) -> str:
-        spool.file.seek(0)
-        producer = FileBodyProducer(_Unclosable(spool.file), cooperator=self._cooperator)
+        source.seek(0)
+        producer = FileBodyProducer(_Unclosable(source), cooperator=self._cooperator)
         started = self._reactor.seconds()
         try:
             response: IResponse = await self._within(
