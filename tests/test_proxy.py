@@ -18,7 +18,7 @@ from twisted.internet import tcp
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests import replies
@@ -444,6 +444,11 @@ class WrapperTests(SynchronousTestCase):
         (line,) = [formatEvent(e) for e in events]
         self.assertRegex(
             line, SESSION + r" no PROXY header from 127\.0\.0\.1:1000 within 10 seconds$"
+        )
+        # A session line, in the namespace of the others.
+        (event,) = events
+        self.assertEqual(
+            (event["log_namespace"], event["log_level"]), ("twisted_smtpd.session", LogLevel.warn)
         )
 
 

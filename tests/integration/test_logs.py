@@ -25,6 +25,7 @@ from tests.integration.helpers import (
     requireProgram,
     unverifiedContext,
 )
+from tests.test_starttlsinjection import _injecting
 
 FILTER = PROJECT / "docs" / "fail2ban" / "twisted-smtpd.conf"
 
@@ -308,6 +309,79 @@ class Fail2banTests(ServerTestCase):
         logfile = self.savedLog(output)
         self.assertEqual(self.fail2ban(logfile), 0)
         self.assertEqual(self.fail2ban(logfile, "aggressive"), 1)
+
+    def test_slowTransferQuietFound(self) -> None:
+        """
+        With C{--quiet} the cut is still logged, one line in the sessions'
+        namespace (C{twisted_smtpd.session}), which the aggressive mode
+        finds.
+        """
+        self.startServer("--sink", "--quiet", "--min-data-rate", "1000/1", maildir=False)
+        client = self.smtp()
+        client.ehlo()
+        client.mail(SENDER)
+        client.rcpt(RECIPIENT)
+        client.putcmd("DATA")
+        self.assertEqual(client.getreply()[0], 354)
+        client.send(b"Subject: slow\r\n")
+        self.assertEqual(client.getreply()[0], 421)
+        self.server.waitForLog("data rate below")
+        self.stopServer()
+        output = self.server.output
+        lines = [line for line in output.splitlines() if "data rate below" in line]
+        self.assertEqual(len(lines), 1, output)
+        self.assertIn(" [twisted_smtpd.session#info] ", lines[0])
+        self.assertNotIn(" connect from ", output)
+        logfile = self.savedLog(output)
+        self.assertEqual(self.fail2ban(logfile), 0)
+        self.assertEqual(self.fail2ban(logfile, "aggressive"), 1)
+
+    def test_linesBeforeUpgradeFound(self) -> None:
+        """
+        A log written before the deadlines moved to the sessions' namespace
+        (in the protocol's, C{twisted_smtpd._serving.protocol.SMTPProtocol})
+        is still read: its cut transfers are found, with the lines of
+        today's log.
+        """
+        logfile = self.mktemp()
+        with open(logfile, "w") as f:
+            f.write(
+                "2026-01-02T10:00:00+0000 [twisted_smtpd._serving.protocol.SMTPProtocol#info]"
+                " k2m4n6p8 127.0.0.1 data rate below 1000 bytes per 1 s (15 bytes):"
+                " connection closed\n"
+                "2026-01-02T10:00:01+0000 [twisted_smtpd.session#info]"
+                " k2m4n6p9 127.0.0.1 data rate below 1000 bytes per 1 s (15 bytes):"
+                " connection closed\n"
+            )
+        self.assertEqual(self.fail2ban(logfile), 0)
+        self.assertEqual(self.fail2ban(logfile, "aggressive"), 2)
+
+    def test_pipeliningAfterSTARTTLSFound(self) -> None:
+        """
+        Plaintext pipelined behind STARTTLS (the command injection of
+        CVE-2011-0411) leaves one warning, which the aggressive mode finds,
+        as fail2ban's postfix filter finds Postfix's; the normal one leaves
+        it alone.
+        """
+        self.startServer("--sink", maildir=False)
+        ready, replies = _injecting(self.server.port, b"")
+        self.assertEqual(ready, b"220 2.0.0 Ready to start TLS\r\n")
+        self.server.waitForLog(" close")
+        self.stopServer()
+        output = self.server.output
+        lines = [line for line in output.splitlines() if "after STARTTLS" in line]
+        self.assertEqual(len(lines), 1, output)
+        self.assertIn(" [twisted_smtpd.session#warn] ", lines[0])
+        # That line alone: the RCPT refused over TLS (nothing injected ran,
+        # so no MAIL) is a refusal the aggressive mode finds as well.
+        # And as a log written before it moved to the sessions' namespace
+        # has it.
+        before = lines[0].replace(
+            "[twisted_smtpd.session#warn]", "[twisted_smtpd._serving.protocol.SMTPProtocol#warn]"
+        )
+        logfile = self.savedLog(lines[0] + "\n" + before + "\n")
+        self.assertEqual(self.fail2ban(logfile), 0)
+        self.assertEqual(self.fail2ban(logfile, "aggressive"), 2)
 
     def test_jsonRefusals(self) -> None:
         """

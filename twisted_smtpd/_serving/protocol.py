@@ -53,6 +53,7 @@ from twisted_smtpd._serving import transaction as _transaction
 from twisted_smtpd._serving.deadlines import Times, lineStarted, waitForHandler
 from twisted_smtpd._serving.flow import PAUSE_HOOK, PAUSE_STREAM, PAUSE_WRITE
 from twisted_smtpd._serving.hooks import runCloseHook, runHook
+from twisted_smtpd._serving.logging import NAMESPACE
 from twisted_smtpd._serving.output import CLOSING_CODES, SessionOutput, disabledVerbs
 from twisted_smtpd._serving.receiving import MessageReceiver
 from twisted_smtpd._serving.tls import _tlsLayer
@@ -84,7 +85,6 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         for C{maxClientsPerIp}, or C{None}.
     """
 
-    log = Logger()
     # Twisted's BaseProtocol declares it an int.
     connected: bool
 
@@ -580,6 +580,18 @@ class SMTPProtocol(SessionOutput, LineReceiver):
             self.setPause(PAUSE_HOOK, False)
         if not self._processing and not self.closing:
             self.dataReceived()
+
+    @property
+    def log(self) -> Logger:
+        """
+        Where the session's own lines go (its deadlines, its TLS failures, a
+        message lost, a hook's failure), each naming the session id: the
+        C{twisted_smtpd.session} namespace of the
+        L{SessionLogger <twisted_smtpd._serving.logging.SessionLogger>}
+        lines, never this class's own module path (a L{Logger} on the
+        class would take it).
+        """
+        return Logger(NAMESPACE, self)
 
     def logFailure(self, failure: Failure, hookName: str) -> None:
         self.log.failure("{session} {hook} failed", failure, session=self.session.id, hook=hookName)

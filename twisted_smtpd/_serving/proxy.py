@@ -57,7 +57,6 @@ class ProxyProtocolWrapper(ProtocolWrapper):
     @ivar proxyPeer: The address of the front end itself.
     """
 
-    _log = Logger()
     factory: ProxyWrappingFactory
     #: Once the header is read, a write is its transport's write, unchanged:
     #: a session over this wrapper straight over a TCP connection writes to
@@ -166,7 +165,7 @@ class ProxyProtocolWrapper(ProtocolWrapper):
             remoteAddress=hostPort(self.proxyPeer),
             localAddress=hostPort(self.transport.getHost()),
         )
-        self._log.warn(format, session=session.id, peer=self._peerText(), **fields)
+        _sessionLog.warn(format, session=session.id, peer=self._peerText(), **fields)
         server = self.factory.server
         if server is not None and "reject" in server.wanted:
             data = refusal(reply, None, None, None, True)

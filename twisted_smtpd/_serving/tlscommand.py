@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from OpenSSL import SSL
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_smtpd._core import replies as catalogue
@@ -21,6 +22,11 @@ from twisted_smtpd._serving.tlsfailures import failureReason, tellHandshakeFaile
 
 if TYPE_CHECKING:
     from twisted_smtpd._serving.context import SessionControl
+
+#: The lines of a STARTTLS the server cannot honour (its own configuration,
+#: not the session's doing): the session's own lines are in
+#: C{twisted_smtpd.session} (C{p.log}).
+_log = Logger()
 
 
 def startTLS(p: SessionControl, argument: bytes) -> None:
@@ -41,14 +47,14 @@ def startTLS(p: SessionControl, argument: bytes) -> None:
         # A connection that cannot switch (twisted_smtpd.testing's memory
         # session, a factory served over stdio): 454 rather than a 220
         # followed by an exception.
-        p.log.warn("STARTTLS refused: this connection cannot switch to TLS")
+        _log.warn("STARTTLS refused: this connection cannot switch to TLS")
         p.fail(catalogue.TLS_UNAVAILABLE)
         return
     try:
         contextFactory = factory.tls.contextFactory()
     except ValueError as e:
         # The self-signed certificate, made at the first STARTTLS, failed.
-        p.log.error("STARTTLS refused: the TLS configuration failed: {error}", error=str(e))
+        _log.error("STARTTLS refused: the TLS configuration failed: {error}", error=str(e))
         p.fail(catalogue.TLS_UNAVAILABLE)
         return
     p.reply(catalogue.READY_FOR_TLS)
