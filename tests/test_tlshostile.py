@@ -174,11 +174,11 @@ class HostileHandshakeTests(TestCase):
         self.fail(f"connections still open: {self.server.factory.connections}")
 
     @inlineCallbacks
-    def check(self, client: Callable[[int, bool], None], expected: str) -> Any:
+    def check(self, client: Callable[[int, bool], None], *expected: str) -> Any:
         """
         C{client} after STARTTLS and on the C{ssl:} listener: each of its
-        connections leaves one line containing C{expected}, and nothing
-        stays open.
+        connections leaves one line containing one of C{expected}, and
+        nothing stays open.
         """
         implicit, plain = yield self.serve()
         # A first connection makes what stays (the threads' pool).
@@ -191,13 +191,13 @@ class HostileHandshakeTests(TestCase):
         # A connection reset at once may be accepted after the client is
         # done: its line tells it was.
         for _ in range(200):
-            logged = [line for line in self.lines if expected in line]
+            logged = [line for line in self.lines if any(text in line for text in expected)]
             if len(logged) >= 2:
                 break
             yield deferLater(reactor, 0.05, lambda: None)
         yield self.sessionsGone()
         self.assertEqual(len(os.listdir("/proc/self/fd")), before)
-        logged = [line for line in self.lines if expected in line]
+        logged = [line for line in self.lines if any(text in line for text in expected)]
         self.assertEqual(len(logged), 2, self.lines)
         for line in logged:
             self.assertEqual(line.split(" ")[1], "127.0.0.1", line)
@@ -230,9 +230,15 @@ class HostileHandshakeTests(TestCase):
 
     def test_sslv2Hello(self) -> Any:
         """
-        An SSL 2.0 style hello.
+        An SSL 2.0 style hello: OpenSSL 4 fails the handshake at once
+        ("wrong version number"); OpenSSL 3 (the floors' C{cryptography})
+        still reads such a hello and waits for the rest of the record its
+        length claims, so the handshake is aborted at its deadline.  One
+        line either way.
         """
-        return self.check(sslv2, "TLS handshake failed: ")
+        return self.check(
+            sslv2, "TLS handshake failed: ", f"TLS handshake timeout ({HANDSHAKE_TIMEOUT} s)"
+        )
 
     def test_renegotiation(self) -> Any:
         """
