@@ -73,12 +73,14 @@ class DeliveryBound:
 
         @return: A L{Deferred} firing with C{True} once the caller holds a
             slot (to give back with L{release}), or C{False} if none came
-            free in time.  Cancelling it while it waits leaves the queue:
-            no slot is taken for it later.
+            free in time (a slot that comes with no time left is given
+            back: not taken).  Cancelling it while it waits leaves the
+            queue: no slot is taken for it later.
         """
         return Deferred.fromCoroutine(self._acquire(seconds))
 
     async def _acquire(self, seconds: float) -> bool:
+        deadline = self._clock.seconds() + seconds
         wait = self._semaphore.acquire()
         expired = []
 
@@ -96,6 +98,9 @@ class DeliveryBound:
         finally:
             if timer is not None and timer.active():
                 timer.cancel()
+        if self._clock.seconds() >= deadline:
+            self.release()
+            return False
         if self._semaphore.tokens == 0 and not self._full:
             self._full = True
             self._log.warn(

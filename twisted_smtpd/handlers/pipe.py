@@ -458,7 +458,7 @@ class PipeHandler(BaseHandler):
             raise SMTPError(451, "Error: the session ended", "4.3.0")
         deadline = self._reactor.seconds() + self._timeout
         try:
-            await self._turn(session, delivery, deadline)
+            await self._turn(session, delivery)
         except BaseException:
             source.close()
             raise
@@ -467,9 +467,9 @@ class PipeHandler(BaseHandler):
         finally:
             self._bound.release()
 
-    async def _turn(self, session: Session, delivery: _Delivery, deadline: float) -> None:
+    async def _turn(self, session: Session, delivery: _Delivery) -> None:
         """
-        Wait, until C{deadline}, for fewer than C{maxConcurrent} commands
+        Wait, for at most C{timeout} seconds, for fewer than C{maxConcurrent} commands
         running: a turn that comes with no time left is not taken.
 
         @raise SMTPError: 451 4.4.5 if none ended in time, 451 4.3.0 if
@@ -486,9 +486,6 @@ class PipeHandler(BaseHandler):
             raise SMTPError(451, "Error: the session ended", "4.3.0") from None
         finally:
             delivery.turn = None
-        if taken and self._reactor.seconds() >= deadline:
-            self._bound.release()
-            taken = False
         if not taken:
             self._log.warn(
                 "{session} pipe command not started: no turn in {seconds}s ({limit} running)",

@@ -367,15 +367,15 @@ class WebhookHandler(BaseHandler):
 
     async def _post(self, body: IO[bytes], headers: Headers, session: Session) -> str:
         deadline = self._reactor.seconds() + self._timeout
-        await self._turn(session, deadline)
+        await self._turn(session)
         try:
             return await self._attempts(body, headers, session, deadline)
         finally:
             self._bound.release()
 
-    async def _turn(self, session: Session, deadline: float) -> None:
+    async def _turn(self, session: Session) -> None:
         """
-        Wait, until C{deadline}, for fewer than C{maxConcurrent} messages
+        Wait, for at most C{timeout} seconds, for fewer than C{maxConcurrent} messages
         being posted: a turn that comes with no time left is not taken.
 
         @raise SMTPError: 451 4.4.5 if none ended in time, 451 4.3.0 if
@@ -391,9 +391,6 @@ class WebhookHandler(BaseHandler):
         finally:
             if self._turns.get(session.id) is turn:
                 del self._turns[session.id]
-        if taken and self._reactor.seconds() >= deadline:
-            self._bound.release()
-            taken = False
         if not taken:
             self._log.warn(
                 "{session} webhook not posted: no turn in {seconds}s ({limit} requests in flight)",
