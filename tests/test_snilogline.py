@@ -23,6 +23,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.certs import CertificateAuthority
 from tests.integration.test_tlsoperability import reactor
+from tests.integration.tlsclients import startTLS
 from twisted_smtpd import SMTPServer
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.session import Session
@@ -38,14 +39,7 @@ def _handshake(port: int, servername: bytes, starttls: bool) -> None:
     ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         if starttls:
-            f = s.makefile("rb")
-            f.readline()
-            s.sendall(b"EHLO client.example.com\r\n")
-            while f.readline()[3:4] != b" ":
-                pass
-            s.sendall(b"STARTTLS\r\n")
-            assert f.readline().startswith(b"220 ")
-            f.close()
+            startTLS(s)
         # pyOpenSSL needs a blocking socket: bounded by the kernel instead.
         s.settimeout(None)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 10, 0))

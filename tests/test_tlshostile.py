@@ -24,6 +24,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.certs import CertificateAuthority
 from tests.integration.test_tlsoperability import reactor
+from tests.integration.tlsclients import startTLS
 from twisted_smtpd import SMTPServer
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd.handlers import BaseHandler
@@ -39,14 +40,7 @@ SSLV2_HELLO = bytes.fromhex("802e0103010015000000100100800300800700c006004002008
 def _connect(port: int, starttls: bool) -> socket.socket:
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     if starttls:
-        f = s.makefile("rb")
-        f.readline()
-        s.sendall(b"EHLO client.example.com\r\n")
-        while f.readline()[3:4] != b" ":
-            pass
-        s.sendall(b"STARTTLS\r\n")
-        assert f.readline().startswith(b"220 ")
-        f.close()
+        startTLS(s)
     return s
 
 
