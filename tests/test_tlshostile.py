@@ -225,10 +225,10 @@ class HostileHandshakeTests(TestCase):
     def test_sslv2Hello(self) -> Any:
         """
         An SSL 2.0 style hello: OpenSSL 4 fails the handshake at once
-        ("wrong version number"); OpenSSL 3 (the floors' C{cryptography})
-        still reads such a hello and waits for the rest of the record its
-        length claims, so the handshake is aborted at its deadline.  One
-        line either way.
+        ("wrong version number"); with OpenSSL 3 (the floors'
+        C{cryptography}) the handshake may instead wait for the rest of the
+        record the hello's length claims, and is then aborted at its
+        deadline.  One line either way.
         """
         return self.check(
             sslv2, "TLS handshake failed: ", f"TLS handshake timeout ({HANDSHAKE_TIMEOUT} s)"
