@@ -9,7 +9,6 @@ character, and the line bounded.
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 from typing import Any
@@ -18,17 +17,12 @@ from OpenSSL import SSL
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from tests.certs import CertificateAuthority
-from tests.integration.test_tlsoperability import reactor
 from tests.integration.tlsclients import startTLS
-from twisted_smtpd import SMTPServer
-from twisted_smtpd._core.options import ServerOptions
+from tests.tlsserving import IMPLICIT, PLAIN, listen, logLines, reactor, tlsServer
 from twisted_smtpd._core.session import Session
 from twisted_smtpd._serving.logging import SessionLogger
-from twisted_smtpd.handlers import BaseHandler
 
 
 def _handshake(port: int, servername: bytes, starttls: bool) -> None:
@@ -65,17 +59,7 @@ class SNILogLineTests(TestCase):
         lines logged; fire with the ports of its C{ssl:} and C{tcp:}
         listeners.
         """
-        ca = CertificateAuthority(os.path.abspath(self.mktemp()))
-        issued = ca.server("mx.example.com")
-        server = SMTPServer(
-            BaseHandler(),
-            ServerOptions(
-                name="mx.example.com",
-                disableReverseLookup=True,
-                certificate=issued.certificatePath,
-                privateKey=issued.keyPath,
-            ),
-        )
+        server = tlsServer(self)
         server.addObserver(SessionLogger())
         self.sessions: list[Session] = []
 
@@ -84,18 +68,8 @@ class SNILogLineTests(TestCase):
                 self.sessions.append(session)
 
         server.addObserver(secure)
-        self.lines: list[str] = []
-
-        def catch(event: Any) -> None:
-            self.lines.append(formatEvent(event))
-
-        globalLogPublisher.addObserver(catch)
-        self.addCleanup(globalLogPublisher.removeObserver, catch)
-        ports = []
-        for description in ("ssl:0:interface=127.0.0.1", "tcp:0:interface=127.0.0.1"):
-            port = yield server.listen(description)
-            self.addCleanup(port.stopListening)
-            ports.append(port.getHost().port)
+        self.lines = logLines(self)
+        ports = yield listen(self, server, IMPLICIT, PLAIN)
         return ports
 
     @inlineCallbacks

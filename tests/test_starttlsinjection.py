@@ -8,20 +8,15 @@ one line names the client and how many octets went, never the bytes.
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from tests.certs import CertificateAuthority
-from twisted_smtpd import SMTPServer
-from twisted_smtpd._core.options import ServerOptions
-from twisted_smtpd.handlers import BaseHandler
+from tests.tlsserving import listen, logLines, tlsServer
 
 #: What the client pipelines behind STARTTLS: a command to inject, with an
 #: escape sequence that must never reach the log.
@@ -65,28 +60,10 @@ class InjectionTests(TestCase):
 
     @inlineCallbacks
     def serve(self, description: str, **options: Any) -> Any:
-        ca = CertificateAuthority(os.path.abspath(self.mktemp()))
-        issued = ca.server("mx.example.com")
-        server = SMTPServer(
-            BaseHandler(),
-            ServerOptions(
-                name="mx.example.com",
-                disableReverseLookup=True,
-                certificate=issued.certificatePath,
-                privateKey=issued.keyPath,
-                **options,
-            ),
-        )
-        self.lines: list[str] = []
-
-        def catch(event: Any) -> None:
-            self.lines.append(formatEvent(event))
-
-        globalLogPublisher.addObserver(catch)
-        self.addCleanup(globalLogPublisher.removeObserver, catch)
-        port = yield server.listen(description)
-        self.addCleanup(port.stopListening)
-        return port.getHost().port
+        server = tlsServer(self, **options)
+        self.lines = logLines(self)
+        (port,) = yield listen(self, server, description)
+        return port
 
     @inlineCallbacks
     def check(self, description: str, header: bytes, client: str, **options: Any) -> Any:

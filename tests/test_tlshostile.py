@@ -19,15 +19,10 @@ from OpenSSL import SSL
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from tests.certs import CertificateAuthority
-from tests.integration.test_tlsoperability import reactor
 from tests.integration.tlsclients import startTLS
-from twisted_smtpd import SMTPServer
-from twisted_smtpd._core.options import ServerOptions
-from twisted_smtpd.handlers import BaseHandler
+from tests.tlsserving import IMPLICIT, PLAIN, listen, logLines, reactor, sessionsGone, tlsServer
 
 #: The handshake deadline of the server under test, in seconds.
 HANDSHAKE_TIMEOUT = 1
@@ -133,39 +128,13 @@ class HostileHandshakeTests(TestCase):
 
     @inlineCallbacks
     def serve(self) -> Any:
-        ca = CertificateAuthority(os.path.abspath(self.mktemp()))
-        issued = ca.server("mx.example.com")
-        self.server = SMTPServer(
-            BaseHandler(),
-            ServerOptions(
-                name="mx.example.com",
-                disableReverseLookup=True,
-                certificate=issued.certificatePath,
-                privateKey=issued.keyPath,
-                tlsHandshakeTimeout=HANDSHAKE_TIMEOUT,
-            ),
-        )
-        self.lines: list[str] = []
-
-        def catch(event: Any) -> None:
-            self.lines.append(formatEvent(event))
-
-        globalLogPublisher.addObserver(catch)
-        self.addCleanup(globalLogPublisher.removeObserver, catch)
-        ports = []
-        for description in ("ssl:0:interface=127.0.0.1", "tcp:0:interface=127.0.0.1"):
-            port = yield self.server.listen(description)
-            self.addCleanup(port.stopListening)
-            ports.append(port.getHost().port)
+        self.server = tlsServer(self, tlsHandshakeTimeout=HANDSHAKE_TIMEOUT)
+        self.lines = logLines(self)
+        ports = yield listen(self, self.server, IMPLICIT, PLAIN)
         return ports
 
-    @inlineCallbacks
     def sessionsGone(self) -> Any:
-        for _ in range(200):
-            if not self.server.factory.connections:
-                return
-            yield deferLater(reactor, 0.05, lambda: None)
-        self.fail(f"connections still open: {self.server.factory.connections}")
+        return sessionsGone(self, self.server)
 
     @inlineCallbacks
     def check(self, client: Callable[[int, bool], None], *expected: str) -> Any:

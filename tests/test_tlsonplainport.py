@@ -14,12 +14,10 @@ import ssl
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from tests.integration.test_tlsoperability import reactor
+from tests.tlsserving import PLAIN, listen, logLines, sessionsGone
 from twisted_smtpd import SMTPServer
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving.logging import SessionLogger
@@ -73,24 +71,12 @@ class PlainPortHandshakeTests(TestCase):
             BaseHandler(), ServerOptions(name="mx.example.com", disableReverseLookup=True)
         )
         self.server.addObserver(SessionLogger())
-        self.lines: list[str] = []
+        self.lines = logLines(self)
+        (port,) = yield listen(self, self.server, PLAIN)
+        return port
 
-        def catch(event: Any) -> None:
-            self.lines.append(formatEvent(event))
-
-        globalLogPublisher.addObserver(catch)
-        self.addCleanup(globalLogPublisher.removeObserver, catch)
-        port = yield self.server.listen("tcp:0:interface=127.0.0.1")
-        self.addCleanup(port.stopListening)
-        return port.getHost().port
-
-    @inlineCallbacks
     def sessionsGone(self) -> Any:
-        for _ in range(200):
-            if not self.server.factory.connections:
-                return
-            yield deferLater(reactor, 0.05, lambda: None)
-        self.fail(f"connections still open: {self.server.factory.connections}")
+        return sessionsGone(self, self.server)
 
     @inlineCallbacks
     def test_clientHello(self) -> Any:

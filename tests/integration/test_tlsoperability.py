@@ -8,7 +8,6 @@ logged once and counted in C{smtpd_tls_handshake_failures_total}.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from prometheus_client import generate_latest
@@ -16,21 +15,14 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from tests.certs import CertificateAuthority
 from tests.integration.test_metrics import samples
 from tests.integration.tlsclients import FAILING
-from twisted_smtpd import SMTPServer
-from twisted_smtpd._core.options import ServerOptions
+from tests.tlsserving import IMPLICIT, PLAIN, listen, logLines, tlsServer
 from twisted_smtpd._serving.metrics import ServerMetrics
-from twisted_smtpd.handlers import BaseHandler
 
 reactor: Any = _reactor
-
-IMPLICIT = "ssl:0:interface=127.0.0.1"
-PLAIN = "tcp:0:interface=127.0.0.1"
 
 
 class ServerCase(TestCase):
@@ -44,38 +36,11 @@ class ServerCase(TestCase):
 
         @param options: More L{ServerOptions}.
         """
-        ca = CertificateAuthority(os.path.abspath(self.mktemp()))
-        issued = ca.server("mx.example.com")
-        self.server = SMTPServer(
-            BaseHandler(),
-            ServerOptions(
-                name="mx.example.com",
-                disableReverseLookup=True,
-                certificate=issued.certificatePath,
-                privateKey=issued.keyPath,
-                **options,
-            ),
-        )
+        self.server = tlsServer(self, **options)
         self.metrics = ServerMetrics()
         self.server.addObserver(self.metrics)
-        self.lines: list[str] = []
-
-        def catch(event: Any) -> None:
-            self.lines.append(formatEvent(event))
-
-        globalLogPublisher.addObserver(catch)
-        self.addCleanup(globalLogPublisher.removeObserver, catch)
-        ports: list[int] = []
-
-        @inlineCallbacks
-        def listen() -> Any:
-            for description in (IMPLICIT, PLAIN):
-                port = yield self.server.listen(description)
-                self.addCleanup(port.stopListening)
-                ports.append(port.getHost().port)
-            return ports
-
-        return listen()
+        self.lines = logLines(self)
+        return listen(self, self.server, IMPLICIT, PLAIN)
 
     def found(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """
