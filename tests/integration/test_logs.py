@@ -286,12 +286,17 @@ class Fail2banTests(ServerTestCase):
         self.assertEqual(self.fail2ban(logfile), 0)
         self.assertEqual(self.fail2ban(logfile, "aggressive"), 2)
 
-    def test_slowTransferFound(self) -> None:
+    def slowTransfer(self, last: str, *flags: str) -> tuple[str, list[str]]:
         """
-        A message cut for C{--min-data-rate} leaves one line, which the
-        aggressive mode finds and the normal one leaves alone.
+        Run a server with C{--min-data-rate 1000/1} and C{flags}, and a
+        client whose message stalls after its first line: cut with 421.
+
+        @param last: The text of the server's last line, waited for before
+            it stops.
+        @return: The server's output, and its one C{data rate below} line
+            in a list.
         """
-        self.startServer("--sink", "--min-data-rate", "1000/1", maildir=False)
+        self.startServer("--sink", *flags, "--min-data-rate", "1000/1", maildir=False)
         client = self.smtp()
         client.ehlo()
         client.mail(SENDER)
@@ -300,11 +305,19 @@ class Fail2banTests(ServerTestCase):
         self.assertEqual(client.getreply()[0], 354)
         client.send(b"Subject: slow\r\n")
         self.assertEqual(client.getreply()[0], 421)
-        self.server.waitForLog(" close")
+        self.server.waitForLog(last)
         self.stopServer()
         output = self.server.output
         lines = [line for line in output.splitlines() if "data rate below" in line]
         self.assertEqual(len(lines), 1, output)
+        return output, lines
+
+    def test_slowTransferFound(self) -> None:
+        """
+        A message cut for C{--min-data-rate} leaves one line, which the
+        aggressive mode finds and the normal one leaves alone.
+        """
+        output, lines = self.slowTransfer(" close")
         self.assertNotIn(" reject: ", output)
         logfile = self.savedLog(output)
         self.assertEqual(self.fail2ban(logfile), 0)
@@ -316,20 +329,7 @@ class Fail2banTests(ServerTestCase):
         namespace (C{twisted_smtpd.session}), which the aggressive mode
         finds.
         """
-        self.startServer("--sink", "--quiet", "--min-data-rate", "1000/1", maildir=False)
-        client = self.smtp()
-        client.ehlo()
-        client.mail(SENDER)
-        client.rcpt(RECIPIENT)
-        client.putcmd("DATA")
-        self.assertEqual(client.getreply()[0], 354)
-        client.send(b"Subject: slow\r\n")
-        self.assertEqual(client.getreply()[0], 421)
-        self.server.waitForLog("data rate below")
-        self.stopServer()
-        output = self.server.output
-        lines = [line for line in output.splitlines() if "data rate below" in line]
-        self.assertEqual(len(lines), 1, output)
+        output, lines = self.slowTransfer("data rate below", "--quiet")
         self.assertIn(" [twisted_smtpd.session#info] ", lines[0])
         self.assertNotIn(" connect from ", output)
         logfile = self.savedLog(output)
