@@ -622,6 +622,7 @@ class SpoolFlowTests(SynchronousTestCase):
         self.assertLessEqual(max(queued for _, queued in held), SPOOL_THRESHOLD + len(chunk))
         transport = exchange.connect()
         for _ in range(1000):
+            pool.runAll()  # the body's reads
             exchange.reactor.advance(0)
         self.assertIn(b"\r\n\r\n" + chunk * 64 + b"\r\n--", transport.value())
         exchange.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
@@ -677,8 +678,11 @@ class AnswerWhileSendingTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-        self.exchange = Exchange(firstRetry=0.25)
+        # The body's reads run only when told: the first stays in flight.
+        self.pool = ManualThreadPool()
+        self.exchange = Exchange(firstRetry=0.25, threadpool=self.pool)
         self.result = self.exchange.deliver(LARGE)
+        self.pool.runAll()  # the spool's writes
         self.transport = self.exchange.connect(pause=True)
         self.assertEqual(self.exchange.protocols[0]._wrappedProtocol.state, "TRANSMITTING")
 
@@ -697,14 +701,18 @@ class AnswerWhileSendingTests(SynchronousTestCase):
         """
         self.assertTrue(self.transport.disconnecting)
         self.assertNoResult(self.result)
+        # The attempt ends once its read in flight is done.
+        self.pool.runAll()
         debug = [formatEvent(e) for e in self.events if e["log_level"] == LogLevel.debug]
         self.assertEqual(len(debug), 1, debug)
         self.assertIn(f"attempt 1 failed ({problem})", debug[0])
         self.exchange.reactor.advance(0.25)
         self.exchange.connect()
         while self.exchange.protocols[1]._wrappedProtocol.state == "TRANSMITTING":
+            self.pool.runAll()
             self.exchange.reactor.advance(0)
         self.exchange.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.pool.runAll()  # the spool's close
         self.assertEqual(self.successResultOf(self.result), "OK: queued as s1d.1")
         self.assertNothingUnhandled()
 
@@ -742,6 +750,7 @@ class AnswerWhileSendingTests(SynchronousTestCase):
         """
         self.exchange.answer(b"HTTP/1.1 102 Processing\r\n\r\n" * (MAX_INFORMATIONAL + 1))
         self.assertTrue(self.transport.disconnecting)
+        self.pool.runAll()
         e = self.failureResultOf(self.result, SMTPError).value
         self.assertEqual(
             (e.code, e.message),

@@ -47,12 +47,25 @@ SECRET = b"the shared secret"
 
 class _WatchedFile:
     """
-    A temporary file that shows every write to C{watch} before making it.
+    A temporary file that shows every write to C{watch} before making it,
+    and every read to C{watchRead} once made.
     """
 
-    def __init__(self, file: IO[bytes], watch: Callable[[bytes], None]) -> None:
+    def __init__(
+        self,
+        file: IO[bytes],
+        watch: Callable[[bytes], None],
+        watchRead: Callable[[bytes], None] | None = None,
+    ) -> None:
         self._file = file
         self._watch = watch
+        self._watchRead = watchRead
+
+    def read(self, *args: Any) -> bytes:
+        data = self._file.read(*args)
+        if self._watchRead is not None:
+            self._watchRead(data)
+        return data
 
     def write(self, data: bytes) -> int:
         self._watch(bytes(data))
@@ -78,6 +91,32 @@ def watchSpoolWrites(case: TestCase, watch: Callable[[bytes], None]) -> None:
         return _WatchedFile(original(*args, **kwargs), watch)
 
     case.patch(tempfile, "TemporaryFile", make)
+
+
+def watchSpoolReads(case: TestCase, watch: Callable[[bytes], None]) -> None:
+    """
+    Have every read of a temporary file made during C{case}, through the
+    file or by C{os.pread} on its descriptor, show what it read to C{watch}
+    before it returns.
+    """
+    original = tempfile.TemporaryFile
+    descriptors: set[int] = set()
+
+    def make(*args: Any, **kwargs: Any) -> Any:
+        file = original(*args, **kwargs)
+        descriptors.add(file.fileno())
+        return _WatchedFile(file, lambda data: None, watch)
+
+    realPread = os.pread
+
+    def pread(fd: int, size: int, offset: int) -> bytes:
+        data = realPread(fd, size, offset)
+        if fd in descriptors:
+            watch(data)
+        return data
+
+    case.patch(tempfile, "TemporaryFile", make)
+    case.patch(os, "pread", pread)
 
 
 class WebhookTests(TestCase):
@@ -427,6 +466,37 @@ class SpoolThreadTests(TestCase):
         250s, its message included; the stalled one is answered 250 once
         the write goes through.
         """
+        await self.stalledKeepsServing(watchSpoolWrites)
+
+    async def test_spoolReadsOffReactorThread(self) -> None:
+        """
+        Through a real SMTP server, no read of the spool file of a message,
+        as its request body is sent, runs on the reactor thread, and the
+        message arrives whole.
+        """
+        onReactor: list[bool] = []
+        watchSpoolReads(self, lambda data: onReactor.append(isInIOThread()))
+        request = await self.dialogue()
+        self.assertEqual(request.message, MESSAGE)
+        self.assertTrue(onReactor)
+        self.assertNotIn(True, onReactor)
+
+    async def test_stalledSpoolReadKeepsServing(self) -> None:
+        """
+        While the read of one message's spool file, as its request body is
+        sent, is blocked (a stalled disk), another session of the same
+        server gets its greeting and its 250s, its message included; the
+        stalled one is answered 250 once the read goes through.
+        """
+        await self.stalledKeepsServing(watchSpoolReads)
+
+    async def stalledKeepsServing(
+        self, watchSpool: Callable[[TestCase, Callable[[bytes], None]], None]
+    ) -> None:
+        """
+        Block the spool I/O that C{watchSpool} shows for one message, and
+        check that a second session is served meanwhile.
+        """
         entered, release = threading.Event(), threading.Event()
 
         def watch(data: bytes) -> None:
@@ -434,7 +504,7 @@ class SpoolThreadTests(TestCase):
                 entered.set()
                 release.wait(20)
 
-        watchSpoolWrites(self, watch)
+        watchSpool(self, watch)
         receiver = WebhookReceiver()
         handler = self.handler(await self.receiver(receiver))
         server = await listenForTests(handler)
@@ -450,7 +520,7 @@ class SpoolThreadTests(TestCase):
         def other() -> list[int]:
             try:
                 if not entered.wait(10):
-                    raise AssertionError("the stalled write never started")
+                    raise AssertionError("the stalled spool I/O never started")
                 client = smtplib.SMTP(timeout=5)
                 try:
                     codes = [client.connect("127.0.0.1", server.port)[0]]

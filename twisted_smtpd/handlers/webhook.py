@@ -11,15 +11,11 @@ import tempfile
 from typing import IO, Any
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.task import Cooperator, TaskDone
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
-from twisted.web.client import (
-    Agent,
-    FileBodyProducer,
-)
+from twisted.web.client import Agent
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
@@ -30,6 +26,7 @@ from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._concurrency import DeliveryBound, checkConcurrency
 from twisted_smtpd.handlers._diskfailure import diskError, logDiskFailure
 from twisted_smtpd.handlers._envelope import envelopeFields, envelopeJSON, messageId, sanitise
+from twisted_smtpd.handlers._filebody import ThreadedFileBody
 from twisted_smtpd.handlers._sessionwork import SessionWork
 from twisted_smtpd.handlers._signedspool import SignedSpool
 from twisted_smtpd.handlers._webhookclient import (
@@ -61,32 +58,6 @@ class _TemporaryFailure(Exception):
     """
     One attempt failed in a way worth another: C{str()} says how.
     """
-
-
-class _Unclosable:
-    """
-    A file that L{FileBodyProducer} reads and cannot close, so that the
-    spool can be sent again.
-    """
-
-    def __init__(self, file: IO[bytes]) -> None:
-        self._file = file
-        self.read = file.read
-        self.seek = file.seek
-        self.tell = file.tell
-
-    def close(self) -> None:
-        """
-        Leave the file open: the spool closes it.
-        """
-
-
-def _stop(producer: FileBodyProducer) -> None:
-    """
-    Stop C{producer} if it started.
-    """
-    with contextlib.suppress(AttributeError, TaskDone):
-        producer.stopProducing()
 
 
 def _reason(response: IResponse, body: bytes) -> str:
@@ -217,8 +188,8 @@ class WebhookHandler(BaseHandler):
         @param maxRetryDelay: The longest pause between attempts.
         @param maxConcurrent: The most messages posted at once (above 0).
         @param reactor: The reactor (the global one by default).
-        @param threadpool: Where spool writes run; C{reactor.getThreadPool()}
-            by default.
+        @param threadpool: Where the spool file is written and read;
+            C{reactor.getThreadPool()} by default.
         @raise ValueError: If C{url}, C{format}, a timeout, the secret,
             the CA bundle or C{maxConcurrent} is not usable.
         """
@@ -268,10 +239,6 @@ class WebhookHandler(BaseHandler):
         self._turns: dict[str, Deferred[bool]] = {}
         # A plain Agent: no RedirectAgent, CookieAgent or ContentDecoderAgent.
         self._agent = Agent(reactor, contextFactory=policy, pool=self._pool)
-        self._cooperator = Cooperator(scheduler=self._schedule)
-
-    def _schedule(self, work: Any) -> Any:
-        return self._reactor.callLater(0, work)
 
     def _inThread(self, f: Any, *args: Any) -> Deferred[Any]:
         pool = self._threadpool or self._reactor.getThreadPool()
@@ -489,18 +456,26 @@ class WebhookHandler(BaseHandler):
     async def _attempt(
         self, source: IO[bytes], headers: Headers, session: Session, seconds: float
     ) -> str:
-        source.seek(0)
-        producer = FileBodyProducer(_Unclosable(source), cooperator=self._cooperator)
+        producer = ThreadedFileBody(source, self._inThread)
+        try:
+            return await self._exchange(producer, headers, session, seconds)
+        finally:
+            # The spool is closed once the last attempt ends: no read of
+            # this one may still be in flight then.
+            producer.stopProducing()
+            await producer.idle()
+
+    async def _exchange(
+        self, producer: ThreadedFileBody, headers: Headers, session: Session, seconds: float
+    ) -> str:
         started = self._reactor.seconds()
         try:
             response: IResponse = await self._within(
                 self._agent.request(b"POST", self._requestURL, headers, producer), seconds
             )
         except CancelledError:
-            _stop(producer)
             raise _TemporaryFailure("no answer in time") from None
         except Exception:
-            _stop(producer)
             problem, retry = describe(Failure())
             if retry:
                 raise _TemporaryFailure(problem) from None
