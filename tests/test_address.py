@@ -439,6 +439,24 @@ class MailParameterTests(MailTestCase):
         self.assertMailRefused(b"FROM:<> BODY", replies.BAD_BODY)
         self.assertMailRefused(b"FROM:<> BODY=8BIT", replies.BAD_BODY)
 
+    def test_keywordsAsciiOnly(self) -> None:
+        """
+        The keywords of BODY, RET and NOTIFY match in ASCII case only: a
+        non-ASCII letter that Unicode upper-cases to one of theirs (the
+        dotless C{U+0131}, the long s C{U+017F}), which SMTPUTF8 lets through
+        the parameter check, gets 501 as any other unknown keyword does,
+        rather than being taken for C{8BITMIME} or C{SUCCESS} and passed on
+        as sent.
+        """
+        self.assertMailRefused("FROM:<> SMTPUTF8 BODY=8bitm\u0131me".encode(), replies.BAD_BODY)
+        self.assertMailRefused("FROM:<> SMTPUTF8 BODY=B\u0131NARYMIME".encode(), replies.BAD_BODY)
+        self.assertMailRefused("FROM:<> SMTPUTF8 RET=\ufb00".encode(), replies.BAD_RET)
+        self.assertMailRefused("FROM:<> SMTPUTF8 RET=HDR\u017f".encode(), replies.BAD_RET)
+        for value in ["\u017fuccess", "failure,\u017fuccess", "nev\u0435r"]:
+            self.assertRcptRefused(
+                f"TO:<a@example.com> NOTIFY={value}".encode(), replies.BAD_NOTIFY, smtpUtf8=True
+            )
+
     def test_valuelessFlags(self) -> None:
         """
         SMTPUTF8 and REQUIRETLS take no value.

@@ -116,15 +116,18 @@ class MessageLostTests(SynchronousTestCase):
     connection after DATA}: until now its session logged only C{close}.
     """
 
-    def _lost(self, body: bytes, halfClose: bool, **options: Any) -> tuple[str, list[str]]:
+    def _lost(
+        self, body: bytes, halfClose: bool, matching: str = "connection lost during", **options: Any
+    ) -> tuple[str, list[str]]:
         log = LogCatcher(self)
         proto, transport, clock, factory = connect(**options)
+        factory.addObserver(SessionLogger())
         transaction(proto, transport)
         proto.dataReceived(body)
         if halfClose:
             proto.readConnectionLost()
         proto.connectionLost(Failure(ConnectionLost()))
-        return proto.session.id, log.matching("connection lost during")
+        return proto.session.id, log.matching(matching)
 
     def test_resetDuringData(self) -> None:
         """
@@ -169,6 +172,34 @@ class MessageLostTests(SynchronousTestCase):
         self.assertEqual(
             lines,
             [f"{sid} 192.0.2.7 connection lost during BDAT after 4 bytes: message dropped"],
+        )
+
+    def test_resetInsideOversizedChunk(self) -> None:
+        """
+        A reset while the chunk that took the message past the size limit
+        is read and dropped still leaves the refused message's line (it
+        would have followed the chunk's last octet), marked as not sent:
+        the session no longer ends with no word of the message; a reset in
+        a later chunk adds no second line.
+        """
+        sid, lines = self._lost(b"BDAT 3\r\nabcBDAT 100 LAST\r\nabcde", False, " bytes", size=10)
+        self.assertEqual(
+            lines,
+            [
+                f"{sid} message 103 bytes from <s@example.com> to <r@example.com>:"
+                " 552 Error: message exceeds fixed maximum message size"
+                " (session ended before this answer: not sent)"
+            ],
+        )
+        sid, lines = self._lost(
+            b"BDAT 100\r\n" + b"x" * 100 + b"BDAT 5\r\nab", False, " bytes", size=10
+        )
+        self.assertEqual(
+            lines,
+            [
+                f"{sid} message 100 bytes from <s@example.com> to <r@example.com>:"
+                " 552 Error: message exceeds fixed maximum message size"
+            ],
         )
 
     def test_noLineOnceTheBodyEnded(self) -> None:

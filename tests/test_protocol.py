@@ -311,6 +311,17 @@ class CommandTests(SynchronousTestCase):
         """
         self.assertTrue(self.send(b"EHLO\r\n").startswith(b"501 "))
 
+    def test_greetingSyntaxNamesItsVerb(self) -> None:
+        """
+        The 501 for a greeting without a name names the command the client
+        sent, as Postfix's C{Syntax: HELO hostname} does: HELO is not told
+        to send EHLO, nor an LMTP client LHLO's syntax as EHLO's.
+        """
+        self.assertEqual(self.send(b"EHLO\r\n"), b"501 Syntax: EHLO hostname\r\n")
+        self.assertEqual(self.send(b"HELO\r\n"), b"501 Syntax: HELO hostname\r\n")
+        self.assertEqual(self.send(b"helo \r\n"), b"501 Syntax: HELO hostname\r\n")
+        self.assertEqual(self.send(b"LHLO\r\n", lmtp=True), b"501 Syntax: LHLO hostname\r\n")
+
     def test_mailBeforeHelo(self) -> None:
         """
         MAIL before HELO/EHLO gets 503, as smtp-server and aiosmtpd do.

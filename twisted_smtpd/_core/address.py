@@ -201,7 +201,7 @@ def parseMail(argument: bytes, lenient: bool = False) -> MailRequest:
                 raise CommandError(BAD_SIZE)
             size = int(value)
         elif key == "BODY":
-            if not isinstance(value, str) or (body := _BODY_TYPES.get(value.upper())) is None:
+            if not isinstance(value, str) or (body := _BODY_TYPES.get(_keyword(value))) is None:
                 raise CommandError(BAD_BODY)
             bodyType = body
         elif key == "SMTPUTF8":
@@ -213,9 +213,8 @@ def parseMail(argument: bytes, lenient: bool = False) -> MailRequest:
                 raise CommandError(BAD_REQUIRETLS)
             requireTls = True
         elif key == "RET":
-            if not isinstance(value, str) or value.upper() not in ("FULL", "HDRS"):
+            if not isinstance(value, str) or (ret := _keyword(value)) not in ("FULL", "HDRS"):
                 raise CommandError(BAD_RET)
-            ret = value.upper()
         elif key == "ENVID":
             if not isinstance(value, str) or len(value) > MAX_ENVID:
                 raise CommandError(BAD_ENVID)
@@ -511,6 +510,16 @@ def _requireAscii(mailbox: str, params: str) -> None:
         raise CommandError(NON_ASCII_PARAMETER)
 
 
+def _keyword(value: str) -> str:
+    """
+    C{value} upper-cased as an ESMTP keyword is compared (ASCII case only,
+    RFC 5234 section 2.3): a value with a non-ASCII letter is kept as it is,
+    so that one Unicode would upper-case to ASCII letters (the dotless
+    U+0131 to C{I}, the long s U+017F to C{S}) matches no keyword.
+    """
+    return value.upper() if value.isascii() else value
+
+
 def _isDigits(value: str) -> bool:
     return value.isascii() and value.isdigit()
 
@@ -538,7 +547,7 @@ def _parseNotify(value: str) -> tuple[str, ...]:
     Parse C{NOTIFY} (RFC 3461 section 4.1): C{NEVER} alone, or a comma list
     of C{SUCCESS}, C{FAILURE} and C{DELAY}; repeats are merged.
     """
-    items = value.upper().split(",")
+    items = _keyword(value).split(",")
     if items == ["NEVER"]:
         return ("NEVER",)
     if not _NOTIFY.issuperset(items):

@@ -28,7 +28,9 @@ from twisted_smtpd._core.replies import (
     BAD_HELO_HOSTNAME,
     BDAT_SYNTAX,
     HELO_REQUIRES_DOMAIN,
+    HELO_SYNTAX,
     HELO_TOO_LONG,
+    LHLO_SYNTAX,
     NEED_HELO,
     NEED_LHLO,
     NEED_MAIL,
@@ -317,7 +319,11 @@ MAX_HELO = 255
 _HELO_CONTROL = re.compile(rb"[\x00-\x1f\x7f]|\xc2[\x80-\x9f]")
 
 
-def parseHelo(argument: bytes, lenient: bool = False) -> str:
+#: The 501 for a greeting without a name, naming the command sent.
+_HELO_SYNTAX = {"EHLO": HELO_REQUIRES_DOMAIN, "HELO": HELO_SYNTAX, "LHLO": LHLO_SYNTAX}
+
+
+def parseHelo(argument: bytes, lenient: bool = False, verb: str = "EHLO") -> str:
     """
     Parse the argument of HELO, EHLO or LHLO: the client's domain or address
     literal (RFC 5321 section 4.1.1.1).
@@ -332,15 +338,18 @@ def parseHelo(argument: bytes, lenient: bool = False) -> str:
     @param lenient: Also accept a name that is not UTF-8 (old clients send
         their Windows host name in a legacy encoding); its undecodable bytes
         become U+FFFD.
+    @param verb: The command, C{"EHLO"}, C{"HELO"} or C{"LHLO"}, that the
+        reply to an empty argument names.
     @return: The name as sent.
-    @raise CommandError: With C{HELO_REQUIRES_DOMAIN} when the argument is
-        empty, C{BAD_HELO_HOSTNAME} for control characters or (unless
-        lenient) invalid UTF-8, or C{HELO_TOO_LONG} for a name over
-        L{MAX_HELO} octets.
+    @raise CommandError: With C{HELO_REQUIRES_DOMAIN} (C{HELO_SYNTAX},
+        C{LHLO_SYNTAX} for those verbs) when the argument is empty,
+        C{BAD_HELO_HOSTNAME} for control characters or (unless lenient)
+        invalid UTF-8, or C{HELO_TOO_LONG} for a name over L{MAX_HELO}
+        octets.
     """
     name = argument.lstrip(b" ").split(b" ", 1)[0]
     if not name:
-        raise CommandError(HELO_REQUIRES_DOMAIN)
+        raise CommandError(_HELO_SYNTAX[verb])
     if len(name) > MAX_HELO:
         raise CommandError(HELO_TOO_LONG)
     if _HELO_CONTROL.search(argument) is not None:

@@ -217,6 +217,9 @@ REQUIRETLS_NEEDS_TLS = reply(530, "5.7.10", "REQUIRETLS needs a TLS session")
 # Command argument syntax (RFC 5321 sections 4.1.1 and 4.1.2, RFC 3461, RFC
 # 6531).  Replies to HELO/EHLO/LHLO carry no enhanced code (RFC 2034 section 3).
 HELO_REQUIRES_DOMAIN = reply(501, None, "Syntax: EHLO hostname")
+# The same for HELO and LHLO: each names the command sent, as Postfix does.
+HELO_SYNTAX = reply(501, None, "Syntax: HELO hostname")
+LHLO_SYNTAX = reply(501, None, "Syntax: LHLO hostname")
 BAD_HELO_HOSTNAME = reply(501, None, "Error: invalid characters in hostname")
 # RFC 5321 section 4.5.3.1.2: a domain is at most 255 octets.
 HELO_TOO_LONG = reply(501, None, "Error: hostname too long")

@@ -35,8 +35,8 @@ def ehlo(p: CommandContext, argument: bytes) -> None:
     EHLO (LHLO in LMTP): ask C{onHelo}, then list the extensions.
     """
     options = p.options
-    hostname = parseHelo(argument, options.lenientAddresses)
     verb = "LHLO" if options.lmtp else "EHLO"
+    hostname = parseHelo(argument, options.lenientAddresses, verb)
 
     def accepted(result: object) -> None:
         _greeted(p, verb, hostname)
@@ -72,7 +72,7 @@ def helo(p: CommandContext, argument: bytes) -> None:
     """
     HELO: ask C{onHelo}, then greet without extensions.
     """
-    hostname = parseHelo(argument, p.options.lenientAddresses)
+    hostname = parseHelo(argument, p.options.lenientAddresses, "HELO")
 
     def accepted(result: object) -> None:
         _greeted(p, "HELO", hostname)

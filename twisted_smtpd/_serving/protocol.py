@@ -224,6 +224,8 @@ class SMTPProtocol(SessionOutput, LineReceiver):
             _tlscommand.handshakeFailed(self, reason)
         elif self.session.tls is not None and not serverClosed:
             _tlscommand.sessionFailed(self, reason)
+        if not serverClosed:
+            _transaction.chunkLost(self)
         receiver = self.receiver
         if receiver is not None:
             if not (serverClosed or receiver.ended or receiver.finished):

@@ -317,7 +317,9 @@ def oversized(
     The chunks after it (sent before the client read the 552, RFC 3030
     section 2) get L{catalogue.BDAT_DISCARDED}, with no log line of their
     own; the LAST chunk (one reply per recipient in LMTP), or RSET, ends
-    the transaction.
+    the transaction.  A client gone before the last octet of the chunk
+    that refused the message still leaves its C{message} event, marked
+    C{unanswered} (L{chunkLost}).
     """
     # The chunk's octets go to the discard, never to the decoder (a new
     # receiver starts reading).
@@ -328,12 +330,16 @@ def oversized(
         receiver.refuse(catalogue.SIZE_EXCEEDED)
     total = decoder.byteLength + size
 
+    def refused(p: SessionControl, unanswered: bool) -> None:
+        count = len(p.session.envelope.rcptTo) if last and p.options.lmtp else 1
+        replies = (catalogue.SIZE_EXCEEDED,) * count
+        p.emit("message", size=total, replies=replies, seconds=None, unanswered=unanswered)
+
     def read(p: SessionControl) -> None:
         count = len(p.session.envelope.rcptTo) if last and p.options.lmtp else 1
         reply = catalogue.SIZE_EXCEEDED if first else catalogue.BDAT_DISCARDED
         if first:
-            replies = (reply,) * count
-            p.emit("message", size=total, replies=replies, seconds=None, unanswered=False)
+            refused(p, False)
         for _ in range(count):
             p.reply(reply)
         if last:
@@ -344,7 +350,9 @@ def oversized(
             p.closeWith(catalogue.SHUTDOWN)
 
     if size:
-        p.discard = RefusedChunk(size, catalogue.BDAT_DISCARDED, read)
+        p.discard = RefusedChunk(
+            size, catalogue.BDAT_DISCARDED, read, (lambda p: refused(p, True)) if first else None
+        )
     else:
         read(p)
 
@@ -358,19 +366,23 @@ class RefusedChunk:
     @ivar reply: The refusal, sent after the last octet.
     @ivar done: What answers the chunk after its last octet, in place of
         sending C{reply} as a refused command's.
+    @ivar lost: What tells of the chunk when the client goes away before
+        its last octet (L{chunkLost}), or C{None} when nothing need be.
     """
 
-    __slots__ = ("done", "remaining", "reply")
+    __slots__ = ("done", "lost", "remaining", "reply")
 
     def __init__(
         self,
         remaining: int,
         reply: Reply,
         done: Callable[[SessionControl], None] | None = None,
+        lost: Callable[[SessionControl], None] | None = None,
     ) -> None:
         self.remaining = remaining
         self.reply = reply
         self.done = done
+        self.lost = lost
 
 
 def refuse(p: SessionControl, verb: Verb, argument: bytes, reply: Reply) -> None:
@@ -425,6 +437,20 @@ def discardRefused(p: SessionControl, refused: RefusedChunk, buffer: bytes, begi
         else:
             refused.done(p)
     return begin + take
+
+
+def chunkLost(p: SessionControl) -> None:
+    """
+    The client went away in the middle of a refused BDAT chunk: what it
+    refused is told if it must be, as the chunk's last octet would have
+    (the C{message} event of a message the chunk took past the size
+    limit, marked C{unanswered}: its 552 was never sent).
+    """
+    refused = p.discard
+    if refused is not None:
+        p.discard = None
+        if refused.lost is not None:
+            refused.lost(p)
 
 
 def malformedBdat(p: CommandContext) -> None:
