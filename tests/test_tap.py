@@ -955,6 +955,22 @@ class DeliveryFlagTests(SynchronousTestCase):
         bad = os.path.join(self.mktemp(), "missing", "mbox")
         self.assertIn(repr(bad), self.assertUsageError("--mbox", bad))
 
+    def test_mboxSymlink(self) -> None:
+        """
+        An C{--mbox} path that is a symbolic link root does not own fails
+        the start with one line, as each append would fail, and the file
+        it names is neither made nor touched.
+        """
+        target = os.path.abspath(self.mktemp())
+        link = os.path.abspath(self.mktemp())
+        os.symlink(target, link)
+        if os.geteuid() == 0:
+            os.lchown(link, 65534, 65534)
+        message = self.assertUsageError("--mbox", link)
+        self.assertIn(repr(link), message)
+        self.assertIn("mailbox is a symbolic link not owned by root", message)
+        self.assertFalse(os.path.lexists(target))
+
     def test_relay(self) -> None:
         """
         C{--relay HOST[:PORT]} chooses a L{RelayHandler} for that smarthost,
