@@ -491,6 +491,24 @@ class MboxHandlerTests(SynchronousTestCase):
         with open(target, "rb") as f:
             self.assertEqual(f.read(), b"From x\nkept\n\n")
 
+    def test_hardLinkRefused(self) -> None:
+        """
+        A mailbox path that is one of several hard links to a file (another
+        user of the mail directory linking it to a file the server may
+        write) is not appended to, as Postfix's C{local} refuses it: the
+        message is answered 451 with one log line, the file left as it was.
+        """
+        log = DiskErrorLog(self)
+        target = os.path.abspath(self.mktemp())
+        with open(target, "wb") as f:
+            f.write(b"From x\nkept\n\n")
+        os.link(target, self.path)
+        error = self.failureResultOf(self.deliver(BODY), SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
+        log.assertLines(1, "Appending to ", "mailbox has 2 hard links (EPERM)")
+        with open(target, "rb") as f:
+            self.assertEqual(f.read(), b"From x\nkept\n\n")
+
     def test_rootsSymlinkFollowed(self) -> None:
         """
         A symbolic link owned by root, which only the administrator can

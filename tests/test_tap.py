@@ -971,6 +971,19 @@ class DeliveryFlagTests(SynchronousTestCase):
         self.assertIn("mailbox is a symbolic link not owned by root", message)
         self.assertFalse(os.path.lexists(target))
 
+    def test_mboxHardLink(self) -> None:
+        """
+        An C{--mbox} path that is one of several hard links to a file fails
+        the start with one line, as each append would fail.
+        """
+        target = os.path.abspath(self.mktemp())
+        open(target, "wb").close()
+        link = os.path.abspath(self.mktemp())
+        os.link(target, link)
+        message = self.assertUsageError("--mbox", link)
+        self.assertIn(repr(link), message)
+        self.assertIn("mailbox has 2 hard links", message)
+
     def test_relay(self) -> None:
         """
         C{--relay HOST[:PORT]} chooses a L{RelayHandler} for that smarthost,

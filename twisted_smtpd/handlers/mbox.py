@@ -402,23 +402,32 @@ def openMailbox(path: str) -> int:
     followed only if root owns it (only the administrator can have made
     it), so that another user of the mail directory cannot point the path
     at a file the server may write, nor have a link to nothing make a file
-    where it points; anything but a regular file (a named pipe would hold
-    the thread without end) is refused.  It is opened for reading too, so
+    where it points; a file with more than one hard link (another name,
+    which could be that of such a file) and anything but a regular file (a
+    named pipe would hold the thread without end) are refused.  It is opened for reading too, so
     that the end of the file tells whether a separator is due, unless only
     writing is allowed (a mailbox of mode 0620).
 
     @return: The descriptor, open for appending.
     @raise OSError: C{ELOOP} for a symbolic link root does not own;
-        C{EINVAL} for something other than a regular file; any error of
-        C{open}.
+        C{EPERM} for a file with more than one hard link; C{EINVAL} for
+        something other than a regular file; any error of C{open}.
     """
     try:
         try:
-            return _openMailbox(path, os.O_RDWR)
+            fd = _openMailbox(path, os.O_RDWR)
         except PermissionError:
-            return _openMailbox(path, os.O_WRONLY)
+            fd = _openMailbox(path, os.O_WRONLY)
     except NotRegularFile as e:
         raise OSError(errno.EINVAL, str(e)) from None
+    try:
+        links = os.fstat(fd).st_nlink
+        if links > 1:
+            raise OSError(errno.EPERM, f"mailbox has {links} hard links")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _openMailbox(path: str, access: int) -> int:
