@@ -5,6 +5,7 @@ Tests for L{twisted_smtpd._twistd.tap} and the C{twistd smtpd} plugin.
 
 from __future__ import annotations
 
+import errno
 import gc
 import io
 import json
@@ -970,6 +971,19 @@ class DeliveryFlagTests(SynchronousTestCase):
         self.assertIn(repr(link), message)
         self.assertIn("mailbox is a symbolic link not owned by root", message)
         self.assertFalse(os.path.lexists(target))
+
+    def test_mboxNameLeavesNoRoomForDotLock(self) -> None:
+        """
+        An C{--mbox} file name so long that its dot lock (the name and
+        C{.lock}) cannot be made fails the start with one line naming the
+        lock, rather than every message with 451.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        name = "m" * (os.pathconf(directory, "PC_NAME_MAX") - 2)
+        message = self.assertUsageError("--mbox", os.path.join(directory, name))
+        self.assertIn(os.path.join(directory, name) + ".lock", message)
+        self.assertIn(os.strerror(errno.ENAMETOOLONG), message)
 
     def test_mboxHardLink(self) -> None:
         """

@@ -7,6 +7,7 @@ parsed configuration: L{HANDLERS}.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -58,6 +59,10 @@ def _mbox(config: Mapping[str, Any], path: str, options: ServerOptions) -> ISMTP
     # link the handler does not follow) or its directory cannot hold the
     # spool files.
     os.close(openMailbox(handler.path))
+    with contextlib.suppress(FileNotFoundError):
+        # A name leaving no room for its dot lock's ".lock" (ENAMETOOLONG)
+        # would fail every message.
+        os.lstat(handler.path + ".lock")
     tempfile.TemporaryFile(dir=os.path.dirname(handler.path)).close()
     return handler
 
