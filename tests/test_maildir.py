@@ -7,6 +7,7 @@ before its bytes are durable.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -1130,6 +1131,57 @@ class HeldDirectoryTests(SynchronousTestCase):
             log.assertLines(1, f"Delivering {os.path.join(self.carol, 'new')}/", f"{full} (ENOSPC)")
             self.assertEqual(listDir(os.path.join(self.carol, "tmp")), [])
             self.assertEqual(listDir(os.path.join(self.path, "tmp")), [])
+
+    def test_logNamesWhatFailedForRecipients(self) -> None:
+        """
+        With C{perRecipient}, a message whose file cannot be written or
+        flushed in the root's C{tmp/} (that file system full) is logged
+        naming that file, and one whose recipient's C{new/} cannot be
+        flushed is logged naming that directory: not the root's C{new/},
+        where such a message never goes.
+        """
+        pool = ManualThreadPool()
+        handler = MaildirHandler(
+            self.path,
+            reactor=ImmediateReactor(),
+            threadpool=pool,  # type: ignore[arg-type]
+            perRecipient=True,
+            hostname="localhost",
+        )
+        envelope = Envelope(mailFrom=Address("a@example.com"), rcptTo=[Address("carol@localhost")])
+        full = os.strerror(errno.ENOSPC)
+        newCarol = os.path.join(self.carol, "new")
+        realFsync = _maildirdisk._fsync
+
+        def writeFull(fd: int, chunks: list[bytes]) -> None:
+            raise OSError(errno.ENOSPC, full)
+
+        def fsyncFull(fd: int) -> None:
+            raise OSError(errno.ENOSPC, full)
+
+        def directoryFsyncFails(fd: int) -> None:
+            if os.path.isdir(newCarol) and os.path.samestat(os.fstat(fd), os.stat(newCarol)):
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            realFsync(fd)
+
+        tmp = os.path.join(self.path, "tmp") + "/"
+        for name, replacement, fragments in [
+            ("_writeAll", writeFull, (f"Delivering {tmp}", f"{full} (ENOSPC)")),
+            ("_fsync", fsyncFull, (f"Delivering {tmp}", f"{full} (ENOSPC)")),
+            ("_fsync", directoryFsyncFails, (f"Delivering {newCarol} failed: ", "(EIO)")),
+        ]:
+            log = DiskErrorLog(self)
+            with contextlib.ExitStack() as stack:
+                stack.callback(setattr, _maildirdisk, name, getattr(_maildirdisk, name))
+                setattr(_maildirdisk, name, replacement)
+                self.patch(_maildirdisk, "_syncfs", None)
+                d = handler.onData(stream := MessageStream(), makeSession(envelope=envelope))
+                feed(stream, b"body\r\n")
+                pool.runAll()
+            self.assertEqual(self.failureResultOf(d, SMTPError).value.code // 100, 4)
+            log.assertLines(1, *fragments)
+            self.assertEqual(listDir(os.path.join(self.path, "tmp")), [])
+            self.assertEqual(listDir(newCarol) if os.path.isdir(newCarol) else [], [])
 
 
 class UnicodeDomainTests(SynchronousTestCase):

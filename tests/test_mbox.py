@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.error import ConnectionLost
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from tests.disklog import DiskErrorLog
@@ -417,6 +417,111 @@ class MboxHandlerTests(SynchronousTestCase):
         error = self.failureResultOf(result[0], SMTPError).value  # type: ignore[arg-type]
         self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
         log.assertLines(1, "Appending to ", "not a regular file (a named pipe) (EINVAL)")
+
+    def symlinkAt(self, owner: int) -> str:
+        """
+        Make the mbox path a symbolic link, owned by C{owner} where the test
+        runs as root (else by the user running it), to a mailbox elsewhere.
+
+        @return: The path the link names.
+        """
+        target = os.path.abspath(self.mktemp())
+        with open(target, "wb") as f:
+            f.write(b"From x\nkept\n\n")
+        os.symlink(target, self.path)
+        if os.geteuid() == 0:
+            os.lchown(self.path, owner, owner)
+        return target
+
+    def test_symlinkRefused(self) -> None:
+        """
+        A mailbox path that is a symbolic link not owned by root (another
+        user of the mail directory pointing it at a file the server may
+        write) is not followed, as Postfix's C{local} refuses it: the
+        message is answered 451 with one log line, and the file the link
+        names is left as it was.
+        """
+        log = DiskErrorLog(self)
+        target = self.symlinkAt(65534)
+        error = self.failureResultOf(self.deliver(BODY), SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
+        log.assertLines(1, "Appending to ", "mailbox is a symbolic link not owned by root")
+        with open(target, "rb") as f:
+            self.assertEqual(f.read(), b"From x\nkept\n\n")
+
+    def test_danglingSymlinkNotCreated(self) -> None:
+        """
+        A symbolic link to nothing at the mbox path does not make the
+        server create the file it names.
+        """
+        log = DiskErrorLog(self)
+        target = os.path.abspath(self.mktemp())
+        os.symlink(target, self.path)
+        if os.geteuid() == 0:
+            os.lchown(self.path, 65534, 65534)
+        error = self.failureResultOf(self.deliver(BODY), SMTPError).value
+        self.assertEqual(error.code, 451)
+        log.assertLines(1, "Appending to ", "(ELOOP)")
+        self.assertFalse(os.path.lexists(target))
+
+    def test_symlinkReplacingMailboxRefused(self) -> None:
+        """
+        A mailbox replaced by such a symbolic link while an append waits
+        for its locks is not written through the link either.
+        """
+        log = DiskErrorLog(self)
+        self.successResultOf(self.deliver(BODY))
+        target = os.path.abspath(self.mktemp())
+        with open(target, "wb") as f:
+            f.write(b"From x\nkept\n\n")
+        lockFile = self.handler._lockFile
+
+        def lockThenReplace(fd: int, deadline: float) -> None:
+            lockFile(fd, deadline)
+            if not os.path.islink(self.path):
+                os.unlink(self.path)
+                os.symlink(target, self.path)
+                if os.geteuid() == 0:
+                    os.lchown(self.path, 65534, 65534)
+
+        self.patch(self.handler, "_lockFile", lockThenReplace)
+        error = self.failureResultOf(self.deliver(BODY), SMTPError).value
+        self.assertEqual(error.code, 451)
+        log.assertLines(1, "Appending to ", "mailbox is a symbolic link not owned by root")
+        with open(target, "rb") as f:
+            self.assertEqual(f.read(), b"From x\nkept\n\n")
+
+    def test_hardLinkRefused(self) -> None:
+        """
+        A mailbox path that is one of several hard links to a file (another
+        user of the mail directory linking it to a file the server may
+        write) is not appended to, as Postfix's C{local} refuses it: the
+        message is answered 451 with one log line, the file left as it was.
+        """
+        log = DiskErrorLog(self)
+        target = os.path.abspath(self.mktemp())
+        with open(target, "wb") as f:
+            f.write(b"From x\nkept\n\n")
+        os.link(target, self.path)
+        error = self.failureResultOf(self.deliver(BODY), SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
+        log.assertLines(1, "Appending to ", "mailbox has 2 hard links (EPERM)")
+        with open(target, "rb") as f:
+            self.assertEqual(f.read(), b"From x\nkept\n\n")
+
+    def test_rootsSymlinkFollowed(self) -> None:
+        """
+        A symbolic link owned by root, which only the administrator can
+        have made, is followed: the message is appended to the file it
+        names.
+        """
+        if os.geteuid() != 0:
+            raise SkipTest("only root can make a symbolic link owned by root")
+        target = self.symlinkAt(0)
+        self.assertEqual(self.successResultOf(self.deliver(BODY)), "OK: delivered to mbox")
+        box = mailbox.mbox(target, create=False)
+        self.assertEqual([m.as_bytes() for m in box][-1], CONVERTED)
+        box.close()
 
     def test_dotLockHeldWhileAppending(self) -> None:
         """

@@ -5,6 +5,7 @@ Tests for L{twisted_smtpd._twistd.tap} and the C{twistd smtpd} plugin.
 
 from __future__ import annotations
 
+import errno
 import gc
 import io
 import json
@@ -954,6 +955,48 @@ class DeliveryFlagTests(SynchronousTestCase):
         self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
         bad = os.path.join(self.mktemp(), "missing", "mbox")
         self.assertIn(repr(bad), self.assertUsageError("--mbox", bad))
+
+    def test_mboxSymlink(self) -> None:
+        """
+        An C{--mbox} path that is a symbolic link root does not own fails
+        the start with one line, as each append would fail, and the file
+        it names is neither made nor touched.
+        """
+        target = os.path.abspath(self.mktemp())
+        link = os.path.abspath(self.mktemp())
+        os.symlink(target, link)
+        if os.geteuid() == 0:
+            os.lchown(link, 65534, 65534)
+        message = self.assertUsageError("--mbox", link)
+        self.assertIn(repr(link), message)
+        self.assertIn("mailbox is a symbolic link not owned by root", message)
+        self.assertFalse(os.path.lexists(target))
+
+    def test_mboxNameLeavesNoRoomForDotLock(self) -> None:
+        """
+        An C{--mbox} file name so long that its dot lock (the name and
+        C{.lock}) cannot be made fails the start with one line naming the
+        lock, rather than every message with 451.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        name = "m" * (os.pathconf(directory, "PC_NAME_MAX") - 2)
+        message = self.assertUsageError("--mbox", os.path.join(directory, name))
+        self.assertIn(os.path.join(directory, name) + ".lock", message)
+        self.assertIn(os.strerror(errno.ENAMETOOLONG), message)
+
+    def test_mboxHardLink(self) -> None:
+        """
+        An C{--mbox} path that is one of several hard links to a file fails
+        the start with one line, as each append would fail.
+        """
+        target = os.path.abspath(self.mktemp())
+        open(target, "wb").close()
+        link = os.path.abspath(self.mktemp())
+        os.link(target, link)
+        message = self.assertUsageError("--mbox", link)
+        self.assertIn(repr(link), message)
+        self.assertIn("mailbox has 2 hard links", message)
 
     def test_relay(self) -> None:
         """

@@ -7,6 +7,7 @@ parsed configuration: L{HANDLERS}.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -16,7 +17,6 @@ from typing import Any
 from twisted.internet.abstract import isIPv6Address
 from twisted.python import usage
 
-from twisted_smtpd._core.files import openRegular
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving.hooks import checkHandler
 from twisted_smtpd._twistd.tapconfig import reason
@@ -51,13 +51,18 @@ def _debug(config: Mapping[str, Any], value: None, options: ServerOptions) -> IS
 
 
 def _mbox(config: Mapping[str, Any], path: str, options: ServerOptions) -> ISMTPHandler:
-    from twisted_smtpd.handlers.mbox import MboxHandler
+    from twisted_smtpd.handlers.mbox import MboxHandler, openMailbox
 
     handler = MboxHandler(path)
     # Fail now, not at the first message, if the file cannot be written (or
-    # is a named pipe, whose opening would wait for a reader) or its
-    # directory cannot hold the spool files.
-    os.close(openRegular(handler.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT))
+    # is a named pipe, whose opening would wait for a reader, or a symbolic
+    # link the handler does not follow) or its directory cannot hold the
+    # spool files.
+    os.close(openMailbox(handler.path))
+    with contextlib.suppress(FileNotFoundError):
+        # A name leaving no room for its dot lock's ".lock" (ENAMETOOLONG)
+        # would fail every message.
+        os.lstat(handler.path + ".lock")
     tempfile.TemporaryFile(dir=os.path.dirname(handler.path)).close()
     return handler
 

@@ -365,14 +365,25 @@ def _unlinkAll(delivered: list[tuple[Directory, str]]) -> None:
 
 
 def _syncDirectory(directory: Directory) -> None:
-    if directory.fd is not None:
-        _fsync(directory.fd)
-        return
-    fd = directory.openByPath()
+    """
+    Fsync C{directory}.
+
+    @raise OSError: Naming the directory when the system's error names
+        nothing, so that the log line says which one failed.
+    """
     try:
-        _fsync(fd)
-    finally:
-        os.close(fd)
+        if directory.fd is not None:
+            _fsync(directory.fd)
+            return
+        fd = directory.openByPath()
+        try:
+            _fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        if e.filename is None:
+            e.filename = directory.path
+        raise
 
 
 def _fail(results: list[Failure | None], indexes: list[int], failure: Failure) -> None:

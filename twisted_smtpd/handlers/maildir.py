@@ -111,11 +111,14 @@ def _failedPath(delivery: _Delivery, error: BaseException | None) -> str:
     """
     What the log line of a failed delivery names: the file or directory
     the system refused, where the error tells it (a recipient's Maildir),
-    else the message's file in C{new/}.
+    else the message's file in C{new/}, or with C{perRecipient}, whose
+    messages never go into the root's C{new/}, its file in C{tmp/}.
     """
     name = getattr(error, "filename", None)
     if isinstance(name, str) and name.startswith("/") and not name.startswith("/proc/"):
         return name
+    if delivery.targets:
+        return delivery.tmpPath
     return delivery.newPath
 
 

@@ -19,6 +19,7 @@ import errno
 import fcntl
 import os
 import re
+import stat
 import threading
 import time
 from typing import IO, Any
@@ -323,28 +324,18 @@ class MboxHandler(BaseHandler):
         would be lost, or land where no one looks for it.
 
         @return: The descriptor, open for appending, both locks held.
-        @raise OSError: C{EAGAIN} when C{deadline} passed; C{EINVAL} when
-            the path names something other than a regular file (a named
-            pipe, a directory); any error of C{open}, C{lockf} or C{flock}.
+        @raise OSError: C{EAGAIN} when C{deadline} passed; C{EINVAL} or
+            C{ELOOP} as L{openMailbox}, also when the path came to name
+            such a file while this waited; any error of C{open}, C{lockf}
+            or C{flock}.
         """
         while True:
-            try:
-                # Read too: the end of the file tells whether a separator is
-                # due.  Anything but a regular file (a named pipe would hold
-                # the thread, and the lock, without end) is refused.
-                try:
-                    fd = openRegular(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-                except PermissionError:
-                    # A mailbox the server may write but not read (mode
-                    # 0620): appended to without that look at its end.
-                    fd = openRegular(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            except NotRegularFile as e:
-                raise OSError(errno.EINVAL, str(e), self.path) from None
+            fd = openMailbox(self.path)
             try:
                 self._lockFile(fd, deadline)
                 opened = os.fstat(fd)
                 try:
-                    named = os.stat(self.path)
+                    named = _namedMailbox(self.path)
                 except FileNotFoundError:
                     named = None
             except BaseException:
@@ -402,6 +393,91 @@ class MboxHandler(BaseHandler):
             another delivery of this server (the handler's own lock).
         """
         return OSError(errno.EAGAIN, f"mailbox locked by {holder} for {self._lockTimeout:g} s")
+
+
+def openMailbox(path: str) -> int:
+    """
+    Open the mbox at C{path} for appending, creating it (mode 0600) if
+    missing, as Postfix's C{local} opens a mailbox: a symbolic link there is
+    followed only if root owns it (only the administrator can have made
+    it), so that another user of the mail directory cannot point the path
+    at a file the server may write, nor have a link to nothing make a file
+    where it points; a file with more than one hard link (another name,
+    which could be that of such a file) and anything but a regular file (a
+    named pipe would hold the thread without end) are refused.  It is opened for reading too, so
+    that the end of the file tells whether a separator is due, unless only
+    writing is allowed (a mailbox of mode 0620).
+
+    @return: The descriptor, open for appending.
+    @raise OSError: C{ELOOP} for a symbolic link root does not own;
+        C{EPERM} for a file with more than one hard link; C{EINVAL} for
+        something other than a regular file; any error of C{open}.
+    """
+    try:
+        try:
+            fd = _openMailbox(path, os.O_RDWR)
+        except PermissionError:
+            fd = _openMailbox(path, os.O_WRONLY)
+    except NotRegularFile as e:
+        raise OSError(errno.EINVAL, str(e)) from None
+    try:
+        links = os.fstat(fd).st_nlink
+        if links > 1:
+            raise OSError(errno.EPERM, f"mailbox has {links} hard links")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _openMailbox(path: str, access: int) -> int:
+    """
+    L{openMailbox} with the access mode C{access}.
+
+    @raise NotRegularFile: Something other than a regular file is there.
+    """
+    flags = access | os.O_APPEND
+    while True:
+        try:
+            return openRegular(path, flags | os.O_NOFOLLOW, 0o600)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            _rootsLink(os.lstat(path))
+            return openRegular(path, flags, 0o600)
+        try:
+            # Never through a link made meanwhile (O_EXCL follows none).
+            return openRegular(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            # Made by another program meanwhile: opened as it is.
+            continue
+
+
+def _namedMailbox(path: str) -> os.stat_result:
+    """
+    The file the mbox path names now, through a symbolic link root owns.
+
+    @raise OSError: C{ELOOP} for a symbolic link root does not own.
+    """
+    named = os.lstat(path)
+    if stat.S_ISLNK(named.st_mode):
+        _rootsLink(named)
+        named = os.stat(path)
+    return named
+
+
+def _rootsLink(link: os.stat_result) -> None:
+    """
+    Refuse the symbolic link whose C{lstat} is C{link} unless root owns it.
+
+    @raise OSError: C{ELOOP}, naming the link's owner.
+    """
+    if link.st_uid != 0:
+        raise OSError(
+            errno.ELOOP, f"mailbox is a symbolic link not owned by root (uid {link.st_uid})"
+        )
 
 
 def _separator(fd: int, end: int) -> bytes:
