@@ -245,6 +245,21 @@ class RemoteFailureTests(SynchronousTestCase):
             self.assertIn("next hop", error.message)
             self.assertNotIn("relay.internal", error.message)
 
+    def test_stageNamedOnce(self) -> None:
+        """
+        A failure's text names its stage once: a failure of the connection
+        names it in its words already, a refusal after them.
+        """
+        cases = [
+            ("Error: timeout waiting for the server (greeting)", "greeting"),
+            ("Error: connection lost (reply): Connection was closed cleanly.", "reply"),
+            ("Error: no such user", "rcpt"),
+        ]
+        for message, stage in cases:
+            text = str(DeliveryError(451, message, "4.4.2", stage=stage))
+            self.assertEqual(text.count(f"({stage})"), 1, text)
+            self.assertTrue(text.startswith(f"451 4.4.2 {message}"), text)
+
     def test_closingBecomes451(self) -> None:
         """
         A 421 from the next hop is not passed on as our own 421.

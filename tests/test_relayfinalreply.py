@@ -101,7 +101,7 @@ class FinalReplyTests(HostileTestsMixin, TestCase):
         The next hop resets the connection after the end of the data,
         before its reply, or goes silent past the deadline: the client
         gets 451, never 250, and one log line says the next hop failed
-        during the message.
+        during the message, naming the stage once.
         """
         for final, expected, words in (
             (reset, b"451 4.4.2", "connection lost (reply)"),
@@ -111,6 +111,7 @@ class FinalReplyTests(HostileTestsMixin, TestCase):
             self.assertEqual(code(replies[-1]), expected, replies[-1])
             [line] = [line for line in self.hopLines() if "during the message" in line]
             self.assertIn(words, line)
+            self.assertEqual(line.count("(reply)"), 1, line)
             self.assertNotIn("passed to", " ".join(self.logLines()))
 
     async def test_finalReplyThenReset(self) -> None:

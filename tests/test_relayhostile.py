@@ -463,6 +463,25 @@ class HostileRelayTests(HostileTestsMixin, TestCase):
             script.clear()
             self.assertEqual(code((await self.transaction(client))[-1]), b"250 2.0.0", stage)
 
+    async def test_closingReplyToMessageDropsSession(self) -> None:
+        """
+        A 421 to DATA or after the body, the connection left open: the
+        client gets 451, and the next message goes to a new session, the
+        one the next hop said it closes never given an RSET.
+        """
+        for step in ("data", "final"):
+            script: dict[str, Any] = {step: b"421 4.3.2 Shutting down\r\n"}
+            port = await self.start(script)
+            client = await self.client(port)
+            replies = await self.transaction(client)
+            self.assertEqual(code(replies[-1]), b"451 4.3.2", step)
+            script.clear()
+            replies = await self.transaction(client)
+            self.assertEqual(code(replies[-1]), b"250 2.0.0", step)
+            self.assertEqual(len(self.hop.sessions), 2, step)
+            self.assertNotIn(b"RSET", self.hop.commands, step)
+            await self.hop.sessions[0].lost
+
     async def test_replyBeforeCommand(self) -> None:
         """
         A reply sent before the command it would answer (a RCPT not yet
@@ -623,6 +642,49 @@ class HostileLMTPTests(HostileTestsMixin, TestCase):
         self.assertEqual([code(r) for r in replies[-2:]], [b"250 2.0.0", b"250 2.0.0"])
         self.assertNotIn(b"stray", b"".join(replies))
         await self.hop.sessions[-1].lost
+
+    async def test_closingReplyForOneRecipient(self) -> None:
+        """
+        A recipient's reply after the body is 421, the connection left
+        open: that recipient gets 451, the other keeps its 250, and the next
+        message goes to a new session.
+        """
+        script: dict[str, Any] = {"final": b"250 2.0.0 r0 ok\r\n421 4.3.2 Shutting down\r\n"}
+        port = await self.start(script, lmtp=True)
+        client = await self.client(port)
+        replies = await self.transaction(client, recipients=2)
+        self.assertEqual([code(r) for r in replies[-2:]], [b"250 2.0.0", b"451 4.3.2"])
+        script["final"] = b"250 2.0.0 r0 ok\r\n250 2.0.0 r1 ok\r\n"
+        replies = await self.transaction(client, recipients=2)
+        self.assertEqual([code(r) for r in replies[-2:]], [b"250 2.0.0", b"250 2.0.0"])
+        self.assertEqual(len(self.hop.sessions), 2)
+        self.assertNotIn(b"RSET", self.hop.commands)
+        await self.hop.sessions[0].lost
+
+    async def test_intermediateReplyForOneRecipient(self) -> None:
+        """
+        A recipient's reply after the body is 354, which no message's end
+        asks for: the next hop broke the protocol, that recipient gets
+        451 4.5.0, the other keeps its 250, one log line quotes the 354, a
+        report to the sender would say 4.5.0 (never 3.0.0), and the next
+        message goes to a new session, never sent on this one.
+        """
+        script: dict[str, Any] = {"final": b"250 2.0.0 r0 ok\r\n354 Go on\r\n"}
+        port = await self.start(script, lmtp=True)
+        client = await self.client(port)
+        replies = await self.transaction(client, recipients=2)
+        self.assertEqual([code(r) for r in replies[-2:]], [b"250 2.0.0", b"451 4.5.0"])
+        self.assertIn(b"unexpected reply from the next hop (354)", replies[-1])
+        self.assertNotIn(b"Go on", replies[-1])
+        [line] = [line for line in self.logLines() if "r1@example.org" in line]
+        self.assertIn("failed before its reply for r1@example.org: 451 4.5.0", line)
+        self.assertIn("354 Go on", line)
+        script["final"] = b"250 2.0.0 r0 ok\r\n250 2.0.0 r1 ok\r\n"
+        replies = await self.transaction(client, recipients=2)
+        self.assertEqual([code(r) for r in replies[-2:]], [b"250 2.0.0", b"250 2.0.0"])
+        self.assertEqual(len(self.hop.sessions), 2)
+        self.assertNotIn(b"RSET", self.hop.commands)
+        await self.hop.sessions[0].lost
 
     async def test_poisonedPerRecipient(self) -> None:
         """

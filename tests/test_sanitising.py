@@ -261,6 +261,23 @@ class LogLineTests(SynchronousTestCase):
             written = eventAsText(event, includeTimestamp=False, includeSystem=False)
             self.assertNotIn("\n", written)
 
+    def test_unixListenerPath(self) -> None:
+        """
+        The connect line of a session on a UNIX socket listener names the
+        socket's path as it is, not as a host with port 0, and its client,
+        which has no address, C{unix}; a path with a colon is not taken for
+        an IPv6 address.
+        """
+        logger = SessionLogger()
+        for path in ("/run/smtpd/lmtp.sock", "/run/a:b/lmtp.sock"):
+            del self.events[:]
+            session = evilSession(
+                remoteAddress=("", 0), localAddress=(path, 0), clientHostname="localhost"
+            )
+            logger("connect", session, {})
+            [text] = [formatEvent(e) for e in self.events if e.get("log_namespace") == NAMESPACE]
+            self.assertEqual(text, f"sid1 connect from unix (localhost) to {path}")
+
     def test_jsonLogLine(self) -> None:
         """
         In JSON logs, the fields of the same events hold the escaped texts,

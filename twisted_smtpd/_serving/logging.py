@@ -66,12 +66,13 @@ def unlogged(p: SessionControl) -> bool:
 
 def formatPeer(address: tuple[str, int]) -> str:
     """
-    C{host:port}, C{[v6]:port}, or C{unix} for a connection without an IP
-    address.
+    C{host:port}, C{[v6]:port}, or for a UNIX socket its path (a
+    listener's) or C{unix} (a client's, which has none).
     """
     host, port = address
-    if not host and not port:
-        return "unix"
+    if not port and (not host or "/" in host):
+        # hostPort's (path, 0): no IP address, no port.
+        return loggable(host) if host else "unix"
     host = loggable(host)
     if ":" in host:
         return f"[{host}]:{port}"

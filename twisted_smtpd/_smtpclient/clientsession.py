@@ -381,7 +381,7 @@ class ClientSession:
         finals: list[ClientReply] = []
         for _ in range(count):
             try:
-                finals.append(await protocol._reply())
+                finals.append(messageVerdict(await protocol._reply()))
             except DeliveryError as e:
                 self._broken = True
                 if not finals:
@@ -390,6 +390,9 @@ class ClientSession:
                 # temporary failure, not a failure of the whole delivery
                 # (RFC 2033 section 4.2).
                 finals.append(localReply(e))
+            if finals[-1].detail is not None:
+                # The server broke the protocol: it is out of step.
+                self._broken = True
         return finals
 
     async def quit(self) -> None:
@@ -424,6 +427,27 @@ class ClientSession:
 
 
 _log = Logger()
+
+
+def messageVerdict(reply: ClientReply) -> ClientReply:
+    """
+    C{reply} after a message, or a temporary failure standing for it when
+    it is neither an acceptance nor a refusal (a 354, which asks for a
+    message no command began): the server broke the protocol.  Its text is
+    the one L{twisted_smtpd._smtpclient.clientwire.replyError} gives such a
+    reply, with the code only; the reply itself is its C{detail}, for the
+    log line.
+    """
+    if reply.positive or 400 <= reply.code < 600:
+        return reply
+    words = " ".join(sanitiseText(reply.text))
+    return ClientReply(
+        451,
+        "4.5.0",
+        f"Error: unexpected reply from the next hop ({reply.code}), try again later",
+        detail=f"Error: unexpected reply after the message: {reply.code} {words}",
+    )
+
 
 _T = TypeVar("_T")
 

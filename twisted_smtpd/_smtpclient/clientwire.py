@@ -170,7 +170,10 @@ class DeliveryError(SMTPError):
         return 400 <= self.code < 500
 
     def __str__(self) -> str:
-        return f"{self.code} {self.enhanced or ''} {self.message} ({self.stage})"
+        stage = f"({self.stage})"
+        # A failure of the connection names its stage in its words already.
+        named = "" if stage in self.message else f" {stage}"
+        return f"{self.code} {self.enhanced or ''} {self.message}{named}"
 
 
 class HandshakeError(DeliveryError):

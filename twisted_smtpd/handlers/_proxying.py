@@ -399,6 +399,11 @@ class ProxyingHandler(BaseHandler, ABC):
                 finals = await client.bdat(stream, len(recipients))
             else:
                 finals = await client.data(stream, len(recipients))
+            if any(final.code in _CLOSING_CODES for final in finals):
+                # The next hop closes the session (a 421 to DATA, or after
+                # the body for one recipient at least): not kept for the
+                # next message.
+                client.abort()
         except DeliveryError as e:
             self._log.warn(
                 "{session} next hop {peer} failed during the message: {error}",
