@@ -43,6 +43,7 @@ from twisted_smtpd._serving.sni import TLSPolicy, certificateKinds
 from twisted_smtpd._serving.tls import ServerTLS
 from twisted_smtpd._twistd.daemon import SMTPDaemon
 from twisted_smtpd._twistd.heldsignals import HELD
+from twisted_smtpd._twistd.passwordfile import PasswordFile
 from twisted_smtpd._twistd.redact import withoutPassword
 from twisted_smtpd._twistd.tapconfig import (
     asArguments,
@@ -143,6 +144,11 @@ class Options(AuthOptionMixin, usage.Options):
     def opt_auth(self, description: str) -> None:
         """Add a checker for AUTH (see --help-auth): memory:USER:PASS, file:PATH, unix."""
         checkAuth(description)
+        kind, _, path = description.partition(":")
+        if kind == "file":
+            # Twisted's file: checker, with the server's reading of the file.
+            self.addChecker(PasswordFile(path))
+            return
         try:
             super().opt_auth(description)
         except usage.UsageError as e:
