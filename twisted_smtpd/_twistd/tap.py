@@ -54,6 +54,7 @@ from twisted_smtpd._twistd.tapconfig import (
     checkDistinctAddresses,
     checkEndpoint,
     checkMetrics,
+    checkPidFile,
     exitWithError,
     readConfig,
     reason,
@@ -318,6 +319,7 @@ class Options(AuthOptionMixin, usage.Options):
         """
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
+        checkPidFile((getattr(self, "parent", None) or {}).get("pidfile"))
         if self["metrics"] is not None:
             checkMetrics(self["metrics"])
         if self["dns-server"] is not None:

@@ -202,6 +202,27 @@ def bytesUsers(checkers: Sequence[object]) -> None:
             }
 
 
+def checkPidFile(path: str | None) -> None:
+    """
+    Refuse a C{twistd --pidfile} that C{twistd} could not write: in a
+    directory that does not exist, or naming a directory.  C{twistd}
+    itself would end with a traceback, once the options are parsed.
+
+    @param path: The C{--pidfile} given to C{twistd} (C{""} or C{None}:
+        none).
+    @raise usage.UsageError: Naming the path and why.
+    """
+    if not path:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise usage.UsageError(f"--pidfile {path!r}: cannot write the pid file: a directory")
+    if not os.path.isdir(directory):
+        raise usage.UsageError(
+            f"--pidfile {path!r}: cannot write the pid file: no directory {directory}"
+        )
+
+
 def checkEndpoint(description: str) -> None:
     """
     Parse an endpoint string as L{SMTPServer.addEndpoint} will: C{haproxy:}
