@@ -1313,11 +1313,15 @@ class ConfigFileTests(SynchronousTestCase):
         """
         A missing or malformed file, an unknown or forbidden key, or a
         value of the wrong kind is a one-line usage error naming the file.
+        Arrays or tables nested deeper than Python's parser can recurse are
+        malformed too.
         """
         missing = os.path.abspath(self.mktemp())
         for path, named in [
             (missing, "No such file"),
             (self.write(".toml", "listen = [\n"), "not valid TOML"),
+            (self.write(".toml", "a = " + "[" * 5000 + "]" * 5000 + "\n"), "not valid TOML"),
+            (self.write(".toml", "a = " + "{b = " * 3000 + "}" * 3000 + "\n"), "not valid TOML"),
             (self.write(".ini", "listen = tcp:0\n"), "not a valid INI file"),
             (self.write(".ini", "[other]\nlisten = tcp:0\n"), "no [smtpd] section"),
             (self.write(".toml", "colour = 1\n"), "unknown option 'colour'"),

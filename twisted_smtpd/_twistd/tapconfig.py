@@ -156,6 +156,9 @@ def readConfig(path: str, switches: Collection[str] = ()) -> dict[str, object]:
             document: dict[str, object] = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise ValueError(f"not valid TOML: {e}") from None
+        except RecursionError:
+            # tomllib recurses once per level of nested arrays and tables.
+            raise ValueError("not valid TOML: arrays or tables nested too deeply") from None
         section = document.pop("smtpd", None)
         if isinstance(section, dict):
             for key in section.keys() & document.keys():
