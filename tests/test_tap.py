@@ -693,12 +693,14 @@ class ServerFlagTests(SynchronousTestCase):
 
     def test_badValues(self) -> None:
         """
-        A malformed SNI entry, network, AUTH method or log format is a
-        usage error naming the value.
+        A malformed SNI entry (or one for a host named twice, whose
+        certificate would replace the other's), network, AUTH method or log
+        format is a usage error naming the value.
         """
         for args, named in [
             (("--sni", "nocert.example"), "nocert.example"),
             (("--sni", "=cert.pem"), "=cert.pem"),
+            (("--sni", "a.example=a.pem", "--sni", "A.Example=b.pem"), "'A.Example' given twice"),
             (("--proxy-trusted", "not-a-network"), "not-a-network"),
             (("--xclient", "10.0.0.0/33"), "10.0.0.0/33"),
             (("--xforward", ""), "--xforward"),

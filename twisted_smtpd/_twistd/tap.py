@@ -171,7 +171,11 @@ class Options(AuthOptionMixin, usage.Options):
         certificate, _, key = files.partition(",")
         if not host.strip() or not certificate.strip():
             raise usage.UsageError(f"--sni: expected HOST=CERT[,KEY], got {value!r}")
-        self["sni"][host.strip().lower()] = (certificate.strip(), key.strip() or None)
+        name = host.strip().lower()
+        if name in self["sni"]:
+            # One would silently replace the other's certificate.
+            raise usage.UsageError(f"--sni: {host.strip()!r} given twice")
+        self["sni"][name] = (certificate.strip(), key.strip() or None)
 
     def opt_disable(self, command: str) -> None:
         """Answer this command with 502 (repeatable)."""
