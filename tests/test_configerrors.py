@@ -617,3 +617,65 @@ class HandlerSecondsTests(SynchronousTestCase):
         makers["pipe"](timeout=0.5)
         makers["amqp"](firstRetry=0.05, maxRetryDelay=0.1)
         makers["webhook"](firstRetry=0.05, maxRetryDelay=0.1, timeout=1, attemptTimeout=1)
+
+
+class PidFileTests(SynchronousTestCase):
+    """
+    C{twistd}'s C{--pidfile} that could not be written is refused when the
+    options of C{smtpd} are parsed, in one line, rather than by C{twistd}
+    with a traceback.
+    """
+
+    def setUp(self) -> None:
+        self.err = io.StringIO()
+        self.patch(sys, "__stderr__", self.err)
+        # Under twistd SIGHUP and SIGUSR1 are kept from now on: not in here.
+        from twisted_smtpd._twistd.heldsignals import HeldSignals
+
+        self.patch(_tap, "HELD", HeldSignals())
+        for number in HeldSignals.numbers:
+            self.addCleanup(signal.signal, number, signal.getsignal(number))
+
+    def parseUnder(self, pidfile: str) -> None:
+        """
+        Parse C{--sink} under C{twistd} options holding C{pidfile}.
+        """
+        config = _tap.Options()
+        config.parent = {"pidfile": pidfile}  # type: ignore[attr-defined]
+        config.parseOptions(["--sink"])
+
+    def test_refused(self) -> None:
+        """
+        A pid file in a directory that does not exist, or naming a
+        directory: one line, C{SystemExit(1)}.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        missing = os.path.join(directory, "missing", "twistd.pid")
+        for path, line in [
+            (
+                missing,
+                f"--pidfile {missing!r}: cannot write the pid file: no directory"
+                f" {os.path.dirname(missing)}",
+            ),
+            (directory, f"--pidfile {directory!r}: cannot write the pid file: a directory"),
+        ]:
+            self.err.seek(0)
+            self.err.truncate()
+            exit = self.assertRaises(SystemExit, self.parseUnder, path)
+            self.assertEqual(exit.code, 1)
+            self.assertEqual(self.err.getvalue(), f"twistd smtpd: {line}; see --help\n")
+
+    def test_accepted(self) -> None:
+        """
+        A pid file in a directory that exists, an existing file, and none
+        (C{--pidfile=}) pass.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        existing = os.path.join(directory, "old.pid")
+        with open(existing, "w") as f:
+            f.write("1\n")
+        for path in [os.path.join(directory, "twistd.pid"), existing, ""]:
+            self.parseUnder(path)
+        self.assertEqual(self.err.getvalue(), "")

@@ -115,6 +115,29 @@ class DestinationTests(SynchronousTestCase):
         self.assertIsInstance(out, AppendingLogFile)
         self.assertEqual(out.path, path)
 
+    def test_cannotOpen(self) -> None:
+        """
+        A C{--logfile} in a directory that does not exist, or naming a
+        directory, ends the start with status 1 and one line on standard
+        error naming the flag and the file, not a traceback.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        for path, why in [
+            (os.path.join(directory, "missing", "smtpd.log"), "No such file or directory"),
+            (directory, "Is a directory"),
+        ]:
+            stderr = io.StringIO()
+            self.patch(sys, "__stderr__", stderr)
+            e = self.assertRaises(
+                SystemExit, logDestination, _Config({"logfile": path, "nodaemon": False})
+            )
+            self.assertEqual(e.code, 1)
+            self.assertEqual(
+                stderr.getvalue(),
+                f"twistd smtpd: --logfile: cannot open log file {path}: {why}; see --help\n",
+            )
+
     def test_standardOutput(self) -> None:
         """
         C{--logfile=-}, or C{--nodaemon} without C{--logfile}, is standard

@@ -184,6 +184,18 @@ class WarningTests(SynchronousTestCase):
         self.assertIn("--max-clients 2000 with a limit of 1024 open files", warning)
         self.assertIn(f"set --max-clients {1024 - RESERVE} or less", warning)
 
+    def test_limitUnderReserve(self) -> None:
+        """
+        Under a limit of L{RESERVE} or less, the warning says to raise the
+        hard limit, never to set C{--max-clients 0}, which would remove the
+        limit on clients altogether.
+        """
+        for maxClients in (0, 10):
+            warning = clientsWarning(maxClients, RESERVE)
+            assert warning is not None
+            self.assertNotIn("--max-clients 0", warning)
+            self.assertIn("; raise the hard limit (LimitNOFILE=", warning)
+
     def test_noMaxClients(self) -> None:
         """
         No --max-clients is warned of under a limit lower than L{LOW} only.

@@ -694,12 +694,14 @@ class ServerFlagTests(SynchronousTestCase):
 
     def test_badValues(self) -> None:
         """
-        A malformed SNI entry, network, AUTH method or log format is a
-        usage error naming the value.
+        A malformed SNI entry (or one for a host named twice, whose
+        certificate would replace the other's), network, AUTH method or log
+        format is a usage error naming the value.
         """
         for args, named in [
             (("--sni", "nocert.example"), "nocert.example"),
             (("--sni", "=cert.pem"), "=cert.pem"),
+            (("--sni", "a.example=a.pem", "--sni", "A.Example=b.pem"), "'A.Example' given twice"),
             (("--proxy-trusted", "not-a-network"), "not-a-network"),
             (("--xclient", "10.0.0.0/33"), "10.0.0.0/33"),
             (("--xforward", ""), "--xforward"),
@@ -1356,11 +1358,15 @@ class ConfigFileTests(SynchronousTestCase):
         """
         A missing or malformed file, an unknown or forbidden key, or a
         value of the wrong kind is a one-line usage error naming the file.
+        Arrays or tables nested deeper than Python's parser can recurse are
+        malformed too.
         """
         missing = os.path.abspath(self.mktemp())
         for path, named in [
             (missing, "No such file"),
             (self.write(".toml", "listen = [\n"), "not valid TOML"),
+            (self.write(".toml", "a = " + "[" * 5000 + "]" * 5000 + "\n"), "not valid TOML"),
+            (self.write(".toml", "a = " + "{b = " * 3000 + "}" * 3000 + "\n"), "not valid TOML"),
             (self.write(".ini", "listen = tcp:0\n"), "not a valid INI file"),
             (self.write(".ini", "[other]\nlisten = tcp:0\n"), "no [smtpd] section"),
             (self.write(".toml", "colour = 1\n"), "unknown option 'colour'"),

@@ -38,6 +38,7 @@ from tests.integration.helpers import (
     message,
     readReply,
     requireProgram,
+    twistdEnvironment,
 )
 
 HANDLER = "tests.integration.recordinghandler:make"
@@ -344,6 +345,70 @@ class SystemdTests(ServerTestCase):
         self.assertEqual(self.smtp(port).sendmail(SENDER, [RECIPIENT], body), {})
         self.assertDelivered([body])
         self.stopServer()
+
+    def test_socketNotServable(self) -> None:
+        """
+        An inherited socket of another family than C{domain=} names (the
+        IPv6 one C{ListenStream=25} makes, a UNIX one), one not listening
+        (C{Accept=yes}) or not a stream (C{ListenDatagram=}) stops the start
+        with one line saying what to change, rather than a server that says
+        it listens and reads every client's address as garbage, or serves
+        none.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        ipv6 = socket.socket(socket.AF_INET6)
+        unix = socket.socket(socket.AF_UNIX)
+        idle = socket.socket()
+        datagram = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for s in (ipv6, unix, idle, datagram):
+            self.addCleanup(s.close)
+        ipv6.bind(("::1", 0))
+        ipv6.listen(16)
+        short = tempfile.mkdtemp(prefix="smtpd-")  # AF_UNIX paths are short
+        self.addCleanup(shutil.rmtree, short, True)
+        unix.bind(os.path.join(short, "s"))
+        unix.listen(16)
+        idle.bind(("127.0.0.1", 0))
+        datagram.bind(("127.0.0.1", 0))
+        description = "systemd:domain=INET:index=0"
+        for inherited, why in [
+            (ipv6, "the inherited socket is INET6, not INET: use domain=INET6"),
+            (unix, "the inherited socket is UNIX, not INET: use domain=UNIX"),
+            (idle, "the inherited socket is not listening (the .socket unit needs Accept=no)"),
+            (
+                datagram,
+                "the inherited socket is not a stream socket (the .socket unit needs"
+                " ListenStream=)",
+            ),
+        ]:
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    _SYSTEMD,
+                    _TWISTD,
+                    "--nodaemon",
+                    "--pidfile=",
+                    "--logfile=-",
+                    "smtpd",
+                    "--sink",
+                    "--no-reverse-lookup",
+                    "--listen",
+                    description,
+                ],
+                cwd=directory,
+                env={**twistdEnvironment(), "SMTPD_TEST_FD": str(inherited.fileno())},
+                pass_fds=[inherited.fileno()],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=START_TIMEOUT,
+                check=False,
+            )
+            err = result.stderr.decode("utf-8", "replace")
+            both = f"{why}\n{result.stdout.decode('utf-8', 'replace')}\n{err}"
+            self.assertEqual(result.returncode, 1, both)
+            self.assertEqual(err, f"twistd smtpd: --listen {description!r}: {why}; see --help\n")
 
 
 class HAProxy:

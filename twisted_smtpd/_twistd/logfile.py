@@ -20,7 +20,7 @@ from twisted.python.logfile import LogFile
 
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._twistd.heldsignals import HELD
-from twisted_smtpd._twistd.tapconfig import reason
+from twisted_smtpd._twistd.tapconfig import exitWithError, reason
 
 
 class AppendingLogFile(LogFile):
@@ -116,12 +116,19 @@ def logDestination(config: Any) -> Any:
 
     @param config: The parsed options of C{smtpd}, whose C{parent} holds
         C{twistd}'s own.
+    @raise SystemExit: The log file cannot be opened (its directory is
+        missing, it is a directory, ...): after one line on standard error
+        (L{exitWithError}).
     """
     parent: Any = getattr(config, "parent", None) or {}
     logfile = parent.get("logfile")
     if logfile == "-" or (parent.get("nodaemon", True) and not logfile):
         return sys.stdout
-    return AppendingLogFile.fromFullPath(os.path.abspath(logfile or "twistd.log"))
+    path = os.path.abspath(logfile or "twistd.log")
+    try:
+        return AppendingLogFile.fromFullPath(path)
+    except OSError as e:
+        exitWithError(f"--logfile: cannot open log file {path}: {e.strerror or reason(e)}")
 
 
 class ReopenOnSignal:

@@ -101,11 +101,12 @@ def clientsWarning(maxClients: int, limit: int) -> str | None:
     if (maxClients and maxClients <= room) or (not maxClients and limit >= LOW):
         return None
     clients = f"--max-clients {maxClients}" if maxClients else "no --max-clients"
+    # Under RESERVE descriptors no --max-clients is safe: 0 would mean none.
+    remedy = f"set --max-clients {room} or less, or raise" if room else "raise"
     return (
         f"open files: {clients} with a limit of {limit} open files: past about {room}"
         f" connections, new clients are closed unanswered and messages cannot be"
-        f" written; set --max-clients {room} or less, or raise the hard limit"
-        f" (LimitNOFILE= in a systemd unit, ulimit -Hn)"
+        f" written; {remedy} the hard limit (LimitNOFILE= in a systemd unit, ulimit -Hn)"
     )
 
 

@@ -43,6 +43,7 @@ from twisted_smtpd._serving.sni import TLSPolicy, certificateKinds
 from twisted_smtpd._serving.tls import ServerTLS
 from twisted_smtpd._twistd.daemon import SMTPDaemon
 from twisted_smtpd._twistd.heldsignals import HELD
+from twisted_smtpd._twistd.passwordfile import PasswordFile
 from twisted_smtpd._twistd.redact import withoutPassword
 from twisted_smtpd._twistd.tapconfig import (
     asArguments,
@@ -53,6 +54,7 @@ from twisted_smtpd._twistd.tapconfig import (
     checkDistinctAddresses,
     checkEndpoint,
     checkMetrics,
+    checkPidFile,
     exitWithError,
     readConfig,
     reason,
@@ -143,6 +145,11 @@ class Options(AuthOptionMixin, usage.Options):
     def opt_auth(self, description: str) -> None:
         """Add a checker for AUTH (see --help-auth): memory:USER:PASS, file:PATH, unix."""
         checkAuth(description)
+        kind, _, path = description.partition(":")
+        if kind == "file":
+            # Twisted's file: checker, with the server's reading of the file.
+            self.addChecker(PasswordFile(path))
+            return
         try:
             super().opt_auth(description)
         except usage.UsageError as e:
@@ -164,7 +171,11 @@ class Options(AuthOptionMixin, usage.Options):
         certificate, _, key = files.partition(",")
         if not host.strip() or not certificate.strip():
             raise usage.UsageError(f"--sni: expected HOST=CERT[,KEY], got {value!r}")
-        self["sni"][host.strip().lower()] = (certificate.strip(), key.strip() or None)
+        name = host.strip().lower()
+        if name in self["sni"]:
+            # One would silently replace the other's certificate.
+            raise usage.UsageError(f"--sni: {host.strip()!r} given twice")
+        self["sni"][name] = (certificate.strip(), key.strip() or None)
 
     def opt_disable(self, command: str) -> None:
         """Answer this command with 502 (repeatable)."""
@@ -312,6 +323,7 @@ class Options(AuthOptionMixin, usage.Options):
         """
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
+        checkPidFile((getattr(self, "parent", None) or {}).get("pidfile"))
         if self["metrics"] is not None:
             checkMetrics(self["metrics"])
         if self["dns-server"] is not None:

@@ -14,6 +14,7 @@ import contextlib
 import ipaddress
 import os
 import re
+import socket
 import sys
 from collections.abc import Collection, Sequence
 from typing import Any, NoReturn
@@ -156,6 +157,9 @@ def readConfig(path: str, switches: Collection[str] = ()) -> dict[str, object]:
             document: dict[str, object] = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise ValueError(f"not valid TOML: {e}") from None
+        except RecursionError:
+            # tomllib recurses once per level of nested arrays and tables.
+            raise ValueError("not valid TOML: arrays or tables nested too deeply") from None
         section = document.pop("smtpd", None)
         if isinstance(section, dict):
             for key in section.keys() & document.keys():
@@ -202,6 +206,27 @@ def bytesUsers(checkers: Sequence[object]) -> None:
             }
 
 
+def checkPidFile(path: str | None) -> None:
+    """
+    Refuse a C{twistd --pidfile} that C{twistd} could not write: in a
+    directory that does not exist, or naming a directory.  C{twistd}
+    itself would end with a traceback, once the options are parsed.
+
+    @param path: The C{--pidfile} given to C{twistd} (C{""} or C{None}:
+        none).
+    @raise usage.UsageError: Naming the path and why.
+    """
+    if not path:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise usage.UsageError(f"--pidfile {path!r}: cannot write the pid file: a directory")
+    if not os.path.isdir(directory):
+        raise usage.UsageError(
+            f"--pidfile {path!r}: cannot write the pid file: no directory {directory}"
+        )
+
+
 def checkEndpoint(description: str) -> None:
     """
     Parse an endpoint string as L{SMTPServer.addEndpoint} will: C{haproxy:}
@@ -235,6 +260,59 @@ def checkEndpoint(description: str) -> None:
     port = getattr(endpoint, "_port", None)
     if isinstance(port, int) and not 0 <= port <= 65535:
         raise usage.UsageError(f"--listen {description!r}: port {port} is out of range (0-65535)")
+    if kind == "systemd":
+        problem = inheritedSocketProblem(endpoint.fileno, endpoint.addressFamily)
+        if problem is not None:
+            raise usage.UsageError(f"--listen {description!r}: {problem}")
+
+
+#: The C{domain=} of a C{systemd:} endpoint for each address family.
+_DOMAINS: dict[int, str] = {
+    socket.AF_INET: "INET",
+    socket.AF_INET6: "INET6",
+    socket.AF_UNIX: "UNIX",
+}
+
+
+def inheritedSocketProblem(fileno: int, family: int) -> str | None:
+    """
+    What keeps the socket inherited from systemd as descriptor C{fileno}
+    from being served as a listener of C{family}, or C{None}.
+
+    Twisted adopts the descriptor as a listening stream socket of the
+    family its C{domain=} names, without looking: an IPv6 socket (what
+    C{ListenStream=25} makes on a host with IPv6) adopted as C{INET} reads
+    every client's address as garbage, and a socket that is not listening
+    (C{Accept=yes}) or not a stream (C{ListenDatagram=}) serves no client
+    at all, though the server says it listens.
+
+    @return: Why, for the line refusing it; C{None} if it can be served,
+        or if it is no open socket at all (adopting it then fails, saying
+        so).
+    """
+    try:
+        copy = os.dup(fileno)
+    except OSError:
+        return None
+    try:
+        inherited = socket.socket(fileno=copy)
+    except OSError:
+        os.close(copy)
+        return None
+    with inherited:
+        actual = inherited.family
+        if actual != family and actual in _DOMAINS:
+            return (
+                f"the inherited socket is {_DOMAINS[actual]}, not"
+                f" {_DOMAINS.get(family, family)}: use domain={_DOMAINS[actual]}"
+            )
+        if inherited.type != socket.SOCK_STREAM:
+            return (
+                "the inherited socket is not a stream socket (the .socket unit needs ListenStream=)"
+            )
+        if not inherited.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            return "the inherited socket is not listening (the .socket unit needs Accept=no)"
+    return None
 
 
 def _bound(description: str) -> tuple[str, str, int | str] | None:
