@@ -7,6 +7,7 @@ These tests need root (they fail instead of skipping when C{CI} is set).
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 
 from tests.integration.helpers import (
@@ -190,3 +191,42 @@ class RunUserTests(ServerTestCase):
             ["--listen", "tcp:0:interface=127.0.0.1", "--pipe", "cat", "--pipe-spool", spool],
             f"--pipe-spool {spool!r}: Permission denied",
         )
+
+    def test_unknownUid(self) -> None:
+        """
+        A C{--uid} no user has fails the start in one line, whatever the
+        delivery (C{twistd} would end with a traceback looking up the
+        user's groups once the ports are bound).
+        """
+        uid = 54321
+        while True:
+            try:
+                pwd.getpwuid(uid)
+            except KeyError:
+                break
+            uid += 1
+        result = subprocess.run(
+            twistdCommand(
+                "--uid",
+                str(uid),
+                "--nodaemon",
+                "--pidfile=",
+                "--logfile=-",
+                "smtpd",
+                "--sink",
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+            ),
+            cwd=self.openDirectory(),
+            env=twistdEnvironment(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=START_TIMEOUT,
+            check=False,
+        )
+        err = result.stderr.decode("utf-8", "replace")
+        both = result.stdout.decode("utf-8", "replace") + err
+        self.assertEqual(result.returncode, 1, both)
+        self.assertNotIn("Traceback", both)
+        (line,) = err.splitlines()
+        self.assertIn(f"--uid {uid}: no user has this uid", line)

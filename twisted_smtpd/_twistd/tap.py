@@ -44,6 +44,7 @@ from twisted_smtpd._serving.tls import ServerTLS
 from twisted_smtpd._twistd.daemon import SMTPDaemon
 from twisted_smtpd._twistd.heldsignals import HELD
 from twisted_smtpd._twistd.redact import withoutPassword
+from twisted_smtpd._twistd.runuser import runIdentity
 from twisted_smtpd._twistd.tapconfig import (
     asArguments,
     bytesUsers,
@@ -312,6 +313,9 @@ class Options(AuthOptionMixin, usage.Options):
         """
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
+        # A --uid no user has: one line now, not twistd's traceback once
+        # the ports are bound.
+        runIdentity(self)
         if self["metrics"] is not None:
             checkMetrics(self["metrics"])
         if self["dns-server"] is not None:
