@@ -10,6 +10,7 @@ import os
 import pwd
 import subprocess
 
+from tests.certs import CertificateAuthority
 from tests.integration.helpers import (
     RECIPIENT,
     SENDER,
@@ -18,6 +19,7 @@ from tests.integration.helpers import (
     message,
     twistdCommand,
     twistdEnvironment,
+    unverifiedContext,
 )
 from tests.integration.nexthops import requireRoot
 
@@ -114,6 +116,33 @@ class RunUserTests(ServerTestCase):
         self.assertOwned(mbox)
         with open(mbox, "rb") as f:
             self.assertIn(body.replace(b"\r\n", b"\n"), f.read())
+
+    def test_rootsCertificate(self) -> None:
+        """
+        The certificate and key files are read before the switch, as root
+        (the key readable by root only, as Postfix advises): the server
+        starts and STARTTLS works.
+        """
+        ca = CertificateAuthority(os.path.abspath(self.mktemp()))
+        issued = ca.server("mail.example.com")
+        os.chmod(issued.keyPath, 0o600)
+        maildir = os.path.join(self.openDirectory(), "Maildir")
+        server = self.spawn(
+            "--maildir",
+            maildir,
+            "--tls-cert",
+            issued.certificatePath,
+            "--tls-key",
+            issued.keyPath,
+            maildir=False,
+            command=AS_NOBODY,
+        )
+        client = self.smtp(server.port)
+        self.assertEqual(client.starttls(context=unverifiedContext())[0], 220)
+        self.assertEqual(client.sendmail(SENDER, [RECIPIENT], message(1)), {})
+        client.quit()
+        self.stopServer(server)
+        self.assertEqual(len(os.listdir(os.path.join(maildir, "new"))), 1)
 
     def assertStartFails(self, args: list[str], expected: str) -> None:
         """
