@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 from typing import Any
 
 from twisted.python import usage
@@ -89,3 +90,50 @@ class RunIdentityTests(SynchronousTestCase):
         with self.assertRaises(usage.UsageError) as caught:
             runIdentity(_Config(uid=uid, gid=None))
         self.assertEqual(str(caught.exception), f"--uid {uid}: no user has this uid")
+
+
+class WorkersMetricsTests(SynchronousTestCase):
+    """
+    The metrics directory the parent of C{--workers} makes belongs to the
+    user C{twistd --uid} runs its workers as.
+    """
+
+    def test_metricsDirectoryOwned(self) -> None:
+        """
+        The directory and its lock file are that user's, so that the
+        workers, running as that user, write their metrics there and lock
+        the file.
+        """
+        requireRoot(self, "switching to another user")
+        from twisted_smtpd._serving.metrics import MULTIPROC_ENV
+        from twisted_smtpd._twistd.tap import Options, makeService
+        from twisted_smtpd._twistd.workerside import METRICS_LOCK
+
+        config = Options()
+        config.parseOptions(
+            [
+                "--workers",
+                "2",
+                "--sink",
+                "--disable",
+                "STARTTLS",
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+                "--metrics",
+                "tcp:0:interface=127.0.0.1",
+            ]
+        )
+        listeners = config["workerListeners"]
+        self.addCleanup(lambda: [s.close() for spec in listeners for s in spec.sockets])
+        config.parent = {"uid": NOBODY, "gid": NOBODY}
+        previous = os.environ.get(MULTIPROC_ENV)
+        makeService(config)
+        directory = os.environ[MULTIPROC_ENV]
+        self.addCleanup(shutil.rmtree, directory, True)
+        if previous is None:
+            self.addCleanup(os.environ.pop, MULTIPROC_ENV, None)
+        else:
+            self.addCleanup(os.environ.__setitem__, MULTIPROC_ENV, previous)
+        for path in (directory, os.path.join(directory, METRICS_LOCK)):
+            status = os.lstat(path)
+            self.assertEqual((status.st_uid, status.st_gid), (NOBODY, NOBODY), path)

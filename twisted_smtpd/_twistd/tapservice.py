@@ -20,6 +20,7 @@ from twisted_smtpd._serving.resolve import resolverFor
 from twisted_smtpd._twistd.daemon import SMTPDaemon
 from twisted_smtpd._twistd.logfile import logDestination
 from twisted_smtpd._twistd.openfiles import checkOpenFiles
+from twisted_smtpd._twistd.runuser import asRunUser
 from twisted_smtpd._twistd.workercert import SHARED_CERTIFICATE, SharedCertificate
 from twisted_smtpd._twistd.workers import WorkerPool
 from twisted_smtpd._twistd.workerside import (
@@ -78,7 +79,9 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
         if config["metrics"] is not None:
             from twisted_smtpd._twistd.metricsservice import WorkerMetrics, prepareWorkerMetrics
 
-            directory = prepareWorkerMetrics()
+            # The workers' (twistd --uid's user), who write there.
+            with asRunUser(config):
+                directory = prepareWorkerMetrics()
         if writer is None:
             logging = ["--syslog", f"--prefix={parent.get('prefix') or 'twisted'}"]
         else:
@@ -94,7 +97,9 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
         )
         service: WorkerPool | WorkerMetrics | SharedCertificate = pool
         if directory is not None:
-            service = WorkerMetrics(pool, config["metrics"], directory)
+            with asRunUser(config):
+                # Its lock file, which the workers lock, is theirs too.
+                service = WorkerMetrics(pool, config["metrics"], directory)
         startTLS = "STARTTLS" not in options.disabledCommands
         if options.certificate is None and any(
             servesServerTLS(description, startTLS) for description in config["listen"]
