@@ -221,6 +221,28 @@ class RunUserTests(ServerTestCase):
             f"--pipe-spool {spool!r}: Permission denied",
         )
 
+    def test_authFileNotReadable(self) -> None:
+        """
+        An C{--auth file:} the run user cannot read, which is read again at
+        each login, fails the start in one line instead of failing every
+        login.
+        """
+        path = os.path.join(self.openDirectory(), "passwd")
+        with open(path, "w") as f:
+            f.write("user:secret\n")
+        os.chmod(path, 0o600)
+        self.assertStartFails(
+            [
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+                "--sink",
+                "--allow-insecure-auth",
+                "--auth",
+                f"file:{path}",
+            ],
+            f"--auth 'file:{path}': Permission denied",
+        )
+
     def test_unknownUid(self) -> None:
         """
         A C{--uid} no user has fails the start in one line, whatever the

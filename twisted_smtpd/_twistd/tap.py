@@ -44,7 +44,7 @@ from twisted_smtpd._serving.tls import ServerTLS
 from twisted_smtpd._twistd.daemon import SMTPDaemon
 from twisted_smtpd._twistd.heldsignals import HELD
 from twisted_smtpd._twistd.redact import withoutPassword
-from twisted_smtpd._twistd.runuser import runIdentity
+from twisted_smtpd._twistd.runuser import asRunUser, runIdentity
 from twisted_smtpd._twistd.tapconfig import (
     asArguments,
     bytesUsers,
@@ -143,7 +143,10 @@ class Options(AuthOptionMixin, usage.Options):
 
     def opt_auth(self, description: str) -> None:
         """Add a checker for AUTH (see --help-auth): memory:USER:PASS, file:PATH, unix."""
-        checkAuth(description)
+        # A file: is read again at each login: by the user twistd --uid
+        # runs the server as.
+        with asRunUser(self):
+            checkAuth(description)
         try:
             super().opt_auth(description)
         except usage.UsageError as e:
