@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import signal
 import subprocess
 
 from tests.certs import CertificateAuthority
@@ -140,6 +141,13 @@ class RunUserTests(ServerTestCase):
         client = self.smtp(server.port)
         self.assertEqual(client.starttls(context=unverifiedContext())[0], 220)
         self.assertEqual(client.sendmail(SENDER, [RECIPIENT], message(1)), {})
+        client.quit()
+        # A reload, as the user, cannot read them: one line, the old ones
+        # stay in use.
+        server.signal(signal.SIGHUP)
+        server.waitForLog("Reloading TLS certificates failed, the old ones stay in use")
+        client = self.smtp(server.port)
+        self.assertEqual(client.starttls(context=unverifiedContext())[0], 220)
         client.quit()
         self.stopServer(server)
         self.assertEqual(len(os.listdir(os.path.join(maildir, "new"))), 1)
