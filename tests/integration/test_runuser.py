@@ -289,3 +289,38 @@ class RunUserTests(ServerTestCase):
         self.assertNotIn("Traceback", both)
         (line,) = err.splitlines()
         self.assertIn(f"--uid {uid}: no user has this uid", line)
+
+
+class LogFileTests(ServerTestCase):
+    """
+    The log file C{twistd smtpd} opens itself (C{twistd --logfile}).
+    """
+
+    def test_cannotOpen(self) -> None:
+        """
+        A log file that cannot be opened fails the start in one line.
+        """
+        path = os.path.join(self.makeDirectory(), "missing", "smtpd.log")
+        result = subprocess.run(
+            twistdCommand(
+                "--nodaemon",
+                "--pidfile=",
+                f"--logfile={path}",
+                "smtpd",
+                "--sink",
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+            ),
+            cwd=self.makeDirectory(),
+            env=twistdEnvironment(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=START_TIMEOUT,
+            check=False,
+        )
+        err = result.stderr.decode("utf-8", "replace")
+        both = result.stdout.decode("utf-8", "replace") + err
+        self.assertEqual(result.returncode, 1, both)
+        self.assertNotIn("Traceback", both)
+        (line,) = err.splitlines()
+        self.assertIn(f"--logfile {path!r}: No such file or directory", line)

@@ -20,7 +20,7 @@ from twisted.python.logfile import LogFile
 
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._twistd.heldsignals import HELD
-from twisted_smtpd._twistd.tapconfig import reason
+from twisted_smtpd._twistd.tapconfig import exitWithError, reason
 
 
 class AppendingLogFile(LogFile):
@@ -113,6 +113,8 @@ class GivesLogObserver(Service):
 def logDestination(config: Any) -> Any:
     """
     Where C{twistd} would write text logs: standard output, or its log file.
+    A log file that cannot be opened ends the start with one line
+    (L{exitWithError}).
 
     @param config: The parsed options of C{smtpd}, whose C{parent} holds
         C{twistd}'s own.
@@ -121,7 +123,12 @@ def logDestination(config: Any) -> Any:
     logfile = parent.get("logfile")
     if logfile == "-" or (parent.get("nodaemon", True) and not logfile):
         return sys.stdout
-    return AppendingLogFile.fromFullPath(os.path.abspath(logfile or "twistd.log"))
+    path = os.path.abspath(logfile or "twistd.log")
+    try:
+        return AppendingLogFile.fromFullPath(path)
+    except OSError as e:
+        why = os.strerror(e.errno) if e.errno else reason(e)
+        exitWithError(f"--logfile {path!r}: {why}")
 
 
 class ReopenOnSignal:
