@@ -55,14 +55,15 @@ class RunUserTests(ServerTestCase):
             self.assertTrue(os.stat(path).st_mode & 0o001, f"{path} is not searchable")
         return directory
 
-    def deliver(self, *args: str) -> bytes:
+    def deliver(self, *args: str, logfile: str | None = None) -> bytes:
         """
-        Start the server as nobody with C{args}, deliver one message, which
-        must be accepted, and stop it.
+        Start the server as nobody with C{args} (and C{twistd --logfile
+        logfile}), deliver one message, which must be accepted, and stop
+        it.
 
         @return: The message sent.
         """
-        server = self.spawn(*args, maildir=False, command=AS_NOBODY)
+        server = self.spawn(*args, maildir=False, command=AS_NOBODY, logfile=logfile)
         body = message(1)
         client = self.smtp(server.port)
         self.assertEqual(client.sendmail(SENDER, [RECIPIENT], body), {})
@@ -228,6 +229,46 @@ class RunUserTests(ServerTestCase):
             ["--listen", "tcp:0:interface=127.0.0.1", "--pipe", "cat", "--pipe-spool", spool],
             f"--pipe-spool {spool!r}: Permission denied",
         )
+
+    def test_logFile(self) -> None:
+        """
+        The log file the start makes is the run user's, who rotates it at
+        1 MB and opens it again on SIGUSR1.
+        """
+        path = os.path.join(self.openDirectory(), "smtpd.log")
+        self.deliver("--sink", logfile=path)
+        self.assertOwned(path)
+
+    def test_logFileNotWritable(self) -> None:
+        """
+        A log file the run user cannot create fails the start in one line.
+        """
+        path = os.path.join(self.rootsDirectory(), "smtpd.log")
+        result = subprocess.run(
+            [
+                *AS_NOBODY,
+                "--nodaemon",
+                "--pidfile=",
+                f"--logfile={path}",
+                "smtpd",
+                "--sink",
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+            ],
+            cwd=self.openDirectory(),
+            env=twistdEnvironment(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=START_TIMEOUT,
+            check=False,
+        )
+        err = result.stderr.decode("utf-8", "replace")
+        both = result.stdout.decode("utf-8", "replace") + err
+        self.assertEqual(result.returncode, 1, both)
+        self.assertNotIn("Traceback", both)
+        (line,) = err.splitlines()
+        self.assertIn(f"--logfile {path!r}: Permission denied", line)
+        self.assertFalse(os.path.exists(path))
 
     def test_authFileNotReadable(self) -> None:
         """

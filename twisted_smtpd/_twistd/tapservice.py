@@ -59,8 +59,15 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
         # Text to syslog stays with twistd's observer; else one buffered
         # writer takes every line, in order.  A worker's goes to its
         # parent, through its standard output.
+        if inherited:
+            destination = sys.stdout
+        else:
+            # Made by the user twistd --uid runs the server as, who rotates
+            # it and opens it again.
+            with asRunUser(config):
+                destination = logDestination(config)
         writer = BufferedLogWriter(
-            sys.stdout if inherited else logDestination(config),
+            destination,
             json=config["log-format"] == "json",
             onBrokenPipe=stdoutToStderr if inherited else None,
         )
