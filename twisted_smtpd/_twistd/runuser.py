@@ -4,10 +4,13 @@ The user C{twistd --uid/--gid} runs C{twistd smtpd} as.
 
 Started as root with C{--uid} or C{--gid}, C{twistd} parses the options and
 binds the ports as root, then switches to that user and group before the
-server starts.  What the options make for the delivery (the Maildir's
-directories, the mbox file) belongs to that user, and the checks that it
-can be written are that user's: L{asRunUser} runs them with its identity,
-as Postfix's C{local} delivers as the user it runs as.
+server starts.  What the start makes for the server's own use (the
+Maildir's directories, the mbox file, the log file, the metrics directory
+of C{--workers}) belongs to that user, and the checks of files the server
+writes or reads again later (C{--pipe-spool}, C{--auth file:}) are that
+user's: L{asRunUser} runs them with its identity, as Postfix's C{local}
+delivers as the user it runs as.  The certificate files are read as root,
+before the switch, as Postfix's C{smtpd} reads them.
 """
 
 from __future__ import annotations

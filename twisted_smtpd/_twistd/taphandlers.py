@@ -60,8 +60,8 @@ def _mbox(config: Mapping[str, Any], path: str, options: ServerOptions) -> ISMTP
     # Fail now, not at the first message, if the file cannot be written (or
     # is a named pipe, whose opening would wait for a reader, or a symbolic
     # link the handler does not follow) or its directory cannot hold the
-    # spool files; as the user twistd --uid runs the server as, whose the
-    # file made is.
+    # spool files; as the user twistd --uid runs the server as, who owns
+    # the file made.
     with asRunUser(config):
         os.close(openMailbox(handler.path))
         with contextlib.suppress(FileNotFoundError):
