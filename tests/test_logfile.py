@@ -135,7 +135,7 @@ class DestinationTests(SynchronousTestCase):
             self.assertEqual(e.code, 1)
             self.assertEqual(
                 stderr.getvalue(),
-                f"twistd smtpd: --logfile: cannot open log file {path}: {why}; see --help\n",
+                f"twistd smtpd: --logfile {path!r}: {why}; see --help\n",
             )
 
     def test_standardOutput(self) -> None:

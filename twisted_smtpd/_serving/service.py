@@ -162,11 +162,15 @@ class SMTPServer(MultiService):
 
     def privilegedStartService(self) -> None:
         """
-        Start the listeners that bind before C{twistd} drops privileges.
+        Read the TLS configuration and start the listeners that bind before
+        C{twistd} drops privileges: as Postfix's C{smtpd}, the certificate
+        and key files are read as root, so a key only root can read serves
+        a server that then runs as another user (C{twistd --uid}).
 
         @raise RuntimeError: The server was closed (stopped before).
         """
         self._checkOpen()
+        self._prepareTLS()
         super().privilegedStartService()
 
     def startService(self) -> None:

@@ -113,6 +113,8 @@ class GivesLogObserver(Service):
 def logDestination(config: Any) -> Any:
     """
     Where C{twistd} would write text logs: standard output, or its log file.
+    A log file that cannot be opened ends the start with one line
+    (L{exitWithError}).
 
     @param config: The parsed options of C{smtpd}, whose C{parent} holds
         C{twistd}'s own.
@@ -128,7 +130,8 @@ def logDestination(config: Any) -> Any:
     try:
         return AppendingLogFile.fromFullPath(path)
     except OSError as e:
-        exitWithError(f"--logfile: cannot open log file {path}: {e.strerror or reason(e)}")
+        why = os.strerror(e.errno) if e.errno else reason(e)
+        exitWithError(f"--logfile {path!r}: {why}")
 
 
 class ReopenOnSignal:

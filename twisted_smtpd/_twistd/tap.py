@@ -45,6 +45,7 @@ from twisted_smtpd._twistd.daemon import SMTPDaemon
 from twisted_smtpd._twistd.heldsignals import HELD
 from twisted_smtpd._twistd.passwordfile import PasswordFile
 from twisted_smtpd._twistd.redact import withoutPassword
+from twisted_smtpd._twistd.runuser import asRunUser, runIdentity
 from twisted_smtpd._twistd.tapconfig import (
     asArguments,
     bytesUsers,
@@ -144,7 +145,10 @@ class Options(AuthOptionMixin, usage.Options):
 
     def opt_auth(self, description: str) -> None:
         """Add a checker for AUTH (see --help-auth): memory:USER:PASS, file:PATH, unix."""
-        checkAuth(description)
+        # A file: is read again at each login: by the user twistd --uid
+        # runs the server as.
+        with asRunUser(self):
+            checkAuth(description)
         kind, _, path = description.partition(":")
         if kind == "file":
             # Twisted's file: checker, with the server's reading of the file.
@@ -324,6 +328,9 @@ class Options(AuthOptionMixin, usage.Options):
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
         checkPidFile((getattr(self, "parent", None) or {}).get("pidfile"))
+        # A --uid no user has: one line now, not twistd's traceback once
+        # the ports are bound.
+        runIdentity(self)
         if self["metrics"] is not None:
             checkMetrics(self["metrics"])
         if self["dns-server"] is not None:

@@ -19,6 +19,7 @@ from twisted.python import usage
 
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving.hooks import checkHandler
+from twisted_smtpd._twistd.runuser import asRunUser
 from twisted_smtpd._twistd.tapconfig import reason
 from twisted_smtpd._twistd.tapendpoints import checkParameters
 from twisted_smtpd.interfaces import ISMTPHandler
@@ -29,13 +30,15 @@ def _maildir(config: Mapping[str, Any], path: str, options: ServerOptions) -> IS
 
     if config["maildir-existing-only"] and not config["maildir-per-recipient"]:
         raise usage.UsageError("--maildir-existing-only needs --maildir-per-recipient")
-    return MaildirHandler(
-        path,
-        traceHeaders=bool(config["maildir-trace"]),
-        perRecipient=bool(config["maildir-per-recipient"]),
-        existingOnly=bool(config["maildir-existing-only"]),
-        hostname=options.name,
-    )
+    # Made and checked as the user twistd --uid runs the server as.
+    with asRunUser(config):
+        return MaildirHandler(
+            path,
+            traceHeaders=bool(config["maildir-trace"]),
+            perRecipient=bool(config["maildir-per-recipient"]),
+            existingOnly=bool(config["maildir-existing-only"]),
+            hostname=options.name,
+        )
 
 
 def _sink(config: Mapping[str, Any], value: None, options: ServerOptions) -> ISMTPHandler:
@@ -57,13 +60,15 @@ def _mbox(config: Mapping[str, Any], path: str, options: ServerOptions) -> ISMTP
     # Fail now, not at the first message, if the file cannot be written (or
     # is a named pipe, whose opening would wait for a reader, or a symbolic
     # link the handler does not follow) or its directory cannot hold the
-    # spool files.
-    os.close(openMailbox(handler.path))
-    with contextlib.suppress(FileNotFoundError):
-        # A name leaving no room for its dot lock's ".lock" (ENAMETOOLONG)
-        # would fail every message.
-        os.lstat(handler.path + ".lock")
-    tempfile.TemporaryFile(dir=os.path.dirname(handler.path)).close()
+    # spool files; as the user twistd --uid runs the server as, who owns
+    # the file made.
+    with asRunUser(config):
+        os.close(openMailbox(handler.path))
+        with contextlib.suppress(FileNotFoundError):
+            # A name leaving no room for its dot lock's ".lock" (ENAMETOOLONG)
+            # would fail every message.
+            os.lstat(handler.path + ".lock")
+        tempfile.TemporaryFile(dir=os.path.dirname(handler.path)).close()
     return handler
 
 
@@ -212,9 +217,11 @@ def _pipe(config: Mapping[str, Any], command: str, options: ServerOptions) -> IS
 
     spool = config["pipe-spool"]
     if spool is not None:
-        # Fail now, not at the first message, if spool files cannot be made.
+        # Fail now, not at the first message, if spool files cannot be made
+        # (by the user twistd --uid runs the server as).
         try:
-            tempfile.TemporaryFile(dir=spool).close()
+            with asRunUser(config):
+                tempfile.TemporaryFile(dir=spool).close()
         except OSError as e:
             why = os.strerror(e.errno) if e.errno else reason(e)
             raise usage.UsageError(f"--pipe-spool {spool!r}: {why}") from None

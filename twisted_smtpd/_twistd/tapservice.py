@@ -20,6 +20,7 @@ from twisted_smtpd._serving.resolve import resolverFor
 from twisted_smtpd._twistd.daemon import SMTPDaemon
 from twisted_smtpd._twistd.logfile import logDestination
 from twisted_smtpd._twistd.openfiles import checkOpenFiles
+from twisted_smtpd._twistd.runuser import asRunUser
 from twisted_smtpd._twistd.workercert import SHARED_CERTIFICATE, SharedCertificate
 from twisted_smtpd._twistd.workers import WorkerPool
 from twisted_smtpd._twistd.workerside import (
@@ -58,8 +59,15 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
         # Text to syslog stays with twistd's observer; else one buffered
         # writer takes every line, in order.  A worker's goes to its
         # parent, through its standard output.
+        if inherited:
+            destination = sys.stdout
+        else:
+            # Made by the user twistd --uid runs the server as, who rotates
+            # it and opens it again.
+            with asRunUser(config):
+                destination = logDestination(config)
         writer = BufferedLogWriter(
-            sys.stdout if inherited else logDestination(config),
+            destination,
             json=config["log-format"] == "json",
             onBrokenPipe=stdoutToStderr if inherited else None,
         )
@@ -78,7 +86,9 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
         if config["metrics"] is not None:
             from twisted_smtpd._twistd.metricsservice import WorkerMetrics, prepareWorkerMetrics
 
-            directory = prepareWorkerMetrics()
+            # The workers' (twistd --uid's user), who write there.
+            with asRunUser(config):
+                directory = prepareWorkerMetrics()
         if writer is None:
             logging = ["--syslog", f"--prefix={parent.get('prefix') or 'twisted'}"]
         else:
@@ -94,7 +104,9 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
         )
         service: WorkerPool | WorkerMetrics | SharedCertificate = pool
         if directory is not None:
-            service = WorkerMetrics(pool, config["metrics"], directory)
+            with asRunUser(config):
+                # Its lock file, which the workers lock, is theirs too.
+                service = WorkerMetrics(pool, config["metrics"], directory)
         startTLS = "STARTTLS" not in options.disabledCommands
         if options.certificate is None and any(
             servesServerTLS(description, startTLS) for description in config["listen"]

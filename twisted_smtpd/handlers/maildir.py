@@ -107,6 +107,18 @@ def removeStaleTemporaryFiles(directory: str, now: float) -> int:
     return removed
 
 
+def _writable(directory: str) -> bool:
+    """
+    Whether this process may make and remove files in C{directory}, as its
+    effective user and groups: those it writes with (a root that switched
+    them, as C{twistd --uid} checks its options, is not taken for root).
+    """
+    mode = os.W_OK | os.X_OK
+    if os.access in os.supports_effective_ids:
+        return os.access(directory, mode, effective_ids=True)
+    return os.access(directory, mode)
+
+
 def _failedPath(delivery: _Delivery, error: BaseException | None) -> str:
     """
     What the log line of a failed delivery names: the file or directory
@@ -402,7 +414,7 @@ class MaildirHandler(BaseHandler):
                 raise OSError(
                     e.errno, f"Cannot create Maildir directory {directory!r}: {e.strerror}"
                 ) from e
-            if not os.access(directory, os.W_OK | os.X_OK):
+            if not _writable(directory):
                 raise PermissionError(
                     errno.EACCES, f"Maildir directory {directory!r} is not writable"
                 )
