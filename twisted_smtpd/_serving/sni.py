@@ -64,6 +64,16 @@ def _version(value: str) -> str:
 _NO_RENEGOTIATION: int = getattr(SSL, "OP_NO_RENEGOTIATION", 0)
 
 
+def _noProtocol(connection: SSL.Connection, offered: list[bytes]) -> Any:
+    """
+    Select no application protocol and go on with the handshake: the
+    server does not negotiate ALPN (RFC 7301), and answers a client
+    offering it as a server that does not implement the extension does,
+    Postfix's among them.
+    """
+    return SSL.NO_OVERLAPPING_PROTOCOLS
+
+
 @frozen
 class TLSPolicy:
     """
@@ -112,6 +122,11 @@ class TLSPolicy:
         try:
             options: Any = CertificateOptions(**kwargs)
             context: SSL.Context = options.getContext()
+            # A client offering ALPN (RFC 7301) is answered without a
+            # protocol, as Postfix answers it: Twisted 26's contexts,
+            # offering none, would end every such handshake with an
+            # internal_error alert.
+            context.set_alpn_select_callback(_noProtocol)
             # A TLS 1.2 client's renegotiation is refused (a no_renegotiation
             # alert) whatever the OpenSSL below: 3.0 and later refuse it by
             # default, 1.1.1 (which cryptography still builds against) lets a
