@@ -701,7 +701,7 @@ class AnswerWhileSendingTests(SynchronousTestCase):
         """
         self.assertTrue(self.transport.disconnecting)
         self.assertNoResult(self.result)
-        # The attempt ends once its read in flight is done.
+        # The read in flight of the ended attempt comes back, dropped.
         self.pool.runAll()
         debug = [formatEvent(e) for e in self.events if e["log_level"] == LogLevel.debug]
         self.assertEqual(len(debug), 1, debug)
@@ -757,3 +757,49 @@ class AnswerWhileSendingTests(SynchronousTestCase):
             (451, f"Error: webhook unavailable (more than {MAX_INFORMATIONAL} 1xx answers)"),
         )
         self.assertNothingUnhandled()
+
+
+class StalledReadTests(SynchronousTestCase):
+    """
+    A read of the spool file that never returns (a stalled disk) holds
+    neither the reply past the message's C{timeout} nor the spool file open
+    once it returns.
+    """
+
+    def test_replyWithinTimeout(self) -> None:
+        """
+        An attempt whose read of the request body is stuck in the thread
+        pool gives up after C{attemptTimeout}, and the message is answered
+        451 once its C{timeout} is over, with one log line, though the read
+        is still in flight; the spool file is closed once it returns.
+        """
+        logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        made: list[IO[bytes]] = []
+        real = _spool._createSpool
+
+        def record(directory: str | None) -> IO[bytes]:
+            made.append(real(directory))
+            return made[-1]
+
+        self.patch(_spool, "_createSpool", record)
+        pool = ManualThreadPool()
+        exchange = Exchange(timeout=30, attemptTimeout=20, firstRetry=0.25, threadpool=pool)
+        d = exchange.deliver(LARGE)
+        pool.runAll()  # the spool's writes
+        exchange.connect()
+        self.assertEqual(len(pool.jobs), 1)  # the first read, stuck
+        exchange.reactor.advance(20)
+        exchange.reactor.advance(0.25)
+        exchange.connect()
+        exchange.reactor.advance(10)
+        e = self.failureResultOf(d, SMTPError).value
+        self.assertEqual(
+            (e.code, e.message), (451, "Error: webhook unavailable (no answer in time)")
+        )
+        warnings = [formatEvent(e) for e in logs if e["log_level"] >= LogLevel.info]
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn("webhook failed 2 times, last: no answer in time", warnings[0])
+        self.assertFalse(made[0].closed)
+        pool.runAll()  # the reads come back, then the spool's close
+        self.assertTrue(made[0].closed)
+        self.assertEqual(pool.jobs, [])

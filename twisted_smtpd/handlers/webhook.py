@@ -10,7 +10,7 @@ import contextlib
 import tempfile
 from typing import IO, Any
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -297,6 +297,8 @@ class WebhookHandler(BaseHandler):
             inThread=self._inThread,
             directory=self._spoolDirectory,
         )
+        #: Each attempt's reads of the spool file: done, or still in flight.
+        reads: list[Deferred[None]] = []
         try:
             await stream.pipe(spool)
             try:
@@ -313,9 +315,22 @@ class WebhookHandler(BaseHandler):
             signature = spool.signature()
             if signature is not None:
                 headers.addRawHeader(SIGNATURE_HEADER, signature)
-            return await self._post(body, headers, session)
+            return await self._post(body, headers, session, reads)
         finally:
-            await spool.close()
+            pending = [read for read in reads if not read.called]
+            if pending:
+                self._closeLater(spool, pending)
+            else:
+                await spool.close()
+
+    def _closeLater(self, spool: SignedSpool, reads: list[Deferred[None]]) -> None:
+        """
+        Close C{spool} once C{reads} of it, still in flight in the thread
+        pool after their attempts ended (a slow or stalled disk), are done:
+        the reply does not wait for them, and a file is never closed while
+        a read of it runs.
+        """
+        gatherResults(reads).addCallback(lambda _: spool.close())
 
     def _spoolFailed(self, session: Session) -> SMTPError:
         """
@@ -332,11 +347,13 @@ class WebhookHandler(BaseHandler):
         )
         return diskError(failure.value)
 
-    async def _post(self, body: IO[bytes], headers: Headers, session: Session) -> str:
+    async def _post(
+        self, body: IO[bytes], headers: Headers, session: Session, reads: list[Deferred[None]]
+    ) -> str:
         deadline = self._reactor.seconds() + self._timeout
         await self._turn(session)
         try:
-            return await self._attempts(body, headers, session, deadline)
+            return await self._attempts(body, headers, session, deadline, reads)
         finally:
             self._bound.release()
 
@@ -379,7 +396,12 @@ class WebhookHandler(BaseHandler):
         return SMTPError(451, "Error: the session ended", "4.3.0")
 
     async def _attempts(
-        self, body: IO[bytes], headers: Headers, session: Session, deadline: float
+        self,
+        body: IO[bytes],
+        headers: Headers,
+        session: Session,
+        deadline: float,
+        reads: list[Deferred[None]],
     ) -> str:
         delay = self._firstRetry
         attempt = 0
@@ -396,7 +418,7 @@ class WebhookHandler(BaseHandler):
             remaining = deadline - self._reactor.seconds()
             try:
                 return await self._attempt(
-                    body, headers, session, min(remaining, self._attemptTimeout)
+                    body, headers, session, min(remaining, self._attemptTimeout), reads
                 )
             except _TemporaryFailure as e:
                 problem = str(e)
@@ -454,16 +476,26 @@ class WebhookHandler(BaseHandler):
                 timer.cancel()
 
     async def _attempt(
-        self, source: IO[bytes], headers: Headers, session: Session, seconds: float
+        self,
+        source: IO[bytes],
+        headers: Headers,
+        session: Session,
+        seconds: float,
+        reads: list[Deferred[None]],
     ) -> str:
+        """
+        Post C{source} once, within C{seconds}.  The attempt ends without
+        waiting for a read of C{source} still in flight (a stalled disk
+        would hold the reply past every deadline): it is added to C{reads},
+        which the spool is closed after.  Each read is at its own offset,
+        so that the next attempt's reads are never mixed up with it.
+        """
         producer = ThreadedFileBody(source, self._inThread)
         try:
             return await self._exchange(producer, headers, session, seconds)
         finally:
-            # The spool is closed once the last attempt ends: no read of
-            # this one may still be in flight then.
             producer.stopProducing()
-            await producer.idle()
+            reads.append(producer.idle())
 
     async def _exchange(
         self, producer: ThreadedFileBody, headers: Headers, session: Session, seconds: float
