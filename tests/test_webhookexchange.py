@@ -803,3 +803,61 @@ class StalledReadTests(SynchronousTestCase):
         pool.runAll()  # the reads come back, then the spool's close
         self.assertTrue(made[0].closed)
         self.assertEqual(pool.jobs, [])
+
+
+class _TrackingPool(ManualThreadPool):
+    """
+    A L{ManualThreadPool} saying whether one of its jobs is running (not
+    what its result is handed to).
+    """
+
+    running = False
+
+    def runOne(self) -> None:
+        onResult, func, args = self.jobs.pop(0)
+        self.running = True
+        try:
+            result = func(*args)
+        except BaseException:
+            self.running = False
+            onResult(False, Failure())
+        else:
+            self.running = False
+            onResult(True, result)
+
+
+class ReactorThreadTests(SynchronousTestCase):
+    """
+    The spool file is reached in the thread pool only.
+    """
+
+    def test_noFileSystemCallOnReactorThread(self) -> None:
+        """
+        Outside the spool's jobs in the thread pool, nothing asks the file
+        system about the spool file, not even its size: on NFS an C{fstat}
+        writes the file's dirty pages back first, and blocks while the
+        server is away, stalling the whole server.  The request still
+        carries the whole body.
+        """
+        pool = _TrackingPool()
+        outside: list[int] = []
+        real = os.fstat
+
+        def fstat(fd: int) -> os.stat_result:
+            if not pool.running:
+                outside.append(fd)
+            return real(fd)
+
+        self.patch(os, "fstat", fstat)
+        exchange = Exchange(threadpool=pool)
+        d = exchange.deliver(LARGE)
+        pool.runAll()  # the spool's writes
+        transport = exchange.connect()
+        while exchange.protocols[0]._wrappedProtocol.state == "TRANSMITTING":
+            pool.runAll()
+            exchange.reactor.advance(0)
+        self.assertIn(LARGE + b"\r\n--", transport.value())
+        exchange.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        pool.runAll()  # the spool's close
+        self.assertEqual(self.successResultOf(d), "OK: queued as s1d.1")
+        self.assertEqual(outside, [])

@@ -76,6 +76,24 @@ def _reason(response: IResponse, body: bytes) -> str:
     return sanitise(response.phrase) or f"HTTP {response.code}"
 
 
+class _SpooledBody:
+    """
+    The request body of one message, in its spool file, and the reads of
+    it that attempts started.
+
+    @ivar file: The spool file, all of it written out.
+    @ivar length: Its size: the octets written to it.
+    @ivar reads: Each attempt's reads of C{file}, done or still in flight
+        (a slow or stalled disk), each a L{Deferred} firing once no read
+        of that attempt is in flight.
+    """
+
+    def __init__(self, file: IO[bytes], length: int) -> None:
+        self.file = file
+        self.length = length
+        self.reads: list[Deferred[None]] = []
+
+
 class WebhookHandler(BaseHandler):
     """
     POST each message to C{url}, and answer the client with what the
@@ -297,12 +315,11 @@ class WebhookHandler(BaseHandler):
             inThread=self._inThread,
             directory=self._spoolDirectory,
         )
-        #: Each attempt's reads of the spool file: done, or still in flight.
-        reads: list[Deferred[None]] = []
+        spooled: _SpooledBody | None = None
         try:
             await stream.pipe(spool)
             try:
-                body = await spool.finish()
+                spooled = _SpooledBody(await spool.finish(), spool.length)
             except OSError:
                 raise self._spoolFailed(session) from None
             headers = Headers(
@@ -315,8 +332,9 @@ class WebhookHandler(BaseHandler):
             signature = spool.signature()
             if signature is not None:
                 headers.addRawHeader(SIGNATURE_HEADER, signature)
-            return await self._post(body, headers, session, reads)
+            return await self._post(spooled, headers, session)
         finally:
+            reads = [] if spooled is None else spooled.reads
             pending = [read for read in reads if not read.called]
             if pending:
                 self._closeLater(spool, pending)
@@ -347,13 +365,11 @@ class WebhookHandler(BaseHandler):
         )
         return diskError(failure.value)
 
-    async def _post(
-        self, body: IO[bytes], headers: Headers, session: Session, reads: list[Deferred[None]]
-    ) -> str:
+    async def _post(self, body: _SpooledBody, headers: Headers, session: Session) -> str:
         deadline = self._reactor.seconds() + self._timeout
         await self._turn(session)
         try:
-            return await self._attempts(body, headers, session, deadline, reads)
+            return await self._attempts(body, headers, session, deadline)
         finally:
             self._bound.release()
 
@@ -396,12 +412,7 @@ class WebhookHandler(BaseHandler):
         return SMTPError(451, "Error: the session ended", "4.3.0")
 
     async def _attempts(
-        self,
-        body: IO[bytes],
-        headers: Headers,
-        session: Session,
-        deadline: float,
-        reads: list[Deferred[None]],
+        self, body: _SpooledBody, headers: Headers, session: Session, deadline: float
     ) -> str:
         delay = self._firstRetry
         attempt = 0
@@ -418,7 +429,7 @@ class WebhookHandler(BaseHandler):
             remaining = deadline - self._reactor.seconds()
             try:
                 return await self._attempt(
-                    body, headers, session, min(remaining, self._attemptTimeout), reads
+                    body, headers, session, min(remaining, self._attemptTimeout)
                 )
             except _TemporaryFailure as e:
                 problem = str(e)
@@ -476,26 +487,21 @@ class WebhookHandler(BaseHandler):
                 timer.cancel()
 
     async def _attempt(
-        self,
-        source: IO[bytes],
-        headers: Headers,
-        session: Session,
-        seconds: float,
-        reads: list[Deferred[None]],
+        self, body: _SpooledBody, headers: Headers, session: Session, seconds: float
     ) -> str:
         """
-        Post C{source} once, within C{seconds}.  The attempt ends without
-        waiting for a read of C{source} still in flight (a stalled disk
-        would hold the reply past every deadline): it is added to C{reads},
-        which the spool is closed after.  Each read is at its own offset,
-        so that the next attempt's reads are never mixed up with it.
+        Post C{body} once, within C{seconds}.  The attempt ends without
+        waiting for a read of the spool file still in flight (a stalled disk
+        would hold the reply past every deadline): it is kept in the body's
+        C{reads}, which the spool is closed after.  Each read is at its own
+        offset, so that the next attempt's reads are never mixed up with it.
         """
-        producer = ThreadedFileBody(source, self._inThread)
+        producer = ThreadedFileBody(body.file, body.length, self._inThread)
         try:
             return await self._exchange(producer, headers, session, seconds)
         finally:
             producer.stopProducing()
-            reads.append(producer.idle())
+            body.reads.append(producer.idle())
 
     async def _exchange(
         self, producer: ThreadedFileBody, headers: Headers, session: Session, seconds: float
