@@ -505,6 +505,50 @@ class SessionEndTests(SynchronousTestCase):
         work = exchange.handler._posting
         self.assertEqual((work._running, work._ended), ({}, set()))
 
+    def test_sessionEndedAnsweredAtOnce(self) -> None:
+        """
+        An attempt that fails after the session ended ends the message at
+        once, with its one line, rather than after a pause for an attempt
+        that will not come: a server stopping once its sessions are closed
+        would end before that line.
+        """
+        logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        exchange = Exchange(firstRetry=0.25)
+        stream = MessageStream()
+        session = makeSession()
+        d = exchange.handler.onData(stream, session)
+        feed(stream, MESSAGE, 7)
+        exchange.reactor.advance(0)
+        exchange.connect()
+        exchange.handler.onClose(session)
+        exchange.answer(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
+        lines = [formatEvent(e) for e in logs]
+        self.assertEqual(lines, ["s1d webhook not tried again, the session ended: HTTP 503"])
+
+    def test_sessionEndCutsPause(self) -> None:
+        """
+        A session that ends during the pause before the next attempt ends
+        its message at once, with its one line.
+        """
+        logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        exchange = Exchange(firstRetry=5, maxRetryDelay=5)
+        stream = MessageStream()
+        session = makeSession()
+        d = exchange.handler.onData(stream, session)
+        feed(stream, MESSAGE, 7)
+        exchange.reactor.advance(0)
+        exchange.connect()
+        exchange.answer(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
+        self.assertNoResult(d)
+        exchange.handler.onClose(session)
+        self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
+        lines = [formatEvent(e) for e in logs if e["log_level"] >= LogLevel.info]
+        self.assertEqual(lines, ["s1d webhook not tried again, the session ended: HTTP 503"])
+        self.assertEqual(exchange.handler._pauses, {})
+        exchange.reactor.advance(5)
+        self.assertEqual(len(exchange.reactor.tcpClients), 1)
+
     def test_otherSessionsRetried(self) -> None:
         """
         The end of a session that has no message being posted changes

@@ -145,7 +145,9 @@ class WebhookHandler(BaseHandler):
     every recipient in LMTP mode.  A failed attempt is not tried again once
     the session has ended (its client left, or the server timed it out or
     stopped): that client was never told 250 and will send the message
-    again, so a later attempt taken could only post it twice.
+    again, so a later attempt taken could only post it twice.  The message
+    is then answered 451 at once, with its one log line, even in the pause
+    before a next attempt.
 
     At most C{maxConcurrent} messages are posted at once (Postfix's
     C{default_destination_concurrency_limit} is 20 as well): a message
@@ -255,6 +257,8 @@ class WebhookHandler(BaseHandler):
         #: message for its turn.
         self._bound = DeliveryBound("webhook requests", maxConcurrent, reactor)
         self._turns: dict[str, Deferred[bool]] = {}
+        #: The pause of each session's message before its next attempt.
+        self._pauses: dict[str, Deferred[None]] = {}
         # A plain Agent: no RedirectAgent, CookieAgent or ContentDecoderAgent.
         self._agent = Agent(reactor, contextFactory=policy, pool=self._pool)
 
@@ -288,13 +292,17 @@ class WebhookHandler(BaseHandler):
 
     def onClose(self, session: Session) -> None:
         """
-        A message of C{session} still being posted is not tried again, and
-        one still waiting for its turn is not posted.
+        A message of C{session} still being posted is not tried again (one
+        pausing before its next attempt is answered at once), and one still
+        waiting for its turn is not posted.
         """
         self._posting.close(session.id)
         turn = self._turns.pop(session.id, None)
         if turn is not None:
             turn.cancel()
+        pause = self._pauses.pop(session.id, None)
+        if pause is not None and not pause.called:
+            pause.callback(None)
 
     async def _deliver(self, stream: IMessageStream, session: Session) -> str:
         self._posting.begin(session.id)
@@ -419,13 +427,6 @@ class WebhookHandler(BaseHandler):
         problem = ""
         while True:
             attempt += 1
-            if attempt > 1 and self._posting.ended(session.id):
-                self._log.info(
-                    "{session} webhook not tried again, the session ended: {problem}",
-                    session=session.id,
-                    problem=problem,
-                )
-                raise SMTPError(451, f"Error: webhook unavailable ({problem})", "4.3.0")
             remaining = deadline - self._reactor.seconds()
             try:
                 return await self._attempt(
@@ -433,6 +434,8 @@ class WebhookHandler(BaseHandler):
                 )
             except _TemporaryFailure as e:
                 problem = str(e)
+            if self._posting.ended(session.id):
+                raise self._notRetried(session, problem)
             remaining = deadline - self._reactor.seconds()
             if remaining <= delay:
                 self._log.warn(
@@ -449,10 +452,39 @@ class WebhookHandler(BaseHandler):
                 problem=problem,
                 delay=delay,
             )
-            pause: Deferred[None] = Deferred()
-            self._reactor.callLater(delay, pause.callback, None)
-            await pause
+            await self._pause(session, delay)
+            if self._posting.ended(session.id):
+                raise self._notRetried(session, problem)
             delay = min(delay * 2, self._maxRetryDelay)
+
+    async def _pause(self, session: Session, seconds: float) -> None:
+        """
+        Wait C{seconds} before the next attempt for C{session}'s message,
+        or until the session ends (L{onClose}).
+        """
+        pause: Deferred[None] = Deferred()
+        timer = self._reactor.callLater(seconds, pause.callback, None)
+        self._pauses[session.id] = pause
+        try:
+            await pause
+        finally:
+            if self._pauses.get(session.id) is pause:
+                del self._pauses[session.id]
+            if timer.active():
+                timer.cancel()
+
+    def _notRetried(self, session: Session, problem: str) -> SMTPError:
+        """
+        Log that the message of C{session}, whose last attempt failed for
+        C{problem}, is not tried again, its session having ended, and
+        return its reply.
+        """
+        self._log.info(
+            "{session} webhook not tried again, the session ended: {problem}",
+            session=session.id,
+            problem=problem,
+        )
+        return SMTPError(451, f"Error: webhook unavailable ({problem})", "4.3.0")
 
     async def _drain(self, response: IResponse) -> None:
         """
