@@ -905,3 +905,56 @@ class ReactorThreadTests(SynchronousTestCase):
         pool.runAll()  # the spool's close
         self.assertEqual(self.successResultOf(d), "OK: queued as s1d.1")
         self.assertEqual(outside, [])
+
+
+class SpoolCloseTests(SynchronousTestCase):
+    """
+    The receiver's answer is the reply at once: closing the spool file, a
+    job in the thread pool, does not hold it back.
+    """
+
+    def test_acceptedWhilePoolBusy(self) -> None:
+        """
+        A message the receiver took is answered 250 while the job closing
+        its spool file still waits for a thread (the pool taken by jobs on
+        a stalled disk): the client, told 421 at the server's deadline
+        instead, would send it again.  The file is closed once the job runs.
+        """
+        made: list[IO[bytes]] = []
+        real = _spool._createSpool
+
+        def record(directory: str | None) -> IO[bytes]:
+            made.append(real(directory))
+            return made[-1]
+
+        self.patch(_spool, "_createSpool", record)
+        pool = ManualThreadPool()
+        exchange = Exchange(threadpool=pool)
+        d = exchange.deliver(LARGE)
+        pool.runAll()  # the spool's writes
+        exchange.connect()
+        while exchange.protocols[0]._wrappedProtocol.state == "TRANSMITTING":
+            pool.runAll()
+            exchange.reactor.advance(0)
+        exchange.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(self.successResultOf(d), "OK: queued as s1d.1")
+        self.assertEqual(len(pool.jobs), 1)
+        self.assertFalse(made[0].closed)
+        pool.runAll()
+        self.assertTrue(made[0].closed)
+
+    def test_refusedWhilePoolBusy(self) -> None:
+        """
+        A refusal is the reply at once too.
+        """
+        pool = ManualThreadPool()
+        exchange = Exchange(threadpool=pool)
+        d = exchange.deliver()
+        pool.runAll()
+        exchange.connect()
+        pool.runAll()
+        exchange.reactor.advance(0)
+        exchange.answer(b"HTTP/1.1 403 No\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 550)
+        self.assertEqual(len(pool.jobs), 1)
+        pool.runAll()

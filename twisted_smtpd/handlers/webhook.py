@@ -342,18 +342,18 @@ class WebhookHandler(BaseHandler):
                 headers.addRawHeader(SIGNATURE_HEADER, signature)
             return await self._post(spooled, headers, session)
         finally:
-            reads = [] if spooled is None else spooled.reads
-            pending = [read for read in reads if not read.called]
-            if pending:
-                self._closeLater(spool, pending)
-            else:
+            if spooled is None:
                 await spool.close()
+            else:
+                self._closeLater(spool, spooled.reads)
 
     def _closeLater(self, spool: SignedSpool, reads: list[Deferred[None]]) -> None:
         """
-        Close C{spool} once C{reads} of it, still in flight in the thread
-        pool after their attempts ended (a slow or stalled disk), are done:
-        the reply does not wait for them, and a file is never closed while
+        Close C{spool} once C{reads} of it, maybe still in flight in the
+        thread pool after their attempts ended (a slow or stalled disk), are
+        done, and without holding back the reply: the receiver's answer is
+        given at once, even while the closing job waits for a thread of a
+        pool taken by jobs on a stalled disk.  A file is never closed while
         a read of it runs.
         """
         gatherResults(reads).addCallback(lambda _: spool.close())
