@@ -72,12 +72,12 @@ class ThreadedFileBodyTests(SynchronousTestCase):
 
     def test_wholeFile(self) -> None:
         """
-        The body's length is the file's size, and its blocks, written in
+        The body's length is the one given, and its blocks, written in
         order, are the file, whatever the file's position.
         """
         content = bytes(range(256)) * (BLOCK // 100)
         reads = _Reads()
-        body = ThreadedFileBody(self.spool(content), reads)
+        body = ThreadedFileBody(self.spool(content), len(content), reads)
         self.assertEqual(body.length, len(content))
         consumer = _Consumer()
         d = body.startProducing(consumer)
@@ -95,7 +95,7 @@ class ThreadedFileBodyTests(SynchronousTestCase):
         """
         content = b"x" * (3 * BLOCK)
         reads = _Reads()
-        body = ThreadedFileBody(self.spool(content), reads)
+        body = ThreadedFileBody(self.spool(content), len(content), reads)
         consumer = _Consumer()
         d = body.startProducing(consumer)
         body.pauseProducing()
@@ -116,7 +116,7 @@ class ThreadedFileBodyTests(SynchronousTestCase):
         the read is done, so the file may then be closed.
         """
         reads = _Reads()
-        body = ThreadedFileBody(self.spool(b"y" * 10), reads)
+        body = ThreadedFileBody(self.spool(b"y" * 10), 10, reads)
         consumer = _Consumer()
         d = body.startProducing(consumer)
         body.stopProducing()
@@ -133,7 +133,7 @@ class ThreadedFileBodyTests(SynchronousTestCase):
         An empty file is an empty body, ended without a read.
         """
         reads = _Reads()
-        body = ThreadedFileBody(self.spool(b""), reads)
+        body = ThreadedFileBody(self.spool(b""), 0, reads)
         self.assertEqual(body.length, 0)
         self.successResultOf(body.startProducing(_Consumer()))
         self.assertEqual(reads.jobs, [])
@@ -144,7 +144,7 @@ class ThreadedFileBodyTests(SynchronousTestCase):
         """
         reads = _Reads()
         spool = self.spool(b"z" * 10)
-        body = ThreadedFileBody(spool, reads)
+        body = ThreadedFileBody(spool, 10, reads)
         d = body.startProducing(_Consumer())
         spool.close()
         reads.run()
@@ -158,7 +158,7 @@ class ThreadedFileBodyTests(SynchronousTestCase):
         """
         reads = _Reads()
         spool = self.spool(b"z" * 10)
-        body = ThreadedFileBody(spool, reads)
+        body = ThreadedFileBody(spool, 10, reads)
         spool.truncate(4)
         consumer = _Consumer()
         d = body.startProducing(consumer)

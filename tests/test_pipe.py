@@ -7,7 +7,8 @@ commands run by the real reactor in a temporary directory.
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import IO, Any
 
 from twisted.internet import reactor
 from twisted.internet.error import ConnectionLost, ProcessDone, ProcessTerminated
@@ -123,6 +124,44 @@ def runNow(f: Any, *args: Any) -> None:
     Start a kill's thread: run it at once, in the calling thread.
     """
     f(*args)
+
+
+class _TrackingPool(ImmediateThreadPool):
+    """
+    An L{ImmediateThreadPool} saying whether one of its jobs is running.
+    """
+
+    running = False
+
+    def callInThreadWithCallback(
+        self, onResult: Callable[[bool, object], None], func: Callable[..., object], *args: Any
+    ) -> None:
+        def tracked() -> object:
+            self.running = True
+            try:
+                return func(*args)
+            finally:
+                self.running = False
+
+        super().callInThreadWithCallback(onResult, tracked)
+
+
+class _RecordedFile:
+    """
+    A spool file recording, at each close, whether a job of C{pool} runs.
+    """
+
+    def __init__(self, file: IO[bytes], pool: _TrackingPool, closes: list[bool]) -> None:
+        self._file = file
+        self._pool = pool
+        self._closes = closes
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+    def close(self) -> None:
+        self._closes.append(self._pool.running)
+        self._file.close()
 
 
 class PipeUnitTests(SynchronousTestCase):
@@ -412,6 +451,38 @@ class PipeUnitTests(SynchronousTestCase):
         error = self.failureResultOf(d, SMTPError).value
         self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
         self.assertEqual(error.message, "Error: command died with signal 11")
+
+    def test_spoolClosedInThreadPool(self) -> None:
+        """
+        The spool file is closed in the thread pool, never on the reactor
+        thread: on NFS a close writes the file's dirty pages back first,
+        and blocks while the server is slow or away, which would stall the
+        whole server.  So it is once the command started, and when the
+        session ended before it could.
+        """
+        pool = _TrackingPool()
+        closes: list[bool] = []
+        real = _spool._createSpool
+
+        def record(directory: str | None) -> Any:
+            return _RecordedFile(real(directory), pool, closes)
+
+        self.patch(_spool, "_createSpool", record)
+        d, stream, process = self.start(threadpool=pool, body=b"x" * 600000)
+        self.assertEqual(self.reactor.stdin, [b"x" * 600000])
+        process.exit(0)
+        self.successResultOf(d)
+        self.assertEqual(closes, [True])
+
+        handler = self.handler(threadpool=pool)
+        session = makeSession(id="s2")
+        stream = MessageStream()
+        d = handler.onData(stream, session)
+        stream._write(b"x" * 600000)
+        handler.onClose(session)
+        stream._finish()
+        self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
+        self.assertEqual(closes, [True, True])
 
     def test_streamFailureStartsNothing(self) -> None:
         """

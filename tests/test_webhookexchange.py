@@ -505,6 +505,50 @@ class SessionEndTests(SynchronousTestCase):
         work = exchange.handler._posting
         self.assertEqual((work._running, work._ended), ({}, set()))
 
+    def test_sessionEndedAnsweredAtOnce(self) -> None:
+        """
+        An attempt that fails after the session ended ends the message at
+        once, with its one line, rather than after a pause for an attempt
+        that will not come: a server stopping once its sessions are closed
+        would end before that line.
+        """
+        logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        exchange = Exchange(firstRetry=0.25)
+        stream = MessageStream()
+        session = makeSession()
+        d = exchange.handler.onData(stream, session)
+        feed(stream, MESSAGE, 7)
+        exchange.reactor.advance(0)
+        exchange.connect()
+        exchange.handler.onClose(session)
+        exchange.answer(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
+        lines = [formatEvent(e) for e in logs]
+        self.assertEqual(lines, ["s1d webhook not tried again, the session ended: HTTP 503"])
+
+    def test_sessionEndCutsPause(self) -> None:
+        """
+        A session that ends during the pause before the next attempt ends
+        its message at once, with its one line.
+        """
+        logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        exchange = Exchange(firstRetry=5, maxRetryDelay=5)
+        stream = MessageStream()
+        session = makeSession()
+        d = exchange.handler.onData(stream, session)
+        feed(stream, MESSAGE, 7)
+        exchange.reactor.advance(0)
+        exchange.connect()
+        exchange.answer(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
+        self.assertNoResult(d)
+        exchange.handler.onClose(session)
+        self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
+        lines = [formatEvent(e) for e in logs if e["log_level"] >= LogLevel.info]
+        self.assertEqual(lines, ["s1d webhook not tried again, the session ended: HTTP 503"])
+        self.assertEqual(exchange.handler._pauses, {})
+        exchange.reactor.advance(5)
+        self.assertEqual(len(exchange.reactor.tcpClients), 1)
+
     def test_otherSessionsRetried(self) -> None:
         """
         The end of a session that has no message being posted changes
@@ -701,7 +745,7 @@ class AnswerWhileSendingTests(SynchronousTestCase):
         """
         self.assertTrue(self.transport.disconnecting)
         self.assertNoResult(self.result)
-        # The attempt ends once its read in flight is done.
+        # The read in flight of the ended attempt comes back, dropped.
         self.pool.runAll()
         debug = [formatEvent(e) for e in self.events if e["log_level"] == LogLevel.debug]
         self.assertEqual(len(debug), 1, debug)
@@ -757,3 +801,160 @@ class AnswerWhileSendingTests(SynchronousTestCase):
             (451, f"Error: webhook unavailable (more than {MAX_INFORMATIONAL} 1xx answers)"),
         )
         self.assertNothingUnhandled()
+
+
+class StalledReadTests(SynchronousTestCase):
+    """
+    A read of the spool file that never returns (a stalled disk) holds
+    neither the reply past the message's C{timeout} nor the spool file open
+    once it returns.
+    """
+
+    def test_replyWithinTimeout(self) -> None:
+        """
+        An attempt whose read of the request body is stuck in the thread
+        pool gives up after C{attemptTimeout}, and the message is answered
+        451 once its C{timeout} is over, with one log line, though the read
+        is still in flight; the spool file is closed once it returns.
+        """
+        logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        made: list[IO[bytes]] = []
+        real = _spool._createSpool
+
+        def record(directory: str | None) -> IO[bytes]:
+            made.append(real(directory))
+            return made[-1]
+
+        self.patch(_spool, "_createSpool", record)
+        pool = ManualThreadPool()
+        exchange = Exchange(timeout=30, attemptTimeout=20, firstRetry=0.25, threadpool=pool)
+        d = exchange.deliver(LARGE)
+        pool.runAll()  # the spool's writes
+        exchange.connect()
+        self.assertEqual(len(pool.jobs), 1)  # the first read, stuck
+        exchange.reactor.advance(20)
+        exchange.reactor.advance(0.25)
+        exchange.connect()
+        exchange.reactor.advance(10)
+        e = self.failureResultOf(d, SMTPError).value
+        self.assertEqual(
+            (e.code, e.message), (451, "Error: webhook unavailable (no answer in time)")
+        )
+        warnings = [formatEvent(e) for e in logs if e["log_level"] >= LogLevel.info]
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn("webhook failed 2 times, last: no answer in time", warnings[0])
+        self.assertFalse(made[0].closed)
+        pool.runAll()  # the reads come back, then the spool's close
+        self.assertTrue(made[0].closed)
+        self.assertEqual(pool.jobs, [])
+
+
+class _TrackingPool(ManualThreadPool):
+    """
+    A L{ManualThreadPool} saying whether one of its jobs is running (not
+    what its result is handed to).
+    """
+
+    running = False
+
+    def runOne(self) -> None:
+        onResult, func, args = self.jobs.pop(0)
+        self.running = True
+        try:
+            result = func(*args)
+        except BaseException:
+            self.running = False
+            onResult(False, Failure())
+        else:
+            self.running = False
+            onResult(True, result)
+
+
+class ReactorThreadTests(SynchronousTestCase):
+    """
+    The spool file is reached in the thread pool only.
+    """
+
+    def test_noFileSystemCallOnReactorThread(self) -> None:
+        """
+        Outside the spool's jobs in the thread pool, nothing asks the file
+        system about the spool file, not even its size: on NFS an C{fstat}
+        writes the file's dirty pages back first, and blocks while the
+        server is away, stalling the whole server.  The request still
+        carries the whole body.
+        """
+        pool = _TrackingPool()
+        outside: list[int] = []
+        real = os.fstat
+
+        def fstat(fd: int) -> os.stat_result:
+            if not pool.running:
+                outside.append(fd)
+            return real(fd)
+
+        self.patch(os, "fstat", fstat)
+        exchange = Exchange(threadpool=pool)
+        d = exchange.deliver(LARGE)
+        pool.runAll()  # the spool's writes
+        transport = exchange.connect()
+        while exchange.protocols[0]._wrappedProtocol.state == "TRANSMITTING":
+            pool.runAll()
+            exchange.reactor.advance(0)
+        self.assertIn(LARGE + b"\r\n--", transport.value())
+        exchange.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        pool.runAll()  # the spool's close
+        self.assertEqual(self.successResultOf(d), "OK: queued as s1d.1")
+        self.assertEqual(outside, [])
+
+
+class SpoolCloseTests(SynchronousTestCase):
+    """
+    The receiver's answer is the reply at once: closing the spool file, a
+    job in the thread pool, does not hold it back.
+    """
+
+    def test_acceptedWhilePoolBusy(self) -> None:
+        """
+        A message the receiver took is answered 250 while the job closing
+        its spool file still waits for a thread (the pool taken by jobs on
+        a stalled disk): the client, told 421 at the server's deadline
+        instead, would send it again.  The file is closed once the job runs.
+        """
+        made: list[IO[bytes]] = []
+        real = _spool._createSpool
+
+        def record(directory: str | None) -> IO[bytes]:
+            made.append(real(directory))
+            return made[-1]
+
+        self.patch(_spool, "_createSpool", record)
+        pool = ManualThreadPool()
+        exchange = Exchange(threadpool=pool)
+        d = exchange.deliver(LARGE)
+        pool.runAll()  # the spool's writes
+        exchange.connect()
+        while exchange.protocols[0]._wrappedProtocol.state == "TRANSMITTING":
+            pool.runAll()
+            exchange.reactor.advance(0)
+        exchange.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(self.successResultOf(d), "OK: queued as s1d.1")
+        self.assertEqual(len(pool.jobs), 1)
+        self.assertFalse(made[0].closed)
+        pool.runAll()
+        self.assertTrue(made[0].closed)
+
+    def test_refusedWhilePoolBusy(self) -> None:
+        """
+        A refusal is the reply at once too.
+        """
+        pool = ManualThreadPool()
+        exchange = Exchange(threadpool=pool)
+        d = exchange.deliver()
+        pool.runAll()
+        exchange.connect()
+        pool.runAll()
+        exchange.reactor.advance(0)
+        exchange.answer(b"HTTP/1.1 403 No\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 550)
+        self.assertEqual(len(pool.jobs), 1)
+        pool.runAll()

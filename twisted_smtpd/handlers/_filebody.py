@@ -30,17 +30,23 @@ class ThreadedFileBody:
     disturb the next body made from the same file.  The file is not closed
     here; its owner closes it once L{idle} fired.
 
-    @ivar length: The file's size when the body was made.
+    @ivar length: The octets of the body.
     """
 
-    def __init__(self, file: IO[bytes], inThread: Callable[..., Deferred[Any]]) -> None:
+    def __init__(
+        self, file: IO[bytes], length: int, inThread: Callable[..., Deferred[Any]]
+    ) -> None:
         """
         @param file: The spool file, all of it written out.
+        @param length: Its size, as its writer counted it: not asked of the
+            file system here, on the reactor thread, where a stalled disk
+            (an C{fstat} on NFS writes back the file's dirty pages first)
+            would stall the whole server.
         @param inThread: Run a function and its arguments in a thread pool,
             returning a L{Deferred} of its result.
         """
         self._fd = file.fileno()
-        self.length = os.fstat(self._fd).st_size
+        self.length = length
         self._inThread = inThread
         self._offset = 0
         self._consumer: IConsumer | None = None

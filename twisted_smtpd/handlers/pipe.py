@@ -278,6 +278,16 @@ class PipeHandler(BaseHandler):
         pool = self._threadpool or self._reactor.getThreadPool()
         return deferToThreadPool(self._reactor, pool, f, *args)
 
+    def _closeSource(self, source: IO[bytes]) -> None:
+        """
+        Close the spool file C{source} in the thread pool, never on the
+        reactor thread: on NFS a close writes the file's dirty pages back
+        first, which would stall the whole server while the server is slow
+        or away.  Nothing waits for it; a failure is dropped, as the file
+        is.
+        """
+        self._inThread(source.close).addErrback(lambda failure: None)
+
     def onMailFrom(self, address: Address, session: Session) -> None:
         """
         Refuse a sender beginning with C{-}.
@@ -451,7 +461,7 @@ class PipeHandler(BaseHandler):
             )
             raise diskError(e) from None
         if delivery.sessionEnded:
-            source.close()
+            self._closeSource(source)
             self._log.info(
                 "{session} pipe command not started: the session ended", session=session.id
             )
@@ -460,7 +470,7 @@ class PipeHandler(BaseHandler):
         try:
             await self._turn(session, delivery)
         except BaseException:
-            source.close()
+            self._closeSource(source)
             raise
         try:
             return await self._run(session, delivery, source, deadline)
@@ -522,7 +532,7 @@ class PipeHandler(BaseHandler):
             raise SMTPError(451, "Error: delivery command could not be started", "4.3.0") from None
         finally:
             # The command has its own copy of the descriptor.
-            source.close()
+            self._closeSource(source)
 
         def timeOut() -> None:
             delivery.timedOut = True

@@ -10,7 +10,7 @@ import contextlib
 import tempfile
 from typing import IO, Any
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -76,6 +76,24 @@ def _reason(response: IResponse, body: bytes) -> str:
     return sanitise(response.phrase) or f"HTTP {response.code}"
 
 
+class _SpooledBody:
+    """
+    The request body of one message, in its spool file, and the reads of
+    it that attempts started.
+
+    @ivar file: The spool file, all of it written out.
+    @ivar length: Its size: the octets written to it.
+    @ivar reads: Each attempt's reads of C{file}, done or still in flight
+        (a slow or stalled disk), each a L{Deferred} firing once no read
+        of that attempt is in flight.
+    """
+
+    def __init__(self, file: IO[bytes], length: int) -> None:
+        self.file = file
+        self.length = length
+        self.reads: list[Deferred[None]] = []
+
+
 class WebhookHandler(BaseHandler):
     """
     POST each message to C{url}, and answer the client with what the
@@ -127,7 +145,9 @@ class WebhookHandler(BaseHandler):
     every recipient in LMTP mode.  A failed attempt is not tried again once
     the session has ended (its client left, or the server timed it out or
     stopped): that client was never told 250 and will send the message
-    again, so a later attempt taken could only post it twice.
+    again, so a later attempt taken could only post it twice.  The message
+    is then answered 451 at once, with its one log line, even in the pause
+    before a next attempt.
 
     At most C{maxConcurrent} messages are posted at once (Postfix's
     C{default_destination_concurrency_limit} is 20 as well): a message
@@ -237,6 +257,8 @@ class WebhookHandler(BaseHandler):
         #: message for its turn.
         self._bound = DeliveryBound("webhook requests", maxConcurrent, reactor)
         self._turns: dict[str, Deferred[bool]] = {}
+        #: The pause of each session's message before its next attempt.
+        self._pauses: dict[str, Deferred[None]] = {}
         # A plain Agent: no RedirectAgent, CookieAgent or ContentDecoderAgent.
         self._agent = Agent(reactor, contextFactory=policy, pool=self._pool)
 
@@ -270,13 +292,17 @@ class WebhookHandler(BaseHandler):
 
     def onClose(self, session: Session) -> None:
         """
-        A message of C{session} still being posted is not tried again, and
-        one still waiting for its turn is not posted.
+        A message of C{session} still being posted is not tried again (one
+        pausing before its next attempt is answered at once), and one still
+        waiting for its turn is not posted.
         """
         self._posting.close(session.id)
         turn = self._turns.pop(session.id, None)
         if turn is not None:
             turn.cancel()
+        pause = self._pauses.pop(session.id, None)
+        if pause is not None and not pause.called:
+            pause.callback(None)
 
     async def _deliver(self, stream: IMessageStream, session: Session) -> str:
         self._posting.begin(session.id)
@@ -297,10 +323,11 @@ class WebhookHandler(BaseHandler):
             inThread=self._inThread,
             directory=self._spoolDirectory,
         )
+        spooled: _SpooledBody | None = None
         try:
             await stream.pipe(spool)
             try:
-                body = await spool.finish()
+                spooled = _SpooledBody(await spool.finish(), spool.length)
             except OSError:
                 raise self._spoolFailed(session) from None
             headers = Headers(
@@ -313,9 +340,23 @@ class WebhookHandler(BaseHandler):
             signature = spool.signature()
             if signature is not None:
                 headers.addRawHeader(SIGNATURE_HEADER, signature)
-            return await self._post(body, headers, session)
+            return await self._post(spooled, headers, session)
         finally:
-            await spool.close()
+            if spooled is None:
+                await spool.close()
+            else:
+                self._closeLater(spool, spooled.reads)
+
+    def _closeLater(self, spool: SignedSpool, reads: list[Deferred[None]]) -> None:
+        """
+        Close C{spool} once C{reads} of it, maybe still in flight in the
+        thread pool after their attempts ended (a slow or stalled disk), are
+        done, and without holding back the reply: the receiver's answer is
+        given at once, even while the closing job waits for a thread of a
+        pool taken by jobs on a stalled disk.  A file is never closed while
+        a read of it runs.
+        """
+        gatherResults(reads).addCallback(lambda _: spool.close())
 
     def _spoolFailed(self, session: Session) -> SMTPError:
         """
@@ -332,7 +373,7 @@ class WebhookHandler(BaseHandler):
         )
         return diskError(failure.value)
 
-    async def _post(self, body: IO[bytes], headers: Headers, session: Session) -> str:
+    async def _post(self, body: _SpooledBody, headers: Headers, session: Session) -> str:
         deadline = self._reactor.seconds() + self._timeout
         await self._turn(session)
         try:
@@ -379,20 +420,13 @@ class WebhookHandler(BaseHandler):
         return SMTPError(451, "Error: the session ended", "4.3.0")
 
     async def _attempts(
-        self, body: IO[bytes], headers: Headers, session: Session, deadline: float
+        self, body: _SpooledBody, headers: Headers, session: Session, deadline: float
     ) -> str:
         delay = self._firstRetry
         attempt = 0
         problem = ""
         while True:
             attempt += 1
-            if attempt > 1 and self._posting.ended(session.id):
-                self._log.info(
-                    "{session} webhook not tried again, the session ended: {problem}",
-                    session=session.id,
-                    problem=problem,
-                )
-                raise SMTPError(451, f"Error: webhook unavailable ({problem})", "4.3.0")
             remaining = deadline - self._reactor.seconds()
             try:
                 return await self._attempt(
@@ -400,6 +434,8 @@ class WebhookHandler(BaseHandler):
                 )
             except _TemporaryFailure as e:
                 problem = str(e)
+            if self._posting.ended(session.id):
+                raise self._notRetried(session, problem)
             remaining = deadline - self._reactor.seconds()
             if remaining <= delay:
                 self._log.warn(
@@ -416,10 +452,39 @@ class WebhookHandler(BaseHandler):
                 problem=problem,
                 delay=delay,
             )
-            pause: Deferred[None] = Deferred()
-            self._reactor.callLater(delay, pause.callback, None)
-            await pause
+            await self._pause(session, delay)
+            if self._posting.ended(session.id):
+                raise self._notRetried(session, problem)
             delay = min(delay * 2, self._maxRetryDelay)
+
+    async def _pause(self, session: Session, seconds: float) -> None:
+        """
+        Wait C{seconds} before the next attempt for C{session}'s message,
+        or until the session ends (L{onClose}).
+        """
+        pause: Deferred[None] = Deferred()
+        timer = self._reactor.callLater(seconds, pause.callback, None)
+        self._pauses[session.id] = pause
+        try:
+            await pause
+        finally:
+            if self._pauses.get(session.id) is pause:
+                del self._pauses[session.id]
+            if timer.active():
+                timer.cancel()
+
+    def _notRetried(self, session: Session, problem: str) -> SMTPError:
+        """
+        Log that the message of C{session}, whose last attempt failed for
+        C{problem}, is not tried again, its session having ended, and
+        return its reply.
+        """
+        self._log.info(
+            "{session} webhook not tried again, the session ended: {problem}",
+            session=session.id,
+            problem=problem,
+        )
+        return SMTPError(451, f"Error: webhook unavailable ({problem})", "4.3.0")
 
     async def _drain(self, response: IResponse) -> None:
         """
@@ -454,16 +519,21 @@ class WebhookHandler(BaseHandler):
                 timer.cancel()
 
     async def _attempt(
-        self, source: IO[bytes], headers: Headers, session: Session, seconds: float
+        self, body: _SpooledBody, headers: Headers, session: Session, seconds: float
     ) -> str:
-        producer = ThreadedFileBody(source, self._inThread)
+        """
+        Post C{body} once, within C{seconds}.  The attempt ends without
+        waiting for a read of the spool file still in flight (a stalled disk
+        would hold the reply past every deadline): it is kept in the body's
+        C{reads}, which the spool is closed after.  Each read is at its own
+        offset, so that the next attempt's reads are never mixed up with it.
+        """
+        producer = ThreadedFileBody(body.file, body.length, self._inThread)
         try:
             return await self._exchange(producer, headers, session, seconds)
         finally:
-            # The spool is closed once the last attempt ends: no read of
-            # this one may still be in flight then.
             producer.stopProducing()
-            await producer.idle()
+            body.reads.append(producer.idle())
 
     async def _exchange(
         self, producer: ThreadedFileBody, headers: Headers, session: Session, seconds: float
