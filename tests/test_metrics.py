@@ -128,6 +128,52 @@ class MetricsTests(SynchronousTestCase):
         self.assertEqual(self.value("smtpd_connections_open"), 0)
         self.assertEqual(self.value("smtpd_sessions_total", outcome="refused"), 1)
 
+    def test_refusedByOnSecureAtImplicitTLS(self) -> None:
+        """
+        A session of an implicit TLS listener that C{onSecure} refuses
+        before the greeting began (C{onConnect} accepted it; a close event
+        follows): it ends as one session, without a message, not also as a
+        refused one.
+        """
+        from twisted.internet.interfaces import ISSLTransport
+        from twisted.internet.task import Clock
+        from zope.interface import directlyProvides
+
+        from twisted_smtpd._core.options import ServerOptions
+        from twisted_smtpd._serving.server import SMTPServerFactory
+
+        class NoTLS(Refusing):
+            def onSecure(self, session: Session) -> object:
+                raise SMTPError(554, "go away", "5.7.1")
+
+        factory = SMTPServerFactory(
+            NoTLS(),
+            ServerOptions(name="mx.example.com", disableReverseLookup=True),
+            reactor=Clock(),
+        )
+        factory.addObserver(self.metrics)
+        proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+        transport = StringTransport(
+            peerAddress=IPv4Address("TCP", "192.0.2.7", 4000),
+            hostAddress=IPv4Address("TCP", "192.0.2.1", 465),
+        )
+        directlyProvides(transport, ISSLTransport)
+        proto.makeConnection(transport)
+        proto.handshakeCompleted()
+        self.assertIn(b"554 5.7.1 go away", transport.value())
+        self.assertEqual(self.value("smtpd_connections_open"), 1)
+        proto.connectionLost()
+        self.assertEqual(self.value("smtpd_connections_total"), 1)
+        self.assertEqual(self.value("smtpd_connections_open"), 0)
+        self.assertEqual(self.value("smtpd_refusals_total", command="CONNECT", code="554"), 1)
+        self.assertEqual(
+            {
+                outcome: self.value("smtpd_sessions_total", outcome=outcome)
+                for outcome in ("refused", "no_message")
+            },
+            {"refused": None, "no_message": 1},
+        )
+
     def test_refusedForLimitIsAConnection(self) -> None:
         """
         A connection refused at connect for a limit (C{maxClients}) is

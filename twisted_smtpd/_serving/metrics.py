@@ -252,8 +252,10 @@ class ServerMetrics:
         self.refusals.labels(command, str(reply.code)).inc()
         if command == "AUTH" and data.get("username") is not None:
             self.auth.labels(mechanismLabel(data.get("mechanism")), "failure").inc()
-        if data.get("closing") and data.get("connect"):
-            # Refused at connect: no close event follows.
+        if data.get("closing") and data.get("connect") and not data.get("began"):
+            # Refused at connect: no close event follows (one follows a
+            # refusal by onSecure on an implicit TLS connection, whose
+            # session began: it ends there, as one without a message).
             if session.id not in self._open:
                 # Refused for a limit, before any connect event: still a
                 # connection accepted, so that each ends as one session.
