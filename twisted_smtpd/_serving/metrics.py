@@ -336,10 +336,11 @@ _log = Logger(namespace="twisted_smtpd.metrics")
 class _MetricsChannel(HTTPChannel):
     """
     HTTP for C{/metrics} and C{/healthz}: only C{GET} and C{HEAD} without a
-    body, anything else refused (405, 413) and the connection closed before
-    any body is read; a request must be whole within the channel's timeout
-    (L{REQUEST_DEADLINE}) of its first byte, which the bytes that follow do
-    not push back (Twisted's idle timeout, reset by every byte, does).
+    body, of a path (not C{*}), anything else refused (405, 413, 400) and
+    the connection closed before any body is read; a request must be whole
+    within the channel's timeout (L{REQUEST_DEADLINE}) of its first byte,
+    which the bytes that follow do not push back (Twisted's idle timeout,
+    reset by every byte, does).
 
     A request that comes while the client leaves the responses before it
     unread (the transport paused this channel: its send buffer is full) is
@@ -377,6 +378,10 @@ class _MetricsChannel(HTTPChannel):
             self._refuse(b"405 Method Not Allowed", b"Allow: GET, HEAD\r\n")
         elif self.length != 0:
             self._refuse(b"413 Content Too Large", b"")
+        elif self._path == b"*":
+            # Only OPTIONS, refused above, may have this target; Twisted
+            # would answer it itself (405 naming OPTIONS, and its version).
+            self._respondToBadRequestAndDisconnect()
         else:
             super().allHeadersReceived()
 
