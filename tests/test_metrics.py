@@ -174,6 +174,60 @@ class MetricsTests(SynchronousTestCase):
             {"refused": None, "no_message": 1},
         )
 
+    def test_refusalWordedAsTheServersOwn(self) -> None:
+        """
+        A handler's refusal with the very code and text of a reply the
+        server logs apart (its shutdown, its handler timeout) is still a
+        refusal: refused by C{onConnect}, the session is counted refused
+        and not left open; refused by C{onRcptTo}, it is counted under
+        C{RCPT}.
+        """
+        from twisted.internet.task import Clock
+
+        from twisted_smtpd._core import replies as catalogue
+        from twisted_smtpd._core.options import ServerOptions
+        from twisted_smtpd._serving.server import SMTPServerFactory
+
+        def error(reply: Any) -> SMTPError:
+            return SMTPError(reply.code, reply.lines[0], reply.enhanced)
+
+        class Closed(Refusing):
+            def onConnect(self, session: Session) -> object:
+                raise error(catalogue.SHUTDOWN)
+
+        class Busy(Refusing):
+            def onRcptTo(self, address: Any, session: Session) -> object:
+                raise error(catalogue.HANDLER_TIMEOUT)
+
+        factory = SMTPServerFactory(
+            Closed(),
+            ServerOptions(name="mx.example.com", disableReverseLookup=True),
+            reactor=Clock(),
+        )
+        factory.addObserver(self.metrics)
+        proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+        transport = StringTransport(
+            peerAddress=IPv4Address("TCP", "192.0.2.7", 4000),
+            hostAddress=IPv4Address("TCP", "192.0.2.1", 25),
+        )
+        proto.makeConnection(transport)
+        self.assertIn(b"421 4.3.2 Service shutting down", transport.value())
+        proto.connectionLost()
+        other = self.session(Busy())
+        other.dataReceived(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\n")
+        self.assertIn(b"421 4.3.0 Error: timeout waiting", self.transport.value())
+        other.connectionLost()
+        self.assertEqual(
+            (
+                self.value("smtpd_connections_open"),
+                self.value("smtpd_sessions_total", outcome="refused"),
+                self.value("smtpd_refusals_total", command="CONNECT", code="421"),
+                self.value("smtpd_refusals_total", command="RCPT", code="421"),
+            ),
+            (0, 1, 1, 1),
+        )
+        self.assertEqual(self.metrics._open, set())
+
     def test_refusedForLimitIsAConnection(self) -> None:
         """
         A connection refused at connect for a limit (C{maxClients}) is

@@ -216,7 +216,7 @@ class SessionOutput:
         if self.closing:
             return
         if reply.code >= 400:
-            if reply not in catalogue.LOGGED_APART:
+            if not catalogue.loggedApart(reply):
                 # A refusal or a limit reached that ends the session.
                 self._emitRefusal(reply, True, limit)
             self.reply(reply)
