@@ -16,11 +16,13 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.interfaces import IProtocolNegotiationFactory
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request
+from zope.interface import implementer
 
 from twisted_smtpd._core.options import AUTH_METHODS
 from twisted_smtpd._core.printable import printable
@@ -481,15 +483,25 @@ class _MetricsChannel(HTTPChannel):
         super()._respondToBadRequestAndDisconnect()
 
 
+@implementer(IProtocolNegotiationFactory)
 class _ConnectionLimit(WrappingFactory):
     """
     At most C{limit} connections at once; one more is closed at once, with
-    a log line.
+    a log line.  Behind C{ssl:} it offers HTTP/1.1, the one protocol its
+    channel speaks, to a client that negotiates one (ALPN): without any,
+    Twisted's TLS layer fails the handshake of every such client (curl,
+    Prometheus's HTTP client).
     """
 
     def __init__(self, wrappedFactory: Any, limit: int) -> None:
         super().__init__(wrappedFactory)
         self.limit = limit
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        The protocol the channel speaks (L{_MetricsChannel}): HTTP/1.1.
+        """
+        return [b"http/1.1"]
 
     def buildProtocol(self, addr: Any) -> Any:
         if len(self.protocols) >= self.limit:
