@@ -12,7 +12,8 @@ from typing import Any
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import EventLoggingObserver, StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
@@ -673,10 +674,41 @@ class ListenerTests(SynchronousTestCase):
         once one closes, the next is taken.
         """
         held = [self.connect(40000 + n) for n in range(MAX_CONNECTIONS)]
-        self.assertIsNone(self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000)))
+        _, refused = self.connect(50000)
+        self.assertTrue(refused.disconnecting)
+        self.assertEqual(refused.value(), b"")
         protocol, _ = held[0]
         protocol.connectionLost(Failure(ConnectionDone()))
-        self.assertIsNotNone(self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50001)))
+        _, taken = self.connect(50001)
+        self.assertFalse(taken.disconnecting)
+
+    def test_connectionLimitBehindTLS(self) -> None:
+        """
+        Behind TLS (an C{ssl:} endpoint, whose factory wraps this one) one
+        connection past L{MAX_CONNECTIONS} is closed at once too, with the
+        listener's line and no error: the TLS layer cannot take a refusal
+        as no protocol, and would hold the connection.
+        """
+        from twisted.internet.ssl import CertificateOptions
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        class TCPTransport(StringTransport):
+            def setTcpNoDelay(self, enabled: bool) -> None:
+                pass
+
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        tls = TLSMemoryBIOFactory(CertificateOptions(), False, self.factory)
+        transports = []
+        for n in range(MAX_CONNECTIONS + 1):
+            address = IPv4Address("TCP", "127.0.0.1", 40000 + n)
+            transport = TCPTransport(peerAddress=address)
+            tls.buildProtocol(address).makeConnection(transport)
+            transports.append(transport)
+        self.assertEqual([t.disconnecting for t in transports], [False] * MAX_CONNECTIONS + [True])
+        self.assertEqual(
+            [formatEvent(e) for e in logged],
+            ["metrics: connection from 127.0.0.1:40008 refused: 8 connections open"],
+        )
 
 
 class UnreadResponsesTests(SynchronousTestCase):

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IProtocolNegotiationFactory
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 from twisted.web.http import HTTPChannel
@@ -483,14 +484,28 @@ class _MetricsChannel(HTTPChannel):
         super()._respondToBadRequestAndDisconnect()
 
 
+class _Refused(Protocol):
+    """
+    A connection past the limit: closed as soon as it is made.
+    """
+
+    def connectionMade(self) -> None:
+        # Aborted: behind TLS, a close would wait for the client's
+        # handshake, which a hostile client never finishes.
+        transport: Any = self.transport
+        transport.abortConnection()
+
+
 @implementer(IProtocolNegotiationFactory)
 class _ConnectionLimit(WrappingFactory):
     """
     At most C{limit} connections at once; one more is closed at once, with
-    a log line.  Behind C{ssl:} it offers HTTP/1.1, the one protocol its
-    channel speaks, to a client that negotiates one (ALPN): without any,
-    Twisted's TLS layer fails the handshake of every such client (curl,
-    Prometheus's HTTP client).
+    a log line (by a protocol of its own, L{_Refused}: no protocol at all,
+    which a TCP port takes as a refusal, is an error behind TLS).  Behind
+    C{ssl:} it offers HTTP/1.1, the one protocol its channel speaks, to a
+    client that negotiates one (ALPN): without any, Twisted's TLS layer
+    fails the handshake of every such client (curl, Prometheus's HTTP
+    client).
     """
 
     def __init__(self, wrappedFactory: Any, limit: int) -> None:
@@ -510,7 +525,7 @@ class _ConnectionLimit(WrappingFactory):
                 peer=formatPeer(hostPort(addr)),
                 limit=self.limit,
             )
-            return None
+            return _Refused()
         return super().buildProtocol(addr)
 
 
