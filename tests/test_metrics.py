@@ -770,3 +770,52 @@ class UnreadResponsesTests(SynchronousTestCase):
         self.protocol.dataReceived(request * 3)
         self.assertEqual(self.transport.value().count(b"HTTP/1.1 200 OK"), 4)
         self.assertFalse(self.transport.disconnecting)
+
+    def test_moreRequestsAfterTheClose(self) -> None:
+        """
+        Behind TLS a connection being closed still reads (for the client's
+        close_notify): requests that keep coming after the close, a chunk
+        at a time, are not parsed, log nothing more, and do not push the
+        timeout back, whatever closed it (requests left unread, a method
+        or a body refused).
+        """
+
+        class TCPTransport(StringTransport):
+            # As a TCP transport: a producer unregistered again is no error.
+            def unregisterProducer(self) -> None:
+                self.producer = None
+
+        def connect() -> tuple[Any, StringTransport]:
+            address = IPv4Address("TCP", "127.0.0.1", 40001)
+            protocol = self.factory.buildProtocol(address)
+            transport = TCPTransport(peerAddress=address)
+            protocol.makeConnection(transport)
+            return protocol, transport
+
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+        protocol, transport = connect()
+        protocol.dataReceived(request)
+        transport.producer.pauseProducing()
+        for _ in range(5):
+            protocol.dataReceived(request)
+        self.clock.advance(REQUEST_DEADLINE - 1)
+        protocol.dataReceived(request)
+        self.clock.advance(1)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 "), 1)
+        self.assertEqual(
+            [formatEvent(e).split(": ", 1)[1] for e in logged if "40001" in formatEvent(e)],
+            [
+                "connection from 127.0.0.1:40001 closed: a request came while the responses"
+                " before it were unread",
+                "connection from 127.0.0.1:40001 timed out: the responses written before it"
+                " was closed were still unread",
+            ],
+        )
+        for refused in (b"POST / HTTP/1.1\r\n\r\n", b"GET / HTTP/1.1\r\nContent-Length: 9\r\n\r\n"):
+            before = len(logged)
+            protocol, transport = connect()
+            for _ in range(3):
+                protocol.dataReceived(refused)
+            self.assertEqual(transport.value().count(b"HTTP/1.1 "), 1, transport.value())
+            self.assertEqual(len(logged), before + 1, [formatEvent(e) for e in logged])

@@ -369,6 +369,12 @@ class _MetricsChannel(HTTPChannel):
             super().resetTimeout()
 
     def dataReceived(self, data: bytes) -> None:
+        if self._refused:
+            # Being closed: behind TLS the connection still reads (for the
+            # client's close_notify); what comes is neither parsed (each
+            # request would be refused and logged again) nor pushes the
+            # timeout back.
+            return
         self.resetTimeout()
         self._receiving = True
         super().dataReceived(data)
@@ -413,7 +419,8 @@ class _MetricsChannel(HTTPChannel):
         )
         # The responses written go out if the client reads them; if it does
         # not, the channel's timeout aborts the connection.  The wrapper's
-        # disconnecting flag stops the parsing of further lines.
+        # disconnecting flag stops the parsing of further lines, and
+        # dataReceived drops what comes after.
         self.transport.loseConnection()
 
     def timeoutConnection(self) -> None:
