@@ -541,6 +541,52 @@ class FlagTests(SynchronousTestCase):
         e = self.assertRaises(usage.UsageError, parse, "--sink", "--metrics", "bogus:1")
         self.assertIn("--metrics 'bogus:1'", str(e))
 
+    def test_sslFilesInTheServersWords(self) -> None:
+        """
+        The files of an C{ssl:} endpoint are read as those of an C{ssl:}
+        listener are: what is wrong with one is said in the server's words,
+        naming it, not as OpenSSL's error list, and a file that is no
+        regular one (a pipe, a device) is refused before it is read.
+        """
+        import os
+
+        from twisted.python import usage
+
+        from tests.certs import CertificateAuthority
+        from tests.test_tap import parse
+
+        ca = CertificateAuthority(os.path.abspath(self.mktemp()))
+        issued = ca.server("localhost")
+        fifo = os.path.abspath(self.mktemp())
+        os.mkfifo(fifo)
+        key, certificate = issued.keyPath, issued.certificatePath
+        cases = [
+            (
+                f"privateKey={certificate}:certKey={certificate}",
+                f"cannot read privateKey {certificate}: no unencrypted PEM private key",
+            ),
+            (
+                f"privateKey={key}:certKey={key}",
+                f"cannot read certKey {key}: no PEM certificate",
+            ),
+            (
+                f"privateKey={key}:certKey={fifo}",
+                f"cannot read certKey {fifo}: not a regular file (a named pipe)",
+            ),
+            (
+                f"privateKey={key}:certKey={certificate}:extraCertChain={key}",
+                f"cannot read extraCertChain {key}: no PEM certificate",
+            ),
+            (
+                f"privateKey={key}:certKey={certificate}:dhParameters={fifo}",
+                f"cannot read dhParameters {fifo}: not a regular file (a named pipe)",
+            ),
+        ]
+        for files, why in cases:
+            description = f"ssl:0:interface=127.0.0.1:{files}"
+            e = self.assertRaises(usage.UsageError, parse, "--sink", "--metrics", description)
+            self.assertEqual(str(e), f"--metrics {description!r}: {why}")
+
 
 class ListenerTests(SynchronousTestCase):
     """
