@@ -12,7 +12,8 @@ from typing import Any
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import EventLoggingObserver, StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
@@ -127,6 +128,106 @@ class MetricsTests(SynchronousTestCase):
         self.assertEqual(self.value("smtpd_connections_total"), 1)
         self.assertEqual(self.value("smtpd_connections_open"), 0)
         self.assertEqual(self.value("smtpd_sessions_total", outcome="refused"), 1)
+
+    def test_refusedByOnSecureAtImplicitTLS(self) -> None:
+        """
+        A session of an implicit TLS listener that C{onSecure} refuses
+        before the greeting began (C{onConnect} accepted it; a close event
+        follows): it ends as one session, without a message, not also as a
+        refused one.
+        """
+        from twisted.internet.interfaces import ISSLTransport
+        from twisted.internet.task import Clock
+        from zope.interface import directlyProvides
+
+        from twisted_smtpd._core.options import ServerOptions
+        from twisted_smtpd._serving.server import SMTPServerFactory
+
+        class NoTLS(Refusing):
+            def onSecure(self, session: Session) -> object:
+                raise SMTPError(554, "go away", "5.7.1")
+
+        factory = SMTPServerFactory(
+            NoTLS(),
+            ServerOptions(name="mx.example.com", disableReverseLookup=True),
+            reactor=Clock(),
+        )
+        factory.addObserver(self.metrics)
+        proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+        transport = StringTransport(
+            peerAddress=IPv4Address("TCP", "192.0.2.7", 4000),
+            hostAddress=IPv4Address("TCP", "192.0.2.1", 465),
+        )
+        directlyProvides(transport, ISSLTransport)
+        proto.makeConnection(transport)
+        proto.handshakeCompleted()
+        self.assertIn(b"554 5.7.1 go away", transport.value())
+        self.assertEqual(self.value("smtpd_connections_open"), 1)
+        proto.connectionLost()
+        self.assertEqual(self.value("smtpd_connections_total"), 1)
+        self.assertEqual(self.value("smtpd_connections_open"), 0)
+        self.assertEqual(self.value("smtpd_refusals_total", command="CONNECT", code="554"), 1)
+        self.assertEqual(
+            {
+                outcome: self.value("smtpd_sessions_total", outcome=outcome)
+                for outcome in ("refused", "no_message")
+            },
+            {"refused": None, "no_message": 1},
+        )
+
+    def test_refusalWordedAsTheServersOwn(self) -> None:
+        """
+        A handler's refusal with the very code and text of a reply the
+        server logs apart (its shutdown, its handler timeout) is still a
+        refusal: refused by C{onConnect}, the session is counted refused
+        and not left open; refused by C{onRcptTo}, it is counted under
+        C{RCPT}.
+        """
+        from twisted.internet.task import Clock
+
+        from twisted_smtpd._core import replies as catalogue
+        from twisted_smtpd._core.options import ServerOptions
+        from twisted_smtpd._serving.server import SMTPServerFactory
+
+        def error(reply: Any) -> SMTPError:
+            return SMTPError(reply.code, reply.lines[0], reply.enhanced)
+
+        class Closed(Refusing):
+            def onConnect(self, session: Session) -> object:
+                raise error(catalogue.SHUTDOWN)
+
+        class Busy(Refusing):
+            def onRcptTo(self, address: Any, session: Session) -> object:
+                raise error(catalogue.HANDLER_TIMEOUT)
+
+        factory = SMTPServerFactory(
+            Closed(),
+            ServerOptions(name="mx.example.com", disableReverseLookup=True),
+            reactor=Clock(),
+        )
+        factory.addObserver(self.metrics)
+        proto = factory.buildProtocol(None)  # type: ignore[arg-type]
+        transport = StringTransport(
+            peerAddress=IPv4Address("TCP", "192.0.2.7", 4000),
+            hostAddress=IPv4Address("TCP", "192.0.2.1", 25),
+        )
+        proto.makeConnection(transport)
+        self.assertIn(b"421 4.3.2 Service shutting down", transport.value())
+        proto.connectionLost()
+        other = self.session(Busy())
+        other.dataReceived(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\n")
+        self.assertIn(b"421 4.3.0 Error: timeout waiting", self.transport.value())
+        other.connectionLost()
+        self.assertEqual(
+            (
+                self.value("smtpd_connections_open"),
+                self.value("smtpd_sessions_total", outcome="refused"),
+                self.value("smtpd_refusals_total", command="CONNECT", code="421"),
+                self.value("smtpd_refusals_total", command="RCPT", code="421"),
+            ),
+            (0, 1, 1, 1),
+        )
+        self.assertEqual(self.metrics._open, set())
 
     def test_refusedForLimitIsAConnection(self) -> None:
         """
@@ -440,6 +541,52 @@ class FlagTests(SynchronousTestCase):
         e = self.assertRaises(usage.UsageError, parse, "--sink", "--metrics", "bogus:1")
         self.assertIn("--metrics 'bogus:1'", str(e))
 
+    def test_sslFilesInTheServersWords(self) -> None:
+        """
+        The files of an C{ssl:} endpoint are read as those of an C{ssl:}
+        listener are: what is wrong with one is said in the server's words,
+        naming it, not as OpenSSL's error list, and a file that is no
+        regular one (a pipe, a device) is refused before it is read.
+        """
+        import os
+
+        from twisted.python import usage
+
+        from tests.certs import CertificateAuthority
+        from tests.test_tap import parse
+
+        ca = CertificateAuthority(os.path.abspath(self.mktemp()))
+        issued = ca.server("localhost")
+        fifo = os.path.abspath(self.mktemp())
+        os.mkfifo(fifo)
+        key, certificate = issued.keyPath, issued.certificatePath
+        cases = [
+            (
+                f"privateKey={certificate}:certKey={certificate}",
+                f"cannot read privateKey {certificate}: no unencrypted PEM private key",
+            ),
+            (
+                f"privateKey={key}:certKey={key}",
+                f"cannot read certKey {key}: no PEM certificate",
+            ),
+            (
+                f"privateKey={key}:certKey={fifo}",
+                f"cannot read certKey {fifo}: not a regular file (a named pipe)",
+            ),
+            (
+                f"privateKey={key}:certKey={certificate}:extraCertChain={key}",
+                f"cannot read extraCertChain {key}: no PEM certificate",
+            ),
+            (
+                f"privateKey={key}:certKey={certificate}:dhParameters={fifo}",
+                f"cannot read dhParameters {fifo}: not a regular file (a named pipe)",
+            ),
+        ]
+        for files, why in cases:
+            description = f"ssl:0:interface=127.0.0.1:{files}"
+            e = self.assertRaises(usage.UsageError, parse, "--sink", "--metrics", description)
+            self.assertEqual(str(e), f"--metrics {description!r}: {why}")
+
 
 class ListenerTests(SynchronousTestCase):
     """
@@ -573,10 +720,41 @@ class ListenerTests(SynchronousTestCase):
         once one closes, the next is taken.
         """
         held = [self.connect(40000 + n) for n in range(MAX_CONNECTIONS)]
-        self.assertIsNone(self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000)))
+        _, refused = self.connect(50000)
+        self.assertTrue(refused.disconnecting)
+        self.assertEqual(refused.value(), b"")
         protocol, _ = held[0]
         protocol.connectionLost(Failure(ConnectionDone()))
-        self.assertIsNotNone(self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50001)))
+        _, taken = self.connect(50001)
+        self.assertFalse(taken.disconnecting)
+
+    def test_connectionLimitBehindTLS(self) -> None:
+        """
+        Behind TLS (an C{ssl:} endpoint, whose factory wraps this one) one
+        connection past L{MAX_CONNECTIONS} is closed at once too, with the
+        listener's line and no error: the TLS layer cannot take a refusal
+        as no protocol, and would hold the connection.
+        """
+        from twisted.internet.ssl import CertificateOptions
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        class TCPTransport(StringTransport):
+            def setTcpNoDelay(self, enabled: bool) -> None:
+                pass
+
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        tls = TLSMemoryBIOFactory(CertificateOptions(), False, self.factory)
+        transports = []
+        for n in range(MAX_CONNECTIONS + 1):
+            address = IPv4Address("TCP", "127.0.0.1", 40000 + n)
+            transport = TCPTransport(peerAddress=address)
+            tls.buildProtocol(address).makeConnection(transport)
+            transports.append(transport)
+        self.assertEqual([t.disconnecting for t in transports], [False] * MAX_CONNECTIONS + [True])
+        self.assertEqual(
+            [formatEvent(e) for e in logged],
+            ["metrics: connection from 127.0.0.1:40008 refused: 8 connections open"],
+        )
 
 
 class UnreadResponsesTests(SynchronousTestCase):
@@ -638,3 +816,52 @@ class UnreadResponsesTests(SynchronousTestCase):
         self.protocol.dataReceived(request * 3)
         self.assertEqual(self.transport.value().count(b"HTTP/1.1 200 OK"), 4)
         self.assertFalse(self.transport.disconnecting)
+
+    def test_moreRequestsAfterTheClose(self) -> None:
+        """
+        Behind TLS a connection being closed still reads (for the client's
+        close_notify): requests that keep coming after the close, a chunk
+        at a time, are not parsed, log nothing more, and do not push the
+        timeout back, whatever closed it (requests left unread, a method
+        or a body refused).
+        """
+
+        class TCPTransport(StringTransport):
+            # As a TCP transport: a producer unregistered again is no error.
+            def unregisterProducer(self) -> None:
+                self.producer = None
+
+        def connect() -> tuple[Any, StringTransport]:
+            address = IPv4Address("TCP", "127.0.0.1", 40001)
+            protocol = self.factory.buildProtocol(address)
+            transport = TCPTransport(peerAddress=address)
+            protocol.makeConnection(transport)
+            return protocol, transport
+
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+        protocol, transport = connect()
+        protocol.dataReceived(request)
+        transport.producer.pauseProducing()
+        for _ in range(5):
+            protocol.dataReceived(request)
+        self.clock.advance(REQUEST_DEADLINE - 1)
+        protocol.dataReceived(request)
+        self.clock.advance(1)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 "), 1)
+        self.assertEqual(
+            [formatEvent(e).split(": ", 1)[1] for e in logged if "40001" in formatEvent(e)],
+            [
+                "connection from 127.0.0.1:40001 closed: a request came while the responses"
+                " before it were unread",
+                "connection from 127.0.0.1:40001 timed out: the responses written before it"
+                " was closed were still unread",
+            ],
+        )
+        for refused in (b"POST / HTTP/1.1\r\n\r\n", b"GET / HTTP/1.1\r\nContent-Length: 9\r\n\r\n"):
+            before = len(logged)
+            protocol, transport = connect()
+            for _ in range(3):
+                protocol.dataReceived(refused)
+            self.assertEqual(transport.value().count(b"HTTP/1.1 "), 1, transport.value())
+            self.assertEqual(len(logged), before + 1, [formatEvent(e) for e in logged])

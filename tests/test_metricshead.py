@@ -92,3 +92,20 @@ class HeadTests(SynchronousTestCase):
                 status, headers, _ = split(self.request(method, path))
                 self.assertTrue(status.startswith(b"HTTP/1.1 "), status)
                 self.assertNotIn(b"server", headers, (method, path))
+
+    def test_asteriskTarget(self) -> None:
+        """
+        A C{GET} or C{HEAD} of C{*} (a target only C{OPTIONS} may have,
+        which this listener refuses) is a malformed request: C{400}, the
+        connection closed and one line, never Twisted's own C{405} naming
+        C{OPTIONS} and the web server's version.
+        """
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        for method in (b"GET", b"HEAD"):
+            status, headers, _ = split(self.request(method, b"*"))
+            self.assertEqual((status, headers.get(b"server")), (b"HTTP/1.1 400 Bad Request", None))
+        self.assertEqual(
+            [formatEvent(e) for e in logged],
+            ["metrics: 400 Bad Request for a malformed or oversized request from 127.0.0.1:40000"]
+            * 2,
+        )

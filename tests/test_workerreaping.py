@@ -186,3 +186,21 @@ class HeldPipesTests(_PoolTestCase):
         worker.processExited(_killed())
         (family,) = _WorkersCollector(pool).collect()
         self.assertEqual(family.samples[0].value, 1.0)
+
+    def test_notHealthyWithNoneAlive(self) -> None:
+        """
+        While its pipes stay open, a worker that has ended does not keep
+        C{/healthz} answering 200: with no other worker running, none
+        accepts connections.
+        """
+        pool, clock, _ = self.pool(count=1)
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        metrics = WorkerMetrics(pool, "tcp:0:interface=127.0.0.1", directory)
+        # Running, as /healthz sees it, without listening.
+        metrics.running = True
+        (worker, _) = clock.spawned[0]
+        worker.makeConnection(_Transport())
+        self.assertTrue(metrics._healthy())
+        worker.processExited(_killed())
+        self.assertFalse(metrics._healthy())

@@ -527,3 +527,41 @@ class HandshakeFailureTests(ServerTestCase):
             time.sleep(0.05)
         self.assertEqual(failures, expected)
         self.stopServer()
+
+
+class HTTPSMetricsTests(ServerTestCase):
+    """
+    C{--metrics ssl:...} serves over HTTPS to the clients that scrape it.
+    """
+
+    def test_clientOfferingALPN(self) -> None:
+        """
+        A client offering ALPN (C{h2} and C{http/1.1}, as curl and
+        Prometheus's HTTP client do) finishes its handshake, is given
+        C{http/1.1}, and is answered.
+        """
+        import ssl
+
+        ca = CertificateAuthority(os.path.abspath(self.mktemp()))
+        issued = ca.server("localhost")
+        metricsPort = freePort()
+        self.startServer(
+            "--sink",
+            "--metrics",
+            f"ssl:{metricsPort}:interface=127.0.0.1:privateKey={issued.keyPath}"
+            f":certKey={issued.certificatePath}",
+            maildir=False,
+        )
+        self.server.waitForLog(f"metrics: /metrics and /healthz on 127.0.0.1:{metricsPort}")
+        context = ssl.create_default_context(cafile=ca.certificatePath)
+        context.set_alpn_protocols(["h2", "http/1.1"])
+        raw = socket.create_connection(("127.0.0.1", metricsPort), timeout=CLIENT_TIMEOUT)
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            self.assertEqual(tls.selected_alpn_protocol(), "http/1.1")
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            response = b""
+            while chunk := tls.recv(4096):
+                response += chunk
+        self.assertTrue(response.startswith(b"HTTP/1.1 200 OK\r\n"), response[:80])
+        self.assertTrue(response.endswith(b"\r\n\r\nok\n"), response[-80:])
+        self.stopServer()

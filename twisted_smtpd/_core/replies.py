@@ -321,3 +321,11 @@ def chunkReceived(octets: int) -> Reply:
     The 250 reply to a BDAT chunk that is not the last one.
     """
     return Reply(250, "2.0.0", (f"OK: {octets} octets received",))
+
+
+def loggedApart(reply: Reply) -> bool:
+    """
+    Whether C{reply} is one of L{LOGGED_APART}, the server's own: a
+    handler's refusal with the same code and text is still a refusal.
+    """
+    return any(reply is apart for apart in LOGGED_APART)

@@ -24,10 +24,10 @@ from twisted_smtpd._serving.tlsfiles import (
     _readCredentials,
 )
 
-__all__ = ["ListenerTLS"]
+__all__ = ["ListenerTLS", "readChain"]
 
 
-def _readChain(path: str) -> tuple[x509.Certificate, ...]:
+def readChain(path: str) -> tuple[x509.Certificate, ...]:
     """
     The certificates of an C{extraCertChain} file.
 
@@ -82,7 +82,7 @@ class ListenerTLS(ServerTLS):
         credentials = _readCredentials(keys.certKey, keys.privateKey, ("certKey", "privateKey"))
         if self._keys.extraCertChain is None:
             return credentials
-        chain = credentials.chain + _readChain(self._keys.extraCertChain)
+        chain = credentials.chain + readChain(self._keys.extraCertChain)
         return _Credentials(credentials.certificate, chain, credentials.key, credentials.name)
 
     def _loadParameters(self, context: SSL.Context) -> None:

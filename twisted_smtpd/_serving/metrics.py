@@ -16,11 +16,14 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.interfaces import IProtocolNegotiationFactory
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request
+from zope.interface import implementer
 
 from twisted_smtpd._core.options import AUTH_METHODS
 from twisted_smtpd._core.printable import printable
@@ -252,8 +255,10 @@ class ServerMetrics:
         self.refusals.labels(command, str(reply.code)).inc()
         if command == "AUTH" and data.get("username") is not None:
             self.auth.labels(mechanismLabel(data.get("mechanism")), "failure").inc()
-        if data.get("closing") and data.get("connect"):
-            # Refused at connect: no close event follows.
+        if data.get("closing") and data.get("connect") and not data.get("began"):
+            # Refused at connect: no close event follows (one follows a
+            # refusal by onSecure on an implicit TLS connection, whose
+            # session began: it ends there, as one without a message).
             if session.id not in self._open:
                 # Refused for a limit, before any connect event: still a
                 # connection accepted, so that each ends as one session.
@@ -334,10 +339,11 @@ _log = Logger(namespace="twisted_smtpd.metrics")
 class _MetricsChannel(HTTPChannel):
     """
     HTTP for C{/metrics} and C{/healthz}: only C{GET} and C{HEAD} without a
-    body, anything else refused (405, 413) and the connection closed before
-    any body is read; a request must be whole within the channel's timeout
-    (L{REQUEST_DEADLINE}) of its first byte, which the bytes that follow do
-    not push back (Twisted's idle timeout, reset by every byte, does).
+    body, of a path (not C{*}), anything else refused (405, 413, 400) and
+    the connection closed before any body is read; a request must be whole
+    within the channel's timeout (L{REQUEST_DEADLINE}) of its first byte,
+    which the bytes that follow do not push back (Twisted's idle timeout,
+    reset by every byte, does).
 
     A request that comes while the client leaves the responses before it
     unread (the transport paused this channel: its send buffer is full) is
@@ -363,6 +369,12 @@ class _MetricsChannel(HTTPChannel):
             super().resetTimeout()
 
     def dataReceived(self, data: bytes) -> None:
+        if self._refused:
+            # Being closed: behind TLS the connection still reads (for the
+            # client's close_notify); what comes is neither parsed (each
+            # request would be refused and logged again) nor pushes the
+            # timeout back.
+            return
         self.resetTimeout()
         self._receiving = True
         super().dataReceived(data)
@@ -375,6 +387,10 @@ class _MetricsChannel(HTTPChannel):
             self._refuse(b"405 Method Not Allowed", b"Allow: GET, HEAD\r\n")
         elif self.length != 0:
             self._refuse(b"413 Content Too Large", b"")
+        elif self._path == b"*":
+            # Only OPTIONS, refused above, may have this target; Twisted
+            # would answer it itself (405 naming OPTIONS, and its version).
+            self._respondToBadRequestAndDisconnect()
         else:
             super().allHeadersReceived()
 
@@ -403,7 +419,8 @@ class _MetricsChannel(HTTPChannel):
         )
         # The responses written go out if the client reads them; if it does
         # not, the channel's timeout aborts the connection.  The wrapper's
-        # disconnecting flag stops the parsing of further lines.
+        # disconnecting flag stops the parsing of further lines, and
+        # dataReceived drops what comes after.
         self.transport.loseConnection()
 
     def timeoutConnection(self) -> None:
@@ -474,15 +491,39 @@ class _MetricsChannel(HTTPChannel):
         super()._respondToBadRequestAndDisconnect()
 
 
+class _Refused(Protocol):
+    """
+    A connection past the limit: closed as soon as it is made.
+    """
+
+    def connectionMade(self) -> None:
+        # Aborted: behind TLS, a close would wait for the client's
+        # handshake, which a hostile client never finishes.
+        transport: Any = self.transport
+        transport.abortConnection()
+
+
+@implementer(IProtocolNegotiationFactory)
 class _ConnectionLimit(WrappingFactory):
     """
     At most C{limit} connections at once; one more is closed at once, with
-    a log line.
+    a log line (by a protocol of its own, L{_Refused}: no protocol at all,
+    which a TCP port takes as a refusal, is an error behind TLS).  Behind
+    C{ssl:} it offers HTTP/1.1, the one protocol its channel speaks, to a
+    client that negotiates one (ALPN): without any, Twisted's TLS layer
+    fails the handshake of every such client (curl, Prometheus's HTTP
+    client).
     """
 
     def __init__(self, wrappedFactory: Any, limit: int) -> None:
         super().__init__(wrappedFactory)
         self.limit = limit
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        The protocol the channel speaks (L{_MetricsChannel}): HTTP/1.1.
+        """
+        return [b"http/1.1"]
 
     def buildProtocol(self, addr: Any) -> Any:
         if len(self.protocols) >= self.limit:
@@ -491,7 +532,7 @@ class _ConnectionLimit(WrappingFactory):
                 peer=formatPeer(hostPort(addr)),
                 limit=self.limit,
             )
-            return None
+            return _Refused()
         return super().buildProtocol(addr)
 
 

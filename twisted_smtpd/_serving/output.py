@@ -90,6 +90,8 @@ class SessionOutput:
     auth: AuthCommand | None
     times: Times
     closing: bool
+    began: bool
+    refused: bool
     _wire: dict[Reply, bytes]
     _writer: TurnWriter
     _enhanced: bool
@@ -199,6 +201,10 @@ class SessionOutput:
             data = refusal(reply, self._verb, self._argument, self.auth, closing)
             if limit is not None:
                 data["limit"] = limit
+            if data["connect"]:
+                # Refused by onSecure on an implicit TLS connection, the
+                # session began: its close event follows.
+                data["began"] = self.began and not self.refused
             self.emit("reject", **data)
 
     def closeWith(self, reply: Reply, limit: str | None = None) -> None:
@@ -210,7 +216,7 @@ class SessionOutput:
         if self.closing:
             return
         if reply.code >= 400:
-            if reply not in catalogue.LOGGED_APART:
+            if not catalogue.loggedApart(reply):
                 # A refusal or a limit reached that ends the session.
                 self._emitRefusal(reply, True, limit)
             self.reply(reply)

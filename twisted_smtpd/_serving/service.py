@@ -106,7 +106,10 @@ class SMTPServer(MultiService):
           - C{reject}: a command refused (4xx/5xx), or a limit closing the
             session; C{reply}, C{command} (C{None} for a line that did not
             parse, or for a refusal at connect), C{argument} (bytes),
-            C{closing}, C{connect} (refused before any line), C{limit} for
+            C{closing}, C{connect} (refused before any line), C{began} with
+            C{connect}: whether the session had begun, its C{close} event to
+            follow (refused by C{onSecure} on an implicit TLS connection,
+            not at connect by a limit or C{onConnect}), C{limit} for
             a connection refused for a connection limit (its description),
             C{proxy} for one refused at the PROXY layer of a C{haproxy:}
             listener (C{"untrusted front end"}, C{"malformed header"},

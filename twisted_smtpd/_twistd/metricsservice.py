@@ -76,6 +76,14 @@ class MetricsListener(StreamServerEndpointService):
         return port
 
 
+def aliveWorkers(pool: Any) -> int:
+    """
+    The workers of C{pool} running now: not one that has ended, its pipes
+    not closed yet (a process it started holds them).
+    """
+    return sum(1 for _, w in pool.workers.values() if not getattr(w, "exited", False))
+
+
 class _WorkersCollector:
     """
     C{smtpd_workers_alive}: the workers running now.
@@ -87,10 +95,8 @@ class _WorkersCollector:
     def collect(self) -> Any:
         from prometheus_client.core import GaugeMetricFamily
 
-        # Not one that has ended, its pipes not closed yet.
-        alive = [w for _, w in self._pool.workers.values() if not getattr(w, "exited", False)]
         yield GaugeMetricFamily(
-            "smtpd_workers_alive", "Worker processes running now.", value=len(alive)
+            "smtpd_workers_alive", "Worker processes running now.", value=aliveWorkers(self._pool)
         )
 
 
@@ -118,7 +124,7 @@ class WorkerMetrics(GivesLogObserver, MultiService):
         MetricsListener(description, registry, self._healthy).setServiceParent(self)
 
     def _healthy(self) -> bool:
-        return bool(self.running and self.pool.workers)
+        return bool(self.running and aliveWorkers(self.pool))
 
     def _workerEnded(self, pid: int) -> None:
         """

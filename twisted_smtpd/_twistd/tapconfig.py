@@ -488,9 +488,39 @@ def checkMetrics(description: str) -> None:
         raise usage.UsageError(f"--metrics {description!r}: {why}")
     parse: Any = serverFromString
     try:
+        if endpointKind(description) == "ssl":
+            checkSSLFiles(description)
         parse(reactor, description)
     except Exception as e:
         raise usage.UsageError(f"--metrics {description!r}: {reason(e)}") from None
+
+
+def checkSSLFiles(description: str) -> None:
+    """
+    Read the files of the C{ssl:} endpoint string C{description} (of
+    C{--metrics}, which Twisted serves) as those of an C{ssl:} listener
+    are, before Twisted does: a file that cannot be used is named in the
+    server's words, not in OpenSSL's, and one that is no regular file (a
+    pipe, C{/dev/zero}) is refused before Twisted reads it without end.
+
+    @raise ValueError: C{"cannot read <parameter> <path>: <why>"}.
+    """
+    from twisted.internet import endpoints
+
+    from twisted_smtpd._serving.listeners import SSL_ARGUMENTS
+    from twisted_smtpd._serving.listenertls import readChain
+    from twisted_smtpd._serving.tlsfiles import _read, _readCredentials
+
+    parse: Any = endpoints._parse  # unannotated in Twisted
+    args, kwargs = parse(description)
+    values = {**dict(zip(SSL_ARGUMENTS, args[2:], strict=False)), **kwargs}
+    # Twisted's defaults.
+    privateKey = values.get("privateKey", "server.pem")
+    _readCredentials(values.get("certKey", privateKey), privateKey, ("certKey", "privateKey"))
+    if "extraCertChain" in values:
+        readChain(values["extraCertChain"])
+    if "dhParameters" in values:
+        _read(values["dhParameters"], "dhParameters")
 
 
 def ipList(text: str) -> tuple[str, ...]:
