@@ -52,7 +52,7 @@ def callHook(fn: Callable[..., object], *args: object) -> object:
     @return: Its plain result, or a L{Deferred} when it answers later (an
         C{async def} hook, a Deferred, or a coroutine returned by a plain
         function).
-    @raise Exception: Whatever the hook raised synchronously.
+    @raise BaseException: Whatever the hook raised synchronously.
     """
     # _isAsync, inline: every message's onData comes this way.
     key = getattr(fn, "__func__", fn)
@@ -188,7 +188,11 @@ def runHook(
         _timed(p, fn, started)
         refused(e.toReply() if e.code >= 400 else _refusal(p, fn, Failure()))
         return
-    except Exception:
+    except BaseException:
+        # As a Deferred takes it: a hook's KeyboardInterrupt, SystemExit or
+        # asyncio.CancelledError is its failure, answered 451.  Left to the
+        # reactor, it would drop the connection with no reply (or leave it
+        # without its greeting, raised by onConnect).
         _timed(p, fn, started)
         refused(_refusal(p, fn, Failure()))
         return

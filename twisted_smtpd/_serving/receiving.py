@@ -140,7 +140,8 @@ class MessageReceiver:
         """
         try:
             result = callHook(onData, self.stream, session)
-        except Exception:
+        except BaseException:
+            # Any exception, as a Deferred would take it (runHook).
             self._answered(Failure())
             return
         if isinstance(result, Deferred):
