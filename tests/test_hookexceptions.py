@@ -157,3 +157,31 @@ class SynchronousBaseExceptionTests(SynchronousTestCase):
             + replies.LOCAL_ERROR
             + replies.OK,
         )
+
+
+class RaisingClose(BaseHandler):
+    """
+    An C{onClose} raising C{error} at once.
+    """
+
+    def __init__(self, error: type[BaseException]) -> None:
+        self.error = error
+
+    def onClose(self, session: Session) -> object:
+        raise self.error("onClose")
+
+
+class CloseHookTests(SynchronousTestCase):
+    def test_onCloseBaseException(self) -> None:
+        """
+        An C{onClose} raising a L{BaseException} that is not an
+        L{Exception} is logged, and the session still ends: the server's
+        C{close} fires once it is gone.
+        """
+        for error in ERRORS:
+            proto, transport, clock, factory = connect(RaisingClose(error))
+            closed = factory.close()
+            self.assertNoResult(closed)
+            proto.connectionLost(Failure(ConnectionDone()))
+            self.successResultOf(closed)
+            self.assertEqual(len(self.flushLoggedErrors(error)), 1)

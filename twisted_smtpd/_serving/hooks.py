@@ -228,7 +228,10 @@ def runCloseHook(p: SessionControl) -> None:
     """
     try:
         result = callHook(p.handler.onClose, p.session)
-    except Exception:
+    except BaseException:
+        # Any exception (KeyboardInterrupt, asyncio.CancelledError), or the
+        # rest of the connection's end would not happen: the server's close
+        # would wait for this session for good.
         p.logFailure(Failure(), "onClose")
     else:
         if isinstance(result, Deferred):
