@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 from base64 import b64encode
 
+from twisted.internet.defer import succeed
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests import replies
 from tests.test_protocol import connect, take
+from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, AuthRequest, AuthResult, Session
 from twisted_smtpd.handlers import BaseHandler
 from twisted_smtpd.interfaces import IMessageStream
@@ -185,3 +187,90 @@ class CloseHookTests(SynchronousTestCase):
             proto.connectionLost(Failure(ConnectionDone()))
             self.successResultOf(closed)
             self.assertEqual(len(self.flushLoggedErrors(error)), 1)
+
+
+class Returning(BaseHandler):
+    """
+    Return C{answer} (or a Deferred firing with it, when C{later}) from
+    C{onAuth} and C{onRcptTo}, instead of raising it.
+    """
+
+    def __init__(self, answer: object, later: bool = False) -> None:
+        self.answer = answer
+        self.later = later
+
+    def _answer(self) -> object:
+        return succeed(self.answer) if self.later else self.answer
+
+    def onAuth(self, auth: AuthRequest, session: Session) -> object:
+        return self._answer()
+
+    def onRcptTo(self, address: Address, session: Session) -> object:
+        return self._answer()
+
+
+class ReturningFromData(BaseHandler):
+    """
+    Return C{answer} (or a Deferred firing with it, when C{later}) from
+    C{onData}.
+    """
+
+    def __init__(self, answer: object, later: bool = False) -> None:
+        self.answer = answer
+        self.later = later
+
+    def onData(self, stream: IMessageStream, session: Session) -> object:
+        stream.drain()
+        return succeed(self.answer) if self.later else self.answer
+
+
+class ReturnedExceptionTests(SynchronousTestCase):
+    """
+    An exception a hook returns instead of raising refuses, as raised: it
+    does not read as an acceptance.
+    """
+
+    def test_onAuthReturnsRefusal(self) -> None:
+        """
+        An C{onAuth} returning C{SMTPError(535)} (or a Deferred firing with
+        it) refuses the login: the client is not logged in.
+        """
+        for later in (False, True):
+            handler = Returning(SMTPError(535, "bad password", "5.7.8"), later)
+            proto, transport, clock, factory = connect(handler, allowInsecureAuth=True)
+            proto.dataReceived(b"EHLO c\r\n")
+            take(transport)
+            proto.dataReceived(PLAIN)
+            self.assertEqual(take(transport), b"535 5.7.8 bad password\r\n")
+            self.assertIsNone(proto.session.user)
+
+    def test_onRcptToReturnsRefusal(self) -> None:
+        """
+        An C{onRcptTo} returning an L{SMTPError} refuses the recipient with
+        it; one returning another exception is answered 451 and logged.
+        """
+        for answer, expected in [
+            (SMTPError(550, "no such user", "5.1.1"), b"550 5.1.1 no such user\r\n"),
+            (ValueError("broken"), replies.LOCAL_ERROR),
+        ]:
+            proto, transport, clock, factory = connect(Returning(answer), authOptional=True)
+            proto.dataReceived(b"EHLO c\r\nMAIL FROM:<a@e.com>\r\n")
+            take(transport)
+            proto.dataReceived(b"RCPT TO:<b@e.com>\r\n")
+            self.assertEqual(take(transport), expected)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def test_onDataReturnsRefusal(self) -> None:
+        """
+        An C{onData} returning an L{SMTPError} (or a Deferred firing with
+        it) refuses the message with it: no 250.
+        """
+        for later in (False, True):
+            handler = ReturningFromData(SMTPError(554, "rejected as spam", "5.7.1"), later)
+            proto, transport, clock, factory = connect(handler)
+            proto.dataReceived(b"EHLO c\r\nMAIL FROM:<a@e.com>\r\nRCPT TO:<b@e.com>\r\n")
+            take(transport)
+            proto.dataReceived(b"DATA\r\nx\r\n.\r\n")
+            self.assertEqual(
+                take(transport), replies.START_DATA + b"554 5.7.1 rejected as spam\r\n"
+            )

@@ -198,12 +198,20 @@ def runHook(
         return
     if not isinstance(result, Deferred):
         _timed(p, fn, started)
-        accepted(result)
+        returned = returnedFailure(result)
+        if returned is None:
+            accepted(result)
+        else:
+            refused(_refusal(p, fn, returned))
         return
     token = p.holdForHook()
     waitForHandler(p, f"{_name(fn)} did not answer")
 
     def ok(value: object) -> None:
+        returned = returnedFailure(value)
+        if returned is not None:
+            failed(returned)
+            return
         _timed(p, fn, started)
         if p.connected and not p.closing:
             accepted(value)
@@ -218,6 +226,22 @@ def runHook(
             p.logFailure(failure, _name(fn))
 
     result.addCallbacks(ok, failed)
+
+
+def returnedFailure(result: object) -> Failure | None:
+    """
+    The failure a hook answered with by returning it rather than raising
+    it (C{return SMTPError(535, ...)}, a L{Failure}): it refuses as raised.
+    Taken as a plain value, it would accept: log in a client C{onAuth}
+    meant to refuse, accept a recipient or a message.
+
+    @return: The failure, or C{None} for any other answer.
+    """
+    if isinstance(result, Failure):
+        return result
+    if isinstance(result, BaseException):
+        return Failure(result)
+    return None
 
 
 def runCloseHook(p: SessionControl) -> None:
