@@ -9,7 +9,7 @@ is waited for.  And checking a handler when the server is built
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from inspect import iscoroutinefunction
+from inspect import getattr_static, iscoroutinefunction, isfunction
 from time import perf_counter
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, cast
@@ -117,13 +117,21 @@ def checkHandler(handler: object) -> ISMTPHandler:
 
     A handler may provide only some hooks; the others accept, as
     L{BaseHandler}'s do.  An attribute named like a hook that is not one
-    (C{onRcpt}), a hook that is not callable, or an object with no hook at
-    all is refused.
+    (C{onRcpt}), a hook that is not callable, an object with no hook at
+    all, or a class given instead of its instance (one whose hooks are
+    methods, not static or class methods) is refused.
 
     @return: C{handler}, or when it lacks hooks, a handler completed with
         the defaults.
     @raise TypeError: Naming the handler's class and the attribute.
     """
+    if isinstance(handler, type) and any(
+        isfunction(getattr_static(handler, n, None)) for n in HOOKS
+    ):
+        # Its hooks would be called unbound, every session's first failing
+        # with a TypeError, logged, and the client refused with 451.
+        name = handler.__name__
+        raise TypeError(f"handler {name} is a class, not a handler: pass an instance, {name}()")
     cls = type(handler).__name__
     for name in dir(handler):
         if name.startswith("on") and name[2:3].isupper() and name not in HOOKS:
