@@ -279,6 +279,33 @@ class ChainTests(SynchronousTestCase):
         self.assertEqual(self.calls, [("x", "onClose"), ("d", "onClose")])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
+    def test_closeReachesEveryoneAfterBaseException(self) -> None:
+        """
+        An C{onClose} failing with an exception outside L{Exception} (an
+        C{asyncio.CancelledError}, a C{KeyboardInterrupt}), raised at once
+        or by a coroutine, is logged too, and the others are still told.
+        """
+        import asyncio
+
+        class Raising(Logging):
+            def onClose(self, session: Session) -> object:
+                super().onClose(session)
+                raise asyncio.CancelledError("boom")
+
+        class AsyncRaising(Logging):
+            async def onClose(self, session: Session) -> object:
+                super().onClose(session)
+                raise SystemExit("boom")
+
+        chain = ChainHandler(
+            Raising("x", self.calls),
+            AsyncRaising("y", self.calls),
+            delivery=Logging("d", self.calls),
+        )
+        self.successResultOf(chain.onClose(self.session))
+        self.assertEqual(self.calls, [("x", "onClose"), ("y", "onClose"), ("d", "onClose")])
+        self.assertEqual(len(self.flushLoggedErrors(asyncio.CancelledError, SystemExit)), 2)
+
 
 class ChainServerTests(TestCase):
     """

@@ -121,6 +121,21 @@ class RefusedHandlerTests(SynchronousTestCase):
         e = self.assertRaises(TypeError, SMTPServer, Broken())
         self.assertEqual(str(e), "handler Broken: onMailFrom is not callable (str)")
 
+    def test_classInsteadOfInstance(self) -> None:
+        """
+        A handler class given instead of an instance of it is refused,
+        saying so: its hooks would be called unbound, and every client
+        refused with 451 at connect.
+        """
+        from twisted_smtpd.testing import MessageRecorder
+
+        e = self.assertRaises(TypeError, SMTPServer, MessageRecorder)
+        self.assertEqual(
+            str(e),
+            "handler MessageRecorder is a class, not a handler: pass an instance,"
+            " MessageRecorder()",
+        )
+
     def test_noHooks(self) -> None:
         """
         An object with no hook at all is refused.

@@ -19,7 +19,8 @@ class _SMTPHandlerInterface(Interface):
     What a server asks at each step of a session.
 
     Every hook may return a plain value, a L{twisted.internet.defer.Deferred}
-    or be an C{async def} coroutine.  Raising (or failing with)
+    or be an C{async def} coroutine.  Raising (or failing with, or returning
+    it: an exception returned is taken as raised)
     L{twisted_smtpd.SMTPError} answers the client with that reply (a 4xx or
     5xx one; only C{onData} may use a 2xx code); a 421 or 521 then closes
     the session, as those codes say (RFC 5321 section 3.8, RFC 7504).  Any

@@ -9,7 +9,7 @@ is waited for.  And checking a handler when the server is built
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from inspect import iscoroutinefunction
+from inspect import getattr_static, iscoroutinefunction, isfunction
 from time import perf_counter
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, cast
@@ -52,7 +52,7 @@ def callHook(fn: Callable[..., object], *args: object) -> object:
     @return: Its plain result, or a L{Deferred} when it answers later (an
         C{async def} hook, a Deferred, or a coroutine returned by a plain
         function).
-    @raise Exception: Whatever the hook raised synchronously.
+    @raise BaseException: Whatever the hook raised synchronously.
     """
     # _isAsync, inline: every message's onData comes this way.
     key = getattr(fn, "__func__", fn)
@@ -117,13 +117,21 @@ def checkHandler(handler: object) -> ISMTPHandler:
 
     A handler may provide only some hooks; the others accept, as
     L{BaseHandler}'s do.  An attribute named like a hook that is not one
-    (C{onRcpt}), a hook that is not callable, or an object with no hook at
-    all is refused.
+    (C{onRcpt}), a hook that is not callable, an object with no hook at
+    all, or a class given instead of its instance (one whose hooks are
+    methods, not static or class methods) is refused.
 
     @return: C{handler}, or when it lacks hooks, a handler completed with
         the defaults.
     @raise TypeError: Naming the handler's class and the attribute.
     """
+    if isinstance(handler, type) and any(
+        isfunction(getattr_static(handler, n, None)) for n in HOOKS
+    ):
+        # Its hooks would be called unbound, every session's first failing
+        # with a TypeError, logged, and the client refused with 451.
+        name = handler.__name__
+        raise TypeError(f"handler {name} is a class, not a handler: pass an instance, {name}()")
     cls = type(handler).__name__
     for name in dir(handler):
         if name.startswith("on") and name[2:3].isupper() and name not in HOOKS:
@@ -188,18 +196,30 @@ def runHook(
         _timed(p, fn, started)
         refused(e.toReply() if e.code >= 400 else _refusal(p, fn, Failure()))
         return
-    except Exception:
+    except BaseException:
+        # As a Deferred takes it: a hook's KeyboardInterrupt, SystemExit or
+        # asyncio.CancelledError is its failure, answered 451.  Left to the
+        # reactor, it would drop the connection with no reply (or leave it
+        # without its greeting, raised by onConnect).
         _timed(p, fn, started)
         refused(_refusal(p, fn, Failure()))
         return
     if not isinstance(result, Deferred):
         _timed(p, fn, started)
-        accepted(result)
+        returned = returnedFailure(result)
+        if returned is None:
+            accepted(result)
+        else:
+            refused(_refusal(p, fn, returned))
         return
     token = p.holdForHook()
     waitForHandler(p, f"{_name(fn)} did not answer")
 
     def ok(value: object) -> None:
+        returned = returnedFailure(value)
+        if returned is not None:
+            failed(returned)
+            return
         _timed(p, fn, started)
         if p.connected and not p.closing:
             accepted(value)
@@ -216,6 +236,22 @@ def runHook(
     result.addCallbacks(ok, failed)
 
 
+def returnedFailure(result: object) -> Failure | None:
+    """
+    The failure a hook answered with by returning it rather than raising
+    it (C{return SMTPError(535, ...)}, a L{Failure}): it refuses as raised.
+    Taken as a plain value, it would accept: log in a client C{onAuth}
+    meant to refuse, accept a recipient or a message.
+
+    @return: The failure, or C{None} for any other answer.
+    """
+    if isinstance(result, Failure):
+        return result
+    if isinstance(result, BaseException):
+        return Failure(result)
+    return None
+
+
 def runCloseHook(p: SessionControl) -> None:
     """
     Tell C{onClose} the session is over; what it returns or raises is only
@@ -224,7 +260,10 @@ def runCloseHook(p: SessionControl) -> None:
     """
     try:
         result = callHook(p.handler.onClose, p.session)
-    except Exception:
+    except BaseException:
+        # Any exception (KeyboardInterrupt, asyncio.CancelledError), or the
+        # rest of the connection's end would not happen: the server's close
+        # would wait for this session for good.
         p.logFailure(Failure(), "onClose")
     else:
         if isinstance(result, Deferred):

@@ -18,7 +18,7 @@ from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.replies import Reply, sanitiseText
 from twisted_smtpd._core.session import Session
-from twisted_smtpd._serving.hooks import callHook, failureReply
+from twisted_smtpd._serving.hooks import callHook, failureReply, returnedFailure
 from twisted_smtpd._stream import MessageStream
 
 _PENDING = object()
@@ -140,7 +140,8 @@ class MessageReceiver:
         """
         try:
             result = callHook(onData, self.stream, session)
-        except Exception:
+        except BaseException:
+            # Any exception, as a Deferred would take it (runHook).
             self._answered(Failure())
             return
         if isinstance(result, Deferred):
@@ -222,6 +223,9 @@ class MessageReceiver:
             self.stream._fail(reason)
 
     def _answered(self, outcome: object) -> None:
+        if not isinstance(outcome, Failure):
+            # An exception returned, not raised, refuses as raised.
+            outcome = returnedFailure(outcome) or outcome
         if self.finished or (self.abandoned and not self.ended):
             # A handler passing on the stream's own failure (the client went
             # away, the server timed it out) is not an error worth a traceback.

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from twisted_smtpd._core.session import Address, AuthRequest, Session
 from twisted_smtpd.handlers._base import BaseHandler
@@ -145,12 +146,18 @@ class ChainHandler(BaseHandler):
 
         async def closeAll() -> None:
             for handler in self._handlers:
-                try:
-                    await maybeDeferred(handler.onClose, session)
-                except Exception:
-                    self._log.failure("onClose of {handler!r} failed", handler=handler)
+                # Whatever it fails with, an asyncio.CancelledError or a
+                # KeyboardInterrupt included: the handlers after it still
+                # hear of the end (a relay gives its session back).
+                await maybeDeferred(handler.onClose, session).addErrback(self._closeFailed, handler)
 
         return Deferred.fromCoroutine(closeAll())
+
+    def _closeFailed(self, failure: Failure, handler: ISMTPHandler) -> None:
+        """
+        Log the failure of C{handler}'s C{onClose}.
+        """
+        self._log.failure("onClose of {handler!r} failed", failure, handler=handler)
 
 
 class _AuthenticatingChain(ChainHandler):
