@@ -954,3 +954,55 @@ class ShortcutTests(SynchronousTestCase):
                 with self.assertRaises(CommandError) as e:
                     parseMail(argument.encode())
                 self.assertEqual(e.exception.reply, replies.BAD_SENDER_SYNTAX)
+
+
+class CharacterClassTests(SynchronousTestCase):
+    """
+    The path grammar's character classes, written as what they leave out,
+    are the sets RFC 5321 and RFC 6531 name.
+    """
+
+    _EVERY_CODE_POINT = "".join(map(chr, range(0x110000)))
+    _UTF8_NON_ASCII = "\u00a0-\U0010ffff"
+
+    def assertSameSet(self, written: str, named: str) -> None:
+        """
+        Assert that two one-character patterns match the same code points.
+        """
+        text = self._EVERY_CODE_POINT
+        self.assertEqual(
+            [m.start() for m in re.finditer(written, text)],
+            [m.start() for m in re.finditer(named, text)],
+        )
+
+    def test_atext(self) -> None:
+        """
+        atext (RFC 5322 section 3.2.3) with UTF8-non-ascii.
+        """
+        named = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~" + self._UTF8_NON_ASCII + "-]"
+        self.assertSameSet(_address._ATEXT, named)
+
+    def test_letDig(self) -> None:
+        """
+        Let-dig with underscores and UTF8-non-ascii.
+        """
+        self.assertSameSet(_address._LETDIG, "[A-Za-z0-9_" + self._UTF8_NON_ASCII + "]")
+
+    def test_ldh(self) -> None:
+        """
+        Ldh-str's characters with underscores and UTF8-non-ascii.
+        """
+        self.assertSameSet(_address._LDH, "[A-Za-z0-9_" + self._UTF8_NON_ASCII + "-]")
+
+    def test_quotedString(self) -> None:
+        """
+        Quoted-string (RFC 5321 section 4.1.2): qtextSMTP with UTF8-non-ascii,
+        or a backslash and any printable ASCII character.
+        """
+        named = '"(?:[ !#-\\[\\]-~' + self._UTF8_NON_ASCII + ']|\\\\[ -~])*"'
+        for text in [f'"{c}"' for c in self._EVERY_CODE_POINT[:0x2000]] + [
+            f'"\\{c}"' for c in self._EVERY_CODE_POINT[:0x200]
+        ]:
+            self.assertEqual(
+                bool(re.fullmatch(_address._QUOTED, text)), bool(re.fullmatch(named, text)), text
+            )
