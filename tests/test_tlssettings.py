@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from OpenSSL import SSL
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.ssl import CertificateOptions
 
 from tests.certs import IssuedCertificate, TLSClient
@@ -337,6 +337,30 @@ class SNICallbackTests(_TLSTestCase):
         self.assertTrue(peerCertificateVerified(result.server.transport))
         self.assertEqual(result.serverCertificate, self.other.certificate)
         self.assertHandshakeRefused(handshake(tls.contextFactory(), mallory))
+
+    def test_unusableAnswer(self) -> None:
+        """
+        An answer whose context cannot be made (a C{CertificateOptions}
+        whose key is not the certificate's) is logged as the callback's
+        failure, and the default certificate is served, at once and from a
+        Deferred alike.
+        """
+        from OpenSSL import SSL, crypto
+
+        mismatched = CertificateOptions(
+            privateKey=crypto.PKey.from_cryptography_key(self.default.key),
+            certificate=crypto.X509.from_cryptography(self.other.certificate),
+        )
+        for answer in [mismatched, succeed(mismatched)]:
+            tls = ServerTLS(
+                self.default.certificatePath,
+                self.default.keyPath,
+                sniCallback=lambda name, answer=answer: answer,
+            )
+            result = handshake(tls.contextFactory(), TLSClient(servername="x.example.com"))
+            self.assertTrue(result.server.handshakeDone)
+            self.assertEqual(result.serverCertificate, self.default.certificate)
+            self.assertEqual(len(self.flushLoggedErrors(SSL.Error)), 1)
 
     def test_failingCallback(self) -> None:
         """

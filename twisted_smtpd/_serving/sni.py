@@ -501,7 +501,18 @@ class DynamicSNI:
         if result is None:
             return None
         getContext = getattr(result, "getContext", None)
-        context = getContext() if getContext is not None else result
+        try:
+            context = getContext() if getContext is not None else result
+        except Exception:
+            # A CertificateOptions whose key is not its certificate's makes
+            # its context here, in OpenSSL's servername callback: raised
+            # there, it would fail the handshake with a traceback on stderr.
+            self._log.failure(
+                "sniCallback({name!r}) answered {result!r}, whose context cannot be made",
+                name=name,
+                result=result,
+            )
+            return None
         if not isinstance(context, SSL.Context):
             self._log.error(
                 "sniCallback({name!r}) answered {result!r}, not an SSL context",
