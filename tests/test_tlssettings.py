@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from OpenSSL import SSL
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.ssl import CertificateOptions
 
 from tests.certs import IssuedCertificate, TLSClient
@@ -20,7 +20,7 @@ from twisted_smtpd._serving.cipherprobe import certificateCipher
 from twisted_smtpd._serving.server import SMTPServerFactory
 from twisted_smtpd._serving.service import SMTPServer
 from twisted_smtpd._serving.sni import TLSPolicy
-from twisted_smtpd._serving.tls import ServerTLS, tlsInfo
+from twisted_smtpd._serving.tls import ServerTLS, peerCertificateVerified, tlsInfo
 from twisted_smtpd.handlers import SinkHandler
 
 
@@ -306,6 +306,61 @@ class SNICallbackTests(_TLSTestCase):
         result = handshake(tls.contextFactory(), TLSClient(servername="Dyn.Example.com."))
         self.assertEqual(result.serverCertificate, self.other.certificate)
         self.assertEqual(self.calls, ["dyn.example.com"])
+
+    def test_clientCertificates(self) -> None:
+        """
+        With C{requestCert}, a client asking for a name the callback
+        answers is verified against C{caCertificates} as for every other
+        name: a certificate they sign is taken and reported verified, one
+        of another CA is refused, after a reload too.
+        """
+        from tests.certs import CertificateAuthority
+
+        options = _options(self.other)
+        tls = ServerTLS(
+            self.default.certificatePath,
+            self.default.keyPath,
+            caCertificates=self.ca.certificatePath,
+            requestCert=True,
+            sniCallback=lambda name: options,
+        )
+        foreign = CertificateAuthority(self.mktemp(), "foreign CA")
+        alice = TLSClient(servername="other.example.com", certificate=self.ca.client("alice"))
+        mallory = TLSClient(servername="other.example.com", certificate=foreign.client("mallory"))
+        result = handshake(tls.contextFactory(), alice)
+        self.assertTrue(result.server.handshakeDone)
+        self.assertEqual(result.serverCertificate, self.other.certificate)
+        self.assertTrue(peerCertificateVerified(result.server.transport))
+        self.assertHandshakeRefused(handshake(tls.contextFactory(), mallory))
+        tls.reload()
+        result = handshake(tls.contextFactory(), alice)
+        self.assertTrue(peerCertificateVerified(result.server.transport))
+        self.assertEqual(result.serverCertificate, self.other.certificate)
+        self.assertHandshakeRefused(handshake(tls.contextFactory(), mallory))
+
+    def test_unusableAnswer(self) -> None:
+        """
+        An answer whose context cannot be made (a C{CertificateOptions}
+        whose key is not the certificate's) is logged as the callback's
+        failure, and the default certificate is served, at once and from a
+        Deferred alike.
+        """
+        from OpenSSL import SSL, crypto
+
+        mismatched = CertificateOptions(
+            privateKey=crypto.PKey.from_cryptography_key(self.default.key),
+            certificate=crypto.X509.from_cryptography(self.other.certificate),
+        )
+        for answer in [mismatched, succeed(mismatched)]:
+            tls = ServerTLS(
+                self.default.certificatePath,
+                self.default.keyPath,
+                sniCallback=lambda name, answer=answer: answer,
+            )
+            result = handshake(tls.contextFactory(), TLSClient(servername="x.example.com"))
+            self.assertTrue(result.server.handshakeDone)
+            self.assertEqual(result.serverCertificate, self.default.certificate)
+            self.assertEqual(len(self.flushLoggedErrors(SSL.Error)), 1)
 
     def test_failingCallback(self) -> None:
         """

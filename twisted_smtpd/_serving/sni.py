@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
+from weakref import WeakSet
 
 from attrs import field, frozen
 from OpenSSL import SSL
@@ -72,6 +73,21 @@ def _noProtocol(connection: SSL.Connection, offered: list[bytes]) -> Any:
     Postfix's among them.
     """
     return SSL.NO_OVERLAPPING_PROTOCOLS
+
+
+def _namesNoProtocol(answer: object) -> bool:
+    """
+    Whether C{answer} is Twisted's C{CertificateOptions} made without
+    C{acceptableProtocols}: from Twisted 26 on, its context ends the
+    handshake of every client offering ALPN (RFC 7301) with an
+    C{internal_error} alert, offering no protocol to select; answered
+    without a protocol, as the server's own contexts answer, the client
+    gets its session.  Protocols it names are its own to select, and a
+    bare C{OpenSSL.SSL.Context} is left as it is made.
+    """
+    return isinstance(answer, CertificateOptions) and not getattr(
+        answer, "_acceptableProtocols", None
+    )
 
 
 @frozen
@@ -414,6 +430,8 @@ class DynamicSNI:
         self._limit = limit
         self._cache: OrderedDict[str, SSL.Context] = OrderedDict()
         self._pending: set[str] = set()
+        #: The contexts L{_selectNoProtocol} was asked for, kept by reloads.
+        self._noProtocol: WeakSet[SSL.Context] = WeakSet()
 
     def clear(self) -> None:
         """
@@ -448,6 +466,26 @@ class DynamicSNI:
             return None
         return self._store(name, result)
 
+    def _selectNoProtocol(self, name: str, context: SSL.Context) -> None:
+        """
+        Have C{context} answer a client offering ALPN without a protocol
+        (see L{_namesNoProtocol}), once: pyOpenSSL 26 refuses to change a
+        context once a connection used it, so one answered again after a
+        reload keeps what it was given, and one the user's own connections
+        used first is served as it was made, with a warning.
+        """
+        if context in self._noProtocol:
+            return
+        try:
+            context.set_alpn_select_callback(_noProtocol)
+        except ValueError:
+            self._log.warn(
+                "sniCallback({name!r}) answered a context already used for a connection:"
+                " served as made, its ALPN selection may refuse clients offering ALPN",
+                name=name,
+            )
+        self._noProtocol.add(context)
+
     def _answered(self, result: object, name: str) -> None:
         self._pending.discard(name)
         self._store(name, result)
@@ -463,7 +501,18 @@ class DynamicSNI:
         if result is None:
             return None
         getContext = getattr(result, "getContext", None)
-        context = getContext() if getContext is not None else result
+        try:
+            context = getContext() if getContext is not None else result
+        except Exception:
+            # A CertificateOptions whose key is not its certificate's makes
+            # its context here, in OpenSSL's servername callback: raised
+            # there, it would fail the handshake with a traceback on stderr.
+            self._log.failure(
+                "sniCallback({name!r}) answered {result!r}, whose context cannot be made",
+                name=name,
+                result=result,
+            )
+            return None
         if not isinstance(context, SSL.Context):
             self._log.error(
                 "sniCallback({name!r}) answered {result!r}, not an SSL context",
@@ -471,6 +520,8 @@ class DynamicSNI:
                 result=result,
             )
             return None
+        if _namesNoProtocol(result):
+            self._selectNoProtocol(name, context)
         self._cache[name] = context
         if len(self._cache) > self._limit:
             self._cache.popitem(last=False)

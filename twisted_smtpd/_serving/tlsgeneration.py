@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any
-from weakref import WeakKeyDictionary
+from weakref import WeakKeyDictionary, WeakSet
 
 from attrs import define
 from cryptography import x509
@@ -92,6 +92,8 @@ class _Generation:
         self._rejectUnauthorized = rejectUnauthorized
         #: Warnings about these files (see L{weakAuthorities}).
         self.warnings: list[str] = []
+        #: The C{sniCallback}'s contexts L{_adopt} has made verify clients.
+        self._adopted: WeakSet[SSL.Context] = WeakSet()
         self._exact: dict[str, SSL.Context] = {}
         self._wildcards: dict[str, SSL.Context] = {}
         #: The leaf certificates: C{""} for the default one, then by name.
@@ -155,6 +157,36 @@ class _Generation:
             context.set_tlsext_servername_callback(self._selectContext)
         return context
 
+    def _adopt(self, context: SSL.Context) -> SSL.Context:
+        """
+        A context the C{sniCallback} answered, made to verify client
+        certificates against the configured CAs (the system's without any)
+        and to name them to the client, as the server's own contexts do,
+        once per generation: OpenSSL verifies a client's chain with the
+        store of the context serving the handshake, which the callback made
+        without them (every client refused, or one of another CA of its
+        store taken).
+        """
+        if not self._requestCert or context in self._adopted:
+            return context
+        self._adopted.add(context)
+        try:
+            if self._authorities is None:
+                context.set_default_verify_paths()
+                return context
+            authorities = [crypto.X509.from_cryptography(each) for each in self._authorities]
+            store = context.get_cert_store()
+            assert store is not None
+            for authority in authorities:
+                store.add_cert(authority)
+            context.set_client_ca_list([authority.get_subject() for authority in authorities])
+        except ValueError:
+            # pyOpenSSL 26 refuses to change a context once a connection
+            # used it (one answered again after a reload): its store, not
+            # guarded, has the new CAs, and it names those it named first.
+            pass
+        return context
+
     def track(self, connection: SSL.Connection) -> _ConnectionState:
         """
         The state kept for C{connection}, created on first use.
@@ -197,6 +229,8 @@ class _Generation:
                 # 6066 section 3 names hosts as DNS does).
                 return
             context = self._dynamic.contextFor(name)
+            if context is not None:
+                context = self._adopt(context)
         if context is not None:
             connection.set_context(context)
 
