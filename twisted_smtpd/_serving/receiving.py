@@ -265,18 +265,40 @@ class MessageReceiver:
                     logged.add(id(failure.value))
                     self._log(failure)
 
-            # An entry shared by several recipients is answered once.
-            answered: dict[int, Reply] = {}
-            replies = []
-            for item in outcome[:count]:
-                reply = answered.get(id(item))
-                if reply is None:
-                    reply = answered[id(item)] = lmtpReply(item, logOnce)
-                replies.append(reply)
-            replies += [catalogue.DATA_OK] * (count - len(replies))
+            if len(outcome) > count:
+                # Which entry is whose cannot be told: none may say 250.
+                replies = [self._wrongLength(outcome, count)] * count
+            else:
+                # An entry shared by several recipients is answered once.
+                answered: dict[int, Reply] = {}
+                replies = []
+                for item in outcome:
+                    reply = answered.get(id(item))
+                    if reply is None:
+                        reply = answered[id(item)] = lmtpReply(item, logOnce)
+                    replies.append(reply)
+                if len(replies) < count:
+                    # A 250 says the handler kept the message for that
+                    # recipient: one with no entry was never said to be.
+                    replies += [self._wrongLength(outcome, count)] * (count - len(replies))
         else:
             replies = [catalogue.DATA_OK if outcome is None else dataReply(outcome)] * count
         self._done(replies, decoder.byteLength)
+
+    def _wrongLength(self, outcome: list[object] | tuple[object, ...], count: int) -> Reply:
+        """
+        The reply for the recipients an LMTP result list of the wrong
+        length leaves without a known answer: the handler's bug, logged
+        once, and answered 451 (the client tries again later).
+        """
+        try:
+            raise TypeError(
+                f"onData answered {len(outcome)} results for {count} recipients;"
+                " an LMTP list needs one entry per accepted recipient"
+            )
+        except TypeError:
+            self._log(Failure())
+        return catalogue.LOCAL_ERROR
 
 
 def _ignore(failure: Failure) -> None:

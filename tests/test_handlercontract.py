@@ -1,0 +1,101 @@
+# -*- test-case-name: tests.test_handlercontract -*-
+"""
+What the server makes of handler answers that do not fit the contract: LMTP
+result lists of the wrong length, a transaction whose recipients the
+handler took away, aiosmtpd-style reply strings, malformed enhanced codes,
+and a chain's own connections at the end.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests import replies
+from tests.test_protocol import connect, take
+from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.session import Session
+from twisted_smtpd.handlers import BaseHandler
+from twisted_smtpd.interfaces import IMessageStream
+
+
+class _Listing(BaseHandler):
+    """
+    An LMTP handler answering with a fixed list.
+    """
+
+    def __init__(self, results: list[object]) -> None:
+        self.results = results
+
+    def onData(self, stream: IMessageStream, session: Session) -> object:
+        stream.drain()
+        return self.results
+
+
+def _lmtpMessage(
+    handler: BaseHandler, recipients: int, body: bytes = b"DATA\r\nhi\r\n.\r\n"
+) -> bytes:
+    """
+    One LMTP message to C{recipients} recipients, and what the server
+    answered after the body.
+    """
+    proto, transport, clock, _ = connect(handler, lmtp=True)
+    proto.dataReceived(b"LHLO c\r\nMAIL FROM:<s@e.com>\r\n")
+    for n in range(recipients):
+        proto.dataReceived(b"RCPT TO:<r%d@e.com>\r\n" % (n,))
+    take(transport)
+    proto.dataReceived(body)
+    return take(transport)
+
+
+class LMTPListLengthTests(SynchronousTestCase):
+    """
+    An LMTP C{onData} list with more or fewer entries than recipients.
+    """
+
+    def test_shortListRefusesTheRest(self) -> None:
+        """
+        Recipients with no entry in a short list are answered 451 4.3.0,
+        never 250 (nothing says the handler kept the message for them), and
+        the handler's short answer is logged once.
+        """
+        out = _lmtpMessage(_Listing(["delivered"]), 3)
+        self.assertEqual(
+            out,
+            replies.START_DATA
+            + b"250 2.0.0 delivered\r\n"
+            + replies.LOCAL_ERROR
+            + replies.LOCAL_ERROR,
+        )
+        errors = self.flushLoggedErrors(TypeError)
+        self.assertEqual(len(errors), 1)
+        self.assertIn("1 results for 3 recipients", str(errors[0].value))
+
+    def test_emptyListRefusesAll(self) -> None:
+        """
+        An empty list accepts nobody: every recipient gets 451, over BDAT
+        as over DATA.
+        """
+        out = _lmtpMessage(_Listing([]), 2, b"BDAT 2 LAST\r\nhi")
+        self.assertEqual(out, replies.LOCAL_ERROR * 2)
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+
+    def test_longListIsHandlerError(self) -> None:
+        """
+        A list longer than the recipients is not cut silently: which entry
+        is whose cannot be told, so every recipient gets 451 and the error
+        is logged once.
+        """
+        out = _lmtpMessage(_Listing(["a", "b", "c"]), 2)
+        self.assertEqual(out, replies.START_DATA + replies.LOCAL_ERROR * 2)
+        errors = self.flushLoggedErrors(TypeError)
+        self.assertEqual(len(errors), 1)
+        self.assertIn("3 results for 2 recipients", str(errors[0].value))
+
+    def test_exactListUnchanged(self) -> None:
+        """
+        A list with one entry per recipient is answered entry by entry, and
+        nothing is logged.
+        """
+        out = _lmtpMessage(_Listing(["a", SMTPError(550, "no", "5.1.1")]), 2)
+        self.assertEqual(out, replies.START_DATA + b"250 2.0.0 a\r\n550 5.1.1 no\r\n")
+        self.assertEqual(self.flushLoggedErrors(), [])
