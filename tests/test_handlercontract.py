@@ -8,12 +8,14 @@ and a chain's own connections at the end.
 
 from __future__ import annotations
 
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests import replies
 from tests.test_protocol import connect, take
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Session
+from twisted_smtpd._serving.protocol import SMTPProtocol
 from twisted_smtpd.handlers import BaseHandler
 from twisted_smtpd.interfaces import IMessageStream
 
@@ -99,3 +101,71 @@ class LMTPListLengthTests(SynchronousTestCase):
         out = _lmtpMessage(_Listing(["a", SMTPError(550, "no", "5.1.1")]), 2)
         self.assertEqual(out, replies.START_DATA + b"250 2.0.0 a\r\n550 5.1.1 no\r\n")
         self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class _Forgetting(BaseHandler):
+    """
+    A careless handler: it empties the envelope's recipients when it
+    refuses one.
+    """
+
+    def __init__(self) -> None:
+        self.messages = 0
+
+    def onRcptTo(self, address: object, session: Session) -> object:
+        if session.envelope.rcptTo:
+            session.envelope.rcptTo.clear()
+            raise SMTPError(550, "no such user", "5.1.1")
+        return None
+
+    def onData(self, stream: IMessageStream, session: Session) -> object:
+        self.messages += 1
+        stream.drain()
+        return None
+
+
+class NoRecipientLeftTests(SynchronousTestCase):
+    """
+    DATA and BDAT once a handler took away every recipient of the envelope.
+    """
+
+    def _session(self, lmtp: bool) -> tuple[_Forgetting, SMTPProtocol, StringTransport]:
+        handler = _Forgetting()
+        proto, transport, clock, _ = connect(handler, lmtp=lmtp)
+        proto.dataReceived(b"LHLO c\r\n" if lmtp else b"EHLO c\r\n")
+        proto.dataReceived(b"MAIL FROM:<s@e.com>\r\nRCPT TO:<a@e.com>\r\nRCPT TO:<b@e.com>\r\n")
+        take(transport)
+        return handler, proto, transport
+
+    def test_dataRefused(self) -> None:
+        """
+        DATA is answered 554 5.5.1, as Postfix answers it when no recipient
+        is valid, and the handler's C{onData} is never called: no message
+        to nobody is answered 250.
+        """
+        handler, proto, transport = self._session(False)
+        proto.dataReceived(b"DATA\r\n")
+        self.assertEqual(take(transport), replies.NO_VALID_RECIPIENTS)
+        self.assertEqual(handler.messages, 0)
+
+    def test_lmtpDataRefused(self) -> None:
+        """
+        In LMTP, where the body would get no reply at all (one per
+        recipient, and there are none), DATA is answered 554 5.5.1 too.
+        """
+        handler, proto, transport = self._session(True)
+        proto.dataReceived(b"DATA\r\n")
+        self.assertEqual(take(transport), replies.NO_VALID_RECIPIENTS)
+        self.assertEqual(handler.messages, 0)
+
+    def test_bdatRefused(self) -> None:
+        """
+        A first BDAT chunk is read and dropped, then answered 554 5.5.1;
+        after RSET the session goes on.
+        """
+        handler, proto, transport = self._session(True)
+        proto.dataReceived(b"BDAT 5 LAST\r\nhello")
+        self.assertEqual(take(transport), replies.NO_VALID_RECIPIENTS)
+        proto.dataReceived(b"RSET\r\nNOOP\r\n")
+        self.assertEqual(take(transport), replies.RESET + replies.OK)
+        self.assertEqual(handler.messages, 0)

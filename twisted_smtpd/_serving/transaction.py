@@ -229,8 +229,15 @@ def data(p: SessionControl, argument: bytes) -> None:
     if p.receiver is not None:
         p.fail(catalogue.BDAT_IN_PROGRESS)
         return
-    if session.envelope.bodyType == "binarymime":
+    envelope = session.envelope
+    if envelope.bodyType == "binarymime":
         p.fail(catalogue.BINARYMIME_NEEDS_BDAT)
+        return
+    if not envelope.rcptTo:
+        # The handler took every recipient away (the phase says one was
+        # accepted): a 250 would be for a message to nobody, and in LMTP
+        # the body would get no reply at all.
+        p.fail(catalogue.NO_VALID_RECIPIENTS)
         return
     p.reply(catalogue.START_DATA)
     decoder = DataDecoder(options.size, options.bareNewline)
@@ -287,6 +294,10 @@ def bdat(p: SessionControl, argument: bytes) -> None:
     receiver = p.receiver
     if receiver is None:
         session = p.session
+        if not session.envelope.rcptTo:
+            # As for DATA: the handler took every recipient away.
+            refuseBdat(p, argument, catalogue.NO_VALID_RECIPIENTS)
+            return
         receiver = p.receiver = _newReceiver(p, ChunkDecoder(options.size), False)
         transferStarted(p)
         receiver.start(p.handler.onData, session)
