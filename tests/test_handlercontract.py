@@ -8,6 +8,7 @@ and a chain's own connections at the end.
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -16,7 +17,9 @@ from tests.test_protocol import connect, take
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Session
 from twisted_smtpd._serving.protocol import SMTPProtocol
+from twisted_smtpd._serving.service import SMTPServer
 from twisted_smtpd.handlers import BaseHandler
+from twisted_smtpd.handlers.chain import ChainHandler
 from twisted_smtpd.interfaces import IMessageStream
 
 
@@ -169,3 +172,56 @@ class NoRecipientLeftTests(SynchronousTestCase):
         proto.dataReceived(b"RSET\r\nNOOP\r\n")
         self.assertEqual(take(transport), replies.RESET + replies.OK)
         self.assertEqual(handler.messages, 0)
+
+
+class _Closing(BaseHandler):
+    """
+    A handler with connections of its own to close at the server's stop.
+    """
+
+    def __init__(self, fails: bool = False) -> None:
+        self.fails = fails
+        self.closing: list[Deferred[None]] = []
+
+    def close(self) -> Deferred[None]:
+        if self.fails:
+            raise ValueError("pool already gone")
+        d: Deferred[None] = Deferred()
+        self.closing.append(d)
+        return d
+
+
+class ChainCloseTests(SynchronousTestCase):
+    """
+    L{ChainHandler.close} and the C{close} of a handler the server completes.
+    """
+
+    def test_closesEveryMember(self) -> None:
+        """
+        C{close} closes every handler of the chain that has one, all at
+        once; a member failing is logged and does not stop the others, and
+        the chain's close fires once every member's has.
+        """
+        first, broken, delivery = _Closing(), _Closing(fails=True), _Closing()
+        chain = ChainHandler(first, broken, BaseHandler(), delivery=delivery)
+        done: list[object] = []
+        chain.close().addCallback(done.append)
+        self.assertEqual((len(first.closing), len(delivery.closing)), (1, 1))
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        first.closing[0].callback(None)
+        self.assertEqual(done, [])
+        delivery.closing[0].callback(None)
+        self.assertEqual(done, [None])
+
+    def test_serverCallsChainClose(self) -> None:
+        """
+        The daemon's stop finds the chain's C{close}, as it finds any
+        handler's.
+        """
+        delivery = _Closing()
+        server = SMTPServer(ChainHandler(delivery=delivery))
+        close = getattr(server.factory.handler, "close", None)
+        self.assertIsNotNone(close)
+        assert close is not None
+        close()
+        self.assertEqual(len(delivery.closing), 1)

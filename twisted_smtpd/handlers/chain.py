@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -37,7 +37,8 @@ class ChainHandler(BaseHandler):
     only runs once it has finished.  The first refusal (an L{SMTPError},
     or any other failure) stops the chain and is the reply.  C{onClose}
     goes to every handler in the same order, even when one fails (the
-    failure is logged).  A session that ends while a hook of the chain is
+    failure is logged); at the server's stop, L{close} closes every handler
+    that has a C{close}.  A session that ends while a hook of the chain is
     still running (its client left, or the server timed it out) is told
     C{onClose} at once: the handlers after the one running are then not
     called for that hook, as none may begin anything (take a session to a
@@ -158,6 +159,38 @@ class ChainHandler(BaseHandler):
         Log the failure of C{handler}'s C{onClose}.
         """
         self._log.failure("onClose of {handler!r} failed", failure, handler=handler)
+
+    def close(self) -> Deferred[None]:
+        """
+        Close the connections of every handler of the chain that has a
+        C{close} method (a next hop's pool, an HTTP pool, a broker's
+        connection), all at once, each handler once however often it is in
+        the chain.  The server calls it at its stop, as it calls any
+        handler's C{close}, and bounds the wait.
+
+        @return: A L{Deferred <twisted.internet.defer.Deferred>} that fires
+            once every C{close} has finished; one failing is logged and
+            does not stop the others.
+        """
+        closing: list[Deferred[object]] = []
+        seen: set[int] = set()
+        for handler in self._handlers:
+            close = getattr(handler, "close", None)
+            if id(handler) in seen or not callable(close):
+                continue
+            seen.add(id(handler))
+            closing.append(maybeDeferred(close).addErrback(self._closeFailedAtStop, handler))
+
+        def closed(results: object) -> None:
+            return None
+
+        return DeferredList(closing).addCallback(closed)
+
+    def _closeFailedAtStop(self, failure: Failure, handler: ISMTPHandler) -> None:
+        """
+        Log the failure of C{handler}'s C{close}.
+        """
+        self._log.failure("Closing {handler!r} failed", failure, handler=handler)
 
 
 class _AuthenticatingChain(ChainHandler):
