@@ -225,3 +225,38 @@ class ChainCloseTests(SynchronousTestCase):
         assert close is not None
         close()
         self.assertEqual(len(delivery.closing), 1)
+
+    def test_partialHandlerKeepsClose(self) -> None:
+        """
+        A handler providing only some hooks, completed by the server with
+        the accepting defaults, keeps its own C{close} for the server's
+        stop.
+        """
+
+        class OnlyData:
+            closed = 0
+
+            def onData(self, stream: IMessageStream, session: Session) -> object:
+                return stream.drain()
+
+            def close(self) -> None:
+                self.closed += 1
+
+        handler = OnlyData()
+        server = SMTPServer(handler)
+        close = getattr(server.factory.handler, "close", None)
+        self.assertIsNotNone(close)
+        assert close is not None
+        close()
+        self.assertEqual(handler.closed, 1)
+
+    def test_partialHandlerWithoutClose(self) -> None:
+        """
+        A completed handler without a C{close} of its own has none either.
+        """
+
+        class OnlyData:
+            def onData(self, stream: IMessageStream, session: Session) -> object:
+                return stream.drain()
+
+        self.assertIsNone(getattr(SMTPServer(OnlyData()).factory.handler, "close", None))

@@ -100,12 +100,19 @@ class _CompletedHandler(BaseHandler):
     defaults of L{BaseHandler} for the others (as aiosmtpd does).
 
     @ivar wrapped: The handler given.
+    @ivar close: The handler's own C{close}, when it has one: the server's
+        stop calls it to close the handler's connections.
     """
+
+    close: Callable[[], object]
 
     def __init__(self, wrapped: object, present: Sequence[str]) -> None:
         self.wrapped = wrapped
         for name in present:
             setattr(self, name, getattr(wrapped, name))
+        close = getattr(wrapped, "close", None)
+        if callable(close):
+            self.close = close
 
     def __repr__(self) -> str:
         return f"<completed {self.wrapped!r}>"
