@@ -9,7 +9,9 @@ and a chain's own connections at the end.
 from __future__ import annotations
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests import replies
@@ -260,3 +262,45 @@ class ChainCloseTests(SynchronousTestCase):
                 return stream.drain()
 
         self.assertIsNone(getattr(SMTPServer(OnlyData()).factory.handler, "close", None))
+
+
+class ChainPartialMemberTests(SynchronousTestCase):
+    """
+    A L{ChainHandler} member that provides only some hooks.
+    """
+
+    def test_partialMemberAccepts(self) -> None:
+        """
+        A member of the chain providing only some hooks accepts for the
+        others, as the server takes such a handler, rather than failing
+        every session with 451 and a traceback; its own hook still refuses,
+        and the session's end reaches the chain without an error.
+        """
+
+        class OnlyRcpt:
+            def onRcptTo(self, address: object, session: Session) -> object:
+                raise SMTPError(550, "no such user", "5.1.1")
+
+        chain = ChainHandler(OnlyRcpt(), delivery=BaseHandler())
+        proto, transport, clock, _ = connect(chain)
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<s@e.com>\r\nRCPT TO:<a@e.com>\r\n")
+        out = take(transport)
+        self.assertTrue(out.endswith(replies.MAIL_OK + b"550 5.1.1 no such user\r\n"), out)
+        proto.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_partialMemberOffersNoAuth(self) -> None:
+        """
+        A member with no C{onAuth} at all does not make the chain answer
+        AUTH (which would offer AUTH and fail every attempt with 451).
+        """
+
+        class OnlyRcpt:
+            def onRcptTo(self, address: object, session: Session) -> object:
+                return None
+
+        chain = ChainHandler(OnlyRcpt(), delivery=BaseHandler())
+        self.assertIs(type(chain), ChainHandler)
+        proto, transport, clock, _ = connect(chain)
+        proto.dataReceived(b"EHLO c\r\n")
+        self.assertNotIn(b"AUTH", take(transport))

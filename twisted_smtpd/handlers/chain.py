@@ -21,9 +21,9 @@ def _overridesAuth(handler: ISMTPHandler) -> bool:
     """
     Whether C{handler} answers AUTH itself rather than with
     L{BaseHandler.onAuth}'s refusal (the test the server makes to decide
-    whether to offer AUTH).
+    whether to offer AUTH); a handler with no C{onAuth} at all does not.
     """
-    return getattr(type(handler), "onAuth", None) is not BaseHandler.onAuth
+    return getattr(type(handler), "onAuth", BaseHandler.onAuth) is not BaseHandler.onAuth
 
 
 class ChainHandler(BaseHandler):
@@ -43,6 +43,9 @@ class ChainHandler(BaseHandler):
     C{onClose} at once: the handlers after the one running are then not
     called for that hook, as none may begin anything (take a session to a
     next hop) for a session it was told is over.
+
+    A handler of the chain may provide only some hooks: it accepts for the
+    others, as the server takes such a handler.
 
     C{onData} goes to the delivery handler only.  C{onAuth} goes to the
     first handler of the chain that implements it (that does not inherit
@@ -95,7 +98,11 @@ class ChainHandler(BaseHandler):
                         # a hook called now could take what nobody gives
                         # back (a session to the next hop).
                         break
-                    hook: Callable[..., object] = getattr(handler, name)
+                    hook: Callable[..., object] | None = getattr(handler, name, None)
+                    if hook is None:
+                        # A handler providing only some hooks accepts for
+                        # the others, as the server takes it.
+                        continue
                     result = await maybeDeferred(hook, *args)
             finally:
                 work.finish(sid)
@@ -147,10 +154,13 @@ class ChainHandler(BaseHandler):
 
         async def closeAll() -> None:
             for handler in self._handlers:
+                onClose = getattr(handler, "onClose", None)
+                if onClose is None:
+                    continue
                 # Whatever it fails with, an asyncio.CancelledError or a
                 # KeyboardInterrupt included: the handlers after it still
                 # hear of the end (a relay gives its session back).
-                await maybeDeferred(handler.onClose, session).addErrback(self._closeFailed, handler)
+                await maybeDeferred(onClose, session).addErrback(self._closeFailed, handler)
 
         return Deferred.fromCoroutine(closeAll())
 
