@@ -11,6 +11,7 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -18,6 +19,7 @@ from tests import replies
 from tests.test_protocol import connect, take
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Session
+from twisted_smtpd._serving.hooks import resetReplyTextWarnings
 from twisted_smtpd._serving.protocol import SMTPProtocol
 from twisted_smtpd._serving.service import SMTPServer
 from twisted_smtpd.handlers import BaseHandler
@@ -304,3 +306,138 @@ class ChainPartialMemberTests(SynchronousTestCase):
         proto, transport, clock, _ = connect(chain)
         proto.dataReceived(b"EHLO c\r\n")
         self.assertNotIn(b"AUTH", take(transport))
+
+
+class _Aiosmtpd(BaseHandler):
+    """
+    A handler written for aiosmtpd: its hooks return reply strings.
+    """
+
+    def __init__(self, mail: str = "250 OK", rcpt: str = "250 OK", data: object = None) -> None:
+        self.mail = mail
+        self.rcpt = rcpt
+        self.data = data
+        self.messages = 0
+
+    def onMailFrom(self, address: object, session: Session) -> object:
+        return self.mail
+
+    def onRcptTo(self, address: object, session: Session) -> object:
+        return self.rcpt
+
+    def onData(self, stream: IMessageStream, session: Session) -> object:
+        self.messages += 1
+        stream.drain()
+        return self.data
+
+
+class ReplyStringTests(SynchronousTestCase):
+    """
+    A hook answering with a string that looks like an SMTP reply, as
+    aiosmtpd's hooks do.
+    """
+
+    def setUp(self) -> None:
+        self.events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        resetReplyTextWarnings()
+        self.addCleanup(resetReplyTextWarnings)
+
+    def warnings(self) -> list[str]:
+        """
+        The warnings about reply strings logged so far.
+        """
+        return [
+            formatEvent(e)
+            for e in self.events
+            if e.get("log_level") == LogLevel.warn and "not a reply" in formatEvent(e)
+        ]
+
+    def test_refusalStringRefuses(self) -> None:
+        """
+        A string starting with a 4xx or 5xx code, meant to refuse, does not
+        accept the recipient: it is answered 451 and logged as the
+        handler's bug, naming the hook and the text.
+        """
+        proto, transport, clock, _ = connect(_Aiosmtpd(rcpt="550 no such user"))
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<s@e.com>\r\n")
+        take(transport)
+        proto.dataReceived(b"RCPT TO:<a@e.com>\r\n")
+        self.assertEqual(take(transport), replies.LOCAL_ERROR)
+        self.assertEqual(proto.session.envelope.rcptTo, [])
+        errors = self.flushLoggedErrors(TypeError)
+        self.assertEqual(len(errors), 1)
+        self.assertIn("onRcptTo", str(errors[0].value))
+        self.assertIn("550 no such user", str(errors[0].value))
+
+    def test_refusalStringFromData(self) -> None:
+        """
+        C{onData} returning C{"554 rejected"} refuses the message with 451
+        (logged), rather than answering C{250 2.0.0 554 rejected}.
+        """
+        proto, transport, clock, _ = connect(_Aiosmtpd(data="554 5.7.1 rejected"))
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<s@e.com>\r\nRCPT TO:<a@e.com>\r\n")
+        take(transport)
+        proto.dataReceived(b"DATA\r\nhi\r\n.\r\n")
+        self.assertEqual(take(transport), replies.START_DATA + replies.LOCAL_ERROR)
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+
+    def test_refusalStringInLMTPList(self) -> None:
+        """
+        In an LMTP list, a refusal string refuses its recipient alone.
+        """
+        out = _lmtpMessage(_Listing(["ok", "550 5.1.1 no such user"]), 2)
+        self.assertEqual(out, replies.START_DATA + b"250 2.0.0 ok\r\n" + replies.LOCAL_ERROR)
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+
+    def test_refusalStringFromAuth(self) -> None:
+        """
+        C{onAuth} returning C{"535 bad credentials"} does not log the
+        client in under that name: 451, logged.
+        """
+
+        class Auth(BaseHandler):
+            def onAuth(self, auth: object, session: Session) -> object:
+                return "535 5.7.8 Authentication credentials invalid"
+
+        proto, transport, clock, _ = connect(Auth(), allowInsecureAuth=True)
+        proto.dataReceived(b"EHLO c\r\n")
+        take(transport)
+        proto.dataReceived(b"AUTH PLAIN AGEAYg==\r\n")
+        self.assertTrue(take(transport).startswith(b"4"))
+        self.assertIsNone(proto.session.user)
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+
+    def test_positiveStringWarnsOnce(self) -> None:
+        """
+        C{"250 OK"} accepts, as any value does, but one warning per hook
+        says a string is not a reply, however many commands return it.
+        """
+        handler = _Aiosmtpd()
+        for _ in range(3):
+            proto, transport, clock, _ = connect(handler)
+            take(transport)
+            proto.dataReceived(
+                b"EHLO c\r\nMAIL FROM:<s@e.com>\r\nRCPT TO:<a@e.com>\r\nRCPT TO:<b@e.com>\r\n"
+            )
+            self.assertEqual(
+                take(transport), replies.EHLO_DEFAULT + replies.MAIL_OK + replies.RCPT_OK * 2
+            )
+        warnings = self.warnings()
+        self.assertEqual(len(warnings), 2, warnings)
+        self.assertIn("onMailFrom", warnings[0])
+        self.assertIn("onRcptTo", warnings[1])
+
+    def test_queueIdUnchanged(self) -> None:
+        """
+        A text that is not a reply (a queue id, even one made of digits)
+        is the 250's text as before, with no warning.
+        """
+        proto, transport, clock, _ = connect(_Aiosmtpd(mail="", rcpt="4242", data="5501A2B"))
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<s@e.com>\r\nRCPT TO:<a@e.com>\r\n")
+        take(transport)
+        proto.dataReceived(b"DATA\r\nhi\r\n.\r\n")
+        self.assertEqual(take(transport), replies.START_DATA + b"250 2.0.0 5501A2B\r\n")
+        self.assertEqual(self.warnings(), [])
+        self.assertEqual(self.flushLoggedErrors(), [])

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 import txaio as _txaio_module
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.replies import Reply
 from twisted_smtpd._serving.deadlines import waitForHandler
 from twisted_smtpd.handlers._base import BaseHandler
@@ -214,10 +216,12 @@ def runHook(
     if not isinstance(result, Deferred):
         _timed(p, fn, started)
         returned = returnedFailure(result)
-        if returned is None:
-            accepted(result)
-        else:
+        if returned is not None:
             refused(_refusal(p, fn, returned))
+        elif result.__class__ is str and (reply := _textRefusal(p, fn, result)):
+            refused(reply)
+        else:
+            accepted(result)
         return
     token = p.holdForHook()
     waitForHandler(p, f"{_name(fn)} did not answer")
@@ -229,7 +233,10 @@ def runHook(
             return
         _timed(p, fn, started)
         if p.connected and not p.closing:
-            accepted(value)
+            if value.__class__ is str and (reply := _textRefusal(p, fn, value)):
+                refused(reply)
+            else:
+                accepted(value)
             p.hookAnswered(token)
 
     def failed(failure: Failure) -> None:
@@ -288,6 +295,81 @@ def handlerBug(p: CommandContext, hookName: str, problem: str) -> Reply:
     except TypeError:
         p.logFailure(Failure(), hookName)
     return catalogue.LOCAL_ERROR
+
+
+_log = Logger()
+
+#: The hooks already warned of answering with a positive reply's text: one
+#: line per hook of a handler class, for at most this many.
+_warnedText: set[str] = set()
+_MAX_WARNED_TEXT = 256
+
+
+def replyTextRefusal(
+    hookName: str, hook: object, text: str, log: Callable[[Failure], None]
+) -> Reply | None:
+    """
+    Check a text a hook answered with.  An aiosmtpd hook answers with its
+    reply's text (C{"550 no such user"}, C{"250 OK"}); here a hook's value
+    accepts, and only an L{SMTPError} refuses.  A text starting with a
+    4xx or 5xx code was meant to refuse: it is the handler's bug, given to
+    C{log} as a L{TypeError}, and refused 451 rather than accepted.  One
+    starting with another code accepts, as any value does, with one
+    warning per hook of a handler class.
+
+    @param hookName: The hook's name, for the log.
+    @param hook: The hook, whose handler's class the warning names.
+    @return: The reply refusing, or C{None} when C{text} stands.
+    """
+    if not (
+        len(text) >= 3
+        and text[0] in "2345"
+        and text[1:3].isascii()
+        and text[1:3].isdigit()
+        and (len(text) == 3 or text[3] in " -")
+    ):
+        return None
+    shown = printable(text[:80])
+    if text[0] in "45":
+        try:
+            raise TypeError(
+                f"{hookName} returned {shown!r}: a string is not a reply; raise"
+                " SMTPError(code, text, enhanced) to refuse"
+            )
+        except TypeError:
+            log(Failure())
+        return catalogue.LOCAL_ERROR
+    owner = type(getattr(hook, "__self__", hook)).__qualname__
+    key = f"{owner}.{hookName}"
+    if key not in _warnedText and len(_warnedText) < _MAX_WARNED_TEXT:
+        _warnedText.add(key)
+        _log.warn(
+            "{hook} of {handler} returned {text}: a string is not a reply, and any"
+            " value accepts (raise SMTPError to refuse); logged once",
+            hook=hookName,
+            handler=owner,
+            text=repr(shown),
+        )
+    return None
+
+
+def resetReplyTextWarnings() -> None:
+    """
+    Forget which hooks were warned of answering with a reply's text.
+    """
+    _warnedText.clear()
+
+
+def _textRefusal(p: CommandContext, fn: Callable[..., object], text: str) -> Reply | None:
+    """
+    L{replyTextRefusal} for hook C{fn} of session C{p}.
+    """
+    name = _name(fn)
+
+    def log(failure: Failure) -> None:
+        p.logFailure(failure, name)
+
+    return replyTextRefusal(name, fn, text, log)
 
 
 def _name(fn: Callable[..., object]) -> str:
