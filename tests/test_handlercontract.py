@@ -19,7 +19,7 @@ from tests import replies
 from tests.test_protocol import connect, take
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Session
-from twisted_smtpd._serving.hooks import resetReplyTextWarnings
+from twisted_smtpd._serving.hooks import resetEnhancedWarnings, resetReplyTextWarnings
 from twisted_smtpd._serving.protocol import SMTPProtocol
 from twisted_smtpd._serving.service import SMTPServer
 from twisted_smtpd.handlers import BaseHandler
@@ -441,3 +441,83 @@ class ReplyStringTests(SynchronousTestCase):
         self.assertEqual(take(transport), replies.START_DATA + b"250 2.0.0 5501A2B\r\n")
         self.assertEqual(self.warnings(), [])
         self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class _Refusing(BaseHandler):
+    """
+    A handler refusing every recipient with a given L{SMTPError}.
+    """
+
+    def __init__(self, error: SMTPError) -> None:
+        self.error = error
+
+    def onRcptTo(self, address: object, session: Session) -> object:
+        raise self.error
+
+
+class EnhancedCodeTests(SynchronousTestCase):
+    """
+    An L{SMTPError} whose enhanced status code cannot be sent.
+    """
+
+    def setUp(self) -> None:
+        self.events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        resetEnhancedWarnings()
+        self.addCleanup(resetEnhancedWarnings)
+
+    def warnings(self) -> list[str]:
+        """
+        The warnings about enhanced status codes logged so far.
+        """
+        return [
+            formatEvent(e)
+            for e in self.events
+            if e.get("log_level") == LogLevel.warn and "enhanced status code" in formatEvent(e)
+        ]
+
+    def refuse(self, error: SMTPError, times: int = 1) -> bytes:
+        """
+        Send C{times} recipients to a handler refusing them with C{error}.
+        """
+        proto, transport, clock, _ = connect(_Refusing(error))
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<s@e.com>\r\n")
+        take(transport)
+        proto.dataReceived(b"RCPT TO:<a@e.com>\r\n" * times)
+        return take(transport)
+
+    def test_classMismatchLoggedOnce(self) -> None:
+        """
+        C{SMTPError(550, "x", "4.1.1")} is sent with the generic C{5.0.0},
+        as before, and one warning names the code and the enhanced code
+        given, however often the handler raises it.
+        """
+        out = self.refuse(SMTPError(550, "no such user", "4.1.1"), 3)
+        self.assertEqual(out, b"550 5.0.0 no such user\r\n" * 3)
+        warnings = self.warnings()
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn("550", warnings[0])
+        self.assertIn("4.1.1", warnings[0])
+
+    def test_malformedLogged(self) -> None:
+        """
+        A malformed enhanced code (C{"9.9.9"}, C{"5.1"}) is replaced and
+        logged, its text made printable.
+        """
+        self.refuse(SMTPError(550, "x", "9.9.9"))
+        self.refuse(SMTPError(451, "x", "4.1\r\nX"))
+        warnings = self.warnings()
+        self.assertEqual(len(warnings), 2, warnings)
+        self.assertNotIn("\r", warnings[1])
+
+    def test_validNotLogged(self) -> None:
+        """
+        A valid enhanced code, or none, is sent with no warning.
+        """
+        self.assertEqual(
+            self.refuse(SMTPError(550, "no such user", "5.1.1")),
+            b"550 5.1.1 no such user\r\n",
+        )
+        self.refuse(SMTPError(550, "no such user"))
+        self.assertEqual(self.warnings(), [])

@@ -36,6 +36,8 @@ txaio.use_twisted()
 
 _ASYNC: dict[Any, bool] = {}
 
+_log = Logger()
+
 
 def _isAsync(fn: Callable[..., object]) -> bool:
     key = getattr(fn, "__func__", fn)
@@ -175,9 +177,46 @@ def failureReply(failure: Failure, log: Callable[[Failure], None]) -> Reply:
     """
     value = failure.value
     if isinstance(value, SMTPError):
-        return value.toReply()
+        return errorReply(value)
     log(failure)
     return catalogue.LOCAL_ERROR
+
+
+#: The enhanced status codes already warned of, with their reply codes: one
+#: line each, for at most this many.
+_warnedEnhanced: set[tuple[int, str]] = set()
+_MAX_WARNED_ENHANCED = 256
+
+
+def errorReply(error: SMTPError) -> Reply:
+    """
+    The reply for a handler's L{SMTPError}.  An enhanced status code that
+    is malformed or of another class than the reply code (C{SMTPError(550,
+    "...", "4.1.1")}) is sent as the generic one of the code's class
+    (RFC 3463 section 3), and logged once so that the handler's author
+    sees it.
+    """
+    reply = error.toReply()
+    enhanced = error.enhanced
+    if enhanced is not None and reply.enhanced != enhanced:
+        key = (error.code, enhanced[:40])
+        if key not in _warnedEnhanced and len(_warnedEnhanced) < _MAX_WARNED_ENHANCED:
+            _warnedEnhanced.add(key)
+            _log.warn(
+                "A handler's SMTPError({code}, ...) has the enhanced status code {enhanced},"
+                " malformed or not of the reply code's class: sent as {sent}; logged once",
+                code=error.code,
+                enhanced=repr(printable(enhanced[:40])),
+                sent=reply.enhanced,
+            )
+    return reply
+
+
+def resetEnhancedWarnings() -> None:
+    """
+    Forget which enhanced status codes were warned of.
+    """
+    _warnedEnhanced.clear()
 
 
 def runHook(
@@ -203,7 +242,7 @@ def runHook(
         result = callHook(fn, *args)
     except SMTPError as e:
         _timed(p, fn, started)
-        refused(e.toReply() if e.code >= 400 else _refusal(p, fn, Failure()))
+        refused(errorReply(e) if e.code >= 400 else _refusal(p, fn, Failure()))
         return
     except BaseException:
         # As a Deferred takes it: a hook's KeyboardInterrupt, SystemExit or
@@ -296,8 +335,6 @@ def handlerBug(p: CommandContext, hookName: str, problem: str) -> Reply:
         p.logFailure(Failure(), hookName)
     return catalogue.LOCAL_ERROR
 
-
-_log = Logger()
 
 #: The hooks already warned of answering with a positive reply's text: one
 #: line per hook of a handler class, for at most this many.
