@@ -8,7 +8,10 @@ and a chain's own connections at the end.
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred
+from collections.abc import AsyncIterator, Generator, Iterator
+from typing import Any
+
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
@@ -521,3 +524,63 @@ class EnhancedCodeTests(SynchronousTestCase):
         )
         self.refuse(SMTPError(550, "no such user"))
         self.assertEqual(self.warnings(), [])
+
+
+class GeneratorHookTests(SynchronousTestCase):
+    """
+    A hook written with C{yield} but not decorated with C{inlineCallbacks}:
+    calling it runs none of its body.
+    """
+
+    def test_generatorHookRefusedAtBuild(self) -> None:
+        """
+        The server refuses such a handler when it is built, naming the hook
+        and the fix, rather than accept every message C{onData} never saw.
+        """
+
+        class Forgot(BaseHandler):
+            def onData(self, stream: IMessageStream, session: Session) -> Iterator[object]:
+                yield stream.collect()
+                raise SMTPError(554, "rejected", "5.7.1")
+
+        e = self.assertRaises(TypeError, SMTPServer, Forgot())
+        self.assertIn("onData is a generator function", str(e))
+        self.assertIn("inlineCallbacks", str(e))
+
+    def test_asyncGeneratorHookRefusedAtBuild(self) -> None:
+        """
+        An C{async def} hook with C{yield} is refused too.
+        """
+
+        class Forgot:
+            async def onRcptTo(self, address: object, session: Session) -> AsyncIterator[None]:
+                yield None
+
+        e = self.assertRaises(TypeError, SMTPServer, Forgot())
+        self.assertIn("onRcptTo is an asynchronous generator function", str(e))
+
+    def test_chainMemberRefused(self) -> None:
+        """
+        A member of a L{ChainHandler} with such a hook is refused when the
+        chain is made.
+        """
+
+        class Forgot:
+            def onRcptTo(self, address: object, session: Session) -> Iterator[None]:
+                yield None
+
+        e = self.assertRaises(TypeError, ChainHandler, Forgot(), delivery=BaseHandler())
+        self.assertIn("onRcptTo is a generator function", str(e))
+
+    def test_inlineCallbacksAccepted(self) -> None:
+        """
+        The same hook decorated with C{inlineCallbacks} is a handler's.
+        """
+
+        class Decorated(BaseHandler):
+            @inlineCallbacks
+            def onRcptTo(self, address: object, session: Session) -> Generator[Any, Any, None]:
+                yield succeed(None)
+
+        SMTPServer(Decorated())
+        ChainHandler(Decorated(), delivery=BaseHandler())

@@ -25,6 +25,7 @@ from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.replies import Reply
 from twisted_smtpd._serving.deadlines import waitForHandler
 from twisted_smtpd.handlers._base import BaseHandler
+from twisted_smtpd.handlers._hookcheck import HOOKS, generatorHookProblem
 from twisted_smtpd.interfaces import ISMTPHandler
 
 if TYPE_CHECKING:
@@ -85,19 +86,6 @@ ACCEPTING_DEFAULTS = frozenset(
 )
 
 
-#: The hooks of L{ISMTPHandler}, in the order a session calls them.
-HOOKS = (
-    "onConnect",
-    "onHelo",
-    "onSecure",
-    "onAuth",
-    "onMailFrom",
-    "onRcptTo",
-    "onData",
-    "onClose",
-)
-
-
 class _CompletedHandler(BaseHandler):
     """
     A handler that provides only some hooks, completed with the accepting
@@ -130,7 +118,8 @@ def checkHandler(handler: object) -> ISMTPHandler:
     L{BaseHandler}'s do.  An attribute named like a hook that is not one
     (C{onRcpt}), a hook that is not callable, an object with no hook at
     all, or a class given instead of its instance (one whose hooks are
-    methods, not static or class methods) is refused.
+    methods, not static or class methods), or a hook written with C{yield}
+    but not decorated (L{generatorHookProblem}) is refused.
 
     @return: C{handler}, or when it lacks hooks, a handler completed with
         the defaults.
@@ -162,6 +151,9 @@ def checkHandler(handler: object) -> ISMTPHandler:
             continue
         if not callable(value):
             raise TypeError(f"handler {cls}: {name} is not callable ({type(value).__name__})")
+        problem = generatorHookProblem(name, value)
+        if problem is not None:
+            raise TypeError(f"handler {cls}: {problem}")
         present.append(name)
     if not present:
         raise TypeError(f"handler {cls} has none of the hooks of ISMTPHandler ({', '.join(HOOKS)})")

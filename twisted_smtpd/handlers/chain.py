@@ -13,6 +13,7 @@ from twisted.python.failure import Failure
 
 from twisted_smtpd._core.session import Address, AuthRequest, Session
 from twisted_smtpd.handlers._base import BaseHandler
+from twisted_smtpd.handlers._hookcheck import HOOKS, generatorHookProblem
 from twisted_smtpd.handlers._sessionwork import SessionWork
 from twisted_smtpd.interfaces import IMessageStream, ISMTPHandler
 
@@ -24,6 +25,19 @@ def _overridesAuth(handler: ISMTPHandler) -> bool:
     whether to offer AUTH); a handler with no C{onAuth} at all does not.
     """
     return getattr(type(handler), "onAuth", BaseHandler.onAuth) is not BaseHandler.onAuth
+
+
+def _checkMember(handler: ISMTPHandler) -> None:
+    """
+    Refuse a handler of the chain whose hook is written with C{yield} but
+    not decorated: calling it would run none of its body.
+
+    @raise TypeError: Naming the handler's class and the hook.
+    """
+    for name in HOOKS:
+        problem = generatorHookProblem(name, getattr(handler, name, None))
+        if problem is not None:
+            raise TypeError(f"chain member {type(handler).__name__}: {problem}")
 
 
 class ChainHandler(BaseHandler):
@@ -68,6 +82,8 @@ class ChainHandler(BaseHandler):
         return super().__new__(cls)
 
     def __init__(self, *filters: ISMTPHandler, delivery: ISMTPHandler) -> None:
+        for handler in (*filters, delivery):
+            _checkMember(handler)
         self.filters = filters
         self.delivery = delivery
         self._handlers = (*filters, delivery)
