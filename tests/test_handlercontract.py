@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests import replies
 from tests.test_protocol import connect, take
 from twisted_smtpd._core.errors import SMTPError
-from twisted_smtpd._core.session import Session
+from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd._serving.hooks import resetEnhancedWarnings, resetReplyTextWarnings
 from twisted_smtpd._serving.protocol import SMTPProtocol
 from twisted_smtpd._serving.service import SMTPServer
@@ -584,3 +584,75 @@ class GeneratorHookTests(SynchronousTestCase):
 
         SMTPServer(Decorated())
         ChainHandler(Decorated(), delivery=BaseHandler())
+
+
+class _Expanding(BaseHandler):
+    """
+    A careless LMTP handler: it expands an alias by adding recipients to
+    the envelope, or drops one, and accepts the message for all.
+    """
+
+    def __init__(self, add: int = 0, drop: bool = False) -> None:
+        self.add = add
+        self.drop = drop
+
+    def onRcptTo(self, address: Address, session: Session) -> object:
+        rcptTo = session.envelope.rcptTo
+        for n in range(self.add):
+            rcptTo.append(Address(f"member{n}@e.com"))
+        if self.drop and rcptTo:
+            rcptTo.pop()
+        return None
+
+    def onData(self, stream: IMessageStream, session: Session) -> object:
+        return stream.drain().addCallback(lambda _: "kept")
+
+
+class LMTPReplyCountTests(SynchronousTestCase):
+    """
+    LMTP sends one reply per RCPT command accepted (RFC 2033 section 4.2),
+    whatever the handler did to C{session.envelope.rcptTo}.
+    """
+
+    def exchange(self, handler: BaseHandler, body: bytes) -> bytes:
+        """
+        Two RCPT commands, a message, and a NOOP pipelined behind it.
+        """
+        proto, transport, clock, _ = connect(handler, lmtp=True)
+        proto.dataReceived(b"LHLO c\r\nMAIL FROM:<s@e.com>\r\n")
+        proto.dataReceived(b"RCPT TO:<a@e.com>\r\nRCPT TO:<b@e.com>\r\n")
+        take(transport)
+        proto.dataReceived(body + b"NOOP\r\n")
+        return take(transport)
+
+    def test_addedRecipientsGetNoReply(self) -> None:
+        """
+        Recipients a handler added get no reply of their own: two RCPT
+        commands, two replies after the body, and the NOOP behind the
+        message gets its own reply, not a surplus 250.
+        """
+        out = self.exchange(_Expanding(add=2), b"DATA\r\nhi\r\n.\r\n")
+        self.assertEqual(out, replies.START_DATA + b"250 2.0.0 kept\r\n" * 2 + replies.OK)
+
+    def test_droppedRecipientStillAnswered(self) -> None:
+        """
+        A recipient a handler dropped after its RCPT was answered 250 still
+        gets its reply after the body: the client waits for one per RCPT.
+        """
+        out = self.exchange(_Expanding(drop=True), b"DATA\r\nhi\r\n.\r\n")
+        self.assertEqual(out, replies.START_DATA + b"250 2.0.0 kept\r\n" * 2 + replies.OK)
+
+    def test_oversizedChunkCountsCommands(self) -> None:
+        """
+        A LAST BDAT chunk past the size limit is answered once per RCPT
+        command too.
+        """
+        handler = _Expanding(add=1)
+        proto, transport, clock, _ = connect(handler, lmtp=True, size=10)
+        proto.dataReceived(b"LHLO c\r\nMAIL FROM:<s@e.com>\r\n")
+        proto.dataReceived(b"RCPT TO:<a@e.com>\r\nRCPT TO:<b@e.com>\r\n")
+        take(transport)
+        proto.dataReceived(b"BDAT 20 LAST\r\n" + b"x" * 20 + b"NOOP\r\n")
+        out = take(transport)
+        self.assertEqual(out.count(b"552 "), 2, out)
+        self.assertTrue(out.endswith(replies.OK), out)
