@@ -656,3 +656,53 @@ class LMTPReplyCountTests(SynchronousTestCase):
         out = take(transport)
         self.assertEqual(out.count(b"552 "), 2, out)
         self.assertTrue(out.endswith(replies.OK), out)
+
+
+def _smtpMessage(handler: BaseHandler, recipients: int = 2) -> bytes:
+    """
+    One SMTP message to C{recipients} recipients, and what the server
+    answered after the body.
+    """
+    proto, transport, clock, _ = connect(handler)
+    proto.dataReceived(b"EHLO c\r\nMAIL FROM:<s@e.com>\r\n")
+    for n in range(recipients):
+        proto.dataReceived(b"RCPT TO:<r%d@e.com>\r\n" % (n,))
+    take(transport)
+    proto.dataReceived(b"DATA\r\nhi\r\n.\r\n")
+    return take(transport)
+
+
+class SMTPListTests(SynchronousTestCase):
+    """
+    An LMTP-style list from C{onData} in an SMTP session, which has one
+    reply for the whole message.
+    """
+
+    def test_allRefusedRefuses(self) -> None:
+        """
+        A list whose every entry refuses refuses the message with the first
+        refusal, instead of C{250}.
+        """
+        full = SMTPError(452, "mailbox full", "4.2.2")
+        out = _smtpMessage(_Listing([full, SMTPError(550, "no", "5.1.1")]))
+        self.assertEqual(out, replies.START_DATA + b"452 4.2.2 mailbox full\r\n")
+
+    def test_mixedIsHandlerError(self) -> None:
+        """
+        A list that accepts for some recipients and refuses for others
+        cannot be one reply: a 250 would say the message was kept for all.
+        It is answered 451 and logged as the handler's error.
+        """
+        out = _smtpMessage(_Listing(["kept", SMTPError(550, "no", "5.1.1")]))
+        self.assertEqual(out, replies.START_DATA + replies.LOCAL_ERROR)
+        errors = self.flushLoggedErrors(TypeError)
+        self.assertEqual(len(errors), 1)
+        self.assertIn("1 of 2", str(errors[0].value))
+
+    def test_allAcceptedAccepts(self) -> None:
+        """
+        A list whose every entry accepts is answered 250, as before.
+        """
+        out = _smtpMessage(_Listing(["kept", "kept"]))
+        self.assertEqual(out, replies.START_DATA + replies.DATA_OK)
+        self.assertEqual(self.flushLoggedErrors(), [])

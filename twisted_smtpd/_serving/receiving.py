@@ -297,6 +297,9 @@ class MessageReceiver:
                     # A 250 says the handler kept the message for that
                     # recipient: one with no entry was never said to be.
                     replies += [self._wrongLength(outcome, count)] * (count - len(replies))
+        elif isinstance(outcome, list | tuple):
+            # An LMTP-style list in SMTP, which has one reply.
+            replies = [self._oneReply(outcome)]
         else:
             replies = [
                 catalogue.DATA_OK
@@ -304,6 +307,42 @@ class MessageReceiver:
                 else dataReply(outcome, self._log, self._onData)
             ] * count
         self._done(replies, decoder.byteLength)
+
+    def _oneReply(self, outcome: list[object] | tuple[object, ...]) -> Reply:
+        """
+        The one SMTP reply for a list of per-recipient results: 250 when
+        every entry accepts (or none is given); the first refusal when
+        every entry refuses.  A mix cannot be one reply, as a 250 says the
+        message is kept for every recipient: it is logged as the handler's
+        bug and answered 451.
+        """
+        logged: set[int] = set()
+
+        def logOnce(failure: Failure) -> None:
+            if id(failure.value) not in logged:
+                logged.add(id(failure.value))
+                self._log(failure)
+
+        answered: dict[int, Reply] = {}
+        refusals: list[Reply] = []
+        for item in outcome:
+            reply = answered.get(id(item))
+            if reply is None:
+                reply = answered[id(item)] = lmtpReply(item, logOnce, self._onData)
+            if reply.code >= 400:
+                refusals.append(reply)
+        if not refusals:
+            return catalogue.DATA_OK
+        if len(refusals) == len(outcome):
+            return refusals[0]
+        try:
+            raise TypeError(
+                f"onData refused {len(refusals)} of {len(outcome)} recipients in a list,"
+                " which an SMTP session cannot answer with one reply"
+            )
+        except TypeError:
+            self._log(Failure())
+        return catalogue.LOCAL_ERROR
 
     def _wrongLength(self, outcome: list[object] | tuple[object, ...], count: int) -> Reply:
         """
