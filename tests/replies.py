@@ -51,3 +51,4 @@ UNKNOWN_PARAMETER = b"555 5.5.4 Error: unsupported MAIL FROM/RCPT TO parameter\r
 UTF8_NOT_ALLOWED = b"553 5.6.7 Error: non-ASCII address requires SMTPUTF8\r\n"
 REQUIRETLS_NEEDS_TLS = b"530 5.7.10 REQUIRETLS needs a TLS session\r\n"
 BINARYMIME_NEEDS_BDAT = b"503 5.5.1 Error: BODY=BINARYMIME requires BDAT\r\n"
+NO_VALID_RECIPIENTS = b"554 5.5.1 Error: no valid recipients\r\n"

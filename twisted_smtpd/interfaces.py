@@ -105,7 +105,10 @@ class _SMTPHandlerInterface(Interface):
         @return: A text for the 250 reply (a queue id) or C{None}; in LMTP
             mode, optionally a list with one entry per accepted recipient,
             each a text or an L{SMTPError} (another exception there is
-            answered 451 and logged, as if C{onData} had raised it).
+            answered 451 and logged, as if C{onData} had raised it).  A
+            list of another length is logged as the handler's error: the
+            recipients a short list has no entry for, or all of them for a
+            long list, are answered 451.
         """
 
     def onClose(session: Session) -> object:

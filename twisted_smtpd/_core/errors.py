@@ -24,7 +24,9 @@ class SMTPError(Exception):
         other control character is replaced, so the text can never inject a
         line into the dialogue.
     @ivar enhanced: The RFC 3463 enhanced status code, or C{None} for the
-        generic one of the code's class (C{"5.0.0"}).
+        generic one of the code's class (C{"5.0.0"}).  A malformed one, or
+        one of another class than C{code}, is sent as the generic one too,
+        and the server logs it once.
     """
 
     def __init__(self, code: int, message: str, enhanced: str | None = None) -> None:

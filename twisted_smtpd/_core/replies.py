@@ -243,6 +243,9 @@ BAD_ORCPT = reply(501, "5.5.4", "Error: bad ORCPT syntax")
 
 # Protocol
 BINARYMIME_NEEDS_BDAT = reply(503, "5.5.1", "Error: BODY=BINARYMIME requires BDAT")
+# DATA or BDAT once the handler took every recipient away (Postfix's answer
+# when none is valid).
+NO_VALID_RECIPIENTS = reply(554, "5.5.1", "Error: no valid recipients")
 
 # AUTH and TLS (RFC 4954 sections 4 and 6)
 AUTH_UNRECOGNIZED = reply(504, "5.5.4", "Unrecognized authentication type")

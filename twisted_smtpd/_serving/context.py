@@ -40,6 +40,9 @@ class CommandContext(Protocol):
 
     @ivar session: The L{Session} handlers see.
     @ivar phase: Where the session is in the command sequence.
+    @ivar rcptAccepted: How many RCPT commands of the transaction were
+        answered 250: in LMTP, the replies owed after its message (RFC
+        2033 section 4.2), whatever the handler did to the envelope.
     @ivar auth: The AUTH exchange, made on the first AUTH command.
     @ivar connectedFrom: The IP address XCLIENT and XFORWARD are trusted
         by: the client the connection came from (the one a PROXY header
@@ -51,6 +54,7 @@ class CommandContext(Protocol):
 
     session: Session
     phase: Phase
+    rcptAccepted: int
     auth: AuthCommand | None
     connectedFrom: str
 

@@ -16,13 +16,16 @@ from typing import TYPE_CHECKING, Any, cast
 
 import txaio as _txaio_module
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.replies import Reply
 from twisted_smtpd._serving.deadlines import waitForHandler
 from twisted_smtpd.handlers._base import BaseHandler
+from twisted_smtpd.handlers._hookcheck import HOOKS, generatorHookProblem
 from twisted_smtpd.interfaces import ISMTPHandler
 
 if TYPE_CHECKING:
@@ -33,6 +36,8 @@ txaio: Any = _txaio_module
 txaio.use_twisted()
 
 _ASYNC: dict[Any, bool] = {}
+
+_log = Logger()
 
 
 def _isAsync(fn: Callable[..., object]) -> bool:
@@ -81,31 +86,25 @@ ACCEPTING_DEFAULTS = frozenset(
 )
 
 
-#: The hooks of L{ISMTPHandler}, in the order a session calls them.
-HOOKS = (
-    "onConnect",
-    "onHelo",
-    "onSecure",
-    "onAuth",
-    "onMailFrom",
-    "onRcptTo",
-    "onData",
-    "onClose",
-)
-
-
 class _CompletedHandler(BaseHandler):
     """
     A handler that provides only some hooks, completed with the accepting
     defaults of L{BaseHandler} for the others (as aiosmtpd does).
 
     @ivar wrapped: The handler given.
+    @ivar close: The handler's own C{close}, when it has one: the server's
+        stop calls it to close the handler's connections.
     """
+
+    close: Callable[[], object]
 
     def __init__(self, wrapped: object, present: Sequence[str]) -> None:
         self.wrapped = wrapped
         for name in present:
             setattr(self, name, getattr(wrapped, name))
+        close = getattr(wrapped, "close", None)
+        if callable(close):
+            self.close = close
 
     def __repr__(self) -> str:
         return f"<completed {self.wrapped!r}>"
@@ -119,7 +118,8 @@ def checkHandler(handler: object) -> ISMTPHandler:
     L{BaseHandler}'s do.  An attribute named like a hook that is not one
     (C{onRcpt}), a hook that is not callable, an object with no hook at
     all, or a class given instead of its instance (one whose hooks are
-    methods, not static or class methods) is refused.
+    methods, not static or class methods), or a hook written with C{yield}
+    but not decorated (L{generatorHookProblem}) is refused.
 
     @return: C{handler}, or when it lacks hooks, a handler completed with
         the defaults.
@@ -151,6 +151,9 @@ def checkHandler(handler: object) -> ISMTPHandler:
             continue
         if not callable(value):
             raise TypeError(f"handler {cls}: {name} is not callable ({type(value).__name__})")
+        problem = generatorHookProblem(name, value)
+        if problem is not None:
+            raise TypeError(f"handler {cls}: {problem}")
         present.append(name)
     if not present:
         raise TypeError(f"handler {cls} has none of the hooks of ISMTPHandler ({', '.join(HOOKS)})")
@@ -166,9 +169,46 @@ def failureReply(failure: Failure, log: Callable[[Failure], None]) -> Reply:
     """
     value = failure.value
     if isinstance(value, SMTPError):
-        return value.toReply()
+        return errorReply(value)
     log(failure)
     return catalogue.LOCAL_ERROR
+
+
+#: The enhanced status codes already warned of, with their reply codes: one
+#: line each, for at most this many.
+_warnedEnhanced: set[tuple[int, str]] = set()
+_MAX_WARNED_ENHANCED = 256
+
+
+def errorReply(error: SMTPError) -> Reply:
+    """
+    The reply for a handler's L{SMTPError}.  An enhanced status code that
+    is malformed or of another class than the reply code (C{SMTPError(550,
+    "...", "4.1.1")}) is sent as the generic one of the code's class
+    (RFC 3463 section 3), and logged once so that the handler's author
+    sees it.
+    """
+    reply = error.toReply()
+    enhanced = error.enhanced
+    if enhanced is not None and reply.enhanced != enhanced:
+        key = (error.code, enhanced[:40])
+        if key not in _warnedEnhanced and len(_warnedEnhanced) < _MAX_WARNED_ENHANCED:
+            _warnedEnhanced.add(key)
+            _log.warn(
+                "A handler's SMTPError({code}, ...) has the enhanced status code {enhanced},"
+                " malformed or not of the reply code's class: sent as {sent}; logged once",
+                code=error.code,
+                enhanced=repr(printable(enhanced[:40])),
+                sent=reply.enhanced,
+            )
+    return reply
+
+
+def resetEnhancedWarnings() -> None:
+    """
+    Forget which enhanced status codes were warned of.
+    """
+    _warnedEnhanced.clear()
 
 
 def runHook(
@@ -194,7 +234,7 @@ def runHook(
         result = callHook(fn, *args)
     except SMTPError as e:
         _timed(p, fn, started)
-        refused(e.toReply() if e.code >= 400 else _refusal(p, fn, Failure()))
+        refused(errorReply(e) if e.code >= 400 else _refusal(p, fn, Failure()))
         return
     except BaseException:
         # As a Deferred takes it: a hook's KeyboardInterrupt, SystemExit or
@@ -207,10 +247,12 @@ def runHook(
     if not isinstance(result, Deferred):
         _timed(p, fn, started)
         returned = returnedFailure(result)
-        if returned is None:
-            accepted(result)
-        else:
+        if returned is not None:
             refused(_refusal(p, fn, returned))
+        elif result.__class__ is str and (reply := _textRefusal(p, fn, result)):
+            refused(reply)
+        else:
+            accepted(result)
         return
     token = p.holdForHook()
     waitForHandler(p, f"{_name(fn)} did not answer")
@@ -222,7 +264,10 @@ def runHook(
             return
         _timed(p, fn, started)
         if p.connected and not p.closing:
-            accepted(value)
+            if value.__class__ is str and (reply := _textRefusal(p, fn, value)):
+                refused(reply)
+            else:
+                accepted(value)
             p.hookAnswered(token)
 
     def failed(failure: Failure) -> None:
@@ -281,6 +326,79 @@ def handlerBug(p: CommandContext, hookName: str, problem: str) -> Reply:
     except TypeError:
         p.logFailure(Failure(), hookName)
     return catalogue.LOCAL_ERROR
+
+
+#: The hooks already warned of answering with a positive reply's text: one
+#: line per hook of a handler class, for at most this many.
+_warnedText: set[str] = set()
+_MAX_WARNED_TEXT = 256
+
+
+def replyTextRefusal(
+    hookName: str, hook: object, text: str, log: Callable[[Failure], None]
+) -> Reply | None:
+    """
+    Check a text a hook answered with.  An aiosmtpd hook answers with its
+    reply's text (C{"550 no such user"}, C{"250 OK"}); here a hook's value
+    accepts, and only an L{SMTPError} refuses.  A text starting with a
+    4xx or 5xx code was meant to refuse: it is the handler's bug, given to
+    C{log} as a L{TypeError}, and refused 451 rather than accepted.  One
+    starting with another code accepts, as any value does, with one
+    warning per hook of a handler class.
+
+    @param hookName: The hook's name, for the log.
+    @param hook: The hook, whose handler's class the warning names.
+    @return: The reply refusing, or C{None} when C{text} stands.
+    """
+    if not (
+        len(text) >= 3
+        and text[0] in "2345"
+        and text[1:3].isascii()
+        and text[1:3].isdigit()
+        and (len(text) == 3 or text[3] in " -")
+    ):
+        return None
+    shown = printable(text[:80])
+    if text[0] in "45":
+        try:
+            raise TypeError(
+                f"{hookName} returned {shown!r}: a string is not a reply; raise"
+                " SMTPError(code, text, enhanced) to refuse"
+            )
+        except TypeError:
+            log(Failure())
+        return catalogue.LOCAL_ERROR
+    owner = type(getattr(hook, "__self__", hook)).__qualname__
+    key = f"{owner}.{hookName}"
+    if key not in _warnedText and len(_warnedText) < _MAX_WARNED_TEXT:
+        _warnedText.add(key)
+        _log.warn(
+            "{hook} of {handler} returned {text}: a string is not a reply, and any"
+            " value accepts (raise SMTPError to refuse); logged once",
+            hook=hookName,
+            handler=owner,
+            text=repr(shown),
+        )
+    return None
+
+
+def resetReplyTextWarnings() -> None:
+    """
+    Forget which hooks were warned of answering with a reply's text.
+    """
+    _warnedText.clear()
+
+
+def _textRefusal(p: CommandContext, fn: Callable[..., object], text: str) -> Reply | None:
+    """
+    L{replyTextRefusal} for hook C{fn} of session C{p}.
+    """
+    name = _name(fn)
+
+    def log(failure: Failure) -> None:
+        p.logFailure(failure, name)
+
+    return replyTextRefusal(name, fn, text, log)
 
 
 def _name(fn: Callable[..., object]) -> str:

@@ -96,7 +96,8 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         "_processing", "_readClosed", "_socket", "_transportPaused", "_unauthenticated", "_verb",
         "_wire", "_writer", "auth", "began", "clock", "closing", "connected", "connectedFrom",
         "discard", "draining", "handler", "implicitTLS", "limitHost", "options", "pauses",
-        "phase", "receiver", "refused", "server", "session", "times", "waiting",
+        "phase", "rcptAccepted", "receiver", "refused", "server", "session", "times",
+        "waiting",
     )
     # fmt: on
 
@@ -133,6 +134,7 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         self.draining = False
         self.implicitTLS = False
         self.phase = Phase.CONNECTED
+        self.rcptAccepted = 0
         self._errors = self._junk = self._overshoot = self._hookToken = 0
         self._unauthenticated = 0
         self.times = Times()

@@ -18,7 +18,12 @@ from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.replies import Reply, sanitiseText
 from twisted_smtpd._core.session import Session
-from twisted_smtpd._serving.hooks import callHook, failureReply, returnedFailure
+from twisted_smtpd._serving.hooks import (
+    callHook,
+    failureReply,
+    replyTextRefusal,
+    returnedFailure,
+)
 from twisted_smtpd._stream import MessageStream
 
 _PENDING = object()
@@ -46,11 +51,18 @@ def errorFromReply(reply: Reply) -> SMTPError:
     return SMTPError(reply.code, "\n".join(reply.lines), reply.enhanced)
 
 
-def dataReply(result: object) -> Reply:
+def dataReply(result: object, log: Callable[[Failure], None], onData: object = None) -> Reply:
     """
     The 250 reply for what C{onData} returned: its text, or the default.
+    A text that is an aiosmtpd-style refusal (C{"554 rejected"}) is the
+    handler's bug, given to C{log} and answered 451
+    (L{replyTextRefusal}).
     """
     if isinstance(result, str) and result:
+        if result[0] in "2345":
+            refusal = replyTextRefusal("onData", onData, result, log)
+            if refusal is not None:
+                return refusal
         return Reply(250, "2.0.0", sanitiseText(result))
     return catalogue.DATA_OK
 
@@ -76,7 +88,7 @@ def bodyFailureReply(failure: Failure, log: Callable[[Failure], None]) -> Reply:
     return failureReply(failure, log)
 
 
-def lmtpReply(item: object, log: Callable[[Failure], None]) -> Reply:
+def lmtpReply(item: object, log: Callable[[Failure], None], onData: object = None) -> Reply:
     """
     The reply for one recipient's entry in an LMTP result list: an
     exception other than L{SMTPError} is answered 451 and given to C{log},
@@ -86,7 +98,7 @@ def lmtpReply(item: object, log: Callable[[Failure], None]) -> Reply:
         item = Failure(item)
     if isinstance(item, Failure):
         return bodyFailureReply(item, log)
-    return dataReply(item)
+    return dataReply(item, log, onData)
 
 
 class MessageReceiver:
@@ -99,6 +111,9 @@ class MessageReceiver:
     @ivar ended: Whether the body's end was seen.
     @ivar finished: Whether C{done} was called.
     """
+
+    #: The handler's C{onData}, once called.
+    _onData: object = None
 
     def __init__(
         self,
@@ -138,6 +153,7 @@ class MessageReceiver:
         """
         Call the handler's C{onData} with the stream.
         """
+        self._onData = onData
         try:
             result = callHook(onData, self.stream, session)
         except BaseException:
@@ -265,18 +281,83 @@ class MessageReceiver:
                     logged.add(id(failure.value))
                     self._log(failure)
 
-            # An entry shared by several recipients is answered once.
-            answered: dict[int, Reply] = {}
-            replies = []
-            for item in outcome[:count]:
-                reply = answered.get(id(item))
-                if reply is None:
-                    reply = answered[id(item)] = lmtpReply(item, logOnce)
-                replies.append(reply)
-            replies += [catalogue.DATA_OK] * (count - len(replies))
+            if len(outcome) > count:
+                # Which entry is whose cannot be told: none may say 250.
+                replies = [self._wrongLength(outcome, count)] * count
+            else:
+                # An entry shared by several recipients is answered once.
+                answered: dict[int, Reply] = {}
+                replies = []
+                for item in outcome:
+                    reply = answered.get(id(item))
+                    if reply is None:
+                        reply = answered[id(item)] = lmtpReply(item, logOnce, self._onData)
+                    replies.append(reply)
+                if len(replies) < count:
+                    # A 250 says the handler kept the message for that
+                    # recipient: one with no entry was never said to be.
+                    replies += [self._wrongLength(outcome, count)] * (count - len(replies))
+        elif isinstance(outcome, list | tuple):
+            # An LMTP-style list in SMTP, which has one reply.
+            replies = [self._oneReply(outcome)]
         else:
-            replies = [catalogue.DATA_OK if outcome is None else dataReply(outcome)] * count
+            replies = [
+                catalogue.DATA_OK
+                if outcome is None
+                else dataReply(outcome, self._log, self._onData)
+            ] * count
         self._done(replies, decoder.byteLength)
+
+    def _oneReply(self, outcome: list[object] | tuple[object, ...]) -> Reply:
+        """
+        The one SMTP reply for a list of per-recipient results: 250 when
+        every entry accepts (or none is given); the first refusal when
+        every entry refuses.  A mix cannot be one reply, as a 250 says the
+        message is kept for every recipient: it is logged as the handler's
+        bug and answered 451.
+        """
+        logged: set[int] = set()
+
+        def logOnce(failure: Failure) -> None:
+            if id(failure.value) not in logged:
+                logged.add(id(failure.value))
+                self._log(failure)
+
+        answered: dict[int, Reply] = {}
+        refusals: list[Reply] = []
+        for item in outcome:
+            reply = answered.get(id(item))
+            if reply is None:
+                reply = answered[id(item)] = lmtpReply(item, logOnce, self._onData)
+            if reply.code >= 400:
+                refusals.append(reply)
+        if not refusals:
+            return catalogue.DATA_OK
+        if len(refusals) == len(outcome):
+            return refusals[0]
+        try:
+            raise TypeError(
+                f"onData refused {len(refusals)} of {len(outcome)} recipients in a list,"
+                " which an SMTP session cannot answer with one reply"
+            )
+        except TypeError:
+            self._log(Failure())
+        return catalogue.LOCAL_ERROR
+
+    def _wrongLength(self, outcome: list[object] | tuple[object, ...], count: int) -> Reply:
+        """
+        The reply for the recipients an LMTP result list of the wrong
+        length leaves without a known answer: the handler's bug, logged
+        once, and answered 451 (the client tries again later).
+        """
+        try:
+            raise TypeError(
+                f"onData answered {len(outcome)} results for {count} recipients;"
+                " an LMTP list needs one entry per accepted recipient"
+            )
+        except TypeError:
+            self._log(Failure())
+        return catalogue.LOCAL_ERROR
 
 
 def _ignore(failure: Failure) -> None:

@@ -155,6 +155,7 @@ def _mailAccepted(p: SessionControl, envelope: Envelope) -> None:
     """
     p.session.envelope = envelope
     p.phase = _MAIL
+    p.rcptAccepted = 0
     factory = p.server
     if factory is not None and "mail" in factory.wanted:
         # emit's own test, first: no observer of the default configuration
@@ -196,6 +197,8 @@ def _rcptAccepted(p: SessionControl, envelope: Envelope, address: Address) -> No
     if p.session.envelope is envelope:
         envelope.rcptTo.append(address)
         p.phase = _RCPT
+    # Answered 250: in LMTP, one reply is owed after the message.
+    p.rcptAccepted += 1
     factory = p.server
     if factory is not None and "rcpt" in factory.wanted:
         # As for MAIL: emit's own test, first.
@@ -229,8 +232,15 @@ def data(p: SessionControl, argument: bytes) -> None:
     if p.receiver is not None:
         p.fail(catalogue.BDAT_IN_PROGRESS)
         return
-    if session.envelope.bodyType == "binarymime":
+    envelope = session.envelope
+    if envelope.bodyType == "binarymime":
         p.fail(catalogue.BINARYMIME_NEEDS_BDAT)
+        return
+    if not envelope.rcptTo:
+        # The handler took every recipient away (the phase says one was
+        # accepted): a 250 would be for a message to nobody, and in LMTP
+        # the body would get no reply at all.
+        p.fail(catalogue.NO_VALID_RECIPIENTS)
         return
     p.reply(catalogue.START_DATA)
     decoder = DataDecoder(options.size, options.bareNewline)
@@ -253,7 +263,7 @@ def _newReceiver(
     receiver = MessageReceiver(
         decoder,
         MessageStream(upstream),
-        len(p.session.envelope.rcptTo) if lmtp else 1,
+        p.rcptAccepted if lmtp else 1,
         lmtp,
         rejectBareNewline,
         p.messageDone,
@@ -287,6 +297,10 @@ def bdat(p: SessionControl, argument: bytes) -> None:
     receiver = p.receiver
     if receiver is None:
         session = p.session
+        if not session.envelope.rcptTo:
+            # As for DATA: the handler took every recipient away.
+            refuseBdat(p, argument, catalogue.NO_VALID_RECIPIENTS)
+            return
         receiver = p.receiver = _newReceiver(p, ChunkDecoder(options.size), False)
         transferStarted(p)
         receiver.start(p.handler.onData, session)
@@ -331,12 +345,12 @@ def oversized(
     total = decoder.byteLength + size
 
     def refused(p: SessionControl, unanswered: bool) -> None:
-        count = len(p.session.envelope.rcptTo) if last and p.options.lmtp else 1
+        count = p.rcptAccepted if last and p.options.lmtp else 1
         replies = (catalogue.SIZE_EXCEEDED,) * count
         p.emit("message", size=total, replies=replies, seconds=None, unanswered=unanswered)
 
     def read(p: SessionControl) -> None:
-        count = len(p.session.envelope.rcptTo) if last and p.options.lmtp else 1
+        count = p.rcptAccepted if last and p.options.lmtp else 1
         reply = catalogue.SIZE_EXCEEDED if first else catalogue.BDAT_DISCARDED
         if first:
             refused(p, False)

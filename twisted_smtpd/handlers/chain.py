@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_smtpd._core.session import Address, AuthRequest, Session
 from twisted_smtpd.handlers._base import BaseHandler
+from twisted_smtpd.handlers._hookcheck import HOOKS, generatorHookProblem
 from twisted_smtpd.handlers._sessionwork import SessionWork
 from twisted_smtpd.interfaces import IMessageStream, ISMTPHandler
 
@@ -21,9 +22,22 @@ def _overridesAuth(handler: ISMTPHandler) -> bool:
     """
     Whether C{handler} answers AUTH itself rather than with
     L{BaseHandler.onAuth}'s refusal (the test the server makes to decide
-    whether to offer AUTH).
+    whether to offer AUTH); a handler with no C{onAuth} at all does not.
     """
-    return getattr(type(handler), "onAuth", None) is not BaseHandler.onAuth
+    return getattr(type(handler), "onAuth", BaseHandler.onAuth) is not BaseHandler.onAuth
+
+
+def _checkMember(handler: ISMTPHandler) -> None:
+    """
+    Refuse a handler of the chain whose hook is written with C{yield} but
+    not decorated: calling it would run none of its body.
+
+    @raise TypeError: Naming the handler's class and the hook.
+    """
+    for name in HOOKS:
+        problem = generatorHookProblem(name, getattr(handler, name, None))
+        if problem is not None:
+            raise TypeError(f"chain member {type(handler).__name__}: {problem}")
 
 
 class ChainHandler(BaseHandler):
@@ -37,11 +51,15 @@ class ChainHandler(BaseHandler):
     only runs once it has finished.  The first refusal (an L{SMTPError},
     or any other failure) stops the chain and is the reply.  C{onClose}
     goes to every handler in the same order, even when one fails (the
-    failure is logged).  A session that ends while a hook of the chain is
+    failure is logged); at the server's stop, L{close} closes every handler
+    that has a C{close}.  A session that ends while a hook of the chain is
     still running (its client left, or the server timed it out) is told
     C{onClose} at once: the handlers after the one running are then not
     called for that hook, as none may begin anything (take a session to a
     next hop) for a session it was told is over.
+
+    A handler of the chain may provide only some hooks: it accepts for the
+    others, as the server takes such a handler.
 
     C{onData} goes to the delivery handler only.  C{onAuth} goes to the
     first handler of the chain that implements it (that does not inherit
@@ -64,6 +82,8 @@ class ChainHandler(BaseHandler):
         return super().__new__(cls)
 
     def __init__(self, *filters: ISMTPHandler, delivery: ISMTPHandler) -> None:
+        for handler in (*filters, delivery):
+            _checkMember(handler)
         self.filters = filters
         self.delivery = delivery
         self._handlers = (*filters, delivery)
@@ -94,7 +114,11 @@ class ChainHandler(BaseHandler):
                         # a hook called now could take what nobody gives
                         # back (a session to the next hop).
                         break
-                    hook: Callable[..., object] = getattr(handler, name)
+                    hook: Callable[..., object] | None = getattr(handler, name, None)
+                    if hook is None:
+                        # A handler providing only some hooks accepts for
+                        # the others, as the server takes it.
+                        continue
                     result = await maybeDeferred(hook, *args)
             finally:
                 work.finish(sid)
@@ -146,10 +170,13 @@ class ChainHandler(BaseHandler):
 
         async def closeAll() -> None:
             for handler in self._handlers:
+                onClose = getattr(handler, "onClose", None)
+                if onClose is None:
+                    continue
                 # Whatever it fails with, an asyncio.CancelledError or a
                 # KeyboardInterrupt included: the handlers after it still
                 # hear of the end (a relay gives its session back).
-                await maybeDeferred(handler.onClose, session).addErrback(self._closeFailed, handler)
+                await maybeDeferred(onClose, session).addErrback(self._closeFailed, handler)
 
         return Deferred.fromCoroutine(closeAll())
 
@@ -158,6 +185,38 @@ class ChainHandler(BaseHandler):
         Log the failure of C{handler}'s C{onClose}.
         """
         self._log.failure("onClose of {handler!r} failed", failure, handler=handler)
+
+    def close(self) -> Deferred[None]:
+        """
+        Close the connections of every handler of the chain that has a
+        C{close} method (a next hop's pool, an HTTP pool, a broker's
+        connection), all at once, each handler once however often it is in
+        the chain.  The server calls it at its stop, as it calls any
+        handler's C{close}, and bounds the wait.
+
+        @return: A L{Deferred <twisted.internet.defer.Deferred>} that fires
+            once every C{close} has finished; one failing is logged and
+            does not stop the others.
+        """
+        closing: list[Deferred[object]] = []
+        seen: set[int] = set()
+        for handler in self._handlers:
+            close = getattr(handler, "close", None)
+            if id(handler) in seen or not callable(close):
+                continue
+            seen.add(id(handler))
+            closing.append(maybeDeferred(close).addErrback(self._closeFailedAtStop, handler))
+
+        def closed(results: object) -> None:
+            return None
+
+        return DeferredList(closing).addCallback(closed)
+
+    def _closeFailedAtStop(self, failure: Failure, handler: ISMTPHandler) -> None:
+        """
+        Log the failure of C{handler}'s C{close}.
+        """
+        self._log.failure("Closing {handler!r} failed", failure, handler=handler)
 
 
 class _AuthenticatingChain(ChainHandler):
