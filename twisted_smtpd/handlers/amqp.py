@@ -34,6 +34,7 @@ from twisted_smtpd.handlers._amqpconnection import (
     BrokerConnection,
     Confirms,
     brokerEndpoint,
+    brokerParameters,
     callOpen,
     declare,
     describeFailure,
@@ -41,13 +42,15 @@ from twisted_smtpd.handlers._amqpconnection import (
 )
 from twisted_smtpd.handlers._amqpframes import (
     HEADER_FRAME_OVERHEAD,
-    SHORT_STRING,
     Body,
+    checkNames,
     encodedSize,
     headerFrameSize,
     publishProperties,
 )
-from twisted_smtpd.handlers._amqpurl import checkURLNumbers
+from twisted_smtpd.handlers._amqpframes import (
+    SHORT_STRING as SHORT_STRING,  # read from here by twistd's name checks
+)
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._envelope import envelopeFields, messageId, sanitise
 from twisted_smtpd.handlers.relay import loadTrustRoot
@@ -155,13 +158,7 @@ class AMQPHandler(BaseHandler):
             value is out of range, a name is longer than 255 octets in UTF-8, or
             C{caCertificates} is given with an C{amqp://} URL.
         """
-        if not url.startswith(("amqp://", "amqps://")):
-            raise ValueError(f"not an amqp:// or amqps:// URL: {sanitise(url)!r}")
-        checkURLNumbers(url)
-        try:
-            self._parameters = pika.URLParameters(url)
-        except Exception as e:
-            raise ValueError(f"invalid AMQP URL: {sanitise(str(e))}") from None
+        self._parameters = brokerParameters(url)
         if caCertificates is not None and not url.startswith("amqps://"):
             # Verified TLS was asked for, and would silently not be used.
             raise ValueError("a CA bundle needs an amqps:// URL")
@@ -174,11 +171,7 @@ class AMQPHandler(BaseHandler):
         handlerSeconds("firstRetry", firstRetry)
         handlerSeconds("maxRetryDelay", maxRetryDelay)
         resolvedKey = routingKey if routingKey is not None else queue
-        for what, name in (("exchange", exchange), ("queue", queue), ("routing key", resolvedKey)):
-            # AMQP 0-9-1 section 4.2.5.3: a short string, at most 255 octets;
-            # pika fails every declare or publish of a longer one.
-            if len(name.encode("utf-8")) > SHORT_STRING:
-                raise ValueError(f"the {what} name is over {SHORT_STRING} octets")
+        checkNames(exchange, queue, resolvedKey)
         if self._parameters.blocked_connection_timeout is None:
             # A connection the broker blocks for longer than a message may
             # wait for its confirm is dropped, and what it holds with it.
@@ -557,35 +550,19 @@ class AMQPHandler(BaseHandler):
                 "{session} message broker unavailable at the end of DATA", session=session.id
             )
             raise SMTPError(451, "Error: message broker unavailable, try again later", "4.3.0")
-        confirms.expect(identifier)
-        try:
-            confirmed: Deferred[Any] = channel.basic_publish(
-                exchange=self.exchange,
-                routing_key=self.routingKey,
-                body=data,
-                properties=properties,
-                mandatory=True,
-            )
-        except Exception as e:
-            confirmed = Deferred()
-            confirmed.errback(e)
+        confirmed = confirms.publish(
+            channel,
+            identifier,
+            exchange=self.exchange,
+            routing_key=self.routingKey,
+            body=data,
+            properties=properties,
+            mandatory=True,
+        )
         del data
-        timedOut = []
-
-        def timeOut() -> None:
-            timedOut.append(True)
-            confirms.abandon(channel, confirmed)
-
-        timer = self._reactor.callLater(self._confirmTimeout, timeOut)
-        error: Exception | None = None
-        try:
-            await confirmed
-        except Exception as e:
-            error = e
-        finally:
-            if timer.active():
-                timer.cancel()
-        error = confirms.settle(identifier, error)
+        error, timedOut = await confirms.confirmation(
+            channel, confirmed, identifier, self._confirmTimeout, self._reactor
+        )
         if error is not None:
             problem = "no confirm in time" if timedOut else describePublishFailure(error)
             self._log.warn(
