@@ -46,9 +46,10 @@ import time
 from _benchlib import MAILDIR, cpus, emptyMaildir, machineLine, settleAfterRemoval
 
 from twisted_smtpd.handlers import _maildirdisk
+from twisted_smtpd.handlers._maildirdelivery import Delivery
 from twisted_smtpd.handlers._maildirdirs import Directory, linkUnnamed
 from twisted_smtpd.handlers._maildirnames import _uniqueName
-from twisted_smtpd.handlers.maildir import MaildirHandler, _Delivery
+from twisted_smtpd.handlers.maildir import MaildirHandler
 
 #: The steps of the C{raw} loop, in order.
 STEPS = ("create and write", "flush data", "link and close", "flush new/")
@@ -134,7 +135,7 @@ def committerLoop(path: str, messages: int, batch: int, body: bytes) -> list[flo
     for first in range(0, messages, batch):
         deliveries = []
         for _ in range(min(batch, messages - first)):
-            delivery = _Delivery(handler, _uniqueName(host))
+            delivery = Delivery(handler, _uniqueName(host))
             delivery.chunks.append(body)
             deliveries.append(delivery)
         t0 = clock()

@@ -18,7 +18,7 @@ from twisted_smtpd._smtpclient.clientwire import (
     localReply,
     replyError,
 )
-from twisted_smtpd.handlers._proxying import describe
+from twisted_smtpd.handlers._proxyreports import describe
 
 #: A host name the next hop puts in its words.
 INTERNAL = b"lmtp.internal.example"

@@ -35,8 +35,8 @@ from twisted_smtpd._core.session import Address, Envelope
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers import MaildirHandler, _maildirdirs, _maildirdisk, maildir
 from twisted_smtpd.handlers._diskfailure import describe, diskError, logDiskFailure
+from twisted_smtpd.handlers._maildirdelivery import Delivery
 from twisted_smtpd.handlers._maildirnames import recipientDirectory
-from twisted_smtpd.handlers.maildir import _Delivery
 
 
 def fdPath(fd: int) -> str:
@@ -886,8 +886,8 @@ class FailureTypeTests(SynchronousTestCase):
         """
         path = os.path.abspath(self.mktemp())
         handler = MaildirHandler(path)
-        first = _Delivery(handler, "first")
-        second = _Delivery(handler, "second")
+        first = Delivery(handler, "first")
+        second = Delivery(handler, "second")
         second.tmpDirectory = os.path.join(path, "missing")
         first.chunks, second.chunks = [b"1"], [b"2"]
         results, placed, settled = _maildirdisk._commitCycle([first, second], [], path)
@@ -995,8 +995,8 @@ class HeldDirectoryTests(SynchronousTestCase):
         self.bob = os.path.join(self.domain, "bob")
         self.carol = os.path.join(self.domain, "carol")
 
-    def delivery(self, unique: str, *targets: str) -> _Delivery:
-        delivery = _Delivery(self.handler, unique)
+    def delivery(self, unique: str, *targets: str) -> Delivery:
+        delivery = Delivery(self.handler, unique)
         delivery.unnamed = False
         delivery.targets = list(targets)
         delivery.chunks = [unique.encode() + b"\r\n"]

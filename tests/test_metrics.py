@@ -24,13 +24,12 @@ from tests.test_protocol import connect, take
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Session
 from twisted_smtpd._serving.metrics import (
-    MAX_CONNECTIONS,
-    REQUEST_DEADLINE,
     HealthResource,
     MetricsResource,
     ServerMetrics,
     metricsSite,
 )
+from twisted_smtpd._serving.metricshttp import MAX_CONNECTIONS, REQUEST_DEADLINE
 from twisted_smtpd.interfaces import IMessageStream
 
 MESSAGE = b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\nhello\r\n.\r\n"

@@ -16,7 +16,8 @@ from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_smtpd._serving.metrics import REQUEST_DEADLINE, ServerMetrics, metricsSite
+from twisted_smtpd._serving.metrics import ServerMetrics, metricsSite
+from twisted_smtpd._serving.metricshttp import REQUEST_DEADLINE
 
 
 class MetricsTimeoutLineTests(SynchronousTestCase):

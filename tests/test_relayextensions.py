@@ -218,12 +218,12 @@ class ExtensionTests(TestCase):
         A report that cannot be made is logged; the message the next hop
         accepted is still answered 250.
         """
-        from twisted_smtpd.handlers import _proxying
+        from twisted_smtpd.handlers import _proxyreports
 
         def broken(**kwargs: object) -> bytes:
             raise UnicodeEncodeError("ascii", "\u00e9", 0, 1, "broken")
 
-        self.patch(_proxying, "buildReport", broken)
+        self.patch(_proxyreports, "buildReport", broken)
         observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         smarthost = EnvelopeRecorder()
         port = await self.front(smarthost, hideDSN=True)

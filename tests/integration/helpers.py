@@ -67,6 +67,28 @@ def twistdEnvironment() -> dict[str, str]:
     return env
 
 
+def runToEnd(command: list[str], directory: str) -> tuple[int, str, str]:
+    """
+    Run C{command} (a C{twistd} command line, L{twistdCommand}, maybe
+    behind another program) in C{directory} to its end, within
+    L{START_TIMEOUT} seconds, with L{twistdEnvironment} and nothing on its
+    standard input.
+
+    @return: Its exit status, standard output and standard error.
+    """
+    result = subprocess.run(
+        command,
+        cwd=directory,
+        env=twistdEnvironment(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=START_TIMEOUT,
+        check=False,
+    )
+    out = result.stdout.decode("utf-8", "replace")
+    return result.returncode, out, result.stderr.decode("utf-8", "replace")
+
+
 class ServerFailed(Exception):
     """
     The server process did not start, stop or behave as expected.
@@ -569,6 +591,20 @@ class ServerTestCase(SynchronousTestCase):
         client = smtplib.SMTP("127.0.0.1", port or self.server.port, timeout=CLIENT_TIMEOUT)
         self.addCleanup(client.close)
         return client
+
+    def assertFailedStart(self, command: list[str], directory: str) -> tuple[str, str]:
+        """
+        C{command} (L{runToEnd}) ends with status 1, no traceback and one
+        line on standard error.
+
+        @return: That line, and all the output.
+        """
+        code, out, err = runToEnd(command, directory)
+        both = out + err
+        self.assertEqual(code, 1, both)
+        self.assertNotIn("Traceback", both)
+        (line,) = err.splitlines()
+        return line, both
 
     def assertDelivered(self, expected: list[bytes], maildir: str | None = None) -> None:
         """

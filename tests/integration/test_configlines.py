@@ -7,16 +7,14 @@ nothing (one warning line each, from the parent only under C{--workers}).
 from __future__ import annotations
 
 import os
-import subprocess
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.integration.helpers import (
-    START_TIMEOUT,
     TwistdServer,
+    runToEnd,
     startWorkers,
     twistdCommand,
-    twistdEnvironment,
 )
 
 #: The warning a STARTTLS-less server with --request-cert logs.
@@ -61,18 +59,12 @@ class RefusedValueTests(SynchronousTestCase):
                 "--auth memory:...: not UTF-8 text (a byte of it is not UTF-8)",
             ),
         ]:
-            result = subprocess.run(
+            code, out, err = runToEnd(
                 twistdCommand("--nodaemon", "--pidfile=", "--logfile=-", "smtpd", *args),
-                cwd=directory,
-                env=twistdEnvironment(),
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=START_TIMEOUT,
-                check=False,
+                directory,
             )
-            err = result.stderr.decode("utf-8", "replace")
-            both = f"{args}\n{result.stdout.decode('utf-8', 'replace')}\n{err}"
-            self.assertEqual(result.returncode, 1, both)
+            both = f"{args}\n{out}\n{err}"
+            self.assertEqual(code, 1, both)
             self.assertEqual(err, f"twistd smtpd: {line}; see --help\n", both)
 
 

@@ -24,6 +24,7 @@ from tests.integration.helpers import (
     message,
     readReply,
     requireProgram,
+    runToEnd,
     twistdCommand,
     twistdEnvironment,
 )
@@ -278,20 +279,12 @@ class CommandLineTests(ServerTestCase):
         with exactly one line on standard error naming C{named} and ending
         in "see --help", and no traceback anywhere.
         """
-        directory = self.makeDirectory()
-        result = subprocess.run(
+        code, out, err = runToEnd(
             twistdCommand("--nodaemon", "--pidfile=", "--logfile=-", "smtpd", *args),
-            cwd=directory,
-            env=twistdEnvironment(),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=START_TIMEOUT,
-            check=False,
+            self.makeDirectory(),
         )
-        out = result.stdout.decode("utf-8", "replace")
-        err = result.stderr.decode("utf-8", "replace")
         both = f"{args}\nstdout:\n{out}\nstderr:\n{err}"
-        self.assertEqual(result.returncode, 1, both)
+        self.assertEqual(code, 1, both)
         self.assertNotIn("Traceback", out + err, both)
         self.assertNotIn("listening: ", out, both)
         lines = err.splitlines()
@@ -339,7 +332,7 @@ class CommandLineTests(ServerTestCase):
             ]
         directory = self.makeDirectory()
         os.chmod(directory, 0o777)
-        result = subprocess.run(
+        line, _ = self.assertFailedStart(
             [
                 *command,
                 *twistdCommand(
@@ -352,18 +345,8 @@ class CommandLineTests(ServerTestCase):
                     "tcp:25:interface=127.0.0.1",
                 ),
             ],
-            cwd=directory,
-            env=twistdEnvironment(),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=START_TIMEOUT,
-            check=False,
+            directory,
         )
-        err = result.stderr.decode("utf-8", "replace")
-        both = result.stdout.decode("utf-8", "replace") + err
-        self.assertEqual(result.returncode, 1, both)
-        self.assertNotIn("Traceback", both)
-        (line,) = err.splitlines()
         self.assertIn("--listen 'tcp:25:interface=127.0.0.1': permission denied", line)
         for hint in ("authbind", "CAP_NET_BIND_SERVICE", "systemd:"):
             self.assertIn(hint, line)

@@ -3,7 +3,8 @@
 L{BrokerConnection}: pika's Twisted protocol with what it leaves out for
 L{twisted_smtpd.handlers.amqp.AMQPHandler}: a bound on the octets held for
 an incomplete inbound frame, and the reason a connection ended, fit for
-one log line.
+one log line; and L{Confirms}, a message published on a confirmed channel
+and the broker's confirm of it, awaited within a deadline.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_smtpd._smtpclient.clientwire import refuseRenegotiation
+from twisted_smtpd.handlers._amqpurl import checkURLNumbers
 from twisted_smtpd.handlers._envelope import sanitise
 
 # AMQP 0-9-1 section 4.2.3: a frame is a 7-octet header (type, channel,
@@ -291,6 +293,50 @@ class Confirms:
                     break
         confirmed.cancel()
 
+    def publish(self, channel: Any, identifier: str, **publish: Any) -> Deferred[Any]:
+        """
+        Publish the message with C{identifier} on C{channel}: its
+        C{basic_publish} with C{publish}.
+
+        @return: pika's L{Deferred} of its confirm, or one failing with
+            what C{basic_publish} raised.
+        """
+        self.expect(identifier)
+        try:
+            confirmed: Deferred[Any] = channel.basic_publish(**publish)
+        except Exception as e:
+            confirmed = Deferred()
+            confirmed.errback(e)
+        return confirmed
+
+    async def confirmation(
+        self, channel: Any, confirmed: Deferred[Any], identifier: str, timeout: float, reactor: Any
+    ) -> tuple[Exception | None, bool]:
+        """
+        Wait for C{confirmed}, the confirm of the message with C{identifier}
+        published on C{channel}, for at most C{timeout} seconds, then
+        abandon it (L{abandon}), and settle it (L{settle}).
+
+        @return: C{None} if the broker took the message, else the error,
+            and whether no confirm came within C{timeout}.
+        """
+        timedOut = []
+
+        def timeOut() -> None:
+            timedOut.append(True)
+            self.abandon(channel, confirmed)
+
+        timer = reactor.callLater(timeout, timeOut)
+        error: Exception | None = None
+        try:
+            await confirmed
+        except Exception as e:
+            error = e
+        finally:
+            if timer.active():
+                timer.cancel()
+        return self.settle(identifier, error), bool(timedOut)
+
     def settle(self, identifier: str, error: Exception | None) -> Exception | None:
         """
         How the publish of the message with C{identifier} really ended, once
@@ -310,6 +356,23 @@ class Confirms:
             # An ack for this message, given another's return.
             return None
         return error
+
+
+def brokerParameters(url: str) -> Any:
+    """
+    pika's parameters for the broker at C{url}.
+
+    @raise ValueError: If C{url} is not an C{amqp://} or C{amqps://} URL,
+        a number of it is not in ASCII digits (L{checkURLNumbers}), or pika
+        refuses it.
+    """
+    if not url.startswith(("amqp://", "amqps://")):
+        raise ValueError(f"not an amqp:// or amqps:// URL: {sanitise(url)!r}")
+    checkURLNumbers(url)
+    try:
+        return pika.URLParameters(url)
+    except Exception as e:
+        raise ValueError(f"invalid AMQP URL: {sanitise(str(e))}") from None
 
 
 def brokerEndpoint(reactor: Any, parameters: Any, tls: bool, trustRoot: Any, timeout: float) -> Any:

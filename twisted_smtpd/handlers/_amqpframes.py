@@ -113,3 +113,16 @@ def headerFrameSize(session: Session, address: Address) -> int:
     for recipient in (*session.envelope.rcptTo, address):
         size += PER_RECIPIENT + len(recipient.address.encode("utf-8"))
     return size
+
+
+def checkNames(exchange: str, queue: str, routingKey: str) -> None:
+    """
+    Refuse an exchange, queue or routing key name over L{SHORT_STRING}
+    octets in UTF-8 (AMQP 0-9-1 section 4.2.5.3: a short string), which
+    would fail every declare or publish in pika.
+
+    @raise ValueError: Naming the first one too long.
+    """
+    for what, name in (("exchange", exchange), ("queue", queue), ("routing key", routingKey)):
+        if len(name.encode("utf-8")) > SHORT_STRING:
+            raise ValueError(f"the {what} name is over {SHORT_STRING} octets")

@@ -2,7 +2,8 @@
 """
 L{ThreadedFileBody}: an HTTP request body read from a spool file in a thread
 pool, a block at a time, so that a slow disk stalls the request it sends and
-nothing else on the reactor thread.
+nothing else on the reactor thread; and L{SpooledBody}, the spool file of one
+message with the reads of it each attempt to post it started.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 from collections.abc import Callable
 from typing import IO, Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IConsumer
 from twisted.python.failure import Failure
 from twisted.web.iweb import IBodyProducer
@@ -137,3 +138,51 @@ class ThreadedFileBody:
             return
         done, self._done = self._done, None
         done.errback(failure)
+
+
+class SpooledBody:
+    """
+    The request body of one message, in its spool file, and the reads of
+    it that attempts started.
+
+    @ivar file: The spool file, all of it written out.
+    @ivar length: Its size: the octets written to it.
+    @ivar reads: Each attempt's reads of C{file}, done or still in flight
+        (a slow or stalled disk), each a L{Deferred} firing once no read
+        of that attempt is in flight.
+    """
+
+    def __init__(self, file: IO[bytes], length: int) -> None:
+        self.file = file
+        self.length = length
+        self.reads: list[Deferred[None]] = []
+
+    def producer(self, inThread: Callable[..., Deferred[Any]]) -> ThreadedFileBody:
+        """
+        A body for one attempt, read from the file's start.
+
+        @param inThread: As for L{ThreadedFileBody}.
+        """
+        return ThreadedFileBody(self.file, self.length, inThread)
+
+    def stopped(self, producer: ThreadedFileBody) -> None:
+        """
+        The attempt of C{producer} ended: stop it, without waiting for a
+        read of the spool file still in flight (a stalled disk would hold
+        the reply past every deadline); that read is kept in L{reads}, which
+        the spool is closed after.  Each read is at its own offset, so that
+        the next attempt's reads are never mixed up with it.
+        """
+        producer.stopProducing()
+        self.reads.append(producer.idle())
+
+    def closeAfterReads(self, close: Callable[[], object]) -> None:
+        """
+        Call C{close} once L{reads}, maybe still in flight in the thread
+        pool after their attempts ended (a slow or stalled disk), are done,
+        and without holding back the reply: the receiver's answer is given
+        at once, even while the closing job waits for a thread of a pool
+        taken by jobs on a stalled disk.  A file is never closed while a
+        read of it runs.
+        """
+        gatherResults(self.reads).addCallback(lambda _: close())

@@ -44,7 +44,7 @@ from twisted.python.failure import Failure
 from twisted_smtpd.handlers._maildirdirs import Directory, linkInto, linkUnnamed, renameInto
 
 if TYPE_CHECKING:
-    from twisted_smtpd.handlers.maildir import _Delivery
+    from twisted_smtpd.handlers._maildirdelivery import Delivery
 
 # link() errors meaning "this file system cannot link here": copy instead.
 _NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP})
@@ -133,7 +133,7 @@ def _createTmp(path: str) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
 
 
-def _openTmp(delivery: _Delivery) -> int:
+def _openTmp(delivery: Delivery) -> int:
     """
     The descriptor of the message's tmp file, created (and its opening order
     noted) if it is not open yet: an unnamed file in C{tmp/} where the
@@ -155,7 +155,7 @@ def _openTmp(delivery: _Delivery) -> int:
     return fd
 
 
-def _newTmp(delivery: _Delivery) -> int:
+def _newTmp(delivery: Delivery) -> int:
     if delivery.unnamed:
         return os.open(delivery.tmpDirectory, os.O_WRONLY | _O_TMPFILE | os.O_CLOEXEC, 0o600)
     return _createTmp(delivery.tmpPath)
@@ -200,14 +200,14 @@ def _writeAll(fd: int, chunks: list[bytes]) -> None:
             rest = rest[os.write(fd, rest) :]
 
 
-def _writeChunks(delivery: _Delivery, chunks: list[bytes]) -> None:
+def _writeChunks(delivery: Delivery, chunks: list[bytes]) -> None:
     """
     Append C{chunks} to the message's tmp file.
     """
     _writeAll(_openTmp(delivery), chunks)
 
 
-def _discard(delivery: _Delivery) -> None:
+def _discard(delivery: Delivery) -> None:
     """
     Close and remove the message's tmp file, if any.
     """
@@ -219,13 +219,13 @@ def _discard(delivery: _Delivery) -> None:
         os.unlink(delivery.tmpPath)
 
 
-def _close(delivery: _Delivery) -> None:
+def _close(delivery: Delivery) -> None:
     fd, delivery.fd = delivery.fd, None
     if fd is not None:
         os.close(fd)
 
 
-def _open(opened: dict[str, Directory], path: str, delivery: _Delivery) -> Directory:
+def _open(opened: dict[str, Directory], path: str, delivery: Delivery) -> Directory:
     """
     The directory at C{path}, opened once per cycle (C{opened}), now also
     needed by C{delivery} (in its C{toSync}, released with it).
@@ -241,7 +241,7 @@ def _open(opened: dict[str, Directory], path: str, delivery: _Delivery) -> Direc
     return directory
 
 
-def _release(delivery: _Delivery) -> None:
+def _release(delivery: Delivery) -> None:
     """
     C{delivery} is answered: it needs its directories open no more.
     """
@@ -250,7 +250,7 @@ def _release(delivery: _Delivery) -> None:
     delivery.toSync.clear()
 
 
-def _placeAll(delivery: _Delivery, opened: dict[str, Directory]) -> None:
+def _placeAll(delivery: Delivery, opened: dict[str, Directory]) -> None:
     """
     Rename the message's durable tmp file into C{new/} (or link it into
     every target's C{new/}), each directory opened once per cycle
@@ -317,7 +317,7 @@ def _ensureMaildir(root: str) -> list[str]:
     return changed
 
 
-def _place(delivery: _Delivery, target: str, newDirectory: Directory) -> None:
+def _place(delivery: Delivery, target: str, newDirectory: Directory) -> None:
     """
     Put the fsynced tmp file of C{delivery} into C{newDirectory}, the
     C{new/} of the Maildir C{target}, by a hard link, or where the file
@@ -408,10 +408,10 @@ def _onDevice(path: str, devices: dict[str, int]) -> int:
 
 
 def _flush(
-    batch: list[_Delivery],
+    batch: list[Delivery],
     written: list[int],
     results: list[Failure | None],
-    placed: list[_Delivery],
+    placed: list[Delivery],
     placedResults: list[Failure | None],
     root: str,
 ) -> None:
@@ -503,8 +503,8 @@ def _flush(
 
 
 def _commitCycle(
-    batch: list[_Delivery],
-    placed: list[_Delivery],
+    batch: list[Delivery],
+    placed: list[Delivery],
     root: str,
     waiting: Callable[[], bool] = bool,
 ) -> tuple[list[Failure | None], list[Failure | None], bool]:

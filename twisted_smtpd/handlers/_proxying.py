@@ -15,15 +15,12 @@ next hop accepted.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
 from typing import Any
 
 from attrs import define, field
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
-from twisted_smtpd._core.dsn import RecipientStatus, buildReport
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.optionvalues import handlerSeconds
 from twisted_smtpd._core.printable import printable
@@ -37,9 +34,10 @@ from twisted_smtpd._smtpclient.clientwire import (
     remoteFailure,
     replyError,
 )
-from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._proxyparams import mailParameters, sevenBitParameter
+from twisted_smtpd.handlers._proxyreports import Reports
+from twisted_smtpd.handlers._proxyreports import describe as describe
 from twisted_smtpd.interfaces import IMessageStream
 
 
@@ -49,19 +47,6 @@ def isLMTP(session: Session) -> bool:
     recipient.
     """
     return session.transmissionType.startswith("LMTP")
-
-
-def describe(reply: ClientReply, detail: bool = True) -> str:
-    """
-    A next hop's reply as one safe line for logs and reports.
-
-    @param detail: For a reply made here for one that never came, give
-        what went wrong (for a log line), not the generic words (for a
-        report to the sender).
-    """
-    words = reply.detail if detail and reply.detail is not None else reply.text
-    text = " ".join(sanitiseText(words))
-    return f"{reply.code} {reply.enhanced + ' ' if reply.enhanced else ''}{text}"[:400]
 
 
 def relayedError(reply: ClientReply) -> SMTPError:
@@ -118,10 +103,6 @@ def lostError() -> SMTPError:
     return SMTPError(451, "Error: the session to the next hop was lost", "4.4.2")
 
 
-def _status(reply: ClientReply) -> str:
-    return reply.enhanced or f"{reply.code // 100}.0.0"
-
-
 class ProxyingHandler(BaseHandler, ABC):
     """
     Pass MAIL, each RCPT and the body on to a next hop, answering each with
@@ -155,7 +136,6 @@ class ProxyingHandler(BaseHandler, ABC):
         self.peer = peer
         # For log lines: the operator's words, escaped all the same.
         self._peerText = printable(peer)
-        self._reporterName = reporterName
         self._timeout = timeout
         self._logMessages = logMessages
         self._reactor = reactor
@@ -164,7 +144,6 @@ class ProxyingHandler(BaseHandler, ABC):
         self._mailing: set[str] = set()
         #: The requests for a session to the next hop, by session.
         self._acquiring: dict[str, Deferred[ClientSession]] = {}
-        self._reports: list[Deferred[None]] = []
         self.pool = SessionPool(
             self.openSession,
             reactor,
@@ -173,6 +152,7 @@ class ProxyingHandler(BaseHandler, ABC):
             waitTimeout=timeout,
             name=f"the next hop {self._peerText}",
         )
+        self._reports = Reports(self._log, reporterName, self._peerText)
         if closeOnShutdown:
             reactor.addSystemEventTrigger("before", "shutdown", self.close)
 
@@ -200,11 +180,7 @@ class ProxyingHandler(BaseHandler, ABC):
         sent now are sent (or have failed, which is logged).
         """
 
-        async def wait() -> None:
-            while self._reports:
-                await self._reports[0]
-
-        return Deferred.fromCoroutine(wait())
+        return self._reports.sent()
 
     # The transaction.
 
@@ -480,7 +456,8 @@ class ProxyingHandler(BaseHandler, ABC):
             # server does.
             wanted = [(a, r) for a, r in accepted if a.dsn and "SUCCESS" in a.dsn.notify]
             if wanted:
-                self._report(session, transaction, wanted, self.successAction)
+                sender = transaction.sender.address
+                self._reports.send(self.pool, session, sender, wanted, self.successAction)
         if isLMTP(session):
             return [
                 " ".join(sanitiseText(r.text)) if r.positive else relayedError(r)
@@ -495,119 +472,6 @@ class ProxyingHandler(BaseHandler, ABC):
             # recipients are reported to the sender, and not tried again.
             wanted = [(a, r) for a, r in refused if not (a.dsn and "NEVER" in a.dsn.notify)]
             if wanted:
-                self._report(session, transaction, wanted, "failed")
+                sender = transaction.sender.address
+                self._reports.send(self.pool, session, sender, wanted, "failed")
         return " ".join(sanitiseText(accepted[0][1].text))
-
-    # Reports.
-
-    def _report(
-        self,
-        session: Session,
-        transaction: _Transaction,
-        results: Sequence[tuple[Address, ClientReply]],
-        action: str,
-    ) -> None:
-        """
-        Send a DSN about C{results} to the sender, through the same next
-        hop, without delaying the reply; never for the null sender.
-        """
-        sender = transaction.sender.address
-        if not sender:
-            self._log.info(
-                "{session} no {action} report for a message from <>",
-                session=session.id,
-                action=action,
-            )
-            return
-        statuses = [
-            RecipientStatus(
-                address=a.address,
-                orcpt=a.dsn.orcpt if a.dsn else None,
-                action=action,
-                status=_status(r),
-                diagnostic=describe(r, detail=False),
-            )
-            for a, r in results
-        ]
-        envid = session.envelope.dsn.envid
-        try:
-            report = buildReport(
-                reportingMta=self._reporterName,
-                sender=sender,
-                recipients=statuses,
-                envid=envid,
-                received=session.clientHostname or None,
-            )
-        except Exception:
-            # The next hop has the message: a report that cannot be made
-            # must not turn its acceptance into a failure the client would
-            # send the message again for.
-            self._log.failure(
-                "{session} {action} report could not be made", session=session.id, action=action
-            )
-            return
-        d = Deferred.fromCoroutine(self._sendReport(session.id, sender, report, action))
-        self._reports.append(d)
-
-        def sent(result: object) -> None:
-            self._reports.remove(d)
-            if isinstance(result, Failure):
-                self._log.failure("{session} report failed", result, session=session.id)
-
-        d.addBoth(sent)
-
-    async def _sendReport(self, sessionId: str, sender: str, report: bytes, action: str) -> None:
-        try:
-            client = await self.pool.acquire()
-        except DeliveryError as e:
-            self._log.error(
-                "{session} {action} report to {sender} not sent: {error}",
-                session=sessionId,
-                action=action,
-                sender=printable(sender),
-                error=" ".join(sanitiseText(str(e))),
-            )
-            return
-        try:
-            outcome = await self._inject(client, sender, report)
-        except DeliveryError as e:
-            outcome = describe(ClientReply(e.code, e.enhanced, e.message))
-        finally:
-            self.pool.release(client)
-        if outcome:
-            self._log.error(
-                "{session} {action} report to {sender} refused by {peer}: {reply}",
-                session=sessionId,
-                action=action,
-                sender=printable(sender),
-                peer=self._peerText,
-                reply=outcome,
-            )
-        else:
-            self._log.info(
-                "{session} {action} report sent to {sender} through {peer}",
-                session=sessionId,
-                action=action,
-                sender=printable(sender),
-                peer=self._peerText,
-            )
-
-    async def _inject(self, client: ClientSession, sender: str, report: bytes) -> str | None:
-        """
-        Send C{report} from C{<>} to C{sender} on C{client}.
-
-        @return: C{None} when the next hop accepted it, else its refusal.
-        """
-        # A sender that is not ASCII is written in the report's To field
-        # in UTF-8 and named in RCPT: both need SMTPUTF8 (RFC 6531), which
-        # the next hop offered to take the message from that sender.
-        reply = await client.mail("", "" if sender.isascii() else " SMTPUTF8")
-        if reply.positive:
-            reply = await client.rcpt(sender, "")
-        if not reply.positive:
-            return describe(reply)
-        stream = MessageStream()
-        stream._write(report)
-        stream._finish()
-        finals = await client.data(stream, 1)
-        return None if finals[0].positive else describe(finals[0])

@@ -3,7 +3,8 @@
 The HTTP parts of L{twisted_smtpd.handlers.webhook}: the URL checked once,
 a plain C{twisted.web.client.Agent} (no redirects, no cookies, no content
 decoding) over a connection pool that bounds the response headers it
-reads, bounded body reads, and one line saying why an exchange failed.
+reads, bounded body reads, one line saying why an exchange failed, and the
+receiver's own words for a refusal.
 """
 
 from __future__ import annotations
@@ -457,6 +458,22 @@ __all__ = [
     "makePool",
     "readBody",
 ]
+
+
+def refusalReason(response: IResponse, body: bytes) -> str:
+    """
+    Why the receiver refused, sanitised: the first line of a C{text/plain}
+    body that is not content-coded, else the HTTP reason phrase.
+    """
+    types = response.headers.getRawHeaders(b"content-type") or [b""]
+    codings = response.headers.getRawHeaders(b"content-encoding") or [b"identity"]
+    plain = all(c.strip().lower() == b"identity" for c in codings)
+    if plain and types[0].lower().startswith(b"text/plain"):
+        for line in body.splitlines():
+            text = sanitise(line)
+            if text:
+                return text
+    return sanitise(response.phrase) or f"HTTP {response.code}"
 
 
 @implementer(IPolicyForHTTPS)

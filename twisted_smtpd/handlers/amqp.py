@@ -8,7 +8,6 @@ Needs the C{amqp} extra: C{pip install 'twisted-smtpd[amqp]'}.
 
 from __future__ import annotations
 
-import enum
 from typing import Any
 
 try:
@@ -23,33 +22,29 @@ except ImportError as e:
         name=e.name,
     ) from None
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.optionvalues import handlerSeconds
 from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd.handlers._amqpconnection import (
-    BrokerConnection,
-    Confirms,
-    brokerEndpoint,
-    callOpen,
-    declare,
-    describeFailure,
+    brokerParameters,
     describePublishFailure,
 )
 from twisted_smtpd.handlers._amqpframes import (
     HEADER_FRAME_OVERHEAD,
-    SHORT_STRING,
     Body,
+    checkNames,
     encodedSize,
     headerFrameSize,
     publishProperties,
 )
-from twisted_smtpd.handlers._amqpurl import checkURLNumbers
+from twisted_smtpd.handlers._amqpframes import (
+    SHORT_STRING as SHORT_STRING,  # read from here by twistd's name checks
+)
+from twisted_smtpd.handlers._amqplink import BrokerLink, State
 from twisted_smtpd.handlers._base import BaseHandler
-from twisted_smtpd.handlers._envelope import envelopeFields, messageId, sanitise
+from twisted_smtpd.handlers._envelope import envelopeFields, messageId
 from twisted_smtpd.handlers.relay import loadTrustRoot
 from twisted_smtpd.interfaces import IMessageStream
 
@@ -58,15 +53,7 @@ from twisted_smtpd.interfaces import IMessageStream
 DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
 
 
-class _State(enum.Enum):
-    IDLE = "idle"  # never asked to connect
-    CONNECTING = "connecting"
-    READY = "ready"
-    DOWN = "down"  # waiting before the next attempt
-    CLOSED = "closed"  # close() was called
-
-
-class AMQPHandler(BaseHandler):
+class AMQPHandler(BrokerLink, BaseHandler):
     """
     Publish each message to a RabbitMQ broker.
 
@@ -155,13 +142,7 @@ class AMQPHandler(BaseHandler):
             value is out of range, a name is longer than 255 octets in UTF-8, or
             C{caCertificates} is given with an C{amqp://} URL.
         """
-        if not url.startswith(("amqp://", "amqps://")):
-            raise ValueError(f"not an amqp:// or amqps:// URL: {sanitise(url)!r}")
-        checkURLNumbers(url)
-        try:
-            self._parameters = pika.URLParameters(url)
-        except Exception as e:
-            raise ValueError(f"invalid AMQP URL: {sanitise(str(e))}") from None
+        self._parameters = brokerParameters(url)
         if caCertificates is not None and not url.startswith("amqps://"):
             # Verified TLS was asked for, and would silently not be used.
             raise ValueError("a CA bundle needs an amqps:// URL")
@@ -174,11 +155,7 @@ class AMQPHandler(BaseHandler):
         handlerSeconds("firstRetry", firstRetry)
         handlerSeconds("maxRetryDelay", maxRetryDelay)
         resolvedKey = routingKey if routingKey is not None else queue
-        for what, name in (("exchange", exchange), ("queue", queue), ("routing key", resolvedKey)):
-            # AMQP 0-9-1 section 4.2.5.3: a short string, at most 255 octets;
-            # pika fails every declare or publish of a longer one.
-            if len(name.encode("utf-8")) > SHORT_STRING:
-                raise ValueError(f"the {what} name is over {SHORT_STRING} octets")
+        checkNames(exchange, queue, resolvedKey)
         if self._parameters.blocked_connection_timeout is None:
             # A connection the broker blocks for longer than a message may
             # wait for its confirm is dropped, and what it holds with it.
@@ -200,210 +177,24 @@ class AMQPHandler(BaseHandler):
         self._firstRetry = firstRetry
         self._maxRetryDelay = maxRetryDelay
         self._reactor = reactor
-        self._state = _State.IDLE
-        self._delay = firstRetry
-        #: When the connection became ready, and whether a message was
-        #: confirmed on it since.
-        self._readySince = 0.0
-        self._proven = False
-        self._connection: BrokerConnection | None = None
-        self._channel: Any = None
-        self._confirms: Confirms | None = None
-        self._redeclaring = False
-        self._retry: Any = None
-        self._closing: Any = None
-        self._shutdown: Deferred[None] | None = None
-        self._attempt: Deferred[Any] | None = None
-        self._connecting: Deferred[BrokerConnection] | None = None
-        self._waiting: list[Deferred[None]] = []
-        #: Why the broker blocked the connection, while it does.
-        self._blockedBy: str | None = None
+        self._idle()
 
-    # -- the connection ---------------------------------------------------------
+    # -- the connection (its workings: BrokerLink) ------------------------------
 
     @property
     def ready(self) -> bool:
         """
         Whether a confirmed channel to the broker is open.
         """
-        return self._state is _State.READY and self._channel is not None
+        return self._state is State.READY and self._channel is not None
 
     def start(self) -> None:
         """
         Connect now if not connected or connecting (the first session does it
         otherwise).
         """
-        if self._state is _State.IDLE:
+        if self._state is State.IDLE:
             self._connect()
-
-    def _connect(self) -> None:
-        self._state = _State.CONNECTING
-        self._retry = None
-        self._attempt = Deferred.fromCoroutine(self._open())
-        self._attempt.addErrback(self._failed)
-
-    def _endpoint(self) -> Any:
-        parameters, timeout = self._parameters, self._connectTimeout
-        return brokerEndpoint(self._reactor, parameters, self._tls, self._trustRoot, timeout)
-
-    async def _open(self) -> None:
-        parameters = self._parameters
-        reactor = self._reactor
-
-        def build() -> BrokerConnection:
-            connection = BrokerConnection(parameters, custom_reactor=reactor)
-            # What it returns is a message published here.
-            connection.maxContent = self.maxMessageSize
-            return connection
-
-        factory = Factory.forProtocol(build)
-        # One line per attempt, the handler's, not Twisted's two besides.
-        factory.noisy = False
-        connecting: Deferred[BrokerConnection] = self._endpoint().connect(factory)
-        self._connecting = connecting
-        try:
-            connection = await connecting
-        finally:
-            self._connecting = None
-        self._connection = connection
-        if self._state is _State.CLOSED:
-            # Closed while connecting, by an endpoint that connected all
-            # the same: the handshake below fails at once.
-            connection.drop("the handler was closed")
-        timer = reactor.callLater(
-            self._connectTimeout,
-            connection.drop,
-            f"no AMQP handshake within {self._connectTimeout:g}s",
-        )
-        try:
-            assert connection.ready is not None
-            await connection.ready
-            channel = await connection.channel()
-            await callOpen(channel, "confirm_delivery")
-            confirms = Confirms(channel)
-            await self._declare(channel)
-        finally:
-            if timer.active():
-                timer.cancel()
-        if self._state is _State.CLOSED:
-            connection.close()
-            return
-        self._channel = channel
-        self._confirms = confirms
-        self._state = _State.READY
-        # The pauses start again from firstRetry once this connection
-        # proves good (see _lost), not now: a broker that completes the
-        # handshake and then drops every connection is retried less and
-        # less often.
-        self._readySince = reactor.seconds()
-        self._proven = False
-        self._log.info("message broker connected: {host}", host=self._parameters.host)
-        connection.watchBlocked(self._blocked, self._unblocked)
-        assert connection.closed is not None
-        connection.closed.addBoth(self._lost)
-        channel.on_closed.addBoth(self._channelClosed)
-        self._wake()
-
-    def _declare(self, channel: Any) -> Deferred[None]:
-        return declare(channel, self.queue, self.exchange, self.routingKey, self._queueArguments)
-
-    def _redeclare(self, channel: Any) -> None:
-        """
-        The broker returned a message as unroutable on C{channel}: the queue
-        declared at connection is gone (deleted, or expired with
-        C{x-expires}) or unbound.  Declare and bind it again, one at a time;
-        if the broker refuses, it closes the channel and the handler
-        reconnects.
-        """
-        if not self.queue or self._redeclaring or channel is not self._channel:
-            return
-        if not self.exchange and self.routingKey != self.queue:
-            # The default exchange routes to the queue the key names: not
-            # the one declared here.
-            return
-        self._redeclaring = True
-        self._log.warn(
-            "message broker returned a message as unroutable; declaring queue {queue} again",
-            queue=sanitise(self.queue),
-        )
-
-        def done(result: object) -> None:
-            self._redeclaring = False
-
-        self._declare(channel).addBoth(done)
-
-    def _failed(self, reason: Failure) -> None:
-        connection, self._connection = self._connection, None
-        # pika fails a handshake with the number of attempts made: the
-        # connection knows the cause.
-        problem = connection.problem if connection is not None else None
-        if connection is not None and connection.transport is not None:
-            connection.transport.abortConnection()
-        if self._state is _State.CLOSED:
-            return
-        self._log.warn(
-            "message broker connection failed: {reason}; again in {delay}s",
-            reason=problem or describeFailure(reason.value),
-            delay=self._delay,
-        )
-        self._down()
-
-    def _channelClosed(self, reason: object) -> None:
-        connection = self._connection
-        if connection is not None and not connection.is_closed:
-            if isinstance(reason, BaseException) and connection.problem is None:
-                connection.problem = describeFailure(reason)
-            self._channel = None
-            self._confirms = None
-            connection.close()
-            # Else a broker not answering would hold it half closed for ever.
-            self._closing = self._reactor.callLater(
-                self._connectTimeout, connection.drop, "no answer to the close"
-            )
-
-    def _blocked(self, reason: str) -> None:
-        self._blockedBy = reason
-        self._log.warn("message broker blocked the connection: {reason}", reason=reason)
-
-    def _unblocked(self) -> None:
-        self._blockedBy = None
-        self._log.info("message broker unblocked the connection")
-
-    def _lost(self, reason: object) -> None:
-        if self._closing is not None and self._closing.active():
-            self._closing.cancel()
-        self._closing = None
-        connection, self._connection = self._connection, None
-        self._channel = None
-        self._confirms = None
-        self._blockedBy = None
-        if self._state is _State.CLOSED:
-            return
-        problem = connection.problem if connection is not None else None
-        if problem is None:
-            problem = describeFailure(reason)
-        lasted = self._reactor.seconds() - self._readySince
-        if self._proven or lasted >= self._delay:
-            self._delay = self._firstRetry
-        self._log.warn(
-            "message broker connection lost: {reason}; again in {delay}s",
-            reason=problem,
-            delay=self._delay,
-        )
-        self._down()
-
-    def _down(self) -> None:
-        self._state = _State.DOWN
-        self._channel = None
-        self._confirms = None
-        self._wake()
-        self._retry = self._reactor.callLater(self._delay, self._connect)
-        self._delay = min(self._delay * 2, self._maxRetryDelay)
-
-    def _wake(self) -> None:
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.callback(None)
 
     def close(self) -> Deferred[None]:
         """
@@ -417,44 +208,6 @@ class AMQPHandler(BaseHandler):
         self._shutdown.addBoth(d.callback)
         return d
 
-    def _close(self) -> Deferred[None]:
-        self._state = _State.CLOSED
-        self._wake()
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        if self._connecting is not None:
-            # A TCP connect may last connectTimeout seconds.
-            self._connecting.cancel()
-        connection, self._connection = self._connection, None
-        self._channel = None
-        if connection is None:
-            return Deferred.fromCoroutine(self._settle())
-        closed = connection.closed
-        if closed is None or connection.is_closed:
-            if connection.transport is not None:
-                connection.transport.abortConnection()
-            return Deferred.fromCoroutine(self._settle())
-        connection.close()
-        # A broker that stopped answering would hold the close for ever.
-        timer = self._reactor.callLater(
-            self._connectTimeout, connection.drop, "no answer to the close"
-        )
-        d: Deferred[None] = Deferred()
-
-        def done(result: object) -> None:
-            if timer.active():
-                timer.cancel()
-            d.callback(None)
-
-        closed.addBoth(done)
-        return d
-
-    async def _settle(self) -> None:
-        """Wait for a connection attempt in progress to end."""
-        attempt = self._attempt
-        if attempt is not None and not attempt.called:
-            await attempt
-
     # -- the hooks --------------------------------------------------------------
 
     def onConnect(self, session: Session) -> object:
@@ -466,7 +219,7 @@ class AMQPHandler(BaseHandler):
 
     async def _available(self) -> bool:
         self.start()
-        if self._state is _State.CONNECTING and self._delay == self._firstRetry:
+        if self._state is State.CONNECTING and self._delay == self._firstRetry:
             # The first attempt since the last success: worth waiting for.
             d: Deferred[None] = Deferred()
             self._waiting.append(d)
@@ -552,40 +305,24 @@ class AMQPHandler(BaseHandler):
             seconds = self._confirmTimeout
             connection.drop(f"the broker did not read what was sent within {seconds:g}s")
         channel, confirms = self._channel, self._confirms
-        if stalled or self._state is not _State.READY or channel is None or confirms is None:
+        if stalled or self._state is not State.READY or channel is None or confirms is None:
             self._log.warn(
                 "{session} message broker unavailable at the end of DATA", session=session.id
             )
             raise SMTPError(451, "Error: message broker unavailable, try again later", "4.3.0")
-        confirms.expect(identifier)
-        try:
-            confirmed: Deferred[Any] = channel.basic_publish(
-                exchange=self.exchange,
-                routing_key=self.routingKey,
-                body=data,
-                properties=properties,
-                mandatory=True,
-            )
-        except Exception as e:
-            confirmed = Deferred()
-            confirmed.errback(e)
+        confirmed = confirms.publish(
+            channel,
+            identifier,
+            exchange=self.exchange,
+            routing_key=self.routingKey,
+            body=data,
+            properties=properties,
+            mandatory=True,
+        )
         del data
-        timedOut = []
-
-        def timeOut() -> None:
-            timedOut.append(True)
-            confirms.abandon(channel, confirmed)
-
-        timer = self._reactor.callLater(self._confirmTimeout, timeOut)
-        error: Exception | None = None
-        try:
-            await confirmed
-        except Exception as e:
-            error = e
-        finally:
-            if timer.active():
-                timer.cancel()
-        error = confirms.settle(identifier, error)
+        error, timedOut = await confirms.confirmation(
+            channel, confirmed, identifier, self._confirmTimeout, self._reactor
+        )
         if error is not None:
             problem = "no confirm in time" if timedOut else describePublishFailure(error)
             self._log.warn(

@@ -40,29 +40,25 @@ import errno
 import os
 import socket
 import time
-from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IConsumer, IProducer, IPushProducer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
-from zope.interface import implementer
 
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, Session
-from twisted_smtpd._stream import CHUNK_OVERHEAD
-from twisted_smtpd.handlers import _maildirdirs, _maildirdisk
+from twisted_smtpd.handlers import _maildirdisk
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._diskfailure import diskError, logDiskFailure
+from twisted_smtpd.handlers._maildirdelivery import Delivery, failedPath
 from twisted_smtpd.handlers._maildirdisk import (
     _commitCycle,
     _discard,
     _release,
     _unlinkAll,
-    _writeChunks,
 )
 from twisted_smtpd.handlers._maildirnames import (
     DOMAINS,
@@ -119,208 +115,12 @@ def _writable(directory: str) -> bool:
     return os.access(directory, mode)
 
 
-def _failedPath(delivery: _Delivery, error: BaseException | None) -> str:
-    """
-    What the log line of a failed delivery names: the file or directory
-    the system refused, where the error tells it (a recipient's Maildir),
-    else the message's file in C{new/}, or with C{perRecipient}, whose
-    messages never go into the root's C{new/}, its file in C{tmp/}.
-    """
-    name = getattr(error, "filename", None)
-    if isinstance(name, str) and name.startswith("/") and not name.startswith("/proc/"):
-        return name
-    if delivery.targets:
-        return delivery.tmpPath
-    return delivery.newPath
-
-
 def _known(exists: bool) -> None:
     """
     Refuse a recipient whose Maildir does not exist.
     """
     if not exists:
         raise SMTPError(550, "Recipient address rejected: User unknown", "5.1.1")
-
-
-@implementer(IConsumer)
-class _Delivery:
-    """
-    One message on its way into the Maildir.
-
-    Its state is changed on the reactor thread only, except C{fd}, which
-    belongs to the single disk job in flight for it (a spill write, the
-    commit, or the clean-up), never to two at once.
-    """
-
-    __slots__ = (
-        "buffered",
-        "chunks",
-        "created",
-        "delivered",
-        "ended",
-        "failure",
-        "fd",
-        "handler",
-        "openedAt",
-        "paused",
-        "producer",
-        "result",
-        "session",
-        "spilled",
-        "targets",
-        "tmpDirectory",
-        "toSync",
-        "unique",
-        "unnamed",
-        "writing",
-    )
-
-    def __init__(self, handler: MaildirHandler, unique: str, session: str = "") -> None:
-        self.handler = handler
-        self.unique = unique
-        self.session = session  # The id of its session, for its log lines.
-        #: The directory of its tmp file: C{tmp/} of the handler's Maildir.
-        self.tmpDirectory = handler._tmpDirectory
-        #: The per-recipient Maildirs to deliver to; empty for C{path} itself.
-        self.targets: Sequence[str] = ()
-        #: The files committed into C{new/} directories so far: each
-        #: directory and name.
-        self.delivered: list[tuple[_maildirdirs.Directory, str]] = []
-        #: The directories whose entries must be made durable for it, open
-        #: until it is answered.
-        self.toSync: list[_maildirdirs.Directory] = []
-        #: The directories whose entries changed when its tmp file was
-        #: opened (C{tmp/} made again), to be fsynced for it.
-        self.created: list[str] = []
-        self.chunks: list[bytes] = []
-        self.buffered = 0
-        #: The descriptor of its tmp file, once created.
-        self.fd: int | None = None
-        #: Whether its tmp file is unnamed (C{O_TMPFILE}) rather than
-        #: C{tmpPath}.
-        self.unnamed = handler.unnamedFiles
-        #: When C{fd} was opened, in the order of all openings.
-        self.openedAt = 0
-        self.spilled = False
-        self.writing = False
-        #: Registered as streaming: it can be paused and resumed.
-        self.producer: IProducer | None = None
-        self.paused = False
-        self.ended = False
-        self.failure: Failure | None = None
-        self.result: Deferred[str] = Deferred()
-
-    @property
-    def tmpPath(self) -> str:
-        """
-        Its file's path in C{tmp/}: the file itself where it is named, the
-        name of its (unnamed) file otherwise.
-        """
-        return self.tmpDirectory + "/" + self.unique
-
-    @property
-    def newPath(self) -> str:
-        """
-        Its file's path in the handler's C{new/}.
-        """
-        return self.handler._newPrefix + self.unique
-
-    # IConsumer, fed by the message stream.
-
-    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
-        self.producer = producer
-
-    def unregisterProducer(self) -> None:
-        self.producer = None
-
-    def write(self, data: bytes) -> None:
-        if self.failure is not None:
-            return
-        self.chunks.append(data)
-        # The memory it takes (CHUNK_OVERHEAD), not only its octets.
-        self.buffered += len(data) + CHUNK_OVERHEAD
-        if self.buffered >= self.handler.spillThreshold:
-            if not self.writing:
-                self._spill()
-            elif not self.paused and self.producer is not None:
-                self.paused = True
-                cast(IPushProducer, self.producer).pauseProducing()
-
-    # Spilling a large body to its tmp file.
-
-    def _spill(self) -> None:
-        chunks, self.chunks, self.buffered = self.chunks, [], 0
-        self.writing = self.spilled = True
-        d = self.handler._inThread(_writeChunks, self, chunks)
-        d.addCallbacks(self._spillDone, self._spillFailed)
-
-    def _resume(self) -> None:
-        if self.paused:
-            self.paused = False
-            if self.producer is not None:
-                cast(IPushProducer, self.producer).resumeProducing()
-
-    def _spillDone(self, ignored: None) -> None:
-        self.writing = False
-        if self.ended:
-            self._finish()
-            return
-        if self.buffered >= self.handler.spillThreshold:
-            self._spill()
-        self._resume()
-
-    def _spillFailed(self, failure: Failure) -> None:
-        self.writing = False
-        logDiskFailure(
-            self.handler._log,
-            failure,
-            "{session} Writing message {name} into {directory} failed",
-            session=self.session,
-            name=self.unique,
-            directory=self.tmpDirectory,
-        )
-        if self.failure is None:
-            self.failure = Failure(diskError(failure.value))
-        self.chunks, self.buffered = [], 0
-        if self.ended:
-            self._finish()
-        else:
-            # Keep reading so that the client gets its reply at the end.
-            self._resume()
-
-    # The end of the body.
-
-    def bodyEnded(self, byteCount: int) -> None:
-        self.ended = True
-        handler = self.handler
-        handler._receiving -= 1
-        if not self.writing:
-            if self.failure is None:
-                handler._submit(self)
-            else:
-                self._finish()
-
-    def bodyFailed(self, failure: Failure) -> None:
-        self.ended = True
-        self.handler._receiving -= 1
-        self.failure = failure
-        self.chunks, self.buffered = [], 0
-        if not self.writing:
-            self._finish()
-
-    def _finish(self) -> None:
-        failure = self.failure
-        if failure is None:
-            self.handler._submit(self)
-            return
-        if not self.spilled:
-            self.result.errback(failure)
-            return
-
-        def cleaned(ignored: object) -> None:
-            self.result.errback(failure)
-
-        self.handler._inThread(_discard, self).addBoth(cleaned)
 
 
 class MaildirHandler(BaseHandler):
@@ -454,8 +254,8 @@ class MaildirHandler(BaseHandler):
                 raise ValueError(f"host name {self._name!r} cannot be a directory name")
             self._localDomain = localDomain
         self._host = _hostPart(socket.gethostname())
-        self._pending: list[_Delivery] = []
-        self._placed: list[_Delivery] = []
+        self._pending: list[Delivery] = []
+        self._placed: list[Delivery] = []
         self._committing = False
         self._starting: Any = None
         #: How many messages' bodies are still arriving.
@@ -513,7 +313,7 @@ class MaildirHandler(BaseHandler):
             the stream's failure if the body did not arrive whole, or with
             L{SMTPError} 451/452 on a disk failure.
         """
-        delivery = _Delivery(self, _nameOn(self._host), session.id)
+        delivery = Delivery(self, _nameOn(self._host), session.id)
         if self._perRecipient:
             # One file linked into several Maildirs, or copied: by its name.
             delivery.unnamed = False
@@ -533,7 +333,7 @@ class MaildirHandler(BaseHandler):
 
     # The committer.
 
-    def _submit(self, delivery: _Delivery) -> None:
+    def _submit(self, delivery: Delivery) -> None:
         self._pending.append(delivery)
         if self._committing or self._starting is not None:
             return
@@ -579,8 +379,8 @@ class MaildirHandler(BaseHandler):
     def _batchDone(
         self,
         outcome: tuple[list[Failure | None], list[Failure | None], bool] | Failure,
-        batch: list[_Delivery],
-        placed: list[_Delivery],
+        batch: list[Delivery],
+        placed: list[Delivery],
     ) -> None:
         self._committing = False
         if isinstance(outcome, Failure):
@@ -603,11 +403,11 @@ class MaildirHandler(BaseHandler):
         if self._pending or self._placed:
             self._startBatch()
 
-    def _answer(self, delivery: _Delivery, failure: Failure | None) -> None:
+    def _answer(self, delivery: Delivery, failure: Failure | None) -> None:
         if failure is None:
             delivery.result.callback(f"OK: queued as {delivery.unique}")
         else:
-            path = _failedPath(delivery, failure.value)
+            path = failedPath(delivery, failure.value)
             line, sid = "{session} Delivering {path} failed", delivery.session
             logDiskFailure(self._log, failure, line, session=sid, path=path)
             delivery.result.errback(diskError(failure.value))

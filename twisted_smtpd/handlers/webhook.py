@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from typing import IO, Any
+from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred, gatherResults
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -25,8 +25,8 @@ from twisted_smtpd._core.session import Session
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._concurrency import DeliveryBound, checkConcurrency
 from twisted_smtpd.handlers._diskfailure import diskError, logDiskFailure
-from twisted_smtpd.handlers._envelope import envelopeFields, envelopeJSON, messageId, sanitise
-from twisted_smtpd.handlers._filebody import ThreadedFileBody
+from twisted_smtpd.handlers._envelope import envelopeFields, envelopeJSON, messageId
+from twisted_smtpd.handlers._filebody import SpooledBody, ThreadedFileBody
 from twisted_smtpd.handlers._sessionwork import SessionWork
 from twisted_smtpd.handlers._signedspool import SignedSpool
 from twisted_smtpd.handlers._webhookclient import (
@@ -37,6 +37,7 @@ from twisted_smtpd.handlers._webhookclient import (
     discardBody,
     makePool,
     readBody,
+    refusalReason,
 )
 from twisted_smtpd.handlers.relay import loadTrustRoot
 from twisted_smtpd.interfaces import IMessageStream
@@ -58,40 +59,6 @@ class _TemporaryFailure(Exception):
     """
     One attempt failed in a way worth another: C{str()} says how.
     """
-
-
-def _reason(response: IResponse, body: bytes) -> str:
-    """
-    Why the receiver refused, sanitised: the first line of a C{text/plain}
-    body that is not content-coded, else the HTTP reason phrase.
-    """
-    types = response.headers.getRawHeaders(b"content-type") or [b""]
-    codings = response.headers.getRawHeaders(b"content-encoding") or [b"identity"]
-    plain = all(c.strip().lower() == b"identity" for c in codings)
-    if plain and types[0].lower().startswith(b"text/plain"):
-        for line in body.splitlines():
-            text = sanitise(line)
-            if text:
-                return text
-    return sanitise(response.phrase) or f"HTTP {response.code}"
-
-
-class _SpooledBody:
-    """
-    The request body of one message, in its spool file, and the reads of
-    it that attempts started.
-
-    @ivar file: The spool file, all of it written out.
-    @ivar length: Its size: the octets written to it.
-    @ivar reads: Each attempt's reads of C{file}, done or still in flight
-        (a slow or stalled disk), each a L{Deferred} firing once no read
-        of that attempt is in flight.
-    """
-
-    def __init__(self, file: IO[bytes], length: int) -> None:
-        self.file = file
-        self.length = length
-        self.reads: list[Deferred[None]] = []
 
 
 class WebhookHandler(BaseHandler):
@@ -323,11 +290,11 @@ class WebhookHandler(BaseHandler):
             inThread=self._inThread,
             directory=self._spoolDirectory,
         )
-        spooled: _SpooledBody | None = None
+        spooled: SpooledBody | None = None
         try:
             await stream.pipe(spool)
             try:
-                spooled = _SpooledBody(await spool.finish(), spool.length)
+                spooled = SpooledBody(await spool.finish(), spool.length)
             except OSError:
                 raise self._spoolFailed(session) from None
             headers = Headers(
@@ -345,18 +312,7 @@ class WebhookHandler(BaseHandler):
             if spooled is None:
                 await spool.close()
             else:
-                self._closeLater(spool, spooled.reads)
-
-    def _closeLater(self, spool: SignedSpool, reads: list[Deferred[None]]) -> None:
-        """
-        Close C{spool} once C{reads} of it, maybe still in flight in the
-        thread pool after their attempts ended (a slow or stalled disk), are
-        done, and without holding back the reply: the receiver's answer is
-        given at once, even while the closing job waits for a thread of a
-        pool taken by jobs on a stalled disk.  A file is never closed while
-        a read of it runs.
-        """
-        gatherResults(reads).addCallback(lambda _: spool.close())
+                spooled.closeAfterReads(spool.close)
 
     def _spoolFailed(self, session: Session) -> SMTPError:
         """
@@ -373,7 +329,7 @@ class WebhookHandler(BaseHandler):
         )
         return diskError(failure.value)
 
-    async def _post(self, body: _SpooledBody, headers: Headers, session: Session) -> str:
+    async def _post(self, body: SpooledBody, headers: Headers, session: Session) -> str:
         deadline = self._reactor.seconds() + self._timeout
         await self._turn(session)
         try:
@@ -420,7 +376,7 @@ class WebhookHandler(BaseHandler):
         return SMTPError(451, "Error: the session ended", "4.3.0")
 
     async def _attempts(
-        self, body: _SpooledBody, headers: Headers, session: Session, deadline: float
+        self, body: SpooledBody, headers: Headers, session: Session, deadline: float
     ) -> str:
         delay = self._firstRetry
         attempt = 0
@@ -519,21 +475,18 @@ class WebhookHandler(BaseHandler):
                 timer.cancel()
 
     async def _attempt(
-        self, body: _SpooledBody, headers: Headers, session: Session, seconds: float
+        self, body: SpooledBody, headers: Headers, session: Session, seconds: float
     ) -> str:
         """
-        Post C{body} once, within C{seconds}.  The attempt ends without
-        waiting for a read of the spool file still in flight (a stalled disk
-        would hold the reply past every deadline): it is kept in the body's
-        C{reads}, which the spool is closed after.  Each read is at its own
-        offset, so that the next attempt's reads are never mixed up with it.
+        Post C{body} once, within C{seconds}; the attempt ends without
+        waiting for a read of the spool file still in flight
+        (L{SpooledBody.stopped}).
         """
-        producer = ThreadedFileBody(body.file, body.length, self._inThread)
+        producer = body.producer(self._inThread)
         try:
             return await self._exchange(producer, headers, session, seconds)
         finally:
-            producer.stopProducing()
-            body.reads.append(producer.idle())
+            body.stopped(producer)
 
     async def _exchange(
         self, producer: ThreadedFileBody, headers: Headers, session: Session, seconds: float
@@ -584,7 +537,7 @@ class WebhookHandler(BaseHandler):
             body = await self._within(readBody(response, _KEEP, _READ_LIMIT), left)
         except CancelledError:
             body = b""
-        reason = _reason(response, body)
+        reason = refusalReason(response, body)
         if 400 <= code < 500:
             self._log.warn(
                 "{session} webhook refused the message: HTTP {code} {reason}",

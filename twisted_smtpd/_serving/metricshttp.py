@@ -1,0 +1,277 @@
+# -*- test-case-name: tests.test_metrics,tests.test_metricstimeouts -*-
+"""
+The HTTP side of the metrics listener (L{metricsSite
+<twisted_smtpd._serving.metrics.metricsSite>}): a plain HTTP/1.1 channel
+taking only C{GET} and C{HEAD} without a body, each request whole within
+L{REQUEST_DEADLINE} seconds of its first byte, at most L{MAX_CONNECTIONS}
+connections at once, C{HEAD} answered without a body or a warning, and one
+log line for each refusal or limit reached, none for each request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IProtocolNegotiationFactory
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import WrappingFactory
+from twisted.web.http import HTTPChannel
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+from zope.interface import implementer
+
+from twisted_smtpd._core.printable import printable
+from twisted_smtpd._core.session import hostPort
+from twisted_smtpd._serving.logging import formatPeer
+
+#: Seconds a request to the metrics listener may take from its first byte
+#: to its last header, and an idle connection may stay open.
+REQUEST_DEADLINE = 10
+
+#: Connections the metrics listener holds at once; more are closed at once.
+MAX_CONNECTIONS = 8
+
+_log = Logger(namespace="twisted_smtpd.metrics")
+
+
+class MetricsChannel(HTTPChannel):
+    """
+    HTTP for C{/metrics} and C{/healthz}: only C{GET} and C{HEAD} without a
+    body, of a path (not C{*}), anything else refused (405, 413, 400) and
+    the connection closed before any body is read; a request must be whole
+    within the channel's timeout (L{REQUEST_DEADLINE}) of its first byte,
+    which the bytes that follow do not push back (Twisted's idle timeout,
+    reset by every byte, does).
+
+    A request that comes while the client leaves the responses before it
+    unread (the transport paused this channel: its send buffer is full) is
+    not answered and the connection is closed once those responses are
+    sent, or aborted by the timeout: Twisted's channel would answer every
+    request pipelined behind it into that buffer, without bound.
+    """
+
+    _receiving = False
+    _refused = False
+    _clientBehind = False
+
+    def pauseProducing(self) -> None:
+        self._clientBehind = True
+        super().pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._clientBehind = False
+        super().resumeProducing()
+
+    def resetTimeout(self) -> None:
+        if not self._receiving:
+            super().resetTimeout()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._refused:
+            # Being closed: behind TLS the connection still reads (for the
+            # client's close_notify); what comes is neither parsed (each
+            # request would be refused and logged again) nor pushes the
+            # timeout back.
+            return
+        self.resetTimeout()
+        self._receiving = True
+        super().dataReceived(data)
+
+    def allHeadersReceived(self) -> None:
+        self._receiving = False
+        if self._clientBehind:
+            self._abandon()
+        elif self._command not in (b"GET", b"HEAD"):
+            self._refuse(b"405 Method Not Allowed", b"Allow: GET, HEAD\r\n")
+        elif self.length != 0:
+            self._refuse(b"413 Content Too Large", b"")
+        elif self._path == b"*":
+            # Only OPTIONS, refused above, may have this target; Twisted
+            # would answer it itself (405 naming OPTIONS, and its version).
+            self._respondToBadRequestAndDisconnect()
+        else:
+            super().allHeadersReceived()
+
+    def _refuse(self, status: bytes, headers: bytes) -> None:
+        self._refused = True
+        assert self.transport is not None
+        _log.info(
+            "metrics: {status} for {method} from {peer}",
+            status=status.decode("ascii"),
+            method=printable(self._command.decode("latin-1")[:20]),
+            peer=formatPeer(hostPort(self.transport.getPeer())),
+        )
+        self.transport.write(
+            b"HTTP/1.1 " + status + b"\r\n" + headers + b"Content-Length: 0\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        self.transport.loseConnection()
+
+    def _abandon(self) -> None:
+        self._refused = True
+        assert self.transport is not None
+        _log.info(
+            "metrics: connection from {peer} closed: a request came while"
+            " the responses before it were unread",
+            peer=formatPeer(hostPort(self.transport.getPeer())),
+        )
+        # The responses written go out if the client reads them; if it does
+        # not, the channel's timeout aborts the connection.  The wrapper's
+        # disconnecting flag stops the parsing of further lines, and
+        # dataReceived drops what comes after.
+        self.transport.loseConnection()
+
+    def timeoutConnection(self) -> None:
+        """
+        The channel's timeout (L{REQUEST_DEADLINE}): close the connection,
+        and abort it if it is not gone C{abortTimeout} seconds later, as
+        Twisted's channel does, with one line of this listener's log in
+        place of Twisted's own (C{"Timing out client: ..."}).
+        """
+        assert self.transport is not None
+        if self._receiving:
+            why = f"its request was not whole {REQUEST_DEADLINE} s after its first byte"
+        elif self._refused:
+            why = "the responses written before it was closed were still unread"
+        else:
+            why = f"idle for {REQUEST_DEADLINE} s"
+        _log.info(
+            "metrics: connection from {peer} timed out: {why}",
+            peer=formatPeer(hostPort(self.transport.getPeer())),
+            why=why,
+        )
+        if self.abortTimeout is not None:
+            # What Twisted's HTTPChannel.timeoutConnection does; its
+            # connectionLost cancels the call.
+            self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+        self.loseConnection()
+
+    def forceAbortClient(self) -> None:
+        """
+        Abort the connection still open C{abortTimeout} seconds after its
+        timeout (its client reads nothing), with one line of this
+        listener's log in place of Twisted's own.
+        """
+        transport: Any = self.transport
+        _log.info(
+            "metrics: connection from {peer} aborted: still open {seconds} s after its timeout",
+            peer=formatPeer(hostPort(transport.getPeer())),
+            seconds=self.abortTimeout,
+        )
+        self._abortingCall = None
+        transport.abortConnection()
+
+    def allContentReceived(self) -> None:
+        if not self._refused:
+            super().allContentReceived()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """
+        A request line or header line over C{MAX_LENGTH} octets: 400, as
+        for any other malformed request, rather than the silent close of
+        Twisted's C{LineReceiver}.
+        """
+        self._respondToBadRequestAndDisconnect()
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        """
+        Twisted's answer to a malformed request (a bad request line or
+        header, too many headers, headers too long): 400 and close, with
+        one log line, as every refusal of this listener has.
+        """
+        if not self._refused:
+            self._refused = True
+            assert self.transport is not None
+            _log.info(
+                "metrics: 400 Bad Request for a malformed or oversized request from {peer}",
+                peer=formatPeer(hostPort(self.transport.getPeer())),
+            )
+        super()._respondToBadRequestAndDisconnect()
+
+
+class _Refused(Protocol):
+    """
+    A connection past the limit: closed as soon as it is made.
+    """
+
+    def connectionMade(self) -> None:
+        # Aborted: behind TLS, a close would wait for the client's
+        # handshake, which a hostile client never finishes.
+        transport: Any = self.transport
+        transport.abortConnection()
+
+
+@implementer(IProtocolNegotiationFactory)
+class ConnectionLimit(WrappingFactory):
+    """
+    At most C{limit} connections at once; one more is closed at once, with
+    a log line (by a protocol of its own, L{_Refused}: no protocol at all,
+    which a TCP port takes as a refusal, is an error behind TLS).  Behind
+    C{ssl:} it offers HTTP/1.1, the one protocol its channel speaks, to a
+    client that negotiates one (ALPN): without any, Twisted's TLS layer
+    fails the handshake of every such client (curl, Prometheus's HTTP
+    client).
+    """
+
+    def __init__(self, wrappedFactory: Any, limit: int) -> None:
+        super().__init__(wrappedFactory)
+        self.limit = limit
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        The protocol the channel speaks (L{MetricsChannel}): HTTP/1.1.
+        """
+        return [b"http/1.1"]
+
+    def buildProtocol(self, addr: Any) -> Any:
+        if len(self.protocols) >= self.limit:
+            _log.info(
+                "metrics: connection from {peer} refused: {limit} connections open",
+                peer=formatPeer(hostPort(addr)),
+                limit=self.limit,
+            )
+            return _Refused()
+        return super().buildProtocol(addr)
+
+
+def noAccessLine(request: object) -> None:
+    """
+    Log nothing for C{request} (the metrics site's C{log}).
+    """
+
+
+class _Bodyless(Resource):
+    """
+    A resource answering C{HEAD} as its C{GET}, with that body's length in
+    C{Content-Length}, but no body.
+    """
+
+    isLeaf = True
+
+    def __init__(self, wrapped: Any) -> None:
+        super().__init__()
+        self._wrapped = wrapped
+
+    def render(self, request: Request) -> Any:
+        body = self._wrapped.render(request)
+        if request.method == b"HEAD" and isinstance(body, bytes):
+            request.setHeader(b"Content-Length", b"%d" % (len(body),))
+            return b""
+        return body
+
+
+class MetricsRequest(Request):
+    """
+    A request of the metrics listener: a C{HEAD} (of C{/metrics},
+    C{/healthz} or a path not found) is answered without Twisted's line
+    (C{"Warning: HEAD request <Request ... uri=...> ... I think I'll eat
+    it."}, in its own namespace, quoting a URI of up to 16 KiB from the
+    client) that a resource rendering a body for it makes, once per
+    request: a HEAD is answered, as a GET is, without any line.  No answer
+    names the web server and its version (Twisted's C{Server} header).
+    """
+
+    def render(self, resrc: Any) -> None:
+        self.responseHeaders.removeHeader(b"server")
+        super().render(_Bodyless(resrc) if self.method == b"HEAD" else resrc)
