@@ -350,13 +350,7 @@ def replyTextRefusal(
     @param hook: The hook, whose handler's class the warning names.
     @return: The reply refusing, or C{None} when C{text} stands.
     """
-    if not (
-        len(text) >= 3
-        and text[0] in "2345"
-        and text[1:3].isascii()
-        and text[1:3].isdigit()
-        and (len(text) == 3 or text[3] in " -")
-    ):
+    if not _startsWithCode(text):
         return None
     shown = printable(text[:80])
     if text[0] in "45":
@@ -389,10 +383,27 @@ def resetReplyTextWarnings() -> None:
     _warnedText.clear()
 
 
+def _startsWithCode(text: str) -> bool:
+    """
+    Whether C{text} starts as a reply does: a code of three digits, the
+    first 2 to 5, then its end, a space or a hyphen.
+    """
+    return (
+        len(text) >= 3
+        and text[0] in "2345"
+        and text[1:3].isascii()
+        and text[1:3].isdigit()
+        and (len(text) == 3 or text[3] in " -")
+    )
+
+
 def _textRefusal(p: CommandContext, fn: Callable[..., object], text: str) -> Reply | None:
     """
-    L{replyTextRefusal} for hook C{fn} of session C{p}.
+    L{replyTextRefusal} for hook C{fn} of session C{p}: a text that does
+    not start with a code, what hooks answer every message, costs one test.
     """
+    if not _startsWithCode(text):
+        return None
     name = _name(fn)
 
     def log(failure: Failure) -> None:
