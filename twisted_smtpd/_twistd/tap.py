@@ -52,10 +52,8 @@ from twisted_smtpd._twistd.tapconfig import (
     checkAuth,
     checkAuthOffered,
     checkAuthOptional,
-    checkDistinctAddresses,
     checkEndpoint,
     checkMetrics,
-    checkPidFile,
     exitWithError,
     readConfig,
     reason,
@@ -78,6 +76,7 @@ from twisted_smtpd._twistd.tapflags import (
     LOG_FORMATS,
 )
 from twisted_smtpd._twistd.taphandlers import HANDLERS
+from twisted_smtpd._twistd.taphost import checkDistinctAddresses, checkPidFile
 from twisted_smtpd._twistd.tapservice import makeService
 from twisted_smtpd._twistd.tapunused import unusedFlags
 from twisted_smtpd._twistd.workerlisteners import bindListener, checkWorkers, inheritedListeners
