@@ -93,6 +93,26 @@ class DisabledCommandsTests(SynchronousTestCase):
                 " no transaction could be made without it",
             )
 
+    def test_sessionCommands(self) -> None:
+        """
+        QUIT and RSET, which RFC 5321 section 4.5.1 requires of every
+        server (a client ends the session with QUIT, and drops a
+        transaction with RSET), cannot be disabled: refused in one line
+        naming the command, through the flag and through L{ServerOptions}.
+        """
+        for command, why in [
+            ("QUIT", "a client could not end its session"),
+            ("RSET", "a client could not drop a transaction"),
+        ]:
+            expected = (
+                f"disabledCommands must leave {command} enabled: RFC 5321 section"
+                f" 4.5.1 requires it ({why})"
+            )
+            e = self.assertRaises(usage.UsageError, parse, "--sink", "--disable", command.lower())
+            self.assertEqual(str(e), f"--disable: {expected}")
+            e2 = self.assertRaises(ValueError, ServerOptions, disabledCommands=(command,))
+            self.assertEqual(str(e2), expected)
+
     def test_dataWithoutChunking(self) -> None:
         """
         DATA disabled where CHUNKING is not offered (hidden, or EHLO
