@@ -353,6 +353,33 @@ class EndpointParameterTests(SynchronousTestCase):
             e = self.assertRaises(usage.UsageError, parse, "--sink", *args)
             self.assertEqual(str(e), line)
 
+    def test_unescapedIPv6(self) -> None:
+        """
+        An IPv6 address written with bare colons (C{interface=::1}), which
+        Twisted's tokenizer splits into more parameters, is refused saying
+        that its colons need escaping, not that the interface is given
+        twice or that there are too many values by place.
+        """
+        hint = "an IPv6 address needs each colon escaped as \\: (interface=\\:\\:1)"
+        for description in [
+            "tcp:0:interface=::1x",
+            "tcp:0:interface=::1",
+            "tcp6:25:interface=2001:db8::1",
+            "haproxy:tcp6:port=25:interface=fe80::1:backlog=5",
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, "--sink", "--listen", description)
+            kind = description.removeprefix("haproxy:").partition(":")[0]
+            self.assertEqual(str(e), f"--listen {description!r}: {kind}: {hint}")
+        parse("--sink", "--listen", "tcp6:0:interface=\\:\\:1")
+        e = self.assertRaises(usage.UsageError, parse, "--lmtp-to", "tcp:host=::1:port=24")
+        self.assertEqual(
+            str(e),
+            "--lmtp-to 'tcp:host=::1:port=24': tcp: an IPv6 address needs each colon"
+            " escaped as \\: (host=\\:\\:1)",
+        )
+        # A host name and a port by place are no IPv6 address.
+        parse("--lmtp-to", "tcp:host=db:24")
+
     def test_unknownAndTooMany(self) -> None:
         """
         An unknown parameter, or more values by place than the kind takes,

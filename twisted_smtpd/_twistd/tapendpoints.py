@@ -15,6 +15,7 @@ Twisted.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any, NamedTuple
 
@@ -80,6 +81,46 @@ _CLIENT = {
 
 _DIGIT_WORDS = {_DIGITS: "ASCII digits", _OCTAL: "octal digits (0-7)"}
 
+#: The parameters that take an address, IPv6 addresses among them.
+_ADDRESSES = ("interface", "host", "bindAddress")
+
+#: An address parameter given by name, at the start or after a colon.
+_ADDRESS_NAMED = re.compile(r"(?:^|:)(" + "|".join(_ADDRESSES) + r")=")
+
+
+def _bareIPv6(description: str) -> str | None:
+    """
+    The name of the first address parameter of C{description} given an
+    IPv6 address with its colons not escaped (C{interface=::1}, which the
+    tokenizer splits into more parameters), or C{None}.  The value is
+    taken up to the next C{name=}: it is an IPv6 address if it holds
+    C{::} or parses as one (a host name and a port, C{host=db:24}, does
+    not).
+    """
+    for found in _ADDRESS_NAMED.finditer(description):
+        pieces = []
+        for piece in description[found.end() :].split(":"):
+            if "=" in piece:
+                break
+            pieces.append(piece)
+        value = ":".join(pieces)
+        if len(pieces) < 2 or "\\" in value:
+            continue
+        if "::" in value or _isIPv6(value):
+            return found.group(1)
+    return None
+
+
+def _isIPv6(text: str) -> bool:
+    """
+    Whether C{text} is an IPv6 address.
+    """
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
 
 def _split(description: str) -> tuple[list[str], list[tuple[str, str]]]:
     """
@@ -125,6 +166,9 @@ def _problem(description: str, client: bool) -> str | None:
         if more is not None and name not in order + more:
             return f"{kind}: unknown parameter {name!a}; known: {', '.join(order + more)}"
         given[name] = value
+    bare = _bareIPv6(description)
+    if bare is not None:
+        return f"{kind}: an IPv6 address needs each colon escaped as \\: ({bare}=\\:\\:1)"
     positional = args[1:]
     if len(positional) > len(order):
         return (
@@ -158,8 +202,10 @@ def checkParameters(flag: str, description: str, *, client: bool = False) -> Non
     or refuse in its own words: a parameter given twice (C{tcp:port=25:port=26},
     C{tcp:25:port=26}), a number (port, backlog, mode, index, timeout) not
     written in ASCII digits, a required parameter missing, an unknown
-    parameter, more values by place than the kind takes.  C{haproxy:}
-    before a server endpoint is looked through.
+    parameter, more values by place than the kind takes, an IPv6 address
+    whose colons are not escaped (C{interface=::1}, which Twisted splits
+    into more parameters).  C{haproxy:} before a server endpoint is looked
+    through.
 
     @param flag: The flag's name without the dashes, for the message.
     @param client: Whether C{description} is a client endpoint string.
