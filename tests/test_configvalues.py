@@ -380,6 +380,27 @@ class EndpointParameterTests(SynchronousTestCase):
         # A host name and a port by place are no IPv6 address.
         parse("--lmtp-to", "tcp:host=db:24")
 
+    def test_backlogRange(self) -> None:
+        """
+        A C{backlog=} below 1 (which the kernel takes as the least queue
+        it has, silently) or above 65535 is refused in one line naming
+        the range, at start rather than when listening.
+        """
+        for description in [
+            "tcp:0:backlog=-1",
+            "tcp:0:backlog=0",
+            "tcp:0:backlog=99999999999999",
+            "unix:/tmp/s.sock:backlog=0",
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, "--sink", "--listen", description)
+            kind = description.partition(":")[0]
+            self.assertEqual(
+                str(e),
+                f"--listen {description!r}: {kind}: backlog must be from 1 to 65535,"
+                f" got {description.rpartition('=')[2]!r}",
+            )
+        parse("--sink", "--listen", "tcp:0:interface=127.0.0.1:backlog=65535")
+
     def test_unknownAndTooMany(self) -> None:
         """
         An unknown parameter, or more values by place than the kind takes,

@@ -81,6 +81,11 @@ _CLIENT = {
 
 _DIGIT_WORDS = {_DIGITS: "ASCII digits", _OCTAL: "octal digits (0-7)"}
 
+#: The numbers taken only in a range: the queue of connections not yet
+#: accepted (Linux caps it at C{net.core.somaxconn}; below 1 it takes its
+#: least queue, silently).
+_RANGES = {"backlog": (1, 65535)}
+
 #: The parameters that take an address, IPv6 addresses among them.
 _ADDRESSES = ("interface", "host", "bindAddress")
 
@@ -193,6 +198,9 @@ def _problem(description: str, client: bool) -> str | None:
             return f"{kind}: {name} is empty"
         if not (value.isascii() and grammar.fullmatch(value)):
             return f"{kind}: {name} must be {_DIGIT_WORDS[grammar]}, got {value!a}"
+        low, high = _RANGES.get(name, (None, None))
+        if low is not None and high is not None and not low <= int(value) <= high:
+            return f"{kind}: {name} must be from {low} to {high}, got {value!a}"
     return None
 
 
@@ -202,7 +210,8 @@ def checkParameters(flag: str, description: str, *, client: bool = False) -> Non
     or refuse in its own words: a parameter given twice (C{tcp:port=25:port=26},
     C{tcp:25:port=26}), a number (port, backlog, mode, index, timeout) not
     written in ASCII digits, a required parameter missing, an unknown
-    parameter, more values by place than the kind takes, an IPv6 address
+    parameter, more values by place than the kind takes, a C{backlog=}
+    out of its range (1 to 65535), an IPv6 address
     whose colons are not escaped (C{interface=::1}, which Twisted splits
     into more parameters).  C{haproxy:} before a server endpoint is looked
     through.
