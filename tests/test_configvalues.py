@@ -793,6 +793,23 @@ class UnusedFlagTests(SynchronousTestCase):
             ],
         )
 
+    def test_proxyTrustedMissing(self) -> None:
+        """
+        A C{haproxy:} listener with a peer address (not C{haproxy:unix:},
+        whose socket file's permissions decide) and no C{--proxy-trusted}
+        believes every PROXY header: one warning line at start names the
+        listener and the flag.  With C{--proxy-trusted}, none.
+        """
+        listen = "haproxy:tcp:0:interface=127.0.0.1"
+        why = (
+            "every PROXY header is believed, from any address (no --proxy-trusted):"
+            " bind it where only the proxies reach it, or name them with --proxy-trusted CIDR"
+        )
+        config = parse("--sink", "--listen", listen, "--listen", "haproxy:unix:/tmp/x.sock")
+        self.assertEqual(config["unused"], [f"--listen {listen!r}: {why}"])
+        config = parse("--sink", "--listen", listen, "--proxy-trusted", "127.0.0.1/32")
+        self.assertEqual(config["unused"], [])
+
     def test_configFile(self) -> None:
         """
         A flag given in a configuration file counts as given.
