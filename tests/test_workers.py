@@ -145,6 +145,24 @@ class BindTests(SynchronousTestCase):
         self.addCleanup(spec.sockets[0].close)
         self.assertEqual(spec.sockets[0].getsockname(), path)
 
+    def test_unixPathTooLong(self) -> None:
+        """
+        A UNIX listener's path too long for a socket is refused with
+        C{--workers} in the words of one process (C{AF_UNIX path too
+        long}), not as C{[Errno None] None: PATH}.
+        """
+        from twisted.python import usage
+
+        directory = tempfile.mkdtemp(prefix="smtpd-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        description = "unix:" + os.path.join(directory, "x" * 120)
+        e = self.assertRaises(
+            usage.UsageError,
+            Options().parseOptions,
+            ["--sink", "--workers", "2", "--listen", description],
+        )
+        self.assertEqual(str(e), f"--listen {description!r}: AF_UNIX path too long")
+
     def test_unsupported(self) -> None:
         """
         Other endpoint kinds are refused with a clear error.

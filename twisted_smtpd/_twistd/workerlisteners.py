@@ -137,6 +137,9 @@ def bindListener(reactor: Any, description: str, count: int) -> ListenerSpec:
             s.bind(address)
         except OSError as e:
             s.close()
+            if e.errno is None:
+                # Not the kernel's: Python's own "AF_UNIX path too long".
+                raise
             raise OSError(e.errno, e.strerror, address) from None
         try:
             s.listen(backlog)
