@@ -686,6 +686,48 @@ class PidFileTests(SynchronousTestCase):
             self.assertEqual(exit.code, 1)
             self.assertEqual(self.err.getvalue(), f"twistd smtpd: {line}; see --help\n")
 
+    def test_leftOver(self) -> None:
+        """
+        A pid file left by an earlier start is refused in one line when it
+        holds no process id or is no regular file, and when the process it
+        names is running (rather than with C{twistd}'s six lines); one
+        naming this very process (a start after a crash in a container,
+        where the server always has the same process id) is removed, as
+        C{twistd} removes one naming a process gone.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, "twistd.pid")
+        os.mkfifo(os.path.join(directory, "fifo.pid"))
+        for content, line in [
+            ("abc\n", f"--pidfile {path!r}: holds no process id ('abc'); remove it"),
+            (
+                f"{os.getppid()}\n",
+                f"--pidfile {path!r}: process {os.getppid()} it names is running (another"
+                " server?): stop it, or remove the file if that process is not one",
+            ),
+        ]:
+            with open(path, "w") as f:
+                f.write(content)
+            self.err.seek(0)
+            self.err.truncate()
+            exit = self.assertRaises(SystemExit, self.parseUnder, path)
+            self.assertEqual(exit.code, 1)
+            self.assertEqual(self.err.getvalue(), f"twistd smtpd: {line}; see --help\n")
+        fifo = os.path.join(directory, "fifo.pid")
+        self.err.seek(0)
+        self.err.truncate()
+        self.assertRaises(SystemExit, self.parseUnder, fifo)
+        self.assertEqual(
+            self.err.getvalue(),
+            f"twistd smtpd: --pidfile {fifo!r}: cannot read the pid file: a named pipe;"
+            " see --help\n",
+        )
+        with open(path, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        self.parseUnder(path)
+        self.assertFalse(os.path.exists(path))
+
     def test_accepted(self) -> None:
         """
         A pid file in a directory that exists, an existing file, and none
@@ -695,7 +737,18 @@ class PidFileTests(SynchronousTestCase):
         os.makedirs(directory)
         existing = os.path.join(directory, "old.pid")
         with open(existing, "w") as f:
-            f.write("1\n")
+            f.write(f"{_deadPid()}\n")
         for path in [os.path.join(directory, "twistd.pid"), existing, ""]:
             self.parseUnder(path)
         self.assertEqual(self.err.getvalue(), "")
+
+
+def _deadPid() -> int:
+    """
+    A process id no process has: that of a child that has ended.
+    """
+    import subprocess
+
+    with subprocess.Popen(["true"]) as child:
+        child.wait()
+    return child.pid

@@ -1,9 +1,9 @@
 # -*- test-case-name: tests.test_listenaddresses -*-
 """
 The checks of the C{twistd smtpd} configuration against the host it starts
-on: the directory of C{twistd}'s pid file, the sockets inherited from
-systemd for C{systemd:} listeners, and listeners that would bind the same
-address.  Each refusal is one L{usage.UsageError} line naming the flag.
+on: C{twistd}'s pid file (its directory, one left by an earlier start), the
+sockets inherited from systemd for C{systemd:} listeners, and listeners
+that would bind the same address.  Each refusal is one L{usage.UsageError} line naming the flag.
 """
 
 from __future__ import annotations
@@ -15,12 +15,15 @@ from typing import Any
 
 from twisted.python import usage
 
+from twisted_smtpd._core.files import NotRegularFile, openRegular
+
 
 def checkPidFile(path: str | None) -> None:
     """
     Refuse a C{twistd --pidfile} that C{twistd} could not write: in a
     directory that does not exist, or naming a directory.  C{twistd}
-    itself would end with a traceback, once the options are parsed.
+    itself would end with a traceback, once the options are parsed.  One
+    left by an earlier start is checked too (L{_checkLeftPid}).
 
     @param path: The C{--pidfile} given to C{twistd} (C{""} or C{None}:
         none).
@@ -35,6 +38,53 @@ def checkPidFile(path: str | None) -> None:
         raise usage.UsageError(
             f"--pidfile {path!r}: cannot write the pid file: no directory {directory}"
         )
+    if os.path.lexists(path):
+        _checkLeftPid(path)
+
+
+#: The most of a pid file read: a process id and a newline.
+_PID_LIMIT = 64
+
+
+def _checkLeftPid(path: str) -> None:
+    """
+    Check the pid file C{path} left by an earlier start before C{twistd}
+    does: C{twistd} reads a named pipe without end, ends with six lines
+    when the process it names runs, and takes its own process for another
+    server when the file names it (a start after a crash in a container,
+    where the server has the same process id every time).
+
+    @raise usage.UsageError: It cannot be read, holds no process id, or
+        names a process that runs.  One naming this process is removed; one
+        naming a process gone is left for C{twistd}, which removes it.
+    """
+    try:
+        with os.fdopen(openRegular(path), "rb") as f:
+            data = f.read(_PID_LIMIT)
+    except NotRegularFile as e:
+        raise usage.UsageError(f"--pidfile {path!r}: cannot read the pid file: {e.kind}") from None
+    except OSError as e:
+        why = (e.strerror or str(e)).lower()
+        raise usage.UsageError(f"--pidfile {path!r}: cannot read the pid file: {why}") from None
+    text = data.decode("ascii", "replace").strip()
+    if not (text.isascii() and text.isdigit() and 0 < int(text) < 2**31):
+        raise usage.UsageError(
+            f"--pidfile {path!r}: holds no process id ({text[:20]!a}); remove it"
+        )
+    pid = int(text)
+    if pid == os.getpid():
+        os.remove(path)
+        return
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return
+    except OSError:
+        pass  # Running, as another user.
+    raise usage.UsageError(
+        f"--pidfile {path!r}: process {pid} it names is running (another server?): stop it,"
+        " or remove the file if that process is not one"
+    )
 
 
 #: The C{domain=} of a C{systemd:} endpoint for each address family.
