@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sys
+from unittest import SkipTest
 
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.internet.defer import Deferred
@@ -727,6 +728,42 @@ class PidFileTests(SynchronousTestCase):
             f.write(f"{os.getpid()}\n")
         self.parseUnder(path)
         self.assertFalse(os.path.exists(path))
+
+    def test_runUserCannotRemove(self) -> None:
+        """
+        Under C{--uid} (started as root), a pid file in a directory the
+        run user cannot write would stay at every stop, with C{twistd}'s
+        line naming neither the file nor the fix: a warning line at start
+        says so; none when the directory is the run user's.
+        """
+        if os.geteuid() != 0:
+            raise SkipTest("needs root, to take another user's identity")
+        import pwd
+        import shutil
+        import tempfile
+
+        nobody = pwd.getpwnam("nobody")
+        # Not under the checkout, whose directories that user may not enter.
+        directory = tempfile.mkdtemp(prefix="smtpd-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        os.chmod(directory, 0o755)
+        path = os.path.join(directory, "twistd.pid")
+        config = _tap.Options()
+        config.parent = {"pidfile": path, "uid": nobody.pw_uid, "gid": None}  # type: ignore[attr-defined]
+        config.parseOptions(["--sink"])
+        self.assertEqual(
+            config["unused"],
+            [
+                f"--pidfile {path!r}: user nobody (--uid) cannot remove it when the server"
+                f" stops (it cannot write {directory}), so it stays; put it in a directory"
+                " of that user's (RuntimeDirectory= in systemd)"
+            ],
+        )
+        os.chown(directory, nobody.pw_uid, -1)
+        config = _tap.Options()
+        config.parent = {"pidfile": path, "uid": nobody.pw_uid, "gid": None}  # type: ignore[attr-defined]
+        config.parseOptions(["--sink"])
+        self.assertEqual(config["unused"], [])
 
     def test_accepted(self) -> None:
         """

@@ -76,7 +76,7 @@ from twisted_smtpd._twistd.tapflags import (
     LOG_FORMATS,
 )
 from twisted_smtpd._twistd.taphandlers import HANDLERS
-from twisted_smtpd._twistd.taphost import checkDistinctAddresses, checkPidFile
+from twisted_smtpd._twistd.taphost import checkDistinctAddresses, checkPidFile, pidFileStays
 from twisted_smtpd._twistd.tapservice import makeService
 from twisted_smtpd._twistd.tapunused import unusedFlags
 from twisted_smtpd._twistd.workerlisteners import bindListener, checkWorkers, inheritedListeners
@@ -366,6 +366,9 @@ class Options(AuthOptionMixin, usage.Options):
             self["handler"],
             int(self["workers"]),
         )
+        stays = pidFileStays(self)
+        if stays is not None:
+            self["unused"].append(stays)
         self["deliveryDescription"] = printable(
             delivery if value is None else f"{delivery} {withoutPassword(str(value))}"
         )

@@ -9,13 +9,16 @@ that would bind the same address.  Each refusal is one L{usage.UsageError} line 
 from __future__ import annotations
 
 import os
+import pwd
 import socket
+import stat
 from collections.abc import Sequence
 from typing import Any
 
 from twisted.python import usage
 
 from twisted_smtpd._core.files import NotRegularFile, openRegular
+from twisted_smtpd._twistd.runuser import asRunUser, runIdentity
 
 
 def checkPidFile(path: str | None) -> None:
@@ -40,6 +43,45 @@ def checkPidFile(path: str | None) -> None:
         )
     if os.path.lexists(path):
         _checkLeftPid(path)
+
+
+def pidFileStays(config: Any) -> str | None:
+    """
+    A warning line when the user C{twistd --uid} runs the server as cannot
+    remove C{twistd}'s pid file when the server stops: its directory is
+    not writable by that user, or is sticky and not that user's (the file
+    is written as root).  C{twistd} then logs only C{Warning: No
+    permission to delete pid file}, and the file stays until the next
+    start removes it.
+
+    @param config: The options of C{smtpd}, whose C{parent} holds
+        C{twistd}'s own.
+    @return: The line, or C{None} (no pid file, no C{--uid}, not root,
+        or a directory the user can remove it from).
+    """
+    parent: Any = getattr(config, "parent", None) or {}
+    path = parent.get("pidfile")
+    uid, _, _ = runIdentity(config)
+    if not path or uid is None:
+        return None
+    directory = os.path.dirname(os.path.abspath(path))
+    with asRunUser(config):
+        writable = os.access(directory, os.W_OK | os.X_OK, effective_ids=True)
+    try:
+        info = os.stat(directory)
+    except OSError:
+        return None
+    if writable and not (info.st_mode & stat.S_ISVTX and info.st_uid != uid):
+        return None
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    return (
+        f"--pidfile {path!r}: user {user} (--uid) cannot remove it when the server stops"
+        f" (it cannot write {directory}), so it stays; put it in a directory of that"
+        " user's (RuntimeDirectory= in systemd)"
+    )
 
 
 #: The most of a pid file read: a process id and a newline.
