@@ -401,6 +401,27 @@ class EndpointParameterTests(SynchronousTestCase):
             )
         parse("--sink", "--listen", "tcp:0:interface=127.0.0.1:backlog=65535")
 
+    def test_trailingBackslash(self) -> None:
+        """
+        An endpoint string ending in a backslash that escapes nothing, which
+        Twisted's tokenizer fails on with C{RuntimeError: generator raised
+        StopIteration}, is refused in one line, for each flag taking one;
+        an escaped backslash at the end is a backslash.
+        """
+        for args in [
+            ("--sink", "--listen", "tcp:0:interface=127.0.0.1\\"),
+            ("--sink", "--listen", "haproxy:unix:/tmp/s\\\\\\"),
+            ("--sink", "--metrics", "tcp:0\\"),
+            ("--lmtp-to", "tcp:h:24\\"),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, *args)
+            self.assertEqual(
+                str(e),
+                f"{args[-2]} {args[-1]!r}: a backslash at the end escapes nothing"
+                " (write \\\\ for a backslash)",
+            )
+        parse("--sink", "--listen", "unix:/tmp/s\\\\")
+
     def test_unknownAndTooMany(self) -> None:
         """
         An unknown parameter, or more values by place than the kind takes,

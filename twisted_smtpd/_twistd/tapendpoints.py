@@ -213,13 +213,19 @@ def checkParameters(flag: str, description: str, *, client: bool = False) -> Non
     parameter, more values by place than the kind takes, a C{backlog=}
     out of its range (1 to 65535), an IPv6 address
     whose colons are not escaped (C{interface=::1}, which Twisted splits
-    into more parameters).  C{haproxy:} before a server endpoint is looked
-    through.
+    into more parameters), a backslash at the end escaping nothing.
+    C{haproxy:} before a server endpoint is looked through.
 
     @param flag: The flag's name without the dashes, for the message.
     @param client: Whether C{description} is a client endpoint string.
     @raise usage.UsageError: C{--FLAG 'DESCRIPTION': KIND: what is wrong}.
     """
+    if (len(description) - len(description.rstrip("\\"))) % 2:
+        # Twisted's tokenizer fails on it with a RuntimeError.
+        raise usage.UsageError(
+            f"--{flag} {description!r}: a backslash at the end escapes nothing"
+            " (write \\\\ for a backslash)"
+        )
     inner = description
     if not client:
         while inner.partition(":")[0].strip().lower() == "haproxy":
