@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sys
+from unittest import SkipTest
 
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.internet.defer import Deferred
@@ -92,6 +93,26 @@ class DisabledCommandsTests(SynchronousTestCase):
                 f"--disable: disabledCommands must leave {named} enabled:"
                 " no transaction could be made without it",
             )
+
+    def test_sessionCommands(self) -> None:
+        """
+        QUIT and RSET, which RFC 5321 section 4.5.1 requires of every
+        server (a client ends the session with QUIT, and drops a
+        transaction with RSET), cannot be disabled: refused in one line
+        naming the command, through the flag and through L{ServerOptions}.
+        """
+        for command, why in [
+            ("QUIT", "a client could not end its session"),
+            ("RSET", "a client could not drop a transaction"),
+        ]:
+            expected = (
+                f"disabledCommands must leave {command} enabled: RFC 5321 section"
+                f" 4.5.1 requires it ({why})"
+            )
+            e = self.assertRaises(usage.UsageError, parse, "--sink", "--disable", command.lower())
+            self.assertEqual(str(e), f"--disable: {expected}")
+            e2 = self.assertRaises(ValueError, ServerOptions, disabledCommands=(command,))
+            self.assertEqual(str(e2), expected)
 
     def test_dataWithoutChunking(self) -> None:
         """
@@ -666,6 +687,84 @@ class PidFileTests(SynchronousTestCase):
             self.assertEqual(exit.code, 1)
             self.assertEqual(self.err.getvalue(), f"twistd smtpd: {line}; see --help\n")
 
+    def test_leftOver(self) -> None:
+        """
+        A pid file left by an earlier start is refused in one line when it
+        holds no process id or is no regular file, and when the process it
+        names is running (rather than with C{twistd}'s six lines); one
+        naming this very process (a start after a crash in a container,
+        where the server always has the same process id) is removed, as
+        C{twistd} removes one naming a process gone.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, "twistd.pid")
+        os.mkfifo(os.path.join(directory, "fifo.pid"))
+        for content, line in [
+            ("abc\n", f"--pidfile {path!r}: holds no process id ('abc'); remove it"),
+            (
+                f"{os.getppid()}\n",
+                f"--pidfile {path!r}: process {os.getppid()} it names is running (another"
+                " server?): stop it, or remove the file if that process is not one",
+            ),
+        ]:
+            with open(path, "w") as f:
+                f.write(content)
+            self.err.seek(0)
+            self.err.truncate()
+            exit = self.assertRaises(SystemExit, self.parseUnder, path)
+            self.assertEqual(exit.code, 1)
+            self.assertEqual(self.err.getvalue(), f"twistd smtpd: {line}; see --help\n")
+        fifo = os.path.join(directory, "fifo.pid")
+        self.err.seek(0)
+        self.err.truncate()
+        self.assertRaises(SystemExit, self.parseUnder, fifo)
+        self.assertEqual(
+            self.err.getvalue(),
+            f"twistd smtpd: --pidfile {fifo!r}: cannot read the pid file: a named pipe;"
+            " see --help\n",
+        )
+        with open(path, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        self.parseUnder(path)
+        self.assertFalse(os.path.exists(path))
+
+    def test_runUserCannotRemove(self) -> None:
+        """
+        Under C{--uid} (started as root), a pid file in a directory the
+        run user cannot write would stay at every stop, with C{twistd}'s
+        line naming neither the file nor the fix: a warning line at start
+        says so; none when the directory is the run user's.
+        """
+        if os.geteuid() != 0:
+            raise SkipTest("needs root, to take another user's identity")
+        import pwd
+        import shutil
+        import tempfile
+
+        nobody = pwd.getpwnam("nobody")
+        # Not under the checkout, whose directories that user may not enter.
+        directory = tempfile.mkdtemp(prefix="smtpd-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        os.chmod(directory, 0o755)
+        path = os.path.join(directory, "twistd.pid")
+        config = _tap.Options()
+        config.parent = {"pidfile": path, "uid": nobody.pw_uid, "gid": None}  # type: ignore[attr-defined]
+        config.parseOptions(["--sink"])
+        self.assertEqual(
+            config["unused"],
+            [
+                f"--pidfile {path!r}: user nobody (--uid) cannot remove it when the server"
+                f" stops (it cannot write {directory}), so it stays; put it in a directory"
+                " of that user's (RuntimeDirectory= in systemd)"
+            ],
+        )
+        os.chown(directory, nobody.pw_uid, -1)
+        config = _tap.Options()
+        config.parent = {"pidfile": path, "uid": nobody.pw_uid, "gid": None}  # type: ignore[attr-defined]
+        config.parseOptions(["--sink"])
+        self.assertEqual(config["unused"], [])
+
     def test_accepted(self) -> None:
         """
         A pid file in a directory that exists, an existing file, and none
@@ -675,7 +774,18 @@ class PidFileTests(SynchronousTestCase):
         os.makedirs(directory)
         existing = os.path.join(directory, "old.pid")
         with open(existing, "w") as f:
-            f.write("1\n")
+            f.write(f"{_deadPid()}\n")
         for path in [os.path.join(directory, "twistd.pid"), existing, ""]:
             self.parseUnder(path)
         self.assertEqual(self.err.getvalue(), "")
+
+
+def _deadPid() -> int:
+    """
+    A process id no process has: that of a child that has ended.
+    """
+    import subprocess
+
+    with subprocess.Popen(["true"]) as child:
+        child.wait()
+    return child.pid

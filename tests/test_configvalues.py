@@ -353,6 +353,75 @@ class EndpointParameterTests(SynchronousTestCase):
             e = self.assertRaises(usage.UsageError, parse, "--sink", *args)
             self.assertEqual(str(e), line)
 
+    def test_unescapedIPv6(self) -> None:
+        """
+        An IPv6 address written with bare colons (C{interface=::1}), which
+        Twisted's tokenizer splits into more parameters, is refused saying
+        that its colons need escaping, not that the interface is given
+        twice or that there are too many values by place.
+        """
+        hint = "an IPv6 address needs each colon escaped as \\: (interface=\\:\\:1)"
+        for description in [
+            "tcp:0:interface=::1x",
+            "tcp:0:interface=::1",
+            "tcp6:25:interface=2001:db8::1",
+            "haproxy:tcp6:port=25:interface=fe80::1:backlog=5",
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, "--sink", "--listen", description)
+            kind = description.removeprefix("haproxy:").partition(":")[0]
+            self.assertEqual(str(e), f"--listen {description!r}: {kind}: {hint}")
+        parse("--sink", "--listen", "tcp6:0:interface=\\:\\:1")
+        e = self.assertRaises(usage.UsageError, parse, "--lmtp-to", "tcp:host=::1:port=24")
+        self.assertEqual(
+            str(e),
+            "--lmtp-to 'tcp:host=::1:port=24': tcp: an IPv6 address needs each colon"
+            " escaped as \\: (host=\\:\\:1)",
+        )
+        # A host name and a port by place are no IPv6 address.
+        parse("--lmtp-to", "tcp:host=db:24")
+
+    def test_backlogRange(self) -> None:
+        """
+        A C{backlog=} below 1 (which the kernel takes as the least queue
+        it has, silently) or above 65535 is refused in one line naming
+        the range, at start rather than when listening.
+        """
+        for description in [
+            "tcp:0:backlog=-1",
+            "tcp:0:backlog=0",
+            "tcp:0:backlog=99999999999999",
+            "unix:/tmp/s.sock:backlog=0",
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, "--sink", "--listen", description)
+            kind = description.partition(":")[0]
+            self.assertEqual(
+                str(e),
+                f"--listen {description!r}: {kind}: backlog must be from 1 to 65535,"
+                f" got {description.rpartition('=')[2]!r}",
+            )
+        parse("--sink", "--listen", "tcp:0:interface=127.0.0.1:backlog=65535")
+
+    def test_trailingBackslash(self) -> None:
+        """
+        An endpoint string ending in a backslash that escapes nothing, which
+        Twisted's tokenizer fails on with C{RuntimeError: generator raised
+        StopIteration}, is refused in one line, for each flag taking one;
+        an escaped backslash at the end is a backslash.
+        """
+        for args in [
+            ("--sink", "--listen", "tcp:0:interface=127.0.0.1\\"),
+            ("--sink", "--listen", "haproxy:unix:/tmp/s\\\\\\"),
+            ("--sink", "--metrics", "tcp:0\\"),
+            ("--lmtp-to", "tcp:h:24\\"),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, *args)
+            self.assertEqual(
+                str(e),
+                f"{args[-2]} {args[-1]!r}: a backslash at the end escapes nothing"
+                " (write \\\\ for a backslash)",
+            )
+        parse("--sink", "--listen", "unix:/tmp/s\\\\")
+
     def test_unknownAndTooMany(self) -> None:
         """
         An unknown parameter, or more values by place than the kind takes,
@@ -744,6 +813,23 @@ class UnusedFlagTests(SynchronousTestCase):
                 "--worker-timeout has no effect: no --workers",
             ],
         )
+
+    def test_proxyTrustedMissing(self) -> None:
+        """
+        A C{haproxy:} listener with a peer address (not C{haproxy:unix:},
+        whose socket file's permissions decide) and no C{--proxy-trusted}
+        believes every PROXY header: one warning line at start names the
+        listener and the flag.  With C{--proxy-trusted}, none.
+        """
+        listen = "haproxy:tcp:0:interface=127.0.0.1"
+        why = (
+            "every PROXY header is believed, from any address (no --proxy-trusted):"
+            " bind it where only the proxies reach it, or name them with --proxy-trusted CIDR"
+        )
+        config = parse("--sink", "--listen", listen, "--listen", "haproxy:unix:/tmp/x.sock")
+        self.assertEqual(config["unused"], [f"--listen {listen!r}: {why}"])
+        config = parse("--sink", "--listen", listen, "--proxy-trusted", "127.0.0.1/32")
+        self.assertEqual(config["unused"], [])
 
     def test_configFile(self) -> None:
         """

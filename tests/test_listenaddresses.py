@@ -14,7 +14,7 @@ from unittest import SkipTest
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_smtpd._twistd import tapconfig
+from twisted_smtpd._twistd import taphost
 from twisted_smtpd._twistd.tap import Options
 
 
@@ -149,10 +149,10 @@ class DualStackTests(SynchronousTestCase):
         addresses that map no IPv4 one, IPv4 and IPv6 listeners of one
         port are distinct.
         """
-        self.patch(tapconfig, "_dualStack", lambda: False)
+        self.patch(taphost, "_dualStack", lambda: False)
         listen = ["tcp:2525", "tcp6:2525"]
         self.assertEqual(self.parse(*listen)["listen"], listen)
-        self.patch(tapconfig, "_dualStack", lambda: True)
+        self.patch(taphost, "_dualStack", lambda: True)
         for listen in [
             ["tcp:2525", "tcp6:2525:interface=\\:\\:1"],
             ["tcp:2525:interface=127.0.0.1", "tcp6:2525:interface=\\:\\:ffff\\:127.0.0.2"],
@@ -161,6 +161,6 @@ class DualStackTests(SynchronousTestCase):
 
     def test_kernelAgrees(self) -> None:
         """
-        What L{tapconfig._dualStack} reads is what binding says.
+        What L{taphost._dualStack} reads is what binding says.
         """
-        self.assertEqual(tapconfig._dualStack(), _kernelDualStack())
+        self.assertEqual(taphost._dualStack(), _kernelDualStack())

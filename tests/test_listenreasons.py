@@ -94,7 +94,8 @@ class BacklogTests(SynchronousTestCase):
     def test_workers(self) -> None:
         """
         With C{--workers 2}, a backlog out of range is one usage error
-        naming the C{--listen} endpoint, not a traceback.
+        naming the C{--listen} endpoint, not a traceback (refused with the
+        other parameters, before any listening).
         """
         description = "tcp:0:interface=127.0.0.1:backlog=99999999999"
         e = self.assertRaises(
@@ -102,7 +103,10 @@ class BacklogTests(SynchronousTestCase):
             Options().parseOptions,
             ["--sink", "--workers", "2", "--listen", description],
         )
-        self.assertEqual(str(e), f"--listen {description!r}: backlog out of range")
+        self.assertEqual(
+            str(e),
+            f"--listen {description!r}: tcp: backlog must be from 1 to 65535, got '99999999999'",
+        )
 
 
 class HAProxyTwiceTests(SynchronousTestCase):

@@ -145,6 +145,24 @@ class BindTests(SynchronousTestCase):
         self.addCleanup(spec.sockets[0].close)
         self.assertEqual(spec.sockets[0].getsockname(), path)
 
+    def test_unixPathTooLong(self) -> None:
+        """
+        A UNIX listener's path too long for a socket is refused with
+        C{--workers} in the words of one process (C{AF_UNIX path too
+        long}), not as C{[Errno None] None: PATH}.
+        """
+        from twisted.python import usage
+
+        directory = tempfile.mkdtemp(prefix="smtpd-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        description = "unix:" + os.path.join(directory, "x" * 120)
+        e = self.assertRaises(
+            usage.UsageError,
+            Options().parseOptions,
+            ["--sink", "--workers", "2", "--listen", description],
+        )
+        self.assertEqual(str(e), f"--listen {description!r}: AF_UNIX path too long")
+
     def test_unsupported(self) -> None:
         """
         Other endpoint kinds are refused with a clear error.
@@ -186,6 +204,33 @@ class OptionTests(SynchronousTestCase):
         from twisted.python.usage import UsageError
 
         self.assertRaises(UsageError, Options().parseOptions, ["--workers", "0", "--sink"])
+
+    def test_strayInherited(self) -> None:
+        """
+        C{TWISTED_SMTPD_INHERITED}, set by the parent of C{--workers} for
+        its workers only, found in the environment of a server started
+        otherwise (inherited from a program a worker ran) with a value no
+        parent wrote, or naming a descriptor that is no socket, is refused
+        in one line naming the variable: not a traceback at start.
+        """
+        from twisted.python.usage import UsageError
+
+        with open(os.devnull) as f:
+            notSocket = f.fileno()
+            for value, why in [
+                ("garbage", "'garbage' is not a socket the parent of --workers handed on"),
+                ("x,2,tcp:25", "'x,2,tcp:25' is not a socket the parent of --workers handed on"),
+                (
+                    f"{notSocket},2,tcp:25",
+                    f"descriptor {notSocket} is not a socket the parent of --workers handed on",
+                ),
+            ]:
+                self.patch(os, "environ", {**os.environ, INHERITED: value})
+                e = self.assertRaises(UsageError, Options().parseOptions, ["--sink"])
+                self.assertEqual(
+                    str(e),
+                    f"{INHERITED}: {why}; it is set only for the workers of --workers: unset it",
+                )
 
 
 class ParentWatchTests(SynchronousTestCase):

@@ -220,6 +220,14 @@ def _checkAuthMethods(instance: object, attribute: Any, value: tuple[str, ...]) 
         raise ValueError(f"{attribute.name}: unknown AUTH methods: {shown}")
 
 
+#: The commands a session cannot do without, with what a client could
+#: not do if they were disabled.
+_SESSION_COMMANDS = {
+    "QUIT": "a client could not end its session",
+    "RSET": "a client could not drop a transaction",
+}
+
+
 def _checkCommands(instance: object, attribute: Any, value: tuple[str, ...]) -> None:
     unknown = set(value) - KNOWN_COMMANDS
     if unknown:
@@ -234,6 +242,14 @@ def _checkCommands(instance: object, attribute: Any, value: tuple[str, ...]) -> 
             raise ValueError(
                 f"{attribute.name} must leave {' or '.join(commands)} enabled:"
                 " no transaction could be made without it"
+            )
+    # Every server implements them (RFC 5321 section 4.5.1): a 502 leaves
+    # the client no way to end its session or to drop a transaction.
+    for command, without in _SESSION_COMMANDS.items():
+        if command in disabled:
+            raise ValueError(
+                f"{attribute.name} must leave {command} enabled: RFC 5321 section"
+                f" 4.5.1 requires it ({without})"
             )
     # Without DATA, a message comes by BDAT only, which clients use only
     # where EHLO's (or LHLO's) reply offers CHUNKING (RFC 3030 section 2).

@@ -9,6 +9,7 @@ endpoint string (L{splitDescription}).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -29,6 +30,7 @@ __all__ = [
     "_Listener",
     "endpointKind",
     "listenReason",
+    "releaseOwnLock",
     "servesServerTLS",
     "splitDescription",
 ]
@@ -146,6 +148,23 @@ def badLock(endpoint: object) -> str | None:
     )
 
 
+def releaseOwnLock(endpoint: object, error: BaseException | None) -> None:
+    """
+    Remove the lock file (C{PATH.lock}) of the UNIX socket C{endpoint}
+    failed to listen on with C{error}, when this attempt took it: Twisted
+    takes the lock before binding and keeps it when binding fails (a path
+    too long, a file in the way), for the next start to find.  A lock file
+    that could not be taken (held by another process, or by another
+    listener of this one) is left alone.
+    """
+    path = getattr(endpoint, "_address", None)
+    if not isinstance(path, str) or getattr(error, "socketError", None) == "Cannot acquire lock":
+        return
+    if _lockTarget(path) == str(os.getpid()):
+        with contextlib.suppress(OSError):
+            os.remove(path + ".lock")
+
+
 def _inUse(path: str | None) -> str:
     """
     Why an address is in use: for a UNIX socket's C{path}, what is in the
@@ -182,6 +201,7 @@ class _Listener(StreamServerEndpointService):
         try:
             super().privilegedStartService()
         except (CannotListenError, OSError, OverflowError, ValueError) as e:
+            releaseOwnLock(self.endpoint, e)
             why = badLock(self.endpoint)
             if why is None and isinstance(e, ValueError):
                 raise

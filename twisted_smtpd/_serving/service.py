@@ -21,11 +21,13 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IStreamServerEndpoint,
 )
+from twisted.python.failure import Failure
 
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving.listeners import (
     OwnKeys,
     _Listener,
+    releaseOwnLock,
     servesServerTLS,
     splitDescription,
 )
@@ -252,7 +254,11 @@ class SMTPServer(MultiService):
             self._listened.append(description)
             return port
 
-        d.addCallback(listening)
+        def failed(reason: Failure) -> Failure:
+            releaseOwnLock(endpoint, reason.value)
+            return reason
+
+        d.addCallbacks(listening, failed)
         return d
 
     def _endpoint(self, description: str) -> tuple[IStreamServerEndpoint, IProtocolFactory]:

@@ -52,10 +52,8 @@ from twisted_smtpd._twistd.tapconfig import (
     checkAuth,
     checkAuthOffered,
     checkAuthOptional,
-    checkDistinctAddresses,
     checkEndpoint,
     checkMetrics,
-    checkPidFile,
     exitWithError,
     readConfig,
     reason,
@@ -78,9 +76,16 @@ from twisted_smtpd._twistd.tapflags import (
     LOG_FORMATS,
 )
 from twisted_smtpd._twistd.taphandlers import HANDLERS
+from twisted_smtpd._twistd.taphost import checkDistinctAddresses, checkPidFile, pidFileStays
 from twisted_smtpd._twistd.tapservice import makeService
 from twisted_smtpd._twistd.tapunused import unusedFlags
-from twisted_smtpd._twistd.workerlisteners import bindListener, checkWorkers, inheritedListeners
+from twisted_smtpd._twistd.workerlisteners import (
+    INHERITED,
+    bindListener,
+    checkInherited,
+    checkWorkers,
+    inheritedListeners,
+)
 from twisted_smtpd.interfaces import ISMTPHandler
 
 
@@ -367,10 +372,20 @@ class Options(AuthOptionMixin, usage.Options):
             self["handler"],
             int(self["workers"]),
         )
+        stays = pidFileStays(self)
+        if stays is not None:
+            self["unused"].append(stays)
         self["deliveryDescription"] = printable(
             delivery if value is None else f"{delivery} {withoutPassword(str(value))}"
         )
-        self["inherited"] = inheritedListeners()
+        try:
+            self["inherited"] = inheritedListeners()
+            checkInherited(self["inherited"])
+        except ValueError as e:
+            # Inherited by a program a worker ran, which started a server.
+            raise usage.UsageError(
+                f"{INHERITED}: {e}; it is set only for the workers of --workers: unset it"
+            ) from None
         self["workerListeners"] = []
         if self["workers"] > 1 and not self["inherited"]:
             from twisted.internet import reactor

@@ -5,7 +5,9 @@ L{twisted_smtpd._twistd.tap.Options} themselves: configuration files (C{--config
 FILE}, TOML or INI) turned into command-line arguments, the checks of
 endpoint strings and C{--auth} checkers, and the one-line configuration
 errors.  The delivery handler each delivery flag names is built by
-L{twisted_smtpd._twistd.taphandlers}.
+L{twisted_smtpd._twistd.taphandlers}; the checks against the host (the pid
+file, sockets inherited from systemd, listeners binding the same address)
+are in L{twisted_smtpd._twistd.taphost}.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import contextlib
 import ipaddress
 import os
 import re
-import socket
 import sys
 from collections.abc import Collection, Sequence
 from typing import Any, NoReturn
@@ -29,6 +30,7 @@ from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._serving.cred import decidableMechanisms, ownsOnAuth, portalFromCheckers
 from twisted_smtpd._twistd.tapendpoints import checkParameters
+from twisted_smtpd._twistd.taphost import inheritedSocketProblem
 
 #: Set in a worker of C{--workers} (L{INHERITED
 #: <twisted_smtpd._twistd.workerlisteners.INHERITED>}, which imports this module).
@@ -206,27 +208,6 @@ def bytesUsers(checkers: Sequence[object]) -> None:
             }
 
 
-def checkPidFile(path: str | None) -> None:
-    """
-    Refuse a C{twistd --pidfile} that C{twistd} could not write: in a
-    directory that does not exist, or naming a directory.  C{twistd}
-    itself would end with a traceback, once the options are parsed.
-
-    @param path: The C{--pidfile} given to C{twistd} (C{""} or C{None}:
-        none).
-    @raise usage.UsageError: Naming the path and why.
-    """
-    if not path:
-        return
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise usage.UsageError(f"--pidfile {path!r}: cannot write the pid file: a directory")
-    if not os.path.isdir(directory):
-        raise usage.UsageError(
-            f"--pidfile {path!r}: cannot write the pid file: no directory {directory}"
-        )
-
-
 def checkEndpoint(description: str) -> None:
     """
     Parse an endpoint string as L{SMTPServer.addEndpoint} will: C{haproxy:}
@@ -264,159 +245,6 @@ def checkEndpoint(description: str) -> None:
         problem = inheritedSocketProblem(endpoint.fileno, endpoint.addressFamily)
         if problem is not None:
             raise usage.UsageError(f"--listen {description!r}: {problem}")
-
-
-#: The C{domain=} of a C{systemd:} endpoint for each address family.
-_DOMAINS: dict[int, str] = {
-    socket.AF_INET: "INET",
-    socket.AF_INET6: "INET6",
-    socket.AF_UNIX: "UNIX",
-}
-
-
-def inheritedSocketProblem(fileno: int, family: int) -> str | None:
-    """
-    What keeps the socket inherited from systemd as descriptor C{fileno}
-    from being served as a listener of C{family}, or C{None}.
-
-    Twisted adopts the descriptor as a listening stream socket of the
-    family its C{domain=} names, without looking: an IPv6 socket (what
-    C{ListenStream=25} makes on a host with IPv6) adopted as C{INET} reads
-    every client's address as garbage, and a socket that is not listening
-    (C{Accept=yes}) or not a stream (C{ListenDatagram=}) serves no client
-    at all, though the server says it listens.
-
-    @return: Why, for the line refusing it; C{None} if it can be served,
-        or if it is no open socket at all (adopting it then fails, saying
-        so).
-    """
-    try:
-        copy = os.dup(fileno)
-    except OSError:
-        return None
-    try:
-        inherited = socket.socket(fileno=copy)
-    except OSError:
-        os.close(copy)
-        return None
-    with inherited:
-        actual = inherited.family
-        if actual != family and actual in _DOMAINS:
-            return (
-                f"the inherited socket is {_DOMAINS[actual]}, not"
-                f" {_DOMAINS.get(family, family)}: use domain={_DOMAINS[actual]}"
-            )
-        if inherited.type != socket.SOCK_STREAM:
-            return (
-                "the inherited socket is not a stream socket (the .socket unit needs ListenStream=)"
-            )
-        if not inherited.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
-            return "the inherited socket is not listening (the .socket unit needs Accept=no)"
-    return None
-
-
-def _bound(description: str) -> tuple[str, str, int | str] | None:
-    """
-    What the listener of a description that parses binds: C{("tcp",
-    interface, port)} (C{"tcp6"} for IPv6), C{("unix", "", path)}, or
-    C{None} when it cannot be told beforehand (port 0, another endpoint).
-    """
-    from twisted.internet import reactor
-    from twisted.internet.endpoints import serverFromString
-
-    from twisted_smtpd._serving.listeners import splitDescription
-
-    parse: Any = serverFromString
-    try:
-        endpoint = parse(reactor, splitDescription(description)[0])
-    except Exception:
-        return None
-    port = getattr(endpoint, "_port", None)
-    interface = getattr(endpoint, "_interface", None)
-    address = getattr(endpoint, "_address", None)
-    if isinstance(port, int) and port != 0 and isinstance(interface, str):
-        family = "tcp6" if ":" in interface else "tcp"
-        return (family, interface, port)
-    if isinstance(address, str) and address and not address.startswith("\0"):
-        return ("unix", "", os.path.abspath(address))
-    return None
-
-
-#: The interfaces that take every address of their family.
-_WILDCARDS = ("", "0.0.0.0", "::")  # noqa: S104 -- compared, not bound
-
-#: Where Linux says whether IPv6 sockets take IPv4 connections too.
-_BINDV6ONLY = "/proc/sys/net/ipv6/bindv6only"
-
-
-def _dualStack() -> bool:
-    """
-    Whether a TCP listener on an IPv6 address takes the IPv4 connections
-    of the addresses it maps too (and so binds them): Linux's
-    C{net.ipv6.bindv6only} is 0, its default, and Twisted leaves
-    C{IPV6_V6ONLY} as that says.
-    """
-    try:
-        with open(_BINDV6ONLY, encoding="ascii") as f:
-            return f.read().strip() == "0"
-    except (OSError, ValueError):
-        return False
-
-
-def _takesIPv4(interface6: str, interface4: str) -> bool:
-    """
-    Whether a dual-stack IPv6 listener on C{interface6} binds the IPv4
-    address C{interface4} of the same port: C{::} takes every IPv4
-    address, C{::ffff:A} the address C{A} (and conflicts with the IPv4
-    wildcard).
-    """
-    if interface6 in _WILDCARDS:
-        return True
-    head, _, mapped = interface6.lower().rpartition(":")
-    if head not in ("::ffff", "0:0:0:0:0:ffff"):
-        return False
-    return mapped == interface4 or interface4 in _WILDCARDS
-
-
-def checkDistinctAddresses(listen: Sequence[str], metrics: str | None) -> None:
-    """
-    Refuse two C{--listen} endpoints (or C{--metrics} and one) that bind
-    the same address, which would fail as in use, said to be another
-    program's: the same TCP port on the same interface, or on the
-    wildcard of its family and one of its addresses, or the same UNIX
-    socket path.  Where IPv6 listeners take IPv4 connections too
-    (L{_dualStack}), an IPv6 one on C{::} and an IPv4 one on the same port
-    (C{tcp:25} and C{tcp6:25}) bind the same addresses as well.
-
-    @raise usage.UsageError: Naming both.
-    """
-    seen: list[tuple[str, tuple[str, str, int | str]]] = []
-    named = [f"--listen {d!r}" for d in listen]
-    if metrics is not None:
-        named.append(f"--metrics {metrics!r}")
-    for flag, description in zip(named, [*listen, *([metrics] if metrics else [])], strict=True):
-        bound = _bound(description)
-        if bound is None:
-            continue
-        family, interface, where = bound
-        for earlier, (otherFamily, otherInterface, otherWhere) in seen:
-            if where != otherWhere:
-                continue
-            note = ""
-            if family == otherFamily:
-                same = (
-                    interface == otherInterface
-                    or interface in _WILDCARDS
-                    or otherInterface in _WILDCARDS
-                )
-            else:
-                # tcp and tcp6 (a UNIX path is never a port).
-                six, four = (interface, otherInterface)[:: 1 if family == "tcp6" else -1]
-                same = _takesIPv4(six, four) and _dualStack()
-                note = " (IPv6 listeners take IPv4 connections too: net.ipv6.bindv6only is 0)"
-            if same:
-                raise usage.UsageError(f"{flag}: the same address as {earlier}{note}")
-        seen.append((flag, bound))
 
 
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")

@@ -15,6 +15,7 @@ Twisted.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any, NamedTuple
 
@@ -80,6 +81,51 @@ _CLIENT = {
 
 _DIGIT_WORDS = {_DIGITS: "ASCII digits", _OCTAL: "octal digits (0-7)"}
 
+#: The numbers taken only in a range: the queue of connections not yet
+#: accepted (Linux caps it at C{net.core.somaxconn}; below 1 it takes its
+#: least queue, silently).
+_RANGES = {"backlog": (1, 65535)}
+
+#: The parameters that take an address, IPv6 addresses among them.
+_ADDRESSES = ("interface", "host", "bindAddress")
+
+#: An address parameter given by name, at the start or after a colon.
+_ADDRESS_NAMED = re.compile(r"(?:^|:)(" + "|".join(_ADDRESSES) + r")=")
+
+
+def _bareIPv6(description: str) -> str | None:
+    """
+    The name of the first address parameter of C{description} given an
+    IPv6 address with its colons not escaped (C{interface=::1}, which the
+    tokenizer splits into more parameters), or C{None}.  The value is
+    taken up to the next C{name=}: it is an IPv6 address if it holds
+    C{::} or parses as one (a host name and a port, C{host=db:24}, does
+    not).
+    """
+    for found in _ADDRESS_NAMED.finditer(description):
+        pieces = []
+        for piece in description[found.end() :].split(":"):
+            if "=" in piece:
+                break
+            pieces.append(piece)
+        value = ":".join(pieces)
+        if len(pieces) < 2 or "\\" in value:
+            continue
+        if "::" in value or _isIPv6(value):
+            return found.group(1)
+    return None
+
+
+def _isIPv6(text: str) -> bool:
+    """
+    Whether C{text} is an IPv6 address.
+    """
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
 
 def _split(description: str) -> tuple[list[str], list[tuple[str, str]]]:
     """
@@ -125,6 +171,9 @@ def _problem(description: str, client: bool) -> str | None:
         if more is not None and name not in order + more:
             return f"{kind}: unknown parameter {name!a}; known: {', '.join(order + more)}"
         given[name] = value
+    bare = _bareIPv6(description)
+    if bare is not None:
+        return f"{kind}: an IPv6 address needs each colon escaped as \\: ({bare}=\\:\\:1)"
     positional = args[1:]
     if len(positional) > len(order):
         return (
@@ -149,6 +198,9 @@ def _problem(description: str, client: bool) -> str | None:
             return f"{kind}: {name} is empty"
         if not (value.isascii() and grammar.fullmatch(value)):
             return f"{kind}: {name} must be {_DIGIT_WORDS[grammar]}, got {value!a}"
+        low, high = _RANGES.get(name, (None, None))
+        if low is not None and high is not None and not low <= int(value) <= high:
+            return f"{kind}: {name} must be from {low} to {high}, got {value!a}"
     return None
 
 
@@ -158,13 +210,22 @@ def checkParameters(flag: str, description: str, *, client: bool = False) -> Non
     or refuse in its own words: a parameter given twice (C{tcp:port=25:port=26},
     C{tcp:25:port=26}), a number (port, backlog, mode, index, timeout) not
     written in ASCII digits, a required parameter missing, an unknown
-    parameter, more values by place than the kind takes.  C{haproxy:}
-    before a server endpoint is looked through.
+    parameter, more values by place than the kind takes, a C{backlog=}
+    out of its range (1 to 65535), an IPv6 address
+    whose colons are not escaped (C{interface=::1}, which Twisted splits
+    into more parameters), a backslash at the end escaping nothing.
+    C{haproxy:} before a server endpoint is looked through.
 
     @param flag: The flag's name without the dashes, for the message.
     @param client: Whether C{description} is a client endpoint string.
     @raise usage.UsageError: C{--FLAG 'DESCRIPTION': KIND: what is wrong}.
     """
+    if (len(description) - len(description.rstrip("\\"))) % 2:
+        # Twisted's tokenizer fails on it with a RuntimeError.
+        raise usage.UsageError(
+            f"--{flag} {description!r}: a backslash at the end escapes nothing"
+            " (write \\\\ for a backslash)"
+        )
     inner = description
     if not client:
         while inner.partition(":")[0].strip().lower() == "haproxy":

@@ -2,9 +2,10 @@
 """
 The flags of C{twistd smtpd} given where they change nothing: TLS settings
 with no listener offering TLS, AUTH settings with no AUTH offered, and the
-like (L{unusedFlags}).  They are not refused (a configuration that starts
-keeps starting, a listener may be added later): the server logs one
-warning line for each at start.
+like (L{unusedFlags}), and a C{haproxy:} listener believing the PROXY
+headers of anyone for want of C{--proxy-trusted}.  They are not refused (a
+configuration that starts keeps starting, a listener may be added later):
+the server logs one warning line for each at start.
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ from twisted.cred.checkers import ICredentialsChecker
 
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving.cred import decidableMechanisms, ownsOnAuth
-from twisted_smtpd._serving.listeners import OwnKeys, servesServerTLS, splitDescription
+from twisted_smtpd._serving.listeners import (
+    OwnKeys,
+    endpointKind,
+    servesServerTLS,
+    splitDescription,
+)
 
 __all__ = ["unusedFlags"]
 
@@ -39,6 +45,19 @@ def _implicitTLS(description: str) -> bool:
     return any(
         layer == "tls" or isinstance(layer, OwnKeys) for layer in splitDescription(description)[1]
     )
+
+
+def _believesAnyone(description: str) -> bool:
+    """
+    Whether the listener of C{description} reads PROXY headers from peers
+    that have an address (C{--proxy-trusted} would name them): a
+    C{haproxy:} one but C{haproxy:unix:} (or a C{systemd:} UNIX socket),
+    whose socket file's permissions decide who connects.
+    """
+    if "haproxy" not in splitDescription(description)[1]:
+        return False
+    kind = endpointKind(description)
+    return kind != "unix" and not (kind == "systemd" and "domain=unix" in description.lower())
 
 
 def unusedFlags(
@@ -113,6 +132,14 @@ def unusedFlags(
                 )
     if "haproxy" not in layers:
         unused("proxy-trusted", "no haproxy: listener reads PROXY headers")
+    elif not options.useProxy:
+        lines += [
+            f"--listen {description!r}: every PROXY header is believed, from any address"
+            " (no --proxy-trusted): bind it where only the proxies reach it, or name them"
+            " with --proxy-trusted CIDR"
+            for description in listen
+            if _believesAnyone(description)
+        ]
     if "XCLIENT" in options.disabledCommands:
         unused("xclient", "XCLIENT is disabled")
     if "XFORWARD" in options.disabledCommands:

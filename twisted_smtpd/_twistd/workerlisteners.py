@@ -137,6 +137,9 @@ def bindListener(reactor: Any, description: str, count: int) -> ListenerSpec:
             s.bind(address)
         except OSError as e:
             s.close()
+            if e.errno is None:
+                # Not the kernel's: Python's own "AF_UNIX path too long".
+                raise
             raise OSError(e.errno, e.strerror, address) from None
         try:
             s.listen(backlog)
@@ -190,11 +193,36 @@ def _removeStaleSocket(path: str) -> None:
 def inheritedListeners(environ: dict[str, str] | None = None) -> list[tuple[int, int, str]]:
     """
     The sockets a worker was handed, as C{(fd, family, description)}.
+
+    @raise ValueError: A line of the variable is not C{FD,FAMILY,DESCRIPTION}
+        (set by something else than the parent of C{--workers}).
     """
     value = (environ if environ is not None else os.environ).get(INHERITED, "")
     out = []
     for line in value.split("\n"):
         if line:
-            fd, family, description = line.split(",", 2)
-            out.append((int(fd), int(family), description))
+            try:
+                fd, family, description = line.split(",", 2)
+                out.append((int(fd), int(family), description))
+            except ValueError:
+                raise ValueError(
+                    f"{line[:40]!a} is not a socket the parent of --workers handed on"
+                ) from None
     return out
+
+
+def checkInherited(listeners: Sequence[tuple[int, int, str]]) -> None:
+    """
+    Check that each descriptor of L{inheritedListeners} is a socket, as the
+    parent of C{--workers} hands them on: adopting anything else fails
+    with a traceback once the server starts.
+
+    @raise ValueError: Naming the first descriptor that is not one.
+    """
+    for fd, _, _ in listeners:
+        try:
+            isSocket = stat.S_ISSOCK(os.fstat(fd).st_mode)
+        except (OSError, OverflowError):
+            isSocket = False
+        if not isSocket:
+            raise ValueError(f"descriptor {fd} is not a socket the parent of --workers handed on")
