@@ -128,6 +128,9 @@ class PlaintextFallbackTests(ServerTestCase):
         """
         front = self.front("--relay-insecure")
         self.send(front)
+        # The next hop's thread records a handshake once its own side of it
+        # has failed, which may be after the server's side went on.
+        waitUntil(lambda: self.nextHop.handshakes, CLIENT_TIMEOUT, "the next hop's handshake")
         self.assertEqual(len(self.nextHop.handshakes), 1)
         self.assertIn("NO_SHARED_CIPHER", self.nextHop.handshakes[0])
         self.assertEqual(self.nextHop.greeted, 2)
@@ -152,5 +155,8 @@ class PlaintextFallbackTests(ServerTestCase):
             self.assertIn(b"4.7.5", refused.exception.smtp_error)
             self.assertEqual(self.nextHop.messages, [])
             self.assertNotIn("trying again in plain text", front.output)
+        waitUntil(
+            lambda: len(self.nextHop.handshakes) == 2, CLIENT_TIMEOUT, "the next hop's handshakes"
+        )
         self.assertEqual(self.nextHop.greeted, 2)
         self.assertEqual(len(self.nextHop.handshakes), 2)
