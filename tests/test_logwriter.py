@@ -421,7 +421,7 @@ class FieldsTests(SynchronousTestCase):
             [
                 "sid1 connect from 192.0.2.1:4000 (c.example) to 198.51.100.1:25",
                 "sid1 message 7 bytes from <a@example.org> to <b@example.com>: 250 OK",
-                "sid1 message 7 bytes from <a@example.org> to <b@example.com>: 250,550 OK",
+                "sid1 message 7 bytes from <a@example.org> to <b@example.com>: 250,550 OK; 550 no",
                 "sid1 close",
             ],
         )

@@ -116,3 +116,75 @@ class ManyRecipientsTests(SynchronousTestCase):
         self.assertIn(" and 990 more: " + ",".join(["250"] * 10) + " and 990 more OK:", line)
         [jsonLine] = _lines(1000, asJson=True, lmtp=True)
         self.assertEqual(json.loads(jsonLine)["codes"], [250] * 1000)
+
+
+def _lmtpLine(replies: tuple[Reply, ...], asJson: bool) -> str:
+    """
+    What C{twistd smtpd}'s writer logs for an LMTP message with one of
+    C{replies} per recipient.
+    """
+    session = Session(
+        id="m1n2o3p4",
+        remoteAddress=("192.0.2.7", 51234),
+        envelope=Envelope(
+            Address("alice@example.org"),
+            [Address(f"r{n}@example.com") for n in range(len(replies))],
+        ),
+    )
+    out = io.StringIO()
+    writer = BufferedLogWriter(out, json=asJson, reactor=Clock())
+    SessionLogger(writer=writer)("message", session, {"size": 120, "replies": replies})
+    writer.flush()
+    [line] = out.getvalue().splitlines()
+    return line
+
+
+class PerRecipientReplyTests(SynchronousTestCase):
+    """
+    In LMTP, the C{message} line tells why each refused recipient was
+    refused, not only the first reply's text.
+    """
+
+    OK = Reply(250, "2.0.0", ("OK: queued as X1",))
+    UNKNOWN = Reply(550, "5.1.1", ("Mailbox unknown",))
+    FULL = Reply(452, "4.2.2", ("Mailbox full",))
+
+    def test_everyTextNamed(self) -> None:
+        """
+        Each reply whose text differs from the first's follows it, once
+        and in order, after its code.
+        """
+        line = _lmtpLine((self.OK, self.UNKNOWN, self.OK, self.FULL, self.UNKNOWN), False)
+        self.assertIn(
+            ": 250,550,250,452,550 OK: queued as X1; 550 Mailbox unknown; 452 Mailbox full", line
+        )
+
+    def test_refusalPastTheTenth(self) -> None:
+        """
+        A refusal of the twentieth recipient is named too, though its code
+        is only counted.
+        """
+        line = _lmtpLine((self.OK,) * 19 + (self.UNKNOWN,), False)
+        self.assertTrue(line.endswith(" and 10 more OK: queued as X1; 550 Mailbox unknown"), line)
+
+    def test_boundedAndEscaped(self) -> None:
+        """
+        A thousand different texts name ten and count the others; a text
+        holding a line separator is escaped.
+        """
+        replies = tuple(Reply(550, "5.1.1", (f"no {n}\u2028x",)) for n in range(1000))
+        line = _lmtpLine(replies, False)
+        self.assertLess(len(line), BOUND)
+        self.assertNotIn("\u2028", line)
+        self.assertTrue(line.endswith("; 550 no 9\\u2028x and 990 more replies"), line[-80:])
+
+    def test_jsonOtherReplies(self) -> None:
+        """
+        The JSON line keeps the first text in C{reply} and the others in
+        C{otherReplies}.
+        """
+        event = json.loads(_lmtpLine((self.OK, self.UNKNOWN, self.OK), True))
+        self.assertEqual(
+            (event["reply"], event["otherReplies"]),
+            ("OK: queued as X1", ["550 Mailbox unknown"]),
+        )

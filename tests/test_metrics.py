@@ -450,18 +450,41 @@ class MetricsTests(SynchronousTestCase):
 
     def test_answerAfterClose(self) -> None:
         """
-        A message answered after its session closed is counted, and its
-        session stays a session without a message, remembered nowhere.
+        A message answered after its session closed is counted as
+        unanswered, not as a reply given, and its session stays a session
+        without a message, remembered nowhere.
         """
         pending: Deferred[None] = Deferred()
         proto = self.session(SlowData(pending))
         proto.dataReceived(b"EHLO c\r\n" + MESSAGE)
         proto.connectionLost()
         pending.callback(None)
-        self.assertEqual(self.value("smtpd_messages_total", reply_class="2xx", code="250"), 1)
+        self.assertEqual(self.value("smtpd_messages_total", reply_class="2xx", code="250"), None)
+        self.assertEqual(self.value("smtpd_messages_unanswered_total"), 1)
         self.assertEqual(self.value("smtpd_sessions_total", outcome="no_message"), 1)
         self.assertEqual(self.value("smtpd_connections_open"), 0)
         self.assertEqual(self.metrics._delivered, set())
+
+    def test_lmtpAnswerAfterClose(self) -> None:
+        """
+        In LMTP, the replies of a message answered after its client left
+        are not counted as replies given: the message is counted once as
+        unanswered.
+        """
+        pending: Deferred[None] = Deferred()
+        proto = self.session(SlowData(pending), lmtp=True)
+        proto.dataReceived(
+            b"LHLO c\r\n" + MESSAGE.replace(b"DATA", b"RCPT TO:<c@example.com>\r\nDATA")
+        )
+        proto.connectionLost()
+        pending.callback(None)
+        self.assertEqual(self.value("smtpd_messages_total", reply_class="2xx", code="250"), None)
+        self.assertEqual(self.value("smtpd_messages_unanswered_total"), 1)
+        proto = self.session(Refusing(), lmtp=True)
+        proto.dataReceived(
+            b"LHLO c\r\n" + MESSAGE.replace(b"DATA", b"RCPT TO:<c@example.com>\r\nDATA")
+        )
+        self.assertEqual(self.value("smtpd_messages_total", reply_class="2xx", code="250"), 2)
 
 
 class ResourceTests(SynchronousTestCase):

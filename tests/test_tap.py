@@ -1499,7 +1499,7 @@ class SessionLoggerTests(SynchronousTestCase):
     def test_message(self) -> None:
         """
         A message event carries the size, sender, the recipients (a list),
-        every reply code and the first reply's text.
+        every reply code, the first reply's text and each other one's.
         """
         replies = (Reply(250, "2.0.0", ("OK: queued as X",)), Reply(550, "5.1.1", ("no",)))
         self.logger("message", session(), {"size": 1234, "replies": replies})
@@ -1511,7 +1511,7 @@ class SessionLoggerTests(SynchronousTestCase):
         self.assertEqual(
             formatEvent(event),
             "sid1 message 1234 bytes from <alice@example.com> to"
-            " <bob@example.org>,<carol@example.org>: 250,550 OK: queued as X",
+            " <bob@example.org>,<carol@example.org>: 250,550 OK: queued as X; 550 no",
         )
 
     def test_authAndClose(self) -> None:

@@ -397,6 +397,15 @@ class SessionLogger:
             recipientText = ">,<".join(recipients)
         more = f" and {count - MAX_LOGGED_RECIPIENTS} more" if count > MAX_LOGGED_RECIPIENTS else ""
         reply = printable(" ".join(replies[0].lines)) if replies else ""
+        others: list[str] = []
+        otherText = ""
+        if len(replies) > 1:
+            # LMTP: why each other recipient was refused (or its own queue
+            # id), not the first text alone.
+            others, unnamed = _otherReplies(replies)
+            otherText = "".join([f"; {other}" for other in others])
+            if unnamed:
+                otherText += f" and {unnamed} more replies"
         sid = session.id
         unanswered = bool(data.get("unanswered"))
         late = " (session ended before this answer: not sent)" if unanswered else ""
@@ -417,6 +426,7 @@ class SessionLogger:
                 "recipientCount": count,
                 "codes": [item.code for item in replies],
                 "reply": reply,
+                "otherReplies": others,
             }
             if origin:
                 fields.update(
@@ -426,9 +436,35 @@ class SessionLogger:
                 )
         self._emit(
             f"{sid} message {size} bytes from <{sender}> to <{recipientText}>{more}"
-            f"{forwarded}: {codeText} {reply}{late}",
+            f"{forwarded}: {codeText} {reply}{otherText}{late}",
             fields,
         )
+
+
+def _otherReplies(replies: tuple[Reply, ...]) -> tuple[list[str], int]:
+    """
+    The replies of an LMTP message that differ from its first one, each
+    once and in order, as C{code text}: at most L{MAX_LOGGED_RECIPIENTS}
+    minus one named, so that the line names ten texts at most.
+
+    @param replies: The message's replies, one per recipient.
+    @return: The replies named, and how many other different ones there
+        were.
+    """
+    first = replies[0]
+    seen = {(first.code, first.lines)}
+    named: list[str] = []
+    unnamed = 0
+    for item in replies[1:]:
+        key = (item.code, item.lines)
+        if key in seen:
+            continue
+        seen.add(key)
+        if len(named) < MAX_LOGGED_RECIPIENTS - 1:
+            named.append(printable(f"{item.code} {' '.join(item.lines)}"))
+        else:
+            unnamed += 1
+    return named, unnamed
 
 
 def _forwarded(attributes: Mapping[str, str]) -> dict[str, str | None]:

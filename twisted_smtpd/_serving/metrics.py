@@ -106,8 +106,14 @@ class ServerMetrics:
         )
         self.messages = Counter(
             "smtpd_messages",
-            "Message replies, by class (2xx, 4xx, 5xx) and code; one per recipient in LMTP.",
+            "Message replies sent, by class (2xx, 4xx, 5xx) and code; one per recipient in LMTP.",
             ["reply_class", "code"],
+            registry=r,
+        )
+        self.unanswered = Counter(
+            "smtpd_messages_unanswered",
+            "Messages the handler answered after their session had ended (client gone,"
+            " timeout): their replies never sent, not counted in smtpd_messages.",
             registry=r,
         )
         self.bytes = Counter(
@@ -219,12 +225,15 @@ class ServerMetrics:
 
     def _message(self, session: Session, data: dict[str, Any]) -> None:
         replies: tuple[Reply, ...] = data.get("replies", ())
-        for reply in replies:
-            self.messages.labels(f"{reply.code // 100}xx", str(reply.code)).inc()
-        if any(reply.code < 400 for reply in replies) and not data.get("unanswered"):
-            # An unanswered message (its 250 never sent, perhaps after
-            # the session's close) does not make its session a "message" one.
-            self._delivered.add(session.id)
+        if data.get("unanswered"):
+            # Its replies were never sent (the session had ended): no reply
+            # given, and its session does not become a "message" one.
+            self.unanswered.inc()
+        else:
+            for reply in replies:
+                self.messages.labels(f"{reply.code // 100}xx", str(reply.code)).inc()
+            if any(reply.code < 400 for reply in replies):
+                self._delivered.add(session.id)
         self.bytes.inc(data.get("size", 0))
         seconds = data.get("seconds")
         if seconds is not None:

@@ -107,7 +107,7 @@ class SessionOutput:
     _verb: Verb | None
     _argument: bytes | None
     _transportPaused: bool
-    _readClosed: bool
+    readClosed: bool
     abandonMessage: Callable[[Reply], None]
 
     def reply(self, reply: Reply, perText: bool = False) -> None:
@@ -254,7 +254,7 @@ class SessionOutput:
             # (TurnWriter.closeAtEnd).
             self._writer.closeAtEnd(transport)
             return
-        if self._transportPaused and not self._readClosed:
+        if self._transportPaused and not self.readClosed:
             self._transportPaused = False
             transport.resumeProducing()
         transport.loseConnection()

@@ -24,7 +24,6 @@ from twisted.internet.interfaces import (
     IReactorTime,
     ISSLTransport,
 )
-from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
@@ -45,6 +44,7 @@ from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.replies import CommandError, Reply
 from twisted_smtpd._core.session import Session, hostPort, newSessionId
 from twisted_smtpd._serving import commands as _commands
+from twisted_smtpd._serving import ending as _ending
 from twisted_smtpd._serving import flow as _flow
 from twisted_smtpd._serving import forwarding as _forwarding
 from twisted_smtpd._serving import greeting as _greeting
@@ -52,7 +52,7 @@ from twisted_smtpd._serving import tlscommand as _tlscommand
 from twisted_smtpd._serving import transaction as _transaction
 from twisted_smtpd._serving.deadlines import Times, lineStarted, waitForHandler
 from twisted_smtpd._serving.flow import PAUSE_HOOK, PAUSE_STREAM, PAUSE_WRITE
-from twisted_smtpd._serving.hooks import runCloseHook, runHook
+from twisted_smtpd._serving.hooks import runHook
 from twisted_smtpd._serving.logging import NAMESPACE
 from twisted_smtpd._serving.output import CLOSING_CODES, SessionOutput, disabledVerbs
 from twisted_smtpd._serving.receiving import MessageReceiver
@@ -83,6 +83,7 @@ class SMTPProtocol(SessionOutput, LineReceiver):
     @ivar session: The L{Session} handlers see.
     @ivar limitHost: The address the factory counts this connection under
         for C{maxClientsPerIp}, or C{None}.
+    @ivar readClosed: Whether the client shut its sending side down.
     """
 
     # Twisted's BaseProtocol declares it an int.
@@ -93,10 +94,10 @@ class SMTPProtocol(SessionOutput, LineReceiver):
     __slots__ = (
         "_argument", "_bodyEnded", "_buffer", "_disabled", "_discardingLine", "_enhanced",
         "_errors", "_held", "_hookToken", "_junk", "_out", "_overshoot", "_plainTCP", "_pos",
-        "_processing", "_readClosed", "_socket", "_transportPaused", "_unauthenticated", "_verb",
-        "_wire", "_writer", "auth", "began", "clock", "closing", "connected", "connectedFrom",
-        "discard", "draining", "handler", "implicitTLS", "limitHost", "options", "pauses",
-        "phase", "rcptAccepted", "receiver", "refused", "server", "session", "times",
+        "_processing", "_socket", "_transportPaused", "_unauthenticated", "_verb", "_wire",
+        "_writer", "auth", "began", "clock", "closing", "connected", "connectedFrom", "discard",
+        "draining", "handler", "implicitTLS", "limitHost", "options", "pauses", "phase",
+        "rcptAccepted", "readClosed", "receiver", "refused", "server", "session", "times",
         "waiting",
     )
     # fmt: on
@@ -129,7 +130,7 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         self._socket: Any = None  # the TCP connection under the transport
         self.waiting = self.closing = self.connected = self.refused = self.began = False
         self.pauses = 0
-        self._transportPaused = self._discardingLine = self._readClosed = False
+        self._transportPaused = self._discardingLine = self.readClosed = False
         self.discard: _transaction.RefusedChunk | None = None
         self.draining = False
         self.implicitTLS = False
@@ -213,38 +214,9 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         if not self.waiting and not self.closing:
             self._resume()
 
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        """
-        Fail a message in flight, forget the connection, tell C{onClose}.
-        """
-        # Closed by the server (a timeout, a 421: logged already), or by the
-        # client, a FIN included.
-        serverClosed = self.closing and not self._readClosed
-        self.connected, self.closing = False, True
-        # Why, then what was lost.
-        if self.times.handshakeSince is not None and not self.refused:
-            _tlscommand.handshakeFailed(self, reason)
-        elif self.session.tls is not None and not serverClosed:
-            _tlscommand.sessionFailed(self, reason)
-        if not serverClosed:
-            _transaction.chunkLost(self)
-        receiver = self.receiver
-        if receiver is not None:
-            if not (serverClosed or receiver.ended or receiver.finished):
-                _transaction.messageLost(self, receiver)
-            receiver.abandon(reason)
-            self.receiver = None
-        factory = self.server
-        if factory is not None:
-            factory.forget(self)
-        # A session that never began (no connect event, no onConnect: an
-        # implicit TLS handshake never finished, or the client or server
-        # left during the reverse lookup) has no close either.
-        if self.began and not self.refused:
-            self.emit("close")
-            runCloseHook(self)
-        if factory is not None:
-            factory.connectionGone(self)
+    #: Twisted's end of the connection: L{ending.connectionLost
+    #: <twisted_smtpd._serving.ending.connectionLost>} as a method.
+    connectionLost = _ending.connectionLost
 
     def readConnectionLost(self) -> None:
         """
@@ -252,7 +224,7 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         sent before is still answered, hooks included, then the session
         closes.
         """
-        self._readClosed = True
+        self.readClosed = True
         # Twisted stopped reading; it must not start again (each read would
         # see the end once more).
         self._transportPaused = True
@@ -264,7 +236,7 @@ class SMTPProtocol(SessionOutput, LineReceiver):
     def _closeIfDone(self) -> None:
         # After the client's FIN: close once nothing it sent is left to
         # answer (commands kept back while it did not read go first).
-        if self._readClosed and not (
+        if self.readClosed and not (
             self.waiting
             or self.closing
             or self._processing
@@ -312,7 +284,7 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         if (
             want != self._transportPaused
             and self.connected
-            and not (self.closing or self._readClosed)
+            and not (self.closing or self.readClosed)
         ):
             transport: Any = self.transport
             self._transportPaused = want
@@ -404,7 +376,7 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         finally:
             self._processing = False
             self._flush()
-            if self._readClosed:
+            if self.readClosed:
                 self._closeIfDone()
 
     def _skipTo(self, buf: bytes, pos: int) -> None:
@@ -623,9 +595,5 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         # A close_notify after STARTTLS is a half-close too.
         halfClosing(_tlsLayer(transport))
 
-    def handshakeCompleted(self) -> None:
-        """
-        A TLS handshake finished (STARTTLS or implicit TLS).
-        """
-        self.times.handshakeSince = None
-        _tlscommand.handshakeCompleted(self)
+    #: A TLS handshake finished (STARTTLS or implicit TLS).
+    handshakeCompleted = _tlscommand.handshakeCompleted

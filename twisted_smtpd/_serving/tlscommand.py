@@ -80,9 +80,10 @@ def pipelinedDiscarded(p: SessionControl, octets: int) -> None:
 
 def handshakeCompleted(p: SessionControl) -> None:
     """
-    Record the TLS session; after STARTTLS forget everything the client
-    said before (RFC 3207 section 4.2: a new EHLO is needed, the envelope
-    and any AUTH are gone), then ask C{onSecure}.  On an implicit TLS
+    A TLS handshake finished (STARTTLS or implicit TLS): record the TLS
+    session; after STARTTLS forget everything the client said before (RFC
+    3207 section 4.2: a new EHLO is needed, the envelope and any AUTH are
+    gone), then ask C{onSecure}.  On an implicit TLS
     connection the session begins instead (L{beginSession}), and its
     C{secure} event comes after its C{connect} one.  A session already
     closing (an implicit TLS connection refused at connect for a limit or
@@ -92,6 +93,7 @@ def handshakeCompleted(p: SessionControl) -> None:
     server's close_notify, in this same turn, after this call
     (L{closeAfterCloseNotify}).
     """
+    p.times.handshakeSince = None
     if p.closing:
         p.clock.callLater(0, closeAfterCloseNotify, p.transport)
         return

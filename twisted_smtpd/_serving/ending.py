@@ -1,0 +1,57 @@
+# -*- test-case-name: tests.test_protocol -*-
+"""
+The end of a session's connection, however it came: what was in flight is
+logged and failed, the server stops counting the connection, and C{onClose}
+is told.  Run once per connection, never per command.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+
+from twisted_smtpd._serving import tlscommand as _tlscommand
+from twisted_smtpd._serving import transaction as _transaction
+from twisted_smtpd._serving.hooks import runCloseHook
+
+if TYPE_CHECKING:
+    from twisted_smtpd._serving.protocol import SMTPProtocol
+
+
+def connectionLost(p: SMTPProtocol, reason: Failure = connectionDone) -> None:
+    """
+    Fail a message in flight, forget the connection, tell C{onClose}.
+
+    @param p: The session whose connection is gone.
+    @param reason: Why it is gone.
+    """
+    # Closed by the server (a timeout, a 421: logged already), or by the
+    # client, a FIN included.
+    serverClosed = p.closing and not p.readClosed
+    p.connected, p.closing = False, True
+    # Why, then what was lost.
+    if p.times.handshakeSince is not None and not p.refused:
+        _tlscommand.handshakeFailed(p, reason)
+    elif p.session.tls is not None and not serverClosed:
+        _tlscommand.sessionFailed(p, reason)
+    if not serverClosed:
+        _transaction.chunkLost(p)
+    receiver = p.receiver
+    if receiver is not None:
+        if not (serverClosed or receiver.ended or receiver.finished):
+            _transaction.messageLost(p, receiver)
+        receiver.abandon(reason)
+        p.receiver = None
+    factory = p.server
+    if factory is not None:
+        factory.forget(p)
+    # A session that never began (no connect event, no onConnect: an
+    # implicit TLS handshake never finished, or the client or server
+    # left during the reverse lookup) has no close either.
+    if p.began and not p.refused:
+        p.emit("close")
+        runCloseHook(p)
+    if factory is not None:
+        factory.connectionGone(p)
