@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_smtpd._core import replies as replies
-from twisted_smtpd._core.options import AUTH_METHODS
+from twisted_smtpd._core.optionchecks import AUTH_METHODS
 from twisted_smtpd._core.replies import CommandError, Reply
 from twisted_smtpd._core.sasl import (
     MECHANISMS,

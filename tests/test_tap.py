@@ -30,7 +30,8 @@ from tests.certs import CertificateAuthority
 from tests.integration import recordinghandler
 from tests.test_deadlines import LogCatcher
 from twisted_smtpd._core.errors import SMTPError
-from twisted_smtpd._core.options import HIDEABLE, ServerOptions
+from twisted_smtpd._core.optionchecks import HIDEABLE
+from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.replies import Reply
 from twisted_smtpd._core.session import Address, AuthRequest, Envelope, Session
 from twisted_smtpd._serving.logging import NAMESPACE, SessionLogger, jsonLogObserver

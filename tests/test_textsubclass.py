@@ -14,7 +14,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_protocol import connect
-from twisted_smtpd._core.options import DEFAULT_HELO_RESPONSE, ServerOptions
+from twisted_smtpd._core.optionchecks import DEFAULT_HELO_RESPONSE
+from twisted_smtpd._core.options import ServerOptions
 
 #: What the subclass below shows instead of its characters.
 INJECTED = "injected\r\n250 forged"

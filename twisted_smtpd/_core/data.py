@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 
-from twisted_smtpd._core.options import BARE_NEWLINE_POLICIES
+from twisted_smtpd._core.optionchecks import BARE_NEWLINE_POLICIES
 
 _CR = 13
 _LF = 10

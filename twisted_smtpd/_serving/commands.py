@@ -20,7 +20,7 @@ from twisted_smtpd._core.grammar import (
     looksLikeBdat,
     parseHelo,
 )
-from twisted_smtpd._core.options import MAX_HELO_TEXT
+from twisted_smtpd._core.optionchecks import MAX_HELO_TEXT
 from twisted_smtpd._core.replies import CommandError
 from twisted_smtpd._serving import forwarding as _forwarding
 from twisted_smtpd._serving import tlscommand as _tlscommand

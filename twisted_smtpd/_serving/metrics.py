@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from twisted_smtpd._core.options import AUTH_METHODS
+from twisted_smtpd._core.optionchecks import AUTH_METHODS
 from twisted_smtpd._core.replies import Reply
 from twisted_smtpd._core.session import Session
 from twisted_smtpd._serving.metricshttp import (

@@ -28,13 +28,13 @@ from twisted.python import usage
 
 from twisted_smtpd._core.files import NotRegularFile, openRegular
 from twisted_smtpd._core.hostname import UnusableMachineName, machineName
-from twisted_smtpd._core.options import (
+from twisted_smtpd._core.optionchecks import (
     AUTH_METHODS,
     BARE_NEWLINE_POLICIES,
     HIDEABLE,
     KNOWN_COMMANDS,
-    ServerOptions,
 )
+from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.version import __version__
 from twisted_smtpd._serving.listeners import OwnKeys, listenReason, splitDescription

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted_smtpd._core.options import BARE_NEWLINE_POLICIES
+from twisted_smtpd._core.optionchecks import BARE_NEWLINE_POLICIES
 from twisted_smtpd._core.optionvalues import MIN_TIMEOUT
 from twisted_smtpd._twistd.tapconfig import checkHostname, ipList
 from twisted_smtpd._twistd.tapflags import (

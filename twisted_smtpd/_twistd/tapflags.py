@@ -15,7 +15,8 @@ from typing import Any
 import attrs
 from twisted.python import usage
 
-from twisted_smtpd._core.options import HIDEABLE, ServerOptions
+from twisted_smtpd._core.optionchecks import HIDEABLE
+from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.optionvalues import DECIMAL, MIN_RATE_WINDOW, WHOLE
 
 DEFAULT_LISTEN = "tcp:2525:interface=127.0.0.1"
