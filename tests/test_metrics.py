@@ -547,7 +547,9 @@ class FlagTests(SynchronousTestCase):
         The files of an C{ssl:} endpoint are read as those of an C{ssl:}
         listener are: what is wrong with one is said in the server's words,
         naming it, not as OpenSSL's error list, and a file that is no
-        regular one (a pipe, a device) is refused before it is read.
+        regular one (a pipe, a device) is refused before it is read; a
+        C{dhParameters} file must hold Diffie-Hellman parameters (Twisted
+        would fail every handshake on it with a traceback).
         """
         import os
 
@@ -581,6 +583,10 @@ class FlagTests(SynchronousTestCase):
             (
                 f"privateKey={key}:certKey={certificate}:dhParameters={fifo}",
                 f"cannot read dhParameters {fifo}: not a regular file (a named pipe)",
+            ),
+            (
+                f"privateKey={key}:certKey={certificate}:dhParameters={key}",
+                f"cannot use dhParameters {key}: no start line",
             ),
         ]
         for files, why in cases:

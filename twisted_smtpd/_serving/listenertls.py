@@ -24,7 +24,7 @@ from twisted_smtpd._serving.tlsfiles import (
     _readCredentials,
 )
 
-__all__ = ["ListenerTLS", "readChain"]
+__all__ = ["ListenerTLS", "loadParameters", "readChain"]
 
 
 def readChain(path: str) -> tuple[x509.Certificate, ...]:
@@ -34,6 +34,23 @@ def readChain(path: str) -> tuple[x509.Certificate, ...]:
     @raise ValueError: It cannot be read or holds no PEM certificate.
     """
     return tuple(_loadCertificates(_read(path, "extraCertChain"), "extraCertChain", path))
+
+
+def loadParameters(context: SSL.Context, path: str) -> None:
+    """
+    Give C{context} the Diffie-Hellman parameters of the C{dhParameters}
+    file C{path}.
+
+    @raise ValueError: The file cannot be read or holds none.
+    """
+    _read(path, "dhParameters")
+    try:
+        context.load_tmp_dh(path)
+    except SSL.Error as e:
+        # The first reason says why ("no start line"); OpenSSL adds "passed
+        # a null parameter" for the parameters it then did not have.
+        why = _why(e).partition("; ")[0]
+        raise ValueError(f"cannot use dhParameters {path}: {why}") from None
 
 
 class ListenerTLS(ServerTLS):
@@ -93,11 +110,7 @@ class ListenerTLS(ServerTLS):
         """
         path = self._keys.dhParameters
         assert path is not None
-        _read(path, "dhParameters")
-        try:
-            context.load_tmp_dh(path)
-        except SSL.Error as e:
-            raise ValueError(f"cannot use dhParameters {path}: {_why(e)}") from None
+        loadParameters(context, path)
 
     def reload(self) -> None:
         """
