@@ -17,6 +17,9 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 from tests.certs import TLSClient
 from tests.test_tls import _Handshake, _TLSTestCase, handshake
+from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._serving.listeners import OwnKeys
+from twisted_smtpd._serving.listenertls import ListenerTLS
 from twisted_smtpd._serving.tls import ServerTLS
 from twisted_smtpd._serving.tlsgeneration import _Generation
 
@@ -162,6 +165,17 @@ class ResumptionTests(_TLSTestCase):
         self.assertFalse(reused(_connection(second.server)))
 
 
+#: RFC 7919's ffdhe2048 group.
+FFDHE2048 = """-----BEGIN DH PARAMETERS-----
+MIIBCAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
++8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
+87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
+YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
+7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
+ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
+-----END DH PARAMETERS-----
+"""
+
 #: How long the server's ticket keys serve by default: Postfix's
 #: C{smtpd_tls_session_cache_timeout}.
 HOUR = 3600
@@ -286,5 +300,35 @@ class TicketKeyRotationTests(_TLSTestCase):
             [
                 "Renewing the TLS session ticket keys failed, the old ones are kept:"
                 " cannot use certificate x: no"
+            ],
+        )
+
+    def test_listenerParametersRead(self) -> None:
+        """
+        The contexts of a listener with Diffie-Hellman parameters of its own
+        get them again when made afresh: OpenSSL takes them from their file
+        only, so a file gone by then keeps the old keys, with one line,
+        until the next lifetime.
+        """
+        parameters = os.path.abspath(self.mktemp())
+        with open(parameters, "w") as f:
+            f.write(FFDHE2048)
+        clock = Clock()
+        keys = OwnKeys(self.default.keyPath, self.default.certificatePath, None, parameters)
+        tls = ListenerTLS(ServerOptions(), keys, "ssl:465", clock=clock)
+        before = tls.getContext()
+        clock.advance(HOUR)
+        renewed = tls.getContext()
+        self.assertIsNot(renewed, before)
+        self.assertTrue(handshake(tls).server.handshakeDone)
+        os.remove(parameters)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        clock.advance(HOUR)
+        self.assertIs(tls.getContext(), renewed)
+        self.assertEqual(
+            [formatEvent(event) for event in events],
+            [
+                "Renewing the TLS session ticket keys of ssl:465 failed, the old ones are kept:"
+                f" cannot read dhParameters {parameters}: No such file or directory"
             ],
         )

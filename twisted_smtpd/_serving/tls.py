@@ -209,11 +209,14 @@ class ServerTLS:
         try:
             generation = self._generation = generation.renewed()
         except (ValueError, SSL.Error) as e:
-            self._log.error(
-                "Renewing the TLS session ticket keys failed, the old ones are kept: {error}",
-                error=str(e),
-            )
+            self._logRenewalFailed(str(e))
         return generation
+
+    def _logRenewalFailed(self, error: str) -> None:
+        self._log.error(
+            "Renewing the TLS session ticket keys failed, the old ones are kept: {error}",
+            error=error,
+        )
 
     def whenMade(self, observer: Callable[[], object]) -> None:
         """
