@@ -7,8 +7,10 @@ C{/healthz} resources.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
+from OpenSSL import SSL, crypto
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
@@ -568,7 +570,9 @@ class FlagTests(SynchronousTestCase):
         The files of an C{ssl:} endpoint are read as those of an C{ssl:}
         listener are: what is wrong with one is said in the server's words,
         naming it, not as OpenSSL's error list, and a file that is no
-        regular one (a pipe, a device) is refused before it is read.
+        regular one (a pipe, a device) is refused before it is read; a
+        C{dhParameters} file must hold Diffie-Hellman parameters (Twisted
+        would fail every handshake on it with a traceback).
         """
         import os
 
@@ -602,6 +606,10 @@ class FlagTests(SynchronousTestCase):
             (
                 f"privateKey={key}:certKey={certificate}:dhParameters={fifo}",
                 f"cannot read dhParameters {fifo}: not a regular file (a named pipe)",
+            ),
+            (
+                f"privateKey={key}:certKey={certificate}:dhParameters={key}",
+                f"cannot use dhParameters {key}: no start line",
             ),
         ]
         for files, why in cases:
@@ -776,6 +784,107 @@ class ListenerTests(SynchronousTestCase):
         self.assertEqual(
             [formatEvent(e) for e in logged],
             ["metrics: connection from 127.0.0.1:40008 refused: 8 connections open"],
+        )
+
+    def tlsConnect(self, port: int) -> tuple[Any, StringTransport]:
+        """
+        A connection to the metrics site behind TLS (an C{ssl:} endpoint)
+        serving a certificate of a test CA.
+        """
+        from twisted.internet.ssl import CertificateOptions
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        from tests.certs import CertificateAuthority
+
+        class TCPTransport(StringTransport):
+            def setTcpNoDelay(self, enabled: bool) -> None:
+                pass
+
+        issued = CertificateAuthority(self.mktemp()).server("metrics.example.com")
+        options = CertificateOptions(
+            privateKey=crypto.PKey.from_cryptography_key(issued.key),
+            certificate=crypto.X509.from_cryptography(issued.certificate),
+        )
+        tls = TLSMemoryBIOFactory(options, False, self.factory)
+        address = IPv4Address("TCP", "127.0.0.1", port)
+        transport = TCPTransport(peerAddress=address)
+        protocol = tls.buildProtocol(address)
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_tlsHandshakeFailureLogged(self) -> None:
+        """
+        A TLS handshake that fails on the metrics listener (a scraper
+        speaking plain HTTP to an C{ssl:} endpoint) gives one line with the
+        peer and OpenSSL's reason.
+        """
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        protocol, transport = self.tlsConnect(40000)
+        protocol.dataReceived(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(transport.disconnecting)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(
+            [formatEvent(e) for e in logged],
+            ["metrics: TLS handshake with 127.0.0.1:40000 failed: http request"],
+        )
+
+    def test_tlsClosedBeforeHandshakeSilent(self) -> None:
+        """
+        A connection closed before any TLS (a TCP health check) and one whose
+        handshake finished are not handshake failures: no line.
+        """
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        protocol, transport = self.tlsConnect(40000)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        protocol, transport = self.tlsConnect(40001)
+        client = self.tlsClient(verify=False)
+        self.pumpTLS(client, protocol, transport)
+        self.assertEqual(client.get_protocol_version_name(), "TLSv1.3")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual([formatEvent(e) for e in logged], [])
+
+    def tlsClient(self, verify: bool) -> SSL.Connection:
+        context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+        if verify:
+            context.set_verify(SSL.VERIFY_PEER)
+        client = SSL.Connection(context, None)
+        client.set_connect_state()
+        return client
+
+    def pumpTLS(self, client: SSL.Connection, protocol: Any, transport: StringTransport) -> None:
+        """
+        Move the bytes of a handshake between C{client} and the server's
+        TLS layer until neither has more to say.
+        """
+        for _ in range(10):
+            with contextlib.suppress(SSL.Error):
+                client.do_handshake()
+            try:
+                sent = client.bio_read(65536)
+            except SSL.WantReadError:
+                sent = b""
+            if sent:
+                protocol.dataReceived(sent)
+            answer = transport.value()
+            transport.clear()
+            if answer:
+                client.bio_write(answer)
+            if not sent and not answer:
+                return
+
+    def test_tlsCertificateRefusedLogged(self) -> None:
+        """
+        A scraper that refuses the listener's certificate (it does not know
+        its CA) makes one line naming its alert.
+        """
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        protocol, transport = self.tlsConnect(40000)
+        self.pumpTLS(self.tlsClient(verify=True), protocol, transport)
+        self.assertTrue(transport.disconnecting)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(
+            [formatEvent(e) for e in logged],
+            ["metrics: TLS handshake with 127.0.0.1:40000 failed: tlsv1 alert unknown ca"],
         )
 
 

@@ -6,14 +6,22 @@ offering the session of its previous connection.
 
 from __future__ import annotations
 
+import os
 import shutil
 
 from OpenSSL import SSL
 from OpenSSL._util import lib
+from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
 
 from tests.certs import TLSClient
 from tests.test_tls import _Handshake, _TLSTestCase, handshake
+from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._serving.listeners import OwnKeys
+from twisted_smtpd._serving.listenertls import ListenerTLS
 from twisted_smtpd._serving.tls import ServerTLS
+from twisted_smtpd._serving.tlsgeneration import _Generation
 
 
 class ResumingClient(TLSClient):
@@ -155,3 +163,172 @@ class ResumptionTests(_TLSTestCase):
         client = ResumingClient(certificate=self.ca.client("alice"))
         first, second = self.connectTwice(tls, client)
         self.assertFalse(reused(_connection(second.server)))
+
+
+#: RFC 7919's ffdhe2048 group.
+FFDHE2048 = """-----BEGIN DH PARAMETERS-----
+MIIBCAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
++8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
+87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
+YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
+7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
+ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
+-----END DH PARAMETERS-----
+"""
+
+#: How long the server's ticket keys serve by default: Postfix's
+#: C{smtpd_tls_session_cache_timeout}.
+HOUR = 3600
+
+
+class TicketKeyRotationTests(_TLSTestCase):
+    """
+    The ticket keys are made afresh every L{ServerTLS.ticketKeyLifetime}
+    seconds, from the certificates already loaded.
+    """
+
+    def newTLS(self, **kwargs: object) -> tuple[ServerTLS, Clock]:
+        clock = Clock()
+        tls = ServerTLS(
+            self.default.certificatePath,
+            self.default.keyPath,
+            clock=clock,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        return tls, clock
+
+    def session(self, tls: ServerTLS, client: ResumingClient) -> SSL.Session:
+        first = handshake(tls, client)
+        self.assertTrue(first.server.handshakeDone)
+        return _connection(first.client).get_session()
+
+    def resumes(self, tls: ServerTLS, client: ResumingClient) -> bool:
+        second = handshake(tls, client)
+        self.assertTrue(second.server.handshakeDone)
+        return reused(_connection(second.server))
+
+    def test_ticketBeforeRotationRefused(self) -> None:
+        """
+        A ticket issued before the keys are renewed no longer resumes after
+        it: the client gets a full handshake with the same certificate.
+        """
+        tls, clock = self.newTLS()
+        client = ResumingClient()
+        client.session = self.session(tls, client)
+        clock.advance(HOUR - 1)
+        self.assertTrue(self.resumes(tls, client))
+        clock.advance(1)
+        self.assertFalse(self.resumes(tls, client))
+
+    def test_ticketAfterRotationResumes(self) -> None:
+        """
+        A ticket issued after the keys are renewed resumes, until they are
+        renewed again; no file is read for it.
+        """
+        tls, clock = self.newTLS()
+        clock.advance(HOUR)
+        client = ResumingClient()
+        client.session = self.session(tls, client)
+        os.remove(self.default.certificatePath)
+        os.remove(self.default.keyPath)
+        self.assertTrue(self.resumes(tls, client))
+        clock.advance(HOUR)
+        self.assertFalse(self.resumes(tls, client))
+        self.assertEqual(tls.certificates()[""], self.default.certificate)
+
+    def test_handshakeUnderWayFinishes(self) -> None:
+        """
+        A handshake under way when the keys are renewed finishes with the
+        contexts it started with.
+        """
+        tls, clock = self.newTLS()
+        before = tls.getContext()
+        started = handshake(tls, ResumingClient(), steps=1)
+        clock.advance(HOUR)
+        self.assertTrue(handshake(tls, ResumingClient()).server.handshakeDone)
+        self.assertIsNot(tls.getContext(), before)
+        started.pump.flush()
+        self.assertTrue(started.server.handshakeDone)
+        self.assertIs(_connection(started.server).get_context(), before)
+
+    def test_clientCertificatesKeepContexts(self) -> None:
+        """
+        With client certificates there are no tickets, and the contexts are
+        kept.
+        """
+        tls, clock = self.newTLS(caCertificates=self.ca.certificatePath, requestCert=True)
+        before = tls.getContext()
+        clock.advance(HOUR * 5)
+        self.assertIs(tls.getContext(), before)
+
+    def test_reloadStartsLifetime(self) -> None:
+        """
+        L{ServerTLS.reload} makes new keys, which serve their full lifetime.
+        """
+        tls, clock = self.newTLS()
+        clock.advance(HOUR - 1)
+        tls.reload()
+        client = ResumingClient()
+        client.session = self.session(tls, client)
+        clock.advance(HOUR - 1)
+        self.assertTrue(self.resumes(tls, client))
+        clock.advance(1)
+        self.assertFalse(self.resumes(tls, client))
+
+    def test_renewalFailureKeepsKeys(self) -> None:
+        """
+        Should the contexts not be made again, the old ones stay in use,
+        one error line says so, and no renewal is tried again before
+        another lifetime.
+        """
+        tls, clock = self.newTLS()
+        before = tls.getContext()
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        tries = []
+
+        def refuse() -> _Generation:
+            tries.append(None)
+            raise ValueError("cannot use certificate x: no")
+
+        self.patch(tls._current(), "renewed", refuse)
+        clock.advance(HOUR)
+        self.assertIs(tls.getContext(), before)
+        self.assertIs(tls.getContext(), before)
+        self.assertEqual(len(tries), 1)
+        self.assertEqual(
+            [formatEvent(event) for event in events],
+            [
+                "Renewing the TLS session ticket keys failed, the old ones are kept:"
+                " cannot use certificate x: no"
+            ],
+        )
+
+    def test_listenerParametersRead(self) -> None:
+        """
+        The contexts of a listener with Diffie-Hellman parameters of its own
+        get them again when made afresh: OpenSSL takes them from their file
+        only, so a file gone by then keeps the old keys, with one line,
+        until the next lifetime.
+        """
+        parameters = os.path.abspath(self.mktemp())
+        with open(parameters, "w") as f:
+            f.write(FFDHE2048)
+        clock = Clock()
+        keys = OwnKeys(self.default.keyPath, self.default.certificatePath, None, parameters)
+        tls = ListenerTLS(ServerOptions(), keys, "ssl:465", clock=clock)
+        before = tls.getContext()
+        clock.advance(HOUR)
+        renewed = tls.getContext()
+        self.assertIsNot(renewed, before)
+        self.assertTrue(handshake(tls).server.handshakeDone)
+        os.remove(parameters)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        clock.advance(HOUR)
+        self.assertIs(tls.getContext(), renewed)
+        self.assertEqual(
+            [formatEvent(event) for event in events],
+            [
+                "Renewing the TLS session ticket keys of ssl:465 failed, the old ones are kept:"
+                f" cannot read dhParameters {parameters}: No such file or directory"
+            ],
+        )

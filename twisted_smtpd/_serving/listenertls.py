@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from cryptography import x509
 from OpenSSL import SSL
+from twisted.internet.interfaces import IReactorTime
 
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.printable import printable
@@ -24,7 +25,7 @@ from twisted_smtpd._serving.tlsfiles import (
     _readCredentials,
 )
 
-__all__ = ["ListenerTLS", "readChain"]
+__all__ = ["ListenerTLS", "loadParameters", "readChain"]
 
 
 def readChain(path: str) -> tuple[x509.Certificate, ...]:
@@ -36,6 +37,23 @@ def readChain(path: str) -> tuple[x509.Certificate, ...]:
     return tuple(_loadCertificates(_read(path, "extraCertChain"), "extraCertChain", path))
 
 
+def loadParameters(context: SSL.Context, path: str) -> None:
+    """
+    Give C{context} the Diffie-Hellman parameters of the C{dhParameters}
+    file C{path}.
+
+    @raise ValueError: The file cannot be read or holds none.
+    """
+    _read(path, "dhParameters")
+    try:
+        context.load_tmp_dh(path)
+    except SSL.Error as e:
+        # The first reason says why ("no start line"); OpenSSL adds "passed
+        # a null parameter" for the parameters it then did not have.
+        why = _why(e).partition("; ")[0]
+        raise ValueError(f"cannot use dhParameters {path}: {why}") from None
+
+
 class ListenerTLS(ServerTLS):
     """
     The TLS configuration of one C{ssl:} listener with keys of its own: the
@@ -44,11 +62,19 @@ class ListenerTLS(ServerTLS):
     L{reload}.
     """
 
-    def __init__(self, options: ServerOptions, keys: OwnKeys, description: str = "") -> None:
+    def __init__(
+        self,
+        options: ServerOptions,
+        keys: OwnKeys,
+        description: str = "",
+        clock: IReactorTime | None = None,
+    ) -> None:
         """
         @param options: The server's options, for its TLS policy.
         @param keys: The listener's files.
         @param description: The listener's endpoint string, for the log.
+        @param clock: What tells the age of the session ticket keys (see
+            L{ServerTLS.ticketKeyLifetime}).
         @raise ValueError: One line naming the file that cannot be read or
             used, or the cipher string that leaves its key no TLS 1.2
             cipher (C{"tlsCiphers: ..."}).
@@ -75,6 +101,7 @@ class ListenerTLS(ServerTLS):
             hostname=options.name,
             ciphers=options.tlsCiphers,
             minVersion=options.tlsMinVersion,
+            clock=clock,
         )
 
     def _defaultCredentials(self) -> _Credentials:
@@ -87,17 +114,15 @@ class ListenerTLS(ServerTLS):
 
     def _loadParameters(self, context: SSL.Context) -> None:
         """
-        Give C{context} the listener's Diffie-Hellman parameters.
+        Give C{context} the listener's Diffie-Hellman parameters, read from
+        their file each time: OpenSSL takes them from a file only (as the
+        contexts made afresh for new session ticket keys do too).
 
         @raise ValueError: The file cannot be read or holds none.
         """
         path = self._keys.dhParameters
         assert path is not None
-        _read(path, "dhParameters")
-        try:
-            context.load_tmp_dh(path)
-        except SSL.Error as e:
-            raise ValueError(f"cannot use dhParameters {path}: {_why(e)}") from None
+        loadParameters(context, path)
 
     def reload(self) -> None:
         """
@@ -115,4 +140,12 @@ class ListenerTLS(ServerTLS):
         self._log.info(
             "TLS certificates of {listener} reloaded",
             listener=printable(self.label),
+        )
+
+    def _logRenewalFailed(self, error: str) -> None:
+        self._log.error(
+            "Renewing the TLS session ticket keys of {listener} failed, the old ones are"
+            " kept: {error}",
+            listener=printable(self.label),
+            error=error,
         )

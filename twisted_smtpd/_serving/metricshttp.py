@@ -12,10 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.interfaces import IProtocolNegotiationFactory
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import (
+    IHandshakeListener,
+    IProtocolNegotiationFactory,
+    ISSLTransport,
+)
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
-from twisted.protocols.policies import WrappingFactory
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -23,7 +28,7 @@ from zope.interface import implementer
 
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.session import hostPort
-from twisted_smtpd._serving.logging import formatPeer
+from twisted_smtpd._serving.logging import formatPeer, loggable
 
 #: Seconds a request to the metrics listener may take from its first byte
 #: to its last header, and an idle connection may stay open.
@@ -202,6 +207,45 @@ class _Refused(Protocol):
         transport.abortConnection()
 
 
+@implementer(IHandshakeListener)
+class _Connection(ProtocolWrapper):
+    """
+    A connection of the metrics listener, counted by L{ConnectionLimit}:
+    behind TLS, a handshake that fails on a TLS error (a scraper speaking
+    plain HTTP, one refusing the certificate, or sharing no protocol
+    version or cipher) gives one line with the peer and OpenSSL's reason,
+    which Twisted's TLS layer keeps to itself; a connection closed without
+    any TLS error (a TCP health check) gives none.
+    """
+
+    _handshakeDone = False
+
+    def handshakeCompleted(self) -> None:
+        self._handshakeDone = True
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not self._handshakeDone and ISSLTransport.providedBy(self.transport):
+            _logHandshakeFailure(self.transport, reason.value)
+        super().connectionLost(reason)
+
+
+def _logHandshakeFailure(transport: Any, error: BaseException | None) -> None:
+    """
+    One line for a TLS handshake that C{error} ended, if it is a TLS error.
+    """
+    # Loaded already: the connection is behind TLS.
+    from OpenSSL import SSL
+
+    from twisted_smtpd._serving.sni import _why
+
+    if isinstance(error, SSL.Error):
+        _log.info(
+            "metrics: TLS handshake with {peer} failed: {error}",
+            peer=formatPeer(hostPort(transport.getPeer())),
+            error=loggable(_why(error), 120),
+        )
+
+
 @implementer(IProtocolNegotiationFactory)
 class ConnectionLimit(WrappingFactory):
     """
@@ -213,6 +257,8 @@ class ConnectionLimit(WrappingFactory):
     fails the handshake of every such client (curl, Prometheus's HTTP
     client).
     """
+
+    protocol = _Connection
 
     def __init__(self, wrappedFactory: Any, limit: int) -> None:
         super().__init__(wrappedFactory)

@@ -13,11 +13,16 @@ L{twisted_smtpd._serving.tlsgeneration}.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping
 
 from cryptography import x509
 from OpenSSL import SSL
-from twisted.internet.interfaces import IOpenSSLContextFactory, IOpenSSLServerConnectionCreator
+from twisted.internet.interfaces import (
+    IOpenSSLContextFactory,
+    IOpenSSLServerConnectionCreator,
+    IReactorTime,
+)
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
@@ -45,7 +50,8 @@ class ServerTLS:
     and, unless client certificates are requested, issues session tickets
     so that a returning client resumes with an abbreviated handshake: the
     ticket keys are made afresh, in memory only, with each L{reload}, which
-    ends resumption of every earlier session.
+    ends resumption of every earlier session, and every
+    L{ticketKeyLifetime} seconds (see L{_current}).
 
     Without a certificate, a self-signed one is served; when no other file
     is configured either (no SNI certificates, no CAs for client
@@ -56,9 +62,18 @@ class ServerTLS:
 
     @ivar selfSigned: Whether no certificate was configured, so a self-signed
         one is served.
+    @ivar clock: What tells the age of the ticket keys; C{None} for the
+        system's monotonic clock.
     """
 
     _log = Logger()
+
+    #: Seconds after which the contexts, and with them the session ticket
+    #: keys, are made afresh from the certificates already loaded, so that
+    #: a ticket resumes for at most about that long and keys stolen from
+    #: memory open no older session (Postfix renews its ticket keys every
+    #: C{smtpd_tls_session_cache_timeout}, 3600 s by default).
+    ticketKeyLifetime: float = 3600.0
 
     def __init__(
         self,
@@ -74,6 +89,7 @@ class ServerTLS:
         sniCallback: Callable[[str], object] | None = None,
         *,
         announce: bool = True,
+        clock: IReactorTime | None = None,
     ) -> None:
         """
         Read every file and build the contexts.
@@ -104,6 +120,8 @@ class ServerTLS:
         @param announce: Whether to warn that a self-signed certificate is
             served; C{False} to check the files only (C{twistd smtpd} does
             while it parses its options; the server warns when it starts).
+        @param clock: What tells the age of the session ticket keys (see
+            L{ticketKeyLifetime}); by default the system's monotonic clock.
         @raise ValueError: When a file is missing or unusable
             (C{"cannot read certificate ..."}), or the cipher string or
             version is not usable.
@@ -128,7 +146,9 @@ class ServerTLS:
                 "{hostname}; clients that verify certificates will refuse it",
                 hostname=hostname,
             )
+        self.clock = clock
         self._generation: _Generation | None = None
+        self._madeAt = 0.0
         if not self._onFirstUse():
             self._generation = self._build()
         elif caCertificates is not None:
@@ -147,13 +167,21 @@ class ServerTLS:
             and not (self._requestCert and self._caPath is not None)
         )
 
+    def _seconds(self) -> float:
+        return time.monotonic() if self.clock is None else self.clock.seconds()
+
     def _current(self) -> _Generation:
         """
-        The contexts in use, made now if they waited for their first use.
+        The contexts in use, made now if they waited for their first use,
+        and made afresh from the same certificates when their ticket keys
+        are L{ticketKeyLifetime} old (not with client certificates, which
+        have no tickets): connections under way keep theirs.
 
         @raise ValueError: The self-signed certificate cannot be used.
         """
         generation = self._generation
+        if generation is not None and self._keysExpired():
+            generation = self._renew(generation)
         if generation is None:
             generation = self._generation = self._build()
             for observer in self._madeObservers:
@@ -163,6 +191,32 @@ class ServerTLS:
                     # The contexts are made: TLS goes on without it.
                     self._log.failure("Telling of the self-signed certificate failed")
         return generation
+
+    def _keysExpired(self) -> bool:
+        """
+        Whether the session ticket keys are L{ticketKeyLifetime} old; never
+        with client certificates (no tickets).
+        """
+        return not self._requestCert and self._seconds() - self._madeAt >= self.ticketKeyLifetime
+
+    def _renew(self, generation: _Generation) -> _Generation:
+        """
+        Replace C{generation} by one of the same certificates with new
+        ticket keys; keep it if that fails (it would not at start either),
+        until the next L{ticketKeyLifetime}.
+        """
+        self._madeAt = self._seconds()
+        try:
+            generation = self._generation = generation.renewed()
+        except (ValueError, SSL.Error) as e:
+            self._logRenewalFailed(str(e))
+        return generation
+
+    def _logRenewalFailed(self, error: str) -> None:
+        self._log.error(
+            "Renewing the TLS session ticket keys failed, the old ones are kept: {error}",
+            error=error,
+        )
 
     def whenMade(self, observer: Callable[[], object]) -> None:
         """
@@ -207,6 +261,7 @@ class ServerTLS:
             )
         except SSL.Error as e:
             raise ValueError(f"cannot use the TLS certificates: {e}") from e
+        self._madeAt = self._seconds()
         if self._requestCert and authorities is not None and self._caPath is not None:
             generation.warnings = weakAuthorities(self._policy, authorities, self._caPath)
         return generation

@@ -90,6 +90,7 @@ class _Generation:
         self._authorities = authorities
         self._requestCert = requestCert
         self._rejectUnauthorized = rejectUnauthorized
+        self._credentials = (default, dict(named))
         #: Warnings about these files (see L{weakAuthorities}).
         self.warnings: list[str] = []
         #: The C{sniCallback}'s contexts L{_adopt} has made verify clients.
@@ -107,6 +108,28 @@ class _Generation:
             else:
                 self._exact[name] = context
         self.default = self._makeContext(default, selectsByName=bool(named) or dynamic is not None)
+
+    def renewed(self) -> _Generation:
+        """
+        A generation of the same certificates and settings with contexts,
+        and so session ticket keys, of its own: no file is read.
+
+        @raise ValueError: A certificate cannot be used (as at start).
+        """
+        default, named = self._credentials
+        generation = _Generation(
+            default,
+            named,
+            self._authorities,
+            self._requestCert,
+            self._rejectUnauthorized,
+            self._policy,
+            self._dynamic,
+            self._sessionContext,
+            self._prepare,
+        )
+        generation.warnings = self.warnings
+        return generation
 
     def _makeContext(self, credentials: _Credentials, selectsByName: bool) -> SSL.Context:
         # CertificateOptions gives Twisted's cipher list and the TLS 1.2 floor;

@@ -330,14 +330,18 @@ def checkSSLFiles(description: str) -> None:
     are, before Twisted does: a file that cannot be used is named in the
     server's words, not in OpenSSL's, and one that is no regular file (a
     pipe, C{/dev/zero}) is refused before Twisted reads it without end.
+    A C{dhParameters} file must hold Diffie-Hellman parameters OpenSSL
+    takes.
 
-    @raise ValueError: C{"cannot read <parameter> <path>: <why>"}.
+    @raise ValueError: C{"cannot read <parameter> <path>: <why>"}, or
+        C{"cannot use dhParameters <path>: <why>"}.
     """
     from twisted.internet import endpoints
 
     from twisted_smtpd._serving.listeners import SSL_ARGUMENTS
-    from twisted_smtpd._serving.listenertls import readChain
-    from twisted_smtpd._serving.tlsfiles import _read, _readCredentials
+    from twisted_smtpd._serving.listenertls import loadParameters, readChain
+    from twisted_smtpd._serving.sni import TLSPolicy
+    from twisted_smtpd._serving.tlsfiles import _readCredentials
 
     parse: Any = endpoints._parse  # unannotated in Twisted
     args, kwargs = parse(description)
@@ -348,7 +352,9 @@ def checkSSLFiles(description: str) -> None:
     if "extraCertChain" in values:
         readChain(values["extraCertChain"])
     if "dhParameters" in values:
-        _read(values["dhParameters"], "dhParameters")
+        # Twisted would load them on the first handshake, and fail every
+        # one with a traceback on a file that holds none.
+        loadParameters(TLSPolicy().newContext(), values["dhParameters"])
 
 
 def ipList(text: str) -> tuple[str, ...]:
