@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import IO, TYPE_CHECKING, Any, cast
@@ -397,7 +397,7 @@ class SessionLogger:
             recipientText = ">,<".join(recipients)
         more = f" and {count - MAX_LOGGED_RECIPIENTS} more" if count > MAX_LOGGED_RECIPIENTS else ""
         reply = printable(" ".join(replies[0].lines)) if replies else ""
-        others: list[str] = []
+        others: Sequence[str] = ()
         otherText = ""
         if len(replies) > 1:
             # LMTP: why each other recipient was refused (or its own queue
