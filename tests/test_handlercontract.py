@@ -374,6 +374,23 @@ class ReplyStringTests(SynchronousTestCase):
         self.assertIn("onRcptTo", str(errors[0].value))
         self.assertIn("550 no such user", str(errors[0].value))
 
+    def test_refusalStringSubclassRefuses(self) -> None:
+        """
+        A refusal string of a C{str} subclass (an C{enum.StrEnum} member, a
+        markup string) is refused as a plain one is, as C{onData}'s is.
+        """
+
+        class Text(str):
+            pass
+
+        proto, transport, clock, _ = connect(_Aiosmtpd(rcpt=Text("550 no such user")))
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<s@e.com>\r\n")
+        take(transport)
+        proto.dataReceived(b"RCPT TO:<a@e.com>\r\n")
+        self.assertEqual(take(transport), replies.LOCAL_ERROR)
+        self.assertEqual(proto.session.envelope.rcptTo, [])
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+
     def test_refusalStringFromData(self) -> None:
         """
         C{onData} returning C{"554 rejected"} refuses the message with 451

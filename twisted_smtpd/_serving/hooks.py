@@ -249,7 +249,7 @@ def runHook(
         returned = returnedFailure(result)
         if returned is not None:
             refused(_refusal(p, fn, returned))
-        elif result.__class__ is str and (reply := _textRefusal(p, fn, result)):
+        elif isinstance(result, str) and (reply := _textRefusal(p, fn, result)):
             refused(reply)
         else:
             accepted(result)
@@ -264,7 +264,7 @@ def runHook(
             return
         _timed(p, fn, started)
         if p.connected and not p.closing:
-            if value.__class__ is str and (reply := _textRefusal(p, fn, value)):
+            if isinstance(value, str) and (reply := _textRefusal(p, fn, value)):
                 refused(reply)
             else:
                 accepted(value)
