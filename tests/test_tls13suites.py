@@ -188,7 +188,7 @@ class SecurityLevelTicketTests(_TLSTestCase):
         client = ResumingClient(maximumVersion=maximumVersion)
         first = handshake(tls, client)
         self.assertTrue(first.server.handshakeDone)
-        client.session = _connection(first.client).get_session()
+        client.offerSessionOf(first)
         second = handshake(tls, client)
         self.assertTrue(second.server.handshakeDone)
         server = _connection(second.server)

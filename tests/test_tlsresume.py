@@ -6,6 +6,7 @@ offering the session of its previous connection.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 
@@ -33,6 +34,19 @@ class ResumingClient(TLSClient):
 
     session: SSL.Session | None = None
     _context: SSL.Context | None = None
+    _madeBy: SSL.Connection | None = None
+
+    def offerSessionOf(self, previous: _Handshake) -> None:
+        """
+        Offer the session of C{previous} next (its ticket read after the
+        handshake), and keep its connection: OpenSSL marks a session not
+        resumable when the connection that made it is freed without having
+        sent a close_notify, which the garbage collector may do at any
+        point before the next handshake.
+        """
+        connection = _connection(previous.client)
+        self.session = connection.get_session()
+        self._madeBy = connection
 
     def clientConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
         # OpenSSL resumes a session only with the context that made it.
@@ -76,7 +90,7 @@ class ResumptionTests(_TLSTestCase):
         """
         first = handshake(tls, client)
         self.assertTrue(first.server.handshakeDone)
-        client.session = _connection(first.client).get_session()
+        client.offerSessionOf(first)
         second = handshake(tls, client)
         self.assertTrue(second.server.handshakeDone)
         return first, second
@@ -92,6 +106,18 @@ class ResumptionTests(_TLSTestCase):
         self.assertFalse(reused(_connection(first.server)))
         self.assertTrue(reused(_connection(second.server)))
         self.assertEqual(_connection(second.server).get_protocol_version_name(), "TLSv1.3")
+
+    def test_offeredSessionOutlivesCollection(self) -> None:
+        """
+        The session L{ResumingClient.offerSessionOf} takes stays resumable
+        when the garbage collector runs before the next handshake, so that
+        a test expecting a refusal sees the server's and no other.
+        """
+        tls = ServerTLS(self.default.certificatePath, self.default.keyPath)
+        client = ResumingClient()
+        client.offerSessionOf(handshake(tls, client))
+        gc.collect()
+        self.assertTrue(reused(_connection(handshake(tls, client).server)))
 
     def test_resumedTLS12(self) -> None:
         """
@@ -126,8 +152,7 @@ class ResumptionTests(_TLSTestCase):
         """
         tls = ServerTLS(self.default.certificatePath, self.default.keyPath)
         client = ResumingClient()
-        first = handshake(tls, client)
-        client.session = _connection(first.client).get_session()
+        client.offerSessionOf(handshake(tls, client))
         renewed = self.ca.server("default.example.com")
         shutil.copyfile(renewed.certificatePath, self.default.certificatePath)
         shutil.copyfile(renewed.keyPath, self.default.keyPath)
@@ -143,8 +168,9 @@ class ResumptionTests(_TLSTestCase):
         ticket) is not resumed.
         """
         client = ResumingClient()
-        first = handshake(ServerTLS(self.default.certificatePath, self.default.keyPath), client)
-        client.session = _connection(first.client).get_session()
+        client.offerSessionOf(
+            handshake(ServerTLS(self.default.certificatePath, self.default.keyPath), client)
+        )
         second = handshake(ServerTLS(self.default.certificatePath, self.default.keyPath), client)
         self.assertTrue(second.server.handshakeDone)
         self.assertFalse(reused(_connection(second.server)))
@@ -197,10 +223,10 @@ class TicketKeyRotationTests(_TLSTestCase):
         )
         return tls, clock
 
-    def session(self, tls: ServerTLS, client: ResumingClient) -> SSL.Session:
+    def offerSession(self, tls: ServerTLS, client: ResumingClient) -> None:
         first = handshake(tls, client)
         self.assertTrue(first.server.handshakeDone)
-        return _connection(first.client).get_session()
+        client.offerSessionOf(first)
 
     def resumes(self, tls: ServerTLS, client: ResumingClient) -> bool:
         second = handshake(tls, client)
@@ -214,7 +240,7 @@ class TicketKeyRotationTests(_TLSTestCase):
         """
         tls, clock = self.newTLS()
         client = ResumingClient()
-        client.session = self.session(tls, client)
+        self.offerSession(tls, client)
         clock.advance(HOUR - 1)
         self.assertTrue(self.resumes(tls, client))
         clock.advance(1)
@@ -228,7 +254,7 @@ class TicketKeyRotationTests(_TLSTestCase):
         tls, clock = self.newTLS()
         clock.advance(HOUR)
         client = ResumingClient()
-        client.session = self.session(tls, client)
+        self.offerSession(tls, client)
         os.remove(self.default.certificatePath)
         os.remove(self.default.keyPath)
         self.assertTrue(self.resumes(tls, client))
@@ -269,7 +295,7 @@ class TicketKeyRotationTests(_TLSTestCase):
         clock.advance(HOUR - 1)
         tls.reload()
         client = ResumingClient()
-        client.session = self.session(tls, client)
+        self.offerSession(tls, client)
         clock.advance(HOUR - 1)
         self.assertTrue(self.resumes(tls, client))
         clock.advance(1)
