@@ -91,6 +91,16 @@ class _Generation:
         self._requestCert = requestCert
         self._rejectUnauthorized = rejectUnauthorized
         self._credentials = (default, dict(named))
+        #: The arguments after the credentials, for L{renewed}.
+        self._settings = (
+            authorities,
+            requestCert,
+            rejectUnauthorized,
+            self._policy,
+            dynamic,
+            sessionContext,
+            prepare,
+        )
         #: Warnings about these files (see L{weakAuthorities}).
         self.warnings: list[str] = []
         #: The C{sniCallback}'s contexts L{_adopt} has made verify clients.
@@ -117,17 +127,7 @@ class _Generation:
         @raise ValueError: A certificate cannot be used (as at start).
         """
         default, named = self._credentials
-        generation = _Generation(
-            default,
-            named,
-            self._authorities,
-            self._requestCert,
-            self._rejectUnauthorized,
-            self._policy,
-            self._dynamic,
-            self._sessionContext,
-            self._prepare,
-        )
+        generation = _Generation(default, named, *self._settings)
         generation.warnings = self.warnings
         return generation
 
