@@ -498,6 +498,23 @@ class LMTPToTests(SynchronousTestCase):
         parse("--lmtp-to", "tcp:127.0.0.1:24")
         parse("--lmtp-to", "unix:/run/dovecot/lmtp")
 
+    def test_unverifiedSSLRefused(self) -> None:
+        """
+        An C{ssl:} endpoint without C{hostname=}, over which Twisted would
+        check no certificate of the LMTP server, is refused; with it, or
+        with C{tls:}, the certificate is checked and the endpoint taken.
+        """
+        description = "ssl:127.0.0.1:24"
+        e = self.assertRaises(usage.UsageError, parse, "--lmtp-to", description)
+        self.assertEqual(
+            str(e),
+            f"--lmtp-to {description!r}: ssl: without hostname= checks no certificate of the"
+            " server: add hostname=NAME (checked against the system's CAs, or"
+            " caCertsDir='s), or use tls:NAME:PORT",
+        )
+        parse("--lmtp-to", "ssl:127.0.0.1:24:hostname=lmtp.example.com")
+        parse("--lmtp-to", "tls:lmtp.example.com:24")
+
 
 class PasswordHiddenTests(SynchronousTestCase):
     """

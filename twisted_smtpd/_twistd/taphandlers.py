@@ -194,12 +194,15 @@ def _lmtpTo(config: Mapping[str, Any], endpoint: str, options: ServerOptions) ->
 def checkClientEndpoint(description: str) -> None:
     """
     Refuse a client endpoint string that parses but can never connect: a
-    port out of range, an empty UNIX socket path.
+    port out of range, an empty UNIX socket path; and an C{ssl:} one
+    without C{hostname=}, over which Twisted checks no certificate of the
+    server.
 
     @raise ValueError: Saying which.
     """
     from twisted.internet import reactor
     from twisted.internet.endpoints import clientFromString
+    from twisted.internet.ssl import CertificateOptions
 
     parse: Any = clientFromString  # unannotated in Twisted
     endpoint = parse(reactor, description)
@@ -209,6 +212,13 @@ def checkClientEndpoint(description: str) -> None:
         raise ValueError(f"port {port} is out of range (1-65535)")
     if getattr(endpoint, "_path", None) == "":
         raise ValueError("the UNIX socket path is empty")
+    creator = getattr(endpoint, "_sslContextFactory", None)
+    if isinstance(creator, CertificateOptions) and not creator.verify:
+        raise ValueError(
+            "ssl: without hostname= checks no certificate of the server: add"
+            " hostname=NAME (checked against the system's CAs, or caCertsDir='s),"
+            " or use tls:NAME:PORT"
+        )
 
 
 def _pipe(config: Mapping[str, Any], command: str, options: ServerOptions) -> ISMTPHandler:
