@@ -318,9 +318,45 @@ def checkMetrics(description: str) -> None:
     try:
         if endpointKind(description) == "ssl":
             checkSSLFiles(description)
-        parse(reactor, description)
+        parse(reactor, metricsDescription(description))
     except Exception as e:
         raise usage.UsageError(f"--metrics {description!r}: {reason(e)}") from None
+
+
+def metricsDescription(description: str) -> str:
+    """
+    The endpoint string the C{--metrics} endpoint C{description} is served
+    on: itself, but for an C{ssl:} one whose C{sslmethod=} allows every
+    version (C{SSLv23_METHOD}, C{TLS_METHOD}), left out.  Given to Twisted,
+    any method replaces its minimum version (TLS 1.2) by OpenSSL's own.
+
+    @raise ValueError: For an C{sslmethod=} pinning a version
+        (C{TLSv1_METHOD}: TLS 1.0 only, which the SMTP listeners refuse),
+        refused as on an C{ssl:} listener.
+    """
+    from twisted.internet import endpoints
+
+    from twisted_smtpd._serving.listeners import ANY_VERSION_METHODS, SSL_ARGUMENTS, escapeValue
+
+    prefix, inner = "", description
+    while inner.partition(":")[0].strip().lower() == "haproxy":
+        head, _, inner = inner.partition(":")
+        prefix += head + ":"
+    parse: Any = endpoints._parse  # unannotated in Twisted
+    args, kwargs = parse(inner)
+    if str(args[0]).strip().lower() != "ssl":
+        return description
+    values = {**dict(zip(("port", *SSL_ARGUMENTS), args[1:], strict=False)), **kwargs}
+    method = values.pop("sslmethod", None)
+    if method is None:
+        return description
+    if method not in ANY_VERSION_METHODS:
+        raise ValueError(
+            f"sslmethod={method} is refused: it would pin the TLS version"
+            " (without it, TLS 1.2 and later are spoken)"
+        )
+    named = ":".join(f"{name}={escapeValue(value)}" for name, value in values.items())
+    return f"{prefix}ssl:{named}"
 
 
 def checkSSLFiles(description: str) -> None:
