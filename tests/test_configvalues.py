@@ -401,6 +401,49 @@ class EndpointParameterTests(SynchronousTestCase):
             )
         parse("--sink", "--listen", "tcp:0:interface=127.0.0.1:backlog=65535")
 
+    def test_unixValues(self) -> None:
+        """
+        A C{unix:} listener string with an empty path, a C{mode=} beyond the
+        permission bits (setuid, setgid or sticky bit, or above C{0o7777}),
+        or a C{lockfile=} other than 0 or 1 (Twisted takes any other number
+        as 1) is refused in one line naming the value, for C{--listen} and
+        C{--metrics}; a C{lockfile=} of C{--lmtp-to} too.
+        """
+        for args, why in [
+            (("--sink", "--listen", "unix:"), "unix: the UNIX socket path is empty"),
+            (("--sink", "--listen", "unix:address="), "unix: the UNIX socket path is empty"),
+            (("--sink", "--metrics", "unix:"), "unix: the UNIX socket path is empty"),
+            (
+                ("--sink", "--listen", "unix:/tmp/s.sock:mode=7777"),
+                "unix: mode must be at most 777 (no setuid, setgid or sticky bit), got '7777'",
+            ),
+            (
+                ("--sink", "--listen", "unix:/tmp/s.sock:mode=1660"),
+                "unix: mode must be at most 777 (no setuid, setgid or sticky bit), got '1660'",
+            ),
+            (
+                ("--sink", "--metrics", "unix:/tmp/s.sock:mode=0o17777"),
+                "unix: mode must be at most 777 (no setuid, setgid or sticky bit), got '0o17777'",
+            ),
+            (
+                ("--sink", "--listen", "unix:/tmp/s.sock:lockfile=2"),
+                "unix: lockfile must be 0 or 1, got '2'",
+            ),
+            (
+                ("--sink", "--metrics", "unix:/tmp/s.sock:lockfile=-1"),
+                "unix: lockfile must be 0 or 1, got '-1'",
+            ),
+            (
+                ("--lmtp-to", "unix:/run/lmtp:lockfile=10"),
+                "unix: lockfile must be 0 or 1, got '10'",
+            ),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, *args)
+            self.assertEqual(str(e), f"{args[-2]} {args[-1]!r}: {why}")
+        parse("--sink", "--listen", "unix:/tmp/s.sock:mode=0777:lockfile=1")
+        parse("--sink", "--listen", "unix:/tmp/s.sock:mode=0o600:lockfile=0")
+        parse("--lmtp-to", "unix:/run/lmtp:lockfile=0")
+
     def test_trailingBackslash(self) -> None:
         """
         An endpoint string ending in a backslash that escapes nothing, which
