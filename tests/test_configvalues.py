@@ -547,6 +547,36 @@ class EndpointParameterTests(SynchronousTestCase):
         parse("--lmtp-to", "unix:path=/run/dovecot/lmtp")
 
 
+class NetworkFlagTests(SynchronousTestCase):
+    """
+    The CIDR networks of C{--proxy-trusted}, C{--xclient}, C{--xforward}
+    and C{--limit-exempt}.
+    """
+
+    def test_hostBitsRefused(self) -> None:
+        """
+        A network with host bits set (C{10.0.0.1/8}) is refused in one line
+        naming the flag and the value and saying which network and which
+        address it could mean, as Postfix's C{mynetworks} and
+        C{smtpd_authorized_xclient_hosts} refuse it ("non-null host address
+        bits"), rather than taken silently as its whole network.
+        """
+        for flag in ("proxy-trusted", "xclient", "xforward", "limit-exempt"):
+            for value, network, address in [
+                ("10.0.0.1/8", "10.0.0.0/8", "10.0.0.1/32"),
+                ("192.0.2.0/24, 2001:db8::1/64", "2001:db8::/64", "2001:db8::1/128"),
+            ]:
+                e = self.assertRaises(usage.UsageError, parse, "--sink", f"--{flag}", value)
+                wrong = value.rpartition(",")[2].strip()
+                self.assertEqual(
+                    str(e),
+                    f"--{flag}: {wrong!r} has host bits set: write {network} for the"
+                    f" network or {address} for the address",
+                )
+        options = parse("--sink", "--proxy-trusted", "10.0.0.0/8,192.0.2.7,2001:db8::/32")
+        self.assertEqual(options["proxy-trusted"], ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"])
+
+
 class SubFlagNamingTests(SynchronousTestCase):
     """
     An error about a flag that only modifies a delivery names that flag,
