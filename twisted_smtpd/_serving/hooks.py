@@ -23,6 +23,7 @@ from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.replies import Reply
+from twisted_smtpd._core.session import Envelope, Session
 from twisted_smtpd._serving.deadlines import waitForHandler
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._hookcheck import HOOKS, generatorHookProblem
@@ -230,10 +231,13 @@ def runHook(
         return
     factory = p.server
     started = perf_counter() if factory is not None and "hook" in factory.wanted else 0.0
+    session = p.session
+    kept = (session.envelope, session.transaction)
     try:
         result = callHook(fn, *args)
     except SMTPError as e:
         _timed(p, fn, started)
+        keptSession(p, fn, kept)
         refused(errorReply(e) if e.code >= 400 else _refusal(p, fn, Failure()))
         return
     except BaseException:
@@ -242,13 +246,17 @@ def runHook(
         # reactor, it would drop the connection with no reply (or leave it
         # without its greeting, raised by onConnect).
         _timed(p, fn, started)
+        keptSession(p, fn, kept)
         refused(_refusal(p, fn, Failure()))
         return
     if not isinstance(result, Deferred):
         _timed(p, fn, started)
         returned = returnedFailure(result)
+        bug = keptSession(p, fn, kept)
         if returned is not None:
             refused(_refusal(p, fn, returned))
+        elif bug is not None:
+            refused(bug)
         elif isinstance(result, str) and (reply := _textRefusal(p, fn, result)):
             refused(reply)
         else:
@@ -263,8 +271,11 @@ def runHook(
             failed(returned)
             return
         _timed(p, fn, started)
+        bug = keptSession(p, fn, kept)
         if p.connected and not p.closing:
-            if isinstance(value, str) and (reply := _textRefusal(p, fn, value)):
+            if bug is not None:
+                refused(bug)
+            elif isinstance(value, str) and (reply := _textRefusal(p, fn, value)):
                 refused(reply)
             else:
                 accepted(value)
@@ -272,6 +283,7 @@ def runHook(
 
     def failed(failure: Failure) -> None:
         _timed(p, fn, started)
+        keptSession(p, fn, kept)
         if p.connected and not p.closing:
             refused(_refusal(p, fn, failure))
             p.hookAnswered(token)
@@ -279,6 +291,50 @@ def runHook(
             p.logFailure(failure, _name(fn))
 
     result.addCallbacks(ok, failed)
+
+
+def keptSession(
+    p: CommandContext, fn: Callable[..., object], kept: tuple[Envelope, int]
+) -> Reply | None:
+    """
+    L{replacedAttribute} for hook C{fn} of session C{p}, logged as the
+    handler's bug (L{handlerBug}).
+
+    @return: The reply to the hook's command (L{handlerBug}'s 451), or
+        C{None} when nothing was replaced.
+    """
+    session = p.session
+    if isinstance(session.envelope, Envelope) and isinstance(session.transaction, int):
+        return None
+    hookName = _name(fn)
+    problem = replacedAttribute(session, kept, hookName)
+    return None if problem is None else handlerBug(p, hookName, problem)
+
+
+def replacedAttribute(session: Session, kept: tuple[Envelope, int], hookName: str) -> str | None:
+    """
+    Undo a hook's replacing of a session attribute the server goes on
+    using with a value of another type (C{session.envelope = None}, which
+    the next RSET or EHLO would fail on with a traceback, dropping the
+    client).  A new L{Envelope} or number is the handler's to set.
+
+    @param kept: C{session.envelope} and C{session.transaction} before the
+        hook was called, put back.
+    @return: What the hook did, for the log, or C{None} when it replaced
+        nothing.
+    """
+    envelope = session.envelope
+    transaction = session.transaction
+    if isinstance(envelope, Envelope) and isinstance(transaction, int):
+        return None
+    name, value = ("envelope", envelope)
+    if isinstance(envelope, Envelope):
+        name, value = ("transaction", transaction)
+    session.envelope, session.transaction = kept
+    return (
+        f"{hookName} replaced session.{name} with a {type(value).__name__}:"
+        " the server's own is kept"
+    )
 
 
 def returnedFailure(result: object) -> Failure | None:

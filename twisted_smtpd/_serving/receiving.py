@@ -21,6 +21,7 @@ from twisted_smtpd._core.session import Session
 from twisted_smtpd._serving.hooks import (
     callHook,
     failureReply,
+    replacedAttribute,
     replyTextRefusal,
     returnedFailure,
 )
@@ -157,6 +158,8 @@ class MessageReceiver:
         Call the handler's C{onData} with the stream.
         """
         self._onData = onData
+        self._session = session
+        self._kept = (session.envelope, session.transaction)
         try:
             result = callHook(onData, self.stream, session)
         except BaseException:
@@ -245,6 +248,14 @@ class MessageReceiver:
         if not isinstance(outcome, Failure):
             # An exception returned, not raised, refuses as raised.
             outcome = returnedFailure(outcome) or outcome
+        replaced = replacedAttribute(self._session, self._kept, "onData")
+        if replaced is not None:
+            # The handler's bug, answered 451 as if onData had raised it.
+            bug = Failure(TypeError(replaced))
+            if isinstance(outcome, Failure):
+                self._log(bug)
+            else:
+                outcome = bug
         if self.finished or (self.abandoned and not self.ended):
             # A handler passing on the stream's own failure (the client went
             # away, the server timed it out) is not an error worth a traceback.
