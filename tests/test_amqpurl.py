@@ -108,3 +108,20 @@ class AMQPURLNumberTests(SynchronousTestCase):
             ),
             (30, 8192, 2, 2.5),
         )
+
+    def test_portZero(self) -> None:
+        """
+        Port 0, which pika keeps and no broker listens on (every connection
+        attempt would fail, every message be refused 451), is refused at
+        start, as C{--relay} and C{--webhook} refuse it.
+        """
+        for port in ("0", "00"):
+            url = f"amqp://user:{PASSWORD}@127.0.0.1:{port}/%2F"
+            e = self.assertRaises(ValueError, AMQPHandler, url, reactor=MemoryReactorClock())
+            self.assertEqual(str(e), f"the port must be from 1 to 65535, got {port}")
+            e = self.assertRaises(usage.UsageError, parse, "--amqp", url)
+            self.assertEqual(
+                str(e),
+                f"--amqp 'amqp://user:***@127.0.0.1:{port}/%2F': the port must be from 1 to"
+                f" 65535, got {port}",
+            )
