@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from twisted_smtpd._core.optionvalues import DECIMAL, WHOLE
 
-__all__ = ["SECONDS_PARAMETERS", "WHOLE_PARAMETERS", "checkURLNumbers"]
+__all__ = ["SECONDS_PARAMETERS", "WHOLE_PARAMETERS", "checkURLNumbers", "checkVirtualHost"]
 
 #: The query parameters C{pika.URLParameters} reads with C{int()}.
 WHOLE_PARAMETERS = frozenset({"channel_max", "connection_attempts", "frame_max", "heartbeat"})
@@ -64,3 +64,17 @@ def checkURLNumbers(url: str) -> None:
                 )
             if not math.isfinite(float(value)):
                 raise ValueError(f"the query's {name} must be finite, got {_shown(value)}")
+
+
+def checkVirtualHost(url: str) -> None:
+    """
+    Refuse an AMQP URL whose path is more than one segment
+    (C{amqp://broker/mail/in}): pika takes the first alone as the virtual
+    host (C{mail}), silently.  The AMQP URI specification writes a slash
+    of the virtual host as C{%2F}.
+
+    @raise ValueError: Naming the virtual host as written.
+    """
+    vhost = urlsplit(url).path[1:]
+    if "/" in vhost:
+        raise ValueError(f"the virtual host {_shown(vhost)} holds a '/': write it as %2F")
