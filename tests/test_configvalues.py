@@ -512,6 +512,28 @@ class EndpointParameterTests(SynchronousTestCase):
             e = self.assertRaises(usage.UsageError, parse, "--lmtp-to", description)
             self.assertEqual(str(e), f"--lmtp-to {description!r}: {why}")
 
+    def test_lmtpToTimeout(self) -> None:
+        """
+        A C{timeout=} of C{--lmtp-to} below 1 second is refused at start:
+        with 0 every connection fails as timed out, with a negative one
+        every connection attempt fails with Twisted's C{AssertionError}, so
+        that every message would be refused 451.
+        """
+        for description in [
+            "tcp:127.0.0.1:24:timeout=0",
+            "tcp:127.0.0.1:24:timeout=-1",
+            "tls:127.0.0.1:24:timeout=0",
+            "unix:/run/dovecot/lmtp:timeout=0",
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, "--lmtp-to", description)
+            kind = description.partition(":")[0]
+            self.assertEqual(
+                str(e),
+                f"--lmtp-to {description!r}: {kind}: timeout must be at least 1 (seconds),"
+                f" got {description.rpartition('=')[2]!r}",
+            )
+        parse("--lmtp-to", "tcp:127.0.0.1:24:timeout=1")
+
     def test_tlsEndpointRefused(self) -> None:
         """
         Twisted's C{tls:} server endpoint (a directory of certificates
