@@ -617,6 +617,21 @@ class FlagTests(SynchronousTestCase):
             e = self.assertRaises(usage.UsageError, parse, "--sink", "--metrics", description)
             self.assertEqual(str(e), f"--metrics {description!r}: {why}")
 
+    def test_portOutOfRange(self) -> None:
+        """
+        A port above 65535 is refused in one line while the options are
+        read, as a C{--listen} one is, not once the SMTP listeners listen.
+        """
+        from twisted.python import usage
+
+        from tests.test_tap import parse
+
+        for description, port in [("tcp:70000", 70000), ("tcp6:port=65536", 65536)]:
+            e = self.assertRaises(usage.UsageError, parse, "--sink", "--metrics", description)
+            self.assertEqual(
+                str(e), f"--metrics {description!r}: port {port} is out of range (0-65535)"
+            )
+
     def test_sslMethodPinningRefused(self) -> None:
         """
         An C{ssl:} endpoint's C{sslmethod=} pinning a protocol version

@@ -238,9 +238,7 @@ def checkEndpoint(description: str) -> None:
         raise usage.UsageError(f"--listen {description!r}: {why}") from None
     except Exception as e:
         raise usage.UsageError(f"--listen {description!r}: {reason(e)}") from None
-    port = getattr(endpoint, "_port", None)
-    if isinstance(port, int) and not 0 <= port <= 65535:
-        raise usage.UsageError(f"--listen {description!r}: port {port} is out of range (0-65535)")
+    checkPortRange("listen", description, endpoint)
     if kind == "systemd":
         problem = inheritedSocketProblem(endpoint.fileno, endpoint.addressFamily)
         if problem is not None:
@@ -318,9 +316,24 @@ def checkMetrics(description: str) -> None:
     try:
         if endpointKind(description) == "ssl":
             checkSSLFiles(description)
-        parse(reactor, metricsDescription(description))
+        endpoint = parse(reactor, metricsDescription(description))
     except Exception as e:
         raise usage.UsageError(f"--metrics {description!r}: {reason(e)}") from None
+    checkPortRange("metrics", description, endpoint)
+
+
+def checkPortRange(flag: str, description: str, endpoint: object) -> None:
+    """
+    Refuse the port of a TCP endpoint above 65535, which Twisted takes
+    and the kernel refuses only once the server listens.
+
+    @param flag: The flag's name without the dashes, for the message.
+    @param endpoint: What Twisted made of C{description}.
+    @raise usage.UsageError: Naming the flag, the description and the port.
+    """
+    port = getattr(endpoint, "_port", None)
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise usage.UsageError(f"--{flag} {description!r}: port {port} is out of range (0-65535)")
 
 
 def metricsDescription(description: str) -> str:
