@@ -193,6 +193,29 @@ class ReplacedSessionAttributeTests(SynchronousTestCase):
             self.assertTrue(transport.disconnecting)
             self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
 
+    def test_forwardedAttributes(self) -> None:
+        """
+        C{session.xClient} or C{session.xForward} replaced with a value
+        that is not a C{dict} is put back the same way: the trusted
+        XCLIENT or XFORWARD that follows is taken, not failed with a
+        traceback dropping the client.
+        """
+        for name, command in [
+            ("xClient", b"XCLIENT NAME=relay.example\r\n"),
+            ("xForward", b"XFORWARD NAME=relay.example\r\n"),
+        ]:
+            written = self.session(
+                "onHelo",
+                name,
+                None,
+                False,
+                b"EHLO c.example\r\n" + command,
+                useXClient=True,
+                useXForward=True,
+            )
+            self.assertTrue(written.startswith(replies.LOCAL_ERROR), written)
+            self.assertIn(written.split(b"\r\n")[1][:4], (b"220 ", b"250 "), written)
+
     def test_onAuth(self) -> None:
         """
         AUTH is refused as when C{onAuth} raises (454, a temporary

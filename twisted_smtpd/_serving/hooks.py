@@ -231,8 +231,7 @@ def runHook(
         return
     factory = p.server
     started = perf_counter() if factory is not None and "hook" in factory.wanted else 0.0
-    session = p.session
-    kept = (session.envelope, session.transaction)
+    kept = keptAttributes(p.session)
     try:
         result = callHook(fn, *args)
     except SMTPError as e:
@@ -293,8 +292,26 @@ def runHook(
     result.addCallbacks(ok, failed)
 
 
+#: The attributes of a session the server goes on using after a hook,
+#: with the type each must keep.
+_KEPT_TYPES: tuple[tuple[str, type], ...] = (
+    ("envelope", Envelope),
+    ("transaction", int),
+    ("xClient", dict),
+    ("xForward", dict),
+)
+
+
+def keptAttributes(session: Session) -> tuple[object, ...]:
+    """
+    The values of the attributes of C{session} named in L{_KEPT_TYPES},
+    for L{replacedAttribute} to put back.
+    """
+    return (session.envelope, session.transaction, session.xClient, session.xForward)
+
+
 def keptSession(
-    p: CommandContext, fn: Callable[..., object], kept: tuple[Envelope, int]
+    p: CommandContext, fn: Callable[..., object], kept: tuple[object, ...]
 ) -> Reply | None:
     """
     L{replacedAttribute} for hook C{fn} of session C{p}, logged as the
@@ -303,38 +320,41 @@ def keptSession(
     @return: The reply to the hook's command (L{handlerBug}'s 451), or
         C{None} when nothing was replaced.
     """
-    session = p.session
-    if isinstance(session.envelope, Envelope) and isinstance(session.transaction, int):
-        return None
     hookName = _name(fn)
-    problem = replacedAttribute(session, kept, hookName)
+    problem = replacedAttribute(p.session, kept, hookName)
     return None if problem is None else handlerBug(p, hookName, problem)
 
 
-def replacedAttribute(session: Session, kept: tuple[Envelope, int], hookName: str) -> str | None:
+def replacedAttribute(session: Session, kept: tuple[object, ...], hookName: str) -> str | None:
     """
     Undo a hook's replacing of a session attribute the server goes on
-    using with a value of another type (C{session.envelope = None}, which
-    the next RSET or EHLO would fail on with a traceback, dropping the
-    client).  A new L{Envelope} or number is the handler's to set.
+    using (L{_KEPT_TYPES}) with a value of another type
+    (C{session.envelope = None}, which the next RSET or EHLO would fail on
+    with a traceback, dropping the client).  A new L{Envelope}, number or
+    C{dict} is the handler's to set.
 
-    @param kept: C{session.envelope} and C{session.transaction} before the
-        hook was called, put back.
+    @param kept: The attributes' values before the hook was called
+        (L{keptAttributes}), put back.
     @return: What the hook did, for the log, or C{None} when it replaced
         nothing.
     """
-    envelope = session.envelope
-    transaction = session.transaction
-    if isinstance(envelope, Envelope) and isinstance(transaction, int):
+    if (
+        isinstance(session.envelope, Envelope)
+        and isinstance(session.transaction, int)
+        and isinstance(session.xClient, dict)
+        and isinstance(session.xForward, dict)
+    ):
         return None
-    name, value = ("envelope", envelope)
-    if isinstance(envelope, Envelope):
-        name, value = ("transaction", transaction)
-    session.envelope, session.transaction = kept
-    return (
-        f"{hookName} replaced session.{name} with a {type(value).__name__}:"
-        " the server's own is kept"
-    )
+    problem = None
+    for (name, kind), value in zip(_KEPT_TYPES, kept, strict=True):
+        replaced = getattr(session, name)
+        if not isinstance(replaced, kind):
+            problem = problem or (
+                f"{hookName} replaced session.{name} with a {type(replaced).__name__}:"
+                " the server's own is kept"
+            )
+            setattr(session, name, value)
+    return problem
 
 
 def returnedFailure(result: object) -> Failure | None:

@@ -21,6 +21,7 @@ from twisted_smtpd._core.session import Session
 from twisted_smtpd._serving.hooks import (
     callHook,
     failureReply,
+    keptAttributes,
     replacedAttribute,
     replyTextRefusal,
     returnedFailure,
@@ -159,7 +160,7 @@ class MessageReceiver:
         """
         self._onData = onData
         self._session = session
-        self._kept = (session.envelope, session.transaction)
+        self._kept = keptAttributes(session)
         try:
             result = callHook(onData, self.stream, session)
         except BaseException:
