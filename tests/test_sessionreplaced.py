@@ -48,7 +48,8 @@ class Replacing(BaseHandler):
     def _replace(self, hook: str, session: Session) -> object:
         if hook == self.hook and not self.done:
             self.done = True
-            setattr(session, self.name, self.value)
+            owner, _, name = self.name.rpartition(".")
+            setattr(getattr(session, owner) if owner else session, name, self.value)
         return succeed(None) if self.later else None
 
     def onConnect(self, session: Session) -> object:
@@ -215,6 +216,31 @@ class ReplacedSessionAttributeTests(SynchronousTestCase):
             )
             self.assertTrue(written.startswith(replies.LOCAL_ERROR), written)
             self.assertIn(written.split(b"\r\n")[1][:4], (b"220 ", b"250 "), written)
+
+    def test_recipientsReplaced(self) -> None:
+        """
+        C{session.envelope.rcptTo} replaced with a value that is not a
+        C{list} (which the server appends each accepted recipient to) is
+        put back the same way, in C{onRcptTo} or C{onMailFrom}: the
+        transaction goes on.
+        """
+        for value in (None, ()):
+            for later in (False, True):
+                written = self.session(
+                    "onRcptTo", "envelope.rcptTo", value, later, MAIL + RCPT + RCPT + MESSAGE
+                )
+                self.assertEqual(
+                    written,
+                    replies.MAIL_OK
+                    + replies.LOCAL_ERROR
+                    + replies.RCPT_OK
+                    + replies.START_DATA
+                    + replies.DATA_OK,
+                )
+                written = self.session(
+                    "onMailFrom", "envelope.rcptTo", value, later, MAIL + MAIL + RCPT
+                )
+                self.assertEqual(written, replies.LOCAL_ERROR + replies.MAIL_OK + replies.RCPT_OK)
 
     def test_onAuth(self) -> None:
         """

@@ -305,9 +305,16 @@ _KEPT_TYPES: tuple[tuple[str, type], ...] = (
 def keptAttributes(session: Session) -> tuple[object, ...]:
     """
     The values of the attributes of C{session} named in L{_KEPT_TYPES},
-    for L{replacedAttribute} to put back.
+    then the envelope's C{rcptTo}, for L{replacedAttribute} to put back.
     """
-    return (session.envelope, session.transaction, session.xClient, session.xForward)
+    envelope = session.envelope
+    return (
+        envelope,
+        session.transaction,
+        session.xClient,
+        session.xForward,
+        getattr(envelope, "rcptTo", None),
+    )
 
 
 def keptSession(
@@ -328,33 +335,45 @@ def keptSession(
 def replacedAttribute(session: Session, kept: tuple[object, ...], hookName: str) -> str | None:
     """
     Undo a hook's replacing of a session attribute the server goes on
-    using (L{_KEPT_TYPES}) with a value of another type
-    (C{session.envelope = None}, which the next RSET or EHLO would fail on
-    with a traceback, dropping the client).  A new L{Envelope}, number or
-    C{dict} is the handler's to set.
+    using (L{_KEPT_TYPES}, and the envelope's C{rcptTo} list) with a value
+    of another type (C{session.envelope = None}, which the next RSET or
+    EHLO would fail on with a traceback, dropping the client).  A new
+    L{Envelope}, number, C{dict} or C{list} is the handler's to set.
 
     @param kept: The attributes' values before the hook was called
         (L{keptAttributes}), put back.
     @return: What the hook did, for the log, or C{None} when it replaced
         nothing.
     """
+    envelope = session.envelope
     if (
-        isinstance(session.envelope, Envelope)
+        isinstance(envelope, Envelope)
+        and isinstance(envelope.rcptTo, list)
         and isinstance(session.transaction, int)
         and isinstance(session.xClient, dict)
         and isinstance(session.xForward, dict)
     ):
         return None
     problem = None
-    for (name, kind), value in zip(_KEPT_TYPES, kept, strict=True):
+    for (name, kind), value in zip(_KEPT_TYPES, kept, strict=False):
         replaced = getattr(session, name)
         if not isinstance(replaced, kind):
-            problem = problem or (
-                f"{hookName} replaced session.{name} with a {type(replaced).__name__}:"
-                " the server's own is kept"
-            )
-            setattr(session, name, value)
+            problem = problem or _replacedText(hookName, name, replaced)
+            # What it was, unless replaced between two hooks: a new one.
+            setattr(session, name, value if isinstance(value, kind) else kind())
+    recipients = session.envelope.rcptTo
+    if not isinstance(recipients, list):
+        problem = problem or _replacedText(hookName, "envelope.rcptTo", recipients)
+        keptRecipients = kept[-1]
+        session.envelope.rcptTo = keptRecipients if isinstance(keptRecipients, list) else []
     return problem
+
+
+def _replacedText(hookName: str, name: str, value: object) -> str:
+    return (
+        f"{hookName} replaced session.{name} with a {type(value).__name__}:"
+        " the server's own is kept"
+    )
 
 
 def returnedFailure(result: object) -> Failure | None:
