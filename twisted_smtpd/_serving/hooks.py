@@ -327,9 +327,27 @@ def keptSession(
     @return: The reply to the hook's command (L{handlerBug}'s 451), or
         C{None} when nothing was replaced.
     """
+    if unchanged(p.session, kept):
+        return None
     hookName = _name(fn)
     problem = replacedAttribute(p.session, kept, hookName)
     return None if problem is None else handlerBug(p, hookName, problem)
+
+
+def unchanged(session: Session, kept: tuple[object, ...]) -> bool:
+    """
+    Whether C{session} holds the very objects of C{kept}
+    (L{keptAttributes}): what a hook leaves as it found it, checked by
+    identity alone, the cheapest test of every hook's answer.
+    """
+    envelope = session.envelope
+    return (
+        envelope is kept[0]
+        and session.transaction is kept[1]
+        and session.xClient is kept[2]
+        and session.xForward is kept[3]
+        and getattr(envelope, "rcptTo", None) is kept[4]
+    )
 
 
 def replacedAttribute(session: Session, kept: tuple[object, ...], hookName: str) -> str | None:
