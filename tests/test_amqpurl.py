@@ -108,3 +108,37 @@ class AMQPURLNumberTests(SynchronousTestCase):
             ),
             (30, 8192, 2, 2.5),
         )
+
+    def test_portZero(self) -> None:
+        """
+        Port 0, which pika keeps and no broker listens on (every connection
+        attempt would fail, every message be refused 451), is refused at
+        start, as C{--relay} and C{--webhook} refuse it.
+        """
+        for port in ("0", "00"):
+            url = f"amqp://user:{PASSWORD}@127.0.0.1:{port}/%2F"
+            e = self.assertRaises(ValueError, AMQPHandler, url, reactor=MemoryReactorClock())
+            self.assertEqual(str(e), f"the port must be from 1 to 65535, got {port}")
+            e = self.assertRaises(usage.UsageError, parse, "--amqp", url)
+            self.assertEqual(
+                str(e),
+                f"--amqp 'amqp://user:***@127.0.0.1:{port}/%2F': the port must be from 1 to"
+                f" 65535, got {port}",
+            )
+
+    def test_vhostWithSlash(self) -> None:
+        """
+        A path of more than one segment (C{/mail/in}), of which pika takes
+        the first alone as the virtual host (C{mail}), is refused saying
+        how to write a virtual host holding a slash; C{%2F} is one.
+        """
+        for path, vhost in [("/mail/in", "mail/in"), ("/mail/", "mail/"), ("//", "/")]:
+            url = f"amqp://user:{PASSWORD}@127.0.0.1{path}"
+            e = self.assertRaises(usage.UsageError, parse, "--amqp", url)
+            self.assertEqual(
+                str(e),
+                f"--amqp 'amqp://user:***@127.0.0.1{path}': the virtual host {vhost!r}"
+                " holds a '/': write it as %2F",
+            )
+        handler = parse("--amqp", "amqp://user:p@127.0.0.1/mail%2Fin")["handler"]
+        self.assertEqual(handler._parameters.virtual_host, "mail/in")

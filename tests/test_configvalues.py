@@ -401,6 +401,49 @@ class EndpointParameterTests(SynchronousTestCase):
             )
         parse("--sink", "--listen", "tcp:0:interface=127.0.0.1:backlog=65535")
 
+    def test_unixValues(self) -> None:
+        """
+        A C{unix:} listener string with an empty path, a C{mode=} beyond the
+        permission bits (setuid, setgid or sticky bit, or above C{0o7777}),
+        or a C{lockfile=} other than 0 or 1 (Twisted takes any other number
+        as 1) is refused in one line naming the value, for C{--listen} and
+        C{--metrics}; a C{lockfile=} of C{--lmtp-to} too.
+        """
+        for args, why in [
+            (("--sink", "--listen", "unix:"), "unix: the UNIX socket path is empty"),
+            (("--sink", "--listen", "unix:address="), "unix: the UNIX socket path is empty"),
+            (("--sink", "--metrics", "unix:"), "unix: the UNIX socket path is empty"),
+            (
+                ("--sink", "--listen", "unix:/tmp/s.sock:mode=7777"),
+                "unix: mode must be at most 777 (no setuid, setgid or sticky bit), got '7777'",
+            ),
+            (
+                ("--sink", "--listen", "unix:/tmp/s.sock:mode=1660"),
+                "unix: mode must be at most 777 (no setuid, setgid or sticky bit), got '1660'",
+            ),
+            (
+                ("--sink", "--metrics", "unix:/tmp/s.sock:mode=0o17777"),
+                "unix: mode must be at most 777 (no setuid, setgid or sticky bit), got '0o17777'",
+            ),
+            (
+                ("--sink", "--listen", "unix:/tmp/s.sock:lockfile=2"),
+                "unix: lockfile must be 0 or 1, got '2'",
+            ),
+            (
+                ("--sink", "--metrics", "unix:/tmp/s.sock:lockfile=-1"),
+                "unix: lockfile must be 0 or 1, got '-1'",
+            ),
+            (
+                ("--lmtp-to", "unix:/run/lmtp:lockfile=10"),
+                "unix: lockfile must be 0 or 1, got '10'",
+            ),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, *args)
+            self.assertEqual(str(e), f"{args[-2]} {args[-1]!r}: {why}")
+        parse("--sink", "--listen", "unix:/tmp/s.sock:mode=0777:lockfile=1")
+        parse("--sink", "--listen", "unix:/tmp/s.sock:mode=0o600:lockfile=0")
+        parse("--lmtp-to", "unix:/run/lmtp:lockfile=0")
+
     def test_trailingBackslash(self) -> None:
         """
         An endpoint string ending in a backslash that escapes nothing, which
@@ -469,6 +512,28 @@ class EndpointParameterTests(SynchronousTestCase):
             e = self.assertRaises(usage.UsageError, parse, "--lmtp-to", description)
             self.assertEqual(str(e), f"--lmtp-to {description!r}: {why}")
 
+    def test_lmtpToTimeout(self) -> None:
+        """
+        A C{timeout=} of C{--lmtp-to} below 1 second is refused at start:
+        with 0 every connection fails as timed out, with a negative one
+        every connection attempt fails with Twisted's C{AssertionError}, so
+        that every message would be refused 451.
+        """
+        for description in [
+            "tcp:127.0.0.1:24:timeout=0",
+            "tcp:127.0.0.1:24:timeout=-1",
+            "tls:127.0.0.1:24:timeout=0",
+            "unix:/run/dovecot/lmtp:timeout=0",
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, "--lmtp-to", description)
+            kind = description.partition(":")[0]
+            self.assertEqual(
+                str(e),
+                f"--lmtp-to {description!r}: {kind}: timeout must be at least 1 (seconds),"
+                f" got {description.rpartition('=')[2]!r}",
+            )
+        parse("--lmtp-to", "tcp:127.0.0.1:24:timeout=1")
+
     def test_tlsEndpointRefused(self) -> None:
         """
         Twisted's C{tls:} server endpoint (a directory of certificates
@@ -502,6 +567,36 @@ class EndpointParameterTests(SynchronousTestCase):
         parse("--lmtp-to", "tcp:host=127.0.0.1:24")
         parse("--lmtp-to", "tcp:127.0.0.1:24:timeout=5")
         parse("--lmtp-to", "unix:path=/run/dovecot/lmtp")
+
+
+class NetworkFlagTests(SynchronousTestCase):
+    """
+    The CIDR networks of C{--proxy-trusted}, C{--xclient}, C{--xforward}
+    and C{--limit-exempt}.
+    """
+
+    def test_hostBitsRefused(self) -> None:
+        """
+        A network with host bits set (C{10.0.0.1/8}) is refused in one line
+        naming the flag and the value and saying which network and which
+        address it could mean, as Postfix's C{mynetworks} and
+        C{smtpd_authorized_xclient_hosts} refuse it ("non-null host address
+        bits"), rather than taken silently as its whole network.
+        """
+        for flag in ("proxy-trusted", "xclient", "xforward", "limit-exempt"):
+            for value, network, address in [
+                ("10.0.0.1/8", "10.0.0.0/8", "10.0.0.1/32"),
+                ("192.0.2.0/24, 2001:db8::1/64", "2001:db8::/64", "2001:db8::1/128"),
+            ]:
+                e = self.assertRaises(usage.UsageError, parse, "--sink", f"--{flag}", value)
+                wrong = value.rpartition(",")[2].strip()
+                self.assertEqual(
+                    str(e),
+                    f"--{flag}: {wrong!r} has host bits set: write {network} for the"
+                    f" network or {address} for the address",
+                )
+        options = parse("--sink", "--proxy-trusted", "10.0.0.0/8,192.0.2.7,2001:db8::/32")
+        self.assertEqual(options["proxy-trusted"], ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"])
 
 
 class SubFlagNamingTests(SynchronousTestCase):

@@ -617,6 +617,63 @@ class FlagTests(SynchronousTestCase):
             e = self.assertRaises(usage.UsageError, parse, "--sink", "--metrics", description)
             self.assertEqual(str(e), f"--metrics {description!r}: {why}")
 
+    def test_portOutOfRange(self) -> None:
+        """
+        A port above 65535 is refused in one line while the options are
+        read, as a C{--listen} one is, not once the SMTP listeners listen.
+        """
+        from twisted.python import usage
+
+        from tests.test_tap import parse
+
+        for description, port in [("tcp:70000", 70000), ("tcp6:port=65536", 65536)]:
+            e = self.assertRaises(usage.UsageError, parse, "--sink", "--metrics", description)
+            self.assertEqual(
+                str(e), f"--metrics {description!r}: port {port} is out of range (0-65535)"
+            )
+
+    def test_sslMethodPinningRefused(self) -> None:
+        """
+        An C{ssl:} endpoint's C{sslmethod=} pinning a protocol version
+        (C{TLSv1_METHOD}: TLS 1.0 only, which the SMTP listeners refuse) is
+        refused in one line, by name or by place, as an C{ssl:} listener's
+        is.  One allowing every version is taken, but not handed to
+        Twisted, which would then lift its minimum (TLS 1.2): the metrics
+        are served with that minimum.
+        """
+        import os
+
+        from OpenSSL import SSL
+        from twisted.python import usage
+
+        from tests.certs import CertificateAuthority
+        from tests.test_tap import parse
+        from twisted_smtpd._twistd.metricsservice import MetricsListener
+
+        ca = CertificateAuthority(os.path.abspath(self.mktemp()))
+        issued = ca.server("localhost")
+        files = f"privateKey={issued.keyPath}:certKey={issued.certificatePath}"
+        for method in ("TLSv1_METHOD", "TLSv1_1_METHOD", "TLSv1_2_METHOD", "SSLv3_METHOD"):
+            for description in [
+                f"ssl:0:interface=127.0.0.1:{files}:sslmethod={method}",
+                f"ssl:0:{issued.keyPath}:{issued.certificatePath}:{method}:127.0.0.1",
+            ]:
+                e = self.assertRaises(usage.UsageError, parse, "--sink", "--metrics", description)
+                self.assertEqual(
+                    str(e),
+                    f"--metrics {description!r}: sslmethod={method} is refused: it would"
+                    " pin the TLS version (without it, TLS 1.2 and later are spoken)",
+                )
+        for method in ("SSLv23_METHOD", "TLS_METHOD", "TLS_SERVER_METHOD"):
+            description = f"ssl:0:interface=127.0.0.1:{files}:sslmethod={method}"
+            parse("--sink", "--metrics", description)
+            listener = MetricsListener(description, None, lambda: True)
+            options = listener.endpoint._sslContextFactory
+            self.assertEqual(options.method, SSL.TLS_METHOD)
+            self.assertTrue(options._options & SSL.OP_NO_TLSv1, method)
+            self.assertTrue(options._options & SSL.OP_NO_TLSv1_1, method)
+            self.assertEqual(listener.description, description)
+
 
 class ListenerTests(SynchronousTestCase):
     """

@@ -542,7 +542,7 @@ class ServerFlagTests(SynchronousTestCase):
             "--proxy-trusted",
             "127.0.0.1",
             "--proxy-trusted",
-            "10.0.0.0/8,192.168.1.7/16",
+            "10.0.0.0/8,192.168.0.0/16",
             "--xclient",
             "::1",
             "--xforward",

@@ -23,6 +23,7 @@ from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.replies import Reply
+from twisted_smtpd._core.session import Envelope, Session
 from twisted_smtpd._serving.deadlines import waitForHandler
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._hookcheck import HOOKS, generatorHookProblem
@@ -230,10 +231,12 @@ def runHook(
         return
     factory = p.server
     started = perf_counter() if factory is not None and "hook" in factory.wanted else 0.0
+    kept = keptAttributes(p.session)
     try:
         result = callHook(fn, *args)
     except SMTPError as e:
         _timed(p, fn, started)
+        keptSession(p, fn, kept)
         refused(errorReply(e) if e.code >= 400 else _refusal(p, fn, Failure()))
         return
     except BaseException:
@@ -242,13 +245,17 @@ def runHook(
         # reactor, it would drop the connection with no reply (or leave it
         # without its greeting, raised by onConnect).
         _timed(p, fn, started)
+        keptSession(p, fn, kept)
         refused(_refusal(p, fn, Failure()))
         return
     if not isinstance(result, Deferred):
         _timed(p, fn, started)
         returned = returnedFailure(result)
+        bug = keptSession(p, fn, kept)
         if returned is not None:
             refused(_refusal(p, fn, returned))
+        elif bug is not None:
+            refused(bug)
         elif isinstance(result, str) and (reply := _textRefusal(p, fn, result)):
             refused(reply)
         else:
@@ -263,8 +270,11 @@ def runHook(
             failed(returned)
             return
         _timed(p, fn, started)
+        bug = keptSession(p, fn, kept)
         if p.connected and not p.closing:
-            if isinstance(value, str) and (reply := _textRefusal(p, fn, value)):
+            if bug is not None:
+                refused(bug)
+            elif isinstance(value, str) and (reply := _textRefusal(p, fn, value)):
                 refused(reply)
             else:
                 accepted(value)
@@ -272,6 +282,7 @@ def runHook(
 
     def failed(failure: Failure) -> None:
         _timed(p, fn, started)
+        keptSession(p, fn, kept)
         if p.connected and not p.closing:
             refused(_refusal(p, fn, failure))
             p.hookAnswered(token)
@@ -279,6 +290,108 @@ def runHook(
             p.logFailure(failure, _name(fn))
 
     result.addCallbacks(ok, failed)
+
+
+#: The attributes of a session the server goes on using after a hook,
+#: with the type each must keep.
+_KEPT_TYPES: tuple[tuple[str, type], ...] = (
+    ("envelope", Envelope),
+    ("transaction", int),
+    ("xClient", dict),
+    ("xForward", dict),
+)
+
+
+def keptAttributes(session: Session) -> tuple[object, ...]:
+    """
+    The values of the attributes of C{session} named in L{_KEPT_TYPES},
+    then the envelope's C{rcptTo}, for L{replacedAttribute} to put back.
+    """
+    envelope = session.envelope
+    return (
+        envelope,
+        session.transaction,
+        session.xClient,
+        session.xForward,
+        getattr(envelope, "rcptTo", None),
+    )
+
+
+def keptSession(
+    p: CommandContext, fn: Callable[..., object], kept: tuple[object, ...]
+) -> Reply | None:
+    """
+    L{replacedAttribute} for hook C{fn} of session C{p}, logged as the
+    handler's bug (L{handlerBug}).
+
+    @return: The reply to the hook's command (L{handlerBug}'s 451), or
+        C{None} when nothing was replaced.
+    """
+    if unchanged(p.session, kept):
+        return None
+    hookName = _name(fn)
+    problem = replacedAttribute(p.session, kept, hookName)
+    return None if problem is None else handlerBug(p, hookName, problem)
+
+
+def unchanged(session: Session, kept: tuple[object, ...]) -> bool:
+    """
+    Whether C{session} holds the very objects of C{kept}
+    (L{keptAttributes}): what a hook leaves as it found it, checked by
+    identity alone, the cheapest test of every hook's answer.
+    """
+    envelope = session.envelope
+    return (
+        envelope is kept[0]
+        and session.transaction is kept[1]
+        and session.xClient is kept[2]
+        and session.xForward is kept[3]
+        and getattr(envelope, "rcptTo", None) is kept[4]
+    )
+
+
+def replacedAttribute(session: Session, kept: tuple[object, ...], hookName: str) -> str | None:
+    """
+    Undo a hook's replacing of a session attribute the server goes on
+    using (L{_KEPT_TYPES}, and the envelope's C{rcptTo} list) with a value
+    of another type (C{session.envelope = None}, which the next RSET or
+    EHLO would fail on with a traceback, dropping the client).  A new
+    L{Envelope}, number, C{dict} or C{list} is the handler's to set.
+
+    @param kept: The attributes' values before the hook was called
+        (L{keptAttributes}), put back.
+    @return: What the hook did, for the log, or C{None} when it replaced
+        nothing.
+    """
+    envelope = session.envelope
+    if (
+        isinstance(envelope, Envelope)
+        and isinstance(envelope.rcptTo, list)
+        and isinstance(session.transaction, int)
+        and isinstance(session.xClient, dict)
+        and isinstance(session.xForward, dict)
+    ):
+        return None
+    problem = None
+    for (name, kind), value in zip(_KEPT_TYPES, kept, strict=False):
+        replaced = getattr(session, name)
+        if not isinstance(replaced, kind):
+            problem = problem or _replacedText(hookName, name, replaced)
+            # What it was, unless replaced between two hooks: a new one.
+            setattr(session, name, value if isinstance(value, kind) else kind())
+    recipients = session.envelope.rcptTo
+    if not isinstance(recipients, list):
+        problem = problem or _replacedText(hookName, "envelope.rcptTo", recipients)
+        keptRecipients = kept[-1]
+        session.envelope.rcptTo = keptRecipients if isinstance(keptRecipients, list) else []
+    return problem
+
+
+def _replacedText(hookName: str, name: str, value: object) -> str:
+    return (
+        f"{hookName} replaced session.{name} with a {type(value).__name__}:"
+        " the server's own is kept"
+    )
 
 
 def returnedFailure(result: object) -> Failure | None:

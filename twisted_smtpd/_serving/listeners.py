@@ -255,10 +255,14 @@ SSL_ARGUMENTS = (
 
 #: The values of C{sslmethod=} that leave the version to the server's
 #: minimum (any version OpenSSL and the policy allow).
-_ANY_VERSION = ("SSLv23_METHOD", "TLS_METHOD", "TLS_SERVER_METHOD")
+ANY_VERSION_METHODS = ("SSLv23_METHOD", "TLS_METHOD", "TLS_SERVER_METHOD")
 
 
-def _escape(value: str) -> str:
+def escapeValue(value: str) -> str:
+    """
+    C{value} as an endpoint string's value: backslash, colon and equals
+    sign escaped.
+    """
     return re.sub(r"([\\:=])", r"\\\1", value)
 
 
@@ -289,17 +293,17 @@ def _ownKeys(rest: str) -> tuple[str, OwnKeys | None]:
             raise ValueError(f"ssl: {name} given twice")
         values[name] = value
     method = values.get("sslmethod")
-    if method is not None and method not in _ANY_VERSION:
+    if method is not None and method not in ANY_VERSION_METHODS:
         raise ValueError(
             f"sslmethod={method} is refused: the server's minimum TLS version"
             " (tlsMinVersion, --tls-min-version) applies to every listener"
         )
     if len(args) < 2:
         raise ValueError("ssl: needs a port")
-    tcp = "tcp:" + _escape(args[1])
+    tcp = "tcp:" + escapeValue(args[1])
     for name in ("interface", "backlog"):
         if name in values:
-            tcp += f":{name}={_escape(values[name])}"
+            tcp += f":{name}={escapeValue(values[name])}"
     if "privateKey" not in values and "certKey" not in values:
         for name in ("extraCertChain", "dhParameters"):
             if name in values:

@@ -21,6 +21,7 @@ from twisted_smtpd._core.session import Session
 from twisted_smtpd._serving.hooks import (
     callHook,
     failureReply,
+    replacedAttribute,
     replyTextRefusal,
     returnedFailure,
 )
@@ -144,6 +145,10 @@ class MessageReceiver:
         #: chunk at a time).
         self.reading = True
         self.abandoned = False
+        # Set by start; made here, so that every instance has the same
+        # attributes (CPython shares their keys, and reads them faster).
+        self._session: Session | None = None
+        self._kept: tuple[object, ...] = ()
 
     def _log(self, failure: Failure) -> None:
         """
@@ -157,6 +162,17 @@ class MessageReceiver:
         Call the handler's C{onData} with the stream.
         """
         self._onData = onData
+        self._session = session
+        envelope = session.envelope
+        # keptAttributes, written out: this runs for every message (DATA
+        # has just read this envelope's recipients).
+        self._kept = (
+            envelope,
+            session.transaction,
+            session.xClient,
+            session.xForward,
+            envelope.rcptTo,
+        )
         try:
             result = callHook(onData, self.stream, session)
         except BaseException:
@@ -245,6 +261,25 @@ class MessageReceiver:
         if not isinstance(outcome, Failure):
             # An exception returned, not raised, refuses as raised.
             outcome = returnedFailure(outcome) or outcome
+        session = self._session
+        kept = self._kept
+        replaced = None
+        # unchanged, written out: this runs for every message.
+        if session is not None and not (
+            (envelope := session.envelope) is kept[0]
+            and envelope.rcptTo is kept[4]
+            and session.transaction is kept[1]
+            and session.xClient is kept[2]
+            and session.xForward is kept[3]
+        ):
+            replaced = replacedAttribute(session, kept, "onData")
+        if replaced is not None:
+            # The handler's bug, answered 451 as if onData had raised it.
+            bug = Failure(TypeError(replaced))
+            if isinstance(outcome, Failure):
+                self._log(bug)
+            else:
+                outcome = bug
         if self.finished or (self.abandoned and not self.ended):
             # A handler passing on the stream's own failure (the client went
             # away, the server timed it out) is not an error worth a traceback.

@@ -31,7 +31,7 @@ from twisted_smtpd._serving.metricsfiles import (
 )
 from twisted_smtpd._serving.summary import formatAddress
 from twisted_smtpd._twistd.logfile import GivesLogObserver
-from twisted_smtpd._twistd.tapconfig import exitWithError, reason
+from twisted_smtpd._twistd.tapconfig import exitWithError, metricsDescription, reason
 from twisted_smtpd._twistd.workerside import markMetricsDirectory
 
 _log = Logger(namespace="twisted_smtpd.startup")
@@ -50,7 +50,8 @@ class MetricsListener(StreamServerEndpointService):
             from twisted.internet import reactor as installed
 
             reactor = installed
-        super().__init__(serverFromString(reactor, description), metricsSite(registry, healthy))
+        endpoint = serverFromString(reactor, metricsDescription(description))
+        super().__init__(endpoint, metricsSite(registry, healthy))
         self._raiseSynchronously = True
         self.description = description
         self.port: IListeningPort | None = None

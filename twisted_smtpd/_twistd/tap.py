@@ -203,12 +203,22 @@ class Options(AuthOptionMixin, usage.Options):
 
     def _networks(self, flag: str, value: str) -> None:
         for part in value.split(","):
+            part = part.strip()
             try:
-                self[flag].append(str(ipaddress.ip_network(part.strip(), strict=False)))
+                network = ipaddress.ip_network(part, strict=False)
             except ValueError:
                 raise usage.UsageError(
                     f"--{flag}: expected a CIDR network, got {value!r}"
                 ) from None
+            if network.network_address != ipaddress.ip_interface(part).ip:
+                # 10.0.0.1/8: the whole network, or the one address? Postfix
+                # refuses it too ("non-null host address bits").
+                raise usage.UsageError(
+                    f"--{flag}: {part!r} has host bits set: write {network} for the"
+                    f" network or {ipaddress.ip_interface(part).ip}/{network.max_prefixlen}"
+                    " for the address"
+                )
+            self[flag].append(str(network))
 
     def opt_proxy_trusted(self, network: str) -> None:
         """Trust PROXY headers (haproxy: listeners) from this CIDR network; repeatable."""

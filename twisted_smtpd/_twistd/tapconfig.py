@@ -238,9 +238,7 @@ def checkEndpoint(description: str) -> None:
         raise usage.UsageError(f"--listen {description!r}: {why}") from None
     except Exception as e:
         raise usage.UsageError(f"--listen {description!r}: {reason(e)}") from None
-    port = getattr(endpoint, "_port", None)
-    if isinstance(port, int) and not 0 <= port <= 65535:
-        raise usage.UsageError(f"--listen {description!r}: port {port} is out of range (0-65535)")
+    checkPortRange("listen", description, endpoint)
     if kind == "systemd":
         problem = inheritedSocketProblem(endpoint.fileno, endpoint.addressFamily)
         if problem is not None:
@@ -318,9 +316,60 @@ def checkMetrics(description: str) -> None:
     try:
         if endpointKind(description) == "ssl":
             checkSSLFiles(description)
-        parse(reactor, description)
+        endpoint = parse(reactor, metricsDescription(description))
     except Exception as e:
         raise usage.UsageError(f"--metrics {description!r}: {reason(e)}") from None
+    checkPortRange("metrics", description, endpoint)
+
+
+def checkPortRange(flag: str, description: str, endpoint: object) -> None:
+    """
+    Refuse the port of a TCP endpoint above 65535, which Twisted takes
+    and the kernel refuses only once the server listens.
+
+    @param flag: The flag's name without the dashes, for the message.
+    @param endpoint: What Twisted made of C{description}.
+    @raise usage.UsageError: Naming the flag, the description and the port.
+    """
+    port = getattr(endpoint, "_port", None)
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise usage.UsageError(f"--{flag} {description!r}: port {port} is out of range (0-65535)")
+
+
+def metricsDescription(description: str) -> str:
+    """
+    The endpoint string the C{--metrics} endpoint C{description} is served
+    on: itself, but for an C{ssl:} one whose C{sslmethod=} allows every
+    version (C{SSLv23_METHOD}, C{TLS_METHOD}), left out.  Given to Twisted,
+    any method replaces its minimum version (TLS 1.2) by OpenSSL's own.
+
+    @raise ValueError: For an C{sslmethod=} pinning a version
+        (C{TLSv1_METHOD}: TLS 1.0 only, which the SMTP listeners refuse),
+        refused as on an C{ssl:} listener.
+    """
+    from twisted.internet import endpoints
+
+    from twisted_smtpd._serving.listeners import ANY_VERSION_METHODS, SSL_ARGUMENTS, escapeValue
+
+    prefix, inner = "", description
+    while inner.partition(":")[0].strip().lower() == "haproxy":
+        head, _, inner = inner.partition(":")
+        prefix += head + ":"
+    parse: Any = endpoints._parse  # unannotated in Twisted
+    args, kwargs = parse(inner)
+    if str(args[0]).strip().lower() != "ssl":
+        return description
+    values = {**dict(zip(("port", *SSL_ARGUMENTS), args[1:], strict=False)), **kwargs}
+    method = values.pop("sslmethod", None)
+    if method is None:
+        return description
+    if method not in ANY_VERSION_METHODS:
+        raise ValueError(
+            f"sslmethod={method} is refused: it would pin the TLS version"
+            " (without it, TLS 1.2 and later are spoken)"
+        )
+    named = ":".join(f"{name}={escapeValue(value)}" for name, value in values.items())
+    return f"{prefix}ssl:{named}"
 
 
 def checkSSLFiles(description: str) -> None:

@@ -86,6 +86,15 @@ _DIGIT_WORDS = {_DIGITS: "ASCII digits", _OCTAL: "octal digits (0-7)"}
 #: least queue, silently).
 _RANGES = {"backlog": (1, 65535)}
 
+#: The numbers taken only from a least value: a client's connection
+#: timeout in seconds (0 times every connection out at once; a negative
+#: one fails every attempt with Twisted's C{AssertionError}).
+_LEAST = {"timeout": 1}
+
+#: The permission bits a UNIX socket's C{mode=} may set: Twisted would
+#: C{chmod} the socket with setuid, setgid or sticky bits too.
+_MAX_MODE = 0o777
+
 #: The parameters that take an address, IPv6 addresses among them.
 _ADDRESSES = ("interface", "host", "bindAddress")
 
@@ -201,6 +210,32 @@ def _problem(description: str, client: bool) -> str | None:
         low, high = _RANGES.get(name, (None, None))
         if low is not None and high is not None and not low <= int(value) <= high:
             return f"{kind}: {name} must be from {low} to {high}, got {value!a}"
+        if name in _LEAST and int(value) < _LEAST[name]:
+            return f"{kind}: {name} must be at least {_LEAST[name]} (seconds), got {value!a}"
+    if kind == "unix":
+        return _unixProblem(given)
+    return None
+
+
+def _unixProblem(given: dict[str, str]) -> str | None:
+    """
+    What is wrong with the values of a C{unix:} endpoint string, its
+    numbers being digits: an empty path (Twisted would fail to bind it in
+    its own words), a C{mode} beyond the permission bits, a C{lockfile}
+    other than 0 or 1 (Twisted takes any other number as 1).
+    """
+    if given.get("address") == "":
+        # A client's (--lmtp-to) is refused with its other checks.
+        return "unix: the UNIX socket path is empty"
+    mode = given.get("mode")
+    if mode is not None and int(mode, 8) > _MAX_MODE:
+        return (
+            f"unix: mode must be at most {_MAX_MODE:o} (no setuid, setgid or sticky bit),"
+            f" got {mode!a}"
+        )
+    lockfile = given.get("lockfile")
+    if lockfile is not None and lockfile not in ("0", "1"):
+        return f"unix: lockfile must be 0 or 1, got {lockfile!a}"
     return None
 
 
@@ -211,9 +246,11 @@ def checkParameters(flag: str, description: str, *, client: bool = False) -> Non
     C{tcp:25:port=26}), a number (port, backlog, mode, index, timeout) not
     written in ASCII digits, a required parameter missing, an unknown
     parameter, more values by place than the kind takes, a C{backlog=}
-    out of its range (1 to 65535), an IPv6 address
-    whose colons are not escaped (C{interface=::1}, which Twisted splits
-    into more parameters), a backslash at the end escaping nothing.
+    out of its range (1 to 65535), a client's C{timeout=} below 1, a
+    C{unix:} path that is empty, a C{mode=} above C{777}, a C{lockfile=}
+    other than 0 or 1, an IPv6 address whose colons are not escaped
+    (C{interface=::1}, which Twisted splits into more parameters), a
+    backslash at the end escaping nothing.
     C{haproxy:} before a server endpoint is looked through.
 
     @param flag: The flag's name without the dashes, for the message.

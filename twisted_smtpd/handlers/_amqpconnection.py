@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_smtpd._smtpclient.clientwire import refuseRenegotiation
-from twisted_smtpd.handlers._amqpurl import checkURLNumbers
+from twisted_smtpd.handlers._amqpurl import checkURLNumbers, checkVirtualHost
 from twisted_smtpd.handlers._envelope import sanitise
 
 # AMQP 0-9-1 section 4.2.3: a frame is a 7-octet header (type, channel,
@@ -363,12 +363,14 @@ def brokerParameters(url: str) -> Any:
     pika's parameters for the broker at C{url}.
 
     @raise ValueError: If C{url} is not an C{amqp://} or C{amqps://} URL,
-        a number of it is not in ASCII digits (L{checkURLNumbers}), or pika
-        refuses it.
+        a number of it is not in ASCII digits (L{checkURLNumbers}), its
+        virtual host holds an unescaped slash (L{checkVirtualHost}), or
+        pika refuses it.
     """
     if not url.startswith(("amqp://", "amqps://")):
         raise ValueError(f"not an amqp:// or amqps:// URL: {sanitise(url)!r}")
     checkURLNumbers(url)
+    checkVirtualHost(url)
     try:
         return pika.URLParameters(url)
     except Exception as e:

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from twisted_smtpd._core.optionvalues import DECIMAL, WHOLE
 
-__all__ = ["SECONDS_PARAMETERS", "WHOLE_PARAMETERS", "checkURLNumbers"]
+__all__ = ["SECONDS_PARAMETERS", "WHOLE_PARAMETERS", "checkURLNumbers", "checkVirtualHost"]
 
 #: The query parameters C{pika.URLParameters} reads with C{int()}.
 WHOLE_PARAMETERS = frozenset({"channel_max", "connection_attempts", "frame_max", "heartbeat"})
@@ -34,7 +34,8 @@ def checkURLNumbers(url: str) -> None:
     """
     Refuse an AMQP URL whose port or numeric query parameters are not
     written in ASCII digits (L{WHOLE}; L{DECIMAL} for seconds, which must
-    be finite too).  The port is not quoted: a URL missing its C{@HOST}
+    be finite too), or whose port is 0 (pika refuses one above 65535).
+    The port is not quoted: a URL missing its C{@HOST}
     (C{amqp://user:password/vhost}) has the password there.
 
     @raise ValueError: Saying which part is wrong.
@@ -45,6 +46,9 @@ def checkURLNumbers(url: str) -> None:
         port = authority.rpartition(":")[2]
         if port and not (port.isascii() and port.isdigit()):
             raise ValueError("the port is not ASCII digits (is @HOST missing?)")
+        if port and int(port) == 0:
+            # pika keeps it: every connection attempt would fail.
+            raise ValueError(f"the port must be from 1 to 65535, got {port}")
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name in WHOLE_PARAMETERS:
             if not (value.isascii() and WHOLE.fullmatch(value)):
@@ -60,3 +64,17 @@ def checkURLNumbers(url: str) -> None:
                 )
             if not math.isfinite(float(value)):
                 raise ValueError(f"the query's {name} must be finite, got {_shown(value)}")
+
+
+def checkVirtualHost(url: str) -> None:
+    """
+    Refuse an AMQP URL whose path is more than one segment
+    (C{amqp://broker/mail/in}): pika takes the first alone as the virtual
+    host (C{mail}), silently.  The AMQP URI specification writes a slash
+    of the virtual host as C{%2F}.
+
+    @raise ValueError: Naming the virtual host as written.
+    """
+    vhost = urlsplit(url).path[1:]
+    if "/" in vhost:
+        raise ValueError(f"the virtual host {_shown(vhost)} holds a '/': write it as %2F")
