@@ -10,10 +10,19 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
+import time
+from unittest import SkipTest
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.integration.helpers import STOP_TIMEOUT, twistdCommand, twistdEnvironment
+from tests.integration.helpers import (
+    START_TIMEOUT,
+    STOP_TIMEOUT,
+    TwistdServer,
+    twistdCommand,
+    twistdEnvironment,
+)
 
 #: The handler that signals its own process while it starts.
 _STOPPING = "tests.integration.stoppinghandler:make"
@@ -155,3 +164,75 @@ class StopDuringStartTests(SynchronousTestCase):
         self.assertStopped(code, output, "TERM")
         self.assertNotIn("restarting in", output)
         self.assertNoWorkerLeft(output)
+
+
+class WorkerStartSignalTests(SynchronousTestCase):
+    """
+    A worker keeps the signals the server handles from its first moment,
+    while Python and C{twistd} load.
+    """
+
+    def firstChild(self, server: TwistdServer) -> int:
+        """
+        The pid of the first process C{server} starts (its worker 0), as
+        soon as it exists.
+        """
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{server.pid}/task/{server.pid}/children") as f:
+                    pids = f.read().split()
+            except (AssertionError, OSError):
+                pids = []
+            if pids:
+                return int(pids[0])
+            time.sleep(0.001)
+        self.fail(f"no worker started:\n{server.output}")
+
+    def waitUntilCaught(self, pid: int, number: int) -> None:
+        """
+        Wait until process C{pid} has a handler of its own for signal
+        C{number} (Linux's C{/proc/PID/status} says so).
+        """
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"runWorker" not in f.read():
+                    # Not the worker's program yet (its parent's copy,
+                    # with its parent's handlers, before exec).
+                    continue
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("SigCgt:") and int(line.split()[1], 16) >> (number - 1) & 1:
+                        return
+            time.sleep(0.001)
+        self.fail(f"process {pid} never handled signal {number}")
+
+    def test_sigintWhileLoading(self) -> None:
+        """
+        A SIGINT that reaches a worker just started (the terminal's Ctrl-C
+        reaches every process of its group) raises no C{KeyboardInterrupt}
+        with its traceback while the worker loads: it is kept, and the
+        worker stops gracefully once it runs.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        server = TwistdServer(["--workers", "2", "--no-reverse-lookup", "--sink"], directory)
+        self.addCleanup(server.kill)
+        children = f"/proc/{os.getpid()}/task/{os.getpid()}/children"
+        if not os.path.exists(children):
+            raise SkipTest("no /proc/PID/task/TID/children to find a worker at once")
+        watcher = threading.Thread(target=server.start, daemon=True)
+        watcher.start()
+        # The worker's pid as soon as it exists, long before its log says
+        # it is there (Python still loading).
+        pid = self.firstChild(server)
+        # Once Python handles SIGINT (it raises KeyboardInterrupt from then
+        # on), while it loads twistd and the server.
+        self.waitUntilCaught(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGINT)
+        watcher.join(START_TIMEOUT)
+        server.waitForLog(f"worker 0 ended (pid {pid}, killed by SIGINT, signal 2)")
+        server.stop()
+        self.assertNotIn("KeyboardInterrupt", server.output)
+        self.assertNotIn("Traceback", server.output)

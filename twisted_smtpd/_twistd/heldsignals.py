@@ -34,8 +34,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from typing import Any
 
 Handler = Callable[[int, Any], object]
@@ -51,6 +51,9 @@ class HeldSignals:
     def __init__(self) -> None:
         self._held: set[int] = set()
         self.installed = False
+        #: Whether the same stop signal twice before the server runs ends
+        #: the process at once (not in a worker of C{--workers}, L{keep}).
+        self.repeatEnds = True
 
     def install(self) -> None:
         """
@@ -64,7 +67,7 @@ class HeldSignals:
         self.installed = True
 
     def _received(self, number: int, frame: Any) -> None:
-        if number in self._held and number in _STOPS:
+        if number in self._held and number in _STOPS and self.repeatEnds:
             _endAtOnce(number)
         self._held.add(number)
 
@@ -87,6 +90,37 @@ class HeldSignals:
             self._held.discard(number)
             handler(number, None)
         return previous
+
+
+@contextmanager
+def blocked(numbers: Iterable[int]) -> Iterator[None]:
+    """
+    Block signals C{numbers} in this thread meanwhile: one that comes waits,
+    pending, until they are unblocked.  A process started meanwhile starts
+    with them blocked, until it unblocks them itself (L{keep}).
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, numbers)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def keep(held: HeldSignals) -> None:
+    """
+    In a process started with the signals of C{held} blocked (L{blocked}):
+    keep them from now on (L{HeldSignals.install}), then unblock them, so
+    that one that came meanwhile is kept too.
+
+    Such a process is a worker of C{--workers}, which its parent stops and
+    kills after its stop timeout: the same stop signal twice while it starts
+    (systemd's C{KillMode=control-group} signals every process of the
+    group, then the parent passes its own on) is kept as the first.
+    """
+    held.repeatEnds = False
+    held.install()
+    if held.installed:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held.numbers)
 
 
 #: The signals that stop the server.

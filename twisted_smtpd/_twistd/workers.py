@@ -48,7 +48,7 @@ from twisted.python.failure import Failure
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._twistd import tapconfig
-from twisted_smtpd._twistd.heldsignals import HELD
+from twisted_smtpd._twistd.heldsignals import HELD, blocked
 from twisted_smtpd._twistd.logfile import GivesLogObserver, ReopenOnSignal
 from twisted_smtpd._twistd.stopsignals import StopOnce
 from twisted_smtpd._twistd.workercert import SHARED_CERTIFICATE
@@ -293,9 +293,15 @@ class WorkerPool(GivesLogObserver):
         argv = [sys.executable, "-c", _RUN_TWISTD, *self._arguments, *self.extraArguments]
         protocol.started = protocol.lastSign = self.reactor.seconds()
         try:
-            process = self.reactor.spawnProcess(
-                protocol, sys.executable, argv, env=env, childFDs=childFDs
-            )
+            # It starts with them blocked, until it keeps them itself
+            # (L{runWorker <twisted_smtpd._twistd.workerside.runWorker>}):
+            # Python and twistd loading, a SIGINT (the terminal's Ctrl-C to
+            # the process group) would raise KeyboardInterrupt, a SIGHUP
+            # end it.
+            with blocked(HELD.numbers):
+                process = self.reactor.spawnProcess(
+                    protocol, sys.executable, argv, env=env, childFDs=childFDs
+                )
         except OSError as e:
             # No process (fork refused: a process or memory limit; no
             # descriptor left for its pipes): tried again like a worker

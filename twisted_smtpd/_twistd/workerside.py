@@ -37,6 +37,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
+from twisted_smtpd._twistd.heldsignals import HELD, keep
 from twisted_smtpd._twistd.tapconfig import _sameFile as sameFile
 from twisted_smtpd._twistd.tapconfig import reason
 from twisted_smtpd._twistd.workercert import removeSharedCertificate
@@ -123,6 +124,10 @@ def runWorker(run: Callable[[], object] | None = None) -> None:
     """
     Run C{twistd} in a worker (the command its parent starts).
 
+    The signals the server handles (L{HELD}) are kept from the first: from
+    its start until it runs, none ends it, nor is lost, nor raises
+    C{KeyboardInterrupt}.
+
     An exception that ends it before it serves (its C{--handler} cannot be
     made, say) is written to standard error with its traceback, as
     C{twistd} does; the parent's log, where standard error does not go,
@@ -137,6 +142,10 @@ def runWorker(run: Callable[[], object] | None = None) -> None:
 
         run = twistd.run
     sys.argv[0] = "twistd"
+    # Its parent started it with these signals blocked: one that came since
+    # (the terminal's Ctrl-C to its process group, the parent's SIGTERM)
+    # waits, and is kept from now on until the worker runs.
+    keep(HELD)
     if parentPipe() is not None:
         keepPipesFromChildren()
     try:
