@@ -127,6 +127,9 @@ class _RunningReactor(_Reactor):
     def __init__(self) -> None:
         super().__init__()
         self.stops: list[int] = []
+        #: The signal the reactor's own handler last got, as Twisted's
+        #: reactor records it.
+        self._exitSignal: int | None = None
 
     def sigInt(self, number: int, frame: Any = None) -> None:
         self.stops.append(number)
@@ -209,6 +212,24 @@ class StopWhileStartingTests(SynchronousTestCase):
         signal.raise_signal(signal.SIGTERM)
         self.startReactor()
         self.assertEqual(len(self.reactor.stops), 1)
+
+    def test_reactorHandlerBeforeWrapped(self) -> None:
+        """
+        A SIGTERM that reached the reactor's own handler once it was in
+        place, before L{StopOnce} wrapped it (the reactor's handler records
+        it as the signal to exit by), stops the reactor alone: a SIGINT
+        kept before (a worker's Ctrl-C, then its parent's SIGTERM) or one
+        after stops it no second time, which Twisted logs as a critical
+        C{ReactorNotRunning} traceback.
+        """
+        signal.raise_signal(signal.SIGINT)
+        signal.signal(signal.SIGTERM, self.reactor.sigTerm)
+        self.deliver(signal.SIGTERM)
+        self.reactor._exitSignal = signal.SIGTERM
+        for f in self.reactor.whenRunning:
+            f()
+        self.deliver(signal.SIGINT)
+        self.assertEqual(self.reactor.stops, [signal.SIGTERM])
 
     def test_sameAgainEndsAtOnce(self) -> None:
         """

@@ -58,6 +58,11 @@ class StopOnce:
         self.stopping = True
 
     def _wrap(self) -> None:
+        if getattr(self._reactor, "_exitSignal", None) is not None:
+            # The reactor's own handler had one already, between installing
+            # itself and now (C{twistd} reads the same attribute to exit by
+            # that signal): the stop is under way.
+            self.stopping = True
         reactorHandlers = {
             signal.SIGTERM: getattr(self._reactor, "sigTerm", None),
             signal.SIGINT: getattr(self._reactor, "sigInt", None),
