@@ -351,6 +351,33 @@ class ParentWatchTests(SynchronousTestCase):
         reader.doRead()  # type: ignore[attr-defined]
         self.assertFalse(os.path.exists(directory))
 
+    def test_parentAliveKeepsSharedCertificate(self) -> None:
+        """
+        A worker that stops by itself while its parent lives (SIGTERM sent
+        to it alone) leaves the certificate its parent made to the worker
+        started in its place, though its reactor's shutdown stopped
+        watching the pipe (disconnecting every reader) first.
+        """
+        directory = tempfile.mkdtemp(prefix="smtpd-tls-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        for name in ("cert.pem", "key.pem"):
+            with open(os.path.join(directory, name), "w") as f:
+                f.write(name)
+        readEnd, writeEnd = os.pipe()
+        self.addCleanup(os.close, readEnd)
+        self.addCleanup(os.close, writeEnd)
+        memory = MemoryReactor()
+        memory.running = True
+        memory.hasStopped = False
+        watch = ParentWatch(readEnd, reactor=memory, sharedCertificate=directory)
+        watch.startService()
+        (reader,) = memory.getReaders()
+        watch.stopService()
+        reader.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
+        for function, args, kw in memory.triggers["after"]["shutdown"]:
+            function(*args, **kw)
+        self.assertEqual(sorted(os.listdir(directory)), ["cert.pem", "key.pem"])
+
     def test_removesOnlyCertificateFiles(self) -> None:
         """
         Only the certificate, the key and their directory are removed: a
@@ -488,9 +515,14 @@ class _Process:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.signals: list[str] = []
+        #: What was written to it, by child descriptor, in order.
+        self.written: list[tuple[int, bytes]] = []
 
     def signalProcess(self, name: str) -> None:
         self.signals.append(name)
+
+    def writeToChild(self, childFD: int, data: bytes) -> None:
+        self.written.append((childFD, data))
 
 
 class _ProcessReactor(MemoryReactorClock):
@@ -674,6 +706,60 @@ class SignalTests(SynchronousTestCase):
         worker.processEnded(_exited(0))
         self.successResultOf(stopping)
         self.assertEqual(signal.getsignal(signal.SIGHUP), previous)
+
+    def test_stopSaysStopping(self) -> None:
+        """
+        Stopping, the parent writes L{PARENT_STOPPING} into the pipe each
+        worker watches, so that a worker stopping then removes what the
+        parent made for it, should the parent die first; a worker that
+        stops alone (its parent still running) leaves it.
+        """
+        from twisted_smtpd._twistd.workers import PARENT_STOPPING
+
+        self.addCleanup(signal.signal, signal.SIGHUP, signal.getsignal(signal.SIGHUP))
+        clock = _ProcessReactor()
+        pool = WorkerPool([], 1, [], reactor=clock)
+        pool.startService()
+        ((worker, process),) = clock.spawned
+        self.assertEqual(
+            worker.parentPipeFD, int(clock.environments[0]["TWISTED_SMTPD_PARENT_PIPE"])
+        )
+        worker.inConnectionLost()
+        self.assertEqual(process.written, [])
+        stopping = pool.stopService()
+        self.assertEqual(process.written, [(worker.parentPipeFD, PARENT_STOPPING)])
+        worker.processEnded(_exited(0))
+        self.successResultOf(stopping)
+        self.assertEqual(process.written, [(worker.parentPipeFD, PARENT_STOPPING)])
+
+    def test_stoppingOnceEveryWorkerReady(self) -> None:
+        """
+        A worker still starting when the parent stops has yet to read the
+        shared certificate, which a worker told the parent stops removes
+        as it ends: the parent says so to none of them until every worker
+        still there is ready (or has ended).
+        """
+        from twisted_smtpd._twistd.workers import PARENT_STOPPING
+
+        self.addCleanup(signal.signal, signal.SIGHUP, signal.getsignal(signal.SIGHUP))
+        clock = _ProcessReactor()
+        pool = WorkerPool([], 3, [], reactor=clock)
+        pool.startService()
+        (first, firstProcess), (second, secondProcess), (third, thirdProcess) = clock.spawned
+        first.inConnectionLost()
+        stopping = pool.stopService()
+        self.assertEqual(firstProcess.written, [])
+        second.inConnectionLost()
+        self.assertEqual(firstProcess.written, [])
+        third.processEnded(_exited(1))
+        told = [(first.parentPipeFD, PARENT_STOPPING)]
+        self.assertEqual(firstProcess.written, told)
+        self.assertEqual(secondProcess.written, [(second.parentPipeFD, PARENT_STOPPING)])
+        self.assertEqual(thirdProcess.written, [])
+        first.processEnded(_exited(0))
+        second.processEnded(_exited(0))
+        self.successResultOf(stopping)
+        self.assertEqual(firstProcess.written, told)
 
 
 class EndedTests(SynchronousTestCase):

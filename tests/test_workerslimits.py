@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import io
+import signal
 import sys
 from typing import Any, NoReturn
 
@@ -190,6 +191,13 @@ class RunWorkerTests(SynchronousTestCase):
 
     def streams(self) -> tuple[io.StringIO, io.StringIO]:
         stdout, stderr = io.StringIO(), io.StringIO()
+        # A worker keeps the signals from its start: not this process.
+        from twisted_smtpd._twistd import workerside
+        from twisted_smtpd._twistd.heldsignals import HeldSignals
+
+        self.patch(workerside, "HELD", HeldSignals())
+        for number in HeldSignals.numbers:
+            self.addCleanup(signal.signal, number, signal.getsignal(number))
         self.patch(sys, "__stdout__", stdout)
         self.patch(sys, "__stderr__", stderr)
         self.patch(sys, "argv", ["-c"])

@@ -11,7 +11,9 @@ import shutil
 import tempfile
 from typing import Any
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactor
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_smtpd._twistd.workerside import (
@@ -138,6 +140,43 @@ class ParentWatchMetricsTests(SynchronousTestCase):
         self.addCleanup(os.close, writeEnd)
         self.stopped(memory)
         self.assertEqual(sorted(os.listdir(path)), ["counter_1.db", METRICS_LOCK])
+
+    def test_parentAliveAfterShutdown(self) -> None:
+        """
+        A worker that stops by itself while its parent lives (SIGTERM sent
+        to it alone) leaves the directory to its parent, which starts
+        another worker in its place, though its reactor's shutdown stopped
+        watching the pipe (disconnecting every reader) first.
+        """
+        path = directory(self)
+        watch, memory, reader, writeEnd = self.watch(path)
+        self.addCleanup(os.close, writeEnd)
+        watch.stopService()
+        reader.connectionLost(Failure(ConnectionDone()))
+        self.assertFalse(watch.parentGone)
+        self.stopped(memory)
+        self.assertEqual(sorted(os.listdir(path)), ["counter_1.db", METRICS_LOCK])
+
+    def test_parentStopping(self) -> None:
+        """
+        A worker whose parent said it stops (before it passed SIGTERM on)
+        removes the directory once its reactor has stopped, the parent
+        still there: it may die before it removes it, and starts no other
+        worker.
+        """
+        from twisted_smtpd._twistd.workers import PARENT_STOPPING
+
+        path = directory(self)
+        watch, memory, reader, writeEnd = self.watch(path)
+        self.addCleanup(os.close, writeEnd)
+        os.write(writeEnd, PARENT_STOPPING)
+        reader.doRead()
+        self.assertTrue(watch.parentStopping)
+        self.assertFalse(watch.parentGone)
+        watch.stopService()
+        reader.connectionLost(Failure(ConnectionDone()))
+        self.stopped(memory)
+        self.assertFalse(os.path.exists(path))
 
     def test_notMarked(self) -> None:
         """

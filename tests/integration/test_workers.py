@@ -215,6 +215,24 @@ class StopTests(SynchronousTestCase):
         self.assertNotIn("Parent process gone", output)
 
 
+class OneWorkerStoppedTests(SynchronousTestCase):
+    def test_sigtermToOneWorker(self) -> None:
+        """
+        SIGTERM to one worker alone stops it gracefully; its parent, still
+        running, starts another in its place, which serves with the
+        self-signed certificate the parent made for its workers: the
+        worker that stopped left it to its parent.
+        """
+        server, port = startWorkers(self, ["--sink"])
+        pids = WorkersTests.workerPids(WorkersTests(), server)
+        os.kill(pids[0], signal.SIGTERM)
+        server.waitForLog(f"worker 0 ended (pid {pids[0]}, killed by SIGTERM, signal 15)")
+        server.waitForLog("worker ready", count=3, timeout=START_TIMEOUT)
+        self.assertNotIn("cannot read certificate", server.output)
+        self.assertIn(server.stop(), (0, -signal.SIGTERM))
+        self.assertNotIn("Traceback", server.output)
+
+
 class HangupTests(SynchronousTestCase):
     def test_hangupWhileWorkersStart(self) -> None:
         """

@@ -49,6 +49,9 @@ class _Worker(ProcessProtocol):
         #: (L{Watchdog}), and whether the watchdog killed it.
         self.lastSign = 0.0
         self.killed = False
+        #: The descriptor of the pipe it watches (L{PARENT_PIPE
+        #: <twisted_smtpd._twistd.workers.PARENT_PIPE>}), once started.
+        self.parentPipeFD: int | None = None
         #: The descriptor of its signs of life, if it gives any.
         self.heartbeatFD: int | None = None
         #: How many sessions it said it held at its last sign of life, and

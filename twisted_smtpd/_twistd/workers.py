@@ -48,7 +48,7 @@ from twisted.python.failure import Failure
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._twistd import tapconfig
-from twisted_smtpd._twistd.heldsignals import HELD
+from twisted_smtpd._twistd.heldsignals import HELD, blocked
 from twisted_smtpd._twistd.logfile import GivesLogObserver, ReopenOnSignal
 from twisted_smtpd._twistd.stopsignals import StopOnce
 from twisted_smtpd._twistd.workercert import SHARED_CERTIFICATE
@@ -59,6 +59,12 @@ from twisted_smtpd._twistd.workerwatchdog import DEFAULT_TIMEOUT, HEARTBEAT, Wat
 #: The environment variable naming the worker's end of the pipe from its
 #: parent (a file descriptor number).
 PARENT_PIPE = "TWISTED_SMTPD_PARENT_PIPE"
+
+#: What the parent writes into that pipe when it stops (once every worker
+#: is ready, L{WorkerPool._sayStopping}): the worker stopping then removes
+#: what the parent made for its workers (the parent may die before it
+#: does); one stopping alone leaves it to the worker started in its place.
+PARENT_STOPPING = b"s"
 
 #: The environment variable giving a worker its index, so that its own
 #: log lines can name it as its parent's do (C{worker 1, pid 4242}).
@@ -168,6 +174,7 @@ class WorkerPool(GivesLogObserver):
         self._reactor = reactor
         self._stopTimeout = stopTimeout
         self._stopping = False
+        self._saidStopping = False
         self._failures: dict[int, int] = {}
         self._pending: dict[int, IDelayedCall] = {}
         self.workers: dict[int, Any] = {}
@@ -239,6 +246,8 @@ class WorkerPool(GivesLogObserver):
                 process.signalProcess(name)
 
     def _workerReady(self, worker: _Worker) -> None:
+        if self._stopping:
+            self._sayStopping()
         current = self.workers.get(worker.index)
         if current is None or current[1] is not worker or not worker.hangupPending:
             return
@@ -270,6 +279,7 @@ class WorkerPool(GivesLogObserver):
             childFDs[fd + 1] = "r"
             env[HEARTBEAT] = f"{fd + 1},{self._watchdog.interval}"
 
+        protocol.parentPipeFD = fd
         protocol.childPipes = [fd for fd, kind in childFDs.items() if isinstance(kind, str)]
         env[INHERITED] = "\n".join(lines)
         env[PARENT_PIPE] = str(fd)
@@ -283,9 +293,15 @@ class WorkerPool(GivesLogObserver):
         argv = [sys.executable, "-c", _RUN_TWISTD, *self._arguments, *self.extraArguments]
         protocol.started = protocol.lastSign = self.reactor.seconds()
         try:
-            process = self.reactor.spawnProcess(
-                protocol, sys.executable, argv, env=env, childFDs=childFDs
-            )
+            # It starts with them blocked, until it keeps them itself
+            # (L{runWorker <twisted_smtpd._twistd.workerside.runWorker>}):
+            # Python and twistd loading, a SIGINT (the terminal's Ctrl-C to
+            # the process group) would raise KeyboardInterrupt, a SIGHUP
+            # end it.
+            with blocked(HELD.numbers):
+                process = self.reactor.spawnProcess(
+                    protocol, sys.executable, argv, env=env, childFDs=childFDs
+                )
         except OSError as e:
             # No process (fork refused: a process or memory limit; no
             # descriptor left for its pipes): tried again like a worker
@@ -376,6 +392,7 @@ class WorkerPool(GivesLogObserver):
         if current is not None and current[1] is worker:
             del self.workers[index]
         if self._stopping:
+            self._sayStopping()
             if not worker.killed and not _stoppedAsTold(reason.value):
                 # Not by SIGTERM, as told, nor killed at the stop timeout
                 # (logged then): a crash while its transactions ended.
@@ -448,6 +465,7 @@ class WorkerPool(GivesLogObserver):
         self._pending.clear()
         reopener, self._reopener = self._reopener, None
         ended = [protocol.ended for _, protocol in self.workers.values()]
+        self._sayStopping()
         self.signalWorkers("TERM")
         for spec in self._listeners:
             for s in spec.sockets:
@@ -467,6 +485,23 @@ class WorkerPool(GivesLogObserver):
                 reopener.uninstall()
 
         return DeferredList(ended).addCallback(done)
+
+    def _sayStopping(self) -> None:
+        """
+        Write L{PARENT_STOPPING} into the pipe each worker watches, once
+        every worker still there is ready: one still starting has yet to
+        read what this process made for the workers (the shared
+        certificate), which a worker told so removes as it ends.
+        """
+        if self._saidStopping or not all(
+            protocol.ready or protocol.exited for _, protocol in self.workers.values()
+        ):
+            return
+        self._saidStopping = True
+        for process, protocol in self.workers.values():
+            if protocol.parentPipeFD is not None:
+                with suppress(KeyError, OSError):
+                    process.writeToChild(protocol.parentPipeFD, PARENT_STOPPING)
 
     def _killAll(self) -> None:
         """

@@ -37,6 +37,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
+from twisted_smtpd._twistd.heldsignals import HELD, keep
 from twisted_smtpd._twistd.tapconfig import _sameFile as sameFile
 from twisted_smtpd._twistd.tapconfig import reason
 from twisted_smtpd._twistd.workercert import removeSharedCertificate
@@ -123,6 +124,10 @@ def runWorker(run: Callable[[], object] | None = None) -> None:
     """
     Run C{twistd} in a worker (the command its parent starts).
 
+    The signals the server handles (L{HELD}) are kept from the first: from
+    its start until it runs, none ends it, nor is lost, nor raises
+    C{KeyboardInterrupt}.
+
     An exception that ends it before it serves (its C{--handler} cannot be
     made, say) is written to standard error with its traceback, as
     C{twistd} does; the parent's log, where standard error does not go,
@@ -137,6 +142,10 @@ def runWorker(run: Callable[[], object] | None = None) -> None:
 
         run = twistd.run
     sys.argv[0] = "twistd"
+    # Its parent started it with these signals blocked: one that came since
+    # (the terminal's Ctrl-C to its process group, the parent's SIGTERM)
+    # waits, and is kept from now on until the worker runs.
+    keep(HELD)
     if parentPipe() is not None:
         keepPipesFromChildren()
     try:
@@ -235,15 +244,16 @@ def workerName(environ: dict[str, str] | None = None) -> str | None:
 
 class _PipeReader(FileDescriptor):
     """
-    Reads the pipe from the parent, which never writes: any end of it means
-    the parent is gone.
+    Reads the pipe from the parent, which writes nothing but
+    L{PARENT_STOPPING <twisted_smtpd._twistd.workers.PARENT_STOPPING>}
+    when it stops: any end of it means the parent is gone.
     """
 
-    def __init__(self, fd: int, gone: Any, reactor: Any, disconnected: Any = None) -> None:
+    def __init__(self, fd: int, gone: Any, reactor: Any, stopping: Any = None) -> None:
         super().__init__(reactor)
         self._fd = fd
         self._gone = gone
-        self._disconnected = disconnected
+        self._stopping = stopping
 
     def fileno(self) -> int:
         return self._fd
@@ -253,11 +263,15 @@ class _PipeReader(FileDescriptor):
         Whether the pipe has ended: the parent's end is closed.
         """
         try:
-            return not os.read(self._fd, 4096)
+            data = os.read(self._fd, 4096)
         except BlockingIOError:
             return False
         except OSError:
             return True
+        if data and self._stopping is not None:
+            # All the parent ever writes: it is stopping.
+            self._stopping()
+        return not data
 
     def doRead(self) -> Any:
         if self._ended():
@@ -271,13 +285,12 @@ class _PipeReader(FileDescriptor):
         anything to read: the parent is gone.  Or the reactor is shutting
         down and disconnects every reader (a worker stopping on its
         parent's SIGTERM): the pipe is still open, the parent (as a rule)
-        still there, and nothing is logged.
+        still there, and nothing is logged; L{ParentWatch} looks again once
+        the reactor has stopped.
         """
         self.stopReading()
         if self._ended():
             self._gone()
-        elif self._disconnected is not None:
-            self._disconnected()
 
 
 class ParentWatch(Service):
@@ -342,8 +355,9 @@ class ParentWatch(Service):
         self._writer = logToStderr
         self._reader: _PipeReader | None = None
         self.parentGone = False
-        #: Whether the reactor, shutting down, stopped watching the pipe.
-        self._unwatched = False
+        #: Whether the parent said it is stopping (L{PARENT_STOPPING
+        #: <twisted_smtpd._twistd.workers.PARENT_STOPPING>}).
+        self.parentStopping = False
 
     def startService(self) -> None:
         """
@@ -357,7 +371,7 @@ class ParentWatch(Service):
         if self._metricsDirectory is not None:
             self._metricsLock = holdMetricsDirectory(self._metricsDirectory)
         os.set_blocking(self._fd, False)
-        self._reader = _PipeReader(self._fd, self._gone, self._reactor, self._disconnected)
+        self._reader = _PipeReader(self._fd, self._gone, self._reactor, self._parentStops)
         self._reader.startReading()
         if self._sharedCertificate is not None or self._metricsLock is not None:
             # Once the reactor has stopped, not at exit: a worker stopped by
@@ -389,29 +403,34 @@ class ParentWatch(Service):
         Once the worker's reactor has stopped, and it writes its metrics
         no more: if the
         parent is gone (seen by now, or in the last moments of the stop),
-        or may go in them (the reactor stopped watching its pipe), remove
-        the shared certificate, and the metrics directory if this worker is
-        the last to leave it.
+        or stopping (it may die in these last moments, and starts no
+        other worker), remove the shared certificate, and the metrics
+        directory if this worker is the last to leave it.  A parent still
+        running (this worker stopped alone: a SIGTERM sent to it) starts
+        another worker in its place, which reads them: they stay.
         """
-        if not self.parentGone and not self._unwatched:
-            try:
-                if os.read(self._fd, 1):
-                    return
-            except OSError:
-                # Nothing to read: the parent is alive and will clean up.
-                return
+        if not self.parentGone and not self._parentLeaving():
+            return
         if self._sharedCertificate is not None:
             removeSharedCertificate(self._sharedCertificate)
         lock, self._metricsLock = self._metricsLock, None
         if self._metricsDirectory is not None and lock is not None:
             removeMetricsDirectory(self._metricsDirectory, lock)
 
-    def _disconnected(self) -> None:
-        # The parent may die in these last moments, its pipe closing just
-        # after this look at it: what it made for the workers is removed
-        # (L{_stopped}) as when it is seen gone; the parent, if alive,
-        # removes what is left the same way.
-        self._unwatched = True
+    def _parentLeaving(self) -> bool:
+        """
+        Whether the parent is gone or said it is stopping, by now.
+        """
+        try:
+            os.read(self._fd, 1)
+        except OSError:
+            # Nothing to read: the parent is there.
+            return self.parentStopping
+        # Its end (gone), or what it writes when it stops.
+        return True
+
+    def _parentStops(self) -> None:
+        self.parentStopping = True
 
     def _gone(self) -> None:
         if self.parentGone:
