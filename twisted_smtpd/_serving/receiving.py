@@ -48,6 +48,20 @@ class BodyDecoder(Protocol):
     def flush(self) -> bytes: ...
 
 
+def _ownFailure(reason: Failure) -> Failure:
+    """
+    A new failure of the same kind and text as C{reason}, a connection's
+    end, for the stream of this session alone.  Twisted hands every
+    connection the same few instances (C{twisted.internet.main.CONNECTION_LOST},
+    the reactor's own): a handler raising one in a coroutine (C{await
+    stream.collect()}) would add its frames, its session among them, to that
+    instance's traceback, which nothing ever frees.
+    """
+    value = reason.value
+    assert value is not None
+    return Failure(type(value)(*value.args))
+
+
 def errorFromReply(reply: Reply) -> SMTPError:
     """
     The L{SMTPError} standing for a catalogue reply, to fail a stream with.
@@ -245,7 +259,8 @@ class MessageReceiver:
         The connection is gone: fail the stream, never reply.
 
         The handler's stream fails with C{reason} when it is an
-        L{SMTPError}, L{ConnectionDone} or L{ConnectionLost}; any other
+        L{SMTPError}, with a new one of the same kind (L{_ownFailure}) when
+        it is a L{ConnectionDone} or L{ConnectionLost}; any other
         cause the transport gives (an C{OpenSSL.SSL.Error}: a client's TLS
         record that does not decrypt) becomes a L{ConnectionLost} carrying
         its text, so that a handler passing it on is not taken for one
@@ -253,7 +268,9 @@ class MessageReceiver:
         """
         self.abandoned = True
         if not self.stream.ended:
-            if not reason.check(SMTPError, ConnectionDone, ConnectionLost):
+            if reason.check(ConnectionDone, ConnectionLost):
+                reason = _ownFailure(reason)
+            elif not reason.check(SMTPError):
                 reason = Failure(ConnectionLost(reason.getErrorMessage()))
             self.stream._fail(reason)
 
