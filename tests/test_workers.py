@@ -534,11 +534,13 @@ class _ProcessReactor(MemoryReactorClock):
         super().__init__()
         self.spawned: list[tuple[_Worker, _Process]] = []
         self.environments: list[dict[str, str]] = []
+        self.childFDs: list[dict[int, int | str]] = []
 
     def spawnProcess(self, protocol: _Worker, *args: object, **kw: Any) -> _Process:
         process = _Process(1000 + len(self.spawned))
         self.spawned.append((protocol, process))
         self.environments.append(kw["env"])
+        self.childFDs.append(kw["childFDs"])
         return process
 
 
@@ -551,7 +553,7 @@ class _PoolTestCase(SynchronousTestCase):
     Tests of a L{WorkerPool} whose processes are recorded, not started.
     """
 
-    def pool(self, count: int = 2, **kw: float) -> tuple[WorkerPool, _ProcessReactor, LogCatcher]:
+    def pool(self, count: int = 2, **kw: Any) -> tuple[WorkerPool, _ProcessReactor, LogCatcher]:
         """
         A pool of C{count} workers, started, its processes recorded;
         stopped at the end of the test, every process still there exiting.

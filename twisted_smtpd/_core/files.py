@@ -11,6 +11,15 @@ a FIFO does not wait) and its type checked on the open descriptor
 (C{fstat}), not on the path first: a path swapped for a FIFO between a
 check and the opening cannot block the start either.
 
+The parent of C{twistd smtpd --workers} reads these files at start, as
+root before C{twistd --uid} switches users; its workers start later, as
+that user, and again whenever one is replaced.  So the parent keeps what it
+read (L{keepReads}, L{keptReads}) and hands it to each worker, which reads
+its own copy of a file it cannot open itself (L{useStartCopies}: a key only
+root may read, a file removed since) until it has started
+(L{forgetStartCopies}); a reload reads the files again, as the single
+process does.
+
 The one module of the core that touches the file system: it imports
 nothing of Twisted, so that the server glue, the handlers and C{twistd}
 share it.
@@ -22,7 +31,18 @@ import errno
 import os
 import stat
 
-__all__ = ["FILE_LIMIT", "NotRegularFile", "openRegular", "readRegular"]
+__all__ = [
+    "FILE_LIMIT",
+    "NotRegularFile",
+    "checkReadable",
+    "forgetStartCopies",
+    "keepReads",
+    "keptReads",
+    "openRegular",
+    "readLimited",
+    "readRegular",
+    "useStartCopies",
+]
 
 #: The largest file read whole (a CA bundle is some hundred KiB).
 FILE_LIMIT = 16 * 1024 * 1024
@@ -103,11 +123,95 @@ def readRegular(path: str, what: str, limit: int = FILE_LIMIT) -> bytes:
     @raise OSError: If the file cannot be opened or read.
     """
     try:
-        fd = openRegular(path)
+        data = readLimited(path, limit)
     except NotRegularFile as e:
         raise ValueError(f"cannot read {what} {path}: {e}") from None
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(limit + 1)
     if len(data) > limit:
         raise ValueError(f"cannot read {what} {path}: larger than {limit} bytes")
     return data
+
+
+#: What this process read while it keeps its reads (L{keepReads}), by path.
+_kept: dict[str, bytes] | None = None
+
+#: The files its parent read at start, by path (L{useStartCopies}).
+_startCopies: dict[str, bytes] = {}
+
+
+def readLimited(path: str, limit: int) -> bytes:
+    """
+    The first C{limit + 1} bytes of the regular file C{path} (the caller
+    refuses a longer file).  A file this process cannot open is read from
+    the copy its parent handed it at start, if it holds one.
+
+    @raise NotRegularFile: C{path} names something else (L{openRegular}).
+    @raise OSError: It cannot be opened or read, and no copy stands in.
+    """
+    try:
+        fd = openRegular(path)
+    except OSError:
+        copy = _startCopies.get(path)
+        if copy is None:
+            raise
+        return copy[: limit + 1]
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if _kept is not None and len(data) <= limit:
+        _kept[path] = data
+    return data
+
+
+def checkReadable(path: str, limit: int = FILE_LIMIT) -> None:
+    """
+    Check that the regular file C{path} can be read (or has a copy from
+    this process's parent), as L{readLimited} would read it.  While reads
+    are kept, the file is read whole, so that it is kept too.
+
+    @raise NotRegularFile: C{path} names something else.
+    @raise OSError: It cannot be opened, and no copy stands in.
+    """
+    if _kept is not None:
+        readLimited(path, limit)
+        return
+    try:
+        os.close(openRegular(path))
+    except OSError:
+        if path not in _startCopies:
+            raise
+
+
+def keepReads() -> None:
+    """
+    From now on, keep every file read through this module (whole and
+    within its limit), for L{keptReads}: the parent of C{--workers}, whose
+    workers may not be able to read them.
+    """
+    global _kept
+    _kept = {}
+
+
+def keptReads() -> dict[str, bytes]:
+    """
+    The files read since L{keepReads}, by path; they are no longer kept
+    after this call.
+    """
+    global _kept
+    kept, _kept = _kept or {}, None
+    return kept
+
+
+def useStartCopies(copies: dict[str, bytes]) -> None:
+    """
+    In a worker: read C{copies} (by path) instead of each file it cannot
+    open, until L{forgetStartCopies}.
+    """
+    _startCopies.clear()
+    _startCopies.update(copies)
+
+
+def forgetStartCopies() -> None:
+    """
+    In a worker that has started: read the files themselves from now on
+    (a reload reads them again, as their user).
+    """
+    _startCopies.clear()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import getopt
 import ipaddress
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -26,7 +25,7 @@ from twisted.cred.credentials import IUsernameHashedPassword, IUsernamePassword
 from twisted.cred.strcred import AuthOptionMixin
 from twisted.python import usage
 
-from twisted_smtpd._core.files import NotRegularFile, openRegular
+from twisted_smtpd._core.files import NotRegularFile, checkReadable, keepReads, keptReads
 from twisted_smtpd._core.hostname import UnusableMachineName, machineName
 from twisted_smtpd._core.optionchecks import (
     AUTH_METHODS,
@@ -269,8 +268,10 @@ class Options(AuthOptionMixin, usage.Options):
             # Under twistd: SIGHUP and SIGUSR1 no longer end the process.
             HELD.install()
         arguments = list(sys.argv[1:] if options is None else options)
-        # A --workers parent starts its workers with the same command line.
+        # A --workers parent starts its workers with the same command line,
+        # and hands them the files read here (L{makeService}).
         self["arguments"] = list(arguments)
+        keepReads()
         try:
             given = self._givenOptions(arguments)
             path = given.get("config")
@@ -279,6 +280,8 @@ class Options(AuthOptionMixin, usage.Options):
             # The flags given, here or in the file: those that change
             # nothing are warned of at start (L{unusedFlags}).
             self["given"] = set(self._givenOptions(arguments))
+            if "workers" not in self["given"]:
+                keptReads()
             super().parseOptions(arguments)
         except usage.UsageError as e:
             if getattr(self, "parent", None) is None:
@@ -513,7 +516,7 @@ class Options(AuthOptionMixin, usage.Options):
             return
         if o.caCertificates is not None:
             try:
-                os.close(openRegular(o.caCertificates))
+                checkReadable(o.caCertificates)
             except NotRegularFile as e:
                 raise usage.UsageError(
                     f"--tls-ca: cannot read CA certificates {o.caCertificates}: {e}"

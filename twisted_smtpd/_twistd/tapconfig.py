@@ -24,7 +24,7 @@ from twisted.cred.checkers import ICredentialsChecker, InMemoryUsernamePasswordD
 from twisted.python import usage
 
 from twisted_smtpd._core.address import literalAddress
-from twisted_smtpd._core.files import openRegular
+from twisted_smtpd._core.files import openRegular, readLimited
 from twisted_smtpd._core.hostname import aLabels
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.printable import printable
@@ -146,8 +146,7 @@ def readConfig(path: str, switches: Collection[str] = ()) -> dict[str, object]:
     @raise ValueError: If it does not parse, is not a regular file or is
         too large.
     """
-    with os.fdopen(openRegular(path), "rb") as f:
-        data = f.read(CONFIG_LIMIT + 1)
+    data = readLimited(path, CONFIG_LIMIT)
     if len(data) > CONFIG_LIMIT:
         raise ValueError(f"larger than {CONFIG_LIMIT} bytes")
     text = data.decode("utf-8")

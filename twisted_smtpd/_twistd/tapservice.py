@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 
+from twisted_smtpd._core.files import forgetStartCopies, keptReads
 from twisted_smtpd._serving.listeners import servesServerTLS
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._serving.resolve import resolverFor
@@ -40,6 +41,16 @@ if TYPE_CHECKING:
     from twisted_smtpd._twistd.metricsservice import WorkerMetrics
 
 
+def _workerReady() -> None:
+    """
+    A worker has started: it reads the files themselves from now on (a
+    reload reads them again, as the user it runs as), and tells its parent
+    it is ready.
+    """
+    forgetStartCopies()
+    closeStandardInput()
+
+
 def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | SharedCertificate:
     """
     Build the server that C{twistd smtpd} runs.
@@ -54,6 +65,9 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
     """
     parent: Any = getattr(config, "parent", None) or {}
     inherited = config.get("inherited") or []
+    # What the options read at start (as root, before twistd --uid switches
+    # users): the parent of --workers hands it to each worker.
+    startCopies = keptReads()
     writer = None
     if config["log-format"] == "json" or not parent.get("syslog"):
         # Text to syslog stays with twistd's observer; else one buffered
@@ -101,6 +115,7 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
             logWriter=writer,
             stopOnce=True,
             workerTimeout=config["worker-timeout"],
+            startCopies=startCopies,
         )
         service: WorkerPool | WorkerMetrics | SharedCertificate = pool
         if directory is not None:
@@ -151,7 +166,7 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
             pipe,
             logToStderr=writer,
             sharedCertificate=os.environ.get(SHARED_CERTIFICATE),
-            announceReady=closeStandardInput,
+            announceReady=_workerReady,
             metricsDirectory=metricsDirectory,
             heartbeat=heartbeatPipe(),
             sessions=sessions,

@@ -35,7 +35,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -50,6 +50,7 @@ from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._twistd import tapconfig
 from twisted_smtpd._twistd.heldsignals import HELD, blocked
 from twisted_smtpd._twistd.logfile import GivesLogObserver, ReopenOnSignal
+from twisted_smtpd._twistd.startcopies import START_COPIES, copiesFile
 from twisted_smtpd._twistd.stopsignals import StopOnce
 from twisted_smtpd._twistd.workercert import SHARED_CERTIFICATE
 from twisted_smtpd._twistd.workerlisteners import INHERITED, ListenerSpec
@@ -155,6 +156,7 @@ class WorkerPool(GivesLogObserver):
         logWriter: BufferedLogWriter | None = None,
         stopOnce: bool = False,
         workerTimeout: float = DEFAULT_TIMEOUT,
+        startCopies: Mapping[str, bytes] | None = None,
     ) -> None:
         """
         @param logWriter: The parent's log writer, into which the workers'
@@ -164,8 +166,13 @@ class WorkerPool(GivesLogObserver):
             reactor stops is ignored (L{StopOnce}): C{twistd smtpd} does.
         @param workerTimeout: Seconds a worker may give no sign of life
             before it is killed and started again (L{Watchdog}); 0: never.
+        @param startCopies: The files this process read at start, by path,
+            for each worker to read those it cannot open itself
+            (L{twisted_smtpd._twistd.startcopies}).
         """
         self._stopOnce = stopOnce
+        self._startCopies = dict(startCopies or {})
+        self._copiesFD: int | None = None
         self._listeners = list(listeners)
         self._writer = self.logObserver = logWriter
         self._reopener: ReopenOnSignal | None = None
@@ -272,12 +279,20 @@ class WorkerPool(GivesLogObserver):
         childFDs[fd] = "w"
         env = dict(os.environ)
         env.pop(HEARTBEAT, None)
+        env.pop(START_COPIES, None)
         protocol = _Worker(self, index)
         if self._watchdog is not None:
             # Its signs of life, written by its reactor.
             protocol.heartbeatFD = fd + 1
             childFDs[fd + 1] = "r"
             env[HEARTBEAT] = f"{fd + 1},{self._watchdog.interval}"
+        if self._startCopies:
+            # The files read at start, for those the worker cannot open.
+            if self._copiesFD is None:
+                self._copiesFD = copiesFile(self._startCopies)
+            copiesAt = max(childFDs) + 1
+            childFDs[copiesAt] = self._copiesFD
+            env[START_COPIES] = str(copiesAt)
 
         protocol.parentPipeFD = fd
         protocol.childPipes = [fd for fd, kind in childFDs.items() if isinstance(kind, str)]
@@ -483,6 +498,10 @@ class WorkerPool(GivesLogObserver):
                 self._previousHangup = None
             if reopener is not None:
                 reopener.uninstall()
+            if self._copiesFD is not None:
+                # No worker will be started again.
+                os.close(self._copiesFD)
+                self._copiesFD = None
 
         return DeferredList(ended).addCallback(done)
 

@@ -38,6 +38,7 @@ from twisted.python.failure import Failure
 
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._twistd.heldsignals import HELD, keep
+from twisted_smtpd._twistd.startcopies import useCopiesFromParent
 from twisted_smtpd._twistd.tapconfig import _sameFile as sameFile
 from twisted_smtpd._twistd.tapconfig import reason
 from twisted_smtpd._twistd.workercert import removeSharedCertificate
@@ -146,6 +147,8 @@ def runWorker(run: Callable[[], object] | None = None) -> None:
     # (the terminal's Ctrl-C to its process group, the parent's SIGTERM)
     # waits, and is kept from now on until the worker runs.
     keep(HELD)
+    # Before the command line is read: it names the files.
+    useCopiesFromParent()
     if parentPipe() is not None:
         keepPipesFromChildren()
     try:
