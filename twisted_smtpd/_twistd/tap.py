@@ -56,6 +56,7 @@ from twisted_smtpd._twistd.tapconfig import (
     exitWithError,
     readConfig,
     reason,
+    unixPasswordsProblem,
 )
 from twisted_smtpd._twistd.tapdefinitions import FLAGS, LONGDESC, PARAMETERS
 from twisted_smtpd._twistd.tapflags import (
@@ -154,6 +155,10 @@ class Options(AuthOptionMixin, usage.Options):
         with asRunUser(self):
             checkAuth(description)
         kind, _, path = description.partition(":")
+        if kind.strip().lower() == "unix":
+            problem = unixPasswordsProblem(lambda: asRunUser(self))
+            if problem is not None:
+                raise usage.UsageError(f"--auth {description!r}: {problem}")
         if kind == "file":
             # Twisted's file: checker, with the server's reading of the file.
             self.addChecker(PasswordFile(path))

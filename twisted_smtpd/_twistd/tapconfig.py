@@ -17,7 +17,9 @@ import ipaddress
 import os
 import re
 import sys
-from collections.abc import Collection, Sequence
+import warnings
+from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, NoReturn
 
 from twisted.cred.checkers import ICredentialsChecker, InMemoryUsernamePasswordDatabaseDontUse
@@ -451,6 +453,51 @@ def checkAuth(description: str) -> None:
             os.close(openRegular(argument))
         except (OSError, ValueError) as e:
             raise usage.UsageError(f"--auth {description!r}: {reason(e)}") from None
+
+
+#: The shadow password database C{--auth unix} reads.
+SHADOW = "/etc/shadow"
+
+
+def unixPasswordsProblem(
+    asRunUser: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+) -> str | None:
+    """
+    Why Twisted's C{unix} checker (C{--auth unix}) could not check any
+    password here, or L{None}: it needs Python's C{crypt} and C{spwd}
+    modules (removed in Python 3.13), and, for the shadow passwords of
+    every current system, to read C{/etc/shadow}, which only root (or the
+    group C{shadow}) may.  Either way every login would fail as if the
+    password were wrong.
+
+    @param asRunUser: Makes the process the user the server runs as
+        (C{twistd --uid}), who must be able to read them.
+    """
+    with warnings.catch_warnings():
+        # Both are deprecated before their removal.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import crypt  # noqa: F401
+            import spwd  # noqa: F401
+        except ImportError:
+            return (
+                "this Python has no crypt and spwd modules (removed in Python 3.13), so no"
+                " password could be checked; use --auth file:PATH or a handler's onAuth"
+            )
+    try:
+        with asRunUser():
+            # Opened, not looked up: a lookup of a user the system's own
+            # name service makes up (systemd's root and nobody) succeeds
+            # without the file.
+            os.close(os.open(SHADOW, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        return (
+            f"cannot read the shadow passwords ({reason(e)}), so no password could be checked;"
+            " under twistd --uid, that user must be able to (group shadow)"
+        )
+    return None
 
 
 def _encodes(text: str) -> bool:
