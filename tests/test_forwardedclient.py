@@ -130,6 +130,26 @@ class ReceivedTests(SynchronousTestCase):
         self.assertNotIn("trusted.example", received)
         self.assertNotIn("198.51.100.2", received)
 
+    def test_heloNeutered(self) -> None:
+        """
+        The client's own HELO name is written into the C{Received:} field
+        with Postfix's C{NEUTER_CHARACTERS} (space, angle brackets,
+        parentheses, backslash, double quote, semicolon, at sign) replaced
+        with C{?}, as Postfix's C{helo_cmd} stores it: a parenthesis cannot
+        open a comment that swallows the rest of the field, nor a semicolon
+        end its clauses before the date.
+        """
+        handler, written = self.deliver(b'EHLO (a)<b>;c@d"e\\f')
+        self.assertTrue(written.endswith(b"250 2.0.0 OK: queued as X1\r\n"), written)
+        (received,) = handler.received
+        self.assertTrue(
+            received.startswith(
+                "Received: from ?a??b??c?d?e?f (filter.example [192.0.2.7]) by mx.example.com"
+                " with ESMTP id "
+            ),
+            received,
+        )
+
     def test_untrustedNotUsed(self) -> None:
         """
         XFORWARD from outside C{useXForward} is refused and names no one.

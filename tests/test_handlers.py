@@ -745,13 +745,38 @@ class MaildirDeliveryTests(TestCase):
             self.assertEqual(lines[0], b"Return-Path: <>")
             self.assertTrue(
                 lines[1].startswith(
-                    b"Received: from evil\\x0d\\x0aX-Injected: 1 (unknown [192.0.2.1]) by"
+                    b"Received: from evil\\x0d\\x0aX-Injected:?1 (unknown [192.0.2.1]) by"
                 ),
                 lines[1],
             )
             self.assertEqual(lines[2:], [b"", b""])
 
         return d.addCallback(check)
+
+    async def test_traceHeadersNotContinuedByBody(self) -> None:
+        """
+        A message whose first line begins with white space (a continuation
+        line, to a header parser) gets an empty line after the trace
+        headers, as Postfix's C{smtpd} inserts one: the client's line can
+        never become part of the C{Received:} field.  It is then the
+        message's body.
+        """
+        handler = MaildirHandler(self.path, traceHeaders=True, hostname="mx.example")
+        for first in (b" ", b"\t"):
+            stream = MessageStream()
+            d = handler.onData(stream, makeSession())
+            stream._write(first)
+            stream._write(b"by forged.example; Mon, 1 Jan 2024 00:00:00 +0000\r\n")
+            feed(stream, b"Subject: x\r\n\r\nbody\r\n")
+            name = (await d).rpartition(" ")[2]
+            data = readFile(os.path.join(self.newDir(), name))
+            returnPath, received, rest = data.split(b"\r\n", 2)
+            self.assertTrue(received.startswith(b"Received: from helo.example"), received)
+            self.assertEqual(
+                rest,
+                b"\r\n" + first + b"by forged.example; Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+                b"Subject: x\r\n\r\nbody\r\n",
+            )
 
     def test_lmtpOneFile(self) -> None:
         """

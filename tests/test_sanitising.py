@@ -128,7 +128,7 @@ class ReceivedHeaderTests(SynchronousTestCase):
         self.assertEqual(lines[0], 'Return-Path: <"a\\x85\\x0d\\x0aX-Evil: 1"@example.com>')
         self.assertTrue(
             lines[1].startswith(
-                f"Received: from helo\\u2028X-Injected: 1 ({ESCAPED_NAME} [192.0.2.7])"
+                f"Received: from helo\\u2028X-Injected:?1 ({ESCAPED_NAME} [192.0.2.7])"
                 " by mx.example with ESMTP id sid1; "
             ),
             lines[1],

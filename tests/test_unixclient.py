@@ -76,6 +76,75 @@ class UnixClientTests(TestCase):
         self.assertIn(name.encode(), queued)
 
 
+def _boundSession(path: str, name: str) -> bytes:
+    """
+    Greet the server at the UNIX socket C{path} from a client socket bound
+    to the relative path C{name} (in the current directory), and quit.
+
+    @return: The EHLO reply.
+    """
+    if os.path.lexists(name):
+        os.remove(name)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(name)
+        sock.settimeout(10)
+        sock.connect(path)
+        client = smtplib.SMTP()
+        client.sock = sock
+        code, _ = client.getreply()
+        assert code == 220, code
+        code, ehlo = client.ehlo("client.example")
+        assert code == 250, code
+        client.quit()
+    finally:
+        sock.close()
+        os.remove(name)
+    return ehlo
+
+
+class BoundNameTests(TestCase):
+    """
+    The path a UNIX client bound its socket to is its own choice: it never
+    passes the client for an IP address.
+    """
+
+    async def test_addressLikePathNotTrusted(self) -> None:
+        """
+        A client bound to the relative path C{127.0.0.1} is still a UNIX
+        socket's client, named C{localhost}: not the loopback address that
+        C{useXClient} trusts, so XCLIENT is not offered to it.
+        """
+        folder = tempfile.mkdtemp(dir=os.getcwd())
+        path = os.path.join(folder, "smtpd.sock")
+        server = SMTPServer(
+            MaildirHandler(os.path.join(folder, "Maildir")),
+            ServerOptions(name="mx.example", useXClient=["127.0.0.0/8"]),
+        )
+        port = await server.listen(f"unix:{path}:lockfile=0")
+        self.addCleanup(port.stopListening)
+        ehlo = await deferToThread(_boundSession, path, "127.0.0.1")
+        self.assertTrue(ehlo.startswith(b"mx.example Nice to meet you, localhost\n"), ehlo)
+        self.assertNotIn(b"XCLIENT", ehlo)
+
+    def test_hostPort(self) -> None:
+        """
+        L{hostPort} gives a UNIX client's bound path as its host, but for
+        one that would read as an IP address or as XCLIENT's C{unknown},
+        or an abstract name (which would read as one once its NUL is
+        dropped, as C{--pipe}'s environment drops it): then the host is
+        empty, as for an unbound client.
+        """
+        from twisted.internet.address import UNIXAddress
+
+        from twisted_smtpd._core.session import hostPort
+
+        self.assertEqual(hostPort(UNIXAddress(b"/run/client.sock")), ("/run/client.sock", 0))
+        self.assertEqual(hostPort(UNIXAddress(None)), ("", 0))
+        for name in (b"127.0.0.1", b"::1", b"192.0.2.7", b"unknown", b"\x00127.0.0.1"):
+            self.assertEqual(hostPort(UNIXAddress(name)), ("", 0), name)
+
+
 class UnixPeerTests(TestCase):
     """
     L{unixPeer}.

@@ -18,7 +18,15 @@ import ipaddress
 import re
 import unicodedata
 
-__all__ = ["CONTROL", "UNSAFE", "addressLiteral", "printable", "validHostname"]
+__all__ = [
+    "CONTROL",
+    "NEUTER_CHARACTERS",
+    "UNSAFE",
+    "addressLiteral",
+    "neuter",
+    "printable",
+    "validHostname",
+]
 
 #: The longest host name (RFC 1035 section 2.3.4: 255 octets on the wire,
 #: so 253 characters without the trailing dot).
@@ -70,6 +78,23 @@ _BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\
 #: (Cs), the line and paragraph separators (Zl, Zp) and the bidirectional
 #: format controls.
 UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029" + "".join(sorted(_BIDI)) + "]")
+
+
+#: The characters Postfix's C{smtpd} replaces with C{?} in the free-text
+#: names it writes into headers and logs (C{NEUTER_CHARACTERS}, after
+#: C{printable()}): none can then start a field of a log line of its own,
+#: close or open a comment, end the clauses of a C{Received:} field, or
+#: pass for an address.
+NEUTER_CHARACTERS = ' <>()\\";@'
+_NEUTER = str.maketrans(dict.fromkeys(NEUTER_CHARACTERS, "?"))
+
+
+def neuter(text: str) -> str:
+    """
+    C{text} with each of L{NEUTER_CHARACTERS} replaced with C{?}, as
+    Postfix's C{neuter()} stores a HELO name.
+    """
+    return text.translate(_NEUTER)
 
 
 def validHostname(name: str, underscore: bool = False) -> bool:

@@ -353,13 +353,22 @@ def hostPort(address: object) -> tuple[str, int]:
     """
     C{(host, port)} of a Twisted address; C{(path, 0)} for a UNIX socket.
     An IPv4-mapped IPv6 address is given in its IPv4 form (L{unmapped}).
+
+    The path a UNIX socket's client bound is the client's own choice: one
+    that would read as an IP address or as XCLIENT's C{unknown} (a relative
+    path, C{127.0.0.1}), or a Linux abstract name (it begins with NUL,
+    which C{--pipe}'s environment drops: C{\\x00127.0.0.1}), is given as
+    C{""}, as for an unbound client, so that no client can pass for one
+    with that address (trusted networks, limits, C{Received:} headers,
+    the handlers' client address) by the name it gives its socket.
     """
     host = getattr(address, "host", None)
     if host is None:
         name = getattr(address, "name", None)
         if isinstance(name, bytes):
             name = name.decode("utf-8", "replace")
-        return (str(name) if name else "", 0)
+        path = str(name) if name else ""
+        return (path if "\x00" not in path and unixPeer((path, 0)) else "", 0)
     host = str(host)
     if ":" in host:
         host = unmapped(host)

@@ -19,7 +19,7 @@ from attrs import frozen
 
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.grammar import XCLIENT_ATTRIBUTES, XFORWARD_ATTRIBUTES, parseAttributes
-from twisted_smtpd._core.printable import validHostname
+from twisted_smtpd._core.printable import neuter, validHostname
 from twisted_smtpd._core.replies import CommandError
 from twisted_smtpd._core.session import unmapped
 
@@ -137,12 +137,6 @@ def parseXClient(argument: bytes) -> dict[str, str]:
     return _parse(argument, _XCLIENT)
 
 
-#: The characters Postfix's C{smtpd} replaces with C{?} in the XFORWARD
-#: values it writes into headers and logs (C{NEUTER_CHARACTERS}): none can
-#: then start a field of a log line of its own, close or open a comment, or
-#: pass for an address.
-NEUTER_CHARACTERS = ' <>()\\";@'
-_NEUTER = str.maketrans(dict.fromkeys(NEUTER_CHARACTERS, "?"))
 #: The free-text XFORWARD attributes, neutered as Postfix's C{xforward_cmd}
 #: neuters them (C{NAME} and C{ADDR} are checked whole instead).
 _NEUTERED = ("HELO", "IDENT", "PROTO")
@@ -154,7 +148,8 @@ def parseXForward(argument: bytes) -> dict[str, str]:
 
     @return: The attributes, names upper case, values xtext-decoded and
         valid; in C{HELO}, C{IDENT} and C{PROTO} each of
-        L{NEUTER_CHARACTERS} replaced with C{?}, as Postfix stores them.
+        L{NEUTER_CHARACTERS <twisted_smtpd._core.printable.NEUTER_CHARACTERS>}
+        replaced with C{?}, as Postfix stores them.
     @raise CommandError: C{501 5.5.4} for bad syntax, an unknown attribute
         or an invalid value.
     """
@@ -162,7 +157,7 @@ def parseXForward(argument: bytes) -> dict[str, str]:
     for name in _NEUTERED:
         value = attributes.get(name)
         if value is not None and value != UNAVAILABLE:
-            attributes[name] = value.translate(_NEUTER)
+            attributes[name] = neuter(value)
     return attributes
 
 

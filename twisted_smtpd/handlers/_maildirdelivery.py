@@ -51,6 +51,7 @@ class Delivery:
     """
 
     __slots__ = (
+        "afterTrace",
         "buffered",
         "chunks",
         "created",
@@ -92,6 +93,9 @@ class Delivery:
         self.created: list[str] = []
         self.chunks: list[bytes] = []
         self.buffered = 0
+        #: Whether trace header lines were written and no octet of the
+        #: body yet (L{write}).
+        self.afterTrace = False
         #: The descriptor of its tmp file, once created.
         self.fd: int | None = None
         #: Whether its tmp file is unnamed (C{O_TMPFILE}) rather than
@@ -134,6 +138,13 @@ class Delivery:
     def write(self, data: bytes) -> None:
         if self.failure is not None:
             return
+        if self.afterTrace and data:
+            self.afterTrace = False
+            if data[:1] in (b" ", b"\t"):
+                # A first line beginning with white space would continue
+                # the Received: field: an empty line goes before it, as
+                # Postfix's smtpd writes one.
+                data = b"\r\n" + data
         self.chunks.append(data)
         # The memory it takes (CHUNK_OVERHEAD), not only its octets.
         self.buffered += len(data) + CHUNK_OVERHEAD

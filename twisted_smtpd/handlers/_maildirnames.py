@@ -17,7 +17,7 @@ from email.utils import formatdate
 from twisted_smtpd._core.address import literalAddress
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.features import messageTransmissionType
-from twisted_smtpd._core.printable import addressLiteral, printable
+from twisted_smtpd._core.printable import addressLiteral, neuter, printable
 from twisted_smtpd._core.session import Session, unixPeer
 
 _counter = itertools.count(1)
@@ -80,7 +80,9 @@ def _traceHeaderLines(session: Session, name: str) -> bytes:
     for a message arriving on C{session}: the client's address as an
     address literal (C{[IPv6:2001:db8::7]}, section 4.1.3; C{[127.0.0.1]} for
     a UNIX socket's client, as Postfix writes it), every text from
-    outside made L{printable}.  A C{Received:} field that would be longer
+    outside made L{printable}, the HELO name also L{neuter}ed as Postfix
+    stores it (so that C{(}, C{)} or C{;} in it cannot break the field's
+    comment or clauses).  A C{Received:} field that would be longer
     than a line may be (RFC 5322 section 2.1.1: 998 octets; a long HELO name
     whose characters are all escaped makes one) is folded before each of
     its clauses, each of which fits in a line.
@@ -97,7 +99,9 @@ def _traceHeaderLines(session: Session, name: str) -> bytes:
     # A UNIX socket's client has no IP address: the loopback address
     # stands for the local machine, as Postfix writes it.
     literal = "[127.0.0.1]" if unixPeer(address) else addressLiteral(address[0])
-    helo = session.hostNameAppearsAs or rdns
+    # The HELO name neutered as Postfix's helo_cmd stores it: none of its
+    # characters can open or close a comment, or end the clauses early.
+    helo = neuter(session.hostNameAppearsAs or rdns)
     # Every part but the date and the id came from outside (or from a
     # handler): escaped, none can end the header line early.
     clauses = (

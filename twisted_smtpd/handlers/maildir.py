@@ -184,7 +184,10 @@ class MaildirHandler(BaseHandler):
         @param threadpool: Where disk work runs; C{reactor.getThreadPool()}
             by default.
         @param traceHeaders: Whether to prepend C{Return-Path:} and
-            C{Received:} header lines to each message.
+            C{Received:} header lines to each message; a message whose
+            first line begins with white space (which would continue the
+            C{Received:} field) gets an empty line after them, as Postfix's
+            C{smtpd} writes one.
         @param hostname: The name for the C{by} clause of C{Received:} and
             the domain of bare local parts, the host's fully qualified name by
             default.
@@ -326,6 +329,7 @@ class MaildirHandler(BaseHandler):
             header = _traceHeaderLines(session, self._name)
             delivery.chunks.append(header)
             delivery.buffered = len(header)
+            delivery.afterTrace = True
         self._receiving += 1
         d: Deferred[Any] = stream.pipe(delivery)
         d.addCallbacks(delivery.bodyEnded, delivery.bodyFailed)
