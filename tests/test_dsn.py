@@ -142,3 +142,23 @@ class BuildReportTests(SynchronousTestCase):
         )
         self.assertIn("To: <\u00e4lice@example.com>\r\n".encode(), report)
         self.assertTrue(report.replace("\u00e4".encode(), b"").isascii())
+
+    def test_senderCannotAddFields(self) -> None:
+        """
+        A sender whose address holds a line or paragraph separator (a
+        quoted local part, with SMTPUTF8) cannot add header fields to the
+        report, which the C{email} package would otherwise write on lines
+        of their own: they are escaped in its To field.
+        """
+        sender = '"x\u2028Subject: forged\u2029X-Injected: 1"@example.org'
+        report = buildReport(
+            reportingMta="mx.example.com",
+            sender=sender,
+            recipients=[RecipientStatus("bob@example.org", None, "relayed", "2.0.0")],
+        )
+        message, blocks = parse(report)
+        self.assertIsNone(message["X-Injected"])
+        self.assertEqual(message.get_all("Subject"), ["Successful Mail Delivery Report (relayed)"])
+        self.assertEqual(
+            message["To"], '<"x\\u2028Subject: forged\\u2029X-Injected: 1"@example.org>'
+        )

@@ -18,6 +18,7 @@ from email.policy import SMTP, SMTPUTF8
 
 from attrs import frozen
 
+from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.replies import sanitiseText
 from twisted_smtpd._core.xtext import encodeUtf8Address
 
@@ -158,7 +159,11 @@ def buildReport(
 
     report = MIMEMultipart("report", report_type="delivery-status")
     report["From"] = f"Mail Delivery System <MAILER-DAEMON@{name}>"
-    report["To"] = f"<{sender}>"
+    # The sender as printable() escapes it: a line or paragraph separator
+    # in it (U+2028, U+2029, allowed with SMTPUTF8 in a quoted local part)
+    # would be written by the email package as a line break, starting a
+    # header field of the sender's choosing.
+    report["To"] = f"<{printable(sender)}>"
     subjects = {
         "failed": "Undelivered Mail Returned to Sender",
         "relayed": "Successful Mail Delivery Report (relayed)",
