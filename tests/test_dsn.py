@@ -142,3 +142,61 @@ class BuildReportTests(SynchronousTestCase):
         )
         self.assertIn("To: <\u00e4lice@example.com>\r\n".encode(), report)
         self.assertTrue(report.replace("\u00e4".encode(), b"").isascii())
+
+    def test_senderCannotAddFields(self) -> None:
+        """
+        A sender whose address holds a line or paragraph separator (a
+        quoted local part, with SMTPUTF8) cannot add header fields to the
+        report, which the C{email} package would otherwise write on lines
+        of their own: they are escaped in its To field.
+        """
+        sender = '"x\u2028Subject: forged\u2029X-Injected: 1"@example.org'
+        report = buildReport(
+            reportingMta="mx.example.com",
+            sender=sender,
+            recipients=[RecipientStatus("bob@example.org", None, "relayed", "2.0.0")],
+        )
+        message, blocks = parse(report)
+        self.assertIsNone(message["X-Injected"])
+        self.assertEqual(message.get_all("Subject"), ["Successful Mail Delivery Report (relayed)"])
+        self.assertEqual(
+            message["To"], '<"x\\u2028Subject: forged\\u2029X-Injected: 1"@example.org>'
+        )
+
+    def test_longValuesKept(self) -> None:
+        """
+        A long C{ENVID}, C{ORCPT}, recipient or reply (RFC 3461 allows 100
+        characters of C{ENVID} and 500 of C{ORCPT}) is written as it is,
+        never as RFC 2047 encoded-words, which no reader of a
+        C{message/delivery-status} part decodes; and no line of the report
+        is longer than RFC 5322's 998 octets, even for values whose
+        C{\\x{HEX}} escapes are many times longer than they are.
+        """
+        envid = "E" * 100
+        local = "o" * 64
+        reply = "250 2.0.0 " + "k" * 200
+        report = buildReport(
+            reportingMta="mx.example.com",
+            sender="alice@example.com",
+            recipients=[
+                RecipientStatus(
+                    f"{local}@example.org", f"rfc822;{local}@example.org", "relayed", "2.0.0", reply
+                ),
+                RecipientStatus(
+                    "\U0001f600" * 60 + "@example.org",
+                    "utf-8;" + "\U0001f600" * 400 + "@example.org",
+                    "failed",
+                    "5.0.0",
+                    "550 " + "\U0001f600" * 400,
+                ),
+            ],
+            envid=envid,
+        )
+        self.assertNotIn(b"=?", report)
+        self.assertLessEqual(max(len(line) for line in report.split(b"\r\n")), 998)
+        message, blocks = parse(report)
+        self.assertEqual(blocks[0]["Original-Envelope-Id"], envid)
+        self.assertEqual(blocks[1]["Original-Recipient"], f"rfc822;{local}@example.org")
+        self.assertEqual(blocks[1]["Final-Recipient"], f"rfc822; {local}@example.org")
+        self.assertEqual(blocks[1]["Diagnostic-Code"], f"smtp; {reply}")
+        self.assertTrue(blocks[2]["Original-Recipient"].startswith("utf-8;\\x{1F600}"))

@@ -653,6 +653,35 @@ class LMTPDeliveryTests(TestCase):
         )
         self.assertIn("Over quota", blocks[1]["Diagnostic-Code"])
 
+    async def test_noFailedReportWithoutNotifyFailure(self) -> None:
+        """
+        A recipient refused after the body whose C{NOTIFY} leaves out
+        C{FAILURE} (C{SUCCESS}, C{DELAY}) gets no "failed" report (RFC
+        3461 section 4.1), as Postfix sends none; one that gave no
+        C{NOTIFY}, or C{FAILURE} among others, gets it.
+        """
+        store = Recorder()
+        for name in ("carol", "dan", "erin", "frank"):
+            store.lmtpRefuse[f"{name}@example.net"] = SMTPError(552, "Over quota", "5.2.2")
+        port = await self.front(store)
+        client = await clientSession(port)
+        self.addCleanup(client.quit)
+        await client.mail("alice@example.com", "")
+        await client.rcpt("bob@example.org", "")
+        await client.rcpt("carol@example.net", " NOTIFY=SUCCESS")
+        await client.rcpt("dan@example.net", " NOTIFY=DELAY")
+        await client.rcpt("erin@example.net", " NOTIFY=DELAY,FAILURE")
+        await client.rcpt("frank@example.net", "")
+        [final] = await client.data(bodyStream(BODY), 1)
+        self.assertEqual(final.code, 250)
+        await self.handler.reportsSent()
+        self.assertEqual(len(store.messages), 2)
+        blocks = email.message_from_bytes(store.messages[1].body).get_payload()[1].get_payload()
+        self.assertEqual(
+            [b["Final-Recipient"] for b in blocks[1:]],
+            ["rfc822; erin@example.net", "rfc822; frank@example.net"],
+        )
+
     async def test_deliveredReport(self) -> None:
         """
         A recipient asking NOTIFY=SUCCESS of an LMTP server without DSN gets

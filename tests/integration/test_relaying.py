@@ -371,6 +371,7 @@ class DovecotTests(ServerTestCase):
                 "alice": "",
                 "bob": "",
                 "carol": "userdb_quota_rule=*:storage=1B",
+                "dan": "userdb_quota_rule=*:storage=1B",
             },
         )
         self.dovecot.start(self)
@@ -427,6 +428,26 @@ class DovecotTests(ServerTestCase):
         self.assertEqual(blocks[1]["Final-Recipient"], "rfc822; carol@example.org")
         self.assertEqual(blocks[1]["Action"], "failed")
         self.assertEqual(blocks[1]["Status"], "4.2.2")
+
+    def test_quotaAfterBodyAsNotifyAsks(self) -> None:
+        """
+        Of two recipients Dovecot refuses after the body, only the one whose
+        C{NOTIFY} names C{FAILURE} is in the "failed" DSN the sender gets:
+        C{NOTIFY=SUCCESS} asks for no report of a failure (RFC 3461 section
+        4.1).
+        """
+        client = self.front()
+        self.assertEqual(client.mail("alice@example.com")[0], 250)
+        self.assertEqual(client.rcpt("bob@example.org")[0], 250)
+        self.assertEqual(client.rcpt("carol@example.org", ["NOTIFY=SUCCESS"])[0], 250)
+        self.assertEqual(client.rcpt("dan@example.org", ["NOTIFY=FAILURE"])[0], 250)
+        self.assertEqual(client.data(BODY)[0], 250)
+        client.quit()
+        self.assertStored("bob", 1)
+        waitUntil(lambda: self.dovecot.mailbox("alice"), DELIVERY_TIMEOUT, "the DSN")
+        [dsn] = self.dovecot.mailbox("alice")
+        blocks = report(dsn)
+        self.assertEqual([b["Final-Recipient"] for b in blocks[1:]], ["rfc822; dan@example.org"])
 
     def test_allTemporaryIsRetried(self) -> None:
         """

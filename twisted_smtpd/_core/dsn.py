@@ -14,10 +14,11 @@ from collections.abc import Sequence
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from email.policy import SMTP, SMTPUTF8
+from email.policy import SMTP, SMTPUTF8, Policy
 
 from attrs import frozen
 
+from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.replies import sanitiseText
 from twisted_smtpd._core.xtext import encodeUtf8Address
 
@@ -63,7 +64,40 @@ def _ascii(text: str, limit: int = 400) -> str:
     text = _clean(text, limit)
     if text.isascii():
         return text
-    return "".join(c if c.isascii() else f"\\x{{{ord(c):X}}}" for c in text)
+    return _bounded("".join(c if c.isascii() else f"\\x{{{ord(c):X}}}" for c in text))
+
+
+#: The longest field value of the report, escapes included: with its
+#: field's name, a line stays within the 998 octets of RFC 5322 (section
+#: 2.1.1), which the email package is let write as it is (L{_policy}).
+_MAX_VALUE = 900
+
+
+def _bounded(value: str) -> str:
+    """
+    C{value} cut to L{_MAX_VALUE} characters, never inside a C{\\x{HEX}}
+    escape: a value of many escapes (an address or a reply in UTF-8) can be
+    up to ten times the length of what it stands for.
+    """
+    if len(value) <= _MAX_VALUE:
+        return value
+    value = value[:_MAX_VALUE]
+    escape = value.rfind("\\x{")
+    if escape != -1 and "}" not in value[escape:]:
+        value = value[:escape]
+    return value
+
+
+def _policy(sender: str) -> Policy:
+    """
+    How to write the report: CRLF line ends, a sender that is not ASCII
+    in UTF-8 (RFC 6532), and each field on one line up to 998 octets.  The
+    email package folds a longer field, and a word that does not fit in its
+    default 78 columns (a long C{ENVID}, address or reply) it writes as
+    RFC 2047 encoded-words, which no reader of a C{message/delivery-status}
+    part decodes (RFC 3464 fields are not encoded).
+    """
+    return (SMTP if sender.isascii() else SMTPUTF8).clone(max_line_length=998)
 
 
 def _addressField(addressType: str, separator: str, address: str) -> str:
@@ -77,7 +111,7 @@ def _addressField(addressType: str, separator: str, address: str) -> str:
     clean = _clean(address)
     if clean.isascii() and addressType.lower() != "utf-8":
         return f"{_clean(addressType, 40)}{separator}{clean}"
-    return f"utf-8{separator}{encodeUtf8Address(clean)}"
+    return f"utf-8{separator}{_bounded(encodeUtf8Address(clean))}"
 
 
 _EXPLANATIONS = {
@@ -158,7 +192,11 @@ def buildReport(
 
     report = MIMEMultipart("report", report_type="delivery-status")
     report["From"] = f"Mail Delivery System <MAILER-DAEMON@{name}>"
-    report["To"] = f"<{sender}>"
+    # The sender as printable() escapes it: a line or paragraph separator
+    # in it (U+2028, U+2029, allowed with SMTPUTF8 in a quoted local part)
+    # would be written by the email package as a line break, starting a
+    # header field of the sender's choosing.
+    report["To"] = f"<{printable(sender)}>"
     subjects = {
         "failed": "Undelivered Mail Returned to Sender",
         "relayed": "Successful Mail Delivery Report (relayed)",
@@ -174,4 +212,4 @@ def buildReport(
     # Every field but To is ASCII by now; a sender that is not ASCII can
     # only be written in UTF-8 (RFC 6532), and the report then goes with
     # SMTPUTF8 as the message it reports on did.
-    return report.as_bytes(policy=SMTP if sender.isascii() else SMTPUTF8)
+    return report.as_bytes(policy=_policy(sender))

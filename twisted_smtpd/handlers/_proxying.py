@@ -94,6 +94,17 @@ def _sessionEnds(reply: ClientReply) -> bool:
     return reply.code in _CLOSING_CODES or not (reply.positive or 400 <= reply.code < 600)
 
 
+def _wantsFailureReport(address: Address) -> bool:
+    """
+    Whether a "failed" report is owed for C{address} (RFC 3461 section
+    4.1): it gave no C{NOTIFY} (C{FAILURE} is then the default), or one
+    naming C{FAILURE}; not for C{NEVER}, nor for C{SUCCESS} or C{DELAY}
+    without C{FAILURE}, as Postfix's bounce daemon decides.
+    """
+    notify = address.dsn.notify if address.dsn else ()
+    return not notify or "FAILURE" in notify
+
+
 def lostError() -> SMTPError:
     """
     The refusal of what is left of a transaction whose session to the next
@@ -470,7 +481,7 @@ class ProxyingHandler(BaseHandler, ABC):
             # Only an LMTP next hop answers per recipient after the body: the
             # others have the message, so the reply must be 250; the refused
             # recipients are reported to the sender, and not tried again.
-            wanted = [(a, r) for a, r in refused if not (a.dsn and "NEVER" in a.dsn.notify)]
+            wanted = [(a, r) for a, r in refused if _wantsFailureReport(a)]
             if wanted:
                 sender = transaction.sender.address
                 self._reports.send(self.pool, session, sender, wanted, "failed")

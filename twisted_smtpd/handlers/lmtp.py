@@ -41,7 +41,8 @@ class LMTPDeliveryHandler(ProxyingHandler):
         no queue to try again) is reported to the sender in a "failed"
         delivery status notification (RFC 3464), sent through the same
         LMTP server (so it reaches local senders only; see
-        C{docs/relaying.md}), never for the null sender or NOTIFY=NEVER.
+        C{docs/relaying.md}), never for the null sender, nor for a
+        recipient whose NOTIFY leaves out FAILURE (NEVER, SUCCESS, DELAY).
 
     A recipient asking NOTIFY=SUCCESS of an LMTP server without DSN gets a
     "delivered" report.
