@@ -569,6 +569,58 @@ class EndpointParameterTests(SynchronousTestCase):
         parse("--lmtp-to", "unix:path=/run/dovecot/lmtp")
 
 
+class ProxiedEndpointTests(SynchronousTestCase):
+    """
+    Every check of a C{--listen} or C{--metrics} endpoint string looks
+    through C{haproxy:} as the listener does: what is refused (or taken)
+    without it is refused (or taken) with it, in the same words.
+    """
+
+    def test_metricsPortRange(self) -> None:
+        """
+        A C{--metrics} port above 65535 behind C{haproxy:} is refused while
+        the options are read, as without it and as for C{--listen}.
+        """
+        for flag in ("--listen", "--metrics"):
+            for description in ("haproxy:tcp:70000", "haproxy:ssl:70000"):
+                if flag == "--metrics" and "ssl" in description:
+                    continue
+                e = self.assertRaises(usage.UsageError, parse, "--sink", flag, description)
+                self.assertEqual(
+                    str(e), f"{flag} {description!r}: port 70000 is out of range (0-65535)"
+                )
+
+    def test_metricsSSLFiles(self) -> None:
+        """
+        The files of a C{--metrics haproxy:ssl:} endpoint are read by the
+        names Twisted gives them, by place as by name: C{haproxy:} is not
+        taken for the kind and the kind for the port, which would read the
+        port as the key file and the key file as the certificate.
+        """
+        issued = CertificateAuthority(self.mktemp()).server("mx.example.com")
+        key, cert = issued.keyPath, issued.certificatePath
+        missing = os.path.abspath(self.mktemp())
+        for description in [
+            f"ssl:0:{key}:certKey={cert}",
+            f"haproxy:ssl:0:{key}:certKey={cert}",
+            f"haproxy:ssl:0:privateKey={key}:certKey={cert}",
+        ]:
+            parse("--sink", "--metrics", description)
+        for description, why in [
+            (f"haproxy:ssl:0:{missing}:certKey={cert}", f"cannot read privateKey {missing}"),
+            (f"haproxy:ssl:0:{key}:{missing}", f"cannot read certKey {missing}"),
+            (f"haproxy:ssl:70000:{key}:{cert}", "port 70000 is out of range (0-65535)"),
+            (
+                f"haproxy:ssl:0:{key}:{cert}:sslmethod=TLSv1_METHOD",
+                "sslmethod=TLSv1_METHOD is refused: it would pin the TLS version",
+            ),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, "--sink", "--metrics", description)
+            self.assertTrue(
+                str(e).startswith(f"--metrics {description!r}: {why}"), f"{e} does not say {why}"
+            )
+
+
 class NetworkFlagTests(SynchronousTestCase):
     """
     The CIDR networks of C{--proxy-trusted}, C{--xclient}, C{--xforward}

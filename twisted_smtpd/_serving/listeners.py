@@ -28,6 +28,7 @@ __all__ = [
     "ListenFailed",
     "OwnKeys",
     "_Listener",
+    "behindProxy",
     "endpointKind",
     "listenReason",
     "releaseOwnLock",
@@ -328,15 +329,24 @@ TLS_ENDPOINT_REFUSED = (
 )
 
 
+def behindProxy(description: str) -> tuple[str, str]:
+    """
+    The C{haproxy:} layers the endpoint string C{description} starts with
+    (each with its colon, as written), and the description they wrap.
+    """
+    prefix, inner = "", description
+    while inner.partition(":")[0].strip().lower() == "haproxy":
+        head, _, inner = inner.partition(":")
+        prefix += head + ":"
+    return prefix, inner
+
+
 def endpointKind(description: str) -> str:
     """
     The kind of the endpoint string C{description} behind any C{haproxy:}
     layers, as the layers are told apart: stripped, in lower case.
     """
-    kind, _, rest = description.partition(":")
-    while kind.strip().lower() == "haproxy":
-        kind, _, rest = rest.partition(":")
-    return kind.strip().lower()
+    return behindProxy(description)[1].partition(":")[0].strip().lower()
 
 
 def splitDescription(description: str) -> tuple[str, list[str | OwnKeys]]:

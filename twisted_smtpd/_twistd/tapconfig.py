@@ -291,7 +291,7 @@ def checkMetrics(description: str) -> None:
     from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
 
-    from twisted_smtpd._serving.listeners import TLS_ENDPOINT_REFUSED, endpointKind
+    from twisted_smtpd._serving.listeners import TLS_ENDPOINT_REFUSED, behindProxy, endpointKind
     from twisted_smtpd._serving.metrics import MULTIPROC_VARIABLES, requirePrometheus
     from twisted_smtpd._twistd.workerlisteners import INHERITED
 
@@ -315,7 +315,7 @@ def checkMetrics(description: str) -> None:
     parse: Any = serverFromString
     try:
         if endpointKind(description) == "ssl":
-            checkSSLFiles(description)
+            checkSSLFiles(behindProxy(description)[1])
         endpoint = parse(reactor, metricsDescription(description))
     except Exception as e:
         raise usage.UsageError(f"--metrics {description!r}: {reason(e)}") from None
@@ -325,12 +325,14 @@ def checkMetrics(description: str) -> None:
 def checkPortRange(flag: str, description: str, endpoint: object) -> None:
     """
     Refuse the port of a TCP endpoint above 65535, which Twisted takes
-    and the kernel refuses only once the server listens.
+    and the kernel refuses only once the server listens; behind
+    C{haproxy:} too.
 
     @param flag: The flag's name without the dashes, for the message.
     @param endpoint: What Twisted made of C{description}.
     @raise usage.UsageError: Naming the flag, the description and the port.
     """
+    endpoint = getattr(endpoint, "_wrappedEndpoint", endpoint)
     port = getattr(endpoint, "_port", None)
     if isinstance(port, int) and not 0 <= port <= 65535:
         raise usage.UsageError(f"--{flag} {description!r}: port {port} is out of range (0-65535)")
@@ -349,12 +351,14 @@ def metricsDescription(description: str) -> str:
     """
     from twisted.internet import endpoints
 
-    from twisted_smtpd._serving.listeners import ANY_VERSION_METHODS, SSL_ARGUMENTS, escapeValue
+    from twisted_smtpd._serving.listeners import (
+        ANY_VERSION_METHODS,
+        SSL_ARGUMENTS,
+        behindProxy,
+        escapeValue,
+    )
 
-    prefix, inner = "", description
-    while inner.partition(":")[0].strip().lower() == "haproxy":
-        head, _, inner = inner.partition(":")
-        prefix += head + ":"
+    prefix, inner = behindProxy(description)
     parse: Any = endpoints._parse  # unannotated in Twisted
     args, kwargs = parse(inner)
     if str(args[0]).strip().lower() != "ssl":
@@ -375,10 +379,11 @@ def metricsDescription(description: str) -> str:
 def checkSSLFiles(description: str) -> None:
     """
     Read the files of the C{ssl:} endpoint string C{description} (of
-    C{--metrics}, which Twisted serves) as those of an C{ssl:} listener
-    are, before Twisted does: a file that cannot be used is named in the
-    server's words, not in OpenSSL's, and one that is no regular file (a
-    pipe, C{/dev/zero}) is refused before Twisted reads it without end.
+    C{--metrics}, which Twisted serves; without its C{haproxy:} layers)
+    as those of an C{ssl:} listener are, before Twisted does: a file that
+    cannot be used is named in the server's words, not in OpenSSL's, and
+    one that is no regular file (a pipe, C{/dev/zero}) is refused before
+    Twisted reads it without end.
     A C{dhParameters} file must hold Diffie-Hellman parameters OpenSSL
     takes.
 
