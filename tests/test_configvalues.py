@@ -621,6 +621,75 @@ class ProxiedEndpointTests(SynchronousTestCase):
             )
 
 
+class SocketDirectoryTests(SynchronousTestCase):
+    """
+    A C{unix:} listener (C{--listen}, C{--metrics}) whose socket would be
+    made in a directory that does not exist is refused while the options
+    are read, before anything listens.
+    """
+
+    def test_missingDirectory(self) -> None:
+        """
+        The directory missing, or a file where it should be, is one line
+        naming the flag, the endpoint and the directory; behind
+        C{haproxy:} too.
+        """
+        afile = os.path.abspath(self.mktemp())
+        with open(afile, "w"):
+            pass
+        for flag, description, directory, why in [
+            ("--listen", "unix:/no/such/dir/sock", "/no/such/dir", "does not exist"),
+            ("--listen", "haproxy:unix:/no/such/dir/sock", "/no/such/dir", "does not exist"),
+            (
+                "--listen",
+                "unix:address=/no/such/dir/sock:mode=660",
+                "/no/such/dir",
+                "does not exist",
+            ),
+            ("--metrics", "unix:/no/such/dir/sock", "/no/such/dir", "does not exist"),
+            ("--metrics", "haproxy:unix:/no/such/dir/sock", "/no/such/dir", "does not exist"),
+            ("--listen", f"unix:{afile}/sock", afile, "is not a directory"),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, "--sink", flag, description)
+            self.assertEqual(
+                str(e),
+                f"{flag} {description!r}: the directory of the UNIX socket {why}: {directory}",
+            )
+
+    def test_existingDirectory(self) -> None:
+        """
+        A socket in a directory that exists is taken, its path absolute or
+        relative to the directory the server runs in.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.mkdir(directory)
+        parse("--sink", "--listen", f"unix:{directory}/smtpd.sock")
+        parse("--sink", "--metrics", f"unix:{directory}/metrics.sock")
+        parse("--sink", "--listen", "unix:smtpd.sock")
+
+    def test_runDirectory(self) -> None:
+        """
+        A relative path is taken from C{twistd --rundir}, where the server
+        listens; under C{twistd --chroot}, and in a worker of C{--workers}
+        (whose listeners are its parent's), nothing is checked.
+        """
+        from twisted_smtpd._twistd.tapconfig import checkEndpoint
+        from twisted_smtpd._twistd.taphost import socketDirectory
+        from twisted_smtpd._twistd.workerlisteners import INHERITED
+
+        rundir = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(rundir, "run"))
+        self.assertEqual(socketDirectory({"rundir": rundir}, 1), rundir)
+        self.assertEqual(socketDirectory({"rundir": rundir}, 2), ".")
+        self.assertIsNone(socketDirectory({"rundir": rundir, "chroot": "/srv"}, 1))
+        self.patch(os, "environ", {**os.environ, INHERITED: "3,1,tcp:25"})
+        self.assertIsNone(socketDirectory({}, 1))
+        checkEndpoint("unix:run/smtpd.sock", rundir)
+        checkEndpoint("unix:/no/such/dir/sock", None)
+        e = self.assertRaises(usage.UsageError, checkEndpoint, "unix:run/smtpd.sock", ".")
+        self.assertIn(f"does not exist: {os.path.abspath('run')}", str(e))
+
+
 class NetworkFlagTests(SynchronousTestCase):
     """
     The CIDR networks of C{--proxy-trusted}, C{--xclient}, C{--xforward}

@@ -76,7 +76,12 @@ from twisted_smtpd._twistd.tapflags import (
     LOG_FORMATS,
 )
 from twisted_smtpd._twistd.taphandlers import HANDLERS
-from twisted_smtpd._twistd.taphost import checkDistinctAddresses, checkPidFile, pidFileStays
+from twisted_smtpd._twistd.taphost import (
+    checkDistinctAddresses,
+    checkPidFile,
+    pidFileStays,
+    socketDirectory,
+)
 from twisted_smtpd._twistd.tapservice import makeService
 from twisted_smtpd._twistd.tapunused import unusedFlags
 from twisted_smtpd._twistd.workerlisteners import (
@@ -342,19 +347,21 @@ class Options(AuthOptionMixin, usage.Options):
         """
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
-        checkPidFile((getattr(self, "parent", None) or {}).get("pidfile"))
+        parent: Any = getattr(self, "parent", None) or {}
+        checkPidFile(parent.get("pidfile"))
         # A --uid no user has: one line now, not twistd's traceback once
         # the ports are bound.
         runIdentity(self)
+        rundir = socketDirectory(parent, int(self["workers"]))
         if self["metrics"] is not None:
-            checkMetrics(self["metrics"])
+            checkMetrics(self["metrics"], rundir)
         if self["dns-server"] is not None:
             try:
                 parseDNSServer(self["dns-server"])
             except ValueError as e:
                 raise usage.UsageError(f"--dns-server {e}") from None
         for description in self["listen"]:
-            checkEndpoint(description)
+            checkEndpoint(description, rundir)
         checkDistinctAddresses(self["listen"], self["metrics"])
         chosen = set(self["delivery"])
         chosen.update(d for d in _PARAMETER_DELIVERIES if self[d] is not None)

@@ -208,7 +208,7 @@ def bytesUsers(checkers: Sequence[object]) -> None:
             }
 
 
-def checkEndpoint(description: str) -> None:
+def checkEndpoint(description: str, rundir: str | None = ".") -> None:
     """
     Parse an endpoint string as L{SMTPServer.addEndpoint} will: C{haproxy:}
     wraps any other description, and an C{ssl:} endpoint is a TCP one
@@ -216,7 +216,8 @@ def checkEndpoint(description: str) -> None:
     the server's certificates, once its TLS policy is known); Twisted's
     C{tls:} is refused (L{splitDescription}).  Its
     parameters are checked first (L{checkParameters}): given once, numbers
-    in ASCII digits.
+    in ASCII digits.  A UNIX socket's directory must exist
+    (L{checkSocketDirectory}, C{rundir} as there).
 
     @raise usage.UsageError: If it does not parse.
     """
@@ -239,6 +240,7 @@ def checkEndpoint(description: str) -> None:
     except Exception as e:
         raise usage.UsageError(f"--listen {description!r}: {reason(e)}") from None
     checkPortRange("listen", description, endpoint)
+    checkSocketDirectory("listen", description, endpoint, rundir)
     if kind == "systemd":
         problem = inheritedSocketProblem(endpoint.fileno, endpoint.addressFamily)
         if problem is not None:
@@ -279,10 +281,11 @@ def checkHostname(name: str) -> str:
     return name
 
 
-def checkMetrics(description: str) -> None:
+def checkMetrics(description: str, rundir: str | None = ".") -> None:
     """
     C{--metrics}: an endpoint string (not Twisted's C{tls:}, refused as for
-    C{--listen}), and the C{prometheus_client} library.
+    C{--listen}; a UNIX socket's directory must exist, L{checkSocketDirectory}
+    with C{rundir}), and the C{prometheus_client} library.
     Outside a worker of C{--workers}, C{PROMETHEUS_MULTIPROC_DIR} is
     removed from the environment before that library is imported.
 
@@ -320,6 +323,34 @@ def checkMetrics(description: str) -> None:
     except Exception as e:
         raise usage.UsageError(f"--metrics {description!r}: {reason(e)}") from None
     checkPortRange("metrics", description, endpoint)
+    checkSocketDirectory("metrics", description, endpoint, rundir)
+
+
+def checkSocketDirectory(flag: str, description: str, endpoint: object, rundir: str | None) -> None:
+    """
+    Refuse a UNIX socket (C{unix:}, behind C{haproxy:} too) whose directory
+    does not exist or is no directory: Twisted would fail to take its lock
+    file, or to bind it, only once C{twistd} has started.
+
+    @param flag: The flag's name without the dashes, for the message.
+    @param endpoint: What Twisted made of C{description}.
+    @param rundir: The directory a relative path is taken from when the
+        server listens (C{twistd --rundir}), or C{None} when that cannot be
+        told here (C{twistd --chroot}): nothing is checked then.
+    @raise usage.UsageError: Naming the flag, the description and the
+        directory.
+    """
+    endpoint = getattr(endpoint, "_wrappedEndpoint", endpoint)
+    path = getattr(endpoint, "_address", None)
+    if rundir is None or not isinstance(path, str) or not path or path.startswith("\0"):
+        return
+    directory = os.path.dirname(os.path.abspath(os.path.join(rundir, path)))
+    if os.path.isdir(directory):
+        return
+    why = "is not a directory" if os.path.lexists(directory) else "does not exist"
+    raise usage.UsageError(
+        f"--{flag} {description!r}: the directory of the UNIX socket {why}: {directory}"
+    )
 
 
 def checkPortRange(flag: str, description: str, endpoint: object) -> None:
