@@ -719,6 +719,36 @@ class NetworkFlagTests(SynchronousTestCase):
         options = parse("--sink", "--proxy-trusted", "10.0.0.0/8,192.0.2.7,2001:db8::/32")
         self.assertEqual(options["proxy-trusted"], ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"])
 
+    def test_libraryHostBitsRefused(self) -> None:
+        """
+        L{ServerOptions} refuses a network string with host bits set, as
+        the flags do, with a C{ValueError} naming the setting and the value
+        and saying both readings; a network, an address alone, C{True} and
+        C{ipaddress} networks are still taken.
+        """
+        import ipaddress
+
+        for name in ("useProxy", "useXClient", "useXForward", "limitExemptions"):
+            for value, wrong, network, address in [
+                ("10.0.0.1/8", "10.0.0.1/8", "10.0.0.0/8", "10.0.0.1/32"),
+                (["192.0.2.0/24", "2001:db8::1/64"], "2001:db8::1/64", "2001:db8::/64", None),
+            ]:
+                e = self.assertRaises(ValueError, ServerOptions, **{name: value})
+                address = address or "2001:db8::1/128"
+                self.assertEqual(
+                    str(e),
+                    f"{name}: {wrong!r} has host bits set: write {network} for the"
+                    f" network or {address} for the address",
+                )
+            options = ServerOptions(
+                **{name: ["10.0.0.0/8", "192.0.2.7", ipaddress.ip_network("2001:db8::/32")]}
+            )
+            self.assertEqual(
+                [str(n) for n in getattr(options, name)],
+                ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"],
+            )
+            self.assertEqual(len(getattr(ServerOptions(**{name: True}), name)), 2)
+
 
 class SubFlagNamingTests(SynchronousTestCase):
     """

@@ -35,6 +35,7 @@ from twisted_smtpd._core.optionchecks import (
     KNOWN_COMMANDS,
 )
 from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._core.optionvalues import hostBits
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.version import __version__
 from twisted_smtpd._serving.listeners import OwnKeys, listenReason, splitDescription
@@ -215,14 +216,9 @@ class Options(AuthOptionMixin, usage.Options):
                 raise usage.UsageError(
                     f"--{flag}: expected a CIDR network, got {value!r}"
                 ) from None
-            if network.network_address != ipaddress.ip_interface(part).ip:
-                # 10.0.0.1/8: the whole network, or the one address? Postfix
-                # refuses it too ("non-null host address bits").
-                raise usage.UsageError(
-                    f"--{flag}: {part!r} has host bits set: write {network} for the"
-                    f" network or {ipaddress.ip_interface(part).ip}/{network.max_prefixlen}"
-                    " for the address"
-                )
+            why = hostBits(part, network)
+            if why is not None:
+                raise usage.UsageError(f"--{flag}: {part!r} {why}")
             self[flag].append(str(network))
 
     def opt_proxy_trusted(self, network: str) -> None:
