@@ -690,6 +690,27 @@ class SocketDirectoryTests(SynchronousTestCase):
         self.assertIn(f"does not exist: {os.path.abspath('run')}", str(e))
 
 
+class IgnoredHostsTests(SynchronousTestCase):
+    """
+    C{--ignored-hosts}: IP addresses, comma-separated.
+    """
+
+    def test_emptyEntryRefused(self) -> None:
+        """
+        An empty value or an empty entry (a comma too many, a variable
+        left unset) is refused in one line, not taken as no address.
+        """
+        for value in ("", " ", "192.0.2.7,", ",192.0.2.7", "192.0.2.7,,192.0.2.8"):
+            e = self.assertRaises(usage.UsageError, parse, "--sink", "--ignored-hosts", value)
+            self.assertEqual(
+                str(e),
+                f"--ignored-hosts {value!r}: an empty entry (expected IP addresses,"
+                " comma-separated)",
+            )
+        options = parse("--sink", "--ignored-hosts", "192.0.2.7, ::ffff:192.0.2.8")
+        self.assertEqual(options["ignored-hosts"], ("192.0.2.7", "::ffff:c000:208"))
+
+
 class NetworkFlagTests(SynchronousTestCase):
     """
     The CIDR networks of C{--proxy-trusted}, C{--xclient}, C{--xforward}

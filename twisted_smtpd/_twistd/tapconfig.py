@@ -446,13 +446,17 @@ def ipList(text: str) -> tuple[str, ...]:
     """
     C{--ignored-hosts}: comma-separated IP addresses, in their normal form.
 
-    @raise usage.UsageError: Naming the first entry that is not one.
+    @raise usage.UsageError: Naming the first entry that is not one, or
+        the value when an entry is empty (a comma too many, a variable
+        left unset: no address was meant to be left out).
     """
     found = []
     for part in text.split(","):
         part = part.strip()
         if not part:
-            continue
+            raise usage.UsageError(
+                f"--ignored-hosts {text!r}: an empty entry (expected IP addresses, comma-separated)"
+            )
         try:
             found.append(str(ipaddress.ip_address(part)))
         except ValueError:

@@ -267,6 +267,8 @@ def _webhook(config: Mapping[str, Any], url: str, options: ServerOptions) -> ISM
     if config["webhook-secret"] == "":
         # An HMAC keyed with nothing is a signature anyone can make.
         raise usage.UsageError("--webhook-secret: the secret is empty")
+    if config["webhook-secret"] is not None and not config["webhook-secret"].strip():
+        raise usage.UsageError("--webhook-secret: the secret is only white space")
     if config["webhook-ca"] is not None and url.startswith("http://"):
         raise usage.UsageError("--webhook-ca needs an https:// --webhook URL")
     _checkCA("webhook-ca", config["webhook-ca"])
