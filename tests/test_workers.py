@@ -787,6 +787,51 @@ class EndedTests(SynchronousTestCase):
         self.assertEqual(ended, [firstProcess.pid])
 
 
+class _DyingReactor(_ProcessReactor):
+    """
+    A reactor whose processes end before C{spawnProcess} returns, as
+    Twisted reports a child reaped at once (its C{pid} then C{None}).
+    """
+
+    def spawnProcess(self, protocol: _Worker, *args: object, **kw: Any) -> _Process:
+        process = super().spawnProcess(protocol, *args, **kw)
+        protocol.makeConnection(process)  # type: ignore[arg-type]
+        protocol.processExited(_exited(1))
+        process.pid = None  # type: ignore[assignment]
+        return process
+
+
+class EndedAtOnceTests(SynchronousTestCase):
+    """
+    A worker whose process ends before C{spawnProcess} returns (a Python
+    that cannot start, killed at once) is named by its process id all the
+    same.
+    """
+
+    def test_namedByItsPid(self) -> None:
+        """
+        Its start and its end name the pid it had, never C{pid None}, and
+        the callbacks of C{onWorkerEnded} (the metrics it left) get it.
+        """
+        log = LogCatcher(self)
+        clock = _DyingReactor()
+        pool = WorkerPool([], 1, [], reactor=clock)
+        ended: list[int] = []
+        pool.onWorkerEnded.append(ended.append)
+        pool._spawn(0)
+        ((worker, _),) = clock.spawned
+        worker.processEnded(_exited(1))
+        self.assertEqual(log.matching("pid None"), [])
+        self.assertEqual(ended, [1000])
+        self.assertEqual(
+            log.matching("worker 0"),
+            [
+                "worker 0 started, pid 1000",
+                "worker 0 ended (pid 1000, exit status 1); restarting in 0.5s",
+            ],
+        )
+
+
 class StartErrorTests(SynchronousTestCase):
     """
     A configuration error ends a worker with one line on its standard
