@@ -1143,6 +1143,24 @@ class DeliveryFlagTests(SynchronousTestCase):
         self.assertIsInstance(handler, recordinghandler.RecordingHandler)
         self.assertEqual((handler.directory, handler.reply), (directory, "Thanks = received"))
 
+    def test_handlerOptionGivenTwice(self) -> None:
+        """
+        A C{--handler-option} key given twice is refused in one line, as
+        C{--sni} refuses a name given twice: one value would silently
+        replace the other.
+        """
+        e = self.assertRaises(
+            usage.UsageError,
+            parse,
+            "--handler",
+            "tests.integration.recordinghandler:make",
+            "--handler-option",
+            "directory=/srv/a",
+            "--handler-option",
+            " directory=/srv/b",
+        )
+        self.assertEqual(str(e), "--handler-option: 'directory' given twice")
+
     def test_handlerErrors(self) -> None:
         """
         A handler that cannot be imported, found, called with the options,

@@ -255,6 +255,9 @@ class Options(AuthOptionMixin, usage.Options):
         key, equals, setting = value.partition("=")
         if not equals or not key.strip().isidentifier():
             raise usage.UsageError(f"--handler-option: expected KEY=VALUE, got {value!r}")
+        if key.strip() in self["handler-option"]:
+            # One would silently replace the other.
+            raise usage.UsageError(f"--handler-option: {key.strip()!r} given twice")
         self["handler-option"][key.strip()] = setting
 
     # -- parsing ----------------------------------------------------------------
