@@ -467,8 +467,10 @@ def ipList(text: str) -> tuple[str, ...]:
 def checkAuth(description: str) -> None:
     """
     Refuse C{--auth} descriptions that would start a server nobody can log
-    in to: C{memory:} without users, C{file:} naming a file that cannot be
-    read or is not a regular file (a named pipe would block every login).
+    in to: C{memory:} without users, or with a user whose password is
+    empty (or whom anyone could log in as, with CRAM-MD5), C{file:} naming
+    a file that cannot be read or is not a regular file (a named pipe
+    would block every login).
 
     @raise usage.UsageError: Naming the description and why.
     """
@@ -487,6 +489,15 @@ def checkAuth(description: str) -> None:
                 f"--auth memory:...: {fields} field{'' if fields == 1 else 's'}, expected"
                 " memory:USER:PASSWORD[:USER:PASSWORD...] with no empty user name"
             )
+        for user, password in zip(parts[::2], parts[1::2], strict=True):
+            if not password:
+                # PLAIN and LOGIN refuse an empty password (RFC 4616); an
+                # HMAC keyed with nothing (CRAM-MD5) anyone can make.
+                raise usage.UsageError(
+                    f"--auth memory:...: user {printable(user)!r} has an empty password"
+                    " (PLAIN and LOGIN take none, and CRAM-MD5 would log in anyone who"
+                    " knows the name)"
+                )
     elif kind == "file":
         try:
             os.close(openRegular(argument))
