@@ -824,6 +824,21 @@ class SubFlagNamingTests(SynchronousTestCase):
         e = self.assertRaises(usage.UsageError, parse, "--relay", "mx", "--relay-password", "p")
         self.assertEqual(str(e), "--relay-password needs --relay-user")
 
+    def test_relayPasswordEmpty(self) -> None:
+        """
+        An empty relay password (C{--relay-password ""}, C{--relay-auth
+        USER:}) is refused in one line naming the flag: AUTH PLAIN, which
+        the relay is asked first, has no empty password (RFC 4616), so every
+        message would fail at the relay rather than the start.
+        """
+        for args, flag in [
+            (("--relay-user", "u", "--relay-password", ""), "relay-password"),
+            (("--relay-auth", "u:"), "relay-auth"),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, "--relay", "mx", *args)
+            self.assertEqual(str(e), f"--{flag}: the password is empty")
+        parse("--relay", "mx", "--relay-auth", "u:p:w")
+
     def test_otherModifiers(self) -> None:
         """
         An empty C{--webhook-secret}, an unusable C{--pipe-spool}, an empty

@@ -160,6 +160,11 @@ def _relay(config: Mapping[str, Any], target: str, options: ServerOptions) -> IS
         # AUTH with an empty authentication identity: refused by any relay.
         flag = "relay-auth" if config["relay-auth"] is not None else "relay-user"
         raise usage.UsageError(f"--{flag}: the user name is empty")
+    if password == "":
+        # AUTH PLAIN, asked first, has no empty password (RFC 4616): every
+        # message would fail at the relay.
+        flag = "relay-auth" if config["relay-auth"] is not None else "relay-password"
+        raise usage.UsageError(f"--{flag}: the password is empty")
     if config["relay-insecure"] and config["relay-ca"] is not None:
         raise usage.UsageError("--relay-insecure excludes --relay-ca")
     _checkCA("relay-ca", config["relay-ca"])
