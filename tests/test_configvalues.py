@@ -628,13 +628,24 @@ class SocketDirectoryTests(SynchronousTestCase):
     are read, before anything listens.
     """
 
+    def shortDirectory(self) -> str:
+        """
+        A new directory with a short path, which a UNIX socket's fits in.
+        """
+        import shutil
+        import tempfile
+
+        directory = tempfile.mkdtemp(prefix="smtpd-test-", dir="/tmp")
+        self.addCleanup(shutil.rmtree, directory, True)
+        return directory
+
     def test_missingDirectory(self) -> None:
         """
         The directory missing, or a file where it should be, is one line
         naming the flag, the endpoint and the directory; behind
         C{haproxy:} too.
         """
-        afile = os.path.abspath(self.mktemp())
+        afile = os.path.join(self.shortDirectory(), "f")
         with open(afile, "w"):
             pass
         for flag, description, directory, why in [
@@ -661,11 +672,31 @@ class SocketDirectoryTests(SynchronousTestCase):
         A socket in a directory that exists is taken, its path absolute or
         relative to the directory the server runs in.
         """
-        directory = os.path.abspath(self.mktemp())
-        os.mkdir(directory)
+        directory = self.shortDirectory()
         parse("--sink", "--listen", f"unix:{directory}/smtpd.sock")
         parse("--sink", "--metrics", f"unix:{directory}/metrics.sock")
         parse("--sink", "--listen", "unix:smtpd.sock")
+
+    def test_pathTooLong(self) -> None:
+        """
+        A socket path longer than a UNIX socket address holds (107 bytes
+        on Linux) is refused while the options are read, naming its
+        length, not once C{twistd} has started (C{AF_UNIX path too long}).
+        """
+        from twisted_smtpd._twistd.tapconfig import MAX_SOCKET_PATH
+
+        directory = self.shortDirectory()
+        longest = os.path.join(directory, "s" * (MAX_SOCKET_PATH - len(directory) - 1))
+        parse("--sink", "--listen", f"unix:{longest}")
+        path = longest + "x"
+        for flag in ("--listen", "--metrics"):
+            description = f"unix:{path}"
+            e = self.assertRaises(usage.UsageError, parse, "--sink", flag, description)
+            self.assertEqual(
+                str(e),
+                f"{flag} {description!r}: the UNIX socket path is too long:"
+                f" {MAX_SOCKET_PATH + 1} bytes, at most {MAX_SOCKET_PATH}",
+            )
 
     def test_runDirectory(self) -> None:
         """

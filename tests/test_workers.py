@@ -148,20 +148,31 @@ class BindTests(SynchronousTestCase):
     def test_unixPathTooLong(self) -> None:
         """
         A UNIX listener's path too long for a socket is refused with
-        C{--workers} in the words of one process (C{AF_UNIX path too
-        long}), not as C{[Errno None] None: PATH}.
+        C{--workers} in the line of one process, before the parent binds
+        anything; binding it would say C{AF_UNIX path too long}, not
+        C{[Errno None] None: PATH}.
         """
         from twisted.python import usage
 
+        from twisted_smtpd._serving.listeners import listenReason
+        from twisted_smtpd._twistd.tapconfig import MAX_SOCKET_PATH
+
         directory = tempfile.mkdtemp(prefix="smtpd-")
         self.addCleanup(shutil.rmtree, directory, True)
-        description = "unix:" + os.path.join(directory, "x" * 120)
+        path = os.path.join(directory, "x" * 120)
+        description = "unix:" + path
         e = self.assertRaises(
             usage.UsageError,
             Options().parseOptions,
             ["--sink", "--workers", "2", "--listen", description],
         )
-        self.assertEqual(str(e), f"--listen {description!r}: AF_UNIX path too long")
+        self.assertEqual(
+            str(e),
+            f"--listen {description!r}: the UNIX socket path is too long:"
+            f" {len(path)} bytes, at most {MAX_SOCKET_PATH}",
+        )
+        error = self.assertRaises(OSError, bindListener, reactor, description, 2)
+        self.assertEqual(listenReason(error), "AF_UNIX path too long")
 
     def test_unsupported(self) -> None:
         """

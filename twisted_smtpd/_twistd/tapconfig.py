@@ -216,8 +216,8 @@ def checkEndpoint(description: str, rundir: str | None = ".") -> None:
     the server's certificates, once its TLS policy is known); Twisted's
     C{tls:} is refused (L{splitDescription}).  Its
     parameters are checked first (L{checkParameters}): given once, numbers
-    in ASCII digits.  A UNIX socket's directory must exist
-    (L{checkSocketDirectory}, C{rundir} as there).
+    in ASCII digits.  A UNIX socket's path must fit and its directory
+    exist (L{checkSocketPath}, C{rundir} as there).
 
     @raise usage.UsageError: If it does not parse.
     """
@@ -240,7 +240,7 @@ def checkEndpoint(description: str, rundir: str | None = ".") -> None:
     except Exception as e:
         raise usage.UsageError(f"--listen {description!r}: {reason(e)}") from None
     checkPortRange("listen", description, endpoint)
-    checkSocketDirectory("listen", description, endpoint, rundir)
+    checkSocketPath("listen", description, endpoint, rundir)
     if kind == "systemd":
         problem = inheritedSocketProblem(endpoint.fileno, endpoint.addressFamily)
         if problem is not None:
@@ -284,8 +284,9 @@ def checkHostname(name: str) -> str:
 def checkMetrics(description: str, rundir: str | None = ".") -> None:
     """
     C{--metrics}: an endpoint string (not Twisted's C{tls:}, refused as for
-    C{--listen}; a UNIX socket's directory must exist, L{checkSocketDirectory}
-    with C{rundir}), and the C{prometheus_client} library.
+    C{--listen}; a UNIX socket's path must fit and its directory exist,
+    L{checkSocketPath} with C{rundir}), and the C{prometheus_client}
+    library.
     Outside a worker of C{--workers}, C{PROMETHEUS_MULTIPROC_DIR} is
     removed from the environment before that library is imported.
 
@@ -323,26 +324,40 @@ def checkMetrics(description: str, rundir: str | None = ".") -> None:
     except Exception as e:
         raise usage.UsageError(f"--metrics {description!r}: {reason(e)}") from None
     checkPortRange("metrics", description, endpoint)
-    checkSocketDirectory("metrics", description, endpoint, rundir)
+    checkSocketPath("metrics", description, endpoint, rundir)
 
 
-def checkSocketDirectory(flag: str, description: str, endpoint: object, rundir: str | None) -> None:
+#: The longest UNIX socket path, in bytes: the size of C{sun_path} less
+#: its terminating NUL (108 on Linux, 104 on the BSDs and macOS).
+MAX_SOCKET_PATH = 107 if sys.platform.startswith("linux") else 103
+
+
+def checkSocketPath(flag: str, description: str, endpoint: object, rundir: str | None) -> None:
     """
-    Refuse a UNIX socket (C{unix:}, behind C{haproxy:} too) whose directory
-    does not exist or is no directory: Twisted would fail to take its lock
-    file, or to bind it, only once C{twistd} has started.
+    Refuse a UNIX socket (C{unix:}, behind C{haproxy:} too) whose path is
+    longer than a socket address holds, or whose directory does not exist
+    or is no directory: Twisted would fail to bind it, or to take its lock
+    file, only once C{twistd} has started.
 
     @param flag: The flag's name without the dashes, for the message.
     @param endpoint: What Twisted made of C{description}.
     @param rundir: The directory a relative path is taken from when the
         server listens (C{twistd --rundir}), or C{None} when that cannot be
-        told here (C{twistd --chroot}): nothing is checked then.
-    @raise usage.UsageError: Naming the flag, the description and the
-        directory.
+        told here (C{twistd --chroot}): the directory is not checked then.
+    @raise usage.UsageError: Naming the flag, the description and what is
+        wrong.
     """
     endpoint = getattr(endpoint, "_wrappedEndpoint", endpoint)
     path = getattr(endpoint, "_address", None)
-    if rundir is None or not isinstance(path, str) or not path or path.startswith("\0"):
+    if not isinstance(path, str) or not path or path.startswith("\0"):
+        return
+    size = len(os.fsencode(path))
+    if size > MAX_SOCKET_PATH:
+        raise usage.UsageError(
+            f"--{flag} {description!r}: the UNIX socket path is too long: {size} bytes,"
+            f" at most {MAX_SOCKET_PATH}"
+        )
+    if rundir is None:
         return
     directory = os.path.dirname(os.path.abspath(os.path.join(rundir, path)))
     if os.path.isdir(directory):
