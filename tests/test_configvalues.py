@@ -590,6 +590,19 @@ class ProxiedEndpointTests(SynchronousTestCase):
                     str(e), f"{flag} {description!r}: port 70000 is out of range (0-65535)"
                 )
 
+    def test_proxyGivenTwice(self) -> None:
+        """
+        C{haproxy:} given twice (each connection would have to send two
+        PROXY headers) is refused for C{--metrics} as for C{--listen}.
+        """
+        for flag in ("--listen", "--metrics"):
+            description = "haproxy:HAPROXY:tcp:0:interface=127.0.0.1"
+            e = self.assertRaises(usage.UsageError, parse, "--sink", flag, description)
+            self.assertEqual(
+                str(e),
+                f"{flag} {description!r}: haproxy: given twice (one PROXY header per connection)",
+            )
+
     def test_metricsSSLFiles(self) -> None:
         """
         The files of a C{--metrics haproxy:ssl:} endpoint are read by the

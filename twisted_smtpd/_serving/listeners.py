@@ -23,6 +23,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 
 __all__ = [
+    "PROXY_TWICE",
     "SSL_ARGUMENTS",
     "TLS_ENDPOINT_REFUSED",
     "ListenFailed",
@@ -329,6 +330,11 @@ TLS_ENDPOINT_REFUSED = (
 )
 
 
+#: Why C{haproxy:} cannot be given twice: each connection would have to
+#: send two PROXY headers.
+PROXY_TWICE = "haproxy: given twice (one PROXY header per connection)"
+
+
 def behindProxy(description: str) -> tuple[str, str]:
     """
     The C{haproxy:} layers the endpoint string C{description} starts with
@@ -375,8 +381,7 @@ def splitDescription(description: str) -> tuple[str, list[str | OwnKeys]]:
         kind = kind.strip().lower()
         if kind == "haproxy":
             if "haproxy" in layers:
-                # Each connection would have to send two PROXY headers.
-                raise ValueError("haproxy: given twice (one PROXY header per connection)")
+                raise ValueError(PROXY_TWICE)
             layers.append("haproxy")
             description = rest
         elif kind == "ssl":

@@ -295,7 +295,12 @@ def checkMetrics(description: str, rundir: str | None = ".") -> None:
     from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
 
-    from twisted_smtpd._serving.listeners import TLS_ENDPOINT_REFUSED, behindProxy, endpointKind
+    from twisted_smtpd._serving.listeners import (
+        PROXY_TWICE,
+        TLS_ENDPOINT_REFUSED,
+        behindProxy,
+        endpointKind,
+    )
     from twisted_smtpd._serving.metrics import MULTIPROC_VARIABLES, requirePrometheus
     from twisted_smtpd._twistd.workerlisteners import INHERITED
 
@@ -312,6 +317,8 @@ def checkMetrics(description: str, rundir: str | None = ".") -> None:
     except ImportError as e:
         raise usage.UsageError(str(e)) from None
     checkParameters("metrics", description)
+    if behindProxy(description)[0].count(":") > 1:
+        raise usage.UsageError(f"--metrics {description!r}: {PROXY_TWICE}")
     if endpointKind(description) == "tls":
         # tls:9101 would serve the metrics on port 443 of every address.
         why = f"{TLS_ENDPOINT_REFUSED}; use ssl:PORT:privateKey=KEY:certKey=CERT for HTTPS"
