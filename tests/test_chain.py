@@ -279,6 +279,32 @@ class ChainTests(SynchronousTestCase):
         self.assertEqual(self.calls, [("x", "onClose"), ("d", "onClose")])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
+    def test_closeRefusalOneLine(self) -> None:
+        """
+        A member's C{onClose} refusing with an L{SMTPError} is one warning
+        line naming the member, the code and the text, without a
+        traceback (there is no reply at close); the others are still told.
+        """
+        from tests.test_deadlines import LogCatcher
+
+        class Refusing(Logging):
+            def onClose(self, session: Session) -> object:
+                super().onClose(session)
+                raise SMTPError(554, "go\naway")
+
+        log = LogCatcher(self)
+        chain = ChainHandler(Refusing("x", self.calls), delivery=Logging("d", self.calls))
+        self.successResultOf(chain.onClose(self.session))
+        self.assertEqual(self.calls, [("x", "onClose"), ("d", "onClose")])
+        self.assertEqual(self.flushLoggedErrors(), [])
+        (line,) = log.matching("refused")
+        self.assertTrue(
+            line.endswith(
+                " refused with 554 5.0.0 go\\x0aaway: there is no reply at close, nothing is done"
+            ),
+            line,
+        )
+
     def test_closeReachesEveryoneAfterBaseException(self) -> None:
         """
         An C{onClose} failing with an exception outside L{Exception} (an

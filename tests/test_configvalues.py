@@ -569,6 +569,192 @@ class EndpointParameterTests(SynchronousTestCase):
         parse("--lmtp-to", "unix:path=/run/dovecot/lmtp")
 
 
+class ProxiedEndpointTests(SynchronousTestCase):
+    """
+    Every check of a C{--listen} or C{--metrics} endpoint string looks
+    through C{haproxy:} as the listener does: what is refused (or taken)
+    without it is refused (or taken) with it, in the same words.
+    """
+
+    def test_metricsPortRange(self) -> None:
+        """
+        A C{--metrics} port above 65535 behind C{haproxy:} is refused while
+        the options are read, as without it and as for C{--listen}.
+        """
+        for flag in ("--listen", "--metrics"):
+            for description in ("haproxy:tcp:70000", "haproxy:ssl:70000"):
+                if flag == "--metrics" and "ssl" in description:
+                    continue
+                e = self.assertRaises(usage.UsageError, parse, "--sink", flag, description)
+                self.assertEqual(
+                    str(e), f"{flag} {description!r}: port 70000 is out of range (0-65535)"
+                )
+
+    def test_proxyGivenTwice(self) -> None:
+        """
+        C{haproxy:} given twice (each connection would have to send two
+        PROXY headers) is refused for C{--metrics} as for C{--listen}.
+        """
+        for flag in ("--listen", "--metrics"):
+            description = "haproxy:HAPROXY:tcp:0:interface=127.0.0.1"
+            e = self.assertRaises(usage.UsageError, parse, "--sink", flag, description)
+            self.assertEqual(
+                str(e),
+                f"{flag} {description!r}: haproxy: given twice (one PROXY header per connection)",
+            )
+
+    def test_metricsSSLFiles(self) -> None:
+        """
+        The files of a C{--metrics haproxy:ssl:} endpoint are read by the
+        names Twisted gives them, by place as by name: C{haproxy:} is not
+        taken for the kind and the kind for the port, which would read the
+        port as the key file and the key file as the certificate.
+        """
+        issued = CertificateAuthority(self.mktemp()).server("mx.example.com")
+        key, cert = issued.keyPath, issued.certificatePath
+        missing = os.path.abspath(self.mktemp())
+        for description in [
+            f"ssl:0:{key}:certKey={cert}",
+            f"haproxy:ssl:0:{key}:certKey={cert}",
+            f"haproxy:ssl:0:privateKey={key}:certKey={cert}",
+        ]:
+            parse("--sink", "--metrics", description)
+        for description, why in [
+            (f"haproxy:ssl:0:{missing}:certKey={cert}", f"cannot read privateKey {missing}"),
+            (f"haproxy:ssl:0:{key}:{missing}", f"cannot read certKey {missing}"),
+            (f"haproxy:ssl:70000:{key}:{cert}", "port 70000 is out of range (0-65535)"),
+            (
+                f"haproxy:ssl:0:{key}:{cert}:sslmethod=TLSv1_METHOD",
+                "sslmethod=TLSv1_METHOD is refused: it would pin the TLS version",
+            ),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, "--sink", "--metrics", description)
+            self.assertTrue(
+                str(e).startswith(f"--metrics {description!r}: {why}"), f"{e} does not say {why}"
+            )
+
+
+class SocketDirectoryTests(SynchronousTestCase):
+    """
+    A C{unix:} listener (C{--listen}, C{--metrics}) whose socket would be
+    made in a directory that does not exist is refused while the options
+    are read, before anything listens.
+    """
+
+    def shortDirectory(self) -> str:
+        """
+        A new directory with a short path, which a UNIX socket's fits in.
+        """
+        import shutil
+        import tempfile
+
+        directory = tempfile.mkdtemp(prefix="smtpd-test-", dir="/tmp")
+        self.addCleanup(shutil.rmtree, directory, True)
+        return directory
+
+    def test_missingDirectory(self) -> None:
+        """
+        The directory missing, or a file where it should be, is one line
+        naming the flag, the endpoint and the directory; behind
+        C{haproxy:} too.
+        """
+        afile = os.path.join(self.shortDirectory(), "f")
+        with open(afile, "w"):
+            pass
+        for flag, description, directory, why in [
+            ("--listen", "unix:/no/such/dir/sock", "/no/such/dir", "does not exist"),
+            ("--listen", "haproxy:unix:/no/such/dir/sock", "/no/such/dir", "does not exist"),
+            (
+                "--listen",
+                "unix:address=/no/such/dir/sock:mode=660",
+                "/no/such/dir",
+                "does not exist",
+            ),
+            ("--metrics", "unix:/no/such/dir/sock", "/no/such/dir", "does not exist"),
+            ("--metrics", "haproxy:unix:/no/such/dir/sock", "/no/such/dir", "does not exist"),
+            ("--listen", f"unix:{afile}/sock", afile, "is not a directory"),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, "--sink", flag, description)
+            self.assertEqual(
+                str(e),
+                f"{flag} {description!r}: the directory of the UNIX socket {why}: {directory}",
+            )
+
+    def test_existingDirectory(self) -> None:
+        """
+        A socket in a directory that exists is taken, its path absolute or
+        relative to the directory the server runs in.
+        """
+        directory = self.shortDirectory()
+        parse("--sink", "--listen", f"unix:{directory}/smtpd.sock")
+        parse("--sink", "--metrics", f"unix:{directory}/metrics.sock")
+        parse("--sink", "--listen", "unix:smtpd.sock")
+
+    def test_pathTooLong(self) -> None:
+        """
+        A socket path longer than a UNIX socket address holds (107 bytes
+        on Linux) is refused while the options are read, naming its
+        length, not once C{twistd} has started (C{AF_UNIX path too long}).
+        """
+        from twisted_smtpd._twistd.tapconfig import MAX_SOCKET_PATH
+
+        directory = self.shortDirectory()
+        longest = os.path.join(directory, "s" * (MAX_SOCKET_PATH - len(directory) - 1))
+        parse("--sink", "--listen", f"unix:{longest}")
+        path = longest + "x"
+        for flag in ("--listen", "--metrics"):
+            description = f"unix:{path}"
+            e = self.assertRaises(usage.UsageError, parse, "--sink", flag, description)
+            self.assertEqual(
+                str(e),
+                f"{flag} {description!r}: the UNIX socket path is too long:"
+                f" {MAX_SOCKET_PATH + 1} bytes, at most {MAX_SOCKET_PATH}",
+            )
+
+    def test_runDirectory(self) -> None:
+        """
+        A relative path is taken from C{twistd --rundir}, where the server
+        listens; under C{twistd --chroot}, and in a worker of C{--workers}
+        (whose listeners are its parent's), nothing is checked.
+        """
+        from twisted_smtpd._twistd.tapconfig import checkEndpoint
+        from twisted_smtpd._twistd.taphost import socketDirectory
+        from twisted_smtpd._twistd.workerlisteners import INHERITED
+
+        rundir = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(rundir, "run"))
+        self.assertEqual(socketDirectory({"rundir": rundir}, 1), rundir)
+        self.assertEqual(socketDirectory({"rundir": rundir}, 2), ".")
+        self.assertIsNone(socketDirectory({"rundir": rundir, "chroot": "/srv"}, 1))
+        self.patch(os, "environ", {**os.environ, INHERITED: "3,1,tcp:25"})
+        self.assertIsNone(socketDirectory({}, 1))
+        checkEndpoint("unix:run/smtpd.sock", rundir)
+        checkEndpoint("unix:/no/such/dir/sock", None)
+        e = self.assertRaises(usage.UsageError, checkEndpoint, "unix:run/smtpd.sock", ".")
+        self.assertIn(f"does not exist: {os.path.abspath('run')}", str(e))
+
+
+class IgnoredHostsTests(SynchronousTestCase):
+    """
+    C{--ignored-hosts}: IP addresses, comma-separated.
+    """
+
+    def test_emptyEntryRefused(self) -> None:
+        """
+        An empty value or an empty entry (a comma too many, a variable
+        left unset) is refused in one line, not taken as no address.
+        """
+        for value in ("", " ", "192.0.2.7,", ",192.0.2.7", "192.0.2.7,,192.0.2.8"):
+            e = self.assertRaises(usage.UsageError, parse, "--sink", "--ignored-hosts", value)
+            self.assertEqual(
+                str(e),
+                f"--ignored-hosts {value!r}: an empty entry (expected IP addresses,"
+                " comma-separated)",
+            )
+        options = parse("--sink", "--ignored-hosts", "192.0.2.7, ::ffff:192.0.2.8")
+        self.assertEqual(options["ignored-hosts"], ("192.0.2.7", "::ffff:c000:208"))
+
+
 class NetworkFlagTests(SynchronousTestCase):
     """
     The CIDR networks of C{--proxy-trusted}, C{--xclient}, C{--xforward}
@@ -597,6 +783,36 @@ class NetworkFlagTests(SynchronousTestCase):
                 )
         options = parse("--sink", "--proxy-trusted", "10.0.0.0/8,192.0.2.7,2001:db8::/32")
         self.assertEqual(options["proxy-trusted"], ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"])
+
+    def test_libraryHostBitsRefused(self) -> None:
+        """
+        L{ServerOptions} refuses a network string with host bits set, as
+        the flags do, with a C{ValueError} naming the setting and the value
+        and saying both readings; a network, an address alone, C{True} and
+        C{ipaddress} networks are still taken.
+        """
+        import ipaddress
+
+        for name in ("useProxy", "useXClient", "useXForward", "limitExemptions"):
+            for value, wrong, network, address in [
+                ("10.0.0.1/8", "10.0.0.1/8", "10.0.0.0/8", "10.0.0.1/32"),
+                (["192.0.2.0/24", "2001:db8::1/64"], "2001:db8::1/64", "2001:db8::/64", None),
+            ]:
+                e = self.assertRaises(ValueError, ServerOptions, **{name: value})
+                address = address or "2001:db8::1/128"
+                self.assertEqual(
+                    str(e),
+                    f"{name}: {wrong!r} has host bits set: write {network} for the"
+                    f" network or {address} for the address",
+                )
+            options = ServerOptions(
+                **{name: ["10.0.0.0/8", "192.0.2.7", ipaddress.ip_network("2001:db8::/32")]}
+            )
+            self.assertEqual(
+                [str(n) for n in getattr(options, name)],
+                ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"],
+            )
+            self.assertEqual(len(getattr(ServerOptions(**{name: True}), name)), 2)
 
 
 class SubFlagNamingTests(SynchronousTestCase):
@@ -651,6 +867,21 @@ class SubFlagNamingTests(SynchronousTestCase):
         self.assertEqual(str(e), "--relay-user needs --relay-password")
         e = self.assertRaises(usage.UsageError, parse, "--relay", "mx", "--relay-password", "p")
         self.assertEqual(str(e), "--relay-password needs --relay-user")
+
+    def test_relayPasswordEmpty(self) -> None:
+        """
+        An empty relay password (C{--relay-password ""}, C{--relay-auth
+        USER:}) is refused in one line naming the flag: AUTH PLAIN, which
+        the relay is asked first, has no empty password (RFC 4616), so every
+        message would fail at the relay rather than the start.
+        """
+        for args, flag in [
+            (("--relay-user", "u", "--relay-password", ""), "relay-password"),
+            (("--relay-auth", "u:"), "relay-auth"),
+        ]:
+            e = self.assertRaises(usage.UsageError, parse, "--relay", "mx", *args)
+            self.assertEqual(str(e), f"--{flag}: the password is empty")
+        parse("--relay", "mx", "--relay-auth", "u:p:w")
 
     def test_otherModifiers(self) -> None:
         """

@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 from base64 import b64encode
 
-from twisted.internet.defer import succeed
+from twisted.internet.defer import fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests import replies
+from tests.test_deadlines import LogCatcher
 from tests.test_protocol import connect, take
 from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.session import Address, AuthRequest, AuthResult, Session
 from twisted_smtpd.handlers import BaseHandler
 from twisted_smtpd.interfaces import IMessageStream
@@ -187,6 +189,59 @@ class CloseHookTests(SynchronousTestCase):
             proto.connectionLost(Failure(ConnectionDone()))
             self.successResultOf(closed)
             self.assertEqual(len(self.flushLoggedErrors(error)), 1)
+
+
+class RefusingClose(BaseHandler):
+    """
+    An C{onClose} refusing with C{error}: raised at once, or through a
+    Deferred (C{later}).
+    """
+
+    def __init__(self, error: SMTPError, how: str) -> None:
+        self.error = error
+        self.how = how
+
+    def onClose(self, session: Session) -> object:
+        if self.how == "later":
+            return fail(self.error)
+        raise self.error
+
+
+class CloseRefusalTests(SynchronousTestCase):
+    """
+    At close there is no reply to give: an C{onClose} refusing with an
+    L{SMTPError} (a handler whose hooks share one refusing helper) is one
+    line naming the hook, the code and the text, without a traceback.
+    """
+
+    def test_refusalOneLine(self) -> None:
+        """
+        Raised at once or through a Deferred, the L{SMTPError} is one
+        warning line, its text made printable; no error is logged.
+        """
+        for how in ("now", "later"):
+            log = LogCatcher(self)
+            error = SMTPError(550, "no\x1b[2J such\r\nuser", "5.1.1")
+            proto, transport, clock, factory = connect(RefusingClose(error, how))
+            proto.connectionLost(Failure(ConnectionDone()))
+            self.assertEqual(self.flushLoggedErrors(), [])
+            (line,) = log.matching("onClose")
+            self.assertEqual(
+                line,
+                f"{proto.session.id} onClose refused with 550 5.1.1"
+                f" {printable(error.message)}: there is no reply at close, nothing is done",
+            )
+            self.assertNotIn("\x1b", line)
+            self.assertNotIn("\n", line)
+
+    def test_otherFailuresKeepTraceback(self) -> None:
+        """
+        Any other exception of C{onClose} is still logged as a failure,
+        with its traceback.
+        """
+        proto, transport, clock, factory = connect(RaisingClose(ValueError))
+        proto.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
 
 class Returning(BaseHandler):

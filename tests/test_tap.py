@@ -785,6 +785,24 @@ class ServerFlagTests(SynchronousTestCase):
         self.assertTrue(message.startswith("--auth"), message)
         self.assertIn("bogus", message)
 
+    def test_authEmptyPasswordRefused(self) -> None:
+        """
+        A C{--auth memory:} user with an empty password is refused in one
+        line naming the user and no password: PLAIN and LOGIN never take
+        an empty password (RFC 4616), so the user could not log in, and
+        CRAM-MD5 would log in anyone knowing the name (an HMAC keyed with
+        nothing).
+        """
+        for description in ("memory:alice:", "memory:bob:s3cret:alice:"):
+            message = self.assertUsageError("--sink", "--auth", description)
+            self.assertEqual(
+                message,
+                "--auth memory:...: user 'alice' has an empty password (PLAIN and LOGIN"
+                " take none, and CRAM-MD5 would log in anyone who knows the name)",
+            )
+            self.assertNotIn("s3cret", message)
+        parse("--sink", "--auth", "memory:alice:pw:bob:s3cret")
+
     def test_authMalformedMemoryHidesPasswords(self) -> None:
         """
         A malformed C{--auth memory:} description is refused in one line
@@ -1142,6 +1160,24 @@ class DeliveryFlagTests(SynchronousTestCase):
         )["handler"]
         self.assertIsInstance(handler, recordinghandler.RecordingHandler)
         self.assertEqual((handler.directory, handler.reply), (directory, "Thanks = received"))
+
+    def test_handlerOptionGivenTwice(self) -> None:
+        """
+        A C{--handler-option} key given twice is refused in one line, as
+        C{--sni} refuses a name given twice: one value would silently
+        replace the other.
+        """
+        e = self.assertRaises(
+            usage.UsageError,
+            parse,
+            "--handler",
+            "tests.integration.recordinghandler:make",
+            "--handler-option",
+            "directory=/srv/a",
+            "--handler-option",
+            " directory=/srv/b",
+        )
+        self.assertEqual(str(e), "--handler-option: 'directory' given twice")
 
     def test_handlerErrors(self) -> None:
         """

@@ -46,3 +46,35 @@ class EmptySecretTests(SynchronousTestCase):
             usage.UsageError, parse, "--webhook", "http://127.0.0.1/in", "--webhook-secret", ""
         )
         self.assertEqual(str(e), "--webhook-secret: the secret is empty")
+
+
+class BlankSecretTests(SynchronousTestCase):
+    """
+    A secret of white space alone (C{--webhook-secret " "}, a variable set
+    to a blank line) is no more a key than an empty one: refused as well.
+    """
+
+    def test_handlerRefusesBlankSecret(self) -> None:
+        """
+        C{secret=" "}, C{"\\t\\n"} and C{b"  "} raise L{ValueError}; a key
+        with spaces around it is a key.
+        """
+        for blank in (" ", "\t\n", b"  "):
+            e = self.assertRaises(
+                ValueError,
+                WebhookHandler,
+                "http://127.0.0.1/in",
+                secret=blank,
+                reactor=MemoryReactorClock(),
+            )
+            self.assertEqual(str(e), "the webhook secret is only white space")
+        WebhookHandler("http://127.0.0.1/in", secret=" k ", reactor=MemoryReactorClock())
+
+    def test_blankSecretFlagIsOneUsageLine(self) -> None:
+        """
+        C{twistd smtpd --webhook-secret " "} is one usage line.
+        """
+        e = self.assertRaises(
+            usage.UsageError, parse, "--webhook", "http://127.0.0.1/in", "--webhook-secret", " "
+        )
+        self.assertEqual(str(e), "--webhook-secret: the secret is only white space")

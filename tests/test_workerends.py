@@ -217,6 +217,66 @@ class ReloadLineTests(SynchronousTestCase):
         self.assertEqual(formatEvent(events[0]), "Reloading TLS certificates in worker 1, pid 4242")
 
 
+class StoppingReloadTests(SynchronousTestCase):
+    """
+    A SIGHUP its parent passes on while a worker stops: the self-signed
+    certificate the parent made for its workers, which a worker that
+    stopped first has removed, is not read again.
+    """
+
+    def server(self) -> tuple[SMTPDaemon, str]:
+        """
+        A worker's server serving the shared certificate, which has been
+        read and then removed.
+        """
+        import shutil
+
+        from tests.certs import CertificateAuthority
+
+        directory = self.mktemp()
+        issued = CertificateAuthority(directory).server("localhost")
+        options = ServerOptions(certificate=issued.certificatePath, privateKey=issued.keyPath)
+        server = SMTPDaemon(SinkHandler(), options, reactor=FakeReactor())
+        server.workerName = "worker 0, pid 4242"
+        server.sharedSelfSigned = True
+        server.factory.tls  # noqa: B018 -- read at the start
+        shutil.rmtree(directory)
+        return server, issued.certificatePath
+
+    def test_skippedWhileStopping(self) -> None:
+        """
+        While the worker stops, the reload is skipped with one info line
+        saying why: no error line about a file that is gone on purpose.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        server, _ = self.server()
+        server.running = False
+        server.reload()
+        self.assertEqual(
+            [(formatEvent(e), e["log_level"].name) for e in events],
+            [
+                (
+                    "Reloading TLS certificates in worker 0, pid 4242 skipped: the worker is"
+                    " stopping, and its certificate is the self-signed one its parent made",
+                    "info",
+                )
+            ],
+        )
+
+    def test_readWhileRunning(self) -> None:
+        """
+        A running worker reloads as before: the file gone is an error.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        server, path = self.server()
+        server.running = True
+        server.reload()
+        self.assertTrue(
+            any("Reloading TLS certificates failed" in formatEvent(e) for e in events),
+            [formatEvent(e) for e in events],
+        )
+
+
 class StrayJSONTests(SynchronousTestCase):
     """
     In JSON, a line a worker's standard output carries that starts like

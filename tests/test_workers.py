@@ -148,20 +148,31 @@ class BindTests(SynchronousTestCase):
     def test_unixPathTooLong(self) -> None:
         """
         A UNIX listener's path too long for a socket is refused with
-        C{--workers} in the words of one process (C{AF_UNIX path too
-        long}), not as C{[Errno None] None: PATH}.
+        C{--workers} in the line of one process, before the parent binds
+        anything; binding it would say C{AF_UNIX path too long}, not
+        C{[Errno None] None: PATH}.
         """
         from twisted.python import usage
 
+        from twisted_smtpd._serving.listeners import listenReason
+        from twisted_smtpd._twistd.tapconfig import MAX_SOCKET_PATH
+
         directory = tempfile.mkdtemp(prefix="smtpd-")
         self.addCleanup(shutil.rmtree, directory, True)
-        description = "unix:" + os.path.join(directory, "x" * 120)
+        path = os.path.join(directory, "x" * 120)
+        description = "unix:" + path
         e = self.assertRaises(
             usage.UsageError,
             Options().parseOptions,
             ["--sink", "--workers", "2", "--listen", description],
         )
-        self.assertEqual(str(e), f"--listen {description!r}: AF_UNIX path too long")
+        self.assertEqual(
+            str(e),
+            f"--listen {description!r}: the UNIX socket path is too long:"
+            f" {len(path)} bytes, at most {MAX_SOCKET_PATH}",
+        )
+        error = self.assertRaises(OSError, bindListener, reactor, description, 2)
+        self.assertEqual(listenReason(error), "AF_UNIX path too long")
 
     def test_unsupported(self) -> None:
         """
@@ -787,6 +798,51 @@ class EndedTests(SynchronousTestCase):
         pool.stopService()
         second.processEnded(_exited(0))
         self.assertEqual(ended, [firstProcess.pid])
+
+
+class _DyingReactor(_ProcessReactor):
+    """
+    A reactor whose processes end before C{spawnProcess} returns, as
+    Twisted reports a child reaped at once (its C{pid} then C{None}).
+    """
+
+    def spawnProcess(self, protocol: _Worker, *args: object, **kw: Any) -> _Process:
+        process = super().spawnProcess(protocol, *args, **kw)
+        protocol.makeConnection(process)  # type: ignore[arg-type]
+        protocol.processExited(_exited(1))
+        process.pid = None  # type: ignore[assignment]
+        return process
+
+
+class EndedAtOnceTests(SynchronousTestCase):
+    """
+    A worker whose process ends before C{spawnProcess} returns (a Python
+    that cannot start, killed at once) is named by its process id all the
+    same.
+    """
+
+    def test_namedByItsPid(self) -> None:
+        """
+        Its start and its end name the pid it had, never C{pid None}, and
+        the callbacks of C{onWorkerEnded} (the metrics it left) get it.
+        """
+        log = LogCatcher(self)
+        clock = _DyingReactor()
+        pool = WorkerPool([], 1, [], reactor=clock)
+        ended: list[int] = []
+        pool.onWorkerEnded.append(ended.append)
+        pool._spawn(0)
+        ((worker, _),) = clock.spawned
+        worker.processEnded(_exited(1))
+        self.assertEqual(log.matching("pid None"), [])
+        self.assertEqual(ended, [1000])
+        self.assertEqual(
+            log.matching("worker 0"),
+            [
+                "worker 0 started, pid 1000",
+                "worker 0 ended (pid 1000, exit status 1); restarting in 0.5s",
+            ],
+        )
 
 
 class StartErrorTests(SynchronousTestCase):

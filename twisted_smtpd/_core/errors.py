@@ -5,6 +5,7 @@ The one public exception: L{SMTPError}, raised by handlers to reject.
 
 from __future__ import annotations
 
+from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.replies import Reply, defaultEnhanced, sanitiseText
 
 
@@ -45,6 +46,22 @@ class SMTPError(Exception):
         if enhanced is None or not _validEnhanced(enhanced, self.code):
             enhanced = defaultEnhanced(self.code)
         return Reply(self.code, enhanced, sanitiseText(self.message))
+
+
+#: The most of an L{SMTPError}'s text L{logText} gives.
+_MAX_LOGGED_TEXT = 200
+
+
+def logText(error: SMTPError) -> str:
+    """
+    C{error} as one log line shows it where no reply carries it (a refusal
+    from C{onClose}): its code, the enhanced code it would be sent with,
+    and its text made printable, cut at 200 characters.
+    """
+    text = str(error.message)
+    cut = "..." if len(text) > _MAX_LOGGED_TEXT else ""
+    shown = printable(text[:_MAX_LOGGED_TEXT]) + cut
+    return f"{error.code} {error.toReply().enhanced} {shown}"
 
 
 def _validEnhanced(enhanced: str, code: int) -> bool:

@@ -32,6 +32,7 @@ __all__ = [
     "callableOrNone",
     "filePath",
     "handlerSeconds",
+    "hostBits",
     "networks",
     "normaliseHosts",
     "plainText",
@@ -130,8 +131,30 @@ def networks(name: str, value: bool | Iterable[str | IPNetwork] | None) -> tuple
             raise ValueError(
                 f"{name}: {_shown(item)} is not an IPv4 or IPv6 network (CIDR)"
             ) from None
+        if isinstance(item, str):
+            why = hostBits(item, network)
+            if why is not None:
+                raise ValueError(f"{name}: {_shown(item)} {why}")
         out.append(_unmappedNetwork(network))
     return tuple(out)
+
+
+def hostBits(text: str, network: IPNetwork) -> str | None:
+    """
+    What is wrong with the CIDR string C{text}, read as C{network}, when it
+    has host bits set (C{10.0.0.1/8}): the whole network, or the one
+    address?  Postfix refuses it too ("non-null host address bits").
+
+    @return: Saying both readings, or C{None} for a network written as
+        one (or an address alone).
+    """
+    address = ipaddress.ip_interface(text.strip()).ip
+    if network.network_address == address:
+        return None
+    return (
+        f"has host bits set: write {network} for the network or"
+        f" {address}/{network.max_prefixlen} for the address"
+    )
 
 
 def _unmappedNetwork(network: IPNetwork) -> IPNetwork:

@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_smtpd._core import replies as catalogue
-from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.errors import SMTPError, logText
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.replies import Reply
 from twisted_smtpd._core.session import Envelope, Session
@@ -422,10 +422,29 @@ def runCloseHook(p: SessionControl) -> None:
         # Any exception (KeyboardInterrupt, asyncio.CancelledError), or the
         # rest of the connection's end would not happen: the server's close
         # would wait for this session for good.
-        p.logFailure(Failure(), "onClose")
+        _closeFailed(p, Failure())
     else:
         if isinstance(result, Deferred):
-            result.addErrback(p.logFailure, "onClose")
+            result.addErrback(lambda failure: _closeFailed(p, failure))
+
+
+def _closeFailed(p: SessionControl, failure: Failure) -> None:
+    """
+    Log how C{onClose} failed.  An L{SMTPError} (a handler whose hooks
+    share one refusing helper) is one line naming its code and text, made
+    printable: at close there is no reply to give it, and its traceback
+    would tell nothing more.  Any other failure is the handler's error,
+    logged with its traceback.
+    """
+    error = failure.value
+    if not isinstance(error, SMTPError):
+        p.logFailure(failure, "onClose")
+        return
+    p.log.warn(
+        "{session} onClose refused with {refusal}: there is no reply at close, nothing is done",
+        session=p.session.id,
+        refusal=logText(error),
+    )
 
 
 def handlerBug(p: CommandContext, hookName: str, problem: str) -> Reply:

@@ -23,11 +23,13 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 
 __all__ = [
+    "PROXY_TWICE",
     "SSL_ARGUMENTS",
     "TLS_ENDPOINT_REFUSED",
     "ListenFailed",
     "OwnKeys",
     "_Listener",
+    "behindProxy",
     "endpointKind",
     "listenReason",
     "releaseOwnLock",
@@ -328,15 +330,29 @@ TLS_ENDPOINT_REFUSED = (
 )
 
 
+#: Why C{haproxy:} cannot be given twice: each connection would have to
+#: send two PROXY headers.
+PROXY_TWICE = "haproxy: given twice (one PROXY header per connection)"
+
+
+def behindProxy(description: str) -> tuple[str, str]:
+    """
+    The C{haproxy:} layers the endpoint string C{description} starts with
+    (each with its colon, as written), and the description they wrap.
+    """
+    prefix, inner = "", description
+    while inner.partition(":")[0].strip().lower() == "haproxy":
+        head, _, inner = inner.partition(":")
+        prefix += head + ":"
+    return prefix, inner
+
+
 def endpointKind(description: str) -> str:
     """
     The kind of the endpoint string C{description} behind any C{haproxy:}
     layers, as the layers are told apart: stripped, in lower case.
     """
-    kind, _, rest = description.partition(":")
-    while kind.strip().lower() == "haproxy":
-        kind, _, rest = rest.partition(":")
-    return kind.strip().lower()
+    return behindProxy(description)[1].partition(":")[0].strip().lower()
 
 
 def splitDescription(description: str) -> tuple[str, list[str | OwnKeys]]:
@@ -365,8 +381,7 @@ def splitDescription(description: str) -> tuple[str, list[str | OwnKeys]]:
         kind = kind.strip().lower()
         if kind == "haproxy":
             if "haproxy" in layers:
-                # Each connection would have to send two PROXY headers.
-                raise ValueError("haproxy: given twice (one PROXY header per connection)")
+                raise ValueError(PROXY_TWICE)
             layers.append("haproxy")
             description = rest
         elif kind == "ssl":

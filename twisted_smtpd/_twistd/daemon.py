@@ -230,11 +230,24 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
         configuration, each failure here, one line apiece (the server's
         own, each C{ssl:} listener's own: one failing leaves the others
         reloaded).  Then the certificates in use, new and old alike, are
-        logged and exported as after the start.
+        logged and exported as after the start.  A worker of C{--workers}
+        serving the self-signed certificate its parent made skips the
+        reload while it stops, with one line: that certificate never
+        changes, and a worker that stopped first removes its files.
         """
         # A worker names itself: its parent's log says which of its
         # workers the signal reached.
         where = f" in {self.workerName}" if self.workerName else ""
+        if self.sharedSelfSigned and not self.running:
+            # Its parent passed the signal on during the stop: the
+            # certificate it made, which never changes, may be gone already
+            # (a worker that stopped first removes it).
+            self._log.info(
+                "Reloading TLS certificates{where} skipped: the worker is stopping, and its"
+                " certificate is the self-signed one its parent made",
+                where=where,
+            )
+            return
         self._log.info("Reloading TLS certificates{where}", where=where)
         errors: list[str] = []
         if self.factory.options.certificate is not None:

@@ -34,6 +34,7 @@ from twisted_smtpd._core.optionchecks import (
     KNOWN_COMMANDS,
 )
 from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._core.optionvalues import hostBits
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.version import __version__
 from twisted_smtpd._serving.listeners import OwnKeys, listenReason, splitDescription
@@ -76,7 +77,12 @@ from twisted_smtpd._twistd.tapflags import (
     LOG_FORMATS,
 )
 from twisted_smtpd._twistd.taphandlers import HANDLERS
-from twisted_smtpd._twistd.taphost import checkDistinctAddresses, checkPidFile, pidFileStays
+from twisted_smtpd._twistd.taphost import (
+    checkDistinctAddresses,
+    checkPidFile,
+    pidFileStays,
+    socketDirectory,
+)
 from twisted_smtpd._twistd.tapservice import makeService
 from twisted_smtpd._twistd.tapunused import unusedFlags
 from twisted_smtpd._twistd.workerlisteners import (
@@ -214,14 +220,9 @@ class Options(AuthOptionMixin, usage.Options):
                 raise usage.UsageError(
                     f"--{flag}: expected a CIDR network, got {value!r}"
                 ) from None
-            if network.network_address != ipaddress.ip_interface(part).ip:
-                # 10.0.0.1/8: the whole network, or the one address? Postfix
-                # refuses it too ("non-null host address bits").
-                raise usage.UsageError(
-                    f"--{flag}: {part!r} has host bits set: write {network} for the"
-                    f" network or {ipaddress.ip_interface(part).ip}/{network.max_prefixlen}"
-                    " for the address"
-                )
+            why = hostBits(part, network)
+            if why is not None:
+                raise usage.UsageError(f"--{flag}: {part!r} {why}")
             self[flag].append(str(network))
 
     def opt_proxy_trusted(self, network: str) -> None:
@@ -258,6 +259,9 @@ class Options(AuthOptionMixin, usage.Options):
         key, equals, setting = value.partition("=")
         if not equals or not key.strip().isidentifier():
             raise usage.UsageError(f"--handler-option: expected KEY=VALUE, got {value!r}")
+        if key.strip() in self["handler-option"]:
+            # One would silently replace the other.
+            raise usage.UsageError(f"--handler-option: {key.strip()!r} given twice")
         self["handler-option"][key.strip()] = setting
 
     # -- parsing ----------------------------------------------------------------
@@ -350,19 +354,21 @@ class Options(AuthOptionMixin, usage.Options):
         """
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
-        checkPidFile((getattr(self, "parent", None) or {}).get("pidfile"))
+        parent: Any = getattr(self, "parent", None) or {}
+        checkPidFile(parent.get("pidfile"))
         # A --uid no user has: one line now, not twistd's traceback once
         # the ports are bound.
         runIdentity(self)
+        rundir = socketDirectory(parent, int(self["workers"]))
         if self["metrics"] is not None:
-            checkMetrics(self["metrics"])
+            checkMetrics(self["metrics"], rundir)
         if self["dns-server"] is not None:
             try:
                 parseDNSServer(self["dns-server"])
             except ValueError as e:
                 raise usage.UsageError(f"--dns-server {e}") from None
         for description in self["listen"]:
-            checkEndpoint(description)
+            checkEndpoint(description, rundir)
         checkDistinctAddresses(self["listen"], self["metrics"])
         chosen = set(self["delivery"])
         chosen.update(d for d in _PARAMETER_DELIVERIES if self[d] is not None)

@@ -209,7 +209,7 @@ def bytesUsers(checkers: Sequence[object]) -> None:
             }
 
 
-def checkEndpoint(description: str) -> None:
+def checkEndpoint(description: str, rundir: str | None = ".") -> None:
     """
     Parse an endpoint string as L{SMTPServer.addEndpoint} will: C{haproxy:}
     wraps any other description, and an C{ssl:} endpoint is a TCP one
@@ -217,7 +217,8 @@ def checkEndpoint(description: str) -> None:
     the server's certificates, once its TLS policy is known); Twisted's
     C{tls:} is refused (L{splitDescription}).  Its
     parameters are checked first (L{checkParameters}): given once, numbers
-    in ASCII digits.
+    in ASCII digits.  A UNIX socket's path must fit and its directory
+    exist (L{checkSocketPath}, C{rundir} as there).
 
     @raise usage.UsageError: If it does not parse.
     """
@@ -240,6 +241,7 @@ def checkEndpoint(description: str) -> None:
     except Exception as e:
         raise usage.UsageError(f"--listen {description!r}: {reason(e)}") from None
     checkPortRange("listen", description, endpoint)
+    checkSocketPath("listen", description, endpoint, rundir)
     if kind == "systemd":
         problem = inheritedSocketProblem(endpoint.fileno, endpoint.addressFamily)
         if problem is not None:
@@ -280,10 +282,12 @@ def checkHostname(name: str) -> str:
     return name
 
 
-def checkMetrics(description: str) -> None:
+def checkMetrics(description: str, rundir: str | None = ".") -> None:
     """
     C{--metrics}: an endpoint string (not Twisted's C{tls:}, refused as for
-    C{--listen}), and the C{prometheus_client} library.
+    C{--listen}; a UNIX socket's path must fit and its directory exist,
+    L{checkSocketPath} with C{rundir}), and the C{prometheus_client}
+    library.
     Outside a worker of C{--workers}, C{PROMETHEUS_MULTIPROC_DIR} is
     removed from the environment before that library is imported.
 
@@ -292,7 +296,12 @@ def checkMetrics(description: str) -> None:
     from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
 
-    from twisted_smtpd._serving.listeners import TLS_ENDPOINT_REFUSED, endpointKind
+    from twisted_smtpd._serving.listeners import (
+        PROXY_TWICE,
+        TLS_ENDPOINT_REFUSED,
+        behindProxy,
+        endpointKind,
+    )
     from twisted_smtpd._serving.metrics import MULTIPROC_VARIABLES, requirePrometheus
     from twisted_smtpd._twistd.workerlisteners import INHERITED
 
@@ -309,6 +318,8 @@ def checkMetrics(description: str) -> None:
     except ImportError as e:
         raise usage.UsageError(str(e)) from None
     checkParameters("metrics", description)
+    if behindProxy(description)[0].count(":") > 1:
+        raise usage.UsageError(f"--metrics {description!r}: {PROXY_TWICE}")
     if endpointKind(description) == "tls":
         # tls:9101 would serve the metrics on port 443 of every address.
         why = f"{TLS_ENDPOINT_REFUSED}; use ssl:PORT:privateKey=KEY:certKey=CERT for HTTPS"
@@ -316,22 +327,66 @@ def checkMetrics(description: str) -> None:
     parse: Any = serverFromString
     try:
         if endpointKind(description) == "ssl":
-            checkSSLFiles(description)
+            checkSSLFiles(behindProxy(description)[1])
         endpoint = parse(reactor, metricsDescription(description))
     except Exception as e:
         raise usage.UsageError(f"--metrics {description!r}: {reason(e)}") from None
     checkPortRange("metrics", description, endpoint)
+    checkSocketPath("metrics", description, endpoint, rundir)
+
+
+#: The longest UNIX socket path, in bytes: the size of C{sun_path} less
+#: its terminating NUL (108 on Linux, 104 on the BSDs and macOS).
+MAX_SOCKET_PATH = 107 if sys.platform.startswith("linux") else 103
+
+
+def checkSocketPath(flag: str, description: str, endpoint: object, rundir: str | None) -> None:
+    """
+    Refuse a UNIX socket (C{unix:}, behind C{haproxy:} too) whose path is
+    longer than a socket address holds, or whose directory does not exist
+    or is no directory: Twisted would fail to bind it, or to take its lock
+    file, only once C{twistd} has started.
+
+    @param flag: The flag's name without the dashes, for the message.
+    @param endpoint: What Twisted made of C{description}.
+    @param rundir: The directory a relative path is taken from when the
+        server listens (C{twistd --rundir}), or C{None} when that cannot be
+        told here (C{twistd --chroot}): the directory is not checked then.
+    @raise usage.UsageError: Naming the flag, the description and what is
+        wrong.
+    """
+    endpoint = getattr(endpoint, "_wrappedEndpoint", endpoint)
+    path = getattr(endpoint, "_address", None)
+    if not isinstance(path, str) or not path or path.startswith("\0"):
+        return
+    size = len(os.fsencode(path))
+    if size > MAX_SOCKET_PATH:
+        raise usage.UsageError(
+            f"--{flag} {description!r}: the UNIX socket path is too long: {size} bytes,"
+            f" at most {MAX_SOCKET_PATH}"
+        )
+    if rundir is None:
+        return
+    directory = os.path.dirname(os.path.abspath(os.path.join(rundir, path)))
+    if os.path.isdir(directory):
+        return
+    why = "is not a directory" if os.path.lexists(directory) else "does not exist"
+    raise usage.UsageError(
+        f"--{flag} {description!r}: the directory of the UNIX socket {why}: {directory}"
+    )
 
 
 def checkPortRange(flag: str, description: str, endpoint: object) -> None:
     """
     Refuse the port of a TCP endpoint above 65535, which Twisted takes
-    and the kernel refuses only once the server listens.
+    and the kernel refuses only once the server listens; behind
+    C{haproxy:} too.
 
     @param flag: The flag's name without the dashes, for the message.
     @param endpoint: What Twisted made of C{description}.
     @raise usage.UsageError: Naming the flag, the description and the port.
     """
+    endpoint = getattr(endpoint, "_wrappedEndpoint", endpoint)
     port = getattr(endpoint, "_port", None)
     if isinstance(port, int) and not 0 <= port <= 65535:
         raise usage.UsageError(f"--{flag} {description!r}: port {port} is out of range (0-65535)")
@@ -350,12 +405,14 @@ def metricsDescription(description: str) -> str:
     """
     from twisted.internet import endpoints
 
-    from twisted_smtpd._serving.listeners import ANY_VERSION_METHODS, SSL_ARGUMENTS, escapeValue
+    from twisted_smtpd._serving.listeners import (
+        ANY_VERSION_METHODS,
+        SSL_ARGUMENTS,
+        behindProxy,
+        escapeValue,
+    )
 
-    prefix, inner = "", description
-    while inner.partition(":")[0].strip().lower() == "haproxy":
-        head, _, inner = inner.partition(":")
-        prefix += head + ":"
+    prefix, inner = behindProxy(description)
     parse: Any = endpoints._parse  # unannotated in Twisted
     args, kwargs = parse(inner)
     if str(args[0]).strip().lower() != "ssl":
@@ -376,10 +433,11 @@ def metricsDescription(description: str) -> str:
 def checkSSLFiles(description: str) -> None:
     """
     Read the files of the C{ssl:} endpoint string C{description} (of
-    C{--metrics}, which Twisted serves) as those of an C{ssl:} listener
-    are, before Twisted does: a file that cannot be used is named in the
-    server's words, not in OpenSSL's, and one that is no regular file (a
-    pipe, C{/dev/zero}) is refused before Twisted reads it without end.
+    C{--metrics}, which Twisted serves; without its C{haproxy:} layers)
+    as those of an C{ssl:} listener are, before Twisted does: a file that
+    cannot be used is named in the server's words, not in OpenSSL's, and
+    one that is no regular file (a pipe, C{/dev/zero}) is refused before
+    Twisted reads it without end.
     A C{dhParameters} file must hold Diffie-Hellman parameters OpenSSL
     takes.
 
@@ -411,13 +469,17 @@ def ipList(text: str) -> tuple[str, ...]:
     """
     C{--ignored-hosts}: comma-separated IP addresses, in their normal form.
 
-    @raise usage.UsageError: Naming the first entry that is not one.
+    @raise usage.UsageError: Naming the first entry that is not one, or
+        the value when an entry is empty (a comma too many, a variable
+        left unset: no address was meant to be left out).
     """
     found = []
     for part in text.split(","):
         part = part.strip()
         if not part:
-            continue
+            raise usage.UsageError(
+                f"--ignored-hosts {text!r}: an empty entry (expected IP addresses, comma-separated)"
+            )
         try:
             found.append(str(ipaddress.ip_address(part)))
         except ValueError:
@@ -428,8 +490,10 @@ def ipList(text: str) -> tuple[str, ...]:
 def checkAuth(description: str) -> None:
     """
     Refuse C{--auth} descriptions that would start a server nobody can log
-    in to: C{memory:} without users, C{file:} naming a file that cannot be
-    read or is not a regular file (a named pipe would block every login).
+    in to: C{memory:} without users, or with a user whose password is
+    empty (or whom anyone could log in as, with CRAM-MD5), C{file:} naming
+    a file that cannot be read or is not a regular file (a named pipe
+    would block every login).
 
     @raise usage.UsageError: Naming the description and why.
     """
@@ -448,6 +512,15 @@ def checkAuth(description: str) -> None:
                 f"--auth memory:...: {fields} field{'' if fields == 1 else 's'}, expected"
                 " memory:USER:PASSWORD[:USER:PASSWORD...] with no empty user name"
             )
+        for user, password in zip(parts[::2], parts[1::2], strict=True):
+            if not password:
+                # PLAIN and LOGIN refuse an empty password (RFC 4616); an
+                # HMAC keyed with nothing (CRAM-MD5) anyone can make.
+                raise usage.UsageError(
+                    f"--auth memory:...: user {printable(user)!r} has an empty password"
+                    " (PLAIN and LOGIN take none, and CRAM-MD5 would log in anyone who"
+                    " knows the name)"
+                )
     elif kind == "file":
         try:
             os.close(openRegular(argument))

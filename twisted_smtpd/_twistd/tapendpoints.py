@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from twisted.python import usage
 
-from twisted_smtpd._serving.listeners import SSL_ARGUMENTS
+from twisted_smtpd._serving.listeners import SSL_ARGUMENTS, behindProxy
 
 __all__ = ["checkParameters"]
 
@@ -263,10 +263,7 @@ def checkParameters(flag: str, description: str, *, client: bool = False) -> Non
             f"--{flag} {description!r}: a backslash at the end escapes nothing"
             " (write \\\\ for a backslash)"
         )
-    inner = description
-    if not client:
-        while inner.partition(":")[0].strip().lower() == "haproxy":
-            inner = inner.partition(":")[2]
+    inner = description if client else behindProxy(description)[1]
     why = _problem(inner, client)
     if why is not None:
         raise usage.UsageError(f"--{flag} {description!r}: {why}")

@@ -160,6 +160,11 @@ def _relay(config: Mapping[str, Any], target: str, options: ServerOptions) -> IS
         # AUTH with an empty authentication identity: refused by any relay.
         flag = "relay-auth" if config["relay-auth"] is not None else "relay-user"
         raise usage.UsageError(f"--{flag}: the user name is empty")
+    if password == "":
+        # AUTH PLAIN, asked first, has no empty password (RFC 4616): every
+        # message would fail at the relay.
+        flag = "relay-auth" if config["relay-auth"] is not None else "relay-password"
+        raise usage.UsageError(f"--{flag}: the password is empty")
     if config["relay-insecure"] and config["relay-ca"] is not None:
         raise usage.UsageError("--relay-insecure excludes --relay-ca")
     _checkCA("relay-ca", config["relay-ca"])
@@ -267,6 +272,8 @@ def _webhook(config: Mapping[str, Any], url: str, options: ServerOptions) -> ISM
     if config["webhook-secret"] == "":
         # An HMAC keyed with nothing is a signature anyone can make.
         raise usage.UsageError("--webhook-secret: the secret is empty")
+    if config["webhook-secret"] is not None and not config["webhook-secret"].strip():
+        raise usage.UsageError("--webhook-secret: the secret is only white space")
     if config["webhook-ca"] is not None and url.startswith("http://"):
         raise usage.UsageError("--webhook-ca needs an https:// --webhook URL")
     _checkCA("webhook-ca", config["webhook-ca"])

@@ -45,6 +45,29 @@ def checkPidFile(path: str | None) -> None:
         _checkLeftPid(path)
 
 
+def socketDirectory(parent: Any, workers: int) -> str | None:
+    """
+    The directory a relative UNIX socket path of C{--listen} or
+    C{--metrics} is taken from when the server listens: C{twistd}'s
+    C{--rundir} (it changes into it before the listeners start), the
+    current one for the parent of C{--workers} (which binds them while the
+    options are read).
+
+    @param parent: C{twistd}'s own options (or an empty mapping).
+    @param workers: The number of C{--workers}.
+    @return: The directory, or C{None} when the paths cannot be told
+        here: under C{twistd --chroot}, or in a worker of C{--workers}
+        (its listeners are its parent's).
+    """
+    from twisted_smtpd._twistd.workerlisteners import INHERITED
+
+    if parent.get("chroot") or INHERITED in os.environ:
+        return None
+    if workers > 1:
+        return "."
+    return str(parent.get("rundir") or ".")
+
+
 def pidFileStays(config: Any) -> str | None:
     """
     A warning line when the user C{twistd --uid} runs the server as cannot

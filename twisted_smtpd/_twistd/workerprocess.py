@@ -69,6 +69,13 @@ class _Worker(ProcessProtocol):
         self._partial = b""
         self._dropping = False
 
+    def connectionMade(self) -> None:
+        """
+        Keep the process id at once: a process that ends before
+        C{spawnProcess} returns (Twisted reaps it there) has none by then.
+        """
+        self.pid = getattr(self.transport, "pid", None)
+
     def outReceived(self, data: bytes) -> None:
         """
         Pass the worker's whole log lines on; the start of a line waits for

@@ -330,9 +330,13 @@ class WorkerPool(GivesLogObserver):
             )
             self._pending[index] = self.reactor.callLater(delay, self._spawn, index)
             return
+        if protocol.pid is None:
+            protocol.pid = process.pid
+        self._log.info("worker {index} started, pid {pid}", index=index, pid=protocol.pid)
+        if protocol.ended.called:
+            # Ended already, its end handled (L{_workerEnded}).
+            return
         self.workers[index] = (process, protocol)
-        protocol.pid = process.pid
-        self._log.info("worker {index} started, pid {pid}", index=index, pid=process.pid)
 
     def _workerLog(self, worker: _Worker, data: bytes, cut: bool = False) -> None:
         """

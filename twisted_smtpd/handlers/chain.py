@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_smtpd._core.errors import SMTPError, logText
 from twisted_smtpd._core.session import Address, AuthRequest, Session
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._hookcheck import HOOKS, generatorHookProblem
@@ -182,8 +183,18 @@ class ChainHandler(BaseHandler):
 
     def _closeFailed(self, failure: Failure, handler: ISMTPHandler) -> None:
         """
-        Log the failure of C{handler}'s C{onClose}.
+        Log the failure of C{handler}'s C{onClose}: an L{SMTPError} in one
+        line (there is no reply at close to give it), any other with its
+        traceback.
         """
+        if isinstance(failure.value, SMTPError):
+            self._log.warn(
+                "onClose of {handler!r} refused with {refusal}: there is no reply at close,"
+                " nothing is done",
+                handler=handler,
+                refusal=logText(failure.value),
+            )
+            return
         self._log.failure("onClose of {handler!r} failed", failure, handler=handler)
 
     def close(self) -> Deferred[None]:

@@ -156,8 +156,8 @@ class WebhookHandler(BaseHandler):
         @param url: An C{http://} or C{https://} URL with a host, an
             optional port from 1 to 65535, and no user name, password or
             fragment.
-        @param secret: The HMAC key signing each request (not empty), or
-            C{None}.
+        @param secret: The HMAC key signing each request (not empty, nor
+            white space alone), or C{None}.
         @param format: C{"raw"} or C{"json"}.
         @param timeout: Seconds after the end of a message within which the
             receiver must accept it, retries included; keep it below the
@@ -197,6 +197,9 @@ class WebhookHandler(BaseHandler):
         if secret is not None and not secret:
             # An HMAC keyed with nothing is a signature anyone can make.
             raise ValueError("the webhook secret is empty")
+        if secret is not None and not secret.strip():
+            # Nor is one keyed with a blank line (a variable left unset).
+            raise ValueError("the webhook secret is only white space")
         if reactor is None:
             from twisted.internet import reactor as _reactor
 
