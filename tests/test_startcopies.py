@@ -25,6 +25,7 @@ from twisted_smtpd._core.files import (
     readRegular,
     useStartCopies,
 )
+from twisted_smtpd._twistd import workers
 from twisted_smtpd._twistd.startcopies import START_COPIES, copiesFile, useCopiesFromParent
 from twisted_smtpd._twistd.tap import Options
 from twisted_smtpd._twistd.tapservice import makeService
@@ -253,3 +254,26 @@ def _services(service: object) -> list[object]:
         if inner is not None and inner is not service:
             found += _services(inner)
     return found
+
+
+class CopiesFileFailsTests(_PoolTestCase):
+    """
+    When the anonymous file cannot be made, the workers start without it.
+    """
+
+    def test_startedWithoutCopies(self) -> None:
+        """
+        One warning line; every worker is started, without copies.
+        """
+
+        def refuse(copies: object) -> int:
+            raise OSError(24, "Too many open files")
+
+        self.patch(workers, "copiesFile", refuse)
+        _, clock, log = self.pool(startCopies={"/etc/key.pem": b"key"})
+        self.assertEqual(len(clock.spawned), 2)
+        for environ in clock.environments:
+            self.assertNotIn(START_COPIES, environ)
+        warned = log.matching("cannot be handed to the workers")
+        self.assertEqual(len(warned), 1, warned)
+        self.assertIn("Too many open files", warned[0])

@@ -286,10 +286,18 @@ class WorkerPool(GivesLogObserver):
             protocol.heartbeatFD = fd + 1
             childFDs[fd + 1] = "r"
             env[HEARTBEAT] = f"{fd + 1},{self._watchdog.interval}"
-        if self._startCopies:
-            # The files read at start, for those the worker cannot open.
-            if self._copiesFD is None:
+        if self._startCopies and self._copiesFD is None:
+            try:
                 self._copiesFD = copiesFile(self._startCopies)
+            except OSError as e:
+                self._log.warn(
+                    "the files read at start cannot be handed to the workers ({error});"
+                    " each reads them itself",
+                    error=tapconfig.reason(e),
+                )
+                self._startCopies = {}
+        if self._copiesFD is not None:
+            # The files read at start, for those the worker cannot open.
             copiesAt = max(childFDs) + 1
             childFDs[copiesAt] = self._copiesFD
             env[START_COPIES] = str(copiesAt)
