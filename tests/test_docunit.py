@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted_smtpd import ServerOptions
 from twisted_smtpd._serving.deadlines import CLOSE_GRACE
 from twisted_smtpd._twistd.daemon import HANDLER_CLOSE_TIMEOUT
+from twisted_smtpd._twistd.tapservice import workerStopTimeout
 
 OPERATOR = Path(__file__).resolve().parents[1] / "docs" / "operator.md"
 
@@ -40,6 +41,15 @@ class ServiceUnitTests(SynchronousTestCase):
         assert found is not None
         longest = ServerOptions().closeTimeout + CLOSE_GRACE + HANDLER_CLOSE_TIMEOUT
         self.assertGreater(int(found.group(1)), longest)
+
+    def test_stopTimeoutLongerThanWorkersStop(self) -> None:
+        """
+        With C{--workers}, C{TimeoutStopSec=} is longer than the time the
+        parent lets its workers stop before it kills them.
+        """
+        found = re.search(r"^TimeoutStopSec=(\d+)$", serviceUnit(), re.M)
+        assert found is not None
+        self.assertGreater(int(found.group(1)), workerStopTimeout(ServerOptions().closeTimeout))
 
     def test_networkWanted(self) -> None:
         """

@@ -349,3 +349,40 @@ class StrayTextTests(SynchronousTestCase):
                 "worker 0: \\x09forged\\x0dcontinuation",
             ],
         )
+
+
+class StopTimeoutTests(SynchronousTestCase):
+    """
+    The parent of C{twistd smtpd --workers} kills a worker only after the
+    longest graceful stop a worker can take.
+    """
+
+    def test_longerThanWorkersStop(self) -> None:
+        """
+        Its sessions' close timeout, the grace after their 421 and the time
+        its delivery gets to close its connections all fit before the kill.
+        """
+        from twisted_smtpd._serving.deadlines import CLOSE_GRACE
+        from twisted_smtpd._twistd.daemon import HANDLER_CLOSE_TIMEOUT
+        from twisted_smtpd._twistd.tap import Options
+        from twisted_smtpd._twistd.tapservice import makeService
+
+        options = Options()
+        options.parseOptions(
+            [
+                "--workers",
+                "2",
+                "--sink",
+                "--close-timeout",
+                "7",
+                "--disable",
+                "STARTTLS",
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+            ]
+        )
+        listeners = options["workerListeners"]
+        self.addCleanup(lambda: [s.close() for spec in listeners for s in spec.sockets])
+        pool = makeService(options)
+        assert isinstance(pool, WorkerPool)
+        self.assertGreater(pool._stopTimeout, 7 + CLOSE_GRACE + HANDLER_CLOSE_TIMEOUT)

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 from twisted.logger import Logger
 
 from twisted_smtpd._core.files import forgetStartCopies, keptReads
+from twisted_smtpd._serving.deadlines import CLOSE_GRACE
 from twisted_smtpd._serving.listeners import servesServerTLS
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._serving.resolve import resolverFor
-from twisted_smtpd._twistd.daemon import SMTPDaemon
+from twisted_smtpd._twistd.daemon import HANDLER_CLOSE_TIMEOUT, SMTPDaemon
 from twisted_smtpd._twistd.logfile import logDestination
 from twisted_smtpd._twistd.openfiles import checkOpenFiles
 from twisted_smtpd._twistd.runuser import asRunUser
@@ -39,6 +40,21 @@ if TYPE_CHECKING:
     # Imported when --metrics is given: the web server stays unloaded
     # otherwise (its modules cost about 2 MiB of memory).
     from twisted_smtpd._twistd.metricsservice import WorkerMetrics
+
+
+#: Seconds a worker may take to end once its sessions and its delivery are
+#: closed (its last log lines, its reactor's stop).
+_WORKER_EXIT = 5.0
+
+
+def workerStopTimeout(closeTimeout: float) -> float:
+    """
+    How long the parent of C{--workers} lets a worker stop gracefully
+    after SIGTERM before it kills it: the longest graceful stop of a
+    worker (its sessions' C{closeTimeout}, the grace after their 421, the
+    time its delivery gets to close its connections) and a little more.
+    """
+    return closeTimeout + CLOSE_GRACE + HANDLER_CLOSE_TIMEOUT + _WORKER_EXIT
 
 
 def _workerReady() -> None:
@@ -111,7 +127,7 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
             config["workerListeners"],
             int(config["workers"]),
             ["--nodaemon", "--pidfile=", *logging, "smtpd", *config["arguments"]],
-            stopTimeout=options.closeTimeout + 10,
+            stopTimeout=workerStopTimeout(options.closeTimeout),
             logWriter=writer,
             stopOnce=True,
             workerTimeout=config["worker-timeout"],
