@@ -62,8 +62,33 @@ class HostnameTests(SynchronousTestCase):
         """
         Domain names (a trailing dot too) and IPv4 and IPv6 literals pass.
         """
-        for name in ["mx.example.com", "localhost", "mx.", "[192.0.2.1]", "[IPv6:2001:db8::1]"]:
+        for name in [
+            "mx.example.com",
+            "localhost",
+            "mx.",
+            "[192.0.2.1]",
+            "[IPv6:2001:db8::1]",
+            "1.2.3.example",
+            "mx1.example.123a",
+        ]:
             self.assertEqual(parse("--sink", "--hostname", name)["serverOptions"].name, name)
+
+    def test_numericRefused(self) -> None:
+        """
+        A name whose last label is all digits (an IPv4 address without its
+        brackets) is refused, naming the literal to write instead (RFC 1123
+        section 2.1, as Postfix's C{valid_hostname}).
+        """
+        e = self.assertRaises(usage.UsageError, parse, "--sink", "--hostname", "192.0.2.1")
+        self.assertEqual(
+            str(e),
+            "--hostname '192.0.2.1': not a host name (its last label is all digits); an"
+            " address is written as an address literal: [192.0.2.1]",
+        )
+        e = self.assertRaises(usage.UsageError, parse, "--sink", "--hostname", "mx.123.")
+        self.assertEqual(
+            str(e), "--hostname 'mx.123.': not a host name (its last label is all digits)"
+        )
 
 
 class DisabledCommandsTests(SynchronousTestCase):

@@ -146,3 +146,20 @@ class OptionCheckTests(SynchronousTestCase):
         for value in ("module:callable", 5, {"a.example": None}):
             self.assertRefused("sniCallback", value)
         self.assertIs(ServerOptions(name="mx", sniCallback=str.lower).sniCallback, str.lower)
+
+
+class WordListTests(SynchronousTestCase):
+    """
+    C{authMethods} and C{disabledCommands}: words upper-cased, each once.
+    """
+
+    def test_repeatsOnce(self) -> None:
+        """
+        A word given twice, in any case, is kept once, in the order first
+        given: C{PLAIN,plain} would advertise C{AUTH PLAIN PLAIN LOGIN}.
+        """
+        options = ServerOptions(
+            authMethods=["PLAIN", "plain", "LOGIN", " PLAIN "], disabledCommands=["vrfy", "VRFY"]
+        )
+        self.assertEqual(options.authMethods, ("PLAIN", "LOGIN"))
+        self.assertEqual(options.disabledCommands, ("VRFY",))

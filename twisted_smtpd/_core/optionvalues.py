@@ -86,7 +86,8 @@ def upperWords(name: str, value: Iterable[str]) -> tuple[str, ...]:
     """
     Convert the list setting C{name} (C{authMethods}, C{disabledCommands}):
     one word or an iterable of words, each stripped and upper-cased, empty
-    ones left out.
+    ones and repeats left out (C{PLAIN,plain} would advertise
+    C{AUTH PLAIN PLAIN}).
 
     @raise TypeError: Naming the setting, for anything but strings.
     """
@@ -99,7 +100,7 @@ def upperWords(name: str, value: Iterable[str]) -> tuple[str, ...]:
     for word in words:
         if not isinstance(word, str):
             raise TypeError(f"{name} must hold strings only, got {_shown(word)}")
-    return tuple(w.strip().upper() for w in words if w.strip())
+    return tuple(dict.fromkeys(w.strip().upper() for w in words if w.strip()))
 
 
 def networks(name: str, value: bool | Iterable[str | IPNetwork] | None) -> tuple[IPNetwork, ...]:

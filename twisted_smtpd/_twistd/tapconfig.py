@@ -279,6 +279,16 @@ def checkHostname(name: str) -> str:
             f"--hostname {name!r}: not a host name (letters, digits and hyphens in"
             " dot-separated labels) nor an address literal"
         )
+    if labels[-1].isdigit():
+        # 192.0.2.1: a domain's last label is never all digits (RFC 1123
+        # section 2.1; Postfix's valid_hostname refuses a numeric name): a
+        # client would take it for an address, written without brackets.
+        hint = ""
+        if literalAddress(f"[{name}]") is not None:
+            hint = f"; an address is written as an address literal: [{name}]"
+        raise usage.UsageError(
+            f"--hostname {name!r}: not a host name (its last label is all digits){hint}"
+        )
     return name
 
 
