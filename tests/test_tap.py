@@ -1144,6 +1144,17 @@ class DeliveryFlagTests(SynchronousTestCase):
         self.assertIn("missing", self.assertUsageError("--pipe", "cat", "--pipe-spool", missing))
         self.assertIn("--pipe", self.assertUsageError("--sink", "--pipe-spool", directory))
 
+    def test_pipeSpoolEmpty(self) -> None:
+        """
+        An empty C{--pipe-spool} is refused: it would spool into the
+        directory the server runs in, not C{TMPDIR}.
+        """
+        for value in ("", " "):
+            self.assertEqual(
+                self.assertUsageError("--pipe", "cat", "--pipe-spool", value),
+                f"--pipe-spool {value!r}: no directory named",
+            )
+
     def test_handler(self) -> None:
         """
         C{--handler MODULE:CALLABLE} calls the callable with the

@@ -231,6 +231,10 @@ def _pipe(config: Mapping[str, Any], command: str, options: ServerOptions) -> IS
     from twisted_smtpd.handlers.pipe import PipeHandler
 
     spool = config["pipe-spool"]
+    if spool is not None and not spool.strip():
+        # An empty path would spool into the directory the server runs in,
+        # while its log names the default, $TMPDIR.
+        raise usage.UsageError(f"--pipe-spool {spool!r}: no directory named")
     if spool is not None:
         # Fail now, not at the first message, if spool files cannot be made
         # (by the user twistd --uid runs the server as).
