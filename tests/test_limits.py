@@ -5,7 +5,7 @@ Tests for L{twisted_smtpd._serving.limits}: IPv6 clients counted by their networ
 
 from __future__ import annotations
 
-from twisted.internet.address import IPv6Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -17,11 +17,15 @@ from twisted_smtpd._serving.limits import ClientLimits
 from twisted_smtpd._serving.server import SMTPServerFactory
 
 
-def connectFrom(factory: SMTPServerFactory, host: str) -> StringTransport:
+def connectFrom(
+    factory: SMTPServerFactory,
+    host: str,
+    family: type[IPv4Address] | type[IPv6Address] = IPv6Address,
+) -> StringTransport:
     proto = factory.buildProtocol(None)  # type: ignore[arg-type]
     transport = StringTransport(
-        peerAddress=IPv6Address("TCP", host, 40000),
-        hostAddress=IPv6Address("TCP", "2001:db8::25", 25),
+        peerAddress=family("TCP", host, 40000),
+        hostAddress=family("TCP", "2001:db8::25" if family is IPv6Address else "192.0.2.1", 25),
     )
     proto.makeConnection(transport)
     return transport
@@ -79,3 +83,41 @@ class IPv6PrefixTests(SynchronousTestCase):
         self.assertEqual(ServerOptions(name="x").clientIpv6PrefixLength, 84)
         for bad in (-1, 129):
             self.assertRaises(ValueError, ServerOptions, name="x", clientIpv6PrefixLength=bad)
+
+
+class XClientFrontEndTests(SynchronousTestCase):
+    """
+    A front end allowed XCLIENT (C{useXClient}) passes many clients over its
+    connections, all from its own address: as Postfix leaves the hosts of
+    C{smtpd_authorized_xclient_hosts} out of its connection count and rate
+    limits, the per-address limits leave it out.
+    """
+
+    def test_frontEndNotLimited(self) -> None:
+        """
+        The front end's connections past C{maxClientsPerIp} and
+        C{maxConnectionRate} are greeted, and the limit tables hold nothing
+        for them; C{maxClients} still counts them, and a client outside
+        C{useXClient} is still limited.
+        """
+        factory = factoryFor(
+            Clock(),
+            maxClientsPerIp=1,
+            maxConnectionRate=(2, 60.0),
+            maxClients=5,
+            useXClient=["192.0.2.0/24"],
+        )
+        self.assertEqual(
+            connectFrom(factory, "198.51.100.7", IPv4Address).value(), replies.GREETING
+        )
+        self.assertEqual(
+            connectFrom(factory, "198.51.100.7", IPv4Address).value(), TOO_MANY_FROM_ADDRESS
+        )
+        for _ in range(4):
+            transport = connectFrom(factory, "192.0.2.7", IPv4Address)
+            self.assertEqual(transport.value(), replies.GREETING)
+        self.assertEqual(list(factory.limits.open), ["198.51.100.7"])
+        self.assertEqual(list(factory.limits.windows), ["198.51.100.7"])
+        self.assertEqual(
+            connectFrom(factory, "192.0.2.7", IPv4Address).value(), replies.TOO_MANY_CLIENTS
+        )

@@ -71,12 +71,16 @@ class ClientLimits:
     def fromOptions(cls, options: ServerOptions) -> ClientLimits:
         """
         The limits C{options} set: C{maxClientsPerIp}, C{maxConnectionRate},
-        C{limitExemptions} and C{clientIpv6PrefixLength}.
+        C{limitExemptions} and C{clientIpv6PrefixLength}.  The C{useXClient}
+        networks are exempt too: a front end allowed XCLIENT passes many
+        clients over connections from its own address, and Postfix leaves
+        C{smtpd_authorized_xclient_hosts} out of its connection count and
+        rate limits.
         """
         return cls(
             options.maxClientsPerIp,
             options.maxConnectionRate,
-            options.limitExemptions,
+            options.limitExemptions + options.useXClient,
             ipv6PrefixLength=options.clientIpv6PrefixLength,
         )
 
