@@ -11,7 +11,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests import replies
-from tests.test_deadlines import TOO_MANY_FROM_ADDRESS, factoryFor
+from tests.test_deadlines import CONNECTION_RATE, TOO_MANY_FROM_ADDRESS, factoryFor
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving.limits import ClientLimits
 from twisted_smtpd._serving.server import SMTPServerFactory
@@ -121,3 +121,49 @@ class XClientFrontEndTests(SynchronousTestCase):
         self.assertEqual(
             connectFrom(factory, "192.0.2.7", IPv4Address).value(), replies.TOO_MANY_CLIENTS
         )
+
+
+class ClockStepTests(SynchronousTestCase):
+    """
+    The reactor's time is the wall clock, which an operator or NTP may set
+    back: a rate window that would begin after now is over, not one that
+    lasts for as long as the clock went back.
+    """
+
+    def test_clockSetBack(self) -> None:
+        """
+        An address refused by C{maxConnectionRate} is served again once
+        the clock was set back, in a new window; the windows begun after
+        the new time are forgotten by the sweep.
+        """
+        clock = Clock()
+        clock.advance(1000)
+        factory = factoryFor(clock, maxConnectionRate=(2, 60.0))
+        for _ in range(2):
+            self.assertEqual(
+                connectFrom(factory, "192.0.2.7", IPv4Address).value(), replies.GREETING
+            )
+        connectFrom(factory, "192.0.2.8", IPv4Address)
+        self.assertEqual(connectFrom(factory, "192.0.2.7", IPv4Address).value(), CONNECTION_RATE)
+        clock.rightNow -= 900
+        self.assertEqual(connectFrom(factory, "192.0.2.7", IPv4Address).value(), replies.GREETING)
+        self.assertEqual(
+            factory.limits.windows, {"192.0.2.8": [1000.0, 1.0], "192.0.2.7": [100.0, 1.0]}
+        )
+        factory.limits.expire(clock.seconds())
+        self.assertEqual(factory.limits.windows, {"192.0.2.7": [100.0, 1.0]})
+
+    def test_windowEdges(self) -> None:
+        """
+        A window of C{seconds} takes C{count} connections from its first
+        one up to just before C{seconds} later; at C{seconds} a new one
+        begins.
+        """
+        limits = ClientLimits(0, (2, 60.0), ())
+        self.assertEqual(limits.connected("192.0.2.7", 10.0), (True, None))
+        self.assertEqual(limits.connected("192.0.2.7", 69.999), (True, None))
+        self.assertEqual(
+            limits.connected("192.0.2.7", 69.999)[1], "connection rate limit (2 per 60 s)"
+        )
+        self.assertEqual(limits.connected("192.0.2.7", 70.0), (True, None))
+        self.assertEqual(limits.windows, {"192.0.2.7": [70.0, 1.0]})

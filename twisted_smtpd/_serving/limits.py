@@ -142,7 +142,7 @@ class ClientLimits:
     def _attempt(self, host: str, now: float, seconds: float) -> int:
         windows = self.windows
         window = windows.get(host)
-        if window is None or now - window[0] >= seconds:
+        if window is None or _over(window[0], now, seconds):
             if window is not None:
                 # Moved to the end: the table stays ordered by window start.
                 del windows[host]
@@ -164,6 +164,16 @@ class ClientLimits:
         windows = self.windows
         while windows:
             host = next(iter(windows))
-            if now - windows[host][0] < seconds:
+            if not _over(windows[host][0], now, seconds):
                 break
             del windows[host]
+
+
+def _over(start: float, now: float, seconds: float) -> bool:
+    """
+    Whether a rate window begun at C{start} is over at C{now}: C{seconds}
+    went by, or it begins after C{now}.  The reactor's time is the wall
+    clock: set back (by an operator, NTP), a window must not last for as
+    long as the clock went back, refusing its client all that time.
+    """
+    return not 0 <= now - start < seconds
