@@ -5,6 +5,8 @@ Tests for L{twisted_smtpd._serving.limits}: IPv6 clients counted by their networ
 
 from __future__ import annotations
 
+import time
+
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -13,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests import replies
 from tests.test_deadlines import CONNECTION_RATE, TOO_MANY_FROM_ADDRESS, factoryFor
 from twisted_smtpd._core.options import ServerOptions
-from twisted_smtpd._serving.limits import ClientLimits
+from twisted_smtpd._serving.limits import MAX_TRACKED, ClientLimits
 from twisted_smtpd._serving.server import SMTPServerFactory
 
 
@@ -167,3 +169,35 @@ class ClockStepTests(SynchronousTestCase):
         )
         self.assertEqual(limits.connected("192.0.2.7", 70.0), (True, None))
         self.assertEqual(limits.windows, {"192.0.2.7": [70.0, 1.0]})
+
+
+class FullTableTests(SynchronousTestCase):
+    """
+    A flood from ever new addresses (from one IPv6 /64: a million /84
+    networks) fills the rate table to L{MAX_TRACKED}; each further address
+    then drops the oldest window.
+    """
+
+    def test_fullTableCostsNoMore(self) -> None:
+        """
+        Counting a new address costs no more once the table is full: the
+        oldest window is found at once, not after every window dropped
+        before it (a C{dict} scans its deleted entries from its start, up
+        to a hundred thousand of them for each new address).
+        """
+        limits = ClientLimits(0, (5, 3600.0), ())
+        hosts = [f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}" for i in range(3 * MAX_TRACKED)]
+
+        def cost(begin: int, end: int) -> float:
+            started = time.process_time()
+            for i in range(begin, end):
+                limits.connected(hosts[i], i / 1000)
+                limits.disconnected(hosts[i])
+            return time.process_time() - started
+
+        before = cost(0, MAX_TRACKED)
+        cost(MAX_TRACKED, 2 * MAX_TRACKED)
+        full = cost(2 * MAX_TRACKED, 3 * MAX_TRACKED)
+        self.assertEqual(len(limits.windows), MAX_TRACKED)
+        self.assertEqual(next(iter(limits.windows)), hosts[2 * MAX_TRACKED])
+        self.assertLess(full, 3 * before)

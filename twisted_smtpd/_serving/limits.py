@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from collections import OrderedDict
 
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.optionvalues import IPNetwork, trusted
@@ -47,7 +48,10 @@ class ClientLimits:
     @ivar open: Connections now open, by client address (exempt addresses
         are not counted).
     @ivar windows: Per client address, C{[start, count]} of its current rate
-        window, oldest window first.
+        window, oldest window first: an C{OrderedDict}, whose first entry is
+        found at once however many were dropped before it (a C{dict} scans
+        its deleted entries from its start, up to a hundred thousand for
+        each new address of a flood filling the table).
     """
 
     def __init__(
@@ -65,7 +69,7 @@ class ClientLimits:
         self._ipv6Mask = ((1 << 128) - 1) ^ ((1 << (128 - ipv6PrefixLength)) - 1)
         self._ipv6Suffix = f"/{ipv6PrefixLength}"
         self.open: dict[str, int] = {}
-        self.windows: dict[str, list[float]] = {}
+        self.windows: OrderedDict[str, list[float]] = OrderedDict()
 
     @classmethod
     def fromOptions(cls, options: ServerOptions) -> ClientLimits:
@@ -149,7 +153,7 @@ class ClientLimits:
             else:
                 self.expire(now)
                 while len(windows) >= self._maxTracked:
-                    del windows[next(iter(windows))]
+                    windows.popitem(last=False)
             window = windows[host] = [now, 0.0]
         window[1] += 1
         return int(window[1])
