@@ -14,9 +14,12 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests import replies
 from tests.test_deadlines import CONNECTION_RATE, TOO_MANY_FROM_ADDRESS, factoryFor
+from tests.test_protocol import RecordingHandler, connect
 from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._core.session import Session
 from twisted_smtpd._serving.limits import MAX_TRACKED, ClientLimits
 from twisted_smtpd._serving.server import SMTPServerFactory
+from twisted_smtpd.interfaces import IMessageStream
 
 
 def connectFrom(
@@ -201,3 +204,48 @@ class FullTableTests(SynchronousTestCase):
         self.assertEqual(len(limits.windows), MAX_TRACKED)
         self.assertEqual(next(iter(limits.windows)), hosts[2 * MAX_TRACKED])
         self.assertLess(full, 3 * before)
+
+
+class _UnregisterFails:
+    """
+    A consumer that raises when told the producer is gone: a handler's bug.
+    """
+
+    def registerProducer(self, producer: object, streaming: bool) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        raise RuntimeError("consumer bug")
+
+    def write(self, data: bytes) -> None:
+        pass
+
+
+class _PipingHandler(RecordingHandler):
+    def onData(self, stream: IMessageStream, session: Session) -> object:
+        return stream.pipe(_UnregisterFails())  # type: ignore[arg-type]
+
+
+class ConnectionLostTests(SynchronousTestCase):
+    """
+    However a session ends, its connection is counted off once.
+    """
+
+    def test_consumerRaisesAtLoss(self) -> None:
+        """
+        A handler's consumer raising when the body it was piped fails at the
+        connection's loss is logged as the handler's failure; the connection
+        is still forgotten by the limits and the factory, and C{onClose} is
+        told, so that the client is not refused for good and a graceful
+        close completes.
+        """
+        handler = _PipingHandler()
+        proto, transport, clock, factory = connect(handler, maxClientsPerIp=1)
+        proto.dataReceived(b"EHLO x\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n")
+        proto.dataReceived(b"DATA\r\nbody\r\n")
+        proto.connectionLost()
+        (error,) = self.flushLoggedErrors(RuntimeError)
+        self.assertEqual(str(error.value), "consumer bug")
+        self.assertEqual((factory.limits.open, factory.connections), ({}, set()))
+        self.assertEqual(handler.closed, [proto.session])
+        self.successResultOf(factory.close())
