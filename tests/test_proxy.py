@@ -22,6 +22,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests import replies
+from tests.test_deadlines import connectFrom, factoryFor
 from tests.test_protocol import RecordingHandler, SlowData
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.proxyheader import (
@@ -544,6 +545,28 @@ class PendingHeaderLimitTests(SynchronousTestCase):
         )
         (line,) = [formatEvent(e) for e in events]
         self.assertIn(" refused: connection limit (2) reached", line)
+
+    def test_refusalsTakeNoSlot(self) -> None:
+        """
+        Connections being refused (their 421 waiting for the handshake of
+        an implicit TLS listener) take no slot of C{maxClients} from a
+        PROXY connection, as they take none from a direct one: one address
+        flooding past C{maxClientsPerIp} does not lock out the clients of
+        a C{haproxy:} listener sharing the server.
+        """
+        server = factoryFor(self.clock, maxClients=2, maxClientsPerIp=1)
+        wrapping = ProxyWrappingFactory(server, (), self.clock, server=server)
+        connectFrom(server, "192.0.2.7", tls=True)[0].handshakeCompleted()
+        for _ in range(2):
+            connectFrom(server, "192.0.2.7", tls=True)
+        self.assertEqual((len(server.connections), len(server.refusing)), (3, 2))
+        self.wrapping = wrapping
+        proxied, transport = self.connect()
+        self.assertEqual(transport.value(), b"")
+        proxied.dataReceived(V1)
+        self.assertEqual(transport.value(), replies.GREETING)
+        _, transport = self.connect()
+        self.assertEqual(transport.value(), replies.TOO_MANY_CLIENTS)
 
     def test_pendingCountReturnsToZero(self) -> None:
         """

@@ -42,7 +42,14 @@ def connectionLost(p: SMTPProtocol, reason: Failure = connectionDone) -> None:
     if receiver is not None:
         if not (serverClosed or receiver.ended or receiver.finished):
             _transaction.messageLost(p, receiver)
-        receiver.abandon(reason)
+        try:
+            receiver.abandon(reason)
+        except Exception:
+            # The consumer onData piped the body to raised, told of its end
+            # (its unregisterProducer): the handler's bug, logged as
+            # onData's.  The connection is still forgotten and onClose
+            # told, or the limits would count it for good.
+            p.logFailure(Failure(), "onData")  # type: ignore[no-untyped-call]
         p.receiver = None
     factory = p.server
     if factory is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from collections import OrderedDict
 
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.optionvalues import IPNetwork, trusted
@@ -47,7 +48,10 @@ class ClientLimits:
     @ivar open: Connections now open, by client address (exempt addresses
         are not counted).
     @ivar windows: Per client address, C{[start, count]} of its current rate
-        window, oldest window first.
+        window, oldest window first: an C{OrderedDict}, whose first entry is
+        found at once however many were dropped before it (a C{dict} scans
+        its deleted entries from its start, up to a hundred thousand for
+        each new address of a flood filling the table).
     """
 
     def __init__(
@@ -65,18 +69,22 @@ class ClientLimits:
         self._ipv6Mask = ((1 << 128) - 1) ^ ((1 << (128 - ipv6PrefixLength)) - 1)
         self._ipv6Suffix = f"/{ipv6PrefixLength}"
         self.open: dict[str, int] = {}
-        self.windows: dict[str, list[float]] = {}
+        self.windows: OrderedDict[str, list[float]] = OrderedDict()
 
     @classmethod
     def fromOptions(cls, options: ServerOptions) -> ClientLimits:
         """
         The limits C{options} set: C{maxClientsPerIp}, C{maxConnectionRate},
-        C{limitExemptions} and C{clientIpv6PrefixLength}.
+        C{limitExemptions} and C{clientIpv6PrefixLength}.  The C{useXClient}
+        networks are exempt too: a front end allowed XCLIENT passes many
+        clients over connections from its own address, and Postfix leaves
+        C{smtpd_authorized_xclient_hosts} out of its connection count and
+        rate limits.
         """
         return cls(
             options.maxClientsPerIp,
             options.maxConnectionRate,
-            options.limitExemptions,
+            options.limitExemptions + options.useXClient,
             ipv6PrefixLength=options.clientIpv6PrefixLength,
         )
 
@@ -138,14 +146,14 @@ class ClientLimits:
     def _attempt(self, host: str, now: float, seconds: float) -> int:
         windows = self.windows
         window = windows.get(host)
-        if window is None or now - window[0] >= seconds:
+        if window is None or _over(window[0], now, seconds):
             if window is not None:
                 # Moved to the end: the table stays ordered by window start.
                 del windows[host]
             else:
                 self.expire(now)
                 while len(windows) >= self._maxTracked:
-                    del windows[next(iter(windows))]
+                    windows.popitem(last=False)
             window = windows[host] = [now, 0.0]
         window[1] += 1
         return int(window[1])
@@ -160,6 +168,16 @@ class ClientLimits:
         windows = self.windows
         while windows:
             host = next(iter(windows))
-            if now - windows[host][0] < seconds:
+            if not _over(windows[host][0], now, seconds):
                 break
             del windows[host]
+
+
+def _over(start: float, now: float, seconds: float) -> bool:
+    """
+    Whether a rate window begun at C{start} is over at C{now}: C{seconds}
+    went by, or it begins after C{now}.  The reactor's time is the wall
+    clock: set back (by an operator, NTP), a window must not last for as
+    long as the clock went back, refusing its client all that time.
+    """
+    return not 0 <= now - start < seconds

@@ -317,13 +317,18 @@ class ProxyWrappingFactory(WrappingFactory):
         """
         The server's C{maxClients} when a new connection would pass it, its
         sessions and the connections still waiting for their header
-        counted together; else C{None}.
+        counted together; else C{None}.  The connections being refused take
+        no slot, as the server counts them (L{SMTPServerFactory.admit
+        <twisted_smtpd._serving.server.SMTPServerFactory.admit>}): one
+        address flooding past its own limits, its refusals waiting for a
+        handshake, must not lock every other client out.
         """
         server = self.server
         if server is None:
             return None
         limit: int | None = server.options.maxClients
-        if limit and self.pending + len(server.connections) >= limit:
+        active = len(server.connections) - len(server.refusing)
+        if limit and self.pending + active >= limit:
             return limit
         return None
 
