@@ -371,8 +371,8 @@ def _connection(transport: object) -> SSL.Connection | None:
 def tlsInfo(transport: object) -> TLSInfo:
     """
     What the finished handshake on C{transport} settled: the SNI name the
-    client sent, the protocol version, the cipher and the client's
-    certificate.
+    client sent, the protocol version, the cipher, the client's
+    certificate and whether it verified (L{peerCertificateVerified}).
 
     @param transport: A transport after C{startTLS}, or one of a TLS
         listener: its C{getHandle()} gives the C{OpenSSL.SSL.Connection}.
@@ -390,6 +390,7 @@ def tlsInfo(transport: object) -> TLSInfo:
         protocol=connection.get_protocol_version_name(),
         cipher=connection.get_cipher_name(),
         peerCertificate=connection.get_peer_certificate(),
+        peerCertificateVerified=peerCertificateVerified(transport),
     )
 
 
