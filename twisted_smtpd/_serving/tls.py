@@ -408,6 +408,39 @@ def peerCertificateVerified(transport: object) -> bool:
     return state is not None and state.verified is True
 
 
+def verifyFailure(transport: object) -> str | None:
+    """
+    Why the client's certificate on C{transport} did not verify, for the
+    line of a handshake refused for it: OpenSSL's text for the first error
+    of its chain and the depth of the certificate it is about (C{certificate
+    has expired (depth 0)}, C{unable to get local issuer certificate (depth
+    0)}), as Postfix logs a verification failure.
+
+    @return: The reason, or C{None} when no certificate failed to verify.
+    """
+    connection = _connection(transport)
+    state = None if connection is None else _states.get(connection)
+    if state is None or state.failure is None:
+        return None
+    error, depth = state.failure
+    return f"{_verifyErrorText(error)} (depth {depth})"
+
+
+def _verifyErrorText(error: int) -> str:
+    """
+    OpenSSL's text for a certificate verification error code
+    (C{X509_verify_cert_error_string}, which pyOpenSSL does not wrap; the
+    code alone when the binding lacks it).
+    """
+    try:
+        from OpenSSL._util import ffi, lib
+
+        text: bytes = ffi.string(lib.X509_verify_cert_error_string(error))
+        return text.decode("ascii", "replace")
+    except (ImportError, AttributeError):
+        return f"verification error {error}"
+
+
 def _tlsLayer(transport: object) -> TLSMemoryBIOProtocol | None:
     """
     The TLS layer of C{transport}: itself on an implicit TLS connection

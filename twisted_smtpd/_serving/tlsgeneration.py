@@ -31,10 +31,14 @@ class _ConnectionState:
         contexts and their callbacks) for as long as the connection lives.
     @ivar verified: C{True} once the client's chain verified with no error,
         C{False} after any error, C{None} before either.
+    @ivar failure: The first error of the client's chain: OpenSSL's
+        verification error code and the depth of the certificate it is
+        about (0 for the client's own), or C{None}.
     """
 
     generation: _Generation
     verified: bool | None = None
+    failure: tuple[int, int] | None = None
 
 
 _states: WeakKeyDictionary[SSL.Connection, _ConnectionState] = WeakKeyDictionary()
@@ -263,6 +267,8 @@ class _Generation:
         state = self.track(connection)
         if not ok:
             state.verified = False
+            if state.failure is None:
+                state.failure = (error, depth)
         elif depth == 0 and state.verified is None:
             state.verified = True
         return bool(ok) or not self._rejectUnauthorized
