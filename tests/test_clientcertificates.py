@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.test_clientcertificates -*-
 """
-Hostile TLS clients and their certificates, over real sockets, after
-STARTTLS and on an C{ssl:} listener of a server asking for client
-certificates (C{requestCert}): what the log says of a certificate refused.
+TLS clients and their certificates, over real sockets, after STARTTLS and
+on an C{ssl:} listener of a server asking for client certificates
+(C{requestCert}): what the log says of a certificate refused, and a
+certificate request naming many CAs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import socket
 import ssl
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
@@ -26,10 +31,13 @@ from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd.handlers import BaseHandler
 
 
-def _present(port: int, starttls: bool, certificate: IssuedCertificate) -> None:
+def _present(port: int, starttls: bool, certificate: IssuedCertificate) -> bytes:
     """
     Connect, offer C{certificate} in the handshake, and read until the
     server ends the connection.
+
+    @return: What the server sent over TLS, or C{b""} when the handshake
+        failed.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
@@ -38,12 +46,69 @@ def _present(port: int, starttls: bool, certificate: IssuedCertificate) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         if starttls:
             startTLS(s)
+        received = b""
         try:
             with context.wrap_socket(s, server_hostname="mx.example.com") as tls:
-                while tls.recv(4096):
-                    pass
+                tls.sendall(b"QUIT\r\n")
+                while data := tls.recv(4096):
+                    received += data
         except OSError:
             pass
+        return received
+
+
+def _server(case: TestCase, authorities: CertificateAuthority, bundle: str) -> SMTPServer:
+    """
+    A server asking for client certificates signed by a CA of C{bundle},
+    with a certificate of C{authorities}.
+    """
+    issued = authorities.server("mx.example.com")
+    return SMTPServer(
+        BaseHandler(),
+        ServerOptions(
+            name="mx.example.com",
+            disableReverseLookup=True,
+            certificate=issued.certificatePath,
+            privateKey=issued.keyPath,
+            caCertificates=bundle,
+            requestCert=True,
+            tlsHandshakeTimeout=5,
+        ),
+    )
+
+
+def _bundle(path: str, authority: CertificateAuthority, others: int) -> str:
+    """
+    Write a CA bundle of C{authority} and C{others} more CAs of long names
+    (about 100 octets each) to C{path}.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    pem = authority.certificate.public_bytes(serialization.Encoding.PEM)
+    for number in range(others):
+        name = x509.Name(
+            [
+                x509.NameAttribute(
+                    NameOID.COMMON_NAME, f"Example CA number {number:04} " + "x" * 40
+                ),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example Organisation"),
+            ]
+        )
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(number + 1)
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        pem += certificate.public_bytes(serialization.Encoding.PEM)
+    with open(path, "wb") as f:
+        f.write(pem)
+    return path
 
 
 class RefusedCertificateTests(TestCase):
@@ -142,3 +207,34 @@ class RefusedCertificateTests(TestCase):
                 r" TLS handshake failed: certificate verify failed:"
                 r" (unsuitable|unsupported) certificate purpose \(depth 0\)$",
             )
+
+
+class ManyAuthoritiesTests(TestCase):
+    """
+    A bundle of many CAs, whose names the server's certificate request
+    carries to the client.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_largeCertificateRequest(self) -> Any:
+        """
+        A certificate request of more than 32 KiB (400 CAs named): the
+        server's whole first flight reaches the client, whose handshake
+        finishes, after STARTTLS and on an C{ssl:} listener (Twisted's TLS
+        layer sent the first 32 KiB only and waited for the client, which
+        waited for the rest, until the handshake's deadline).
+        """
+        directory = os.path.abspath(self.mktemp())
+        ca = CertificateAuthority(directory)
+        bundle = _bundle(os.path.join(directory, "bundle.pem"), ca, 400)
+        server = _server(self, ca, bundle)
+        lines = logLines(self)
+        implicit, plain = yield listen(self, server, IMPLICIT, PLAIN)
+        alice = ca.client("alice")
+        answer = yield deferToThread(_present, implicit, False, alice)
+        self.assertEqual(answer[:4], b"220 ", lines)
+        answer = yield deferToThread(_present, plain, True, alice)
+        self.assertEqual(answer[:4], b"221 ", lines)
+        yield sessionsGone(self, server)
