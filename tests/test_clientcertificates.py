@@ -21,13 +21,16 @@ from cryptography.x509.oid import NameOID
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
+from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
 from tests.certs import CertificateAuthority, IssuedCertificate
 from tests.integration.tlsclients import startTLS
+from tests.test_tap import parse
 from tests.tlsserving import IMPLICIT, PLAIN, listen, logLines, reactor, sessionsGone
 from twisted_smtpd import SMTPServer
 from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._serving.tls import ServerTLS
 from twisted_smtpd.handlers import BaseHandler
 
 
@@ -238,3 +241,42 @@ class ManyAuthoritiesTests(TestCase):
         answer = yield deferToThread(_present, plain, True, alice)
         self.assertEqual(answer[:4], b"221 ", lines)
         yield sessionsGone(self, server)
+
+    def test_namesBeyondCertificateRequest(self) -> None:
+        """
+        A bundle whose CAs' names are more than a certificate request can
+        carry (700 CAs, about 75 KiB: OpenSSL failed every handshake with
+        an C{internal error}) is refused with client certificates, naming
+        it, through the API and under C{twistd}; without them its names are
+        never sent, and it is taken.
+        """
+        directory = os.path.abspath(self.mktemp())
+        ca = CertificateAuthority(directory)
+        bundle = _bundle(os.path.join(directory, "bundle.pem"), ca, 700)
+        issued = ca.server("mx.example.com")
+        message = (
+            f"cannot use CA certificates {bundle}: the names of its 701 CAs take 76,336"
+            " octets, more than a TLS certificate request carries (64 KiB); keep only"
+            " the CAs that sign client certificates"
+        )
+        e = self.assertRaises(
+            ValueError,
+            ServerTLS,
+            issued.certificatePath,
+            issued.keyPath,
+            caCertificates=bundle,
+            requestCert=True,
+        )
+        self.assertEqual(str(e), message)
+        e = self.assertRaises(
+            usage.UsageError,
+            parse,
+            "--sink",
+            "--tls-cert",
+            issued.combinedPath,
+            "--request-cert",
+            "--tls-ca",
+            bundle,
+        )
+        self.assertEqual(str(e), f"--tls-ca: {message}")
+        ServerTLS(issued.certificatePath, issued.keyPath, caCertificates=bundle)

@@ -38,7 +38,12 @@ from twisted_smtpd._serving.tlsfiles import (
     _readAuthorities,
     _readCredentials,
 )
-from twisted_smtpd._serving.tlsgeneration import _Generation, _states, weakAuthorities
+from twisted_smtpd._serving.tlsgeneration import (
+    _Generation,
+    _states,
+    checkAuthorityNames,
+    weakAuthorities,
+)
 
 
 @implementer(IOpenSSLServerConnectionCreator, IOpenSSLContextFactory)
@@ -247,6 +252,8 @@ class ServerTLS:
         }
         # Read and checked even when no client certificate is asked for.
         authorities = None if self._caPath is None else _readAuthorities(self._caPath)
+        if self._requestCert and authorities is not None and self._caPath is not None:
+            checkAuthorityNames(authorities, self._caPath)
         try:
             generation = _Generation(
                 default,

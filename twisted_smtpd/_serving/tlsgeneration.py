@@ -44,6 +44,44 @@ class _ConnectionState:
 _states: WeakKeyDictionary[SSL.Connection, _ConnectionState] = WeakKeyDictionary()
 
 
+#: The most octets the names of the CAs (each with its two octets of
+#: length) may take: a TLS certificate request carries them in a list of at
+#: most 65535 octets (RFC 5246 section 7.4.4), less in TLS 1.3, where the
+#: request's other extensions share that length (RFC 8446 section 4.3.2:
+#: its signature algorithms, some 60 octets with OpenSSL 4, more with
+#: post-quantum ones); 1 KiB is left for them.
+MAX_AUTHORITY_NAMES = 65535 - 1024
+
+
+def checkAuthorityNames(authorities: tuple[x509.Certificate, ...], path: str) -> None:
+    """
+    Refuse CAs whose names a certificate request cannot carry: OpenSSL
+    would fail every handshake that asks for a client certificate (an
+    C{internal error} alert).
+
+    @raise ValueError: Their names take more than L{MAX_AUTHORITY_NAMES}.
+    """
+    size = sum(_nameOctets(authority) for authority in authorities)
+    if size > MAX_AUTHORITY_NAMES:
+        raise ValueError(
+            f"cannot use CA certificates {path}: the names of its {len(authorities)} CAs take"
+            f" {size:,} octets, more than a TLS certificate request carries (64 KiB); keep"
+            " only the CAs that sign client certificates"
+        )
+
+
+def _nameOctets(authority: x509.Certificate) -> int:
+    """
+    The octets the name of C{authority} takes in a certificate request.
+    """
+    try:
+        return 2 + len(authority.subject.public_bytes())
+    except ValueError:
+        # A name cryptography does not read (a string that is not what its
+        # type says), which OpenSSL sends all the same: not counted.
+        return 0
+
+
 def weakAuthorities(
     policy: TLSPolicy, authorities: tuple[x509.Certificate, ...], path: str
 ) -> list[str]:
