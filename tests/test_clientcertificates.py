@@ -8,6 +8,7 @@ certificate request naming many CAs.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import os
 import socket
@@ -18,11 +19,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from OpenSSL import crypto
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.python import usage
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.certs import CertificateAuthority, IssuedCertificate
 from tests.integration.tlsclients import startTLS
@@ -280,3 +282,70 @@ class ManyAuthoritiesTests(TestCase):
         )
         self.assertEqual(str(e), f"--tls-ca: {message}")
         ServerTLS(issued.certificatePath, issued.keyPath, caCertificates=bundle)
+
+
+class UnreadableAuthorityTests(TestCase):
+    """
+    A CA bundle holding a certificate OpenSSL does not read.
+    """
+
+    def test_nameNotUTF8(self) -> None:
+        """
+        A certificate whose name is a UTF8String that is not UTF-8 (which
+        C{cryptography} reads until its name is asked for, OpenSSL not at
+        all) is refused, naming the file and the certificate, through the
+        API and under C{twistd}, rather than a traceback from pyOpenSSL.
+        """
+        directory = os.path.abspath(self.mktemp())
+        ca = CertificateAuthority(directory)
+        issued = ca.server("mx.example.com")
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "QQQQ")])
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(1)
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        der = certificate.public_bytes(serialization.Encoding.DER).replace(b"QQQQ", b"\xff\xfeQQ")
+        try:
+            crypto.X509.from_cryptography(x509.load_der_x509_certificate(der))
+        except crypto.Error:
+            pass
+        else:
+            raise SkipTest("this OpenSSL reads a UTF8String that is not UTF-8")
+        bundle = os.path.join(directory, "bundle.pem")
+        with open(bundle, "wb") as f:
+            f.write(ca.certificate.public_bytes(serialization.Encoding.PEM))
+            f.write(b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(der))
+            f.write(b"-----END CERTIFICATE-----\n")
+        message = (
+            f"cannot read CA certificates {bundle}: its certificate number 2 (of 2)"
+            " cannot be used: invalid utf8string"
+        )
+        e = self.assertRaises(
+            ValueError,
+            ServerTLS,
+            issued.certificatePath,
+            issued.keyPath,
+            caCertificates=bundle,
+            requestCert=True,
+        )
+        self.assertEqual(str(e), message)
+        e = self.assertRaises(
+            usage.UsageError,
+            parse,
+            "--sink",
+            "--tls-cert",
+            issued.combinedPath,
+            "--request-cert",
+            "--tls-ca",
+            bundle,
+        )
+        self.assertEqual(str(e), f"--tls-ca: {message}")
