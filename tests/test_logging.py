@@ -12,12 +12,15 @@ import json
 import re
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
+from OpenSSL import crypto
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.certs import CertificateAuthority
 from tests.test_auth import PasswordHandler, b64
 from tests.test_protocol import RecordingHandler, connect, take
 from twisted_smtpd._core.errors import SMTPError
@@ -466,6 +469,35 @@ class SessionEventTests(SynchronousTestCase):
             "sid1 TLS TLSv1.3 TLS_AES_256 from c.example[192.0.2.1] sni=mx.example.com",
         )
         self.assertEqual((event["protocol"], event["cipher"]), ("TLSv1.3", "TLS_AES_256"))
+
+    def test_tlsClientCertificate(self) -> None:
+        """
+        A TLS session whose client sent a certificate says whether it
+        verified and names it by its SHA-256 fingerprint, as Postfix does
+        (C{Trusted}/C{Untrusted}, C{ccert} fingerprints), never by its subject,
+        which the client chose.
+        """
+        issued = CertificateAuthority(self.mktemp()).client("evil\r\n\x1b[31m")
+        certificate = crypto.X509.from_cryptography(issued.certificate)
+        fingerprint = issued.certificate.fingerprint(hashes.SHA256()).hex(":").upper()
+        for verified, word in ((True, "verified"), (False, "unverified")):
+            tls = TLSInfo(
+                protocol="TLSv1.3",
+                cipher="TLS_AES_256",
+                peerCertificate=certificate,
+                peerCertificateVerified=verified,
+            )
+            SessionLogger()("secure", _session(tls=tls, clientHostname="c.example"), {})
+            event = self.events[-1]
+            self.assertEqual(
+                formatEvent(event),
+                f"sid1 TLS TLSv1.3 TLS_AES_256 from c.example[192.0.2.1] sni=None"
+                f" ccert={word} sha256={fingerprint}",
+            )
+            self.assertEqual(
+                (event["clientCertificate"], event["clientCertificateSHA256"]),
+                (word, fingerprint),
+            )
 
     def test_unansweredMessage(self) -> None:
         """

@@ -390,6 +390,21 @@ class ClientCertificateTests(_TLSTestCase):
         self.assertTrue(result.server.handshakeDone)
         self.assertFalse(peerCertificateVerified(result.server.transport))
 
+    def test_verificationInTLSInfo(self) -> None:
+        """
+        Without C{rejectUnauthorized}, L{tlsInfo} (what a handler gets in
+        C{session.tls}) tells a certificate that verified from one accepted
+        although it did not: C{peerCertificateVerified}.
+        """
+        tls = self.serverTLS(rejectUnauthorized=False)
+        good = handshake(tls.contextFactory(), TLSClient(certificate=self.alice))
+        bad = handshake(tls.contextFactory(), TLSClient(certificate=self.mallory))
+        none = handshake(tls.contextFactory(), TLSClient())
+        self.assertTrue(tlsInfo(good.server.transport).peerCertificateVerified)
+        self.assertFalse(tlsInfo(bad.server.transport).peerCertificateVerified)
+        self.assertFalse(tlsInfo(none.server.transport).peerCertificateVerified)
+        self.assertFalse(TLSInfo().peerCertificateVerified)
+
     def test_missingCertificateAllowedWithoutRejecting(self) -> None:
         """
         Without C{rejectUnauthorized}, a client without a certificate is

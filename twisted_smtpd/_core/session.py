@@ -97,12 +97,18 @@ class TLSInfo:
     @ivar cipher: The cipher suite name.
     @ivar peerCertificate: The client's certificate
         (C{OpenSSL.crypto.X509}), or C{None}.
+    @ivar peerCertificateVerified: Whether C{peerCertificate} verified
+        against the configured CAs: always C{True} for a certificate accepted
+        with C{rejectUnauthorized}; with C{rejectUnauthorized=False}, C{False}
+        for one accepted although it did not verify (another CA's, expired,
+        self-signed); C{False} without a certificate.
     """
 
     servername: str | None = None
     protocol: str | None = None
     cipher: str | None = None
     peerCertificate: Any = None
+    peerCertificateVerified: bool = False
 
 
 @frozen

@@ -95,6 +95,22 @@ def loggable(value: str | bytes | None, limit: int = 200) -> str:
     return printable(value)
 
 
+def _clientCertificate(tls: TLSInfo) -> tuple[str | None, str | None]:
+    """
+    The client certificate of a TLS session for its log line, as Postfix
+    tells a C{Trusted} from an C{Untrusted} one and names it by its
+    fingerprint (C{check_ccert_access}): C{"verified"} or C{"unverified"}
+    and its SHA-256 fingerprint (C{AB:CD:...}), or C{(None, None)} without
+    one.  Never its subject: the client wrote it (control characters,
+    escape sequences, names that are not UTF-8), and it proves nothing
+    unverified.
+    """
+    if tls.peerCertificate is None:
+        return None, None
+    trust = "verified" if tls.peerCertificateVerified else "unverified"
+    return trust, tls.peerCertificate.digest("sha256").decode("ascii")
+
+
 def formatClient(session: Session) -> str:
     """
     The client as Postfix writes it: C{name[1.2.3.4]}, or C{unknown[1.2.3.4]}
@@ -277,14 +293,18 @@ class SessionLogger:
             tls = session.tls or TLSInfo()
             servername = loggable(tls.servername) if tls.servername else None
             client = formatClient(session)
+            trust, fingerprint = _clientCertificate(tls)
+            ccert = "" if trust is None else f" ccert={trust} sha256={fingerprint}"
             self._emit(
-                f"{sid} TLS {tls.protocol} {tls.cipher} from {client} sni={servername}",
+                f"{sid} TLS {tls.protocol} {tls.cipher} from {client} sni={servername}{ccert}",
                 {
                     "session": sid,
                     "protocol": tls.protocol,
                     "cipher": tls.cipher,
                     "servername": servername,
                     "client": client,
+                    "clientCertificate": trust,
+                    "clientCertificateSHA256": fingerprint,
                 },
             )
         else:

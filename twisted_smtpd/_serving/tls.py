@@ -38,7 +38,12 @@ from twisted_smtpd._serving.tlsfiles import (
     _readAuthorities,
     _readCredentials,
 )
-from twisted_smtpd._serving.tlsgeneration import _Generation, _states, weakAuthorities
+from twisted_smtpd._serving.tlsgeneration import (
+    _Generation,
+    _states,
+    checkAuthorityNames,
+    weakAuthorities,
+)
 
 
 @implementer(IOpenSSLServerConnectionCreator, IOpenSSLContextFactory)
@@ -247,6 +252,8 @@ class ServerTLS:
         }
         # Read and checked even when no client certificate is asked for.
         authorities = None if self._caPath is None else _readAuthorities(self._caPath)
+        if self._requestCert and authorities is not None and self._caPath is not None:
+            checkAuthorityNames(authorities, self._caPath)
         try:
             generation = _Generation(
                 default,
@@ -371,8 +378,8 @@ def _connection(transport: object) -> SSL.Connection | None:
 def tlsInfo(transport: object) -> TLSInfo:
     """
     What the finished handshake on C{transport} settled: the SNI name the
-    client sent, the protocol version, the cipher and the client's
-    certificate.
+    client sent, the protocol version, the cipher, the client's
+    certificate and whether it verified (L{peerCertificateVerified}).
 
     @param transport: A transport after C{startTLS}, or one of a TLS
         listener: its C{getHandle()} gives the C{OpenSSL.SSL.Connection}.
@@ -390,6 +397,7 @@ def tlsInfo(transport: object) -> TLSInfo:
         protocol=connection.get_protocol_version_name(),
         cipher=connection.get_cipher_name(),
         peerCertificate=connection.get_peer_certificate(),
+        peerCertificateVerified=peerCertificateVerified(transport),
     )
 
 
@@ -405,6 +413,39 @@ def peerCertificateVerified(transport: object) -> bool:
         return False
     state = _states.get(connection)
     return state is not None and state.verified is True
+
+
+def verifyFailure(transport: object) -> str | None:
+    """
+    Why the client's certificate on C{transport} did not verify, for the
+    line of a handshake refused for it: OpenSSL's text for the first error
+    of its chain and the depth of the certificate it is about (C{certificate
+    has expired (depth 0)}, C{unable to get local issuer certificate (depth
+    0)}), as Postfix logs a verification failure.
+
+    @return: The reason, or C{None} when no certificate failed to verify.
+    """
+    connection = _connection(transport)
+    state = None if connection is None else _states.get(connection)
+    if state is None or state.failure is None:
+        return None
+    error, depth = state.failure
+    return f"{_verifyErrorText(error)} (depth {depth})"
+
+
+def _verifyErrorText(error: int) -> str:
+    """
+    OpenSSL's text for a certificate verification error code
+    (C{X509_verify_cert_error_string}, which pyOpenSSL does not wrap; the
+    code alone when the binding lacks it).
+    """
+    try:
+        from OpenSSL._util import ffi, lib
+
+        text: bytes = ffi.string(lib.X509_verify_cert_error_string(error))
+        return text.decode("ascii", "replace")
+    except (ImportError, AttributeError):
+        return f"verification error {error}"
 
 
 def _tlsLayer(transport: object) -> TLSMemoryBIOProtocol | None:

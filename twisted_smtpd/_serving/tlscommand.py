@@ -17,7 +17,7 @@ from twisted_smtpd._core.grammar import Phase
 from twisted_smtpd._serving.flow import PAUSE_HOOK
 from twisted_smtpd._serving.greeting import beginSession
 from twisted_smtpd._serving.logging import loggable, unlogged
-from twisted_smtpd._serving.tls import closeAfterCloseNotify, tlsInfo
+from twisted_smtpd._serving.tls import closeAfterCloseNotify, tlsInfo, verifyFailure
 from twisted_smtpd._serving.tlsfailures import failureReason, tellHandshakeFailed
 
 if TYPE_CHECKING:
@@ -129,6 +129,11 @@ def handshakeFailed(p: SessionControl, reason: Failure) -> None:
     if unlogged(p):
         return
     error = _why(reason.value)
+    detail = verifyFailure(p.transport)
+    if detail is not None and "certificate verify failed" in error:
+        # OpenSSL's own reason says only that: which error, and of which
+        # certificate of the client's chain.
+        error = f"{error}: {detail}"
     p.log.info(
         "{session} {client} TLS handshake failed: {error}",
         session=p.session.id,

@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from OpenSSL import crypto
 
 from twisted_smtpd._core.files import readRegular
 
@@ -80,6 +81,7 @@ def _loadCertificates(data: bytes, what: str, path: str) -> list[x509.Certificat
         certificates = []
     starts = [match.start() for match in _BEGIN_CERTIFICATE.finditer(data)]
     if certificates and len(certificates) == len(starts):
+        _checkUsable(certificates, what, path)
         return certificates
     bounds = [*starts, len(data)]
     for number in range(1, len(starts) + 1):
@@ -91,8 +93,29 @@ def _loadCertificates(data: bytes, what: str, path: str) -> list[x509.Certificat
                 " is corrupt or truncated"
             ) from None
     if certificates:
+        _checkUsable(certificates, what, path)
         return certificates
     raise ValueError(f"cannot read {what} {path}: no PEM certificate")
+
+
+def _checkUsable(certificates: list[x509.Certificate], what: str, path: str) -> None:
+    """
+    Refuse a certificate C{cryptography} read but OpenSSL does not (a name
+    whose UTF8String is not UTF-8), which would fail with pyOpenSSL's
+    error, not naming the file, where its contexts are made.
+
+    @raise ValueError: C{"cannot read <what> <path>: ..."}.
+    """
+    for number, certificate in enumerate(certificates, 1):
+        try:
+            crypto.X509.from_cryptography(certificate)
+        except crypto.Error as e:
+            reasons = e.args[0] if e.args and isinstance(e.args[0], list) else []
+            why = str(reasons[0][-1]) if reasons and reasons[0] else "OpenSSL cannot read it"
+            raise ValueError(
+                f"cannot read {what} {path}: its certificate number {number}"
+                f" (of {len(certificates)}) cannot be used: {why}"
+            ) from None
 
 
 def _parseCredentials(

@@ -31,13 +31,55 @@ class _ConnectionState:
         contexts and their callbacks) for as long as the connection lives.
     @ivar verified: C{True} once the client's chain verified with no error,
         C{False} after any error, C{None} before either.
+    @ivar failure: The first error of the client's chain: OpenSSL's
+        verification error code and the depth of the certificate it is
+        about (0 for the client's own), or C{None}.
     """
 
     generation: _Generation
     verified: bool | None = None
+    failure: tuple[int, int] | None = None
 
 
 _states: WeakKeyDictionary[SSL.Connection, _ConnectionState] = WeakKeyDictionary()
+
+
+#: The most octets the names of the CAs (each with its two octets of
+#: length) may take: a TLS certificate request carries them in a list of at
+#: most 65535 octets (RFC 5246 section 7.4.4), less in TLS 1.3, where the
+#: request's other extensions share that length (RFC 8446 section 4.3.2:
+#: its signature algorithms, some 60 octets with OpenSSL 4, more with
+#: post-quantum ones); 1 KiB is left for them.
+MAX_AUTHORITY_NAMES = 65535 - 1024
+
+
+def checkAuthorityNames(authorities: tuple[x509.Certificate, ...], path: str) -> None:
+    """
+    Refuse CAs whose names a certificate request cannot carry: OpenSSL
+    would fail every handshake that asks for a client certificate (an
+    C{internal error} alert).
+
+    @raise ValueError: Their names take more than L{MAX_AUTHORITY_NAMES}.
+    """
+    size = sum(_nameOctets(authority) for authority in authorities)
+    if size > MAX_AUTHORITY_NAMES:
+        raise ValueError(
+            f"cannot use CA certificates {path}: the names of its {len(authorities)} CAs take"
+            f" {size:,} octets, more than a TLS certificate request carries (64 KiB); keep"
+            " only the CAs that sign client certificates"
+        )
+
+
+def _nameOctets(authority: x509.Certificate) -> int:
+    """
+    The octets the name of C{authority} takes in a certificate request.
+    """
+    try:
+        return 2 + len(authority.subject.public_bytes())
+    except ValueError:
+        # A name cryptography does not read (a string that is not what its
+        # type says), which OpenSSL sends all the same: not counted.
+        return 0
 
 
 def weakAuthorities(
@@ -263,6 +305,8 @@ class _Generation:
         state = self.track(connection)
         if not ok:
             state.verified = False
+            if state.failure is None:
+                state.failure = (error, depth)
         elif depth == 0 and state.verified is None:
             state.verified = True
         return bool(ok) or not self._rejectUnauthorized

@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.integration.test_tlshalfclose -*-
 """
 A client's close_notify read as the end of what it sends, not of the
-session: the TLS counterpart of a FIN on plain TCP.
+session: the TLS counterpart of a FIN on plain TCP; and all OpenSSL writes
+sent at once.
 
 Twisted's TLS layer answers a close_notify with its own and closes at once,
 dropping whatever the session had still to answer: a client that pipelines
@@ -26,7 +27,8 @@ from twisted.python.failure import Failure
 class HalfClosingTLS(BufferingTLSTransport):
     """
     A TLS layer that reads its client's close_notify as a half-close when
-    the protocol it wraps takes one, and reads nothing more after it.
+    the protocol it wraps takes one, and reads nothing more after it, and
+    that sends all OpenSSL wrote at once.
     """
 
     _readEnded = False
@@ -59,7 +61,21 @@ class HalfClosingTLS(BufferingTLSTransport):
             else:
                 if not self._aborted:
                     ProtocolWrapper.dataReceived(self, data)  # type: ignore[no-untyped-call]
-        self._flushSendBIO()  # type: ignore[no-untyped-call]
+        self._flushSendBIO()
+
+    def _flushSendBIO(self) -> None:
+        # Twisted sends at most 32 KiB of what OpenSSL wrote and leaves the
+        # rest until the client sends something (twisted#5095): a first
+        # flight larger than that (a certificate request naming many CAs, a
+        # long chain) stalled the handshake, each side waiting for the
+        # other, until its deadline.
+        transport: Any = self.transport
+        while True:
+            try:
+                data = self._tlsConnection.bio_read(2**15)
+            except WantReadError:
+                return
+            transport.write(data)
 
 
 def halfClosing(layer: object) -> None:

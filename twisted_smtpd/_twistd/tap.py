@@ -559,7 +559,11 @@ class Options(AuthOptionMixin, usage.Options):
             ServerTLS.fromOptions(o, announce=False)
         except ValueError as e:
             why = reason(e)
-            flag = "--tls-ca" if why.startswith("cannot read CA certificates ") else "--sni"
+            flag = (
+                "--tls-ca"
+                if why.startswith(("cannot read CA certificates ", "cannot use CA certificates "))
+                else "--sni"
+            )
             raise usage.UsageError(f"{flag}: {why}") from None
 
     def _handler(self, delivery: str, options: ServerOptions) -> ISMTPHandler:
