@@ -23,6 +23,9 @@ from twisted.protocols.policies import ProtocolWrapper
 from twisted.protocols.tls import BufferingTLSTransport
 from twisted.python.failure import Failure
 
+#: The most read from OpenSSL's buffer at a time (as Twisted reads).
+_CHUNK = 2**15
+
 
 class HalfClosingTLS(BufferingTLSTransport):
     """
@@ -72,10 +75,14 @@ class HalfClosingTLS(BufferingTLSTransport):
         transport: Any = self.transport
         while True:
             try:
-                data = self._tlsConnection.bio_read(2**15)
+                data = self._tlsConnection.bio_read(_CHUNK)
             except WantReadError:
                 return
             transport.write(data)
+            if len(data) < _CHUNK:
+                # A memory BIO gives all it holds up to the size asked: it
+                # is empty (one read and no exception per reply, as before).
+                return
 
 
 def halfClosing(layer: object) -> None:
