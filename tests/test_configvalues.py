@@ -1102,8 +1102,9 @@ class UnusedFlagTests(SynchronousTestCase):
     def test_others(self) -> None:
         """
         C{--proxy-trusted} without a C{haproxy:} listener, C{--xclient}
-        with XCLIENT disabled, C{--limit-exempt} without a per-address
-        limit, C{--dns-server} with C{--no-reverse-lookup},
+        with XCLIENT disabled, C{--limit-exempt} and
+        C{--client-ipv6-prefix-length} without a per-address limit,
+        C{--dns-server} with C{--no-reverse-lookup},
         C{--worker-timeout} without C{--workers}, C{--hide STARTTLS} with
         STARTTLS disabled.
         """
@@ -1117,6 +1118,8 @@ class UnusedFlagTests(SynchronousTestCase):
             "XCLIENT",
             "--limit-exempt",
             "10.0.0.0/8",
+            "--client-ipv6-prefix-length",
+            "64",
             "--no-reverse-lookup",
             "--dns-server",
             "127.0.0.1",
@@ -1135,6 +1138,8 @@ class UnusedFlagTests(SynchronousTestCase):
                 "--xclient has no effect: XCLIENT is disabled",
                 "--limit-exempt has no effect: no per-address limit (--max-clients-per-ip,"
                 " --max-connection-rate)",
+                "--client-ipv6-prefix-length has no effect: no per-address limit"
+                " (--max-clients-per-ip, --max-connection-rate)",
                 "--dns-server has no effect: --no-reverse-lookup: no client name is looked up",
                 "--worker-timeout has no effect: no --workers",
             ],

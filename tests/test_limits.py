@@ -244,3 +244,24 @@ class ConnectionLostTests(SynchronousTestCase):
         self.assertEqual((factory.limits.open, factory.connections), ({}, set()))
         self.assertEqual(handler.closed, [proto.session])
         self.successResultOf(factory.close())
+
+
+class PrefixLengthFlagTests(SynchronousTestCase):
+    """
+    C{twistd smtpd --client-ipv6-prefix-length BITS} sets
+    C{clientIpv6PrefixLength}, refusing what it refuses in one line.
+    """
+
+    def test_flag(self) -> None:
+        from twisted.python import usage
+
+        from tests.test_tap import parse
+
+        options = parse("--sink", "--max-clients-per-ip", "2", "--client-ipv6-prefix-length", "64")
+        self.assertEqual(options["serverOptions"].clientIpv6PrefixLength, 64)
+        self.assertEqual(parse("--sink")["serverOptions"].clientIpv6PrefixLength, 84)
+        for bad in ("129", "-1", "x"):
+            e = self.assertRaises(
+                usage.UsageError, parse, "--sink", "--client-ipv6-prefix-length", bad
+            )
+            self.assertIn("--client-ipv6-prefix-length", str(e))

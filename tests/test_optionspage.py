@@ -273,6 +273,7 @@ _SAMPLES = {
     "COUNT/SECONDS": "7/9",
     "BYTES/SECONDS": "7/9",
     "CIDR": "192.0.2.0/24",
+    "BITS": "64",
     "POLICY": "normalize",
 }
 

@@ -143,6 +143,13 @@ PARAMETERS: list[list[Any]] = [
         False,
         "Concurrent connections from one client address; 0 for no limit.",
     ),
+    _numeric(
+        "client-ipv6-prefix-length",
+        int,
+        False,
+        "IPv6 clients are counted by their network of this many bits (0 to 128) for "
+        "--max-clients-per-ip and --max-connection-rate.",
+    ),
     [
         "max-connection-rate",
         None,

@@ -37,6 +37,7 @@ _NUMBERS = {
     "tls-handshake-timeout": "tlsHandshakeTimeout",
     "handler-timeout": "handlerTimeout",
     "max-clients-per-ip": "maxClientsPerIp",
+    "client-ipv6-prefix-length": "clientIpv6PrefixLength",
     "max-recipients": "maxRecipients",
     "max-junk-commands": "maxJunkCommands",
 }

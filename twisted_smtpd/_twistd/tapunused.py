@@ -146,6 +146,10 @@ def unusedFlags(
         unused("xforward", "XFORWARD is disabled")
     if not options.maxClientsPerIp and options.maxConnectionRate is None:
         unused("limit-exempt", "no per-address limit (--max-clients-per-ip, --max-connection-rate)")
+        unused(
+            "client-ipv6-prefix-length",
+            "no per-address limit (--max-clients-per-ip, --max-connection-rate)",
+        )
     if options.disableReverseLookup:
         unused("dns-server", "--no-reverse-lookup: no client name is looked up")
     if workers <= 1:
