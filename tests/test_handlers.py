@@ -400,6 +400,30 @@ class MaildirFlowTests(SynchronousTestCase):
         self.assertEqual(self.dirs(), ([], []))
         log.assertLines(1, "s1d Writing message ", "No space left on device (ENOSPC)")
 
+    def test_spillFileTooBig(self) -> None:
+        """
+        A message file grown past what the system lets the process write
+        (C{EFBIG}: a file size limit) is refused for good, 552 5.3.4, as
+        Postfix's C{smtpd} answers for its queue file: sending it again
+        cannot mend it.
+        """
+        log = DiskErrorLog(self)
+
+        def tooBig(path: str) -> Any:
+            raise OSError(errno.EFBIG, "File too large")
+
+        self.patch(_maildirdisk, "_createTmp", tooBig)
+        d = self.handler.onData(self.stream, makeSession())
+        for _ in range(40):
+            self.stream._write(b"z" * 65536)
+        self.pool.runAll()
+        self.stream._finish()
+        self.pool.runAll()
+        error = self.failureResultOf(d, SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (552, "5.3.4"))
+        self.assertEqual(self.dirs(), ([], []))
+        log.assertLines(1, "s1d Writing message ", "File too large (EFBIG)")
+
     def test_batchesWaitForRunningCommit(self) -> None:
         """
         Messages ending while a commit cycle runs form the next one, whose

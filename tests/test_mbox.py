@@ -295,6 +295,26 @@ class MboxHandlerTests(SynchronousTestCase):
         self.assertEqual(os.path.getsize(self.path), size)
         log.assertLines(1, "s1d Appending to ", "No space left on device (ENOSPC)")
 
+    def test_fileTooBig(self) -> None:
+        """
+        A mailbox grown past what the system lets the process write
+        (C{EFBIG}: a file size limit, or the file system's) is full for
+        good: 552 5.2.2, as Postfix's C{local} answers; the file is cut back
+        to what it was.
+        """
+        log = DiskErrorLog(self)
+        self.successResultOf(self.deliver(BODY))
+        size = os.path.getsize(self.path)
+
+        def tooBig(fd: int) -> None:
+            raise OSError(errno.EFBIG, "File too large")
+
+        self.patch(mbox, "_fsync", tooBig)
+        error = self.failureResultOf(self.deliver(BODY), SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (552, "5.2.2"))
+        self.assertEqual(os.path.getsize(self.path), size)
+        log.assertLines(1, "s1d Appending to ", "File too large (EFBIG)")
+
     def test_waitsForLock(self) -> None:
         """
         An append waits while another program holds the mailbox's C{flock}.

@@ -18,13 +18,23 @@ from twisted_smtpd._core.errors import SMTPError
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-def diskError(error: BaseException | None) -> SMTPError:
+def diskError(error: BaseException | None, mailbox: bool = False) -> SMTPError:
     """
     The reply for a local disk failure: 452 when the disk or quota is full,
-    451 otherwise (RFC 3463 X.3.1 and X.3.0).
+    451 otherwise (RFC 3463 X.3.1 and X.3.0); and 552 for a file grown
+    past the size the system lets this process write (C{EFBIG}: the
+    process's file size limit, or the file system's), which sending the
+    message again cannot mend: C{5.3.4} (message too big for the system)
+    for the message's own file, as Postfix's C{smtpd} answers for its queue
+    file; C{5.2.2} (mailbox full) when C{mailbox} is the file that grew (an
+    mbox), as Postfix's C{local} answers.
     """
     if isinstance(error, OSError) and error.errno in NO_SPACE:
         return SMTPError(452, "Error: insufficient system storage", "4.3.1")
+    if isinstance(error, OSError) and error.errno == errno.EFBIG:
+        if mailbox:
+            return SMTPError(552, "Error: mailbox full", "5.2.2")
+        return SMTPError(552, "Error: message file too big", "5.3.4")
     return SMTPError(451, "Error: local error in processing", "4.3.0")
 
 

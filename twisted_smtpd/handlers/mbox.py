@@ -266,7 +266,7 @@ class MboxHandler(BaseHandler):
                 session=session,
                 path=self.path,
             )
-            raise diskError(failure.value) from None
+            raise diskError(failure.value, mailbox=True) from None
         return "OK: delivered to mbox"
 
     def _append(self, header: bytes, source: IO[bytes]) -> None:
