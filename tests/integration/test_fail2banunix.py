@@ -112,3 +112,16 @@ class UnixClientTests(ServerTestCase):
         logfile = test_logs.Fail2banTests.savedLog(self, output)  # type: ignore[arg-type]
         for mode in ("normal", "aggressive"):
             self.fail2ban(logfile, mode, "yes")
+
+    def test_noNameForAddress(self) -> None:
+        """
+        The filter takes an IP address only for the client's, never a name:
+        the C{unix} of C{localhost[unix]}, which fail2ban would otherwise look
+        up in DNS (C{usedns = warn}, its default) and ban what it resolves to
+        (C{unix.example.com} through a search domain), is no address;
+        C{--usedns=raw} shows what the filter took.
+        """
+        output = self.runClients()
+        logfile = test_logs.Fail2banTests.savedLog(self, output)  # type: ignore[arg-type]
+        for mode in ("normal", "aggressive"):
+            self.fail2ban(logfile, mode, "raw")
