@@ -26,7 +26,7 @@ from twisted.logger import LogLevel
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.data import ChunkDecoder
 from twisted_smtpd._serving.flow import PAUSE_WRITE
-from twisted_smtpd._serving.logging import unlogged
+from twisted_smtpd._serving.logging import clientAddress, unlogged
 from twisted_smtpd._serving.tlsfailures import TIMEOUT, tellHandshakeFailed
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ def check(p: SessionControl, now: float) -> None:
     if not p.connected:
         return
     session = p.session.id
-    client = p.session.remoteAddress[0]
+    client = clientAddress(p.session.remoteAddress)
     if p.closing:
         if now - p.times.closingSince >= CLOSE_GRACE:
             if not p.refused and not unlogged(p):
@@ -291,7 +291,7 @@ def _closeLate(
             level,
             text,
             session=p.session.id,
-            client=p.session.remoteAddress[0],
+            client=clientAddress(p.session.remoteAddress),
             what=what,
             seconds=seconds,
         )
@@ -382,7 +382,7 @@ def shutdown(p: SessionControl, force: bool) -> None:
             p.log.info(
                 "{session} {client} shutdown during the TLS handshake: connection aborted",
                 session=p.session.id,
-                client=p.session.remoteAddress[0],
+                client=clientAddress(p.session.remoteAddress),
             )
         p.times.handshakeSince = None
         p.abort()
@@ -395,7 +395,7 @@ def shutdown(p: SessionControl, force: bool) -> None:
                 "{session} {client} shutdown: transaction cut after the close timeout"
                 " ({seconds:g} s)",
                 session=p.session.id,
-                client=p.session.remoteAddress[0],
+                client=clientAddress(p.session.remoteAddress),
                 seconds=p.options.closeTimeout,
             )
         p.abandonMessage(catalogue.SHUTDOWN)

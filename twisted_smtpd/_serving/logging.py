@@ -31,7 +31,7 @@ from twisted_smtpd._core.grammar import Verb
 from twisted_smtpd._core.optionvalues import normaliseHosts
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.replies import TOO_MANY_AUTH_FAILURES, Reply
-from twisted_smtpd._core.session import Session, TLSInfo
+from twisted_smtpd._core.session import Session, TLSInfo, unixPeer
 from twisted_smtpd._core.xclient import UNAVAILABLE, forwardedClient
 
 if TYPE_CHECKING:
@@ -111,15 +111,31 @@ def _clientCertificate(tls: TLSInfo) -> tuple[str | None, str | None]:
     return trust, tls.peerCertificate.digest("sha256").decode("ascii")
 
 
+def clientAddress(address: tuple[str, int]) -> str:
+    """
+    The client's address as the log lines name it: its IP address, or
+    C{unix} for a UNIX socket's client whatever path it bound its socket to.
+    That path is the client's own choice (a line break, C{x][192.0.2.1}, a
+    host name, C{192.0.2.01}): written, it would let a local client forge
+    a line, or have a reader such as fail2ban take it for an address to
+    ban.
+
+    @param address: The client's, as
+        L{hostPort <twisted_smtpd._core.session.hostPort>} gives it.
+    """
+    return "unix" if unixPeer(address) else address[0]
+
+
 def formatClient(session: Session) -> str:
     """
     The client as Postfix writes it: C{name[1.2.3.4]}, or C{unknown[1.2.3.4]}
-    without a reverse name.
+    without a reverse name; C{localhost[unix]} for a UNIX socket's client
+    (L{clientAddress}).
     """
     name = session.clientHostname
     if not name or name.startswith("["):
         name = "unknown"
-    return f"{loggable(name, 255)}[{session.remoteAddress[0] or 'unix'}]"
+    return f"{loggable(name, 255)}[{clientAddress(session.remoteAddress)}]"
 
 
 def commandWord(word: bytes) -> str:

@@ -30,7 +30,7 @@ from twisted_smtpd._core.optionvalues import IPNetwork, trusted
 from twisted_smtpd._core.proxyheader import ProxyHeader, ProxyHeaderError, parseProxyHeader
 from twisted_smtpd._core.replies import Reply, formatReply
 from twisted_smtpd._core.session import Session, hostPort, newSessionId
-from twisted_smtpd._serving.logging import NAMESPACE, formatPeer, refusal
+from twisted_smtpd._serving.logging import NAMESPACE, clientAddress, formatPeer, refusal
 
 #: Where a connection refused for C{maxClients} is logged: among the
 #: sessions' lines, as the server logs its own refusals for a limit.
@@ -114,7 +114,6 @@ class ProxyProtocolWrapper(ProtocolWrapper):
         that the metrics count a connection refused.
         """
         assert self.transport is not None
-        host = hostPort(self.proxyPeer)[0]
         session = Session(
             id=newSessionId(),
             remoteAddress=hostPort(self.proxyPeer),
@@ -124,7 +123,7 @@ class ProxyProtocolWrapper(ProtocolWrapper):
         _sessionLog.info(
             "{session} {client} refused: {limit} reached, PROXY header pending",
             session=session.id,
-            client=host,
+            client=clientAddress(session.remoteAddress),
             limit=described,
         )
         server = self.factory.server

@@ -37,7 +37,7 @@ from twisted_smtpd._serving.deadlines import check, interval, shutdown
 from twisted_smtpd._serving.flow import TurnWriter
 from twisted_smtpd._serving.hooks import checkHandler
 from twisted_smtpd._serving.limits import ClientLimits
-from twisted_smtpd._serving.logging import NAMESPACE
+from twisted_smtpd._serving.logging import NAMESPACE, clientAddress
 from twisted_smtpd._serving.observers import Observer, Observers
 from twisted_smtpd._serving.output import disabledVerbs, fixedReplies
 from twisted_smtpd._serving.protocol import SMTPProtocol
@@ -302,7 +302,7 @@ class SMTPServerFactory(ServerFactory):
         _sessionLog.info(
             "{session} {client} refused: {limit} reached",
             session=protocol.session.id,
-            client=host,
+            client=clientAddress(protocol.session.remoteAddress),
             limit=limit,
         )
         return refusal, limit

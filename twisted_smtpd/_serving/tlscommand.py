@@ -16,7 +16,7 @@ from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.grammar import Phase
 from twisted_smtpd._serving.flow import PAUSE_HOOK
 from twisted_smtpd._serving.greeting import beginSession
-from twisted_smtpd._serving.logging import loggable, unlogged
+from twisted_smtpd._serving.logging import clientAddress, loggable, unlogged
 from twisted_smtpd._serving.tls import closeAfterCloseNotify, tlsInfo, verifyFailure
 from twisted_smtpd._serving.tlsfailures import failureReason, tellHandshakeFailed
 
@@ -73,7 +73,7 @@ def pipelinedDiscarded(p: SessionControl, octets: int) -> None:
     p.log.warn(
         "{session} {client} improper command pipelining after STARTTLS: {octets} octets discarded",
         session=p.session.id,
-        client=p.session.remoteAddress[0],
+        client=clientAddress(p.session.remoteAddress),
         octets=octets,
     )
 
@@ -137,7 +137,7 @@ def handshakeFailed(p: SessionControl, reason: Failure) -> None:
     p.log.info(
         "{session} {client} TLS handshake failed: {error}",
         session=p.session.id,
-        client=p.session.remoteAddress[0],
+        client=clientAddress(p.session.remoteAddress),
         error=loggable(error, 120),
     )
     tellHandshakeFailed(p, failureReason(reason.value), error)
@@ -159,7 +159,7 @@ def sessionFailed(p: SessionControl, reason: Failure) -> None:
     p.log.info(
         "{session} {client} TLS error: {error}: connection closed",
         session=p.session.id,
-        client=p.session.remoteAddress[0],
+        client=clientAddress(p.session.remoteAddress),
         error=loggable(_why(error), 120),
     )
 

@@ -20,7 +20,7 @@ from twisted_smtpd._core.session import Address, Envelope
 from twisted_smtpd._serving.deadlines import transferStarted
 from twisted_smtpd._serving.flow import StreamUpstream
 from twisted_smtpd._serving.hooks import ACCEPTING_DEFAULTS
-from twisted_smtpd._serving.logging import unlogged
+from twisted_smtpd._serving.logging import clientAddress, unlogged
 from twisted_smtpd._serving.receiving import MessageReceiver, errorFromReply
 from twisted_smtpd._stream import MessageStream
 
@@ -87,7 +87,7 @@ def messageLost(p: SessionControl, receiver: MessageReceiver) -> None:
     p.log.info(
         "{session} {client} connection lost during {command} after {size} bytes: message dropped",
         session=session.id,
-        client=session.remoteAddress[0],
+        client=clientAddress(session.remoteAddress),
         command="BDAT" if isinstance(receiver.decoder, ChunkDecoder) else "DATA",
         size=receiver.decoder.byteLength,
     )
