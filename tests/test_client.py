@@ -9,6 +9,8 @@ L{StringTransport}, then round trips against a real L{SMTPServer} on
 from __future__ import annotations
 
 import base64
+import itertools
+import re
 from typing import Any
 
 from attrs import frozen
@@ -198,6 +200,27 @@ class DotStufferTests(SynchronousTestCase):
         """
         self.assertEqual(self.stuff([b"a\n.\nb\r.\r\n"]), b"a\n..\nb\r..\r\n.\r\n")
         self.assertEqual(self.stuff([b"a\n", b".b"]), b"a\n..b\r\n.\r\n")
+
+    def test_noEndInsideUnderAnyLineEnd(self) -> None:
+        """
+        Whatever a receiver takes for a line end (CRLF only, LF, CR, or
+        any of them: the SMTP smuggling readings), no line of what is sent
+        is a lone period before the final one, for every body of up to five
+        octets made of CR, LF, period and text, cut anywhere into three
+        chunks.
+        """
+        readings = [rb"\r\n", rb"\r?\n", rb"\r\n?", rb"\r\n|\r|\n"]
+        for size in range(6):
+            for octets in itertools.product(b"\r\n.a", repeat=size):
+                body = bytes(octets)
+                sent = self.stuff([body])
+                self.assertTrue(sent.endswith(b"\r\n.\r\n") or sent == b".\r\n", body)
+                inside = sent[: -len(b".\r\n")]
+                for reading in readings:
+                    self.assertNotIn(b".", re.split(reading, inside), (body, reading))
+                for i in range(size + 1):
+                    for j in range(i, size + 1):
+                        self.assertEqual(self.stuff([body[:i], body[i:j], body[j:]]), sent)
 
 
 class RemoteFailureTests(SynchronousTestCase):

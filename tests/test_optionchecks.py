@@ -64,6 +64,21 @@ class OptionCheckTests(SynchronousTestCase):
                 options = ServerOptions(name="mx", **{setting: value})
                 self.assertIs(getattr(options, setting), value)
 
+    def test_bareNewlineNamesValue(self) -> None:
+        """
+        A C{bareNewline} policy that is none of the three is refused naming
+        what was given, so that a near miss (C{"Normalize"}, C{"reject "})
+        shows; a value that is no text is refused as such.
+        """
+        for value in ("Normalize", "reject ", "", "bare"):
+            text = self.assertRefused("bareNewline", value)
+            self.assertEqual(
+                text, f"bareNewline must be one of legacy, normalize, reject, got {value!r}"
+            )
+        for value, kind in ((None, "NoneType"), (1, "int"), (b"reject", "bytes")):
+            e = self.assertRaises(TypeError, ServerOptions, name="mx", bareNewline=value)
+            self.assertEqual(str(e), f"bareNewline must be a string, got {kind}")
+
     def test_filePaths(self) -> None:
         """
         A certificate, key or CA bundle path that is not a string or path

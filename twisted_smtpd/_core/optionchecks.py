@@ -280,8 +280,18 @@ def checkBanner(instance: object, attribute: Any, value: str | None) -> None:
 
 
 def checkBareNewline(instance: object, attribute: Any, value: str) -> None:
-    if not isinstance(value, str) or value not in BARE_NEWLINE_POLICIES:
-        raise ValueError(f"bareNewline must be one of {', '.join(sorted(BARE_NEWLINE_POLICIES))}")
+    """
+    Refuse a bare newline policy that is none of L{BARE_NEWLINE_POLICIES}.
+
+    @raise TypeError: Naming the setting and the type, for a value that is
+        not text.
+    @raise ValueError: Naming the setting, the policies and the value given.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{attribute.name} must be a string, got {type(value).__name__}")
+    if value not in BARE_NEWLINE_POLICIES:
+        policies = ", ".join(sorted(BARE_NEWLINE_POLICIES))
+        raise ValueError(f"{attribute.name} must be one of {policies}, got {value!r}")
 
 
 #: The room a HELO or EHLO reply keeps for the client's name (the second
