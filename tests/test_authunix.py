@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.integration.nexthops import requireRoot
 from tests.test_runuser import _Config
-from twisted_smtpd._twistd import tapconfig
+from twisted_smtpd._twistd import tapauth
 from twisted_smtpd._twistd.runuser import asRunUser
 from twisted_smtpd._twistd.tap import Options
 
@@ -53,7 +53,7 @@ class AuthUnixTests(SynchronousTestCase):
         with open(path, "w") as f:
             f.write("root:!*:1::::::\n")
         os.chmod(path, mode)
-        self.patch(tapconfig, "SHADOW", path)
+        self.patch(tapauth, "SHADOW", path)
         return path
 
     def test_withoutModules(self) -> None:
@@ -89,7 +89,7 @@ class AuthUnixTests(SynchronousTestCase):
         requireRoot(self, "switching to another user")
         path = self.shadow(0o600)
         nobody = _Config(uid=NOBODY, gid=NOBODY)
-        problem = tapconfig.unixPasswordsProblem(lambda: asRunUser(nobody))
+        problem = tapauth.unixPasswordsProblem(lambda: asRunUser(nobody))
         if not _hasModules():
             # Refused before the file is looked at (Python 3.13).
             self.assertIn("no crypt and spwd modules", str(problem))
@@ -99,4 +99,4 @@ class AuthUnixTests(SynchronousTestCase):
             f"cannot read the shadow passwords (Permission denied: {path}), so no password"
             " could be checked; under twistd --uid, that user must be able to (group shadow)",
         )
-        self.assertIsNone(tapconfig.unixPasswordsProblem())
+        self.assertIsNone(tapauth.unixPasswordsProblem())

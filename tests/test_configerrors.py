@@ -245,7 +245,7 @@ class AuthTests(SynchronousTestCase):
         out with a warning when the server starts.  XOAUTH2 alone passes
         when the handler has its own C{onAuth}.
         """
-        from twisted_smtpd._twistd.tapconfig import checkAuthOffered
+        from twisted_smtpd._twistd.tapauth import checkAuthOffered
 
         parse("--sink", "--auth", "memory:alice:secret", "--auth-methods", "PLAIN,XOAUTH2")
 

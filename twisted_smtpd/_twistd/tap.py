@@ -46,18 +46,20 @@ from twisted_smtpd._twistd.heldsignals import HELD
 from twisted_smtpd._twistd.passwordfile import PasswordFile
 from twisted_smtpd._twistd.redact import withoutPassword
 from twisted_smtpd._twistd.runuser import asRunUser, runIdentity
-from twisted_smtpd._twistd.tapconfig import (
-    asArguments,
+from twisted_smtpd._twistd.tapauth import (
     bytesUsers,
     checkAuth,
     checkAuthOffered,
     checkAuthOptional,
+    unixPasswordsProblem,
+)
+from twisted_smtpd._twistd.tapconfig import (
+    asArguments,
     checkEndpoint,
     checkMetrics,
     exitWithError,
     readConfig,
     reason,
-    unixPasswordsProblem,
 )
 from twisted_smtpd._twistd.tapdefinitions import FLAGS, LONGDESC, PARAMETERS
 from twisted_smtpd._twistd.tapflags import (
