@@ -261,26 +261,7 @@ class ManyAuthoritiesTests(TestCase):
             " octets, more than a TLS certificate request carries (64 KiB); keep only"
             " the CAs that sign client certificates"
         )
-        e = self.assertRaises(
-            ValueError,
-            ServerTLS,
-            issued.certificatePath,
-            issued.keyPath,
-            caCertificates=bundle,
-            requestCert=True,
-        )
-        self.assertEqual(str(e), message)
-        e = self.assertRaises(
-            usage.UsageError,
-            parse,
-            "--sink",
-            "--tls-cert",
-            issued.combinedPath,
-            "--request-cert",
-            "--tls-ca",
-            bundle,
-        )
-        self.assertEqual(str(e), f"--tls-ca: {message}")
+        _assertAuthoritiesRefused(self, issued, bundle, message)
         ServerTLS(issued.certificatePath, issued.keyPath, caCertificates=bundle)
 
 
@@ -329,23 +310,32 @@ class UnreadableAuthorityTests(TestCase):
             f"cannot read CA certificates {bundle}: its certificate number 2 (of 2)"
             " cannot be used: invalid utf8string"
         )
-        e = self.assertRaises(
-            ValueError,
-            ServerTLS,
-            issued.certificatePath,
-            issued.keyPath,
-            caCertificates=bundle,
-            requestCert=True,
-        )
-        self.assertEqual(str(e), message)
-        e = self.assertRaises(
-            usage.UsageError,
-            parse,
-            "--sink",
-            "--tls-cert",
-            issued.combinedPath,
-            "--request-cert",
-            "--tls-ca",
-            bundle,
-        )
-        self.assertEqual(str(e), f"--tls-ca: {message}")
+        _assertAuthoritiesRefused(self, issued, bundle, message)
+
+
+def _assertAuthoritiesRefused(testCase: TestCase, issued: Any, bundle: str, message: str) -> None:
+    """
+    The CA bundle C{bundle}, with client certificates asked for, is refused
+    with C{message}: by L{ServerTLS} (C{ValueError}) and under C{twistd}
+    (one usage line naming C{--tls-ca}).
+    """
+    e = testCase.assertRaises(
+        ValueError,
+        ServerTLS,
+        issued.certificatePath,
+        issued.keyPath,
+        caCertificates=bundle,
+        requestCert=True,
+    )
+    testCase.assertEqual(str(e), message)
+    e = testCase.assertRaises(
+        usage.UsageError,
+        parse,
+        "--sink",
+        "--tls-cert",
+        issued.combinedPath,
+        "--request-cert",
+        "--tls-ca",
+        bundle,
+    )
+    testCase.assertEqual(str(e), f"--tls-ca: {message}")
