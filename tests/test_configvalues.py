@@ -180,7 +180,11 @@ class WholeNumberFlagTests(SynchronousTestCase):
         """
         C{COUNT/SECONDS} flags take ASCII digits, no spaces.
         """
-        for flag, what in [("max-connection-rate", "COUNT"), ("min-data-rate", "BYTES")]:
+        for flag, what in [
+            ("max-connection-rate", "COUNT"),
+            ("max-auth-rate", "COUNT"),
+            ("min-data-rate", "BYTES"),
+        ]:
             for value in ["\uff11/\uff16", "1_0/6", " 10/ 6", "+1/6", "1/+6"]:
                 e = self.assertRaises(usage.UsageError, parse, "--sink", f"--{flag}", value)
                 self.assertEqual(str(e), f"--{flag}: expected {what}/SECONDS, got {value!a}")
@@ -191,7 +195,7 @@ class WholeNumberFlagTests(SynchronousTestCase):
         L{ServerOptions} takes a C{"COUNT/SECONDS"} rate in ASCII digits
         only, as the flags do.
         """
-        for name in ["maxConnectionRate", "minDataRate"]:
+        for name in ["maxConnectionRate", "maxAuthRate", "minDataRate"]:
             for value in ["\uff13/6", " 3 / 6 ", "3_0/6", "+3/6"]:
                 e = self.assertRaises(ValueError, ServerOptions, **{name: value})
                 self.assertEqual(
@@ -209,6 +213,7 @@ class WholeNumberFlagTests(SynchronousTestCase):
         for flag, name, what in [
             ("min-data-rate", "minDataRate", "BYTES"),
             ("max-connection-rate", "maxConnectionRate", "COUNT"),
+            ("max-auth-rate", "maxAuthRate", "COUNT"),
         ]:
             for value in ["1/0.0000001", "500/0.5", "1/1e-300"]:
                 e = self.assertRaises(usage.UsageError, parse, "--sink", f"--{flag}", value)
@@ -1141,9 +1146,9 @@ class UnusedFlagTests(SynchronousTestCase):
                 "--proxy-trusted has no effect: no haproxy: listener reads PROXY headers",
                 "--xclient has no effect: XCLIENT is disabled",
                 "--limit-exempt has no effect: no per-address limit (--max-clients-per-ip,"
-                " --max-connection-rate)",
+                " --max-connection-rate, --max-auth-rate)",
                 "--client-ipv6-prefix-length has no effect: no per-address limit"
-                " (--max-clients-per-ip, --max-connection-rate)",
+                " (--max-clients-per-ip, --max-connection-rate, --max-auth-rate)",
                 "--dns-server has no effect: --no-reverse-lookup: no client name is looked up",
                 "--worker-timeout has no effect: no --workers",
             ],

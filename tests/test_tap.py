@@ -328,7 +328,7 @@ class OptionsTests(SynchronousTestCase):
         A COUNT/SECONDS flag given anything else is a usage error naming the
         flag and the value.
         """
-        for flag in ("max-connection-rate", "min-data-rate"):
+        for flag in ("max-connection-rate", "max-auth-rate", "min-data-rate"):
             for value in ("30", "0/60", "30/0", "30/inf", "x/60", "30/-1", "30/nan"):
                 message = self.assertUsageError("--sink", f"--{flag}", value)
                 self.assertIn(f"--{flag}", message)

@@ -286,6 +286,36 @@ class Fail2banTests(ServerTestCase):
         self.assertEqual(self.fail2ban(logfile), 0)
         self.assertEqual(self.fail2ban(logfile, "aggressive"), 2)
 
+    def test_authRateFound(self) -> None:
+        """
+        An AUTH past C{--max-auth-rate}, over two connections, gets 450 and
+        leaves one line, which the aggressive mode finds and the normal one
+        leaves alone; the session goes on.
+        """
+        self.startAuthServer("--max-auth-rate", "2/60")
+        client = self.smtp()
+        client.ehlo()
+        self.failedLogins(client, "mallory", 1)
+        client.quit()
+        client = self.smtp()
+        client.ehlo()
+        self.failedLogins(client, "mallory", 1)
+        with self.assertRaises(smtplib.SMTPAuthenticationError) as refused:
+            self.login(client, "alice", "secret")
+        self.assertEqual(refused.exception.smtp_code, 450)
+        self.assertEqual(client.noop()[0], 250)
+        client.quit()
+        self.server.waitForLog(" refused: AUTH rate limit (2 per 60 s) reached")
+        self.stopServer()
+        output = self.server.output
+        lines = [line for line in output.splitlines() if "AUTH rate limit" in line]
+        self.assertEqual(len(lines), 1, output)
+        logfile = self.savedLog(
+            "\n".join(line for line in output.splitlines() if "auth failed" not in line)
+        )
+        self.assertEqual(self.fail2ban(logfile), 0)
+        self.assertEqual(self.fail2ban(logfile, "aggressive"), 1)
+
     def slowTransfer(self, last: str, *flags: str) -> tuple[str, list[str]]:
         """
         Run a server with C{--min-data-rate 1000/1} and C{flags}, and a

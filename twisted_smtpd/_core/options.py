@@ -59,6 +59,10 @@ def _maxConnectionRate(value: str | tuple[int, float] | None) -> tuple[int, floa
     return rate("maxConnectionRate", value)
 
 
+def _maxAuthRate(value: str | tuple[int, float] | None) -> tuple[int, float] | None:
+    return rate("maxAuthRate", value)
+
+
 def _minDataRate(value: str | tuple[int, float] | None) -> tuple[int, float] | None:
     return rate("minDataRate", value)
 
@@ -183,11 +187,16 @@ class ServerOptions:
         address may open per C{seconds} (at least 1), or C{None} for no
         limit (Postfix's C{smtpd_client_connection_rate_limit}); C{"30/60"}
         is accepted too.
-    @ivar limitExemptions: Networks exempt from C{maxClientsPerIp} and
-        C{maxConnectionRate} (Postfix exempts C{mynetworks}); none by default,
-        not even the loopback addresses.
+    @ivar maxAuthRate: C{(count, seconds)}: AUTH commands one client
+        address may give per C{seconds} (at least 1), over all its sessions,
+        or C{None} for no limit (Postfix's C{smtpd_client_auth_rate_limit}):
+        past it AUTH is answered C{450 4.7.1}.
+    @ivar limitExemptions: Networks exempt from C{maxClientsPerIp},
+        C{maxConnectionRate} and C{maxAuthRate} (Postfix exempts
+        C{mynetworks}); none by default, not even the loopback addresses.
     @ivar clientIpv6PrefixLength: IPv6 clients are counted by their network
-        of this many bits for C{maxClientsPerIp} and C{maxConnectionRate}:
+        of this many bits for C{maxClientsPerIp}, C{maxConnectionRate} and
+        C{maxAuthRate}:
         84 by default, as Postfix 3.8's C{smtpd_client_ipv6_prefix_length};
         128 counts each address alone.
     @ivar minDataRate: C{(bytes, seconds)}: a DATA or BDAT transfer must
@@ -277,6 +286,9 @@ class ServerOptions:
     maxClientsPerIp: int = field(default=0, validator=count)
     maxConnectionRate: tuple[int, float] | None = field(
         default=None, converter=_maxConnectionRate, validator=checkRate
+    )
+    maxAuthRate: tuple[int, float] | None = field(
+        default=None, converter=_maxAuthRate, validator=checkRate
     )
     limitExemptions: tuple[IPNetwork, ...] = field(default=(), converter=_limitExemptions)
     clientIpv6PrefixLength: int = field(default=84, validator=prefixLength)

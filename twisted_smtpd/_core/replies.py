@@ -187,6 +187,7 @@ TOO_MANY_FROM_ADDRESS = reply(
 CONNECTION_RATE = reply(
     421, "4.7.0", "Error: too many connections from your address recently, try again later"
 )
+AUTH_RATE = reply(450, "4.7.1", "Error: too many AUTH commands from your address, try again later")
 TOO_SLOW = reply(421, "4.4.2", "Error: data transfer too slow")
 HANDLER_TIMEOUT = reply(421, "4.3.0", "Error: timeout waiting for the mail system, try again later")
 #: Replies that end a session with a log line of their own (a stop, the

@@ -94,6 +94,10 @@ class AuthCommand:
         if name not in factory.authMechanisms:
             p.fail(catalogue.AUTH_UNRECOGNIZED)
             return
+        limit = factory.limits.authCommand(p.session.remoteAddress[0], factory.reactor.seconds())
+        if limit is not None:
+            p.refuseForLimit(catalogue.AUTH_RATE, limit)
+            return
         mechanism = createMechanism(name, hostname=options.name)
         self._advance(mechanism, mechanism.start(parts[1] if len(parts) > 1 else None))
 

@@ -107,6 +107,12 @@ class CommandContext(Protocol):
         Send the refusal C{reply} and count it towards C{maxErrors}.
         """
 
+    def refuseForLimit(self, reply: Reply, limit: str) -> None:
+        """
+        Refuse the command for a limit of the client's address reached,
+        logged in one line, and count it towards C{maxErrors}.
+        """
+
     def closeWith(self, reply: Reply) -> None:
         """
         Send C{reply} and end the session.

@@ -1,12 +1,12 @@
 # -*- test-case-name: tests.test_limits -*-
 """
 Limits per client address: concurrent connections
-(C{maxClientsPerIp}) and the connection rate (C{maxConnectionRate}), in the
-spirit of Postfix's anvil.
+(C{maxClientsPerIp}), the connection rate (C{maxConnectionRate}) and the
+AUTH command rate (C{maxAuthRate}), in the spirit of Postfix's anvil.
 
-Pure: addresses and times in, the name of the limit reached out.  Both tables
+Pure: addresses and times in, the name of the limit reached out.  The tables
 are bounded: the concurrency table holds only addresses with a connection open
-(at most as many as there are connections), the rate table forgets a window
+(at most as many as there are connections), each rate table forgets a window
 once it is over and never holds more than L{MAX_TRACKED} addresses.
 """
 
@@ -52,6 +52,7 @@ class ClientLimits:
         found at once however many were dropped before it (a C{dict} scans
         its deleted entries from its start, up to a hundred thousand for
         each new address of a flood filling the table).
+    @ivar authWindows: The same for the AUTH commands of each address.
     """
 
     def __init__(
@@ -61,21 +62,24 @@ class ClientLimits:
         exempt: tuple[IPNetwork, ...],
         maxTracked: int = MAX_TRACKED,
         ipv6PrefixLength: int = IPV6_PREFIX_LENGTH,
+        authRate: tuple[int, float] | None = None,
     ) -> None:
         self._perAddress = perAddress
         self._rate = rate
+        self._authRate = authRate
         self._exempt = exempt
         self._maxTracked = maxTracked
         self._ipv6Mask = ((1 << 128) - 1) ^ ((1 << (128 - ipv6PrefixLength)) - 1)
         self._ipv6Suffix = f"/{ipv6PrefixLength}"
         self.open: dict[str, int] = {}
         self.windows: OrderedDict[str, list[float]] = OrderedDict()
+        self.authWindows: OrderedDict[str, list[float]] = OrderedDict()
 
     @classmethod
     def fromOptions(cls, options: ServerOptions) -> ClientLimits:
         """
         The limits C{options} set: C{maxClientsPerIp}, C{maxConnectionRate},
-        C{limitExemptions} and C{clientIpv6PrefixLength}.  The C{useXClient}
+        C{maxAuthRate}, C{limitExemptions} and C{clientIpv6PrefixLength}.  The C{useXClient}
         networks are exempt too: a front end allowed XCLIENT passes many
         clients over connections from its own address, and Postfix leaves
         C{smtpd_authorized_xclient_hosts} out of its connection count and
@@ -86,6 +90,7 @@ class ClientLimits:
             options.maxConnectionRate,
             options.limitExemptions + options.useXClient,
             ipv6PrefixLength=options.clientIpv6PrefixLength,
+            authRate=options.maxAuthRate,
         )
 
     def _key(self, host: str) -> str:
@@ -109,6 +114,13 @@ class ClientLimits:
         """
         return bool(self._perAddress) or self._rate is not None
 
+    @property
+    def tracking(self) -> bool:
+        """
+        Whether a rate window is remembered, to be forgotten when it is over.
+        """
+        return bool(self.windows or self.authWindows)
+
     def connected(self, host: str, now: float) -> tuple[bool, str | None]:
         """
         Count a new connection from C{host}.
@@ -125,7 +137,7 @@ class ClientLimits:
         self.open[host] = count
         if self._rate is not None:
             limit, seconds = self._rate
-            attempts = self._attempt(host, now, seconds)
+            attempts = self._attempt(self.windows, host, now, seconds)
             if attempts > limit:
                 return True, f"connection rate limit ({limit} per {seconds:g} s)"
         if self._perAddress and count > self._perAddress:
@@ -143,15 +155,30 @@ class ClientLimits:
         else:
             self.open.pop(host, None)
 
-    def _attempt(self, host: str, now: float, seconds: float) -> int:
-        windows = self.windows
+    def authCommand(self, host: str, now: float) -> str | None:
+        """
+        Count an AUTH command from C{host}.
+
+        @return: The limit it exceeds, described for a log line, or C{None}
+            when it may go on.
+        """
+        if self._authRate is None or not _isAddress(host) or trusted(self._exempt, host):
+            return None
+        limit, seconds = self._authRate
+        if self._attempt(self.authWindows, self._key(host), now, seconds) > limit:
+            return f"AUTH rate limit ({limit} per {seconds:g} s)"
+        return None
+
+    def _attempt(
+        self, windows: OrderedDict[str, list[float]], host: str, now: float, seconds: float
+    ) -> int:
         window = windows.get(host)
         if window is None or _over(window[0], now, seconds):
             if window is not None:
                 # Moved to the end: the table stays ordered by window start.
                 del windows[host]
             else:
-                self.expire(now)
+                _expire(windows, now, seconds)
                 while len(windows) >= self._maxTracked:
                     windows.popitem(last=False)
             window = windows[host] = [now, 0.0]
@@ -162,15 +189,21 @@ class ClientLimits:
         """
         Forget the rate windows that are over.
         """
-        if self._rate is None:
-            return
-        seconds = self._rate[1]
-        windows = self.windows
-        while windows:
-            host = next(iter(windows))
-            if not _over(windows[host][0], now, seconds):
-                break
-            del windows[host]
+        if self._rate is not None:
+            _expire(self.windows, now, self._rate[1])
+        if self._authRate is not None:
+            _expire(self.authWindows, now, self._authRate[1])
+
+
+def _expire(windows: OrderedDict[str, list[float]], now: float, seconds: float) -> None:
+    """
+    Forget the windows of C{seconds} that are over, the oldest first.
+    """
+    while windows:
+        host = next(iter(windows))
+        if not _over(windows[host][0], now, seconds):
+            break
+        del windows[host]
 
 
 def _over(start: float, now: float, seconds: float) -> bool:

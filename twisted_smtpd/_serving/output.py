@@ -15,12 +15,14 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from twisted.logger import Logger
+
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.grammar import Verb
 from twisted_smtpd._core.replies import Reply, formatReply
 from twisted_smtpd._serving.deadlines import CLOSE_GRACE
 from twisted_smtpd._serving.flow import giveUpUnreadAfter, writeThrough
-from twisted_smtpd._serving.logging import refusal
+from twisted_smtpd._serving.logging import NAMESPACE, clientAddress, refusal
 from twisted_smtpd._serving.tls import closeAfterCloseNotify
 
 if TYPE_CHECKING:
@@ -41,6 +43,8 @@ RECIPIENT_OVERSHOOT = 1000
 REPLY_BATCH = 64
 # The codes of replies after which the server closes the connection.
 CLOSING_CODES = frozenset((421, 521))
+
+_sessionLog = Logger(namespace=NAMESPACE)
 
 
 def fixedReplies(options: ServerOptions) -> dict[Reply, bytes]:
@@ -168,6 +172,26 @@ class SessionOutput:
             # later, not errors, up to Postfix's smtpd_recipient_overshoot_limit.
             self._overshoot += 1
             return
+        self._countError()
+
+    def refuseForLimit(self, reply: Reply, limit: str) -> None:
+        """
+        Refuse the command for a limit of the client's address reached
+        (C{maxAuthRate}), counted as an error: one line in the
+        C{twisted_smtpd.session} namespace whether or not sessions are
+        logged, as for the connection limits, and a C{reject} event that
+        carries the C{limit}.
+
+        @param limit: The limit reached, described for the log line.
+        """
+        _sessionLog.info(
+            "{session} {client} refused: {limit} reached",
+            session=self.session.id,
+            client=clientAddress(self.session.remoteAddress),
+            limit=limit,
+        )
+        self.reply(reply)
+        self._emitRefusal(reply, limit=limit)
         self._countError()
 
     def countError(self) -> None:

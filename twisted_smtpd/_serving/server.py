@@ -327,7 +327,7 @@ class SMTPServerFactory(ServerFactory):
         for protocol in list(self.connections):
             check(protocol, now)
         self.limits.expire(now)
-        if not self.connections and not self.limits.windows:
+        if not self.connections and not self.limits.tracking:
             self._stopSweeper()
 
     def _stopSweeper(self) -> None:
@@ -344,7 +344,7 @@ class SMTPServerFactory(ServerFactory):
         no timer).
         """
         if not self.connections:
-            if self.closing or not self.limits.windows:
+            if self.closing or not self.limits.tracking:
                 self._stopSweeper()
             if self.closing:
                 self._allGone()

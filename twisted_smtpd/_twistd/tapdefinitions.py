@@ -148,7 +148,7 @@ PARAMETERS: list[list[Any]] = [
         int,
         False,
         "IPv6 clients are counted by their network of this many bits (0 to 128) for "
-        "--max-clients-per-ip and --max-connection-rate.",
+        "--max-clients-per-ip, --max-connection-rate and --max-auth-rate.",
     ),
     [
         "max-connection-rate",
@@ -157,6 +157,14 @@ PARAMETERS: list[list[Any]] = [
         "Connections one client address may open: COUNT/SECONDS, SECONDS at least 1 "
         "[default: no limit].",
         _rate("max-connection-rate", "COUNT"),
+    ],
+    [
+        "max-auth-rate",
+        None,
+        None,
+        "AUTH commands one client address may give over all its sessions: COUNT/SECONDS, "
+        "SECONDS at least 1; past it AUTH is answered 450 [default: no limit].",
+        _rate("max-auth-rate", "COUNT"),
     ],
     [
         "min-data-rate",

@@ -43,7 +43,11 @@ _NUMBERS = {
 }
 
 # COUNT/SECONDS flags and the ServerOptions attribute each one sets.
-_RATES = {"max-connection-rate": "maxConnectionRate", "min-data-rate": "minDataRate"}
+_RATES = {
+    "max-connection-rate": "maxConnectionRate",
+    "max-auth-rate": "maxAuthRate",
+    "min-data-rate": "minDataRate",
+}
 
 # Boolean flags and the ServerOptions attribute each one sets.
 _SWITCHES = {

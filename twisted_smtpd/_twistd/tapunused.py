@@ -34,7 +34,7 @@ _ANY_TLS = ("request-cert", "tls-ciphers", "tls-min-version", "tls-handshake-tim
 _SERVER_TLS = ("tls-cert", "tls-key", "sni")
 
 #: Flags that only matter when AUTH is offered.
-_AUTH = ("allow-insecure-auth", "auth-methods")
+_AUTH = ("allow-insecure-auth", "auth-methods", "max-auth-rate")
 
 
 def _implicitTLS(description: str) -> bool:
@@ -144,12 +144,14 @@ def unusedFlags(
         unused("xclient", "XCLIENT is disabled")
     if "XFORWARD" in options.disabledCommands:
         unused("xforward", "XFORWARD is disabled")
-    if not options.maxClientsPerIp and options.maxConnectionRate is None:
-        unused("limit-exempt", "no per-address limit (--max-clients-per-ip, --max-connection-rate)")
-        unused(
-            "client-ipv6-prefix-length",
-            "no per-address limit (--max-clients-per-ip, --max-connection-rate)",
-        )
+    if (
+        not options.maxClientsPerIp
+        and options.maxConnectionRate is None
+        and options.maxAuthRate is None
+    ):
+        why = "no per-address limit (--max-clients-per-ip, --max-connection-rate, --max-auth-rate)"
+        unused("limit-exempt", why)
+        unused("client-ipv6-prefix-length", why)
     if options.disableReverseLookup:
         unused("dns-server", "--no-reverse-lookup: no client name is looked up")
     if workers <= 1:
