@@ -57,6 +57,7 @@ from twisted_smtpd._twistd.tapconfig import (
     asArguments,
     checkEndpoint,
     checkMetrics,
+    exitChecked,
     exitWithError,
     readConfig,
     reason,
@@ -357,7 +358,8 @@ class Options(AuthOptionMixin, usage.Options):
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
         parent: Any = getattr(self, "parent", None) or {}
-        checkPidFile(parent.get("pidfile"))
+        checking = bool(self["check-config"])
+        checkPidFile(parent.get("pidfile"), leftPid=not checking)
         # A --uid no user has: one line now, not twistd's traceback once
         # the ports are bound.
         runIdentity(self)
@@ -413,13 +415,18 @@ class Options(AuthOptionMixin, usage.Options):
                 f"{INHERITED}: {e}; it is set only for the workers of --workers: unset it"
             ) from None
         self["workerListeners"] = []
-        if self["workers"] > 1 and not self["inherited"]:
-            from twisted.internet import reactor
-
+        workersParent = self["workers"] > 1 and not self["inherited"]
+        if workersParent:
             try:
                 checkWorkers(int(self["workers"]), self["listen"])
             except (OSError, ValueError) as e:
                 raise usage.UsageError(f"--workers: {reason(e)}") from e
+        if checking:
+            # Before the workers' listeners are bound: nothing listens.
+            exitChecked(self["unused"])
+        if workersParent:
+            from twisted.internet import reactor
+
             bound = self["workerListeners"]
             for description in self["listen"]:
                 try:

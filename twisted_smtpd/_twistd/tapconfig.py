@@ -79,6 +79,19 @@ def exitWithError(message: str) -> NoReturn:
     raise SystemExit(1)
 
 
+def exitChecked(warnings: Collection[str]) -> NoReturn:
+    """
+    End C{twistd smtpd --check-config} with status 0: each of C{warnings}
+    (the flags that have no effect) on standard error, then
+    C{twistd smtpd: configuration OK} on standard output.
+    """
+    for line in warnings:
+        sys.stderr.write(f"twistd smtpd: warning: {_oneLine(line)}\n")
+    sys.stderr.flush()
+    print("twistd smtpd: configuration OK", flush=True)
+    sys.exit(0)
+
+
 def _sameFile(first: Any, second: Any) -> bool:
     """
     Whether two streams write to the same file (a terminal, the journal):

@@ -54,6 +54,12 @@ FLAGS: list[list[Any]] = [
     ],
     ["no-reverse-lookup", None, "Do not look up the client's host name."],
     [
+        "check-config",
+        None,
+        "Check the options, the --config file and the files they name, warn of what has"
+        " no effect, and exit (status 0: it would start) without listening.",
+    ],
+    [
         "quiet",
         None,
         "No log line per connection and message (refusals, failed AUTH and errors"

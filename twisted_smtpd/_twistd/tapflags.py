@@ -131,7 +131,9 @@ _MODIFIERS = {
 # Options that may be given several times (a list in a configuration file).
 _REPEATABLE = frozenset({"listen", "sni", "disable", "hide", "auth", "handler-option", *_NETWORKS})
 # Options that cannot appear in a configuration file.
-_NOT_IN_FILE = frozenset({"config", "help", "version", "help-auth", "help-auth-type"})
+_NOT_IN_FILE = frozenset(
+    {"config", "check-config", "help", "version", "help-auth", "help-auth-type"}
+)
 
 
 def _number(

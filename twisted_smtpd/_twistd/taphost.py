@@ -21,7 +21,7 @@ from twisted_smtpd._core.files import NotRegularFile, openRegular
 from twisted_smtpd._twistd.runuser import asRunUser, runIdentity
 
 
-def checkPidFile(path: str | None) -> None:
+def checkPidFile(path: str | None, leftPid: bool = True) -> None:
     """
     Refuse a C{twistd --pidfile} that C{twistd} could not write: in a
     directory that does not exist, or naming a directory.  C{twistd}
@@ -30,6 +30,8 @@ def checkPidFile(path: str | None) -> None:
 
     @param path: The C{--pidfile} given to C{twistd} (C{""} or C{None}:
         none).
+    @param leftPid: Whether to check one left by an earlier start (not for
+        C{--check-config}, run beside the server that wrote it).
     @raise usage.UsageError: Naming the path and why.
     """
     if not path:
@@ -41,7 +43,7 @@ def checkPidFile(path: str | None) -> None:
         raise usage.UsageError(
             f"--pidfile {path!r}: cannot write the pid file: no directory {directory}"
         )
-    if os.path.lexists(path):
+    if leftPid and os.path.lexists(path):
         _checkLeftPid(path)
 
 
