@@ -439,6 +439,18 @@ class DNSServerOptionTests(SynchronousTestCase):
         for bad in ["dns.example", "192.0.2.53:0", "192.0.2.53:x", "[::1"]:
             self.assertRaises(ValueError, parseDNSServer, bad)
 
+    def test_oneServer(self) -> None:
+        """
+        A multicast, broadcast or unspecified address is refused: no one
+        server answers there.
+        """
+        from twisted_smtpd._serving.resolve import parseDNSServer
+
+        for bad in ["224.0.0.251:5353", "255.255.255.255", "0.0.0.0", "[ff02::fb]:5353", "::"]:
+            e = self.assertRaises(ValueError, parseDNSServer, bad)
+            self.assertEqual(str(e), f"{bad!r}: the server must be one server's address (unicast)")
+        self.assertEqual(parseDNSServer("127.0.0.53"), ("127.0.0.53", 53))
+
     def test_resolver(self) -> None:
         """
         The resolver asks only the given server, not /etc/resolv.conf's.

@@ -359,11 +359,17 @@ def _key(name: object) -> str:
     return text.lower().rstrip(".")
 
 
+#: The limited broadcast address, which C{is_multicast} does not cover.
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
 def parseDNSServer(text: str) -> tuple[str, int]:
     """
     C{HOST[:PORT]} of a DNS server: an IPv4 address, or an IPv6 one in
     brackets when a port follows (C{[2001:db8::53]:5353}); port 53 by
-    default.
+    default.  One server's address: not a multicast or broadcast address
+    (a query sent there gets no answer, or an error, each time), nor an
+    unspecified one.
 
     @raise ValueError: Saying what is wrong.
     """
@@ -379,6 +385,8 @@ def parseDNSServer(text: str) -> tuple[str, int]:
         address = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"{text!r}: the server must be an IP address") from None
+    if address.is_multicast or address.is_unspecified or address == _BROADCAST:
+        raise ValueError(f"{text!r}: the server must be one server's address (unicast)")
     if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ValueError(f"{text!r}: bad port {port!r}")
     return str(address), int(port)
