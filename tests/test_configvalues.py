@@ -1089,6 +1089,52 @@ class UnusedFlagTests(SynchronousTestCase):
         )
         self.assertEqual(parse(*args)["unused"], [])
 
+    def test_hiddenNeverOffered(self) -> None:
+        """
+        C{--hide CHUNKING} with C{--disable BDAT}, C{--hide REQUIRETLS}
+        with no listener offering TLS, and C{--hide STARTTLS} where every
+        listener is TLS from the start: the extension is never offered to
+        be hidden.  Where it is offered, no line.
+        """
+        noTLS = "no listener offers TLS (STARTTLS is disabled and there is no ssl: listener)"
+        config = parse(
+            "--sink",
+            "--disable",
+            "BDAT",
+            "--disable",
+            "STARTTLS",
+            "--hide",
+            "CHUNKING",
+            "--hide",
+            "REQUIRETLS",
+        )
+        self.assertEqual(
+            config["unused"],
+            [
+                "--hide CHUNKING has no effect: BDAT is disabled (--disable BDAT)",
+                f"--hide REQUIRETLS has no effect: it is offered only over TLS, and {noTLS}",
+            ],
+        )
+        tls = ("--tls-cert", self.server.combinedPath)
+        config = parse("--sink", *tls, "--listen", "ssl:0", "--hide", "STARTTLS")
+        self.assertEqual(
+            config["unused"],
+            [
+                "--hide STARTTLS has no effect: every listener is TLS from the start (ssl:),"
+                " where STARTTLS is never offered"
+            ],
+        )
+        hidden = ("--hide", "CHUNKING", "--hide", "REQUIRETLS", "--hide", "STARTTLS")
+        self.assertEqual(parse("--sink", *hidden)["unused"], [])
+        listen = ("--listen", "ssl:0", "--listen", "tcp:0")
+        self.assertEqual(parse("--sink", *tls, *listen, *hidden)["unused"], [])
+        self.assertEqual(
+            parse("--sink", *tls, "--listen", "ssl:0", "--disable", "STARTTLS", *hidden[:4])[
+                "unused"
+            ],
+            [],
+        )
+
     def test_insecureAuthOnlyTLS(self) -> None:
         """
         C{--allow-insecure-auth} where every listener is C{ssl:}: nothing

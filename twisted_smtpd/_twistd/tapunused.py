@@ -60,6 +60,31 @@ def _believesAnyone(description: str) -> bool:
     return kind != "unix" and not (kind == "systemd" and "domain=unix" in description.lower())
 
 
+def _hiddenNeverOffered(
+    listen: Sequence[str], options: ServerOptions, anyTLS: bool, noTLS: str
+) -> list[str]:
+    """
+    One line for each C{--hide} of an extension no session ever offers:
+    STARTTLS disabled, or every listener TLS from the start (STARTTLS is
+    not offered inside TLS); CHUNKING with BDAT disabled; REQUIRETLS,
+    offered only over TLS, with no listener offering TLS.
+    """
+    lines = []
+    if options.hideSTARTTLS:
+        if "STARTTLS" in options.disabledCommands:
+            lines.append("--hide STARTTLS has no effect: STARTTLS is disabled")
+        elif all(_implicitTLS(description) for description in listen):
+            lines.append(
+                "--hide STARTTLS has no effect: every listener is TLS from the start (ssl:),"
+                " where STARTTLS is never offered"
+            )
+    if options.hideCHUNKING and "BDAT" in options.disabledCommands:
+        lines.append("--hide CHUNKING has no effect: BDAT is disabled (--disable BDAT)")
+    if options.hideREQUIRETLS and not anyTLS:
+        lines.append(f"--hide REQUIRETLS has no effect: it is offered only over TLS, and {noTLS}")
+    return lines
+
+
 def unusedFlags(
     given: Collection[str],
     listen: Sequence[str],
@@ -119,8 +144,8 @@ def unusedFlags(
         if not options.authOptional:
             why += "; AUTH being required (no --auth-optional), all mail is refused"
         unused("auth", why)
-    if not startTLS and options.hideSTARTTLS and "hide" in given:
-        lines.append("--hide STARTTLS has no effect: STARTTLS is disabled")
+    if "hide" in given:
+        lines += _hiddenNeverOffered(listen, options, anyTLS, noTLS)
     if options.lmtp and "hide" in given:
         for keyword, hidden in (
             ("PIPELINING", options.hidePIPELINING),
