@@ -1135,6 +1135,30 @@ class UnusedFlagTests(SynchronousTestCase):
             [],
         )
 
+    def test_tls12CiphersOnlyTLS13(self) -> None:
+        """
+        C{--tls-ciphers} naming no TLS 1.3 suite (C{TLS_*}) and no
+        C{@SECLEVEL} with C{--tls-min-version 1.3}: only TLS 1.2 ciphers,
+        which no handshake can use.  With a suite or a security level in
+        it, or TLS 1.2 allowed, no line.
+        """
+        tls = ("--sink", "--tls-cert", self.server.combinedPath)
+        config = parse(*tls, "--tls-min-version", "1.3", "--tls-ciphers", "ECDHE+AESGCM")
+        self.assertEqual(
+            config["unused"],
+            [
+                "--tls-ciphers has no effect: it names only TLS 1.2 ciphers (no TLS_* suite,"
+                " no @SECLEVEL) and --tls-min-version 1.3 allows only TLS 1.3"
+            ],
+        )
+        for ciphers, version in [
+            ("ECDHE+AESGCM:TLS_AES_256_GCM_SHA384", "1.3"),
+            ("ECDHE+AESGCM:@SECLEVEL=2", "1.3"),
+            ("ECDHE+AESGCM", "1.2"),
+        ]:
+            args = ("--tls-min-version", version, "--tls-ciphers", ciphers)
+            self.assertEqual(parse(*tls, *args)["unused"], [], ciphers)
+
     def test_insecureAuthOnlyTLS(self) -> None:
         """
         C{--allow-insecure-auth} where every listener is C{ssl:}: nothing

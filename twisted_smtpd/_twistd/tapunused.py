@@ -22,6 +22,7 @@ from twisted_smtpd._serving.listeners import (
     servesServerTLS,
     splitDescription,
 )
+from twisted_smtpd._serving.sni import securityLevel, splitCiphers
 
 __all__ = ["unusedFlags"]
 
@@ -58,6 +59,18 @@ def _believesAnyone(description: str) -> bool:
         return False
     kind = endpointKind(description)
     return kind != "unix" and not (kind == "systemd" and "domain=unix" in description.lower())
+
+
+def _onlyTLS12Ciphers(options: ServerOptions) -> bool:
+    """
+    Whether the cipher string changes nothing of a TLS 1.3 handshake, the
+    only kind the minimum version allows: it names no TLS 1.3 suite and
+    sets no security level.
+    """
+    if options.tlsCiphers is None or options.tlsMinVersion != "TLSv1.3":
+        return False
+    _, suites = splitCiphers(options.tlsCiphers)
+    return not suites and securityLevel(options.tlsCiphers) is None
 
 
 def _hiddenNeverOffered(
@@ -128,6 +141,12 @@ def unusedFlags(
                 "no listener offers the server's TLS (STARTTLS is disabled and every"
                 " ssl: listener has keys of its own)",
             )
+    if anyTLS and _onlyTLS12Ciphers(options):
+        unused(
+            "tls-ciphers",
+            "it names only TLS 1.2 ciphers (no TLS_* suite, no @SECLEVEL) and"
+            " --tls-min-version 1.3 allows only TLS 1.3",
+        )
     if anyTLS and not options.requestCert:
         unused("tls-ca", "no client certificate is asked for without --request-cert")
     elif not anyTLS:
