@@ -1159,6 +1159,37 @@ class UnusedFlagTests(SynchronousTestCase):
             args = ("--tls-min-version", version, "--tls-ciphers", ciphers)
             self.assertEqual(parse(*tls, *args)["unused"], [], ciphers)
 
+    def test_jsonWithSyslog(self) -> None:
+        """
+        C{twistd --syslog} with C{--log-format json}: the JSON lines go
+        where C{twistd} writes text without C{--syslog}, never to syslog;
+        the line says where.  With text, or without C{--syslog}, no line.
+        """
+        logfile = os.path.abspath(self.mktemp())
+        for parent, where in [
+            ({"syslog": True, "nodaemon": True}, "standard output"),
+            ({"syslog": True, "nodaemon": False, "logfile": logfile}, logfile),
+            ({"syslog": True, "nodaemon": False}, os.path.abspath("twistd.log")),
+        ]:
+            config = _tap.Options()
+            config.parent = {"pidfile": None, **parent}  # type: ignore[attr-defined]
+            config.parseOptions(["--sink", "--log-format", "json"])
+            self.assertEqual(
+                config["unused"],
+                [
+                    f"twistd --syslog has no effect with --log-format json: the JSON lines go"
+                    f" to {where}, not to syslog (--log-format text goes to syslog)"
+                ],
+            )
+        for parent, args in [
+            ({"syslog": True}, ["--sink"]),
+            ({"syslog": False}, ["--sink", "--log-format", "json"]),
+        ]:
+            config = _tap.Options()
+            config.parent = {"pidfile": None, **parent}  # type: ignore[attr-defined]
+            config.parseOptions(args)
+            self.assertEqual(config["unused"], [])
+
     def test_insecureAuthOnlyTLS(self) -> None:
         """
         C{--allow-insecure-auth} where every listener is C{ssl:}: nothing

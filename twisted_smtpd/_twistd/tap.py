@@ -43,6 +43,7 @@ from twisted_smtpd._serving.sni import TLSPolicy, certificateKinds
 from twisted_smtpd._serving.tls import ServerTLS
 from twisted_smtpd._twistd.daemon import SMTPDaemon
 from twisted_smtpd._twistd.heldsignals import HELD
+from twisted_smtpd._twistd.logfile import jsonBesideSyslog
 from twisted_smtpd._twistd.passwordfile import PasswordFile
 from twisted_smtpd._twistd.redact import withoutPassword
 from twisted_smtpd._twistd.runuser import asRunUser, runIdentity
@@ -398,9 +399,9 @@ class Options(AuthOptionMixin, usage.Options):
             self["handler"],
             int(self["workers"]),
         )
-        stays = pidFileStays(self)
-        if stays is not None:
-            self["unused"].append(stays)
+        for line in (jsonBesideSyslog(self), pidFileStays(self)):
+            if line is not None:
+                self["unused"].append(line)
         self["deliveryDescription"] = printable(
             delivery if value is None else f"{delivery} {withoutPassword(str(value))}"
         )
