@@ -1190,6 +1190,41 @@ class UnusedFlagTests(SynchronousTestCase):
             config.parseOptions(args)
             self.assertEqual(config["unused"], [])
 
+    def test_limitsOnlyUNIXSockets(self) -> None:
+        """
+        The per-address limits, their exemptions and the IPv6 prefix
+        length where every listener is a UNIX socket that reads no PROXY
+        header: its clients have no address to count.  With a C{tcp:} or
+        a C{haproxy:unix:} listener beside it, no line.
+        """
+        limits = (
+            "--max-clients-per-ip",
+            "2",
+            "--max-connection-rate",
+            "5/60",
+            "--limit-exempt",
+            "10.0.0.0/8",
+            "--client-ipv6-prefix-length",
+            "64",
+        )
+        unix = ("--listen", "unix:/tmp/x.sock", "--listen", "unix:/tmp/z.sock")
+        why = (
+            "every listener is a UNIX socket, whose clients have no address to count"
+            " (a haproxy:unix: listener counts the PROXY header's)"
+        )
+        self.assertEqual(
+            parse("--sink", *unix, *limits)["unused"],
+            [
+                f"--max-clients-per-ip has no effect: {why}",
+                f"--max-connection-rate has no effect: {why}",
+                f"--limit-exempt has no effect: {why}",
+                f"--client-ipv6-prefix-length has no effect: {why}",
+            ],
+        )
+        for other in ["tcp:0:interface=127.0.0.1", "haproxy:unix:/tmp/y.sock"]:
+            config = parse("--sink", *unix, "--listen", other, *limits)
+            self.assertEqual(config["unused"], [], other)
+
     def test_insecureAuthOnlyTLS(self) -> None:
         """
         C{--allow-insecure-auth} where every listener is C{ssl:}: nothing

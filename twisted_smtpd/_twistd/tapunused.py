@@ -34,6 +34,14 @@ _ANY_TLS = ("request-cert", "tls-ciphers", "tls-min-version", "tls-handshake-tim
 #: listeners without keys of their own).
 _SERVER_TLS = ("tls-cert", "tls-key", "sni")
 
+#: Flags that count clients by their address, or set how.
+_PER_ADDRESS = (
+    "max-clients-per-ip",
+    "max-connection-rate",
+    "limit-exempt",
+    "client-ipv6-prefix-length",
+)
+
 #: Flags that only matter when AUTH is offered.
 _AUTH = ("allow-insecure-auth", "auth-methods")
 
@@ -55,10 +63,24 @@ def _believesAnyone(description: str) -> bool:
     C{haproxy:} one but C{haproxy:unix:} (or a C{systemd:} UNIX socket),
     whose socket file's permissions decide who connects.
     """
-    if "haproxy" not in splitDescription(description)[1]:
-        return False
+    return "haproxy" in splitDescription(description)[1] and not _unixSocket(description)
+
+
+def _unixSocket(description: str) -> bool:
+    """
+    Whether the listener of C{description} is a UNIX socket (C{unix:}, or
+    a C{systemd:} one of C{domain=UNIX}), behind C{haproxy:} or not.
+    """
     kind = endpointKind(description)
-    return kind != "unix" and not (kind == "systemd" and "domain=unix" in description.lower())
+    return kind == "unix" or (kind == "systemd" and "domain=unix" in description.lower())
+
+
+def _addressless(description: str) -> bool:
+    """
+    Whether the clients of the listener of C{description} have no address:
+    a UNIX socket that reads no PROXY header.
+    """
+    return _unixSocket(description) and "haproxy" not in splitDescription(description)[1]
 
 
 def _onlyTLS12Ciphers(options: ServerOptions) -> bool:
@@ -194,6 +216,13 @@ def unusedFlags(
             "client-ipv6-prefix-length",
             "no per-address limit (--max-clients-per-ip, --max-connection-rate)",
         )
+    elif all(_addressless(description) for description in listen):
+        for flag in _PER_ADDRESS:
+            unused(
+                flag,
+                "every listener is a UNIX socket, whose clients have no address to count"
+                " (a haproxy:unix: listener counts the PROXY header's)",
+            )
     if options.disableReverseLookup:
         unused("dns-server", "--no-reverse-lookup: no client name is looked up")
     if workers <= 1:
