@@ -1314,6 +1314,36 @@ class UnusedFlagTests(SynchronousTestCase):
             ["--allow-insecure-auth"],
         )
 
+    def test_configFileDeliverySettingsReplaced(self) -> None:
+        """
+        A delivery on the command line replaces the configuration file's
+        delivery together with its settings: each setting of the file so
+        dropped is warned of, naming the file and the delivery that
+        replaced it.  A setting given on the command line too, or a file
+        whose delivery is kept, gives no line.
+        """
+        path = self.mktemp() + ".toml"
+        with open(path, "w") as f:
+            f.write('maildir = "Maildir"\nmaildir-trace = true\nmaildir-per-recipient = true\n')
+        why = "the command line's --sink replaces the file's delivery and its settings"
+        self.assertEqual(
+            parse("--config", path, "--sink")["unused"],
+            [
+                f"--maildir-trace in --config {path!r} has no effect: {why}",
+                f"--maildir-per-recipient in --config {path!r} has no effect: {why}",
+            ],
+        )
+        maildir = os.path.abspath(self.mktemp())
+        config = parse("--config", path, "--maildir", maildir, "--maildir-trace")
+        self.assertEqual(
+            config["unused"],
+            [
+                f"--maildir-per-recipient in --config {path!r} has no effect: the command"
+                " line's --maildir replaces the file's delivery and its settings"
+            ],
+        )
+        self.assertEqual(parse("--config", path, "--size", "1000")["unused"], [])
+
     def test_usedNotWarned(self) -> None:
         """
         The same flags where they do something give no line, nor do the

@@ -142,6 +142,9 @@ class Options(AuthOptionMixin, usage.Options):
         self["sni"] = {}
         self["handler-option"] = {}
         self["config"] = None
+        # The delivery settings of the --config file that a delivery on
+        # the command line dropped, a warning line each.
+        self["dropped"] = []
 
     # -- repeatable options and deliveries ----------------------------------
 
@@ -333,13 +336,20 @@ class Options(AuthOptionMixin, usage.Options):
         except (OSError, ValueError) as e:
             raise usage.UsageError(f"--config {path!r}: {reason(e)}") from None
         replaced = set(given)
-        if replaced & set(DELIVERIES):
+        deliveries = [name for name in DELIVERIES if name in given]
+        if deliveries:
             replaced |= set(DELIVERIES) | set(_MODIFIERS)
         arguments: list[str] = []
         for key, value in settings.items():
             name = key.replace("_", "-")
             if name not in flags or name in _NOT_IN_FILE:
                 raise usage.UsageError(f"--config {path!r}: unknown option {key!r}")
+            if name in _MODIFIERS and name not in given and deliveries:
+                # Dropped with the file's delivery: said at start.
+                self["dropped"].append(
+                    f"--{name} in --config {path!r} has no effect: the command line's"
+                    f" --{deliveries[0]} replaces the file's delivery and its settings"
+                )
             if name in replaced:
                 continue
             try:
@@ -399,6 +409,7 @@ class Options(AuthOptionMixin, usage.Options):
             self["handler"],
             int(self["workers"]),
         )
+        self["unused"] += self["dropped"]
         for line in (jsonBesideSyslog(self), pidFileStays(self)):
             if line is not None:
                 self["unused"].append(line)
