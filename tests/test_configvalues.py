@@ -20,6 +20,7 @@ from tests.test_deadlines import LogCatcher
 from tests.test_tap import parse
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._twistd import tap as _tap
+from twisted_smtpd._twistd import tapunused
 from twisted_smtpd._twistd.taphandlers import splitHostPort
 from twisted_smtpd.handlers._webhookclient import checkURL
 
@@ -1383,4 +1384,52 @@ class UnusedFlagTests(SynchronousTestCase):
             "--tls-cert",
             self.server.combinedPath,
         )
+        self.assertEqual(config["unused"], [])
+
+
+class BacklogCapTests(SynchronousTestCase):
+    """
+    A C{backlog=} above the kernel's cap (Linux's C{net.core.somaxconn})
+    is accepted, and silently lowered by C{listen()}: warned of at start.
+    """
+
+    def setUp(self) -> None:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("4096\n")
+        self.patch(tapunused, "SOMAXCONN", path)
+
+    def test_aboveCap(self) -> None:
+        """
+        A C{tcp:}, C{ssl:} or C{unix:} listener (behind C{haproxy:} too)
+        whose backlog is above the cap gets one line naming it, the cap
+        and the setting that raises it.
+        """
+        path = os.path.abspath(self.mktemp())
+        for description in [
+            "tcp:0:127.0.0.1:10000",
+            f"haproxy:unix:{path}.proxy:backlog=10000",
+            "ssl:0:interface=127.0.0.1:backlog=10000",
+            f"unix:{path}:backlog=10000",
+        ]:
+            config = parse("--sink", "--listen", description)
+            self.assertEqual(
+                config["unused"],
+                [
+                    f"--listen {description!r}: backlog=10000 is above the kernel's limit"
+                    " of 4096 (net.core.somaxconn), which it is lowered to: raise that"
+                    " sysctl, or give at most 4096"
+                ],
+                description,
+            )
+
+    def test_withinCap(self) -> None:
+        """
+        A backlog at or below the cap, or none given, or no cap to read:
+        no line.
+        """
+        for description in ["tcp:0:interface=127.0.0.1:backlog=4096", "tcp:0"]:
+            self.assertEqual(parse("--sink", "--listen", description)["unused"], [])
+        self.patch(tapunused, "SOMAXCONN", self.mktemp())
+        config = parse("--sink", "--listen", "tcp:0:interface=127.0.0.1:backlog=10000")
         self.assertEqual(config["unused"], [])

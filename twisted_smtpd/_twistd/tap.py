@@ -87,7 +87,7 @@ from twisted_smtpd._twistd.taphost import (
     socketDirectory,
 )
 from twisted_smtpd._twistd.tapservice import makeService
-from twisted_smtpd._twistd.tapunused import unusedFlags
+from twisted_smtpd._twistd.tapunused import cappedBacklogs, unusedFlags
 from twisted_smtpd._twistd.workerlisteners import (
     INHERITED,
     bindListener,
@@ -409,7 +409,7 @@ class Options(AuthOptionMixin, usage.Options):
             self["handler"],
             int(self["workers"]),
         )
-        self["unused"] += self["dropped"]
+        self["unused"] += self["dropped"] + cappedBacklogs(self["listen"])
         for line in (jsonBesideSyslog(self), pidFileStays(self)):
             if line is not None:
                 self["unused"].append(line)

@@ -3,7 +3,8 @@
 The flags of C{twistd smtpd} given where they change nothing: TLS settings
 with no listener offering TLS, AUTH settings with no AUTH offered, and the
 like (L{unusedFlags}), and a C{haproxy:} listener believing the PROXY
-headers of anyone for want of C{--proxy-trusted}.  They are not refused (a
+headers of anyone for want of C{--proxy-trusted}; and a C{backlog=} the
+kernel lowers (L{cappedBacklogs}).  They are not refused (a
 configuration that starts keeps starting, a listener may be added later):
 the server logs one warning line for each at start.
 """
@@ -11,6 +12,7 @@ the server logs one warning line for each at start.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import Any
 
 from twisted.cred.checkers import ICredentialsChecker
 
@@ -24,7 +26,12 @@ from twisted_smtpd._serving.listeners import (
 )
 from twisted_smtpd._serving.sni import securityLevel, splitCiphers
 
-__all__ = ["unusedFlags"]
+__all__ = ["cappedBacklogs", "unusedFlags"]
+
+#: Where Linux keeps the most connections a listening socket's backlog
+#: holds (C{net.core.somaxconn}): C{listen()} lowers a larger backlog to it
+#: without a word.
+SOMAXCONN = "/proc/sys/net/core/somaxconn"
 
 #: Flags that set the TLS of every listener offering TLS, the server's own
 #: or an C{ssl:} listener's with keys of its own.
@@ -117,6 +124,59 @@ def _hiddenNeverOffered(
         lines.append("--hide CHUNKING has no effect: BDAT is disabled (--disable BDAT)")
     if options.hideREQUIRETLS and not anyTLS:
         lines.append(f"--hide REQUIRETLS has no effect: it is offered only over TLS, and {noTLS}")
+    return lines
+
+
+def _backlogCap() -> int | None:
+    """
+    The kernel's limit on a listening socket's backlog (L{SOMAXCONN}), or
+    C{None} where it cannot be read (not Linux).
+    """
+    try:
+        with open(SOMAXCONN, encoding="ascii") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _backlog(description: str) -> int | None:
+    """
+    The C{backlog=} the listener of C{description} gives C{listen()}, if
+    it names one: a C{tcp:}, C{tcp6:}, C{unix:} or C{ssl:} listener
+    (behind C{haproxy:} too); the description parses.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    base = splitDescription(description)[0]
+    if base.partition(":")[0].strip().lower() not in ("tcp", "tcp6", "unix"):
+        # systemd: sockets are listening already.
+        return None
+    parse: Any = serverFromString  # unannotated in Twisted
+    endpoint = parse(reactor, base)
+    backlog = getattr(endpoint, "_backlog", None)
+    return backlog if isinstance(backlog, int) else None
+
+
+def cappedBacklogs(listen: Sequence[str]) -> list[str]:
+    """
+    One line for each listener whose C{backlog=} is above the kernel's
+    limit, which C{listen()} silently lowers it to.
+
+    @param listen: The C{--listen} endpoint strings (they parse).
+    """
+    cap = _backlogCap()
+    if cap is None:
+        return []
+    lines = []
+    for description in listen:
+        backlog = _backlog(description)
+        if backlog is not None and backlog > cap:
+            lines.append(
+                f"--listen {description!r}: backlog={backlog} is above the kernel's limit"
+                f" of {cap} (net.core.somaxconn), which it is lowered to: raise that"
+                f" sysctl, or give at most {cap}"
+            )
     return lines
 
 
