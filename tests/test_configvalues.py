@@ -1136,6 +1136,20 @@ class UnusedFlagTests(SynchronousTestCase):
             [],
         )
 
+    def test_hiddenWithoutEHLO(self) -> None:
+        """
+        C{--hide} with C{--disable EHLO}: HELO advertises no extension, so
+        there is none to hide (one line, whatever the extensions).  With
+        C{--lmtp}, whose LHLO cannot be disabled, or EHLO enabled, no line.
+        """
+        args = ("--sink", "--hide", "SIZE", "--hide", "DSN")
+        self.assertEqual(
+            parse(*args, "--disable", "EHLO")["unused"],
+            ["--hide has no effect: EHLO is disabled (--disable EHLO): no extension is advertised"],
+        )
+        self.assertEqual(parse(*args, "--lmtp", "--disable", "EHLO")["unused"], [])
+        self.assertEqual(parse(*args, "--disable", "HELO")["unused"], [])
+
     def test_tls12CiphersOnlyTLS13(self) -> None:
         """
         C{--tls-ciphers} naming no TLS 1.3 suite (C{TLS_*}) and no

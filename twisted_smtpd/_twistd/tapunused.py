@@ -109,8 +109,13 @@ def _hiddenNeverOffered(
     One line for each C{--hide} of an extension no session ever offers:
     STARTTLS disabled, or every listener TLS from the start (STARTTLS is
     not offered inside TLS); CHUNKING with BDAT disabled; REQUIRETLS,
-    offered only over TLS, with no listener offering TLS.
+    offered only over TLS, with no listener offering TLS; any extension
+    with EHLO disabled (an SMTP server's HELO advertises none).
     """
+    if not options.lmtp and "EHLO" in options.disabledCommands:
+        return [
+            "--hide has no effect: EHLO is disabled (--disable EHLO): no extension is advertised"
+        ]
     lines = []
     if options.hideSTARTTLS:
         if "STARTTLS" in options.disabledCommands:
