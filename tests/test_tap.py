@@ -962,6 +962,24 @@ class DeliveryFlagTests(SynchronousTestCase):
         ]:
             self.assertEqual(self.assertUsageError(*args), message)
 
+    def test_modifiersFalsyValueNeedTheirDelivery(self) -> None:
+        """
+        A delivery's flag given a value that reads as false (C{0}, an empty
+        string) is refused with another delivery too, on the command line
+        or in a configuration file: it was given, and does nothing there.
+        """
+        for args, message in [
+            (("--sink", "--relay-idle", "0"), "--relay-idle needs --relay"),
+            (("--sink", "--webhook-secret", ""), "--webhook-secret needs --webhook"),
+            (("--sink", "--amqp-queue", ""), "--amqp-queue needs --amqp"),
+            (("--sink", "--relay-user", ""), "--relay-user needs --relay"),
+        ]:
+            self.assertEqual(self.assertUsageError(*args), message)
+        path = self.mktemp() + ".toml"
+        with open(path, "w") as f:
+            f.write('sink = true\nrelay-idle = "0"\n')
+        self.assertEqual(self.assertUsageError("--config", path), "--relay-idle needs --relay")
+
     def test_mbox(self) -> None:
         """
         C{--mbox PATH} chooses an L{MboxHandler} on PATH, created (mode

@@ -390,7 +390,10 @@ class Options(AuthOptionMixin, usage.Options):
             raise usage.UsageError(f"the deliveries are mutually exclusive; got {given}")
         delivery = chosen.pop() if chosen else "maildir"
         for modifier, needs in _MODIFIERS.items():
-            if self[modifier] and needs != delivery:
+            # Given is enough: a value reading as false (0, "") does
+            # nothing with another delivery either.
+            named = self[modifier] or modifier in self.get("given", ())
+            if named and needs != delivery:
                 raise usage.UsageError(f"--{modifier} needs --{needs}")
         bytesUsers(self.get("credCheckers", []))
         self["serverOptions"] = options = self._serverOptions()
