@@ -703,6 +703,11 @@ class ServerFlagTests(SynchronousTestCase):
             (("--sni", "nocert.example"), "nocert.example"),
             (("--sni", "=cert.pem"), "=cert.pem"),
             (("--sni", "a.example=a.pem", "--sni", "A.Example=b.pem"), "'A.Example' given twice"),
+            (("--sni", "a.example=a.pem", "--sni", "a.example.=b.pem"), "'a.example.' given twice"),
+            (
+                ("--sni", "stra\xdfe.example=a.pem", "--sni", "xn--strae-oqa.example=b.pem"),
+                "'xn--strae-oqa.example' given twice",
+            ),
             (("--proxy-trusted", "not-a-network"), "not-a-network"),
             (("--xclient", "10.0.0.0/33"), "10.0.0.0/33"),
             (("--xforward", ""), "--xforward"),

@@ -34,7 +34,7 @@ from twisted_smtpd._core.optionchecks import (
     KNOWN_COMMANDS,
 )
 from twisted_smtpd._core.options import ServerOptions
-from twisted_smtpd._core.optionvalues import hostBits
+from twisted_smtpd._core.optionvalues import hostBits, sniName
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.version import __version__
 from twisted_smtpd._serving.listeners import OwnKeys, listenReason, splitDescription
@@ -197,7 +197,14 @@ class Options(AuthOptionMixin, usage.Options):
         if not host.strip() or not certificate.strip():
             raise usage.UsageError(f"--sni: expected HOST=CERT[,KEY], got {value!r}")
         name = host.strip().lower()
-        if name in self["sni"]:
+        try:
+            # As names are matched: "mx.example." is "mx.example".
+            same = {sniName(given) for given in self["sni"]}
+            twice = sniName(name) in same
+        except ValueError:
+            # Not a host name: ServerOptions says why.
+            twice = name in self["sni"]
+        if twice:
             # One would silently replace the other's certificate.
             raise usage.UsageError(f"--sni: {host.strip()!r} given twice")
         self["sni"][name] = (certificate.strip(), key.strip() or None)
