@@ -20,6 +20,7 @@ from tests.test_deadlines import LogCatcher
 from tests.test_tap import parse
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._twistd import tap as _tap
+from twisted_smtpd._twistd import tapunused
 from twisted_smtpd._twistd.taphandlers import splitHostPort
 from twisted_smtpd.handlers._webhookclient import checkURL
 
@@ -1094,6 +1095,156 @@ class UnusedFlagTests(SynchronousTestCase):
         )
         self.assertEqual(parse(*args)["unused"], [])
 
+    def test_hiddenNeverOffered(self) -> None:
+        """
+        C{--hide CHUNKING} with C{--disable BDAT}, C{--hide REQUIRETLS}
+        with no listener offering TLS, and C{--hide STARTTLS} where every
+        listener is TLS from the start: the extension is never offered to
+        be hidden.  Where it is offered, no line.
+        """
+        noTLS = "no listener offers TLS (STARTTLS is disabled and there is no ssl: listener)"
+        config = parse(
+            "--sink",
+            "--disable",
+            "BDAT",
+            "--disable",
+            "STARTTLS",
+            "--hide",
+            "CHUNKING",
+            "--hide",
+            "REQUIRETLS",
+        )
+        self.assertEqual(
+            config["unused"],
+            [
+                "--hide CHUNKING has no effect: BDAT is disabled (--disable BDAT)",
+                f"--hide REQUIRETLS has no effect: it is offered only over TLS, and {noTLS}",
+            ],
+        )
+        tls = ("--tls-cert", self.server.combinedPath)
+        config = parse("--sink", *tls, "--listen", "ssl:0", "--hide", "STARTTLS")
+        self.assertEqual(
+            config["unused"],
+            [
+                "--hide STARTTLS has no effect: every listener is TLS from the start (ssl:),"
+                " where STARTTLS is never offered"
+            ],
+        )
+        hidden = ("--hide", "CHUNKING", "--hide", "REQUIRETLS", "--hide", "STARTTLS")
+        self.assertEqual(parse("--sink", *hidden)["unused"], [])
+        listen = ("--listen", "ssl:0", "--listen", "tcp:0")
+        self.assertEqual(parse("--sink", *tls, *listen, *hidden)["unused"], [])
+        self.assertEqual(
+            parse("--sink", *tls, "--listen", "ssl:0", "--disable", "STARTTLS", *hidden[:4])[
+                "unused"
+            ],
+            [],
+        )
+
+    def test_hiddenWithoutEHLO(self) -> None:
+        """
+        C{--hide} with C{--disable EHLO}: HELO advertises no extension, so
+        there is none to hide (one line, whatever the extensions).  With
+        C{--lmtp}, whose LHLO cannot be disabled, or EHLO enabled, no line.
+        """
+        args = ("--sink", "--hide", "SIZE", "--hide", "DSN")
+        self.assertEqual(
+            parse(*args, "--disable", "EHLO")["unused"],
+            ["--hide has no effect: EHLO is disabled (--disable EHLO): no extension is advertised"],
+        )
+        self.assertEqual(parse(*args, "--lmtp", "--disable", "EHLO")["unused"], [])
+        self.assertEqual(parse(*args, "--disable", "HELO")["unused"], [])
+
+    def test_tls12CiphersOnlyTLS13(self) -> None:
+        """
+        C{--tls-ciphers} naming no TLS 1.3 suite (C{TLS_*}) and no
+        C{@SECLEVEL} with C{--tls-min-version 1.3}: only TLS 1.2 ciphers,
+        which no handshake can use.  With a suite or a security level in
+        it, or TLS 1.2 allowed, no line.
+        """
+        tls = ("--sink", "--tls-cert", self.server.combinedPath)
+        config = parse(*tls, "--tls-min-version", "1.3", "--tls-ciphers", "ECDHE+AESGCM")
+        self.assertEqual(
+            config["unused"],
+            [
+                "--tls-ciphers has no effect: it names only TLS 1.2 ciphers (no TLS_* suite,"
+                " no @SECLEVEL) and --tls-min-version 1.3 allows only TLS 1.3"
+            ],
+        )
+        for ciphers, version in [
+            ("ECDHE+AESGCM:TLS_AES_256_GCM_SHA384", "1.3"),
+            ("ECDHE+AESGCM:@SECLEVEL=2", "1.3"),
+            ("ECDHE+AESGCM", "1.2"),
+        ]:
+            args = ("--tls-min-version", version, "--tls-ciphers", ciphers)
+            self.assertEqual(parse(*tls, *args)["unused"], [], ciphers)
+
+    def test_jsonWithSyslog(self) -> None:
+        """
+        C{twistd --syslog} with C{--log-format json}: the JSON lines go
+        where C{twistd} writes text without C{--syslog}, never to syslog;
+        the line says where.  With text, or without C{--syslog}, no line.
+        """
+        logfile = os.path.abspath(self.mktemp())
+        for parent, where in [
+            ({"syslog": True, "nodaemon": True}, "standard output"),
+            ({"syslog": True, "nodaemon": False, "logfile": logfile}, logfile),
+            ({"syslog": True, "nodaemon": False}, os.path.abspath("twistd.log")),
+        ]:
+            config = _tap.Options()
+            config.parent = {"pidfile": None, **parent}  # type: ignore[attr-defined]
+            config.parseOptions(["--sink", "--log-format", "json"])
+            self.assertEqual(
+                config["unused"],
+                [
+                    f"twistd --syslog has no effect with --log-format json: the JSON lines go"
+                    f" to {where}, not to syslog (--log-format text goes to syslog)"
+                ],
+            )
+        for parent, args in [
+            ({"syslog": True}, ["--sink"]),
+            ({"syslog": False}, ["--sink", "--log-format", "json"]),
+        ]:
+            config = _tap.Options()
+            config.parent = {"pidfile": None, **parent}  # type: ignore[attr-defined]
+            config.parseOptions(args)
+            self.assertEqual(config["unused"], [])
+
+    def test_limitsOnlyUNIXSockets(self) -> None:
+        """
+        The per-address limits, their exemptions and the IPv6 prefix
+        length where every listener is a UNIX socket that reads no PROXY
+        header: its clients have no address to count.  With a C{tcp:} or
+        a C{haproxy:unix:} listener beside it, no line.
+        """
+        limits = (
+            "--max-clients-per-ip",
+            "2",
+            "--max-connection-rate",
+            "5/60",
+            "--limit-exempt",
+            "10.0.0.0/8",
+            "--client-ipv6-prefix-length",
+            "64",
+        )
+        unix = ("--listen", "unix:/tmp/x.sock", "--listen", "unix:/tmp/z.sock")
+        why = (
+            "every listener is a UNIX socket, whose clients have no address to count"
+            " (a haproxy:unix: listener counts the PROXY header's)"
+        )
+        self.assertEqual(
+            parse("--sink", *unix, *limits)["unused"],
+            [
+                f"--max-clients-per-ip has no effect: {why}",
+                f"--max-connection-rate has no effect: {why}",
+                f"--limit-exempt has no effect: {why}",
+                f"--client-ipv6-prefix-length has no effect: {why}",
+            ],
+        )
+        for other in ["tcp:0:interface=127.0.0.1", "haproxy:unix:/tmp/y.sock"]:
+            config = parse("--sink", *unix, "--listen", other, *limits)
+            self.assertEqual(config["unused"], [], other)
+
     def test_insecureAuthOnlyTLS(self) -> None:
         """
         C{--allow-insecure-auth} where every listener is C{ssl:}: nothing
@@ -1183,6 +1334,36 @@ class UnusedFlagTests(SynchronousTestCase):
             ["--allow-insecure-auth"],
         )
 
+    def test_configFileDeliverySettingsReplaced(self) -> None:
+        """
+        A delivery on the command line replaces the configuration file's
+        delivery together with its settings: each setting of the file so
+        dropped is warned of, naming the file and the delivery that
+        replaced it.  A setting given on the command line too, or a file
+        whose delivery is kept, gives no line.
+        """
+        path = self.mktemp() + ".toml"
+        with open(path, "w") as f:
+            f.write('maildir = "Maildir"\nmaildir-trace = true\nmaildir-per-recipient = true\n')
+        why = "the command line's --sink replaces the file's delivery and its settings"
+        self.assertEqual(
+            parse("--config", path, "--sink")["unused"],
+            [
+                f"--maildir-trace in --config {path!r} has no effect: {why}",
+                f"--maildir-per-recipient in --config {path!r} has no effect: {why}",
+            ],
+        )
+        maildir = os.path.abspath(self.mktemp())
+        config = parse("--config", path, "--maildir", maildir, "--maildir-trace")
+        self.assertEqual(
+            config["unused"],
+            [
+                f"--maildir-per-recipient in --config {path!r} has no effect: the command"
+                " line's --maildir replaces the file's delivery and its settings"
+            ],
+        )
+        self.assertEqual(parse("--config", path, "--size", "1000")["unused"], [])
+
     def test_usedNotWarned(self) -> None:
         """
         The same flags where they do something give no line, nor do the
@@ -1222,4 +1403,52 @@ class UnusedFlagTests(SynchronousTestCase):
             "--tls-cert",
             self.server.combinedPath,
         )
+        self.assertEqual(config["unused"], [])
+
+
+class BacklogCapTests(SynchronousTestCase):
+    """
+    A C{backlog=} above the kernel's cap (Linux's C{net.core.somaxconn})
+    is accepted, and silently lowered by C{listen()}: warned of at start.
+    """
+
+    def setUp(self) -> None:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("4096\n")
+        self.patch(tapunused, "SOMAXCONN", path)
+
+    def test_aboveCap(self) -> None:
+        """
+        A C{tcp:}, C{ssl:} or C{unix:} listener (behind C{haproxy:} too)
+        whose backlog is above the cap gets one line naming it, the cap
+        and the setting that raises it.
+        """
+        path = os.path.abspath(self.mktemp())
+        for description in [
+            "tcp:0:127.0.0.1:10000",
+            f"haproxy:unix:{path}.proxy:backlog=10000",
+            "ssl:0:interface=127.0.0.1:backlog=10000",
+            f"unix:{path}:backlog=10000",
+        ]:
+            config = parse("--sink", "--listen", description)
+            self.assertEqual(
+                config["unused"],
+                [
+                    f"--listen {description!r}: backlog=10000 is above the kernel's limit"
+                    " of 4096 (net.core.somaxconn), which it is lowered to: raise that"
+                    " sysctl, or give at most 4096"
+                ],
+                description,
+            )
+
+    def test_withinCap(self) -> None:
+        """
+        A backlog at or below the cap, or none given, or no cap to read:
+        no line.
+        """
+        for description in ["tcp:0:interface=127.0.0.1:backlog=4096", "tcp:0"]:
+            self.assertEqual(parse("--sink", "--listen", description)["unused"], [])
+        self.patch(tapunused, "SOMAXCONN", self.mktemp())
+        config = parse("--sink", "--listen", "tcp:0:interface=127.0.0.1:backlog=10000")
         self.assertEqual(config["unused"], [])

@@ -63,3 +63,25 @@ class SNILabelTests(_TLSTestCase):
         certificate.
         """
         self.assertEqual(self.certificateFor("mail.strasse.example"), self.default.certificate)
+
+
+class SameNameTwiceTests(_TLSTestCase):
+    """
+    Two C{sniOptions} names that are one host as it is matched (a trailing
+    dot, the case, U-labels and their A-labels) are refused: one
+    certificate would silently replace the other.
+    """
+
+    def test_refused(self) -> None:
+        """
+        L{ServerOptions} refuses them, naming both.
+        """
+        pair = (self.default.certificatePath, self.default.keyPath)
+        for first, second in [
+            ("mx.example", "MX.example."),
+            (U_LABELS, A_LABELS),
+        ]:
+            e = self.assertRaises(
+                ValueError, ServerOptions, name="mx.example", sniOptions={first: pair, second: pair}
+            )
+            self.assertEqual(str(e), f"sniOptions: {second!r} is the same host name as {first!r}")

@@ -703,6 +703,11 @@ class ServerFlagTests(SynchronousTestCase):
             (("--sni", "nocert.example"), "nocert.example"),
             (("--sni", "=cert.pem"), "=cert.pem"),
             (("--sni", "a.example=a.pem", "--sni", "A.Example=b.pem"), "'A.Example' given twice"),
+            (("--sni", "a.example=a.pem", "--sni", "a.example.=b.pem"), "'a.example.' given twice"),
+            (
+                ("--sni", "stra\xdfe.example=a.pem", "--sni", "xn--strae-oqa.example=b.pem"),
+                "'xn--strae-oqa.example' given twice",
+            ),
             (("--proxy-trusted", "not-a-network"), "not-a-network"),
             (("--xclient", "10.0.0.0/33"), "10.0.0.0/33"),
             (("--xforward", ""), "--xforward"),
@@ -961,6 +966,24 @@ class DeliveryFlagTests(SynchronousTestCase):
             (("--handler-option", "a=b"), "--handler-option needs --handler"),
         ]:
             self.assertEqual(self.assertUsageError(*args), message)
+
+    def test_modifiersFalsyValueNeedTheirDelivery(self) -> None:
+        """
+        A delivery's flag given a value that reads as false (C{0}, an empty
+        string) is refused with another delivery too, on the command line
+        or in a configuration file: it was given, and does nothing there.
+        """
+        for args, message in [
+            (("--sink", "--relay-idle", "0"), "--relay-idle needs --relay"),
+            (("--sink", "--webhook-secret", ""), "--webhook-secret needs --webhook"),
+            (("--sink", "--amqp-queue", ""), "--amqp-queue needs --amqp"),
+            (("--sink", "--relay-user", ""), "--relay-user needs --relay"),
+        ]:
+            self.assertEqual(self.assertUsageError(*args), message)
+        path = self.mktemp() + ".toml"
+        with open(path, "w") as f:
+            f.write('sink = true\nrelay-idle = "0"\n')
+        self.assertEqual(self.assertUsageError("--config", path), "--relay-idle needs --relay")
 
     def test_mbox(self) -> None:
         """

@@ -15,7 +15,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.test_workers import _exited, _PoolTestCase
 from twisted_smtpd._twistd.tap import Options
 from twisted_smtpd._twistd.workerside import ParentWatch
-from twisted_smtpd._twistd.workerwatchdog import HEARTBEAT, Heartbeat, heartbeatPipe
+from twisted_smtpd._twistd.workerwatchdog import (
+    HEARTBEAT,
+    START_TIMEOUT,
+    Heartbeat,
+    heartbeatPipe,
+)
 
 
 class WatchdogTests(_PoolTestCase):
@@ -84,6 +89,37 @@ class WatchdogTests(_PoolTestCase):
         self.assertEqual(
             log.matching("sign of life"),
             ["worker 0 (pid 1000) gave no sign of life for 10s; killed (--worker-timeout 10)"],
+        )
+
+    def test_shortTimeoutLeavesTimeToStart(self) -> None:
+        """
+        Under a C{--worker-timeout} shorter than a worker's start (1 s: the
+        imports, the certificates), a worker still starting is given
+        L{START_TIMEOUT} seconds before it is killed, not the timeout: it
+        would otherwise be killed at each start, for ever.  Once ready,
+        the timeout is its own.
+        """
+        pool, clock, log = self.pool(2, workerTimeout=1)
+        (first, firstProcess), (second, secondProcess) = clock.spawned
+        first.inConnectionLost()
+        fd = first.heartbeatFD
+        assert fd is not None
+        for _ in range(int(START_TIMEOUT / 0.25) - 1):
+            clock.advance(0.25)
+            first.childDataReceived(fd, b".")
+        self.assertEqual((firstProcess.signals, secondProcess.signals), ([], []))
+        clock.advance(0.25)
+        first.childDataReceived(fd, b".")
+        self.assertEqual((firstProcess.signals, secondProcess.signals), ([], ["KILL"]))
+        clock.pump([0.25] * 4)
+        self.assertEqual(firstProcess.signals, ["KILL"])
+        self.assertEqual(
+            log.matching("sign of life"),
+            [
+                f"worker 1 (pid 1001) gave no sign of life for {START_TIMEOUT:g}s; killed"
+                " (--worker-timeout 1)",
+                "worker 0 (pid 1000) gave no sign of life for 1s; killed (--worker-timeout 1)",
+            ],
         )
 
     def test_parentHeldUp(self) -> None:

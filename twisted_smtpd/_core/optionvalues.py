@@ -381,13 +381,18 @@ def sniCertificates(
             f"{name} must map host names to (certificate, key) paths, got {_shown(value)}"
         )
     out: dict[str, tuple[str, str | None]] = {}
+    matched: dict[str, str] = {}
     for host, files in value.items():
         if not isinstance(host, str):
             raise TypeError(f"{name} must have host names as keys, got {_shown(host)}")
         try:
-            sniName(host)
+            key = sniName(host)
         except ValueError as e:
             raise ValueError(f"{name}: {e}") from None
+        if key in matched:
+            # One certificate would silently replace the other's.
+            raise ValueError(f"{name}: {host!r} is the same host name as {matched[key]!r}")
+        matched[key] = host
         pair: Any = files
         if not isinstance(pair, tuple | list) or len(pair) != 2:
             raise TypeError(

@@ -110,6 +110,38 @@ class GivesLogObserver(Service):
             setComponent(ILogObserver, self.logObserver)
 
 
+def _logPath(parent: Any) -> str | None:
+    """
+    The absolute path of the file C{twistd} would write text logs to, given
+    its own options C{parent}, or C{None} for standard output.
+    """
+    logfile = parent.get("logfile")
+    if logfile == "-" or (parent.get("nodaemon", True) and not logfile):
+        return None
+    return os.path.abspath(logfile or "twistd.log")
+
+
+def jsonBesideSyslog(config: Any) -> str | None:
+    """
+    A warning line when C{twistd --syslog} is given with C{--log-format
+    json}: JSON lines are never written to syslog, but where C{twistd}
+    writes text without C{--syslog} (L{logDestination}), so C{--syslog}
+    (and C{--prefix}) change nothing.
+
+    @param config: The options of C{smtpd}, whose C{parent} holds
+        C{twistd}'s own.
+    @return: The line, naming where the lines go, or C{None}.
+    """
+    parent: Any = getattr(config, "parent", None) or {}
+    if config["log-format"] != "json" or not parent.get("syslog"):
+        return None
+    where = _logPath(parent) or "standard output"
+    return (
+        f"twistd --syslog has no effect with --log-format json: the JSON lines go to"
+        f" {where}, not to syslog (--log-format text goes to syslog)"
+    )
+
+
 def logDestination(config: Any) -> Any:
     """
     Where C{twistd} would write text logs: standard output, or its log file.
@@ -122,11 +154,9 @@ def logDestination(config: Any) -> Any:
         missing, it is a directory, ...): after one line on standard error
         (L{exitWithError}).
     """
-    parent: Any = getattr(config, "parent", None) or {}
-    logfile = parent.get("logfile")
-    if logfile == "-" or (parent.get("nodaemon", True) and not logfile):
+    path = _logPath(getattr(config, "parent", None) or {})
+    if path is None:
         return sys.stdout
-    path = os.path.abspath(logfile or "twistd.log")
     try:
         return AppendingLogFile.fromFullPath(path)
     except OSError as e:

@@ -34,7 +34,7 @@ from twisted_smtpd._core.optionchecks import (
     KNOWN_COMMANDS,
 )
 from twisted_smtpd._core.options import ServerOptions
-from twisted_smtpd._core.optionvalues import hostBits
+from twisted_smtpd._core.optionvalues import hostBits, sniName
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.version import __version__
 from twisted_smtpd._serving.listeners import OwnKeys, listenReason, splitDescription
@@ -43,6 +43,7 @@ from twisted_smtpd._serving.sni import TLSPolicy, certificateKinds
 from twisted_smtpd._serving.tls import ServerTLS
 from twisted_smtpd._twistd.daemon import SMTPDaemon
 from twisted_smtpd._twistd.heldsignals import HELD
+from twisted_smtpd._twistd.logfile import jsonBesideSyslog
 from twisted_smtpd._twistd.passwordfile import PasswordFile
 from twisted_smtpd._twistd.redact import withoutPassword
 from twisted_smtpd._twistd.runuser import asRunUser, runIdentity
@@ -87,7 +88,7 @@ from twisted_smtpd._twistd.taphost import (
     socketDirectory,
 )
 from twisted_smtpd._twistd.tapservice import makeService
-from twisted_smtpd._twistd.tapunused import unusedFlags
+from twisted_smtpd._twistd.tapunused import cappedBacklogs, unusedFlags
 from twisted_smtpd._twistd.workerlisteners import (
     INHERITED,
     bindListener,
@@ -142,6 +143,9 @@ class Options(AuthOptionMixin, usage.Options):
         self["sni"] = {}
         self["handler-option"] = {}
         self["config"] = None
+        # The delivery settings of the --config file that a delivery on
+        # the command line dropped, a warning line each.
+        self["dropped"] = []
 
     # -- repeatable options and deliveries ----------------------------------
 
@@ -194,7 +198,14 @@ class Options(AuthOptionMixin, usage.Options):
         if not host.strip() or not certificate.strip():
             raise usage.UsageError(f"--sni: expected HOST=CERT[,KEY], got {value!r}")
         name = host.strip().lower()
-        if name in self["sni"]:
+        try:
+            # As names are matched: "mx.example." is "mx.example".
+            same = {sniName(given) for given in self["sni"]}
+            twice = sniName(name) in same
+        except ValueError:
+            # Not a host name: ServerOptions says why.
+            twice = name in self["sni"]
+        if twice:
             # One would silently replace the other's certificate.
             raise usage.UsageError(f"--sni: {host.strip()!r} given twice")
         self["sni"][name] = (certificate.strip(), key.strip() or None)
@@ -333,13 +344,20 @@ class Options(AuthOptionMixin, usage.Options):
         except (OSError, ValueError) as e:
             raise usage.UsageError(f"--config {path!r}: {reason(e)}") from None
         replaced = set(given)
-        if replaced & set(DELIVERIES):
+        deliveries = [name for name in DELIVERIES if name in given]
+        if deliveries:
             replaced |= set(DELIVERIES) | set(_MODIFIERS)
         arguments: list[str] = []
         for key, value in settings.items():
             name = key.replace("_", "-")
             if name not in flags or name in _NOT_IN_FILE:
                 raise usage.UsageError(f"--config {path!r}: unknown option {key!r}")
+            if name in _MODIFIERS and name not in given and deliveries:
+                # Dropped with the file's delivery: said at start.
+                self["dropped"].append(
+                    f"--{name} in --config {path!r} has no effect: the command line's"
+                    f" --{deliveries[0]} replaces the file's delivery and its settings"
+                )
             if name in replaced:
                 continue
             try:
@@ -381,7 +399,10 @@ class Options(AuthOptionMixin, usage.Options):
             raise usage.UsageError(f"the deliveries are mutually exclusive; got {given}")
         delivery = chosen.pop() if chosen else "maildir"
         for modifier, needs in _MODIFIERS.items():
-            if self[modifier] and needs != delivery:
+            # Given is enough: a value reading as false (0, "") does
+            # nothing with another delivery either.
+            named = self[modifier] or modifier in self.get("given", ())
+            if named and needs != delivery:
                 raise usage.UsageError(f"--{modifier} needs --{needs}")
         bytesUsers(self.get("credCheckers", []))
         self["serverOptions"] = options = self._serverOptions()
@@ -400,9 +421,10 @@ class Options(AuthOptionMixin, usage.Options):
             self["handler"],
             int(self["workers"]),
         )
-        stays = pidFileStays(self)
-        if stays is not None:
-            self["unused"].append(stays)
+        self["unused"] += self["dropped"] + cappedBacklogs(self["listen"])
+        for line in (jsonBesideSyslog(self), pidFileStays(self)):
+            if line is not None:
+                self["unused"].append(line)
         self["deliveryDescription"] = printable(
             delivery if value is None else f"{delivery} {withoutPassword(str(value))}"
         )

@@ -3,7 +3,8 @@
 The flags of C{twistd smtpd} given where they change nothing: TLS settings
 with no listener offering TLS, AUTH settings with no AUTH offered, and the
 like (L{unusedFlags}), and a C{haproxy:} listener believing the PROXY
-headers of anyone for want of C{--proxy-trusted}.  They are not refused (a
+headers of anyone for want of C{--proxy-trusted}; and a C{backlog=} the
+kernel lowers (L{cappedBacklogs}).  They are not refused (a
 configuration that starts keeps starting, a listener may be added later):
 the server logs one warning line for each at start.
 """
@@ -11,6 +12,7 @@ the server logs one warning line for each at start.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import Any
 
 from twisted.cred.checkers import ICredentialsChecker
 
@@ -22,8 +24,14 @@ from twisted_smtpd._serving.listeners import (
     servesServerTLS,
     splitDescription,
 )
+from twisted_smtpd._serving.sni import securityLevel, splitCiphers
 
-__all__ = ["unusedFlags"]
+__all__ = ["cappedBacklogs", "unusedFlags"]
+
+#: Where Linux keeps the most connections a listening socket's backlog
+#: holds (C{net.core.somaxconn}): C{listen()} lowers a larger backlog to it
+#: without a word.
+SOMAXCONN = "/proc/sys/net/core/somaxconn"
 
 #: Flags that set the TLS of every listener offering TLS, the server's own
 #: or an C{ssl:} listener's with keys of its own.
@@ -32,6 +40,15 @@ _ANY_TLS = ("request-cert", "tls-ciphers", "tls-min-version", "tls-handshake-tim
 #: Flags that set the server's own certificates (STARTTLS, C{ssl:}
 #: listeners without keys of their own).
 _SERVER_TLS = ("tls-cert", "tls-key", "sni")
+
+#: Flags that count clients by their address, or set how.
+_PER_ADDRESS = (
+    "max-clients-per-ip",
+    "max-connection-rate",
+    "max-auth-rate",
+    "limit-exempt",
+    "client-ipv6-prefix-length",
+)
 
 #: Flags that only matter when AUTH is offered.
 _AUTH = ("allow-insecure-auth", "auth-methods", "max-auth-rate")
@@ -54,10 +71,119 @@ def _believesAnyone(description: str) -> bool:
     C{haproxy:} one but C{haproxy:unix:} (or a C{systemd:} UNIX socket),
     whose socket file's permissions decide who connects.
     """
-    if "haproxy" not in splitDescription(description)[1]:
-        return False
+    return "haproxy" in splitDescription(description)[1] and not _unixSocket(description)
+
+
+def _unixSocket(description: str) -> bool:
+    """
+    Whether the listener of C{description} is a UNIX socket (C{unix:}, or
+    a C{systemd:} one of C{domain=UNIX}), behind C{haproxy:} or not.
+    """
     kind = endpointKind(description)
-    return kind != "unix" and not (kind == "systemd" and "domain=unix" in description.lower())
+    return kind == "unix" or (kind == "systemd" and "domain=unix" in description.lower())
+
+
+def _addressless(description: str) -> bool:
+    """
+    Whether the clients of the listener of C{description} have no address:
+    a UNIX socket that reads no PROXY header.
+    """
+    return _unixSocket(description) and "haproxy" not in splitDescription(description)[1]
+
+
+def _onlyTLS12Ciphers(options: ServerOptions) -> bool:
+    """
+    Whether the cipher string changes nothing of a TLS 1.3 handshake, the
+    only kind the minimum version allows: it names no TLS 1.3 suite and
+    sets no security level.
+    """
+    if options.tlsCiphers is None or options.tlsMinVersion != "TLSv1.3":
+        return False
+    _, suites = splitCiphers(options.tlsCiphers)
+    return not suites and securityLevel(options.tlsCiphers) is None
+
+
+def _hiddenNeverOffered(
+    listen: Sequence[str], options: ServerOptions, anyTLS: bool, noTLS: str
+) -> list[str]:
+    """
+    One line for each C{--hide} of an extension no session ever offers:
+    STARTTLS disabled, or every listener TLS from the start (STARTTLS is
+    not offered inside TLS); CHUNKING with BDAT disabled; REQUIRETLS,
+    offered only over TLS, with no listener offering TLS; any extension
+    with EHLO disabled (an SMTP server's HELO advertises none).
+    """
+    if not options.lmtp and "EHLO" in options.disabledCommands:
+        return [
+            "--hide has no effect: EHLO is disabled (--disable EHLO): no extension is advertised"
+        ]
+    lines = []
+    if options.hideSTARTTLS:
+        if "STARTTLS" in options.disabledCommands:
+            lines.append("--hide STARTTLS has no effect: STARTTLS is disabled")
+        elif all(_implicitTLS(description) for description in listen):
+            lines.append(
+                "--hide STARTTLS has no effect: every listener is TLS from the start (ssl:),"
+                " where STARTTLS is never offered"
+            )
+    if options.hideCHUNKING and "BDAT" in options.disabledCommands:
+        lines.append("--hide CHUNKING has no effect: BDAT is disabled (--disable BDAT)")
+    if options.hideREQUIRETLS and not anyTLS:
+        lines.append(f"--hide REQUIRETLS has no effect: it is offered only over TLS, and {noTLS}")
+    return lines
+
+
+def _backlogCap() -> int | None:
+    """
+    The kernel's limit on a listening socket's backlog (L{SOMAXCONN}), or
+    C{None} where it cannot be read (not Linux).
+    """
+    try:
+        with open(SOMAXCONN, encoding="ascii") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _backlog(description: str) -> int | None:
+    """
+    The C{backlog=} the listener of C{description} gives C{listen()}, if
+    it names one: a C{tcp:}, C{tcp6:}, C{unix:} or C{ssl:} listener
+    (behind C{haproxy:} too); the description parses.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    base = splitDescription(description)[0]
+    if base.partition(":")[0].strip().lower() not in ("tcp", "tcp6", "unix"):
+        # systemd: sockets are listening already.
+        return None
+    parse: Any = serverFromString  # unannotated in Twisted
+    endpoint = parse(reactor, base)
+    backlog = getattr(endpoint, "_backlog", None)
+    return backlog if isinstance(backlog, int) else None
+
+
+def cappedBacklogs(listen: Sequence[str]) -> list[str]:
+    """
+    One line for each listener whose C{backlog=} is above the kernel's
+    limit, which C{listen()} silently lowers it to.
+
+    @param listen: The C{--listen} endpoint strings (they parse).
+    """
+    cap = _backlogCap()
+    if cap is None:
+        return []
+    lines = []
+    for description in listen:
+        backlog = _backlog(description)
+        if backlog is not None and backlog > cap:
+            lines.append(
+                f"--listen {description!r}: backlog={backlog} is above the kernel's limit"
+                f" of {cap} (net.core.somaxconn), which it is lowered to: raise that"
+                f" sysctl, or give at most {cap}"
+            )
+    return lines
 
 
 def unusedFlags(
@@ -103,6 +229,12 @@ def unusedFlags(
                 "no listener offers the server's TLS (STARTTLS is disabled and every"
                 " ssl: listener has keys of its own)",
             )
+    if anyTLS and _onlyTLS12Ciphers(options):
+        unused(
+            "tls-ciphers",
+            "it names only TLS 1.2 ciphers (no TLS_* suite, no @SECLEVEL) and"
+            " --tls-min-version 1.3 allows only TLS 1.3",
+        )
     if anyTLS and not options.requestCert:
         unused("tls-ca", "no client certificate is asked for without --request-cert")
     elif not anyTLS:
@@ -119,8 +251,8 @@ def unusedFlags(
         if not options.authOptional:
             why += "; AUTH being required (no --auth-optional), all mail is refused"
         unused("auth", why)
-    if not startTLS and options.hideSTARTTLS and "hide" in given:
-        lines.append("--hide STARTTLS has no effect: STARTTLS is disabled")
+    if "hide" in given:
+        lines += _hiddenNeverOffered(listen, options, anyTLS, noTLS)
     if options.lmtp and "hide" in given:
         for keyword, hidden in (
             ("PIPELINING", options.hidePIPELINING),
@@ -152,6 +284,13 @@ def unusedFlags(
         why = "no per-address limit (--max-clients-per-ip, --max-connection-rate, --max-auth-rate)"
         unused("limit-exempt", why)
         unused("client-ipv6-prefix-length", why)
+    elif all(_addressless(description) for description in listen):
+        for flag in _PER_ADDRESS:
+            unused(
+                flag,
+                "every listener is a UNIX socket, whose clients have no address to count"
+                " (a haproxy:unix: listener counts the PROXY header's)",
+            )
     if options.disableReverseLookup:
         unused("dns-server", "--no-reverse-lookup: no client name is looked up")
     if workers <= 1:

@@ -38,6 +38,13 @@ HEARTBEAT = "TWISTED_SMTPD_HEARTBEAT"
 DEFAULT_TIMEOUT = 60.0
 
 
+#: Seconds a worker still starting (not yet ready) is given at least, under
+#: a shorter C{--worker-timeout}: Python's imports and the certificates
+#: take a second or more on a loaded machine, and a worker killed each time
+#: it starts would never serve.
+START_TIMEOUT = 10.0
+
+
 def heartbeatInterval(timeout: float) -> float:
     """
     How often a worker gives a sign of life, and its parent looks for
@@ -110,10 +117,12 @@ class Heartbeat:
 class Watchdog:
     """
     In the parent: every L{heartbeatInterval}, kill each worker silent for
-    C{timeout} seconds.
+    C{timeout} seconds (one not ready yet, for L{START_TIMEOUT} seconds
+    when that is longer).
 
     A worker's C{lastSign} (the reactor's time) is when it was started,
-    said it is ready, or wrote a sign of life; C{killed} is set once it is
+    said it is ready, or wrote a sign of life; C{ready} whether it said it
+    is ready; C{killed} is set once it is
     killed (so that a process slow to go is neither signalled nor logged
     again), C{index} and C{pid} name it.
     """
@@ -156,9 +165,11 @@ class Watchdog:
             return
         for process, worker in list(self._workers()):
             silent = now - worker.lastSign
+            # One still starting gets the time to: at least START_TIMEOUT.
+            limit = self.timeout if worker.ready else max(self.timeout, START_TIMEOUT)
             # One that has ended already, its pipes still open, is not
             # silent: it waits for them to close.
-            if worker.killed or getattr(worker, "exited", False) or silent < self.timeout:
+            if worker.killed or getattr(worker, "exited", False) or silent < limit:
                 continue
             worker.killed = True
             self._log.warn(
