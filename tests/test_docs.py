@@ -31,6 +31,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_smtpd import ServerOptions
 from twisted_smtpd._twistd.tap import Options
+from twisted_smtpd._twistd.tapconfig import fileArguments
 
 PROJECT = Path(__file__).resolve().parents[1]
 DOCS = PROJECT / "docs"
@@ -325,7 +326,7 @@ class CodeBlockTests(SynchronousTestCase):
             path = os.path.join(directory, f"config{checked}{suffix}")
             with open(path, "w") as f:
                 f.write(block.text)
-            arguments = Options()._fileArguments(path, set())
+            arguments, _ = fileArguments(path, set(), Options().longOpt)
             checkSmtpdArguments(arguments)
             checked += 1
         self.assertGreater(checked, 0)

@@ -37,7 +37,7 @@ from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.optionvalues import hostBits, sniName
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.version import __version__
-from twisted_smtpd._serving.listeners import OwnKeys, listenReason, splitDescription
+from twisted_smtpd._serving.listeners import OwnKeys, splitDescription
 from twisted_smtpd._serving.resolve import parseDNSServer
 from twisted_smtpd._serving.sni import TLSPolicy, certificateKinds
 from twisted_smtpd._serving.tls import ServerTLS
@@ -55,12 +55,11 @@ from twisted_smtpd._twistd.tapauth import (
     unixPasswordsProblem,
 )
 from twisted_smtpd._twistd.tapconfig import (
-    asArguments,
     checkEndpoint,
     checkMetrics,
     exitChecked,
     exitWithError,
-    readConfig,
+    fileArguments,
     reason,
 )
 from twisted_smtpd._twistd.tapdefinitions import FLAGS, LONGDESC, PARAMETERS
@@ -68,11 +67,9 @@ from twisted_smtpd._twistd.tapflags import (
     _HIDE_ATTRIBUTES,
     _MODIFIERS,
     _NETWORKS,
-    _NOT_IN_FILE,
     _NUMBERS,
     _PARAMETER_DELIVERIES,
     _RATES,
-    _REPEATABLE,
     _SWITCHES,
     DEFAULT_LISTEN,
     DEFAULT_MAILDIR,
@@ -91,7 +88,7 @@ from twisted_smtpd._twistd.tapservice import makeService
 from twisted_smtpd._twistd.tapunused import cappedBacklogs, unusedFlags
 from twisted_smtpd._twistd.workerlisteners import (
     INHERITED,
-    bindListener,
+    bindAll,
     checkInherited,
     checkWorkers,
     inheritedListeners,
@@ -299,7 +296,8 @@ class Options(AuthOptionMixin, usage.Options):
             given = self._givenOptions(arguments)
             path = given.get("config")
             if path is not None:
-                arguments = self._fileArguments(path, set(given)) + arguments
+                fromFile, self["dropped"] = fileArguments(path, set(given), self.longOpt)
+                arguments = fromFile + arguments
             # The flags given, here or in the file: those that change
             # nothing are warned of at start (L{unusedFlags}).
             self["given"] = set(self._givenOptions(arguments))
@@ -326,45 +324,6 @@ class Options(AuthOptionMixin, usage.Options):
             name = option.lstrip("-")
             given[self.synonyms.get(name, name).replace("_", "-")] = value
         return given
-
-    def _fileArguments(self, path: str, given: set[str]) -> list[str]:
-        """
-        The options of the configuration file at C{path} as command-line
-        arguments, leaving out those C{given} on the command line: a
-        repeatable option given there replaces the file's list, and a
-        delivery given there replaces the file's delivery with its settings.
-
-        @raise usage.UsageError: If the file cannot be read or holds an
-            unknown option or a value of the wrong kind.
-        """
-        flags = {name.rstrip("="): name.endswith("=") for name in self.longOpt}
-        switches = {name for name, takesValue in flags.items() if not takesValue}
-        try:
-            settings = readConfig(path, switches)
-        except (OSError, ValueError) as e:
-            raise usage.UsageError(f"--config {path!r}: {reason(e)}") from None
-        replaced = set(given)
-        deliveries = [name for name in DELIVERIES if name in given]
-        if deliveries:
-            replaced |= set(DELIVERIES) | set(_MODIFIERS)
-        arguments: list[str] = []
-        for key, value in settings.items():
-            name = key.replace("_", "-")
-            if name not in flags or name in _NOT_IN_FILE:
-                raise usage.UsageError(f"--config {path!r}: unknown option {key!r}")
-            if name in _MODIFIERS and name not in given and deliveries:
-                # Dropped with the file's delivery: said at start.
-                self["dropped"].append(
-                    f"--{name} in --config {path!r} has no effect: the command line's"
-                    f" --{deliveries[0]} replaces the file's delivery and its settings"
-                )
-            if name in replaced:
-                continue
-            try:
-                arguments += asArguments(name, value, flags[name], name in _REPEATABLE)
-            except ValueError as e:
-                raise usage.UsageError(f"--config {path!r}: {key}: {e}") from None
-        return arguments
 
     def postOptions(self) -> None:
         """
@@ -447,22 +406,7 @@ class Options(AuthOptionMixin, usage.Options):
             # Before the workers' listeners are bound: nothing listens.
             exitChecked(self["unused"])
         if workersParent:
-            from twisted.internet import reactor
-
-            bound = self["workerListeners"]
-            for description in self["listen"]:
-                try:
-                    bound.append(bindListener(reactor, description, int(self["workers"])))
-                except (OSError, OverflowError, ValueError) as e:
-                    for spec in bound:
-                        for s in spec.sockets:
-                            s.close()
-                    self["workerListeners"] = []
-                    if isinstance(e, ValueError):
-                        raise usage.UsageError(f"--workers: {reason(e)}") from e
-                    # As one process says it (address in use, privileged port).
-                    why = listenReason(e)
-                    raise usage.UsageError(f"--listen {description!r}: {why}") from e
+            self["workerListeners"] = bindAll(self["listen"], int(self["workers"]))
 
     def _serverOptions(self) -> ServerOptions:
         """

@@ -27,6 +27,7 @@ from twisted_smtpd._core.files import readLimited
 from twisted_smtpd._core.hostname import aLabels
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._twistd.tapendpoints import checkParameters
+from twisted_smtpd._twistd.tapflags import _MODIFIERS, _NOT_IN_FILE, _REPEATABLE, DELIVERIES
 from twisted_smtpd._twistd.taphost import inheritedSocketProblem
 
 #: Set in a worker of C{--workers} (L{INHERITED
@@ -200,6 +201,53 @@ def readConfig(path: str, switches: Collection[str] = ()) -> dict[str, object]:
 
 
 # -- checks ----------------------------------------------------------------------
+
+
+def fileArguments(
+    path: str, given: Collection[str], longOpt: Collection[str]
+) -> tuple[list[str], list[str]]:
+    """
+    The options of the configuration file at C{path} as command-line
+    arguments, leaving out those C{given} on the command line: a
+    repeatable option given there replaces the file's list, and a
+    delivery given there replaces the file's delivery with its settings.
+
+    @param longOpt: The long options of the command line (C{"name="} for
+        one that takes a value).
+    @return: The arguments, and a warning line for each delivery setting
+        of the file that a delivery on the command line dropped.
+    @raise usage.UsageError: If the file cannot be read or holds an
+        unknown option or a value of the wrong kind.
+    """
+    flags = {name.rstrip("="): name.endswith("=") for name in longOpt}
+    switches = {name for name, takesValue in flags.items() if not takesValue}
+    try:
+        settings = readConfig(path, switches)
+    except (OSError, ValueError) as e:
+        raise usage.UsageError(f"--config {path!r}: {reason(e)}") from None
+    replaced = set(given)
+    deliveries = [name for name in DELIVERIES if name in given]
+    if deliveries:
+        replaced |= set(DELIVERIES) | set(_MODIFIERS)
+    arguments: list[str] = []
+    dropped: list[str] = []
+    for key, value in settings.items():
+        name = key.replace("_", "-")
+        if name not in flags or name in _NOT_IN_FILE:
+            raise usage.UsageError(f"--config {path!r}: unknown option {key!r}")
+        if name in _MODIFIERS and name not in given and deliveries:
+            # Dropped with the file's delivery: said at start.
+            dropped.append(
+                f"--{name} in --config {path!r} has no effect: the command line's"
+                f" --{deliveries[0]} replaces the file's delivery and its settings"
+            )
+        if name in replaced:
+            continue
+        try:
+            arguments += asArguments(name, value, flags[name], name in _REPEATABLE)
+        except ValueError as e:
+            raise usage.UsageError(f"--config {path!r}: {key}: {e}") from None
+    return arguments, dropped
 
 
 def checkEndpoint(description: str, rundir: str | None = ".") -> None:

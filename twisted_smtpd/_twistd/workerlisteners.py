@@ -17,9 +17,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.endpoints import serverFromString
+from twisted.python import usage
 
-from twisted_smtpd._serving.listeners import splitDescription
+from twisted_smtpd._serving.listeners import listenReason, splitDescription
 from twisted_smtpd._twistd.openfiles import RESERVE, raiseLimit
+from twisted_smtpd._twistd.tapconfig import reason
 
 #: The environment variable that hands a worker its sockets:
 #: C{fd,family,description} entries separated by newlines.
@@ -149,6 +151,31 @@ def bindListener(reactor: Any, description: str, count: int) -> ListenerSpec:
         s.setblocking(False)
         return ListenerSpec(description, [s])
     raise ValueError(f"--workers cannot serve {description!r}: only tcp:, ssl: and unix: listeners")
+
+
+def bindAll(descriptions: Sequence[str], count: int) -> list[ListenerSpec]:
+    """
+    Bind every listener of C{descriptions} for C{count} workers
+    (L{bindListener}), or none.
+
+    @raise usage.UsageError: Naming the listener that cannot be bound and
+        why, as one process says it (address in use, privileged port);
+        the sockets bound before it are closed.
+    """
+    from twisted.internet import reactor
+
+    bound: list[ListenerSpec] = []
+    for description in descriptions:
+        try:
+            bound.append(bindListener(reactor, description, count))
+        except (OSError, OverflowError, ValueError) as e:
+            for spec in bound:
+                for s in spec.sockets:
+                    s.close()
+            if isinstance(e, ValueError):
+                raise usage.UsageError(f"--workers: {reason(e)}") from e
+            raise usage.UsageError(f"--listen {description!r}: {listenReason(e)}") from e
+    return bound
 
 
 def _refuseInUse(family: int, host: str, port: int) -> None:
