@@ -31,6 +31,7 @@ from twisted_smtpd._serving.listeners import ListenFailed, listenReason
 from twisted_smtpd._serving.service import SMTPServer
 from twisted_smtpd._twistd import tap as _tap
 from twisted_smtpd.handlers import SinkHandler
+from twisted_smtpd.testing import memorySession
 
 
 class HostnameTests(SynchronousTestCase):
@@ -65,13 +66,28 @@ class HostnameTests(SynchronousTestCase):
         for name in [
             "mx.example.com",
             "localhost",
-            "mx.",
             "[192.0.2.1]",
             "[IPv6:2001:db8::1]",
             "1.2.3.example",
             "mx1.example.123a",
         ]:
             self.assertEqual(parse("--sink", "--hostname", name)["serverOptions"].name, name)
+
+    def test_finalDotLeftOut(self) -> None:
+        """
+        A name written with its final dot (C{mx.example.com.}, as in a zone
+        file) is the same name without it, which the greeting, the replies
+        and the trace fields give: RFC 5321's domains end with a label
+        (section 4.1.2), and Postfix's C{valid_hostname} refuses an empty
+        one.
+        """
+        options = parse("--sink", "--hostname", "mx.example.com.")["serverOptions"]
+        self.assertEqual(options.name, "mx.example.com")
+        self.assertEqual(parse("--sink", "--hostname", "mx.")["serverOptions"].name, "mx")
+        self.assertEqual(ServerOptions(name="mx.example.com.").name, "mx.example.com")
+        session = memorySession(SinkHandler(), ServerOptions(name="mx.example.com."))
+        self.assertEqual(session.read(), b"220 mx.example.com ESMTP\r\n")
+        self.assertTrue(session.send(b"EHLO c\r\n").startswith(b"250-mx.example.com Nice"))
 
     def test_numericRefused(self) -> None:
         """

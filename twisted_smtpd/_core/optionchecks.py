@@ -179,12 +179,16 @@ def hostName(value: str) -> str:
     A-labels (C{xn--bcher-kva.example}) with the same IDNA rules as the
     machine's name (L{aLabels}), as a domain in SMTP is ASCII (RFC 5321
     section 4.1.2); an ASCII name (or another type) as it is, for
-    L{replyText} to check.
+    L{replyText} to check.  A domain's final dot (C{mx.example.com.}, as
+    a zone file writes it) is left out: RFC 5321's domains end with a
+    label, and the name is the same.
 
     @raise ValueError: Naming the setting, for a name with non-ASCII
         characters that cannot be written in A-labels.
     """
     value = plainText(value)  # type: ignore[assignment]
+    if isinstance(value, str) and len(value) > 1 and value.endswith(".") and value[-2] != ".":
+        value = value[:-1]
     if not isinstance(value, str) or value.isascii():
         return value
     try:
