@@ -80,7 +80,8 @@ FLAGS: list[list[Any]] = [
         "relay-insecure",
         None,
         "Relay without verifying the relay's certificate; a failed STARTTLS handshake"
-        " is then tried once more in plain text.",
+        " is then tried once more in plain text (not with --relay-require-tls, nor with"
+        " credentials).",
     ],
     ["relay-require-tls", None, "Refuse a relay that does not offer STARTTLS."],
 ]
