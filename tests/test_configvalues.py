@@ -967,6 +967,20 @@ class UnusedFlagTests(SynchronousTestCase):
         self.ca = CertificateAuthority(self.mktemp())
         self.server = self.ca.server("mx.example.com")
 
+    def test_sizeBelowMinimum(self) -> None:
+        """
+        A C{--size} below the 64K octets RFC 5321 asks every server to
+        accept is warned of at start; 64K, more, and no limit are not.
+        """
+        line = (
+            "--size 1000 is below the 65536 octets RFC 5321 section 4.5.3.1.7 asks every"
+            " server to accept: messages other servers take are refused"
+        )
+        self.assertIn(line, parse("--sink", "--size", "1000")["unused"])
+        for size in ("65536", "0", "10240000"):
+            unused = parse("--sink", "--size", size)["unused"]
+            self.assertEqual([u for u in unused if u.startswith("--size")], [])
+
     def test_tlsWithoutTLS(self) -> None:
         """
         With STARTTLS disabled and no C{ssl:} listener, the TLS flags
@@ -1362,7 +1376,7 @@ class UnusedFlagTests(SynchronousTestCase):
                 " line's --maildir replaces the file's delivery and its settings"
             ],
         )
-        self.assertEqual(parse("--config", path, "--size", "1000")["unused"], [])
+        self.assertEqual(parse("--config", path, "--size", "100000")["unused"], [])
 
     def test_usedNotWarned(self) -> None:
         """

@@ -41,6 +41,10 @@ _ANY_TLS = ("request-cert", "tls-ciphers", "tls-min-version", "tls-handshake-tim
 #: listeners without keys of their own).
 _SERVER_TLS = ("tls-cert", "tls-key", "sni")
 
+#: The least message size every server must accept (RFC 5321 section
+#: 4.5.3.1.7: 64K octets).
+MIN_MESSAGE_SIZE = 65536
+
 #: Flags that count clients by their address, or set how.
 _PER_ADDRESS = (
     "max-clients-per-ip",
@@ -295,4 +299,9 @@ def unusedFlags(
         unused("dns-server", "--no-reverse-lookup: no client name is looked up")
     if workers <= 1:
         unused("worker-timeout", "no --workers")
+    if 0 < options.size < MIN_MESSAGE_SIZE:
+        lines.append(
+            f"--size {options.size} is below the {MIN_MESSAGE_SIZE} octets RFC 5321 section"
+            " 4.5.3.1.7 asks every server to accept: messages other servers take are refused"
+        )
     return lines
