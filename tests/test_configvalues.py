@@ -967,6 +967,23 @@ class UnusedFlagTests(SynchronousTestCase):
         self.ca = CertificateAuthority(self.mktemp())
         self.server = self.ca.server("mx.example.com")
 
+    def test_perAddressAtTotal(self) -> None:
+        """
+        C{--max-clients-per-ip} at or above C{--max-clients} changes
+        nothing; below it, it does.
+        """
+        line = (
+            "--max-clients-per-ip has no effect: --max-clients 10 refuses any connection"
+            " past it first"
+        )
+        for perAddress in ("10", "20"):
+            unused = parse("--sink", "--max-clients", "10", "--max-clients-per-ip", perAddress)
+            self.assertIn(line, unused["unused"])
+        unused = parse("--sink", "--max-clients", "10", "--max-clients-per-ip", "9")["unused"]
+        self.assertEqual([u for u in unused if "max-clients-per-ip" in u], [])
+        unused = parse("--sink", "--max-clients-per-ip", "9")["unused"]
+        self.assertEqual([u for u in unused if "max-clients-per-ip" in u], [])
+
     def test_sizeBelowMinimum(self) -> None:
         """
         A C{--size} below the 64K octets RFC 5321 asks every server to

@@ -299,6 +299,11 @@ def unusedFlags(
         unused("dns-server", "--no-reverse-lookup: no client name is looked up")
     if workers <= 1:
         unused("worker-timeout", "no --workers")
+    if 0 < options.maxClients <= options.maxClientsPerIp:
+        unused(
+            "max-clients-per-ip",
+            f"--max-clients {options.maxClients} refuses any connection past it first",
+        )
     if 0 < options.size < MIN_MESSAGE_SIZE:
         lines.append(
             f"--size {options.size} is below the {MIN_MESSAGE_SIZE} octets RFC 5321 section"
