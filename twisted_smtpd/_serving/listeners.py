@@ -347,6 +347,24 @@ def behindProxy(description: str) -> tuple[str, str]:
     return prefix, inner
 
 
+def normaliseKinds(description: str) -> str:
+    """
+    C{description} with the kind of each layer written as Twisted's parsers
+    and the server's layers name it, stripped and in lower case
+    (C{" HAProxy :TCP:25"} is C{"haproxy:tcp:25"}); the rest as given.
+    Twisted takes C{tcp:} only in lower case and without spaces, and says
+    of C{TCP:25} that it knows no endpoint type C{'tcp'}.
+    """
+    prefix = ""
+    while True:
+        kind, colon, rest = description.partition(":")
+        kind = kind.strip().lower()
+        if kind != "haproxy" or not colon:
+            return prefix + kind + colon + rest
+        prefix += "haproxy:"
+        description = rest
+
+
 def endpointKind(description: str) -> str:
     """
     The kind of the endpoint string C{description} behind any C{haproxy:}
@@ -394,7 +412,7 @@ def splitDescription(description: str) -> tuple[str, list[str | OwnKeys]]:
                 " with the server's TLS settings"
             )
         else:
-            return description, layers
+            return normaliseKinds(description), layers
 
 
 def servesServerTLS(description: str, startTLS: bool) -> bool:
