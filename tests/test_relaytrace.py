@@ -12,6 +12,9 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -64,6 +67,33 @@ class PartRecorder(EnvelopeRecorder):
                 del self.envelopes[-1]
                 if not self.broken.called:
                     self.broken.callback(None)
+
+
+class Raw(Protocol):
+    """
+    A client that sends raw bytes and keeps what it gets.
+    """
+
+    received = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+
+async def dialogue(testCase: TestCase, port: int, commands: bytes, until: bytes) -> bytes:
+    """
+    Send C{commands} at once to the server on C{port}; return what came
+    back once it holds C{until} (or after five seconds).
+    """
+    client = Raw()
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+    testCase.addCleanup(client.transport.loseConnection)  # type: ignore[union-attr]
+    client.transport.write(commands)  # type: ignore[union-attr]
+    for _ in range(100):
+        if until in client.received:
+            break
+        await deferLater(reactor, 0.05, lambda: None)
+    return client.received
 
 
 class ConstructionTests(SynchronousTestCase):
@@ -278,3 +308,39 @@ class TraceTests(TestCase):
         )
         self.assertEqual(replies(result), [(554, "5.4.6")] * 2)
         self.assertEqual(store.messages, [])
+
+    async def test_eightBitHelo(self) -> None:
+        """
+        A greeting name in UTF-8 is escaped in the field (C{\\xfc}) of a
+        message sent without SMTPUTF8, which the next hop may take as 7-bit
+        (RFC 6532 allows non-ASCII header fields only with it), and the
+        SIZE passed on grows by the field written; a message with SMTPUTF8
+        has it in UTF-8, C{with UTF8SMTP} (RFC 6531 section 4.3), and a
+        SIZE grown by that field.
+        """
+        smarthost = EnvelopeRecorder()
+        port = await self.front(smarthost)
+        for parameters in (b"", b" SMTPUTF8"):
+            received = await dialogue(
+                self,
+                port,
+                "EHLO bücher.example\r\n".encode()
+                + b"MAIL FROM:<a@example.com> SIZE=500"
+                + parameters
+                + b"\r\nRCPT TO:<b@example.org>\r\nBDAT %d LAST\r\n" % len(BODY)
+                + BODY,
+                b" queued as ",
+            )
+            self.assertTrue(
+                received.endswith(b"250 2.0.0 queued as Q%d\r\n" % len(smarthost.messages)),
+                received,
+            )
+        plain, utf8 = (message.body for message in smarthost.messages)
+        self.assertEqual(
+            untraced(self, plain, helo="b\\xfccher.example", client="unknown [127.0.0.1]"), BODY
+        )
+        self.assertEqual(untraced(self, utf8, helo="bücher.example", protocol="UTF8SMTP"), BODY)
+        self.assertEqual(
+            [envelope.size for envelope in smarthost.envelopes],
+            [500 + len(plain) - len(BODY), 500 + len(utf8) - len(BODY)],
+        )

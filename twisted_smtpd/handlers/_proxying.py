@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from functools import partial
 from typing import Any
 
-from attrs import define, field
+from attrs import define, evolve, field
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 
@@ -30,7 +30,7 @@ from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.optionvalues import handlerSeconds
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.replies import sanitiseText
-from twisted_smtpd._core.session import Address, Session
+from twisted_smtpd._core.session import Address, Envelope, Session
 from twisted_smtpd._smtpclient.clientpool import SessionPool
 from twisted_smtpd._smtpclient.clientsession import ClientSession
 from twisted_smtpd._smtpclient.clientwire import (
@@ -285,8 +285,7 @@ class ProxyingHandler(BaseHandler, ABC):
             self.pool.release(client)
             return None
         try:
-            added = len(receivedField(session, self._byName)) if self._traceHeaders else 0
-            parameters = mailParameters(address, client, added)
+            parameters = mailParameters(address, client, self._fieldLength(address, session))
             reply = await client.mail(address.address, parameters)
         except SMTPError as e:
             self.pool.release(client)
@@ -403,7 +402,7 @@ class ProxyingHandler(BaseHandler, ABC):
             # The server drains a stream the handler leaves alone.
             raise lostError()
         client = transaction.client
-        field = receivedField(session, self._byName) if self._traceHeaders else b""
+        field = self._field(session)
         traced = TracedStream(stream, field, self._hopLimit, partial(self._loop, session))
         try:
             if client.offers("CHUNKING", "PIPELINING"):
@@ -428,6 +427,24 @@ class ProxyingHandler(BaseHandler, ABC):
         if len(finals) != len(recipients):
             finals = [finals[0]] * len(recipients)
         return self._answer(session, transaction, list(zip(recipients, finals, strict=True)))
+
+    def _field(self, session: Session) -> bytes:
+        """
+        The C{Received:} field to write before C{session}'s message, if
+        any: in ASCII unless the message was sent with C{SMTPUTF8}.
+        """
+        if not self._traceHeaders:
+            return b""
+        return receivedField(session, self._byName, ascii=not session.envelope.smtpUtf8)
+
+    def _fieldLength(self, address: Address, session: Session) -> int:
+        """
+        The length of the field L{_field} will write before the message
+        C{address} begins, for its C{SIZE}: C{onMailFrom} runs before the
+        session's envelope is this transaction's.
+        """
+        envelope = Envelope(address, smtpUtf8="SMTPUTF8" in address.args)
+        return len(self._field(evolve(session, envelope=envelope)))
 
     def _loop(self, session: Session, count: int) -> None:
         """

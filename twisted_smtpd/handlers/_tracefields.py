@@ -34,7 +34,7 @@ _HEADER_END = re.compile(rb"\n\r?\n")
 _NAME = b"received"
 
 
-def receivedField(session: Session, name: str) -> bytes:
+def receivedField(session: Session, name: str, ascii: bool = False) -> bytes:
     """
     The C{Received:} field (RFC 5321 section 4.4) for a message arriving on
     C{session}, its line end included: the client's address as an address
@@ -50,7 +50,12 @@ def receivedField(session: Session, name: str) -> bytes:
 
     @param session: The session, with its transaction begun.
     @param name: The receiving host's name, for the C{by} clause.
+    @param ascii: Escape each non-ASCII character too (C{\\xfc}), as
+        L{printable} escapes controls: for a message passed on without
+        C{SMTPUTF8}, whose header fields must be ASCII (RFC 6532 allows
+        others only with it) and which the next hop may take as 7-bit.
     """
+    encoding = "ascii" if ascii else "utf-8"
     rdns = session.clientHostname
     if not rdns or rdns.startswith("["):
         rdns = "unknown"
@@ -70,9 +75,9 @@ def receivedField(session: Session, name: str) -> bytes:
         f"id {printable(session.id)}; {formatdate(localtime=True)}",
     )
     received = "Received: " + " ".join(clauses)
-    if len(received.encode("utf-8", "backslashreplace")) > MAX_LINE:
+    if len(received.encode(encoding, "backslashreplace")) > MAX_LINE:
         received = "Received: " + "\r\n\t".join(clauses)
-    return (received + "\r\n").encode("utf-8", "backslashreplace")
+    return (received + "\r\n").encode(encoding, "backslashreplace")
 
 
 def traceHeaderLines(session: Session, name: str) -> bytes:
