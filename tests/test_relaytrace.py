@@ -164,6 +164,31 @@ class TraceTests(TestCase):
         [message] = smarthost.messages
         self.assertEqual(untraced(self, message.body), BODY)
 
+    async def test_dotFirstData(self) -> None:
+        """
+        Over DATA, a message whose first line begins with a dot, now the
+        line after the field, is still dot-stuffed and arrives whole.
+        """
+        smarthost = Recorder()
+        port = await self.front(smarthost, {"hideCHUNKING": True})
+        body = b".first\r\n.\r\n..two\r\n"
+        self.assertEqual(replies(await send(port, stream=body)), [(250, "2.0.0")])
+        self.assertEqual(untraced(self, smarthost.messages[0].body), body)
+
+    async def test_emptyMessage(self) -> None:
+        """
+        An empty message (C{BDAT 0 LAST}) goes on as the field alone.
+        """
+        smarthost = Recorder()
+        port = await self.front(smarthost)
+        client = await clientSession(port)
+        self.addCleanup(client.quit)
+        await client.mail("alice@example.com", "")
+        await client.rcpt("bob@example.org", "")
+        [final] = await client.bdat(bodyStream(b""), 1)
+        self.assertEqual(final.code, 250)
+        self.assertEqual(untraced(self, smarthost.messages[0].body), b"")
+
     async def test_fieldFirstLMTP(self) -> None:
         """
         The LMTP-forwarding handler writes its field too, naming itself by

@@ -160,7 +160,7 @@ class ProxyingHandler(BaseHandler, ABC):
         handlerSeconds("timeout", timeout)
         handlerSeconds("idleTimeout", idleTimeout, zero=True)
         if isinstance(hopLimit, bool) or not isinstance(hopLimit, int) or hopLimit < 1:
-            raise ValueError(f"hopLimit must be a positive integer, not {hopLimit!r}")
+            raise ValueError(f"hopLimit must be a positive integer, got {hopLimit!r}")
         self.peer = peer
         # The name for the by clause of the Received: field.
         self._byName = reporterName
