@@ -369,3 +369,16 @@ class TraceTests(TestCase):
             [envelope.size for envelope in smarthost.envelopes],
             [500 + len(plain) - len(BODY), 500 + len(utf8) - len(BODY)],
         )
+
+    async def test_refusalsFreeTheirSessions(self) -> None:
+        """
+        Each refused message gives its session to the next hop back
+        (dropped): with one session allowed, refusals in a row leave the
+        next message a session at once.
+        """
+        smarthost = Recorder()
+        port = await self.front(smarthost, maxSessions=1, timeout=5.0)
+        for _ in range(3):
+            self.assertEqual(replies(await send(port, stream=looping(51))), [(554, "5.4.6")])
+        self.assertEqual(replies(await send(port)), [(250, "2.0.0")])
+        self.assertEqual(len(smarthost.messages), 1)
