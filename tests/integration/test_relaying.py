@@ -555,6 +555,12 @@ class DovecotTests(ServerTestCase):
             client.sendmail(SENDER, ["bob@example.org"], looping(51))
         self.assertEqual(caught.exception.smtp_code, 554)
         self.assertEqual(caught.exception.smtp_error[:5], b"5.4.6")
+        # Past the first 64 KiB chunk, already sent to Dovecot when the
+        # fifty-first field arrives: refused all the same.
+        filler = b"X-Filler: " + b"f" * 900 + b"\r\n"
+        with self.assertRaises(smtplib.SMTPDataError) as caught:
+            client.sendmail(SENDER, ["bob@example.org"], filler * 90 + looping(51))
+        self.assertEqual(caught.exception.smtp_code, 554)
         self.assertEqual(client.sendmail(SENDER, ["bob@example.org"], BODY), {})
         self.assertStored("bob", 2)
 
