@@ -18,7 +18,7 @@ from tests.test_protocol import RecordingHandler, connect, take
 from twisted_smtpd._core.session import Session
 from twisted_smtpd._core.xclient import ForwardedClient, forwardedClient, parseXForward
 from twisted_smtpd._serving.logging import NAMESPACE, SessionLogger
-from twisted_smtpd.handlers._maildirnames import _traceHeaderLines as traceHeaderLines
+from twisted_smtpd.handlers._tracefields import traceHeaderLines
 from twisted_smtpd.interfaces import IMessageStream
 
 NOT_AUTHORIZED = b"550 5.7.0 Error: insufficient authorization\r\n"

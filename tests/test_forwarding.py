@@ -22,7 +22,7 @@ from twisted_smtpd._core.replies import CommandError
 from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd._core.xclient import parseXClient, parseXForward
 from twisted_smtpd._serving.logging import NAMESPACE, SessionLogger
-from twisted_smtpd.handlers._maildirnames import _traceHeaderLines as traceHeaderLines
+from twisted_smtpd.handlers._tracefields import traceHeaderLines
 
 NOT_AUTHORIZED = b"550 5.7.0 Error: insufficient authorization\r\n"
 BAD_ATTRIBUTE = b"501 5.5.4 Error: bad attribute syntax\r\n"

@@ -25,7 +25,7 @@ from twisted_smtpd._core.replies import Reply, formatReply
 from twisted_smtpd._core.session import Address, Envelope, Session
 from twisted_smtpd._serving.logging import NAMESPACE, SessionLogger, jsonLogObserver
 from twisted_smtpd._serving.server import SMTPServerFactory
-from twisted_smtpd.handlers._maildirnames import _traceHeaderLines
+from twisted_smtpd.handlers._tracefields import traceHeaderLines as _traceHeaderLines
 
 EVIL_NAME = "evil.example\r\n250 forged"
 ESCAPED_NAME = "evil.example\\x0d\\x0a250 forged"

@@ -28,6 +28,8 @@ from unittest import SkipTest
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.tracing import forwardedMessage
+
 # The checkout holding tests/, twisted_smtpd/ and twisted/plugins/.
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -606,12 +608,20 @@ class ServerTestCase(SynchronousTestCase):
         (line,) = err.splitlines()
         return line, both
 
-    def assertDelivered(self, expected: list[bytes], maildir: str | None = None) -> None:
+    def assertDelivered(
+        self, expected: list[bytes], maildir: str | None = None, forwarded: bool = False
+    ) -> None:
         """
         The Maildir holds exactly the messages C{expected}, byte for byte,
         one file each, and nothing is left in C{tmp/}.
+
+        @param forwarded: Whether the messages came through C{--relay} or
+            C{--lmtp-to}: each then begins with its C{Received:} field
+            (L{tests.tracing.forwardedMessage}), compared apart.
         """
         contents, names, leftovers = maildirContents(maildir or self.maildir)
+        if forwarded:
+            contents = [forwardedMessage(self, message) for message in contents]
         self.assertEqual(len(names), len(set(names)))
         self.assertEqual(sorted(contents), sorted(expected))
         self.assertEqual(leftovers, [])

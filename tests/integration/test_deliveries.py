@@ -254,7 +254,7 @@ class ForwardingTests(ServerTestCase):
         self.startServer("--relay", f"127.0.0.1:{target.port}", "--relay-insecure", maildir=False)
         body = message(8)
         self.assertEqual(self.smtp().sendmail(SENDER, [RECIPIENT, "b@example.com"], body), {})
-        self.assertDelivered([body], os.path.join(target.directory, "Maildir"))
+        self.assertDelivered([body], os.path.join(target.directory, "Maildir"), forwarded=True)
         self.stopServer()
         self.stopServer(target)
 
@@ -281,7 +281,7 @@ class ForwardingTests(ServerTestCase):
         )
         body = message(9)
         self.assertEqual(self.smtp().sendmail(SENDER, [RECIPIENT], body), {})
-        self.assertDelivered([body], maildir)
+        self.assertDelivered([body], maildir, forwarded=True)
         self.stopServer()
         self.stopServer(self.target)
 
@@ -313,7 +313,7 @@ class ForwardingTests(ServerTestCase):
         self.startServer("--lmtp-to", f"tcp:127.0.0.1:{target.port}", maildir=False)
         body = message(11)
         self.assertEqual(self.smtp().sendmail(SENDER, [RECIPIENT, "b@example.com"], body), {})
-        self.assertDelivered([body], os.path.join(target.directory, "Maildir"))
+        self.assertDelivered([body], os.path.join(target.directory, "Maildir"), forwarded=True)
         self.stopServer()
         self.stopServer(target)
 

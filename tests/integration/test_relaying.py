@@ -22,7 +22,8 @@ from twisted.trial.unittest import TestCase
 from tests.certs import CertificateAuthority
 from tests.integration.helpers import CLIENT_TIMEOUT, ServerTestCase, TwistdServer
 from tests.integration.nexthops import DELIVERY_TIMEOUT, Dovecot, Postfix, waitUntil
-from twisted_smtpd.handlers.relay import RelayHandler
+from tests.tracing import traceField, untraced
+from twisted_smtpd.handlers.relay import RelayHandler, defaultHeloName
 
 SENDER = "alice@example.com"
 BODY = b"Subject: relayed\r\nMessage-ID: <m1@example.com>\r\n\r\n.a dotted line\r\nend\r\n"
@@ -30,6 +31,15 @@ ACCESS = [
     ("refused@example.org", "550 5.1.1 No such user here"),
     ("deferred@example.org", "450 4.2.0 Try again later"),
 ]
+
+
+def looping(hops: int) -> bytes:
+    """
+    A message arriving with C{hops} C{Received:} fields, a mail loop when
+    there are more than fifty.
+    """
+    received = b"Received: from a.example by b.example; Mon, 7 Dec 2026 12:00:00 +0000\r\n"
+    return received * hops + b"Subject: loop\r\n\r\nlooping\r\n"
 
 
 def maildir(server: TwistdServer) -> list[bytes]:
@@ -116,6 +126,52 @@ class PostfixTests(ServerTestCase):
         waitUntil(lambda: postfix.count("status=") >= 1, DELIVERY_TIMEOUT, "Postfix's log line")
         self.assertEqual(postfix.count("status=sent"), 1, postfix.log)
         self.assertIn("to=<bob@example.org>", self.postfix.log)
+
+    def test_traceAndHops(self) -> None:
+        """
+        Postfix stores the message with its own C{Received:} field first,
+        then the relay's, then the message byte for byte (the fields Postfix
+        adds to a header section without them after it); a message arriving
+        with fifty-one C{Received:} fields is refused with 554 5.4.6 and
+        Postfix delivers nothing of it.
+        """
+        client = self.client()
+        self.assertEqual(client.sendmail(SENDER, ["bob@example.org"], BODY), {})
+        waitUntil(lambda: len(maildir(self.sink)) >= 1, DELIVERY_TIMEOUT, "the delivery")
+        [stored] = maildir(self.sink)
+        ours = traceField(by=defaultHeloName()).search(stored)
+        assert ours is not None, stored
+        # Postfix's field, folded, is all that comes before.
+        theirs = stored[: ours.start()]
+        self.assertRegex(theirs, rb"\AReceived: from [^\r\n]*(\r\n[ \t][^\r\n]*)*\r\n\Z")
+        self.assertIn(b"by postfix.test (Postfix) with ESMTPS id", theirs)
+        header, body = BODY.split(b"\r\n\r\n", 1)
+        rest = stored[ours.end() :]
+        self.assertTrue(rest.startswith(header + b"\r\n"), rest)
+        self.assertTrue(rest.endswith(b"\r\n\r\n" + body), rest)
+        with self.assertRaises(smtplib.SMTPDataError) as caught:
+            client.sendmail(SENDER, ["bob@example.org"], looping(51))
+        self.assertEqual(caught.exception.smtp_code, 554)
+        self.assertEqual(caught.exception.smtp_error[:5], b"5.4.6")
+        # Past the first 64 KiB chunk, already sent to Postfix when the
+        # fifty-first field arrives: refused all the same.
+        filler = b"X-Filler: " + b"f" * 900 + b"\r\n"
+        with self.assertRaises(smtplib.SMTPDataError) as caught:
+            client.sendmail(SENDER, ["bob@example.org"], filler * 90 + looping(51))
+        self.assertEqual(caught.exception.smtp_code, 554)
+        # The relay's next message, on a new session to Postfix, is
+        # delivered after them: the refused ones never were.
+        self.assertEqual(client.sendmail(SENDER, ["bob@example.org"], BODY), {})
+        waitUntil(lambda: len(maildir(self.sink)) >= 2, DELIVERY_TIMEOUT, "the delivery")
+        postfix = self.postfix
+        waitUntil(lambda: postfix.count("status=") >= 2, DELIVERY_TIMEOUT, "Postfix's log line")
+        self.assertEqual(postfix.count("status=sent"), 2, postfix.log)
+        self.assertEqual(len(maildir(self.sink)), 2)
+        self.assertFalse(any(b"Subject: loop" in m for m in maildir(self.sink)))
+        # One line each says why, naming the session.
+        line = "a mail loop: not passed to"
+        waitUntil(lambda: line in self.front.output, DELIVERY_TIMEOUT, "the log line")
+        self.assertEqual(self.front.output.count(line), 2, self.front.output)
 
     def test_sizeRefusedAtMail(self) -> None:
         """
@@ -481,6 +537,33 @@ class DovecotTests(ServerTestCase):
         self.assertEqual(code, 452)
         self.assertIn(b"Quota exceeded", text)
 
+    def test_traceAndHops(self) -> None:
+        """
+        Dovecot stores the message with the front's C{Received:} field
+        after its own trace fields, then the message byte for byte (LF line
+        ends); a message arriving with fifty-one C{Received:} fields is
+        refused with 554 5.4.6 and Dovecot stores nothing of it, the LMTP
+        session being dropped before the body's end.
+        """
+        client = self.front("--no-reverse-lookup")
+        self.assertEqual(client.sendmail(SENDER, ["bob@example.org"], BODY), {})
+        [stored] = self.dovecot.mailbox("bob")
+        ours = traceField(by=defaultHeloName(), newline=b"\n").search(stored)
+        assert ours is not None, stored
+        self.assertEqual(stored[ours.end() :], BODY.replace(b"\r\n", b"\n"))
+        with self.assertRaises(smtplib.SMTPDataError) as caught:
+            client.sendmail(SENDER, ["bob@example.org"], looping(51))
+        self.assertEqual(caught.exception.smtp_code, 554)
+        self.assertEqual(caught.exception.smtp_error[:5], b"5.4.6")
+        # Past the first 64 KiB chunk, already sent to Dovecot when the
+        # fifty-first field arrives: refused all the same.
+        filler = b"X-Filler: " + b"f" * 900 + b"\r\n"
+        with self.assertRaises(smtplib.SMTPDataError) as caught:
+            client.sendmail(SENDER, ["bob@example.org"], filler * 90 + looping(51))
+        self.assertEqual(caught.exception.smtp_code, 554)
+        self.assertEqual(client.sendmail(SENDER, ["bob@example.org"], BODY), {})
+        self.assertStored("bob", 2)
+
     def test_binarymimeRefusedAtMail(self) -> None:
         """
         Dovecot offers CHUNKING without BINARYMIME: a BODY=BINARYMIME
@@ -511,7 +594,8 @@ class BinaryTests(ServerTestCase):
 
     def test_binaryByteExact(self) -> None:
         """
-        Bare CR, bare LF and NUL arrive unchanged.
+        Bare CR, bare LF and NUL arrive unchanged, behind the front's
+        C{Received:} field.
         """
         store = self.spawn("--lmtp", "--no-reverse-lookup")
         front = self.spawn(
@@ -525,4 +609,5 @@ class BinaryTests(ServerTestCase):
         client.send(b"BDAT %d LAST\r\n" % len(body) + body)
         code, text = client.getreply()
         self.assertEqual(code, 250, text)
-        self.assertEqual(maildir(store), [body])
+        [stored] = maildir(store)
+        self.assertEqual(untraced(self, stored, by=defaultHeloName()), body)

@@ -22,7 +22,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_smtpd._smtpclient.clientrequest import Request, TLSMode, _BodyWriter
+from twisted_smtpd._smtpclient.clientrequest import PipedBody, Request, TLSMode, _BodyWriter
 from twisted_smtpd._smtpclient.clientwire import (
     ClientReply,
     DeliveryError,
@@ -35,7 +35,6 @@ from twisted_smtpd._smtpclient.clientwire import (
     localReply,
     sessionReused,
 )
-from twisted_smtpd.interfaces import IMessageStream
 
 __all__ = ["QUIT_TIMEOUT", "ClientProtocol", "Request", "TLSMode", "_BodyWriter"]
 
@@ -563,7 +562,7 @@ class ClientProtocol(Protocol):
             self._send(b".")
             await self._reply()
 
-    async def _sendBody(self, replies: int, stream: IMessageStream | None = None) -> None:
+    async def _sendBody(self, replies: int, stream: PipedBody | None = None) -> None:
         self._stage = "body"
         writer = _BodyWriter(self)
         stream = stream or self._request.stream

@@ -7,9 +7,10 @@ to do (L{Request}), and the consumer a message body is piped into
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from attrs import frozen
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer, IOpenSSLClientConnectionCreator, IProducer
 from zope.interface import implementer
 
@@ -20,6 +21,16 @@ if TYPE_CHECKING:
     from twisted_smtpd._smtpclient.clientprotocol import ClientProtocol
 
 TLSMode = Literal["required", "opportunistic", "none"]
+
+
+class PipedBody(Protocol):
+    """
+    A message body as the client sends it: piped into a consumer.  An
+    L{IMessageStream} is one, and so is what a proxying handler makes of
+    it (L{twisted_smtpd.handlers._proxytrace.TracedStream}).
+    """
+
+    def pipe(self, consumer: IConsumer) -> Deferred[int]: ...
 
 
 @frozen

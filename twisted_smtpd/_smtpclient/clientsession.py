@@ -40,13 +40,13 @@ from twisted_smtpd._smtpclient.clientprotocol import (
     Request,
     _BodyWriter,
 )
+from twisted_smtpd._smtpclient.clientrequest import PipedBody
 from twisted_smtpd._smtpclient.clientwire import (
     ClientReply,
     DeliveryError,
     HandshakeError,
     localReply,
 )
-from twisted_smtpd.interfaces import IMessageStream
 
 #: The most octets gathered before a BDAT chunk leaves.
 CHUNK_SIZE = 65536
@@ -309,7 +309,7 @@ class ClientSession:
         finally:
             protocol._timeout = timeout
 
-    async def data(self, stream: IMessageStream, recipients: int) -> list[ClientReply]:
+    async def data(self, stream: PipedBody, recipients: int) -> list[ClientReply]:
         """
         Send the body with DATA, dot-stuffed.
 
@@ -334,7 +334,7 @@ class ClientSession:
             raise
         return await self._finals(recipients if self.lmtp else 1)
 
-    async def bdat(self, stream: IMessageStream, recipients: int) -> list[ClientReply]:
+    async def bdat(self, stream: PipedBody, recipients: int) -> list[ClientReply]:
         """
         Send the body with BDAT (RFC 3030), unchanged, each chunk as it
         comes, pipelined; then C{BDAT 0 LAST}.

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_handlers -*-
 """
-Names for Maildir deliveries: unique file names (the Maildir convention),
-trace headers, and the per-recipient folders of C{perRecipient} delivery.
+Names for Maildir deliveries: unique file names (the Maildir convention)
+and the per-recipient folders of C{perRecipient} delivery.
 """
 
 from __future__ import annotations
@@ -12,13 +12,9 @@ import re
 import socket
 import time
 import unicodedata
-from email.utils import formatdate
 
 from twisted_smtpd._core.address import literalAddress
 from twisted_smtpd._core.errors import SMTPError
-from twisted_smtpd._core.features import messageTransmissionType
-from twisted_smtpd._core.printable import addressLiteral, neuter, printable
-from twisted_smtpd._core.session import Session, unixPeer
 
 _counter = itertools.count(1)
 # The pid, read once per process rather than by a getpid(2) per message.
@@ -27,8 +23,6 @@ os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _QUOTED_PAIR = re.compile(r"\\(.)")
 _MAX_NAME = 255
-#: The longest line of a message, CRLF excluded (RFC 5322 section 2.1.1).
-MAX_LINE = 998
 # Unicode categories never allowed in a directory name: controls, format
 # characters (bidirectional overrides, zero-width joiners), surrogates,
 # private use, unassigned code points, space, line and paragraph separators
@@ -72,49 +66,6 @@ def _nameOn(host: str) -> str:
     """
     seconds, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
     return f"{seconds}.M{nanoseconds // 1000}P{_pid[0]}Q{next(_counter)}.{host}"
-
-
-def _traceHeaderLines(session: Session, name: str) -> bytes:
-    """
-    The C{Return-Path:} and C{Received:} header lines (RFC 5321 section 4.4)
-    for a message arriving on C{session}: the client's address as an
-    address literal (C{[IPv6:2001:db8::7]}, section 4.1.3; C{[127.0.0.1]} for
-    a UNIX socket's client, as Postfix writes it), every text from
-    outside made L{printable}, the HELO name also L{neuter}ed as Postfix
-    stores it (so that C{(}, C{)} or C{;} in it cannot break the field's
-    comment or clauses).  A C{Received:} field that would be longer
-    than a line may be (RFC 5322 section 2.1.1: 998 octets; a long HELO name
-    whose characters are all escaped makes one) is folded before each of
-    its clauses, each of which fits in a line.
-
-    @param session: The session, with its envelope complete.
-    @param name: The receiving host's name, for the C{by} clause.
-    """
-    mailFrom = session.envelope.mailFrom
-    sender = "" if mailFrom is None else mailFrom.address
-    rdns = session.clientHostname
-    if not rdns or rdns.startswith("["):
-        rdns = "unknown"
-    address = session.remoteAddress
-    # A UNIX socket's client has no IP address: the loopback address
-    # stands for the local machine, as Postfix writes it.
-    literal = "[127.0.0.1]" if unixPeer(address) else addressLiteral(address[0])
-    # The HELO name neutered as Postfix's helo_cmd stores it: none of its
-    # characters can open or close a comment, or end the clauses early.
-    helo = neuter(session.hostNameAppearsAs or rdns)
-    # Every part but the date and the id came from outside (or from a
-    # handler): escaped, none can end the header line early.
-    clauses = (
-        f"from {printable(helo)}",
-        f"({printable(rdns)} {literal})",
-        f"by {printable(name)} with {printable(messageTransmissionType(session))}",
-        f"id {printable(session.id)}; {formatdate(localtime=True)}",
-    )
-    received = "Received: " + " ".join(clauses)
-    if len(received.encode("utf-8", "backslashreplace")) > MAX_LINE:
-        received = "Received: " + "\r\n\t".join(clauses)
-    text = f"Return-Path: <{printable(sender)}>\r\n{received}\r\n"
-    return text.encode("utf-8", "backslashreplace")
 
 
 def _safeName(text: str) -> str | None:

@@ -10,14 +10,19 @@ each RCPT is passed on and answered with the next hop's verdict; the body
 is streamed on (BDAT when the next hop offers CHUNKING, else DATA) and the
 reply after it is the next hop's.  A 250 is only ever given for what the
 next hop accepted.
+
+The message passed on begins with this server's C{Received:} field (RFC
+5321 section 4.4), and one that arrives with too many of them is refused
+(section 6.3): see L{twisted_smtpd.handlers._proxytrace}.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from functools import partial
 from typing import Any
 
-from attrs import define, field
+from attrs import define, evolve, field
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 
@@ -25,7 +30,7 @@ from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.optionvalues import handlerSeconds
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.replies import sanitiseText
-from twisted_smtpd._core.session import Address, Session
+from twisted_smtpd._core.session import Address, Envelope, Session
 from twisted_smtpd._smtpclient.clientpool import SessionPool
 from twisted_smtpd._smtpclient.clientsession import ClientSession
 from twisted_smtpd._smtpclient.clientwire import (
@@ -38,6 +43,8 @@ from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._proxyparams import mailParameters, sevenBitParameter
 from twisted_smtpd.handlers._proxyreports import Reports
 from twisted_smtpd.handlers._proxyreports import describe as describe
+from twisted_smtpd.handlers._proxytrace import TracedStream
+from twisted_smtpd.handlers._tracefields import receivedField
 from twisted_smtpd.interfaces import IMessageStream
 
 
@@ -76,6 +83,12 @@ class _Transaction:
     busy: bool = False
     ended: bool = False
     gone: bool = False
+
+
+#: The most C{Received:} fields a message passed on may arrive with: more
+#: are taken for a mail loop (RFC 5321 section 6.3 suggests 100; Postfix's
+#: C{hopcount_limit} is 50).
+HOP_LIMIT = 50
 
 
 #: The next hop's replies that say it closes the session (RFC 5321 section
@@ -141,10 +154,18 @@ class ProxyingHandler(BaseHandler, ABC):
         logMessages: bool,
         closeOnShutdown: bool,
         reactor: Any,
+        traceHeaders: bool = True,
+        hopLimit: int = HOP_LIMIT,
     ) -> None:
         handlerSeconds("timeout", timeout)
         handlerSeconds("idleTimeout", idleTimeout, zero=True)
+        if isinstance(hopLimit, bool) or not isinstance(hopLimit, int) or hopLimit < 1:
+            raise ValueError(f"hopLimit must be a positive integer, got {hopLimit!r}")
         self.peer = peer
+        # The name for the by clause of the Received: field.
+        self._byName = reporterName
+        self._traceHeaders = traceHeaders
+        self._hopLimit = hopLimit
         # For log lines: the operator's words, escaped all the same.
         self._peerText = printable(peer)
         self._timeout = timeout
@@ -264,7 +285,7 @@ class ProxyingHandler(BaseHandler, ABC):
             self.pool.release(client)
             return None
         try:
-            parameters = mailParameters(address, client)
+            parameters = mailParameters(address, client, self._fieldLength(address, session))
             reply = await client.mail(address.address, parameters)
         except SMTPError as e:
             self.pool.release(client)
@@ -381,11 +402,13 @@ class ProxyingHandler(BaseHandler, ABC):
             # The server drains a stream the handler leaves alone.
             raise lostError()
         client = transaction.client
+        field = self._field(session)
+        traced = TracedStream(stream, field, self._hopLimit, partial(self._loop, session))
         try:
             if client.offers("CHUNKING", "PIPELINING"):
-                finals = await client.bdat(stream, len(recipients))
+                finals = await client.bdat(traced, len(recipients))
             else:
-                finals = await client.data(stream, len(recipients))
+                finals = await client.data(traced, len(recipients))
             if any(final.code in _CLOSING_CODES for final in finals):
                 # The next hop closes the session (a 421 to DATA, or after
                 # the body for one recipient at least): not kept for the
@@ -404,6 +427,38 @@ class ProxyingHandler(BaseHandler, ABC):
         if len(finals) != len(recipients):
             finals = [finals[0]] * len(recipients)
         return self._answer(session, transaction, list(zip(recipients, finals, strict=True)))
+
+    def _field(self, session: Session) -> bytes:
+        """
+        The C{Received:} field to write before C{session}'s message, if
+        any: in ASCII unless the message was sent with C{SMTPUTF8}.
+        """
+        if not self._traceHeaders:
+            return b""
+        return receivedField(session, self._byName, ascii=not session.envelope.smtpUtf8)
+
+    def _fieldLength(self, address: Address, session: Session) -> int:
+        """
+        The length of the field L{_field} will write before the message
+        C{address} begins, for its C{SIZE}: C{onMailFrom} runs before the
+        session's envelope is this transaction's.
+        """
+        envelope = Envelope(address, smtpUtf8="SMTPUTF8" in address.args)
+        return len(self._field(evolve(session, envelope=envelope)))
+
+    def _loop(self, session: Session, count: int) -> None:
+        """
+        Log the refusal of C{session}'s message for its hops: the session
+        to the next hop is dropped before the body ends.
+        """
+        self._log.warn(
+            "{session} message refused: more than {limit} Received: fields"
+            " ({count} so far), a mail loop: not passed to {peer}",
+            session=session.id,
+            limit=self._hopLimit,
+            count=count,
+            peer=self._peerText,
+        )
 
     def _lose(self, transaction: _Transaction) -> None:
         """

@@ -46,10 +46,13 @@ def sevenBitParameter(key: str, value: str) -> str:
     return value
 
 
-def mailParameters(address: Address, client: ClientSession) -> str:
+def mailParameters(address: Address, client: ClientSession, added: int = 0) -> str:
     """
     The MAIL parameters to pass on, or the refusal when the next hop
     lacks an extension the message needs.
+
+    @param added: The octets the message grows by on its way (the
+        C{Received:} field written before it), added to its C{SIZE}.
     """
     args = address.args
     parameters = ""
@@ -72,7 +75,7 @@ def mailParameters(address: Address, client: ClientSession) -> str:
     elif body == "7BIT" and client.offers("8BITMIME"):
         parameters += " BODY=7BIT"
     if isinstance(args.get("SIZE"), str) and client.offers("SIZE"):
-        parameters += f" SIZE={args['SIZE']}"
+        parameters += f" SIZE={int(args['SIZE']) + added}"
     if not address.address.isascii():
         if not client.offers("SMTPUTF8"):
             raise SMTPError(553, "Error: the next hop does not support SMTPUTF8", "5.6.7")

@@ -16,7 +16,7 @@ from twisted.logger import Logger
 
 from twisted_smtpd._smtpclient.clientprotocol import Request
 from twisted_smtpd._smtpclient.clientsession import ClientSession, openSession
-from twisted_smtpd.handlers._proxying import ProxyingHandler
+from twisted_smtpd.handlers._proxying import HOP_LIMIT, ProxyingHandler
 from twisted_smtpd.handlers.relay import defaultHeloName
 
 
@@ -47,6 +47,12 @@ class LMTPDeliveryHandler(ProxyingHandler):
     A recipient asking NOTIFY=SUCCESS of an LMTP server without DSN gets a
     "delivered" report.
 
+    The message passed on begins with this server's C{Received:} field
+    (unless C{traceHeaders} is off); one whose header section holds more
+    than C{hopLimit} C{Received:} fields (a mail loop) is refused with 554
+    5.4.6, and the session to the LMTP server dropped before the body's
+    end, so that it stores nothing.
+
     A failure of the LMTP server as a whole (unreachable, timeout, refused
     greeting) is a temporary failure (451).
 
@@ -68,6 +74,8 @@ class LMTPDeliveryHandler(ProxyingHandler):
         idleTimeout: float = 30.0,
         logMessages: bool = True,
         closeOnShutdown: bool = False,
+        traceHeaders: bool = True,
+        hopLimit: int = HOP_LIMIT,
         reactor: Any = None,
     ) -> None:
         """
@@ -81,8 +89,20 @@ class LMTPDeliveryHandler(ProxyingHandler):
         @param logMessages: Log a line per message delivered.
         @param closeOnShutdown: Close the sessions (QUIT) when the reactor
             shuts down, as C{twistd smtpd} does.
+        @param traceHeaders: Whether to write a C{Received:} field (naming
+            the client, this server by C{heloName}, the session id and the
+            date) before each message passed on, as RFC 5321 section 4.4
+            asks of a relay; C{MAIL}'s C{SIZE} passed on grows by its
+            length.
+        @param hopLimit: The most C{Received:} fields a message's header
+            section may hold: one with more is taken for a mail loop
+            (RFC 5321 section 6.3) and refused with 554 5.4.6, the session
+            to the next hop being dropped before the body ends so that
+            nothing is delivered; 50 by default, as Postfix's
+            C{hopcount_limit}.
         @param reactor: The reactor (the global one by default).
-        @raise ValueError: C{endpoint} is not a valid endpoint string.
+        @raise ValueError: C{endpoint} is not a valid endpoint string, or
+            C{hopLimit} is not a positive integer.
         """
         if reactor is None:
             from twisted.internet import reactor as _reactor
@@ -100,6 +120,8 @@ class LMTPDeliveryHandler(ProxyingHandler):
             logMessages=logMessages,
             closeOnShutdown=closeOnShutdown,
             reactor=reactor,
+            traceHeaders=traceHeaders,
+            hopLimit=hopLimit,
         )
 
     def openSession(self) -> Deferred[ClientSession]:

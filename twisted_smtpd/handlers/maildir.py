@@ -65,10 +65,10 @@ from twisted_smtpd.handlers._maildirnames import (
     _hostPart,
     _nameOn,
     _safeName,
-    _traceHeaderLines,
     recipientDirectory,
 )
 from twisted_smtpd.handlers._maildirnames import _uniqueName as _uniqueName
+from twisted_smtpd.handlers._tracefields import traceHeaderLines
 from twisted_smtpd.interfaces import IMessageStream
 
 #: Files in C{tmp/} older than this are left over from a crash and removed
@@ -326,7 +326,7 @@ class MaildirHandler(BaseHandler):
                 delivery.failure = Failure(e)
         if self._traceHeaders:
             assert self._name is not None
-            header = _traceHeaderLines(session, self._name)
+            header = traceHeaderLines(session, self._name)
             delivery.chunks.append(header)
             delivery.buffered = len(header)
             delivery.afterTrace = True

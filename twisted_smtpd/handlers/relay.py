@@ -26,7 +26,7 @@ from twisted_smtpd._smtpclient.client import TLS_MODES, TLSMode
 from twisted_smtpd._smtpclient.clientprotocol import Request
 from twisted_smtpd._smtpclient.clientsession import ClientSession, ResumingTLS, openSession
 from twisted_smtpd._smtpclient.clientwire import UnverifiedClientTLS, refuseRenegotiation
-from twisted_smtpd.handlers._proxying import ProxyingHandler, describe, isLMTP
+from twisted_smtpd.handlers._proxying import HOP_LIMIT, ProxyingHandler, describe, isLMTP
 
 _PEM_CERTIFICATE = re.compile(
     rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL
@@ -78,9 +78,14 @@ class RelayHandler(ProxyingHandler):
       - each RCPT is passed on (with NOTIFY and ORCPT when it offers DSN)
         and answered with its reply: 250 only if it accepted the
         recipient;
-      - the body is streamed on, with BDAT when it offers CHUNKING (byte for
-        byte), else DATA; the reply after the body is its reply (in LMTP
-        mode, repeated for every recipient);
+      - the body is streamed on behind this server's C{Received:} field
+        (unless C{traceHeaders} is off), with BDAT when it offers CHUNKING
+        (byte for byte), else DATA; the reply after the body is its reply
+        (in LMTP mode, repeated for every recipient);
+      - a message whose header section holds more than C{hopLimit}
+        C{Received:} fields (a mail loop) is refused with 554 5.4.6, and
+        the session to the smarthost dropped before the body's end, so
+        that it delivers nothing;
       - when it does not offer DSN, recipients asking NOTIFY=SUCCESS get a
         "relayed" report (RFC 3461 section 4), sent through the smarthost;
       - a smarthost that cannot be reached, times out, fails TLS or refuses
@@ -108,6 +113,8 @@ class RelayHandler(ProxyingHandler):
         idleTimeout: float = 30.0,
         logMessages: bool = True,
         closeOnShutdown: bool = False,
+        traceHeaders: bool = True,
+        hopLimit: int = HOP_LIMIT,
         reactor: Any = None,
     ) -> None:
         """
@@ -137,6 +144,17 @@ class RelayHandler(ProxyingHandler):
             refusals are logged anyway).
         @param closeOnShutdown: Close the sessions (QUIT) when the reactor
             shuts down, as C{twistd smtpd} does.
+        @param traceHeaders: Whether to write a C{Received:} field (naming
+            the client, this server by C{heloName}, the session id and the
+            date) before each message passed on, as RFC 5321 section 4.4
+            asks of a relay; C{MAIL}'s C{SIZE} passed on grows by its
+            length.
+        @param hopLimit: The most C{Received:} fields a message's header
+            section may hold: one with more is taken for a mail loop
+            (RFC 5321 section 6.3) and refused with 554 5.4.6, the session
+            to the next hop being dropped before the body ends so that
+            nothing is delivered; 50 by default, as Postfix's
+            C{hopcount_limit}.
         @param reactor: The reactor (the global one by default).
         @raise ValueError: An argument is invalid.
         @raise OSError: C{caCertificates} cannot be read.
@@ -177,6 +195,8 @@ class RelayHandler(ProxyingHandler):
             logMessages=logMessages,
             closeOnShutdown=closeOnShutdown,
             reactor=reactor,
+            traceHeaders=traceHeaders,
+            hopLimit=hopLimit,
         )
 
     def openSession(self) -> Deferred[ClientSession]:
