@@ -18,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tests.test_tap import parse
 from twisted_smtpd import ServerOptions, SMTPServer
 from twisted_smtpd._serving.listeners import normaliseKinds, splitDescription
+from twisted_smtpd._twistd.tapconfig import metricsDescription
 from twisted_smtpd.handlers import SinkHandler
 
 
@@ -40,13 +41,16 @@ class NormaliseKindsTests(SynchronousTestCase):
 
     def test_flags(self) -> None:
         """
-        C{--listen} and C{--metrics} take them, and keep the written form
-        Twisted's parsers know.
+        C{--listen} and C{--metrics} take them (their lines keep the
+        operator's words); the metrics are served on the form Twisted's
+        parsers know.
         """
         config = parse("--sink", "--listen", "TCP:0:interface=127.0.0.1")
-        self.assertEqual(config["listen"], ["tcp:0:interface=127.0.0.1"])
-        config = parse("--sink", "--metrics", " Haproxy : TCP:0:interface=127.0.0.1")
-        self.assertEqual(config["metrics"], "haproxy:tcp:0:interface=127.0.0.1")
+        self.assertEqual(config["listen"], ["TCP:0:interface=127.0.0.1"])
+        given = " Haproxy : TCP:0:interface=127.0.0.1"
+        config = parse("--sink", "--metrics", given)
+        self.assertEqual(config["metrics"], given)
+        self.assertEqual(metricsDescription(given), "haproxy:tcp:0:interface=127.0.0.1")
 
 
 class _Greeting(Protocol):

@@ -37,7 +37,7 @@ from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.optionvalues import hostBits, sniName
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.version import __version__
-from twisted_smtpd._serving.listeners import OwnKeys, normaliseKinds, splitDescription
+from twisted_smtpd._serving.listeners import OwnKeys, splitDescription
 from twisted_smtpd._serving.resolve import parseDNSServer
 from twisted_smtpd._serving.sni import TLSPolicy, certificateKinds
 from twisted_smtpd._serving.tls import ServerTLS
@@ -182,7 +182,7 @@ class Options(AuthOptionMixin, usage.Options):
 
     def opt_listen(self, description: str) -> None:
         """Listen on this endpoint; repeatable [default: tcp:2525:interface=127.0.0.1]"""
-        self["listen"].append(normaliseKinds(description))
+        self["listen"].append(description)
 
     def opt_config(self, path: str) -> None:
         """Read options from this TOML (*.toml) or INI ([smtpd] section) file."""
@@ -342,7 +342,6 @@ class Options(AuthOptionMixin, usage.Options):
         runIdentity(self)
         rundir = socketDirectory(parent, int(self["workers"]))
         if self["metrics"] is not None:
-            self["metrics"] = normaliseKinds(self["metrics"])
             checkMetrics(self["metrics"], rundir)
         if self["dns-server"] is not None:
             try:

@@ -446,9 +446,11 @@ def checkPortRange(flag: str, description: str, endpoint: object) -> None:
 def metricsDescription(description: str) -> str:
     """
     The endpoint string the C{--metrics} endpoint C{description} is served
-    on: itself, but for an C{ssl:} one whose C{sslmethod=} allows every
-    version (C{SSLv23_METHOD}, C{TLS_METHOD}), left out.  Given to Twisted,
-    any method replaces its minimum version (TLS 1.2) by OpenSSL's own.
+    on: itself, its kinds as Twisted's parsers read them
+    (L{normaliseKinds}: C{TCP:9101} is C{tcp:9101}), but for an C{ssl:} one
+    whose C{sslmethod=} allows every version (C{SSLv23_METHOD},
+    C{TLS_METHOD}), left out.  Given to Twisted, any method replaces its
+    minimum version (TLS 1.2) by OpenSSL's own.
 
     @raise ValueError: For an C{sslmethod=} pinning a version
         (C{TLSv1_METHOD}: TLS 1.0 only, which the SMTP listeners refuse),
@@ -461,12 +463,14 @@ def metricsDescription(description: str) -> str:
         SSL_ARGUMENTS,
         behindProxy,
         escapeValue,
+        normaliseKinds,
     )
 
+    description = normaliseKinds(description)
     prefix, inner = behindProxy(description)
     parse: Any = endpoints._parse  # unannotated in Twisted
     args, kwargs = parse(inner)
-    if str(args[0]).strip().lower() != "ssl":
+    if str(args[0]) != "ssl":
         return description
     values = {**dict(zip(("port", *SSL_ARGUMENTS), args[1:], strict=False)), **kwargs}
     method = values.pop("sslmethod", None)
