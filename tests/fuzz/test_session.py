@@ -1027,21 +1027,36 @@ class SessionMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.live() and not self.authActive)
     @rule(
-        where=st.sampled_from(["line", "data", "bdat"]),
+        where=st.sampled_from(["line", "data", "bdat", "trickle"]),
         tail=st.sampled_from([b"", b"N", b"NOOP", b"MAIL FROM:<a@", b"x" * 700]),
         now=st.integers(0, 9),
     )
     def stall(self, where: str, tail: bytes, now: int) -> None:
         """
         The client stops in the middle of a command line, of a DATA body
-        or of a BDAT chunk (drawn rarely): once C{socketTimeout} has passed
-        the session ends with one C{421 4.4.2} and one log line, whatever
-        it was reading.
+        or of a BDAT chunk, or trickles a command line an octet every 7
+        seconds (drawn rarely): once C{socketTimeout} has passed (since the
+        line's first octet, for a trickle) the session ends with one
+        C{421 4.4.2} and one log line, whatever it was reading.
         """
         if now:
             return
         self.settle()
         if not self.live() or self.authActive:
+            return
+        if where == "trickle":
+            first = self.clock.seconds()
+            for octet in b"NOOP " + b"x" * 40:
+                self.feed(bytes([octet]), [])
+                if not self.live():
+                    break
+                self.advance(7)
+                if not self.live():
+                    break
+            assert self.closed, "a trickled command line was never timed out"
+            waited = self.clock.seconds() - first
+            assert waited < SOCKET_TIMEOUT + 9, f"a trickled line timed out after {waited} s"
+            assert self.timeoutReplies == 1 or self.shutdownAt is not None
             return
         if where != "line" and not self.bdatOpen and not (self.mailOk and self.rcpts):
             self.sendEnvelope(True, b"<a@example.com>", 1, [], False)
