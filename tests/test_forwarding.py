@@ -207,6 +207,23 @@ class XClientTests(SynchronousTestCase):
         proto.dataReceived(b"XCLIENT ADDR=203.0.113.5\r\n")
         self.assertTrue(take(transport).startswith(b"503 5.5.1"))
 
+    def test_inBdatTransfer(self) -> None:
+        """
+        XCLIENT between two BDAT chunks gets 503 as in any transaction (as
+        Postfix's C{xclient_cmd} answers it) and leaves the transfer alone:
+        the next chunks are the same message's.
+        """
+        handler = RecordingHandler()
+        proto, transport, clock, _ = connect(handler, useXClient=True)
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nBDAT 3\r\nabc")
+        take(transport)
+        proto.dataReceived(b"XCLIENT ADDR=203.0.113.5\r\n")
+        self.assertEqual(take(transport), b"503 5.5.1 Error: MAIL transaction in progress\r\n")
+        proto.dataReceived(b"BDAT 3 LAST\r\nxyz")
+        self.assertTrue(take(transport).startswith(b"250 "))
+        self.assertEqual(handler.messages[-1][2], b"abcxyz")
+        self.assertEqual(proto.session.remoteAddress[0], "192.0.2.7")
+
     def test_badSyntax(self) -> None:
         """
         A bad attribute gets 501.
