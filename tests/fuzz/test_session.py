@@ -517,9 +517,14 @@ class SessionMachine(RuleBasedStateMachine):
         elif verb == b"RSET" and code == 250:
             self.resetTransaction()
         elif verb == b"MAIL" and code == 250:
+            # Never before a greeting (XCLIENT and STARTTLS ask for a new
+            # one), never nested (RFC 5321 section 4.1.4).
+            assert self.greeted, f"{line[:60]!r} accepted before a greeting"
+            assert not self.mailOk, f"{line[:60]!r} accepted inside a transaction"
             self.mailOk = True
             self.rcpts = 0
         elif verb == b"RCPT" and code == 250:
+            assert self.mailOk, f"{line[:60]!r} accepted with no MAIL"
             self.rcpts += 1
         elif verb == b"AUTH":
             self.authActive = code == 334
