@@ -169,6 +169,7 @@ class SessionMachine(RuleBasedStateMachine):
         # the session wrote, and its 421s.
         self.dirtyLines: list[str] = []
         self.timeoutLines = 0
+        self.handshakeTimeouts = 0
         self.timeoutReplies = 0
         self.started = False
         self.closed = False
@@ -208,6 +209,8 @@ class SessionMachine(RuleBasedStateMachine):
             self.dirtyLines.append(line)
         if text in _TIMEOUT_LINES:
             self.timeoutLines += 1
+        if "TLS handshake timeout" in text:
+            self.handshakeTimeouts += 1
         if "transaction cut after the close timeout" in text:
             self.cutLines += 1
         if failure is not None:
@@ -985,10 +988,12 @@ class SessionMachine(RuleBasedStateMachine):
         assert self.handler.calls[calls:] == [], self.handler.calls[calls:]
 
     @precondition(lambda self: self.live() and not self.authActive and not self.bdatOpen)
-    @rule(junk=EVIL_LINES)
-    def starttls(self, junk: bytes) -> None:
+    @rule(junk=EVIL_LINES, stall=st.integers(0, 9))
+    def starttls(self, junk: bytes, stall: int) -> None:
         """
-        STARTTLS, with commands injected behind it in plaintext.
+        STARTTLS, with commands injected behind it in plaintext; sometimes
+        (C{stall} 0) the handshake never ends: past C{tlsHandshakeTimeout}
+        the connection is aborted, with one log line and nothing written.
         """
         self.settle()
         if not self.live() or self.authActive:
@@ -1003,6 +1008,15 @@ class SessionMachine(RuleBasedStateMachine):
             assert len(self.transport.tlsStarted) == started
             return
         assert len(self.transport.tlsStarted) == started + 1
+        if stall == 0:
+            for _ in range(int(self.options.tlsHandshakeTimeout) + 3):
+                self.advance(1)
+                if self.transport.disconnecting:
+                    break
+            assert self.transport.disconnected, "a TLS handshake never ending was not aborted"
+            assert self.handshakeTimeouts == 1 or self.shutdownAt is not None
+            self.close()
+            return
         if not accepting(self.handler.modes["onSecure"]):
             self.owed.append(("closing",))
         self.proto.handshakeCompleted()
