@@ -1001,9 +1001,12 @@ class SessionMachine(RuleBasedStateMachine):
         self.owed.append(("starttls",))
         started = len(self.transport.tlsStarted)
         expectTLS = self.greeted and not self.secure
+        wasSecure = self.secure
         self.feed(b"STARTTLS\r\n" + (junk if expectTLS else b""), [])
         if expectTLS and not self.closed:
             assert self.lastCode == 220, self.lastCode
+        # Once in TLS (XCLIENT starting the session over included), never again.
+        assert not (wasSecure and self.lastCode == 220), "STARTTLS accepted inside TLS"
         if self.closed or self.lastCode != 220:
             assert len(self.transport.tlsStarted) == started
             return
