@@ -259,7 +259,7 @@ def _none() -> None:
     return None
 
 
-_REPLY_LINE = re.compile(rb"([2-5][0-9][0-9])([ -])([\t\x20-\x7e]*)\r\n")
+_REPLY_LINE = re.compile(rb"([2-5][0-9][0-9])([ -])([\x20-\x7e]*)\r\n")
 _ID = re.compile(r"\bid=([0-9.]+)")
 
 
@@ -269,8 +269,9 @@ def parseReplies(data: bytes) -> tuple[list[tuple[int, list[bytes]]], bytes]:
 
     @return: The replies as C{(code, lines)} and the bytes of an incomplete
         reply left over.
-    @raise AssertionError: A line is malformed, longer than 512 octets
-        (section 4.5.3.1.5), or a multi-line reply changes its code.
+    @raise AssertionError: A line is malformed (its text holds anything
+        but printable ASCII and spaces, a tab included), longer than 512
+        octets (section 4.5.3.1.5), or a multi-line reply changes its code.
     """
     replies: list[tuple[int, list[bytes]]] = []
     current: list[bytes] = []
