@@ -321,7 +321,17 @@ def _b64(data: bytes) -> bytes:
 
 
 NAMES = st.sampled_from(
-    [b"client.example.com", b"[192.0.2.9]", b"x", b"a" * 255, b"", b"bad name", b"\xc3\xa9.example"]
+    [
+        b"client.example.com",
+        b"[192.0.2.9]",
+        b"x",
+        b"a" * 255,
+        b"",
+        b"bad name",
+        b"\xc3\xa9.example",
+        b"\xe2\x80\xaeevil.example",
+        b"a\xe2\x80\xa9b",
+    ]
 )
 ADDRESSES = st.sampled_from(
     [
@@ -345,6 +355,10 @@ ADDRESSES = st.sampled_from(
         b"<\xe9@example.com>",
         b"<a@xn--bcher-kva.example>",
         b"<a@b\xc3\xbccher\xc2\xa0.example>",
+        # A bidirectional override and a line separator in a local part,
+        # which SMTPUTF8 allows (RFC 6532): escaped wherever written.
+        b"<a\xe2\x80\xaeb@example.com>",
+        b"<a\xe2\x80\xa8b@example.com>",
     ]
 )
 MAIL_PARAMETERS = st.lists(

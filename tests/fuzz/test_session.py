@@ -84,8 +84,12 @@ from twisted_smtpd._serving.logging import SessionLogger
 from twisted_smtpd._serving.protocol import AUTH_LINE_LIMIT
 from twisted_smtpd._serving.server import SMTPServerFactory
 
-#: A control character in a formatted log line (C0, DEL, C1).
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+#: What no log line may hold (docs/behaviour.md, "Text from outside"): a
+#: control character (C0, DEL, C1), a line or paragraph separator, a lone
+#: surrogate, a bidirectional override or isolate.
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
 #: The formats of the one line a deadline that ends the session logs.
 _TIMEOUT_LINES = frozenset(
     {
