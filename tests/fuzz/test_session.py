@@ -96,6 +96,8 @@ _TIMEOUT_LINES = frozenset(
         "{session} {client} {what} ({seconds:g} s)",
         "{session} {client} {what} ({seconds:g} s): message dropped",
         "{session} {client} handler timeout: {what} ({seconds:g} s)",
+        "{session} {client} data rate below {least} bytes per {seconds:g} s "
+        "({received} bytes): connection closed",
     }
 )
 SOCKET_TIMEOUT = 60.0
@@ -251,6 +253,7 @@ class SessionMachine(RuleBasedStateMachine):
         asyncHooks=st.sampled_from([False, False, True]),
         lookup=st.sampled_from([False] * 5 + [True]),
         forwarding=st.sampled_from([False, True, True]),
+        dataRate=st.sampled_from([None, None, (100, 20.0)]),
     )
     def connect(
         self,
@@ -269,6 +272,7 @@ class SessionMachine(RuleBasedStateMachine):
         asyncHooks: bool,
         lookup: bool,
         forwarding: bool,
+        dataRate: tuple[int, float] | None,
     ) -> None:
         if asyncHooks:
             self.handler = AsyncFuzzHandler()
@@ -296,6 +300,7 @@ class SessionMachine(RuleBasedStateMachine):
             disabledCommands=("BDAT",) if disableBdat else (),
             useXClient=TRUSTED if forwarding else (),
             useXForward=TRUSTED if forwarding else (),
+            minDataRate=dataRate,
         )
         self.clock = Clock()
         self.handler.now = self.clock.seconds
@@ -476,6 +481,12 @@ class SessionMachine(RuleBasedStateMachine):
             logged = False
             self.timedOut(code)
         elif oracle.TIMEOUT in text:
+            assert self.advancing, f"{code} {text!r} while no time passed"
+            logged = False
+            self.timedOut(code)
+        elif oracle.TOO_SLOW in text:
+            # minDataRate: only inside a message transfer, as time passes.
+            assert self.options.minDataRate is not None, text
             assert self.advancing, f"{code} {text!r} while no time passed"
             logged = False
             self.timedOut(code)
