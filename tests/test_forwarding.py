@@ -438,6 +438,25 @@ class XClientValueTests(SynchronousTestCase):
             proto, written = self.xclient(b"NAME=" + good)
             self.assertEqual(written, replies.GREETING, good)
 
+    def test_badValueReplyASCII(self) -> None:
+        """
+        The 501 naming a bad value that is not ASCII (a U-label in C{NAME},
+        a no-break space in C{HELO}, an emoji in C{PORT}) writes each
+        non-ASCII character as its escape: a reply line is printable
+        US-ASCII (RFC 5321 section 4.2), whatever the front end sent.
+        """
+        for bad, name, shown in (
+            (b"NAME=b+C3+BCcher.example", "NAME", "b\\xfccher.example"),
+            (b"HELO=a+C2+A0b", "HELO", "a\\xa0b"),
+            (b"PORT=+F0+9F+98+80", "PORT", "\\U0001f600"),
+        ):
+            proto, written = self.xclient(bad)
+            self.assertEqual(written, badValue(name, shown))
+        proto, transport, clock, _ = connect(useXForward=True)
+        take(transport)
+        proto.dataReceived(b"XFORWARD NAME=+E2+80+AEx.example\r\n")
+        self.assertEqual(take(transport), badValue("NAME", "\\u202ex.example"))
+
     def test_badValueReplyBounded(self) -> None:
         """
         The 501 naming a bad value fits one reply line of RFC 5321 section
