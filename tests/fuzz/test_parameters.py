@@ -5,7 +5,8 @@ addresses (U-labels, quoted local parts, bytes that are not UTF-8, RFC
 6531), SIZE (RFC 1870) and BODY (RFC 1652, 3030) values, each drawn with
 the reply RFC 5321 and docs/behaviour.md give it ("Paths and parameters",
 "Compared with Postfix's smtpd").  A command holding several faults gets
-the reply of one of them; one holding none gets 250.
+the reply of one of them; one holding none gets 250.  XCLIENT and XFORWARD
+attributes of any value get one well-formed reply and store nothing unsafe.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fuzz import PROFILE
 from tests.fuzz.model import FuzzHandler, parseReplies
-from twisted_smtpd._core.grammar import lineLimit
+from twisted_smtpd._core.grammar import XCLIENT_ATTRIBUTES, XFORWARD_ATTRIBUTES, lineLimit
 from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._core.printable import UNSAFE
 from twisted_smtpd.testing import memorySession
 
 #: What a value needs or what it is refused with: C{None} for nothing; a
@@ -274,3 +276,77 @@ class ParameterOracleTests(SynchronousTestCase):
             self.assertEqual(code, 250, f"{line!r} answered {code} {enhanced!r}")
         else:
             self.assertIn((code, enhanced), expected, f"{line!r} answered {code} {enhanced!r}")
+
+
+def _xtext(text: str) -> bytes:
+    """
+    C{text} as xtext (RFC 3461 section 4), every octet outside C{!} to
+    C{~}, and C{+} and C{=}, as C{+XX}.
+    """
+    return b"".join(
+        bytes([octet]) if 0x21 <= octet <= 0x7E and octet not in b"+=" else b"+%02X" % octet
+        for octet in text.encode("utf-8", "surrogatepass")
+    )
+
+
+ATTRIBUTE_VALUES = st.one_of(
+    st.text(max_size=30).map(_xtext),
+    st.binary(max_size=30).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
+    st.sampled_from(
+        [b"[UNAVAILABLE]", b"[tempunavail]", b"192.0.2.9", b"IPV6:2001:db8::9", b"65535", b""]
+    ),
+)
+
+
+#: XCLIENT and XFORWARD attribute names, some of them of the other command,
+#: in lower case or unknown.
+ATTRIBUTE_NAMES = [
+    *(name.encode("ascii") for name in sorted(XCLIENT_ATTRIBUTES | XFORWARD_ATTRIBUTES)),
+    b"name",
+    b"FOO",
+]
+
+
+class ForwardingValueTests(SynchronousTestCase):
+    @settings(PROFILE, max_examples=PROFILE.max_examples * 5)
+    @given(
+        verb=st.sampled_from([b"XCLIENT", b"XFORWARD"]),
+        attributes=st.lists(
+            st.tuples(
+                st.sampled_from(ATTRIBUTE_NAMES),
+                ATTRIBUTE_VALUES,
+            ),
+            min_size=1,
+            max_size=4,
+        ),
+    )
+    def test_anyValue(self, verb: bytes, attributes: list[tuple[bytes, bytes]]) -> None:
+        """
+        Any XCLIENT or XFORWARD attributes from a trusted client get one
+        well-formed reply (printable ASCII, at most 512 octets): a new
+        greeting, 250, 500 for a line too long, or 501; then the session
+        goes on, and what it stored of them holds nothing a line could be
+        broken or disguised with.
+        """
+        options = ServerOptions(
+            name="mx.example.com",
+            disableReverseLookup=True,
+            authOptional=True,
+            useXClient=["192.0.2.0/24"],
+            useXForward=["192.0.2.0/24"],
+        )
+        session = memorySession(FuzzHandler(), options)
+        session.send(b"EHLO c.example.com\r\n")
+        line = b" ".join([verb, *(name + b"=" + value for name, value in attributes)])
+        replies, rest = parseReplies(session.send(line + b"\r\n"))
+        self.assertEqual(rest, b"")
+        self.assertEqual(len(replies), 1, replies)
+        accepted = 220 if verb == b"XCLIENT" else 250
+        self.assertIn(replies[0][0], (accepted, 500, 501), replies)
+        replies, rest = parseReplies(session.send(b"NOOP\r\n"))
+        self.assertEqual([code for code, _ in replies], [250])
+        stored = session.protocol.session
+        texts = [*stored.xClient.values(), *stored.xForward.values(), stored.clientHostname]
+        texts += [stored.remoteAddress[0], stored.localAddress[0], str(stored.user or "")]
+        for text in texts:
+            self.assertIsNone(UNSAFE.search(text or ""), texts)
