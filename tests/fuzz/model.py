@@ -458,6 +458,8 @@ FORWARDING_LINES: dict[bytes, tuple[bool, str]] = {
     b"XCLIENT NAME": (False, ""),
     b"XCLIENT HELO=" + b"h" * 300: (False, ""),
     b"XCLIENT LOGIN=\x1b[31mred": (False, ""),
+    b"XCLIENT NAME=b+C3+BCcher.example": (False, ""),
+    b"XCLIENT HELO=a+C2+A0b": (False, ""),
     b"XCLIENT ADDR=192.0.2.79 NAME=" + b"+0A" * 150: (False, ""),
     b"XFORWARD NAME=x.example ADDR=192.0.2.8 PROTO=ESMTP HELO=h IDENT=q+20id SOURCE=REMOTE": (
         True,
