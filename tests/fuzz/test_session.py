@@ -26,9 +26,14 @@ its count of chunks; a transaction cut at the close
 timeout leaves one log line.  XCLIENT and XFORWARD from a trusted front end
 get the replies docs/behaviour.md gives them (550 untrusted, 503 in a
 transaction, 501 for a bad attribute, else 250 or a new greeting that
-starts the session over); a client stalling in a command line, a DATA body
-or a BDAT chunk is timed out with one 421 and one log line; no log line
-holds a control character; no call is left on the clock once the
+starts the session over), after which MAIL needs a greeting again; MAIL
+is never accepted inside a transaction nor RCPT without one, STARTTLS
+never twice; a client stalling in a command line, a DATA body or a BDAT
+chunk, trickling a command line, or sending its body slower than
+C{minDataRate} is cut with one 421 and one log line, and a TLS handshake
+that never ends is aborted with one log line; every reply line is
+printable ASCII; no log line holds a control character, a line separator
+or a bidirectional override; no call is left on the clock once the
 connection is lost.
 """
 
