@@ -207,6 +207,23 @@ class XClientTests(SynchronousTestCase):
         proto.dataReceived(b"XCLIENT ADDR=203.0.113.5\r\n")
         self.assertTrue(take(transport).startswith(b"503 5.5.1"))
 
+    def test_inBdatTransfer(self) -> None:
+        """
+        XCLIENT between two BDAT chunks gets 503 as in any transaction (as
+        Postfix's C{xclient_cmd} answers it) and leaves the transfer alone:
+        the next chunks are the same message's.
+        """
+        handler = RecordingHandler()
+        proto, transport, clock, _ = connect(handler, useXClient=True)
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nBDAT 3\r\nabc")
+        take(transport)
+        proto.dataReceived(b"XCLIENT ADDR=203.0.113.5\r\n")
+        self.assertEqual(take(transport), b"503 5.5.1 Error: MAIL transaction in progress\r\n")
+        proto.dataReceived(b"BDAT 3 LAST\r\nxyz")
+        self.assertTrue(take(transport).startswith(b"250 "))
+        self.assertEqual(handler.messages[-1][2], b"abcxyz")
+        self.assertEqual(proto.session.remoteAddress[0], "192.0.2.7")
+
     def test_badSyntax(self) -> None:
         """
         A bad attribute gets 501.
@@ -420,6 +437,25 @@ class XClientValueTests(SynchronousTestCase):
         for good in (b"[TEMPUNAVAIL]", b"[UNAVAILABLE]", b"win_host.example"):
             proto, written = self.xclient(b"NAME=" + good)
             self.assertEqual(written, replies.GREETING, good)
+
+    def test_badValueReplyASCII(self) -> None:
+        """
+        The 501 naming a bad value that is not ASCII (a U-label in C{NAME},
+        a no-break space in C{HELO}, an emoji in C{PORT}) writes each
+        non-ASCII character as its escape: a reply line is printable
+        US-ASCII (RFC 5321 section 4.2), whatever the front end sent.
+        """
+        for bad, name, shown in (
+            (b"NAME=b+C3+BCcher.example", "NAME", "b\\xfccher.example"),
+            (b"HELO=a+C2+A0b", "HELO", "a\\xa0b"),
+            (b"PORT=+F0+9F+98+80", "PORT", "\\U0001f600"),
+        ):
+            proto, written = self.xclient(bad)
+            self.assertEqual(written, badValue(name, shown))
+        proto, transport, clock, _ = connect(useXForward=True)
+        take(transport)
+        proto.dataReceived(b"XFORWARD NAME=+E2+80+AEx.example\r\n")
+        self.assertEqual(take(transport), badValue("NAME", "\\u202ex.example"))
 
     def test_badValueReplyBounded(self) -> None:
         """

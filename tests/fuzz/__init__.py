@@ -41,6 +41,9 @@ settings.register_profile(
     max_examples=int(_EXAMPLES or 5000),
     stateful_step_count=int(os.environ.get("FUZZ_STEPS") or 80),
     deadline=None,
+    # Explicitly: a profile inherits the default one, which tests/__init__.py
+    # derandomizes, and a derandomized run ignores FUZZ_SEED.
+    derandomize=False,
     database=None,
     # FUZZ_NOSHRINK: report the first failure as found (a quick rerun).
     phases=[Phase.generate] if os.environ.get("FUZZ_NOSHRINK") else list(Phase),

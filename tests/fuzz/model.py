@@ -259,7 +259,7 @@ def _none() -> None:
     return None
 
 
-_REPLY_LINE = re.compile(rb"([2-5][0-9][0-9])([ -])([\t\x20-\x7e]*)\r\n")
+_REPLY_LINE = re.compile(rb"([2-5][0-9][0-9])([ -])([\x20-\x7e]*)\r\n")
 _ID = re.compile(r"\bid=([0-9.]+)")
 
 
@@ -269,8 +269,9 @@ def parseReplies(data: bytes) -> tuple[list[tuple[int, list[bytes]]], bytes]:
 
     @return: The replies as C{(code, lines)} and the bytes of an incomplete
         reply left over.
-    @raise AssertionError: A line is malformed, longer than 512 octets
-        (section 4.5.3.1.5), or a multi-line reply changes its code.
+    @raise AssertionError: A line is malformed (its text holds anything
+        but printable ASCII and spaces, a tab included), longer than 512
+        octets (section 4.5.3.1.5), or a multi-line reply changes its code.
     """
     replies: list[tuple[int, list[bytes]]] = []
     current: list[bytes] = []
@@ -320,7 +321,17 @@ def _b64(data: bytes) -> bytes:
 
 
 NAMES = st.sampled_from(
-    [b"client.example.com", b"[192.0.2.9]", b"x", b"a" * 255, b"", b"bad name", b"\xc3\xa9.example"]
+    [
+        b"client.example.com",
+        b"[192.0.2.9]",
+        b"x",
+        b"a" * 255,
+        b"",
+        b"bad name",
+        b"\xc3\xa9.example",
+        b"\xe2\x80\xaeevil.example",
+        b"a\xe2\x80\xa9b",
+    ]
 )
 ADDRESSES = st.sampled_from(
     [
@@ -335,6 +346,19 @@ ADDRESSES = st.sampled_from(
         b"<@relay.example:a@example.com>",
         b"<a b@example.com>",
         b"<",
+        # SMTPUTF8 (RFC 6531): U-labels, quoted local parts, bytes that are
+        # not UTF-8, and an A-label.
+        b"<j\xc3\xb6rg@b\xc3\xbccher.example>",
+        b'<"a b"@example.com>',
+        b'<"\xc3\xa9 x"@example.com>',
+        b"<a@\xff\xfe.example>",
+        b"<\xe9@example.com>",
+        b"<a@xn--bcher-kva.example>",
+        b"<a@b\xc3\xbccher\xc2\xa0.example>",
+        # A bidirectional override and a line separator in a local part,
+        # which SMTPUTF8 allows (RFC 6532): escaped wherever written.
+        b"<a\xe2\x80\xaeb@example.com>",
+        b"<a\xe2\x80\xa8b@example.com>",
     ]
 )
 MAIL_PARAMETERS = st.lists(
@@ -352,16 +376,104 @@ MAIL_PARAMETERS = st.lists(
             b"FOO=bar",
             b"SIZE=x",
             b"AUTH=<>",
+            # RFC 3461, 1652, 1870 and 6531 values, good and bad.
+            b"RET=FULL",
+            b"RET=hdrs",
+            b"RET=",
+            b"RET=NONE",
+            b"ENVID=" + b"e" * 100,
+            b"ENVID=" + b"e" * 101,
+            b"ENVID=a+0D+0Ab",
+            b"ENVID=a+2",
+            b"ENVID=+C3+A9",
+            b"ENVID=\xc3\xa9",
+            b"ENVID=a=b",
+            b"SIZE=0",
+            b"SIZE=" + b"9" * 20,
+            b"SIZE=" + b"9" * 21,
+            b"SIZE=-1",
+            b"SIZE=",
+            b"BODY=8bitmime",
+            b"BODY=",
+            b"BODY=\xc5\xbfit",
+            b"SMTPUTF8=yes",
+            b"AUTH=a+40b",
+            b"AUTH=",
         ]
     ),
     max_size=3,
 )
 RCPT_PARAMETERS = st.lists(
     st.sampled_from(
-        [b"NOTIFY=SUCCESS,FAILURE", b"NOTIFY=NEVER", b"ORCPT=rfc822;a@example.com", b"FOO"]
+        [
+            b"NOTIFY=SUCCESS,FAILURE",
+            b"NOTIFY=NEVER",
+            b"ORCPT=rfc822;a@example.com",
+            b"FOO",
+            # RFC 3461 and 6533 values, good and bad.
+            b"NOTIFY=success,delay",
+            b"NOTIFY=NEVER,SUCCESS",
+            b"NOTIFY=",
+            b"NOTIFY=SUCCESS,,FAILURE",
+            b"NOTIFY=\xc5\xbfuccess",
+            b"ORCPT=rfc822;a+2Bb@example.com",
+            b"ORCPT=rfc822;",
+            b"ORCPT=rfc822;a+0D+0A@example.com",
+            b"ORCPT=rfc822;" + b"o" * 500,
+            b"ORCPT=utf-8;j\\x{F6}rg@example.com",
+            b"ORCPT=utf-8;j\\x{f6}rg@example.com",
+            b"ORCPT=utf-8;j\xc3\xb6rg@example.com",
+            b"ORCPT=utf-8;\\x{E9",
+            b"ORCPT=utf-8;\\x{00E9}@x",
+            b"ORCPT=utf-8;\\x{41}@x",
+            b"ORCPT=utf-8;\\x{0D}\\x{0A}@x",
+            b"ORCPT=utf-8;a+b@x",
+            b"ORCPT=x-unknown;a@x",
+            b"ORCPT=a@example.com",
+        ]
     ),
     max_size=2,
 )
+#: XCLIENT and XFORWARD lines (Postfix's XCLIENT_README, XFORWARD_README):
+#: good values, unavailable ones, addresses inside and outside the trusted
+#: network, and bad values; each with whether its attributes are valid
+#: (else 501 5.5.4) and, for XCLIENT, the address it names (C{""} for
+#: none, C{"unknown"} for an unavailable one).
+FORWARDING_LINES: dict[bytes, tuple[bool, str]] = {
+    b"XCLIENT NAME=x.example ADDR=192.0.2.77": (True, "192.0.2.77"),
+    b"XCLIENT ADDR=192.0.2.78 PORT=4000": (True, "192.0.2.78"),
+    b"XCLIENT ADDR=198.51.100.9": (True, "198.51.100.9"),
+    b"XCLIENT NAME=[UNAVAILABLE] ADDR=[UNAVAILABLE] PORT=[UNAVAILABLE]": (True, "unknown"),
+    b"XCLIENT NAME=[tempunavail]": (True, ""),
+    b"XCLIENT LOGIN=alice HELO=h.example PROTO=ESMTP": (True, ""),
+    b"XCLIENT LOGIN=[UNAVAILABLE] HELO=[UNAVAILABLE]": (True, ""),
+    b"XCLIENT PROTO=SMTP": (True, ""),
+    b"XCLIENT ADDR=IPV6:2001:db8::1 DESTADDR=192.0.2.1 DESTPORT=25": (True, "2001:db8::1"),
+    b"XCLIENT DESTADDR=[UNAVAILABLE] DESTPORT=[UNAVAILABLE]": (True, ""),
+    b"XCLIENT ADDR=999.1.1.1": (False, ""),
+    b"XCLIENT NAME=a+0Db": (False, ""),
+    b"XCLIENT PORT=65536": (False, ""),
+    b"XCLIENT FOO=bar": (False, ""),
+    b"XCLIENT": (False, ""),
+    b"XCLIENT NAME": (False, ""),
+    b"XCLIENT HELO=" + b"h" * 300: (False, ""),
+    b"XCLIENT LOGIN=\x1b[31mred": (False, ""),
+    b"XCLIENT NAME=b+C3+BCcher.example": (False, ""),
+    b"XCLIENT HELO=a+C2+A0b": (False, ""),
+    b"XCLIENT ADDR=192.0.2.79 NAME=" + b"+0A" * 150: (False, ""),
+    b"XFORWARD NAME=x.example ADDR=192.0.2.8 PROTO=ESMTP HELO=h IDENT=q+20id SOURCE=REMOTE": (
+        True,
+        "",
+    ),
+    b"XFORWARD HELO=a<b>;c IDENT=x;y": (True, ""),
+    b"XFORWARD PORT=[UNAVAILABLE] NAME=[TEMPUNAVAIL]": (True, ""),
+    b"XFORWARD IDENT=\xc3\xa9": (False, ""),
+    b"XFORWARD ADDR=bad": (False, ""),
+    b"XFORWARD": (False, ""),
+    b"XFORWARD IDENT=a+0Ab": (False, ""),
+    b"XFORWARD LOGIN=alice": (False, ""),
+}
+FORWARDING = st.sampled_from(sorted(FORWARDING_LINES))
 AUTH_LINES = st.sampled_from(
     [
         b"AUTH PLAIN " + _b64(b"\0alice\0secret"),
@@ -418,6 +530,7 @@ COMMANDS = st.one_of(
         ]
     ),
     AUTH_LINES,
+    FORWARDING,
     st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40).map(
         lambda s: s.encode("ascii")
     ),

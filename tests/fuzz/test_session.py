@@ -23,12 +23,24 @@ event; no hook is called after the close; C{onClose} and the close event
 come once for a session that began, never for one that did not; a body in
 one-octet BDAT chunks reaches the stream joined, never pausing the client for
 its count of chunks; a transaction cut at the close
-timeout leaves one log line.
+timeout leaves one log line.  XCLIENT and XFORWARD from a trusted front end
+get the replies docs/behaviour.md gives them (550 untrusted, 503 in a
+transaction, 501 for a bad attribute, else 250 or a new greeting that
+starts the session over), after which MAIL needs a greeting again; MAIL
+is never accepted inside a transaction nor RCPT without one, STARTTLS
+never twice; a client stalling in a command line, a DATA body or a BDAT
+chunk, trickling a command line, or sending its body slower than
+C{minDataRate} is cut with one 421 and one log line, and a TLS handshake
+that never ends is aborted with one log line; every reply line is
+printable ASCII; no log line holds a control character, a line separator
+or a bidirectional override; no call is left on the clock once the
+connection is lost.
 """
 
 from __future__ import annotations
 
 import gc
+import re
 from base64 import b64encode
 from collections import deque
 from typing import Any
@@ -46,7 +58,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial._synctest import _logObserver
 from twisted.trial.unittest import SynchronousTestCase
@@ -57,6 +69,8 @@ from tests.fuzz.model import (
     COMMANDS,
     CONTINUATIONS,
     EVIL,
+    FORWARDING,
+    FORWARDING_LINES,
     HOOKS,
     MODES,
     AsyncFuzzHandler,
@@ -71,10 +85,30 @@ from tests.fuzz.oracle import Events, Tally, isJunk
 from tests.test_starttls import FakeTLS, TLSStringTransport
 from twisted_smtpd._core.grammar import looksLikeHTTP
 from twisted_smtpd._core.options import ServerOptions
+from twisted_smtpd._serving.logging import SessionLogger
 from twisted_smtpd._serving.protocol import AUTH_LINE_LIMIT
 from twisted_smtpd._serving.server import SMTPServerFactory
 
+#: What no log line may hold (docs/behaviour.md, "Text from outside"): a
+#: control character (C0, DEL, C1), a line or paragraph separator, a lone
+#: surrogate, a bidirectional override or isolate.
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+#: The formats of the one line a deadline that ends the session logs.
+_TIMEOUT_LINES = frozenset(
+    {
+        "{session} {client} {what} ({seconds:g} s)",
+        "{session} {client} {what} ({seconds:g} s): message dropped",
+        "{session} {client} handler timeout: {what} ({seconds:g} s)",
+        "{session} {client} data rate below {least} bytes per {seconds:g} s "
+        "({received} bytes): connection closed",
+    }
+)
 SOCKET_TIMEOUT = 60.0
+#: The network whose XCLIENT and XFORWARD are believed (when the session
+#: draws it): the client, 192.0.2.7, is in it.
+TRUSTED = ("192.0.2.0/24",)
 #: How long the server waits for a late hook.
 HANDLER_TIMEOUT = 300.0
 CLOSE_TIMEOUT = 30.0
@@ -142,6 +176,12 @@ class SessionMachine(RuleBasedStateMachine):
         self.loggedFuzzErrors = 0
         self.loggedBugs = 0
         self.cutLines = 0
+        # Log lines holding a control character; lines a deadline closing
+        # the session wrote, and its 421s.
+        self.dirtyLines: list[str] = []
+        self.timeoutLines = 0
+        self.handshakeTimeouts = 0
+        self.timeoutReplies = 0
         self.started = False
         self.closed = False
         self.owed: deque[tuple[Any, ...]] = deque()
@@ -165,12 +205,23 @@ class SessionMachine(RuleBasedStateMachine):
         self.connectRefused = False
         self.advancing = False
         self.lookups: list[Any] = []
+        # Whether XCLIENT and XFORWARD are believed from the client named
+        # last (the socket's, then XCLIENT's ADDR).
+        self.trustedFrom = True
+        self.forwarding = False
         self.events = Events()
         globalLogPublisher.addObserver(self._observe)
 
     def _observe(self, event: dict[str, Any]) -> None:
         failure = event.get("log_failure")
         text = str(event.get("log_format") or "")
+        line = formatEvent(event)
+        if _CONTROL.search(line) is not None:
+            self.dirtyLines.append(line)
+        if text in _TIMEOUT_LINES:
+            self.timeoutLines += 1
+        if "TLS handshake timeout" in text:
+            self.handshakeTimeouts += 1
         if "transaction cut after the close timeout" in text:
             self.cutLines += 1
         if failure is not None:
@@ -206,6 +257,8 @@ class SessionMachine(RuleBasedStateMachine):
         disableBdat=st.sampled_from([False] * 5 + [True]),
         asyncHooks=st.sampled_from([False, False, True]),
         lookup=st.sampled_from([False] * 5 + [True]),
+        forwarding=st.sampled_from([False, True, True]),
+        dataRate=st.sampled_from([None, None, (100, 20.0)]),
     )
     def connect(
         self,
@@ -223,10 +276,13 @@ class SessionMachine(RuleBasedStateMachine):
         disableBdat: bool,
         asyncHooks: bool,
         lookup: bool,
+        forwarding: bool,
+        dataRate: tuple[int, float] | None,
     ) -> None:
         if asyncHooks:
             self.handler = AsyncFuzzHandler()
         self.lmtp = lmtp
+        self.forwarding = forwarding
         self.bdatDisabled = disableBdat
         self.size = size
         self.bare = bare
@@ -247,11 +303,16 @@ class SessionMachine(RuleBasedStateMachine):
             socketTimeout=SOCKET_TIMEOUT,
             handlerTimeout=HANDLER_TIMEOUT,
             disabledCommands=("BDAT",) if disableBdat else (),
+            useXClient=TRUSTED if forwarding else (),
+            useXForward=TRUSTED if forwarding else (),
+            minDataRate=dataRate,
         )
         self.clock = Clock()
         self.handler.now = self.clock.seconds
         self.factory = factory = SMTPServerFactory(self.handler, self.options, reactor=self.clock)
         factory.addObserver(self.events)
+        # The session's log lines, checked for control characters.
+        factory.addObserver(SessionLogger())
         if lookup:
             # The reverse lookup answers when the fuzzer says.
             factory.knownName = lambda ip: None  # type: ignore[method-assign]
@@ -423,9 +484,17 @@ class SessionMachine(RuleBasedStateMachine):
             assert self.handler.pending, "handler timeout with no hook waited for"
             assert waited >= HANDLER_TIMEOUT, f"handler timeout after {waited} s"
             logged = False
+            self.timedOut(code)
         elif oracle.TIMEOUT in text:
             assert self.advancing, f"{code} {text!r} while no time passed"
             logged = False
+            self.timedOut(code)
+        elif oracle.TOO_SLOW in text:
+            # minDataRate: only inside a message transfer, as time passes.
+            assert self.options.minDataRate is not None, text
+            assert self.advancing, f"{code} {text!r} while no time passed"
+            logged = False
+            self.timedOut(code)
         elif oracle.SHUTDOWN in text:
             assert self.shutdownAt is not None, f"{code} {text!r} with no shutdown"
             forced = self.clock.seconds() - self.shutdownAt >= CLOSE_TIMEOUT
@@ -443,6 +512,15 @@ class SessionMachine(RuleBasedStateMachine):
         if logged:
             self.events.take("reject")
         self.close()
+
+    def timedOut(self, code: int) -> None:
+        """
+        A deadline ended the session: one 421 and one log line.
+        """
+        self.timeoutReplies += 1
+        assert code == 421, code
+        assert self.timeoutReplies == 1, "a second timeout reply"
+        assert self.timeoutLines == 1, f"{self.timeoutLines} log lines for a timeout"
 
     def lineReplied(self, line: bytes, code: int, lines: list[bytes]) -> None:
         if b"BDAT transfer in progress" in b" ".join(lines):
@@ -462,12 +540,51 @@ class SessionMachine(RuleBasedStateMachine):
         elif verb == b"RSET" and code == 250:
             self.resetTransaction()
         elif verb == b"MAIL" and code == 250:
+            # Never before a greeting (XCLIENT and STARTTLS ask for a new
+            # one), never nested (RFC 5321 section 4.1.4).
+            assert self.greeted, f"{line[:60]!r} accepted before a greeting"
+            assert not self.mailOk, f"{line[:60]!r} accepted inside a transaction"
             self.mailOk = True
             self.rcpts = 0
         elif verb == b"RCPT" and code == 250:
+            assert self.mailOk, f"{line[:60]!r} accepted with no MAIL"
             self.rcpts += 1
         elif verb == b"AUTH":
             self.authActive = code == 334
+        elif verb in (b"XCLIENT", b"XFORWARD") and line in FORWARDING_LINES:
+            self.forwardingReplied(line, verb, code, lines)
+
+    def forwardingReplied(self, line: bytes, verb: bytes, code: int, lines: list[bytes]) -> None:
+        """
+        XCLIENT and XFORWARD (docs/behaviour.md, "Front ends"): 550 from an
+        untrusted client (the one XCLIENT named last, once it named one),
+        503 inside a transaction, 501 for a bad attribute; else XFORWARD
+        gets 250 and XCLIENT starts the session over with a new greeting
+        (or C{onConnect}'s refusal, which closes it).
+        """
+        valid, address = FORWARDING_LINES[line]
+        if not (self.forwarding and self.trustedFrom):
+            expected: int | None = 550
+        elif self.mailOk:
+            expected = 503
+        elif not valid:
+            expected = 501
+        elif verb == b"XFORWARD":
+            expected = 250
+        else:
+            expected = None
+        if expected is not None:
+            assert code == expected, f"{line[:60]!r} answered {code} {lines!r}, not {expected}"
+            return
+        if code != 220:
+            assert not accepting(self.handler.modes["onConnect"]), (line, code, lines)
+            self.close()
+            return
+        self.greeted = False
+        self.authActive = False
+        self.resetTransaction()
+        if address:
+            self.trustedFrom = address.startswith("192.0.2.")
 
     def bodyReplied(
         self, code: int, lines: list[bytes], expected: bytes, bare: bool, index: int, count: int
@@ -891,10 +1008,12 @@ class SessionMachine(RuleBasedStateMachine):
         assert self.handler.calls[calls:] == [], self.handler.calls[calls:]
 
     @precondition(lambda self: self.live() and not self.authActive and not self.bdatOpen)
-    @rule(junk=EVIL_LINES)
-    def starttls(self, junk: bytes) -> None:
+    @rule(junk=EVIL_LINES, stall=st.integers(0, 9))
+    def starttls(self, junk: bytes, stall: int) -> None:
         """
-        STARTTLS, with commands injected behind it in plaintext.
+        STARTTLS, with commands injected behind it in plaintext; sometimes
+        (C{stall} 0) the handshake never ends: past C{tlsHandshakeTimeout}
+        the connection is aborted, with one log line and nothing written.
         """
         self.settle()
         if not self.live() or self.authActive:
@@ -902,17 +1021,109 @@ class SessionMachine(RuleBasedStateMachine):
         self.owed.append(("starttls",))
         started = len(self.transport.tlsStarted)
         expectTLS = self.greeted and not self.secure
+        wasSecure = self.secure
         self.feed(b"STARTTLS\r\n" + (junk if expectTLS else b""), [])
         if expectTLS and not self.closed:
             assert self.lastCode == 220, self.lastCode
+        # Once in TLS (XCLIENT starting the session over included), never again.
+        assert not (wasSecure and self.lastCode == 220), "STARTTLS accepted inside TLS"
         if self.closed or self.lastCode != 220:
             assert len(self.transport.tlsStarted) == started
             return
         assert len(self.transport.tlsStarted) == started + 1
+        if stall == 0:
+            for _ in range(int(self.options.tlsHandshakeTimeout) + 3):
+                self.advance(1)
+                if self.transport.disconnecting:
+                    break
+            assert self.transport.disconnected, "a TLS handshake never ending was not aborted"
+            assert self.handshakeTimeouts == 1 or self.shutdownAt is not None
+            self.close()
+            return
         if not accepting(self.handler.modes["onSecure"]):
             self.owed.append(("closing",))
         self.proto.handshakeCompleted()
         self.collect()
+
+    @precondition(lambda self: self.live() and not self.authActive)
+    @rule(
+        lines=st.lists(
+            FORWARDING
+            | st.sampled_from(
+                [b"EHLO c.example.com", b"RSET", b"MAIL FROM:<a@example.com>", b"RCPT TO:<b@x>"]
+            ),
+            min_size=1,
+            max_size=5,
+        ),
+        cuts=CUTS,
+    )
+    def forward(self, lines: list[bytes], cuts: list[int]) -> None:
+        """
+        XCLIENT and XFORWARD among greetings and envelopes, pipelined: a
+        front end that passes on one client after another (see
+        L{forwardingReplied}).
+        """
+        for line in lines:
+            self.owed.append(("line", line))
+        self.feed(b"".join(line + b"\r\n" for line in lines), cuts)
+
+    @precondition(lambda self: self.live() and not self.authActive)
+    @rule(
+        where=st.sampled_from(["line", "data", "bdat", "trickle"]),
+        tail=st.sampled_from([b"", b"N", b"NOOP", b"MAIL FROM:<a@", b"x" * 700]),
+        now=st.integers(0, 9),
+    )
+    def stall(self, where: str, tail: bytes, now: int) -> None:
+        """
+        The client stops in the middle of a command line, of a DATA body
+        or of a BDAT chunk, or trickles a command line an octet every 7
+        seconds (drawn rarely): once C{socketTimeout} has passed (since the
+        line's first octet, for a trickle) the session ends with one
+        C{421 4.4.2} and one log line, whatever it was reading.
+        """
+        if now:
+            return
+        self.settle()
+        if not self.live() or self.authActive:
+            return
+        if where == "trickle":
+            first = self.clock.seconds()
+            for octet in b"NOOP " + b"x" * 40:
+                self.feed(bytes([octet]), [])
+                if not self.live():
+                    break
+                self.advance(7)
+                if not self.live():
+                    break
+            assert self.closed, "a trickled command line was never timed out"
+            waited = self.clock.seconds() - first
+            assert waited < SOCKET_TIMEOUT + 9, f"a trickled line timed out after {waited} s"
+            assert self.timeoutReplies == 1 or self.shutdownAt is not None
+            return
+        if where != "line" and not self.bdatOpen and not (self.mailOk and self.rcpts):
+            self.sendEnvelope(True, b"<a@example.com>", 1, [], False)
+            self.settle()
+            if not self.live() or self.authActive:
+                return
+        ready = self.mailOk and self.rcpts > 0
+        if where == "data" and ready and not self.bdatOpen:
+            self.owed.append(("line", b"DATA"))
+            self.feed(b"DATA\r\n", [])
+            if not self.live() or self.lastCode != 354:
+                return
+            data = b"Subject: x\r\n" + tail
+        elif where == "bdat" and ready and not self.bdatDisabled:
+            data = b"BDAT 800 LAST\r\n" + tail
+        else:
+            # A line too long is refused at once: a short one only.
+            data = tail[:20]
+        self.feed(data, [])
+        for _ in range(int(SOCKET_TIMEOUT) + 3):
+            if not self.live():
+                break
+            self.advance(1)
+        assert self.closed, "a stalled client was never timed out"
+        assert self.timeoutReplies == 1 or self.shutdownAt is not None
 
     @precondition(lambda self: self.live() and not self.authActive)
     @rule(now=st.integers(0, 3))
@@ -1018,6 +1229,14 @@ class SessionMachine(RuleBasedStateMachine):
     def nothingLogged(self) -> None:
         assert not self.errors, f"unexpected errors logged: {self.errors!r}"
 
+    @invariant()
+    def logLinesPrintable(self) -> None:
+        assert not self.dirtyLines, f"log lines with control characters: {self.dirtyLines!r}"
+
+    @invariant()
+    def timeoutsLogged(self) -> None:
+        assert self.timeoutLines <= 1, f"{self.timeoutLines} timeout lines"
+
     def teardown(self) -> None:
         try:
             if self.live():
@@ -1028,6 +1247,11 @@ class SessionMachine(RuleBasedStateMachine):
             self.settle()
             gc.collect()
             self.nothingLogged()
+            self.logLinesPrintable()
+            self.timeoutsLogged()
+            assert not self.clock.getDelayedCalls(), (
+                f"calls left after the connection was lost: {self.clock.getDelayedCalls()!r}"
+            )
             self.closedOnce()
             unacked = set(self.handler.delivered) - self.acked
             assert unacked <= self.handler.deliveredAfterLoss, f"delivered, never 250: {unacked}"
@@ -1048,7 +1272,7 @@ class SessionMachine(RuleBasedStateMachine):
         began = ("onConnect", "") in self.handler.calls and not self.connectRefused
         assert self.handler.closes == int(began), (self.handler.closes, began)
         assert self.events.closes == int(began), (self.events.closes, began)
-        assert self.events.connects == int(("onConnect", "") in self.handler.calls)
+        assert self.events.connects == self.handler.calls.count(("onConnect", ""))
         assert self.loggedFuzzErrors <= self.handler.raised, (
             self.loggedFuzzErrors,
             self.handler.raised,

@@ -16,7 +16,16 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fuzz import PROFILE
-from tests.fuzz.model import BODY_LINES, COMMANDS, HOOKS, MODES, FuzzError, FuzzHandler, dotStuff
+from tests.fuzz.model import (
+    BODY_LINES,
+    COMMANDS,
+    FORWARDING,
+    HOOKS,
+    MODES,
+    FuzzError,
+    FuzzHandler,
+    dotStuff,
+)
 from tests.test_starttls import FakeTLS, TLSStringTransport
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving.server import SMTPServerFactory
@@ -38,6 +47,9 @@ PIECES = st.lists(
             lambda lines: b"BDAT %d\r\n" % len(b"\r\n".join(lines)) + b"\r\n".join(lines)
         ),
         st.sampled_from([b"BDAT 0\r\n", b"BDAT 0 LAST\r\n", b"RSET\r\n", b"NOOP\r\n"]),
+        st.lists(FORWARDING, min_size=1, max_size=3).map(
+            lambda ls: b"".join(x + b"\r\n" for x in ls)
+        ),
     ),
     min_size=1,
     max_size=8,
@@ -121,6 +133,7 @@ class SplitFuzzTests(SynchronousTestCase):
         lmtp=st.booleans(),
         maxErrors=st.sampled_from([2, 5, 20]),
         maxJunk=st.sampled_from([0, 1, 3]),
+        forwarding=st.booleans(),
     )
     def test_splitsAgree(
         self,
@@ -130,9 +143,11 @@ class SplitFuzzTests(SynchronousTestCase):
         lmtp: bool,
         maxErrors: int,
         maxJunk: int,
+        forwarding: bool,
     ) -> None:
         """
-        Whole, byte by byte, or cut anywhere: the same session.
+        Whole, byte by byte, or cut anywhere: the same session (with
+        XCLIENT and XFORWARD trusted or not).
         """
         if lmtp:
             pieces = [p.replace(b"EHLO ", b"LHLO ") for p in pieces]
@@ -144,6 +159,8 @@ class SplitFuzzTests(SynchronousTestCase):
             authOptional=True,
             maxErrors=maxErrors,
             maxJunkCommands=maxJunk,
+            useXClient=["192.0.2.0/24"] if forwarding else [],
+            useXForward=["192.0.2.0/24"] if forwarding else [],
         )
         try:
             whole = run(data, [], modes, options)

@@ -301,11 +301,14 @@ def badAttributeValue(name: str, value: str) -> Reply:
     """
     The 501 reply to an XCLIENT or XFORWARD attribute whose value is
     invalid, naming it as Postfix does (C{Bad ADDR syntax: ...}); the value
-    is made L{printable}, and the text cut to L{MAX_TEXT_OCTETS} (marked
-    with C{...}) so that the reply is one line of at most 512 octets
-    however long the value and its escapes.
+    is made L{printable} and US-ASCII (every other character written as
+    its escape, C{\\xfc}, as RFC 5321 section 4.2 has reply text), and the
+    text cut to L{MAX_TEXT_OCTETS} (marked with C{...}) so that the reply
+    is one line of at most 512 octets however long the value and its
+    escapes.
     """
-    return Reply(501, "5.5.4", (_cut(f"Bad {name} syntax: {printable(value)}"),))
+    shown = printable(value).encode("ascii", "backslashreplace").decode("ascii")
+    return Reply(501, "5.5.4", (_cut(f"Bad {name} syntax: {shown}"),))
 
 
 # CHUNKING (RFC 3030)

@@ -38,8 +38,9 @@ def resetTransaction(p: SessionControl) -> None:
     """
     End the mail transaction, and a message in progress with it.
     """
-    # RSET, HELO/EHLO/LHLO, STARTTLS and XCLIENT end any BDAT transfer too
-    # (RFC 5321 section 4.1.4): its stream fails, its state is gone.
+    # RSET, HELO/EHLO/LHLO and STARTTLS end any BDAT transfer too (RFC 5321
+    # section 4.1.4): its stream fails, its state is gone.  XCLIENT, refused
+    # inside a transaction, never gets here in one.
     if p.receiver is not None:
         p.abandonMessage(catalogue.RESET)
     session = p.session
