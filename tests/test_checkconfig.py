@@ -8,14 +8,13 @@ from __future__ import annotations
 import io
 import os
 import socket
-import subprocess
 from contextlib import redirect_stderr, redirect_stdout
 from typing import Any
 
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.integration.helpers import START_TIMEOUT, twistdCommand, twistdEnvironment
+from tests.integration.helpers import runToEnd, twistdCommand
 from twisted_smtpd._twistd.tap import Options
 from twisted_smtpd._twistd.taphost import checkPidFile
 
@@ -135,37 +134,16 @@ class CheckConfigTests(SynchronousTestCase):
         with open(path, "w") as f:
             f.write('sink = true\nlisten = ["tcp:0:interface=127.0.0.1"]\n')
         command = twistdCommand("--pidfile=", "smtpd", "--config", path, "--check-config")
-        done = subprocess.run(
-            command,
-            cwd=directory,
-            env=twistdEnvironment(),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=START_TIMEOUT,
-            check=False,
-        )
-        self.assertEqual(
-            (done.returncode, done.stdout, done.stderr),
-            (0, "twistd smtpd: configuration OK\n", ""),
-        )
+        self.assertEqual(runToEnd(command, directory), (0, "twistd smtpd: configuration OK\n", ""))
         self.assertEqual(sorted(os.listdir(directory)), ["smtpd.toml"])
         with open(path, "w") as f:
             f.write('sink = true\nlisten = ["tcp:99999"]\n')
-        done = subprocess.run(
-            command,
-            cwd=directory,
-            env=twistdEnvironment(),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=START_TIMEOUT,
-            check=False,
-        )
-        self.assertEqual(done.returncode, 1)
-        self.assertEqual(done.stdout, "")
         self.assertEqual(
-            done.stderr,
-            "twistd smtpd: --listen 'tcp:99999': port 99999 is out of range (0-65535);"
-            " see --help\n",
+            runToEnd(command, directory),
+            (
+                1,
+                "",
+                "twistd smtpd: --listen 'tcp:99999': port 99999 is out of range (0-65535);"
+                " see --help\n",
+            ),
         )
