@@ -672,9 +672,9 @@ class GroupCommitTests(_CommitHarness):
         held: list[str] = []
         realOpen = _maildirdirs.openDirectory
 
-        def counting(path: str) -> int:
+        def counting(path: str, below: str | None = None) -> int:
             held.append(path)
-            return realOpen(path)
+            return realOpen(path, below)
 
         self.patch(_maildirdirs, "openDirectory", counting)
         path, handler = self.perRecipientHandler()
@@ -1090,7 +1090,11 @@ class HeldDirectoryTests(SynchronousTestCase):
         feed(stream, b"body\r\n")
         pool.runAll()
         self.assertEqual(self.failureResultOf(d, SMTPError).value.code, 451)
-        log.assertLines(1, f"Delivering {os.path.join(self.carol, 'new')} failed: Not a directory")
+        log.assertLines(
+            1,
+            f"Delivering {os.path.join(self.carol, 'new')} for carol@localhost failed: "
+            "Not a directory",
+        )
 
     def test_logNamesTheRecipientCopy(self) -> None:
         """

@@ -8,7 +8,7 @@ to the handler's committer once it ended.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, cast
 
 from twisted.internet.defer import Deferred
@@ -57,12 +57,14 @@ class Delivery:
         "created",
         "delivered",
         "ended",
+        "failedRecipient",
         "failure",
         "fd",
         "handler",
         "openedAt",
         "paused",
         "producer",
+        "recipients",
         "result",
         "session",
         "spilled",
@@ -82,6 +84,10 @@ class Delivery:
         self.tmpDirectory = handler._tmpDirectory
         #: The per-recipient Maildirs to deliver to; empty for C{path} itself.
         self.targets: Sequence[str] = ()
+        #: The first recipient of each of C{targets}, as it was given.
+        self.recipients: Mapping[str, str] = {}
+        #: The recipient whose Maildir failed the message, if one did.
+        self.failedRecipient: str | None = None
         #: The files committed into C{new/} directories so far: each
         #: directory and name.
         self.delivered: list[tuple[_maildirdirs.Directory, str]] = []

@@ -12,7 +12,9 @@ import contextlib
 import errno
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+from twisted_smtpd.handlers._maildirbelow import openBelow
 
 
 class Directory:
@@ -34,20 +36,28 @@ class Directory:
     fsync of a directory that does not hold them.  A Maildir moved away in
     that window thus keeps a copy its client sends again.
 
+    A directory below the root of per-recipient Maildirs (C{below}) is
+    reached from that root without following a symbolic link
+    (L{openBelow}), each time it is reached by its path too: links and
+    fsyncs then go through a descriptor opened for them.
+
     @ivar path: The path it was opened by.
+    @ivar below: The root it is reached from without following links, or
+        L{None} for a directory reached by its path as it is.
     @ivar fd: Its descriptor, or L{None}.
     @ivar users: How many messages still need it open.
     """
 
-    __slots__ = ("_device", "_identity", "fd", "path", "users")
+    __slots__ = ("_device", "_identity", "below", "fd", "path", "users")
 
     #: The most directories held open at once, by every handler together.
     HELD_LIMIT = 256
     _held = 0
     _heldLock = threading.Lock()
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, below: str | None = None) -> None:
         self.path = path
+        self.below = below
         self.users = 0
         self._device: int | None = None
         self.fd: int | None = None
@@ -58,14 +68,24 @@ class Directory:
                 Directory._held += 1
         if held:
             try:
-                self.fd = openDirectory(path)
+                if below is None:
+                    self.fd = openDirectory(path)
+                else:
+                    self.fd = openDirectory(path, below)
                 return
             except BaseException as e:
                 with Directory._heldLock:
                     Directory._held -= 1
                 if not isinstance(e, OSError) or e.errno not in (errno.EMFILE, errno.ENFILE):
                     raise
-        status = os.stat(path)
+        if below is None:
+            status = os.stat(path)
+        else:
+            fd = openBelow(path, below)
+            try:
+                status = os.fstat(fd)
+            finally:
+                os.close(fd)
         self._identity = (status.st_dev, status.st_ino)
 
     def openByPath(self) -> int:
@@ -76,7 +96,10 @@ class Directory:
         @raise OSError: C{ENOENT} if another directory, or none, is there.
         """
         # Not through openDirectory, which opens the directories held.
-        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        if self.below is None:
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        else:
+            fd = openBelow(self.path, self.below)
         try:
             if self._identity is not None:
                 status = os.fstat(fd)
@@ -123,10 +146,28 @@ class Directory:
         """
         Remove the entry C{name}.
         """
-        if self.fd is None:
+        if self.fd is not None:
+            os.unlink(name, dir_fd=self.fd)
+        elif self.below is None:
             os.unlink(os.path.join(self.path, name))
         else:
-            os.unlink(name, dir_fd=self.fd)
+            with self.opened() as fd:
+                os.unlink(name, dir_fd=fd)
+
+    @contextlib.contextmanager
+    def opened(self) -> Iterator[int]:
+        """
+        Its descriptor: the one held, else one opened by its path
+        (L{openByPath}) and closed on leaving.
+        """
+        if self.fd is not None:
+            yield self.fd
+            return
+        fd = self.openByPath()
+        try:
+            yield fd
+        finally:
+            os.close(fd)
 
     def release(self) -> None:
         """
@@ -141,7 +182,13 @@ class Directory:
                 os.close(fd)
 
 
-def openDirectory(path: str) -> int:
+def openDirectory(path: str, below: str | None = None) -> int:
+    """
+    A descriptor of the directory C{path} to hold: reached from C{below}
+    without following a link (L{openBelow}) when given.
+    """
+    if below is not None:
+        return openBelow(path, below)
     return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
@@ -165,11 +212,12 @@ def linkUnnamed(fd: int, directory: Directory, name: str) -> None:
 
 def _into(call: Callable[..., None], source: str, directory: Directory, name: str) -> None:
     # os.rename or os.link of source to name in directory, through its
-    # descriptor when it has one.
-    if directory.fd is None:
+    # descriptor when it has one (or when it is below a root).
+    if directory.fd is None and directory.below is None:
         call(source, os.path.join(directory.path, name))
-    else:
-        call(source, name, dst_dir_fd=directory.fd)
+        return
+    with directory.opened() as fd:
+        call(source, name, dst_dir_fd=fd)
 
 
 def renameInto(source: str, directory: Directory, name: str) -> None:
@@ -179,8 +227,22 @@ def renameInto(source: str, directory: Directory, name: str) -> None:
     _into(os.rename, source, directory, name)
 
 
+def _linkNoFollow(source: str, destination: str, **kwargs: int | None) -> None:
+    os.link(source, destination, follow_symlinks=False, **kwargs)
+
+
 def linkInto(source: str, directory: Directory, name: str) -> None:
     """
-    Link the file at C{source} as C{name} in C{directory}.
+    Link the file at C{source} as C{name} in C{directory}; a symbolic link
+    at C{source} is linked itself, never the file it names.
     """
-    _into(os.link, source, directory, name)
+    _into(_linkNoFollow, source, directory, name)
+
+
+def renameFrom(parent: int, source: str, directory: Directory, name: str) -> None:
+    """
+    Rename C{source}, in the directory open as C{parent}, to C{name} in
+    C{directory} (below a root: reached through a descriptor).
+    """
+    with directory.opened() as fd:
+        os.rename(source, name, src_dir_fd=parent, dst_dir_fd=fd)

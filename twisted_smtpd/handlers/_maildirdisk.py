@@ -41,7 +41,14 @@ from typing import TYPE_CHECKING
 
 from twisted.python.failure import Failure
 
-from twisted_smtpd.handlers._maildirdirs import Directory, linkInto, linkUnnamed, renameInto
+from twisted_smtpd.handlers._maildirbelow import CREATE, ensureMaildir, openBelow
+from twisted_smtpd.handlers._maildirdirs import (
+    Directory,
+    linkInto,
+    linkUnnamed,
+    renameFrom,
+    renameInto,
+)
 
 if TYPE_CHECKING:
     from twisted_smtpd.handlers._maildirdelivery import Delivery
@@ -225,16 +232,21 @@ def _close(delivery: Delivery) -> None:
         os.close(fd)
 
 
-def _open(opened: dict[str, Directory], path: str, delivery: Delivery) -> Directory:
+def _open(
+    opened: dict[str, Directory], path: str, delivery: Delivery, below: str | None = None
+) -> Directory:
     """
     The directory at C{path}, opened once per cycle (C{opened}), now also
     needed by C{delivery} (in its C{toSync}, released with it).
+
+    @param below: The root of per-recipient Maildirs that C{path} is
+        reached from without following links (L{Directory}), if any.
     """
     directory = opened.get(path)
     if directory is None or directory.users <= 0:
         # Not opened yet in this cycle, or closed since by the failure of
         # every message that used it.
-        directory = opened[path] = Directory(path)
+        directory = opened[path] = Directory(path, below)
     # Once per entry, which L{_release} takes back one by one.
     directory.users += 1
     delivery.toSync.append(directory)
@@ -279,12 +291,17 @@ def _placeAll(delivery: Delivery, opened: dict[str, Directory]) -> None:
             _rename(delivery.tmpPath, directory, delivery.unique)
         delivery.delivered.append((directory, delivery.unique))
         return
+    # Nothing below the root is reached through a symbolic link.
+    root = delivery.handler.path
+    target = ""
     try:
         for target in delivery.targets:
-            for changed in _ensureMaildir(target):
-                _open(opened, changed, delivery)
-            _place(delivery, target, _open(opened, os.path.join(target, "new"), delivery))
+            for changed in ensureMaildir(target, root):
+                _open(opened, changed, delivery, root)
+            newDirectory = _open(opened, os.path.join(target, "new"), delivery, root)
+            _place(delivery, target, newDirectory)
     except BaseException:
+        delivery.failedRecipient = delivery.recipients.get(target)
         _unlinkAll(delivery.delivered)
         raise
     finally:
@@ -292,36 +309,12 @@ def _placeAll(delivery: Delivery, opened: dict[str, Directory]) -> None:
             os.unlink(delivery.tmpPath)
 
 
-def _ensureMaildir(root: str) -> list[str]:
-    """
-    Create the Maildir C{root} with its parents as needed (mode 0700).
-
-    @return: The directories whose entries changed, to be fsynced.
-    """
-    if all(os.path.isdir(os.path.join(root, sub)) for sub in ("tmp", "new", "cur")):
-        return []
-    changed: list[str] = []
-    missing: list[str] = []
-    directory = root
-    while not os.path.isdir(directory):
-        missing.append(directory)
-        directory = os.path.dirname(directory)
-    missing.reverse()
-    missing.extend(os.path.join(root, sub) for sub in ("tmp", "new", "cur"))
-    for directory in missing:
-        try:
-            os.mkdir(directory, 0o700)
-        except FileExistsError:
-            continue
-        changed.append(os.path.dirname(directory))
-    return changed
-
-
 def _place(delivery: Delivery, target: str, newDirectory: Directory) -> None:
     """
     Put the fsynced tmp file of C{delivery} into C{newDirectory}, the
     C{new/} of the Maildir C{target}, by a hard link, or where the file
-    system refuses one by a copy fsynced in C{target/tmp/} and renamed.
+    system refuses one by a copy fsynced in C{target/tmp/} (reached without
+    following links) and renamed.
     """
     name = delivery.unique
     try:
@@ -330,20 +323,7 @@ def _place(delivery: Delivery, target: str, newDirectory: Directory) -> None:
         except OSError as e:
             if e.errno not in _NO_LINK:
                 raise
-            copy = os.path.join(target, "tmp", name)
-            try:
-                with (
-                    open(delivery.tmpPath, "rb") as source,
-                    os.fdopen(_createTmp(copy), "wb") as f,
-                ):
-                    shutil.copyfileobj(source, f)
-                    f.flush()
-                    _fsync(f.fileno())
-                _rename(copy, newDirectory, name)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(copy)
-                raise
+            _copy(delivery, target, newDirectory)
     except OSError as e:
         # The log line names the recipient's file: not the root's tmp file
         # that a failed link names, nor nothing, as a copy's writes do.
@@ -351,6 +331,31 @@ def _place(delivery: Delivery, target: str, newDirectory: Directory) -> None:
             e.filename = os.path.join(newDirectory.path, name)
         raise
     delivery.delivered.append((newDirectory, name))
+
+
+def _copy(delivery: Delivery, target: str, newDirectory: Directory) -> None:
+    """
+    Copy the tmp file of C{delivery} into C{target/tmp/}, fsync the copy
+    and rename it into C{newDirectory}; a copy that fails is removed.
+    """
+    name = delivery.unique
+    tmp = openBelow(os.path.join(target, "tmp"), delivery.handler.path)
+    try:
+        try:
+            with (
+                open(delivery.tmpPath, "rb") as source,
+                os.fdopen(os.open(name, CREATE, 0o600, dir_fd=tmp), "wb") as f,
+            ):
+                shutil.copyfileobj(source, f)
+                f.flush()
+                _fsync(f.fileno())
+            renameFrom(tmp, name, newDirectory, name)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=tmp)
+            raise
+    finally:
+        os.close(tmp)
 
 
 def _unlinkAll(delivered: list[tuple[Directory, str]]) -> None:

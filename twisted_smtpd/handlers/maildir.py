@@ -49,10 +49,12 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd.handlers import _maildirdisk
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._diskfailure import diskError, logDiskFailure
+from twisted_smtpd.handlers._maildirbelow import openBelow
 from twisted_smtpd.handlers._maildirdelivery import Delivery, failedPath
 from twisted_smtpd.handlers._maildirdisk import (
     _commitCycle,
@@ -115,6 +117,22 @@ def _writable(directory: str) -> bool:
     return os.access(directory, mode)
 
 
+def _exists(new: str, root: str) -> bool:
+    """
+    Whether the directory C{new}, below C{root}, exists, reached without
+    following a symbolic link below C{root}.
+
+    @raise OSError: C{ELOOP} for a symbolic link on the way; the system's
+        error for a directory that cannot be looked at.
+    """
+    try:
+        fd = openBelow(new, root)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    os.close(fd)
+    return True
+
+
 def _known(exists: bool) -> None:
     """
     Refuse a recipient whose Maildir does not exist.
@@ -150,6 +168,11 @@ class MaildirHandler(BaseHandler):
     (C{<postmaster>}) belongs to C{hostname}.  With C{existingOnly}, a
     recipient whose Maildir does not exist is refused at RCPT with 550
     5.1.1 instead of having one made: only the operator makes mailboxes.
+    No symbolic link below C{path} is followed (see
+    L{twisted_smtpd.handlers._maildirbelow}): a recipient's Maildir reached
+    through one fails the message with 451 4.3.0 (with C{existingOnly},
+    refuses that recipient with 451 4.3.0 at RCPT), logged naming the
+    recipient and the link; C{path} itself may be a link.
     The reply comes once every
     copy and every directory it touched is fsynced; if any copy fails, none
     is kept and the message fails as a whole.
@@ -285,7 +308,9 @@ class MaildirHandler(BaseHandler):
 
         @raise SMTPError: 553 5.1.3 for a mailbox name that cannot be a
             directory; 550 5.1.1 (from the Deferred) for a Maildir that does
-            not exist.
+            not exist; 451 4.3.0 (from the Deferred, logged) for one that
+            cannot be looked at or is reached through a symbolic link below
+            C{path}, which is never followed.
         """
         if not self._perRecipient:
             return None
@@ -293,18 +318,33 @@ class MaildirHandler(BaseHandler):
         if not self._existingOnly:
             return None
         new = os.path.join(self.path, DOMAINS, domain, local, "new")
-        return self._inThread(os.path.isdir, new).addCallback(_known)
+        d = self._inThread(_exists, new, self.path)
+        return d.addCallbacks(_known, self._lookupFailed, errbackArgs=(address, session))
 
-    def _targets(self, session: Session) -> list[str]:
+    def _lookupFailed(self, failure: Failure, address: Address, session: Session) -> None:
+        """
+        A recipient's Maildir could not be looked up (a symbolic link on the
+        way, a directory this process may not read): one log line, and the
+        recipient is refused for now (451 4.3.0).
+        """
+        error = failure.value
+        path = getattr(error, "filename", None) or self.path
+        line = "{session} Looking up {path} for {recipient} failed"
+        recipient = printable(address.address)
+        fields = {"session": session.id, "path": path, "recipient": recipient}
+        logDiskFailure(self._log, failure, line, **fields)
+        raise diskError(error)
+
+    def _targets(self, session: Session) -> dict[str, str]:
         """
         The distinct per-recipient Maildirs of C{session}'s envelope, in
-        order.
+        order, each with its first recipient.
         """
-        targets: dict[str, None] = {}
+        targets: dict[str, str] = {}
         for rcpt in session.envelope.rcptTo:
             domain, local = recipientDirectory(rcpt.address, self._localDomain)
-            targets[os.path.join(self.path, DOMAINS, domain, local)] = None
-        return list(targets)
+            targets.setdefault(os.path.join(self.path, DOMAINS, domain, local), rcpt.address)
+        return targets
 
     def onData(self, stream: IMessageStream, session: Session) -> Deferred[str]:
         """
@@ -321,7 +361,8 @@ class MaildirHandler(BaseHandler):
             # One file linked into several Maildirs, or copied: by its name.
             delivery.unnamed = False
             try:
-                delivery.targets = self._targets(session)
+                delivery.recipients = self._targets(session)
+                delivery.targets = list(delivery.recipients)
             except SMTPError as e:
                 delivery.failure = Failure(e)
         if self._traceHeaders:
@@ -413,5 +454,12 @@ class MaildirHandler(BaseHandler):
         else:
             path = failedPath(delivery, failure.value)
             line, sid = "{session} Delivering {path} failed", delivery.session
-            logDiskFailure(self._log, failure, line, session=sid, path=path)
+            recipient = delivery.failedRecipient
+            if recipient is None:
+                logDiskFailure(self._log, failure, line, session=sid, path=path)
+            else:
+                line = "{session} Delivering {path} for {recipient} failed"
+                recipient = printable(recipient)
+                fields = {"session": sid, "path": path, "recipient": recipient}
+                logDiskFailure(self._log, failure, line, **fields)
             delivery.result.errback(diskError(failure.value))

@@ -1,0 +1,302 @@
+# -*- test-case-name: tests.test_maildirlinks -*-
+"""
+Tests for L{MaildirHandler <twisted_smtpd.handlers.MaildirHandler>} with
+C{perRecipient} against symbolic links below its root: a recipient's
+Maildir, its C{tmp/} or C{new/}, a domain's directory or C{domains/} made a
+link to a directory elsewhere is never followed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.disklog import DiskErrorLog
+from tests.test_handlers import (
+    ImmediateReactor,
+    ManualThreadPool,
+    feed,
+    listDir,
+    makeSession,
+    readFile,
+)
+from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.session import Address, Envelope
+from twisted_smtpd._stream import MessageStream
+from twisted_smtpd.handlers import MaildirHandler, _maildirdisk
+
+
+class PerRecipientLinkTests(SynchronousTestCase):
+    """
+    A per-recipient Maildir reached through a symbolic link below the root
+    fails the message (451 4.3.0) with one log line naming the recipient
+    and the link, and nothing is written where the link points.
+    """
+
+    def setUp(self) -> None:
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        self.root = os.path.join(base, "root")
+        #: A directory outside the root, shaped as a Maildir, where links
+        #: point.
+        self.outside = os.path.join(base, "outside")
+        for sub in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(self.outside, sub))
+        self.pool = ManualThreadPool()
+        self.handler = MaildirHandler(
+            self.root,
+            reactor=ImmediateReactor(),
+            threadpool=self.pool,  # type: ignore[arg-type]
+            perRecipient=True,
+            hostname="mx.example",
+        )
+        self.domain = os.path.join(self.root, "domains", "example.org")
+        self.bob = os.path.join(self.domain, "bob")
+
+    def makeMaildir(self, path: str) -> None:
+        for sub in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(path, sub), exist_ok=True)
+
+    def deliver(self, *recipients: str) -> Any:
+        """
+        Deliver one message to C{recipients}; its Deferred, fired.
+        """
+        envelope = Envelope(
+            mailFrom=Address("alice@example.com"),
+            rcptTo=[Address(r) for r in recipients],
+        )
+        d = self.handler.onData(stream := MessageStream(), makeSession(envelope=envelope))
+        feed(stream, b"Subject: linked\r\n\r\nbody\r\n")
+        self.pool.runAll()
+        return d
+
+    def outsideFiles(self) -> list[str]:
+        """
+        Every file below the outside directory.
+        """
+        return sorted(
+            os.path.join(directory, name)
+            for directory, _, names in os.walk(self.outside)
+            for name in names
+        )
+
+    def assertRefused(self, d: Any, link: str, *recipients: str) -> None:
+        """
+        C{d} failed with 451 4.3.0, one error line named the recipient and
+        C{link}, and nothing reached the outside directory nor any
+        recipient's C{new/}.
+        """
+        self.assertEqual(self.outsideFiles(), [])
+        error = self.failureResultOf(d, SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
+        for recipient in recipients:
+            local, _, domain = recipient.partition("@")
+            new = os.path.join(self.root, "domains", domain, local, "new")
+            if os.path.isdir(new) and not os.path.islink(new):
+                self.assertEqual(listDir(new), [])
+        self.assertEqual(listDir(os.path.join(self.root, "tmp")), [])
+
+    def test_maildirLinkNotFollowed(self) -> None:
+        """
+        A recipient's Maildir that is a symbolic link to a Maildir elsewhere
+        is not delivered to.
+        """
+        log = DiskErrorLog(self)
+        os.makedirs(self.domain)
+        os.symlink(self.outside, self.bob)
+        self.assertRefused(self.deliver("bob@example.org"), self.bob, "bob@example.org")
+        log.assertLines(
+            1,
+            f"Delivering {self.bob} for bob@example.org failed: ",
+            "symbolic link not followed (ELOOP)",
+        )
+
+    def test_newLinkNotFollowed(self) -> None:
+        """
+        A recipient's C{new/} that is a symbolic link is not delivered
+        through.
+        """
+        log = DiskErrorLog(self)
+        self.makeMaildir(self.bob)
+        os.rmdir(os.path.join(self.bob, "new"))
+        os.symlink(os.path.join(self.outside, "new"), os.path.join(self.bob, "new"))
+        self.assertRefused(self.deliver("bob@example.org"), self.bob, "bob@example.org")
+        log.assertLines(
+            1,
+            f"Delivering {self.bob}/new for bob@example.org failed: ",
+            "symbolic link not followed (ELOOP)",
+        )
+
+    def test_tmpLinkNotFollowed(self) -> None:
+        """
+        Where the message is copied (no hard link possible), a recipient's
+        C{tmp/} that is a symbolic link does not receive the copy.
+        """
+        log = DiskErrorLog(self)
+        self.makeMaildir(self.bob)
+        os.rmdir(os.path.join(self.bob, "tmp"))
+        os.symlink(os.path.join(self.outside, "tmp"), os.path.join(self.bob, "tmp"))
+        copied: list[str] = []
+        realFsync = _maildirdisk._fsync
+
+        def link(source: str, destination: str, **kwargs: object) -> None:
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+        def fsync(fd: int) -> None:
+            # What lies outside while the copy is made durable.
+            copied.extend(self.outsideFiles())
+            realFsync(fd)
+
+        self.patch(os, "link", link)
+        self.patch(_maildirdisk, "_fsync", fsync)
+        self.patch(_maildirdisk, "_syncfs", None)
+        self.assertRefused(self.deliver("bob@example.org"), self.bob, "bob@example.org")
+        self.assertEqual(copied, [])
+        log.assertLines(
+            1,
+            f"Delivering {self.bob}/tmp for bob@example.org failed: ",
+            "symbolic link not followed (ELOOP)",
+        )
+
+    def test_domainLinkNotFollowed(self) -> None:
+        """
+        A domain's directory that is a symbolic link is not followed, nor
+        are new Maildirs made where it points.
+        """
+        log = DiskErrorLog(self)
+        os.makedirs(os.path.join(self.root, "domains"))
+        os.symlink(self.outside, self.domain)
+        self.assertRefused(self.deliver("bob@example.org"), self.bob, "bob@example.org")
+        self.assertEqual(listDir(self.outside), ["cur", "new", "tmp"])
+        log.assertLines(1, f"Delivering {self.domain} for bob@example.org failed: ")
+
+    def test_domainsLinkNotFollowed(self) -> None:
+        """
+        The root's C{domains/} that is a symbolic link is not followed.
+        """
+        log = DiskErrorLog(self)
+        domains = os.path.join(self.root, "domains")
+        os.symlink(self.outside, domains)
+        self.assertRefused(self.deliver("bob@example.org"), self.bob, "bob@example.org")
+        self.assertEqual(listDir(self.outside), ["cur", "new", "tmp"])
+        log.assertLines(1, f"Delivering {domains} for bob@example.org failed: ")
+
+    def test_danglingLinkNotFollowed(self) -> None:
+        """
+        A recipient's Maildir that is a symbolic link to a directory not
+        there yet is not made where it points.
+        """
+        os.makedirs(self.domain)
+        elsewhere = os.path.join(self.outside, "planted")
+        os.symlink(elsewhere, self.bob)
+        self.assertRefused(self.deliver("bob@example.org"), self.bob, "bob@example.org")
+        self.assertFalse(os.path.lexists(elsewhere))
+
+    def test_linkToAnEmptyDirectoryNotFilled(self) -> None:
+        """
+        A recipient's Maildir that is a symbolic link to an existing
+        directory without C{tmp}, C{new} and C{cur} (C{/etc}, say) gets none
+        made there.
+        """
+        os.makedirs(self.domain)
+        empty = os.path.join(self.outside, "etc")
+        os.mkdir(empty)
+        os.symlink(empty, self.bob)
+        self.assertRefused(self.deliver("bob@example.org"), self.bob, "bob@example.org")
+        self.assertEqual(listDir(empty), [])
+
+    def test_otherRecipientsKeepNoCopy(self) -> None:
+        """
+        With one recipient's Maildir a link, the message fails as a whole:
+        no copy is kept for the others, so that the client's retry delivers
+        each once.
+        """
+        os.makedirs(self.domain)
+        os.symlink(self.outside, self.bob)
+        d = self.deliver("carol@example.org", "bob@example.org", "dave@example.org")
+        self.assertRefused(d, self.bob, "carol@example.org", "dave@example.org")
+
+    def test_rootLinkFollowed(self) -> None:
+        """
+        The root itself, as the operator names it, may be a symbolic link:
+        it is followed.
+        """
+        real = os.path.join(self.outside, "real")
+        os.rename(self.root, real)
+        os.symlink(real, self.root)
+        d = self.deliver("bob@example.org")
+        name = self.successResultOf(d).removeprefix("OK: queued as ")
+        new = os.path.join(real, "domains", "example.org", "bob", "new")
+        self.assertEqual(readFile(os.path.join(new, name)), b"Subject: linked\r\n\r\nbody\r\n")
+
+    def test_realDirectoriesDelivered(self) -> None:
+        """
+        Existing Maildirs, and new ones made on the way, that are real
+        directories are delivered to as before.
+        """
+        self.makeMaildir(self.bob)
+        d = self.deliver("bob@example.org", "carol@example.net")
+        name = self.successResultOf(d).removeprefix("OK: queued as ")
+        for mailbox in (self.bob, os.path.join(self.root, "domains", "example.net", "carol")):
+            self.assertEqual(listDir(os.path.join(mailbox, "new")), [name])
+            self.assertEqual(listDir(mailbox), ["cur", "new", "tmp"])
+
+
+class ExistingOnlyLinkTests(SynchronousTestCase):
+    """
+    With C{existingOnly}, a recipient whose Maildir is reached through a
+    symbolic link below the root is refused for now at RCPT.
+    """
+
+    def setUp(self) -> None:
+        base = os.path.abspath(self.mktemp())
+        self.root = os.path.join(base, "root")
+        self.outside = os.path.join(base, "outside")
+        for sub in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(self.outside, sub))
+        self.pool = ManualThreadPool()
+        self.handler = MaildirHandler(
+            self.root,
+            reactor=ImmediateReactor(),
+            threadpool=self.pool,  # type: ignore[arg-type]
+            perRecipient=True,
+            existingOnly=True,
+            hostname="mx.example",
+        )
+        self.domain = os.path.join(self.root, "domains", "example.org")
+        os.makedirs(self.domain)
+
+    def rcpt(self, address: str) -> Any:
+        d = self.handler.onRcptTo(Address(address), makeSession())
+        self.pool.runAll()
+        return d
+
+    def test_linkedMaildirRefusedForNow(self) -> None:
+        """
+        A recipient whose Maildir is a symbolic link gets 451 4.3.0 at
+        RCPT, with one log line naming it and the link.
+        """
+        log = DiskErrorLog(self)
+        bob = os.path.join(self.domain, "bob")
+        os.symlink(self.outside, bob)
+        error = self.failureResultOf(self.rcpt("bob@example.org"), SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
+        log.assertLines(
+            1,
+            f"Looking up {bob} for bob@example.org failed: ",
+            "symbolic link not followed (ELOOP)",
+        )
+
+    def test_realMaildirKnown(self) -> None:
+        """
+        A recipient whose Maildir is a real directory is accepted; one with
+        none is refused with 550 5.1.1, as before.
+        """
+        for sub in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(self.domain, "carol", sub))
+        self.assertIsNone(self.successResultOf(self.rcpt("carol@example.org")))
+        error = self.failureResultOf(self.rcpt("dave@example.org"), SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (550, "5.1.1"))

@@ -1,0 +1,159 @@
+# -*- test-case-name: tests.test_maildirlinks -*-
+"""
+The per-recipient Maildirs below the root of a L{MaildirHandler
+<twisted_smtpd.handlers.MaildirHandler>} with C{perRecipient}, reached
+without following a symbolic link; used in a pool thread.
+
+The root is opened as the operator named it (a symbolic link there, or
+above it, is followed: the operator's choice), and every directory below it
+(C{domains/}, the domain, the local part, C{tmp/} and C{new/}) one at a time
+from its parent's descriptor with C{O_NOFOLLOW}, made there with
+C{mkdirat(2)} when missing.  A directory that a user able to write below
+the root (the owner of a mailbox, or anyone who may write into C{domains/})
+replaced by a link to C{/etc}, say, is thus never written through, whichever
+user the server runs as: the delivery fails with C{ELOOP} naming the link,
+as Postfix's C{safe_open} refuses to follow a link it does not trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_NOFOLLOW_DIRECTORY = _DIRECTORY | os.O_NOFOLLOW
+
+#: The flags a recipient's copy of a message is created with in its
+#: C{tmp/}: a new file, never an existing one nor a link's target.
+CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+#: What the log line says of a symbolic link found below the root.
+LINK_REFUSED = "symbolic link not followed"
+
+
+def linkRefused(path: str) -> OSError:
+    """
+    The error of a directory below the root found to be a symbolic link at
+    C{path}.
+    """
+    return OSError(errno.ELOOP, LINK_REFUSED, path)
+
+
+def _components(path: str, root: str) -> list[str]:
+    """
+    The names leading from C{root} down to C{path}, a directory below it
+    (none for C{root} itself).
+
+    @raise ValueError: If C{path} is not below C{root}.
+    """
+    if path == root:
+        return []
+    prefix = os.path.join(root, "")
+    if not path.startswith(prefix):
+        raise ValueError(f"{path!r} is not below {root!r}")
+    return path[len(prefix) :].split("/")
+
+
+def _step(parent: int, name: str, path: str) -> int:
+    """
+    Open the directory C{name} in the directory open as C{parent}, not
+    following a symbolic link.
+
+    @param path: Its full path, which an error names.
+    @raise OSError: C{ELOOP} (L{linkRefused}) if C{name} is a symbolic
+        link; the system's error otherwise (C{ENOENT}, C{ENOTDIR} for a
+        file).
+    """
+    try:
+        return os.open(name, _NOFOLLOW_DIRECTORY, dir_fd=parent)
+    except OSError as e:
+        # Linux answers ENOTDIR for a link opened with O_DIRECTORY and
+        # O_NOFOLLOW, other systems ELOOP: tell a link from a file.
+        isLink = False
+        if e.errno in (errno.ENOTDIR, errno.ELOOP):
+            with contextlib.suppress(OSError):
+                mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
+                isLink = stat.S_ISLNK(mode)
+        if isLink:
+            raise linkRefused(path) from None
+        e.filename = path
+        raise
+
+
+def openBelow(path: str, root: str) -> int:
+    """
+    A descriptor of the directory C{path}, C{root} or below it, reached
+    from C{root} without following a symbolic link below it.
+
+    @raise OSError: As L{_step} for the first directory that cannot be
+        opened so.
+    """
+    fd = os.open(root, _DIRECTORY)
+    reached = root
+    try:
+        for name in _components(path, root):
+            reached = os.path.join(reached, name)
+            child = _step(fd, name, reached)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _make(parent: int, name: str, path: str) -> bool:
+    """
+    Make the directory C{name} (mode 0700) in the directory open as
+    C{parent}, unless something is there already (C{mkdir} follows no
+    link).
+
+    @param path: Its full path, which an error names.
+    @return: Whether it was made.
+    """
+    try:
+        os.mkdir(name, 0o700, dir_fd=parent)
+    except FileExistsError:
+        return False
+    except OSError as e:
+        e.filename = path
+        raise
+    return True
+
+
+def ensureMaildir(target: str, root: str) -> list[str]:
+    """
+    Create the Maildir C{target} below C{root} (with C{tmp}, C{new} and
+    C{cur}, mode 0700) and the directories leading to it, as needed, each
+    made in its parent reached without following a symbolic link.
+
+    @return: The directories whose entries changed, to be fsynced.
+    @raise OSError: C{ELOOP} (L{linkRefused}) naming the first directory on
+        the way that is a symbolic link.
+    """
+    changed: list[str] = []
+    fd = os.open(root, _DIRECTORY)
+    reached = root
+    try:
+        for name in _components(target, root):
+            parent, reached = reached, os.path.join(reached, name)
+            try:
+                child = _step(fd, name, reached)
+            except FileNotFoundError:
+                if _make(fd, name, reached):
+                    changed.append(parent)
+                child = _step(fd, name, reached)
+            os.close(fd)
+            fd = child
+        made = False
+        for sub in ("tmp", "new", "cur"):
+            # An existing entry is not looked at here: C{new/} and C{tmp/}
+            # are opened without following links when used, C{cur/} never.
+            made = _make(fd, sub, os.path.join(target, sub)) or made
+        if made:
+            changed.append(target)
+    finally:
+        os.close(fd)
+    return changed
