@@ -250,7 +250,9 @@ NO_VALID_RECIPIENTS = reply(554, "5.5.1", "Error: no valid recipients")
 
 # AUTH and TLS (RFC 4954 sections 4 and 6)
 AUTH_UNRECOGNIZED = reply(504, "5.5.4", "Unrecognized authentication type")
-AUTH_ABORTED = reply(501, "5.0.0", "Authentication aborted")
+# RFC 4954 section 4 asks for 501 and names no enhanced code; 5.7.0 (other
+# security status, RFC 3463 section 3.8), as Postfix's smtpd answers.
+AUTH_ABORTED = reply(501, "5.7.0", "Authentication aborted")
 AUTH_BAD_BASE64 = reply(501, "5.5.2", "Error: invalid base64")
 AUTH_MALFORMED = reply(501, "5.5.2", "Error: malformed authentication data")
 AUTH_INITIAL_RESPONSE_NOT_ALLOWED = reply(501, "5.5.4", "Error: initial response not allowed")
