@@ -258,7 +258,9 @@ AUTH_MALFORMED = reply(501, "5.5.2", "Error: malformed authentication data")
 AUTH_INITIAL_RESPONSE_NOT_ALLOWED = reply(501, "5.5.4", "Error: initial response not allowed")
 XOAUTH2_FAILURE_DONE = reply(535, "5.7.8", "Error: authentication credentials invalid")
 READY_FOR_TLS = reply(220, "2.0.0", "Ready to start TLS")
-ALREADY_SECURE = reply(503, "5.5.1", "Error: TLS already active")
+# RFC 3207 names no reply for STARTTLS on an encrypted session: 554, as
+# Postfix and Exim answer it.
+ALREADY_SECURE = reply(554, "5.5.1", "Error: TLS already active")
 TLS_UNAVAILABLE = reply(454, "4.7.0", "TLS not available due to temporary reason")
 TOO_MANY_UNAUTHENTICATED = reply(421, "4.7.0", "Error: too many unauthenticated commands")
 AUTH_OK = reply(235, "2.7.0", "Authentication successful")
