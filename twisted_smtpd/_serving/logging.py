@@ -280,6 +280,8 @@ class SessionLogger:
         if event not in self.events:
             return
         if self._ignored and session.remoteAddress[0] in self._ignored:
+            if event == "connect" and data:
+                self._handedOver(session, data)
             return
         sid = session.id
         if event == "message":
@@ -328,6 +330,23 @@ class SessionLogger:
             )
         else:
             self._emit(f"{sid} close", {"session": sid} if self._structured else _NO_FIELDS)
+
+    def _handedOver(self, session: Session, data: dict[str, Any]) -> None:
+        """
+        End the lines of a session XCLIENT started over as a client of
+        C{ignoredHosts}, whose lines are not written, when they were
+        written for the client before: its C{connect} line gets its
+        C{close}, which names the client it went on as.
+        """
+        before = data.get("previousAddress")
+        if before is None or before[0] in self._ignored:
+            return
+        sid = session.id
+        client = clientAddress(session.remoteAddress)
+        self._emit(
+            f"{sid} close (XCLIENT: the session goes on as ignored client {client})",
+            {"session": sid, "handedOverTo": client} if self._structured else _NO_FIELDS,
+        )
 
     def _reject(self, session: Session, data: dict[str, Any]) -> None:
         if "limit" in data or "proxy" in data:
