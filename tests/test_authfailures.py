@@ -125,6 +125,30 @@ class XOAuth2FailureTests(_Logged):
         )
 
 
+class CancelTests(_Logged):
+    """
+    A client that cancels the exchange with C{*} gets 501 (RFC 4954 section
+    4) with Postfix's enhanced code, and one C{reject} line: no credentials
+    were checked, so it is no failed login.
+    """
+
+    def test_cancelReplyAndLine(self) -> None:
+        """
+        C{*} is answered C{501 5.7.0 Authentication aborted} and logged as
+        a refused AUTH with that reply, the line fail2ban's aggressive mode
+        reads.
+        """
+        proto, transport = self.session()
+        proto.dataReceived(b"AUTH PLAIN\r\n")
+        self.assertEqual(take(transport), b"334 \r\n")
+        proto.dataReceived(b"*\r\n")
+        self.assertEqual(take(transport), b"501 5.7.0 Authentication aborted\r\n")
+        self.assertEqual(
+            [line for line in self.lines() if " auth " in line or " reject: " in line],
+            [f"{proto.session.id} reject: AUTH from {CLIENT}: 501 5.7.0 Authentication aborted"],
+        )
+
+
 class CredentialReprTests(SynchronousTestCase):
     """
     An L{AuthRequest} printed (a handler's log line, a test's failure

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 
 from twisted.python import usage
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.certs import CertificateAuthority
 from tests.test_deadlines import LogCatcher
@@ -1193,8 +1193,9 @@ class UnusedFlagTests(SynchronousTestCase):
         """
         C{--tls-ciphers} naming no TLS 1.3 suite (C{TLS_*}) and no
         C{@SECLEVEL} with C{--tls-min-version 1.3}: only TLS 1.2 ciphers,
-        which no handshake can use.  With a suite or a security level in
-        it, or TLS 1.2 allowed, no line.
+        which no handshake can use.  With a security level in it (which
+        needs TLS 1.2 ciphers beside it, a C{@SECLEVEL} alone selecting no
+        cipher), or TLS 1.2 allowed, no line.
         """
         tls = ("--sink", "--tls-cert", self.server.combinedPath)
         config = parse(*tls, "--tls-min-version", "1.3", "--tls-ciphers", "ECDHE+AESGCM")
@@ -1205,13 +1206,47 @@ class UnusedFlagTests(SynchronousTestCase):
                 " no @SECLEVEL) and --tls-min-version 1.3 allows only TLS 1.3"
             ],
         )
-        cases = [("ECDHE+AESGCM:@SECLEVEL=2", "1.3"), ("ECDHE+AESGCM", "1.2")]
+        cases = [
+            ("ECDHE+AESGCM:@SECLEVEL=2", "1.3"),
+            ("DEFAULT@SECLEVEL=2", "1.3"),
+            ("ECDHE+AESGCM", "1.2"),
+        ]
         if sni.SETS_TLS13_SUITES:
             # Before pyOpenSSL 25.2 a TLS 1.3 suite is refused at start.
-            cases.append(("ECDHE+AESGCM:TLS_AES_256_GCM_SHA384", "1.3"))
+            cases += [
+                ("TLS_AES_256_GCM_SHA384", "1.3"),
+                ("TLS_AES_256_GCM_SHA384:@SECLEVEL=2", "1.3"),
+                ("ECDHE+AESGCM:TLS_AES_256_GCM_SHA384", "1.2"),
+            ]
         for ciphers, version in cases:
             args = ("--tls-min-version", version, "--tls-ciphers", ciphers)
             self.assertEqual(parse(*tls, *args)["unused"], [], ciphers)
+
+    def test_tls12CiphersBesideTLS13Suites(self) -> None:
+        """
+        C{--tls-ciphers} naming TLS 1.2 ciphers beside TLS 1.3 suites
+        (C{TLS_*}) under C{--tls-min-version 1.3}: one line naming the TLS
+        1.2 part, which OpenSSL drops without a word and the string may
+        leave out; its C{@SECLEVEL}, which applies, is not named, even
+        inside an element (C{DEFAULT@SECLEVEL=2}).
+        """
+        if not sni.SETS_TLS13_SUITES:
+            raise SkipTest("this pyOpenSSL (before 25.2) cannot set TLS 1.3 suites")
+        tls = ("--sink", "--tls-cert", self.server.combinedPath, "--tls-min-version", "1.3")
+        for ciphers, ignored in [
+            ("ECDHE+AESGCM:TLS_AES_256_GCM_SHA384", "ECDHE+AESGCM"),
+            ("TLS_AES_256_GCM_SHA384:DEFAULT@SECLEVEL=2", "DEFAULT"),
+            ("TLS_AES_256_GCM_SHA384 ECDHE+AESGCM,!aNULL:@SECLEVEL=2", "ECDHE+AESGCM:!aNULL"),
+        ]:
+            self.assertEqual(
+                parse(*tls, "--tls-ciphers", ciphers)["unused"],
+                [
+                    f"--tls-ciphers: {ignored!r} has no effect: TLS 1.2 ciphers, and"
+                    " --tls-min-version 1.3 allows only TLS 1.3 (only the TLS_* suites"
+                    " and any @SECLEVEL of the string apply)"
+                ],
+                ciphers,
+            )
 
     def test_jsonWithSyslog(self) -> None:
         """

@@ -62,7 +62,7 @@ class ReplyTests(SynchronousTestCase):
             replies.AUTH_UNRECOGNIZED,
             Reply(504, "5.5.4", ("Unrecognized authentication type",)),
         )
-        self.assertEqual(replies.AUTH_ABORTED, Reply(501, "5.0.0", ("Authentication aborted",)))
+        self.assertEqual(replies.AUTH_ABORTED, Reply(501, "5.7.0", ("Authentication aborted",)))
         self.assertEqual(replies.AUTH_BAD_BASE64, Reply(501, "5.5.2", ("Error: invalid base64",)))
         self.assertEqual(
             replies.AUTH_MALFORMED,
@@ -184,7 +184,7 @@ class PlainTests(SynchronousTestCase):
 
     def test_cancel(self) -> None:
         """
-        A C{*} line cancels the exchange with 501 5.0.0 (RFC 4954 section 4).
+        A C{*} line cancels the exchange with 501 5.7.0 (RFC 4954 section 4).
         """
         mechanism = createMechanism("PLAIN")
         mechanism.start(None)

@@ -19,11 +19,12 @@ from tests.test_protocol import PEER, RecordingHandler, _ipv4, take
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.session import Session
+from twisted_smtpd._serving.logging import SessionLogger
 from twisted_smtpd._serving.protocol import SMTPProtocol
 from twisted_smtpd._serving.server import SMTPServerFactory
 
 READY = b"220 2.0.0 Ready to start TLS\r\n"
-ALREADY_SECURE = b"503 5.5.1 Error: TLS already active\r\n"
+ALREADY_SECURE = b"554 5.5.1 Error: TLS already active\r\n"
 UNAVAILABLE = b"454 4.7.0 TLS not available due to temporary reason\r\n"
 
 
@@ -125,7 +126,7 @@ class StartTLSTests(SynchronousTestCase):
 
     def test_alreadySecure(self) -> None:
         """
-        A second STARTTLS gets 503.
+        A second STARTTLS gets 554 5.5.1, as Postfix answers it.
         """
         proto, transport = connect()
         proto.dataReceived(b"EHLO c\r\nSTARTTLS\r\n")
@@ -133,6 +134,25 @@ class StartTLSTests(SynchronousTestCase):
         take(transport)
         proto.dataReceived(b"EHLO c\r\nSTARTTLS\r\n")
         self.assertTrue(take(transport).endswith(ALREADY_SECURE))
+
+    def test_alreadySecureLogged(self) -> None:
+        """
+        The refused second STARTTLS leaves one C{reject} line with its 554
+        reply, which fail2ban's aggressive mode reads as it read the 503.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        proto, transport = connect()
+        proto.factory.addObserver(SessionLogger())
+        proto.dataReceived(b"EHLO c\r\nSTARTTLS\r\n")
+        proto.handshakeCompleted()
+        proto.dataReceived(b"EHLO c\r\nSTARTTLS\r\n")
+        self.assertEqual(
+            [formatEvent(e) for e in events if " reject: " in formatEvent(e)],
+            [
+                f"{proto.session.id} reject: STARTTLS from unknown[{PEER[0]}]:"
+                " 554 5.5.1 Error: TLS already active"
+            ],
+        )
 
     def test_parameters(self) -> None:
         """

@@ -101,13 +101,28 @@ def defaultEnhanced(code: int) -> str:
     return f"{code // 100}.0.0"
 
 
-def formatReply(r: Reply, enhancedCodes: bool) -> bytes:
+def asciiEscaped(text: str) -> str:
+    """
+    C{text} made L{printable} and US-ASCII: every other character written
+    as its escape (C{\xfc} for C{ü}, C{\u4f8b}), as RFC 5321 section 4.2
+    has reply text.
+    """
+    return printable(text).encode("ascii", "backslashreplace").decode("ascii")
+
+
+def formatReply(r: Reply, enhancedCodes: bool, utf8: bool = True) -> bytes:
     """
     Serialise C{r}, multi-line as in RFC 5321 section 4.2.1; a line holding
     a control character is escaped (L{printable}), so it stays one line.
 
     @param enhancedCodes: Whether to prefix every line's text with the
         enhanced status code (ENHANCEDSTATUSCODES is on).
+    @param utf8: Whether the text may hold non-ASCII characters, sent as
+        UTF-8: in a mail transaction whose MAIL carried C{SMTPUTF8}, whose
+        client takes UTF-8 addresses in replies (RFC 6531 section
+        3.7.4.1).  Otherwise each is written as its escape
+        (L{asciiEscaped}), reply text being US-ASCII (RFC 5321 section
+        4.2), and the line cut again to L{MAX_TEXT_OCTETS}.
     """
     code = str(r.code)
     prefix = f"{r.enhanced} " if enhancedCodes and r.enhanced else ""
@@ -120,6 +135,9 @@ def formatReply(r: Reply, enhancedCodes: bool) -> bytes:
         # unchecked can never end its line early and forge another reply.
         if not line.isprintable() and UNSAFE.search(line) is not None:
             line = printable(line)
+        if not utf8 and not line.isascii():
+            # str.isascii is a flag test: an ASCII line costs no more.
+            line = _cut(asciiEscaped(line))
         out.append(f"{code}{sep}{prefix}{line}\r\n")
     return "".join(out).encode("utf-8", "replace")
 
@@ -250,13 +268,17 @@ NO_VALID_RECIPIENTS = reply(554, "5.5.1", "Error: no valid recipients")
 
 # AUTH and TLS (RFC 4954 sections 4 and 6)
 AUTH_UNRECOGNIZED = reply(504, "5.5.4", "Unrecognized authentication type")
-AUTH_ABORTED = reply(501, "5.0.0", "Authentication aborted")
+# RFC 4954 section 4 asks for 501 and names no enhanced code; 5.7.0 (other
+# security status, RFC 3463 section 3.8), as Postfix's smtpd answers.
+AUTH_ABORTED = reply(501, "5.7.0", "Authentication aborted")
 AUTH_BAD_BASE64 = reply(501, "5.5.2", "Error: invalid base64")
 AUTH_MALFORMED = reply(501, "5.5.2", "Error: malformed authentication data")
 AUTH_INITIAL_RESPONSE_NOT_ALLOWED = reply(501, "5.5.4", "Error: initial response not allowed")
 XOAUTH2_FAILURE_DONE = reply(535, "5.7.8", "Error: authentication credentials invalid")
 READY_FOR_TLS = reply(220, "2.0.0", "Ready to start TLS")
-ALREADY_SECURE = reply(503, "5.5.1", "Error: TLS already active")
+# RFC 3207 names no reply for STARTTLS on an encrypted session: 554, as
+# Postfix and Exim answer it.
+ALREADY_SECURE = reply(554, "5.5.1", "Error: TLS already active")
 TLS_UNAVAILABLE = reply(454, "4.7.0", "TLS not available due to temporary reason")
 TOO_MANY_UNAUTHENTICATED = reply(421, "4.7.0", "Error: too many unauthenticated commands")
 AUTH_OK = reply(235, "2.7.0", "Authentication successful")
@@ -307,8 +329,7 @@ def badAttributeValue(name: str, value: str) -> Reply:
     is one line of at most 512 octets however long the value and its
     escapes.
     """
-    shown = printable(value).encode("ascii", "backslashreplace").decode("ascii")
-    return Reply(501, "5.5.4", (_cut(f"Bad {name} syntax: {shown}"),))
+    return Reply(501, "5.5.4", (_cut(f"Bad {name} syntax: {asciiEscaped(value)}"),))
 
 
 # CHUNKING (RFC 3030)

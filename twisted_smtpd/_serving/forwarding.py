@@ -126,7 +126,7 @@ def xclient(p: SessionControl, argument: bytes) -> None:
     attributes = parseXClient(argument)
     session = p.session
     session.xClient.update(attributes)
-    host, port = session.remoteAddress
+    previousAddress = host, port = session.remoteAddress
     address = attributes.get("ADDR")
     if address is not None:
         unavailable = address in _UNAVAILABLE
@@ -172,7 +172,7 @@ def xclient(p: SessionControl, argument: bytes) -> None:
     session.openingCommand = None
     updateTransmissionType(p.session)
     p.setPause(PAUSE_HOOK, True)
-    runConnectHooks(p, again=True)
+    runConnectHooks(p, previousAddress)
 
 
 def xforward(p: CommandContext, argument: bytes) -> None:

@@ -43,17 +43,22 @@ def _lookedUp(p: SessionControl, name: str | None) -> None:
         runConnectHooks(p)
 
 
-def runConnectHooks(p: SessionControl, again: bool = False) -> None:
+def runConnectHooks(p: SessionControl, previousAddress: tuple[str, int] | None = None) -> None:
     """
     C{onConnect}, then C{onSecure} on an implicit TLS connection, then the
     greeting; a refusal closes the session with its reply.
 
-    @param again: Whether the session began already and starts over as
-        another client's (XCLIENT): refused now, it still ends with C{onClose}
-        and a C{close} event.
+    @param previousAddress: The client's address before, when the session
+        began already and starts over as another client's (XCLIENT): its
+        C{connect} event carries it, and refused now, the session still
+        ends with C{onClose} and a C{close} event.
     """
+    again = previousAddress is not None
     p.began = True
-    p.emit("connect")
+    if again:
+        p.emit("connect", previousAddress=previousAddress)
+    else:
+        p.emit("connect")
     if p.implicitTLS and not again:
         # The handshake finished before the session began: told now, so
         # that observers see it after the connect event, with the client

@@ -9,23 +9,20 @@ namespace, each carrying the session id and its values as fields.  Events
 of single commands (HELO, MAIL, RCPT, rejections) return at once, so the
 per-command path does no logging work.
 
-L{jsonLogObserver} writes every log event as one JSON object per line;
-C{twistd smtpd --log-format json} installs it, and
+L{jsonLogObserver} (defined in L{twisted_smtpd._serving.jsonlines}) writes
+every log event as one JSON object per line; C{twistd smtpd --log-format
+json} installs it, and
 C{twistd --logger twisted_smtpd._serving.logging.jsonLogObserver} does the same for
 any C{twistd} plugin.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from twisted.logger import ILogObserver, LogEvent, Logger, formatEvent
-from zope.interface import provider
+from twisted.logger import Logger
 
 from twisted_smtpd._core.grammar import Verb
 from twisted_smtpd._core.optionvalues import normaliseHosts
@@ -33,6 +30,12 @@ from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.replies import TOO_MANY_AUTH_FAILURES, Reply
 from twisted_smtpd._core.session import Session, TLSInfo, unixPeer
 from twisted_smtpd._core.xclient import UNAVAILABLE, forwardedClient
+
+# The JSON lines, in their own module; named here too, where
+# C{twistd --logger twisted_smtpd._serving.logging.jsonLogObserver} finds it.
+from twisted_smtpd._serving.jsonlines import jsonDefault as jsonDefault
+from twisted_smtpd._serving.jsonlines import jsonEvent as jsonEvent
+from twisted_smtpd._serving.jsonlines import jsonLogObserver as jsonLogObserver
 
 if TYPE_CHECKING:
     from twisted_smtpd._serving.context import SessionControl
@@ -277,6 +280,8 @@ class SessionLogger:
         if event not in self.events:
             return
         if self._ignored and session.remoteAddress[0] in self._ignored:
+            if event == "connect" and data:
+                self._handedOver(session, data)
             return
         sid = session.id
         if event == "message":
@@ -325,6 +330,23 @@ class SessionLogger:
             )
         else:
             self._emit(f"{sid} close", {"session": sid} if self._structured else _NO_FIELDS)
+
+    def _handedOver(self, session: Session, data: dict[str, Any]) -> None:
+        """
+        End the lines of a session XCLIENT started over as a client of
+        C{ignoredHosts}, whose lines are not written, when they were
+        written for the client before: its C{connect} line gets its
+        C{close}, which names the client it went on as.
+        """
+        before = data.get("previousAddress")
+        if before is None or before[0] in self._ignored:
+            return
+        sid = session.id
+        client = clientAddress(session.remoteAddress)
+        self._emit(
+            f"{sid} close (XCLIENT: the session goes on as ignored client {client})",
+            {"session": sid, "handedOverTo": client} if self._structured else _NO_FIELDS,
+        )
 
     def _reject(self, session: Session, data: dict[str, Any]) -> None:
         if "limit" in data or "proxy" in data:
@@ -518,69 +540,3 @@ def _forwarded(attributes: Mapping[str, str]) -> dict[str, str | None]:
     if ident is not None and ident != UNAVAILABLE:
         out["orig_queue_id"] = loggable(ident, 255)
     return out
-
-
-def jsonDefault(value: object) -> object:
-    """
-    How C{json.dumps} writes values JSON has no type for: bytes as text,
-    sets and tuples as lists, anything else as C{str()}.
-    """
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)
-
-
-#: Keys of Twisted's own bookkeeping, never written as fields.
-_INTERNAL = frozenset({"format", "isError", "message", "system", "time", "failure", "why"})
-
-
-def jsonEvent(event: LogEvent) -> dict[str, Any]:
-    """
-    One log event as a flat dict for a JSON line: C{time} (ISO 8601, UTC,
-    milliseconds), C{level} (C{"info"}), C{namespace}, C{text} (the
-    formatted message), C{traceback} for a failure, then the event's own
-    fields; Twisted's C{log_*} keys and its legacy keys are left out.
-    """
-    out: dict[str, Any] = {
-        key: value
-        for key, value in event.items()
-        if not key.startswith("log_") and key not in _INTERNAL
-    }
-    when = event.get("log_time")
-    level = event.get("log_level")
-    out["time"] = (
-        None
-        if when is None
-        else datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds")
-    )
-    out["level"] = getattr(level, "name", None)
-    out["namespace"] = event.get("log_namespace")
-    out["text"] = formatEvent(event)
-    failure = event.get("log_failure")
-    if failure is not None:
-        out["traceback"] = failure.getTraceback()
-    return out
-
-
-def jsonLogObserver(outFile: IO[Any] | None = None) -> ILogObserver:
-    """
-    An observer writing each event as one flat JSON object per line (no
-    record separator), for log shippers that read JSON lines, as
-    L{jsonEvent} makes it.
-
-    @param outFile: A text file; standard output by default.
-    """
-    out = sys.stdout if outFile is None else outFile
-
-    @provider(ILogObserver)
-    def observe(event: LogEvent) -> None:
-        try:
-            line = json.dumps(jsonEvent(event), default=jsonDefault)
-        except (TypeError, ValueError) as e:
-            line = json.dumps({"text": f"unserialisable log event: {e}"})
-        out.write(line + "\n")
-        out.flush()
-
-    return cast(ILogObserver, observe)

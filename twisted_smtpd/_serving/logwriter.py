@@ -36,7 +36,8 @@ from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent
 from zope.interface import implementer
 
 from twisted_smtpd._core.printable import printable
-from twisted_smtpd._serving.logging import NAMESPACE, jsonDefault, jsonEvent
+from twisted_smtpd._serving.jsonlines import jsonDefault, jsonEvent
+from twisted_smtpd._serving.logging import NAMESPACE
 
 _string: Callable[[str], str] = encode_basestring_ascii
 

@@ -129,7 +129,9 @@ class SessionOutput:
             if perText:
                 data = _perText(reply, self._enhanced)
             else:
-                data = formatReply(reply, self._enhanced)
+                # Non-ASCII text (a handler's, a next hop's) is sent as UTF-8
+                # only inside a transaction whose MAIL carried SMTPUTF8.
+                data = formatReply(reply, self._enhanced, self.session.envelope.smtpUtf8)
         out = self._out
         out.append(data)
         if not self._processing:

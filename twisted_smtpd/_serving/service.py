@@ -99,7 +99,9 @@ class SMTPServer(MultiService):
         block (a failing observer is logged and the session goes on).
         C{session} is the L{Session}; the events and their C{data} are:
 
-          - C{connect}: a connection is accepted (after the reverse lookup);
+          - C{connect}: a connection is accepted (after the reverse lookup),
+            or a trusted XCLIENT started the session over as another
+            client's: then C{previousAddress}, the client's address before;
           - C{helo}: HELO/EHLO/LHLO accepted; C{hostname};
           - C{secure}: a TLS handshake finished (C{session.tls});
           - C{auth}: AUTH succeeded; C{method}, C{username};

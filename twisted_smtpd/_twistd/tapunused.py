@@ -11,6 +11,7 @@ the server logs one warning line for each at start.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -105,6 +106,30 @@ def _onlyTLS12Ciphers(options: ServerOptions) -> bool:
         return False
     _, suites = splitCiphers(options.tlsCiphers)
     return not suites and securityLevel(options.tlsCiphers) is None
+
+
+#: A security level set in a cipher string (C{@SECLEVEL=2}, alone or at the
+#: end of an element: C{DEFAULT@SECLEVEL=2}), which applies to TLS 1.3 too.
+_SECURITY_LEVEL = re.compile(r"@SECLEVEL=[0-9]+")
+
+
+def _ignoredTLS12Ciphers(options: ServerOptions) -> str:
+    """
+    The part of a cipher string naming TLS 1.3 suites that changes nothing
+    of a TLS 1.3 handshake, the only kind the minimum version allows: its
+    TLS 1.2 ciphers, all of it but the suites (C{TLS_*}) and a
+    C{@SECLEVEL}; C{""} when it has none, names no suite, or when TLS 1.2
+    is allowed.  Without a suite the TLS 1.2 ciphers are not idle words: a
+    C{@SECLEVEL} alone selects no cipher and is refused, so that a string
+    setting a security level for TLS 1.3 must name some.
+    """
+    if options.tlsCiphers is None or options.tlsMinVersion != "TLSv1.3":
+        return ""
+    tls12, suites = splitCiphers(options.tlsCiphers)
+    if not suites:
+        return ""
+    elements = (_SECURITY_LEVEL.sub("", element) for element in tls12.split(":"))
+    return ":".join(element for element in elements if element)
 
 
 def _hiddenNeverOffered(
@@ -239,6 +264,17 @@ def unusedFlags(
             "it names only TLS 1.2 ciphers (no TLS_* suite, no @SECLEVEL) and"
             " --tls-min-version 1.3 allows only TLS 1.3",
         )
+    elif anyTLS and "tls-ciphers" in given:
+        # Its TLS 1.3 suites apply (and its security level): the line names
+        # the rest, dropped without a word by OpenSSL for a handshake that
+        # cannot be TLS 1.2, and which the string may leave out.
+        ignored = _ignoredTLS12Ciphers(options)
+        if ignored:
+            lines.append(
+                f"--tls-ciphers: {ignored!r} has no effect: TLS 1.2 ciphers, and"
+                " --tls-min-version 1.3 allows only TLS 1.3 (only the TLS_* suites"
+                " and any @SECLEVEL of the string apply)"
+            )
     if anyTLS and not options.requestCert:
         unused("tls-ca", "no client certificate is asked for without --request-cert")
     elif not anyTLS:
