@@ -403,13 +403,20 @@ class TraceTests(TestCase):
                 received,
             )
         plain, utf8 = (message.body for message in smarthost.messages)
+        field = {"recipient": "b@example.org"}
         self.assertEqual(
-            untraced(self, plain, helo="b\\xfccher.example", client="unknown [127.0.0.1]"), BODY
+            untraced(self, plain, helo="b\\xfccher.example", client="unknown [127.0.0.1]", **field),
+            BODY,
         )
-        self.assertEqual(untraced(self, utf8, helo="bücher.example", protocol="UTF8SMTP"), BODY)
+        self.assertEqual(
+            untraced(self, utf8, helo="bücher.example", protocol="UTF8SMTP", **field), BODY
+        )
+        # The SIZE grows by the field as built at MAIL, before its for
+        # clause (the recipient comes later).
+        forClause = len(b" for <b@example.org>")
         self.assertEqual(
             [envelope.size for envelope in smarthost.envelopes],
-            [500 + len(plain) - len(BODY), 500 + len(utf8) - len(BODY)],
+            [500 + len(plain) - len(BODY) - forClause, 500 + len(utf8) - len(BODY) - forClause],
         )
 
     async def test_refusalsFreeTheirSessions(self) -> None:

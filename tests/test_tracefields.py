@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from attrs import evolve
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_smtpd._core.session import Address, Envelope, Session
@@ -32,6 +33,13 @@ def session() -> Session:
         transmissionType="ESMTP",
         envelope=Envelope(mailFrom=Address("alice@example.com")),
     )
+
+
+def envelope(*recipients: str) -> Envelope:
+    """
+    The envelope of L{session} with C{recipients}.
+    """
+    return Envelope(mailFrom=Address("alice@example.com"), rcptTo=[Address(r) for r in recipients])
 
 
 def count(*pieces: bytes) -> int:
@@ -80,6 +88,60 @@ class ReceivedFieldTests(SynchronousTestCase):
         """
         lengths = {len(receivedField(session(), "relay.example")) for _ in range(3)}
         self.assertEqual(len(lengths), 1)
+
+    def test_forOneRecipient(self) -> None:
+        """
+        With exactly one recipient, the field names it in a C{for} clause
+        after the id (RFC 5321 section 4.4), as Postfix's C{smtpd} does;
+        so does the field of final delivery (C{--maildir-trace}).
+        """
+        one = evolve(session(), envelope=envelope("bob@example.org"))
+        pattern = (
+            rb" by relay\.example with ESMTP id S1 for <bob@example\.org>; " + DATE + rb"\r\n\Z"
+        )
+        self.assertRegex(receivedField(one, "relay.example"), pattern)
+        self.assertRegex(traceHeaderLines(one, "relay.example"), pattern)
+
+    def test_noForSeveral(self) -> None:
+        """
+        With several recipients (the same one twice among them) the field
+        names none, which would disclose them all (a Bcc among them) to
+        each, as Postfix names none.
+        """
+        for recipients in (("bob@example.org", "carol@example.net"), ("b@x.example",) * 2):
+            several = evolve(session(), envelope=envelope(*recipients))
+            field = receivedField(several, "relay.example")
+            self.assertRegex(field, rb" id S1; " + DATE + rb"\r\n\Z")
+            self.assertNotIn(b" for ", field)
+
+    def test_forHostileRecipient(self) -> None:
+        """
+        The recipient is text from outside: its controls are escaped, and
+        the field stays one line; a UTF-8 address (SMTPUTF8) is written in
+        UTF-8, or escaped when the field must be ASCII.
+        """
+        hostile = evolve(session(), envelope=envelope('"b\r\nX-Evil: 1\x00"@example.org'))
+        field = receivedField(hostile, "relay.example")
+        self.assertIn(b' for <"b\\x0d\\x0aX-Evil: 1\\x00"@example.org>; ', field)
+        self.assertEqual(field.count(b"\n"), 1)
+        utf8 = evolve(session(), envelope=envelope("j\u00f6rg@b\u00fccher.example"))
+        self.assertIn(" for <jörg@bücher.example>; ".encode(), receivedField(utf8, "r.example"))
+        self.assertIn(
+            b" for <j\\xf6rg@b\\xfccher.example>; ",
+            receivedField(utf8, "r.example", ascii=True),
+        )
+
+    def test_forFolded(self) -> None:
+        """
+        A field too long for a line is folded before its C{for} clause too.
+        """
+        long = evolve(
+            session(), hostNameAppearsAs="\x01" * 220, envelope=envelope("bob@example.org")
+        )
+        lines = receivedField(long, "relay.example").split(b"\r\n")
+        self.assertRegex(lines[-2], rb"\A\tfor <bob@example\.org>; " + DATE + rb"\Z")
+        for line in lines:
+            self.assertLessEqual(len(line), 998)
 
     def test_traceHeaderLines(self) -> None:
         """

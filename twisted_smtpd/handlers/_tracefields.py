@@ -54,11 +54,15 @@ def receivedField(session: Session, name: str, ascii: bool = False) -> bytes:
     socket's client, as Postfix writes it), every text from outside made
     L{printable}, the HELO name also L{neuter}ed as Postfix stores it (so
     that C{(}, C{)} or C{;} in it cannot break the field's comment or
-    clauses).  A field that would be longer than a line may be (RFC 5322
+    clauses).  With exactly one recipient, a C{for <address>} clause names
+    it (section 4.4's C{For}), as Postfix's C{smtpd} writes one; with more,
+    none, which would disclose every recipient (a Bcc among them) to each
+    of them.  A field that would be longer than a line may be (RFC 5322
     section 2.1.1: 998 octets; a long HELO name whose characters are all
     escaped makes one) is folded before each of its clauses, each of which
-    fits in a line.  Its length depends on the session only: the date is
-    always as long.
+    fits in a line.  Its length depends on the session only (the date is
+    always as long), and on its recipients: built before any, it is
+    shorter by the C{for} clause than once there is one.
 
     @param session: The session, with its transaction begun.
     @param name: The receiving host's name, for the C{by} clause.
@@ -80,12 +84,18 @@ def receivedField(session: Session, name: str, ascii: bool = False) -> bytes:
     helo = neuter(session.hostNameAppearsAs or rdns)
     # Every part but the date and the id came from outside (or from a
     # handler): escaped, none can end the header line early.
-    clauses = (
+    clauses = [
         f"from {printable(helo)}",
         f"({printable(rdns)} {literal})",
         f"by {printable(name)} with {printable(messageTransmissionType(session))}",
-        f"id {printable(session.id)}; {formatdate(localtime=True)}",
-    )
+        f"id {printable(session.id)}",
+    ]
+    recipients = session.envelope.rcptTo
+    if len(recipients) == 1:
+        # The path as the client wrote it (a quoted local part kept
+        # quoted, as Postfix's quote_822_local writes it), escaped.
+        clauses.append(f"for <{printable(recipients[0].address)}>")
+    clauses[-1] += f"; {formatdate(localtime=True)}"
     received = "Received: " + " ".join(clauses)
     if len(received.encode(encoding, "backslashreplace")) > MAX_LINE:
         received = "Received: " + "\r\n\t".join(clauses)
