@@ -495,7 +495,7 @@ class BinaryMimeRelayTests(TestCase):
         # The smarthost's own reply to the message comes back.
         self.assertTrue(client.received.endswith(b"\r\n250 2.0.0 queued as Q1\r\n"))
         [message] = smarthost.messages
-        self.assertEqual(untraced(self, message.body, helo="c"), body)
+        self.assertEqual(untraced(self, message.body, helo="c", recipient="b@example.org"), body)
 
 
 class PipeSignalTests(SynchronousTestCase):

@@ -317,6 +317,48 @@ class TraceTests(TestCase):
         self.assertEqual(replies(await send(port, stream=body)), [(250, "2.0.0")])
         self.assertEqual(untraced(self, smarthost.messages[0].body), body)
 
+    async def test_nonFieldLineEndsHeader(self) -> None:
+        """
+        A broken header, a line that is not a field and no empty line
+        after it, ends there, as Postfix ends it: the sixty C{Received:}
+        lines after it are the body's, and the message is passed on.
+        """
+        smarthost = Recorder()
+        port = await self.front(smarthost)
+        body = looping(1, b"Subject: broken\r\nnot a field\r\n" + looping(60))
+        self.assertEqual(replies(await send(port, stream=body)), [(250, "2.0.0")])
+        self.assertEqual(untraced(self, smarthost.messages[0].body), body)
+
+    async def test_oneOctetChunks(self) -> None:
+        """
+        Fields in odd case, with white space before the colon, folded, and
+        sent in BDAT chunks of one octet (with C{BDAT 0} among them) are
+        counted all the same: one more than the limit is refused.
+        """
+        smarthost = PartRecorder()
+        port = await self.front(smarthost, hopLimit=2)
+        body = (
+            b"rEcEiVeD: from a\r\n\tby b\r\n"
+            + b"Received"
+            + b" " * 20
+            + b"\t: from c\r\n"
+            + b"X-Other: x\r\n"
+            + b"RECEIVED:from d\r\n"
+            + b"\r\nbody\r\n"
+        )
+        chunks = b"".join(b"BDAT 1\r\n" + body[i : i + 1] for i in range(len(body)))
+        received = await dialogue(
+            self,
+            port,
+            b"EHLO client.example\r\nMAIL FROM:<a@example.com>\r\n"
+            b"RCPT TO:<b@example.org>\r\nBDAT 0\r\n" + chunks + b"BDAT 0 LAST\r\n",
+            b"\r\n554 ",
+        )
+        self.assertIn(b"554 5.4.6 Error: too many hops (more than 2 Received: fields)", received)
+        self.assertEqual(smarthost.messages, [])
+        [line] = self.loopLines()
+        self.assertIn("(3 so far)", line)
+
     async def test_lmtpFrontEveryRecipient(self) -> None:
         """
         An LMTP front refusing a looping message gives the 554 for every
@@ -361,13 +403,20 @@ class TraceTests(TestCase):
                 received,
             )
         plain, utf8 = (message.body for message in smarthost.messages)
+        field = {"recipient": "b@example.org"}
         self.assertEqual(
-            untraced(self, plain, helo="b\\xfccher.example", client="unknown [127.0.0.1]"), BODY
+            untraced(self, plain, helo="b\\xfccher.example", client="unknown [127.0.0.1]", **field),
+            BODY,
         )
-        self.assertEqual(untraced(self, utf8, helo="bücher.example", protocol="UTF8SMTP"), BODY)
+        self.assertEqual(
+            untraced(self, utf8, helo="bücher.example", protocol="UTF8SMTP", **field), BODY
+        )
+        # The SIZE grows by the field as built at MAIL, before its for
+        # clause (the recipient comes later).
+        forClause = len(b" for <b@example.org>")
         self.assertEqual(
             [envelope.size for envelope in smarthost.envelopes],
-            [500 + len(plain) - len(BODY), 500 + len(utf8) - len(BODY)],
+            [500 + len(plain) - len(BODY) - forClause, 500 + len(utf8) - len(BODY) - forClause],
         )
 
     async def test_refusalsFreeTheirSessions(self) -> None:

@@ -129,7 +129,7 @@ class ReceivedHeaderTests(SynchronousTestCase):
         self.assertTrue(
             lines[1].startswith(
                 f"Received: from helo\\u2028X-Injected:?1 ({ESCAPED_NAME} [192.0.2.7])"
-                " by mx.example with ESMTP id sid1; "
+                " by mx.example with ESMTP id sid1 for <b@example.org>; "
             ),
             lines[1],
         )
@@ -176,7 +176,7 @@ class ReceivedHeaderTests(SynchronousTestCase):
             received.startswith(
                 "from " + "\\u061c" * 127 + "a"
                 f" ({rdns} [IPv6:2001:db8:ffff:ffff:ffff:ffff:ffff:ffff])"
-                " by mx.example with ESMTP id sid1; "
+                " by mx.example with ESMTP id sid1 for <b@example.org>; "
             ),
             received,
         )

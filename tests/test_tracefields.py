@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import re
 
+from attrs import evolve
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_smtpd._core.session import Address, Envelope, Session
-from twisted_smtpd.handlers._tracefields import (
-    MAX_NAME_SPACE,
-    HopCounter,
-    receivedField,
-    traceHeaderLines,
-)
+from twisted_smtpd.handlers._tracefields import HopCounter, receivedField, traceHeaderLines
 
 #: The date of a C{Received:} field (RFC 5322 section 3.3, as
 #: L{email.utils.formatdate} writes it).
@@ -37,6 +33,13 @@ def session() -> Session:
         transmissionType="ESMTP",
         envelope=Envelope(mailFrom=Address("alice@example.com")),
     )
+
+
+def envelope(*recipients: str) -> Envelope:
+    """
+    The envelope of L{session} with C{recipients}.
+    """
+    return Envelope(mailFrom=Address("alice@example.com"), rcptTo=[Address(r) for r in recipients])
 
 
 def count(*pieces: bytes) -> int:
@@ -85,6 +88,60 @@ class ReceivedFieldTests(SynchronousTestCase):
         """
         lengths = {len(receivedField(session(), "relay.example")) for _ in range(3)}
         self.assertEqual(len(lengths), 1)
+
+    def test_forOneRecipient(self) -> None:
+        """
+        With exactly one recipient, the field names it in a C{for} clause
+        after the id (RFC 5321 section 4.4), as Postfix's C{smtpd} does;
+        so does the field of final delivery (C{--maildir-trace}).
+        """
+        one = evolve(session(), envelope=envelope("bob@example.org"))
+        pattern = (
+            rb" by relay\.example with ESMTP id S1 for <bob@example\.org>; " + DATE + rb"\r\n\Z"
+        )
+        self.assertRegex(receivedField(one, "relay.example"), pattern)
+        self.assertRegex(traceHeaderLines(one, "relay.example"), pattern)
+
+    def test_noForSeveral(self) -> None:
+        """
+        With several recipients (the same one twice among them) the field
+        names none, which would disclose them all (a Bcc among them) to
+        each, as Postfix names none.
+        """
+        for recipients in (("bob@example.org", "carol@example.net"), ("b@x.example",) * 2):
+            several = evolve(session(), envelope=envelope(*recipients))
+            field = receivedField(several, "relay.example")
+            self.assertRegex(field, rb" id S1; " + DATE + rb"\r\n\Z")
+            self.assertNotIn(b" for ", field)
+
+    def test_forHostileRecipient(self) -> None:
+        """
+        The recipient is text from outside: its controls are escaped, and
+        the field stays one line; a UTF-8 address (SMTPUTF8) is written in
+        UTF-8, or escaped when the field must be ASCII.
+        """
+        hostile = evolve(session(), envelope=envelope('"b\r\nX-Evil: 1\x00"@example.org'))
+        field = receivedField(hostile, "relay.example")
+        self.assertIn(b' for <"b\\x0d\\x0aX-Evil: 1\\x00"@example.org>; ', field)
+        self.assertEqual(field.count(b"\n"), 1)
+        utf8 = evolve(session(), envelope=envelope("j\u00f6rg@b\u00fccher.example"))
+        self.assertIn(" for <jörg@bücher.example>; ".encode(), receivedField(utf8, "r.example"))
+        self.assertIn(
+            b" for <j\\xf6rg@b\\xfccher.example>; ",
+            receivedField(utf8, "r.example", ascii=True),
+        )
+
+    def test_forFolded(self) -> None:
+        """
+        A field too long for a line is folded before its C{for} clause too.
+        """
+        long = evolve(
+            session(), hostNameAppearsAs="\x01" * 220, envelope=envelope("bob@example.org")
+        )
+        lines = receivedField(long, "relay.example").split(b"\r\n")
+        self.assertRegex(lines[-2], rb"\A\tfor <bob@example\.org>; " + DATE + rb"\Z")
+        for line in lines:
+            self.assertLessEqual(len(line), 998)
 
     def test_traceHeaderLines(self) -> None:
         """
@@ -161,32 +218,161 @@ class HopCounterTests(SynchronousTestCase):
     def test_spaceBeforeColon(self) -> None:
         """
         White space between the name and its colon (RFC 5322 section
-        4.5.3) is taken, up to L{MAX_NAME_SPACE} octets; a name merely
-        beginning with C{Received} is another field.
+        4.5.3's obsolete syntax) is taken, however much, as Postfix's
+        C{is_header()} takes it; a name merely beginning with C{Received}
+        is another field.
         """
-        spaced = b"Received" + b" " * MAX_NAME_SPACE + b": from a\r\n"
-        tooSpaced = b"Received" + b" " * (MAX_NAME_SPACE + 1) + b": from a\r\n"
-        body = b"Received\t: x\r\n" + spaced + tooSpaced + b"Received-SPF: pass\r\n\r\n"
-        self.assertEqual(everySplit(body), {2})
+        body = (
+            b"Received\t: x\r\n"
+            + b"Received \t : from a\r\n"
+            + b"Received-SPF: pass\r\n"
+            + b"Received"
+            + b" " * 40
+            + b": from b\r\n"
+            + b"\r\n"
+        )
+        self.assertEqual(everySplit(body), {3})
+
+    def test_muchSpaceBeforeColon(self) -> None:
+        """
+        Fifty-one fields each with more than sixteen spaces before the
+        colon are fifty-one: the limit is not evaded by the obsolete
+        syntax, which Postfix counts.
+        """
+        body = b"Received" + b" " * 17 + b": from a\r\n"
+        self.assertEqual(count(body * 51 + b"\r\n"), 51)
+        self.assertEqual(count(*(body[i : i + 1] for i in range(len(body))), b"\r\n"), 1)
+
+    def test_nonFieldLineEndsHeader(self) -> None:
+        """
+        The header section ends at the first line that is not a field nor
+        a continuation, even when no empty line follows (RFC 5322 section
+        2.1, and Postfix's C{cleanup}): the C{Received:} lines after it are
+        the body's.
+        """
+        received = b"Received: from a.example by b.example\r\n"
+        body = b"Received: from x\r\nSubject: hi\r\nnot a field\r\n" + received * 60
+        self.assertEqual(everySplit(body), {1})
+
+    def test_badNames(self) -> None:
+        """
+        A line whose name has a space, a control (NUL, DEL, a bare CR), an
+        8-bit octet in it, or no colon after it ends the header section, as
+        Postfix's C{is_header()} ends it: it is not a field, and the
+        C{Received:} fields after it do not count.
+        """
+        after = b"Received: from b\r\nReceived: from c\r\n\r\n"
+        for line in (
+            b"Re ceived: from a\r\n",
+            b"Received\x00: from a\r\n",
+            b"Rece\x7fived: from a\r\n",
+            b"Received\r: from a\r\n",
+            b"X-B\xc3\xbccher: yes\r\n",
+            b"R\xc3\xa9ceived: from a\r\n",
+            b"Received from a\r\n",
+            b"Received\r\n",
+            b"Received\n",
+            b"\x00\r\n",
+            b":no name\r\n",
+            b"\r\r\n",
+        ):
+            self.assertEqual(everySplit(b"Received: from a\r\n" + line + after), {1}, line)
+
+    def test_firstLineWhiteSpace(self) -> None:
+        """
+        A first line beginning with white space continues no field: the
+        header section ends before it (Postfix's C{cleanup}; the relays
+        write an empty line after their field there, so that the next hop
+        takes it as the body too).
+        """
+        self.assertEqual(everySplit(b" Received: from a\r\nReceived: from b\r\n\r\n"), {0})
+        self.assertEqual(everySplit(b"\tx\r\nReceived: from b\r\n"), {0})
+
+    def test_valuesMayHoldAnything(self) -> None:
+        """
+        A field's value (and its continuations) may hold controls, NUL,
+        bare CR and 8-bit octets: the line is a field all the same, and the
+        next ones count.  A bare CR ends no line, as for Postfix, whose
+        lines end at LF: a C{Received:} after one, on the same line, is not
+        a field of its own.
+        """
+        body = (
+            b"Subject: \x00\x7f\xff caf\xc3\xa9\r\n"
+            b" \x00 folded\r\r\n"
+            b"X-Note: a\rReceived: from hidden\r\n"
+            b"rEcEiVeD: from a\r\n"
+            b"\r\n"
+        )
+        self.assertEqual(everySplit(body), {1})
+
+    def test_longFoldedField(self) -> None:
+        """
+        A long field folded over many long lines, fed one octet at a time
+        (as BDAT chunks of one octet bring it), is one field, and the
+        fields after it count; what is kept between pieces stays a few
+        octets.
+        """
+        body = (
+            b"X-Long: "
+            + b"a" * 3000
+            + b"\r\n"
+            + (b"\t" + b"b" * 1000 + b"\r\n") * 3
+            + b"Received: from a\r\n"
+            + b"X-"
+            + b"n" * 2000
+            + b": long name\r\n"
+            + b"Received"
+            + b" " * 2000
+            + b": from b\r\n"
+            + b"\r\nReceived: from body\r\n"
+        )
+        counter = HopCounter()
+        kept = 0
+        for i in range(len(body)):
+            counter.feed(body[i : i + 1])
+            kept = max(kept, len(counter._start or b""))
+        self.assertEqual(counter.count, 2)
+        self.assertLessEqual(kept, 9)
+        self.assertEqual(count(body), 2)
+
+    def test_emptyPieces(self) -> None:
+        """
+        Empty pieces (C{BDAT 0}, C{BDAT 0 LAST}) change nothing, before,
+        within and after the header section.
+        """
+        body = b"Received: from a\r\nRecei", b"ved: from b\r\n", b"\r\nReceived: c\r\n"
+        self.assertEqual(count(b"", body[0], b"", body[1], b"", body[2], b""), 2)
+        self.assertEqual(count(b""), 0)
 
     def test_keepsLittle(self) -> None:
         """
         Of a line split between pieces, at most its first octets are kept:
-        a long header line in many pieces keeps nothing of it.
+        a long header line in many pieces keeps nothing of it, and neither
+        does a long name still without its colon.
         """
         counter = HopCounter()
         counter.feed(b"X-Long: ")
         for _ in range(1000):
             counter.feed(b"a" * 100)
         self.assertIsNone(counter._start)
-        counter.feed(b"\r\nReceiv")
+        counter.feed(b"\r\nX-Name-")
+        for _ in range(1000):
+            counter.feed(b"n" * 100)
+        self.assertEqual(counter._start, b"x")
+        counter.feed(b": v\r\nReceiv")
         self.assertEqual(counter._start, b"Receiv")
-        counter.feed(b"ed: from a\r\n\r\n")
+        counter.feed(b"ed \t ")
+        self.assertEqual(counter._start, b"Received ")
+        counter.feed(b"  : from a\r\n\r\n")
         self.assertEqual(counter.count, 1)
 
     def test_manyFields(self) -> None:
         """
-        Fifty-one fields are fifty-one, in any pieces.
+        Fifty fields are fifty and fifty-one are fifty-one, in any pieces,
+        with CRLF or bare LF.
         """
-        body = b"Received: from relay.example by relay.example\r\n" * 51 + b"\r\nbody\r\n"
-        self.assertEqual(everySplit(body), {51})
+        for hops in (50, 51):
+            field = b"Received: from relay.example by relay.example\r\n"
+            body = field * hops + b"\r\nbody\r\n"
+            self.assertEqual(everySplit(body), {hops})
+            self.assertEqual(everySplit(body.replace(b"\r\n", b"\n")), {hops})

@@ -16,6 +16,11 @@ from twisted_smtpd.handlers.relay import defaultHeloName
 DATE = rb"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} [+-]\d{4}"
 
 
+#: The recipient of the unit tests' messages, named in the field's C{for}
+#: clause.
+RECIPIENT = "bob@example.org"
+
+
 def _text(value: str | None) -> bytes:
     """
     C{value} as a pattern: itself, or any name when C{None}.
@@ -29,6 +34,7 @@ def traceField(
     by: str | None = "relay.example",
     protocol: str = "ESMTP",
     newline: bytes = b"\r\n",
+    recipient: str | None = RECIPIENT,
 ) -> re.Pattern[bytes]:
     """
     The field written first, whole: all of it but the session id and the
@@ -43,6 +49,9 @@ def traceField(
     @param protocol: The C{with} clause.
     @param newline: Its line end as the next hop stored it (a Dovecot
         mailbox has LF).
+    @param recipient: The message's one recipient, named in its C{for}
+        clause (C{None}: several, and no such clause); by default the one
+        the unit tests send to (L{tests.test_relay.send}).
     """
     return re.compile(
         b"Received: from "
@@ -53,7 +62,9 @@ def traceField(
         + _text(by)
         + b" with "
         + re.escape(protocol.encode())
-        + b" id [0-9A-Za-z]+; "
+        + b" id [0-9A-Za-z]+"
+        + (b"" if recipient is None else b" for <" + re.escape(recipient.encode()) + b">")
+        + b"; "
         + DATE
         + re.escape(newline)
     )
@@ -72,10 +83,13 @@ def untraced(testCase: SynchronousTestCase, stored: bytes, **field: object) -> b
     return rest
 
 
-def forwardedMessage(testCase: SynchronousTestCase, stored: bytes) -> bytes:
+def forwardedMessage(testCase: SynchronousTestCase, stored: bytes, recipient: str | None) -> bytes:
     """
     A message that C{twistd smtpd --relay} or C{--lmtp-to} passed on from
     an smtplib client (greeting with the machine's name, over ESMTP),
-    after its C{Received:} field (L{untraced}), which names this machine.
+    after its C{Received:} field (L{untraced}), which names this machine
+    and C{recipient} (C{None}: the message had several).
     """
-    return untraced(testCase, stored, helo=None, client=None, by=defaultHeloName())
+    return untraced(
+        testCase, stored, helo=None, client=None, by=defaultHeloName(), recipient=recipient
+    )

@@ -609,7 +609,11 @@ class ServerTestCase(SynchronousTestCase):
         return line, both
 
     def assertDelivered(
-        self, expected: list[bytes], maildir: str | None = None, forwarded: bool = False
+        self,
+        expected: list[bytes],
+        maildir: str | None = None,
+        forwarded: bool = False,
+        recipient: str | None = None,
     ) -> None:
         """
         The Maildir holds exactly the messages C{expected}, byte for byte,
@@ -618,10 +622,12 @@ class ServerTestCase(SynchronousTestCase):
         @param forwarded: Whether the messages came through C{--relay} or
             C{--lmtp-to}: each then begins with its C{Received:} field
             (L{tests.tracing.forwardedMessage}), compared apart.
+        @param recipient: The forwarded messages' one recipient, which their
+            C{Received:} field names (C{None}: they had several).
         """
         contents, names, leftovers = maildirContents(maildir or self.maildir)
         if forwarded:
-            contents = [forwardedMessage(self, message) for message in contents]
+            contents = [forwardedMessage(self, message, recipient) for message in contents]
         self.assertEqual(len(names), len(set(names)))
         self.assertEqual(sorted(contents), sorted(expected))
         self.assertEqual(leftovers, [])

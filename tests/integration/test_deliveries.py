@@ -281,7 +281,7 @@ class ForwardingTests(ServerTestCase):
         )
         body = message(9)
         self.assertEqual(self.smtp().sendmail(SENDER, [RECIPIENT], body), {})
-        self.assertDelivered([body], maildir, forwarded=True)
+        self.assertDelivered([body], maildir, forwarded=True, recipient=RECIPIENT)
         self.stopServer()
         self.stopServer(self.target)
 

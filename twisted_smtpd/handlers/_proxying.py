@@ -441,7 +441,11 @@ class ProxyingHandler(BaseHandler, ABC):
         """
         The length of the field L{_field} will write before the message
         C{address} begins, for its C{SIZE}: C{onMailFrom} runs before the
-        session's envelope is this transaction's.
+        session's envelope is this transaction's.  The recipients are not
+        known yet, so the C{for} clause the field gets with exactly one is
+        not counted: C{SIZE} is the client's estimate (RFC 1870 section 4),
+        which the next hop compares with its limit at MAIL, and Postfix's
+        C{smtpd} passes the client's on to its proxy filter unchanged.
         """
         envelope = Envelope(address, smtpUtf8="SMTPUTF8" in address.args)
         return len(self._field(evolve(session, envelope=envelope)))

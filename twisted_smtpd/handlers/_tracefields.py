@@ -18,18 +18,30 @@ from twisted_smtpd._core.session import Session, unixPeer
 #: The longest line of a message, CRLF excluded (RFC 5322 section 2.1.1).
 MAX_LINE = 998
 
-#: The most white space between a C{Received} field's name and its colon
-#: that L{HopCounter} takes (RFC 5322 section 4.5.3's obsolete syntax
-#: allows some there); a line with more is not counted.
-MAX_NAME_SPACE = 16
+#: A header field's name (RFC 5322 section 2.2: printable ASCII but the
+#: colon; Postfix's C{is_header()} takes the same), and the white space
+#: that may follow it before the colon (section 4.5.3's obsolete syntax,
+#: which Postfix also takes, however much).
+_FIELD_NAME = rb"[!-9;-~]+[ \t]*"
 
-#: A C{Received:} field beginning a line: the line's start is the newline
-#: before it.
-_RECEIVED = re.compile(rb"\n[Rr][Ee][Cc][Ee][Ii][Vv][Ee][Dd][ \t]{0,%d}:" % MAX_NAME_SPACE)
+#: The lines of a header section from a line's start, as many as follow
+#: each other: each a field (a name, its colon, the rest of the line),
+#: with the continuation lines (beginning with white space) that fold it.
+#: A line that is neither (the empty line, a line without a colon after a
+#: valid name, a first line beginning with white space) ends it.
+_SECTION = re.compile(rb"(?:" + _FIELD_NAME + rb":[^\n]*+\n(?:[ \t][^\n]*+\n)*+)*+")
 
-#: The empty line that ends the header section (CRLF, or a bare LF as a
-#: BDAT body may hold).
-_HEADER_END = re.compile(rb"\n\r?\n")
+#: The continuation lines that may begin a piece when the line before
+#: was a field's (or a continuation of it).
+_CONTINUATIONS = re.compile(rb"(?:[ \t][^\n]*+\n)*+")
+
+#: The start of a line that has not ended yet: a name, white space, and
+#: its colon if it has come.
+_FIELD_START = re.compile(rb"([!-9;-~]+)([ \t]*)(:?)")
+
+#: A C{Received:} field beginning a line of the header section: the
+#: line's start is the newline before it.
+_RECEIVED = re.compile(rb"\nreceived[ \t]*:", re.IGNORECASE)
 
 _NAME = b"received"
 
@@ -42,11 +54,15 @@ def receivedField(session: Session, name: str, ascii: bool = False) -> bytes:
     socket's client, as Postfix writes it), every text from outside made
     L{printable}, the HELO name also L{neuter}ed as Postfix stores it (so
     that C{(}, C{)} or C{;} in it cannot break the field's comment or
-    clauses).  A field that would be longer than a line may be (RFC 5322
+    clauses).  With exactly one recipient, a C{for <address>} clause names
+    it (section 4.4's C{For}), as Postfix's C{smtpd} writes one; with more,
+    none, which would disclose every recipient (a Bcc among them) to each
+    of them.  A field that would be longer than a line may be (RFC 5322
     section 2.1.1: 998 octets; a long HELO name whose characters are all
     escaped makes one) is folded before each of its clauses, each of which
-    fits in a line.  Its length depends on the session only: the date is
-    always as long.
+    fits in a line.  Its length depends on the session only (the date is
+    always as long), and on its recipients: built before any, it is
+    shorter by the C{for} clause than once there is one.
 
     @param session: The session, with its transaction begun.
     @param name: The receiving host's name, for the C{by} clause.
@@ -68,12 +84,18 @@ def receivedField(session: Session, name: str, ascii: bool = False) -> bytes:
     helo = neuter(session.hostNameAppearsAs or rdns)
     # Every part but the date and the id came from outside (or from a
     # handler): escaped, none can end the header line early.
-    clauses = (
+    clauses = [
         f"from {printable(helo)}",
         f"({printable(rdns)} {literal})",
         f"by {printable(name)} with {printable(messageTransmissionType(session))}",
-        f"id {printable(session.id)}; {formatdate(localtime=True)}",
-    )
+        f"id {printable(session.id)}",
+    ]
+    recipients = session.envelope.rcptTo
+    if len(recipients) == 1:
+        # The path as the client wrote it (a quoted local part kept
+        # quoted, as Postfix's quote_822_local writes it), escaped.
+        clauses.append(f"for <{printable(recipients[0].address)}>")
+    clauses[-1] += f"; {formatdate(localtime=True)}"
     received = "Received: " + " ".join(clauses)
     if len(received.encode(encoding, "backslashreplace")) > MAX_LINE:
         received = "Received: " + "\r\n\t".join(clauses)
@@ -94,31 +116,35 @@ def traceHeaderLines(session: Session, name: str) -> bytes:
     return returnPath + receivedField(session, name)
 
 
-def _undecided(start: bytes) -> bool:
+def _matched(pattern: re.Pattern[bytes], text: bytes, position: int) -> int:
     """
-    Whether a line beginning with C{start} (all of it that has arrived)
-    may still turn out to be a C{Received:} field, or the empty line.
+    Where C{pattern}, which matches anywhere (perhaps nothing), ends when
+    matched at C{position} in C{text}.
     """
-    if start in (b"", b"\r"):
-        return True
-    if len(start) <= len(_NAME):
-        return _NAME.startswith(start.lower())
-    return (
-        start[: len(_NAME)].lower() == _NAME
-        and len(start) <= len(_NAME) + MAX_NAME_SPACE
-        and not start[len(_NAME) :].strip(b" \t")
-    )
+    match = pattern.match(text, position)
+    assert match is not None
+    return match.end()
 
 
 class HopCounter:
     """
-    Count the C{Received:} fields of a message's header section (RFC 5322
-    section 2.1: the lines before the first empty line) as its body is
-    fed in, however it is split: the field's name in any case, at the start
-    of a line (a folded line's continuation, or the body after the empty
-    line, is not counted).  CRLF and bare LF line ends alike.  The work is
-    linear in the header section and nothing is looked at after it; of a
-    line split between two pieces, at most its first few octets are kept.
+    Count the C{Received:} fields of a message's header section as its body
+    is fed in, however it is split: the field's name in any case, white
+    space allowed before its colon, at the start of a line (a folded line's
+    continuation is not counted).  CRLF and bare LF line ends alike; a bare
+    CR ends no line.
+
+    The header section ends, as Postfix's C{cleanup} ends it (its
+    C{is_header()}, RFC 5322 sections 2.1 and 2.2), at the first line that
+    is neither a field (a name of printable ASCII characters but the colon,
+    then the colon) nor the continuation of one (a line beginning with white
+    space, after a field): the empty line, a line without a colon, a name
+    with a space, a control or an 8-bit octet in it, a first line beginning
+    with white space.  A C{Received:} line after it is the body's.
+
+    The work is linear in the header section and nothing is looked at after
+    it; of a line split between two pieces, at most a few octets standing
+    for its start are kept.
 
     @ivar count: The C{Received:} fields counted so far.
     @ivar inHeader: Whether the header section has not ended yet.
@@ -127,9 +153,13 @@ class HopCounter:
     def __init__(self) -> None:
         self.count = 0
         self.inHeader = True
-        # The start of the line the last piece ended in, while it might
-        # still be a Received: field or the empty line; None when that
-        # line is decided already.
+        # Whether the last line was a field or its continuation, so that a
+        # line beginning with white space continues it.
+        self._folding = False
+        # The start of the line the last piece ended in, while it is not
+        # known yet whether it is a field (a name the field's could begin
+        # with, or b"x" for another, then b" " if white space followed);
+        # None when that line is known to be a field or a continuation.
         self._start: bytes | None = b""
 
     def feed(self, data: bytes) -> int:
@@ -148,19 +178,53 @@ class HopCounter:
         else:
             # A newline before the line's start, as the patterns want one.
             text = b"\n" + self._start + data
-        end = _HEADER_END.search(text)
-        if end is not None:
-            self.count += len(_RECEIVED.findall(text, 0, end.start()))
-            self.inHeader = False
-            self._start = None
-            return self.count
-        last = text.rfind(b"\n")
-        start = text[last + 1 :]
-        if _undecided(start):
-            # Counted (or not) once the rest of its line is here.
-            self.count += len(_RECEIVED.findall(text, 0, last))
-            self._start = start
+        position = 1
+        if self._folding:
+            position = _matched(_CONTINUATIONS, text, position)
+        end = _matched(_SECTION, text, position)
+        self.count += len(_RECEIVED.findall(text, 0, end))
+        if end > 1:
+            self._folding = True
+        if end == len(text):
+            self._start = b""
+        elif text.find(b"\n", end) >= 0:
+            # A whole line that is neither a field nor a continuation.
+            self._ended()
         else:
-            self.count += len(_RECEIVED.findall(text))
-            self._start = None
+            self._undecided(text, end)
         return self.count
+
+    def _undecided(self, text: bytes, start: int) -> None:
+        """
+        Take the line that begins at C{start} in C{text} and has not ended
+        yet: a field, a continuation, the header section's end, or not
+        known yet.
+        """
+        if text[start : start + 1] in (b" ", b"\t"):
+            if self._folding:
+                self._start = None
+            else:
+                self._ended()
+            return
+        field = _FIELD_START.match(text, start)
+        if field is None:
+            self._ended()
+        elif field.group(3):
+            self._folding = True
+            self._start = None
+            if field.group(1).lower() == _NAME:
+                self.count += 1
+        elif field.end() == len(text):
+            name = field.group(1)
+            if len(name) > len(_NAME) or not _NAME.startswith(name.lower()):
+                name = b"x"
+            self._start = name + (b" " if field.group(2) else b"")
+        else:
+            self._ended()
+
+    def _ended(self) -> None:
+        """
+        The header section has ended: nothing more is looked at.
+        """
+        self.inHeader = False
+        self._start = None
