@@ -81,10 +81,11 @@ def _reset(s: socket.socket) -> None:
     s.close()
 
 
-def _pipelineThenReset(port: int, called: threading.Event) -> None:
+def _pipelineThenReset(port: int, called: threading.Event, finFirst: bool = False) -> None:
     """
     Send RCPT with NOOP right behind it in one write, wait until the
-    recipient's hook is held, then reset the connection.
+    recipient's hook is held, then reset the connection (after a FIN, when
+    C{finFirst}).
     """
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     try:
@@ -96,6 +97,8 @@ def _pipelineThenReset(port: int, called: threading.Event) -> None:
         s.sendall(b"RCPT TO:<b@example.com>\r\nNOOP\r\n")
         if not called.wait(10):
             raise AssertionError("onRcptTo was not called")
+        if finFirst:
+            s.shutdown(socket.SHUT_WR)
     finally:
         _reset(s)
 
@@ -188,6 +191,26 @@ class ResetBehindHookTests(TestCase):
         yield deferLater(reactor, 0, lambda: None)
         self.assertEqual(events.count("close"), 1)
         self.assertEqual(events.count("error"), 0)
+
+    @inlineCallbacks
+    def test_resetAfterHalfClose(self) -> Any:
+        """
+        A client that half-closes behind a held RCPT (the session then reads
+        no more) and then resets has its session ended all the same, before
+        the hook answers.
+        """
+        handler = HeldHooks()
+        server = SMTPServer(
+            handler, ServerOptions(name="mx.example.com", disableReverseLookup=True, maxClients=1)
+        )
+        events = self._events(server)
+        port = yield server.listen("tcp:0:interface=127.0.0.1")
+        self.addCleanup(port.stopListening)
+        yield deferToThread(_pipelineThenReset, port.getHost().port, handler.called, True)
+        yield self._waitGone(server)
+        handler.answerAll()
+        yield deferLater(reactor, 0, lambda: None)
+        self.assertEqual(events.count("close"), 1)
 
     @inlineCallbacks
     def test_resetOverTLSWhileOnDataHeld(self) -> Any:
