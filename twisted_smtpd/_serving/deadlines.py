@@ -25,7 +25,7 @@ from twisted.logger import LogLevel
 
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.data import ChunkDecoder
-from twisted_smtpd._serving.flow import PAUSE_WRITE
+from twisted_smtpd._serving.flow import PAUSE_WRITE, lostIfReset, socketUnder
 from twisted_smtpd._serving.logging import clientAddress, unlogged
 from twisted_smtpd._serving.tlsfailures import TIMEOUT, tellHandshakeFailed
 
@@ -191,6 +191,10 @@ def check(p: SessionControl, now: float) -> None:
         return
     p.times.pendingSeen = 0
     if p.waiting or p.pauses:
+        if lostIfReset(socketUnder(p.transport)):
+            # Reset while the session did not read: it ends now, not when
+            # the hook answers or the handler reads again.
+            return
         # Waiting for our own hook or a slow handler is not the client's
         # silence; the handler has its own deadline (L{_handlerLate}).
         p.times.lastActivity = now

@@ -7,15 +7,18 @@ pauses), and the way replies are written.
 
 from __future__ import annotations
 
+import os
 import socket as _socket
 import weakref
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import tcp
+from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 if TYPE_CHECKING:
@@ -144,6 +147,32 @@ def giveUpUnreadAfter(socket: Any, seconds: float) -> None:
     if socket.socket.family in (_socket.AF_INET, _socket.AF_INET6):
         with suppress(OSError):
             socket.socket.setsockopt(_socket.IPPROTO_TCP, option, int(seconds * 1000))
+
+
+def lostIfReset(socket: Any) -> bool:
+    """
+    End the connection C{socket} (L{socketUnder}) as the reactor would had
+    it read the error, when the client reset it (or it failed otherwise:
+    C{SO_ERROR}), and tell whether it did.
+
+    A session that stopped reading (a hook has not answered while commands
+    wait behind it, a handler reads the body slowly, a client's FIN came
+    first) is out of the reactor's sight: a reset would be seen only once
+    it reads again, and the session would keep its place under
+    C{maxClients} and C{maxClientsPerIP}, and its memory, until then.  The
+    deadlines' timer asks here instead, once a second, for sessions that
+    wait.  A FIN is no error: a half-closed client still gets its replies.
+    """
+    if socket is None or not socket.connected or socket.disconnecting:
+        return False
+    try:
+        error = socket.socket.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+    except OSError:
+        return False
+    if not error:
+        return False
+    socket.connectionLost(Failure(ConnectionLost(os.strerror(error))))
+    return True
 
 
 #: What Twisted reads from a connection at a time.
