@@ -70,6 +70,15 @@ def closeWith(testCase: TestCase, handler: ProxyingHandler) -> ProxyingHandler:
     return handler
 
 
+def quitAfter(testCase: TestCase, session: ClientSession) -> None:
+    """
+    Say QUIT on C{session} after the test, and wait for it: through a
+    Deferred, since the trial of the oldest Twisted supported (23.10) does
+    not wait for a coroutine that a cleanup returns, and never runs it.
+    """
+    testCase.addCleanup(lambda: Deferred.fromCoroutine(session.quit()))
+
+
 async def clientSession(port: int, lmtp: bool = False) -> ClientSession:
     """
     A session to the front server on C{port}, for tests that send commands
@@ -222,7 +231,7 @@ class RelayTests(TestCase):
         """
         await self.front(Recorder())
         session = await self.handler.openSession()
-        self.addCleanup(session.quit)
+        quitAfter(self, session)
         handle = session._protocol.transport.getHandle()  # type: ignore[union-attr]
         self.assertEqual(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
 
@@ -247,7 +256,7 @@ class RelayTests(TestCase):
         smarthost.refuse["bob@example.org"] = SMTPError(550, "No such user here", "5.1.1")
         port = await self.front(smarthost)
         client = await clientSession(port)
-        self.addCleanup(client.quit)
+        quitAfter(self, client)
         self.assertEqual((await client.mail("alice@example.com", "")).code, 250)
         refused = await client.rcpt("bob@example.org", "")
         self.assertEqual((refused.code, refused.enhanced), (550, "5.1.1"))
@@ -269,7 +278,7 @@ class RelayTests(TestCase):
         smarthost.refuse["bob@example.org"] = SMTPError(521, "Not here", "5.3.2")
         port = await self.front(smarthost)
         client = await clientSession(port)
-        self.addCleanup(client.quit)
+        quitAfter(self, client)
         self.assertEqual((await client.mail("alice@example.com", "")).code, 250)
         refused = await client.rcpt("bob@example.org", "")
         self.assertEqual((refused.code, refused.enhanced, refused.text), (550, "5.3.2", "Not here"))
@@ -318,7 +327,7 @@ class RelayTests(TestCase):
         smarthost.onMailFrom = refuseSender  # type: ignore[method-assign]
         port = await self.front(smarthost)
         client = await clientSession(port)
-        self.addCleanup(client.quit)
+        quitAfter(self, client)
         reply = await client.mail("alice@example.com", "")
         self.assertEqual((reply.code, reply.enhanced), (553, "5.7.1"))
         self.assertEqual(reply.text, "Sender rejected\n221 injected")
@@ -337,7 +346,7 @@ class RelayTests(TestCase):
         smarthost.onMailFrom = closing  # type: ignore[method-assign]
         port = await self.front(smarthost)
         client = await clientSession(port)
-        self.addCleanup(client.quit)
+        quitAfter(self, client)
         reply = await client.mail("alice@example.com", "")
         self.assertEqual((reply.code, reply.enhanced, reply.text), (451, "4.3.2", "Shutting down"))
         self.assertEqual((self.handler.pool.busy, self.handler.pool.idle), (0, 0))
@@ -672,7 +681,7 @@ class LMTPDeliveryTests(TestCase):
             store.lmtpRefuse[f"{name}@example.net"] = SMTPError(552, "Over quota", "5.2.2")
         port = await self.front(store)
         client = await clientSession(port)
-        self.addCleanup(client.quit)
+        quitAfter(self, client)
         await client.mail("alice@example.com", "")
         await client.rcpt("bob@example.org", "")
         await client.rcpt("carol@example.net", " NOTIFY=SUCCESS")
@@ -697,7 +706,7 @@ class LMTPDeliveryTests(TestCase):
         store = Recorder()
         port = await self.front(store, storeOptions={"hideDSN": True})
         client = await clientSession(port)
-        self.addCleanup(client.quit)
+        quitAfter(self, client)
         await client.mail("alice@example.com", "")
         await client.rcpt("bob@example.org", " NOTIFY=SUCCESS")
         [final] = await client.data(bodyStream(BODY), 1)

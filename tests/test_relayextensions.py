@@ -23,6 +23,7 @@ from tests.test_relay import (
     bodyStream,
     clientSession,
     closeWith,
+    quitAfter,
     replies,
     send,
 )
@@ -52,7 +53,7 @@ class ExtensionTests(TestCase):
 
     async def session(self, port: int, lmtp: bool = False) -> ClientSession:
         client = await clientSession(port, lmtp)
-        self.addCleanup(client.quit)
+        quitAfter(self, client)
         return client
 
     async def test_sizePassedOn(self) -> None:
@@ -452,7 +453,7 @@ class LogTests(TestCase):
         front, frontPort = await startServer(self, handler)
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         client = await clientSession(frontPort)
-        self.addCleanup(client.quit)
+        quitAfter(self, client)
         await client.mail("alice@example.com", " SMTPUTF8")
         self.assertEqual((await client.rcpt(recipient, "")).code, 550)
         [line] = [formatEvent(e) for e in events if "refused {address}" in e["log_format"]]

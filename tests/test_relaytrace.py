@@ -26,6 +26,7 @@ from tests.test_relay import (
     bodyStream,
     clientSession,
     closeWith,
+    quitAfter,
     replies,
     send,
 )
@@ -182,7 +183,7 @@ class TraceTests(TestCase):
         smarthost = Recorder()
         port = await self.front(smarthost)
         client = await clientSession(port)
-        self.addCleanup(client.quit)
+        quitAfter(self, client)
         await client.mail("alice@example.com", "")
         await client.rcpt("bob@example.org", "")
         [final] = await client.bdat(bodyStream(b""), 1)
@@ -212,7 +213,7 @@ class TraceTests(TestCase):
         smarthost = EnvelopeRecorder()
         port = await self.front(smarthost, traceHeaders=False)
         client = await clientSession(port)
-        self.addCleanup(client.quit)
+        quitAfter(self, client)
         self.assertEqual((await client.mail("alice@example.com", " SIZE=500")).code, 250)
         self.assertEqual((await client.rcpt("bob@example.org", "")).code, 250)
         [final] = await client.data(bodyStream(BODY), 1)
