@@ -18,9 +18,6 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 from tests.certs import TLSClient
 from tests.test_tls import _Handshake, _TLSTestCase, handshake
-from twisted_smtpd._core.options import ServerOptions
-from twisted_smtpd._serving.listeners import OwnKeys
-from twisted_smtpd._serving.listenertls import ListenerTLS
 from twisted_smtpd._serving.tls import ServerTLS
 from twisted_smtpd._serving.tlsgeneration import _Generation
 
@@ -326,35 +323,5 @@ class TicketKeyRotationTests(_TLSTestCase):
             [
                 "Renewing the TLS session ticket keys failed, the old ones are kept:"
                 " cannot use certificate x: no"
-            ],
-        )
-
-    def test_listenerParametersRead(self) -> None:
-        """
-        The contexts of a listener with Diffie-Hellman parameters of its own
-        get them again when made afresh: OpenSSL takes them from their file
-        only, so a file gone by then keeps the old keys, with one line,
-        until the next lifetime.
-        """
-        parameters = os.path.abspath(self.mktemp())
-        with open(parameters, "w") as f:
-            f.write(FFDHE2048)
-        clock = Clock()
-        keys = OwnKeys(self.default.keyPath, self.default.certificatePath, None, parameters)
-        tls = ListenerTLS(ServerOptions(), keys, "ssl:465", clock=clock)
-        before = tls.getContext()
-        clock.advance(HOUR)
-        renewed = tls.getContext()
-        self.assertIsNot(renewed, before)
-        self.assertTrue(handshake(tls).server.handshakeDone)
-        os.remove(parameters)
-        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-        clock.advance(HOUR)
-        self.assertIs(tls.getContext(), renewed)
-        self.assertEqual(
-            [formatEvent(event) for event in events],
-            [
-                "Renewing the TLS session ticket keys of ssl:465 failed, the old ones are kept:"
-                f" cannot read dhParameters {parameters}: No such file or directory"
             ],
         )

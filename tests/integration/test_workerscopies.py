@@ -2,8 +2,8 @@
 C{twistd smtpd --workers 2} over real sockets: a worker started again after
 the files the server was started with can no longer be read (removed here;
 in production, a key only root may read, under C{twistd --uid}) starts from
-the copies its parent read at start, and reads the files themselves once it
-runs.
+the copies its parent read at start (C{dhParameters} too), and reads the
+files themselves once it runs.
 """
 
 from __future__ import annotations
@@ -18,7 +18,14 @@ import ssl
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.certs import CertificateAuthority
-from tests.integration.helpers import CLIENT_TIMEOUT, START_TIMEOUT, startWorkers
+from tests.integration.helpers import (
+    CLIENT_TIMEOUT,
+    START_TIMEOUT,
+    ImplicitTLSSMTP,
+    startWorkers,
+)
+from tests.test_dhparameters import DHE_CIPHER
+from tests.test_tlsresume import FFDHE2048
 
 _WORKER = re.compile(r"worker (\d+) started, pid (\d+)")
 
@@ -74,4 +81,42 @@ class StartCopiesTests(SynchronousTestCase):
         server.signal(signal.SIGHUP)
         server.waitForLog("Reloading TLS certificates failed", count=2, timeout=START_TIMEOUT)
         self.assertIn(f"cannot read certificate {issued.certificatePath}", server.output)
+        server.stop()
+
+    def test_restartedWorkerUsesParametersCopy(self) -> None:
+        """
+        Both workers of an C{ssl:} listener with a C{dhParameters} file,
+        killed after the file was removed, start again: OpenSSL takes the
+        parameters from the copy the parent read, not from the file, and
+        a client offering only a C{DHE} cipher is served.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        authority = CertificateAuthority(directory)
+        issued = authority.issue("mail.example.com", ("mail.example.com",), rsaKey=True)
+        parameters = os.path.join(directory, "dh.pem")
+        with open(parameters, "w") as f:
+            f.write(FFDHE2048)
+        listen = (
+            f"ssl:0:interface=127.0.0.1:privateKey={issued.keyPath}"
+            f":certKey={issued.certificatePath}:dhParameters={parameters}"
+        )
+        server, port = startWorkers(self, ["--sink"], directory, listen=[listen])
+        os.rename(parameters, parameters + ".gone")
+        for _, pid in _WORKER.findall(server.output):
+            os.kill(int(pid), signal.SIGKILL)
+        server.waitForLog("worker ready", count=4, timeout=START_TIMEOUT)
+        self.assertNotIn("cannot use dhParameters", server.output)
+        context = ssl.create_default_context(cafile=authority.certificatePath)
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers(DHE_CIPHER)
+        for _ in range(4):
+            client = ImplicitTLSSMTP(
+                "mail.example.com", "127.0.0.1", port, timeout=CLIENT_TIMEOUT, context=context
+            )
+            self.addCleanup(client.close)
+            self.assertEqual(client.ehlo()[0], 250)
+            assert client.sock is not None
+            self.assertEqual(client.sock.cipher()[0], DHE_CIPHER)
+            client.quit()
         server.stop()

@@ -9,6 +9,10 @@ server's own certificates are, and reloaded with them.
 
 from __future__ import annotations
 
+import os
+import tempfile
+from collections.abc import Callable
+
 from cryptography import x509
 from OpenSSL import SSL
 from twisted.internet.interfaces import IReactorTime
@@ -24,8 +28,9 @@ from twisted_smtpd._serving.tlsfiles import (
     _read,
     _readCredentials,
 )
+from twisted_smtpd._serving.tlsgeneration import _Generation
 
-__all__ = ["ListenerTLS", "loadParameters", "readChain"]
+__all__ = ["ListenerTLS", "loadParameters", "readChain", "readParameters"]
 
 
 def readChain(path: str) -> tuple[x509.Certificate, ...]:
@@ -37,21 +42,81 @@ def readChain(path: str) -> tuple[x509.Certificate, ...]:
     return tuple(_loadCertificates(_read(path, "extraCertChain"), "extraCertChain", path))
 
 
-def loadParameters(context: SSL.Context, path: str) -> None:
+def loadParameters(context: SSL.Context, path: str, data: bytes | None = None) -> None:
     """
     Give C{context} the Diffie-Hellman parameters of the C{dhParameters}
     file C{path}.
 
+    @param data: The file's contents, read before (L{readParameters});
+        read now when C{None}.
     @raise ValueError: The file cannot be read or holds none.
     """
-    _read(path, "dhParameters")
+    if data is None:
+        data = _read(path, "dhParameters")
     try:
-        context.load_tmp_dh(path)
+        _loadParametersFrom(context, data)
     except SSL.Error as e:
         # The first reason says why ("no start line"); OpenSSL adds "passed
         # a null parameter" for the parameters it then did not have.
         why = _why(e).partition("; ")[0]
         raise ValueError(f"cannot use dhParameters {path}: {why}") from None
+    except OSError as e:
+        raise ValueError(f"cannot use dhParameters {path}: {e.strerror or e}") from None
+
+
+def _loadParametersFrom(context: SSL.Context, data: bytes) -> None:
+    """
+    Give C{context} the Diffie-Hellman parameters in C{data}.  OpenSSL
+    (C{SSL.Context.load_tmp_dh}) takes them from a file only, opened by
+    path: this process's own anonymous copy, in memory
+    (C{memfd_create}, opened through C{/proc/self/fd}) where the system
+    has it, else a temporary file removed at once; never the configured
+    file, which a worker of C{twistd smtpd --workers}, running as another
+    user, may not be able to read (it reads the copy its parent read at
+    start instead: see L{twisted_smtpd._core.files}).
+
+    @raise SSL.Error: C{data} holds no parameters OpenSSL takes.
+    @raise OSError: The copy cannot be made.
+    """
+    try:
+        fd = os.memfd_create("twisted-smtpd-dh-parameters", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):
+        fd = -1
+    if fd >= 0 and not os.path.isdir("/proc/self/fd"):
+        os.close(fd)
+        fd = -1
+    if fd >= 0:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            context.load_tmp_dh(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+        return
+    with tempfile.NamedTemporaryFile(prefix="twisted-smtpd-dh-") as copy:
+        copy.write(data)
+        copy.flush()
+        context.load_tmp_dh(copy.name)
+
+
+def readParameters(path: str) -> Callable[[SSL.Context], None]:
+    """
+    Read the C{dhParameters} file C{path} once (through the copy the
+    parent of C{twistd smtpd --workers} read at start, in a worker that
+    cannot open it itself); OpenSSL checks them as each context is made.
+
+    @return: What gives a context those parameters, from what was read
+        (the contexts made afresh for new session ticket keys read no
+        file).
+    @raise ValueError: The file cannot be read or holds no parameters.
+    """
+    data = _read(path, "dhParameters")
+
+    def prepare(context: SSL.Context) -> None:
+        loadParameters(context, path, data)
+
+    return prepare
 
 
 class ListenerTLS(ServerTLS):
@@ -84,8 +149,6 @@ class ListenerTLS(ServerTLS):
         #: How the start summary, the log and the metrics name it: its
         #: endpoint string (its certificate file without one).
         self.label = description or keys.certKey
-        if keys.dhParameters is not None:
-            self._prepare = self._loadParameters
         if options.tlsCiphers is not None:
             policy = TLSPolicy(options.tlsCiphers, options.tlsMinVersion)
             try:
@@ -112,17 +175,16 @@ class ListenerTLS(ServerTLS):
         chain = credentials.chain + readChain(self._keys.extraCertChain)
         return _Credentials(credentials.certificate, chain, credentials.key, credentials.name)
 
-    def _loadParameters(self, context: SSL.Context) -> None:
+    def _build(self) -> _Generation:
         """
-        Give C{context} the listener's Diffie-Hellman parameters, read from
-        their file each time: OpenSSL takes them from a file only (as the
-        contexts made afresh for new session ticket keys do too).
-
-        @raise ValueError: The file cannot be read or holds none.
+        Read the listener's files, its Diffie-Hellman parameters too (kept
+        with the contexts they give, so that renewing their ticket keys
+        reads no file), and make its contexts.
         """
         path = self._keys.dhParameters
-        assert path is not None
-        loadParameters(context, path)
+        if path is not None:
+            self._prepare = readParameters(path)
+        return super()._build()
 
     def reload(self) -> None:
         """

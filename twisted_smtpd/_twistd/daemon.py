@@ -26,6 +26,7 @@ from twisted_smtpd._twistd.heldsignals import HELD
 from twisted_smtpd._twistd.logfile import GivesLogObserver, ReopenOnSignal
 from twisted_smtpd._twistd.stopsignals import StopOnce
 from twisted_smtpd._twistd.tapconfig import exitWithError, reason
+from twisted_smtpd._twistd.threadstop import boundReactorThreads
 
 
 def settleStartupHeap() -> None:
@@ -61,7 +62,8 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
     @ivar settleHeap: Whether to L{settle <settleStartupHeap>} the heap once
         the reactor runs: C{twistd smtpd} does, a test process must not.
     @ivar stopOnce: Whether a second SIGTERM or SIGINT while the reactor
-        stops is ignored (L{StopOnce}): C{twistd smtpd} does.
+        stops is ignored (L{StopOnce}), and the stop of the reactor's
+        thread pool bounded (L{boundReactorThreads}): C{twistd smtpd} does.
     @ivar dispatchWithoutContext: Whether the reactor is to dispatch I/O
         events without a legacy log context (L{withoutContext}) from the
         start on: C{twistd smtpd} does; an embedding program keeps
@@ -168,6 +170,7 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
             self.reactor.callWhenRunning(settleStartupHeap)
         if self.stopOnce:
             StopOnce(self.reactor).install()
+            boundReactorThreads(self.reactor)
 
     def _certificatesChanged(self) -> None:
         logCertificates(self)

@@ -52,6 +52,7 @@ from twisted_smtpd._twistd.heldsignals import HELD, blocked
 from twisted_smtpd._twistd.logfile import GivesLogObserver, ReopenOnSignal
 from twisted_smtpd._twistd.startcopies import START_COPIES, copiesFile
 from twisted_smtpd._twistd.stopsignals import StopOnce
+from twisted_smtpd._twistd.threadstop import boundReactorThreads
 from twisted_smtpd._twistd.workercert import SHARED_CERTIFICATE
 from twisted_smtpd._twistd.workerlisteners import INHERITED, ListenerSpec
 from twisted_smtpd._twistd.workerprocess import _Worker
@@ -163,7 +164,9 @@ class WorkerPool(GivesLogObserver):
             lines (their standard output) go; without it (C{twistd --syslog}
             with text), the workers keep the parent's standard output.
         @param stopOnce: Whether a second SIGTERM or SIGINT while the
-            reactor stops is ignored (L{StopOnce}): C{twistd smtpd} does.
+            reactor stops is ignored (L{StopOnce}), and the stop of the
+            reactor's thread pool bounded (L{boundReactorThreads}):
+            C{twistd smtpd} does.
         @param workerTimeout: Seconds a worker may give no sign of life
             before it is killed and started again (L{Watchdog}); 0: never.
         @param startCopies: The files this process read at start, by path,
@@ -226,6 +229,7 @@ class WorkerPool(GivesLogObserver):
         self._reopener.install()
         if self._stopOnce:
             StopOnce(self.reactor).install()
+            boundReactorThreads(self.reactor)
         if self._workerTimeout > 0:
             self._watchdog = Watchdog(
                 self._workerTimeout, lambda: self.workers.values(), self.reactor
