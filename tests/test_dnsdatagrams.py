@@ -53,7 +53,9 @@ class _Reactor(Clock):
         super().__init__()
         self.ports: list[_Port] = []
 
-    def listenUDP(self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 0) -> _Port:
+    def listenUDP(
+        self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 0
+    ) -> _Port:
         udp = _Port(protocol)
         self.ports.append(udp)
         protocol.makeConnection(udp)

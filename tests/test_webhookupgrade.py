@@ -15,9 +15,7 @@ from tests.test_handlers import ManualThreadPool
 from tests.test_webhookexchange import LARGE, Exchange
 from twisted_smtpd import SMTPError
 
-UPGRADED = (
-    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-)
+UPGRADED = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
 PROBLEM = "HTTP 101 Switching Protocols to a request asking for no upgrade"
 
 

@@ -64,7 +64,7 @@ class DNSClient(client.Resolver):
             protocol.transport.stopListening()
             raise
         name = queries[0].name if queries else ""
-        protocol.datagramReceived = _oneLinePerQuery(  # type: ignore[method-assign]
+        protocol.datagramReceived = _oneLinePerQuery(
             protocol, f"{address[0]}:{address[1]}", str(name)
         )
         d = protocol.query(address, queries, timeout, *args)
