@@ -9,14 +9,19 @@ file names never loads C{twisted.names} (about 1 MiB of memory).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.abstract import isIPv6Address
+from twisted.logger import Logger
 from twisted.names import client, dns, hosts
 from twisted.names.resolve import ResolverChain
 from twisted.python.failure import Failure
 
+from twisted_smtpd._core.printable import printable
 from twisted_smtpd._serving.resolve import AnswerUnusable
+
+_log = Logger(namespace="twisted_smtpd._serving.resolve.ReverseResolver")
 
 
 class DNSClient(client.Resolver):
@@ -37,6 +42,11 @@ class DNSClient(client.Resolver):
     id is never taken, even with a Twisted released before the fix of
     twisted/twisted#12696 (2026), whose C{twisted.names} matched answers by
     their id alone.
+
+    A datagram that cannot be the query's answer (truncated, malformed, or
+    of another id) is dropped with one line for the first of each query
+    (L{_oneLinePerQuery}), not Twisted's line for each, as many as the
+    server, or anyone sending as it, sends while the query waits.
     """
 
     def _query(
@@ -53,6 +63,10 @@ class DNSClient(client.Resolver):
         except BaseException:
             protocol.transport.stopListening()
             raise
+        name = queries[0].name if queries else ""
+        protocol.datagramReceived = _oneLinePerQuery(
+            protocol, f"{address[0]}:{address[1]}", str(name)
+        )
         d = protocol.query(address, queries, timeout, *args)
 
         def queried(result: object) -> object:
@@ -80,6 +94,46 @@ class DNSClient(client.Resolver):
         if message.trunc:
             return Failure(AnswerUnusable("the DNS server's answer over TCP is truncated"))
         return super().filterAnswers(message)
+
+
+def _oneLinePerQuery(
+    protocol: dns.DNSDatagramProtocol, server: str, name: str
+) -> Callable[[bytes, Any], None]:
+    """
+    C{protocol}'s C{datagramReceived}, dropping first a datagram that
+    cannot answer its query, with one line for the first only: one that is
+    not a whole DNS message, or whose id is of no query asked (Twisted
+    logs a line for each such datagram: C{Truncated packet}, C{Invalid
+    packet}, C{Unexpected message}).
+    """
+    received = protocol.datagramReceived
+    logged = False
+
+    def checked(data: bytes, address: Any) -> None:
+        nonlocal logged
+        message = dns.Message()
+        try:
+            message.fromStr(data)
+        except EOFError:
+            why = f"truncated ({len(data)} octets)"
+        except Exception as e:
+            why = f"malformed ({printable(str(e)[:100])})"
+        else:
+            if message.id in protocol.liveMessages or message.id in protocol.resends:
+                received(data, address)
+                return
+            why = "its id is of no query asked"
+        if not logged:
+            logged = True
+            _log.warn(
+                "DNS answer from {server} to the query for {name} ignored: {why};"
+                " no more such are logged for this query",
+                server=server,
+                name=printable(name[:300]),
+                why=why,
+            )
+
+    return checked
 
 
 def defaultResolver(reactor: Any = None) -> ResolverChain:

@@ -43,7 +43,8 @@ _log = Logger(namespace="twisted_smtpd.metrics")
 class MetricsChannel(HTTPChannel):
     """
     HTTP for C{/metrics} and C{/healthz}: only C{GET} and C{HEAD} without a
-    body, of a path (not C{*}), anything else refused (405, 413, 400) and
+    body, of a path (not C{*}), anything else refused (405, 413, 400: a
+    C{Transfer-Encoding} other than C{chunked} included) and
     the connection closed before any body is read; a request must be whole
     within the channel's timeout (L{REQUEST_DEADLINE}) of its first byte,
     which the bytes that follow do not push back (Twisted's idle timeout,
@@ -89,6 +90,12 @@ class MetricsChannel(HTTPChannel):
             self._abandon()
         elif self._command not in (b"GET", b"HEAD"):
             self._refuse(b"405 Method Not Allowed", b"Allow: GET, HEAD\r\n")
+        elif self.length == 0 and self.requests[-1].requestHeaders.hasHeader(b"transfer-encoding"):
+            # A coding other than chunked last (Twisted ignores identity,
+            # reading no body): the body's length cannot be known, so 400
+            # and close (RFC 9112 section 6.3), never an answer with the
+            # bytes after this head read as a request of their own.
+            self._respondToBadRequestAndDisconnect()
         elif self.length != 0:
             self._refuse(b"413 Content Too Large", b"")
         elif self._path == b"*":

@@ -82,6 +82,16 @@ class TooManyInformational(Exception):
         return f"more than {MAX_INFORMATIONAL} 1xx answers"
 
 
+class SwitchedProtocols(Exception):
+    """
+    The receiver answered C{101 Switching Protocols} to a request that
+    asked for no upgrade (RFC 9110 section 7.8): what follows is not HTTP.
+    """
+
+    def __str__(self) -> str:
+        return "HTTP 101 Switching Protocols to a request asking for no upgrade"
+
+
 #: The attribute marking a response that came whole before the request's
 #: body was all sent.
 _EARLY = "_answeredBeforeTheBody"
@@ -129,7 +139,8 @@ class _BoundedHeadersProtocol(HTTP11ClientProtocol):
     An L{HTTP11ClientProtocol} that drops the connection once a response's
     head is longer than L{HEADER_LIMIT} octets or one of its lines longer
     than L{HEADER_LINE_LIMIT}, as it does on a parse error, or after more
-    than L{MAX_INFORMATIONAL} 1xx answers, and at once when a
+    than L{MAX_INFORMATIONAL} 1xx answers or a C{101} (which Twisted skips
+    as any 1xx, reading the protocol switched to as HTTP), and at once when a
     whole response, or the status and headers of a 2xx one, arrives before
     the request body was sent.
 
@@ -161,6 +172,13 @@ class _BoundedHeadersProtocol(HTTP11ClientProtocol):
 
         def counted() -> None:
             code = parser.response.code
+            if code == 101:
+                # Twisted skips it as any 1xx, and would take the bytes
+                # of the protocol switched to for the final answer.
+                self._giveUp(Failure(SwitchedProtocols()))
+                assert self.transport is not None
+                cast(ITCPTransport, self.transport).abortConnection()
+                return
             if 100 <= code < 200:
                 seen[0] += 1
                 if seen[0] > MAX_INFORMATIONAL:
@@ -347,7 +365,7 @@ def describe(failure: Failure) -> tuple[str, bool]:
     for value in causes:
         if isinstance(value, ResponseHeadersTooLarge | ResponseLineTooLong):
             return str(value), True
-        if isinstance(value, TooManyInformational):
+        if isinstance(value, TooManyInformational | SwitchedProtocols):
             return str(value), False
         if isinstance(value, ParseError):
             return sanitise(f"malformed HTTP response: {value.args[0]}"), True
