@@ -81,6 +81,21 @@ def _reset(s: socket.socket) -> None:
     s.close()
 
 
+def _heldAtRcpt(s: socket.socket, called: threading.Event) -> None:
+    """
+    Send RCPT with NOOP right behind it in one write and wait until the
+    recipient's hook is held.
+    """
+    _readUntil(s, b"220 ")
+    s.sendall(b"EHLO c\r\n")
+    _readUntil(s, b"250 ")
+    s.sendall(b"MAIL FROM:<a@example.com>\r\n")
+    _readUntil(s, b"250 ")
+    s.sendall(b"RCPT TO:<b@example.com>\r\nNOOP\r\n")
+    if not called.wait(10):
+        raise AssertionError("onRcptTo was not called")
+
+
 def _pipelineThenReset(port: int, called: threading.Event, finFirst: bool = False) -> None:
     """
     Send RCPT with NOOP right behind it in one write, wait until the
@@ -89,14 +104,7 @@ def _pipelineThenReset(port: int, called: threading.Event, finFirst: bool = Fals
     """
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     try:
-        _readUntil(s, b"220 ")
-        s.sendall(b"EHLO c\r\n")
-        _readUntil(s, b"250 ")
-        s.sendall(b"MAIL FROM:<a@example.com>\r\n")
-        _readUntil(s, b"250 ")
-        s.sendall(b"RCPT TO:<b@example.com>\r\nNOOP\r\n")
-        if not called.wait(10):
-            raise AssertionError("onRcptTo was not called")
+        _heldAtRcpt(s, called)
         if finFirst:
             s.shutdown(socket.SHUT_WR)
     finally:
@@ -110,14 +118,7 @@ def _pipelineThenHalfClose(port: int, called: threading.Event) -> bytes:
     the server sends until it closes.
     """
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        _readUntil(s, b"220 ")
-        s.sendall(b"EHLO c\r\n")
-        _readUntil(s, b"250 ")
-        s.sendall(b"MAIL FROM:<a@example.com>\r\n")
-        _readUntil(s, b"250 ")
-        s.sendall(b"RCPT TO:<b@example.com>\r\nNOOP\r\n")
-        if not called.wait(10):
-            raise AssertionError("onRcptTo was not called")
+        _heldAtRcpt(s, called)
         s.shutdown(socket.SHUT_WR)
         out = b""
         while chunk := s.recv(4096):
