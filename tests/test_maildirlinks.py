@@ -29,6 +29,34 @@ from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers import MaildirHandler, _maildirdisk
 
 
+def _linkedRoot(
+    testCase: SynchronousTestCase, **options: Any
+) -> tuple[str, str, ManualThreadPool, MaildirHandler]:
+    """
+    A per-recipient L{MaildirHandler} (with C{options}) on a root in a new
+    directory, and beside that root a directory shaped as a Maildir, where
+    the tests' links point.
+
+    @return: The root, the directory outside it, the handler's thread pool
+        and the handler.
+    """
+    base = os.path.abspath(testCase.mktemp())
+    root = os.path.join(base, "root")
+    outside = os.path.join(base, "outside")
+    for sub in ("tmp", "new", "cur"):
+        os.makedirs(os.path.join(outside, sub))
+    pool = ManualThreadPool()
+    handler = MaildirHandler(
+        root,
+        reactor=ImmediateReactor(),
+        threadpool=pool,  # type: ignore[arg-type]
+        perRecipient=True,
+        hostname="mx.example",
+        **options,
+    )
+    return root, outside, pool, handler
+
+
 class PerRecipientLinkTests(SynchronousTestCase):
     """
     A per-recipient Maildir reached through a symbolic link below the root
@@ -37,22 +65,7 @@ class PerRecipientLinkTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        base = os.path.abspath(self.mktemp())
-        os.makedirs(base)
-        self.root = os.path.join(base, "root")
-        #: A directory outside the root, shaped as a Maildir, where links
-        #: point.
-        self.outside = os.path.join(base, "outside")
-        for sub in ("tmp", "new", "cur"):
-            os.makedirs(os.path.join(self.outside, sub))
-        self.pool = ManualThreadPool()
-        self.handler = MaildirHandler(
-            self.root,
-            reactor=ImmediateReactor(),
-            threadpool=self.pool,  # type: ignore[arg-type]
-            perRecipient=True,
-            hostname="mx.example",
-        )
+        self.root, self.outside, self.pool, self.handler = _linkedRoot(self)
         self.domain = os.path.join(self.root, "domains", "example.org")
         self.bob = os.path.join(self.domain, "bob")
 
@@ -252,20 +265,7 @@ class ExistingOnlyLinkTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        base = os.path.abspath(self.mktemp())
-        self.root = os.path.join(base, "root")
-        self.outside = os.path.join(base, "outside")
-        for sub in ("tmp", "new", "cur"):
-            os.makedirs(os.path.join(self.outside, sub))
-        self.pool = ManualThreadPool()
-        self.handler = MaildirHandler(
-            self.root,
-            reactor=ImmediateReactor(),
-            threadpool=self.pool,  # type: ignore[arg-type]
-            perRecipient=True,
-            existingOnly=True,
-            hostname="mx.example",
-        )
+        self.root, self.outside, self.pool, self.handler = _linkedRoot(self, existingOnly=True)
         self.domain = os.path.join(self.root, "domains", "example.org")
         os.makedirs(self.domain)
 
