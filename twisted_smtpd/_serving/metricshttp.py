@@ -40,10 +40,33 @@ MAX_CONNECTIONS = 8
 _log = Logger(namespace="twisted_smtpd.metrics")
 
 
+def originForm(target: bytes) -> bytes:
+    """
+    The path and query of the request target C{target}: itself when it is
+    not in absolute form, the part after the authority when it is an
+    C{http} or C{https} URI (C{http://127.0.0.1:9100/metrics?x} is
+    C{/metrics?x}; C{http://host} and C{http://host?x} have the path
+    C{/}).  A server must accept the absolute form (RFC 9112 section
+    3.2.2), and take the host from it rather than from C{Host}: this
+    listener has no virtual hosts, so any host is served.
+
+    @param target: The request target, as the request line gives it.
+    """
+    scheme, colon, rest = target.partition(b"://")
+    if not colon or scheme.lower() not in (b"http", b"https"):
+        return target
+    for index, byte in enumerate(rest):
+        if byte in b"/?":
+            path = rest[index:]
+            return path if byte == ord("/") else b"/" + path
+    return b"/"
+
+
 class MetricsChannel(HTTPChannel):
     """
     HTTP for C{/metrics} and C{/healthz}: only C{GET} and C{HEAD} without a
-    body, of a path (not C{*}), anything else refused (405, 413, 400: a
+    body, of a path (not C{*}) or an C{http}/C{https} URI naming one (the
+    absolute form, L{originForm}), anything else refused (405, 413, 400: a
     C{Transfer-Encoding} other than C{chunked} included) and
     the connection closed before any body is read; a request must be whole
     within the channel's timeout (L{REQUEST_DEADLINE}) of its first byte,
@@ -103,6 +126,7 @@ class MetricsChannel(HTTPChannel):
             # would answer it itself (405 naming OPTIONS, and its version).
             self._respondToBadRequestAndDisconnect()
         else:
+            self._path = originForm(self._path)
             super().allHeadersReceived()
 
     def _refuse(self, status: bytes, headers: bytes) -> None:
