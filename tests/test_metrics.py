@@ -637,9 +637,10 @@ class FlagTests(SynchronousTestCase):
         An C{ssl:} endpoint's C{sslmethod=} pinning a protocol version
         (C{TLSv1_METHOD}: TLS 1.0 only, which the SMTP listeners refuse) is
         refused in one line, by name or by place, as an C{ssl:} listener's
-        is.  One allowing every version is taken, but not handed to
-        Twisted, which would then lift its minimum (TLS 1.2): the metrics
-        are served with that minimum.
+        is, naming the values taken; one that is no TLS server method of
+        OpenSSL's (a misspelling) is refused saying so.  One allowing every
+        version is taken, but not handed to Twisted, which would then lift
+        its minimum (TLS 1.2): the metrics are served with that minimum.
         """
         import os
 
@@ -662,8 +663,19 @@ class FlagTests(SynchronousTestCase):
                 self.assertEqual(
                     str(e),
                     f"--metrics {description!r}: sslmethod={method} is refused: it would"
-                    " pin the TLS version (without it, TLS 1.2 and later are spoken)",
+                    " pin the TLS version (without it, TLS 1.2 and later are spoken); it"
+                    " takes SSLv23_METHOD, TLS_METHOD or TLS_SERVER_METHOD (every"
+                    " version), or may be left out",
                 )
+        for method in ("bogus", "DTLS_METHOD", "TLS_CLIENT_METHOD"):
+            description = f"ssl:0:interface=127.0.0.1:{files}:sslmethod={method}"
+            e = self.assertRaises(usage.UsageError, parse, "--sink", "--metrics", description)
+            self.assertEqual(
+                str(e),
+                f"--metrics {description!r}: sslmethod={method} is refused: it is not one"
+                " of OpenSSL's TLS server methods; it takes SSLv23_METHOD, TLS_METHOD or"
+                " TLS_SERVER_METHOD (every version), or may be left out",
+            )
         for method in ("SSLv23_METHOD", "TLS_METHOD", "TLS_SERVER_METHOD"):
             description = f"ssl:0:interface=127.0.0.1:{files}:sslmethod={method}"
             parse("--sink", "--metrics", description)
