@@ -815,24 +815,27 @@ class ListenerTests(SynchronousTestCase):
 
     def test_connectionLimit(self) -> None:
         """
-        Past L{MAX_CONNECTIONS} open connections one more is closed at once;
-        once one closes, the next is taken.
+        Past L{MAX_CONNECTIONS} open connections one more takes the place
+        of the first (none has been answered), which is aborted; once one
+        closes, the next is taken without aborting any.
         """
         held = [self.connect(40000 + n) for n in range(MAX_CONNECTIONS)]
-        _, refused = self.connect(50000)
-        self.assertTrue(refused.disconnecting)
-        self.assertEqual(refused.value(), b"")
-        protocol, _ = held[0]
-        protocol.connectionLost(Failure(ConnectionDone()))
+        _, taken = self.connect(50000)
+        self.assertFalse(taken.disconnecting)
+        self.assertEqual([t.disconnecting for _, t in held], [True] + [False] * 7)
+        self.assertEqual(held[0][1].value(), b"")
+        for protocol, _ in held[:2]:
+            protocol.connectionLost(Failure(ConnectionDone()))
         _, taken = self.connect(50001)
         self.assertFalse(taken.disconnecting)
+        self.assertEqual([t.disconnecting for _, t in held[2:]], [False] * 6)
 
     def test_connectionLimitBehindTLS(self) -> None:
         """
         Behind TLS (an C{ssl:} endpoint, whose factory wraps this one) one
-        connection past L{MAX_CONNECTIONS} is closed at once too, with the
-        listener's line and no error: the TLS layer cannot take a refusal
-        as no protocol, and would hold the connection.
+        connection past L{MAX_CONNECTIONS} takes the place of the first
+        too, which is aborted, with the listener's line and no error, its
+        handshake never done.
         """
         from twisted.internet.ssl import CertificateOptions
         from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -849,10 +852,13 @@ class ListenerTests(SynchronousTestCase):
             transport = TCPTransport(peerAddress=address)
             tls.buildProtocol(address).makeConnection(transport)
             transports.append(transport)
-        self.assertEqual([t.disconnecting for t in transports], [False] * MAX_CONNECTIONS + [True])
+        self.assertEqual([t.disconnecting for t in transports], [True] + [False] * MAX_CONNECTIONS)
         self.assertEqual(
             [formatEvent(e) for e in logged],
-            ["metrics: connection from 127.0.0.1:40008 refused: 8 connections open"],
+            [
+                "metrics: connection from 127.0.0.1:40000 aborted for a new one from"
+                " 127.0.0.1:40008: 8 connections open, this one the longest unanswered"
+            ],
         )
 
     def tlsConnect(self, port: int) -> tuple[Any, StringTransport]:
