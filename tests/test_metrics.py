@@ -637,9 +637,10 @@ class FlagTests(SynchronousTestCase):
         An C{ssl:} endpoint's C{sslmethod=} pinning a protocol version
         (C{TLSv1_METHOD}: TLS 1.0 only, which the SMTP listeners refuse) is
         refused in one line, by name or by place, as an C{ssl:} listener's
-        is.  One allowing every version is taken, but not handed to
-        Twisted, which would then lift its minimum (TLS 1.2): the metrics
-        are served with that minimum.
+        is, naming the values taken; one that is no TLS server method of
+        OpenSSL's (a misspelling) is refused saying so.  One allowing every
+        version is taken, but not handed to Twisted, which would then lift
+        its minimum (TLS 1.2): the metrics are served with that minimum.
         """
         import os
 
@@ -662,8 +663,19 @@ class FlagTests(SynchronousTestCase):
                 self.assertEqual(
                     str(e),
                     f"--metrics {description!r}: sslmethod={method} is refused: it would"
-                    " pin the TLS version (without it, TLS 1.2 and later are spoken)",
+                    " pin the TLS version (without it, TLS 1.2 and later are spoken); it"
+                    " takes SSLv23_METHOD, TLS_METHOD or TLS_SERVER_METHOD (every"
+                    " version), or may be left out",
                 )
+        for method in ("bogus", "DTLS_METHOD", "TLS_CLIENT_METHOD"):
+            description = f"ssl:0:interface=127.0.0.1:{files}:sslmethod={method}"
+            e = self.assertRaises(usage.UsageError, parse, "--sink", "--metrics", description)
+            self.assertEqual(
+                str(e),
+                f"--metrics {description!r}: sslmethod={method} is refused: it is not one"
+                " of OpenSSL's TLS server methods; it takes SSLv23_METHOD, TLS_METHOD or"
+                " TLS_SERVER_METHOD (every version), or may be left out",
+            )
         for method in ("SSLv23_METHOD", "TLS_METHOD", "TLS_SERVER_METHOD"):
             description = f"ssl:0:interface=127.0.0.1:{files}:sslmethod={method}"
             parse("--sink", "--metrics", description)
@@ -803,24 +815,27 @@ class ListenerTests(SynchronousTestCase):
 
     def test_connectionLimit(self) -> None:
         """
-        Past L{MAX_CONNECTIONS} open connections one more is closed at once;
-        once one closes, the next is taken.
+        Past L{MAX_CONNECTIONS} open connections one more takes the place
+        of the first (none has been answered), which is aborted; once one
+        closes, the next is taken without aborting any.
         """
         held = [self.connect(40000 + n) for n in range(MAX_CONNECTIONS)]
-        _, refused = self.connect(50000)
-        self.assertTrue(refused.disconnecting)
-        self.assertEqual(refused.value(), b"")
-        protocol, _ = held[0]
-        protocol.connectionLost(Failure(ConnectionDone()))
+        _, taken = self.connect(50000)
+        self.assertFalse(taken.disconnecting)
+        self.assertEqual([t.disconnecting for _, t in held], [True] + [False] * 7)
+        self.assertEqual(held[0][1].value(), b"")
+        for protocol, _ in held[:2]:
+            protocol.connectionLost(Failure(ConnectionDone()))
         _, taken = self.connect(50001)
         self.assertFalse(taken.disconnecting)
+        self.assertEqual([t.disconnecting for _, t in held[2:]], [False] * 6)
 
     def test_connectionLimitBehindTLS(self) -> None:
         """
         Behind TLS (an C{ssl:} endpoint, whose factory wraps this one) one
-        connection past L{MAX_CONNECTIONS} is closed at once too, with the
-        listener's line and no error: the TLS layer cannot take a refusal
-        as no protocol, and would hold the connection.
+        connection past L{MAX_CONNECTIONS} takes the place of the first
+        too, which is aborted, with the listener's line and no error, its
+        handshake never done.
         """
         from twisted.internet.ssl import CertificateOptions
         from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -837,10 +852,13 @@ class ListenerTests(SynchronousTestCase):
             transport = TCPTransport(peerAddress=address)
             tls.buildProtocol(address).makeConnection(transport)
             transports.append(transport)
-        self.assertEqual([t.disconnecting for t in transports], [False] * MAX_CONNECTIONS + [True])
+        self.assertEqual([t.disconnecting for t in transports], [True] + [False] * MAX_CONNECTIONS)
         self.assertEqual(
             [formatEvent(e) for e in logged],
-            ["metrics: connection from 127.0.0.1:40008 refused: 8 connections open"],
+            [
+                "metrics: connection from 127.0.0.1:40000 aborted for a new one from"
+                " 127.0.0.1:40008: 8 connections open, this one the longest unanswered"
+            ],
         )
 
     def tlsConnect(self, port: int) -> tuple[Any, StringTransport]:

@@ -103,6 +103,37 @@ class SplitTests(_TLSTestCase):
             self.assertIn(why, str(e))
         server.addEndpoint(_own(issued, ":sslmethod=SSLv23_METHOD"))
 
+    def test_refusedMethodLine(self) -> None:
+        """
+        The line refusing an C{sslmethod} of a C{--listen} string names the
+        values taken; one that is no TLS server method of OpenSSL's (a
+        misspelling, C{DTLS_METHOD}) is refused saying so, not as pinning
+        a version.
+        """
+        from twisted.python import usage
+
+        from tests.test_tap import parse
+
+        allowed = (
+            "; it takes SSLv23_METHOD, TLS_METHOD or TLS_SERVER_METHOD (every version),"
+            " or may be left out"
+        )
+        for method, why in [
+            (
+                "TLSv1_METHOD",
+                "the server's minimum TLS version (tlsMinVersion, --tls-min-version)"
+                " applies to every listener",
+            ),
+            ("bogus", "it is not one of OpenSSL's TLS server methods"),
+            ("DTLS_METHOD", "it is not one of OpenSSL's TLS server methods"),
+        ]:
+            description = f"ssl:0:interface=127.0.0.1:sslmethod={method}"
+            e = self.assertRaises(usage.UsageError, parse, "--sink", "--listen", description)
+            self.assertEqual(
+                str(e),
+                f"--listen {description!r}: sslmethod={method} is refused: {why}{allowed}",
+            )
+
     def test_serverCertificatesArguments(self) -> None:
         """
         An C{ssl:} string with no key of its own (served with the server's

@@ -565,3 +565,45 @@ class HTTPSMetricsTests(ServerTestCase):
         self.assertTrue(response.startswith(b"HTTP/1.1 200 OK\r\n"), response[:80])
         self.assertTrue(response.endswith(b"\r\n\r\nok\n"), response[-80:])
         self.stopServer()
+
+    def test_filesReadAtStart(self) -> None:
+        """
+        The key, the certificate and the C{dhParameters} file are read at
+        start: removed then (as a file only root may read is, for the
+        process under C{twistd --uid}), the first handshake, with a client
+        offering only a C{DHE} cipher, still succeeds and is answered.
+        """
+        import ssl
+
+        from tests.test_dhparameters import DHE_CIPHER
+        from tests.test_tlsresume import FFDHE2048
+
+        directory = os.path.abspath(self.mktemp())
+        ca = CertificateAuthority(directory)
+        issued = ca.issue("localhost", ("localhost",), rsaKey=True)
+        parameters = os.path.join(directory, "dh.pem")
+        with open(parameters, "w") as f:
+            f.write(FFDHE2048)
+        metricsPort = freePort()
+        self.startServer(
+            "--sink",
+            "--metrics",
+            f"ssl:{metricsPort}:interface=127.0.0.1:privateKey={issued.keyPath}"
+            f":certKey={issued.certificatePath}:dhParameters={parameters}",
+            maildir=False,
+        )
+        self.server.waitForLog(f"metrics: /metrics and /healthz on 127.0.0.1:{metricsPort}")
+        for path in (issued.keyPath, issued.certificatePath, parameters):
+            os.rename(path, path + ".gone")
+        context = ssl.create_default_context(cafile=ca.certificatePath)
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers(DHE_CIPHER)
+        raw = socket.create_connection(("127.0.0.1", metricsPort), timeout=CLIENT_TIMEOUT)
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            self.assertEqual(tls.cipher()[0], DHE_CIPHER)
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            response = b""
+            while chunk := tls.recv(4096):
+                response += chunk
+        self.assertTrue(response.startswith(b"HTTP/1.1 200 OK\r\n"), response[:80])
+        self.stopServer()

@@ -260,6 +260,35 @@ SSL_ARGUMENTS = (
 ANY_VERSION_METHODS = ("SSLv23_METHOD", "TLS_METHOD", "TLS_SERVER_METHOD")
 
 
+#: The values of C{sslmethod=} that pin one protocol version.
+PINNING_METHODS = (
+    "SSLv2_METHOD",
+    "SSLv3_METHOD",
+    "TLSv1_METHOD",
+    "TLSv1_1_METHOD",
+    "TLSv1_2_METHOD",
+)
+
+
+def methodRefused(method: str, pinning: str) -> ValueError:
+    """
+    The error refusing C{sslmethod=}C{method}, one not in
+    L{ANY_VERSION_METHODS}: C{pinning} says why for one of
+    L{PINNING_METHODS}, anything else (C{DTLS_METHOD},
+    C{TLS_CLIENT_METHOD}, a misspelling) is no TLS server method; either
+    way, followed by the values taken.
+
+    @param pinning: Why a version-pinning method is refused.
+    """
+    other = "it is not one of OpenSSL's TLS server methods"
+    why = pinning if method in PINNING_METHODS else other
+    allowed = ", ".join(ANY_VERSION_METHODS[:-1]) + " or " + ANY_VERSION_METHODS[-1]
+    return ValueError(
+        f"sslmethod={method} is refused: {why}; it takes {allowed}"
+        " (every version), or may be left out"
+    )
+
+
 def escapeValue(value: str) -> str:
     """
     C{value} as an endpoint string's value: backslash, colon and equals
@@ -296,9 +325,10 @@ def _ownKeys(rest: str) -> tuple[str, OwnKeys | None]:
         values[name] = value
     method = values.get("sslmethod")
     if method is not None and method not in ANY_VERSION_METHODS:
-        raise ValueError(
-            f"sslmethod={method} is refused: the server's minimum TLS version"
-            " (tlsMinVersion, --tls-min-version) applies to every listener"
+        raise methodRefused(
+            method,
+            "the server's minimum TLS version (tlsMinVersion, --tls-min-version)"
+            " applies to every listener",
         )
     if len(args) < 2:
         raise ValueError("ssl: needs a port")

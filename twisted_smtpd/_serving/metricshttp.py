@@ -4,12 +4,14 @@ The HTTP side of the metrics listener (L{metricsSite
 <twisted_smtpd._serving.metrics.metricsSite>}): a plain HTTP/1.1 channel
 taking only C{GET} and C{HEAD} without a body, each request whole within
 L{REQUEST_DEADLINE} seconds of its first byte, at most L{MAX_CONNECTIONS}
-connections at once, C{HEAD} answered without a body or a warning, and one
+connections at once (one more taking the place of the one answered least
+recently), C{HEAD} answered without a body or a warning, and one
 log line for each refusal or limit reached, none for each request.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from twisted.internet.interfaces import (
@@ -17,7 +19,7 @@ from twisted.internet.interfaces import (
     IProtocolNegotiationFactory,
     ISSLTransport,
 )
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
@@ -34,16 +36,43 @@ from twisted_smtpd._serving.logging import formatPeer, loggable
 #: to its last header, and an idle connection may stay open.
 REQUEST_DEADLINE = 10
 
-#: Connections the metrics listener holds at once; more are closed at once.
+#: Connections the metrics listener holds at once; one more takes the
+#: place of the one answered least recently (L{ConnectionLimit}).
 MAX_CONNECTIONS = 8
 
+#: Orders the connections by when each was last answered (or made).
+_answers = itertools.count()
+
 _log = Logger(namespace="twisted_smtpd.metrics")
+
+
+def originForm(target: bytes) -> bytes:
+    """
+    The path and query of the request target C{target}: itself when it is
+    not in absolute form, the part after the authority when it is an
+    C{http} or C{https} URI (C{http://127.0.0.1:9100/metrics?x} is
+    C{/metrics?x}; C{http://host} and C{http://host?x} have the path
+    C{/}).  A server must accept the absolute form (RFC 9112 section
+    3.2.2), and take the host from it rather than from C{Host}: this
+    listener has no virtual hosts, so any host is served.
+
+    @param target: The request target, as the request line gives it.
+    """
+    scheme, colon, rest = target.partition(b"://")
+    if not colon or scheme.lower() not in (b"http", b"https"):
+        return target
+    for index, byte in enumerate(rest):
+        if byte in b"/?":
+            path = rest[index:]
+            return path if byte == ord("/") else b"/" + path
+    return b"/"
 
 
 class MetricsChannel(HTTPChannel):
     """
     HTTP for C{/metrics} and C{/healthz}: only C{GET} and C{HEAD} without a
-    body, of a path (not C{*}), anything else refused (405, 413, 400: a
+    body, of a path (not C{*}) or an C{http}/C{https} URI naming one (the
+    absolute form, L{originForm}), anything else refused (405, 413, 400: a
     C{Transfer-Encoding} other than C{chunked} included) and
     the connection closed before any body is read; a request must be whole
     within the channel's timeout (L{REQUEST_DEADLINE}) of its first byte,
@@ -60,6 +89,17 @@ class MetricsChannel(HTTPChannel):
     _receiving = False
     _refused = False
     _clientBehind = False
+    #: When it was last answered, or made (L{_answers}): the connection
+    #: with the least gives its place to a new one (L{ConnectionLimit}).
+    lastAnswered = -1
+
+    def connectionMade(self) -> None:
+        self.lastAnswered = next(_answers)
+        super().connectionMade()
+
+    def requestDone(self, request: Any) -> None:
+        self.lastAnswered = next(_answers)
+        super().requestDone(request)
 
     def pauseProducing(self) -> None:
         self._clientBehind = True
@@ -103,6 +143,7 @@ class MetricsChannel(HTTPChannel):
             # would answer it itself (405 naming OPTIONS, and its version).
             self._respondToBadRequestAndDisconnect()
         else:
+            self._path = originForm(self._path)
             super().allHeadersReceived()
 
     def _refuse(self, status: bytes, headers: bytes) -> None:
@@ -202,18 +243,6 @@ class MetricsChannel(HTTPChannel):
         super()._respondToBadRequestAndDisconnect()
 
 
-class _Refused(Protocol):
-    """
-    A connection past the limit: closed as soon as it is made.
-    """
-
-    def connectionMade(self) -> None:
-        # Aborted: behind TLS, a close would wait for the client's
-        # handshake, which a hostile client never finishes.
-        transport: Any = self.transport
-        transport.abortConnection()
-
-
 @implementer(IHandshakeListener)
 class _Connection(ProtocolWrapper):
     """
@@ -226,9 +255,37 @@ class _Connection(ProtocolWrapper):
     """
 
     _handshakeDone = False
+    #: Whether it gave its place to a new connection (L{evict}).
+    evicted = False
 
     def handshakeCompleted(self) -> None:
         self._handshakeDone = True
+
+    def lastAnswered(self) -> int:
+        """
+        When its channel last answered a request, or was made
+        (L{MetricsChannel.lastAnswered}).
+        """
+        answered: int = getattr(self.wrappedProtocol, "lastAnswered", -1)
+        return answered
+
+    def evict(self, limit: int, newcomer: Any) -> None:
+        """
+        Give this connection's place to a new one, from C{newcomer}: abort
+        it, with one line.  Aborted: behind TLS, a close would wait for
+        the client, which a hostile one never lets end.
+        """
+        self.evicted = True
+        assert self.transport is not None
+        _log.info(
+            "metrics: connection from {peer} aborted for a new one from {newcomer}:"
+            " {limit} connections open, this one the longest unanswered",
+            peer=formatPeer(hostPort(self.transport.getPeer())),
+            newcomer=formatPeer(hostPort(newcomer)),
+            limit=limit,
+        )
+        transport: Any = self.transport
+        transport.abortConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if not self._handshakeDone and ISSLTransport.providedBy(self.transport):
@@ -256,9 +313,15 @@ def _logHandshakeFailure(transport: Any, error: BaseException | None) -> None:
 @implementer(IProtocolNegotiationFactory)
 class ConnectionLimit(WrappingFactory):
     """
-    At most C{limit} connections at once; one more is closed at once, with
-    a log line (by a protocol of its own, L{_Refused}: no protocol at all,
-    which a TCP port takes as a refusal, is an error behind TLS).  Behind
+    At most C{limit} connections at once; one more takes the place of the
+    one that has gone longest without an answer (since its last response,
+    or since it was made when it has had none: one idle between
+    keep-alive requests, or one still sending its request), which is
+    aborted, with a log line, as a server reuses its idle keep-alive
+    connections when it has none left (nginx).  A client holding every
+    connection open, each with a request in time to stay under the idle
+    timeout, cannot keep a new scraper out; one answered a moment ago,
+    the scraper's, is the last to go.  Behind
     C{ssl:} it offers HTTP/1.1, the one protocol its channel speaks, to a
     client that negotiates one (ALPN): without any, Twisted's TLS layer
     fails the handshake of every such client (curl, Prometheus's HTTP
@@ -278,13 +341,9 @@ class ConnectionLimit(WrappingFactory):
         return [b"http/1.1"]
 
     def buildProtocol(self, addr: Any) -> Any:
-        if len(self.protocols) >= self.limit:
-            _log.info(
-                "metrics: connection from {peer} refused: {limit} connections open",
-                peer=formatPeer(hostPort(addr)),
-                limit=self.limit,
-            )
-            return _Refused()
+        held = [p for p in self.protocols if not p.evicted]
+        if len(held) >= self.limit:
+            min(held, key=_Connection.lastAnswered).evict(self.limit, addr)
         return super().buildProtocol(addr)
 
 

@@ -51,6 +51,7 @@ class MetricsListener(StreamServerEndpointService):
 
             reactor = installed
         endpoint = serverFromString(reactor, metricsDescription(description))
+        contextNow(endpoint)
         super().__init__(endpoint, metricsSite(registry, healthy))
         self._raiseSynchronously = True
         self.description = description
@@ -75,6 +76,40 @@ class MetricsListener(StreamServerEndpointService):
             address=formatAddress(port.getHost()),
         )
         return port
+
+
+def contextNow(endpoint: Any) -> None:
+    """
+    Make the TLS context of the C{ssl:} endpoint C{endpoint} (behind any
+    C{haproxy:} layer) now, as the server starts, with its C{dhParameters}
+    file read now, as an C{ssl:} listener's is (L{readParameters
+    <twisted_smtpd._serving.listenertls.readParameters>}: OpenSSL is
+    given a private copy).  Twisted reads the key and the certificate as
+    it parses the endpoint string, but from Twisted 24 makes the context,
+    and has OpenSSL open the C{dhParameters} file by its path, at the
+    first handshake: after C{twistd --uid} has switched users, when a file
+    only root may read, or one since removed, would fail every handshake.
+
+    @raise ValueError: The C{dhParameters} file cannot be read or holds
+        no parameters.
+    """
+    from twisted.internet.ssl import CertificateOptions
+
+    from twisted_smtpd._serving.listenertls import readParameters
+
+    endpoint = getattr(endpoint, "_wrappedEndpoint", endpoint)
+    options = getattr(endpoint, "_sslContextFactory", None)
+    if not isinstance(options, CertificateOptions):
+        return
+    parameters: Any = options.dhParameters
+    prepare = None
+    if parameters is not None:
+        prepare = readParameters(parameters._dhFile.path)
+        options.dhParameters = None
+    # Made and kept: each connection is made from it.
+    context = options.getContext()
+    if prepare is not None:
+        prepare(context)
 
 
 def aliveWorkers(pool: Any) -> int:

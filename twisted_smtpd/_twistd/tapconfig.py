@@ -463,6 +463,7 @@ def metricsDescription(description: str) -> str:
         SSL_ARGUMENTS,
         behindProxy,
         escapeValue,
+        methodRefused,
         normaliseKinds,
     )
 
@@ -477,9 +478,8 @@ def metricsDescription(description: str) -> str:
     if method is None:
         return description
     if method not in ANY_VERSION_METHODS:
-        raise ValueError(
-            f"sslmethod={method} is refused: it would pin the TLS version"
-            " (without it, TLS 1.2 and later are spoken)"
+        raise methodRefused(
+            method, "it would pin the TLS version (without it, TLS 1.2 and later are spoken)"
         )
     named = ":".join(f"{name}={escapeValue(value)}" for name, value in values.items())
     return f"{prefix}ssl:{named}"
