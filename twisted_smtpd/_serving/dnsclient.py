@@ -19,6 +19,7 @@ from twisted.names.resolve import ResolverChain
 from twisted.python.failure import Failure
 
 from twisted_smtpd._core.printable import printable
+from twisted_smtpd._serving.dnsanswer import NotTheAnswer, readAnswer
 from twisted_smtpd._serving.resolve import AnswerUnusable
 
 _log = Logger(namespace="twisted_smtpd._serving.resolve.ReverseResolver")
@@ -43,10 +44,13 @@ class DNSClient(client.Resolver):
     twisted/twisted#12696 (2026), whose C{twisted.names} matched answers by
     their id alone.
 
-    A datagram that cannot be the query's answer (truncated, malformed, or
-    of another id) is dropped with one line for the first of each query
+    A datagram that cannot be the query's answer (truncated, of another
+    id, not a response, or with another question: L{readAnswer}) is
+    dropped with one line for the first of each query
     (L{_oneLinePerQuery}), not Twisted's line for each, as many as the
-    server, or anyone sending as it, sends while the query waits.
+    server, or anyone sending as it, sends while the query waits.  The
+    answer is read by L{readAnswer}, over TCP too: a malformed one fails
+    the query.
     """
 
     def _query(
@@ -63,9 +67,8 @@ class DNSClient(client.Resolver):
         except BaseException:
             protocol.transport.stopListening()
             raise
-        name = queries[0].name if queries else ""
         protocol.datagramReceived = _oneLinePerQuery(
-            protocol, f"{address[0]}:{address[1]}", str(name)
+            protocol, f"{address[0]}:{address[1]}", queries[0]
         )
         d = protocol.query(address, queries, timeout, *args)
 
@@ -80,6 +83,15 @@ class DNSClient(client.Resolver):
 
         d.addBoth(queried)
         return d
+
+    def connectionMade(self, protocol: Any) -> None:
+        """
+        Read the answers over the TCP connection C{protocol} as those over
+        UDP (L{readAnswer}): a message that is not the answer to a query
+        asked on it is dropped, with one line for the first.
+        """
+        protocol.writeMessage, protocol.dataReceived = _overTCPChecked(protocol)
+        super().connectionMade(protocol)
 
     def filterAnswers(self, message: dns.Message) -> Any:
         """
@@ -97,43 +109,135 @@ class DNSClient(client.Resolver):
 
 
 def _oneLinePerQuery(
-    protocol: dns.DNSDatagramProtocol, server: str, name: str
+    protocol: dns.DNSDatagramProtocol, server: str, query: dns.Query
 ) -> Callable[[bytes, Any], None]:
     """
-    C{protocol}'s C{datagramReceived}, dropping first a datagram that
-    cannot answer its query, with one line for the first only: one that is
-    not a whole DNS message, or whose id is of no query asked (Twisted
-    logs a line for each such datagram: C{Truncated packet}, C{Invalid
-    packet}, C{Unexpected message}).
+    C{protocol}'s C{datagramReceived}: the answer to C{query}, read by
+    L{readAnswer}, ends the query; a datagram that cannot be its answer
+    is dropped, with one line for the first only: one that is not a whole
+    DNS message, whose id is of no query asked, that is not a response,
+    or whose question is not the query's (Twisted logs a line for each
+    datagram it cannot read, C{Truncated packet}, C{Invalid packet},
+    C{Unexpected message}, and takes any message with the query's id).
+    An answer that is malformed fails the query (L{AnswerUnusable}).
     """
-    received = protocol.datagramReceived
     logged = False
 
     def checked(data: bytes, address: Any) -> None:
         nonlocal logged
-        message = dns.Message()
         try:
-            message.fromStr(data)
-        except EOFError:
-            why = f"truncated ({len(data)} octets)"
-        except Exception as e:
-            why = f"malformed ({printable(str(e)[:100])})"
-        else:
-            if message.id in protocol.liveMessages or message.id in protocol.resends:
-                received(data, address)
-                return
-            why = "its id is of no query asked"
-        if not logged:
-            logged = True
-            _log.warn(
-                "DNS answer from {server} to the query for {name} ignored: {why};"
-                " no more such are logged for this query",
-                server=server,
-                name=printable(name[:300]),
-                why=why,
-            )
+            if len(data) < 12:
+                raise NotTheAnswer(f"truncated ({len(data)} octets)")
+            if _idOf(data) not in protocol.liveMessages:
+                if _idOf(data) in protocol.resends:
+                    return  # a late duplicate, as Twisted ignores it
+                raise NotTheAnswer("its id is of no query asked")
+            _answered(protocol, _idOf(data), readAnswer(data, query))
+        except NotTheAnswer as e:
+            if not logged:
+                logged = True
+                _log.warn(
+                    "DNS answer from {server} to the query for {name} ignored: {why};"
+                    " no more such are logged for this query",
+                    server=server,
+                    name=printable(str(query.name)[:300]),
+                    why=str(e),
+                )
+        except AnswerUnusable as e:
+            _answered(protocol, _idOf(data), Failure(e))
 
     return checked
+
+
+def _overTCPChecked(
+    protocol: Any,
+) -> tuple[Callable[[dns.Message], None], Callable[[bytes], None]]:
+    """
+    C{protocol}'s C{writeMessage}, keeping the question of each query it
+    sends, and its C{dataReceived}, which reads each message (after its
+    two-octet length, RFC 1035 section 4.2.2) as the answer to the query
+    of its id (L{readAnswer}), or drops it with one line for the first of
+    the connection.  Its own framing: the C{DNSProtocol} of Twisted 23.10
+    frames messages in its C{dataReceived}, with no C{stringReceived} to
+    wrap.
+    """
+    write = protocol.writeMessage
+    questions: dict[int, dns.Query] = {}
+    buffer = b""
+    logged = False
+
+    def dataReceived(data: bytes) -> None:
+        nonlocal buffer
+        buffer += data
+        while len(buffer) >= 2:
+            end = 2 + int.from_bytes(buffer[:2], "big")
+            if len(buffer) < end:
+                return
+            message, buffer = buffer[2:end], buffer[end:]
+            stringReceived(message)
+
+    def writeMessage(message: dns.Message) -> None:
+        for asked in [i for i in questions if i not in protocol.liveMessages]:
+            del questions[asked]
+        if message.queries:
+            questions[message.id] = message.queries[0]
+        write(message)
+
+    def stringReceived(data: bytes) -> None:
+        nonlocal logged
+        query = questions.get(_idOf(data)) if len(data) >= 12 else None
+        try:
+            if len(data) < 12:
+                raise NotTheAnswer(f"truncated ({len(data)} octets)")
+            if query is None or _idOf(data) not in protocol.liveMessages:
+                raise NotTheAnswer("its id is of no query asked")
+            _answered(protocol, _idOf(data), readAnswer(data, query))
+        except NotTheAnswer as e:
+            if not logged:
+                logged = True
+                _log.warn(
+                    "DNS answer from {server} over TCP ignored: {why};"
+                    " no more such are logged for this connection",
+                    server=_peer(protocol),
+                    why=str(e),
+                )
+        except AnswerUnusable as e:
+            _answered(protocol, _idOf(data), Failure(e))
+
+    return writeMessage, dataReceived
+
+
+def _peer(protocol: Any) -> str:
+    peer = protocol.transport.getPeer() if protocol.transport is not None else None
+    host, port = getattr(peer, "host", "?"), getattr(peer, "port", "?")
+    return f"{host}:{port}"
+
+
+def _idOf(data: bytes) -> int:
+    return int.from_bytes(data[:2], "big")
+
+
+def _answered(protocol: Any, messageID: int, result: dns.Message | Failure) -> None:
+    """
+    End the query C{messageID} of C{protocol} (a C{twisted.names}
+    L{dns.DNSDatagramProtocol} or L{dns.DNSProtocol}) with C{result}, as
+    Twisted ends it with the message it reads: its timeout cancelled, its
+    L{Deferred} fired.
+    """
+    pending = protocol.liveMessages.pop(messageID, None)
+    if pending is None:
+        return
+    deferred, timeout = pending
+    timeout.cancel()
+    # Twisted since twisted/twisted#12696 keeps the address each UDP
+    # query's answer must come from.
+    expected = getattr(protocol, "_addressValidation", None)
+    if isinstance(expected, dict):
+        expected.pop(messageID, None)
+    if isinstance(result, Failure):
+        deferred.errback(result)
+    else:
+        deferred.callback(result)
 
 
 def defaultResolver(reactor: Any = None) -> ResolverChain:

@@ -208,7 +208,8 @@ def attempts(seconds: float) -> tuple[float, float]:
 
 class AnswerUnusable(Exception):
     """
-    A DNS server's answer that cannot be used (truncated over TCP).
+    A DNS server's answer that cannot be used (truncated over TCP, or
+    malformed).
     """
 
 
