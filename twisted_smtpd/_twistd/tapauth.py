@@ -21,6 +21,7 @@ from twisted_smtpd._core.files import openRegular
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._serving.cred import decidableMechanisms, ownsOnAuth, portalFromCheckers
+from twisted_smtpd._twistd.passwordfile import fileProblems
 from twisted_smtpd._twistd.tapconfig import reason
 
 
@@ -75,9 +76,16 @@ def checkAuth(description: str) -> None:
                 )
     elif kind == "file":
         try:
-            os.close(openRegular(argument))
+            with os.fdopen(openRegular(argument), "rb") as f:
+                problems = list(fileProblems(f))
         except (OSError, ValueError) as e:
             raise usage.UsageError(f"--auth {description!r}: {reason(e)}") from None
+        if problems:
+            # The line number and the problem, never the line: it holds a
+            # password.
+            number, problem = problems[0]
+            more = f" (and {len(problems) - 1} more line(s))" if len(problems) > 1 else ""
+            raise usage.UsageError(f"--auth {description!r}: line {number}: {problem}{more}")
 
 
 #: The shadow password database C{--auth unix} reads.
