@@ -86,6 +86,7 @@ from twisted_smtpd._twistd.taphost import (
 )
 from twisted_smtpd._twistd.tapservice import makeService
 from twisted_smtpd._twistd.tapunused import cappedBacklogs, unusedFlags
+from twisted_smtpd._twistd.unixpasswords import UnixPasswords
 from twisted_smtpd._twistd.workerlisteners import (
     INHERITED,
     bindAll,
@@ -169,6 +170,10 @@ class Options(AuthOptionMixin, usage.Options):
             problem = unixPasswordsProblem(lambda: asRunUser(self))
             if problem is not None:
                 raise usage.UsageError(f"--auth {description!r}: {problem}")
+            # Twisted's unix checker, off the reactor thread and in the same
+            # time for users that do not exist.
+            self.addChecker(UnixPasswords())
+            return
         if kind == "file":
             # Twisted's file: checker, with the server's reading of the file.
             self.addChecker(PasswordFile(path))
