@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from unittest import SkipTest
 
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
@@ -847,3 +848,78 @@ def _deadPid() -> int:
     with subprocess.Popen(["true"]) as child:
         child.wait()
     return child.pid
+
+
+class FilesGoneAtStartTests(SynchronousTestCase):
+    """
+    A listener's C{dhParameters} file removed between the reading of the
+    options and the making of the service (C{makeService}) ends C{twistd}
+    with one line, as one missing when the options are read does, not
+    with a traceback.
+    """
+
+    def setUp(self) -> None:
+        from tests.test_tlsresume import FFDHE2048
+
+        self.err = io.StringIO()
+        self.patch(sys, "__stderr__", self.err)
+        directory = os.path.abspath(self.mktemp())
+        issued = CertificateAuthority(directory).server("localhost")
+        self.parameters = os.path.join(directory, "dh.pem")
+        with open(self.parameters, "w") as f:
+            f.write(FFDHE2048)
+        self.description = (
+            f"ssl:0:interface=127.0.0.1:privateKey={issued.keyPath}"
+            f":certKey={issued.certificatePath}:dhParameters={self.parameters}"
+        )
+
+    def assertOneLine(self, flag: str, build: Callable[[], object]) -> None:
+        """
+        C{build()} ends with C{SystemExit(1)} and the line naming C{flag},
+        the endpoint string and the missing file.
+        """
+        exit = self.assertRaises(SystemExit, build)
+        self.assertEqual(exit.code, 1)
+        self.assertEqual(
+            self.err.getvalue(),
+            f"twistd smtpd: {flag} {self.description!r}: cannot read dhParameters"
+            f" {self.parameters}: No such file or directory; see --help\n",
+        )
+
+    def test_metrics(self) -> None:
+        """
+        C{--metrics} over TLS: its context is made as the service is, and
+        the line names the flag, the endpoint and the file.
+        """
+        config = parse("--sink", "--metrics", self.description)
+        os.remove(self.parameters)
+        self.assertOneLine("--metrics", lambda: _tap.makeService(config))
+
+    def test_listen(self) -> None:
+        """
+        An C{ssl:} listener with keys of its own: the same line, naming
+        C{--listen}.
+        """
+        config = parse("--sink", "--listen", self.description)
+        os.remove(self.parameters)
+        self.assertOneLine("--listen", lambda: _tap.makeService(config))
+
+    def test_workersMetrics(self) -> None:
+        """
+        The metrics listener of the parent of C{--workers}: the same line,
+        and the directory made for the workers' metrics is removed, as no
+        worker ever writes into it.
+        """
+        from twisted.application.service import MultiService
+
+        from twisted_smtpd._twistd.metricsservice import WorkerMetrics
+
+        class Pool(MultiService):
+            onWorkerEnded: list[object] = []
+
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        parse("--sink", "--metrics", self.description)
+        os.remove(self.parameters)
+        self.assertOneLine("--metrics", lambda: WorkerMetrics(Pool(), self.description, directory))
+        self.assertFalse(os.path.exists(directory))

@@ -1115,10 +1115,20 @@ class HeldDirectoryTests(SynchronousTestCase):
         envelope = Envelope(mailFrom=Address("a@example.com"), rcptTo=[Address("carol@localhost")])
         full = os.strerror(errno.ENOSPC)
 
-        def linkFull(source: str, directory: _maildirdirs.Directory, name: str) -> None:
+        def linkFull(
+            source: str,
+            directory: _maildirdirs.Directory,
+            name: str,
+            sourceDirectory: int | None = None,
+        ) -> None:
             raise OSError(errno.ENOSPC, full, source, None, name)
 
-        def noLink(source: str, directory: _maildirdirs.Directory, name: str) -> None:
+        def noLink(
+            source: str,
+            directory: _maildirdirs.Directory,
+            name: str,
+            sourceDirectory: int | None = None,
+        ) -> None:
             raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), source, None, name)
 
         def copyFull(source: object, target: object) -> None:

@@ -300,3 +300,145 @@ class ExistingOnlyLinkTests(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(self.rcpt("carol@example.org")))
         error = self.failureResultOf(self.rcpt("dave@example.org"), SMTPError).value
         self.assertEqual((error.code, error.enhanced), (550, "5.1.1"))
+
+
+class RootTmpLinkTests(SynchronousTestCase):
+    """
+    The root's own C{tmp/}, where each message is written before it is
+    linked into every recipient's C{new/}, is reached without following a
+    symbolic link too: one put there by whoever may write into the root
+    never has the message written, linked or removed where it points.
+    """
+
+    def setUp(self) -> None:
+        self.root, self.outside, self.pool, self.handler = _linkedRoot(self)
+        self.tmp = os.path.join(self.root, "tmp")
+        self.bob = os.path.join(self.root, "domains", "example.org", "bob")
+
+    def deliver(self, body: bytes = b"Subject: linked\r\n\r\nbody\r\n") -> Any:
+        envelope = Envelope(
+            mailFrom=Address("alice@example.com"), rcptTo=[Address("bob@example.org")]
+        )
+        d = self.handler.onData(stream := MessageStream(), makeSession(envelope=envelope))
+        feed(stream, body)
+        self.pool.runAll()
+        return d
+
+    def test_linkAfterStartNotFollowed(self) -> None:
+        """
+        C{tmp/} made a link after the handler started: the message fails
+        (451 4.3.0) with one line naming C{tmp/}, and no file is ever
+        written where the link points.
+        """
+        log = DiskErrorLog(self)
+        opened = len(os.listdir("/proc/self/fd"))
+        outsideTmp = os.path.join(self.outside, "tmp")
+        os.rmdir(self.tmp)
+        os.symlink(outsideTmp, self.tmp)
+        seen: list[str] = []
+        realFsync = _maildirdisk._fsync
+
+        def fsync(fd: int) -> None:
+            # What lies outside while the message is made durable.
+            seen.extend(os.listdir(outsideTmp))
+            realFsync(fd)
+
+        self.patch(_maildirdisk, "_fsync", fsync)
+        self.patch(_maildirdisk, "_syncfs", None)
+        error = self.failureResultOf(self.deliver(), SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (451, "4.3.0"))
+        self.assertEqual(seen, [])
+        self.assertEqual(listDir(outsideTmp), [])
+        self.assertFalse(os.path.exists(os.path.join(self.bob, "new")))
+        self.assertEqual(len(os.listdir("/proc/self/fd")), opened)
+        log.assertLines(1, f"Delivering {self.tmp} failed: ", "symbolic link not followed (ELOOP)")
+
+    def test_linkAfterWriteNotFollowed(self) -> None:
+        """
+        C{tmp/} moved away and replaced by a link once the message was
+        written there (spilled as it arrived), a file of the same name
+        planted where the link points: the message itself is linked into
+        the recipient's C{new/} and removed from the C{tmp/} it was written
+        in; the planted file is neither delivered nor removed.
+        """
+        opened = len(os.listdir("/proc/self/fd"))
+        self.handler.spillThreshold = 1000
+        envelope = Envelope(
+            mailFrom=Address("alice@example.com"), rcptTo=[Address("bob@example.org")]
+        )
+        stream = MessageStream()
+        d = self.handler.onData(stream, makeSession(envelope=envelope))
+        stream._write(b"a" * 1500)
+        self.pool.runAll()
+        [name] = listDir(self.tmp)
+        moved = os.path.join(self.root, "moved")
+        os.rename(self.tmp, moved)
+        outsideTmp = os.path.join(self.outside, "tmp")
+        os.symlink(outsideTmp, self.tmp)
+        planted = os.path.join(outsideTmp, name)
+        with open(planted, "wb") as f:
+            f.write(b"planted\r\n")
+        stream._write(b"b" * 10)
+        stream._finish()
+        self.pool.runAll()
+        self.assertEqual(self.successResultOf(d), f"OK: queued as {name}")
+        delivered = os.path.join(self.bob, "new", name)
+        self.assertEqual(readFile(delivered), b"a" * 1500 + b"b" * 10)
+        self.assertEqual(readFile(planted), b"planted\r\n")
+        self.assertEqual(listDir(moved), [])
+        self.assertEqual(len(os.listdir("/proc/self/fd")), opened)
+
+    def test_linkAtStartRefused(self) -> None:
+        """
+        A root whose C{tmp/} is a link when the handler starts is refused
+        with C{ELOOP} naming it, and the files older than 36 hours where
+        the link points are left alone (the files of C{tmp/} left by a
+        crash are removed at start).
+        """
+        from twisted_smtpd.handlers.maildir import STALE_TMP_SECONDS
+
+        base = os.path.abspath(self.mktemp())
+        root = os.path.join(base, "root")
+        elsewhere = os.path.join(base, "elsewhere")
+        os.makedirs(elsewhere)
+        old = os.path.join(elsewhere, "old")
+        with open(old, "wb") as f:
+            f.write(b"not a message\n")
+        stale = os.stat(old).st_mtime - STALE_TMP_SECONDS - 3600
+        os.utime(old, (stale, stale))
+        os.makedirs(os.path.join(root, "new"))
+        os.symlink(elsewhere, os.path.join(root, "tmp"))
+        error = self.assertRaises(
+            OSError, MaildirHandler, root, perRecipient=True, hostname="mx.example"
+        )
+        self.assertEqual(error.errno, errno.ELOOP)
+        self.assertEqual(
+            error.strerror,
+            f"Maildir directory {os.path.join(root, 'tmp')!r} cannot be used:"
+            " symbolic link not followed",
+        )
+        self.assertEqual(listDir(elsewhere), ["old"])
+
+    def test_singleMaildirTmpLinkFollowed(self) -> None:
+        """
+        Without C{perRecipient}, the Maildir's own C{tmp/} may be a link,
+        as its owner, the operator, made it: the message goes through it.
+        """
+        base = os.path.abspath(self.mktemp())
+        path = os.path.join(base, "maildir")
+        elsewhere = os.path.join(base, "elsewhere")
+        os.makedirs(elsewhere)
+        os.makedirs(os.path.join(path, "new"))
+        os.symlink(elsewhere, os.path.join(path, "tmp"))
+        pool = ManualThreadPool()
+        handler = MaildirHandler(
+            path,
+            reactor=ImmediateReactor(),
+            threadpool=pool,  # type: ignore[arg-type]
+        )
+        d = handler.onData(stream := MessageStream(), makeSession())
+        feed(stream, b"body\r\n")
+        pool.runAll()
+        name = self.successResultOf(d).removeprefix("OK: queued as ")
+        self.assertEqual(readFile(os.path.join(path, "new", name)), b"body\r\n")
+        self.assertEqual(listDir(elsewhere), [])

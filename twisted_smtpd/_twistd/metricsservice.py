@@ -40,7 +40,9 @@ _log = Logger(namespace="twisted_smtpd.startup")
 class MetricsListener(StreamServerEndpointService):
     """
     Serve C{/metrics} and C{/healthz} on an endpoint string; a listener
-    that cannot start ends C{twistd} with one line.
+    that cannot be made (an C{ssl:} endpoint's C{dhParameters} file gone
+    since the options were read) or cannot start ends C{twistd} with one
+    line (L{exitWithError}).
     """
 
     def __init__(
@@ -50,8 +52,11 @@ class MetricsListener(StreamServerEndpointService):
             from twisted.internet import reactor as installed
 
             reactor = installed
-        endpoint = serverFromString(reactor, metricsDescription(description))
-        contextNow(endpoint)
+        try:
+            endpoint = serverFromString(reactor, metricsDescription(description))
+            contextNow(endpoint)
+        except ValueError as e:
+            exitWithError(f"--metrics {description!r}: {reason(e)}")
         super().__init__(endpoint, metricsSite(registry, healthy))
         self._raiseSynchronously = True
         self.description = description
@@ -157,7 +162,13 @@ class WorkerMetrics(GivesLogObserver, MultiService):
         pool.onWorkerEnded.append(self._workerEnded)
         registry = multiprocessRegistry(directory)
         registry.register(_WorkersCollector(pool))
-        MetricsListener(description, registry, self._healthy).setServiceParent(self)
+        try:
+            listener = MetricsListener(description, registry, self._healthy)
+        except BaseException:
+            # No worker ever starts to write into it.
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        listener.setServiceParent(self)
 
     def _healthy(self) -> bool:
         return bool(self.running and aliveWorkers(self.pool))

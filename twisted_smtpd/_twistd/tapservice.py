@@ -23,6 +23,7 @@ from twisted_smtpd._twistd.daemon import HANDLER_CLOSE_TIMEOUT, SMTPDaemon
 from twisted_smtpd._twistd.logfile import logDestination
 from twisted_smtpd._twistd.openfiles import checkOpenFiles
 from twisted_smtpd._twistd.runuser import asRunUser
+from twisted_smtpd._twistd.tapconfig import exitWithError, reason
 from twisted_smtpd._twistd.workercert import SHARED_CERTIFICATE, SharedCertificate
 from twisted_smtpd._twistd.workers import WorkerPool
 from twisted_smtpd._twistd.workerside import (
@@ -72,6 +73,10 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
     Build the server that C{twistd smtpd} runs.
 
     @param config: Parsed L{Options}.
+    A listener (C{--listen}, C{--metrics}) whose files cannot be read
+    again now (one removed since the options were read) ends C{twistd}
+    with one line (L{exitWithError}).
+
     @return: An L{SMTPDaemon} with one listening child service per
         C{--listen} endpoint; they start listening when it starts.  With
         C{--workers}, their parent; wrapped in a L{SharedCertificate} that
@@ -189,5 +194,10 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
         ).setServiceParent(server)
     if not inherited:
         for description in config["listen"]:
-            server.addEndpoint(description)
+            try:
+                server.addEndpoint(description)
+            except ValueError as e:
+                # Its files read again, one of them gone or changed since
+                # the options were read.
+                exitWithError(f"--listen {description!r}: {reason(e)}")
     return server

@@ -8,7 +8,10 @@ The root is opened as the operator named it (a symbolic link there, or
 above it, is followed: the operator's choice), and every directory below it
 (C{domains/}, the domain, the local part, C{tmp/} and C{new/}) one at a time
 from its parent's descriptor with C{O_NOFOLLOW}, made there with
-C{mkdirat(2)} when missing.  A directory that a user able to write below
+C{mkdirat(2)} when missing.  The root's own C{tmp/}, where each message is
+written before it is linked into the recipients' C{new/}, is opened with
+C{O_NOFOLLOW} too, and held open from the creation of the message's file
+to its removal (L{createBelow}).  A directory that a user able to write below
 the root (the owner of a mailbox, or anyone who may write into C{domains/})
 replaced by a link to C{/etc}, say, is thus never written through, whichever
 user the server runs as: the delivery fails with C{ELOOP} naming the link,
@@ -21,6 +24,10 @@ import contextlib
 import errno
 import os
 import stat
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from twisted_smtpd.handlers._maildirdelivery import Delivery
 
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _NOFOLLOW_DIRECTORY = _DIRECTORY | os.O_NOFOLLOW
@@ -56,10 +63,11 @@ def _components(path: str, root: str) -> list[str]:
     return path[len(prefix) :].split("/")
 
 
-def _step(parent: int, name: str, path: str) -> int:
+def _step(parent: int | None, name: str, path: str) -> int:
     """
-    Open the directory C{name} in the directory open as C{parent}, not
-    following a symbolic link.
+    Open the directory C{name} in the directory open as C{parent} (with
+    C{None}, C{name} is a path, whose last component alone is not
+    followed), not following a symbolic link.
 
     @param path: Its full path, which an error names.
     @raise OSError: C{ELOOP} (L{linkRefused}) if C{name} is a symbolic
@@ -102,6 +110,20 @@ def openBelow(path: str, root: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def openChild(root: str, name: str) -> int:
+    """
+    A descriptor of the directory C{name} in C{root} (the root's own
+    C{tmp/}): C{root} reached as the operator named it, C{name} without
+    following a symbolic link, in one C{open(2)} where L{openBelow} takes
+    three.
+
+    @raise OSError: As L{_step}: C{ELOOP} (L{linkRefused}) naming
+        C{root/name} if it is a symbolic link.
+    """
+    path = os.path.join(root, name)
+    return _step(None, path, path)
 
 
 def _make(parent: int, name: str, path: str) -> bool:
@@ -157,3 +179,39 @@ def ensureMaildir(target: str, root: str) -> list[str]:
     finally:
         os.close(fd)
     return changed
+
+
+def createBelow(delivery: Delivery) -> int:
+    """
+    Create the tmp file of a message for per-recipient Maildirs in the
+    root's C{tmp/}, that directory reached without following a symbolic
+    link (L{openChild}) and held open as the message's C{tmpFd} until the
+    file is removed (L{removeBelow}): its links into the recipients'
+    C{new/}, its copies and its removal go through it, never through a
+    link put in its place meanwhile.
+
+    @raise OSError: C{ELOOP} naming C{tmp/} if it is a symbolic link.
+    """
+    directory = openChild(delivery.handler.path, "tmp")
+    try:
+        fd = os.open(delivery.unique, CREATE, 0o600, dir_fd=directory)
+    except BaseException:
+        os.close(directory)
+        raise
+    delivery.tmpFd = directory
+    return fd
+
+
+def removeBelow(delivery: Delivery) -> None:
+    """
+    Remove the tmp file of a message for per-recipient Maildirs, if it was
+    created, through the directory it was created in, and close that.
+    """
+    directory, delivery.tmpFd = delivery.tmpFd, None
+    if directory is None:
+        return
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(delivery.unique, dir_fd=directory)
+    finally:
+        os.close(directory)

@@ -70,6 +70,7 @@ class Delivery:
         "spilled",
         "targets",
         "tmpDirectory",
+        "tmpFd",
         "toSync",
         "unique",
         "unnamed",
@@ -82,6 +83,10 @@ class Delivery:
         self.session = session  # The id of its session, for its log lines.
         #: The directory of its tmp file: C{tmp/} of the handler's Maildir.
         self.tmpDirectory = handler._tmpDirectory
+        #: With per-recipient Maildirs, the descriptor of C{tmpDirectory},
+        #: reached without following a link, from the creation of its tmp
+        #: file (named in it) to the file's removal.
+        self.tmpFd: int | None = None
         #: The per-recipient Maildirs to deliver to; empty for C{path} itself.
         self.targets: Sequence[str] = ()
         #: The first recipient of each of C{targets}, as it was given.

@@ -231,12 +231,21 @@ def _linkNoFollow(source: str, destination: str, **kwargs: int | None) -> None:
     os.link(source, destination, follow_symlinks=False, **kwargs)
 
 
-def linkInto(source: str, directory: Directory, name: str) -> None:
+def linkInto(
+    source: str, directory: Directory, name: str, sourceDirectory: int | None = None
+) -> None:
     """
     Link the file at C{source} as C{name} in C{directory}; a symbolic link
     at C{source} is linked itself, never the file it names.
+
+    @param sourceDirectory: The descriptor of the directory C{source} is
+        named in, if any (then C{source} is a name in it).
     """
-    _into(_linkNoFollow, source, directory, name)
+    if sourceDirectory is None:
+        _into(_linkNoFollow, source, directory, name)
+        return
+    with directory.opened() as fd:
+        _linkNoFollow(source, name, src_dir_fd=sourceDirectory, dst_dir_fd=fd)
 
 
 def renameFrom(parent: int, source: str, directory: Directory, name: str) -> None:

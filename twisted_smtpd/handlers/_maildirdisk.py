@@ -41,7 +41,13 @@ from typing import TYPE_CHECKING
 
 from twisted.python.failure import Failure
 
-from twisted_smtpd.handlers._maildirbelow import CREATE, ensureMaildir, openBelow
+from twisted_smtpd.handlers._maildirbelow import (
+    CREATE,
+    createBelow,
+    ensureMaildir,
+    openBelow,
+    removeBelow,
+)
 from twisted_smtpd.handlers._maildirdirs import (
     Directory,
     linkInto,
@@ -165,6 +171,8 @@ def _openTmp(delivery: Delivery) -> int:
 def _newTmp(delivery: Delivery) -> int:
     if delivery.unnamed:
         return os.open(delivery.tmpDirectory, os.O_WRONLY | _O_TMPFILE | os.O_CLOEXEC, 0o600)
+    if delivery.targets:
+        return createBelow(delivery)
     return _createTmp(delivery.tmpPath)
 
 
@@ -222,6 +230,9 @@ def _discard(delivery: Delivery) -> None:
     if fd is not None:
         with contextlib.suppress(OSError):
             os.close(fd)
+    if delivery.targets:
+        removeBelow(delivery)
+        return
     with contextlib.suppress(FileNotFoundError):
         os.unlink(delivery.tmpPath)
 
@@ -306,7 +317,7 @@ def _placeAll(delivery: Delivery, opened: dict[str, Directory]) -> None:
         raise
     finally:
         with contextlib.suppress(OSError):
-            os.unlink(delivery.tmpPath)
+            removeBelow(delivery)
 
 
 def _place(delivery: Delivery, target: str, newDirectory: Directory) -> None:
@@ -319,7 +330,7 @@ def _place(delivery: Delivery, target: str, newDirectory: Directory) -> None:
     name = delivery.unique
     try:
         try:
-            linkInto(delivery.tmpPath, newDirectory, name)
+            linkInto(name, newDirectory, name, delivery.tmpFd)
         except OSError as e:
             if e.errno not in _NO_LINK:
                 raise
@@ -340,10 +351,11 @@ def _copy(delivery: Delivery, target: str, newDirectory: Directory) -> None:
     """
     name = delivery.unique
     tmp = openBelow(os.path.join(target, "tmp"), delivery.handler.path)
+    reading = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         try:
             with (
-                open(delivery.tmpPath, "rb") as source,
+                os.fdopen(os.open(name, reading, dir_fd=delivery.tmpFd), "rb") as source,
                 os.fdopen(os.open(name, CREATE, 0o600, dir_fd=tmp), "wb") as f,
             ):
                 shutil.copyfileobj(source, f)

@@ -54,7 +54,7 @@ from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd.handlers import _maildirdisk
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._diskfailure import diskError, logDiskFailure
-from twisted_smtpd.handlers._maildirbelow import openBelow
+from twisted_smtpd.handlers._maildirbelow import openBelow, openChild
 from twisted_smtpd.handlers._maildirdelivery import Delivery, failedPath
 from twisted_smtpd.handlers._maildirdisk import (
     _commitCycle,
@@ -83,22 +83,28 @@ STALE_TMP_SECONDS = 36 * 3600
 GATHER_LIMIT = 0.002
 
 
-def removeStaleTemporaryFiles(directory: str, now: float) -> int:
+def removeStaleTemporaryFiles(directory: str, now: float, fd: int | None = None) -> int:
     """
     Remove the files in a Maildir's C{tmp/} last modified more than
     L{STALE_TMP_SECONDS} before C{now}: deliveries a crash interrupted,
     which never got their 250.
 
+    @param fd: A descriptor of C{directory} (one reached without following
+        a symbolic link) to list and remove its files through, rather than
+        its path.
     @return: How many were removed.
     """
     removed = 0
-    with os.scandir(directory) as entries:
+    with os.scandir(directory if fd is None else fd) as entries:
         for entry in entries:
             try:
                 if entry.is_file(follow_symlinks=False) and (
                     now - entry.stat(follow_symlinks=False).st_mtime > STALE_TMP_SECONDS
                 ):
-                    os.unlink(entry.path)
+                    if fd is None:
+                        os.unlink(entry.path)
+                    else:
+                        os.unlink(entry.name, dir_fd=fd)
                     removed += 1
             except FileNotFoundError:
                 continue
@@ -131,6 +137,25 @@ def _exists(new: str, root: str) -> bool:
         return False
     os.close(fd)
     return True
+
+
+def _removeStaleBelow(root: str) -> int:
+    """
+    L{removeStaleTemporaryFiles} in the C{tmp/} of the root of
+    per-recipient Maildirs, that directory reached without following a
+    symbolic link, as the messages written there are (L{openChild}).
+
+    @raise OSError: C{ELOOP} if C{root/tmp} is a symbolic link.
+    """
+    tmp = os.path.join(root, "tmp")
+    try:
+        fd = openChild(root, "tmp")
+    except OSError as e:
+        raise OSError(e.errno, f"Maildir directory {tmp!r} cannot be used: {e.strerror}") from e
+    try:
+        return removeStaleTemporaryFiles(tmp, time.time(), fd)
+    finally:
+        os.close(fd)
 
 
 def _known(exists: bool) -> None:
@@ -172,7 +197,11 @@ class MaildirHandler(BaseHandler):
     L{twisted_smtpd.handlers._maildirbelow}): a recipient's Maildir reached
     through one fails the message with 451 4.3.0 (with C{existingOnly},
     refuses that recipient with 451 4.3.0 at RCPT), logged naming the
-    recipient and the link; C{path} itself may be a link.
+    recipient and the link; nor is C{path/tmp}, where each message is
+    written first (a link there fails the message with 451 4.3.0, and
+    refuses the handler at start); C{path} itself may be a link.  Without
+    C{perRecipient}, C{path}'s C{tmp/} and C{new/} are the operator's and
+    followed.
     The reply comes once every
     copy and every directory it touched is fsynced; if any copy fails, none
     is kept and the message fails as a whole.
@@ -222,7 +251,8 @@ class MaildirHandler(BaseHandler):
             its users refuses unknown ones.  Without it, any recipient's
             Maildir is made at its first message.
         @raise OSError: If the directories cannot be created or are not
-            writable.
+            writable; with C{perRecipient}, C{ELOOP} if C{path/tmp} is a
+            symbolic link.
         @raise ValueError: If C{path} is empty, C{perRecipient} is set and
             C{hostname} cannot be a directory name, or C{existingOnly} is set
             without C{perRecipient}.
@@ -251,8 +281,14 @@ class MaildirHandler(BaseHandler):
         #: Whether messages are written as unnamed files in C{tmp/}
         #: (C{O_TMPFILE}) and linked into C{new/}, rather than named in
         #: C{tmp/} and renamed: one directory entry less per message.
-        self.unnamedFiles = _maildirdisk.unnamedFilesWork(tmp)
-        removed = removeStaleTemporaryFiles(tmp, time.time())
+        #: Never with C{perRecipient}: one file is linked into several
+        #: Maildirs, or copied, by its name.
+        self.unnamedFiles = False
+        if perRecipient:
+            removed = _removeStaleBelow(self.path)
+        else:
+            self.unnamedFiles = _maildirdisk.unnamedFilesWork(tmp)
+            removed = removeStaleTemporaryFiles(tmp, time.time())
         if removed:
             self._log.warn(
                 "removed {count} file(s) older than 36 hours from {tmp}: deliveries"
