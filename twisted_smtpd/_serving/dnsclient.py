@@ -121,30 +121,18 @@ def _oneLinePerQuery(
     C{Unexpected message}, and takes any message with the query's id).
     An answer that is malformed fails the query (L{AnswerUnusable}).
     """
-    logged = False
+    dropped = _firstOnly(
+        "DNS answer from {server} to the query for {name} ignored: {why};"
+        " no more such are logged for this query",
+        server=server,
+        name=printable(str(query.name)[:300]),
+    )
 
     def checked(data: bytes, address: Any) -> None:
-        nonlocal logged
-        try:
-            if len(data) < 12:
-                raise NotTheAnswer(f"truncated ({len(data)} octets)")
-            if _idOf(data) not in protocol.liveMessages:
-                if _idOf(data) in protocol.resends:
-                    return  # a late duplicate, as Twisted ignores it
-                raise NotTheAnswer("its id is of no query asked")
-            _answered(protocol, _idOf(data), readAnswer(data, query))
-        except NotTheAnswer as e:
-            if not logged:
-                logged = True
-                _log.warn(
-                    "DNS answer from {server} to the query for {name} ignored: {why};"
-                    " no more such are logged for this query",
-                    server=server,
-                    name=printable(str(query.name)[:300]),
-                    why=str(e),
-                )
-        except AnswerUnusable as e:
-            _answered(protocol, _idOf(data), Failure(e))
+        messageID = _idOf(data) if len(data) >= 12 else None
+        if messageID not in protocol.liveMessages and messageID in protocol.resends:
+            return  # a late duplicate, as Twisted ignores it
+        _take(protocol, data, query, dropped)
 
     return checked
 
@@ -164,7 +152,11 @@ def _overTCPChecked(
     write = protocol.writeMessage
     questions: dict[int, dns.Query] = {}
     buffer = b""
-    logged = False
+    dropped = _firstOnly(
+        "DNS answer from {server} over TCP ignored: {why};"
+        " no more such are logged for this connection",
+        server=_peer(protocol),
+    )
 
     def dataReceived(data: bytes) -> None:
         nonlocal buffer
@@ -184,27 +176,48 @@ def _overTCPChecked(
         write(message)
 
     def stringReceived(data: bytes) -> None:
-        nonlocal logged
         query = questions.get(_idOf(data)) if len(data) >= 12 else None
-        try:
-            if len(data) < 12:
-                raise NotTheAnswer(f"truncated ({len(data)} octets)")
-            if query is None or _idOf(data) not in protocol.liveMessages:
-                raise NotTheAnswer("its id is of no query asked")
-            _answered(protocol, _idOf(data), readAnswer(data, query))
-        except NotTheAnswer as e:
-            if not logged:
-                logged = True
-                _log.warn(
-                    "DNS answer from {server} over TCP ignored: {why};"
-                    " no more such are logged for this connection",
-                    server=_peer(protocol),
-                    why=str(e),
-                )
-        except AnswerUnusable as e:
-            _answered(protocol, _idOf(data), Failure(e))
+        _take(protocol, data, query, dropped)
 
     return writeMessage, dataReceived
+
+
+def _firstOnly(format: str, **fields: str) -> Callable[[str], None]:
+    """
+    A function logging C{format} with C{fields} and the reason it is given
+    (C{why}) the first time it is called, and nothing after.
+    """
+    logged = False
+
+    def dropped(why: str) -> None:
+        nonlocal logged
+        if not logged:
+            logged = True
+            _log.warn(format, why=why, **fields)
+
+    return dropped
+
+
+def _take(
+    protocol: Any, data: bytes, query: dns.Query | None, dropped: Callable[[str], None]
+) -> None:
+    """
+    End the query of C{protocol} that the message C{data} answers with the
+    answer L{readAnswer} reads from it, or fail it when the answer is
+    malformed (L{AnswerUnusable}); a message that cannot be the answer to
+    C{query} (the query asked with its id, if any) is dropped, its reason
+    given to C{dropped}.
+    """
+    try:
+        if len(data) < 12:
+            raise NotTheAnswer(f"truncated ({len(data)} octets)")
+        if query is None or _idOf(data) not in protocol.liveMessages:
+            raise NotTheAnswer("its id is of no query asked")
+        _answered(protocol, _idOf(data), readAnswer(data, query))
+    except NotTheAnswer as e:
+        dropped(str(e))
+    except AnswerUnusable as e:
+        _answered(protocol, _idOf(data), Failure(e))
 
 
 def _peer(protocol: Any) -> str:
