@@ -81,6 +81,15 @@ def _reset(s: socket.socket) -> None:
     s.close()
 
 
+def _plainServer(handler: Any, **options: Any) -> SMTPServer:
+    """
+    A server of C{handler} without reverse lookups, with C{options}.
+    """
+    return SMTPServer(
+        handler, ServerOptions(name="mx.example.com", disableReverseLookup=True, **options)
+    )
+
+
 def _heldAtRcpt(s: socket.socket, called: threading.Event) -> None:
     """
     Send RCPT with NOOP right behind it in one write and wait until the
@@ -165,6 +174,17 @@ class ResetBehindHookTests(TestCase):
             yield deferLater(reactor, 0.1, lambda: None)
         self.fail(f"session still open {BOUND:g} s after the client's reset")
 
+    @inlineCallbacks
+    def _listening(self, server: SMTPServer) -> Any:
+        """
+        Start C{server} on a port of 127.0.0.1, stopped after the test.
+
+        @return: A L{Deferred} firing with the port's number.
+        """
+        port = yield server.listen("tcp:0:interface=127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return port.getHost().port
+
     def _events(self, server: SMTPServer) -> list[str]:
         events: list[str] = []
         server.addObserver(lambda event, session, data: events.append(event))
@@ -179,13 +199,10 @@ class ResetBehindHookTests(TestCase):
         close.
         """
         handler = HeldHooks()
-        server = SMTPServer(
-            handler, ServerOptions(name="mx.example.com", disableReverseLookup=True, maxClients=1)
-        )
+        server = _plainServer(handler, maxClients=1)
         events = self._events(server)
-        port = yield server.listen("tcp:0:interface=127.0.0.1")
-        self.addCleanup(port.stopListening)
-        yield deferToThread(_pipelineThenReset, port.getHost().port, handler.called)
+        portNumber = yield self._listening(server)
+        yield deferToThread(_pipelineThenReset, portNumber, handler.called)
         yield self._waitGone(server)
         self.assertEqual(len(handler.held), 1)
         handler.answerAll()
@@ -201,13 +218,10 @@ class ResetBehindHookTests(TestCase):
         the hook answers.
         """
         handler = HeldHooks()
-        server = SMTPServer(
-            handler, ServerOptions(name="mx.example.com", disableReverseLookup=True, maxClients=1)
-        )
+        server = _plainServer(handler, maxClients=1)
         events = self._events(server)
-        port = yield server.listen("tcp:0:interface=127.0.0.1")
-        self.addCleanup(port.stopListening)
-        yield deferToThread(_pipelineThenReset, port.getHost().port, handler.called, True)
+        portNumber = yield self._listening(server)
+        yield deferToThread(_pipelineThenReset, portNumber, handler.called, True)
         yield self._waitGone(server)
         handler.answerAll()
         yield deferLater(reactor, 0, lambda: None)
@@ -228,9 +242,8 @@ class ResetBehindHookTests(TestCase):
             lambda event, session, data: messages.append(data) if event == "message" else None
         )
         events = self._events(server)
-        port = yield server.listen("tcp:0:interface=127.0.0.1")
-        self.addCleanup(port.stopListening)
-        yield deferToThread(_tlsMessageThenReset, port.getHost().port, ctx, handler.called)
+        portNumber = yield self._listening(server)
+        yield deferToThread(_tlsMessageThenReset, portNumber, ctx, handler.called)
         yield self._waitGone(server)
         self.assertEqual(len(handler.held), 1)
         handler.answerAll()
@@ -248,12 +261,9 @@ class ResetBehindHookTests(TestCase):
         NOOP's still reach it.
         """
         handler = HeldHooks()
-        server = SMTPServer(
-            handler, ServerOptions(name="mx.example.com", disableReverseLookup=True)
-        )
-        port = yield server.listen("tcp:0:interface=127.0.0.1")
-        self.addCleanup(port.stopListening)
-        received = deferToThread(_pipelineThenHalfClose, port.getHost().port, handler.called)
+        server = _plainServer(handler)
+        portNumber = yield self._listening(server)
+        received = deferToThread(_pipelineThenHalfClose, portNumber, handler.called)
         while not handler.held:
             yield deferLater(reactor, 0.05, lambda: None)
         # The timer runs once a second: let it find the session held twice.
