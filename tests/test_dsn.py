@@ -200,3 +200,56 @@ class BuildReportTests(SynchronousTestCase):
         self.assertEqual(blocks[1]["Final-Recipient"], f"rfc822; {local}@example.org")
         self.assertEqual(blocks[1]["Diagnostic-Code"], f"smtp; {reply}")
         self.assertTrue(blocks[2]["Original-Recipient"].startswith("utf-8;\\x{1F600}"))
+
+    def test_envelopeIdEscapedNotReplaced(self) -> None:
+        """
+        An C{ENVID} holding characters that would break or disguise a line
+        (a line separator, a bidirectional override, a zero-width space,
+        all of which a client may give in xtext, C{+E2+80+A8}) is written
+        with each as its C{\\x{HEX}} escape, as every other non-ASCII
+        character is: not as a space, which would make it the C{ENVID} of
+        another message (C{a+20b}), nor as itself.
+        """
+        report = buildReport(
+            reportingMta="mx.example.com",
+            sender="alice@example.com",
+            recipients=[RecipientStatus("bob@example.org", None, "failed", "5.0.0")],
+            envid="a\u2028b\u202ec\u200bd e",
+        )
+        message, blocks = parse(report)
+        self.assertEqual(blocks[0]["Original-Envelope-Id"], "a\\x{2028}b\\x{202E}c\\x{200B}d e")
+        self.assertTrue(report.isascii())
+
+    def test_originalRecipientEscapedNotReplaced(self) -> None:
+        """
+        An C{ORCPT} address holding a line separator or a bidirectional
+        override (a C{utf-8} address, C{\\x{2028}}, or an C{rfc822} one in
+        xtext, C{+E2+80+AE}) is reported as the C{utf-8} address it is,
+        each such character its C{\\x{HEX}} escape (RFC 6533 section 3),
+        not a space that makes it another address.
+        """
+        report = buildReport(
+            reportingMta="mx.example.com",
+            sender="alice@example.com",
+            recipients=[
+                RecipientStatus("bob@example.org", "utf-8;a\u2028b@x.example", "failed", "5.0.0"),
+                RecipientStatus("bob@example.org", "rfc822;a\u202eb@x.example", "failed", "5.0.0"),
+            ],
+        )
+        message, blocks = parse(report)
+        self.assertEqual(blocks[1]["Original-Recipient"], "utf-8;a\\x{2028}b@x.example")
+        self.assertEqual(blocks[2]["Original-Recipient"], "utf-8;a\\x{202E}b@x.example")
+
+    def test_longOriginalRecipientWhole(self) -> None:
+        """
+        An C{ORCPT} of the 500 characters RFC 3461 section 4.2 allows is
+        reported whole, not cut to 400.
+        """
+        orcpt = "rfc822;" + "x" * 480 + "@example.org"
+        report = buildReport(
+            reportingMta="mx.example.com",
+            sender="alice@example.com",
+            recipients=[RecipientStatus("bob@example.org", orcpt, "failed", "5.0.0")],
+        )
+        message, blocks = parse(report)
+        self.assertEqual(blocks[1]["Original-Recipient"], orcpt)

@@ -88,6 +88,22 @@ def _bounded(value: str) -> str:
     return value
 
 
+def _envelopeValue(text: str) -> str:
+    """
+    A value the client gave in its envelope (an C{ENVID}) as the
+    C{message/delivery-status} part writes it: printable ASCII as it is,
+    every other character (non-ASCII, and the line and paragraph
+    separators, bidirectional and other format controls among them) as
+    its C{\\x{HEX}} escape (RFC 6533 section 3), bounded (L{_bounded}).
+    Unlike L{_ascii}, no character becomes a space: the value reads back
+    as the client gave it, never as another value (C{a+E2+80+A8b} as
+    C{a+20b}).
+    """
+    if text.isascii() and text.isprintable():
+        return _bounded(text)
+    return _bounded("".join(c if " " <= c <= "~" else f"\\x{{{ord(c):02X}}}" for c in text))
+
+
 def _policy(sender: str) -> Policy:
     """
     How to write the report: CRLF line ends, a sender that is not ASCII
@@ -106,12 +122,14 @@ def _addressField(addressType: str, separator: str, address: str) -> str:
     its type; an address that is not ASCII becomes a C{utf-8} address in the
     7-bit form RFC 6533 section 3 gives for C{message/delivery-status}
     (C{utf-8-addr-xtext}), as does a C{utf-8} address (a decoded C{ORCPT}),
-    whose space, C{"+"}, C{"="} and C{"\\"} are escaped too.
+    whose space, C{"+"}, C{"="} and C{"\\"} are escaped too.  So does an
+    address holding a character that is not printable (a line separator,
+    a bidirectional override): each is escaped, none replaced, so that the
+    address reported is the one given.
     """
-    clean = _clean(address)
-    if clean.isascii() and addressType.lower() != "utf-8":
-        return f"{_clean(addressType, 40)}{separator}{clean}"
-    return f"utf-8{separator}{_bounded(encodeUtf8Address(clean))}"
+    if address.isascii() and address.isprintable() and addressType.lower() != "utf-8":
+        return f"{_clean(addressType, 40)}{separator}{_bounded(address)}"
+    return f"utf-8{separator}{_bounded(encodeUtf8Address(address))}"
 
 
 _EXPLANATIONS = {
@@ -169,7 +187,7 @@ def buildReport(
     perMessage = Message()
     perMessage["Reporting-MTA"] = f"dns; {name}"
     if envid is not None:
-        perMessage["Original-Envelope-Id"] = _ascii(envid, 200)
+        perMessage["Original-Envelope-Id"] = _envelopeValue(envid)
     if received:
         perMessage["Received-From-MTA"] = f"dns; {_ascii(received, 200)}"
     perMessage["Arrival-Date"] = email.utils.formatdate(localtime=False)
