@@ -8,12 +8,12 @@ BINARYMIME with BDAT), DSN, SMTPUTF8 and REQUIRETLS; and their log lines.
 from __future__ import annotations
 
 import email
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.ssl import Certificate
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.certs import CertificateAuthority
 from tests.test_client import startServer
@@ -28,9 +28,13 @@ from tests.test_relay import (
     send,
 )
 from tests.tracing import untraced
+from twisted_smtpd._core.address import parseMail
 from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.replies import CommandError
+from twisted_smtpd._core.session import Address
 from twisted_smtpd._smtpclient.client import DeliveryError
 from twisted_smtpd._smtpclient.clientsession import ClientSession
+from twisted_smtpd.handlers._proxyparams import mailParameters
 from twisted_smtpd.handlers.lmtp import LMTPDeliveryHandler
 from twisted_smtpd.handlers.relay import RelayHandler
 
@@ -336,6 +340,51 @@ class ExtensionTests(TestCase):
         self.assertEqual(replies(result), [(250, "2.0.0")])
         self.assertTrue(smarthost.envelopes[0].smtpUtf8)
         self.assertEqual(smarthost.messages[0].recipients, ["bøb@example.org"])
+
+
+class _Offering:
+    """
+    A next hop's session as L{mailParameters} reads it: the extensions it
+    offered.
+    """
+
+    verified = False
+
+    def __init__(self, *extensions: str) -> None:
+        self.extensions = extensions
+
+    def offers(self, *keywords: str) -> bool:
+        return all(keyword in self.extensions for keyword in keywords)
+
+
+class SizeParameterTests(SynchronousTestCase):
+    """
+    The C{SIZE} passed on to the next hop, the client's grown by what is
+    written before the message.
+    """
+
+    def test_grown(self) -> None:
+        """
+        The C{SIZE} passed on is the client's plus the octets added.
+        """
+        address = Address("alice@example.com", {"SIZE": "500"})
+        client = cast(ClientSession, _Offering("SIZE"))
+        self.assertEqual(mailParameters(address, client, 120), " SIZE=620")
+
+    def test_twentyDigits(self) -> None:
+        """
+        A C{SIZE} near the largest a client may declare (twenty digits, RFC
+        1870 section 3's C{size-value ::= 1*20DIGIT}) stays within twenty
+        digits when grown: the largest such value, which any next hop
+        refuses as too large (552), not a 21-digit one it would refuse as
+        bad syntax (501), as this server itself does.
+        """
+        address = Address("alice@example.com", {"SIZE": "9" * 20})
+        client = cast(ClientSession, _Offering("SIZE"))
+        self.assertEqual(mailParameters(address, client, 120), " SIZE=" + "9" * 20)
+        with self.assertRaises(CommandError) as e:
+            parseMail(b"FROM:<a@example.com> SIZE=1" + b"0" * 20)
+        self.assertEqual(e.exception.reply.code, 501)
 
 
 class RequireTLSTests(TestCase):

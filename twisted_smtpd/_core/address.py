@@ -67,7 +67,7 @@ MAX_LABEL = 63
 # RFC 3461 sections 4.2 and 4.4.
 MAX_ENVID = 100
 MAX_ORCPT = 500
-# RFC 1870 section 3 allows any number of digits; twenty always fit in 64 bits.
+# RFC 1870 section 3: size-value ::= 1*20DIGIT.
 MAX_SIZE_DIGITS = 20
 
 

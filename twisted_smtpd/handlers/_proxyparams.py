@@ -8,10 +8,14 @@ C{SMTPUTF8}.
 
 from __future__ import annotations
 
-from twisted_smtpd._core.address import MAX_ENVID, MAX_ORCPT
+from twisted_smtpd._core.address import MAX_ENVID, MAX_ORCPT, MAX_SIZE_DIGITS
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address
 from twisted_smtpd._smtpclient.clientsession import ClientSession
+
+#: The largest C{SIZE} a MAIL command can declare: twenty digits (RFC 1870
+#: section 3, C{size-value ::= 1*20DIGIT}).
+_MAX_SIZE = 10**MAX_SIZE_DIGITS - 1
 
 
 def _xtextOctets(character: str) -> str:
@@ -52,7 +56,8 @@ def mailParameters(address: Address, client: ClientSession, added: int = 0) -> s
     lacks an extension the message needs.
 
     @param added: The octets the message grows by on its way (the
-        C{Received:} field written before it), added to its C{SIZE}.
+        C{Received:} field written before it), added to its C{SIZE} (at
+        most twenty digits, RFC 1870 section 3).
     """
     args = address.args
     parameters = ""
@@ -75,7 +80,10 @@ def mailParameters(address: Address, client: ClientSession, added: int = 0) -> s
     elif body == "7BIT" and client.offers("8BITMIME"):
         parameters += " BODY=7BIT"
     if isinstance(args.get("SIZE"), str) and client.offers("SIZE"):
-        parameters += f" SIZE={int(args['SIZE']) + added}"
+        # Never past twenty digits: a client's SIZE near the largest grows
+        # to the largest, which a next hop with a size limit refuses as too
+        # large (552), not to a value it would refuse as bad syntax (501).
+        parameters += f" SIZE={min(int(args['SIZE']) + added, _MAX_SIZE)}"
     if not address.address.isascii():
         if not client.offers("SMTPUTF8"):
             raise SMTPError(553, "Error: the next hop does not support SMTPUTF8", "5.6.7")
