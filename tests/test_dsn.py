@@ -9,9 +9,15 @@ from __future__ import annotations
 import email
 from email.message import Message
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_smtpd._core.dsn import RecipientStatus, buildReport
+from twisted_smtpd._core.xtext import decodeUtf8Address
+
+# Characters that break or disguise a line, which a decoded ORCPT may hold.
+_SEPARATORS = "\u2028\u2029\u202a\u202e\u200e\u2066\u2069"
 
 
 def parse(report: bytes) -> tuple[Message, list[Message]]:
@@ -253,3 +259,27 @@ class BuildReportTests(SynchronousTestCase):
         )
         message, blocks = parse(report)
         self.assertEqual(blocks[1]["Original-Recipient"], orcpt)
+
+    @given(
+        st.lists(
+            st.sampled_from(_SEPARATORS) | st.characters(blacklist_categories=("Cc", "Cs")),
+            min_size=1,
+            max_size=80,
+        ).map("".join)
+    )
+    def test_originalRecipientRoundTrip(self, address: str) -> None:
+        """
+        The C{Original-Recipient} of a C{utf-8} C{ORCPT} is the RFC 6533
+        C{utf-8-addr-xtext} form of its address, which decodes back to that
+        very address, whatever characters it holds (line and paragraph
+        separators and bidirectional controls among them).
+        """
+        report = buildReport(
+            reportingMta="mx.example.com",
+            sender="alice@example.com",
+            recipients=[RecipientStatus("bob@example.org", f"utf-8;{address}", "failed", "5.0.0")],
+        )
+        message, blocks = parse(report)
+        addressType, _, written = blocks[1]["Original-Recipient"].partition(";")
+        self.assertEqual(addressType, "utf-8")
+        self.assertEqual(decodeUtf8Address(written), address)
