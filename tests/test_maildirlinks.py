@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -442,3 +443,98 @@ class RootTmpLinkTests(SynchronousTestCase):
         name = self.successResultOf(d).removeprefix("OK: queued as ")
         self.assertEqual(readFile(os.path.join(path, "new", name)), b"body\r\n")
         self.assertEqual(listDir(elsewhere), [])
+
+
+class PerRecipientWalkTests(SynchronousTestCase):
+    """
+    A recipient's Maildir is reached in one walk down from the root, each
+    directory below it opened once, from its parent, without following a
+    symbolic link; its directories are made only when its C{new/} is
+    missing, as Postfix's C{local(8)} makes them.
+    """
+
+    def setUp(self) -> None:
+        self.root, self.outside, self.pool, self.handler = _linkedRoot(self)
+        self.bob = os.path.join(self.root, "domains", "example.org", "bob")
+        self.opened: list[tuple[str, int | None]] = []
+        self.made: list[str] = []
+        realOpen, realMkdir = os.open, os.mkdir
+
+        def recordingOpen(path: str, flags: int, *args: Any, **kwargs: Any) -> int:
+            if flags & os.O_DIRECTORY:
+                self.opened.append((path, kwargs.get("dir_fd")))
+            return realOpen(path, flags, *args, **kwargs)
+
+        def recordingMkdir(path: str, *args: Any, **kwargs: Any) -> None:
+            self.made.append(path)
+            realMkdir(path, *args, **kwargs)
+
+        self.patch(os, "open", recordingOpen)
+        self.patch(os, "mkdir", recordingMkdir)
+
+    def deliver(self) -> str:
+        """
+        Deliver one message to bob@example.org; the name it was queued as.
+        """
+        envelope = Envelope(
+            mailFrom=Address("alice@example.com"), rcptTo=[Address("bob@example.org")]
+        )
+        d = self.handler.onData(stream := MessageStream(), makeSession(envelope=envelope))
+        feed(stream, b"Subject: walk\r\n\r\nbody\r\n")
+        self.pool.runAll()
+        name: str = self.successResultOf(d).removeprefix("OK: queued as ")
+        return name
+
+    def test_existingMaildirWalkedOnce(self) -> None:
+        """
+        A message to an existing Maildir opens the root's C{tmp/}, then
+        C{domains/} (by its path, from the root as the operator named it),
+        the domain, the Maildir and its C{new/}, each once, every one after
+        C{domains/} from its parent's descriptor; nothing is made.
+        """
+        for sub in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(self.bob, sub))
+        del self.made[:], self.opened[:]
+        name = self.deliver()
+        self.assertEqual(listDir(os.path.join(self.bob, "new")), [name])
+        paths = [path for path, _ in self.opened]
+        self.assertEqual(
+            paths,
+            [
+                os.path.join(self.root, "tmp"),
+                os.path.join(self.root, "domains"),
+                "example.org",
+                "bob",
+                "new",
+            ],
+        )
+        self.assertNotIn(None, [parent for _, parent in self.opened[2:]])
+        self.assertEqual(self.made, [])
+
+    def test_newMaildirMade(self) -> None:
+        """
+        A first message to a recipient makes the directories leading to its
+        Maildir and the Maildir's C{tmp/}, C{new/} and C{cur/} (mode 0700).
+        """
+        name = self.deliver()
+        self.assertEqual(listDir(os.path.join(self.bob, "new")), [name])
+        for sub in ("tmp", "new", "cur"):
+            mode = os.stat(os.path.join(self.bob, sub)).st_mode
+            self.assertEqual(stat.S_IMODE(mode), 0o700)
+        self.assertEqual(self.made, ["domains", "example.org", "bob", "tmp", "new", "cur"])
+
+    def test_missingTmpMadeForACopy(self) -> None:
+        """
+        A Maildir without its C{tmp/}, where no hard link can be made,
+        gets its C{tmp/} made for the copy, which is delivered.
+        """
+        for sub in ("new", "cur"):
+            os.makedirs(os.path.join(self.bob, sub))
+
+        def link(source: str, destination: str, **kwargs: object) -> None:
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+        self.patch(os, "link", link)
+        name = self.deliver()
+        self.assertEqual(listDir(os.path.join(self.bob, "new")), [name])
+        self.assertEqual(listDir(os.path.join(self.bob, "tmp")), [])
