@@ -28,6 +28,7 @@ from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, Envelope
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers import MaildirHandler, _maildirdisk
+from twisted_smtpd.handlers._maildirdelivery import Delivery
 
 
 def _linkedRoot(
@@ -388,6 +389,47 @@ class RootTmpLinkTests(SynchronousTestCase):
         self.assertEqual(readFile(planted), b"planted\r\n")
         self.assertEqual(listDir(moved), [])
         self.assertEqual(len(os.listdir("/proc/self/fd")), opened)
+
+    def test_linkAfterWriteNotStatted(self) -> None:
+        """
+        The commit cycle tells the file system of a message's file by the
+        root's C{tmp/} it was created in and holds open, not by that
+        directory's path: C{tmp/} replaced by a link (here one to nothing)
+        once two messages are written there, one C{syncfs} still covers
+        both, neither is fsynced on its own, and both are delivered.
+        """
+        messages = []
+        for unique in ("M1", "M2"):
+            delivery = Delivery(self.handler, unique)
+            delivery.targets = [self.bob]
+            _maildirdisk._writeChunks(delivery, [unique.encode() + b"\r\n"])
+            messages.append(delivery)
+        moved = os.path.join(self.root, "moved")
+        os.rename(self.tmp, moved)
+        os.symlink(os.path.join(self.outside, "nowhere"), self.tmp)
+        syncfsCalls: list[int] = []
+        filesFsynced: list[int] = []
+        realFsync = _maildirdisk._fsync
+
+        def syncfs(fd: int) -> None:
+            syncfsCalls.append(fd)
+            realFsync(fd)
+
+        def fsync(fd: int) -> None:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                filesFsynced.append(fd)
+            realFsync(fd)
+
+        self.patch(_maildirdisk, "_syncfs", syncfs)
+        self.patch(_maildirdisk, "_fsync", fsync)
+        results, _, settled = _maildirdisk._commitCycle(messages, [], self.root, lambda: False)
+        self.assertEqual((results, settled), ([None, None], True))
+        self.assertEqual(filesFsynced, [])
+        self.assertNotEqual(syncfsCalls, [])
+        self.assertEqual(listDir(os.path.join(self.bob, "new")), ["M1", "M2"])
+        self.assertEqual(listDir(moved), [])
+        for delivery in messages:
+            _maildirdisk._release(delivery)
 
     def test_linkAtStartRefused(self) -> None:
         """

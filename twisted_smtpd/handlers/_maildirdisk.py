@@ -387,14 +387,20 @@ def _fail(results: list[Failure | None], indexes: list[int], failure: Failure) -
             results[index] = failure
 
 
-def _onDevice(path: str, devices: dict[str, int]) -> int:
+def _onDevice(delivery: Delivery, devices: dict[str, int]) -> int:
     """
-    The file system of the directory C{path}, remembered in C{devices}; -1
-    when it cannot be told (then what is in it is fsynced on its own).
+    The file system of the message's tmp file: that of the directory it was
+    created in, from the descriptor held of it where there is one
+    (per-recipient Maildirs: a link put at its path since is not followed),
+    else from its path, remembered in C{devices}; -1 when it cannot be told
+    (then the file is fsynced on its own).
     """
-    onDevice = devices.get(path)
+    path = delivery.tmpDirectory
+    onDevice = None if delivery.tmpFd is not None else devices.get(path)
     if onDevice is None:
         try:
+            if delivery.tmpFd is not None:
+                return os.fstat(delivery.tmpFd).st_dev
             onDevice = os.stat(path).st_dev
         except OSError:
             onDevice = -1
@@ -446,12 +452,11 @@ def _flush(
         covered: list[int] = []
         coveredDirectories: list[Directory] = []
         # A file is on the file system of its tmp/ directory: one stat per
-        # directory and cycle, not an fstat per file.
+        # directory and cycle (an fstat of the one held open with
+        # per-recipient Maildirs), not an fstat per file.
         devices: dict[str, int] = {}
         for index in written:
-            onDevice = devices.get(batch[index].tmpDirectory)
-            if onDevice is None:
-                onDevice = _onDevice(batch[index].tmpDirectory, devices)
+            onDevice = _onDevice(batch[index], devices)
             (covered if onDevice == device else alone).append(index)
         for directory in directories:
             # One reached by its path and gone since fails its own messages
