@@ -28,6 +28,7 @@ from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, Envelope
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers import MaildirHandler, _maildirdisk
+from twisted_smtpd.handlers._maildirbelow import openBelow
 from twisted_smtpd.handlers._maildirdelivery import Delivery
 
 
@@ -580,3 +581,25 @@ class PerRecipientWalkTests(SynchronousTestCase):
         name = self.deliver()
         self.assertEqual(listDir(os.path.join(self.bob, "new")), [name])
         self.assertEqual(listDir(os.path.join(self.bob, "tmp")), [])
+
+    def test_reachedByPathFromTheFirstDirectory(self) -> None:
+        """
+        A directory reached again by its path below the root (a recipient
+        looked up at RCPT, a directory not held open) opens C{domains/} by
+        its path, then each directory below from its parent: not the root
+        first.
+        """
+        for sub in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(self.bob, sub))
+        del self.opened[:]
+        os.close(openBelow(os.path.join(self.bob, "new"), self.root))
+        self.assertEqual(
+            self.opened,
+            [
+                (os.path.join(self.root, "domains"), None),
+                ("example.org", self.opened[1][1]),
+                ("bob", self.opened[2][1]),
+                ("new", self.opened[3][1]),
+            ],
+        )
+        self.assertNotIn(None, [parent for _, parent in self.opened[1:]])

@@ -93,15 +93,22 @@ def _step(parent: int | None, name: str, path: str) -> int:
 def openBelow(path: str, root: str) -> int:
     """
     A descriptor of the directory C{path}, C{root} or below it, reached
-    from C{root} without following a symbolic link below it.
+    from C{root} without following a symbolic link below it: the first
+    directory below C{root} opened by its path (C{root} followed as the
+    operator named it), each one further from its parent's descriptor.
 
     @raise OSError: As L{_step} for the first directory that cannot be
         opened so.
     """
-    fd = os.open(root, _DIRECTORY)
-    reached = root
+    names = _components(path, root)
+    if not names:
+        return os.open(root, _DIRECTORY)
+    # The first directory below the root opened by its path, in one
+    # open(2): the root followed as the operator named it, not that one.
+    reached = os.path.join(root, names[0])
+    fd = _step(None, reached, reached)
     try:
-        for name in _components(path, root):
+        for name in names[1:]:
             reached = os.path.join(reached, name)
             child = _step(fd, name, reached)
             os.close(fd)
@@ -116,8 +123,7 @@ def openChild(root: str, name: str) -> int:
     """
     A descriptor of the directory C{name} in C{root} (the root's own
     C{tmp/}): C{root} reached as the operator named it, C{name} without
-    following a symbolic link, in one C{open(2)} where L{openBelow} takes
-    three.
+    following a symbolic link, in one C{open(2)}.
 
     @raise OSError: As L{_step}: C{ELOOP} (L{linkRefused}) naming
         C{root/name} if it is a symbolic link.
