@@ -37,6 +37,7 @@ from twisted_smtpd.handlers import MaildirHandler, _maildirdirs, _maildirdisk, m
 from twisted_smtpd.handlers._diskfailure import describe, diskError, logDiskFailure
 from twisted_smtpd.handlers._maildirdelivery import Delivery
 from twisted_smtpd.handlers._maildirnames import recipientDirectory
+from twisted_smtpd.handlers._syncfs import loadSyncfs
 
 
 def fdPath(fd: int) -> str:
@@ -670,13 +671,14 @@ class GroupCommitTests(_CommitHarness):
         before = _maildirdirs.Directory._held
         self.patch(_maildirdirs.Directory, "HELD_LIMIT", before + 1)
         held: list[str] = []
-        realOpen = _maildirdirs.openDirectory
+        realInit = _maildirdirs.Directory.__init__
 
-        def counting(path: str, below: str | None = None) -> int:
-            held.append(path)
-            return realOpen(path, below)
+        def counting(directory: _maildirdirs.Directory, *args: Any) -> None:
+            realInit(directory, *args)
+            if directory.fd is not None:
+                held.append(directory.path)
 
-        self.patch(_maildirdirs, "openDirectory", counting)
+        self.patch(_maildirdirs.Directory, "__init__", counting)
         path, handler = self.perRecipientHandler()
         recipients = [Address(f"{local}@example.com") for local in ("ann", "bob", "cid")]
         envelope = Envelope(mailFrom=Address("a@example.com"), rcptTo=recipients)
@@ -836,7 +838,7 @@ class GatherTests(SynchronousTestCase):
 
 class LoadSyncfsTests(SynchronousTestCase):
     """
-    L{_maildirdisk._loadSyncfs} offers C{syncfs} only where it reports
+    L{loadSyncfs} offers C{syncfs} only where it reports
     write-back errors.
     """
 
@@ -844,17 +846,17 @@ class LoadSyncfsTests(SynchronousTestCase):
         """
         Off Linux there is no C{syncfs}.
         """
-        self.assertIsNone(_maildirdisk._loadSyncfs("darwin", "23.1.0"))
-        self.assertIsNone(_maildirdisk._loadSyncfs("win32", "10"))
+        self.assertIsNone(loadSyncfs("darwin", "23.1.0"))
+        self.assertIsNone(loadSyncfs("win32", "10"))
 
     def test_oldOrUnknownKernel(self) -> None:
         """
         Linux before 5.8 (whose C{syncfs} returns success after a failed
         write-back) and an unparsable release get no C{syncfs}.
         """
-        self.assertIsNone(_maildirdisk._loadSyncfs("linux", "5.7.19"))
-        self.assertIsNone(_maildirdisk._loadSyncfs("linux", "4.19.0-amd64"))
-        self.assertIsNone(_maildirdisk._loadSyncfs("linux", "custom"))
+        self.assertIsNone(loadSyncfs("linux", "5.7.19"))
+        self.assertIsNone(loadSyncfs("linux", "4.19.0-amd64"))
+        self.assertIsNone(loadSyncfs("linux", "custom"))
 
     def test_callsTheKernel(self) -> None:
         """
@@ -862,7 +864,7 @@ class LoadSyncfsTests(SynchronousTestCase):
         descriptor and raises L{OSError} with the C library's errno for a
         bad one.
         """
-        syncfs = _maildirdisk._loadSyncfs("linux", "6.1.0")
+        syncfs = loadSyncfs("linux", "6.1.0")
         assert syncfs is not None
         fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -27,6 +28,8 @@ from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, Envelope
 from twisted_smtpd._stream import MessageStream
 from twisted_smtpd.handlers import MaildirHandler, _maildirdisk
+from twisted_smtpd.handlers._maildirbelow import openBelow
+from twisted_smtpd.handlers._maildirdelivery import Delivery
 
 
 def _linkedRoot(
@@ -388,6 +391,47 @@ class RootTmpLinkTests(SynchronousTestCase):
         self.assertEqual(listDir(moved), [])
         self.assertEqual(len(os.listdir("/proc/self/fd")), opened)
 
+    def test_linkAfterWriteNotStatted(self) -> None:
+        """
+        The commit cycle tells the file system of a message's file by the
+        root's C{tmp/} it was created in and holds open, not by that
+        directory's path: C{tmp/} replaced by a link (here one to nothing)
+        once two messages are written there, one C{syncfs} still covers
+        both, neither is fsynced on its own, and both are delivered.
+        """
+        messages = []
+        for unique in ("M1", "M2"):
+            delivery = Delivery(self.handler, unique)
+            delivery.targets = [self.bob]
+            _maildirdisk._writeChunks(delivery, [unique.encode() + b"\r\n"])
+            messages.append(delivery)
+        moved = os.path.join(self.root, "moved")
+        os.rename(self.tmp, moved)
+        os.symlink(os.path.join(self.outside, "nowhere"), self.tmp)
+        syncfsCalls: list[int] = []
+        filesFsynced: list[int] = []
+        realFsync = _maildirdisk._fsync
+
+        def syncfs(fd: int) -> None:
+            syncfsCalls.append(fd)
+            realFsync(fd)
+
+        def fsync(fd: int) -> None:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                filesFsynced.append(fd)
+            realFsync(fd)
+
+        self.patch(_maildirdisk, "_syncfs", syncfs)
+        self.patch(_maildirdisk, "_fsync", fsync)
+        results, _, settled = _maildirdisk._commitCycle(messages, [], self.root, lambda: False)
+        self.assertEqual((results, settled), ([None, None], True))
+        self.assertEqual(filesFsynced, [])
+        self.assertNotEqual(syncfsCalls, [])
+        self.assertEqual(listDir(os.path.join(self.bob, "new")), ["M1", "M2"])
+        self.assertEqual(listDir(moved), [])
+        for delivery in messages:
+            _maildirdisk._release(delivery)
+
     def test_linkAtStartRefused(self) -> None:
         """
         A root whose C{tmp/} is a link when the handler starts is refused
@@ -442,3 +486,120 @@ class RootTmpLinkTests(SynchronousTestCase):
         name = self.successResultOf(d).removeprefix("OK: queued as ")
         self.assertEqual(readFile(os.path.join(path, "new", name)), b"body\r\n")
         self.assertEqual(listDir(elsewhere), [])
+
+
+class PerRecipientWalkTests(SynchronousTestCase):
+    """
+    A recipient's Maildir is reached in one walk down from the root, each
+    directory below it opened once, from its parent, without following a
+    symbolic link; its directories are made only when its C{new/} is
+    missing, as Postfix's C{local(8)} makes them.
+    """
+
+    def setUp(self) -> None:
+        self.root, self.outside, self.pool, self.handler = _linkedRoot(self)
+        self.bob = os.path.join(self.root, "domains", "example.org", "bob")
+        self.opened: list[tuple[str, int | None]] = []
+        self.made: list[str] = []
+        realOpen, realMkdir = os.open, os.mkdir
+
+        def recordingOpen(path: str, flags: int, *args: Any, **kwargs: Any) -> int:
+            if flags & os.O_DIRECTORY:
+                self.opened.append((path, kwargs.get("dir_fd")))
+            return realOpen(path, flags, *args, **kwargs)
+
+        def recordingMkdir(path: str, *args: Any, **kwargs: Any) -> None:
+            self.made.append(path)
+            realMkdir(path, *args, **kwargs)
+
+        self.patch(os, "open", recordingOpen)
+        self.patch(os, "mkdir", recordingMkdir)
+
+    def deliver(self) -> str:
+        """
+        Deliver one message to bob@example.org; the name it was queued as.
+        """
+        envelope = Envelope(
+            mailFrom=Address("alice@example.com"), rcptTo=[Address("bob@example.org")]
+        )
+        d = self.handler.onData(stream := MessageStream(), makeSession(envelope=envelope))
+        feed(stream, b"Subject: walk\r\n\r\nbody\r\n")
+        self.pool.runAll()
+        name: str = self.successResultOf(d).removeprefix("OK: queued as ")
+        return name
+
+    def test_existingMaildirWalkedOnce(self) -> None:
+        """
+        A message to an existing Maildir opens the root's C{tmp/}, then
+        C{domains/} (by its path, from the root as the operator named it),
+        the domain, the Maildir and its C{new/}, each once, every one after
+        C{domains/} from its parent's descriptor; nothing is made.
+        """
+        for sub in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(self.bob, sub))
+        del self.made[:], self.opened[:]
+        name = self.deliver()
+        self.assertEqual(listDir(os.path.join(self.bob, "new")), [name])
+        paths = [path for path, _ in self.opened]
+        self.assertEqual(
+            paths,
+            [
+                os.path.join(self.root, "tmp"),
+                os.path.join(self.root, "domains"),
+                "example.org",
+                "bob",
+                "new",
+            ],
+        )
+        self.assertNotIn(None, [parent for _, parent in self.opened[2:]])
+        self.assertEqual(self.made, [])
+
+    def test_newMaildirMade(self) -> None:
+        """
+        A first message to a recipient makes the directories leading to its
+        Maildir and the Maildir's C{tmp/}, C{new/} and C{cur/} (mode 0700).
+        """
+        name = self.deliver()
+        self.assertEqual(listDir(os.path.join(self.bob, "new")), [name])
+        for sub in ("tmp", "new", "cur"):
+            mode = os.stat(os.path.join(self.bob, sub)).st_mode
+            self.assertEqual(stat.S_IMODE(mode), 0o700)
+        self.assertEqual(self.made, ["domains", "example.org", "bob", "tmp", "new", "cur"])
+
+    def test_missingTmpMadeForACopy(self) -> None:
+        """
+        A Maildir without its C{tmp/}, where no hard link can be made,
+        gets its C{tmp/} made for the copy, which is delivered.
+        """
+        for sub in ("new", "cur"):
+            os.makedirs(os.path.join(self.bob, sub))
+
+        def link(source: str, destination: str, **kwargs: object) -> None:
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+        self.patch(os, "link", link)
+        name = self.deliver()
+        self.assertEqual(listDir(os.path.join(self.bob, "new")), [name])
+        self.assertEqual(listDir(os.path.join(self.bob, "tmp")), [])
+
+    def test_reachedByPathFromTheFirstDirectory(self) -> None:
+        """
+        A directory reached again by its path below the root (a recipient
+        looked up at RCPT, a directory not held open) opens C{domains/} by
+        its path, then each directory below from its parent: not the root
+        first.
+        """
+        for sub in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(self.bob, sub))
+        del self.opened[:]
+        os.close(openBelow(os.path.join(self.bob, "new"), self.root))
+        self.assertEqual(
+            self.opened,
+            [
+                (os.path.join(self.root, "domains"), None),
+                ("example.org", self.opened[1][1]),
+                ("bob", self.opened[2][1]),
+                ("new", self.opened[3][1]),
+            ],
+        )
+        self.assertNotIn(None, [parent for _, parent in self.opened[1:]])

@@ -161,11 +161,14 @@ class Options(AuthOptionMixin, usage.Options):
 
     def opt_auth(self, description: str) -> None:
         """Add a checker for AUTH (see --help-auth): memory:USER:PASS, file:PATH, unix."""
-        # A file: is read again at each login: by the user twistd --uid
-        # runs the server as.
+        # A file: is read at start and again at a login once it changed:
+        # by the user twistd --uid runs the server as.
         with asRunUser(self):
             checkAuth(description)
-        kind, _, path = description.partition(":")
+            kind, _, path = description.partition(":")
+            passwordFile = PasswordFile(path) if kind == "file" else None
+            if passwordFile is not None:
+                passwordFile.readNow()
         if kind.strip().lower() == "unix":
             problem = unixPasswordsProblem(lambda: asRunUser(self))
             if problem is not None:
@@ -174,9 +177,9 @@ class Options(AuthOptionMixin, usage.Options):
             # time for users that do not exist.
             self.addChecker(UnixPasswords())
             return
-        if kind == "file":
+        if passwordFile is not None:
             # Twisted's file: checker, with the server's reading of the file.
-            self.addChecker(PasswordFile(path))
+            self.addChecker(passwordFile)
             return
         try:
             super().opt_auth(description)

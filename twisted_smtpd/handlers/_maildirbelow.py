@@ -93,15 +93,22 @@ def _step(parent: int | None, name: str, path: str) -> int:
 def openBelow(path: str, root: str) -> int:
     """
     A descriptor of the directory C{path}, C{root} or below it, reached
-    from C{root} without following a symbolic link below it.
+    from C{root} without following a symbolic link below it: the first
+    directory below C{root} opened by its path (C{root} followed as the
+    operator named it), each one further from its parent's descriptor.
 
     @raise OSError: As L{_step} for the first directory that cannot be
         opened so.
     """
-    fd = os.open(root, _DIRECTORY)
-    reached = root
+    names = _components(path, root)
+    if not names:
+        return os.open(root, _DIRECTORY)
+    # The first directory below the root opened by its path, in one
+    # open(2): the root followed as the operator named it, not that one.
+    reached = os.path.join(root, names[0])
+    fd = _step(None, reached, reached)
     try:
-        for name in _components(path, root):
+        for name in names[1:]:
             reached = os.path.join(reached, name)
             child = _step(fd, name, reached)
             os.close(fd)
@@ -116,8 +123,7 @@ def openChild(root: str, name: str) -> int:
     """
     A descriptor of the directory C{name} in C{root} (the root's own
     C{tmp/}): C{root} reached as the operator named it, C{name} without
-    following a symbolic link, in one C{open(2)} where L{openBelow} takes
-    three.
+    following a symbolic link, in one C{open(2)}.
 
     @raise OSError: As L{_step}: C{ELOOP} (L{linkRefused}) naming
         C{root/name} if it is a symbolic link.
@@ -145,40 +151,73 @@ def _make(parent: int, name: str, path: str) -> bool:
     return True
 
 
-def ensureMaildir(target: str, root: str) -> list[str]:
+def openNewBelow(target: str, root: str) -> tuple[int, list[str]]:
     """
-    Create the Maildir C{target} below C{root} (with C{tmp}, C{new} and
-    C{cur}, mode 0700) and the directories leading to it, as needed, each
-    made in its parent reached without following a symbolic link.
+    A descriptor of the C{new/} directory of the Maildir C{target} below
+    C{root}, reached in one walk down from C{root}: C{root/<first name>}
+    opened as one path (C{root} as the operator named it), each directory
+    below from its parent without following a symbolic link.
 
-    @return: The directories whose entries changed, to be fsynced.
+    What is missing on the way is made (mode 0700) in its parent with
+    C{mkdirat(2)}: a missing C{new/} makes C{tmp/}, C{new/} and C{cur/}
+    (those of them missing), as Postfix's C{local(8)} makes a Maildir's
+    directories only when the delivery into it finds them missing.  A
+    Maildir whose C{new/} is there is not looked at further.
+
+    @return: The descriptor, and the directories whose entries changed, to
+        be fsynced.
     @raise OSError: C{ELOOP} (L{linkRefused}) naming the first directory on
         the way that is a symbolic link.
     """
     changed: list[str] = []
-    fd = os.open(root, _DIRECTORY)
+    parent: int | None = None  # None: the root, reached by its path.
     reached = root
     try:
-        for name in _components(target, root):
-            parent, reached = reached, os.path.join(reached, name)
+        for name in [*_components(target, root), "new"]:
+            above, reached = reached, os.path.join(reached, name)
             try:
-                child = _step(fd, name, reached)
+                child = _step(parent, reached if parent is None else name, reached)
             except FileNotFoundError:
-                if _make(fd, name, reached):
-                    changed.append(parent)
-                child = _step(fd, name, reached)
-            os.close(fd)
-            fd = child
-        made = False
-        for sub in ("tmp", "new", "cur"):
-            # An existing entry is not looked at here: C{new/} and C{tmp/}
-            # are opened without following links when used, C{cur/} never.
-            made = _make(fd, sub, os.path.join(target, sub)) or made
-        if made:
-            changed.append(target)
+                if parent is None:
+                    parent = os.open(root, _DIRECTORY)
+                subs = ("tmp", "new", "cur") if name == "new" else (name,)
+                made = False
+                for sub in subs:
+                    made = _make(parent, sub, os.path.join(above, sub)) or made
+                if made:
+                    changed.append(above)
+                child = _step(parent, name, reached)
+            if parent is not None:
+                os.close(parent)
+            parent = child
+    except BaseException:
+        if parent is not None:
+            os.close(parent)
+        raise
+    assert parent is not None
+    return parent, changed
+
+
+def openTmpBelow(target: str, root: str) -> int:
+    """
+    A descriptor of the C{tmp/} directory of the Maildir C{target} below
+    C{root} (where a copy is written when no hard link can be made), made
+    there if missing, reached without following a symbolic link below
+    C{root}.
+
+    @raise OSError: As L{openBelow}.
+    """
+    tmp = os.path.join(target, "tmp")
+    try:
+        return openBelow(tmp, root)
+    except FileNotFoundError:
+        pass
+    fd = openBelow(target, root)
+    try:
+        _make(fd, "tmp", tmp)
+        return _step(fd, "tmp", tmp)
     finally:
         os.close(fd)
-    return changed
 
 
 def createBelow(delivery: Delivery) -> int:

@@ -55,7 +55,12 @@ class Directory:
     _held = 0
     _heldLock = threading.Lock()
 
-    def __init__(self, path: str, below: str | None = None) -> None:
+    def __init__(self, path: str, below: str | None = None, fd: int | None = None) -> None:
+        """
+        @param fd: A descriptor of the directory, already opened as C{below}
+            asks, that it takes over (held, or closed once its identity is
+            noted).
+        """
         self.path = path
         self.below = below
         self.users = 0
@@ -68,7 +73,9 @@ class Directory:
                 Directory._held += 1
         if held:
             try:
-                if below is None:
+                if fd is not None:
+                    self.fd = fd
+                elif below is None:
                     self.fd = openDirectory(path)
                 else:
                     self.fd = openDirectory(path, below)
@@ -78,10 +85,11 @@ class Directory:
                     Directory._held -= 1
                 if not isinstance(e, OSError) or e.errno not in (errno.EMFILE, errno.ENFILE):
                     raise
-        if below is None:
+        if fd is None and below is not None:
+            fd = openBelow(path, below)
+        if fd is None:
             status = os.stat(path)
         else:
-            fd = openBelow(path, below)
             try:
                 status = os.fstat(fd)
             finally:

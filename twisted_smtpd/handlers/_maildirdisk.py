@@ -30,12 +30,10 @@ will send it again; never a partial file in C{new/}.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import itertools
 import os
 import shutil
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -44,8 +42,8 @@ from twisted.python.failure import Failure
 from twisted_smtpd.handlers._maildirbelow import (
     CREATE,
     createBelow,
-    ensureMaildir,
-    openBelow,
+    openNewBelow,
+    openTmpBelow,
     removeBelow,
 )
 from twisted_smtpd.handlers._maildirdirs import (
@@ -55,6 +53,7 @@ from twisted_smtpd.handlers._maildirdirs import (
     renameFrom,
     renameInto,
 )
+from twisted_smtpd.handlers._syncfs import loadSyncfs
 
 if TYPE_CHECKING:
     from twisted_smtpd.handlers._maildirdelivery import Delivery
@@ -65,43 +64,6 @@ _NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP})
 _opened = itertools.count()
 
 
-def _loadSyncfs(
-    platform: str = sys.platform, release: str | None = None
-) -> Callable[[int], None] | None:
-    """
-    C{syncfs(2)} from the C library, or C{None} where it is missing or where
-    it does not report write-back errors (Linux before 5.8), so that an
-    C{fsync} per file must be used instead.
-
-    @param platform: C{sys.platform}.
-    @param release: The kernel release, C{os.uname().release} by default.
-    """
-    if not platform.startswith("linux"):
-        return None
-    if release is None:
-        release = os.uname().release
-    try:
-        major, minor = (int(part) for part in release.split(".")[:2])
-    except ValueError:
-        return None
-    if (major, minor) < (5, 8):
-        return None
-    try:
-        function = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int]
-    function.restype = ctypes.c_int
-
-    def syncfs(fd: int) -> None:
-        # ctypes releases the GIL for the call.
-        if function(fd) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, os.strerror(code))
-
-    return syncfs
-
-
 _O_TMPFILE: int = getattr(os, "O_TMPFILE", 0)
 
 
@@ -109,7 +71,7 @@ _O_TMPFILE: int = getattr(os, "O_TMPFILE", 0)
 _fsync = os.fsync
 _rename = renameInto
 _link = linkUnnamed
-_syncfs = _loadSyncfs()
+_syncfs = loadSyncfs()
 
 
 def unnamedFilesWork(directory: str) -> bool:
@@ -307,10 +269,7 @@ def _placeAll(delivery: Delivery, opened: dict[str, Directory]) -> None:
     target = ""
     try:
         for target in delivery.targets:
-            for changed in ensureMaildir(target, root):
-                _open(opened, changed, delivery, root)
-            newDirectory = _open(opened, os.path.join(target, "new"), delivery, root)
-            _place(delivery, target, newDirectory)
+            _place(delivery, target, _openNew(opened, target, delivery, root))
     except BaseException:
         delivery.failedRecipient = delivery.recipients.get(target)
         _unlinkAll(delivery.delivered)
@@ -318,6 +277,25 @@ def _placeAll(delivery: Delivery, opened: dict[str, Directory]) -> None:
     finally:
         with contextlib.suppress(OSError):
             removeBelow(delivery)
+
+
+def _openNew(opened: dict[str, Directory], target: str, delivery: Delivery, root: str) -> Directory:
+    """
+    The C{new/} of the per-recipient Maildir C{target}, now also needed by
+    C{delivery}: reached (and made where missing) in one walk down from
+    C{root} (L{openNewBelow}) by the first message of the cycle for it.
+    """
+    path = os.path.join(target, "new")
+    directory = opened.get(path)
+    if directory is not None and directory.users > 0:
+        return _open(opened, path, delivery)
+    fd, changed = openNewBelow(target, root)
+    directory = opened[path] = Directory(path, root, fd)
+    directory.users += 1
+    delivery.toSync.append(directory)
+    for parent in changed:
+        _open(opened, parent, delivery, root)
+    return directory
 
 
 def _place(delivery: Delivery, target: str, newDirectory: Directory) -> None:
@@ -350,7 +328,7 @@ def _copy(delivery: Delivery, target: str, newDirectory: Directory) -> None:
     and rename it into C{newDirectory}; a copy that fails is removed.
     """
     name = delivery.unique
-    tmp = openBelow(os.path.join(target, "tmp"), delivery.handler.path)
+    tmp = openTmpBelow(target, delivery.handler.path)
     reading = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         try:
@@ -409,14 +387,20 @@ def _fail(results: list[Failure | None], indexes: list[int], failure: Failure) -
             results[index] = failure
 
 
-def _onDevice(path: str, devices: dict[str, int]) -> int:
+def _onDevice(delivery: Delivery, devices: dict[str, int]) -> int:
     """
-    The file system of the directory C{path}, remembered in C{devices}; -1
-    when it cannot be told (then what is in it is fsynced on its own).
+    The file system of the message's tmp file: that of the directory it was
+    created in, from the descriptor held of it where there is one
+    (per-recipient Maildirs: a link put at its path since is not followed),
+    else from its path, remembered in C{devices}; -1 when it cannot be told
+    (then the file is fsynced on its own).
     """
-    onDevice = devices.get(path)
+    path = delivery.tmpDirectory
+    onDevice = None if delivery.tmpFd is not None else devices.get(path)
     if onDevice is None:
         try:
+            if delivery.tmpFd is not None:
+                return os.fstat(delivery.tmpFd).st_dev
             onDevice = os.stat(path).st_dev
         except OSError:
             onDevice = -1
@@ -468,12 +452,11 @@ def _flush(
         covered: list[int] = []
         coveredDirectories: list[Directory] = []
         # A file is on the file system of its tmp/ directory: one stat per
-        # directory and cycle, not an fstat per file.
+        # directory and cycle (an fstat of the one held open with
+        # per-recipient Maildirs), not an fstat per file.
         devices: dict[str, int] = {}
         for index in written:
-            onDevice = devices.get(batch[index].tmpDirectory)
-            if onDevice is None:
-                onDevice = _onDevice(batch[index].tmpDirectory, devices)
+            onDevice = _onDevice(batch[index], devices)
             (covered if onDevice == device else alone).append(index)
         for directory in directories:
             # One reached by its path and gone since fails its own messages
