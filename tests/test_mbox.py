@@ -944,6 +944,31 @@ class MboxStreamingTests(SynchronousTestCase):
         log.assertLines(1, "No space left on device (ENOSPC)")
         self.assertFalse(os.path.exists(self.path))
 
+    def test_spoolTooBig(self) -> None:
+        """
+        A spool grown past what the system lets the process write
+        (C{EFBIG}: a file size limit) is the message's own file too big,
+        C{552 5.3.4}, as Postfix's C{smtpd} answers for its queue file, not
+        the mailbox full; the log line names the spool's directory, and
+        the mbox is not touched.
+        """
+        log = DiskErrorLog(self)
+
+        def tooBig(spool: Any, chunks: list[bytes]) -> None:
+            raise OSError(errno.EFBIG, "File too large")
+
+        self.patch(_spool, "_writeChunks", tooBig)
+        handler = self.handler(ImmediateThreadPool())
+        stream = MessageStream()
+        d = handler.onData(stream, makeSession())
+        feed(stream, b"x" * 300000 + b"\r\n")
+        error = self.failureResultOf(d, SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (552, "5.3.4"))
+        log.assertLines(
+            1, f"s1d spooling the message into {self.directory} failed: File too large (EFBIG)"
+        )
+        self.assertFalse(os.path.exists(self.path))
+
     def test_bodyFailureAfterSpill(self) -> None:
         """
         A large body that does not arrive whole (size limit, lost

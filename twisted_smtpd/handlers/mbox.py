@@ -260,7 +260,8 @@ class MboxHandler(BaseHandler):
         return Deferred.fromCoroutine(self._deliver(stream, header, session.id))
 
     async def _deliver(self, stream: IMessageStream, header: bytes, session: str) -> str:
-        spool = Spool(os.path.dirname(self.path), self._inThread)
+        directory = os.path.dirname(self.path)
+        spool = Spool(directory, self._inThread)
         piped: Deferred[int] = stream.pipe(spool)
         try:
             await piped
@@ -269,6 +270,18 @@ class MboxHandler(BaseHandler):
             raise
         try:
             source = await spool.finish()
+        except OSError as e:
+            # The message's own file, not the mailbox: a file size limit
+            # reached there is 552 5.3.4, not the mailbox full.
+            logDiskFailure(
+                self._log,
+                Failure(),
+                "{session} spooling the message into {directory} failed",
+                session=session,
+                directory=directory,
+            )
+            raise diskError(e) from None
+        try:
             await self._inThread(self._append, header, source)
         except OSError:
             failure = Failure()
