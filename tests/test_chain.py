@@ -78,6 +78,23 @@ class RefuseRecipient(Logging):
         return None
 
 
+class ReturnsAnswer(Logging):
+    """
+    Answers C{onRcptTo} by returning C{answer} (not raising it) for
+    C{nobody@example.org}.
+    """
+
+    def __init__(self, name: str, calls: list[tuple[str, str]], answer: object) -> None:
+        super().__init__(name, calls)
+        self.answer = answer
+
+    def onRcptTo(self, address: Address, session: Session) -> object:
+        super().onRcptTo(address, session)
+        if address.address == "nobody@example.org":
+            return self.answer
+        return None
+
+
 class Slow(Logging):
     """
     Answers C{onMailFrom} only when C{pending} fires.
@@ -213,6 +230,35 @@ class ChainTests(SynchronousTestCase):
         # Nothing is kept for either session.
         self.assertEqual((chain._work._running, chain._work._ended), ({}, set()))
 
+    def test_returnedRefusalStops(self) -> None:
+        """
+        A filter refusing by returning an L{SMTPError}, or a reply's text
+        with a 4xx or 5xx code, rather than raising stops the chain: the
+        handlers after it are not called, and the chain answers what it
+        returned, which the server refuses with.  Before, the next
+        handler's answer replaced it and the chain accepted.
+        """
+        nobody = Address("nobody@example.org")
+        for answer in [SMTPError(550, "No such user", "5.1.1"), "550 No such user", "451-x", "550"]:
+            calls: list[tuple[str, str]] = []
+            chain = ChainHandler(
+                ReturnsAnswer("f", calls, answer), Logging("g", calls), delivery=Logging("d", calls)
+            )
+            self.assertIs(self.successResultOf(chain.onRcptTo(nobody, self.session)), answer)
+            self.assertEqual(calls, [("f", "onRcptTo")])
+
+    def test_returnedValueGoesOn(self) -> None:
+        """
+        Any other value a filter returns (a text with a 2xx code among
+        them) accepts: the chain goes on to the next handler.
+        """
+        nobody = Address("nobody@example.org")
+        for answer in ["250 OK", "5", "55", "550x", 550, b"550 no"]:
+            calls: list[tuple[str, str]] = []
+            chain = ChainHandler(ReturnsAnswer("f", calls, answer), delivery=Logging("d", calls))
+            self.successResultOf(chain.onRcptTo(nobody, self.session))
+            self.assertEqual(calls, [("f", "onRcptTo"), ("d", "onRcptTo")], answer)
+
     def test_asyncRefusal(self) -> None:
         """
         An C{async def} filter's refusal stops the chain.
@@ -346,6 +392,29 @@ class ChainServerTests(TestCase):
         calls: list[tuple[str, str]] = []
         store = Recorder()
         chain: Any = ChainHandler(RefuseRecipient("r", calls), delivery=store)
+        server, port = await startServer(self, chain)
+        result = await deliver(
+            endpointFor(port),
+            sender="alice@example.com",
+            recipients=["nobody@example.org", "bob@example.org"],
+            stream=b"Subject: chained\r\n\r\nhello\r\n",
+            heloName="client.example",
+            tls="none",
+            reactor=reactor,
+        )
+        self.assertEqual([r.reply.code for r in result.recipients], [550, 250])
+        self.assertEqual(store.messages[0].recipients, ["bob@example.org"])
+
+    async def test_filterReturnsRefusal(self) -> None:
+        """
+        Behind a real server, a filter returning (not raising)
+        C{SMTPError(550, ...)} for a recipient has it refused with that
+        reply, and the message goes to the other recipient only.
+        """
+        calls: list[tuple[str, str]] = []
+        store = Recorder()
+        refusal = SMTPError(550, "No such user", "5.1.1")
+        chain: Any = ChainHandler(ReturnsAnswer("r", calls, refusal), delivery=store)
         server, port = await startServer(self, chain)
         result = await deliver(
             endpointFor(port),

@@ -28,6 +28,28 @@ def _overridesAuth(handler: ISMTPHandler) -> bool:
     return getattr(type(handler), "onAuth", BaseHandler.onAuth) is not BaseHandler.onAuth
 
 
+def _refusal(result: object) -> bool:
+    """
+    Whether a hook answered C{result} to refuse without raising: an
+    exception returned (C{return SMTPError(550, ...)}), which the server
+    takes as raised, or a reply's text with a 4xx or 5xx code
+    (C{"550 No such user"}, as an aiosmtpd hook answers), which the server
+    refuses with 451 as the handler's error.  Passed over, either would be
+    replaced by the next handler's answer, and the chain would accept what
+    its filter refused.
+    """
+    if isinstance(result, BaseException):
+        return True
+    return (
+        isinstance(result, str)
+        and len(result) >= 3
+        and result[0] in "45"
+        and result[1:3].isascii()
+        and result[1:3].isdigit()
+        and (len(result) == 3 or result[3] in " -")
+    )
+
+
 def _checkMember(handler: ISMTPHandler) -> None:
     """
     Refuse a handler of the chain whose hook is written with C{yield} but
@@ -50,7 +72,9 @@ class ChainHandler(BaseHandler):
     each hook may return a L{Deferred <twisted.internet.defer.Deferred>} or be a coroutine, and the
     next one
     only runs once it has finished.  The first refusal (an L{SMTPError},
-    or any other failure) stops the chain and is the reply.  C{onClose}
+    or any other failure, raised or returned, or a reply's text with a 4xx
+    or 5xx code returned) stops the chain and is the reply, as the server
+    would answer it from that handler alone.  C{onClose}
     goes to every handler in the same order, even when one fails (the
     failure is logged); at the server's stop, L{close} closes every handler
     that has a C{close}.  A session that ends while a hook of the chain is
@@ -121,6 +145,11 @@ class ChainHandler(BaseHandler):
                         # the others, as the server takes it.
                         continue
                     result = await maybeDeferred(hook, *args)
+                    if _refusal(result):
+                        # Refused by returning, not raising: the handlers
+                        # after it are not asked, and the server answers
+                        # what it returned as it would for that handler.
+                        break
             finally:
                 work.finish(sid)
             return result
