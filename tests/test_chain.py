@@ -259,6 +259,37 @@ class ChainTests(SynchronousTestCase):
             self.successResultOf(chain.onRcptTo(nobody, self.session))
             self.assertEqual(calls, [("f", "onRcptTo"), ("d", "onRcptTo")], answer)
 
+    def test_memberCheckedAsHandler(self) -> None:
+        """
+        A member of the chain is refused when the chain is made, as the
+        server refuses a handler: a misspelt hook (never called, so that
+        the chain accepted what the filter meant to refuse), a hook that is
+        not callable, a class given for its instance, an object with no
+        hook at all.
+        """
+
+        class Misspelled(BaseHandler):
+            def onRcpt(self, address: Address, session: Session) -> object:
+                raise SMTPError(550, "No such user", "5.1.1")
+
+        class Broken:
+            onMailFrom = "refuse"
+
+        for member, text in [
+            (
+                Misspelled(),
+                "chain member Misspelled: onRcpt is not a hook of ISMTPHandler;"
+                " did you mean onRcptTo?",
+            ),
+            (Broken(), "chain member Broken: onMailFrom is not callable (str)"),
+            (Logging, "chain member Logging is a class, not a handler: pass an instance,"),
+            (object(), "chain member object has none of the hooks"),
+        ]:
+            e = self.assertRaises(TypeError, ChainHandler, member, delivery=BaseHandler())
+            self.assertIn(text, str(e))
+            e = self.assertRaises(TypeError, ChainHandler, delivery=member)
+            self.assertIn(text, str(e))
+
     def test_asyncRefusal(self) -> None:
         """
         An C{async def} filter's refusal stops the chain.

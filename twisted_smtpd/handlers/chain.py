@@ -14,7 +14,7 @@ from twisted.python.failure import Failure
 from twisted_smtpd._core.errors import SMTPError, logText
 from twisted_smtpd._core.session import Address, AuthRequest, Session
 from twisted_smtpd.handlers._base import BaseHandler
-from twisted_smtpd.handlers._hookcheck import HOOKS, generatorHookProblem
+from twisted_smtpd.handlers._hookcheck import presentHooks
 from twisted_smtpd.handlers._sessionwork import SessionWork
 from twisted_smtpd.interfaces import IMessageStream, ISMTPHandler
 
@@ -52,15 +52,16 @@ def _refusal(result: object) -> bool:
 
 def _checkMember(handler: ISMTPHandler) -> None:
     """
-    Refuse a handler of the chain whose hook is written with C{yield} but
-    not decorated: calling it would run none of its body.
+    Refuse a handler of the chain as the server refuses a handler
+    (L{presentHooks}): a hook misspelt (C{onRcpt}), which would never be
+    called, so that what the filter means to refuse would be accepted; a
+    hook that is not callable; no hook at all; a class given for its
+    instance; a hook written with C{yield} but not decorated, whose body a
+    call would never run.
 
     @raise TypeError: Naming the handler's class and the hook.
     """
-    for name in HOOKS:
-        problem = generatorHookProblem(name, getattr(handler, name, None))
-        if problem is not None:
-            raise TypeError(f"chain member {type(handler).__name__}: {problem}")
+    presentHooks(handler, "chain member")
 
 
 class ChainHandler(BaseHandler):
