@@ -11,6 +11,8 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
@@ -306,6 +308,31 @@ class ChainTests(SynchronousTestCase):
         chain = ChainHandler(Logging("a", self.calls), delivery=Logging("d", self.calls))
         self.assertEqual(chain.onData(MessageStream(), self.session), "queued")
         self.assertEqual(self.calls, [("d", "onData")])
+
+    def test_filterWithDataWarned(self) -> None:
+        """
+        A filter with an C{onData} of its own, which the chain never calls
+        (a delivery handler put among the filters), is named in one
+        warning when the chain is made; a filter inheriting
+        L{BaseHandler.onData}, or without C{onData}, is not.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+        class OnlyRcpt:
+            def onRcptTo(self, address: Address, session: Session) -> object:
+                return None
+
+        ChainHandler(BaseHandler(), OnlyRcpt(), delivery=Logging("d", self.calls))
+        self.assertEqual(len(events), 0)
+        mailbox = Logging("mailbox", self.calls)
+        ChainHandler(BaseHandler(), mailbox, delivery=Logging("d", self.calls))
+        self.assertEqual(len(events), 1)
+        self.assertEqual(events[0]["log_level"], LogLevel.warn)
+        self.assertEqual(
+            formatEvent(events[0]),
+            f"ChainHandler: filter {mailbox!r} has an onData of its own, which the chain"
+            " never calls: only the delivery handler gets the message",
+        )
 
     def test_auth(self) -> None:
         """

@@ -87,7 +87,10 @@ class ChainHandler(BaseHandler):
     A handler of the chain may provide only some hooks: it accepts for the
     others, as the server takes such a handler.
 
-    C{onData} goes to the delivery handler only.  C{onAuth} goes to the
+    C{onData} goes to the delivery handler only: a filter with an C{onData}
+    of its own (a delivery handler put among the filters) is never given
+    the message, which is logged once, as a warning, when the chain is
+    made.  C{onAuth} goes to the
     first handler of the chain that implements it (that does not inherit
     L{BaseHandler.onAuth}).  When none does, the chain has no C{onAuth} of
     its own either, so that the server does not offer AUTH for it: the
@@ -110,6 +113,15 @@ class ChainHandler(BaseHandler):
     def __init__(self, *filters: ISMTPHandler, delivery: ISMTPHandler) -> None:
         for handler in (*filters, delivery):
             _checkMember(handler)
+        for handler in filters:
+            if getattr(type(handler), "onData", BaseHandler.onData) is not BaseHandler.onData:
+                # A delivery handler put among the filters (the message
+                # meant for two mailboxes) holds nothing: say so once.
+                self._log.warn(
+                    "ChainHandler: filter {handler!r} has an onData of its own, which the"
+                    " chain never calls: only the delivery handler gets the message",
+                    handler=handler,
+                )
         self.filters = filters
         self.delivery = delivery
         self._handlers = (*filters, delivery)
