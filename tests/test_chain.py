@@ -11,6 +11,8 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
@@ -75,6 +77,23 @@ class RefuseRecipient(Logging):
         super().onRcptTo(address, session)
         if address.address == "nobody@example.org":
             raise SMTPError(550, "No such user", "5.1.1")
+        return None
+
+
+class ReturnsAnswer(Logging):
+    """
+    Answers C{onRcptTo} by returning C{answer} (not raising it) for
+    C{nobody@example.org}.
+    """
+
+    def __init__(self, name: str, calls: list[tuple[str, str]], answer: object) -> None:
+        super().__init__(name, calls)
+        self.answer = answer
+
+    def onRcptTo(self, address: Address, session: Session) -> object:
+        super().onRcptTo(address, session)
+        if address.address == "nobody@example.org":
+            return self.answer
         return None
 
 
@@ -213,6 +232,66 @@ class ChainTests(SynchronousTestCase):
         # Nothing is kept for either session.
         self.assertEqual((chain._work._running, chain._work._ended), ({}, set()))
 
+    def test_returnedRefusalStops(self) -> None:
+        """
+        A filter refusing by returning an L{SMTPError}, or a reply's text
+        with a 4xx or 5xx code, rather than raising stops the chain: the
+        handlers after it are not called, and the chain answers what it
+        returned, which the server refuses with.  Before, the next
+        handler's answer replaced it and the chain accepted.
+        """
+        nobody = Address("nobody@example.org")
+        for answer in [SMTPError(550, "No such user", "5.1.1"), "550 No such user", "451-x", "550"]:
+            calls: list[tuple[str, str]] = []
+            chain = ChainHandler(
+                ReturnsAnswer("f", calls, answer), Logging("g", calls), delivery=Logging("d", calls)
+            )
+            self.assertIs(self.successResultOf(chain.onRcptTo(nobody, self.session)), answer)
+            self.assertEqual(calls, [("f", "onRcptTo")])
+
+    def test_returnedValueGoesOn(self) -> None:
+        """
+        Any other value a filter returns (a text with a 2xx code among
+        them) accepts: the chain goes on to the next handler.
+        """
+        nobody = Address("nobody@example.org")
+        for answer in ["250 OK", "5", "55", "550x", 550, b"550 no"]:
+            calls: list[tuple[str, str]] = []
+            chain = ChainHandler(ReturnsAnswer("f", calls, answer), delivery=Logging("d", calls))
+            self.successResultOf(chain.onRcptTo(nobody, self.session))
+            self.assertEqual(calls, [("f", "onRcptTo"), ("d", "onRcptTo")], answer)
+
+    def test_memberCheckedAsHandler(self) -> None:
+        """
+        A member of the chain is refused when the chain is made, as the
+        server refuses a handler: a misspelt hook (never called, so that
+        the chain accepted what the filter meant to refuse), a hook that is
+        not callable, a class given for its instance, an object with no
+        hook at all.
+        """
+
+        class Misspelled(BaseHandler):
+            def onRcpt(self, address: Address, session: Session) -> object:
+                raise SMTPError(550, "No such user", "5.1.1")
+
+        class Broken:
+            onMailFrom = "refuse"
+
+        for member, text in [
+            (
+                Misspelled(),
+                "chain member Misspelled: onRcpt is not a hook of ISMTPHandler;"
+                " did you mean onRcptTo?",
+            ),
+            (Broken(), "chain member Broken: onMailFrom is not callable (str)"),
+            (Logging, "chain member Logging is a class, not a handler: pass an instance,"),
+            (object(), "chain member object has none of the hooks"),
+        ]:
+            e = self.assertRaises(TypeError, ChainHandler, member, delivery=BaseHandler())
+            self.assertIn(text, str(e))
+            e = self.assertRaises(TypeError, ChainHandler, delivery=member)
+            self.assertIn(text, str(e))
+
     def test_asyncRefusal(self) -> None:
         """
         An C{async def} filter's refusal stops the chain.
@@ -229,6 +308,31 @@ class ChainTests(SynchronousTestCase):
         chain = ChainHandler(Logging("a", self.calls), delivery=Logging("d", self.calls))
         self.assertEqual(chain.onData(MessageStream(), self.session), "queued")
         self.assertEqual(self.calls, [("d", "onData")])
+
+    def test_filterWithDataWarned(self) -> None:
+        """
+        A filter with an C{onData} of its own, which the chain never calls
+        (a delivery handler put among the filters), is named in one
+        warning when the chain is made; a filter inheriting
+        L{BaseHandler.onData}, or without C{onData}, is not.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+        class OnlyRcpt:
+            def onRcptTo(self, address: Address, session: Session) -> object:
+                return None
+
+        ChainHandler(BaseHandler(), OnlyRcpt(), delivery=Logging("d", self.calls))
+        self.assertEqual(len(events), 0)
+        mailbox = Logging("mailbox", self.calls)
+        ChainHandler(BaseHandler(), mailbox, delivery=Logging("d", self.calls))
+        self.assertEqual(len(events), 1)
+        self.assertEqual(events[0]["log_level"], LogLevel.warn)
+        self.assertEqual(
+            formatEvent(events[0]),
+            f"ChainHandler: filter {mailbox!r} has an onData of its own, which the chain"
+            " never calls: only the delivery handler gets the message",
+        )
 
     def test_auth(self) -> None:
         """
@@ -346,6 +450,29 @@ class ChainServerTests(TestCase):
         calls: list[tuple[str, str]] = []
         store = Recorder()
         chain: Any = ChainHandler(RefuseRecipient("r", calls), delivery=store)
+        server, port = await startServer(self, chain)
+        result = await deliver(
+            endpointFor(port),
+            sender="alice@example.com",
+            recipients=["nobody@example.org", "bob@example.org"],
+            stream=b"Subject: chained\r\n\r\nhello\r\n",
+            heloName="client.example",
+            tls="none",
+            reactor=reactor,
+        )
+        self.assertEqual([r.reply.code for r in result.recipients], [550, 250])
+        self.assertEqual(store.messages[0].recipients, ["bob@example.org"])
+
+    async def test_filterReturnsRefusal(self) -> None:
+        """
+        Behind a real server, a filter returning (not raising)
+        C{SMTPError(550, ...)} for a recipient has it refused with that
+        reply, and the message goes to the other recipient only.
+        """
+        calls: list[tuple[str, str]] = []
+        store = Recorder()
+        refusal = SMTPError(550, "No such user", "5.1.1")
+        chain: Any = ChainHandler(ReturnsAnswer("r", calls, refusal), delivery=store)
         server, port = await startServer(self, chain)
         result = await deliver(
             endpointFor(port),

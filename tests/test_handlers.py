@@ -915,6 +915,48 @@ class DebuggingHandlerTests(SynchronousTestCase):
             "------------ END MESSAGE ------------\n",
         )
 
+    def test_markersInBodyEscaped(self) -> None:
+        """
+        A line of the body that reads as the end or the begin marker (as
+        it is, with spaces around it, an invisible format character, or
+        fullwidth hyphens) has its first character escaped: the body cannot
+        end its message early and print a message of its own after it,
+        with a forged envelope and peer.  Other lines of hyphens are
+        printed as they are.
+        """
+        out = io.StringIO()
+        stream = MessageStream()
+        d = DebuggingHandler(out).onData(stream, makeSession())
+        end = "------------ END MESSAGE ------------"
+        begin = "---------- MESSAGE FOLLOWS ----------"
+        wide = end.replace("-", "\uff0d")
+        stream._write(
+            f"Subject: x\r\n\r\n{end}\r\n{begin}\r\nmail from: root@example.com\r\n"
+            f"peer: 127.0.0.1:25\r\n\r\n {end} \r\n\u200b{end}\r\n"
+            f"{wide}\r\n------------ NOT A MARKER\r\n".encode()
+        )
+        stream._finish()
+        self.successResultOf(d)
+        lines = out.getvalue().splitlines()
+        self.assertEqual(lines.count(begin), 1)
+        self.assertEqual(lines.count(end), 1)
+        self.assertEqual(lines[-1], end)
+        self.assertEqual(
+            lines[9:],
+            [
+                "\\x2d----------- END MESSAGE ------------",
+                "\\x2d--------- MESSAGE FOLLOWS ----------",
+                "mail from: root@example.com",
+                "peer: 127.0.0.1:25",
+                "",
+                " \\x2d----------- END MESSAGE ------------ ",
+                "\u200b\\x2d----------- END MESSAGE ------------",
+                "\\uff0d" + "\uff0d" * 11 + " END MESSAGE " + "\uff0d" * 12,
+                "------------ NOT A MARKER",
+                end,
+            ],
+        )
+
     def test_envelopeEscaped(self) -> None:
         """
         A line separator or a bidirectional override in a UTF-8 address is

@@ -170,6 +170,22 @@ class EncoderTests(SynchronousTestCase):
         self.assertTrue(fromLine("", 0).startswith(b"From MAILER-DAEMON "))
         self.assertTrue(fromLine('"a b"@example.com', 0).startswith(b'From "a_b"@example.com '))
 
+    def test_fromLineASCII(self) -> None:
+        """
+        The separator of an internationalized sender (RFC 6531) is ASCII:
+        each non-ASCII character, a C1 control, a line separator or a
+        bidirectional override among them, in the embedded form of RFC
+        6533 section 3 (C{\\x{HEX}}).
+        """
+        self.assertEqual(
+            fromLine("jos\u00e9@\u0444.example", 0),
+            b"From jos\\x{E9}@\\x{444}.example Thu Jan  1 00:00:00 1970\n",
+        )
+        self.assertEqual(
+            fromLine("a\u0085\u2028\u202e\U0001f600 b@example.com", 0),
+            b"From a\\x{85}\\x{2028}\\x{202E}\\x{1F600}_b@example.com Thu Jan  1 00:00:00 1970\n",
+        )
+
 
 class MboxHandlerTests(SynchronousTestCase):
     """
@@ -218,6 +234,24 @@ class MboxHandlerTests(SynchronousTestCase):
         self.assertEqual(messages[1]["Subject"], "second")
         self.assertEqual(messages[1].get_payload(), "no final newline\n")
         self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
+
+    def test_readBackInternationalSender(self) -> None:
+        """
+        A message from an internationalized sender (RFC 6531) reads back
+        with L{mailbox.mbox}, as do the messages around it: its C{From }
+        line is ASCII (Python's reader failed with C{UnicodeDecodeError}
+        on a UTF-8 one).
+        """
+        self.successResultOf(self.deliver(BODY))
+        self.successResultOf(self.deliver(BODY, "\u043f\u0440\u0438\u043c\u0435\u0440@x.example"))
+        self.successResultOf(self.deliver(BODY))
+        box = mailbox.mbox(self.path, create=False)
+        messages = list(box)
+        box.close()
+        self.assertEqual([m.as_bytes() for m in messages], [CONVERTED] * 3)
+        self.assertTrue(
+            messages[1].get_from().startswith("\\x{43F}\\x{440}\\x{438}\\x{43C}\\x{435}\\x{440}@x.")
+        )
 
     def test_afterCutShortMessage(self) -> None:
         """
@@ -908,6 +942,31 @@ class MboxStreamingTests(SynchronousTestCase):
         error = self.failureResultOf(d, SMTPError).value
         self.assertEqual((error.code, error.enhanced), (452, "4.3.1"))
         log.assertLines(1, "No space left on device (ENOSPC)")
+        self.assertFalse(os.path.exists(self.path))
+
+    def test_spoolTooBig(self) -> None:
+        """
+        A spool grown past what the system lets the process write
+        (C{EFBIG}: a file size limit) is the message's own file too big,
+        C{552 5.3.4}, as Postfix's C{smtpd} answers for its queue file, not
+        the mailbox full; the log line names the spool's directory, and
+        the mbox is not touched.
+        """
+        log = DiskErrorLog(self)
+
+        def tooBig(spool: Any, chunks: list[bytes]) -> None:
+            raise OSError(errno.EFBIG, "File too large")
+
+        self.patch(_spool, "_writeChunks", tooBig)
+        handler = self.handler(ImmediateThreadPool())
+        stream = MessageStream()
+        d = handler.onData(stream, makeSession())
+        feed(stream, b"x" * 300000 + b"\r\n")
+        error = self.failureResultOf(d, SMTPError).value
+        self.assertEqual((error.code, error.enhanced), (552, "5.3.4"))
+        log.assertLines(
+            1, f"s1d spooling the message into {self.directory} failed: File too large (EFBIG)"
+        )
         self.assertFalse(os.path.exists(self.path))
 
     def test_bodyFailureAfterSpill(self) -> None:

@@ -9,7 +9,7 @@ is waited for.  And checking a handler when the server is built
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from inspect import getattr_static, iscoroutinefunction, isfunction
+from inspect import iscoroutinefunction
 from time import perf_counter
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, cast
@@ -26,7 +26,7 @@ from twisted_smtpd._core.replies import Reply
 from twisted_smtpd._core.session import Envelope, Session
 from twisted_smtpd._serving.deadlines import waitForHandler
 from twisted_smtpd.handlers._base import BaseHandler
-from twisted_smtpd.handlers._hookcheck import HOOKS, generatorHookProblem
+from twisted_smtpd.handlers._hookcheck import HOOKS, presentHooks
 from twisted_smtpd.interfaces import ISMTPHandler
 
 if TYPE_CHECKING:
@@ -113,51 +113,15 @@ class _CompletedHandler(BaseHandler):
 
 def checkHandler(handler: object) -> ISMTPHandler:
     """
-    Check a handler when the server is built, not at the first connection.
-
-    A handler may provide only some hooks; the others accept, as
-    L{BaseHandler}'s do.  An attribute named like a hook that is not one
-    (C{onRcpt}), a hook that is not callable, an object with no hook at
-    all, or a class given instead of its instance (one whose hooks are
-    methods, not static or class methods), or a hook written with C{yield}
-    but not decorated (L{generatorHookProblem}) is refused.
+    Check a handler when the server is built, not at the first connection
+    (L{presentHooks}): a handler may provide only some hooks; the others
+    accept, as L{BaseHandler}'s do.
 
     @return: C{handler}, or when it lacks hooks, a handler completed with
         the defaults.
     @raise TypeError: Naming the handler's class and the attribute.
     """
-    if isinstance(handler, type) and any(
-        isfunction(getattr_static(handler, n, None)) for n in HOOKS
-    ):
-        # Its hooks would be called unbound, every session's first failing
-        # with a TypeError, logged, and the client refused with 451.
-        name = handler.__name__
-        raise TypeError(f"handler {name} is a class, not a handler: pass an instance, {name}()")
-    cls = type(handler).__name__
-    for name in dir(handler):
-        if name.startswith("on") and name[2:3].isupper() and name not in HOOKS:
-            # Only for a misspelt hook: difflib costs memory for good.
-            from difflib import get_close_matches
-
-            close = get_close_matches(name, HOOKS, 1)
-            hint = f"; did you mean {close[0]}?" if close else ""
-            raise TypeError(
-                f"handler {cls}: {name} is not a hook of ISMTPHandler{hint}"
-                f" (hooks: {', '.join(HOOKS)})"
-            )
-    present = []
-    for name in HOOKS:
-        value = getattr(handler, name, None)
-        if value is None:
-            continue
-        if not callable(value):
-            raise TypeError(f"handler {cls}: {name} is not callable ({type(value).__name__})")
-        problem = generatorHookProblem(name, value)
-        if problem is not None:
-            raise TypeError(f"handler {cls}: {problem}")
-        present.append(name)
-    if not present:
-        raise TypeError(f"handler {cls} has none of the hooks of ISMTPHandler ({', '.join(HOOKS)})")
+    present = presentHooks(handler, "handler")
     if len(present) == len(HOOKS):
         return cast(ISMTPHandler, handler)
     return _CompletedHandler(handler, present)

@@ -14,7 +14,7 @@ from twisted.python.failure import Failure
 from twisted_smtpd._core.errors import SMTPError, logText
 from twisted_smtpd._core.session import Address, AuthRequest, Session
 from twisted_smtpd.handlers._base import BaseHandler
-from twisted_smtpd.handlers._hookcheck import HOOKS, generatorHookProblem
+from twisted_smtpd.handlers._hookcheck import presentHooks
 from twisted_smtpd.handlers._sessionwork import SessionWork
 from twisted_smtpd.interfaces import IMessageStream, ISMTPHandler
 
@@ -28,17 +28,40 @@ def _overridesAuth(handler: ISMTPHandler) -> bool:
     return getattr(type(handler), "onAuth", BaseHandler.onAuth) is not BaseHandler.onAuth
 
 
+def _refusal(result: object) -> bool:
+    """
+    Whether a hook answered C{result} to refuse without raising: an
+    exception returned (C{return SMTPError(550, ...)}), which the server
+    takes as raised, or a reply's text with a 4xx or 5xx code
+    (C{"550 No such user"}, as an aiosmtpd hook answers), which the server
+    refuses with 451 as the handler's error.  Passed over, either would be
+    replaced by the next handler's answer, and the chain would accept what
+    its filter refused.
+    """
+    if isinstance(result, BaseException):
+        return True
+    return (
+        isinstance(result, str)
+        and len(result) >= 3
+        and result[0] in "45"
+        and result[1:3].isascii()
+        and result[1:3].isdigit()
+        and (len(result) == 3 or result[3] in " -")
+    )
+
+
 def _checkMember(handler: ISMTPHandler) -> None:
     """
-    Refuse a handler of the chain whose hook is written with C{yield} but
-    not decorated: calling it would run none of its body.
+    Refuse a handler of the chain as the server refuses a handler
+    (L{presentHooks}): a hook misspelt (C{onRcpt}), which would never be
+    called, so that what the filter means to refuse would be accepted; a
+    hook that is not callable; no hook at all; a class given for its
+    instance; a hook written with C{yield} but not decorated, whose body a
+    call would never run.
 
     @raise TypeError: Naming the handler's class and the hook.
     """
-    for name in HOOKS:
-        problem = generatorHookProblem(name, getattr(handler, name, None))
-        if problem is not None:
-            raise TypeError(f"chain member {type(handler).__name__}: {problem}")
+    presentHooks(handler, "chain member")
 
 
 class ChainHandler(BaseHandler):
@@ -50,7 +73,9 @@ class ChainHandler(BaseHandler):
     each hook may return a L{Deferred <twisted.internet.defer.Deferred>} or be a coroutine, and the
     next one
     only runs once it has finished.  The first refusal (an L{SMTPError},
-    or any other failure) stops the chain and is the reply.  C{onClose}
+    or any other failure, raised or returned, or a reply's text with a 4xx
+    or 5xx code returned) stops the chain and is the reply, as the server
+    would answer it from that handler alone.  C{onClose}
     goes to every handler in the same order, even when one fails (the
     failure is logged); at the server's stop, L{close} closes every handler
     that has a C{close}.  A session that ends while a hook of the chain is
@@ -62,7 +87,10 @@ class ChainHandler(BaseHandler):
     A handler of the chain may provide only some hooks: it accepts for the
     others, as the server takes such a handler.
 
-    C{onData} goes to the delivery handler only.  C{onAuth} goes to the
+    C{onData} goes to the delivery handler only: a filter with an C{onData}
+    of its own (a delivery handler put among the filters) is never given
+    the message, which is logged once, as a warning, when the chain is
+    made.  C{onAuth} goes to the
     first handler of the chain that implements it (that does not inherit
     L{BaseHandler.onAuth}).  When none does, the chain has no C{onAuth} of
     its own either, so that the server does not offer AUTH for it: the
@@ -85,6 +113,15 @@ class ChainHandler(BaseHandler):
     def __init__(self, *filters: ISMTPHandler, delivery: ISMTPHandler) -> None:
         for handler in (*filters, delivery):
             _checkMember(handler)
+        for handler in filters:
+            if getattr(type(handler), "onData", BaseHandler.onData) is not BaseHandler.onData:
+                # A delivery handler put among the filters (the message
+                # meant for two mailboxes) holds nothing: say so once.
+                self._log.warn(
+                    "ChainHandler: filter {handler!r} has an onData of its own, which the"
+                    " chain never calls: only the delivery handler gets the message",
+                    handler=handler,
+                )
         self.filters = filters
         self.delivery = delivery
         self._handlers = (*filters, delivery)
@@ -121,6 +158,11 @@ class ChainHandler(BaseHandler):
                         # the others, as the server takes it.
                         continue
                     result = await maybeDeferred(hook, *args)
+                    if _refusal(result):
+                        # Refused by returning, not raising: the handlers
+                        # after it are not asked, and the server answers
+                        # what it returned as it would for that handler.
+                        break
             finally:
                 work.finish(sid)
             return result

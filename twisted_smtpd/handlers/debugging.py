@@ -7,6 +7,7 @@ C{Debugging} handler.
 from __future__ import annotations
 
 import sys
+import unicodedata
 from typing import TextIO
 
 from twisted.internet.defer import Deferred
@@ -43,13 +44,52 @@ def _envelopeText(session: Session) -> str:
     return "\n".join(lines)
 
 
+# The markers as L{_bare} leaves them.
+_MARKERS = frozenset(marker.replace(" ", "") for marker in (BEGIN, END))
+_SHORTEST = min(len(marker) for marker in _MARKERS)
+
+
+def _bare(line: str) -> str:
+    """
+    What C{line} reads as: compatibility forms made plain (NFKC: a
+    fullwidth hyphen), every dash a C{-}, and without spaces or invisible
+    format characters (a zero width space).
+    """
+    if line.isascii():
+        return line.replace(" ", "")
+    kept = []
+    for c in unicodedata.normalize("NFKC", line):
+        category = unicodedata.category(c)
+        if c.isspace() or category == "Cf":
+            continue
+        kept.append("-" if category == "Pd" or c == "\u2212" else c)
+    return "".join(kept)
+
+
+def _unframed(line: str) -> str:
+    """
+    C{line} of the body, its first visible character escaped (C{\\x2d})
+    if it reads as one of the markers (L{_bare}): the body cannot end its
+    message early and print a block of its own, with a forged envelope and
+    peer.
+    """
+    if len(line) < _SHORTEST or _bare(line) not in _MARKERS:
+        return line
+    for index, c in enumerate(line):
+        if not (c.isspace() or unicodedata.category(c) == "Cf"):
+            code = ord(c)
+            escaped = f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+            return line[:index] + escaped + line[index + 1 :]
+    return line
+
+
 def _messageText(envelopeText: str, body: bytes) -> str:
     # Lines end at LF (CRLF on the wire) only: every other control
     # character, a lone CR, NUL, ESC or a C1 control, is escaped in place.
     lines = body.decode("utf-8", "replace").split("\n")
     if lines[-1] == "":
         lines.pop()
-    shown = [printable(line.removesuffix("\r")) for line in lines]
+    shown = [_unframed(printable(line.removesuffix("\r"))) for line in lines]
     return "\n".join([envelopeText, *shown, END, ""])
 
 
@@ -61,9 +101,12 @@ class DebuggingHandler(BaseHandler):
     message's lines are), an
     empty line, the message decoded as UTF-8 (undecodable bytes replaced,
     line endings as C{\\n}, every other control character escaped by
-    L{printable <twisted_smtpd._core.printable.printable>}, as C{\\x1b}), and
-    an end marker: what a client sends can neither forge a log line nor
-    drive the terminal showing it.
+    L{printable <twisted_smtpd._core.printable.printable>}, as C{\\x1b}; a
+    line that reads as a marker has its first character escaped, as
+    C{\\x2d}),
+    and an end marker: what a client sends can neither forge a log line,
+    nor end its message early and print one of its own, nor drive the
+    terminal showing it.
     """
 
     def __init__(self, out: TextIO | None = None) -> None:

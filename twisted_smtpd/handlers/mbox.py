@@ -43,6 +43,7 @@ _FROM_LINE = re.compile(rb"^(>*From )", re.MULTILINE)
 # The first byte of a line that is not a quoting ">".
 _NOT_QUOTE = re.compile(rb"[^>]")
 _UNSAFE_SENDER = re.compile(r"[\x00-\x20\x7f]")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 # How much of the spool is read, converted and written at a time.
 _BLOCK = 1 << 16
 
@@ -56,12 +57,24 @@ LOCK_TIMEOUT = 20.0
 _LOCK_POLL = 0.1
 
 
+def _embedded(match: re.Match[str]) -> str:
+    return f"\\x{{{ord(match.group()):X}}}"
+
+
 def fromLine(sender: str, when: float | None = None) -> bytes:
     """
     The C{From } line starting a message: the sender (C{MAILER-DAEMON} for
     the null reverse-path) and the date in C{asctime} form, UTC.
+
+    The line is ASCII, as mbox readers expect it (Python's C{mailbox.mbox}
+    cannot read a message whose C{From } line is not): each non-ASCII
+    character of an internationalized sender (RFC 6531) is written as
+    C{\\x{HEX}}, the embedded form of RFC 6533 section 3; a space or a
+    control character, which would end the sender early or break the
+    line, becomes C{_}.
     """
-    name = _UNSAFE_SENDER.sub("_", sender) or "MAILER-DAEMON"
+    name = _UNSAFE_SENDER.sub("_", sender)
+    name = _NON_ASCII.sub(_embedded, name) or "MAILER-DAEMON"
     stamp = time.asctime(time.gmtime(when))
     return f"From {name} {stamp}\n".encode()
 
@@ -247,7 +260,8 @@ class MboxHandler(BaseHandler):
         return Deferred.fromCoroutine(self._deliver(stream, header, session.id))
 
     async def _deliver(self, stream: IMessageStream, header: bytes, session: str) -> str:
-        spool = Spool(os.path.dirname(self.path), self._inThread)
+        directory = os.path.dirname(self.path)
+        spool = Spool(directory, self._inThread)
         piped: Deferred[int] = stream.pipe(spool)
         try:
             await piped
@@ -256,6 +270,18 @@ class MboxHandler(BaseHandler):
             raise
         try:
             source = await spool.finish()
+        except OSError as e:
+            # The message's own file, not the mailbox: a file size limit
+            # reached there is 552 5.3.4, not the mailbox full.
+            logDiskFailure(
+                self._log,
+                Failure(),
+                "{session} spooling the message into {directory} failed",
+                session=session,
+                directory=directory,
+            )
+            raise diskError(e) from None
+        try:
             await self._inThread(self._append, header, source)
         except OSError:
             failure = Failure()
