@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.internet.testing import EventLoggingObserver
@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from tests.test_client import Recorder, endpointFor, startServer
-from tests.test_handlers import makeSession
+from tests.test_handlers import feed, makeSession
 from twisted_smtpd import AuthResult, SMTPError
 from twisted_smtpd._core.session import Address, AuthRequest, Session
 from twisted_smtpd._smtpclient.client import deliver
@@ -308,6 +308,24 @@ class ChainTests(SynchronousTestCase):
         chain = ChainHandler(Logging("a", self.calls), delivery=Logging("d", self.calls))
         self.assertEqual(chain.onData(MessageStream(), self.session), "queued")
         self.assertEqual(self.calls, [("d", "onData")])
+
+    def test_deliveryWithoutDataAccepts(self) -> None:
+        """
+        A delivery handler without an C{onData} (one providing only some
+        hooks) accepts the message as the server takes such a handler: the
+        body drained, no C{AttributeError}.
+        """
+
+        class OnlyRcpt:
+            def onRcptTo(self, address: Address, session: Session) -> object:
+                return None
+
+        chain = ChainHandler(Logging("a", self.calls), delivery=OnlyRcpt())  # type: ignore[arg-type]
+        stream = MessageStream()
+        d = maybeDeferred(chain.onData, stream, self.session)
+        feed(stream, b"Subject: x\r\n\r\nbody\r\n")
+        self.assertEqual(self.successResultOf(d), 20)
+        self.assertEqual(self.calls, [])
 
     def test_filterWithDataWarned(self) -> None:
         """

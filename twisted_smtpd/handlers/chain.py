@@ -201,9 +201,14 @@ class ChainHandler(BaseHandler):
 
     def onData(self, stream: IMessageStream, session: Session) -> object:
         """
-        The delivery handler's C{onData}.
+        The delivery handler's C{onData}; when it has none (it provides
+        only some hooks), the body drained and the message accepted, as the
+        server takes such a handler (L{BaseHandler.onData}).
         """
-        return self.delivery.onData(stream, session)
+        onData = getattr(self.delivery, "onData", None)
+        if onData is None:
+            return stream.drain()
+        return onData(stream, session)
 
     def onClose(self, session: Session) -> Deferred[None]:
         """
