@@ -60,6 +60,10 @@ class ForwardedClientTests(SynchronousTestCase):
             forwardedClient(parseXForward(b"NAME=[TEMPUNAVAIL] ADDR=[UNAVAILABLE] PROTO=SMTP")),
             ForwardedClient("unknown", "unknown", None, None),
         )
+        self.assertEqual(
+            forwardedClient(parseXForward(b"ADDR=2001:0DB8:0:0:0:0:0:5")),
+            ForwardedClient("unknown", "2001:db8::5", None, None),
+        )
         self.assertIsNone(forwardedClient(parseXForward(b"IDENT=ABC123 SOURCE=REMOTE")))
         self.assertIsNone(forwardedClient({}))
 

@@ -630,6 +630,28 @@ class XClientValueTests(SynchronousTestCase):
             ],
         )
 
+    def test_addressesCanonical(self) -> None:
+        """
+        An IPv6 C{ADDR} or C{DESTADDR} however written (upper case, zeros
+        spelt out) is the session's address in the canonical form of RFC
+        5952 section 4, as a connection's and a PROXY header's are: one
+        client is one address in C{session.remoteAddress}, the log lines
+        and the handlers.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        proto, transport, clock, factory = connect(useXClient=["192.0.2.0/24"])
+        factory.addObserver(SessionLogger())
+        proto.dataReceived(
+            b"XCLIENT ADDR=IPV6:2001:DB8:0:0:0:0:0:5 DESTADDR=IPv6:0:0:0:0:0:0:0:1"
+            b" NAME=c.example\r\n"
+        )
+        self.assertEqual(proto.session.remoteAddress, ("2001:db8::5", 40000))
+        self.assertEqual(proto.session.localAddress, ("::1", 25))
+        self.assertEqual(proto.connectedFrom, "2001:db8::5")
+        sid = proto.session.id
+        lines = [formatEvent(e) for e in events if e["log_namespace"] == NAMESPACE]
+        self.assertEqual(lines, [f"{sid} connect from [2001:db8::5]:40000 (c.example) to [::1]:25"])
+
     def test_ipv6ClientHostname(self) -> None:
         """
         An IPv6 ADDR without NAME makes the client's name the RFC 5321

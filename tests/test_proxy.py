@@ -24,6 +24,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests import replies
 from tests.test_deadlines import connectFrom, factoryFor
 from tests.test_protocol import RecordingHandler, SlowData
+from twisted_smtpd._core import proxyheader
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.proxyheader import (
     V2_SIGNATURE,
@@ -178,6 +179,43 @@ class HeaderValidationTests(SynchronousTestCase):
         for tail in (b"\x04", b"\x04\x00", b"\x04\x00\x05ab"):
             self.assertRaises(ProxyHeaderError, parseProxyHeader, v2raw(1, 0x11, addresses + tail))
 
+    def test_crc32c(self) -> None:
+        """
+        L{proxyheader.crc32c} is the Castagnoli CRC: its check value (RFC
+        3720 appendix B.4) for C{123456789}, and 0 for nothing.
+        """
+        self.assertEqual(proxyheader.crc32c(b"123456789"), 0xE3069283)
+        self.assertEqual(proxyheader.crc32c(b""), 0)
+
+    def test_v2CRC32C(self) -> None:
+        """
+        A C{PP2_TYPE_CRC32C} TLV is checked (proxy-protocol.txt section
+        2.2.5: a receiver that supports it "MUST also check the checksum
+        value"): the header HAProxy 2.6 sent with C{proxy-v2-options
+        crc32c,unique-id} is accepted; the same header with one bit changed
+        in the checksum, in an address or in a port, or with a checksum TLV
+        of another length than 4, is refused.
+        """
+        sent = bytes.fromhex(
+            "0d0a0d0a000d0a515549540a211100167f0000017f000001c51c30fd030004449528e7050000"
+        )
+        self.assertEqual(
+            parseProxyHeader(sent + b"EHLO x\r\n"),
+            (ProxyHeader(2, ("127.0.0.1", 50460), ("127.0.0.1", 12541)), len(sent)),
+        )
+        for position in (31, 16, 26):
+            altered = bytearray(sent)
+            altered[position] ^= 0x01
+            error = self.assertRaises(ProxyHeaderError, parseProxyHeader, bytes(altered))
+            self.assertEqual(str(error), "PROXY CRC32C mismatch")
+        addresses = sent[16:28]
+        for value in (b"", b"\x00" * 3, b"\x00" * 5):
+            tlv = b"\x03" + struct.pack("!H", len(value)) + value
+            error = self.assertRaises(
+                ProxyHeaderError, parseProxyHeader, v2raw(1, 0x11, addresses + tlv)
+            )
+            self.assertEqual(str(error), "bad PROXY CRC32C length")
+
     def test_v1Grammar(self) -> None:
         """
         A version 1 line must follow the grammar exactly: one space between
@@ -262,8 +300,10 @@ _headers = st.one_of(
         _ports,
     ),
 )
+#: TLVs of any type but PP2_TYPE_CRC32C (0x03), whose value must be the
+#: header's checksum (L{HeaderValidationTests.test_v2CRC32C}).
 _tlvs = st.lists(
-    st.tuples(st.integers(0, 255), st.binary(max_size=20)).map(
+    st.tuples(st.integers(0, 255).filter(lambda t: t != 0x03), st.binary(max_size=20)).map(
         lambda t: bytes([t[0]]) + struct.pack("!H", len(t[1])) + t[1]
     ),
     max_size=4,
@@ -418,6 +458,31 @@ class WrapperTests(SynchronousTestCase):
         self.assertIsNone(wrapper.proxyHeader)
         wrapper.dataReceived(b"NOOP\r\n")
         self.assertEqual(transport.value(), MALFORMED_PROXY)
+
+    def test_wrongChecksumRefused(self) -> None:
+        """
+        A header whose CRC32C does not match gets the malformed-header
+        reply and a log line saying why; the session never starts.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        wrapper, transport, clock = proxied("127.0.0.1", useProxy=["127.0.0.0/8"])
+        header = v2raw(
+            1,
+            0x11,
+            socket.inet_aton("198.51.100.1")
+            + socket.inet_aton("192.0.2.1")
+            + struct.pack("!HH", 1000, 25)
+            + b"\x03\x00\x04\x00\x00\x00\x01",
+        )
+        wrapper.dataReceived(header + b"EHLO x\r\n")
+        self.assertEqual(transport.value(), MALFORMED_PROXY)
+        self.assertTrue(transport.disconnecting)
+        self.assertIsNone(wrapper.proxyHeader)
+        (event,) = events
+        self.assertRegex(
+            formatEvent(event),
+            SESSION + r" malformed PROXY header from 127\.0\.0\.1:1000: PROXY CRC32C mismatch$",
+        )
 
     def test_untrustedLogged(self) -> None:
         """

@@ -89,6 +89,26 @@ class XClientToIgnoredClientTests(SynchronousTestCase):
             ],
         )
 
+    def test_ignoredIPv6ClientAnyForm(self) -> None:
+        """
+        An ignored IPv6 client that XCLIENT names in another form (upper
+        case, zeros spelt out) is the same client: the session goes on as
+        it, and its lines are not written.
+        """
+        proto, transport = self.connect(("2001:db8::5",))
+        sid = proto.session.id
+        proto.dataReceived(b"XCLIENT ADDR=IPV6:2001:DB8:0:0:0:0:0:5\r\n")
+        self.assertEqual(take(transport), replies.GREETING)
+        proto.dataReceived(b"EHLO c\r\nRCPT TO:<b@example.com>\r\n")
+        proto.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(
+            self.lines(),
+            [
+                f"{sid} connect from {FRONT_END}:{PEER[1]} ([{FRONT_END}]) to 192.0.2.1:25",
+                f"{sid} close (XCLIENT: the session goes on as ignored client 2001:db8::5)",
+            ],
+        )
+
     def test_notIgnoredClientUnchanged(self) -> None:
         """
         XCLIENT naming a client that is logged leaves its own C{connect}

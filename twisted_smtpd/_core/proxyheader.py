@@ -6,6 +6,7 @@ Pure: HAProxy's PROXY protocol header, versions 1 and 2
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 
@@ -52,7 +53,9 @@ def parseProxyHeader(data: bytes) -> tuple[ProxyHeader | None, int]:
         1 line that breaks the grammar, is longer than 107 bytes or names
         addresses of another family than it says; a version 2 header with
         an unassigned address family or transport, an address block shorter
-        than its family needs, or a TLV running past its end.
+        than its family needs, a TLV running past its end, or a
+        C{PP2_TYPE_CRC32C} TLV that is not 4 bytes long or does not match
+        the header's checksum.
     """
     if data[:1] == b"P":
         return _parseV1(data)
@@ -143,7 +146,7 @@ def _parseV2(data: bytes) -> tuple[ProxyHeader | None, int]:
         return None, 0
     body = data[16:total]
     if family != 0x00:
-        _checkTLVs(body[needed:])
+        _checkTLVs(data[:total], 16 + needed)
     if family == 0x11:
         src = str(ipaddress.IPv4Address(body[0:4]))
         dst = str(ipaddress.IPv4Address(body[4:8]))
@@ -158,14 +161,59 @@ def _parseV2(data: bytes) -> tuple[ProxyHeader | None, int]:
     return ProxyHeader(2, (src, sport), (dst, dport)), total
 
 
-def _checkTLVs(tlvs: bytes) -> None:
+#: The TLV carrying the header's CRC32C checksum (proxy-protocol.txt
+#: section 2.2.5), and its length.
+PP2_TYPE_CRC32C = 0x03
+_CRC32C_LENGTH = 4
+
+
+def _checkTLVs(header: bytes, offset: int) -> None:
     # Each TLV is a type byte, a two-byte length and that many bytes; their
     # content is ignored, but one running past the header makes it invalid.
-    offset = 0
-    while offset < len(tlvs):
-        if offset + 3 > len(tlvs):
+    # Section 2.2.5: a receiver that supports PP2_TYPE_CRC32C "MUST also
+    # check the checksum value": the CRC32C of the whole header with the
+    # checksum's own 4 bytes zeroed.  A header altered or cut on its way
+    # (a front end's bug, a splice gone wrong) names no client then.
+    end = len(header)
+    while offset < end:
+        if offset + 3 > end:
             raise ProxyHeaderError("truncated PROXY TLV")
-        (size,) = struct.unpack("!H", tlvs[offset + 1 : offset + 3])
-        offset += 3 + size
-        if offset > len(tlvs):
+        kind = header[offset]
+        (size,) = struct.unpack("!H", header[offset + 1 : offset + 3])
+        value = offset + 3
+        offset = value + size
+        if offset > end:
             raise ProxyHeaderError("truncated PROXY TLV")
+        if kind == PP2_TYPE_CRC32C:
+            if size != _CRC32C_LENGTH:
+                raise ProxyHeaderError("bad PROXY CRC32C length")
+            (expected,) = struct.unpack("!I", header[value:offset])
+            zeroed = header[:value] + bytes(_CRC32C_LENGTH) + header[offset:]
+            if crc32c(zeroed) != expected:
+                raise ProxyHeaderError("PROXY CRC32C mismatch")
+
+
+@functools.cache
+def _crc32cTable() -> tuple[int, ...]:
+    # The Castagnoli polynomial, bit-reversed (RFC 3720 appendix B.4).
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return tuple(table)
+
+
+def crc32c(data: bytes) -> int:
+    """
+    The CRC32C (Castagnoli, RFC 3720 appendix B.4) of C{data}, as a PROXY
+    version 2 header's C{PP2_TYPE_CRC32C} TLV carries it (in network byte
+    order): C{crc32c(b"123456789") == 0xE3069283}.  Computed a byte at a
+    time, once per header that carries one (at most L{V2_MAX} bytes).
+    """
+    table = _crc32cTable()
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF

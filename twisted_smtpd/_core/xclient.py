@@ -26,6 +26,7 @@ from twisted_smtpd._core.session import unmapped
 __all__ = [
     "UNAVAILABLE",
     "ForwardedClient",
+    "canonicalAddress",
     "forwardedClient",
     "parseXClient",
     "parseXForward",
@@ -46,6 +47,21 @@ def stripIPv6Prefix(value: str) -> str:
     An XCLIENT/XFORWARD address without Postfix's C{IPV6:} prefix.
     """
     return value[5:] if value[:5].upper() == "IPV6:" else value
+
+
+def canonicalAddress(value: str) -> str:
+    """
+    The address an C{ADDR} or C{DESTADDR} value (checked by L{parseXClient}
+    or L{parseXForward}) names, written as the session's other addresses
+    are: without the C{IPV6:} prefix, an IPv6 address in the canonical
+    text form of RFC 5952 section 4 (lower case, leading zeros and the
+    longest run of zero groups compressed: C{2001:DB8:0:0::5} is
+    C{2001:db8::5}), as the kernel writes a connection's and a PROXY header
+    is read, and an IPv4-mapped one in IPv4 form (L{unmapped}).  So one
+    client is one address in C{session.remoteAddress}, the log lines and
+    the handlers whichever way the front end wrote it.
+    """
+    return unmapped(str(ipaddress.ip_address(stripIPv6Prefix(value))))
 
 
 def _address(value: str) -> bool:
@@ -207,7 +223,7 @@ def forwardedClient(attributes: Mapping[str, str]) -> ForwardedClient | None:
     helo = attributes.get("HELO", UNAVAILABLE)
     return ForwardedClient(
         name=UNKNOWN if name in (UNAVAILABLE, TEMPUNAVAIL) else name,
-        address=UNKNOWN if address == UNAVAILABLE else unmapped(stripIPv6Prefix(address)),
+        address=UNKNOWN if address == UNAVAILABLE else canonicalAddress(address),
         port=None if port == UNAVAILABLE else int(port),
         helo=None if helo == UNAVAILABLE else helo,
     )

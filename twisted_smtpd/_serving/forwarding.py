@@ -22,7 +22,12 @@ from twisted_smtpd._core.session import (
     unixPeer,
     unmapped,
 )
-from twisted_smtpd._core.xclient import UNAVAILABLE, parseXClient, parseXForward, stripIPv6Prefix
+from twisted_smtpd._core.xclient import (
+    UNAVAILABLE,
+    canonicalAddress,
+    parseXClient,
+    parseXForward,
+)
 from twisted_smtpd._serving.flow import PAUSE_HOOK
 from twisted_smtpd._serving.greeting import runConnectHooks
 from twisted_smtpd._serving.proxy import proxyDetails
@@ -130,7 +135,7 @@ def xclient(p: SessionControl, argument: bytes) -> None:
     address = attributes.get("ADDR")
     if address is not None:
         unavailable = address in _UNAVAILABLE
-        host = UNKNOWN_ADDRESS if unavailable else unmapped(stripIPv6Prefix(address))
+        host = UNKNOWN_ADDRESS if unavailable else canonicalAddress(address)
         session.clientHostname = addressLiteral(host)
     port = _port(attributes.get("PORT"), port, 0)
     session.remoteAddress = (host, port)
@@ -161,11 +166,7 @@ def xclient(p: SessionControl, argument: bytes) -> None:
     local, localPort = session.localAddress
     destination = attributes.get("DESTADDR")
     if destination is not None:
-        local = (
-            UNKNOWN_ADDRESS
-            if destination in _UNAVAILABLE
-            else unmapped(stripIPv6Prefix(destination))
-        )
+        local = UNKNOWN_ADDRESS if destination in _UNAVAILABLE else canonicalAddress(destination)
     session.localAddress = (local, _port(attributes.get("DESTPORT"), localPort, 0))
     p.resetTransaction()
     p.phase = Phase.CONNECTED
