@@ -71,6 +71,73 @@ class AppendingLogFile(LogFile):
                 self._cut = raw[written - 1] != 0x0A
                 self.size += written
 
+    #: Why the last rotation could not open the next file (the lines go on
+    #: into the old one), or C{None}.
+    _rotationFailed: str | None = None
+    #: Where the lines went meanwhile.
+    _writtenInto = ""
+    #: A line about a rotation, to be logged once (L{takeNotice}).
+    _notice: str | None = None
+
+    def rotate(self) -> None:
+        """
+        Move the file to C{path.1} (the older ones up by one) and open a
+        new one at C{path}, as L{LogFile.rotate} does, but the old file is
+        closed only once the new one is open: one that cannot be made (no
+        inode or quota left, no file descriptor) leaves the lines going on
+        into the old one, now C{path.1}, and the new one is tried again at
+        each write, never the whole log lost until SIGUSR1.  Either event
+        leaves one line (L{takeNotice}).
+        """
+        if not os.access(self.directory, os.W_OK):
+            return
+        if self._rotationFailed is None:
+            if not os.access(self.path, os.W_OK):
+                return
+            self._shift()
+            self._writtenInto = f"{self.path}.1"
+        old = self._file
+        try:
+            self._openFile()
+        except OSError as e:
+            self._file = old
+            if self._rotationFailed is None:
+                self._rotationFailed = _why(e)
+                self._notice = (
+                    f"Rotating the log file {self.path} failed, the next file could not be"
+                    f" opened ({self._rotationFailed}): the lines go on into"
+                    f" {self._writtenInto}, and the next file is tried again at each write"
+                )
+            return
+        old.close()
+        if self._rotationFailed is not None:
+            self._notice = (
+                f"Log file {self.path} opened at last after its rotation failed"
+                f" ({self._rotationFailed}): the lines before are in {self._writtenInto}"
+            )
+            self._rotationFailed = None
+
+    def _shift(self) -> None:
+        """
+        Rename C{path.N} to C{path.N+1}, oldest first, and C{path} to
+        C{path.1}, as L{LogFile.rotate} does.
+        """
+        for number in reversed(self.listLogs()):
+            name = f"{self.path}.{number}"
+            if self.maxRotatedFiles is not None and number >= self.maxRotatedFiles:
+                os.remove(name)
+            else:
+                os.rename(name, f"{self.path}.{number + 1}")
+        os.rename(self.path, f"{self.path}.1")
+
+    def takeNotice(self) -> str | None:
+        """
+        The line to log about the last rotation, once: that it could not
+        open the next file, or that it could at last.
+        """
+        notice, self._notice = self._notice, None
+        return notice
+
     def reopen(self) -> None:
         """
         Open the file at C{path} again (logrotate moved the old one); the
@@ -85,6 +152,16 @@ class AppendingLogFile(LogFile):
             self._file = old
             raise
         old.close()
+        self._rotationFailed = None
+
+
+def _why(error: OSError) -> str:
+    """
+    C{error} as the log's lines name it: C{No space left on device (ENOSPC)}.
+    """
+    why = error.strerror or str(error) or type(error).__name__
+    code = errno.errorcode.get(error.errno or 0)
+    return f"{why} ({code})" if code else why
 
 
 class GivesLogObserver(Service):

@@ -1,0 +1,111 @@
+# -*- test-case-name: tests.test_logrotation -*-
+"""
+L{AppendingLogFile}'s rotation by size: a next file that cannot be opened
+loses no line, and is tried again until it can.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import sys
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_smtpd._serving.logwriter import BufferedLogWriter
+from twisted_smtpd._twistd.logfile import AppendingLogFile
+
+
+class _NoInodeLogFile(AppendingLogFile):
+    """
+    A log file in a directory where, with C{noRoom} set, no new file can be
+    made (no inode or quota left, as C{open(2)} fails with C{ENOSPC}),
+    while the file open still takes writes.
+    """
+
+    noRoom = False
+
+    def _openFile(self) -> None:
+        if self.noRoom and not os.path.exists(self.path):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.path)
+        super()._openFile()
+
+
+class RotationTests(SynchronousTestCase):
+    """
+    The file is rotated by size; the old file is closed only once the next
+    one is open.
+    """
+
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        os.mkdir(self.directory)
+        self.path = os.path.join(self.directory, "smtpd.log")
+        self.patch(sys, "__stderr__", io.StringIO())
+
+    def read(self, path: str) -> list[str]:
+        with open(path, encoding="utf-8") as f:
+            return f.read().splitlines()
+
+    def writer(self, logFile: AppendingLogFile) -> BufferedLogWriter:
+        """
+        A writer writing each line at once (its clock is no running
+        reactor) into C{logFile}, which is closed at the end.
+        """
+        self.addCleanup(logFile.close)
+        return BufferedLogWriter(logFile, reactor=Clock())
+
+    def test_nextFileCannotBeOpened(self) -> None:
+        """
+        When the rotation cannot open the next file, the lines go on into
+        the old one, now C{path.1}, after one warning line saying so; the
+        next file is tried again at each write and, once it opens, the
+        lines go into it after one line saying where the others went.  No
+        line is lost.
+        """
+        logFile = _NoInodeLogFile("smtpd.log", self.directory, rotateLength=200)
+        writer = self.writer(logFile)
+        writer.line("first " + "x" * 200, {})
+        logFile.noRoom = True
+        writer.line("during 1", {})
+        writer.line("during 2", {})
+        self.assertFalse(os.path.exists(self.path))
+        logFile.noRoom = False
+        writer.line("after", {})
+        old = self.read(self.path + ".1")
+        self.assertEqual(len(old), 4, old)
+        self.assertTrue(old[0].endswith("] first " + "x" * 200), old)
+        self.assertTrue(old[1].endswith("] during 1"), old)
+        self.assertIn(
+            f" [twisted_smtpd.log#warn] Rotating the log file {self.path} failed, the next"
+            " file could not be opened (No space left on device (ENOSPC)): the lines go on"
+            f" into {self.path}.1, and the next file is tried again at each write",
+            old[2],
+        )
+        self.assertTrue(old[3].endswith("] during 2"), old)
+        new = self.read(self.path)
+        self.assertEqual(len(new), 2, new)
+        self.assertTrue(new[0].endswith("] after"), new)
+        self.assertIn(
+            f" [twisted_smtpd.log#warn] Log file {self.path} opened at last after its rotation"
+            f" failed (No space left on device (ENOSPC)): the lines before are in {self.path}.1",
+            new[1],
+        )
+        self.assertEqual(writer._lost, 0)
+        self.assertEqual(sys.__stderr__.getvalue(), "")  # type: ignore[union-attr]
+        self.assertFalse(os.path.exists(self.path + ".2"))
+
+    def test_rotated(self) -> None:
+        """
+        A rotation that can open the next file moves the older files up by
+        one and leaves no line of its own.
+        """
+        logFile = AppendingLogFile("smtpd.log", self.directory, rotateLength=100)
+        writer = self.writer(logFile)
+        for n in range(3):
+            writer.line(f"line {n} " + "x" * 100, {})
+        for n, suffix in enumerate((".2", ".1", "")):
+            [line] = self.read(self.path + suffix)
+            self.assertTrue(line.endswith(f"] line {n} " + "x" * 100), line)
