@@ -109,3 +109,46 @@ class RotationTests(SynchronousTestCase):
         for n, suffix in enumerate((".2", ".1", "")):
             [line] = self.read(self.path + suffix)
             self.assertTrue(line.endswith(f"] line {n} " + "x" * 100), line)
+
+    def test_deletedFileReplaced(self) -> None:
+        """
+        A file deleted while it is written is replaced by a new one at its
+        rotation (the lines of its size went into the deleted one), which
+        says so in one line; nothing is renamed.
+        """
+        logFile = AppendingLogFile("smtpd.log", self.directory, rotateLength=200)
+        writer = self.writer(logFile)
+        writer.line("first", {})
+        os.remove(self.path)
+        writer.line("unseen " + "x" * 200, {})
+        self.assertFalse(os.path.exists(self.path))
+        writer.line("after", {})
+        lines = self.read(self.path)
+        self.assertEqual(len(lines), 2, lines)
+        self.assertTrue(lines[0].endswith("] after"), lines)
+        self.assertIn(
+            f" [twisted_smtpd.log#warn] Log file {self.path} no longer named the file written"
+            " when it was to be rotated (deleted, or moved away without SIGUSR1): it is opened"
+            " again",
+            lines[1],
+        )
+        self.assertEqual(os.listdir(self.directory), ["smtpd.log"])
+
+    def test_movedFileNotRenamed(self) -> None:
+        """
+        A file moved away without SIGUSR1 (logrotate without C{postrotate}
+        and without C{copytruncate}), a new one made in its place, is not
+        renamed again at its rotation: the new one is opened.
+        """
+        logFile = AppendingLogFile("smtpd.log", self.directory, rotateLength=200)
+        writer = self.writer(logFile)
+        os.rename(self.path, self.path + ".1")
+        open(self.path, "w").close()
+        writer.line("into the moved file " + "x" * 200, {})
+        writer.line("after", {})
+        self.assertEqual(sorted(os.listdir(self.directory)), ["smtpd.log", "smtpd.log.1"])
+        [moved] = self.read(self.path + ".1")
+        self.assertIn("] into the moved file ", moved)
+        lines = self.read(self.path)
+        self.assertTrue(lines[0].endswith("] after"), lines)
+        self.assertIn(" no longer named the file written", lines[1])

@@ -86,16 +86,26 @@ class AppendingLogFile(LogFile):
         closed only once the new one is open: one that cannot be made (no
         inode or quota left, no file descriptor) leaves the lines going on
         into the old one, now C{path.1}, and the new one is tried again at
-        each write, never the whole log lost until SIGUSR1.  Either event
-        leaves one line (L{takeNotice}).
+        each write, never the whole log lost until SIGUSR1.  A C{path} that
+        no longer names the file written (deleted, or moved away without
+        SIGUSR1) is opened again, without renaming anything.  Each of these
+        events leaves one line (L{takeNotice}).
         """
         if not os.access(self.directory, os.W_OK):
             return
+        gone = False
         if self._rotationFailed is None:
-            if not os.access(self.path, os.W_OK):
+            if not self._namesOpenFile():
+                # Deleted, or moved away without SIGUSR1: LogFile would
+                # skip every rotation from now on, writing on into a file
+                # nobody sees, however large it grows.
+                gone = True
+                self._writtenInto = "the file written before, no longer at that path"
+            elif not os.access(self.path, os.W_OK):
                 return
-            self._shift()
-            self._writtenInto = f"{self.path}.1"
+            else:
+                self._shift()
+                self._writtenInto = f"{self.path}.1"
         old = self._file
         try:
             self._openFile()
@@ -110,12 +120,28 @@ class AppendingLogFile(LogFile):
                 )
             return
         old.close()
+        if gone:
+            self._notice = (
+                f"Log file {self.path} no longer named the file written when it was to be"
+                " rotated (deleted, or moved away without SIGUSR1): it is opened again"
+            )
         if self._rotationFailed is not None:
             self._notice = (
                 f"Log file {self.path} opened at last after its rotation failed"
                 f" ({self._rotationFailed}): the lines before are in {self._writtenInto}"
             )
             self._rotationFailed = None
+
+    def _namesOpenFile(self) -> bool:
+        """
+        Whether C{path} names the file open now.
+        """
+        try:
+            named = os.stat(self.path)
+            written = os.fstat(self._file.fileno())
+        except (OSError, ValueError):
+            return False
+        return (named.st_dev, named.st_ino) == (written.st_dev, written.st_ino)
 
     def _shift(self) -> None:
         """
