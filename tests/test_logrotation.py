@@ -1,7 +1,9 @@
 # -*- test-case-name: tests.test_logrotation -*-
 """
 L{AppendingLogFile}'s rotation by size: a next file that cannot be opened
-loses no line, and is tried again until it can.
+loses no line, and is tried again until it can; a file deleted while
+written is replaced; a rotation that cannot be done is said, at start and
+when it is skipped.
 """
 
 from __future__ import annotations
@@ -10,12 +12,16 @@ import errno
 import io
 import os
 import sys
+from typing import Any
 
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.test_logfile import _Config
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
-from twisted_smtpd._twistd.logfile import AppendingLogFile
+from twisted_smtpd._twistd.logfile import AppendingLogFile, logDestination
 
 
 class _NoInodeLogFile(AppendingLogFile):
@@ -152,3 +158,77 @@ class RotationTests(SynchronousTestCase):
         lines = self.read(self.path)
         self.assertTrue(lines[0].endswith("] after"), lines)
         self.assertIn(" no longer named the file written", lines[1])
+
+
+class UnwritableDirectoryTests(SynchronousTestCase):
+    """
+    A log file in a directory the server's user cannot write is never
+    rotated (nothing can be renamed or made there); it says so, at start
+    and at the first rotation skipped.
+    """
+
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        os.mkdir(self.directory)
+        self.path = os.path.join(self.directory, "smtpd.log")
+        real = os.access
+
+        def access(path: str, mode: int, **kwargs: Any) -> bool:
+            # As for a user other than root, to whom every directory can be
+            # written: this one cannot.
+            if path == self.directory and mode & os.W_OK:
+                return False
+            return real(path, mode, **kwargs)
+
+        self.patch(os, "access", access)
+
+    def test_rotationSkippedSaid(self) -> None:
+        """
+        The first rotation skipped leaves one line saying the file grows
+        on; the lines go on into it.
+        """
+        logFile = AppendingLogFile("smtpd.log", self.directory, rotateLength=100)
+        self.addCleanup(logFile.close)
+        writer = BufferedLogWriter(logFile, reactor=Clock())
+        for n in range(3):
+            writer.line(f"line {n} " + "x" * 100, {})
+        with open(self.path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        self.assertEqual(len(lines), 4, lines)
+        self.assertIn(
+            f" [twisted_smtpd.log#warn] Log file {self.path} not rotated: its directory"
+            f" {self.directory} cannot be written; it grows on past 100 bytes, its rotation"
+            " tried again at each write",
+            lines[2],
+        )
+        self.assertEqual(os.listdir(self.directory), ["smtpd.log"])
+
+    def test_warnedAtStart(self) -> None:
+        """
+        C{--logfile} in such a directory starts the server with one warning
+        naming the file and what to do.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        out = logDestination(_Config({"logfile": self.path, "nodaemon": False}))
+        self.addCleanup(out.close)
+        self.assertEqual(
+            [(event["log_level"], formatEvent(event)) for event in events],
+            [
+                (
+                    LogLevel.warn,
+                    f"--logfile {self.path!r}: its directory cannot be written, so the file is"
+                    " never rotated at 1000000 bytes and grows on: give it a directory the"
+                    " server's user can write, or rotate it with logrotate's copytruncate",
+                )
+            ],
+        )
+
+    def test_writableNotWarned(self) -> None:
+        """
+        A directory that can be written leaves no warning.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        path = os.path.abspath(self.mktemp())
+        out = logDestination(_Config({"logfile": path, "nodaemon": False}))
+        self.addCleanup(out.close)
+        self.assertEqual(len(events), 0)

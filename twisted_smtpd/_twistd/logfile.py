@@ -78,6 +78,9 @@ class AppendingLogFile(LogFile):
     _writtenInto = ""
     #: A line about a rotation, to be logged once (L{takeNotice}).
     _notice: str | None = None
+    #: Whether a rotation was skipped (the file or its directory cannot be
+    #: written), said once.
+    _unrotatable = False
 
     def rotate(self) -> None:
         """
@@ -86,12 +89,15 @@ class AppendingLogFile(LogFile):
         closed only once the new one is open: one that cannot be made (no
         inode or quota left, no file descriptor) leaves the lines going on
         into the old one, now C{path.1}, and the new one is tried again at
-        each write, never the whole log lost until SIGUSR1.  A C{path} that
+        each write, never the whole log lost until SIGUSR1.  A file or
+        directory that cannot be written skips the rotation, as in
+        L{LogFile}, but not silently.  A C{path} that
         no longer names the file written (deleted, or moved away without
         SIGUSR1) is opened again, without renaming anything.  Each of these
         events leaves one line (L{takeNotice}).
         """
         if not os.access(self.directory, os.W_OK):
+            self._cannotRotate(f"its directory {self.directory} cannot be written")
             return
         gone = False
         if self._rotationFailed is None:
@@ -102,6 +108,7 @@ class AppendingLogFile(LogFile):
                 gone = True
                 self._writtenInto = "the file written before, no longer at that path"
             elif not os.access(self.path, os.W_OK):
+                self._cannotRotate("it cannot be written")
                 return
             else:
                 self._shift()
@@ -120,6 +127,7 @@ class AppendingLogFile(LogFile):
                 )
             return
         old.close()
+        self._unrotatable = False
         if gone:
             self._notice = (
                 f"Log file {self.path} no longer named the file written when it was to be"
@@ -131,6 +139,18 @@ class AppendingLogFile(LogFile):
                 f" ({self._rotationFailed}): the lines before are in {self._writtenInto}"
             )
             self._rotationFailed = None
+
+    def _cannotRotate(self, why: str) -> None:
+        """
+        Say once, until a rotation succeeds, that the file cannot be rotated
+        and grows on.
+        """
+        if not self._unrotatable:
+            self._unrotatable = True
+            self._notice = (
+                f"Log file {self.path} not rotated: {why}; it grows on past"
+                f" {self.rotateLength} bytes, its rotation tried again at each write"
+            )
 
     def _namesOpenFile(self) -> bool:
         """
@@ -188,6 +208,9 @@ def _why(error: OSError) -> str:
     why = error.strerror or str(error) or type(error).__name__
     code = errno.errorcode.get(error.errno or 0)
     return f"{why} ({code})" if code else why
+
+
+_startLog = Logger(namespace="twisted_smtpd.startup")
 
 
 class GivesLogObserver(Service):
@@ -261,10 +284,29 @@ def logDestination(config: Any) -> Any:
     if path is None:
         return sys.stdout
     try:
-        return AppendingLogFile.fromFullPath(path)
+        logFile = AppendingLogFile.fromFullPath(path)
     except OSError as e:
         why = os.strerror(e.errno) if e.errno else reason(e)
         exitWithError(f"--logfile {path!r}: {why}")
+    if not _canWrite(logFile.directory):
+        _startLog.warn(
+            "--logfile {path!r}: its directory cannot be written, so the file is never"
+            " rotated at {size} bytes and grows on: give it a directory the server's user"
+            " can write, or rotate it with logrotate's copytruncate",
+            path=path,
+            size=logFile.rotateLength,
+        )
+    return logFile
+
+
+def _canWrite(directory: str) -> bool:
+    """
+    Whether the effective user (C{twistd --uid}'s, within L{asRunUser
+    <twisted_smtpd._twistd.runuser.asRunUser>}) can write C{directory}.
+    """
+    if os.access in os.supports_effective_ids:
+        return os.access(directory, os.W_OK, effective_ids=True)
+    return os.access(directory, os.W_OK)
 
 
 class ReopenOnSignal:
