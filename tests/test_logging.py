@@ -564,3 +564,24 @@ class JSONLinesTests(SynchronousTestCase):
         self.assertEqual((event["level"], event["text"]), ("critical", "boom"))
         self.assertIn("ZeroDivisionError", event["traceback"])
         json.dumps(event)
+
+    def test_textFollowsNamespace(self) -> None:
+        """
+        C{text} always follows C{namespace}, even when the event has a field
+        of that name (C{SessionLogger} without a writer logs its line as
+        C{text}), as fail2ban's JSON filter reads them.
+        """
+        event = jsonEvent(
+            {
+                "text": "sid close",
+                "session": "sid",
+                "log_format": "{text}",
+                "log_namespace": "twisted_smtpd.session",
+                "log_level": LogLevel.info,
+                "log_time": 0.0,
+            }
+        )
+        self.assertEqual(list(event), ["session", "time", "level", "namespace", "text"])
+        self.assertIn(
+            '"namespace": "twisted_smtpd.session", "text": "sid close"', json.dumps(event)
+        )

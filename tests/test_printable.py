@@ -11,7 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_smtpd._core.printable import addressLiteral, printable, validHostname
+from twisted_smtpd._core.printable import (
+    UNSAFE,
+    _escape,
+    addressLiteral,
+    printable,
+    validHostname,
+)
 
 
 class PrintableTests(SynchronousTestCase):
@@ -47,10 +53,57 @@ class PrintableTests(SynchronousTestCase):
         break or surrogate, is one line and encodes as UTF-8.
         """
         out = printable(text)
-        for character in out:
-            self.assertNotIn(unicodedata.category(character), ("Cc", "Cs", "Zl", "Zp"))
+        for index, character in enumerate(out):
+            category = unicodedata.category(character)
+            self.assertNotIn(category, ("Cc", "Cs", "Zl", "Zp"))
+            if category == "Cf":
+                # Only a joiner between two characters that are not ASCII.
+                self.assertIn(character, "\u200c\u200d")
+                self.assertTrue(0 < index < len(out) - 1, repr(out))
+                self.assertFalse(out[index - 1].isascii() or out[index + 1].isascii(), repr(out))
         out.encode("utf-8")
         self.assertEqual(len(out.splitlines()), 1 if text else 0)
+        self.assertIsNone(UNSAFE.search(out))
+
+    def test_invisibleEscaped(self) -> None:
+        """
+        The invisible format characters (Unicode category Cf: a zero-width
+        space, the byte order mark, the word joiner, a soft hyphen, a tag
+        character) are escaped, so that a text that only looks like another
+        reads as what it holds.
+        """
+        self.assertEqual(
+            printable("ad\u200bmin\ufeff\u2060\u00ad\U000e0041\ufff9x\u180e"),
+            "ad\\u200bmin\\ufeff\\u2060\\xad\\U000e0041\\ufff9x\\u180e",
+        )
+
+    def test_everyFormatCharacter(self) -> None:
+        """
+        Every format character this Python's Unicode tables know (category
+        Cf) is escaped, the two joiners beside ASCII included.
+        """
+        for code in range(0x110000):
+            character = chr(code)
+            if unicodedata.category(character) == "Cf":
+                self.assertEqual(printable(f"a{character}b"), f"a{_escape(character)}b")
+
+    def test_joinersBetweenLetters(self) -> None:
+        """
+        The zero-width non-joiner and joiner stay between two characters
+        that are not ASCII (a Persian word, an emoji sequence), as RFC 5892
+        appendix A allows them in context; beside ASCII, another joiner or
+        at an end they are escaped.
+        """
+        for text in ("\u0645\u06cc\u200c\u062e", "\U0001f600\u200d\U0001f600"):
+            self.assertEqual(printable(text), text)
+        for text, escaped in [
+            ("ad\u200dmin", "ad\\u200dmin"),
+            ("\u200cx", "\\u200cx"),
+            ("\u00e9\u200d", "\u00e9\\u200d"),
+            ("\u00e9\u200d\u200d\u00e9", "\u00e9\\u200d\\u200d\u00e9"),
+            ("\u00e9\u200d\u2028", "\u00e9\\u200d\\u2028"),
+        ]:
+            self.assertEqual(printable(text), escaped)
 
 
 class HostnameTests(SynchronousTestCase):

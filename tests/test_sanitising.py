@@ -24,6 +24,7 @@ from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.replies import Reply, formatReply
 from twisted_smtpd._core.session import Address, Envelope, Session
 from twisted_smtpd._serving.logging import NAMESPACE, SessionLogger, jsonLogObserver
+from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._serving.server import SMTPServerFactory
 from twisted_smtpd.handlers._tracefields import traceHeaderLines as _traceHeaderLines
 
@@ -301,3 +302,56 @@ class LogLineTests(SynchronousTestCase):
             for value in fields.values():
                 if isinstance(value, str):
                     assertOneLine(self, value)
+
+
+class InvisibleCharacterTests(SynchronousTestCase):
+    """
+    Invisible characters a client chose (a zero-width space, a byte order
+    mark, a joiner beside ASCII letters) are escaped in the lines of the
+    log, text and JSON, so that a user name that only looks like another
+    reads as what it is.
+    """
+
+    USER = "ad\u200bmin\ufeff\u2060x\u00ady\u200dz"
+    ESCAPED = "ad\\u200bmin\\ufeff\\u2060x\\xady\\u200dz"
+
+    def failedLogin(self, json: bool) -> str:
+        """
+        The log line of a failed AUTH of L{USER}, as C{twistd smtpd} writes
+        it.
+        """
+        out = io.StringIO()
+        writer = BufferedLogWriter(out, json=json, reactor=Clock())
+        SessionLogger(writer=writer)(
+            "reject",
+            evilSession(clientHostname="client.example"),
+            {
+                "reply": Reply(535, "5.7.8", ("Authentication credentials invalid",)),
+                "command": "AUTH",
+                "mechanism": "PLAIN",
+                "username": self.USER,
+                "authzid": None,
+            },
+        )
+        return out.getvalue()
+
+    def test_textLine(self) -> None:
+        """
+        The text line names the user with every invisible character
+        escaped.
+        """
+        line = self.failedLogin(json=False)
+        self.assertIn(
+            f" sid1 auth failed: PLAIN from client.example[192.0.2.7] user=<{self.ESCAPED}>: 535 ",
+            line,
+        )
+        self.assertTrue(line.isascii(), line)
+
+    def test_jsonLine(self) -> None:
+        """
+        In JSON, the C{username} field and the text hold the escapes, not the
+        characters.
+        """
+        fields = json.loads(self.failedLogin(json=True))
+        self.assertEqual(fields["username"], self.ESCAPED)
+        self.assertIn(f"user=<{self.ESCAPED}>", fields["text"])

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-import unicodedata
 
 __all__ = [
     "CONTROL",
@@ -52,32 +51,55 @@ def _escape(character: str) -> str:
 def printable(text: str) -> str:
     """
     C{text} with every character that could break or disguise a line
-    replaced by a Python-style escape (C{\\x0d}, C{\\u2028}): C0 and C1
-    controls and DEL (Unicode category Cc), line and paragraph separators
-    (Zl, Zp), lone surrogates (Cs, from undecodable bytes) and the
-    bidirectional format controls that can make a line read differently
-    from what it holds.  Everything else (non-ASCII letters, emoji, code
-    points newer than Python's Unicode tables) is returned unchanged.
+    replaced by a Python-style escape (C{\\x0d}, C{\\u2028}, C{\\u200b}):
+    those L{UNSAFE} matches.  Everything else (non-ASCII letters, emoji,
+    code points newer than Python's Unicode tables) is returned unchanged.
 
     @return: Text that is safe inside one reply line, one header line or
-        one log line, and encodes as UTF-8.
+        one log line, reads as what it holds, and encodes as UTF-8.
     """
     if text.isprintable():
         return text
-    return "".join(_escape(c) if _unsafe(c) else c for c in text)
+    return UNSAFE.sub(_escaped, text)
 
 
-def _unsafe(character: str) -> bool:
-    return character in _BIDI or unicodedata.category(character) in _UNSAFE_CATEGORIES
+def _escaped(match: re.Match[str]) -> str:
+    return _escape(match.group())
 
 
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
-_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# The format characters (Unicode category Cf, up to Unicode 15.1): the
+# bidirectional controls (U+061C, U+200E, U+200F, U+202A to U+202E, U+2066
+# to U+2069) that make a line read differently from what it holds, and the
+# invisible ones that hide text or make two different texts look alike: the
+# zero-width space U+200B, the soft hyphen U+00AD, the word joiner U+2060
+# and the invisible operators, the byte order mark U+FEFF, the interlinear
+# annotation marks U+FFF9 to U+FFFB, the tag characters U+E0001 and U+E0020
+# to U+E007F.  Listed, not looked up: every Python escapes the same ones.
+# The two joiners, U+200C and U+200D, are not in it (C{_JOINED}).
+_FORMAT = (
+    "\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b\u200e\u200f"
+    "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
+    "\U000e0020-\U000e007f"
+)
+# Controls (Cc: C0, DEL, C1), lone surrogates (Cs), line and paragraph
+# separators (Zl, Zp), and the format characters.
+_ALWAYS = "\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029" + _FORMAT
+# The zero-width non-joiner and joiner (U+200C, U+200D) change how the
+# characters around them are drawn: in Persian and Indic words, in emoji
+# sequences (RFC 5892 appendix A.1 and A.2 allow them in such contexts
+# only).  Between two such characters they stay; beside ASCII (C{ad\u200dmin}
+# would read as C{admin}), another unsafe character or at an end they are
+# escaped too.
+_JOINERS = "\u200c\u200d"
+_JOINED = f"[^\x00-\x7f{_ALWAYS}{_JOINERS}]"
 
 #: Every character L{printable} escapes: controls (Cc), lone surrogates
-#: (Cs), the line and paragraph separators (Zl, Zp) and the bidirectional
-#: format controls.
-UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029" + "".join(sorted(_BIDI)) + "]")
+#: (Cs), the line and paragraph separators (Zl, Zp), the format characters
+#: (Cf: bidirectional controls, zero-width and other invisible ones), and
+#: the two joiners unless both their neighbours are non-ASCII characters
+#: that are not escaped themselves.
+UNSAFE = re.compile(f"[{_ALWAYS}]|(?<!{_JOINED})[{_JOINERS}]|[{_JOINERS}](?!{_JOINED})")
 
 
 #: The characters Postfix's C{smtpd} replaces with C{?} in the free-text

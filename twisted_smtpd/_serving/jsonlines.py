@@ -29,8 +29,12 @@ def jsonDefault(value: object) -> object:
     return str(value)
 
 
-#: Keys of Twisted's own bookkeeping, never written as fields.
-_INTERNAL = frozenset({"format", "isError", "message", "system", "time", "failure", "why"})
+#: Keys of Twisted's own bookkeeping, never written as fields, and those
+#: every line sets itself.
+_INTERNAL = frozenset(
+    {"format", "isError", "message", "system", "time", "failure", "why", "level", "namespace"}
+    | {"text", "traceback"}
+)
 
 
 def jsonEvent(event: LogEvent) -> dict[str, Any]:
@@ -38,7 +42,9 @@ def jsonEvent(event: LogEvent) -> dict[str, Any]:
     One log event as a flat dict for a JSON line: C{time} (ISO 8601, UTC,
     milliseconds), C{level} (C{"info"}), C{namespace}, C{text} (the
     formatted message), C{traceback} for a failure, then the event's own
-    fields; Twisted's C{log_*} keys and its legacy keys are left out.
+    fields; Twisted's C{log_*} keys and its legacy keys are left out.  An
+    event's own field named like one of these is not written: C{text}
+    always follows C{namespace}, as fail2ban's JSON filter reads them.
     """
     out: dict[str, Any] = {
         key: value

@@ -311,6 +311,26 @@ class BufferedLogWriter:
             return
         self._lost = 0
         self._reportedAt = None
+        takeNotice = getattr(self._out, "takeNotice", None)
+        if takeNotice is not None:
+            # What the file says of its rotation (it failed, or succeeded
+            # at last): one line, after those that were written.
+            rotation = takeNotice()
+            if rotation is not None:
+                self._add(self._noticeLine(rotation))
+
+    def _noticeLine(self, text: str) -> str:
+        """
+        C{text} as a warning line of the log's own (C{twisted_smtpd.log}).
+        """
+        event = {
+            "log_namespace": "twisted_smtpd.log",
+            "log_level": LogLevel.warn,
+            "log_format": "{text}",
+            "log_time": time.time(),
+            "text": text,
+        }
+        return self._format(event) + "\n"
 
     def _lostNotice(self) -> str:
         """

@@ -71,6 +71,119 @@ class AppendingLogFile(LogFile):
                 self._cut = raw[written - 1] != 0x0A
                 self.size += written
 
+    #: Why the last rotation could not open the next file (the lines go on
+    #: into the old one), or C{None}.
+    _rotationFailed: str | None = None
+    #: Where the lines went meanwhile.
+    _writtenInto = ""
+    #: A line about a rotation, to be logged once (L{takeNotice}).
+    _notice: str | None = None
+    #: Whether a rotation was skipped (the file or its directory cannot be
+    #: written), said once.
+    _unrotatable = False
+
+    def rotate(self) -> None:
+        """
+        Move the file to C{path.1} (the older ones up by one) and open a
+        new one at C{path}, as L{LogFile.rotate} does, but the old file is
+        closed only once the new one is open: one that cannot be made (no
+        inode or quota left, no file descriptor) leaves the lines going on
+        into the old one, now C{path.1}, and the new one is tried again at
+        each write, never the whole log lost until SIGUSR1.  A file or
+        directory that cannot be written skips the rotation, as in
+        L{LogFile}, but not silently.  A C{path} that
+        no longer names the file written (deleted, or moved away without
+        SIGUSR1) is opened again, without renaming anything.  Each of these
+        events leaves one line (L{takeNotice}).
+        """
+        if not os.access(self.directory, os.W_OK):
+            self._cannotRotate(f"its directory {self.directory} cannot be written")
+            return
+        gone = False
+        if self._rotationFailed is None:
+            if not self._namesOpenFile():
+                # Deleted, or moved away without SIGUSR1: LogFile would
+                # skip every rotation from now on, writing on into a file
+                # nobody sees, however large it grows.
+                gone = True
+                self._writtenInto = "the file written before, no longer at that path"
+            elif not os.access(self.path, os.W_OK):
+                self._cannotRotate("it cannot be written")
+                return
+            else:
+                self._shift()
+                self._writtenInto = f"{self.path}.1"
+        old = self._file
+        try:
+            self._openFile()
+        except OSError as e:
+            self._file = old
+            if self._rotationFailed is None:
+                self._rotationFailed = _why(e)
+                self._notice = (
+                    f"Rotating the log file {self.path} failed, the next file could not be"
+                    f" opened ({self._rotationFailed}): the lines go on into"
+                    f" {self._writtenInto}, and the next file is tried again at each write"
+                )
+            return
+        old.close()
+        self._unrotatable = False
+        if gone:
+            self._notice = (
+                f"Log file {self.path} no longer named the file written when it was to be"
+                " rotated (deleted, or moved away without SIGUSR1): it is opened again"
+            )
+        if self._rotationFailed is not None:
+            self._notice = (
+                f"Log file {self.path} opened at last after its rotation failed"
+                f" ({self._rotationFailed}): the lines before are in {self._writtenInto}"
+            )
+            self._rotationFailed = None
+
+    def _cannotRotate(self, why: str) -> None:
+        """
+        Say once, until a rotation succeeds, that the file cannot be rotated
+        and grows on.
+        """
+        if not self._unrotatable:
+            self._unrotatable = True
+            self._notice = (
+                f"Log file {self.path} not rotated: {why}; it grows on past"
+                f" {self.rotateLength} bytes, its rotation tried again at each write"
+            )
+
+    def _namesOpenFile(self) -> bool:
+        """
+        Whether C{path} names the file open now.
+        """
+        try:
+            named = os.stat(self.path)
+            written = os.fstat(self._file.fileno())
+        except (OSError, ValueError):
+            return False
+        return (named.st_dev, named.st_ino) == (written.st_dev, written.st_ino)
+
+    def _shift(self) -> None:
+        """
+        Rename C{path.N} to C{path.N+1}, oldest first, and C{path} to
+        C{path.1}, as L{LogFile.rotate} does.
+        """
+        for number in reversed(self.listLogs()):
+            name = f"{self.path}.{number}"
+            if self.maxRotatedFiles is not None and number >= self.maxRotatedFiles:
+                os.remove(name)
+            else:
+                os.rename(name, f"{self.path}.{number + 1}")
+        os.rename(self.path, f"{self.path}.1")
+
+    def takeNotice(self) -> str | None:
+        """
+        The line to log about the last rotation, once: that it could not
+        open the next file, or that it could at last.
+        """
+        notice, self._notice = self._notice, None
+        return notice
+
     def reopen(self) -> None:
         """
         Open the file at C{path} again (logrotate moved the old one); the
@@ -85,6 +198,19 @@ class AppendingLogFile(LogFile):
             self._file = old
             raise
         old.close()
+        self._rotationFailed = None
+
+
+def _why(error: OSError) -> str:
+    """
+    C{error} as the log's lines name it: C{No space left on device (ENOSPC)}.
+    """
+    why = error.strerror or str(error) or type(error).__name__
+    code = errno.errorcode.get(error.errno or 0)
+    return f"{why} ({code})" if code else why
+
+
+_startLog = Logger(namespace="twisted_smtpd.startup")
 
 
 class GivesLogObserver(Service):
@@ -158,10 +284,29 @@ def logDestination(config: Any) -> Any:
     if path is None:
         return sys.stdout
     try:
-        return AppendingLogFile.fromFullPath(path)
+        logFile = AppendingLogFile.fromFullPath(path)
     except OSError as e:
         why = os.strerror(e.errno) if e.errno else reason(e)
         exitWithError(f"--logfile {path!r}: {why}")
+    if not _canWrite(logFile.directory):
+        _startLog.warn(
+            "--logfile {path!r}: its directory cannot be written, so the file is never"
+            " rotated at {size} bytes and grows on: give it a directory the server's user"
+            " can write, or rotate it with logrotate's copytruncate",
+            path=path,
+            size=logFile.rotateLength,
+        )
+    return logFile
+
+
+def _canWrite(directory: str) -> bool:
+    """
+    Whether the effective user (C{twistd --uid}'s, within L{asRunUser
+    <twisted_smtpd._twistd.runuser.asRunUser>}) can write C{directory}.
+    """
+    if os.access in os.supports_effective_ids:
+        return os.access(directory, os.W_OK, effective_ids=True)
+    return os.access(directory, os.W_OK)
 
 
 class ReopenOnSignal:

@@ -104,7 +104,8 @@ def firstLine(data: bytes) -> str:
     """
     The first non-empty line of C{data}, decoded, every character that
     could break or disguise a line (L{UNSAFE}: C0 and C1 controls, line and
-    paragraph separators, bidirectional controls) replaced by a space, at
+    paragraph separators, bidirectional controls, invisible format
+    characters such as a zero-width space) replaced by a space, at
     most 200 characters: safe to put in a reply and a log line.
     """
     for raw in data.splitlines():

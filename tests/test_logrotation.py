@@ -1,0 +1,234 @@
+# -*- test-case-name: tests.test_logrotation -*-
+"""
+L{AppendingLogFile}'s rotation by size: a next file that cannot be opened
+loses no line, and is tried again until it can; a file deleted while
+written is replaced; a rotation that cannot be done is said, at start and
+when it is skipped.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import sys
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.test_logfile import _Config
+from twisted_smtpd._serving.logwriter import BufferedLogWriter
+from twisted_smtpd._twistd.logfile import AppendingLogFile, logDestination
+
+
+class _NoInodeLogFile(AppendingLogFile):
+    """
+    A log file in a directory where, with C{noRoom} set, no new file can be
+    made (no inode or quota left, as C{open(2)} fails with C{ENOSPC}),
+    while the file open still takes writes.
+    """
+
+    noRoom = False
+
+    def _openFile(self) -> None:
+        if self.noRoom and not os.path.exists(self.path):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.path)
+        super()._openFile()
+
+
+class RotationTests(SynchronousTestCase):
+    """
+    The file is rotated by size; the old file is closed only once the next
+    one is open.
+    """
+
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        os.mkdir(self.directory)
+        self.path = os.path.join(self.directory, "smtpd.log")
+        self.patch(sys, "__stderr__", io.StringIO())
+
+    def read(self, path: str) -> list[str]:
+        with open(path, encoding="utf-8") as f:
+            return f.read().splitlines()
+
+    def writer(self, logFile: AppendingLogFile) -> BufferedLogWriter:
+        """
+        A writer writing each line at once (its clock is no running
+        reactor) into C{logFile}, which is closed at the end.
+        """
+        self.addCleanup(logFile.close)
+        return BufferedLogWriter(logFile, reactor=Clock())
+
+    def test_nextFileCannotBeOpened(self) -> None:
+        """
+        When the rotation cannot open the next file, the lines go on into
+        the old one, now C{path.1}, after one warning line saying so; the
+        next file is tried again at each write and, once it opens, the
+        lines go into it after one line saying where the others went.  No
+        line is lost.
+        """
+        logFile = _NoInodeLogFile("smtpd.log", self.directory, rotateLength=200)
+        writer = self.writer(logFile)
+        writer.line("first " + "x" * 200, {})
+        logFile.noRoom = True
+        writer.line("during 1", {})
+        writer.line("during 2", {})
+        self.assertFalse(os.path.exists(self.path))
+        logFile.noRoom = False
+        writer.line("after", {})
+        old = self.read(self.path + ".1")
+        self.assertEqual(len(old), 4, old)
+        self.assertTrue(old[0].endswith("] first " + "x" * 200), old)
+        self.assertTrue(old[1].endswith("] during 1"), old)
+        self.assertIn(
+            f" [twisted_smtpd.log#warn] Rotating the log file {self.path} failed, the next"
+            " file could not be opened (No space left on device (ENOSPC)): the lines go on"
+            f" into {self.path}.1, and the next file is tried again at each write",
+            old[2],
+        )
+        self.assertTrue(old[3].endswith("] during 2"), old)
+        new = self.read(self.path)
+        self.assertEqual(len(new), 2, new)
+        self.assertTrue(new[0].endswith("] after"), new)
+        self.assertIn(
+            f" [twisted_smtpd.log#warn] Log file {self.path} opened at last after its rotation"
+            f" failed (No space left on device (ENOSPC)): the lines before are in {self.path}.1",
+            new[1],
+        )
+        self.assertEqual(writer._lost, 0)
+        self.assertEqual(sys.__stderr__.getvalue(), "")  # type: ignore[union-attr]
+        self.assertFalse(os.path.exists(self.path + ".2"))
+
+    def test_rotated(self) -> None:
+        """
+        A rotation that can open the next file moves the older files up by
+        one and leaves no line of its own.
+        """
+        logFile = AppendingLogFile("smtpd.log", self.directory, rotateLength=100)
+        writer = self.writer(logFile)
+        for n in range(3):
+            writer.line(f"line {n} " + "x" * 100, {})
+        for n, suffix in enumerate((".2", ".1", "")):
+            [line] = self.read(self.path + suffix)
+            self.assertTrue(line.endswith(f"] line {n} " + "x" * 100), line)
+
+    def test_deletedFileReplaced(self) -> None:
+        """
+        A file deleted while it is written is replaced by a new one at its
+        rotation (the lines of its size went into the deleted one), which
+        says so in one line; nothing is renamed.
+        """
+        logFile = AppendingLogFile("smtpd.log", self.directory, rotateLength=200)
+        writer = self.writer(logFile)
+        writer.line("first", {})
+        os.remove(self.path)
+        writer.line("unseen " + "x" * 200, {})
+        self.assertFalse(os.path.exists(self.path))
+        writer.line("after", {})
+        lines = self.read(self.path)
+        self.assertEqual(len(lines), 2, lines)
+        self.assertTrue(lines[0].endswith("] after"), lines)
+        self.assertIn(
+            f" [twisted_smtpd.log#warn] Log file {self.path} no longer named the file written"
+            " when it was to be rotated (deleted, or moved away without SIGUSR1): it is opened"
+            " again",
+            lines[1],
+        )
+        self.assertEqual(os.listdir(self.directory), ["smtpd.log"])
+
+    def test_movedFileNotRenamed(self) -> None:
+        """
+        A file moved away without SIGUSR1 (logrotate without C{postrotate}
+        and without C{copytruncate}), a new one made in its place, is not
+        renamed again at its rotation: the new one is opened.
+        """
+        logFile = AppendingLogFile("smtpd.log", self.directory, rotateLength=200)
+        writer = self.writer(logFile)
+        os.rename(self.path, self.path + ".1")
+        open(self.path, "w").close()
+        writer.line("into the moved file " + "x" * 200, {})
+        writer.line("after", {})
+        self.assertEqual(sorted(os.listdir(self.directory)), ["smtpd.log", "smtpd.log.1"])
+        [moved] = self.read(self.path + ".1")
+        self.assertIn("] into the moved file ", moved)
+        lines = self.read(self.path)
+        self.assertTrue(lines[0].endswith("] after"), lines)
+        self.assertIn(" no longer named the file written", lines[1])
+
+
+class UnwritableDirectoryTests(SynchronousTestCase):
+    """
+    A log file in a directory the server's user cannot write is never
+    rotated (nothing can be renamed or made there); it says so, at start
+    and at the first rotation skipped.
+    """
+
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        os.mkdir(self.directory)
+        self.path = os.path.join(self.directory, "smtpd.log")
+        real = os.access
+
+        def access(path: str, mode: int, **kwargs: Any) -> bool:
+            # As for a user other than root, to whom every directory can be
+            # written: this one cannot.
+            if path == self.directory and mode & os.W_OK:
+                return False
+            return real(path, mode, **kwargs)
+
+        self.patch(os, "access", access)
+
+    def test_rotationSkippedSaid(self) -> None:
+        """
+        The first rotation skipped leaves one line saying the file grows
+        on; the lines go on into it.
+        """
+        logFile = AppendingLogFile("smtpd.log", self.directory, rotateLength=100)
+        self.addCleanup(logFile.close)
+        writer = BufferedLogWriter(logFile, reactor=Clock())
+        for n in range(3):
+            writer.line(f"line {n} " + "x" * 100, {})
+        with open(self.path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        self.assertEqual(len(lines), 4, lines)
+        self.assertIn(
+            f" [twisted_smtpd.log#warn] Log file {self.path} not rotated: its directory"
+            f" {self.directory} cannot be written; it grows on past 100 bytes, its rotation"
+            " tried again at each write",
+            lines[2],
+        )
+        self.assertEqual(os.listdir(self.directory), ["smtpd.log"])
+
+    def test_warnedAtStart(self) -> None:
+        """
+        C{--logfile} in such a directory starts the server with one warning
+        naming the file and what to do.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        out = logDestination(_Config({"logfile": self.path, "nodaemon": False}))
+        self.addCleanup(out.close)
+        self.assertEqual(
+            [(event["log_level"], formatEvent(event)) for event in events],
+            [
+                (
+                    LogLevel.warn,
+                    f"--logfile {self.path!r}: its directory cannot be written, so the file is"
+                    " never rotated at 1000000 bytes and grows on: give it a directory the"
+                    " server's user can write, or rotate it with logrotate's copytruncate",
+                )
+            ],
+        )
+
+    def test_writableNotWarned(self) -> None:
+        """
+        A directory that can be written leaves no warning.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        path = os.path.abspath(self.mktemp())
+        out = logDestination(_Config({"logfile": path, "nodaemon": False}))
+        self.addCleanup(out.close)
+        self.assertEqual(len(events), 0)
