@@ -198,6 +198,50 @@ class MailPathTests(MailTestCase):
         joined = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645.example"
         self.assertEqual(parseRcpt(f"TO:<u@{joined}>".encode(), True).address, "u@" + joined)
 
+    def test_domainsWithNoALabelForm(self) -> None:
+        """
+        A non-ASCII domain that has no A-label form (RFC 5891 section 5,
+        as Postfix's C{smtputf8_enable} converts it) gets 501 5.1.3 at RCPT
+        and 501 5.1.7 at MAIL: a noncharacter (U+FDD0, U+FFFE), a code
+        point IDNA2008 disallows (U+2024, which would read as a dot), a
+        label beginning with a combining mark, a zero-width joiner outside
+        the context RFC 5892 appendix A allows, a label breaking the Bidi
+        rule (RFC 5893), and a domain over 253 octets once in A-labels
+        though its UTF-8 is under 255.
+        """
+        # Five labels of 47 UTF-8 octets: 239 octets, 269 as A-labels.
+        long = ".".join(["\u00fc" + "a" * 45] * 5)
+        self.assertLess(len(long.encode("utf-8")), 255)
+        for domain in [
+            "x\ufdd0.example",
+            "x\ufffe.example",
+            "a\u2024b.example",
+            "\u0301x.example",
+            "x\u200d.example",
+            "a\u05d0.example",
+            long,
+        ]:
+            argument = f"TO:<u@{domain}>".encode()
+            self.assertRcptRefused(argument, replies.BAD_RECIPIENT_SYNTAX, True)
+            self.assertMailRefused(
+                f"FROM:<u@{domain}> SMTPUTF8".encode(), replies.BAD_SENDER_SYNTAX
+            )
+
+    def test_domainsInOtherForms(self) -> None:
+        """
+        A domain written with full-width letters, in upper case, with an
+        ideographic full stop or decomposed (NFD) has an A-label form and
+        is accepted, kept as the client wrote it.
+        """
+        for domain in [
+            "\uff58.example",
+            "B\u00dcCHER.example",
+            "b\u00fccher\u3002example",
+            "bu\u0308cher.example",
+            "fa\u00df.example",
+        ]:
+            self.assertEqual(parseRcpt(f"TO:<u@{domain}>".encode(), True).address, "u@" + domain)
+
     def test_addressLiterals(self) -> None:
         """
         IPv4 and IPv6 address literals are accepted.

@@ -1237,6 +1237,27 @@ class UnicodeDomainTests(SynchronousTestCase):
         self.assertEqual(recipientDirectory("a@faß.de", "mx.example"), ("xn--fa-hia.de", "a"))
         self.assertEqual(recipientDirectory("a@fass.de", "mx.example"), ("fass.de", "a"))
 
+    def test_oneDirectoryForEveryIDNASpelling(self) -> None:
+        """
+        Two Unicode spellings that IDNA 2008 with the UTS 46 mapping (RFC
+        5891, as Postfix's C{smtputf8_enable} and clients' IDNA libraries
+        convert them) makes one A-label name that A-label's directory, the
+        one a client without C{SMTPUTF8} reaches: U+1F80 (alpha with
+        psili and ypogegrammeni) is U+1F00 U+03B9, a Cherokee small letter
+        its capital.  Lower-casing alone named a directory no DNS name has
+        (C{xn--0qg.example}, C{xn--kz9a.example}).
+        """
+        for address, aLabel in [
+            ("a@\u1f80.example", "xn--uxa970l.example"),
+            ("a@\u1f00\u03b9.example", "xn--uxa970l.example"),
+            ("a@xn--uxa970l.example", "xn--uxa970l.example"),
+            ("a@\uab70.example", "xn--58d.example"),
+            ("a@\u13a0.example", "xn--58d.example"),
+            ("a@xn--58d.example", "xn--58d.example"),
+            ("a@\u1e9e.example", "xn--zca.example"),
+        ]:
+            self.assertEqual(recipientDirectory(address, "mx.example"), (aLabel, "a"), address)
+
     def test_unsafeOrTooLongRefused(self) -> None:
         """
         A Unicode domain with an empty label, or whose A-labels are longer

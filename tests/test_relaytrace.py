@@ -420,6 +420,46 @@ class TraceTests(TestCase):
             [500 + len(plain) - len(BODY) - forClause, 500 + len(utf8) - len(BODY) - forClause],
         )
 
+    async def test_eightBitHeloNextHopWithoutSmtpUtf8(self) -> None:
+        """
+        A message sent with SMTPUTF8 and ASCII addresses goes on without it
+        to a next hop that does not offer it: the field written before it
+        is then ASCII too (the greeting name escaped, C{b\\xfccher.example},
+        the session still C{with UTF8SMTP}), so that no header field this
+        server adds is in UTF-8 in a transaction without SMTPUTF8 (RFC
+        6532 section 3.7, RFC 6531 section 3.2); the SIZE passed on grows
+        by that field.
+        """
+        smarthost = EnvelopeRecorder()
+        port = await self.front(smarthost, {"hideSMTPUTF8": True})
+        received = await dialogue(
+            self,
+            port,
+            "EHLO bücher.example\r\n".encode()
+            + b"MAIL FROM:<a@example.com> SIZE=500 SMTPUTF8"
+            + b"\r\nRCPT TO:<b@example.org>\r\nBDAT %d LAST\r\n" % len(BODY)
+            + BODY,
+            b" queued as ",
+        )
+        self.assertTrue(received.endswith(b"250 2.0.0 queued as Q1\r\n"), received)
+        (stored,) = (message.body for message in smarthost.messages)
+        self.assertTrue(stored.isascii(), stored[:400])
+        self.assertEqual(
+            untraced(
+                self,
+                stored,
+                helo="b\\xfccher.example",
+                protocol="UTF8SMTP",
+                recipient="b@example.org",
+            ),
+            BODY,
+        )
+        forClause = len(b" for <b@example.org>")
+        self.assertEqual(
+            [envelope.size for envelope in smarthost.envelopes],
+            [500 + len(stored) - len(BODY) - forClause],
+        )
+
     async def test_refusalsFreeTheirSessions(self) -> None:
         """
         Each refused message gives its session to the next hop back

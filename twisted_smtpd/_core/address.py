@@ -19,6 +19,7 @@ import re
 import unicodedata
 from typing import NamedTuple
 
+from twisted_smtpd._core.hostname import aLabels
 from twisted_smtpd._core.printable import CONTROL
 from twisted_smtpd._core.replies import (
     BAD_AUTH_PARAMETER,
@@ -401,29 +402,34 @@ def _validDomainName(domain: str) -> bool:
     an address literal, C{[192.0.2.1]}), and no space, separator or format
     character (U+00A0, U+200B, U+202E), which no U-label holds (RFC 6531
     section 3.3, RFC 5892), as Postfix checks it.
+
+    A domain holding U-labels must also have an A-label form (RFC 5891
+    section 5; L{aLabels}, as Postfix's C{smtputf8_enable} converts it
+    before checking the name): no noncharacter or other code point IDNA2008
+    disallows (U+FDD0, U+FFFE, U+2024), no label beginning with a combining
+    mark, no joiner outside the context RFC 5892 appendix A allows, no label
+    breaking the Bidi rule (RFC 5893), and at most 253 octets once written
+    in A-labels.
     """
     if _NUMERIC_DOMAIN.fullmatch(domain) is not None:
         return False
     if domain.isascii():
         if len(domain) <= MAX_LABEL:
             return True
-    elif any(
+        return all(len(label) <= MAX_LABEL for label in domain.split("."))
+    if any(
         unicodedata.category(c) in _NOT_IN_U_LABELS and c not in _JOINERS
         for c in domain
         if not c.isascii()
     ):
+        # Checked first: the UTS 46 mapping would drop some of them (a
+        # zero-width space, a soft hyphen), and the name would pass.
         return False
-    return all(_labelSize(label) <= MAX_LABEL for label in domain.split("."))
-
-
-def _labelSize(label: str) -> int:
-    """
-    The length in octets of C{label} in the DNS: its A-label's (C{xn--}
-    and its Punycode, RFC 3492) when it is not ASCII.
-    """
-    if label.isascii():
-        return len(label)
-    return 4 + len(label.lower().encode("punycode"))
+    try:
+        aLabels(domain)
+    except ValueError:
+        return False
+    return True
 
 
 def literalAddress(domain: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

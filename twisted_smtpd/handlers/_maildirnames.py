@@ -15,6 +15,7 @@ import unicodedata
 
 from twisted_smtpd._core.address import literalAddress
 from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.hostname import aLabels
 
 _counter = itertools.count(1)
 # The pid, read once per process rather than by a getpid(2) per message.
@@ -154,9 +155,10 @@ def recipientDirectory(address: str, localDomain: str) -> tuple[str, str]:
     if len(local) >= 2 and local.startswith('"') and local.endswith('"'):
         # A quoted local part names the same mailbox as its content.
         local = _QUOTED_PAIR.sub(r"\1", local[1:-1])
-    safeLocal, safeDomain = _safeName(local), _safeName(_canonicalLiteral(domain))
+    domain = _canonicalLiteral(domain)
+    safeLocal, safeDomain = _safeName(local), _safeName(domain)
     if safeDomain is not None and not safeDomain.isascii():
-        safeDomain = _aLabels(safeDomain)
+        safeDomain = _aLabels(domain)
     if safeLocal is None or safeDomain is None:
         raise SMTPError(553, "Error: mailbox name not allowed", "5.1.3")
     return safeDomain, safeLocal
@@ -164,24 +166,22 @@ def recipientDirectory(address: str, localDomain: str) -> tuple[str, str]:
 
 def _aLabels(domain: str) -> str | None:
     """
-    C{domain}, a safe name already normalised, with each label that is not
-    ASCII as its A-label (C{xn--} and its Punycode, RFC 5891 section
-    4.4), so that a domain spelled in Unicode by a client using
-    C{SMTPUTF8} (RFC 6531) names the directory that clients without it
-    reach by the A-label: C{bücher.example} and C{xn--bcher-kva.example}
-    share C{xn--bcher-kva.example}.  The labels are encoded as they are,
-    with no IDNA 2003 mapping (which would make C{faß.example} the other
-    domain C{fass.example}); the ideographic full stop separates labels
-    (RFC 3490 section 3.1).
+    C{domain}, a name holding U-labels, in A-labels (C{xn--} and its
+    Punycode, RFC 5891 section 4.4) as IDNA 2008 writes it with the UTS 46
+    mapping (L{aLabels}), so that a domain spelled in Unicode by a client
+    using C{SMTPUTF8} (RFC 6531) names the directory that clients without
+    it reach by the A-label their own IDNA library writes: C{bücher.example}
+    and C{xn--bcher-kva.example} share C{xn--bcher-kva.example}, and so do
+    two spellings the mapping makes one (C{ᾀ.example} and
+    C{ἀι.example}, the Cherokee small letters and their capitals).
+    The mapping is not IDNA 2003's: C{faß.example} is not C{fass.example}.
 
-    @return: The name, or C{None} when it is longer than a directory name
-        may be, or has an empty label.
+    @return: The name, or C{None} when it has no A-label form (an empty
+        label, a label too long, a code point IDNA 2008 disallows).
     """
-    labels = domain.replace("\u3002", ".").split(".")
-    if not all(labels):
+    try:
+        name = aLabels(domain)
+    except ValueError:
         return None
-    encoded = ".".join(
-        label if label.isascii() else "xn--" + label.encode("punycode").decode("ascii")
-        for label in labels
-    )
-    return encoded if len(encoded) <= _MAX_NAME else None
+    # A final dot, which no path holds, would name a second directory.
+    return None if name.endswith(".") else name

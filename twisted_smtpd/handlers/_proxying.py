@@ -285,7 +285,9 @@ class ProxyingHandler(BaseHandler, ABC):
             self.pool.release(client)
             return None
         try:
-            parameters = mailParameters(address, client, self._fieldLength(address, session))
+            parameters = mailParameters(
+                address, client, self._fieldLength(address, session, client)
+            )
             reply = await client.mail(address.address, parameters)
         except SMTPError as e:
             self.pool.release(client)
@@ -402,7 +404,7 @@ class ProxyingHandler(BaseHandler, ABC):
             # The server drains a stream the handler leaves alone.
             raise lostError()
         client = transaction.client
-        field = self._field(session)
+        field = self._field(session, client)
         traced = TracedStream(stream, field, self._hopLimit, partial(self._loop, session))
         try:
             if client.offers("CHUNKING", "PIPELINING"):
@@ -428,16 +430,20 @@ class ProxyingHandler(BaseHandler, ABC):
             finals = [finals[0]] * len(recipients)
         return self._answer(session, transaction, list(zip(recipients, finals, strict=True)))
 
-    def _field(self, session: Session) -> bytes:
+    def _field(self, session: Session, client: ClientSession) -> bytes:
         """
         The C{Received:} field to write before C{session}'s message, if
-        any: in ASCII unless the message was sent with C{SMTPUTF8}.
+        any: in ASCII unless the message was sent with C{SMTPUTF8} and goes
+        on with it, to a C{client} whose next hop offers it (one that does
+        not gets the message without it, and no UTF-8 header field from
+        this server: RFC 6532 section 3.7).
         """
         if not self._traceHeaders:
             return b""
-        return receivedField(session, self._byName, ascii=not session.envelope.smtpUtf8)
+        utf8 = session.envelope.smtpUtf8 and client.offers("SMTPUTF8")
+        return receivedField(session, self._byName, ascii=not utf8)
 
-    def _fieldLength(self, address: Address, session: Session) -> int:
+    def _fieldLength(self, address: Address, session: Session, client: ClientSession) -> int:
         """
         The length of the field L{_field} will write before the message
         C{address} begins, for its C{SIZE}: C{onMailFrom} runs before the
@@ -448,7 +454,7 @@ class ProxyingHandler(BaseHandler, ABC):
         C{smtpd} passes the client's on to its proxy filter unchanged.
         """
         envelope = Envelope(address, smtpUtf8="SMTPUTF8" in address.args)
-        return len(self._field(evolve(session, envelope=envelope)))
+        return len(self._field(evolve(session, envelope=envelope), client))
 
     def _loop(self, session: Session, count: int) -> None:
         """

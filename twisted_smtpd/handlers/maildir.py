@@ -185,8 +185,8 @@ class MaildirHandler(BaseHandler):
     domains live in their own directory, so that none of them (C{tmp},
     C{new}, C{cur}) can land in the folders of the Maildir at C{path}.
     Both names are normalised (Unicode NFKC and lower case; a domain in
-    Unicode is named by its A-label, as clients without C{SMTPUTF8} spell
-    it), and a
+    Unicode is named by its A-label, IDNA 2008 with the UTS 46 mapping, as
+    clients without C{SMTPUTF8} spell it), and a
     recipient whose local part or domain is empty, begins with a dot, holds
     a C{/}, a backslash, a control or invisible formatting character, or is
     longer than 255 bytes is refused at RCPT with 553 5.1.3.  A bare local part
