@@ -458,17 +458,37 @@ def _ipv4Literal(text: str) -> ipaddress.IPv4Address | None:
     return ipaddress.IPv4Address(bytes(octets))
 
 
+# The characters of an IPv6-address-literal after its tag: hex digits,
+# colons, and the dots of an IPv4 tail; no zone (C{%eth0}), which RFC 5321
+# does not have and Python's ipaddress would take.
+_IPV6_TEXT = re.compile("[0-9A-Fa-f:.]+")
+# RFC 5321 section 4.1.3: beside "::", IPv6-comp has at most 6 groups and
+# IPv6v4-comp at most 4 and its IPv4 tail (two groups' worth): the "::"
+# stands for at least two groups of zeros.
+_MAX_COMP_GROUPS = 6
+
+
 def _literalAddress(literal: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if literal[:5].upper() != "IPV6:":
         return _ipv4Literal(literal)
     text = literal[5:]
+    if _IPV6_TEXT.fullmatch(text) is None:
+        return None
+    hexText = text
+    tailGroups = 0
     head, colon, tail = text.rpartition(":")
     if colon and "." in tail:
         # IPv6v4-full and IPv6v4-comp end in an IPv4-address-literal.
         ipv4 = _ipv4Literal(tail)
         if ipv4 is None:
             return None
+        hexText = head
+        tailGroups = 2
         text = f"{head}:{ipv4}"
+    if "::" in text:
+        groups = sum(1 for group in hexText.split(":") if group) + tailGroups
+        if groups > _MAX_COMP_GROUPS:
+            return None
     try:
         return ipaddress.IPv6Address(text)
     except ValueError:
