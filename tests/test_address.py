@@ -198,6 +198,56 @@ class MailPathTests(MailTestCase):
         joined = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645.example"
         self.assertEqual(parseRcpt(f"TO:<u@{joined}>".encode(), True).address, "u@" + joined)
 
+    def test_domainsThatAreNoULabels(self) -> None:
+        """
+        A non-ASCII label that cannot be a U-label gets 501 at MAIL and
+        RCPT, as from Postfix (RFC 6531 section 3.3 allows U-labels only):
+        one starting with a combining mark (RFC 5891 section 4.2.3.2), one
+        with hyphens in its third and fourth places (section 4.2.3.1, so
+        C{xn--} too), one holding a private use character, a noncharacter,
+        a Hangul filler, or a full stop other than C{.} (ideographic,
+        fullwidth, halfwidth), which would end the label for the DNS (RFC
+        5892).
+        """
+        for domain in [
+            "\u0301a.example",
+            "\u00fc.\u0301.example",
+            "\u00fcb--c.example",
+            "xn--\u00fc.example",
+            "\ue000.example",
+            "a\uffff.example",
+            "\u3164.example",
+            "b\u00fccher\u3002example",
+            "b\u00fccher\uff0eexample",
+            "b\u00fccher\uff61example",
+            "\u3002",
+        ]:
+            mail = f"FROM:<u@{domain}> SMTPUTF8".encode()
+            self.assertMailRefused(mail, replies.BAD_SENDER_SYNTAX)
+            rcpt = f"TO:<u@{domain}>".encode()
+            self.assertRcptRefused(rcpt, replies.BAD_RECIPIENT_SYNTAX, True)
+
+    def test_uLabelsAccepted(self) -> None:
+        """
+        U-labels with a combining mark after a letter, a joiner in context,
+        upper case letters, symbols and an underscore are accepted as
+        Postfix accepts them, and so are ASCII labels with hyphens in their
+        third and fourth places, which are not U-labels.
+        """
+        for domain in [
+            "a\u0301.example",
+            "\u0915\u094d\u200d\u0937.example",
+            "B\u00dcCHER.example",
+            "\u2665.example",
+            "\u00fc_b.example",
+            "ab--cd.b\u00fccher.example",
+            "xn--bcher-kva.example",
+        ]:
+            mail = f"FROM:<u@{domain}> SMTPUTF8".encode()
+            self.assertEqual(parseMail(mail).address.address, "u@" + domain)
+            rcpt = f"TO:<u@{domain}>".encode()
+            self.assertEqual(parseRcpt(rcpt, True).address, "u@" + domain)
+
     def test_addressLiterals(self) -> None:
         """
         IPv4 and IPv6 address literals are accepted.

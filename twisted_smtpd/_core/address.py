@@ -121,12 +121,19 @@ _SIMPLE_PATH = re.compile(
 # 1123 section 2.1: no host name has that form); Postfix refuses it too.
 _NUMERIC_DOMAIN = re.compile("[0-9.]+")
 _DIGITS_AND_DOTS = "0123456789."
-# Unicode categories IDNA2008 disallows in U-labels (RFC 5892 section 2.6):
-# spaces, line and paragraph separators, format characters (bidi overrides,
-# zero-width spaces), except the two joiners it allows in context (U+200C
-# and U+200D, RFC 5892 appendix A.1 and A.2).
-_NOT_IN_U_LABELS = frozenset({"Zs", "Zl", "Zp", "Cf"})
+# Unicode categories IDNA2008 disallows in U-labels (RFC 5892 sections 2.5
+# and 2.6): spaces, line and paragraph separators, format characters (bidi
+# overrides, zero-width spaces), except the two joiners it allows in context
+# (U+200C and U+200D, RFC 5892 appendix A.1 and A.2); private use
+# characters, noncharacters and unassigned code points; surrogates.
+_NOT_IN_U_LABELS = frozenset({"Zs", "Zl", "Zp", "Cf", "Co", "Cn", "Cs"})
 _JOINERS = "\u200c\u200d"
+# Letters and punctuation IDNA2008 disallows though their categories are
+# allowed: the ideographic, fullwidth and halfwidth full stops, which IDNA
+# 2003 and UTS 46 take as the dot between labels (RFC 3490 section 3.1),
+# so that a U-label holding one would be two labels to the DNS; and the
+# Hangul fillers, default-ignorable (RFC 5892 section 2.6).
+_DISALLOWED_IN_U_LABELS = frozenset("\u3002\uff0e\uff61\u115f\u1160\u3164\uffa0")
 _LENIENT_KEYWORD = {
     "FROM:": re.compile("FROM *: *", re.IGNORECASE),
     "TO:": re.compile("TO *: *", re.IGNORECASE),
@@ -398,31 +405,48 @@ def _validDomainName(domain: str) -> bool:
     Whether C{domain}, which matched the path grammar's C{Domain}, can be a
     name in the DNS: no label longer than L{MAX_LABEL} octets, and not made
     of digits and dots only (C{123}, C{192.0.2.1}: an address is written as
-    an address literal, C{[192.0.2.1]}), and no space, separator or format
-    character (U+00A0, U+200B, U+202E), which no U-label holds (RFC 6531
-    section 3.3, RFC 5892), as Postfix checks it.
+    an address literal, C{[192.0.2.1]}); and each non-ASCII label a U-label
+    as Postfix checks it (RFC 6531 section 3.3; L{_validULabel}).
     """
     if _NUMERIC_DOMAIN.fullmatch(domain) is not None:
         return False
     if domain.isascii():
-        if len(domain) <= MAX_LABEL:
-            return True
-    elif any(
-        unicodedata.category(c) in _NOT_IN_U_LABELS and c not in _JOINERS
-        for c in domain
-        if not c.isascii()
-    ):
+        return len(domain) <= MAX_LABEL or all(
+            len(label) <= MAX_LABEL for label in domain.split(".")
+        )
+    return all(
+        len(label) <= MAX_LABEL if label.isascii() else _validULabel(label)
+        for label in domain.split(".")
+    )
+
+
+def _validULabel(label: str) -> bool:
+    """
+    Whether C{label}, a non-ASCII label that matched the path grammar's
+    C{sub-domain}, can be a U-label (RFC 5891 section 4.2.3): no space,
+    separator, format, private use or unassigned character (U+00A0, U+200B,
+    U+202E, U+E000, U+FFFF) nor any of L{_DISALLOWED_IN_U_LABELS} (RFC
+    5892); no hyphens in its third and fourth places (C{xn--}, section
+    4.2.3.1); no combining mark first (section 4.2.3.2); and an A-label of
+    at most L{MAX_LABEL} octets.
+    """
+    if label[2:4] == "--" or unicodedata.category(label[0])[0] == "M":
         return False
-    return all(_labelSize(label) <= MAX_LABEL for label in domain.split("."))
+    for c in label:
+        if c.isascii():
+            continue
+        if c in _DISALLOWED_IN_U_LABELS or (
+            unicodedata.category(c) in _NOT_IN_U_LABELS and c not in _JOINERS
+        ):
+            return False
+    return _labelSize(label) <= MAX_LABEL
 
 
 def _labelSize(label: str) -> int:
     """
-    The length in octets of C{label} in the DNS: its A-label's (C{xn--}
-    and its Punycode, RFC 3492) when it is not ASCII.
+    The length in octets of C{label}, which is not ASCII, in the DNS: its
+    A-label's (C{xn--} and its Punycode, RFC 3492).
     """
-    if label.isascii():
-        return len(label)
     return 4 + len(label.lower().encode("punycode"))
 
 
