@@ -1,0 +1,171 @@
+# -*- test-case-name: tests.test_address -*-
+"""
+Pure: the checks of a MAIL or RCPT path's domain beyond the grammar that
+matched it (RFC 5321 section 4.1.2): a domain name's label lengths and
+U-labels (RFC 6531 section 3.3, RFC 5891, RFC 5892) and an address
+literal's forms (RFC 5321 section 4.1.3).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import unicodedata
+
+__all__ = [
+    "DIGITS_AND_DOTS",
+    "MAX_LABEL",
+    "literalAddress",
+    "validDomainName",
+    "validLiteral",
+]
+
+# RFC 1035 section 2.3.4: a label is at most 63 octets (a non-ASCII one
+# counted as its A-label, RFC 5890 section 2.3.2.1).
+MAX_LABEL = 63
+
+# A domain of digits and dots only reads as an IP address or a number (RFC
+# 1123 section 2.1: no host name has that form); Postfix refuses it too.
+_NUMERIC_DOMAIN = re.compile("[0-9.]+")
+#: The characters of a domain L{validDomainName} refuses for being numeric.
+DIGITS_AND_DOTS = "0123456789."
+# Unicode categories IDNA2008 disallows in U-labels (RFC 5892 sections 2.5
+# and 2.6): spaces, line and paragraph separators, format characters (bidi
+# overrides, zero-width spaces), except the two joiners it allows in context
+# (U+200C and U+200D, RFC 5892 appendix A.1 and A.2); private use
+# characters, noncharacters and unassigned code points; surrogates.
+_NOT_IN_U_LABELS = frozenset({"Zs", "Zl", "Zp", "Cf", "Co", "Cn", "Cs"})
+_JOINERS = "\u200c\u200d"
+# Letters and punctuation IDNA2008 disallows though their categories are
+# allowed: the ideographic, fullwidth and halfwidth full stops, which IDNA
+# 2003 and UTS 46 take as the dot between labels (RFC 3490 section 3.1),
+# so that a U-label holding one would be two labels to the DNS; and the
+# Hangul fillers, default-ignorable (RFC 5892 section 2.6).
+_DISALLOWED_IN_U_LABELS = frozenset("\u3002\uff0e\uff61\u115f\u1160\u3164\uffa0")
+
+
+def validDomainName(domain: str) -> bool:
+    """
+    Whether C{domain}, which matched the path grammar's C{Domain}, can be a
+    name in the DNS: no label longer than L{MAX_LABEL} octets, and not made
+    of digits and dots only (C{123}, C{192.0.2.1}: an address is written as
+    an address literal, C{[192.0.2.1]}); and each non-ASCII label a U-label
+    as Postfix checks it (RFC 6531 section 3.3; C{_validULabel}).
+    """
+    if _NUMERIC_DOMAIN.fullmatch(domain) is not None:
+        return False
+    if domain.isascii():
+        return len(domain) <= MAX_LABEL or all(
+            len(label) <= MAX_LABEL for label in domain.split(".")
+        )
+    return all(
+        len(label) <= MAX_LABEL if label.isascii() else _validULabel(label)
+        for label in domain.split(".")
+    )
+
+
+def _validULabel(label: str) -> bool:
+    """
+    Whether C{label}, a non-ASCII label that matched the path grammar's
+    C{sub-domain}, can be a U-label (RFC 5891 section 4.2.3): no space,
+    separator, format, private use or unassigned character (U+00A0, U+200B,
+    U+202E, U+E000, U+FFFF) nor any of C{_DISALLOWED_IN_U_LABELS} (RFC
+    5892); no hyphens in its third and fourth places (C{xn--}, section
+    4.2.3.1); no combining mark first (section 4.2.3.2); and an A-label of
+    at most L{MAX_LABEL} octets.
+    """
+    if label[2:4] == "--" or unicodedata.category(label[0])[0] == "M":
+        return False
+    for c in label:
+        if c.isascii():
+            continue
+        if c in _DISALLOWED_IN_U_LABELS or (
+            unicodedata.category(c) in _NOT_IN_U_LABELS and c not in _JOINERS
+        ):
+            return False
+    return _labelSize(label) <= MAX_LABEL
+
+
+def _labelSize(label: str) -> int:
+    """
+    The length in octets of C{label}, which is not ASCII, in the DNS: its
+    A-label's (C{xn--} and its Punycode, RFC 3492).
+    """
+    return 4 + len(label.lower().encode("punycode"))
+
+
+def literalAddress(domain: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """
+    The IP address an address literal names (RFC 5321 section 4.1.3):
+    C{[192.0.2.1]}, C{[IPv6:2001:db8::1]}; numbers with leading zeros are
+    decimal (C{[010.0.0.1]} is 10.0.0.1).  C{None} for a domain name, a
+    general address literal, or a literal that is no valid address.
+    """
+    if not (domain.startswith("[") and domain.endswith("]")):
+        return None
+    return _literalAddress(domain[1:-1])
+
+
+# IPv4-address-literal (RFC 5321 section 4.1.3): four Snum, each one to three
+# decimal digits, leading zeros allowed (C{[192.0.002.1]}), which Python's
+# ipaddress refuses.
+_SNUM_IPV4 = re.compile("([0-9]{1,3})\\.([0-9]{1,3})\\.([0-9]{1,3})\\.([0-9]{1,3})")
+
+
+def _ipv4Literal(text: str) -> ipaddress.IPv4Address | None:
+    """
+    The address of an IPv4-address-literal of four decimal C{Snum} (RFC
+    5321 section 4.1.3), each at most 255; C{None} for anything else.
+    """
+    match = _SNUM_IPV4.fullmatch(text)
+    if match is None:
+        return None
+    octets = [int(snum) for snum in match.groups()]
+    if max(octets) > 255:
+        return None
+    return ipaddress.IPv4Address(bytes(octets))
+
+
+# The characters of an IPv6-address-literal after its tag: hex digits,
+# colons, and the dots of an IPv4 tail; no zone (C{%eth0}), which RFC 5321
+# does not have and Python's ipaddress would take.
+_IPV6_TEXT = re.compile("[0-9A-Fa-f:.]+")
+# RFC 5321 section 4.1.3: beside "::", IPv6-comp has at most 6 groups and
+# IPv6v4-comp at most 4 and its IPv4 tail (two groups' worth): the "::"
+# stands for at least two groups of zeros.
+_MAX_COMP_GROUPS = 6
+
+
+def _literalAddress(literal: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if literal[:5].upper() != "IPV6:":
+        return _ipv4Literal(literal)
+    text = literal[5:]
+    if _IPV6_TEXT.fullmatch(text) is None:
+        return None
+    hexText = text
+    tailGroups = 0
+    head, colon, tail = text.rpartition(":")
+    if colon and "." in tail:
+        # IPv6v4-full and IPv6v4-comp end in an IPv4-address-literal.
+        ipv4 = _ipv4Literal(tail)
+        if ipv4 is None:
+            return None
+        hexText = head
+        tailGroups = 2
+        text = f"{head}:{ipv4}"
+    if "::" in text:
+        groups = sum(1 for group in hexText.split(":") if group) + tailGroups
+        if groups > _MAX_COMP_GROUPS:
+            return None
+    try:
+        return ipaddress.IPv6Address(text)
+    except ValueError:
+        return None
+
+
+def validLiteral(literal: str) -> bool:
+    """
+    Whether C{literal} (without brackets) is an IPv4 address or C{IPv6:}
+    followed by an IPv6 address (RFC 5321 section 4.1.3).
+    """
+    return _literalAddress(literal) is not None
