@@ -8,7 +8,10 @@ tail of an IPv6 one, as Postfix accepts them.
 from __future__ import annotations
 
 import ipaddress
+import re
 
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests import replies
@@ -173,3 +176,62 @@ class IPv6LiteralFormTests(SynchronousTestCase):
         """
         for literal in ("[IPv6:fe80::1%eth0]", "[IPv6:fe80::1%25]", "[IPv6:::ffff:1.2.3.4%x]"):
             self.assertIsNone(literalAddress(literal), literal)
+
+
+# RFC 5321 section 4.1.3 written out, as the oracle of the property test.
+_HEX = "[0-9A-Fa-f]{1,4}"
+_SNUM = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[0-9]{1,2}|0[0-9]{2})"
+_IPV4 = f"{_SNUM}(?:\\.{_SNUM}){{3}}"
+_FULL = re.compile(f"{_HEX}(?::{_HEX}){{7}}")
+_COMP = re.compile(f"(?:{_HEX}(?::{_HEX}){{0,5}})?::(?:{_HEX}(?::{_HEX}){{0,5}})?")
+_V4FULL = re.compile(f"{_HEX}(?::{_HEX}){{5}}:{_IPV4}")
+_V4COMP = re.compile(f"(?:{_HEX}(?::{_HEX}){{0,3}})?::(?:{_HEX}(?::{_HEX}){{0,3}}:)?{_IPV4}")
+
+
+def _rfc5321IPv6(text: str) -> bool:
+    """
+    Whether C{text} is an C{IPv6-addr} of RFC 5321 section 4.1.3, with its
+    prose: at most six groups beside the C{::} of C{IPv6-comp}, four
+    beside that of C{IPv6v4-comp}.
+    """
+    if _FULL.fullmatch(text) or _V4FULL.fullmatch(text):
+        return True
+    if _COMP.fullmatch(text):
+        return len(re.findall(_HEX, text)) <= 6
+    if _V4COMP.fullmatch(text):
+        return len(re.findall(_HEX, text.rpartition(":")[0])) <= 4
+    return False
+
+
+_ipv6Pieces = st.lists(
+    st.sampled_from(["0", "1", "ab", "ffff", "12345", ":", ":", "::", ".", "1.2.3.4", "09", "256"]),
+    max_size=16,
+).map("".join)
+_ipv6Texts = st.one_of(
+    _ipv6Pieces,
+    st.ip_addresses(v=6).map(str),
+    st.ip_addresses(v=6).map(lambda a: a.exploded),
+    st.ip_addresses(v=4).map(lambda a: f"::ffff:{a}"),
+)
+
+
+class IPv6LiteralOracleTests(SynchronousTestCase):
+    """
+    L{literalAddress} against RFC 5321's IPv6 grammar written as regular
+    expressions.
+    """
+
+    @settings(max_examples=500, deadline=None)
+    @given(_ipv6Texts)
+    @example("::1:2:3:4:1.2.3.4")
+    @example("::1:2:3:4:5:1.2.3.4")
+    @example("1::3:4:5:6:7:8")
+    @example("::2:3:4:5:6:7")
+    @example("1:2:3:4:5:6:1.2.3.4")
+    @example("1:2:3:4:5:6:7:8")
+    def test_sameAsGrammar(self, text: str) -> None:
+        """
+        An C{IPv6:} literal is an address exactly when its text is one of
+        RFC 5321's four forms.
+        """
+        self.assertEqual(literalAddress(f"[IPv6:{text}]") is not None, _rfc5321IPv6(text), text)
