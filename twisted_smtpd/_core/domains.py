@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_address -*-
+# -*- test-case-name: tests.test_domains,tests.test_address,tests.test_addressliterals -*-
 """
 Pure: the checks of a MAIL or RCPT path's domain beyond the grammar that
 matched it (RFC 5321 section 4.1.2): a domain name's label lengths and
