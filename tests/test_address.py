@@ -227,11 +227,36 @@ class MailPathTests(MailTestCase):
             rcpt = f"TO:<u@{domain}>".encode()
             self.assertRcptRefused(rcpt, replies.BAD_RECIPIENT_SYNTAX, True)
 
+    def test_domainsMappedOutOfHostNames(self) -> None:
+        """
+        A non-ASCII label holding a character that UTS 46 (as Postfix applies
+        it, through ICU) maps to ASCII no host name holds gets 501 at MAIL
+        and RCPT, as from Postfix: a spacing accent (U+00A8, mapped to a
+        space and a combining mark), a parenthesised digit (U+2474, to
+        C{(1)}), a fullwidth bracket (U+FF3B), a leader of two dots or a
+        digit with a full stop (U+2025, U+2488: dots, which would split the
+        label), or a fullwidth hyphen first (U+FF0D).
+        """
+        for domain in [
+            "a\u00a8b.example",
+            "a\u2474b.example",
+            "a\uff3bb.example",
+            "a\u2025b.example",
+            "a\u2488b.example",
+            "\uff0dab.example",
+            "b\u00fccher\uff0d.example",
+        ]:
+            mail = f"FROM:<u@{domain}> SMTPUTF8".encode()
+            self.assertMailRefused(mail, replies.BAD_SENDER_SYNTAX)
+            rcpt = f"TO:<u@{domain}>".encode()
+            self.assertRcptRefused(rcpt, replies.BAD_RECIPIENT_SYNTAX, True)
+
     def test_uLabelsAccepted(self) -> None:
         """
         U-labels with a combining mark after a letter, a joiner in context,
-        upper case letters, symbols and an underscore are accepted as
-        Postfix accepts them, and so are ASCII labels with hyphens in their
+        upper case letters, symbols, an underscore and fullwidth letters or
+        low line (which UTS 46 maps to ASCII ones) are accepted as Postfix
+        accepts them, and so are ASCII labels with hyphens in their
         third and fourth places, which are not U-labels.
         """
         for domain in [
@@ -240,6 +265,8 @@ class MailPathTests(MailTestCase):
             "B\u00dcCHER.example",
             "\u2665.example",
             "\u00fc_b.example",
+            "\uff42\uff55\uff43\uff48\uff45\uff52.example",
+            "a\uff3fb.example",
             "ab--cd.b\u00fccher.example",
             "xn--bcher-kva.example",
         ]:

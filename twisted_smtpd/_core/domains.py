@@ -12,6 +12,8 @@ import ipaddress
 import re
 import unicodedata
 
+import idna
+
 __all__ = [
     "DIGITS_AND_DOTS",
     "MAX_LABEL",
@@ -36,12 +38,11 @@ DIGITS_AND_DOTS = "0123456789."
 # characters, noncharacters and unassigned code points; surrogates.
 _NOT_IN_U_LABELS = frozenset({"Zs", "Zl", "Zp", "Cf", "Co", "Cn", "Cs"})
 _JOINERS = "\u200c\u200d"
-# Letters and punctuation IDNA2008 disallows though their categories are
-# allowed: the ideographic, fullwidth and halfwidth full stops, which IDNA
-# 2003 and UTS 46 take as the dot between labels (RFC 3490 section 3.1),
-# so that a U-label holding one would be two labels to the DNS; and the
-# Hangul fillers, default-ignorable (RFC 5892 section 2.6).
-_DISALLOWED_IN_U_LABELS = frozenset("\u3002\uff0e\uff61\u115f\u1160\u3164\uffa0")
+# The ASCII characters a label may hold once UTS 46 has mapped it: those of
+# a host name, with the underscore Postfix allows; no dot, so that a
+# character mapped to one (the ideographic full stop U+3002, U+2488 DIGIT
+# ONE FULL STOP) does not make one label two to the DNS.
+_HOST_ASCII = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 def validDomainName(domain: str) -> bool:
@@ -67,23 +68,37 @@ def validDomainName(domain: str) -> bool:
 def _validULabel(label: str) -> bool:
     """
     Whether C{label}, a non-ASCII label that matched the path grammar's
-    C{sub-domain}, can be a U-label (RFC 5891 section 4.2.3): no space,
-    separator, format, private use or unassigned character (U+00A0, U+200B,
-    U+202E, U+E000, U+FFFF) nor any of C{_DISALLOWED_IN_U_LABELS} (RFC
-    5892); no hyphens in its third and fourth places (C{xn--}, section
-    4.2.3.1); no combining mark first (section 4.2.3.2); and an A-label of
+    C{sub-domain}, is one Postfix takes as a U-label, as ICU's UTS 46
+    processing maps and checks it: no space, separator, format, private
+    use or unassigned character (U+00A0, U+200B, U+202E, U+E000, U+FFFF;
+    RFC 5892); no character UTS 46 disallows (U+3164 HANGUL FILLER), nor
+    one it maps to ASCII other than a host name's letters, digits, hyphens
+    and underscores (the spacing diaeresis U+00A8 to a space and a
+    combining mark, U+2474 to C{(1)}, U+3002 to a dot); and once mapped no
+    hyphen first or last, no hyphens in its third and fourth places (C{xn--}, RFC 5891 section
+    4.2.3.1), no combining mark first (section 4.2.3.2), and an A-label of
     at most L{MAX_LABEL} octets.
     """
-    if label[2:4] == "--" or unicodedata.category(label[0])[0] == "M":
-        return False
     for c in label:
-        if c.isascii():
-            continue
-        if c in _DISALLOWED_IN_U_LABELS or (
-            unicodedata.category(c) in _NOT_IN_U_LABELS and c not in _JOINERS
-        ):
+        if not c.isascii() and unicodedata.category(c) in _NOT_IN_U_LABELS and c not in _JOINERS:
             return False
-    return _labelSize(label) <= MAX_LABEL
+    try:
+        mapped = idna.uts46_remap(label, std3_rules=False, transitional=False)
+    except (idna.IDNAError, UnicodeError):
+        return False
+    if (
+        not mapped
+        or mapped[2:4] == "--"
+        or mapped[0] == "-"
+        or mapped[-1] == "-"
+        or unicodedata.category(mapped[0])[0] == "M"
+    ):
+        return False
+    if mapped.isascii():
+        return _HOST_ASCII.issuperset(mapped) and len(mapped) <= MAX_LABEL
+    if any(c.isascii() and c not in _HOST_ASCII for c in mapped):
+        return False
+    return _labelSize(mapped) <= MAX_LABEL
 
 
 def _labelSize(label: str) -> int:
@@ -91,7 +106,7 @@ def _labelSize(label: str) -> int:
     The length in octets of C{label}, which is not ASCII, in the DNS: its
     A-label's (C{xn--} and its Punycode, RFC 3492).
     """
-    return 4 + len(label.lower().encode("punycode"))
+    return 4 + len(label.encode("punycode"))
 
 
 def literalAddress(domain: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
