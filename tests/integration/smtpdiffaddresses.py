@@ -116,6 +116,10 @@ def _uLabels() -> Iterator[tuple[str, str]]:
     yield "fullwidth hyphen first", "<u@\uff0dab.example>"
     yield "fullwidth letters", "<u@\uff42\uff55\uff43\uff48\uff45\uff52.example>"
     yield "fullwidth low line", "<u@a\uff3fb.example>"
+    for size in (15, 16):
+        # Five labels of ideographs: 249 and 264 octets in A-labels.
+        labels = ("".join(chr(0x4E00 + 997 * j + 131 * i) for j in range(size)) for i in range(5))
+        yield f"ideographs {size}", "<u@" + ".".join(labels) + ">"
     yield "A-label too long", "<u@" + "\u00fc" * 40 + ".example>"
     yield "quoted escaped non-ASCII", '<"\\\u00e9"@example.com>'
     yield "local part 8bit 65 octets", "<a" + "\u00f6" * 32 + "@example.com>"

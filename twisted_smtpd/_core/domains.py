@@ -17,6 +17,7 @@ import idna
 __all__ = [
     "DIGITS_AND_DOTS",
     "MAX_LABEL",
+    "MAX_NAME",
     "literalAddress",
     "validDomainName",
     "validLiteral",
@@ -38,6 +39,11 @@ DIGITS_AND_DOTS = "0123456789."
 # characters, noncharacters and unassigned code points; surrogates.
 _NOT_IN_U_LABELS = frozenset({"Zs", "Zl", "Zp", "Cf", "Co", "Cn", "Cs"})
 _JOINERS = "\u200c\u200d"
+#: The longest domain name in octets, in A-labels (RFC 1035 section 2.3.4:
+#: 255 on the wire, 253 written without the final dot).
+MAX_NAME = 253
+# What _aLabelSize gives for a label that is no U-label.
+_NOT_A_LABEL = MAX_LABEL + 1
 # The ASCII characters a label may hold once UTS 46 has mapped it: those of
 # a host name, with the underscore Postfix allows; no dot, so that a
 # character mapped to one (the ideographic full stop U+3002, U+2488 DIGIT
@@ -50,8 +56,9 @@ def validDomainName(domain: str) -> bool:
     Whether C{domain}, which matched the path grammar's C{Domain}, can be a
     name in the DNS: no label longer than L{MAX_LABEL} octets, and not made
     of digits and dots only (C{123}, C{192.0.2.1}: an address is written as
-    an address literal, C{[192.0.2.1]}); and each non-ASCII label a U-label
-    as Postfix checks it (RFC 6531 section 3.3; C{_validULabel}).
+    an address literal, C{[192.0.2.1]}); each non-ASCII label a U-label
+    as Postfix checks it (RFC 6531 section 3.3; C{_aLabelSize}); and,
+    written in A-labels, no longer than L{MAX_NAME} octets.
     """
     if _NUMERIC_DOMAIN.fullmatch(domain) is not None:
         return False
@@ -59,54 +66,51 @@ def validDomainName(domain: str) -> bool:
         return len(domain) <= MAX_LABEL or all(
             len(label) <= MAX_LABEL for label in domain.split(".")
         )
-    return all(
-        len(label) <= MAX_LABEL if label.isascii() else _validULabel(label)
-        for label in domain.split(".")
-    )
+    # Its size written in A-labels, each label with the dot after it.
+    size = -1
+    for label in domain.split("."):
+        labelSize = len(label) if label.isascii() else _aLabelSize(label)
+        if labelSize > MAX_LABEL:
+            return False
+        size += labelSize + 1
+    return size <= MAX_NAME
 
 
-def _validULabel(label: str) -> bool:
+def _aLabelSize(label: str) -> int:
     """
-    Whether C{label}, a non-ASCII label that matched the path grammar's
-    C{sub-domain}, is one Postfix takes as a U-label, as ICU's UTS 46
-    processing maps and checks it: no space, separator, format, private
-    use or unassigned character (U+00A0, U+200B, U+202E, U+E000, U+FFFF;
-    RFC 5892); no character UTS 46 disallows (U+3164 HANGUL FILLER), nor
-    one it maps to ASCII other than a host name's letters, digits, hyphens
-    and underscores (the spacing diaeresis U+00A8 to a space and a
-    combining mark, U+2474 to C{(1)}, U+3002 to a dot); and once mapped no
-    hyphen first or last, no hyphens in its third and fourth places (C{xn--}, RFC 5891 section
-    4.2.3.1), no combining mark first (section 4.2.3.2), and an A-label of
-    at most L{MAX_LABEL} octets.
+    The length in octets of the A-label of C{label}, a non-ASCII label that
+    matched the path grammar's C{sub-domain}, or more than L{MAX_LABEL}
+    when it is not one Postfix takes as a U-label, as ICU's UTS 46
+    processing maps and checks it: one holding a space, separator, format,
+    private use or unassigned character (U+00A0, U+200B, U+202E, U+E000,
+    U+FFFF; RFC 5892), a character UTS 46 disallows (U+3164 HANGUL
+    FILLER) or maps to ASCII other than a host name's letters, digits,
+    hyphens and underscores (the spacing diaeresis U+00A8 to a space and a
+    combining mark, U+2474 to C{(1)}, U+3002 to a dot); or one that, mapped,
+    starts or ends with a hyphen, has hyphens in its third and fourth
+    places (C{xn--}, RFC 5891 section 4.2.3.1) or starts with a combining
+    mark (section 4.2.3.2).
     """
     for c in label:
         if not c.isascii() and unicodedata.category(c) in _NOT_IN_U_LABELS and c not in _JOINERS:
-            return False
+            return _NOT_A_LABEL
     try:
         mapped = idna.uts46_remap(label, std3_rules=False, transitional=False)
     except (idna.IDNAError, UnicodeError):
-        return False
+        return _NOT_A_LABEL
     if (
         not mapped
         or mapped[2:4] == "--"
         or mapped[0] == "-"
         or mapped[-1] == "-"
         or unicodedata.category(mapped[0])[0] == "M"
+        or any(c.isascii() and c not in _HOST_ASCII for c in mapped)
     ):
-        return False
+        return _NOT_A_LABEL
     if mapped.isascii():
-        return _HOST_ASCII.issuperset(mapped) and len(mapped) <= MAX_LABEL
-    if any(c.isascii() and c not in _HOST_ASCII for c in mapped):
-        return False
-    return _labelSize(mapped) <= MAX_LABEL
-
-
-def _labelSize(label: str) -> int:
-    """
-    The length in octets of C{label}, which is not ASCII, in the DNS: its
-    A-label's (C{xn--} and its Punycode, RFC 3492).
-    """
-    return 4 + len(label.encode("punycode"))
+        return len(mapped)
+    # xn-- and the Punycode (RFC 3492).
+    return 4 + len(mapped.encode("punycode"))
 
 
 def literalAddress(domain: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
