@@ -10,9 +10,10 @@ from collections.abc import Callable
 from functools import partial
 from unittest import mock
 
+import idna
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from twisted_smtpd._core import address as _address
 from twisted_smtpd._core import replies as replies
@@ -218,6 +219,7 @@ class MailPathTests(MailTestCase):
             "\ue000.example",
             "a\uffff.example",
             "\u3164.example",
+            "a\u3164b.example",
             "b\u00fccher\u3002example",
             "b\u00fccher\uff0eexample",
             "b\u00fccher\uff61example",
@@ -251,6 +253,19 @@ class MailPathTests(MailTestCase):
             self.assertMailRefused(mail, replies.BAD_SENDER_SYNTAX)
             rcpt = f"TO:<u@{domain}>".encode()
             self.assertRcptRefused(rcpt, replies.BAD_RECIPIENT_SYNTAX, True)
+
+    def test_codePointsNewerThanPython(self) -> None:
+        """
+        A letter newer than Python's Unicode tables (U+31350, a CJK ideograph
+        of Unicode 15.0, unassigned to Python 3.11) is accepted when the
+        idna package's UTS 46 table knows it, as Postfix's ICU does.
+        """
+        domain = "a\U00031350b.example"
+        try:
+            idna.uts46_remap(domain)
+        except idna.IDNAError:
+            raise SkipTest(f"idna {idna.__version__} does not know U+31350") from None
+        self.assertEqual(parseRcpt(f"TO:<u@{domain}>".encode(), True).address, "u@" + domain)
 
     def test_nameTooLongInALabels(self) -> None:
         """

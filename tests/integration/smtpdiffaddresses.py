@@ -93,6 +93,8 @@ def _uLabels() -> Iterator[tuple[str, str]]:
     yield "hyphens third fourth", "<u@\u00fcb--c.example>"
     yield "xn-- prefix", "<u@xn--\u00fc.example>"
     yield "Hangul filler", "<u@\u3164.example>"
+    yield "Hangul filler inside", "<u@a\u3164b.example>"
+    yield "ideograph of Unicode 15", "<u@a\U00031350b.example>"
     yield "ideographic stop", "<u@b\u00fccher\u3002example>"
     yield "fullwidth stop", "<u@b\u00fccher\uff0eexample>"
     yield "two ideographic stops", "<u@\u00fc\u3002\u3002example>"

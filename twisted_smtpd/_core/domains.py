@@ -32,13 +32,18 @@ MAX_LABEL = 63
 _NUMERIC_DOMAIN = re.compile("[0-9.]+")
 #: The characters of a domain L{validDomainName} refuses for being numeric.
 DIGITS_AND_DOTS = "0123456789."
-# Unicode categories IDNA2008 disallows in U-labels (RFC 5892 sections 2.5
-# and 2.6): spaces, line and paragraph separators, format characters (bidi
-# overrides, zero-width spaces), except the two joiners it allows in context
-# (U+200C and U+200D, RFC 5892 appendix A.1 and A.2); private use
-# characters, noncharacters and unassigned code points; surrogates.
-_NOT_IN_U_LABELS = frozenset({"Zs", "Zl", "Zp", "Cf", "Co", "Cn", "Cs"})
+# Unicode categories IDNA2008 disallows in U-labels (RFC 5892 section 2.6):
+# spaces, line and paragraph separators, format characters (bidi overrides,
+# zero-width spaces), except the two joiners it allows in context (U+200C
+# and U+200D, RFC 5892 appendix A.1 and A.2).  Private use characters,
+# noncharacters and unassigned code points are left to UTS 46's table, in
+# the idna package, which knows code points newer than Python's tables.
+_NOT_IN_U_LABELS = frozenset({"Zs", "Zl", "Zp", "Cf"})
 _JOINERS = "\u200c\u200d"
+# The Hangul fillers: letters, but default-ignorable, which IDNA2008
+# disallows (RFC 5892 section 2.6), and which UTS 46 disallows up to
+# Unicode 15.0 (so ICU, and Postfix) but drops from 15.1 on.
+_FILLERS = frozenset("\u115f\u1160\u3164\uffa0")
 #: The longest domain name in octets, in A-labels (RFC 1035 section 2.3.4:
 #: 255 on the wire, 253 written without the final dot).
 MAX_NAME = 253
@@ -81,18 +86,20 @@ def _aLabelSize(label: str) -> int:
     The length in octets of the A-label of C{label}, a non-ASCII label that
     matched the path grammar's C{sub-domain}, or more than L{MAX_LABEL}
     when it is not one Postfix takes as a U-label, as ICU's UTS 46
-    processing maps and checks it: one holding a space, separator, format,
-    private use or unassigned character (U+00A0, U+200B, U+202E, U+E000,
-    U+FFFF; RFC 5892), a character UTS 46 disallows (U+3164 HANGUL
-    FILLER) or maps to ASCII other than a host name's letters, digits,
-    hyphens and underscores (the spacing diaeresis U+00A8 to a space and a
-    combining mark, U+2474 to C{(1)}, U+3002 to a dot); or one that, mapped,
-    starts or ends with a hyphen, has hyphens in its third and fourth
-    places (C{xn--}, RFC 5891 section 4.2.3.1) or starts with a combining
-    mark (section 4.2.3.2).
+    processing maps and checks it: one holding a space, separator or
+    format character (U+00A0, U+200B, U+202E) or a Hangul filler (U+3164;
+    RFC 5892); a character UTS 46 disallows (private use, noncharacters,
+    unassigned code points: U+E000, U+FFFF) or maps to ASCII other than a
+    host name's letters, digits, hyphens and underscores (the spacing
+    diaeresis U+00A8 to a space and a combining mark, U+2474 to C{(1)},
+    U+3002 to a dot); or one that, mapped, starts or ends with a hyphen,
+    has hyphens in its third and fourth places (C{xn--}, RFC 5891 section
+    4.2.3.1) or starts with a combining mark (section 4.2.3.2).
     """
     for c in label:
-        if not c.isascii() and unicodedata.category(c) in _NOT_IN_U_LABELS and c not in _JOINERS:
+        if not c.isascii() and (
+            c in _FILLERS or (unicodedata.category(c) in _NOT_IN_U_LABELS and c not in _JOINERS)
+        ):
             return _NOT_A_LABEL
     try:
         mapped = idna.uts46_remap(label, std3_rules=False, transitional=False)
