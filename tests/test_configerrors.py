@@ -56,6 +56,9 @@ class HostnameTests(SynchronousTestCase):
             # RFC 5321 section 4.1.3: IPv6 only with its tag, IPv4 without.
             "[2001:db8::1]",
             "[IPv6:192.0.2.1]",
+            # No zone, and a "::" stands for two groups or more.
+            "[IPv6:fe80::1%eth0]",
+            "[IPv6:1:2:3:4:5:6:7::]",
         ]:
             e = self.assertRaises(usage.UsageError, parse, "--sink", "--hostname", name)
             self.assertIn(f"--hostname {name!r}", str(e))

@@ -22,6 +22,7 @@ from tests.integration.smtpdiff import (
     command,
 )
 from tests.integration.smtpdiff import session as _s
+from tests.integration.smtpdiffaddresses import ADDRESSES_DOCUMENTED, addresses
 from tests.integration.smtpdiffsequences import content, pipelining, sequencing
 
 
@@ -456,6 +457,7 @@ DOCUMENTED: dict[str, str] = {
     "DATA CR dot CR inside": "Bare CR in DATA",
     "DATA end CR dot CR": "Bare CR in DATA",
     "DATA end CRLF dot CR": "Bare CR in DATA",
+    **ADDRESSES_DOCUMENTED,
 }
 
 
@@ -470,6 +472,7 @@ def corpus() -> list[Session]:
         *sequencing(),
         *pipelining(),
         *content(),
+        *addresses(),
     ]
     names = [s.name for s in sessions]
     duplicates = {n for n in names if names.count(n) > 1}

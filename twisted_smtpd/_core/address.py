@@ -14,12 +14,16 @@ advertised: policy is the caller's.
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import unicodedata
 from typing import NamedTuple
 
-from twisted_smtpd._core.hostname import aLabels
+from twisted_smtpd._core.domains import (
+    DIGITS_AND_DOTS,
+    MAX_LABEL,
+    literalAddress,
+    validDomainName,
+    validLiteral,
+)
 from twisted_smtpd._core.printable import CONTROL
 from twisted_smtpd._core.replies import (
     BAD_AUTH_PARAMETER,
@@ -62,13 +66,10 @@ __all__ = [
 MAX_LOCAL_PART = 64
 MAX_DOMAIN = 255
 MAX_PATH = 256
-# RFC 1035 section 2.3.4: a label is at most 63 octets (a non-ASCII one
-# counted as its A-label, RFC 5890 section 2.3.2.1).
-MAX_LABEL = 63
 # RFC 3461 sections 4.2 and 4.4.
 MAX_ENVID = 100
 MAX_ORCPT = 500
-# RFC 1870 section 3: size-value ::= 1*20DIGIT.
+# RFC 1870 section 3 allows any number of digits; twenty always fit in 64 bits.
 MAX_SIZE_DIGITS = 20
 
 
@@ -118,16 +119,6 @@ _SIMPLE_PATH = re.compile(
     + _ASCII_LABEL
     + ")*>"
 )
-# A domain of digits and dots only reads as an IP address or a number (RFC
-# 1123 section 2.1: no host name has that form); Postfix refuses it too.
-_NUMERIC_DOMAIN = re.compile("[0-9.]+")
-_DIGITS_AND_DOTS = "0123456789."
-# Unicode categories IDNA2008 disallows in U-labels (RFC 5892 section 2.6):
-# spaces, line and paragraph separators, format characters (bidi overrides,
-# zero-width spaces), except the two joiners it allows in context (U+200C
-# and U+200D, RFC 5892 appendix A.1 and A.2).
-_NOT_IN_U_LABELS = frozenset({"Zs", "Zl", "Zp", "Cf"})
-_JOINERS = "\u200c\u200d"
 _LENIENT_KEYWORD = {
     "FROM:": re.compile("FROM *: *", re.IGNORECASE),
     "TO:": re.compile("TO *: *", re.IGNORECASE),
@@ -336,8 +327,8 @@ def _parsePath(text: str, reverse: bool, badSyntax: Reply, lenient: bool) -> tup
                 raise CommandError(badSyntax)
             domain = text[at + 1 : end - 1]
             # Most domains are one short enough for a label, with a letter.
-            if (len(domain) > MAX_LABEL or not domain.strip(_DIGITS_AND_DOTS)) and (
-                not _validDomainName(domain)
+            if (len(domain) > MAX_LABEL or not domain.strip(DIGITS_AND_DOTS)) and (
+                not validDomainName(domain)
             ):
                 raise CommandError(badSyntax)
             return text[1 : end - 1], text[end + 1 :]
@@ -387,106 +378,11 @@ def _mailbox(match: re.Match[str], badSyntax: Reply) -> str:
     if pathSize > MAX_PATH or localSize > MAX_LOCAL_PART or domainSize > MAX_DOMAIN:
         raise CommandError(PATH_TOO_LONG)
     if domain.startswith("["):
-        if not _validLiteral(domain[1:-1]):
+        if not validLiteral(domain[1:-1]):
             raise CommandError(badSyntax)
-    elif not _validDomainName(domain):
+    elif not validDomainName(domain):
         raise CommandError(badSyntax)
     return local + "@" + domain
-
-
-def _validDomainName(domain: str) -> bool:
-    """
-    Whether C{domain}, which matched the path grammar's C{Domain}, can be a
-    name in the DNS: no label longer than L{MAX_LABEL} octets, and not made
-    of digits and dots only (C{123}, C{192.0.2.1}: an address is written as
-    an address literal, C{[192.0.2.1]}), and no space, separator or format
-    character (U+00A0, U+200B, U+202E), which no U-label holds (RFC 6531
-    section 3.3, RFC 5892), as Postfix checks it.
-
-    A domain holding U-labels must also have an A-label form (RFC 5891
-    section 5; L{aLabels}, as Postfix's C{smtputf8_enable} converts it
-    before checking the name): no noncharacter or other code point IDNA2008
-    disallows (U+FDD0, U+FFFE, U+2024), no label beginning with a combining
-    mark, no joiner outside the context RFC 5892 appendix A allows, no label
-    breaking the Bidi rule (RFC 5893), and at most 253 octets once written
-    in A-labels.
-    """
-    if _NUMERIC_DOMAIN.fullmatch(domain) is not None:
-        return False
-    if domain.isascii():
-        if len(domain) <= MAX_LABEL:
-            return True
-        return all(len(label) <= MAX_LABEL for label in domain.split("."))
-    if any(
-        unicodedata.category(c) in _NOT_IN_U_LABELS and c not in _JOINERS
-        for c in domain
-        if not c.isascii()
-    ):
-        # Checked first: the UTS 46 mapping would drop some of them (a
-        # zero-width space, a soft hyphen), and the name would pass.
-        return False
-    try:
-        aLabels(domain)
-    except ValueError:
-        return False
-    return True
-
-
-def literalAddress(domain: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """
-    The IP address an address literal names (RFC 5321 section 4.1.3):
-    C{[192.0.2.1]}, C{[IPv6:2001:db8::1]}; numbers with leading zeros are
-    decimal (C{[010.0.0.1]} is 10.0.0.1).  C{None} for a domain name, a
-    general address literal, or a literal that is no valid address.
-    """
-    if not (domain.startswith("[") and domain.endswith("]")):
-        return None
-    return _literalAddress(domain[1:-1])
-
-
-# IPv4-address-literal (RFC 5321 section 4.1.3): four Snum, each one to three
-# decimal digits, leading zeros allowed (C{[192.0.002.1]}), which Python's
-# ipaddress refuses.
-_SNUM_IPV4 = re.compile("([0-9]{1,3})\\.([0-9]{1,3})\\.([0-9]{1,3})\\.([0-9]{1,3})")
-
-
-def _ipv4Literal(text: str) -> ipaddress.IPv4Address | None:
-    """
-    The address of an IPv4-address-literal of four decimal C{Snum} (RFC
-    5321 section 4.1.3), each at most 255; C{None} for anything else.
-    """
-    match = _SNUM_IPV4.fullmatch(text)
-    if match is None:
-        return None
-    octets = [int(snum) for snum in match.groups()]
-    if max(octets) > 255:
-        return None
-    return ipaddress.IPv4Address(bytes(octets))
-
-
-def _literalAddress(literal: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    if literal[:5].upper() != "IPV6:":
-        return _ipv4Literal(literal)
-    text = literal[5:]
-    head, colon, tail = text.rpartition(":")
-    if colon and "." in tail:
-        # IPv6v4-full and IPv6v4-comp end in an IPv4-address-literal.
-        ipv4 = _ipv4Literal(tail)
-        if ipv4 is None:
-            return None
-        text = f"{head}:{ipv4}"
-    try:
-        return ipaddress.IPv6Address(text)
-    except ValueError:
-        return None
-
-
-def _validLiteral(literal: str) -> bool:
-    """
-    Whether C{literal} (without brackets) is an IPv4 address or C{IPv6:}
-    followed by an IPv6 address (RFC 5321 section 4.1.3).
-    """
-    return _literalAddress(literal) is not None
 
 
 def _parseParameters(text: str) -> dict[str, str | bool]:
