@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from OpenSSL import SSL
+from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -244,3 +246,42 @@ class FailureMetricTests(SynchronousTestCase):
             return result
 
         self.assertEqual((value("timeout"), value("closed")), (1, 1))
+
+
+class CloseNotifyMidwayTests(SynchronousTestCase):
+    def test_closeNotifyBeforeHandshakeEnds(self) -> None:
+        """
+        A client's close_notify after its ClientHello, before the handshake
+        has finished (OpenSSL's C{ZeroReturnError}, without reasons), closes
+        the connection as a client closing it: nothing raised out of
+        C{dataReceived}, one line C{TLS handshake failed: connection
+        closed} and one C{tlsfailed} event of kind C{closed}, and the slot
+        is given back.
+        """
+        log = LogCatcher(self)
+        factory = factoryFor(Clock(), maxClients=1)
+        seen: list[tuple[str, dict[str, Any]]] = []
+        factory.addObserver(lambda event, session, data: seen.append((event, data)))
+        tls = ServerTLS(None, hostname="mx.example.com")
+        layer = ListenerTLSFactory(tls, factory, "ssl:465").buildProtocol(None)
+        transport = StringTransport(
+            peerAddress=IPv4Address("TCP", "192.0.2.7", 40000),
+            hostAddress=IPv4Address("TCP", "192.0.2.1", 465),
+        )
+        layer.makeConnection(transport)
+        client = SSL.Connection(SSL.Context(SSL.TLS_CLIENT_METHOD), None)
+        client.set_connect_state()
+        self.assertRaises(SSL.WantReadError, client.do_handshake)
+        # The ClientHello, then a close_notify alert (RFC 8446 section 6.1).
+        layer.dataReceived(client.bio_read(65536) + bytes.fromhex("15030300020100"))
+        self.assertTrue(transport.disconnecting)
+        layer.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(
+            [line.split(" ", 1)[1] for line in log.matching("TLS handshake failed")],
+            ["192.0.2.7 TLS handshake failed: connection closed"],
+        )
+        self.assertEqual(
+            [(event, data["reason"]) for event, data in seen if event == "tlsfailed"],
+            [("tlsfailed", "closed")],
+        )
+        self.assertFalse(factory.connections)

@@ -2,13 +2,15 @@
 """
 Hostile TLS clients over real sockets, after STARTTLS and on an C{ssl:}
 listener: one that stalls in the middle of its handshake, one that closes
-or resets it, one sending a ClientHello far too large, an SSL 2.0 style
-hello, and a TLS 1.2 client asking to renegotiate.  Each connection ends
-with one clear log line, no traceback, and no file descriptor left open.
+or resets it or sends its close_notify in its middle, one sending a
+ClientHello far too large, an SSL 2.0 style hello, and a TLS 1.2 client
+asking to renegotiate.  Each connection ends with one clear log line, no
+traceback, and no file descriptor left open.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
@@ -87,6 +89,31 @@ def hugeHello(port: int, starttls: bool) -> None:
                 message = b"B" * 16000
         except OSError:
             return
+        _readToClose(s)
+
+
+def clientHello() -> bytes:
+    """
+    The first flight of a pyOpenSSL client: its ClientHello records.
+    """
+    client = SSL.Connection(SSL.Context(SSL.TLS_CLIENT_METHOD), None)
+    client.set_connect_state()
+    with contextlib.suppress(SSL.WantReadError):
+        client.do_handshake()
+    return client.bio_read(65536)
+
+
+#: A close_notify alert in a plaintext record (RFC 8446 section 6.1: either
+#: side may send it at any time, the handshake not finished too).
+CLOSE_NOTIFY = bytes.fromhex("15030300020100")
+
+
+def closeNotifyMidway(port: int, starttls: bool) -> None:
+    """
+    A ClientHello, then a close_notify before the handshake has finished.
+    """
+    with _connect(port, starttls) as s:
+        s.sendall(clientHello() + CLOSE_NOTIFY)
         _readToClose(s)
 
 
@@ -184,6 +211,13 @@ class HostileHandshakeTests(TestCase):
         A client resetting in the middle of its handshake.
         """
         return self.check(resetMidway, "TLS handshake failed: ")
+
+    def test_closeNotifyMidway(self) -> Any:
+        """
+        A client sending its close_notify in the middle of its handshake:
+        a close, with no traceback.
+        """
+        return self.check(closeNotifyMidway, "TLS handshake failed: connection closed")
 
     def test_hugeHello(self) -> Any:
         """

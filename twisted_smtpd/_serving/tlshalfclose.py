@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.integration.test_tlshalfclose -*-
 """
 A client's close_notify read as the end of what it sends, not of the
-session: the TLS counterpart of a FIN on plain TCP; and all OpenSSL writes
-sent at once.
+session: the TLS counterpart of a FIN on plain TCP, and before the end of
+the handshake as a close; and all OpenSSL writes sent at once.
 
 Twisted's TLS layer answers a close_notify with its own and closes at once,
 dropping whatever the session had still to answer: a client that pipelines
@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from OpenSSL.SSL import Error, WantReadError, ZeroReturnError
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.protocols.tls import BufferingTLSTransport
@@ -30,8 +31,9 @@ _CHUNK = 2**15
 class HalfClosingTLS(BufferingTLSTransport):
     """
     A TLS layer that reads its client's close_notify as a half-close when
-    the protocol it wraps takes one, and reads nothing more after it, and
-    that sends all OpenSSL wrote at once.
+    the protocol it wraps takes one, and reads nothing more after it (one
+    before the end of the handshake as the connection closed), and that
+    sends all OpenSSL wrote at once.
     """
 
     _readEnded = False
@@ -55,7 +57,7 @@ class HalfClosingTLS(BufferingTLSTransport):
                 wrapped: Any = self.wrappedProtocol
                 if self.disconnecting or not IHalfCloseableProtocol.providedBy(wrapped):
                     self._shutdownTLS()  # type: ignore[no-untyped-call]
-                    self._tlsShutdownFinished(None)  # type: ignore[no-untyped-call]
+                    self._tlsShutdownFinished(None)
                 else:
                     self._readEnded = True
                     wrapped.readConnectionLost()
@@ -65,6 +67,23 @@ class HalfClosingTLS(BufferingTLSTransport):
                 if not self._aborted:
                     ProtocolWrapper.dataReceived(self, data)  # type: ignore[no-untyped-call]
         self._flushSendBIO()
+
+    def _tlsShutdownFinished(self, reason: Failure | None) -> None:
+        if reason is not None and isinstance(reason.value, ZeroReturnError):
+            # The client's close_notify before its handshake finished (RFC
+            # 8446 section 6.1: either side may send one at any time):
+            # OpenSSL's ZeroReturnError, which carries no reasons, and whose
+            # args[0] Twisted (23.10 to 26.10) reads, raising an IndexError
+            # out of dataReceived, a traceback and a session ended "by
+            # IndexError".  It is the client closing: the reason the session
+            # is told (Twisted reads every reason given here as an OpenSSL
+            # error, so it is set as the one kept, and none is given).
+            if self._reason is None:
+                self._reason = Failure(  # type: ignore[no-untyped-call]
+                    ConnectionDone("close_notify before the end of the TLS handshake")
+                )
+            reason = None
+        super()._tlsShutdownFinished(reason)  # type: ignore[no-untyped-call]
 
     def _flushSendBIO(self) -> None:
         # Twisted sends at most 32 KiB of what OpenSSL wrote and leaves the
