@@ -128,3 +128,25 @@ class OwedRepliesTests(SynchronousTestCase):
         take(transport)
         clock.advance(30)
         self.assertEqual(take(transport), HANDLER_TIMEOUT)
+
+    def test_silenceInRefusedLastChunk(self) -> None:
+        """
+        A client silent in the middle of a LAST chunk refused for the size
+        limit (its octets read and dropped) is owed that chunk's replies,
+        one per recipient: each gets the 421.
+        """
+        proto, transport, clock, _ = connect(lmtp=True, size=10, socketTimeout=60)
+        proto.dataReceived(ENVELOPE + b"BDAT 100 LAST\r\nabcde")
+        take(transport)
+        clock.advance(60)
+        self.assertEqual(take(transport), replies.TIMEOUT * 3)
+
+    def test_silenceInRefusedChunkBeforeLast(self) -> None:
+        """
+        The same in a refused chunk before the LAST one owes one reply.
+        """
+        proto, transport, clock, _ = connect(lmtp=True, size=10, socketTimeout=60)
+        proto.dataReceived(ENVELOPE + b"BDAT 100\r\nabcde")
+        take(transport)
+        clock.advance(60)
+        self.assertEqual(take(transport), replies.TIMEOUT)
