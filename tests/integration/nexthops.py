@@ -220,6 +220,7 @@ class Postfix:
             "proxymap unix - - n - - proxymap",
             "smtp unix - - n - - smtp",
             "relay unix - - n - - smtp",
+            "lmtp unix - - n - - lmtp",
             "showq unix n - n - - showq",
             "error unix - - n - - error",
             "retry unix - - n - - error",

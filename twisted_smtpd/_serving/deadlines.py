@@ -230,8 +230,7 @@ def check(p: SessionControl, now: float) -> None:
                     seconds=seconds,
                     received=p.times.rateBytes,
                 )
-            p.abandonMessage(catalogue.TOO_SLOW)
-            p.closeWith(catalogue.TOO_SLOW)
+            closeOwing(p, catalogue.TOO_SLOW)
             return
         p.times.rateSince = now
         p.times.rateBytes = 0
@@ -299,7 +298,39 @@ def _closeLate(
             what=what,
             seconds=seconds,
         )
+    closeOwing(p, reply)
+
+
+def repliesOwed(p: SessionControl) -> int:
+    """
+    How many replies the client waits for now: one, but in LMTP, once a
+    message's body is being sent with DATA or with its LAST BDAT chunk (or
+    has ended and awaits its replies), one per accepted recipient (RFC 2033
+    section 4.2).
+    """
+    receiver = p.receiver
+    if receiver is None or not p.options.lmtp:
+        return 1
+    decoder = receiver.decoder
+    if isinstance(decoder, ChunkDecoder) and not decoder.final:
+        # A chunk before the LAST one, or between two: one reply per BDAT.
+        return 1
+    return p.rcptAccepted
+
+
+def closeOwing(p: SessionControl, reply: Reply) -> None:
+    """
+    Drop the message in progress with C{reply}, send C{reply} as every reply
+    the client waits for (L{repliesOwed}), then close.  An LMTP client
+    waiting for one reply per recipient gets C{reply} for each, as Dovecot's
+    LMTP server fails every reply of a command it fails, not the first
+    recipient's alone and a closed connection for the others (which Postfix
+    takes as a message that may be sent more than once).
+    """
+    count = repliesOwed(p)
     p.abandonMessage(reply)
+    for _ in range(count - 1):
+        p.reply(reply)
     p.closeWith(reply)
 
 
@@ -391,8 +422,7 @@ def shutdown(p: SessionControl, force: bool) -> None:
         p.times.handshakeSince = None
         p.abort()
     elif not p.inTransaction():
-        p.abandonMessage(catalogue.SHUTDOWN)
-        p.closeWith(catalogue.SHUTDOWN)
+        closeOwing(p, catalogue.SHUTDOWN)
     elif force:
         if not unlogged(p):
             p.log.info(
@@ -402,5 +432,4 @@ def shutdown(p: SessionControl, force: bool) -> None:
                 client=clientAddress(p.session.remoteAddress),
                 seconds=p.options.closeTimeout,
             )
-        p.abandonMessage(catalogue.SHUTDOWN)
-        p.closeWith(catalogue.SHUTDOWN)
+        closeOwing(p, catalogue.SHUTDOWN)

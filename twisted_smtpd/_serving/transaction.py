@@ -337,8 +337,10 @@ def oversized(
     C{unanswered} (L{chunkLost}).
     """
     # The chunk's octets go to the discard, never to the decoder (a new
-    # receiver starts reading).
+    # receiver starts reading); whether it is the LAST one is still told,
+    # for the replies a session closing meanwhile owes (repliesOwed).
     receiver.reading = False
+    decoder.final = last
     first = not decoder.sizeExceeded
     if first:
         decoder.sizeExceeded = True
