@@ -15,6 +15,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -286,3 +287,141 @@ class TextSubclassAnswerTests(SynchronousTestCase):
         )
         self.assertIsNone(proto.session.user)
         self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+
+
+class ReturningLater(BaseHandler):
+    """
+    C{async def} hooks: the one named C{hook} returns (rather than awaits)
+    what C{answer} gives, a Deferred or a coroutine; the others accept.
+    """
+
+    def __init__(self, answer: Callable[[], object], hook: str = "onRcptTo") -> None:
+        self.answer = answer
+        self.hook = hook
+
+    def _answer(self, hook: str) -> object:
+        return self.answer() if hook == self.hook else AuthResult("alice")
+
+    async def onAuth(self, auth: AuthRequest, session: Session) -> object:
+        return self._answer("onAuth")
+
+    async def onRcptTo(self, address: Address, session: Session) -> object:
+        return self._answer("onRcptTo")
+
+    async def onData(self, stream: IMessageStream, session: Session) -> object:
+        await stream.drain()
+        return self._answer("onData")
+
+
+async def refuseRecipient() -> None:
+    """
+    Refuse, as a coroutine a hook may return without awaiting it.
+    """
+    raise SMTPError(550, "no such user", "5.1.1")
+
+
+class AnswerLaterTests(SynchronousTestCase):
+    """
+    An C{async def} hook that returns a Deferred or a coroutine rather than
+    awaiting it answers with what that gives, waited for as any hook's
+    answer: it does not accept at once.
+    """
+
+    def rcpt(self, handler: BaseHandler, **options: Any) -> tuple[Any, Any, Any]:
+        """
+        A session of C{handler} past MAIL, RCPT sent.
+        """
+        proto, transport, clock, _ = connect(handler, authOptional=True, **options)
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<a@example.com>\r\n")
+        take(transport)
+        proto.dataReceived(b"RCPT TO:<b@example.com>\r\n")
+        return proto, transport, clock
+
+    def test_failedDeferredRefuses(self) -> None:
+        """
+        A Deferred that failed with an L{SMTPError} refuses the recipient
+        with it, where the client was told 250 before and the refusal
+        logged as an unhandled error.
+        """
+        handler = ReturningLater(lambda: fail(SMTPError(550, "no such user", "5.1.1")))
+        proto, transport, _ = self.rcpt(handler)
+        self.assertEqual(take(transport), b"550 5.1.1 no such user\r\n")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_coroutineRefuses(self) -> None:
+        """
+        A coroutine returned unawaited is run: its L{SMTPError} refuses.
+        """
+        proto, transport, _ = self.rcpt(ReturningLater(refuseRecipient))
+        self.assertEqual(take(transport), b"550 5.1.1 no such user\r\n")
+
+    def test_deferredWaitedFor(self) -> None:
+        """
+        The session waits for the returned Deferred: no reply until it
+        fires, then the one it says.
+        """
+        pending: Deferred[None] = Deferred()
+        proto, transport, _ = self.rcpt(ReturningLater(lambda: pending))
+        proto.dataReceived(b"NOOP\r\n")
+        self.assertEqual(take(transport), b"")
+        pending.callback(None)
+        self.assertEqual(take(transport), replies.RCPT_OK + replies.OK)
+
+    def test_neverFiresTimesOut(self) -> None:
+        """
+        A returned Deferred that never fires is a hook that does not
+        answer: the session ends at C{handlerTimeout}.
+        """
+        pending: Deferred[None] = Deferred()
+        proto, transport, clock = self.rcpt(
+            ReturningLater(lambda: pending), handlerTimeout=30, socketTimeout=10
+        )
+        clock.advance(29)
+        self.assertEqual(take(transport), b"")
+        clock.advance(2)
+        self.assertEqual(
+            take(transport),
+            b"421 4.3.0 Error: timeout waiting for the mail system, try again later\r\n",
+        )
+        self.assertTrue(transport.disconnecting)
+        proto.connectionLost(Failure(ConnectionDone()))
+        pending.callback(None)
+        self.assertEqual(transport.value(), b"")
+
+    def test_onAuthNoLoginFromDeferred(self) -> None:
+        """
+        An C{onAuth} returning a Deferred that fires with C{None} (no
+        login) refuses: the client is not logged in as the Deferred
+        object.
+        """
+        proto, transport, _, _ = connect(
+            ReturningLater(lambda: succeed(None), "onAuth"), allowInsecureAuth=True
+        )
+        proto.dataReceived(b"EHLO c\r\n")
+        take(transport)
+        proto.dataReceived(PLAIN)
+        self.assertEqual(
+            take(transport), b"535 5.7.8 Error: authentication credentials invalid\r\n"
+        )
+        self.assertIsNone(proto.session.user)
+
+    def test_onDataText(self) -> None:
+        """
+        C{onData}'s returned Deferred gives the message's reply: its text,
+        or its refusal, not the default 250.
+        """
+        for answer, expected in [
+            (lambda: succeed("queued as 1A2B"), b"250 2.0.0 queued as 1A2B\r\n"),
+            (
+                lambda: fail(SMTPError(554, "rejected as spam", "5.7.1")),
+                b"554 5.7.1 rejected as spam\r\n",
+            ),
+        ]:
+            proto, transport, _, _ = connect(ReturningLater(answer, "onData"), authOptional=True)
+            proto.dataReceived(
+                b"EHLO c\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n"
+            )
+            take(transport)
+            proto.dataReceived(b"DATA\r\nhello\r\n.\r\n")
+            self.assertEqual(take(transport), replies.START_DATA + expected)
+            self.assertEqual(self.flushLoggedErrors(), [])

@@ -229,6 +229,13 @@ def runHook(
     waitForHandler(p, f"{_name(fn)} did not answer")
 
     def ok(value: object) -> None:
+        later = answersLater(value)
+        if later is not None:
+            # An async def hook returning a Deferred or a coroutine (not
+            # awaiting it): its answer is what that gives, still waited for
+            # within the handler's deadline.
+            later.addCallbacks(ok, failed)
+            return
         returned = returnedFailure(value)
         if returned is not None:
             failed(returned)
@@ -254,6 +261,23 @@ def runHook(
             p.logFailure(failure, _name(fn))
 
     result.addCallbacks(ok, failed)
+
+
+def answersLater(value: object) -> Deferred[Any] | None:
+    """
+    The L{Deferred} a hook's answer stands for when that answer is itself a
+    Deferred or a coroutine: an C{async def} hook that returns one rather
+    than awaiting it (C{return self.lookup(address)}).  Taken as a plain
+    value, it would accept at once, whatever it fires with later (a
+    refusal, logged as unhandled, after the client was told 250).
+
+    @return: That Deferred, or C{None} for any other answer.
+    """
+    if isinstance(value, Deferred):
+        return value
+    if isinstance(value, CoroutineType):
+        return Deferred.fromCoroutine(value)
+    return None
 
 
 #: The attributes of a session the server goes on using after a hook,

@@ -19,6 +19,7 @@ from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.replies import Reply, sanitiseText
 from twisted_smtpd._core.session import Session
 from twisted_smtpd._serving.hooks import (
+    answersLater,
     callHook,
     failureReply,
     replacedAttribute,
@@ -194,9 +195,21 @@ class MessageReceiver:
             self._answered(Failure())
             return
         if isinstance(result, Deferred):
-            result.addBoth(self._answered)
+            result.addBoth(self._answeredLater)
         else:
             self._answered(result)
+
+    def _answeredLater(self, outcome: object) -> None:
+        """
+        C{onData} answered through a Deferred: with C{outcome}, unless that
+        is a Deferred or a coroutine again (L{answersLater}), whose own
+        answer is then waited for.
+        """
+        later = answersLater(outcome)
+        if later is None:
+            self._answered(outcome)
+        else:
+            later.addBoth(self._answeredLater)
 
     def feed(self, data: bytes, begin: int) -> int:
         """
