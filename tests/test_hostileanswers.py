@@ -425,3 +425,134 @@ class AnswerLaterTests(SynchronousTestCase):
             proto.dataReceived(b"DATA\r\nhello\r\n.\r\n")
             self.assertEqual(take(transport), replies.START_DATA + expected)
             self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class Answering(BaseHandler):
+    """
+    Answers the hook named C{hook} with C{answer}; accepts otherwise.
+    """
+
+    def __init__(self, hook: str, answer: object) -> None:
+        self.hook = hook
+        self.answer = answer
+
+    def onAuth(self, auth: AuthRequest, session: Session) -> object:
+        return self.answer if self.hook == "onAuth" else AuthResult(auth.username)
+
+    def onRcptTo(self, address: Address, session: Session) -> object:
+        return self.answer if self.hook == "onRcptTo" else None
+
+    def onData(self, stream: IMessageStream, session: Session) -> object:
+        d = stream.drain()
+        if self.hook == "onData":
+            d.addCallback(lambda _: self.answer)
+        return d
+
+
+#: Answers that read as a refusal's reply code.
+REFUSING_CODES: tuple[object, ...] = (
+    550,
+    (550, "no such user"),
+    [550, "no such user"],
+    b"550 no such user",
+    bytearray(b"550-no such user"),
+    b"550",
+)
+
+#: Answers that hold no refusal's code: each accepts, as any value does.
+ACCEPTING_VALUES: tuple[object, ...] = (
+    250,
+    (250, "ok"),
+    b"250 ok",
+    True,
+    0,
+    1000,
+    (550, "no", "extra"),
+    ("no such user", 550),
+    b"5500",
+    {"code": 550},
+)
+
+
+class CodeAnswerTests(SynchronousTestCase):
+    """
+    A hook's answer that is a reply code of 4xx or 5xx (an C{int}, C{bytes}
+    starting with one, a C{(code, text)} pair) was meant to refuse: it is
+    the handler's bug, answered 451 and logged once, never a 250 or a
+    login.
+    """
+
+    def rcptReply(self, answer: object) -> bytes:
+        proto, transport, _, _ = connect(Answering("onRcptTo", answer), authOptional=True)
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<a@example.com>\r\n")
+        take(transport)
+        proto.dataReceived(b"RCPT TO:<b@example.com>\r\nNOOP\r\n")
+        return take(transport)
+
+    def test_rcptRefusingCode(self) -> None:
+        """
+        C{onRcptTo} answering a refusal's code: 451, one logged
+        L{TypeError} naming the code.
+        """
+        for answer in REFUSING_CODES:
+            self.assertEqual(self.rcptReply(answer), replies.LOCAL_ERROR + replies.OK, answer)
+            [logged] = self.flushLoggedErrors(TypeError)
+            self.assertIn("holding the reply code 550", str(logged.value))
+
+    def test_rcptOtherValues(self) -> None:
+        """
+        Any other answer accepts, with nothing logged.
+        """
+        for answer in ACCEPTING_VALUES:
+            self.assertEqual(self.rcptReply(answer), replies.RCPT_OK + replies.OK, answer)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_authRefusingCode(self) -> None:
+        """
+        C{onAuth} answering C{535} (or C{b"535 ..."}, C{(535, ...)}) does
+        not log the client in as the user C{535}: a temporary failure.
+        """
+        for answer in (535, b"535 5.7.8 bad password", (535, "bad password")):
+            proto, transport, _, _ = connect(Answering("onAuth", answer), allowInsecureAuth=True)
+            proto.dataReceived(b"EHLO c\r\n")
+            take(transport)
+            proto.dataReceived(PLAIN)
+            self.assertEqual(
+                take(transport), b"454 4.7.0 Temporary authentication failure\r\n", answer
+            )
+            self.assertIsNone(proto.session.user)
+            self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+
+    def test_dataRefusingCode(self) -> None:
+        """
+        C{onData} answering a refusal's code: 451 for the message, one
+        logged L{TypeError}, not 250.
+        """
+        for answer in REFUSING_CODES:
+            proto, transport, _, _ = connect(Answering("onData", answer), authOptional=True)
+            proto.dataReceived(
+                b"EHLO c\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n"
+            )
+            take(transport)
+            proto.dataReceived(b"DATA\r\nhello\r\n.\r\n")
+            self.assertEqual(take(transport), replies.START_DATA + replies.LOCAL_ERROR, answer)
+            self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+
+    def test_lmtpEntryCode(self) -> None:
+        """
+        In LMTP, an entry of C{onData}'s list that is a refusal's code is
+        answered 451 for its recipient alone.
+        """
+        proto, transport, _, _ = connect(
+            Answering("onData", [250, 550]), lmtp=True, authOptional=True
+        )
+        proto.dataReceived(
+            b"LHLO c\r\nMAIL FROM:<a@example.com>\r\n"
+            b"RCPT TO:<b@example.com>\r\nRCPT TO:<c@example.com>\r\n"
+        )
+        take(transport)
+        proto.dataReceived(b"DATA\r\nhello\r\n.\r\n")
+        self.assertEqual(
+            take(transport), replies.START_DATA + replies.DATA_OK + replies.LOCAL_ERROR
+        )
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
