@@ -1,14 +1,14 @@
 # -*- test-case-name: tests.test_protocol -*-
 """
 Calling handler hooks: a plain value is used as it is, with no Deferred made
-on the hot path; C{async def} hooks go through C{txaio.as_future}; a Deferred
-is waited for.  And checking a handler when the server is built
+on the hot path; C{async def} hooks are run with C{Deferred.fromCoroutine};
+a Deferred is waited for.  And checking a handler when the server is built
 (L{checkHandler}).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from inspect import iscoroutinefunction
 from time import perf_counter
 from types import CoroutineType
@@ -72,12 +72,29 @@ def callHook(fn: Callable[..., object], *args: object) -> object:
     if known is None:
         known = _isAsync(fn)
     if known:
-        d: Deferred[Any] = txaio.as_future(fn, *args)
-        return d
+        coroutine = cast("Coroutine[Any, Any, object]", fn(*args))
+        return Deferred.fromCoroutine(_answerOf(coroutine))
     result = fn(*args)
     if isinstance(result, CoroutineType):
-        return Deferred.fromCoroutine(result)
+        return Deferred.fromCoroutine(_answerOf(result))
     return result
+
+
+async def _answerOf(coroutine: Coroutine[Any, Any, object]) -> object:
+    """
+    What a hook's coroutine answers: its return value, or, when that is a
+    L{Deferred} or a coroutine again (an C{async def} hook returning
+    C{self.lookup(address)} without awaiting it), what that gives, waited
+    for.  Taken as a plain value, a Deferred would accept at once whatever
+    it fires with later (a refusal, then logged as unhandled); handed back
+    to Twisted as a coroutine's result, older versions fail an assertion
+    inside the callback that resumed the coroutine, and the hook never
+    answers.
+    """
+    answer = await coroutine
+    while isinstance(answer, Deferred | CoroutineType):
+        answer = await answer
+    return answer
 
 
 #: BaseHandler's hooks that only accept: a handler that inherits them is not
@@ -235,13 +252,6 @@ def runHook(
     waitForHandler(p, f"{_name(fn)} did not answer")
 
     def ok(value: object) -> None:
-        later = answersLater(value)
-        if later is not None:
-            # An async def hook returning a Deferred or a coroutine (not
-            # awaiting it): its answer is what that gives, still waited for
-            # within the handler's deadline.
-            later.addCallbacks(ok, failed)
-            return
         returned = returnedFailure(value)
         if returned is not None:
             failed(returned)
@@ -267,23 +277,6 @@ def runHook(
             p.logFailure(failure, _name(fn))
 
     result.addCallbacks(ok, failed)
-
-
-def answersLater(value: object) -> Deferred[Any] | None:
-    """
-    The L{Deferred} a hook's answer stands for when that answer is itself a
-    Deferred or a coroutine: an C{async def} hook that returns one rather
-    than awaiting it (C{return self.lookup(address)}).  Taken as a plain
-    value, it would accept at once, whatever it fires with later (a
-    refusal, logged as unhandled, after the client was told 250).
-
-    @return: That Deferred, or C{None} for any other answer.
-    """
-    if isinstance(value, Deferred):
-        return value
-    if isinstance(value, CoroutineType):
-        return Deferred.fromCoroutine(value)
-    return None
 
 
 #: The attributes of a session the server goes on using after a hook,

@@ -20,7 +20,6 @@ from twisted_smtpd._core.replies import Reply, sanitiseText
 from twisted_smtpd._core.session import Session
 from twisted_smtpd._serving.hookanswers import codeRefusal, replyTextRefusal
 from twisted_smtpd._serving.hooks import (
-    answersLater,
     callHook,
     failureReply,
     replacedAttribute,
@@ -202,21 +201,9 @@ class MessageReceiver:
             self._answered(Failure())
             return
         if isinstance(result, Deferred):
-            result.addBoth(self._answeredLater)
+            result.addBoth(self._answered)
         else:
             self._answered(result)
-
-    def _answeredLater(self, outcome: object) -> None:
-        """
-        C{onData} answered through a Deferred: with C{outcome}, unless that
-        is a Deferred or a coroutine again (L{answersLater}), whose own
-        answer is then waited for.
-        """
-        later = answersLater(outcome)
-        if later is None:
-            self._answered(outcome)
-        else:
-            later.addBoth(self._answeredLater)
 
     def feed(self, data: bytes, begin: int) -> int:
         """
