@@ -240,6 +240,11 @@ class AuthResult:
     What C{onAuth} returns when it accepts: the user object to keep in
     C{session.user}, and an optional text for the 235 reply.
 
+    C{message} and C{authorizationIdentity} are checked when the result is
+    made: anything but a C{str} or C{None} raises L{TypeError} in the
+    handler's C{onAuth} (answered as its failure, 454), and a C{str}
+    subclass is kept as the plain C{str} of its characters.
+
     @ivar authorizationIdentity: The identity the handler lets this login act
         as.  When a PLAIN client asks to act as an identity other than its
         own (an C{AuthRequest.authorizationIdentity} different from
@@ -248,11 +253,6 @@ class AuthResult:
         identity.  Leave it C{None} to refuse such requests.
     @ivar message: The text of the 235 reply, or C{None} for the standard
         one.
-
-    C{message} and C{authorizationIdentity} are checked when the result is
-    made: anything but a C{str} or C{None} raises L{TypeError} in the
-    handler's C{onAuth} (answered as its failure, 454), and a C{str}
-    subclass is kept as the plain C{str} of its characters.
     """
 
     user: object
