@@ -22,7 +22,8 @@ from tests import replies
 from tests.test_protocol import connect, take
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.session import Address, Session
-from twisted_smtpd._serving.hooks import resetEnhancedWarnings, resetReplyTextWarnings
+from twisted_smtpd._serving.hookanswers import resetReplyTextWarnings
+from twisted_smtpd._serving.hooks import resetEnhancedWarnings
 from twisted_smtpd._serving.protocol import SMTPProtocol
 from twisted_smtpd._serving.service import SMTPServer
 from twisted_smtpd.handlers import BaseHandler

@@ -72,9 +72,16 @@ def sanitiseText(text: str) -> tuple[str, ...]:
     L{MAX_TEXT_LINES} lines are kept, each cut to L{MAX_TEXT_OCTETS}
     octets; a cut is marked with C{"..."}.
 
+    A C{str} subclass (a handler's text) is read as the plain C{str} of
+    its characters: its own methods (C{isprintable}, C{__format__}) never
+    decide what is sent.
+
     @return: One or more lines, none containing CR, LF or another such
         character.
+    @raise TypeError: C{text} is not a C{str}.
     """
+    if type(text) is not str:
+        text = str.__str__(text)
     if len(text) <= _SHORT_TEXT and text.isprintable():
         # No line break, nothing unsafe, short: one line, as it is.
         return (text,)

@@ -220,11 +220,30 @@ class AuthRequest:
         return hmac.compare_digest(secret, self.password.encode("utf-8"))
 
 
+def _optionalText(value: object) -> str | None:
+    """
+    C{value}, a handler's text, as a plain C{str} (a subclass's own
+    C{__str__} or C{__format__} never writes it), or C{None}.
+
+    @raise TypeError: C{value} is neither a C{str} nor C{None}.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"expected a str or None, not {type(value).__name__}")
+    return str.__str__(value)
+
+
 @frozen
 class AuthResult:
     """
     What C{onAuth} returns when it accepts: the user object to keep in
     C{session.user}, and an optional text for the 235 reply.
+
+    C{message} and C{authorizationIdentity} are checked when the result is
+    made: anything but a C{str} or C{None} raises L{TypeError} in the
+    handler's C{onAuth} (answered as its failure, 454), and a C{str}
+    subclass is kept as the plain C{str} of its characters.
 
     @ivar authorizationIdentity: The identity the handler lets this login act
         as.  When a PLAIN client asks to act as an identity other than its
@@ -232,11 +251,13 @@ class AuthResult:
         C{username}), RFC 4616 section 2 requires the server to check it may:
         the login is refused with C{535 5.7.8} unless this is that same
         identity.  Leave it C{None} to refuse such requests.
+    @ivar message: The text of the 235 reply, or C{None} for the standard
+        one.
     """
 
     user: object
-    message: str | None = None
-    authorizationIdentity: str | None = None
+    message: str | None = field(default=None, converter=_optionalText)
+    authorizationIdentity: str | None = field(default=None, converter=_optionalText)
 
 
 class _SessionIds:

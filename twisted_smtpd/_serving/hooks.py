@@ -1,14 +1,14 @@
 # -*- test-case-name: tests.test_protocol -*-
 """
 Calling handler hooks: a plain value is used as it is, with no Deferred made
-on the hot path; C{async def} hooks go through C{txaio.as_future}; a Deferred
-is waited for.  And checking a handler when the server is built
+on the hot path; C{async def} hooks are run with C{Deferred.fromCoroutine};
+a Deferred is waited for.  And checking a handler when the server is built
 (L{checkHandler}).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from inspect import iscoroutinefunction
 from time import perf_counter
 from types import CoroutineType
@@ -25,6 +25,12 @@ from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.replies import Reply
 from twisted_smtpd._core.session import Envelope, Session
 from twisted_smtpd._serving.deadlines import waitForHandler
+from twisted_smtpd._serving.hookanswers import (
+    answerCode,
+    codeRefusal,
+    replyTextRefusal,
+    startsWithCode,
+)
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._hookcheck import HOOKS, presentHooks
 from twisted_smtpd.interfaces import ISMTPHandler
@@ -66,12 +72,29 @@ def callHook(fn: Callable[..., object], *args: object) -> object:
     if known is None:
         known = _isAsync(fn)
     if known:
-        d: Deferred[Any] = txaio.as_future(fn, *args)
-        return d
+        coroutine = cast("Coroutine[Any, Any, object]", fn(*args))
+        return Deferred.fromCoroutine(_answerOf(coroutine))
     result = fn(*args)
     if isinstance(result, CoroutineType):
-        return Deferred.fromCoroutine(result)
+        return Deferred.fromCoroutine(_answerOf(result))
     return result
+
+
+async def _answerOf(coroutine: Coroutine[Any, Any, object]) -> object:
+    """
+    What a hook's coroutine answers: its return value, or, when that is a
+    L{Deferred} or a coroutine again (an C{async def} hook returning
+    C{self.lookup(address)} without awaiting it), what that gives, waited
+    for.  Taken as a plain value, a Deferred would accept at once whatever
+    it fires with later (a refusal, then logged as unhandled); handed back
+    to Twisted as a coroutine's result, older versions fail an assertion
+    inside the callback that resumed the coroutine, and the hook never
+    answers.
+    """
+    answer = await coroutine
+    while isinstance(answer, Deferred | CoroutineType):
+        answer = await answer
+    return answer
 
 
 #: BaseHandler's hooks that only accept: a handler that inherits them is not
@@ -220,7 +243,7 @@ def runHook(
             refused(_refusal(p, fn, returned))
         elif bug is not None:
             refused(bug)
-        elif isinstance(result, str) and (reply := _textRefusal(p, fn, result)):
+        elif result is not None and (reply := _answerRefusal(p, fn, result)):
             refused(reply)
         else:
             accepted(result)
@@ -238,7 +261,7 @@ def runHook(
         if p.connected and not p.closing:
             if bug is not None:
                 refused(bug)
-            elif isinstance(value, str) and (reply := _textRefusal(p, fn, value)):
+            elif value is not None and (reply := _answerRefusal(p, fn, value)):
                 refused(reply)
             else:
                 accepted(value)
@@ -424,88 +447,25 @@ def handlerBug(p: CommandContext, hookName: str, problem: str) -> Reply:
     return catalogue.LOCAL_ERROR
 
 
-#: The hooks already warned of answering with a positive reply's text: one
-#: line per hook of a handler class, for at most this many.
-_warnedText: set[str] = set()
-_MAX_WARNED_TEXT = 256
-
-
-def replyTextRefusal(
-    hookName: str, hook: object, text: str, log: Callable[[Failure], None]
-) -> Reply | None:
+def _answerRefusal(p: CommandContext, fn: Callable[..., object], answer: object) -> Reply | None:
     """
-    Check a text a hook answered with.  An aiosmtpd hook answers with its
-    reply's text (C{"550 no such user"}, C{"250 OK"}); here a hook's value
-    accepts, and only an L{SMTPError} refuses.  A text starting with a
-    4xx or 5xx code was meant to refuse: it is the handler's bug, given to
-    C{log} as a L{TypeError}, and refused 451 rather than accepted.  One
-    starting with another code accepts, as any value does, with one
-    warning per hook of a handler class.
-
-    @param hookName: The hook's name, for the log.
-    @param hook: The hook, whose handler's class the warning names.
-    @return: The reply refusing, or C{None} when C{text} stands.
+    L{replyTextRefusal} or L{codeRefusal} for hook C{fn} of session C{p}
+    and its answer, not C{None}: a text that does not start with a code,
+    what hooks answer every message, costs one test.
     """
-    if not _startsWithCode(text):
-        return None
-    shown = printable(text[:80])
-    if text[0] in "45":
-        try:
-            raise TypeError(
-                f"{hookName} returned {shown!r}: a string is not a reply; raise"
-                " SMTPError(code, text, enhanced) to refuse"
-            )
-        except TypeError:
-            log(Failure())
-        return catalogue.LOCAL_ERROR
-    owner = type(getattr(hook, "__self__", hook)).__qualname__
-    key = f"{owner}.{hookName}"
-    if key not in _warnedText and len(_warnedText) < _MAX_WARNED_TEXT:
-        _warnedText.add(key)
-        _log.warn(
-            "{hook} of {handler} returned {text}: a string is not a reply, and any"
-            " value accepts (raise SMTPError to refuse); logged once",
-            hook=hookName,
-            handler=owner,
-            text=repr(shown),
-        )
-    return None
-
-
-def resetReplyTextWarnings() -> None:
-    """
-    Forget which hooks were warned of answering with a reply's text.
-    """
-    _warnedText.clear()
-
-
-def _startsWithCode(text: str) -> bool:
-    """
-    Whether C{text} starts as a reply does: a code of three digits, the
-    first 2 to 5, then its end, a space or a hyphen.
-    """
-    return (
-        len(text) >= 3
-        and text[0] in "2345"
-        and text[1:3].isascii()
-        and text[1:3].isdigit()
-        and (len(text) == 3 or text[3] in " -")
-    )
-
-
-def _textRefusal(p: CommandContext, fn: Callable[..., object], text: str) -> Reply | None:
-    """
-    L{replyTextRefusal} for hook C{fn} of session C{p}: a text that does
-    not start with a code, what hooks answer every message, costs one test.
-    """
-    if not _startsWithCode(text):
+    if isinstance(answer, str):
+        if not startsWithCode(answer):
+            return None
+    elif answerCode(answer) is None:
         return None
     name = _name(fn)
 
     def log(failure: Failure) -> None:
         p.logFailure(failure, name)
 
-    return replyTextRefusal(name, fn, text, log)
+    if isinstance(answer, str):
+        return replyTextRefusal(name, fn, answer, log)
+    return codeRefusal(name, answer, log)
 
 
 def _name(fn: Callable[..., object]) -> str:

@@ -18,11 +18,11 @@ from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.replies import Reply, sanitiseText
 from twisted_smtpd._core.session import Session
+from twisted_smtpd._serving.hookanswers import codeRefusal, replyTextRefusal
 from twisted_smtpd._serving.hooks import (
     callHook,
     failureReply,
     replacedAttribute,
-    replyTextRefusal,
     returnedFailure,
 )
 from twisted_smtpd._stream import MessageStream
@@ -72,16 +72,23 @@ def errorFromReply(reply: Reply) -> SMTPError:
 def dataReply(result: object, log: Callable[[Failure], None], onData: object = None) -> Reply:
     """
     The 250 reply for what C{onData} returned: its text, or the default.
-    A text that is an aiosmtpd-style refusal (C{"554 rejected"}) is the
-    handler's bug, given to C{log} and answered 451
-    (L{replyTextRefusal}).
+    A text that is an aiosmtpd-style refusal (C{"554 rejected"}), or a
+    4xx or 5xx reply code (C{554}, C{b"554 rejected"}), is the handler's
+    bug, given to C{log} and answered 451 (L{replyTextRefusal},
+    L{codeRefusal}).
     """
-    if isinstance(result, str) and result:
+    if isinstance(result, str):
+        if not result:
+            return catalogue.DATA_OK
         if result[0] in "2345":
             refusal = replyTextRefusal("onData", onData, result, log)
             if refusal is not None:
                 return refusal
         return Reply(250, "2.0.0", sanitiseText(result))
+    if result is not None:
+        refusal = codeRefusal("onData", result, log)
+        if refusal is not None:
+            return refusal
     return catalogue.DATA_OK
 
 
@@ -357,7 +364,9 @@ class MessageReceiver:
             replies = [catalogue.DATA_OK] * count
         elif isinstance(outcome, _SEQUENCES):
             # An LMTP-style list in SMTP, which has one reply.
-            replies = [self._oneReply(outcome)]
+            # A (code, text) pair is one answer, not an entry per recipient.
+            refusal = codeRefusal("onData", outcome, self._log)
+            replies = [refusal or self._oneReply(outcome)]
         else:
             replies = [dataReply(outcome, self._log, self._onData)] * count
         self._done(replies, decoder.byteLength)

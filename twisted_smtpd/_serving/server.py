@@ -325,10 +325,33 @@ class SMTPServerFactory(ServerFactory):
     def _checkDeadlines(self) -> None:
         now = self.reactor.seconds()
         for protocol in list(self.connections):
-            check(protocol, now)
+            try:
+                check(protocol, now)
+            except Exception:
+                self._checkFailed(protocol)
         self.limits.expire(now)
         if not self.connections and not self.limits.tracking:
             self._stopSweeper()
+
+    def _checkFailed(self, protocol: SMTPProtocol) -> None:
+        """
+        The deadlines of C{protocol}'s session could not be checked: its
+        handler put something that is not an address in
+        C{session.remoteAddress} (C{None}, a text), which every check
+        reads.  Logged with the traceback and dropped, and left out of
+        the sweep from then on: left in, it would fail every second, and
+        the sessions after it would go unchecked, past their deadlines.
+        """
+        self._log.failure(
+            "{session} deadlines could not be checked (session.remoteAddress is {kind}):"
+            " connection aborted",
+            session=protocol.session.id,
+            kind=type(protocol.session.remoteAddress).__name__,
+        )
+        self.connections.discard(protocol)
+        transport: Any = protocol.transport
+        if transport is not None:
+            transport.abortConnection()
 
     def _stopSweeper(self) -> None:
         if self._sweeper is not None and self._sweeper.running:

@@ -1,0 +1,145 @@
+# -*- test-case-name: tests.test_hostileanswers -*-
+"""
+What a hook's plain answer says when it reads as a reply: an aiosmtpd-style
+text (C{"550 no such user"}), a reply code (C{550}, C{b"550 no"}, C{(550,
+"no such user")}).  Here any value a hook answers with accepts and only an
+L{SMTPError <twisted_smtpd._core.errors.SMTPError>} refuses, so such an
+answer with a 4xx or 5xx code was meant to refuse: it is the handler's bug,
+logged and answered 451, never a 250 (a login at AUTH, a recipient kept).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_smtpd._core import replies as catalogue
+from twisted_smtpd._core.printable import printable
+from twisted_smtpd._core.replies import Reply
+
+_log = Logger()
+
+
+#: The hooks already warned of answering with a positive reply's text: one
+#: line per hook of a handler class, for at most this many.
+_warnedText: set[str] = set()
+_MAX_WARNED_TEXT = 256
+
+
+def replyTextRefusal(
+    hookName: str, hook: object, text: str, log: Callable[[Failure], None]
+) -> Reply | None:
+    """
+    Check a text a hook answered with.  An aiosmtpd hook answers with its
+    reply's text (C{"550 no such user"}, C{"250 OK"}); here a hook's value
+    accepts, and only an L{SMTPError} refuses.  A text starting with a
+    4xx or 5xx code was meant to refuse: it is the handler's bug, given to
+    C{log} as a L{TypeError}, and refused 451 rather than accepted.  One
+    starting with another code accepts, as any value does, with one
+    warning per hook of a handler class.
+
+    @param hookName: The hook's name, for the log.
+    @param hook: The hook, whose handler's class the warning names.
+    @return: The reply refusing, or C{None} when C{text} stands.
+    """
+    # A str subclass's own methods never decide what is logged.
+    text = str.__str__(text)
+    if not startsWithCode(text):
+        return None
+    shown = printable(text[:80])
+    if text[0] in "45":
+        try:
+            raise TypeError(
+                f"{hookName} returned {shown!r}: a string is not a reply; raise"
+                " SMTPError(code, text, enhanced) to refuse"
+            )
+        except TypeError:
+            log(Failure())
+        return catalogue.LOCAL_ERROR
+    owner = type(getattr(hook, "__self__", hook)).__qualname__
+    key = f"{owner}.{hookName}"
+    if key not in _warnedText and len(_warnedText) < _MAX_WARNED_TEXT:
+        _warnedText.add(key)
+        _log.warn(
+            "{hook} of {handler} returned {text}: a string is not a reply, and any"
+            " value accepts (raise SMTPError to refuse); logged once",
+            hook=hookName,
+            handler=owner,
+            text=repr(shown),
+        )
+    return None
+
+
+def resetReplyTextWarnings() -> None:
+    """
+    Forget which hooks were warned of answering with a reply's text.
+    """
+    _warnedText.clear()
+
+
+def startsWithCode(text: str) -> bool:
+    """
+    Whether C{text} starts as a reply does: a code of three digits, the
+    first 2 to 5, then its end, a space or a hyphen.
+    """
+    return (
+        len(text) >= 3
+        and text[0] in "2345"
+        and text[1:3].isascii()
+        and text[1:3].isdigit()
+        and (len(text) == 3 or text[3] in " -")
+    )
+
+
+def answerCode(answer: object) -> int | None:
+    """
+    The reply code a hook's answer that is not a C{str} reads as: an
+    C{int} from 200 to 599 (not a C{bool}), C{bytes} starting as a reply
+    does (C{b"550 no"}), or a pair of such a code and its text
+    (C{(550, "no such user")}, a C{tuple} or C{list}).
+
+    @return: The code, or C{None} when C{answer} reads as none.
+    """
+    if isinstance(answer, tuple | list):
+        if len(answer) != 2 or not isinstance(answer[0], int):
+            return None
+        answer = answer[0]
+    if isinstance(answer, int):
+        if isinstance(answer, bool) or not 200 <= answer <= 599:
+            return None
+        return int.__int__(answer)
+    if isinstance(answer, bytes | bytearray):
+        head = bytes(answer[:4])
+        if (
+            len(head) >= 3
+            and head[:1] in (b"2", b"3", b"4", b"5")
+            and head[1:3].isdigit()
+            and (len(head) == 3 or head[3:4] in (b" ", b"-"))
+        ):
+            return int(head[:3])
+    return None
+
+
+def codeRefusal(hookName: str, answer: object, log: Callable[[Failure], None]) -> Reply | None:
+    """
+    Check an answer that is not a C{str} for a reply code
+    (L{answerCode}).  One of 4xx or 5xx was meant to refuse: it is the
+    handler's bug, given to C{log} as a L{TypeError} naming the hook, the
+    answer's type and the code (never the answer's own text), and answered
+    451.  Any other answer accepts, as every value does.
+
+    @return: The reply refusing, or C{None} when C{answer} stands.
+    """
+    code = answerCode(answer)
+    if code is None or code < 400:
+        return None
+    try:
+        raise TypeError(
+            f"{hookName} answered a {type(answer).__name__} holding the reply code {code}:"
+            " only an SMTPError refuses; raise SMTPError(code, text, enhanced)"
+        )
+    except TypeError:
+        log(Failure())
+    return catalogue.LOCAL_ERROR
