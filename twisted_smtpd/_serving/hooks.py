@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.test_protocol -*-
 """
 Calling handler hooks: a plain value is used as it is, with no Deferred made
-on the hot path; C{async def} hooks are run with C{Deferred.fromCoroutine};
-a Deferred is waited for.  And checking a handler when the server is built
+on the hot path; C{async def} hooks go through C{txaio.as_future}, their
+answer awaited until it is no Deferred or coroutine; a Deferred is waited
+for.  And checking a handler when the server is built
 (L{checkHandler}).
 """
 
@@ -72,11 +73,12 @@ def callHook(fn: Callable[..., object], *args: object) -> object:
     if known is None:
         known = _isAsync(fn)
     if known:
-        coroutine = cast("Coroutine[Any, Any, object]", fn(*args))
-        return Deferred.fromCoroutine(_answerOf(coroutine))
+        answer: Deferred[Any] = txaio.as_future(_answerOf, fn(*args))
+        return answer
     result = fn(*args)
     if isinstance(result, CoroutineType):
-        return Deferred.fromCoroutine(_answerOf(result))
+        later: Deferred[Any] = txaio.as_future(_answerOf, result)
+        return later
     return result
 
 
