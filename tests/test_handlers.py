@@ -918,8 +918,9 @@ class DebuggingHandlerTests(SynchronousTestCase):
     def test_markersInBodyEscaped(self) -> None:
         """
         A line of the body that reads as the end or the begin marker (as
-        it is, with spaces around it, an invisible format character, or
-        fullwidth hyphens) has its first character escaped: the body cannot
+        it is, with spaces around it, or fullwidth hyphens) has its first
+        character escaped, and an invisible format character before it is
+        itself escaped (C{\\u200b}) as all text printed is: the body cannot
         end its message early and print a message of its own after it,
         with a forged envelope and peer.  Other lines of hyphens are
         printed as they are.
@@ -950,7 +951,7 @@ class DebuggingHandlerTests(SynchronousTestCase):
                 "peer: 127.0.0.1:25",
                 "",
                 " \\x2d----------- END MESSAGE ------------ ",
-                "\u200b\\x2d----------- END MESSAGE ------------",
+                "\\u200b------------ END MESSAGE ------------",
                 "\\uff0d" + "\uff0d" * 11 + " END MESSAGE " + "\uff0d" * 12,
                 "------------ NOT A MARKER",
                 end,
