@@ -331,8 +331,9 @@ def oversized(
     once towards C{maxErrors}, as a message refused after its end does.
     The chunks after it (sent before the client read the 552, RFC 3030
     section 2) get L{catalogue.BDAT_DISCARDED}, with no log line of their
-    own; the LAST chunk (one reply per recipient in LMTP), or RSET, ends
-    the transaction.  A client gone before the last octet of the chunk
+    own, and each counts towards C{maxErrors} as any refusal does (once,
+    however many LMTP recipients); the LAST chunk (one reply per recipient
+    in LMTP), or RSET, ends the transaction.  A client gone before the last octet of the chunk
     that refused the message still leaves its C{message} event, marked
     C{unanswered} (L{chunkLost}).
     """
@@ -359,8 +360,10 @@ def oversized(
             p.reply(reply)
         if last:
             p.resetTransaction()
-        if first:
-            p.countError()
+        # Each one, the chunks after the first included: a refusal like
+        # any other, or a client could send chunks to drop without end
+        # (Postfix's skip_bdat counts each as an error too).
+        p.countError()
         if last and p.draining:
             p.closeWith(catalogue.SHUTDOWN)
 
