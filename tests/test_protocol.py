@@ -1764,7 +1764,7 @@ class BdatTests(SynchronousTestCase):
         552, nothing is delivered and the session goes on.
         """
         handler = RecordingHandler()
-        proto, transport, clock, _ = connect(handler, size=10)
+        proto, transport, clock, _ = connect(handler, size=12)
         transaction(proto, transport)
         proto.dataReceived(b"BDAT 8\r\n12345678BDAT 8 LAST\r\n12345678NOOP\r\n")
         self.assertEqual(take(transport), CHUNK_OK % 8 + replies.SIZE_EXCEEDED + replies.OK)
@@ -1789,7 +1789,7 @@ class BdatTests(SynchronousTestCase):
                 d.addErrback(failures.append)  # type: ignore[attr-defined]
                 return d
 
-        proto, transport, clock, factory = connect(Handler(), size=10, maxErrors=5)
+        proto, transport, clock, factory = connect(Handler(), size=12, maxErrors=5)
         events: list[tuple[str, dict[str, Any]]] = []
         factory.addObserver(lambda event, session, data: events.append((event, data)))
         transaction(proto, transport)
