@@ -393,7 +393,7 @@ def dropLimit(p: SessionControl, taken: int, size: int) -> str | None:
     """
     Whether a BDAT chunk of C{size} octets may be read and dropped, in a
     transfer that took C{taken} octets of its message before: not when
-    that takes it past one and a half times the size limit, as Postfix's
+    that takes it past one and a half times the size limit, as Postfix 3.12's
     C{skip_bdat} stops reading there, or a client could announce a chunk
     of up to 10**18 octets to be dropped and keep its session busy for
     ever (each read resets the idle timeout).  Without a size limit there
