@@ -652,7 +652,7 @@ class MinDataRateTests(SynchronousTestCase):
         """
         proto, transport, clock, factory = connect(socketTimeout=60, minDataRate=(1000, 10))
         take(transport)
-        proto.dataReceived(b"EHLO c\r\nBDAT 100000000\r\n")
+        proto.dataReceived(b"EHLO c\r\nBDAT 15000000\r\n")
         take(transport)
         for _ in range(20):
             proto.dataReceived(b"x")

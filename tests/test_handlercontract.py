@@ -670,7 +670,7 @@ class LMTPReplyCountTests(SynchronousTestCase):
         proto.dataReceived(b"LHLO c\r\nMAIL FROM:<s@e.com>\r\n")
         proto.dataReceived(b"RCPT TO:<a@e.com>\r\nRCPT TO:<b@e.com>\r\n")
         take(transport)
-        proto.dataReceived(b"BDAT 20 LAST\r\n" + b"x" * 20 + b"NOOP\r\n")
+        proto.dataReceived(b"BDAT 14 LAST\r\n" + b"x" * 14 + b"NOOP\r\n")
         out = take(transport)
         self.assertEqual(out.count(b"552 "), 2, out)
         self.assertTrue(out.endswith(replies.OK), out)

@@ -182,7 +182,7 @@ class MessageLostTests(SynchronousTestCase):
         the session no longer ends with no word of the message; a reset in
         a later chunk adds no second line.
         """
-        sid, lines = self._lost(b"BDAT 3\r\nabcBDAT 100 LAST\r\nabcde", False, " bytes", size=10)
+        sid, lines = self._lost(b"BDAT 3\r\nabcBDAT 100 LAST\r\nabcde", False, " bytes", size=100)
         self.assertEqual(
             lines,
             [
@@ -192,7 +192,7 @@ class MessageLostTests(SynchronousTestCase):
             ],
         )
         sid, lines = self._lost(
-            b"BDAT 100\r\n" + b"x" * 100 + b"BDAT 5\r\nab", False, " bytes", size=10
+            b"BDAT 100\r\n" + b"x" * 100 + b"BDAT 5\r\nab", False, " bytes", size=90
         )
         self.assertEqual(
             lines,

@@ -1764,7 +1764,7 @@ class BdatTests(SynchronousTestCase):
         552, nothing is delivered and the session goes on.
         """
         handler = RecordingHandler()
-        proto, transport, clock, _ = connect(handler, size=10)
+        proto, transport, clock, _ = connect(handler, size=12)
         transaction(proto, transport)
         proto.dataReceived(b"BDAT 8\r\n12345678BDAT 8 LAST\r\n12345678NOOP\r\n")
         self.assertEqual(take(transport), CHUNK_OK % 8 + replies.SIZE_EXCEEDED + replies.OK)
@@ -1776,7 +1776,8 @@ class BdatTests(SynchronousTestCase):
         once its octets are read (RFC 3030 section 4.2), never a 250; the
         handler's stream fails then.  The chunks after it are read and
         dropped with their own 552 until LAST; the message leaves one log
-        event and counts as one error; the session goes on in sync.
+        event; it and each chunk dropped after it count as one error; the
+        session goes on in sync.
         """
         from twisted_smtpd._core import replies as catalogue
 
@@ -1788,7 +1789,7 @@ class BdatTests(SynchronousTestCase):
                 d.addErrback(failures.append)  # type: ignore[attr-defined]
                 return d
 
-        proto, transport, clock, factory = connect(Handler(), size=10, maxErrors=2)
+        proto, transport, clock, factory = connect(Handler(), size=12, maxErrors=5)
         events: list[tuple[str, dict[str, Any]]] = []
         factory.addObserver(lambda event, session, data: events.append((event, data)))
         transaction(proto, transport)
@@ -1810,6 +1811,7 @@ class BdatTests(SynchronousTestCase):
         self.assertEqual((data["size"], data["replies"]), (16, (catalogue.SIZE_EXCEEDED,)))
         self.assertEqual(proto.receiver, None)
         self.assertEqual(proto.discard, None)
+        self.assertEqual(proto._errors, 4)
         self.assertFalse(transport.disconnecting)
         proto.dataReceived(b"MAIL FROM:<s@example.com>\r\nRCPT TO:<r@example.com>\r\n")
         proto.dataReceived(b"BDAT 2 LAST\r\nhi")

@@ -422,7 +422,7 @@ class SessionMachine(RuleBasedStateMachine):
         assert self.owed, f"unsolicited reply {code} {lines!r}"
         item = self.owed.popleft()
         kind = item[0]
-        if kind not in ("body", "oversize") and code >= 400:
+        if kind not in ("body", "oversize", "dropLimit") and code >= 400:
             # One log line for each refused command.
             logged = self.events.take("reject")
             assert logged["reply"].code == code, (logged, code)
@@ -447,7 +447,17 @@ class SessionMachine(RuleBasedStateMachine):
         elif kind == "refusedBdat":
             expected = 502 if self.bdatDisabled else 503
             assert code == expected, f"refused BDAT answered {code} {lines!r}, not {expected}"
+            if item[1:] == (True,):
+                # Too large to drop: not read, and the session closes.
+                self.close()
+                return
             self.tally.refused(code, lines)
+        elif kind == "dropLimit":
+            assert code == 552, f"chunk too large to drop answered {code} {lines!r}"
+            if item[1]:
+                self.events.take("message")
+            self.events.take("reject")
+            self.close()
         elif kind == "body":
             self.bodyReplied(code, lines, *item[1:])
         elif kind == "oversize":
@@ -652,9 +662,23 @@ class SessionMachine(RuleBasedStateMachine):
         count = self.rcpts if self.lmtp and final else 1
         first = not self.bdatTooBig
         self.bdatTooBig = True
+        if self.tooLargeToDrop(self.bdatLength + length):
+            # Not read: its 552s, the last of them closing the session.
+            for index in range(count - 1):
+                self.owed.append(("oversize", line, first, final, index, count))
+            self.owed.append(("dropLimit", first and count == 1))
+            return True
         for index in range(count):
             self.owed.append(("oversize", line, first, final, index, count))
         return True
+
+    def tooLargeToDrop(self, octets: int) -> bool:
+        """
+        Whether a BDAT transfer taking C{octets} with a refused chunk is
+        past what the server reads and drops: one and a half times the
+        size limit.
+        """
+        return bool(self.size) and octets > self.size + self.size // 2
 
     def oversizeReplied(
         self,
@@ -680,6 +704,9 @@ class SessionMachine(RuleBasedStateMachine):
                 self.resetTransaction()
             if first:
                 self.tally.message([code] * count)
+            else:
+                # Each chunk dropped after the first counts once.
+                self.tally.refused(code, lines)
 
     def settle(self) -> None:
         """
@@ -894,7 +921,7 @@ class SessionMachine(RuleBasedStateMachine):
             line = b"BDAT %d%s" % (len(chunk), b" LAST" if final else b"")
             data += line + b"\r\n" + chunk
             if not accepted:
-                self.owed.append(("refusedBdat",))
+                self.owed.append(("refusedBdat", bool(chunk) and self.tooLargeToDrop(len(chunk))))
                 continue
             if self.oversize(line, len(chunk), final):
                 # Dropped; after LAST there is no transaction.

@@ -427,6 +427,7 @@ DOCUMENTED: dict[str, str] = {
     "RCPT param ORCPT=rfc822;xxxxxxxxxxxxxxxxxxxxxxxxxxx (507)": "Parameter values",
     "BDAT 0 then": "BDAT",
     "BDAT no RCPT": "BDAT",
+    "BDAT refused huge": "BDAT",
     "BDAT binarymime": "Parameter values: BINARYMIME",
     "DATA binarymime": "Parameter values: BINARYMIME",
     "misc 'HELP'": "HELP and ETRN",

@@ -135,6 +135,19 @@ def sequencing() -> Iterator[Session]:
     yield _s("empty lines", EHLO, command(""), command(""), MAIL)
     yield _s("many errors", EHLO, *[command("XYZZY")] * 22)
     yield _s("many RCPT errors", EHLO, MAIL, *[command("RCPT TO:<bad>x")] * 22)
+    # Each chunk dropped after a size refusal is an error (Postfix's
+    # skip_bdat): the 19th after it reaches the error limit.
+    yield _s(
+        "BDAT chunks after size refusal",
+        EHLO,
+        MAIL,
+        RCPT,
+        raw(b"BDAT 10240001\r\n" + b"x" * 10240001),
+        *[raw(b"BDAT 1\r\nx")] * 21,
+    )
+    # A refused chunk too large to drop is not read: its refusal, then
+    # the connection closes.
+    yield _s("BDAT refused huge", EHLO, raw(b"BDAT 999999999999999999\r\n"), command("NOOP"))
 
 
 def pipelining() -> Iterator[Session]:

@@ -638,7 +638,7 @@ class ServerEndingTests(LeakTestCase):
 
         def chunkStalled(c: Client) -> None:
             c.inTransaction()
-            c.send(b"BDAT 1000000\r\n" + b"z" * 300_000)
+            c.send(b"BDAT 150000\r\n" + b"z" * 100_000)
             c.untilClosed()
 
         def handshakeStalled(c: Client) -> None:

@@ -118,6 +118,12 @@ class CommandContext(Protocol):
         Send C{reply} and end the session.
         """
 
+    def closeForLimit(self, reply: Reply, limit: str) -> None:
+        """
+        Send C{reply} and end the session for a limit reached, logged in
+        one line naming the client.
+        """
+
     def countJunk(self) -> None:
         """
         Count a command that moves no message on; past

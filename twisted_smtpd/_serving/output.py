@@ -196,6 +196,25 @@ class SessionOutput:
         self._emitRefusal(reply, limit=limit)
         self._countError()
 
+    def closeForLimit(self, reply: Reply, limit: str) -> None:
+        """
+        Refuse the command with C{reply} and close, for a limit of the
+        session reached: one line in the C{twisted_smtpd.session} namespace
+        whether or not sessions are logged, as L{refuseForLimit}'s, and a
+        C{reject} event that carries the C{limit}.
+
+        @param limit: The limit reached, described for the log line.
+        """
+        if self.closing:
+            return
+        _sessionLog.info(
+            "{session} {client} refused: {limit} reached: connection closed",
+            session=self.session.id,
+            client=clientAddress(self.session.remoteAddress),
+            limit=limit,
+        )
+        self.closeWith(reply, limit)
+
     def countError(self) -> None:
         """
         Count an error that was not a refused command's (a message refused

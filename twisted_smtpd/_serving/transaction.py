@@ -331,10 +331,13 @@ def oversized(
     once towards C{maxErrors}, as a message refused after its end does.
     The chunks after it (sent before the client read the 552, RFC 3030
     section 2) get L{catalogue.BDAT_DISCARDED}, with no log line of their
-    own; the LAST chunk (one reply per recipient in LMTP), or RSET, ends
-    the transaction.  A client gone before the last octet of the chunk
-    that refused the message still leaves its C{message} event, marked
-    C{unanswered} (L{chunkLost}).
+    own, and each counts towards C{maxErrors} as any refusal does (once,
+    however many LMTP recipients); the LAST chunk (one reply per recipient
+    in LMTP), or RSET, ends the transaction.  A client gone before the
+    last octet of the chunk that refused the message still leaves its
+    C{message} event, marked C{unanswered} (L{chunkLost}).  A chunk too
+    large to drop (L{dropLimit}) is not read: its reply is sent and the
+    session ends.
     """
     # The chunk's octets go to the discard, never to the decoder (a new
     # receiver starts reading); whether it is the LAST one is still told,
@@ -352,6 +355,18 @@ def oversized(
         replies = (catalogue.SIZE_EXCEEDED,) * count
         p.emit("message", size=total, replies=replies, seconds=None, unanswered=unanswered)
 
+    limit = dropLimit(p, decoder.byteLength, size)
+    if limit is not None:
+        # Too many octets to drop: the chunk is not read, its refusal is
+        # sent and the session ends.
+        reply = catalogue.SIZE_EXCEEDED if first else catalogue.BDAT_DISCARDED
+        if first:
+            refused(p, False)
+        for _ in range((p.rcptAccepted if last and p.options.lmtp else 1) - 1):
+            p.reply(reply)
+        p.closeForLimit(reply, limit)
+        return
+
     def read(p: SessionControl) -> None:
         count = p.rcptAccepted if last and p.options.lmtp else 1
         reply = catalogue.SIZE_EXCEEDED if first else catalogue.BDAT_DISCARDED
@@ -361,8 +376,10 @@ def oversized(
             p.reply(reply)
         if last:
             p.resetTransaction()
-        if first:
-            p.countError()
+        # Each one, the chunks after the first included: a refusal like
+        # any other, or a client could send chunks to drop without end
+        # (Postfix's skip_bdat counts each as an error too).
+        p.countError()
         if last and p.draining:
             p.closeWith(catalogue.SHUTDOWN)
 
@@ -372,6 +389,28 @@ def oversized(
         )
     else:
         read(p)
+
+
+def dropLimit(p: SessionControl, taken: int, size: int) -> str | None:
+    """
+    Whether a BDAT chunk of C{size} octets may be read and dropped, in a
+    transfer that took C{taken} octets of its message before: not when
+    that takes it past one and a half times the size limit, as Postfix 3.12's
+    C{skip_bdat} stops reading there, or a client could announce a chunk
+    of up to 10**18 octets to be dropped and keep its session busy for
+    ever (each read resets the idle timeout).  Without a size limit there
+    is none.
+
+    @return: The limit the chunk passes, described for a log line, or
+        C{None} when it may be dropped.
+    """
+    most = p.options.size
+    if not most:
+        return None
+    most += most // 2
+    if taken + size <= most:
+        return None
+    return f"BDAT discard limit ({most} octets)"
 
 
 class RefusedChunk:
@@ -422,7 +461,8 @@ def refuseBdat(p: SessionControl, argument: bytes, reply: Reply) -> None:
     commands) and C{reply} is sent after the last of them; its C{reject}
     event, which names the size as the command's argument, is the one log
     line.  When the size cannot be read, where the chunk ends is unknown:
-    the session ends with C{521}, as Postfix does.
+    the session ends with C{521}, as Postfix does; a chunk too large to
+    drop (L{dropLimit}) is not read, and the session ends after C{reply}.
     """
     try:
         size = parseBdat(argument)[0]
@@ -431,6 +471,11 @@ def refuseBdat(p: SessionControl, argument: bytes, reply: Reply) -> None:
         return
     if size == 0:
         p.fail(reply)
+        return
+    receiver = p.receiver
+    limit = dropLimit(p, 0 if receiver is None else receiver.decoder.byteLength, size)
+    if limit is not None:
+        p.closeForLimit(reply, limit)
         return
     p.discard = RefusedChunk(size, reply)
     if p.receiver is None:
