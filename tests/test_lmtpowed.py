@@ -132,11 +132,12 @@ class OwedRepliesTests(SynchronousTestCase):
     def test_silenceInRefusedLastChunk(self) -> None:
         """
         A client silent in the middle of a LAST chunk refused for the size
-        limit (its octets read and dropped) is owed that chunk's replies,
+        limit (its octets read and dropped, as it is within the limit of
+        what is dropped) is owed that chunk's replies,
         one per recipient: each gets the 421.
         """
-        proto, transport, clock, _ = connect(lmtp=True, size=10, socketTimeout=60)
-        proto.dataReceived(ENVELOPE + b"BDAT 100 LAST\r\nabcde")
+        proto, transport, clock, _ = connect(lmtp=True, size=100, socketTimeout=60)
+        proto.dataReceived(ENVELOPE + b"BDAT 120 LAST\r\nabcde")
         take(transport)
         clock.advance(60)
         self.assertEqual(take(transport), replies.TIMEOUT * 3)
@@ -145,8 +146,8 @@ class OwedRepliesTests(SynchronousTestCase):
         """
         The same in a refused chunk before the LAST one owes one reply.
         """
-        proto, transport, clock, _ = connect(lmtp=True, size=10, socketTimeout=60)
-        proto.dataReceived(ENVELOPE + b"BDAT 100\r\nabcde")
+        proto, transport, clock, _ = connect(lmtp=True, size=100, socketTimeout=60)
+        proto.dataReceived(ENVELOPE + b"BDAT 120\r\nabcde")
         take(transport)
         clock.advance(60)
         self.assertEqual(take(transport), replies.TIMEOUT)
