@@ -3,21 +3,30 @@
 A UNIX listener that fails to bind after Twisted took its lock file
 (C{PATH.lock}: a path too long for a UNIX socket, a file in the way) leaves
 no lock file behind, for the next start or another program to trip on;
-a lock file held by another process is left alone.
+a lock file held by another process is left alone.  A start of C{twistd
+smtpd} that ends because a later listener fails leaves neither the socket
+nor the lock file of the UNIX listeners bound before it.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
+import socket
+import sys
 import tempfile
 
 from twisted.internet import reactor
 from twisted.internet.error import CannotListenError
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.test_tap import parse
 from twisted_smtpd._serving.listeners import ListenFailed
 from twisted_smtpd._serving.service import SMTPServer
+from twisted_smtpd._twistd.daemon import SMTPDaemon
+from twisted_smtpd._twistd.tap import makeService
 from twisted_smtpd.handlers import SinkHandler
 
 
@@ -72,3 +81,78 @@ class LockLeftTests(SynchronousTestCase):
         self.addCleanup(server.stopService)
         self.assertIn("names process 1, still running", e.why)
         self.assertEqual(os.readlink(path + ".lock"), "1")
+
+
+class EndedStartTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="smtpd-")
+        self.addCleanup(shutil.rmtree, self.directory, True)
+        self.err = io.StringIO()
+        self.patch(sys, "__stderr__", self.err)
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        self.busy = f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"
+
+    def test_laterListenerFails(self) -> None:
+        """
+        C{twistd smtpd} with two UNIX listeners (one behind C{haproxy:})
+        and then a port in use ends with one line, and the sockets and lock
+        files of the two listeners bound before are gone: the reactor never
+        runs to stop them, and the next start would find a socket nothing
+        listens on in the way.
+        """
+        first = os.path.join(self.directory, "a.sock")
+        second = os.path.join(self.directory, "b.sock")
+        config = parse(
+            "--sink",
+            "--listen",
+            f"unix:{first}",
+            "--listen",
+            f"haproxy:unix:{second}",
+            "--listen",
+            self.busy,
+        )
+        server = makeService(config)
+        assert isinstance(server, SMTPDaemon)
+        self.addCleanup(self.closePorts, server)
+        exit = self.assertRaises(SystemExit, server.privilegedStartService)
+        self.assertEqual(exit.code, 1)
+        self.assertEqual(
+            self.err.getvalue(),
+            f"twistd smtpd: --listen {self.busy!r}: address already in use"
+            " (another program listens on it); see --help\n",
+        )
+        self.assertEqual(os.listdir(self.directory), [])
+
+    def test_workersBindFails(self) -> None:
+        """
+        The parent of C{--workers}, which binds every listener while the
+        options are read, removes the UNIX socket it bound before a later
+        listener failed.
+        """
+        path = os.path.join(self.directory, "a.sock")
+        self.assertRaises(
+            usage.UsageError,
+            parse,
+            "--sink",
+            "--workers",
+            "2",
+            "--listen",
+            f"unix:{path}",
+            "--listen",
+            self.busy,
+        )
+        self.assertEqual(os.listdir(self.directory), [])
+
+    def closePorts(self, server: SMTPDaemon) -> None:
+        """
+        Close the sockets of the listeners C{server} bound, without the
+        reactor's turn that Twisted's C{stopListening} waits for.
+        """
+        for service in server:
+            port = getattr(service, "port", None)
+            if port is not None:
+                reactor.removeReader(port)
+                port.socket.close()
