@@ -322,15 +322,23 @@ class Options(AuthOptionMixin, usage.Options):
         """
         The long names of the options in C{arguments}, each with its last
         value; nothing if they do not parse (the parser will say why).
+
+        @raise usage.UsageError: C{--config} is given twice.
         """
         try:
             found, _ = getopt.getopt(arguments, self.shortOpt, self.longOpt)
         except getopt.error:
             return {}
-        given = {}
+        given: dict[str, str] = {}
         for option, value in found:
             name = option.lstrip("-")
-            given[self.synonyms.get(name, name).replace("_", "-")] = value
+            name = self.synonyms.get(name, name).replace("_", "-")
+            if name == "config" and name in given:
+                # Only one file is read: the other would be left out unsaid.
+                raise usage.UsageError(
+                    f"--config given twice ({given[name]!r}, {value!r}): one file is read"
+                )
+            given[name] = value
         return given
 
     def postOptions(self) -> None:

@@ -12,6 +12,7 @@ listeners binding the same address) are in L{twisted_smtpd._twistd.taphost}.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import ipaddress
 import os
@@ -112,15 +113,25 @@ def asArguments(name: str, value: object, takesValue: bool, repeatable: bool) ->
     @param name: The long option name.
     @param value: A string, number or boolean, a list of them, or (for
         C{handler-option}) a table.
-    @raise ValueError: If C{value} does not suit the option.
+    @raise ValueError: If C{value} does not suit the option: an empty
+        list, or a table value that is no string or number.
     """
     if not takesValue:
         if not isinstance(value, bool):
             raise ValueError("expected true or false")
         return ["--" + name] if value else []
     if isinstance(value, dict) and name == "handler-option":
+        for key, item in value.items():
+            if isinstance(item, bool) or not isinstance(item, str | int | float):
+                # Its text (True, [1, 2]) is no value a handler is given
+                # on the command line; "False" would even be true.
+                raise ValueError(f"{key}: expected a string or a number")
         value = [f"{k}={v}" for k, v in value.items()]
     values = value if isinstance(value, list) else [value]
+    if not values:
+        # Not the option's default, which leaving it out gives: no
+        # listener at all is no server.
+        raise ValueError("an empty list (leave the option out for its default)")
     if len(values) != 1 and not repeatable:
         raise ValueError("expected one value")
     arguments = []
@@ -152,15 +163,27 @@ def readConfig(path: str, switches: Collection[str] = ()) -> dict[str, object]:
         C{true} given to a switch.
     Only a regular file of at most L{CONFIG_LIMIT} bytes is read: a named
     pipe would block the start, a device such as C{/dev/zero} never ends.
+    It is UTF-8, a byte order mark before its text left out.  An INI key
+    with no value is the empty text, as C{--listen ''} is; one key given
+    both as C{max-clients} and C{max_clients} is refused by
+    L{fileArguments}.
 
     @raise OSError: If the file cannot be read.
-    @raise ValueError: If it does not parse, is not a regular file or is
-        too large.
+    @raise ValueError: If it does not parse, is not a regular file, is
+        too large or is not UTF-8.
     """
     data = readLimited(path, CONFIG_LIMIT)
     if len(data) > CONFIG_LIMIT:
         raise ValueError(f"larger than {CONFIG_LIMIT} bytes")
-    text = data.decode("utf-8")
+    # A byte order mark first (Windows Notepad writes one) is no text.
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        text = data[start:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        offset = start + e.start
+        raise ValueError(
+            f"not UTF-8 text (the byte 0x{data[offset]:02x} at offset {offset})"
+        ) from None
     # Their parsers are imported only for a configuration file.
     if path.endswith(".toml"):
         import tomllib
@@ -195,6 +218,10 @@ def readConfig(path: str, switches: Collection[str] = ()) -> dict[str, object]:
         lowered = text.strip().lower()
         if key.replace("_", "-") in switches and lowered in parser.BOOLEAN_STATES:
             settings[key] = parser.BOOLEAN_STATES[lowered]
+        elif not lines:
+            # "listen =": an empty value, as --listen '' is, and not an
+            # empty list of listeners (the default one).
+            settings[key] = ""
         else:
             settings[key] = lines[0] if len(lines) == 1 else lines
     return settings
@@ -217,7 +244,8 @@ def fileArguments(
     @return: The arguments, and a warning line for each delivery setting
         of the file that a delivery on the command line dropped.
     @raise usage.UsageError: If the file cannot be read or holds an
-        unknown option or a value of the wrong kind.
+        unknown option, one option under both its spellings (C{-} and
+        C{_}) or a value of the wrong kind.
     """
     flags = {name.rstrip("="): name.endswith("=") for name in longOpt}
     switches = {name for name, takesValue in flags.items() if not takesValue}
@@ -231,8 +259,15 @@ def fileArguments(
         replaced |= set(DELIVERIES) | set(_MODIFIERS)
     arguments: list[str] = []
     dropped: list[str] = []
+    spelled: dict[str, str] = {}
     for key, value in settings.items():
         name = key.replace("_", "-")
+        if name in spelled:
+            # max-clients and max_clients: one would silently replace the other.
+            raise usage.UsageError(
+                f"--config {path!r}: {spelled[name]!r} and {key!r} are the same option"
+            )
+        spelled[name] = key
         if name not in flags or name in _NOT_IN_FILE:
             raise usage.UsageError(f"--config {path!r}: unknown option {key!r}")
         if name in _MODIFIERS and name not in given and deliveries:
