@@ -8,7 +8,7 @@ from a half-started server: endpoint strings are parsed, certificate files
 read, the delivery handler built and the Maildir created.
 
 C{--config FILE} reads the same options from a TOML (C{*.toml}) or INI
-(section C{[smtpd]}) file; flags on the command line win (L{twisted_smtpd._twistd.tapconfig}).
+(section C{[smtpd]}) file; flags on the command line win (L{twisted_smtpd._twistd.tapfile}).
 The switches and the flags taking a value, with their help texts and
 coercers, are declared in L{twisted_smtpd._twistd.tapdefinitions}.
 """
@@ -59,10 +59,10 @@ from twisted_smtpd._twistd.tapconfig import (
     checkMetrics,
     exitChecked,
     exitWithError,
-    fileArguments,
     reason,
 )
 from twisted_smtpd._twistd.tapdefinitions import FLAGS, LONGDESC, PARAMETERS
+from twisted_smtpd._twistd.tapfile import fileArguments
 from twisted_smtpd._twistd.tapflags import (
     _HIDE_ATTRIBUTES,
     _MODIFIERS,
