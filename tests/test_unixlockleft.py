@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -144,6 +145,74 @@ class EndedStartTests(SynchronousTestCase):
             "--listen",
             self.busy,
         )
+        self.assertEqual(os.listdir(self.directory), [])
+
+    def test_deliveryFilesMade(self) -> None:
+        """
+        The Maildir (with the directories above it that the start made)
+        and the mbox file a start made while its options were read are
+        removed when it ends because a listener cannot start.
+        """
+        for flag, path in [
+            ("--maildir", os.path.join(self.directory, "made", "Maildir")),
+            ("--mbox", os.path.join(self.directory, "mbox")),
+        ]:
+            server = makeService(parse(flag, path, "--listen", self.busy))
+            assert isinstance(server, SMTPDaemon)
+            self.assertTrue(os.path.exists(path))
+            self.assertRaises(SystemExit, server.privilegedStartService)
+            self.assertEqual(os.listdir(self.directory), [], flag)
+
+    def test_deliveryFilesKept(self) -> None:
+        """
+        A Maildir that existed before the start (its C{cur} made now), or
+        one holding a message, stays when the start ends; only what the
+        start made and left empty goes.
+        """
+        path = os.path.join(self.directory, "Maildir")
+        os.makedirs(os.path.join(path, "new"))
+        os.makedirs(os.path.join(path, "tmp"))
+        with open(os.path.join(path, "new", "1.message"), "w") as f:
+            f.write("Subject: kept\n")
+        server = makeService(parse("--maildir", path, "--listen", self.busy))
+        assert isinstance(server, SMTPDaemon)
+        self.assertRaises(SystemExit, server.privilegedStartService)
+        self.assertEqual(sorted(os.listdir(path)), ["new", "tmp"])
+        self.assertEqual(os.listdir(os.path.join(path, "new")), ["1.message"])
+
+    def test_messageKeepsMaildir(self) -> None:
+        """
+        A Maildir the start made that holds a message when the start ends
+        is kept whole: its empty C{tmp} and C{cur} too.
+        """
+        path = os.path.join(self.directory, "Maildir")
+        server = makeService(parse("--maildir", path, "--listen", self.busy))
+        assert isinstance(server, SMTPDaemon)
+        with open(os.path.join(path, "new", "1.message"), "w") as f:
+            f.write("Subject: kept\n")
+        self.assertRaises(SystemExit, server.privilegedStartService)
+        self.assertEqual(sorted(os.listdir(path)), ["cur", "new", "tmp"])
+
+    def test_refusedOption(self) -> None:
+        """
+        Under C{twistd}, a flag refused after the Maildir was made (here
+        C{--auth-optional} without AUTH offered) ends with its one line,
+        and the Maildir is gone.
+        """
+        from twisted_smtpd._twistd import tap
+        from twisted_smtpd._twistd.heldsignals import HeldSignals
+
+        self.patch(tap, "HELD", HeldSignals())
+        for number in HeldSignals.numbers:
+            self.addCleanup(signal.signal, number, signal.getsignal(number))
+        path = os.path.join(self.directory, "Maildir")
+        options = tap.Options()
+        options.parent = {}  # type: ignore[attr-defined]
+        exit = self.assertRaises(
+            SystemExit, options.parseOptions, ["--maildir", path, "--auth-optional"]
+        )
+        self.assertEqual(exit.code, 1)
+        self.assertTrue(self.err.getvalue().startswith("twistd smtpd: --auth-optional needs"))
         self.assertEqual(os.listdir(self.directory), [])
 
     def closePorts(self, server: SMTPDaemon) -> None:

@@ -26,6 +26,7 @@ from twisted.python import usage
 from twisted_smtpd._core.address import literalAddress
 from twisted_smtpd._core.hostname import aLabels
 from twisted_smtpd._core.printable import printable
+from twisted_smtpd._twistd.madefiles import removeMade
 from twisted_smtpd._twistd.tapendpoints import checkParameters
 from twisted_smtpd._twistd.taphost import inheritedSocketProblem
 
@@ -66,7 +67,11 @@ def exitWithError(message: str) -> NoReturn:
     the pipe to its parent, which logs it naming the worker: the reason a
     worker cannot start (a configuration file changed since the parent
     read it) is in the log beside the parent's line saying it ended.
+
+    The Maildir or mbox file this start made, still empty, is removed
+    first (L{removeMade}).
     """
+    removeMade()
     line = f"twistd smtpd: {_oneLine(message)}; see --help\n"
     stream = sys.__stderr__ if sys.__stderr__ is not None else sys.stderr
     stream.write(line)
