@@ -255,9 +255,10 @@ MAX_SOCKET_PATH = 107 if sys.platform.startswith("linux") else 103
 def checkSocketPath(flag: str, description: str, endpoint: object, rundir: str | None) -> None:
     """
     Refuse a UNIX socket (C{unix:}, behind C{haproxy:} too) whose path is
-    longer than a socket address holds, or whose directory does not exist
-    or is no directory: Twisted would fail to bind it, or to take its lock
-    file, only once C{twistd} has started.
+    longer than a socket address holds, or whose directory does not exist,
+    is no directory or cannot be written by this process: Twisted would
+    fail to bind it, or to take its lock file, only once C{twistd} has
+    started (and C{--check-config} would call it OK).
 
     @param flag: The flag's name without the dashes, for the message.
     @param endpoint: What Twisted made of C{description}.
@@ -281,8 +282,14 @@ def checkSocketPath(flag: str, description: str, endpoint: object, rundir: str |
         return
     directory = os.path.dirname(os.path.abspath(os.path.join(rundir, path)))
     if os.path.isdir(directory):
-        return
-    why = "is not a directory" if os.path.lexists(directory) else "does not exist"
+        # Bound (its lock file made beside it) before twistd --uid
+        # switches users: as the user it starts as.
+        effective = os.access in os.supports_effective_ids
+        if os.access(directory, os.W_OK | os.X_OK, effective_ids=effective):
+            return
+        why = "cannot be written"
+    else:
+        why = "is not a directory" if os.path.lexists(directory) else "does not exist"
     raise usage.UsageError(
         f"--{flag} {description!r}: the directory of the UNIX socket {why}: {directory}"
     )
