@@ -19,12 +19,13 @@ import sys
 import tempfile
 
 from twisted.internet import reactor
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.internet.error import CannotListenError
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_tap import parse
-from twisted_smtpd._serving.listeners import ListenFailed
+from twisted_smtpd._serving.listeners import ListenFailed, _Listener
 from twisted_smtpd._serving.service import SMTPServer
 from twisted_smtpd._twistd.daemon import SMTPDaemon
 from twisted_smtpd._twistd.tap import makeService
@@ -126,6 +127,34 @@ class EndedStartTests(SynchronousTestCase):
             " (another program listens on it); see --help\n",
         )
         self.assertEqual(os.listdir(self.directory), [])
+
+    def test_adoptedSocketKept(self) -> None:
+        """
+        A UNIX socket the server was handed (systemd's, as
+        C{systemd:domain=UNIX}) is not removed when a later listener
+        cannot start: it is the socket's owner's, which keeps serving it.
+        """
+        path = os.path.join(self.directory, "systemd.sock")
+        handed = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(handed.close)
+        handed.bind(path)
+        handed.listen(1)
+        handed.setblocking(False)
+        server = makeService(parse("--sink", "--listen", self.busy))
+        assert isinstance(server, SMTPDaemon)
+        self.addCleanup(self.closePorts, server)
+        (failing,) = list(server)
+        failing.disownServiceParent()
+        adopted = _Listener(
+            # A copy, which adopting it closes.
+            AdoptedStreamServerEndpoint(reactor, os.dup(handed.fileno()), socket.AF_UNIX),
+            server.factory,
+        )
+        adopted.setServiceParent(server)
+        failing.setServiceParent(server)
+        self.assertRaises(SystemExit, server.privilegedStartService)
+        self.assertIsNotNone(adopted.port)
+        self.assertTrue(os.path.exists(path))
 
     def test_workersBindFails(self) -> None:
         """

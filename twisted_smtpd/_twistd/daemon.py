@@ -12,6 +12,7 @@ import signal
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 
@@ -149,12 +150,19 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
     def _abandonListeners(self) -> None:
         """
         The start failed (a listener could not start, and the process
-        ends now): remove the files of the listeners already bound
-        (L{abandonPort}), which the reactor will not run to stop.
+        ends now): remove the files of the listeners this process bound
+        (L{abandonPort}), which the reactor will not run to stop.  A socket
+        made by another (systemd's, or the parent's of C{--workers}) is
+        left alone.
         """
         for service in self:
             port = getattr(service, "port", None)
-            if port is not None:
+            endpoint: Any = getattr(service, "endpoint", None)
+            while hasattr(endpoint, "_wrappedEndpoint"):
+                endpoint = endpoint._wrappedEndpoint
+            if port is None or endpoint is None:
+                continue
+            if not isinstance(endpoint, AdoptedStreamServerEndpoint):
                 abandonPort(port)
 
     def startService(self) -> None:
