@@ -7,14 +7,17 @@ L{tests.integration.test_twistd.CommandLineTests}.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import math
 import os
+import pwd
 import signal
 import socket
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from unittest import SkipTest
 
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
@@ -31,6 +34,7 @@ from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving.listeners import ListenFailed, listenReason
 from twisted_smtpd._serving.service import SMTPServer
 from twisted_smtpd._twistd import tap as _tap
+from twisted_smtpd._twistd.taphost import checkPidFile
 from twisted_smtpd.handlers import SinkHandler
 from twisted_smtpd.testing import memorySession
 
@@ -749,6 +753,26 @@ class PidFileTests(SynchronousTestCase):
             self.assertEqual(exit.code, 1)
             self.assertEqual(self.err.getvalue(), f"twistd smtpd: {line}; see --help\n")
 
+    def test_directoryNotWritable(self) -> None:
+        """
+        A pid file in a directory the process cannot write (C{twistd}
+        writes it before it switches users) is refused in one line, where
+        C{twistd} ended with C{PermissionError}'s traceback.  Run as root,
+        it is checked as nobody, whom the directory's mode keeps out.
+        """
+        # Out of the test's directory, which nobody may not enter.
+        directory = tempfile.mkdtemp(prefix="smtpd-")
+        self.addCleanup(os.rmdir, directory)
+        os.chmod(directory, 0o555)
+        path = os.path.join(directory, "twistd.pid")
+        with _asNobody():
+            e = self.assertRaises(usage.UsageError, checkPidFile, path)
+        self.assertEqual(
+            str(e),
+            f"--pidfile {path!r}: cannot write the pid file: its directory {directory}"
+            " cannot be written",
+        )
+
     def test_leftOver(self) -> None:
         """
         A pid file left by an earlier start is refused in one line when it
@@ -840,6 +864,25 @@ class PidFileTests(SynchronousTestCase):
         for path in [os.path.join(directory, "twistd.pid"), existing, ""]:
             self.parseUnder(path)
         self.assertEqual(self.err.getvalue(), "")
+
+
+@contextlib.contextmanager
+def _asNobody() -> Iterator[None]:
+    """
+    Run the block as the user nobody when this process is root (whom a
+    directory's mode does not keep out), as it is otherwise.
+    """
+    if os.geteuid() != 0:
+        yield
+        return
+    nobody = pwd.getpwnam("nobody")
+    os.setegid(nobody.pw_gid)
+    os.seteuid(nobody.pw_uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
 
 
 def _deadPid() -> int:

@@ -109,3 +109,113 @@ class ValuesTests(SynchronousTestCase):
             outcome(["--config", path]),
             outcome(["--max-clients", "0", "--workers", "1", "--socket-timeout", "1.5"]),
         )
+
+
+class MistakesTests(SynchronousTestCase):
+    """
+    What a configuration file holds by mistake is refused with one line,
+    never read in a way its writer did not mean.
+    """
+
+    def write(self, suffix: str, data: bytes) -> str:
+        path = os.path.abspath(self.mktemp()) + suffix
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def test_sameOptionTwoSpellings(self) -> None:
+        """
+        One option under both its spellings (C{max-clients} and
+        C{max_clients}), in an INI section, at the top level of a TOML file
+        or there and in its C{[smtpd]} table, is refused naming both keys:
+        one would silently replace the other.
+        """
+        for suffix, text in [
+            (".ini", b"[smtpd]\nmax-clients = 5\nmax_clients = 6\n"),
+            (".toml", b"max-clients = 5\nmax_clients = 6\n"),
+            (".toml", b"max-clients = 5\n[smtpd]\nmax_clients = 6\n"),
+        ]:
+            path = self.write(suffix, text)
+            self.assertEqual(
+                outcome(["--config", path]),
+                (
+                    "error",
+                    f"--config {path!r}: 'max-clients' and 'max_clients' are the same option",
+                ),
+            )
+
+    def test_configTwice(self) -> None:
+        """
+        C{--config} given twice is refused: only one file is read, and the
+        other's settings would be left out without a word.
+        """
+        first = self.write(".ini", b"[smtpd]\nmax-clients = 5\n")
+        second = self.write(".ini", b"[smtpd]\nsize = 6\n")
+        self.assertEqual(
+            outcome(["--config", first, "--config", second]),
+            ("error", f"--config given twice ({first!r}, {second!r}): one file is read"),
+        )
+
+    def test_emptyValue(self) -> None:
+        """
+        An INI key without a value is the empty text, as on the command
+        line: C{listen =} is refused as C{--listen ''} is (not read as no
+        listener, which started the default one), C{banner =} is the empty
+        banner.  An empty TOML list is refused: leaving the option out
+        gives its default.
+        """
+        for name in ["listen", "banner", "xclient", "disable", "hostname"]:
+            path = self.write(".ini", f"[smtpd]\n{name} =\n".encode())
+            self.assertEqual(outcome(["--config", path]), outcome([f"--{name}", ""]), name)
+        path = self.write(".toml", b"listen = []\n")
+        self.assertEqual(
+            outcome(["--config", path]),
+            (
+                "error",
+                f"--config {path!r}: listen: an empty list (leave the option out for its default)",
+            ),
+        )
+
+    def test_handlerOptionTable(self) -> None:
+        """
+        The values of a C{handler-option} table are strings or numbers, as
+        on the command line; a boolean (its text C{False} is true), an
+        array, a table or a date is refused naming the key, not handed to
+        the handler as Python's text of it.
+        """
+        directory = os.path.abspath(self.mktemp())
+        for value in ["true", "[1, 2]", "{b = 1}", "1979-05-27"]:
+            path = self.write(
+                ".toml",
+                b"handler = 'tests.integration.recordinghandler:make'\n"
+                + f"handler-option = {{directory = '{directory}', reply = {value}}}\n".encode(),
+            )
+            config = Options()
+            e = self.assertRaises(usage.UsageError, config.parseOptions, ["--config", path])
+            self.assertEqual(
+                str(e), f"--config {path!r}: handler-option: reply: expected a string or a number"
+            )
+
+    def test_encoding(self) -> None:
+        """
+        A file starting with a UTF-8 byte order mark (as Windows Notepad
+        writes) reads as without it; one that is not UTF-8 is refused
+        naming the byte and where it is.
+        """
+        for suffix, text in [
+            (".ini", b"[smtpd]\nmax-clients = 5\n"),
+            (".toml", b"max-clients = 5\n"),
+        ]:
+            plain = self.write(suffix, text)
+            marked = self.write(suffix, b"\xef\xbb\xbf" + text)
+            self.assertEqual(outcome(["--config", marked]), outcome(["--config", plain]))
+            self.assertEqual(outcome(["--config", plain])[0], "parsed")
+        for mark in [b"", b"\xef\xbb\xbf"]:
+            path = self.write(".ini", mark + b"[smtpd]\nbanner = caf\xe9\n")
+            self.assertEqual(
+                outcome(["--config", path]),
+                (
+                    "error",
+                    f"--config {path!r}: not UTF-8 text (the byte 0xe9 at offset {20 + len(mark)})",
+                ),
+            )

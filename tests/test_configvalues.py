@@ -690,6 +690,34 @@ class SocketDirectoryTests(SynchronousTestCase):
                 f"{flag} {description!r}: the directory of the UNIX socket {why}: {directory}",
             )
 
+    def test_directoryNotWritable(self) -> None:
+        """
+        A directory this process cannot write (the socket is bound before
+        C{twistd --uid} switches users) is one line too: the start would
+        fail to take the socket's lock file, and C{--check-config} called
+        it OK.  Run as root, it is checked as nobody, whom the directory's
+        mode keeps out.
+        """
+        from twisted.internet.endpoints import serverFromString
+        from twisted.internet.testing import MemoryReactor
+
+        from tests.test_configerrors import _asNobody
+        from twisted_smtpd._twistd.tapconfig import checkSocketPath
+
+        directory = self.shortDirectory()
+        os.chmod(directory, 0o555)
+        description = f"unix:{directory}/smtpd.sock"
+        endpoint = serverFromString(MemoryReactor(), description)
+        with _asNobody():
+            e = self.assertRaises(
+                usage.UsageError, checkSocketPath, "listen", description, endpoint, "."
+            )
+        self.assertEqual(
+            str(e),
+            f"--listen {description!r}: the directory of the UNIX socket cannot be written:"
+            f" {directory}",
+        )
+
     def test_existingDirectory(self) -> None:
         """
         A socket in a directory that exists is taken, its path absolute or

@@ -31,7 +31,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_smtpd import ServerOptions
 from twisted_smtpd._twistd.tap import Options
-from twisted_smtpd._twistd.tapconfig import fileArguments
+from twisted_smtpd._twistd.tapfile import fileArguments
 
 PROJECT = Path(__file__).resolve().parents[1]
 DOCS = PROJECT / "docs"

@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_listenaddresses -*-
 """
 C{twistd smtpd} refuses two endpoints that would bind the same address with
-one line naming both, rather than failing as if another program held it.
+one line naming both, rather than failing as if another program held it,
+and an interface no listener could bind, before anything listens.
 """
 
 from __future__ import annotations
@@ -164,3 +165,40 @@ class DualStackTests(SynchronousTestCase):
         What L{taphost._dualStack} reads is what binding says.
         """
         self.assertEqual(taphost._dualStack(), _kernelDualStack())
+
+
+class AbsentInterfaceTests(SynchronousTestCase):
+    def test_refused(self) -> None:
+        """
+        A TCP listener (behind C{haproxy:}, as C{ssl:} too) or C{--metrics}
+        on an address this host does not have is refused as the options
+        are read, in the words of the listener that would fail to start:
+        C{--check-config}, which listens on nothing, would call it OK.
+        """
+        for flag, description in [
+            ("--listen", "tcp:2525:interface=192.0.2.77"),
+            ("--listen", "haproxy:ssl:2465:interface=192.0.2.77"),
+            ("--listen", "tcp6:2525:interface=2001\\:db8\\:\\:77"),
+            ("--metrics", "tcp:9101:interface=192.0.2.77"),
+        ]:
+            e = self.assertRaises(
+                usage.UsageError, Options().parseOptions, ["--sink", flag, description]
+            )
+            self.assertEqual(
+                str(e), f"{flag} {description!r}: no interface of this host has this address"
+            )
+
+    def test_portInUse(self) -> None:
+        """
+        An address of this host is accepted, with the port in use too (a
+        server running, beside which C{--check-config} runs): only the
+        address is tried, on a port the system picks.
+        """
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        description = f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"
+        options = Options()
+        options.parseOptions(["--sink", "--listen", description])
+        self.assertEqual(options["listen"], [description])

@@ -7,6 +7,9 @@ nothing (one warning line each, from the parent only under C{--workers}).
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -66,6 +69,46 @@ class RefusedValueTests(SynchronousTestCase):
             both = f"{args}\n{out}\n{err}"
             self.assertEqual(code, 1, both)
             self.assertEqual(err, f"twistd smtpd: {line}; see --help\n", both)
+
+
+class EndedStartTests(SynchronousTestCase):
+    def test_nothingLeftBehind(self) -> None:
+        """
+        A start that ends because a listener cannot start (a port in use),
+        with or without C{--workers}, or because its configuration file
+        gives one option under both its spellings, prints one line, exits
+        with status 1 and leaves nothing in its directory: not the UNIX
+        sockets and lock files bound before, nor the Maildir it made.
+        """
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        busy = f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"
+        inUse = f"--listen {busy!r}: address already in use (another program listens on it)"
+        for args, files, line in [
+            (["--maildir", "md", "--listen", "unix:a.sock", "--listen", busy], {}, inUse),
+            (["--sink", "--workers", "2", "--listen", "unix:a.sock", "--listen", busy], {}, inUse),
+            (
+                ["--config", "smtpd.ini"],
+                {"smtpd.ini": "[smtpd]\nsink = yes\nmax-clients = 5\nmax_clients = 6\n"},
+                "--config 'smtpd.ini': 'max-clients' and 'max_clients' are the same option",
+            ),
+        ]:
+            # Short: the UNIX sockets' paths must fit.
+            directory = tempfile.mkdtemp(prefix="smtpd-")
+            self.addCleanup(shutil.rmtree, directory, True)
+            for name, text in files.items():
+                with open(os.path.join(directory, name), "w") as f:
+                    f.write(text)
+            code, out, err = runToEnd(
+                twistdCommand("--nodaemon", "--pidfile=", "--logfile=-", "smtpd", *args),
+                directory,
+            )
+            both = f"{args}\n{out}\n{err}"
+            self.assertEqual(code, 1, both)
+            self.assertEqual(err, f"twistd smtpd: {line}; see --help\n", both)
+            self.assertEqual(sorted(os.listdir(directory)), sorted(files), both)
 
 
 class UnusedFlagLineTests(SynchronousTestCase):

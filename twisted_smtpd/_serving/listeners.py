@@ -18,6 +18,7 @@ import stat
 
 from attrs import frozen
 from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
@@ -29,6 +30,7 @@ __all__ = [
     "ListenFailed",
     "OwnKeys",
     "_Listener",
+    "abandonPort",
     "behindProxy",
     "endpointKind",
     "listenReason",
@@ -165,6 +167,28 @@ def releaseOwnLock(endpoint: object, error: BaseException | None) -> None:
     if _lockTarget(path) == str(os.getpid()):
         with contextlib.suppress(OSError):
             os.remove(path + ".lock")
+
+
+def abandonPort(port: IListeningPort) -> None:
+    """
+    Remove the files of the listening C{port} of a start that fails on a
+    later listener and ends the process at once, without the reactor
+    running to stop it: a UNIX socket's path and its lock file
+    (C{PATH.lock}), which Twisted removes only in the reactor's turn after
+    C{stopListening}.  Left, they would be taken by the next start for a
+    server's; the socket itself closes with the process.
+    """
+    address = port.getHost()
+    name = getattr(address, "name", None)
+    if isinstance(address, UNIXAddress) and isinstance(name, str | bytes) and name:
+        path = os.fsdecode(name)
+        if not path.startswith("\0"):
+            with contextlib.suppress(OSError):
+                os.remove(path)
+    lock = getattr(port, "lockFile", None)
+    if lock is not None and getattr(lock, "locked", False):
+        with contextlib.suppress(OSError):
+            lock.unlock()
 
 
 def _inUse(path: str | None) -> str:

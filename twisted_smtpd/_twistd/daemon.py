@@ -12,11 +12,12 @@ import signal
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 
 from twisted_smtpd._core.printable import printable
-from twisted_smtpd._serving.listeners import ListenFailed, _Listener
+from twisted_smtpd._serving.listeners import ListenFailed, _Listener, abandonPort
 from twisted_smtpd._serving.logging import SessionLogger
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._serving.service import SMTPServer, _AdoptedListener
@@ -140,8 +141,29 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
         """
         try:
             super().privilegedStartService()
-        except ListenFailed as e:
-            exitWithError(f"--listen {e.description!r}: {e.why}")
+        except BaseException as e:
+            self._abandonListeners()
+            if isinstance(e, ListenFailed):
+                exitWithError(f"--listen {e.description!r}: {e.why}")
+            raise
+
+    def _abandonListeners(self) -> None:
+        """
+        The start failed (a listener could not start, and the process
+        ends now): remove the files of the listeners this process bound
+        (L{abandonPort}), which the reactor will not run to stop.  A socket
+        made by another (systemd's, or the parent's of C{--workers}) is
+        left alone.
+        """
+        for service in self:
+            port = getattr(service, "port", None)
+            endpoint: Any = getattr(service, "endpoint", None)
+            while hasattr(endpoint, "_wrappedEndpoint"):
+                endpoint = endpoint._wrappedEndpoint
+            if port is None or endpoint is None:
+                continue
+            if not isinstance(endpoint, AdoptedStreamServerEndpoint):
+                abandonPort(port)
 
     def startService(self) -> None:
         """
@@ -154,8 +176,11 @@ class SMTPDaemon(GivesLogObserver, SMTPServer):
             withoutContext()
         try:
             super().startService()
-        except ListenFailed as e:
-            exitWithError(f"--listen {e.description!r}: {e.why}")
+        except BaseException as e:
+            self._abandonListeners()
+            if isinstance(e, ListenFailed):
+                exitWithError(f"--listen {e.description!r}: {e.why}")
+            raise
         logSummary(self, self._delivery)
         metrics = getattr(self, "metrics", None)
         if metrics is not None:

@@ -8,7 +8,7 @@ from a half-started server: endpoint strings are parsed, certificate files
 read, the delivery handler built and the Maildir created.
 
 C{--config FILE} reads the same options from a TOML (C{*.toml}) or INI
-(section C{[smtpd]}) file; flags on the command line win (L{twisted_smtpd._twistd.tapconfig}).
+(section C{[smtpd]}) file; flags on the command line win (L{twisted_smtpd._twistd.tapfile}).
 The switches and the flags taking a value, with their help texts and
 coercers, are declared in L{twisted_smtpd._twistd.tapdefinitions}.
 """
@@ -59,10 +59,10 @@ from twisted_smtpd._twistd.tapconfig import (
     checkMetrics,
     exitChecked,
     exitWithError,
-    fileArguments,
     reason,
 )
 from twisted_smtpd._twistd.tapdefinitions import FLAGS, LONGDESC, PARAMETERS
+from twisted_smtpd._twistd.tapfile import fileArguments
 from twisted_smtpd._twistd.tapflags import (
     _HIDE_ATTRIBUTES,
     _MODIFIERS,
@@ -322,15 +322,23 @@ class Options(AuthOptionMixin, usage.Options):
         """
         The long names of the options in C{arguments}, each with its last
         value; nothing if they do not parse (the parser will say why).
+
+        @raise usage.UsageError: C{--config} is given twice.
         """
         try:
             found, _ = getopt.getopt(arguments, self.shortOpt, self.longOpt)
         except getopt.error:
             return {}
-        given = {}
+        given: dict[str, str] = {}
         for option, value in found:
             name = option.lstrip("-")
-            given[self.synonyms.get(name, name).replace("_", "-")] = value
+            name = self.synonyms.get(name, name).replace("_", "-")
+            if name == "config" and name in given:
+                # Only one file is read: the other would be left out unsaid.
+                raise usage.UsageError(
+                    f"--config given twice ({given[name]!r}, {value!r}): one file is read"
+                )
+            given[name] = value
         return given
 
     def postOptions(self) -> None:

@@ -1,9 +1,9 @@
 # -*- test-case-name: tests.test_tap -*-
 """
 The parts of the C{twistd smtpd} configuration that are not flags of
-L{twisted_smtpd._twistd.tap.Options} themselves: configuration files (C{--config
-FILE}, TOML or INI) turned into command-line arguments, the checks of
-endpoint strings, and the one-line configuration errors.  The checks of
+L{twisted_smtpd._twistd.tap.Options} themselves: the checks of endpoint
+strings, and the one-line configuration errors.  Configuration files
+(C{--config FILE}) are read by L{twisted_smtpd._twistd.tapfile}; the checks of
 C{--auth} are in L{twisted_smtpd._twistd.tapauth}; the delivery handler
 each delivery flag names is built by L{twisted_smtpd._twistd.taphandlers};
 the checks against the host (the pid file, sockets inherited from systemd,
@@ -16,6 +16,7 @@ import contextlib
 import ipaddress
 import os
 import re
+import socket
 import sys
 from collections.abc import Collection
 from typing import Any, NoReturn
@@ -23,11 +24,10 @@ from typing import Any, NoReturn
 from twisted.python import usage
 
 from twisted_smtpd._core.address import literalAddress
-from twisted_smtpd._core.files import readLimited
 from twisted_smtpd._core.hostname import aLabels
 from twisted_smtpd._core.printable import printable
+from twisted_smtpd._twistd.madefiles import removeMade
 from twisted_smtpd._twistd.tapendpoints import checkParameters
-from twisted_smtpd._twistd.tapflags import _MODIFIERS, _NOT_IN_FILE, _REPEATABLE, DELIVERIES
 from twisted_smtpd._twistd.taphost import inheritedSocketProblem
 
 #: Set in a worker of C{--workers} (L{INHERITED
@@ -67,7 +67,11 @@ def exitWithError(message: str) -> NoReturn:
     the pipe to its parent, which logs it naming the worker: the reason a
     worker cannot start (a configuration file changed since the parent
     read it) is in the log beside the parent's line saying it ended.
+
+    The Maildir or mbox file this start made, still empty, is removed
+    first (L{removeMade}).
     """
+    removeMade()
     line = f"twistd smtpd: {_oneLine(message)}; see --help\n"
     stream = sys.__stderr__ if sys.__stderr__ is not None else sys.stderr
     stream.write(line)
@@ -105,151 +109,6 @@ def _sameFile(first: Any, second: Any) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
-def asArguments(name: str, value: object, takesValue: bool, repeatable: bool) -> list[str]:
-    """
-    The command-line arguments for one configuration-file setting.
-
-    @param name: The long option name.
-    @param value: A string, number or boolean, a list of them, or (for
-        C{handler-option}) a table.
-    @raise ValueError: If C{value} does not suit the option.
-    """
-    if not takesValue:
-        if not isinstance(value, bool):
-            raise ValueError("expected true or false")
-        return ["--" + name] if value else []
-    if isinstance(value, dict) and name == "handler-option":
-        value = [f"{k}={v}" for k, v in value.items()]
-    values = value if isinstance(value, list) else [value]
-    if len(values) != 1 and not repeatable:
-        raise ValueError("expected one value")
-    arguments = []
-    for item in values:
-        if isinstance(item, bool) or not isinstance(item, str | int | float):
-            raise ValueError("expected a string or a number")
-        arguments += ["--" + name, str(item)]
-    return arguments
-
-
-#: The largest configuration file read (a real one is a few KiB).
-CONFIG_LIMIT = 1024 * 1024
-
-
-def readConfig(path: str, switches: Collection[str] = ()) -> dict[str, object]:
-    """
-    Read a C{twistd smtpd} configuration file.
-
-    A file whose name ends in C{.toml} is TOML: keys at the top level or in a
-    C{[smtpd]} table, lists for repeatable options, booleans for flags.  Any
-    other file is INI, section C{[smtpd]}: repeatable options take one value
-    per line, flags C{true}/C{false} (or yes/no, on/off, 1/0).
-
-    @param switches: The long names of the flags that take no value: only
-        their INI values are read as booleans, so that C{max-clients = 0},
-        C{workers = 1} or C{banner = yes} keep their text.
-    @return: Option names (as written) to values; INI values are strings,
-        lists of strings for several lines, or booleans for the words like
-        C{true} given to a switch.
-    Only a regular file of at most L{CONFIG_LIMIT} bytes is read: a named
-    pipe would block the start, a device such as C{/dev/zero} never ends.
-
-    @raise OSError: If the file cannot be read.
-    @raise ValueError: If it does not parse, is not a regular file or is
-        too large.
-    """
-    data = readLimited(path, CONFIG_LIMIT)
-    if len(data) > CONFIG_LIMIT:
-        raise ValueError(f"larger than {CONFIG_LIMIT} bytes")
-    text = data.decode("utf-8")
-    # Their parsers are imported only for a configuration file.
-    if path.endswith(".toml"):
-        import tomllib
-
-        try:
-            document: dict[str, object] = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"not valid TOML: {e}") from None
-        except RecursionError:
-            # tomllib recurses once per level of nested arrays and tables.
-            raise ValueError("not valid TOML: arrays or tables nested too deeply") from None
-        section = document.pop("smtpd", None)
-        if isinstance(section, dict):
-            for key in section.keys() & document.keys():
-                raise ValueError(f"{key!r} both in [smtpd] and at the top level")
-            document.update(section)
-        elif section is not None:
-            document["smtpd"] = section
-        return document
-    import configparser
-
-    parser = configparser.ConfigParser(interpolation=None)
-    try:
-        parser.read_string(text, path)
-    except configparser.Error as e:
-        raise ValueError(f"not a valid INI file: {_oneLine(str(e))}") from None
-    if not parser.has_section("smtpd"):
-        raise ValueError("no [smtpd] section")
-    settings: dict[str, object] = {}
-    for key, text in parser.items("smtpd"):
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        lowered = text.strip().lower()
-        if key.replace("_", "-") in switches and lowered in parser.BOOLEAN_STATES:
-            settings[key] = parser.BOOLEAN_STATES[lowered]
-        else:
-            settings[key] = lines[0] if len(lines) == 1 else lines
-    return settings
-
-
-# -- checks ----------------------------------------------------------------------
-
-
-def fileArguments(
-    path: str, given: Collection[str], longOpt: Collection[str]
-) -> tuple[list[str], list[str]]:
-    """
-    The options of the configuration file at C{path} as command-line
-    arguments, leaving out those C{given} on the command line: a
-    repeatable option given there replaces the file's list, and a
-    delivery given there replaces the file's delivery with its settings.
-
-    @param longOpt: The long options of the command line (C{"name="} for
-        one that takes a value).
-    @return: The arguments, and a warning line for each delivery setting
-        of the file that a delivery on the command line dropped.
-    @raise usage.UsageError: If the file cannot be read or holds an
-        unknown option or a value of the wrong kind.
-    """
-    flags = {name.rstrip("="): name.endswith("=") for name in longOpt}
-    switches = {name for name, takesValue in flags.items() if not takesValue}
-    try:
-        settings = readConfig(path, switches)
-    except (OSError, ValueError) as e:
-        raise usage.UsageError(f"--config {path!r}: {reason(e)}") from None
-    replaced = set(given)
-    deliveries = [name for name in DELIVERIES if name in given]
-    if deliveries:
-        replaced |= set(DELIVERIES) | set(_MODIFIERS)
-    arguments: list[str] = []
-    dropped: list[str] = []
-    for key, value in settings.items():
-        name = key.replace("_", "-")
-        if name not in flags or name in _NOT_IN_FILE:
-            raise usage.UsageError(f"--config {path!r}: unknown option {key!r}")
-        if name in _MODIFIERS and name not in given and deliveries:
-            # Dropped with the file's delivery: said at start.
-            dropped.append(
-                f"--{name} in --config {path!r} has no effect: the command line's"
-                f" --{deliveries[0]} replaces the file's delivery and its settings"
-            )
-        if name in replaced:
-            continue
-        try:
-            arguments += asArguments(name, value, flags[name], name in _REPEATABLE)
-        except ValueError as e:
-            raise usage.UsageError(f"--config {path!r}: {key}: {e}") from None
-    return arguments, dropped
-
-
 def checkEndpoint(description: str, rundir: str | None = ".") -> None:
     """
     Parse an endpoint string as L{SMTPServer.addEndpoint} will: C{haproxy:}
@@ -282,6 +141,7 @@ def checkEndpoint(description: str, rundir: str | None = ".") -> None:
     except Exception as e:
         raise usage.UsageError(f"--listen {description!r}: {reason(e)}") from None
     checkPortRange("listen", description, endpoint)
+    checkInterface("listen", description, endpoint)
     checkSocketPath("listen", description, endpoint, rundir)
     if kind == "systemd":
         problem = inheritedSocketProblem(endpoint.fileno, endpoint.addressFamily)
@@ -383,6 +243,7 @@ def checkMetrics(description: str, rundir: str | None = ".") -> None:
     except Exception as e:
         raise usage.UsageError(f"--metrics {description!r}: {reason(e)}") from None
     checkPortRange("metrics", description, endpoint)
+    checkInterface("metrics", description, endpoint)
     checkSocketPath("metrics", description, endpoint, rundir)
 
 
@@ -394,9 +255,10 @@ MAX_SOCKET_PATH = 107 if sys.platform.startswith("linux") else 103
 def checkSocketPath(flag: str, description: str, endpoint: object, rundir: str | None) -> None:
     """
     Refuse a UNIX socket (C{unix:}, behind C{haproxy:} too) whose path is
-    longer than a socket address holds, or whose directory does not exist
-    or is no directory: Twisted would fail to bind it, or to take its lock
-    file, only once C{twistd} has started.
+    longer than a socket address holds, or whose directory does not exist,
+    is no directory or cannot be written by this process: Twisted would
+    fail to bind it, or to take its lock file, only once C{twistd} has
+    started (and C{--check-config} would call it OK).
 
     @param flag: The flag's name without the dashes, for the message.
     @param endpoint: What Twisted made of C{description}.
@@ -420,8 +282,14 @@ def checkSocketPath(flag: str, description: str, endpoint: object, rundir: str |
         return
     directory = os.path.dirname(os.path.abspath(os.path.join(rundir, path)))
     if os.path.isdir(directory):
-        return
-    why = "is not a directory" if os.path.lexists(directory) else "does not exist"
+        # Bound (its lock file made beside it) before twistd --uid
+        # switches users: as the user it starts as.
+        effective = os.access in os.supports_effective_ids
+        if os.access(directory, os.W_OK | os.X_OK, effective_ids=effective):
+            return
+        why = "cannot be written"
+    else:
+        why = "is not a directory" if os.path.lexists(directory) else "does not exist"
     raise usage.UsageError(
         f"--{flag} {description!r}: the directory of the UNIX socket {why}: {directory}"
     )
@@ -441,6 +309,39 @@ def checkPortRange(flag: str, description: str, endpoint: object) -> None:
     port = getattr(endpoint, "_port", None)
     if isinstance(port, int) and not 0 <= port <= 65535:
         raise usage.UsageError(f"--{flag} {description!r}: port {port} is out of range (0-65535)")
+
+
+def checkInterface(flag: str, description: str, endpoint: object) -> None:
+    """
+    Refuse the C{interface=} of a TCP endpoint (behind C{haproxy:} too)
+    that no listener could bind: an address this host does not have, or a
+    name that does not resolve.  Twisted finds out only once the server
+    listens, and C{--check-config}, which listens on nothing, would call
+    the configuration OK.  A socket is bound to the address on a port the
+    system picks, then closed: a server running on the port is no
+    obstacle.
+
+    @param flag: The flag's name without the dashes, for the message.
+    @param endpoint: What Twisted made of C{description}.
+    @raise usage.UsageError: Naming the flag, the description and why, in
+        the words of a listener that cannot start.
+    """
+    from twisted.internet.abstract import isIPv6Address
+
+    from twisted_smtpd._serving.listeners import listenReason
+
+    endpoint = getattr(endpoint, "_wrappedEndpoint", endpoint)
+    interface = getattr(endpoint, "_interface", None)
+    if not isinstance(interface, str) or interface in ("", "0.0.0.0", "::"):  # noqa: S104
+        return
+    family = socket.AF_INET6 if isIPv6Address(interface) else socket.AF_INET
+    try:
+        # As Twisted binds it: an IPv6 address with its scope (%eth0).
+        address = socket.getaddrinfo(interface, 0, family, socket.SOCK_STREAM)[0][4]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind(address)
+    except OSError as e:
+        raise usage.UsageError(f"--{flag} {description!r}: {listenReason(e)}") from None
 
 
 def metricsDescription(description: str) -> str:

@@ -19,6 +19,7 @@ from twisted.python import usage
 
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving.hooks import checkHandler
+from twisted_smtpd._twistd.madefiles import absentPaths, remember
 from twisted_smtpd._twistd.runuser import asRunUser
 from twisted_smtpd._twistd.tapconfig import reason
 from twisted_smtpd._twistd.tapendpoints import checkParameters
@@ -30,15 +31,20 @@ def _maildir(config: Mapping[str, Any], path: str, options: ServerOptions) -> IS
 
     if config["maildir-existing-only"] and not config["maildir-per-recipient"]:
         raise usage.UsageError("--maildir-existing-only needs --maildir-per-recipient")
+    # Removed if still empty when the start fails (L{removeMade}).
+    made = absentPaths(path, ("tmp", "new", "cur")) if path else []
     # Made and checked as the user twistd --uid runs the server as.
     with asRunUser(config):
-        return MaildirHandler(
-            path,
-            traceHeaders=bool(config["maildir-trace"]),
-            perRecipient=bool(config["maildir-per-recipient"]),
-            existingOnly=bool(config["maildir-existing-only"]),
-            hostname=options.name,
-        )
+        try:
+            return MaildirHandler(
+                path,
+                traceHeaders=bool(config["maildir-trace"]),
+                perRecipient=bool(config["maildir-per-recipient"]),
+                existingOnly=bool(config["maildir-existing-only"]),
+                hostname=options.name,
+            )
+        finally:
+            remember(made)
 
 
 def _sink(config: Mapping[str, Any], value: None, options: ServerOptions) -> ISMTPHandler:
@@ -63,6 +69,8 @@ def _mbox(config: Mapping[str, Any], path: str, options: ServerOptions) -> ISMTP
     # spool files; as the user twistd --uid runs the server as, who owns
     # the file made.
     with asRunUser(config):
+        # Removed if still empty when the start fails (L{removeMade}).
+        remember(absentPaths(handler.path))
         os.close(openMailbox(handler.path))
         with contextlib.suppress(FileNotFoundError):
             # A name leaving no room for its dot lock's ".lock" (ENAMETOOLONG)

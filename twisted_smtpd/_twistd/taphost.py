@@ -24,7 +24,8 @@ from twisted_smtpd._twistd.runuser import asRunUser, runIdentity
 def checkPidFile(path: str | None, leftPid: bool = True) -> None:
     """
     Refuse a C{twistd --pidfile} that C{twistd} could not write: in a
-    directory that does not exist, or naming a directory.  C{twistd}
+    directory that does not exist or that this process cannot write, or
+    naming a directory.  C{twistd}
     itself would end with a traceback, once the options are parsed.  One
     left by an earlier start is checked too (L{_checkLeftPid}).
 
@@ -42,6 +43,14 @@ def checkPidFile(path: str | None, leftPid: bool = True) -> None:
     if not os.path.isdir(directory):
         raise usage.UsageError(
             f"--pidfile {path!r}: cannot write the pid file: no directory {directory}"
+        )
+    # twistd writes it (and removes one left by a process gone) before it
+    # switches users (--uid): as the user it starts as.
+    effective = os.access in os.supports_effective_ids
+    if not os.access(directory, os.W_OK | os.X_OK, effective_ids=effective):
+        raise usage.UsageError(
+            f"--pidfile {path!r}: cannot write the pid file: its directory {directory}"
+            " cannot be written"
         )
     if leftPid and os.path.lexists(path):
         _checkLeftPid(path)

@@ -10,6 +10,7 @@ L{INHERITED}.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import stat
@@ -171,11 +172,25 @@ def bindAll(descriptions: Sequence[str], count: int) -> list[ListenerSpec]:
         except (OSError, OverflowError, ValueError) as e:
             for spec in bound:
                 for s in spec.sockets:
-                    s.close()
+                    _discard(s)
             if isinstance(e, ValueError):
                 raise usage.UsageError(f"--workers: {reason(e)}") from e
             raise usage.UsageError(f"--listen {description!r}: {listenReason(e)}") from e
     return bound
+
+
+def _discard(bound: socket.socket) -> None:
+    """
+    Close a socket L{bindListener} bound, for a start that ends: a UNIX
+    socket's path is removed too, or the next start would find it in the
+    way.
+    """
+    if bound.family == socket.AF_UNIX:
+        path = bound.getsockname()
+        if isinstance(path, str | bytes) and path and not os.fsdecode(path).startswith("\0"):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+    bound.close()
 
 
 def _refuseInUse(family: int, host: str, port: int) -> None:
