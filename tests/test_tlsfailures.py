@@ -6,6 +6,7 @@ emits, and C{smtpd_tls_handshake_failures_total}.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from OpenSSL import SSL
@@ -60,6 +61,15 @@ class FailureReasonTests(SynchronousTestCase):
             "certificate verify failed": "certificate",
             "tlsv13 alert certificate required": "certificate",
             "unexpected eof while reading": "closed",
+            "bad extension": "protocol",
+            "length mismatch": "protocol",
+            "length too short": "protocol",
+            "excessive message size": "protocol",
+            "missing sigalgs extension": "protocol",
+            "too many warn alerts": "protocol",
+            "no renegotiation": "protocol",
+            "tls alert illegal parameter": "protocol",
+            "cert length mismatch": "protocol",
             "bad record mac": "other",
             "something OpenSSL says one day": "other",
         }
@@ -285,3 +295,154 @@ class CloseNotifyMidwayTests(SynchronousTestCase):
             [("tlsfailed", "closed")],
         )
         self.assertFalse(factory.connections)
+
+
+def _extension(kind: int, body: bytes) -> bytes:
+    """
+    One extension of a ClientHello (RFC 8446 section 4.2).
+    """
+    return struct.pack("!HH", kind, len(body)) + body
+
+
+#: TLS 1.3 (supported_versions), x25519 (supported_groups), and
+#: ECDSA, RSA-PSS and RSA signatures (signature_algorithms).
+_VERSIONS = _extension(43, bytes.fromhex("020304"))
+_GROUPS = _extension(10, bytes.fromhex("0006001d00170018"))
+_SIGNATURES = _extension(13, bytes.fromhex("001004030503060308070804080504010501"))
+_POINT_FORMATS = _extension(11, bytes.fromhex("0100"))
+
+#: TLS_AES_128_GCM_SHA256 and TLS_EMPTY_RENEGOTIATION_INFO_SCSV.
+_TLS13_SUITES = bytes.fromhex("130100ff")
+#: ECDHE with RSA or ECDSA, AES-GCM: TLS 1.2 only.
+_TLS12_SUITES = bytes.fromhex("c02fc02bc030c02c")
+
+
+def _clientHello(suites: bytes, *extensions: bytes) -> bytes:
+    """
+    A ClientHello in one handshake record, built by hand (RFC 8446 section
+    4.1.2), with C{extensions} as given: duplicated, malformed, missing.
+    """
+    body = b"\x03\x03" + b"\x11" * 32 + b"\x00"
+    body += struct.pack("!H", len(suites)) + suites + b"\x01\x00"
+    joined = b"".join(extensions)
+    body += struct.pack("!H", len(joined)) + joined
+    message = b"\x01" + struct.pack("!I", len(body))[1:] + body
+    return b"\x16\x03\x01" + struct.pack("!H", len(message)) + message
+
+
+def _alert(level: int, description: int) -> bytes:
+    """
+    One alert record (RFC 8446 section 6).
+    """
+    return bytes([0x15, 0x03, 0x03, 0x00, 0x02, level, description])
+
+
+class MalformedInputTests(SynchronousTestCase):
+    """
+    Malformed input from a client, records built by hand, fails its
+    handshake as C{protocol} in C{smtpd_tls_handshake_failures_total}, as
+    plaintext and a version or cipher mismatch do, not as C{other}.
+    """
+
+    def setUp(self) -> None:
+        self.tls = ServerTLS(None, hostname="mx.example.com")
+
+    def handshake(self, data: bytes) -> tuple[str, str]:
+        """
+        Send C{data} to an C{ssl:465} listener of a server counting with
+        L{ServerMetrics}.
+
+        @return: The kind the failure was counted under (the only sample
+            of the counter) and OpenSSL's text of the C{tlsfailed} event.
+        """
+        factory = factoryFor(Clock())
+        metrics = ServerMetrics()
+        factory.addObserver(metrics)
+        seen: list[dict[str, Any]] = []
+        factory.addObserver(
+            lambda event, session, data: seen.append(data) if event == "tlsfailed" else None
+        )
+        layer = ListenerTLSFactory(self.tls, factory, "ssl:465").buildProtocol(None)
+        transport = StringTransport(
+            peerAddress=IPv4Address("TCP", "192.0.2.7", 40000),
+            hostAddress=IPv4Address("TCP", "192.0.2.1", 465),
+        )
+        layer.makeConnection(transport)
+        layer.dataReceived(data)
+        self.assertTrue(transport.disconnecting)
+        layer.connectionLost(Failure(ConnectionDone()))
+        [event] = seen
+        counted = {
+            sample.labels["reason"]: sample.value
+            for family in metrics.registry.collect()
+            if family.name == "smtpd_tls_handshake_failures"
+            for sample in family.samples
+            if sample.name.endswith("_total") and sample.value
+        }
+        self.assertEqual(list(counted.values()), [1.0], counted)
+        [reason] = counted
+        return reason, event["error"]
+
+    def test_badExtension(self) -> None:
+        """
+        A ClientHello holding an extension twice: OpenSSL's C{bad
+        extension}.
+        """
+        hello = _clientHello(_TLS13_SUITES, _VERSIONS, _VERSIONS, _GROUPS, _SIGNATURES)
+        self.assertEqual(self.handshake(hello), ("protocol", "bad extension"))
+
+    def test_lengthMismatch(self) -> None:
+        """
+        An extension whose inner length says more than it holds: OpenSSL's
+        C{length mismatch}.
+        """
+        versions = _extension(43, bytes.fromhex("050304"))
+        hello = _clientHello(_TLS13_SUITES, versions, _GROUPS, _SIGNATURES)
+        self.assertEqual(self.handshake(hello), ("protocol", "length mismatch"))
+
+    def test_truncatedHello(self) -> None:
+        """
+        A ClientHello too short to hold a version, or announcing 16 MB:
+        C{length too short}, C{excessive message size}.
+        """
+        self.assertEqual(
+            self.handshake(bytes.fromhex("160301000401000000")), ("protocol", "length too short")
+        )
+        self.assertEqual(
+            self.handshake(bytes.fromhex("160301000501ffffff00")),
+            ("protocol", "excessive message size"),
+        )
+
+    def test_missingSignatureAlgorithms(self) -> None:
+        """
+        A TLS 1.3 ClientHello without the signature_algorithms extension
+        RFC 8446 section 9.2 requires: C{missing sigalgs extension}.
+        """
+        hello = _clientHello(_TLS13_SUITES, _VERSIONS, _GROUPS)
+        self.assertEqual(self.handshake(hello), ("protocol", "missing sigalgs extension"))
+
+    def test_tooManyWarnAlerts(self) -> None:
+        """
+        A TLS 1.2 ClientHello, then warning alerts in a row (C{unrecognized_name}):
+        OpenSSL's C{too many warn alerts} at the fifth.
+        """
+        hello = _clientHello(_TLS12_SUITES, _GROUPS, _SIGNATURES, _POINT_FORMATS)
+        self.assertEqual(
+            self.handshake(hello + _alert(1, 112) * 6), ("protocol", "too many warn alerts")
+        )
+
+    def test_renegotiationAlert(self) -> None:
+        """
+        A warning C{no_renegotiation} alert in the middle of a handshake,
+        where it has no place: OpenSSL's C{no renegotiation}.
+        """
+        hello = _clientHello(_TLS12_SUITES, _GROUPS, _SIGNATURES, _POINT_FORMATS)
+        self.assertEqual(self.handshake(hello + _alert(1, 100)), ("protocol", "no renegotiation"))
+
+    def test_plaintextStillProtocol(self) -> None:
+        """
+        Plaintext SMTP on the listener stays C{protocol} (OpenSSL 3.2 says
+        C{packet length too long}, later ones C{wrong version number}).
+        """
+        reason, error = self.handshake(b"EHLO client\r\n")
+        self.assertEqual(reason, "protocol", error)

@@ -22,8 +22,11 @@ if TYPE_CHECKING:
 
 #: The handshake did not finish within C{tlsHandshakeTimeout}.
 TIMEOUT = "timeout"
-#: No protocol version or cipher in common, or the client does not speak
-#: TLS at all (plaintext, an HTTP request, garbage).
+#: No protocol version or cipher in common, the client does not speak TLS
+#: at all (plaintext, an HTTP request, garbage), or it sends what TLS does
+#: not allow: a malformed record, message or extension (a ClientHello with
+#: an extension twice, a length that does not add up), an alert out of
+#: place or too many warning alerts.
 PROTOCOL = "protocol"
 #: A certificate was refused: the client's by the server (none sent, or one
 #: that does not verify), or the server's by the client (an alert such as
@@ -59,6 +62,42 @@ _PROTOCOL_WORDS = (
     "unexpected message",
     "decode error",
     "handshake failure",  # sslv3 alert handshake failure: nothing in common
+    "suitable groups",
+    "key share",  # bad key share, no suitable key share
+    # Malformed input: what OpenSSL (3.2 to 4.0) says of records, messages
+    # and extensions TLS does not allow, a decode_error or
+    # illegal_parameter alert sent (RFC 8446 section 6.2).
+    "length",  # length mismatch, length too short, bad packet length, ...
+    "message",  # extra data in message, excessive message size, ccs messages
+    "extension",  # bad extension, missing sigalgs extension, unsolicited ...
+    "tlsext",  # parse tlsext, clienthello tlsext
+    "tls ext ",  # tls ext invalid servername
+    "illegal parameter",  # the client's alert
+    "bad packet",
+    "unexpected record",
+    "bad record type",
+    "record too small",
+    "record overflow",
+    "invalid record",
+    "not on record boundary",
+    "mixed handshake and non handshake data",
+    "app data in handshake",
+    "early data",
+    "ccs",  # ccs received early, got a fin before a ccs
+    "hello",  # bad hello request, fragmented client hello
+    "hrr",
+    "compression algorithm",
+    "point compression",
+    "ecpoint",
+    "dh value",
+    "extms",
+    "fragment",
+    "invalid session id",
+    # Alerts where TLS has no place for them.
+    "warn alerts",  # too many warn alerts: 5 warning alerts in a row
+    "alert type",  # unknown alert type
+    "invalid alert",
+    "renegotiat",  # no renegotiation (a warning alert), renegotiation mismatch
 )
 
 
