@@ -24,6 +24,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 
 __all__ = [
+    "PRIVILEGED_PORT_HINT",
     "PROXY_TWICE",
     "SSL_ARGUMENTS",
     "TLS_ENDPOINT_REFUSED",
@@ -57,7 +58,9 @@ class ListenFailed(Exception):
         return f"cannot listen on {self.description!r}: {self.why}"
 
 
-_PRIVILEGED_PORT_HINT = (
+#: Why a listener cannot bind its port (C{EACCES} without a path), and
+#: what to do.
+PRIVILEGED_PORT_HINT = (
     "permission denied: ports below 1024 need root; use authbind, the"
     " CAP_NET_BIND_SERVICE capability (setcap, or AmbientCapabilities= in systemd), or"
     " systemd socket activation (systemd:domain=INET:index=0)"
@@ -91,7 +94,7 @@ def listenReason(error: BaseException) -> str:
         if error.errno == errno.EADDRINUSE:
             return _inUse(path)
         if error.errno == errno.EACCES and path is None:
-            return _PRIVILEGED_PORT_HINT
+            return PRIVILEGED_PORT_HINT
         if error.errno == errno.EADDRNOTAVAIL:
             return "no interface of this host has this address"
         if error.strerror:

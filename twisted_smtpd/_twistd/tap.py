@@ -358,14 +358,15 @@ class Options(AuthOptionMixin, usage.Options):
         runIdentity(self)
         rundir = socketDirectory(parent, int(self["workers"]))
         if self["metrics"] is not None:
-            checkMetrics(self["metrics"], rundir)
+            checkMetrics(self["metrics"], rundir, bindable=checking)
         if self["dns-server"] is not None:
             try:
                 parseDNSServer(self["dns-server"])
             except ValueError as e:
                 raise usage.UsageError(f"--dns-server {e}") from None
         for description in self["listen"]:
-            checkEndpoint(description, rundir)
+            # With --check-config, a port this process may not bind too.
+            checkEndpoint(description, rundir, bindable=checking)
         checkDistinctAddresses(self["listen"], self["metrics"])
         chosen = set(self["delivery"])
         chosen.update(d for d in _PARAMETER_DELIVERIES if self[d] is not None)

@@ -109,7 +109,7 @@ def _sameFile(first: Any, second: Any) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
-def checkEndpoint(description: str, rundir: str | None = ".") -> None:
+def checkEndpoint(description: str, rundir: str | None = ".", bindable: bool = False) -> None:
     """
     Parse an endpoint string as L{SMTPServer.addEndpoint} will: C{haproxy:}
     wraps any other description, and an C{ssl:} endpoint is a TCP one
@@ -118,7 +118,10 @@ def checkEndpoint(description: str, rundir: str | None = ".") -> None:
     C{tls:} is refused (L{splitDescription}).  Its
     parameters are checked first (L{checkParameters}): given once, numbers
     in ASCII digits.  A UNIX socket's path must fit and its directory
-    exist (L{checkSocketPath}, C{rundir} as there).
+    exist (L{checkSocketPath}, C{rundir} as there).  With C{bindable}
+    (C{--check-config}, which binds nothing), a port this process may not
+    bind is refused too (L{checkPortPermission
+    <twisted_smtpd._twistd.portpermission.checkPortPermission>}).
 
     @raise usage.UsageError: If it does not parse.
     """
@@ -141,6 +144,10 @@ def checkEndpoint(description: str, rundir: str | None = ".") -> None:
     except Exception as e:
         raise usage.UsageError(f"--listen {description!r}: {reason(e)}") from None
     checkPortRange("listen", description, endpoint)
+    if bindable:
+        from twisted_smtpd._twistd.portpermission import checkPortPermission
+
+        checkPortPermission("listen", description, endpoint)
     checkInterface("listen", description, endpoint)
     checkSocketPath("listen", description, endpoint, rundir)
     if kind == "systemd":
@@ -193,12 +200,13 @@ def checkHostname(name: str) -> str:
     return name
 
 
-def checkMetrics(description: str, rundir: str | None = ".") -> None:
+def checkMetrics(description: str, rundir: str | None = ".", bindable: bool = False) -> None:
     """
     C{--metrics}: an endpoint string (not Twisted's C{tls:}, refused as for
     C{--listen}; a UNIX socket's path must fit and its directory exist,
     L{checkSocketPath} with C{rundir}), and the C{prometheus_client}
-    library.
+    library; with C{bindable}, a port this process may bind, as for
+    L{checkEndpoint}.
     Outside a worker of C{--workers}, C{PROMETHEUS_MULTIPROC_DIR} is
     removed from the environment before that library is imported.
 
@@ -243,6 +251,10 @@ def checkMetrics(description: str, rundir: str | None = ".") -> None:
     except Exception as e:
         raise usage.UsageError(f"--metrics {description!r}: {reason(e)}") from None
     checkPortRange("metrics", description, endpoint)
+    if bindable:
+        from twisted_smtpd._twistd.portpermission import checkPortPermission
+
+        checkPortPermission("metrics", description, endpoint)
     checkInterface("metrics", description, endpoint)
     checkSocketPath("metrics", description, endpoint, rundir)
 
