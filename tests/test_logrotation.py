@@ -17,10 +17,12 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_logfile import _Config
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
+from twisted_smtpd._twistd import tap as _tap
 from twisted_smtpd._twistd.logfile import AppendingLogFile, logDestination
 
 
@@ -232,3 +234,121 @@ class UnwritableDirectoryTests(SynchronousTestCase):
         out = logDestination(_Config({"logfile": path, "nodaemon": False}))
         self.addCleanup(out.close)
         self.assertEqual(len(events), 0)
+
+
+class RotatedFilesKeptTests(SynchronousTestCase):
+    """
+    C{--log-rotate-keep N}: the rotation keeps C{PATH.1} to C{PATH.N} and
+    deletes the older files, 10 unless told, all of them with 0.
+    """
+
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        os.mkdir(self.directory)
+        self.path = os.path.join(self.directory, "smtpd.log")
+
+    def rotateUnder(self, config: dict[str, object], rotations: int) -> None:
+        """
+        Open the log file as C{twistd smtpd} does with the options
+        C{config}, over rotated files C{PATH.1} to C{PATH.15} left by
+        earlier runs, and write lines to rotate it C{rotations} times.
+        """
+        for number in range(1, 16):
+            with open(f"{self.path}.{number}", "w") as f:
+                f.write(f"old {number}\n")
+        options = _Config({"logfile": self.path, "nodaemon": False})
+        options.update(config)
+        logFile = logDestination(options)
+        self.assertIsInstance(logFile, AppendingLogFile)
+        logFile.rotateLength = 100
+        writer = BufferedLogWriter(logFile, reactor=Clock())
+        self.addCleanup(logFile.close)
+        for n in range(rotations + 1):
+            writer.line(f"line {n} " + "x" * 100, {})
+
+    def numbers(self) -> list[int]:
+        names = os.listdir(self.directory)
+        return sorted(int(name.rpartition(".")[2]) for name in names if name != "smtpd.log")
+
+    def test_defaultKeepsTen(self) -> None:
+        """
+        Without the flag, ten rotated files are kept: the oldest past them
+        are deleted at the first rotation, and the disk use stays bounded
+        (11 MB) however long the log is written.
+        """
+        self.rotateUnder({}, 3)
+        self.assertEqual(self.numbers(), list(range(1, 11)))
+        with open(self.path + ".1", encoding="utf-8") as f:
+            self.assertIn("] line 2 ", f.read())
+        with open(self.path + ".10", encoding="utf-8") as f:
+            self.assertEqual(f.read(), "old 7\n")
+
+    def test_keep(self) -> None:
+        """
+        C{--log-rotate-keep 3} keeps C{PATH.1} to C{PATH.3}, the newest.
+        """
+        self.rotateUnder({"log-rotate-keep": 3}, 5)
+        self.assertEqual(self.numbers(), [1, 2, 3])
+        for number, line in [(1, 4), (2, 3), (3, 2)]:
+            with open(f"{self.path}.{number}", encoding="utf-8") as f:
+                self.assertIn(f"] line {line} ", f.read())
+        with open(self.path, encoding="utf-8") as f:
+            self.assertIn("] line 5 ", f.read())
+
+    def test_zeroKeepsAll(self) -> None:
+        """
+        C{--log-rotate-keep 0} deletes nothing, as C{twistd}'s own log file.
+        """
+        self.rotateUnder({"log-rotate-keep": 0}, 2)
+        self.assertEqual(self.numbers(), list(range(1, 18)))
+
+
+class RotateKeepOptionTests(SynchronousTestCase):
+    """
+    The flag C{--log-rotate-keep}, on the command line or in a
+    configuration file.
+    """
+
+    def parse(self, arguments: list[str], **parent: object) -> _tap.Options:
+        config = _tap.Options()
+        config.parent = {"pidfile": None, **parent}  # type: ignore[attr-defined]
+        config.parseOptions(arguments)
+        return config
+
+    def test_parsed(self) -> None:
+        """
+        A whole number, 0 or more, 10 by default; from a configuration file
+        too.
+        """
+        logfile = {"logfile": os.path.abspath(self.mktemp()), "nodaemon": False}
+        self.assertEqual(self.parse(["--sink"], **logfile)["log-rotate-keep"], 10)
+        config = self.parse(["--sink", "--log-rotate-keep", "100"], **logfile)
+        self.assertEqual(config["log-rotate-keep"], 100)
+        self.assertEqual(config["unused"], [])
+        path = self.mktemp() + ".toml"
+        with open(path, "w") as f:
+            f.write("sink = true\nlog-rotate-keep = 0\n")
+        self.assertEqual(self.parse(["--config", path], **logfile)["log-rotate-keep"], 0)
+        for bad in ("-1", "ten", "1.5"):
+            e = self.assertRaises(
+                usage.UsageError, _tap.Options().parseOptions, ["--log-rotate-keep", bad]
+            )
+            self.assertIn("--log-rotate-keep: ", str(e))
+
+    def test_unused(self) -> None:
+        """
+        Given where the server writes no log file (standard output, or
+        C{twistd --syslog} with text), the flag is warned of at start.
+        """
+        for parent, why in [
+            ({"nodaemon": True}, "the log goes to standard output (no twistd --logfile)"),
+            ({"logfile": "-"}, "the log goes to standard output (no twistd --logfile)"),
+            (
+                {"syslog": True, "nodaemon": False},
+                "twistd --syslog writes the log (--log-format text)",
+            ),
+        ]:
+            config = self.parse(["--sink", "--log-rotate-keep", "5"], **parent)
+            self.assertEqual(config["unused"], [f"--log-rotate-keep has no effect: {why}"])
+        config = self.parse(["--sink"], nodaemon=True)
+        self.assertEqual(config["unused"], [])

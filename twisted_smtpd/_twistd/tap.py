@@ -43,7 +43,7 @@ from twisted_smtpd._serving.sni import TLSPolicy, certificateKinds
 from twisted_smtpd._serving.tls import ServerTLS
 from twisted_smtpd._twistd.daemon import SMTPDaemon
 from twisted_smtpd._twistd.heldsignals import HELD
-from twisted_smtpd._twistd.logfile import jsonBesideSyslog
+from twisted_smtpd._twistd.logfile import jsonBesideSyslog, rotateKeepUnused
 from twisted_smtpd._twistd.passwordfile import PasswordFile
 from twisted_smtpd._twistd.redact import withoutPassword
 from twisted_smtpd._twistd.runuser import asRunUser, runIdentity
@@ -398,7 +398,7 @@ class Options(AuthOptionMixin, usage.Options):
             int(self["workers"]),
         )
         self["unused"] += self["dropped"] + cappedBacklogs(self["listen"])
-        for line in (jsonBesideSyslog(self), pidFileStays(self)):
+        for line in (jsonBesideSyslog(self), rotateKeepUnused(self), pidFileStays(self)):
             if line is not None:
                 self["unused"].append(line)
         self["deliveryDescription"] = printable(

@@ -16,6 +16,7 @@ from twisted_smtpd._core.optionvalues import MIN_TIMEOUT
 from twisted_smtpd._twistd.tapconfig import checkHostname, ipList
 from twisted_smtpd._twistd.tapflags import (
     _DEFAULTS,
+    DEFAULT_ROTATED_LOGS,
     LOG_FORMATS,
     _choice,
     _number,
@@ -301,5 +302,13 @@ PARAMETERS: list[list[Any]] = [
         "text",
         "Log as text lines or as JSON lines (text, json).",
         _choice("log-format", LOG_FORMATS),
+    ],
+    [
+        "log-rotate-keep",
+        None,
+        DEFAULT_ROTATED_LOGS,
+        "Rotated files twistd --logfile PATH keeps (PATH.1 to PATH.N, rotated at 1 MB),"
+        " the older ones deleted; 0 keeps them all.",
+        _number("log-rotate-keep", int, positive=False),
     ],
 ]

@@ -22,6 +22,9 @@ from twisted_smtpd._core.optionvalues import DECIMAL, MIN_RATE_WINDOW, WHOLE
 DEFAULT_LISTEN = "tcp:2525:interface=127.0.0.1"
 DEFAULT_MAILDIR = "./Maildir"
 LOG_FORMATS = ("text", "json")
+#: How many rotated log files C{--logfile} keeps (C{PATH.1} to
+#: C{PATH.10}, 1 MB each) unless C{--log-rotate-keep} says otherwise.
+DEFAULT_ROTATED_LOGS = 10
 
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in attrs.fields(ServerOptions)}
 
