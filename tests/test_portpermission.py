@@ -63,6 +63,19 @@ class MayBindTests(SynchronousTestCase):
         self.assertTrue(mayBind(1024))
         self.assertTrue(mayBind(0))
 
+    def test_authbind(self) -> None:
+        """
+        Under authbind (its library preloaded), which lets a user bind a
+        port its C{/etc/authbind} files allow as the port is bound, every
+        port passes: only the start can tell.
+        """
+        self.write("1024\n", "CapEff:\t0000000000000000\n")
+        library = "/usr/lib/authbind/libauthbind.so.1"
+        self.patch(os, "environ", {**os.environ, "LD_PRELOAD": library})
+        self.assertTrue(mayBind(25))
+        self.patch(os, "environ", {**os.environ, "LD_PRELOAD": ""})
+        self.assertFalse(mayBind(25))
+
     def test_unprivilegedPortStart(self) -> None:
         """
         The first unprivileged port is the kernel's setting: 0 lets anyone

@@ -57,13 +57,24 @@ def _mayBindPrivileged() -> bool:
     return os.geteuid() == 0
 
 
+def _underAuthbind() -> bool:
+    """
+    Whether the process runs under authbind, whose library (preloaded)
+    binds a privileged port through a helper when C{/etc/authbind} allows
+    it: only binding tells.
+    """
+    return "authbind" in os.environ.get("LD_PRELOAD", "")
+
+
 def mayBind(port: int) -> bool:
     """
     Whether this process may bind C{port} (0: one the system picks), as far
     as the kernel's rule on privileged ports goes: the port may still be in
-    use.
+    use.  Under authbind, which decides as the port is bound, any port.
     """
-    return port == 0 or port >= _firstUnprivilegedPort() or _mayBindPrivileged()
+    if port == 0 or port >= _firstUnprivilegedPort():
+        return True
+    return _mayBindPrivileged() or _underAuthbind()
 
 
 def checkPortPermission(flag: str, description: str, endpoint: object) -> None:
