@@ -16,8 +16,10 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
+from tests import replies
 from tests.test_client import Recorder, endpointFor, startServer
 from tests.test_handlers import feed, makeSession
+from tests.test_protocol import connect, take
 from twisted_smtpd import AuthResult, SMTPError
 from twisted_smtpd._core.session import Address, AuthRequest, Session
 from twisted_smtpd._smtpclient.client import deliver
@@ -255,11 +257,40 @@ class ChainTests(SynchronousTestCase):
         them) accepts: the chain goes on to the next handler.
         """
         nobody = Address("nobody@example.org")
-        for answer in ["250 OK", "5", "55", "550x", 550, b"550 no"]:
+        for answer in ["250 OK", "5", "55", "550x", 250, b"250 ok", (550, "no", "x"), 1000, True]:
             calls: list[tuple[str, str]] = []
             chain = ChainHandler(ReturnsAnswer("f", calls, answer), delivery=Logging("d", calls))
             self.successResultOf(chain.onRcptTo(nobody, self.session))
             self.assertEqual(calls, [("f", "onRcptTo"), ("d", "onRcptTo")], answer)
+
+    def test_returnedCodeStops(self) -> None:
+        """
+        A filter answering with a refusal's reply code in another form than
+        text (C{550}, C{b"550 no"}, C{(550, "no")}), which the server takes
+        as the handler's bug and answers 451, stops the chain too: the
+        delivery handler's answer never replaces it, so the chain is not
+        accepted where the filter alone is refused.
+        """
+        nobody = Address("nobody@example.org")
+        for answer in [550, b"550 no such user", (550, "no such user"), [451, "later"]]:
+            calls: list[tuple[str, str]] = []
+            chain = ChainHandler(ReturnsAnswer("f", calls, answer), delivery=Logging("d", calls))
+            self.assertIs(self.successResultOf(chain.onRcptTo(nobody, self.session)), answer)
+            self.assertEqual(calls, [("f", "onRcptTo")], answer)
+
+    def test_returnedCodeRefusedByServer(self) -> None:
+        """
+        Behind the server, a filter's C{onRcptTo} answering C{550} has the
+        recipient answered 451 as the filter alone would, not 250.
+        """
+        calls: list[tuple[str, str]] = []
+        chain = ChainHandler(ReturnsAnswer("f", calls, 550), delivery=Logging("d", calls))
+        proto, transport, _, _ = connect(chain, authOptional=True)
+        proto.dataReceived(b"EHLO c\r\nMAIL FROM:<a@example.com>\r\n")
+        take(transport)
+        proto.dataReceived(b"RCPT TO:<nobody@example.org>\r\n")
+        self.assertEqual(take(transport), replies.LOCAL_ERROR)
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
 
     def test_memberCheckedAsHandler(self) -> None:
         """

@@ -958,6 +958,25 @@ class DebuggingHandlerTests(SynchronousTestCase):
             ],
         )
 
+    def test_markerShorterThanItReads(self) -> None:
+        """
+        A line shorter than the markers that reads as one once its
+        compatibility forms are made plain (U+1F14D SQUARED SS is C{SS})
+        has its first character escaped too: the length of the line as
+        written does not exempt it.
+        """
+        out = io.StringIO()
+        stream = MessageStream()
+        d = DebuggingHandler(out).onData(stream, makeSession())
+        squared = "------------ENDME\U0001f14dAGE------------"
+        stream._write(f"Subject: x\r\n\r\n{squared}\r\n".encode())
+        stream._finish()
+        self.successResultOf(d)
+        lines = out.getvalue().splitlines()
+        self.assertEqual(
+            lines[-2:], ["\\x2d" + squared[1:], "------------ END MESSAGE ------------"]
+        )
+
     def test_envelopeEscaped(self) -> None:
         """
         A line separator or a bidirectional override in a UTF-8 address is

@@ -195,6 +195,55 @@ class SMTPErrorTypesTests(SynchronousTestCase):
             (error.code, error.message, error.enhanced), (551, "user not local", "5.1.6")
         )
 
+    def test_classAttributesChecked(self) -> None:
+        """
+        A subclass giving C{code}, C{message} or C{enhanced} as a class
+        attribute (C{code = 550}) has it checked as when set: a value of the
+        wrong type or a code out of range raises when the class is made, a
+        good one is the default its instances start from, kept as the plain
+        value.  It does not hide the checks: before, C{code = 999} was sent
+        as a C{999} reply and C{code = "550"} escaped the session with no
+        reply.
+        """
+        bad: list[tuple[type[Exception], dict[str, object]]] = [
+            (ValueError, {"code": 999}),
+            (ValueError, {"code": 100}),
+            (TypeError, {"code": "550"}),
+            (TypeError, {"code": 550.0}),
+            (TypeError, {"code": True}),
+            (TypeError, {"message": b"no such user"}),
+            (TypeError, {"enhanced": 511}),
+        ]
+        for exception, attributes in bad:
+            self.assertRaises(exception, type, "Refusal", (SMTPError,), attributes)
+
+        class NoSuchUser(SMTPError):
+            code = ShiftyCode(550)
+            message = ShiftyText("no such user")
+            enhanced = ShiftyText("5.1.1")
+
+            def __init__(self) -> None:
+                super().__init__(self.code, self.message, self.enhanced)
+
+        error = NoSuchUser()
+        self.assertEqual(
+            (error.code, error.message, error.enhanced), (550, "no such user", "5.1.1")
+        )
+        self.assertEqual((NoSuchUser.code, NoSuchUser.message), (550, "no such user"))
+        self.assertEqual(
+            (type(error.code), type(error.message), type(error.enhanced)), (int, str, str)
+        )
+        self.assertRaises(ValueError, setattr, error, "code", 999)
+        self.assertEqual(self.rcptReply(NoSuchUser), b"550 5.1.1 no such user\r\n")
+
+        class Busy(SMTPError):
+            code = 451
+            message = "try again later"
+            enhanced = None
+
+        self.assertEqual(Busy(452, "full").code, 452)
+        self.assertEqual(self.rcptReply(lambda: Busy(451, "busy")), b"451 4.0.0 busy\r\n")
+
     def test_textSubclassCannotForge(self) -> None:
         """
         A text that is a C{str} subclass is sent as its characters: what

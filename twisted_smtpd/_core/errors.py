@@ -5,8 +5,78 @@ The one public exception: L{SMTPError}, raised by handlers to reject.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.replies import Reply, defaultEnhanced, sanitiseText
+
+
+def _checkedCode(code: object) -> int:
+    """
+    C{code} as an L{SMTPError}'s code, an int subclass as a plain C{int}:
+    its own C{__str__} or C{__format__} never writes the reply's code.
+
+    @raise TypeError: If it is not an C{int} (or is a C{bool}).
+    @raise ValueError: If it is not from 200 to 599.
+    """
+    if not isinstance(code, int) or isinstance(code, bool):
+        raise TypeError(f"SMTP reply code must be an int, not {type(code).__name__}")
+    code = int.__int__(code)
+    if not 200 <= code <= 599:
+        raise ValueError(f"SMTP reply code out of range: {code!r}")
+    return code
+
+
+def _checkedText(message: object) -> str:
+    """
+    C{message} as an L{SMTPError}'s text, a str subclass as a plain C{str}.
+
+    @raise TypeError: If it is not a C{str}.
+    """
+    if not isinstance(message, str):
+        raise TypeError(f"SMTP reply text must be a str, not {type(message).__name__}")
+    return str.__str__(message)
+
+
+def _checkedEnhanced(enhanced: object) -> str | None:
+    """
+    C{enhanced} as an L{SMTPError}'s enhanced status code, a str subclass
+    as a plain C{str}.
+
+    @raise TypeError: If it is neither a C{str} nor C{None}.
+    """
+    if enhanced is None:
+        return None
+    if not isinstance(enhanced, str):
+        kind = type(enhanced).__name__
+        raise TypeError(f"SMTP enhanced status code must be a str or None, not {kind}")
+    return str.__str__(enhanced)
+
+
+#: The checks of L{SMTPError}'s attributes, by name.
+_CHECKS: dict[str, Callable[[object], object]] = {
+    "code": _checkedCode,
+    "message": _checkedText,
+    "enhanced": _checkedEnhanced,
+}
+
+
+class _Defaulted(property):
+    """
+    An L{SMTPError} property that a subclass gave a default (C{code =
+    550}): read on the class, that default, as the class attribute it
+    replaces read.
+    """
+
+    def __init__(self, base: property, default: object) -> None:
+        super().__init__(base.fget, base.fset, base.fdel, base.__doc__)
+        self.default = default
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self.default
+        return super().__get__(instance, owner)
 
 
 class SMTPError(Exception):
@@ -20,8 +90,35 @@ class SMTPError(Exception):
     (L{TypeError} or L{ValueError}), and that hook is answered 451 as for
     any other exception.  A subclass of C{int} or C{str} is kept as the plain
     value of the same number or characters, so that its own C{__str__} or
-    C{__format__} never writes the reply.
+    C{__format__} never writes the reply.  A subclass may give them as
+    class attributes (C{code = 550}): each is checked when the class is
+    made, as when set, and is the default its instances start from.
     """
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        """
+        Check the C{code}, C{message} and C{enhanced} a subclass gives as
+        plain class attributes, which would otherwise hide the checking
+        properties: each becomes the checked default of its attribute, read
+        on the class as it was given (C{None} for C{code} or C{message}:
+        none).  A descriptor of the subclass's own (a property) is left as
+        it is.
+
+        @raise TypeError: For a value of the wrong type.
+        @raise ValueError: For a code out of range.
+        """
+        super().__init_subclass__(**kwargs)
+        for name, check in _CHECKS.items():
+            value = cls.__dict__.get(name)
+            if name not in cls.__dict__ or hasattr(type(value), "__get__"):
+                continue
+            base = getattr(SMTPError, name)
+            if value is None and name != "enhanced":
+                setattr(cls, name, base)
+                continue
+            checked = check(value)
+            setattr(cls, f"_{name}", checked)
+            setattr(cls, name, _Defaulted(base, checked))
 
     def __init__(self, code: int, message: str, enhanced: str | None = None) -> None:
         super().__init__(code, message, enhanced)
@@ -44,14 +141,7 @@ class SMTPError(Exception):
 
     @code.setter
     def code(self, code: int) -> None:
-        if not isinstance(code, int) or isinstance(code, bool):
-            raise TypeError(f"SMTP reply code must be an int, not {type(code).__name__}")
-        # An int subclass becomes a plain int: its own __str__ or __format__
-        # never writes the reply's code.
-        code = int.__int__(code)
-        if not 200 <= code <= 599:
-            raise ValueError(f"SMTP reply code out of range: {code!r}")
-        self._code = code
+        self._code = _checkedCode(code)
 
     @property
     def message(self) -> str:
@@ -64,9 +154,7 @@ class SMTPError(Exception):
 
     @message.setter
     def message(self, message: str) -> None:
-        if not isinstance(message, str):
-            raise TypeError(f"SMTP reply text must be a str, not {type(message).__name__}")
-        self._message = str.__str__(message)
+        self._message = _checkedText(message)
 
     @property
     def enhanced(self) -> str | None:
@@ -80,12 +168,7 @@ class SMTPError(Exception):
 
     @enhanced.setter
     def enhanced(self, enhanced: str | None) -> None:
-        if enhanced is not None:
-            if not isinstance(enhanced, str):
-                kind = type(enhanced).__name__
-                raise TypeError(f"SMTP enhanced status code must be a str or None, not {kind}")
-            enhanced = str.__str__(enhanced)
-        self._enhanced = enhanced
+        self._enhanced = _checkedEnhanced(enhanced)
 
     def toReply(self) -> Reply:
         """

@@ -21,17 +21,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_smtpd._core import replies as catalogue
+from twisted_smtpd._core.answercodes import answerCode, startsWithCode
 from twisted_smtpd._core.errors import SMTPError, logText
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.replies import Reply
 from twisted_smtpd._core.session import Envelope, Session
 from twisted_smtpd._serving.deadlines import waitForHandler
-from twisted_smtpd._serving.hookanswers import (
-    answerCode,
-    codeRefusal,
-    replyTextRefusal,
-    startsWithCode,
-)
+from twisted_smtpd._serving.hookanswers import codeRefusal, replyTextRefusal
 from twisted_smtpd.handlers._base import BaseHandler
 from twisted_smtpd.handlers._hookcheck import HOOKS, presentHooks
 from twisted_smtpd.interfaces import ISMTPHandler

@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_smtpd._core.answercodes import answerCode, startsWithCode
 from twisted_smtpd._core.errors import SMTPError, logText
 from twisted_smtpd._core.session import Address, AuthRequest, Session
 from twisted_smtpd.handlers._base import BaseHandler
@@ -32,22 +33,21 @@ def _refusal(result: object) -> bool:
     """
     Whether a hook answered C{result} to refuse without raising: an
     exception returned (C{return SMTPError(550, ...)}), which the server
-    takes as raised, or a reply's text with a 4xx or 5xx code
-    (C{"550 No such user"}, as an aiosmtpd hook answers), which the server
-    refuses with 451 as the handler's error.  Passed over, either would be
-    replaced by the next handler's answer, and the chain would accept what
-    its filter refused.
+    takes as raised, or a reply code of 4xx or 5xx, as a reply's text
+    (C{"550 No such user"}, as an aiosmtpd hook answers), an C{int}, bytes
+    or a C{(code, text)} pair (L{answerCode}), which the server refuses
+    with 451 as the handler's error.  Passed over, either would be replaced
+    by the next handler's answer, and the chain would accept what its
+    filter refused.
     """
     if isinstance(result, BaseException):
         return True
-    return (
-        isinstance(result, str)
-        and len(result) >= 3
-        and result[0] in "45"
-        and result[1:3].isascii()
-        and result[1:3].isdigit()
-        and (len(result) == 3 or result[3] in " -")
-    )
+    if isinstance(result, str):
+        # A str subclass's own methods never decide it.
+        text = str.__str__(result)
+        return startsWithCode(text) and text[0] in "45"
+    code = answerCode(result)
+    return code is not None and code >= 400
 
 
 def _checkMember(handler: ISMTPHandler) -> None:

@@ -73,7 +73,9 @@ def _unframed(line: str) -> str:
     message early and print a block of its own, with a forged envelope and
     peer.
     """
-    if len(line) < _SHORTEST or _bare(line) not in _MARKERS:
+    # Only an ASCII line is as long as it reads: a compatibility form can
+    # read as several characters (U+1F14D SQUARED SS as SS).
+    if (line.isascii() and len(line) < _SHORTEST) or _bare(line) not in _MARKERS:
         return line
     for index, c in enumerate(line):
         if not (c.isspace() or unicodedata.category(c) == "Cf"):
