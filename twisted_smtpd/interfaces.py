@@ -70,7 +70,10 @@ class _SMTPHandlerInterface(Interface):
             C{False} refuse too, with C{535 5.7.8}).  A user that names
             nobody (C{True}, an empty string, C{0}, C{None} in an
             C{AuthResult}) logs nobody in: it is logged as the handler's
-            bug and the client gets C{451 4.3.0}.  A PLAIN request whose
+            bug and the client gets C{451 4.3.0}.  A reply code returned
+            (an C{int} from 400 to 599, C{b"535 ..."}, C{(535, text)}) is
+            the handler's bug too, answered C{454 4.7.0}: a user that is
+            such a number goes in an L{twisted_smtpd.AuthResult}.  A PLAIN request whose
             C{authorizationIdentity} differs from its C{username} is refused
             (535 5.7.8) unless the result's C{authorizationIdentity} is that
             identity: the handler decides who may act as whom.
