@@ -179,3 +179,70 @@ class ForgedMarkTests(SynchronousTestCase):
         self.assertEqual(error.code, 451)
         log.assertLines(1, "Appending to ", "its dot lock")
         self.assertTrue(os.path.exists(path + ".lock"))
+
+
+class UnusableDotLockTests(SynchronousTestCase):
+    """
+    A dot lock that cannot be made, or a stale one that cannot be removed:
+    the message is answered 451 (452 for a full disk) with one error line
+    naming the lock, not only the mailbox, which is not at fault.
+    """
+
+    def deliver(self, path: str) -> SMTPError:
+        pool = ManualThreadPool()
+        handler = MboxHandler(
+            path,
+            reactor=ImmediateReactor(),
+            threadpool=pool,  # type: ignore[arg-type]
+            lockTimeout=0.05,
+        )
+        stream = MessageStream()
+        session = makeSession(envelope=Envelope(mailFrom=Address("alice@example.com")))
+        d = handler.onData(stream, session)
+        feed(stream, b"Subject: x\r\n\r\nbody\r\n", chunkSize=7)
+        pool.runAll()
+        return self.failureResultOf(d, SMTPError).value
+
+    def test_staleDirectory(self) -> None:
+        """
+        A directory at the lock's path, older than 500 s, cannot be removed
+        as a stale lock: the line says so, naming it and C{EISDIR}.
+        """
+        log = DiskErrorLog(self)
+        directory = os.path.abspath(self.mktemp())
+        path = os.path.join(directory, "mbox")
+        os.makedirs(path + ".lock")
+        old = time.time() - 501
+        os.utime(path + ".lock", (old, old))
+        self.assertEqual(self.deliver(path).code, 451)
+        log.assertLines(
+            1,
+            f"Appending to {path} failed: stale dot lock {path}.lock"
+            " cannot be removed: Is a directory (EISDIR)",
+        )
+
+    def test_cannotBeMade(self) -> None:
+        """
+        A lock that cannot be made for a reason other than its existence
+        (here a full disk) is named in the line, with the system's error,
+        and the reply is the one for that error.
+        """
+        log = DiskErrorLog(self)
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, "mbox")
+        realOpen = os.open
+
+        def fullDisk(name: str, *args: object, **kwargs: object) -> int:
+            if name == path + ".lock":
+                raise OSError(errno.ENOSPC, "No space left on device", name)
+            return realOpen(name, *args, **kwargs)  # type: ignore[arg-type]
+
+        self.patch(os, "open", fullDisk)
+        error = self.deliver(path)
+        self.assertEqual((error.code, error.enhanced), (452, "4.3.1"))
+        log.assertLines(
+            1,
+            f"Appending to {path} failed: dot lock {path}.lock"
+            " cannot be made: No space left on device (ENOSPC)",
+        )

@@ -42,7 +42,8 @@ def takeDotLock(
     @return: The dot lock's path, for L{releaseDotLock}.
     @raise OSError: C{locked()} when C{deadline} passed; any error making
         the lock file but its existence (a directory not writable, a full
-        disk).
+        disk), or removing a stale one (a directory there), with its
+        C{errno} and a text naming the lock.
     """
     lock = path + ".lock"
     mark = _mark(os.getpid())
@@ -52,6 +53,8 @@ def takeDotLock(
             fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except FileExistsError:
             pass
+        except OSError as e:
+            raise _named(e, f"dot lock {lock} cannot be made") from None
         else:
             try:
                 os.write(fd, mark)
@@ -69,8 +72,14 @@ def takeDotLock(
         except FileNotFoundError:
             age = None
         if age is not None and (age > STALE_LOCK_SECONDS or _leftByDeadServer(lock)):
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(lock)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                # A directory, or a lock in a directory this process may
+                # not change: never taken, and every append would fail.
+                raise _named(e, f"stale dot lock {lock} cannot be removed") from None
             age = None
         remaining = deadline - time.monotonic()
         if age is None:
@@ -83,6 +92,15 @@ def takeDotLock(
         if remaining <= 0:
             raise locked()
         time.sleep(min(_POLL, remaining))
+
+
+def _named(error: OSError, what: str) -> OSError:
+    """
+    C{error} again, its text led by C{what}, which names the dot lock: the
+    log line of the failed append names the mailbox, which is not at
+    fault.
+    """
+    return OSError(error.errno, f"{what}: {error.strerror or error}")
 
 
 def _mark(pid: int) -> bytes:
