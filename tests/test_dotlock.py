@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import time
+from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -20,6 +21,7 @@ from tests.test_handlers import ImmediateReactor, ManualThreadPool, feed, makeSe
 from twisted_smtpd import SMTPError
 from twisted_smtpd._core.session import Address, Envelope
 from twisted_smtpd._stream import MessageStream
+from twisted_smtpd.handlers import _dotlock
 from twisted_smtpd.handlers._dotlock import takeDotLock
 from twisted_smtpd.handlers.mbox import MboxHandler
 
@@ -233,10 +235,12 @@ class UnusableDotLockTests(SynchronousTestCase):
         path = os.path.join(directory, "mbox")
         realOpen = os.open
 
-        def fullDisk(name: str, *args: object, **kwargs: object) -> int:
-            if name == path + ".lock":
+        def fullDisk(name: str, flags: int, *args: object, **kwargs: object) -> int:
+            # The lock, by its name or as an unnamed file in its directory
+            # (open for writing only: the message's spool is read back).
+            if name == path + ".lock" or (name == directory and flags & os.O_WRONLY):
                 raise OSError(errno.ENOSPC, "No space left on device", name)
-            return realOpen(name, *args, **kwargs)  # type: ignore[arg-type]
+            return realOpen(name, flags, *args, **kwargs)  # type: ignore[arg-type]
 
         self.patch(os, "open", fullDisk)
         error = self.deliver(path)
@@ -246,3 +250,85 @@ class UnusableDotLockTests(SynchronousTestCase):
             f"Appending to {path} failed: dot lock {path}.lock"
             " cannot be made: No space left on device (ENOSPC)",
         )
+
+
+class Killed(BaseException):
+    """
+    The death of the process (C{SIGKILL}) at a chosen point.
+    """
+
+
+class KilledWhileLockingTests(SynchronousTestCase):
+    """
+    The server killed in the middle of making its dot lock.
+    """
+
+    def test_noLockWithoutMark(self) -> None:
+        """
+        A process of this server killed while it writes its mark into a new
+        dot lock leaves no lock behind: an empty lock, which the restarted
+        server could not tell from another program's, would keep the
+        mailbox refused for 500 s.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, "mbox")
+        realWrite = os.write
+
+        def dies(fd: int, data: bytes) -> int:
+            if data.endswith(b"twisted-smtpd\n"):
+                raise Killed()
+            return realWrite(fd, data)
+
+        os.write = dies  # type: ignore[assignment]
+        try:
+            self.assertRaises(Killed, takeDotLock, path, time.monotonic() + 1, locked)
+        finally:
+            os.write = realWrite
+        self.assertEqual(os.listdir(directory), [])
+
+    def assertLockHoldsMark(self) -> None:
+        """
+        A dot lock taken holds this process's mark, mode 0600, and a second
+        taking waits for it.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, "mbox")
+        lock = takeDotLock(path, time.monotonic() + 1, locked)
+        with open(lock, "rb") as f:
+            mark = f"{os.getpid()} {socket.gethostname()} twisted-smtpd\n"
+            self.assertEqual(f.read(), mark.encode())
+        self.assertEqual(os.stat(lock).st_mode & 0o777, 0o600)
+        self.assertRaises(Locked, takeDotLock, path, time.monotonic() + 0.05, locked)
+        self.assertEqual(os.listdir(directory), ["mbox.lock"])
+
+    def test_lockHoldsMark(self) -> None:
+        """
+        A dot lock this server made holds its mark, whole, from the moment
+        it exists.
+        """
+        self.assertLockHoldsMark()
+
+    def test_withoutUnnamedFiles(self) -> None:
+        """
+        Where the system has no unnamed files, the lock is made by its name,
+        its mark written after.
+        """
+        self.patch(_dotlock, "_O_TMPFILE", 0)
+        self.assertLockHoldsMark()
+
+    def test_unnamedFileNotLinked(self) -> None:
+        """
+        Where an unnamed file cannot be linked (no C{/proc}), the lock is
+        made by its name.
+        """
+        realLink = os.link
+
+        def noProc(source: str, *args: Any, **kwargs: Any) -> None:
+            if source.startswith("/proc/"):
+                raise FileNotFoundError(errno.ENOENT, "No such file or directory", source)
+            realLink(source, *args, **kwargs)
+
+        self.patch(os, "link", noProc)
+        self.assertLockHoldsMark()

@@ -20,6 +20,8 @@ import stat
 import time
 from collections.abc import Callable
 
+_O_TMPFILE: int = getattr(os, "O_TMPFILE", 0)
+
 #: Seconds after which a dot lock is taken for one its holder left behind
 #: (it was killed) and removed: Postfix's C{stale_lock_time}.
 STALE_LOCK_SECONDS = 500.0
@@ -49,21 +51,7 @@ def takeDotLock(
     mark = _mark(os.getpid())
     late = False
     while True:
-        try:
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except FileExistsError:
-            pass
-        except OSError as e:
-            raise _named(e, f"dot lock {lock} cannot be made") from None
-        else:
-            try:
-                os.write(fd, mark)
-            except OSError:
-                # The lock stands without its mark (a full disk): it is
-                # then taken for stale by its age only.
-                pass
-            finally:
-                os.close(fd)
+        if _makeLock(lock, mark):
             return lock
         try:
             # The lock itself, not what it may point to: a symbolic link
@@ -92,6 +80,73 @@ def takeDotLock(
         if remaining <= 0:
             raise locked()
         time.sleep(min(_POLL, remaining))
+
+
+def _makeLock(lock: str, mark: bytes) -> bool:
+    """
+    Make the dot lock C{lock} holding C{mark}, unless it exists.
+
+    Where the file system has unnamed files (C{O_TMPFILE}, Linux), the mark
+    is written into one, which is then linked at the lock's path
+    (C{linkat(2)}, which fails if anything is there, as C{O_EXCL} does):
+    the lock never exists without its mark, so that a process of this
+    server killed while it makes the lock leaves none, rather than an
+    empty one the restarted server could not tell from another program's
+    (Postfix's C{local} and mutt make theirs empty) and would wait
+    L{STALE_LOCK_SECONDS} for.  Elsewhere the lock is made with C{O_EXCL}
+    and the mark written into it.
+
+    @return: Whether the lock was made; C{False} if something is at its
+        path.
+    @raise OSError: Any error making it but its existence, its text naming
+        the lock.
+    """
+    if _O_TMPFILE:
+        try:
+            fd = os.open(
+                os.path.dirname(lock) or ".", os.O_WRONLY | _O_TMPFILE | os.O_CLOEXEC, 0o600
+            )
+        except OSError:
+            # Not on this file system; or an error the named way meets too.
+            pass
+        else:
+            try:
+                _writeMark(fd, mark)
+                # linkat(2) of the descriptor's /proc entry, followed (os.link
+                # passes AT_SYMLINK_FOLLOW only with a directory descriptor,
+                # which the absolute path then ignores).
+                os.link(f"/proc/self/fd/{fd}", lock, src_dir_fd=fd, follow_symlinks=True)
+            except FileExistsError:
+                return False
+            except OSError:
+                # No /proc, or a file system that cannot link it: made by
+                # its name instead, which also reports a real error.
+                pass
+            else:
+                return True
+            finally:
+                os.close(fd)
+    try:
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return False
+    except OSError as e:
+        raise _named(e, f"dot lock {lock} cannot be made") from None
+    try:
+        _writeMark(fd, mark)
+    finally:
+        os.close(fd)
+    return True
+
+
+def _writeMark(fd: int, mark: bytes) -> None:
+    """
+    Write C{mark} into the new lock open as C{fd}.  A write that fails (a
+    full disk) leaves the lock without its mark: it is then taken for
+    stale by its age only.
+    """
+    with contextlib.suppress(OSError):
+        os.write(fd, mark)
 
 
 def _named(error: OSError, what: str) -> OSError:
