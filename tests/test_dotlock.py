@@ -296,6 +296,7 @@ class KilledWhileLockingTests(SynchronousTestCase):
         os.makedirs(directory)
         path = os.path.join(directory, "mbox")
         lock = takeDotLock(path, time.monotonic() + 1, locked)
+        self.addCleanup(_dotlock.releaseDotLock, lock)
         with open(lock, "rb") as f:
             mark = f"{os.getpid()} {socket.gethostname()} twisted-smtpd\n"
             self.assertEqual(f.read(), mark.encode())
@@ -332,3 +333,40 @@ class KilledWhileLockingTests(SynchronousTestCase):
 
         self.patch(os, "link", noProc)
         self.assertLockHoldsMark()
+
+
+class SamePidTests(SynchronousTestCase):
+    """
+    The server restarted with the pid its killed predecessor had, as in a
+    container, where the server is process 1 (or another small number)
+    every time it starts.
+    """
+
+    def setUp(self) -> None:
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        self.path = os.path.join(directory, "mbox")
+        self.mark = f"{os.getpid()} {socket.gethostname()} twisted-smtpd\n".encode()
+
+    def test_predecessorsLockRemoved(self) -> None:
+        """
+        A dot lock with this process's own mark that this process does not
+        hold was left by a killed predecessor with the same pid: it is
+        removed at once and the lock taken, not waited for 500 s.
+        """
+        with open(self.path + ".lock", "xb") as f:
+            f.write(self.mark)
+        lock = takeDotLock(self.path, time.monotonic() + 0.05, locked)
+        self.assertEqual(lock, self.path + ".lock")
+
+    def test_ownLockKept(self) -> None:
+        """
+        A dot lock this process holds (another handler of the same mailbox
+        in it) is not taken for a predecessor's: a second taking waits for
+        it, and takes it once released.
+        """
+        lock = takeDotLock(self.path, time.monotonic() + 1, locked)
+        self.assertRaises(Locked, takeDotLock, self.path, time.monotonic() + 0.05, locked)
+        _dotlock.releaseDotLock(lock)
+        self.assertEqual(takeDotLock(self.path, time.monotonic() + 1, locked), lock)
+        _dotlock.releaseDotLock(lock)

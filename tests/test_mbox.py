@@ -749,8 +749,12 @@ class MboxHandlerTests(SynchronousTestCase):
         self.quickHandler()
         child = subprocess.Popen(["true"])
         child.wait()
+        # Another process of this server, running.
+        living = subprocess.Popen(["sleep", "30"])
+        self.addCleanup(living.wait)
+        self.addCleanup(living.kill)
         for content in [
-            f"{os.getpid()} {socket.gethostname()} twisted-smtpd\n".encode(),
+            f"{living.pid} {socket.gethostname()} twisted-smtpd\n".encode(),
             f"{child.pid}\n".encode(),
             f"{child.pid} elsewhere.example twisted-smtpd\n".encode(),
         ]:

@@ -13,10 +13,12 @@ keep their appends apart.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import socket
 import stat
+import threading
 import time
 from collections.abc import Callable
 
@@ -25,6 +27,13 @@ _O_TMPFILE: int = getattr(os, "O_TMPFILE", 0)
 #: Seconds after which a dot lock is taken for one its holder left behind
 #: (it was killed) and removed: Postfix's C{stale_lock_time}.
 STALE_LOCK_SECONDS = 500.0
+
+# The dot locks this process holds, by path, each with the number of its
+# takings not yet released (one released as another thread takes it anew
+# counts both): a lock with this process's pid in its mark that is not
+# among them was left by a killed predecessor.
+_held: collections.Counter[str] = collections.Counter()
+_heldLock = threading.Lock()
 
 # Seconds between two attempts at a dot lock another program holds.
 _POLL = 0.1
@@ -52,6 +61,8 @@ def takeDotLock(
     late = False
     while True:
         if _makeLock(lock, mark):
+            with _heldLock:
+                _held[lock] += 1
             return lock
         try:
             # The lock itself, not what it may point to: a symbolic link
@@ -192,6 +203,13 @@ def _leftByDeadServer(lock: str) -> bool:
     pid = content.partition(b" ")[0]
     if not pid.isdigit() or content != _mark(int(pid)):
         return False
+    if int(pid) == os.getpid():
+        # This process's number: a lock it holds (another handler of the
+        # same mailbox), or one its killed predecessor left with the same
+        # number, as a server in a container, process 1 at every start,
+        # does.
+        with _heldLock:
+            return _held[lock] <= 0
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -211,3 +229,8 @@ def releaseDotLock(lock: str) -> None:
     """
     with contextlib.suppress(OSError):
         os.unlink(lock)
+    # Only once it is gone: until then it is this process's own.
+    with _heldLock:
+        _held[lock] -= 1
+        if _held[lock] <= 0:
+            del _held[lock]
