@@ -60,9 +60,13 @@ def takeDotLock(
     mark = _mark(os.getpid())
     late = False
     while True:
-        if _makeLock(lock, mark):
-            with _heldLock:
+        with _heldLock:
+            # Counted as it appears, so that no other thread of this
+            # process takes it meanwhile for a predecessor's.
+            made = _makeLock(lock, mark)
+            if made:
                 _held[lock] += 1
+        if made:
             return lock
         try:
             # The lock itself, not what it may point to: a symbolic link
