@@ -479,6 +479,61 @@ class StaleTemporaryFilesTests(SynchronousTestCase):
         MaildirHandler(self.mktemp())
         self.assertEqual(len(events), 0)
 
+    def unremovable(self, perRecipient: bool) -> tuple[list[str], list[str]]:
+        """
+        Start a handler on a Maildir whose C{tmp/} holds two stale files,
+        one of which (its name holding a line feed) cannot be removed.
+
+        @return: What is left in C{tmp/}, and the log lines.
+        """
+        path = self.mktemp()
+        os.makedirs(os.path.join(path, "tmp"))
+        stuck = "1.stuck\nforged line"
+        for name in (stuck, "2.crashed.host"):
+            full = os.path.join(path, "tmp", name)
+            with open(full, "wb") as f:
+                f.write(b"partial")
+            then = time.time() - 37 * 3600
+            os.utime(full, (then, then))
+        realUnlink = os.unlink
+
+        def unlink(name: Any, *args: Any, **kwargs: Any) -> None:
+            if "stuck" in os.fsdecode(name):
+                raise PermissionError(errno.EPERM, "Operation not permitted", name)
+            realUnlink(name, *args, **kwargs)
+
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        os.unlink = unlink  # type: ignore[assignment]
+        try:
+            MaildirHandler(path, perRecipient=perRecipient, hostname="mx.example.com")
+        finally:
+            os.unlink = realUnlink
+        return os.listdir(os.path.join(path, "tmp")), [formatEvent(e) for e in events]
+
+    def test_unremovableStaleFileLogged(self) -> None:
+        """
+        A stale file in C{tmp/} that cannot be removed (immutable, or
+        another user's in a sticky directory) does not stop the handler:
+        the others are removed, and one line names the first file left and
+        why, its name made printable.
+        """
+        left, lines = self.unremovable(perRecipient=False)
+        self.assertEqual(left, ["1.stuck\nforged line"])
+        self.assertEqual(len(lines), 2, lines)
+        self.assertIn("removed 1 file(s) older than 36 hours", lines[0])
+        self.assertIn("could not remove 1 file(s) older than 36 hours", lines[1])
+        self.assertIn("first 1.stuck\\x0aforged line: Operation not permitted (EPERM)", lines[1])
+        self.assertNotIn("\n", lines[1])
+
+    def test_unremovableStaleFileLoggedPerRecipient(self) -> None:
+        """
+        The same for the root C{tmp/} of per-recipient Maildirs.
+        """
+        left, lines = self.unremovable(perRecipient=True)
+        self.assertEqual(left, ["1.stuck\nforged line"])
+        self.assertEqual(len(lines), 2, lines)
+        self.assertIn("could not remove 1 file(s) older than 36 hours", lines[1])
+
 
 class MaildirDeliveryTests(TestCase):
     """

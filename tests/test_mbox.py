@@ -592,8 +592,49 @@ class MboxHandlerTests(SynchronousTestCase):
 
         self.patch(mbox, "_fsync", fsync)
         self.successResultOf(self.deliver(BODY))
-        self.assertEqual(seen, [True])
+        # The file, then (the mailbox being new) its directory.
+        self.assertEqual(seen, [True, True])
         self.assertEqual(listDir(os.path.dirname(self.path)), ["mbox"])
+
+    def test_newMailboxEntryFsynced(self) -> None:
+        """
+        The first message, which creates the mailbox, is answered only once
+        the directory holding it is fsynced too, after the file: fsyncing
+        the file alone does not make its name durable, and a crash could
+        lose the mailbox and the message acknowledged in it.  Later
+        appends to the same file fsync it alone.
+        """
+        synced: list[str] = []
+        realFsync = mbox._fsync
+
+        def fsync(fd: int) -> None:
+            synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+            realFsync(fd)
+
+        self.patch(mbox, "_fsync", fsync)
+        self.successResultOf(self.deliver(BODY))
+        self.assertEqual(synced, ["file", "dir"])
+        del synced[:]
+        self.successResultOf(self.deliver(BODY))
+        self.assertEqual(synced, ["file"])
+
+    def test_newMailboxEntryFsyncFails(self) -> None:
+        """
+        A mailbox whose directory cannot be fsynced after its first message
+        is cut back to empty and the message answered 451, as any other
+        failed append: the client keeps it.
+        """
+        realFsync = mbox._fsync
+
+        def fsync(fd: int) -> None:
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                raise OSError(errno.EIO, "Input/output error")
+            realFsync(fd)
+
+        self.patch(mbox, "_fsync", fsync)
+        failure = self.failureResultOf(self.deliver(BODY), SMTPError)
+        self.assertEqual(failure.value.code, 451)
+        self.assertEqual(os.path.getsize(self.path), 0)
 
     def test_waitsForDotLock(self) -> None:
         """
@@ -688,7 +729,9 @@ class MboxHandlerTests(SynchronousTestCase):
 
         self.patch(mbox, "_fsync", fsync)
         self.successResultOf(self.deliver(BODY))
-        (mark,) = seen
+        # The file's fsync, then its new directory's, the lock held for both.
+        mark, again = seen
+        self.assertEqual(again, mark)
         self.assertEqual(mark.split(b" ")[0], str(os.getpid()).encode())
         child = subprocess.Popen(["true"])
         child.wait()
@@ -706,8 +749,12 @@ class MboxHandlerTests(SynchronousTestCase):
         self.quickHandler()
         child = subprocess.Popen(["true"])
         child.wait()
+        # Another process of this server, running.
+        living = subprocess.Popen(["sleep", "30"])
+        self.addCleanup(living.wait)
+        self.addCleanup(living.kill)
         for content in [
-            f"{os.getpid()} {socket.gethostname()} twisted-smtpd\n".encode(),
+            f"{living.pid} {socket.gethostname()} twisted-smtpd\n".encode(),
             f"{child.pid}\n".encode(),
             f"{child.pid} elsewhere.example twisted-smtpd\n".encode(),
         ]:

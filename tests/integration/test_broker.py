@@ -194,7 +194,7 @@ class BrokerTests(TestCase):
             broker.resume()
         self.assertEqual(
             (code, text),
-            (451, b"4.3.0 Error: message broker did not take the message (no confirm in time)"),
+            (451, b"4.3.0 Error: message broker did not confirm the message (no confirm in time)"),
             "\n".join(formatEvent(e) for e in events),
         )
         self.assertEqual((await deferToThread(send, server.port))[0], 250)

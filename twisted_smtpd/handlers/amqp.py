@@ -325,16 +325,31 @@ class AMQPHandler(BrokerLink, BaseHandler):
         )
         if error is not None:
             problem = "no confirm in time" if timedOut else describePublishFailure(error)
+            refused = not timedOut and isinstance(
+                error, (pika.exceptions.NackError, pika.exceptions.UnroutableError)
+            )
+            # Refused or returned, the broker holds nothing; otherwise (the
+            # connection lost, no confirm in time) it may hold the message,
+            # which the client sends again: as Postfix's smtp says of a
+            # connection lost after the end of the data, "message may be
+            # sent more than once".
+            doubt = (
+                ""
+                if refused
+                else "; the broker may hold it all the same (sent again, it is queued twice)"
+            )
             self._log.warn(
-                "{session} message {id} not confirmed by the broker: {problem}",
+                "{session} message {id} not confirmed by the broker: {problem}{doubt}",
                 session=session.id,
                 id=identifier,
                 problem=problem,
+                doubt=doubt,
             )
             if isinstance(error, pika.exceptions.UnroutableError):
                 self._redeclare(channel)
+            verb = "take" if refused else "confirm"
             raise SMTPError(
-                451, f"Error: message broker did not take the message ({problem})", "4.3.0"
+                451, f"Error: message broker did not {verb} the message ({problem})", "4.3.0"
             )
         self._proven = True
         self._log.info("{session} published {id}", session=session.id, id=identifier)

@@ -53,7 +53,7 @@ from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd.handlers import _maildirdisk
 from twisted_smtpd.handlers._base import BaseHandler
-from twisted_smtpd.handlers._diskfailure import diskError, logDiskFailure
+from twisted_smtpd.handlers._diskfailure import describe, diskError, logDiskFailure
 from twisted_smtpd.handlers._maildirbelow import openBelow, openChild
 from twisted_smtpd.handlers._maildirdelivery import Delivery, failedPath
 from twisted_smtpd.handlers._maildirdisk import (
@@ -83,15 +83,24 @@ STALE_TMP_SECONDS = 36 * 3600
 GATHER_LIMIT = 0.002
 
 
-def removeStaleTemporaryFiles(directory: str, now: float, fd: int | None = None) -> int:
+def removeStaleTemporaryFiles(
+    directory: str,
+    now: float,
+    fd: int | None = None,
+    failures: list[tuple[str, OSError]] | None = None,
+) -> int:
     """
     Remove the files in a Maildir's C{tmp/} last modified more than
     L{STALE_TMP_SECONDS} before C{now}: deliveries a crash interrupted,
-    which never got their 250.
+    which never got their 250.  A file that cannot be removed (immutable,
+    or another user's in a sticky directory) is left, and the others are
+    still removed: none of them is a message anyone was promised.
 
     @param fd: A descriptor of C{directory} (one reached without following
         a symbolic link) to list and remove its files through, rather than
         its path.
+    @param failures: Where each file left, with the error of its removal,
+        is added; they are not kept without it.
     @return: How many were removed.
     """
     removed = 0
@@ -108,6 +117,9 @@ def removeStaleTemporaryFiles(directory: str, now: float, fd: int | None = None)
                     removed += 1
             except FileNotFoundError:
                 continue
+            except OSError as e:
+                if failures is not None:
+                    failures.append((entry.name, e))
     return removed
 
 
@@ -139,12 +151,13 @@ def _exists(new: str, root: str) -> bool:
     return True
 
 
-def _removeStaleBelow(root: str) -> int:
+def _removeStaleBelow(root: str, failures: list[tuple[str, OSError]]) -> int:
     """
     L{removeStaleTemporaryFiles} in the C{tmp/} of the root of
     per-recipient Maildirs, that directory reached without following a
     symbolic link, as the messages written there are (L{openChild}).
 
+    @param failures: As for L{removeStaleTemporaryFiles}.
     @raise OSError: C{ELOOP} if C{root/tmp} is a symbolic link.
     """
     tmp = os.path.join(root, "tmp")
@@ -153,7 +166,7 @@ def _removeStaleBelow(root: str) -> int:
     except OSError as e:
         raise OSError(e.errno, f"Maildir directory {tmp!r} cannot be used: {e.strerror}") from e
     try:
-        return removeStaleTemporaryFiles(tmp, time.time(), fd)
+        return removeStaleTemporaryFiles(tmp, time.time(), fd, failures)
     finally:
         os.close(fd)
 
@@ -284,17 +297,28 @@ class MaildirHandler(BaseHandler):
         #: Never with C{perRecipient}: one file is linked into several
         #: Maildirs, or copied, by its name.
         self.unnamedFiles = False
+        failures: list[tuple[str, OSError]] = []
         if perRecipient:
-            removed = _removeStaleBelow(self.path)
+            removed = _removeStaleBelow(self.path, failures)
         else:
             self.unnamedFiles = _maildirdisk.unnamedFilesWork(tmp)
-            removed = removeStaleTemporaryFiles(tmp, time.time())
+            removed = removeStaleTemporaryFiles(tmp, time.time(), failures=failures)
         if removed:
             self._log.warn(
                 "removed {count} file(s) older than 36 hours from {tmp}: deliveries"
                 " interrupted by a crash, never acknowledged",
                 count=removed,
                 tmp=tmp,
+            )
+        if failures:
+            name, error = failures[0]
+            self._log.warn(
+                "could not remove {count} file(s) older than 36 hours from {tmp},"
+                " first {name}: {error}",
+                count=len(failures),
+                tmp=tmp,
+                name=printable(name),
+                error=describe(error),
             )
         if reactor is None:
             from twisted.internet import reactor as _reactor

@@ -196,7 +196,10 @@ class MboxHandler(BaseHandler):
     replaced at its path while an append waited for its locks is opened
     again at its path; anything but a regular file there is refused.  A
     failed append is cut off again, leaving the file as it was, and
-    answered 452 (disk or quota full) or 451.  A mailbox another program
+    answered 452 (disk or quota full) or 451.  A message is answered once
+    it is fsynced, and, when it made the mailbox (or found it empty), once
+    the mailbox's directory is fsynced too, so that the file's name
+    survives a crash as well.  A mailbox another program
     keeps locked for C{lockTimeout} seconds is not written and the message
     is answered 451, with one log line, so that the client tries again
     later instead of waiting without end.  In LMTP mode the same reply goes
@@ -332,6 +335,10 @@ class MboxHandler(BaseHandler):
                     _writeAll(fd, encoder.encode(block))
                 _writeAll(fd, encoder.end())
                 _fsync(fd)
+                if start == 0:
+                    # A mailbox just made (or emptied): its name is durable
+                    # only once its directory is flushed too.
+                    _syncDirectory(self.path)
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.ftruncate(fd, start)
@@ -527,6 +534,20 @@ def _separator(fd: int, end: int) -> bytes:
         # A file of a single newline counts as an empty mailbox.
         return b""
     return b"\n" if tail.endswith(b"\n") else b"\n\n"
+
+
+def _syncDirectory(path: str) -> None:
+    """
+    Fsync the directory holding the mbox at C{path} (where a symbolic link
+    there points), so that a mailbox made by the append being fsynced
+    survives a crash with the message acknowledged in it.
+    """
+    directory = os.path.dirname(os.path.realpath(path))
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _writeAll(fd: int, data: bytes) -> None:
