@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.test_client import startServer
+from tests.test_client import EHLO_PIPELINING, EHLO_PLAIN, Dialogue, startServer
 from tests.test_relay import (
     BODY,
     EnvelopeRecorder,
@@ -21,8 +21,9 @@ from tests.test_relay import (
     closeWith,
     quitAfter,
 )
+from twisted_smtpd._core.hostname import asciiAddress
 from twisted_smtpd._smtpclient.clientsession import ClientSession
-from twisted_smtpd.handlers._proxyparams import asciiAddress
+from twisted_smtpd._smtpclient.clientwire import DeliveryError
 from twisted_smtpd.handlers.lmtp import LMTPDeliveryHandler
 from twisted_smtpd.handlers.relay import RelayHandler
 
@@ -68,6 +69,42 @@ class AsciiAddressTests(SynchronousTestCase):
             f"bob@xn--zz.{DOMAIN}",
         ]:
             self.assertIsNone(asciiAddress(address), address)
+
+
+class DeliverTests(SynchronousTestCase):
+    """
+    L{twisted_smtpd._smtpclient.client.deliver} to a server without
+    SMTPUTF8.
+    """
+
+    def test_aLabels(self) -> None:
+        """
+        A sender and recipients whose domains only are not ASCII go in
+        their all-ASCII form, without SMTPUTF8.
+        """
+        talk = Dialogue(sender=f"alice@{DOMAIN}", recipients=[f"bob@{DOMAIN}", "carol@example.net"])
+        talk.say(b"220 mx ESMTP\r\n")
+        self.assertEqual(
+            talk.say(EHLO_PIPELINING),
+            f"MAIL FROM:<alice@{ALABELS}> BODY=8BITMIME\r\n"
+            f"RCPT TO:<bob@{ALABELS}>\r\nRCPT TO:<carol@example.net>\r\nDATA\r\n".encode(),
+        )
+
+    def test_refused(self) -> None:
+        """
+        A local part that is not ASCII, or C{smtpUtf8} asked for, still
+        fails the delivery with 553 5.6.7 before MAIL.
+        """
+        for options in [
+            {"recipients": [f"bob@{DOMAIN}", f"j\u00f6rg@{DOMAIN}"]},
+            {"sender": f"alice@{DOMAIN}", "smtpUtf8": True},
+        ]:
+            talk = Dialogue(**options)
+            talk.say(b"220 mx ESMTP\r\n")
+            self.assertEqual(talk.say(EHLO_PLAIN), b"QUIT\r\n")
+            talk.close()
+            error = self.failureResultOf(talk.result, DeliveryError).value
+            self.assertEqual((error.code, error.enhanced), (553, "5.6.7"))
 
 
 class NextHopWithoutSmtpUtf8Tests(TestCase):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from twisted_smtpd._core.address import MAX_ENVID, MAX_ORCPT, MAX_SIZE_DIGITS
 from twisted_smtpd._core.errors import SMTPError
-from twisted_smtpd._core.hostname import aLabels
+from twisted_smtpd._core.hostname import asciiAddress
 from twisted_smtpd._core.session import Address
 from twisted_smtpd._core.xtext import encodeUtf8Address
 from twisted_smtpd._smtpclient.clientsession import ClientSession
@@ -19,30 +19,6 @@ from twisted_smtpd._smtpclient.clientsession import ClientSession
 #: The largest C{SIZE} a MAIL command can declare: twenty digits (RFC 1870
 #: section 3, C{size-value ::= 1*20DIGIT}).
 _MAX_SIZE = 10**MAX_SIZE_DIGITS - 1
-
-
-def asciiAddress(address: str) -> str | None:
-    """
-    The all-ASCII form of C{address}, a mailbox whose local part is ASCII
-    and whose domain holds U-labels (C{bob@b\u00fccher.example}): its
-    domain in A-labels (C{bob@xn--bcher-kva.example}), the same mailbox
-    (RFC 5890 section 2.3.2.1, RFC 5891 section 4), as Postfix, curl and
-    chasquid give it to a server without C{SMTPUTF8}.
-
-    @return: That form, C{address} itself if it is ASCII, or C{None} if
-        it has none: its local part is not ASCII (only C{SMTPUTF8} can
-        carry it, RFC 6531 section 3.2), or its domain has no A-label
-        form (L{aLabels}).
-    """
-    if address.isascii():
-        return address
-    local, at, domain = address.rpartition("@")
-    if not at or not local.isascii():
-        return None
-    try:
-        return f"{local}@{aLabels(domain)}"
-    except ValueError:
-        return None
 
 
 def nextHopAddress(address: str, client: ClientSession) -> str:

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_smtpd._core.dsn import RecipientStatus, buildReport
+from twisted_smtpd._core.hostname import asciiAddress
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.replies import sanitiseText
 from twisted_smtpd._core.session import Address, Session
@@ -23,7 +24,6 @@ from twisted_smtpd._smtpclient.clientpool import SessionPool
 from twisted_smtpd._smtpclient.clientsession import ClientSession
 from twisted_smtpd._smtpclient.clientwire import ClientReply, DeliveryError
 from twisted_smtpd._stream import MessageStream
-from twisted_smtpd.handlers._proxyparams import asciiAddress
 
 
 def describe(reply: ClientReply, detail: bool = True) -> str:
