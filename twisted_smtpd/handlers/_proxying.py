@@ -290,10 +290,10 @@ class ProxyingHandler(BaseHandler, ABC):
             self.pool.release(client)
             return None
         try:
-            sender = nextHopAddress(address.address, client)
             parameters = mailParameters(
                 address, client, self._fieldLength(address, session, client)
             )
+            sender = nextHopAddress(address.address, client)
             reply = await client.mail(sender, parameters)
         except SMTPError as e:
             self.pool.release(client)
