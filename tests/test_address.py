@@ -420,17 +420,20 @@ class MailPathTests(MailTestCase):
 
     def test_controlCharacters(self) -> None:
         """
-        Control characters anywhere in the argument get 501 BAD_SENDER_SYNTAX.
+        Control characters in the path, or where it should end, get 501
+        BAD_SENDER_SYNTAX; those in a parameter are L{MailParameterTests}'.
         """
         for argument in [
             b"FROM:<a\x00@example.com>",
             b"FROM:<a@example.com>\x00",
-            b"FROM:<a@example.com> SIZE=1\x1b",
             b"FROM:<a@example.com>\tSIZE=1",
             b'FROM:<"a\x7f"@example.com>',
             "FROM:<a\u0085@example.com> SMTPUTF8".encode(),
+            b"FROM\x01:<a@example.com> SIZE=1",
+            b"FROM:<a@exa\x1bmple.com> SIZE=1\x1b",
         ]:
             self.assertMailRefused(argument, replies.BAD_SENDER_SYNTAX)
+            self.assertMailRefused(argument, replies.BAD_SENDER_SYNTAX, lenient=True)
 
     def test_lengthLimits(self) -> None:
         """
@@ -642,6 +645,41 @@ class MailParameterTests(MailTestCase):
         for bad in [b"a+", b"a+2", b"a+G1", b"a+GG", b"+FF"]:
             self.assertMailRefused(b"FROM:<> ENVID=" + bad, replies.BAD_ENVID)
 
+    def test_controlCharacterInParameter(self) -> None:
+        """
+        A control character or an octet that is not UTF-8 in a parameter
+        is a bad parameter, 501 5.5.4 (RFC 3463: invalid command
+        arguments), named when MAIL knows it, not a bad sender address:
+        the path before it is fine.
+        """
+        for octet in [b"\x00", b"\x01", b"\x1b", b"\x7f", "\u0085".encode(), b"\xff", b"\xc3"]:
+            for argument, reply in [
+                (b"FROM:<a@example.com> ENVID=a" + octet + b"b", replies.BAD_ENVID),
+                (b"FROM:<a@example.com> SIZE=1" + octet, replies.BAD_SIZE),
+                (b"FROM:<> BODY=7BIT" + octet, replies.BAD_BODY),
+                (b"FROM:<a@example.com> RET=FULL" + octet, replies.BAD_RET),
+                (b"FROM:<a@example.com> AUTH=" + octet, replies.BAD_AUTH_PARAMETER),
+                (b"FROM:<a@example.com> smtputf8=" + octet, replies.BAD_SMTPUTF8),
+                (b"FROM:<a@example.com> REQUIRETLS=" + octet, replies.BAD_REQUIRETLS),
+                (b"FROM:<a@example.com> SIZE=1 ENVID=" + octet, replies.BAD_ENVID),
+                (b"FROM:<a@example.com> X-FOO=" + octet, replies.BAD_PARAMETER_SYNTAX),
+                (b"FROM:<a@example.com> NOTIFY=" + octet, replies.BAD_PARAMETER_SYNTAX),
+                (b"FROM:<a@example.com> SI" + octet + b"ZE=1", replies.BAD_PARAMETER_SYNTAX),
+                (b"FROM:<a@example.com> " + octet, replies.BAD_PARAMETER_SYNTAX),
+                (
+                    "FROM:<j\u00f6rg@example.com> SMTPUTF8 ENVID=".encode() + octet,
+                    replies.BAD_ENVID,
+                ),
+            ]:
+                self.assertMailRefused(argument, reply)
+                self.assertMailRefused(argument, reply, lenient=True)
+        self.assertMailRefused(b"FROM:a@example.com ENVID=\x01", replies.BAD_ENVID, lenient=True)
+        self.assertEqual((replies.BAD_ENVID.code, replies.BAD_ENVID.enhanced), (501, "5.5.4"))
+        self.assertEqual(
+            (replies.BAD_PARAMETER_SYNTAX.code, replies.BAD_PARAMETER_SYNTAX.enhanced),
+            (501, "5.5.4"),
+        )
+
     def test_xtextControlCharacters(self) -> None:
         """
         An ENVID, ORCPT or AUTH whose xtext stands for a control character
@@ -756,9 +794,27 @@ class RcptTests(MailTestCase):
             b"TO:a@example.com",
             b"TO:<a@example.com>x",
             b"TO:<a\x00@b.example>",
+            b"TO:<a@b.example>\x1b NOTIFY=NEVER",
+            b"TO:<a@b\xff.example> NOTIFY=NEVER\xff",
         ]:
             self.assertRcptRefused(argument, replies.BAD_RECIPIENT_SYNTAX)
         self.assertRcptRefused(b"TO:<" + b"l" * 65 + b"@example.com>", replies.PATH_TOO_LONG)
+
+    def test_controlCharacterInParameter(self) -> None:
+        """
+        A control character or an octet that is not UTF-8 in a parameter
+        of RCPT is a bad parameter, 501 5.5.4, named when RCPT knows it,
+        not a bad recipient address.
+        """
+        for octet in [b"\x01", b"\x1b", "\u009b".encode(), b"\xff"]:
+            for argument, reply in [
+                (b"TO:<a@b.example> NOTIFY=NEVER" + octet, replies.BAD_NOTIFY),
+                (b"TO:<a@b.example> ORCPT=rfc822;a" + octet + b"@b", replies.BAD_ORCPT),
+                (b"TO:<Postmaster> ORCPT=" + octet, replies.BAD_ORCPT),
+                (b"TO:<a@b.example> ENVID=" + octet, replies.BAD_PARAMETER_SYNTAX),
+            ]:
+                self.assertRcptRefused(argument, reply)
+                self.assertRcptRefused(argument, reply, smtpUtf8=True, lenient=True)
 
     def test_utf8(self) -> None:
         """

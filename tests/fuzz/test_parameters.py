@@ -111,6 +111,12 @@ MAIL_PARAMETERS: dict[bytes, Fault] = {
     b"AUTH=a+0Ab": BAD_PARAMETER,
     b"FOO=bar": UNKNOWN_PARAMETER,
     b"X-NOTHING": UNKNOWN_PARAMETER,
+    # A control character or an octet that is not UTF-8: a bad parameter,
+    # not a bad path.
+    b"ENVID=a\x01b": BAD_PARAMETER,
+    b"SIZE=1\x1b": BAD_PARAMETER,
+    b"ENVID=\xff": BAD_PARAMETER,
+    b"RET=FULL\xc2\x85": BAD_PARAMETER,
 }
 #: RCPT parameters, by keyword.
 RCPT_PARAMETERS: dict[bytes, Fault] = {
@@ -143,6 +149,8 @@ RCPT_PARAMETERS: dict[bytes, Fault] = {
     b"ORCPT=utf-8;a+b@x": BAD_PARAMETER,
     b"ORCPT=a@example.com": BAD_PARAMETER,
     b"FOO": UNKNOWN_PARAMETER,
+    b"NOTIFY=NEVER\x7f": BAD_PARAMETER,
+    b"ORCPT=rfc822;a\xffb@x": BAD_PARAMETER,
 }
 
 

@@ -181,6 +181,14 @@ def _pathSessions() -> Iterator[Session]:
     yield _s("MAIL tab sep", EHLO, command(b"MAIL\tFROM:<u@example.com>"), RCPT)
     yield _s("MAIL tab param", EHLO, command(b"MAIL FROM:<u@example.com>\tSIZE=10"), RCPT)
     yield _s("MAIL two spaces param", EHLO, command(b"MAIL FROM:<u@example.com>  SIZE=10"), RCPT)
+    yield _s("MAIL param ctl ENVID", EHLO, command(b"MAIL FROM:<u@example.com> ENVID=a\x01b"), RCPT)
+    yield _s("MAIL param esc SIZE", EHLO, command(b"MAIL FROM:<u@example.com> SIZE=1\x1b"), RCPT)
+    yield _s(
+        "MAIL param 8bit ENVID", EHLO, command(b"MAIL FROM:<u@example.com> ENVID=a\xffb"), RCPT
+    )
+    yield _s(
+        "RCPT param ctl NOTIFY", EHLO, MAIL, command(b"RCPT TO:<u@example.com> NOTIFY=NEVER\x01")
+    )
     yield _s("RCPT space after colon", EHLO, MAIL, command(b"RCPT TO: <u@example.com>"))
     yield _s("RCPT no TO", EHLO, MAIL, command(b"RCPT <u@example.com>"))
     yield _s("RCPT lower", EHLO, MAIL, command(b"rcpt to:<u@example.com>"))

@@ -15,6 +15,7 @@ advertised: policy is the caller's.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import NamedTuple
 
 from twisted_smtpd._core.domains import (
@@ -125,6 +126,24 @@ _LENIENT_KEYWORD = {
 }
 
 _PARAMETER = re.compile("([A-Za-z0-9][A-Za-z0-9-]*)(?:=([^= ]+))?")
+_KEYWORD = re.compile("[A-Za-z0-9][A-Za-z0-9-]*")
+# What _decode refuses: a control character (C0, DEL, C1), or an octet
+# that is not UTF-8, decoded with surrogateescape.
+_BAD_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\udc80-\udcff]")
+# The refusal of each parameter MAIL (True) and RCPT (False) know, for a
+# value holding a control character or an octet that is not UTF-8.
+_PARAMETER_REPLIES: Mapping[bool, Mapping[str, Reply]] = {
+    True: {
+        "SIZE": BAD_SIZE,
+        "BODY": BAD_BODY,
+        "SMTPUTF8": BAD_SMTPUTF8,
+        "REQUIRETLS": BAD_REQUIRETLS,
+        "RET": BAD_RET,
+        "ENVID": BAD_ENVID,
+        "AUTH": BAD_AUTH_PARAMETER,
+    },
+    False: {"NOTIFY": BAD_NOTIFY, "ORCPT": BAD_ORCPT},
+}
 _ADDR_TYPE = re.compile("[A-Za-z0-9!#$%&'*+/?^_`{|}~-]+")
 _BODY_TYPES = {"7BIT": "7bit", "8BITMIME": "8bitmime", "BINARYMIME": "binarymime"}
 _NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY"})
@@ -172,13 +191,14 @@ def parseMail(argument: bytes, lenient: bool = False) -> MailRequest:
         path missing only its closing bracket when nothing follows it.
 
     @raise CommandError: With C{MAIL_SYNTAX} when C{FROM:} is missing,
-        C{BAD_SENDER_SYNTAX} or C{PATH_TOO_LONG} for a bad path (or control
-        characters or invalid UTF-8 anywhere), a 501 for a malformed,
-        repeated or badly valued parameter, C{UNKNOWN_PARAMETER} (555) for a
+        C{BAD_SENDER_SYNTAX} or C{PATH_TOO_LONG} for a bad path (or a control
+        character or invalid UTF-8 in it), a 501 5.5.4 for a malformed,
+        repeated or badly valued parameter (or one holding a control
+        character or invalid UTF-8), C{UNKNOWN_PARAMETER} (555) for a
         parameter MAIL does not know, and C{UTF8_NOT_ALLOWED} (553) for a
         non-ASCII path without C{SMTPUTF8}.
     """
-    text = _decode(argument, BAD_SENDER_SYNTAX)
+    text = _decode(argument, BAD_SENDER_SYNTAX, lenient)
     rest = _afterKeyword(text, "FROM:", MAIL_SYNTAX, lenient)
     mailbox, params = _parsePath(rest, True, BAD_SENDER_SYNTAX, lenient)
     if not params:
@@ -244,12 +264,13 @@ def parseRcpt(argument: bytes, smtpUtf8: bool, lenient: bool = False) -> Address
         C{args} keeps every value as sent.
 
     @raise CommandError: With C{RCPT_SYNTAX} when C{TO:} is missing,
-        C{BAD_RECIPIENT_SYNTAX} or C{PATH_TOO_LONG} for a bad path, a 501 for
-        a malformed, repeated or badly valued parameter, C{UNKNOWN_PARAMETER}
+        C{BAD_RECIPIENT_SYNTAX} or C{PATH_TOO_LONG} for a bad path, a 501
+        5.5.4 for a malformed, repeated or badly valued parameter (as for
+        L{parseMail}), C{UNKNOWN_PARAMETER}
         (555) for a parameter RCPT does not know, and C{UTF8_NOT_ALLOWED}
         (553) for a non-ASCII path without C{smtpUtf8}.
     """
-    text = _decode(argument, BAD_RECIPIENT_SYNTAX)
+    text = _decode(argument, BAD_RECIPIENT_SYNTAX, lenient)
     rest = _afterKeyword(text, "TO:", RCPT_SYNTAX, lenient)
     mailbox, params = _parsePath(rest, False, BAD_RECIPIENT_SYNTAX, lenient)
     if not params:
@@ -275,20 +296,48 @@ def parseRcpt(argument: bytes, smtpUtf8: bool, lenient: bool = False) -> Address
     return Address(mailbox, args, dsn)
 
 
-def _decode(argument: bytes, badSyntax: Reply) -> str:
+def _decode(argument: bytes, badSyntax: Reply, lenient: bool) -> str:
     """
     Decode a MAIL or RCPT argument, refusing invalid UTF-8 and control
-    characters.
+    characters (L{_badOctetReply} says with which reply).
     """
     try:
         text = argument.decode("utf-8")
     except UnicodeDecodeError:
-        raise CommandError(badSyntax) from None
+        raise CommandError(_badOctetReply(argument, badSyntax, lenient)) from None
     # Control characters (C0, DEL, C1) are never part of a MAIL or RCPT
     # argument; printable text holds none.
     if not text.isprintable() and CONTROL.search(text) is not None:
-        raise CommandError(badSyntax)
+        raise CommandError(_badOctetReply(argument, badSyntax, lenient))
     return text
+
+
+def _badOctetReply(argument: bytes, badSyntax: Reply, lenient: bool) -> Reply:
+    """
+    The refusal of a MAIL or RCPT argument holding a control character or
+    an octet that is not UTF-8: C{badSyntax} (5.1.7 or 5.1.3) when one is
+    in the path, or the path cannot be told apart from the parameters;
+    else that of the first parameter holding one, an invalid command
+    argument (RFC 3463 X.5.4): by its name when the command knows it
+    (C{BAD_ENVID}, ...), C{BAD_PARAMETER_SYNTAX} otherwise.  Only refused
+    arguments come here: the common ones pay nothing for it.
+    """
+    reverse = badSyntax is BAD_SENDER_SYNTAX
+    # Each such character, and each octet that is not UTF-8 (a lone
+    # surrogate once decoded so), becomes a NUL, which no path pattern
+    # matches: a path found holds none of them.
+    text = _BAD_CHARACTER.sub("\x00", argument.decode("utf-8", "surrogateescape"))
+    try:
+        rest = _afterKeyword(text, "FROM:" if reverse else "TO:", badSyntax, lenient)
+        _, params = _parsePath(rest, reverse, badSyntax, lenient)
+    except CommandError:
+        return badSyntax
+    for token in params.split(" "):
+        if "\x00" in token:
+            keyword = token.partition("=")[0]
+            known = _PARAMETER_REPLIES[reverse] if _KEYWORD.fullmatch(keyword) else {}
+            return known.get(keyword.upper(), BAD_PARAMETER_SYNTAX)
+    return badSyntax
 
 
 def _afterKeyword(text: str, keyword: str, syntax: Reply, lenient: bool) -> str:

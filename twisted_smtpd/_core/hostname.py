@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_machinename -*-
 """
 Pure: this machine's host name, in the form a greeting, an EHLO or a trace
-header can carry.
+header can carry; and a mailbox's all-ASCII form, its domain in A-labels,
+for a server without SMTPUTF8.
 
 A domain in an SMTP greeting, EHLO or LHLO is ASCII (RFC 5321 section
 4.1.2; RFC 6531 section 3.7.1 keeps the EHLO domain in A-labels even with
@@ -17,7 +18,7 @@ import socket
 
 import idna
 
-__all__ = ["UnusableMachineName", "aLabels", "asciiHostName", "machineName"]
+__all__ = ["UnusableMachineName", "aLabels", "asciiAddress", "asciiHostName", "machineName"]
 
 
 class UnusableMachineName(ValueError):
@@ -62,6 +63,30 @@ def aLabels(name: str) -> str:
     except (idna.IDNAError, UnicodeError) as e:
         why = str(e) or type(e).__name__
         raise ValueError("".join(c if " " <= c <= "~" else ascii(c)[1:-1] for c in why)) from None
+
+
+def asciiAddress(address: str) -> str | None:
+    """
+    The all-ASCII form of C{address}, a mailbox whose local part is ASCII
+    and whose domain holds U-labels (C{bob@b\u00fccher.example}): its
+    domain in A-labels (C{bob@xn--bcher-kva.example}), the same mailbox
+    (RFC 5890 section 2.3.2.1, RFC 5891 section 4), as Postfix, curl and
+    chasquid give it to a server without C{SMTPUTF8}.
+
+    @return: That form, C{address} itself if it is ASCII, or C{None} if
+        it has none: its local part is not ASCII (only C{SMTPUTF8} can
+        carry it, RFC 6531 section 3.2), or its domain has no A-label
+        form (L{aLabels}).
+    """
+    if address.isascii():
+        return address
+    local, at, domain = address.rpartition("@")
+    if not at or not local.isascii():
+        return None
+    try:
+        return f"{local}@{aLabels(domain)}"
+    except ValueError:
+        return None
 
 
 def asciiHostName(name: str) -> str:

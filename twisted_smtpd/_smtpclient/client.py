@@ -115,7 +115,10 @@ def deliver(
     @param password: Its password.
     @param smtpUtf8: Ask for SMTPUTF8 (RFC 6531) even for ASCII addresses;
         it is asked for anyway when an address is not ASCII.  A server not
-        offering it fails the delivery (553 5.6.7).
+        offering it fails the delivery (553 5.6.7), unless C{smtpUtf8} is
+        false and each address that is not ASCII has an all-ASCII form (an
+        ASCII local part, the domain in U-labels: it goes with the domain
+        in A-labels).
     @param requireTls: The message carries REQUIRETLS (RFC 8689): it is only
         sent over TLS verified for C{tlsHostname}, to a server offering
         REQUIRETLS (which MAIL then carries); otherwise the delivery fails

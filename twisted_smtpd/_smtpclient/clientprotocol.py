@@ -22,6 +22,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_smtpd._core.hostname import asciiAddress
 from twisted_smtpd._smtpclient.clientrequest import PipedBody, Request, TLSMode, _BodyWriter
 from twisted_smtpd._smtpclient.clientwire import (
     ClientReply,
@@ -487,11 +488,17 @@ class ClientProtocol(Protocol):
         request = self._request
         self._stage = "mail"
         parameters = ""
-        if request.smtpUtf8 or not all(a.isascii() for a in (request.sender, *request.recipients)):
-            if "SMTPUTF8" not in extensions:
+        sender, *recipients = addresses = [request.sender, *request.recipients]
+        if request.smtpUtf8 or not all(a.isascii() for a in addresses):
+            # Without SMTPUTF8, a domain in U-labels goes in A-labels.
+            forms = [asciiAddress(a) for a in addresses]
+            if "SMTPUTF8" in extensions:
+                parameters += " SMTPUTF8"
+            elif request.smtpUtf8 or None in forms:
                 text = "Error: the server does not support SMTPUTF8"
                 raise DeliveryError(553, text, "5.6.7", stage="mail")
-            parameters += " SMTPUTF8"
+            else:
+                sender, *recipients = (a or "" for a in forms)
         if "8BITMIME" in extensions:
             parameters += " BODY=8BITMIME"
         if request.requireTls:
@@ -505,8 +512,8 @@ class ClientProtocol(Protocol):
                 raise DeliveryError(550, text, "5.7.30", stage="mail")
             parameters += " REQUIRETLS"
         pipelining = "PIPELINING" in extensions
-        commands = [f"RCPT TO:<{address}>" for address in request.recipients]
-        self._send(f"MAIL FROM:<{request.sender}>{parameters}")
+        commands = [f"RCPT TO:<{address}>" for address in recipients]
+        self._send(f"MAIL FROM:<{sender}>{parameters}")
         if pipelining:
             for command in commands:
                 self._send(command)

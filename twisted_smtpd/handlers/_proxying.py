@@ -40,7 +40,12 @@ from twisted_smtpd._smtpclient.clientwire import (
     replyError,
 )
 from twisted_smtpd.handlers._base import BaseHandler
-from twisted_smtpd.handlers._proxyparams import mailParameters, sevenBitParameter
+from twisted_smtpd.handlers._proxyparams import (
+    mailParameters,
+    nextHopAddress,
+    originalRecipient,
+    sevenBitParameter,
+)
 from twisted_smtpd.handlers._proxyreports import Reports
 from twisted_smtpd.handlers._proxyreports import describe as describe
 from twisted_smtpd.handlers._proxytrace import TracedStream
@@ -288,7 +293,8 @@ class ProxyingHandler(BaseHandler, ABC):
             parameters = mailParameters(
                 address, client, self._fieldLength(address, session, client)
             )
-            reply = await client.mail(address.address, parameters)
+            sender = nextHopAddress(address.address, client)
+            reply = await client.mail(sender, parameters)
         except SMTPError as e:
             self.pool.release(client)
             if isinstance(e, DeliveryError):
@@ -333,8 +339,7 @@ class ProxyingHandler(BaseHandler, ABC):
             raise lostError()
         client = transaction.client
         parameters = ""
-        if not address.address.isascii() and "SMTPUTF8" not in client.extensions:
-            raise SMTPError(553, "Error: the next hop does not support SMTPUTF8", "5.6.7")
+        recipient = nextHopAddress(address.address, client)
         if client.offers("DSN"):
             for key in ("NOTIFY", "ORCPT"):
                 value = address.args.get(key)
@@ -342,9 +347,10 @@ class ProxyingHandler(BaseHandler, ABC):
                     if not client.offers("SMTPUTF8"):
                         value = sevenBitParameter(key, value)
                     parameters += f" {key}={value}"
+            parameters += originalRecipient(address, client)
         transaction.busy = True
         try:
-            reply = await client.rcpt(address.address, parameters)
+            reply = await client.rcpt(recipient, parameters)
         except DeliveryError as e:
             transaction.busy = False
             self._lose(transaction)

@@ -1,21 +1,58 @@
 # -*- test-case-name: tests.test_relayextensions -*-
 """
-The ESMTP parameters a proxying handler (L{twisted_smtpd.handlers._proxying})
-passes on to its next hop: those of MAIL, as the next hop can take them,
-and the 7-bit form of C{ENVID} and C{ORCPT} for a next hop without
-C{SMTPUTF8}.
+The addresses and ESMTP parameters a proxying handler
+(L{twisted_smtpd.handlers._proxying}) passes on to its next hop: those of
+MAIL, as the next hop can take them, and, for a next hop without
+C{SMTPUTF8}, the 7-bit form of C{ENVID} and C{ORCPT} and of an address
+whose domain only is not ASCII.
 """
 
 from __future__ import annotations
 
 from twisted_smtpd._core.address import MAX_ENVID, MAX_ORCPT, MAX_SIZE_DIGITS
 from twisted_smtpd._core.errors import SMTPError
+from twisted_smtpd._core.hostname import asciiAddress
 from twisted_smtpd._core.session import Address
+from twisted_smtpd._core.xtext import encodeUtf8Address
 from twisted_smtpd._smtpclient.clientsession import ClientSession
 
 #: The largest C{SIZE} a MAIL command can declare: twenty digits (RFC 1870
 #: section 3, C{size-value ::= 1*20DIGIT}).
 _MAX_SIZE = 10**MAX_SIZE_DIGITS - 1
+
+
+def nextHopAddress(address: str, client: ClientSession) -> str:
+    """
+    C{address} as the next hop of C{client} can take it: as it is when it
+    is ASCII or the next hop offers C{SMTPUTF8}, else its all-ASCII form
+    (L{asciiAddress}).
+
+    @raise SMTPError: 553 5.6.7 when it has none.
+    """
+    if address.isascii() or client.offers("SMTPUTF8"):
+        return address
+    converted = asciiAddress(address)
+    if converted is None:
+        raise SMTPError(553, "Error: the next hop does not support SMTPUTF8", "5.6.7")
+    return converted
+
+
+def originalRecipient(address: Address, client: ClientSession) -> str:
+    """
+    The C{ORCPT} to add for C{address}, a recipient passed on in its
+    all-ASCII form (L{nextHopAddress}) to a next hop offering DSN, when
+    the client gave none: the address as the client gave it, of type
+    C{utf-8} in its 7-bit form (RFC 6533 section 3), which RFC 3461
+    section 5.2.1 lets a relay add, so that the next hop's reports name
+    the recipient as it was given.  C{""} when none is to be added, or it
+    would pass RFC 3461's bound of 500 characters.
+    """
+    if address.address.isascii() or "ORCPT" in address.args:
+        return ""
+    if client.offers("SMTPUTF8") or not client.offers("DSN"):
+        return ""
+    value = "utf-8;" + encodeUtf8Address(address.address)
+    return f" ORCPT={value}" if len(value) <= MAX_ORCPT else ""
 
 
 def _xtextOctets(character: str) -> str:
@@ -53,7 +90,10 @@ def sevenBitParameter(key: str, value: str) -> str:
 def mailParameters(address: Address, client: ClientSession, added: int = 0) -> str:
     """
     The MAIL parameters to pass on, or the refusal when the next hop
-    lacks an extension the message needs.
+    lacks an extension the message needs.  C{SMTPUTF8} goes with a sender
+    that is not ASCII when the next hop offers it; to one that does not,
+    the sender goes in its all-ASCII form (L{nextHopAddress}) or is
+    refused there.
 
     @param added: The octets the message grows by on its way (the
         C{Received:} field written before it), added to its C{SIZE} (at
@@ -84,11 +124,7 @@ def mailParameters(address: Address, client: ClientSession, added: int = 0) -> s
         # to the largest, which a next hop with a size limit refuses as too
         # large (552), not to a value it would refuse as bad syntax (501).
         parameters += f" SIZE={min(int(args['SIZE']) + added, _MAX_SIZE)}"
-    if not address.address.isascii():
-        if not client.offers("SMTPUTF8"):
-            raise SMTPError(553, "Error: the next hop does not support SMTPUTF8", "5.6.7")
-        parameters += " SMTPUTF8"
-    elif "SMTPUTF8" in args and client.offers("SMTPUTF8"):
+    if client.offers("SMTPUTF8") and (not address.address.isascii() or "SMTPUTF8" in args):
         parameters += " SMTPUTF8"
     if "REQUIRETLS" in args:
         # RFC 8689 section 4.2.1.

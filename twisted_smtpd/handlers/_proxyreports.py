@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_smtpd._core.dsn import RecipientStatus, buildReport
+from twisted_smtpd._core.hostname import asciiAddress
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._core.replies import sanitiseText
 from twisted_smtpd._core.session import Address, Session
@@ -101,14 +102,21 @@ class Reports:
             for a, r in results
         ]
         envid = session.envelope.dsn.envid
+        # A sender with an all-ASCII form (its domain only in U-labels) may
+        # have gone to a next hop without SMTPUTF8 so: the report to it
+        # then goes the same way, made for that form.
+        forms = dict.fromkeys([sender, asciiAddress(sender) or sender])
         try:
-            report = buildReport(
-                reportingMta=self._reporterName,
-                sender=sender,
-                recipients=statuses,
-                envid=envid,
-                received=session.clientHostname or None,
-            )
+            reports = {
+                form: buildReport(
+                    reportingMta=self._reporterName,
+                    sender=form,
+                    recipients=statuses,
+                    envid=envid,
+                    received=session.clientHostname or None,
+                )
+                for form in forms
+            }
         except Exception:
             # The next hop has the message: a report that cannot be made
             # must not turn its acceptance into a failure the client would
@@ -117,7 +125,7 @@ class Reports:
                 "{session} {action} report could not be made", session=session.id, action=action
             )
             return
-        d = Deferred.fromCoroutine(self._send(pool, session.id, sender, report, action))
+        d = Deferred.fromCoroutine(self._send(pool, session.id, reports, action))
         self._sending.append(d)
 
         def sent(result: object) -> None:
@@ -128,8 +136,14 @@ class Reports:
         d.addBoth(sent)
 
     async def _send(
-        self, pool: SessionPool, sessionId: str, sender: str, report: bytes, action: str
+        self, pool: SessionPool, sessionId: str, reports: dict[str, bytes], action: str
     ) -> None:
+        """
+        @param reports: The report for the sender as given, first, and,
+            when that is not ASCII but has an all-ASCII form, the report
+            for that form, sent instead to a next hop without C{SMTPUTF8}.
+        """
+        sender, report = next(iter(reports.items()))
         try:
             client = await pool.acquire()
         except DeliveryError as e:
@@ -141,6 +155,8 @@ class Reports:
                 error=" ".join(sanitiseText(str(e))),
             )
             return
+        if not client.offers("SMTPUTF8"):
+            sender, report = list(reports.items())[-1]
         try:
             outcome = await self._inject(client, sender, report)
         except DeliveryError as e:
@@ -173,7 +189,9 @@ class Reports:
         """
         # A sender that is not ASCII is written in the report's To field
         # in UTF-8 and named in RCPT: both need SMTPUTF8 (RFC 6531), which
-        # the next hop offered to take the message from that sender.
+        # the next hop offered to take the message from that sender (one
+        # without it took the sender's all-ASCII form, which L{_send}
+        # gives here instead).
         reply = await client.mail("", "" if sender.isascii() else " SMTPUTF8")
         if reply.positive:
             reply = await client.rcpt(sender, "")

@@ -75,6 +75,10 @@ class RelayHandler(ProxyingHandler):
         extension it lacks is refused at MAIL: 554 5.6.3 for BINARYMIME or
         8BITMIME, 553 5.6.7 for SMTPUTF8, 550 5.7.10 / 5.7.30 for
         REQUIRETLS;
+      - to a smarthost without SMTPUTF8, a sender or recipient whose local
+        part is ASCII and whose domain is in U-labels goes with its domain
+        in A-labels (the same mailbox), not refused; one whose local part
+        is not ASCII gets 553 5.6.7;
       - each RCPT is passed on (with NOTIFY and ORCPT when it offers DSN)
         and answered with its reply: 250 only if it accepted the
         recipient;
