@@ -226,9 +226,6 @@ class SessionOutput:
         tarpit = self.tarpit
         if tarpit is None:
             tarpit = self.tarpit = ErrorTarpit(self, self._errors)
-        elif tarpit.held is not None:
-            # Never two: a second refusal would pass the first.
-            return False
         self._emitRefusal(reply, limit=limit)
         tarpit.hold(self, reply, self._sendLate)
         return True
@@ -305,8 +302,7 @@ class SessionOutput:
         if self.tarpit is not None:
             # A refusal held by the tarpit leaves first, at once: the
             # session ends (a shutdown, a deadline, a lockout).
-            late = self.tarpit.cancel()
-            if late is not None:
+            for late in self.tarpit.cancel():
                 self.reply(late)
         if reply.code >= 400:
             if not catalogue.loggedApart(reply):

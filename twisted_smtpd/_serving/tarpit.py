@@ -60,7 +60,8 @@ class ErrorTarpit:
     The refusal a session past C{softErrorLimit} holds, and the timer that
     sends it.
 
-    @ivar held: The refusal being held, or C{None} when none is.
+    @ivar held: The refusals being held, in order: one (a session holding
+        one handles no command), or none.
     """
 
     __slots__ = ("_call", "_send", "_token", "held")
@@ -76,7 +77,7 @@ class ErrorTarpit:
         self._call: IDelayedCall | None = None
         self._send: Callable[[Reply], None] | None = None
         self._token = 0
-        self.held: Reply | None = None
+        self.held: list[Reply] = []
         _sessionLog.info(
             "{session} {client} soft error limit reached ({errors} errors):"
             " refusals delayed by {seconds:g} s",
@@ -93,16 +94,22 @@ class ErrorTarpit:
 
         @param send: What sends C{reply} and counts it.
         """
-        self.held = reply
+        self.held.append(reply)
+        if self._call is not None:
+            # A second refusal of the same command's handling: it follows
+            # the first, with it.
+            return
         self._send = send
         self._token = p.holdForHook()
         self._call = p.clock.callLater(p.options.errorSleep, self._release, p)
 
     def _release(self, p: Holding) -> None:
-        reply, send = self.held, self._send
-        self._call = self._send = self.held = None
-        assert reply is not None and send is not None
-        send(reply)
+        held, send = self.held, self._send
+        self._call = self._send = None
+        self.held = []
+        assert send is not None
+        for reply in held:
+            send(reply)
         p.hookAnswered(self._token)
 
     def releaseNow(self, p: Holding) -> None:
@@ -116,15 +123,16 @@ class ErrorTarpit:
             call.cancel()
             self._release(p)
 
-    def cancel(self) -> Reply | None:
+    def cancel(self) -> list[Reply]:
         """
         Stop holding: the session ends.
 
-        @return: The refusal that was held, for a session that closes to
-            send before its last reply, or C{None}.
+        @return: The refusals that were held, for a session that closes to
+            send before its last reply.
         """
-        call, reply = self._call, self.held
-        self._call = self._send = self.held = None
+        call, held = self._call, self.held
+        self._call = self._send = None
+        self.held = []
         if call is not None:
             call.cancel()
-        return reply
+        return held
