@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.python import usage
@@ -20,8 +21,10 @@ from tests import replies
 from tests.test_deadlines import LogCatcher
 from tests.test_protocol import connect, take
 from tests.test_tap import parse
-from twisted_smtpd import ServerOptions
+from twisted_smtpd import ServerOptions, SMTPError
+from twisted_smtpd._core.session import Address, Session
 from twisted_smtpd._serving.protocol import SMTPProtocol
+from twisted_smtpd.handlers import BaseHandler
 
 BAD = b"FOO\r\n"
 SOFT_LIMIT_LINE = "soft error limit reached"
@@ -160,6 +163,18 @@ class DelayTests(SynchronousTestCase):
         self.assertIn("refusals delayed by 1 s", line)
 
 
+class SlowRcpt(BaseHandler):
+    """
+    C{onRcptTo} answers with the L{Deferred} in C{pending}.
+    """
+
+    def __init__(self) -> None:
+        self.pending: Deferred[None] = Deferred()
+
+    def onRcptTo(self, address: Address, session: Session) -> object:
+        return self.pending
+
+
 class HeldCommandsTests(SynchronousTestCase):
     """
     While a refusal is held the session reads nothing: commands pipelined
@@ -190,6 +205,24 @@ class HeldCommandsTests(SynchronousTestCase):
             clock.advance(1)
             self.assertEqual(take(transport), replies.UNKNOWN_COMMAND + replies.OK)
             self.assertEqual(transport.producerState, "producing")
+
+    def test_lateHookRefusal(self) -> None:
+        """
+        A hook's late refusal past the limit is held too; the time it is
+        held is not the handler's (C{handlerTimeout} counts the hook's
+        wait alone).
+        """
+        handler = SlowRcpt()
+        proto, transport, clock, _ = greeted(handler=handler, handlerTimeout=10)
+        makeErrors(proto, transport, 10)
+        proto.dataReceived(b"MAIL FROM:<s@example.com>\r\nRCPT TO:<r@example.com>\r\n")
+        self.assertEqual(take(transport), replies.MAIL_OK)
+        clock.pump([0.5] * 19)
+        handler.pending.errback(SMTPError(550, "No such user", "5.1.1"))
+        self.assertEqual(take(transport), b"")
+        clock.pump([0.25] * 4)
+        self.assertEqual(take(transport), b"550 5.1.1 No such user\r\n")
+        self.assertFalse(transport.disconnecting)
 
     def test_idleClientKeepsReading(self) -> None:
         """

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from twisted.logger import Logger
 
+from twisted_smtpd._serving.deadlines import Times, handlerAnswered
 from twisted_smtpd._serving.logging import NAMESPACE, clientAddress
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class Holding(Protocol):
     """
 
     session: Session
+    times: Times
 
     @property
     def options(self) -> ServerOptions: ...
@@ -100,6 +102,9 @@ class ErrorTarpit:
             # the first, with it.
             return
         self._send = send
+        # A hook's refusal: the hook answered, and the time the refusal is
+        # held is not the handler's (handlerTimeout).
+        handlerAnswered(p)
         self._token = p.holdForHook()
         self._call = p.clock.callLater(p.options.errorSleep, self._release, p)
 
