@@ -296,6 +296,9 @@ class SessionMachine(RuleBasedStateMachine):
             allowInsecureAuth=insecureAuth,
             authOptional=authOptional,
             maxErrors=maxErrors,
+            # The model answers every refusal at once: the error tarpit
+            # (tests.test_errorsleep) is off.
+            errorSleep=0,
             maxJunkCommands=maxJunk,
             maxRecipients=maxRecipients,
             closeTimeout=CLOSE_TIMEOUT,

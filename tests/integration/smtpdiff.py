@@ -70,8 +70,9 @@ POSTFIX_SETTINGS = {
     "smtpd_timeout": "30s",
 }
 
-# twistd smtpd options besides --listen and --maildir.
-TWISTD_ARGUMENTS = ("--no-reverse-lookup", "--hostname", "twisted.test")
+# twistd smtpd options besides --listen and --maildir; no error delays, as
+# Postfix's smtpd_error_sleep_time above.
+TWISTD_ARGUMENTS = ("--no-reverse-lookup", "--hostname", "twisted.test", "--error-sleep", "0")
 
 
 class Kind(enum.Enum):

@@ -127,6 +127,28 @@ def timeout(instance: object, attribute: Any, value: float) -> None:
     seconds(instance, attribute, value)
 
 
+#: The longest C{errorSleep}: RFC 5321 section 4.5.3.2 has a client wait 5
+#: minutes for the reply to MAIL or RCPT; held longer, a refusal would reach
+#: no client.
+MAX_ERROR_SLEEP = 300.0
+
+
+def errorSleep(instance: object, attribute: Any, value: float) -> None:
+    """
+    The delay of a refusal past C{softErrorLimit}: a finite number of
+    seconds (L{_number}), 0 included (no delay), at most
+    L{MAX_ERROR_SLEEP}.
+
+    @raise TypeError: Naming the setting, for a value of another type.
+    @raise ValueError: Naming the setting, for a value out of range.
+    """
+    seconds(instance, attribute, value)
+    if value > MAX_ERROR_SLEEP:
+        raise ValueError(
+            f"{attribute.name} must be at most {MAX_ERROR_SLEEP:g} seconds, got {value!r}"
+        )
+
+
 #: The largest C{size}: the EHLO keyword SIZE and the MAIL parameter SIZE=
 #: take at most 20 digits (RFC 1870 section 4); a larger limit would be
 #: advertised in a form clients may refuse, and no client could declare a

@@ -23,6 +23,7 @@ from twisted_smtpd._core.optionchecks import (
     checkRate,
     count,
     defaultName,
+    errorSleep,
     hostName,
     positiveCount,
     prefixLength,
@@ -207,6 +208,15 @@ class ServerOptions:
     @ivar maxErrors: Error replies before 421 and close, counted since the
         connection or since the last message accepted (Postfix's
         C{smtpd_hard_error_limit}).
+    @ivar softErrorLimit: Errors, counted as for C{maxErrors}, after which
+        each refusal of a command is sent C{errorSleep} seconds late
+        (Postfix's C{smtpd_soft_error_limit}, 10 by default): with 10
+        errors counted, the 11th refusal waits.
+    @ivar errorSleep: Seconds the refusals of a session past
+        C{softErrorLimit} are held, the session reading no command
+        meanwhile (Postfix's C{smtpd_error_sleep_time}, 1 by default); 0
+        turns the delay off.  At most L{MAX_ERROR_SLEEP
+        <twisted_smtpd._core.optionchecks.MAX_ERROR_SLEEP>} (300) seconds.
     @ivar maxJunkCommands: Commands that move no message on (HELO, EHLO,
         LHLO, RSET, NOOP, VRFY, HELP, and BDAT 0 when it is not the last
         chunk; not XCLIENT and XFORWARD, as in Postfix) taken before each
@@ -297,6 +307,8 @@ class ServerOptions:
     )
     maxRecipients: int = field(default=1000, validator=positiveCount)
     maxErrors: int = field(default=20, validator=positiveCount)
+    softErrorLimit: int = field(default=10, validator=positiveCount)
+    errorSleep: float = field(default=1.0, validator=errorSleep)
     maxJunkCommands: int = field(default=100, validator=count)
     maxLineLength: int = field(default=512, validator=positiveCount)
     bareNewline: str = field(default="reject", validator=checkBareNewline)

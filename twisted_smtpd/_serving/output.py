@@ -23,6 +23,7 @@ from twisted_smtpd._core.replies import Reply, formatReply
 from twisted_smtpd._serving.deadlines import CLOSE_GRACE
 from twisted_smtpd._serving.flow import giveUpUnreadAfter, writeThrough
 from twisted_smtpd._serving.logging import NAMESPACE, clientAddress, refusal
+from twisted_smtpd._serving.tarpit import ErrorTarpit
 from twisted_smtpd._serving.tls import closeAfterCloseNotify
 
 if TYPE_CHECKING:
@@ -112,7 +113,10 @@ class SessionOutput:
     _argument: bytes | None
     _transportPaused: bool
     readClosed: bool
+    tarpit: ErrorTarpit | None
     abandonMessage: Callable[[Reply], None]
+    holdForHook: Callable[[], int]
+    hookAnswered: Callable[[int], None]
 
     def reply(self, reply: Reply, perText: bool = False) -> None:
         """
@@ -160,15 +164,22 @@ class SessionOutput:
     def fail(self, reply: Reply) -> None:
         """
         Send an error reply and count it; too many errors end the session
-        (Postfix's C{smtpd_hard_error_limit}).  A 421 or 521 (a handler's)
-        says the server closes the connection (RFC 5321 section 3.8, RFC
-        7504), so it does.
+        (Postfix's C{smtpd_hard_error_limit}); past C{softErrorLimit} it
+        is sent late (L{_delayed}).  A 421 or 521 (a handler's) says the
+        server closes the connection (RFC 5321 section 3.8, RFC 7504), so
+        it does.
         """
         if reply.code in CLOSING_CODES:
             self.closeWith(reply)
             return
+        if self._errors >= self.options.softErrorLimit and self._delayed(reply):
+            return
         self.reply(reply)
         self._emitRefusal(reply)
+        self._counted(reply)
+
+    def _counted(self, reply: Reply) -> None:
+        # Count the refusal C{reply}, sent.
         if reply.enhanced == "4.5.3" and self._overshoot < RECIPIENT_OVERSHOOT:
             # Recipients past a limit (452 4.5.3) are the client's to send
             # later, not errors, up to Postfix's smtpd_recipient_overshoot_limit.
@@ -192,9 +203,37 @@ class SessionOutput:
             client=clientAddress(self.session.remoteAddress),
             limit=limit,
         )
+        if self._errors >= self.options.softErrorLimit and self._delayed(reply, limit):
+            return
         self.reply(reply)
         self._emitRefusal(reply, limit=limit)
         self._countError()
+
+    def _delayed(self, reply: Reply, limit: str | None = None) -> bool:
+        """
+        Hold the refusal C{reply} of a session that has made
+        C{softErrorLimit} errors or more (Postfix's C{smtpd_chat_reply}
+        sleeps once C{error_count >= smtpd_soft_error_limit}): its
+        C{reject} event now, the reply and its count after C{errorSleep}
+        seconds (L{ErrorTarpit}), the commands read behind it held until
+        then.  Not for a client that shut its sending side (nothing more
+        can come; holding would only keep its connection).
+
+        @return: Whether C{reply} is held.
+        """
+        if not self.options.errorSleep or self.readClosed or self.closing:
+            return False
+        tarpit = self.tarpit
+        if tarpit is None:
+            tarpit = self.tarpit = ErrorTarpit(self, self._errors)
+        self._emitRefusal(reply, limit=limit)
+        tarpit.hold(self, reply, self._sendLate)
+        return True
+
+    def _sendLate(self, reply: Reply) -> None:
+        # A refusal held by the tarpit: sent and counted now.
+        self.reply(reply)
+        self._counted(reply)
 
     def closeForLimit(self, reply: Reply, limit: str) -> None:
         """
@@ -260,6 +299,11 @@ class SessionOutput:
         """
         if self.closing:
             return
+        if self.tarpit is not None:
+            # A refusal held by the tarpit leaves first, at once: the
+            # session ends (a shutdown, a deadline, a lockout).
+            for late in self.tarpit.cancel():
+                self.reply(late)
         if reply.code >= 400:
             if not catalogue.loggedApart(reply):
                 # A refusal or a limit reached that ends the session.
@@ -320,6 +364,8 @@ class SessionOutput:
         Drop the connection now, whatever is still queued.
         """
         self.abandonMessage(catalogue.TIMEOUT)
+        if self.tarpit is not None:
+            self.tarpit.cancel()
         self._writer.drop(self._socket)
         self.closing = True
         self.times.closingSince = self.clock.seconds()

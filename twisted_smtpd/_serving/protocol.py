@@ -61,7 +61,6 @@ from twisted_smtpd._serving.tlshalfclose import halfClosing
 from twisted_smtpd.interfaces import ISMTPHandler
 
 if TYPE_CHECKING:
-    from twisted_smtpd._serving.authcommand import AuthCommand
     from twisted_smtpd._serving.server import SMTPServerFactory
 
 
@@ -97,8 +96,8 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         "_processing", "_socket", "_transportPaused", "_unauthenticated", "_verb", "_wire",
         "_writer", "auth", "began", "clock", "closing", "connected", "connectedFrom", "discard",
         "draining", "handler", "implicitTLS", "limitHost", "options", "pauses", "phase",
-        "rcptAccepted", "readClosed", "receiver", "refused", "server", "session", "times",
-        "waiting",
+        "rcptAccepted", "readClosed", "receiver", "refused", "server", "session", "tarpit",
+        "times", "waiting",
     )
     # fmt: on
 
@@ -141,7 +140,7 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         self.times = Times()
         self.limitHost: str | None = None
         self.receiver: MessageReceiver | None = None
-        self.auth: AuthCommand | None = None
+        self.auth = self.tarpit = None
         self.connectedFrom = ""
         # The command being answered, for the log line of a refusal; no
         # argument before the first line (a refusal at connect).
@@ -221,13 +220,14 @@ class SMTPProtocol(SessionOutput, LineReceiver):
     def readConnectionLost(self) -> None:
         """
         The client shut its sending side down (a FIN on plain TCP): what it
-        sent before is still answered, hooks included, then the session
-        closes.
+        sent before is still answered, hooks included (a refusal held past
+        C{softErrorLimit} at once), then the session closes.
         """
-        self.readClosed = True
         # Twisted stopped reading; it must not start again (each read would
         # see the end once more).
-        self._transportPaused = True
+        self.readClosed = self._transportPaused = True
+        if self.tarpit is not None:
+            self.tarpit.releaseNow(self)
         self._closeIfDone()
 
     def writeConnectionLost(self) -> None:

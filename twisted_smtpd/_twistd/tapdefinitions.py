@@ -191,6 +191,20 @@ PARAMETERS: list[list[Any]] = [
         "HELP, BDAT 0) taken before each further one counts as an error, since "
         "the last message accepted (0: no limit).",
     ),
+    _numeric(
+        "soft-error-limit",
+        int,
+        True,
+        "Errors without a message accepted after which each refusal is sent"
+        " --error-sleep seconds late (Postfix's smtpd_soft_error_limit).",
+    ),
+    _numeric(
+        "error-sleep",
+        float,
+        False,
+        "Seconds a refusal past --soft-error-limit is held (Postfix's"
+        " smtpd_error_sleep_time; 0: none, at most 300).",
+    ),
     [
         "workers",
         None,

@@ -43,6 +43,8 @@ _NUMBERS = {
     "client-ipv6-prefix-length": "clientIpv6PrefixLength",
     "max-recipients": "maxRecipients",
     "max-junk-commands": "maxJunkCommands",
+    "soft-error-limit": "softErrorLimit",
+    "error-sleep": "errorSleep",
 }
 
 # COUNT/SECONDS flags and the ServerOptions attribute each one sets.

@@ -1,0 +1,52 @@
+# -*- test-case-name: tests.integration.test_errorsleep -*-
+"""
+The error tarpit of a real C{twistd smtpd}, over a real socket: past
+C{--soft-error-limit} errors each refusal comes C{--error-sleep} seconds
+late, and the session goes on to C{421 4.7.0} at C{maxErrors}.
+"""
+
+from __future__ import annotations
+
+import time
+
+from tests.integration.helpers import ServerTestCase
+
+SLEEP = 0.2
+
+
+class ErrorSleepTests(ServerTestCase):
+    """
+    C{twistd smtpd --error-sleep 0.2} and C{smtplib}.
+    """
+
+    def test_refusalsPastLimitLate(self) -> None:
+        """
+        Replies 11 to 20 to unknown commands each take at least the sleep
+        (the 20th followed by the 421 of the error limit); one log line
+        names the client; a new session is answered at once meanwhile.
+        """
+        server = self.startServer(
+            "--sink", "--no-reverse-lookup", "--error-sleep", str(SLEEP), maildir=False
+        )
+        client = self.smtp()
+        client.ehlo("client.example.com")
+        times = []
+        for _ in range(19):
+            started = time.monotonic()
+            code, _text = client.docmd("FROB")
+            times.append(time.monotonic() - started)
+            self.assertEqual(code, 500)
+        for seconds in times[10:]:
+            self.assertGreaterEqual(seconds, SLEEP)
+        other = self.smtp()
+        started = time.monotonic()
+        self.assertEqual(other.noop()[0], 250)
+        self.assertLess(time.monotonic() - started, SLEEP * 5)
+        started = time.monotonic()
+        code, _text = client.docmd("FROB")
+        self.assertGreaterEqual(time.monotonic() - started, SLEEP)
+        self.assertEqual(code, 500)
+        self.assertEqual(client.getreply()[0], 421)
+        server.waitForLog("soft error limit reached (10 errors): refusals delayed by 0.2 s")
+        self.assertEqual(server.output.count("soft error limit reached"), 1)
+        self.assertIn("127.0.0.1", server.output)
