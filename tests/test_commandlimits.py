@@ -116,6 +116,22 @@ class DropLimitTests(SynchronousTestCase):
         self.assertIn("message", events)
         self.assertEqual(len(catcher.matching("refused: BDAT discard limit (1500 octets)")), 1)
 
+    def test_oversizedHugeChunkOneRefusalEvent(self) -> None:
+        """
+        The 552 of a message refused for its size by a chunk too large to
+        drop is told once, by the message's C{message} event: no C{reject}
+        event repeats it (the limit has its own line).
+        """
+        proto, transport, clock, factory = connect(size=1000)
+        events: list[str] = []
+        factory.addObserver(lambda event, session, data: events.append(event))
+        transaction(proto, transport)
+        take(transport)
+        proto.dataReceived(b"BDAT 1600 LAST\r\n" + b"x" * 100)
+        self.assertEqual(take(transport), replies.SIZE_EXCEEDED)
+        self.assertTrue(proto.closing)
+        self.assertEqual((events.count("message"), events.count("reject")), (1, 0))
+
     def test_discardedHugeChunkCloses(self) -> None:
         """
         After the size refusal, a chunk too large to drop is answered

@@ -118,10 +118,11 @@ class CommandContext(Protocol):
         Send C{reply} and end the session.
         """
 
-    def closeForLimit(self, reply: Reply, limit: str) -> None:
+    def closeForLimit(self, reply: Reply, limit: str, told: bool = False) -> None:
         """
         Send C{reply} and end the session for a limit reached, logged in
-        one line naming the client.
+        one line naming the client; C{told} when C{reply}'s own event was
+        already emitted (a message's refusal), so that no second one is.
         """
 
     def countJunk(self) -> None:

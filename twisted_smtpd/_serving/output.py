@@ -235,7 +235,7 @@ class SessionOutput:
         self.reply(reply)
         self._counted(reply)
 
-    def closeForLimit(self, reply: Reply, limit: str) -> None:
+    def closeForLimit(self, reply: Reply, limit: str, told: bool = False) -> None:
         """
         Refuse the command with C{reply} and close, for a limit of the
         session reached: one line in the C{twisted_smtpd.session} namespace
@@ -243,6 +243,9 @@ class SessionOutput:
         C{reject} event that carries the C{limit}.
 
         @param limit: The limit reached, described for the log line.
+        @param told: Whether C{reply}'s own event was already emitted (the
+            C{message} event of a message refused for its size): then no
+            C{reject} event repeats it.
         """
         if self.closing:
             return
@@ -252,7 +255,7 @@ class SessionOutput:
             client=clientAddress(self.session.remoteAddress),
             limit=limit,
         )
-        self.closeWith(reply, limit)
+        self.closeWith(reply, limit, told)
 
     def countError(self) -> None:
         """
@@ -291,11 +294,12 @@ class SessionOutput:
                 data["began"] = self.began and not self.refused
             self.emit("reject", **data)
 
-    def closeWith(self, reply: Reply, limit: str | None = None) -> None:
+    def closeWith(self, reply: Reply, limit: str | None = None, told: bool = False) -> None:
         """
         Send C{reply}, then close once the replies are sent.
 
         @param limit: The connection limit refused, as the factory logged it.
+        @param told: Whether C{reply}'s event was already emitted.
         """
         if self.closing:
             return
@@ -305,7 +309,7 @@ class SessionOutput:
             for late in self.tarpit.cancel():
                 self.reply(late)
         if reply.code >= 400:
-            if not catalogue.loggedApart(reply):
+            if not told and not catalogue.loggedApart(reply):
                 # A refusal or a limit reached that ends the session.
                 self._emitRefusal(reply, True, limit)
             self.reply(reply)

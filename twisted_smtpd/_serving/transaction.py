@@ -364,7 +364,8 @@ def oversized(
             refused(p, False)
         for _ in range((p.rcptAccepted if last and p.options.lmtp else 1) - 1):
             p.reply(reply)
-        p.closeForLimit(reply, limit)
+        # The message's refusal is its message event: no reject repeats it.
+        p.closeForLimit(reply, limit, told=first)
         return
 
     def read(p: SessionControl) -> None:
