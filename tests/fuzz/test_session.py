@@ -947,7 +947,12 @@ class SessionMachine(RuleBasedStateMachine):
             self.bdatOpen = lastAt >= len(chunks)
         self.feed(data, cuts)
         newCalls = self.handler.calls[calls:]
-        assert newCalls == ([("onData", "")] if starts else []), newCalls
+        if starts and self.closed:
+            # A first chunk that is a junk command past the limits (BDAT 0)
+            # may close the session before the transfer starts.
+            assert newCalls in ([], [("onData", "")]), newCalls
+        else:
+            assert newCalls == ([("onData", "")] if starts else []), newCalls
         if restart is not None and self.live() and self.bdatOpen:
             self.settle()
             if self.live() and not self.authActive:
