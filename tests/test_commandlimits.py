@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
+import twisted_smtpd._serving.transaction as dropping
 from tests import replies
 from tests.test_deadlines import LogCatcher
 from tests.test_protocol import BDAT_DISCARDED, connect, take, transaction
@@ -63,8 +64,34 @@ class DropLimitTests(SynchronousTestCase):
     A refused BDAT chunk is read and dropped (RFC 3030 section 2), but not
     past one and a half times the size limit, where Postfix's C{skip_bdat}
     stops reading: a chunk announced with up to 18 digits would otherwise
-    keep one connection reading without end.
+    keep one connection reading without end.  (These tests set
+    L{DROP_SLACK <twisted_smtpd._serving.transaction.DROP_SLACK>}, the
+    least that is dropped past the limit, to 0.)
     """
+
+    def setUp(self) -> None:
+        self.patch(dropping, "DROP_SLACK", 0)
+
+    def test_slackRead(self) -> None:
+        """
+        By default at least C{DROP_SLACK} octets past the size limit are
+        read and dropped: a client that sends an oversized message in one
+        chunk reads its 552 after the chunk, not a connection reset with
+        its octets unread (which can take the 552 with it), and one that
+        announces more is still cut off.
+        """
+        self.patch(dropping, "DROP_SLACK", 64 * 2**20)
+        proto, transport, clock, _ = connect(size=1000)
+        transaction(proto, transport)
+        take(transport)
+        proto.dataReceived(b"BDAT 400000 LAST\r\n" + b"x" * 400000)
+        self.assertEqual(take(transport), replies.SIZE_EXCEEDED)
+        self.assertFalse(proto.closing)
+        proto.dataReceived(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n")
+        take(transport)
+        proto.dataReceived(b"BDAT %d LAST\r\n" % (1000 + 64 * 2**20 + 1))
+        self.assertEqual(take(transport), replies.SIZE_EXCEEDED)
+        self.assertTrue(proto.closing)
 
     def test_refusedHugeChunkCloses(self) -> None:
         """

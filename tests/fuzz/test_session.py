@@ -88,6 +88,7 @@ from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._serving.logging import SessionLogger
 from twisted_smtpd._serving.protocol import AUTH_LINE_LIMIT
 from twisted_smtpd._serving.server import SMTPServerFactory
+from twisted_smtpd._serving.transaction import DROP_SLACK
 
 #: What no log line may hold (docs/behaviour.md, "Text from outside"): a
 #: control character (C0, DEL, C1), a line or paragraph separator, a lone
@@ -684,7 +685,7 @@ class SessionMachine(RuleBasedStateMachine):
         past what the server reads and drops: one and a half times the
         size limit.
         """
-        return bool(self.size) and octets > self.size + self.size // 2
+        return bool(self.size) and octets > self.size + max(self.size // 2, DROP_SLACK)
 
     def oversizeReplied(
         self,

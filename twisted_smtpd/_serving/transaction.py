@@ -392,11 +392,16 @@ def oversized(
         read(p)
 
 
+#: The least a BDAT transfer may be read and dropped past the size limit.
+DROP_SLACK = 64 * 2**20
+
+
 def dropLimit(p: SessionControl, taken: int, size: int) -> str | None:
     """
     Whether a BDAT chunk of C{size} octets may be read and dropped, in a
     transfer that took C{taken} octets of its message before: not when
-    that takes it past one and a half times the size limit, as Postfix 3.12's
+    that takes it past one and a half times the size limit (and at least
+    L{DROP_SLACK} past it), as Postfix 3.12's
     C{skip_bdat} stops reading there, or a client could announce a chunk
     of up to 10**18 octets to be dropped and keep its session busy for
     ever (each read resets the idle timeout).  Without a size limit there
@@ -408,7 +413,12 @@ def dropLimit(p: SessionControl, taken: int, size: int) -> str | None:
     most = p.options.size
     if not most:
         return None
-    most += most // 2
+    # At least DROP_SLACK past the limit: a client that sends an oversized
+    # message in one chunk (without SIZE) reads its 552 after the chunk, as
+    # before; a connection closed with its octets unread is reset, and the
+    # reset can take the 552 with it (a next hop then answers 451 and
+    # retries a message it should bounce).
+    most += max(most // 2, DROP_SLACK)
     if taken + size <= most:
         return None
     return f"BDAT discard limit ({most} octets)"
