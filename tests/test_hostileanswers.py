@@ -195,6 +195,21 @@ class SMTPErrorTypesTests(SynchronousTestCase):
             (error.code, error.message, error.enhanced), (551, "user not local", "5.1.6")
         )
 
+    def test_argsFollowAttributes(self) -> None:
+        """
+        The repr and the text of a traceback show the attributes as they
+        are now, also after one was set again, and as checked: a handler
+        changing C{code} before raising is not logged with the old one.
+        """
+        error = SMTPError(550, "no such user")
+        error.code = 451
+        error.message = ShiftyText("try later")
+        self.assertEqual(error.args, (451, "try later", None))
+        self.assertEqual(repr(error), "SMTPError(451, 'try later', None)")
+        self.assertIs(type(error.args[1]), str)
+        error.enhanced = "4.3.0"
+        self.assertEqual(str(error), "(451, 'try later', '4.3.0')")
+
     def test_classAttributesChecked(self) -> None:
         """
         A subclass giving C{code}, C{message} or C{enhanced} as a class

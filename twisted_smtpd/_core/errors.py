@@ -125,8 +125,15 @@ class SMTPError(Exception):
         self.code = code
         self.message = message
         self.enhanced = enhanced
-        # What the attributes hold once checked, for the repr and traceback.
-        self.args = (self.code, self.message, self.enhanced)
+
+    def _showSet(self) -> None:
+        # The repr and a traceback show args: what the attributes hold
+        # once checked, kept up to date when one is set again.
+        self.args = (
+            getattr(self, "_code", None),
+            getattr(self, "_message", None),
+            getattr(self, "_enhanced", None),
+        )
 
     @property
     def code(self) -> int:
@@ -142,6 +149,7 @@ class SMTPError(Exception):
     @code.setter
     def code(self, code: int) -> None:
         self._code = _checkedCode(code)
+        self._showSet()
 
     @property
     def message(self) -> str:
@@ -155,6 +163,7 @@ class SMTPError(Exception):
     @message.setter
     def message(self, message: str) -> None:
         self._message = _checkedText(message)
+        self._showSet()
 
     @property
     def enhanced(self) -> str | None:
@@ -169,6 +178,7 @@ class SMTPError(Exception):
     @enhanced.setter
     def enhanced(self, enhanced: str | None) -> None:
         self._enhanced = _checkedEnhanced(enhanced)
+        self._showSet()
 
     def toReply(self) -> Reply:
         """
