@@ -271,6 +271,42 @@ class RefusalLogTests(SynchronousTestCase):
         self.assertEqual(self.lines(), [])
 
 
+class MisTyping(RecordingHandler):
+    """
+    Puts a text where the envelope holds an L{Address}: a handler's bug.
+    """
+
+    def onData(self, stream: Any, session: Session) -> object:
+        answer = super().onData(stream, session)
+        session.envelope.mailFrom = "a@example.org"  # type: ignore[assignment]
+        return answer
+
+
+class WrongTypesTests(SynchronousTestCase):
+    """
+    A handler that puts values of the wrong type into the session costs the
+    line of that event, not the line's whole existence: one line says so.
+    """
+
+    def test_messageLineNotWritten(self) -> None:
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        proto, transport, clock, factory = connect(MisTyping())
+        factory.addObserver(SessionLogger())
+        proto.dataReceived(
+            b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\n"
+            b"DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n"
+        )
+        self.assertIn(b"250 2.0.0 ", transport.value())
+        self.assertEqual(self.flushLoggedErrors(), [])
+        lines = [formatEvent(e) for e in events if e["log_namespace"] == NAMESPACE]
+        (line,) = [line for line in lines if " message " in line]
+        self.assertEqual(
+            line,
+            f"{proto.session.id} message line not written: the session holds a value of"
+            " the wrong type (AttributeError: 'str' object has no attribute 'address')",
+        )
+
+
 class AuthLogTests(SynchronousTestCase):
     """
     Failed AUTH and the lockout are logged with the mechanism, the client

@@ -283,53 +283,78 @@ class SessionLogger:
             if event == "connect" and data:
                 self._handedOver(session, data)
             return
-        sid = session.id
-        if event == "message":
-            self._message(session, data)
-        elif event == "connect":
-            client = formatPeer(session.remoteAddress)
-            name = loggable(session.clientHostname, 255)
-            local = formatPeer(session.localAddress)
-            # Only an XCLIENT LOGIN (a session starting over as a client
-            # its front end authenticated) has a user here, as Postfix
-            # logs sasl_username for it.
-            user = None if session.user is None else loggable(str(session.user))
-            login = "" if user is None else f" as '{user}' (XCLIENT LOGIN)"
-            fields: Mapping[str, Any] = _NO_FIELDS
-            if self._structured:
-                fields = {"session": sid, "client": client, "clientHostname": name, "local": local}
-                if user is not None:
-                    fields["username"] = user
-            self._emit(f"{sid} connect from {client} ({name}) to {local}{login}", fields)
-        elif event == "reject":
-            self._reject(session, data)
-        elif event == "auth":
-            method = data.get("method")
-            username = loggable(data.get("username"))
-            self._emit(
-                f"{sid} auth {method} as '{username}'",
-                {"session": sid, "method": method, "username": username},
-            )
-        elif event == "secure":
-            tls = session.tls or TLSInfo()
-            servername = loggable(tls.servername) if tls.servername else None
-            client = formatClient(session)
-            trust, fingerprint = _clientCertificate(tls)
-            ccert = "" if trust is None else f" ccert={trust} sha256={fingerprint}"
-            self._emit(
-                f"{sid} TLS {tls.protocol} {tls.cipher} from {client} sni={servername}{ccert}",
-                {
-                    "session": sid,
-                    "protocol": tls.protocol,
-                    "cipher": tls.cipher,
-                    "servername": servername,
-                    "client": client,
-                    "clientCertificate": trust,
-                    "clientCertificateSHA256": fingerprint,
-                },
-            )
-        else:
-            self._emit(f"{sid} close", {"session": sid} if self._structured else _NO_FIELDS)
+        try:
+            sid = session.id
+            if event == "message":
+                self._message(session, data)
+            elif event == "connect":
+                client = formatPeer(session.remoteAddress)
+                name = loggable(session.clientHostname, 255)
+                local = formatPeer(session.localAddress)
+                # Only an XCLIENT LOGIN (a session starting over as a client
+                # its front end authenticated) has a user here, as Postfix
+                # logs sasl_username for it.
+                user = None if session.user is None else loggable(str(session.user))
+                login = "" if user is None else f" as '{user}' (XCLIENT LOGIN)"
+                fields: Mapping[str, Any] = _NO_FIELDS
+                if self._structured:
+                    fields = {
+                        "session": sid,
+                        "client": client,
+                        "clientHostname": name,
+                        "local": local,
+                    }
+                    if user is not None:
+                        fields["username"] = user
+                self._emit(f"{sid} connect from {client} ({name}) to {local}{login}", fields)
+            elif event == "reject":
+                self._reject(session, data)
+            elif event == "auth":
+                method = data.get("method")
+                username = loggable(data.get("username"))
+                self._emit(
+                    f"{sid} auth {method} as '{username}'",
+                    {"session": sid, "method": method, "username": username},
+                )
+            elif event == "secure":
+                tls = session.tls or TLSInfo()
+                servername = loggable(tls.servername) if tls.servername else None
+                client = formatClient(session)
+                trust, fingerprint = _clientCertificate(tls)
+                ccert = "" if trust is None else f" ccert={trust} sha256={fingerprint}"
+                self._emit(
+                    f"{sid} TLS {tls.protocol} {tls.cipher} from {client} sni={servername}{ccert}",
+                    {
+                        "session": sid,
+                        "protocol": tls.protocol,
+                        "cipher": tls.cipher,
+                        "servername": servername,
+                        "client": client,
+                        "clientCertificate": trust,
+                        "clientCertificateSHA256": fingerprint,
+                    },
+                )
+            else:
+                self._emit(f"{sid} close", {"session": sid} if self._structured else _NO_FIELDS)
+        except Exception as error:
+            # A handler that put values of the wrong type into the session
+            # (a str as envelope.mailFrom): the line cannot be made, and
+            # one line says so in its place, without a traceback.
+            self._unwritten(event, session, error)
+
+    def _unwritten(self, event: str, session: Session, error: Exception) -> None:
+        try:
+            why = str(error)
+        except Exception:
+            why = "?"
+        kind = printable(type(error).__name__)
+        why = loggable(why, 200)
+        sid = loggable(session.id) if isinstance(session.id, str) else "?"
+        self._emit(
+            f"{sid} {event} line not written: the session holds a value of the wrong"
+            f" type ({kind}: {why})",
+            {"session": sid, "event": event, "error": f"{kind}: {why}"},
+        )
 
     def _handedOver(self, session: Session, data: dict[str, Any]) -> None:
         """
