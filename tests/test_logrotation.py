@@ -219,7 +219,7 @@ class UnwritableDirectoryTests(SynchronousTestCase):
                 (
                     LogLevel.warn,
                     f"--logfile {self.path!r}: its directory cannot be written, so the file is"
-                    " never rotated at 1000000 bytes and grows on: give it a directory the"
+                    " never rotated at 10000000 bytes and grows on: give it a directory the"
                     " server's user can write, or rotate it with logrotate's copytruncate",
                 )
             ],
@@ -274,7 +274,7 @@ class RotatedFilesKeptTests(SynchronousTestCase):
         """
         Without the flag, ten rotated files are kept: the oldest past them
         are deleted at the first rotation, and the disk use stays bounded
-        (11 MB) however long the log is written.
+        (110 MB) however long the log is written.
         """
         self.rotateUnder({}, 3)
         self.assertEqual(self.numbers(), list(range(1, 11)))
@@ -301,6 +301,97 @@ class RotatedFilesKeptTests(SynchronousTestCase):
         """
         self.rotateUnder({"log-rotate-keep": 0}, 2)
         self.assertEqual(self.numbers(), list(range(1, 18)))
+
+
+class RotateLengthTests(SynchronousTestCase):
+    """
+    C{--log-rotate-length BYTES}: the size at which the log file is
+    rotated, 10 MB unless told, never with 0.
+    """
+
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        os.mkdir(self.directory)
+        self.path = os.path.join(self.directory, "smtpd.log")
+
+    def written(self, config: dict[str, object], lines: int) -> list[str]:
+        """
+        Write C{lines} lines of about 1 KB into the log file opened as
+        C{twistd smtpd} opens it with the options C{config}.
+
+        @return: The names in the log's directory.
+        """
+        options = _Config({"logfile": self.path, "nodaemon": False})
+        options.update(config)
+        logFile = logDestination(options)
+        self.addCleanup(logFile.close)
+        writer = BufferedLogWriter(logFile, reactor=Clock())
+        for n in range(lines):
+            writer.line(f"line {n} " + "x" * 1000, {})
+            writer.flush()
+        return sorted(os.listdir(self.directory))
+
+    def test_default(self) -> None:
+        """
+        Without the flag the file is rotated at 10 MB, not at C{twistd}'s
+        1 MB: ten rotated files hold 100 MB of lines.
+        """
+        logFile = logDestination(_Config({"logfile": self.path, "nodaemon": False}))
+        self.addCleanup(logFile.close)
+        self.assertEqual(logFile.rotateLength, 10_000_000)
+
+    def test_length(self) -> None:
+        """
+        C{--log-rotate-length 5000}: a file is rotated once it holds 5000
+        bytes, so 20 lines of about 1 KB make four rotated files.
+        """
+        names = self.written({"log-rotate-length": 5000}, 20)
+        self.assertEqual(names, ["smtpd.log"] + [f"smtpd.log.{n}" for n in range(1, 4)])
+        for name in names[1:]:
+            size = os.path.getsize(os.path.join(self.directory, name))
+            self.assertTrue(5000 <= size < 6100, size)
+
+    def test_zeroNeverRotates(self) -> None:
+        """
+        C{--log-rotate-length 0} never rotates (logrotate does, with
+        C{copytruncate} or C{postrotate kill -USR1}), past 1 MB too.
+        """
+        names = self.written({"log-rotate-length": 0}, 1100)
+        self.assertEqual(names, ["smtpd.log"])
+        self.assertGreater(os.path.getsize(self.path), 1_000_000)
+
+    def test_parsed(self) -> None:
+        """
+        A whole number of bytes, 0 or more; from a configuration file too;
+        warned of, with C{--log-rotate-keep}, where no log file is written.
+        """
+        logfile = {"logfile": os.path.abspath(self.mktemp()), "nodaemon": False}
+        config = RotateKeepOptionTests.parse(self, ["--sink"], **logfile)
+        self.assertEqual(config["log-rotate-length"], 10_000_000)
+        config = RotateKeepOptionTests.parse(
+            self, ["--sink", "--log-rotate-length", "0"], **logfile
+        )
+        self.assertEqual((config["log-rotate-length"], config["unused"]), (0, []))
+        path = self.mktemp() + ".toml"
+        with open(path, "w") as f:
+            f.write("sink = true\nlog-rotate-length = 50000000\n")
+        config = RotateKeepOptionTests.parse(self, ["--config", path], **logfile)
+        self.assertEqual(config["log-rotate-length"], 50_000_000)
+        for bad in ("-1", "10M", "1.5"):
+            e = self.assertRaises(
+                usage.UsageError, _tap.Options().parseOptions, ["--log-rotate-length", bad]
+            )
+            self.assertIn("--log-rotate-length: ", str(e))
+        config = RotateKeepOptionTests.parse(
+            self, ["--sink", "--log-rotate-length", "5", "--log-rotate-keep", "2"], nodaemon=True
+        )
+        self.assertEqual(
+            config["unused"],
+            [
+                "--log-rotate-keep and --log-rotate-length have no effect: the log goes to"
+                " standard output (no twistd --logfile)"
+            ],
+        )
 
 
 class RotateKeepOptionTests(SynchronousTestCase):

@@ -21,14 +21,14 @@ from twisted.python.logfile import LogFile
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
 from twisted_smtpd._twistd.heldsignals import HELD
 from twisted_smtpd._twistd.tapconfig import exitWithError, reason
-from twisted_smtpd._twistd.tapflags import DEFAULT_ROTATED_LOGS
+from twisted_smtpd._twistd.tapflags import DEFAULT_ROTATE_LENGTH, DEFAULT_ROTATED_LOGS
 
 
 class AppendingLogFile(LogFile):
     """
-    C{twistd}'s L{LogFile} (rotated at 1 MB, reopened with L{reopen}; with
-    C{maxRotatedFiles}, the rotated files past that many deleted at each
-    rotation),
+    C{twistd}'s L{LogFile} (rotated at C{rotateLength} bytes, never with
+    0, reopened with L{reopen}; with C{maxRotatedFiles}, the rotated files
+    past that many deleted at each rotation),
     written with C{O_APPEND}: every write lands at the end of the file as
     it is then, so a file another program truncated (logrotate's
     C{copytruncate}) goes on from its new end instead of from the old
@@ -273,15 +273,17 @@ def jsonBesideSyslog(config: Any) -> str | None:
 
 def rotateKeepUnused(config: Any) -> str | None:
     """
-    A warning line when C{--log-rotate-keep} is given where no log file is
-    written by the server: the log goes to standard output, or C{twistd
-    --syslog} writes the text lines.
+    A warning line when C{--log-rotate-keep} or C{--log-rotate-length} is
+    given where no log file is written by the server: the log goes to
+    standard output, or C{twistd --syslog} writes the text lines.
 
     @param config: The options of C{smtpd}, whose C{parent} holds
         C{twistd}'s own.
     @return: The line, or C{None}.
     """
-    if "log-rotate-keep" not in (config.get("given") or ()):
+    given = config.get("given") or ()
+    flags = [f"--{name}" for name in ("log-rotate-keep", "log-rotate-length") if name in given]
+    if not flags:
         return None
     parent: Any = getattr(config, "parent", None) or {}
     if config["log-format"] != "json" and parent.get("syslog"):
@@ -290,13 +292,15 @@ def rotateKeepUnused(config: Any) -> str | None:
         why = "the log goes to standard output (no twistd --logfile)"
     else:
         return None
-    return f"--log-rotate-keep has no effect: {why}"
+    verb = "has" if len(flags) == 1 else "have"
+    return f"{' and '.join(flags)} {verb} no effect: {why}"
 
 
 def logDestination(config: Any) -> Any:
     """
     Where C{twistd} would write text logs: standard output, or its log file,
-    which keeps C{--log-rotate-keep} rotated files (all of them with 0).
+    rotated at C{--log-rotate-length} bytes (never with 0), which keeps
+    C{--log-rotate-keep} rotated files (all of them with 0).
     A log file that cannot be opened ends the start with one line
     (L{exitWithError}).
 
@@ -310,12 +314,15 @@ def logDestination(config: Any) -> Any:
     if path is None:
         return sys.stdout
     keep = int(config.get("log-rotate-keep", DEFAULT_ROTATED_LOGS))
+    length = int(config.get("log-rotate-length", DEFAULT_ROTATE_LENGTH))
     try:
-        logFile = AppendingLogFile.fromFullPath(path, maxRotatedFiles=keep or None)
+        logFile = AppendingLogFile.fromFullPath(
+            path, rotateLength=length, maxRotatedFiles=keep or None
+        )
     except OSError as e:
         why = os.strerror(e.errno) if e.errno else reason(e)
         exitWithError(f"--logfile {path!r}: {why}")
-    if not _canWrite(logFile.directory):
+    if length and not _canWrite(logFile.directory):
         _startLog.warn(
             "--logfile {path!r}: its directory cannot be written, so the file is never"
             " rotated at {size} bytes and grows on: give it a directory the server's user"

@@ -16,6 +16,7 @@ from twisted_smtpd._core.optionvalues import MIN_TIMEOUT
 from twisted_smtpd._twistd.tapconfig import checkHostname, ipList
 from twisted_smtpd._twistd.tapflags import (
     _DEFAULTS,
+    DEFAULT_ROTATE_LENGTH,
     DEFAULT_ROTATED_LOGS,
     LOG_FORMATS,
     _choice,
@@ -321,8 +322,15 @@ PARAMETERS: list[list[Any]] = [
         "log-rotate-keep",
         None,
         DEFAULT_ROTATED_LOGS,
-        "Rotated files twistd --logfile PATH keeps (PATH.1 to PATH.N, rotated at 1 MB),"
-        " the older ones deleted; 0 keeps them all.",
+        "Rotated files twistd --logfile PATH keeps (PATH.1 to PATH.N), the older ones"
+        " deleted; 0 keeps them all.",
         _number("log-rotate-keep", int, positive=False),
+    ],
+    [
+        "log-rotate-length",
+        None,
+        DEFAULT_ROTATE_LENGTH,
+        "Bytes at which twistd --logfile PATH is rotated; 0 never (logrotate does it).",
+        _number("log-rotate-length", int, positive=False),
     ],
 ]

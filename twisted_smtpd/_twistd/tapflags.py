@@ -23,8 +23,13 @@ DEFAULT_LISTEN = "tcp:2525:interface=127.0.0.1"
 DEFAULT_MAILDIR = "./Maildir"
 LOG_FORMATS = ("text", "json")
 #: How many rotated log files C{--logfile} keeps (C{PATH.1} to
-#: C{PATH.10}, 1 MB each) unless C{--log-rotate-keep} says otherwise.
+#: C{PATH.10}) unless C{--log-rotate-keep} says otherwise.
 DEFAULT_ROTATED_LOGS = 10
+#: The size in bytes at which C{--logfile} is rotated unless
+#: C{--log-rotate-length} says otherwise: with L{DEFAULT_ROTATED_LOGS},
+#: at most 110 MB of log on disk (C{twistd}'s own 1 MB kept 11 MB, a few
+#: hours of a busy server's lines).
+DEFAULT_ROTATE_LENGTH = 10_000_000
 
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in attrs.fields(ServerOptions)}
 
