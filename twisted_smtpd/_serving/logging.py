@@ -336,10 +336,11 @@ class SessionLogger:
                 )
             else:
                 self._emit(f"{sid} close", {"session": sid} if self._structured else _NO_FIELDS)
-        except Exception as error:
+        except (AttributeError, TypeError, ValueError) as error:
             # A handler that put values of the wrong type into the session
             # (a str as envelope.mailFrom): the line cannot be made, and
-            # one line says so in its place, without a traceback.
+            # one line says so in its place, without a traceback.  Any
+            # other error is the observer's own, logged with its traceback.
             self._unwritten(event, session, error)
 
     def _unwritten(self, event: str, session: Session, error: Exception) -> None:
