@@ -273,6 +273,49 @@ class MailPathTests(MailTestCase):
             rcpt = f"TO:<u@{domain}>".encode()
             self.assertRcptRefused(rcpt, replies.BAD_RECIPIENT_SYNTAX, True)
 
+    def test_noALabelsBesideULabels(self) -> None:
+        """
+        An ASCII label with hyphens in its third and fourth places beside a
+        U-label gets 501 at MAIL and RCPT, as from Postfix, whose ICU
+        checks the whole name (RFC 5891 sections 4.2.3.1 and 5.4, UTS 46
+        section 4.1): one not starting C{xn--}, and an C{xn--} label, in
+        any case, that is no valid A-label: Punycode that does not decode
+        (C{xn--zz}, a delimiter with nothing before it), or decodes to a
+        label that IDNA would not write as this A-label: one with an upper
+        case letter, a character UTS 46 drops (the soft hyphen) or
+        disallows (U+E000), a hyphen first, or hyphens in its third and
+        fourth places.
+        """
+        for label in [
+            "ab--cd",
+            "xn--zz",
+            "XN--ZZ",
+            "xn---ihl",
+            "xn--bcher-2pa",
+            "xn--a-vca",
+            "xn--a-so7g",
+            "xn----eha",
+            "xn--b--c-zra",
+        ]:
+            domain = f"{label}.b\u00fccher.example"
+            mail = f"FROM:<u@{domain}> SMTPUTF8".encode()
+            self.assertMailRefused(mail, replies.BAD_SENDER_SYNTAX)
+            rcpt = f"TO:<u@{domain}>".encode()
+            self.assertRcptRefused(rcpt, replies.BAD_RECIPIENT_SYNTAX, True)
+
+    def test_noALabelsInAsciiDomains(self) -> None:
+        """
+        An all-ASCII domain is not decoded: an C{xn--} label that is no
+        valid A-label and hyphens in the third and fourth places are
+        accepted there, with or without C{SMTPUTF8}, as Postfix accepts
+        them (it checks such a name as a host name only).
+        """
+        for domain in ["xn--zz.example", "xn--bcher-2pa.example", "ab--cd.example"]:
+            for smtpUtf8 in [" SMTPUTF8", ""]:
+                mail = f"FROM:<u@{domain}>{smtpUtf8}".encode()
+                self.assertEqual(parseMail(mail).address.address, "u@" + domain)
+            self.assertEqual(parseRcpt(f"TO:<u@{domain}>".encode(), True).address, "u@" + domain)
+
     def test_domainsMappedOutOfHostNames(self) -> None:
         """
         A non-ASCII label holding a character that UTS 46 (as Postfix applies
@@ -337,8 +380,9 @@ class MailPathTests(MailTestCase):
         U-labels with a combining mark after a letter, a joiner in context,
         upper case letters, symbols, an underscore and fullwidth letters or
         low line (which UTS 46 maps to ASCII ones) are accepted as Postfix
-        accepts them, and so are ASCII labels with hyphens in their
-        third and fourth places, which are not U-labels.
+        accepts them, and so are an ASCII domain of an A-label, valid A-labels
+        beside U-labels, in any case, and ASCII labels with an underscore
+        beside them.
         """
         for domain in [
             "a\u0301.example",
@@ -348,8 +392,11 @@ class MailPathTests(MailTestCase):
             "\u00fc_b.example",
             "\uff42\uff55\uff43\uff48\uff45\uff52.example",
             "a\uff3fb.example",
-            "ab--cd.b\u00fccher.example",
             "xn--bcher-kva.example",
+            "xn--bcher-kva.b\u00fccher.example",
+            "XN--BCHER-KVA.b\u00fccher.example",
+            "xn--ab-m1t.b\u00fccher.example",
+            "Under_Score.b\u00fccher.example",
         ]:
             mail = f"FROM:<u@{domain}> SMTPUTF8".encode()
             self.assertEqual(parseMail(mail).address.address, "u@" + domain)

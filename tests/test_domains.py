@@ -10,7 +10,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_smtpd._core.domains import validDomainName
+from twisted_smtpd._core.domains import domainInALabels, validDomainName
 
 # Letters, digits, marks, symbols and the characters the checks single out.
 _characters = st.one_of(
@@ -65,3 +65,39 @@ class ULabelTests(SynchronousTestCase):
         domain = label + ".example"
         if not label.isascii() and not validDomainName(domain):
             self.assertFalse(_isIdna2008(domain), ascii(domain))
+
+
+class DomainInALabelsTests(SynchronousTestCase):
+    """
+    L{domainInALabels} against the C{idna} package.
+    """
+
+    @settings(max_examples=300, deadline=None)
+    @given(_domains)
+    @example("B\u00fccher\u3002Example")
+    @example("\uff42\u00fc.example")
+    def test_sameAsIdnaWhereItConverts(self, domain: str) -> None:
+        """
+        A name of U-labels that L{validDomainName} accepts and that the
+        C{idna} package writes in A-labels (UTS 46 mapping, STD 3 rules) is
+        written the same label by label.
+        """
+        try:
+            expected = idna.encode(domain, uts46=True, std3_rules=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError):
+            return
+        if not domain.isascii() and validDomainName(domain):
+            self.assertEqual(domainInALabels(domain), expected, ascii(domain))
+
+    def test_asciiLabelsKept(self) -> None:
+        """
+        ASCII labels, which the C{idna} package refuses with an
+        underscore, are kept, lower-cased, beside the A-labels; a name with
+        an empty label has no such form.
+        """
+        self.assertEqual(
+            domainInALabels("_Dmarc.B\u00fccher.example"), "_dmarc.xn--bcher-kva.example"
+        )
+        self.assertEqual(domainInALabels("a_b.\u00fc.XN--ZCA"), "a_b.xn--tda.xn--zca")
+        self.assertIsNone(domainInALabels("\u00fc..example"))
+        self.assertIsNone(domainInALabels("\u00fc.example."))

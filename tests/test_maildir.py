@@ -1229,6 +1229,25 @@ class UnicodeDomainTests(SynchronousTestCase):
         )
         self.assertEqual(recipientDirectory("a@Example.ORG", "mx.example"), ("example.org", "a"))
 
+    def test_asciiLabelsBesideULabels(self) -> None:
+        """
+        A domain with an ASCII label holding an underscore beside a U-label
+        names the directory of its A-label form, the ASCII label lower-cased
+        with its underscore kept, which clients without C{SMTPUTF8} reach
+        by that name too.
+        """
+        for address in [
+            "a@_DMARC.bücher.example",
+            "a@_dmarc.xn--bcher-kva.example",
+            "a@_dmarc.XN--BCHER-KVA.bücher\u3002example",
+        ]:
+            directory = recipientDirectory(address, "mx.example")[0]
+            self.assertEqual(directory.split(".")[0], "_dmarc", address)
+        self.assertEqual(
+            recipientDirectory("a@Under_Score.bücher.example", "mx.example"),
+            ("under_score.xn--bcher-kva.example", "a"),
+        )
+
     def test_noIDNA2003Mapping(self) -> None:
         """
         No IDNA 2003 mapping merges two domains: C{faß.de} is not

@@ -48,6 +48,22 @@ class AsciiAddressTests(SynchronousTestCase):
         self.assertEqual(asciiAddress(f'"a@b c"@mail.{DOMAIN}'), f'"a@b c"@mail.{ALABELS}')
         self.assertEqual(asciiAddress("a@\u00df.example"), "a@xn--zca.example")
 
+    def test_asciiLabelsBesideULabels(self) -> None:
+        """
+        The domain is converted label by label: an ASCII label beside a
+        U-label stays as it is, lower-cased as UTS 46 maps it (and Postfix's
+        ICU conversion), an underscore, which IDNA's STD 3 rules refuse,
+        and a valid A-label in capitals kept; a non-ASCII label UTS 46 maps
+        to ASCII gives that ASCII.
+        """
+        self.assertEqual(asciiAddress(f"bob@Under_Score.{DOMAIN}"), f"bob@under_score.{ALABELS}")
+        self.assertEqual(asciiAddress(f"bob@_dmarc.{DOMAIN}"), f"bob@_dmarc.{ALABELS}")
+        self.assertEqual(
+            asciiAddress(f"bob@XN--BCHER-KVA.{DOMAIN}"), f"bob@xn--bcher-kva.{ALABELS}"
+        )
+        self.assertEqual(asciiAddress("bob@a\uff3fb.\u00fc"), "bob@a_b.xn--tda")
+        self.assertEqual(asciiAddress("bob@mail.B\u00fccher\u3002Example"), f"bob@mail.{ALABELS}")
+
     def test_asciiUnchanged(self) -> None:
         """
         An ASCII address, the null sender and C{Postmaster} are given back
@@ -59,14 +75,16 @@ class AsciiAddressTests(SynchronousTestCase):
     def test_none(self) -> None:
         """
         A local part that is not ASCII, or a domain without an A-label
-        form (an underscore, which IDNA's STD 3 rules refuse; an ASCII
-        label that is no valid A-label), has no all-ASCII form.
+        form (an ASCII label that is no valid A-label, a label IDNA 2008
+        refuses, a final dot), has no all-ASCII form.
         """
         for address in [
             f"j\u00f6rg@{DOMAIN}",
             "j\u00f6rg@example.org",
-            f"bob@under_score.{DOMAIN}",
             f"bob@xn--zz.{DOMAIN}",
+            f"bob@ab--cd.{DOMAIN}",
+            "bob@\u00fc_b.example",
+            f"bob@{DOMAIN}.",
         ]:
             self.assertIsNone(asciiAddress(address), address)
 
@@ -88,6 +106,19 @@ class DeliverTests(SynchronousTestCase):
             talk.say(EHLO_PIPELINING),
             f"MAIL FROM:<alice@{ALABELS}> BODY=8BITMIME\r\n"
             f"RCPT TO:<bob@{ALABELS}>\r\nRCPT TO:<carol@example.net>\r\nDATA\r\n".encode(),
+        )
+
+    def test_underscoreBesideULabels(self) -> None:
+        """
+        A domain with an ASCII label holding an underscore beside a U-label
+        goes in its all-ASCII form, the underscore kept.
+        """
+        talk = Dialogue(sender="alice@example.org", recipients=[f"bob@_Under_Score.{DOMAIN}"])
+        talk.say(b"220 mx ESMTP\r\n")
+        self.assertEqual(
+            talk.say(EHLO_PIPELINING),
+            f"MAIL FROM:<alice@example.org> BODY=8BITMIME\r\n"
+            f"RCPT TO:<bob@_under_score.{ALABELS}>\r\nDATA\r\n".encode(),
         )
 
     def test_refused(self) -> None:
@@ -204,20 +235,43 @@ class NextHopWithoutSmtpUtf8Tests(TestCase):
     async def test_localPartStillRefused(self) -> None:
         """
         A local part that is not ASCII, or a domain without an A-label
-        form, still gets 553 5.6.7 at MAIL or RCPT for a next hop without
-        SMTPUTF8: only SMTPUTF8 can carry them.
+        form (an underscore in a U-label, which IDNA 2008 refuses), still
+        gets 553 5.6.7 at MAIL or RCPT for a next hop without SMTPUTF8:
+        only SMTPUTF8 can carry them.
         """
         smarthost = EnvelopeRecorder()
         port = await self.front(smarthost, hideSMTPUTF8=True)
         client = await self.session(port)
-        for sender in [f"j\u00f6rg@{DOMAIN}", f"bob@under_score.{DOMAIN}"]:
+        for sender in [f"j\u00f6rg@{DOMAIN}", "bob@\u00fc_b.example"]:
             reply = await client.mail(sender, " SMTPUTF8")
             self.assertEqual((reply.code, reply.enhanced), (553, "5.6.7"))
         self.assertEqual((await client.mail(f"alice@{DOMAIN}", " SMTPUTF8")).code, 250)
-        for recipient in [f"j\u00f6rg@{DOMAIN}", f"bob@under_score.{DOMAIN}"]:
+        for recipient in [f"j\u00f6rg@{DOMAIN}", "bob@\u00fc_b.example"]:
             reply = await client.rcpt(recipient, "")
             self.assertEqual((reply.code, reply.enhanced), (553, "5.6.7"))
         self.assertEqual((await client.rcpt(f"bob@{DOMAIN}", "")).code, 250)
+
+    async def test_underscoreBesideULabels(self) -> None:
+        """
+        A sender and a recipient whose domains have an ASCII label holding
+        an underscore beside a U-label are accepted by the next hop without
+        SMTPUTF8 in their all-ASCII form, the underscore kept, where they
+        got 553 5.6.7.
+        """
+        smarthost = EnvelopeRecorder()
+        port = await self.front(smarthost, hideSMTPUTF8=True)
+        client = await self.session(port)
+        reply = await client.mail(f"alice@Under_Score.{DOMAIN}", " SMTPUTF8")
+        self.assertEqual((reply.code, reply.enhanced), (250, "2.1.0"))
+        reply = await client.rcpt(f"bob@_dmarc.{DOMAIN}", "")
+        self.assertEqual((reply.code, reply.enhanced), (250, "2.1.5"))
+        [final] = await client.data(bodyStream(BODY), 1)
+        self.assertEqual(final.code, 250)
+        [message] = smarthost.messages
+        self.assertEqual(
+            (message.sender, message.recipients),
+            (f"alice@under_score.{ALABELS}", [f"bob@_dmarc.{ALABELS}"]),
+        )
 
     async def test_relayedReportInALabels(self) -> None:
         """

@@ -108,6 +108,19 @@ def _uLabels() -> Iterator[tuple[str, str]]:
     yield "sharp s", "<u@stra\u00dfe.example>"
     yield "underscore", "<u@\u00fc_b.example>"
     yield "fake A-label beside", "<u@xn--zz.b\u00fccher.example>"
+    yield "fake A-label alone", "<u@xn--zz.example>"
+    yield "A-label of ASCII beside", "<u@xn--abc-.b\u00fccher.example>"
+    yield "A-label of ASCII alone", "<u@xn--abc-.example>"
+    yield "empty A-label beside", "<u@xn--.b\u00fccher.example>"
+    yield "A-label of upper case beside", "<u@xn--bcher-2pa.b\u00fccher.example>"
+    yield "A-label of private use beside", "<u@xn--a-so7g.b\u00fccher.example>"
+    yield "A-label of soft hyphen beside", "<u@xn--a-vca.b\u00fccher.example>"
+    yield "A-label of leading hyphen beside", "<u@xn----eha.b\u00fccher.example>"
+    yield "A-label beside", "<u@xn--bcher-kva.b\u00fccher.example>"
+    yield "A-label in capitals beside", "<u@XN--BCHER-KVA.b\u00fccher.example>"
+    yield "A-label of joiner beside", "<u@xn--ab-m1t.b\u00fccher.example>"
+    yield "ASCII hyphens third fourth beside", "<u@ab--cd.b\u00fccher.example>"
+    yield "ASCII underscore beside", "<u@Under_Score.b\u00fccher.example>"
     yield "trailing dot", "<u@b\u00fccher.example.>"
     yield "CJK", "<u@\u4f8b\u3048.\u30c6\u30b9\u30c8>"
     yield "spacing diaeresis", "<u@a\u00a8b.example>"
@@ -235,8 +248,6 @@ ADDRESSES_DOCUMENTED: dict[str, str] = {
     "addr MAIL utf8 zero width space": "Domains and address literals",
     "addr RCPT utf8 zero width space": "Domains and address literals",
     "addr RCPT no utf8 sharp s": "Non-ASCII addresses need SMTPUTF8",
-    "addr MAIL utf8 fake A-label beside": "Domains and address literals",
-    "addr RCPT utf8 fake A-label beside": "Domains and address literals",
     "addr MAIL utf8 trailing dot": "Domains and address literals",
     "addr RCPT utf8 trailing dot": "Domains and address literals",
     "addr MAIL utf8 quoted escaped non-ASCII": "Paths follow RFC 5321's Mailbox",

@@ -58,3 +58,25 @@ class PostfixWithoutSmtpUtf8Tests(ServerTestCase):
         self.assertIn("from=<alice@xn--bcher-kva.example>", log)
         self.assertEqual(self.postfix.count("to=<bob@xn--bcher-kva.example>"), 1, log)
         self.assertIn("status=sent", log)
+
+    def test_underscoreBesideULabels(self) -> None:
+        """
+        A sender and a recipient whose domains hold an ASCII label with an
+        underscore beside U-labels are passed on with the U-labels in
+        A-labels and the ASCII label lower-cased, the underscore kept, which
+        Postfix accepts and delivers, as its own conversion (ICU's
+        C{uidna_nameToASCII}, without the STD 3 rules) writes them.
+        """
+        client = self.smtp(self.front.port)
+        client.ehlo("client.example")
+        sender = "alice@Under_Score.B\u00fccher.example"
+        self.assertEqual(client.mail(sender, ["SMTPUTF8"])[0], 250)
+        self.assertEqual(client.rcpt("bob@_dmarc.b\u00fccher.example")[0], 250)
+        self.assertEqual(client.data(BODY)[0], 250)
+        waitUntil(lambda: len(maildir(self.sink)) >= 1, DELIVERY_TIMEOUT, "the delivery")
+        [stored] = maildir(self.sink)
+        self.assertIn(b"\tfor <bob@_dmarc.xn--bcher-kva.example>; ", stored)
+        log = self.postfix.log
+        self.assertIn("from=<alice@under_score.xn--bcher-kva.example>", log)
+        self.assertEqual(self.postfix.count("to=<bob@_dmarc.xn--bcher-kva.example>"), 1, log)
+        self.assertIn("status=sent", log)

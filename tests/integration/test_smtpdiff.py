@@ -38,6 +38,11 @@ FIXED = (
     "addr RCPT utf8 noncharacter",
     "addr MAIL utf8 Hangul filler",
     "addr RCPT utf8 two ideographic stops",
+    "addr MAIL utf8 fake A-label beside",
+    "addr RCPT utf8 A-label of upper case beside",
+    "addr MAIL utf8 ASCII hyphens third fourth beside",
+    "addr RCPT utf8 fake A-label alone",
+    "addr MAIL utf8 ASCII underscore beside",
 )
 
 

@@ -2,8 +2,9 @@
 """
 Pure: the checks of a MAIL or RCPT path's domain beyond the grammar that
 matched it (RFC 5321 section 4.1.2): a domain name's label lengths and
-U-labels (RFC 6531 section 3.3, RFC 5891, RFC 5892) and an address
-literal's forms (RFC 5321 section 4.1.3).
+U-labels (RFC 6531 section 3.3, RFC 5891, RFC 5892), the A-labels beside
+them, and an address literal's forms (RFC 5321 section 4.1.3); and such a
+domain written in ASCII, its U-labels as A-labels.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ __all__ = [
     "DIGITS_AND_DOTS",
     "MAX_LABEL",
     "MAX_NAME",
+    "domainInALabels",
     "literalAddress",
     "validDomainName",
     "validLiteral",
@@ -64,8 +66,13 @@ def validDomainName(domain: str) -> bool:
     name in the DNS: no label longer than L{MAX_LABEL} octets, and not made
     of digits and dots only (C{123}, C{192.0.2.1}: an address is written as
     an address literal, C{[192.0.2.1]}); each non-ASCII label a U-label
-    as Postfix checks it (RFC 6531 section 3.3; C{_aLabelSize}); and,
-    written in A-labels, no longer than L{MAX_NAME} octets.
+    as Postfix checks it (RFC 6531 section 3.3; C{_aLabelSize}), and each
+    ASCII label beside one with hyphens in its third and fourth places a
+    valid A-label (C{_aceLabelSize}); and, written in A-labels, no longer
+    than L{MAX_NAME} octets.
+
+    An all-ASCII domain is not decoded: C{xn--zz.example} is accepted, as
+    Postfix accepts it (C{valid_hostname()} only).
     """
     if _NUMERIC_DOMAIN.fullmatch(domain) is not None:
         return False
@@ -80,7 +87,12 @@ def validDomainName(domain: str) -> bool:
     for label in _STOPS.split(domain):
         if not label:
             return False
-        labelSize = len(label) if label.isascii() else _aLabelSize(label)
+        if not label.isascii():
+            labelSize = _aLabelSize(label)
+        elif label[2:4] == "--":
+            labelSize = _aceLabelSize(label)
+        else:
+            labelSize = len(label)
         if labelSize > MAX_LABEL:
             return False
         size += labelSize + 1
@@ -102,15 +114,30 @@ def _aLabelSize(label: str) -> int:
     has hyphens in its third and fourth places (C{xn--}, RFC 5891 section
     4.2.3.1) or starts with a combining mark (section 4.2.3.2).
     """
+    mapped = _mappedLabel(label)
+    if mapped is None:
+        return _NOT_A_LABEL
+    if mapped.isascii():
+        return len(mapped)
+    # xn-- and the Punycode (RFC 3492).
+    return 4 + len(mapped.encode("punycode"))
+
+
+def _mappedLabel(label: str) -> str | None:
+    """
+    C{label}, a non-ASCII label, as UTS 46 maps it (nontransitional,
+    without the STD 3 rules, as ICU maps it for Postfix), or C{None} when
+    it is no U-label to Postfix (L{_aLabelSize}).
+    """
     for c in label:
         if not c.isascii() and (
             c in _FILLERS or (unicodedata.category(c) in _NOT_IN_U_LABELS and c not in _JOINERS)
         ):
-            return _NOT_A_LABEL
+            return None
     try:
         mapped = idna.uts46_remap(label, std3_rules=False, transitional=False)
     except (idna.IDNAError, UnicodeError):
-        return _NOT_A_LABEL
+        return None
     if (
         not mapped
         or mapped[2:4] == "--"
@@ -119,11 +146,79 @@ def _aLabelSize(label: str) -> int:
         or unicodedata.category(mapped[0])[0] == "M"
         or any(c.isascii() and c not in _HOST_ASCII for c in mapped)
     ):
+        return None
+    return mapped
+
+
+def _aceLabelSize(label: str) -> int:
+    """
+    The length of C{label}, an ASCII label with hyphens in its third and
+    fourth places in a domain that also holds U-labels, or more than
+    L{MAX_LABEL} when Postfix refuses it there, as ICU's UTS 46 processing
+    checks it (RFC 5891 section 4.2.3.1, UTS 46 section 4.1): a label not
+    starting C{xn--} (C{ab--cd}), or one whose Punycode (RFC 3492), in any
+    case, is no valid A-label: it does not decode (C{xn--zz}), decodes to
+    nothing (C{xn--}) or to ASCII only (C{xn--abc-}), or to a label UTS 46
+    would change (an upper case letter, C{xn--bcher-2pa}; a character it
+    drops, disallows or maps, the soft hyphen or U+E000) or that is no
+    U-label (L{_aLabelSize}: a hyphen first or last, a combining mark
+    first).
+    """
+    ace = label.lower()
+    # The Punycode's last hyphen, its delimiter, last (nothing to decode:
+    # ASCII only) or first (no basic code point before it, RFC 3492
+    # section 3.1), as ICU refuses them.
+    if not ace.startswith("xn--") or ace[-1] == "-" or ace.rfind("-") == 4:
         return _NOT_A_LABEL
-    if mapped.isascii():
-        return len(mapped)
-    # xn-- and the Punycode (RFC 3492).
-    return 4 + len(mapped.encode("punycode"))
+    try:
+        decoded = ace[4:].encode("ascii").decode("punycode")
+    except UnicodeError:
+        return _NOT_A_LABEL
+    if decoded.isascii() or _mappedLabel(decoded) != decoded:
+        return _NOT_A_LABEL
+    return len(label)
+
+
+def domainInALabels(domain: str) -> str | None:
+    """
+    C{domain}, a path's domain that holds U-labels (L{validDomainName}),
+    written in ASCII, label by label, as a next hop without C{SMTPUTF8}
+    and a Maildir's directory name need it (RFC 5890 section 2.3.2.1):
+    each ASCII label as it is, lower-cased as UTS 46 maps it (an
+    underscore, C{_dmarc}, and a valid A-label, C{XN--BCHER-KVA}, kept);
+    each non-ASCII label as UTS 46 maps it (nontransitional, without the
+    STD 3 rules, as Postfix's ICU conversion, C{uidna_nameToASCII}, does),
+    in its A-label (C{xn--} and its Punycode, IDNA 2008, RFC 5891 section
+    4.4) unless it maps to ASCII (the fullwidth low line U+FF3F to C{_}).  The
+    ideographic, fullwidth and halfwidth full stops end a label as C{.}
+    does.
+
+    @return: The name, or C{None} when it has no such form: an empty label
+        (a final dot), a label L{validDomainName} refuses, a non-ASCII
+        label IDNA 2008 refuses (a joiner out of context, a label breaking
+        the Bidi rule, a symbol: RFC 5892, RFC 5893), or a name longer
+        than L{MAX_NAME} octets.
+    """
+    labels = []
+    for label in _STOPS.split(domain):
+        if not label:
+            return None
+        if label.isascii():
+            if len(label) > MAX_LABEL or (label[2:4] == "--" and _aceLabelSize(label) > MAX_LABEL):
+                return None
+            labels.append(label.lower())
+            continue
+        mapped = _mappedLabel(label)
+        if mapped is None:
+            return None
+        if not mapped.isascii():
+            try:
+                mapped = idna.alabel(mapped).decode("ascii")
+            except (idna.IDNAError, UnicodeError):
+                return None
+        labels.append(mapped)
+    name = ".".join(labels)
+    return name if len(name) <= MAX_NAME else None
 
 
 def literalAddress(domain: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

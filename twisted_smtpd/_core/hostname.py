@@ -18,6 +18,8 @@ import socket
 
 import idna
 
+from twisted_smtpd._core.domains import domainInALabels
+
 __all__ = ["UnusableMachineName", "aLabels", "asciiAddress", "asciiHostName", "machineName"]
 
 
@@ -73,20 +75,23 @@ def asciiAddress(address: str) -> str | None:
     (RFC 5890 section 2.3.2.1, RFC 5891 section 4), as Postfix, curl and
     chasquid give it to a server without C{SMTPUTF8}.
 
+    Its domain is converted label by label (L{domainInALabels}): an ASCII
+    label beside a U-label stays as it is, lower-cased, with an
+    underscore (C{bob@under_score.xn--bcher-kva.example}), as Postfix's
+    conversion keeps it.
+
     @return: That form, C{address} itself if it is ASCII, or C{None} if
         it has none: its local part is not ASCII (only C{SMTPUTF8} can
         carry it, RFC 6531 section 3.2), or its domain has no A-label
-        form (L{aLabels}).
+        form (L{domainInALabels}).
     """
     if address.isascii():
         return address
     local, at, domain = address.rpartition("@")
     if not at or not local.isascii():
         return None
-    try:
-        return f"{local}@{aLabels(domain)}"
-    except ValueError:
-        return None
+    name = domainInALabels(domain)
+    return None if name is None else f"{local}@{name}"
 
 
 def asciiHostName(name: str) -> str:

@@ -14,8 +14,8 @@ import time
 import unicodedata
 
 from twisted_smtpd._core.address import literalAddress
+from twisted_smtpd._core.domains import domainInALabels
 from twisted_smtpd._core.errors import SMTPError
-from twisted_smtpd._core.hostname import aLabels
 
 _counter = itertools.count(1)
 # The pid, read once per process rather than by a getpid(2) per message.
@@ -168,20 +168,19 @@ def _aLabels(domain: str) -> str | None:
     """
     C{domain}, a name holding U-labels, in A-labels (C{xn--} and its
     Punycode, RFC 5891 section 4.4) as IDNA 2008 writes it with the UTS 46
-    mapping (L{aLabels}), so that a domain spelled in Unicode by a client
-    using C{SMTPUTF8} (RFC 6531) names the directory that clients without
-    it reach by the A-label their own IDNA library writes: C{bücher.example}
-    and C{xn--bcher-kva.example} share C{xn--bcher-kva.example}, and so do
-    two spellings the mapping makes one (C{ᾀ.example} and
-    C{ἀι.example}, the Cherokee small letters and their capitals).
-    The mapping is not IDNA 2003's: C{faß.example} is not C{fass.example}.
+    mapping (L{domainInALabels}), so that a domain spelled in Unicode by a
+    client using C{SMTPUTF8} (RFC 6531) names the directory that clients
+    without it reach by the A-label their own IDNA library writes:
+    C{bücher.example} and C{xn--bcher-kva.example} share
+    C{xn--bcher-kva.example}, and so do two spellings the mapping makes
+    one (C{ᾀ.example} and C{ἀι.example}, the Cherokee small letters and
+    their capitals).  The mapping is not IDNA 2003's: C{faß.example} is
+    not C{fass.example}.  Its ASCII labels stay as they are, lower-cased,
+    an underscore kept: C{_dmarc.bücher.example} is
+    C{_dmarc.xn--bcher-kva.example}.
 
     @return: The name, or C{None} when it has no A-label form (an empty
-        label, a label too long, a code point IDNA 2008 disallows).
+        label, a final dot, which no path holds, included; a label too
+        long; a code point IDNA 2008 disallows).
     """
-    try:
-        name = aLabels(domain)
-    except ValueError:
-        return None
-    # A final dot, which no path holds, would name a second directory.
-    return None if name.endswith(".") else name
+    return domainInALabels(domain)
