@@ -34,14 +34,16 @@ with one line at debug level; a client that closes its side ends the
 lingering at once, with no line.  A server that stops does not linger,
 and ends the lingering of its connections (L{stop}).
 
-Plain TCP only (and UNIX sockets, and a PROXY header's connection): over
-TLS the server's close_notify is followed by the close of the connection,
-as before (L{closeAfterCloseNotify
-<twisted_smtpd._serving.tls.closeAfterCloseNotify>}).
+On plain connections (TCP, UNIX sockets, a PROXY header's connection),
+and over TLS (STARTTLS, or implicit TLS straight over TCP), where the
+server's close_notify goes first (L{closeAfterCloseNotify
+<twisted_smtpd._serving.tls.closeAfterCloseNotify>}) and what follows is
+dropped undecrypted.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol
@@ -109,9 +111,12 @@ class Lingering:
     @ivar dropped: Octets read and dropped.
     """
 
-    def __init__(self, p: Closing, socket: Any) -> None:
+    def __init__(self, p: Closing, socket: Any, closer: Any = None) -> None:
         self.session = p
         self.socket = socket
+        #: What closes the connection: itself, or, under TLS started on it,
+        #: what bypasses the TLS layer.
+        self.closer: Any = socket if closer is None else closer
         self.below: Any = socket.protocol
         self.dropped = 0
 
@@ -145,7 +150,24 @@ class Lingering:
         The client closed its side: the connection closes now (once the
         last replies are sent, when they are not yet).
         """
-        self.socket.loseConnection()
+        self.closer.loseConnection()
+
+    def loseConnection(self) -> None:
+        """
+        Close now (or once the last replies are sent): what a connection
+        Twisted's C{startTLS} put TLS on asks of its protocol.
+        """
+        self.closer.loseConnection()
+
+    def write(self, data: bytes) -> None:
+        """
+        Nothing more is sent: the sending side is shut.
+        """
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        """
+        Nothing more is sent: the sending side is shut.
+        """
 
     def connectionLost(self, reason: Failure) -> None:
         """
@@ -154,24 +176,30 @@ class Lingering:
         self.below.connectionLost(reason)
 
 
-def begin(p: Closing, socket: Any) -> None:
+def begin(p: Closing, socket: Any, closer: Any = None) -> None:
     """
-    Read and drop what the client of C{p} sends from now on, the session
-    ending (L{Lingering}).  The connection's sending side is shut once the
-    replies are sent (C{loseWriteConnection}, at the end of the turn,
-    L{TurnWriter.closeAtEnd <twisted_smtpd._serving.flow.TurnWriter.closeAtEnd>}).
+    Read and drop what the client of C{p} sends on the connection C{socket}
+    from now on, the session ending (L{Lingering}).  Its sending side is
+    shut once the replies are sent (C{loseWriteConnection}: at the end of
+    the turn, L{TurnWriter.closeAtEnd
+    <twisted_smtpd._serving.flow.TurnWriter.closeAtEnd>}, or after the
+    server's close_notify, L{closeAfterCloseNotify
+    <twisted_smtpd._serving.tls.closeAfterCloseNotify>}).
+
+    @param closer: What closes the connection, when not C{socket} itself
+        (what bypasses the TLS layer of a connection that began TLS).
     """
-    socket.protocol = Lingering(p, socket)
+    socket.protocol = Lingering(p, socket, closer)
     # Larger reads: fewer of them for what is only dropped.
     readLarger(socket)
     socket.startReading()
 
 
-def _lingering(p: Closing) -> tuple[Any, Lingering] | None:
+def _lingering(p: Closing) -> Lingering | None:
     socket = socketUnder(p.transport)
     protocol = None if socket is None else getattr(socket, "protocol", None)
     if isinstance(protocol, Lingering) and socket.connected and not socket.disconnecting:
-        return socket, protocol
+        return protocol
     return None
 
 
@@ -181,10 +209,9 @@ def cut(p: Closing, bound: str) -> None:
     debug level, and the connection closes now (a reset, when the client
     still sends).
     """
-    found = _lingering(p)
-    if found is None:
+    protocol = _lingering(p)
+    if protocol is None:
         return
-    socket, protocol = found
     if p.session.remoteAddress[0] not in p.options.ignoredHosts:
         _sessionLog.debug(
             "{session} {client} lingering close cut: {bound} reached ({octets} octets dropped)",
@@ -193,7 +220,7 @@ def cut(p: Closing, bound: str) -> None:
             bound=bound,
             octets=protocol.dropped,
         )
-    socket.abortConnection()
+    protocol.closer.abortConnection()
 
 
 def stop(p: Closing) -> None:
@@ -202,11 +229,10 @@ def stop(p: Closing) -> None:
     last replies are not all sent yet, close once they are (as a close
     that does not linger).
     """
-    found = _lingering(p)
-    if found is None:
+    protocol = _lingering(p)
+    if protocol is None:
         return
-    socket = found[0]
     if p.times.lingerSince is None:
-        socket.loseConnection()
+        protocol.closer.loseConnection()
     else:
-        socket.abortConnection()
+        protocol.closer.abortConnection()

@@ -346,13 +346,10 @@ class SessionOutput:
         # must read to see the peer go.
         transport.unregisterProducer()
         socket = self._socket
-        if (
-            linger
-            # A client that shut its side sends nothing more; one refused at
-            # connect has sent nothing yet; a server that stops does not wait.
-            and not (self.readClosed or self.refused or self.draining)
-            and lingering.plainConnection(socket, transport, self._plainTCP)
-        ):
+        # A client that shut its side sends nothing more; one refused at
+        # connect has sent nothing yet; a server that stops does not wait.
+        linger = linger and not (self.readClosed or self.refused or self.draining)
+        if linger and lingering.plainConnection(socket, transport, self._plainTCP):
             # What the client still sends is read and dropped, and the
             # sending side shut at the end of the turn, after the replies.
             lingering.begin(self, socket)
@@ -369,7 +366,7 @@ class SessionOutput:
         transport.loseConnection()
         # The replies and the server's close_notify are written: close
         # without waiting for the client's (a TLS layer would wait).
-        closeAfterCloseNotify(transport)
+        closeAfterCloseNotify(transport, self if linger else None)
 
     def emit(self, event: str, **data: Any) -> None:
         """
