@@ -149,10 +149,13 @@ def check(p: SessionControl, now: float) -> None:
         if p.times.lingerSince is not None:
             # A lingering close: its bounds, with a line at debug level.
             if now - p.times.lastActivity >= LINGER_SILENCE:
-                lingering.cut(p, f"silence ({LINGER_SILENCE:g} s)")
+                bound = f"silence ({LINGER_SILENCE:g} s)"
             elif now - p.times.closingSince >= CLOSE_GRACE:
-                lingering.cut(p, f"time limit ({CLOSE_GRACE:g} s)")
-            return
+                bound = f"time limit ({CLOSE_GRACE:g} s)"
+            else:
+                return
+            if lingering.cut(p, bound):
+                return
         if now - p.times.closingSince >= CLOSE_GRACE:
             if not p.refused and not unlogged(p):
                 # A connection refused at connect has its one line, the

@@ -8,9 +8,12 @@ sends is read and dropped until it closes its side, falls silent, or a
 bound is reached; then the connection closes.
 
 A socket closed with octets unread, or that gets more after its close, is
-reset by the kernel, and a client whose kernel gets the reset before its
-application read the last reply loses that reply (on Linux the reset
-drops the receive queue; C{recv} fails with C{ECONNRESET}).  Apache
+reset by the kernel.  A client still writing then sees its write fail
+(C{EPIPE}, C{ECONNRESET}), and one that takes that for a lost connection
+never reads the reply sent before the reset (Dovecot's LMTP proxy answered
+C{451 4.4.0 Proxy failed (connection lost)} to a 552, and retried); a
+client whose stack drops what it received when the reset comes (Windows
+does; Linux keeps it readable) loses the reply even if it reads.  Apache
 (C{lingering_close}) and nginx (C{lingering_close}, C{lingering_time},
 C{lingering_timeout}) close this way for the same reason.
 
@@ -26,8 +29,8 @@ The bounds, and why:
     (its socket is open) no longer than a close without it did, whether
     or not its client reads;
   - octets: L{LINGER_BYTES}, so that a client sending as fast as the
-    server reads (over the loopback, gigabytes in the grace's five
-    seconds) costs a bounded amount of reading.
+    server reads (over the loopback or a fast network, gigabytes in the
+    grace's five seconds) costs a bounded amount of reading.
 
 Reaching one closes the connection (a reset, if the client still sends)
 with one line at debug level; a client that closes its side ends the
@@ -65,10 +68,12 @@ _sessionLog = Logger(namespace=NAMESPACE)
 
 #: Seconds of silence from the client that end a lingering close.
 LINGER_SILENCE = 2.0
-#: Octets read and dropped in a lingering close, at most (256 MiB: four
-#: times the least a refused BDAT chunk is read past the size limit,
-#: L{DROP_SLACK <twisted_smtpd._serving.transaction.DROP_SLACK>}; about a
-#: tenth of a second of one core's reading over the loopback).
+#: Octets read and dropped in a lingering close, at most: 256 MiB, four
+#: times what a refused BDAT chunk is read past the size limit at least
+#: (L{DROP_SLACK <twisted_smtpd._serving.transaction.DROP_SLACK>}), so
+#: that a client that writes the rest of a large chunk before it reads
+#: gets its reply, while one that never stops costs no more reading than
+#: a few refused chunks already may.
 LINGER_BYTES = 256 * 2**20
 
 
@@ -203,15 +208,17 @@ def _lingering(p: Closing) -> Lingering | None:
     return None
 
 
-def cut(p: Closing, bound: str) -> None:
+def cut(p: Closing, bound: str) -> bool:
     """
     End the lingering close of C{p} for C{bound} reached: one line at
     debug level, and the connection closes now (a reset, when the client
     still sends).
+
+    @return: Whether C{p}'s close was lingering (and now ends).
     """
     protocol = _lingering(p)
     if protocol is None:
-        return
+        return False
     if p.session.remoteAddress[0] not in p.options.ignoredHosts:
         _sessionLog.debug(
             "{session} {client} lingering close cut: {bound} reached ({octets} octets dropped)",
@@ -221,6 +228,7 @@ def cut(p: Closing, bound: str) -> None:
             octets=protocol.dropped,
         )
     protocol.closer.abortConnection()
+    return True
 
 
 def stop(p: Closing) -> None:
