@@ -11,7 +11,9 @@ message's first BDAT chunk to its last), the handler (C{handlerTimeout}: a
 hook that has not answered, or a message body the handler stopped reading),
 and the close itself: a session that
 was told 421 and is still connected L{CLOSE_GRACE} seconds later (its client
-does not read, or a TLS handshake never finished) is aborted.
+does not read, or a TLS handshake never finished) is aborted; a lingering
+close (L{lingering <twisted_smtpd._serving.lingering>}) ends within the same
+time, or after L{LINGER_SILENCE} seconds without a read.
 
 L{check} is called about once a second for every session by the factory's
 single timer.
@@ -25,7 +27,9 @@ from twisted.logger import LogLevel
 
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.data import ChunkDecoder
+from twisted_smtpd._serving import lingering
 from twisted_smtpd._serving.flow import PAUSE_WRITE, lostIfReset, socketUnder
+from twisted_smtpd._serving.lingering import LINGER_SILENCE
 from twisted_smtpd._serving.logging import clientAddress, unlogged
 from twisted_smtpd._serving.tlsfailures import TIMEOUT, tellHandshakeFailed
 
@@ -52,6 +56,8 @@ class Times:
     @ivar handshakeSince: When the TLS handshake in progress began, or
         C{None}.
     @ivar closingSince: When the session began to close.
+    @ivar lingerSince: When the sending side of a lingering close was shut
+        (L{lingering <twisted_smtpd._serving.lingering>}), or C{None}.
     @ivar rateSince: When the current C{minDataRate} window began.
     @ivar rateBytes: Octets of the message transfer in that window.
     @ivar pendingSeen: Octets waiting in the send buffer at the last check,
@@ -72,6 +78,7 @@ class Times:
         "handshakeSince",
         "lastActivity",
         "lineSince",
+        "lingerSince",
         "pendingSeen",
         "rateBytes",
         "rateSince",
@@ -84,6 +91,7 @@ class Times:
         self.lastActivity = self.closingSince = self.rateSince = 0.0
         self.handshakeSince: float | None = None
         self.lineSince: float | None = None
+        self.lingerSince: float | None = None
         self.waitSince: float | None = None
         self.waitingFor = ""
         self.streamSince: float | None = None
@@ -138,6 +146,16 @@ def check(p: SessionControl, now: float) -> None:
     session = p.session.id
     client = clientAddress(p.session.remoteAddress)
     if p.closing:
+        if p.times.lingerSince is not None:
+            # A lingering close: its bounds, with a line at debug level.
+            if now - p.times.lastActivity >= LINGER_SILENCE:
+                bound = f"silence ({LINGER_SILENCE:g} s)"
+            elif now - p.times.closingSince >= CLOSE_GRACE:
+                bound = f"time limit ({CLOSE_GRACE:g} s)"
+            else:
+                return
+            if lingering.cut(p, bound):
+                return
         if now - p.times.closingSince >= CLOSE_GRACE:
             if not p.refused and not unlogged(p):
                 # A connection refused at connect has its one line, the
@@ -411,6 +429,8 @@ def shutdown(p: SessionControl, force: bool) -> None:
     """
     p.draining = True
     if p.closing:
+        # A lingering close ends now (a server that stops does not linger).
+        lingering.stop(p)
         return
     if p.times.handshakeSince is not None:
         if not unlogged(p):

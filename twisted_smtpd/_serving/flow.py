@@ -230,7 +230,7 @@ class TurnWriter:
 
     def __init__(self) -> None:
         self._waiting: dict[Any, list[bytes]] = {}
-        self._closing: list[Any] = []
+        self._closing: list[tuple[Any, bool]] = []
         self._scheduled = False
 
     def add(self, socket: Any, data: bytes) -> None:
@@ -247,13 +247,17 @@ class TurnWriter:
             self._scheduled = True
             socket.reactor.callLater(0, self.sendAll)
 
-    def closeAtEnd(self, socket: Any) -> None:
+    def closeAtEnd(self, socket: Any, half: bool = False) -> None:
         """
         Close C{socket} (a plain TCP connection whose session ended and
         whose producer is unregistered) at the end of the turn, after the
         replies held for it (L{closeNow}).
+
+        @param half: Shut only its sending side, once the replies are sent
+            (a lingering close: L{lingering
+            <twisted_smtpd._serving.lingering>}).
         """
-        self._closing.append(socket)
+        self._closing.append((socket, half))
         if not self._scheduled:
             self._scheduled = True
             socket.reactor.callLater(0, self.sendAll)
@@ -273,9 +277,9 @@ class TurnWriter:
                 _log.failure("Sending replies on {connection!r} failed", connection=socket)
         if self._closing:
             closing, self._closing = self._closing, []
-            for socket in closing:
+            for socket, half in closing:
                 try:
-                    closeNow(socket)
+                    closeNow(socket, half)
                 except Exception:
                     _log.failure("Closing {connection!r} failed", connection=socket)
 
@@ -302,7 +306,7 @@ class TurnWriter:
         return socket in self._waiting
 
 
-def closeNow(socket: Any) -> None:
+def closeNow(socket: Any, half: bool = False) -> None:
     """
     Close the plain TCP connection C{socket} now when it holds nothing to
     send, as the reactor would once its buffer emptied after
@@ -313,8 +317,14 @@ def closeNow(socket: Any) -> None:
     C{epoll_ctl} calls fewer.  A connection that still holds bytes (a client
     that does not read) is left to C{loseConnection}; one that is already
     lost, closing or aborted is left alone.
+
+    @param half: Shut only the sending side, once what the connection holds
+        is sent (C{loseWriteConnection}): a lingering close.
     """
     if not socket.connected or socket.disconnecting or socket._aborting:
+        return
+    if half:
+        socket.loseWriteConnection()
         return
     if socket.dataBuffer or socket._tempDataBuffer or socket.producer is not None:
         socket.loseConnection()

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.grammar import Verb
 from twisted_smtpd._core.replies import Reply, formatReply
+from twisted_smtpd._serving import lingering
 from twisted_smtpd._serving.deadlines import CLOSE_GRACE
 from twisted_smtpd._serving.flow import giveUpUnreadAfter, writeThrough
 from twisted_smtpd._serving.logging import NAMESPACE, clientAddress, refusal
@@ -97,6 +98,7 @@ class SessionOutput:
     closing: bool
     began: bool
     refused: bool
+    draining: bool
     _wire: dict[Reply, bytes]
     _writer: TurnWriter
     _enhanced: bool
@@ -328,9 +330,10 @@ class SessionOutput:
         # socket; while the session holds them itself, its abort after the
         # close's grace (a reset the client sees) comes first.
         giveUpUnreadAfter(self._socket, 2 * CLOSE_GRACE)
-        self._close()
+        self._close(linger=True)
 
-    def _close(self) -> None:
+    def _close(self, linger: bool = False) -> None:
+        # linger: the close may linger (L{lingering}), after a refusal.
         self._flush()
         # The last replies leave now, before the close begins: a reactor
         # shutting down drops its connections before the turn ends.
@@ -342,7 +345,17 @@ class SessionOutput:
         # A TLS transport shuts down only once no producer is registered, and
         # must read to see the peer go.
         transport.unregisterProducer()
-        if transport is self._socket and not transport.TLS:
+        socket = self._socket
+        # A client that shut its side sends nothing more; one refused at
+        # connect has sent nothing yet; a server that stops does not wait.
+        linger = linger and not (self.readClosed or self.refused or self.draining)
+        if linger and lingering.plainConnection(socket, transport, self._plainTCP):
+            # What the client still sends is read and dropped, and the
+            # sending side shut at the end of the turn, after the replies.
+            lingering.begin(self, socket)
+            self._writer.closeAtEnd(socket, half=True)
+            return
+        if transport is socket and not transport.TLS:
             # Plain TCP: closed at the end of the turn, after the replies
             # (TurnWriter.closeAtEnd).
             self._writer.closeAtEnd(transport)
@@ -353,7 +366,7 @@ class SessionOutput:
         transport.loseConnection()
         # The replies and the server's close_notify are written: close
         # without waiting for the client's (a TLS layer would wait).
-        closeAfterCloseNotify(transport)
+        closeAfterCloseNotify(transport, self if linger else None)
 
     def emit(self, event: str, **data: Any) -> None:
         """

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from cryptography import x509
 from OpenSSL import SSL
@@ -30,6 +31,8 @@ from zope.interface import implementer
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.optionvalues import sniName
 from twisted_smtpd._core.session import TLSInfo
+from twisted_smtpd._serving import lingering
+from twisted_smtpd._serving.flow import socketUnder
 from twisted_smtpd._serving.selfsigned import selfSignedCertificate
 from twisted_smtpd._serving.sni import DynamicSNI, TLSPolicy
 from twisted_smtpd._serving.tlsfiles import (
@@ -465,7 +468,7 @@ def _tlsLayer(transport: object) -> TLSMemoryBIOProtocol | None:
     return None
 
 
-def closeAfterCloseNotify(transport: object) -> bool:
+def closeAfterCloseNotify(transport: object, lingerFor: lingering.Closing | None = None) -> bool:
     """
     Close the connection under the TLS layer of C{transport} once the
     server's close_notify alert has been written to it, without waiting
@@ -478,6 +481,12 @@ def closeAfterCloseNotify(transport: object) -> bool:
     close).  The replies and the alert still go first: the connection below
     closes once what it holds is sent.
 
+    @param lingerFor: The session whose close lingers (L{lingering
+        <twisted_smtpd._serving.lingering>}), or C{None}: then, on a TCP
+        connection straight under the TLS layer, only the connection's
+        sending side is shut after the alert, and what the client still
+        sends is read and dropped, not decrypted.
+
     @return: Whether the connection below was told to close: not when no
         close_notify was sent yet (a handshake not finished, replies the
         TLS layer still holds).
@@ -486,8 +495,16 @@ def closeAfterCloseNotify(transport: object) -> bool:
     if connection is None or not connection.get_shutdown() & SSL.SENT_SHUTDOWN:
         return False
     layer = _tlsLayer(transport)
-    below = None if layer is None else layer.transport
+    below: Any = None if layer is None else layer.transport
     if below is None:
         return False
+    socket = socketUnder(transport)
+    # The connection itself under an implicit TLS layer, or what bypasses
+    # the layer Twisted's startTLS put over it.
+    bypassed = getattr(below, "_connection", None)
+    if lingerFor is not None and socket is not None and (below is socket or bypassed is socket):
+        lingering.begin(lingerFor, socket, below)
+        below.loseWriteConnection()
+        return True
     below.loseConnection()
     return True
