@@ -16,7 +16,7 @@ from tests import replies, test_starttls
 from tests.test_auth import AUTH_OK, PasswordHandler, b64
 from tests.test_deadlines import LogCatcher
 from tests.test_errorsleep import BAD, SOFT_LIMIT_LINE, greeted, held, makeErrors
-from tests.test_protocol import take
+from tests.test_protocol import connect, take
 from tests.test_starttls import READY, FakeTLS
 from twisted_smtpd import SMTPError
 from twisted_smtpd._core.session import Session
@@ -205,3 +205,25 @@ class ResetTests(SynchronousTestCase):
         answer.callback(None)
         self.assertEqual(take(transport), replies.DATA_OK + replies.OK)
         self.assertEqual(held(clock), [])
+
+    def test_lmtpRepliesTogether(self) -> None:
+        """
+        The replies one command makes together are held together: an LMTP
+        message refused for its two recipients gets its two replies one
+        second late, at once; accepted, both are sent at once, the errors
+        forgiven.
+        """
+        for handler, reply in [(RefusingData(), b"554 5.7.1 Message refused\r\n"), (None, QUEUED)]:
+            proto, transport, clock, _ = connect(handler, lmtp=True)
+            proto.dataReceived(b"LHLO c\r\n")
+            take(transport)
+            makeErrors(proto, transport, 10)
+            proto.dataReceived(MESSAGE + b"RCPT TO:<q@example.com>\r\nDATA\r\n")
+            clock.pump([1.0] * 4)
+            take(transport)
+            proto.dataReceived(b"hi\r\n.\r\n")
+            if reply is not QUEUED:
+                self.assertEqual(take(transport), b"")
+                clock.advance(1)
+            self.assertEqual(take(transport), reply * 2)
+            self.assertEqual(held(clock), [])
