@@ -134,7 +134,7 @@ class ErrorTarpit:
         Hold C{reply} for C{errorSleep} seconds, then send it and take
         commands again; commands read meanwhile wait.  A reply added while
         one is held (by the same command's handling: one per LMTP
-        recipient, a refusal and its count's) goes with it.
+        recipient) goes with it.
 
         @param perText: As for the session's C{reply}.
         """
@@ -163,7 +163,9 @@ class ErrorTarpit:
         """
         self._then = f
 
-    def _release(self, p: Holding) -> None:
+    def _send(self, p: Holding) -> Callable[[], None] | None:
+        # Send the held replies with the class's reply, then what waited
+        # for them; what comes next (then) is the caller's.
         held, after, then = self.held, self._after, self._then
         self._call = self._then = None
         self.held, self._after = [], []
@@ -172,6 +174,10 @@ class ErrorTarpit:
             send(p, reply, perText)
         for f in after:
             f()
+        return then
+
+    def _release(self, p: Holding) -> None:
+        then = self._send(p)
         if then is not None and not p.closing:
             p.setPause(PAUSE_HOOK, False)
             then()
@@ -201,14 +207,7 @@ class ErrorTarpit:
         call = self._call
         if call is not None:
             call.cancel()
-            self._call = self._then = None
-            held, after = self.held, self._after
-            self.held, self._after = [], []
-            send = type(p).reply
-            for reply, perText in held:
-                send(p, reply, perText)
-            for f in after:
-                f()
+            self._send(p)
 
     def cancel(self, p: Holding) -> list[Held]:
         """
