@@ -45,7 +45,8 @@ class DiscardedChunkTests(SynchronousTestCase):
     def test_endlessDiscardEnds(self) -> None:
         """
         With the default limits, a client repeating C{BDAT 1} after the
-        size refusal is closed within C{maxErrors} chunks.
+        size refusal is closed within C{maxErrors} chunks (past
+        C{softErrorLimit}, each reply a second late).
         """
         proto, transport, clock, _ = connect(size=10)
         transaction(proto, transport)
@@ -53,6 +54,7 @@ class DiscardedChunkTests(SynchronousTestCase):
         sent = 0
         while not proto.closing and sent < 1000:
             proto.dataReceived(b"BDAT 1\r\nx")
+            clock.advance(1)
             sent += 1
         self.assertTrue(proto.closing)
         self.assertEqual(sent, 19)

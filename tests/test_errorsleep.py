@@ -82,19 +82,48 @@ class DelayTests(SynchronousTestCase):
             clock.advance(0.001)
             self.assertEqual(take(transport), replies.UNKNOWN_COMMAND)
 
-    def test_acceptedNotDelayed(self) -> None:
+    def test_everyReplyLate(self) -> None:
         """
-        A command accepted past the limit is answered at once: only
-        refusals wait.
+        Past the limit every reply waits, not only refusals: the replies
+        to NOOP, RSET, VRFY, HELP and EHLO each come one second late, as
+        Postfix's C{smtpd_chat_reply} sleeps before any reply once
+        C{error_count >= smtpd_soft_error_limit}.
+        """
+        proto, transport, clock, _ = connect()
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\n")
+        ehlo = take(transport)
+        makeErrors(proto, transport, 10)
+        for command, reply in [
+            (b"NOOP\r\n", replies.OK),
+            (b"RSET\r\n", replies.RESET),
+            (b"VRFY someone\r\n", replies.VRFY),
+            (b"HELP\r\n", replies.HELP),
+            (b"EHLO c\r\n", ehlo),
+        ]:
+            proto.dataReceived(command)
+            clock.advance(0.999)
+            self.assertEqual(take(transport), b"", command)
+            clock.advance(0.001)
+            self.assertEqual(take(transport), reply, command)
+
+    def test_underLimitPrompt(self) -> None:
+        """
+        Postfix's condition, C{error_count >= smtpd_soft_error_limit},
+        tested before each reply, the error counted after its reply: with
+        nine errors a NOOP is answered at once, and so is the refusal
+        that is the tenth error; the NOOP after it waits.
         """
         proto, transport, clock, _ = greeted()
-        makeErrors(proto, transport, 10)
+        makeErrors(proto, transport, 9)
+        proto.dataReceived(b"NOOP\r\n")
+        self.assertEqual(take(transport), replies.OK)
         proto.dataReceived(BAD)
-        clock.advance(1)
         self.assertEqual(take(transport), replies.UNKNOWN_COMMAND)
-        proto.dataReceived(b"NOOP\r\nRSET\r\n")
-        self.assertEqual(take(transport), replies.OK + replies.RESET)
-        self.assertEqual(held(clock), [])
+        proto.dataReceived(b"NOOP\r\n")
+        self.assertEqual(take(transport), b"")
+        clock.advance(1)
+        self.assertEqual(take(transport), replies.OK)
 
     def test_errorSleepSet(self) -> None:
         """
@@ -147,20 +176,21 @@ class DelayTests(SynchronousTestCase):
 
     def test_oneLogLine(self) -> None:
         """
-        The session's first held refusal leaves one line naming the client
-        and the errors counted; later ones none.
+        The error that reaches the limit leaves one line naming the client
+        and the errors counted; the replies held after it, none.
         """
         catcher = LogCatcher(self)
         proto, transport, clock, _ = greeted()
-        makeErrors(proto, transport, 10)
+        makeErrors(proto, transport, 9)
         self.assertEqual(catcher.matching(SOFT_LIMIT_LINE), [])
-        for _ in range(3):
-            proto.dataReceived(BAD)
+        makeErrors(proto, transport, 1)
+        for command in (BAD, b"NOOP\r\n", BAD):
+            proto.dataReceived(command)
             clock.advance(1)
         (line,) = catcher.matching(SOFT_LIMIT_LINE)
         self.assertIn("192.0.2.7", line)
         self.assertIn("(10 errors)", line)
-        self.assertIn("refusals delayed by 1 s", line)
+        self.assertIn("replies delayed by 1 s", line)
 
 
 class SlowRcpt(BaseHandler):
@@ -177,15 +207,16 @@ class SlowRcpt(BaseHandler):
 
 class HeldCommandsTests(SynchronousTestCase):
     """
-    While a refusal is held the session reads nothing: commands pipelined
+    While a reply is held the session reads nothing: commands pipelined
     behind it wait, in order, and the held reply is the only one.
     """
 
     def test_pipelinedWait(self) -> None:
         """
-        Commands pipelined behind a held refusal, however their octets
-        arrive, are handled once it is sent, each later refusal held again;
-        the reading stops meanwhile.
+        Commands pipelined behind a held reply, however their octets
+        arrive, are handled once it is sent, each reply held in turn (one
+        a second, as Postfix's sleep before each reply gives them); the
+        reading stops meanwhile.
         """
         for split in (False, True):
             proto, transport, clock, _ = greeted()
@@ -199,12 +230,38 @@ class HeldCommandsTests(SynchronousTestCase):
             self.assertEqual(take(transport), b"")
             self.assertEqual(transport.producerState, "paused")
             self.assertEqual(len(held(clock)), 1)
+            for reply, state in [
+                (replies.UNKNOWN_COMMAND, "paused"),
+                (replies.OK, "paused"),
+                # The last command is read: the client is read again.
+                (replies.UNKNOWN_COMMAND, "producing"),
+            ]:
+                clock.advance(1)
+                self.assertEqual(take(transport), reply)
+                self.assertEqual(transport.producerState, state)
+                self.assertEqual(len(held(clock)), 1)
             clock.advance(1)
-            self.assertEqual(take(transport), replies.UNKNOWN_COMMAND + replies.OK)
-            self.assertEqual(transport.producerState, "paused")
-            clock.advance(1)
-            self.assertEqual(take(transport), replies.UNKNOWN_COMMAND + replies.OK)
+            self.assertEqual(take(transport), replies.OK)
             self.assertEqual(transport.producerState, "producing")
+            self.assertEqual(held(clock), [])
+
+    def test_pipelinedRecipients(self) -> None:
+        """
+        MAIL and RCPTs pipelined in one read past the limit (a harvester's
+        batch) are answered one a second, each 250 held as a refusal is.
+        """
+        proto, transport, clock, _ = greeted()
+        makeErrors(proto, transport, 10)
+        proto.dataReceived(
+            b"MAIL FROM:<s@example.com>\r\n"
+            + b"".join(b"RCPT TO:<r%d@example.com>\r\n" % i for i in range(3))
+        )
+        for reply in (replies.MAIL_OK,) + (replies.RCPT_OK,) * 3:
+            clock.advance(0.999)
+            self.assertEqual(take(transport), b"")
+            clock.advance(0.001)
+            self.assertEqual(take(transport), reply)
+        self.assertEqual(len(proto.session.envelope.rcptTo), 3)
 
     def test_lateHookRefusal(self) -> None:
         """
@@ -216,6 +273,7 @@ class HeldCommandsTests(SynchronousTestCase):
         proto, transport, clock, _ = greeted(handler=handler, handlerTimeout=10)
         makeErrors(proto, transport, 10)
         proto.dataReceived(b"MAIL FROM:<s@example.com>\r\nRCPT TO:<r@example.com>\r\n")
+        clock.advance(1)
         self.assertEqual(take(transport), replies.MAIL_OK)
         clock.pump([0.5] * 19)
         handler.pending.errback(SMTPError(550, "No such user", "5.1.1"))
@@ -224,131 +282,152 @@ class HeldCommandsTests(SynchronousTestCase):
         self.assertEqual(take(transport), b"550 5.1.1 No such user\r\n")
         self.assertFalse(transport.disconnecting)
 
+    def test_lateHookAcceptance(self) -> None:
+        """
+        A hook's late acceptance past the limit is held as its refusal
+        would be, not counted as the handler's time either; the command
+        pipelined behind it waits for the 250.
+        """
+        handler = SlowRcpt()
+        proto, transport, clock, _ = greeted(handler=handler, handlerTimeout=10)
+        makeErrors(proto, transport, 10)
+        proto.dataReceived(b"MAIL FROM:<s@example.com>\r\n")
+        clock.advance(1)
+        take(transport)
+        proto.dataReceived(b"RCPT TO:<r@example.com>\r\nNOOP\r\n")
+        clock.pump([0.5] * 19)
+        handler.pending.callback(None)
+        clock.pump([0.25] * 3)
+        self.assertEqual(take(transport), b"")
+        clock.advance(0.25)
+        self.assertEqual(take(transport), replies.RCPT_OK)
+        clock.advance(1)
+        self.assertEqual(take(transport), replies.OK)
+        self.assertFalse(transport.disconnecting)
+
     def test_idleClientKeepsReading(self) -> None:
         """
-        A client that sends nothing behind the held refusal is still read
+        A client that sends nothing behind the held reply is still read
         (its close is seen at once), as while a hook is waited for.
         """
-        proto, transport, clock, _ = greeted()
-        makeErrors(proto, transport, 10)
-        proto.dataReceived(BAD)
-        self.assertEqual(transport.producerState, "producing")
+        for command in (BAD, b"NOOP\r\n"):
+            proto, transport, clock, _ = greeted()
+            makeErrors(proto, transport, 10)
+            proto.dataReceived(command)
+            self.assertEqual(transport.producerState, "producing")
 
     def test_delayIsNotSilence(self) -> None:
         """
-        The time a refusal is held is not the client's silence: a delay
+        The time a reply is held is not the client's silence: a delay
         longer than C{socketTimeout} does not end the session; once the
         reply is sent, the client's silence is timed again.
         """
-        proto, transport, clock, _ = greeted(errorSleep=30, socketTimeout=10)
-        makeErrors(proto, transport, 10)
-        proto.dataReceived(BAD)
-        clock.pump([1.0] * 30)
-        self.assertEqual(take(transport), replies.UNKNOWN_COMMAND)
-        self.assertFalse(transport.disconnecting)
-        clock.pump([1.0] * 11)
-        self.assertEqual(take(transport), replies.TIMEOUT)
+        for command, reply in [(BAD, replies.UNKNOWN_COMMAND), (b"NOOP\r\n", replies.OK)]:
+            proto, transport, clock, _ = greeted(errorSleep=30, socketTimeout=10)
+            makeErrors(proto, transport, 10)
+            proto.dataReceived(command)
+            clock.pump([1.0] * 30)
+            self.assertEqual(take(transport), reply)
+            self.assertFalse(transport.disconnecting)
+            clock.pump([1.0] * 11)
+            self.assertEqual(take(transport), replies.TIMEOUT)
+
+
+#: A command past the limit whose reply refuses, and one whose reply
+#: accepts: the session's end treats both held replies alike.
+HELD = [(BAD, replies.UNKNOWN_COMMAND), (b"NOOP\r\n", replies.OK)]
 
 
 class EndDuringDelayTests(SynchronousTestCase):
     """
-    A held refusal never keeps a session that ends: the client's close,
-    its half-close and the server's shutdown end it at once.
+    A held reply, refusal or not, never keeps a session that ends: the
+    client's close, its half-close, a QUIT and the server's shutdown end it
+    at once.
     """
 
     def test_clientGone(self) -> None:
         """
-        A client that goes while its refusal is held frees its slot at
-        once; the timer is cancelled and nothing is written.
+        A client that goes while its reply is held frees its slot at once;
+        the timer is cancelled and nothing is written.
         """
-        for reason in (ConnectionDone(), ConnectionLost()):
-            proto, transport, clock, factory = greeted()
-            makeErrors(proto, transport, 10)
-            proto.dataReceived(BAD)
-            proto.connectionLost(Failure(reason))
-            self.assertNotIn(proto, factory.connections)
-            self.assertEqual(held(clock), [])
-            self.assertEqual(take(transport), b"")
+        for command, _reply in HELD:
+            for reason in (ConnectionDone(), ConnectionLost()):
+                proto, transport, clock, factory = greeted()
+                makeErrors(proto, transport, 10)
+                proto.dataReceived(command)
+                proto.connectionLost(Failure(reason))
+                self.assertNotIn(proto, factory.connections)
+                self.assertEqual(held(clock), [])
+                self.assertEqual(take(transport), b"")
+                self.assertNotIn("reply", vars(proto))
 
     def test_halfClose(self) -> None:
         """
-        A client that shuts its sending side gets the held refusal at
-        once, then the close; no refusal is held after that.
+        A client that shuts its sending side gets the held reply at once,
+        then the answers to what it pipelined behind it, none held, then
+        the close.
+        """
+        for command, reply in HELD:
+            proto, transport, clock, _ = greeted()
+            makeErrors(proto, transport, 10)
+            proto.dataReceived(command + b"NOOP\r\n" + BAD)
+            proto.readConnectionLost()
+            self.assertEqual(take(transport), reply + replies.OK + replies.UNKNOWN_COMMAND)
+            self.assertTrue(transport.disconnecting)
+            self.assertEqual(held(clock), [])
+
+    def test_quit(self) -> None:
+        """
+        QUIT's 221 is not held: it follows the held reply of the command
+        before it at once, and the session closes.
         """
         proto, transport, clock, _ = greeted()
         makeErrors(proto, transport, 10)
-        proto.dataReceived(BAD)
-        proto.readConnectionLost()
-        self.assertEqual(take(transport), replies.UNKNOWN_COMMAND)
+        proto.dataReceived(b"QUIT\r\n")
+        self.assertEqual(take(transport), replies.CLOSING)
         self.assertTrue(transport.disconnecting)
-        self.assertEqual(held(clock), [])
+        for command, reply in HELD:
+            proto, transport, clock, _ = greeted()
+            makeErrors(proto, transport, 10)
+            proto.dataReceived(command + b"QUIT\r\n")
+            clock.advance(1)
+            self.assertEqual(take(transport), reply + replies.CLOSING)
+            self.assertTrue(transport.disconnecting)
+            self.assertEqual(held(clock), [])
 
     def test_shutdown(self) -> None:
         """
-        A server closing sends the held refusal at once, then its 421, and
+        A server closing sends the held reply at once, then its 421, and
         its close does not wait for the timer.
         """
-        proto, transport, clock, factory = greeted()
-        makeErrors(proto, transport, 10)
-        proto.dataReceived(BAD)
-        d = factory.close()
-        self.assertEqual(take(transport), replies.UNKNOWN_COMMAND + replies.SHUTDOWN)
-        self.assertTrue(transport.disconnecting)
-        proto.connectionLost(Failure(ConnectionDone()))
-        self.successResultOf(d)
-        self.assertEqual(held(clock), [])
+        for command, reply in HELD:
+            proto, transport, clock, factory = greeted()
+            makeErrors(proto, transport, 10)
+            proto.dataReceived(command)
+            d = factory.close()
+            self.assertEqual(take(transport), reply + replies.SHUTDOWN)
+            self.assertTrue(transport.disconnecting)
+            proto.connectionLost(Failure(ConnectionDone()))
+            self.successResultOf(d)
+            self.assertEqual(held(clock), [])
 
     def test_shutdownInTransaction(self) -> None:
         """
         Inside a transaction the session may finish it, as any; past
-        C{closeTimeout} the held refusal and the 421 leave at once.
+        C{closeTimeout} the held reply and the 421 leave at once.
         """
-        proto, transport, clock, factory = greeted(errorSleep=100, closeTimeout=5)
-        makeErrors(proto, transport, 10)
-        proto.dataReceived(b"MAIL FROM:<s@example.com>\r\n")
-        self.assertEqual(take(transport), replies.MAIL_OK)
-        proto.dataReceived(BAD)
-        factory.close()
-        self.assertEqual(take(transport), b"")
-        clock.advance(5)
-        self.assertEqual(take(transport), replies.UNKNOWN_COMMAND + replies.SHUTDOWN)
-        self.assertTrue(transport.disconnecting)
-
-
-class ResetTests(SynchronousTestCase):
-    """
-    A message accepted forgives the errors before it, as Postfix's
-    C{data_cmd} resets C{error_count}: refusals after it are prompt again.
-    """
-
-    def test_messageAcceptedResets(self) -> None:
-        """
-        Past the limit, a delivered message (its replies not held) brings
-        the count back to 0: the next ten refusals are prompt, the 11th
-        waits again; the soft limit's line is not repeated.
-        """
-        catcher = LogCatcher(self)
-        proto, transport, clock, _ = greeted()
-        makeErrors(proto, transport, 10)
-        proto.dataReceived(BAD)
-        clock.advance(1)
-        take(transport)
-        proto.dataReceived(
-            b"MAIL FROM:<s@example.com>\r\nRCPT TO:<r@example.com>\r\nDATA\r\nhi\r\n.\r\n"
-        )
-        self.assertEqual(
-            take(transport),
-            replies.MAIL_OK
-            + replies.RCPT_OK
-            + replies.START_DATA
-            + b"250 2.0.0 OK: queued as X1\r\n",
-        )
-        self.assertEqual(makeErrors(proto, transport, 10), replies.UNKNOWN_COMMAND * 10)
-        proto.dataReceived(BAD)
-        self.assertEqual(take(transport), b"")
-        clock.advance(1)
-        self.assertEqual(take(transport), replies.UNKNOWN_COMMAND)
-        self.assertEqual(len(catcher.matching(SOFT_LIMIT_LINE)), 1)
+        for command, reply in [*HELD, (b"RCPT TO:<r@example.com>\r\n", replies.RCPT_OK)]:
+            proto, transport, clock, factory = greeted(errorSleep=10, closeTimeout=5)
+            makeErrors(proto, transport, 10)
+            proto.dataReceived(b"MAIL FROM:<s@example.com>\r\n")
+            clock.pump([1.0] * 10)
+            self.assertEqual(take(transport), replies.MAIL_OK)
+            proto.dataReceived(command)
+            factory.close()
+            self.assertEqual(take(transport), b"")
+            clock.advance(5)
+            self.assertEqual(take(transport), reply + replies.SHUTDOWN)
+            self.assertTrue(transport.disconnecting)
 
 
 class OptionTests(SynchronousTestCase):

@@ -297,8 +297,9 @@ class SessionMachine(RuleBasedStateMachine):
             allowInsecureAuth=insecureAuth,
             authOptional=authOptional,
             maxErrors=maxErrors,
-            # The model answers every refusal at once: the error tarpit
-            # (tests.test_errorsleep) is off.
+            # The model answers every command at once: the error tarpit
+            # (tests.test_errorsleep), which holds every reply past
+            # softErrorLimit errors, is off.
             errorSleep=0,
             maxJunkCommands=maxJunk,
             maxRecipients=maxRecipients,

@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.integration.test_errorsleep -*-
 """
 The error tarpit of a real C{twistd smtpd}, over a real socket: past
-C{--soft-error-limit} errors each refusal comes C{--error-sleep} seconds
-late, and the session goes on to C{421 4.7.0} at C{maxErrors}.
+C{--soft-error-limit} errors each reply comes C{--error-sleep} seconds
+late, refusals and acceptances alike, until a message accepted forgives
+the errors or the session goes on to C{421 4.7.0} at C{maxErrors}.
 """
 
 from __future__ import annotations
@@ -47,6 +48,42 @@ class ErrorSleepTests(ServerTestCase):
         self.assertGreaterEqual(time.monotonic() - started, SLEEP)
         self.assertEqual(code, 500)
         self.assertEqual(client.getreply()[0], 421)
-        server.waitForLog("soft error limit reached (10 errors): refusals delayed by 0.2 s")
+        server.waitForLog("soft error limit reached (10 errors): replies delayed by 0.2 s")
         self.assertEqual(server.output.count("soft error limit reached"), 1)
         self.assertIn("127.0.0.1", server.output)
+
+    def test_everyReplyPastLimitLate(self) -> None:
+        """
+        Past the limit the replies that accept are late too: NOOP, MAIL,
+        RCPT and the 354 of DATA each take at least the sleep; the 250 of
+        the message accepted does not, and neither does the reply after
+        it (the errors are forgiven).
+        """
+        sleep = 1.0
+        self.startServer(
+            "--sink",
+            "--no-reverse-lookup",
+            "--soft-error-limit",
+            "2",
+            "--error-sleep",
+            str(sleep),
+            maildir=False,
+        )
+        client = self.smtp()
+        client.ehlo("client.example.com")
+        for _ in range(2):
+            self.assertEqual(client.docmd("FROB")[0], 500)
+        for command, argument, code in [
+            ("NOOP", "", 250),
+            ("MAIL", "FROM:<s@example.com>", 250),
+            ("RCPT", "TO:<r@example.com>", 250),
+            ("DATA", "", 354),
+        ]:
+            started = time.monotonic()
+            self.assertEqual(client.docmd(command, argument)[0], code, command)
+            self.assertGreaterEqual(time.monotonic() - started, sleep, command)
+        started = time.monotonic()
+        client.send(b"Subject: hi\r\n\r\nhi\r\n.\r\n")
+        self.assertEqual(client.getreply()[0], 250)
+        self.assertEqual(client.noop()[0], 250)
+        self.assertLess(time.monotonic() - started, sleep / 2)

@@ -128,14 +128,14 @@ def timeout(instance: object, attribute: Any, value: float) -> None:
 
 
 #: The longest C{errorSleep}: RFC 5321 section 4.5.3.2 has a client wait 5
-#: minutes for the reply to MAIL or RCPT; held longer, a refusal would reach
+#: minutes for the reply to MAIL or RCPT; held longer, a reply would reach
 #: no client.
 MAX_ERROR_SLEEP = 300.0
 
 
 def errorSleep(instance: object, attribute: Any, value: float) -> None:
     """
-    The delay of a refusal past C{softErrorLimit}: a finite number of
+    The delay of each reply past C{softErrorLimit}: a finite number of
     seconds (L{_number}), 0 included (no delay), at most
     L{MAX_ERROR_SLEEP}.
 

@@ -209,11 +209,11 @@ class ServerOptions:
         connection or since the last message accepted (Postfix's
         C{smtpd_hard_error_limit}).
     @ivar softErrorLimit: Errors, counted as for C{maxErrors}, after which
-        each refusal of a command is sent C{errorSleep} seconds late
+        each reply, refusal or not, is sent C{errorSleep} seconds late
         (Postfix's C{smtpd_soft_error_limit}, 10 by default): with 10
-        errors counted, the 11th refusal waits.
-    @ivar errorSleep: Seconds the refusals of a session past
-        C{softErrorLimit} are held, the session reading no command
+        errors counted, the reply after the 10th refusal waits.
+    @ivar errorSleep: Seconds each reply of a session past
+        C{softErrorLimit} is held, the session reading no command
         meanwhile (Postfix's C{smtpd_error_sleep_time}, 1 by default); 0
         turns the delay off.  At most L{MAX_ERROR_SLEEP
         <twisted_smtpd._core.optionchecks.MAX_ERROR_SLEEP>} (300) seconds.

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from twisted_smtpd._serving.deadlines import Times
     from twisted_smtpd._serving.receiving import MessageReceiver
     from twisted_smtpd._serving.server import SMTPServerFactory
+    from twisted_smtpd._serving.tarpit import ErrorTarpit
     from twisted_smtpd._serving.transaction import RefusedChunk
     from twisted_smtpd.interfaces import ISMTPHandler
 
@@ -182,6 +183,8 @@ class SessionControl(CommandContext, Protocol):
         C{onConnect}): one that ends before (its client gone, or the server
         closing, during the reverse lookup or an implicit TLS handshake)
         has no C{close} event and no C{onClose} either.
+    @ivar tarpit: The error tarpit, made when the session first reached
+        C{softErrorLimit}, or C{None}.
     """
 
     receiver: MessageReceiver | None
@@ -190,6 +193,7 @@ class SessionControl(CommandContext, Protocol):
     draining: bool
     refused: bool
     began: bool
+    tarpit: ErrorTarpit | None
 
     @property
     def transport(self) -> Any:

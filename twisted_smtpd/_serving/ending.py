@@ -32,9 +32,9 @@ def connectionLost(p: SMTPProtocol, reason: Failure = connectionDone) -> None:
     serverClosed = p.closing and not p.readClosed
     p.connected, p.closing = False, True
     if p.tarpit is not None:
-        # A refusal held past softErrorLimit is never sent: the slot is
+        # A reply held past softErrorLimit is never sent: the slot is
         # freed now, not when its timer ends.
-        p.tarpit.cancel()
+        p.tarpit.cancel(p)
     # Why, then what was lost.
     if p.times.handshakeSince is not None and not p.refused:
         _tlscommand.handshakeFailed(p, reason)

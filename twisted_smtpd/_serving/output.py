@@ -119,6 +119,7 @@ class SessionOutput:
     abandonMessage: Callable[[Reply], None]
     holdForHook: Callable[[], int]
     hookAnswered: Callable[[int], None]
+    setPause: Callable[[int, bool], None]
 
     def reply(self, reply: Reply, perText: bool = False) -> None:
         """
@@ -166,22 +167,19 @@ class SessionOutput:
     def fail(self, reply: Reply) -> None:
         """
         Send an error reply and count it; too many errors end the session
-        (Postfix's C{smtpd_hard_error_limit}); past C{softErrorLimit} it
-        is sent late (L{_delayed}).  A 421 or 521 (a handler's) says the
-        server closes the connection (RFC 5321 section 3.8, RFC 7504), so
-        it does.
+        (Postfix's C{smtpd_hard_error_limit}).  A 421 or 521 (a handler's)
+        says the server closes the connection (RFC 5321 section 3.8, RFC
+        7504), so it does.
         """
         if reply.code in CLOSING_CODES:
             self.closeWith(reply)
-            return
-        if self._errors >= self.options.softErrorLimit and self._delayed(reply):
             return
         self.reply(reply)
         self._emitRefusal(reply)
         self._counted(reply)
 
     def _counted(self, reply: Reply) -> None:
-        # Count the refusal C{reply}, sent.
+        # Count the refusal C{reply}.
         if reply.enhanced == "4.5.3" and self._overshoot < RECIPIENT_OVERSHOOT:
             # Recipients past a limit (452 4.5.3) are the client's to send
             # later, not errors, up to Postfix's smtpd_recipient_overshoot_limit.
@@ -205,37 +203,9 @@ class SessionOutput:
             client=clientAddress(self.session.remoteAddress),
             limit=limit,
         )
-        if self._errors >= self.options.softErrorLimit and self._delayed(reply, limit):
-            return
         self.reply(reply)
         self._emitRefusal(reply, limit=limit)
         self._countError()
-
-    def _delayed(self, reply: Reply, limit: str | None = None) -> bool:
-        """
-        Hold the refusal C{reply} of a session that has made
-        C{softErrorLimit} errors or more (Postfix's C{smtpd_chat_reply}
-        sleeps once C{error_count >= smtpd_soft_error_limit}): its
-        C{reject} event now, the reply and its count after C{errorSleep}
-        seconds (L{ErrorTarpit}), the commands read behind it held until
-        then.  Not for a client that shut its sending side (nothing more
-        can come; holding would only keep its connection).
-
-        @return: Whether C{reply} is held.
-        """
-        if not self.options.errorSleep or self.readClosed or self.closing:
-            return False
-        tarpit = self.tarpit
-        if tarpit is None:
-            tarpit = self.tarpit = ErrorTarpit(self, self._errors)
-        self._emitRefusal(reply, limit=limit)
-        tarpit.hold(self, reply, self._sendLate)
-        return True
-
-    def _sendLate(self, reply: Reply) -> None:
-        # A refusal held by the tarpit: sent and counted now.
-        self.reply(reply)
-        self._counted(reply)
 
     def closeForLimit(self, reply: Reply, limit: str, told: bool = False) -> None:
         """
@@ -267,9 +237,31 @@ class SessionOutput:
         self._countError()
 
     def _countError(self) -> None:
-        self._errors += 1
-        if self._errors >= self.options.maxErrors:
+        # Only refusals come here: the tarpit costs the replies of a
+        # session under softErrorLimit nothing.
+        tarpit = self.tarpit
+        if tarpit is not None and tarpit.holding:
+            # The refusal is held: counted once it is sent, so that the one
+            # that reaches maxErrors is late too, and its 421 follows it.
+            tarpit.later(self._countError)
+            return
+        errors = self._errors = self._errors + 1
+        options = self.options
+        if errors >= options.maxErrors:
             self.closeWith(catalogue.TOO_MANY_ERRORS)
+        elif (
+            errors == options.softErrorLimit
+            and options.errorSleep
+            and not (self.readClosed or self.closing)
+        ):
+            # Postfix's smtpd_chat_reply sleeps before every reply once
+            # error_count >= smtpd_soft_error_limit: from the next reply
+            # on, each is held (ErrorTarpit).  Not for a client that shut
+            # its sending side (nothing more can come; holding would only
+            # keep its connection).
+            if tarpit is None:
+                tarpit = self.tarpit = ErrorTarpit(self, errors)
+            tarpit.intercept(self)
 
     def countJunk(self) -> None:
         """
@@ -305,11 +297,7 @@ class SessionOutput:
         """
         if self.closing:
             return
-        if self.tarpit is not None:
-            # A refusal held by the tarpit leaves first, at once: the
-            # session ends (a shutdown, a deadline, a lockout).
-            for late in self.tarpit.cancel():
-                self.reply(late)
+        self._sendHeld()
         if reply.code >= 400:
             if not told and not catalogue.loggedApart(reply):
                 # A refusal or a limit reached that ends the session.
@@ -325,12 +313,22 @@ class SessionOutput:
         Close once the replies are sent, the last of them a refusal that
         ends the session (its log line already told).
         """
+        self._sendHeld()
         # Replies a refused client leaves unread must not keep its
         # connection in the kernel for long once the server closed its
         # socket; while the session holds them itself, its abort after the
         # close's grace (a reset the client sees) comes first.
         giveUpUnreadAfter(self._socket, 2 * CLOSE_GRACE)
         self._close(linger=True)
+
+    def _sendHeld(self) -> None:
+        # A reply held by the tarpit leaves first, at once, and no reply
+        # is held after it: the session ends (a QUIT, a shutdown, a
+        # deadline, a lockout, a handler's 421).
+        tarpit = self.tarpit
+        if tarpit is not None:
+            for late, perText in tarpit.cancel(self):
+                self.reply(late, perText)
 
     def _close(self, linger: bool = False) -> None:
         # linger: the close may linger (L{lingering}), after a refusal.
@@ -382,7 +380,7 @@ class SessionOutput:
         """
         self.abandonMessage(catalogue.TIMEOUT)
         if self.tarpit is not None:
-            self.tarpit.cancel()
+            self.tarpit.cancel(self)
         self._writer.drop(self._socket)
         self.closing = True
         self.times.closingSince = self.clock.seconds()

@@ -220,7 +220,7 @@ class SMTPProtocol(SessionOutput, LineReceiver):
     def readConnectionLost(self) -> None:
         """
         The client shut its sending side down (a FIN on plain TCP): what it
-        sent before is still answered, hooks included (a refusal held past
+        sent before is still answered, hooks included (a reply held past
         C{softErrorLimit} at once), then the session closes.
         """
         # Twisted stopped reading; it must not start again (each read would
@@ -264,9 +264,7 @@ class SMTPProtocol(SessionOutput, LineReceiver):
             self.dataReceived()
 
     def stopProducing(self) -> None:
-        """
-        The transport is going away; nothing to do until C{connectionLost}.
-        """
+        """The transport is going away; nothing to do until C{connectionLost}."""
 
     def setPause(self, reason: int, paused: bool) -> None:
         """
@@ -513,12 +511,14 @@ class SMTPProtocol(SessionOutput, LineReceiver):
                 self.closeRefused()
                 return
             self._countError()
+            if self.tarpit is not None and self.tarpit.holding and not self.draining:
+                return  # the tarpit takes commands again once they are sent
         else:
-            # A message accepted: the client works, and its earlier errors
-            # and junk commands are forgiven (Postfix does the same), so that
-            # a connection kept for many messages is not cut for refusals
-            # spread over all of them.
+            # A message accepted forgives the errors and junk commands before
+            # it, as Postfix does before its reply (which is then not held).
             self._errors = self._junk = 0
+            if self.tarpit is not None:
+                self.tarpit.leave(self)
         if self.draining:
             self.closeWith(catalogue.SHUTDOWN)
             return

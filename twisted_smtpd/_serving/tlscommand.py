@@ -5,6 +5,7 @@ STARTTLS (RFC 3207) and the end of a TLS handshake inside a session.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 from OpenSSL import SSL
@@ -58,6 +59,11 @@ def startTLS(p: SessionControl, argument: bytes) -> None:
         p.fail(catalogue.TLS_UNAVAILABLE)
         return
     p.reply(catalogue.READY_FOR_TLS)
+    tarpit = p.tarpit
+    if tarpit is not None and tarpit.holding:
+        # Past softErrorLimit the 220 is held: the switch follows it.
+        tarpit.then(partial(p.beginTLS, contextFactory))
+        return
     p.beginTLS(contextFactory)
 
 

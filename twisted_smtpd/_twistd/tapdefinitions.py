@@ -196,14 +196,14 @@ PARAMETERS: list[list[Any]] = [
         "soft-error-limit",
         int,
         True,
-        "Errors without a message accepted after which each refusal is sent"
+        "Errors without a message accepted after which each reply is sent"
         " --error-sleep seconds late (Postfix's smtpd_soft_error_limit).",
     ),
     _numeric(
         "error-sleep",
         float,
         False,
-        "Seconds a refusal past --soft-error-limit is held (Postfix's"
+        "Seconds a reply past --soft-error-limit is held (Postfix's"
         " smtpd_error_sleep_time; 0: none, at most 300).",
     ),
     [
