@@ -135,6 +135,24 @@ class ReplyKindsTests(SynchronousTestCase):
         proto.clock.advance(1)  # type: ignore[attr-defined]
         self.assertEqual(transport.tlsStarted, [])
 
+    def test_halfClosedWhileTLSHeld(self) -> None:
+        """
+        A client that shuts its sending side while the 220 of STARTTLS is
+        held gets it at once, and the session closes: no TLS is started
+        for a handshake that can no longer come (it would keep the
+        connection until C{tlsHandshakeTimeout}, then reset it), and what
+        it pipelined behind STARTTLS is still discarded, never run.
+        """
+        proto, transport = test_starttls.connect(softErrorLimit=1)
+        proto.dataReceived(b"EHLO c\r\n" + BAD)
+        take(transport)
+        proto.dataReceived(b"STARTTLS\r\nMAIL FROM:<evil@example.com>\r\n")
+        proto.readConnectionLost()
+        self.assertEqual(take(transport), READY)
+        self.assertEqual(transport.tlsStarted, [])
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(held(proto.clock), [])  # type: ignore[arg-type]
+
 
 class ResetTests(SynchronousTestCase):
     """

@@ -562,10 +562,9 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         """
         Where the session's own lines go (its deadlines, its TLS failures, a
         message lost, a hook's failure), each naming the session id: the
-        C{twisted_smtpd.session} namespace of the
-        L{SessionLogger <twisted_smtpd._serving.logging.SessionLogger>}
-        lines, never this class's own module path (a L{Logger} on the
-        class would take it).
+        C{twisted_smtpd.session} namespace of the L{SessionLogger
+        <twisted_smtpd._serving.logging.SessionLogger>} lines, never this
+        class's own module path (a L{Logger} on the class would take it).
         """
         return Logger(NAMESPACE, self)
 
@@ -576,9 +575,7 @@ class SMTPProtocol(SessionOutput, LineReceiver):
     # -- TLS -------------------------------------------------------------------
 
     def beginTLS(self, contextFactory: object) -> None:
-        """
-        Switch to TLS after the STARTTLS reply.
-        """
+        """Switch to TLS after the STARTTLS reply, or close after it."""
         # The 220 must leave in plaintext, before the switch.
         self._flush()
         self._writer.sendNow(self._socket)
@@ -587,6 +584,9 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         if self._buffer:
             _tlscommand.pipelinedDiscarded(self, len(self._buffer) - self._pos)
         self._buffer = b""
+        if self.readClosed:
+            # The client shut its side while the 220 was held: no handshake comes.
+            return self._close()
         # Hold commands, but keep reading: the handshake needs it.
         self.waiting = True
         self.times.handshakeSince = self.clock.seconds()
