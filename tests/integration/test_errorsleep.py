@@ -8,9 +8,10 @@ the errors or the session goes on to C{421 4.7.0} at C{maxErrors}.
 
 from __future__ import annotations
 
+import socket
 import time
 
-from tests.integration.helpers import ServerTestCase
+from tests.integration.helpers import ServerTestCase, connect, readReply
 
 SLEEP = 0.2
 
@@ -87,3 +88,37 @@ class ErrorSleepTests(ServerTestCase):
         self.assertEqual(client.getreply()[0], 250)
         self.assertEqual(client.noop()[0], 250)
         self.assertLess(time.monotonic() - started, sleep / 2)
+
+    def test_halfCloseWhileStartTLSHeld(self) -> None:
+        """
+        A client past the limit that sends C{STARTTLS} and shuts its sending
+        side while the 220 is held reads the 220, then the end of the
+        connection at once, not a reset after C{--tls-handshake-timeout}.
+        """
+        sleep = 0.5
+        server = self.startServer(
+            "--sink",
+            "--no-reverse-lookup",
+            "--soft-error-limit",
+            "1",
+            "--error-sleep",
+            str(sleep),
+            "--tls-handshake-timeout",
+            "20",
+            maildir=False,
+        )
+        client = connect(server.port)
+        self.addCleanup(client.close)
+        stream = client.makefile("rb")
+        self.addCleanup(stream.close)
+        self.assertEqual(readReply(stream)[0], 220)
+        client.sendall(b"EHLO client.example.com\r\nFROB\r\n")
+        self.assertEqual(readReply(stream)[0], 250)
+        self.assertEqual(readReply(stream)[0], 500)
+        client.sendall(b"STARTTLS\r\n")
+        client.shutdown(socket.SHUT_WR)
+        started = time.monotonic()
+        self.assertEqual(readReply(stream)[0], 220)
+        self.assertEqual(stream.read(), b"")
+        self.assertLess(time.monotonic() - started, 10)
+        self.assertNotIn("TLS handshake timeout", server.output)
