@@ -70,6 +70,19 @@ def connect(handler: Any = None, **options: Any) -> tuple[SMTPProtocol, TLSStrin
     return proto, transport
 
 
+class SlowHelo(RecordingHandler):
+    """
+    C{onHelo} answers with the L{Deferred} given.
+    """
+
+    def __init__(self, pending: Deferred[None]) -> None:
+        super().__init__()
+        self.pending = pending
+
+    def onHelo(self, hostname: str, session: Session) -> object:
+        return self.pending
+
+
 class StartTLSTests(SynchronousTestCase):
     def test_advertised(self) -> None:
         """
@@ -98,6 +111,24 @@ class StartTLSTests(SynchronousTestCase):
         self.assertIsNone(proto.session.envelope.mailFrom)
         proto.dataReceived(b"NOOP\r\n")
         self.assertEqual(take(transport), replies.OK)
+
+    def test_halfClosedBehindSlowHook(self) -> None:
+        """
+        A STARTTLS answered after the client shut its sending side (kept
+        back behind a hook that had not answered) gets its 220, then the
+        session closes: no TLS is started for a handshake that can no
+        longer come, and what was pipelined behind it is discarded.
+        """
+        pending: Deferred[None] = Deferred()
+        proto, transport = connect(SlowHelo(pending))
+        proto.dataReceived(b"EHLO c\r\nSTARTTLS\r\nMAIL FROM:<evil@example.com>\r\n")
+        proto.readConnectionLost()
+        self.assertEqual(take(transport), b"")
+        pending.callback(None)
+        self.assertTrue(take(transport).endswith(b"250 BINARYMIME\r\n" + READY))
+        self.assertEqual(transport.tlsStarted, [])
+        self.assertIsNone(proto.session.envelope.mailFrom)
+        self.assertTrue(transport.disconnecting)
 
     def test_sessionReset(self) -> None:
         """
