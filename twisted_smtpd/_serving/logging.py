@@ -336,7 +336,7 @@ class SessionLogger:
                 )
             else:
                 self._emit(f"{sid} close", {"session": sid} if self._structured else _NO_FIELDS)
-        except (AttributeError, TypeError, ValueError) as error:
+        except (AttributeError, TypeError) as error:
             # A handler that put values of the wrong type into the session
             # (a str as envelope.mailFrom): the line cannot be made, and
             # one line says so in its place, without a traceback.  Any
