@@ -242,6 +242,28 @@ class LingeringCloseTests(SynchronousTestCase):
         self.assertIn("close", events)
         self.assertEqual(catcher.matching("lingering"), [])
 
+    def test_sessionEndsWhenLingeringBegins(self) -> None:
+        """
+        The session ends when its lingering close begins, not when the
+        connection does: the close event and C{onClose} come at once (a
+        handler's work for the session, such as a message waiting for its
+        turn at a webhook, ends with it), once, while the connection keeps
+        its place under the limits until it closes.
+        """
+        proto, connection, clock, factory = connect()
+        events: list[str] = []
+        factory.addObserver(lambda event, session, data: events.append(event))
+        handler: Any = factory.handler
+        refuseHuge(proto, connection, clock)
+        self.assertIsInstance(connection.protocol, Lingering)
+        self.assertEqual((events.count("close"), len(handler.closed)), (1, 1))
+        self.assertIn(proto, factory.connections)
+        connection.shutWrite()
+        connection.receive(b"x" * 100)
+        connection.protocol.readConnectionLost()
+        self.assertNotIn(proto, factory.connections)
+        self.assertEqual((events.count("close"), len(handler.closed)), (1, 1))
+
     def test_clientCloseBeforeWriteShut(self) -> None:
         """
         A client that closes its side before the replies are all sent

@@ -200,6 +200,13 @@ def begin(p: Closing, socket: Any, closer: Any = None) -> None:
     socket.startReading()
 
 
+def lingers(p: Closing) -> bool:
+    """
+    Whether the close of C{p} lingers (L{begin}), its connection still open.
+    """
+    return _lingering(p) is not None
+
+
 def _lingering(p: Closing) -> Lingering | None:
     socket = socketUnder(p.transport)
     protocol = None if socket is None else getattr(socket, "protocol", None)

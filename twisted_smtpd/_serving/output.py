@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.grammar import Verb
 from twisted_smtpd._core.replies import Reply, formatReply
+from twisted_smtpd._serving import ending as _ending
 from twisted_smtpd._serving import lingering
 from twisted_smtpd._serving.deadlines import CLOSE_GRACE
 from twisted_smtpd._serving.flow import giveUpUnreadAfter, writeThrough
@@ -352,6 +353,8 @@ class SessionOutput:
             # sending side shut at the end of the turn, after the replies.
             lingering.begin(self, socket)
             self._writer.closeAtEnd(socket, half=True)
+            # The session ends now, its connection a little later.
+            _ending.sessionOver(self)  # type: ignore[arg-type]
             return
         if transport is socket and not transport.TLS:
             # Plain TCP: closed at the end of the turn, after the replies
@@ -364,7 +367,10 @@ class SessionOutput:
         transport.loseConnection()
         # The replies and the server's close_notify are written: close
         # without waiting for the client's (a TLS layer would wait).
-        closeAfterCloseNotify(transport, self if linger else None)
+        closing = closeAfterCloseNotify(transport, self if linger else None)
+        if closing and linger and lingering.lingers(self):
+            # The session ends now, its connection a little later.
+            _ending.sessionOver(self)  # type: ignore[arg-type]
 
     def emit(self, event: str, **data: Any) -> None:
         """

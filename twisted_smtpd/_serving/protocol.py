@@ -96,8 +96,8 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         "_processing", "_socket", "_transportPaused", "_unauthenticated", "_verb", "_wire",
         "_writer", "auth", "began", "clock", "closing", "connected", "connectedFrom", "discard",
         "draining", "handler", "implicitTLS", "limitHost", "options", "pauses", "phase",
-        "rcptAccepted", "readClosed", "receiver", "refused", "server", "session", "tarpit",
-        "times", "waiting",
+        "rcptAccepted", "readClosed", "receiver", "refused", "server", "session", "sessionOver",
+        "tarpit", "times", "waiting",
     )
     # fmt: on
 
@@ -129,7 +129,7 @@ class SMTPProtocol(SessionOutput, LineReceiver):
         self._socket: Any = None  # the TCP connection under the transport
         self.waiting = self.closing = self.connected = self.refused = self.began = False
         self.pauses = 0
-        self._transportPaused = self._discardingLine = self.readClosed = False
+        self._transportPaused = self._discardingLine = self.readClosed = self.sessionOver = False
         self.discard: _transaction.RefusedChunk | None = None
         self.draining = False
         self.implicitTLS = False
