@@ -41,7 +41,7 @@ from twisted_smtpd._serving.logging import NAMESPACE, clientAddress
 from twisted_smtpd._serving.observers import Observer, Observers
 from twisted_smtpd._serving.output import disabledVerbs, fixedReplies
 from twisted_smtpd._serving.protocol import SMTPProtocol
-from twisted_smtpd._serving.proxy import namesNoClient
+from twisted_smtpd._serving.proxied import namesNoClient
 from twisted_smtpd._serving.resolve import ReverseResolver
 from twisted_smtpd._serving.sni import TLSPolicy
 from twisted_smtpd._serving.tls import ServerTLS

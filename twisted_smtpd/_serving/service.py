@@ -32,7 +32,6 @@ from twisted_smtpd._serving.listeners import (
     splitDescription,
 )
 from twisted_smtpd._serving.observers import Observer
-from twisted_smtpd._serving.proxy import HEADER_TIMEOUT, ProxyWrappingFactory
 from twisted_smtpd._serving.server import SMTPServerFactory
 from twisted_smtpd._serving.tlsfailures import ListenerTLSFactory
 from twisted_smtpd.interfaces import ISMTPHandler
@@ -291,6 +290,9 @@ class SMTPServer(MultiService):
                     self.factory.tls.contextFactory(), factory, description
                 )
             else:
+                # Loaded for a haproxy: listener only.
+                from twisted_smtpd._serving.proxy import HEADER_TIMEOUT, ProxyWrappingFactory
+
                 options = self.factory.options
                 factory = ProxyWrappingFactory(
                     factory,
