@@ -188,6 +188,21 @@ class AbsentInterfaceTests(SynchronousTestCase):
                 str(e), f"{flag} {description!r}: no interface of this host has this address"
             )
 
+    def test_invalidName(self) -> None:
+        """
+        An C{interface=} name with an empty label is refused in one line
+        too, as the resolver answers it (the name is unknown), whether or
+        not it is ASCII; it is not a traceback from the IDNA codec.
+        """
+        for description, why in [
+            ("tcp:2525:interface=a..b", "name or service not known"),
+            ("tcp:2525:interface=\u00e4..b", "not a valid host name"),
+        ]:
+            e = self.assertRaises(
+                usage.UsageError, Options().parseOptions, ["--sink", "--listen", description]
+            )
+            self.assertEqual(str(e), f"--listen {description!r}: {why}")
+
     def test_portInUse(self) -> None:
         """
         An address of this host is accepted, with the port in use too (a
