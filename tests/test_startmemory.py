@@ -176,6 +176,13 @@ class UnusedCodeAtStartTests(TestCase):
         """
         self.assertNotLoaded("twisted.names", "twisted.names.error")
 
+    def test_noConfigurationFileReader(self) -> None:
+        """
+        Without C{--config}, the reader of configuration files is not
+        loaded (nor the TOML and INI parsers it loads).
+        """
+        self.assertNotLoaded("twisted_smtpd._twistd.tapfile", "tomllib", "configparser")
+
     def test_noSysconfig(self) -> None:
         """
         C{sysconfig} is not loaded (for the line naming a thread stuck at

@@ -61,7 +61,6 @@ from twisted_smtpd._twistd.tapconfig import (
     reason,
 )
 from twisted_smtpd._twistd.tapdefinitions import FLAGS, LONGDESC, PARAMETERS
-from twisted_smtpd._twistd.tapfile import fileArguments
 from twisted_smtpd._twistd.tapflags import (
     _HIDE_ATTRIBUTES,
     _MODIFIERS,
@@ -322,6 +321,9 @@ class Options(AuthOptionMixin, usage.Options):
             given = self._givenOptions(arguments)
             path = given.get("config")
             if path is not None:
+                # The file's reader is loaded for --config only.
+                from twisted_smtpd._twistd.tapfile import fileArguments
+
                 fromFile, self["dropped"] = fileArguments(path, set(given), self.longOpt)
                 arguments = fromFile + arguments
             # The flags given, here or in the file: those that change
