@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from unittest import SkipTest
 
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+from twisted.cred.credentials import IUsernameHashedPassword, IUsernamePassword
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
@@ -281,6 +282,21 @@ class AuthTests(SynchronousTestCase):
             [InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")],
             ServerOptions(authMethods=["XOAUTH2"]),
             Deciding(),
+        )
+
+    def test_supportedCredentials(self) -> None:
+        """
+        The checkers C{--auth} takes are those of the credentials AUTH
+        gives (a password, a CRAM-MD5 response): C{twisted.cred}'s, found
+        when an C{--auth} flag asks for them; one checking none of them
+        (C{anonymous}) is refused, as not supported.
+        """
+        expected = (IUsernamePassword, IUsernameHashedPassword)
+        self.assertEqual(tuple(_tap.Options().supportedInterfaces), expected)
+        self.assertEqual(tuple(_tap.Options.supportedInterfaces), expected)
+        e = self.assertRaises(usage.UsageError, parse, "--sink", "--auth", "anonymous")
+        self.assertEqual(
+            str(e), "--auth: Auth plugin not supported: twisted.cred.credentials.IAnonymous"
         )
 
 

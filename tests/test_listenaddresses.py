@@ -188,6 +188,27 @@ class AbsentInterfaceTests(SynchronousTestCase):
                 str(e), f"{flag} {description!r}: no interface of this host has this address"
             )
 
+    def test_invalidName(self) -> None:
+        """
+        An C{interface=} name with an empty label is refused in one line,
+        as the resolver answers it (the name is unknown: Linux's
+        C{getaddrinfo} says "Name or service not known"), not with a
+        traceback from the IDNA codec; a name that is not ASCII and that
+        IDNA cannot encode is refused as not a valid host name.
+        """
+        description = "tcp:2525:interface=a..b"
+        e = self.assertRaises(
+            usage.UsageError, Options().parseOptions, ["--sink", "--listen", description]
+        )
+        self.assertTrue(str(e).startswith(f"--listen {description!r}: "), str(e))
+        self.assertNotIn("\n", str(e))
+        self.assertNotIn("idna", str(e))
+        description = "tcp:2525:interface=\u00e4..b"
+        e = self.assertRaises(
+            usage.UsageError, Options().parseOptions, ["--sink", "--listen", description]
+        )
+        self.assertEqual(str(e), f"--listen {description!r}: not a valid host name")
+
     def test_portInUse(self) -> None:
         """
         An address of this host is accepted, with the port in use too (a

@@ -2,6 +2,9 @@
 """
 AUTH through C{twisted.cred}: a portal (or bare credentials checkers)
 decides PLAIN, LOGIN and CRAM-MD5 without any C{onAuth} code.
+
+Loaded only when there are checkers or a portal: what a server without
+them needs is in L{twisted_smtpd._serving.authmechanisms}.
 """
 
 from __future__ import annotations
@@ -23,7 +26,22 @@ from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.errors import SMTPError
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.session import AuthRequest, AuthResult
-from twisted_smtpd.handlers._base import BaseHandler
+from twisted_smtpd._serving.authmechanisms import decidableMechanisms, ownsOnAuth
+
+__all__ = [
+    "AvatarIdRealm",
+    "CramMD5Credentials",
+    "ISMTPUser",
+    "PasswordCredentials",
+    "authenticate",
+    "checkPortalOffered",
+    "credentialsFor",
+    "decidableMechanisms",
+    "offeredMechanisms",
+    "ownsOnAuth",
+    "portalDecides",
+    "portalFromCheckers",
+]
 
 _log = Logger()
 
@@ -114,29 +132,6 @@ def portalDecides(portal: Portal, method: str) -> bool:
     if kind is None:
         return False
     return any(i.implementedBy(kind) for i in portal.listCredentialsInterfaces())
-
-
-def ownsOnAuth(handler: object) -> bool:
-    """
-    Whether C{handler} decides AUTH itself rather than inheriting the
-    refusing default of L{BaseHandler}.
-    """
-    method = getattr(handler, "onAuth", None)
-    return method is not None and getattr(method, "__func__", method) is not BaseHandler.onAuth
-
-
-def decidableMechanisms(
-    methods: Sequence[str], portal: Portal | None, onAuth: bool
-) -> tuple[str, ...]:
-    """
-    The mechanisms of C{methods} something can decide, as
-    C{SMTPServerFactory.authenticator} picks it: the portal those it has a
-    checker for (L{portalDecides}), the handler's own C{onAuth} (C{onAuth}
-    true) XOAUTH2, or all of them without a portal.
-    """
-    if portal is None:
-        return tuple(methods) if onAuth else ()
-    return tuple(m for m in methods if (onAuth and m == "XOAUTH2") or portalDecides(portal, m))
 
 
 def checkPortalOffered(options: ServerOptions, portal: Portal, onAuth: bool) -> None:

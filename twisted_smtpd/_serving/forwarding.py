@@ -30,7 +30,7 @@ from twisted_smtpd._core.xclient import (
 )
 from twisted_smtpd._serving.flow import PAUSE_HOOK
 from twisted_smtpd._serving.greeting import runConnectHooks
-from twisted_smtpd._serving.proxy import proxyDetails
+from twisted_smtpd._serving.proxied import proxyDetails
 
 if TYPE_CHECKING:
     from twisted_smtpd._serving.context import CommandContext, SessionControl

@@ -15,7 +15,6 @@ from time import perf_counter
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, cast
 
-import txaio as _txaio_module
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -35,9 +34,27 @@ from twisted_smtpd.interfaces import ISMTPHandler
 if TYPE_CHECKING:
     from twisted_smtpd._serving.context import CommandContext, SessionControl
 
-# txaio selects its framework at run time, so its API is not typed statically.
-txaio: Any = _txaio_module
-txaio.use_twisted()
+#: C{txaio.as_future} for Twisted, set at the first coroutine a hook gives
+#: (L{_loadAsFuture}): a server whose hooks are plain functions never loads
+#: txaio.
+_asFuture: Callable[..., Deferred[Any]] | None = None
+
+
+def _loadAsFuture() -> Callable[..., Deferred[Any]]:
+    """
+    Load txaio, select Twisted and keep its C{as_future} in L{_asFuture}.
+    """
+    global _asFuture
+    import txaio
+
+    # txaio selects its framework at run time, so its API is not typed
+    # statically.
+    api: Any = txaio
+    api.use_twisted()
+    asFuture: Callable[..., Deferred[Any]] = api.as_future
+    _asFuture = asFuture
+    return asFuture
+
 
 _ASYNC: dict[Any, bool] = {}
 
@@ -69,11 +86,11 @@ def callHook(fn: Callable[..., object], *args: object) -> object:
     if known is None:
         known = _isAsync(fn)
     if known:
-        answer: Deferred[Any] = txaio.as_future(_answerOf, fn(*args))
+        answer: Deferred[Any] = (_asFuture or _loadAsFuture())(_answerOf, fn(*args))
         return answer
     result = fn(*args)
     if isinstance(result, CoroutineType):
-        later: Deferred[Any] = txaio.as_future(_answerOf, result)
+        later: Deferred[Any] = (_asFuture or _loadAsFuture())(_answerOf, result)
         return later
     return result
 

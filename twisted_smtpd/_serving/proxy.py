@@ -31,6 +31,7 @@ from twisted_smtpd._core.proxyheader import ProxyHeader, ProxyHeaderError, parse
 from twisted_smtpd._core.replies import Reply, formatReply
 from twisted_smtpd._core.session import Session, hostPort, newSessionId
 from twisted_smtpd._serving.logging import NAMESPACE, clientAddress, formatPeer, refusal
+from twisted_smtpd._serving.proxied import registerWrapper
 
 #: Where a connection refused for C{maxClients} is logged: among the
 #: sessions' lines, as the server logs its own refusals for a limit.
@@ -283,6 +284,10 @@ class ProxyProtocolWrapper(ProtocolWrapper):
         return self.transport.getHost()
 
 
+# Sessions find it under their transport (proxied.proxyDetails).
+registerWrapper(ProxyProtocolWrapper)
+
+
 class ProxyWrappingFactory(WrappingFactory):
     """
     Wrap a factory's protocols in L{ProxyProtocolWrapper}.
@@ -330,31 +335,3 @@ class ProxyWrappingFactory(WrappingFactory):
         if limit and self.pending + active >= limit:
             return limit
         return None
-
-
-def proxyDetails(transport: Any) -> tuple[IAddress, ProxyHeader] | None:
-    """
-    Find the PROXY wrapper under a transport (perhaps below TLS).
-
-    @return: The front end's address and the header, or C{None}.
-    """
-    for _ in range(4):
-        if transport is None:
-            return None
-        if isinstance(transport, ProxyProtocolWrapper):
-            if transport.proxyPeer is None or transport.proxyHeader is None:
-                return None
-            return transport.proxyPeer, transport.proxyHeader
-        transport = getattr(transport, "transport", None)
-    return None
-
-
-def namesNoClient(transport: Any) -> bool:
-    """
-    Whether C{transport} is a PROXY connection whose header names no client
-    (C{LOCAL}, C{UNKNOWN}, or a family other than TCP over IPv4 or IPv6):
-    the front end's own connection, a health check, which the per-address
-    limits do not count, as they do not count a UNIX socket's clients.
-    """
-    details = proxyDetails(transport)
-    return details is not None and details[1].source is None

@@ -24,7 +24,6 @@ from twisted.internet.error import (
 from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.names.error import DomainError, ResolverError
 from twisted.python.failure import Failure
 
 from twisted_smtpd._core.printable import printable, validHostname
@@ -118,6 +117,7 @@ class ReverseResolver:
         if known is not None:
             return succeed(known)
         ptr = address.reverse_pointer
+        expected = _expected()
         if self._resolver is None:
             from twisted_smtpd._serving.dnsclient import defaultResolver
 
@@ -155,7 +155,7 @@ class ReverseResolver:
                 return None
 
             def notAnswered(failure: Failure) -> Failure | None:
-                if failure.check(*_EXPECTED) is None:
+                if failure.check(*expected) is None:
                     return failure
                 unconfirmed(name, f"its lookup failed ({failure.value.__class__.__name__})")
                 return None
@@ -174,7 +174,7 @@ class ReverseResolver:
         def failed(failure: Failure) -> None:
             # Every failure, of the lookups or of reading their answers, is
             # "no name": the session must be greeted whatever DNS said.
-            if failure.check(*_EXPECTED) is not None:
+            if failure.check(*expected) is not None:
                 return None
             if failure.check(*_TROUBLE) is not None:
                 self._log.warn(
@@ -215,15 +215,30 @@ class AnswerUnusable(Exception):
 
 #: The failures of a lookup that are no news: no such name, no answer in
 #: time, a server failure.  Those of L{_TROUBLE} are one warning line;
-#: anything else is logged with its traceback.
-_EXPECTED = (
-    DomainError,
-    ResolverError,
-    TimeoutError,
-    ConnectTimeoutError,
-    CancelledError,
-    DNSLookupError,
-)
+#: anything else is logged with its traceback.  Set at the first lookup
+#: that asks DNS (L{_expected}): a server whose clients the hosts file
+#: names never loads C{twisted.names}.
+_EXPECTED: tuple[type[BaseException], ...] = ()
+
+
+def _expected() -> tuple[type[BaseException], ...]:
+    """
+    L{_EXPECTED}, made at the first call.
+    """
+    global _EXPECTED
+    if not _EXPECTED:
+        from twisted.names.error import DomainError, ResolverError
+
+        _EXPECTED = (
+            DomainError,
+            ResolverError,
+            TimeoutError,
+            ConnectTimeoutError,
+            CancelledError,
+            DNSLookupError,
+        )
+    return _EXPECTED
+
 
 #: The failures that say a DNS server is unreachable or misbehaves (no TCP
 #: listener for a truncated answer, a connection closed, no socket left):

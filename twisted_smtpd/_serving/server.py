@@ -8,10 +8,8 @@ graceful close of every session.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twisted.cred.checkers import ICredentialsChecker
-from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IAddress,
@@ -26,13 +24,7 @@ from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.replies import Reply
 from twisted_smtpd._core.session import AuthRequest, AuthResult, Session
-from twisted_smtpd._serving.cred import (
-    authenticate,
-    checkPortalOffered,
-    offeredMechanisms,
-    ownsOnAuth,
-    portalFromCheckers,
-)
+from twisted_smtpd._serving.authmechanisms import decidableMechanisms, ownsOnAuth
 from twisted_smtpd._serving.deadlines import check, interval, shutdown
 from twisted_smtpd._serving.flow import TurnWriter
 from twisted_smtpd._serving.hooks import checkHandler
@@ -41,14 +33,37 @@ from twisted_smtpd._serving.logging import NAMESPACE, clientAddress
 from twisted_smtpd._serving.observers import Observer, Observers
 from twisted_smtpd._serving.output import disabledVerbs, fixedReplies
 from twisted_smtpd._serving.protocol import SMTPProtocol
-from twisted_smtpd._serving.proxy import namesNoClient
+from twisted_smtpd._serving.proxied import namesNoClient
 from twisted_smtpd._serving.resolve import ReverseResolver
 from twisted_smtpd._serving.sni import TLSPolicy
 from twisted_smtpd._serving.tls import ServerTLS
 from twisted_smtpd.interfaces import ISMTPHandler
 
+if TYPE_CHECKING:
+    # twisted.cred is loaded only for checkers or a portal
+    # (twisted_smtpd._serving.cred).
+    from twisted.cred.checkers import ICredentialsChecker
+    from twisted.cred.portal import Portal
+
 #: Where a connection refused for a limit is logged: among the sessions' lines.
 _sessionLog = Logger(namespace=NAMESPACE)
+
+
+#: L{twisted_smtpd._serving.cred.authenticate}, set at the first AUTH a
+#: portal decides (L{_loadAuthenticate}).
+_authenticate: Callable[[Portal, AuthRequest], Deferred[AuthResult]] | None = None
+
+
+def _loadAuthenticate() -> Callable[[Portal, AuthRequest], Deferred[AuthResult]]:
+    """
+    Load L{twisted_smtpd._serving.cred} and keep its C{authenticate} in
+    L{_authenticate}.
+    """
+    global _authenticate
+    from twisted_smtpd._serving.cred import authenticate
+
+    _authenticate = authenticate
+    return authenticate
 
 
 def _defaultReactor() -> Any:
@@ -95,16 +110,20 @@ class SMTPServerFactory(ServerFactory):
         self._reactor = reactor
         self._resolverArg = resolver
         if portal is None and checkers:
+            from twisted_smtpd._serving.cred import portalFromCheckers
+
             portal = portalFromCheckers(checkers)
         self.portal = portal
         self._tls: ServerTLS | None = None
         o = self.options
-        if portal is not None:
-            checkPortalOffered(o, portal, ownsOnAuth(handler))
+        methods = () if "AUTH" in o.disabledCommands else o.authMethods
         #: The configured mechanisms something can decide: the ones offered.
-        self.authMechanisms = offeredMechanisms(
-            () if "AUTH" in o.disabledCommands else o.authMethods, portal, ownsOnAuth(handler)
-        )
+        self.authMechanisms = decidableMechanisms(methods, None, ownsOnAuth(handler))
+        if portal is not None:
+            from twisted_smtpd._serving.cred import checkPortalOffered, offeredMechanisms
+
+            checkPortalOffered(o, portal, ownsOnAuth(handler))
+            self.authMechanisms = offeredMechanisms(methods, portal, ownsOnAuth(handler))
         #: Whether AUTH is offered (a portal or the handler's own C{onAuth}).
         self.authEnabled = bool(self.authMechanisms)
         #: Whether MAIL needs AUTH first.
@@ -184,6 +203,7 @@ class SMTPServerFactory(ServerFactory):
         portal = self.portal
         if portal is None or (method == "XOAUTH2" and ownsOnAuth(self.handler)):
             return self.handler.onAuth
+        authenticate = _authenticate or _loadAuthenticate()
 
         def onAuth(request: AuthRequest, session: Session) -> Deferred[AuthResult]:
             return authenticate(portal, request)

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService, Service
-from twisted.cred.checkers import ICredentialsChecker
-from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
@@ -32,10 +30,15 @@ from twisted_smtpd._serving.listeners import (
     splitDescription,
 )
 from twisted_smtpd._serving.observers import Observer
-from twisted_smtpd._serving.proxy import HEADER_TIMEOUT, ProxyWrappingFactory
 from twisted_smtpd._serving.server import SMTPServerFactory
 from twisted_smtpd._serving.tlsfailures import ListenerTLSFactory
 from twisted_smtpd.interfaces import ISMTPHandler
+
+if TYPE_CHECKING:
+    # twisted.cred is loaded only for checkers or a portal
+    # (twisted_smtpd._serving.cred).
+    from twisted.cred.checkers import ICredentialsChecker
+    from twisted.cred.portal import Portal
 
 
 class SMTPServer(MultiService):
@@ -291,6 +294,9 @@ class SMTPServer(MultiService):
                     self.factory.tls.contextFactory(), factory, description
                 )
             else:
+                # Loaded for a haproxy: listener only.
+                from twisted_smtpd._serving.proxy import HEADER_TIMEOUT, ProxyWrappingFactory
+
                 options = self.factory.options
                 factory = ProxyWrappingFactory(
                     factory,

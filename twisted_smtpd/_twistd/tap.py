@@ -21,9 +21,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.cred.credentials import IUsernameHashedPassword, IUsernamePassword
 from twisted.cred.strcred import AuthOptionMixin
 from twisted.python import usage
+from zope.interface import Interface
 
 from twisted_smtpd._core.files import NotRegularFile, checkReadable, keepReads, keptReads
 from twisted_smtpd._core.hostname import UnusableMachineName, machineName
@@ -44,7 +44,6 @@ from twisted_smtpd._serving.tls import ServerTLS
 from twisted_smtpd._twistd.daemon import SMTPDaemon
 from twisted_smtpd._twistd.heldsignals import HELD
 from twisted_smtpd._twistd.logfile import jsonBesideSyslog, rotateKeepUnused
-from twisted_smtpd._twistd.passwordfile import PasswordFile
 from twisted_smtpd._twistd.redact import withoutPassword
 from twisted_smtpd._twistd.runuser import asRunUser, runIdentity
 from twisted_smtpd._twistd.tapauth import (
@@ -62,7 +61,6 @@ from twisted_smtpd._twistd.tapconfig import (
     reason,
 )
 from twisted_smtpd._twistd.tapdefinitions import FLAGS, LONGDESC, PARAMETERS
-from twisted_smtpd._twistd.tapfile import fileArguments
 from twisted_smtpd._twistd.tapflags import (
     _HIDE_ATTRIBUTES,
     _MODIFIERS,
@@ -86,7 +84,6 @@ from twisted_smtpd._twistd.taphost import (
 )
 from twisted_smtpd._twistd.tapservice import makeService
 from twisted_smtpd._twistd.tapunused import cappedBacklogs, unusedFlags
-from twisted_smtpd._twistd.unixpasswords import UnixPasswords
 from twisted_smtpd._twistd.workerlisteners import (
     INHERITED,
     bindAll,
@@ -95,6 +92,21 @@ from twisted_smtpd._twistd.workerlisteners import (
     inheritedListeners,
 )
 from twisted_smtpd.interfaces import ISMTPHandler
+
+
+class _CredentialInterfaces:
+    """
+    The credentials interfaces AUTH gives a checker (PLAIN and LOGIN a
+    password, CRAM-MD5 a hashed one), as L{Options.supportedInterfaces}:
+    imported from C{twisted.cred} when C{--auth}, C{--help-auth} or
+    C{--help-auth-type} asks for them, so that a server without C{--auth}
+    does not load it.
+    """
+
+    def __get__(self, instance: object, owner: type | None = None) -> tuple[type[Interface], ...]:
+        from twisted.cred.credentials import IUsernameHashedPassword, IUsernamePassword
+
+        return (IUsernamePassword, IUsernameHashedPassword)
 
 
 class Options(AuthOptionMixin, usage.Options):
@@ -112,7 +124,8 @@ class Options(AuthOptionMixin, usage.Options):
     synopsis = "[options]"
     longdesc = LONGDESC
 
-    supportedInterfaces = (IUsernamePassword, IUsernameHashedPassword)
+    #: The credentials AUTH gives a checker (L{_CredentialInterfaces}).
+    supportedInterfaces = _CredentialInterfaces()
 
     optFlags = FLAGS
     optParameters = PARAMETERS
@@ -163,6 +176,8 @@ class Options(AuthOptionMixin, usage.Options):
         """Add a checker for AUTH (see --help-auth): memory:USER:PASS, file:PATH, unix."""
         # A file: is read at start and again at a login once it changed:
         # by the user twistd --uid runs the server as.
+        from twisted_smtpd._twistd.passwordfile import PasswordFile
+
         with asRunUser(self):
             checkAuth(description)
             kind, _, path = description.partition(":")
@@ -170,6 +185,8 @@ class Options(AuthOptionMixin, usage.Options):
             if passwordFile is not None:
                 passwordFile.readNow()
         if kind.strip().lower() == "unix":
+            from twisted_smtpd._twistd.unixpasswords import UnixPasswords
+
             problem = unixPasswordsProblem(lambda: asRunUser(self))
             if problem is not None:
                 raise usage.UsageError(f"--auth {description!r}: {problem}")
@@ -304,6 +321,9 @@ class Options(AuthOptionMixin, usage.Options):
             given = self._givenOptions(arguments)
             path = given.get("config")
             if path is not None:
+                # The file's reader is loaded for --config only.
+                from twisted_smtpd._twistd.tapfile import fileArguments
+
                 fromFile, self["dropped"] = fileArguments(path, set(given), self.longOpt)
                 arguments = fromFile + arguments
             # The flags given, here or in the file: those that change

@@ -4,6 +4,9 @@ The checks of C{twistd smtpd --auth}: each checker's description
 (C{memory:}, C{file:}, C{unix}) refused at start where no login could
 succeed, AUTH offered where a flag needs it, and the users of
 C{memory:} stored as AUTH carries them.
+
+Without C{--auth}, nothing here loads C{twisted.cred} nor the checkers'
+modules.
 """
 
 from __future__ import annotations
@@ -13,16 +16,18 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
-from twisted.cred.checkers import ICredentialsChecker, InMemoryUsernamePasswordDatabaseDontUse
 from twisted.python import usage
 
 from twisted_smtpd._core.files import openRegular
 from twisted_smtpd._core.options import ServerOptions
 from twisted_smtpd._core.printable import printable
-from twisted_smtpd._serving.cred import decidableMechanisms, ownsOnAuth, portalFromCheckers
-from twisted_smtpd._twistd.passwordfile import fileProblems
+from twisted_smtpd._serving.authmechanisms import decidableMechanisms, ownsOnAuth
 from twisted_smtpd._twistd.tapconfig import reason
+
+if TYPE_CHECKING:
+    from twisted.cred.checkers import ICredentialsChecker
 
 
 def bytesUsers(checkers: Sequence[object]) -> None:
@@ -30,6 +35,10 @@ def bytesUsers(checkers: Sequence[object]) -> None:
     Store the users of C{--auth memory:...} checkers as bytes, as the
     credentials of AUTH carry them.
     """
+    if not checkers:
+        return
+    from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+
     for checker in checkers:
         if isinstance(checker, InMemoryUsernamePasswordDatabaseDontUse):
             checker.users = {
@@ -75,6 +84,8 @@ def checkAuth(description: str) -> None:
                     " knows the name)"
                 )
     elif kind == "file":
+        from twisted_smtpd._twistd.passwordfile import fileProblems
+
         try:
             with os.fdopen(openRegular(argument), "rb") as f:
                 problems = list(fileProblems(f))
@@ -160,6 +171,8 @@ def checkAuthOffered(
     """
     if not checkers:
         return
+    from twisted_smtpd._serving.cred import portalFromCheckers
+
     if "AUTH" in options.disabledCommands:
         raise usage.UsageError("--auth and --disable AUTH exclude each other")
     methods = options.authMethods

@@ -347,13 +347,21 @@ def checkInterface(flag: str, description: str, endpoint: object) -> None:
     if not isinstance(interface, str) or interface in ("", "0.0.0.0", "::"):  # noqa: S104
         return
     family = socket.AF_INET6 if isIPv6Address(interface) else socket.AF_INET
+    # An ASCII name or address goes as bytes, as binding passes it: given
+    # text, getaddrinfo() encodes it with the IDNA codec, which would be
+    # loaded for good (and refuses an empty or overlong label with a
+    # UnicodeError, where the resolver says the name is unknown).
+    host: str | bytes = interface.encode("ascii") if interface.isascii() else interface
     try:
         # As Twisted binds it: an IPv6 address with its scope (%eth0).
-        address = socket.getaddrinfo(interface, 0, family, socket.SOCK_STREAM)[0][4]
+        address = socket.getaddrinfo(host, 0, family, socket.SOCK_STREAM)[0][4]
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.bind(address)
     except OSError as e:
         raise usage.UsageError(f"--{flag} {description!r}: {listenReason(e)}") from None
+    except UnicodeError:
+        # A name that is not ASCII, which IDNA cannot encode.
+        raise usage.UsageError(f"--{flag} {description!r}: not a valid host name") from None
 
 
 def metricsDescription(description: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
@@ -24,23 +25,17 @@ from twisted_smtpd._twistd.logfile import logDestination
 from twisted_smtpd._twistd.openfiles import checkOpenFiles
 from twisted_smtpd._twistd.runuser import asRunUser
 from twisted_smtpd._twistd.tapconfig import exitWithError, reason
-from twisted_smtpd._twistd.workercert import SHARED_CERTIFICATE, SharedCertificate
-from twisted_smtpd._twistd.workers import WorkerPool
-from twisted_smtpd._twistd.workerside import (
-    ParentWatch,
-    closeStandardInput,
-    parentPipe,
-    stdoutToStderr,
-    workerName,
-)
-from twisted_smtpd._twistd.workerwatchdog import heartbeatPipe
 
 _log = Logger(namespace="twisted_smtpd.startup")
 
 if TYPE_CHECKING:
     # Imported when --metrics is given: the web server stays unloaded
-    # otherwise (its modules cost about 2 MiB of memory).
+    # otherwise (its modules cost about 2 MiB of memory).  The --workers
+    # modules are imported by the parent or by a worker only: a single
+    # process never runs their code.
     from twisted_smtpd._twistd.metricsservice import WorkerMetrics
+    from twisted_smtpd._twistd.workercert import SharedCertificate
+    from twisted_smtpd._twistd.workers import WorkerPool
 
 
 #: Seconds a worker may take to end once its sessions and its delivery are
@@ -64,6 +59,8 @@ def _workerReady() -> None:
     reload reads them again, as the user it runs as), and tells its parent
     it is ready.
     """
+    from twisted_smtpd._twistd.workerside import closeStandardInput
+
     forgetStartCopies()
     closeStandardInput()
 
@@ -94,8 +91,12 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
         # Text to syslog stays with twistd's observer; else one buffered
         # writer takes every line, in order.  A worker's goes to its
         # parent, through its standard output.
+        onBrokenPipe: Callable[[], object] | None = None
         if inherited:
+            from twisted_smtpd._twistd.workerside import stdoutToStderr
+
             destination = sys.stdout
+            onBrokenPipe = stdoutToStderr
         else:
             # Made by the user twistd --uid runs the server as, who rotates
             # it and opens it again.
@@ -104,7 +105,7 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
         writer = BufferedLogWriter(
             destination,
             json=config["log-format"] == "json",
-            onBrokenPipe=stdoutToStderr if inherited else None,
+            onBrokenPipe=onBrokenPipe,
         )
         # The lines of the last moments, at exit (after the reactor
         # stopped, lines are written at once).
@@ -116,6 +117,9 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
         for line in config.get("unused") or ():
             _log.warn("{text}", text=line)
     if config.get("workerListeners"):
+        from twisted_smtpd._twistd.workercert import SharedCertificate
+        from twisted_smtpd._twistd.workers import WorkerPool
+
         options = config["serverOptions"]
         directory = None
         if config["metrics"] is not None:
@@ -169,8 +173,16 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
         server.serveMetrics(None if inherited else config["metrics"])
     for fileno, family, description in inherited:
         server.addInherited(description, fileno, family)
-    pipe = parentPipe() if inherited else None
+    pipe = None
+    if inherited:
+        from twisted_smtpd._twistd.workerside import parentPipe
+
+        pipe = parentPipe()
     if pipe is not None:
+        from twisted_smtpd._twistd.workercert import SHARED_CERTIFICATE
+        from twisted_smtpd._twistd.workerside import ParentWatch, workerName
+        from twisted_smtpd._twistd.workerwatchdog import heartbeatPipe
+
         metricsDirectory = None
         if config["metrics"] is not None:
             from twisted_smtpd._serving.metrics import MULTIPROC_ENV

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Sequence
-from typing import Any
-
-from twisted.cred.checkers import ICredentialsChecker
+from typing import TYPE_CHECKING, Any
 
 from twisted_smtpd._core.options import ServerOptions
-from twisted_smtpd._serving.cred import decidableMechanisms, ownsOnAuth
+from twisted_smtpd._serving.authmechanisms import decidableMechanisms, ownsOnAuth
 from twisted_smtpd._serving.listeners import (
     OwnKeys,
     endpointKind,
@@ -26,6 +24,9 @@ from twisted_smtpd._serving.listeners import (
     splitDescription,
 )
 from twisted_smtpd._serving.sni import securityLevel, splitCiphers
+
+if TYPE_CHECKING:
+    from twisted.cred.checkers import ICredentialsChecker
 
 __all__ = ["cappedBacklogs", "unusedFlags"]
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import sys
-import sysconfig
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +40,12 @@ __all__ = ["THREADS_STOP_TIMEOUT", "boundReactorThreads", "boundThreadPoolStop",
 THREADS_STOP_TIMEOUT = 3.0
 
 _log = Logger(namespace="twisted_smtpd.shutdown")
+
+#: The directory of Python's standard library (that of C{threading}, as
+#: C{sysconfig.get_paths()["stdlib"]} names it), with a trailing separator;
+#: found without C{sysconfig}, which a server would otherwise load at start
+#: for a line it may never write.
+_STDLIB = os.path.join(os.path.dirname(threading.__file__), "")
 
 
 def _daemonThread(*args: Any, **kwargs: Any) -> threading.Thread:
@@ -61,9 +66,8 @@ def busyWhere(thread: threading.Thread) -> str:
     """
     frame = sys._current_frames().get(thread.ident or -1)
     innermost = frame
-    stdlib = os.path.join(sysconfig.get_paths()["stdlib"], "")
     while frame is not None:
-        if not frame.f_code.co_filename.startswith(stdlib):
+        if not frame.f_code.co_filename.startswith(_STDLIB):
             innermost = frame
             break
         frame = frame.f_back
