@@ -438,20 +438,15 @@ class SessionMachine(RuleBasedStateMachine):
         error tarpit: replies are owed from before, the count reached the
         soft limit, and no hook or lookup is waited for.
         """
-        return self.mayHold() and self.tally.engaged
+        return self.mayHold() and self.tally.engaged and not self.handler.pending
 
     def mayHold(self) -> bool:
         """
         Whether the server may hold a reply in the error tarpit: replies
-        are owed from before, and no hook or lookup is waited for.
+        are owed from before, and no lookup is waited for (a hook may be:
+        C{onData} is asked at DATA, before its 354).
         """
-        return (
-            self.tarpitOn
-            and self.live()
-            and self.leftOwed > 0
-            and not self.handler.pending
-            and not self.lookups
-        )
+        return self.tarpitOn and self.live() and self.leftOwed > 0 and not self.lookups
 
     def tick(self) -> None:
         """
@@ -478,14 +473,7 @@ class SessionMachine(RuleBasedStateMachine):
         pipeline does), two ticks for each at most.
         """
         quiet = 0
-        while (
-            self.tarpitOn
-            and self.live()
-            and self.owed
-            and not self.handler.pending
-            and not self.lookups
-            and quiet <= 2
-        ):
+        while self.tarpitOn and self.live() and self.owed and not self.lookups and quiet <= 2:
             owed = len(self.owed)
             self.tick()
             quiet = 0 if len(self.owed) < owed else quiet + 1
@@ -528,7 +516,7 @@ class SessionMachine(RuleBasedStateMachine):
         self.events.dropUnanswered()
         # A refusal is logged when decided: the one whose reply is held may
         # wait for it.
-        waiting = int(self.tarpitOn and bool(self.owed) and not self.handler.pending)
+        waiting = int(self.tarpitOn and bool(self.owed))
         assert len(self.events.refusals) <= waiting, (
             f"refusals logged with no reply: {self.events.refusals!r}"
         )
@@ -1408,10 +1396,14 @@ class SessionMachine(RuleBasedStateMachine):
         unless it waits for the handler, which it does for the handler
         timeout at most.
         """
-        while seconds > 0 and self.mayHold():
-            # Held replies come tick by tick, each checked.
+        quiet = 0
+        while seconds > 0 and self.mayHold() and quiet <= 2:
+            # Held replies come tick by tick, each checked; three ticks
+            # with none and none is held (the replies owed wait for hooks).
+            owed = len(self.owed)
             self.tick()
             seconds -= self.sleep / 2
+            quiet = 0 if len(self.owed) < owed else quiet + 1
         self.advancing = True
         try:
             self.clock.advance(max(seconds, 0))
@@ -1459,6 +1451,8 @@ class SessionMachine(RuleBasedStateMachine):
         self.closed = True
         self.handler.closed = True
         self.owed.clear()
+        # A refusal whose reply was held is logged, never sent.
+        self.events.refusals.clear()
         self.proto.connectionLost(Failure(ConnectionLost()))
         self.settle()
 
