@@ -1439,6 +1439,24 @@ class SessionMachine(RuleBasedStateMachine):
             waited = self.clock.seconds() - self.shutdownAt
             assert waited < CLOSE_TIMEOUT, f"open {waited} s after the server began to close"
 
+    @precondition(lambda self: self.started and self.closed and not self.handler.connectionLost)
+    @rule(lines=st.lists(COMMANDS | EVIL_LINES, min_size=1, max_size=4))
+    def afterClose(self, lines: list[bytes]) -> None:
+        """
+        What the client still sends once the server closed (after a
+        refusal that ends the session, a deadline, QUIT) is dropped: no
+        reply, no hook, no log event.  (The lingering close that reads it
+        on a plain TCP connection, docs/behaviour.md, needs Twisted's own
+        connection under the session: this transport has none, so its
+        half-close is not fuzzed here; tests.test_lingering has it.)
+        """
+        calls = len(self.handler.calls)
+        events = len(self.events.refusals)
+        self.proto.dataReceived(b"".join(line + b"\r\n" for line in lines))
+        assert self.transport.value() == b"", self.transport.value()
+        assert self.handler.calls[calls:] == [], self.handler.calls[calls:]
+        assert len(self.events.refusals) == events, self.events.refusals
+
     @precondition(lambda self: self.live())
     @rule(now=st.integers(0, 3))
     def disconnect(self, now: int) -> None:
