@@ -394,7 +394,7 @@ class SessionMachine(RuleBasedStateMachine):
         The reverse lookup of the client answers.
         """
         self.lookups.pop(0).callback(name)
-        self.lastInput = self.clock.seconds()
+        self.since = self.lastInput = self.clock.seconds()
         self.collect()
 
     def live(self) -> bool:
@@ -454,6 +454,11 @@ class SessionMachine(RuleBasedStateMachine):
         matched: a held reply comes exactly C{errorSleep} after it could
         be made, never before; no hook is called while none comes.
         """
+        # What was written before (a FIN let the held replies out) is not
+        # the tick's.
+        self.collect()
+        if not self.live():
+            return
         calls = len(self.handler.calls)
         self.ticking = self.advancing = True
         try:
@@ -897,6 +902,8 @@ class SessionMachine(RuleBasedStateMachine):
         """
         while self.lookups:
             self.lookups.pop(0).callback(None)
+            # As in lookedUp: the wait for it was not the client's silence.
+            self.since = self.lastInput = self.clock.seconds()
             self.collect()
         for _ in range(1000):
             if self.handler.pending:
