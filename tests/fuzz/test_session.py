@@ -1426,6 +1426,35 @@ class SessionMachine(RuleBasedStateMachine):
             waited = self.clock.seconds() - self.handler.lastLate
             assert waited < HANDLER_TIMEOUT + 2, f"waited {waited} s for a hook and still open"
 
+    @precondition(
+        lambda self: (
+            self.tarpitOn and self.live() and self.tally.engaged and self.shutdownAt is None
+        )
+    )
+    @rule(count=st.integers(2, 5))
+    def heldThenIdle(self, count: int) -> None:
+        """
+        Past the soft limit, NOOPs pipelined are answered one per
+        C{errorSleep}; then the client falls silent: the time its replies
+        were held is not its silence, so the session is still open
+        C{socketTimeout} less two seconds after the last one came (the
+        deadline timer's period, and a second more), and closed two
+        seconds past it (the C{advance} rule checks that).
+        """
+        self.settle()
+        if not self.live() or not self.tally.engaged or self.authActive or self.bdatOpen:
+            return
+        for _ in range(count):
+            self.owed.append(("line", b"NOOP"))
+        self.feed(b"NOOP\r\n" * count, [])
+        self.waitHeld()
+        if not self.live() or self.owed:
+            return
+        last = self.clock.seconds()
+        self.advance(SOCKET_TIMEOUT - 2)
+        assert self.live(), f"closed {self.clock.seconds() - last} s after a held reply"
+        self.advance(4)
+
     @precondition(lambda self: self.live() and self.shutdownAt is None)
     @rule(now=st.integers(0, 3))
     def shutdown(self, now: int) -> None:
@@ -1572,6 +1601,10 @@ class SessionMachine(RuleBasedStateMachine):
             self.owed.append(("line", b"*"))
             self.feed(b"*\r\n", [])
             self.settle()
+        if self.tarpitOn and self.live() and self.tally.engaged and len(self.handler.calls) % 2:
+            # Half of the sessions past the soft limit at their end (the
+            # rule is seldom drawn while they are).
+            self.heldThenIdle(3)
         if self.live():
             self.owed.append(("line", b"NOOP"))
             self.feed(b"NOOP\r\n", [])
