@@ -475,7 +475,8 @@ class SessionMachine(RuleBasedStateMachine):
         """
         Let the clock run while the replies owed may be held by the error
         tarpit (the client waits for them, as a client that does not
-        pipeline does), two ticks for each at most.
+        pipeline does): tick by tick, until three ticks in a row let none
+        out (a held reply takes two).
         """
         quiet = 0
         while self.tarpitOn and self.live() and self.owed and not self.lookups and quiet <= 2:
@@ -1156,8 +1157,8 @@ class SessionMachine(RuleBasedStateMachine):
             and not self.bdatOpen
             and not self.bdatDisabled
             # Thousands of chunks, each 250 held a second past the soft
-            # limit, or each refused past the size limit: not in the runs
-            # with the error tarpit.
+            # limit, or each refused past the size limit (each an error):
+            # not where the error tarpit may hold them.
             and not (self.tarpitOn and (self.size or self.tally.engaged))
         )
     )
