@@ -1445,6 +1445,9 @@ class SessionMachine(RuleBasedStateMachine):
         self.settle()
         if not self.live() or not self.tally.engaged or self.authActive or self.bdatOpen:
             return
+        if self.shutdownAt is not None:
+            # A server that stops ends the session within closeTimeout.
+            return
         for _ in range(count):
             self.owed.append(("line", b"NOOP"))
         self.feed(b"NOOP\r\n" * count, [])
