@@ -74,15 +74,35 @@ class Tally:
 
     @ivar closeDue: The last reply reached C{maxErrors}: the next must be
         C{421 4.7.0 Too many errors}.
+    @ivar soft: C{softErrorLimit}, or 0 when the error tarpit is off
+        (C{errorSleep} 0).
+    @ivar engaged: Whether the error tarpit holds every reply now
+        (docs/behaviour.md, "Error tarpit"): the count reached C{soft}
+        (below C{maxErrors}), and no message accepted since.
+    @ivar engagements: How many times the count reached C{soft}.
+    @ivar readClosed: The client shut its sending side: nothing is held
+        from then on.
     """
 
-    def __init__(self, maxErrors: int, maxJunk: int) -> None:
+    def __init__(self, maxErrors: int, maxJunk: int, soft: int = 0) -> None:
         self.maxErrors = maxErrors
         self.maxJunk = maxJunk
+        self.soft = soft
         self.errors = 0
         self.junk = 0
         self.overshoot = 0
         self.closeDue = False
+        self.engaged = False
+        self.engagements = 0
+        self.readClosed = False
+
+    def shutSending(self) -> None:
+        """
+        The client shut its sending side: the held reply leaves at once,
+        and no reply is held after it.
+        """
+        self.readClosed = True
+        self.engaged = False
 
     def junkWouldClose(self) -> bool:
         """
@@ -121,12 +141,18 @@ class Tally:
         if any(code >= 400 for code in codes):
             self._error()
         else:
+            # Forgiven before its 250, which is not held.
             self.errors = self.junk = 0
+            self.engaged = False
 
     def _error(self) -> None:
         self.errors += 1
         if self.errors >= self.maxErrors:
             self.closeDue = True
+        elif self.errors == self.soft and not self.readClosed:
+            # Postfix's smtpd_soft_error_limit: every reply after this one.
+            self.engaged = True
+            self.engagements += 1
 
 
 class Events:

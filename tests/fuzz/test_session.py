@@ -35,6 +35,21 @@ that never ends is aborted with one log line; every reply line is
 printable ASCII; no log line holds a control character, a line separator
 or a bidirectional override; no call is left on the clock once the
 connection is lost.
+
+Half of the sessions have the error tarpit (docs/behaviour.md, "Error
+tarpit"): a soft error limit of 2 to 4 and C{errorSleep} of one second.
+The clock then moves half a second at a time while replies are owed: once
+the model's count of errors reaches the limit, every reply comes exactly
+C{errorSleep} after it could be made (its command read, its hook answered,
+the reply before it sent), one command's replies at a time, and no hook is
+called meanwhile; the 250 of a message accepted comes at once and the
+replies after it too, until the count reaches the limit again; the replies
+that end the session are not held, and a held one leaves with them; the
+refusal that reaches C{maxErrors} is held and its 421 follows it; a FIN
+lets every reply out at once; the session's one C{soft error limit
+reached} line comes when the count first reaches the limit; and a deadline
+of the client's (silence, a line, the data rate) never runs out because a
+reply was held.
 """
 
 from __future__ import annotations
@@ -113,6 +128,10 @@ TRUSTED = ("192.0.2.0/24",)
 #: How long the server waits for a late hook.
 HANDLER_TIMEOUT = 300.0
 CLOSE_TIMEOUT = 30.0
+#: How long the error tarpit holds each reply, in the runs that have it.
+ERROR_SLEEP = 1.0
+#: How often the factory's timer checks the deadlines (deadlines.interval).
+CHECK_INTERVAL = 1.0
 #: Where a client's bytes are split: a few random places, or (EVERY) at
 #: every byte boundary.
 EVERY = [-1]
@@ -211,6 +230,25 @@ class SessionMachine(RuleBasedStateMachine):
         self.trustedFrom = True
         self.forwarding = False
         self.events = Events()
+        # The error tarpit (docs/behaviour.md, "Error tarpit"): whether this
+        # run has it, its errorSleep, and the times the model checks held
+        # replies against: when the reply owed first could be made, and
+        # when a held one last came.
+        self.tarpitOn = False
+        self.sleep = 0.0
+        self.since = 0.0
+        self.lastRelease = float("-inf")
+        # The batch of replies being matched: whether it came as the clock
+        # moved by a tick, and where each reply is in it; the replies that
+        # came at once where the model expected them held (allowed only
+        # in a batch that closes the session, or for a message accepted);
+        # the replies still owed after the last batch.
+        self.ticking = False
+        self.fromTick = False
+        self.batchIndex = 0
+        self.promptHeld: list[tuple[str, int]] = []
+        self.leftOwed = 0
+        self.softLines = 0
         globalLogPublisher.addObserver(self._observe)
 
     def _observe(self, event: dict[str, Any]) -> None:
@@ -225,6 +263,8 @@ class SessionMachine(RuleBasedStateMachine):
             self.handshakeTimeouts += 1
         if "transaction cut after the close timeout" in text:
             self.cutLines += 1
+        if "soft error limit reached" in text:
+            self.softLines += 1
         if failure is not None:
             if "Unhandled" not in text:
                 if failure.check(FuzzError):
@@ -260,6 +300,8 @@ class SessionMachine(RuleBasedStateMachine):
         lookup=st.sampled_from([False] * 5 + [True]),
         forwarding=st.sampled_from([False, True, True]),
         dataRate=st.sampled_from([None, None, (100, 20.0)]),
+        tarpit=st.booleans(),
+        softErrorLimit=st.sampled_from([2, 3, 4]),
     )
     def connect(
         self,
@@ -279,6 +321,8 @@ class SessionMachine(RuleBasedStateMachine):
         lookup: bool,
         forwarding: bool,
         dataRate: tuple[int, float] | None,
+        tarpit: bool,
+        softErrorLimit: int,
     ) -> None:
         if asyncHooks:
             self.handler = AsyncFuzzHandler()
@@ -287,7 +331,11 @@ class SessionMachine(RuleBasedStateMachine):
         self.bdatDisabled = disableBdat
         self.size = size
         self.bare = bare
-        self.tally = Tally(maxErrors, maxJunk)
+        # Half of the runs have the error tarpit: every reply held
+        # errorSleep seconds once softErrorLimit errors are counted.
+        self.tarpitOn = tarpit
+        self.sleep = ERROR_SLEEP if tarpit else 0.0
+        self.tally = Tally(maxErrors, maxJunk, softErrorLimit if tarpit else 0)
         self.options = ServerOptions(
             name="mx.example.com",
             disableReverseLookup=not lookup,
@@ -297,10 +345,8 @@ class SessionMachine(RuleBasedStateMachine):
             allowInsecureAuth=insecureAuth,
             authOptional=authOptional,
             maxErrors=maxErrors,
-            # The model answers every command at once: the error tarpit
-            # (tests.test_errorsleep), which holds every reply past
-            # softErrorLimit errors, is off.
-            errorSleep=0,
+            softErrorLimit=softErrorLimit,
+            errorSleep=self.sleep,
             maxJunkCommands=maxJunk,
             maxRecipients=maxRecipients,
             closeTimeout=CLOSE_TIMEOUT,
@@ -348,7 +394,7 @@ class SessionMachine(RuleBasedStateMachine):
         The reverse lookup of the client answers.
         """
         self.lookups.pop(0).callback(name)
-        self.lastInput = self.clock.seconds()
+        self.since = self.lastInput = self.clock.seconds()
         self.collect()
 
     def live(self) -> bool:
@@ -365,6 +411,13 @@ class SessionMachine(RuleBasedStateMachine):
             points: Any = range(1, len(data) + 1)
         else:
             points = sorted({c % (len(data) + 1) for c in cuts} | {len(data)})
+        if self.leftOwed == 0:
+            # The server was idle: the first reply may be made now.
+            self.since = self.clock.seconds()
+        # The model's view: the server holds a reply (it owes one, and no
+        # hook or lookup keeps it): the commands sent now must wait.
+        held = self.heldNow()
+        calls = len(self.handler.calls)
         previous = 0
         for point in points:
             if point > previous:
@@ -373,7 +426,63 @@ class SessionMachine(RuleBasedStateMachine):
                 self.lastInput = self.clock.seconds()
                 if fireBetween and self.handler.pending:
                     self.handler.fireOne()
+        replied = self.transport.value() != b""
         self.collect()
+        if held and not replied and not fireBetween:
+            called = [c for c in self.handler.calls[calls:] if c[0] != "onClose"]
+            assert called == [], f"hooks called while a reply was held: {called!r}"
+
+    def heldNow(self) -> bool:
+        """
+        Whether, as the model sees it, the server holds a reply in the
+        error tarpit: replies are owed from before, the count reached the
+        soft limit, and no hook or lookup is waited for.
+        """
+        return self.mayHold() and self.tally.engaged and not self.handler.pending
+
+    def mayHold(self) -> bool:
+        """
+        Whether the server may hold a reply in the error tarpit: replies
+        are owed from before, and no lookup is waited for (a hook may be:
+        C{onData} is asked at DATA, before its 354).
+        """
+        return self.tarpitOn and self.live() and self.leftOwed > 0 and not self.lookups
+
+    def tick(self) -> None:
+        """
+        Half of C{errorSleep} passes, and the replies it lets out are
+        matched: a held reply comes exactly C{errorSleep} after it could
+        be made, never before; no hook is called while none comes.
+        """
+        # What was written before (a FIN let the held replies out) is not
+        # the tick's.
+        self.collect()
+        if not self.live():
+            return
+        calls = len(self.handler.calls)
+        self.ticking = self.advancing = True
+        try:
+            self.clock.advance(self.sleep / 2)
+            replied = self.transport.value() != b""
+            self.collect()
+        finally:
+            self.ticking = self.advancing = False
+        if not replied:
+            called = [c for c in self.handler.calls[calls:] if c[0] != "onClose"]
+            assert called == [], f"hooks called while a reply was held: {called!r}"
+
+    def waitHeld(self) -> None:
+        """
+        Let the clock run while the replies owed may be held by the error
+        tarpit (the client waits for them, as a client that does not
+        pipeline does): tick by tick, until three ticks in a row let none
+        out (a held reply takes two).
+        """
+        quiet = 0
+        while self.tarpitOn and self.live() and self.owed and not self.lookups and quiet <= 2:
+            owed = len(self.owed)
+            self.tick()
+            quiet = 0 if len(self.owed) < owed else quiet + 1
 
     def collect(self) -> None:
         """
@@ -386,13 +495,37 @@ class SessionMachine(RuleBasedStateMachine):
             assert data == b"", f"output after the connection closed: {data!r}"
         else:
             replies, self.out = parseReplies(self.out + data)
-            for code, lines in replies:
+            self.fromTick = self.ticking
+            self.promptHeld = []
+            for index, (code, lines) in enumerate(replies):
                 assert not self.closed, f"reply after the connection closed: {code} {lines!r}"
+                self.batchIndex = index
                 self.reply(code, lines)
             if not self.closed:
                 assert not self.tally.closeDue, "maxErrors reached, and no 421 Too many errors"
+                # Replies held before a reply that ends the session leave
+                # with it, at once; others come one batch at a time.
+                assert not self.promptHeld, (
+                    f"replies not held past the soft limit: {self.promptHeld}"
+                )
+            if replies:
+                now = self.since = self.clock.seconds()
+                if self.fromTick and self.tarpitOn:
+                    # A held reply: the hold was not the client's silence.
+                    self.lastRelease = self.lastInput = now
+        self.leftOwed = len(self.owed)
+        # The tarpit's one line, once the count reached the limit: no later
+        # than the reply that reached it, and once in the session.
+        assert self.softLines <= 1, f"{self.softLines} soft error limit lines"
+        if self.tally.engagements:
+            assert self.softLines == 1, "soft error limit reached, and no log line"
         self.events.dropUnanswered()
-        assert not self.events.refusals, f"refusals logged with no reply: {self.events.refusals!r}"
+        # A refusal is logged when decided: the one whose reply is held may
+        # wait for it.
+        waiting = int(self.tarpitOn and bool(self.owed))
+        assert len(self.events.refusals) <= waiting, (
+            f"refusals logged with no reply: {self.events.refusals!r}"
+        )
         assert not self.handler.lateCalls, f"hooks called after the close: {self.handler.lateCalls}"
 
     def close(self) -> None:
@@ -427,6 +560,7 @@ class SessionMachine(RuleBasedStateMachine):
         assert self.owed, f"unsolicited reply {code} {lines!r}"
         item = self.owed.popleft()
         kind = item[0]
+        held = self.tally.engaged
         if kind not in ("body", "oversize", "dropLimit") and code >= 400:
             # One log line for each refused command.
             logged = self.events.take("reject")
@@ -444,6 +578,9 @@ class SessionMachine(RuleBasedStateMachine):
         elif kind == "line":
             if not self.authActive and isJunk(item[1], self.lmtp, self.options.maxLineLength):
                 self.tally.countJunk()
+                # Counted before it runs (as Postfix does): the junk command
+                # that reaches the soft limit has its own reply held.
+                held = held or self.tally.engaged
                 assert not self.tally.closeDue or self.closed, (
                     f"junk command {item[1][:40]!r} past the limits answered {code}, not 421"
                 )
@@ -477,6 +614,35 @@ class SessionMachine(RuleBasedStateMachine):
                 self.greeted = False
                 self.secure = True
             self.tally.refused(code, lines)
+        self.checkHeld(code, item, held)
+
+    def checkHeld(self, code: int, item: tuple[Any, ...], held: bool) -> None:
+        """
+        In a run with the error tarpit: a reply the model expects C{held}
+        (the count reached the soft limit) came as the clock moved, first
+        of its batch, exactly C{errorSleep} after it could be made; one it
+        does not expect held came at once.  The replies one command makes
+        together (one per LMTP recipient) come together; those that end
+        the session are not held (see L{collect} and L{bodyReplied} for
+        the held replies that may come at once).
+        """
+        if not self.tarpitOn or code in (221, 421, 521):
+            return
+        kind = item[0]
+        if kind in ("body", "oversize") and item[-2] > 0:
+            return
+        released = self.fromTick and self.batchIndex == 0
+        waited = self.clock.seconds() - self.since
+        accepted = kind == "body" and item[-1] == 1 and code < 400
+        if held:
+            if released:
+                assert waited == self.sleep, f"{code} ({kind}) held {waited} s, not {self.sleep}"
+            elif not accepted:
+                # Unless an LMTP message's last reply shows it accepted
+                # (bodyReplied), or the batch ends the session.
+                self.promptHeld.append((kind, code))
+        else:
+            assert not released, f"{code} ({kind}) {waited} s late under the soft error limit"
 
     def closingReply(self, code: int, text: bytes, head: tuple[Any, ...]) -> None:
         """
@@ -505,12 +671,14 @@ class SessionMachine(RuleBasedStateMachine):
             self.timedOut(code)
         elif oracle.TIMEOUT in text:
             assert self.advancing, f"{code} {text!r} while no time passed"
+            self.notFromHold(SOCKET_TIMEOUT, text)
             logged = False
             self.timedOut(code)
         elif oracle.TOO_SLOW in text:
             # minDataRate: only inside a message transfer, as time passes.
             assert self.options.minDataRate is not None, text
             assert self.advancing, f"{code} {text!r} while no time passed"
+            self.notFromHold(self.options.minDataRate[1], text)
             logged = False
             self.timedOut(code)
         elif oracle.SHUTDOWN in text:
@@ -530,6 +698,15 @@ class SessionMachine(RuleBasedStateMachine):
         if logged:
             self.events.take("reject")
         self.close()
+
+    def notFromHold(self, seconds: float, text: bytes) -> None:
+        """
+        A deadline of the client's (silence, a line, the data rate) ran out
+        C{seconds} after the last held reply at least (less the timer's
+        period): the time a reply is held is not the client's.
+        """
+        since = self.clock.seconds() - self.lastRelease
+        assert since >= seconds - CHECK_INTERVAL, f"{text!r} {since} s after a held reply"
 
     def timedOut(self, code: int) -> None:
         """
@@ -652,6 +829,10 @@ class SessionMachine(RuleBasedStateMachine):
         if index == count - 1:
             self.resetTransaction()
             self.tally.message(self.messageCodes)
+            if all(c < 400 for c in self.messageCodes):
+                # A message accepted forgives the errors before its 250,
+                # which is not held.
+                self.promptHeld = [p for p in self.promptHeld if p[0] != "body"]
             if any(c in (421, 521) for c in self.messageCodes):
                 # onData's 421 or 521 closes the session after the replies.
                 self.close()
@@ -722,13 +903,20 @@ class SessionMachine(RuleBasedStateMachine):
         """
         while self.lookups:
             self.lookups.pop(0).callback(None)
+            # As in lookedUp: the wait for it was not the client's silence.
+            self.since = self.lastInput = self.clock.seconds()
             self.collect()
         for _ in range(1000):
-            if not self.handler.pending:
+            if self.handler.pending:
+                self.fireOne()
+            elif self.tarpitOn and self.live() and self.owed:
+                # Held replies: the clock runs until they come.
+                owed = len(self.owed)
+                self.waitHeld()
+                if len(self.owed) == owed and not self.handler.pending:
+                    break
+            else:
                 break
-            self.handler.fireOne()
-            self.lastInput = self.clock.seconds()
-            self.collect()
         self.collect()
         if self.live():
             assert not self.handler.pending
@@ -852,6 +1040,7 @@ class SessionMachine(RuleBasedStateMachine):
         calls = len(self.handler.calls)
         self.owed.append(("line", answer))
         self.feed(answer + b"\r\n", cuts)
+        self.waitHeld()
         if len(answer) > AUTH_LINE_LIMIT:
             assert self.closed or self.lastCode == 500, self.lastCode
             assert not self.authActive
@@ -876,6 +1065,7 @@ class SessionMachine(RuleBasedStateMachine):
             return
         self.owed.append(("line", b"DATA"))
         self.feed(b"DATA\r\n", [])
+        self.waitHeld()
         if self.closed or self.lastCode != 354:
             return
         count = self.rcpts if self.lmtp else 1
@@ -962,7 +1152,14 @@ class SessionMachine(RuleBasedStateMachine):
 
     @precondition(
         lambda self: (
-            self.live() and not self.authActive and not self.bdatOpen and not self.bdatDisabled
+            self.live()
+            and not self.authActive
+            and not self.bdatOpen
+            and not self.bdatDisabled
+            # Thousands of chunks, each 250 held a second past the soft
+            # limit, or each refused past the size limit (each an error):
+            # not where the error tarpit may hold them.
+            and not (self.tarpitOn and (self.size or self.tally.engaged))
         )
     )
     @rule(now=st.integers(0, 15), chunks=st.sampled_from([4095, 4100]))
@@ -986,6 +1183,8 @@ class SessionMachine(RuleBasedStateMachine):
                 self.sendEnvelope(True, b"<a@example.com>", 1, [], False)
                 self.settle()
             if not self.live() or self.authActive or not (self.mailOk and self.rcpts):
+                return
+            if self.tarpitOn and self.tally.engaged:
                 return
             for _ in range(chunks):
                 if not self.oversize(b"BDAT 1", 1, False):
@@ -1063,6 +1262,7 @@ class SessionMachine(RuleBasedStateMachine):
         expectTLS = self.greeted and not self.secure
         wasSecure = self.secure
         self.feed(b"STARTTLS\r\n" + (junk if expectTLS else b""), [])
+        self.waitHeld()
         if expectTLS and not self.closed:
             assert self.lastCode == 220, self.lastCode
         # Once in TLS (XCLIENT starting the session over included), never again.
@@ -1149,6 +1349,7 @@ class SessionMachine(RuleBasedStateMachine):
         if where == "data" and ready and not self.bdatOpen:
             self.owed.append(("line", b"DATA"))
             self.feed(b"DATA\r\n", [])
+            self.waitHeld()
             if not self.live() or self.lastCode != 354:
                 return
             data = b"Subject: x\r\n" + tail
@@ -1188,8 +1389,12 @@ class SessionMachine(RuleBasedStateMachine):
         """
         A late hook answers.
         """
+        self.fireOne()
+
+    def fireOne(self) -> None:
         self.handler.fireOne()
-        self.lastInput = self.clock.seconds()
+        # Its reply (held, past the soft limit) may be made from now.
+        self.since = self.lastInput = self.clock.seconds()
         self.collect()
 
     @rule(seconds=st.sampled_from([0.5, 1, 2, 5, 10, 30, 59, 61, 200]))
@@ -1199,9 +1404,17 @@ class SessionMachine(RuleBasedStateMachine):
         unless it waits for the handler, which it does for the handler
         timeout at most.
         """
+        quiet = 0
+        while seconds > 0 and self.mayHold() and quiet <= 2:
+            # Held replies come tick by tick, each checked; three ticks
+            # with none and none is held (the replies owed wait for hooks).
+            owed = len(self.owed)
+            self.tick()
+            seconds -= self.sleep / 2
+            quiet = 0 if len(self.owed) < owed else quiet + 1
         self.advancing = True
         try:
-            self.clock.advance(seconds)
+            self.clock.advance(max(seconds, 0))
             self.collect()
         finally:
             self.advancing = False
@@ -1213,6 +1426,38 @@ class SessionMachine(RuleBasedStateMachine):
         elif self.live():
             waited = self.clock.seconds() - self.handler.lastLate
             assert waited < HANDLER_TIMEOUT + 2, f"waited {waited} s for a hook and still open"
+
+    @precondition(
+        lambda self: (
+            self.tarpitOn and self.live() and self.tally.engaged and self.shutdownAt is None
+        )
+    )
+    @rule(count=st.integers(2, 5))
+    def heldThenIdle(self, count: int) -> None:
+        """
+        Past the soft limit, NOOPs pipelined are answered one per
+        C{errorSleep}; then the client falls silent: the time its replies
+        were held is not its silence, so the session is still open
+        C{socketTimeout} less two seconds after the last one came (the
+        deadline timer's period, and a second more), and closed two
+        seconds past it (the C{advance} rule checks that).
+        """
+        self.settle()
+        if not self.live() or not self.tally.engaged or self.authActive or self.bdatOpen:
+            return
+        if self.shutdownAt is not None:
+            # A server that stops ends the session within closeTimeout.
+            return
+        for _ in range(count):
+            self.owed.append(("line", b"NOOP"))
+        self.feed(b"NOOP\r\n" * count, [])
+        self.waitHeld()
+        if not self.live() or self.owed:
+            return
+        last = self.clock.seconds()
+        self.advance(SOCKET_TIMEOUT - 2)
+        assert self.live(), f"closed {self.clock.seconds() - last} s after a held reply"
+        self.advance(4)
 
     @precondition(lambda self: self.live() and self.shutdownAt is None)
     @rule(now=st.integers(0, 3))
@@ -1234,6 +1479,24 @@ class SessionMachine(RuleBasedStateMachine):
             waited = self.clock.seconds() - self.shutdownAt
             assert waited < CLOSE_TIMEOUT, f"open {waited} s after the server began to close"
 
+    @precondition(lambda self: self.started and self.closed and not self.handler.connectionLost)
+    @rule(lines=st.lists(COMMANDS | EVIL_LINES, min_size=1, max_size=4))
+    def afterClose(self, lines: list[bytes]) -> None:
+        """
+        What the client still sends once the server closed (after a
+        refusal that ends the session, a deadline, QUIT) is dropped: no
+        reply, no hook, no log event.  (The lingering close that reads it
+        on a plain TCP connection, docs/behaviour.md, needs Twisted's own
+        connection under the session: this transport has none, so its
+        half-close is not fuzzed here; tests.test_lingering has it.)
+        """
+        calls = len(self.handler.calls)
+        events = len(self.events.refusals)
+        self.proto.dataReceived(b"".join(line + b"\r\n" for line in lines))
+        assert self.transport.value() == b"", self.transport.value()
+        assert self.handler.calls[calls:] == [], self.handler.calls[calls:]
+        assert len(self.events.refusals) == events, self.events.refusals
+
     @precondition(lambda self: self.live())
     @rule(now=st.integers(0, 3))
     def disconnect(self, now: int) -> None:
@@ -1246,6 +1509,8 @@ class SessionMachine(RuleBasedStateMachine):
         self.closed = True
         self.handler.closed = True
         self.owed.clear()
+        # A refusal whose reply was held is logged, never sent.
+        self.events.refusals.clear()
         self.proto.connectionLost(Failure(ConnectionLost()))
         self.settle()
 
@@ -1259,6 +1524,7 @@ class SessionMachine(RuleBasedStateMachine):
         """
         if now:
             return
+        self.tally.shutSending()
         self.proto.readConnectionLost()
         self.settle()
         if self.live():
@@ -1339,6 +1605,10 @@ class SessionMachine(RuleBasedStateMachine):
             self.owed.append(("line", b"*"))
             self.feed(b"*\r\n", [])
             self.settle()
+        if self.tarpitOn and self.live() and self.tally.engaged and len(self.handler.calls) % 2:
+            # Half of the sessions past the soft limit at their end (the
+            # rule is seldom drawn while they are).
+            self.heldThenIdle(3)
         if self.live():
             self.owed.append(("line", b"NOOP"))
             self.feed(b"NOOP\r\n", [])
