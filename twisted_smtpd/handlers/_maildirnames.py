@@ -145,9 +145,13 @@ def recipientDirectory(address: str, localDomain: str) -> tuple[str, str]:
     @raise SMTPError: 553 5.1.3 when either part cannot be a safe directory
         name.
 
-    The domain's directory holds its labels in ASCII: a label in Unicode
-    is named by its A-label (L{_aLabels}), as clients without C{SMTPUTF8}
-    name it.
+    The domain's directory holds its labels in ASCII (L{domainInALabels}):
+    a label in Unicode is named by its A-label, as clients without
+    C{SMTPUTF8} name it, so that C{bücher.example} and
+    C{xn--bcher-kva.example} share C{xn--bcher-kva.example}, and so do two
+    spellings UTS 46 makes one (C{ᾀ.example} and C{ἀι.example}; not
+    C{faß.example} and C{fass.example}); ASCII labels stay as they are,
+    lower-cased, an underscore kept (C{_dmarc.xn--bcher-kva.example}).
     """
     local, at, domain = address.rpartition("@")
     if not at:
@@ -158,29 +162,7 @@ def recipientDirectory(address: str, localDomain: str) -> tuple[str, str]:
     domain = _canonicalLiteral(domain)
     safeLocal, safeDomain = _safeName(local), _safeName(domain)
     if safeDomain is not None and not safeDomain.isascii():
-        safeDomain = _aLabels(domain)
+        safeDomain = domainInALabels(domain)
     if safeLocal is None or safeDomain is None:
         raise SMTPError(553, "Error: mailbox name not allowed", "5.1.3")
     return safeDomain, safeLocal
-
-
-def _aLabels(domain: str) -> str | None:
-    """
-    C{domain}, a name holding U-labels, in A-labels (C{xn--} and its
-    Punycode, RFC 5891 section 4.4) as IDNA 2008 writes it with the UTS 46
-    mapping (L{domainInALabels}), so that a domain spelled in Unicode by a
-    client using C{SMTPUTF8} (RFC 6531) names the directory that clients
-    without it reach by the A-label their own IDNA library writes:
-    C{bücher.example} and C{xn--bcher-kva.example} share
-    C{xn--bcher-kva.example}, and so do two spellings the mapping makes
-    one (C{ᾀ.example} and C{ἀι.example}, the Cherokee small letters and
-    their capitals).  The mapping is not IDNA 2003's: C{faß.example} is
-    not C{fass.example}.  Its ASCII labels stay as they are, lower-cased,
-    an underscore kept: C{_dmarc.bücher.example} is
-    C{_dmarc.xn--bcher-kva.example}.
-
-    @return: The name, or C{None} when it has no A-label form (an empty
-        label, a final dot, which no path holds, included; a label too
-        long; a code point IDNA 2008 disallows).
-    """
-    return domainInALabels(domain)
