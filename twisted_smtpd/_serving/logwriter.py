@@ -17,12 +17,19 @@ standard output gone) loses the lines of the writes that fail, counted:
 standard error gets one line saying so at most every
 L{FAILURE_REPORT_INTERVAL} seconds, and the first write that succeeds
 again starts with a line saying how many were lost.
+
+Standard output that is a pipe, a socket or a terminal is written without
+waiting for its reader (L{StreamOut}): a reader that stops reading (a
+stalled log collector, a pipeline's program suspended) never stops the
+server.  Up to C{behind} bytes wait for it; past that, lines are lost
+and counted in the same way.
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import os
 import re
 import sys
 import time
@@ -38,12 +45,17 @@ from zope.interface import implementer
 from twisted_smtpd._core.printable import printable
 from twisted_smtpd._serving.jsonlines import jsonDefault, jsonEvent
 from twisted_smtpd._serving.logging import NAMESPACE
+from twisted_smtpd._serving.logstream import ReaderRoom, StreamOut, streamDescriptor, writable
 
 _string: Callable[[str], str] = encode_basestring_ascii
 
 #: The least seconds between two lines on standard error about a log that
 #: cannot be written.
 FAILURE_REPORT_INTERVAL = 60.0
+
+#: The most seconds the last lines wait for the reader of a stream, at
+#: exit (the reactor stopped).
+FINAL_WAIT = 2.0
 
 
 _NOISE = frozenset({"Starting factory {factory!r}", "Stopping factory {factory!r}"})
@@ -95,6 +107,7 @@ class BufferedLogWriter:
         interval: float = 0.5,
         limit: int = 65536,
         onBrokenPipe: Callable[[], object] | None = None,
+        behind: int = 1 << 20,
     ) -> None:
         """
         @param out: A text file (standard output, or C{twistd}'s C{LogFile}).
@@ -106,6 +119,9 @@ class BufferedLogWriter:
         @param onBrokenPipe: Called once when C{out} is a pipe whose reader
             is gone (a worker's parent, killed); it points C{out} somewhere
             else, and the lines are written there.
+        @param behind: The most bytes that wait for the reader of a
+            stream (a pipe, a socket, a terminal) that does not take them;
+            lines past it are lost.
         """
         self._out = out
         self._onBrokenPipe = onBrokenPipe
@@ -124,6 +140,14 @@ class BufferedLogWriter:
         self._lost = 0
         self._lostBecause = ""
         self._reportedAt: float | None = None
+        self._behind = behind
+        self._stream = self._streamOf(out)
+        self._gaveUp = False
+        self._watched: ReaderRoom | None = None
+
+    def _streamOf(self, out: IO[Any]) -> StreamOut | None:
+        fd = streamDescriptor(out)
+        return None if fd is None else StreamOut(fd, self._behind)
 
     @property
     def reactor(self) -> Any:
@@ -300,6 +324,9 @@ class BufferedLogWriter:
         are lost and counted (L{_failed}).
         """
         data = self._take()
+        if self._stream is not None:
+            self._flushStream(self._stream, data)
+            return
         if not data:
             return
         notice = self._lostNotice() if self._lost else ""
@@ -318,6 +345,87 @@ class BufferedLogWriter:
             rotation = takeNotice()
             if rotation is not None:
                 self._add(self._noticeLine(rotation))
+
+    def _flushStream(self, stream: StreamOut, data: str) -> None:
+        """
+        Give C{data} to the reader of a stream, without waiting for it
+        while the reactor runs: what it does not take now waits, written
+        as soon as it makes room (L{_awaitReader}); what does not fit
+        under C{behind} bytes waiting is lost, counted.
+        """
+        if data:
+            notice = self._lostNotice() if self._lost else ""
+            encoding = getattr(self._out, "encoding", None) or "utf-8"
+            if stream.put((notice + data).encode(encoding, "backslashreplace")):
+                self._lost = 0
+                self._reportedAt = None
+            else:
+                self._failed(
+                    data.count("\n"),
+                    OSError(errno.EAGAIN, f"its reader is {stream.waiting} bytes behind"),
+                )
+        reactor = self._reactor or self.reactor
+        running = getattr(reactor, "running", False)
+        try:
+            # At exit the reader gets FINAL_WAIT seconds once, not per line.
+            stream.drain(0.0 if running or self._gaveUp else FINAL_WAIT)
+        except OSError as e:
+            self._unwatch(reactor)
+            onBrokenPipe, self._onBrokenPipe = self._onBrokenPipe, None
+            if not isinstance(e, BrokenPipeError) or onBrokenPipe is None:
+                self._failed(stream.take().count(b"\n"), e)
+                return
+            onBrokenPipe()
+            # The same descriptor, now another file: the lines go there.
+            waiting = stream.take().decode("utf-8", "replace")
+            self._stream = self._streamOf(self._out)
+            self._buffer.insert(0, waiting)
+            self._size += len(waiting)
+            self.flush()
+            return
+        self._gaveUp = bool(stream.waiting) and not running
+        if not stream.waiting:
+            self._unwatch(reactor)
+        elif running:
+            self._awaitReader(stream, reactor)
+
+    def _awaitReader(self, stream: StreamOut, reactor: Any) -> None:
+        """
+        Write what waits as soon as the reader of C{stream} makes room:
+        the reactor watches it; a reactor that cannot (a test's clock)
+        flushes again C{interval} seconds later.
+        """
+        if self._watched is not None:
+            return
+        addWriter = getattr(reactor, "addWriter", None)
+        if addWriter is not None:
+            watched = ReaderRoom(stream.fd, self.flush, self._readerGone)
+            try:
+                addWriter(watched)
+            except (OSError, ValueError):
+                # A file epoll cannot watch; the timer, then.
+                pass
+            else:
+                self._watched = watched
+                return
+        if self._pending is None:
+            self._pending = reactor.callLater(self._interval, self._timed)
+
+    def _unwatch(self, reactor: Any) -> None:
+        """
+        The reactor no longer watches the stream.
+        """
+        watched, self._watched = self._watched, None
+        if watched is not None:
+            reactor.removeWriter(watched)
+
+    def _readerGone(self) -> None:
+        """
+        The reactor saw the stream's end and stopped watching it: the
+        next write says why.
+        """
+        self._watched = None
+        self.flush()
 
     def _noticeLine(self, text: str) -> str:
         """
@@ -361,14 +469,21 @@ class BufferedLogWriter:
             return
         self._reportedAt = now
         where = self.path or "standard output"
+        text = (
+            f"twisted-smtpd: cannot write the log to {where}: {self._lostBecause};"
+            f" lines lost so far: {self._lost}, more until it can be written again\n"
+        )
+        # Not sys.stderr: twistd points it into the log itself.
+        errors: Any = sys.__stderr__
         try:
-            # Not sys.stderr: twistd points it into the log itself.
-            errors: Any = sys.__stderr__
-            errors.write(
-                f"twisted-smtpd: cannot write the log to {where}: {self._lostBecause};"
-                f" lines lost so far: {self._lost}, more until it can be written again\n"
-            )
-            errors.flush()
+            fd = streamDescriptor(errors)
+            if fd is None:
+                errors.write(text)
+                errors.flush()
+            elif writable(fd):
+                # Often the same stream as the log (journald): its reader
+                # is not waited for either.
+                os.write(fd, text.encode("utf-8", "backslashreplace"))
         except (OSError, ValueError, AttributeError):
             pass
 

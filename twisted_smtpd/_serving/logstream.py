@@ -1,0 +1,185 @@
+# -*- test-case-name: tests.test_logstream -*-
+"""
+The log written into a pipe, a socket or a terminal (standard output read
+by journald, a container's log collector or a shell's pipeline) without
+waiting for its reader.
+
+A blocking C{write} into a pipe whose reader has stopped reading waits
+until it reads again: the whole server (one reactor) would stop with it,
+every session and every timer, for as long as the reader likes.  Setting
+C{O_NONBLOCK} is no answer: the flag belongs to the open file, shared
+with the processes that inherited it (the shell, the other programs of a
+pipeline).  So a L{StreamOut} writes only what the reader takes at once:
+at most C{PIPE_BUF} bytes at a time, each write made only when C{poll}
+says there is room for it (a pipe then has room for C{PIPE_BUF} bytes, a
+socket for more).  What the reader does not take waits, up to a bound;
+past it the log writer loses lines, counted, as for a full disk.  While
+bytes wait, the reactor watches the stream (L{ReaderRoom}) and the writer
+gives the reader more as soon as it makes room.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import stat
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import IWriteDescriptor
+from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from twisted.python.failure import Failure
+
+#: The most bytes one write gives the reader: a pipe that C{poll} says is
+#: writable takes that many without waiting.
+CHUNK: int = getattr(select, "PIPE_BUF", 512)
+
+
+def streamDescriptor(out: Any) -> int | None:
+    """
+    The file descriptor of C{out} if it is a pipe, a socket, a terminal or
+    another file that may make a writer wait for its reader.
+
+    @param out: A file object (standard output, a log file).
+    @return: The descriptor, or C{None} for a regular file (which a
+        C{write} fills, or fails: a full disk) or an object with no
+        descriptor of its own.
+    """
+    try:
+        fd = out.fileno()
+        if not isinstance(fd, int):
+            return None
+        mode = os.fstat(fd).st_mode
+    except (AttributeError, OSError, ValueError):
+        # io.UnsupportedOperation is an OSError and a ValueError.
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISBLK(mode):
+        return None
+    return fd
+
+
+def writable(fd: int, timeout: float = 0.0) -> bool:
+    """
+    Whether C{fd} takes a write of L{CHUNK} bytes without waiting (or an
+    error to report, its reader gone), waiting at most C{timeout} seconds.
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return bool(poller.poll(int(timeout * 1000)))
+
+
+class StreamOut:
+    """
+    Bytes for a stream's reader, written as it takes them: at most
+    C{limit} of them wait.
+
+    @ivar fd: The stream's file descriptor.
+    @ivar limit: The most bytes that wait for the reader.
+    """
+
+    def __init__(self, fd: int, limit: int) -> None:
+        """
+        @param fd: The stream's file descriptor (L{streamDescriptor}).
+        @param limit: The most bytes that may wait for the reader.
+        """
+        self.fd = fd
+        self.limit = limit
+        self._waiting = bytearray()
+
+    @property
+    def waiting(self) -> int:
+        """
+        The bytes the reader has not taken yet.
+        """
+        return len(self._waiting)
+
+    def put(self, data: bytes) -> bool:
+        """
+        Keep C{data} for the reader, if it fits under the limit.
+
+        @return: Whether it was kept; when not, nothing of it was.
+        """
+        if len(self._waiting) + len(data) > self.limit:
+            return False
+        self._waiting += data
+        return True
+
+    def drain(self, wait: float = 0.0) -> None:
+        """
+        Write what the reader takes now, or within C{wait} seconds (the
+        last lines, at exit).
+
+        @raise OSError: The stream cannot be written (C{EPIPE}: its reader
+            is gone); the bytes still waiting stay.
+        """
+        deadline = time.monotonic() + wait
+        while self._waiting:
+            if not writable(self.fd, max(0.0, deadline - time.monotonic())):
+                return
+            try:
+                written = os.write(self.fd, self._waiting[:CHUNK])
+            except BlockingIOError:
+                # A descriptor made non-blocking by another holder of it.
+                if time.monotonic() >= deadline:
+                    return
+                continue
+            del self._waiting[:written]
+
+    def take(self) -> bytes:
+        """
+        Empty the bytes waiting.
+
+        @return: What was waiting.
+        """
+        data = bytes(self._waiting)
+        self._waiting.clear()
+        return data
+
+
+@implementer(IWriteDescriptor)
+class ReaderRoom:
+    """
+    What the reactor watches while bytes wait for a stream's reader: it
+    calls L{doWrite} as soon as the reader has made room, so that a reader
+    that reads as fast as lines come loses none, however briefly it lags.
+    """
+
+    def __init__(self, fd: int, onRoom: Callable[[], object], onEnd: Callable[[], object]) -> None:
+        """
+        @param fd: The stream's file descriptor.
+        @param onRoom: Called when the reader made room (or is gone: the
+            write then fails and says so).
+        @param onEnd: Called when the reactor saw the stream end and
+            stopped watching it.
+        """
+        self._fd = fd
+        self._onRoom = onRoom
+        self._onEnd = onEnd
+
+    def fileno(self) -> int:
+        """
+        The stream's file descriptor.
+        """
+        return self._fd
+
+    def logPrefix(self) -> str:
+        """
+        What the reactor names this by.
+        """
+        return "log stream"
+
+    def doWrite(self) -> None:
+        """
+        The reader has made room, or is gone.
+        """
+        self._onRoom()
+
+    def connectionLost(self, reason: Failure) -> None:
+        """
+        The reactor saw the stream end (its reader gone) and stopped
+        watching it: the next write finds out why.
+        """
+        self._onRoom()
