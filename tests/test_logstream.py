@@ -11,6 +11,8 @@ import io
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextlib import suppress as ignoring
@@ -134,6 +136,7 @@ class StalledReaderTests(SynchronousTestCase):
         error hears it once, and the first lines the reader takes again
         start with the count.
         """
+        self.patch(logwriter, "STALL_WAIT", 0.2)
         self.writer(limit=100, behind=8192)
         with notWaiting(self):
             for n in range(300):
@@ -161,6 +164,65 @@ class StalledReaderTests(SynchronousTestCase):
         lost = int(notice.rsplit(": ", 1)[1])
         self.assertEqual(len(lines) - 2 + lost, 300)
 
+    def test_slowReaderLosesNothing(self) -> None:
+        """
+        A reader that takes bytes, however slowly, sets the pace once
+        C{behind} bytes wait: lines come as fast as they like (a flood of
+        refused commands), none is lost, and the server waits for the
+        reader as a blocking write would.
+        """
+        self.patch(logwriter, "STALL_WAIT", 2.0)
+        self.writer(limit=100, behind=8192)
+        stop = threading.Event()
+
+        def slowly() -> None:
+            while not stop.is_set():
+                self.pipe.read()
+                time.sleep(0.002)
+
+        reader = threading.Thread(target=slowly)
+        reader.start()
+        try:
+            with notWaiting(self, 20.0):
+                for n in range(2000):
+                    self.log.info("line {n:04d} " + "x" * 60, n=n)
+                    self.clock.advance(0.1)
+        finally:
+            stop.set()
+            reader.join()
+        for _ in range(100):
+            self.pipe.read()
+            self.clock.advance(0.5)
+        lines = self.pipe.received.decode().splitlines()
+        self.assertEqual(self.errors.getvalue(), "")
+        self.assertEqual(
+            [line.partition(" [other#info] ")[2][:9] for line in lines],
+            [f"line {n:04d}" for n in range(2000)],
+        )
+
+    def test_stalledGivenUpOnce(self) -> None:
+        """
+        A reader that takes nothing for C{STALL_WAIT} seconds with
+        C{behind} bytes waiting is waited for once, then given up: later
+        lines are lost without waiting again, until it reads again; then
+        it sets the pace again.
+        """
+        self.patch(logwriter, "STALL_WAIT", 0.3)
+        writer = self.writer(limit=100, behind=8192)
+        started = time.monotonic()
+        with notWaiting(self):
+            for n in range(300):
+                self.log.info("line {n:04d} " + "x" * 60, n=n)
+                self.clock.advance(0.1)
+        elapsed = time.monotonic() - started
+        self.assertGreaterEqual(elapsed, 0.3)
+        self.assertLess(elapsed, 0.9)
+        self.assertIn("bytes behind (EAGAIN); lines lost so far: ", self.errors.getvalue())
+        self.assertTrue(writer._stalled)
+        self.pipe.read()
+        self.clock.advance(1)
+        self.assertFalse(writer._stalled)
+
     def test_atExitBounded(self) -> None:
         """
         At exit (the reactor stopped) the last lines wait for the reader
@@ -183,6 +245,7 @@ class StalledReaderTests(SynchronousTestCase):
         errors.out.write("y" * 4096)
         errors.out.flush()
         self.patch(sys, "__stderr__", errors.out)
+        self.patch(logwriter, "STALL_WAIT", 0.2)
         self.writer(limit=100, behind=4096)
         with notWaiting(self):
             for n in range(200):

@@ -96,13 +96,15 @@ class StreamOut:
         """
         return len(self._waiting)
 
-    def put(self, data: bytes) -> bool:
+    def put(self, data: bytes, anyway: bool = False) -> bool:
         """
         Keep C{data} for the reader, if it fits under the limit.
 
+        @param anyway: Keep it past the limit (lines about to be counted
+            as lost, or written elsewhere, with those waiting).
         @return: Whether it was kept; when not, nothing of it was.
         """
-        if len(self._waiting) + len(data) > self.limit:
+        if len(self._waiting) + len(data) > self.limit and not anyway:
             return False
         self._waiting += data
         return True
@@ -127,6 +129,31 @@ class StreamOut:
                     return
                 continue
             del self._waiting[:written]
+
+    def makeRoom(self, size: int, stall: float) -> bool:
+        """
+        Write, waiting for the reader as a blocking write would, until
+        C{size} more bytes fit under the limit, unless the reader takes
+        nothing for C{stall} seconds.
+
+        @return: C{False} when the reader took nothing for C{stall}
+            seconds; C{True} when the bytes fit now, or never would
+            (C{size} alone is over the limit).
+        @raise OSError: The stream cannot be written (C{EPIPE}: its reader
+            is gone); the bytes still waiting stay.
+        """
+        while len(self._waiting) + size > self.limit:
+            if not self._waiting:
+                return True
+            if not writable(self.fd, stall):
+                return False
+            try:
+                written = os.write(self.fd, self._waiting[:CHUNK])
+            except BlockingIOError:
+                # A descriptor made non-blocking by another holder of it.
+                continue
+            del self._waiting[:written]
+        return True
 
     def take(self) -> bytes:
         """

@@ -18,11 +18,14 @@ standard error gets one line saying so at most every
 L{FAILURE_REPORT_INTERVAL} seconds, and the first write that succeeds
 again starts with a line saying how many were lost.
 
-Standard output that is a pipe, a socket or a terminal is written without
-waiting for its reader (L{StreamOut}): a reader that stops reading (a
-stalled log collector, a pipeline's program suspended) never stops the
-server.  Up to C{behind} bytes wait for it; past that, lines are lost
-and counted in the same way.
+Standard output that is a pipe, a socket or a terminal is written as far
+as its reader has room (L{StreamOut}); up to C{behind} bytes wait for it.
+A reader that far behind holds the server to its pace while it takes
+bytes, as a blocking write would, so that a flood of lines cannot push
+others out of a log whose reader is merely slow; one that takes nothing
+for L{STALL_WAIT} seconds (a stalled log collector, a pipeline's program
+suspended) is given up: lines are lost and counted in the same way until
+it reads again, and the server goes on.
 """
 
 from __future__ import annotations
@@ -56,6 +59,12 @@ FAILURE_REPORT_INTERVAL = 60.0
 #: The most seconds the last lines wait for the reader of a stream, at
 #: exit (the reactor stopped).
 FINAL_WAIT = 2.0
+
+#: The most seconds a stream's reader that is C{behind} bytes behind may
+#: take nothing before it is given up: until then the server goes at its
+#: pace (a slow reader loses nothing, however fast lines come), past it
+#: lines are lost, counted, until it takes bytes again.
+STALL_WAIT = 5.0
 
 
 _NOISE = frozenset({"Starting factory {factory!r}", "Stopping factory {factory!r}"})
@@ -143,6 +152,7 @@ class BufferedLogWriter:
         self._behind = behind
         self._stream = self._streamOf(out)
         self._gaveUp = False
+        self._stalled = False
         self._watched: ReaderRoom | None = None
 
     def _streamOf(self, out: IO[Any]) -> StreamOut | None:
@@ -348,27 +358,46 @@ class BufferedLogWriter:
 
     def _flushStream(self, stream: StreamOut, data: str) -> None:
         """
-        Give C{data} to the reader of a stream, without waiting for it
-        while the reactor runs: what it does not take now waits, written
-        as soon as it makes room (L{_awaitReader}); what does not fit
-        under C{behind} bytes waiting is lost, counted.
+        Give C{data} to the reader of a stream: what it does not take now
+        waits, written as soon as it makes room (L{_awaitReader}).  When
+        C{data} does not fit under C{behind} bytes waiting, the reader sets
+        the pace (L{StreamOut.makeRoom}) unless it took nothing for
+        L{STALL_WAIT} seconds; then lines are lost, counted, until it
+        takes bytes again.
         """
-        if data:
-            notice = self._lostNotice() if self._lost else ""
-            encoding = getattr(self._out, "encoding", None) or "utf-8"
-            if stream.put((notice + data).encode(encoding, "backslashreplace")):
-                self._lost = 0
-                self._reportedAt = None
-            else:
-                self._failed(
-                    data.count("\n"),
-                    OSError(errno.EAGAIN, f"its reader is {stream.waiting} bytes behind"),
-                )
         reactor = self._reactor or self.reactor
         running = getattr(reactor, "running", False)
         try:
+            if data:
+                notice = self._lostNotice() if self._lost else ""
+                encoding = getattr(self._out, "encoding", None) or "utf-8"
+                encoded = (notice + data).encode(encoding, "backslashreplace")
+                kept = stream.put(encoded)
+                if not kept and not self._stalled:
+                    # A reader this far behind sets the pace while it takes
+                    # bytes; one that takes none for STALL_WAIT is given up.
+                    stall = STALL_WAIT if running else min(STALL_WAIT, FINAL_WAIT)
+                    try:
+                        self._stalled = not stream.makeRoom(len(encoded), stall)
+                    except OSError:
+                        # Lost, counted, or written elsewhere with the rest.
+                        stream.put(encoded, anyway=True)
+                        raise
+                    kept = not self._stalled and stream.put(encoded)
+                if kept:
+                    self._lost = 0
+                    self._reportedAt = None
+                else:
+                    self._failed(
+                        data.count("\n"),
+                        OSError(errno.EAGAIN, f"its reader is {stream.waiting} bytes behind"),
+                    )
+            before = stream.waiting
             # At exit the reader gets FINAL_WAIT seconds once, not per line.
             stream.drain(0.0 if running or self._gaveUp else FINAL_WAIT)
+            if stream.waiting < before:
+                # It takes bytes again: it sets the pace again.
+                self._stalled = False
         except OSError as e:
             self._unwatch(reactor)
             onBrokenPipe, self._onBrokenPipe = self._onBrokenPipe, None
