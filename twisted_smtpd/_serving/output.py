@@ -325,7 +325,9 @@ class SessionOutput:
     def _sendHeld(self) -> None:
         # A reply held by the tarpit leaves first, at once, and no reply
         # is held after it: the session ends (a QUIT, a shutdown, a
-        # deadline, a lockout, a handler's 421).
+        # deadline, a lockout, a handler's 421).  A held 220 to STARTTLS
+        # is dropped instead (ErrorTarpit.cancel): the closing reply
+        # answers STARTTLS.
         tarpit = self.tarpit
         if tarpit is not None:
             for late, perText in tarpit.cancel(self):
