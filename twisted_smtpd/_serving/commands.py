@@ -8,7 +8,7 @@ HELP.  Functions of the protocol, dispatched by verb.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.features import extensions, updateTransmissionType
@@ -29,6 +29,8 @@ from twisted_smtpd._serving import transaction as _transaction
 if TYPE_CHECKING:
     from twisted_smtpd._serving.context import CommandContext, SessionControl
 
+_T = TypeVar("_T")
+
 
 def ehlo(p: CommandContext, argument: bytes) -> None:
     """
@@ -38,6 +40,7 @@ def ehlo(p: CommandContext, argument: bytes) -> None:
     verb = "LHLO" if options.lmtp else "EHLO"
     hostname = parseHelo(argument, options.lenientAddresses, verb)
 
+    @_thenJunk(p)
     def accepted(result: object) -> None:
         _greeted(p, verb, hostname)
         factory = p.server
@@ -51,7 +54,7 @@ def ehlo(p: CommandContext, argument: bytes) -> None:
         ext += _forwarding.advertised(p)
         p.reply(catalogue.ehlo(options.name, _heloText(p), ext), perText=True)
 
-    p.hook(p.handler.onHelo, (hostname, p.session), accepted, p.fail)
+    p.hook(p.handler.onHelo, (hostname, p.session), accepted, _thenJunk(p)(p.fail))
 
 
 def _authMechanisms(p: CommandContext) -> tuple[str, ...]:
@@ -74,11 +77,12 @@ def helo(p: CommandContext, argument: bytes) -> None:
     """
     hostname = parseHelo(argument, p.options.lenientAddresses, "HELO")
 
+    @_thenJunk(p)
     def accepted(result: object) -> None:
         _greeted(p, "HELO", hostname)
         p.reply(catalogue.helo(_heloText(p)), perText=True)
 
-    p.hook(p.handler.onHelo, (hostname, p.session), accepted, p.fail)
+    p.hook(p.handler.onHelo, (hostname, p.session), accepted, _thenJunk(p)(p.fail))
 
 
 def _heloText(p: CommandContext) -> str:
@@ -171,26 +175,57 @@ def lineTooLong(p: CommandContext, line: bytes) -> None:
 Action = Callable[["SessionControl", bytes], None]
 
 
-def _junk(action: Action) -> Action:
+def _junk(action: Action, hooked: bool = False) -> Action:
     """
     C{action}, for a command a client can repeat without end and move no
-    message on: counted first (L{SessionControl.countJunk}), and not run
-    when the count ended the session.
+    message on, counted (L{SessionControl.countJunk}) once it is answered,
+    as Postfix's C{smtpd_proto} counts a junk command after its action
+    has replied: the reply of the command whose count reaches
+    C{softErrorLimit} is not held, and the one whose count reaches
+    C{maxErrors} is sent before the C{421}.
+
+    @param hooked: Whether C{action} asks a hook (HELO, EHLO), whose
+        answer may come later: then C{action} counts the command itself
+        once it is answered (L{_thenJunk}), and only its refusal for a
+        bad argument is counted here.
     """
 
     def counted(p: SessionControl, argument: bytes) -> None:
-        p.countJunk()
-        if not p.closing:
+        try:
             action(p, argument)
+        except CommandError as e:
+            p.fail(e.reply)
+        else:
+            if hooked:
+                return
+        if not p.closing:
+            p.countJunk()
 
     return counted
 
 
+def _thenJunk(p: CommandContext) -> Callable[[Callable[[_T], None]], Callable[[_T], None]]:
+    """
+    A decorator: the answer of a junk command's hook, then the command
+    counted as junk (L{_junk}), unless the answer ended the session.
+    """
+
+    def decorate(answer: Callable[[_T], None]) -> Callable[[_T], None]:
+        def answered(value: _T) -> None:
+            answer(value)
+            if not p.closing:
+                p.countJunk()
+
+        return answered
+
+    return decorate
+
+
 #: The function for each command verb.
 DISPATCH: dict[Verb, Action] = {
-    Verb.EHLO: _junk(ehlo),
-    Verb.LHLO: _junk(ehlo),
-    Verb.HELO: _junk(helo),
+    Verb.EHLO: _junk(ehlo, hooked=True),
+    Verb.LHLO: _junk(ehlo, hooked=True),
+    Verb.HELO: _junk(helo, hooked=True),
     Verb.MAIL: _transaction.mail,
     Verb.RCPT: _transaction.rcpt,
     Verb.DATA: _transaction.data,
