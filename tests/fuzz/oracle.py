@@ -107,10 +107,12 @@ class Tally:
     def countJunk(self) -> None:
         """
         A junk command was answered: past C{maxJunk}, it counts as an
-        error (its 421, at C{maxErrors}, follows its reply).
+        error (its 421, at C{maxErrors}, follows its reply): the first
+        C{maxJunk + 1} do not, as Postfix compares the count before the
+        command (C{junk_cmds++ > limit}).
         """
         self.junk += 1
-        if self.maxJunk and self.junk > self.maxJunk:
+        if self.maxJunk and self.junk > self.maxJunk + 1:
             self._error()
 
     def refused(self, code: int, lines: list[bytes]) -> None:
