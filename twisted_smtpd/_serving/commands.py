@@ -8,7 +8,7 @@ HELP.  Functions of the protocol, dispatched by verb.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from twisted_smtpd._core import replies as catalogue
 from twisted_smtpd._core.features import extensions, updateTransmissionType
@@ -27,9 +27,8 @@ from twisted_smtpd._serving import tlscommand as _tlscommand
 from twisted_smtpd._serving import transaction as _transaction
 
 if TYPE_CHECKING:
+    from twisted_smtpd._core.replies import Reply
     from twisted_smtpd._serving.context import CommandContext, SessionControl
-
-_T = TypeVar("_T")
 
 
 def ehlo(p: CommandContext, argument: bytes) -> None:
@@ -40,7 +39,6 @@ def ehlo(p: CommandContext, argument: bytes) -> None:
     verb = "LHLO" if options.lmtp else "EHLO"
     hostname = parseHelo(argument, options.lenientAddresses, verb)
 
-    @_thenJunk(p)
     def accepted(result: object) -> None:
         _greeted(p, verb, hostname)
         factory = p.server
@@ -53,8 +51,13 @@ def ehlo(p: CommandContext, argument: bytes) -> None:
         )
         ext += _forwarding.advertised(p)
         p.reply(catalogue.ehlo(options.name, _heloText(p), ext), perText=True)
+        _junkAnswered(p)
 
-    p.hook(p.handler.onHelo, (hostname, p.session), accepted, _thenJunk(p)(p.fail))
+    def refused(reply: Reply) -> None:
+        p.fail(reply)
+        _junkAnswered(p)
+
+    p.hook(p.handler.onHelo, (hostname, p.session), accepted, refused)
 
 
 def _authMechanisms(p: CommandContext) -> tuple[str, ...]:
@@ -77,12 +80,16 @@ def helo(p: CommandContext, argument: bytes) -> None:
     """
     hostname = parseHelo(argument, p.options.lenientAddresses, "HELO")
 
-    @_thenJunk(p)
     def accepted(result: object) -> None:
         _greeted(p, "HELO", hostname)
         p.reply(catalogue.helo(_heloText(p)), perText=True)
+        _junkAnswered(p)
 
-    p.hook(p.handler.onHelo, (hostname, p.session), accepted, _thenJunk(p)(p.fail))
+    def refused(reply: Reply) -> None:
+        p.fail(reply)
+        _junkAnswered(p)
+
+    p.hook(p.handler.onHelo, (hostname, p.session), accepted, refused)
 
 
 def _heloText(p: CommandContext) -> str:
@@ -186,7 +193,7 @@ def _junk(action: Action, hooked: bool = False) -> Action:
 
     @param hooked: Whether C{action} asks a hook (HELO, EHLO), whose
         answer may come later: then C{action} counts the command itself
-        once it is answered (L{_thenJunk}), and only its refusal for a
+        once it is answered (L{_junkAnswered}), and only its refusal for a
         bad argument is counted here.
     """
 
@@ -204,21 +211,13 @@ def _junk(action: Action, hooked: bool = False) -> Action:
     return counted
 
 
-def _thenJunk(p: CommandContext) -> Callable[[Callable[[_T], None]], Callable[[_T], None]]:
+def _junkAnswered(p: CommandContext) -> None:
     """
-    A decorator: the answer of a junk command's hook, then the command
-    counted as junk (L{_junk}), unless the answer ended the session.
+    A junk command whose answer came from a hook (HELO, EHLO) was
+    answered: count it (L{_junk}), unless the answer ended the session.
     """
-
-    def decorate(answer: Callable[[_T], None]) -> Callable[[_T], None]:
-        def answered(value: _T) -> None:
-            answer(value)
-            if not p.closing:
-                p.countJunk()
-
-        return answered
-
-    return decorate
+    if not p.closing:
+        p.countJunk()
 
 
 #: The function for each command verb.
