@@ -125,6 +125,66 @@ class DelayTests(SynchronousTestCase):
         clock.advance(1)
         self.assertEqual(take(transport), replies.OK)
 
+    def test_junkReachingLimitPrompt(self) -> None:
+        """
+        A junk command past C{maxJunkCommands} is counted after its reply,
+        as Postfix's C{smtpd_proto} counts it once its action replied: the
+        one that is the tenth error is answered at once, like the refusal
+        that is; the reply after it waits.  So for an empty BDAT chunk and
+        for an EHLO whose C{onHelo} answers later.
+        """
+        MESSAGE = b"MAIL FROM:<s@example.com>\r\nRCPT TO:<r@example.com>\r\n"
+        CHUNK = b"250 2.0.0 OK: 0 octets received\r\n"
+        for command, reply, before in [
+            (b"NOOP\r\n", replies.OK, b""),
+            (b"RSET\r\n", replies.RESET, b""),
+            (b"HELP\r\n", replies.HELP, b""),
+            (b"HELO c\r\n", None, b""),
+            (b"BDAT 0\r\n", CHUNK, MESSAGE),
+        ]:
+            catcher = LogCatcher(self)
+            proto, transport, clock, _ = greeted(maxJunkCommands=1)
+            proto.dataReceived(before)
+            makeErrors(proto, transport, 9)
+            for _ in range(4):
+                proto.dataReceived(command)
+                answer = take(transport)
+                self.assertEqual(answer[:1], b"2", command)
+                self.assertTrue(reply is None or answer == reply, (command, answer))
+                if catcher.matching(SOFT_LIMIT_LINE):
+                    break
+            self.assertEqual(len(catcher.matching(SOFT_LIMIT_LINE)), 1, command)
+            self.assertIn("(10 errors)", catcher.matching(SOFT_LIMIT_LINE)[0])
+            proto.dataReceived(command)
+            self.assertEqual(take(transport), b"", command)
+            clock.advance(1)
+            self.assertEqual(take(transport)[:1], b"2", command)
+
+    def test_slowHeloReachingLimitPrompt(self) -> None:
+        """
+        An EHLO whose C{onHelo} answers later is counted once it answered:
+        the one that is the tenth error is answered at once when its hook
+        answers, not held.
+        """
+        catcher = LogCatcher(self)
+        handler = SlowHelo()
+        proto, transport, clock, _ = greeted(maxJunkCommands=1)
+        makeErrors(proto, transport, 9)
+        proto.handler = handler
+        for _ in range(4):
+            handler.pending = Deferred()
+            proto.dataReceived(b"EHLO c\r\n")
+            self.assertEqual(take(transport), b"")
+            handler.pending.callback(None)
+            self.assertTrue(take(transport).startswith(b"250-mx.example.com"))
+            if catcher.matching(SOFT_LIMIT_LINE):
+                break
+        self.assertIn("(10 errors)", catcher.matching(SOFT_LIMIT_LINE)[0])
+        proto.dataReceived(b"NOOP\r\n")
+        self.assertEqual(take(transport), b"")
+        clock.advance(1)
+        self.assertEqual(take(transport), replies.OK)
+
     def test_errorSleepSet(self) -> None:
         """
         C{softErrorLimit} and C{errorSleep} set the count and the delay.
@@ -202,6 +262,18 @@ class SlowRcpt(BaseHandler):
         self.pending: Deferred[None] = Deferred()
 
     def onRcptTo(self, address: Address, session: Session) -> object:
+        return self.pending
+
+
+class SlowHelo(BaseHandler):
+    """
+    C{onHelo} answers with the L{Deferred} in C{pending}.
+    """
+
+    def __init__(self) -> None:
+        self.pending: Deferred[None] = Deferred()
+
+    def onHelo(self, hostname: str, session: Session) -> object:
         return self.pending
 
 

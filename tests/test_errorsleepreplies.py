@@ -122,18 +122,24 @@ class ReplyKindsTests(SynchronousTestCase):
 
     def test_closedWhileTLSHeld(self) -> None:
         """
-        A server closing while the 220 of STARTTLS is held sends it and
-        its 421 in plaintext, and never starts TLS.
+        A server closing while the 220 of STARTTLS is held drops it and
+        answers STARTTLS with its 421 alone, in plaintext, and never
+        starts TLS: a client that read the 220 would start its handshake
+        and read the 421 behind it as a TLS record.  What it pipelined
+        behind STARTTLS is never run.
         """
         proto, transport = test_starttls.connect(softErrorLimit=1)
         proto.dataReceived(b"EHLO c\r\n" + BAD)
         take(transport)
-        proto.dataReceived(b"STARTTLS\r\n")
+        proto.dataReceived(b"STARTTLS\r\nMAIL FROM:<evil@example.com>\r\n")
         assert proto.server is not None
         proto.server.close()
-        self.assertEqual(take(transport), READY + replies.SHUTDOWN)
+        self.assertEqual(take(transport), replies.SHUTDOWN)
+        self.assertTrue(transport.disconnecting)
         proto.clock.advance(1)  # type: ignore[attr-defined]
         self.assertEqual(transport.tlsStarted, [])
+        self.assertEqual(take(transport), b"")
+        self.assertEqual(held(proto.clock), [])  # type: ignore[arg-type]
 
     def test_halfClosedWhileTLSHeld(self) -> None:
         """

@@ -99,9 +99,10 @@ class XClientTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
 
         proto, transport, clock, _ = connect(useXClient=trusted, maxErrors=1, maxJunkCommands=3)
-        # EHLO, then XCLIENT (not junk, as in Postfix), then EHLO and NOOP:
-        # three junk commands; the fourth is past the limit.
-        proto.dataReceived(b"EHLO c\r\nXCLIENT ADDR=203.0.113.5\r\nEHLO d\r\nNOOP\r\n")
+        # EHLO, then XCLIENT (not junk, as in Postfix), then EHLO and two
+        # NOOPs: four junk commands, all free (Postfix's junk_cmds++ > 3);
+        # the fifth counts.
+        proto.dataReceived(b"EHLO c\r\nXCLIENT ADDR=203.0.113.5\r\nEHLO d\r\nNOOP\r\nNOOP\r\n")
         self.assertFalse(transport.disconnecting)
         proto.dataReceived(b"NOOP\r\n")
         self.assertTrue(take(transport).endswith(replies.TOO_MANY_ERRORS))

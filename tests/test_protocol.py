@@ -454,9 +454,11 @@ class JunkCommandTests(SynchronousTestCase):
 
     def test_junkPastTheLimitCounts(self) -> None:
         """
-        Each junk command past C{maxJunkCommands} is one error: with
-        C{maxErrors=2}, the second past the limit gets 421 instead of its
-        reply, and one refusal line names it.
+        Each junk command after the first C{maxJunkCommands + 1} is one
+        error, counted after its reply (Postfix's C{smtpd_proto}): with
+        C{maxErrors=2}, the second that counts gets its reply, then 421,
+        and one refusal line names it; what was pipelined behind it is
+        not answered.
         """
         for junk in self.JUNK:
             events: list[tuple[str, dict[str, Any]]] = []
@@ -468,8 +470,10 @@ class JunkCommandTests(SynchronousTestCase):
             proto.dataReceived((junk + b"\r\n") * 4)
             self.assertFalse(transport.disconnecting, junk)
             self.assertEqual(len(re.findall(rb"^2\d\d ", take(transport), re.M)), 4, junk)
-            proto.dataReceived(junk + b"\r\n" + junk + b"\r\n")
-            self.assertEqual(take(transport), replies.TOO_MANY_ERRORS, junk)
+            proto.dataReceived((junk + b"\r\n") * 3)
+            out = take(transport)
+            self.assertEqual(len(re.findall(rb"^2\d\d ", out, re.M)), 2, junk)
+            self.assertTrue(out.endswith(replies.TOO_MANY_ERRORS), junk)
             self.assertTrue(transport.disconnecting, junk)
             rejects = [data for event, data in events if event == "reject"]
             self.assertEqual(len(rejects), 1, junk)
@@ -517,14 +521,35 @@ class JunkCommandTests(SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
         transaction(proto, transport)
         # The message accepted forgave the count; EHLO is the first again,
-        # the fourth chunk the first past the limit, the fifth the second.
+        # the fourth chunk the first that counts, the fifth the second:
+        # answered, then the 421.
         proto.dataReceived(b"BDAT 0\r\n" * 10)
         out = take(transport)
-        self.assertEqual(out.count(b"250 2.0.0 OK: 0 octets received\r\n"), 3)
+        self.assertEqual(out.count(b"250 2.0.0 OK: 0 octets received\r\n"), 5)
         self.assertTrue(out.endswith(replies.TOO_MANY_ERRORS), out)
         self.assertTrue(transport.disconnecting)
         rejects = [data for event, data in events if event == "reject"]
         self.assertEqual([r["command"] for r in rejects], ["BDAT"])
+
+    def test_postfixCount(self) -> None:
+        """
+        The count is Postfix's, C{junk_cmds++ > smtpd_junk_command_limit}
+        after each junk command's reply: with C{maxJunkCommands=2} and
+        C{maxErrors=3}, EHLO and two NOOPs are free, the next three NOOPs
+        are each answered and counted as an error, and the 421 follows the
+        reply of the third, as Postfix 3.7 answers with
+        C{smtpd_junk_command_limit=2} and C{smtpd_hard_error_limit=3}.
+        """
+        proto, transport, clock, _ = connect(maxJunkCommands=2, maxErrors=3, errorSleep=0)
+        take(transport)
+        proto.dataReceived(b"EHLO c\r\n")
+        take(transport)
+        proto.dataReceived(b"NOOP\r\n" * 4)
+        self.assertEqual(take(transport), replies.OK * 4)
+        self.assertFalse(transport.disconnecting)
+        proto.dataReceived(b"NOOP\r\n" * 3)
+        self.assertEqual(take(transport), replies.OK + replies.TOO_MANY_ERRORS)
+        self.assertTrue(transport.disconnecting)
 
     def test_noLimit(self) -> None:
         """

@@ -104,20 +104,15 @@ class Tally:
         self.readClosed = True
         self.engaged = False
 
-    def junkWouldClose(self) -> bool:
-        """
-        Whether one more junk command ends the session in place of its
-        reply.
-        """
-        return (
-            bool(self.maxJunk)
-            and self.junk + 1 > self.maxJunk
-            and (self.errors + 1 >= self.maxErrors)
-        )
-
     def countJunk(self) -> None:
+        """
+        A junk command was answered: past C{maxJunk}, it counts as an
+        error (its 421, at C{maxErrors}, follows its reply): the first
+        C{maxJunk + 1} do not, as Postfix compares the count before the
+        command (C{junk_cmds++ > limit}).
+        """
         self.junk += 1
-        if self.maxJunk and self.junk > self.maxJunk:
+        if self.maxJunk and self.junk > self.maxJunk + 1:
             self._error()
 
     def refused(self, code: int, lines: list[bytes]) -> None:

@@ -219,9 +219,11 @@ class ServerOptions:
         <twisted_smtpd._core.optionchecks.MAX_ERROR_SLEEP>} (300) seconds.
     @ivar maxJunkCommands: Commands that move no message on (HELO, EHLO,
         LHLO, RSET, NOOP, VRFY, HELP, and BDAT 0 when it is not the last
-        chunk; not XCLIENT and XFORWARD, as in Postfix) taken before each
-        further one counts as an error, counted like C{maxErrors} (Postfix's
-        C{smtpd_junk_command_limit}); 0 for no limit.
+        chunk; not XCLIENT and XFORWARD, as in Postfix): the first
+        C{maxJunkCommands + 1} are free, each further one counts as an
+        error once answered, counted like C{maxErrors}, exactly as with
+        Postfix's C{smtpd_junk_command_limit} (whose test is
+        C{junk_cmds++ > limit}); 0 for no limit.
     @ivar maxLineLength: Longest command line in bytes, CRLF excluded
         (RFC 5321 section 4.5.3.1.4); MAIL and RCPT lines may be 1024 bytes
         longer, for their ESMTP parameters, and AUTH lines up to 12288 bytes

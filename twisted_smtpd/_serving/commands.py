@@ -27,6 +27,7 @@ from twisted_smtpd._serving import tlscommand as _tlscommand
 from twisted_smtpd._serving import transaction as _transaction
 
 if TYPE_CHECKING:
+    from twisted_smtpd._core.replies import Reply
     from twisted_smtpd._serving.context import CommandContext, SessionControl
 
 
@@ -50,8 +51,13 @@ def ehlo(p: CommandContext, argument: bytes) -> None:
         )
         ext += _forwarding.advertised(p)
         p.reply(catalogue.ehlo(options.name, _heloText(p), ext), perText=True)
+        _junkAnswered(p)
 
-    p.hook(p.handler.onHelo, (hostname, p.session), accepted, p.fail)
+    def refused(reply: Reply) -> None:
+        p.fail(reply)
+        _junkAnswered(p)
+
+    p.hook(p.handler.onHelo, (hostname, p.session), accepted, refused)
 
 
 def _authMechanisms(p: CommandContext) -> tuple[str, ...]:
@@ -77,8 +83,13 @@ def helo(p: CommandContext, argument: bytes) -> None:
     def accepted(result: object) -> None:
         _greeted(p, "HELO", hostname)
         p.reply(catalogue.helo(_heloText(p)), perText=True)
+        _junkAnswered(p)
 
-    p.hook(p.handler.onHelo, (hostname, p.session), accepted, p.fail)
+    def refused(reply: Reply) -> None:
+        p.fail(reply)
+        _junkAnswered(p)
+
+    p.hook(p.handler.onHelo, (hostname, p.session), accepted, refused)
 
 
 def _heloText(p: CommandContext) -> str:
@@ -171,26 +182,49 @@ def lineTooLong(p: CommandContext, line: bytes) -> None:
 Action = Callable[["SessionControl", bytes], None]
 
 
-def _junk(action: Action) -> Action:
+def _junk(action: Action, hooked: bool = False) -> Action:
     """
     C{action}, for a command a client can repeat without end and move no
-    message on: counted first (L{SessionControl.countJunk}), and not run
-    when the count ended the session.
+    message on, counted (L{SessionControl.countJunk}) once it is answered,
+    as Postfix's C{smtpd_proto} counts a junk command after its action
+    has replied: the reply of the command whose count reaches
+    C{softErrorLimit} is not held, and the one whose count reaches
+    C{maxErrors} is sent before the C{421}.
+
+    @param hooked: Whether C{action} asks a hook (HELO, EHLO), whose
+        answer may come later: then C{action} counts the command itself
+        once it is answered (L{_junkAnswered}), and only its refusal for a
+        bad argument is counted here.
     """
 
     def counted(p: SessionControl, argument: bytes) -> None:
-        p.countJunk()
-        if not p.closing:
+        try:
             action(p, argument)
+        except CommandError as e:
+            p.fail(e.reply)
+        else:
+            if hooked:
+                return
+        if not p.closing:
+            p.countJunk()
 
     return counted
 
 
+def _junkAnswered(p: CommandContext) -> None:
+    """
+    A junk command whose answer came from a hook (HELO, EHLO) was
+    answered: count it (L{_junk}), unless the answer ended the session.
+    """
+    if not p.closing:
+        p.countJunk()
+
+
 #: The function for each command verb.
 DISPATCH: dict[Verb, Action] = {
-    Verb.EHLO: _junk(ehlo),
-    Verb.LHLO: _junk(ehlo),
-    Verb.HELO: _junk(helo),
+    Verb.EHLO: _junk(ehlo, hooked=True),
+    Verb.LHLO: _junk(ehlo, hooked=True),
+    Verb.HELO: _junk(helo, hooked=True),
     Verb.MAIL: _transaction.mail,
     Verb.RCPT: _transaction.rcpt,
     Verb.DATA: _transaction.data,

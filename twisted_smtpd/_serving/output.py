@@ -266,13 +266,17 @@ class SessionOutput:
 
     def countJunk(self) -> None:
         """
-        Count a command that moves no message on (Postfix's
-        C{smtpd_junk_command_limit}): past C{maxJunkCommands} since the
-        connection or the last message accepted, each counts as an error.
+        Count a command that moves no message on, once it is answered
+        (Postfix's C{smtpd_junk_command_limit}): each one after the first
+        C{maxJunkCommands + 1} since the connection or the last message
+        accepted counts as an error, as Postfix's C{smtpd_proto} tests
+        C{junk_cmds++ > var_smtpd_junk_cmd_limit}, the count before this
+        command against the limit.
         """
-        self._junk += 1
+        junk = self._junk
+        self._junk = junk + 1
         limit = self.options.maxJunkCommands
-        if limit and self._junk > limit:
+        if limit and junk > limit:
             self._countError()
 
     def _emitRefusal(self, reply: Reply, closing: bool = False, limit: str | None = None) -> None:
@@ -325,7 +329,9 @@ class SessionOutput:
     def _sendHeld(self) -> None:
         # A reply held by the tarpit leaves first, at once, and no reply
         # is held after it: the session ends (a QUIT, a shutdown, a
-        # deadline, a lockout, a handler's 421).
+        # deadline, a lockout, a handler's 421).  A held 220 to STARTTLS
+        # is dropped instead (ErrorTarpit.cancel): the closing reply
+        # answers STARTTLS.
         tarpit = self.tarpit
         if tarpit is not None:
             for late, perText in tarpit.cancel(self):

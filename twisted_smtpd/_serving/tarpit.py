@@ -214,10 +214,17 @@ class ErrorTarpit:
         Stop holding: the session ends.
 
         @return: The replies that were held, for a session that closes to
-            send before its last reply.
+            send before its last reply; none when the held reply is the
+            C{220} of STARTTLS (L{then}): a client starts its handshake on
+            that reply, and would read the plaintext reply that closes the
+            session behind it as TLS records (a record that does not
+            decrypt), so the closing reply alone answers STARTTLS (RFC 5321
+            section 3.8: a C{421} may answer any command).
         """
         self._restore(p)
         call, held = self._call, self.held
+        if self._then is not None:
+            held = []
         self._call = self._then = None
         self.held, self._after = [], []
         if call is not None:

@@ -279,21 +279,15 @@ def bdat(p: SessionControl, argument: bytes) -> None:
     BDAT (RFC 3030): read the announced octets as they are.  The first chunk
     starts C{onData}; every chunk but the last gets 250 at once, the last one
     the message's reply.  An empty chunk that is not the last counts as a
-    junk command (L{SessionControl.countJunk}).  A chunk that takes the
-    message past the size limit, and every chunk after it, is dropped
-    (L{oversized}).
+    junk command once answered (L{emptyChunkAnswered}).  A chunk that
+    takes the message past the size limit, and every chunk after it, is
+    dropped (L{oversized}).
     """
     try:
         size, last = parseBdat(argument)
     except CommandError:
         malformedBdat(p)
         return
-    if not (size or last):
-        # An empty chunk that does not end its message moves nothing on: a
-        # junk command, or a client could send it without end.
-        p.countJunk()
-        if p.closing:
-            return
     options = p.options
     receiver = p.receiver
     if receiver is None:
@@ -301,6 +295,7 @@ def bdat(p: SessionControl, argument: bytes) -> None:
         if not session.envelope.rcptTo:
             # As for DATA: the handler took every recipient away.
             refuseBdat(p, argument, catalogue.NO_VALID_RECIPIENTS)
+            emptyChunkAnswered(p, size, last)
             return
         receiver = p.receiver = _newReceiver(p, ChunkDecoder(options.size), False)
         transferStarted(p)
@@ -309,11 +304,29 @@ def bdat(p: SessionControl, argument: bytes) -> None:
     assert isinstance(decoder, ChunkDecoder)
     if decoder.sizeExceeded or (options.size and size > options.size - decoder.byteLength):
         oversized(p, receiver, decoder, size, last)
+        emptyChunkAnswered(p, size, last)
         return
     decoder.expect(size, last)
     receiver.reading = True
     if size == 0:
         p.bodyReceived(receiver, b"", 0)
+        if not (last or p.closing):
+            # emptyChunkAnswered, inline.
+            p.countJunk()
+
+
+def emptyChunkAnswered(p: SessionControl, size: int, last: bool) -> None:
+    """
+    A BDAT chunk was answered (an empty one at once, whatever its reply):
+    if it was empty and not the last, it moved nothing on, and counts as a
+    junk command (L{SessionControl.countJunk}), or a client could send it
+    without end; counted after its reply, as the commands of
+    L{commands._junk <twisted_smtpd._serving.commands._junk>} are.
+    Postfix refuses such a chunk instead (C{551 5.7.1 Null BDAT request}),
+    failing the transaction, which RFC 3030 does not call for.
+    """
+    if not (size or last or p.closing):
+        p.countJunk()
 
 
 def oversized(

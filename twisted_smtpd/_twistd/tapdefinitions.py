@@ -189,8 +189,9 @@ PARAMETERS: list[list[Any]] = [
         int,
         False,
         "Commands that move no message on (HELO, EHLO, LHLO, RSET, NOOP, VRFY, "
-        "HELP, BDAT 0) taken before each further one counts as an error, since "
-        "the last message accepted (0: no limit).",
+        "HELP, BDAT 0) since the last message accepted: the first N + 1 are free, "
+        "each further one counts as an error, as with Postfix's "
+        "smtpd_junk_command_limit (0: no limit).",
     ),
     _numeric(
         "soft-error-limit",
