@@ -16,6 +16,16 @@ socket for more).  What the reader does not take waits, up to a bound;
 past it the log writer loses lines, counted, as for a full disk.  While
 bytes wait, the reactor watches the stream (L{ReaderRoom}) and the writer
 gives the reader more as soon as it makes room.
+
+A terminal is the exception to C{poll}'s promise: it says there is room
+when there is any, and a blocking write of more than the room left waits
+for the reader.  So a terminal is written through a description of its
+own (opened again by its name), non-blocking without touching the flag of
+the one the other processes share.  A write that takes nothing although
+C{poll} said there was room (a non-blocking terminal with room for less
+than a line's end) is tried again only after L{RETRY_PAUSE}, and the
+reactor does not watch such a stream, which would wake it at once for
+ever.
 """
 
 from __future__ import annotations
@@ -36,6 +46,10 @@ if TYPE_CHECKING:
 #: The most bytes one write gives the reader: a pipe that C{poll} says is
 #: writable takes that many without waiting.
 CHUNK: int = getattr(select, "PIPE_BUF", 512)
+
+#: Seconds before writing again into a stream that C{poll} said takes a
+#: write, which then took nothing (C{EAGAIN}).
+RETRY_PAUSE: float = 0.01
 
 
 def streamDescriptor(out: Any) -> int | None:
@@ -71,13 +85,46 @@ def writable(fd: int, timeout: float = 0.0) -> bool:
     return bool(poller.poll(int(timeout * 1000)))
 
 
+def ownTerminal(fd: int) -> int | None:
+    """
+    A description of the terminal C{fd} of this process's own,
+    non-blocking: a blocking write into a terminal of more than the room
+    it has left waits for its reader, whatever C{poll} said, and
+    C{O_NONBLOCK} set on C{fd} would be set for every process sharing it
+    (the shell, the other programs of a pipeline).
+
+    @param fd: A descriptor of standard output.
+    @return: The new descriptor, or C{None} when C{fd} is no terminal or
+        its device cannot be opened again (no permission, no name).
+    """
+    try:
+        if not os.isatty(fd):
+            return None
+        device = os.fstat(fd).st_rdev
+        own = os.open(os.ttyname(fd), os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        same = os.fstat(own).st_rdev == device
+    except OSError:
+        same = False
+    if not same:
+        os.close(own)
+        return None
+    return own
+
+
 class StreamOut:
     """
     Bytes for a stream's reader, written as it takes them: at most
     C{limit} of them wait.
 
-    @ivar fd: The stream's file descriptor.
+    @ivar fd: The descriptor written: the stream's, or for a terminal one
+        of this process's own (L{ownTerminal}).
     @ivar limit: The most bytes that wait for the reader.
+    @ivar refused: Whether the last write took nothing although C{poll}
+        said there was room: the reactor must not watch the stream, which
+        it would find writable at once, again and again.
     """
 
     def __init__(self, fd: int, limit: int) -> None:
@@ -85,9 +132,38 @@ class StreamOut:
         @param fd: The stream's file descriptor (L{streamDescriptor}).
         @param limit: The most bytes that may wait for the reader.
         """
-        self.fd = fd
+        self._own = ownTerminal(fd)
+        self.fd = fd if self._own is None else self._own
         self.limit = limit
+        self.refused = False
         self._waiting = bytearray()
+
+    def close(self) -> None:
+        """
+        Close the descriptor of this process's own, if any (the stream's
+        stays open).
+        """
+        own, self._own = self._own, None
+        if own is not None:
+            os.close(own)
+
+    def _writeSome(self) -> int:
+        """
+        Write what the reader takes of the next L{CHUNK} bytes waiting.
+
+        @return: How many it took: 0 when it took nothing although C{poll}
+            said there was room (L{refused}).
+        """
+        try:
+            written = os.write(self.fd, self._waiting[:CHUNK])
+        except BlockingIOError:
+            # A non-blocking descriptor (a terminal's own, or one another
+            # holder made so) with less room than the write needs.
+            self.refused = True
+            return 0
+        self.refused = False
+        del self._waiting[:written]
+        return written
 
     @property
     def waiting(self) -> int:
@@ -121,14 +197,11 @@ class StreamOut:
         while self._waiting:
             if not writable(self.fd, max(0.0, deadline - time.monotonic())):
                 return
-            try:
-                written = os.write(self.fd, self._waiting[:CHUNK])
-            except BlockingIOError:
-                # A descriptor made non-blocking by another holder of it.
-                if time.monotonic() >= deadline:
+            if not self._writeSome():
+                left = deadline - time.monotonic()
+                if left <= 0:
                     return
-                continue
-            del self._waiting[:written]
+                time.sleep(min(RETRY_PAUSE, left))
 
     def makeRoom(self, size: int, stall: float) -> bool:
         """
@@ -142,17 +215,17 @@ class StreamOut:
         @raise OSError: The stream cannot be written (C{EPIPE}: its reader
             is gone); the bytes still waiting stay.
         """
+        deadline = time.monotonic() + stall
         while len(self._waiting) + size > self.limit:
             if not self._waiting:
                 return True
-            if not writable(self.fd, stall):
+            left = deadline - time.monotonic()
+            if left <= 0 or not writable(self.fd, left):
                 return False
-            try:
-                written = os.write(self.fd, self._waiting[:CHUNK])
-            except BlockingIOError:
-                # A descriptor made non-blocking by another holder of it.
-                continue
-            del self._waiting[:written]
+            if self._writeSome():
+                deadline = time.monotonic() + stall
+            else:
+                time.sleep(min(RETRY_PAUSE, left))
         return True
 
     def take(self) -> bytes:

@@ -407,6 +407,7 @@ class BufferedLogWriter:
             onBrokenPipe()
             # The same descriptor, now another file: the lines go there.
             waiting = stream.take().decode("utf-8", "replace")
+            stream.close()
             self._stream = self._streamOf(self._out)
             self._buffer.insert(0, waiting)
             self._size += len(waiting)
@@ -422,12 +423,17 @@ class BufferedLogWriter:
         """
         Write what waits as soon as the reader of C{stream} makes room:
         the reactor watches it; a reactor that cannot (a test's clock)
-        flushes again C{interval} seconds later.
+        flushes again C{interval} seconds later, and so does one watching a
+        stream that took nothing although C{poll} said there was room
+        (L{StreamOut.refused}): the reactor would find it writable at once,
+        again and again.
         """
-        if self._watched is not None:
+        if stream.refused:
+            self._unwatch(reactor)
+        elif self._watched is not None:
             return
         addWriter = getattr(reactor, "addWriter", None)
-        if addWriter is not None:
+        if addWriter is not None and not stream.refused:
             watched = ReaderRoom(stream.fd, self.flush, self._readerGone)
             try:
                 addWriter(watched)
