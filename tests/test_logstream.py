@@ -10,6 +10,7 @@ import fcntl
 import io
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -343,6 +344,25 @@ class StreamDescriptorTests(SynchronousTestCase):
         """
         with open(self.mktemp(), "w") as f:
             self.assertIsNone(streamDescriptor(f))
+
+    def test_otherDevice(self) -> None:
+        """
+        A device that is no terminal (C{/dev/null}) takes every write at
+        once: it is written as a file is, in one write per flush.
+        """
+        with open(os.devnull, "w") as f:
+            self.assertIsNone(streamDescriptor(f))
+
+    def test_socket(self) -> None:
+        """
+        A socket (journald's stream, a container's log collector) is a
+        stream.
+        """
+        ends = socket.socketpair()
+        self.addCleanup(ends[0].close)
+        self.addCleanup(ends[1].close)
+        with os.fdopen(os.dup(ends[0].fileno()), "w") as f:
+            self.assertEqual(streamDescriptor(f), f.fileno())
 
     def test_noDescriptor(self) -> None:
         """

@@ -54,13 +54,14 @@ RETRY_PAUSE: float = 0.01
 
 def streamDescriptor(out: Any) -> int | None:
     """
-    The file descriptor of C{out} if it is a pipe, a socket, a terminal or
-    another file that may make a writer wait for its reader.
+    The file descriptor of C{out} if it is a pipe, a socket or a terminal:
+    a file whose writer may wait for its reader.
 
     @param out: A file object (standard output, a log file).
     @return: The descriptor, or C{None} for a regular file (which a
-        C{write} fills, or fails: a full disk) or an object with no
-        descriptor of its own.
+        C{write} fills, or fails: a full disk), another device
+        (C{/dev/null}, which takes every write at once) or an object with
+        no descriptor of its own.
     """
     try:
         fd = out.fileno()
@@ -70,9 +71,9 @@ def streamDescriptor(out: Any) -> int | None:
     except (AttributeError, OSError, ValueError):
         # io.UnsupportedOperation is an OSError and a ValueError.
         return None
-    if stat.S_ISREG(mode) or stat.S_ISBLK(mode):
-        return None
-    return fd
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or (stat.S_ISCHR(mode) and os.isatty(fd)):
+        return fd
+    return None
 
 
 def writable(fd: int, timeout: float = 0.0) -> bool:
