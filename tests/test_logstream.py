@@ -19,8 +19,10 @@ from contextlib import contextmanager
 from contextlib import suppress as ignoring
 from typing import IO, Any
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_logwriter import RunningClock
@@ -224,6 +226,21 @@ class StalledReaderTests(SynchronousTestCase):
         self.clock.advance(1)
         self.assertFalse(writer._stalled)
 
+    def test_stallGiven(self) -> None:
+        """
+        A writer given its own C{stall} (a worker's, for its parent) waits
+        that long for a reader that takes nothing, not L{STALL_WAIT}.
+        """
+        self.patch(logwriter, "STALL_WAIT", 30.0)
+        self.writer(limit=100, behind=8192, stall=0.3)
+        started = time.monotonic()
+        with notWaiting(self):
+            for n in range(300):
+                self.log.info("line {n:04d} " + "x" * 60, n=n)
+                self.clock.advance(0.1)
+        self.assertLess(time.monotonic() - started, 0.9)
+        self.assertIn("bytes behind (EAGAIN); lines lost so far: ", self.errors.getvalue())
+
     def test_atExitBounded(self) -> None:
         """
         At exit (the reactor stopped) the last lines wait for the reader
@@ -330,6 +347,26 @@ class ReactorWatchesTests(SynchronousTestCase):
         self.clock.writers[0].doWrite()
         self.assertEqual(self.clock.writers, [])
         self.assertIn("Broken pipe (EPIPE); lines lost so far: ", self.errors.getvalue())
+
+    def test_watchedAgainAfterEnd(self) -> None:
+        """
+        When the reactor stops watching the stream on its own (it saw the
+        stream end: C{connectionLost}), the writer knows it is no longer
+        watched, and has it watched again while bytes still wait.
+        """
+        with notWaiting(self):
+            for n in range(300):
+                self.log.info("line {n:04d} " + "x" * 60, n=n)
+        (watched,) = self.clock.writers
+        self.clock.writers.remove(watched)
+        watched.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(self.clock.writers), 1)
+        for _ in range(100):
+            if not self.clock.writers:
+                break
+            self.pipe.read()
+            self.clock.writers[0].doWrite()
+        self.assertEqual(len(self.pipe.read().decode().splitlines()), 300)
 
 
 class StreamDescriptorTests(SynchronousTestCase):

@@ -283,4 +283,4 @@ class ReaderRoom:
         The reactor saw the stream end (its reader gone) and stopped
         watching it: the next write finds out why.
         """
-        self._onRoom()
+        self._onEnd()

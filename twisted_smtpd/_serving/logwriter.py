@@ -66,6 +66,13 @@ FINAL_WAIT = 2.0
 #: lines are lost, counted, until it takes bytes again.
 STALL_WAIT = 5.0
 
+#: What a worker of C{--workers} gives its parent, which reads the
+#: workers' lines and gives up on its own reader within L{STALL_WAIT}:
+#: longer, so that the parent takes the worker's lines again before the
+#: worker gives up, and the lines lost are counted in one place, the
+#: parent's log.
+PARENT_STALL_WAIT = 3 * STALL_WAIT
+
 
 _NOISE = frozenset({"Starting factory {factory!r}", "Stopping factory {factory!r}"})
 # The last two: the UDP port of twisted.names' resolver (reverse lookups),
@@ -117,6 +124,7 @@ class BufferedLogWriter:
         limit: int = 65536,
         onBrokenPipe: Callable[[], object] | None = None,
         behind: int = 1 << 20,
+        stall: float | None = None,
     ) -> None:
         """
         @param out: A text file (standard output, or C{twistd}'s C{LogFile}).
@@ -131,6 +139,8 @@ class BufferedLogWriter:
         @param behind: The most bytes that wait for the reader of a
             stream (a pipe, a socket, a terminal) that does not take them;
             lines past it are lost.
+        @param stall: The most seconds the reader of such a stream may
+            take nothing before it is given up (L{STALL_WAIT} if C{None}).
         """
         self._out = out
         self._onBrokenPipe = onBrokenPipe
@@ -150,6 +160,7 @@ class BufferedLogWriter:
         self._lostBecause = ""
         self._reportedAt: float | None = None
         self._behind = behind
+        self._stall = stall
         self._stream = self._streamOf(out)
         self._gaveUp = False
         self._stalled = False
@@ -376,7 +387,9 @@ class BufferedLogWriter:
                 if not kept and not self._stalled:
                     # A reader this far behind sets the pace while it takes
                     # bytes; one that takes none for STALL_WAIT is given up.
-                    stall = STALL_WAIT if running else min(STALL_WAIT, FINAL_WAIT)
+                    stall = STALL_WAIT if self._stall is None else self._stall
+                    if not running:
+                        stall = min(stall, FINAL_WAIT)
                     try:
                         self._stalled = not stream.makeRoom(len(encoded), stall)
                     except OSError:

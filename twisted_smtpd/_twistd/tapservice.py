@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted_smtpd._core.files import forgetStartCopies, keptReads
 from twisted_smtpd._serving.deadlines import CLOSE_GRACE
 from twisted_smtpd._serving.listeners import servesServerTLS
-from twisted_smtpd._serving.logwriter import BufferedLogWriter
+from twisted_smtpd._serving.logwriter import PARENT_STALL_WAIT, BufferedLogWriter
 from twisted_smtpd._serving.resolve import resolverFor
 from twisted_smtpd._twistd.daemon import HANDLER_CLOSE_TIMEOUT, SMTPDaemon
 from twisted_smtpd._twistd.logfile import logDestination
@@ -92,11 +92,13 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
         # writer takes every line, in order.  A worker's goes to its
         # parent, through its standard output.
         onBrokenPipe: Callable[[], object] | None = None
+        stall = None
         if inherited:
             from twisted_smtpd._twistd.workerside import stdoutToStderr
 
             destination = sys.stdout
             onBrokenPipe = stdoutToStderr
+            stall = PARENT_STALL_WAIT
         else:
             # Made by the user twistd --uid runs the server as, who rotates
             # it and opens it again.
@@ -106,6 +108,7 @@ def makeService(config: Any) -> SMTPDaemon | WorkerPool | WorkerMetrics | Shared
             destination,
             json=config["log-format"] == "json",
             onBrokenPipe=onBrokenPipe,
+            stall=stall,
         )
         # The lines of the last moments, at exit (after the reactor
         # stopped, lines are written at once).
