@@ -212,7 +212,8 @@ class StreamOut:
 
         @return: C{False} when the reader took nothing for C{stall}
             seconds; C{True} when the bytes fit now, or never would
-            (C{size} alone is over the limit).
+            (C{size} alone is over the limit): nothing waits then, and
+            they are to be kept anyway (L{put}), not lost.
         @raise OSError: The stream cannot be written (C{EPIPE}: its reader
             is gone); the bytes still waiting stay.
         """

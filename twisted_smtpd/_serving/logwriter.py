@@ -396,7 +396,11 @@ class BufferedLogWriter:
                         # Lost, counted, or written elsewhere with the rest.
                         stream.put(encoded, anyway=True)
                         raise
-                    kept = not self._stalled and stream.put(encoded)
+                    # Room made, or none ever would be: C{encoded} alone
+                    # is over the limit (a long line, what waited for a
+                    # worker's parent that died), taken whole once nothing
+                    # else waits.
+                    kept = not self._stalled and stream.put(encoded, anyway=True)
                 if kept:
                     self._lost = 0
                     self._reportedAt = None
@@ -419,8 +423,10 @@ class BufferedLogWriter:
                 return
             onBrokenPipe()
             # The same descriptor, now another file: the lines go there.
+            # Its reader is no worker's parent: it gets STALL_WAIT.
             waiting = stream.take().decode("utf-8", "replace")
             stream.close()
+            self._stall = None
             self._stream = self._streamOf(self._out)
             self._buffer.insert(0, waiting)
             self._size += len(waiting)
