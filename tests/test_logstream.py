@@ -424,3 +424,117 @@ class StreamDescriptorTests(SynchronousTestCase):
         self.assertEqual(out.waiting, 5)
         self.assertEqual(out.take(), b"12345")
         self.assertEqual(out.waiting, 0)
+
+
+class OverBehindTests(SynchronousTestCase):
+    """
+    More bytes at once than C{behind} (one long line, or what waited for a
+    worker's parent that died): the reader sets the pace, nothing is lost.
+    """
+
+    def setUp(self) -> None:
+        self.pipe = StalledPipe(self)
+        self.errors = io.StringIO()
+        self.patch(sys, "__stderr__", self.errors)
+        self.clock = RunningClock()
+
+    def test_longLineKept(self) -> None:
+        """
+        A line longer than C{behind} bytes, for a reader that keeps up,
+        reaches it whole as it reads, and nothing is counted lost.
+        """
+        writer = BufferedLogWriter(self.pipe.out, reactor=self.clock, limit=100, behind=8192)
+        log = Logger(namespace="other", observer=writer)
+        with notWaiting(self):
+            log.info("long " + "x" * 20000)
+            for _ in range(100):
+                self.pipe.read()
+                self.clock.advance(0.5)
+            log.info("after")
+            self.clock.advance(0.5)
+        lines = self.pipe.read().decode().splitlines()
+        self.assertEqual(
+            [line.partition(" [other#info] ")[2][:6] for line in lines], ["long x", "after"]
+        )
+        self.assertEqual(len(lines[0].partition(" [other#info] ")[2]), 20005)
+        self.assertEqual(self.errors.getvalue(), "")
+
+
+class ParentGoneTests(SynchronousTestCase):
+    """
+    A worker whose parent is gone (killed) while lines wait for it: they
+    go to where C{onBrokenPipe} points standard output (its standard
+    error), with the lines after them, in order.
+    """
+
+    def setUp(self) -> None:
+        self.parent = StalledPipe(self)
+        self.other = StalledPipe(self)
+        self.errors = io.StringIO()
+        self.patch(sys, "__stderr__", self.errors)
+        self.clock = RunningClock()
+        fd = self.parent.out.fileno()
+
+        def toOther() -> None:
+            os.dup2(self.other.out.fileno(), fd)
+
+        self.writer = BufferedLogWriter(
+            self.parent.out,
+            reactor=self.clock,
+            limit=100,
+            behind=8192,
+            onBrokenPipe=toOther,
+            stall=30.0,
+        )
+        self.log = Logger(namespace="other", observer=self.writer)
+        # The parent stops reading: lines wait for it, nearly C{behind}
+        # bytes of them, none lost.
+        stream = self.writer._stream
+        assert stream is not None
+        n = 0
+        with notWaiting(self):
+            while stream.waiting < 8192 - 200:
+                self.log.info("line {n:04d} " + "x" * 60, n=n)
+                self.clock.advance(0.1)
+                n += 1
+        self.lines = n
+        self.waiting = stream.waiting
+        os.close(self.parent.reader)
+        self.parent.reader = -1
+
+    def test_waitingLinesWritten(self) -> None:
+        """
+        The lines that waited for the parent, however many (more than
+        C{behind} with those after them), reach the new reader, then
+        those after them; none is counted lost.
+        """
+        with notWaiting(self):
+            self.log.info("after " + "y" * 300)
+            for _ in range(100):
+                self.other.read()
+                self.clock.advance(0.5)
+        received = self.other.read()
+        self.assertGreaterEqual(len(received), self.waiting)
+        lines = received.decode().splitlines()
+        self.assertTrue(lines[-1].endswith(" [other#info] after " + "y" * 300), lines[-1])
+        self.assertEqual(
+            [line.partition(" [other#info] ")[2][:9] for line in lines[1:-1]],
+            [f"line {n:04d}" for n in range(self.lines - len(lines) + 2, self.lines)],
+        )
+        self.assertNotIn(b"lost", received)
+        self.assertEqual(self.errors.getvalue(), "")
+
+    def test_stallOfTheNewReader(self) -> None:
+        """
+        The new reader (standard error's: a journal, a terminal) is given
+        L{STALL_WAIT <logwriter.STALL_WAIT>} seconds when it takes
+        nothing, not the parent's longer C{stall}.
+        """
+        self.other.out.write("z" * 4096)
+        self.other.out.flush()
+        self.patch(logwriter, "STALL_WAIT", 0.2)
+        with notWaiting(self):
+            for n in range(200):
+                self.log.info("later {n:04d} " + "x" * 60, n=n)
+                self.clock.advance(0.1)
+        self.assertIn("bytes behind (EAGAIN); lines lost so far: ", self.errors.getvalue())

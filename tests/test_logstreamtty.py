@@ -96,6 +96,34 @@ class TerminalTests(SynchronousTestCase):
         )
         self.assertEqual(self.errors.getvalue(), "")
 
+    def test_repointed(self) -> None:
+        """
+        Standard output pointed elsewhere once the writer was made
+        (C{twistd} without C{-n} daemonizes after the server is built, and
+        points it to C{/dev/null}): the lines go where it points now, not
+        on into the terminal through the writer's own descriptor, which
+        is closed.
+        """
+        writer = BufferedLogWriter(self.terminal.out, reactor=self.clock, limit=100)
+        stream = writer._stream
+        assert stream is not None
+        self.addCleanup(stream.close)
+        own = stream.fd
+        self.assertNotEqual(own, self.terminal.out.fileno())
+        log = Logger(namespace="other", observer=writer)
+        log.info("before")
+        self.clock.advance(1)
+        elsewhere = StalledPipe(self)
+        os.dup2(elsewhere.out.fileno(), self.terminal.out.fileno())
+        log.info("after")
+        self.clock.advance(1)
+        self.assertIn(b" [other#info] before", self.terminal.read())
+        self.assertNotIn(b"after", self.terminal.read())
+        self.assertTrue(elsewhere.read().endswith(b" [other#info] after\n"))
+        with self.assertRaises(OSError):
+            os.fstat(own)
+        self.assertEqual(self.errors.getvalue(), "")
+
 
 class RefusingWrites:
     """

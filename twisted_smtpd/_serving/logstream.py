@@ -138,6 +138,23 @@ class StreamOut:
         self.limit = limit
         self.refused = False
         self._waiting = bytearray()
+        self._source = fd
+        self._device = os.fstat(self._own).st_rdev if self._own is not None else 0
+
+    def stale(self) -> bool:
+        """
+        Whether this writes through a terminal's descriptor of its own
+        while the stream's descriptor no longer names that terminal:
+        pointed elsewhere since (C{twistd} daemonizing points standard
+        output to C{/dev/null}), its lines are no longer the terminal's.
+        """
+        if self._own is None:
+            return False
+        try:
+            mode = os.fstat(self._source)
+        except OSError:
+            return True
+        return not stat.S_ISCHR(mode.st_mode) or mode.st_rdev != self._device
 
     def close(self) -> None:
         """
@@ -212,7 +229,8 @@ class StreamOut:
 
         @return: C{False} when the reader took nothing for C{stall}
             seconds; C{True} when the bytes fit now, or never would
-            (C{size} alone is over the limit).
+            (C{size} alone is over the limit): nothing waits then, and
+            they are to be kept anyway (L{put}), not lost.
         @raise OSError: The stream cannot be written (C{EPIPE}: its reader
             is gone); the bytes still waiting stay.
         """

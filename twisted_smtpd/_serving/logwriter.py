@@ -377,6 +377,12 @@ class BufferedLogWriter:
         takes bytes again.
         """
         reactor = self._reactor or self.reactor
+        if stream.stale():
+            # Standard output no longer names the terminal written through
+            # a descriptor of this process's own: the lines, those waiting
+            # first, go where it points now.
+            self._repoint(stream, reactor, data)
+            return
         running = getattr(reactor, "running", False)
         try:
             if data:
@@ -396,7 +402,11 @@ class BufferedLogWriter:
                         # Lost, counted, or written elsewhere with the rest.
                         stream.put(encoded, anyway=True)
                         raise
-                    kept = not self._stalled and stream.put(encoded)
+                    # Room made, or none ever would be: C{encoded} alone
+                    # is over the limit (a long line, what waited for a
+                    # worker's parent that died), taken whole once nothing
+                    # else waits.
+                    kept = not self._stalled and stream.put(encoded, anyway=True)
                 if kept:
                     self._lost = 0
                     self._reportedAt = None
@@ -419,18 +429,30 @@ class BufferedLogWriter:
                 return
             onBrokenPipe()
             # The same descriptor, now another file: the lines go there.
-            waiting = stream.take().decode("utf-8", "replace")
-            stream.close()
-            self._stream = self._streamOf(self._out)
-            self._buffer.insert(0, waiting)
-            self._size += len(waiting)
-            self.flush()
+            # Its reader is no worker's parent: it gets STALL_WAIT.
+            self._stall = None
+            self._repoint(stream, reactor, "")
             return
         self._gaveUp = bool(stream.waiting) and not running
         if not stream.waiting:
             self._unwatch(reactor)
         elif running:
             self._awaitReader(stream, reactor)
+
+    def _repoint(self, stream: StreamOut, reactor: Any, data: str) -> None:
+        """
+        Write the lines waiting for the reader of C{stream}, then C{data},
+        where the output's descriptor points now: C{stream}, and its
+        terminal's descriptor of this process's own, are done with.
+        """
+        self._unwatch(reactor)
+        waiting = stream.take().decode("utf-8", "replace") + data
+        stream.close()
+        self._stream = self._streamOf(self._out)
+        if waiting:
+            self._buffer.insert(0, waiting)
+            self._size += len(waiting)
+        self.flush()
 
     def _awaitReader(self, stream: StreamOut, reactor: Any) -> None:
         """
