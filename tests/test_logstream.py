@@ -41,16 +41,23 @@ class StalledPipe:
     """
 
     def __init__(self, test: SynchronousTestCase) -> None:
-        self.reader, writer = os.pipe()
-        with ignoring(OSError):
-            fcntl.fcntl(writer, _SETPIPE_SZ, 4096)
+        self.reader, writer = self.ends()
         self.out: IO[Any] = os.fdopen(writer, "w", encoding="utf-8")
         test.addCleanup(self.close)
         self.received = b""
 
+    def ends(self) -> tuple[int, int]:
+        """
+        The reading and the writing end.
+        """
+        reader, writer = os.pipe()
+        with ignoring(OSError):
+            fcntl.fcntl(writer, _SETPIPE_SZ, 4096)
+        return reader, writer
+
     def read(self) -> bytes:
         """
-        Read all the pipe holds now.
+        Read all it holds now.
         """
         os.set_blocking(self.reader, False)
         try:
@@ -59,7 +66,9 @@ class StalledPipe:
                 if not data:
                     break
                 self.received += data
-        except BlockingIOError:
+        except OSError:
+            # BlockingIOError: nothing more now; EIO: a terminal's other
+            # end is closed.
             pass
         return self.received
 

@@ -11,8 +11,7 @@ import errno
 import io
 import os
 import sys
-from contextlib import suppress as ignoring
-from typing import IO, Any
+from typing import Any
 
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
@@ -23,39 +22,17 @@ from twisted_smtpd._serving.logstream import StreamOut
 from twisted_smtpd._serving.logwriter import BufferedLogWriter
 
 
-class Terminal:
+class Terminal(StalledPipe):
     """
     A pseudo-terminal whose reader (the terminal emulator, C{sshd}) reads
     only when told to.
     """
 
-    def __init__(self, test: SynchronousTestCase) -> None:
-        self.reader, writer = os.openpty()
-        self.out: IO[Any] = os.fdopen(writer, "w", encoding="utf-8")
-        test.addCleanup(self.close)
-        self.received = b""
-
-    def read(self) -> bytes:
+    def ends(self) -> tuple[int, int]:
         """
-        Read all the terminal holds now.
+        The terminal's two ends.
         """
-        os.set_blocking(self.reader, False)
-        try:
-            while True:
-                data = os.read(self.reader, 65536)
-                if not data:
-                    break
-                self.received += data
-        except (BlockingIOError, OSError):
-            pass
-        return self.received
-
-    def close(self) -> None:
-        if self.reader >= 0:
-            os.close(self.reader)
-            self.reader = -1
-        with ignoring(OSError):
-            self.out.close()
+        return os.openpty()
 
 
 class TerminalTests(SynchronousTestCase):
