@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import gc
 import re
+import traceback
 from base64 import b64encode
 from collections import deque
 from typing import Any
@@ -1623,6 +1624,11 @@ class SessionFuzzTests(SynchronousTestCase):
         """
         try:
             run_state_machine_as_test(SessionMachine, settings=PROFILE)
+        except Exception as e:
+            # trial shows neither the members of an exception group (the
+            # distinct failures Hypothesis found) nor the notes holding
+            # each one's steps: they go into the failure's text.
+            raise self.failureException("".join(traceback.format_exception(e))) from e
         finally:
             # The handler's own exceptions are logged on purpose.
             self.flushLoggedErrors(FuzzError, TypeError)
